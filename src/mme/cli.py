@@ -7,6 +7,7 @@ that ``mme --help`` is fast and a broken optional dependency only affects the co
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -63,7 +64,18 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput and memory of data, targets and training steps")
-    p.set_defaults(func=lambda a: _not_yet("bench"))
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    # Each kind's flags are added by its own module; each prints ratios against a reference measured in the same run.
+    for kind, module in (("data", "mme.data.bench"), ("targets", "mme.motion.bench"), ("train", "mme.train.bench")):
+        q = kinds.add_parser(kind, help=f"benchmark {kind} (see {module})")
+        q.set_defaults(func=lambda a, m=module: importlib.import_module(m).main(a))
+        _bench_args(kind, q)
+
+
+def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
+    """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
+    p.add_argument("--threads", type=int, default=None, help="torch/OpenCV threads (default: all cores)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
 def _not_yet(name: str) -> int:
