@@ -1,10 +1,180 @@
-"""Reconstruction targets in token layout ``(B, N, C)``, N in (t, h, w) raster order (mme-method.md §7-8)."""
+"""Reconstruction targets in token layout ``(N, C)`` per sample / ``(B, N, C)`` batched, N in (t, h, w) raster
+order (mme-method.md §7-8), and the prediction heads that go with them.
+
+Targets (``target.kind``, one or a list):
+
+- ``pixel``: VideoMAE's normalised pixels (computed in the training step, :func:`step_targets`).
+- ``hog``: HOG of each tubelet's second frame, 27 (3 colours × 9 bins) per 8-px cell, cells of a patch in
+  (c, a, b) order: 108-d at patch 16 (the release's appearance target; training step).
+- ``mme`` (the paper, default): ``traj`` + ``shape``. ``traj`` = the per-step displacements of the K points
+  of each patch, tracked L raw frames from the tubelet's first raw frame, ordered (coordinate, step, point),
+  2·L·K dims, PatchStd-normalised; ``shape`` = the HOG of the cell each point is in at steps 0..L-1,
+  ordered (step, point, 27), 27·L·K dims (paper Eq. 2-3; the release's VolumeHOG without its D6 bug).
+- ``mme-released``: ``traj`` + ``hog`` with L=4 (the released script's ``base`` variant, §12 D1).
+
+``traj`` and ``shape`` are computed in the data workers (:func:`make_target_fn`) from the sample's frames,
+or from the track cache (``target.cache_dir``). A patch is supervised (``valid``) if any of its points stayed
+in the frame, as the release (§7.6). PatchStd: per token, coordinate and step, ``z = (x - mean) / std`` over
+the K points (unbiased std), and ``z = 0`` where ``std < std_floor`` px: below the flow's noise level a z-score
+only amplifies noise (§7.6). Without PatchStd the target is the displacement divided by the ±bound.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
 import torch
 
-from mme.data.transforms import denormalize
+from mme.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from mme.errors import ConfigError
+from mme.models.config import ModelConfig
+from mme.models.mae import HeadSpec
+from mme.motion.flow import METHODS
+from mme.motion.hog import BINS, hog_at, hog_cells
+from mme.motion.tracks import Tracks, default_max_disp, track
+
+KINDS = ("pixel", "hog", "mme", "mme-released")
+HEADS_OF_KIND = {"pixel": ("pixel",), "hog": ("hog",), "mme": ("traj", "shape"), "mme-released": ("traj", "hog")}
+STEP_TARGETS = ("pixel", "hog")  # computed from the normalised clip in the training step
+WORKER_TARGETS = ("traj", "shape")  # computed from raw frames in the data workers
+
+
+@dataclass
+class TargetConfig:
+    """What the decoder reconstructs and how the motion targets are made (defaults: the paper's MME)."""
+
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "paper": dict(kind="mme", track_length=6),
+        "released": dict(kind="mme-released", track_length=4, activation="release"),
+        "videomae": dict(kind="pixel"),
+        "maskfeat": dict(kind="hog"),
+    }
+
+    preset: str | None = None
+    """Named recipe (paper / released / videomae / maskfeat); explicit keys override it."""
+    kind: str | list[str] = "mme"
+    """pixel | hog | mme | mme-released, or a list of them (combined heads; a name shared by two kinds is one head)."""
+    track_length: int | None = None
+    """L raw frames tracked per tubelet; default 6 for 'mme' (paper, v1 T3), 4 for 'mme-released'."""
+    seed_stride: int | None = None
+    """Track seed spacing in px; default patch/2 (2×2 points per patch); = patch: one point (the sparse ablation)."""
+    patch_norm: bool = True
+    """PatchStd: z-score the displacements over the points of a patch per coordinate and step."""
+    std_floor: float = 0.1
+    """PatchStd floor in px: below it the z-score is 0. Default from the measured DIS flow noise (see README)."""
+    flow: str = "dis"
+    """Optical flow: dis (OpenCV DIS MEDIUM) | farneback | tvl1 (needs opencv-contrib)."""
+    compensate: bool = False
+    """Camera-motion compensation (iDT-style homography; no SURF)."""
+    interpolate: bool = True
+    """True: track through every raw frame (the paper). False: flow only between the sampled frames, spread evenly
+    over the raw steps, and shape from the sampled frames (the paper's 'no interpolation' ablation)."""
+    max_disp: float | None = None
+    """Displacement bound in px; default 20 at 224², scaled with the frame size."""
+    prune: bool = False
+    """iDT-style removal of static and erratic tracks from the validity mask."""
+    hog_cell: int | None = None
+    """HOG cell side in px; default patch/2 (8 px at patch 16)."""
+    activation: str = "none"
+    """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head)."""
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """Per-head loss weights by head name (pixel/hog/traj/shape); default 1/number of heads (the release's average)."""
+    norm_pix: bool = True
+    """Pixel target: z-score each token's pixels (VideoMAE's norm_pix_loss)."""
+    cache_dir: str | None = None
+    """Read tracks from this `mme extract` cache instead of computing flow online."""
+
+    def __post_init__(self):
+        kinds = self.kinds
+        bad = [k for k in kinds if k not in KINDS]
+        if bad or not kinds:
+            raise ConfigError(f"target.kind: unknown target(s) {bad or kinds}; choose from {list(KINDS)}")
+        if self.track_length is None:
+            self.track_length = 4 if "mme-released" in kinds else 6
+        if self.track_length < 1:
+            raise ConfigError(f"target.track_length must be >= 1, got {self.track_length}")
+        if self.flow not in METHODS:
+            raise ConfigError(f"target.flow must be one of {list(METHODS)}, got {self.flow!r}")
+        if self.activation not in ("none", "release"):
+            raise ConfigError(f"target.activation must be 'none' or 'release', got {self.activation!r}")
+        if self.std_floor < 0:
+            raise ConfigError(f"target.std_floor must be >= 0, got {self.std_floor}")
+        if self.max_disp is not None and self.max_disp <= 0:
+            raise ConfigError(f"target.max_disp must be positive, got {self.max_disp}")
+        for name in ("seed_stride", "hog_cell"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"target.{name} must be positive, got {v}")
+        unknown = sorted(set(self.loss_weights) - set(self.heads))
+        if unknown:
+            raise ConfigError(f"target.loss_weights: no head(s) {unknown}; heads of this target: {list(self.heads)}")
+
+    @property
+    def kinds(self) -> list[str]:
+        items = [self.kind] if isinstance(self.kind, str) else list(self.kind)
+        return [k.strip() for item in items for k in item.split(",") if k.strip()]
+
+    @property
+    def heads(self) -> list[str]:
+        """Head names in a fixed order, each once."""
+        names = {h for k in self.kinds for h in HEADS_OF_KIND.get(k, ())}
+        return [h for h in ("pixel", "hog", "traj", "shape") if h in names]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Token geometry the targets follow: points per patch side, seed stride, HOG cell, channels per cell."""
+
+    patch: int
+    tubelet: int
+    seed_stride: int
+    hog_cell: int
+
+    @property
+    def points(self) -> int:
+        """K: tracked points per patch."""
+        return (self.patch // self.seed_stride) ** 2
+
+
+def token_geometry(cfg: TargetConfig, model_cfg: ModelConfig) -> Geometry:
+    """Resolve the defaults that depend on the model and check that points and cells tile a patch."""
+    p = model_cfg.patch_size
+    seed = cfg.seed_stride or max(p // 2, 1)
+    cell = cfg.hog_cell or max(p // 2, 1)
+    if p % seed:
+        raise ConfigError(f"target.seed_stride {seed} must divide model.patch_size {p}")
+    if p % cell:
+        raise ConfigError(f"target.hog_cell {cell} must divide model.patch_size {p}")
+    g = Geometry(p, model_cfg.tubelet_size, seed, cell)
+    if cfg.patch_norm and "traj" in cfg.heads and g.points < 2:
+        raise ConfigError(
+            f"target.patch_norm needs >= 2 points per patch, but seed_stride {seed} gives 1 per {p}-px patch; "
+            "set target.patch_norm=false for the sparse ablation"
+        )
+    return g
+
+
+def head_specs(cfg: TargetConfig, model_cfg: ModelConfig) -> list[HeadSpec]:
+    """The heads of this target: names, dims, activation, weights; MME terms are per-token SSE (§8)."""
+    g = token_geometry(cfg, model_cfg)
+    L, K = cfg.track_length, g.points
+    cells = (g.patch // g.hog_cell) ** 2
+    release = cfg.activation == "release"
+    default_w = 1.0 / len(cfg.heads)
+    dims = {
+        "pixel": (g.tubelet * g.patch * g.patch * 3, "none", 0, "mean"),
+        "hog": (3 * BINS * cells, "sigmoid" if release else "none", model_cfg.head_hidden, "sum"),
+        "traj": (2 * L * K, "tanh" if release else "none", model_cfg.head_hidden, "sum"),
+        "shape": (3 * BINS * L * K, "sigmoid" if release else "none", model_cfg.head_hidden, "sum"),
+    }
+    specs = []
+    for name in cfg.heads:
+        dim, act, hidden, red = dims[name]
+        specs.append(HeadSpec(name, dim, act, hidden, cfg.loss_weights.get(name, default_w), red))
+    return specs
 
 
 def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = True) -> torch.Tensor:
@@ -21,3 +191,146 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = Tru
     if norm:
         x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     return x.reshape(B, x.shape[1], -1)
+
+
+def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int) -> torch.Tensor:
+    """HOG of each tubelet's second frame (the first if tubelet = 1) of a normalised clip ``(B, 3, T, H, W)``:
+    ``(B, N, 27 * (patch/cell)²)``, per token ordered (colour·bin, cell row, cell col) as the release."""
+    B, C, T, H, W = video.shape
+    frames = video[:, :, min(1, tubelet - 1)::tubelet]  # (B, 3, S, H, W)
+    S = frames.shape[2]
+    cells = hog_cells(frames.transpose(1, 2).reshape(B * S, C, H, W), cell)  # (B*S, 27, H/cell, W/cell)
+    a = patch // cell
+    D, hc, wc = cells.shape[1:]
+    x = cells.reshape(B, S, D, hc // a, a, wc // a, a).permute(0, 1, 3, 5, 2, 4, 6)  # (B, S, h, w, 27, a, a)
+    return x.reshape(B, S * (hc // a) * (wc // a), D * a * a)
+
+
+def step_targets(video: torch.Tensor, cfg: TargetConfig, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Targets computed in the training step from the normalised clip ``(B, 3, T, H, W)`` (on its device):
+    ``pixel`` and ``hog``, whichever the config asks for. Returns ``{name: (B, N, C)}``."""
+    g = token_geometry(cfg, model_cfg)
+    out = {}
+    if "pixel" in cfg.heads:
+        out["pixel"] = pixel_target(video, g.tubelet, g.patch, cfg.norm_pix)
+    if "hog" in cfg.heads:
+        out["hog"] = hog_target(video.float(), g.tubelet, g.patch, g.hog_cell)
+    return out
+
+
+def patch_std(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """PatchStd over the last axis (the K points): ``(x - mean) / std`` (unbiased), 0 where ``std < floor``."""
+    mean = x.mean(-1, keepdim=True)
+    std = x.std(-1, unbiased=True, keepdim=True)
+    ok = std >= max(floor, 1e-6)
+    return torch.where(ok, (x - mean) / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(x))
+
+
+def _to_tokens(maps: torch.Tensor, a: int) -> torch.Tensor:
+    """Per-point maps ``(S, X, Gh, Gw, C)`` -> per token ``(S*h*w, X, a*a, C)`` with h = Gh/a, w = Gw/a."""
+    S, X, Gh, Gw, C = maps.shape
+    x = maps.reshape(S, X, Gh // a, a, Gw // a, a, C).permute(0, 2, 4, 1, 3, 5, 6)  # (S, h, w, X, a, a, C)
+    return x.reshape(S * (Gh // a) * (Gw // a), X, a * a, C)
+
+
+def spread_steps(disp: np.ndarray, stride: int, length: int) -> np.ndarray:
+    """No-interpolation tracks: each displacement over ``stride`` raw frames ``(S, n, ...)`` spread evenly over
+    its raw steps and cut to ``length`` steps: ``(S, length, ...)``."""
+    return np.repeat(disp / stride, stride, axis=1)[:, :length]
+
+
+def assemble(tr: Tracks, cfg: TargetConfig, g: Geometry, hog_maps: torch.Tensor | None = None,
+             hog_index: np.ndarray | None = None, shape_steps: np.ndarray | None = None,
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per-token ``traj`` (and ``shape``) targets and validity from tracks on the token grid.
+
+    tr: tracks of the S tubelets (``tr.disp (S, L, Gh, Gw, 2)`` at raw-step resolution, Gh = H / seed_stride);
+    for ``shape``: hog_maps ``(U, 27, H/cell, W/cell)``, ``hog_index (S, L)`` the map read at step j of start s,
+    and ``shape_steps (L,)`` the track step whose positions are looked up (``arange(L)`` with interpolation).
+    """
+    a = g.patch // g.seed_stride
+    S, L = tr.disp.shape[:2]
+    bound = cfg.max_disp or default_max_disp(*tr.size)
+    disp = torch.from_numpy(np.ascontiguousarray(tr.disp))  # (S, L, Gh, Gw, 2)
+    tok = _to_tokens(disp, a).permute(0, 3, 1, 2)  # (N, 2, L, K)
+    tok = patch_std(tok, cfg.std_floor) if cfg.patch_norm else tok / bound
+    N = tok.shape[0]
+    valid = _to_tokens(torch.from_numpy(tr.valid)[:, None, ..., None], a).reshape(N, -1).any(-1)  # (N,)
+    targets = {"traj": tok.reshape(N, -1).float()}
+    if "shape" in cfg.heads:
+        pos = torch.from_numpy(tr.positions()[:, shape_steps])  # (S, L, Gh, Gw, 2): p_t .. p_{t+L-1}
+        Gh, Gw = pos.shape[2:4]
+        maps = hog_maps[torch.from_numpy(hog_index).reshape(-1)]  # (S*L, 27, hc, wc)
+        feats = hog_at(maps, pos.reshape(S * L, Gh * Gw, 2), g.hog_cell)  # (S*L, P, 27)
+        feats = feats.reshape(S, L, Gh, Gw, -1)
+        targets["shape"] = _to_tokens(feats, a).reshape(N, -1).float()  # (N, L*K*27), order (step, point, 27)
+    return targets, {name: valid for name in targets}
+
+
+def frame_hog(frames: np.ndarray, cell: int) -> torch.Tensor:
+    """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` after ImageNet normalisation (as the encoder sees them):
+    ``(F, 27, H/cell, W/cell)``."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0  # (F, 3, H, W)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return hog_cells((x - mean) / std, cell)
+
+
+@dataclass
+class TargetFn:
+    """``sample -> (targets {name: (N, C)}, valid {name: (N,)})`` for the worker-side targets (picklable)."""
+
+    cfg: TargetConfig
+    model_cfg: ModelConfig
+
+    def __post_init__(self):
+        self.geom = token_geometry(self.cfg, self.model_cfg)
+        self.names = [h for h in self.cfg.heads if h in WORKER_TARGETS]
+
+    @property
+    def track_length(self) -> int:
+        """Raw frames after each tubelet start that the sample must hold (the sampler's ``track_length``)."""
+        return self.cfg.track_length if self.names else 0
+
+    def tracks(self, sample, stride: int) -> Tracks:
+        cfg, L = self.cfg, self.cfg.track_length
+        if cfg.cache_dir:
+            from mme.motion.cache import cached_tracks
+
+            return cached_tracks(Path(cfg.cache_dir), sample, L, self.geom.seed_stride, cfg)
+        step = 1 if cfg.interpolate else stride
+        n = L if cfg.interpolate else -(-L // stride)
+        tr = track(sample.frames, sample.frame_ids, sample.starts, n, step, self.geom.seed_stride, cfg.flow,
+                   cfg.compensate, cfg.max_disp, cfg.prune, source=str(sample.path))
+        if not cfg.interpolate:
+            tr.disp = spread_steps(tr.disp, stride, L)
+            if tr.homs is not None:  # the camera moves at the end of each sampled span: exact at sampled steps
+                homs = np.tile(np.eye(3, dtype=np.float32), (len(tr.homs), n * stride, 1, 1))
+                homs[:, stride - 1::stride] = tr.homs
+                tr.homs = homs[:, :L]
+        return tr
+
+    def __call__(self, sample) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        if not self.names:
+            return {}, {}
+        clip = np.asarray(sample.clip)
+        stride = int(clip[1] - clip[0]) if len(clip) > 1 else 1
+        tr = self.tracks(sample, stride)
+        hog_maps = hog_index = None
+        if "shape" in self.names:
+            # step j of start s reads the frame s + j (interpolate) or the last sampled frame at or before it
+            ids = np.asarray(sample.frame_ids)
+            where = {int(f): i for i, f in enumerate(ids)}
+            L = self.cfg.track_length
+            jj = np.arange(L) if self.cfg.interpolate else (np.arange(L) // stride) * stride
+            raw = np.asarray(sample.starts)[:, None] + jj[None, :]  # (S, L)
+            used = np.unique(raw)
+            hog_maps = frame_hog(np.asarray(sample.frames)[[where[int(f)] for f in used]], self.geom.hog_cell)
+            hog_index = np.searchsorted(used, raw)
+            return assemble(tr, self.cfg, self.geom, hog_maps, hog_index, jj)
+        return assemble(tr, self.cfg, self.geom)
+
+
+def make_target_fn(cfg: TargetConfig, model_cfg: ModelConfig) -> TargetFn:
+    """The data workers' target function for this config (traj / shape; pixel and hog come from step_targets)."""
+    return TargetFn(cfg, model_cfg)

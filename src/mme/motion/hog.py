@@ -1,0 +1,69 @@
+"""HOG cell histograms in torch (CPU in data workers, GPU in the training step), and their lookup along tracks.
+
+Per colour channel (each channel is its own grey image, as the release), 9 unsigned orientation bins over
+[0, 180), cells of ``cell`` px, histograms mean-pooled over the cell, no block normalisation (mme-method.md §7.7).
+Differences from the release, on purpose: gradients are zero-bias central differences (the release's Sobel
+conv keeps a random bias, D5), bins are centred like scikit-image's (bin i covers [20i, 20i+20)) with a linear
+vote between the two nearest bins, and track positions are accumulated in pixels (D6).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+BINS = 9
+
+
+def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Tensor:
+    """HOG of ``(N, C, H, W)`` float images -> ``(N, C*bins, H//cell, W//cell)``, channel index ``c*bins + b``.
+
+    Gradients by slicing (replicate-padded central differences), a linear vote into the two nearest of the
+    ``bins`` unsigned orientation bins, and one ``bincount`` into cells (the fast path on CPU, see
+    platform-notes). Pixels beyond the last whole cell are ignored.
+    """
+    N, C, H, W = images.shape
+    hc, wc = H // cell, W // cell
+    if hc == 0 or wc == 0:
+        raise ValueError(f"hog_cells: images of {H}x{W} px are smaller than one {cell}-px cell")
+    x = images[..., : hc * cell, : wc * cell].float()
+    p = F.pad(x.reshape(N * C, 1, hc * cell, wc * cell), (1, 1, 1, 1), mode="replicate").reshape(
+        N, C, hc * cell + 2, wc * cell + 2)
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5  # (N, C, h, w), x to the right
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5  # y downwards (image rows)
+    mag = torch.sqrt(gx * gx + gy * gy)
+    # unsigned angle in [0, pi) -> continuous bin coordinate with bin centres at (i + 0.5) * pi / bins
+    s = torch.remainder(torch.atan2(gy, gx), math.pi) * (bins / math.pi) - 0.5
+    lo = torch.floor(s)
+    w_hi = s - lo
+    lo = torch.remainder(lo.long(), bins)
+    hi = torch.remainder(lo + 1, bins)
+    # flat cell id of each pixel: ((n*C + c) * hc + y//cell) * wc + x//cell
+    ys = torch.arange(hc * cell, device=x.device) // cell
+    xs = torch.arange(wc * cell, device=x.device) // cell
+    cell_id = (ys[:, None] * wc + xs[None, :]).expand(N * C, -1, -1)
+    cell_id = cell_id + torch.arange(N * C, device=x.device)[:, None, None] * (hc * wc)  # (N*C, h, w)
+    cell_id = cell_id.reshape(-1) * bins
+    idx = torch.cat([cell_id + lo.reshape(-1), cell_id + hi.reshape(-1)])
+    weights = torch.cat([(mag * (1 - w_hi)).reshape(-1), (mag * w_hi).reshape(-1)])
+    hist = torch.bincount(idx, weights=weights, minlength=N * C * hc * wc * bins) / (cell * cell)
+    hist = hist.reshape(N, C, hc, wc, bins).permute(0, 1, 4, 2, 3)  # (N, C, bins, hc, wc)
+    return hist.reshape(N, C * bins, hc, wc).to(images.dtype if images.is_floating_point() else torch.float32)
+
+
+def hog_at(cells: torch.Tensor, positions: torch.Tensor, cell: int) -> torch.Tensor:
+    """Bilinear lookup of cell histograms at pixel positions.
+
+    cells ``(S, D, hc, wc)`` (from :func:`hog_cells`), positions ``(S, P, 2)`` in pixels (x, y) of the image
+    the cells came from, pixel centres at integers (as flow and tracks); returns ``(S, P, D)``. Cell k spans pixels
+    ``cell*k .. cell*k + cell - 1``; positions beyond the outermost cell centres take the border cell.
+    """
+    S, D, hc, wc = cells.shape
+    # align_corners=False: the left edge of pixel 0 (x = -0.5) maps to -1, the right edge of the last cell to +1
+    gx = (positions[..., 0] + 0.5) * (2.0 / (wc * cell)) - 1.0
+    gy = (positions[..., 1] + 0.5) * (2.0 / (hc * cell)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)[:, None].to(cells.dtype)  # (S, 1, P, 2)
+    out = F.grid_sample(cells, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (S, D, 1, P)
+    return out[:, :, 0].transpose(1, 2)

@@ -1,0 +1,190 @@
+"""Dense point tracks: seeds on a grid, followed through consecutive optical flow (mme-method.md §7.1, §7.3).
+
+Seeds sit at cell centres ``seed_stride/2 + k*seed_stride`` (stride patch/2 gives 2×2 points per patch). A new
+set starts at every requested start frame and is followed for ``length`` steps of ``step`` raw frames with
+BILINEAR flow sampling (the release reads the flow at truncated integer positions). Displacements are clamped to
+``±max_disp`` (20 px at 224², scaled with the frame's short side) and points move by the clamped value, so
+positions are always the cumulative sum of the stored displacements (in pixels: no D6 bug). A point is valid
+while it stays inside the frame; once out it is frozen and its later displacements are 0. With camera-motion
+compensation the stored displacement is the motion relative to the camera and the point moves by the
+homography too (``p' = H (p + d)``), which :func:`integrate` replays for cached tracks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mme.errors import DataError
+from mme.motion.flow import Compensation, pair_flow
+
+
+@dataclass
+class Tracks:
+    """Tracks of S start frames on a (Gh, Gw) seed grid.
+
+    disp: float32 ``(S, L, Gh, Gw, 2)`` per-step displacements in px (x, y); valid: bool ``(S, Gh, Gw)``;
+    homs: float32 ``(S, L, 3, 3)`` camera homographies per step (identity: none), or None without compensation;
+    seeds: float32 ``(Gh, Gw, 2)`` start positions; size: (H, W) of the frames they were computed on.
+    """
+
+    disp: np.ndarray
+    valid: np.ndarray
+    homs: np.ndarray | None
+    seeds: np.ndarray
+    size: tuple[int, int]
+
+    def positions(self) -> np.ndarray:
+        """Tracked positions ``(S, L+1, Gh, Gw, 2)`` in px, from the seeds, displacements and homographies."""
+        return integrate(self.seeds, self.disp, self.homs)
+
+
+def default_max_disp(height: int, width: int) -> float:
+    """The release's ±20 px bound at 224², scaled with the short side."""
+    return 20.0 * min(height, width) / 224.0
+
+
+def seed_grid(height: int, width: int, stride: float) -> np.ndarray:
+    """Seeds at cell centres: ``(Gh, Gw, 2)`` float32 (x, y) with Gh = H // stride, Gw = W // stride."""
+    gh, gw = int(height // stride), int(width // stride)
+    if gh == 0 or gw == 0:
+        raise ValueError(f"seed stride {stride} is larger than the {height}x{width} frame")
+    ys = stride / 2 + stride * np.arange(gh, dtype=np.float32)
+    xs = stride / 2 + stride * np.arange(gw, dtype=np.float32)
+    return np.stack(np.meshgrid(xs, ys), axis=-1).astype(np.float32)
+
+
+def _apply_hom(points: np.ndarray, homs: np.ndarray) -> np.ndarray:
+    """points ``(S, ..., 2)``, homs ``(S, 3, 3)`` -> the projected points, same shape."""
+    S = points.shape[0]
+    p = points.reshape(S, -1, 2)
+    q = np.einsum("sij,spj->spi", homs[:, :, :2], p) + homs[:, None, :, 2]  # (S, P, 3)
+    return (q[..., :2] / q[..., 2:3]).reshape(points.shape).astype(np.float32)
+
+
+def integrate(seeds: np.ndarray, disp: np.ndarray, homs: np.ndarray | None = None) -> np.ndarray:
+    """Positions ``(S, L+1, Gh, Gw, 2)``: ``p_0`` = seeds, ``p_{j+1} = H_j (p_j + d_j)`` (H = I without homs)."""
+    S, L = disp.shape[:2]
+    pos = np.empty((S, L + 1, *disp.shape[2:]), np.float32)
+    pos[:, 0] = seeds
+    for j in range(L):
+        q = pos[:, j] + disp[:, j]
+        pos[:, j + 1] = q if homs is None else _apply_hom(q, homs[:, j])
+    return pos
+
+
+def in_frame(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Whether points ``(..., 2)`` lie inside the frame (pixel centres 0..W-1, 0..H-1)."""
+    x, y = points[..., 0], points[..., 1]
+    return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
+
+def _sample(flows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Bilinear flow lookup: flows ``(S, H, W, 2)``, pos ``(S, P, 2)`` px -> ``(S, P, 2)`` (border-clamped)."""
+    S, H, W, _ = flows.shape
+    f = torch.from_numpy(flows).permute(0, 3, 1, 2)  # (S, 2, H, W)
+    g = torch.from_numpy(pos).clone()
+    g[..., 0] = g[..., 0] * (2.0 / max(W - 1, 1)) - 1.0  # align_corners=True: pixel centres 0..W-1 -> [-1, 1]
+    g[..., 1] = g[..., 1] * (2.0 / max(H - 1, 1)) - 1.0
+    out = F.grid_sample(f, g[:, None], mode="bilinear", padding_mode="border", align_corners=True)  # (S, 2, 1, P)
+    return out[:, :, 0].permute(0, 2, 1).numpy()
+
+
+def _as_frames(frames, source: str) -> np.ndarray:
+    if isinstance(frames, np.ndarray):
+        arr = frames
+    else:
+        shapes = {tuple(np.shape(f)) for f in frames}
+        if len(shapes) > 1:
+            raise DataError(f"{source}: frames of different sizes {sorted(shapes)}; tracks need one frame size")
+        arr = np.stack(list(frames)) if shapes else np.zeros((0, 1, 1, 3), np.uint8)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise DataError(f"{source}: frames must be uint8 (T, H, W, 3), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise DataError(f"{source}: frames must be uint8, got {arr.dtype}")
+    return arr
+
+
+def prune_tracks(tracks: Tracks, static_px: float = 1.0, erratic_ratio: float = 0.7) -> np.ndarray:
+    """iDT-style filter (off by default): validity with static tracks (path shorter than ``static_px``) and
+    erratic ones (one step longer than ``erratic_ratio`` of the path) removed. Returns ``(S, Gh, Gw)`` bool."""
+    steps = np.linalg.norm(tracks.disp, axis=-1)  # (S, L, Gh, Gw)
+    path = steps.sum(1)
+    erratic = (steps.max(1) > erratic_ratio * path) & (tracks.disp.shape[1] > 1)
+    return tracks.valid & (path >= static_px) & ~erratic
+
+
+def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: float = 8, flow: str = "dis",
+          compensate: bool = False, max_disp: float | None = None, prune: bool = False,
+          source: str = "frames", flow_cache: dict | None = None) -> Tracks:
+    """Tracks on a sparse set of frames (what the dataset's Sample holds).
+
+    frames: uint8 ``(F, H, W, 3)``; frame_ids: the raw index of each frame ``(F,)``; starts: raw start indices.
+    Track k of a start s uses the flow of raw frames ``(s + j*step, s + (j+1)*step)``, j < length, so exactly
+    those frames must be present; flow is computed once per distinct pair (``flow_cache`` may carry pairs
+    between calls). ``source`` names the video in errors.
+    """
+    arr = _as_frames(frames, source)
+    ids = [int(i) for i in np.asarray(frame_ids).reshape(-1)]
+    if len(ids) != len(arr):
+        raise DataError(f"{source}: {len(arr)} frames but {len(ids)} frame ids")
+    if length < 1 or step < 1:
+        raise ValueError(f"track length and step must be >= 1, got {length}, {step}")
+    where = {fid: i for i, fid in enumerate(ids)}
+    starts = [int(s) for s in np.asarray(starts).reshape(-1)]
+    missing = sorted({s + j * step for s in starts for j in range(length + 1)} - set(where))
+    if missing:
+        have = f"{min(ids)}..{max(ids)}" if ids else "none"
+        raise DataError(
+            f"{source}: video too short for the tracks: raw frame(s) {missing[:5]} needed, frames held: {have} "
+            f"({len(ids)} frames); tracks need {length} steps of {step} frame(s) after each start"
+        )
+    H, W = arr.shape[1:3]
+    seeds = seed_grid(H, W, seed_stride)
+    bound = default_max_disp(H, W) if max_disp is None else float(max_disp)
+    comp = Compensation() if compensate else None
+    cache = {} if flow_cache is None else flow_cache
+
+    def get(a: int, b: int):
+        if (a, b) not in cache:
+            cache[(a, b)] = pair_flow(arr[where[a]], arr[where[b]], flow, comp)
+        return cache[(a, b)]
+
+    S, (gh, gw) = len(starts), seeds.shape[:2]
+    pos = np.broadcast_to(seeds.reshape(1, -1, 2), (S, gh * gw, 2)).copy()  # (S, P, 2)
+    inside = np.ones((S, gh * gw), bool)
+    disp = np.zeros((S, length, gh * gw, 2), np.float32)
+    homs = np.tile(np.eye(3, dtype=np.float32), (S, length, 1, 1)) if compensate else None
+    for j in range(length):
+        pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
+        d = np.clip(_sample(np.stack([f for f, _ in pairs]), pos), -bound, bound)  # (S, P, 2)
+        d[~inside] = 0.0
+        q = pos + d
+        if compensate:
+            for i, (_, hom) in enumerate(pairs):
+                if hom is not None:
+                    homs[i, j] = hom
+            q = _apply_hom(q, homs[:, j])
+        pos = np.where(inside[..., None], q, pos)
+        inside &= in_frame(pos, H, W)
+        disp[:, j] = d
+    out = Tracks(disp.reshape(S, length, gh, gw, 2), inside.reshape(S, gh, gw), homs, seeds, (H, W))
+    if prune:
+        out.valid = prune_tracks(out)
+    return out
+
+
+def compute_tracks(frames, starts, length: int, seed_stride: float = 8, flow: str = "dis",
+                   compensate: bool = False, max_disp: float | None = None, step: int = 1,
+                   prune: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Tracks of uint8 frames ``(T, H, W, 3)`` (frame i = raw frame i) from each start for ``length`` steps.
+
+    Returns displacements float32 ``(S, length, Gh, Gw, 2)`` in px (x, y) and validity bool ``(S, Gh, Gw)``.
+    Flow is computed only for the frame pairs the tracks cover.
+    """
+    arr = _as_frames(frames, "frames")
+    t = track(arr, np.arange(len(arr)), starts, length, step, seed_stride, flow, compensate, max_disp, prune)
+    return t.disp, t.valid
