@@ -1,0 +1,161 @@
+"""Linear probing and kNN classification on frozen features (the protocol is in docs/evaluation.md).
+
+Linear probe: features are standardised with the statistics of the rows the head is fitted on, then a
+multinomial logistic regression (one ``nn.Linear``, cross-entropy + L2 on the weights) is fitted full-batch
+with L-BFGS. The L2 strength is chosen on a validation split (carved, stratified, from train when none is
+given) by top-1, ties broken by validation cross-entropy; the test split is never looked at until the end.
+The final head is refitted on train ∪ val with the chosen strength.
+
+kNN: the same standardisation (train statistics), then L2 normalisation, cosine similarity to every train
+row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (DINO's weighted kNN) or 1
+(majority); votes normalised to sum to 1 give the class probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mme.errors import DataError
+from mme.eval.testing import classification_report
+
+log = logging.getLogger(__name__)
+
+WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+"""Default L2 grid for the linear probe (coefficient of ½‖W‖² added to the mean cross-entropy)."""
+
+
+def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{name}: expected features (N, D) and labels (N,), got {tuple(x.shape)} and "
+                        f"{tuple(y.shape)}")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x).all(1)).nonzero().flatten().tolist()
+        raise DataError(f"{name}: {len(bad)} feature rows are not finite (failed videos?), first rows {bad[:10]}; "
+                        "drop them with the extraction's valid mask first")
+    return x, y
+
+
+def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std ``(D,)`` of ``x (N, D)``; apply as ``(x - mean) / std``."""
+    return x.mean(0), x.std(0, unbiased=False).clamp_min(eps)
+
+
+def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val) with ``fraction`` of every class in val (at least one row of each class that has
+    two or more), drawn with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in y.unique():
+        idx = (y == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
+               max_iter: int = 500) -> torch.nn.Linear:
+    """Multinomial logistic regression on standardised ``x (N, D)``: mean cross-entropy + ``weight_decay`` ·
+    ½‖W‖², minimised full-batch by L-BFGS with a strong-Wolfe line search (deterministic, no lr to tune)."""
+    head = torch.nn.Linear(x.shape[1], num_classes)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return head.requires_grad_(False)
+
+
+def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=None, *,
+                 num_classes: int | None = None, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
+                 val_fraction: float = 0.2, seed: int = 0, max_iter: int = 500,
+                 class_names: list[str] | None = None) -> dict[str, Any]:
+    """Linear probe on frozen features (arrays or tensors ``(N, D)`` / labels ``(N,)``).
+
+    Chooses the L2 strength from ``weight_decays`` on (val_x, val_y), or on a stratified ``val_fraction`` of
+    train when no val split is given, refits on train ∪ val, and reports on the test split (or on val when no
+    test split is given). Returns a JSON-serialisable dict: ``top1``, ``top5``, per-class accuracy and the
+    confusion matrix of the evaluated split (see ``classification_report``), plus ``weight_decay`` (chosen),
+    ``val_top1`` per candidate, ``evaluated_on`` and the split sizes."""
+    tx, ty = _as_tensors(train_x, train_y, "train")
+    if val_x is None:
+        tr, va = stratified_split(ty, val_fraction, seed)
+        if len(va) == 0:
+            raise DataError("linear probe: train split too small to carve a validation split (need ≥ 2 rows in "
+                            "some class)")
+        (tx, ty), (vx, vy), carved = (tx[tr], ty[tr]), (tx[va], ty[va]), True
+    else:
+        (vx, vy), carved = _as_tensors(val_x, val_y, "val"), False
+    C = num_classes or int(max(ty.max(), vy.max()) + 1)
+    if test_x is not None:
+        ex, ey = _as_tensors(test_x, test_y, "test")
+        C = max(C, int(ey.max()) + 1)
+
+    mean, std = standardizer(tx)
+    sx, svx = (tx - mean) / std, (vx - mean) / std
+    scores = {}
+    for wd in weight_decays:
+        logits = fit_linear(sx, ty, C, wd, max_iter)(svx)
+        acc = (logits.argmax(1) == vy).float().mean().item()
+        scores[wd] = (acc, -F.cross_entropy(logits, vy).item())
+    best = max(weight_decays, key=lambda wd: scores[wd])
+    log.info("linear probe: val top-1 per weight decay %s -> %g",
+             {f"{wd:g}": round(100 * a, 2) for wd, (a, _) in scores.items()}, best)
+
+    if test_x is None:  # nothing held out: report the selection fit on val
+        ex, ey, fx, fy, evaluated = vx, vy, tx, ty, "val"
+    else:
+        fx, fy, evaluated = torch.cat([tx, vx]), torch.cat([ty, vy]), "test"
+    mean, std = standardizer(fx)
+    head = fit_linear((fx - mean) / std, fy, C, best, max_iter)
+    probs = head((ex - mean) / std).softmax(1)
+    return {
+        **classification_report(probs, ey, class_names),
+        "method": "linear",
+        "weight_decay": best,
+        "val_top1": {f"{wd:g}": a for wd, (a, _) in scores.items()},
+        "val_carved_from_train": carved,
+        "evaluated_on": evaluated,
+        "num_train": len(tx),
+        "num_val": len(vx),
+    }
+
+
+def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07,
+                 weighting: str = "softmax", num_classes: int | None = None, chunk: int = 1024,
+                 class_names: list[str] | None = None) -> dict[str, Any]:
+    """kNN on cosine similarity of standardised features. ``weighting``: 'softmax' (vote weight
+    ``exp(sim / temperature)``, DINO) or 'majority' (weight 1). ``k`` is capped at the number of train rows.
+    Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature``."""
+    if weighting not in ("softmax", "majority"):
+        raise DataError(f"kNN weighting must be 'softmax' or 'majority', got {weighting!r}")
+    tx, ty = _as_tensors(train_x, train_y, "train")
+    ex, ey = _as_tensors(test_x, test_y, "test")
+    C = num_classes or int(max(ty.max(), ey.max()) + 1)
+    k = min(k, len(tx))
+    mean, std = standardizer(tx)
+    bank = F.normalize((tx - mean) / std, dim=1)  # (N_train, D)
+    probs = []
+    for q in ((ex - mean) / std).split(chunk):
+        sim, idx = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)  # (n, k)
+        w = (sim / temperature).exp() if weighting == "softmax" else torch.ones_like(sim)
+        votes = torch.zeros(len(q), C).scatter_add_(1, ty[idx], w)  # (n, C)
+        probs.append(votes / votes.sum(1, keepdim=True))
+    return {**classification_report(torch.cat(probs), ey, class_names), "method": "knn", "k": k,
+            "weighting": weighting, "temperature": temperature, "num_train": len(tx)}

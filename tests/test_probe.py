@@ -1,0 +1,79 @@
+"""Linear probe and kNN on frozen features: correctness on features with a known answer, the protocol (the
+test split never influences model selection), and the end-to-end `mme probe` on synthetic videos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mme.errors import DataError
+from mme.eval.probe import knn_classify, linear_probe, stratified_split
+
+
+def separable(n: int, dim: int = 16, classes: int = 5, margin: float = 1.0, seed: int = 0):
+    """Gaussian features labelled by a random linear map, keeping only rows whose top logit beats the runner-up
+    by ``margin``: linearly separable with a known separator."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(classes, dim, generator=g)
+    x = torch.randn(20 * n, dim, generator=g) * 3 + 1.5  # not standardised: the probe must handle scale/offset
+    top2 = ((x - 1.5) @ w.T).topk(2, dim=1).values
+    x = x[top2[:, 0] - top2[:, 1] > margin][:n]
+    return x, ((x - 1.5) @ w.T).argmax(1)
+
+
+def test_linear_probe_reaches_99_percent_on_linearly_separable_features():
+    x, y = separable(2400)
+    r = linear_probe(x[:1600], y[:1600], test_x=x[1600:], test_y=y[1600:])
+    assert r["top1"] >= 0.99, r["top1"]
+    assert r["top5"] == 1.0  # 5 classes: top-5 covers all
+    assert r["evaluated_on"] == "test" and r["val_carved_from_train"]
+    assert r["num_train"] + r["num_val"] == 1600
+    assert len(r["confusion_matrix"]) == 5 and sum(map(sum, r["confusion_matrix"])) == 800
+
+
+def test_linear_probe_never_selects_on_the_test_split():
+    x, y = separable(600, seed=1)
+    tx, ty, ex, ey = x[:400], y[:400], x[400:], y[400:]
+    a = linear_probe(tx, ty, test_x=ex, test_y=ey, weight_decays=(1e-4, 1e-1, 10.0))
+    shuffled = ey[torch.randperm(len(ey), generator=torch.Generator().manual_seed(0))]
+    b = linear_probe(tx, ty, test_x=ex, test_y=shuffled, weight_decays=(1e-4, 1e-1, 10.0))
+    assert a["weight_decay"] == b["weight_decay"] and a["val_top1"] == b["val_top1"]
+    assert b["top1"] < a["top1"]  # the labels did reach the report, only not the selection
+
+
+def test_strong_regularisation_loses_on_validation_and_is_not_chosen():
+    x, y = separable(800, seed=2)
+    r = linear_probe(x[:600], y[:600], x[600:700], y[600:700], x[700:], y[700:], weight_decays=(1e-3, 100.0))
+    assert r["val_top1"]["100"] < r["val_top1"]["0.001"]
+    assert r["weight_decay"] == 1e-3 and not r["val_carved_from_train"] and r["num_val"] == 100
+
+
+def test_stratified_split_keeps_every_class_in_both_parts():
+    y = torch.tensor([0] * 10 + [1] * 5 + [2] * 2)
+    tr, va = stratified_split(y, 0.2, seed=3)
+    assert sorted(torch.cat([tr, va]).tolist()) == list(range(len(y)))
+    assert set(y[va].tolist()) == {0, 1, 2} and set(y[tr].tolist()) == {0, 1, 2}
+    assert (y[va] == 0).sum() == 2 and (y[va] == 1).sum() == 1 and (y[va] == 2).sum() == 1
+
+
+def test_knn_on_clusters_and_its_vote_weighting():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 32, generator=g) * 4
+    y = torch.arange(4).repeat_interleave(30)
+    x = centres[y] + torch.randn(len(y), 32, generator=g)
+    ty, ey = y[::2], y[1::2]
+    for weighting in ("softmax", "majority"):
+        r = knn_classify(x[::2], ty, x[1::2], ey, k=5, weighting=weighting)
+        assert r["top1"] == 1.0 and r["weighting"] == weighting
+    # k larger than the train set is capped; with majority votes over all 60 rows every class ties (15 each)
+    r = knn_classify(x[::2], ty, x[1::2], ey, k=1000, weighting="majority")
+    assert r["k"] == 60 and r["top1"] == pytest.approx(0.25)
+    # the temperature-weighted vote over the same 60 neighbours still lets the nearest ones win
+    assert knn_classify(x[::2], ty, x[1::2], ey, k=1000, temperature=0.02)["top1"] == 1.0
+
+
+def test_non_finite_feature_rows_are_refused_with_their_rows_named():
+    x, y = separable(100)
+    x[7] = float("nan")
+    with pytest.raises(DataError, match=r"\[7\]"):
+        linear_probe(x, y)
