@@ -1,11 +1,31 @@
-"""Video transforms with one geometry for every frame of a clip (no torchvision)."""
+"""Video transforms with one geometry for every frame of a clip (no torchvision).
+
+Each spatial transform only *chooses* a :class:`Geometry` (a crop box in source pixels, an output size and a
+flip); :func:`apply_geometry` applies it to every frame with one OpenCV resize per frame, and
+:meth:`Geometry.map_points` / :meth:`Geometry.map_vectors` carry points and displacements of the source frames
+(tracks, flow) through the same geometry.
+
+Coordinates are continuous pixel coordinates with pixel *edges* at integers: pixel column ``i`` covers
+``[i, i + 1)`` and its centre is at ``x = i + 0.5``. In this convention a crop-then-resize is exactly
+``x_out = (x - x0) * out_w / w`` (OpenCV's resize uses the same half-pixel alignment), and a flip is
+``x_out -> out_w - x_out``.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
 import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Pre-training crop of MME / VideoMAE (mme-method.md §3): scales of the short side, and the snap distance.
+MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
+SNAP_PX = 3
 
 
 def _stats(ref: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,3 +46,131 @@ def denormalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
     """Inverse of :func:`normalize`."""
     mean, std = _stats(video, channel_dim)
     return video * std + mean
+
+
+def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 RGB frames ``(T, H, W, 3)`` -> ImageNet-normalised float ``(3, T, H, W)``."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+    return normalize(video)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A crop box ``(x0, y0, w, h)`` in source pixels, resized to ``(out_w, out_h)``, then optionally flipped
+    left-right. Coordinates: pixel edges at integers (module docstring)."""
+
+    x0: float
+    y0: float
+    w: float
+    h: float
+    out_w: int
+    out_h: int
+    flip: bool = False
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Output pixels per source pixel along x and y."""
+        return self.out_w / self.w, self.out_h / self.h
+
+    def map_points(self, xy) -> np.ndarray:
+        """Source points ``(..., 2)`` as (x, y) -> the same points in the output frame."""
+        xy = np.asarray(xy, dtype=np.float64)
+        sx, sy = self.scale
+        x = (xy[..., 0] - self.x0) * sx
+        y = (xy[..., 1] - self.y0) * sy
+        if self.flip:
+            x = self.out_w - x
+        return np.stack([x, y], axis=-1)
+
+    def map_vectors(self, dxy) -> np.ndarray:
+        """Source displacements ``(..., 2)`` (dx, dy) -> output displacements (scaled; dx negated by a flip)."""
+        dxy = np.asarray(dxy, dtype=np.float64)
+        sx, sy = self.scale
+        return np.stack([dxy[..., 0] * (-sx if self.flip else sx), dxy[..., 1] * sy], axis=-1)
+
+
+def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Apply ``geom`` to uint8 frames ``(F, H, W, C)`` -> ``(F, out_h, out_w, C)``: one resize per frame.
+
+    An integer crop box is sliced and resized (INTER_AREA when shrinking, which averages like PIL's
+    antialiased bilinear, INTER_LINEAR when enlarging); a fractional box is warped with the exact affine map.
+    """
+    size = (geom.out_w, geom.out_h)
+    box = (geom.x0, geom.y0, geom.w, geom.h)
+    if all(float(v).is_integer() for v in box):
+        x0, y0, w, h = (int(v) for v in box)
+        interp = cv2.INTER_AREA if (geom.out_w < w and geom.out_h < h) else cv2.INTER_LINEAR
+        out = np.stack([cv2.resize(np.ascontiguousarray(f[y0:y0 + h, x0:x0 + w]), size, interpolation=interp)
+                        for f in frames])
+    else:
+        sx, sy = geom.scale
+        # Edge convention on both sides: x_out = (x - x0) * sx  <=>  OpenCV's centre convention shifted by 0.5.
+        m = np.array([[sx, 0, (0.5 - geom.x0) * sx - 0.5], [0, sy, (0.5 - geom.y0) * sy - 0.5]], np.float64)
+        out = np.stack([cv2.warpAffine(f, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                        for f in frames])
+    out = out.reshape(len(frames), geom.out_h, geom.out_w, -1)  # cv2 drops a trailing channel axis of 1
+    return np.ascontiguousarray(out[:, :, ::-1]) if geom.flip else out
+
+
+def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,
+                    scales=MULTISCALE_SCALES, max_distort: int = 1) -> Geometry:
+    """MME / VideoMAE pre-training crop (GroupMultiScaleCrop with fix_crop and more_fix_crop; §3).
+
+    Crop sides are ``int(short_side * scale)``, snapped to ``out_size`` when within 3 px; width and height
+    scale indices differ by at most ``max_distort``; the offset is one of 13 fixed positions on a grid of step
+    ``(image - crop) // 4``. No flip.
+    """
+    W, H = size
+    base = min(W, H)
+    sides = [out_size if abs(int(base * s) - out_size) < SNAP_PX else int(base * s) for s in scales]
+    pairs = [(wi, hi) for hi in range(len(sides)) for wi in range(len(sides)) if abs(wi - hi) <= max_distort]
+    wi, hi = pairs[int(rng.integers(len(pairs)))]
+    cw, ch = min(sides[wi], W), min(sides[hi], H)
+    ws, hs = (W - cw) // 4, (H - ch) // 4
+    offsets = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2),  # corners and centre
+               (0, 2), (4, 2), (2, 4), (2, 0),  # edge centres
+               (1, 1), (3, 1), (1, 3), (3, 3)]  # quarter points
+    ox, oy = offsets[int(rng.integers(len(offsets)))]
+    return Geometry(float(ox * ws), float(oy * hs), float(cw), float(ch), out_size, out_size)
+
+
+def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,
+                        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = False) -> Geometry:
+    """Fine-tuning crop: a box of random area fraction in ``scale`` and aspect in ``ratio`` (log-uniform),
+    10 tries, else the centre crop with the ratio clamped; then a horizontal flip with probability 0.5 if
+    ``flip`` (off for SSv2, where left/right carries the label)."""
+    W, H = size
+    area = W * H
+    box = None
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= W and 0 < h <= H:
+            box = (int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1)), w, h)
+            break
+    if box is None:
+        aspect = W / H
+        if aspect < ratio[0]:
+            w, h = W, int(round(W / ratio[0]))
+        elif aspect > ratio[1]:
+            w, h = int(round(H * ratio[1])), H
+        else:
+            w, h = W, H
+        box = ((W - w) // 2, (H - h) // 2, w, h)
+    do_flip = bool(flip and rng.random() < 0.5)
+    return Geometry(*(float(v) for v in box), out_size, out_size, do_flip)
+
+
+def view_crops(size: tuple[int, int], out_size: int, num_crops: int = 3) -> list[Geometry]:
+    """Test views: resize the short side to ``out_size`` and take ``num_crops`` squares along the long side
+    (first, centre, last for 3; the centre for 1). Expressed as integer square boxes of the short side in the
+    source, so each view is one crop + one resize."""
+    W, H = size
+    side = min(W, H)
+    room = max(W, H) - side
+    offsets = [room // 2] if num_crops == 1 else [round(k * room / (num_crops - 1)) for k in range(num_crops)]
+    if W >= H:
+        return [Geometry(float(o), 0.0, float(side), float(side), out_size, out_size) for o in offsets]
+    return [Geometry(0.0, float(o), float(side), float(side), out_size, out_size) for o in offsets]

@@ -1,0 +1,304 @@
+"""Datasets: list file -> decode -> sample -> one geometry -> tensors (architecture.md, the sample contract).
+
+:class:`PretrainDataset` items: ``{"video": (3, T, H, W) float, "targets": {...}, "valid": {...}, "index"}``
+with targets from ``target_fn(Sample)`` run in the data worker. :class:`ClassificationDataset` items:
+``{"video", "label", "index"}``, where at test time ``video`` is ``(V, 3, T, H, W)`` for V = clips × crops.
+
+Bad videos (missing, empty, truncated, not a video) and bad list lines are skipped and counted, never fatal one
+by one: a failed item is replaced by another entry drawn deterministically from (seed, epoch, index, attempt),
+and the dataset raises DataError only when more than ``max_failure_fraction`` of the list has failed. The
+failure flags live in shared memory, so counts from all DataLoader workers (fork or spawn) are visible in the
+main process through :attr:`failures`. Both work with any sampler, e.g. torch's DistributedSampler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from mme.data.lists import ListEntry, read_list, resolve
+from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips
+from mme.data.transforms import (
+    MULTISCALE_SCALES,
+    Geometry,
+    apply_geometry,
+    multiscale_crop,
+    random_resized_crop,
+    to_video_tensor,
+    view_crops,
+)
+from mme.data.video import BACKENDS, open_video
+from mme.errors import ConfigError, DataError, VideoError
+
+log = logging.getLogger(__name__)
+
+SAMPLINGS = ("stride", "segments")
+CROPS = ("multiscale", "random_resized", "center")
+# Reasons a list entry can fail; the shared failure table stores an index into this tuple (0 = not failed).
+REASONS = ("", "missing", "empty", "unreadable", "decode error", "index out of range", "bad list line", "other")
+MAX_ATTEMPTS = 10
+
+
+@dataclass
+class DataConfig:
+    """Where the videos are and how clips are sampled and cropped (defaults: MME's K400 pre-training)."""
+
+    list_file: str = ""
+    """List file in the VideoMAE format (``path label`` or ``path`` per line)."""
+    root: str = ""
+    """Folder the list's relative paths start from ('' = as written)."""
+    num_frames: int = 16
+    """T: frames per clip fed to the encoder."""
+    stride: int = 4
+    """Raw frames between sampled frames (MME: 4 on K400, 2 on SSv2)."""
+    img_size: int = 224
+    """Output side in pixels (square)."""
+    tubelet: int = 2
+    """Frames per token; tracks start at every tubelet's first frame."""
+    sampling: str = "stride"
+    """'stride' (T frames at ``stride`` from a random window) or 'segments' (TSN: one frame per segment, SSv2)."""
+    crop: str = "multiscale"
+    """Training crop: 'multiscale' (pre-training), 'random_resized' (fine-tuning) or 'center'."""
+    scales: tuple[float, ...] = MULTISCALE_SCALES
+    """Multi-scale crop: crop sides as fractions of the short side."""
+    max_distort: int = 1
+    """Multi-scale crop: most steps between the width and height scale indices (aspect jitter)."""
+    rrc_scale: tuple[float, ...] = (0.25, 1.0)
+    """Random-resized crop: range of the box area as a fraction of the frame."""
+    rrc_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
+    """Random-resized crop: range of the box aspect ratio w/h."""
+    flip: bool = False
+    """Random horizontal flip in training (fine-tuning on K400/UCF/HMDB; never for SSv2 or pre-training)."""
+    test_clips: int = 7
+    """Temporal clips per video at test time (MME: 7 on K400, 2 on SSv2, 10 on UCF101/HMDB51)."""
+    test_crops: int = 3
+    """Spatial crops per clip at test time (3 along the long side, or 1 = centre)."""
+    backend: str = "pyav"
+    """Video decoder: 'pyav', 'opencv' or 'decord'."""
+    decode_threads: int = 0
+    """Decoder threads per video (0 = FFmpeg's choice; 1 is best with many DataLoader workers)."""
+    max_failure_fraction: float = 0.01
+    """Stop with an error once more than this fraction of the list has failed (bad or unreadable videos)."""
+    num_workers: int = 2
+    """DataLoader worker processes."""
+
+    def __post_init__(self):
+        for name in ("num_frames", "stride", "img_size", "tubelet", "test_clips", "test_crops"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
+        if self.num_frames % self.tubelet:
+            raise ConfigError(f"data.num_frames {self.num_frames} is not a multiple of data.tubelet {self.tubelet}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"data.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.crop not in CROPS:
+            raise ConfigError(f"data.crop must be one of {CROPS}, got {self.crop!r}")
+        if not self.scales or not all(0 < s <= 1 for s in self.scales):
+            raise ConfigError(f"data.scales must be fractions in (0, 1], got {self.scales}")
+        if self.max_distort < 0:
+            raise ConfigError(f"data.max_distort must be >= 0, got {self.max_distort}")
+        if len(self.rrc_scale) != 2 or not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
+            raise ConfigError(f"data.rrc_scale must be (min, max) with 0 < min <= max <= 1, got {self.rrc_scale}")
+        if len(self.rrc_ratio) != 2 or not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
+            raise ConfigError(f"data.rrc_ratio must be (min, max) with 0 < min <= max, got {self.rrc_ratio}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"data.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.decode_threads < 0 or self.num_workers < 0:
+            raise ConfigError("data.decode_threads and data.num_workers must be >= 0")
+        if not 0.0 <= self.max_failure_fraction <= 1.0:
+            raise ConfigError(f"data.max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
+
+
+@dataclass
+class Sample:
+    """One decoded clip after the geometry: what ``target_fn`` sees."""
+
+    frames: np.ndarray
+    """uint8 (F, h, w, 3): every needed raw frame (clip and track frames), after the geometry."""
+    frame_ids: np.ndarray
+    """(F,) sorted raw index of each frame."""
+    clip: np.ndarray
+    """(T,) raw indices of the encoder's frames."""
+    starts: np.ndarray
+    """(T / tubelet,) raw index where each tubelet's tracks start."""
+    geometry: Geometry
+    """The crop/resize/flip applied to the raw frames (map source points with ``geometry.map_points``)."""
+    path: str
+    """The video file."""
+    track_length: int = 0
+    """L raw steps per track (tracks visit ``min(s + j, frame_ids[-1])`` for 0 <= j <= L)."""
+
+    def frames_at(self, raw_indices) -> np.ndarray:
+        """Frames ``(len(raw_indices), h, w, 3)`` at raw indices that are among ``frame_ids``."""
+        raw = np.asarray(raw_indices)
+        pos = np.searchsorted(self.frame_ids, raw)
+        if np.any(pos >= len(self.frame_ids)) or np.any(self.frame_ids[np.minimum(pos, len(self.frame_ids) - 1)]
+                                                         != raw):
+            raise KeyError(f"raw frames {raw.tolist()} are not all decoded ({self.frame_ids.tolist()})")
+        return self.frames[pos]
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack a list of items into a batch: tensors get a leading batch axis, nested dicts (``targets``,
+    ``valid``) are stacked key by key, ints become a (B,) tensor."""
+    return default_collate(items)
+
+
+class _VideoDataset(Dataset):
+    """The list, the failure bookkeeping and the deterministic replacement shared by both datasets."""
+
+    def __init__(self, cfg: DataConfig, seed: int = 0, need_labels: bool = False):
+        if not cfg.list_file:
+            raise DataError("data.list_file is not set")
+        self.cfg = cfg
+        self.seed = seed
+        entries, self.bad_lines = read_list(cfg.list_file, strict=False)
+        if need_labels and any(e.label is None for e in entries):
+            raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
+        self.entries: list[ListEntry] = entries
+        # Shared between DataLoader workers and the main process (fork and spawn pass shared memory).
+        self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._check_failures()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes every item's random draws; seen by running (even persistent) workers."""
+        self._epoch[0] = epoch
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Failed videos and bad list lines so far, across all workers: ``{path or file:line: reason}``."""
+        out = {str(b.list_file) + f":{b.line_no}": b.reason for b in self.bad_lines}
+        for i in torch.nonzero(self._reason).flatten().tolist():
+            out[self.path(i)] = REASONS[int(self._reason[i])]
+        return out
+
+    def failure_counts(self) -> dict[str, int]:
+        """Number of failures per reason."""
+        counts = Counter(REASONS[int(r)] for r in self._reason[self._reason > 0].tolist())
+        if self.bad_lines:
+            counts["bad list line"] += len(self.bad_lines)
+        return dict(counts)
+
+    def path(self, i: int) -> str:
+        return resolve(self.entries[i], self.cfg.root)
+
+    def _check_failures(self) -> None:
+        failed = int((self._reason > 0).sum()) + len(self.bad_lines)
+        total = len(self.entries) + len(self.bad_lines)
+        if failed > self.cfg.max_failure_fraction * total:
+            examples = "; ".join(f"{k}: {v}" for k, v in list(self.failures.items())[:5])
+            raise DataError(
+                f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
+                f"{self.cfg.max_failure_fraction} ({self.failure_counts()}); e.g. {examples}"
+            )
+
+    def _record_failure(self, i: int, err: Exception) -> None:
+        reason = getattr(err, "reason", "other")
+        self._reason[i] = REASONS.index(reason) if reason in REASONS else REASONS.index("other")
+        log.warning("skipping %s", err)
+        self._check_failures()
+
+    def __getitem__(self, index: int) -> dict:
+        i = index
+        for attempt in range(MAX_ATTEMPTS):
+            rng = np.random.default_rng([self.seed, int(self._epoch[0]), index, attempt])
+            if attempt > 0:  # a replacement, deterministic given (seed, epoch, index, attempt)
+                ok = torch.nonzero(self._reason == 0).flatten()
+                i = int(ok[rng.integers(len(ok))])
+            if self._reason[i] != 0:
+                continue
+            try:
+                item = self._load(i, rng)
+            except VideoError as e:
+                self._record_failure(i, e)
+                continue
+            item["index"] = i
+            return item
+        raise DataError(f"{MAX_ATTEMPTS} videos in a row failed for item {index} of {self.cfg.list_file}; "
+                        f"failures so far: {self.failure_counts()}")
+
+    def _load(self, i: int, rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
+    def _train_geometry(self, size: tuple[int, int], rng: np.random.Generator) -> Geometry:
+        cfg = self.cfg
+        if cfg.crop == "multiscale":
+            return multiscale_crop(size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
+        if cfg.crop == "random_resized":
+            return random_resized_crop(size, cfg.img_size, rng, cfg.rrc_scale, cfg.rrc_ratio, cfg.flip)
+        return view_crops(size, cfg.img_size, 1)[0]
+
+
+class PretrainDataset(_VideoDataset):
+    """Pre-training clips with the raw frames their tracks need, and the targets of ``target_fn``.
+
+    ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``target_fn(sample) ->
+    (targets, valid)`` runs here, in the worker (``mme.motion.targets.make_target_fn``).
+    """
+
+    def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], tuple[dict, dict]] | None = None,
+                 track_length: int = 0, seed: int = 0):
+        super().__init__(cfg, seed)
+        self.target_fn = target_fn
+        self.track_length = track_length
+
+    def sample(self, i: int, rng: np.random.Generator) -> Sample:
+        """Decode and crop entry ``i`` into a :class:`Sample` (raises VideoError on a bad video)."""
+        cfg = self.cfg
+        path = self.path(i)
+        with open_video(path, cfg.backend, cfg.decode_threads) as reader:
+            if cfg.sampling == "segments":
+                idx = sample_segments(reader.num_frames, cfg.num_frames, cfg.tubelet, rng, self.track_length)
+            else:
+                idx = sample_pretrain(reader.num_frames, cfg.num_frames, cfg.stride, cfg.tubelet,
+                                      self.track_length, rng)
+            raw = reader.read(idx.needed)  # (F, H, W, 3): one decoding pass
+            geom = self._train_geometry(reader.size, rng)
+        return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length)
+
+    def _load(self, i: int, rng: np.random.Generator) -> dict:
+        sample = self.sample(i, rng)
+        targets, valid = self.target_fn(sample) if self.target_fn is not None else ({}, {})
+        return {"video": to_video_tensor(sample.frames_at(sample.clip)), "targets": targets, "valid": valid}
+
+
+class ClassificationDataset(_VideoDataset):
+    """Labelled clips. ``mode='train'``: one clip with the training crop (``cfg.crop``, ``cfg.flip``).
+    ``mode='test'``: ``cfg.test_clips`` evenly spaced clips × ``cfg.test_crops`` crops, ``video`` (V, 3, T, H, W)
+    ordered clip-major (view ``v`` = clip ``v // crops``, crop ``v % crops``)."""
+
+    def __init__(self, cfg: DataConfig, mode: str = "train", seed: int = 0):
+        if mode not in ("train", "test"):
+            raise ConfigError(f"ClassificationDataset mode must be 'train' or 'test', got {mode!r}")
+        super().__init__(cfg, seed, need_labels=True)
+        self.mode = mode
+
+    def _load(self, i: int, rng: np.random.Generator) -> dict:
+        cfg = self.cfg
+        with open_video(self.path(i), cfg.backend, cfg.decode_threads) as reader:
+            n, size = reader.num_frames, reader.size
+            if self.mode == "train":
+                if cfg.sampling == "segments":
+                    clips = [sample_segments(n, cfg.num_frames, cfg.tubelet, rng)]
+                else:
+                    clips = [sample_pretrain(n, cfg.num_frames, cfg.stride, cfg.tubelet, 0, rng)]
+                geoms = [self._train_geometry(size, rng)]
+            else:
+                clips = sample_test_clips(n, cfg.num_frames, cfg.stride, cfg.tubelet, cfg.test_clips,
+                                          segments=cfg.sampling == "segments")
+                geoms = view_crops(size, cfg.img_size, cfg.test_crops)
+            ids = np.unique(np.concatenate([c.needed for c in clips]))
+            raw = reader.read(ids)  # (F, H, W, 3): every view's frames in one pass
+        views = [to_video_tensor(apply_geometry(raw[np.searchsorted(ids, c.clip)], g)) for c in clips for g in geoms]
+        video = views[0] if self.mode == "train" else torch.stack(views)  # (3, T, H, W) or (V, 3, T, H, W)
+        return {"video": video, "label": self.entries[i].label}
+

@@ -1,0 +1,90 @@
+"""Which raw frames to decode: the encoder's clip and the raw frames the motion tracks need.
+
+All samplers return a :class:`ClipIndices` of raw frame indices (0-based, presentation order).
+
+Short videos: indices past the last frame are clamped to it, so the clip repeats its last frame and a track
+that runs past the end stays on the last frame for its remaining steps. The motion targets treat such repeated
+frames as zero motion (the flow between two copies of a frame is zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClipIndices:
+    """Raw frame indices of one clip (architecture.md, the sample contract)."""
+
+    clip: np.ndarray
+    """(T,) raw index of each encoder frame."""
+    starts: np.ndarray
+    """(T / tubelet,) raw index of each tubelet's first frame, ``clip[::tubelet]``: where tracks start."""
+    track_length: int
+    """L: each track runs from ``s`` to ``s + L`` (L raw steps); 0 = no tracks."""
+    needed: np.ndarray
+    """Sorted unique raw indices to decode: clip ∪ {s + j : s in starts, 0 ≤ j ≤ L} (clamped to the video)."""
+
+    def track_frames(self) -> np.ndarray:
+        """(S, L + 1) raw indices each track visits, clamped to the last frame like ``needed``."""
+        steps = self.starts[:, None] + np.arange(self.track_length + 1)[None, :]  # (S, L+1)
+        return np.minimum(steps, self.needed[-1])
+
+
+def _indices(clip_unclamped: np.ndarray, num_video_frames: int, tubelet: int, track_length: int) -> ClipIndices:
+    last = num_video_frames - 1
+    clip = np.minimum(clip_unclamped, last).astype(np.int64)
+    starts = clip[::tubelet]
+    tracks = np.minimum(starts[:, None] + np.arange(track_length + 1)[None, :], last)  # (S, L+1)
+    needed = np.unique(np.concatenate([clip, tracks.reshape(-1)]))
+    return ClipIndices(clip=clip, starts=starts, track_length=track_length, needed=needed)
+
+
+def window_length(num_frames: int, stride: int, tubelet: int, track_length: int) -> int:
+    """Raw frames spanned by a strided clip and its tracks: the last tubelet's track may reach past the clip."""
+    last_start = (num_frames - 1) // tubelet * tubelet * stride
+    return max((num_frames - 1) * stride, last_start + track_length) + 1
+
+
+def sample_pretrain(num_video_frames: int, num_frames: int, stride: int, tubelet: int, track_length: int,
+                    rng: np.random.Generator) -> ClipIndices:
+    """T frames at stride s from a uniformly random window that also holds the tracks (mme-method.md §3).
+
+    MME: 16 frames × stride 4 on Kinetics (a 64-raw-frame window), stride 2 on SSv2. With
+    ``track_length=0`` this is the strided sampler of fine-tuning. Videos shorter than the window start at 0
+    and repeat their last frame (module docstring).
+    """
+    span = window_length(num_frames, stride, tubelet, track_length)
+    start = int(rng.integers(0, num_video_frames - span + 1)) if num_video_frames >= span else 0
+    return _indices(start + stride * np.arange(num_frames), num_video_frames, tubelet, track_length)
+
+
+def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: np.random.Generator | None,
+                    track_length: int = 0, offset: float = 0.5) -> ClipIndices:
+    """TSN segment sampling (SSv2 fine-tuning): split the video into T equal segments, one frame from each.
+
+    Training (``rng`` given): a uniformly random frame per segment. Testing (``rng=None``): the frame at
+    fraction ``offset`` of each segment (0.5 = the centre frame).
+    """
+    seg = num_video_frames / num_frames
+    pos = rng.random(num_frames) if rng is not None else np.full(num_frames, offset)
+    clip = np.floor((np.arange(num_frames) + pos) * seg).astype(np.int64)
+    return _indices(clip, num_video_frames, tubelet, track_length)
+
+
+def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubelet: int, num_clips: int,
+                      segments: bool = False) -> list[ClipIndices]:
+    """``num_clips`` evenly spaced temporal views for multi-view testing (VideoMAE's test protocol).
+
+    Strided clips: window starts evenly spaced from the first to the last possible start. Segment clips: clip
+    ``k`` takes the frame at fraction ``(k + 0.5) / num_clips`` of every segment.
+    """
+    if segments:
+        return [sample_segments(num_video_frames, num_frames, tubelet, None, offset=(k + 0.5) / num_clips)
+                for k in range(num_clips)]
+    span = window_length(num_frames, stride, tubelet, 0)
+    room = max(num_video_frames - span, 0)
+    starts = np.linspace(0, room, num_clips) if num_clips > 1 else np.array([room / 2])
+    return [_indices(int(round(s)) + stride * np.arange(num_frames), num_video_frames, tubelet, 0) for s in starts]
