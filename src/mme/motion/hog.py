@@ -3,8 +3,9 @@
 Per colour channel (each channel is its own grey image, as the release), 9 unsigned orientation bins over
 [0, 180), cells of ``cell`` px, histograms mean-pooled over the cell, no block normalisation (mme-method.md §7.7).
 Differences from the release, on purpose: gradients are zero-bias central differences (the release's Sobel
-conv keeps a random bias, D5), bins are centred like scikit-image's (bin i covers [20i, 20i+20)) with a linear
-vote between the two nearest bins, and track positions are accumulated in pixels (D6).
+conv keeps a random bias, D5) and each pixel votes its magnitude into one bin, bin i covering [20i, 20i+20)
+degrees, exactly scikit-image's convention (its cell histograms are the test oracle; the release splits a vote
+between two bins centred at multiples of 20 degrees), and track positions are accumulated in pixels (D6).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ BINS = 9
 def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Tensor:
     """HOG of ``(N, C, H, W)`` float images -> ``(N, C*bins, H//cell, W//cell)``, channel index ``c*bins + b``.
 
-    Gradients by slicing (replicate-padded central differences), a linear vote into the two nearest of the
-    ``bins`` unsigned orientation bins, and one ``bincount`` into cells (the fast path on CPU, see
+    Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``), the magnitude voted into
+    one of ``bins`` unsigned orientation bins, and one ``bincount`` into cells (the fast path on CPU, see
     platform-notes). Pixels beyond the last whole cell are ignored.
     """
     N, C, H, W = images.shape
@@ -31,24 +32,18 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Te
     x = images[..., : hc * cell, : wc * cell].float()
     p = F.pad(x.reshape(N * C, 1, hc * cell, wc * cell), (1, 1, 1, 1), mode="replicate").reshape(
         N, C, hc * cell + 2, wc * cell + 2)
-    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5  # (N, C, h, w), x to the right
-    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5  # y downwards (image rows)
+    gx = p[..., 1:-1, 2:] - p[..., 1:-1, :-2]  # (N, C, h, w), x to the right
+    gy = p[..., 2:, 1:-1] - p[..., :-2, 1:-1]  # y downwards (image rows)
     mag = torch.sqrt(gx * gx + gy * gy)
-    # unsigned angle in [0, pi) -> continuous bin coordinate with bin centres at (i + 0.5) * pi / bins
-    s = torch.remainder(torch.atan2(gy, gx), math.pi) * (bins / math.pi) - 0.5
-    lo = torch.floor(s)
-    w_hi = s - lo
-    lo = torch.remainder(lo.long(), bins)
-    hi = torch.remainder(lo + 1, bins)
+    angle = torch.remainder(torch.atan2(gy, gx), math.pi)  # unsigned, [0, pi)
+    b = torch.clamp((angle * (bins / math.pi)).long(), max=bins - 1)
     # flat cell id of each pixel: ((n*C + c) * hc + y//cell) * wc + x//cell
     ys = torch.arange(hc * cell, device=x.device) // cell
     xs = torch.arange(wc * cell, device=x.device) // cell
     cell_id = (ys[:, None] * wc + xs[None, :]).expand(N * C, -1, -1)
     cell_id = cell_id + torch.arange(N * C, device=x.device)[:, None, None] * (hc * wc)  # (N*C, h, w)
-    cell_id = cell_id.reshape(-1) * bins
-    idx = torch.cat([cell_id + lo.reshape(-1), cell_id + hi.reshape(-1)])
-    weights = torch.cat([(mag * (1 - w_hi)).reshape(-1), (mag * w_hi).reshape(-1)])
-    hist = torch.bincount(idx, weights=weights, minlength=N * C * hc * wc * bins) / (cell * cell)
+    idx = cell_id.reshape(-1) * bins + b.reshape(-1)
+    hist = torch.bincount(idx, weights=mag.reshape(-1), minlength=N * C * hc * wc * bins) / (cell * cell)
     hist = hist.reshape(N, C, hc, wc, bins).permute(0, 1, 4, 2, 3)  # (N, C, bins, hc, wc)
     return hist.reshape(N, C * bins, hc, wc).to(images.dtype if images.is_floating_point() else torch.float32)
 

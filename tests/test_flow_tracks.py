@@ -1,0 +1,142 @@
+"""Optical flow and dense tracks against analytic motion in real encoded videos (PyAV write -> decode)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from videos import affine_video, texture, write_video
+
+from mme.data.video import open_video
+from mme.errors import DataError, MMEError
+from mme.motion import compute_tracks
+from mme.motion.flow import pair_flow, raw_flow
+from mme.motion.tracks import integrate, seed_grid, track
+
+
+def encoded(tmp_path, frames, name="v.mp4"):
+    """Frames after a real H.264 encode and decode."""
+    path = write_video(tmp_path / name, frames)
+    with open_video(path) as r:
+        return r.read(range(r.num_frames))
+
+
+def analytic_positions(maps, starts, length, seeds):
+    """True positions ``(S, L+1, Gh, Gw, 2)`` of the seeds placed at each start frame under ``affine_video`` maps."""
+    A = np.concatenate([maps, np.tile([[[0, 0, 1]]], (len(maps), 1, 1))], 1)  # (T, 3, 3)
+    p = np.concatenate([seeds, np.ones(seeds.shape[:2] + (1,))], -1)  # (Gh, Gw, 3)
+    out = []
+    for s in starts:
+        out.append([np.einsum("ij,hwj->hwi", A[s + j] @ np.linalg.inv(A[s]), p)[..., :2] for j in range(length + 1)])
+    return np.array(out)
+
+
+def test_translation_per_step_error_below_half_pixel_at_224(tmp_path):
+    dx, dy = 2.3, -1.4
+    frames, _ = affine_video(9, 224, 224, dx=dx, dy=dy)
+    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0, 4], length=4)
+    assert disp.shape == (2, 4, 28, 28, 2) and valid.shape == (2, 28, 28) and disp.dtype == np.float32
+    err = np.linalg.norm(disp - np.array([dx, dy], np.float32), axis=-1)  # (S, L, Gh, Gw)
+    assert err[np.broadcast_to(valid[:, None], err.shape)].mean() <= 0.5
+    assert np.median(err) < 0.2
+
+
+@pytest.mark.parametrize("rot_deg,scale", [(1.5, 1.0), (0.0, 1.025)])
+def test_rotation_and_scaling_follow_the_analytic_maps(tmp_path, rot_deg, scale):
+    frames, maps = affine_video(7, 128, 128, rot_deg=rot_deg, scale=scale, seed=3)
+    seeds = seed_grid(128, 128, 8)
+    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0, 2], length=4)
+    truth = analytic_positions(maps, [0, 2], 4, seeds)  # (S, 5, Gh, Gw, 2)
+    true_step = np.diff(truth, axis=1)
+    err = np.linalg.norm(disp - true_step, axis=-1)  # (S, L, Gh, Gw)
+    inner = np.zeros((16, 16), bool)
+    inner[2:-2, 2:-2] = True  # flow at the frame border sees content entering: judged on the interior
+    assert np.abs(true_step).max() > 1.0  # the motion is not trivially small
+    assert err[:, :, inner].mean() <= 0.5
+    assert (integrate(seeds, disp)[:, -1] - truth[:, -1])[:, inner].__abs__().mean() < 1.0
+
+
+def test_points_that_leave_the_frame_are_invalid(tmp_path):
+    frames, _ = affine_video(7, 64, 64, dx=6.0, seed=1)
+    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0], length=6, seed_stride=8)
+    final_x = seed_grid(64, 64, 8)[..., 0] + 6.0 * 6
+    clear = np.abs(final_x - 63) > 3  # away from the exit line, where noise cannot flip the verdict
+    assert (valid[0][clear] == (final_x <= 63)[clear]).all()
+    assert valid[0].any() and not valid[0].all()
+
+
+def test_static_video_gives_zero_displacement(tmp_path):
+    frame = texture(96, 96, seed=5)
+    disp, valid = compute_tracks(encoded(tmp_path, np.stack([frame] * 6)), starts=[0, 1], length=4)
+    assert np.abs(disp).max() < 0.05 and valid.all()
+
+
+def test_compensation_removes_a_pan_and_keeps_an_independent_object():
+    """The scene moves by (-3, 0) px/frame in the image (a pan); a 48-px textured object by (0, 2.5), i.e. by
+    (3, 2.5) relative to the scene. Compensated tracks: background ~0, object ~(3, 2.5)."""
+    H = W = 160
+    big = texture(H, W + 40, seed=7)
+    obj = texture(48, 48, seed=8, scale=1.5)
+    frames = []
+    for t in range(6):
+        f = big[:, 3 * t: 3 * t + W].astype(np.float32)
+        y0 = 40 + 2.5 * t
+        yi, frac = int(np.floor(y0)), y0 - np.floor(y0)
+        layer = np.zeros_like(f)
+        layer[yi:yi + 48, 60:108] += (1 - frac) * obj
+        layer[yi + 1:yi + 49, 60:108] += frac * obj
+        cover = np.zeros(f.shape[:2], np.float32)
+        cover[yi:yi + 48, 60:108] += 1 - frac
+        cover[yi + 1:yi + 49, 60:108] += frac
+        frames.append(np.clip(f * (1 - cover[..., None]) + layer, 0, 255).astype(np.uint8))  # sub-pixel object
+    frames = np.stack(frames)
+    raw, _ = compute_tracks(frames, starts=[0], length=4)
+    comp, valid = compute_tracks(frames, starts=[0], length=4, compensate=True)
+    seeds = seed_grid(H, W, 8)
+    on_obj = (seeds[..., 0] > 68) & (seeds[..., 0] < 100) & (seeds[..., 1] > 48) & (seeds[..., 1] < 80)
+    background = ((seeds[..., 0] < 40) | (seeds[..., 0] > 128)) & (seeds[..., 0] < 150)
+    assert np.abs(raw[0][:, background].mean((0, 1)) - [-3, 0]).max() < 0.3  # the pan is there before
+    assert np.abs(comp[0][:, background]).mean() < 0.3
+    assert np.abs(comp[0][:, on_obj].mean((0, 1)) - [3.0, 2.5]).max() < 0.5
+    assert valid[0][on_obj].all()
+
+
+def test_flow_methods_agree_on_a_translation():
+    frames, _ = affine_video(2, 96, 96, dx=1.5, dy=0.5, seed=2)
+    for method in ("dis", "farneback"):
+        f = raw_flow(frames[0], frames[1], method)
+        assert f.shape == (96, 96, 2) and f.dtype == np.float32
+        assert np.abs(np.median(f.reshape(-1, 2), 0) - [1.5, 0.5]).max() < 0.25, method
+    flow, hom = pair_flow(frames[0], frames[1], "dis", None)
+    assert hom is None
+
+
+def test_tvl1_without_contrib_is_a_clear_error():
+    import cv2
+
+    frames, _ = affine_video(2, 32, 32)
+    if hasattr(cv2, "optflow"):
+        assert raw_flow(frames[0], frames[1], "tvl1").shape == (32, 32, 2)
+    else:
+        with pytest.raises(MMEError, match="opencv-contrib"):
+            raw_flow(frames[0], frames[1], "tvl1")
+
+
+def test_sparse_frames_need_only_the_pairs_the_tracks_cover():
+    frames, _ = affine_video(20, 64, 64, dx=1.0)
+    ids = np.array([3, 4, 5, 6, 11, 12, 13, 14])
+    cache: dict = {}
+    tr = track(frames[ids], ids, starts=[3, 11], length=3, flow_cache=cache)
+    assert sorted(cache) == [(3, 4), (4, 5), (5, 6), (11, 12), (12, 13), (13, 14)]
+    assert np.abs(tr.disp[..., 0] - 1.0).mean() < 0.2
+    with pytest.raises(DataError, match=r"clip\.mp4: video too short.*\[7\]"):
+        track(frames[ids], ids, starts=[3], length=4, source="clip.mp4")
+
+
+def test_bad_frame_input_is_a_clear_error():
+    a = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(DataError, match="different sizes"):
+        compute_tracks([a, np.zeros((32, 40, 3), np.uint8)], starts=[0], length=1)
+    with pytest.raises(DataError, match="too short"):
+        compute_tracks(a[None], starts=[0], length=1)  # a single-frame video
+    with pytest.raises(DataError, match="too short"):
+        compute_tracks(np.stack([a] * 4), starts=[0, 2], length=4)

