@@ -33,8 +33,22 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="masked pre-training from a YAML recipe with key=value overrides")
-    p.set_defaults(func=lambda a: _not_yet("pretrain"))
+    p = sub.add_parser(
+        "pretrain", help="masked pre-training from a YAML recipe with key=value overrides",
+        description="Masked pre-training. Prints the resolved config and derived numbers (effective batch, lr, "
+                    "tokens, parameters, device, precision), then trains; under torchrun: "
+                    "torchrun --nproc_per_node=N -m mme.cli pretrain --config R ...",
+    )
+    p.add_argument("--config", required=True, help="recipe: a YAML path or a packaged name (e.g. tiny_cpu_mme)")
+    p.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in train.out_dir) or a path; "
+                                                   "same as train.resume=...")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100")
+
+    def run(a):
+        overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else [])
+        return importlib.import_module("mme.train.pretrain").main(a.config, overrides)
+
+    p.set_defaults(func=run)
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +67,29 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="convert checkpoints: ours / original VideoMAE-MME / Hugging Face")
-    p.set_defaults(func=lambda a: _not_yet("export"))
+    p = sub.add_parser("export", help="convert checkpoints: ours / original VideoMAE-MME / Hugging Face",
+                       description="Convert any supported checkpoint (mme directory or .safetensors, mme training "
+                       "checkpoint, original VideoMAE/MME .pth, Hugging Face VideoMAE directory) to another format.")
+    p.add_argument("src", help="checkpoint file or directory")
+    p.add_argument("out", help="output directory (hf, mme) or .safetensors file")
+    p.add_argument("--format", choices=["hf", "mme", "safetensors"], default="hf",
+                   help="hf: a transformers VideoMAE directory; mme: our directory; safetensors: our single file")
+    p.add_argument("--kind", choices=["model", "pretraining", "classification"], default=None,
+                   help="model = encoder only (VideoMAEModel); pretraining = encoder+decoder+pixel head; "
+                   "classification = fine-tuned classifier (default: model for hf, what SRC holds otherwise)")
+    p.add_argument("--num-heads", type=int, default=None,
+                   help="encoder attention heads, for checkpoints that do not record them (default: 64-d heads)")
+    p.add_argument("--decoder-heads", type=int, default=None, help="decoder attention heads, likewise")
+    p.add_argument("--img-size", type=int, default=None, help="input side the model expects (original .pth: 224)")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (original .pth: 16)")
+
+    def run(a):
+        from mme.models.checkpoint import export
+
+        print(export(a.src, a.out, a.format, a.kind, num_heads=a.num_heads, decoder_heads=a.decoder_heads,
+                     img_size=a.img_size, num_frames=a.num_frames))
+
+    p.set_defaults(func=run)
 
 
 def _add_viz(sub: argparse._SubParsersAction) -> None:
@@ -76,6 +111,19 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
     p.add_argument("--threads", type=int, default=None, help="torch/OpenCV threads (default: all cores)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    if kind == "train":
+        p.add_argument("--preset", default="small", help="encoder size: tiny/small/base/large")
+        p.add_argument("--img-size", type=int, default=112)
+        p.add_argument("--frames", type=int, default=8)
+        p.add_argument("--batch", type=int, default=4, help="clips per step")
+        p.add_argument("--mask-ratio", type=float, default=0.7)
+        p.add_argument("--target", default="pixel", help="target kind(s) whose heads the model has (pixel, mme, ...)")
+        p.add_argument("--device", default="auto", help="auto / cpu / cuda")
+        p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+        p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+        p.add_argument("--compile", action="store_true", help="also time torch.compile")
+        p.add_argument("--checkpointing", action="store_true", help="also time activation checkpointing")
+        p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
 
 
 def _not_yet(name: str) -> int:

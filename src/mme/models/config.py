@@ -49,6 +49,9 @@ class ModelConfig:
     decoder_dim: int = 192
     decoder_depth: int = 1
     decoder_heads: int = 6
+    decoder_norm_eps: float = 1e-6
+    """eps of the decoder's final LayerNorm: 1e-6 as VideoMAE/MME; Hugging Face's VideoMAEDecoder uses 1e-5, so
+    models imported from a Hugging Face directory set 1e-5 to reproduce its outputs exactly."""
     head_hidden: int = 512
     """Hidden width of the MLP prediction heads of motion/HOG targets (0 = a single Linear)."""
 

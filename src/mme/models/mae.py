@@ -88,7 +88,7 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_blocks = nn.ModuleList(
             Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True) for _ in range(cfg.decoder_depth)
         )
-        self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
+        self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=cfg.decoder_norm_eps)
         self.heads = nn.ModuleDict({h.name: Head(cfg.decoder_dim, h) for h in heads})
         for m in (self.encoder_to_decoder, self.decoder_blocks, self.decoder_norm, self.heads):
             m.apply(init_weights)

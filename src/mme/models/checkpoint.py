@@ -1,0 +1,466 @@
+"""Reading and writing model checkpoints: ours, the original VideoMAE/MME ``.pth`` files, Hugging Face VideoMAE.
+
+Our format: a directory with ``model.safetensors`` + ``config.json`` (``{"format": "mme", "version", "kind":
+"mae" | "encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], ...}``), or one
+``.safetensors`` file carrying the same JSON in its metadata. Readers accept, besides: our training
+checkpoints (a torch file with ``model`` = our state dict and ``config`` = the run config with a ``model``
+section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or ``module``, or bare) and
+Hugging Face VideoMAE directories (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+Torch files are read with ``weights_only=True``: no pickled code runs. Every failure is one CheckpointError
+naming the file and the reason.
+
+    model = load_model("run/ckpt")            # MaskedAutoencoder / VisionTransformer / VideoClassifier
+    enc = load_encoder("checkpoint.pth")      # VisionTransformer in eval mode: (B, 3, T, H, W) -> (B, N, D)
+    export_hf(model, "out/hf")                # transformers.VideoMAEModel.from_pretrained("out/hf")
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mme.config import from_dict
+from mme.errors import CheckpointError, ConfigError
+from mme.models import convert
+from mme.models.classifier import VideoClassifier
+from mme.models.config import ModelConfig
+from mme.models.mae import HeadSpec, MaskedAutoencoder
+from mme.models.vit import VisionTransformer
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+KINDS = ("mae", "encoder", "classifier")
+HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
+            "classification": "VideoMAEForVideoClassification"}
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read into our layout: enough to rebuild the module."""
+
+    kind: str
+    """'mae', 'encoder' or 'classifier'."""
+    cfg: ModelConfig
+    state: dict[str, torch.Tensor]
+    """Our state dict for ``kind``."""
+    source: str
+    """The file and the layout it was read as, for messages."""
+    heads: list[HeadSpec] = field(default_factory=list)
+    """mae only: the prediction heads."""
+    classifier: dict = field(default_factory=dict)
+    """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
+
+    @property
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        return convert.encoder_part(self.state, self.kind)
+
+    @property
+    def final_norm(self) -> bool:
+        """Whether the encoder has its final LayerNorm (not the case after mean-pooled fine-tuning)."""
+        return "norm.weight" in self.encoder_state
+
+    def meta(self) -> dict:
+        out = {"format": "mme", "version": FORMAT_VERSION, "kind": self.kind, "model": dataclasses.asdict(self.cfg)}
+        if self.kind == "mae":
+            out["heads"] = [dataclasses.asdict(h) for h in self.heads]
+        if self.kind == "classifier":
+            out["classifier"] = dict(self.classifier)
+        return out
+
+
+# --- reading ---
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for truncated / non-safetensors files
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another format): {e}") from e
+
+
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            first = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            raise CheckpointError(f"{path}: refusing to unpickle objects other than tensors and plain containers "
+                                  f"(weights_only=True): {first.strip()}") from e
+        raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch, safetensors or checkpoint "
+                              f"directory): {e}") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or unknown format): {e}") from e
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a ``{"model": ...}`` / ``{"module": ...}`` / ``{"state_dict": ...}`` wrapper, or bare."""
+    for _ in range(2):
+        if isinstance(obj, dict):
+            inner = next((obj[k] for k in ("model", "module", "state_dict") if isinstance(obj.get(k), dict)), None)
+            if inner is not None:
+                obj = inner
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: unknown checkpoint format: no state dict under 'model', 'module' or "
+                              f"'state_dict', nor a bare one (top level: {keys})")
+    return obj
+
+
+def _with_hints(cfg: ModelConfig, hints: dict, path: Path) -> ModelConfig:
+    given = {k: v for k, v in hints.items() if v is not None}
+    try:
+        return dataclasses.replace(cfg, **given) if given else cfg
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
+                heads: list[HeadSpec] | None = None) -> Checkpoint:
+    """Convert a bare state dict of any known layout; infer the config from the weights unless given."""
+    try:
+        kind, ours, unexpected, layout = convert.to_ours(state)
+        if unexpected:
+            log.warning("%s: %d key(s) of the %s layout are not part of the model and are ignored: %s",
+                        path, len(unexpected), layout, unexpected[:10])
+        if cfg is None:
+            cfg = convert.infer_config(ours, kind, **hints)
+        else:
+            cfg = _with_hints(cfg, hints, path)
+        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})")
+        if kind == "mae":
+            ck.heads = heads or convert.infer_heads(ours, release=layout == convert.MME_LAYOUT)
+        if kind == "classifier":
+            ck.classifier = _classifier_args(ours)
+        return ck
+    except (CheckpointError, ConfigError) as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
+    if "fc_norm.weight" not in state:
+        raise CheckpointError("classifier without fc_norm (token pooling) is not supported; load its encoder")
+    return {"num_classes": state["head.weight"].shape[0],
+            "pool": "norm_mean" if "encoder.norm.weight" in state else "mean"}
+
+
+def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: dict) -> Checkpoint:
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {meta['version']} is newer than this mme ({FORMAT_VERSION})")
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
+    try:
+        cfg = _with_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints, path)
+        heads = [HeadSpec(**h) for h in meta.get("heads", [])]
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model config: {e}") from e
+    return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})))
+
+
+def _from_hf_dir(path: Path, hf: dict, hints: dict) -> Checkpoint:
+    if (path / WEIGHTS).is_file():
+        state, _ = _read_safetensors(path / WEIGHTS)
+    elif (path / "pytorch_model.bin").is_file():
+        state = _unwrap(_torch_load(path / "pytorch_model.bin"), path / "pytorch_model.bin")
+    else:
+        raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or pytorch_model.bin")
+    try:
+        cfg = convert.config_from_hf(hf)
+    except (CheckpointError, ConfigError) as e:
+        raise CheckpointError(f"{path / CONFIG}: {e}") from e
+    ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
+                                                                  * cfg.in_chans)])
+    if ck.kind == "classifier":
+        ck.classifier["fc_norm_eps"] = 1e-5  # HF's fc_norm is nn.LayerNorm's default
+    return ck
+
+
+def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
+                    img_size: int | None = None, num_frames: int | None = None) -> Checkpoint:
+    """Read any supported checkpoint into our layout.
+
+    The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
+    override what it does."""
+    path = Path(path)
+    hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if not (path / CONFIG).is_file():
+            raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
+        meta = _read_json(path / CONFIG)
+        if meta.get("format") == "mme":
+            state, _ = _read_safetensors(path / WEIGHTS) if (path / WEIGHTS).is_file() else _missing(path / WEIGHTS)
+            return _from_ours(meta, state, path, hints)
+        if meta.get("model_type") == "videomae":
+            return _from_hf_dir(path, meta, hints)
+        raise CheckpointError(f"{path / CONFIG}: neither an mme nor a Hugging Face VideoMAE config "
+                              f"(model_type={meta.get('model_type')!r})")
+    if path.suffix == ".safetensors":
+        state, metadata = _read_safetensors(path)
+        if "mme" in metadata:
+            return _from_ours(json.loads(metadata["mme"]), state, path, hints)
+        return _from_state(state, path, hints)
+    obj = _torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
+            and isinstance(obj.get("model"), dict):  # our training checkpoint
+        try:
+            cfg = from_dict(ModelConfig, obj["config"]["model"], prefix="model.")
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
+        return _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj["config"], cfg))
+    return _from_state(_unwrap(obj, path), path, hints)
+
+
+def _run_heads(config: dict, cfg: ModelConfig) -> list[HeadSpec] | None:
+    """The heads of a training run, from its ``target`` config section (activations are not in the weights)."""
+    if not isinstance(config.get("target"), dict):
+        return None
+    from mme.motion.targets import TargetConfig, head_specs  # the targets define the heads
+
+    try:
+        return head_specs(from_dict(TargetConfig, config["target"], prefix="target."), cfg)
+    except ConfigError as e:
+        log.warning("target config of the training checkpoint is not readable (%s); heads inferred from weights", e)
+        return None
+
+
+def _missing(path: Path):
+    raise CheckpointError(f"{path}: missing (the checkpoint directory has a config but no weights)")
+
+
+# --- building modules ---
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
+    """Load ``state`` into ``module`` after checking every shape (CheckpointError naming the key and both
+    shapes). Missing / unexpected keys raise when ``strict``, else are logged."""
+    expected = module.state_dict()
+    for k, v in state.items():
+        if k in expected and expected[k].shape != v.shape:
+            raise CheckpointError(f"{source}: wrong architecture: {k} has shape {tuple(v.shape)} in the checkpoint, "
+                                  f"the model expects {tuple(expected[k].shape)}")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if strict and (missing or unexpected):
+        raise CheckpointError(f"{source}: does not fit the model: missing keys {missing[:10]}"
+                              f"{' ...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}")
+    if missing:
+        log.warning("%s: %d missing key(s) keep their initial values: %s", source, len(missing), missing[:10])
+    if unexpected:
+        log.warning("%s: %d unexpected key(s) ignored: %s", source, len(unexpected), unexpected[:10])
+    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def _encoder(ck: Checkpoint) -> VisionTransformer:
+    enc = VisionTransformer(ck.cfg)
+    if not ck.final_norm:
+        enc.norm = nn.Identity()  # fine-tuned with mean pooling: the encoder had no final LayerNorm
+    return enc
+
+
+def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
+    """The module ``ck`` holds, with its weights loaded."""
+    if ck.kind == "mae":
+        model = MaskedAutoencoder(ck.cfg, ck.heads)
+    elif ck.kind == "classifier":
+        model = VideoClassifier(ck.cfg, **ck.classifier)
+    else:
+        model = _encoder(ck)
+    load_state(model, ck.state, ck.source, strict)
+    return model
+
+
+def load_model(path: str | os.PathLike, strict: bool = True, **hints) -> nn.Module:
+    """Rebuild the module a checkpoint holds: MaskedAutoencoder, VisionTransformer or VideoClassifier."""
+    return build_model(read_checkpoint(path, **hints), strict)
+
+
+def load_encoder(path: str | os.PathLike, strict: bool = True, **hints) -> VisionTransformer:
+    """The encoder of any supported checkpoint, in eval mode: ``(B, 3, T, H, W)`` ImageNet-normalised ->
+    tokens ``(B, N, D)``. Decoder / classifier weights are dropped; missing encoder keys raise when ``strict``.
+    Hints: ``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames`` (see read_checkpoint)."""
+    ck = read_checkpoint(path, **hints)
+    enc = _encoder(ck)
+    dropped = len(ck.state) - len(ck.encoder_state)
+    if dropped:
+        log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source, dropped)
+    load_state(enc, ck.encoder_state, ck.source, strict)
+    return enc.eval()
+
+
+def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, strict: bool = True, **hints) -> None:
+    """Load a checkpoint's encoder weights into an existing encoder (e.g. ``VideoClassifier.encoder`` before
+    fine-tuning). A pre-trained final norm is dropped when ``encoder.norm`` is Identity (VideoMAE fine-tuning
+    does the same); shapes must match (CheckpointError naming the key otherwise)."""
+    ck = read_checkpoint(path, **hints)
+    state = ck.encoder_state
+    if isinstance(encoder.norm, nn.Identity):
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+    load_state(encoder, state, ck.source, strict)
+
+
+# --- writing ---
+
+def _atomic_path(path: Path):
+    """A temporary file beside ``path``, to be ``os.replace``d onto it once complete."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = _atomic_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tmp = _atomic_path(path)
+    try:
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unwrap_module(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP
+
+
+def describe(model: nn.Module) -> Checkpoint:
+    """A Checkpoint of a live module (ours: MaskedAutoencoder, VisionTransformer, VideoClassifier)."""
+    model = _unwrap_module(model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if isinstance(model, MaskedAutoencoder):
+        return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs))
+    if isinstance(model, VideoClassifier):
+        args = dict(num_classes=model.num_classes, pool=model.pool, fc_norm_eps=model.fc_norm.eps,
+                    fc_drop=model.fc_dropout.p)
+        return Checkpoint("classifier", model.cfg, state, "model", classifier=args)
+    if isinstance(model, VisionTransformer):
+        return Checkpoint("encoder", model.cfg, state, "model")
+    raise CheckpointError(f"cannot save a {type(model).__name__}: expected MaskedAutoencoder, VisionTransformer "
+                          "or VideoClassifier")
+
+
+def _write_ours(ck: Checkpoint, path: Path) -> Path:
+    meta = ck.meta()
+    if path.suffix == ".safetensors":  # one self-describing file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_safetensors(path, ck.state, {"format": "pt", "mme": json.dumps(meta)})
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
+    _write_json(path / CONFIG, meta)
+    return path
+
+
+def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save in our format: a directory (``model.safetensors`` + ``config.json``), or one ``.safetensors`` file
+    when ``path`` ends so. Files are written atomically."""
+    return _write_ours(describe(model), Path(path))
+
+
+def _as_checkpoint(model_or_path, **hints) -> Checkpoint:
+    if isinstance(model_or_path, nn.Module):
+        return describe(model_or_path)
+    return read_checkpoint(model_or_path, **hints)
+
+
+def _select(ck: Checkpoint, kind: str) -> Checkpoint:
+    """The part of ``ck`` for an export kind: 'model' = the encoder, 'pretraining' = the MAE,
+    'classification' = the classifier."""
+    if kind == "model":
+        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source)
+    need = {"pretraining": "mae", "classification": "classifier"}[kind]
+    if ck.kind != need:
+        raise CheckpointError(f"{ck.source}: holds a {ck.kind}, cannot export it as {kind}")
+    return ck
+
+
+def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool = True,
+              **hints) -> Path:
+    """Write a Hugging Face directory (``config.json`` + ``model.safetensors``) that ``transformers``
+    ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
+    ``VideoMAEForVideoClassification`` ('classification': mean pooling) loads with ``from_pretrained``.
+
+    HF's decoder final norm and fc_norm use eps 1e-5 where ours default to 1e-6; the outputs differ by about
+    1e-6 relative (measured in tests/test_checkpoint.py)."""
+    if kind not in HF_KINDS:
+        raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
+    ck = _select(_as_checkpoint(model_or_path, **hints), kind)
+    cfg, state, num_labels = ck.cfg, dict(ck.state), None
+    if ck.kind == "mae":
+        pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
+        h = ck.heads
+        if len(h) != 1 or h[0].hidden or h[0].activation != "none" or h[0].dim != pixel_dim:
+            raise CheckpointError(f"{ck.source}: VideoMAEForPreTraining needs exactly one linear pixel head of dim "
+                                  f"{pixel_dim}; this model has {[(s.name, s.dim, s.hidden) for s in h]}")
+        prefix = f"heads.{h[0].name}."
+        state = {("heads.pixel." + k[len(prefix):]) if k.startswith(prefix) else k: v for k, v in state.items()}
+    if ck.kind == "classifier":
+        if ck.classifier.get("pool") != "mean":
+            raise CheckpointError(f"{ck.source}: HF VideoMAEForVideoClassification mean-pools without the encoder's "
+                                  f"final norm; this classifier uses pool={ck.classifier.get('pool')!r}")
+        num_labels = ck.classifier["num_classes"]
+    try:
+        hf_state = convert.to_hf(state, ck.kind)
+        hf_cfg = convert.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm, norm_pix=norm_pix,
+                                      num_labels=num_labels)
+    except CheckpointError as e:
+        raise CheckpointError(f"{ck.source}: {e}") from e
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
+    _write_json(out / CONFIG, hf_cfg)
+    return out
+
+
+def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
+           **hints) -> Path:
+    """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
+    (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
+    'classification'; default: 'model' for hf, what the source holds otherwise."""
+    if kind is not None and kind not in HF_KINDS:
+        raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
+    if format == "hf":
+        path = export_hf(src, out, kind or "model", **hints)
+    elif format in ("mme", "safetensors"):
+        ck = read_checkpoint(src, **hints)
+        ck = _select(ck, kind) if kind else ck
+        out = Path(out)
+        if format == "safetensors" and out.suffix != ".safetensors":
+            out = out.with_name(out.name + ".safetensors")
+        if format == "mme" and out.suffix == ".safetensors":
+            raise CheckpointError(f"{out}: --format mme writes a directory; use --format safetensors for one file")
+        path = _write_ours(ck, out)
+    else:
+        raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
+    log.info("exported %s -> %s (%s)", src, path, format)
+    return path

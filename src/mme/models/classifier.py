@@ -1,0 +1,52 @@
+"""Video classifier for fine-tuning and linear probing, laid out as VideoMAE's fine-tuning model.
+
+encoder (VisionTransformer, all tokens) -> mean over tokens -> ``fc_norm`` LayerNorm -> dropout -> ``head``
+Linear (mme-method.md §10). With mean pooling the encoder's final LayerNorm is replaced by Identity, as in
+VideoMAE/MME, so the original fine-tuned layout (``patch_embed``, ``blocks.N.*``, ``fc_norm``, ``head``) maps
+onto ``encoder.patch_embed``, ``encoder.blocks.N.*``, ``fc_norm``, ``head`` by a prefix.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from mme.models.config import ModelConfig
+from mme.models.vit import VisionTransformer
+
+POOLS = ("mean", "norm_mean")
+"""'mean': VideoMAE fine-tuning (no final encoder norm, mean, fc_norm). 'norm_mean': keep the pre-trained
+encoder's final LayerNorm before the mean (then fc_norm), for heads on a frozen pre-trained encoder."""
+
+
+class VideoClassifier(nn.Module):
+    """``forward(x (B, C, T, H, W)) -> logits (B, num_classes)``; ``forward_features(x) -> (B, D)``."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, pool: str = "mean", fc_drop: float = 0.0,
+                 head_init_scale: float = 0.001, fc_norm_eps: float = 1e-6):
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.pool = pool
+        self.encoder = VisionTransformer(cfg)
+        if pool == "mean":
+            self.encoder.norm = nn.Identity()
+        self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=fc_norm_eps)
+        self.fc_dropout = nn.Dropout(fc_drop)
+        self.head = nn.Linear(cfg.embed_dim, num_classes)
+        # VideoMAE: trunc-normal(0.02) head scaled by init_scale (0.001), so fine-tuning starts near uniform logits.
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.weight.mul_(head_init_scale)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, D)`` after ``fc_norm`` (the head's input, before dropout)."""
+        return self.fc_norm(self.encoder(x).mean(dim=1))  # (B, N, D) -> (B, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc_dropout(self.forward_features(x)))
