@@ -1,0 +1,209 @@
+"""``mme synth``: a synthetic motion dataset whose label is carried by motion only.
+
+Each video shows one textured object (a random ellipse or polygon with a random two-colour texture) on a random
+textured background. The class fixes only the *kind* of motion (translation in four directions, rotation
+cw/ccw, growing/shrinking, horizontal/vertical oscillation); speeds are random within a range. Appearance
+(shape, texture, colours, size, position, orientation) is drawn independently of the class and describes the
+*middle* frame, so the middle frame's distribution is the same for every class: a single frame says nothing
+about the label. (At other frames, position and size drift with the motion, as they must.)
+
+Output (``out_dir``)::
+
+    videos/<class>/<class>_<k>.mp4   H.264 (PyAV), ``size``² pixels, ``num_frames`` frames
+    train.txt val.txt test.txt       VideoMAE lists, paths relative to out_dir
+    classes.json                     class names, index = label
+    params.json                      the true motion (and appearance) of every video, keyed by its list path
+
+Deterministic for a seed: the same arguments give the same bytes (single-threaded x264, one RNG per video).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from mme.data.lists import ListEntry, atomic_write_text, write_classes, write_list
+from mme.errors import ConfigError
+
+CLASSES = ("translate_right", "translate_left", "translate_up", "translate_down", "rotate_cw", "rotate_ccw",
+           "grow", "shrink", "oscillate_horizontal", "oscillate_vertical")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SynthDataset:
+    """Where :func:`generate_synth` wrote things."""
+
+    root: Path
+    lists: dict[str, Path]
+    """Split name -> list file (paths relative to ``root``)."""
+    classes: list[str]
+    params_file: Path
+
+
+def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A random two-colour texture (h, w, 3) uint8: smooth noise at a random scale mixing two random colours."""
+    scale = rng.uniform(1.5, 6.0)
+    noise = np.zeros((h, w), np.float32)
+    for k in (1, 2, 4):
+        noise += cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), scale * k) * k
+    noise = (noise - noise.min()) / (noise.max() - noise.min() + 1e-6)
+    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    return (c1 * (1 - noise[..., None]) + c2 * noise[..., None]).astype(np.uint8)
+
+
+def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator) -> dict:
+    """Appearance and motion of one video. Every draw is made for every class (so appearance is identically
+    distributed across classes); the label only selects which motion is switched on and its sign."""
+    name = CLASSES[label]
+    span = num_frames - 1
+    p = {
+        "label": label, "class": name,
+        "shape": "ellipse" if rng.random() < 0.5 else "polygon",
+        "vertices": int(rng.integers(3, 8)),
+        "aspect": float(rng.uniform(0.5, 1.0)),
+        "radius": float(rng.uniform(0.12, 0.22) * size),  # at the middle frame
+        "cx": float(rng.uniform(0.25, 0.75) * size), "cy": float(rng.uniform(0.25, 0.75) * size),
+        "angle": float(rng.uniform(0, 360)),
+        "vx": 0.0, "vy": 0.0, "omega": 0.0, "log_scale_rate": 0.0, "osc_ax": 0.0, "osc_ay": 0.0,
+        "osc_period": float(rng.uniform(12, 24)), "osc_phase": float(rng.uniform(0, 2 * math.pi)),
+    }
+    speed = rng.uniform(0.3, 0.5) * size / span  # px/frame
+    omega = rng.uniform(90, 270) / span  # deg/frame
+    rate = math.log(rng.uniform(1.6, 2.5)) / span  # log-scale per frame
+    amp = rng.uniform(0.1, 0.2) * size  # px
+    if name.startswith("translate"):
+        p["vx"], p["vy"] = {"right": (speed, 0.0), "left": (-speed, 0.0), "up": (0.0, -speed),
+                            "down": (0.0, speed)}[name.split("_")[1]]
+    elif name.startswith("rotate"):
+        p["omega"] = omega if name == "rotate_cw" else -omega
+    elif name in ("grow", "shrink"):
+        p["log_scale_rate"] = rate if name == "grow" else -rate
+    else:
+        p["osc_ax" if name.endswith("horizontal") else "osc_ay"] = amp
+    return p
+
+
+def _sprite(p: dict, rng: np.random.Generator, side: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """The object in its own frame: texture (side, side, 3) and alpha (side, side) float32, unit radius =
+    side/2 - 2 around the centre."""
+    tex = _texture(side, side, rng)
+    mask = np.zeros((side, side), np.uint8)
+    c, r = side / 2, side / 2 - 2
+    if p["shape"] == "ellipse":
+        cv2.ellipse(mask, (int(c * 16), int(c * 16)), (int(r * 16), int(r * p["aspect"] * 16)), 0, 0, 360, 255,
+                    -1, cv2.LINE_AA, 4)
+    else:
+        ang = np.sort(rng.uniform(0, 2 * np.pi, p["vertices"]))
+        rad = r * rng.uniform(0.6, 1.0, p["vertices"])
+        pts = np.stack([c + rad * np.cos(ang), c + rad * np.sin(ang)], 1)
+        cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    return tex, mask.astype(np.float32) / 255.0
+
+
+def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
+    """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``)."""
+    margin = int(math.ceil(camera_jitter)) + 1
+    canvas = size + 2 * margin
+    bg = _texture(canvas, canvas, rng).astype(np.float32)
+    tex, alpha = _sprite(p, rng)
+    side = tex.shape[0]
+    cam_freq = rng.uniform(0.05, 0.2, 2)
+    cam_phase = rng.uniform(0, 2 * np.pi, 2)
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    for t in range(num_frames):
+        tm = t - (num_frames - 1) / 2  # time from the middle frame, where appearance was drawn
+        osc = math.sin(2 * math.pi * tm / p["osc_period"] + p["osc_phase"]) - math.sin(p["osc_phase"])
+        cx = p["cx"] + p["vx"] * tm + p["osc_ax"] * osc + margin
+        cy = p["cy"] + p["vy"] * tm + p["osc_ay"] * osc + margin
+        scale = p["radius"] * math.exp(p["log_scale_rate"] * tm) / (side / 2 - 2)
+        # Positive angle = clockwise on screen (y points down); sprite centre -> (cx, cy).
+        a = cv2.getRotationMatrix2D((side / 2, side / 2), -(p["angle"] + p["omega"] * tm), scale)
+        a[:, 2] += (cx - side / 2, cy - side / 2)
+        obj = cv2.warpAffine(tex, a, (canvas, canvas), flags=cv2.INTER_LINEAR).astype(np.float32)
+        w = cv2.warpAffine(alpha, a, (canvas, canvas), flags=cv2.INTER_LINEAR)[..., None]
+        scene = bg * (1 - w) + obj * w
+        ox, oy = np.round(margin + camera_jitter * np.sin(cam_freq * t + cam_phase)).astype(int)
+        frames[t] = np.clip(scene[oy:oy + size, ox:ox + size] + 0.5, 0, 255).astype(np.uint8)
+    return frames
+
+
+def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:
+    """Write frames as H.264 (yuv420p) with one x264 thread, so the bytes are reproducible; atomic."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps,
+                                      options={"crf": str(crf), "preset": "veryfast", "threads": "1"})
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def _make_video(job: tuple) -> tuple[str, dict]:
+    root, rel, label, k, size, num_frames, fps, seed, camera_jitter = job
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng([seed, label, k])
+    p = draw_params(label, size, num_frames, rng)
+    p["camera_jitter"] = camera_jitter
+    path = Path(root) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
+    return rel, p
+
+
+def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: int = 40, size: int = 112,
+                   num_frames: int = 48, fps: int = 25, seed: int = 0, splits: tuple[float, ...] = (0.7, 0.15, 0.15),
+                   camera_jitter: float = 0.0, workers: int | None = None) -> SynthDataset:
+    """Generate the dataset in ``out_dir`` (module docstring) and return where everything is.
+
+    ``splits``: fractions of each class's videos for train/val/test; ``camera_jitter``: amplitude in pixels of
+    a smooth camera sway shared by object and background; ``workers``: processes (default: CPU count).
+    """
+    if not 2 <= num_classes <= len(CLASSES):
+        raise ConfigError(f"synth num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
+    if size < 32 or size % 2:
+        raise ConfigError(f"synth size must be an even number >= 32 (H.264 4:2:0), got {size}")
+    if num_frames < 2 or videos_per_class < 1:
+        raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
+    if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
+        raise ConfigError(f"synth splits must be three non-negative fractions (train, val, test), got {splits}")
+    root = Path(out_dir)
+    classes = list(CLASSES[:num_classes])
+    fractions = np.asarray(splits, float) / sum(splits)
+    n_val, n_test = (int(round(videos_per_class * f)) for f in fractions[1:])
+    jobs, split_of = [], {}
+    for label, name in enumerate(classes):
+        for k in range(videos_per_class):
+            rel = f"videos/{name}/{name}_{k:04d}.mp4"
+            split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
+            jobs.append((str(root), rel, label, k, size, num_frames, fps, seed, camera_jitter))
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(_make_video, jobs, chunksize=4))
+    else:
+        results = [_make_video(job) for job in jobs]
+    params = {}
+    for rel, p in results:
+        p["split"] = split_of[rel]
+        params[rel] = p
+    lists = {}
+    for split in SPLITS:
+        lists[split] = root / f"{split}.txt"
+        write_list(lists[split], [ListEntry(rel, p["label"]) for rel, p in params.items() if p["split"] == split])
+    write_classes(root / "classes.json", classes)
+    atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
+    return SynthDataset(root, lists, classes, root / "params.json")
