@@ -1,0 +1,104 @@
+"""``mme bench train``: speed (and GPU memory) of the pre-training step on this machine.
+
+    mme bench train                                   # ViT-S, 8x112², batch 4, pixel target, fp32 vs bf16
+    mme bench train --preset base --img-size 224 --frames 16 --batch 32 --compile --checkpointing
+
+Each variant (fp32 eager = the reference, bf16 where native or with --all-precisions, fp16 on CUDA, compiled,
+activation checkpointing) runs the real step (forward under autocast, backward, clip, AdamW) on a random
+clip; targets are the step-computed ones of --target plus random worker-side targets. Ratios are against the
+fp32 eager reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from mme.config import from_dict
+from mme.models.config import ModelConfig
+from mme.models.mae import MaskedAutoencoder
+from mme.motion.targets import TargetConfig, head_specs, step_targets
+from mme.train.optim import OptimConfig, build_optimizer, set_schedule
+from mme.train.precision import bf16_native, choose_device, make_scaler
+
+
+def _variants(args, device: torch.device) -> list[tuple[str, str, bool, bool]]:
+    """(name, precision, compile, activation checkpointing); the first is the reference."""
+    out = [("fp32 eager", "fp32", False, False)]
+    if bf16_native(device) or args.all_precisions:
+        out.append(("bf16 eager" + ("" if bf16_native(device) else " (emulated)"), "bf16", False, False))
+    if device.type == "cuda" or args.all_precisions:
+        out.append(("fp16 eager", "fp16", False, False))
+    best = "bf16" if bf16_native(device) else "fp32"
+    if args.compile:
+        out.append((f"{best} compiled", best, True, False))
+    if args.checkpointing:
+        out.append((f"{best} act. checkpointing", best, False, True))
+    return out
+
+
+def _measure(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
+             checkpointing: bool, device: torch.device, steps: int, warmup: int) -> dict:
+    from mme.train.pretrain import _checkpoint_blocks, forward_backward, update
+
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
+    if checkpointing:
+        _checkpoint_blocks(model)
+    step_model = torch.compile(model) if compile_ else model
+    optimizer = build_optimizer(model, OptimConfig(), device)
+    set_schedule(optimizer, 1e-4, 0.05)
+    scaler = make_scaler(precision, device)
+    c = model_cfg
+    video = torch.randn(batch, 3, c.num_frames, c.img_size, c.img_size, device=device)
+    worker = {h.name: torch.randn(batch, c.num_tokens, h.dim, device=device) for h in model.head_specs}
+    valid = {n: torch.ones(batch, c.num_tokens, dtype=torch.bool, device=device) for n in worker}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        mask = model.make_mask(batch).to(device)
+        targets = {**worker, **step_targets(video, target_cfg, model_cfg)}
+        loss, _ = forward_backward(step_model, video, mask, targets, valid, precision, scaler)
+        update(model, optimizer, scaler, None, True)
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    sec = (time.perf_counter() - tic) / steps
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"ms_per_step": 1000 * sec, "steps_per_s": 1 / sec, "clips_per_s": batch / sec, "peak_gib": mem}
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = choose_device(args.device)
+    model_cfg = from_dict(ModelConfig, {"preset": args.preset, "img_size": args.img_size,
+                                        "num_frames": args.frames, "mask_ratio": args.mask_ratio})
+    target_cfg = from_dict(TargetConfig, {"kind": args.target})
+    params = sum(p.numel() for p in MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).parameters())
+    print(f"train step: ViT-{args.preset} ({params / 1e6:.1f}M params with decoder), {args.frames}x{args.img_size}²,"
+          f" batch {args.batch}, mask {args.mask_ratio}, target {args.target}, device {device}, "
+          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(device)}")
+    rows = []
+    for name, precision, compile_, ckpt in _variants(args, device):
+        r = _measure(model_cfg, target_cfg, args.batch, precision, compile_, ckpt, device, args.steps, args.warmup)
+        r = {"variant": name, **r, "ratio": r["clips_per_s"] / rows[0]["clips_per_s"] if rows else 1.0}
+        rows.append(r)
+        mem = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
+        print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['steps_per_s']:7.2f} steps/s "
+              f"{r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs fp32 eager{mem}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "preset": args.preset, "rows": rows}, indent=2))
+    return 0

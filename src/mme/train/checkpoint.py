@@ -1,0 +1,192 @@
+"""Training checkpoints and run records: one ``torch.save`` dict per save, written atomically, the last K kept;
+the run folder's ``config.yaml`` and ``run.json``.
+
+Layout (constant keys; ``mme.models.checkpoint.load_encoder`` reads ``model`` and ``config``)::
+
+    model      MaskedAutoencoder state dict
+    config     the resolved PretrainConfig as a plain dict (sections data/model/target/optim/train)
+    optimizer  AdamW state dict          scaler   GradScaler state dict
+    step       optimizer steps done      data     {"epoch", "batch"}: the next micro-batch to read
+    rng        {"torch", "numpy", "python", "cuda"} generator states
+    meta       {"git", "torch", "device", "precision", "world_size"}
+
+Everything is tensors and plain Python values, so it loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from mme.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
+REQUIRED_KEYS = ("model", "config", "optimizer", "step", "data", "rng")
+
+
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / f"checkpoint-{step:08d}.pt"
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    """Finished checkpoints in ``out_dir``, oldest first (temp files of an interrupted write are ignored)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None) -> Path:
+    """Write ``state`` as ``checkpoint-<step>.pt`` atomically (temp file, fsync, rename), then delete all but
+    the newest ``keep_last`` checkpoints; a failed deletion only warns."""
+    path = checkpoint_path(out_dir, int(state["step"]))
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if keep_last:
+        for old in list_checkpoints(out_dir)[:-keep_last]:
+            try:
+                old.unlink()
+            except OSError as e:
+                log.warning("could not delete old checkpoint %s: %s", old, e)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (``weights_only=True``); CheckpointError names the file and reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, unsafe globals: all mean "not a usable checkpoint"
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
+    return state
+
+
+def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``out_dir`` that loads and has the training keys; unreadable ones (e.g. a file
+    truncated by a crash) are skipped with a warning. None when there is none."""
+    for path in reversed(list_checkpoints(out_dir)):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as e:
+            log.warning("skipping %s", e)
+            continue
+        missing = [k for k in REQUIRED_KEYS if k not in state]
+        if missing:
+            log.warning("skipping checkpoint %s: not a training checkpoint (missing %s)", path, missing)
+            continue
+        return path, state
+    return None
+
+
+def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly; a checkpoint of another architecture fails naming the differing keys/shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+            if items:
+                parts.append(f"{label} ({len(items)}): {items[:4]}{' ...' if len(items) > 4 else ''}")
+        raise CheckpointError(f"checkpoint {source} does not fit this model architecture; " + "; ".join(parts))
+    model.load_state_dict(state_dict)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators' states as tensors / plain values (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [version, list(internal), gauss],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def prepare_out_dir(out_dir: str | Path, write: bool) -> Path:
+    """Create the run folder and prove it is writable now, not at the first checkpoint hours later."""
+    path = Path(out_dir)
+    if not write:
+        return path
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"train.out_dir {str(path)!r} is not a writable folder ({e.strerror or e})") from e
+    return path
+
+
+def git_sha() -> str | None:
+    """The commit of the source tree this package runs from (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_meta(device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
+    """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
+    return {"git": git_sha(), "torch": torch.__version__, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "precision": precision, "world_size": world_size}
+
+
+def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
+    """``config.yaml`` (the resolved config; reusable as a recipe) and ``run.json`` (meta), atomically."""
+    for name, text in (("config.yaml", yaml.safe_dump(config, sort_keys=False)),
+                       ("run.json", json.dumps(meta, indent=2))):
+        tmp = Path(out_dir) / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, Path(out_dir) / name)

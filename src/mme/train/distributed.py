@@ -1,0 +1,97 @@
+"""Everything distributed, and nothing else: torchrun's environment, the process group, data sharding.
+
+Launch (one node, 8 GPUs):   torchrun --standalone --nproc_per_node=8 -m mme.cli pretrain --config R
+Multi-node: the standard torchrun rendezvous (--nnodes, --node_rank, --rdzv_endpoint); nothing here is
+specific to it. Without torchrun every helper answers as a single process (rank 0 of 1).
+The model never imports this module; devices are passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(get_rank(), local_rank, get_world_size())
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Only the main process writes logs and checkpoints."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is set on any rank (so every rank takes the same branch, e.g. skipping a step)."""
+    if get_world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average scalar metrics over ranks (for logging)."""
+    if get_world_size() == 1 or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / get_world_size()).tolist()))
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def epoch_batches(num_samples: int, batch_per_rank: int, seed: int, epoch: int) -> list[list[int]]:
+    """This rank's batches of dataset indices for ``epoch``: a permutation that depends only on
+    (seed, epoch), dealt round-robin to the ranks (DistributedSampler), cut into full batches.
+
+    With R ranks of batch b, the k-th batches of all ranks together hold the same samples as the k-th batch
+    of one process with batch R*b, which is what makes DDP and single-process runs agree. Resuming mid-epoch
+    drops the first batches of this list without decoding them."""
+    sampler = DistributedSampler(range(num_samples), num_replicas=get_world_size(), rank=get_rank(),
+                                 shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    return [order[i:i + batch_per_rank] for i in range(0, len(order) - batch_per_rank + 1, batch_per_rank)]
+
+
+def sample_seed(seed: int, epoch: int, index: int, stream: str) -> int:
+    """A 63-bit seed for one sample in one epoch and one random ``stream`` ("data", "mask"), independent of
+    rank, worker count and resume point."""
+    digest = hashlib.blake2b(f"{stream}/{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)

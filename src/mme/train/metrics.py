@@ -1,0 +1,152 @@
+"""Training logs behind a two-method interface, ``log(metrics, step)`` and ``close()``.
+
+JSONL and CSV always; TensorBoard scalars when the ``tensorboard`` package is installed; a fan-out container
+writes to all of them. Only rank 0 creates loggers. ``plot_loss_curves`` draws the PNG at the end of a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Logger(Protocol):
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _keep_until(path: Path, step: int, read_step) -> None:
+    """Drop the records after ``step`` (written by a run that was killed after its last checkpoint), atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [ln for i, ln in enumerate(lines) if read_step(i, ln) is None or read_step(i, ln) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
+class JSONLLogger:
+    """One JSON object per line: ``{"step": s, **metrics}``."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        if resume_step is not None:
+            _keep_until(self.path, resume_step, lambda i, ln: json.loads(ln)["step"] if ln.strip() else None)
+        self.file = open(self.path, "a" if resume_step is not None else "w")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class CSVLogger:
+    """A CSV table; the columns are fixed by the first record (every step logs the same keys)."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        self.columns: list[str] | None = None
+        if resume_step is not None and self.path.is_file():
+            _keep_until(self.path, resume_step, lambda i, ln: None if i == 0 else int(ln.split(",", 1)[0]))
+            with open(self.path) as f:
+                self.columns = next(csv.reader(f), None)
+        self.file = open(self.path, "a" if self.columns else "w", newline="")
+        self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore") if self.columns else None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        row = {"step": step, **metrics}
+        if self.writer is None:
+            self.columns = list(row)
+            self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
+            self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class TensorBoardLogger:
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+
+        self.writer = SummaryWriter(str(log_dir))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MetricLogger:
+    """Fan-out to several loggers."""
+
+    def __init__(self, loggers: list[Logger]):
+        self.loggers = loggers
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for lg in self.loggers:
+            lg.log(metrics, step)
+
+    def close(self) -> None:
+        for lg in self.loggers:
+            lg.close()
+
+
+def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = True) -> MetricLogger:
+    """``metrics.jsonl`` + ``metrics.csv`` (+ ``tb/`` when tensorboard is installed) in ``out_dir``; when resuming,
+    records past ``resume_step`` are dropped so the files read as one run. ``enabled=False`` (ranks > 0) logs
+    nothing."""
+    if not enabled:
+        return MetricLogger([])
+    out_dir = Path(out_dir)
+    loggers: list[Logger] = [JSONLLogger(out_dir / "metrics.jsonl", resume_step),
+                             CSVLogger(out_dir / "metrics.csv", resume_step)]
+    try:
+        loggers.append(TensorBoardLogger(out_dir / "tb"))
+    except ImportError:
+        log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
+    return MetricLogger(loggers)
+
+
+def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
+    """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically."""
+    records = [json.loads(ln) for ln in Path(jsonl).read_text().splitlines() if ln.strip()]
+    keys = sorted({k for r in records for k in r if k.startswith(prefix)})
+    if not records or not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in records if k in r and r[k] is not None and r[k] > 0]
+        if pts:
+            ax.plot(*zip(*pts), label=k, lw=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(Path(jsonl).parent.name)
+    fig.tight_layout()
+    tmp = Path(png).with_name(Path(png).name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return Path(png)
