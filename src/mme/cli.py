@@ -62,8 +62,37 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="features of a frozen encoder for a list of videos or one file")
-    p.set_defaults(func=lambda a: _not_yet("embed"))
+    p = sub.add_parser(
+        "embed", help="features of a frozen encoder for a list of videos or one file",
+        description="Mean-pooled encoder tokens averaged over CLIPS x CROPS test views, one row per video in list "
+                    "order. Failed videos get a NaN row (valid=0) and are listed in OUT.json. Resumable: rerun the "
+                    "same command after an interruption. Shards over ranks under torchrun.")
+    p.add_argument("checkpoint", help="encoder checkpoint: ours (dir, .safetensors, training .pt), original "
+                                      "VideoMAE/MME .pth, or a Hugging Face VideoMAE directory")
+    p.add_argument("source", help="list file ('path [label]' per line) or one video file")
+    p.add_argument("--out", required=True, help="output .npy (features; tokens to OUT_STEM.tokens.npy) or "
+                                                ".safetensors (features, valid, labels, tokens)")
+    p.add_argument("--root", default="", help="folder the list's relative paths start from")
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
+    p.add_argument("--crops", type=int, default=1, help="spatial crops per clip, along the long side (default 1)")
+    p.add_argument("--stride", type=int, default=4, help="raw frames between sampled frames (default 4)")
+    p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
+    p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
+    p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
+
+    def run(a):
+        from mme.eval.features import embed
+
+        embed(a.checkpoint, a.source, a.out, clips=a.clips, crops=a.crops, stride=a.stride, segments=a.segments,
+              root=a.root, batch_size=a.batch_size, num_workers=a.num_workers, device=a.device,
+              precision=a.precision, tokens=a.tokens, backend=a.backend, chunk_batches=a.chunk_batches)
+
+    p.set_defaults(func=run)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

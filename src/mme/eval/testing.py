@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from mme.errors import DataError, MMEError
 
 log = logging.getLogger(__name__)
 
@@ -115,36 +117,133 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
 
 
+def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int = 4, segments: bool = False,
+                 root: str = "", backend: str = "pyav", seed: int = 0) -> Dataset:
+    """The multi-view test set of ``source``: a list file (``path [label]`` lines, rows in list order) or one
+    video file. Clip length, tubelet and crop size come from the encoder's ``model_cfg``; ``clips`` temporal
+    clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video.
+
+    Unlabelled lists and single files get the placeholder label -1. Failures are not capped here (callers
+    report them per video)."""
+    from mme.data.dataset import ClassificationDataset, DataConfig
+    from mme.data.lists import ListEntry, read_list, resolve, write_list
+
+    source = Path(source)
+    if not source.is_file():
+        raise DataError(f"{source}: no such list file or video")
+    with open(source, "rb") as f:
+        head = f.read(4096)
+    try:
+        is_list = b"\0" not in head and bool(head.decode("utf-8"))
+    except UnicodeDecodeError:
+        is_list = False
+    entries = read_list(source, strict=True)[0] if is_list else [ListEntry(str(source))]
+    labelled = all(e.label is not None for e in entries)
+    # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
+    with tempfile.TemporaryDirectory() as tmp:
+        write_list(Path(tmp) / "test.txt", [ListEntry(resolve(e, root), e.label if labelled else 0) for e in entries])
+        cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames, stride=stride,
+                         img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
+                         sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
+                         backend=backend, max_failure_fraction=1.0)
+        dataset = ClassificationDataset(cfg, mode="test", seed=seed)
+    dataset.labelled = labelled
+    return dataset
+
+
+class GuardedTestSet(Dataset):
+    """A test dataset whose failed videos yield ``{"index", "error"}`` instead of a substitute video or an
+    exception, so that every video of a test list is either predicted or reported, never silently replaced
+    (the training datasets replace a failed video by another one)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.labelled = getattr(dataset, "labelled", True)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            item = self.dataset[i]
+        except MMEError as e:
+            return {"index": i, "error": str(e)}
+        if item["index"] != i:  # the dataset substituted another video for a failed one
+            reason = getattr(self.dataset, "failures", {}).get(self.dataset.path(i), "failed")
+            return {"index": i, "error": f"{self.dataset.path(i)}: {reason}"}
+        return {"index": i, "video": item["video"], "label": int(item["label"]) if self.labelled else -1}
+
+
+def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch the good items of a :class:`GuardedTestSet` (``video`` (B, V, 3, T, H, W) or None, ``index``,
+    ``label``) and list the failed ones under ``failed``."""
+    ok = [it for it in items if "error" not in it]
+    return {
+        "video": torch.stack([it["video"] for it in ok]) if ok else None,
+        "index": torch.tensor([it["index"] for it in ok], dtype=torch.long),
+        "label": torch.tensor([it["label"] for it in ok], dtype=torch.long),
+        "failed": [{"index": it["index"], "error": it["error"]} for it in items if "error" in it],
+    }
+
+
+def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_workers: int, desc: str = "test",
+                 progress: bool = True):
+    """Batches (see :func:`collate_views`) of ``dataset`` items at ``indices`` (default all), in order, with a
+    progress bar counting failures; each failure is logged as a warning."""
+    from tqdm import tqdm
+
+    guarded = GuardedTestSet(dataset)
+    subset = guarded if indices is None else Subset(guarded, list(indices))
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views)
+    failed = 0
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress)
+    for batch in bar:
+        for f in batch["failed"]:
+            log.warning("%s: video %d failed: %s", desc, f["index"], f["error"])
+        failed += len(batch["failed"])
+        bar.set_postfix(failed=failed)
+        yield batch
+
+
 class Predictions(NamedTuple):
     probs: torch.Tensor
-    """``(N, C)`` softmax averaged over each video's views."""
+    """``(N_ok, C)`` softmax averaged over each video's views."""
     labels: torch.Tensor
-    """``(N,)`` ground truth."""
+    """``(N_ok,)`` ground truth."""
+    index: torch.Tensor
+    """``(N_ok,)`` dataset index of each row (increasing)."""
     views: int
     """Views per video (temporal clips × spatial crops)."""
+    failures: list[dict[str, Any]]
+    """``{"index", "error"}`` of every video that could not be decoded (left out of the rows)."""
 
 
 @torch.no_grad()
 def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 2, num_workers: int = 0,
-                      device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None,
+                      device: str | torch.device = "cpu", precision: str = "fp32",
                       progress: bool = True) -> Predictions:
     """Softmax-averaged multi-view probabilities of every item of a test ``dataset`` (items
-    ``{"video": (V, 3, T, H, W), "label", "index"}``), in dataset order."""
-    from tqdm import tqdm
+    ``{"video": (V, 3, T, H, W), "label", "index"}``), in dataset order; failed videos are listed, not
+    replaced."""
+    from mme.train.precision import autocast
 
     device = torch.device(device)
     model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    probs, labels, index, views = [], [], [], 0
-    for batch in tqdm(loader, desc="test", unit="batch", disable=not progress):
+    probs, labels, index, failures, views = [], [], [], [], 0
+    for batch in iter_test_batches(dataset, batch_size=batch_size, num_workers=num_workers, progress=progress):
+        failures += batch["failed"]
+        if batch["video"] is None:
+            continue
         video = batch["video"].to(device, non_blocking=True)
         views = video.shape[1]
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with autocast(precision, device):
             probs.append(view_probabilities(model, video).cpu())
-        labels.append(torch.as_tensor(batch["label"]))
-        index.append(torch.as_tensor(batch["index"]))
-    order = torch.cat(index).argsort()
-    return Predictions(torch.cat(probs)[order], torch.cat(labels)[order], views)
+        labels.append(batch["label"])
+        index.append(batch["index"])
+    if not probs:
+        raise DataError(f"multi-view test: all {len(dataset)} videos failed; first: "
+                        f"{failures[0]['error'] if failures else 'empty dataset'}")
+    return Predictions(torch.cat(probs), torch.cat(labels), torch.cat(index), views, failures)
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, out_dir: str | Path, *,
@@ -156,8 +255,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, out_dir: str | Path, *,
     pred = multiview_predict(model, dataset, **predict_kwargs)
     report = classification_report(pred.probs, pred.labels, class_names)
     report["views_per_video"] = pred.views
+    report["failures"] = [{**f, "path": dataset.path(f["index"])} for f in pred.failures]
     write_json(report, out_dir / f"{name}.json")
     save_confusion_png(report["confusion_matrix"], out_dir / f"{name}_confusion.png", report["class_names"])
-    log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos, %d views each)", name, 100 * report["top1"],
-             100 * report["top5"], report["num_samples"], report["views_per_video"])
+    log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos, %d views each, %d failed)", name, 100 * report["top1"],
+             100 * report["top5"], report["num_samples"], report["views_per_video"], len(pred.failures))
     return report

@@ -1,0 +1,308 @@
+"""Features of a frozen encoder: ``extract_features`` (in memory) and ``embed`` (``mme embed``: to a file,
+resumable, sharded over torchrun ranks).
+
+A video's feature is the mean of the encoder's output tokens, averaged over its test views (N temporal clips
+× M spatial crops); optionally also the token grid ``(t, h, w, D)`` averaged over the views. A video that
+cannot be decoded is never dropped: its row is NaN, ``valid`` is False and the failure (index, path, reason)
+is listed in the ``<out>.json`` sidecar.
+
+Resume: ``embed`` writes finished rows in chunks to ``<out>.partial/`` (one atomically written ``.npz`` per
+chunk and rank); a rerun with the same arguments skips the rows already there, and the final file is
+assembled (atomically) only when every row is done, after which the partial folder is removed.
+
+    mme embed runs/pt/checkpoint-00001000.pt data/val.txt --out feats/val.safetensors --clips 2 --crops 3
+    torchrun --standalone --nproc_per_node=4 -m mme.cli embed CKPT LIST --out feats/val.npy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mme.errors import DataError
+from mme.eval.testing import build_test_set, iter_test_batches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """Per-video features in dataset order."""
+
+    x: torch.Tensor
+    """(N, D) float32 mean-pooled tokens averaged over views; NaN rows where ``valid`` is False."""
+    labels: torch.Tensor
+    """(N,) int64 labels from the dataset (-1 where the video failed or the dataset has none)."""
+    valid: torch.Tensor
+    """(N,) bool: the video was decoded and embedded."""
+    failures: list[dict[str, Any]]
+    """``{"index", "error"}`` for every failed video."""
+    tokens: torch.Tensor | None = None
+    """(N, t, h, w, D) token grid averaged over views, when requested."""
+
+
+def _token_grid(encoder: torch.nn.Module, clip_shape: torch.Size) -> tuple[int, int, int]:
+    cfg = encoder.cfg
+    _, T, H, W = clip_shape
+    return T // cfg.tubelet_size, H // cfg.patch_size, W // cfg.patch_size
+
+
+@torch.no_grad()
+def embed_batch(encoder: torch.nn.Module, video: torch.Tensor, tokens: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``video (B, V, 3, T, H, W)`` -> view-averaged mean-pooled features ``(B, D)`` and, with ``tokens``, the
+    view-averaged token grid ``(B, t, h, w, D)``."""
+    B, V = video.shape[:2]
+    out = encoder(video.flatten(0, 1)).float()  # (B*V, N, D)
+    feats = out.mean(1).reshape(B, V, -1).mean(1)  # (B, D)
+    if not tokens:
+        return feats, None
+    grid = _token_grid(encoder, video.shape[2:])
+    return feats, out.reshape(B, V, *grid, out.shape[-1]).mean(1)  # (B, t, h, w, D)
+
+
+def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress):
+    """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``;
+    features None when every video of the batch failed)."""
+    from mme.train.precision import autocast
+
+    for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc="embed",
+                                   progress=progress):
+        feats = toks = None
+        if batch["video"] is not None:
+            with autocast(precision, device):
+                feats, toks = embed_batch(encoder, batch["video"].to(device, non_blocking=True), tokens)
+            feats = feats.cpu()
+            toks = toks.cpu() if toks is not None else None
+        yield batch, feats, toks
+
+
+def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: str) -> tuple[torch.device, str]:
+    from mme.train.precision import choose_precision
+
+    device = torch.device(device)
+    encoder.eval().requires_grad_(False).to(device)
+    return device, choose_precision(precision, device)
+
+
+def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
+                     device: str | torch.device = "cpu", precision: str = "auto", tokens: bool = False,
+                     progress: bool = True) -> Features:
+    """Features of every item of a test ``dataset`` (items ``{"video": (V, 3, T, H, W), "label", "index"}``)
+    in dataset order, in memory. Failed videos get NaN rows, ``valid=False`` and an entry in ``failures``."""
+    device, precision = _prepare(encoder, device, precision)
+    n = len(dataset)
+    x = labels = valid = grid = None
+    failures: list[dict[str, Any]] = []
+    for batch, feats, toks in _embedded(encoder, dataset, range(n), batch_size=batch_size, num_workers=num_workers,
+                                       device=device, precision=precision, tokens=tokens, progress=progress):
+        failures += batch["failed"]
+        if feats is None:
+            continue
+        if x is None:
+            x = torch.full((n, feats.shape[1]), float("nan"))
+            labels = torch.full((n,), -1, dtype=torch.long)
+            valid = torch.zeros(n, dtype=torch.bool)
+            grid = torch.full((n, *toks.shape[1:]), float("nan")) if toks is not None else None
+        x[batch["index"]] = feats
+        labels[batch["index"]] = batch["label"]
+        valid[batch["index"]] = True
+        if grid is not None:
+            grid[batch["index"]] = toks
+    if x is None:
+        raise DataError(f"extract_features: all {n} videos failed; first error: "
+                        f"{failures[0]['error'] if failures else 'empty dataset'}")
+    return Features(x, labels, valid, sorted(failures, key=lambda f: f["index"]), grid)
+
+
+# ---- mme embed: to a file, resumable -------------------------------------------------------------------------
+
+
+def _atomic_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _read_parts(partial: Path) -> list[dict[str, np.ndarray]]:
+    parts = []
+    for p in sorted(partial.glob("part-*.npz")):
+        with np.load(p, allow_pickle=False) as z:
+            parts.append({k: z[k] for k in z.files})
+    return parts
+
+
+def _check_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
+    """Create ``partial/`` with its fingerprint, or make sure an existing one was made by the same job."""
+    meta = partial / "job.json"
+    if meta.is_file():
+        found = json.loads(meta.read_text())
+        if found != fingerprint:
+            diff = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
+            raise DataError(f"{partial}: partial results of a different job (differs in {diff}); delete the folder "
+                            "or choose another --out")
+        return
+    partial.mkdir(parents=True, exist_ok=True)
+    tmp = meta.with_name(".job.json.tmp")
+    tmp.write_text(json.dumps(fingerprint, indent=2))
+    os.replace(tmp, meta)
+
+
+def _file_id(path: str | Path) -> str:
+    st = os.stat(path)
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,
+                   info: dict[str, Any]) -> None:
+    """Write features atomically: ``.npy`` (features, NaN rows for failures; tokens to ``<stem>.tokens.npy``)
+    or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``); both get the ``<out>.json`` sidecar
+    (``info``: provenance, view counts, failures, labels)."""
+    from safetensors.numpy import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    if out.suffix == ".npy":
+        if tokens is not None:
+            tok_path = out.with_name(out.stem + ".tokens.npy")
+            tok_tmp = tok_path.with_name(f".{tok_path.name}.tmp.npy")
+            np.save(tok_tmp, tokens)
+            os.replace(tok_tmp, tok_path)
+        np.save(tmp, x)
+    else:
+        arrays = {"features": x, "valid": valid.astype(np.uint8), "labels": labels}
+        if tokens is not None:
+            arrays["tokens"] = tokens
+        save_file(arrays, str(tmp), metadata={"info": json.dumps({k: v for k, v in info.items()
+                                                                  if k not in ("failures", "labels")})})
+    os.replace(tmp, out)
+    side = out.with_name(out.name + ".json")
+    side_tmp = side.with_name(f".{side.name}.tmp")
+    side_tmp.write_text(json.dumps({**info, "labels": labels.tolist()}, indent=1))
+    os.replace(side_tmp, side)
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
+    path = Path(path)
+    side = path.with_name(path.name + ".json")
+    if not path.is_file() or not side.is_file():
+        raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
+    info = json.loads(side.read_text())
+    if path.suffix == ".npy":
+        x = np.load(path, allow_pickle=False)
+        valid = np.isfinite(x).all(1)
+    else:
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(path))
+        x, valid = arrays["features"], arrays["valid"].astype(bool)
+    return x, valid, np.asarray(info.pop("labels"), dtype=np.int64), info
+
+
+def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
+          stride: int = 4, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
+          device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
+          chunk_batches: int = 50, progress: bool = True) -> Path:
+    """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
+    one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
+
+    ``clips`` × ``crops`` test views per video (strided clips at ``stride``, or TSN ``segments``), the clip
+    length and crop size of the encoder's config. Resumable and sharded over torchrun ranks."""
+    from mme.models.checkpoint import load_encoder
+    from mme.train import distributed as dist
+    from mme.train.precision import choose_device
+
+    out = Path(out)
+    if out.suffix not in (".npy", ".safetensors"):
+        raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
+    info = dist.init_distributed(choose_device(device).type)
+    dev, precision = _prepare(encoder := load_encoder(checkpoint), choose_device(device, info.local_rank), precision)
+    dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
+                           root=root, backend=backend)
+    n = len(dataset)
+    fingerprint = {"checkpoint": _file_id(checkpoint), "source": _file_id(source), "clips": clips, "crops": crops,
+                   "stride": stride, "segments": segments, "tokens": tokens, "num_videos": n}
+    partial = out.with_name(out.name + ".partial")
+    if dist.is_main():
+        _check_partial(partial, fingerprint)
+    dist.barrier()
+    done = {int(i) for p in _read_parts(partial) for i in np.concatenate([p["index"], p["failed"]])}
+    todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
+    log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
+             n, clips * crops, clips, crops, len(done), len(todo), dev, precision)
+
+    def flush(rows: list) -> None:
+        if not rows:
+            return
+        batches = [r for r in rows if r[1] is not None]
+        arrays = {
+            "index": np.concatenate([b["index"].numpy() for b, f, _ in batches]) if batches else np.zeros(0, int),
+            "failed": np.array([f["index"] for b, _, _ in rows for f in b["failed"]], dtype=np.int64),
+            "error": np.array([f["error"] for b, _, _ in rows for f in b["failed"]], dtype=str),
+        }
+        if batches:
+            arrays["x"] = torch.cat([f for _, f, _ in batches]).numpy()
+            if tokens:
+                arrays["tokens"] = torch.cat([t for _, _, t in batches]).numpy()
+        first = min(np.concatenate([arrays["index"], arrays["failed"]]))
+        _atomic_npz(partial / f"part-{first:09d}-r{info.rank}.npz", **arrays)
+        rows.clear()
+
+    rows: list = []
+    for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
+                         precision=precision, tokens=tokens, progress=progress and dist.is_main()):
+        rows.append(item)
+        if len(rows) >= chunk_batches:
+            flush(rows)
+    flush(rows)
+    dist.barrier()
+    if dist.is_main():
+        _assemble(partial, out, n, dataset, fingerprint | {"checkpoint": str(checkpoint), "source": str(source)})
+    dist.barrier()
+    return out
+
+
+def _assemble(partial: Path, out: Path, n: int, dataset: Dataset, fingerprint: dict[str, Any]) -> None:
+    """Gather every part into the final file; rows in list order, NaN and ``valid=False`` for failures."""
+    parts = _read_parts(partial)
+    with_rows = [p for p in parts if "x" in p]
+    if not with_rows:
+        raise DataError(f"embed: all {n} videos of {fingerprint['source']} failed; see the warnings above")
+    dim = with_rows[0]["x"].shape[1]
+    x = np.full((n, dim), np.nan, np.float32)
+    labelled = getattr(dataset, "labelled", True)
+    labels = np.array([e.label if labelled else -1 for e in dataset.entries], dtype=np.int64)  # list order
+    valid = np.zeros(n, bool)
+    tokens = None
+    if "tokens" in with_rows[0]:
+        tokens = np.full((n, *with_rows[0]["tokens"].shape[1:]), np.nan, np.float32)
+    failures = []
+    for p in parts:
+        if "x" in p:
+            x[p["index"]], valid[p["index"]] = p["x"], True
+            if tokens is not None:
+                tokens[p["index"]] = p["tokens"]
+        failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e)}
+                     for i, e in zip(p["failed"], p["error"])]
+    missing = n - int(valid.sum()) - len(failures)
+    if missing:
+        raise DataError(f"{partial}: {missing} rows neither embedded nor failed; rerun the same command to finish")
+    failures.sort(key=lambda f: f["index"])
+    info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
+            "num_valid": int(valid.sum()), "failures": failures,
+            "id": hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]}
+    write_features(out, x, valid, labels, tokens, info)
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),
+             f" (listed in {out.name}.json)" if failures else "")

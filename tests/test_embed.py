@@ -1,0 +1,128 @@
+"""`mme embed` / extract_features: one row per video in list order, failed videos reported (NaN row, valid
+mask, sidecar JSON), view averaging, token grids, and resume after a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from videos import texture, write_video
+
+from mme.errors import DataError
+from mme.eval.features import embed, extract_features, read_features
+from mme.eval.testing import build_test_set
+from mme.models.checkpoint import load_encoder, save_pretrained
+from mme.models.config import ModelConfig
+from mme.models.vit import VisionTransformer
+
+CFG = dict(img_size=32, patch_size=16, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2)
+
+
+def _moving(seed: int, frames: int = 12, size: int = 40) -> np.ndarray:
+    """A texture translating by (seed + 1) px per frame: every video looks different."""
+    big = texture(size, size + frames * 6, seed=seed)
+    return np.stack([big[:, t * (seed % 5 + 1):t * (seed % 5 + 1) + size] for t in range(frames)])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """An encoder checkpoint and a labelled list of 8 videos; line 2 is a corrupt file, line 5 is missing."""
+    root = tmp_path_factory.mktemp("embed")
+    torch.manual_seed(0)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(**CFG)), root / "encoder")
+    lines = []
+    for i in range(8):
+        path = root / f"v{i}.mp4"
+        if i == 2:
+            path.write_bytes(b"\x00not a video" * 100)
+        elif i != 5:
+            write_video(path, _moving(i))
+        lines.append(f"{path.name} {i % 3}")
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    return root, ckpt
+
+
+def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_path):
+    root, ckpt = setup
+    out = embed(ckpt, root / "list.txt", tmp_path / "f.npy", clips=2, crops=3, stride=2, root=str(root),
+                num_workers=0, progress=False)
+    x = np.load(out)
+    info = json.loads(Path(str(out) + ".json").read_text())
+    assert x.shape == (8, 32)
+    assert np.isnan(x[[2, 5]]).all() and np.isfinite(np.delete(x, [2, 5], 0)).all()
+    assert [f["index"] for f in info["failures"]] == [2, 5]
+    assert info["failures"][0]["path"].endswith("v2.mp4") and info["failures"][1]["path"].endswith("v5.mp4")
+    assert info["labels"] == [i % 3 for i in range(8)] and info["views"] == 6 and info["num_valid"] == 6
+    assert not (tmp_path / "f.npy.partial").exists()
+    # row i is video i: embedding the file alone gives the same row
+    for i in (0, 4, 7):
+        single = embed(ckpt, root / f"v{i}.mp4", tmp_path / f"one{i}.safetensors", clips=2, crops=3, stride=2,
+                       num_workers=0, progress=False)
+        xi, valid, labels, _ = read_features(single)
+        assert valid.tolist() == [True] and labels.tolist() == [-1]  # a single file has no label
+        np.testing.assert_allclose(xi[0], x[i], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(x[0], x[1], atol=1e-3)
+
+
+def test_views_are_averaged_and_the_token_grid_matches_the_features(setup):
+    root, ckpt = setup
+    enc = load_encoder(ckpt)
+    ds = build_test_set(root / "list.txt", enc.cfg, clips=2, crops=3, stride=2, root=str(root))
+    feats = extract_features(enc, ds, batch_size=3, tokens=True, progress=False)
+    assert feats.valid.tolist() == [True, True, False, True, True, False, True, True]
+    assert [f["index"] for f in feats.failures] == [2, 5]
+    assert feats.tokens.shape == (8, 2, 2, 2, 32)  # (N, t, h, w, D) for 4 frames at 32 px
+    ok = feats.valid
+    torch.testing.assert_close(feats.tokens[ok].mean((1, 2, 3)), feats.x[ok], rtol=1e-5, atol=1e-6)
+    # the view average equals the mean of the per-view features, computed by hand for video 0
+    views = ds[0]["video"]  # (6, 3, T, H, W)
+    assert views.shape[0] == 6
+    with torch.no_grad():
+        by_hand = enc(views).mean(1).mean(0)
+    torch.testing.assert_close(feats.x[0], by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_safetensors_output_carries_the_valid_mask_and_labels(setup, tmp_path):
+    root, ckpt = setup
+    out = embed(ckpt, root / "list.txt", tmp_path / "f.safetensors", stride=2, root=str(root), tokens=True,
+                num_workers=0, progress=False)
+    x, valid, labels, info = read_features(out)
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(out))
+    assert arrays["tokens"].shape == (8, 2, 2, 2, 32)
+    assert valid.tolist() == [True, True, False, True, True, False, True, True]
+    assert labels.tolist() == [i % 3 for i in range(8)] and info["views"] == 1
+
+
+def test_a_killed_embedding_resumes_where_it_stopped(setup, tmp_path):
+    root, ckpt = setup
+    many = tmp_path / "many.txt"  # 40 rows (the 8 videos repeated) so that the run is still going when killed
+    rows = (root / "list.txt").read_text().splitlines() * 5
+    many.write_text("\n".join(str(root / r) for r in rows) + "\n")
+    reference = embed(ckpt, many, tmp_path / "ref.npy", stride=2, num_workers=0, progress=False)
+    out = tmp_path / "f.npy"
+    cmd = [sys.executable, "-m", "mme.cli", "embed", str(ckpt), str(many), "--out", str(out), "--stride", "2",
+           "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "f.npy.partial"
+    deadline = time.time() + 60
+    while len(list(partial.glob("part-*.npz"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(partial.glob("part-*.npz")))
+    assert not out.exists() and 3 <= done < 40, "the run should have been killed mid-way"
+    with pytest.raises(DataError, match="different job"):
+        embed(ckpt, many, out, stride=4, num_workers=0, progress=False)
+    embed(ckpt, many, out, stride=2, num_workers=0, progress=False)
+    np.testing.assert_array_equal(np.load(out), np.load(reference))
+    assert not partial.exists()
