@@ -9,10 +9,10 @@ from mme.errors import ConfigError
 
 # Encoder presets (VideoMAE naming). Parameter counts are for the encoder at 16x224x224, tubelet 2, patch 16.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),  # 5.5M encoder params
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),  # 5.6M encoder params
     "small": dict(embed_dim=384, depth=12, num_heads=6),  # 21.9M
     "base": dict(embed_dim=768, depth=12, num_heads=12),  # 86.2M
-    "large": dict(embed_dim=1024, depth=24, num_heads=16),  # 303.3M
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),  # 303.9M
 }
 
 

@@ -1,0 +1,193 @@
+"""The model core as a specification: masking counts, position tables, encoder token counts, presets, heads,
+the masked autoencoder's loss, and the classifier (mme-method.md §4-6, §10)."""
+
+import pytest
+import torch
+from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
+
+from mme.config import from_dict
+from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
+from mme.models.classifier import VideoClassifier
+from mme.models.config import PRESETS
+from mme.models.masking import make_mask, random_mask, tube_mask
+from mme.models.vit import count_parameters, interpolate_pos_table, sincos_table
+from mme.motion.targets import pixel_target
+
+TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
+            decoder_heads=2)
+
+
+def test_tube_mask_masks_137_per_slice_with_identical_slices():
+    mask = tube_mask(4, (8, 14, 14), 0.7, torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and mask.shape == (4, 1568)
+    slices = mask.reshape(4, 8, 196)
+    assert (slices.sum(-1) == 137).all()
+    assert (slices == slices[:, :1]).all()
+    assert (mask.sum(1) == 1096).all()
+    assert not torch.equal(slices[0, 0], slices[1, 0])  # a new spatial pattern per sample
+
+
+def test_random_mask_has_exact_count_and_is_not_a_tube():
+    mask = random_mask(3, (8, 14, 14), 0.9, torch.Generator().manual_seed(1))
+    assert (mask.sum(1) == int(0.9 * 1568)).all()
+    slices = mask.reshape(3, 8, 196)
+    assert not (slices == slices[:, :1]).all()
+
+
+def test_masks_replay_from_a_generator():
+    for kind in ("tube", "random"):
+        a = make_mask(kind, 2, (4, 7, 7), 0.75, torch.Generator().manual_seed(5))
+        b = make_mask(kind, 2, (4, 7, 7), 0.75, torch.Generator().manual_seed(5))
+        c = make_mask(kind, 2, (4, 7, 7), 0.75, torch.Generator().manual_seed(6))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="unknown mask type"):
+        make_mask("cube", 1, (2, 2, 2), 0.5)
+
+
+def test_encoder_sees_exactly_472_visible_tokens_at_16x224():
+    cfg = ModelConfig(embed_dim=16, depth=1, num_heads=1)  # 16 frames, 224², tubelet 2, patch 16
+    enc = VisionTransformer(cfg).eval()
+    x = torch.randn(1, 3, 16, 224, 224)
+    mask = tube_mask(1, cfg.grid, cfg.mask_ratio, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = enc(x, mask)
+        full = enc(x)
+    assert cfg.grid == (8, 14, 14) and cfg.num_tokens == 1568
+    assert tokens.shape == (1, 472, 16)
+    assert full.shape == (1, 1568, 16)
+
+
+def test_position_table_equals_hf_sinusoid_table():
+    for n, d in ((392, 192), (98, 64), (16, 768)):  # HF's table is a Python loop: keep it small
+        assert torch.equal(sincos_table(n, d), get_sinusoid_encoding_table(n, d)[0])
+    t = sincos_table(10, 8)
+    pos = torch.arange(10, dtype=torch.float64)
+    assert torch.equal(t[:, 0], pos.sin().float())  # j=0, 1: angle = pos / 10000^0
+    assert torch.equal(t[:, 1], pos.cos().float())
+    assert torch.equal(t[:, 7], (pos / 10000 ** (6 / 8)).cos().float())
+
+
+def test_position_table_interpolation_is_identity_on_equal_grid_and_resamples_otherwise():
+    table = sincos_table(4 * 7 * 7, 32)
+    assert interpolate_pos_table(table, (4, 7, 7), (4, 7, 7)) is table
+    up = interpolate_pos_table(table, (4, 7, 7), (8, 14, 14))
+    assert up.shape == (8 * 14 * 14, 32)
+    # trilinear resampling of a constant-in-time table stays constant in time
+    const = table.reshape(4, 49, 32)[:1].expand(4, 49, 32).reshape(-1, 32)
+    res = interpolate_pos_table(const, (4, 7, 7), (2, 7, 7)).reshape(2, 49, 32)
+    torch.testing.assert_close(res[0], res[1])
+
+
+def test_encoder_accepts_other_frame_counts_and_sizes_by_interpolation():
+    enc = VisionTransformer(ModelConfig(**TINY)).eval()
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, 16, 64, 48)).shape == (1, 8 * 4 * 3, 64)
+
+
+def test_presets_have_their_documented_parameter_counts():
+    # Built on the meta device: shapes only, no memory, so ViT-L costs nothing.
+    expected = {"tiny": 5.63e6, "small": 21.88e6, "base": 86.23e6, "large": 303.86e6}
+    for name, count in expected.items():
+        cfg = from_dict(ModelConfig, {"preset": name})
+        assert (cfg.embed_dim, cfg.depth, cfg.num_heads) == tuple(PRESETS[name].values())
+        with torch.device("meta"):
+            n = count_parameters(VisionTransformer(cfg))
+        assert abs(n - count) / count < 0.001, (name, n)
+
+
+def test_vit_base_preset_builds_on_cpu_with_86m_parameters():
+    enc = VisionTransformer(from_dict(ModelConfig, {"preset": "base"}))
+    n = count_parameters(enc)
+    assert 86.0e6 < n < 86.4e6
+    attn = enc.blocks[0].attn
+    assert attn.qkv.bias is None and attn.q_bias.shape == (768,) and attn.v_bias.shape == (768,)
+    assert enc.blocks[0].norm1.eps == 1e-6
+
+
+def test_attention_has_no_k_bias():
+    """The k bias is structurally zero: moving q_bias/v_bias changes outputs, the k-slot stays zero."""
+    enc = VisionTransformer(ModelConfig(**TINY)).eval()
+    attn = enc.blocks[0].attn
+    with torch.no_grad():
+        attn.q_bias.normal_()
+        attn.v_bias.normal_()
+    x = torch.randn(2, 5, 64)
+    D = 64
+    w = attn.qkv.weight
+    q = x @ w[:D].T + attn.q_bias
+    k = x @ w[D:2 * D].T
+    v = x @ w[2 * D:].T + attn.v_bias
+    heads = lambda t: t.reshape(2, 5, 4, 16).transpose(1, 2)  # noqa: E731  (B, nh, N, hs)
+    ref = torch.softmax(heads(q) @ heads(k).transpose(-1, -2) / 4.0, -1) @ heads(v)
+    ref = attn.proj(ref.transpose(1, 2).reshape(2, 5, D))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mae_pixel_loss_is_mse_over_masked_tokens():
+    cfg = ModelConfig(**TINY)
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(cfg, [HeadSpec("pixel", 2 * 16 * 16 * 3)]).eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    mask = mae.make_mask(2, torch.Generator().manual_seed(0))
+    target = pixel_target(x, 2, 16)
+    with torch.no_grad():
+        loss, preds, terms = mae(x, mask, {"pixel": target})
+    n_masked = int(mask[0].sum())
+    assert preds["pixel"].shape == (2, n_masked, 1536)
+    ref = ((preds["pixel"] - target[mask].reshape(2, n_masked, -1)) ** 2).mean()
+    torch.testing.assert_close(loss, ref)
+    assert torch.equal(terms["pixel"], loss)
+
+
+def test_mae_heads_weights_validity_and_reductions():
+    cfg = ModelConfig(**TINY)
+    heads = [HeadSpec("a", 6, "tanh", hidden=16, weight=0.25, reduction="sum"), HeadSpec("b", 3, "sigmoid", hidden=16)]
+    mae = MaskedAutoencoder(cfg, heads).eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    mask = mae.make_mask(2, torch.Generator().manual_seed(0))
+    N = cfg.num_tokens
+    targets = {"a": torch.zeros(2, N, 6), "b": torch.zeros(2, N, 3)}
+    valid = {"a": torch.zeros(2, N, dtype=torch.bool)}
+    with torch.no_grad():
+        loss, preds, terms = mae(x, mask, targets, valid)
+    assert preds["a"].abs().max() < 1 and (preds["b"] > 0).all()
+    assert terms["a"] == 0  # every token invalid
+    torch.testing.assert_close(terms["b"], (preds["b"] ** 2).mean())
+    torch.testing.assert_close(loss, 0.25 * terms["a"] + terms["b"])
+    with pytest.raises(KeyError, match="no target for head 'b'"):
+        mae(x, mask, {"a": targets["a"]})
+
+
+def test_decoder_norm_eps_follows_the_config():
+    mae = MaskedAutoencoder(ModelConfig(**TINY, decoder_norm_eps=1e-5), [HeadSpec("pixel", 1536)])
+    assert mae.decoder_norm.eps == 1e-5
+
+
+def test_classifier_mean_pools_without_final_encoder_norm():
+    cfg = ModelConfig(**TINY)
+    torch.manual_seed(0)
+    clf = VideoClassifier(cfg, num_classes=5).eval()
+    assert isinstance(clf.encoder.norm, torch.nn.Identity)
+    assert clf.fc_norm.eps == 1e-6
+    assert 1.5e-5 < clf.head.weight.std() < 2.5e-5  # trunc-normal(std 0.02) scaled by 0.001
+    assert not clf.head.bias.any()
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        feats = clf.forward_features(x)
+        logits = clf(x)
+        tokens = clf.encoder(x)
+    assert feats.shape == (2, 64) and logits.shape == (2, 5)
+    torch.testing.assert_close(feats, torch.nn.functional.layer_norm(tokens.mean(1), (64,), clf.fc_norm.weight,
+                                                                        clf.fc_norm.bias, 1e-6))
+    torch.testing.assert_close(logits, clf.head(feats))
+    names = {k.split(".")[0] for k in clf.state_dict()}
+    assert names == {"encoder", "fc_norm", "head"}
+    assert not any(k.startswith("encoder.norm") for k in clf.state_dict())
+
+
+def test_classifier_norm_mean_keeps_the_encoder_norm_and_rejects_unknown_pools():
+    clf = VideoClassifier(ModelConfig(**TINY), num_classes=3, pool="norm_mean")
+    assert isinstance(clf.encoder.norm, torch.nn.LayerNorm)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        VideoClassifier(ModelConfig(**TINY), num_classes=3, pool="cls")
