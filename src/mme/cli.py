@@ -18,13 +18,37 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate a synthetic motion dataset (video files + list files)")
-    p.set_defaults(func=lambda a: _not_yet("synth"))
+    p = sub.add_parser("synth", help="generate a synthetic motion dataset (video files + list files)",
+                       description="Videos whose class is carried by motion only, with train/val/test lists, "
+                                   "classes.json and the true motion parameters (params.json).")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--classes", type=int, default=8, help="number of motion classes (2-10, default 8)")
+    p.add_argument("--videos-per-class", type=int, default=40)
+    p.add_argument("--size", type=int, default=112, help="frame side in pixels (even)")
+    p.add_argument("--frames", type=int, default=48, help="frames per video")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--camera-jitter", type=float, default=0.0, help="camera sway amplitude in pixels")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.set_defaults(func=lambda a: importlib.import_module("mme.data.synth").main(a))
 
 
 def _add_lists(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lists", help="build list files for K400 / SSv2 / UCF101 / HMDB51 or a class-folder tree")
-    p.set_defaults(func=lambda a: _not_yet("lists"))
+    p = sub.add_parser("lists", help="build list files for K400 / SSv2 / UCF101 / HMDB51 or a class-folder tree",
+                       description="Writes <split>.txt lists ('path label', paths relative to the video root) "
+                                   "and classes.json into --out.")
+    p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"])
+    p.add_argument("source", help="folder: the video folder; ucf101/hmdb51: the split-file folder; kinetics: a "
+                                  "CSV or a folder of CSVs; ssv2: the annotation folder (labels.json, *.json)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", type=int, default=1, help="ucf101/hmdb51 official split number (1-3)")
+    p.add_argument("--path-format", default=None,
+                   help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
+                        "(fields: split, label, label_, youtube_id, time_start, time_end); ssv2: '{id}.webm'")
+    p.add_argument("--video-root", default=None, help="folder the list paths are relative to (for --skip-missing)")
+    p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --video-root")
+    p.set_defaults(func=lambda a: importlib.import_module("mme.data.lists").main(a))
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:

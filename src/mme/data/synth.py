@@ -182,7 +182,9 @@ def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: 
     root = Path(out_dir)
     classes = list(CLASSES[:num_classes])
     fractions = np.asarray(splits, float) / sum(splits)
-    n_val, n_test = (int(round(videos_per_class * f)) for f in fractions[1:])
+    # Every split with a positive fraction gets at least one video per class when there are enough.
+    n_val, n_test = (max(int(round(videos_per_class * f)), int(f > 0 and videos_per_class >= 3))
+                     for f in fractions[1:])
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
         for k in range(videos_per_class):
@@ -207,3 +209,14 @@ def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: 
     write_classes(root / "classes.json", classes)
     atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
     return SynthDataset(root, lists, classes, root / "params.json")
+
+
+def main(args) -> int:
+    """``mme synth``: see :func:`generate_synth`."""
+    out = generate_synth(args.out, num_classes=args.classes, videos_per_class=args.videos_per_class, size=args.size,
+                         num_frames=args.frames, fps=args.fps, seed=args.seed, splits=tuple(args.splits),
+                         camera_jitter=args.camera_jitter, workers=args.workers)
+    counts = {split: sum(1 for _ in open(path)) for split, path in out.lists.items()}
+    print(f"wrote {sum(counts.values())} videos of {len(out.classes)} classes to {out.root} "
+          f"(lists: {counts}; classes.json, params.json)")
+    return 0
