@@ -117,15 +117,21 @@ def prune_tracks(tracks: Tracks, static_px: float = 1.0, erratic_ratio: float = 
     return tracks.valid & (path >= static_px) & ~erratic
 
 
+def _clamp(i: int, last: int | None) -> int:
+    return i if last is None else min(i, last)
+
+
 def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: float = 8, flow: str = "dis",
           compensate: bool = False, max_disp: float | None = None, prune: bool = False,
-          source: str = "frames", flow_cache: dict | None = None) -> Tracks:
+          source: str = "frames", flow_cache: dict | None = None, clamp: bool = False) -> Tracks:
     """Tracks on a sparse set of frames (what the dataset's Sample holds).
 
     frames: uint8 ``(F, H, W, 3)``; frame_ids: the raw index of each frame ``(F,)``; starts: raw start indices.
     Track k of a start s uses the flow of raw frames ``(s + j*step, s + (j+1)*step)``, j < length, so exactly
     those frames must be present; flow is computed once per distinct pair (``flow_cache`` may carry pairs
-    between calls). ``source`` names the video in errors.
+    between calls). With ``clamp``, raw frames past the last one held read as the last one (the dataset's
+    convention for videos shorter than the window): the flow there is exactly zero. ``source`` names the video
+    in errors.
     """
     arr = _as_frames(frames, source)
     ids = [int(i) for i in np.asarray(frame_ids).reshape(-1)]
@@ -135,7 +141,8 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
         raise ValueError(f"track length and step must be >= 1, got {length}, {step}")
     where = {fid: i for i, fid in enumerate(ids)}
     starts = [int(s) for s in np.asarray(starts).reshape(-1)]
-    missing = sorted({s + j * step for s in starts for j in range(length + 1)} - set(where))
+    last = max(ids) if (clamp and ids) else None
+    missing = sorted({_clamp(s + j * step, last) for s in starts for j in range(length + 1)} - set(where))
     if missing:
         have = f"{min(ids)}..{max(ids)}" if ids else "none"
         raise DataError(
@@ -149,6 +156,9 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     cache = {} if flow_cache is None else flow_cache
 
     def get(a: int, b: int):
+        a, b = _clamp(a, last), _clamp(b, last)
+        if a == b:
+            return np.zeros((H, W, 2), np.float32), None
         if (a, b) not in cache:
             cache[(a, b)] = pair_flow(arr[where[a]], arr[where[b]], flow, comp)
         return cache[(a, b)]

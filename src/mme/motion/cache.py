@@ -1,0 +1,181 @@
+"""The track cache: one compressed ``.npz`` per video, readable for any crop.
+
+What a file holds (written by ``mme extract``, :mod:`mme.motion.extract`): tracks started at EVERY raw frame
+of the video, on the FULL frame resized to a working size, on a seed grid of stride ``seed_stride`` working px:
+
+- ``disp`` int16 ``(T, L, gh, gw, 2)``: displacements quantised at ``QUANT`` = 0.05 px (x, y);
+- ``valid`` bool ``(T, gh, gw)``;
+- ``pair_homs`` float32 ``(T-1, 3, 3)``: the camera homography of each consecutive pair (compensated caches);
+- ``meta``: JSON (format version, source and working size, seed stride, L, flow method, compensation, bound).
+
+Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
+serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
+is mapped into working coordinates and the maps are read there bilinearly (exact sub-cell positions, not the
+release's crop floored to the 1/8 grid, §12 D12), displacements are rescaled to output pixels, homographies
+are conjugated into output coordinates, and a point is valid if its cached neighbours were valid and its
+track stays inside the crop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mme.data.video import video_error
+from mme.errors import ConfigError
+from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
+
+VERSION = 1
+QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
+SUFFIX = ".tracks.npz"
+
+
+@dataclass
+class CachedTracks:
+    """One cache file in memory: float32 ``disp (T, L, gh, gw, 2)`` in working px, ``valid (T, gh, gw)``,
+    ``pair_homs (T-1, 3, 3)`` or None, and ``meta``."""
+
+    disp: np.ndarray
+    valid: np.ndarray
+    pair_homs: np.ndarray | None
+    meta: dict
+
+
+def cache_file(out_dir: str | Path, video: str) -> Path:
+    """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir``."""
+    rel = Path(video)
+    rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
+    return Path(out_dir) / (str(rel) + SUFFIX)
+
+
+def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
+    """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
+    (the list's root is not part of the cache layout)."""
+    parts = Path(video_path).parts
+    for k in range(len(parts)):
+        candidate = cache_file(cache_dir, str(Path(*parts[k:])))
+        if candidate.is_file():
+            return candidate
+    raise video_error(cache_file(cache_dir, video_path), "missing",
+                      f"no track cache for {video_path} under {cache_dir}; run mme extract for it")
+
+
+def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs: np.ndarray | None,
+                meta: dict) -> None:
+    """Write one cache file atomically (temporary file, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    q = np.round(np.asarray(disp, np.float32) / QUANT)
+    arrays = {
+        "disp": np.clip(q, -32767, 32767).astype(np.int16),
+        "valid": np.asarray(valid, bool),
+        "meta": np.frombuffer(json.dumps({**meta, "version": VERSION, "quant": QUANT}).encode(), np.uint8),
+    }
+    if pair_homs is not None:
+        arrays["pair_homs"] = np.asarray(pair_homs, np.float32)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
+
+
+def read_cache(path: str | Path) -> CachedTracks:
+    """Read and check one cache file; a missing, truncated or foreign file is a VideoError naming it (so a
+    dataset skips that video and reports it, as for an undecodable video)."""
+    path = Path(path)
+    if not path.is_file():
+        raise video_error(path, "missing", "track cache file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            disp = z["disp"].astype(np.float32) * float(meta["quant"])
+            valid = z["valid"].astype(bool)
+            homs = z["pair_homs"] if "pair_homs" in z.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
+            UnicodeDecodeError) as e:
+        raise video_error(path, "unreadable",
+                          f"not a valid mme track cache: {e}; delete it and re-run mme extract") from e
+    if meta.get("version") != VERSION:
+        raise video_error(path, "unreadable", f"track cache version {meta.get('version')}, expected {VERSION}")
+    if disp.ndim != 5 or valid.shape != disp.shape[:1] + disp.shape[2:4]:
+        raise video_error(path, "unreadable", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
+    return CachedTracks(disp, valid, homs, meta)
+
+
+def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(disp (S, L, Gh, Gw, 2) float32 px, valid (S, Gh, Gw) bool)`` of one cache file, S = every raw frame,
+    at the cache's working size: the arrays :func:`mme.motion.compute_tracks` returns for those frames."""
+    c = read_cache(path)
+    return c.disp, c.valid
+
+
+def _output_map(meta: dict, geom) -> np.ndarray:
+    """3×3 affine from working-frame pixel centres to output-frame pixel centres (geometry in edge coords)."""
+    kx = meta["work_size"][0] / meta["src_size"][0]
+    ky = meta["work_size"][1] / meta["src_size"][1]
+    sx, sy = geom.out_w / geom.w, geom.out_h / geom.h
+    # work centre -> src edge: (x + .5)/k ; -> out edge: (e - x0)*s (flipped: out_w - that) ; -> out centre: - .5
+    fx = -1.0 if geom.flip else 1.0
+    ax, bx = fx * sx / kx, fx * (0.5 / kx - geom.x0) * sx + (geom.out_w if geom.flip else 0.0) - 0.5
+    ay, by = sy / ky, (0.5 / ky - geom.y0) * sy - 0.5
+    return np.array([[ax, 0, bx], [0, ay, by], [0, 0, 1]], np.float64)
+
+
+def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float,
+             max_disp: float | None = None, source: str = "cache") -> Tracks:
+    """Tracks of ``starts`` for ``length`` steps in the output frame of ``geom`` (a mme.data Geometry)."""
+    disp_all, meta = cached.disp, cached.meta
+    T, Lc, gh, gw, _ = disp_all.shape
+    if length > Lc:
+        raise ConfigError(f"target.track_length={length} but the track cache {source} holds only {Lc} steps")
+    st = np.clip(np.asarray(starts, np.int64), 0, T - 1)
+    S = len(st)
+    A = _output_map(meta, geom)
+    Ainv = np.linalg.inv(A)
+    seeds = seed_grid(geom.out_h, geom.out_w, seed_stride)  # (Gh, Gw, 2) output px
+    Gh, Gw = seeds.shape[:2]
+    work = seeds @ Ainv[:2, :2].T + Ainv[:2, 2]  # output seeds in working px
+    ws = meta["seed_stride"]
+    g = (work - ws / 2) / ws  # fractional cache-grid index
+    grid = torch.from_numpy(np.stack([g[..., 0] * 2 / max(gw - 1, 1) - 1, g[..., 1] * 2 / max(gh - 1, 1) - 1], -1))
+    grid = grid.float()[None].expand(S * length, -1, -1, -1)  # (S*L, Gh, Gw, 2), align_corners=True
+    d = torch.from_numpy(np.ascontiguousarray(disp_all[st, :length])).reshape(S * length, gh, gw, 2)
+    d = F.grid_sample(d.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    d = d.permute(0, 2, 3, 1).numpy().reshape(S, length, Gh, Gw, 2)
+    d = d * np.array([A[0, 0], A[1, 1]], np.float32)  # working px -> output px (x negated by a flip)
+    bound = default_max_disp(geom.out_h, geom.out_w) if max_disp is None else max_disp
+    d = np.clip(d, -bound, bound).astype(np.float32)
+    v = torch.from_numpy(cached.valid[st].astype(np.float32))[:, None]  # (S, 1, gh, gw)
+    v = F.grid_sample(v, grid[:S], mode="bilinear", padding_mode="border", align_corners=True)[:, 0].numpy()
+    homs = None
+    if cached.pair_homs is not None:
+        pairs = st[:, None] + np.arange(length)[None]  # (S, L) pair index s + j
+        eye = np.eye(3)
+        h = np.where((pairs < T - 1)[..., None, None], cached.pair_homs[np.minimum(pairs, T - 2)], eye)
+        homs = (A @ h @ Ainv).astype(np.float32)  # conjugated into output coordinates
+    tracks = Tracks(d, v >= 1 - 1e-4, homs, seeds, (geom.out_h, geom.out_w))
+    tracks.valid &= in_frame(tracks.positions(), geom.out_h, geom.out_w).all(1)
+    return tracks
+
+
+def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
+    """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied)."""
+    if not cfg.interpolate:
+        raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
+                          "unset target.cache_dir")
+    path = find_cache_file(cache_dir, str(sample.path))
+    cached = read_cache(path)
+    if bool(cached.meta.get("compensate")) != bool(cfg.compensate):
+        raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
+                          f"compensate={cached.meta.get('compensate')}")
+    tracks = resample(cached, sample.starts, length, sample.geometry, seed_stride, cfg.max_disp, str(path))
+    if cfg.prune:
+        tracks.valid = prune_tracks(tracks)
+    return tracks

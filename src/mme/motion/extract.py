@@ -1,0 +1,180 @@
+"""``mme extract``: precompute the track cache of a list of videos (mme.motion.cache has the format).
+
+    mme extract train.txt --root /data/k400 --out cache/k400 --length 6 --workers 8
+    torchrun --nproc_per_node=4 -m mme.cli extract train.txt --root R --out C      # one share per rank
+    mme extract train.txt --root R --out C --shard 3/16                             # one of 16 machines
+
+Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
+and complete (same settings, readable). Videos that fail are listed with their reason in
+``<out>/failed[-<shard>].json``; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mme.data.lists import atomic_write_text, read_list, resolve
+from mme.data.video import open_video, video_error
+from mme.errors import ConfigError, MMEError
+from mme.motion.cache import cache_file, read_cache, save_tracks
+from mme.motion.flow import METHODS
+from mme.motion.tracks import default_max_disp, track
+
+log = logging.getLogger("mme.extract")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What the cache holds: tracks of ``length`` steps from every raw frame, on the full frame resized to
+    ``short_side``, seeds every ``seed_stride`` working px."""
+
+    length: int = 6
+    short_side: int = 224
+    seed_stride: int = 8
+    flow: str = "dis"
+    compensate: bool = False
+    max_disp: float | None = None
+    chunk: int = 64
+    backend: str = "pyav"
+
+    def __post_init__(self):
+        if self.length < 1 or self.short_side < 16 or self.seed_stride < 1 or self.chunk < 1:
+            raise ConfigError(f"extract: length, short_side (>=16), seed_stride and chunk must be positive: {self}")
+        if self.flow not in METHODS:
+            raise ConfigError(f"extract: --flow must be one of {list(METHODS)}, got {self.flow!r}")
+
+
+def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) of the full frame resized so that its short side is ``short_side``."""
+    k = short_side / min(width, height)
+    return max(1, round(width * k)), max(1, round(height * k))
+
+
+def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
+    """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
+    with open_video(path, opts.backend, threads=1) as reader:
+        n, (W0, H0) = reader.num_frames, reader.size
+        if n < 2:
+            raise video_error(path, "too short", f"{n} frame(s); tracks need at least 2")
+        w, h = working_size(W0, H0, opts.short_side)
+        bound = default_max_disp(h, w) if opts.max_disp is None else opts.max_disp
+        disp = np.zeros((n, opts.length, h // opts.seed_stride, w // opts.seed_stride, 2), np.float32)
+        valid = np.zeros((n, h // opts.seed_stride, w // opts.seed_stride), bool)
+        pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
+        flows: dict = {}
+        for a in range(0, n, opts.chunk):
+            b = min(n, a + opts.chunk)  # starts a .. b-1
+            ids = np.arange(a, min(n, b + opts.length))
+            frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in reader.read(ids)])
+            tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow, opts.compensate,
+                       bound, source=path, flow_cache=flows, clamp=True)
+            disp[a:b], valid[a:b] = tr.disp, tr.valid
+            for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
+                hom = flows.pop(pair)[1]
+                if pair_homs is not None and hom is not None:
+                    pair_homs[pair[0]] = hom
+    meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
+                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path))
+    save_tracks(out_path, disp, valid, pair_homs, meta)
+
+
+def is_complete(out_path: Path, opts: ExtractOptions) -> bool:
+    """Whether ``out_path`` is a readable cache made with these settings (then a resumed run skips it)."""
+    if not out_path.is_file():
+        return False
+    try:
+        meta = read_cache(out_path).meta
+    except MMEError:
+        return False
+    want = dict(work_short=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate)
+    have = dict(work_short=min(meta["work_size"]), seed_stride=meta["seed_stride"], flow=meta["flow"],
+                compensate=meta["compensate"])
+    return have == want and meta["length"] >= opts.length
+
+
+def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
+    path, out_path, opts = job
+    try:
+        extract_video(path, out_path, opts)
+        return path, None
+    except MMEError as e:
+        return path, str(e)
+    except Exception as e:  # one bad video must not end a long extraction: report it and go on
+        return path, f"{type(e).__name__}: {e}"
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'k/n' (0-based k) -> (k, n); None -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like k/n (e.g. 3/16), got {text!r}") from None
+    if not 0 <= k < n:
+        raise ConfigError(f"--shard {text}: need 0 <= k < n")
+    return k, n
+
+
+def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
+        overwrite: bool = False) -> dict:
+    """Extract this process's share of a list; returns the report ``{done, skipped, failed: {path: reason}}``.
+
+    The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
+    ``i % (n * world) == k * world + rank``.
+    """
+    entries, _ = read_list(list_file)
+    k, n = parse_shard(shard)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    part, parts = k * world + rank, n * world
+    mine = [e for i, e in enumerate(entries) if i % parts == part]
+    jobs, skipped = [], 0
+    for e in mine:
+        target = cache_file(out, e.path)
+        if not overwrite and is_complete(target, opts):
+            skipped += 1
+        else:
+            jobs.append((resolve(e, root), str(target), opts))
+    log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
+             len(mine), len(entries), part, parts, skipped, len(jobs), workers)
+    failed: dict[str, str] = {}
+    if workers > 1 and len(jobs) > 1:
+        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            results = list(tqdm(pool.imap_unordered(_work, jobs), total=len(jobs), desc="extract", unit="video"))
+    else:
+        results = [_work(j) for j in tqdm(jobs, desc="extract", unit="video")]
+    for path, err in results:
+        if err is not None:
+            failed[path] = err
+            log.warning("failed: %s", err)
+    report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
+              "skipped": skipped, "failed": failed, "options": asdict(opts)}
+    name = "failed.json" if parts == 1 else f"failed-{part}-of-{parts}.json"
+    atomic_write_text(Path(out) / name, json.dumps(report, indent=1))
+    return report
+
+
+def main(args) -> int:
+    """CLI entry (flags in mme.cli._add_extract)."""
+    opts = ExtractOptions(length=args.length, short_side=args.short_side, seed_stride=args.seed_stride,
+                          flow=args.flow, compensate=args.compensate, max_disp=args.max_disp, backend=args.backend)
+    report = run(args.list, args.root, args.out, opts, args.workers, args.shard, args.overwrite)
+    print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} failed"
+          + (f" (see {args.out})" if report["failed"] else ""))
+    return 1 if report["failed"] else 0

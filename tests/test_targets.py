@@ -1,0 +1,163 @@
+"""Per-token motion targets: shapes for any frame count / stride, PatchStd, heads, config, dataset integration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from videos import affine_video, texture, write_video
+
+from mme.config import from_dict
+from mme.data.dataset import DataConfig, PretrainDataset, Sample, collate
+from mme.data.sampling import sample_pretrain
+from mme.data.transforms import Geometry, apply_geometry, normalize, to_video_tensor
+from mme.errors import ConfigError, DataError
+from mme.models.config import ModelConfig
+from mme.models.mae import MaskedAutoencoder
+from mme.motion.hog import hog_cells
+from mme.motion.targets import TargetConfig, head_specs, make_target_fn, patch_std, step_targets
+
+
+def model_cfg(size=64, frames=8, **kw):
+    return ModelConfig(img_size=size, num_frames=frames, embed_dim=32, depth=1, num_heads=2, decoder_dim=16,
+                       decoder_heads=2, head_hidden=16, **kw)
+
+
+def make_sample(frames, num_frames, stride, length, tubelet=2, seed=0, path="gen.mp4", geom=None):
+    """A Sample as the dataset builds it: the needed raw frames of a random window, after one geometry."""
+    idx = sample_pretrain(len(frames), num_frames, stride, tubelet, length, np.random.default_rng(seed))
+    H, W = frames.shape[1:3]
+    geom = geom or Geometry(0, 0, W, H, W, H)
+    return Sample(apply_geometry(frames[idx.needed], geom), idx.needed, idx.clip, idx.starts, geom, path,
+                  idx.track_length)
+
+
+@pytest.mark.parametrize("num_frames,stride", [(8, 2), (8, 4), (16, 2), (16, 4)])
+def test_target_shapes_follow_frame_count_and_stride(num_frames, stride):
+    frames, _ = affine_video(num_frames * stride + 8, 64, 64, dx=1.0, rot_deg=1.0)
+    cfg = TargetConfig(kind="mme", track_length=4)
+    m = model_cfg(64, num_frames)
+    targets, valid = make_target_fn(cfg, m)(make_sample(frames, num_frames, stride, 4))
+    N = num_frames // 2 * 4 * 4
+    assert targets["traj"].shape == (N, 2 * 4 * 4) and targets["shape"].shape == (N, 27 * 4 * 4)
+    assert valid["traj"].shape == (N,) and valid["traj"].dtype == torch.bool
+    specs = {h.name: h.dim for h in head_specs(cfg, m)}
+    assert specs == {"traj": 32, "shape": 432}
+    assert all(torch.isfinite(t).all() for t in targets.values())
+
+
+def test_released_shapes_at_16x224_tubelet2_patch16_L4():
+    """mme-method.md §7.9: 8L = 32 position dims + 108 HOG dims per token, 1568 tokens."""
+    frames, _ = affine_video(16 * 4 + 4, 224, 224, dx=1.5, rot_deg=0.5)
+    cfg = from_dict(TargetConfig, {"preset": "released"})
+    m = ModelConfig()
+    assert cfg.track_length == 4 and cfg.kinds == ["mme-released"]
+    specs = {h.name: (h.dim, h.activation, h.weight, h.reduction) for h in head_specs(cfg, m)}
+    assert specs == {"hog": (108, "sigmoid", 0.5, "sum"), "traj": (32, "tanh", 0.5, "sum")}
+    sample = make_sample(frames, 16, 4, 4)
+    targets, valid = make_target_fn(cfg, m)(sample)
+    assert set(targets) == {"traj"} and targets["traj"].shape == (1568, 32) and valid["traj"].all()
+    video = normalize(to_video_tensor(sample.frames_at(sample.clip)))[None]  # (1, 3, 16, 224, 224)
+    step = step_targets(video, cfg, m)
+    assert set(step) == {"hog"} and step["hog"].shape == (1, 1568, 108)
+    # token 0's HOG: colour-bin-major, then the 2x2 cells of the patch, from the tubelet's second frame
+    ref = hog_cells(video[:, :, 1], 8)[0, :, :2, :2].reshape(27, 4)
+    assert torch.allclose(step["hog"][0, 0].reshape(27, 4), ref)
+
+
+def test_paper_defaults_and_combinations():
+    cfg = TargetConfig()
+    assert cfg.kinds == ["mme"] and cfg.track_length == 6 and cfg.patch_norm
+    m = ModelConfig()
+    assert {h.name: h.dim for h in head_specs(cfg, m)} == {"traj": 48, "shape": 648}
+    combo = from_dict(TargetConfig, {"kind": "pixel,mme-released", "loss_weights": {"traj": 2.0}})
+    specs = {h.name: (h.dim, h.weight, h.reduction, h.hidden) for h in head_specs(combo, m)}
+    # with mme-released among the kinds L defaults to the release's 4: 2 * 4 * 4 position dims
+    assert specs == {"pixel": (1536, 1 / 3, "mean", 0), "hog": (108, 1 / 3, "sum", 512), "traj": (32, 2.0, "sum", 512)}
+    sparse = TargetConfig(seed_stride=16, patch_norm=False)
+    assert {h.name: h.dim for h in head_specs(sparse, m)} == {"traj": 12, "shape": 162}
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"kind": "flowz"}, "target.kind"),
+    ({"loss_weights": {"hog": 1.0}}, "target.loss_weights"),
+    ({"flow": "raft"}, "target.flow"),
+    ({"track_length": 0}, "target.track_length"),
+    ({"std_floor": -1}, "target.std_floor"),
+])
+def test_bad_config_names_the_key(data, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(TargetConfig, data)
+
+
+def test_patch_norm_needs_two_points_per_patch():
+    with pytest.raises(ConfigError, match="patch_norm"):
+        head_specs(TargetConfig(seed_stride=16), ModelConfig())
+
+
+def test_patch_std_zero_variance_is_zero_and_otherwise_unit():
+    x = torch.tensor([[2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 2.0, 3.0], [1.0, 1.01, 1.0, 1.01]])
+    z = patch_std(x, floor=0.05)
+    assert torch.isfinite(z).all() and z[0].abs().max() == 0 and z[2].abs().max() == 0  # below the floor
+    assert torch.isclose(z[1].mean(), torch.tensor(0.0)) and torch.isclose(z[1].std(), torch.tensor(1.0))
+
+
+def test_static_video_gives_all_zero_patch_std_targets():
+    frames = np.stack([texture(64, 64, seed=2)] * 24)
+    targets, valid = make_target_fn(TargetConfig(track_length=4), model_cfg())(make_sample(frames, 8, 2, 4))
+    assert targets["traj"].abs().max() == 0 and valid["traj"].all()
+    assert targets["shape"].abs().sum() > 0  # the shape is there even without motion
+
+
+def test_rotation_gives_unit_scale_patch_std_targets():
+    """A rotation of 3 deg/frame at 64 px: intra-patch differences ~0.4 px, well above the floor."""
+    frames, _ = affine_video(30, 64, 64, rot_deg=3.0)
+    m = model_cfg()
+    targets, _ = make_target_fn(TargetConfig(track_length=4), m)(make_sample(frames, 8, 2, 4))
+    z = targets["traj"].reshape(-1, 2, 4, 4)  # (N, coordinate, step, point)
+    moving = z.abs().sum(-1) > 0
+    assert moving.float().mean() > 0.8
+    assert torch.allclose(z.std(-1)[moving], torch.ones(()), atol=1e-4)
+    # x-displacement of a clockwise rotation grows with y: the lower points (2, 3) move in -x relative to the upper
+    zx = z[:, 0]  # (N, step, point)
+    assert ((zx[..., 2] + zx[..., 3]) < (zx[..., 0] + zx[..., 1]))[moving[:, 0]].float().mean() > 0.9
+
+
+def test_without_interpolation_tracks_use_only_sampled_frames():
+    frames, _ = affine_video(60, 64, 64, dx=1.2, dy=-0.8)
+    m = model_cfg()
+    full = make_sample(frames, 8, 4, 4)
+    # the encoder's frames only: with tubelet 2, stride 4 and L = 4 every track end is a sampled frame
+    keep = np.isin(full.frame_ids, full.clip)
+    clip_only = Sample(full.frames[keep], full.frame_ids[keep], full.clip, full.starts, full.geometry, full.path, 4)
+    off = TargetConfig(track_length=4, patch_norm=False, interpolate=False)
+    t_off, _ = make_target_fn(off, m)(clip_only)
+    t_on, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False), m)(full)
+    bound = 20 * 64 / 224  # without PatchStd the target is displacement / bound
+    inside = (t_on["traj"] != 0).all(-1)  # points that leave the frame stop at once with interpolation only
+    assert inside.float().mean() > 0.5
+    a, b = t_off["traj"][inside], t_on["traj"][inside]
+    assert torch.allclose(a, b, atol=0.15 / bound)  # a translation: (1.2, -0.8) px per raw step either way
+    assert torch.allclose(a[:, :16], torch.full((16,), 1.2 / bound), atol=0.15 / bound)  # x: 4 steps x 4 points
+    with pytest.raises(DataError, match="too short"):
+        make_target_fn(TargetConfig(track_length=4), m)(clip_only)  # interpolation needs the raw frames between
+    with pytest.raises(ConfigError, match="interpolate"):
+        make_target_fn(TargetConfig(track_length=6, interpolate=False), m)(full)
+
+
+def test_dataset_delivers_worker_targets_and_the_model_takes_them(tmp_path):
+    frames, _ = affine_video(40, 80, 96, dx=1.0, rot_deg=1.0)
+    write_video(tmp_path / "a.mp4", frames)
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    tcfg = TargetConfig(kind="mme,hog", track_length=4)
+    m = model_cfg(64, 8)
+    fn = make_target_fn(tcfg, m)
+    data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=8, stride=2, img_size=64)
+    ds = PretrainDataset(data, fn, track_length=fn.track_length)
+    batch = collate([ds[0], ds[0]])
+    assert batch["targets"]["traj"].shape == (2, 64, 32) and batch["valid"]["shape"].shape == (2, 64)
+    video = batch["video"]
+    targets = {**batch["targets"], **step_targets(video, tcfg, m)}
+    model = MaskedAutoencoder(m, head_specs(tcfg, m))
+    loss, preds, terms = model(video, model.make_mask(2), targets, batch["valid"])
+    assert set(terms) == {"hog", "traj", "shape"} and torch.isfinite(loss)
