@@ -112,10 +112,15 @@ def _torch_load(path: Path):
             first = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
             raise CheckpointError(f"{path}: refusing to unpickle objects other than tensors and plain containers "
                                   f"(weights_only=True): {first.strip()}") from e
-        raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch, safetensors or checkpoint "
-                              f"directory): {e}") from e
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or unknown format): {e}") from e
+        error = e
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
+        error = e
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container
+    if is_zip:
+        raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint: {error}") from error
+    raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
+                          f"directory): {type(error).__name__}: {error}") from error
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -141,13 +146,18 @@ def _with_hints(cfg: ModelConfig, hints: dict, path: Path) -> ModelConfig:
 
 
 def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
-                heads: list[HeadSpec] | None = None) -> Checkpoint:
-    """Convert a bare state dict of any known layout; infer the config from the weights unless given."""
+                heads: list[HeadSpec] | None = None, encoder_only: bool = False) -> Checkpoint:
+    """Convert a bare state dict of any known layout; infer the config from the weights unless given (for the
+    encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known)."""
     try:
         kind, ours, unexpected, layout = convert.to_ours(state)
         if unexpected:
             log.warning("%s: %d key(s) of the %s layout are not part of the model and are ignored: %s",
                         path, len(unexpected), layout, unexpected[:10])
+        if encoder_only and kind != "encoder":
+            log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,
+                     len(ours) - len(convert.encoder_part(ours, kind)))
+            kind, ours = "encoder", convert.encoder_part(ours, kind)
         if cfg is None:
             cfg = convert.infer_config(ours, kind, **hints)
         else:
@@ -202,13 +212,22 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict) -> Checkpoint:
 
 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
-                    img_size: int | None = None, num_frames: int | None = None) -> Checkpoint:
-    """Read any supported checkpoint into our layout.
+                    img_size: int | None = None, num_frames: int | None = None,
+                    encoder_only: bool = False) -> Checkpoint:
+    """Read any supported checkpoint into our layout (only its encoder with ``encoder_only``).
 
     The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
     override what it does."""
-    path = Path(path)
     hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
+    ck = _read(Path(path), hints, encoder_only)
+    if encoder_only and ck.kind != "encoder":
+        log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
+                 len(ck.state) - len(ck.encoder_state))
+        ck = _select(ck, "model")
+    return ck
+
+
+def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -226,7 +245,7 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         state, metadata = _read_safetensors(path)
         if "mme" in metadata:
             return _from_ours(json.loads(metadata["mme"]), state, path, hints)
-        return _from_state(state, path, hints)
+        return _from_state(state, path, hints, encoder_only=encoder_only)
     obj = _torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
             and isinstance(obj.get("model"), dict):  # our training checkpoint
@@ -235,7 +254,7 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         except ConfigError as e:
             raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
         return _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj["config"], cfg))
-    return _from_state(_unwrap(obj, path), path, hints)
+    return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only)
 
 
 def _run_heads(config: dict, cfg: ModelConfig) -> list[HeadSpec] | None:
@@ -261,10 +280,12 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str, s
     """Load ``state`` into ``module`` after checking every shape (CheckpointError naming the key and both
     shapes). Missing / unexpected keys raise when ``strict``, else are logged."""
     expected = module.state_dict()
-    for k, v in state.items():
-        if k in expected and expected[k].shape != v.shape:
-            raise CheckpointError(f"{source}: wrong architecture: {k} has shape {tuple(v.shape)} in the checkpoint, "
-                                  f"the model expects {tuple(expected[k].shape)}")
+    wrong = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]  # in module order
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{source}: wrong architecture: {k} has shape {tuple(state[k].shape)} in the checkpoint, "
+                              f"the model expects {tuple(expected[k].shape)}"
+                              + (f" ({len(wrong) - 1} more keys differ)" if len(wrong) > 1 else ""))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if strict and (missing or unexpected):
@@ -305,12 +326,9 @@ def load_encoder(path: str | os.PathLike, strict: bool = True, **hints) -> Visio
     """The encoder of any supported checkpoint, in eval mode: ``(B, 3, T, H, W)`` ImageNet-normalised ->
     tokens ``(B, N, D)``. Decoder / classifier weights are dropped; missing encoder keys raise when ``strict``.
     Hints: ``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames`` (see read_checkpoint)."""
-    ck = read_checkpoint(path, **hints)
+    ck = read_checkpoint(path, encoder_only=True, **hints)
     enc = _encoder(ck)
-    dropped = len(ck.state) - len(ck.encoder_state)
-    if dropped:
-        log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source, dropped)
-    load_state(enc, ck.encoder_state, ck.source, strict)
+    load_state(enc, ck.state, ck.source, strict)
     return enc.eval()
 
 
@@ -318,8 +336,8 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, st
     """Load a checkpoint's encoder weights into an existing encoder (e.g. ``VideoClassifier.encoder`` before
     fine-tuning). A pre-trained final norm is dropped when ``encoder.norm`` is Identity (VideoMAE fine-tuning
     does the same); shapes must match (CheckpointError naming the key otherwise)."""
-    ck = read_checkpoint(path, **hints)
-    state = ck.encoder_state
+    ck = read_checkpoint(path, encoder_only=True, **hints)
+    state = ck.state
     if isinstance(encoder.norm, nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}
     load_state(encoder, state, ck.source, strict)
@@ -387,10 +405,10 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
     return _write_ours(describe(model), Path(path))
 
 
-def _as_checkpoint(model_or_path, **hints) -> Checkpoint:
+def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
     if isinstance(model_or_path, nn.Module):
         return describe(model_or_path)
-    return read_checkpoint(model_or_path, **hints)
+    return read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
 
 
 def _select(ck: Checkpoint, kind: str) -> Checkpoint:
@@ -400,7 +418,8 @@ def _select(ck: Checkpoint, kind: str) -> Checkpoint:
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:
-        raise CheckpointError(f"{ck.source}: holds a {ck.kind}, cannot export it as {kind}")
+        held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]
+        raise CheckpointError(f"{ck.source}: holds {held}, cannot export it as {kind}")
     return ck
 
 
@@ -414,7 +433,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     1e-6 relative (measured in tests/test_checkpoint.py)."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
-    ck = _select(_as_checkpoint(model_or_path, **hints), kind)
+    ck = _select(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
     cfg, state, num_labels = ck.cfg, dict(ck.state), None
     if ck.kind == "mae":
         pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
@@ -452,7 +471,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     if format == "hf":
         path = export_hf(src, out, kind or "model", **hints)
     elif format in ("mme", "safetensors"):
-        ck = read_checkpoint(src, **hints)
+        ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
         ck = _select(ck, kind) if kind else ck
         out = Path(out)
         if format == "safetensors" and out.suffix != ".safetensors":

@@ -31,14 +31,16 @@ log = logging.getLogger(__name__)
 
 Table = dict[str, "str | tuple[str, ...]"]
 
-# One transformer block: our (= the original VideoMAE/MME) names -> Hugging Face VideoMAELayer names.
+# One transformer block: our (= the original VideoMAE/MME) names -> Hugging Face VideoMAELayer names. The q/v
+# biases use the Hub's names (``attention.attention.q_bias``), which transformers 4.x has as parameters and 5.x
+# renames on load to ``query.bias`` / ``value.bias`` (and back on save); both are read (HF_ALIASES).
 BLOCK_TO_HF: Table = {
     "norm1.weight": "layernorm_before.weight",
     "norm1.bias": "layernorm_before.bias",
     "attn.qkv.weight": ("attention.attention.query.weight", "attention.attention.key.weight",
                         "attention.attention.value.weight"),
-    "attn.q_bias": "attention.attention.query.bias",
-    "attn.v_bias": "attention.attention.value.bias",
+    "attn.q_bias": "attention.attention.q_bias",
+    "attn.v_bias": "attention.attention.v_bias",
     "attn.proj.weight": "attention.output.dense.weight",
     "attn.proj.bias": "attention.output.dense.bias",
     "norm2.weight": "layernorm_after.weight",
@@ -195,6 +197,17 @@ def to_hf(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
 # --- reading any layout ---
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DeepSpeed, torch.compile
+HF_ALIASES = {"attention.attention.query.bias": "attention.attention.q_bias",
+              "attention.attention.value.bias": "attention.attention.v_bias"}  # transformers 5.x in-memory names
+
+
+def _hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        for alias, name in HF_ALIASES.items():
+            k = k.replace(alias, name)
+        out[k] = v
+    return out
 
 
 def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,6 +232,7 @@ def to_ours(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor
     state = strip_wrappers(state)
     keys = set(state)
     if "videomae.embeddings.patch_embeddings.projection.weight" in keys:
+        state = _hf_names(state)
         if "mask_token" in keys or "decoder.head.weight" in keys:
             kind, table = "mae", MAE_TO_HF
         elif "classifier.weight" in keys:
@@ -228,7 +242,7 @@ def to_ours(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor
         out, unexpected = rename(state, invert(table))
         return kind, out, unexpected, f"Hugging Face VideoMAE ({kind})"
     if "embeddings.patch_embeddings.projection.weight" in keys:
-        out, unexpected = rename(state, invert(ENCODER_TO_HF))
+        out, unexpected = rename(_hf_names(state), invert(ENCODER_TO_HF))
         return "encoder", out, unexpected, "Hugging Face VideoMAEModel"
     if "encoder.patch_embed.proj.weight" in keys:
         if any(k.startswith("decoder.1.") for k in keys):

@@ -1,0 +1,365 @@
+"""Checkpoint interoperability: ours <-> Hugging Face VideoMAE (same outputs and loss), the original VideoMAE/MME
+layouts (``module`` / ``model`` / bare, fused qkv with q/v biases), our safetensors format, ``mme export``, and
+one clear CheckpointError for every bad input."""
+
+import argparse
+import json
+import logging
+
+import pytest
+import torch
+import transformers
+
+import mme
+from mme.cli import main as cli_main
+from mme.config import to_dict
+from mme.errors import CheckpointError
+from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
+from mme.models.checkpoint import export_hf, load_encoder, load_encoder_weights, load_model, save_pretrained
+from mme.models.classifier import VideoClassifier
+from mme.motion.targets import pixel_target
+
+TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
+            decoder_heads=2)
+PIXEL = HeadSpec("pixel", 2 * 16 * 16 * 3)
+
+
+def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights everywhere (LayerNorm gains, q/v biases, mask token), so a wrong mapping shows up."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def clip(batch: int = 2, frames: int = 8, side: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, frames, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def hf_input(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 1, 3, 4)  # ours (B, C, T, H, W) -> HF (B, T, C, H, W)
+
+
+@pytest.fixture(scope="module")
+def mae():
+    return perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+
+
+@pytest.fixture(scope="module")
+def mask():
+    return MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]).make_mask(2, torch.Generator().manual_seed(3))
+
+
+# --- Hugging Face parity ---
+
+def test_ours_to_hf_pretraining_gives_same_encoder_outputs_and_loss(mae, mask, tmp_path):
+    export_hf(mae, tmp_path / "hf", kind="pretraining")
+    hf, info = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    hf.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    x = clip()
+    with torch.no_grad():
+        ours_tokens = mae.encoder(x, mask)
+        hf_tokens = hf.videomae(hf_input(x), bool_masked_pos=mask).last_hidden_state
+        loss, _, _ = mae(x, mask, {"pixel": pixel_target(x, 2, 16)})
+        hf_loss = hf(hf_input(x), bool_masked_pos=mask).loss
+    assert (ours_tokens - hf_tokens).abs().max() <= 1e-5
+    # HF's decoder norm has eps 1e-5, ours 1e-6: measured relative loss difference ~1e-6
+    assert abs(loss - hf_loss) / hf_loss <= 1e-5
+
+
+def test_hf_to_ours_gives_same_encoder_outputs_and_loss(mask, tmp_path):
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=8, hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
+                                         decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                                         decoder_intermediate_size=128, layer_norm_eps=1e-6, use_mean_pooling=False)
+    torch.manual_seed(0)
+    hf = perturbed(transformers.VideoMAEForPreTraining(hf_cfg))
+    hf.save_pretrained(tmp_path / "hf")
+    ours = load_model(tmp_path / "hf")
+    assert isinstance(ours, MaskedAutoencoder) and ours.cfg.decoder_norm_eps == 1e-5
+    x = clip()
+    with torch.no_grad():
+        hf_out = hf(hf_input(x), bool_masked_pos=mask)
+        loss, preds, _ = ours(x, mask, {"pixel": pixel_target(x, 2, 16)})
+        tokens = ours.encoder(x)
+        hf_tokens = hf.videomae(hf_input(x)).last_hidden_state
+    assert (tokens - hf_tokens).abs().max() <= 1e-5
+    assert abs(loss - hf_out.loss) / hf_out.loss <= 1e-5
+    assert (preds["pixel"] - hf_out.logits).abs().max() <= 1e-5
+    enc = mme.load_encoder(tmp_path / "hf")
+    with torch.no_grad():
+        assert (enc(x) - hf_tokens).abs().max() <= 1e-5
+
+
+def test_hf_model_without_final_norm_loads_as_identity_norm(tmp_path):
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=256, layer_norm_eps=1e-6,
+                                         use_mean_pooling=True)
+    hf = perturbed(transformers.VideoMAEModel(hf_cfg))
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=False)  # pytorch_model.bin
+    enc = load_encoder(tmp_path / "hf")
+    assert isinstance(enc.norm, torch.nn.Identity) and enc.cfg.num_heads == 2 and enc.cfg.num_frames == 4
+    x = clip(frames=4)
+    with torch.no_grad():
+        assert (enc(x) - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
+
+
+def test_export_cli_hf_output_loads_in_transformers_and_matches_load_encoder(mae, tmp_path, capsys):
+    save_pretrained(mae, tmp_path / "ours")
+    assert cli_main(["export", str(tmp_path / "ours"), str(tmp_path / "hf"), "--format", "hf"]) == 0
+    hf = transformers.VideoMAEModel.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.use_mean_pooling is False and hf.config.layer_norm_eps == 1e-6 and hf.config.qv_bias
+    x = clip()
+    with torch.no_grad():
+        ours = mme.load_encoder(tmp_path / "ours")(x)
+        theirs = hf(hf_input(x)).last_hidden_state
+        back = mme.load_encoder(tmp_path / "hf")(x)  # HF dir -> ours
+    assert (ours - theirs).abs().max() <= 1e-5
+    assert (back - ours).abs().max() <= 1e-5
+    assert (ours - mae.encoder(x)).abs().max() == 0
+
+
+def test_classifier_round_trips_through_hf_classification(tmp_path):
+    clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=5))
+    export_hf(clf, tmp_path / "hf", kind="classification")
+    hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.num_labels == 5 and hf.videomae.layernorm is None
+    x = clip()
+    with torch.no_grad():
+        ours, theirs = clf(x), hf(hf_input(x)).logits
+        back = load_model(tmp_path / "hf")
+        assert isinstance(back, VideoClassifier) and back.fc_norm.eps == 1e-5
+        again = back(x)
+    # HF's fc_norm eps is 1e-5 (ours 1e-6): measured difference ~1e-6; after import the eps follows HF exactly
+    assert (ours - theirs).abs().max() <= 1e-5
+    assert (again - theirs).abs().max() <= 1e-6
+
+
+# --- original VideoMAE / MME layouts ---
+
+def videomae_layout(model: MaskedAutoencoder) -> dict:
+    """Our MAE state dict written with the original VideoMAE pre-training names (independently of convert.py)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        k = k.replace("decoder_blocks.", "decoder.blocks.").replace("decoder_norm.", "decoder.norm.")
+        out[k.replace("heads.pixel.fc2.", "decoder.head.")] = v.clone()
+    return out
+
+
+def mme_layout(model: MaskedAutoencoder) -> dict:
+    """The original MME names: ModuleList decoder/projection, heads as Sequential(Linear, GELU, Linear, ...)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        k = k.replace("decoder_blocks.", "decoder.0.blocks.").replace("decoder_norm.", "decoder.0.norm.")
+        k = k.replace("encoder_to_decoder.", "encoder_to_decoder.0.")
+        for i, name in enumerate(("hog", "traj")):
+            k = k.replace(f"heads.{name}.fc1.", f"decoder.0.head.{i}.0.").replace(f"heads.{name}.fc2.",
+                                                                                f"decoder.0.head.{i}.2.")
+        out[k] = v.clone()
+    return out
+
+
+WIDE = dict(TINY, embed_dim=128, num_heads=2)  # 64-d heads: the default assumption for unrecorded head counts
+
+
+@pytest.mark.parametrize("wrapper", ["module", "model", None])
+def test_original_layout_loads_with_no_missing_keys_and_matches_hf(wrapper, tmp_path, caplog):
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=4)
+    original = videomae_layout(src)
+    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.blocks.0.attn.q_bias", "encoder.blocks.0.attn.v_bias",
+            "decoder.blocks.0.attn.qkv.weight", "decoder.head.weight", "mask_token"} <= set(original)
+    assert not any("k_bias" in k for k in original)
+    sd = {f"module.{k}" if wrapper == "module" else k: v for k, v in original.items()}  # DDP-saved keys too
+    obj = {wrapper: sd, "epoch": 799, "args": argparse.Namespace(model="pretrain_videomae_base_patch16_224")} \
+        if wrapper else sd
+    torch.save(obj, tmp_path / "checkpoint.pth")
+    geometry = dict(img_size=32, num_frames=8)  # not recorded in original files (default 224, 16)
+    with caplog.at_level(logging.WARNING):
+        enc = load_encoder(tmp_path / "checkpoint.pth", **geometry)  # strict: a missing encoder key would raise
+    assert "assuming 64-d heads" in caplog.text and "missing" not in caplog.text
+    export_hf(tmp_path / "checkpoint.pth", tmp_path / "hf", **geometry)
+    hf = transformers.VideoMAEModel.from_pretrained(tmp_path / "hf").eval()
+    x = clip()
+    with torch.no_grad():
+        ours = enc(x)
+        assert (ours - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
+        assert (ours - src.encoder(x)).abs().max() == 0
+        full = load_model(tmp_path / "checkpoint.pth", decoder_heads=2, **geometry)
+        m = src.make_mask(2, torch.Generator().manual_seed(0))
+        target = {"pixel": pixel_target(x, 2, 16)}
+        assert torch.equal(full(x, m, target)[0], src(x, m, target)[0])
+
+
+def test_original_mme_layout_restores_release_heads(tmp_path):
+    heads = [HeadSpec("hog", 108, "sigmoid", hidden=48, weight=0.5, reduction="sum"),
+             HeadSpec("traj", 32, "tanh", hidden=48, weight=0.5, reduction="sum")]
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE, head_hidden=48), heads), seed=5)
+    torch.save({"model": mme_layout(src)}, tmp_path / "mme.pth")
+    model = load_model(tmp_path / "mme.pth", decoder_heads=2, img_size=32, num_frames=8)
+    assert model.head_specs == heads
+    x = clip()
+    m = src.make_mask(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model.forward_decoder(model.forward_encoder(x, m), m), src.forward_decoder(src.forward_encoder(x, m), m)
+    assert all(torch.equal(a[k], b[k]) for k in ("hog", "traj"))
+
+
+def test_num_heads_hint_for_non_64d_heads(tmp_path):
+    src = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))  # 4 heads of 16
+    torch.save({"model": videomae_layout(src)}, tmp_path / "ckpt.pth")
+    x = clip()
+    with torch.no_grad():
+        right = load_encoder(tmp_path / "ckpt.pth", num_heads=4, img_size=32, num_frames=8)
+        wrong = load_encoder(tmp_path / "ckpt.pth", img_size=32, num_frames=8)  # 64-d heads assumed: 1 head
+        assert (right(x) - src.encoder(x)).abs().max() == 0
+        assert (wrong(x) - src.encoder(x)).abs().max() > 1e-3
+
+
+def test_finetuned_layout_loads_into_video_classifier(tmp_path):
+    src = perturbed(VideoClassifier(ModelConfig(**WIDE), num_classes=7))
+    sd = {k.removeprefix("encoder."): v for k, v in src.state_dict().items()}
+    assert {"patch_embed.proj.weight", "blocks.1.attn.v_bias", "fc_norm.weight", "head.weight"} <= set(sd)
+    torch.save({"module": sd}, tmp_path / "finetuned.pth")
+    clf = load_model(tmp_path / "finetuned.pth", img_size=32, num_frames=8)
+    assert isinstance(clf, VideoClassifier) and clf.num_classes == 7 and clf.pool == "mean"
+    enc = load_encoder(tmp_path / "finetuned.pth", img_size=32, num_frames=8)
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(clf(x), src(x))
+        assert torch.equal(enc(x), src.encoder(x))
+    assert isinstance(enc.norm, torch.nn.Identity)
+
+
+# --- our formats ---
+
+@pytest.mark.parametrize("name", ["dir", "one.safetensors"])
+def test_save_pretrained_round_trips_each_kind(mae, tmp_path, name):
+    clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=3, pool="norm_mean", fc_drop=0.1))
+    x = clip()
+    for i, model in enumerate((mae, mae.encoder, clf)):
+        path = save_pretrained(model, tmp_path / str(i) / name)
+        back = load_model(path)
+        assert type(back) is type(model)
+        assert back.state_dict().keys() == model.state_dict().keys()
+        assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+        with torch.no_grad():
+            out = back.encoder(x) if not isinstance(back, VisionTransformer) else back(x)
+            ref = model.encoder(x) if not isinstance(model, VisionTransformer) else model(x)
+        assert torch.equal(out, ref)
+    meta = json.loads((tmp_path / "0" / "dir" / "config.json").read_text()) if name == "dir" else None
+    if meta:
+        assert meta["format"] == "mme" and meta["version"] == 1 and meta["kind"] == "mae"
+        assert meta["heads"] == [{"name": "pixel", "dim": 1536, "activation": "none", "hidden": 0, "weight": 1.0,
+                                  "reduction": "mean"}]
+        assert meta["model"]["embed_dim"] == 64
+
+
+def test_training_checkpoint_loads_with_its_config_and_target_heads(mae, tmp_path):
+    state = {
+        "model": {f"module.{k}": v for k, v in mae.state_dict().items()},  # saved from DDP
+        "config": {"model": to_dict(mae.cfg), "target": {"kind": "pixel"}, "optim": {"lr": 1e-3}},
+        "optimizer": {"state": {}, "param_groups": []}, "step": 3, "rng": {"torch": torch.get_rng_state()},
+    }
+    torch.save(state, tmp_path / "checkpoint-00000003.pt")
+    enc = mme.load_encoder(tmp_path / "checkpoint-00000003.pt")
+    model = load_model(tmp_path / "checkpoint-00000003.pt")
+    assert model.head_specs == [PIXEL] and model.cfg == mae.cfg
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(enc(x), mae.encoder(x))
+
+
+def test_export_cli_formats_and_kinds(mae, tmp_path):
+    torch.save({"model": videomae_layout(mae)}, tmp_path / "orig.pth")
+    assert cli_main(["export", str(tmp_path / "orig.pth"), str(tmp_path / "a"), "--format", "mme",
+                     "--num-heads", "4", "--decoder-heads", "2", "--img-size", "32", "--num-frames", "8"]) == 0
+    assert cli_main(["export", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "safetensors",
+                     "--kind", "model"]) == 0
+    assert cli_main(["export", str(tmp_path / "a"), str(tmp_path / "c"), "--format", "hf", "--kind",
+                     "pretraining"]) == 0
+    assert isinstance(load_model(tmp_path / "a"), MaskedAutoencoder)
+    assert isinstance(load_model(tmp_path / "b.safetensors"), VisionTransformer)
+    hf = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "c").eval()
+    x = clip()
+    with torch.no_grad():
+        ref = mae.encoder(x)
+        assert torch.equal(load_encoder(tmp_path / "b.safetensors")(x), ref)
+        assert (hf.videomae(hf_input(x)).last_hidden_state - ref).abs().max() <= 1e-5
+
+
+# --- bad input: one CheckpointError naming the file and the reason ---
+
+class NotAWeight:
+    pass
+
+
+def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match=r"nope\.pth: no such file"):
+        load_encoder(tmp_path / "nope.pth")
+    (tmp_path / "notes.pth").write_text("hello, not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"notes\.pth: unknown checkpoint format"):
+        load_encoder(tmp_path / "notes.pth")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth")
+    with pytest.raises(CheckpointError, match=r"meta\.pth: unknown checkpoint format.*'epoch'"):
+        load_encoder(tmp_path / "meta.pth")
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, tmp_path / "resnet.pth")
+    with pytest.raises(CheckpointError, match=r"resnet\.pth: unknown state-dict layout"):
+        load_encoder(tmp_path / "resnet.pth")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty: not a checkpoint directory"):
+        load_encoder(tmp_path / "empty")
+    # the CLI prints it as one line and exits 1
+    assert cli_main(["export", str(tmp_path / "notes.pth"), str(tmp_path / "out")]) == 1
+    assert "notes.pth: unknown checkpoint format" in capsys.readouterr().err
+
+
+def test_truncated_files_name_the_file(mae, tmp_path):
+    torch.save({"model": mae.state_dict()}, tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pth: .*truncated"):
+        load_encoder(tmp_path / "cut.pth")
+    path = save_pretrained(mae, tmp_path / "w.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: not a readable safetensors file"):
+        load_encoder(path)
+
+
+def test_arbitrary_pickled_objects_are_refused(tmp_path):
+    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(1)}, "extra": NotAWeight()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refusing to unpickle"):
+        load_encoder(tmp_path / "evil.pth")
+
+
+def test_wrong_architecture_names_the_key_and_both_shapes(mae, tmp_path):
+    path = save_pretrained(mae, tmp_path / "small")
+    bigger = VisionTransformer(ModelConfig(**dict(TINY, embed_dim=96, num_heads=4)))
+    with pytest.raises(CheckpointError, match=r"small .*wrong architecture: patch_embed\.proj\.weight has shape "
+                                              r"\(64, 3, 2, 16, 16\) in the checkpoint, the model expects \(96,"):
+        load_encoder_weights(bigger, path)
+    meta = json.loads((path / "config.json").read_text())
+    meta["model"]["depth"] = 3  # config and weights disagree
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"small .*missing keys \['encoder\.blocks\.2\."):
+        load_model(path)
+
+
+def test_load_encoder_weights_into_a_classifier_drops_the_pretrained_final_norm(mae, tmp_path):
+    path = save_pretrained(mae, tmp_path / "pre")
+    clf = VideoClassifier(ModelConfig(**TINY), num_classes=4)
+    load_encoder_weights(clf.encoder, path)
+    assert torch.equal(clf.encoder.blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
+
+
+def test_exports_that_hf_cannot_represent_are_refused(mae, tmp_path):
+    scaled = VisionTransformer(ModelConfig(**TINY, layer_scale_init=0.1))
+    with pytest.raises(CheckpointError, match="no layer scale"):
+        export_hf(scaled, tmp_path / "a")
+    with pytest.raises(CheckpointError, match="holds an encoder, cannot export it as pretraining"):
+        export_hf(mae.encoder, tmp_path / "b", kind="pretraining")
+    two = MaskedAutoencoder(ModelConfig(**TINY), [PIXEL, HeadSpec("traj", 48, hidden=32)])
+    with pytest.raises(CheckpointError, match="exactly one linear pixel head"):
+        export_hf(two, tmp_path / "c", kind="pretraining")
