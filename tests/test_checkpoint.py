@@ -232,6 +232,14 @@ def test_finetuned_layout_loads_into_video_classifier(tmp_path):
     assert isinstance(enc.norm, torch.nn.Identity)
 
 
+def test_encoder_prefixed_state_dict_loads_as_an_encoder(mae, tmp_path):
+    torch.save({"model": {f"encoder.{k}": v for k, v in mae.encoder.state_dict().items()}}, tmp_path / "enc.pth")
+    enc = load_encoder(tmp_path / "enc.pth", num_heads=4, img_size=32, num_frames=8)
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(enc(x), mae.encoder(x))
+
+
 # --- our formats ---
 
 @pytest.mark.parametrize("name", ["dir", "one.safetensors"])
@@ -334,7 +342,7 @@ def test_arbitrary_pickled_objects_are_refused(tmp_path):
         load_encoder(tmp_path / "evil.pth")
 
 
-def test_wrong_architecture_names_the_key_and_both_shapes(mae, tmp_path):
+def test_wrong_architecture_names_the_key_and_both_shapes(mae, tmp_path, caplog):
     path = save_pretrained(mae, tmp_path / "small")
     bigger = VisionTransformer(ModelConfig(**dict(TINY, embed_dim=96, num_heads=4)))
     with pytest.raises(CheckpointError, match=r"small .*wrong architecture: patch_embed\.proj\.weight has shape "
@@ -345,6 +353,9 @@ def test_wrong_architecture_names_the_key_and_both_shapes(mae, tmp_path):
     (path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"small .*missing keys \['encoder\.blocks\.2\."):
         load_model(path)
+    with caplog.at_level(logging.WARNING):
+        load_model(path, strict=False)  # loads what fits, reports the rest
+    assert "13 missing key(s) keep their initial values: ['encoder.blocks.2." in caplog.text
 
 
 def test_load_encoder_weights_into_a_classifier_drops_the_pretrained_final_norm(mae, tmp_path):

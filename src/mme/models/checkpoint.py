@@ -429,8 +429,9 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
     ``VideoMAEForVideoClassification`` ('classification': mean pooling) loads with ``from_pretrained``.
 
-    HF's decoder final norm and fc_norm use eps 1e-5 where ours default to 1e-6; the outputs differ by about
-    1e-6 relative (measured in tests/test_checkpoint.py)."""
+    HF models take clips as ``(B, T, C, H, W)`` (ours: ``(B, C, T, H, W)``). HF's decoder final norm and fc_norm
+    use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
+    ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
     ck = _select(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
