@@ -95,6 +95,15 @@ def test_presets_have_their_documented_parameter_counts():
         assert abs(n - count) / count < 0.001, (name, n)
 
 
+def test_preset_fills_unset_sizes_and_explicit_values_win():
+    assert (ModelConfig().embed_dim, ModelConfig().depth, ModelConfig().num_heads) == (768, 12, 12)
+    small = ModelConfig(preset="small", depth=6)
+    assert (small.embed_dim, small.depth, small.num_heads) == (384, 6, 6)
+    assert from_dict(ModelConfig, {"preset": "small", "depth": 6}) == small
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        ModelConfig(preset="huge")
+
+
 def test_vit_base_preset_builds_on_cpu_with_86m_parameters():
     enc = VisionTransformer(from_dict(ModelConfig, {"preset": "base"}))
     n = count_parameters(enc)

@@ -23,7 +23,7 @@ class ModelConfig:
     PRESETS: ClassVar[dict[str, dict]] = PRESETS
 
     preset: str | None = None
-    """Named encoder size (tiny/small/base/large); explicit keys below override it."""
+    """Named encoder size (tiny/small/base/large) for embed_dim/depth/num_heads left unset; explicit values win."""
     img_size: int = 224
     """Input side in pixels (square)."""
     num_frames: int = 16
@@ -33,9 +33,10 @@ class ModelConfig:
     tubelet_size: int = 2
     """Frames per token."""
     in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
+    embed_dim: int | None = None
+    """Encoder width; unset: the preset's, else ViT-B's 768 (likewise depth 12 and num_heads 12)."""
+    depth: int | None = None
+    num_heads: int | None = None
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     """q and v biases (no k bias), as in VideoMAE."""
@@ -56,6 +57,11 @@ class ModelConfig:
     """Hidden width of the MLP prediction heads of motion/HOG targets (0 = a single Linear)."""
 
     def __post_init__(self):
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; available: {sorted(PRESETS)}")
+        for name, value in PRESETS[self.preset or "base"].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
