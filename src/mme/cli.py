@@ -164,6 +164,17 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
     p.add_argument("--threads", type=int, default=None, help="torch/OpenCV threads (default: all cores)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    if kind == "data":
+        p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
+        p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers; first = ref.")
+        p.add_argument("--clips", type=int, default=48, help="timed clips per worker count")
+        p.add_argument("--batch", type=int, default=4)
+        p.add_argument("--frames", type=int, default=16)
+        p.add_argument("--stride", type=int, default=4)
+        p.add_argument("--size", type=int, default=224, help="crop side")
+        p.add_argument("--length", type=int, default=4, help="track length L (raw frames decoded for the tracks)")
+        p.add_argument("--backend", default="pyav", help="pyav / opencv / decord")
+        p.add_argument("--decode-threads", type=int, default=0, help="decoder threads per video (0 = auto)")
     if kind == "train":
         p.add_argument("--preset", default="small", help="encoder size: tiny/small/base/large")
         p.add_argument("--img-size", type=int, default=112)
