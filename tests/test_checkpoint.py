@@ -12,7 +12,7 @@ import transformers
 
 import mme
 from mme.cli import main as cli_main
-from mme.config import to_dict
+from mme.config import from_dict, to_dict
 from mme.errors import CheckpointError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import export_hf, load_encoder, load_encoder_weights, load_model, save_pretrained
@@ -264,19 +264,33 @@ def test_save_pretrained_round_trips_each_kind(mae, tmp_path, name):
         assert meta["model"]["embed_dim"] == 64
 
 
-def test_training_checkpoint_loads_with_its_config_and_target_heads(mae, tmp_path):
+def test_training_checkpoint_loads_with_its_config_and_target_heads(tmp_path):
+    """A checkpoint written by the training engine (mme.train.checkpoint) of a DDP-wrapped model: the config's
+    model section rebuilds the architecture and its target section the heads (activations included)."""
+    from mme.motion.targets import TargetConfig, head_specs
+    from mme.train.checkpoint import save_checkpoint
+
+    target = from_dict(TargetConfig, {"preset": "released"})
+    cfg = ModelConfig(**TINY, head_hidden=48)
+    heads = head_specs(target, cfg)
+    assert [(h.name, h.activation) for h in heads] == [("hog", "sigmoid"), ("traj", "tanh")]
+    src = perturbed(MaskedAutoencoder(cfg, heads))
     state = {
-        "model": {f"module.{k}": v for k, v in mae.state_dict().items()},  # saved from DDP
-        "config": {"model": to_dict(mae.cfg), "target": {"kind": "pixel"}, "optim": {"lr": 1e-3}},
-        "optimizer": {"state": {}, "param_groups": []}, "step": 3, "rng": {"torch": torch.get_rng_state()},
+        "model": {f"module.{k}": v for k, v in src.state_dict().items()},
+        "config": {"model": to_dict(cfg), "target": to_dict(target), "optim": {"base_lr": 1.5e-4}},
+        "optimizer": {"state": {}, "param_groups": []}, "step": 3, "data": {"epoch": 0, "batch": 3},
+        "rng": {"torch": torch.get_rng_state()},
     }
-    torch.save(state, tmp_path / "checkpoint-00000003.pt")
-    enc = mme.load_encoder(tmp_path / "checkpoint-00000003.pt")
-    model = load_model(tmp_path / "checkpoint-00000003.pt")
-    assert model.head_specs == [PIXEL] and model.cfg == mae.cfg
+    path = save_checkpoint(state, tmp_path, keep_last=2)
+    enc = mme.load_encoder(path)
+    model = load_model(path)
+    assert model.head_specs == heads and model.cfg == cfg
     x = clip()
+    m = src.make_mask(2, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(enc(x), mae.encoder(x))
+        assert torch.equal(enc(x), src.encoder(x))
+        a, b = model.forward_decoder(model.forward_encoder(x, m), m), src.forward_decoder(src.forward_encoder(x, m), m)
+    assert all(torch.equal(a[k], b[k]) for k in ("hog", "traj"))
 
 
 def test_export_cli_formats_and_kinds(mae, tmp_path):
