@@ -144,6 +144,8 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
         str(videos / "missing.mp4"): "missing", str(videos / "empty.mp4"): "empty",
         str(videos / "truncated.mp4"): "unreadable", str(videos / "text.mp4"): "unreadable"}
     assert ds.failure_counts() == {"missing": 1, "empty": 1, "unreadable": 2, "bad list line": 1}
+    with pytest.raises(DataError, match="no readable video for item 0"):
+        PretrainDataset(config(videos, ["missing.mp4", "empty.mp4"]))[0]
     strict = PretrainDataset(config(videos, lines, max_failure_fraction=0.2))  # 1 bad line of 8 is fine
     strict[0]
     with pytest.raises(DataError, match=r"2 of 8 videos in .*list.txt failed, more than "

@@ -106,3 +106,13 @@ def test_bad_files_raise_video_error_naming_the_file(tmp_path, clip_frames, back
         assert info.value.reason == reason
     with pytest.raises(VideoError, match="unknown video backend"):
         open_video(good, "nope")
+
+
+def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frames):
+    """Matroska has no index at the end: a cut file keeps its complete frames, and they decode exactly."""
+    data = write_video(tmp_path / "full.mkv", clip_frames).read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 2 // 3])
+    ref = sequential(tmp_path / "cut.mkv")
+    with open_video(tmp_path / "cut.mkv") as reader:
+        assert 0 < reader.num_frames == len(ref) < 50
+        np.testing.assert_array_equal(reader.read([reader.num_frames - 1, 1]), ref[[-1, 1]])

@@ -213,6 +213,8 @@ class _VideoDataset(Dataset):
             rng = np.random.default_rng([self.seed, int(self._epoch[0]), index, attempt])
             if attempt > 0:  # a replacement, deterministic given (seed, epoch, index, attempt)
                 ok = torch.nonzero(self._reason == 0).flatten()
+                if len(ok) == 0:
+                    break
                 i = int(ok[rng.integers(len(ok))])
             if self._reason[i] != 0:
                 continue
@@ -223,7 +225,7 @@ class _VideoDataset(Dataset):
                 continue
             item["index"] = i
             return item
-        raise DataError(f"{MAX_ATTEMPTS} videos in a row failed for item {index} of {self.cfg.list_file}; "
+        raise DataError(f"no readable video for item {index} of {self.cfg.list_file} after {attempt + 1} tries; "
                         f"failures so far: {self.failure_counts()}")
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
