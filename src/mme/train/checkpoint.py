@@ -178,7 +178,7 @@ def _cpu_name() -> str:
 
 def run_meta(device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
-    return {"git": git_sha(), "torch": torch.__version__, "device": str(device),
+    return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
             "precision": precision, "world_size": world_size}
 

@@ -71,20 +71,31 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(values, (t / get_world_size()).tolist()))
 
 
+def all_gather_objects(obj):
+    """Every rank's ``obj`` (picklable), as a list in rank order; ``[obj]`` without a process group."""
+    if get_world_size() == 1:
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def epoch_batches(num_samples: int, batch_per_rank: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(num_samples: int, batch_per_rank: int, seed: int, epoch: int, rank: int | None = None,
+                  world_size: int | None = None) -> list[list[int]]:
     """This rank's batches of dataset indices for ``epoch``: a permutation that depends only on
     (seed, epoch), dealt round-robin to the ranks (DistributedSampler), cut into full batches.
 
     With R ranks of batch b, the k-th batches of all ranks together hold the same samples as the k-th batch
     of one process with batch R*b, which is what makes DDP and single-process runs agree. Resuming mid-epoch
     drops the first batches of this list without decoding them."""
-    sampler = DistributedSampler(range(num_samples), num_replicas=get_world_size(), rank=get_rank(),
-                                 shuffle=True, seed=seed, drop_last=True)
+    world_size = get_world_size() if world_size is None else world_size
+    sampler = DistributedSampler(range(num_samples), num_replicas=world_size,
+                                 rank=get_rank() if rank is None else rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
     order = list(sampler)
     return [order[i:i + batch_per_rank] for i in range(0, len(order) - batch_per_rank + 1, batch_per_rank)]

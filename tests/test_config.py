@@ -1,0 +1,109 @@
+"""The pre-training config, the optimizer's parameter groups and schedules, and the precision choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mme.config import load_config
+from mme.errors import ConfigError
+from mme.models.config import ModelConfig
+from mme.models.mae import HeadSpec, MaskedAutoencoder
+from mme.train.config import PretrainConfig
+from mme.train.optim import OptimConfig, cosine_schedule, param_groups
+from mme.train.precision import bf16_native, choose_precision
+
+
+def test_defaults_are_the_released_k400_recipe():
+    cfg = PretrainConfig()
+    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.mask_ratio, cfg.model.decoder_depth) == (768, 12, 0.7, 1)
+    assert (cfg.data.num_frames, cfg.data.stride) == (16, 4)
+    assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.weight_decay == 0.05 and cfg.optim.warmup_epochs == 40
+    assert cfg.optim.scaled_lr(1024) == pytest.approx((6e-4, 4e-5))  # 16 GPUs x 64: lr 1.5e-4 x 1024/256
+    assert cfg.train.epochs == 1600 and cfg.train.batch_size == 64
+
+
+def test_overrides_win_over_the_recipe_and_are_coerced():
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["optim.base_lr=1", "train.steps=7", "model.mask_ratio=0.9"])
+    assert cfg.optim.base_lr == 1.0 and isinstance(cfg.optim.base_lr, float)
+    assert cfg.train.steps == 7 and cfg.model.mask_ratio == 0.9
+    assert cfg.model.img_size == 96  # from the recipe
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, "tiny_cpu_mme", ["train.bacth_size=4"])
+    assert "train.bacth_size" in str(e.value) and "batch_size" in str(e.value) and "accum_steps" in str(e.value)
+    with pytest.raises(ConfigError, match="unknown config key.*'optimizer'.*valid keys.*optim"):
+        load_config(PretrainConfig, None, ["optimizer.lr=1"])
+
+
+def test_wrong_type_and_bad_values_name_the_key():
+    with pytest.raises(ConfigError, match="train.batch_size.*integer"):
+        load_config(PretrainConfig, None, ["train.batch_size=many"])
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config(PretrainConfig, None, ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match="optim.clip_grad"):
+        load_config(PretrainConfig, None, ["optim.clip_grad=-1"])
+
+
+def test_data_and_model_must_agree_on_clip_shape():
+    with pytest.raises(ConfigError, match="data.img_size=224 differs from model.img_size=64"):
+        load_config(PretrainConfig, None, ["model.img_size=64"])
+    cfg = load_config(PretrainConfig, None, ["model.img_size=64", "data.img_size=64"])
+    assert cfg.model.num_tokens == 8 * 4 * 4
+
+
+def _tiny_mae() -> MaskedAutoencoder:
+    cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=3, num_heads=2, decoder_dim=16,
+                      decoder_heads=2)
+    return MaskedAutoencoder(cfg, [HeadSpec("pixel", 2 * 16 * 16 * 3)])
+
+
+def test_no_weight_decay_on_norms_biases_positions_and_mask_token():
+    model = _tiny_mae()
+    groups = param_groups(model, 0.05)
+    decayed = {n for g in groups if g["weight_decay"] > 0 for n in g["names"]}
+    plain = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
+    assert decayed | plain == {n for n, _ in model.named_parameters()} and not decayed & plain
+    assert "mask_token" in plain and "encoder.blocks.0.attn.q_bias" in plain and "encoder.norm.weight" in plain
+    assert "encoder.blocks.0.attn.qkv.weight" in decayed and "encoder.patch_embed.proj.weight" in decayed
+    assert all(p.ndim > 1 for n, p in model.named_parameters() if n in decayed)
+    assert all(g["lr_scale"] == 1.0 for g in groups)
+
+
+def test_layer_decay_scales_lr_by_depth():
+    model = _tiny_mae()  # 3 encoder blocks: embedding = layer 0, blocks 1..3, the rest = layer 4
+    scale = {n: g["lr_scale"] for g in param_groups(model, 0.05, layer_decay=0.5) for n in g["names"]}
+    assert scale["encoder.patch_embed.proj.weight"] == 0.5**4
+    assert scale["encoder.blocks.0.mlp.fc1.weight"] == 0.5**3
+    assert scale["encoder.blocks.2.mlp.fc1.bias"] == 0.5**1
+    assert scale["decoder_blocks.0.mlp.fc1.weight"] == 1.0  # 'decoder_blocks' are not encoder layers
+    assert scale["encoder.norm.weight"] == 1.0
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_final():
+    lrs = [cosine_schedule(s, 100, 10, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.5) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1)
+    assert lrs[10 + 89 // 2] == pytest.approx(0.55, abs=0.01)  # the cosine's midpoint
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert cosine_schedule(500, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
+    assert cosine_schedule(0, 1, 0, 2.0, 0.5) == 2.0
+
+
+def test_optim_config_validation():
+    with pytest.raises(ConfigError, match="optim.layer_decay"):
+        OptimConfig(layer_decay=1.5)
+    with pytest.raises(ConfigError, match="optim.betas"):
+        OptimConfig(betas=(0.9, 1.2))
+
+
+def test_auto_precision_is_bf16_only_where_native():
+    cpu = torch.device("cpu")
+    native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    assert bf16_native(cpu) == native
+    assert choose_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert choose_precision("fp16", cpu) == "fp16"
+    with pytest.raises(ConfigError, match="train.precision"):
+        choose_precision("fp64", cpu)
