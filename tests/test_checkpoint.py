@@ -332,6 +332,10 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"empty: not a checkpoint directory"):
         load_encoder(tmp_path / "empty")
+    path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "noweights")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"noweights/model\.safetensors: missing"):
+        load_encoder(path)
     # the CLI prints it as one line and exits 1
     assert cli_main(["export", str(tmp_path / "notes.pth"), str(tmp_path / "out")]) == 1
     assert "notes.pth: unknown checkpoint format" in capsys.readouterr().err

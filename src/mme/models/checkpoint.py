@@ -235,8 +235,9 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)
         if meta.get("format") == "mme":
-            state, _ = _read_safetensors(path / WEIGHTS) if (path / WEIGHTS).is_file() else _missing(path / WEIGHTS)
-            return _from_ours(meta, state, path, hints)
+            if not (path / WEIGHTS).is_file():
+                raise CheckpointError(f"{path / WEIGHTS}: missing (the directory has a {CONFIG} but no weights)")
+            return _from_ours(meta, _read_safetensors(path / WEIGHTS)[0], path, hints)
         if meta.get("model_type") == "videomae":
             return _from_hf_dir(path, meta, hints)
         raise CheckpointError(f"{path / CONFIG}: neither an mme nor a Hugging Face VideoMAE config "
@@ -268,10 +269,6 @@ def _run_heads(config: dict, cfg: ModelConfig) -> list[HeadSpec] | None:
     except ConfigError as e:
         log.warning("target config of the training checkpoint is not readable (%s); heads inferred from weights", e)
         return None
-
-
-def _missing(path: Path):
-    raise CheckpointError(f"{path}: missing (the checkpoint directory has a config but no weights)")
 
 
 # --- building modules ---
