@@ -150,3 +150,38 @@ def test_confusion_png_is_written(tmp_path):
     path = save_confusion_png([[3, 1], [0, 4]], tmp_path / "cm.png", ["left", "right"])
     img = cv2.imread(str(path))
     assert img is not None and img.shape[0] > 100 and not list(tmp_path.glob(".*"))
+
+
+# ---- multi-view testing --------------------------------------------------------------------------------------
+
+TINY = dict(img_size=32, patch_size=16, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2)
+
+
+def test_multiview_views_as_configured_and_views_of_an_identical_video_average_to_one_view(tmp_path):
+    from videos import write_video
+
+    from mme.eval.testing import build_test_set, multiview_predict
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+
+    constant = np.zeros((20, 48, 80, 3), np.uint8) + np.array([90, 140, 200], np.uint8)
+    rng = np.random.default_rng(0)
+    moving = rng.integers(0, 255, (20, 48, 80, 3), dtype=np.uint8)
+    write_video(tmp_path / "constant.mp4", constant)
+    write_video(tmp_path / "moving.mp4", moving)
+    (tmp_path / "list.txt").write_text("constant.mp4 1\nmoving.mp4 0\n")
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    model = VideoClassifier(cfg, num_classes=3, head_init_scale=1.0).eval()
+
+    many = build_test_set(tmp_path / "list.txt", cfg, clips=4, crops=3, stride=2, root=str(tmp_path))
+    one = build_test_set(tmp_path / "list.txt", cfg, clips=1, crops=1, stride=2, root=str(tmp_path))
+    assert many[0]["video"].shape == (12, 3, 4, 32, 32) and one[0]["video"].shape == (1, 3, 4, 32, 32)
+    pm, po = multiview_predict(model, many, progress=False), multiview_predict(model, one, progress=False)
+    assert pm.views == 12 and po.views == 1 and pm.labels.tolist() == [1, 0]
+    torch.testing.assert_close(pm.probs[0], po.probs[0], atol=1e-6, rtol=0)  # constant video: views agree
+    # the moving (random) video: the average is over per-view softmaxes (not logits), and views differ
+    with torch.no_grad():
+        per_view = model(many[1]["video"]).softmax(-1)  # (12, C)
+    torch.testing.assert_close(pm.probs[1], per_view.mean(0), atol=1e-6, rtol=0)
+    assert (per_view - per_view.mean(0)).abs().max() > 1e-3

@@ -14,7 +14,14 @@ import sys
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the embedded default: synth data, pre-train MME vs pixel, probe, report")
-    p.set_defaults(func=lambda a: _not_yet("demo"))
+    p.add_argument("--out", default="demo_out", help="output folder (data, runs, results.json/.md, pictures)")
+    p.add_argument("--quick", action="store_true", help="a 2-minute smoke run (tiny data, a few steps)")
+    p.add_argument("--minutes", type=float, default=None, help="scale the pre-training length to this budget")
+    p.add_argument("--steps", type=int, default=None, help="pre-training steps per target (overrides --minutes)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (mean and spread reported)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run")
+    p.set_defaults(func=lambda a: importlib.import_module("mme.demo").main(a))
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +59,25 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract", help="precompute the motion-target cache for a list of videos")
-    p.set_defaults(func=lambda a: _not_yet("extract"))
+    p = sub.add_parser("extract", help="precompute the motion-target cache for a list of videos",
+                       description="Tracks from every raw frame of each video, one compressed file per video; "
+                       "resumable, shardable (--shard k/n and torchrun ranks); failures in <out>/failed*.json.")
+    p.add_argument("list", help="list file (VideoMAE format: 'path [label]' per line)")
+    p.add_argument("--root", default="", help="folder the list's relative paths start from")
+    p.add_argument("--out", required=True, help="cache folder (set target.cache_dir to it for training)")
+    p.add_argument("--length", type=int, default=6, help="track length L stored (training may use a shorter L)")
+    p.add_argument("--short-side", type=int, default=224, help="working resolution: the frame's short side in px")
+    p.add_argument("--seed-stride", type=int, default=8, help="seed grid spacing in working px")
+    p.add_argument("--flow", default="dis", choices=["dis", "dis-fast", "dis-ultrafast", "farneback", "tvl1"],
+                   help="optical flow method (dis = DIS MEDIUM)")
+    p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
+    p.add_argument("--max-disp", type=float, default=None, help="displacement bound in working px (default 20 "
+                   "at a 224 short side, scaled)")
+    p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
+    p.add_argument("--overwrite", action="store_true", help="recompute files that are already complete")
+    p.set_defaults(func=lambda a: importlib.import_module("mme.motion.extract").main(a))
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -76,13 +100,64 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="supervised fine-tuning of a pre-trained encoder")
-    p.set_defaults(func=lambda a: _not_yet("finetune"))
+    p = sub.add_parser(
+        "finetune", help="supervised fine-tuning of a pre-trained encoder",
+        description="VideoMAE/MME fine-tuning from a YAML recipe (finetune_k400, finetune_ssv2, finetune_ucf101, "
+                    "finetune_hmdb51, finetune_tiny_cpu) with key=value overrides, then multi-view testing of "
+                    "task.val_list / task.test_list. Set train.init to the pre-trained checkpoint. Under torchrun: "
+                    "torchrun --nproc_per_node=N -m mme.cli finetune --config R ...")
+    p.add_argument("--config", required=True, help="recipe: a YAML path or a packaged name")
+    p.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in train.out_dir) or a path; "
+                                                   "same as train.resume=...")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.init=ckpt.pth data.root=/k400 train.steps=100")
+
+    def run(a):
+        overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else [])
+        return importlib.import_module("mme.eval.finetune").main(a.config, overrides)
+
+    p.set_defaults(func=run)
 
 
 def _add_probe(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="linear probe and kNN on frozen features")
-    p.set_defaults(func=lambda a: _not_yet("probe"))
+    p = sub.add_parser(
+        "probe", help="linear probe and kNN on frozen features",
+        description="Embeds each split once (cached in OUT/features/), then a multinomial logistic regression "
+                    "(L2 chosen on --val, or on a stratified part of --train, never on --test) and a cosine kNN. "
+                    "Prints top-1/top-5 and writes OUT/probe.json. Protocol: docs/evaluation.md.")
+    p.add_argument("checkpoint", help="encoder checkpoint (ours, original VideoMAE/MME .pth, Hugging Face dir)")
+    p.add_argument("--train", required=True, help="labelled train list")
+    p.add_argument("--val", default=None, help="labelled validation list (default: 20%% of train, stratified)")
+    p.add_argument("--test", default=None, help="labelled test list (reported; never used for selection)")
+    p.add_argument("--out", required=True, help="output folder (features cache + probe.json)")
+    p.add_argument("--root", default="", help="folder the lists' relative paths start from")
+    p.add_argument("--classes", default=None, help="JSON list of class names (index = label)")
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
+    p.add_argument("--crops", type=int, default=1, help="spatial crops per clip (default 1)")
+    p.add_argument("--stride", type=int, default=4, help="raw frames between sampled frames (default 4)")
+    p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2)")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
+    p.add_argument("--weighting", choices=["softmax", "majority"], default="softmax",
+                   help="kNN votes: exp(similarity/T) (DINO) or one vote each")
+    p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
+    p.add_argument("--no-knn", action="store_true", help="skip kNN")
+    p.add_argument("--seed", type=int, default=0, help="seed of the carved validation split")
+    p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+
+    def run(a):
+        from mme.eval.probe import run_probe
+
+        run_probe(a.checkpoint, a.train, a.out, val_list=a.val, test_list=a.test, classes=a.classes,
+                  linear=not a.no_linear, knn=not a.no_knn, k=a.k, temperature=a.temperature,
+                  weighting=a.weighting, seed=a.seed, clips=a.clips, crops=a.crops, stride=a.stride,
+                  segments=a.segments, root=a.root, batch_size=a.batch_size, num_workers=a.num_workers,
+                  device=a.device, precision=a.precision)
+
+    p.set_defaults(func=run)
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -146,8 +221,21 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_viz(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("viz", help="pictures: tracks over frames, predicted vs target motion")
-    p.set_defaults(func=lambda a: _not_yet("viz"))
+    p = sub.add_parser("viz", help="pictures: tracks over frames, predicted vs target motion",
+                       description="Draw tracks over a video's frames (PNG, or an animated GIF), or with "
+                       "--checkpoint the model's predicted vs target trajectories of masked patches.")
+    p.add_argument("video", help="a video file")
+    p.add_argument("--out", required=True, help="output .png or .gif")
+    p.add_argument("--checkpoint", default=None, help="pre-trained MME checkpoint: draw predicted vs target")
+    p.add_argument("--start", type=int, default=0, help="first raw frame")
+    p.add_argument("--num-frames", type=int, default=16, help="frames of the clip")
+    p.add_argument("--stride", type=int, default=4, help="raw frames between clip frames")
+    p.add_argument("--size", type=int, default=224, help="frames are centre-cropped and resized to this side")
+    p.add_argument("--length", type=int, default=6, help="track length L (with --checkpoint: the model's)")
+    p.add_argument("--seed-stride", type=int, default=16, help="spacing of the drawn tracks in px")
+    p.add_argument("--compensate", action="store_true", help="camera-motion compensation")
+    p.add_argument("--seed", type=int, default=0, help="mask seed (with --checkpoint)")
+    p.set_defaults(func=lambda a: importlib.import_module("mme.motion.viz").main(a))
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -175,6 +263,15 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--length", type=int, default=4, help="track length L (raw frames decoded for the tracks)")
         p.add_argument("--backend", default="pyav", help="pyav / opencv / decord")
         p.add_argument("--decode-threads", type=int, default=0, help="decoder threads per video (0 = auto)")
+    if kind == "targets":
+        p.add_argument("--video", default=None, help="video to time (default: a generated 256x320 H.264 clip)")
+        p.add_argument("--frames", type=int, default=16, help="clip frames")
+        p.add_argument("--stride", type=int, default=4, help="raw frames between clip frames")
+        p.add_argument("--size", type=int, default=224, help="crop side")
+        p.add_argument("--length", type=int, default=None, help="track length L (default: the paper's 6)")
+        p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
+        p.add_argument("--flow", default="dis", help="flow method (dis, dis-fast, dis-ultrafast, farneback)")
+        p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is printed)")
     if kind == "train":
         p.add_argument("--preset", default="small", help="encoder size: tiny/small/base/large")
         p.add_argument("--img-size", type=int, default=112)

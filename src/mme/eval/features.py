@@ -8,7 +8,9 @@ is listed in the ``<out>.json`` sidecar.
 
 Resume: ``embed`` writes finished rows in chunks to ``<out>.partial/`` (one atomically written ``.npz`` per
 chunk and rank); a rerun with the same arguments skips the rows already there, and the final file is
-assembled (atomically) only when every row is done, after which the partial folder is removed.
+assembled (atomically) only when every row is done, after which the partial folder is removed. A finished
+file whose sidecar records the same job (checkpoint and list unchanged, same views) is reused as is: that is
+the per-split feature cache of ``mme probe``.
 
     mme embed runs/pt/checkpoint-00001000.pt data/val.txt --out feats/val.safetensors --clips 2 --crops 3
     torchrun --standalone --nproc_per_node=4 -m mme.cli embed CKPT LIST --out feats/val.npy
@@ -16,7 +18,6 @@ assembled (atomically) only when every row is done, after which the partial fold
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -158,6 +159,17 @@ def _check_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
     os.replace(tmp, meta)
 
 
+def _cached(out: Path, fingerprint: dict[str, Any]) -> bool:
+    """Whether ``out`` holds the features of exactly this job (checkpoint and list unchanged since)."""
+    side = out.with_name(out.name + ".json")
+    if not (out.is_file() and side.is_file()):
+        return False
+    try:
+        return json.loads(side.read_text()).get("job") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def _file_id(path: str | Path) -> str:
     st = os.stat(path)
     return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
@@ -233,6 +245,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     n = len(dataset)
     fingerprint = {"checkpoint": _file_id(checkpoint), "source": _file_id(source), "clips": clips, "crops": crops,
                    "stride": stride, "segments": segments, "tokens": tokens, "num_videos": n}
+    if _cached(out, fingerprint):
+        log.info("embed: %s is up to date (same checkpoint, list and views), not recomputed", out)
+        return out
     partial = out.with_name(out.name + ".partial")
     if dist.is_main():
         _check_partial(partial, fingerprint)
@@ -268,7 +283,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     flush(rows)
     dist.barrier()
     if dist.is_main():
-        _assemble(partial, out, n, dataset, fingerprint | {"checkpoint": str(checkpoint), "source": str(source)})
+        _assemble(partial, out, n, dataset, fingerprint)
     dist.barrier()
     return out
 
@@ -300,8 +315,7 @@ def _assemble(partial: Path, out: Path, n: int, dataset: Dataset, fingerprint: d
         raise DataError(f"{partial}: {missing} rows neither embedded nor failed; rerun the same command to finish")
     failures.sort(key=lambda f: f["index"])
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
-            "num_valid": int(valid.sum()), "failures": failures,
-            "id": hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]}
+            "num_valid": int(valid.sum()), "failures": failures, "job": fingerprint}
     write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),

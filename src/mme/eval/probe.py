@@ -13,7 +13,9 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -159,3 +161,57 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
         probs.append(votes / votes.sum(1, keepdim=True))
     return {**classification_report(torch.cat(probs), ey, class_names), "method": "knn", "k": k,
             "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
+
+
+def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Path, *, val_list: str | None = None,
+              test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
+              k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
+              weight_decays: tuple[float, ...] = WEIGHT_DECAYS, val_fraction: float = 0.2, seed: int = 0,
+              **embed_kwargs) -> dict[str, Any]:
+    """``mme probe``: embed each split once (cached in ``out_dir/features/<split>.safetensors``, see
+    :func:`mme.eval.features.embed`; ``embed_kwargs`` are its view and loader options), then the linear probe
+    and kNN; failed videos are left out and counted. Writes ``out_dir/probe.json`` and returns it.
+
+    kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
+    ``val_fraction`` of train (same ``seed``)."""
+    from mme.eval.features import embed, read_features
+    from mme.eval.testing import write_json
+
+    out_dir = Path(out_dir)
+    splits = {"train": train_list, "val": val_list, "test": test_list}
+    data, info = {}, {}
+    for split, list_file in splits.items():
+        if not list_file:
+            continue
+        path = embed(checkpoint, list_file, out_dir / "features" / f"{split}.safetensors", **embed_kwargs)
+        x, valid, y, meta = read_features(path)
+        if (y[valid] < 0).any():
+            raise DataError(f"{list_file}: probing needs a label on every line")
+        data[split] = (x[valid], y[valid])
+        info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
+                       "views": meta["views"], "features": str(path)}
+    names = json.loads(Path(classes).read_text()) if classes else None
+    num_classes = len(names) if names else 1 + int(max(y.max() for _, y in data.values()))
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
+    tx, ty = data["train"]
+    vx, vy = data.get("val", (None, None))
+    ex, ey = data.get("test", (None, None))
+    if linear:
+        result["linear"] = linear_probe(tx, ty, vx, vy, ex, ey, num_classes=num_classes, weight_decays=weight_decays,
+                                        val_fraction=val_fraction, seed=seed, class_names=names)
+    if knn:
+        if ex is None and vx is None:  # the same carved split as the linear probe
+            tr, va = stratified_split(torch.as_tensor(ty), val_fraction, seed)
+            tx, ty, ex, ey = tx[tr.numpy()], ty[tr.numpy()], tx[va.numpy()], ty[va.numpy()]
+        elif ex is None:
+            ex, ey = vx, vy
+        result["knn"] = knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
+                                     num_classes=num_classes, class_names=names)
+    write_json(result, out_dir / "probe.json")
+    for method in ("linear", "knn"):
+        if method in result:
+            r = result[method]
+            print(f"{method:>6}: top-1 {100 * r['top1']:6.2f}%  top-5 {100 * r['top5']:6.2f}%  "
+                  f"({r['num_samples']} videos)", flush=True)
+    print(f"wrote {out_dir / 'probe.json'}", flush=True)
+    return result

@@ -219,18 +219,19 @@ class Predictions(NamedTuple):
 
 
 @torch.no_grad()
-def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 2, num_workers: int = 0,
-                      device: str | torch.device = "cpu", precision: str = "fp32",
+def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None, batch_size: int = 2,
+                      num_workers: int = 0, device: str | torch.device = "cpu", precision: str = "fp32",
                       progress: bool = True) -> Predictions:
-    """Softmax-averaged multi-view probabilities of every item of a test ``dataset`` (items
-    ``{"video": (V, 3, T, H, W), "label", "index"}``), in dataset order; failed videos are listed, not
-    replaced."""
+    """Softmax-averaged multi-view probabilities of the items at ``indices`` (default all) of a test
+    ``dataset`` (items ``{"video": (V, 3, T, H, W), "label", "index"}``), in that order; failed videos are
+    listed, not replaced (``probs`` is empty, 1-D, when no video was predicted)."""
     from mme.train.precision import autocast
 
     device = torch.device(device)
     model.eval().to(device)
     probs, labels, index, failures, views = [], [], [], [], 0
-    for batch in iter_test_batches(dataset, batch_size=batch_size, num_workers=num_workers, progress=progress):
+    for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers,
+                                   progress=progress):
         failures += batch["failed"]
         if batch["video"] is None:
             continue
@@ -240,9 +241,9 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, batch_size: i
             probs.append(view_probabilities(model, video).cpu())
         labels.append(batch["label"])
         index.append(batch["index"])
-    if not probs:
-        raise DataError(f"multi-view test: all {len(dataset)} videos failed; first: "
-                        f"{failures[0]['error'] if failures else 'empty dataset'}")
+    if not probs:  # every video failed, or none asked for (a rank without a share of a tiny test set)
+        return Predictions(torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                           views, failures)
     return Predictions(torch.cat(probs), torch.cat(labels), torch.cat(index), views, failures)
 
 
@@ -253,6 +254,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred = multiview_predict(model, dataset, **predict_kwargs)
+    if not len(pred.labels):
+        raise DataError(f"{name}: no video could be tested; failures: {pred.failures[:3]}")
     report = classification_report(pred.probs, pred.labels, class_names)
     report["views_per_video"] = pred.views
     report["failures"] = [{**f, "path": dataset.path(f["index"])} for f in pred.failures]
