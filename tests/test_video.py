@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import av
 import numpy as np
 import pytest
@@ -116,3 +118,15 @@ def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frame
     with open_video(tmp_path / "cut.mkv") as reader:
         assert 0 < reader.num_frames == len(ref) < 50
         np.testing.assert_array_equal(reader.read([reader.num_frames - 1, 1]), ref[[-1, 1]])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord not installed (optional backend)")
+def test_decord_backend_when_installed(tmp_path, clip_frames):
+    path = write_video(tmp_path / "a.mp4", clip_frames)
+    ref = sequential(path)
+    with open_video(path, "decord") as reader:
+        assert (reader.num_frames, reader.size) == (50, (64, 48))
+        np.testing.assert_array_equal(reader.read([49, 3, 17]), ref[[49, 3, 17]])
+    (tmp_path / "bad.mp4").write_text("not a video" * 20)
+    with pytest.raises(VideoError, match="bad.mp4: unreadable"):
+        open_video(tmp_path / "bad.mp4", "decord")

@@ -238,7 +238,8 @@ def _opencv_count(path: str, size: int, mtime_ns: int) -> int:
 
 
 class _DecordReader(VideoReader):
-    """decord, when installed (optional; unmaintained upstream)."""
+    """decord, when installed (optional; unmaintained upstream). It bundles its own FFmpeg: imported before PyAV
+    it can shadow PyAV's codecs, so it is imported only here, on first use."""
 
     def __init__(self, path: str, threads: int = 0):
         if importlib.util.find_spec("decord") is None:
@@ -248,7 +249,7 @@ class _DecordReader(VideoReader):
         self.path = path
         try:
             self._vr = decord.VideoReader(path, num_threads=threads)
-        except decord.DECORDError as e:
+        except (decord.DECORDError, RuntimeError) as e:  # decord raises RuntimeError for files it cannot open
             raise video_error(path, "unreadable", e) from e
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
