@@ -1,7 +1,8 @@
 """Optical flow of one frame pair behind one interface, with optional camera-motion compensation.
 
-Methods: OpenCV DIS (default, preset MEDIUM: 0.18 px end-point error at ~4 ms per 224² pair, platform-notes),
-Farneback, and TV-L1 when the opencv-contrib build provides ``cv2.optflow`` (0.5 s per pair: offline only).
+Methods: OpenCV DIS (default ``dis`` = preset MEDIUM: 0.18 px end-point error at ~4 ms per 224² pair;
+``dis-fast`` 0.32 px at 0.8 ms; ``dis-ultrafast`` 0.54 px at 0.4 ms; platform-notes), Farneback, and TV-L1
+when the opencv-contrib build provides ``cv2.optflow`` (0.5 s per pair: offline only).
 Compensation follows improved dense trajectories (mme-method.md §7.2) without SURF: correspondences sampled
 from the flow itself plus ORB matches, a RANSAC homography (1 px), used only with enough inliers; frame b is
 warped onto frame a and the flow recomputed, so what is left is the motion relative to the camera.
@@ -17,7 +18,9 @@ import numpy as np
 
 from mme.errors import ConfigError
 
-METHODS = ("dis", "farneback", "tvl1")
+DIS_PRESETS = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
+METHODS = (*DIS_PRESETS, "farneback", "tvl1")
 _ENGINES: dict[tuple[int, str], object] = {}
 
 
@@ -25,8 +28,8 @@ def _engine(method: str):
     """One flow object per process and method (DIS allocates its pyramids once and reuses them)."""
     key = (os.getpid(), method)
     if key not in _ENGINES:
-        if method == "dis":
-            _ENGINES[key] = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        if method in DIS_PRESETS:
+            _ENGINES[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
         elif method == "tvl1":
             if not hasattr(cv2, "optflow"):
                 raise ConfigError(

@@ -22,29 +22,28 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Te
     """HOG of ``(N, C, H, W)`` float images -> ``(N, C*bins, H//cell, W//cell)``, channel index ``c*bins + b``.
 
     Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``), the magnitude voted into
-    one of ``bins`` unsigned orientation bins, and one ``bincount`` into cells (the fast path on CPU, see
-    platform-notes). Pixels beyond the last whole cell are ignored.
+    one of ``bins`` unsigned orientation bins, and one ``scatter_add`` into cells per image (bincount-style:
+    the fast path on CPU, see platform-notes; conv gradients are 5x slower). Pixels beyond the last whole cell
+    are ignored.
     """
     N, C, H, W = images.shape
     hc, wc = H // cell, W // cell
     if hc == 0 or wc == 0:
         raise ValueError(f"hog_cells: images of {H}x{W} px are smaller than one {cell}-px cell")
-    x = images[..., : hc * cell, : wc * cell].float()
-    p = F.pad(x.reshape(N * C, 1, hc * cell, wc * cell), (1, 1, 1, 1), mode="replicate").reshape(
-        N, C, hc * cell + 2, wc * cell + 2)
-    gx = p[..., 1:-1, 2:] - p[..., 1:-1, :-2]  # (N, C, h, w), x to the right
-    gy = p[..., 2:, 1:-1] - p[..., :-2, 1:-1]  # y downwards (image rows)
-    mag = torch.sqrt(gx * gx + gy * gy)
-    angle = torch.remainder(torch.atan2(gy, gx), math.pi)  # unsigned, [0, pi)
-    b = torch.clamp((angle * (bins / math.pi)).long(), max=bins - 1)
-    # flat cell id of each pixel: ((n*C + c) * hc + y//cell) * wc + x//cell
-    ys = torch.arange(hc * cell, device=x.device) // cell
-    xs = torch.arange(wc * cell, device=x.device) // cell
-    cell_id = (ys[:, None] * wc + xs[None, :]).expand(N * C, -1, -1)
-    cell_id = cell_id + torch.arange(N * C, device=x.device)[:, None, None] * (hc * wc)  # (N*C, h, w)
-    idx = cell_id.reshape(-1) * bins + b.reshape(-1)
-    hist = torch.bincount(idx, weights=mag.reshape(-1), minlength=N * C * hc * wc * bins) / (cell * cell)
-    hist = hist.reshape(N, C, hc, wc, bins).permute(0, 1, 4, 2, 3)  # (N, C, bins, hc, wc)
+    h, w = hc * cell, wc * cell
+    x = images[..., :h, :w].float().reshape(N * C, 1, h, w)
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")[:, 0]  # (N*C, h+2, w+2)
+    gx = p[:, 1:-1, 2:] - p[:, 1:-1, :-2]  # x to the right
+    gy = p[:, 2:, 1:-1] - p[:, :-2, 1:-1]  # y downwards (image rows)
+    mag = torch.hypot(gx, gy)
+    # unsigned orientation in units of bins: atan2 in (-pi, pi] -> [0, bins); bin = floor
+    b = torch.remainder(torch.atan2(gy, gx).mul_(bins / math.pi), bins).long().clamp_(max=bins - 1)
+    ys = torch.arange(h, device=x.device) // cell
+    xs = torch.arange(w, device=x.device) // cell
+    idx = b.add_((ys[:, None] * wc + xs[None, :]) * bins)  # (N*C, h, w): cell * bins + bin, per image
+    hist = torch.zeros(N * C, hc * wc * bins, device=x.device, dtype=mag.dtype)
+    hist.scatter_add_(1, idx.view(N * C, -1), mag.view(N * C, -1)).div_(cell * cell)
+    hist = hist.view(N, C, hc, wc, bins).permute(0, 1, 4, 2, 3)  # (N, C, bins, hc, wc)
     return hist.reshape(N, C * bins, hc, wc).to(images.dtype if images.is_floating_point() else torch.float32)
 
 

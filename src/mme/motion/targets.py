@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from mme.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from mme.data.transforms import IMAGENET_STD, denormalize
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
@@ -67,7 +67,7 @@ class TargetConfig:
     """PatchStd floor in px: below it the z-score is 0. Measured DIS MEDIUM noise (intra-patch std of rigidly
     moving, H.264-coded texture, 112² and 224²): median 0.02 px, p90 0.06-0.09 px; static video p95 0.016 px."""
     flow: str = "dis"
-    """Optical flow: dis (OpenCV DIS MEDIUM) | farneback | tvl1 (needs opencv-contrib)."""
+    """Optical flow: dis (OpenCV DIS MEDIUM) | dis-fast | dis-ultrafast | farneback | tvl1 (needs opencv-contrib)."""
     compensate: bool = False
     """Camera-motion compensation (iDT-style homography; no SURF)."""
     interpolate: bool = True
@@ -268,13 +268,18 @@ def assemble(tr: Tracks, cfg: TargetConfig, g: Geometry, hog_maps: torch.Tensor 
     return targets, {name: valid for name in targets}
 
 
-def frame_hog(frames: np.ndarray, cell: int) -> torch.Tensor:
-    """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` after ImageNet normalisation (as the encoder sees them):
-    ``(F, 27, H/cell, W/cell)``."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0  # (F, 3, H, W)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return hog_cells((x - mean) / std, cell)
+def frame_hog(frames: np.ndarray, cell: int, chunk: int = 4) -> torch.Tensor:
+    """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` as the encoder sees them (ImageNet-normalised):
+    ``(F, 27, H/cell, W/cell)``. Normalising shifts and scales each channel, so its gradients are the raw ones
+    times ``1 / (255 std_c)``: computed on the raw values and rescaled, two passes over the frames fewer.
+    ``chunk`` frames at a time: on CPU, small temporaries are reused by the allocator while frame-sized ones
+    are fresh pages every time (measured 2x faster for 48 frames of 224²)."""
+    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD))).repeat_interleave(BINS).view(1, -1, 1, 1)  # (1, 27, 1, 1)
+    out = []
+    for i in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i:i + chunk])).permute(0, 3, 1, 2).float()  # 0..255
+        out.append(hog_cells(x, cell) * scale)  # (chunk, 3*BINS, hc, wc), channel-major
+    return torch.cat(out)
 
 
 @dataclass

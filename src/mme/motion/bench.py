@@ -1,0 +1,138 @@
+"""``mme bench targets``: what the online motion targets cost against decoding the same window.
+
+    mme bench targets                         # 16 x 224² at stride 4, one core, a generated H.264 video
+    mme bench targets --video clip.mp4 --threads 2 --json out.json
+
+The stages are timed separately on one sample, as a data worker runs them: decode (the window's needed raw
+frames + the crop/resize), flow (every frame pair the tracks cover), tracking (bilinear lookups), HOG (+ the
+per-token assembly), and the full target function as a check. Goal: targets <= 2x decode.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mme.data.dataset import Sample
+from mme.data.sampling import sample_pretrain
+from mme.data.transforms import apply_geometry, view_crops
+from mme.data.video import open_video
+from mme.models.config import ModelConfig
+from mme.motion.flow import Compensation, pair_flow
+from mme.motion.targets import TargetConfig, assemble, frame_hog, make_target_fn, token_geometry
+from mme.motion.tracks import track
+
+
+def _generated_video(folder: Path, frames: int) -> str:
+    """A 256² H.264 video of a textured object moving over a textured background (mme synth's renderer)."""
+    from mme.data.synth import draw_params, encode_h264, render
+
+    rng = np.random.default_rng(0)
+    path = folder / "bench.mp4"
+    encode_h264(path, render(draw_params(0, 256, frames, rng), 256, frames, rng, camera_jitter=2.0))
+    return str(path)
+
+
+def _time(fn, repeat: int) -> tuple[float, object]:
+    """Median CPU ms of this process (all its threads) over ``repeat`` calls, and the last result. CPU time, not
+    wall time: on a shared machine the wall clock measures the neighbours; with one thread the two agree."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.process_time()
+        out = fn()
+        times.append((time.process_time() - t0) * 1000)
+    return statistics.median(times), out
+
+
+def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int = 224, length: int | None = None,
+        kind: str = "mme", repeat: int = 3, threads: int | None = 1, flow: str = "dis") -> dict:
+    """Median ms per stage over ``repeat`` runs on one clip; returns the figures."""
+    if threads:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
+    m = ModelConfig(img_size=size, num_frames=frames)
+    g = token_geometry(cfg, m)
+    L = cfg.track_length
+    with tempfile.TemporaryDirectory() as tmp:
+        path = video or _generated_video(Path(tmp), frames * stride + L + 8)
+        with open_video(path) as r:
+            n, src = r.num_frames, r.size
+        idx = sample_pretrain(n, frames, stride, m.tubelet_size, L, np.random.default_rng(0))
+        geom = view_crops(src, size, 1)[0]
+
+        def decode():
+            with open_video(path, threads=threads or 0) as reader:
+                return apply_geometry(reader.read(idx.needed), geom)
+
+        t_decode, window = _time(decode, repeat)
+    sample = Sample(window, idx.needed, idx.clip, idx.starts, geom, path, L)
+    at = {int(f): i for i, f in enumerate(idx.needed)}
+    last = int(idx.needed[-1])
+    pairs = sorted({(min(s + j, last), min(s + j + 1, last)) for s in idx.starts for j in range(L)})
+    pairs = [p for p in pairs if p[0] != p[1]]
+    comp = Compensation() if cfg.compensate else None
+
+    def flows():
+        return {p: pair_flow(window[at[p[0]]], window[at[p[1]]], cfg.flow, comp) for p in pairs}
+
+    t_flow, cache = _time(flows, repeat)
+
+    def tracking():
+        return track(window, idx.needed, idx.starts, L, 1, g.seed_stride, cfg.flow, cfg.compensate, cfg.max_disp,
+                     flow_cache=dict(cache), clamp=True)
+
+    t_track, tracks = _time(tracking, repeat)
+    raw = np.minimum(idx.starts[:, None] + np.arange(L)[None], last)  # (S, L)
+    used = np.unique(raw)
+
+    def hog_and_assembly():
+        if "shape" not in cfg.heads:
+            return assemble(tracks, cfg, g)
+        maps = frame_hog(window[[at[int(f)] for f in used]], g.hog_cell)
+        return assemble(tracks, cfg, g, maps, np.searchsorted(used, raw), np.arange(L))
+
+    t_hog, _ = _time(hog_and_assembly, repeat)
+    fn = make_target_fn(cfg, m)
+    t_fn, _ = _time(lambda: fn(sample), repeat)
+    total = t_flow + t_track + t_hog
+    return {
+        "video": path if video else "generated 256x256 H.264", "clip": f"{frames}x{size}x{size}", "stride": stride,
+        "kind": kind, "flow": flow, "track_length": L, "threads": threads, "frames_decoded": len(idx.needed),
+        "flow_pairs": len(pairs), "cpu": _cpu(), "decode_ms": t_decode, "flow_ms": t_flow, "tracking_ms": t_track,
+        "hog_assembly_ms": t_hog, "total_ms": total, "target_fn_ms": t_fn, "ratio_total_decode": total / t_decode,
+    }
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(args) -> int:
+    """CLI entry (flags in mme.cli._bench_args)."""
+    r = run(args.video, args.frames, args.stride, args.size, args.length, args.kind, args.repeat,
+            args.threads if args.threads is not None else 1, args.flow)
+    print(f"mme bench targets: {r['clip']} stride {r['stride']}, target {r['kind']} L={r['track_length']}, "
+          f"flow {r['flow']}, "
+          f"{r['threads']} thread(s), {r['cpu']}")
+    print(f"  {r['frames_decoded']} raw frames decoded, {r['flow_pairs']} flow pairs; video: {r['video']}")
+    print("  median CPU time of this process per stage:")
+    for key in ("decode_ms", "flow_ms", "tracking_ms", "hog_assembly_ms", "total_ms", "target_fn_ms"):
+        print(f"  {key[:-3]:<14} {r[key]:8.1f} ms")
+    print(f"  total / decode {r['ratio_total_decode']:8.2f}x   (goal <= 2x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return 0
