@@ -140,3 +140,33 @@ def test_bad_frame_input_is_a_clear_error():
         compute_tracks(a[None], starts=[0], length=1)  # a single-frame video
     with pytest.raises(DataError, match="too short"):
         compute_tracks(np.stack([a] * 4), starts=[0, 2], length=4)
+
+
+def test_viz_draws_tracks_and_predictions(tmp_path):
+    import torch
+    from PIL import Image
+
+    from mme.cli import main as cli
+    from mme.models.checkpoint import save_pretrained
+    from mme.models.config import ModelConfig
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, head_specs
+
+    frames, _ = affine_video(24, 72, 96, dx=2.0, seed=6)
+    video = write_video(tmp_path / "v.mp4", frames)
+    args = ["viz", str(video), "--num-frames", "4", "--stride", "4", "--size", "64", "--length", "4",
+            "--seed-stride", "16"]
+    assert cli(args + ["--out", str(tmp_path / "t.png")]) == 0
+    png = np.asarray(Image.open(tmp_path / "t.png"))
+    assert png.shape == (64, 2 * 64 + 4, 3)  # one panel per tubelet start
+    assert cli(args + ["--out", str(tmp_path / "t.gif")]) == 0
+    assert Image.open(tmp_path / "t.gif").n_frames == 2 * 5  # L+1 raw frames per tubelet
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
+                    head_hidden=16)
+    model = MaskedAutoencoder(m, head_specs(TargetConfig(kind="mme-released"), m))
+    torch.manual_seed(0)
+    save_pretrained(model, tmp_path / "ckpt")
+    assert cli(["viz", str(video), "--out", str(tmp_path / "p.png"), "--checkpoint", str(tmp_path / "ckpt"),
+                "--stride", "4"]) == 0
+    assert np.asarray(Image.open(tmp_path / "p.png")).shape == (64, 2 * 64 + 4, 3)
+    assert cli(["viz", str(video), "--out", str(tmp_path / "x.png"), "--start", "20"]) == 1  # too short

@@ -161,3 +161,36 @@ def test_dataset_delivers_worker_targets_and_the_model_takes_them(tmp_path):
     model = MaskedAutoencoder(m, head_specs(tcfg, m))
     loss, preds, terms = model(video, model.make_mask(2), targets, batch["valid"])
     assert set(terms) == {"hog", "traj", "shape"} and torch.isfinite(loss)
+
+
+def test_frame_hog_equals_hog_of_the_normalised_frames():
+    from mme.motion.targets import frame_hog
+
+    frames = np.stack([texture(32, 40, seed=s) for s in range(5)])
+    ref = hog_cells(normalize(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8)
+    assert torch.allclose(frame_hog(frames, 8, chunk=2), ref, atol=1e-5)
+
+
+def test_bench_targets_reports_every_stage(tmp_path):
+    from mme.motion.bench import run
+
+    frames, _ = affine_video(48, 72, 72, dx=1.0)
+    r = run(str(write_video(tmp_path / "b.mp4", frames)), frames=8, stride=4, size=64, length=4, repeat=1)
+    assert r["flow_pairs"] == 4 * 4 and r["frames_decoded"] == 4 * 5 + 4 - 4
+    for key in ("decode_ms", "flow_ms", "tracking_ms", "hog_assembly_ms", "total_ms", "target_fn_ms"):
+        assert r[key] > 0
+    assert r["ratio_total_decode"] == pytest.approx(r["total_ms"] / r["decode_ms"])
+
+
+def test_half_scale_geometry_patch8_tubelet1():
+    """§14's half-scale knob: patch 8 -> seed stride 4 and HOG cell 4 keep 2x2 points and cells per patch."""
+    m = ModelConfig(img_size=48, num_frames=3, tubelet_size=1, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                    decoder_dim=16, decoder_heads=2)
+    cfg = TargetConfig(kind="mme,hog,pixel", track_length=3)
+    assert {h.name: h.dim for h in head_specs(cfg, m)} == {"pixel": 192, "hog": 108, "traj": 24, "shape": 324}
+    frames, _ = affine_video(20, 48, 48, dx=1.0, rot_deg=2.0)
+    sample = make_sample(frames, 3, 2, 3, tubelet=1)
+    targets, valid = make_target_fn(cfg, m)(sample)
+    assert targets["traj"].shape == (108, 24) and targets["shape"].shape == (108, 324)
+    step = step_targets(to_video_tensor(sample.frames_at(sample.clip))[None], cfg, m)
+    assert step["pixel"].shape == (1, 108, 192) and step["hog"].shape == (1, 108, 108)
