@@ -262,7 +262,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--size", type=int, default=224, help="crop side")
         p.add_argument("--length", type=int, default=4, help="track length L (raw frames decoded for the tracks)")
         p.add_argument("--backend", default="pyav", help="pyav / opencv / decord")
-        p.add_argument("--decode-threads", type=int, default=0, help="decoder threads per video (0 = auto)")
+        p.add_argument("--decode-threads", type=int, default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
         p.add_argument("--video", default=None, help="video to time (default: a generated 256x320 H.264 clip)")
         p.add_argument("--frames", type=int, default=16, help="clip frames")

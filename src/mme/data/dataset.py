@@ -82,8 +82,9 @@ class DataConfig:
     """Spatial crops per clip at test time (3 along the long side, or 1 = centre)."""
     backend: str = "pyav"
     """Video decoder: 'pyav', 'opencv' or 'decord'."""
-    decode_threads: int = 0
-    """Decoder threads per video (0 = FFmpeg's choice; 1 is best with many DataLoader workers)."""
+    decode_threads: int = 1
+    """Decoder threads per video (0 = FFmpeg's choice). 1 suits DataLoader workers: on 2 cores one thread
+    decoded a 40-frame clip in 103 ms vs 188 ms with FFmpeg's choice."""
     max_failure_fraction: float = 0.01
     """Stop with an error once more than this fraction of the list has failed (bad or unreadable videos)."""
     num_workers: int = 2

@@ -50,8 +50,9 @@ def denormalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
 
 def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 RGB frames ``(T, H, W, 3)`` -> ImageNet-normalised float ``(3, T, H, W)``."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
-    return normalize(video)
+    # Reorder the uint8 bytes first (4x less memory traffic than reordering floats), then convert.
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()  # (3, T, H, W)
+    return normalize(video.float().div_(255.0))
 
 
 @dataclass(frozen=True)
