@@ -1,0 +1,35 @@
+"""DDP: ``torchrun --nproc_per_node=2`` with batch b per rank trains the same model as one process with batch 2b
+(CPU, gloo). The two ranks' k-th batches together hold the single process's k-th batch (one data order for any
+world size), each sample's crop and mask are seeded by the sample, and DDP averages the gradients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from test_pretrain import TINY, run, synth  # noqa: F401  (synth is a fixture)
+
+STEPS = 3
+
+
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):  # noqa: F811
+    single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
+           f"train.steps={STEPS}", "train.batch_size=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout and "effective batch 4 = 2/rank x 2 ranks x 1 accum" in proc.stdout
+    a = torch.load(single.checkpoint, weights_only=True)
+    b = torch.load(out / single.checkpoint.name, weights_only=True)
+    assert b["meta"]["world_size"] == 2
+    worst = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
+    assert worst <= 1e-5, worst
+    # rank 0 alone wrote one log whose losses are the mean over ranks = the single process's batch loss
+    ddp_losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(ddp_losses) == STEPS
+    for x, y in zip(ddp_losses, [r["loss"] for r in single.history]):
+        assert abs(x - y) <= 1e-5 * max(1.0, abs(y))
