@@ -30,13 +30,14 @@ from mme.motion.tracks import track
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    """Two generated videos (affine motion), a corrupt one, and a list of the three."""
+    """Two generated videos (affine motion), a corrupt one, a single-frame one, and a list of the four."""
     d = tmp_path_factory.mktemp("videos")
     (d / "cls").mkdir()
     write_video(d / "cls" / "a.mp4", affine_video(30, 120, 150, dx=1.3, dy=0.6, rot_deg=0.8, seed=4)[0])
     write_video(d / "b.mp4", affine_video(12, 96, 96, dx=-2.0, seed=5)[0])
     (d / "bad.mp4").write_bytes(b"not a video at all")
-    (d / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\nbad.mp4 0\n")
+    write_video(d / "one.mp4", affine_video(1, 64, 64)[0])
+    (d / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\nbad.mp4 0\none.mp4 1\n")
     return d
 
 
@@ -49,10 +50,11 @@ def test_extract_writes_resumes_and_reports_failures(videos, tmp_path):
     out = tmp_path / "cache"
     args = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",
             "--short-side", "96"]
-    assert cli(args) == 1  # one video failed
+    assert cli(args) == 1  # two videos failed, the others are written
     report = json.loads((out / "failed.json").read_text())
-    assert report["done"] == 2 and list(report["failed"]) == [str(videos / "bad.mp4")]
-    assert "bad.mp4" in report["failed"][str(videos / "bad.mp4")]
+    assert report["done"] == 2 and sorted(report["failed"]) == [str(videos / "bad.mp4"), str(videos / "one.mp4")]
+    assert "bad.mp4: unreadable" in report["failed"][str(videos / "bad.mp4")]
+    assert "one.mp4: too short (1 frame(s)" in report["failed"][str(videos / "one.mp4")]
     a = cache_file(out, "cls/a.mp4")
     mtime = a.stat().st_mtime_ns
     assert cli(args) == 1 and a.stat().st_mtime_ns == mtime  # resumed: the complete file is skipped
@@ -68,9 +70,9 @@ def test_shards_split_the_list(videos, tmp_path):
             "--short-side", "64"]
     assert cli(base + ["--shard", "0/2"]) == 1  # entries 0 and 2: a.mp4 and bad.mp4
     assert cache_file(out, "cls/a.mp4").is_file() and not cache_file(out, "b.mp4").is_file()
-    assert cli(base + ["--shard", "1/2"]) == 0
+    assert cli(base + ["--shard", "1/2"]) == 1  # entries 1 and 3: b.mp4 and the single-frame one.mp4
     assert cache_file(out, "b.mp4").is_file()
-    assert json.loads((out / "failed-1-of-2.json").read_text())["failed"] == {}
+    assert list(json.loads((out / "failed-1-of-2.json").read_text())["failed"]) == [str(videos / "one.mp4")]
     assert cli(base + ["--shard", "2/2"]) == 1  # not a share: a ConfigError, printed by the CLI
 
 
