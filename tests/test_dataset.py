@@ -144,6 +144,9 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
         str(videos / "missing.mp4"): "missing", str(videos / "empty.mp4"): "empty",
         str(videos / "truncated.mp4"): "unreadable", str(videos / "text.mp4"): "unreadable"}
     assert ds.failure_counts() == {"missing": 1, "empty": 1, "unreadable": 2, "bad list line": 1}
+    # Replacements do not depend on the order in which bad files were found (e.g. by different workers).
+    backwards = PretrainDataset(config(videos, lines))
+    assert [backwards[i]["index"] for i in reversed(range(len(ds)))][::-1] == [it["index"] for it in items]
     with pytest.raises(DataError, match="no readable video for item 0"):
         PretrainDataset(config(videos, ["missing.mp4", "empty.mp4"]))[0]
     strict = PretrainDataset(config(videos, lines, max_failure_fraction=0.2))  # 1 bad line of 8 is fine

@@ -210,14 +210,14 @@ class _VideoDataset(Dataset):
         self._check_failures()
 
     def __getitem__(self, index: int) -> dict:
+        """Item ``index``, or if its video fails, the first readable of a fixed sequence of replacements drawn
+        from (seed, epoch, index, attempt). Known failures are skipped without reopening, which gives the same
+        result as retrying them, so the item does not depend on which worker found a bad file first."""
         i = index
         for attempt in range(MAX_ATTEMPTS):
             rng = np.random.default_rng([self.seed, int(self._epoch[0]), index, attempt])
-            if attempt > 0:  # a replacement, deterministic given (seed, epoch, index, attempt)
-                ok = torch.nonzero(self._reason == 0).flatten()
-                if len(ok) == 0:
-                    break
-                i = int(ok[rng.integers(len(ok))])
+            if attempt > 0:
+                i = int(rng.integers(len(self.entries)))
             if self._reason[i] != 0:
                 continue
             try:
@@ -227,7 +227,7 @@ class _VideoDataset(Dataset):
                 continue
             item["index"] = i
             return item
-        raise DataError(f"no readable video for item {index} of {self.cfg.list_file} after {attempt + 1} tries; "
+        raise DataError(f"no readable video for item {index} of {self.cfg.list_file} after {MAX_ATTEMPTS} tries; "
                         f"failures so far: {self.failure_counts()}")
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
