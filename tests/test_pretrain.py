@@ -125,3 +125,22 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
         assert _no_training_happened(out)
     with pytest.raises(CheckpointError, match="no such file"):
         run("tiny_cpu_pixel", synth, tmp_path / "b", f"train.resume={tmp_path}/missing.pt")
+
+
+def test_activation_checkpointing_gives_the_same_training(synth, tmp_path):
+    a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=2")
+    b = run("tiny_cpu_pixel", synth, tmp_path / "b", "train.steps=2", "train.activation_checkpointing=true")
+    sa, sb = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (a, b))
+    assert sa.keys() == sb.keys()  # parameter names unchanged by the wrapping
+    assert max((sa[k] - sb[k]).abs().max().item() for k in sa) <= 1e-6
+
+
+def test_undecodable_videos_are_replaced_and_counted_in_the_log(synth, tmp_path):
+    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
+    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'broken.mp4'} 0"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    res = run("tiny_cpu_pixel", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}",
+                                 "data.max_failure_fraction=0.2"], tmp_path / "run", "train.steps=4")
+    assert res.step == 4 and res.history[-1]["data_failures"] == 1.0  # one epoch = all 16 entries read

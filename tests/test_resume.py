@@ -21,12 +21,14 @@ from mme.train import checkpoint as ckpt
 from mme.train.distributed import epoch_batches
 
 STEPS = 6  # 16 clips / batch 4 = 4 steps per epoch: the resumed part crosses an epoch boundary
+# Stochastic depth draws from the global torch RNG in every step, so resuming must restore it exactly too.
+DROP = "model.drop_path=0.2"
 
 
 @pytest.fixture(scope="module")
 def reference(synth, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("uninterrupted")
-    res = run("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}")
+    res = run("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}", DROP)
     return torch.load(res.checkpoint, weights_only=True)["model"], res.history
 
 
@@ -37,10 +39,10 @@ def _assert_same_params(a: dict, b: dict) -> None:
 
 
 def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):  # noqa: F811
-    first = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.stop_after=3")
+    first = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, "train.stop_after=3")
     assert first.step == 3 and first.checkpoint.name == "checkpoint-00000003.pt"
     assert torch.load(first.checkpoint, weights_only=True)["data"] == {"epoch": 0, "batch": 3}
-    second = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.resume=auto")
+    second = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, "train.resume=auto")
     _assert_same_params(torch.load(second.checkpoint, weights_only=True)["model"], reference[0])
     assert [r["loss"] for r in second.history] == [r["loss"] for r in reference[1][3:]]
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -49,7 +51,7 @@ def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):  # noqa: 
 
 def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path):  # noqa: F811
     cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-           f"train.out_dir={tmp_path}", f"train.steps={STEPS}", "train.ckpt_every=2"]
+           f"train.out_dir={tmp_path}", f"train.steps={STEPS}", "train.ckpt_every=2", DROP]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not ckpt.checkpoint_path(tmp_path, 2).exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -58,7 +60,7 @@ def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path): 
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     done = [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(tmp_path)]
     assert done and max(done) < STEPS
-    resumed = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.ckpt_every=2",
+    resumed = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.ckpt_every=2", DROP,
                   "train.resume=auto")
     assert resumed.step == STEPS and len(resumed.history) == STEPS - max(done)
     _assert_same_params(torch.load(resumed.checkpoint, weights_only=True)["model"], reference[0])

@@ -131,7 +131,7 @@ def describe(run: Run) -> str:
     world = dist.get_world_size()
     clips = t.batch_size * world * t.accum_steps
     n = c.model.num_tokens
-    n_masked = int(run.model.make_mask(1).sum())
+    n_masked = int(run.model.make_mask(1, torch.Generator()).sum())  # (a private generator: the run's RNG is untouched)
     enc = sum(p.numel() for p in run.model.encoder.parameters())
     total = sum(p.numel() for p in run.model.parameters())
     heads = ", ".join(f"{h.name}:{h.dim}" for h in run.model.head_specs)
@@ -194,7 +194,10 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
     while True:
         order = dist.epoch_batches(len(run.data), t.batch_size, t.seed, epoch)[:run.batches_per_epoch]
         run.data.set_epoch(epoch)  # the dataset draws each item's crop from (seed, epoch, index)
-        loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate,
+        # The loader draws its workers' base seed from `generator`, not from the global RNG, which must advance
+        # only with the steps (it is checkpointed; creating a loader mid-epoch on resume must not move it).
+        g = torch.Generator().manual_seed(dist.sample_seed(t.seed, epoch, dist.get_rank(), "loader"))
+        loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate, generator=g,
                             num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda")
         for i, batch in enumerate(loader, start=skip):
             yield epoch, i, batch
@@ -312,6 +315,9 @@ def train(run: Run) -> PretrainResult:
             path = save(run)
     bar.close()
     logger.close()
+    if dist.is_main() and run.data.failure_counts():
+        log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
+                    int(_failures(run)), run.data.failure_counts())
     if dist.is_main() and history:
         plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
     return PretrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)
