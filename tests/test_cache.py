@@ -85,6 +85,8 @@ def test_load_tracks_equals_compute_tracks_at_the_working_size(videos, tmp_path)
     ref_disp, ref_valid = compute_tracks(frames, starts=np.arange(9), length=3)
     assert np.abs(disp[:9] - ref_disp).max() <= QUANT / 2 + 1e-4
     assert (valid[:9] == ref_valid).all()
+    part = read_cache(cache_file(out, "b.mp4"), starts=[7, 2, 30])  # only the blocks of these starts
+    assert part.starts.tolist() == [2, 7, 11] and np.array_equal(part.disp, disp[[2, 7, 11]])  # 30 -> last
     # tracks that run past the last frame see zero motion there (the dataset's clamping convention)
     assert np.abs(disp[11]).max() == 0 and np.abs(disp[10, 1:]).max() == 0
 

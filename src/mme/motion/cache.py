@@ -3,7 +3,9 @@
 What a file holds (written by ``mme extract``, :mod:`mme.motion.extract`): tracks started at EVERY raw frame
 of the video, on the FULL frame resized to a working size, on a seed grid of stride ``seed_stride`` working px:
 
-- ``disp`` int16 ``(T, L, gh, gw, 2)``: displacements quantised at ``QUANT`` = 0.05 px (x, y);
+- ``disp_<k>`` int16 ``(BLOCK, L, gh, gw, 2)``: displacements of starts ``k*BLOCK ..`` quantised at ``QUANT`` =
+  0.05 px (x, y), in blocks of starts so that a sample decompresses only the blocks its window touches (the
+  cost of a read does not grow with the video's length);
 - ``valid`` bool ``(T, gh, gw)``;
 - ``pair_homs`` float32 ``(T-1, 3, 3)``: the camera homography of each consecutive pair (compensated caches);
 - ``meta``: JSON (format version, source and working size, seed stride, L, flow method, compensation, bound).
@@ -34,15 +36,18 @@ from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, 
 
 VERSION = 1
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
+BLOCK = 32  # starts per compressed member
 SUFFIX = ".tracks.npz"
 
 
 @dataclass
 class CachedTracks:
-    """One cache file in memory: float32 ``disp (T, L, gh, gw, 2)`` in working px, ``valid (T, gh, gw)``,
+    """One cache file in memory: float32 ``disp (S, L, gh, gw, 2)`` in working px for the raw start frames
+    ``starts (S,)`` that were read (all T of them, or those a sample needs), ``valid (T, gh, gw)``,
     ``pair_homs (T-1, 3, 3)`` or None, and ``meta``."""
 
     disp: np.ndarray
+    starts: np.ndarray
     valid: np.ndarray
     pair_homs: np.ndarray | None
     meta: dict
@@ -67,14 +72,20 @@ def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
                       f"no track cache for {video_path} under {cache_dir}; run mme extract for it")
 
 
+def quantise(disp: np.ndarray) -> np.ndarray:
+    """Displacements in px -> int16 steps of QUANT px (what a cache file stores)."""
+    return np.clip(np.round(np.asarray(disp, np.float32) / QUANT), -32767, 32767).astype(np.int16)
+
+
 def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs: np.ndarray | None,
                 meta: dict) -> None:
-    """Write one cache file atomically (temporary file, then ``os.replace``)."""
+    """Write one cache file atomically (temporary file, then ``os.replace``). ``disp``: float px, or int16
+    already :func:`quantise`-d (a long video's tracks are kept quantised while they are extracted)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    q = np.round(np.asarray(disp, np.float32) / QUANT)
+    q = disp if disp.dtype == np.int16 else quantise(disp)
     arrays = {
-        "disp": np.clip(q, -32767, 32767).astype(np.int16),
+        **{f"disp_{k // BLOCK:05d}": q[k:k + BLOCK] for k in range(0, len(q), BLOCK)},
         "valid": np.asarray(valid, bool),
         "meta": np.frombuffer(json.dumps({**meta, "version": VERSION, "quant": QUANT}).encode(), np.uint8),
     }
@@ -86,27 +97,32 @@ def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs
     os.replace(tmp, path)
 
 
-def read_cache(path: str | Path) -> CachedTracks:
-    """Read and check one cache file; a missing, truncated or foreign file is a VideoError naming it (so a
-    dataset skips that video and reports it, as for an undecodable video)."""
+def read_cache(path: str | Path, starts=None) -> CachedTracks:
+    """Read and check one cache file, the displacements of ``starts`` only (clamped to the video; default all).
+    A missing, truncated or foreign file is a VideoError naming it (so a dataset skips that video and reports
+    it, as for an undecodable video)."""
     path = Path(path)
     if not path.is_file():
         raise video_error(path, "missing", "track cache file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
-            disp = z["disp"].astype(np.float32) * float(meta["quant"])
             valid = z["valid"].astype(bool)
+            T = len(valid)
+            st = np.arange(T) if starts is None else np.unique(np.clip(np.asarray(starts, np.int64), 0, T - 1))
+            blocks = {int(b): z[f"disp_{b:05d}"] for b in np.unique(st // BLOCK)}
             homs = z["pair_homs"] if "pair_homs" in z.files else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
+        rows = [blocks[int(s) // BLOCK][int(s) % BLOCK] for s in st]
+        disp = np.stack(rows).astype(np.float32) * float(meta["quant"])  # (S, L, gh, gw, 2) px
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
             UnicodeDecodeError) as e:
         raise video_error(path, "unreadable",
                           f"not a valid mme track cache: {e}; delete it and re-run mme extract") from e
     if meta.get("version") != VERSION:
         raise video_error(path, "unreadable", f"track cache version {meta.get('version')}, expected {VERSION}")
-    if disp.ndim != 5 or valid.shape != disp.shape[:1] + disp.shape[2:4]:
+    if disp.ndim != 5 or valid.shape[1:] != disp.shape[2:4]:
         raise video_error(path, "unreadable", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
-    return CachedTracks(disp, valid, homs, meta)
+    return CachedTracks(disp, st, valid, homs, meta)
 
 
 def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -131,11 +147,14 @@ def _output_map(meta: dict, geom) -> np.ndarray:
 def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float,
              max_disp: float | None = None, source: str = "cache") -> Tracks:
     """Tracks of ``starts`` for ``length`` steps in the output frame of ``geom`` (a mme.data Geometry)."""
-    disp_all, meta = cached.disp, cached.meta
-    T, Lc, gh, gw, _ = disp_all.shape
+    meta = cached.meta
+    T, (_, Lc, gh, gw, _) = len(cached.valid), cached.disp.shape
     if length > Lc:
         raise ConfigError(f"target.track_length={length} but the track cache {source} holds only {Lc} steps")
     st = np.clip(np.asarray(starts, np.int64), 0, T - 1)
+    rows = np.searchsorted(cached.starts, st)
+    if np.any(rows >= len(cached.starts)) or np.any(cached.starts[np.minimum(rows, len(cached.starts) - 1)] != st):
+        raise ValueError(f"starts {st.tolist()} were not all read from {source}")
     S = len(st)
     A = _output_map(meta, geom)
     Ainv = np.linalg.inv(A)
@@ -146,7 +165,7 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     g = (work - ws / 2) / ws  # fractional cache-grid index
     grid = torch.from_numpy(np.stack([g[..., 0] * 2 / max(gw - 1, 1) - 1, g[..., 1] * 2 / max(gh - 1, 1) - 1], -1))
     grid = grid.float()[None].expand(S * length, -1, -1, -1)  # (S*L, Gh, Gw, 2), align_corners=True
-    d = torch.from_numpy(np.ascontiguousarray(disp_all[st, :length])).reshape(S * length, gh, gw, 2)
+    d = torch.from_numpy(np.ascontiguousarray(cached.disp[rows, :length])).reshape(S * length, gh, gw, 2)
     d = F.grid_sample(d.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="border", align_corners=True)
     d = d.permute(0, 2, 3, 1).numpy().reshape(S, length, Gh, Gw, 2)
     d = d * np.array([A[0, 0], A[1, 1]], np.float32)  # working px -> output px (x negated by a flip)
@@ -171,7 +190,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
     path = find_cache_file(cache_dir, str(sample.path))
-    cached = read_cache(path)
+    cached = read_cache(path, sample.starts)
     if bool(cached.meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={cached.meta.get('compensate')}")

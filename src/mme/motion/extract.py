@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mme.data.lists import atomic_write_text, read_list, resolve
 from mme.data.video import open_video, video_error
 from mme.errors import ConfigError, MMEError
-from mme.motion.cache import cache_file, read_cache, save_tracks
+from mme.motion.cache import cache_file, quantise, read_cache, save_tracks
 from mme.motion.flow import METHODS
 from mme.motion.tracks import default_max_disp, track
 
@@ -67,7 +67,7 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
             raise video_error(path, "too short", f"{n} frame(s); tracks need at least 2")
         w, h = working_size(W0, H0, opts.short_side)
         bound = default_max_disp(h, w) if opts.max_disp is None else opts.max_disp
-        disp = np.zeros((n, opts.length, h // opts.seed_stride, w // opts.seed_stride, 2), np.float32)
+        disp = np.zeros((n, opts.length, h // opts.seed_stride, w // opts.seed_stride, 2), np.int16)  # quantised
         valid = np.zeros((n, h // opts.seed_stride, w // opts.seed_stride), bool)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
@@ -77,7 +77,7 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
             frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in reader.read(ids)])
             tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow, opts.compensate,
                        bound, source=path, flow_cache=flows, clamp=True)
-            disp[a:b], valid[a:b] = tr.disp, tr.valid
+            disp[a:b], valid[a:b] = quantise(tr.disp), tr.valid
             for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
                 hom = flows.pop(pair)[1]
                 if pair_homs is not None and hom is not None:
