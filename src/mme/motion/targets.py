@@ -32,6 +32,7 @@ from mme.data.transforms import IMAGENET_STD, denormalize
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
+from mme.motion.cache import cached_tracks
 from mme.motion.flow import METHODS
 from mme.motion.hog import BINS, hog_at, hog_cells
 from mme.motion.tracks import Tracks, default_max_disp, track
@@ -312,8 +313,6 @@ class TargetFn:
     def tracks(self, sample, stride: int) -> Tracks:
         cfg, L = self.cfg, self.cfg.track_length
         if cfg.cache_dir:
-            from mme.motion.cache import cached_tracks
-
             return cached_tracks(Path(cfg.cache_dir), sample, L, self.geom.seed_stride, cfg)
         step = 1 if cfg.interpolate else stride
         n = L if cfg.interpolate else L // stride
