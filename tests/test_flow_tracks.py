@@ -52,7 +52,8 @@ def test_rotation_and_scaling_follow_the_analytic_maps(tmp_path, rot_deg, scale)
     inner[2:-2, 2:-2] = True  # flow at the frame border sees content entering: judged on the interior
     assert np.abs(true_step).max() > 1.0  # the motion is not trivially small
     assert err[:, :, inner].mean() <= 0.5
-    assert (integrate(seeds, disp)[:, -1] - truth[:, -1])[:, inner].__abs__().mean() < 1.0
+    end_error = np.linalg.norm(integrate(seeds, disp)[:, -1] - truth[:, -1], axis=-1)  # (S, Gh, Gw) after 4 steps
+    assert end_error[:, inner].mean() < 1.0
 
 
 def test_points_that_leave_the_frame_are_invalid(tmp_path):
