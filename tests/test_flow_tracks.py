@@ -143,6 +143,14 @@ def test_bad_frame_input_is_a_clear_error():
         compute_tracks(np.stack([a] * 4), starts=[0, 2], length=4)
 
 
+def test_prune_drops_static_tracks_and_keeps_moving_ones():
+    static = np.stack([texture(64, 64, seed=9)] * 5)
+    assert not compute_tracks(static, starts=[0], length=4, prune=True)[1].any()
+    moving, _ = affine_video(5, 64, 64, dx=1.5, seed=9)
+    _, valid = compute_tracks(moving, starts=[0], length=4, prune=True)
+    assert valid[0][:, :4].all()  # points away from the exit edge stay valid
+
+
 def test_viz_draws_tracks_and_predictions(tmp_path):
     import torch
     from PIL import Image
@@ -162,6 +170,9 @@ def test_viz_draws_tracks_and_predictions(tmp_path):
     assert png.shape == (64, 2 * 64 + 4, 3)  # one panel per tubelet start
     assert cli(args + ["--out", str(tmp_path / "t.gif")]) == 0
     assert Image.open(tmp_path / "t.gif").n_frames == 2 * 5  # L+1 raw frames per tubelet
+    assert cli(args + ["--out", str(tmp_path / "t.mp4")]) == 0
+    with open_video(tmp_path / "t.mp4") as r:
+        assert r.num_frames == 2 * 5 and r.size == (64, 64)
     m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
                     head_hidden=16)
     model = MaskedAutoencoder(m, head_specs(TargetConfig(kind="mme-released"), m))

@@ -225,7 +225,7 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                        description="Draw tracks over a video's frames (PNG, or an animated GIF), or with "
                        "--checkpoint the model's predicted vs target trajectories of masked patches.")
     p.add_argument("video", help="a video file")
-    p.add_argument("--out", required=True, help="output .png or .gif")
+    p.add_argument("--out", required=True, help="output .png, .gif or .mp4")
     p.add_argument("--checkpoint", default=None, help="pre-trained MME checkpoint: draw predicted vs target")
     p.add_argument("--start", type=int, default=0, help="first raw frame")
     p.add_argument("--num-frames", type=int, default=16, help="frames of the clip")

@@ -1,7 +1,7 @@
 """``mme viz``: pictures of tracks over a video's frames, and of a model's predicted vs target trajectories.
 
     mme viz clip.mp4 --out tracks.png                     # one panel per tubelet: its start frame + tracks
-    mme viz clip.mp4 --out tracks.gif                     # the raw frames with the tracks growing
+    mme viz clip.mp4 --out tracks.gif                     # the raw frames with the tracks growing (or .mp4)
     mme viz clip.mp4 --out pred.png --checkpoint run/ckpt # masked patches: target (green) vs predicted (red)
 """
 
@@ -70,9 +70,15 @@ def _polyline(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], th
 
 
 def _save(images: list[np.ndarray], out: Path, fps: float = 8.0) -> None:
+    """PNG (the images tiled), animated GIF, or H.264 MP4; written atomically."""
     from PIL import Image
 
+    from mme.data.synth import encode_h264
+
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".mp4":
+        encode_h264(out, np.stack(images), fps=int(fps))  # atomic itself
+        return
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if out.suffix.lower() == ".gif":
         frames = [Image.fromarray(im) for im in images]
@@ -96,8 +102,8 @@ def _grid(images: list[np.ndarray], cols: int = 4) -> np.ndarray:
 
 def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int = 16, stride: int = 4,
                    size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False) -> Path:
-    """PNG: one panel per tubelet (its first frame, the tracks of its L steps). GIF: every raw frame, the tracks
-    of the current tubelet drawn up to that frame."""
+    """PNG: one panel per tubelet (its first frame, the tracks of its L steps). GIF / MP4: every raw frame, the
+    tracks of the current tubelet drawn up to that frame."""
     c = read_clip(video, start, num_frames, stride, size, length)
     tr: Tracks = track(c.frames, c.frame_ids, c.starts, length, seed_stride=seed_stride, compensate=compensate,
                        source=video)
@@ -105,7 +111,7 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     valid = tr.valid.reshape(len(c.starts), -1)
     out = Path(out)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
-    if out.suffix.lower() == ".gif":
+    if out.suffix.lower() in (".gif", ".mp4"):
         images = []
         for k, s in enumerate(c.starts):
             for j in range(length + 1):
