@@ -112,6 +112,8 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
     # a missing list file
     with pytest.raises(DataError, match="nowhere/list.txt"):
         run("tiny_cpu_pixel", ["data.list_file=/nowhere/list.txt"], tmp_path / "a")
+    with pytest.raises(DataError, match="data.root '/nowhere/videos' is not a folder"):
+        run("tiny_cpu_pixel", [*synth, "data.root=/nowhere/videos"], tmp_path / "a")
     # an output folder that cannot be created (its parent is a file)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="train.out_dir.*file/run.*not a writable folder"):

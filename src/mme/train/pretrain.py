@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
-from mme.errors import MMEError
+from mme.errors import DataError, MMEError
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.motion.targets import head_specs, make_target_fn, step_targets
 from mme.train import checkpoint as ckpt
@@ -88,6 +88,8 @@ def setup(cfg: PretrainConfig) -> Run:
     device = choose_device(t.device, info.local_rank)
     precision = choose_precision(t.precision, device)
     out_dir = ckpt.prepare_out_dir(t.out_dir, write=dist.is_main())
+    if cfg.data.root and not Path(cfg.data.root).is_dir():
+        raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     target_fn = make_target_fn(cfg.target, cfg.model)
     dataset = PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=t.seed)
     per_step = t.batch_size * info.world_size * t.accum_steps
@@ -104,6 +106,9 @@ def setup(cfg: PretrainConfig) -> Run:
     torch.manual_seed(t.seed)  # the initial weights
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
     resume = _resume_state(t.resume, out_dir)
+    if resume is None and dist.is_main() and ckpt.list_checkpoints(out_dir):
+        log.warning("%s holds checkpoints of an earlier run; this fresh run replaces them as it goes "
+                    "(train.resume=auto continues the earlier one instead)", out_dir)
     if t.init and resume is None:
         ckpt.load_model_state(model, ckpt.load_checkpoint(Path(t.init))["model"], t.init)
     model.to(device)
@@ -165,8 +170,21 @@ def _resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
     return resume, ckpt.load_checkpoint(Path(resume))
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _restore(run: Run, source: str, state: dict) -> None:
     ckpt.load_model_state(run.model, state["model"], source)
+    ignore = ("train.resume", "train.stop_after", "train.init", "train.out_dir")
+    old, new = _flat(state["config"]), _flat(dataclasses.asdict(run.cfg))
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if k not in ignore and old.get(k) != new.get(k)]
+    if changed:
+        log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
     try:
         run.optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as e:
@@ -329,24 +347,25 @@ def _failures(run: Run) -> float:
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
-    """Print the resolved config, set up (failing fast on bad input), print the derived numbers, train."""
+    """Set up (failing fast on bad input), print the resolved config and derived numbers, train, print a
+    one-line JSON summary (rank 0)."""
     try:
         run = setup(cfg)
         if dist.is_main():
             print(describe(run), flush=True)
-        return train(run)
+        result = train(run)
+        if dist.is_main():
+            print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
+                              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                              "nonfinite_skipped": result.nonfinite_skipped,
+                              "minutes": round(result.seconds / 60, 2)}), flush=True)
+        return result
     finally:
         dist.shutdown()
 
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme pretrain --config RECIPE key=value ...``."""
-    cfg = load_config(PretrainConfig, recipe, overrides)
-    result = pretrain(cfg)
-    if dist.is_main():
-        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
-                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-                          "nonfinite_skipped": result.nonfinite_skipped,
-                          "minutes": round(result.seconds / 60, 2)}), flush=True)
+    pretrain(load_config(PretrainConfig, recipe, overrides))
     return 0
 
