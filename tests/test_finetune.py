@@ -185,3 +185,77 @@ def test_multiview_views_as_configured_and_views_of_an_identical_video_average_t
         per_view = model(many[1]["video"]).softmax(-1)  # (12, C)
     torch.testing.assert_close(pm.probs[1], per_view.mean(0), atol=1e-6, rtol=0)
     assert (per_view - per_view.mean(0)).abs().max() > 1e-3
+
+
+# ---- mme finetune end to end ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from mme.data.synth import generate_synth
+
+    return generate_synth(tmp_path_factory.mktemp("synth"), num_classes=4, videos_per_class=8, size=64,
+                          num_frames=16, workers=1, splits=(0.5, 0.25, 0.25))
+
+
+def _tiny_recipe(synth, out_dir, *extra: str):
+    from mme.config import load_config
+    from mme.eval.finetune import FinetuneConfig
+
+    r = synth.root
+    return load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
+        f"task.val_list={r}/val.txt", f"task.test_list={r}/test.txt", f"train.out_dir={out_dir}",
+        "model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
+        "model.depth=2", "model.num_heads=2", "data.num_workers=0", "train.batch_size=4", "optim.lr_batch_ref=4",
+        "optim.warmup_steps=2", "train.log_every=1", *extra])
+
+
+def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_path):
+    from mme.eval.finetune import finetune
+
+    res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=3", "data.test_clips=2", "data.test_crops=3"))
+    assert res.step == 3 and len(res.history) == 3
+    for split in ("val", "test"):
+        report = res.reports[split]
+        assert report["views_per_video"] == 6 and report["num_samples"] == 8 and report["failures"] == []
+        assert list(report["per_class_accuracy"]) == synth.classes
+        assert (tmp_path / "ft" / f"{split}.json").is_file() and (tmp_path / "ft" / f"{split}_confusion.png").is_file()
+    # the checkpoint is a classifier that the checkpoint loaders read
+    from mme.models.checkpoint import load_model
+    from mme.models.classifier import VideoClassifier
+
+    ckpt = sorted((tmp_path / "ft").glob("checkpoint-*.pt"))[-1]
+    assert isinstance(load_model(ckpt), VideoClassifier)
+
+
+def test_finetune_resume_is_exact(synth, tmp_path):
+    from mme.eval.finetune import finetune
+
+    extra = ("train.steps=6", "train.ckpt_every=3", "task.val_list=", "task.test_list=")
+    straight = finetune(_tiny_recipe(synth, tmp_path / "a", *extra))
+    finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.stop_after=3"))
+    resumed = finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.resume=auto"))
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[3:]]
+    a = torch.load(tmp_path / "a" / "checkpoint-00000006.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint-00000006.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):
+    from mme.eval.finetune import setup
+    from mme.models.checkpoint import save_pretrained
+    from mme.models.config import ModelConfig
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(1)
+    enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 48, "num_heads": 3}))  # not the recipe's width
+    src = save_pretrained(enc, tmp_path / "pre")
+    run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={src}"))
+    assert run.cfg.model.embed_dim == 48 and isinstance(run.model.encoder.norm, torch.nn.Identity)
+    own = run.model.encoder.state_dict()
+    for k, v in enc.state_dict().items():
+        if not k.startswith("norm."):  # the pre-trained final norm is dropped (mean pooling + fc_norm)
+            assert torch.equal(own[k], v), k
+    groups = run.optimizer.param_groups
+    assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
