@@ -146,3 +146,12 @@ def test_undecodable_videos_are_replaced_and_counted_in_the_log(synth, tmp_path)
     res = run("tiny_cpu_pixel", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}",
                                  "data.max_failure_fraction=0.2"], tmp_path / "run", "train.steps=4")
     assert res.step == 4 and res.history[-1]["data_failures"] == 1.0  # one epoch = all 16 entries read
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):
+    # on CPUs without native bf16/fp16 these are emulated (slow), so only a tiny model and 2 steps
+    res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", f"train.precision={precision}")
+    state = torch.load(res.checkpoint, weights_only=True)
+    assert state["meta"]["precision"] == precision and all(r["skipped"] == 0 for r in res.history)
+    assert (state["scaler"].get("scale") is not None) == (precision == "fp16")  # a grad scaler for fp16 only
