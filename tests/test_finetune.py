@@ -259,3 +259,25 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
             assert torch.equal(own[k], v), k
     groups = run.optimizer.param_groups
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
+
+
+def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path):
+    from mme.eval.finetune import finetune
+    from mme.models.checkpoint import save_pretrained
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+
+    torch.manual_seed(2)
+    clf = VideoClassifier(ModelConfig(**TINY), num_classes=4, head_init_scale=1.0)
+    src = save_pretrained(clf, tmp_path / "clf")
+    res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
+                                "data.test_clips=1", "data.test_crops=1"))
+    assert set(res.reports) == {"val", "test"} and res.reports["test"]["views_per_video"] == 1
+    # the report is the classifier's own prediction: recompute it for the test split by hand
+    from mme.eval.testing import build_test_set
+
+    ds = build_test_set(synth.lists["test"], clf.cfg, clips=1, crops=1, stride=2, root=str(synth.root))
+    with torch.no_grad():
+        preds = [clf.eval()(ds[i]["video"]).argmax(-1).item() for i in range(len(ds))]
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    assert res.reports["test"]["top1"] == pytest.approx(np.mean(np.array(preds) == np.array(labels)))

@@ -44,7 +44,7 @@ from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import read_list
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.augment import AugmentConfig, augment_batch, soft_target_cross_entropy
-from mme.eval.testing import classification_report, multiview_predict, save_confusion_png, write_json
+from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.train import checkpoint as ckpt
@@ -126,6 +126,8 @@ class TaskConfig:
     """Single-view validation top-1 every this many steps (0 = only the final multi-view test)."""
     eval_batch_size: int = 2
     """Videos per forward pass at test time (each with clips x crops views)."""
+    eval_only: bool = False
+    """Only test the fine-tuned classifier in train.init on val_list / test_list (no training)."""
 
     def __post_init__(self):
         if self.num_classes is not None and self.num_classes < 2:
@@ -214,6 +216,18 @@ class Run:
     position: dict = field(default_factory=lambda: {"epoch": 0, "batch": 0})
 
 
+def _class_names(cfg: FinetuneConfig) -> list[str] | None:
+    if not cfg.task.classes:
+        return None
+    try:
+        names = json.loads(Path(cfg.task.classes).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"task.classes {cfg.task.classes}: not a readable JSON list of class names ({e})") from e
+    if not isinstance(names, list):
+        raise ConfigError(f"task.classes {cfg.task.classes}: expected a JSON list of class names")
+    return [str(n) for n in names]
+
+
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     if cfg.task.num_classes:
         return cfg.task.num_classes
@@ -249,7 +263,7 @@ def setup(cfg: FinetuneConfig) -> Run:
     device = choose_device(t.device, info.local_rank)
     precision = choose_precision(t.precision, device)
     out_dir = ckpt.prepare_out_dir(t.out_dir, write=dist.is_main())
-    names = json.loads(Path(cfg.task.classes).read_text()) if cfg.task.classes else None
+    names = _class_names(cfg)
     num_classes = _num_classes(cfg, names)
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
@@ -373,7 +387,7 @@ def train(run: Run) -> list[dict]:
         metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
                        epoch=run.position["epoch"], data_failures=float(sum(run.data.failure_counts().values())))
         if val is not None and run.step % run.cfg.task.eval_every == 0:
-            metrics["val_top1_1view"] = evaluate(run, val)["top1"]
+            metrics["val_top1_1view"] = evaluate(run.model, val, run.cfg, run.device, run.precision)["top1"]
         if run.step % t.log_every == 0 or run.step == end:
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
@@ -388,29 +402,46 @@ def train(run: Run) -> list[dict]:
     return history
 
 
-def evaluate(run: Run, dataset: ClassificationDataset, name: str | None = None) -> dict[str, Any]:
-    """Multi-view test of the run's model on ``dataset``, sharded over ranks (video i on rank i % world). With a
-    ``name``, rank 0 writes ``<name>.json`` (report, views, failures) and ``<name>_confusion.png``."""
+def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConfig, device: torch.device,
+             precision: str, class_names: list[str] | None = None, name: str | None = None) -> dict[str, Any]:
+    """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world). With a
+    ``name``, rank 0 writes ``<name>.json`` (report, views, failures) and ``<name>_confusion.png`` into
+    ``train.out_dir``."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    pred = multiview_predict(run.model, dataset, indices=range(rank, len(dataset), world),
-                             batch_size=run.cfg.task.eval_batch_size, num_workers=run.cfg.data.num_workers,
-                             device=run.device, precision=run.precision, progress=dist.is_main() and bool(name))
-    parts = dist.all_gather_objects(pred)
-    order = torch.cat([p.index for p in parts]).argsort()
-    probs, labels = torch.cat([p.probs for p in parts])[order], torch.cat([p.labels for p in parts])[order]
-    failures = sorted(({**f, "path": dataset.path(f["index"])} for p in parts for f in p.failures),
-                      key=lambda f: f["index"])
-    if not len(labels):
-        raise DataError(f"{name or 'validation'}: no video could be tested; failures: {failures[:3]}")
-    report = classification_report(probs, labels, run.class_names)
-    report["views_per_video"] = max(p.views for p in parts)
-    report["failures"] = failures
+    pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
+                             batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
+                             precision=precision, progress=dist.is_main() and bool(name))
+    report = multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, class_names)
     if name and dist.is_main():
-        write_json(report, run.out_dir / f"{name}.json")
-        save_confusion_png(report["confusion_matrix"], run.out_dir / f"{name}_confusion.png", report["class_names"])
-        log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
-                 100 * report["top5"], report["num_samples"], report["views_per_video"], len(report["failures"]))
+        save_report(report, cfg.train.out_dir, name)
     return report
+
+
+def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,
+                 class_names: list[str] | None) -> dict[str, dict]:
+    return {name: evaluate(model, _test_set(cfg, list_file), cfg, device, precision, class_names, name)
+            for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)) if list_file}
+
+
+def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
+    """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
+    VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training."""
+    from mme.models.checkpoint import load_model
+
+    if not cfg.train.init:
+        raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
+    info = dist.init_distributed(choose_device(cfg.train.device).type)
+    device = choose_device(cfg.train.device, info.local_rank)
+    precision = choose_precision(cfg.train.precision, device)
+    model = load_model(cfg.train.init)
+    if not isinstance(model, VideoClassifier):
+        raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
+                          "classifier; task.eval_only tests classifiers")
+    names = _class_names(cfg)
+    if names is not None and len(names) != model.num_classes:
+        raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
+    ckpt.prepare_out_dir(cfg.train.out_dir, write=dist.is_main())
+    return _final_tests(model, cfg, device, precision, names)
 
 
 @dataclass
@@ -427,14 +458,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Set up (failing fast on bad input), print the derived numbers, train, then multi-view test."""
     t0 = time.perf_counter()
     try:
+        if cfg.task.eval_only:
+            return FinetuneResult(Path(cfg.train.out_dir), 0, [], evaluate_checkpoint(cfg), time.perf_counter() - t0)
         run = setup(cfg)
         if dist.is_main():
             print(describe(run), flush=True)
         history = train(run)
-        reports = {}
-        for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
-            if list_file and run.step >= run.total_steps:
-                reports[name] = evaluate(run, _test_set(run.cfg, list_file), name)
+        reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.class_names) \
+            if run.step >= run.total_steps else {}
         return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0)
     finally:
         dist.shutdown()

@@ -247,20 +247,29 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None,
     return Predictions(torch.cat(probs), torch.cat(labels), torch.cat(index), views, failures)
 
 
-def evaluate(model: torch.nn.Module, dataset: Dataset, out_dir: str | Path, *,
-             class_names: list[str] | None = None, name: str = "test", **predict_kwargs) -> dict[str, Any]:
-    """Multi-view test of ``model`` on ``dataset``: writes ``<name>.json`` (report + view counts) and
-    ``<name>_confusion.png`` into ``out_dir`` and returns the report."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pred = multiview_predict(model, dataset, **predict_kwargs)
+def merge_predictions(parts: list[Predictions]) -> Predictions:
+    """One Predictions from the shards of several ranks, rows in dataset-index order."""
+    index = torch.cat([p.index for p in parts])
+    order = index.argsort()
+    return Predictions(torch.cat([p.probs for p in parts])[order], torch.cat([p.labels for p in parts])[order],
+                       index[order], max(p.views for p in parts),
+                       sorted((f for p in parts for f in p.failures), key=lambda f: f["index"]))
+
+
+def multiview_report(pred: Predictions, dataset: Dataset, class_names: list[str] | None = None) -> dict[str, Any]:
+    """The multi-view test report: ``classification_report`` plus the views per video and the failed videos
+    with their paths. DataError when no video could be tested."""
+    failures = [{**f, "path": dataset.path(f["index"])} for f in pred.failures]
     if not len(pred.labels):
-        raise DataError(f"{name}: no video could be tested; failures: {pred.failures[:3]}")
-    report = classification_report(pred.probs, pred.labels, class_names)
-    report["views_per_video"] = pred.views
-    report["failures"] = [{**f, "path": dataset.path(f["index"])} for f in pred.failures]
+        raise DataError(f"multi-view test: no video could be tested; failures: {failures[:3]}")
+    return {**classification_report(pred.probs, pred.labels, class_names), "views_per_video": pred.views,
+            "failures": failures}
+
+
+def save_report(report: dict[str, Any], out_dir: str | Path, name: str) -> None:
+    """``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``, and a one-line summary in the log."""
+    out_dir = Path(out_dir)
     write_json(report, out_dir / f"{name}.json")
     save_confusion_png(report["confusion_matrix"], out_dir / f"{name}_confusion.png", report["class_names"])
-    log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos, %d views each, %d failed)", name, 100 * report["top1"],
-             100 * report["top5"], report["num_samples"], report["views_per_video"], len(pred.failures))
-    return report
+    log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
+             100 * report["top5"], report["num_samples"], report["views_per_video"], len(report["failures"]))
