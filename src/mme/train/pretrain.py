@@ -1,9 +1,9 @@
 """Masked pre-training: setup (everything checked before any training time), then a one-screen loop.
 
-    mme pretrain --config tiny_cpu_mme                            # CPU smoke run
-    mme pretrain --config mme_k400_released data.root=/k400 data.list=train.csv
+    mme synth runs/synth && mme pretrain --config tiny_cpu_mme     # CPU smoke run
+    mme pretrain --config mme_k400_released data.root=/k400 data.list_file=k400/train.txt
     torchrun --standalone --nproc_per_node=8 -m mme.cli pretrain --config mme_k400_released ...
-    mme pretrain --config R train.out_dir=runs/x train.resume=auto  # continue exactly where it stopped
+    mme pretrain --config R train.out_dir=runs/x --resume auto   # continue exactly where it stopped
 
 Reproducibility: the data order is a function of (seed, epoch); each sample's augmentation (drawn by the
 dataset) and mask come from generators seeded by (seed, epoch, sample index), so they do not depend on the
@@ -72,6 +72,8 @@ class Run:
 
 @dataclass
 class PretrainResult:
+    """What a run did (returned by :func:`pretrain`)."""
+
     out_dir: Path
     step: int
     checkpoint: Path | None
