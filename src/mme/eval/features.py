@@ -92,7 +92,7 @@ def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: st
     from mme.train.precision import choose_precision
 
     device = torch.device(device)
-    encoder.eval().requires_grad_(False).to(device)
+    encoder.eval().to(device)
     return device, choose_precision(precision, device)
 
 
@@ -100,7 +100,8 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
                      device: str | torch.device = "cpu", precision: str = "auto", tokens: bool = False,
                      progress: bool = True) -> Features:
     """Features of every item of a test ``dataset`` (items ``{"video": (V, 3, T, H, W), "label", "index"}``)
-    in dataset order, in memory. Failed videos get NaN rows, ``valid=False`` and an entry in ``failures``."""
+    in dataset order, in memory (the encoder is put in eval mode on ``device``). Failed videos get NaN rows,
+    ``valid=False`` and an entry in ``failures``."""
     device, precision = _prepare(encoder, device, precision)
     n = len(dataset)
     x = labels = valid = grid = None
@@ -239,7 +240,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     if out.suffix not in (".npy", ".safetensors"):
         raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
     info = dist.init_distributed(choose_device(device).type)
-    dev, precision = _prepare(encoder := load_encoder(checkpoint), choose_device(device, info.local_rank), precision)
+    encoder = load_encoder(checkpoint)
+    dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                            root=root, backend=backend)
     n = len(dataset)

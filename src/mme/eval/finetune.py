@@ -452,6 +452,8 @@ class FinetuneResult:
     reports: dict[str, dict]
     """Final multi-view reports by split name ('val', 'test')."""
     seconds: float
+    rank: int
+    """This process's rank (the process group is gone when the result is returned)."""
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
@@ -459,14 +461,15 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     t0 = time.perf_counter()
     try:
         if cfg.task.eval_only:
-            return FinetuneResult(Path(cfg.train.out_dir), 0, [], evaluate_checkpoint(cfg), time.perf_counter() - t0)
+            reports = evaluate_checkpoint(cfg)
+            return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
         run = setup(cfg)
         if dist.is_main():
             print(describe(run), flush=True)
         history = train(run)
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.class_names) \
             if run.step >= run.total_steps else {}
-        return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0)
+        return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
     finally:
         dist.shutdown()
 
@@ -474,7 +477,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme finetune --config RECIPE key=value ...``."""
     result = finetune(load_config(FinetuneConfig, recipe, overrides))
-    if dist.is_main():
+    if result.rank == 0:
         summary = {name: {k: r[k] for k in ("top1", "top5", "mean_class_accuracy", "views_per_video")}
                    for name, r in result.reports.items()}
         print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, **summary,
