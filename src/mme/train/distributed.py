@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from mme.errors import MMEError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -60,6 +62,17 @@ def any_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def check_same(value: int, device: torch.device, what: str) -> None:
+    """Raise on every rank unless all ranks hold the same integer ``value`` (e.g. the step they resume at)."""
+    if get_world_size() == 1:
+        return
+    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, low = t[0].item(), -t[1].item()
+    if high != low:
+        raise MMEError(f"ranks disagree on {what}: from {low} to {high} (rank {get_rank()} has {value})")
 
 
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
