@@ -111,7 +111,7 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
     assert "train.bogus" in err and "batch_size" in err and "Traceback" not in err
     # a missing list file
     with pytest.raises(DataError, match="nowhere/list.txt"):
-        run("tiny_cpu_pixel", ["data.list_file=/nowhere/list.txt"], tmp_path / "a")
+        run("tiny_cpu_pixel", ["data.list_file=/nowhere/list.txt", "data.root="], tmp_path / "a")
     with pytest.raises(DataError, match="data.root '/nowhere/videos' is not a folder"):
         run("tiny_cpu_pixel", [*synth, "data.root=/nowhere/videos"], tmp_path / "a")
     # an output folder that cannot be created (its parent is a file)
@@ -122,7 +122,9 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
     ref = run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=1")
     for key in ("resume", "init"):
         out = tmp_path / f"deeper_{key}"
-        with pytest.raises(CheckpointError, match=r"checkpoint-00000001.pt does not fit.*missing.*encoder.blocks.2"):
+        named = "checkpoint" if key == "resume" else "train.init"
+        with pytest.raises(CheckpointError, match=rf"^{named} .*checkpoint-00000001.pt.*does not fit the model: "
+                                                  r"missing keys \['encoder.blocks.2"):
             run("tiny_cpu_pixel", synth, out, "model.depth=3", f"train.{key}={ref.checkpoint}")
         assert _no_training_happened(out)
     with pytest.raises(CheckpointError, match="no such file"):
@@ -166,3 +168,12 @@ def test_bench_train_reports_throughput_against_the_fp32_reference(tmp_path, cap
     assert any("checkpointing" in r["variant"] for r in rows)
     assert all(r["clips_per_s"] > 0 and r["ratio"] > 0 for r in rows)
     assert "clips/s" in capsys.readouterr().out
+
+
+def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
+    a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1")
+    # lr 0: AdamW leaves the weights as loaded, so the result must be exactly run a's weights
+    b = run("tiny_cpu_pixel", synth, tmp_path / "b", "train.steps=1", "optim.base_lr=0", "optim.min_lr=0",
+            f"train.init={a.checkpoint}", "train.seed=7")
+    sa, sb = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

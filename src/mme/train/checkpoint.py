@@ -103,22 +103,6 @@ def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights strictly; a checkpoint of another architecture fails naming the differing keys/shapes."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    wrong = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-            if items:
-                parts.append(f"{label} ({len(items)}): {items[:4]}{' ...' if len(items) > 4 else ''}")
-        raise CheckpointError(f"checkpoint {source} does not fit this model architecture; " + "; ".join(parts))
-    model.load_state_dict(state_dict)
-
-
 def rng_state() -> dict[str, Any]:
     """The global generators' states as tensors / plain values (weights_only-loadable)."""
     np_state = np.random.get_state()

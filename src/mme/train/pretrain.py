@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.errors import DataError, MMEError
+from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.motion.targets import head_specs, make_target_fn, step_targets
 from mme.train import checkpoint as ckpt
@@ -112,7 +113,7 @@ def setup(cfg: PretrainConfig) -> Run:
         log.warning("%s holds checkpoints of an earlier run; this fresh run replaces them as it goes "
                     "(train.resume=auto continues the earlier one instead)", out_dir)
     if t.init and resume is None:
-        ckpt.load_model_state(model, ckpt.load_checkpoint(Path(t.init))["model"], t.init)
+        _init_weights(model, t.init)
     model.to(device)
     if t.activation_checkpointing:
         _checkpoint_blocks(model)
@@ -174,6 +175,17 @@ def _resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
     return resume, ckpt.load_checkpoint(Path(resume))
 
 
+def _init_weights(model: MaskedAutoencoder, path: str) -> None:
+    """Initial weights from any checkpoint mme reads (ours, the original VideoMAE/MME release, Hugging Face):
+    the whole masked autoencoder when the file has one, else the encoder only (decoder and heads stay fresh)."""
+    ck = read_checkpoint(path)
+    if ck.kind == "mae":
+        load_state(model, ck.state, f"train.init {ck.source}")
+    else:
+        load_state(model.encoder, ck.encoder_state, f"train.init {ck.source}")
+    log.info("initial weights from %s (%s)", ck.source, "whole model" if ck.kind == "mae" else "encoder only")
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -182,7 +194,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _restore(run: Run, source: str, state: dict) -> None:
-    ckpt.load_model_state(run.model, state["model"], source)
+    load_state(run.model, state["model"], f"checkpoint {source}")
     ignore = ("train.resume", "train.stop_after", "train.init", "train.out_dir")
     old, new = _flat(state["config"]), _flat(dataclasses.asdict(run.cfg))
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
