@@ -5,6 +5,7 @@ architecture; the ViT-B recipes with their architecture checked by shape and par
 from __future__ import annotations
 
 import pytest
+import torch
 from test_pretrain import TINY, run, synth  # noqa: F401  (synth is a fixture)
 
 from mme.config import RECIPES_DIR, load_config
@@ -33,7 +34,8 @@ def test_every_recipe_is_covered():
 def test_recipe_builds_its_architecture(recipe):
     cfg = load_config(PretrainConfig, recipe)
     enc_m, decoder, ratio, heads, stride = EXPECTED[recipe]
-    model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
+    with torch.device("meta"):  # shapes and counts only: no memory, no initialisation time
+        model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
     assert sum(p.numel() for p in model.encoder.parameters()) / 1e6 == pytest.approx(enc_m, abs=0.05)
     m = cfg.model
     assert (m.decoder_dim, m.decoder_depth, m.decoder_heads, m.mask_ratio) == (*decoder, ratio)
