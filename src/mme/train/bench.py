@@ -23,6 +23,7 @@ from mme.models.mae import MaskedAutoencoder
 from mme.motion.targets import TargetConfig, head_specs, step_targets
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import bf16_native, choose_device, make_scaler
+from mme.train.pretrain import checkpoint_blocks, forward_backward, update
 
 
 def _variants(args, device: torch.device) -> list[tuple[str, str, bool, bool]]:
@@ -42,12 +43,10 @@ def _variants(args, device: torch.device) -> list[tuple[str, str, bool, bool]]:
 
 def _measure(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
              checkpointing: bool, device: torch.device, steps: int, warmup: int) -> dict:
-    from mme.train.pretrain import _checkpoint_blocks, forward_backward, update
-
     torch.manual_seed(0)
     model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
     if checkpointing:
-        _checkpoint_blocks(model)
+        checkpoint_blocks(model)
     step_model = torch.compile(model) if compile_ else model
     optimizer = build_optimizer(model, OptimConfig(), device)
     set_schedule(optimizer, 1e-4, 0.05)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
-from mme.errors import DataError, MMEError
+from mme.errors import CheckpointError, DataError, MMEError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.motion.targets import head_specs, make_target_fn, step_targets
@@ -116,7 +116,7 @@ def setup(cfg: PretrainConfig) -> Run:
         _init_weights(model, t.init)
     model.to(device)
     if t.activation_checkpointing:
-        _checkpoint_blocks(model)
+        checkpoint_blocks(model)
     optimizer = build_optimizer(model, o, device)
     scaler = make_scaler(precision, device)
     step_model: nn.Module = torch.compile(model) if t.compile else model
@@ -204,7 +204,7 @@ def _restore(run: Run, source: str, state: dict) -> None:
     try:
         run.optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as e:
-        raise ckpt.CheckpointError(f"checkpoint {source}: optimizer state does not fit this model ({e})") from e
+        raise CheckpointError(f"checkpoint {source}: optimizer state does not fit this model ({e})") from e
     run.scaler.load_state_dict(state.get("scaler") or {})
     run.step, run.position = int(state["step"]), dict(state["data"])
     ckpt.set_rng_state(state["rng"])
@@ -212,7 +212,7 @@ def _restore(run: Run, source: str, state: dict) -> None:
              run.position["batch"])
 
 
-def _checkpoint_blocks(model: MaskedAutoencoder) -> None:
+def checkpoint_blocks(model: MaskedAutoencoder) -> None:
     """Activation checkpointing of every encoder block; the forward is replaced per instance, so parameter
     names (and checkpoints) are unchanged."""
     from torch.utils.checkpoint import checkpoint
