@@ -78,6 +78,14 @@ def test_save_and_purge_keeps_last_k_checkpoints(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_a_failed_purge_only_warns(tmp_path, caplog):
+    (tmp_path / "checkpoint-00000001.pt").mkdir()  # cannot be unlinked like a file
+    with caplog.at_level(logging.WARNING):
+        path = ckpt.save_checkpoint(_state(2), tmp_path, keep_last=1)
+    assert path.is_file() and "could not delete old checkpoint" in caplog.text
+    assert ckpt.latest_valid(tmp_path)[1]["step"] == 2
+
+
 def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
     newest = ckpt.save_checkpoint(_state(2), tmp_path, keep_last=0)
