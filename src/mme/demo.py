@@ -33,7 +33,7 @@ from mme.eval.probe import knn_classify, linear_probe
 from mme.models.checkpoint import load_encoder
 from mme.models.vit import VisionTransformer
 from mme.train.config import PretrainConfig
-from mme.train.precision import choose_device
+from mme.train.precision import choose_device, cpu_name
 from mme.train.pretrain import pretrain
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,10 @@ def demo(s: DemoSettings) -> list[dict]:
     minutes = (time.perf_counter() - t0) / 60
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
               "rows": rows, "summary": summary, "total_minutes": minutes,
-              "cpu": _cpu_name(), "threads": torch.get_num_threads()}
+              "cpu": cpu_name(), "threads": torch.get_num_threads()}
     (s.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     (s.out / "results.md").write_text(
-        f"# mme demo\n\n{table}\nTotal {minutes:.1f} min on {_cpu_name()} ({torch.get_num_threads()} threads).\n")
+        f"# mme demo\n\n{table}\nTotal {minutes:.1f} min on {cpu_name()} ({torch.get_num_threads()} threads).\n")
     plot_losses(rows, s.out / "loss_curves.png")
     pic = _pretrain_config(s, "mme", s.seeds[0], lists["train"])
     _pictures(s, rows, lists, pic.model, pic.data, pic.target)
@@ -214,16 +214,6 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
                            stride=data_cfg.stride)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def main(args) -> int:

@@ -11,7 +11,6 @@ the 0-worker figure measured in the same run, plus a per-stage breakdown of one 
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,16 +26,7 @@ from mme.data.sampling import sample_pretrain
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_video_tensor
 from mme.data.video import open_video
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from mme.train.precision import cpu_name
 
 
 def _generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -105,7 +95,7 @@ def main(args) -> int:
         ds = PretrainDataset(cfg, track_length=args.length)
         rates = {w: _throughput(ds, w, args.batch) for w in args.workers}
     ref = rates[args.workers[0]]
-    print(f"mme bench data | {_cpu_name()} | {threads} threads | {info} | backend {cfg.backend}")
+    print(f"mme bench data | {cpu_name()} | {threads} threads | {info} | backend {cfg.backend}")
     print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={args.length} -> "
           f"{stages['decoded_frames']} raw frames decoded, multi-scale crop to {cfg.img_size}²")
     print("stages of one clip (ms, median): " + ", ".join(
@@ -115,7 +105,7 @@ def main(args) -> int:
         print(f"{w:>8} {r:>9.2f} {r / ref:>13.2f}x")
     if args.json:
         atomic_write_text(args.json, json.dumps({
-            "cpu": _cpu_name(), "threads": threads, "video": info, "backend": cfg.backend,
+            "cpu": cpu_name(), "threads": threads, "video": info, "backend": cfg.backend,
             "num_frames": cfg.num_frames, "stride": cfg.stride, "img_size": cfg.img_size,
             "track_length": args.length, "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()},
         }, indent=1) + "\n")

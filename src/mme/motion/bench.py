@@ -28,6 +28,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import Compensation, pair_flow
 from mme.motion.targets import TargetConfig, assemble, frame_hog, make_target_fn, token_geometry
 from mme.motion.tracks import track
+from mme.train.precision import cpu_name
 
 
 def _generated_video(folder: Path, frames: int) -> str:
@@ -106,19 +107,11 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
     return {
         "video": path if video else "generated 256x256 H.264", "clip": f"{frames}x{size}x{size}", "stride": stride,
         "kind": kind, "flow": flow, "track_length": L, "threads": threads, "frames_decoded": len(idx.needed),
-        "flow_pairs": len(pairs), "cpu": _cpu(), "decode_ms": t_decode, "flow_ms": t_flow, "tracking_ms": t_track,
+        "flow_pairs": len(pairs), "cpu": cpu_name(), "decode_ms": t_decode, "flow_ms": t_flow, "tracking_ms": t_track,
         "hog_assembly_ms": t_hog, "total_ms": total, "target_fn_ms": t_fn, "ratio_total_decode": total / t_decode,
     }
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main(args) -> int:

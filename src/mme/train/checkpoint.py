@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import random
 import re
 import subprocess
@@ -30,6 +29,7 @@ import torch
 import yaml
 
 from mme.errors import CheckpointError, ConfigError
+from mme.train.precision import cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +150,12 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_meta(device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
     return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
             "precision": precision, "world_size": world_size}
 
 

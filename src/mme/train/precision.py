@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
+from pathlib import Path
 
 import torch
 
@@ -64,3 +66,14 @@ def autocast(precision: str, device: torch.device):
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A gradient scaler, enabled only for fp16 (bf16 has fp32's exponent range and needs none)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), quoted with every figure a run or benchmark prints."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
