@@ -123,6 +123,22 @@ def test_rotation_gives_unit_scale_patch_std_targets():
     assert ((zx[..., 2] + zx[..., 3]) < (zx[..., 0] + zx[..., 1]))[moving[:, 0]].float().mean() > 0.9
 
 
+def test_without_patch_std_the_position_unit_sets_the_scale():
+    """patch_norm=false: the displacement divided by position_unit px (1.0 keeps pixels)."""
+    frames, _ = affine_video(40, 64, 64, dx=1.2, dy=-0.8)
+    sample, m = make_sample(frames, 8, 2, 4), model_cfg()
+    px, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False, position_unit=1.0), m)(sample)
+    bound, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False), m)(sample)
+    inside = (px["traj"] != 0).all(-1)
+    assert inside.float().mean() > 0.5
+    z = px["traj"][inside].reshape(-1, 2, 4, 4)  # (N, coordinate, step, point) in px per raw step
+    assert torch.allclose(z[:, 0], torch.tensor(1.2), atol=0.15)
+    assert torch.allclose(z[:, 1], torch.tensor(-0.8), atol=0.15)
+    assert torch.allclose(px["traj"], bound["traj"] * (20 * 64 / 224), atol=1e-5)
+    with pytest.raises(ConfigError, match="position_unit"):
+        TargetConfig(position_unit=0.0)
+
+
 def test_without_interpolation_tracks_use_only_sampled_frames():
     frames, _ = affine_video(60, 64, 64, dx=1.2, dy=-0.8)
     m = model_cfg()

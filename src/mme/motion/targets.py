@@ -16,7 +16,8 @@ Targets (``target.kind``, one or a list):
 or from the track cache (``target.cache_dir``). A patch is supervised (``valid``) if any of its points stayed
 in the frame, as the release (§7.6). PatchStd: per token, coordinate and step, ``z = (x - mean) / std`` over
 the K points (unbiased std), and ``z = 0`` where ``std < std_floor`` px: below the flow's noise level a z-score
-only amplifies noise (§7.6). Without PatchStd the target is the displacement divided by the ±bound.
+only amplifies noise (§7.6). Without PatchStd the target is the displacement divided by ``position_unit`` px
+(default the ±bound).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class TargetConfig:
     """Track seed spacing in px; default patch/2 (2×2 points per patch); = patch: one point (the sparse ablation)."""
     patch_norm: bool = True
     """PatchStd: z-score the displacements over the points of a patch per coordinate and step."""
+    position_unit: float | None = None
+    """Without PatchStd: displacements are divided by this many px (default: the displacement bound, as the
+    release's /20). 1.0 keeps pixels, so a 1 px/frame motion gives targets of order 1."""
     std_floor: float = 0.05
     """PatchStd floor in px: below it the z-score is 0. Measured DIS MEDIUM noise (intra-patch std of rigidly
     moving, H.264-coded texture, 112² and 224²): median 0.02 px, p90 0.06-0.09 px; static video p95 0.016 px."""
@@ -104,6 +108,8 @@ class TargetConfig:
             raise ConfigError(f"target.activation must be 'none' or 'release', got {self.activation!r}")
         if self.std_floor < 0:
             raise ConfigError(f"target.std_floor must be >= 0, got {self.std_floor}")
+        if self.position_unit is not None and self.position_unit <= 0:
+            raise ConfigError(f"target.position_unit must be positive, got {self.position_unit}")
         if self.max_disp is not None and self.max_disp <= 0:
             raise ConfigError(f"target.max_disp must be positive, got {self.max_disp}")
         for name in ("seed_stride", "hog_cell"):
@@ -255,7 +261,7 @@ def assemble(tr: Tracks, cfg: TargetConfig, g: Geometry, hog_maps: torch.Tensor 
     bound = cfg.max_disp or default_max_disp(*tr.size)
     disp = torch.from_numpy(np.ascontiguousarray(tr.disp))  # (S, L, Gh, Gw, 2)
     tok = _to_tokens(disp, a).permute(0, 3, 1, 2)  # (N, 2, L, K)
-    tok = patch_std(tok, cfg.std_floor) if cfg.patch_norm else tok / bound
+    tok = patch_std(tok, cfg.std_floor) if cfg.patch_norm else tok / (cfg.position_unit or bound)
     N = tok.shape[0]
     valid = _to_tokens(torch.from_numpy(tr.valid)[:, None, ..., None], a).reshape(N, -1).any(-1)  # (N,)
     targets = {"traj": tok.reshape(N, -1).float()}

@@ -1,0 +1,27 @@
+"""`mme demo --quick`: the whole pipeline runs end to end (synth -> pre-train -> probe -> report -> pictures).
+Accuracy is not asserted here (a few steps on a handful of videos); docs/results.md has the measured default."""
+
+import json
+import math
+
+from mme.cli import main
+
+
+def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+
+    result = json.loads((out / "results.json").read_text())
+    targets = [row["target"] for row in result["summary"]]
+    assert targets == ["mme", "pixel", "random init"]
+    for row in result["summary"]:
+        assert 0.0 <= row["linear_top1"] <= 100.0 and 0.0 <= row["knn_top1"] <= 100.0
+    for row in result["rows"]:
+        if row["target"] != "random init":
+            assert math.isfinite(row["minutes"]) and row["minutes"] > 0 and row["clips_per_s"] > 0
+            losses = [json.loads(line)["loss"] for line in open(row["metrics"]) if line.strip()]
+            assert len(losses) == result["settings"]["steps"] and all(math.isfinite(v) for v in losses)
+    table = (out / "results.md").read_text()
+    assert "| mme |" in table and "| pixel |" in table and "| random init |" in table
+    for picture in ("loss_curves.png", "tracks.png", "predicted_vs_target.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
