@@ -287,13 +287,10 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
 
 
-def _not_yet(name: str) -> int:
-    print(f"mme {name}: not available in this build yet", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mme", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mme", description="Masked Motion Encoding: self-supervised video pre-training on motion trajectories "
+        "(pixel and HOG targets too), evaluation, and checkpoint conversion. `mme demo` shows it end to end.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_synth, _add_lists, _add_extract, _add_pretrain, _add_finetune, _add_probe,

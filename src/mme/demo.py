@@ -53,11 +53,13 @@ class DemoSettings:
     out: Path = Path("demo_out")
     classes: int = 8
     """Motion classes of the synthetic dataset."""
-    videos_per_class: int = 30
+    videos_per_class: int = 40
+    splits: tuple[float, float, float] = (0.6, 0.1, 0.3)
+    """train / val / test fractions of each class's videos (pre-training uses train only)."""
     video_size: int = 112
     """Side of the generated videos; clips are cropped and resized to the recipe's model size."""
     video_frames: int = 40
-    steps: int = 400
+    steps: int = 300
     """Pre-training steps per target (same for every target)."""
     batch_size: int = 8
     seeds: tuple[int, ...] = (0,)
@@ -86,10 +88,10 @@ def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) 
 
 
 def _split_features(encoder: torch.nn.Module, data_cfg: DataConfig, lists: dict[str, Path], device: str):
-    """Mean-pooled frozen features (2 temporal clips, centre crop) and labels of each split."""
+    """Mean-pooled frozen features (one centred clip, centre crop) and labels of each split."""
     out = {}
     for split, path in lists.items():
-        cfg = replace(data_cfg, list_file=str(path), root=str(path.parent), test_clips=2, test_crops=1)
+        cfg = replace(data_cfg, list_file=str(path), root=str(path.parent), test_clips=1, test_crops=1)
         f = extract_features(encoder, ClassificationDataset(cfg, mode="test"), batch_size=8,
                              num_workers=data_cfg.num_workers, device=device, progress=False)
         keep = f.valid
@@ -182,7 +184,7 @@ def demo(s: DemoSettings) -> list[dict]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     log.info("demo: generating %d classes x %d synthetic videos in %s", s.classes, s.videos_per_class, s.out)
     synth = generate_synth(s.out / "data", num_classes=s.classes, videos_per_class=s.videos_per_class,
-                           size=s.video_size, num_frames=s.video_frames, seed=0)
+                           size=s.video_size, num_frames=s.video_frames, splits=s.splits, seed=0)
     lists = {k: Path(v) for k, v in synth.lists.items()}
     rows = [row for seed in s.seeds for row in run_seed(s, seed, lists)]
     summary = summarise(rows)
