@@ -53,7 +53,7 @@ from mme.train.config import TrainConfig
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, set_schedule
 from mme.train.precision import autocast, choose_device, choose_precision, make_scaler
-from mme.train.pretrain import NonFiniteLossError, _restore, _resume_state, micro_batches, save, update
+from mme.train.pretrain import NonFiniteLossError, micro_batches, restore, resume_state, save, update
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def setup(cfg: FinetuneConfig) -> Run:
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
     peak_lr, final_lr = o.scaled_lr(videos_per_step)  # VideoMAE scales by videos, not by videos x repeats
 
-    resume = _resume_state(t.resume, out_dir)
+    resume = resume_state(t.resume, out_dir)
     cfg = dataclasses.replace(cfg, model=_model_config(cfg, resume))
     torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
     model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
@@ -300,7 +300,7 @@ def setup(cfg: FinetuneConfig) -> Run:
               batches_per_epoch, total_steps, min(warmup, total_steps), peak_lr, final_lr, out_dir,
               ckpt.run_meta(device, precision, info.world_size))
     if resume is not None:
-        _restore(run, *resume)
+        restore(run, *resume)
     if dist.is_main():
         ckpt.write_run_files(out_dir, dataclasses.asdict(cfg), run.meta)
     return run

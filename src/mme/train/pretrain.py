@@ -108,7 +108,7 @@ def setup(cfg: PretrainConfig) -> Run:
 
     torch.manual_seed(t.seed)  # the initial weights
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-    resume = _resume_state(t.resume, out_dir)
+    resume = resume_state(t.resume, out_dir)
     if resume is None and dist.is_main() and ckpt.list_checkpoints(out_dir):
         log.warning("%s holds checkpoints of an earlier run; this fresh run replaces them as it goes "
                     "(train.resume=auto continues the earlier one instead)", out_dir)
@@ -127,7 +127,7 @@ def setup(cfg: PretrainConfig) -> Run:
               batches_per_epoch, total_steps, min(warmup, total_steps), peak_lr, final_lr, out_dir,
               ckpt.run_meta(device, precision, info.world_size))
     if resume is not None:
-        _restore(run, *resume)
+        restore(run, *resume)
     dist.check_same(run.step, device, "the step to start at (multi-node resume needs train.out_dir on a shared "
                                       "filesystem)")
     if dist.is_main():
@@ -163,7 +163,9 @@ def describe(run: Run) -> str:
     return "\n".join(lines)
 
 
-def _resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
+def resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
+    """``(source, checkpoint state)`` to resume from: 'auto' = the newest valid checkpoint in out_dir, else a
+    path; None when starting fresh (shared by pre-training and fine-tuning)."""
     if not resume:
         return None
     if resume == "auto":
@@ -193,7 +195,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _restore(run: Run, source: str, state: dict) -> None:
+def restore(run: Run, source: str, state: dict) -> None:
+    """Load model, optimizer, scaler, step, data position and RNG states into ``run`` (warns on config changes)."""
     load_state(run.model, state["model"], f"checkpoint {source}")
     ignore = ("train.resume", "train.stop_after", "train.init", "train.out_dir")
     old, new = _flat(state["config"]), _flat(dataclasses.asdict(run.cfg))
