@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from mme.config import from_dict, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import read_list
-from mme.errors import ConfigError, DataError, MMEError
+from mme.errors import ConfigError, DataError
 from mme.eval.augment import AugmentConfig, augment_batch, soft_target_cross_entropy
 from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
 from mme.models.classifier import VideoClassifier
@@ -51,9 +51,18 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train.config import TrainConfig
 from mme.train.metrics import build_logger, plot_loss_curves
-from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, set_schedule
-from mme.train.precision import autocast, choose_device, choose_precision, make_scaler
-from mme.train.pretrain import NonFiniteLossError, micro_batches, restore, resume_state, save, update
+from mme.train.optim import OptimConfig, cosine_schedule, set_schedule
+from mme.train.precision import autocast, choose_device, choose_precision
+from mme.train.pretrain import (
+    NonFiniteLossError,
+    build_step,
+    micro_batches,
+    restore,
+    resume_state,
+    save,
+    schedule_lengths,
+    update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -269,16 +278,10 @@ def setup(cfg: FinetuneConfig) -> Run:
         raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
                           f"{num_classes}")
     dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
-    videos_per_step = t.batch_size * info.world_size * t.accum_steps
-    batches_per_epoch = len(dataset) // (t.batch_size * info.world_size)
-    if batches_per_epoch < t.accum_steps:
-        raise MMEError(f"data: {len(dataset)} videos give {batches_per_epoch} batches per epoch of "
-                       f"{t.batch_size} x {info.world_size} ranks; an optimizer step needs {t.accum_steps}")
-    steps_per_epoch = batches_per_epoch // t.accum_steps
-    total_steps = t.steps or t.epochs * steps_per_epoch
     o = cfg.optim
-    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
-    peak_lr, final_lr = o.scaled_lr(videos_per_step)  # VideoMAE scales by videos, not by videos x repeats
+    batches_per_epoch, total_steps, warmup = schedule_lengths(len(dataset), t, o, info.world_size, "videos")
+    # VideoMAE scales by videos, not by videos x repeats
+    peak_lr, final_lr = o.scaled_lr(t.batch_size * info.world_size * t.accum_steps)
 
     resume = resume_state(t.resume, out_dir)
     cfg = dataclasses.replace(cfg, model=_model_config(cfg, resume))
@@ -290,14 +293,9 @@ def setup(cfg: FinetuneConfig) -> Run:
 
         load_encoder_weights(model.encoder, t.init)
     model.to(device)
-    optimizer = build_optimizer(model, o, device)
-    scaler = make_scaler(precision, device)
-    step_model: nn.Module = torch.compile(model) if t.compile else model
-    if info.world_size > 1:
-        step_model = nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer, scaler, step_model = build_step(model, o, t, device, precision, info.world_size)
     run = Run(cfg, device, precision, model, step_model, optimizer, scaler, dataset, num_classes, names,
-              batches_per_epoch, total_steps, min(warmup, total_steps), peak_lr, final_lr, out_dir,
+              batches_per_epoch, total_steps, warmup, peak_lr, final_lr, out_dir,
               ckpt.run_meta(device, precision, info.world_size))
     if resume is not None:
         restore(run, *resume)

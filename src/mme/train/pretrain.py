@@ -36,9 +36,9 @@ from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.motion.targets import head_specs, make_target_fn, step_targets
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
-from mme.train.config import PretrainConfig
+from mme.train.config import PretrainConfig, TrainConfig
 from mme.train.metrics import build_logger, plot_loss_curves
-from mme.train.optim import build_optimizer, cosine_schedule, set_schedule
+from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, set_schedule
 from mme.train.precision import autocast, bf16_native, choose_device, choose_precision, make_scaler
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,32 @@ class PretrainResult:
     seconds: float
 
 
+def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size: int,
+                     unit: str) -> tuple[int, int, int]:
+    """``(batches per epoch, total optimizer steps, warm-up steps)`` for ``num_items`` training items, failing
+    before any training when an epoch cannot fill one optimizer step (shared by pre-training and fine-tuning)."""
+    batches_per_epoch = num_items // (t.batch_size * world_size)
+    if batches_per_epoch < t.accum_steps:
+        raise MMEError(f"data: {num_items} {unit} give {batches_per_epoch} batches per epoch of "
+                       f"{t.batch_size} x {world_size} ranks; an optimizer step needs {t.accum_steps}")
+    steps_per_epoch = batches_per_epoch // t.accum_steps
+    total = t.steps or t.epochs * steps_per_epoch
+    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
+    return batches_per_epoch, total, min(warmup, total)
+
+
+def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.device, precision: str,
+               world_size: int) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler, nn.Module]:
+    """The optimizer, the grad scaler and the module the step calls (compiled and/or DDP-wrapped)."""
+    optimizer = build_optimizer(model, o, device)
+    scaler = make_scaler(precision, device)
+    step_model: nn.Module = torch.compile(model) if t.compile else model
+    if world_size > 1:
+        step_model = nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    return optimizer, scaler, step_model
+
+
 def setup(cfg: PretrainConfig) -> Run:
     """Build and check everything (out dir, data, model, checkpoint) before the first step."""
     t = cfg.train
@@ -95,16 +121,9 @@ def setup(cfg: PretrainConfig) -> Run:
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     target_fn = make_target_fn(cfg.target, cfg.model)
     dataset = PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=t.seed)
-    per_step = t.batch_size * info.world_size * t.accum_steps
-    batches_per_epoch = len(dataset) // (t.batch_size * info.world_size)
-    if batches_per_epoch < t.accum_steps:
-        raise MMEError(f"data: {len(dataset)} clips give {batches_per_epoch} batches per epoch of "
-                       f"{t.batch_size} x {info.world_size} ranks; an optimizer step needs {t.accum_steps}")
-    steps_per_epoch = batches_per_epoch // t.accum_steps
-    total_steps = t.steps or t.epochs * steps_per_epoch
     o = cfg.optim
-    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
-    peak_lr, final_lr = o.scaled_lr(per_step)
+    batches_per_epoch, total_steps, warmup = schedule_lengths(len(dataset), t, o, info.world_size, "clips")
+    peak_lr, final_lr = o.scaled_lr(t.batch_size * info.world_size * t.accum_steps)
 
     torch.manual_seed(t.seed)  # the initial weights
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
@@ -117,14 +136,9 @@ def setup(cfg: PretrainConfig) -> Run:
     model.to(device)
     if t.activation_checkpointing:
         checkpoint_blocks(model)
-    optimizer = build_optimizer(model, o, device)
-    scaler = make_scaler(precision, device)
-    step_model: nn.Module = torch.compile(model) if t.compile else model
-    if info.world_size > 1:
-        step_model = nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer, scaler, step_model = build_step(model, o, t, device, precision, info.world_size)
     run = Run(cfg, device, precision, model, step_model, optimizer, scaler, dataset,
-              batches_per_epoch, total_steps, min(warmup, total_steps), peak_lr, final_lr, out_dir,
+              batches_per_epoch, total_steps, warmup, peak_lr, final_lr, out_dir,
               ckpt.run_meta(device, precision, info.world_size))
     if resume is not None:
         restore(run, *resume)
