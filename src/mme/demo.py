@@ -27,6 +27,7 @@ import torch
 
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
+from mme.data.lists import atomic_write_text
 from mme.data.synth import generate_synth
 from mme.eval.features import extract_features
 from mme.eval.probe import knn_classify, linear_probe
@@ -181,7 +182,6 @@ def plot_losses(rows: list[dict], path: Path) -> None:
 def demo(s: DemoSettings) -> list[dict]:
     t0 = time.perf_counter()
     s.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     log.info("demo: generating %d classes x %d synthetic videos in %s", s.classes, s.videos_per_class, s.out)
     synth = generate_synth(s.out / "data", num_classes=s.classes, videos_per_class=s.videos_per_class,
                            size=s.video_size, num_frames=s.video_frames, splits=s.splits, seed=0)
@@ -193,9 +193,9 @@ def demo(s: DemoSettings) -> list[dict]:
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads()}
-    (s.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (s.out / "results.md").write_text(
-        f"# mme demo\n\n{table}\nTotal {minutes:.1f} min on {cpu_name()} ({torch.get_num_threads()} threads).\n")
+    atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nTotal {minutes:.1f} min on {cpu_name()} "
+                      f"({torch.get_num_threads()} threads).\n")
     plot_losses(rows, s.out / "loss_curves.png")
     pic = _pretrain_config(s, "mme", s.seeds[0], lists["train"])
     _pictures(s, rows, lists, pic.model, pic.data, pic.target)
