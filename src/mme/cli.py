@@ -119,6 +119,22 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _view_args(p: argparse.ArgumentParser) -> None:
+    """Test views of a frozen-encoder command (probe, embed): N clips x M crops."""
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
+    p.add_argument("--crops", type=int, default=1, help="spatial crops per clip, along the long side (default 1)")
+    p.add_argument("--stride", type=int, default=4, help="raw frames between sampled frames (default 4)")
+    p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
+
+
+def _encoder_run_args(p: argparse.ArgumentParser) -> None:
+    """Batching, workers, device and precision of a frozen-encoder command (probe, embed)."""
+    p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+
+
 def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "probe", help="linear probe and kNN on frozen features",
@@ -132,10 +148,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (features cache + probe.json)")
     p.add_argument("--root", default="", help="folder the lists' relative paths start from")
     p.add_argument("--classes", default=None, help="JSON list of class names (index = label)")
-    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
-    p.add_argument("--crops", type=int, default=1, help="spatial crops per clip (default 1)")
-    p.add_argument("--stride", type=int, default=4, help="raw frames between sampled frames (default 4)")
-    p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2)")
+    _view_args(p)
     p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
     p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
     p.add_argument("--weighting", choices=["softmax", "majority"], default="softmax",
@@ -143,10 +156,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
     p.add_argument("--no-knn", action="store_true", help="skip kNN")
     p.add_argument("--seed", type=int, default=0, help="seed of the carved validation split")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _encoder_run_args(p)
 
     def run(a):
         from mme.eval.probe import run_probe
@@ -172,16 +182,10 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .npy (features; tokens to OUT_STEM.tokens.npy) or "
                                                 ".safetensors (features, valid, labels, tokens)")
     p.add_argument("--root", default="", help="folder the list's relative paths start from")
-    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
-    p.add_argument("--crops", type=int, default=1, help="spatial crops per clip, along the long side (default 1)")
-    p.add_argument("--stride", type=int, default=4, help="raw frames between sampled frames (default 4)")
-    p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
+    _view_args(p)
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _encoder_run_args(p)
     p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
 
     def run(a):

@@ -49,7 +49,7 @@ from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
-from mme.train.config import TrainConfig
+from mme.train.config import TrainConfig, check_clips_fit_model
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import OptimConfig, cosine_schedule, set_schedule
 from mme.train.precision import autocast, choose_device, choose_precision
@@ -157,10 +157,7 @@ class FinetuneConfig:
     train: FinetuneTrain = field(default_factory=FinetuneTrain)
 
     def __post_init__(self):
-        for d, m in (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size")):
-            if getattr(self.data, d) != getattr(self.model, m):
-                raise ConfigError(f"data.{d}={getattr(self.data, d)} differs from model.{m}="
-                                  f"{getattr(self.model, m)}: the clips must fit the model; set both")
+        check_clips_fit_model(self.data, self.model)
 
 
 # ---- data --------------------------------------------------------------------------------------------------------

@@ -87,8 +87,12 @@ class PretrainConfig:
     """Length, batch, precision, checkpoints (above)."""
 
     def __post_init__(self):
-        pairs = (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size"))
-        for d, m in pairs:
-            if getattr(self.data, d) != getattr(self.model, m):
-                raise ConfigError(f"data.{d}={getattr(self.data, d)} differs from model.{m}="
-                                  f"{getattr(self.model, m)}: the clips must fit the model; set both")
+        check_clips_fit_model(self.data, self.model)
+
+
+def check_clips_fit_model(data, model) -> None:
+    """The data section's clip geometry must equal the model's (shared by pre-training and fine-tuning)."""
+    for d, m in (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size")):
+        if getattr(data, d) != getattr(model, m):
+            raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
+                              "the clips must fit the model; set both")
