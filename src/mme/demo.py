@@ -29,8 +29,9 @@ from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import atomic_write_text
 from mme.data.synth import generate_synth
-from mme.eval.features import extract_features
+from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
+from mme.eval.testing import iter_test_batches
 from mme.models.checkpoint import load_encoder
 from mme.models.vit import VisionTransformer
 from mme.train.config import PretrainConfig
@@ -88,27 +89,33 @@ def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) 
     return load_config(PretrainConfig, recipe, overrides)
 
 
-def _split_features(encoder: torch.nn.Module, data_cfg: DataConfig, lists: dict[str, Path], device: str):
-    """Mean-pooled frozen features (one centred clip, centre crop) and labels of each split."""
+def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str, list[dict]]:
+    """Each split's probe clips (one centred clip, centre crop), decoded once and shared by every encoder."""
     out = {}
     for split, path in lists.items():
         cfg = replace(data_cfg, list_file=str(path), root=str(path.parent), test_clips=1, test_crops=1)
-        f = extract_features(encoder, ClassificationDataset(cfg, mode="test"), batch_size=8,
-                             num_workers=data_cfg.num_workers, device=device, progress=False)
-        keep = f.valid
-        out[split] = (f.x[keep], f.labels[keep])
+        out[split] = [b for b in iter_test_batches(ClassificationDataset(cfg, mode="test"), batch_size=8,
+                                                   num_workers=data_cfg.num_workers, desc=split, progress=False)
+                      if b["video"] is not None]  # failed videos are logged by iter_test_batches and left out
     return out
 
 
-def _probe(encoder: torch.nn.Module, data_cfg: DataConfig, lists: dict[str, Path], device: str) -> dict:
-    feats = _split_features(encoder.eval(), data_cfg, lists, choose_device(device))
+@torch.no_grad()
+def _probe(encoder: torch.nn.Module, clips: dict[str, list[dict]], device: str) -> dict:
+    """Linear probe (L2 chosen on val, reported on test) and kNN (train + val -> test) on mean-pooled tokens."""
+    device = choose_device(device)
+    encoder = encoder.eval().to(device)
+    feats = {}
+    for split, batches in clips.items():
+        x = torch.cat([embed_batch(encoder, b["video"].to(device))[0].cpu() for b in batches])
+        feats[split] = (x, torch.cat([b["label"] for b in batches]))
     (tx, ty), (vx, vy), (ex, ey) = feats["train"], feats["val"], feats["test"]
     lin = linear_probe(tx, ty, vx, vy, ex, ey)
     knn = knn_classify(torch.cat([tx, vx]), torch.cat([ty, vy]), ex, ey, k=10)
     return {"linear_top1": 100 * lin["top1"], "knn_top1": 100 * knn["top1"]}
 
 
-def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path]) -> list[dict]:
+def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]]) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder; one row per encoder."""
     rows = []
     cfg = None
@@ -116,14 +123,14 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path]) -> list[dict]:
         cfg = _pretrain_config(s, target, seed, lists["train"])
         log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
         result = pretrain(cfg)
-        clips = s.steps * s.batch_size
+        trained = s.steps * s.batch_size
         rows.append({"target": target, "seed": seed, "minutes": result.seconds / 60,
-                     "clips_per_s": clips / result.seconds,
-                     **_probe(load_encoder(result.checkpoint), cfg.data, lists, s.device),
+                     "clips_per_s": trained / result.seconds,
+                     **_probe(load_encoder(result.checkpoint), clips, s.device),
                      "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
     torch.manual_seed(seed)
     rows.append({"target": "random init", "seed": seed, "minutes": 0.0, "clips_per_s": float("nan"),
-                 **_probe(VisionTransformer(cfg.model), cfg.data, lists, s.device)})
+                 **_probe(VisionTransformer(cfg.model), clips, s.device)})
     return rows
 
 
@@ -186,7 +193,9 @@ def demo(s: DemoSettings) -> list[dict]:
     synth = generate_synth(s.out / "data", num_classes=s.classes, videos_per_class=s.videos_per_class,
                            size=s.video_size, num_frames=s.video_frames, splits=s.splits, seed=0)
     lists = {k: Path(v) for k, v in synth.lists.items()}
-    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists)]
+    probe_cfg = _pretrain_config(s, "mme", s.seeds[0], lists["train"])  # every target shares the data section
+    clips = decode_probe_clips(probe_cfg.data, lists)
+    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips)]
     summary = summarise(rows)
     table = markdown_table(summary)
     minutes = (time.perf_counter() - t0) / 60
@@ -197,8 +206,7 @@ def demo(s: DemoSettings) -> list[dict]:
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nTotal {minutes:.1f} min on {cpu_name()} "
                       f"({torch.get_num_threads()} threads).\n")
     plot_losses(rows, s.out / "loss_curves.png")
-    pic = _pretrain_config(s, "mme", s.seeds[0], lists["train"])
-    _pictures(s, rows, lists, pic.model, pic.data, pic.target)
+    _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
     print("\n" + table + f"\ntotal {minutes:.1f} min; results, tables and pictures in {s.out}/", flush=True)
     return summary
 
