@@ -168,7 +168,11 @@ def main() -> None:
         q.add_argument("--steps", type=int, default=300)
         q.add_argument("--batch", type=int, default=16)
         q.add_argument("overrides", nargs="*", help="recipe key=value overrides")
-    args = p.parse_args()
+    args, extra = p.parse_known_args()  # key=value overrides may follow the options
+    unknown = [e for e in extra if "=" not in e or e.startswith("-")]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides += extra
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32", flush=True)
     (run_ideal if args.experiment == "ideal" else run_bank)(args)
 

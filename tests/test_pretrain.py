@@ -176,3 +176,23 @@ def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
             f"train.init={a.checkpoint}", "train.seed=7")
     sa, sb = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("target", [[], ["target.seed_stride=4", "target.patch_norm=false",
+                                         "target.position_unit=1", "target.track_length=3"]])
+def test_prediction_picture_follows_the_runs_target_layout(target, synth, tmp_path):
+    """`mme viz --checkpoint` draws targets made as the run made them: 2x2 or 4x4 points per patch, PatchStd or
+    position units, any track length (it assumed the released 2x2 layout before)."""
+    import cv2
+
+    from mme.motion.viz import prediction_picture
+
+    r = run("tiny_cpu_mme", synth, tmp_path / "run", "train.steps=1", *target)
+    root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
+    video = f"{root}/" + open(next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
+                              ).readline().split()[0]
+    out = prediction_picture(video, str(r.checkpoint), tmp_path / "pred.png", stride=2)
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] == 64 and 4 * 64 <= img.shape[1] < 5 * 64  # 4 tubelets side by side
+    green = (img[..., 1] > 200) & (img[..., 0] < 80) & (img[..., 2] < 80)
+    assert green.sum() > 0  # target trajectories were drawn

@@ -258,6 +258,16 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only)
 
 
+def read_run_config(path: str | os.PathLike) -> dict | None:
+    """The config sections (``model``, ``target``, ...) of one of our training checkpoints, or None for any
+    other format (exported weights, original or Hugging Face checkpoints)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return None
+    obj = _torch_load(path)
+    return obj["config"] if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else None
+
+
 def _run_heads(config: dict, cfg: ModelConfig) -> list[HeadSpec] | None:
     """The heads of a training run, from its ``target`` config section (activations are not in the weights)."""
     if not isinstance(config.get("target"), dict):

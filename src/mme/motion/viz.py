@@ -125,25 +125,42 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
 def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int = 4,
                        seed: int = 0, compensate: bool = False, scale: float = 4.0) -> Path:
     """Masked patches of each tubelet's first frame, greyed, with the target (green) and predicted (red)
-    trajectories of the ``traj`` head drawn from each point's seed. PatchStd targets are unit-free z-scores:
-    drawn at ``scale`` px per unit, cumulated over the steps."""
-    from mme.models.checkpoint import load_model
+    trajectories of the ``traj`` head drawn from each point's seed, cumulated over the steps.
+
+    The targets are made as the run made them (points per patch, track length, PatchStd or position unit)
+    when ``checkpoint`` is one of our training checkpoints; otherwise the released layout (2×2 points, PatchStd)
+    is assumed. PatchStd targets are unit-free z-scores, drawn at ``scale`` px per unit."""
+    from dataclasses import replace
+
+    from mme.config import from_dict
+    from mme.models.checkpoint import load_model, read_run_config
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, assemble, token_geometry
+    from mme.motion.tracks import default_max_disp
 
     model = load_model(checkpoint)
     if not isinstance(model, MaskedAutoencoder) or "traj" not in model.heads:
         raise MMEError(f"{checkpoint}: not a masked autoencoder with a 'traj' head; nothing to compare")
     m = model.cfg
     spec = next(h for h in model.head_specs if h.name == "traj")
-    L = spec.dim // (2 * 4)  # 2 coordinates x L steps x 4 points (seed stride patch/2)
-    cfg = TargetConfig(kind="mme-released", track_length=max(L, 1), compensate=compensate)
+    run = read_run_config(checkpoint) or {}
+    if isinstance(run.get("target"), dict):  # only the traj target is drawn: no HOG maps needed
+        cfg = replace(from_dict(TargetConfig, run["target"], prefix="target."), kind="mme-released",
+                      loss_weights={})
+        cfg.compensate = cfg.compensate or compensate
+    else:
+        cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
     g = token_geometry(cfg, m)
+    L = cfg.track_length
     if spec.dim != 2 * L * g.points:
-        raise MMEError(f"{checkpoint}: traj head of {spec.dim} dims is not 2 x L x 4 points; cannot draw it")
+        raise MMEError(f"{checkpoint}: traj head of {spec.dim} dims is not 2 x {L} steps x {g.points} points; "
+                       "cannot draw it")
     c = read_clip(video, start, m.num_frames, stride, m.img_size, L, m.tubelet_size)
-    tr = track(c.frames, c.frame_ids, c.starts, L, seed_stride=g.seed_stride, compensate=compensate, source=video)
+    tr = track(c.frames, c.frame_ids, c.starts, L, seed_stride=g.seed_stride, compensate=cfg.compensate,
+               source=video)
     targets, _ = assemble(tr, cfg, g)
+    if not cfg.patch_norm:  # targets are displacements in units of position_unit (default: the track bound)
+        scale = cfg.position_unit or cfg.max_disp or default_max_disp(*tr.size)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
     x = to_video_tensor(c.frames[[at[int(f)] for f in c.clip]])[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
