@@ -33,3 +33,24 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):  #
     assert len(ddp_losses) == STEPS
     for x, y in zip(ddp_losses, [r["loss"] for r in single.history]):
         assert abs(x - y) <= 1e-5 * max(1.0, abs(y))
+
+
+def test_ranks_that_would_start_at_different_steps_stop_with_a_message(tmp_path):
+    """What pre-training and fine-tuning check after a resume (each rank reads its own out dir)."""
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import torch\n"
+        "from mme.errors import MMEError\n"
+        "from mme.train import distributed as dist\n"
+        "dist.init_distributed('cpu')\n"
+        "dist.check_start_step(7, torch.device('cpu'))  # the same on both ranks: passes\n"
+        "try:\n"
+        "    dist.check_start_step(3 + 2 * dist.get_rank(), torch.device('cpu'))\n"
+        "except MMEError as e:\n"
+        "    print('rank', dist.get_rank(), e)\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank} ranks disagree on the step to start at" in proc.stdout
+    assert "from 3 to 5" in proc.stdout

@@ -296,6 +296,7 @@ def setup(cfg: FinetuneConfig) -> Run:
               ckpt.run_meta(device, precision, info.world_size))
     if resume is not None:
         restore(run, *resume)
+    dist.check_start_step(run.step, device)
     if dist.is_main():
         ckpt.write_run_files(out_dir, dataclasses.asdict(cfg), run.meta)
     return run

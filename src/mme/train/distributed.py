@@ -75,6 +75,11 @@ def check_same(value: int, device: torch.device, what: str) -> None:
         raise MMEError(f"ranks disagree on {what}: from {low} to {high} (rank {get_rank()} has {value})")
 
 
+def check_start_step(step: int, device: torch.device) -> None:
+    """Every rank must start (or resume) at the same step: each reads the newest checkpoint of its own out dir."""
+    check_same(step, device, "the step to start at (multi-node resume needs train.out_dir on a shared filesystem)")
+
+
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar metrics over ranks (for logging)."""
     if get_world_size() == 1 or not values:

@@ -142,8 +142,7 @@ def setup(cfg: PretrainConfig) -> Run:
               ckpt.run_meta(device, precision, info.world_size))
     if resume is not None:
         restore(run, *resume)
-    dist.check_same(run.step, device, "the step to start at (multi-node resume needs train.out_dir on a shared "
-                                      "filesystem)")
+    dist.check_start_step(run.step, device)
     if dist.is_main():
         ckpt.write_run_files(out_dir, dataclasses.asdict(cfg), run.meta)
     return run
