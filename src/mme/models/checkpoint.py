@@ -63,6 +63,8 @@ class Checkpoint:
     """mae only: the prediction heads."""
     classifier: dict = field(default_factory=dict)
     """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
+    run_config: dict = field(default_factory=dict)
+    """Our training checkpoints only: the run's config sections (``model``, ``target``, ``data``, ...)."""
 
     @property
     def encoder_state(self) -> dict[str, torch.Tensor]:
@@ -254,18 +256,10 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
             cfg = from_dict(ModelConfig, obj["config"]["model"], prefix="model.")
         except ConfigError as e:
             raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
-        return _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj["config"], cfg))
+        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj["config"], cfg))
+        ck.run_config = obj["config"]
+        return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only)
-
-
-def read_run_config(path: str | os.PathLike) -> dict | None:
-    """The config sections (``model``, ``target``, ...) of one of our training checkpoints, or None for any
-    other format (exported weights, original or Hugging Face checkpoints)."""
-    path = Path(path)
-    if path.is_dir() or path.suffix == ".safetensors":
-        return None
-    obj = _torch_load(path)
-    return obj["config"] if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else None
 
 
 def _run_heads(config: dict, cfg: ModelConfig) -> list[HeadSpec] | None:

@@ -133,21 +133,20 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     from dataclasses import replace
 
     from mme.config import from_dict
-    from mme.models.checkpoint import load_model, read_run_config
+    from mme.models.checkpoint import build_model, read_checkpoint
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, assemble, token_geometry
     from mme.motion.tracks import default_max_disp
 
-    model = load_model(checkpoint)
+    ck = read_checkpoint(checkpoint)
+    model = build_model(ck)
     if not isinstance(model, MaskedAutoencoder) or "traj" not in model.heads:
         raise MMEError(f"{checkpoint}: not a masked autoencoder with a 'traj' head; nothing to compare")
     m = model.cfg
     spec = next(h for h in model.head_specs if h.name == "traj")
-    run = read_run_config(checkpoint) or {}
-    if isinstance(run.get("target"), dict):  # only the traj target is drawn: no HOG maps needed
-        cfg = replace(from_dict(TargetConfig, run["target"], prefix="target."), kind="mme-released",
-                      loss_weights={})
-        cfg.compensate = cfg.compensate or compensate
+    if isinstance(ck.run_config.get("target"), dict):  # only the traj target is drawn: no HOG maps needed
+        run = from_dict(TargetConfig, ck.run_config["target"], prefix="target.")
+        cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate)
     else:
         cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
     g = token_geometry(cfg, m)
