@@ -8,10 +8,10 @@ separates the faint two-colour textures of ``mme synth`` from a clean pattern.
     python benchmarks/motion_learnability.py ideal --steps 300                       # contrast 1, no offset
     python benchmarks/motion_learnability.py ideal --steps 150 --contrast 0.25 --offset 1
 
-``bank``: masked pre-training of a recipe from a bank of K augmented views per training video, decoded and
-with targets computed once (so the loop is compute-bound: ~5x the clips/s of the streaming pipeline on a
-2-core CPU), printing each loss term next to its mean-prediction level and, every ``--probe-every`` steps, the
-demo's linear probe and kNN on ``val``/``test`` of the same folder.
+``bank``: pre-training's own setup and loop on a bank of K augmented views per training video, decoded and
+with targets computed once by the run's dataset (so the loop is compute-bound: ~5x the clips/s of the
+streaming pipeline on a 2-core CPU), printing each loss term next to the loss of predicting the mean target
+and, every ``--probe-every`` steps, the demo's linear probe and kNN on ``val``/``test`` of the same folder.
 
     mme synth /tmp/syn --classes 8 --videos-per-class 40
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme --steps 1000 --batch 16
@@ -76,79 +76,73 @@ def run_ideal(args) -> None:
                   f"(predicting the mean: {val_y.var(0).mean().item():.3f})", flush=True)
 
 
-def build_bank(cfg: PretrainConfig, views: int) -> dict:
-    """``views`` augmented clips per training video, with their targets (the dataset's epochs 0..views-1)."""
-    from mme.data.dataset import PretrainDataset, collate
-    from mme.motion.targets import make_target_fn
+class Bank(torch.utils.data.Dataset):
+    """``views`` augmented clips per training video with their targets, made once by the run's own dataset
+    (its epochs 0..views-1); epoch e serves view e % views, so pre-training's loop runs on it unchanged."""
 
-    target_fn = make_target_fn(cfg.target, cfg.model)
-    ds = PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=0)
-    videos, targets, valid = [], {}, {}
-    for epoch in range(views):
-        ds.set_epoch(epoch)
-        for b in torch.utils.data.DataLoader(ds, batch_size=16, num_workers=cfg.data.num_workers, collate_fn=collate):
-            videos.append(b["video"].half())
-            for name, t in b["targets"].items():
-                targets.setdefault(name, []).append(t)
-            for name, v in b["valid"].items():
-                valid.setdefault(name, []).append(v)
-    return {"video": torch.cat(videos), "targets": {n: torch.cat(t) for n, t in targets.items()},
-            "valid": {n: torch.cat(v) for n, v in valid.items()}}
+    def __init__(self, data, views: int):
+        self.items = []  # items[view][video]
+        for epoch in range(views):
+            data.set_epoch(epoch)
+            self.items.append([data[i] for i in range(len(data))])
+        self.view = 0
+
+    def __len__(self) -> int:
+        return len(self.items[0])
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[self.view][i]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.view = epoch % len(self.items)
+
+    def failure_counts(self) -> dict:
+        return {}
+
+
+@torch.no_grad()
+def mean_prediction_terms(model, bank: Bank) -> dict[str, float]:
+    """Each loss term of always predicting the bank's mean target (valid tokens only), via the model's loss."""
+    items = [it for view in bank.items for it in view]
+    targets = {n: torch.stack([it["targets"][n] for it in items]).float() for n in items[0]["targets"]}
+    valid = {n: torch.stack([it["valid"][n] for it in items]) for n in items[0]["valid"]}
+    preds = {}
+    for n, t in targets.items():
+        w = valid[n].float()[..., None] if n in valid else torch.ones_like(t[..., :1])
+        preds[n] = ((t * w).sum((0, 1)) / w.sum()).expand_as(t)
+    mask = torch.ones(targets[next(iter(targets))].shape[:2], dtype=torch.bool)
+    return {n: v.item() for n, v in model.forward_loss(preds, targets, mask, valid)[1].items()}
 
 
 def run_bank(args) -> None:
-    from mme.demo import _probe, decode_probe_clips
-    from mme.models.mae import MaskedAutoencoder
-    from mme.motion.targets import head_specs, step_targets
-    from mme.train.optim import build_optimizer, cosine_schedule
+    """Pre-training's own setup and loop (lr/wd schedule, masks, loss, clipping, logging) on a precomputed bank."""
+    from mme.demo import decode_probe_clips, probe_encoder
+    from mme.train.pretrain import setup, train
 
     root = Path(args.root)
-    cfg = load_config(PretrainConfig, args.recipe, [f"data.list_file={root / 'train.txt'}", f"data.root={root}",
-                                                    *args.overrides])
+    cfg = load_config(PretrainConfig, args.recipe, [
+        f"data.list_file={root / 'train.txt'}", f"data.root={root}", "data.num_workers=0",
+        f"train.batch_size={args.batch}", f"train.steps={args.steps}", f"train.out_dir={args.out}",
+        f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.log_every=1", *args.overrides])
+    run = setup(cfg)
     t0 = time.perf_counter()
-    bank = build_bank(cfg, args.views)
-    n = len(bank["video"])
-    print(f"bank: {n} clips in {time.perf_counter() - t0:.0f}s", flush=True)
-    torch.manual_seed(0)
-    model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-    reduce = {s.name: s.reduction for s in model.head_specs}
-    for name, t in bank["targets"].items():  # the loss of always predicting the bank's mean target
-        v = bank["valid"].get(name, torch.ones(t.shape[:2])).float()
-        t = t.float()
-        mean = (t * v[..., None]).sum((0, 1)) / v.sum()
-        err = (t - mean) ** 2
-        err = err.mean(-1) if reduce[name] == "mean" else err.sum(-1)
-        print(f"target {name}: {t.shape[-1]} dims, mean-prediction loss {(err * v).mean().item():.4f}")
+    run.data = Bank(run.data, args.views)
+    print(f"bank: {args.views} views x {len(run.data)} videos in {time.perf_counter() - t0:.0f}s", flush=True)
+    print("loss of predicting the mean target:", {n: round(v, 4) for n, v in
+                                                  mean_prediction_terms(run.model, run.data).items()}, flush=True)
     clips = decode_probe_clips(cfg.data, {s: root / f"{s}.txt" for s in ("train", "val", "test")})
-    print("random init", _probe(model.encoder, clips, "cpu"), flush=True)
-    model.train()
-    opt = build_optimizer(model, cfg.optim, torch.device("cpu"))
-    peak, final = cfg.optim.scaled_lr(args.batch)
-    warmup = cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None else 20
-    g = torch.Generator().manual_seed(0)
-    history, t0 = [], time.perf_counter()
-    for step in range(1, args.steps + 1):
-        for group in opt.param_groups:
-            group["lr"] = cosine_schedule(step - 1, args.steps, warmup, peak, final)
-        idx = torch.randint(0, n, (args.batch,), generator=g)
-        video = bank["video"][idx].float()
-        targets = {k: t[idx] for k, t in bank["targets"].items()}
-        targets.update(step_targets(video, cfg.target, cfg.model))
-        loss, _, terms = model(video, model.make_mask(args.batch, g), targets,
-                               {k: v[idx] for k, v in bank["valid"].items()})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-        opt.step()
-        history.append({k: v.item() for k, v in terms.items()})
-        if step % 100 == 0:
-            last = {k: float(np.mean([h[k] for h in history[-100:]])) for k in history[-1]}
-            print(f"step {step}  {time.perf_counter() - t0:.0f}s  "
-                  + "  ".join(f"{k} {v:.4f}" for k, v in last.items()), flush=True)
-        if args.probe_every and step % args.probe_every == 0:
-            print(f"probe at step {step}", _probe(model.encoder, clips, "cpu"), flush=True)
-            model.train()
+    print("random init", probe_encoder(run.model.encoder, clips, "cpu"), flush=True)
+    every = args.probe_every or args.steps
+    for stop in range(every, args.steps + every, every):
+        cfg.train.stop_after = min(stop, args.steps)
+        history = train(run).history
+        for k in range(0, len(history), 100):
+            chunk = history[k:k + 100]
+            print(f"steps {chunk[0]['step']}-{chunk[-1]['step']}: " + "  ".join(
+                f"{key} {np.mean([h[key] for h in chunk]):.4f}" for key in chunk[0] if key.startswith("loss_")),
+                flush=True)
+        print(f"probe at step {run.step}", probe_encoder(run.model.encoder, clips, "cpu"), flush=True)
+        run.model.train()
 
 
 def main() -> None:
@@ -163,6 +157,7 @@ def main() -> None:
     bank.add_argument("root", help="a folder made by `mme synth` (train/val/test lists)")
     bank.add_argument("--views", type=int, default=4, help="augmented clips per training video")
     bank.add_argument("--probe-every", type=int, default=500)
+    bank.add_argument("--out", default="runs/motion_learnability", help="the run's out dir (checkpoint, logs)")
     for q in (ideal, bank):
         q.add_argument("--recipe", default="tiny_cpu_mme")
         q.add_argument("--steps", type=int, default=300)

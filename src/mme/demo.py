@@ -101,7 +101,7 @@ def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str
 
 
 @torch.no_grad()
-def _probe(encoder: torch.nn.Module, clips: dict[str, list[dict]], device: str) -> dict:
+def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device: str) -> dict:
     """Linear probe (L2 chosen on val, reported on test) and kNN (train + val -> test) on mean-pooled tokens."""
     device = choose_device(device)
     encoder = encoder.eval().to(device)
@@ -126,11 +126,11 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         trained = s.steps * s.batch_size
         rows.append({"target": target, "seed": seed, "minutes": result.seconds / 60,
                      "clips_per_s": trained / result.seconds,
-                     **_probe(load_encoder(result.checkpoint), clips, s.device),
+                     **probe_encoder(load_encoder(result.checkpoint), clips, s.device),
                      "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
     torch.manual_seed(seed)
     rows.append({"target": "random init", "seed": seed, "minutes": 0.0, "clips_per_s": float("nan"),
-                 **_probe(VisionTransformer(cfg.model), clips, s.device)})
+                 **probe_encoder(VisionTransformer(cfg.model), clips, s.device)})
     return rows
 
 
