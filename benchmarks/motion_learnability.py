@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from mme.config import load_config
 from mme.train.config import PretrainConfig
-from mme.train.precision import cpu_name
+from mme.train.precision import choose_device, cpu_name
 
 
 def shifted_noise(batch: int, size: int, frames: int, blur: float, contrast: float, offset: float,
@@ -57,19 +57,23 @@ def run_ideal(args) -> None:
     from mme.models.vit import VisionTransformer
 
     cfg = load_config(PretrainConfig, args.recipe, args.overrides).model
+    dev = choose_device(args.device)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    encoder, head = VisionTransformer(cfg), torch.nn.Linear(cfg.embed_dim, 2)
+    encoder, head = VisionTransformer(cfg).to(dev), torch.nn.Linear(cfg.embed_dim, 2).to(dev)
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=args.lr)
-    val_x, val_y = shifted_noise(64, cfg.img_size, cfg.num_frames, args.blur, args.contrast, args.offset, g)
+    val_x, val_y = (v.to(dev) for v in shifted_noise(64, cfg.img_size, cfg.num_frames, args.blur, args.contrast,
+                                                       args.offset, g))
+    print(f"device {dev}, fp32", flush=True)
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
-        x, y = shifted_noise(args.batch, cfg.img_size, cfg.num_frames, args.blur, args.contrast, args.offset, g)
+        x, y = (v.to(dev) for v in shifted_noise(args.batch, cfg.img_size, cfg.num_frames, args.blur,
+                                                  args.contrast, args.offset, g))
         loss = F.mse_loss(head(encoder(x).mean(1)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % 50 == 0:
+        if step % args.eval_every == 0:
             with torch.no_grad():
                 val = F.mse_loss(head(encoder(val_x).mean(1)), val_y).item()
             print(f"step {step}  {time.perf_counter() - t0:.0f}s  train {loss.item():.3f}  held-out {val:.3f}  "
@@ -80,11 +84,11 @@ class Bank(torch.utils.data.Dataset):
     """``views`` augmented clips per training video with their targets, made once by the run's own dataset
     (its epochs 0..views-1); epoch e serves view e % views, so pre-training's loop runs on it unchanged."""
 
-    def __init__(self, data, views: int):
+    def __init__(self, data, views: int, workers: int):
         self.items = []  # items[view][video]
         for epoch in range(views):
-            data.set_epoch(epoch)
-            self.items.append([data[i] for i in range(len(data))])
+            data.set_epoch(epoch)  # shared with the loader's workers
+            self.items.append(list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers)))
         self.view = 0
 
     def __len__(self) -> int:
@@ -123,15 +127,18 @@ def run_bank(args) -> None:
     cfg = load_config(PretrainConfig, args.recipe, [
         f"data.list_file={root / 'train.txt'}", f"data.root={root}", "data.num_workers=0",
         f"train.batch_size={args.batch}", f"train.steps={args.steps}", f"train.out_dir={args.out}",
-        f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.log_every=1", *args.overrides])
+        f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.log_every=1", f"train.device={args.device}",
+        *args.overrides])
     run = setup(cfg)
+    print(f"device {run.device}, precision {run.precision}", flush=True)
     t0 = time.perf_counter()
-    run.data = Bank(run.data, args.views)
+    run.data = Bank(run.data, args.views, args.workers)
     print(f"bank: {args.views} views x {len(run.data)} videos in {time.perf_counter() - t0:.0f}s", flush=True)
-    print("loss of predicting the mean target:", {n: round(v, 4) for n, v in
-                                                  mean_prediction_terms(run.model, run.data).items()}, flush=True)
+    if run.data.items[0][0]["targets"]:  # pixel / hog targets are made on the device in the step, not banked
+        print("loss of predicting the mean target:", {n: round(v, 4) for n, v in
+                                                      mean_prediction_terms(run.model, run.data).items()}, flush=True)
     clips = decode_probe_clips(cfg.data, {s: root / f"{s}.txt" for s in ("train", "val", "test")})
-    print("random init", probe_encoder(run.model.encoder, clips, "cpu"), flush=True)
+    print("random init", probe_encoder(run.model.encoder, clips, run.device), flush=True)
     every = args.probe_every or args.steps
     for stop in range(every, args.steps + every, every):
         cfg.train.stop_after = min(stop, args.steps)
@@ -141,7 +148,7 @@ def run_bank(args) -> None:
             print(f"steps {chunk[0]['step']}-{chunk[-1]['step']}: " + "  ".join(
                 f"{key} {np.mean([h[key] for h in chunk]):.4f}" for key in chunk[0] if key.startswith("loss_")),
                 flush=True)
-        print(f"probe at step {run.step}", probe_encoder(run.model.encoder, clips, "cpu"), flush=True)
+        print(f"probe at step {run.step}", probe_encoder(run.model.encoder, clips, run.device), flush=True)
         run.model.train()
 
 
@@ -153,22 +160,25 @@ def main() -> None:
     ideal.add_argument("--offset", type=float, default=0.0)
     ideal.add_argument("--blur", type=float, default=1.5)
     ideal.add_argument("--lr", type=float, default=3e-4)
+    ideal.add_argument("--eval-every", type=int, default=50)
     bank = sub.add_parser("bank")
     bank.add_argument("root", help="a folder made by `mme synth` (train/val/test lists)")
     bank.add_argument("--views", type=int, default=4, help="augmented clips per training video")
     bank.add_argument("--probe-every", type=int, default=500)
+    bank.add_argument("--workers", type=int, default=2, help="processes that build the bank")
     bank.add_argument("--out", default="runs/motion_learnability", help="the run's out dir (checkpoint, logs)")
     for q in (ideal, bank):
         q.add_argument("--recipe", default="tiny_cpu_mme")
         q.add_argument("--steps", type=int, default=300)
         q.add_argument("--batch", type=int, default=16)
+        q.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
         q.add_argument("overrides", nargs="*", help="recipe key=value overrides")
     args, extra = p.parse_known_args()  # key=value overrides may follow the options
     unknown = [e for e in extra if "=" not in e or e.startswith("-")]
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides += extra
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, fp32", flush=True)
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads", flush=True)
     (run_ideal if args.experiment == "ideal" else run_bank)(args)
 
 
