@@ -34,10 +34,13 @@ from mme.config import load_config
 from mme.train.config import PretrainConfig
 from mme.train.precision import choose_device, cpu_name
 
+DIRECTIONS = torch.tensor([[1, 0], [-1, 0], [0, -1], [0, 1]])  # right, left, up, down (as mme synth's classes)
+
 
 def shifted_noise(batch: int, size: int, frames: int, blur: float, contrast: float, offset: float,
-                  g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips ``(B, 3, T, size, size)`` of one noise image translated by an integer velocity ``(B, 2)``."""
+                  g: torch.Generator, classes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips ``(B, 3, T, size, size)`` of one noise image translated by an integer velocity: ``(B, 2)`` in
+    -3..3 px/frame, or with ``classes`` one of 4 directions at 2 or 3 px/frame and the direction ``(B,)``."""
     pad = 3 * frames
     side = size + 2 * pad
     n = torch.randn(batch * 3, 1, side, side, generator=g)
@@ -46,11 +49,13 @@ def shifted_noise(batch: int, size: int, frames: int, blur: float, contrast: flo
     n = F.conv2d(F.conv2d(n, k.view(1, 1, 1, -1), padding=(0, 8)), k.view(1, 1, -1, 1), padding=(8, 0))
     n = n.reshape(batch, 3, side, side)
     n = n / n.std() * contrast + torch.randn(batch, 3, 1, 1, generator=g) * offset
-    v = torch.randint(-3, 4, (batch, 2), generator=g)
+    label = torch.randint(0, 4, (batch,), generator=g)
+    v = DIRECTIONS[label] * torch.randint(2, 4, (batch, 1), generator=g) if classes else \
+        torch.randint(-3, 4, (batch, 2), generator=g)
     clips = torch.stack([torch.stack([n[b, :, pad + v[b, 1] * t: pad + v[b, 1] * t + size,
                                        pad + v[b, 0] * t: pad + v[b, 0] * t + size] for t in range(frames)], 1)
                          for b in range(batch)])
-    return clips, v.float()
+    return clips, (label if classes else v.float())
 
 
 def run_ideal(args) -> None:
@@ -60,24 +65,32 @@ def run_ideal(args) -> None:
     dev = choose_device(args.device)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    encoder, head = VisionTransformer(cfg).to(dev), torch.nn.Linear(cfg.embed_dim, 2).to(dev)
+    encoder = VisionTransformer(cfg).to(dev)
+    head = torch.nn.Linear(cfg.embed_dim, 4 if args.classify else 2).to(dev)
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=args.lr)
-    val_x, val_y = (v.to(dev) for v in shifted_noise(64, cfg.img_size, cfg.num_frames, args.blur, args.contrast,
-                                                       args.offset, g))
+
+    def clips(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = shifted_noise(n, cfg.img_size, cfg.num_frames, args.blur, args.contrast, args.offset, g, args.classify)
+        return x.to(dev), y.to(dev)
+
+    loss_fn = F.cross_entropy if args.classify else F.mse_loss
+    val_x, val_y = clips(64)
+    chance = "chance 25 %" if args.classify else f"predicting the mean: {val_y.var(0).mean().item():.3f}"
     print(f"device {dev}, fp32", flush=True)
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
-        x, y = (v.to(dev) for v in shifted_noise(args.batch, cfg.img_size, cfg.num_frames, args.blur,
-                                                  args.contrast, args.offset, g))
-        loss = F.mse_loss(head(encoder(x).mean(1)), y)
+        x, y = clips(args.batch)
+        loss = loss_fn(head(encoder(x).mean(1)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % args.eval_every == 0:
             with torch.no_grad():
-                val = F.mse_loss(head(encoder(val_x).mean(1)), val_y).item()
-            print(f"step {step}  {time.perf_counter() - t0:.0f}s  train {loss.item():.3f}  held-out {val:.3f}  "
-                  f"(predicting the mean: {val_y.var(0).mean().item():.3f})", flush=True)
+                out = head(encoder(val_x).mean(1))
+            val = f"held-out {loss_fn(out, val_y).item():.3f}" + \
+                (f", top-1 {100 * (out.argmax(1) == val_y).float().mean().item():.1f} %" if args.classify else "")
+            print(f"step {step}  {time.perf_counter() - t0:.0f}s  train {loss.item():.3f}  {val}  ({chance})",
+                  flush=True)
 
 
 class Bank(torch.utils.data.Dataset):
@@ -161,6 +174,8 @@ def main() -> None:
     ideal.add_argument("--blur", type=float, default=1.5)
     ideal.add_argument("--lr", type=float, default=3e-4)
     ideal.add_argument("--eval-every", type=int, default=50)
+    ideal.add_argument("--classify", action="store_true",
+                       help="classify 4 directions at 2-3 px/frame (cross-entropy) instead of regressing velocity")
     bank = sub.add_parser("bank")
     bank.add_argument("root", help="a folder made by `mme synth` (train/val/test lists)")
     bank.add_argument("--views", type=int, default=4, help="augmented clips per training video")

@@ -200,3 +200,18 @@ def test_classifier_norm_mean_keeps_the_encoder_norm_and_rejects_unknown_pools()
     assert isinstance(clf.encoder.norm, torch.nn.LayerNorm)
     with pytest.raises(ValueError, match="pool must be one of"):
         VideoClassifier(ModelConfig(**TINY), num_classes=3, pool="cls")
+
+
+def test_clip_input_norm_ignores_each_clips_colour_and_contrast():
+    """model.input_norm='clip': the encoder's output does not change when a clip's channels are scaled and shifted
+    (its overall colour and contrast); with 'dataset' it does."""
+    x = torch.randn(2, 3, 8, 32, 32)
+    scale, shift = torch.tensor([0.3, 2.0, 0.7]).view(1, 3, 1, 1, 1), torch.tensor([1.5, -0.4, 0.2]).view(1, 3, 1, 1, 1)
+    for norm, same in (("clip", True), ("dataset", False)):
+        torch.manual_seed(0)
+        enc = VisionTransformer(ModelConfig(**TINY, input_norm=norm)).eval()
+        with torch.no_grad():
+            a, b = enc(x), enc(x * scale + shift)
+        assert torch.allclose(a, b, atol=1e-4) == same, norm
+    with pytest.raises(Exception, match="input_norm"):
+        ModelConfig(**TINY, input_norm="batch")

@@ -112,3 +112,44 @@ def test_same_seed_same_bytes(tmp_path):
     assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
     with pytest.raises(ConfigError, match="even"):
         generate_synth(tmp_path / "d", size=33)
+    with pytest.raises(ConfigError, match="motion"):
+        generate_synth(tmp_path / "e", motion="camera")
+    with pytest.raises(ConfigError, match="texture"):
+        generate_synth(tmp_path / "f", texture="plaid")
+
+
+def test_scene_motion_moves_the_whole_view_by_the_class_motion():
+    """motion="scene": each frame is the previous one shifted by the drawn velocity (the shift that best maps one
+    frame onto the next, among 0, v/2, v and 3v/2), where motion="object" leaves the background still (0 fits
+    best: the object is ~10 % of the frame)."""
+    import cv2
+
+    from mme.data.synth import draw_params, render
+
+    def misfit(f: np.ndarray, shift: np.ndarray) -> float:
+        m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+        moved = np.stack([cv2.warpAffine(f[t], m, f.shape[1:][::-1]) for t in range(len(f) - 1)])
+        return float(np.abs(moved - f[1:])[:, 16:-16, 16:-16].mean())
+
+    for name in ("translate_right", "translate_up"):
+        best = {}
+        for motion in ("object", "scene"):
+            rng = np.random.default_rng([0, CLASSES.index(name), 1])
+            p = {**draw_params(CLASSES.index(name), 96, 12, rng), "motion": motion, "texture": "high_contrast"}
+            f = render(p, 96, 12, rng).astype(np.float32).mean(-1)
+            v = np.array([p["vx"], p["vy"]])
+            best[motion] = min((0.0, 0.5, 1.0, 1.5), key=lambda k: misfit(f, k * v))
+        assert best == {"object": 0.0, "scene": 1.0}, (name, best)
+
+
+def test_high_contrast_textures_are_strong_and_centred_on_grey():
+    from mme.data.synth import _texture
+
+    rng = np.random.default_rng(0)
+    faint = np.stack([_texture(64, 64, rng) for _ in range(40)]).astype(np.float64)
+    bold = np.stack([_texture(64, 64, rng, "high_contrast") for _ in range(40)]).astype(np.float64)
+    # Within-texture contrast (std over pixels, strongest channel) and between-texture spread of the mean colour.
+    contrast = {k: np.median(v.std((1, 2)).max(1)) for k, v in (("faint", faint), ("bold", bold))}
+    spread = {k: v.mean((1, 2)).std(0).mean() for k, v in (("faint", faint), ("bold", bold))}
+    assert contrast["bold"] > 2 * contrast["faint"], contrast
+    assert spread["bold"] < 0.25 * spread["faint"], spread

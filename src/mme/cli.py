@@ -37,6 +37,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--camera-jitter", type=float, default=0.0, help="camera sway amplitude in pixels")
+    p.add_argument("--motion", choices=("object", "scene"), default="object",
+                   help="what the class motion moves: one object, or the whole view (camera pan/roll/zoom)")
+    p.add_argument("--texture", choices=("two_colour", "high_contrast"), default="two_colour",
+                   help="two random colours, faint (two_colour), or a strong two-tone pattern about mid-grey")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.set_defaults(func=lambda a: importlib.import_module("mme.data.synth").main(a))
 

@@ -7,6 +7,10 @@ cw/ccw, growing/shrinking, horizontal/vertical oscillation); speeds are random w
 *middle* frame, so the middle frame's distribution is the same for every class: a single frame says nothing
 about the label. (At other frames, position and size drift with the motion, as they must.)
 
+``motion`` says what moves: ``"object"`` (the object over a still background, about 10 % of the frame) or
+``"scene"`` (the whole view: the class motion is a camera pan, roll or zoom of the same kind of scene, so every
+region of the frame carries it). Both are the same classes, speeds and appearance draws.
+
 Output (``out_dir``)::
 
     videos/<class>/<class>_<k>.mp4   H.264 (PyAV), ``size``² pixels, ``num_frames`` frames
@@ -34,6 +38,8 @@ import numpy as np
 from mme.data.lists import ListEntry, atomic_write_text, write_classes, write_list
 from mme.errors import ConfigError
 
+MOTIONS = ("object", "scene")
+TEXTURES = ("two_colour", "high_contrast")
 CLASSES = ("translate_right", "translate_left", "translate_up", "translate_down", "rotate_cw", "rotate_ccw",
            "grow", "shrink", "oscillate_horizontal", "oscillate_vertical")
 SPLITS = ("train", "val", "test")
@@ -50,14 +56,26 @@ class SynthDataset:
     params_file: Path
 
 
-def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A random two-colour texture (h, w, 3) uint8: smooth noise at a random scale mixing two random colours."""
+def _texture(h: int, w: int, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:
+    """A random texture (h, w, 3) uint8: smooth noise at a random scale mixing two colours.
+
+    "two_colour": two independent random colours, the noise's range stretched to [0, 1] (faint on average, and
+    the mean colour varies widely between videos). "high_contrast": the noise pushed towards two tones (a
+    sigmoid of its z-score) mixing two colours symmetric about mid-grey that differ by 120-254 in at least one
+    channel, so the pattern is strong and every texture's mean colour is near grey.
+    """
     scale = rng.uniform(1.5, 6.0)
     noise = np.zeros((h, w), np.float32)
     for k in (1, 2, 4):
         noise += cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), scale * k) * k
-    noise = (noise - noise.min()) / (noise.max() - noise.min() + 1e-6)
-    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if texture == "high_contrast":
+        noise = 1 / (1 + np.exp(-2 * (noise - noise.mean()) / (noise.std() + 1e-6)))
+        d = rng.uniform(-1, 1, 3)
+        d *= rng.uniform(60, 127) / np.abs(d).max()
+        c1, c2 = 127.5 + d, 127.5 - d
+    else:
+        noise = (noise - noise.min()) / (noise.max() - noise.min() + 1e-6)
+        c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     return (c1 * (1 - noise[..., None]) + c2 * noise[..., None]).astype(np.uint8)
 
 
@@ -96,7 +114,7 @@ def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator
 def _sprite(p: dict, rng: np.random.Generator, side: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """The object in its own frame: texture (side, side, 3) and alpha (side, side) float32, unit radius =
     side/2 - 2 around the centre."""
-    tex = _texture(side, side, rng)
+    tex = _texture(side, side, rng, p.get("texture", "two_colour"))
     mask = np.zeros((side, side), np.uint8)
     c, r = side / 2, side / 2 - 2
     if p["shape"] == "ellipse":
@@ -110,30 +128,58 @@ def _sprite(p: dict, rng: np.random.Generator, side: int = 128) -> tuple[np.ndar
     return tex, mask.astype(np.float32) / 255.0
 
 
-def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
-    """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``)."""
-    margin = int(math.ceil(camera_jitter)) + 1
-    canvas = size + 2 * margin
-    bg = _texture(canvas, canvas, rng).astype(np.float32)
-    tex, alpha = _sprite(p, rng)
+def _motion_at(p: dict, t: int, num_frames: int) -> tuple[float, float, float, float]:
+    """The class motion at frame ``t`` relative to the middle frame (where appearance was drawn):
+    ``(dx, dy)`` px, log-scale, angle in degrees (positive = clockwise on screen, y points down)."""
+    tm = t - (num_frames - 1) / 2
+    osc = math.sin(2 * math.pi * tm / p["osc_period"] + p["osc_phase"]) - math.sin(p["osc_phase"])
+    return (p["vx"] * tm + p["osc_ax"] * osc, p["vy"] * tm + p["osc_ay"] * osc, p["log_scale_rate"] * tm,
+            p["omega"] * tm)
+
+
+def _place(tex: np.ndarray, alpha: np.ndarray, p: dict, canvas: np.ndarray, cx: float, cy: float, log_scale: float,
+           angle: float) -> np.ndarray:
+    """``canvas`` (float32) with the sprite drawn over it, centred at (cx, cy), scaled and rotated."""
     side = tex.shape[0]
+    a = cv2.getRotationMatrix2D((side / 2, side / 2), -(p["angle"] + angle),
+                                p["radius"] * math.exp(log_scale) / (side / 2 - 2))
+    a[:, 2] += (cx - side / 2, cy - side / 2)
+    h, w = canvas.shape[:2]
+    obj = cv2.warpAffine(tex, a, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
+    weight = cv2.warpAffine(alpha, a, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+    return canvas * (1 - weight) + obj * weight
+
+
+def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
+    """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``): the object
+    moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene")."""
+    scene_motion = p.get("motion", "object") == "scene"
+    margin = int(math.ceil(camera_jitter)) + 1
+    # A scene is seen through a moving window: 3x the frame covers its pans (<= 0.25 size each way), rolls and a
+    # zoom out to 1/sqrt(2.5) (corners at <= 1.12 size from the centre).
+    canvas = 3 * size if scene_motion else size + 2 * margin
+    bg = _texture(canvas, canvas, rng, p.get("texture", "two_colour")).astype(np.float32)
+    tex, alpha = _sprite(p, rng)
     cam_freq = rng.uniform(0.05, 0.2, 2)
     cam_phase = rng.uniform(0, 2 * np.pi, 2)
+    if scene_motion:  # the middle frame's view sits in the canvas centre, offset by `size`
+        still = _place(tex, alpha, p, bg, p["cx"] + size, p["cy"] + size, 0.0, 0.0)
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for t in range(num_frames):
-        tm = t - (num_frames - 1) / 2  # time from the middle frame, where appearance was drawn
-        osc = math.sin(2 * math.pi * tm / p["osc_period"] + p["osc_phase"]) - math.sin(p["osc_phase"])
-        cx = p["cx"] + p["vx"] * tm + p["osc_ax"] * osc + margin
-        cy = p["cy"] + p["vy"] * tm + p["osc_ay"] * osc + margin
-        scale = p["radius"] * math.exp(p["log_scale_rate"] * tm) / (side / 2 - 2)
-        # Positive angle = clockwise on screen (y points down); sprite centre -> (cx, cy).
-        a = cv2.getRotationMatrix2D((side / 2, side / 2), -(p["angle"] + p["omega"] * tm), scale)
-        a[:, 2] += (cx - side / 2, cy - side / 2)
-        obj = cv2.warpAffine(tex, a, (canvas, canvas), flags=cv2.INTER_LINEAR).astype(np.float32)
-        w = cv2.warpAffine(alpha, a, (canvas, canvas), flags=cv2.INTER_LINEAR)[..., None]
-        scene = bg * (1 - w) + obj * w
-        ox, oy = np.round(margin + camera_jitter * np.sin(cam_freq * t + cam_phase)).astype(int)
-        frames[t] = np.clip(scene[oy:oy + size, ox:ox + size] + 0.5, 0, 255).astype(np.uint8)
+        dx, dy, log_scale, angle = _motion_at(p, t, num_frames)
+        jx, jy = camera_jitter * np.sin(cam_freq * t + cam_phase)
+        if scene_motion:
+            # Content at canvas point q appears at c + R(angle) * s * (q - c') + (dx, dy), c' = c + size: the
+            # scene pans by (dx, dy), zooms by s and rolls by `angle` about the frame centre.
+            c = size / 2
+            a = cv2.getRotationMatrix2D((c + size, c + size), -angle, math.exp(log_scale))
+            a[:, 2] += (dx + jx - size, dy + jy - size)
+            view = cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        else:
+            scene = _place(tex, alpha, p, bg, p["cx"] + dx + margin, p["cy"] + dy + margin, log_scale, angle)
+            ox, oy = int(round(margin + jx)), int(round(margin + jy))
+            view = scene[oy:oy + size, ox:ox + size]
+        frames[t] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
     return frames
 
 
@@ -152,11 +198,11 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) ->
 
 
 def _make_video(job: tuple) -> tuple[str, dict]:
-    root, rel, label, k, size, num_frames, fps, seed, camera_jitter = job
+    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture = job
     cv2.setNumThreads(1)
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
-    p["camera_jitter"] = camera_jitter
+    p["camera_jitter"], p["motion"], p["texture"] = camera_jitter, motion, texture
     path = Path(root) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
@@ -165,12 +211,19 @@ def _make_video(job: tuple) -> tuple[str, dict]:
 
 def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: int = 40, size: int = 112,
                    num_frames: int = 48, fps: int = 25, seed: int = 0, splits: tuple[float, ...] = (0.7, 0.15, 0.15),
-                   camera_jitter: float = 0.0, workers: int | None = None) -> SynthDataset:
+                   camera_jitter: float = 0.0, motion: str = "object", texture: str = "two_colour",
+                   workers: int | None = None) -> SynthDataset:
     """Generate the dataset in ``out_dir`` (module docstring) and return where everything is.
 
     ``splits``: fractions of each class's videos for train/val/test; ``camera_jitter``: amplitude in pixels of
-    a smooth camera sway shared by object and background; ``workers``: processes (default: CPU count).
+    a smooth camera sway shared by object and background; ``motion``: "object" or "scene" (what the class
+    motion moves); ``texture``: "two_colour" or "high_contrast" (see ``_texture``); ``workers``: processes
+    (default: CPU count).
     """
+    if motion not in MOTIONS:
+        raise ConfigError(f"synth motion must be one of {MOTIONS}, got {motion!r}")
+    if texture not in TEXTURES:
+        raise ConfigError(f"synth texture must be one of {TEXTURES}, got {texture!r}")
     if not 2 <= num_classes <= len(CLASSES):
         raise ConfigError(f"synth num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
     if size < 32 or size % 2:
@@ -190,7 +243,7 @@ def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: 
         for k in range(videos_per_class):
             rel = f"videos/{name}/{name}_{k:04d}.mp4"
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
-            jobs.append((str(root), rel, label, k, size, num_frames, fps, seed, camera_jitter))
+            jobs.append((str(root), rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture))
     if workers is None:
         workers = os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
@@ -215,7 +268,8 @@ def main(args) -> int:
     """``mme synth``: see :func:`generate_synth`."""
     out = generate_synth(args.out, num_classes=args.classes, videos_per_class=args.videos_per_class, size=args.size,
                          num_frames=args.frames, fps=args.fps, seed=args.seed, splits=tuple(args.splits),
-                         camera_jitter=args.camera_jitter, workers=args.workers)
+                         camera_jitter=args.camera_jitter, motion=args.motion, texture=args.texture,
+                         workers=args.workers)
     counts = {split: sum(1 for _ in open(path)) for split, path in out.lists.items()}
     print(f"wrote {sum(counts.values())} videos of {len(out.classes)} classes to {out.root} "
           f"(lists: {counts}; classes.json, params.json)")

@@ -136,7 +136,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 class VisionTransformer(nn.Module):
-    """The video ViT encoder. ``forward(x, mask=None)``: ``x (B, C, T, H, W)`` ImageNet-normalised, ``mask``
+    """The video ViT encoder. ``forward(x, mask=None)``: ``x (B, C, T, H, W)`` ImageNet-normalised (and, with
+    ``cfg.input_norm`` 'clip', standardised per clip and channel first), ``mask``
     ``(B, N)`` bool with True = masked (dropped; the same count per sample); returns the tokens of the visible
     positions ``(B, N_visible, D)`` after the final LayerNorm, in increasing token order."""
 
@@ -165,6 +166,9 @@ class VisionTransformer(nn.Module):
         return interpolate_pos_table(self.pos_embed, c.grid, grid).to(x.dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.input_norm == "clip":  # per clip and channel, over (T, H, W) of x (B, C, T, H, W)
+            var, mean = torch.var_mean(x, dim=(2, 3, 4), keepdim=True)
+            x = (x - mean) * torch.rsqrt(var + 1e-6)
         pos = self.pos_for(x)
         x = self.patch_embed(x) + pos  # (B, N, D)
         if mask is not None:
