@@ -1,4 +1,4 @@
-"""How fast does a from-scratch tiny ViT learn to *see* motion? Two experiments behind docs/results.md.
+"""How fast does a from-scratch tiny ViT learn to *see* motion? Three experiments behind docs/results.md.
 
 ``ideal``: supervised regression of a whole-frame velocity (integer px per frame, -3..3) from clips of
 Gaussian-blurred noise, generated in memory (no video, no flow). ``--contrast`` scales the texture (std in
@@ -17,7 +17,14 @@ and, every ``--probe-every`` steps, the demo's linear probe and kNN on ``val``/`
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme --steps 1000 --batch 16
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme target.patch_norm=false
 
-Both print the CPU and thread count they ran on.
+``clips``: the same supervised loop as ``ideal`` on real decoded clips: one centred clip per video of a
+``mme synth`` folder (the demo's probe clips), classifying its motion class; ``model.input_norm=clip``
+standardises each clip first.
+
+    mme synth /tmp/pan --classes 4 --videos-per-class 240 --splits 0.9 0 0.1 --motion scene --texture high_contrast
+    python benchmarks/motion_learnability.py clips /tmp/pan --lr 1e-3 model.input_norm=clip
+
+All print the CPU and thread count they ran on.
 """
 
 from __future__ import annotations
@@ -58,39 +65,65 @@ def shifted_noise(batch: int, size: int, frames: int, blur: float, contrast: flo
     return clips, (label if classes else v.float())
 
 
-def run_ideal(args) -> None:
+def fit_supervised(model_cfg, classes: int, draw, val: tuple[torch.Tensor, torch.Tensor], args) -> None:
+    """Train the encoder + a linear head on mean-pooled tokens from scratch (AdamW, constant lr), ``draw(n)``
+    giving each batch; print the held-out loss (and top-1 when ``classes``) every ``--eval-every`` steps.
+    ``classes`` = 0: regress a 2-d velocity (MSE) instead."""
     from mme.models.vit import VisionTransformer
 
-    cfg = load_config(PretrainConfig, args.recipe, args.overrides).model
     dev = choose_device(args.device)
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    encoder = VisionTransformer(cfg).to(dev)
-    head = torch.nn.Linear(cfg.embed_dim, 4 if args.classify else 2).to(dev)
+    encoder = VisionTransformer(model_cfg).to(dev)
+    head = torch.nn.Linear(model_cfg.embed_dim, classes or 2).to(dev)
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=args.lr)
-
-    def clips(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = shifted_noise(n, cfg.img_size, cfg.num_frames, args.blur, args.contrast, args.offset, g, args.classify)
-        return x.to(dev), y.to(dev)
-
-    loss_fn = F.cross_entropy if args.classify else F.mse_loss
-    val_x, val_y = clips(64)
-    chance = "chance 25 %" if args.classify else f"predicting the mean: {val_y.var(0).mean().item():.3f}"
-    print(f"device {dev}, fp32", flush=True)
+    loss_fn = F.cross_entropy if classes else F.mse_loss
+    val_x, val_y = (v.to(dev) for v in val)
+    chance = f"chance {100 / classes:.1f} %" if classes else f"predicting the mean: {val_y.var(0).mean().item():.3f}"
+    print(f"device {dev}, fp32, input_norm {model_cfg.input_norm}, {len(val_y)} held-out clips", flush=True)
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
-        x, y = clips(args.batch)
-        loss = loss_fn(head(encoder(x).mean(1)), y)
+        x, y = draw(args.batch)
+        loss = loss_fn(head(encoder(x.to(dev)).mean(1)), y.to(dev))
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % args.eval_every == 0:
             with torch.no_grad():
                 out = head(encoder(val_x).mean(1))
-            val = f"held-out {loss_fn(out, val_y).item():.3f}" + \
-                (f", top-1 {100 * (out.argmax(1) == val_y).float().mean().item():.1f} %" if args.classify else "")
-            print(f"step {step}  {time.perf_counter() - t0:.0f}s  train {loss.item():.3f}  {val}  ({chance})",
+            val_text = f"held-out {loss_fn(out, val_y).item():.3f}" + \
+                (f", top-1 {100 * (out.argmax(1) == val_y).float().mean().item():.1f} %" if classes else "")
+            print(f"step {step}  {time.perf_counter() - t0:.0f}s  train {loss.item():.3f}  {val_text}  ({chance})",
                   flush=True)
+
+
+def run_ideal(args) -> None:
+    cfg = load_config(PretrainConfig, args.recipe, args.overrides).model
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return shifted_noise(n, cfg.img_size, cfg.num_frames, args.blur, args.contrast, args.offset, g, args.classify)
+
+    val = draw(64)
+    fit_supervised(cfg, 4 if args.classify else 0, draw, val, args)
+
+
+def run_clips(args) -> None:
+    """Supervised classification of a synth folder's decoded clips: one centred clip per video (the demo's probe
+    clips), train list for training, test list held out."""
+    from mme.demo import decode_probe_clips
+
+    root = Path(args.root)
+    cfg = load_config(PretrainConfig, args.recipe, args.overrides)
+    clips = decode_probe_clips(cfg.data, {s: root / f"{s}.txt" for s in ("train", "test")})
+    (tx, ty), val = ((torch.cat([b["video"][:, 0] for b in bs]), torch.cat([b["label"] for b in bs]))  # 1 view
+                     for bs in (clips["train"], clips["test"]))
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.randint(0, len(ty), (n,), generator=g)
+        return tx[i], ty[i]
+
+    fit_supervised(cfg.model, int(max(ty.max(), val[1].max())) + 1, draw, val, args)
 
 
 class Bank(torch.utils.data.Dataset):
@@ -172,17 +205,20 @@ def main() -> None:
     ideal.add_argument("--contrast", type=float, default=1.0)
     ideal.add_argument("--offset", type=float, default=0.0)
     ideal.add_argument("--blur", type=float, default=1.5)
-    ideal.add_argument("--lr", type=float, default=3e-4)
-    ideal.add_argument("--eval-every", type=int, default=50)
     ideal.add_argument("--classify", action="store_true",
                        help="classify 4 directions at 2-3 px/frame (cross-entropy) instead of regressing velocity")
+    clips = sub.add_parser("clips")
+    clips.add_argument("root", help="a folder made by `mme synth` (train/test lists)")
     bank = sub.add_parser("bank")
     bank.add_argument("root", help="a folder made by `mme synth` (train/val/test lists)")
     bank.add_argument("--views", type=int, default=4, help="augmented clips per training video")
     bank.add_argument("--probe-every", type=int, default=500)
     bank.add_argument("--workers", type=int, default=2, help="processes that build the bank")
     bank.add_argument("--out", default="runs/motion_learnability", help="the run's out dir (checkpoint, logs)")
-    for q in (ideal, bank):
+    for q in (ideal, clips):
+        q.add_argument("--lr", type=float, default=3e-4)
+        q.add_argument("--eval-every", type=int, default=50)
+    for q in (ideal, clips, bank):
         q.add_argument("--recipe", default="tiny_cpu_mme")
         q.add_argument("--steps", type=int, default=300)
         q.add_argument("--batch", type=int, default=16)
@@ -194,7 +230,7 @@ def main() -> None:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides += extra
     print(f"{cpu_name()}, {torch.get_num_threads()} threads", flush=True)
-    (run_ideal if args.experiment == "ideal" else run_bank)(args)
+    {"ideal": run_ideal, "clips": run_clips, "bank": run_bank}[args.experiment](args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 
 from mme.config import from_dict
+from mme.errors import ConfigError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.classifier import VideoClassifier
 from mme.models.config import PRESETS
@@ -213,5 +214,5 @@ def test_clip_input_norm_ignores_each_clips_colour_and_contrast():
         with torch.no_grad():
             a, b = enc(x), enc(x * scale + shift)
         assert torch.allclose(a, b, atol=1e-4) == same, norm
-    with pytest.raises(Exception, match="input_norm"):
+    with pytest.raises(ConfigError, match="input_norm"):
         ModelConfig(**TINY, input_norm="batch")
