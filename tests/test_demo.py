@@ -12,6 +12,9 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
 
     result = json.loads((out / "results.json").read_text())
+    settings = result["settings"]  # the quick run keeps the default's data design, only smaller
+    assert (settings["motion"], settings["texture"]) == ("scene", "high_contrast")
+    assert "model.input_norm=clip" in settings["overrides"]
     targets = [row["target"] for row in result["summary"]]
     assert targets == ["mme", "pixel", "random init"]
     for row in result["summary"]:

@@ -15,7 +15,8 @@ import sys
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the embedded default: synth data, pre-train MME vs pixel, probe, report")
     p.add_argument("--out", default="demo_out", help="output folder (data, runs, results.json/.md, pictures)")
-    p.add_argument("--quick", action="store_true", help="a 2-minute smoke run (tiny data, a few steps)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run of the whole pipeline (tiny data, a few steps; under a minute)")
     p.add_argument("--minutes", type=float, default=None, help="scale the pre-training length to this budget")
     p.add_argument("--steps", type=int, default=None, help="pre-training steps per target (overrides --minutes)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (mean and spread reported)")
