@@ -19,7 +19,10 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
     assert targets == ["mme", "pixel", "random init"]
     for row in result["summary"]:
         assert 0.0 <= row["linear_top1"] <= 100.0 and 0.0 <= row["knn_top1"] <= 100.0
+    classes = json.loads((out / "data" / "classes.json").read_text())
     for row in result["rows"]:
+        assert list(row["linear_per_class"]) == classes
+        assert all(v is None or 0.0 <= v <= 100.0 for v in row["linear_per_class"].values())
         if row["target"] != "random init":
             assert math.isfinite(row["minutes"]) and row["minutes"] > 0 and row["clips_per_s"] > 0
             losses = [json.loads(line)["loss"] for line in open(row["metrics"]) if line.strip()]

@@ -1,7 +1,7 @@
 """``mme demo``: the embedded default. On a laptop CPU, show that motion targets beat pixel targets.
 
-1. generate a motion-centric ``mme synth`` dataset (labels carried by motion only): whole-view pans, rolls,
-   zooms and oscillations of high-contrast textures, which a supervised tiny ViT learns at this scale once each
+1. generate a motion-centric ``mme synth`` dataset (labels carried by motion only): whole-view pans, rolls
+   and zooms of high-contrast textures, which a supervised tiny ViT learns at this scale once each
    clip is standardised (``model.input_norm=clip``, used by every target); docs/results.md has why;
 2. pre-train the same tiny ViT with the same steps, batch and seed on each target: MME (the paper's recipe
    scaled down), VideoMAE's normalised pixels, and HOG only (the paper's target ablation, v1 T1);
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # target name -> (recipe, extra overrides). Same model, data, steps, batch and seed; only the target differs.
 # Every run standardises each clip per channel (model.input_norm=clip): see DemoSettings.overrides.
 # MME's trajectories are in pixels, without PatchStd: PatchStd removes each patch's mean displacement, and in
-# the demo's whole-view pans and oscillations (6 of 8 classes) every point of a patch moves alike, so the
+# the demo's whole-view pans (4 of its 8 classes) every point of a patch moves alike, so the
 # PatchStd target of those classes is zero or flow noise (docs/results.md, "The demo's design").
 TARGETS: dict[str, tuple[str, list[str]]] = {
     "mme": ("tiny_cpu_mme", ["target.patch_norm=false", "target.position_unit=1"]),
@@ -113,8 +113,10 @@ def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str
 
 
 @torch.no_grad()
-def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device: str) -> dict:
-    """Linear probe (L2 chosen on val, reported on test) and kNN (train + val -> test) on mean-pooled tokens."""
+def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device: str,
+                  class_names: list[str] | None = None) -> dict:
+    """Linear probe (L2 chosen on val, reported on test) and kNN (train + val -> test) on mean-pooled tokens;
+    with ``class_names``, also the linear probe's test accuracy per class."""
     device = choose_device(device)
     encoder = encoder.eval().to(device)
     feats = {}
@@ -122,12 +124,16 @@ def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device
         x = torch.cat([embed_batch(encoder, b["video"].to(device))[0].cpu() for b in batches])
         feats[split] = (x, torch.cat([b["label"] for b in batches]))
     (tx, ty), (vx, vy), (ex, ey) = feats["train"], feats["val"], feats["test"]
-    lin = linear_probe(tx, ty, vx, vy, ex, ey)
+    lin = linear_probe(tx, ty, vx, vy, ex, ey, class_names=class_names)
     knn = knn_classify(torch.cat([tx, vx]), torch.cat([ty, vy]), ex, ey, k=10)
-    return {"linear_top1": 100 * lin["top1"], "knn_top1": 100 * knn["top1"]}
+    out = {"linear_top1": 100 * lin["top1"], "knn_top1": 100 * knn["top1"]}
+    if class_names is not None:
+        out["linear_per_class"] = {k: None if v is None else 100 * v for k, v in lin["per_class_accuracy"].items()}
+    return out
 
 
-def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]]) -> list[dict]:
+def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
+             classes: list[str]) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder; one row per encoder."""
     rows = []
     cfg = None
@@ -138,11 +144,11 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         trained = s.steps * s.batch_size
         rows.append({"target": target, "seed": seed, "minutes": result.seconds / 60,
                      "clips_per_s": trained / result.seconds,
-                     **probe_encoder(load_encoder(result.checkpoint), clips, s.device),
+                     **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
                      "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
     torch.manual_seed(seed)
     rows.append({"target": "random init", "seed": seed, "minutes": 0.0, "clips_per_s": float("nan"),
-                 **probe_encoder(VisionTransformer(cfg.model), clips, s.device)})
+                 **probe_encoder(VisionTransformer(cfg.model), clips, s.device, classes)})
     return rows
 
 
@@ -213,7 +219,7 @@ def demo(s: DemoSettings) -> list[dict]:
     lists = {k: Path(v) for k, v in synth.lists.items()}
     probe_cfg = _pretrain_config(s, "mme", s.seeds[0], lists["train"])  # every target shares the data section
     clips = decode_probe_clips(probe_cfg.data, lists)
-    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips)]
+    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes)]
     summary = summarise(rows)
     table = markdown_table(summary)
     minutes = (time.perf_counter() - t0) / 60
