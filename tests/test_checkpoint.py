@@ -392,3 +392,7 @@ def test_exports_that_hf_cannot_represent_are_refused(mae, tmp_path):
     two = MaskedAutoencoder(ModelConfig(**TINY), [PIXEL, HeadSpec("traj", 48, hidden=32)])
     with pytest.raises(CheckpointError, match="exactly one linear pixel head"):
         export_hf(two, tmp_path / "c", kind="pretraining")
+    clip_norm = VisionTransformer(ModelConfig(**TINY, input_norm="clip"))
+    with pytest.raises(CheckpointError, match="input_norm='clip'"):
+        export_hf(clip_norm, tmp_path / "d")
+    assert not (tmp_path / "d").exists()  # nothing half-written

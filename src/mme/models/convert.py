@@ -415,6 +415,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
                  num_labels: int | None = None) -> dict:
     """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours)."""
+    if cfg.input_norm != "dataset":
+        raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
+                              "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
     hidden = cfg.embed_dim * cfg.mlp_ratio
     dec_hidden = cfg.decoder_dim * cfg.mlp_ratio
     if hidden != int(hidden) or dec_hidden != int(dec_hidden):
