@@ -47,10 +47,13 @@ def test_ranks_that_would_start_at_different_steps_stop_with_a_message(tmp_path)
         "try:\n"
         "    dist.check_start_step(3 + 2 * dist.get_rank(), torch.device('cpu'))\n"
         "except MMEError as e:\n"
-        "    print('rank', dist.get_rank(), e)\n")
+        "    import sys\n"
+        "    open(sys.argv[1] + f'/rank{dist.get_rank()}.txt', 'w').write(str(e))\n")
+    # each rank writes its own file: printed to the shared stdout, the two messages can interleave
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script)], capture_output=True, text=True, timeout=120)
+                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
-        assert f"rank {rank} ranks disagree on the step to start at" in proc.stdout
-    assert "from 3 to 5" in proc.stdout
+        message = (tmp_path / f"rank{rank}.txt").read_text()
+        assert message.startswith("ranks disagree on the step to start at"), message
+        assert message.endswith(f"from 3 to 5 (rank {rank} has {3 + 2 * rank})"), message
