@@ -147,7 +147,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                      **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
                      "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
     torch.manual_seed(seed)
-    rows.append({"target": "random init", "seed": seed, "minutes": 0.0, "clips_per_s": float("nan"),
+    rows.append({"target": "random init", "seed": seed, "minutes": float("nan"), "clips_per_s": float("nan"),
                  **probe_encoder(VisionTransformer(cfg.model), clips, s.device, classes)})
     return rows
 
