@@ -292,16 +292,18 @@ def test_finetune_on_synth_reaches_well_above_chance(tmp_path):
     small moving object per video at 15-31 % (docs/evaluation.md)."""
     from mme.config import load_config
     from mme.data.synth import generate_synth
+    from mme.demo import DemoSettings
     from mme.eval.finetune import FinetuneConfig, finetune
 
+    design = DemoSettings()  # the demo's data and input normalisation
     d = generate_synth(tmp_path / "synth", num_classes=4, videos_per_class=60, size=64, num_frames=24,
-                       splits=(0.8, 0.0, 0.2), motion="scene", texture="high_contrast")
+                       splits=(0.8, 0.0, 0.2), motion=design.motion, texture=design.texture)
     s = d.root
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
         f"data.list_file={s}/train.txt", f"data.root={s}", f"task.classes={s}/classes.json", "task.val_list=",
         f"task.test_list={s}/test.txt", f"train.out_dir={tmp_path / 'ft'}", "model.img_size=64", "data.img_size=64",
         "model.num_frames=8", "data.num_frames=8", "model.embed_dim=96", "model.depth=3", "model.num_heads=3",
-        "model.input_norm=clip", "data.num_workers=1", "train.ckpt_every=1000"])
+        *design.overrides, "data.num_workers=1", "train.ckpt_every=1000"])
     report = finetune(cfg).reports["test"]
     assert report["views_per_video"] == 6 and report["num_samples"] == 48
     assert report["top1"] >= 0.75, report["top1"]

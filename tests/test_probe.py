@@ -128,20 +128,22 @@ def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     2 minutes): random 35.4 % -> pre-trained 54.2 % (seed 0); with seed 1, 18.8 % -> 43.8 % (chance 25 %)."""
     from mme.config import load_config
     from mme.data.synth import generate_synth
+    from mme.demo import TARGETS, DemoSettings
     from mme.eval.probe import run_probe
     from mme.models.checkpoint import save_pretrained
     from mme.models.vit import VisionTransformer
     from mme.train.config import PretrainConfig
     from mme.train.pretrain import pretrain
 
+    design = DemoSettings()  # data, input normalisation and MME target as the demo has them
     d = generate_synth(tmp_path / "synth", num_classes=4, videos_per_class=24, size=64, num_frames=24,
-                       splits=(0.5, 0.0, 0.5), motion="scene", texture="high_contrast")
+                       splits=(0.5, 0.0, 0.5), motion=design.motion, texture=design.texture)
     s = d.root
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", [
         f"data.list_file={s}/train.txt", f"data.root={s}", "model.img_size=64", "data.img_size=64",
         "model.num_frames=8", "data.num_frames=8", "model.embed_dim=96", "model.depth=3", "model.num_heads=3",
-        "model.input_norm=clip", "target.patch_norm=false", "target.position_unit=1", "data.num_workers=2",
-        "train.steps=300", "train.batch_size=8", "train.seed=0", f"train.out_dir={tmp_path / 'pt'}",
+        *design.overrides, *TARGETS["mme"][1], "data.num_workers=2", "train.steps=300", "train.batch_size=8",
+        "train.seed=0", f"train.out_dir={tmp_path / 'pt'}",
         "train.ckpt_every=1000"])
     torch.manual_seed(0)
     random_ckpt = save_pretrained(VisionTransformer(cfg.model), tmp_path / "random")
