@@ -197,3 +197,16 @@ def test_prediction_picture_follows_the_runs_target_layout(target, synth, tmp_pa
     assert img is not None and img.shape[0] == 64 and 4 * 64 <= img.shape[1] < 5 * 64  # 4 tubelets side by side
     green = (img[..., 1] > 200) & (img[..., 0] < 80) & (img[..., 2] < 80)
     assert green.sum() > 0  # target trajectories were drawn
+
+
+def test_prediction_picture_names_the_checkpoint_whose_target_section_does_not_load(synth, tmp_path):
+    from mme.errors import CheckpointError
+    from mme.motion.viz import prediction_picture
+
+    r = run("tiny_cpu_mme", synth, tmp_path / "run", "train.steps=1")
+    ck = torch.load(r.checkpoint, weights_only=False)
+    ck["config"]["target"]["from_a_newer_version"] = 1
+    bad = tmp_path / "newer.pt"
+    torch.save(ck, bad)
+    with pytest.raises(CheckpointError, match=rf"{bad}.*target.*from_a_newer_version"):
+        prediction_picture("never_opened.mp4", str(bad), tmp_path / "pred.png")

@@ -16,7 +16,7 @@ import torch
 
 from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
-from mme.errors import MMEError
+from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
 
 
@@ -145,7 +145,10 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     m = model.cfg
     spec = next(h for h in model.head_specs if h.name == "traj")
     if isinstance(ck.run_config.get("target"), dict):  # only the traj target is drawn: no HOG maps needed
-        run = from_dict(TargetConfig, ck.run_config["target"], prefix="target.")
+        try:
+            run = from_dict(TargetConfig, ck.run_config["target"], prefix="target.")
+        except ConfigError as e:
+            raise CheckpointError(f"{checkpoint}: its run's target section does not load here: {e}") from e
         cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate)
     else:
         cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
