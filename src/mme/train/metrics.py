@@ -78,10 +78,12 @@ class CSVLogger:
 
 
 class TensorBoardLogger:
-    def __init__(self, log_dir: Path):
+    """Scalars under ``log_dir``; when resuming, TensorBoard hides the events past ``resume_step`` (``purge_step``)."""
+
+    def __init__(self, log_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
 
-        self.writer = SummaryWriter(str(log_dir))
+        self.writer = SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for k, v in metrics.items():
@@ -116,7 +118,7 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     loggers: list[Logger] = [JSONLLogger(out_dir / "metrics.jsonl", resume_step),
                              CSVLogger(out_dir / "metrics.csv", resume_step)]
     try:
-        loggers.append(TensorBoardLogger(out_dir / "tb"))
+        loggers.append(TensorBoardLogger(out_dir / "tb", resume_step))
     except ImportError:
         log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
     return MetricLogger(loggers)
