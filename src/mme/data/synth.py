@@ -57,26 +57,36 @@ class SynthDataset:
 
 
 def _texture(h: int, w: int, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:
-    """A random texture (h, w, 3) uint8: smooth noise at a random scale mixing two colours.
+    """A random texture (h, w, 3) uint8: smooth noise at a random scale (:func:`smooth_noise`) mixing two colours
+    (:func:`two_colours`)."""
+    return two_colours(smooth_noise(h, w, rng, rng.uniform(1.5, 6.0)), rng, texture)
 
-    "two_colour": two independent random colours, the noise's range stretched to [0, 1] (faint on average, and
-    the mean colour varies widely between videos). "high_contrast": the noise pushed towards two tones (a
-    sigmoid of its z-score) mixing two colours symmetric about mid-grey that differ by 120-254 in at least one
-    channel, so the pattern is strong and every texture's mean colour is near grey.
-    """
-    scale = rng.uniform(1.5, 6.0)
+
+def smooth_noise(h: int, w: int, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Gaussian-blurred white noise (h, w) at blur ``scale``, 2·``scale`` and 4·``scale`` px, equally strong."""
     noise = np.zeros((h, w), np.float32)
     for k in (1, 2, 4):
         noise += cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), scale * k) * k
+    return noise
+
+
+def two_colours(pattern: np.ndarray, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:
+    """A pattern (h, w) mixing two random colours: (h, w, 3) uint8.
+
+    "two_colour": two independent random colours, the pattern's range stretched to [0, 1] (faint on average, and
+    the mean colour varies widely between videos). "high_contrast": the pattern pushed towards two tones (a
+    sigmoid of its z-score) mixing two colours symmetric about mid-grey that differ by 120-254 in at least one
+    channel, so the pattern is strong and every texture's mean colour is near grey.
+    """
     if texture == "high_contrast":
-        noise = 1 / (1 + np.exp(-2 * (noise - noise.mean()) / (noise.std() + 1e-6)))
+        mix = 1 / (1 + np.exp(-2 * (pattern - pattern.mean()) / (pattern.std() + 1e-6)))
         d = rng.uniform(-1, 1, 3)
         d *= rng.uniform(60, 127) / np.abs(d).max()
         c1, c2 = 127.5 + d, 127.5 - d
     else:
-        noise = (noise - noise.min()) / (noise.max() - noise.min() + 1e-6)
+        mix = (pattern - pattern.min()) / (pattern.max() - pattern.min() + 1e-6)
         c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    return (c1 * (1 - noise[..., None]) + c2 * noise[..., None]).astype(np.uint8)
+    return (c1 * (1 - mix[..., None]) + c2 * mix[..., None]).astype(np.uint8)
 
 
 def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator) -> dict:
