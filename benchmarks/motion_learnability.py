@@ -150,41 +150,10 @@ class Bank(torch.utils.data.Dataset):
         return {}
 
 
-@torch.no_grad()
-def mean_prediction_terms(model, bank: Bank, cfg: PretrainConfig, chunk: int = 64) -> dict[str, float]:
-    """Each loss term of always predicting the bank's mean target (valid tokens only), via the model's loss; the
-    pixel / HOG targets are made from the bank's clips as the training step makes them."""
-    from mme.motion.targets import step_targets
-
-    items = [it for view in bank.items for it in view]
-
-    def chunks():
-        for k in range(0, len(items), chunk):
-            part = items[k:k + chunk]
-            targets = {n: torch.stack([it["targets"][n] for it in part]).float() for n in part[0]["targets"]}
-            targets.update(step_targets(torch.stack([it["video"] for it in part]).float(), cfg.target, cfg.model))
-            valid = {n: torch.stack([it["valid"][n] for it in part]) for n in part[0]["valid"]}
-            yield len(part), targets, valid
-
-    sums, weights = {}, {}
-    for _, targets, valid in chunks():
-        for n, t in targets.items():
-            w = valid[n].float()[..., None] if n in valid else torch.ones_like(t[..., :1])
-            sums[n] = sums.get(n, 0) + (t * w).sum((0, 1))
-            weights[n] = weights.get(n, 0) + w.sum()
-    terms = {}
-    for size, targets, valid in chunks():
-        preds = {n: (sums[n] / weights[n]).expand_as(t) for n, t in targets.items()}
-        mask = torch.ones(next(iter(targets.values())).shape[:2], dtype=torch.bool)
-        for n, v in model.forward_loss(preds, targets, mask, valid)[1].items():
-            terms[n] = terms.get(n, 0.0) + v.item() * size / len(items)
-    return terms
-
-
 def run_bank(args) -> None:
     """Pre-training's own setup and loop (lr/wd schedule, masks, loss, clipping, logging) on a precomputed bank."""
     from mme.demo import decode_probe_clips, probe_encoder
-    from mme.train.pretrain import setup, train
+    from mme.train.pretrain import mean_prediction_loss, setup, train
 
     root = Path(args.root)
     cfg = load_config(PretrainConfig, args.recipe, [
@@ -197,8 +166,9 @@ def run_bank(args) -> None:
     t0 = time.perf_counter()
     run.data = Bank(run.data, args.views, args.workers)
     print(f"bank: {args.views} views x {len(run.data)} videos in {time.perf_counter() - t0:.0f}s", flush=True)
-    print("loss of predicting the mean target:", {n: round(v, 4) for n, v in
-                                                  mean_prediction_terms(run.model, run.data, cfg).items()}, flush=True)
+    level = mean_prediction_loss(run.model, cfg, [it for view in run.data.items for it in view])
+    print("loss of predicting the mean target:", {n: round(v, 4) for n, v in level.items() if n != "loss"},
+          flush=True)
     clips = decode_probe_clips(cfg.data, {s: root / f"{s}.txt" for s in ("train", "val", "test")})
     print("random init", probe_encoder(run.model.encoder, clips, run.device), flush=True)
     every = args.probe_every or args.steps

@@ -27,7 +27,11 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
             assert math.isfinite(row["minutes"]) and row["minutes"] > 0 and row["clips_per_s"] > 0
             losses = [json.loads(line)["loss"] for line in open(row["metrics"]) if line.strip()]
             assert len(losses) == result["settings"]["steps"] and all(math.isfinite(v) for v in losses)
+            assert row["final_loss"] == sum(losses[-1:])  # the last tenth of 6 steps: the last one
+            level = row["mean_prediction_loss"]
+            assert level > 0 and row["loss_ratio"] == row["final_loss"] / level
     table = (out / "results.md").read_text()
     assert "| mme |" in table and "| pixel |" in table and "| random init |" in table
+    assert "loss of predicting the mean target" in table
     for picture in ("loss_curves.png", "tracks.png", "predicted_vs_target.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture

@@ -35,10 +35,12 @@ from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
 from mme.models.checkpoint import load_encoder
+from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
+from mme.motion.targets import head_specs
 from mme.train.config import PretrainConfig
 from mme.train.precision import choose_device, cpu_name
-from mme.train.pretrain import pretrain
+from mme.train.pretrain import PretrainResult, mean_prediction_loss, pretrain, pretrain_dataset
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class DemoSettings:
     targets: tuple[str, ...] = ("mme", "pixel", "hog")
     device: str = "auto"
     workers: int = 2
+    level_clips: int = 64
+    """Training clips on which each target's loss of always predicting its mean target is measured."""
     overrides: list[str] = field(default_factory=lambda: ["model.input_norm=clip"])
     """``key=value`` overrides applied to every pre-training run (and so to every probed encoder)."""
 
@@ -132,6 +136,19 @@ def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device
     return out
 
 
+def loss_against_mean(cfg: PretrainConfig, result: PretrainResult, clips: int = 64) -> dict[str, float]:
+    """The run's loss over its last tenth of steps, against the loss of always predicting the mean target on
+    ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below that level
+    shows a target that has not yet learned anything from the clips."""
+    tail = result.history[-max(1, len(result.history) // 10):]
+    data = pretrain_dataset(cfg)
+    picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
+    model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))  # only its loss is used
+    level = mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"]
+    final = float(np.mean([h["loss"] for h in tail]))
+    return {"final_loss": final, "mean_prediction_loss": level, "loss_ratio": final / level}
+
+
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
              classes: list[str]) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder; one row per encoder."""
@@ -143,11 +160,13 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         result = pretrain(cfg)
         trained = s.steps * s.batch_size
         rows.append({"target": target, "seed": seed, "minutes": result.seconds / 60,
-                     "clips_per_s": trained / result.seconds,
+                     "clips_per_s": trained / result.seconds, **loss_against_mean(cfg, result, s.level_clips),
                      **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
                      "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
     torch.manual_seed(seed)
-    rows.append({"target": "random init", "seed": seed, "minutes": float("nan"), "clips_per_s": float("nan"),
+    untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
+                              float("nan"))
+    rows.append({"target": "random init", "seed": seed, **untrained,
                  **probe_encoder(VisionTransformer(cfg.model), clips, s.device, classes)})
     return rows
 
@@ -158,7 +177,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     for target in dict.fromkeys(r["target"] for r in rows):
         rs = [r for r in rows if r["target"] == target]
         entry = {"target": target, "seeds": len(rs)}
-        for key in ("linear_top1", "knn_top1", "minutes", "clips_per_s"):
+        for key in ("linear_top1", "knn_top1", "minutes", "clips_per_s", "final_loss", "mean_prediction_loss",
+                    "loss_ratio"):
             v = np.array([r[key] for r in rs], dtype=float)
             entry[key] = float(v.mean())
             entry[key + "_std"] = float(v.std()) if len(v) > 1 else 0.0
@@ -166,18 +186,30 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown_table(summary: list[dict]) -> str:
-    def cell(e, key, digits=1):
-        v, sd = e[key], e[key + "_std"]
-        if np.isnan(v):
-            return "–"
-        return f"{v:.{digits}f} ± {sd:.{digits}f}" if e["seeds"] > 1 else f"{v:.{digits}f}"
+def _cell(e: dict, key: str, digits: int = 1) -> str:
+    v, sd = e[key], e[key + "_std"]
+    if np.isnan(v):
+        return "–"
+    return f"{v:.{digits}f} ± {sd:.{digits}f}" if e["seeds"] > 1 else f"{v:.{digits}f}"
 
+
+def markdown_table(summary: list[dict]) -> str:
     lines = ["| target | linear probe top-1 (%) | kNN top-1 (%) | pre-training minutes | clips/s |",
              "|---|---|---|---|---|"]
     for e in summary:
-        lines.append(f"| {e['target']} | {cell(e, 'linear_top1')} | {cell(e, 'knn_top1')} | "
-                     f"{cell(e, 'minutes', 2)} | {cell(e, 'clips_per_s')} |")
+        lines.append(f"| {e['target']} | {_cell(e, 'linear_top1')} | {_cell(e, 'knn_top1')} | "
+                     f"{_cell(e, 'minutes', 2)} | {_cell(e, 'clips_per_s')} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_loss_table(summary: list[dict]) -> str:
+    """Whether each target's loss left the level of predicting its mean (ratio < 1: it learned something)."""
+    lines = ["| target | loss, last tenth of the steps | loss of predicting the mean target | ratio |",
+             "|---|---|---|---|"]
+    for e in summary:
+        if not np.isnan(e["final_loss"]):
+            lines.append(f"| {e['target']} | {_cell(e, 'final_loss', 4)} | {_cell(e, 'mean_prediction_loss', 4)} | "
+                         f"{_cell(e, 'loss_ratio', 3)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,16 +254,20 @@ def demo(s: DemoSettings) -> list[dict]:
     rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes)]
     summary = summarise(rows)
     table = markdown_table(summary)
+    losses = markdown_loss_table(summary)
     minutes = (time.perf_counter() - t0) / 60
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads()}
     atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
-    atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nTotal {minutes:.1f} min on {cpu_name()} "
-                      f"({torch.get_num_threads()} threads).\n")
+    level_clips = min(s.level_clips, sum(1 for line in open(lists["train"]) if line.strip()))
+    atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
+                      f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
+                      f"{minutes:.1f} min on {cpu_name()} ({torch.get_num_threads()} threads).\n")
     plot_losses(rows, s.out / "loss_curves.png")
     _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
-    print("\n" + table + f"\ntotal {minutes:.1f} min; results, tables and pictures in {s.out}/", flush=True)
+    print("\n" + table + "\n" + losses + f"\ntotal {minutes:.1f} min; results, tables and pictures in {s.out}/",
+          flush=True)
     return summary
 
 

@@ -110,6 +110,43 @@ def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.d
     return optimizer, scaler, step_model
 
 
+def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
+    """The run's training clips with their worker-made targets (positions, shape), as pre-training reads them."""
+    target_fn = make_target_fn(cfg.target, cfg.model)
+    return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed)
+
+
+@torch.no_grad()
+def mean_prediction_loss(model: MaskedAutoencoder, cfg: PretrainConfig, items: list[dict],
+                         chunk: int = 64) -> dict[str, float]:
+    """Each loss term, and their weighted total ``loss``, of always predicting the mean target of ``items``
+    (dataset items; valid tokens only; pixel / HOG made from their clips as the training step makes them): the
+    level below which a target's loss shows that it learned something from the clips."""
+    def chunks():
+        for k in range(0, len(items), chunk):
+            part = items[k:k + chunk]
+            targets = {n: torch.stack([it["targets"][n] for it in part]).float() for n in part[0]["targets"]}
+            targets.update(step_targets(torch.stack([it["video"] for it in part]).float(), cfg.target, cfg.model))
+            valid = {n: torch.stack([it["valid"][n] for it in part]) for n in part[0]["valid"]}
+            yield len(part), targets, valid
+
+    sums: dict[str, torch.Tensor] = {}
+    weights: dict[str, torch.Tensor] = {}
+    for _, targets, valid in chunks():
+        for n, t in targets.items():
+            w = valid[n].float()[..., None] if n in valid else torch.ones_like(t[..., :1])
+            sums[n] = sums.get(n, 0) + (t * w).sum((0, 1))
+            weights[n] = weights.get(n, 0) + w.sum()
+    terms: dict[str, float] = {}
+    for size, targets, valid in chunks():
+        preds = {n: (sums[n] / weights[n]).expand_as(t) for n, t in targets.items()}
+        mask = torch.ones(next(iter(targets.values())).shape[:2], dtype=torch.bool)
+        total, parts = model.forward_loss(preds, targets, mask, valid)
+        for n, v in {"loss": total, **parts}.items():
+            terms[n] = terms.get(n, 0.0) + float(v) * size / len(items)
+    return terms
+
+
 def setup(cfg: PretrainConfig) -> Run:
     """Build and check everything (out dir, data, model, checkpoint) before the first step."""
     t = cfg.train
@@ -119,8 +156,7 @@ def setup(cfg: PretrainConfig) -> Run:
     out_dir = ckpt.prepare_out_dir(t.out_dir, write=dist.is_main())
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
-    target_fn = make_target_fn(cfg.target, cfg.model)
-    dataset = PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=t.seed)
+    dataset = pretrain_dataset(cfg)
     o = cfg.optim
     batches_per_epoch, total_steps, warmup = schedule_lengths(len(dataset), t, o, info.world_size, "clips")
     peak_lr, final_lr = o.scaled_lr(t.batch_size * info.world_size * t.accum_steps)
