@@ -6,8 +6,9 @@
 2. pre-train the same tiny ViT with the same steps, batch and seed on each target: MME (the paper's recipe
    scaled down), VideoMAE's normalised pixels, and HOG only (the paper's target ablation, v1 T1);
 3. probe each encoder and a randomly initialised one (linear probe + kNN) on held-out videos;
-4. print a table, write it as JSON and Markdown, and save pictures (loss curves, tracks on a video, predicted
-   vs target motion of one masked clip).
+4. print a table, and a second one of each target's final loss against the loss of always predicting its mean
+   target (whether it learned anything), write them as JSON and Markdown, and save pictures (loss curves,
+   tracks on a video, predicted vs target motion of one masked clip).
 
 Commands::
 
