@@ -30,8 +30,9 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
             assert row["final_loss"] == sum(losses[-1:])  # the last tenth of 6 steps: the last one
             level = row["mean_prediction_loss"]
             assert level > 0 and row["loss_ratio"] == row["final_loss"] / level
+            assert row["mean_prediction_clips"] == 16  # all of the quick run's training clips (4 classes x 4)
     table = (out / "results.md").read_text()
     assert "| mme |" in table and "| pixel |" in table and "| random init |" in table
-    assert "loss of predicting the mean target" in table
+    assert "always predicting the mean target (on 16 training clips)" in table
     for picture in ("loss_curves.png", "tracks.png", "predicted_vs_target.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture

@@ -210,3 +210,37 @@ def test_prediction_picture_names_the_checkpoint_whose_target_section_does_not_l
     torch.save(ck, bad)
     with pytest.raises(CheckpointError, match=rf"{bad}.*target.*from_a_newer_version"):
         prediction_picture("never_opened.mp4", str(bad), tmp_path / "pred.png")
+
+
+def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target():
+    """Worker targets with invalid tokens (per-token sum over channels, invalid tokens count 0, as the training
+    loss) and a pixel target made from the clips; any chunking gives the same level."""
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import head_specs, pixel_target
+    from mme.train.pretrain import mean_prediction_loss
+
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=32", "model.num_frames=4", "data.img_size=32",
+                                                       "data.num_frames=4", "model.depth=1",
+                                                       "model.embed_dim=48", "target.kind=[mme, pixel]"])
+    model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
+    dims = {s.name: s.dim for s in model.head_specs}
+    g = torch.Generator().manual_seed(0)
+    n = cfg.model.num_tokens
+    items = [{"video": torch.randn(3, 4, 32, 32, generator=g),
+              "targets": {k: torch.randn(n, dims[k], generator=g) + i for k in ("traj", "shape")},
+              "valid": {"traj": torch.rand(n, generator=g) > 0.3}} for i in range(5)]
+    traj = torch.stack([it["targets"]["traj"] for it in items])  # (5, N, C)
+    valid = torch.stack([it["valid"]["traj"] for it in items])
+    mean = traj[valid].mean(0)
+    expected_traj = ((traj - mean) ** 2).sum(-1)[valid].sum() / valid.numel()
+    shape = torch.stack([it["targets"]["shape"] for it in items])
+    expected_shape = ((shape - shape.mean((0, 1))) ** 2).sum(-1).mean()
+    pix = pixel_target(torch.stack([it["video"] for it in items]), 2, 16)
+    expected_pixel = ((pix - pix.mean((0, 1))) ** 2).mean()
+    for chunk in (64, 2):
+        level = mean_prediction_loss(model, cfg, items, chunk=chunk)
+        assert level["traj"] == pytest.approx(expected_traj.item(), rel=1e-5)
+        assert level["shape"] == pytest.approx(expected_shape.item(), rel=1e-5)
+        assert level["pixel"] == pytest.approx(expected_pixel.item(), rel=1e-5)
+        weights = {s.name: s.weight for s in model.head_specs}
+        assert level["loss"] == pytest.approx(sum(weights[k] * level[k] for k in weights), rel=1e-6)

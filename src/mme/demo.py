@@ -147,7 +147,8 @@ def loss_against_mean(cfg: PretrainConfig, result: PretrainResult, clips: int = 
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))  # only its loss is used
     level = mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"]
     final = float(np.mean([h["loss"] for h in tail]))
-    return {"final_loss": final, "mean_prediction_loss": level, "loss_ratio": final / level}
+    return {"final_loss": final, "mean_prediction_loss": level, "loss_ratio": final / level,
+            "mean_prediction_clips": len(picks)}
 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
@@ -261,7 +262,7 @@ def demo(s: DemoSettings) -> list[dict]:
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads()}
     atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
-    level_clips = min(s.level_clips, sum(1 for line in open(lists["train"]) if line.strip()))
+    level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
                       f"{minutes:.1f} min on {cpu_name()} ({torch.get_num_threads()} threads).\n")
