@@ -17,6 +17,10 @@ and, every ``--probe-every`` steps, the demo's linear probe and kNN on ``val``/`
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme --steps 1000 --batch 16
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme target.patch_norm=false
 
+``--shuffle-targets``: a control. Each clip is trained on the targets of the next clip of its batch, so the
+targets keep their statistics but carry nothing about the input: the probe then shows what pre-training does to
+an encoder when the loss gives it no signal.
+
 ``clips``: the same supervised loop as ``ideal`` on real decoded clips: one centred clip per video of a
 ``mme synth`` folder (the demo's probe clips), classifying its motion class; ``model.input_norm=clip``
 standardises each clip first.
@@ -163,6 +167,8 @@ def run_bank(args) -> None:
         *args.overrides])
     run = setup(cfg)
     print(f"device {run.device}, precision {run.precision}", flush=True)
+    if args.shuffle_targets:
+        shuffle_targets()
     t0 = time.perf_counter()
     run.data = Bank(run.data, args.views, args.workers)
     print(f"bank: {args.views} views x {len(run.data)} videos in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -184,6 +190,23 @@ def run_bank(args) -> None:
         run.model.train()
 
 
+def shuffle_targets() -> None:
+    """Make pre-training's step pair every clip with the targets (and their validity) of the next clip in its
+    batch, in this process only."""
+    from mme.train import pretrain
+
+    forward_backward = pretrain.forward_backward
+
+    def shuffled(step_model, video, mask, targets, valid, *args, **kwargs):
+        def roll(d: dict) -> dict:
+            return {n: v.roll(1, 0) for n, v in d.items()}
+
+        return forward_backward(step_model, video, mask, roll(targets), roll(valid), *args, **kwargs)
+
+    pretrain.forward_backward = shuffled
+    print("control: every clip gets the targets of the next clip in its batch", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="experiment", required=True)
@@ -201,6 +224,8 @@ def main() -> None:
     bank.add_argument("--probe-every", type=int, default=500)
     bank.add_argument("--workers", type=int, default=2, help="processes that build the bank")
     bank.add_argument("--out", default="runs/motion_learnability", help="the run's out dir (checkpoint, logs)")
+    bank.add_argument("--shuffle-targets", action="store_true",
+                      help="control: train every clip on the targets of the next clip in its batch")
     for q in (ideal, clips):
         q.add_argument("--lr", type=float, default=3e-4)
         q.add_argument("--eval-every", type=int, default=50)
