@@ -5,6 +5,7 @@ import json
 import math
 
 from mme.cli import main
+from mme.demo import LEARNED_RATIO
 
 
 def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
@@ -34,5 +35,11 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
     table = (out / "results.md").read_text()
     assert "| mme |" in table and "| pixel |" in table and "| random init |" in table
     assert "always predicting the mean target (on 16 training clips)" in table
+    trained = [e for e in result["summary"] if e["target"] != "random init"]
+    learned = [e["target"] for e in trained if e["loss_ratio"] < LEARNED_RATIO]
+    assert f"Learned from the clips (loss more than 1 % below the level): {', '.join(learned) or 'none'}." in table
+    stuck = [e["target"] for e in trained if e["loss_ratio"] >= LEARNED_RATIO]
+    assert (f"Not yet at this budget (loss within 1 % of the level, or above it): {', '.join(stuck)}." in table) \
+        == bool(stuck)
     for picture in ("loss_curves.png", "tracks.png", "predicted_vs_target.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture

@@ -204,15 +204,29 @@ def markdown_table(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LEARNED_RATIO = 0.99
+"""A target whose final loss is below this fraction of its mean-prediction level has learned from the clips."""
+
+
 def markdown_loss_table(summary: list[dict]) -> str:
-    """Whether each target's loss left the level of predicting its mean (ratio < 1: it learned something)."""
+    """Whether each target's loss left the level of predicting its mean (ratio < 1: it learned something), and
+    a line that says which targets did."""
     lines = ["| target | loss, last tenth of the steps | loss of predicting the mean target | ratio |",
              "|---|---|---|---|"]
-    for e in summary:
-        if not np.isnan(e["final_loss"]):
-            lines.append(f"| {e['target']} | {_cell(e, 'final_loss', 4)} | {_cell(e, 'mean_prediction_loss', 4)} | "
-                         f"{_cell(e, 'loss_ratio', 3)} |")
-    return "\n".join(lines) + "\n"
+    trained = [e for e in summary if not np.isnan(e["final_loss"])]
+    for e in trained:
+        lines.append(f"| {e['target']} | {_cell(e, 'final_loss', 4)} | {_cell(e, 'mean_prediction_loss', 4)} | "
+                     f"{_cell(e, 'loss_ratio', 3)} |")
+    learned = [e["target"] for e in trained if e["loss_ratio"] < LEARNED_RATIO]
+    stuck = [e["target"] for e in trained if e["loss_ratio"] >= LEARNED_RATIO]
+    off = round(100 * (1 - LEARNED_RATIO))
+    reading = [f"Learned from the clips (loss more than {off} % below the level): {', '.join(learned) or 'none'}."]
+    if stuck:
+        reading.append(f"Not yet at this budget (loss within {off} % of the level, or above it): {', '.join(stuck)}. "
+                       "Such an encoder has learned nothing from the clips yet, only drifted from its random "
+                       "initialisation, and can probe below a random encoder (docs/results.md, \"Why pixel and HOG "
+                       "stay below a random encoder\").")
+    return "\n".join(lines) + "\n\n" + "\n".join(reading) + "\n"
 
 
 def plot_losses(rows: list[dict], path: Path) -> None:
