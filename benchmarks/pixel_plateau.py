@@ -1,9 +1,9 @@
 """Why the pixel target stays at its mean-prediction level in `mme demo` (docs/results.md, "Why pixel and HOG
-stay below a random encoder"). Two helpers for the experiments there:
+stay below a random encoder"). Helpers for the experiments there:
 
 ``data``: the demo's dataset (8 classes x 100 videos, 112², 40 frames, whole-view motion, splits 0.7/0.1/0.2,
-seed 0) with another texture, made in this process (single-threaded; it swaps synth's texture function here
-only). ``noise``: synth's high-contrast texture with its blur scale drawn from ``--scale`` px instead of
+seed 0), as is or with another texture, made in this process (single-threaded; it swaps synth's texture
+function here only). ``noise``: synth's high-contrast texture with its blur scale drawn from ``--scale`` px instead of
 1.5-6. ``plaid``: the sum of two gratings, each of random orientation, phase and a period drawn from
 ``--scale`` px, through the same high-contrast colouring: a pattern whose every patch follows from its
 neighbours. Then pre-train on it with the ``bank`` loop:
@@ -54,6 +54,13 @@ def plaid(h: int, w: int, rng: np.random.Generator, periods: tuple[float, float]
 
 
 def make_data(args) -> None:
+    t0 = time.perf_counter()
+    if args.texture is None:
+        DemoSettings().generate_data(Path(args.out))
+        print(f"the demo's data: {args.out} in {time.perf_counter() - t0:.0f} s")
+        return
+    if args.scale is None:
+        raise SystemExit("--texture needs --scale LO HI")
     lo, hi = args.scale
 
     def texture(h: int, w: int, rng: np.random.Generator, _name: str = "high_contrast") -> np.ndarray:
@@ -62,11 +69,7 @@ def make_data(args) -> None:
         return synth.two_colours(pattern, rng, "high_contrast")
 
     synth._texture = texture  # this process only: hence workers=1
-    s = DemoSettings()
-    t0 = time.perf_counter()
-    synth.generate_synth(args.out, num_classes=s.classes, videos_per_class=s.videos_per_class, size=s.video_size,
-                         num_frames=s.video_frames, splits=s.splits, seed=0, motion=s.motion,
-                         texture="high_contrast", workers=1)
+    DemoSettings().generate_data(Path(args.out), workers=1)
     print(f"{args.texture} textures, scale {lo}-{hi} px: {args.out} in {time.perf_counter() - t0:.0f} s")
 
 
@@ -148,10 +151,10 @@ def drift(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("data", help="the demo's dataset with another texture")
+    d = sub.add_parser("data", help="the demo's dataset, or the same with another texture")
     d.add_argument("out")
-    d.add_argument("--texture", choices=("noise", "plaid"), required=True)
-    d.add_argument("--scale", type=float, nargs=2, required=True, metavar=("LO", "HI"),
+    d.add_argument("--texture", choices=("noise", "plaid"), help="default: the demo's own texture")
+    d.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"),
                    help="noise: blur scale (px); plaid: grating period (px); drawn uniformly per texture")
     d.set_defaults(func=make_data)
     o = sub.add_parser("overfit", help="fit one fixed batch with fixed masks")

@@ -31,7 +31,7 @@ import torch
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import atomic_write_text
-from mme.data.synth import generate_synth
+from mme.data.synth import SynthDataset, generate_synth
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
@@ -93,6 +93,12 @@ class DemoSettings:
         return replace(default, classes=4, videos_per_class=6, video_size=64, video_frames=24, steps=6,
                        batch_size=4, targets=("mme", "pixel"),
                        overrides=[*default.overrides, "model.img_size=64", "data.img_size=64"])
+
+    def generate_data(self, out: Path, workers: int | None = None) -> SynthDataset:
+        """The demo's dataset in ``out`` (``mme synth`` with these settings, seed 0: the same for every seed)."""
+        return generate_synth(out, num_classes=self.classes, videos_per_class=self.videos_per_class,
+                              size=self.video_size, num_frames=self.video_frames, splits=self.splits, seed=0,
+                              motion=self.motion, texture=self.texture, workers=workers)
 
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
@@ -261,9 +267,7 @@ def demo(s: DemoSettings) -> list[dict]:
     t0 = time.perf_counter()
     s.out.mkdir(parents=True, exist_ok=True)
     log.info("demo: generating %d classes x %d synthetic videos in %s", s.classes, s.videos_per_class, s.out)
-    synth = generate_synth(s.out / "data", num_classes=s.classes, videos_per_class=s.videos_per_class,
-                           size=s.video_size, num_frames=s.video_frames, splits=s.splits, seed=0,
-                           motion=s.motion, texture=s.texture)
+    synth = s.generate_data(s.out / "data")
     lists = {k: Path(v) for k, v in synth.lists.items()}
     probe_cfg = _pretrain_config(s, "mme", s.seeds[0], lists["train"])  # every target shares the data section
     clips = decode_probe_clips(probe_cfg.data, lists)
