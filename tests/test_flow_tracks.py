@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from videos import affine_video, texture, write_video
@@ -151,7 +153,7 @@ def test_prune_drops_static_tracks_and_keeps_moving_ones():
     assert valid[0][:, :4].all()  # points away from the exit edge stay valid
 
 
-def test_viz_draws_tracks_and_predictions(tmp_path):
+def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     import torch
     from PIL import Image
 
@@ -182,3 +184,5 @@ def test_viz_draws_tracks_and_predictions(tmp_path):
                 "--stride", "4"]) == 0
     assert np.asarray(Image.open(tmp_path / "p.png")).shape == (64, 2 * 64 + 4, 3)
     assert cli(["viz", str(video), "--out", str(tmp_path / "x.png"), "--start", "20"]) == 1  # too short
+    assert re.search(r"v\.mp4: too short \(24 frames; 16 frames at stride 4 from frame 20, with tracks of \d+, "
+                     r"need \d+\)", capsys.readouterr().err)

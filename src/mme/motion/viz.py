@@ -38,8 +38,8 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
         starts = clip[::tubelet]
         last = max(int(clip[-1]), int(starts[-1]) + length)
         if last >= reader.num_frames:
-            raise video_error(path, "too short", f"{reader.num_frames} frames; the window from frame {start} "
-                              f"needs {last + 1}")
+            raise video_error(path, "too short", f"{reader.num_frames} frames; {num_frames} frames at stride "
+                              f"{stride} from frame {start}, with tracks of {length}, need {last + 1}")
         ids = np.arange(start, last + 1)
         frames = apply_geometry(reader.read(ids), view_crops(reader.size, size, 1)[0])
     return Clip(frames, ids, clip, starts)
