@@ -4,7 +4,9 @@ the other training tests import."""
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -53,6 +55,18 @@ def test_pixel_loss_decreases(synth, tmp_path):
     first, last = _falls([r["loss"] for r in res.history], 6)
     assert last < first - 0.015, (first, last)
     assert res.step == 40 and res.nonfinite_skipped == 0
+
+
+def test_loader_workers_are_stopped_when_the_run_returns(synth, tmp_path):
+    # Left to the garbage collector, a run's loader shut its workers down at some later point: inside the
+    # next run's timed steps when the demo runs targets back to back in one process.
+    gc.disable()  # so that only the run itself can have stopped them
+    try:
+        before = set(multiprocessing.active_children())  # anything an earlier test in this process left
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "data.num_workers=2")
+        assert set(multiprocessing.active_children()) <= before
+    finally:
+        gc.enable()
 
 
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):

@@ -372,33 +372,34 @@ def train(run: Run) -> PretrainResult:
     t, o = run.cfg.train, run.cfg.optim
     end = min(t.stop_after or run.total_steps, run.total_steps)
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
-    stream = micro_batches(run)
+    stream = micro_batches(run)  # closed below: its loader workers stop now, inside the timed run
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps
     bar = tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True)
     history, in_a_row, skipped, path, t0 = [], 0, 0, None, time.perf_counter()
-    while run.step < end:
-        tic = time.perf_counter()
-        lr = cosine_schedule(run.step, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
-        wd = o.weight_decay if o.weight_decay_end is None else \
-            cosine_schedule(run.step, run.total_steps, 0, o.weight_decay, o.weight_decay_end)
-        set_schedule(run.optimizer, lr, wd)
-        metrics = train_step(run, stream)
-        in_a_row = in_a_row + 1 if metrics["skipped"] else 0
-        skipped += int(metrics["skipped"])
-        if in_a_row >= t.max_nonfinite:
-            raise NonFiniteLossError(
-                f"step {run.step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={t.max_nonfinite});"
-                f" last values {metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
-        run.step += 1
-        metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
-                       epoch=run.position["epoch"], data_failures=_failures(run))
-        if run.step % t.log_every == 0 or run.step == end:
-            logger.log(metrics, run.step)
-            history.append({"step": run.step, **metrics})
-        bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
-        bar.update(1)
-        if run.step % t.ckpt_every == 0 or run.step == end:
-            path = save(run)
+    with contextlib.closing(stream):
+        while run.step < end:
+            tic = time.perf_counter()
+            lr = cosine_schedule(run.step, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
+            wd = o.weight_decay if o.weight_decay_end is None else \
+                cosine_schedule(run.step, run.total_steps, 0, o.weight_decay, o.weight_decay_end)
+            set_schedule(run.optimizer, lr, wd)
+            metrics = train_step(run, stream)
+            in_a_row = in_a_row + 1 if metrics["skipped"] else 0
+            skipped += int(metrics["skipped"])
+            if in_a_row >= t.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"step {run.step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={t.max_nonfinite});"
+                    f" last values {metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
+            run.step += 1
+            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
+                           epoch=run.position["epoch"], data_failures=_failures(run))
+            if run.step % t.log_every == 0 or run.step == end:
+                logger.log(metrics, run.step)
+                history.append({"step": run.step, **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
+            bar.update(1)
+            if run.step % t.ckpt_every == 0 or run.step == end:
+                path = save(run)
     bar.close()
     logger.close()
     if dist.is_main() and run.data.failure_counts():
