@@ -3,6 +3,7 @@ Accuracy is not asserted here (a few steps on a handful of videos); docs/results
 
 import json
 import math
+from pathlib import Path
 
 from mme.cli import main
 from mme.demo import LEARNED_RATIO
@@ -43,3 +44,31 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
         == bool(stuck)
     for picture in ("loss_curves.png", "tracks.png", "predicted_vs_target.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+
+
+def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    first = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    (out / "seed0" / "pixel.json").unlink()  # as if the run had stopped during the pixel target
+    saved = json.loads((out / "seed0" / "mme.json").read_text())
+    saved["settings"]["steps"] += 1  # made with other settings: not reused
+    (out / "seed0" / "mme.json").write_text(json.dumps(saved))
+
+    import mme.demo
+    pretrained = []
+
+    def counting_pretrain(cfg):
+        pretrained.append(cfg.train.out_dir)
+        return real_pretrain(cfg)
+
+    real_pretrain = mme.demo.pretrain
+    monkeypatch.setattr(mme.demo, "pretrain", counting_pretrain)
+    assert main(args) == 0
+    assert [Path(p).name for p in pretrained] == ["mme", "pixel"]
+    rows = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["random init"] == {**first["random init"], "reused": True}
+    assert "reused" not in rows["mme"] and "reused" not in rows["pixel"]
+    assert rows["pixel"]["linear_top1"] == first["pixel"]["linear_top1"]  # retrained the same way (deterministic)
+    assert "(1 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()

@@ -159,24 +159,72 @@ def loss_against_mean(cfg: PretrainConfig, result: PretrainResult, clips: int = 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
              classes: list[str]) -> list[dict]:
-    """Pre-train every target for one seed and probe it and a random encoder; one row per encoder."""
+    """Pre-train every target for one seed and probe it and a random encoder; one row per encoder. Each row is
+    saved as it is made, and a rerun with the same settings reuses it (an interrupted demo resumes)."""
     rows = []
     cfg = None
     for target in s.targets:
         cfg = _pretrain_config(s, target, seed, lists["train"])
-        log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
-        result = pretrain(cfg)
-        trained = s.steps * s.batch_size
-        rows.append({"target": target, "seed": seed, "minutes": result.seconds / 60,
-                     "clips_per_s": trained / result.seconds, **loss_against_mean(cfg, result, s.level_clips),
-                     **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
-                     "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
-    torch.manual_seed(seed)
-    untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
-                              float("nan"))
-    rows.append({"target": "random init", "seed": seed, **untrained,
-                 **probe_encoder(VisionTransformer(cfg.model), clips, s.device, classes)})
+        row = _saved_row(s, seed, target)
+        if row is None:
+            log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
+            result = pretrain(cfg)
+            trained = s.steps * s.batch_size
+            row = _save_row(s, {
+                "target": target, "seed": seed, "minutes": result.seconds / 60,
+                "clips_per_s": trained / result.seconds, **loss_against_mean(cfg, result, s.level_clips),
+                **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
+                "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
+        rows.append(row)
+    row = _saved_row(s, seed, "random init")
+    if row is None:
+        torch.manual_seed(seed)
+        untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
+                                  float("nan"))
+        row = _save_row(s, {"target": "random init", "seed": seed, **untrained,
+                            **probe_encoder(VisionTransformer(cfg.model), clips, s.device, classes)})
+    rows.append(row)
     return rows
+
+
+def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
+    return s.out / f"seed{seed}" / f"{target.replace(' ', '_')}.json"
+
+
+def _fingerprint(s: DemoSettings) -> dict:
+    """What a row depends on: the settings (not where it is written, which other seeds run, or the worker
+    count) and the CPU its minutes were measured on."""
+    settings = {k: v for k, v in asdict(s).items() if k not in ("out", "seeds", "workers")}
+    return json.loads(json.dumps({**settings, "cpu": cpu_name()}, default=str))
+
+
+def _save_row(s: DemoSettings, row: dict) -> dict:
+    path = _row_path(s, row["seed"], row["target"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"settings": _fingerprint(s), "row": row}, indent=1) + "\n")
+    return row
+
+
+def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
+    """The row an earlier run saved for this seed and target, if it was made with the same settings and its
+    checkpoint is still there."""
+    path = _row_path(s, seed, target)
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        row = saved["row"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("demo: %s is unreadable (%s); computing its row again", path, e)
+        return None
+    if saved.get("settings") != _fingerprint(s):
+        log.info("demo: %s was made with other settings; computing it again", path)
+        return None
+    if "checkpoint" in row and not Path(row["checkpoint"]).exists():
+        log.info("demo: the checkpoint of %s is gone; computing it again", path)
+        return None
+    log.info("demo seed %d: reusing the %s row of an earlier run (%s)", seed, target, path)
+    return {**row, "reused": True}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -276,6 +324,8 @@ def demo(s: DemoSettings) -> list[dict]:
     table = markdown_table(summary)
     losses = markdown_loss_table(summary)
     minutes = (time.perf_counter() - t0) / 60
+    reused = sum(bool(r.get("reused")) for r in rows)
+    this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads()}
@@ -283,11 +333,11 @@ def demo(s: DemoSettings) -> list[dict]:
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
-                      f"{minutes:.1f} min on {cpu_name()} ({torch.get_num_threads()} threads).\n")
+                      f"{minutes:.1f} min{this_run} on {cpu_name()} ({torch.get_num_threads()} threads).\n")
     plot_losses(rows, s.out / "loss_curves.png")
     _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
-    print("\n" + table + "\n" + losses + f"\ntotal {minutes:.1f} min; results, tables and pictures in {s.out}/",
-          flush=True)
+    print("\n" + table + "\n" + losses +
+          f"\ntotal {minutes:.1f} min{this_run}; results, tables and pictures in {s.out}/", flush=True)
     return summary
 
 
@@ -302,8 +352,6 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
     if mme_rows:
         prediction_picture(video, mme_rows[0]["checkpoint"], s.out / "predicted_vs_target.png",
                            stride=data_cfg.stride)
-
-
 
 
 def main(args) -> int:
