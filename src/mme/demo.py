@@ -15,6 +15,9 @@ Commands::
     mme demo                      # the default (about 12 minutes on a 2-core CPU)
     mme demo --quick              # a smoke run of the same pipeline on tiny data (under a minute; CI)
     mme demo --seeds 0 1 2        # mean and spread over seeds
+
+Each row (a target, or random init, for one seed) is saved under ``out/seed<N>/`` as it is made; a rerun with
+the same settings reuses it, so an interrupted demo resumes and added seeds run alone.
 """
 
 from __future__ import annotations
