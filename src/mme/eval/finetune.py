@@ -51,11 +51,11 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train.config import TrainConfig, check_clips_fit_model
 from mme.train.metrics import build_logger, plot_loss_curves
-from mme.train.optim import OptimConfig, cosine_schedule, set_schedule
+from mme.train.optim import OptimConfig, schedule_step
 from mme.train.precision import autocast, choose_device, choose_precision
 from mme.train.pretrain import (
-    NonFiniteLossError,
     build_step,
+    count_nonfinite,
     micro_batches,
     restore,
     resume_state,
@@ -366,31 +366,26 @@ def train(run: Run) -> list[dict]:
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.cfg.task.repeated_aug
     bar = tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True)
     history, in_a_row = [], 0
-    while run.step < end:
-        tic = time.perf_counter()
-        lr = cosine_schedule(run.step, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
-        wd = o.weight_decay if o.weight_decay_end is None else \
-            cosine_schedule(run.step, run.total_steps, 0, o.weight_decay, o.weight_decay_end)
-        set_schedule(run.optimizer, lr, wd)
-        run.model.train()
-        metrics = train_step(run, stream)
-        in_a_row = in_a_row + 1 if metrics["skipped"] else 0
-        if in_a_row >= t.max_nonfinite:
-            raise NonFiniteLossError(
-                f"step {run.step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={t.max_nonfinite});"
-                f" last values {metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
-        run.step += 1
-        metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
-                       epoch=run.position["epoch"], data_failures=float(sum(run.data.failure_counts().values())))
-        if val is not None and run.step % run.cfg.task.eval_every == 0:
-            metrics["val_top1_1view"] = evaluate(run.model, val, run.cfg, run.device, run.precision)["top1"]
-        if run.step % t.log_every == 0 or run.step == end:
-            logger.log(metrics, run.step)
-            history.append({"step": run.step, **metrics})
-        bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}")
-        bar.update(1)
-        if run.step % t.ckpt_every == 0 or run.step == end:
-            save(run)
+    with contextlib.closing(stream):  # its loader workers stop when the loop ends
+        while run.step < end:
+            tic = time.perf_counter()
+            lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
+                                   run.final_lr)
+            run.model.train()
+            metrics = train_step(run, stream)
+            in_a_row = count_nonfinite(in_a_row, metrics, lr, run.step, t.max_nonfinite)
+            run.step += 1
+            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
+                           epoch=run.position["epoch"], data_failures=float(sum(run.data.failure_counts().values())))
+            if val is not None and run.step % run.cfg.task.eval_every == 0:
+                metrics["val_top1_1view"] = evaluate(run.model, val, run.cfg, run.device, run.precision)["top1"]
+            if run.step % t.log_every == 0 or run.step == end:
+                logger.log(metrics, run.step)
+                history.append({"step": run.step, **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}")
+            bar.update(1)
+            if run.step % t.ckpt_every == 0 or run.step == end:
+                save(run)
     bar.close()
     logger.close()
     if dist.is_main() and history:

@@ -123,3 +123,14 @@ def set_schedule(optimizer: torch.optim.Optimizer, lr: float, weight_decay: floa
         g["lr"] = lr * g["lr_scale"]
         if g["decay"]:
             g["weight_decay"] = weight_decay
+
+
+def schedule_step(optimizer: torch.optim.Optimizer, cfg: OptimConfig, step: int, total_steps: int,
+                  warmup_steps: int, peak_lr: float, final_lr: float) -> tuple[float, float]:
+    """Set and return step ``step``'s lr (warm-up, then cosine) and weight decay (``cfg.weight_decay``, or cosine
+    to ``cfg.weight_decay_end``)."""
+    lr = cosine_schedule(step, total_steps, warmup_steps, peak_lr, final_lr)
+    wd = cfg.weight_decay if cfg.weight_decay_end is None else \
+        cosine_schedule(step, total_steps, 0, cfg.weight_decay, cfg.weight_decay_end)
+    set_schedule(optimizer, lr, wd)
+    return lr, wd

@@ -38,7 +38,7 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train.config import PretrainConfig, TrainConfig
 from mme.train.metrics import build_logger, plot_loss_curves
-from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, set_schedule
+from mme.train.optim import OptimConfig, build_optimizer, schedule_step
 from mme.train.precision import autocast, bf16_native, choose_device, choose_precision, make_scaler
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,17 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(MMEError):
     """Too many non-finite losses in a row: the run diverged."""
+
+
+def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
+    """Skipped (non-finite) steps in a row, this one included; stops the run with a diagnostic at
+    ``max_nonfinite``."""
+    in_a_row = in_a_row + 1 if metrics["skipped"] else 0
+    if in_a_row >= max_nonfinite:
+        raise NonFiniteLossError(
+            f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
+            f"{metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
+    return in_a_row
 
 
 @dataclass
@@ -379,17 +390,11 @@ def train(run: Run) -> PretrainResult:
     with contextlib.closing(stream):
         while run.step < end:
             tic = time.perf_counter()
-            lr = cosine_schedule(run.step, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
-            wd = o.weight_decay if o.weight_decay_end is None else \
-                cosine_schedule(run.step, run.total_steps, 0, o.weight_decay, o.weight_decay_end)
-            set_schedule(run.optimizer, lr, wd)
+            lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
+                                   run.final_lr)
             metrics = train_step(run, stream)
-            in_a_row = in_a_row + 1 if metrics["skipped"] else 0
+            in_a_row = count_nonfinite(in_a_row, metrics, lr, run.step, t.max_nonfinite)
             skipped += int(metrics["skipped"])
-            if in_a_row >= t.max_nonfinite:
-                raise NonFiniteLossError(
-                    f"step {run.step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={t.max_nonfinite});"
-                    f" last values {metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
             run.step += 1
             metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
                            epoch=run.position["epoch"], data_failures=_failures(run))
