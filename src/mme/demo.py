@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mme import __version__
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import atomic_write_text
@@ -196,9 +197,9 @@ def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
 
 def _fingerprint(s: DemoSettings) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds run, or the worker
-    count) and the CPU its minutes were measured on."""
+    count), the version of mme that made it and the CPU its minutes were measured on."""
     settings = {k: v for k, v in asdict(s).items() if k not in ("out", "seeds", "workers")}
-    return json.loads(json.dumps({**settings, "cpu": cpu_name()}, default=str))
+    return json.loads(json.dumps({**settings, "mme": __version__, "cpu": cpu_name()}, default=str))
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
