@@ -10,7 +10,8 @@
 # Each log prints its loss terms against their mean-prediction level and, every $PROBE_EVERY steps, the demo's
 # linear probe and kNN against random init's. $STEPS sets the cosine schedule; the timeout may stop a job first.
 # Usage (repo root; the package's dependencies importable):  OUT=/tmp/p MINUTES=7 bash benchmarks/plateau_gpu.sh
-# CPU smoke run of the script itself:  OUT=/tmp/p MINUTES=2 STEPS=20 PROBE_EVERY=10 BATCH=4 VIEWS=1 bash ...
+# CPU smoke run of the script itself (7.9 min on a 2-core AMD EPYC, all four jobs to their probe at step 2):
+#   OUT=/tmp/p MINUTES=9 STEPS=2 PROBE_EVERY=2 BATCH=2 VIEWS=1 bash benchmarks/plateau_gpu.sh
 set -u
 OUT=${OUT:-/tmp/plateau_out} MINUTES=${MINUTES:-7} STEPS=${STEPS:-10000} PROBE_EVERY=${PROBE_EVERY:-1000}
 BATCH=${BATCH:-32} VIEWS=${VIEWS:-8}
