@@ -72,3 +72,21 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
     assert "reused" not in rows["mme"] and "reused" not in rows["pixel"]
     assert rows["pixel"]["linear_top1"] == first["pixel"]["linear_top1"]  # retrained the same way (deterministic)
     assert "(1 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()
+
+
+def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog):
+    from mme.demo import DemoSettings, _save_row, _saved_row
+
+    s = DemoSettings.quick(tmp_path)
+    _save_row(s, {"target": "random init", "seed": 0, "linear_top1": 50.0})
+    assert _saved_row(s, 0, "random init") == {"target": "random init", "seed": 0, "linear_top1": 50.0,
+                                                 "reused": True}
+    _save_row(s, {"target": "mme", "seed": 0, "checkpoint": str(tmp_path / "gone.pt")})
+    with caplog.at_level("INFO", logger="mme.demo"):
+        assert _saved_row(s, 0, "mme") is None
+    assert "seed0/mme.json" in caplog.text and "checkpoint" in caplog.text and "gone" in caplog.text
+    (tmp_path / "seed0" / "pixel.json").write_text('{"settings": ')  # cut short by a crash
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.demo"):
+        assert _saved_row(s, 0, "pixel") is None
+    assert "seed0/pixel.json is unreadable" in caplog.text

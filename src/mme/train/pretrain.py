@@ -383,11 +383,11 @@ def train(run: Run) -> PretrainResult:
     t, o = run.cfg.train, run.cfg.optim
     end = min(t.stop_after or run.total_steps, run.total_steps)
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
-    stream = micro_batches(run)  # closed below: its loader workers stop now, inside the timed run
+    stream = micro_batches(run)
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps
     bar = tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True)
     history, in_a_row, skipped, path, t0 = [], 0, 0, None, time.perf_counter()
-    with contextlib.closing(stream):
+    with contextlib.closing(stream):  # its loader workers stop when the loop ends, inside the timed run
         while run.step < end:
             tic = time.perf_counter()
             lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
