@@ -1,4 +1,39 @@
+"""Test-suite set-up, and the switch that runs it as on the other kind of CPU.
+
+``train.precision=auto`` (and so every test that does not pin a precision) resolves to fp32 on a CPU without
+native bf16 (AVX2) and to the faster of fp32/bf16 on one with it (AVX-512 BF16 / AMX). To see what the suite does
+on the other kind, make ``auto`` resolve as there:
+
+    MME_AUTO_PRECISION=bf16 pytest ...     # as on an AMX CPU that measured bf16 faster (emulated here if AVX2)
+    MME_AUTO_PRECISION=fp32 pytest ...     # as on an AVX2 CPU
+    pytest --as-other-cpu ...              # whichever of the two this CPU does not resolve to by itself
+
+The variable is read by the library (``mme.train.precision``), so it reaches the processes tests start. The
+header of the run says what ``auto`` resolves to.
+"""
+
 import os
 import sys
 
+import torch
+
 sys.path.insert(0, os.path.dirname(__file__))
+
+from mme.train.precision import AUTO_ENV, bf16_native, choose_precision  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--as-other-cpu", action="store_true",
+                     help=f"set {AUTO_ENV} to what 'auto' resolves to on the other kind of CPU (fp32 <-> bf16)")
+
+
+def pytest_configure(config):
+    if config.getoption("--as-other-cpu"):
+        os.environ[AUTO_ENV] = "fp32" if bf16_native(torch.device("cpu")) else "bf16"
+
+
+def pytest_report_header(config):
+    precision, reason = choose_precision("auto", torch.device("cpu"))
+    if reason.startswith("native"):  # a training run times both (mme.train.precision)
+        return "precision 'auto' on this CPU: fp32 or bf16, whichever each training run measures faster"
+    return f"precision 'auto' on this CPU: {precision} ({reason})"

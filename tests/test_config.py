@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.train.config import PretrainConfig
 from mme.train.optim import OptimConfig, cosine_schedule, param_groups
-from mme.train.precision import bf16_native, choose_precision
+from mme.train.precision import AUTO_ENV, BF16_MIN_SPEEDUP, bf16_native, choose_precision, faster_precision
 
 
 def test_defaults_are_the_released_k400_recipe():
@@ -99,11 +101,36 @@ def test_optim_config_validation():
         OptimConfig(betas=(0.9, 1.2))
 
 
-def test_auto_precision_is_bf16_only_where_native():
+def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch):
     cpu = torch.device("cpu")
     native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     assert bf16_native(cpu) == native
-    assert choose_precision("auto", cpu) == ("bf16" if native else "fp32")
-    assert choose_precision("fp16", cpu) == "fp16"
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    if not native:
+        assert choose_precision("auto", cpu) == ("fp32", "no native bf16 on this cpu (emulated bf16 is far slower "
+                                                 "than fp32)")
+    assert choose_precision("fp16", cpu) == ("fp16", "requested")
     with pytest.raises(ConfigError, match="train.precision"):
         choose_precision("fp64", cpu)
+    monkeypatch.setenv(AUTO_ENV, "bf16")
+    assert choose_precision("auto", cpu) == ("bf16", f"{AUTO_ENV}=bf16 in the environment")
+    assert choose_precision("fp32", cpu)[0] == "fp32"  # an explicit precision wins over the environment
+    monkeypatch.setenv(AUTO_ENV, "fp64")
+    with pytest.raises(ConfigError, match=AUTO_ENV):
+        choose_precision("auto", cpu)
+
+
+@pytest.mark.parametrize("bf16_ms,fp32_ms,expected", [(20, 60, "bf16"), (60, 20, "fp32"), (50, 52, "fp32")])
+def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32_ms, expected):
+    """The measured choice, with steps of known duration: bf16 only when it is BF16_MIN_SPEEDUP times faster."""
+    w = torch.ones(1, requires_grad=True)
+
+    def loss():
+        time.sleep((bf16_ms if torch.is_autocast_enabled("cpu") else fp32_ms) / 1000)
+        return (w * 2).sum()
+
+    state = torch.get_rng_state()
+    precision, reason = faster_precision(loss, torch.device("cpu"))
+    assert precision == expected and "measured here" in reason
+    assert torch.equal(torch.get_rng_state(), state)
+    assert f"needs {BF16_MIN_SPEEDUP}x" in reason

@@ -9,17 +9,17 @@ import subprocess
 import sys
 
 import torch
-from test_pretrain import TINY, run, synth  # noqa: F401  (synth is a fixture)
+from test_pretrain import FP32, TINY, run, synth  # noqa: F401  (synth is a fixture)
 
 STEPS = 3
 
 
 def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):  # noqa: F811
-    single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4")
+    single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4", FP32)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
-           f"train.steps={STEPS}", "train.batch_size=2"]
+           f"train.steps={STEPS}", "train.batch_size=2", FP32]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in proc.stdout and "effective batch 4 = 2/rank x 2 ranks x 1 accum" in proc.stdout

@@ -232,7 +232,7 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
 def test_finetune_resume_is_exact(synth, tmp_path):
     from mme.eval.finetune import finetune
 
-    extra = ("train.steps=6", "train.ckpt_every=3", "task.val_list=", "task.test_list=")
+    extra = ("train.steps=6", "train.ckpt_every=3", "task.val_list=", "task.test_list=", "train.precision=fp32")
     straight = finetune(_tiny_recipe(synth, tmp_path / "a", *extra))
     finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.stop_after=3"))
     resumed = finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.resume=auto"))

@@ -1,13 +1,14 @@
 """Exact resume: a run stopped (or SIGKILLed) after N steps and resumed with ``train.resume=auto`` ends with
 bitwise-identical parameters to an uninterrupted run of 2N steps (on CPU, fp32: every kernel here is
-deterministic, so equality is exact, not within a tolerance). Checkpoint writes are atomic and resume skips
-unreadable files."""
+deterministic, so equality is exact, not within a tolerance), also when the resumed half runs in a process with
+another Python hash seed. Checkpoint writes are atomic and resume skips unreadable files."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 
 import pytest
 import torch
-from test_pretrain import TINY, run, synth  # noqa: F401  (synth is a fixture)
+from test_pretrain import FP32, TINY, run, synth  # noqa: F401  (synth is a fixture)
 
 from mme.train import checkpoint as ckpt
 from mme.train.distributed import epoch_batches
@@ -25,10 +26,24 @@ STEPS = 6  # 16 clips / batch 4 = 4 steps per epoch: the resumed part crosses an
 DROP = "model.drop_path=0.2"
 
 
+def cli_pretrain(recipe: str, synth: list[str], out, *extra: str, hash_seed: int,  # noqa: F811
+                 **popen) -> subprocess.Popen:
+    """``mme pretrain`` of the tiny recipe in a new process with Python hash seed ``hash_seed`` (started, not
+    waited for)."""
+    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", recipe, *TINY, *synth, f"train.out_dir={out}",
+           FP32, *extra]
+    return subprocess.Popen(cmd, env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}, **popen)
+
+
+def _finished(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+
+
 @pytest.fixture(scope="module")
 def reference(synth, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("uninterrupted")
-    res = run("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}", DROP)
+    res = run("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}", DROP, FP32)
     return torch.load(res.checkpoint, weights_only=True)["model"], res.history
 
 
@@ -39,20 +54,33 @@ def _assert_same_params(a: dict, b: dict) -> None:
 
 
 def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):  # noqa: F811
-    first = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, "train.stop_after=3")
+    first = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, FP32, "train.stop_after=3")
     assert first.step == 3 and first.checkpoint.name == "checkpoint-00000003.pt"
     assert torch.load(first.checkpoint, weights_only=True)["data"] == {"epoch": 0, "batch": 3}
-    second = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, "train.resume=auto")
-    _assert_same_params(torch.load(second.checkpoint, weights_only=True)["model"], reference[0])
-    assert [r["loss"] for r in second.history] == [r["loss"] for r in reference[1][3:]]
-    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, STEPS + 1))  # the log reads as one run
+    for hash_seed in (1, 2):  # the resumed half in processes of two other hash seeds than this one's
+        out = tmp_path / f"hash{hash_seed}"
+        shutil.copytree(tmp_path, out, ignore=shutil.ignore_patterns("hash*"))
+        _finished(cli_pretrain("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}", DROP, "train.resume=auto",
+                               hash_seed=hash_seed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        _assert_same_params(torch.load(ckpt.checkpoint_path(out, STEPS), weights_only=True)["model"], reference[0])
+        log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == list(range(1, STEPS + 1))  # the log reads as one run
+        assert [r["loss"] for r in log[3:]] == [r["loss"] for r in reference[1][3:]]
+
+
+def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(synth, tmp_path):  # noqa: F811
+    """The MME target (tracks, HOG along them, several loss terms) end to end in two processes."""
+    procs = [cli_pretrain("tiny_cpu_mme", synth, tmp_path / str(h), "train.steps=4", hash_seed=h,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for h in (1, 2)]
+    for proc in procs:
+        _finished(proc)
+    a, b = (torch.load(ckpt.checkpoint_path(tmp_path / str(h), 4), weights_only=True)["model"] for h in (1, 2))
+    _assert_same_params(a, b)
 
 
 def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path):  # noqa: F811
-    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-           f"train.out_dir={tmp_path}", f"train.steps={STEPS}", "train.ckpt_every=2", DROP]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = cli_pretrain("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.ckpt_every=2", DROP,
+                        hash_seed=3, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not ckpt.checkpoint_path(tmp_path, 2).exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -60,7 +88,7 @@ def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path): 
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     done = [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(tmp_path)]
     assert done and max(done) < STEPS
-    resumed = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.ckpt_every=2", DROP,
+    resumed = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.ckpt_every=2", DROP, FP32,
                   "train.resume=auto")
     assert resumed.step == STEPS and len(resumed.history) == STEPS - max(done)
     _assert_same_params(torch.load(resumed.checkpoint, weights_only=True)["model"], reference[0])

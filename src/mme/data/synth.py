@@ -18,7 +18,10 @@ Output (``out_dir``)::
     classes.json                     class names, index = label
     params.json                      the true motion (and appearance) of every video, keyed by its list path
 
-Deterministic for a seed: the same arguments give the same bytes (single-threaded x264, one RNG per video).
+Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
+thread settings or process: one RNG per video, single-threaded x264 (bit-exact across its SIMD paths by design),
+and OpenCV on one thread without IPP, whose optimised kernels may round floats differently with memory alignment
+(and so with a process's allocation history). Checked on an AVX2 CPU; nothing CPU-kind-specific remains by design.
 """
 
 from __future__ import annotations
@@ -210,6 +213,7 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) ->
 def _make_video(job: tuple) -> tuple[str, dict]:
     root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture = job
     cv2.setNumThreads(1)
+    cv2.ipp.setUseIPP(False)  # per thread: this one renders (module docstring)
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
     p["camera_jitter"], p["motion"], p["texture"] = camera_jitter, motion, texture

@@ -93,7 +93,7 @@ def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: st
 
     device = torch.device(device)
     encoder.eval().to(device)
-    return device, choose_precision(precision, device)
+    return device, choose_precision(precision, device)[0]
 
 
 def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,

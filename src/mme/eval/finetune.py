@@ -59,6 +59,7 @@ from mme.train.pretrain import (
     micro_batches,
     restore,
     resume_state,
+    run_precision,
     save,
     schedule_lengths,
     update,
@@ -267,7 +268,6 @@ def setup(cfg: FinetuneConfig) -> Run:
     t = cfg.train
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
-    precision = choose_precision(t.precision, device)
     out_dir = ckpt.prepare_out_dir(t.out_dir, write=dist.is_main())
     names = _class_names(cfg)
     num_classes = _num_classes(cfg, names)
@@ -290,10 +290,13 @@ def setup(cfg: FinetuneConfig) -> Run:
 
         load_encoder_weights(model.encoder, t.init)
     model.to(device)
+    m, b = cfg.model, min(t.batch_size, 4)
+    video = torch.zeros(b, 3, m.num_frames, m.img_size, m.img_size, device=device)
+    precision, why = run_precision(t, device, model, lambda: model(video).float().mean())
     optimizer, scaler, step_model = build_step(model, o, t, device, precision, info.world_size)
     run = Run(cfg, device, precision, model, step_model, optimizer, scaler, dataset, num_classes, names,
               batches_per_epoch, total_steps, warmup, peak_lr, final_lr, out_dir,
-              ckpt.run_meta(device, precision, info.world_size))
+              ckpt.run_meta(device, precision, why, info.world_size))
     if resume is not None:
         restore(run, *resume)
     dist.check_start_step(run.step, device)
@@ -310,7 +313,8 @@ def describe(run: Run) -> str:
     enc = sum(p.numel() for p in run.model.encoder.parameters())
     return "\n".join([
         "resolved config:", yaml.safe_dump(dataclasses.asdict(c), sort_keys=False).rstrip(), "derived:",
-        f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}",
+        f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
+        f" ({run.meta['precision_reason']}; requested {t.precision})",
         f"  per step {videos} videos = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum, x "
         f"{c.task.repeated_aug} repeated clips = {videos * c.task.repeated_aug} clips",
         f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {c.optim.base_lr:g} x {videos}/{c.optim.lr_batch_ref}), "
@@ -423,7 +427,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
     info = dist.init_distributed(choose_device(cfg.train.device).type)
     device = choose_device(cfg.train.device, info.local_rank)
-    precision = choose_precision(cfg.train.precision, device)
+    precision, _ = choose_precision(cfg.train.precision, device)
     model = load_model(cfg.train.init)
     if not isinstance(model, VideoClassifier):
         raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "

@@ -152,11 +152,11 @@ def git_sha() -> str | None:
 
 
 
-def run_meta(device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
+def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
     return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-            "precision": precision, "world_size": world_size}
+            "precision": precision, "precision_reason": precision_reason, "world_size": world_size}
 
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -98,6 +98,15 @@ def all_gather_objects(obj):
     return out
 
 
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself without a process group."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -1,15 +1,27 @@
-"""Device and numeric precision: what runs where, chosen from the hardware and printed by the caller.
+"""Device and numeric precision: what runs where, chosen from the hardware and from measurement.
 
-bf16 autocast is the default only where the hardware computes in bf16 natively (CUDA with bf16 support, or a
-CPU with AVX512-BF16 / AMX). On an AVX2-only CPU bf16 is emulated and a ViT step is ~18x slower than fp32
-(platform-notes.md), so "auto" means fp32 there. fp16 always comes with a gradient scaler.
+``auto`` resolves to:
+
+- fp32 where bf16 is not native (an AVX2-only CPU emulates bf16, and a ViT step runs ~18x slower than fp32,
+  platform-notes.md);
+- bf16 on a CUDA device with bf16 support;
+- on a CPU with native bf16 (AVX512-BF16 / AMX), the faster of fp32 and bf16 for *this* model and batch, timed
+  on a few forward/backward passes at setup: bf16 autocast on such CPUs gains little or loses on small models
+  (casts dominate), so native support alone does not decide it.
+
+``MME_AUTO_PRECISION=fp32|bf16|fp16`` in the environment makes ``auto`` resolve to that precision without
+measuring: to run a job (or the test suite, see tests/conftest.py) as it runs on the other kind of CPU, or to pin
+one precision across a heterogeneous cluster. fp16 always comes with a gradient scaler.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +31,9 @@ from mme.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTO_ENV = "MME_AUTO_PRECISION"
+BF16_MIN_SPEEDUP = 1.1
+"""On a CPU, ``auto`` takes bf16 only when its measured step is at least this much faster than fp32's."""
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -45,15 +60,49 @@ def bf16_native(device: torch.device) -> bool:
     return False
 
 
-def choose_precision(requested: str, device: torch.device) -> str:
-    """Resolve 'auto' to bf16 where native, else fp32; warn when an explicit bf16 will be emulated."""
+def choose_precision(requested: str, device: torch.device,
+                     loss_fn: Callable[[], torch.Tensor] | None = None) -> tuple[str, str]:
+    """``(precision, reason)``: ``requested`` itself, or what ``auto`` resolves to (module docstring).
+
+    ``loss_fn`` computes one representative loss of the job's model (its backward is timed too); without it, a
+    CPU with native bf16 gets bf16. Warns when an explicit bf16 will be emulated."""
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {requested!r}")
-    if requested == "auto":
-        return "bf16" if bf16_native(device) else "fp32"
-    if requested == "bf16" and not bf16_native(device):
-        log.warning("bf16 requested on %s without native bf16 support: it will be emulated and slow", device)
-    return requested
+    native = bf16_native(device)
+    if requested != "auto":
+        if requested == "bf16" and not native:
+            log.warning("bf16 requested on %s without native bf16 support: it will be emulated and slow", device)
+        return requested, "requested"
+    forced = os.environ.get(AUTO_ENV)
+    if forced:
+        if forced not in PRECISIONS[1:]:
+            raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
+        return forced, f"{AUTO_ENV}={forced} in the environment"
+    if not native:
+        return "fp32", f"no native bf16 on this {device.type} (emulated bf16 is far slower than fp32)"
+    if device.type != "cpu" or loss_fn is None:
+        return "bf16", f"native bf16 on this {device.type}"
+    return faster_precision(loss_fn, device)
+
+
+def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 3) -> tuple[str, str]:
+    """Time forward + backward of ``loss_fn`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up)
+    and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. The global RNG is left as it was."""
+    ms = {}
+    with torch.random.fork_rng(devices=[]):
+        for precision in ("fp32", "bf16"):
+            times = []
+            for _ in range(reps + 1):
+                tic = time.perf_counter()
+                with autocast(precision, device):
+                    loss = loss_fn()
+                loss.backward()
+                times.append(1000 * (time.perf_counter() - tic))
+            ms[precision] = min(times[1:])
+    faster = ms["fp32"] >= BF16_MIN_SPEEDUP * ms["bf16"]
+    return ("bf16" if faster else "fp32"), (
+        f"measured here: a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
+        f"(bf16 needs {BF16_MIN_SPEEDUP}x)")
 
 
 def autocast(precision: str, device: torch.device):

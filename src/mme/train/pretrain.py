@@ -39,7 +39,7 @@ from mme.train import distributed as dist
 from mme.train.config import PretrainConfig, TrainConfig
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import OptimConfig, build_optimizer, schedule_step
-from mme.train.precision import autocast, bf16_native, choose_device, choose_precision, make_scaler
+from mme.train.precision import autocast, choose_device, choose_precision, make_scaler
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,6 @@ def setup(cfg: PretrainConfig) -> Run:
     t = cfg.train
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
-    precision = choose_precision(t.precision, device)
     out_dir = ckpt.prepare_out_dir(t.out_dir, write=dist.is_main())
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
@@ -181,18 +180,37 @@ def setup(cfg: PretrainConfig) -> Run:
     if t.init and resume is None:
         _init_weights(model, t.init)
     model.to(device)
+    precision, why = run_precision(t, device, model, _timing_loss(model, cfg, device))
     if t.activation_checkpointing:
         checkpoint_blocks(model)
     optimizer, scaler, step_model = build_step(model, o, t, device, precision, info.world_size)
     run = Run(cfg, device, precision, model, step_model, optimizer, scaler, dataset,
               batches_per_epoch, total_steps, warmup, peak_lr, final_lr, out_dir,
-              ckpt.run_meta(device, precision, info.world_size))
+              ckpt.run_meta(device, precision, why, info.world_size))
     if resume is not None:
         restore(run, *resume)
     dist.check_start_step(run.step, device)
     if dist.is_main():
         ckpt.write_run_files(out_dir, dataclasses.asdict(cfg), run.meta)
     return run
+
+
+def run_precision(t: TrainConfig, device: torch.device, model: nn.Module,
+                  loss_fn) -> tuple[str, str]:
+    """``(precision, reason)`` of a run (shared by pre-training and fine-tuning): ``train.precision``, or what
+    'auto' resolves to, timing ``loss_fn`` on ``model`` where that decides. Every rank takes rank 0's choice."""
+    choice = dist.broadcast_object(choose_precision(t.precision, device, loss_fn))
+    model.zero_grad(set_to_none=True)  # from the timed steps, if any
+    return choice
+
+
+def _timing_loss(model: MaskedAutoencoder, cfg: PretrainConfig, device: torch.device):
+    """A loss of the run's model on a zero clip of the run's shape (at most 4 clips), for timing precisions."""
+    m, b = cfg.model, min(cfg.train.batch_size, 4)
+    video = torch.zeros(b, 3, m.num_frames, m.img_size, m.img_size, device=device)
+    mask = model.make_mask(b, torch.Generator()).to(device)  # a private generator: the run's RNG is untouched
+    targets = {h.name: torch.zeros(b, m.num_tokens, h.dim, device=device) for h in model.head_specs}
+    return lambda: model(video, mask, targets, {})[0]
 
 
 def describe(run: Run) -> str:
@@ -208,7 +226,7 @@ def describe(run: Run) -> str:
     lines = [
         "resolved config:", yaml.safe_dump(dataclasses.asdict(c), sort_keys=False).rstrip(), "derived:",
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
-        f" (bf16 native here: {'yes' if bf16_native(run.device) else 'no'}; requested {t.precision})",
+        f" ({run.meta['precision_reason']}; requested {t.precision})",
         f"  effective batch {clips} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
         f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {c.optim.base_lr:g} x {clips}/{c.optim.lr_batch_ref}),"
         f" warm-up {run.warmup_steps} steps, cosine",
