@@ -23,6 +23,8 @@ from mme.models.checkpoint import load_encoder, save_pretrained
 from mme.models.config import ModelConfig
 from mme.models.vit import VisionTransformer
 
+pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
+
 CFG = dict(img_size=32, patch_size=16, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2)
 
 

@@ -20,6 +20,8 @@ from mme.eval.augment import (
 )
 from mme.eval.testing import classification_report, confusion_matrix, save_confusion_png, topk_accuracy
 
+pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
+
 # ---- augmentation --------------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,8 @@ from mme.models.checkpoint import load_encoder
 from mme.train.config import PretrainConfig
 from mme.train.pretrain import NonFiniteLossError, PretrainResult, pretrain
 
+pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
+
 # A tiny version of any recipe: 64² clips of 8 frames (4x4x4 = 64 tokens), a 2-block 64-d ViT, batch 4, at lr
 # 1e-3 (above the tiny_cpu recipes' 3e-4) so that runs of 20-40 steps show their losses falling.
 TINY = ["optim.base_lr=1e-3", "model.img_size=64", "data.img_size=64", "model.num_frames=8", "data.num_frames=8",

@@ -9,6 +9,8 @@ import torch
 from mme.errors import DataError
 from mme.eval.probe import knn_classify, linear_probe, stratified_split
 
+pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
+
 
 def separable(n: int, dim: int = 16, classes: int = 5, margin: float = 1.0, seed: int = 0):
     """Gaussian features labelled by a random linear map, keeping only rows whose top logit beats the runner-up

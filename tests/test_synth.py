@@ -4,6 +4,9 @@ at chance, while the true motion parameters separate the classes perfectly."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -100,16 +103,39 @@ def test_single_frame_is_at_chance_but_motion_separates(synth):
     assert motion_acc > 0.95, motion_acc
 
 
-def test_same_seed_same_bytes(tmp_path):
-    kwargs = dict(num_classes=2, videos_per_class=2, size=32, num_frames=6)
+SAME_BYTES = dict(num_classes=2, videos_per_class=2, size=32, num_frames=6)
+
+# Another process: other hash seed, thread settings and allocation history (so other buffer alignments) than the
+# test's, and OpenCV's IPP switched on as it is by default in a fresh process.
+_OTHER_PROCESS = """
+import sys, cv2, numpy as np, torch
+junk = [np.empty(int(n)) for n in np.random.default_rng(7).integers(1, 5000, 300)]
+torch.set_num_threads(1)
+cv2.setNumThreads(2)
+from mme.data.synth import generate_synth
+generate_synth(sys.argv[1], seed=3, workers=1, **{kwargs})
+"""
+
+
+@pytest.mark.parametrize("design", [dict(motion="object", texture="two_colour"),
+                                    dict(motion="scene", texture="high_contrast")])
+def test_same_seed_same_bytes_whatever_the_workers_threads_or_process(design, tmp_path):
+    kwargs = {**SAME_BYTES, **design}
     a = generate_synth(tmp_path / "a", seed=3, workers=1, **kwargs)
     b = generate_synth(tmp_path / "b", seed=3, workers=2, **kwargs)
+    env = {**os.environ, "PYTHONHASHSEED": "11", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS.format(kwargs=kwargs), str(tmp_path / "other")],
+                   check=True, env=env, timeout=120)
     c = generate_synth(tmp_path / "c", seed=4, workers=1, **kwargs)
     files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
     assert len(files) == 4 + 3 + 2
-    for f in files:
-        assert (a.root / f).read_bytes() == (b.root / f).read_bytes(), f
+    for other in (b.root, tmp_path / "other"):
+        for f in files:
+            assert (a.root / f).read_bytes() == (other / f).read_bytes(), (other, f)
     assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
+
+
+def test_bad_arguments_are_refused_naming_the_option(tmp_path):
     with pytest.raises(ConfigError, match="even"):
         generate_synth(tmp_path / "d", size=33)
     with pytest.raises(ConfigError, match="motion"):
