@@ -34,6 +34,6 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     precision, reason = choose_precision("auto", torch.device("cpu"))
-    if reason.startswith("native"):  # a training run times both (mme.train.precision)
+    if reason.startswith("auto: native"):  # a training run times both (mme.train.precision)
         return "precision 'auto' on this CPU: fp32 or bf16, whichever each training run measures faster"
     return f"precision 'auto' on this CPU: {precision} ({reason})"

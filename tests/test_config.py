@@ -107,13 +107,13 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
     assert bf16_native(cpu) == native
     monkeypatch.delenv(AUTO_ENV, raising=False)
     if not native:
-        assert choose_precision("auto", cpu) == ("fp32", "no native bf16 on this cpu (emulated bf16 is far slower "
-                                                 "than fp32)")
+        assert choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu (emulated bf16 is far "
+                                                 "slower than fp32)")
     assert choose_precision("fp16", cpu) == ("fp16", "requested")
     with pytest.raises(ConfigError, match="train.precision"):
         choose_precision("fp64", cpu)
     monkeypatch.setenv(AUTO_ENV, "bf16")
-    assert choose_precision("auto", cpu) == ("bf16", f"{AUTO_ENV}=bf16 in the environment")
+    assert choose_precision("auto", cpu) == ("bf16", f"auto: {AUTO_ENV}=bf16 in the environment")
     assert choose_precision("fp32", cpu)[0] == "fp32"  # an explicit precision wins over the environment
     monkeypatch.setenv(AUTO_ENV, "fp64")
     with pytest.raises(ConfigError, match=AUTO_ENV):

@@ -314,7 +314,7 @@ def describe(run: Run) -> str:
     return "\n".join([
         "resolved config:", yaml.safe_dump(dataclasses.asdict(c), sort_keys=False).rstrip(), "derived:",
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
-        f" ({run.meta['precision_reason']}; requested {t.precision})",
+        f" ({run.meta['precision_reason']})",
         f"  per step {videos} videos = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum, x "
         f"{c.task.repeated_aug} repeated clips = {videos * c.task.repeated_aug} clips",
         f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {c.optim.base_lr:g} x {videos}/{c.optim.lr_batch_ref}), "

@@ -77,11 +77,11 @@ def choose_precision(requested: str, device: torch.device,
     if forced:
         if forced not in PRECISIONS[1:]:
             raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
-        return forced, f"{AUTO_ENV}={forced} in the environment"
+        return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if not native:
-        return "fp32", f"no native bf16 on this {device.type} (emulated bf16 is far slower than fp32)"
+        return "fp32", f"auto: no native bf16 on this {device.type} (emulated bf16 is far slower than fp32)"
     if device.type != "cpu" or loss_fn is None:
-        return "bf16", f"native bf16 on this {device.type}"
+        return "bf16", f"auto: native bf16 on this {device.type}"
     return faster_precision(loss_fn, device)
 
 
@@ -101,7 +101,7 @@ def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, 
             ms[precision] = min(times[1:])
     faster = ms["fp32"] >= BF16_MIN_SPEEDUP * ms["bf16"]
     return ("bf16" if faster else "fp32"), (
-        f"measured here: a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
+        f"auto: measured here, a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
         f"(bf16 needs {BF16_MIN_SPEEDUP}x)")
 
 

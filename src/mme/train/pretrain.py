@@ -226,7 +226,7 @@ def describe(run: Run) -> str:
     lines = [
         "resolved config:", yaml.safe_dump(dataclasses.asdict(c), sort_keys=False).rstrip(), "derived:",
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
-        f" ({run.meta['precision_reason']}; requested {t.precision})",
+        f" ({run.meta['precision_reason']})",
         f"  effective batch {clips} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
         f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {c.optim.base_lr:g} x {clips}/{c.optim.lr_batch_ref}),"
         f" warm-up {run.warmup_steps} steps, cosine",
