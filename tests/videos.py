@@ -113,7 +113,10 @@ X265_GOP = {"x265-params": "log-level=none:keyint=8:bframes=3"}
 # name: (encoder, options, timing, pix_fmt, codec tag). The name's extension picks the container. Timings:
 # cfr (25 fps), vfr (irregular gaps), start5s (first frame at 5 s), editlist (the first 5 frames before time 0:
 # an MP4/MOV edit list cuts them), nocues (Matroska written as a stream: no seek index), packed (Xvid's packed
-# bitstream, see xvid_packed), packed_repeated (the same in Matroska, placeholders repeating the timestamp before).
+# bitstream, see xvid_packed), packed_repeated (the same in Matroska, placeholders repeating the timestamp before),
+# not_coded (packets that decode to no frame, see with_not_coded, each with a timestamp of its own),
+# end_of_sequence (an H.264 end-of-sequence NAL, which decodes to no frame, in a packet of its own after every
+# 9th frame, timed between two frames).
 CORPUS = {
     "h264.mp4": ("libx264", H264_GOP, "cfr", "yuv420p", None),
     "h264_vfr.mp4": ("libx264", H264_GOP, "vfr", "yuv420p", None),
@@ -123,6 +126,7 @@ CORPUS = {
     "h264_vfr.mkv": ("libx264", H264_GOP, "vfr", "yuv420p", None),
     "h264_start5s.mkv": ("libx264", H264_GOP, "start5s", "yuv420p", None),
     "h264_nocues.mkv": ("libx264", H264_GOP, "nocues", "yuv420p", None),
+    "h264_end_of_sequence.mkv": ("libx264", {**H264_GOP, "bf": "0"}, "end_of_sequence", "yuv420p", None),
     "h264.avi": ("libx264", H264_GOP, "cfr", "yuv420p", None),
     "h264.ts": ("libx264", H264_GOP, "cfr", "yuv420p", None),
     "h264.flv": ("libx264", H264_GOP, "cfr", "yuv420p", None),
@@ -132,6 +136,8 @@ CORPUS = {
     "mpeg4_packed_dx50.avi": ("mpeg4", MPEG4_GOP, "packed", "yuv420p", "DX50"),
     "mpeg4_packed_divx.avi": ("mpeg4", MPEG4_GOP, "packed", "yuv420p", "DIVX"),
     "mpeg4_packed_repeated.mkv": ("mpeg4", MPEG4_GOP, "packed_repeated", "yuv420p", None),
+    "mpeg4_not_coded.avi": ("mpeg4", {"g": "10"}, "not_coded", "yuv420p", "XVID"),
+    "mpeg4_not_coded.mkv": ("mpeg4", {"g": "10"}, "not_coded", "yuv420p", None),
     "mpeg4.mp4": ("mpeg4", MPEG4_GOP, "cfr", "yuv420p", None),
     "mpeg4.m4v": ("mpeg4", MPEG4_GOP, "cfr", "yuv420p", None),
     "mjpeg.avi": ("mjpeg", {}, "cfr", "yuvj420p", None),
@@ -167,30 +173,43 @@ def corpus_timestamps(timing: str, n: int) -> list[int] | None:
         return [5000 + 40 * i for i in range(n)]
     if timing == "editlist":
         return [40 * (i - 5) for i in range(n)]
+    if timing == "end_of_sequence":
+        return [40 * i for i in range(n)]
     return None
+
+
+NVOP = b"\x00\x00\x01\xb6\x50\x4f"  # an MPEG-4 Part 2 N-VOP: P type, time 0, vop_coded 0, stuffing
+
+
+def _vop_type(data: bytes) -> str:
+    return "IPBS"[data[data.find(NVOP[:4]) + 4] >> 6]
 
 
 def xvid_packed(packets: list[tuple[bytes, bool]]) -> list[tuple[bytes, bool, bool]]:
     """Xvid's (and DivX 5's) packed bitstream, from MPEG-4 Part 2 packets in decode order: each B-VOP travels in
     the packet of the I/P-VOP before it, and an N-VOP (a not-coded VOP) takes its place; user data
     'DivX503b1393p' in each keyframe says so. Returns (data, keyframe, placeholder) per packet."""
-    vop, nvop = b"\x00\x00\x01\xb6", b"\x00\x00\x01\xb6\x50\x4f"  # N-VOP: P type, time 0, vop_coded 0, stuffing
-
-    def is_b(data: bytes) -> bool:
-        return data[data.find(vop) + 4] >> 6 == 2
-
     out, i = [], 0
     while i < len(packets):
         data, key = packets[i]
         if key:
-            at = data.find(vop)
+            at = data.find(NVOP[:4])
             data = data[:at] + b"\x00\x00\x01\xb2DivX503b1393p" + data[at:]
-        if not is_b(data) and i + 1 < len(packets) and is_b(packets[i + 1][0]):
-            out += [(data + packets[i + 1][0], key, False), (nvop, False, True)]
+        if _vop_type(data) != "B" and i + 1 < len(packets) and _vop_type(packets[i + 1][0]) == "B":
+            out += [(data + packets[i + 1][0], key, False), (NVOP, False, True)]
             i += 2
         else:
             out.append((data, key, False))
             i += 1
+    return out
+
+
+def with_not_coded(packets: list[tuple[bytes, bool]], every: int = 9) -> list[tuple[bytes, bool, bool]]:
+    """An N-VOP after every ``every``-th packet, as encoders write for dropped frames: a packet that decodes to
+    no frame. Returns (data, keyframe, placeholder) per packet."""
+    out = []
+    for i, (data, key) in enumerate(packets):
+        out += [(data, key, False)] + [(NVOP, False, True)] * (i % every == every - 1)
     return out
 
 
@@ -228,10 +247,11 @@ def write_corpus_file(path: str | Path, frames: np.ndarray, codec: str, options:
                     frame.pts, frame.time_base = stamps[i], Fraction(1, 1000)
                 packets += stream.encode(frame)
             packets += stream.encode()
-            if timing.startswith("packed"):
+            if timing in ("packed", "packed_repeated", "not_coded"):
                 base, tick = packets[0].time_base, -1
-                packed, packets = xvid_packed([(bytes(p), p.is_keyframe) for p in packets]), []
-                for data, key, placeholder in packed:
+                rewrite = with_not_coded if timing == "not_coded" else xvid_packed
+                rows, packets = rewrite([(bytes(p), p.is_keyframe) for p in packets]), []
+                for data, key, placeholder in rows:
                     tick += not (placeholder and timing == "packed_repeated")  # else one tick per packet, as in AVI
                     packet = av.Packet(data)
                     packet.stream, packet.time_base, packet.is_keyframe = stream, base, key
@@ -239,6 +259,11 @@ def write_corpus_file(path: str | Path, frames: np.ndarray, codec: str, options:
                     packets.append(packet)
             for packet in packets:
                 container.mux(packet)
+                if timing == "end_of_sequence" and packet.pts % 360 == 320:
+                    end = av.Packet(b"\x00\x00\x00\x01\x0a")
+                    end.stream, end.time_base = stream, packet.time_base
+                    end.pts = end.dts = packet.pts + 20
+                    container.mux(end)
     return path
 
 

@@ -118,7 +118,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0) -> Vid
 
 
 class _PyAVReader(VideoReader):
-    """Frame i exactly (module docstring), seeking where the file's timestamps prove reliable; threaded decoding."""
+    """Frame i exactly (module docstring), seeking where the file's timestamps are proven; threaded decoding."""
 
     exact = True
 
@@ -143,7 +143,7 @@ class _PyAVReader(VideoReader):
 
     @property
     def seeking(self) -> str:
-        """The file's verdict (module docstring): 'unverified', 'exact' or 'sequential'."""
+        """How the file is read (module docstring): 'seek' or 'sequential'."""
         return self._index.mode
 
     @property
@@ -152,8 +152,7 @@ class _PyAVReader(VideoReader):
         return self._index.reason
 
     def _open(self) -> None:
-        """(Re)open the container: its decode starts again at frame 0. Rewinding reopens rather than seeks: FFmpeg
-        refuses to seek some containers (raw streams, some Matroska) once they have been read to their end."""
+        """(Re)open the container: its decode starts again at frame 0."""
         self.close()
         try:
             self._container = av.open(self.path)
@@ -170,24 +169,27 @@ class _PyAVReader(VideoReader):
         seek, until the keyframe comes out)."""
         self._frames = self._container.decode(self._stream)
         self._pos = pos
-        self._at_end = False  # whether the demuxer may have read the whole file
+        self._at_end = False  # whether the demuxer may have read the whole file: then reopen, never seek
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         try:
-            if self._index.mode == "exact":
+            if self._index.mode == "seek":
                 frames = self._read_seeking(indices)
                 if frames is not None:
                     return frames
-                self._pos = None  # the seek read stopped part-way: count from the start
+                self._pos = None  # the read stopped part-way: count from the start
             return self._read_counting(indices)
         except av.error.FFmpegError as e:
             raise video_error(self.path, "decode error", e) from e
 
     def _read_seeking(self, indices: np.ndarray) -> np.ndarray | None:
-        """Seek to the keyframe at or before the first wanted frame, then map frames to indices by timestamp.
-        Returns None (and turns the file sequential) when the decoded timestamps disagree with the index."""
-        pts = self._index.pts
-        keys = self._index.key_pts[self._index.key_pts <= pts[indices[0]]]
+        """Decode from the last proven keyframe at or before the first wanted frame (the first frame if none is
+        proven yet), mapping frames to indices by timestamp and checking that each carries the index's next one,
+        which proves it. Returns None (and turns the file sequential) at the first disagreement."""
+        index = self._index
+        pts = index.pts
+        anchor = min(int(indices[0]), max(index.proven - 1, 0))
+        keys = index.key_pts[index.key_pts <= pts[anchor]]
         key = int(keys[-1]) if len(keys) else int(pts[0])
         start = int(np.searchsorted(pts, key))
         frames = self._frames
@@ -206,6 +208,7 @@ class _PyAVReader(VideoReader):
                 self._distrust(f"frame {pos} came out with timestamp {frame.pts}, the index says "
                                f"{pts[pos] if pos < len(pts) else 'no more frames'}")
                 return None
+            index.proven = max(index.proven, pos + 1)
             k = wanted.get(pos)
             if k is not None:
                 out[k] = frame.to_ndarray(format="rgb24")
@@ -214,14 +217,14 @@ class _PyAVReader(VideoReader):
             if pos >= indices[-1]:
                 return np.stack(out)
         self._at_end = True
-        self._distrust(f"after a seek, the decode ended before frame {indices[-1]} of {len(pts)}")
+        self._distrust(f"the decode ended before frame {indices[-1]} of the {len(pts)} the index lists")
         return None
 
     def _seek(self, key: int, keys: np.ndarray) -> av.VideoFrame | None:
         """Position the decode at keyframe ``key`` and return the first frame at or after it (None at the end),
         skipping those before it (an open GOP's leading frames, or a seek that landed early). MPEG-PS/TS seeks can
-        land after their target: then the seek is retried from the two keyframes before (``keys``, sorted, the
-        keyframes up to ``key``)."""
+        land after their target: then the seek is retried from the two keyframes before (``keys``: the keyframes
+        up to ``key``, sorted)."""
         first = int(self._index.pts[0])
         for target in [int(k) for k in keys[::-1][:3]] or [first]:
             if target == first or self._at_end:
@@ -236,49 +239,34 @@ class _PyAVReader(VideoReader):
         return frame
 
     def _read_counting(self, indices: np.ndarray) -> np.ndarray:
-        """Count frames from the start of the decode (the definition of frame i). On an unverified file, check
-        that every frame carries the index's timestamp: if all do, later reads may seek."""
+        """Count frames from the start of the decode: the definition of frame i."""
         if self._pos is None or self._pos > indices[0]:
             self._open()
-        verify = self._index.mode == "unverified"
-        pts = self._index.pts
         wanted = {int(i): k for k, i in enumerate(indices)}
         out: list[np.ndarray | None] = [None] * len(indices)
         for frame in self._frames:
-            pos = self._pos
-            if verify and (pos >= len(pts) or frame.pts != pts[pos]):
-                self._distrust(f"frame {pos} of the decode has timestamp {frame.pts}, the index says "
-                               f"{pts[pos] if pos < len(pts) else 'no more frames'}")
-                verify = False
-            k = wanted.get(pos)
+            k = wanted.get(self._pos)
             if k is not None:
                 out[k] = frame.to_ndarray(format="rgb24")
             self._pos += 1
-            self._at_end = self._pos == self.num_frames
-            if pos >= indices[-1]:
+            if self._pos > indices[-1]:
                 break
         else:
             self._at_end = True
-            if verify:
-                self._distrust(f"the decode ended after {self._pos} of the {len(pts)} frames the index lists")
-                verify = False
         missing = [int(indices[k]) for k, f in enumerate(out) if f is None]
         if missing:
             raise video_error(self.path, "decode error", f"frames {missing[:5]} could not be decoded (the decode "
                                                          f"has {self.num_frames} frames)")
-        if verify:
-            self._index.mode = "exact"
         return np.stack(out)
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
-        true frame count; logged once per file."""
+        count from a decode; logged once per file."""
         index = self._index
         if index.mode != "sequential":
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
-            index.mode, index.reason = "sequential", why
-            index.num_frames = _count_frames(self.path)
+            index.mode, index.reason, index.num_frames = "sequential", why, len(_decoded_timestamps(self.path))
         self.num_frames = index.num_frames
 
     def close(self) -> None:
@@ -288,51 +276,71 @@ class _PyAVReader(VideoReader):
 
 @dataclass
 class _Index:
-    """What one demux of a file says, and the verdict on its timestamps (module docstring). Cached per process;
-    readers update ``mode``, ``reason`` and ``num_frames`` when the decode contradicts the demux."""
+    """What the demux of a file says, and the verdict on its timestamps (module docstring). Cached per process;
+    readers update it as their decodes prove or contradict it."""
 
     pts: np.ndarray
-    """(N,) sorted presentation timestamps of the frames, int64; empty when the packets' are unusable."""
+    """(N,) sorted presentation timestamps of the frames, int64; empty when unusable."""
     key_pts: np.ndarray
     """Sorted timestamps of the keyframes."""
     num_frames: int
     mode: str
-    """'unverified', 'exact' or 'sequential'."""
+    """'seek' or 'sequential'."""
     reason: str = ""
     """Why the file is read sequentially."""
+    proven: int = 0
+    """Frames 0 .. proven-1 have come out of a decode from the start (or from a proven keyframe) carrying the
+    index's timestamps in order."""
 
 
 @functools.lru_cache(maxsize=4096)
 def _pyav_index(path: str, size: int, mtime_ns: int) -> _Index:
-    """Index a file by demuxing it (no decoding); cached per (path, size, mtime). Packets without a timestamp or
-    sharing one make the file sequential from the start, counted by one decode."""
+    """Index a file by demuxing it; cached per (path, size, mtime). Packets without a timestamp or sharing one
+    make the file sequential, counted by a decode. AVI stores no presentation times (its timestamps number the
+    chunks) and MPEG-4 Part 2 packets may hold two frames (packed B-frames) or none (not-coded VOPs), so their
+    index is checked against a whole decode at once."""
     try:
         with av.open(path) as container:
+            stream = container.streams.video[0]
             pts, keys = [], []
-            for packet in container.demux(container.streams.video[0]):
+            for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
+            check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
         if None in pts:
-            reason = "packets without timestamps"
-        elif len(set(pts)) < len(pts):
-            reason = f"{len(pts)} packets share {len(set(pts))} timestamps"
-        else:
-            return _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts),
-                          "unverified")
-        return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), _count_frames(path), "sequential", reason)
+            return _sequential_index(path, "packets without timestamps")
+        if len(set(pts)) < len(pts):
+            return _sequential_index(path, f"{len(pts)} packets share {len(set(pts))} timestamps")
+        index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), "seek")
+        if check:
+            decoded = _decoded_timestamps(path)
+            if decoded != index.pts.tolist():
+                return _sequential_index(path, f"{len(decoded)} frames decode with other timestamps than the "
+                                               f"{len(pts)} packets' in order", len(decoded))
+            index.proven = len(decoded)
+        return index
     except av.error.FFmpegError as e:
         raise video_error(path, "unreadable", e) from e
 
 
-def _count_frames(path: str) -> int:
-    """Frames of a full decode, in a container of its own."""
+def _sequential_index(path: str, reason: str, num_frames: int | None = None) -> _Index:
+    """The index of a file read by counting: its frame count from a decode (unless given)."""
+    log.debug("%s: %s; its frames are counted from the start of the decode", path, reason)
+    if num_frames is None:
+        num_frames = len(_decoded_timestamps(path))
+    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, "sequential", reason)
+
+
+def _decoded_timestamps(path: str) -> list[int | None]:
+    """The timestamp of every frame of a full decode, in order, from a container of its own (one demuxed to its
+    end may refuse to seek back)."""
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        return sum(1 for _ in container.decode(stream))
+        return [frame.pts for frame in container.decode(stream)]
 
 
 class _OpenCVReader(VideoReader):
