@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+from videos import CORPUS, affine_video, write_corpus_file, write_video
 
 from mme.cli import main as cli_main
 from mme.data.lists import (
     ListEntry,
     build_lists,
+    check_lists,
     from_class_folders,
     from_hmdb51,
     from_kinetics,
@@ -17,6 +20,7 @@ from mme.data.lists import (
     from_ucf101,
     read_list,
     resolve,
+    split_name,
     write_list,
 )
 from mme.errors import DataError
@@ -110,21 +114,78 @@ def test_kinetics_csv_layouts(tmp_path):
         from_kinetics([tmp_path / "bad.csv"])
 
 
-def test_ssv2_json(tmp_path):
-    labels = {"Approaching something with your camera": "0", "Putting something on something": "1"}
-    (tmp_path / "labels.json").write_text(json.dumps(labels))
-    (tmp_path / "something-something-v2-train.json").write_text(json.dumps([
-        {"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] on [something]",
-         "placeholders": ["a cup", "a table"]},
-        {"id": "42326", "label": "approaching a pen", "template": "Approaching [something] with your camera",
-         "placeholders": ["a pen"]}]))
-    (tmp_path / "something-something-v2-validation.json").write_text(json.dumps([
-        {"id": "74225", "template": "Putting [something] on [something]"}]))
-    (tmp_path / "something-something-v2-test.json").write_text(json.dumps([{"id": "1420"}]))
+SSV2_LABELS = {"Approaching something with your camera": "0", "Putting something on something": "1"}
+SSV2_SPLITS = {
+    "train": [{"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] on [something]",
+               "placeholders": ["a cup", "a table"]},
+              {"id": "42326", "label": "approaching a pen", "template": "Approaching [something] with your camera",
+               "placeholders": ["a pen"]}],
+    "validation": [{"id": "74225", "template": "Putting [something] on [something]"}],
+    "test": [{"id": "1420"}],
+}
+SSV2_EXPECTED = {"train": [ListEntry("78687.webm", 1), ListEntry("42326.webm", 0)],
+                 "val": [ListEntry("74225.webm", 1)], "test": [ListEntry("1420.webm")]}
+
+
+def write_text(path, text: str, variant: str) -> None:
+    """``text`` as saved by different tools: as is, with CRLF line ends, or with a UTF-8 byte-order mark too."""
+    if variant != "plain":
+        text = text.replace("\n", "\r\n")
+    path.write_bytes(("\ufeff" if variant == "bom" else "").encode() + text.encode())
+
+
+@pytest.mark.parametrize("variant", ["plain", "crlf", "bom"])
+@pytest.mark.parametrize("labels,split_name", [
+    ("labels.json", "something-something-v2-{}.json"),  # the release's naming
+    ("labels.json", "{}.json"),
+    ("something-something-v2-labels.json", "something-something-v2-{}.json"),
+    ("something-something-v2-labels.json", "{}.json"),
+])
+def test_ssv2_every_naming(tmp_path, labels, split_name, variant):
+    write_text(tmp_path / labels, json.dumps(SSV2_LABELS, indent=1), variant)
+    for split, items in SSV2_SPLITS.items():
+        write_text(tmp_path / split_name.format(split), json.dumps(items, indent=1), variant)
     splits, classes = from_ssv2(tmp_path)
-    assert classes == list(labels)
-    assert splits == {"train": [ListEntry("78687.webm", 1), ListEntry("42326.webm", 0)],
-                      "val": [ListEntry("74225.webm", 1)], "test": [ListEntry("1420.webm")]}
+    assert classes == list(SSV2_LABELS)
+    assert splits == SSV2_EXPECTED
+
+
+def test_ssv2_says_what_it_looked_for(tmp_path):
+    with pytest.raises(DataError, match=r"no SSv2 label map \(looked for labels\.json and "
+                                        r"something-something-v2-labels\.json\)"):
+        from_ssv2(tmp_path)
+    (tmp_path / "labels.json").write_text(json.dumps(SSV2_LABELS))
+    with pytest.raises(DataError, match=r"no SSv2 split files \(looked for something-something-v2-train\.json, "
+                                        r"train\.json, something-something-v2-validation\.json, validation\.json, "
+                                        r"something-something-v2-test\.json, test\.json\)"):
+        from_ssv2(tmp_path)
+    (tmp_path / "train.json").write_text("[{")
+    with pytest.raises(DataError, match=r"train\.json: not valid JSON"):
+        from_ssv2(tmp_path)
+
+
+@pytest.mark.parametrize("variant", ["crlf", "bom"])
+def test_text_annotations_saved_on_windows(tmp_path, variant):
+    write_text(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\n2 YoYo\n", variant)
+    write_text(tmp_path / "trainlist01.txt", "YoYo/v_YoYo_g25_c05.avi 2\n", variant)
+    write_text(tmp_path / "testlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n", variant)
+    splits, classes = from_ucf101(tmp_path, 1)
+    assert classes == ["ApplyEyeMakeup", "YoYo"]
+    assert splits == {"train": [ListEntry("YoYo/v_YoYo_g25_c05.avi", 1)],
+                      "test": [ListEntry("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", 0)]}
+    write_text(tmp_path / "jump_test_split1.txt", "a.avi 1 \nb.avi 2 \n", variant)
+    assert from_hmdb51(tmp_path, 1)[0] == {"train": [ListEntry("jump/a.avi", 0)], "test": [ListEntry("jump/b.avi", 0)]}
+    write_text(tmp_path / "validate.csv", "label,youtube_id,time_start,time_end\nabseiling,0wR5jVB-WPk,417,427\n",
+               variant)  # no split column: the file's name says it, under any of its spellings
+    assert from_kinetics([tmp_path / "validate.csv"])[0] == {
+        "val": [ListEntry("val/abseiling/0wR5jVB-WPk_000417_000427.mp4", 0)]}
+    write_text(tmp_path / "list.txt", "my videos/a.mp4 3\nb.mp4 0\n", variant)
+    assert read_list(tmp_path / "list.txt")[0] == [ListEntry("my videos/a.mp4", 3), ListEntry("b.mp4", 0)]
+
+
+def test_split_names():
+    assert [split_name(n) for n in ("train", "validate", "validation", "val", "kinetics_400_val", "Test", "extra")] \
+        == ["train", "val", "val", "val", "val", "test", "extra"]
 
 
 def test_cli_writes_lists_and_label_map(tmp_path):
@@ -141,3 +202,55 @@ def test_cli_writes_lists_and_label_map(tmp_path):
     written = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
     assert written["train"].read_text() == "A/a1.avi 0\n" and written["test"].read_text() == ""
     assert cli_main(["lists", "ssv2", str(tmp_path / "nothing"), "--out", str(out)]) == 1
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """A folder of class sub-folders: a good video, a short one, an Xvid AVI with packed B-frames (exact only
+    when read sequentially), a text file named like a video."""
+    root = tmp_path_factory.mktemp("videos")
+    frames, _ = affine_video(30, 48, 64, dx=0.7, seed=1)
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    write_video(root / "a" / "good.mp4", frames)
+    write_video(root / "a" / "short.mp4", frames[:5])
+    write_corpus_file(root / "b" / "packed.avi", frames, *CORPUS["mpeg4_packed_xvid.avi"])
+    (root / "b" / "notes.mp4").write_text("not a video\n" * 20)
+    return root
+
+
+def test_check_reports_what_a_run_would_meet(videos, tmp_path):
+    (tmp_path / "train.txt").write_text("a/good.mp4 0\na/short.mp4 0\nb/packed.avi 1\nb/notes.mp4 1\n"
+                                        "b/gone.mp4 1\na/good.mp4 cat\n")
+    report = check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json", min_frames=16)
+    assert json.loads((tmp_path / "check.json").read_text()) == report
+    assert report["videos"] == 5 and report["failing"] == 3
+    assert report["counts"] == {"ok": 1, "short": 1, "suspicious": 1, "unreadable": 1, "missing": 1,
+                                "bad list line": 1}
+    problems = {p["path"].replace(str(videos), "ROOT"): (p["status"], p.get("frames")) for p in report["problems"]}
+    assert problems == {f"{tmp_path / 'train.txt'}:6": ("bad list line", None), "ROOT/a/short.mp4": ("short", 5),
+                        "ROOT/b/packed.avi": ("suspicious", 30), "ROOT/b/notes.mp4": ("unreadable", 0),
+                        "ROOT/b/gone.mp4": ("missing", 0)}
+    packed = next(p for p in report["problems"] if p["path"].endswith("packed.avi"))
+    assert (packed["seeking"], packed["packets"]) == ("sequential", 30)
+    assert packed["reason"].startswith("the 30 decoded frames do not carry the 30 packets' timestamps in order")
+    out = tmp_path / "cli.json"  # the command, with workers: the same report, exit status 1 (a run would skip 2)
+    assert cli_main(["check", str(tmp_path / "train.txt"), "--root", str(videos), "--out", str(out),
+                     "--workers", "2"]) == 1
+    assert json.loads(out.read_text())["problems"] == report["problems"]
+
+
+def test_lists_check_after_writing(videos, tmp_path, capsys):
+    for rel in ("a/good.mp4", "a/short.mp4", "b/packed.avi"):  # only videos a run can read
+        (tmp_path / "v" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(videos / rel, tmp_path / "v" / rel)
+    assert cli_main(["lists", "folder", str(tmp_path / "v"), "--out", str(tmp_path / "lists"), "--check"]) == 0
+    report = json.loads((tmp_path / "lists" / "check.json").read_text())
+    assert report["counts"] == {"ok": 1, "short": 1, "suspicious": 1} and report["failing"] == 0
+    (tmp_path / "classInd.txt").write_text("1 a\n")
+    (tmp_path / "trainlist01.txt").write_text("a/good.mp4 1\n")
+    (tmp_path / "testlist01.txt").write_text("a/good.mp4\n")
+    assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check"]) == 1
+    assert "give the folder they are in with --video-root" in capsys.readouterr().err
+    assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check",
+                     "--video-root", str(videos)]) == 0

@@ -85,7 +85,7 @@ def test_avi_index_is_checked_against_a_decode(corpus, tmp_path, name):
     path = shutil.copy(corpus[name], tmp_path / name)
     with open_video(path) as reader:
         assert (reader.num_frames, reader.seeking) == (30, "sequential")
-        assert reader.seeking_reason.startswith("30 frames decode with other timestamps than the")
+        assert reader.seeking_reason.startswith("the 30 decoded frames do not carry the")
     path = shutil.copy(corpus["mpeg4_xvid.avi"], tmp_path / "fine.avi")  # FFmpeg's own AVI: presentation order
     with open_video(path) as reader:
         assert (reader.num_frames, reader.seeking) == (30, "seek")

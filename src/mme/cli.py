@@ -52,15 +52,41 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                                    "and classes.json into --out.")
     p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"])
     p.add_argument("source", help="folder: the video folder; ucf101/hmdb51: the split-file folder; kinetics: a "
-                                  "CSV or a folder of CSVs; ssv2: the annotation folder (labels.json, *.json)")
+                                  "CSV or a folder of CSVs; ssv2: the annotation folder (labels.json, train.json, "
+                                  "validation.json, test.json, each also as something-something-v2-*.json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", type=int, default=1, help="ucf101/hmdb51 official split number (1-3)")
     p.add_argument("--path-format", default=None,
                    help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
                         "(fields: split, label, label_, youtube_id, time_start, time_end); ssv2: '{id}.webm'")
-    p.add_argument("--video-root", default=None, help="folder the list paths are relative to (for --skip-missing)")
+    p.add_argument("--video-root", default=None,
+                   help="folder the list paths are relative to (for --skip-missing and --check)")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --video-root")
+    p.add_argument("--check", action="store_true",
+                   help="then open and decode every listed video and write OUT/check.json (see `mme check`)")
+    _check_args(p)
     p.set_defaults(func=lambda a: importlib.import_module("mme.data.lists").main(a))
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    """Flags of the video check (``mme check``, ``mme lists --check``)."""
+    p.add_argument("--min-frames", type=int, default=16, help="videos with fewer frames are reported 'short'")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="open and decode every video of list files before a long run",
+                       description="Decodes every listed video from start to end, as training reads it, and "
+                       "writes a JSON "
+                       "report: counts per status and each video that is unreadable (missing, empty, unreadable, "
+                       "decode error: a run skips it), short, or suspicious (read by decoding from the start, "
+                       "slower, because its timestamps or frame count cannot be trusted). Exit status 1 when a "
+                       "run would skip some videos.")
+    p.add_argument("lists", nargs="+", help="list files ('path [label]' per line)")
+    p.add_argument("--root", default="", help="folder the lists' relative paths start from")
+    p.add_argument("--out", default="check.json", help="the JSON report (default check.json)")
+    _check_args(p)
+    p.set_defaults(func=lambda a: importlib.import_module("mme.data.lists").check_main(a))
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
@@ -119,7 +145,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
     def run(a):
         overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else [])
-        return importlib.import_module("mme.eval.finetune").main(a.config, overrides)
+        return importlib.import_module("mme.eval.finetuned").main(a.config, overrides)
 
     p.set_defaults(func=run)
 
@@ -302,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(pixel and HOG targets too), evaluation, and checkpoint conversion. `mme demo` shows it end to end.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_synth, _add_lists, _add_extract, _add_pretrain, _add_finetune, _add_probe,
-                _add_embed, _add_export, _add_viz, _add_bench):
+    for add in (_add_demo, _add_synth, _add_lists, _add_check, _add_extract, _add_pretrain, _add_finetune,
+                _add_probe, _add_embed, _add_export, _add_viz, _add_bench):
         add(sub)
     return parser
 

@@ -9,9 +9,12 @@ import csv
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
+from mme.data.video import check_video
 from mme.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
     DataError naming the file and line. Blank lines and lines starting with '#' are ignored."""
     list_file = str(list_file)
     try:
-        lines = Path(list_file).read_text().splitlines()
+        lines = Path(list_file).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"list file {list_file}: cannot read it ({e})") from e
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
@@ -116,8 +119,25 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
+def _find_file(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` that is a file in ``folder`` (publishers have used several namings)."""
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def _read_text(path: Path) -> str:
+    """An annotation file's text; a UTF-8 byte-order mark (files saved on Windows) is dropped."""
+    return path.read_text(encoding="utf-8-sig")
+
+
 def _read_lines(path: Path) -> list[tuple[int, str]]:
-    return [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    return [(n, line.strip()) for n, line in enumerate(_read_text(path).splitlines(), 1) if line.strip()]
+
+
+def split_name(name: str) -> str:
+    """'train', 'val' or 'test' for the names publishers give splits ('validate', 'validation',
+    'kinetics_400_val', ...); any other name unchanged."""
+    low = name.lower()
+    return next((split for split in ("train", "val", "test") if split in low), name)
 
 
 def from_class_folders(root: str | Path) -> tuple[Splits, list[str]]:
@@ -191,7 +211,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     rows = []
     for csv_file in csv_files:
         path = _need_file(Path(csv_file), "Kinetics CSV")
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = {"youtube_id", "time_start", "time_end"} - set(reader.fieldnames or [])
             if missing:
@@ -202,7 +222,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 except (TypeError, ValueError) as e:
                     raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
                 label = (row.get("label") or "").strip()
-                split = (row.get("split") or "").strip() or path.stem
+                split = split_name((row.get("split") or "").strip() or path.stem)
                 rows.append((split, label, row["youtube_id"].strip(), start, end))
     classes = sorted({r[1] for r in rows if r[1]})
     out: Splits = {}
@@ -213,21 +233,32 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     return out, classes
 
 
+SSV2_FILES = {  # both namings are in circulation: the release's long names and the short ones
+    "labels": ("labels.json", "something-something-v2-labels.json"),
+    "train": ("something-something-v2-train.json", "train.json"),
+    "val": ("something-something-v2-validation.json", "validation.json"),
+    "test": ("something-something-v2-test.json", "test.json"),
+}
+
+
 def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tuple[Splits, list[str]]:
-    """Something-Something V2: ``labels.json`` ({template: id}) and ``something-something-v2-{train,validation,
-    test}.json`` (lists of {id, template, ...}; the test file has ids only). The label is the template with its
-    '[something]' brackets removed, looked up in labels.json. Files: ``path_format`` with field id."""
+    """Something-Something V2: the label map ({template: id}) and the train / validation / test lists (lists of
+    {id, template, ...}; the test file has ids only), each under either name of ``SSV2_FILES``. The label is the
+    template with its '[something]' brackets removed, looked up in the label map. Files: ``path_format`` with
+    field id."""
     adir = Path(annotation_dir)
-    labels_file = _need_file(adir / "labels.json", "SSv2 labels.json")
-    label_map = {k: int(v) for k, v in json.loads(labels_file.read_text()).items()}
+    labels_file = _find_file(adir, SSV2_FILES["labels"])
+    if labels_file is None:
+        raise DataError(f"{adir}: no SSv2 label map (looked for {' and '.join(SSV2_FILES['labels'])})")
+    label_map = {k: int(v) for k, v in _read_json(labels_file).items()}
     classes = [name for name, _ in sorted(label_map.items(), key=lambda kv: kv[1])]
     out: Splits = {}
-    for split, stem in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = adir / f"something-something-v2-{stem}.json"
-        if not path.is_file():
+    for split in ("train", "val", "test"):
+        path = _find_file(adir, SSV2_FILES[split])
+        if path is None:
             continue
         entries = []
-        for item in json.loads(path.read_text()):
+        for item in _read_json(path):
             label = None
             if "template" in item:
                 name = item["template"].replace("[", "").replace("]", "")
@@ -237,8 +268,16 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
             entries.append(ListEntry(path_format.format(id=item["id"]), label))
         out[split] = entries
     if not out:
-        raise DataError(f"{adir}: no something-something-v2-{{train,validation,test}}.json")
+        looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
+        raise DataError(f"{adir}: no SSv2 split files (looked for {looked})")
     return out, classes
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(_read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
 def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
@@ -280,8 +319,52 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int =
     return written
 
 
+# ---- the check before a long run -----------------------------------------------------------------------------
+
+USABLE = ("ok", "suspicious", "short")
+"""Statuses of videos a run reads; it skips the others (counted against data.max_failure_fraction)."""
+
+
+def check_lists(list_files: list[str | Path], root: str | Path, report_path: str | Path, min_frames: int = 16,
+                workers: int = 1) -> dict:
+    """Open and decode every video the lists name (:func:`mme.data.video.check_video`) and write a JSON report:
+    per-status counts and every video that is not 'ok' (unreadable, short, suspicious, ...; bad list lines too)."""
+    bad_lines, paths = [], []
+    for list_file in list_files:
+        entries, bad = read_list(list_file, strict=False)
+        bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
+                      for b in bad]
+        paths += [resolve(e, root) for e in entries]
+    jobs = [(path, min_frames) for path in dict.fromkeys(paths)]
+    log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
+    if workers > 1 and len(jobs) > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            results = pool.starmap(check_video, jobs, chunksize=8)
+    else:
+        results = [check_video(*job) for job in jobs]
+    counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
+    problems = bad_lines + [r for r in results if r["status"] != "ok"]
+    report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
+              "videos": len(jobs), "counts": dict(counts),
+              "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems}
+    atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    return report
+
+
 def main(args) -> int:
-    """``mme lists``: see :func:`build_lists`."""
-    build_lists(args.kind, args.source, args.out, split=args.split, path_format=args.path_format,
-                video_root=args.video_root, skip_missing=args.skip_missing)
-    return 0
+    """``mme lists``: see :func:`build_lists`; with ``--check``, :func:`check_lists` on the lists written."""
+    written = build_lists(args.kind, args.source, args.out, split=args.split, path_format=args.path_format,
+                          video_root=args.video_root, skip_missing=args.skip_missing)
+    if not args.check:
+        return 0
+    root = args.video_root or (args.source if args.kind == "folder" else None)
+    if root is None:
+        raise DataError("--check opens the videos: give the folder they are in with --video-root")
+    report = check_lists(list(written.values()), root, Path(args.out) / "check.json", args.min_frames, args.workers)
+    return int(report["failing"] > 0)
+
+
+def check_main(args) -> int:
+    """``mme check``: see :func:`check_lists`. Exit status 1 when a run would skip some videos."""
+    return int(check_lists(args.lists, args.root, args.out, args.min_frames, args.workers)["failing"] > 0)

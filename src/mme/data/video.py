@@ -8,21 +8,26 @@ on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not 
 default.
 
 Seeking is only a shortcut to frame i, valid where the container's timestamps are: AVI stores no presentation
-times (H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may repeat or
-lack timestamps (raw streams, some Matroska), and a packet may yield no frame. So the PyAV reader indexes each
-file once per process (a demux, no decoding: the sorted packet timestamps and the keyframes) and keeps a verdict
-with the index:
+times (H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may lack or
+repeat timestamps (raw streams, some Matroska), and a packet may hold two frames or none (Xvid's packed B-frames,
+not-coded frames, an H.264 end of sequence). So the PyAV reader indexes each file once per process (cached by
+path, size and mtime) and keeps its verdict with the index:
 
-- *unverified*: the first read decodes from the start, counting frames, and checks that each carries the
-  index's next timestamp. If all do, the file is *exact*; if not, *sequential*.
-- *exact*: a read seeks to the keyframe at or before the first wanted frame and maps the decoded frames to
-  indices by timestamp, checking that they come out as the index says; if they do not, the file turns
-  *sequential* and the read is redone by counting.
-- *sequential*: frames are counted from the start of the decode (a read continues the previous one's decode
-  when it starts at or after where that one stopped). Files whose packets lack or share timestamps start here.
+- The index is a demux: the sorted packet timestamps and the keyframes. Packets without or sharing timestamps
+  make the file *sequential*. AVI and MPEG-4 Part 2 files are also checked against a whole decode right away:
+  if the frames do not come out with the packets' timestamps in order, the file is *sequential*.
+- Otherwise the file is read by *seek*, from proven keyframes only. A decode from the start proves each frame
+  that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
+  frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
+  last one. So the first read of a file decodes from the start, and a packet that decodes to no frame cannot
+  shift a later read: the read that crosses it finds a timestamp missing.
+- *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
+  one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
+  turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
+  and counts. Until then such a file's ``num_frames`` is its packet count.
 
-A file that turns sequential is logged once, with its name and the reason, and recounted by decoding. A
-container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks).
+A container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks), as it is
+to rewind. MPEG-PS/TS seeks that land after their keyframe are retried from earlier keyframes.
 
 Every failure is a :class:`VideoError` whose message names the file and the reason, with the short reason in
 ``error.reason`` (used to count skipped videos in a dataset).
@@ -115,6 +120,26 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0) -> Vid
         reader.close()
         raise video_error(path, "unreadable", "no decodable video frames")
     return reader
+
+
+def check_video(path: str | Path, min_frames: int = 1) -> dict:
+    """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
+    "frames", "packets", "seeking", "reason"}``; ``status``: 'ok'; 'suspicious' when the file must be read
+    sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
+    packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
+    ('missing', 'empty', 'unreadable', 'decode error', ...)."""
+    out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "reason": ""}
+    try:
+        with open_video(path) as reader:
+            out.update(reader.check())
+    except VideoError as e:
+        return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
+    if out["frames"] < min_frames:
+        out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
+    elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
+        out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
+                                                                  f"{out['frames']} frames")
+    return out
 
 
 class _PyAVReader(VideoReader):
@@ -259,6 +284,27 @@ class _PyAVReader(VideoReader):
                                                          f"has {self.num_frames} frames)")
         return np.stack(out)
 
+    def check(self, probes: int = 4) -> dict:
+        """Prove the whole index by a decode from the start (or find it contradicted: the file turns sequential),
+        then compare ``probes`` frames read alone by seeking with the same frames counted from the start (a
+        difference turns the file sequential too). Returns its frames, packets, seeking and reason."""
+        if self._index.mode == "seek" and self._index.proven < self.num_frames:
+            try:
+                self.read([self.num_frames - 1])
+            except VideoError:
+                if self._index.mode == "seek":
+                    raise  # else the count was wrong: it is right now
+        if self._index.mode == "seek":
+            idx = np.unique(np.linspace(0, self.num_frames - 1, probes).round().astype(np.int64))
+            self._pos = None
+            counted = self._read_counting(idx)
+            for i, frame in zip(idx[::-1], counted[::-1]):  # the last first: each read seeks back
+                if not np.array_equal(self.read([i])[0], frame):
+                    self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
+                    break
+        index = self._index
+        return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason}
+
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
         count from a decode; logged once per file."""
@@ -284,6 +330,8 @@ class _Index:
     key_pts: np.ndarray
     """Sorted timestamps of the keyframes."""
     num_frames: int
+    packets: int
+    """Packets the demux found (empty ones and those an edit list cuts left out)."""
     mode: str
     """'seek' or 'sequential'."""
     reason: str = ""
@@ -311,27 +359,28 @@ def _pyav_index(path: str, size: int, mtime_ns: int) -> _Index:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
         if None in pts:
-            return _sequential_index(path, "packets without timestamps")
+            return _sequential_index(path, len(pts), "packets without timestamps")
         if len(set(pts)) < len(pts):
-            return _sequential_index(path, f"{len(pts)} packets share {len(set(pts))} timestamps")
-        index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), "seek")
+            return _sequential_index(path, len(pts), f"{len(pts)} packets share {len(set(pts))} timestamps")
+        index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), len(pts),
+                       "seek")
         if check:
             decoded = _decoded_timestamps(path)
             if decoded != index.pts.tolist():
-                return _sequential_index(path, f"{len(decoded)} frames decode with other timestamps than the "
-                                               f"{len(pts)} packets' in order", len(decoded))
+                return _sequential_index(path, len(pts), f"the {len(decoded)} decoded frames do not carry the "
+                                                         f"{len(pts)} packets' timestamps in order", len(decoded))
             index.proven = len(decoded)
         return index
     except av.error.FFmpegError as e:
         raise video_error(path, "unreadable", e) from e
 
 
-def _sequential_index(path: str, reason: str, num_frames: int | None = None) -> _Index:
+def _sequential_index(path: str, packets: int, reason: str, num_frames: int | None = None) -> _Index:
     """The index of a file read by counting: its frame count from a decode (unless given)."""
     log.debug("%s: %s; its frames are counted from the start of the decode", path, reason)
     if num_frames is None:
         num_frames = len(_decoded_timestamps(path))
-    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, "sequential", reason)
+    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason)
 
 
 def _decoded_timestamps(path: str) -> list[int | None]:
