@@ -17,9 +17,9 @@ and, every ``--probe-every`` steps, the demo's linear probe and kNN on ``val``/`
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme --steps 1000 --batch 16
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme target.patch_norm=false
 
-``--shuffle-targets``: a control. Each clip is trained on the targets of the next clip of its batch, so the
-targets keep their statistics but carry nothing about the input: the probe then shows what pre-training does to
-an encoder when the loss gives it no signal.
+``--shuffle-targets`` (the config key `target.shuffled=true`): a control. Each clip is trained on the targets of
+the next clip of its batch, so the targets keep their statistics but carry nothing about the input: the probe
+then shows what pre-training does to an encoder when the loss gives it no signal.
 
 ``clips``: the same supervised loop as ``ideal`` on real decoded clips: one centred clip per video of a
 ``mme synth`` folder (the demo's probe clips), classifying its motion class; ``model.input_norm=clip``
@@ -164,11 +164,9 @@ def run_bank(args) -> None:
         f"data.list_file={root / 'train.txt'}", f"data.root={root}", "data.num_workers=0",
         f"train.batch_size={args.batch}", f"train.steps={args.steps}", f"train.out_dir={args.out}",
         f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.log_every=1", f"train.device={args.device}",
-        *args.overrides])
+        f"target.shuffled={args.shuffle_targets}", *args.overrides])
     run = setup(cfg)
     print(f"device {run.device}, precision {run.precision}", flush=True)
-    if args.shuffle_targets:
-        shuffle_targets()
     t0 = time.perf_counter()
     run.data = Bank(run.data, args.views, args.workers)
     print(f"bank: {args.views} views x {len(run.data)} videos in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -188,23 +186,6 @@ def run_bank(args) -> None:
                 flush=True)
         print(f"probe at step {run.step}", probe_encoder(run.model.encoder, clips, run.device), flush=True)
         run.model.train()
-
-
-def shuffle_targets() -> None:
-    """Make pre-training's step pair every clip with the targets (and their validity) of the next clip in its
-    batch, in this process only."""
-    from mme.train import pretrain
-
-    forward_backward = pretrain.forward_backward
-
-    def shuffled(step_model, video, mask, targets, valid, *args, **kwargs):
-        def roll(d: dict) -> dict:
-            return {n: v.roll(1, 0) for n, v in d.items()}
-
-        return forward_backward(step_model, video, mask, roll(targets), roll(valid), *args, **kwargs)
-
-    pretrain.forward_backward = shuffled
-    print("control: every clip gets the targets of the next clip in its batch", flush=True)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from mme.eval.augment import (
+from mme.eval.testing import classification_report, confusion_matrix, save_confusion_png, topk_accuracy
+from mme.train.augment import (
     RAND_OPS,
     AugmentConfig,
     augment_batch,
@@ -18,7 +19,6 @@ from mme.eval.augment import (
     random_erase,
     soft_target_cross_entropy,
 )
-from mme.eval.testing import classification_report, confusion_matrix, save_confusion_png, topk_accuracy
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
 
@@ -202,7 +202,7 @@ def synth(tmp_path_factory):
 
 def _tiny_recipe(synth, out_dir, *extra: str):
     from mme.config import load_config
-    from mme.eval.finetune import FinetuneConfig
+    from mme.train.config import FinetuneConfig
 
     r = synth.root
     return load_config(FinetuneConfig, "finetune_tiny_cpu", [
@@ -214,7 +214,7 @@ def _tiny_recipe(synth, out_dir, *extra: str):
 
 
 def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_path):
-    from mme.eval.finetune import finetune
+    from mme.eval.finetuned import finetune
 
     res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=3", "data.test_clips=2", "data.test_crops=3"))
     assert res.step == 3 and len(res.history) == 3
@@ -232,7 +232,7 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
 
 
 def test_finetune_resume_is_exact(synth, tmp_path):
-    from mme.eval.finetune import finetune
+    from mme.eval.finetuned import finetune
 
     extra = ("train.steps=6", "train.ckpt_every=3", "task.val_list=", "task.test_list=", "train.precision=fp32")
     straight = finetune(_tiny_recipe(synth, tmp_path / "a", *extra))
@@ -245,10 +245,10 @@ def test_finetune_resume_is_exact(synth, tmp_path):
 
 
 def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):
-    from mme.eval.finetune import setup
     from mme.models.checkpoint import save_pretrained
     from mme.models.config import ModelConfig
     from mme.models.vit import VisionTransformer
+    from mme.train.finetune import setup
 
     torch.manual_seed(1)
     enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 48, "num_heads": 3}))  # not the recipe's width
@@ -264,7 +264,7 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
 
 
 def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path):
-    from mme.eval.finetune import finetune
+    from mme.eval.finetuned import finetune
     from mme.models.checkpoint import save_pretrained
     from mme.models.classifier import VideoClassifier
     from mme.models.config import ModelConfig
@@ -295,7 +295,8 @@ def test_finetune_on_synth_reaches_well_above_chance(tmp_path):
     from mme.config import load_config
     from mme.data.synth import generate_synth
     from mme.demo import DemoSettings
-    from mme.eval.finetune import FinetuneConfig, finetune
+    from mme.eval.finetuned import finetune
+    from mme.train.config import FinetuneConfig
 
     design = DemoSettings()  # the demo's data and input normalisation
     d = generate_synth(tmp_path / "synth", num_classes=4, videos_per_class=60, size=64, num_frames=24,

@@ -168,8 +168,8 @@ def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     args = ["viz", str(video), "--num-frames", "4", "--stride", "4", "--size", "64", "--length", "4",
             "--seed-stride", "16"]
     assert cli(args + ["--out", str(tmp_path / "t.png")]) == 0
-    png = np.asarray(Image.open(tmp_path / "t.png"))
-    assert png.shape == (64, 2 * 64 + 4, 3)  # one panel per tubelet start
+    w, h = Image.open(tmp_path / "t.png").size
+    assert w >= 2 * 288 and h >= 288  # one readable panel per tubelet start (tests/test_viz.py)
     assert cli(args + ["--out", str(tmp_path / "t.gif")]) == 0
     assert Image.open(tmp_path / "t.gif").n_frames == 2 * 5  # L+1 raw frames per tubelet
     assert cli(args + ["--out", str(tmp_path / "t.mp4")]) == 0
@@ -182,7 +182,8 @@ def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     save_pretrained(model, tmp_path / "ckpt")
     assert cli(["viz", str(video), "--out", str(tmp_path / "p.png"), "--checkpoint", str(tmp_path / "ckpt"),
                 "--stride", "4"]) == 0
-    assert np.asarray(Image.open(tmp_path / "p.png")).shape == (64, 2 * 64 + 4, 3)
+    w, h = Image.open(tmp_path / "p.png").size
+    assert w >= 3 * 288 and h >= 2 * 288  # per tubelet: frame, target, predicted
     assert cli(["viz", str(video), "--out", str(tmp_path / "x.png"), "--start", "20"]) == 1  # too short
     assert re.search(r"v\.mp4: too short \(24 frames; 16 frames at stride 4 from frame 20, with tracks of \d+, "
                      r"need \d+\)", capsys.readouterr().err)

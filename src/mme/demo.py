@@ -44,8 +44,9 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
 from mme.motion.targets import head_specs
 from mme.train.config import PretrainConfig
+from mme.train.engine import TrainResult
 from mme.train.precision import choose_device, cpu_name
-from mme.train.pretrain import PretrainResult, mean_prediction_loss, pretrain, pretrain_dataset
+from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device
     return out
 
 
-def loss_against_mean(cfg: PretrainConfig, result: PretrainResult, clips: int = 64) -> dict[str, float]:
+def loss_against_mean(cfg: PretrainConfig, result: TrainResult, clips: int = 64) -> dict[str, float]:
     """The run's loss over its last tenth of steps, against the loss of always predicting the mean target on
     ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below that level
     shows a target that has not yet learned anything from the clips."""

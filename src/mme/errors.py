@@ -18,3 +18,7 @@ class DataError(MMEError):
 
 class ConfigError(MMEError, ValueError):
     """A configuration key or value is invalid."""
+
+
+class NonFiniteLossError(MMEError):
+    """Too many non-finite losses in a row: the run diverged."""

@@ -92,6 +92,9 @@ class TargetConfig:
     """Pixel target: z-score each token's pixels (VideoMAE's norm_pix_loss)."""
     cache_dir: str | None = None
     """Read tracks from this `mme extract` cache instead of computing flow online."""
+    shuffled: bool = False
+    """A control, not a method: every clip is trained on the targets (and their validity) of the next clip of its
+    batch, so the targets keep their statistics but say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
         kinds = self.kinds

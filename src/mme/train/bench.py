@@ -21,9 +21,10 @@ from mme.config import from_dict
 from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
 from mme.motion.targets import TargetConfig, head_specs, step_targets
+from mme.train.engine import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
-from mme.train.precision import bf16_native, choose_device, make_scaler
-from mme.train.pretrain import checkpoint_blocks, forward_backward, update
+from mme.train.precision import autocast, bf16_native, choose_device, make_scaler
+from mme.train.pretrain import checkpoint_blocks
 
 
 def _variants(args, device: torch.device) -> list[tuple[str, str, bool, bool]]:
@@ -62,7 +63,9 @@ def _measure(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
         optimizer.zero_grad(set_to_none=True)
         mask = model.make_mask(batch).to(device)
         targets = {**worker, **step_targets(video, target_cfg, model_cfg)}
-        loss, _ = forward_backward(step_model, video, mask, targets, valid, precision, scaler)
+        with autocast(precision, device):
+            loss = step_model(video, mask, targets, valid)[0]
+        scaler.scale(loss).backward()
         update(model, optimizer, scaler, None, True)
 
     for _ in range(warmup):

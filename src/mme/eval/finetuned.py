@@ -1,0 +1,138 @@
+"""Testing fine-tuned classifiers, and ``mme finetune``: fine-tuning (mme.train.finetune), then multi-view testing.
+
+    mme finetune --config finetune_tiny_cpu                    # train, then test on task.val_list / task.test_list
+    mme finetune --config finetune_ucf101 task.eval_only=true train.init=FINETUNED.pt   # test a classifier only
+
+While training, ``task.eval_every`` adds the single-view val top-1 to the logged metrics; at the end, the val and
+test lists are tested with ``data.test_clips`` x ``data.test_crops`` views (softmax-averaged), sharded over ranks,
+and each report is written to ``train.out_dir`` (``<split>.json`` and a confusion matrix PNG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mme.config import load_config
+from mme.data.dataset import ClassificationDataset
+from mme.errors import ConfigError
+from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
+from mme.models.classifier import VideoClassifier
+from mme.train import checkpoint as ckpt
+from mme.train import distributed as dist
+from mme.train import engine
+from mme.train.config import FinetuneConfig
+from mme.train.engine import Run
+from mme.train.finetune import class_names, describe, setup
+from mme.train.precision import choose_device, choose_precision
+
+
+def _test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None, crops: int | None = None):
+    """The videos of ``list_file`` as a test set of ``clips`` x ``crops`` views (the config's by default)."""
+    data = dataclasses.replace(cfg.data, list_file=list_file, test_clips=clips or cfg.data.test_clips,
+                               test_crops=crops or cfg.data.test_crops, max_failure_fraction=1.0)
+    return ClassificationDataset(data, "test", seed=cfg.train.seed)
+
+
+def _validation(cfg: FinetuneConfig):
+    """``task.eval_every``: the single-view val top-1 every that many steps, added to the step's metrics."""
+    if not (cfg.task.val_list and cfg.task.eval_every):
+        return None
+    val = _test_set(cfg, cfg.task.val_list, 1, 1)
+
+    def after_step(run: Run, metrics: dict) -> None:
+        if run.step % cfg.task.eval_every == 0:
+            metrics["val_top1_1view"] = evaluate(run.model, val, cfg, run.device, run.precision)["top1"]
+    return after_step
+
+
+def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConfig, device: torch.device,
+             precision: str, names: list[str] | None = None, name: str | None = None) -> dict[str, Any]:
+    """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world). With a
+    ``name``, rank 0 writes ``<name>.json`` (report, views, failures) and ``<name>_confusion.png`` into
+    ``train.out_dir``."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
+                             batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
+                             precision=precision, progress=dist.is_main() and bool(name))
+    report = multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
+    if name and dist.is_main():
+        save_report(report, cfg.train.out_dir, name)
+    return report
+
+
+def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,
+                 names: list[str] | None) -> dict[str, dict]:
+    """The multi-view reports of the val and test lists (those set), written to ``train.out_dir``."""
+    return {name: evaluate(model, _test_set(cfg, list_file), cfg, device, precision, names, name)
+            for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)) if list_file}
+
+
+def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
+    """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
+    VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training."""
+    from mme.models.checkpoint import load_model
+
+    if not cfg.train.init:
+        raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
+    info = dist.init_distributed(choose_device(cfg.train.device).type)
+    device = choose_device(cfg.train.device, info.local_rank)
+    precision, _ = choose_precision(cfg.train.precision, device)
+    model = load_model(cfg.train.init)
+    if not isinstance(model, VideoClassifier):
+        raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
+                          "classifier; task.eval_only tests classifiers")
+    names = class_names(cfg)
+    if names is not None and len(names) != model.num_classes:
+        raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
+    ckpt.prepare_out_dir(cfg.train.out_dir, write=dist.is_main())
+    return _final_tests(model, cfg, device, precision, names)
+
+
+@dataclass
+class FinetuneResult:
+    """What ``mme finetune`` did."""
+
+    out_dir: Path
+    step: int
+    history: list[dict]
+    reports: dict[str, dict]
+    """Final multi-view reports by split name ('val', 'test')."""
+    seconds: float
+    rank: int
+    """This process's rank (the process group is gone when the result is returned)."""
+
+
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Set up (failing fast on bad input), print the run summary, train, then multi-view test."""
+    t0 = time.perf_counter()
+    try:
+        if cfg.task.eval_only:
+            reports = evaluate_checkpoint(cfg)
+            return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
+        run = setup(cfg, _validation(cfg))
+        engine.print_summary(run, describe(run))
+        history = engine.train(run).history
+        reports = _final_tests(run.model, run.cfg, run.device, run.precision, class_names(run.cfg)) \
+            if run.step >= run.total_steps else {}
+        return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
+    finally:
+        dist.shutdown()
+
+
+def main(recipe: str, overrides: list[str]) -> int:
+    """``mme finetune --config RECIPE key=value ...``."""
+    result = finetune(load_config(FinetuneConfig, recipe, overrides))
+    if result.rank == 0:
+        summary = {name: {k: r[k] for k in ("top1", "top5", "mean_class_accuracy", "views_per_video")}
+                   for name, r in result.reports.items()}
+        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, **summary,
+                          "minutes": round(result.seconds / 60, 2)}), flush=True)
+    return 0
