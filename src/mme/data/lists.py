@@ -1,6 +1,9 @@
 """List files in the VideoMAE format: one video per line, ``path label`` (space separated), or ``path`` alone
 for unlabelled pre-training lists. Paths are relative to a root folder (or absolute) and may contain spaces:
 the label is the last token. A file is labelled if any line ends in an integer; then every line must.
+
+Here too: the builders of lists from each dataset's official annotation files (``mme lists``), and the check of
+every listed video before a long run (``mme check``, ``mme lists --check``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from mme.data.video import check_video
 from mme.errors import DataError
+from mme.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +86,6 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
 def resolve(entry: ListEntry, root: str | Path) -> str:
     """The file of an entry: its path joined to ``root`` unless absolute."""
     return entry.path if os.path.isabs(entry.path) or not root else os.path.join(str(root), entry.path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:
