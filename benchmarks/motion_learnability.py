@@ -43,7 +43,8 @@ import torch.nn.functional as F
 
 from mme.config import load_config
 from mme.train.config import PretrainConfig
-from mme.train.precision import choose_device, cpu_name
+from mme.train.precision import choose_device
+from mme.utils import cpu_name
 
 DIRECTIONS = torch.tensor([[1, 0], [-1, 0], [0, -1], [0, 1]])  # right, left, up, down (as mme synth's classes)
 

@@ -38,7 +38,7 @@ import torch
 
 from mme.data import synth
 from mme.demo import DemoSettings
-from mme.train.precision import cpu_name
+from mme.utils import cpu_name
 
 
 def plaid(h: int, w: int, rng: np.random.Generator, periods: tuple[float, float], gratings: int = 2) -> np.ndarray:

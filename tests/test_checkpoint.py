@@ -3,6 +3,7 @@ layouts (``module`` / ``model`` / bare, fused qkv with q/v biases), our safetens
 one clear CheckpointError for every bad input."""
 
 import argparse
+import dataclasses
 import json
 import logging
 
@@ -264,9 +265,10 @@ def test_save_pretrained_round_trips_each_kind(mae, tmp_path, name):
         assert meta["model"]["embed_dim"] == 64
 
 
-def test_training_checkpoint_loads_with_its_config_and_target_heads(tmp_path):
+def test_training_checkpoint_loads_with_its_config_and_target_heads(tmp_path, caplog):
     """A checkpoint written by the training engine (mme.train.checkpoint) of a DDP-wrapped model: the config's
-    model section rebuilds the architecture and its target section the heads (activations included)."""
+    model section rebuilds the architecture and its stored head specs the heads (activations included). One
+    without head specs (mme < 0.2) gets heads inferred from the weights, with linear outputs, and a warning."""
     from mme.motion.targets import TargetConfig, head_specs
     from mme.train.checkpoint import save_checkpoint
 
@@ -279,7 +281,7 @@ def test_training_checkpoint_loads_with_its_config_and_target_heads(tmp_path):
         "model": {f"module.{k}": v for k, v in src.state_dict().items()},
         "config": {"model": to_dict(cfg), "target": to_dict(target), "optim": {"base_lr": 1.5e-4}},
         "optimizer": {"state": {}, "param_groups": []}, "step": 3, "data": {"epoch": 0, "batch": 3},
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": {"torch": torch.get_rng_state()}, "heads": [dataclasses.asdict(h) for h in heads],
     }
     path = save_checkpoint(state, tmp_path, keep_last=2)
     enc = mme.load_encoder(path)
@@ -291,6 +293,11 @@ def test_training_checkpoint_loads_with_its_config_and_target_heads(tmp_path):
         assert torch.equal(enc(x), src.encoder(x))
         a, b = model.forward_decoder(model.forward_encoder(x, m), m), src.forward_decoder(src.forward_encoder(x, m), m)
     assert all(torch.equal(a[k], b[k]) for k in ("hog", "traj"))
+    del state["heads"]
+    with caplog.at_level(logging.WARNING):
+        old = load_model(save_checkpoint({**state, "step": 4}, tmp_path, keep_last=2))
+    assert [(h.name, h.dim, h.activation) for h in old.head_specs] == [(h.name, h.dim, "none") for h in heads]
+    assert "stores no head specs" in caplog.text
 
 
 def test_export_cli_formats_and_kinds(mae, tmp_path):

@@ -131,13 +131,13 @@ def test_sigkill_during_a_write_leaves_the_previous_checkpoint(tmp_path):
             f"'data': {{}}, 'rng': {{}}}}; c.save_checkpoint(s, {str(tmp_path)!r}, keep_last=0)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("checkpoint-00000002.pt.tmp*")) and proc.poll() is None \
+    while not list(tmp_path.glob(".checkpoint-00000002.pt.tmp*")) and proc.poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.001)
     os.kill(proc.pid, signal.SIGKILL)
     killed = proc.wait() == -signal.SIGKILL
     if killed and not ckpt.checkpoint_path(tmp_path, 2).exists():
-        assert list(tmp_path.glob("checkpoint-00000002.pt.tmp*"))  # the half-written temp file is there...
+        assert list(tmp_path.glob(".checkpoint-00000002.pt.tmp*"))  # the half-written temp file is there...
         path, state = ckpt.latest_valid(tmp_path)  # ...and ignored
         assert state["step"] == 1 and [p.name for p in ckpt.list_checkpoints(tmp_path)] == [path.name]
     else:  # the write finished first: then the new checkpoint must be complete

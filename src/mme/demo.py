@@ -34,7 +34,6 @@ import torch
 from mme import __version__
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.lists import atomic_write_text
 from mme.data.synth import SynthDataset, generate_synth
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
@@ -45,8 +44,9 @@ from mme.models.vit import VisionTransformer
 from mme.motion.targets import head_specs
 from mme.train.config import PretrainConfig
 from mme.train.engine import TrainResult
-from mme.train.precision import choose_device, cpu_name
+from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
+from mme.utils import atomic_path, atomic_write_text, cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,8 @@ def plot_losses(rows: list[dict], path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -21,12 +21,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from mme.data.dataset import DataConfig, PretrainDataset, collate
-from mme.data.lists import atomic_write_text
 from mme.data.sampling import sample_pretrain
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_video_tensor
 from mme.data.video import open_video
-from mme.train.precision import cpu_name
+from mme.utils import atomic_write_text, cpu_name
 
 
 def _generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:

@@ -38,8 +38,9 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, atomic_write_text, write_classes, write_list
+from mme.data.lists import ListEntry, write_classes, write_list
 from mme.errors import ConfigError
+from mme.utils import atomic_path, atomic_write_text
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast")
@@ -198,8 +199,7 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
 
 def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:
     """Write frames as H.264 (yuv420p) with one x264 thread, so the bytes are reproducible; atomic."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps,
                                       options={"crf": str(crf), "preset": "veryfast", "threads": "1"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -207,7 +207,6 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) ->
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
-    os.replace(tmp, path)
 
 
 def _make_video(job: tuple) -> tuple[str, dict]:

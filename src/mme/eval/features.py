@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from mme.errors import DataError
 from mme.eval.testing import build_test_set, iter_test_batches
+from mme.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,8 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _read_parts(partial: Path) -> list[dict[str, np.ndarray]]:
@@ -155,9 +155,7 @@ def _check_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
                             "or choose another --out")
         return
     partial.mkdir(parents=True, exist_ok=True)
-    tmp = meta.with_name(".job.json.tmp")
-    tmp.write_text(json.dumps(fingerprint, indent=2))
-    os.replace(tmp, meta)
+    atomic_write_json(meta, fingerprint)
 
 
 def _cached(out: Path, fingerprint: dict[str, Any]) -> bool:
@@ -184,25 +182,20 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     from safetensors.numpy import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     if out.suffix == ".npy":
         if tokens is not None:
-            tok_path = out.with_name(out.stem + ".tokens.npy")
-            tok_tmp = tok_path.with_name(f".{tok_path.name}.tmp.npy")
-            np.save(tok_tmp, tokens)
-            os.replace(tok_tmp, tok_path)
-        np.save(tmp, x)
+            with atomic_path(out.with_name(out.stem + ".tokens.npy")) as tmp:
+                np.save(tmp, tokens)
+        with atomic_path(out) as tmp:
+            np.save(tmp, x)
     else:
         arrays = {"features": x, "valid": valid.astype(np.uint8), "labels": labels}
         if tokens is not None:
             arrays["tokens"] = tokens
-        save_file(arrays, str(tmp), metadata={"info": json.dumps({k: v for k, v in info.items()
-                                                                  if k not in ("failures", "labels")})})
-    os.replace(tmp, out)
-    side = out.with_name(out.name + ".json")
-    side_tmp = side.with_name(f".{side.name}.tmp")
-    side_tmp.write_text(json.dumps({**info, "labels": labels.tolist()}, indent=1))
-    os.replace(side_tmp, side)
+        with atomic_path(out) as tmp:
+            save_file(arrays, str(tmp), metadata={"info": json.dumps({k: v for k, v in info.items()
+                                                                      if k not in ("failures", "labels")})})
+    atomic_write_json(out.with_name(out.name + ".json"), {**info, "labels": labels.tolist()})
 
 
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -7,9 +7,7 @@ into one probability vector per video. Top-1/top-5 and the confusion matrix are 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.errors import DataError, MMEError
+from mme.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +89,17 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
                         ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                                 color="white" if rows[i, j] > 0.5 else "black")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON atomically (temp file in the same folder, then ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
     return path
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer
+from mme.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -256,23 +256,22 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
             cfg = from_dict(ModelConfig, obj["config"]["model"], prefix="model.")
         except ConfigError as e:
             raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
-        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj["config"], cfg))
+        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj))
         ck.run_config = obj["config"]
         return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only)
 
 
-def _run_heads(config: dict, cfg: ModelConfig) -> list[HeadSpec] | None:
-    """The heads of a training run, from its ``target`` config section (activations are not in the weights)."""
-    if not isinstance(config.get("target"), dict):
-        return None
-    from mme.motion.targets import TargetConfig, head_specs  # the targets define the heads
-
-    try:
-        return head_specs(from_dict(TargetConfig, config["target"], prefix="target."), cfg)
-    except ConfigError as e:
-        log.warning("target config of the training checkpoint is not readable (%s); heads inferred from weights", e)
-        return None
+def _run_heads(obj: dict) -> list[HeadSpec] | None:
+    """The heads a pre-training run stored with its checkpoint (activations are not in the weights); None when it
+    stored none (fine-tuning runs; pre-training runs of mme < 0.2, whose heads are then inferred from the
+    weights, with linear outputs)."""
+    if "heads" in obj:
+        return [HeadSpec(**h) for h in obj["heads"]]
+    if isinstance(obj["config"].get("target"), dict):
+        log.warning("the pre-training checkpoint stores no head specs (mme < 0.2): heads inferred from the weights, "
+                    "output activations taken as linear")
+    return None
 
 
 # --- building modules ---
@@ -346,26 +345,9 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, st
 
 # --- writing ---
 
-def _atomic_path(path: Path):
-    """A temporary file beside ``path``, to be ``os.replace``d onto it once complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = _atomic_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _unwrap_module(model: nn.Module) -> nn.Module:
@@ -396,7 +378,7 @@ def _write_ours(ck: Checkpoint, path: Path) -> Path:
         return path
     path.mkdir(parents=True, exist_ok=True)
     _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-    _write_json(path / CONFIG, meta)
+    atomic_write_json(path / CONFIG, meta, sort_keys=True)
     return path
 
 
@@ -459,7 +441,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
-    _write_json(out / CONFIG, hf_cfg)
+    atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
     return out
 
 

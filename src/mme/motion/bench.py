@@ -10,7 +10,6 @@ per-token assembly), and the full target function as a check. Goal: targets <= 2
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import Compensation, pair_flow
 from mme.motion.targets import TargetConfig, assemble, frame_hog, make_target_fn, token_geometry
 from mme.motion.tracks import track
-from mme.train.precision import cpu_name
+from mme.utils import atomic_write_json, cpu_name
 
 
 def _generated_video(folder: Path, frames: int) -> str:
@@ -127,5 +126,5 @@ def main(args) -> int:
         print(f"  {key[:-3]:<14} {r[key]:8.1f} ms")
     print(f"  total / decode {r['ratio_total_decode']:8.2f}x   (goal <= 2x)")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
+        atomic_write_json(args.json, r)
     return 0

@@ -21,7 +21,6 @@ track stays inside the crop.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from mme.data.video import video_error
 from mme.errors import ConfigError
 from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
+from mme.utils import atomic_path
 
 VERSION = 1
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
@@ -91,10 +91,8 @@ def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs
     }
     if pair_homs is not None:
         arrays["pair_homs"] = np.asarray(pair_homs, np.float32)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:

@@ -22,12 +22,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mme.data.lists import atomic_write_text, read_list, resolve
+from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, video_error
 from mme.errors import ConfigError, MMEError
 from mme.motion.cache import cache_file, quantise, read_cache, save_tracks
 from mme.motion.flow import METHODS
 from mme.motion.tracks import default_max_disp, track
+from mme.utils import atomic_write_text
 
 log = logging.getLogger("mme.extract")
 

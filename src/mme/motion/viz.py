@@ -21,6 +21,7 @@ from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
+from mme.utils import atomic_path
 
 if TYPE_CHECKING:
     from mme.models.config import ModelConfig
@@ -134,9 +135,8 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
     fig.suptitle(title, fontsize=12)
     legend(key)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _wheel_legend(full: float):

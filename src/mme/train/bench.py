@@ -11,9 +11,7 @@ fp32 eager reference measured in the same run.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import torch
 
@@ -25,6 +23,7 @@ from mme.train.engine import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks
+from mme.utils import atomic_write_json
 
 
 def _variants(args, device: torch.device) -> list[tuple[str, str, bool, bool]]:
@@ -102,5 +101,5 @@ def main(args) -> int:
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['steps_per_s']:7.2f} steps/s "
               f"{r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs fp32 eager{mem}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": str(device), "preset": args.preset, "rows": rows}, indent=2))
+        atomic_write_json(args.json, {"device": str(device), "preset": args.preset, "rows": rows})
     return 0

@@ -15,12 +15,10 @@ Everything is tensors and plain Python values, so it loads with ``weights_only=T
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import torch
 import yaml
 
 from mme.errors import CheckpointError, ConfigError
-from mme.train.precision import cpu_name
+from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +52,8 @@ def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None)
     """Write ``state`` as ``checkpoint-<step>.pt`` atomically (temp file, fsync, rename), then delete all but
     the newest ``keep_last`` checkpoints; a failed deletion only warns."""
     path = checkpoint_path(out_dir, int(state["step"]))
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, sync=True) as tmp:
+        torch.save(state, tmp)
     if keep_last:
         for old in list_checkpoints(out_dir)[:-keep_last]:
             try:
@@ -140,18 +131,6 @@ def prepare_out_dir(out_dir: str | Path, write: bool) -> Path:
     return path
 
 
-def git_sha() -> str | None:
-    """The commit of the source tree this package runs from (None outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-
-
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
     return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
@@ -161,8 +140,5 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config.yaml`` (the resolved config; reusable as a recipe) and ``run.json`` (meta), atomically."""
-    for name, text in (("config.yaml", yaml.safe_dump(config, sort_keys=False)),
-                       ("run.json", json.dumps(meta, indent=2))):
-        tmp = Path(out_dir) / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, Path(out_dir) / name)
+    atomic_write_text(Path(out_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_json(Path(out_dir) / "run.json", meta)

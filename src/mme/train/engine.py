@@ -58,6 +58,9 @@ class Job:
     """Clips per dataset item (fine-tuning's repeated augmentation), for the clips/s metric."""
     after_step: Callable[[Run, dict], None] | None = None
     """Called after each optimizer step with its metrics (which it may extend), before they are logged."""
+    checkpoint_extra: dict = field(default_factory=dict)
+    """Entries every checkpoint of the run holds besides the training state (pre-training's head specs, so a
+    checkpoint rebuilds its model without the code of its targets)."""
 
 
 @dataclass
@@ -334,7 +337,7 @@ def save(run: Run) -> Path | None:
     if dist.is_main():
         state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
                  "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
-                 "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta}
+                 "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
         path = ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
     dist.barrier()
     return path

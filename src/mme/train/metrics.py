@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
+
+from mme.utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,7 @@ def _keep_until(path: Path, step: int, read_step) -> None:
     lines = path.read_text().splitlines(keepends=True)
     kept = [ln for i, ln in enumerate(lines) if read_step(i, ln) is None or read_step(i, ln) <= step]
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(kept))
 
 
 class JSONLLogger:
@@ -147,8 +146,7 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
     ax.legend()
     ax.set_title(Path(jsonl).parent.name)
     fig.tight_layout()
-    tmp = Path(png).with_name(Path(png).name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, png)
     return Path(png)

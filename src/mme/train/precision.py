@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -115,14 +113,3 @@ def autocast(precision: str, device: torch.device):
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A gradient scaler, enabled only for fp16 (bf16 has fp32's exponent range and needs none)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo``), quoted with every figure a run or benchmark prints."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -12,6 +12,7 @@ step, and the loss is the model's (masked tokens only, one term per head).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -123,7 +124,8 @@ def setup(cfg: PretrainConfig) -> Run:
         _init_weights(model, t.init)
     if t.activation_checkpointing:
         checkpoint_blocks(model)
-    job = engine.Job(_inputs, _forward, _timing_loss(model, cfg))
+    job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
+                     checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]})
     return engine.setup(cfg, job, model, dataset, start)
 
 
