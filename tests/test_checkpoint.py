@@ -13,10 +13,11 @@ import transformers
 
 import mme
 from mme.cli import main as cli_main
-from mme.config import from_dict, to_dict
+from mme.config import from_dict
 from mme.errors import CheckpointError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
-from mme.models.checkpoint import export_hf, load_encoder, load_encoder_weights, load_model, save_pretrained
+from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
+from mme.models.export import export_hf, save_pretrained
 from mme.models.classifier import VideoClassifier
 from mme.motion.targets import pixel_target
 
@@ -279,7 +280,8 @@ def test_training_checkpoint_loads_with_its_config_and_target_heads(tmp_path, ca
     src = perturbed(MaskedAutoencoder(cfg, heads))
     state = {
         "model": {f"module.{k}": v for k, v in src.state_dict().items()},
-        "config": {"model": to_dict(cfg), "target": to_dict(target), "optim": {"base_lr": 1.5e-4}},
+        "config": {"model": dataclasses.asdict(cfg), "target": dataclasses.asdict(target),
+                   "optim": {"base_lr": 1.5e-4}},
         "optimizer": {"state": {}, "param_groups": []}, "step": 3, "data": {"epoch": 0, "batch": 3},
         "rng": {"torch": torch.get_rng_state()}, "heads": [dataclasses.asdict(h) for h in heads],
     }

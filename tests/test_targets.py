@@ -65,6 +65,17 @@ def test_released_shapes_at_16x224_tubelet2_patch16_L4():
     assert torch.allclose(step["hog"][0, 0].reshape(27, 4), ref)
 
 
+def test_a_preset_gives_the_same_config_in_python_as_from_yaml_and_explicit_keys_win():
+    assert TargetConfig(preset="released") == from_dict(TargetConfig, {"preset": "released"})
+    released = TargetConfig(preset="released")
+    assert (released.kind, released.track_length, released.activation) == ("mme-released", 4, "release")
+    mixed = TargetConfig(preset="released", track_length=6, activation="none")
+    assert (mixed.kind, mixed.track_length, mixed.activation) == ("mme-released", 6, "none")
+    assert ModelConfig(preset="small") == from_dict(ModelConfig, {"preset": "small"})
+    with pytest.raises(ConfigError, match="target.preset"):
+        TargetConfig(preset="mae")
+
+
 def test_paper_defaults_and_combinations():
     cfg = TargetConfig()
     assert cfg.kinds == ["mme"] and cfg.track_length == 6 and cfg.patch_norm

@@ -4,8 +4,9 @@ defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- `
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid. A recipe may
 name a base recipe with ``_base_: other.yaml`` (resolved relative to the recipe, then among the packaged
-recipes). A dataclass may carry ``PRESETS: dict[str, dict]`` and a ``preset`` field: the named preset's
-values are applied first, then the explicit keys (so ``model.preset=small model.depth=6`` works).
+recipes). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
+``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
+config built in Python gets the same values as one read from YAML.
 """
 
 from __future__ import annotations
@@ -38,14 +39,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"config key '{key}': {value!r} matches none of {[_type_name(a) for a in args]}")
     if origin in (list, tuple):
         if isinstance(value, str):
@@ -107,14 +107,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones."""
     data = dict(data or {})
-    presets = getattr(cls, "PRESETS", None)
-    if presets is not None and data.get("preset") is not None:
-        name = data["preset"]
-        if name not in presets:
-            raise ConfigError(
-                f"config key '{prefix}preset': unknown preset {name!r}; available: {sorted(presets)}"
-            )
-        data = {**presets[name], **data}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -132,9 +124,15 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"config '{prefix.rstrip('.') or cls.__name__}': {e}") from e
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A plain, YAML-serialisable mapping of a config dataclass."""
-    return dataclasses.asdict(cfg)
+def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:
+    """Fill the fields of ``cfg`` that are None from its preset ``cfg.preset`` (when set), then from ``fallback``;
+    an unknown preset is a ConfigError naming ``<section>.preset`` and the choices."""
+    if cfg.preset is not None and cfg.preset not in presets:
+        raise ConfigError(f"config key '{section}.preset': unknown preset {cfg.preset!r}; available: "
+                          f"{sorted(presets)}")
+    for name, value in {**(fallback or {}), **presets.get(cfg.preset, {})}.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
+from mme.config import apply_preset
 from mme.errors import ConfigError
 
 # Encoder presets (VideoMAE naming). Parameter counts are for the encoder at 16x224x224, tubelet 2, patch 16.
@@ -19,8 +19,6 @@ PRESETS: dict[str, dict] = {
 @dataclass
 class ModelConfig:
     """Encoder, masking and decoder of the masked autoencoder (defaults: MME's released ViT-B recipe)."""
-
-    PRESETS: ClassVar[dict[str, dict]] = PRESETS
 
     preset: str | None = None
     """Named encoder size (tiny/small/base/large) for embed_dim/depth/num_heads left unset; explicit values win."""
@@ -63,11 +61,7 @@ class ModelConfig:
     chance for 300 steps without: docs/results.md)."""
 
     def __post_init__(self):
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; available: {sorted(PRESETS)}")
-        for name, value in PRESETS[self.preset or "base"].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        apply_preset(self, "model", PRESETS, fallback=PRESETS["base"])
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")

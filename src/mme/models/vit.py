@@ -180,5 +180,6 @@ class VisionTransformer(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Parameters of ``module``, as every run summary and benchmark reports them."""
     return sum(p.numel() for p in module.parameters())
 

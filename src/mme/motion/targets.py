@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from mme.config import apply_preset
 from mme.data.transforms import IMAGENET_STD, denormalize
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
@@ -57,8 +58,9 @@ class TargetConfig:
 
     preset: str | None = None
     """Named recipe (paper / released / videomae / maskfeat); explicit keys override it."""
-    kind: str | list[str] = "mme"
-    """pixel | hog | mme | mme-released, or a list of them (combined heads; a name shared by two kinds is one head)."""
+    kind: str | list[str] | None = None
+    """pixel | hog | mme | mme-released, or a list of them (combined heads; a name shared by two kinds is one head);
+    unset: the preset's, else 'mme'."""
     track_length: int | None = None
     """L raw frames tracked per tubelet; default 6 for 'mme' (paper, v1 T3), 4 for 'mme-released'."""
     seed_stride: int | None = None
@@ -84,8 +86,9 @@ class TargetConfig:
     """iDT-style removal of static and erratic tracks from the validity mask."""
     hog_cell: int | None = None
     """HOG cell side in px; default patch/2 (8 px at patch 16)."""
-    activation: str = "none"
-    """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head)."""
+    activation: str | None = None
+    """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
+    preset's, else 'none'."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Per-head loss weights by head name (pixel/hog/traj/shape); default 1/number of heads (the release's average)."""
     norm_pix: bool = True
@@ -97,6 +100,7 @@ class TargetConfig:
     batch, so the targets keep their statistics but say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
+        apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none"})
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:

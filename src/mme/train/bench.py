@@ -18,6 +18,7 @@ import torch
 from mme.config import from_dict
 from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
+from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, head_specs, step_targets
 from mme.train.engine import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
@@ -88,7 +89,7 @@ def main(args) -> int:
     model_cfg = from_dict(ModelConfig, {"preset": args.preset, "img_size": args.img_size,
                                         "num_frames": args.frames, "mask_ratio": args.mask_ratio})
     target_cfg = from_dict(TargetConfig, {"kind": args.target})
-    params = sum(p.numel() for p in MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).parameters())
+    params = count_parameters(MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)))
     print(f"train step: ViT-{args.preset} ({params / 1e6:.1f}M params with decoder), {args.frames}x{args.img_size}²,"
           f" batch {args.batch}, mask {args.mask_ratio}, target {args.target}, device {device}, "
           f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(device)}")

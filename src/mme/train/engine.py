@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from mme.data.dataset import collate
 from mme.errors import CheckpointError, MMEError, NonFiniteLossError
 from mme.models.checkpoint import load_state
+from mme.models.vit import count_parameters
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train.config import TrainConfig
@@ -233,7 +234,7 @@ def summary(run: Run, job_lines: list[str]) -> str:
     t, o = run.cfg.train, run.cfg.optim
     world = dist.get_world_size()
     items = t.batch_size * world * t.accum_steps
-    params = sum(p.numel() for p in run.model.parameters())
+    params = count_parameters(run.model)
     settings = config_changes(dataclasses.asdict(type(run.cfg)()), dataclasses.asdict(run.cfg))
     lines = [
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"

@@ -36,6 +36,7 @@ from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import read_list
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
+from mme.models.vit import count_parameters
 from mme.train import distributed as dist
 from mme.train import engine
 from mme.train.augment import augment_batch, soft_target_cross_entropy
@@ -166,7 +167,7 @@ def describe(run: Run) -> list[str]:
     """Fine-tuning's lines of the run summary: clips per step, classes, encoder, test views."""
     c, t = run.cfg, run.cfg.train
     videos = t.batch_size * dist.get_world_size() * t.accum_steps
-    enc = sum(p.numel() for p in run.model.encoder.parameters())
+    enc = count_parameters(run.model.encoder)
     return [f"  {videos} videos per step x {c.task.repeated_aug} repeated clips = {videos * c.task.repeated_aug} "
             f"clips; {run.model.num_classes} classes",
             f"  encoder {enc / 1e6:.2f}M parameters, {c.model.num_tokens} tokens per clip, drop path "

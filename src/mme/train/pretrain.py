@@ -24,6 +24,7 @@ from mme.data.dataset import PretrainDataset
 from mme.errors import DataError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
+from mme.models.vit import count_parameters
 from mme.motion.targets import head_specs, make_target_fn, step_targets
 from mme.train import distributed as dist
 from mme.train import engine
@@ -155,7 +156,7 @@ def describe(run: Run) -> list[str]:
     clips = t.batch_size * dist.get_world_size() * t.accum_steps
     n = c.model.num_tokens
     n_masked = int(run.model.make_mask(1, torch.Generator()).sum())  # (a private generator: the run's RNG is untouched)
-    enc = sum(p.numel() for p in run.model.encoder.parameters())
+    enc = count_parameters(run.model.encoder)
     heads = ", ".join(f"{h.name}:{h.dim}" for h in run.model.head_specs)
     return [f"  tokens per clip {n} (grid {c.model.grid}): {n - n_masked} visible, {n_masked} masked"
             f" ({c.model.mask_type}, ratio {c.model.mask_ratio}); per step {clips * (n - n_masked)} through the"
