@@ -15,10 +15,12 @@ header of the run says what ``auto`` resolves to.
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from mme.data.synth import generate_synth  # noqa: E402
 from mme.train.precision import AUTO_ENV, bf16_native, choose_precision  # noqa: E402
 
 
@@ -37,3 +39,11 @@ def pytest_report_header(config):
     if reason.startswith("auto: native"):  # a training run times both (mme.train.precision)
         return "precision 'auto' on this CPU: fp32 or bf16, whichever each training run measures faster"
     return f"precision 'auto' on this CPU: {precision} ({reason})"
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> list[str]:
+    """16 generated 64² videos of 24 frames (4 motion classes), as data overrides."""
+    d = generate_synth(tmp_path_factory.mktemp("synth"), num_classes=4, videos_per_class=4, size=64,
+                       num_frames=24, workers=1, splits=(1, 0, 0))
+    return [f"data.list_file={d.lists['train']}", f"data.root={d.root}"]

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import torch
-from test_pretrain import FP32, TINY, run, synth  # noqa: F401  (synth is a fixture)
+from training import FP32, TINY, run
 
 STEPS = 3
 
 
-def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):  # noqa: F811
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
     single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4", FP32)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -1,6 +1,5 @@
 """The pre-training loop on real (generated, H.264) synthetic videos: losses fall, logs and run records are
-written, failures are caught at start-up or after too many non-finite steps. Also holds the tiny-run helpers
-the other training tests import."""
+written, failures are caught at start-up or after too many non-finite steps."""
 
 from __future__ import annotations
 
@@ -11,42 +10,15 @@ import multiprocessing
 import pytest
 import torch
 import yaml
+from training import FP32, run
 
 from mme import cli
 from mme.config import load_config
-from mme.data.synth import generate_synth
 from mme.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from mme.models.checkpoint import load_encoder
 from mme.train.config import PretrainConfig
-from mme.train.engine import TrainResult
-from mme.train.pretrain import pretrain
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
-
-# A tiny version of any recipe: 64² clips of 8 frames (4x4x4 = 64 tokens), a 2-block 64-d ViT, batch 4, at lr
-# 1e-3 (above the tiny_cpu recipes' 3e-4) so that runs of 20-40 steps show their losses falling.
-TINY = ["optim.base_lr=1e-3", "model.img_size=64", "data.img_size=64", "model.num_frames=8", "data.num_frames=8",
-        "data.stride=2", "model.depth=2", "model.embed_dim=64", "model.num_heads=2", "model.decoder_dim=32",
-        "model.decoder_heads=2", "model.head_hidden=64", "data.num_workers=0", "train.batch_size=4",
-        "optim.warmup_steps=5", "train.ckpt_every=1000"]
-# Tests of an exact property (resume, accumulation, DDP equivalence) pin fp32 whatever 'auto' resolves to here.
-FP32 = "train.precision=fp32"
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> list[str]:
-    """16 generated 64² videos of 24 frames (4 motion classes), as data overrides."""
-    d = generate_synth(tmp_path_factory.mktemp("synth"), num_classes=4, videos_per_class=4, size=64,
-                       num_frames=24, workers=1, splits=(1, 0, 0))
-    return [f"data.list_file={d.lists['train']}", f"data.root={d.root}"]
-
-
-def tiny_config(recipe: str, data: list[str], out, *extra: str) -> PretrainConfig:
-    return load_config(PretrainConfig, recipe, [*TINY, *data, f"train.out_dir={out}", *extra])
-
-
-def run(recipe: str, data: list[str], out, *extra: str) -> TrainResult:
-    return pretrain(tiny_config(recipe, data, out, *extra))
 
 
 def _falls(values: list[float], k: int = 5) -> tuple[float, float]:

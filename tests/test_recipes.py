@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pretrain import TINY, run, synth  # noqa: F401  (synth is a fixture)
+from training import run
 
 from mme.config import RECIPES_DIR, load_config
 from mme.models.mae import MaskedAutoencoder
@@ -47,7 +47,7 @@ def test_recipe_builds_its_architecture(recipe):
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_runs_two_steps(recipe, synth, tmp_path):  # noqa: F811
+def test_recipe_runs_two_steps(recipe, synth, tmp_path):
     if recipe.startswith("tiny"):  # the true architecture (96², 4 blocks), only batch and workers changed
         res = run_true(recipe, synth, tmp_path)
     else:

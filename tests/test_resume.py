@@ -16,7 +16,7 @@ import time
 
 import pytest
 import torch
-from test_pretrain import FP32, TINY, run, synth  # noqa: F401  (synth is a fixture)
+from training import FP32, TINY, run
 
 from mme.train import checkpoint as ckpt
 from mme.train.distributed import epoch_batches
@@ -26,7 +26,7 @@ STEPS = 6  # 16 clips / batch 4 = 4 steps per epoch: the resumed part crosses an
 DROP = "model.drop_path=0.2"
 
 
-def cli_pretrain(recipe: str, synth: list[str], out, *extra: str, hash_seed: int,  # noqa: F811
+def cli_pretrain(recipe: str, synth: list[str], out, *extra: str, hash_seed: int,
                  **popen) -> subprocess.Popen:
     """``mme pretrain`` of the tiny recipe in a new process with Python hash seed ``hash_seed`` (started, not
     waited for)."""
@@ -41,7 +41,7 @@ def _finished(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(synth, tmp_path_factory):  # noqa: F811
+def reference(synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     res = run("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}", DROP, FP32)
     return torch.load(res.checkpoint, weights_only=True)["model"], res.history
@@ -53,7 +53,7 @@ def _assert_same_params(a: dict, b: dict) -> None:
     assert not different, f"parameters differ after resume: {different[:5]}"
 
 
-def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):  # noqa: F811
+def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):
     first = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, FP32, "train.stop_after=3")
     assert first.step == 3 and first.checkpoint.name == "checkpoint-00000003.pt"
     assert torch.load(first.checkpoint, weights_only=True)["data"] == {"epoch": 0, "batch": 3}
@@ -68,7 +68,7 @@ def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):  # noqa: 
         assert [r["loss"] for r in log[3:]] == [r["loss"] for r in reference[1][3:]]
 
 
-def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(synth, tmp_path):  # noqa: F811
+def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(synth, tmp_path):
     """The MME target (tracks, HOG along them, several loss terms) end to end in two processes."""
     procs = [cli_pretrain("tiny_cpu_mme", synth, tmp_path / str(h), "train.steps=4", hash_seed=h,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for h in (1, 2)]
@@ -78,7 +78,7 @@ def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(synth, tmp_
     _assert_same_params(a, b)
 
 
-def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path):  # noqa: F811
+def test_sigkill_then_resume_auto_is_bitwise_exact(reference, synth, tmp_path):
     proc = cli_pretrain("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", "train.ckpt_every=2", DROP,
                         hash_seed=3, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

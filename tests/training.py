@@ -1,0 +1,26 @@
+"""Tiny training runs for the tests: any recipe shrunk to seconds on a CPU (the data come from the ``synth``
+fixture of conftest.py)."""
+
+from __future__ import annotations
+
+from mme.config import load_config
+from mme.train.config import PretrainConfig
+from mme.train.engine import TrainResult
+from mme.train.pretrain import pretrain
+
+# A tiny version of any recipe: 64² clips of 8 frames (4x4x4 = 64 tokens), a 2-block 64-d ViT, batch 4, at lr
+# 1e-3 (above the tiny_cpu recipes' 3e-4) so that runs of 20-40 steps show their losses falling.
+TINY = ["optim.base_lr=1e-3", "model.img_size=64", "data.img_size=64", "model.num_frames=8", "data.num_frames=8",
+        "data.stride=2", "model.depth=2", "model.embed_dim=64", "model.num_heads=2", "model.decoder_dim=32",
+        "model.decoder_heads=2", "model.head_hidden=64", "data.num_workers=0", "train.batch_size=4",
+        "optim.warmup_steps=5", "train.ckpt_every=1000"]
+# Tests of an exact property (resume, accumulation, DDP equivalence) pin fp32 whatever 'auto' resolves to here.
+FP32 = "train.precision=fp32"
+
+
+def tiny_config(recipe: str, data: list[str], out, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, recipe, [*TINY, *data, f"train.out_dir={out}", *extra])
+
+
+def run(recipe: str, data: list[str], out, *extra: str) -> TrainResult:
+    return pretrain(tiny_config(recipe, data, out, *extra))
