@@ -107,8 +107,8 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
     assert bf16_native(cpu) == native
     monkeypatch.delenv(AUTO_ENV, raising=False)
     if not native:
-        assert choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu (emulated bf16 is far "
-                                                 "slower than fp32)")
+        assert choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu, where emulated bf16 is "
+                                                 "far slower than fp32")
     assert choose_precision("fp16", cpu) == ("fp16", "requested")
     with pytest.raises(ConfigError, match="train.precision"):
         choose_precision("fp64", cpu)

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -249,8 +250,13 @@ def summary(run: Run, job_lines: list[str]) -> str:
         f"  out dir {run.out_dir} (config.yaml: the full config)" + (f"; resuming at step {run.step}" if run.step
                                                                      else ""),
     ]
+    sections: dict[str, list[str]] = {}
+    for change in settings:  # "section.key: old -> new"
+        key, value = change.split(": ", 1)[0], change.split(" -> ", 1)[1]
+        sections.setdefault(key.split(".")[0], []).append(f"{key.split('.', 1)[1]}={value}")
+    wrap = textwrap.TextWrapper(120, subsequent_indent="      ", break_long_words=False)
     return "\n".join(["derived:", *lines, "settings that differ from the defaults:",
-                      *(f"  {s.split(': ', 1)[0]} = {s.split(' -> ', 1)[1]}" for s in settings)])
+                      *(wrap.fill(f"  {name}: " + " ".join(items)) for name, items in sections.items())])
 
 
 def print_summary(run: Run, job_lines: list[str]) -> None:

@@ -77,7 +77,7 @@ def choose_precision(requested: str, device: torch.device,
             raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if not native:
-        return "fp32", f"auto: no native bf16 on this {device.type} (emulated bf16 is far slower than fp32)"
+        return "fp32", f"auto: no native bf16 on this {device.type}, where emulated bf16 is far slower than fp32"
     if device.type != "cpu" or loss_fn is None:
         return "bf16", f"auto: native bf16 on this {device.type}"
     return faster_precision(loss_fn, device)
