@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mme.config import load_config
 from mme.train.config import PretrainConfig
-from mme.train.engine import TrainResult
+from mme.train.loop import TrainResult
 from mme.train.pretrain import pretrain
 
 # A tiny version of any recipe: 64² clips of 8 frames (4x4x4 = 64 tokens), a 2-block 64-d ViT, batch 4, at lr

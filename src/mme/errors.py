@@ -22,3 +22,11 @@ class ConfigError(MMEError, ValueError):
 
 class NonFiniteLossError(MMEError):
     """Too many non-finite losses in a row: the run diverged."""
+
+
+class Interrupted(MMEError):
+    """A run stopped on a signal after saving what it had done; ``exit_code`` = 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

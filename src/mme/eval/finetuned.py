@@ -25,9 +25,8 @@ from mme.data.dataset import ClassificationDataset
 from mme.errors import ConfigError
 from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
 from mme.models.classifier import VideoClassifier
-from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
-from mme.train import engine
+from mme.train import engine, loop, run_folder
 from mme.train.config import FinetuneConfig
 from mme.train.engine import Run
 from mme.train.finetune import class_names, describe, setup
@@ -92,7 +91,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     names = class_names(cfg)
     if names is not None and len(names) != model.num_classes:
         raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
-    ckpt.prepare_out_dir(cfg.train.out_dir, write=dist.is_main())
+    run_folder.take(cfg.train.out_dir, write=dist.is_main())
     return _final_tests(model, cfg, device, precision, names)
 
 
@@ -119,12 +118,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
         run = setup(cfg, _validation(cfg))
         engine.print_summary(run, describe(run))
-        history = engine.train(run).history
+        history = loop.train(run).history
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, class_names(run.cfg)) \
             if run.step >= run.total_steps else {}
         return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
     finally:
-        dist.shutdown()
+        engine.finish()
 
 
 def main(recipe: str, overrides: list[str]) -> int:

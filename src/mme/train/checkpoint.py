@@ -8,7 +8,8 @@ Layout (constant keys; ``mme.models.checkpoint.load_encoder`` reads ``model`` an
     optimizer  AdamW state dict          scaler   GradScaler state dict
     step       optimizer steps done      data     {"epoch", "batch"}: the next micro-batch to read
     rng        {"torch", "numpy", "python", "cuda"} generator states
-    meta       {"git", "torch", "device", "precision", "world_size"}
+    meta       {"git", "torch", "device", "device_name", "precision", "precision_reason", "world_size",
+                "run_id", "started", "config_hash"} (the identity: mme.train.run_folder)
 
 Everything is tensors and plain Python values, so it loads with ``weights_only=True``.
 """
@@ -16,7 +17,6 @@ Everything is tensors and plain Python values, so it loads with ``weights_only=T
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 from pathlib import Path
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from mme.errors import CheckpointError, ConfigError
+from mme.errors import CheckpointError
 from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha
 
 log = logging.getLogger(__name__)
@@ -114,21 +114,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-
-
-def prepare_out_dir(out_dir: str | Path, write: bool) -> Path:
-    """Create the run folder and prove it is writable now, not at the first checkpoint hours later."""
-    path = Path(out_dir)
-    if not write:
-        return path
-    probe = path / f".write-test-{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"train.out_dir {str(path)!r} is not a writable folder ({e.strerror or e})") from e
-    return path
 
 
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:

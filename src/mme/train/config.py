@@ -54,6 +54,9 @@ class TrainConfig:
     """Checkpoints kept in out_dir (older ones are deleted); 0 keeps all."""
     resume: str | None = None
     """'auto' (the newest valid checkpoint in out_dir, if any) or a checkpoint path; None = start fresh."""
+    overwrite: bool = False
+    """Let a fresh run take an out_dir that holds another run's checkpoints, deleting them and its logs first
+    (without it such a run is refused: mme.train.run_folder)."""
     init: str | None = None
     """Initial model weights from a training checkpoint (the optimizer and step start fresh)."""
     max_nonfinite: int = 5

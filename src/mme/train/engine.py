@@ -1,4 +1,4 @@
-"""The one training engine: setup, the step loop and checkpoints, shared by pre-training and fine-tuning.
+"""The one training engine (setup here, the step loop in mme.train.loop), shared by pre-training and fine-tuning.
 
 A kind of training supplies its config, model, dataset and a :class:`Job`: how a micro-batch becomes the model's
 inputs (``inputs``, outside autocast: to the device, masks, targets, augmentation) and how those become a loss
@@ -14,13 +14,10 @@ step, RNG states and data position, so a resumed run continues bitwise-identical
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,18 +25,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from mme.data.dataset import collate
-from mme.errors import CheckpointError, MMEError, NonFiniteLossError
+from mme.errors import CheckpointError, MMEError
 from mme.models.checkpoint import load_state
 from mme.models.vit import count_parameters
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
+from mme.train import run_folder
 from mme.train.config import TrainConfig
-from mme.train.metrics import build_logger, plot_loss_curves
-from mme.train.optim import OptimConfig, build_optimizer, schedule_step
-from mme.train.precision import autocast, choose_device, choose_precision, make_scaler
+from mme.train.optim import OptimConfig, build_optimizer
+from mme.train.precision import choose_device, choose_precision, make_scaler
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +97,6 @@ class Run:
     position: dict = field(default_factory=lambda: {"epoch": 0, "batch": 0})
 
 
-@dataclass
-class TrainResult:
-    """What the loop did (rank 0's history)."""
-
-    out_dir: Path
-    step: int
-    checkpoint: Path | None
-    history: list[dict]
-    """The logged metrics records."""
-    nonfinite_skipped: int
-    seconds: float
-
-
 # ---- setup -------------------------------------------------------------------------------------------------------
 
 
@@ -121,8 +104,17 @@ def begin(t: TrainConfig) -> Start:
     """Join the process group (under torchrun), pick the device, check the out folder, read what to resume."""
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
-    out_dir = ckpt.prepare_out_dir(t.out_dir, write=dist.is_main())
-    return Start(device, info.world_size, out_dir, resume_state(t.resume, out_dir))
+    out_dir = run_folder.take(t.out_dir, write=dist.is_main())
+    resume = resume_state(t.resume, out_dir)
+    if dist.is_main():
+        run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
+    return Start(device, info.world_size, out_dir, resume)
+
+
+def finish() -> None:
+    """The end of every run, however it ends: unlock its folder and leave the process group."""
+    run_folder.release()
+    dist.shutdown()
 
 
 def resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
@@ -145,15 +137,13 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     t, o = cfg.train, cfg.optim
     batches_per_epoch, total_steps, warmup = schedule_lengths(len(data), t, o, start.world_size, job.unit)
     peak_lr, final_lr = o.scaled_lr(t.batch_size * start.world_size * t.accum_steps)
-    if start.resume is None and dist.is_main() and ckpt.list_checkpoints(start.out_dir):
-        log.warning("%s holds checkpoints of an earlier run; this fresh run replaces them as it goes "
-                    "(train.resume=auto continues the earlier one instead)", start.out_dir)
     model.to(start.device)
     precision, why = run_precision(t, start.device, model, job.timing_loss(start.device))
     optimizer, scaler, step_model = build_step(model, o, t, start.device, precision, start.world_size)
     run = Run(cfg, job, model, data, start.device, precision, step_model, optimizer, scaler, batches_per_epoch,
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
-              ckpt.run_meta(start.device, precision, why, start.world_size))
+              {**ckpt.run_meta(start.device, precision, why, start.world_size),
+               **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if start.resume is not None:
         restore(run, *start.resume)
     dist.check_start_step(run.step, start.device)
@@ -215,7 +205,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     """Load model, optimizer, scaler, step, data position and RNG states into ``run`` (warns on config changes)."""
     load_state(run.model, state["model"], f"checkpoint {source}")
     changed = config_changes(state["config"], dataclasses.asdict(run.cfg),
-                             ("train.resume", "train.stop_after", "train.init", "train.out_dir"))
+                             ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite"))
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
     try:
@@ -264,135 +254,3 @@ def print_summary(run: Run, job_lines: list[str]) -> None:
     if dist.is_main():
         log.debug("resolved config:\n%s", yaml.safe_dump(dataclasses.asdict(run.cfg), sort_keys=False).rstrip())
         print(summary(run, job_lines), flush=True)
-
-
-# ---- the loop ----------------------------------------------------------------------------------------------------
-
-
-def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
-    """(epoch, batch index, batch) forever from the saved position; consumed batches are skipped by index."""
-    t = run.cfg.train
-    epoch, skip = run.position["epoch"], run.position["batch"]
-    while True:
-        order = dist.epoch_batches(len(run.data), t.batch_size, t.seed, epoch)[:run.batches_per_epoch]
-        run.data.set_epoch(epoch)  # the dataset draws each item's crop from (seed, epoch, index)
-        # The loader draws its workers' base seed from `generator`, not from the global RNG, which must advance
-        # only with the steps (it is checkpointed; creating a loader mid-epoch on resume must not move it).
-        g = torch.Generator().manual_seed(dist.sample_seed(t.seed, epoch, dist.get_rank(), "loader"))
-        loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate, generator=g,
-                            num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda")
-        for i, batch in enumerate(loader, start=skip):
-            yield epoch, i, batch
-        epoch, skip = epoch + 1, 0
-
-
-def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-           clip_grad: float | None, loss_finite: bool) -> tuple[float, bool]:
-    """Unscale, clip, and step unless the loss or (without fp16's scaler, which skips by itself) the gradient is
-    non-finite on any rank. Returns ``(grad norm, skipped)``."""
-    scaler.unscale_(optimizer)
-    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf).item()
-    bad = not loss_finite or (not scaler.is_enabled() and not math.isfinite(grad_norm))
-    skipped = dist.any_true(bad, next(model.parameters()).device)
-    if skipped:
-        optimizer.zero_grad(set_to_none=True)
-    else:
-        scaler.step(optimizer)
-    scaler.update()
-    return grad_norm, skipped
-
-
-def train_step(run: Run, stream: Iterator) -> dict[str, float]:
-    """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
-    the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
-    on some rank (no update then)."""
-    t = run.cfg.train
-    ddp = isinstance(run.step_model, nn.parallel.DistributedDataParallel)
-    run.optimizer.zero_grad(set_to_none=True)
-    sums: dict[str, float] = {}
-    for k in range(t.accum_steps):
-        epoch, i, batch = next(stream)
-        inputs = run.job.inputs(run, batch, epoch, k)
-        sync = k == t.accum_steps - 1
-        with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
-                autocast(run.precision, run.device):
-            loss, values = run.job.forward(run, inputs)
-        run.scaler.scale(loss * (1.0 / t.accum_steps)).backward()
-        for key, v in {"loss": loss, **values}.items():
-            sums[key] = sums.get(key, 0.0) + v.item() / t.accum_steps
-    run.position = {"epoch": epoch + 1, "batch": 0} if i + 1 >= run.batches_per_epoch else \
-        {"epoch": epoch, "batch": i + 1}
-    grad_norm, skipped = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
-                                math.isfinite(sums["loss"]))
-    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped)}
-
-
-def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
-    """Skipped (non-finite) steps in a row, this one included; stops the run with a diagnostic at
-    ``max_nonfinite``."""
-    in_a_row = in_a_row + 1 if metrics["skipped"] else 0
-    if in_a_row >= max_nonfinite:
-        raise NonFiniteLossError(
-            f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
-            f"{metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
-    return in_a_row
-
-
-def save(run: Run) -> Path | None:
-    """A checkpoint at the current step (rank 0 writes; every rank waits for it)."""
-    path = None
-    if dist.is_main():
-        state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
-                 "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
-                 "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
-        path = ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
-    dist.barrier()
-    return path
-
-
-def data_failures(run: Run) -> float:
-    """Videos the dataset could not decode and replaced so far (counted by the dataset over all workers)."""
-    return float(sum(run.data.failure_counts().values()))
-
-
-def train(run: Run) -> TrainResult:
-    """The loop: lr/wd from the step -> forward/backward/update -> the job's after-step -> log -> maybe
-    checkpoint, until ``train.stop_after`` or the end of the schedule."""
-    from tqdm import tqdm
-
-    t, o = run.cfg.train, run.cfg.optim
-    end = min(t.stop_after or run.total_steps, run.total_steps)
-    logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
-    stream = micro_batches(run)
-    clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
-    bar = tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True)
-    history, in_a_row, skipped, path, t0 = [], 0, 0, None, time.perf_counter()
-    with contextlib.closing(stream):  # its loader workers stop when the loop ends, inside the timed run
-        while run.step < end:
-            tic = time.perf_counter()
-            lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
-                                   run.final_lr)
-            run.model.train()
-            metrics = train_step(run, stream)
-            in_a_row = count_nonfinite(in_a_row, metrics, lr, run.step, t.max_nonfinite)
-            skipped += int(metrics["skipped"])
-            run.step += 1
-            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
-                           epoch=run.position["epoch"], data_failures=data_failures(run))
-            if run.job.after_step is not None:
-                run.job.after_step(run, metrics)
-            if run.step % t.log_every == 0 or run.step == end:
-                logger.log(metrics, run.step)
-                history.append({"step": run.step, **metrics})
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
-            bar.update(1)
-            if run.step % t.ckpt_every == 0 or run.step == end:
-                path = save(run)
-    bar.close()
-    logger.close()
-    if dist.is_main() and data_failures(run):
-        log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
-                    int(data_failures(run)), run.data.failure_counts())
-    if dist.is_main() and history:
-        plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
-    return TrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)

@@ -24,13 +24,39 @@ class Logger(Protocol):
 
 
 def _keep_until(path: Path, step: int, read_step) -> None:
-    """Drop the records after ``step`` (written by a run that was killed after its last checkpoint), atomically."""
+    """Drop the records after ``step`` (written by a run that was killed after its last checkpoint), a last line
+    cut short by a crash, and unreadable lines (with a warning), atomically. ``read_step(i, line)``: the line's
+    step, None for a header, ValueError for a line that is not a record."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [ln for i, ln in enumerate(lines) if read_step(i, ln) is None or read_step(i, ln) <= step]
+    kept = []
+    for i, line in enumerate(lines):
+        if not line.endswith("\n"):
+            continue  # torn by a crash mid-write: our writers end every record with a newline
+        try:
+            s = read_step(i, line)
+        except (ValueError, KeyError, IndexError, TypeError):
+            log.warning("%s:%d: not a metrics record, dropped: %r", path, i + 1, line[:80])
+            continue
+        if s is None or s <= step:
+            kept.append(line)
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(kept))
+
+
+def read_records(jsonl: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``, skipping a last line cut short by a crash and (with a warning) any
+    line that is not a JSON record."""
+    records = []
+    for i, line in enumerate(Path(jsonl).read_text().splitlines(keepends=True)):
+        if not line.strip() or not line.endswith("\n"):
+            continue
+        try:
+            records.append(dict(json.loads(line)))
+        except ValueError:
+            log.warning("%s:%d: not a metrics record, skipped: %r", jsonl, i + 1, line[:80])
+    return records
 
 
 class JSONLLogger:
@@ -39,7 +65,7 @@ class JSONLLogger:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         if resume_step is not None:
-            _keep_until(self.path, resume_step, lambda i, ln: json.loads(ln)["step"] if ln.strip() else None)
+            _keep_until(self.path, resume_step, lambda i, ln: int(json.loads(ln)["step"]) if ln.strip() else None)
         self.file = open(self.path, "a" if resume_step is not None else "w")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -125,7 +151,7 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
 
 def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
     """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically."""
-    records = [json.loads(ln) for ln in Path(jsonl).read_text().splitlines() if ln.strip()]
+    records = read_records(jsonl)
     keys = sorted({k for r in records for k in r if k.startswith(prefix)})
     if not records or not keys:
         return None

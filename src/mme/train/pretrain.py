@@ -27,9 +27,10 @@ from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
 from mme.motion.targets import head_specs, make_target_fn, step_targets
 from mme.train import distributed as dist
-from mme.train import engine
+from mme.train import engine, loop
 from mme.train.config import PretrainConfig
-from mme.train.engine import Run, TrainResult
+from mme.train.engine import Run
+from mme.train.loop import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def pretrain(cfg: PretrainConfig) -> TrainResult:
     try:
         run = setup(cfg)
         engine.print_summary(run, describe(run))
-        result = engine.train(run)
+        result = loop.train(run)
         if dist.is_main():
             print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
@@ -178,7 +179,7 @@ def pretrain(cfg: PretrainConfig) -> TrainResult:
                               "minutes": round(result.seconds / 60, 2)}), flush=True)
         return result
     finally:
-        dist.shutdown()
+        engine.finish()
 
 
 def main(recipe: str, overrides: list[str]) -> int:

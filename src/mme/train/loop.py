@@ -1,0 +1,206 @@
+"""The training engine's loop (set up by mme.train.engine): micro-batches, the optimizer step with accumulation
+and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clean stop on SIGINT/SIGTERM.
+
+    setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
+    -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from mme.data.dataset import collate
+from mme.errors import CheckpointError, Interrupted, NonFiniteLossError
+from mme.train import checkpoint as ckpt
+from mme.train import distributed as dist
+from mme.train.engine import Run
+from mme.train.interrupts import StopRequests, ignore_in_worker
+from mme.train.metrics import build_logger, plot_loss_curves
+from mme.train.optim import schedule_step
+from mme.train.precision import autocast
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What the loop did (rank 0's history)."""
+
+    out_dir: Path
+    step: int
+    checkpoint: Path | None
+    history: list[dict]
+    """The logged metrics records."""
+    nonfinite_skipped: int
+    seconds: float
+
+
+def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
+    """(epoch, batch index, batch) forever from the saved position; consumed batches are skipped by index."""
+    t = run.cfg.train
+    epoch, skip = run.position["epoch"], run.position["batch"]
+    while True:
+        order = dist.epoch_batches(len(run.data), t.batch_size, t.seed, epoch)[:run.batches_per_epoch]
+        run.data.set_epoch(epoch)  # the dataset draws each item's crop from (seed, epoch, index)
+        # The loader draws its workers' base seed from `generator`, not from the global RNG, which must advance
+        # only with the steps (it is checkpointed; creating a loader mid-epoch on resume must not move it).
+        g = torch.Generator().manual_seed(dist.sample_seed(t.seed, epoch, dist.get_rank(), "loader"))
+        loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate, generator=g,
+                            num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
+                            worker_init_fn=ignore_in_worker)
+        for i, batch in enumerate(loader, start=skip):
+            yield epoch, i, batch
+        epoch, skip = epoch + 1, 0
+
+
+def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+           clip_grad: float | None, loss_finite: bool) -> tuple[float, bool]:
+    """Unscale, clip, and step unless the loss or (without fp16's scaler, which skips by itself) the gradient is
+    non-finite on any rank. Returns ``(grad norm, skipped)``."""
+    scaler.unscale_(optimizer)
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf).item()
+    bad = not loss_finite or (not scaler.is_enabled() and not math.isfinite(grad_norm))
+    skipped = dist.any_true(bad, next(model.parameters()).device)
+    if skipped:
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        scaler.step(optimizer)
+    scaler.update()
+    return grad_norm, skipped
+
+
+def train_step(run: Run, stream: Iterator) -> dict[str, float]:
+    """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
+    the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
+    on some rank (no update then)."""
+    t = run.cfg.train
+    ddp = isinstance(run.step_model, nn.parallel.DistributedDataParallel)
+    run.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    for k in range(t.accum_steps):
+        epoch, i, batch = next(stream)
+        inputs = run.job.inputs(run, batch, epoch, k)
+        sync = k == t.accum_steps - 1
+        with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
+                autocast(run.precision, run.device):
+            loss, values = run.job.forward(run, inputs)
+        run.scaler.scale(loss * (1.0 / t.accum_steps)).backward()
+        for key, v in {"loss": loss, **values}.items():
+            sums[key] = sums.get(key, 0.0) + v.item() / t.accum_steps
+    run.position = {"epoch": epoch + 1, "batch": 0} if i + 1 >= run.batches_per_epoch else \
+        {"epoch": epoch, "batch": i + 1}
+    grad_norm, skipped = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
+                                math.isfinite(sums["loss"]))
+    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped)}
+
+
+def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
+    """Skipped (non-finite) steps in a row, this one included; stops the run with a diagnostic at
+    ``max_nonfinite``."""
+    in_a_row = in_a_row + 1 if metrics["skipped"] else 0
+    if in_a_row >= max_nonfinite:
+        raise NonFiniteLossError(
+            f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
+            f"{metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
+    return in_a_row
+
+
+def save(run: Run) -> Path | None:
+    """A checkpoint at the current step (rank 0 writes; every rank waits for it)."""
+    path = None
+    if dist.is_main():
+        state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
+                 "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
+                 "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
+        try:
+            path = ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+            kept = ckpt.list_checkpoints(run.out_dir)
+            raise CheckpointError(
+                f"{run.out_dir}: could not write the checkpoint of step {run.step} ({str(e).splitlines()[0]}); it "
+                f"needs about {_nbytes(state) / 2**20:.0f} MiB and {shutil.disk_usage(run.out_dir).free / 2**20:.0f} "
+                f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
+    dist.barrier()
+    return path
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the tensors in a nested state."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def data_failures(run: Run) -> float:
+    """Videos the dataset could not decode and replaced so far (counted by the dataset over all workers)."""
+    return float(sum(run.data.failure_counts().values()))
+
+
+def train(run: Run) -> TrainResult:
+    """The loop: lr/wd from the step -> forward/backward/update -> the job's after-step -> log -> maybe
+    checkpoint, until ``train.stop_after`` or the end of the schedule."""
+    from tqdm import tqdm
+
+    t, o = run.cfg.train, run.cfg.optim
+    end = min(t.stop_after or run.total_steps, run.total_steps)
+    logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
+    stream = micro_batches(run)
+    clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
+    bar = tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True)
+    history, in_a_row, skipped, path, t0 = [], 0, 0, None, time.perf_counter()
+    # the loader's workers stop when the loop ends, inside the timed run
+    with contextlib.closing(stream), StopRequests() as stop:
+        while run.step < end and not _stopping(stop, run.device):
+            tic = time.perf_counter()
+            lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
+                                   run.final_lr)
+            run.model.train()
+            metrics = train_step(run, stream)
+            in_a_row = count_nonfinite(in_a_row, metrics, lr, run.step, t.max_nonfinite)
+            skipped += int(metrics["skipped"])
+            run.step += 1
+            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
+                           epoch=run.position["epoch"], data_failures=data_failures(run))
+            if run.job.after_step is not None:
+                run.job.after_step(run, metrics)
+            if run.step % t.log_every == 0 or run.step == end or stop.received:
+                logger.log(metrics, run.step)
+                history.append({"step": run.step, **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
+            bar.update(1)
+            if run.step % t.ckpt_every == 0 or run.step == end or _stopping(stop, run.device):
+                path = save(run)
+    bar.close()
+    logger.close()
+    if dist.is_main() and data_failures(run):
+        log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
+                    int(data_failures(run)), run.data.failure_counts())
+    if dist.is_main() and history:
+        plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
+    if stop.received is not None and run.step < end:
+        raise Interrupted(f"stopped by {stop.received.name} after step {run.step} of {end}, saved as {path}; the same "
+                          "command with --resume auto (train.resume=auto) continues from there",
+                          128 + int(stop.received))
+    return TrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)
+
+
+def _stopping(stop: StopRequests, device: torch.device) -> bool:
+    """Whether a stop was requested on any rank (all ranks stop after the same step)."""
+    return dist.any_true(stop.received is not None, device) if dist.get_world_size() > 1 else \
+        stop.received is not None

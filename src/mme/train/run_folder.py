@@ -1,0 +1,112 @@
+"""A run's output folder, owned by one run at a time.
+
+- **One job at a time**: rank 0 holds an ``fcntl`` lock on ``<out_dir>/.lock`` for the whole run (the OS drops it
+  when the process dies, however it dies); a second job on the folder is refused, naming the holder's PID and host.
+- **One run per folder**: ``run.json`` records the run's identity (``run_id``, start time, seed, config hash) and
+  every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
+  offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
+  So checkpoint rotation, which deletes the oldest checkpoints of the folder, only ever deletes the run's own.
+- **No stale temporaries**: the temporary files of writes killed mid-way (``.<name>.tmp<pid>...``) are removed
+  when a run takes the folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mme.errors import ConfigError
+from mme.train import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+LOCK = ".lock"
+RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
+"""What a run writes besides its checkpoints (``train.overwrite`` removes these too, and nothing else)."""
+
+_held: dict[Path, Any] = {}  # out_dir -> the open lock file of this process
+
+
+def take(out_dir: str | Path, write: bool) -> Path:
+    """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
+    process (rank 0: ``write``); removes stale temporary files. ConfigError when it is not writable or locked."""
+    path = Path(out_dir)
+    if not write:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / LOCK, "a+")
+    except OSError as e:
+        raise ConfigError(f"train.out_dir {str(path)!r} is not a writable folder ({e.strerror or e})") from e
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"train.out_dir {str(path)!r} is in use by another job ({holder}); wait for it to end "
+                          "or choose another train.out_dir") from None
+    f.truncate(0)
+    f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    release(path)
+    _held[path.resolve()] = f
+    for stale in path.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+        log.info("removed %s, the temporary file of an interrupted write", stale)
+    return path
+
+
+def release(out_dir: str | Path | None = None) -> None:
+    """Unlock ``out_dir`` (every folder this process holds when None)."""
+    for path in [Path(out_dir).resolve()] if out_dir is not None else list(_held):
+        f = _held.pop(path, None)
+        if f is not None:
+            f.close()
+
+
+def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
+    """The run's identity: the resumed checkpoint's (a resumed run is the same run), else a new one."""
+    if resumed is not None and "run_id" in resumed.get("meta", {}):
+        return {k: resumed["meta"][k] for k in ("run_id", "started", "config_hash") if k in resumed["meta"]}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config_hash": digest}
+
+
+def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
+    """Refuse a folder that holds another run's checkpoints: for a fresh run any, for a resumed one (``resumed``:
+    its checkpoint) those of a run other than the resumed one; ``overwrite`` removes them and their logs first."""
+    found = ckpt.list_checkpoints(out_dir)
+    if not found:
+        return
+    other = _folder_run(out_dir)
+    if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
+        return
+    if overwrite:
+        for p in found + [out_dir / name for name in RUN_FILES]:
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(found),
+                    other or "(unknown)", out_dir)
+        return
+    raise ConfigError(
+        f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
+        + (f" ({other})" if other else "") + f", up to step {int(found[-1].stem.split('-')[1])}: continue that run "
+        "with train.resume=auto (mme pretrain/finetune ... --resume auto), choose another train.out_dir, or clear "
+        "it with train.overwrite=true")
+
+
+def _folder_run(out_dir: Path) -> str | None:
+    """The run_id recorded in the folder's ``run.json`` (None when there is none or it is unreadable)."""
+    try:
+        return json.loads((out_dir / "run.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None

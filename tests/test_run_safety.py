@@ -1,0 +1,94 @@
+"""Nothing lost: a run's folder belongs to one run and one job at a time, logs survive a crash mid-write, and
+SIGINT / SIGTERM stop a run after its current step with a checkpoint. Each test injects the fault."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from training import FP32, TINY, run
+
+from mme.errors import ConfigError
+from mme.train import checkpoint as ckpt
+
+
+def _hashes(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def _steps(folder) -> list[int]:
+    return [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(folder)]
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overwrite_clears_it(synth, tmp_path):
+    run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=4", "train.ckpt_every=2", "train.keep_last=0", FP32)
+    shutil.copytree(tmp_path / "ref", tmp_path / "x")
+    before = _hashes(tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"holds 2 checkpoint\(s\) of another run .*up to step 4.*resume auto"):
+        run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
+            "train.seed=1", FP32)
+    assert _hashes(tmp_path / "x") == before  # not one file of the first run changed
+    res = run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
+              "train.seed=1", "train.overwrite=true", FP32)
+    assert _steps(tmp_path / "x") == [2, 3] and res.checkpoint == ckpt.checkpoint_path(tmp_path / "x", 3)
+    meta = json.loads((tmp_path / "x" / "run.json").read_text())
+    assert torch.load(res.checkpoint, weights_only=True)["meta"]["run_id"] == meta["run_id"]
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mme.train import run_folder; "
+                               "run_folder.take(sys.argv[1], write=True); print('held', flush=True); time.sleep(120)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"in use by another job \(PID {holder.pid} on "):
+            run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run("tiny_cpu_pixel", synth, out, "train.steps=1", FP32).step == 1  # the OS dropped the dead holder's lock
+
+
+def test_a_log_line_torn_by_a_crash_does_not_stop_a_resume(synth, tmp_path):
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.stop_after=2", FP32)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 0.9')  # the crash came mid-write
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("3,0.9")
+    res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.resume=auto", FP32)
+    assert res.step == 4
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert [ln.split(",")[0] for ln in (tmp_path / "metrics.csv").read_text().splitlines()] == ["step", "1", "2", "3",
+                                                                                               "4"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_continues(sig, synth, tmp_path):
+    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+           f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "Traceback" not in err and "--resume auto" in err
+    logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
+    assert _steps(tmp_path) == [logged[-1]] and logged[-1] < 500  # the step it finished, saved
+    (tmp_path / f".checkpoint-{logged[-1] + 1:08d}.pt.tmp999.pt").write_bytes(b"half a checkpoint")
+    res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", f"train.stop_after={logged[-1] + 1}",
+              "train.resume=auto", FP32)
+    assert res.step == logged[-1] + 1 and not list(tmp_path.glob(".*.tmp*"))  # stale temp file removed
