@@ -17,8 +17,8 @@ from mme.config import from_dict
 from mme.errors import CheckpointError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
-from mme.models.export import export_hf, save_pretrained
 from mme.models.classifier import VideoClassifier
+from mme.models.export import export_hf, save_pretrained
 from mme.motion.targets import pixel_target
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,

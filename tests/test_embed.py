@@ -19,8 +19,9 @@ from videos import texture, write_video
 from mme.errors import DataError
 from mme.eval.features import embed, extract_features, read_features
 from mme.eval.testing import build_test_set
-from mme.models.checkpoint import load_encoder, save_pretrained
+from mme.models.checkpoint import load_encoder
 from mme.models.config import ModelConfig
+from mme.models.export import save_pretrained
 from mme.models.vit import VisionTransformer
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)

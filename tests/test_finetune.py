@@ -245,8 +245,8 @@ def test_finetune_resume_is_exact(synth, tmp_path):
 
 
 def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):
-    from mme.models.checkpoint import save_pretrained
     from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
     from mme.train.finetune import setup
 
@@ -265,9 +265,9 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
 
 def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path):
     from mme.eval.finetuned import finetune
-    from mme.models.checkpoint import save_pretrained
     from mme.models.classifier import VideoClassifier
     from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
 
     torch.manual_seed(2)
     clf = VideoClassifier(ModelConfig(**TINY), num_classes=4, head_init_scale=1.0)

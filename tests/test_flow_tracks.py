@@ -158,8 +158,8 @@ def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     from PIL import Image
 
     from mme.cli import main as cli
-    from mme.models.checkpoint import save_pretrained
     from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, head_specs
 

@@ -96,8 +96,8 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     import json
 
     from mme.cli import main
-    from mme.models.checkpoint import save_pretrained
     from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
 
     torch.manual_seed(0)
@@ -132,7 +132,7 @@ def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     from mme.data.synth import generate_synth
     from mme.demo import TARGETS, DemoSettings
     from mme.eval.probe import run_probe
-    from mme.models.checkpoint import save_pretrained
+    from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
     from mme.train.config import PretrainConfig
     from mme.train.pretrain import pretrain

@@ -64,7 +64,7 @@ def test_frames_are_proven_before_a_seek_relies_on_them(corpus, tmp_path, caplog
     (warned once, by name) instead of returning frame 27."""
     path = shutil.copy(corpus["h264_end_of_sequence.mkv"], tmp_path / "a.mkv")
     ref = decode_all(path)
-    with caplog.at_level(logging.WARNING, logger="mme.data.video"):
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
         with open_video(path) as reader:
             assert (reader.num_frames, reader.seeking) == (33, "seek")
             np.testing.assert_array_equal(reader.read([1]), ref[[1]])

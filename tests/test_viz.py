@@ -64,8 +64,8 @@ def test_tracks_picture_has_one_upsampled_titled_panel_per_tubelet_coloured_by_m
 
 
 def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_patches_dimmed(panels, tmp_path):
-    from mme.models.checkpoint import save_pretrained
     from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, head_specs
 

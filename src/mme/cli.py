@@ -247,7 +247,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (original .pth: 16)")
 
     def run(a):
-        from mme.models.checkpoint import export
+        from mme.models.export import export
 
         print(export(a.src, a.out, a.format, a.kind, num_heads=a.num_heads, decoder_heads=a.decoder_heads,
                      img_size=a.img_size, num_frames=a.num_frames))

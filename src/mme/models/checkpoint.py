@@ -1,4 +1,5 @@
-"""Reading and writing model checkpoints: ours, the original VideoMAE/MME ``.pth`` files, Hugging Face VideoMAE.
+"""Reading model checkpoints and rebuilding modules from them: ours, the original VideoMAE/MME ``.pth`` files,
+Hugging Face VideoMAE. Writing them (our format, Hugging Face export) is in :mod:`mme.models.export`.
 
 Our format: a directory with ``model.safetensors`` + ``config.json`` (``{"format": "mme", "version", "kind":
 "mae" | "encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], ...}``), or one
@@ -11,7 +12,6 @@ naming the file and the reason.
 
     model = load_model("run/ckpt")            # MaskedAutoencoder / VisionTransformer / VideoClassifier
     enc = load_encoder("checkpoint.pth")      # VisionTransformer in eval mode: (B, 3, T, H, W) -> (B, N, D)
-    export_hf(model, "out/hf")                # transformers.VideoMAEModel.from_pretrained("out/hf")
 """
 
 from __future__ import annotations
@@ -28,24 +28,20 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from mme.config import from_dict
 from mme.errors import CheckpointError, ConfigError
-from mme.models import convert
+from mme.models import convert, convert_config
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 KINDS = ("mae", "encoder", "classifier")
-HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
-            "classification": "VideoMAEForVideoClassification"}
 
 
 @dataclass
@@ -161,12 +157,12 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                      len(ours) - len(convert.encoder_part(ours, kind)))
             kind, ours = "encoder", convert.encoder_part(ours, kind)
         if cfg is None:
-            cfg = convert.infer_config(ours, kind, **hints)
+            cfg = convert_config.infer_config(ours, kind, **hints)
         else:
             cfg = _with_hints(cfg, hints, path)
         ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})")
         if kind == "mae":
-            ck.heads = heads or convert.infer_heads(ours, release=layout == convert.MME_LAYOUT)
+            ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
             ck.classifier = _classifier_args(ours)
         return ck
@@ -203,7 +199,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict) -> Checkpoint:
     else:
         raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or pytorch_model.bin")
     try:
-        cfg = convert.config_from_hf(hf)
+        cfg = convert_config.config_from_hf(hf)
     except (CheckpointError, ConfigError) as e:
         raise CheckpointError(f"{path / CONFIG}: {e}") from e
     ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
@@ -225,7 +221,7 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))
-        ck = _select(ck, "model")
+        ck = select_part(ck, "model")
     return ck
 
 
@@ -272,6 +268,18 @@ def _run_heads(obj: dict) -> list[HeadSpec] | None:
         log.warning("the pre-training checkpoint stores no head specs (mme < 0.2): heads inferred from the weights, "
                     "output activations taken as linear")
     return None
+
+
+def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
+    """The part of ``ck`` for an export kind: 'model' = the encoder, 'pretraining' = the MAE,
+    'classification' = the classifier."""
+    if kind == "model":
+        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source)
+    need = {"pretraining": "mae", "classification": "classifier"}[kind]
+    if ck.kind != need:
+        held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]
+        raise CheckpointError(f"{ck.source}: holds {held}, cannot export it as {kind}")
+    return ck
 
 
 # --- building modules ---
@@ -341,129 +349,3 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, st
     if isinstance(encoder.norm, nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}
     load_state(encoder, state, ck.source, strict)
-
-
-# --- writing ---
-
-def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp), metadata=metadata)
-
-
-def _unwrap_module(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DDP
-
-
-def describe(model: nn.Module) -> Checkpoint:
-    """A Checkpoint of a live module (ours: MaskedAutoencoder, VisionTransformer, VideoClassifier)."""
-    model = _unwrap_module(model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if isinstance(model, MaskedAutoencoder):
-        return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs))
-    if isinstance(model, VideoClassifier):
-        args = dict(num_classes=model.num_classes, pool=model.pool, fc_norm_eps=model.fc_norm.eps,
-                    fc_drop=model.fc_dropout.p)
-        return Checkpoint("classifier", model.cfg, state, "model", classifier=args)
-    if isinstance(model, VisionTransformer):
-        return Checkpoint("encoder", model.cfg, state, "model")
-    raise CheckpointError(f"cannot save a {type(model).__name__}: expected MaskedAutoencoder, VisionTransformer "
-                          "or VideoClassifier")
-
-
-def _write_ours(ck: Checkpoint, path: Path) -> Path:
-    meta = ck.meta()
-    if path.suffix == ".safetensors":  # one self-describing file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_safetensors(path, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-    atomic_write_json(path / CONFIG, meta, sort_keys=True)
-    return path
-
-
-def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save in our format: a directory (``model.safetensors`` + ``config.json``), or one ``.safetensors`` file
-    when ``path`` ends so. Files are written atomically."""
-    return _write_ours(describe(model), Path(path))
-
-
-def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
-    if isinstance(model_or_path, nn.Module):
-        return describe(model_or_path)
-    return read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
-
-
-def _select(ck: Checkpoint, kind: str) -> Checkpoint:
-    """The part of ``ck`` for an export kind: 'model' = the encoder, 'pretraining' = the MAE,
-    'classification' = the classifier."""
-    if kind == "model":
-        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source)
-    need = {"pretraining": "mae", "classification": "classifier"}[kind]
-    if ck.kind != need:
-        held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]
-        raise CheckpointError(f"{ck.source}: holds {held}, cannot export it as {kind}")
-    return ck
-
-
-def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool = True,
-              **hints) -> Path:
-    """Write a Hugging Face directory (``config.json`` + ``model.safetensors``) that ``transformers``
-    ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
-    ``VideoMAEForVideoClassification`` ('classification': mean pooling) loads with ``from_pretrained``.
-
-    HF models take clips as ``(B, T, C, H, W)`` (ours: ``(B, C, T, H, W)``). HF's decoder final norm and fc_norm
-    use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
-    ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical."""
-    if kind not in HF_KINDS:
-        raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
-    ck = _select(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
-    cfg, state, num_labels = ck.cfg, dict(ck.state), None
-    if ck.kind == "mae":
-        pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
-        h = ck.heads
-        if len(h) != 1 or h[0].hidden or h[0].activation != "none" or h[0].dim != pixel_dim:
-            raise CheckpointError(f"{ck.source}: VideoMAEForPreTraining needs exactly one linear pixel head of dim "
-                                  f"{pixel_dim}; this model has {[(s.name, s.dim, s.hidden) for s in h]}")
-        prefix = f"heads.{h[0].name}."
-        state = {("heads.pixel." + k[len(prefix):]) if k.startswith(prefix) else k: v for k, v in state.items()}
-    if ck.kind == "classifier":
-        if ck.classifier.get("pool") != "mean":
-            raise CheckpointError(f"{ck.source}: HF VideoMAEForVideoClassification mean-pools without the encoder's "
-                                  f"final norm; this classifier uses pool={ck.classifier.get('pool')!r}")
-        num_labels = ck.classifier["num_classes"]
-    try:
-        hf_state = convert.to_hf(state, ck.kind)
-        hf_cfg = convert.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm, norm_pix=norm_pix,
-                                      num_labels=num_labels)
-    except CheckpointError as e:
-        raise CheckpointError(f"{ck.source}: {e}") from e
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
-    atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
-    return out
-
-
-def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
-           **hints) -> Path:
-    """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
-    (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
-    'classification'; default: 'model' for hf, what the source holds otherwise."""
-    if kind is not None and kind not in HF_KINDS:
-        raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
-    if format == "hf":
-        path = export_hf(src, out, kind or "model", **hints)
-    elif format in ("mme", "safetensors"):
-        ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
-        ck = _select(ck, kind) if kind else ck
-        out = Path(out)
-        if format == "safetensors" and out.suffix != ".safetensors":
-            out = out.with_name(out.name + ".safetensors")
-        if format == "mme" and out.suffix == ".safetensors":
-            raise CheckpointError(f"{out}: --format mme writes a directory; use --format safetensors for one file")
-        path = _write_ours(ck, out)
-    else:
-        raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
-    log.info("exported %s -> %s (%s)", src, path, format)
-    return path

@@ -1,0 +1,152 @@
+"""Model configs and head specs for checkpoints that do not carry ours: read from the weights' shapes
+(``infer_config``, ``infer_heads``) or translated from / to a Hugging Face VideoMAEConfig dict (``config_from_hf``,
+``config_to_hf``). The key tables that convert the weights themselves are in :mod:`mme.models.convert`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+
+from mme.errors import CheckpointError
+from mme.models.config import ModelConfig
+from mme.models.convert import RELEASE_HEADS, encoder_part
+from mme.models.mae import HeadSpec
+
+log = logging.getLogger(__name__)
+
+# Decoder heads hard-coded by the original model factories per encoder width (VideoMAE/MME small/base/large).
+ORIGINAL_DECODER_HEADS = {384: 3, 768: 6, 1024: 8}
+
+
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    idx = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    if idx != set(range(len(idx))):
+        raise CheckpointError(f"block indices under {prefix!r} are not contiguous: {sorted(idx)}")
+    return len(idx)
+
+
+def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | None = None,
+                 decoder_heads: int | None = None, **fields) -> ModelConfig:
+    """A ModelConfig for our ``kind`` state dict, read from the weights' shapes.
+
+    Head counts are not in the weights: ``num_heads`` defaults to 64-d heads (as every VideoMAE/MME preset), and
+    ``decoder_heads`` to the original factories' value for the encoder width (6 for ViT-B), else 64-d heads;
+    both are logged. ``img_size`` / ``num_frames`` are not in the weights either (the position table is fixed):
+    pass them in ``fields``, else 224 / 16."""
+    enc = encoder_part(state, kind)
+    if "patch_embed.proj.weight" not in enc:
+        raise CheckpointError("state dict has no patch_embed.proj.weight: not a ViT encoder")
+    D, C, t, p, p2 = enc["patch_embed.proj.weight"].shape  # Conv3d weight (D, C, tubelet, patch, patch)
+    if p != p2:
+        raise CheckpointError(f"non-square patches {p}x{p2} are not supported")
+    depth = _count_blocks(enc, "blocks.")
+    if depth == 0:
+        raise CheckpointError("state dict has no encoder blocks (blocks.N.*)")
+    hidden = enc["blocks.0.mlp.fc1.weight"].shape[0]
+    if num_heads is None:
+        if D % 64:
+            raise CheckpointError(f"cannot infer the number of attention heads for width {D}: pass num_heads")
+        num_heads = D // 64
+        log.warning("number of attention heads is not stored in this checkpoint: assuming 64-d heads, "
+                    "num_heads=%d (pass num_heads if that is wrong)", num_heads)
+    gamma = enc.get("blocks.0.gamma_1")
+    # layer scale: only its presence matters for loading (the value is an init); keep the stored magnitude
+    layer_scale = 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
+    cfg = dict(embed_dim=D, in_chans=C, tubelet_size=t, patch_size=p, depth=depth, num_heads=num_heads,
+               mlp_ratio=hidden / D, qkv_bias="blocks.0.attn.q_bias" in enc,
+               layer_scale_init=layer_scale)
+    if kind == "mae":
+        dd = state["encoder_to_decoder.weight"].shape[0]
+        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."))
+        if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != round(dd * hidden / D):
+            raise CheckpointError("decoder MLP ratio differs from the encoder's: not supported by ModelConfig")
+        if decoder_heads is None:
+            decoder_heads = ORIGINAL_DECODER_HEADS.get(D, dd // 64 if dd % 64 == 0 else None)
+            if decoder_heads is None or dd % decoder_heads:
+                raise CheckpointError(f"cannot infer the decoder's attention heads for width {dd}: pass decoder_heads")
+            log.warning("decoder attention heads are not stored in this checkpoint: assuming %d (the original "
+                        "factories' value for width %d; pass decoder_heads if that is wrong)", decoder_heads, D)
+        cfg["decoder_heads"] = decoder_heads
+        hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
+        if hidden_sizes:
+            cfg["head_hidden"] = hidden_sizes[0]
+    cfg.update({k: v for k, v in fields.items() if v is not None})
+    return ModelConfig(**cfg)
+
+
+def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[HeadSpec]:
+    """Head specs of our MAE state dict from its ``heads.<name>.*`` keys (in key order). Activations and loss
+    reductions are not in the weights: with ``release`` (an original MME file) they are the release's, else
+    linear outputs and mean reduction are assumed (logged when a head is an MLP, i.e. not a pixel head)."""
+    names = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("heads.")))
+    specs = []
+    for name in names:
+        fc1 = state.get(f"heads.{name}.fc1.weight")
+        act, reduction = RELEASE_HEADS.get(name, ("none", "mean")) if release else ("none", "mean")
+        specs.append(HeadSpec(name, state[f"heads.{name}.fc2.weight"].shape[0], act,
+                              hidden=0 if fc1 is None else fc1.shape[0], weight=1.0 / len(names), reduction=reduction))
+    if not release and any(s.hidden for s in specs):
+        log.warning("head activations are not stored in this checkpoint: assuming linear outputs and mean "
+                    "reduction for %s", [s.name for s in specs])
+    return specs
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its decoder norm eps is 1e-5)."""
+    def side(key, default):
+        v = hf.get(key, default)
+        if isinstance(v, (list, tuple)):
+            if len(set(v)) != 1:
+                raise CheckpointError(f"non-square {key} {v} is not supported")
+            v = v[0]
+        return int(v)
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"hidden_act {hf['hidden_act']!r} is not supported (ours is exact GELU)")
+    D = hf.get("hidden_size", 768)
+    ratio = hf.get("intermediate_size", 3072) / D
+    dec_ratio = hf.get("decoder_intermediate_size", 1536) / hf.get("decoder_hidden_size", 384)
+    if "decoder_hidden_size" in hf and dec_ratio != ratio:
+        raise CheckpointError(f"decoder MLP ratio {dec_ratio} differs from the encoder's {ratio}: not supported")
+    eps = hf.get("layer_norm_eps", 1e-12)
+    if eps != 1e-6:
+        log.info("Hugging Face layer_norm_eps is %g; our encoder LayerNorms use 1e-6 as the original VideoMAE "
+                 "(outputs differ by ~1e-6)", eps)
+    return ModelConfig(
+        img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=hf.get("num_frames", 16),
+        tubelet_size=hf.get("tubelet_size", 2), in_chans=hf.get("num_channels", 3), embed_dim=D,
+        depth=hf.get("num_hidden_layers", 12), num_heads=hf.get("num_attention_heads", 12), mlp_ratio=ratio,
+        qkv_bias=bool(hf.get("qv_bias", hf.get("qkv_bias", True))), decoder_dim=hf.get("decoder_hidden_size", 384),
+        decoder_depth=hf.get("decoder_num_hidden_layers", 4), decoder_heads=hf.get("decoder_num_attention_heads", 6),
+        decoder_norm_eps=1e-5, head_hidden=0,
+    )
+
+
+def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
+                 num_labels: int | None = None) -> dict:
+    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours)."""
+    if cfg.input_norm != "dataset":
+        raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
+                              "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
+    hidden = cfg.embed_dim * cfg.mlp_ratio
+    dec_hidden = cfg.decoder_dim * cfg.mlp_ratio
+    if hidden != int(hidden) or dec_hidden != int(dec_hidden):
+        raise CheckpointError(f"mlp_ratio {cfg.mlp_ratio} gives a non-integer MLP width")
+    out = {
+        "architectures": [architecture], "model_type": "videomae",
+        "image_size": cfg.img_size, "patch_size": cfg.patch_size, "num_channels": cfg.in_chans,
+        "num_frames": cfg.num_frames, "tubelet_size": cfg.tubelet_size,
+        "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": int(hidden), "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": 1e-6,
+        "qkv_bias": cfg.qkv_bias, "use_mean_pooling": use_mean_pooling,
+        "decoder_num_attention_heads": cfg.decoder_heads, "decoder_hidden_size": cfg.decoder_dim,
+        "decoder_num_hidden_layers": cfg.decoder_depth, "decoder_intermediate_size": int(dec_hidden),
+        "norm_pix_loss": norm_pix, "torch_dtype": "float32",
+    }
+    if num_labels is not None:
+        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+        out["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    return out

@@ -1,0 +1,143 @@
+"""Writing model checkpoints: our format (``save_pretrained``; the layout is described in
+:mod:`mme.models.checkpoint`), Hugging Face VideoMAE directories (``export_hf``), and ``mme export`` (``export``:
+any checkpoint :func:`~mme.models.checkpoint.read_checkpoint` reads, to either). Files are written atomically.
+
+    save_pretrained(model, "out/model")       # load_model("out/model") rebuilds it
+    export_hf(model, "out/hf")                # transformers.VideoMAEModel.from_pretrained("out/hf")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+from mme.errors import CheckpointError
+from mme.models import convert, convert_config
+from mme.models.checkpoint import CONFIG, WEIGHTS, Checkpoint, read_checkpoint, select_part
+from mme.models.classifier import VideoClassifier
+from mme.models.mae import MaskedAutoencoder
+from mme.models.vit import VisionTransformer
+from mme.utils import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
+            "classification": "VideoMAEForVideoClassification"}
+
+
+def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp), metadata=metadata)
+
+
+def _unwrap_module(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP
+
+
+def describe(model: nn.Module) -> Checkpoint:
+    """A Checkpoint of a live module (ours: MaskedAutoencoder, VisionTransformer, VideoClassifier)."""
+    model = _unwrap_module(model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if isinstance(model, MaskedAutoencoder):
+        return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs))
+    if isinstance(model, VideoClassifier):
+        args = dict(num_classes=model.num_classes, pool=model.pool, fc_norm_eps=model.fc_norm.eps,
+                    fc_drop=model.fc_dropout.p)
+        return Checkpoint("classifier", model.cfg, state, "model", classifier=args)
+    if isinstance(model, VisionTransformer):
+        return Checkpoint("encoder", model.cfg, state, "model")
+    raise CheckpointError(f"cannot save a {type(model).__name__}: expected MaskedAutoencoder, VisionTransformer "
+                          "or VideoClassifier")
+
+
+def _write_ours(ck: Checkpoint, path: Path) -> Path:
+    meta = ck.meta()
+    if path.suffix == ".safetensors":  # one self-describing file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_safetensors(path, ck.state, {"format": "pt", "mme": json.dumps(meta)})
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
+    atomic_write_json(path / CONFIG, meta, sort_keys=True)
+    return path
+
+
+def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save in our format: a directory (``model.safetensors`` + ``config.json``), or one ``.safetensors`` file
+    when ``path`` ends so. Files are written atomically."""
+    return _write_ours(describe(model), Path(path))
+
+
+def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
+    if isinstance(model_or_path, nn.Module):
+        return describe(model_or_path)
+    return read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
+
+
+def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool = True,
+              **hints) -> Path:
+    """Write a Hugging Face directory (``config.json`` + ``model.safetensors``) that ``transformers``
+    ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
+    ``VideoMAEForVideoClassification`` ('classification': mean pooling) loads with ``from_pretrained``.
+
+    HF models take clips as ``(B, T, C, H, W)`` (ours: ``(B, C, T, H, W)``). HF's decoder final norm and fc_norm
+    use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
+    ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical."""
+    if kind not in HF_KINDS:
+        raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
+    ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
+    cfg, state, num_labels = ck.cfg, dict(ck.state), None
+    if ck.kind == "mae":
+        pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
+        h = ck.heads
+        if len(h) != 1 or h[0].hidden or h[0].activation != "none" or h[0].dim != pixel_dim:
+            raise CheckpointError(f"{ck.source}: VideoMAEForPreTraining needs exactly one linear pixel head of dim "
+                                  f"{pixel_dim}; this model has {[(s.name, s.dim, s.hidden) for s in h]}")
+        prefix = f"heads.{h[0].name}."
+        state = {("heads.pixel." + k[len(prefix):]) if k.startswith(prefix) else k: v for k, v in state.items()}
+    if ck.kind == "classifier":
+        if ck.classifier.get("pool") != "mean":
+            raise CheckpointError(f"{ck.source}: HF VideoMAEForVideoClassification mean-pools without the encoder's "
+                                  f"final norm; this classifier uses pool={ck.classifier.get('pool')!r}")
+        num_labels = ck.classifier["num_classes"]
+    try:
+        hf_state = convert.to_hf(state, ck.kind)
+        hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
+                                             norm_pix=norm_pix, num_labels=num_labels)
+    except CheckpointError as e:
+        raise CheckpointError(f"{ck.source}: {e}") from e
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
+    atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
+    return out
+
+
+def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
+           **hints) -> Path:
+    """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
+    (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
+    'classification'; default: 'model' for hf, what the source holds otherwise."""
+    if kind is not None and kind not in HF_KINDS:
+        raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
+    if format == "hf":
+        path = export_hf(src, out, kind or "model", **hints)
+    elif format in ("mme", "safetensors"):
+        ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
+        ck = select_part(ck, kind) if kind else ck
+        out = Path(out)
+        if format == "safetensors" and out.suffix != ".safetensors":
+            out = out.with_name(out.name + ".safetensors")
+        if format == "mme" and out.suffix == ".safetensors":
+            raise CheckpointError(f"{out}: --format mme writes a directory; use --format safetensors for one file")
+        path = _write_ours(ck, out)
+    else:
+        raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
+    log.info("exported %s -> %s (%s)", src, path, format)
+    return path
