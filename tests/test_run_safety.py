@@ -92,3 +92,18 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", f"train.stop_after={logged[-1] + 1}",
               "train.resume=auto", FP32)
     assert res.step == logged[-1] + 1 and not list(tmp_path.glob(".*.tmp*"))  # stale temp file removed
+
+
+def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
+    """Too many undecodable videos with data.num_workers=2 (the recipes' default)."""
+    for i in range(8):
+        (tmp_path / f"v{i}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video" * 4)
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 0\n" for i in range(8)))
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY,
+                           f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}", "data.num_workers=2",
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")]
+    assert len(errors) == 1 and "failed, more than data.max_failure_fraction" in errors[0], proc.stderr[-2000:]
+    assert "Caught" not in proc.stderr and "Traceback" not in proc.stderr

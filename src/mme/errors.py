@@ -1,7 +1,19 @@
 """User-facing errors: the message names the thing (file, key, checkpoint) and the reason."""
 
 class MMEError(Exception):
-    """Base class of errors reported to the user without a traceback."""
+    """Base class of errors reported to the user without a traceback.
+
+    A DataLoader worker's error reaches the main process re-created from a text that buries the message under
+    "Caught ... in DataLoader worker process N" and the worker's traceback; the message is recovered from it, so
+    the user sees the same one line as without workers."""
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") \
+                and "\nOriginal Traceback" in args[0]:
+            text = args[0].rstrip()
+            start = text.rfind("\nmme.errors.")
+            args = (text[text.index(": ", start) + 2:],) if start >= 0 else args
+        super().__init__(*args)
 
 
 class VideoError(MMEError):

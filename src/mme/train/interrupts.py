@@ -2,8 +2,9 @@
 
 The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and
 ends with :class:`~mme.errors.Interrupted`, whose message says how to resume. A second signal stops at once
-(KeyboardInterrupt). Data-loader workers ignore both signals (:func:`ignore_in_worker`), so a Ctrl-C, which the
-terminal sends to every process of the job, does not kill them under the step that is finishing.
+(KeyboardInterrupt). Data-loader workers ignore SIGINT (:func:`ignore_in_worker`), so a Ctrl-C, which the terminal
+sends to every process of the job, does not kill them under the step that is finishing. They keep SIGTERM: it is
+how the loader (and Python at exit) stops a worker that does not end by itself.
 """
 
 from __future__ import annotations
@@ -42,6 +43,5 @@ class StopRequests:
 
 
 def ignore_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave SIGINT/SIGTERM to the main process, which stops the workers itself."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+    """DataLoader ``worker_init_fn``: leave Ctrl-C to the main process, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
