@@ -1,12 +1,12 @@
 """Why the pixel target stays at its mean-prediction level in `mme demo` (docs/results.md, "Why pixel and HOG
 stay below a random encoder"). Helpers for the experiments there:
 
-``data``: the demo's dataset (8 classes x 100 videos, 112², 40 frames, whole-view motion, splits 0.7/0.1/0.2,
-seed 0), as is or with another texture, made in this process (single-threaded; it swaps synth's texture
-function here only). ``noise``: synth's high-contrast texture with its blur scale drawn from ``--scale`` px instead of
-1.5-6. ``plaid``: the sum of two gratings, each of random orientation, phase and a period drawn from
-``--scale`` px, through the same high-contrast colouring: a pattern whose every patch follows from its
-neighbours. Then pre-train on it with the ``bank`` loop:
+``data``: the demo's dataset (``mme synth --preset demo``: 8 classes x 100 videos, 112², 40 frames, whole-view
+motion, splits 0.7/0.1/0.2, seed 0), as is or with another texture, made in this process (single-threaded; it
+swaps synth's texture function here only). ``noise``: synth's high-contrast texture with its blur scale drawn from
+``--scale`` px instead of 1.5-6. ``plaid``: the sum of two gratings, each of random orientation, phase and a
+period drawn from ``--scale`` px, through the same high-contrast colouring: a pattern whose every patch follows
+from its neighbours. Then pre-train on it with the ``bank`` loop:
 
     python benchmarks/pixel_plateau.py data /tmp/plaid --texture plaid --scale 10 30
     python benchmarks/motion_learnability.py bank /tmp/plaid --views 2 --probe-every 250 --steps 500 --batch 8 \\
@@ -56,7 +56,7 @@ def plaid(h: int, w: int, rng: np.random.Generator, periods: tuple[float, float]
 def make_data(args) -> None:
     t0 = time.perf_counter()
     if args.texture is None:
-        DemoSettings().generate_data(Path(args.out))
+        synth.generate_synth(args.out, preset="demo")
         print(f"the demo's data: {args.out} in {time.perf_counter() - t0:.0f} s")
         return
     if args.scale is None:
@@ -69,7 +69,7 @@ def make_data(args) -> None:
         return synth.two_colours(pattern, rng, "high_contrast")
 
     synth._texture = texture  # this process only: hence workers=1
-    DemoSettings().generate_data(Path(args.out), workers=1)
+    synth.generate_synth(args.out, preset="demo", workers=1)
     print(f"{args.texture} textures, scale {lo}-{hi} px: {args.out} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -298,9 +298,9 @@ def test_finetune_on_synth_reaches_well_above_chance(tmp_path):
     from mme.eval.finetuned import finetune
     from mme.train.config import FinetuneConfig
 
-    design = DemoSettings()  # the demo's data and input normalisation
-    d = generate_synth(tmp_path / "synth", num_classes=4, videos_per_class=60, size=64, num_frames=24,
-                       splits=(0.8, 0.0, 0.2), motion=design.motion, texture=design.texture)
+    design = DemoSettings()  # the demo's input normalisation; its data is the synth preset "demo", made smaller
+    d = generate_synth(tmp_path / "synth", preset="demo", num_classes=4, videos_per_class=60, size=64,
+                       num_frames=24, splits=(0.8, 0.0, 0.2))
     s = d.root
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
         f"data.list_file={s}/train.txt", f"data.root={s}", f"task.classes={s}/classes.json", "task.val_list=",

@@ -137,9 +137,9 @@ def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     from mme.train.config import PretrainConfig
     from mme.train.pretrain import pretrain
 
-    design = DemoSettings()  # data, input normalisation and MME target as the demo has them
-    d = generate_synth(tmp_path / "synth", num_classes=4, videos_per_class=24, size=64, num_frames=24,
-                       splits=(0.5, 0.0, 0.5), motion=design.motion, texture=design.texture)
+    design = DemoSettings()  # input normalisation and MME target as the demo has them; data: its synth preset
+    d = generate_synth(tmp_path / "synth", preset="demo", num_classes=4, videos_per_class=24, size=64,
+                       num_frames=24, splits=(0.5, 0.0, 0.5))
     s = d.root
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", [
         f"data.list_file={s}/train.txt", f"data.root={s}", "model.img_size=64", "data.img_size=64",

@@ -1,7 +1,8 @@
 """The ``mme`` command: argument parsing only; each subcommand calls one library function.
 
-Each ``_add_<command>`` function below owns one subcommand's flags. Library modules are imported lazily so
-that ``mme --help`` is fast and a broken optional dependency only affects the command that needs it.
+Each ``_add_<command>`` function below owns one subcommand's flags, whose ``dest`` names are the parameters of
+the function it calls (:func:`_calls`). Library modules are imported lazily so that ``mme --help`` is fast and a
+broken optional dependency only affects the command that needs it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,25 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
+
+_PARSER_KEYS = ("command", "verbose", "func", "bench")
+"""Entries of the parsed namespace that belong to the parser, not to a subcommand's function."""
+
+
+def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any] | None = None) -> None:
+    """Make subcommand ``p`` call ``target`` ("module:function", imported when it runs) with its flags as keyword
+    arguments. ``outcome`` presents the function's result: prints it, or returns the exit status (default 0)."""
+    module, name = target.split(":")
+
+    def run(a: argparse.Namespace) -> int:
+        result = getattr(importlib.import_module(module), name)(
+            **{k: v for k, v in vars(a).items() if k not in _PARSER_KEYS})
+        return int(outcome(result) or 0) if outcome else 0
+
+    run.target = target  # what it calls, for tests/test_cli.py
+    p.set_defaults(func=run)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -22,28 +42,35 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (mean and spread reported)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run")
-    p.set_defaults(func=lambda a: importlib.import_module("mme.demo").main(a))
+    _calls(p, "mme.demo:run_demo")
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a synthetic motion dataset (video files + list files)",
                        description="Videos whose class is carried by motion only, with train/val/test lists, "
                                    "classes.json and the true motion parameters (params.json).")
-    p.add_argument("out", help="output folder")
-    p.add_argument("--classes", type=int, default=8, help="number of motion classes (2-10, default 8)")
-    p.add_argument("--videos-per-class", type=int, default=40)
-    p.add_argument("--size", type=int, default=112, help="frame side in pixels (even)")
-    p.add_argument("--frames", type=int, default=48, help="frames per video")
-    p.add_argument("--fps", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--splits", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--camera-jitter", type=float, default=0.0, help="camera sway amplitude in pixels")
-    p.add_argument("--motion", choices=("object", "scene"), default="object",
-                   help="what the class motion moves: one object, or the whole view (camera pan/roll/zoom)")
-    p.add_argument("--texture", choices=("two_colour", "high_contrast"), default="two_colour",
-                   help="two random colours, faint (two_colour), or a strong two-tone pattern about mid-grey")
+    # Design flags default to None: the preset's value, else mme.data.synth.DEFAULTS (the defaults named here).
+    p.add_argument("out_dir", metavar="out", help="output folder")
+    p.add_argument("--preset", default=None, choices=("demo",),
+                   help="a named design (demo: mme demo's data); the flags given as well replace its values")
+    p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=int, default=None,
+                   help="number of motion classes (2-10, default 8)")
+    p.add_argument("--videos-per-class", type=int, default=None, help="default 40")
+    p.add_argument("--size", type=int, default=None, help="frame side in pixels (even, default 112)")
+    p.add_argument("--frames", dest="num_frames", metavar="FRAMES", type=int, default=None,
+                   help="frames per video (default 48)")
+    p.add_argument("--fps", type=int, default=None, help="default 25")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--splits", type=float, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
+                   help="default 0.7 0.15 0.15")
+    p.add_argument("--camera-jitter", type=float, default=None, help="camera sway amplitude in pixels (default 0)")
+    p.add_argument("--motion", choices=("object", "scene"), default=None,
+                   help="what the class motion moves: one object (default), or the whole view (camera pan/roll/zoom)")
+    p.add_argument("--texture", choices=("two_colour", "high_contrast"), default=None,
+                   help="two random colours, faint (two_colour, default), or a strong two-tone pattern about "
+                        "mid-grey")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    p.set_defaults(func=lambda a: importlib.import_module("mme.data.synth").main(a))
+    _calls(p, "mme.data.synth:generate_synth", outcome=lambda d: print(d.summary()))
 
 
 def _add_lists(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +81,7 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="folder: the video folder; ucf101/hmdb51: the split-file folder; kinetics: a "
                                   "CSV or a folder of CSVs; ssv2: the annotation folder (labels.json, train.json, "
                                   "validation.json, test.json, each also as something-something-v2-*.json)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help="output folder")
     p.add_argument("--split", type=int, default=1, help="ucf101/hmdb51 official split number (1-3)")
     p.add_argument("--path-format", default=None,
                    help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
@@ -65,7 +92,7 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="then open and decode every listed video and write OUT/check.json (see `mme check`)")
     _check_args(p)
-    p.set_defaults(func=lambda a: importlib.import_module("mme.data.lists").main(a))
+    _calls(p, "mme.data.lists:make_lists", outcome=lambda r: r["check"] is not None and r["check"]["failing"] > 0)
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:
@@ -82,18 +109,19 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "decode error: a run skips it), short, or suspicious (read by decoding from the start, "
                        "slower, because its timestamps or frame count cannot be trusted). Exit status 1 when a "
                        "run would skip some videos.")
-    p.add_argument("lists", nargs="+", help="list files ('path [label]' per line)")
+    p.add_argument("list_files", metavar="lists", nargs="+", help="list files ('path [label]' per line)")
     p.add_argument("--root", default="", help="folder the lists' relative paths start from")
-    p.add_argument("--out", default="check.json", help="the JSON report (default check.json)")
+    p.add_argument("--out", dest="report_path", metavar="OUT", default="check.json",
+                   help="the JSON report (default check.json)")
     _check_args(p)
-    p.set_defaults(func=lambda a: importlib.import_module("mme.data.lists").check_main(a))
+    _calls(p, "mme.data.lists:check_lists", outcome=lambda report: report["failing"] > 0)
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="precompute the motion-target cache for a list of videos",
                        description="Tracks from every raw frame of each video, one compressed file per video; "
                        "resumable, shardable (--shard k/n and torchrun ranks); failures in <out>/failed*.json.")
-    p.add_argument("list", help="list file (VideoMAE format: 'path [label]' per line)")
+    p.add_argument("list_file", metavar="list", help="list file (VideoMAE format: 'path [label]' per line)")
     p.add_argument("--root", default="", help="folder the list's relative paths start from")
     p.add_argument("--out", required=True, help="cache folder (set target.cache_dir to it for training)")
     p.add_argument("--length", type=int, default=6, help="track length L stored (training may use a shorter L)")
@@ -108,7 +136,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
     p.add_argument("--overwrite", action="store_true", help="recompute files that are already complete")
-    p.set_defaults(func=lambda a: importlib.import_module("mme.motion.extract").main(a))
+    _calls(p, "mme.motion.extract:extract_cache", outcome=lambda report: bool(report["failed"]))
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -173,10 +201,13 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                     "(L2 chosen on --val, or on a stratified part of --train, never on --test) and a cosine kNN. "
                     "Prints top-1/top-5 and writes OUT/probe.json. Protocol: docs/evaluation.md.")
     p.add_argument("checkpoint", help="encoder checkpoint (ours, original VideoMAE/MME .pth, Hugging Face dir)")
-    p.add_argument("--train", required=True, help="labelled train list")
-    p.add_argument("--val", default=None, help="labelled validation list (default: 20%% of train, stratified)")
-    p.add_argument("--test", default=None, help="labelled test list (reported; never used for selection)")
-    p.add_argument("--out", required=True, help="output folder (features cache + probe.json)")
+    p.add_argument("--train", dest="train_list", metavar="TRAIN", required=True, help="labelled train list")
+    p.add_argument("--val", dest="val_list", metavar="VAL", default=None,
+                   help="labelled validation list (default: 20%% of train, stratified)")
+    p.add_argument("--test", dest="test_list", metavar="TEST", default=None,
+                   help="labelled test list (reported; never used for selection)")
+    p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
+                   help="output folder (features cache + probe.json)")
     p.add_argument("--root", default="", help="folder the lists' relative paths start from")
     p.add_argument("--classes", default=None, help="JSON list of class names (index = label)")
     _view_args(p)
@@ -184,21 +215,11 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
     p.add_argument("--weighting", choices=["softmax", "majority"], default="softmax",
                    help="kNN votes: exp(similarity/T) (DINO) or one vote each")
-    p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
-    p.add_argument("--no-knn", action="store_true", help="skip kNN")
+    p.add_argument("--no-linear", dest="linear", action="store_false", help="skip the linear probe")
+    p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
     p.add_argument("--seed", type=int, default=0, help="seed of the carved validation split")
     _encoder_run_args(p)
-
-    def run(a):
-        from mme.eval.probe import run_probe
-
-        run_probe(a.checkpoint, a.train, a.out, val_list=a.val, test_list=a.test, classes=a.classes,
-                  linear=not a.no_linear, knn=not a.no_knn, k=a.k, temperature=a.temperature,
-                  weighting=a.weighting, seed=a.seed, clips=a.clips, crops=a.crops, stride=a.stride,
-                  segments=a.segments, root=a.root, batch_size=a.batch_size, num_workers=a.num_workers,
-                  device=a.device, precision=a.precision)
-
-    p.set_defaults(func=run)
+    _calls(p, "mme.eval.probe:run_probe")
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -218,15 +239,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
     _encoder_run_args(p)
     p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
-
-    def run(a):
-        from mme.eval.features import embed
-
-        embed(a.checkpoint, a.source, a.out, clips=a.clips, crops=a.crops, stride=a.stride, segments=a.segments,
-              root=a.root, batch_size=a.batch_size, num_workers=a.num_workers, device=a.device,
-              precision=a.precision, tokens=a.tokens, backend=a.backend, chunk_batches=a.chunk_batches)
-
-    p.set_defaults(func=run)
+    _calls(p, "mme.eval.features:embed")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -245,14 +258,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-heads", type=int, default=None, help="decoder attention heads, likewise")
     p.add_argument("--img-size", type=int, default=None, help="input side the model expects (original .pth: 224)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (original .pth: 16)")
-
-    def run(a):
-        from mme.models.export import export
-
-        print(export(a.src, a.out, a.format, a.kind, num_heads=a.num_heads, decoder_heads=a.decoder_heads,
-                     img_size=a.img_size, num_frames=a.num_frames))
-
-    p.set_defaults(func=run)
+    _calls(p, "mme.models.export:export", outcome=print)
 
 
 def _add_viz(sub: argparse._SubParsersAction) -> None:
@@ -270,23 +276,26 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed-stride", type=int, default=16, help="spacing of the drawn tracks in px")
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation")
     p.add_argument("--seed", type=int, default=0, help="mask seed (with --checkpoint)")
-    p.set_defaults(func=lambda a: importlib.import_module("mme.motion.viz").main(a))
+    _calls(p, "mme.motion.viz:draw_picture")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput and memory of data, targets and training steps")
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
-    # Each kind's flags are added by its own module; each prints ratios against a reference measured in the same run.
-    for kind, module in (("data", "mme.data.bench"), ("targets", "mme.motion.bench"), ("train", "mme.train.bench")):
-        q = kinds.add_parser(kind, help=f"benchmark {kind} (see {module})")
-        q.set_defaults(func=lambda a, m=module: importlib.import_module(m).main(a))
+    kinds = p.add_subparsers(dest="bench", required=True, metavar="KIND")
+    # Each kind prints ratios against a reference measured in the same run.
+    for kind, target in (("data", "mme.data.bench:bench_data"), ("targets", "mme.motion.bench:bench_targets"),
+                         ("train", "mme.train.bench:bench_train")):
+        q = kinds.add_parser(kind, help=f"benchmark {kind} (see {target.split(':')[0]})")
         _bench_args(kind, q)
+        _calls(q, target)
 
 
 def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
-    p.add_argument("--threads", type=int, default=None, help="torch/OpenCV threads (default: all cores)")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--threads", type=int, default=1 if kind == "targets" else None,
+                   help="torch/OpenCV threads (default: " + ("1)" if kind == "targets" else "all cores)"))
+    p.add_argument("--json", dest="json_path", metavar="JSON", default=None,
+                   help="also write the figures to this JSON file")
     if kind == "data":
         p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
         p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers; first = ref.")
@@ -317,7 +326,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto / cpu / cuda")
         p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
         p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-        p.add_argument("--compile", action="store_true", help="also time torch.compile")
+        p.add_argument("--compile", dest="compiled", action="store_true", help="also time torch.compile")
         p.add_argument("--checkpointing", action="store_true", help="also time activation checkpointing")
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
 

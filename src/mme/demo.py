@@ -1,7 +1,7 @@
 """``mme demo``: the embedded default. On a laptop CPU, show that motion targets beat pixel targets.
 
-1. generate a motion-centric ``mme synth`` dataset (labels carried by motion only): whole-view pans, rolls
-   and zooms of high-contrast textures, which a supervised tiny ViT learns at this scale once each
+1. generate a motion-centric dataset, ``mme synth --preset demo`` (labels carried by motion only): whole-view
+   pans, rolls and zooms of high-contrast textures, which a supervised tiny ViT learns at this scale once each
    clip is standardised (``model.input_norm=clip``, used by every target); docs/results.md has why;
 2. pre-train the same tiny ViT with the same steps, batch and seed on each target: MME (the paper's recipe
    scaled down), VideoMAE's normalised pixels, and HOG only (the paper's target ablation, v1 T1);
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 from mme import __version__
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.synth import SynthDataset, generate_synth
+from mme.data.synth import SynthDataset, generate_synth, synth_design
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
@@ -67,18 +68,11 @@ class DemoSettings:
     """What the demo runs; ``quick()`` gives the CI smoke run."""
 
     out: Path = Path("demo_out")
-    classes: int = 8
-    """Motion classes of the synthetic dataset."""
-    videos_per_class: int = 100
-    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    """train / val / test fractions of each class's videos (pre-training uses train only)."""
-    video_size: int = 112
-    """Side of the generated videos; clips are cropped and resized to the recipe's model size."""
-    video_frames: int = 40
-    motion: str = "scene"
-    """What the class motion moves (``mme synth --motion``): the whole view, so every region carries it."""
-    texture: str = "high_contrast"
-    """``mme synth --texture``: strong patterns whose mean colour is near grey."""
+    data_preset: str = "demo"
+    """The ``mme synth`` preset of the dataset (mme.data.synth.PRESETS; pre-training uses its train split only;
+    clips are cropped and resized to the recipe's model size)."""
+    data_overrides: dict = field(default_factory=dict)
+    """``generate_synth`` arguments that replace the preset's (the quick run's smaller data)."""
     steps: int = 500
     """Pre-training steps per target (same for every target)."""
     batch_size: int = 8
@@ -95,15 +89,21 @@ class DemoSettings:
     def quick(out: Path) -> DemoSettings:
         """The default's design on a handful of small videos, for a few steps (it checks the pipeline only)."""
         default = DemoSettings(out=out)
-        return replace(default, classes=4, videos_per_class=6, video_size=64, video_frames=24, steps=6,
-                       batch_size=4, targets=("mme", "pixel"),
+        return replace(default, data_overrides={"num_classes": 4, "videos_per_class": 6, "size": 64, "num_frames": 24},
+                       steps=6, batch_size=4, targets=("mme", "pixel"),
                        overrides=[*default.overrides, "model.img_size=64", "data.img_size=64"])
 
+    def data_design(self) -> dict:
+        """The dataset's ``generate_synth`` arguments: the preset with the overrides."""
+        return synth_design(self.data_preset, **self.data_overrides)
+
+    def record(self) -> dict:
+        """The settings as JSON values, with the data design they resolve to (results.json, saved rows)."""
+        return json.loads(json.dumps({**asdict(self), "data_design": self.data_design()}, default=str))
+
     def generate_data(self, out: Path, workers: int | None = None) -> SynthDataset:
-        """The demo's dataset in ``out`` (``mme synth`` with these settings, seed 0: the same for every seed)."""
-        return generate_synth(out, num_classes=self.classes, videos_per_class=self.videos_per_class,
-                              size=self.video_size, num_frames=self.video_frames, splits=self.splits, seed=0,
-                              motion=self.motion, texture=self.texture, workers=workers)
+        """The demo's dataset in ``out`` (``mme synth --preset``, seed 0: the same for every seed)."""
+        return generate_synth(out, preset=self.data_preset, workers=workers, **self.data_overrides)
 
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
@@ -199,8 +199,8 @@ def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
 def _fingerprint(s: DemoSettings) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds run, or the worker
     count), the version of mme that made it and the CPU its minutes were measured on."""
-    settings = {k: v for k, v in asdict(s).items() if k not in ("out", "seeds", "workers")}
-    return json.loads(json.dumps({**settings, "mme": __version__, "cpu": cpu_name()}, default=str))
+    settings = {k: v for k, v in s.record().items() if k not in ("out", "seeds", "workers")}
+    return {**settings, "mme": __version__, "cpu": cpu_name()}
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
@@ -320,7 +320,9 @@ def plot_losses(rows: list[dict], path: Path) -> None:
 def demo(s: DemoSettings) -> list[dict]:
     t0 = time.perf_counter()
     s.out.mkdir(parents=True, exist_ok=True)
-    log.info("demo: generating %d classes x %d synthetic videos in %s", s.classes, s.videos_per_class, s.out)
+    design = s.data_design()
+    log.info("demo: generating %d classes x %d synthetic videos in %s", design["num_classes"],
+             design["videos_per_class"], s.out)
     synth = s.generate_data(s.out / "data")
     lists = {k: Path(v) for k, v in synth.lists.items()}
     probe_cfg = _pretrain_config(s, "mme", s.seeds[0], lists["train"])  # every target shares the data section
@@ -332,7 +334,7 @@ def demo(s: DemoSettings) -> list[dict]:
     minutes = (time.perf_counter() - t0) / 60
     reused = sum(bool(r.get("reused")) for r in rows)
     this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
-    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+    result = {"settings": s.record(),
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads()}
     atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
@@ -360,15 +362,24 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
                            stride=data_cfg.stride)
 
 
-def main(args) -> int:
-    out = Path(args.out)
-    s = DemoSettings.quick(out) if args.quick else DemoSettings(out=out)
-    if args.minutes is not None:  # scale the pre-training length with the time budget
-        s.steps = max(1, round(s.steps * args.minutes / 12.0))
-    if args.steps is not None:
-        s.steps = args.steps
-    s.seeds = tuple(args.seeds) if args.seeds else s.seeds
-    s.device = args.device
-    s.overrides = [*s.overrides, *args.overrides]
-    demo(s)
-    return 0
+def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
+                  steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
+                  overrides: Sequence[str] = ()) -> DemoSettings:
+    """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
+    ``minutes`` (of the default's 12) or set to ``steps``, ``overrides`` added to every pre-training run."""
+    s = DemoSettings.quick(Path(out)) if quick else DemoSettings(out=Path(out))
+    if minutes is not None:  # scale the pre-training length with the time budget
+        s.steps = max(1, round(s.steps * minutes / 12.0))
+    if steps is not None:
+        s.steps = steps
+    s.seeds = tuple(seeds) if seeds else s.seeds
+    s.device = device
+    s.overrides = [*s.overrides, *overrides]
+    return s
+
+
+def run_demo(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
+             steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
+             overrides: Sequence[str] = ()) -> list[dict]:
+    """``mme demo``: :func:`demo` with :func:`demo_settings`; returns the summary (one entry per target)."""
+    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -77,35 +78,38 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int) -> float:
     return n / dt
 
 
-def main(args) -> int:
-    threads = args.threads or torch.get_num_threads()
+def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), clips: int = 48, batch: int = 4,
+               frames: int = 16, stride: int = 4, size: int = 224, length: int = 4, backend: str = "pyav",
+               decode_threads: int = 1, threads: int | None = None, json_path: str | None = None) -> dict:
+    """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference) and the
+    stages of one clip, printed (and written to ``json_path``); returns the figures."""
+    threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        video = Path(args.video) if args.video else _generated_video(tmp)
-        n_items = args.clips + args.batch  # the first batch is warm-up
+        video = Path(video) if video else _generated_video(tmp)
+        n_items = clips + batch  # the first batch is warm-up
         atomic_write_text(tmp / "bench.txt", f"{video.resolve()}\n" * n_items)
-        cfg = DataConfig(list_file=str(tmp / "bench.txt"), num_frames=args.frames, stride=args.stride,
-                         img_size=args.size, backend=args.backend, decode_threads=args.decode_threads)
+        cfg = DataConfig(list_file=str(tmp / "bench.txt"), num_frames=frames, stride=stride, img_size=size,
+                         backend=backend, decode_threads=decode_threads)
         with open_video(video, cfg.backend) as reader:
             info = f"{video.name}: {reader.size[0]}x{reader.size[1]}, {reader.num_frames} frames"
-        stages = _stages(str(video), cfg, args.length)
-        ds = PretrainDataset(cfg, track_length=args.length)
-        rates = {w: _throughput(ds, w, args.batch) for w in args.workers}
-    ref = rates[args.workers[0]]
+        stages = _stages(str(video), cfg, length)
+        ds = PretrainDataset(cfg, track_length=length)
+        rates = {w: _throughput(ds, w, batch) for w in workers}
+    ref = rates[workers[0]]
     print(f"mme bench data | {cpu_name()} | {threads} threads | {info} | backend {cfg.backend}")
-    print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={args.length} -> "
+    print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={length} -> "
           f"{stages['decoded_frames']} raw frames decoded, multi-scale crop to {cfg.img_size}²")
     print("stages of one clip (ms, median): " + ", ".join(
         f"{k} {stages[k]:.1f}" for k in ("open", "decode", "geometry", "to_tensor")))
-    print(f"{'workers':>8} {'clips/s':>9} {'vs ' + str(args.workers[0]) + ' workers':>14}")
+    print(f"{'workers':>8} {'clips/s':>9} {'vs ' + str(workers[0]) + ' workers':>14}")
     for w, r in rates.items():
         print(f"{w:>8} {r:>9.2f} {r / ref:>13.2f}x")
-    if args.json:
-        atomic_write_text(args.json, json.dumps({
-            "cpu": cpu_name(), "threads": threads, "video": info, "backend": cfg.backend,
-            "num_frames": cfg.num_frames, "stride": cfg.stride, "img_size": cfg.img_size,
-            "track_length": args.length, "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()},
-        }, indent=1) + "\n")
-    return 0
+    figures = {"cpu": cpu_name(), "threads": threads, "video": info, "backend": cfg.backend,
+               "num_frames": cfg.num_frames, "stride": cfg.stride, "img_size": cfg.img_size,
+               "track_length": length, "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()}}
+    if json_path:
+        atomic_write_text(json_path, json.dumps(figures, indent=1) + "\n")
+    return figures

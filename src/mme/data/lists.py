@@ -347,19 +347,18 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     return report
 
 
-def main(args) -> int:
-    """``mme lists``: see :func:`build_lists`; with ``--check``, :func:`check_lists` on the lists written."""
-    written = build_lists(args.kind, args.source, args.out, split=args.split, path_format=args.path_format,
-                          video_root=args.video_root, skip_missing=args.skip_missing)
-    if not args.check:
-        return 0
-    root = args.video_root or (args.source if args.kind == "folder" else None)
+def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
+               video_root: str | Path | None = None, skip_missing: bool = False, check: bool = False,
+               min_frames: int = 16, workers: int = 1) -> dict:
+    """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
+    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', the source). Returns ``{"lists": split ->
+    path, "check": the check's report or None}``."""
+    written = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
+                          skip_missing=skip_missing)
+    if not check:
+        return {"lists": written, "check": None}
+    root = video_root or (source if kind == "folder" else None)
     if root is None:
         raise DataError("--check opens the videos: give the folder they are in with --video-root")
-    report = check_lists(list(written.values()), root, Path(args.out) / "check.json", args.min_frames, args.workers)
-    return int(report["failing"] > 0)
-
-
-def check_main(args) -> int:
-    """``mme check``: see :func:`check_lists`. Exit status 1 when a run would skip some videos."""
-    return int(check_lists(args.lists, args.root, args.out, args.min_frames, args.workers)["failing"] > 0)
+    report = check_lists(list(written.values()), root, Path(out_dir) / "check.json", min_frames, workers)
+    return {"lists": written, "check": report}

@@ -11,6 +11,11 @@ about the label. (At other frames, position and size drift with the motion, as t
 ``"scene"`` (the whole view: the class motion is a camera pan, roll or zoom of the same kind of scene, so every
 region of the frame carries it). Both are the same classes, speeds and appearance draws.
 
+A named preset fixes a whole design (:data:`PRESETS`); arguments given as well replace the preset's::
+
+    mme synth data/demo --preset demo                      # mme demo's data (also its tests' and benchmarks')
+    mme synth /tmp/small --preset demo --classes 4 --videos-per-class 6 --size 64
+
 Output (``out_dir``)::
 
     videos/<class>/<class>_<k>.mp4   H.264 (PyAV), ``size``² pixels, ``num_frames`` frames
@@ -58,6 +63,12 @@ class SynthDataset:
     """Split name -> list file (paths relative to ``root``)."""
     classes: list[str]
     params_file: Path
+
+    def summary(self) -> str:
+        """What ``mme synth`` prints: the videos per split and where they are."""
+        counts = {split: sum(1 for _ in open(path)) for split, path in self.lists.items()}
+        return (f"wrote {sum(counts.values())} videos of {len(self.classes)} classes to {self.root} "
+                f"(lists: {counts}; classes.json, params.json)")
 
 
 def _texture(h: int, w: int, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:
@@ -222,41 +233,77 @@ def _make_video(job: tuple) -> tuple[str, dict]:
     return rel, p
 
 
-def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: int = 40, size: int = 112,
-                   num_frames: int = 48, fps: int = 25, seed: int = 0, splits: tuple[float, ...] = (0.7, 0.15, 0.15),
-                   camera_jitter: float = 0.0, motion: str = "object", texture: str = "two_colour",
-                   workers: int | None = None) -> SynthDataset:
+DEFAULTS: dict = {"num_classes": 8, "videos_per_class": 40, "size": 112, "num_frames": 48, "fps": 25, "seed": 0,
+                  "splits": (0.7, 0.15, 0.15), "camera_jitter": 0.0, "motion": "object", "texture": "two_colour"}
+"""The design :func:`generate_synth` makes without a preset (``mme synth``'s defaults)."""
+
+PRESETS: dict[str, dict] = {
+    # ``mme demo``'s data, also used by its tests and benchmarks: the class motion moves the whole view, so every
+    # region carries it, over strong textures whose mean colour is near grey (docs/results.md, "The demo's
+    # design"); 8 classes x 100 videos of 40 frames at 112², split 0.7 / 0.1 / 0.2 per class, seed 0.
+    "demo": {"num_classes": 8, "videos_per_class": 100, "size": 112, "num_frames": 40, "splits": (0.7, 0.1, 0.2),
+             "seed": 0, "motion": "scene", "texture": "high_contrast"},
+}
+"""Named designs (``mme synth --preset NAME``): :func:`generate_synth` keyword arguments over :data:`DEFAULTS`."""
+
+
+def synth_design(preset: str | None = None, **given) -> dict:
+    """:func:`generate_synth`'s design: :data:`DEFAULTS`, then the named preset, then the ``given`` arguments
+    that are not None."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown synth preset {preset!r}; available: {sorted(PRESETS)}")
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown synth arguments {unknown}; available: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **PRESETS.get(preset, {}), **{k: v for k, v in given.items() if v is not None}}
+
+
+def _check_design(d: dict) -> None:
+    if d["motion"] not in MOTIONS:
+        raise ConfigError(f"synth motion must be one of {MOTIONS}, got {d['motion']!r}")
+    if d["texture"] not in TEXTURES:
+        raise ConfigError(f"synth texture must be one of {TEXTURES}, got {d['texture']!r}")
+    if not 2 <= d["num_classes"] <= len(CLASSES):
+        raise ConfigError(f"synth num_classes must be in [2, {len(CLASSES)}], got {d['num_classes']}")
+    if d["size"] < 32 or d["size"] % 2:
+        raise ConfigError(f"synth size must be an even number >= 32 (H.264 4:2:0), got {d['size']}")
+    if d["num_frames"] < 2 or d["videos_per_class"] < 1:
+        raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
+    splits = d["splits"]
+    if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
+        raise ConfigError(f"synth splits must be three non-negative fractions (train, val, test), got {splits}")
+
+
+def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
+                   size: int | None = None, num_frames: int | None = None, fps: int | None = None,
+                   seed: int | None = None, splits: tuple[float, ...] | None = None,
+                   camera_jitter: float | None = None, motion: str | None = None, texture: str | None = None,
+                   workers: int | None = None, preset: str | None = None) -> SynthDataset:
     """Generate the dataset in ``out_dir`` (module docstring) and return where everything is.
 
+    Arguments left at None take the ``preset``'s value (:data:`PRESETS`, e.g. "demo"), else :data:`DEFAULTS`.
     ``splits``: fractions of each class's videos for train/val/test; ``camera_jitter``: amplitude in pixels of
     a smooth camera sway shared by object and background; ``motion``: "object" or "scene" (what the class
     motion moves); ``texture``: "two_colour" or "high_contrast" (see ``_texture``); ``workers``: processes
-    (default: CPU count).
+    (default: CPU count; the bytes do not depend on it).
     """
-    if motion not in MOTIONS:
-        raise ConfigError(f"synth motion must be one of {MOTIONS}, got {motion!r}")
-    if texture not in TEXTURES:
-        raise ConfigError(f"synth texture must be one of {TEXTURES}, got {texture!r}")
-    if not 2 <= num_classes <= len(CLASSES):
-        raise ConfigError(f"synth num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
-    if size < 32 or size % 2:
-        raise ConfigError(f"synth size must be an even number >= 32 (H.264 4:2:0), got {size}")
-    if num_frames < 2 or videos_per_class < 1:
-        raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
-    if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
-        raise ConfigError(f"synth splits must be three non-negative fractions (train, val, test), got {splits}")
+    d = synth_design(preset, num_classes=num_classes, videos_per_class=videos_per_class, size=size,
+                     num_frames=num_frames, fps=fps, seed=seed, splits=None if splits is None else tuple(splits),
+                     camera_jitter=camera_jitter, motion=motion, texture=texture)
+    _check_design(d)
     root = Path(out_dir)
-    classes = list(CLASSES[:num_classes])
-    fractions = np.asarray(splits, float) / sum(splits)
+    classes = list(CLASSES[:d["num_classes"]])
+    n = d["videos_per_class"]
+    fractions = np.asarray(d["splits"], float) / sum(d["splits"])
     # Every split with a positive fraction gets at least one video per class when there are enough.
-    n_val, n_test = (max(int(round(videos_per_class * f)), int(f > 0 and videos_per_class >= 3))
-                     for f in fractions[1:])
+    n_val, n_test = (max(int(round(n * f)), int(f > 0 and n >= 3)) for f in fractions[1:])
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
-        for k in range(videos_per_class):
+        for k in range(n):
             rel = f"videos/{name}/{name}_{k:04d}.mp4"
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
-            jobs.append((str(root), rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture))
+            jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
+                         d["camera_jitter"], d["motion"], d["texture"]))
     if workers is None:
         workers = os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
@@ -275,15 +322,3 @@ def generate_synth(out_dir: str | Path, num_classes: int = 8, videos_per_class: 
     write_classes(root / "classes.json", classes)
     atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
     return SynthDataset(root, lists, classes, root / "params.json")
-
-
-def main(args) -> int:
-    """``mme synth``: see :func:`generate_synth`."""
-    out = generate_synth(args.out, num_classes=args.classes, videos_per_class=args.videos_per_class, size=args.size,
-                         num_frames=args.frames, fps=args.fps, seed=args.seed, splits=tuple(args.splits),
-                         camera_jitter=args.camera_jitter, motion=args.motion, texture=args.texture,
-                         workers=args.workers)
-    counts = {split: sum(1 for _ in open(path)) for split, path in out.lists.items()}
-    print(f"wrote {sum(counts.values())} videos of {len(out.classes)} classes to {out.root} "
-          f"(lists: {counts}; classes.json, params.json)")
-    return 0

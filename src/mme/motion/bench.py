@@ -111,12 +111,12 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
     }
 
 
-
-
-def main(args) -> int:
-    """CLI entry (flags in mme.cli._bench_args)."""
-    r = run(args.video, args.frames, args.stride, args.size, args.length, args.kind, args.repeat,
-            args.threads if args.threads is not None else 1, args.flow)
+def bench_targets(video: str | None = None, frames: int = 16, stride: int = 4, size: int = 224,
+                  length: int | None = None, kind: str = "mme", flow: str = "dis", repeat: int = 3,
+                  threads: int | None = 1, json_path: str | None = None) -> dict:
+    """``mme bench targets``: :func:`run`, printed as a table (and written to ``json_path``); returns the
+    figures."""
+    r = run(video, frames, stride, size, length, kind, repeat, threads, flow)
     print(f"mme bench targets: {r['clip']} stride {r['stride']}, target {r['kind']} L={r['track_length']}, "
           f"flow {r['flow']}, "
           f"{r['threads']} thread(s), {r['cpu']}")
@@ -125,6 +125,6 @@ def main(args) -> int:
     for key in ("decode_ms", "flow_ms", "tracking_ms", "hog_assembly_ms", "total_ms", "target_fn_ms"):
         print(f"  {key[:-3]:<14} {r[key]:8.1f} ms")
     print(f"  total / decode {r['ratio_total_decode']:8.2f}x   (goal <= 2x)")
-    if args.json:
-        atomic_write_json(args.json, r)
-    return 0
+    if json_path:
+        atomic_write_json(json_path, r)
+    return r

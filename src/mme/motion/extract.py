@@ -171,11 +171,14 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     return report
 
 
-def main(args) -> int:
-    """CLI entry (flags in mme.cli._add_extract)."""
-    opts = ExtractOptions(length=args.length, short_side=args.short_side, seed_stride=args.seed_stride,
-                          flow=args.flow, compensate=args.compensate, max_disp=args.max_disp, backend=args.backend)
-    report = run(args.list, args.root, args.out, opts, args.workers, args.shard, args.overwrite)
+def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
+                  seed_stride: int = 8, flow: str = "dis", compensate: bool = False, max_disp: float | None = None,
+                  backend: str = "pyav", workers: int = 1, shard: str | None = None, overwrite: bool = False) -> dict:
+    """``mme extract``: :func:`run` with these :class:`ExtractOptions`, then a line of counts; returns the
+    report."""
+    opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow,
+                          compensate=compensate, max_disp=max_disp, backend=backend)
+    report = run(list_file, root, out, opts, workers, shard, overwrite)
     print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} failed"
-          + (f" (see {args.out})" if report["failed"] else ""))
-    return 1 if report["failed"] else 0
+          + (f" (see {out})" if report["failed"] else ""))
+    return report

@@ -286,13 +286,14 @@ def _prediction_legend(key) -> None:
                handlelength=2.5, labelspacing=1.2)
 
 
-def main(args) -> int:
-    """CLI entry (flags in mme.cli._add_viz)."""
-    if args.checkpoint:
-        path = prediction_picture(args.video, args.checkpoint, args.out, args.start, args.stride, args.seed,
-                                  args.compensate)
+def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0, num_frames: int = 16,
+                 stride: int = 4, size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False,
+                 seed: int = 0) -> Path:
+    """``mme viz``: :func:`prediction_picture` with a ``checkpoint`` (its model sets the frames, size and length;
+    ``seed`` draws the mask), else :func:`tracks_picture`; prints and returns the path written."""
+    if checkpoint:
+        path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate)
     else:
-        path = tracks_picture(args.video, args.out, args.start, args.num_frames, args.stride, args.size,
-                              args.length, args.seed_stride, args.compensate)
+        path = tracks_picture(video, out, start, num_frames, stride, size, length, seed_stride, compensate)
     print(f"viz: wrote {path}")
-    return 0
+    return path

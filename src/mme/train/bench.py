@@ -27,17 +27,18 @@ from mme.train.pretrain import checkpoint_blocks
 from mme.utils import atomic_write_json
 
 
-def _variants(args, device: torch.device) -> list[tuple[str, str, bool, bool]]:
+def _variants(device: torch.device, all_precisions: bool, compiled: bool,
+              checkpointing: bool) -> list[tuple[str, str, bool, bool]]:
     """(name, precision, compile, activation checkpointing); the first is the reference."""
     out = [("fp32 eager", "fp32", False, False)]
-    if bf16_native(device) or args.all_precisions:
+    if bf16_native(device) or all_precisions:
         out.append(("bf16 eager" + ("" if bf16_native(device) else " (emulated)"), "bf16", False, False))
-    if device.type == "cuda" or args.all_precisions:
+    if device.type == "cuda" or all_precisions:
         out.append(("fp16 eager", "fp16", False, False))
     best = "bf16" if bf16_native(device) else "fp32"
-    if args.compile:
+    if compiled:
         out.append((f"{best} compiled", best, True, False))
-    if args.checkpointing:
+    if checkpointing:
         out.append((f"{best} act. checkpointing", best, False, True))
     return out
 
@@ -82,25 +83,30 @@ def _measure(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     return {"ms_per_step": 1000 * sec, "steps_per_s": 1 / sec, "clips_per_s": batch / sec, "peak_gib": mem}
 
 
-def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = choose_device(args.device)
-    model_cfg = from_dict(ModelConfig, {"preset": args.preset, "img_size": args.img_size,
-                                        "num_frames": args.frames, "mask_ratio": args.mask_ratio})
-    target_cfg = from_dict(TargetConfig, {"kind": args.target})
+def bench_train(preset: str = "small", img_size: int = 112, frames: int = 8, batch: int = 4,
+                mask_ratio: float = 0.7, target: str = "pixel", device: str = "auto", steps: int = 5, warmup: int = 2,
+                compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False,
+                threads: int | None = None, json_path: str | None = None) -> list[dict]:
+    """``mme bench train``: time each variant (module docstring) and print it against fp32 eager (and write the
+    rows to ``json_path``); returns the rows."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = choose_device(device)
+    model_cfg = from_dict(ModelConfig, {"preset": preset, "img_size": img_size, "num_frames": frames,
+                                        "mask_ratio": mask_ratio})
+    target_cfg = from_dict(TargetConfig, {"kind": target})
     params = count_parameters(MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)))
-    print(f"train step: ViT-{args.preset} ({params / 1e6:.1f}M params with decoder), {args.frames}x{args.img_size}²,"
-          f" batch {args.batch}, mask {args.mask_ratio}, target {args.target}, device {device}, "
-          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(device)}")
+    print(f"train step: ViT-{preset} ({params / 1e6:.1f}M params with decoder), {frames}x{img_size}²,"
+          f" batch {batch}, mask {mask_ratio}, target {target}, device {dev}, "
+          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}")
     rows = []
-    for name, precision, compile_, ckpt in _variants(args, device):
-        r = _measure(model_cfg, target_cfg, args.batch, precision, compile_, ckpt, device, args.steps, args.warmup)
+    for name, precision, compile_, ckpt in _variants(dev, all_precisions, compiled, checkpointing):
+        r = _measure(model_cfg, target_cfg, batch, precision, compile_, ckpt, dev, steps, warmup)
         r = {"variant": name, **r, "ratio": r["clips_per_s"] / rows[0]["clips_per_s"] if rows else 1.0}
         rows.append(r)
         mem = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['steps_per_s']:7.2f} steps/s "
               f"{r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs fp32 eager{mem}", flush=True)
-    if args.json:
-        atomic_write_json(args.json, {"device": str(device), "preset": args.preset, "rows": rows})
-    return 0
+    if json_path:
+        atomic_write_json(json_path, {"device": str(dev), "preset": preset, "rows": rows})
+    return rows

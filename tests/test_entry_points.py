@@ -1,0 +1,105 @@
+"""Every subcommand's library function runs from Python with keyword arguments (no argparse namespace), and the
+demo's data design is the ``mme synth`` preset "demo"."""
+
+import json
+
+import cv2
+import pytest
+import torch
+
+from mme.data.synth import PRESETS, generate_synth, synth_design
+from mme.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Two 64² videos of 16 frames (one per class), all in the train list. (Not smaller: OpenCV's DIS flow, one
+    engine per process, computes other flows for the same frames after it has seen 32² ones.)"""
+    return generate_synth(tmp_path_factory.mktemp("tiny"), num_classes=2, videos_per_class=1, size=64,
+                          num_frames=16, workers=1)
+
+
+@pytest.fixture
+def keep_threads():
+    """The benchmarks set torch/OpenCV thread counts for the process: put them back."""
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    yield
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+
+
+def test_a_preset_is_its_arguments_and_given_arguments_replace_its_values(tmp_path):
+    small = {"num_classes": 2, "videos_per_class": 1, "size": 32, "num_frames": 4}
+    a = generate_synth(tmp_path / "a", preset="demo", workers=1, **small)
+    b = generate_synth(tmp_path / "b", workers=1, **{**PRESETS["demo"], **small})
+    for rel in ("params.json", "train.txt", "videos/translate_left/translate_left_0000.mp4"):
+        assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes(), rel
+    params = json.loads(a.params_file.read_text())
+    assert {(p["motion"], p["texture"]) for p in params.values()} == {("scene", "high_contrast")}
+    assert synth_design("demo", size=64)["size"] == 64 and synth_design("demo")["videos_per_class"] == 100
+    assert synth_design(num_classes=None) == synth_design()  # None: not given
+    with pytest.raises(ConfigError, match=r"unknown synth preset 'dem'; available: \['demo'\]"):
+        synth_design("dem")
+
+
+def test_the_demo_takes_its_data_design_from_the_preset_and_its_flags_as_keywords(tmp_path):
+    from mme.demo import DemoSettings, demo_settings
+
+    assert DemoSettings().data_design() == synth_design("demo")
+    s = demo_settings(out=tmp_path, quick=True, minutes=6, seeds=[1, 2], device="cpu", overrides=["train.lr=1"])
+    assert s.steps == 3 and s.seeds == (1, 2) and s.device == "cpu" and s.overrides[-1] == "train.lr=1"
+    assert s.data_design() == {**synth_design("demo"), "num_classes": 4, "videos_per_class": 6, "size": 64,
+                               "num_frames": 24}
+    assert demo_settings(steps=7, minutes=6).steps == 7  # steps win over the time budget
+
+
+def test_make_lists_writes_and_checks_a_class_folder(tiny, tmp_path):
+    from mme.data.lists import make_lists
+
+    r = make_lists(kind="folder", source=tiny.root / "videos", out_dir=tmp_path, check=True, min_frames=8)
+    assert r["lists"]["all"].read_text().count("\n") == 2
+    assert r["check"]["counts"] == {"ok": 2} and r["check"]["failing"] == 0
+    assert make_lists(kind="folder", source=tiny.root / "videos", out_dir=tmp_path)["check"] is None
+
+
+def test_extract_cache_reports_what_it_wrote(tiny, tmp_path, capsys):
+    from mme.motion.extract import extract_cache
+
+    report = extract_cache(list_file=str(tiny.lists["train"]), out=str(tmp_path), root=str(tiny.root), length=2,
+                           short_side=64)
+    assert report["done"] == 2 and report["failed"] == {}
+    assert "extract: 2 written, 0 already complete, 0 failed" in capsys.readouterr().out
+
+
+def test_draw_picture_writes_the_tracks_picture(tiny, tmp_path, capsys):
+    from mme.motion.viz import draw_picture
+
+    video = str(tiny.root / tiny.lists["train"].read_text().split()[0])
+    path = draw_picture(video=video, out=tmp_path / "t.png", num_frames=4, stride=2, size=64, length=2)
+    assert path.read_bytes()[:4] == b"\x89PNG" and f"viz: wrote {path}" in capsys.readouterr().out
+
+
+def test_bench_targets_returns_the_figures_it_prints(tmp_path, capsys, keep_threads):
+    from videos import affine_video, write_video
+
+    from mme.motion.bench import bench_targets
+
+    video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
+    r = bench_targets(video=video, frames=4, stride=2, size=64, length=2, repeat=1, json_path=str(tmp_path / "b.json"))
+    assert r["flow_pairs"] > 0 and json.loads((tmp_path / "b.json").read_text()) == r
+    assert "total / decode" in capsys.readouterr().out
+
+
+def test_bench_data_returns_clips_per_second(tiny, keep_threads):
+    from mme.data.bench import bench_data
+
+    video = str(tiny.root / tiny.lists["train"].read_text().split()[0])
+    figures = bench_data(video=video, workers=[0], clips=2, batch=1, frames=4, stride=2, size=64, length=2)
+    assert figures["clips_per_s"]["0"] > 0 and figures["img_size"] == 64
+
+
+def test_bench_train_returns_the_rows_against_fp32(keep_threads):
+    from mme.train.bench import bench_train
+
+    rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, device="cpu")
+    assert rows[0]["variant"] == "fp32 eager" and rows[0]["ratio"] == 1.0 and rows[0]["clips_per_s"] > 0
