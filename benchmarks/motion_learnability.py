@@ -158,7 +158,8 @@ class Bank(torch.utils.data.Dataset):
 def run_bank(args) -> None:
     """Pre-training's own setup and loop (lr/wd schedule, masks, loss, clipping, logging) on a precomputed bank."""
     from mme.demo import decode_probe_clips, probe_encoder
-    from mme.train.pretrain import mean_prediction_loss, setup, train
+    from mme.train.loop import train
+    from mme.train.pretrain import mean_prediction_loss, setup
 
     root = Path(args.root)
     cfg = load_config(PretrainConfig, args.recipe, [

@@ -112,7 +112,8 @@ def test_safetensors_output_carries_the_valid_mask_and_labels(setup, tmp_path):
     assert labels.tolist() == [i % 3 for i in range(8)] and info["views"] == 1
 
 
-def test_a_killed_embedding_resumes_where_it_stopped(setup, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, tmp_path):
     root, ckpt = setup
     many = tmp_path / "many.txt"  # 40 rows (the 8 videos repeated) so that the run is still going when killed
     rows = (root / "list.txt").read_text().splitlines() * 5
@@ -121,13 +122,15 @@ def test_a_killed_embedding_resumes_where_it_stopped(setup, tmp_path):
     out = tmp_path / "f.npy"
     cmd = [sys.executable, "-m", "mme.cli", "embed", str(ckpt), str(many), "--out", str(out), "--stride", "2",
            "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "f.npy.partial"
     deadline = time.time() + 60
     while len(list(partial.glob("part-*.npz"))) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, sig)
+    err = proc.communicate(timeout=60)[1]
+    if sig == signal.SIGINT:  # Ctrl-C: one line, what is written is kept
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
     done = len(list(partial.glob("part-*.npz")))
     assert not out.exists() and 3 <= done < 40, "the run should have been killed mid-way"
     with pytest.raises(DataError, match="different job"):

@@ -187,3 +187,13 @@ def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     assert cli(["viz", str(video), "--out", str(tmp_path / "x.png"), "--start", "20"]) == 1  # too short
     assert re.search(r"v\.mp4: too short \(24 frames; 16 frames at stride 4 from frame 20, with tracks of \d+, "
                      r"need \d+\)", capsys.readouterr().err)
+
+
+def test_flow_is_a_function_of_the_frames_whatever_was_computed_before():
+    """The flow engines are cached per process: flow of frames of another size in between must not change it."""
+    a = texture(96, 96, seed=1)
+    b = np.roll(a, 2, axis=1)
+    first = raw_flow(a, b)
+    raw_flow(texture(32, 32, seed=2), texture(32, 32, seed=3))
+    raw_flow(texture(224, 160, seed=4), texture(224, 160, seed=5))
+    assert np.array_equal(raw_flow(a, b), first)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from training import FP32, TINY, run
 
-from mme.errors import ConfigError
+from mme.errors import ConfigError, DataError
 from mme.train import checkpoint as ckpt
 
 
@@ -107,3 +107,58 @@ def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")]
     assert len(errors) == 1 and "failed, more than data.max_failure_fraction" in errors[0], proc.stderr[-2000:]
     assert "Caught" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_empty_recipe_and_a_base_chain_that_comes_back_are_refused(tmp_path):
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: empty"):
+        load_config(PretrainConfig, str(tmp_path / "empty.yaml"))
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\ntrain: {steps: 2}\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"_base_ chain comes back to itself \(a\.yaml -> b\.yaml -> a\.yaml\)"):
+        load_config(PretrainConfig, str(tmp_path / "a.yaml"))
+    (tmp_path / "self.yaml").write_text("_base_: self.yaml\n")
+    with pytest.raises(ConfigError, match="comes back to itself"):
+        load_config(PretrainConfig, str(tmp_path / "self.yaml"))
+
+
+def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path):
+    from mme.config import load_config
+    from mme.data.synth import generate_synth
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import setup
+
+    d = generate_synth(tmp_path / "data", num_classes=3, videos_per_class=2, size=32, num_frames=8, workers=1)
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.num_classes=2", "task.classes=",
+        f"train.out_dir={tmp_path / 'run'}"])
+    with pytest.raises(DataError, match=r"train\.txt: label 2 is not a class of a 2-class head"):
+        setup(cfg)
+    assert not ckpt.list_checkpoints(tmp_path / "run")
+
+
+def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path):
+    (tmp_path / "random.pt").write_bytes(os.urandom(4096))
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                           f"train.out_dir={tmp_path / 'run'}", f"train.resume={tmp_path / 'random.pt'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"mme pretrain: error: {tmp_path / 'random.pt'}: unknown checkpoint format"), proc.stderr[-1000:]
+
+
+def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth, tmp_path, capsys):
+    from mme import cli
+
+    args = ["pretrain", "--config", "tiny_cpu_pixel", "--resume", "auto", *TINY, *synth, "train.steps=1",
+            f"train.out_dir={tmp_path}", FP32]
+    assert cli.main(args) == 0 and _steps(tmp_path) == [1]
+    assert cli.main([*args[:3], "--overwrite", *args[5:]]) == 0  # a fresh run clears the finished one
+    assert json.loads((tmp_path / "run.json").read_text())["run_id"] == torch.load(
+        ckpt.checkpoint_path(tmp_path, 1), weights_only=True)["meta"]["run_id"]
+    with pytest.raises(SystemExit):
+        cli.main([*args, "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -139,43 +139,41 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     _calls(p, "mme.motion.extract:extract_cache", outcome=lambda report: bool(report["failed"]))
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrain", help="masked pre-training from a YAML recipe with key=value overrides",
-        description="Masked pre-training. Prints the resolved config and derived numbers (effective batch, lr, "
-                    "tokens, parameters, device, precision), then trains; under torchrun: "
-                    "torchrun --nproc_per_node=N -m mme.cli pretrain --config R ...",
-    )
+def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help: str, description: str,
+                  example: str) -> None:
+    """``mme pretrain`` / ``mme finetune``: a recipe, key=value overrides (anywhere on the line), --resume and
+    --overwrite, handed to ``module.main(recipe, overrides)``."""
+    p = sub.add_parser(name, help=help, description=description)
     p.add_argument("--config", required=True, help="recipe: a YAML path or a packaged name (e.g. tiny_cpu_mme)")
     p.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in train.out_dir) or a path; "
                                                    "same as train.resume=...")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100")
+    p.add_argument("--overwrite", action="store_true", help="let a fresh run clear a train.out_dir that holds "
+                                                           "another run's checkpoints; same as train.overwrite=true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
 
     def run(a):
-        overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else [])
-        return importlib.import_module("mme.train.pretrain").main(a.config, overrides)
+        overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else []) \
+            + (["train.overwrite=true"] if a.overwrite else [])
+        return importlib.import_module(module).main(a.config, overrides)
 
     p.set_defaults(func=run)
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    _add_training(sub, "pretrain", "mme.train.pretrain", "masked pre-training from a YAML recipe with key=value "
+                  "overrides",
+                  "Masked pre-training. Prints the derived numbers (effective batch, lr, tokens, parameters, device, "
+                  "precision and why) and the settings that differ from the defaults, then trains; under torchrun: "
+                  "torchrun --nproc_per_node=N -m mme.cli pretrain --config R ...", "train.steps=100")
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "finetune", help="supervised fine-tuning of a pre-trained encoder",
-        description="VideoMAE/MME fine-tuning from a YAML recipe (finetune_k400, finetune_ssv2, finetune_ucf101, "
-                    "finetune_hmdb51, finetune_tiny_cpu) with key=value overrides, then multi-view testing of "
-                    "task.val_list / task.test_list. Set train.init to the pre-trained checkpoint. Under torchrun: "
-                    "torchrun --nproc_per_node=N -m mme.cli finetune --config R ...")
-    p.add_argument("--config", required=True, help="recipe: a YAML path or a packaged name")
-    p.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in train.out_dir) or a path; "
-                                                   "same as train.resume=...")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. train.init=ckpt.pth data.root=/k400 train.steps=100")
-
-    def run(a):
-        overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else [])
-        return importlib.import_module("mme.eval.finetuned").main(a.config, overrides)
-
-    p.set_defaults(func=run)
+    _add_training(sub, "finetune", "mme.eval.finetuned", "supervised fine-tuning of a pre-trained encoder",
+                  "VideoMAE/MME fine-tuning from a YAML recipe (finetune_k400, finetune_ssv2, finetune_ucf101, "
+                  "finetune_hmdb51, finetune_tiny_cpu) with key=value overrides, then multi-view testing of "
+                  "task.val_list / task.test_list. Set train.init to the pre-trained checkpoint. Under torchrun: "
+                  "torchrun --nproc_per_node=N -m mme.cli finetune --config R ...",
+                  "train.init=ckpt.pth data.root=/k400 train.steps=100")
 
 
 def _view_args(p: argparse.ArgumentParser) -> None:
@@ -344,7 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may also follow options (argparse alone gives a nargs="*" positional only one place)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="[mme %(asctime)s %(levelname)s] %(message)s", datefmt="%H:%M:%S")
     from mme.errors import MMEError
@@ -353,7 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MMEError as e:
         print(f"mme {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
+    except KeyboardInterrupt:
+        print(f"mme {args.command}: interrupted; what was written is kept (the same command continues an "
+              "interrupted extract, embed or demo; training runs continue with --resume auto)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -178,18 +178,24 @@ def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Pa
     raise ConfigError(f"recipe {str(name)!r} not found (not a file, not a packaged recipe: {available})")
 
 
-def load_recipe(name: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe, following ``_base_`` chains."""
+def load_recipe(name: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML recipe, following ``_base_`` chains; an empty recipe or a chain that comes back to a recipe
+    already in it is a ConfigError (the first would silently train the full-size defaults)."""
     path = resolve_recipe_path(name)
+    if path.resolve() in _chain:
+        raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
+                          f"({' -> '.join(p.name for p in (*_chain, path))})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
+    if not data:
+        raise ConfigError(f"recipe {path}: empty (a recipe holds at least one setting; for the defaults give none)")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping at the top level")
     base = data.pop("_base_", None)
     if base is not None:
-        data = merge(load_recipe(resolve_recipe_path(base, path.parent)), data)
+        data = merge(load_recipe(resolve_recipe_path(base, path.parent), (*_chain, path.resolve())), data)
     return data
 
 

@@ -44,7 +44,8 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
 from mme.motion.targets import head_specs
 from mme.train.config import PretrainConfig
-from mme.train.engine import TrainResult
+from mme.train.loop import TrainResult
+from mme.train.metrics import read_records
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import atomic_path, atomic_write_text, cpu_name
@@ -112,7 +113,7 @@ def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) 
         f"data.list_file={train_list}", f"data.root={train_list.parent}", f"data.num_workers={s.workers}",
         f"train.steps={s.steps}", f"train.batch_size={s.batch_size}", f"train.seed={seed}",
         f"train.device={s.device}", f"train.out_dir={s.out / f'seed{seed}' / target}",
-        f"train.ckpt_every={s.steps}", "train.keep_last=1", *extra, *s.overrides,
+        f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true", *extra, *s.overrides,
     ]
     return load_config(PretrainConfig, recipe, overrides)
 
@@ -299,7 +300,7 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     runs = [r for r in rows if "metrics" in r and r["seed"] == rows[0]["seed"]]
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
     for ax, r in zip(axes[0], runs):
-        records = [json.loads(line) for line in open(r["metrics"]) if line.strip()]
+        records = read_records(r["metrics"])
         steps = [rec["step"] for rec in records]
         for key in sorted(k for k in records[0] if k.startswith("loss")):
             values = np.array([rec[key] for rec in records])

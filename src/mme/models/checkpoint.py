@@ -100,25 +100,28 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another format): {e}") from e
 
 
-def _torch_load(path: Path):
-    """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed."""
+def torch_load(path: Path):
+    """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed. Every
+    failure is one CheckpointError naming the file and the reason."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container, or its legacy pickle
+        raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
+                              f"directory; it starts with {head!r})")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             first = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            first = first.split(". Please")[0].strip()  # without torch's advice on how to load it anyway
             raise CheckpointError(f"{path}: refusing to unpickle objects other than tensors and plain containers "
-                                  f"(weights_only=True): {first.strip()}") from e
+                                  f"(weights_only=True, as loading them could run code): {first}") from e
         error = e
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
         error = e
-    with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip container
-    if is_zip:
-        raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint: {error}") from error
-    raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
-                          f"directory): {type(error).__name__}: {error}") from error
+    raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(error).__name__}: "
+                          f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from error
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -195,7 +198,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict) -> Checkpoint:
     if (path / WEIGHTS).is_file():
         state, _ = _read_safetensors(path / WEIGHTS)
     elif (path / "pytorch_model.bin").is_file():
-        state = _unwrap(_torch_load(path / "pytorch_model.bin"), path / "pytorch_model.bin")
+        state = _unwrap(torch_load(path / "pytorch_model.bin"), path / "pytorch_model.bin")
     else:
         raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or pytorch_model.bin")
     try:
@@ -245,7 +248,7 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
         if "mme" in metadata:
             return _from_ours(json.loads(metadata["mme"]), state, path, hints)
         return _from_state(state, path, hints, encoder_only=encoder_only)
-    obj = _torch_load(path)
+    obj = torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
             and isinstance(obj.get("model"), dict):  # our training checkpoint
         try:

@@ -21,12 +21,14 @@ from mme.errors import ConfigError
 DIS_PRESETS = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
 METHODS = (*DIS_PRESETS, "farneback", "tvl1")
-_ENGINES: dict[tuple[int, str], object] = {}
+_ENGINES: dict[tuple, object] = {}
 
 
-def _engine(method: str):
-    """One flow object per process and method (DIS allocates its pyramids once and reuses them)."""
-    key = (os.getpid(), method)
+def _engine(method: str, shape: tuple[int, ...]):
+    """One flow object per process, method and frame size: DIS allocates its pyramids once and reuses them, but
+    after frames of another size it returns other flow for the same frames (up to 0.1 px), so an engine only ever
+    sees one size and the flow is a function of the frames alone."""
+    key = (os.getpid(), method, shape)
     if key not in _ENGINES:
         if method in DIS_PRESETS:
             _ENGINES[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
@@ -52,7 +54,7 @@ def raw_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarray:
     if method == "farneback":
         flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
     else:
-        flow = _engine(method).calc(ga, gb, None)
+        flow = _engine(method, ga.shape).calc(ga, gb, None)
     return flow.astype(np.float32, copy=False)
 
 

@@ -20,7 +20,7 @@ from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, head_specs, step_targets
-from mme.train.engine import update
+from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from mme.errors import CheckpointError
+from mme.models.checkpoint import torch_load
 from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,12 @@ def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a training checkpoint safely (``weights_only=True``); CheckpointError names the file and reason."""
+    """Read a training checkpoint safely (``weights_only=True``); CheckpointError names the file and reason
+    (mme.models.checkpoint.torch_load)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, bad pickle, unsafe globals: all mean "not a usable checkpoint"
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from e
+    state = torch_load(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
     return state

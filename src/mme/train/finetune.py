@@ -88,14 +88,18 @@ def class_names(cfg: FinetuneConfig) -> list[str] | None:
 
 
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
-    if cfg.task.num_classes:
-        return cfg.task.num_classes
-    if names:
-        return len(names)
+    """``task.num_classes``, else the number of class names, else 1 + the largest label; a label the head cannot
+    predict is a DataError naming the list file, found before any training."""
     labels = [e.label for e in read_list(cfg.data.list_file, strict=False)[0] if e.label is not None]
-    if not labels:
-        raise DataError(f"list file {cfg.data.list_file}: no labels; set task.num_classes")
-    return max(labels) + 1
+    n = cfg.task.num_classes or (len(names) if names else None)
+    if n is None:
+        if not labels:
+            raise DataError(f"list file {cfg.data.list_file}: no labels; set task.num_classes")
+        return max(labels) + 1
+    if labels and max(labels) >= n:
+        raise DataError(f"list file {cfg.data.list_file}: label {max(labels)} is not a class of a {n}-class head "
+                        f"(labels must be 0..{n - 1}; set task.num_classes or task.classes to match the list)")
+    return n
 
 
 def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> FinetuneModel:
