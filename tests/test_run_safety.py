@@ -162,3 +162,49 @@ def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth
     with pytest.raises(SystemExit):
         cli.main([*args, "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--k", "0"], "--k must be at least 1"),
+    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--k", "-1"], "--k must be at least 1"),
+    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--temperature", "0"], "--temperature must be positive"),
+    (["embed", "CKPT", "LIST", "--out", "OUT/f.npy", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["embed", "CKPT", "LIST", "--out", "DIR.npy"], "DIR.npy: is a folder; give a file name"),
+    (["embed", "CKPT", "LIST", "--out", "FILE/f.npy"], "FILE/f.npy: cannot be written"),
+    (["probe", "CKPT", "--train", "LIST", "--out", "FILE/probe"], "FILE/probe: cannot be written"),
+    (["extract", "LIST", "--out", "FILE/cache"], "FILE/cache: cannot be written"),
+    (["export", "CKPT", "FILE/hf", "--format", "hf"], "FILE/hf: cannot be written"),
+    (["synth", "FILE/synth"], "FILE/synth: cannot be written"),
+])
+def test_bad_arguments_and_outputs_are_refused_in_one_line_before_any_work(argv, message, tmp_path, capsys):
+    from mme import cli
+
+    (tmp_path / "LIST").write_text("v.mp4 0\n")
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    (tmp_path / "DIR.npy").mkdir()
+    paths = {"CKPT": tmp_path / "missing.pt", "LIST": tmp_path / "LIST", "OUT": tmp_path / "out",
+             "FILE": tmp_path / "FILE", "DIR.npy": tmp_path / "DIR.npy"}
+    for old, new in paths.items():
+        argv = [a.replace(old, str(new), 1) if a.split("/")[0] == old else a for a in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"mme {argv[0]}: error:" in err and message in err, err
+    if "cannot be written" in message:
+        assert f"({tmp_path / 'FILE'} is a file, not a folder)" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_previous_one(synth, tmp_path):
+    """The disk fills up while checkpointing (a file-size limit makes the write fail as a full disk would)."""
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.stop_after=1", FP32)
+    script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)); sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                           f"train.out_dir={tmp_path}", "train.steps=4", "train.ckpt_every=1", "--resume", "auto",
+                           FP32], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")][-1]
+    assert last.startswith(f"mme pretrain: error: {tmp_path}: could not write the checkpoint of step 2") and \
+        "MiB are free" in last and "Kept: checkpoint-00000001.pt" in last, last
+    assert _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 1))["step"] == 1

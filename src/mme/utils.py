@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from mme.errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
@@ -39,6 +41,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj, **dumps) -> None:
     """Write ``obj`` as indented JSON (a trailing newline) atomically; ``dumps``: more ``json.dumps`` options."""
     atomic_write_text(path, json.dumps(obj, indent=2, **dumps) + "\n")
+
+
+def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
+    """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
+    reason (a folder where a file is wanted or the reverse, a place that is not a writable folder). Creates the
+    folder (``folder``) or the file's folder."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file; a folder is needed")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    where = path if folder else path.parent
+    blocking = next((p for p in (where, *where.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
+    probe = where / f".write-test-{os.getpid()}"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: cannot be written ({e.strerror or e})") from e
+    return path
 
 
 def cpu_name() -> str:

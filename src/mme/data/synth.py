@@ -45,7 +45,7 @@ import numpy as np
 
 from mme.data.lists import ListEntry, write_classes, write_list
 from mme.errors import ConfigError
-from mme.utils import atomic_path, atomic_write_text
+from mme.utils import atomic_path, atomic_write_text, check_output
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast")
@@ -291,7 +291,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                      num_frames=num_frames, fps=fps, seed=seed, splits=None if splits is None else tuple(splits),
                      camera_jitter=camera_jitter, motion=motion, texture=texture)
     _check_design(d)
-    root = Path(out_dir)
+    root = check_output(out_dir, "out", folder=True)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     fractions = np.asarray(d["splits"], float) / sum(d["splits"])

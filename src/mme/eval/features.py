@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.eval.testing import build_test_set, iter_test_batches
-from mme.utils import atomic_path, atomic_write_json
+from mme.utils import atomic_path, atomic_write_json, check_output
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     out = Path(out)
     if out.suffix not in (".npy", ".safetensors"):
         raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
+    for name, value, least in (("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1),
+                               ("--clips", clips, 1), ("--crops", crops, 1), ("--num-workers", num_workers, 0)):
+        if value < least:
+            raise ConfigError(f"{name} must be at least {least}, got {value}")
+    check_output(out, "--out")
     info = dist.init_distributed(choose_device(device).type)
     encoder = load_encoder(checkpoint)
     dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)

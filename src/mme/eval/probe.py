@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.eval.testing import classification_report
+from mme.utils import check_output
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,7 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     """kNN on cosine similarity of standardised features. ``weighting``: 'softmax' (vote weight
     ``exp(sim / temperature)``, DINO) or 'majority' (weight 1). ``k`` is capped at the number of train rows.
     Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature``."""
-    if weighting not in ("softmax", "majority"):
-        raise DataError(f"kNN weighting must be 'softmax' or 'majority', got {weighting!r}")
+    check_knn(k, temperature, weighting)
     tx, ty = _as_tensors(train_x, train_y, "train")
     ex, ey = _as_tensors(test_x, test_y, "test")
     C = num_classes or int(max(ty.max(), ey.max()) + 1)
@@ -163,6 +163,17 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
             "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
 
 
+def check_knn(k: int, temperature: float, weighting: str) -> None:
+    """The kNN options, checked before any work (k = 0 or temperature 0 would vote for class 0 silently)."""
+    if weighting not in ("softmax", "majority"):
+        raise ConfigError(f"--weighting must be 'softmax' or 'majority', got {weighting!r}")
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1 (neighbours that vote), got {k}")
+    if not temperature > 0:
+        raise ConfigError(f"--temperature must be positive (votes weigh exp(similarity / temperature)), got "
+                          f"{temperature}")
+
+
 def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Path, *, val_list: str | None = None,
               test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
               k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
@@ -177,7 +188,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     from mme.eval.features import embed, read_features
     from mme.eval.testing import write_json
 
-    out_dir = Path(out_dir)
+    if knn:
+        check_knn(k, temperature, weighting)
+    out_dir = check_output(out_dir, "--out", folder=True)
     splits = {"train": train_list, "val": val_list, "test": test_list}
     data, info = {}, {}
     for split, list_file in splits.items():

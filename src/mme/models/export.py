@@ -23,7 +23,7 @@ from mme.models.checkpoint import CONFIG, WEIGHTS, Checkpoint, read_checkpoint, 
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.utils import atomic_path, atomic_write_json
+from mme.utils import atomic_path, atomic_write_json, check_output
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     'classification'; default: 'model' for hf, what the source holds otherwise."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
+    check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
         path = export_hf(src, out, kind or "model", **hints)
     elif format in ("mme", "safetensors"):

@@ -28,7 +28,7 @@ from mme.errors import ConfigError, MMEError
 from mme.motion.cache import cache_file, quantise, read_cache, save_tracks
 from mme.motion.flow import METHODS
 from mme.motion.tracks import default_max_disp, track
-from mme.utils import atomic_write_text
+from mme.utils import atomic_write_text, check_output
 
 log = logging.getLogger("mme.extract")
 
@@ -142,6 +142,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     """
     entries, _ = read_list(list_file)
     k, n = parse_shard(shard)
+    check_output(out, "--out", folder=True)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     part, parts = k * world + rank, n * world
     mine = [e for i, e in enumerate(entries) if i % parts == part]

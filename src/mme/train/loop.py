@@ -162,10 +162,10 @@ def train(run: Run) -> TrainResult:
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
     stream = micro_batches(run)
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
-    bar = tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True)
     history, in_a_row, skipped, path, t0 = [], 0, 0, None, time.perf_counter()
     # the loader's workers stop when the loop ends, inside the timed run
-    with contextlib.closing(stream), StopRequests() as stop:
+    with contextlib.closing(stream), StopRequests() as stop, \
+            tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True) as bar:
         while run.step < end and not _stopping(stop, run.device):
             tic = time.perf_counter()
             lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
@@ -186,7 +186,6 @@ def train(run: Run) -> TrainResult:
             bar.update(1)
             if run.step % t.ckpt_every == 0 or run.step == end or _stopping(stop, run.device):
                 path = save(run)
-    bar.close()
     logger.close()
     if dist.is_main() and data_failures(run):
         log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
