@@ -1,4 +1,4 @@
-"""How fast does a from-scratch tiny ViT learn to *see* motion? Three experiments behind docs/results.md.
+"""How fast does a from-scratch tiny ViT learn to *see* motion? Three experiments behind docs/experiments.md.
 
 ``ideal``: supervised regression of a whole-frame velocity (integer px per frame, -3..3) from clips of
 Gaussian-blurred noise, generated in memory (no video, no flow). ``--contrast`` scales the texture (std in

@@ -1,5 +1,5 @@
 """Why the pixel target stays at its mean-prediction level in `mme demo` (docs/results.md, "Why pixel and HOG
-stay below a random encoder"). Helpers for the experiments there:
+stay below a random encoder", and docs/experiments.md). Helpers for the experiments there:
 
 ``data``: the demo's dataset (``mme synth --preset demo``: 8 classes x 100 videos, 112², 40 frames, whole-view
 motion, splits 0.7/0.1/0.2, seed 0), as is or with another texture, made in this process (single-threaded; it
