@@ -47,18 +47,25 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
 
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mme.train import run_folder; "
-                               "run_folder.take(sys.argv[1], write=True); print('held', flush=True); time.sleep(120)",
-                               str(out)], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                              f"train.out_dir={out}", "train.steps=500", "train.ckpt_every=1", "train.keep_last=2",
+                              FP32], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ConfigError, match=rf"in use by another job \(PID {holder.pid} on "):
-            run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
-        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+        deadline = time.monotonic() + 120
+        while not _steps(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ConfigError, match=rf"in use by another job \(PID {first.pid} on "):
+            run("tiny_cpu_pixel", synth, out, "train.steps=2", "train.seed=1", FP32)
+        first.send_signal(signal.SIGINT)  # the first job ends cleanly: its files are its own and whole
+        assert first.wait(timeout=120) == 128 + signal.SIGINT
     finally:
-        holder.kill()
-        holder.wait()
-    assert run("tiny_cpu_pixel", synth, out, "train.steps=1", FP32).step == 1  # the OS dropped the dead holder's lock
+        first.kill()
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1)) and _steps(out)[-1] == len(records)
+    assert all(torch.load(p, weights_only=True)["meta"]["run_id"] == run_id for p in ckpt.list_checkpoints(out))
+    assert run("tiny_cpu_pixel", synth, out, "train.steps=500", f"train.stop_after={len(records) + 1}",
+               "train.resume=auto", FP32).step == len(records) + 1  # the lock went with the first job
 
 
 def test_a_log_line_torn_by_a_crash_does_not_stop_a_resume(synth, tmp_path):
