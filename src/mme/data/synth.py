@@ -153,9 +153,10 @@ def _sprite(p: dict, rng: np.random.Generator, side: int = 128) -> tuple[np.ndar
     return tex, mask.astype(np.float32) / 255.0
 
 
-def _motion_at(p: dict, t: int, num_frames: int) -> tuple[float, float, float, float]:
-    """The class motion at frame ``t`` relative to the middle frame (where appearance was drawn):
-    ``(dx, dy)`` px, log-scale, angle in degrees (positive = clockwise on screen, y points down)."""
+def motion_at(p: dict, t: int, num_frames: int) -> tuple[float, float, float, float]:
+    """The class motion of :func:`draw_params`'s ``p`` at frame ``t`` relative to the middle frame (where
+    appearance was drawn): ``(dx, dy)`` px, log-scale, angle in degrees (positive = clockwise on screen, y points
+    down). Shared with mme.data.real_motion, which lays the same motions over real footage."""
     tm = t - (num_frames - 1) / 2
     osc = math.sin(2 * math.pi * tm / p["osc_period"] + p["osc_phase"]) - math.sin(p["osc_phase"])
     return (p["vx"] * tm + p["osc_ax"] * osc, p["vy"] * tm + p["osc_ay"] * osc, p["log_scale_rate"] * tm,
@@ -175,6 +176,21 @@ def _place(tex: np.ndarray, alpha: np.ndarray, p: dict, canvas: np.ndarray, cx: 
     return canvas * (1 - weight) + obj * weight
 
 
+def scene_view(still: np.ndarray, origin: tuple[float, float], size: int, dx: float, dy: float, log_scale: float,
+               angle: float) -> np.ndarray:
+    """The ``size``² view of a camera that pans by ``(dx, dy)`` px, zooms by ``exp(log_scale)`` and rolls by
+    ``angle`` degrees (clockwise) about the centre of the middle frame's view, whose top-left corner is at
+    ``origin`` in ``still``; borders reflect. The scene motion of :func:`render` and of the real-footage clips
+    (mme.data.real_motion), so both are one motion."""
+    # Content at still point q appears at c + R(angle) * s * (q - c') + (dx, dy), c' = origin + c: the scene
+    # pans by (dx, dy), zooms by s and rolls by `angle` about the frame centre.
+    c = size / 2
+    ox, oy = origin
+    a = cv2.getRotationMatrix2D((c + ox, c + oy), -angle, math.exp(log_scale))
+    a[:, 2] += (dx - ox, dy - oy)
+    return cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
     """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``): the object
     moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene")."""
@@ -191,15 +207,10 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
         still = _place(tex, alpha, p, bg, p["cx"] + size, p["cy"] + size, 0.0, 0.0)
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for t in range(num_frames):
-        dx, dy, log_scale, angle = _motion_at(p, t, num_frames)
+        dx, dy, log_scale, angle = motion_at(p, t, num_frames)
         jx, jy = camera_jitter * np.sin(cam_freq * t + cam_phase)
         if scene_motion:
-            # Content at canvas point q appears at c + R(angle) * s * (q - c') + (dx, dy), c' = c + size: the
-            # scene pans by (dx, dy), zooms by s and rolls by `angle` about the frame centre.
-            c = size / 2
-            a = cv2.getRotationMatrix2D((c + size, c + size), -angle, math.exp(log_scale))
-            a[:, 2] += (dx + jx - size, dy + jy - size)
-            view = cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            view = scene_view(still, (size, size), size, dx + jx, dy + jy, log_scale, angle)
         else:
             scene = _place(tex, alpha, p, bg, p["cx"] + dx + margin, p["cy"] + dy + margin, log_scale, angle)
             ox, oy = int(round(margin + jx)), int(round(margin + jy))

