@@ -55,8 +55,10 @@ def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 21))
     assert {"loss", "loss_traj", "loss_shape", "grad_norm", "valid_traj", "lr", "clips_per_s",
-            "data_failures"} <= set(rows[0])
+            "data_failures", "data_wait"} <= set(rows[0])
     assert all(0.5 < r["valid_traj"] <= 1.0 for r in rows)
+    # without loader workers the step waits while the main process decodes and makes the MME targets
+    assert all(0 < r["data_wait"] < 1 for r in rows) and sum(r["data_wait"] for r in rows) / len(rows) > 0.05
     assert rows[-1]["data_failures"] == 0
     csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,loss") and len(csv_lines) == 21

@@ -3,6 +3,10 @@ and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clea
 
     setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
+
+Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s``, ``epoch``,
+``data_failures`` and ``data_wait``: the fraction of the step spent waiting for batches (rank 0's), which says
+whether the data workers keep up with the model.
 """
 
 from __future__ import annotations
@@ -84,13 +88,16 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
 def train_step(run: Run, stream: Iterator) -> dict[str, float]:
     """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
     the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
-    on some rank (no update then)."""
+    on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches."""
     t = run.cfg.train
     ddp = isinstance(run.step_model, nn.parallel.DistributedDataParallel)
     run.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
+    waited = 0.0
     for k in range(t.accum_steps):
+        tic = time.perf_counter()
         epoch, i, batch = next(stream)
+        waited += time.perf_counter() - tic
         inputs = run.job.inputs(run, batch, epoch, k)
         sync = k == t.accum_steps - 1
         with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
@@ -103,7 +110,8 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
         {"epoch": epoch, "batch": i + 1}
     grad_norm, skipped = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
                                 math.isfinite(sums["loss"]))
-    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped)}
+    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped),
+            "data_wait_s": waited}
 
 
 def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
@@ -175,8 +183,9 @@ def train(run: Run) -> TrainResult:
             in_a_row = count_nonfinite(in_a_row, metrics, lr, run.step, t.max_nonfinite)
             skipped += int(metrics["skipped"])
             run.step += 1
-            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / (time.perf_counter() - tic),
-                           epoch=run.position["epoch"], data_failures=data_failures(run))
+            seconds = time.perf_counter() - tic
+            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=run.position["epoch"],
+                           data_failures=data_failures(run), data_wait=metrics.pop("data_wait_s") / seconds)
             if run.job.after_step is not None:
                 run.job.after_step(run, metrics)
             if run.step % t.log_every == 0 or run.step == end or stop.received:
