@@ -186,6 +186,19 @@ def test_bench_train_reports_throughput_against_the_fp32_reference(tmp_path, cap
     assert "clips/s" in capsys.readouterr().out
 
 
+def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step_rate_needs(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "3",
+                     "--steps", "3", "--clips-per-s", "100", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    ms = r["worker_ms_per_clip"]
+    assert set(ms) == {"pixel", "mme online", "mme cached"} and r["ratio_to_pixel"]["pixel"] == 1.0
+    assert ms["mme online"] > ms["pixel"]  # flow, tracks and HOG on top of the same decode
+    assert all(r["cores_needed"][v] == pytest.approx(100 * ms[v] / 1000) for v in ms)
+    assert 0 <= r["data_wait_fraction"] <= 1 and r["clips_per_s_source"] == "given"
+    assert "cores needed" in capsys.readouterr().out
+
+
 def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
     a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1")
     # lr 0: AdamW leaves the weights as loaded, so the result must be exactly run a's weights

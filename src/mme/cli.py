@@ -286,7 +286,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="bench", required=True, metavar="KIND")
     # Each kind prints ratios against a reference measured in the same run.
     for kind, target in (("data", "mme.data.bench:bench_data"), ("targets", "mme.motion.bench:bench_targets"),
-                         ("train", "mme.train.bench:bench_train")):
+                         ("train", "mme.train.bench:bench_train"),
+                         ("pipeline", "mme.train.bench_pipeline:bench_pipeline")):
         q = kinds.add_parser(kind, help=f"benchmark {kind} (see {target.split(':')[0]})")
         _bench_args(kind, q)
         _calls(q, target)
@@ -294,8 +295,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
-    p.add_argument("--threads", type=int, default=1 if kind == "targets" else None,
-                   help="torch/OpenCV threads (default: " + ("1)" if kind == "targets" else "all cores)"))
+    if kind != "pipeline":  # the pipeline times one thread per worker
+        p.add_argument("--threads", type=int, default=1 if kind == "targets" else None,
+                       help="torch/OpenCV threads (default: " + ("1)" if kind == "targets" else "all cores)"))
     p.add_argument("--json", dest="json_path", metavar="JSON", default=None,
                    help="also write the figures to this JSON file")
     if kind == "data":
@@ -331,6 +333,16 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--compile", dest="compiled", action="store_true", help="also time torch.compile")
         p.add_argument("--checkpointing", action="store_true", help="also time activation checkpointing")
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
+    if kind == "pipeline":
+        p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
+        p.add_argument("--size", type=int, default=224, help="crop side")
+        p.add_argument("--frames", type=int, default=16, help="clip frames")
+        p.add_argument("--stride", type=int, default=4, help="raw frames between clip frames")
+        p.add_argument("--clips", type=int, default=8, help="timed dataset items per target")
+        p.add_argument("--clips-per-s", type=float, default=None,
+                       help="the step rate to feed (e.g. a GPU's); default: the tiny model's, measured here")
+        p.add_argument("--workers", type=int, default=2, help="loader workers of the short pre-training run")
+        p.add_argument("--steps", type=int, default=12, help="steps of the short pre-training run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from mme.data.video import open_video
 from mme.utils import atomic_write_text, cpu_name
 
 
-def _generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
+def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
     """A panning random texture (Kinetics-like 340x256 at 25 fps), encoded like a typical download (crf 23)."""
     W, H = size
     rng = np.random.default_rng(0)
@@ -88,7 +88,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
     cv2.setNumThreads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        video = Path(video) if video else _generated_video(tmp)
+        video = Path(video) if video else generated_video(tmp)
         n_items = clips + batch  # the first batch is warm-up
         atomic_write_text(tmp / "bench.txt", f"{video.resolve()}\n" * n_items)
         cfg = DataConfig(list_file=str(tmp / "bench.txt"), num_frames=frames, stride=stride, img_size=size,

@@ -1,0 +1,99 @@
+"""``mme bench pipeline``: what the data workers spend per clip for each target, and the cores a step rate needs.
+
+    mme bench pipeline                         # a generated 340x256 H.264 video, 16 x 224² clips at stride 4
+    mme bench pipeline --clips-per-s 1000      # cores needed to feed a step of 1,000 clips/s (a GPU's)
+    mme bench pipeline --video bikes.mp4 --json pipeline.json
+
+For the pixel target, the MME target computed online, and the MME target read from the track cache (``mme
+extract`` of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and for
+MME the flow, tracks, HOG and assembly, or the cached tracks) in CPU time of one thread, the median over
+``--clips`` items. Dividing the step rate by it gives the cores the workers need: ``--clips-per-s``, else the
+step rate of the tiny demo model measured here (its step time without the data wait). Ratios are against the pixel
+target measured in the same run. Then a short real pre-training run with ``--workers`` loader workers reports the
+fraction of its step time spent waiting for data.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+from mme.config import load_config
+from mme.data.bench import generated_video
+from mme.motion.extract import extract_cache
+from mme.train.config import PretrainConfig
+from mme.train.pretrain import pretrain, pretrain_dataset
+from mme.utils import atomic_write_json, cpu_name
+
+VARIANTS = ("pixel", "mme online", "mme cached")
+
+
+def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, cache: Path, out: Path,
+            *extra: str) -> PretrainConfig:
+    """The tiny demo recipe at the bench's clip size with the variant's target."""
+    recipe = "tiny_cpu_pixel" if variant == "pixel" else "tiny_cpu_mme"
+    return load_config(PretrainConfig, recipe, [
+        f"data.list_file={list_file}", f"data.root={list_file.parent}", f"data.img_size={size}",
+        f"model.img_size={size}", f"data.num_frames={frames}", f"model.num_frames={frames}", f"data.stride={stride}",
+        f"train.out_dir={out}", "train.overwrite=true",
+        *([f"target.cache_dir={cache}"] if variant == "mme cached" else []), *extra])
+
+
+def _worker_ms(cfg: PretrainConfig, clips: int) -> float:
+    """Median CPU ms of one thread to make one dataset item (after a first, untimed one that opens the video)."""
+    data = pretrain_dataset(cfg)
+    data.set_epoch(0)
+    data[0]
+    times = []
+    for i in range(1, clips + 1):
+        t0 = time.process_time()
+        data[i % len(data)]
+        times.append(1000 * (time.process_time() - t0))
+    return statistics.median(times)
+
+
+def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, stride: int = 4, clips: int = 8,
+                   clips_per_s: float | None = None, workers: int = 2, steps: int = 12,
+                   json_path: str | None = None) -> dict:
+    """``mme bench pipeline`` (module docstring): prints the table and returns the figures."""
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = Path(video) if video else generated_video(tmp)
+        list_file = tmp / "list.txt"
+        list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
+        extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
+        ms = {v: _worker_ms(_config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run"), clips)
+              for v in VARIANTS}
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+        run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
+                               f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2"))
+    late = run.history[2:] or run.history  # the first steps include the workers' start
+    measured = clips_per_s is None
+    # the model's own rate: the step's clips over its time without the data wait
+    rate = statistics.median(r["clips_per_s"] / max(1e-9, 1 - r["data_wait"]) for r in late) if measured \
+        else clips_per_s
+    result = {"cpu": cpu_name(), "video": str(video or "generated 340x256 H.264"), "clip": f"{frames}x{size}²",
+              "stride": stride, "worker_ms_per_clip": ms, "ratio_to_pixel": {v: ms[v] / ms["pixel"] for v in ms},
+              "clips_per_s": rate,
+              "clips_per_s_source": "measured: the tiny model's step here" if measured else "given",
+              "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
+              "data_wait_fraction": statistics.mean(r["data_wait"] for r in late)}
+    print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")
+    print(f"  step rate {rate:.1f} clips/s ({result['clips_per_s_source']})")
+    print(f"  {'target':<12} {'worker ms/clip':>15} {'vs pixel':>9} {'cores needed':>13}")
+    for v in VARIANTS:
+        print(f"  {v:<12} {ms[v]:15.1f} {result['ratio_to_pixel'][v]:8.2f}x {result['cores_needed'][v]:13.2f}")
+    print(f"  a {steps}-step MME run with {workers} workers waited for data {100 * result['data_wait_fraction']:.0f} % "
+          "of its step time (after its first 2 steps)")
+    if json_path:
+        atomic_write_json(json_path, result)
+    return result
