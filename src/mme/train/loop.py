@@ -174,7 +174,7 @@ def train(run: Run) -> TrainResult:
     # the loader's workers stop when the loop ends, inside the timed run
     with contextlib.closing(stream), StopRequests() as stop, \
             tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True) as bar:
-        while run.step < end and not _stopping(stop, run.device):
+        while run.step < end:
             tic = time.perf_counter()
             lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
                                    run.final_lr)
@@ -188,13 +188,16 @@ def train(run: Run) -> TrainResult:
                            data_failures=data_failures(run), data_wait=metrics.pop("data_wait_s") / seconds)
             if run.job.after_step is not None:
                 run.job.after_step(run, metrics)
-            if run.step % t.log_every == 0 or run.step == end or stop.received:
+            stopping = _stopping(stop, run.device)  # one decision per step, the same on every rank
+            if run.step % t.log_every == 0 or run.step == end or stopping:
                 logger.log(metrics, run.step)
                 history.append({"step": run.step, **metrics})
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
             bar.update(1)
-            if run.step % t.ckpt_every == 0 or run.step == end or _stopping(stop, run.device):
+            if run.step % t.ckpt_every == 0 or run.step == end or stopping:
                 path = save(run)
+            if stopping:
+                break
     logger.close()
     if dist.is_main() and data_failures(run):
         log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",

@@ -40,7 +40,7 @@ def take(out_dir: str | Path, write: bool) -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
     process (rank 0: ``write``); removes stale temporary files. ConfigError when it is not writable or locked."""
     path = Path(out_dir)
-    if not write:
+    if not write or path.resolve() in _held:  # a second run of this process in its folder keeps the lock it has
         return path
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,6 @@ def take(out_dir: str | Path, write: bool) -> Path:
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
-    release(path)
     _held[path.resolve()] = f
     for stale in path.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)
