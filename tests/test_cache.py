@@ -122,15 +122,15 @@ def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):
                     str(videos / "cls" / "a.mp4"), 4)
     m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
     kw = dict(kind="mme", track_length=4, patch_norm=False)
-    online, v_on = make_target_fn(TargetConfig(**kw), m)(sample)
-    cached, v_ca = make_target_fn(TargetConfig(**kw, cache_dir=str(out)), m)(sample)
+    online, v_on = make_target_fn(TargetConfig(**kw), m).targets(sample)
+    cached, v_ca = make_target_fn(TargetConfig(**kw, cache_dir=str(out)), m).targets(sample)
     both = v_on["traj"] & v_ca["traj"]
     bound = 20 * 64 / 224
     assert (v_on["traj"] == v_ca["traj"]).float().mean() >= 0.98
     assert (online["traj"] - cached["traj"])[both].abs().mean() * bound <= 0.1  # px
     assert torch.allclose(online["shape"][both], cached["shape"][both], atol=0.05, rtol=0.1)
     with pytest.raises(ConfigError, match="holds only 4 steps"):
-        make_target_fn(TargetConfig(kind="mme", track_length=6, cache_dir=str(out)), m)(sample)
+        make_target_fn(TargetConfig(kind="mme", track_length=6, cache_dir=str(out)), m).targets(sample)
 
 
 def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(videos, tmp_path):
@@ -148,5 +148,5 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
                       max_failure_fraction=0.5)
     ds = PretrainDataset(data, fn, track_length=fn.track_length)
     item = ds[0]  # a.mp4's cache is corrupt: replaced by b.mp4, and a.mp4 is reported
-    assert item["index"] == 1 and item["targets"]["traj"].shape == (2 * 4 * 4, 32)
+    assert item["index"] == 1 and item["motion"]["disp"].shape == (2, 4, 8, 8, 2)  # (starts, steps, grid, xy)
     assert ds.failure_counts() == {"unreadable": 1}

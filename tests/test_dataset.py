@@ -99,8 +99,7 @@ def test_data_config_validation_names_the_key():
 
 def record_target_fn(sample):
     """A target_fn that hands back what it saw (picklable for spawn)."""
-    return ({"first": torch.tensor(sample.frame_ids[:1], dtype=torch.float32)[None]},
-            {"first": torch.tensor([True])})
+    return {"first": torch.tensor(sample.frame_ids[:1], dtype=torch.float32)[None]}
 
 
 def test_pretrain_item_follows_the_sample_contract(videos):
@@ -117,12 +116,12 @@ def test_pretrain_item_follows_the_sample_contract(videos):
     np.testing.assert_array_equal(sample.frames, apply_geometry(raw, sample.geometry))
     item = ds[1]  # same (seed, epoch, index, attempt) -> the same draws as above
     assert torch.equal(item["video"], to_video_tensor(sample.frames_at(sample.clip)))
-    assert item["index"] == 1 and item["targets"]["first"].item() == sample.frame_ids[0]
+    assert item["index"] == 1 and item["motion"]["first"].item() == sample.frame_ids[0]
     assert item["video"].shape == (3, 4, 24, 24)
     batch = collate([ds[0], ds[1]])
-    assert batch["video"].shape == (2, 3, 4, 24, 24) and batch["targets"]["first"].shape == (2, 1, 1)
-    assert batch["valid"]["first"].shape == (2, 1) and batch["index"].tolist() == [0, 1]
-    assert PretrainDataset(cfg)[0]["targets"] == {}
+    assert batch["video"].shape == (2, 3, 4, 24, 24) and batch["motion"]["first"].shape == (2, 1, 1)
+    assert batch["index"].tolist() == [0, 1]
+    assert PretrainDataset(cfg)[0]["motion"] == {}
 
 
 def test_items_are_deterministic_per_epoch(videos):
@@ -167,7 +166,7 @@ def test_dataloader_workers_and_distributed_sampler(videos, context, workers):
         loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers, collate_fn=collate,
                             multiprocessing_context=context, persistent_workers=True)
         for batch in loader:
-            assert batch["video"].shape[1:] == (3, 4, 24, 24) and batch["targets"]["first"].shape[1:] == (1, 1)
+            assert batch["video"].shape[1:] == (3, 4, 24, 24) and batch["motion"]["first"].shape[1:] == (1, 1)
             seen += batch["index"].tolist()
         if context == "spawn":
             break  # one rank proves it; each spawned worker re-imports torch (seconds)

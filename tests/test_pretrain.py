@@ -251,29 +251,40 @@ def test_prediction_picture_names_the_checkpoint_whose_target_section_does_not_l
 
 
 def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target():
-    """Worker targets with invalid tokens (per-token sum over channels, invalid tokens count 0, as the training
-    loss) and a pixel target made from the clips; any chunking gives the same level."""
+    """Motion targets with invalid tokens (per-token sum over channels, invalid tokens count 0, as the training
+    loss) made from shipped tracks of clips that read different numbers of frames, and a pixel target made from
+    the clips; any chunking gives the same level."""
+    from mme.data.dataset import collate
     from mme.models.mae import MaskedAutoencoder
-    from mme.motion.targets import head_specs, pixel_target
+    from mme.motion.targets import batch_targets, head_specs, pixel_target
     from mme.train.pretrain import mean_prediction_loss
 
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=32", "model.num_frames=4", "data.img_size=32",
                                                        "data.num_frames=4", "model.depth=1",
                                                        "model.embed_dim=48", "target.kind=[mme, pixel]"])
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-    dims = {s.name: s.dim for s in model.head_specs}
     g = torch.Generator().manual_seed(0)
-    n = cfg.model.num_tokens
-    items = [{"video": torch.randn(3, 4, 32, 32, generator=g),
-              "targets": {k: torch.randn(n, dims[k], generator=g) + i for k in ("traj", "shape")},
-              "valid": {"traj": torch.rand(n, generator=g) > 0.3}} for i in range(5)]
-    traj = torch.stack([it["targets"]["traj"] for it in items])  # (5, N, C)
-    valid = torch.stack([it["valid"]["traj"] for it in items])
+    L = cfg.target.track_length
+
+    def item(i):
+        frames = 12 - i % 3  # distinct frames read by the shape features, different per clip
+        return {"video": torch.randn(3, 4, 32, 32, generator=g),
+                "motion": {"disp": torch.randn(2, L, 4, 4, 2, generator=g) * (1 + i),
+                           "track_valid": torch.rand(2, 4, 4, generator=g) > 0.6,
+                           "shape_pos": torch.rand(2, L, 4, 4, 2, generator=g) * 31,
+                           "shape_frames": torch.randint(0, 256, (frames, 32, 32, 3), generator=g, dtype=torch.uint8),
+                           "shape_index": torch.randint(0, frames, (2, L), generator=g)}}
+
+    items = [item(i) for i in range(5)]
+    batch = collate(items)
+    targets, valid = batch_targets(batch["video"], batch["motion"], cfg.target, cfg.model)
+    traj, valid = targets["traj"], valid["traj"]  # (5, N, C), (5, N)
+    assert 0 < valid.float().mean() < 1
     mean = traj[valid].mean(0)
     expected_traj = ((traj - mean) ** 2).sum(-1)[valid].sum() / valid.numel()
-    shape = torch.stack([it["targets"]["shape"] for it in items])
-    expected_shape = ((shape - shape.mean((0, 1))) ** 2).sum(-1).mean()
-    pix = pixel_target(torch.stack([it["video"] for it in items]), 2, 16)
+    shape = targets["shape"]
+    expected_shape = ((shape - shape[valid].mean(0)) ** 2).sum(-1)[valid].sum() / valid.numel()
+    pix = pixel_target(batch["video"], 2, 16)
     expected_pixel = ((pix - pix.mean((0, 1))) ** 2).mean()
     for chunk in (64, 2):
         level = mean_prediction_loss(model, cfg, items, chunk=chunk)

@@ -15,7 +15,7 @@ from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
 from mme.motion.hog import hog_cells
-from mme.motion.targets import TargetConfig, head_specs, make_target_fn, patch_std, step_targets
+from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, patch_std, step_targets
 
 
 def model_cfg(size=64, frames=8, **kw):
@@ -37,7 +37,7 @@ def test_target_shapes_follow_frame_count_and_stride(num_frames, stride):
     frames, _ = affine_video(num_frames * stride + 8, 64, 64, dx=1.0, rot_deg=1.0)
     cfg = TargetConfig(kind="mme", track_length=4)
     m = model_cfg(64, num_frames)
-    targets, valid = make_target_fn(cfg, m)(make_sample(frames, num_frames, stride, 4))
+    targets, valid = make_target_fn(cfg, m).targets(make_sample(frames, num_frames, stride, 4))
     N = num_frames // 2 * 4 * 4
     assert targets["traj"].shape == (N, 2 * 4 * 4) and targets["shape"].shape == (N, 27 * 4 * 4)
     assert valid["traj"].shape == (N,) and valid["traj"].dtype == torch.bool
@@ -55,7 +55,7 @@ def test_released_shapes_at_16x224_tubelet2_patch16_L4():
     specs = {h.name: (h.dim, h.activation, h.weight, h.reduction) for h in head_specs(cfg, m)}
     assert specs == {"hog": (108, "sigmoid", 0.5, "sum"), "traj": (32, "tanh", 0.5, "sum")}
     sample = make_sample(frames, 16, 4, 4)
-    targets, valid = make_target_fn(cfg, m)(sample)
+    targets, valid = make_target_fn(cfg, m).targets(sample)
     assert set(targets) == {"traj"} and targets["traj"].shape == (1568, 32) and valid["traj"].all()
     video = normalize(to_video_tensor(sample.frames_at(sample.clip)))[None]  # (1, 3, 16, 224, 224)
     step = step_targets(video, cfg, m)
@@ -115,7 +115,7 @@ def test_patch_std_zero_variance_is_zero_and_otherwise_unit():
 
 def test_static_video_gives_all_zero_patch_std_targets():
     frames = np.stack([texture(64, 64, seed=2)] * 24)
-    targets, valid = make_target_fn(TargetConfig(track_length=4), model_cfg())(make_sample(frames, 8, 2, 4))
+    targets, valid = make_target_fn(TargetConfig(track_length=4), model_cfg()).targets(make_sample(frames, 8, 2, 4))
     assert targets["traj"].abs().max() == 0 and valid["traj"].all()
     assert targets["shape"].abs().sum() > 0  # the shape is there even without motion
 
@@ -124,7 +124,7 @@ def test_rotation_gives_unit_scale_patch_std_targets():
     """A rotation of 3 deg/frame at 64 px: intra-patch differences ~0.4 px, well above the floor."""
     frames, _ = affine_video(30, 64, 64, rot_deg=3.0)
     m = model_cfg()
-    targets, _ = make_target_fn(TargetConfig(track_length=4), m)(make_sample(frames, 8, 2, 4))
+    targets, _ = make_target_fn(TargetConfig(track_length=4), m).targets(make_sample(frames, 8, 2, 4))
     z = targets["traj"].reshape(-1, 2, 4, 4)  # (N, coordinate, step, point)
     moving = z.abs().sum(-1) > 0
     assert moving.float().mean() > 0.8
@@ -138,8 +138,8 @@ def test_without_patch_std_the_position_unit_sets_the_scale():
     """patch_norm=false: the displacement divided by position_unit px (1.0 keeps pixels)."""
     frames, _ = affine_video(40, 64, 64, dx=1.2, dy=-0.8)
     sample, m = make_sample(frames, 8, 2, 4), model_cfg()
-    px, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False, position_unit=1.0), m)(sample)
-    bound, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False), m)(sample)
+    px, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False, position_unit=1.0), m).targets(sample)
+    bound, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False), m).targets(sample)
     inside = (px["traj"] != 0).all(-1)
     assert inside.float().mean() > 0.5
     z = px["traj"][inside].reshape(-1, 2, 4, 4)  # (N, coordinate, step, point) in px per raw step
@@ -158,8 +158,8 @@ def test_without_interpolation_tracks_use_only_sampled_frames():
     keep = np.isin(full.frame_ids, full.clip)
     clip_only = Sample(full.frames[keep], full.frame_ids[keep], full.clip, full.starts, full.geometry, full.path, 4)
     off = TargetConfig(track_length=4, patch_norm=False, interpolate=False)
-    t_off, _ = make_target_fn(off, m)(clip_only)
-    t_on, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False), m)(full)
+    t_off, _ = make_target_fn(off, m).targets(clip_only)
+    t_on, _ = make_target_fn(TargetConfig(track_length=4, patch_norm=False), m).targets(full)
     bound = 20 * 64 / 224  # without PatchStd the target is displacement / bound
     inside = (t_on["traj"] != 0).all(-1)  # points that leave the frame stop at once with interpolation only
     assert inside.float().mean() > 0.5
@@ -167,35 +167,50 @@ def test_without_interpolation_tracks_use_only_sampled_frames():
     assert torch.allclose(a, b, atol=0.15 / bound)  # a translation: (1.2, -0.8) px per raw step either way
     assert torch.allclose(a[:, :16], torch.full((16,), 1.2 / bound), atol=0.15 / bound)  # x: 4 steps x 4 points
     with pytest.raises(DataError, match="too short"):
-        make_target_fn(TargetConfig(track_length=4), m)(clip_only)  # interpolation needs the raw frames between
+        make_target_fn(TargetConfig(track_length=4), m).targets(clip_only)  # interpolation needs the raw frames between
     with pytest.raises(ConfigError, match="interpolate"):
-        make_target_fn(TargetConfig(track_length=6, interpolate=False), m)(full)
+        make_target_fn(TargetConfig(track_length=6, interpolate=False), m).targets(full)
 
 
-def test_dataset_delivers_worker_targets_and_the_model_takes_them(tmp_path):
+def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_path):
+    """Workers ship tracks and the frames the shape features read; the step's batched targets of clips that
+    read different numbers of frames (a window clamped at the video's end reads fewer) are each clip's own."""
     frames, _ = affine_video(40, 80, 96, dx=1.0, rot_deg=1.0)
     write_video(tmp_path / "a.mp4", frames)
-    (tmp_path / "list.txt").write_text("a.mp4\n")
+    write_video(tmp_path / "short.mp4", frames[:13])  # 8 frames at stride 2 need 15 + 3: the last tracks clamp
+    (tmp_path / "list.txt").write_text("a.mp4\nshort.mp4\n")
     tcfg = TargetConfig(kind="mme,hog", track_length=4)
     m = model_cfg(64, 8)
     fn = make_target_fn(tcfg, m)
     data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=8, stride=2, img_size=64)
     ds = PretrainDataset(data, fn, track_length=fn.track_length)
-    batch = collate([ds[0], ds[0]])
-    assert batch["targets"]["traj"].shape == (2, 64, 32) and batch["valid"]["shape"].shape == (2, 64)
+    items = [ds[0], ds[1], ds[0]]
+    shipped = [len(it["motion"]["shape_frames"]) for it in items]
+    assert shipped[0] == 16 and shipped[1] < 16  # 4 starts x 4 steps, distinct frames; fewer when clamped
+    assert items[0]["motion"]["disp"].shape == (4, 4, 8, 8, 2)
+    assert items[0]["motion"]["shape_frames"].dtype == torch.uint8
+    batch = collate(items)
+    assert batch["motion"]["shape_frames"].shape[0] == sum(shipped)
     video = batch["video"]
-    targets = {**batch["targets"], **step_targets(video, tcfg, m)}
+    targets, valid = batch_targets(video, batch["motion"], tcfg, m)
+    assert targets["traj"].shape == (3, 64, 32) and targets["shape"].shape == (3, 64, 432)
+    assert targets["hog"].shape == (3, 64, 108) and valid["shape"].shape == (3, 64)
+    for b, index in enumerate([0, 1, 0]):
+        sample = ds.sample(index, np.random.default_rng([0, 0, index, 0]))  # the draws of ds[index]
+        alone, alone_valid = fn.targets(sample)
+        for name in ("traj", "shape"):
+            assert torch.equal(targets[name][b], alone[name]) and torch.equal(valid[name][b], alone_valid[name])
     model = MaskedAutoencoder(m, head_specs(tcfg, m))
-    loss, preds, terms = model(video, model.make_mask(2), targets, batch["valid"])
+    loss, preds, terms = model(video, model.make_mask(3), targets, valid)
     assert set(terms) == {"hog", "traj", "shape"} and torch.isfinite(loss)
 
 
 def test_frame_hog_equals_hog_of_the_normalised_frames():
     from mme.motion.targets import frame_hog
 
-    frames = np.stack([texture(32, 40, seed=s) for s in range(5)])
-    ref = hog_cells(normalize(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8)
-    assert torch.allclose(frame_hog(frames, 8, chunk=2), ref, atol=1e-5)
+    frames = torch.from_numpy(np.stack([texture(32, 40, seed=s) for s in range(5)]))
+    ref = hog_cells(normalize(frames.permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8)
+    assert torch.allclose(frame_hog(frames, 8), ref, atol=1e-5)
 
 
 def test_bench_targets_reports_every_stage(tmp_path):
@@ -204,7 +219,7 @@ def test_bench_targets_reports_every_stage(tmp_path):
     frames, _ = affine_video(48, 72, 72, dx=1.0)
     r = run(str(write_video(tmp_path / "b.mp4", frames)), frames=8, stride=4, size=64, length=4, repeat=1)
     assert r["flow_pairs"] == 4 * 4 and r["frames_decoded"] == 4 * 5 + 4 - 4
-    for key in ("decode_ms", "flow_ms", "tracking_ms", "hog_assembly_ms", "total_ms", "target_fn_ms"):
+    for key in ("decode_ms", "flow_ms", "tracking_ms", "total_ms", "target_fn_ms", "step_ms"):
         assert r[key] > 0
     assert r["ratio_total_decode"] == pytest.approx(r["total_ms"] / r["decode_ms"])
 
@@ -217,7 +232,7 @@ def test_half_scale_geometry_patch8_tubelet1():
     assert {h.name: h.dim for h in head_specs(cfg, m)} == {"pixel": 192, "hog": 108, "traj": 24, "shape": 324}
     frames, _ = affine_video(20, 48, 48, dx=1.0, rot_deg=2.0)
     sample = make_sample(frames, 3, 2, 3, tubelet=1)
-    targets, valid = make_target_fn(cfg, m)(sample)
+    targets, valid = make_target_fn(cfg, m).targets(sample)
     assert targets["traj"].shape == (108, 24) and targets["shape"].shape == (108, 324)
     step = step_targets(to_video_tensor(sample.frames_at(sample.clip))[None], cfg, m)
     assert step["pixel"].shape == (1, 108, 192) and step["hog"].shape == (1, 108, 108)

@@ -1,7 +1,8 @@
 """Datasets: list file -> decode -> sample -> one geometry -> tensors (architecture.md, the sample contract).
 
-:class:`PretrainDataset` items: ``{"video": (3, T, H, W) float, "targets": {...}, "valid": {...}, "index"}``
-with targets from ``target_fn(Sample)`` run in the data worker. :class:`ClassificationDataset` items:
+:class:`PretrainDataset` items: ``{"video": (3, T, H, W) float, "motion": {...}, "index"}`` with ``motion``
+from ``target_fn(Sample)`` run in the data worker (the tracks the training step makes its motion targets from).
+:class:`ClassificationDataset` items:
 ``{"video", "label", "index"}``, where at test time ``video`` is ``(V, 3, T, H, W)`` for V = clips × crops.
 
 Bad videos (missing, empty, truncated, not a video) and bad list lines are skipped and counted, never fatal one
@@ -146,9 +147,20 @@ class Sample:
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack a list of items into a batch: tensors get a leading batch axis, nested dicts (``targets``,
-    ``valid``) are stacked key by key, ints become a (B,) tensor."""
-    return default_collate(items)
+    """Stack a list of items into a batch: tensors get a leading batch axis, nested dicts (``motion``) are
+    stacked key by key, ints become a (B,) tensor. The one ragged entry, ``motion["shape_frames"]`` (as many
+    frames as the clip's tracks read), is concatenated along its frames instead, and ``motion["shape_index"]``
+    shifted to index the concatenation."""
+    if not items or "shape_frames" not in items[0].get("motion", {}):
+        return default_collate(items)
+    frames = [it["motion"]["shape_frames"] for it in items]
+    offsets = np.cumsum([0] + [len(f) for f in frames[:-1]])
+    items = [{**it, "motion": {**{k: v for k, v in it["motion"].items() if k != "shape_frames"},
+                               "shape_index": it["motion"]["shape_index"] + int(o)}}
+             for it, o in zip(items, offsets, strict=True)]
+    batch = default_collate(items)
+    batch["motion"]["shape_frames"] = torch.cat(frames)
+    return batch
 
 
 class _VideoDataset(Dataset):
@@ -243,13 +255,13 @@ class _VideoDataset(Dataset):
 
 
 class PretrainDataset(_VideoDataset):
-    """Pre-training clips with the raw frames their tracks need, and the targets of ``target_fn``.
+    """Pre-training clips with the raw frames their tracks need, and the ``motion`` of ``target_fn``.
 
-    ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``target_fn(sample) ->
-    (targets, valid)`` runs here, in the worker (``mme.motion.targets.make_target_fn``).
+    ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``target_fn(sample) -> motion``
+    (a dict of tensors) runs here, in the worker (``mme.motion.targets.make_target_fn``).
     """
 
-    def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], tuple[dict, dict]] | None = None,
+    def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], dict] | None = None,
                  track_length: int = 0, seed: int = 0):
         super().__init__(cfg, seed)
         self.target_fn = target_fn
@@ -271,8 +283,8 @@ class PretrainDataset(_VideoDataset):
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         sample = self.sample(i, rng)
-        targets, valid = self.target_fn(sample) if self.target_fn is not None else ({}, {})
-        return {"video": to_video_tensor(sample.frames_at(sample.clip)), "targets": targets, "valid": valid}
+        motion = self.target_fn(sample) if self.target_fn is not None else {}
+        return {"video": to_video_tensor(sample.frames_at(sample.clip)), "motion": motion}
 
 
 class ClassificationDataset(_VideoDataset):

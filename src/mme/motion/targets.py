@@ -12,8 +12,11 @@ Targets (``target.kind``, one or a list):
   ordered (step, point, 27), 27·L·K dims (paper Eq. 2-3; the release's VolumeHOG without its D6 bug).
 - ``mme-released``: ``traj`` + ``hog`` with L=4 (the released script's ``base`` variant, §12 D1).
 
-``traj`` and ``shape`` are computed in the data workers (:func:`make_target_fn`) from the sample's frames,
-or from the track cache (``target.cache_dir``). A patch is supervised (``valid``) if any of its points stayed
+Work is split where it is cheapest: the data workers do what is per file, the decode and the tracks (optical flow
+online, or the track cache of ``target.cache_dir``), and ship them with the frames the shape features read
+(:class:`TargetFn`); the training step makes every target batched on the accelerator (the CPU main process
+without one): pixel and HOG from the clip, ``traj`` and ``shape`` (HOG along the tracks, PatchStd, token layout)
+from what the workers shipped (:func:`batch_targets`). A patch is supervised (``valid``) if any of its points stayed
 in the frame, as the release (§7.6). PatchStd: per token, coordinate and step, ``z = (x - mean) / std`` over
 the K points (unbiased std), and ``z = 0`` where ``std < std_floor`` px: below the flow's noise level a z-score
 only amplifies noise (§7.6). Without PatchStd the target is the displacement divided by ``position_unit`` px
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from mme.config import apply_preset
+from mme.data.dataset import collate
 from mme.data.transforms import IMAGENET_STD, denormalize
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
@@ -41,8 +45,7 @@ from mme.motion.tracks import Tracks, default_max_disp, track
 
 KINDS = ("pixel", "hog", "mme", "mme-released")
 HEADS_OF_KIND = {"pixel": ("pixel",), "hog": ("hog",), "mme": ("traj", "shape"), "mme-released": ("traj", "hog")}
-STEP_TARGETS = ("pixel", "hog")  # computed from the normalised clip in the training step
-WORKER_TARGETS = ("traj", "shape")  # computed from raw frames in the data workers
+MOTION_TARGETS = ("traj", "shape")  # made from the tracks (and frames) the data workers ship
 
 
 @dataclass
@@ -254,58 +257,67 @@ def spread_steps(disp: np.ndarray, stride: int, length: int) -> np.ndarray:
     return np.repeat(disp / stride, stride, axis=1)[:, :length]
 
 
-def assemble(tr: Tracks, cfg: TargetConfig, g: Geometry, hog_maps: torch.Tensor | None = None,
-             hog_index: np.ndarray | None = None, shape_steps: np.ndarray | None = None,
-             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Per-token ``traj`` (and ``shape``) targets and validity from tracks on the token grid.
+def frame_hog(frames: torch.Tensor, cell: int) -> torch.Tensor:
+    """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` (on any device) as the encoder sees them
+    (ImageNet-normalised): ``(F, 27, H/cell, W/cell)``. Normalising shifts and scales each channel, so its
+    gradients are the raw ones times ``1 / (255 std_c)``: computed on the raw values and rescaled, two passes over
+    the frames fewer. On CPU 4 frames at a time: small temporaries are reused by the allocator while frame-sized
+    ones are fresh pages every time (measured 2x faster for 48 frames of 224²)."""
+    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=frames.device))).repeat_interleave(BINS)
+    chunk = 4 if frames.device.type == "cpu" else max(len(frames), 1)
+    out = [hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2).float(), cell) for i in range(0, len(frames), chunk)]
+    return torch.cat(out).mul_(scale.view(1, -1, 1, 1))  # (F, 3*BINS, hc, wc), channel-major
 
-    tr: tracks of the S tubelets (``tr.disp (S, L, Gh, Gw, 2)`` at raw-step resolution, Gh = H / seed_stride);
-    for ``shape``: hog_maps ``(U, 27, H/cell, W/cell)``, ``hog_index (S, L)`` the map read at step j of start s,
-    and ``shape_steps (L,)`` the track step whose positions are looked up (``arange(L)`` with interpolation).
+
+def motion_targets(motion: dict[str, torch.Tensor], cfg: TargetConfig, model_cfg: ModelConfig,
+                   size: tuple[int, int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The ``traj`` (and ``shape``) targets ``(B, N, C)`` and their validity ``(B, N)`` of a batch, from what the
+    data workers ship (:meth:`TargetFn.__call__`, batched by ``mme.data.dataset.collate``), on its device.
+
+    ``disp (B, S, L, Gh, Gw, 2)`` px per raw step and ``track_valid (B, S, Gh, Gw)``; for ``shape`` also
+    ``shape_pos (B, S, L, Gh, Gw, 2)`` the positions looked up at step j of start s, ``shape_frames (U, h, w, 3)``
+    uint8, every clip's frames, and ``shape_index (B, S, L)`` the frame read at step j of start s. ``size`` is the
+    frames' (H, W) (the displacement bound scales with it).
     """
+    if not motion:
+        return {}, {}
+    g = token_geometry(cfg, model_cfg)
     a = g.patch // g.seed_stride
-    S, L = tr.disp.shape[:2]
-    bound = cfg.max_disp or default_max_disp(*tr.size)
-    disp = torch.from_numpy(np.ascontiguousarray(tr.disp))  # (S, L, Gh, Gw, 2)
-    tok = _to_tokens(disp, a).permute(0, 3, 1, 2)  # (N, 2, L, K)
-    tok = patch_std(tok, cfg.std_floor) if cfg.patch_norm else tok / (cfg.position_unit or bound)
-    N = tok.shape[0]
-    valid = _to_tokens(torch.from_numpy(tr.valid)[:, None, ..., None], a).reshape(N, -1).any(-1)  # (N,)
-    targets = {"traj": tok.reshape(N, -1).float()}
+    B, S, L, Gh, Gw = motion["disp"].shape[:5]
+    disp = motion["disp"].float().reshape(B * S, L, Gh, Gw, 2)
+    tok = _to_tokens(disp, a).permute(0, 3, 1, 2)  # (B*N, 2, L, K)
+    tok = patch_std(tok, cfg.std_floor) if cfg.patch_norm else tok / (
+        cfg.position_unit or cfg.max_disp or default_max_disp(*size))
+    N = tok.shape[0] // B
+    valid = _to_tokens(motion["track_valid"].reshape(B * S, 1, Gh, Gw, 1), a).reshape(B, N, -1).any(-1)
+    targets = {"traj": tok.reshape(B, N, -1)}
     if "shape" in cfg.heads:
-        pos = torch.from_numpy(tr.positions()[:, shape_steps])  # (S, L, Gh, Gw, 2): p_t .. p_{t+L-1}
-        Gh, Gw = pos.shape[2:4]
-        maps = hog_maps[torch.from_numpy(hog_index).reshape(-1)]  # (S*L, 27, hc, wc)
-        feats = hog_at(maps, pos.reshape(S * L, Gh * Gw, 2), g.hog_cell)  # (S*L, P, 27)
-        feats = feats.reshape(S, L, Gh, Gw, -1)
-        targets["shape"] = _to_tokens(feats, a).reshape(N, -1).float()  # (N, L*K*27), order (step, point, 27)
+        maps = frame_hog(motion["shape_frames"], g.hog_cell)[motion["shape_index"].reshape(-1)]  # (B*S*L, 27, ..)
+        feats = hog_at(maps, motion["shape_pos"].reshape(B * S * L, Gh * Gw, 2).float(), g.hog_cell)
+        feats = _to_tokens(feats.reshape(B * S, L, Gh, Gw, -1), a)  # (B*N, L, K, 27): order (step, point, 27)
+        targets["shape"] = feats.reshape(B, N, -1)
     return targets, {name: valid for name in targets}
 
 
-def frame_hog(frames: np.ndarray, cell: int, chunk: int = 4) -> torch.Tensor:
-    """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` as the encoder sees them (ImageNet-normalised):
-    ``(F, 27, H/cell, W/cell)``. Normalising shifts and scales each channel, so its gradients are the raw ones
-    times ``1 / (255 std_c)``: computed on the raw values and rescaled, two passes over the frames fewer.
-    ``chunk`` frames at a time: on CPU, small temporaries are reused by the allocator while frame-sized ones
-    are fresh pages every time (measured 2x faster for 48 frames of 224²)."""
-    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD))).repeat_interleave(BINS).view(1, -1, 1, 1)  # (1, 27, 1, 1)
-    out = []
-    for i in range(0, len(frames), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i:i + chunk])).permute(0, 3, 1, 2).float()  # 0..255
-        out.append(hog_cells(x, cell) * scale)  # (chunk, 3*BINS, hc, wc), channel-major
-    return torch.cat(out)
+def batch_targets(video: torch.Tensor, motion: dict[str, torch.Tensor], cfg: TargetConfig,
+                  model_cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every target of a batch and its validity, in the training step on the clip's device: pixel / HOG from
+    the normalised clip ``(B, 3, T, H, W)``, traj / shape from the workers' ``motion``."""
+    targets, valid = motion_targets(motion, cfg, model_cfg, tuple(video.shape[-2:]))
+    return {**step_targets(video, cfg, model_cfg), **targets}, valid
 
 
 @dataclass
 class TargetFn:
-    """``sample -> (targets {name: (N, C)}, valid {name: (N,)})`` for the worker-side targets (picklable)."""
+    """``sample -> motion`` in the data workers: the tracks (and frames) the motion targets are made of in the
+    training step (picklable)."""
 
     cfg: TargetConfig
     model_cfg: ModelConfig
 
     def __post_init__(self):
         self.geom = token_geometry(self.cfg, self.model_cfg)
-        self.names = [h for h in self.cfg.heads if h in WORKER_TARGETS]
+        self.names = [h for h in self.cfg.heads if h in MOTION_TARGETS]
 
     @property
     def track_length(self) -> int:
@@ -339,26 +351,36 @@ class TargetFn:
                 tr.homs = homs[:, :L]
         return tr
 
-    def __call__(self, sample) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def __call__(self, sample) -> dict[str, torch.Tensor]:
+        """What this worker ships for the sample's motion targets (:func:`motion_targets` makes them in the
+        step): the tracks, and for ``shape`` the frames and positions its HOG is read at."""
         if not self.names:
-            return {}, {}
+            return {}
         stride = self._stride(sample)
         tr = self.tracks(sample, stride)
-        hog_maps = hog_index = None
+        out = {"disp": torch.from_numpy(np.ascontiguousarray(tr.disp, np.float32)),
+               "track_valid": torch.from_numpy(np.ascontiguousarray(tr.valid))}
         if "shape" in self.names:
             # step j of start s reads the frame s + j (interpolate) or the last sampled frame at or before it
             ids = np.asarray(sample.frame_ids)
-            where = {int(f): i for i, f in enumerate(ids)}
             L = self.cfg.track_length
             jj = np.arange(L) if self.cfg.interpolate else (np.arange(L) // stride) * stride
             raw = np.minimum(np.asarray(sample.starts)[:, None] + jj[None, :], ids.max())  # (S, L), as clamped
             used = np.unique(raw)
-            hog_maps = frame_hog(np.asarray(sample.frames)[[where[int(f)] for f in used]], self.geom.hog_cell)
-            hog_index = np.searchsorted(used, raw)
-            return assemble(tr, self.cfg, self.geom, hog_maps, hog_index, jj)
-        return assemble(tr, self.cfg, self.geom)
+            out["shape_frames"] = torch.from_numpy(np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)]))
+            out["shape_index"] = torch.from_numpy(np.searchsorted(used, raw))
+            out["shape_pos"] = torch.from_numpy(np.ascontiguousarray(tr.positions()[:, jj]))  # p_t .. p_{t+L-1}
+        return out
+
+    def targets(self, sample) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The sample's motion targets ``{name: (N, C)}`` and validity ``{name: (N,)}``, as the training step
+        makes them (for inspection and tests)."""
+        size = tuple(np.asarray(sample.frames).shape[1:3])
+        batch = collate([{"motion": self(sample)}])["motion"]
+        targets, valid = motion_targets(batch, self.cfg, self.model_cfg, size)
+        return {n: t[0] for n, t in targets.items()}, {n: v[0] for n, v in valid.items()}
 
 
 def make_target_fn(cfg: TargetConfig, model_cfg: ModelConfig) -> TargetFn:
-    """The data workers' target function for this config (traj / shape; pixel and hog come from step_targets)."""
+    """The data workers' half of this config's targets (tracks for traj / shape; nothing for pixel and hog)."""
     return TargetFn(cfg, model_cfg)

@@ -220,7 +220,7 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
 
     PatchStd targets are unit-free z-scores, drawn at ``scale`` px (of the model's frame) per unit; position
     targets in their run's unit."""
-    from mme.motion.targets import assemble
+    from mme.motion.targets import motion_targets
     from mme.motion.tracks import default_max_disp
 
     model, cfg, g = _traj_model(checkpoint, compensate)
@@ -228,7 +228,8 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     c = read_clip(video, start, m.num_frames, stride, m.img_size, L, m.tubelet_size)
     tr = track(c.frames, c.frame_ids, c.starts, L, seed_stride=g.seed_stride, compensate=cfg.compensate,
                source=video)
-    targets, _ = assemble(tr, cfg, g)
+    motion = {"disp": torch.from_numpy(tr.disp)[None], "track_valid": torch.from_numpy(tr.valid)[None]}
+    traj = motion_targets(motion, cfg, model.cfg, tr.size)[0]["traj"][0]  # (N, 2LK)
     if not cfg.patch_norm:  # targets are displacements in units of position_unit (default: the track bound)
         scale = cfg.position_unit or cfg.max_disp or default_max_disp(*tr.size)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
@@ -239,7 +240,7 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     f = _factor(m.img_size)
     frames = [_upsample(c.frames[at[int(s)]], f) for s in c.starts]
     tokens = torch.nonzero(mask[0]).flatten().tolist()
-    panels = _prediction_panels(frames, c.starts, tokens, targets["traj"][mask[0]], pred, m, g.seed_stride, L,
+    panels = _prediction_panels(frames, c.starts, tokens, traj[mask[0]], pred, m, g.seed_stride, L,
                                 scale * f)
     unit = "PatchStd unit" if cfg.patch_norm else "position unit"
     title = (f"{Path(video).name}, {Path(checkpoint).name}: motion of the masked patches, target vs predicted\n"

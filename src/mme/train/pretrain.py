@@ -5,9 +5,9 @@
     torchrun --standalone --nproc_per_node=8 -m mme.cli pretrain --config mme_k400_released ...
     mme pretrain --config R train.out_dir=runs/x --resume auto   # continue exactly where it stopped
 
-A micro-batch: the clips and their worker-made targets (positions, shape) go to the device, each clip gets its
-mask from a generator seeded by (seed, epoch, sample index), pixel/HOG targets are computed from the clip in the
-step, and the loss is the model's (masked tokens only, one term per head).
+A micro-batch: the clips and their worker-made tracks (and the frames the shape features read) go to the device,
+each clip gets its mask from a generator seeded by (seed, epoch, sample index), every target is made there,
+batched (mme.motion.targets.batch_targets), and the loss is the model's (masked tokens only, one term per head).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from mme.config import load_config
-from mme.data.dataset import PretrainDataset
+from mme.data.dataset import PretrainDataset, collate
 from mme.errors import DataError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
-from mme.motion.targets import head_specs, make_target_fn, step_targets
+from mme.motion.targets import batch_targets, head_specs, make_target_fn
 from mme.train import distributed as dist
 from mme.train import engine, loop
 from mme.train.config import PretrainConfig
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
-    """The run's training clips with their worker-made targets (positions, shape), as pre-training reads them."""
+    """The run's training clips with their worker-made tracks, as pre-training reads them."""
     target_fn = make_target_fn(cfg.target, cfg.model)
     return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed)
 
@@ -45,15 +45,13 @@ def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
 def mean_prediction_loss(model: MaskedAutoencoder, cfg: PretrainConfig, items: list[dict],
                          chunk: int = 64) -> dict[str, float]:
     """Each loss term, and their weighted total ``loss``, of always predicting the mean target of ``items``
-    (dataset items; valid tokens only; pixel / HOG made from their clips as the training step makes them): the
+    (dataset items; valid tokens only; every target made as the training step makes it): the
     level below which a target's loss shows that it learned something from the clips."""
     def chunks():
         for k in range(0, len(items), chunk):
-            part = items[k:k + chunk]
-            targets = {n: torch.stack([it["targets"][n] for it in part]).float() for n in part[0]["targets"]}
-            targets.update(step_targets(torch.stack([it["video"] for it in part]).float(), cfg.target, cfg.model))
-            valid = {n: torch.stack([it["valid"][n] for it in part]) for n in part[0]["valid"]}
-            yield len(part), targets, valid
+            batch = collate(items[k:k + chunk])
+            targets, valid = batch_targets(batch["video"].float(), batch["motion"], cfg.target, cfg.model)
+            yield len(batch["video"]), targets, valid
 
     sums: dict[str, torch.Tensor] = {}
     weights: dict[str, torch.Tensor] = {}
@@ -83,13 +81,12 @@ def masks_for(model: MaskedAutoencoder, indices: torch.Tensor, epoch: int, seed:
 
 
 def _inputs(run: Run, batch: dict, epoch: int, k: int) -> tuple:
-    """Clip, masks, targets and their validity on the device; pixel / HOG targets computed here."""
+    """Clip, masks, targets and their validity on the device, where the targets are made."""
     dev, cfg = run.device, run.cfg
     video = batch["video"].to(dev, non_blocking=True)
     mask = masks_for(run.model, batch["index"], epoch, cfg.train.seed).to(dev)
-    targets = {n: v.to(dev, non_blocking=True) for n, v in batch["targets"].items()}
-    valid = {n: v.to(dev, non_blocking=True) for n, v in batch["valid"].items()}
-    targets.update(step_targets(video, cfg.target, cfg.model))
+    motion = {n: v.to(dev, non_blocking=True) for n, v in batch["motion"].items()}
+    targets, valid = batch_targets(video, motion, cfg.target, cfg.model)
     if cfg.target.shuffled:  # the control: each clip gets the next clip's targets
         targets, valid = ({n: v.roll(1, 0) for n, v in d.items()} for d in (targets, valid))
     return video, mask, targets, valid
