@@ -2,6 +2,7 @@
 demo's data design is the ``mme synth`` preset "demo"."""
 
 import json
+import sys
 
 import cv2
 import pytest
@@ -98,8 +99,31 @@ def test_bench_data_returns_clips_per_second(tiny, keep_threads):
     assert figures["clips_per_s"]["0"] > 0 and figures["img_size"] == 64
 
 
-def test_bench_train_returns_the_rows_against_fp32(keep_threads):
+def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_threads, tmp_path, capsys):
     from mme.train.bench import bench_train
 
-    rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, device="cpu")
-    assert rows[0]["variant"] == "fp32 eager" and rows[0]["ratio"] == 1.0 and rows[0]["clips_per_s"] > 0
+    out = tmp_path / "bench.json"
+    rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1, device="cpu",
+                       json_path=str(out))
+    assert [r["variant"] for r in rows] == ["fp32 eager", "HF fp32 eager"] and rows[0]["ratio"] == 1.0
+    assert all(r["clips_per_s"] > 0 and r["mfu"] > 0 for r in rows)
+    assert rows[1]["ours_vs_peer"] == pytest.approx(rows[0]["clips_per_s"] / rows[1]["clips_per_s"])
+    check = json.loads(out.read_text())["peer_check"]
+    # 2x2x2 tokens, tube mask 0.7: int(0.7 * 4) = 2 of 4 per slice masked, so 4 visible and 4 masked per clip
+    assert check["params"][0] == check["params"][1] and check["encoder_tokens"] == check["masked_tokens"] == [4, 4]
+    assert check["attention"] == ["sdpa", "sdpa"] and check["loss_rel_diff"] <= 1e-5
+    assert "peer check" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target, hide_transformers, why", [("mme", False, "predicts pixels only"),
+                                                             ("pixel", True, "transformers is not installed")])
+def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why, keep_threads, monkeypatch,
+                                                  capsys):
+    from mme.train.bench import bench_train
+
+    if hide_transformers:
+        monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
+    rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1, device="cpu",
+                       target=target)
+    assert [r["variant"] for r in rows] == ["fp32 eager"]
+    assert f"peer skipped: {why}" in capsys.readouterr().out.replace("HF VideoMAEForPreTraining ", "")

@@ -329,8 +329,12 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--mask-ratio", type=float, default=0.7)
         p.add_argument("--target", default="pixel", help="target kind(s) whose heads the model has (pixel, mme, ...)")
         p.add_argument("--device", default="auto", help="auto / cpu / cuda")
-        p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+        p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
         p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+        p.add_argument("--rounds", type=int, default=3,
+                       help="rounds in which the variants take turns (each reports its best round)")
+        p.add_argument("--no-peer", dest="peer", action="store_false",
+                       help="skip transformers.VideoMAEForPreTraining at the same configuration")
         p.add_argument("--compile", dest="compiled", action="store_true", help="also time torch.compile")
         p.add_argument("--checkpointing", action="store_true", help="also time activation checkpointing")
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")

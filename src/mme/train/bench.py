@@ -1,76 +1,142 @@
-"""``mme bench train``: speed (and GPU memory) of the pre-training step on this machine.
+"""``mme bench train``: speed, MFU (and GPU memory) of the pre-training step on this machine, against Hugging Face.
 
-    mme bench train                                   # ViT-S, 8x112², batch 4, pixel target, fp32 vs bf16
+    mme bench train                                   # ViT-S, 8x112², batch 4, pixel target
+    mme bench train --img-size 224 --frames 16 --mask-ratio 0.9 --batch 2     # the 16x224² step of issue #20
     mme bench train --preset base --img-size 224 --frames 16 --batch 32 --compile --checkpointing
 
 Each variant (fp32 eager = the reference, bf16 where native or with --all-precisions, fp16 on CUDA, compiled,
 activation checkpointing) runs the real step (forward under autocast, backward, clip, AdamW) on a random
-clip; targets are the step-computed ones of --target plus random worker-side targets. Ratios are against the
-fp32 eager reference measured in the same run.
+clip; targets are the step-computed ones of --target plus random worker-side targets. With the pixel target,
+``transformers.VideoMAEForPreTraining`` (the peer) runs the same step in each eager precision: the same sizes,
+tubelet, patch, mask ratio and masks, pixel target with norm_pix, SDPA attention, our weights (so the same
+loss, checked before timing with the parameter and token counts), the same AdamW groups and clipping, batch and
+clip (in its own ``(B, T, C, H, W)`` layout). The variants take turns for ``--rounds`` rounds of ``--steps``
+steps each, and each reports its best round, so load from other jobs on the machine hits all alike. Ratios are
+against our fp32 eager step, and ours against the peer's at each precision, measured in the same run.
+
+MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
+precision measured in the same run (:func:`mme.train.flops.matmul_peak`); the peer is credited with the same
+FLOPs.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
+import torch.nn as nn
 
 from mme.config import from_dict
+from mme.errors import MMEError
 from mme.models.config import ModelConfig
+from mme.models.convert import HF_ALIASES, to_hf
+from mme.models.convert_config import config_to_hf
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, head_specs, step_targets
+from mme.train.flops import matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
-from mme.train.precision import autocast, bf16_native, choose_device, make_scaler
+from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks
 from mme.utils import atomic_write_json
 
+PEER = "HF"
+"""Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
 
-def _variants(device: torch.device, all_precisions: bool, compiled: bool,
-              checkpointing: bool) -> list[tuple[str, str, bool, bool]]:
-    """(name, precision, compile, activation checkpointing); the first is the reference."""
-    out = [("fp32 eager", "fp32", False, False)]
+
+def _variants(device: torch.device, all_precisions: bool, compiled: bool, checkpointing: bool,
+              peer: bool) -> list[tuple[str, str, bool, bool, bool]]:
+    """(name, precision, compile, activation checkpointing, is the peer); the first is the reference."""
+    eager = [("fp32", "fp32")]
     if bf16_native(device) or all_precisions:
-        out.append(("bf16 eager" + ("" if bf16_native(device) else " (emulated)"), "bf16", False, False))
+        eager.append(("bf16" + ("" if bf16_native(device) else " (emulated)"), "bf16"))
     if device.type == "cuda" or all_precisions:
-        out.append(("fp16 eager", "fp16", False, False))
+        eager.append(("fp16", "fp16"))
+    out = [(f"{label} eager", precision, False, False, False) for label, precision in eager]
+    if peer:
+        out += [(f"{PEER} {label} eager", precision, False, False, True) for label, precision in eager]
     best = "bf16" if bf16_native(device) else "fp32"
     if compiled:
-        out.append((f"{best} compiled", best, True, False))
+        out.append((f"{best} compiled", best, True, False, False))
     if checkpointing:
-        out.append((f"{best} act. checkpointing", best, False, True))
+        out.append((f"{best} act. checkpointing", best, False, True, False))
     return out
 
 
-def _measure(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
-             checkpointing: bool, device: torch.device, steps: int, warmup: int) -> dict:
+def _peer_model(model: MaskedAutoencoder, norm_pix: bool) -> nn.Module:
+    """``transformers.VideoMAEForPreTraining`` with SDPA attention, the configuration and weights of ``model``
+    (one linear pixel head), and ``model``'s decoder-norm eps (its own default is 1e-5)."""
+    import transformers
+
+    hf_cfg = config_to_hf(model.cfg, "VideoMAEForPreTraining", use_mean_pooling=False, norm_pix=norm_pix)
+    hf = transformers.VideoMAEForPreTraining(transformers.VideoMAEConfig(**hf_cfg, attn_implementation="sdpa"))
+    names = set(hf.state_dict())
+    state = to_hf(model.state_dict(), "mae")
+    for alias, name in HF_ALIASES.items():  # transformers 5 names q/v biases in memory as their aliases
+        state = {(k.replace(name, alias) if k not in names else k): v for k, v in state.items()}
+    hf.load_state_dict(state)
+    hf.decoder.norm.eps = model.cfg.decoder_norm_eps
+    return hf
+
+
+def _check_peer(model: MaskedAutoencoder, hf: nn.Module, video: torch.Tensor, mask: torch.Tensor,
+                targets: dict[str, torch.Tensor]) -> dict:
+    """Parameters, tokens through the encoder, masked tokens predicted and the loss of ours and the peer on one
+    clip and mask; raises when the configurations differ."""
+    with torch.no_grad():
+        loss, preds, _ = model(video, mask, targets)
+        out = hf(video.transpose(1, 2), bool_masked_pos=mask)
+        check = {
+            "params": [count_parameters(model), count_parameters(hf)],
+            "encoder_tokens": [model.encoder(video, mask).shape[1],
+                               hf.videomae(video.transpose(1, 2), bool_masked_pos=mask).last_hidden_state.shape[1]],
+            "masked_tokens": [preds["pixel"].shape[1], out.logits.shape[1]],
+            "loss": [loss.item(), out.loss.item()],
+            "attention": ["sdpa", hf.config._attn_implementation],
+        }
+    rel = abs(check["loss"][0] - check["loss"][1]) / abs(check["loss"][1])
+    if any(a != b for k, (a, b) in check.items() if k != "loss") or rel > 1e-4:
+        raise MMEError(f"bench train: the peer's configuration differs from ours: {check}")
+    return {**check, "loss_rel_diff": rel}
+
+
+def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
+             checkpointing: bool, peer: bool, device: torch.device,
+             video: torch.Tensor) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
+    """One variant's step as a closure, with its model (ours; and the peer's when ``peer``)."""
     torch.manual_seed(0)
     model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
+    net = _peer_model(model, target_cfg.norm_pix).to(device) if peer else model
     if checkpointing:
         checkpoint_blocks(model)
-    step_model = torch.compile(model) if compile_ else model
-    optimizer = build_optimizer(model, OptimConfig(), device)
+    step_model = torch.compile(net) if compile_ else net
+    optimizer = build_optimizer(net, OptimConfig(), device)
     set_schedule(optimizer, 1e-4, 0.05)
     scaler = make_scaler(precision, device)
     c = model_cfg
-    video = torch.randn(batch, 3, c.num_frames, c.img_size, c.img_size, device=device)
+    clip = video.transpose(1, 2).contiguous() if peer else video  # as each one's data pipeline delivers it
     worker = {h.name: torch.randn(batch, c.num_tokens, h.dim, device=device) for h in model.head_specs}
     valid = {n: torch.ones(batch, c.num_tokens, dtype=torch.bool, device=device) for n in worker}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         mask = model.make_mask(batch).to(device)
-        targets = {**worker, **step_targets(video, target_cfg, model_cfg)}
         with autocast(precision, device):
-            loss = step_model(video, mask, targets, valid)[0]
+            if peer:
+                loss = step_model(clip, bool_masked_pos=mask).loss
+            else:
+                targets = {**worker, **step_targets(video, target_cfg, model_cfg)}
+                loss = step_model(video, mask, targets, valid)[0]
         scaler.scale(loss).backward()
-        update(model, optimizer, scaler, None, True)
+        update(net, optimizer, scaler, OptimConfig().clip_grad, True)
 
-    for _ in range(warmup):
-        step()
+    return step, model, net
+
+
+def _timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds per step over ``steps`` steps."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     tic = time.perf_counter()
@@ -78,35 +144,86 @@ def _measure(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    sec = (time.perf_counter() - tic) / steps
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"ms_per_step": 1000 * sec, "steps_per_s": 1 / sec, "clips_per_s": batch / sec, "peak_gib": mem}
+    return (time.perf_counter() - tic) / steps
 
 
 def bench_train(preset: str = "small", img_size: int = 112, frames: int = 8, batch: int = 4,
                 mask_ratio: float = 0.7, target: str = "pixel", device: str = "auto", steps: int = 5, warmup: int = 2,
-                compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False,
-                threads: int | None = None, json_path: str | None = None) -> list[dict]:
-    """``mme bench train``: time each variant (module docstring) and print it against fp32 eager (and write the
-    rows to ``json_path``); returns the rows."""
+                rounds: int = 3, compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False,
+                peer: bool = True, threads: int | None = None, json_path: str | None = None) -> list[dict]:
+    """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
+    fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
+    rows."""
     if threads:
         torch.set_num_threads(threads)
     dev = choose_device(device)
     model_cfg = from_dict(ModelConfig, {"preset": preset, "img_size": img_size, "num_frames": frames,
                                         "mask_ratio": mask_ratio})
     target_cfg = from_dict(TargetConfig, {"kind": target})
-    params = count_parameters(MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)))
-    print(f"train step: ViT-{preset} ({params / 1e6:.1f}M params with decoder), {frames}x{img_size}²,"
-          f" batch {batch}, mask {mask_ratio}, target {target}, device {dev}, "
-          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}")
+    heads = head_specs(target_cfg, model_cfg)
+    flops = step_flops(model_cfg, heads, batch)
+    params = count_parameters(MaskedAutoencoder(model_cfg, heads))
+    print(f"train step: ViT-{preset} ({params / 1e6:.1f}M params with decoder {model_cfg.decoder_dim}x"
+          f"{model_cfg.decoder_depth}), {frames}x{img_size}², batch {batch}, mask {mask_ratio}, target {target}, "
+          f"device {dev}, {torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}; "
+          f"{flops / batch / 1e9:.1f} GFLOP per clip (forward and backward)")
+    if peer and target != "pixel":
+        peer = False
+        print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only (--target pixel)")
+    elif peer:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            peer = False
+            print(f"  peer skipped: transformers is not installed (pip install transformers), so no {PEER} "
+                  "VideoMAEForPreTraining to compare with")
+    video = torch.randn(batch, 3, frames, img_size, img_size, device=dev)
+    variants = _variants(dev, all_precisions, compiled, checkpointing, peer)
+    check = None
+    steps_of = {}
+    for name, precision, compile_, ckpt, is_peer in variants:
+        step, model, net = _step_fn(model_cfg, target_cfg, batch, precision, compile_, ckpt, is_peer, dev, video)
+        if is_peer and check is None:
+            mask = model.make_mask(batch).to(dev)
+            check = _check_peer(model, net, video, mask, step_targets(video, target_cfg, model_cfg))
+            print(f"  {PEER} peer check: params {check['params'][0]:,} vs {check['params'][1]:,}, encoder tokens "
+                  f"{check['encoder_tokens'][0]} vs {check['encoder_tokens'][1]}, masked tokens "
+                  f"{check['masked_tokens'][0]} vs {check['masked_tokens'][1]}, loss {check['loss'][0]:.6f} vs "
+                  f"{check['loss'][1]:.6f} (rel. diff {check['loss_rel_diff']:.1e}), attention "
+                  f"{check['attention'][1]}", flush=True)
+        for _ in range(warmup):
+            step()
+        steps_of[name] = step
+    peaks = {}
+    for precision in dict.fromkeys(v[1] for v in variants):
+        gflops, n = matmul_peak(_DTYPES.get(precision, torch.float32), dev)
+        peaks[precision] = {"gflops": gflops, "size": n}
+        print(f"  matmul peak {precision}: {gflops:,.0f} GFLOP/s ({n}² matmul, {torch.get_num_threads()} threads)")
+    best: dict[str, float] = {}
+    mem: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, step in steps_of.items():
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            best[name] = min(best.get(name, float("inf")), _timed(step, steps, dev))
+            if dev.type == "cuda":
+                mem[name] = max(mem.get(name, 0.0), torch.cuda.max_memory_allocated(dev) / 2**30)
     rows = []
-    for name, precision, compile_, ckpt in _variants(dev, all_precisions, compiled, checkpointing):
-        r = _measure(model_cfg, target_cfg, batch, precision, compile_, ckpt, dev, steps, warmup)
-        r = {"variant": name, **r, "ratio": r["clips_per_s"] / rows[0]["clips_per_s"] if rows else 1.0}
+    for name, precision, _, _, is_peer in variants:
+        sec = best[name]
+        gflops = flops / sec / 1e9
+        r = {"variant": name, "precision": precision, "ms_per_step": 1000 * sec, "steps_per_s": 1 / sec,
+             "clips_per_s": batch / sec, "gflops": gflops, "mfu": gflops / peaks[precision]["gflops"],
+             "peak_gib": mem.get(name), "ratio": best[variants[0][0]] / sec}
+        if is_peer:  # our step's speed over the peer's, at this precision
+            r["ours_vs_peer"] = sec / best[name.removeprefix(f"{PEER} ")]
         rows.append(r)
-        mem = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
-        print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['steps_per_s']:7.2f} steps/s "
-              f"{r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs fp32 eager{mem}", flush=True)
+        vs_peer = f"  ours {r['ours_vs_peer']:.2f}x this" if is_peer else ""
+        gib = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
+        print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs "
+              f"fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
+    print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps)")
     if json_path:
-        atomic_write_json(json_path, {"device": str(dev), "preset": preset, "rows": rows})
+        atomic_write_json(json_path, {"device": str(dev), "preset": preset, "threads": torch.get_num_threads(),
+                                      "flops_per_step": flops, "peaks": peaks, "peer_check": check, "rows": rows})
     return rows

@@ -1,0 +1,79 @@
+"""The pre-training step's FLOPs, counted analytically, and the matmul peak they are measured against (MFU).
+
+MFU = (FLOPs of the step / seconds per step) / the peak GFLOP/s of a large matmul in the same precision, on the
+same device and thread count, measured in the same run (:func:`matmul_peak`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mme.models.config import ModelConfig
+from mme.models.mae import HeadSpec
+from mme.models.masking import num_masked
+
+
+def block_flops(tokens: int, dim: int, mlp_dim: int) -> int:
+    """Forward FLOPs of one transformer block on ``tokens`` tokens of width ``dim``: the matmuls only,
+    ``2 n (3 d² + d² + 2 d m)`` (qkv, output projection, MLP) ``+ 4 n² d`` (QKᵀ and attention × V)."""
+    return 2 * tokens * (4 * dim * dim + 2 * dim * mlp_dim) + 4 * tokens * tokens * dim
+
+
+def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
+    """FLOPs of one training step (forward and backward) of the masked autoencoder on ``batch`` clips:
+    ``3 × batch × F``, the backward counted as twice the forward, with the forward per clip
+
+        F = 2 n_v K D                       patch embedding of the visible tokens (K = C t p², as computed)
+          + L_e · block(n_v, D, r D)        encoder on the n_v visible tokens
+          + 2 n_v D D_d                     encoder_to_decoder
+          + L_d · block(N, D_d, r D_d)      decoder on all N tokens
+          + Σ heads 2 n_m (D_d h + h c)     heads on the n_m masked tokens (h = hidden width; D_d c without one)
+
+    (:func:`block_flops`). Matmuls only: normalisation, softmax, activations, the loss, the targets and the
+    optimizer are left out, as in the usual MFU count."""
+    n = cfg.num_tokens
+    t, h, w = cfg.grid
+    n_masked = num_masked(n, cfg.mask_ratio) if cfg.mask_type == "random" else t * num_masked(h * w, cfg.mask_ratio)
+    n_visible = n - n_masked
+    d, dd = cfg.embed_dim, cfg.decoder_dim
+    k = cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2
+    forward = (2 * n_visible * k * d
+               + cfg.depth * block_flops(n_visible, d, int(cfg.mlp_ratio * d))
+               + 2 * n_visible * d * dd
+               + cfg.decoder_depth * block_flops(n, dd, int(cfg.mlp_ratio * dd))
+               + sum(2 * n_masked * (dd * h.hidden + h.hidden * h.dim if h.hidden else dd * h.dim) for h in heads))
+    return 3 * batch * forward
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, max_size: int | None = None,
+                seconds: float = 1.0) -> tuple[float, int]:
+    """``(GFLOP/s, n)``: the best rate of an ``n × n`` matmul in ``dtype`` on ``device`` at the current thread
+    count, timed for about ``seconds``. ``n`` doubles from 256 to ``max_size`` (2048 on CPU, 8192 on CUDA)
+    while one product takes under 0.5 s, so an emulated dtype is timed at a size it finishes."""
+    max_size = max_size or (8192 if device.type == "cuda" else 2048)
+
+    def timed(a: torch.Tensor, b: torch.Tensor) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tic = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - tic
+
+    n = 256
+    while True:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        timed(a, b)  # warm-up
+        sec = timed(a, b)
+        if n >= max_size or sec >= 0.5:
+            break
+        n *= 2
+    best, spent = sec, 0.0
+    while spent < seconds:
+        sec = timed(a, b)
+        best, spent = min(best, sec), spent + sec
+    return 2 * n ** 3 / best / 1e9, n
