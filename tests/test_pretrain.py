@@ -178,11 +178,14 @@ def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):
 
 def test_bench_train_reports_throughput_against_the_fp32_reference(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "train", "--preset", "tiny", "--img-size", "32", "--frames", "4", "--batch", "2",
-                     "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
+    assert cli.main(["bench", "train", "--recipe", "tiny_cpu_pixel", "--img-size", "32", "--frames", "4", "--batch",
+                     "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--json", str(out)]) == 0
+    bench = json.loads(out.read_text())
+    rows = bench["rows"]
     assert [r["variant"] for r in rows][0] == "fp32 eager" and rows[0]["ratio"] == 1.0
     assert not any(r["variant"].startswith("HF") for r in rows)
+    model = bench["model"]  # the demo's model with the sizes given in place of the recipe's
+    assert (model["embed_dim"], model["depth"], model["decoder_dim"], model["img_size"]) == (192, 4, 128, 32)
     assert all(r["clips_per_s"] > 0 and r["ratio"] > 0 for r in rows)
     assert "clips/s" in capsys.readouterr().out
 

@@ -321,13 +321,16 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--flow", default="dis", help="flow method (dis, dis-fast, dis-ultrafast, farneback)")
         p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is printed)")
         p.add_argument("--batch", type=int, default=8, help="clips per batch of the training step's share")
-    if kind == "train":
-        p.add_argument("--preset", default="small", help="encoder size: tiny/small/base/large")
-        p.add_argument("--img-size", type=int, default=112)
-        p.add_argument("--frames", type=int, default=8)
-        p.add_argument("--batch", type=int, default=4, help="clips per step")
-        p.add_argument("--mask-ratio", type=float, default=0.7)
-        p.add_argument("--target", default="pixel", help="target kind(s) whose heads the model has (pixel, mme, ...)")
+    if kind == "train":  # unset sizes: the recipe's, else ViT-S, 8x112², batch 4, mask 0.7, pixel target
+        p.add_argument("--recipe", default=None, help="time the model, target and batch of this recipe (e.g. "
+                                                      "tiny_cpu_pixel, the demo's); the flags below replace its values")
+        p.add_argument("--preset", default=None, help="encoder size: tiny/small/base/large (default small)")
+        p.add_argument("--img-size", type=int, default=None, help="default 112")
+        p.add_argument("--frames", type=int, default=None, help="default 8")
+        p.add_argument("--batch", type=int, default=None, help="clips per step (default 4)")
+        p.add_argument("--mask-ratio", type=float, default=None, help="default 0.7")
+        p.add_argument("--target", default=None, help="target kind(s) whose heads the model has (default pixel; mme, "
+                                                      "...)")
         p.add_argument("--device", default="auto", help="auto / cpu / cuda")
         p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
         p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")

@@ -21,13 +21,14 @@ FLOPs.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
-from mme.config import from_dict
+from mme.config import from_dict, load_recipe
 from mme.errors import MMEError
 from mme.models.config import ModelConfig
 from mme.models.convert import HF_ALIASES, to_hf
@@ -147,29 +148,45 @@ def _timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
     return (time.perf_counter() - tic) / steps
 
 
-def bench_train(preset: str = "small", img_size: int = 112, frames: int = 8, batch: int = 4,
-                mask_ratio: float = 0.7, target: str = "pixel", device: str = "auto", steps: int = 5, warmup: int = 2,
-                rounds: int = 3, compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False,
-                peer: bool = True, threads: int | None = None, json_path: str | None = None) -> list[dict]:
+DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_ratio": 0.7},
+           "target": {"kind": "pixel"}, "train": {"batch_size": 4}}
+"""The step timed without a recipe: ViT-S, 8x112², mask 0.7, pixel target, batch 4."""
+
+
+def _configs(recipe: str | None, preset: str | None, img_size: int | None, frames: int | None,
+             mask_ratio: float | None, target: str | None, batch: int | None) -> tuple[ModelConfig, TargetConfig, int]:
+    """The model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values in their place."""
+    data = load_recipe(recipe) if recipe else DEFAULT
+    given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
+    model = {**data.get("model", {}), **{k: v for k, v in given.items() if v is not None}}
+    target_cfg = from_dict(TargetConfig, {"kind": target} if target else data.get("target", {}))
+    return from_dict(ModelConfig, model), target_cfg, batch or data.get("train", {}).get("batch_size", 4)
+
+
+def bench_train(recipe: str | None = None, preset: str | None = None, img_size: int | None = None,
+                frames: int | None = None, batch: int | None = None, mask_ratio: float | None = None,
+                target: str | None = None, device: str = "auto", steps: int = 5, warmup: int = 2, rounds: int = 3,
+                compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False, peer: bool = True,
+                threads: int | None = None, json_path: str | None = None) -> list[dict]:
     """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
     fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
-    rows."""
+    rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
+    in their place."""
     if threads:
         torch.set_num_threads(threads)
     dev = choose_device(device)
-    model_cfg = from_dict(ModelConfig, {"preset": preset, "img_size": img_size, "num_frames": frames,
-                                        "mask_ratio": mask_ratio})
-    target_cfg = from_dict(TargetConfig, {"kind": target})
+    model_cfg, target_cfg, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
+    c = model_cfg
     heads = head_specs(target_cfg, model_cfg)
     flops = step_flops(model_cfg, heads, batch)
     params = count_parameters(MaskedAutoencoder(model_cfg, heads))
-    print(f"train step: ViT-{preset} ({params / 1e6:.1f}M params with decoder {model_cfg.decoder_dim}x"
-          f"{model_cfg.decoder_depth}), {frames}x{img_size}², batch {batch}, mask {mask_ratio}, target {target}, "
-          f"device {dev}, {torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}; "
-          f"{flops / batch / 1e9:.1f} GFLOP per clip (forward and backward)")
-    if peer and target != "pixel":
+    print(f"train step: {recipe or 'ViT-' + c.preset} (encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_dim}x"
+          f"{c.decoder_depth}, {params / 1e6:.1f}M params), {c.num_frames}x{c.img_size}², batch {batch}, mask "
+          f"{c.mask_ratio}, target {target_cfg.kind}, device {dev}, {torch.get_num_threads()} threads, bf16 native: "
+          f"{bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per clip (forward and backward)")
+    if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
         peer = False
-        print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only (--target pixel)")
+        print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only, from dataset-normalised clips")
     elif peer:
         try:
             import transformers  # noqa: F401
@@ -177,7 +194,7 @@ def bench_train(preset: str = "small", img_size: int = 112, frames: int = 8, bat
             peer = False
             print(f"  peer skipped: transformers is not installed (pip install transformers), so no {PEER} "
                   "VideoMAEForPreTraining to compare with")
-    video = torch.randn(batch, 3, frames, img_size, img_size, device=dev)
+    video = torch.randn(batch, 3, c.num_frames, c.img_size, c.img_size, device=dev)
     variants = _variants(dev, all_precisions, compiled, checkpointing, peer)
     check = None
     steps_of = {}
@@ -224,6 +241,7 @@ def bench_train(preset: str = "small", img_size: int = 112, frames: int = 8, bat
               f"fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
     print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps)")
     if json_path:
-        atomic_write_json(json_path, {"device": str(dev), "preset": preset, "threads": torch.get_num_threads(),
+        atomic_write_json(json_path, {"device": str(dev), "recipe": recipe, "model": dataclasses.asdict(c),
+                                      "batch": batch, "threads": torch.get_num_threads(),
                                       "flops_per_step": flops, "peaks": peaks, "peer_check": check, "rows": rows})
     return rows
