@@ -105,7 +105,7 @@ def test_compensation_removes_a_pan_and_keeps_an_independent_object():
 
 def test_flow_methods_agree_on_a_translation():
     frames, _ = affine_video(2, 96, 96, dx=1.5, dy=0.5, seed=2)
-    for method in ("dis", "farneback"):
+    for method in ("dis", "dis-balanced", "farneback"):
         f = raw_flow(frames[0], frames[1], method)
         assert f.shape == (96, 96, 2) and f.dtype == np.float32
         assert np.abs(np.median(f.reshape(-1, 2), 0) - [1.5, 0.5]).max() < 0.25, method

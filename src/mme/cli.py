@@ -131,7 +131,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=6, help="track length L stored (training may use a shorter L)")
     p.add_argument("--short-side", type=int, default=224, help="working resolution: the frame's short side in px")
     p.add_argument("--seed-stride", type=int, default=8, help="seed grid spacing in working px")
-    p.add_argument("--flow", default="dis", choices=["dis", "dis-fast", "dis-ultrafast", "farneback", "tvl1"],
+    p.add_argument("--flow", default="dis",
+                   choices=["dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1"],
                    help="optical flow method (dis = DIS MEDIUM)")
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
     p.add_argument("--max-disp", type=float, default=None, help="displacement bound in working px (default 20 "

@@ -1,8 +1,10 @@
 """Optical flow of one frame pair behind one interface, with optional camera-motion compensation.
 
 Methods: OpenCV DIS (default ``dis`` = preset MEDIUM: 0.18 px end-point error at ~4 ms per 224² pair;
-``dis-fast`` 0.32 px at 0.8 ms; ``dis-ultrafast`` 0.54 px at 0.4 ms; platform-notes), Farneback, and TV-L1
-when the opencv-contrib build provides ``cv2.optflow`` (0.5 s per pair: offline only).
+``dis-fast`` 0.32 px at 0.8 ms; ``dis-ultrafast`` 0.54 px at 0.4 ms; platform-notes; ``dis-balanced``: MEDIUM
+with sparser patches and fewer iterations), Farneback, and TV-L1 when the opencv-contrib build provides
+``cv2.optflow`` (0.5 s per pair: offline only). Track accuracy, time and target information of each:
+``mme bench flow`` (docs/performance.md).
 Compensation follows improved dense trajectories (mme-method.md §7.2) without SURF: correspondences sampled
 from the flow itself plus ORB matches, a RANSAC homography (1 px), used only with enough inliers; frame b is
 warped onto frame a and the flow recomputed, so what is left is the motion relative to the camera.
@@ -18,8 +20,11 @@ import numpy as np
 
 from mme.errors import ConfigError
 
-DIS_PRESETS = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
+DIS_PRESETS = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-balanced": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+               "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST, "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
+DIS_SETTINGS = {"dis-balanced": {"PatchStride": 5, "GradientDescentIterations": 12}}
+"""Settings over a preset (OpenCV's DIS setters, set<Name>): ``dis-balanced`` is MEDIUM (finest scale 1, 8-px
+patches at stride 3, 25 descent and 5 refinement iterations) with patches at stride 5 and 12 descent iterations."""
 METHODS = (*DIS_PRESETS, "farneback", "tvl1")
 _ENGINES: dict[tuple, object] = {}
 
@@ -32,6 +37,8 @@ def _engine(method: str, shape: tuple[int, ...]):
     if key not in _ENGINES:
         if method in DIS_PRESETS:
             _ENGINES[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
+            for name, value in DIS_SETTINGS.get(method, {}).items():
+                getattr(_ENGINES[key], f"set{name}")(value)
         elif method == "tvl1":
             if not hasattr(cv2, "optflow"):
                 raise ConfigError(
