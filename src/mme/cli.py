@@ -287,7 +287,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="bench", required=True, metavar="KIND")
     # Each kind prints ratios against a reference measured in the same run.
     for kind, target in (("data", "mme.data.bench:bench_data"), ("targets", "mme.motion.bench:bench_targets"),
-                         ("train", "mme.train.bench:bench_train"),
+                         ("flow", "mme.motion.bench_flow:bench_flow"), ("train", "mme.train.bench:bench_train"),
                          ("pipeline", "mme.train.bench_pipeline:bench_pipeline")):
         q = kinds.add_parser(kind, help=f"benchmark {kind} (see {target.split(':')[0]})")
         _bench_args(kind, q)
@@ -297,8 +297,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
     if kind != "pipeline":  # the pipeline times one thread per worker
-        p.add_argument("--threads", type=int, default=1 if kind == "targets" else None,
-                       help="torch/OpenCV threads (default: " + ("1)" if kind == "targets" else "all cores)"))
+        one = kind in ("targets", "flow")
+        p.add_argument("--threads", type=int, default=1 if one else None,
+                       help="torch/OpenCV threads (default: " + ("1)" if one else "all cores)"))
     p.add_argument("--json", dest="json_path", metavar="JSON", default=None,
                    help="also write the figures to this JSON file")
     if kind == "data":
@@ -322,6 +323,14 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--flow", default="dis", help="flow method (dis, dis-fast, dis-ultrafast, farneback)")
         p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is printed)")
         p.add_argument("--batch", type=int, default=8, help="clips per batch of the training step's share")
+    if kind == "flow":
+        p.add_argument("--data", nargs="+", default=None, metavar="DIR",
+                       help="mme synth folders to probe the targets on (default: the demo's data and mme synth's "
+                            "defaults, generated in a temporary folder)")
+        p.add_argument("--sizes", type=int, nargs="+", default=[112, 224], help="frame sides of the analytic videos")
+        p.add_argument("--methods", nargs="+", default=None,
+                       help="flow methods (default: every one this OpenCV build has)")
+        p.add_argument("--repeat", type=int, default=3, help="timed passes over the frame pairs (median printed)")
     if kind == "train":  # unset sizes: the recipe's, else ViT-S, 8x112², batch 4, mask 0.7, pixel target
         p.add_argument("--recipe", default=None, help="time the model, target and batch of this recipe (e.g. "
                                                       "tiny_cpu_pixel, the demo's); the flags below replace its values")

@@ -1,0 +1,70 @@
+"""`mme bench flow` on a tiny case: the figures are there and sane (values, never timings)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mme.data.synth import generate_synth
+from mme.motion import bench_flow
+
+
+def test_the_analytic_maps_are_the_rendered_motion():
+    """Frame t is frame 0 moved by maps[t]: warping frame 0 with it gives frame t (away from the borders)."""
+    import cv2
+
+    for motion in bench_flow.MOTIONS:
+        frames, maps = bench_flow.analytic_video(motion, 96, 4)
+        moved = cv2.warpAffine(frames[0], maps[3][:2], (96, 96), flags=cv2.INTER_LINEAR)
+        moved_err = np.abs(moved.astype(float) - frames[3])[16:-16, 16:-16].mean()
+        still_err = np.abs(frames[0].astype(float) - frames[3])[16:-16, 16:-16].mean()
+        assert moved_err < 1.5 and still_err > 10, motion  # 0.7-1.1 against 11-25 grey levels
+
+
+def test_dis_tracks_a_pure_translation_to_a_tenth_of_a_pixel(tmp_path):
+    frames, maps = bench_flow.analytic_video("translate", 112, 12)
+    decoded = bench_flow.coded(frames, tmp_path, "t")
+    e = bench_flow.track_errors(decoded, maps, "dis", 6)
+    assert e["points"] > 100 and e["epe_step"] < 0.2 and e["epe_end"] < 0.5 and e["target_rmse_px"] < 0.2
+
+
+def test_bench_flow_reports_every_method(tmp_path, capsys):
+    data = generate_synth(tmp_path / "synth", preset="demo", num_classes=2, videos_per_class=5, size=64,
+                          num_frames=20, workers=1, splits=(3, 1, 1)).root
+    from mme.cli import main
+
+    assert main(["bench", "flow", "--data", str(data), "--sizes", "64", "--repeat", "1",
+                 "--json", str(tmp_path / "flow.json")]) == 0
+    r = json.loads((tmp_path / "flow.json").read_text())
+    assert sorted(r["methods"]) == sorted(bench_flow.available_methods()) == sorted(r["ranking"])
+    for m, row in r["methods"].items():
+        for motion in bench_flow.MOTIONS:
+            e = row[f"{motion}@64"]
+            assert 0 < e["epe_step"] < 1.0 and e["points"] > 0, (m, motion)
+        assert row["ms_pair@64"] > 0 and row["targets_ms_clip"] > 0
+        for kind in ("px", "patchstd"):
+            p = row["probe"]["synth"][kind]
+            assert 0 <= p["val"] <= 1 and 0 <= p["test"] <= 1
+        assert row["acc_per_ms"] > 0
+    assert r["methods"]["dis"]["translate@64"]["epe_step"] < 0.3
+    assert r["methods"]["dis"]["probe"]["synth"]["px"]["test"] == 1.0  # 2 classes of opposite pans
+    out = capsys.readouterr().out
+    assert all(f"| {m} |" in out for m in r["methods"]) and "synth px" in out
+
+
+def test_bench_flow_uses_the_demo_target():
+    from mme.demo import TARGETS
+
+    recipe, overrides = TARGETS["mme"]
+    assert bench_flow.DEMO_TARGET == (recipe, tuple(overrides))
+
+
+def test_bench_flow_needs_train_and_val(tmp_path):
+    from mme.errors import DataError
+
+    data = generate_synth(tmp_path / "s", num_classes=2, videos_per_class=2, size=64, num_frames=20, workers=1,
+                          splits=(1, 0, 0)).root
+    with pytest.raises(DataError, match="val.txt"):
+        bench_flow.target_features(data, ["dis"])
