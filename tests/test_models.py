@@ -58,6 +58,16 @@ def test_encoder_sees_exactly_472_visible_tokens_at_16x224():
     assert full.shape == (1, 1568, 16)
 
 
+def test_patch_embedding_of_the_visible_tokens_equals_the_convolutions_tokens():
+    cfg = ModelConfig(**TINY, mask_type="random")
+    embed = VisionTransformer(cfg).patch_embed
+    x = torch.randn(2, 3, 8, 32, 32)
+    mask = make_mask("random", 2, cfg.grid, 0.75, torch.Generator().manual_seed(0))
+    index = (~mask).nonzero()[:, 1].view(2, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(embed(x, index), embed(x)[~mask].view(2, -1, 64), rtol=1e-5, atol=1e-5)
+
+
 def test_position_table_equals_hf_sinusoid_table():
     for n, d in ((392, 192), (98, 64), (16, 768)):  # HF's table is a Python loop: keep it small
         assert torch.equal(sincos_table(n, d), get_sinusoid_encoding_table(n, d)[0])
