@@ -104,11 +104,14 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_thread
 
     out = tmp_path / "bench.json"
     rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1, device="cpu",
-                       json_path=str(out))
+                       profile=True, json_path=str(out))
     assert [r["variant"] for r in rows] == ["fp32 eager", "HF fp32 eager"] and rows[0]["ratio"] == 1.0
     assert all(r["clips_per_s"] > 0 and r["mfu"] > 0 for r in rows)
     assert rows[1]["ours_vs_peer"] == pytest.approx(rows[0]["clips_per_s"] / rows[1]["clips_per_s"])
-    check = json.loads(out.read_text())["peer_check"]
+    bench = json.loads(out.read_text())
+    for parts in bench["profile_ms_per_step"].values():  # both steps profiled, each with an optimizer and matmuls
+        assert parts["optimizer"] > 0 and parts["linear layers, patch embedding"] > 0
+    check = bench["peer_check"]
     # 2x2x2 tokens, tube mask 0.7: int(0.7 * 4) = 2 of 4 per slice masked, so 4 visible and 4 masked per clip
     assert check["params"][0] == check["params"][1] and check["encoder_tokens"] == check["masked_tokens"] == [4, 4]
     assert check["attention"] == ["sdpa", "sdpa"] and check["loss_rel_diff"] <= 1e-5

@@ -148,6 +148,38 @@ def _timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
     return (time.perf_counter() - tic) / steps
 
 
+PROFILE_PARTS = (  # (part, marks): an op counts in the first part with a mark in its name or a caller's
+    ("optimizer", ("Optimizer.step",)),
+    ("gradient clipping", ("_foreach_norm", "linalg_vector_norm", "_foreach_mul")),
+    ("attention (SDPA)", ("scaled_dot_product",)),
+    ("linear layers, patch embedding", ("aten::mm", "aten::addmm", "AddmmBackward", "aten::bmm", "convolution")),
+    ("layer norm", ("layer_norm",)),
+    ("copies, gathers, casts, fills", ("copy_", "aten::cat", "aten::stack", "aten::index", "fill_", "zero_",
+                                       "_to_copy", "clone")),
+    ("the rest (GELU, residual adds, loss, targets, ...)", ("",)),
+)
+"""How ``--profile`` splits the step's CPU time."""
+
+
+def profile_step(step: Callable[[], None], steps: int) -> dict[str, float]:
+    """Milliseconds per step in each of :data:`PROFILE_PARTS` over ``steps`` steps: torch.profiler's self CPU time
+    of every op, counted in the first part with a mark in the op's name or one of its callers'."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    ms = dict.fromkeys([part for part, _ in PROFILE_PARTS], 0.0)
+    for event in prof.events():
+        names, e = [], event
+        while e is not None:
+            names.append(e.name)
+            e = e.cpu_parent
+        part = next(part for part, marks in PROFILE_PARTS if any(m in n for n in names for m in marks))
+        ms[part] += event.self_cpu_time_total / 1000 / steps
+    return ms
+
+
 DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_ratio": 0.7},
            "target": {"kind": "pixel"}, "train": {"batch_size": 4}}
 """The step timed without a recipe: ViT-S, 8x112², mask 0.7, pixel target, batch 4."""
@@ -167,11 +199,11 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                 frames: int | None = None, batch: int | None = None, mask_ratio: float | None = None,
                 target: str | None = None, device: str = "auto", steps: int = 5, warmup: int = 2, rounds: int = 3,
                 compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False, peer: bool = True,
-                threads: int | None = None, json_path: str | None = None) -> list[dict]:
+                profile: bool = False, threads: int | None = None, json_path: str | None = None) -> list[dict]:
     """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
     fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
     rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
-    in their place."""
+    in their place. ``profile``: then where the time of our fp32 step and the peer's goes (:func:`profile_step`)."""
     if threads:
         torch.set_num_threads(threads)
     dev = choose_device(device)
@@ -240,8 +272,17 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs "
               f"fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
     print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps)")
+    profiled = {}
+    if profile:
+        profiled = {name: profile_step(steps_of[name], steps) for name in ("fp32 eager", f"{PEER} fp32 eager")
+                    if name in steps_of}
+        print(f"  {'where the step goes (torch.profiler), ms per step':<54}" + "".join(f"{n:>16}" for n in profiled))
+        for part, _ in PROFILE_PARTS:
+            print(f"    {part:<52}" + "".join(f"{ms[part]:16.1f}" for ms in profiled.values()))
+        print(f"    {'total':<52}" + "".join(f"{sum(ms.values()):16.1f}" for ms in profiled.values()))
     if json_path:
         atomic_write_json(json_path, {"device": str(dev), "recipe": recipe, "model": dataclasses.asdict(c),
                                       "batch": batch, "threads": torch.get_num_threads(),
-                                      "flops_per_step": flops, "peaks": peaks, "peer_check": check, "rows": rows})
+                                      "flops_per_step": flops, "peaks": peaks, "peer_check": check, "rows": rows,
+                                      "profile_ms_per_step": profiled})
     return rows
