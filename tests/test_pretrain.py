@@ -197,7 +197,9 @@ def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step
     r = json.loads(out.read_text())
     ms = r["worker_ms_per_clip"]
     assert set(ms) == {"pixel", "mme online", "mme cached"} and r["ratio_to_pixel"]["pixel"] == 1.0
-    assert ms["mme online"] > ms["pixel"]  # flow, tracks and HOG on top of the same decode
+    assert ms["mme online"] > ms["pixel"]  # flow and tracks on top of the same decode
+    step = r["step_target_ms_per_clip"]  # HOG along the tracks and the assembly moved to the step
+    assert set(step) == set(ms) and step["mme online"] > 0 and step["mme cached"] > 0
     assert all(r["cores_needed"][v] == pytest.approx(100 * ms[v] / 1000) for v in ms)
     assert 0 <= r["data_wait_fraction"] <= 1 and r["clips_per_s_source"] == "given"
     assert "cores needed" in capsys.readouterr().out

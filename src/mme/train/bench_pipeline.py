@@ -6,9 +6,11 @@
 
 For the pixel target, the MME target computed online, and the MME target read from the track cache (``mme
 extract`` of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and for
-MME the flow, tracks, HOG and assembly, or the cached tracks) in CPU time of one thread, the median over
-``--clips`` items. Dividing the step rate by it gives the cores the workers need: ``--clips-per-s``, else the
-step rate of the tiny demo model measured here (its step time without the data wait). Ratios are against the pixel
+MME the flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items; and
+the training step's share of making the targets (pixel; or HOG along the tracks and the assembly), per clip of a
+batch of 8 made on this CPU (on a GPU it runs batched there). The step rate times the worker time gives the cores
+the workers need: ``--clips-per-s``, else the step rate of the tiny demo model measured here (its step time without
+the data wait). Ratios are against the pixel
 target measured in the same run. Then a short real pre-training run with ``--workers`` loader workers reports the
 fraction of its step time spent waiting for data.
 """
@@ -25,7 +27,9 @@ import torch
 
 from mme.config import load_config
 from mme.data.bench import generated_video
+from mme.data.dataset import collate
 from mme.motion.extract import extract_cache
+from mme.motion.targets import batch_targets
 from mme.train.config import PretrainConfig
 from mme.train.pretrain import pretrain, pretrain_dataset
 from mme.utils import atomic_write_json, cpu_name
@@ -44,17 +48,24 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
         *([f"target.cache_dir={cache}"] if variant == "mme cached" else []), *extra])
 
 
-def _worker_ms(cfg: PretrainConfig, clips: int) -> float:
-    """Median CPU ms of one thread to make one dataset item (after a first, untimed one that opens the video)."""
+def _worker_and_step_ms(cfg: PretrainConfig, clips: int, batch: int = 8) -> tuple[float, float]:
+    """Median CPU ms of one thread to make one dataset item (after a first, untimed one that opens the video),
+    and the step's CPU ms per clip to make the targets of a batch of ``batch`` such items (median of 3)."""
     data = pretrain_dataset(cfg)
     data.set_epoch(0)
     data[0]
-    times = []
+    times, items = [], []
     for i in range(1, clips + 1):
         t0 = time.process_time()
-        data[i % len(data)]
+        items.append(data[i % len(data)])
         times.append(1000 * (time.process_time() - t0))
-    return statistics.median(times)
+    b = collate([items[k % len(items)] for k in range(batch)])
+    step = []
+    for _ in range(3):
+        t0 = time.process_time()
+        batch_targets(b["video"], b["motion"], cfg.target, cfg.model)
+        step.append(1000 * (time.process_time() - t0) / batch)
+    return statistics.median(times), statistics.median(step)
 
 
 def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, stride: int = 4, clips: int = 8,
@@ -70,8 +81,9 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         list_file = tmp / "list.txt"
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
-        ms = {v: _worker_ms(_config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run"), clips)
-              for v in VARIANTS}
+        both = {v: _worker_and_step_ms(_config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run"), clips)
+                for v in VARIANTS}
+        ms, step_ms = {v: w for v, (w, _) in both.items()}, {v: t for v, (_, t) in both.items()}
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv_threads)
         run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
@@ -83,15 +95,18 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         else clips_per_s
     result = {"cpu": cpu_name(), "video": str(video or "generated 340x256 H.264"), "clip": f"{frames}x{size}²",
               "stride": stride, "worker_ms_per_clip": ms, "ratio_to_pixel": {v: ms[v] / ms["pixel"] for v in ms},
+              "step_target_ms_per_clip": step_ms,
               "clips_per_s": rate,
               "clips_per_s_source": "measured: the tiny model's step here" if measured else "given",
               "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
               "data_wait_fraction": statistics.mean(r["data_wait"] for r in late)}
     print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")
     print(f"  step rate {rate:.1f} clips/s ({result['clips_per_s_source']})")
-    print(f"  {'target':<12} {'worker ms/clip':>15} {'vs pixel':>9} {'cores needed':>13}")
+    print(f"  {'target':<12} {'worker ms/clip':>15} {'vs pixel':>9} {'cores needed':>13} {'step targets ms/clip':>21}")
     for v in VARIANTS:
-        print(f"  {v:<12} {ms[v]:15.1f} {result['ratio_to_pixel'][v]:8.2f}x {result['cores_needed'][v]:13.2f}")
+        print(f"  {v:<12} {ms[v]:15.1f} {result['ratio_to_pixel'][v]:8.2f}x {result['cores_needed'][v]:13.2f} "
+              f"{step_ms[v]:21.1f}")
+    print("  (step targets: made in the training step, per clip of a batch of 8 on this CPU; on a GPU, batched there)")
     print(f"  a {steps}-step MME run with {workers} workers waited for data {100 * result['data_wait_fraction']:.0f} % "
           "of its step time (after its first 2 steps)")
     if json_path:
