@@ -328,6 +328,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
                        help="mme synth folders to probe the targets on (default: the demo's data and mme synth's "
                             "defaults, generated in a temporary folder)")
         p.add_argument("--sizes", type=int, nargs="+", default=[112, 224], help="frame sides of the analytic videos")
+        p.add_argument("--scenes", type=int, default=4, help="scenes per analytic motion (errors: their mean)")
         p.add_argument("--methods", nargs="+", default=None,
                        help="flow methods (default: every one this OpenCV build has)")
         p.add_argument("--repeat", type=int, default=3, help="timed passes over the frame pairs (median printed)")

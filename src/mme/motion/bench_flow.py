@@ -5,8 +5,9 @@
 
 For every method of :data:`mme.motion.flow.METHODS` (``tvl1`` only with opencv-contrib):
 
-- **Track accuracy on analytic motion.** A scene of the demo's kind (mme synth's renderer and high-contrast
-  texture) seen by a camera that pans, rolls or zooms at a known rate, H.264-coded as ``mme synth`` codes and
+- **Track accuracy on analytic motion.** Scenes of the demo's kind (mme synth's renderer and high-contrast
+  texture; ``scenes`` of them per motion, errors averaged over them: one scene's errors can be several times
+  another's) seen by a camera that pans, rolls or zooms at a known rate, H.264-coded as ``mme synth`` codes and
   decoded with PyAV (``open_video``), at each size; tracks from every 3rd frame as the targets make them
   (:func:`mme.motion.tracks.track`). Errors are judged on points whose true path stays ``margin`` px inside the
   frame: the end-point error per step (the tracked step against the true motion of the point where it was) and
@@ -239,26 +240,30 @@ SYNTH_SETS = {"demo": {"preset": "demo"}, "object": {}}
 
 
 def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), methods: list[str] | None = None,
-        num_frames: int = 16, repeat: int = 3, threads: int = 1, seed: int = 0) -> dict:
-    """Every figure of the benchmark (module docstring) as a dict; ``data``: ``mme synth`` folders to probe on
-    (default: :data:`SYNTH_SETS`, generated in a temporary folder)."""
+        scenes: int = 4, num_frames: int = 16, repeat: int = 3, threads: int = 1, seed: int = 0) -> dict:
+    """Every figure of the benchmark (module docstring) as a dict: the errors are means over ``scenes`` scenes
+    per motion (seeds ``seed``, ``seed + 1``, ...); ``data``: ``mme synth`` folders to probe on (default:
+    :data:`SYNTH_SETS`, generated in a temporary folder)."""
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     methods = methods or available_methods()
     L = recipe_configs(*DEMO_TARGET)[1].track_length
     result = {"cpu": cpu_name(), "threads": threads, "sizes": list(sizes), "motions": list(MOTIONS),
-              "track_length": L, "num_frames": num_frames, "data": {}, "methods": {m: {"probe": {}} for m in methods}}
+              "scenes": scenes, "track_length": L, "num_frames": num_frames, "data": {},
+              "methods": {m: {"probe": {}} for m in methods}}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            videos = {}
+            videos = {motion: [] for motion in MOTIONS}
             for motion in MOTIONS:
-                frames, maps = analytic_video(motion, size, num_frames, seed)
-                videos[motion] = (coded(frames, Path(tmp), f"{motion}{size}"), maps)
+                for k in range(seed, seed + scenes):
+                    frames, maps = analytic_video(motion, size, num_frames, k)
+                    videos[motion].append((coded(frames, Path(tmp), f"{motion}{size}_{k}"), maps))
             for m in methods:
                 row = result["methods"][m]
-                for motion, (frames, maps) in videos.items():
-                    row[f"{motion}@{size}"] = track_errors(frames, maps, m, L)
-                row[f"ms_pair@{size}"] = pair_ms([v for v, _ in videos.values()], m, repeat)
+                for motion, clips in videos.items():
+                    errors = [track_errors(frames, maps, m, L) for frames, maps in clips]
+                    row[f"{motion}@{size}"] = {k: float(np.mean([e[k] for e in errors])) for k in errors[0]}
+                row[f"ms_pair@{size}"] = pair_ms([f for clips in videos.values() for f, _ in clips], m, repeat)
         folders = {Path(d).name: Path(d) for d in data} if data else {
             name: generate_synth(Path(tmp) / name, workers=threads, **design).root
             for name, design in SYNTH_SETS.items()}
@@ -291,7 +296,8 @@ def report(r: dict) -> str:
     def mean(row, key, size):
         return np.mean([row[f"{k}@{size}"][key] for k in motions])
 
-    lines = ["End-point error per step (px) by motion and size; after L: mean error after L steps (px); target err: "
+    lines = ["End-point error per step (px) by motion and size, mean over the scenes; after L: mean error after L "
+             "steps (px); target err: "
              "RMS error of the trajectory target in px (the demo's) / in z (PatchStd); ms/pair: median CPU ms of one "
              f"flow; ranked by accuracy per ms, 1 / (mean EPE per step at {big} x ms/pair at {big}):", ""]
     head = ["method"] + [f"{k} {s}" for s in sizes for k in motions] + [f"after L {s}" for s in sizes] \
@@ -315,11 +321,12 @@ def report(r: dict) -> str:
 
 
 def bench_flow(data: list[str] | None = None, sizes: list[int] | None = None, methods: list[str] | None = None,
-               repeat: int = 3, threads: int = 1, json_path: str | None = None) -> dict:
+               scenes: int = 4, repeat: int = 3, threads: int = 1, json_path: str | None = None) -> dict:
     """``mme bench flow``: :func:`run`, printed as tables (and written to ``json_path``); returns the figures."""
-    r = run(data, tuple(sizes or (112, 224)), methods, repeat=repeat, threads=threads)
+    r = run(data, tuple(sizes or (112, 224)), methods, scenes, repeat=repeat, threads=threads)
     print(f"mme bench flow: tracks of {r['track_length']} steps on {r['num_frames']} frames of {len(r['motions'])} "
-          f"analytic camera motions at {r['sizes']} px (H.264); {r['threads']} thread(s), {r['cpu']}")
+          f"analytic camera motions x {r['scenes']} scenes at {r['sizes']} px (H.264); {r['threads']} thread(s), "
+          f"{r['cpu']}")
     print(report(r))
     if json_path:
         atomic_write_json(json_path, r)
