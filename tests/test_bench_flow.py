@@ -61,8 +61,11 @@ def test_bench_flow_uses_the_demo_target():
     assert bench_flow.DEMO_TARGET == (recipe, tuple(overrides))
 
 
-def test_bench_flow_needs_train_and_val(tmp_path):
-    from mme.errors import DataError
+def test_bench_flow_refuses_bad_input_before_any_work(tmp_path):
+    from mme.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="unknown flow method.*'dis-slow'"):
+        bench_flow.run(methods=["dis", "dis-slow"])
 
     data = generate_synth(tmp_path / "s", num_classes=2, videos_per_class=2, size=64, num_frames=20, workers=1,
                           splits=(1, 0, 0)).root

@@ -43,7 +43,7 @@ from mme.data.sampling import sample_pretrain
 from mme.data.synth import SPLITS, draw_params, encode_h264, generate_synth, motion_at, render
 from mme.data.transforms import apply_geometry, view_crops
 from mme.data.video import open_video
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.motion.flow import METHODS, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
@@ -247,6 +247,9 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     methods = methods or available_methods()
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"mme bench flow: unknown flow method(s) {unknown}; choose from {list(METHODS)}")
     L = recipe_configs(*DEMO_TARGET)[1].track_length
     result = {"cpu": cpu_name(), "threads": threads, "sizes": list(sizes), "motions": list(MOTIONS),
               "scenes": scenes, "track_length": L, "num_frames": num_frames, "data": {},
