@@ -320,7 +320,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--size", type=int, default=224, help="crop side")
         p.add_argument("--length", type=int, default=None, help="track length L (default: the paper's 6)")
         p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
-        p.add_argument("--flow", default="dis", help="flow method (dis, dis-fast, dis-ultrafast, farneback)")
+        p.add_argument("--flow", default="dis", help="flow method (dis, dis-balanced, dis-fast, dis-ultrafast, "
+                                                     "farneback)")
         p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is printed)")
         p.add_argument("--batch", type=int, default=8, help="clips per batch of the training step's share")
     if kind == "flow":

@@ -77,7 +77,8 @@ class TargetConfig:
     """PatchStd floor in px: below it the z-score is 0. Measured DIS MEDIUM noise (intra-patch std of rigidly
     moving, H.264-coded texture, 112² and 224²): median 0.02 px, p90 0.06-0.09 px; static video p95 0.016 px."""
     flow: str = "dis"
-    """Optical flow: dis (OpenCV DIS MEDIUM) | dis-fast | dis-ultrafast | farneback | tvl1 (needs opencv-contrib)."""
+    """Optical flow: dis (OpenCV DIS MEDIUM) | dis-balanced (MEDIUM's accuracy at 0.63x its time) | dis-fast |
+    dis-ultrafast | farneback | tvl1 (needs opencv-contrib); accuracy per ms in docs/performance.md."""
     compensate: bool = False
     """Camera-motion compensation (iDT-style homography; no SURF)."""
     interpolate: bool = True
