@@ -161,14 +161,13 @@ PROFILE_PARTS = (  # (part, marks): an op counts in the first part with a mark i
 """How ``--profile`` splits the step's CPU time."""
 
 
-def profile_step(step: Callable[[], None], steps: int) -> dict[str, float]:
-    """Milliseconds per step in each of :data:`PROFILE_PARTS` over ``steps`` steps: torch.profiler's self CPU time
-    of every op, counted in the first part with a mark in the op's name or one of its callers'."""
+def profile_step(step: Callable[[], None]) -> dict[str, float]:
+    """Milliseconds of one ``step`` in each of :data:`PROFILE_PARTS`: torch.profiler's self CPU time of every op,
+    counted in the first part with a mark in the op's name or one of its callers'."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
+        step()
     ms = dict.fromkeys([part for part, _ in PROFILE_PARTS], 0.0)
     for event in prof.events():
         names, e = [], event
@@ -176,7 +175,7 @@ def profile_step(step: Callable[[], None], steps: int) -> dict[str, float]:
             names.append(e.name)
             e = e.cpu_parent
         part = next(part for part, marks in PROFILE_PARTS if any(m in n for n in names for m in marks))
-        ms[part] += event.self_cpu_time_total / 1000 / steps
+        ms[part] += event.self_cpu_time_total / 1000
     return ms
 
 
@@ -203,7 +202,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
     fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
     rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
-    in their place. ``profile``: then where the time of our fp32 step and the peer's goes (:func:`profile_step`)."""
+    in their place. ``profile``: then where the time of our fp32 step and the peer's goes (:func:`profile_step`,
+    one step each per round in turns, each part's best round)."""
     if threads:
         torch.set_num_threads(threads)
     dev = choose_device(device)
@@ -272,14 +272,18 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs "
               f"fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
     print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps)")
-    profiled = {}
-    if profile:
-        profiled = {name: profile_step(steps_of[name], steps) for name in ("fp32 eager", f"{PEER} fp32 eager")
-                    if name in steps_of}
+    profiled: dict[str, dict[str, float]] = {}
+    if profile:  # one profiled step per variant and round, in turns; each part's best round
+        for _ in range(rounds):
+            for name in ("fp32 eager", f"{PEER} fp32 eager"):
+                if name in steps_of:
+                    ms, best_ms = profile_step(steps_of[name]), profiled.get(name, {})
+                    profiled[name] = {part: min(v, best_ms.get(part, v)) for part, v in ms.items()}
         print(f"  {'where the step goes (torch.profiler), ms per step':<54}" + "".join(f"{n:>16}" for n in profiled))
         for part, _ in PROFILE_PARTS:
             print(f"    {part:<52}" + "".join(f"{ms[part]:16.1f}" for ms in profiled.values()))
-        print(f"    {'total':<52}" + "".join(f"{sum(ms.values()):16.1f}" for ms in profiled.values()))
+        print(f"    {'sum of the parts':<52}" + "".join(f"{sum(ms.values()):16.1f}" for ms in profiled.values()))
+        print(f"  (each part: its best of {rounds} profiled steps, ours and the peer's in turns)")
     if json_path:
         atomic_write_json(json_path, {"device": str(dev), "recipe": recipe, "model": dataclasses.asdict(c),
                                       "batch": batch, "threads": torch.get_num_threads(),
