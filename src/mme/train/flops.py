@@ -47,12 +47,12 @@ def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
     return 3 * batch * forward
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, max_size: int | None = None,
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = None,
                 seconds: float = 1.0) -> tuple[float, int]:
     """``(GFLOP/s, n)``: the best rate of an ``n × n`` matmul in ``dtype`` on ``device`` at the current thread
-    count, timed for about ``seconds``. ``n`` doubles from 256 to ``max_size`` (2048 on CPU, 8192 on CUDA)
+    count, timed for about ``seconds``. ``n = size``, or found by doubling from 256 to 2048 on CPU (8192 on CUDA)
     while one product takes under 0.5 s, so an emulated dtype is timed at a size it finishes."""
-    max_size = max_size or (8192 if device.type == "cuda" else 2048)
+    max_size = size or (8192 if device.type == "cuda" else 2048)
 
     def timed(a: torch.Tensor, b: torch.Tensor) -> float:
         if device.type == "cuda":
@@ -63,7 +63,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, max_size: int | None =
             torch.cuda.synchronize(device)
         return time.perf_counter() - tic
 
-    n = 256
+    n = size or 256
     while True:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
