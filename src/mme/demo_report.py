@@ -10,8 +10,9 @@ import numpy as np
 from mme.train.metrics import read_records
 from mme.utils import atomic_path
 
-REAL_KEYS = ("real_linear_top1", "real_knn_top1")
-"""The real-footage columns of a row (mme.demo.probe_real)."""
+REAL_KEYS = ("real_val_linear_top1", "real_val_knn_top1", "real_test_linear_top1", "real_test_knn_top1")
+"""The real-footage columns of a row, means over the folds (mme.demo.probe_real): on each fold's validation
+source (what experiments are judged on), then on its test source."""
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -37,15 +38,17 @@ def _cell(e: dict, key: str, digits: int = 1) -> str:
 
 
 def markdown_table(summary: list[dict], chance: float, real: bool) -> str:
-    """The probes on the synthetic videos, then on real footage (``real``: whether it was probed), and chance."""
-    lines = ["| target | linear probe top-1 (%) | kNN top-1 (%) | real footage: linear top-1 (%) | real footage: kNN "
-             "top-1 (%) | pre-training minutes | clips/s |", "|---|---|---|---|---|---|---|"]
+    """The probes on the synthetic videos, then on real footage (``real``: whether it was probed): the folds'
+    validation sources, then their test sources; and chance."""
+    real_heads = [f"real {split}: {probe} top-1 (%)" for split in ("val", "test") for probe in ("linear", "kNN")]
+    lines = ["| " + " | ".join(["target", "linear probe top-1 (%)", "kNN top-1 (%)", *real_heads,
+                                "pre-training minutes", "clips/s"]) + " |", "|---" * (5 + len(REAL_KEYS)) + "|"]
     for e in summary:
-        lines.append(f"| {e['target']} | {_cell(e, 'linear_top1')} | {_cell(e, 'knn_top1')} | "
-                     f"{_cell(e, 'real_linear_top1')} | {_cell(e, 'real_knn_top1')} | {_cell(e, 'minutes', 2)} | "
-                     f"{_cell(e, 'clips_per_s')} |")
-    real_chance = f"{chance:.1f}" if real else "–"
-    lines.append(f"| chance | {chance:.1f} | {chance:.1f} | {real_chance} | {real_chance} | – | – |")
+        cells = [e["target"], *(_cell(e, k) for k in ("linear_top1", "knn_top1", *REAL_KEYS)),
+                 _cell(e, "minutes", 2), _cell(e, "clips_per_s")]
+        lines.append("| " + " | ".join(cells) + " |")
+    real_chance = [f"{chance:.1f}" if real else "–"] * len(REAL_KEYS)
+    lines.append("| " + " | ".join(["chance", f"{chance:.1f}", f"{chance:.1f}", *real_chance, "–", "–"]) + " |")
     return "\n".join(lines) + "\n"
 
 

