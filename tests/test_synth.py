@@ -118,7 +118,8 @@ generate_synth(sys.argv[1], seed=3, workers=1, **{kwargs})
 
 
 @pytest.mark.parametrize("design", [dict(motion="object", texture="two_colour"),
-                                    dict(motion="scene", texture="high_contrast")])
+                                    dict(motion="scene", texture="high_contrast"),
+                                    dict(motion="scene", texture="dead_leaves", objects=2)])
 def test_same_seed_same_bytes_whatever_the_workers_threads_or_process(design, tmp_path):
     kwargs = {**SAME_BYTES, **design}
     a = generate_synth(tmp_path / "a", seed=3, workers=1, **kwargs)
@@ -142,6 +143,8 @@ def test_bad_arguments_are_refused_naming_the_option(tmp_path):
         generate_synth(tmp_path / "e", motion="camera")
     with pytest.raises(ConfigError, match="texture"):
         generate_synth(tmp_path / "f", texture="plaid")
+    with pytest.raises(ConfigError, match="objects"):
+        generate_synth(tmp_path / "g", objects=-1)
 
 
 def test_scene_motion_moves_the_whole_view_by_the_class_motion():
@@ -179,3 +182,43 @@ def test_high_contrast_textures_are_strong_and_centred_on_grey():
     spread = {k: v.mean((1, 2)).std(0).mean() for k, v in (("faint", faint), ("bold", bold))}
     assert contrast["bold"] > 2 * contrast["faint"], contrast
     assert spread["bold"] < 0.25 * spread["faint"], spread
+
+
+def test_dead_leaves_textures_have_the_heavy_tailed_edges_of_photographs():
+    """Natural images are flat regions cut by sharp edges: their grey-level differences between neighbours are
+    heavy-tailed (kurtosis well above a Gaussian's 3), where smooth noise, even pushed to two tones, is not."""
+    from scipy.stats import kurtosis
+
+    from mme.data.synth import _texture
+
+    def edge_kurtosis(texture: str) -> float:
+        grey = [_texture(128, 128, np.random.default_rng(i), texture).astype(np.float64).mean(-1) for i in range(6)]
+        return float(np.median([kurtosis(np.diff(g, axis=1).ravel(), fisher=False) for g in grey]))
+
+    leaves, noise = edge_kurtosis("dead_leaves"), edge_kurtosis("high_contrast")
+    assert leaves > 7 and noise < 6, (leaves, noise)  # 8.6 and 4.7 here
+    tex = _texture(128, 128, np.random.default_rng(0), "dead_leaves")
+    assert tex.shape == (128, 128, 3) and tex.dtype == np.uint8
+    assert np.array_equal(tex, _texture(128, 128, np.random.default_rng(0), "dead_leaves"))
+
+
+def test_a_mover_moves_on_its_own_at_its_drawn_velocity():
+    """Over a scene whose class motion is switched off, a distractor is the only thing that changes, and its
+    silhouette's centroid travels by its drawn velocity over the video."""
+    from mme.data.synth import draw_movers, draw_params, render
+
+    size, frames = 96, 24
+    rng = np.random.default_rng(5)
+    p = {**draw_params(0, size, frames, rng), "vx": 0.0, "motion": "scene", "texture": "dead_leaves"}
+    p["movers"] = draw_movers(size, frames, 1, rng)
+    m = p["movers"][0]
+    m.update(omega=0.0, cx=size / 2, cy=size / 2)  # centred and not turning, so it stays whole in view
+    still = render({**p, "movers": []}, size, frames, np.random.default_rng(9)).astype(np.int16)
+    moved = render(p, size, frames, np.random.default_rng(9)).astype(np.int16)  # same scene, with the mover
+    silhouette = np.abs(moved - still).max(-1) > 12
+    area = silhouette.mean((1, 2))
+    assert 0.2 < area.min() / (np.pi * m["radius"] ** 2 * m["aspect"] / size ** 2) < 1.2, area
+    centroid = [np.argwhere(s).mean(0)[::-1] for s in silhouette[[0, -1]]]  # (x, y)
+    travel = (centroid[1] - centroid[0]) / (frames - 1)
+    assert np.allclose(travel, (m["vx"], m["vy"]), atol=0.1), (travel, m)
+    assert np.array_equal(still[0], still[-1])  # the scene itself is still: only the mover moved

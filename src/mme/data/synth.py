@@ -11,6 +11,10 @@ about the label. (At other frames, position and size drift with the motion, as t
 ``"scene"`` (the whole view: the class motion is a camera pan, roll or zoom of the same kind of scene, so every
 region of the frame carries it). Both are the same classes, speeds and appearance draws.
 
+Options towards real footage's statistics (off in every preset; docs/experiments.md, "Real footage"):
+``texture="dead_leaves"`` (occluding shapes of every size: flat regions cut by sharp edges, as in photographs)
+and ``objects=N`` distractors per video that move on their own over the view.
+
 A named preset fixes a whole design (:data:`PRESETS`); arguments given as well replace the preset's::
 
     mme synth data/demo --preset demo                      # mme demo's data (also its tests' and benchmarks')
@@ -48,7 +52,7 @@ from mme.errors import ConfigError
 from mme.utils import atomic_path, atomic_write_text, check_output
 
 MOTIONS = ("object", "scene")
-TEXTURES = ("two_colour", "high_contrast")
+TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
 CLASSES = ("translate_right", "translate_left", "translate_up", "translate_down", "rotate_cw", "rotate_ccw",
            "grow", "shrink", "oscillate_horizontal", "oscillate_vertical")
 SPLITS = ("train", "val", "test")
@@ -72,9 +76,40 @@ class SynthDataset:
 
 
 def _texture(h: int, w: int, rng: np.random.Generator, texture: str = "two_colour") -> np.ndarray:
-    """A random texture (h, w, 3) uint8: smooth noise at a random scale (:func:`smooth_noise`) mixing two colours
-    (:func:`two_colours`)."""
+    """A random texture (h, w, 3) uint8: occluding shapes of every size (:func:`dead_leaves`), or smooth noise at
+    a random scale (:func:`smooth_noise`) mixing two colours (:func:`two_colours`)."""
+    if texture == "dead_leaves":
+        return dead_leaves(h, w, rng)
     return two_colours(smooth_noise(h, w, rng, rng.uniform(1.5, 6.0)), rng, texture)
+
+
+DEAD_LEAF_RADII = (3.0, 0.3)
+"""The smallest leaf radius in px and the largest as a fraction of the texture's short side."""
+
+
+def dead_leaves(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A dead-leaves texture (h, w, 3) uint8, the classic model of natural-image statistics: opaque ellipses of
+    random muted colour, aspect and angle, radii drawn from p(r) ∝ r⁻³ (scale-invariant: flat regions cut by
+    sharp edges, and detail at every scale), each drawn over the ones before until the view is covered about four
+    times; then a smooth random shading (±20 %, as light varies over a scene) and a slight blur (a camera's
+    optics)."""
+    r0, r1 = DEAD_LEAF_RADII[0], DEAD_LEAF_RADII[1] * min(h, w)
+    mean_area = 2 * math.pi * math.log(r1 / r0) / (r0 ** -2 - r1 ** -2)  # E[pi r^2] under p(r) ∝ r^-3 on [r0, r1]
+    n = int(4 * h * w / mean_area)
+    radii = (r0 ** -2 - rng.random(n) * (r0 ** -2 - r1 ** -2)) ** -0.5  # inverse CDF
+    centres = rng.uniform(0, 1, (n, 2)) * (w, h)
+    aspects, angles = rng.uniform(0.3, 1.0, n), rng.uniform(0, 180, n)
+    chroma = rng.standard_normal((n, 3))  # muted colours, as in most footage: a grey level and a tint of <= 60
+    chroma *= rng.uniform(0, 60, (n, 1)) / np.linalg.norm(chroma, axis=1, keepdims=True)
+    colours = np.clip(rng.uniform(20, 235, (n, 1)) + chroma, 0, 255)
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = rng.uniform(0, 255, 3).astype(np.uint8)
+    for (cx, cy), r, aspect, angle, colour in zip(centres, radii, aspects, angles, colours):
+        cv2.ellipse(img, (round(cx * 16), round(cy * 16)), (round(r * 16), round(r * aspect * 16)), angle, 0, 360,
+                    colour.tolist(), -1, cv2.LINE_AA, 4)
+    shade = cv2.resize(smooth_noise(h // 8 + 1, w // 8 + 1, rng, 2.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    shade = 1 + 0.2 * shade / (np.abs(shade).max() + 1e-6)
+    return np.clip(cv2.GaussianBlur(img.astype(np.float32) * shade[..., None], (0, 0), 0.6), 0, 255).astype(np.uint8)
 
 
 def smooth_noise(h: int, w: int, rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -191,9 +226,26 @@ def scene_view(still: np.ndarray, origin: tuple[float, float], size: int, dx: fl
     return cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def draw_movers(size: int, num_frames: int, count: int, rng: np.random.Generator) -> list[dict]:
+    """``count`` distractors for ``p["movers"]``: objects of the kind :func:`draw_params` draws (radius 0.06-0.15
+    ``size``), anywhere in the view at the middle frame, each moving on its own at a constant velocity in a random
+    direction (up to the class pans' top speed, px/frame) and turning at up to 90° over the video (deg/frame)."""
+    span = num_frames - 1
+    out = []
+    for _ in range(count):
+        heading, speed = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.5) * size / span
+        out.append({"shape": "ellipse" if rng.random() < 0.5 else "polygon", "vertices": int(rng.integers(3, 8)),
+                    "aspect": float(rng.uniform(0.5, 1.0)), "radius": float(rng.uniform(0.06, 0.15) * size),
+                    "cx": float(rng.uniform(0, size)), "cy": float(rng.uniform(0, size)),
+                    "angle": float(rng.uniform(0, 360)), "vx": speed * math.cos(heading),
+                    "vy": speed * math.sin(heading), "omega": float(rng.uniform(-90, 90)) / span})
+    return out
+
+
 def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
     """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``): the object
-    moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene")."""
+    moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene");
+    the distractors ``p["movers"]`` (:func:`draw_movers`) move over it on their own."""
     scene_motion = p.get("motion", "object") == "scene"
     margin = int(math.ceil(camera_jitter)) + 1
     # A scene is seen through a moving window: 3x the frame covers its pans (<= 0.25 size each way), rolls and a
@@ -205,6 +257,7 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
     cam_phase = rng.uniform(0, 2 * np.pi, 2)
     if scene_motion:  # the middle frame's view sits in the canvas centre, offset by `size`
         still = _place(tex, alpha, p, bg, p["cx"] + size, p["cy"] + size, 0.0, 0.0)
+    movers = [(m, *_sprite({**m, "texture": p.get("texture", "two_colour")}, rng)) for m in p.get("movers", ())]
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for t in range(num_frames):
         dx, dy, log_scale, angle = motion_at(p, t, num_frames)
@@ -215,6 +268,10 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
             scene = _place(tex, alpha, p, bg, p["cx"] + dx + margin, p["cy"] + dy + margin, log_scale, angle)
             ox, oy = int(round(margin + jx)), int(round(margin + jy))
             view = scene[oy:oy + size, ox:ox + size]
+        tm = t - (num_frames - 1) / 2
+        for m, m_tex, m_alpha in movers:
+            view = _place(m_tex, m_alpha, m, view, m["cx"] + m["vx"] * tm, m["cy"] + m["vy"] * tm, 0.0,
+                          m["omega"] * tm)
         frames[t] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
     return frames
 
@@ -232,12 +289,14 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) ->
 
 
 def _make_video(job: tuple) -> tuple[str, dict]:
-    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture = job
+    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects = job
     cv2.setNumThreads(1)
     cv2.ipp.setUseIPP(False)  # per thread: this one renders (module docstring)
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
     p["camera_jitter"], p["motion"], p["texture"] = camera_jitter, motion, texture
+    if objects:
+        p["movers"] = draw_movers(size, num_frames, objects, rng)
     path = Path(root) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
@@ -245,7 +304,8 @@ def _make_video(job: tuple) -> tuple[str, dict]:
 
 
 DEFAULTS: dict = {"num_classes": 8, "videos_per_class": 40, "size": 112, "num_frames": 48, "fps": 25, "seed": 0,
-                  "splits": (0.7, 0.15, 0.15), "camera_jitter": 0.0, "motion": "object", "texture": "two_colour"}
+                  "splits": (0.7, 0.15, 0.15), "camera_jitter": 0.0, "motion": "object", "texture": "two_colour",
+                  "objects": 0}
 """The design :func:`generate_synth` makes without a preset (``mme synth``'s defaults)."""
 
 PRESETS: dict[str, dict] = {
@@ -278,6 +338,8 @@ def _check_design(d: dict) -> None:
         raise ConfigError(f"synth num_classes must be in [2, {len(CLASSES)}], got {d['num_classes']}")
     if d["size"] < 32 or d["size"] % 2:
         raise ConfigError(f"synth size must be an even number >= 32 (H.264 4:2:0), got {d['size']}")
+    if d["objects"] < 0:
+        raise ConfigError(f"synth objects must be >= 0, got {d['objects']}")
     if d["num_frames"] < 2 or d["videos_per_class"] < 1:
         raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
     splits = d["splits"]
@@ -289,18 +351,20 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                    size: int | None = None, num_frames: int | None = None, fps: int | None = None,
                    seed: int | None = None, splits: tuple[float, ...] | None = None,
                    camera_jitter: float | None = None, motion: str | None = None, texture: str | None = None,
-                   workers: int | None = None, preset: str | None = None) -> SynthDataset:
+                   objects: int | None = None, workers: int | None = None, preset: str | None = None
+                   ) -> SynthDataset:
     """Generate the dataset in ``out_dir`` (module docstring) and return where everything is.
 
     Arguments left at None take the ``preset``'s value (:data:`PRESETS`, e.g. "demo"), else :data:`DEFAULTS`.
     ``splits``: fractions of each class's videos for train/val/test; ``camera_jitter``: amplitude in pixels of
     a smooth camera sway shared by object and background; ``motion``: "object" or "scene" (what the class
-    motion moves); ``texture``: "two_colour" or "high_contrast" (see ``_texture``); ``workers``: processes
+    motion moves); ``texture``: "two_colour", "high_contrast" or "dead_leaves" (see ``_texture``); ``objects``:
+    distractors that move on their own (:func:`draw_movers`); ``workers``: processes
     (default: CPU count; the bytes do not depend on it).
     """
     d = synth_design(preset, num_classes=num_classes, videos_per_class=videos_per_class, size=size,
                      num_frames=num_frames, fps=fps, seed=seed, splits=None if splits is None else tuple(splits),
-                     camera_jitter=camera_jitter, motion=motion, texture=texture)
+                     camera_jitter=camera_jitter, motion=motion, texture=texture, objects=objects)
     _check_design(d)
     root = check_output(out_dir, "out", folder=True)
     classes = list(CLASSES[:d["num_classes"]])
@@ -314,7 +378,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
             rel = f"videos/{name}/{name}_{k:04d}.mp4"
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
             jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
-                         d["camera_jitter"], d["motion"], d["texture"]))
+                         d["camera_jitter"], d["motion"], d["texture"], d["objects"]))
     if workers is None:
         workers = os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
