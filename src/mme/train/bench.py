@@ -7,13 +7,15 @@
 
 Each variant (fp32 eager = the reference, bf16 where native or with --all-precisions, fp16 on CUDA, compiled,
 activation checkpointing) runs the real step (forward under autocast, backward, clip, AdamW) on a random
-clip; targets are the step-computed ones of --target plus random worker-side targets. With the pixel target,
-``transformers.VideoMAEForPreTraining`` (the peer) runs the same step in each eager precision: the same sizes,
-tubelet, patch, mask kind and ratio, pixel target with norm_pix, SDPA attention, our weights (so the same
-loss, checked before timing with the parameter and token counts), the same AdamW groups and clipping, batch and
-clip (in its own ``(B, T, C, H, W)`` layout). The variants take turns for ``--rounds`` rounds of ``--steps``
-steps each, and each reports its best round, so load from other jobs on the machine hits all alike. Ratios are
-against our fp32 eager step, and ours against the peer's at each precision, measured in the same run.
+clip; the pixel / HOG targets of --target are made in the step from the clip, the motion targets (traj, shape)
+are random (their making from the workers' tracks, also in the step, is timed by ``mme bench pipeline``). With
+the pixel target, ``transformers.VideoMAEForPreTraining`` (the peer) runs the same step in each eager
+precision: the same sizes, tubelet, patch, mask kind and ratio, pixel target with norm_pix, SDPA attention, our
+weights (so the same loss, checked before timing with the parameter and token counts), the same AdamW groups and
+clipping, batch and clip (in its own ``(B, T, C, H, W)`` layout). The variants take turns for ``--rounds``
+rounds of ``--steps`` steps each, and each reports its best round, so load from other jobs on the machine hits
+all alike. Ratios are against our fp32 eager step, and ours against the peer's at each precision, measured in
+the same run.
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`), which takes its turn in every round too (its best round); the
@@ -119,8 +121,8 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     scaler = make_scaler(precision, device)
     c = model_cfg
     clip = video.transpose(1, 2).contiguous() if peer else video  # as each one's data pipeline delivers it
-    worker = {h.name: torch.randn(batch, c.num_tokens, h.dim, device=device) for h in model.head_specs}
-    valid = {n: torch.ones(batch, c.num_tokens, dtype=torch.bool, device=device) for n in worker}
+    motion = {h.name: torch.randn(batch, c.num_tokens, h.dim, device=device) for h in model.head_specs}
+    valid = {n: torch.ones(batch, c.num_tokens, dtype=torch.bool, device=device) for n in motion}
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -129,7 +131,7 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
             if peer:
                 loss = step_model(clip, bool_masked_pos=mask).loss
             else:
-                targets = {**worker, **step_targets(video, target_cfg, model_cfg)}
+                targets = {**motion, **step_targets(video, target_cfg, model_cfg)}
                 loss = step_model(video, mask, targets, valid)[0]
         scaler.scale(loss).backward()
         update(net, optimizer, scaler, OptimConfig().clip_grad, True)
