@@ -190,6 +190,22 @@ def test_bench_train_reports_throughput_against_the_fp32_reference(tmp_path, cap
     assert "clips/s" in capsys.readouterr().out
 
 
+def test_bench_train_makes_the_motion_targets_in_the_step_from_tracks_of_the_shipped_shapes():
+    from mme.motion.targets import batch_targets, head_specs
+    from mme.train.bench import random_motion
+
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=32", "model.num_frames=4", "data.img_size=32",
+                                                       "data.num_frames=4"])
+    motion = random_motion(cfg.target, cfg.model, 3, torch.device("cpu"))
+    assert motion["shape_frames"].shape == (3 * 2 * 6, 32, 32, 3)  # clips x starts x steps distinct frames
+    targets, valid = batch_targets(torch.zeros(3, 3, 4, 32, 32), motion, cfg.target, cfg.model)
+    assert {n: t.shape for n, t in targets.items()} == {h.name: (3, 8, h.dim) for h in head_specs(cfg.target,
+                                                                                                     cfg.model)}
+    assert all(v.all() for v in valid.values())
+    assert random_motion(load_config(PretrainConfig, "tiny_cpu_pixel", []).target, cfg.model, 3,
+                         torch.device("cpu")) == {}
+
+
 def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step_rate_needs(tmp_path, capsys):
     out = tmp_path / "pipeline.json"
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "3",

@@ -7,8 +7,8 @@
 
 Each variant (fp32 eager = the reference, bf16 where native or with --all-precisions, fp16 on CUDA, compiled,
 activation checkpointing) runs the real step (forward under autocast, backward, clip, AdamW) on a random
-clip; the pixel / HOG targets of --target are made in the step from the clip, the motion targets (traj, shape)
-are random (their making from the workers' tracks, also in the step, is timed by ``mme bench pipeline``). With
+clip; every target of --target is made in the step as in training: pixel / HOG from the clip, the motion targets
+(traj, shape: HOG along the tracks, PatchStd) from random tracks and frames of the shapes data workers ship. With
 the pixel target, ``transformers.VideoMAEForPreTraining`` (the peer) runs the same step in each eager
 precision: the same sizes, tubelet, patch, mask kind and ratio, pixel target with norm_pix, SDPA attention, our
 weights (so the same loss, checked before timing with the parameter and token counts), the same AdamW groups and
@@ -38,7 +38,7 @@ from mme.models.convert import HF_ALIASES, to_hf
 from mme.models.convert_config import config_to_hf
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import count_parameters
-from mme.motion.targets import TargetConfig, head_specs, step_targets
+from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
 from mme.train.flops import matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
@@ -106,6 +106,25 @@ def _check_peer(model: MaskedAutoencoder, hf: nn.Module, video: torch.Tensor, ma
     return {**check, "loss_rel_diff": rel}
 
 
+def random_motion(target_cfg: TargetConfig, model_cfg: ModelConfig, batch: int,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """What data workers ship for the motion targets of ``batch`` clips, random but of the real shapes (tracks,
+    and for ``shape`` S × L distinct uint8 frames per clip), so the step makes its targets as in training."""
+    if not {"traj", "shape"} & set(target_cfg.heads):
+        return {}
+    g, c, L = token_geometry(target_cfg, model_cfg), model_cfg, target_cfg.track_length
+    S, G = c.num_frames // c.tubelet_size, c.img_size // g.seed_stride
+    gen = torch.Generator().manual_seed(0)
+    out = {"disp": torch.randn(batch, S, L, G, G, 2, generator=gen),
+           "track_valid": torch.ones(batch, S, G, G, dtype=torch.bool)}
+    if "shape" in target_cfg.heads:
+        out["shape_pos"] = torch.rand(batch, S, L, G, G, 2, generator=gen) * (c.img_size - 1)
+        out["shape_frames"] = torch.randint(0, 256, (batch * S * L, c.img_size, c.img_size, 3), generator=gen,
+                                            dtype=torch.uint8)
+        out["shape_index"] = torch.arange(batch * S * L).view(batch, S, L)
+    return {k: v.to(device) for k, v in out.items()}
+
+
 def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
              checkpointing: bool, peer: bool, device: torch.device,
              video: torch.Tensor) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
@@ -119,10 +138,8 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     optimizer = build_optimizer(net, OptimConfig(), device)
     set_schedule(optimizer, 1e-4, 0.05)
     scaler = make_scaler(precision, device)
-    c = model_cfg
     clip = video.transpose(1, 2).contiguous() if peer else video  # as each one's data pipeline delivers it
-    motion = {h.name: torch.randn(batch, c.num_tokens, h.dim, device=device) for h in model.head_specs}
-    valid = {n: torch.ones(batch, c.num_tokens, dtype=torch.bool, device=device) for n in motion}
+    motion = random_motion(target_cfg, model_cfg, batch, device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -131,7 +148,8 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
             if peer:
                 loss = step_model(clip, bool_masked_pos=mask).loss
             else:
-                targets = {**motion, **step_targets(video, target_cfg, model_cfg)}
+                with torch.autocast(device.type, enabled=False):  # as the training step: targets in fp32
+                    targets, valid = batch_targets(video, motion, target_cfg, model_cfg)
                 loss = step_model(video, mask, targets, valid)[0]
         scaler.scale(loss).backward()
         update(net, optimizer, scaler, OptimConfig().clip_grad, True)
