@@ -214,10 +214,16 @@ def test_frame_hog_equals_hog_of_the_normalised_frames():
 
 
 def test_bench_targets_reports_every_stage(tmp_path):
+    import cv2
+
     from mme.motion.bench import run
 
     frames, _ = affine_video(48, 72, 72, dx=1.0)
+    torch.set_num_threads(2)
+    cv2.setNumThreads(2)
     r = run(str(write_video(tmp_path / "b.mp4", frames)), frames=8, stride=4, size=64, length=4, repeat=1)
+    # timed on one thread, and the process's own thread counts back after (later reductions round as before)
+    assert r["threads"] == 1 and torch.get_num_threads() == 2 and cv2.getNumThreads() == 2
     assert r["flow_pairs"] == 4 * 4 and r["frames_decoded"] == 4 * 5 + 4 - 4
     for key in ("decode_ms", "flow_ms", "tracking_ms", "total_ms", "target_fn_ms", "step_ms"):
         assert r[key] > 0

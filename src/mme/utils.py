@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import platform
@@ -64,6 +66,32 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     except OSError as e:
         raise ConfigError(f"{option} {path}: cannot be written ({e.strerror or e})") from e
     return path
+
+
+def sets_threads(fn):
+    """Decorator: ``fn``'s ``threads`` argument (None: unchanged) sets torch's and OpenCV's thread counts for the
+    call, and the previous ones are restored after it. A benchmark called as a library function must not leave
+    its process with other threads: that changes the process's speed and the rounding of every later reduction
+    split over threads."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        import cv2
+        import torch
+
+        n = signature.bind(*args, **kwargs).arguments.get("threads", signature.parameters["threads"].default)
+        before = torch.get_num_threads(), cv2.getNumThreads()
+        if n:
+            torch.set_num_threads(n)
+            cv2.setNumThreads(n)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before[0])
+            cv2.setNumThreads(before[1])
+
+    return call
 
 
 def cpu_name() -> str:

@@ -26,7 +26,7 @@ from mme.data.sampling import sample_pretrain
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_video_tensor
 from mme.data.video import open_video
-from mme.utils import atomic_write_text, cpu_name
+from mme.utils import atomic_write_text, cpu_name, sets_threads
 
 
 def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -78,14 +78,13 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int) -> float:
     return n / dt
 
 
+@sets_threads
 def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), clips: int = 48, batch: int = 4,
                frames: int = 16, stride: int = 4, size: int = 224, length: int = 4, backend: str = "pyav",
                decode_threads: int = 1, threads: int | None = None, json_path: str | None = None) -> dict:
     """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference) and the
     stages of one clip, printed (and written to ``json_path``); returns the figures."""
     threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = Path(video) if video else generated_video(tmp)

@@ -17,9 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
 from mme.data.dataset import Sample, collate
 from mme.data.sampling import sample_pretrain
@@ -29,7 +27,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import Compensation, pair_flow
 from mme.motion.targets import TargetConfig, make_target_fn, motion_targets, token_geometry
 from mme.motion.tracks import track
-from mme.utils import atomic_write_json, cpu_name
+from mme.utils import atomic_write_json, cpu_name, sets_threads
 
 
 def _generated_video(folder: Path, frames: int) -> str:
@@ -53,12 +51,10 @@ def _time(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+@sets_threads
 def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int = 224, length: int | None = None,
         kind: str = "mme", repeat: int = 3, threads: int | None = 1, flow: str = "dis", batch: int = 8) -> dict:
     """Median ms per stage over ``repeat`` runs on one clip; returns the figures."""
-    if threads:
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
     cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
     m = ModelConfig(img_size=size, num_frames=frames)
     g = token_geometry(cfg, m)

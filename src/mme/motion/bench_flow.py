@@ -48,7 +48,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import METHODS, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
-from mme.utils import atomic_write_json, cpu_name
+from mme.utils import atomic_write_json, cpu_name, sets_threads
 
 MOTIONS: dict[str, dict[str, float]] = {
     "translate": {"vx": 2.3 / 224, "vy": -1.4 / 224},  # per frame, as a fraction of the frame side
@@ -239,13 +239,12 @@ SYNTH_SETS = {"demo": {"preset": "demo"}, "object": {}}
 ``mme synth``'s defaults (an object, about a tenth of the frame, moves over a still background)."""
 
 
+@sets_threads
 def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), methods: list[str] | None = None,
         scenes: int = 4, num_frames: int = 16, repeat: int = 3, threads: int = 1, seed: int = 0) -> dict:
     """Every figure of the benchmark (module docstring) as a dict: the errors are means over ``scenes`` scenes
     per motion (seeds ``seed``, ``seed + 1``, ...); ``data``: ``mme synth`` folders to probe on (default:
     :data:`SYNTH_SETS`, generated in a temporary folder)."""
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
     methods = methods or available_methods()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

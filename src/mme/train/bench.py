@@ -44,7 +44,7 @@ from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks
-from mme.utils import atomic_write_json
+from mme.utils import atomic_write_json, sets_threads
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -215,6 +215,7 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
     return from_dict(ModelConfig, model), target_cfg, batch or data.get("train", {}).get("batch_size", 4)
 
 
+@sets_threads
 def bench_train(recipe: str | None = None, preset: str | None = None, img_size: int | None = None,
                 frames: int | None = None, batch: int | None = None, mask_ratio: float | None = None,
                 target: str | None = None, device: str = "auto", steps: int = 5, warmup: int = 2, rounds: int = 3,
@@ -225,8 +226,6 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
     in their place. ``profile``: then where the time of our fp32 step and the peer's goes (:func:`profile_step`,
     one step each per round in turns, each part's best round)."""
-    if threads:
-        torch.set_num_threads(threads)
     dev = choose_device(device)
     model_cfg, target_cfg, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
     c = model_cfg
