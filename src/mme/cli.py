@@ -70,9 +70,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-jitter", type=float, default=None, help="camera sway amplitude in pixels (default 0)")
     p.add_argument("--motion", choices=("object", "scene"), default=None,
                    help="what the class motion moves: one object (default), or the whole view (camera pan/roll/zoom)")
-    p.add_argument("--texture", choices=("two_colour", "high_contrast"), default=None,
-                   help="two random colours, faint (two_colour, default), or a strong two-tone pattern about "
-                        "mid-grey")
+    p.add_argument("--texture", choices=("two_colour", "high_contrast", "dead_leaves"), default=None,
+                   help="two random colours, faint (two_colour, default), a strong two-tone pattern about "
+                        "mid-grey, or occluding shaded ellipses with photographs' heavy-tailed edges (dead_leaves)")
+    p.add_argument("--objects", type=int, default=None,
+                   help="distractor objects that move on their own over the view (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     _calls(p, "mme.data.synth:generate_synth", outcome=lambda d: print(d.summary()))
 
