@@ -22,9 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import torch
-
 from mme.config import load_config
 from mme.data.bench import generated_video
 from mme.data.dataset import collate
@@ -32,7 +29,7 @@ from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
 from mme.train.config import PretrainConfig
 from mme.train.pretrain import pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, cpu_name
+from mme.utils import atomic_write_json, cpu_name, sets_threads
 
 VARIANTS = ("pixel", "mme online", "mme cached")
 
@@ -68,24 +65,26 @@ def _worker_and_step_ms(cfg: PretrainConfig, clips: int, batch: int = 8) -> tupl
     return statistics.median(times), statistics.median(step)
 
 
+@sets_threads
+def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int,
+                 threads: int = 1) -> dict[str, tuple[float, float]]:
+    """:func:`_worker_and_step_ms` of every variant, on ``threads`` threads (one, as a loader worker has)."""
+    return {v: _worker_and_step_ms(_config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run"), clips)
+            for v in VARIANTS}
+
+
 def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, stride: int = 4, clips: int = 8,
                    clips_per_s: float | None = None, workers: int = 2, steps: int = 12,
                    json_path: str | None = None) -> dict:
     """``mme bench pipeline`` (module docstring): prints the table and returns the figures."""
-    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = Path(video) if video else generated_video(tmp)
         list_file = tmp / "list.txt"
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
-        both = {v: _worker_and_step_ms(_config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run"), clips)
-                for v in VARIANTS}
+        both = _variants_ms(list_file, size, frames, stride, tmp, clips)
         ms, step_ms = {v: w for v, (w, _) in both.items()}, {v: t for v, (_, t) in both.items()}
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv_threads)
         run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
                                f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2"))
     late = run.history[2:] or run.history  # the first steps include the workers' start
