@@ -1,8 +1,9 @@
 """Why the pixel target stays at its mean-prediction level in `mme demo` (docs/results.md, "Why pixel and HOG
 stay below a random encoder", and docs/experiments.md). Helpers for the experiments there:
 
-``data``: the demo's dataset (``mme synth --preset demo``: 8 classes x 100 videos, 112², 40 frames, whole-view
-motion, splits 0.7/0.1/0.2, seed 0), as is or with another texture, made in this process (single-threaded; it
+``data``: the demo's dataset as these experiments measured it (``mme synth --preset demo --texture high_contrast
+--objects 0``: 8 classes x 100 videos, 112², 40 frames, whole-view motion, splits 0.7/0.1/0.2, seed 0), as is or
+with another texture, made in this process (single-threaded; it
 swaps synth's texture function here only). ``noise``: synth's high-contrast texture with its blur scale drawn from
 ``--scale`` px instead of 1.5-6. ``plaid``: the sum of two gratings, each of random orientation, phase and a
 period drawn from ``--scale`` px, through the same high-contrast colouring: a pattern whose every patch follows
@@ -40,6 +41,10 @@ from mme.data import synth
 from mme.demo import DemoSettings
 from mme.utils import cpu_name
 
+MEASURED_DESIGN = {"texture": "high_contrast", "objects": 0}
+"""The texture and distractors these experiments were measured with (the demo preset now draws dead leaves with 2
+distractors; docs/experiments.md, "Natural-statistics textures and distractors")."""
+
 
 def plaid(h: int, w: int, rng: np.random.Generator, periods: tuple[float, float], gratings: int = 2) -> np.ndarray:
     """The sum of ``gratings`` sinusoidal gratings (h, w): orientation, period (px) and phase drawn per grating."""
@@ -56,7 +61,7 @@ def plaid(h: int, w: int, rng: np.random.Generator, periods: tuple[float, float]
 def make_data(args) -> None:
     t0 = time.perf_counter()
     if args.texture is None:
-        synth.generate_synth(args.out, preset="demo")
+        synth.generate_synth(args.out, preset="demo", **MEASURED_DESIGN)
         print(f"the demo's data: {args.out} in {time.perf_counter() - t0:.0f} s")
         return
     if args.scale is None:
@@ -69,7 +74,7 @@ def make_data(args) -> None:
         return synth.two_colours(pattern, rng, "high_contrast")
 
     synth._texture = texture  # this process only: hence workers=1
-    synth.generate_synth(args.out, preset="demo", workers=1)
+    synth.generate_synth(args.out, preset="demo", workers=1, **MEASURED_DESIGN)
     print(f"{args.texture} textures, scale {lo}-{hi} px: {args.out} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -67,4 +67,4 @@ def test_mme_synth_preset_with_a_flag_replacing_its_value(tmp_path, capsys):
     assert capsys.readouterr().out == (f"wrote 2 videos of 2 classes to {tmp_path} (lists: {{'train': 2, 'val': 0, "
                                        "'test': 0}; classes.json, params.json)\n")
     params = json.loads((tmp_path / "params.json").read_text())
-    assert {(p["motion"], p["texture"]) for p in params.values()} == {("scene", "high_contrast")}
+    assert {(p["motion"], p["texture"], len(p["movers"])) for p in params.values()} == {("scene", "dead_leaves", 2)}

@@ -20,7 +20,8 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path, capsys):
     result = json.loads((out / "results.json").read_text())
     settings = result["settings"]  # the quick run keeps the default's data design, only smaller
     assert settings["data_preset"] == "demo" and settings["data_design"]["num_classes"] == 4
-    assert (settings["data_design"]["motion"], settings["data_design"]["texture"]) == ("scene", "high_contrast")
+    design = settings["data_design"]
+    assert (design["motion"], design["texture"], design["objects"]) == ("scene", "dead_leaves", 2)
     assert "model.input_norm=clip" in settings["overrides"]
     targets = [row["target"] for row in result["summary"]]
     assert targets == ["mme", "pixel", "random init"]

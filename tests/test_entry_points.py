@@ -36,7 +36,7 @@ def test_a_preset_is_its_arguments_and_given_arguments_replace_its_values(tmp_pa
     for rel in ("params.json", "train.txt", "videos/translate_left/translate_left_0000.mp4"):
         assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes(), rel
     params = json.loads(a.params_file.read_text())
-    assert {(p["motion"], p["texture"]) for p in params.values()} == {("scene", "high_contrast")}
+    assert {(p["motion"], p["texture"], len(p["movers"])) for p in params.values()} == {("scene", "dead_leaves", 2)}
     assert synth_design("demo", size=64)["size"] == 64 and synth_design("demo")["videos_per_class"] == 100
     assert synth_design(num_classes=None) == synth_design()  # None: not given
     with pytest.raises(ConfigError, match=r"unknown synth preset 'dem'; available: \['demo'\]"):

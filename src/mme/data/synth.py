@@ -11,7 +11,7 @@ about the label. (At other frames, position and size drift with the motion, as t
 ``"scene"`` (the whole view: the class motion is a camera pan, roll or zoom of the same kind of scene, so every
 region of the frame carries it). Both are the same classes, speeds and appearance draws.
 
-Options towards real footage's statistics (off in every preset; docs/experiments.md, "Real footage"):
+Options towards real footage's statistics (the ``demo`` preset uses both; docs/experiments.md, "Real footage"):
 ``texture="dead_leaves"`` (occluding shapes of every size: flat regions cut by sharp edges, as in photographs)
 and ``objects=N`` distractors per video that move on their own over the view.
 
@@ -310,10 +310,12 @@ DEFAULTS: dict = {"num_classes": 8, "videos_per_class": 40, "size": 112, "num_fr
 
 PRESETS: dict[str, dict] = {
     # ``mme demo``'s data, also used by its tests and benchmarks: the class motion moves the whole view, so every
-    # region carries it, over strong textures whose mean colour is near grey (docs/results.md, "The demo's
-    # design"); 8 classes x 100 videos of 40 frames at 112², split 0.7 / 0.1 / 0.2 per class, seed 0.
+    # region carries it (docs/results.md, "The demo's design"), over dead-leaves scenes with 2 distractors that
+    # move on their own, which carry more of what the encoder learns to real footage (docs/experiments.md,
+    # "Natural-statistics textures and distractors"); 8 classes x 100 videos of 40 frames at 112², split
+    # 0.7 / 0.1 / 0.2 per class, seed 0.
     "demo": {"num_classes": 8, "videos_per_class": 100, "size": 112, "num_frames": 40, "splits": (0.7, 0.1, 0.2),
-             "seed": 0, "motion": "scene", "texture": "high_contrast"},
+             "seed": 0, "motion": "scene", "texture": "dead_leaves", "objects": 2},
 }
 """Named designs (``mme synth --preset NAME``): :func:`generate_synth` keyword arguments over :data:`DEFAULTS`."""
 
