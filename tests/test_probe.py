@@ -124,10 +124,11 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
 
 @pytest.mark.slow
 def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
-    """The acceptance check of issue 6 on the demo's design (whole-view pans of high-contrast textures, per-clip
-    standardisation, MME positions in pixels): a random tiny encoder probes near chance, and 300 steps of MME
-    pre-training on the same 48 videos lift the linear probe well above it. Measured on a 2-core AMD EPYC (about
-    2 minutes): random 35.4 % -> pre-trained 54.2 % (seed 0); with seed 1, 18.8 % -> 43.8 % (chance 25 %)."""
+    """The acceptance check of issue 6 on the demo's design (whole-view camera motion over dead-leaves scenes with
+    distractors, per-clip standardisation, MME positions in pixels): a random tiny encoder probes not far above
+    chance, and 300 steps of MME pre-training on the same 48 videos lift the linear probe well above it. Measured
+    on a 2-core AMD EPYC (about 5 minutes with other jobs running): random 41.7 % -> pre-trained 100 % (seed 0,
+    chance 25 %; on the earlier high-contrast design without distractors 35.4 % -> 54.2 %)."""
     from mme.config import load_config
     from mme.data.synth import generate_synth
     from mme.demo import TARGETS, DemoSettings
@@ -155,5 +156,5 @@ def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
         r = run_probe(ckpt, s / "train.txt", tmp_path / name, test_list=s / "test.txt", root=str(s), clips=2,
                       stride=2, num_workers=2, progress=False)
         top1[name] = r["linear"]["top1"]
-    assert top1["random"] <= 0.4, top1  # 4 classes: chance is 0.25
-    assert top1["trained"] >= top1["random"] + 0.15, top1
+    assert top1["random"] <= 0.5, top1  # 4 classes: chance is 0.25
+    assert top1["trained"] >= top1["random"] + 0.3, top1

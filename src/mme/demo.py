@@ -63,9 +63,11 @@ log = logging.getLogger(__name__)
 # Every run standardises each clip per channel (model.input_norm=clip): see DemoSettings.overrides.
 # MME's trajectories are in pixels, without PatchStd: PatchStd removes each patch's mean displacement, and in
 # the demo's whole-view pans (4 of its 8 classes) every point of a patch moves alike, so the
-# PatchStd target of those classes is zero or flow noise (docs/results.md, "The demo's design").
+# PatchStd target of those classes is zero or flow noise (docs/results.md, "The demo's design"). Tracks of
+# L = 8 raw frames (the paper's 6 at larger budgets) carry more of what the encoder learns to real footage
+# (docs/experiments.md, "The MME recipe on the new data").
 TARGETS: dict[str, tuple[str, list[str]]] = {
-    "mme": ("tiny_cpu_mme", ["target.patch_norm=false", "target.position_unit=1"]),
+    "mme": ("tiny_cpu_mme", ["target.patch_norm=false", "target.position_unit=1", "target.track_length=8"]),
     "pixel": ("tiny_cpu_pixel", []),
     "hog": ("tiny_cpu_mme", ["target.kind=hog"]),
 }
