@@ -3,11 +3,11 @@ stay below a random encoder", and docs/experiments.md). Helpers for the experime
 
 ``data``: the demo's dataset as these experiments measured it (``mme synth --preset demo --texture high_contrast
 --objects 0``: 8 classes x 100 videos, 112², 40 frames, whole-view motion, splits 0.7/0.1/0.2, seed 0), as is or
-with another texture, made in this process (single-threaded; it
-swaps synth's texture function here only). ``noise``: synth's high-contrast texture with its blur scale drawn from
-``--scale`` px instead of 1.5-6. ``plaid``: the sum of two gratings, each of random orientation, phase and a
-period drawn from ``--scale`` px, through the same high-contrast colouring: a pattern whose every patch follows
-from its neighbours. Then pre-train on it with the ``bank`` loop:
+with another texture, made in this process (single-threaded; it swaps synth's texture function here only).
+``noise``: synth's high-contrast texture with its blur scale drawn from ``--scale`` px instead of 1.5-6. ``plaid``:
+the sum of two gratings, each of random orientation, phase and a period drawn from ``--scale`` px, through the same
+high-contrast colouring: a pattern whose every patch follows from its neighbours. Then pre-train on it with the
+``bank`` loop:
 
     python benchmarks/pixel_plateau.py data /tmp/plaid --texture plaid --scale 10 30
     python benchmarks/motion_learnability.py bank /tmp/plaid --views 2 --probe-every 250 --steps 500 --batch 8 \\
