@@ -133,6 +133,34 @@ def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):
         make_target_fn(TargetConfig(kind="mme", track_length=6, cache_dir=str(out)), m).targets(sample)
 
 
+@pytest.mark.parametrize("kind", ["mme", "mme-released"])
+def test_from_the_cache_a_worker_decodes_only_the_frames_its_targets_read(videos, tmp_path, kind):
+    """Online, a worker decodes the L + 1 frames from each start that the flow links; from the cache only the L
+    that ``shape`` reads (none beyond the clip for ``traj`` alone), and it ships the same motion, bitwise."""
+    out = tmp_path / "cache"
+    cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",
+         "--short-side", "96"])
+    m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
+    online = make_target_fn(TargetConfig(kind=kind, track_length=4), m)
+    cached = make_target_fn(TargetConfig(kind=kind, track_length=4, cache_dir=str(out)), m)
+    assert (online.track_reads, cached.track_reads) == (5, 4 if kind == "mme" else 0)
+    (videos / "a.txt").write_text("cls/a.mp4\n")
+    data = DataConfig(list_file=str(videos / "a.txt"), root=str(videos), num_frames=8, stride=2, img_size=64)
+    every = PretrainDataset(data, cached, track_length=4)  # the online path's frames
+    few = PretrainDataset(data, cached, track_length=4, track_reads=cached.track_reads)
+    for seed in range(3):
+        rng = [np.random.default_rng([seed, 0, 0, 0]) for _ in range(2)]
+        full, sample = every.sample(0, rng[0]), few.sample(0, rng[1])
+        assert np.array_equal(full.clip, sample.clip)  # the same window and crop
+        starts = sample.starts[:, None] + np.arange(cached.track_reads)[None]
+        expected = np.unique(np.concatenate([sample.clip, np.minimum(starts, 29).ravel()]))
+        assert np.array_equal(sample.frame_ids, expected) and len(expected) < len(full.frame_ids)
+        shipped, reference = cached(sample), cached(full)
+        assert shipped.keys() == reference.keys()
+        for key in shipped:
+            assert torch.equal(shipped[key], reference[key]), key
+
+
 def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(videos, tmp_path):
     out = tmp_path / "cache"
     cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",

@@ -11,6 +11,7 @@ from mme.config import load_config
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
+from mme.train import precision
 from mme.train.config import PretrainConfig
 from mme.train.optim import OptimConfig, cosine_schedule, param_groups
 from mme.train.precision import AUTO_ENV, BF16_MIN_SPEEDUP, bf16_native, choose_precision, faster_precision
@@ -118,6 +119,27 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
     monkeypatch.setenv(AUTO_ENV, "fp64")
     with pytest.raises(ConfigError, match=AUTO_ENV):
         choose_precision("auto", cpu)
+
+
+def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    before = torch.get_num_threads()
+    monkeypatch.setattr(precision, "usable_cores", lambda: 6)
+    try:
+        torch.set_num_threads(4)
+        assert precision.choose_threads(None, cpu, 2) == (4, "auto: 6 cores less 2 loader workers")  # torch's 4
+        assert precision.choose_threads(None, cpu, 4) == (2, "auto: 6 cores less 4 loader workers")
+        assert precision.choose_threads(None, cpu, 8)[0] == 1  # at least one
+        assert precision.choose_threads(3, cpu, 4) == (3, "train.threads")
+        assert precision.choose_threads(None, cuda, 4) == (4, "torch's; the step runs on cuda")
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.undo()
+    cores = precision.usable_cores()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks of torchrun on this node share its cores
+    assert precision.usable_cores() == max(1, cores // 2)
+    with pytest.raises(ConfigError, match="train.threads"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["train.threads=0"])
 
 
 @pytest.mark.parametrize("bf16_ms,fp32_ms,expected", [(20, 60, "bf16"), (60, 20, "fp32"), (50, 52, "fp32")])

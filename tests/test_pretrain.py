@@ -46,6 +46,27 @@ def test_loader_workers_are_stopped_when_the_run_returns(synth, tmp_path):
         gc.enable()
 
 
+def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_threads_back(synth, tmp_path,
+                                                                                           monkeypatch):
+    from mme.train import precision
+
+    monkeypatch.setattr(precision, "usable_cores", lambda: 3)
+    calls = []
+    set_threads = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))
+    before = torch.get_num_threads()
+    try:
+        set_threads(2)
+        run("tiny_cpu_pixel", synth, tmp_path / "auto", "train.steps=2", "data.num_workers=2")
+        meta = json.loads((tmp_path / "auto" / "run.json").read_text())
+        assert (meta["threads"], meta["threads_reason"]) == (1, "auto: 3 cores less 2 loader workers")
+        assert calls == [1, 2] and torch.get_num_threads() == 2  # set for the run, then given back
+        run("tiny_cpu_pixel", synth, tmp_path / "set", "train.steps=1", "train.threads=3")
+        assert json.loads((tmp_path / "set" / "run.json").read_text())["threads"] == 3 and calls[2:] == [3, 2]
+    finally:
+        set_threads(before)
+
+
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     res = run("tiny_cpu_mme", synth, tmp_path, "train.steps=20", "train.ckpt_every=5", "train.keep_last=2")
     for term in ("loss_traj", "loss_shape"):  # e.g. traj 23.9 -> 13.7, shape 23.0 -> 4.8 (first/last 4 steps)

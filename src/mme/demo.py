@@ -237,7 +237,9 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             trained = s.steps * s.batch_size
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
-                "clips_per_s": trained / result.seconds, **loss_against_mean(cfg, result, s.level_clips),
+                "clips_per_s": trained / result.seconds,
+                "threads": json.loads((result.out_dir / "run.json").read_text())["threads"],
+                **loss_against_mean(cfg, result, s.level_clips),
                 **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
                 "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
         rows.append(_with_real(s, row, real, partial(load_encoder, row["checkpoint"])))
@@ -317,14 +319,17 @@ def demo(s: DemoSettings) -> list[dict]:
     minutes = (time.perf_counter() - t0) / 60
     reused = sum(bool(r.get("reused")) for r in rows)
     this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
+    pretrain_threads = sorted({r["threads"] for r in rows if "threads" in r})
     result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
-              "cpu": cpu_name(), "threads": torch.get_num_threads()}
+              "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads}
     atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
+    threads = "/".join(map(str, pretrain_threads)) or "?"
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
-                      f"{minutes:.1f} min{this_run} on {cpu_name()} ({torch.get_num_threads()} threads).\n")
+                      f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training on {threads} thread(s) beside "
+                      f"{s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
     plot_losses(rows, s.out / "loss_curves.png")
     _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
     print("\n" + table + "\n" + losses +

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -134,7 +135,8 @@ class Sample:
     path: str
     """The video file."""
     track_length: int = 0
-    """L raw steps per track (tracks visit ``min(s + j, frame_ids[-1])`` for 0 <= j <= L)."""
+    """L raw steps per track (tracks visit ``min(s + j, frame_ids[-1])`` for 0 <= j <= L; a sample for cached tracks
+    holds only the frames its targets read)."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
         """Frames ``(len(raw_indices), h, w, 3)`` at raw indices that are among ``frame_ids``."""
@@ -144,6 +146,14 @@ class Sample:
                                                          != raw):
             raise KeyError(f"raw frames {raw.tolist()} are not all decoded ({self.frame_ids.tolist()})")
         return self.frames[pos]
+
+
+def one_thread_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: OpenCV on one thread in each worker, as torch sets itself there. OpenCV's
+    default, a thread per core in every worker, takes cores from the training step without making the workers
+    faster (its pthreads pool spins: DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2 ms on
+    one, for the same wall time, on a 2-core AMD EPYC); the flow is bitwise the same on any number of threads."""
+    cv2.setNumThreads(1)
 
 
 def collate(items: list[dict]) -> dict:
@@ -257,15 +267,18 @@ class _VideoDataset(Dataset):
 class PretrainDataset(_VideoDataset):
     """Pre-training clips with the raw frames their tracks need, and the ``motion`` of ``target_fn``.
 
-    ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``target_fn(sample) -> motion``
-    (a dict of tensors) runs here, in the worker (``mme.motion.targets.make_target_fn``).
+    ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``track_reads`` the raw frames
+    decoded from each tubelet start (default L + 1, every frame the tracks visit; fewer when the tracks come from
+    a cache); ``target_fn(sample) -> motion`` (a dict of tensors) runs here, in the worker
+    (``mme.motion.targets.make_target_fn``).
     """
 
     def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], dict] | None = None,
-                 track_length: int = 0, seed: int = 0):
+                 track_length: int = 0, seed: int = 0, track_reads: int | None = None):
         super().__init__(cfg, seed)
         self.target_fn = target_fn
         self.track_length = track_length
+        self.track_reads = track_reads
 
     def sample(self, i: int, rng: np.random.Generator) -> Sample:
         """Decode and crop entry ``i`` into a :class:`Sample` (raises VideoError on a bad video)."""
@@ -273,10 +286,11 @@ class PretrainDataset(_VideoDataset):
         path = self.path(i)
         with open_video(path, cfg.backend, cfg.decode_threads) as reader:
             if cfg.sampling == "segments":
-                idx = sample_segments(reader.num_frames, cfg.num_frames, cfg.tubelet, rng, self.track_length)
+                idx = sample_segments(reader.num_frames, cfg.num_frames, cfg.tubelet, rng, self.track_length,
+                                      reads=self.track_reads)
             else:
                 idx = sample_pretrain(reader.num_frames, cfg.num_frames, cfg.stride, cfg.tubelet,
-                                      self.track_length, rng)
+                                      self.track_length, rng, self.track_reads)
             raw = reader.read(idx.needed)  # (F, H, W, 3): one decoding pass
             geom = self._train_geometry(reader.size, rng)
         return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length)

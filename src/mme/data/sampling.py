@@ -25,7 +25,8 @@ class ClipIndices:
     track_length: int
     """L: each track runs from ``s`` to ``s + L`` (L raw steps); 0 = no tracks."""
     needed: np.ndarray
-    """Sorted unique raw indices to decode: clip ∪ {s + j : s in starts, 0 ≤ j ≤ L} (clamped to the video)."""
+    """Sorted unique raw indices to decode: clip ∪ {s + j : s in starts, 0 ≤ j < reads} (clamped to the video);
+    ``reads`` is L + 1 (flow needs every frame a track visits) unless the targets read fewer (cached tracks)."""
 
     def track_frames(self) -> np.ndarray:
         """(S, L + 1) raw indices each track visits, clamped to the last frame like ``needed``."""
@@ -33,11 +34,13 @@ class ClipIndices:
         return np.minimum(steps, self.needed[-1])
 
 
-def _indices(clip_unclamped: np.ndarray, num_video_frames: int, tubelet: int, track_length: int) -> ClipIndices:
+def _indices(clip_unclamped: np.ndarray, num_video_frames: int, tubelet: int, track_length: int,
+             reads: int | None = None) -> ClipIndices:
     last = num_video_frames - 1
     clip = np.minimum(clip_unclamped, last).astype(np.int64)
     starts = clip[::tubelet]
-    tracks = np.minimum(starts[:, None] + np.arange(track_length + 1)[None, :], last)  # (S, L+1)
+    reads = track_length + 1 if reads is None else reads
+    tracks = np.minimum(starts[:, None] + np.arange(reads)[None, :], last)  # (S, reads)
     needed = np.unique(np.concatenate([clip, tracks.reshape(-1)]))
     return ClipIndices(clip=clip, starts=starts, track_length=track_length, needed=needed)
 
@@ -49,20 +52,21 @@ def window_length(num_frames: int, stride: int, tubelet: int, track_length: int)
 
 
 def sample_pretrain(num_video_frames: int, num_frames: int, stride: int, tubelet: int, track_length: int,
-                    rng: np.random.Generator) -> ClipIndices:
+                    rng: np.random.Generator, reads: int | None = None) -> ClipIndices:
     """T frames at stride s from a uniformly random window that also holds the tracks (mme-method.md §3).
 
     MME: 16 frames × stride 4 on Kinetics (a 64-raw-frame window), stride 2 on SSv2. With
     ``track_length=0`` this is the strided sampler of fine-tuning. Videos shorter than the window start at 0
-    and repeat their last frame (module docstring).
+    and repeat their last frame (module docstring). ``reads``: raw frames decoded from each start
+    (:class:`ClipIndices`); the window is the same whatever it is.
     """
     span = window_length(num_frames, stride, tubelet, track_length)
     start = int(rng.integers(0, num_video_frames - span + 1)) if num_video_frames >= span else 0
-    return _indices(start + stride * np.arange(num_frames), num_video_frames, tubelet, track_length)
+    return _indices(start + stride * np.arange(num_frames), num_video_frames, tubelet, track_length, reads)
 
 
 def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: np.random.Generator | None,
-                    track_length: int = 0, offset: float = 0.5) -> ClipIndices:
+                    track_length: int = 0, offset: float = 0.5, reads: int | None = None) -> ClipIndices:
     """TSN segment sampling (SSv2 fine-tuning): split the video into T equal segments, one frame from each.
 
     Training (``rng`` given): a uniformly random frame per segment. Testing (``rng=None``): the frame at
@@ -71,7 +75,7 @@ def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: n
     seg = num_video_frames / num_frames
     pos = rng.random(num_frames) if rng is not None else np.full(num_frames, offset)
     clip = np.floor((np.arange(num_frames) + pos) * seg).astype(np.int64)
-    return _indices(clip, num_video_frames, tubelet, track_length)
+    return _indices(clip, num_video_frames, tubelet, track_length, reads)
 
 
 def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubelet: int, num_clips: int,

@@ -101,8 +101,7 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
     if all(float(v).is_integer() for v in box):
         x0, y0, w, h = (int(v) for v in box)
         interp = cv2.INTER_AREA if (geom.out_w < w and geom.out_h < h) else cv2.INTER_LINEAR
-        out = np.stack([cv2.resize(np.ascontiguousarray(f[y0:y0 + h, x0:x0 + w]), size, interpolation=interp)
-                        for f in frames])
+        out = np.stack([cv2.resize(f[y0:y0 + h, x0:x0 + w], size, interpolation=interp) for f in frames])
     else:
         sx, sy = geom.scale
         # Edge convention on both sides: x_out = (x - x0) * sx  <=>  OpenCV's centre convention shifted by 0.5.

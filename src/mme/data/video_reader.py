@@ -43,7 +43,7 @@ class VideoReader:
                               f"asked for {idx.min()}..{idx.max()}, the video has {self.num_frames} frames")
         unique, inverse = np.unique(idx, return_inverse=True)
         frames = self._read_sorted(unique)  # (U, H, W, 3)
-        return frames[inverse]
+        return frames if len(unique) == len(idx) and np.array_equal(unique, idx) else frames[inverse]
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         raise NotImplementedError

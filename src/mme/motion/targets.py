@@ -326,6 +326,14 @@ class TargetFn:
         """Raw frames after each tubelet start that the sample must hold (the sampler's ``track_length``)."""
         return self.cfg.track_length if self.names else 0
 
+    @property
+    def track_reads(self) -> int:
+        """Raw frames from each tubelet start (the start included) that the worker decodes: all L + 1 the flow
+        links; from a track cache only the L that ``shape`` reads its HOG at, and none for ``traj`` alone."""
+        if not self.cfg.cache_dir:
+            return self.track_length + 1
+        return self.cfg.track_length if "shape" in self.names else 0
+
     def _stride(self, sample) -> int:
         """The clip's raw stride; tracks without interpolation step over it, so it must divide L."""
         gaps = np.unique(np.diff(np.asarray(sample.clip)))

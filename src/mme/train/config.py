@@ -61,6 +61,9 @@ class TrainConfig:
     """Initial model weights from a training checkpoint (the optimizer and step start fresh)."""
     max_nonfinite: int = 5
     """Stop with a diagnostic after this many non-finite losses in a row (each one skips its step)."""
+    threads: int | None = None
+    """Intra-op threads of the training process; None: on a CPU the cores the loader workers leave free (at least
+    1), on a GPU torch's default (mme.train.precision.choose_threads)."""
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "accum_steps", "log_every", "ckpt_every", "max_nonfinite"):
@@ -69,6 +72,8 @@ class TrainConfig:
         for name in ("steps", "stop_after"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive or null, got {getattr(self, name)}")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"train.threads must be positive or null, got {self.threads}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
         if self.precision not in PRECISIONS:

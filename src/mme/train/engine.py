@@ -35,7 +35,7 @@ from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.optim import OptimConfig, build_optimizer
-from mme.train.precision import choose_device, choose_precision, make_scaler
+from mme.train.precision import choose_device, choose_precision, choose_threads, make_scaler
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class Start:
     out_dir: Path
     resume: tuple[str, dict] | None
     """``(source, checkpoint state)``, or None for a fresh run."""
+    threads: tuple[int, str]
+    """The training process's intra-op threads and why (:func:`mme.train.precision.choose_threads`)."""
 
 
 @dataclass
@@ -100,21 +102,32 @@ class Run:
 # ---- setup -------------------------------------------------------------------------------------------------------
 
 
-def begin(t: TrainConfig) -> Start:
-    """Join the process group (under torchrun), pick the device, check the out folder, read what to resume."""
+_THREADS_BEFORE: list[int] = []
+"""The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
+
+
+def begin(t: TrainConfig, workers: int) -> Start:
+    """Join the process group (under torchrun), pick the device, check the out folder, read what to resume, and
+    set the process's threads beside ``workers`` loader workers."""
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
     out_dir = run_folder.take(t.out_dir, write=dist.is_main())
     resume = resume_state(t.resume, out_dir)
     if dist.is_main():
         run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
-    return Start(device, info.world_size, out_dir, resume)
+    threads = choose_threads(t.threads, device, workers)
+    _THREADS_BEFORE.append(torch.get_num_threads())
+    torch.set_num_threads(threads[0])
+    return Start(device, info.world_size, out_dir, resume, threads)
 
 
 def finish() -> None:
-    """The end of every run, however it ends: unlock its folder and leave the process group."""
+    """The end of every run, however it ends: unlock its folder, leave the process group, and give the process
+    back its threads (a library caller goes on with its own)."""
     run_folder.release()
     dist.shutdown()
+    if _THREADS_BEFORE:
+        torch.set_num_threads(_THREADS_BEFORE.pop())
 
 
 def resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
@@ -143,6 +156,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     run = Run(cfg, job, model, data, start.device, precision, step_model, optimizer, scaler, batches_per_epoch,
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
+               "threads": start.threads[0], "threads_reason": start.threads[1],
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if start.resume is not None:
         restore(run, *start.resume)
@@ -229,7 +243,7 @@ def summary(run: Run, job_lines: list[str]) -> str:
     settings = config_changes(dataclasses.asdict(type(run.cfg)()), dataclasses.asdict(run.cfg))
     lines = [
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
-        f" ({run.meta['precision_reason']})",
+        f" ({run.meta['precision_reason']}), {run.meta['threads']} thread(s) ({run.meta['threads_reason']})",
         f"  effective batch {items} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
         f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up "
         f"{run.warmup_steps} steps, cosine" + (f", layer decay {o.layer_decay}" if o.layer_decay else ""),

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
     """The run's training clips with their worker-made tracks, as pre-training reads them."""
     target_fn = make_target_fn(cfg.target, cfg.model)
-    return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed)
+    return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed,
+                           track_reads=target_fn.track_reads)
 
 
 @torch.no_grad()
@@ -113,7 +114,7 @@ def _timing_loss(model: MaskedAutoencoder, cfg: PretrainConfig):
 def setup(cfg: PretrainConfig) -> Run:
     """Build and check everything (out dir, data, model, checkpoint) before the first step."""
     t = cfg.train
-    start = engine.begin(t)
+    start = engine.begin(t, cfg.data.num_workers)
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     dataset = pretrain_dataset(cfg)
