@@ -198,3 +198,49 @@ def test_classification_train_and_multi_view_test(videos):
     np.testing.assert_array_equal(frame_index(seg_frames[0]), [2, 6, 10, 14])  # segment centres of 16 frames
     with pytest.raises(DataError, match="needs a label"):
         ClassificationDataset(config(videos, ["coord.mkv"]))
+
+
+WORKERS_SCRIPT = """
+import sys
+import cv2, numpy as np, torch
+from torch.utils.data import DataLoader, Dataset
+from mme.data.dataset import one_thread_worker, start_workers
+
+frame = np.random.default_rng(0).integers(0, 255, (224, 224), np.uint8)
+
+
+class Flow(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(frame, np.roll(frame, i, 1), None)
+        return torch.tensor([cv2.getNumThreads(), float(np.median(flow[..., 0]))])
+
+
+if __name__ == "__main__":
+    cv2.setNumThreads(2)
+    for _ in range(10):  # this process's OpenCV thread pool has run
+        cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(frame, np.roll(frame, 1, 1), None)
+    loader = DataLoader(Flow(), batch_size=None, num_workers=2, worker_init_fn=one_thread_worker,
+                        multiprocessing_context=sys.argv[1])
+    print([b.tolist() for b in start_workers(loader)], cv2.getNumThreads())
+"""
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_loader_workers_run_opencv_on_one_thread_and_do_not_hang(tmp_path, context):
+    """A forked worker that set OpenCV's threads itself hung for good (pthread_cond_destroy) once the main process
+    had used OpenCV's pool: the pre-training run stood at step 0. Workers get one thread, the flow is right, and
+    the main process keeps its own threads."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), context], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows, main_threads = done.stdout.strip().rsplit(" ", 1)
+    rows = eval(rows)  # noqa: S307 - our own script's printed list
+    assert [r[0] for r in rows] == [1, 1, 1, 1] and int(main_threads) == 2
+    assert [round(r[1]) for r in rows] == [0, 1, 2, 3]  # the frame moved i px to the right

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -148,12 +148,29 @@ class Sample:
         return self.frames[pos]
 
 
-def one_thread_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: OpenCV on one thread in each worker, as torch sets itself there. OpenCV's
-    default, a thread per core in every worker, takes cores from the training step without making the workers
-    faster (its pthreads pool spins: DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2 ms on
-    one, for the same wall time, on a 2-core AMD EPYC); the flow is bitwise the same on any number of threads."""
+def start_workers(loader: Iterable) -> Iterator:
+    """``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch sets itself there.
+
+    OpenCV's default, a thread per core in every worker, takes cores from the training step without making the
+    workers faster: its pthreads pool spins (a DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2
+    ms on one, for the same wall time, on a 2-core AMD EPYC), and the flow is bitwise the same on any number of
+    threads. A forked worker cannot set it itself: OpenCV reconfiguring a pool it inherited through fork from a
+    process that had used it hangs (in ``pthread_cond_destroy``). So this process drops to one thread while the
+    workers fork, which they inherit, and goes back after; workers started fresh (spawn, forkserver) set it in
+    :func:`one_thread_worker`, pass it as the loader's ``worker_init_fn``."""
+    before = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        return iter(loader)
+    finally:
+        cv2.setNumThreads(before)
+
+
+def one_thread_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: OpenCV on one thread in a worker started fresh; a forked one has it from
+    :func:`start_workers` already, and must not reconfigure it."""
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 def collate(items: list[dict]) -> dict:

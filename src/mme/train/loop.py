@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from mme.data.dataset import collate, one_thread_worker
+from mme.data.dataset import collate, one_thread_worker, start_workers
 from mme.errors import CheckpointError, Interrupted, NonFiniteLossError
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -70,7 +70,7 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
         loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate, generator=g,
                             num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
                             worker_init_fn=_init_worker)
-        for i, batch in enumerate(loader, start=skip):
+        for i, batch in enumerate(start_workers(loader), start=skip):
             yield epoch, i, batch
         epoch, skip = epoch + 1, 0
 
