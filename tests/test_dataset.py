@@ -3,6 +3,10 @@ distributed sampler. Pixels of the coordinate video encode (x, y, t), so every c
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -201,10 +205,10 @@ def test_classification_train_and_multi_view_test(videos):
 
 
 WORKERS_SCRIPT = """
-import sys
+import json, os, sys
 import cv2, numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
-from mme.data.dataset import one_thread_worker, start_workers
+from mme.data.dataset import start_workers
 
 frame = np.random.default_rng(0).integers(0, 255, (224, 224), np.uint8)
 
@@ -215,32 +219,34 @@ class Flow(Dataset):
 
     def __getitem__(self, i):
         flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(frame, np.roll(frame, i, 1), None)
-        return torch.tensor([cv2.getNumThreads(), float(np.median(flow[..., 0]))])
+        return torch.tensor([cv2.getNumThreads(), float(np.median(flow[..., 0])), float(os.environ["OWN_INIT"])])
+
+
+def own_init(worker_id):
+    os.environ["OWN_INIT"] = "7"
 
 
 if __name__ == "__main__":
     cv2.setNumThreads(2)
     for _ in range(10):  # this process's OpenCV thread pool has run
         cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(frame, np.roll(frame, 1, 1), None)
-    loader = DataLoader(Flow(), batch_size=None, num_workers=2, worker_init_fn=one_thread_worker,
+    loader = DataLoader(Flow(), batch_size=None, num_workers=2, worker_init_fn=own_init,
                         multiprocessing_context=sys.argv[1])
-    print([b.tolist() for b in start_workers(loader)], cv2.getNumThreads())
+    print(json.dumps({"rows": [b.tolist() for b in start_workers(loader)], "main": cv2.getNumThreads()}))
 """
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_loader_workers_run_opencv_on_one_thread_and_do_not_hang(tmp_path, context):
     """A forked worker that set OpenCV's threads itself hung for good (pthread_cond_destroy) once the main process
-    had used OpenCV's pool: the pre-training run stood at step 0. Workers get one thread, the flow is right, and
-    the main process keeps its own threads."""
-    import subprocess
-    import sys
-
+    had used OpenCV's pool: the pre-training run stood at step 0. Workers get one thread, the flow is right, the
+    loader's own worker init still runs, and the main process keeps its own threads."""
     script = tmp_path / "workers.py"
     script.write_text(WORKERS_SCRIPT)
     done = subprocess.run([sys.executable, str(script), context], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows, main_threads = done.stdout.strip().rsplit(" ", 1)
-    rows = eval(rows)  # noqa: S307 - our own script's printed list
-    assert [r[0] for r in rows] == [1, 1, 1, 1] and int(main_threads) == 2
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = printed["rows"]
+    assert [r[0] for r in rows] == [1, 1, 1, 1] and printed["main"] == 2
     assert [round(r[1]) for r in rows] == [0, 1, 2, 3]  # the frame moved i px to the right
+    assert [r[2] for r in rows] == [7, 7, 7, 7]

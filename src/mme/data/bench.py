@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mme.data.dataset import DataConfig, PretrainDataset, collate, one_thread_worker, start_workers
+from mme.data.dataset import DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import sample_pretrain
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_video_tensor
@@ -66,8 +66,7 @@ def _stages(path: str, cfg: DataConfig, track_length: int, repeat: int = 5) -> d
 
 def _throughput(ds: PretrainDataset, workers: int, batch: int) -> float:
     """Clips/s after the first batch (worker start-up excluded)."""
-    loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate,
-                        worker_init_fn=one_thread_worker)
+    loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate)
     it = start_workers(loader)
     next(it)
     t0 = time.perf_counter()

@@ -14,15 +14,16 @@ main process through :attr:`failures`. Both work with any sampler, e.g. torch's 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips
@@ -148,16 +149,18 @@ class Sample:
         return self.frames[pos]
 
 
-def start_workers(loader: Iterable) -> Iterator:
-    """``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch sets itself there.
+def start_workers(loader: DataLoader) -> Iterator:
+    """``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch sets itself there
+    (the loader's own ``worker_init_fn``, if any, runs after).
 
     OpenCV's default, a thread per core in every worker, takes cores from the training step without making the
     workers faster: its pthreads pool spins (a DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2
     ms on one, for the same wall time, on a 2-core AMD EPYC), and the flow is bitwise the same on any number of
     threads. A forked worker cannot set it itself: OpenCV reconfiguring a pool it inherited through fork from a
     process that had used it hangs (in ``pthread_cond_destroy``). So this process drops to one thread while the
-    workers fork, which they inherit, and goes back after; workers started fresh (spawn, forkserver) set it in
-    :func:`one_thread_worker`, pass it as the loader's ``worker_init_fn``."""
+    workers fork, which they inherit, and goes back after; workers started fresh (spawn, forkserver) set it
+    themselves (:func:`_one_opencv_thread`)."""
+    loader.worker_init_fn = functools.partial(_one_opencv_thread, loader.worker_init_fn)
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -166,11 +169,13 @@ def start_workers(loader: Iterable) -> Iterator:
         cv2.setNumThreads(before)
 
 
-def one_thread_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: OpenCV on one thread in a worker started fresh; a forked one has it from
-    :func:`start_workers` already, and must not reconfigure it."""
+def _one_opencv_thread(then: Callable[[int], None] | None, worker_id: int) -> None:
+    """A worker's init under :func:`start_workers`: OpenCV on one thread where the worker started fresh (a forked
+    one has it already and must not reconfigure it), then the loader's own ``worker_init_fn``."""
     if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
+    if then is not None:
+        then(worker_id)
 
 
 def collate(items: list[dict]) -> dict:

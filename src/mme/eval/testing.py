@@ -186,12 +186,11 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     progress bar counting failures; each failure is logged as a warning."""
     from tqdm import tqdm
 
-    from mme.data.dataset import one_thread_worker, start_workers
+    from mme.data.dataset import start_workers
 
     guarded = GuardedTestSet(dataset)
     subset = guarded if indices is None else Subset(guarded, list(indices))
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
-                        worker_init_fn=one_thread_worker)
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views)
     failed = 0
     bar = tqdm(start_workers(loader), desc=desc, unit="batch", disable=not progress, total=len(loader))
     for batch in bar:

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from mme.data.dataset import collate, one_thread_worker, start_workers
+from mme.data.dataset import collate, start_workers
 from mme.errors import CheckpointError, Interrupted, NonFiniteLossError
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -51,12 +51,6 @@ class TrainResult:
     seconds: float
 
 
-def _init_worker(worker_id: int) -> None:
-    """A training loader worker: OpenCV on one thread, and Ctrl-C left to the main process."""
-    one_thread_worker(worker_id)
-    ignore_in_worker(worker_id)
-
-
 def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
     """(epoch, batch index, batch) forever from the saved position; consumed batches are skipped by index."""
     t = run.cfg.train
@@ -69,7 +63,7 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
         g = torch.Generator().manual_seed(dist.sample_seed(t.seed, epoch, dist.get_rank(), "loader"))
         loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate, generator=g,
                             num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
-                            worker_init_fn=_init_worker)
+                            worker_init_fn=ignore_in_worker)
         for i, batch in enumerate(start_workers(loader), start=skip):
             yield epoch, i, batch
         epoch, skip = epoch + 1, 0

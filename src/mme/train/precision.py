@@ -72,7 +72,7 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
     """``(intra-op threads of the training process, reason)``: ``threads`` if set; on a CPU device the usable cores
     less the loader workers, which work beside the step (at least 1, at most torch's current count). A step split
     over more threads than the workers leave free waits for the thread a worker displaced: in the demo on 2 cores
-    with 2 workers, one thread pre-trains MME 1.6x and pixels 1.15x as fast as two (docs/performance.md). On a GPU
+    with 2 workers, one thread pre-trains MME 1.6x and pixels 1.08x as fast as two (docs/performance.md). On a GPU
     the step runs on the device and torch's count stays."""
     current = torch.get_num_threads()
     if threads is not None:
