@@ -107,3 +107,29 @@ def test_decord_backend_when_installed(tmp_path, clip_frames):
     (tmp_path / "bad.mp4").write_text("not a video" * 20)
     with pytest.raises(VideoError, match="bad.mp4: unreadable"):
         open_video(tmp_path / "bad.mp4", "decord")
+
+
+PIXEL_FORMATS = [("libx264", "yuv420p", (198, 334)), ("ffv1", "yuv420p", (197, 333)), ("libx264", "yuvj420p", (48, 64)),
+                 ("libx264", "yuv422p10le", (48, 66)), ("libx264", "gray", (50, 64)), ("ffv1", "yuv444p", (45, 61)),
+                 ("ffv1", "bgr0", (48, 64)), ("libvpx-vp9", "yuv440p", (480, 640))]
+
+
+@pytest.mark.parametrize("codec,pix_fmt,size", PIXEL_FORMATS, ids=[f"{c}-{p}" for c, p, _ in PIXEL_FORMATS])
+def test_rgb_conversion_equals_to_ndarray_on_any_thread_count(tmp_path, codec, pix_fmt, size):
+    """The reader converts frames with one swscale context for all of them, on its decoder's threads: the bytes are
+    PyAV's ``to_ndarray(format="rgb24")`` of each frame, for every pixel format, range and odd size."""
+    H, W = size
+    frames, _ = affine_video(6, H, W, dx=1.3, rot_deg=2.0, seed=5)
+    path = tmp_path / f"{pix_fmt}.mkv"
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = W, H, pix_fmt
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    ref = decode_all(path)
+    assert ref.shape == (6, H, W, 3)
+    for threads in (1, 0, 3):
+        with open_video(path, threads=threads) as reader:
+            np.testing.assert_array_equal(reader.read(np.arange(6)), ref, err_msg=f"{threads} threads")
+            np.testing.assert_array_equal(reader.read([4, 1]), ref[[4, 1]], err_msg=f"{threads} threads, seeking")
