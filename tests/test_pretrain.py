@@ -3,6 +3,7 @@ written, failures are caught at start-up or after too many non-finite steps."""
 
 from __future__ import annotations
 
+import ast
 import gc
 import json
 import multiprocessing
@@ -44,6 +45,34 @@ def test_loader_workers_are_stopped_when_the_run_returns(synth, tmp_path):
         assert set(multiprocessing.active_children()) <= before
     finally:
         gc.enable()
+
+
+def test_one_set_of_loader_workers_serves_every_epoch_and_gives_the_items_of_no_workers(synth, tmp_path,
+                                                                                       monkeypatch):
+    """16 clips at batch 4 are 4 steps per epoch: 7 steps cross an epoch boundary, where the workers have already
+    prefetched the next epoch's items. Those must be drawn for their own epoch, as without workers; and the same 2
+    workers serve both epochs (so each keeps its per-process index of the files it read)."""
+    from mme.data.dataset import PretrainDataset
+    from mme.train import loop
+    from mme.train.distributed import epoch_batches
+
+    started = tmp_path / "workers_started"
+    monkeypatch.setattr(loop, "ignore_in_worker", lambda worker_id: open(started, "a").write(f"{worker_id}\n"))
+    get, runs, keys = PretrainDataset.__getitem__, {}, {}
+    for w in (2, 0):
+        asked = tmp_path / f"keys{w}"  # the items asked for, by whichever process makes them
+        monkeypatch.setattr(PretrainDataset, "__getitem__",
+                            lambda self, key, asked=asked: (open(asked, "a").write(f"{key}\n"), get(self, key))[1])
+        runs[w] = run("tiny_cpu_mme", synth, tmp_path / str(w), "train.steps=7", FP32, "train.threads=1",
+                      f"data.num_workers={w}")
+        keys[w] = [ast.literal_eval(line) for line in asked.read_text().splitlines()]
+    assert sorted(started.read_text().split()) == ["0", "1"]
+    expected = [(e, i) for e in (0, 1) for batch in epoch_batches(16, 4, 0, e, 0, 1) for i in batch][:28]
+    assert keys[0] == expected and set(expected) <= set(keys[2])  # the workers also prefetched a few beyond
+    assert [r["epoch"] for r in runs[2].history] == [0, 0, 0, 1, 1, 1, 1]
+    assert [r["loss"] for r in runs[2].history] == [r["loss"] for r in runs[0].history]
+    a, b = (torch.load(runs[w].checkpoint, weights_only=True)["model"] for w in (2, 0))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_threads_back(synth, tmp_path,

@@ -209,15 +209,10 @@ class _VideoDataset(Dataset):
         self.entries: list[ListEntry] = entries
         # Shared between DataLoader workers and the main process (fork and spawn pass shared memory).
         self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._check_failures()
 
     def __len__(self) -> int:
         return len(self.entries)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Changes every item's random draws; seen by running (even persistent) workers."""
-        self._epoch[0] = epoch
 
     @property
     def failures(self) -> dict[str, str]:
@@ -253,13 +248,16 @@ class _VideoDataset(Dataset):
         log.warning("skipping %s", err)
         self._check_failures()
 
-    def __getitem__(self, index: int) -> dict:
-        """Item ``index``, or if its video fails, the first readable of a fixed sequence of replacements drawn
-        from (seed, epoch, index, attempt). Known failures are skipped without reopening, which gives the same
-        result as retrying them, so the item does not depend on which worker found a bad file first."""
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Item ``key`` = (epoch, index), or index in epoch 0: the video ``index`` with draws from (seed, epoch,
+        index, attempt), or if it fails, the first readable of a fixed sequence of replacements drawn from them.
+        Known failures are skipped without reopening, which gives the same result as retrying them, so the item
+        does not depend on which worker found a bad file first. The epoch travels with the index so that workers
+        can live across epochs (mme.train.loop.micro_batches)."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         i = index
         for attempt in range(MAX_ATTEMPTS):
-            rng = np.random.default_rng([self.seed, int(self._epoch[0]), index, attempt])
+            rng = np.random.default_rng([self.seed, epoch, index, attempt])
             if attempt > 0:
                 i = int(rng.integers(len(self.entries)))
             if self._reason[i] != 0:

@@ -49,7 +49,6 @@ def _worker_and_step_ms(cfg: PretrainConfig, clips: int, batch: int = 8) -> tupl
     """Median CPU ms of one thread to make one dataset item (after a first, untimed one that opens the video),
     and the step's CPU ms per clip to make the targets of a batch of ``batch`` such items (median of 3)."""
     data = pretrain_dataset(cfg)
-    data.set_epoch(0)
     data[0]
     times, items = [], []
     for i in range(1, clips + 1):

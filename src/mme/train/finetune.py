@@ -61,15 +61,11 @@ class RepeatedClips(Dataset):
     def __len__(self) -> int:
         return len(self.copies[0])
 
-    def set_epoch(self, epoch: int) -> None:
-        for c in self.copies:
-            c.set_epoch(epoch)
-
     def failure_counts(self) -> dict[str, int]:
         return self.copies[0].failure_counts()
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        items = [c[i] for c in self.copies]
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        items = [c[key] for c in self.copies]
         return {"video": torch.stack([it["video"] for it in items]),
                 "label": torch.tensor([it["label"] for it in items]),
                 "index": torch.tensor([it["index"] for it in items])}

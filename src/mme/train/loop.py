@@ -52,21 +52,29 @@ class TrainResult:
 
 
 def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
-    """(epoch, batch index, batch) forever from the saved position; consumed batches are skipped by index."""
+    """(epoch, batch index, batch) forever from the saved position; consumed batches are skipped by index.
+
+    One loader serves every epoch, so its workers live for the whole run and keep what they cache per process
+    (each file's frame index: a second open and demux of the file otherwise). Its batches are lists of (epoch,
+    index) keys, so an item prefetched across an epoch boundary is drawn for its own epoch."""
     t = run.cfg.train
-    epoch, skip = run.position["epoch"], run.position["batch"]
-    while True:
-        order = dist.epoch_batches(len(run.data), t.batch_size, t.seed, epoch)[:run.batches_per_epoch]
-        run.data.set_epoch(epoch)  # the dataset draws each item's crop from (seed, epoch, index)
-        # The loader draws its workers' base seed from `generator`, not from the global RNG, which must advance
-        # only with the steps (it is checkpointed; creating a loader mid-epoch on resume must not move it).
-        g = torch.Generator().manual_seed(dist.sample_seed(t.seed, epoch, dist.get_rank(), "loader"))
-        loader = DataLoader(run.data, batch_sampler=order[skip:], collate_fn=collate, generator=g,
-                            num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
-                            worker_init_fn=ignore_in_worker)
-        for i, batch in enumerate(start_workers(loader), start=skip):
-            yield epoch, i, batch
-        epoch, skip = epoch + 1, 0
+
+    def positions() -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+        epoch, skip = run.position["epoch"], run.position["batch"]
+        while True:
+            order = dist.epoch_batches(len(run.data), t.batch_size, t.seed, epoch)[:run.batches_per_epoch]
+            for i in range(skip, len(order)):
+                yield epoch, i, [(epoch, index) for index in order[i]]
+            epoch, skip = epoch + 1, 0
+
+    # The loader draws its workers' base seed from `generator`, not from the global RNG, which must advance only
+    # with the steps (it is checkpointed; creating the loader on resume must not move it).
+    g = torch.Generator().manual_seed(dist.sample_seed(t.seed, run.position["epoch"], dist.get_rank(), "loader"))
+    loader = DataLoader(run.data, batch_sampler=(keys for _, _, keys in positions()), collate_fn=collate,
+                        generator=g, num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
+                        worker_init_fn=ignore_in_worker)
+    for (epoch, i, _), batch in zip(positions(), start_workers(loader)):  # the loader keeps its sampler's order
+        yield epoch, i, batch
 
 
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
