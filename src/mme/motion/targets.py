@@ -261,13 +261,14 @@ def spread_steps(disp: np.ndarray, stride: int, length: int) -> np.ndarray:
 def frame_hog(frames: torch.Tensor, cell: int) -> torch.Tensor:
     """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` (on any device) as the encoder sees them
     (ImageNet-normalised): ``(F, 27, H/cell, W/cell)``. Normalising shifts and scales each channel, so its
-    gradients are the raw ones times ``1 / (255 std_c)``: computed on the raw values and rescaled, two passes over
-    the frames fewer. On CPU 4 frames at a time: small temporaries are reused by the allocator while frame-sized
-    ones are fresh pages every time (measured 2x faster for 48 frames of 224²); on an accelerator 256 at a time,
-    which bounds the temporaries (0.15 GB per float one at 224²) for a batch of any size."""
+    gradients are the raw ones times ``1 / (255 std_c)``: computed on the raw uint8 values (hog_cells' exact
+    integer shortcut) and rescaled. On CPU 4 frames at a time: small temporaries are reused by the allocator
+    while frame-sized ones are fresh pages every time (measured 2x faster for 48 frames of 224²); on an
+    accelerator 256 at a time, which bounds the temporaries (0.15 GB per 4-byte one at 224²) for a batch of any
+    size."""
     scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=frames.device))).repeat_interleave(BINS)
     chunk = 4 if frames.device.type == "cpu" else 256
-    out = [hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2).float(), cell) for i in range(0, len(frames), chunk)]
+    out = [hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2), cell) for i in range(0, len(frames), chunk)]
     return torch.cat(out).mul_(scale.view(1, -1, 1, 1))  # (F, 3*BINS, hc, wc), channel-major
 
 
