@@ -6,13 +6,13 @@
 
 For the pixel target, the MME target computed online, and the MME target read from the track cache (``mme
 extract`` of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and for
-MME the flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items; and
-the training step's share of making the targets (pixel; or HOG along the tracks and the assembly), per clip of a
-batch of 8 made on this CPU (on a GPU it runs batched there). The step rate times the worker time gives the cores
-the workers need: ``--clips-per-s``, else the step rate of the tiny demo model measured here (its step time without
-the data wait). Ratios are against the pixel
-target measured in the same run. Then a short real pre-training run with ``--workers`` loader workers reports the
-fraction of its step time spent waiting for data.
+MME the flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items made
+in turns with the other variants'; and the training step's share of making the targets (pixel; or HOG along the
+tracks and the assembly), per clip of a batch of 8 made on this CPU (on a GPU it runs batched there). The step
+rate times the worker time gives the cores the workers need: ``--clips-per-s``, else the step rate of the tiny
+demo model measured here (its step time without the data wait). Ratios are against the pixel target measured in
+the same run. Then a short real pre-training run with ``--workers`` loader workers reports the fraction of its
+step time spent waiting for data.
 """
 
 from __future__ import annotations
@@ -45,31 +45,33 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
         *([f"target.cache_dir={cache}"] if variant == "mme cached" else []), *extra])
 
 
-def _worker_and_step_ms(cfg: PretrainConfig, clips: int, batch: int = 8) -> tuple[float, float]:
-    """Median CPU ms of one thread to make one dataset item (after a first, untimed one that opens the video),
-    and the step's CPU ms per clip to make the targets of a batch of ``batch`` such items (median of 3)."""
-    data = pretrain_dataset(cfg)
-    data[0]
-    times, items = [], []
-    for i in range(1, clips + 1):
-        t0 = time.process_time()
-        items.append(data[i % len(data)])
-        times.append(1000 * (time.process_time() - t0))
-    b = collate([items[k % len(items)] for k in range(batch)])
-    step = []
-    for _ in range(3):
-        t0 = time.process_time()
-        batch_targets(b["video"], b["motion"], cfg.target, cfg.model)
-        step.append(1000 * (time.process_time() - t0) / batch)
-    return statistics.median(times), statistics.median(step)
-
-
 @sets_threads
-def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int,
+def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int, batch: int = 8,
                  threads: int = 1) -> dict[str, tuple[float, float]]:
-    """:func:`_worker_and_step_ms` of every variant, on ``threads`` threads (one, as a loader worker has)."""
-    return {v: _worker_and_step_ms(_config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run"), clips)
-            for v in VARIANTS}
+    """Per variant, on ``threads`` threads (one, as a loader worker has): the median CPU ms to make one dataset
+    item, the variants' items made in turns (so that a change in the machine's load falls on all of them alike;
+    after a first, untimed item each that opens the video); and the step's CPU ms per clip to make the targets of
+    a batch of ``batch`` such items (median of 3)."""
+    cfgs = {v: _config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run") for v in VARIANTS}
+    data = {v: pretrain_dataset(cfg) for v, cfg in cfgs.items()}
+    times, items = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
+    for v in VARIANTS:
+        data[v][0]
+    for i in range(1, clips + 1):
+        for v in VARIANTS:
+            t0 = time.process_time()
+            items[v].append(data[v][i % len(data[v])])
+            times[v].append(1000 * (time.process_time() - t0))
+    out = {}
+    for v, cfg in cfgs.items():
+        b = collate([items[v][k % clips] for k in range(batch)])
+        step = []
+        for _ in range(3):
+            t0 = time.process_time()
+            batch_targets(b["video"], b["motion"], cfg.target, cfg.model)
+            step.append(1000 * (time.process_time() - t0) / batch)
+        out[v] = (statistics.median(times[v]), statistics.median(step))
+    return out
 
 
 def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, stride: int = 4, clips: int = 8,
