@@ -1,8 +1,10 @@
-"""What every layer uses: atomic file writes, and facts about the machine and the code a result came from."""
+"""What every layer uses: atomic file writes, facts about the machine and the code a result came from, and the
+process's memory allocator."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import inspect
 import json
@@ -113,3 +115,30 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+MALLOC_KEEP = {"M_MMAP_THRESHOLD": (-3, 32 << 20), "M_TRIM_THRESHOLD": (-1, 128 << 20)}
+"""glibc ``mallopt`` settings of :func:`keep_freed_memory`: (parameter number, bytes)."""
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory of freed blocks up to 32 MB for reuse, instead of mapping every such
+    block afresh and handing it back on free; returns whether the settings took (False off glibc, and when the
+    environment sets malloc's thresholds itself: ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
+    ``GLIBC_TUNABLES``).
+
+    A data worker allocates and frees the same few frame-sized arrays for every item (decoded frames, the float
+    clip, its normalised copy). By default glibc maps blocks above a threshold (128 KB, raised to the largest
+    block freed, at most 32 MB) and returns the top of the heap to the system once more than twice that is free:
+    every item then faults its arrays' pages in again, one page fault per 4 KB. Measured on a 2-core AMD EPYC
+    (16 x 224² clips, one thread): about 5,000 page faults per pixel item and 79 against 53 ms of CPU per item;
+    with these settings 3 faults. Memory a process has freed stays with it, up to its own peak use."""
+    if any(os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return all([mallopt(param, value) == 1 for param, value in MALLOC_KEEP.values()])

@@ -38,6 +38,7 @@ from mme.data.transforms import (
 )
 from mme.data.video import BACKENDS, open_video
 from mme.errors import ConfigError, DataError, VideoError
+from mme.utils import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,9 @@ class Sample:
 
 
 def start_workers(loader: DataLoader) -> Iterator:
-    """``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch sets itself there
-    (the loader's own ``worker_init_fn``, if any, runs after).
+    """``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch sets itself there,
+    and with malloc keeping freed memory (:func:`mme.utils.keep_freed_memory`: a worker frees and allocates the
+    same frame-sized arrays for every item); the loader's own ``worker_init_fn``, if any, runs after.
 
     OpenCV's default, a thread per core in every worker, takes cores from the training step without making the
     workers faster: its pthreads pool spins (a DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2
@@ -159,8 +161,8 @@ def start_workers(loader: DataLoader) -> Iterator:
     threads. A forked worker cannot set it itself: OpenCV reconfiguring a pool it inherited through fork from a
     process that had used it hangs (in ``pthread_cond_destroy``). So this process drops to one thread while the
     workers fork, which they inherit, and goes back after; workers started fresh (spawn, forkserver) set it
-    themselves (:func:`_one_opencv_thread`)."""
-    loader.worker_init_fn = functools.partial(_one_opencv_thread, loader.worker_init_fn)
+    themselves (:func:`_worker_start`)."""
+    loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn)
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -169,11 +171,13 @@ def start_workers(loader: DataLoader) -> Iterator:
         cv2.setNumThreads(before)
 
 
-def _one_opencv_thread(then: Callable[[int], None] | None, worker_id: int) -> None:
+def _worker_start(then: Callable[[int], None] | None, worker_id: int) -> None:
     """A worker's init under :func:`start_workers`: OpenCV on one thread where the worker started fresh (a forked
-    one has it already and must not reconfigure it), then the loader's own ``worker_init_fn``."""
+    one has it already and must not reconfigure it), malloc keeping freed memory, then the loader's own
+    ``worker_init_fn``."""
     if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
+    keep_freed_memory()
     if then is not None:
         then(worker_id)
 
