@@ -135,3 +135,5 @@ def test_normalisation_round_trip_and_layout():
     assert video.shape == (3, 4, 8, 10) and video.dtype == torch.float32
     assert video[0, 2, 3, 4].item() == pytest.approx((frames[2, 3, 4, 0] / 255 - 0.485) / 0.229, abs=1e-5)
     assert torch.allclose(denormalize(normalize(video)), video, atol=1e-6)
+    plain = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255
+    assert torch.equal(video, normalize(plain)) and torch.equal(normalize(plain.clone(), inplace=True), video)

@@ -36,10 +36,11 @@ def _stats(ref: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Ten
     return mean, std
 
 
-def normalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
-    """[0, 1] RGB -> ImageNet-normalised; the channel axis defaults to C of ``(..., C, T, H, W)``."""
+def normalize(video: torch.Tensor, channel_dim: int = -4, inplace: bool = False) -> torch.Tensor:
+    """[0, 1] RGB -> ImageNet-normalised; the channel axis defaults to C of ``(..., C, T, H, W)``; ``inplace``
+    overwrites ``video`` (bitwise the same values)."""
     mean, std = _stats(video, channel_dim)
-    return (video - mean) / std
+    return video.sub_(mean).div_(std) if inplace else (video - mean) / std
 
 
 def denormalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
@@ -52,7 +53,7 @@ def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 RGB frames ``(T, H, W, 3)`` -> ImageNet-normalised float ``(3, T, H, W)``."""
     # Reorder the uint8 bytes first (4x less memory traffic than reordering floats), then convert.
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()  # (3, T, H, W)
-    return normalize(video.float().div_(255.0))
+    return normalize(video.float().div_(255.0), inplace=True)  # one float clip made, not three
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
 from mme.train.config import PretrainConfig
 from mme.train.pretrain import pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, cpu_name, sets_threads
+from mme.utils import atomic_write_json, cpu_name, keep_freed_memory, sets_threads
 
 VARIANTS = ("pixel", "mme online", "mme cached")
 
@@ -51,7 +51,8 @@ def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path
     """Per variant, on ``threads`` threads (one, as a loader worker has): the median CPU ms to make one dataset
     item, the variants' items made in turns (so that a change in the machine's load falls on all of them alike;
     after a first, untimed item each that opens the video); and the step's CPU ms per clip to make the targets of
-    a batch of ``batch`` such items (median of 3)."""
+    a batch of ``batch`` such items (median of 3). This process's malloc then keeps freed memory, as a worker's."""
+    keep_freed_memory()
     cfgs = {v: _config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run") for v in VARIANTS}
     data = {v: pretrain_dataset(cfg) for v, cfg in cfgs.items()}
     times, items = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
