@@ -127,8 +127,8 @@ def keep_freed_memory() -> bool:
     environment sets malloc's thresholds itself: ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
     ``GLIBC_TUNABLES``).
 
-    A data worker allocates and frees the same few frame-sized arrays for every item (decoded frames, the float
-    clip, its normalised copy). By default glibc maps blocks above a threshold (128 KB, raised to the largest
+    A data worker allocates and frees the same few frame-sized arrays for every item (decoded frames, resized
+    frames, the float clip). By default glibc maps blocks above a threshold (128 KB, raised to the largest
     block freed, at most 32 MB) and returns the top of the heap to the system once more than twice that is free:
     every item then faults its arrays' pages in again, one page fault per 4 KB. Measured on a 2-core AMD EPYC
     (16 x 224² clips, one thread, pixel and cached MME items in turns): about 4,800 page faults per item and 79

@@ -25,8 +25,8 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Te
     Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``), the magnitude voted into
     one of ``bins`` unsigned orientation bins, and one scatter-add into cells per image (bincount-style: the
     fast path on CPU, see platform-notes; conv gradients are 5x slower). Pixels beyond the last whole cell
-    are ignored. Float images give float32 cells (their own dtype if floating); uint8 images take an exact
-    shortcut (:func:`_integer_votes`), bitwise the histograms of the same images as float32.
+    are ignored. Floating images give cells of their own dtype; uint8 images give float32 cells by an exact
+    shortcut (:func:`_integer_votes`), bitwise the cells of the same images as float32.
     """
     N, C, H, W = images.shape
     hc, wc = H // cell, W // cell
@@ -43,9 +43,7 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Te
         gx = p[:, 1:-1, 2:] - p[:, 1:-1, :-2]  # x to the right
         gy = p[:, 2:, 1:-1] - p[:, :-2, 1:-1]  # y downwards (image rows)
         mag = torch.hypot(gx, gy)
-        ys = torch.arange(h, device=x.device) // cell
-        xs = torch.arange(w, device=x.device) // cell
-        idx = _bin(gx, gy, bins).add_((ys[:, None] * wc + xs[None, :]) * bins)  # (N*C, h, w): cell * bins + bin
+        idx = _bin(gx, gy, bins).add_(_cell_offsets(1, h, w, cell, bins, x.device).view(h, w))  # cell*bins + bin
         hist = torch.zeros(N * C, hc * wc * bins, device=x.device, dtype=mag.dtype)
         hist.scatter_add_(1, idx.view(N * C, -1), mag.view(N * C, -1)).div_(cell * cell)
     hist = hist.view(N, C, hc, wc, bins).permute(0, 1, 4, 2, 3)  # (N, C, bins, hc, wc)

@@ -69,11 +69,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accum_steps", "log_every", "ckpt_every", "max_nonfinite"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        for name in ("steps", "stop_after"):
+        for name in ("steps", "stop_after", "threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive or null, got {getattr(self, name)}")
-        if self.threads is not None and self.threads <= 0:
-            raise ConfigError(f"train.threads must be positive or null, got {self.threads}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
         if self.precision not in PRECISIONS:

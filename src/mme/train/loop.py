@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import shutil
@@ -70,10 +71,11 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
     # The loader draws its workers' base seed from `generator`, not from the global RNG, which must advance only
     # with the steps (it is checkpointed; creating the loader on resume must not move it).
     g = torch.Generator().manual_seed(dist.sample_seed(t.seed, run.position["epoch"], dist.get_rank(), "loader"))
-    loader = DataLoader(run.data, batch_sampler=(keys for _, _, keys in positions()), collate_fn=collate,
+    asked, done = itertools.tee(positions())  # the loader runs ahead on `asked`; `done` names what it returns
+    loader = DataLoader(run.data, batch_sampler=(keys for _, _, keys in asked), collate_fn=collate,
                         generator=g, num_workers=run.cfg.data.num_workers, pin_memory=run.device.type == "cuda",
                         worker_init_fn=ignore_in_worker)
-    for (epoch, i, _), batch in zip(positions(), start_workers(loader)):  # the loader keeps its sampler's order
+    for (epoch, i, _), batch in zip(done, start_workers(loader)):  # the loader keeps its sampler's order
         yield epoch, i, batch
 
 
