@@ -23,7 +23,7 @@ from mme.data.video import open_video
 from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
-from mme.motion.cache import QUANT, cache_file, read_cache, resample
+from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, find_cache_file, quantise, read_cache, resample
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
 
@@ -166,9 +166,19 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",
          "--short-side", "64"])
     bad = cache_file(out, "cls/a.mp4")
-    bad.write_bytes(bad.read_bytes()[:100])  # truncated
-    with pytest.raises(VideoError, match=r"a\.mp4\.tracks\.npz.*not a valid mme track cache"):
-        load_tracks(bad)
+    good = bad.read_bytes()
+    flipped = bytearray(good)
+    flipped[-30] ^= 0xFF  # inside the last start's record: its zlib check fails
+    size = "bytes, the header and offsets say"
+    for broken, why in [(good[:100], "Unterminated string"), (good[:-1], size), (good + b"x", size),
+                        (bytes(flipped), "while decompressing data"), (b"GIF89a" + good, "unknown file type")]:
+        bad.write_bytes(broken)
+        with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: unreadable \(not a valid mme track cache: .*{why}"):
+            load_tracks(bad)
+    bad.write_bytes(good.replace(b'"version": 2', b'"version": 3'))
+    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: unreadable \(track cache version 3, expected 2"):
+        read_cache(bad, starts=[0])
+    bad.write_bytes(good[:-1])
     (videos / "two.txt").write_text("cls/a.mp4\nb.mp4\n")
     m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(out)), m)
@@ -178,3 +188,45 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     item = ds[0]  # a.mp4's cache is corrupt: replaced by b.mp4, and a.mp4 is reported
     assert item["index"] == 1 and item["motion"]["disp"].shape == (2, 4, 8, 8, 2)  # (starts, steps, grid, xy)
     assert ds.failure_counts() == {"unreadable": 1}
+
+
+def write_version_1(path, q, valid, pair_homs, meta):
+    """A cache file as version 1 wrote it: a zip of int16 blocks of 32 starts, the whole validity, the pairs'
+    homographies and the meta."""
+    arrays = {f"disp_{k // 32:05d}": q[k:k + 32] for k in range(0, len(q), 32)}
+    arrays["valid"] = valid
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "version": 1, "quant": QUANT}).encode(), np.uint8)
+    if pair_homs is not None:
+        arrays["pair_homs"] = pair_homs
+    np.savez_compressed(path, **arrays)
+
+
+def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
+    """A version 1 cache (.tracks.npz) of the same tracks reads and resamples to bitwise what the current file
+    gives; the current file is preferred where both exist, and a resumed extraction skips a complete version 1
+    file."""
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",
+            "--short-side", "120", "--compensate"]
+    cli(args)
+    new = cache_file(out, "cls/a.mp4")
+    full = read_cache(new)
+    assert full.homs is not None and full.num_starts == 30
+    meta = {k: v for k, v in full.meta.items() if k not in ("version", "quant", "starts", "grid", "homs")}
+    old = cache_file(out, "cls/a.mp4", V1_SUFFIX)
+    write_version_1(old, quantise(full.disp), full.valid, full.homs[:-1, 0], meta)  # pair s: start s, step 0
+    starts = [25, 3, 29, 40, 3]
+    a, b = read_cache(new, starts), read_cache(old, starts)
+    assert a.starts.tolist() == b.starts.tolist() == [3, 25, 29]
+    for name in ("disp", "valid", "homs"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert (a.num_starts, a.meta["length"]) == (b.num_starts, b.meta["length"])
+    geom = Geometry(20.5, 8, 100, 100, 80, 80, flip=True)
+    ra, rb = resample(a, [3, 25, 29], 4, geom, 8), resample(b, [3, 25, 29], 4, geom, 8)
+    for name in ("disp", "valid", "homs"):
+        assert np.array_equal(getattr(ra, name), getattr(rb, name)), name
+    assert find_cache_file(out, str(videos / "cls" / "a.mp4")) == new
+    new.unlink()
+    assert find_cache_file(out, str(videos / "cls" / "a.mp4")) == old
+    cli(args)
+    assert not new.exists() and json.loads((out / "failed.json").read_text())["skipped"] == 2

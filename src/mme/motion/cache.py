@@ -1,14 +1,19 @@
-"""The track cache: one compressed ``.npz`` per video, readable for any crop.
+"""The track cache: one file per video, readable for any crop.
 
 What a file holds (written by ``mme extract``, :mod:`mme.motion.extract`): tracks started at EVERY raw frame
-of the video, on the FULL frame resized to a working size, on a seed grid of stride ``seed_stride`` working px:
+of the video, on the FULL frame resized to a working size, on a seed grid of stride ``seed_stride`` working px.
+For each start ``s`` of the T, one zlib-compressed record, so that a sample reads and decompresses only the starts
+it needs (the cost of a read grows neither with the video's length nor with how far apart its starts are):
 
-- ``disp_<k>`` int16 ``(BLOCK, L, gh, gw, 2)``: displacements of starts ``k*BLOCK ..`` quantised at ``QUANT`` =
-  0.05 px (x, y), in blocks of starts so that a sample decompresses only the blocks its window touches (the
-  cost of a read does not grow with the video's length);
-- ``valid`` bool ``(T, gh, gw)``;
-- ``pair_homs`` float32 ``(T-1, 3, 3)``: the camera homography of each consecutive pair (compensated caches);
-- ``meta``: JSON (format version, source and working size, seed stride, L, flow method, compensation, bound).
+- the displacements, int16 ``(L, gh, gw, 2)`` quantised at ``QUANT`` = 0.05 px (x, y);
+- the validity, bool ``(gh, gw)``;
+- for compensated caches, the camera homographies of the pairs ``(s + j, s + j + 1)``, float32 ``(L, 3, 3)``
+  (the identity past the last frame).
+
+Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
+working size, seed stride and grid, L, flow method, compensation, bound, T), T + 1 uint64 offsets of the records
+from the end of the offsets, the records. Version 1 files (``.tracks.npz``: a zip of 32-start blocks) are still
+read.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -21,7 +26,9 @@ track stays inside the crop.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,40 +41,47 @@ from mme.errors import ConfigError
 from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
 from mme.utils import atomic_path
 
-VERSION = 1
+VERSION = 2
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
-BLOCK = 32  # starts per compressed member
-SUFFIX = ".tracks.npz"
+MAGIC = b"MMETRAKS"
+SUFFIX = ".tracks"
+V1_SUFFIX = ".tracks.npz"
+_V1_BLOCK = 32  # starts per zip member in version 1
+_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, zlib.error,
+                json.JSONDecodeError, UnicodeDecodeError)
 
 
 @dataclass
 class CachedTracks:
-    """One cache file in memory: float32 ``disp (S, L, gh, gw, 2)`` in working px for the raw start frames
-    ``starts (S,)`` that were read (all T of them, or those a sample needs), ``valid (T, gh, gw)``,
-    ``pair_homs (T-1, 3, 3)`` or None, and ``meta``."""
+    """The starts read from one cache file: float32 ``disp (S, L, gh, gw, 2)`` in working px of the raw start
+    frames ``starts (S,)`` (all ``num_starts`` of the video, or those a sample needs), ``valid (S, gh, gw)``,
+    ``homs (S, L, 3, 3)`` (pair ``(s + j, s + j + 1)``'s camera homography) or None, and ``meta``."""
 
     disp: np.ndarray
     starts: np.ndarray
     valid: np.ndarray
-    pair_homs: np.ndarray | None
+    homs: np.ndarray | None
     meta: dict
+    num_starts: int
 
 
-def cache_file(out_dir: str | Path, video: str) -> Path:
-    """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir``."""
+def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
+    """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir`` (``suffix``
+    ``V1_SUFFIX``: where a version 1 file of it would be)."""
     rel = Path(video)
     rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
-    return Path(out_dir) / (str(rel) + SUFFIX)
+    return Path(out_dir) / (str(rel) + suffix)
 
 
 def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
-    (the list's root is not part of the cache layout)."""
+    (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one."""
     parts = Path(video_path).parts
     for k in range(len(parts)):
-        candidate = cache_file(cache_dir, str(Path(*parts[k:])))
-        if candidate.is_file():
-            return candidate
+        for suffix in (SUFFIX, V1_SUFFIX):
+            candidate = cache_file(cache_dir, str(Path(*parts[k:])), suffix)
+            if candidate.is_file():
+                return candidate
     raise video_error(cache_file(cache_dir, video_path), "missing",
                       f"no track cache for {video_path} under {cache_dir}; run mme extract for it")
 
@@ -77,6 +91,17 @@ def quantise(disp: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(disp, np.float32) / QUANT), -32767, 32767).astype(np.int16)
 
 
+def start_homs(pair_homs: np.ndarray, length: int) -> np.ndarray:
+    """Per-pair homographies ``(T-1, 3, 3)`` -> each start's ``(T, L, 3, 3)``: pair ``s + j``, the identity past
+    the last frame."""
+    T = len(pair_homs) + 1
+    pairs = np.arange(T)[:, None] + np.arange(length)[None]  # (T, L)
+    eye = np.eye(3, dtype=np.float32)
+    if T < 2:
+        return np.broadcast_to(eye, (T, length, 3, 3)).copy()
+    return np.where((pairs < T - 1)[..., None, None], pair_homs[np.minimum(pairs, T - 2)], eye).astype(np.float32)
+
+
 def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs: np.ndarray | None,
                 meta: dict) -> None:
     """Write one cache file atomically (temporary file, then ``os.replace``). ``disp``: float px, or int16
@@ -84,43 +109,103 @@ def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     q = disp if disp.dtype == np.int16 else quantise(disp)
-    arrays = {
-        **{f"disp_{k // BLOCK:05d}": q[k:k + BLOCK] for k in range(0, len(q), BLOCK)},
-        "valid": np.asarray(valid, bool),
-        "meta": np.frombuffer(json.dumps({**meta, "version": VERSION, "quant": QUANT}).encode(), np.uint8),
-    }
-    if pair_homs is not None:
-        arrays["pair_homs"] = np.asarray(pair_homs, np.float32)
+    valid = np.asarray(valid, bool)
+    T, L = q.shape[:2]
+    homs = None if pair_homs is None else start_homs(np.asarray(pair_homs, np.float32), L)
+    records = [zlib.compress(q[s].astype("<i2").tobytes() + valid[s].tobytes()
+                             + (b"" if homs is None else homs[s].astype("<f4").tobytes())) for s in range(T)]
+    header = json.dumps({**meta, "version": VERSION, "quant": QUANT, "starts": T, "grid": list(q.shape[2:4]),
+                         "homs": homs is not None}).encode()
+    offsets = np.cumsum([0] + [len(r) for r in records]).astype("<u8")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+        f.write(MAGIC + len(header).to_bytes(8, "little") + header + offsets.tobytes())
+        f.writelines(records)
+
+
+def _read_header(f, path: Path) -> dict:
+    """The header of an open version 2 file (after its magic); a version this mme does not know is refused."""
+    meta = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    if meta.get("version") != VERSION:
+        raise video_error(path, "unreadable", f"track cache version {meta.get('version')}, expected {VERSION}; "
+                                              f"re-run mme extract")
+    return meta
+
+
+def cache_meta(path: str | Path) -> dict:
+    """The meta of one cache file (its header only; a version 1 file's meta)."""
+    return read_cache(path, starts=[]).meta
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
-    """Read and check one cache file, the displacements of ``starts`` only (clamped to the video; default all).
+    """Read and check one cache file, the records of ``starts`` only (clamped to the video; default all).
     A missing, truncated or foreign file is a VideoError naming it (so a dataset skips that video and reports
     it, as for an undecodable video)."""
     path = Path(path)
     if not path.is_file():
         raise video_error(path, "missing", "track cache file not found")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(len(MAGIC))
+            if magic[:4] == b"PK\x03\x04":
+                return _read_v1(path, starts)
+            if magic != MAGIC:
+                raise ValueError("unknown file type")
+            meta = _read_header(f, path)
+            T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
+            offsets = np.frombuffer(f.read(8 * (T + 1)), "<u8").astype(np.int64)
+            base = f.tell()
+            if os.fstat(f.fileno()).st_size != base + offsets[-1]:
+                raise ValueError(f"{os.fstat(f.fileno()).st_size} bytes, the header and offsets say "
+                                 f"{base + offsets[-1]}")
+            st = _starts(starts, T)
+            nd, nv = L * gh * gw * 2 * 2, gh * gw
+            size = nd + nv + (L * 36 if meta["homs"] else 0)
+            disp = np.empty((len(st), L, gh, gw, 2), np.int16)
+            valid = np.empty((len(st), gh, gw), bool)
+            homs = np.empty((len(st), L, 3, 3), np.float32) if meta["homs"] else None
+            for i, s in enumerate(st.tolist()):
+                f.seek(base + offsets[s])
+                record = zlib.decompress(f.read(offsets[s + 1] - offsets[s]))
+                if len(record) != size:
+                    raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {size}")
+                disp[i] = np.frombuffer(record, "<i2", L * gh * gw * 2).reshape(L, gh, gw, 2)
+                valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
+                if homs is not None:
+                    homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
+    except _READ_ERRORS as e:
+        raise video_error(path, "unreadable",
+                          f"not a valid mme track cache: {e}; delete it and re-run mme extract") from e
+    return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid, homs, meta, T)
+
+
+def _starts(starts, T: int) -> np.ndarray:
+    """The distinct starts to read, clamped to the video's T (all T by default)."""
+    return np.arange(T) if starts is None else np.unique(np.clip(np.asarray(starts, np.int64), 0, T - 1))
+
+
+def _read_v1(path: Path, starts) -> CachedTracks:
+    """A version 1 file (zip: ``disp_<k>`` int16 blocks of 32 starts, ``valid (T, gh, gw)``, ``pair_homs``,
+    ``meta``) as :func:`read_cache` returns it."""
+    try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             valid = z["valid"].astype(bool)
             T = len(valid)
-            st = np.arange(T) if starts is None else np.unique(np.clip(np.asarray(starts, np.int64), 0, T - 1))
-            blocks = {int(b): z[f"disp_{b:05d}"] for b in np.unique(st // BLOCK)}
-            homs = z["pair_homs"] if "pair_homs" in z.files else None
-        rows = [blocks[int(s) // BLOCK][int(s) % BLOCK] for s in st]
-        disp = np.stack(rows).astype(np.float32) * float(meta["quant"])  # (S, L, gh, gw, 2) px
-    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
-            UnicodeDecodeError) as e:
+            st = _starts(starts, T)
+            blocks = {int(b): z[f"disp_{b:05d}"] for b in np.unique(st // _V1_BLOCK)}
+            pair_homs = z["pair_homs"] if "pair_homs" in z.files else None
+    except _READ_ERRORS as e:
         raise video_error(path, "unreadable",
                           f"not a valid mme track cache: {e}; delete it and re-run mme extract") from e
-    if meta.get("version") != VERSION:
-        raise video_error(path, "unreadable", f"track cache version {meta.get('version')}, expected {VERSION}")
-    if disp.ndim != 5 or valid.shape[1:] != disp.shape[2:4]:
+    if meta.get("version") != 1:
+        raise video_error(path, "unreadable", f"track cache version {meta.get('version')} in a version 1 file")
+    L, grid = int(meta["length"]), valid.shape[1:]
+    rows = [blocks[int(s) // _V1_BLOCK][int(s) % _V1_BLOCK] for s in st]
+    disp = np.stack(rows) if rows else np.zeros((0, L, *grid, 2), np.int16)
+    if disp.ndim != 5 or disp.shape[2:4] != grid:
         raise video_error(path, "unreadable", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
-    return CachedTracks(disp, st, valid, homs, meta)
+    homs = None if pair_homs is None else start_homs(pair_homs, L)[st]
+    return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid[st], homs, meta, T)
 
 
 def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +231,7 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
              max_disp: float | None = None, source: str = "cache") -> Tracks:
     """Tracks of ``starts`` for ``length`` steps in the output frame of ``geom`` (a mme.data Geometry)."""
     meta = cached.meta
-    T, (_, Lc, gh, gw, _) = len(cached.valid), cached.disp.shape
+    T, (_, Lc, gh, gw, _) = cached.num_starts, cached.disp.shape
     if length > Lc:
         raise ConfigError(f"target.track_length={length} but the track cache {source} holds only {Lc} steps")
     st = np.clip(np.asarray(starts, np.int64), 0, T - 1)
@@ -169,14 +254,11 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     d = d * np.array([A[0, 0], A[1, 1]], np.float32)  # working px -> output px (x negated by a flip)
     bound = default_max_disp(geom.out_h, geom.out_w) if max_disp is None else max_disp
     d = np.clip(d, -bound, bound).astype(np.float32)
-    v = torch.from_numpy(cached.valid[st].astype(np.float32))[:, None]  # (S, 1, gh, gw)
+    v = torch.from_numpy(cached.valid[rows].astype(np.float32))[:, None]  # (S, 1, gh, gw)
     v = F.grid_sample(v, grid[:S], mode="bilinear", padding_mode="border", align_corners=True)[:, 0].numpy()
     homs = None
-    if cached.pair_homs is not None:
-        pairs = st[:, None] + np.arange(length)[None]  # (S, L) pair index s + j
-        eye = np.eye(3)
-        h = np.where((pairs < T - 1)[..., None, None], cached.pair_homs[np.minimum(pairs, T - 2)], eye)
-        homs = (A @ h @ Ainv).astype(np.float32)  # conjugated into output coordinates
+    if cached.homs is not None:  # conjugated into output coordinates
+        homs = (A @ cached.homs[rows, :length] @ Ainv).astype(np.float32)
     tracks = Tracks(d, v >= 1 - 1e-4, homs, seeds, (geom.out_h, geom.out_w))
     tracks.valid &= in_frame(tracks.positions(), geom.out_h, geom.out_w).all(1)
     return tracks

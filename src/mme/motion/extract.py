@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, video_error
 from mme.errors import ConfigError, MMEError
-from mme.motion.cache import cache_file, quantise, read_cache, save_tracks
+from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
 from mme.motion.flow import METHODS
 from mme.motion.tracks import default_max_disp, track
 from mme.utils import atomic_write_text, check_output
@@ -93,7 +93,7 @@ def is_complete(out_path: Path, opts: ExtractOptions) -> bool:
     if not out_path.is_file():
         return False
     try:
-        meta = read_cache(out_path).meta
+        meta = cache_meta(out_path)
     except MMEError:
         return False
     want = dict(work_short=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate)
@@ -149,7 +149,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     jobs, skipped = [], 0
     for e in mine:
         target = cache_file(out, e.path)
-        if not overwrite and is_complete(target, opts):
+        if not overwrite and any(is_complete(p, opts) for p in (target, cache_file(out, e.path, V1_SUFFIX))):
             skipped += 1
         else:
             jobs.append((resolve(e, root), str(target), opts))
