@@ -230,3 +230,13 @@ def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
     assert find_cache_file(out, str(videos / "cls" / "a.mp4")) == old
     cli(args)
     assert not new.exists() and json.loads((out / "failed.json").read_text())["skipped"] == 2
+
+
+def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
+    (videos / "twice.txt").write_text("b.mp4 0\nb.mp4 1\n")
+    out = tmp_path / "cache"
+    assert cli(["extract", str(videos / "twice.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                "--short-side", "64"]) == 0
+    report = json.loads((out / "failed.json").read_text())
+    assert (report["done"], report["skipped"], report["failed"]) == (1, 0, {})
+    assert cache_file(out, "b.mp4").is_file()

@@ -146,9 +146,12 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     part, parts = k * world + rank, n * world
     mine = [e for i, e in enumerate(entries) if i % parts == part]
-    jobs, skipped = [], 0
+    jobs, skipped, targets = [], 0, set()
     for e in mine:
         target = cache_file(out, e.path)
+        if target in targets:  # a video listed twice is extracted once
+            continue
+        targets.add(target)
         if not overwrite and any(is_complete(p, opts) for p in (target, cache_file(out, e.path, V1_SUFFIX))):
             skipped += 1
         else:
