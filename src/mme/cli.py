@@ -119,6 +119,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="", help="folder the lists' relative paths start from")
     p.add_argument("--out", dest="report_path", metavar="OUT", default="check.json",
                    help="the JSON report (default check.json)")
+    p.add_argument("--index-dir", default=None, metavar="DIR",
+                   help="keep each video's proven frame index here, for training with data.index_dir=DIR")
     _check_args(p)
     _calls(p, "mme.data.lists:check_lists", outcome=lambda report: report["failing"] > 0)
 

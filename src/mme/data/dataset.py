@@ -38,7 +38,7 @@ from mme.data.transforms import (
 )
 from mme.data.video import BACKENDS, open_video
 from mme.errors import ConfigError, DataError, VideoError
-from mme.utils import keep_freed_memory
+from mme.utils import check_output, keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ class DataConfig:
     decode_threads: int = 1
     """Decoder threads per video (0 = FFmpeg's choice). 1 suits DataLoader workers: on 2 cores one thread
     decoded a 40-frame clip in 103 ms vs 188 ms with FFmpeg's choice."""
+    index_dir: str | None = None
+    """Folder where the PyAV reader keeps each video's frame index and how much of it decodes have proven, for every
+    process that reads the list (loader workers, ranks, later runs): a video's first read in a worker then needs
+    no demux, and its decoder may drop the frames the read does not return (docs/data.md). For lists larger than
+    a worker's in-memory index cache (4,096 videos). None: each process indexes for itself."""
     max_failure_fraction: float = 0.01
     """Stop with an error once more than this fraction of the list has failed (bad or unreadable videos)."""
     num_workers: int = 2
@@ -207,6 +212,8 @@ class _VideoDataset(Dataset):
             raise DataError("data.list_file is not set")
         self.cfg = cfg
         self.seed = seed
+        if cfg.index_dir is not None:
+            check_output(cfg.index_dir, "data.index_dir", folder=True)
         entries, self.bad_lines = read_list(cfg.list_file, strict=False)
         if need_labels and any(e.label is None for e in entries):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
@@ -308,7 +315,7 @@ class PretrainDataset(_VideoDataset):
         """Decode and crop entry ``i`` into a :class:`Sample` (raises VideoError on a bad video)."""
         cfg = self.cfg
         path = self.path(i)
-        with open_video(path, cfg.backend, cfg.decode_threads) as reader:
+        with open_video(path, cfg.backend, cfg.decode_threads, cfg.index_dir) as reader:
             if cfg.sampling == "segments":
                 idx = sample_segments(reader.num_frames, cfg.num_frames, cfg.tubelet, rng, self.track_length,
                                       reads=self.track_reads)
@@ -338,7 +345,7 @@ class ClassificationDataset(_VideoDataset):
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         cfg = self.cfg
-        with open_video(self.path(i), cfg.backend, cfg.decode_threads) as reader:
+        with open_video(self.path(i), cfg.backend, cfg.decode_threads, cfg.index_dir) as reader:
             n, size = reader.num_frames, reader.size
             if self.mode == "train":
                 if cfg.sampling == "segments":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mme.data.video import check_video
 from mme.errors import DataError
-from mme.utils import atomic_write_text
+from mme.utils import atomic_write_text, check_output
 
 log = logging.getLogger(__name__)
 
@@ -321,16 +321,19 @@ USABLE = ("ok", "suspicious", "short")
 
 
 def check_lists(list_files: list[str | Path], root: str | Path, report_path: str | Path, min_frames: int = 16,
-                workers: int = 1) -> dict:
+                workers: int = 1, index_dir: str | Path | None = None) -> dict:
     """Open and decode every video the lists name (:func:`mme.data.video.check_video`) and write a JSON report:
-    per-status counts and every video that is not 'ok' (unreadable, short, suspicious, ...; bad list lines too)."""
+    per-status counts and every video that is not 'ok' (unreadable, short, suspicious, ...; bad list lines too).
+    With ``index_dir``, each video's index, proven by the whole decode, is kept there (``data.index_dir``)."""
+    if index_dir is not None:
+        check_output(index_dir, "--index-dir", folder=True)
     bad_lines, paths = [], []
     for list_file in list_files:
         entries, bad = read_list(list_file, strict=False)
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
         paths += [resolve(e, root) for e in entries]
-    jobs = [(path, min_frames) for path in dict.fromkeys(paths)]
+    jobs = [(path, min_frames, index_dir) for path in dict.fromkeys(paths)]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:

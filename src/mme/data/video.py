@@ -31,8 +31,10 @@ from mme.errors import VideoError
 BACKENDS = ("pyav", "opencv", "decord")
 
 
-def open_video(path: str | Path, backend: str = "pyav", threads: int = 0) -> VideoReader:
-    """Open ``path`` with ``backend`` ('pyav', 'opencv' or 'decord'); ``threads`` = decoder threads (0 = auto).
+def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
+               index_dir: str | Path | None = None) -> VideoReader:
+    """Open ``path`` with ``backend`` ('pyav', 'opencv' or 'decord'); ``threads`` = decoder threads (0 = auto);
+    ``index_dir``: where the PyAV reader keeps frame indices for every process (``data.index_dir``).
 
     Raises VideoError for a missing, empty, unreadable or frameless file.
     """
@@ -45,22 +47,25 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0) -> Vid
         raise video_error(path, "unreadable", "is a directory")
     if os.path.getsize(path) == 0:
         raise video_error(path, "empty", "zero-byte file")
-    reader = {"pyav": PyAVReader, "opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
+    if backend == "pyav":
+        reader = PyAVReader(path, threads, index_dir)
+    else:
+        reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     if reader.num_frames <= 0:
         reader.close()
         raise video_error(path, "unreadable", "no decodable video frames")
     return reader
 
 
-def check_video(path: str | Path, min_frames: int = 1) -> dict:
+def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None) -> dict:
     """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
     "frames", "packets", "seeking", "reason"}``; ``status``: 'ok'; 'suspicious' when the file must be read
     sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
     packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
-    ('missing', 'empty', 'unreadable', 'decode error', ...)."""
+    ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept."""
     out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "reason": ""}
     try:
-        with open_video(path) as reader:
+        with open_video(path, index_dir=index_dir) as reader:
             out.update(reader.check())
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
