@@ -63,23 +63,30 @@ SKIPPING = [name for name in AVAILABLE if name not in SEQUENTIAL and CORPUS[name
                                                                                        "mpeg2video", "mpeg1video")]
 
 
+@pytest.fixture
+def decoded(monkeypatch) -> list[int]:
+    """The timestamps of the frames that come out of the readers' decoders, in order (filled as they decode)."""
+    out = []
+    plain = pyav_reader._decode
+
+    def counting(*args):
+        for frame in plain(*args):
+            out.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    return out
+
+
 @pytest.mark.parametrize("threads", [1, 0])
 @pytest.mark.parametrize("name", SKIPPING)
-def test_reads_of_proven_frames_let_the_decoder_drop_unwanted_ones(corpus, tmp_path, monkeypatch, name, threads):
+def test_reads_of_proven_frames_let_the_decoder_drop_unwanted_ones(corpus, tmp_path, monkeypatch, decoded, name,
+                                                                   threads):
     """Once a file is proven, a read lets the decoder drop the frames that no other frame references and the read
     does not want: with B-frames fewer frames come out of the decoder than without the leave, and every read, one
     after another on one reader and on fresh readers, still equals the sequential decode."""
     path = shutil.copy(corpus[name], tmp_path / name)
     ref = decode_all(path)
-    decoded = []
-    plain = pyav_reader._decode
-
-    def counting(*args):
-        for frame in plain(*args):
-            decoded.append(frame.pts)
-            yield frame
-
-    monkeypatch.setattr(pyav_reader, "_decode", counting)
     last = len(ref) - 1  # 29, 24 with an edit list
     sets = [[last], [3, 11, 19, last - 2], [12], [13], [14, 16], [15], [2, 3], [last - 1, last], [0], [21, 5]]
     counts = {}
@@ -179,7 +186,8 @@ def test_real_videos_read_equals_sequential_decode(name, n, seeks):
         assert reader.seeking == "seek"
 
 
-def test_an_index_folder_keeps_what_decodes_proved_for_other_processes(corpus, tmp_path, monkeypatch, caplog):
+def test_an_index_folder_keeps_what_decodes_proved_for_other_processes(corpus, tmp_path, monkeypatch, decoded,
+                                                                       caplog):
     """With an index folder, a file's index and how much of it decodes proved outlive the process: a new process
     (the in-memory cache cleared) neither demuxes the file again nor decodes frames it may drop, a sequential
     verdict is kept, a changed file gets a new index, and a folder that cannot be written costs a warning only."""
@@ -195,15 +203,7 @@ def test_an_index_folder_keeps_what_decodes_proved_for_other_processes(corpus, t
     made = []
     make = pyav_reader._make_index
     monkeypatch.setattr(pyav_reader, "_make_index", lambda p: made.append(p) or make(p))
-    decoded = []
-    plain = pyav_reader._decode
-
-    def counting(*args):
-        for frame in plain(*args):
-            decoded.append(frame.pts)
-            yield frame
-
-    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    decoded.clear()
     with open_video(path, index_dir=index_dir) as reader:
         np.testing.assert_array_equal(reader.read([27, 13]), ref[[27, 13]])
     first = len(decoded)  # from the keyframe at 8, frames 8..27 less those dropped

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.data.video import video_error
-from mme.errors import ConfigError
+from mme.errors import ConfigError, VideoError
 from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
 from mme.utils import atomic_path
 
@@ -153,29 +153,31 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
             meta = _read_header(f, path)
             T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
             offsets = np.frombuffer(f.read(8 * (T + 1)), "<u8").astype(np.int64)
-            base = f.tell()
-            if os.fstat(f.fileno()).st_size != base + offsets[-1]:
-                raise ValueError(f"{os.fstat(f.fileno()).st_size} bytes, the header and offsets say "
-                                 f"{base + offsets[-1]}")
+            base, size = f.tell(), os.fstat(f.fileno()).st_size
+            if size != base + offsets[-1]:
+                raise ValueError(f"{size} bytes, the header and offsets say {base + offsets[-1]}")
             st = _starts(starts, T)
             nd, nv = L * gh * gw * 2 * 2, gh * gw
-            size = nd + nv + (L * 36 if meta["homs"] else 0)
+            record_size = nd + nv + (L * 36 if meta["homs"] else 0)
             disp = np.empty((len(st), L, gh, gw, 2), np.int16)
             valid = np.empty((len(st), gh, gw), bool)
             homs = np.empty((len(st), L, 3, 3), np.float32) if meta["homs"] else None
             for i, s in enumerate(st.tolist()):
                 f.seek(base + offsets[s])
                 record = zlib.decompress(f.read(offsets[s + 1] - offsets[s]))
-                if len(record) != size:
-                    raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {size}")
+                if len(record) != record_size:
+                    raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {record_size}")
                 disp[i] = np.frombuffer(record, "<i2", L * gh * gw * 2).reshape(L, gh, gw, 2)
                 valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
                 if homs is not None:
                     homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
     except _READ_ERRORS as e:
-        raise video_error(path, "unreadable",
-                          f"not a valid mme track cache: {e}; delete it and re-run mme extract") from e
+        raise _unreadable(path, e) from e
     return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid, homs, meta, T)
+
+
+def _unreadable(path: Path, err: Exception) -> VideoError:
+    return video_error(path, "unreadable", f"not a valid mme track cache: {err}; delete it and re-run mme extract")
 
 
 def _starts(starts, T: int) -> np.ndarray:
@@ -194,14 +196,13 @@ def _read_v1(path: Path, starts) -> CachedTracks:
             st = _starts(starts, T)
             blocks = {int(b): z[f"disp_{b:05d}"] for b in np.unique(st // _V1_BLOCK)}
             pair_homs = z["pair_homs"] if "pair_homs" in z.files else None
+        L, grid = int(meta["length"]), valid.shape[1:]
+        rows = [blocks[int(s) // _V1_BLOCK][int(s) % _V1_BLOCK] for s in st]
+        disp = np.stack(rows) if rows else np.zeros((0, L, *grid, 2), np.int16)
     except _READ_ERRORS as e:
-        raise video_error(path, "unreadable",
-                          f"not a valid mme track cache: {e}; delete it and re-run mme extract") from e
+        raise _unreadable(path, e) from e
     if meta.get("version") != 1:
         raise video_error(path, "unreadable", f"track cache version {meta.get('version')} in a version 1 file")
-    L, grid = int(meta["length"]), valid.shape[1:]
-    rows = [blocks[int(s) // _V1_BLOCK][int(s) % _V1_BLOCK] for s in st]
-    disp = np.stack(rows) if rows else np.zeros((0, L, *grid, 2), np.int16)
     if disp.ndim != 5 or disp.shape[2:4] != grid:
         raise video_error(path, "unreadable", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
     homs = None if pair_homs is None else start_homs(pair_homs, L)[st]
