@@ -133,23 +133,20 @@ def run_clips(args) -> None:
 
 class Bank(torch.utils.data.Dataset):
     """``views`` augmented clips per training video with their targets, made once by the run's own dataset
-    (its epochs 0..views-1); epoch e serves view e % views, so pre-training's loop runs on it unchanged."""
+    (its epochs 0..views-1); item ``(epoch, index)`` is view epoch % views, so pre-training's loop runs on it
+    unchanged."""
 
     def __init__(self, data, views: int, workers: int):
-        self.items = []  # items[view][video]
-        for epoch in range(views):
-            data.set_epoch(epoch)  # shared with the loader's workers
-            self.items.append(list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers)))
-        self.view = 0
+        self.items = [list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers,
+                                                       sampler=[(epoch, i) for i in range(len(data))]))
+                      for epoch in range(views)]  # items[view][video]
 
     def __len__(self) -> int:
         return len(self.items[0])
 
-    def __getitem__(self, i: int) -> dict:
-        return self.items[self.view][i]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.view = epoch % len(self.items)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        return self.items[epoch % len(self.items)][i]
 
     def failure_counts(self) -> dict:
         return {}

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from mme.data import synth
+from mme.data.transforms import normalize_clip
 from mme.demo import DemoSettings
 from mme.utils import cpu_name
 
@@ -106,7 +107,7 @@ def overfit(args) -> None:
         f"train.out_dir={args.out}", *DemoSettings().overrides, *args.overrides])
     run = setup(cfg)
     print(f"{cpu_name()}, {torch.get_num_threads()} threads; recipe {args.recipe}, {args.batch} clips", flush=True)
-    video = torch.stack([run.data[i]["video"] for i in range(args.batch)]).float()
+    video = normalize_clip(torch.stack([run.data[i]["video"] for i in range(args.batch)]))
     mask = run.model.make_mask(args.batch, torch.Generator().manual_seed(0))
     fit(run.model, cfg, lambda step: (video, mask), args.steps, args.lr)
 

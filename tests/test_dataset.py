@@ -18,7 +18,7 @@ from videos import coordinate_video, write_video
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
-from mme.data.transforms import apply_geometry, denormalize, to_video_tensor
+from mme.data.transforms import apply_geometry, denormalize, to_clip
 from mme.data.video import open_video
 from mme.errors import ConfigError, DataError
 
@@ -121,7 +121,7 @@ def test_pretrain_item_follows_the_sample_contract(videos):
         raw = reader.read(sample.frame_ids)
     np.testing.assert_array_equal(sample.frames, apply_geometry(raw, sample.geometry))
     item = ds[1]  # same (seed, epoch, index, attempt) -> the same draws as above
-    assert torch.equal(item["video"], to_video_tensor(sample.frames_at(sample.clip)))
+    assert torch.equal(item["video"], to_clip(sample.frames_at(sample.clip)))  # uint8: the step normalises it
     assert item["index"] == 1 and item["motion"]["first"].item() == sample.frame_ids[0]
     assert item["video"].shape == (3, 4, 24, 24)
     batch = collate([ds[0], ds[1]])

@@ -327,6 +327,7 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
     loss) made from shipped tracks of clips that read different numbers of frames, and a pixel target made from
     the clips; any chunking gives the same level."""
     from mme.data.dataset import collate
+    from mme.data.transforms import normalize_clip
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import batch_targets, head_specs, pixel_target
     from mme.train.pretrain import mean_prediction_loss
@@ -340,7 +341,7 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
 
     def item(i):
         frames = 12 - i % 3  # distinct frames read by the shape features, different per clip
-        return {"video": torch.randn(3, 4, 32, 32, generator=g),
+        return {"video": torch.randint(0, 256, (3, 4, 32, 32), generator=g, dtype=torch.uint8),
                 "motion": {"disp": torch.randn(2, L, 4, 4, 2, generator=g) * (1 + i),
                            "track_valid": torch.rand(2, 4, 4, generator=g) > 0.6,
                            "shape_pos": torch.rand(2, L, 4, 4, 2, generator=g) * 31,
@@ -349,14 +350,15 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
 
     items = [item(i) for i in range(5)]
     batch = collate(items)
-    targets, valid = batch_targets(batch["video"], batch["motion"], cfg.target, cfg.model)
+    video = normalize_clip(batch["video"])
+    targets, valid = batch_targets(video, batch["motion"], cfg.target, cfg.model)
     traj, valid = targets["traj"], valid["traj"]  # (5, N, C), (5, N)
     assert 0 < valid.float().mean() < 1
     mean = traj[valid].mean(0)
     expected_traj = ((traj - mean) ** 2).sum(-1)[valid].sum() / valid.numel()
     shape = targets["shape"]
     expected_shape = ((shape - shape[valid].mean(0)) ** 2).sum(-1)[valid].sum() / valid.numel()
-    pix = pixel_target(batch["video"], 2, 16)
+    pix = pixel_target(video, 2, 16)
     expected_pixel = ((pix - pix.mean((0, 1))) ** 2).mean()
     for chunk in (64, 2):
         level = mean_prediction_loss(model, cfg, items, chunk=chunk)

@@ -10,7 +10,7 @@ from videos import affine_video, texture, write_video
 from mme.config import from_dict
 from mme.data.dataset import DataConfig, PretrainDataset, Sample, collate
 from mme.data.sampling import sample_pretrain
-from mme.data.transforms import Geometry, apply_geometry, normalize, to_video_tensor
+from mme.data.transforms import Geometry, apply_geometry, normalize, normalize_clip, to_video_tensor
 from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
@@ -191,7 +191,7 @@ def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_
     assert items[0]["motion"]["shape_frames"].dtype == torch.uint8
     batch = collate(items)
     assert batch["motion"]["shape_frames"].shape[0] == sum(shipped)
-    video = batch["video"]
+    video = normalize_clip(batch["video"])  # the workers ship uint8 clips
     targets, valid = batch_targets(video, batch["motion"], tcfg, m)
     assert targets["traj"].shape == (3, 64, 32) and targets["shape"].shape == (3, 64, 432)
     assert targets["hog"].shape == (3, 64, 108) and valid["shape"].shape == (3, 64)

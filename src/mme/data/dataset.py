@@ -33,6 +33,7 @@ from mme.data.transforms import (
     apply_geometry,
     multiscale_crop,
     random_resized_crop,
+    to_clip,
     to_video_tensor,
     view_crops,
 )
@@ -301,7 +302,8 @@ class PretrainDataset(_VideoDataset):
     ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``track_reads`` the raw frames
     decoded from each tubelet start (default L + 1, every frame the tracks visit; fewer when the tracks come from
     a cache); ``target_fn(sample) -> motion`` (a dict of tensors) runs here, in the worker
-    (``mme.motion.targets.make_target_fn``).
+    (``mme.motion.targets.make_target_fn``). An item's ``video`` is the uint8 clip ``(3, T, H, W)``; the training
+    step normalises it on its device (:func:`mme.data.transforms.normalize_clip`).
     """
 
     def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], dict] | None = None,
@@ -329,7 +331,7 @@ class PretrainDataset(_VideoDataset):
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         sample = self.sample(i, rng)
         motion = self.target_fn(sample) if self.target_fn is not None else {}
-        return {"video": to_video_tensor(sample.frames_at(sample.clip)), "motion": motion}
+        return {"video": to_clip(sample.frames_at(sample.clip)), "motion": motion}
 
 
 class ClassificationDataset(_VideoDataset):

@@ -49,11 +49,23 @@ def denormalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
     return video * std + mean
 
 
+def to_clip(frames: np.ndarray) -> torch.Tensor:
+    """uint8 RGB frames ``(T, H, W, 3)`` -> uint8 ``(3, T, H, W)``: what pre-training workers ship (a quarter of
+    the float clip's bytes through shared memory and to the accelerator, where :func:`normalize_clip` runs)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
+
+
+def normalize_clip(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 clips ``(..., 3, T, H, W)`` -> ImageNet-normalised float, on the clips' device."""
+    if clip.dtype != torch.uint8:
+        raise TypeError(f"normalize_clip takes uint8 clips, got {clip.dtype}")
+    return normalize(clip.float().div_(255.0), inplace=True)  # one float clip made, not three
+
+
 def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 RGB frames ``(T, H, W, 3)`` -> ImageNet-normalised float ``(3, T, H, W)``."""
     # Reorder the uint8 bytes first (4x less memory traffic than reordering floats), then convert.
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()  # (3, T, H, W)
-    return normalize(video.float().div_(255.0), inplace=True)  # one float clip made, not three
+    return normalize_clip(to_clip(frames))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from mme.config import load_config
 from mme.data.bench import generated_video
 from mme.data.dataset import collate
+from mme.data.transforms import normalize_clip
 from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
 from mme.train.config import PretrainConfig
@@ -69,7 +70,7 @@ def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path
         step = []
         for _ in range(3):
             t0 = time.process_time()
-            batch_targets(b["video"], b["motion"], cfg.target, cfg.model)
+            batch_targets(normalize_clip(b["video"]), b["motion"], cfg.target, cfg.model)
             step.append(1000 * (time.process_time() - t0) / batch)
         out[v] = (statistics.median(times[v]), statistics.median(step))
     return out

@@ -21,6 +21,7 @@ import torch
 
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
+from mme.data.transforms import normalize_clip
 from mme.errors import DataError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
@@ -51,7 +52,7 @@ def mean_prediction_loss(model: MaskedAutoencoder, cfg: PretrainConfig, items: l
     def chunks():
         for k in range(0, len(items), chunk):
             batch = collate(items[k:k + chunk])
-            targets, valid = batch_targets(batch["video"].float(), batch["motion"], cfg.target, cfg.model)
+            targets, valid = batch_targets(normalize_clip(batch["video"]), batch["motion"], cfg.target, cfg.model)
             yield len(batch["video"]), targets, valid
 
     sums: dict[str, torch.Tensor] = {}
@@ -84,7 +85,7 @@ def masks_for(model: MaskedAutoencoder, indices: torch.Tensor, epoch: int, seed:
 def _inputs(run: Run, batch: dict, epoch: int, k: int) -> tuple:
     """Clip, masks, targets and their validity on the device, where the targets are made."""
     dev, cfg = run.device, run.cfg
-    video = batch["video"].to(dev, non_blocking=True)
+    video = normalize_clip(batch["video"].to(dev, non_blocking=True))
     mask = masks_for(run.model, batch["index"], epoch, cfg.train.seed).to(dev)
     motion = {n: v.to(dev, non_blocking=True) for n, v in batch["motion"].items()}
     targets, valid = batch_targets(video, motion, cfg.target, cfg.model)
