@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.config import load_config
+from mme.data.transforms import normalize_clip
 from mme.train.config import PretrainConfig
 from mme.train.precision import choose_device
 from mme.utils import cpu_name
@@ -120,7 +121,7 @@ def run_clips(args) -> None:
     root = Path(args.root)
     cfg = load_config(PretrainConfig, args.recipe, args.overrides)
     clips = decode_probe_clips(cfg.data, {s: root / f"{s}.txt" for s in ("train", "test")})
-    (tx, ty), val = ((torch.cat([b["video"][:, 0] for b in bs]), torch.cat([b["label"] for b in bs]))  # 1 view
+    (tx, ty), val = ((normalize_clip(torch.cat([b["video"][:, 0] for b in bs])), torch.cat([b["label"] for b in bs]))
                      for bs in (clips["train"], clips["test"]))
     g = torch.Generator().manual_seed(0)
 

@@ -14,7 +14,9 @@ from mme.data.transforms import (
     denormalize,
     multiscale_crop,
     normalize,
+    normalize_clip,
     random_resized_crop,
+    to_clip,
     to_video_tensor,
     view_crops,
 )
@@ -137,3 +139,8 @@ def test_normalisation_round_trip_and_layout():
     assert torch.allclose(denormalize(normalize(video)), video, atol=1e-6)
     plain = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255
     assert torch.equal(video, normalize(plain)) and torch.equal(normalize(plain.clone(), inplace=True), video)
+    clips = torch.stack([to_clip(frames), to_clip(frames[::-1])])  # uint8 (2, 3, 4, 8, 10): what workers ship
+    assert clips.dtype == torch.uint8 and torch.equal(clips[0].permute(1, 2, 3, 0), torch.from_numpy(frames))
+    assert torch.equal(normalize_clip(clips), torch.stack([video, to_video_tensor(frames[::-1].copy())]))
+    with pytest.raises(TypeError, match="uint8 clips, got torch.float32"):
+        normalize_clip(video)

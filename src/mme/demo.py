@@ -43,6 +43,7 @@ from mme.config import load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
+from mme.data.transforms import normalize_clip
 from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
 from mme.errors import DataError
 from mme.eval.features import embed_batch
@@ -147,7 +148,7 @@ def _features(encoder: torch.nn.Module, probe_batches, device: str) -> tuple[tor
     device = choose_device(device)
     encoder = encoder.eval().to(device)
     probe_batches = list(probe_batches)
-    return (torch.cat([embed_batch(encoder, b["video"].to(device))[0].cpu() for b in probe_batches]),
+    return (torch.cat([embed_batch(encoder, normalize_clip(b["video"].to(device)))[0].cpu() for b in probe_batches]),
             torch.cat([b["label"] for b in probe_batches]))
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from mme.data.dataset import DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import sample_pretrain
 from mme.data.synth import encode_h264
-from mme.data.transforms import apply_geometry, multiscale_crop, to_video_tensor
+from mme.data.transforms import apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video
 from mme.utils import atomic_write_text, cpu_name, sets_threads
 
@@ -55,7 +55,7 @@ def _stages(path: str, cfg: DataConfig, track_length: int, repeat: int = 5) -> d
             geom = multiscale_crop(reader.size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
         frames = apply_geometry(raw, geom)
         t3 = time.perf_counter()
-        to_video_tensor(frames[np.searchsorted(idx.needed, idx.clip)])
+        to_clip(frames[np.searchsorted(idx.needed, idx.clip)])
         t4 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[key].append(dt * 1e3)

@@ -34,7 +34,6 @@ from mme.data.transforms import (
     multiscale_crop,
     random_resized_crop,
     to_clip,
-    to_video_tensor,
     view_crops,
 )
 from mme.data.video import BACKENDS, open_video
@@ -335,7 +334,8 @@ class PretrainDataset(_VideoDataset):
 
 
 class ClassificationDataset(_VideoDataset):
-    """Labelled clips. ``mode='train'``: one clip with the training crop (``cfg.crop``, ``cfg.flip``).
+    """Labelled uint8 clips (whoever feeds a model normalises them on its device: ``normalize_clip``).
+    ``mode='train'``: one clip with the training crop (``cfg.crop``, ``cfg.flip``).
     ``mode='test'``: ``cfg.test_clips`` evenly spaced clips × ``cfg.test_crops`` crops, ``video`` (V, 3, T, H, W)
     ordered clip-major (view ``v`` = clip ``v // crops``, crop ``v % crops``)."""
 
@@ -361,7 +361,7 @@ class ClassificationDataset(_VideoDataset):
                 geoms = view_crops(size, cfg.img_size, cfg.test_crops)
             ids = np.unique(np.concatenate([c.needed for c in clips]))
             raw = reader.read(ids)  # (F, H, W, 3): every view's frames in one pass
-        views = [to_video_tensor(apply_geometry(raw[np.searchsorted(ids, c.clip)], g)) for c in clips for g in geoms]
+        views = [to_clip(apply_geometry(raw[np.searchsorted(ids, c.clip)], g)) for c in clips for g in geoms]
         video = views[0] if self.mode == "train" else torch.stack(views)  # (3, T, H, W) or (V, 3, T, H, W)
         return {"video": video, "label": self.entries[i].label}
 

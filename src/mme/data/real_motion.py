@@ -36,7 +36,7 @@ import torch
 from mme.data.lists import VIDEO_EXTS
 from mme.data.sampling import sample_test_clips
 from mme.data.synth import CLASSES, draw_params, motion_at, scene_view
-from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
+from mme.data.transforms import apply_geometry, to_clip, view_crops
 from mme.data.video import open_video
 from mme.errors import VideoError
 
@@ -242,8 +242,8 @@ def probe_set(folder: str | Path | None, design: dict, num_frames: int, stride: 
 
 
 def batches(real: RealClips, batch_size: int = 8):
-    """The clips as probe batches, normalised as the demo's probe clips are: ``video`` (B, 1, 3, T, H, W)
-    ImageNet-normalised (:func:`~mme.data.transforms.to_video_tensor`), ``label`` (B,)."""
+    """The clips as probe batches, as the demo's probe clips are: ``video`` uint8 (B, 1, 3, T, H, W)
+    (:func:`~mme.data.transforms.to_clip`), ``label`` (B,)."""
     for i in range(0, len(real.labels), batch_size):
-        yield {"video": torch.stack([to_video_tensor(c) for c in real.clips[i:i + batch_size]])[:, None],
+        yield {"video": torch.stack([to_clip(c) for c in real.clips[i:i + batch_size]])[:, None],
                "label": torch.from_numpy(real.labels[i:i + batch_size])}

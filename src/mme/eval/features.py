@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import build_test_set, iter_test_batches
 from mme.utils import atomic_path, atomic_write_json, check_output
@@ -83,7 +84,7 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
         feats = toks = None
         if batch["video"] is not None:
             with autocast(precision, device):
-                feats, toks = embed_batch(encoder, batch["video"].to(device, non_blocking=True), tokens)
+                feats, toks = embed_batch(encoder, normalize_clip(batch["video"].to(device, non_blocking=True)), tokens)
             feats = feats.cpu()
             toks = toks.cpu() if toks is not None else None
         yield batch, feats, toks

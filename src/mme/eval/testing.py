@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mme.data.transforms import normalize_clip
 from mme.errors import DataError, MMEError
 from mme.utils import atomic_path, atomic_write_json
 
@@ -231,7 +232,7 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None,
         failures += batch["failed"]
         if batch["video"] is None:
             continue
-        video = batch["video"].to(device, non_blocking=True)
+        video = normalize_clip(batch["video"].to(device, non_blocking=True))
         views = video.shape[1]
         with autocast(precision, device):
             probs.append(view_probabilities(model, video).cpu())

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import read_list
+from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
 from mme.models.vit import count_parameters
@@ -143,7 +144,7 @@ def _inputs(run: Run, batch: dict, epoch: int, k: int) -> tuple[torch.Tensor, to
     """The batch's clips ``(B*R, 3, T, H, W)`` on the device, augmented (RandAugment, erasing, mixup/cutmix) with
     draws from (seed, step, rank, micro-batch), and their soft targets."""
     t = run.cfg.train
-    video = batch["video"].flatten(0, 1).to(run.device, non_blocking=True)  # (B, R, 3, T, H, W) -> (B*R, ...)
+    video = normalize_clip(batch["video"].flatten(0, 1).to(run.device, non_blocking=True))  # (B*R, 3, T, H, W)
     labels = batch["label"].flatten().to(run.device)
     rng = np.random.default_rng(dist.sample_seed(t.seed, run.step, dist.get_rank() * t.accum_steps + k, "augment"))
     return augment_batch(video, labels, run.model.num_classes, run.cfg.augment, rng)
