@@ -4,15 +4,15 @@
     mme bench pipeline --clips-per-s 1000      # cores needed to feed a step of 1,000 clips/s (a GPU's)
     mme bench pipeline --video bikes.mp4 --json pipeline.json
 
-For the pixel target, the MME target computed online, and the MME target read from the track cache (``mme
-extract`` of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and for
-MME the flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items made
-in turns with the other variants'; and the training step's share of making the targets (pixel; or HOG along the
-tracks and the assembly), per clip of a batch of 8 made on this CPU (on a GPU it runs batched there). The step
-rate times the worker time gives the cores the workers need: ``--clips-per-s``, else the step rate of the tiny
-demo model measured here (its step time without the data wait). Ratios are against the pixel target measured in
-the same run. Then a short real pre-training run with ``--workers`` loader workers reports the fraction of its
-step time spent waiting for data.
+For the pixel target, the MME target computed online, and the MME target read from the track cache (``mme extract``
+of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and for MME the
+flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items made in turns
+with the other variants', plus its share of collating a batch of 8 (what a worker does with it); and the training
+step's share of making the targets (pixel; or HOG along the tracks and the assembly), per clip of that batch, made
+on this CPU (on a GPU it runs batched there). The step rate times the worker time gives the cores the workers need:
+``--clips-per-s``, else the step rate of the tiny demo model measured here (its step time without the data wait).
+Ratios are against the pixel target measured in the same run. Then a short real pre-training run with ``--workers``
+loader workers reports the fraction of its step time spent waiting for data.
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
 
 @sets_threads
 def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int, batch: int = 8,
-                 threads: int = 1) -> dict[str, tuple[float, float]]:
+                 threads: int = 1) -> dict[str, tuple[float, float, float]]:
     """Per variant, on ``threads`` threads (one, as a loader worker has): the median CPU ms to make one dataset
     item, the variants' items made in turns (so that a change in the machine's load falls on all of them alike;
-    after a first, untimed item each that opens the video); and the step's CPU ms per clip to make the targets of
-    a batch of ``batch`` such items (median of 3). This process's malloc then keeps freed memory, as a worker's."""
+    after a first, untimed item each that opens the video); the worker's CPU ms per clip to collate a batch of
+    ``batch`` such items; and the step's CPU ms per clip to make their targets (medians of 3). This process's
+    malloc then keeps freed memory, as a worker's."""
     keep_freed_memory()
     cfgs = {v: _config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run") for v in VARIANTS}
     data = {v: pretrain_dataset(cfg) for v, cfg in cfgs.items()}
@@ -66,13 +67,15 @@ def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path
             times[v].append(1000 * (time.process_time() - t0))
     out = {}
     for v, cfg in cfgs.items():
-        b = collate([items[v][k % clips] for k in range(batch)])
-        step = []
+        together, step = [], []
         for _ in range(3):
             t0 = time.process_time()
+            b = collate([items[v][k % clips] for k in range(batch)])
+            t1 = time.process_time()
             batch_targets(normalize_clip(b["video"]), b["motion"], cfg.target, cfg.model)
-            step.append(1000 * (time.process_time() - t0) / batch)
-        out[v] = (statistics.median(times[v]), statistics.median(step))
+            together.append(1000 * (t1 - t0) / batch)
+            step.append(1000 * (time.process_time() - t1) / batch)
+        out[v] = (statistics.median(times[v]), statistics.median(together), statistics.median(step))
     return out
 
 
@@ -86,8 +89,9 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         list_file = tmp / "list.txt"
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
-        both = _variants_ms(list_file, size, frames, stride, tmp, clips)
-        ms, step_ms = {v: w for v, (w, _) in both.items()}, {v: t for v, (_, t) in both.items()}
+        parts = _variants_ms(list_file, size, frames, stride, tmp, clips)
+        ms = {v: item + together for v, (item, together, _) in parts.items()}
+        step_ms = {v: step for v, (_, _, step) in parts.items()}
         run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
                                f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2"))
     late = run.history[2:] or run.history  # the first steps include the workers' start
@@ -97,6 +101,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         else clips_per_s
     result = {"cpu": cpu_name(), "video": str(video or "generated 340x256 H.264"), "clip": f"{frames}x{size}²",
               "stride": stride, "worker_ms_per_clip": ms, "ratio_to_pixel": {v: ms[v] / ms["pixel"] for v in ms},
+              "worker_collate_ms_per_clip": {v: parts[v][1] for v in parts},
               "step_target_ms_per_clip": step_ms,
               "clips_per_s": rate,
               "clips_per_s_source": "measured: the tiny model's step here" if measured else "given",
@@ -104,10 +109,11 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
               "data_wait_fraction": statistics.mean(r["data_wait"] for r in late)}
     print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")
     print(f"  step rate {rate:.1f} clips/s ({result['clips_per_s_source']})")
-    print(f"  {'target':<12} {'worker ms/clip':>15} {'vs pixel':>9} {'cores needed':>13} {'step targets ms/clip':>21}")
+    print(f"  {'target':<12} {'worker ms/clip':>15} {'of which collate':>17} {'vs pixel':>9} {'cores needed':>13} "
+          f"{'step targets ms/clip':>21}")
     for v in VARIANTS:
-        print(f"  {v:<12} {ms[v]:15.1f} {result['ratio_to_pixel'][v]:8.2f}x {result['cores_needed'][v]:13.2f} "
-              f"{step_ms[v]:21.1f}")
+        print(f"  {v:<12} {ms[v]:15.1f} {parts[v][1]:17.1f} {result['ratio_to_pixel'][v]:8.2f}x "
+              f"{result['cores_needed'][v]:13.2f} {step_ms[v]:21.1f}")
     print("  (step targets: made in the training step, per clip of a batch of 8 on this CPU; on a GPU, batched there)")
     print(f"  a {steps}-step MME run with {workers} workers waited for data {100 * result['data_wait_fraction']:.0f} % "
           "of its step time (after its first 2 steps)")
