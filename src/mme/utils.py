@@ -128,7 +128,7 @@ def keep_freed_memory() -> bool:
     ``GLIBC_TUNABLES``).
 
     A data worker allocates and frees the same few frame-sized arrays for every item (decoded frames, resized
-    frames, the float clip). By default glibc maps blocks above a threshold (128 KB, raised to the largest
+    frames, the clip). By default glibc maps blocks above a threshold (128 KB, raised to the largest
     block freed, at most 32 MB) and returns the top of the heap to the system once more than twice that is free:
     every item then faults its arrays' pages in again, one page fault per 4 KB. Measured on a 2-core AMD EPYC
     (16 x 224² clips, one thread, pixel and cached MME items in turns): about 4,800 page faults per item and 79

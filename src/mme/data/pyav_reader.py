@@ -24,7 +24,7 @@ to rewind. MPEG-PS/TS seeks that land after their keyframe are retried from earl
 
 A read by seek lets the decoder drop the frames it does not return where that cannot change the others: proven
 frames that no other frame references (``SKIP_NONREF_CODECS``). With long GOPs a read decodes mostly frames it
-never returns: a 16 × 224² pre-training item of an H.264 file with B-frames took a fifth less CPU (docs/data.md).
+never returns: a 16 × 224² pre-training item of an H.264 file with B-frames took a quarter less CPU (docs/data.md).
 """
 
 from __future__ import annotations

@@ -67,15 +67,15 @@ def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path
             times[v].append(1000 * (time.process_time() - t0))
     out = {}
     for v, cfg in cfgs.items():
-        together, step = [], []
+        collating, step = [], []
         for _ in range(3):
             t0 = time.process_time()
             b = collate([items[v][k % clips] for k in range(batch)])
             t1 = time.process_time()
             batch_targets(normalize_clip(b["video"]), b["motion"], cfg.target, cfg.model)
-            together.append(1000 * (t1 - t0) / batch)
+            collating.append(1000 * (t1 - t0) / batch)
             step.append(1000 * (time.process_time() - t1) / batch)
-        out[v] = (statistics.median(times[v]), statistics.median(together), statistics.median(step))
+        out[v] = (statistics.median(times[v]), statistics.median(collating), statistics.median(step))
     return out
 
 
@@ -90,7 +90,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
         parts = _variants_ms(list_file, size, frames, stride, tmp, clips)
-        ms = {v: item + together for v, (item, together, _) in parts.items()}
+        ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
         run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
                                f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2"))
