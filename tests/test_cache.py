@@ -23,7 +23,8 @@ from mme.data.video import open_video
 from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
-from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, find_cache_file, quantise, read_cache, resample
+from mme.motion.cache import (QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache,
+                              resample)
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
 
@@ -62,6 +63,27 @@ def test_extract_writes_resumes_and_reports_failures(videos, tmp_path):
     disp, valid = load_tracks(a)
     assert disp.shape == (30, 4, 12, 15, 2) and valid.shape == (30, 12, 15)  # 120x150 -> 96x120, stride 8
     assert not list(out.rglob(".*tmp*"))  # no temporary files left behind
+
+
+def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, capsys):
+    """Finished caches made with other settings (e.g. the flow of an earlier default) are not silently made again:
+    the run stops and names one file and the settings that differ, until --overwrite says to redo them."""
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--short-side", "64",
+            "--length", "3"]
+    assert cli(args + ["--flow", "dis"]) == 1  # two bad videos
+    a = cache_file(out, "cls/a.mp4")
+    mtime = a.stat().st_mtime_ns
+    capsys.readouterr()
+    for other, said in ((["--flow", "dis-fast"], "flow dis (this run: dis-fast)"),
+                        (["--flow", "dis", "--length", "4"], "length 3 (this run: 4)")):
+        assert cli(args + other) == 1
+        err = capsys.readouterr().err
+        assert "2 video(s) already have caches" in err and said in err and "--overwrite" in err, err
+        assert a.stat().st_mtime_ns == mtime
+    assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
+    assert cache_meta(a)["flow"] == "dis-fast"
+    assert json.loads((out / "failed.json").read_text())["done"] == 2
 
 
 def test_shards_split_the_list(videos, tmp_path):

@@ -9,21 +9,30 @@ import json
 from mme.cli import build_parser, main
 from mme.data.synth import MOTIONS, PRESETS, TEXTURES
 from mme.data.video import BACKENDS
-from mme.motion.flow import METHODS
+from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.train.precision import PRECISIONS
 
 
-def _choices(command: str, flag: str) -> tuple:
+def _action(command: str, flag: str) -> argparse.Action:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    action = next(a for a in sub.choices[command]._actions if flag in a.option_strings)
-    return tuple(action.choices)
+    if command.startswith("bench "):
+        command, kind = command.split()
+        sub = next(a for a in sub.choices[command]._actions if isinstance(a, argparse._SubParsersAction))
+        command = kind
+    return next(a for a in sub.choices[command]._actions if flag in a.option_strings)
+
+
+def _choices(command: str, flag: str) -> tuple:
+    return tuple(_action(command, flag).choices)
 
 
 def test_cli_choices_are_the_library_ones():
     assert _choices("synth", "--motion") == MOTIONS
     assert _choices("synth", "--texture") == TEXTURES
     assert _choices("synth", "--preset") == tuple(PRESETS)
-    assert _choices("extract", "--flow") == METHODS
+    for command in ("extract", "bench targets"):
+        assert _choices(command, "--flow") == METHODS
+        assert f"default {DEFAULT_FLOW}:" in _action(command, "--flow").help
     for command in ("extract", "embed"):
         assert _choices(command, "--backend") == BACKENDS
     for command in ("probe", "embed"):

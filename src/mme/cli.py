@@ -16,6 +16,9 @@ from typing import Any
 
 _PARSER_KEYS = ("command", "verbose", "func", "bench")
 """Entries of the parsed namespace that belong to the parser, not to a subcommand's function."""
+FLOWS = ("dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1")
+FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser patches; dis = DIS MEDIUM)"
+"""mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
 
 
 def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any] | None = None) -> None:
@@ -135,16 +138,15 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=6, help="track length L stored (training may use a shorter L)")
     p.add_argument("--short-side", type=int, default=224, help="working resolution: the frame's short side in px")
     p.add_argument("--seed-stride", type=int, default=8, help="seed grid spacing in working px")
-    p.add_argument("--flow", default="dis",
-                   choices=["dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1"],
-                   help="optical flow method (dis = DIS MEDIUM)")
+    p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
     p.add_argument("--max-disp", type=float, default=None, help="displacement bound in working px (default 20 "
                    "at a 224 short side, scaled)")
     p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
-    p.add_argument("--overwrite", action="store_true", help="recompute files that are already complete")
+    p.add_argument("--overwrite", action="store_true", help="recompute files that are already complete or were made with other "
+                   "settings (without it, such files stop the run before any work)")
     _calls(p, "mme.motion.extract:extract_cache", outcome=lambda report: bool(report["failed"]))
 
 
@@ -324,8 +326,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--size", type=int, default=224, help="crop side")
         p.add_argument("--length", type=int, default=None, help="track length L (default: the paper's 6)")
         p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
-        p.add_argument("--flow", default="dis", help="flow method (dis, dis-balanced, dis-fast, dis-ultrafast, "
-                                                     "farneback)")
+        p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
         p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is printed)")
         p.add_argument("--batch", type=int, default=8, help="clips per batch of the training step's share")
     if kind == "flow":

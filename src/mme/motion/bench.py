@@ -24,7 +24,7 @@ from mme.data.sampling import sample_pretrain
 from mme.data.transforms import apply_geometry, view_crops
 from mme.data.video import open_video
 from mme.models.config import ModelConfig
-from mme.motion.flow import Compensation, pair_flow
+from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
 from mme.motion.targets import TargetConfig, make_target_fn, motion_targets, token_geometry
 from mme.motion.tracks import track
 from mme.utils import atomic_write_json, cpu_name, sets_threads
@@ -53,7 +53,7 @@ def _time(fn, repeat: int) -> tuple[float, object]:
 
 @sets_threads
 def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int = 224, length: int | None = None,
-        kind: str = "mme", repeat: int = 3, threads: int | None = 1, flow: str = "dis", batch: int = 8) -> dict:
+        kind: str = "mme", repeat: int = 3, threads: int | None = 1, flow: str = DEFAULT_FLOW, batch: int = 8) -> dict:
     """Median ms per stage over ``repeat`` runs on one clip; returns the figures."""
     cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
     m = ModelConfig(img_size=size, num_frames=frames)
@@ -104,11 +104,11 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
 
 
 def bench_targets(video: str | None = None, frames: int = 16, stride: int = 4, size: int = 224,
-                  length: int | None = None, kind: str = "mme", flow: str = "dis", repeat: int = 3,
+                  length: int | None = None, kind: str = "mme", flow: str | None = None, repeat: int = 3,
                   threads: int | None = 1, batch: int = 8, json_path: str | None = None) -> dict:
     """``mme bench targets``: :func:`run`, printed as a table (and written to ``json_path``); returns the
     figures."""
-    r = run(video, frames, stride, size, length, kind, repeat, threads, flow, batch)
+    r = run(video, frames, stride, size, length, kind, repeat, threads, flow or DEFAULT_FLOW, batch)
     print(f"mme bench targets: {r['clip']} stride {r['stride']}, target {r['kind']} L={r['track_length']}, "
           f"flow {r['flow']}, "
           f"{r['threads']} thread(s), {r['cpu']}")

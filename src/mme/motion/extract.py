@@ -26,7 +26,7 @@ from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, video_error
 from mme.errors import ConfigError, MMEError
 from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
-from mme.motion.flow import METHODS
+from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.motion.tracks import default_max_disp, track
 from mme.utils import atomic_write_text, check_output
 
@@ -41,7 +41,7 @@ class ExtractOptions:
     length: int = 6
     short_side: int = 224
     seed_stride: int = 8
-    flow: str = "dis"
+    flow: str = DEFAULT_FLOW
     compensate: bool = False
     max_disp: float | None = None
     chunk: int = 64
@@ -88,18 +88,23 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
-def is_complete(out_path: Path, opts: ExtractOptions) -> bool:
-    """Whether ``out_path`` is a readable cache made with these settings (then a resumed run skips it)."""
+def other_settings(out_path: Path, opts: ExtractOptions) -> dict | None:
+    """``{setting: (the file's, this run's)}`` where a readable cache at ``out_path`` was made with settings other
+    than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
+    no readable cache there."""
     if not out_path.is_file():
-        return False
+        return None
     try:
         meta = cache_meta(out_path)
     except MMEError:
-        return False
-    want = dict(work_short=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate)
-    have = dict(work_short=min(meta["work_size"]), seed_stride=meta["seed_stride"], flow=meta["flow"],
+        return None
+    have = dict(short_side=min(meta["work_size"]), seed_stride=meta["seed_stride"], flow=meta["flow"],
                 compensate=meta["compensate"])
-    return have == want and meta["length"] >= opts.length
+    want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate)
+    differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
+    if meta["length"] < opts.length:
+        differ["length"] = (meta["length"], opts.length)
+    return differ
 
 
 def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
@@ -146,16 +151,26 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     part, parts = k * world + rank, n * world
     mine = [e for i, e in enumerate(entries) if i % parts == part]
-    jobs, skipped, targets = [], 0, set()
+    jobs, skipped, targets, clashes = [], 0, set(), {}
     for e in mine:
         target = cache_file(out, e.path)
         if target in targets:  # a video listed twice is extracted once
             continue
         targets.add(target)
-        if not overwrite and any(is_complete(p, opts) for p in (target, cache_file(out, e.path, V1_SUFFIX))):
+        found = [] if overwrite else [d for d in (other_settings(p, opts) for p in
+                                                  (target, cache_file(out, e.path, V1_SUFFIX))) if d is not None]
+        if {} in found:
             skipped += 1
-        else:
-            jobs.append((resolve(e, root), str(target), opts))
+            continue
+        if found:
+            clashes[e.path] = found[0]
+        jobs.append((resolve(e, root), str(target), opts))
+    if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
+        path, differ = next(iter(clashes.items()))
+        said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
+        raise ConfigError(
+            f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
+            f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
@@ -176,11 +191,11 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
 
 
 def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
-                  seed_stride: int = 8, flow: str = "dis", compensate: bool = False, max_disp: float | None = None,
+                  seed_stride: int = 8, flow: str | None = None, compensate: bool = False, max_disp: float | None = None,
                   backend: str = "pyav", workers: int = 1, shard: str | None = None, overwrite: bool = False) -> dict:
     """``mme extract``: :func:`run` with these :class:`ExtractOptions`, then a line of counts; returns the
     report."""
-    opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow,
+    opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow or DEFAULT_FLOW,
                           compensate=compensate, max_disp=max_disp, backend=backend)
     report = run(list_file, root, out, opts, workers, shard, overwrite)
     print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} failed"

@@ -1,10 +1,9 @@
 """Optical flow of one frame pair behind one interface, with optional camera-motion compensation.
 
-Methods: OpenCV DIS (default ``dis`` = preset MEDIUM: 0.18 px end-point error at ~4 ms per 224² pair;
-``dis-fast`` 0.32 px at 0.8 ms; ``dis-ultrafast`` 0.54 px at 0.4 ms; platform-notes; ``dis-balanced``: MEDIUM
-with sparser patches and fewer iterations), Farneback, and TV-L1 when the opencv-contrib build provides
-``cv2.optflow`` (0.5 s per pair: offline only). Track accuracy, time and target information of each:
-``mme bench flow`` (docs/performance.md).
+Methods: OpenCV DIS (``dis`` = preset MEDIUM; the default ``dis-balanced``: MEDIUM with sparser patches and fewer
+iterations; ``dis-fast`` and ``dis-ultrafast``: a quarter of the resolution), Farneback, and TV-L1 when the
+opencv-contrib build provides ``cv2.optflow`` (0.5 s per pair: offline only). Track accuracy, time and target
+information of each: ``mme bench flow`` (docs/performance.md).
 Compensation follows improved dense trajectories (mme-method.md §7.2) without SURF: correspondences sampled
 from the flow itself plus ORB matches, a RANSAC homography (1 px), used only with enough inliers; frame b is
 warped onto frame a and the flow recomputed, so what is left is the motion relative to the camera.
@@ -26,6 +25,10 @@ DIS_SETTINGS = {"dis-balanced": {"PatchStride": 5, "GradientDescentIterations": 
 """Settings over a preset (OpenCV's DIS setters, set<Name>): ``dis-balanced`` is MEDIUM (finest scale 1, 8-px
 patches at stride 3, 25 descent and 5 refinement iterations) with patches at stride 5 and 12 descent iterations."""
 METHODS = (*DIS_PRESETS, "farneback", "tvl1")
+DEFAULT_FLOW = "dis-balanced"
+"""The flow of the targets and the track cache unless configured: of the methods that keep the flow's detail
+inside a patch (PatchStd's information), the best accuracy per ms (`mme bench flow`, docs/performance.md): MEDIUM's
+step error within 4 % at 0.6x its CPU per pair. The quarter-resolution presets cost less but lose that detail."""
 _ENGINES: dict[tuple, object] = {}
 
 
@@ -55,7 +58,7 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
 
 
-def raw_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarray:
+def raw_flow(a: np.ndarray, b: np.ndarray, method: str = DEFAULT_FLOW) -> np.ndarray:
     """Flow from frame ``a`` to frame ``b`` (uint8 RGB ``(H, W, 3)`` or grey): float32 ``(H, W, 2)`` (dx, dy) px."""
     ga, gb = _gray(a), _gray(b)
     if method == "farneback":
@@ -122,7 +125,7 @@ def camera_homography(a: np.ndarray, b: np.ndarray, flow: np.ndarray,
     return hom
 
 
-def pair_flow(a: np.ndarray, b: np.ndarray, method: str = "dis",
+def pair_flow(a: np.ndarray, b: np.ndarray, method: str = DEFAULT_FLOW,
               compensation: Compensation | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Flow from ``a`` to ``b`` and the camera homography used (None: none).
 

@@ -39,7 +39,7 @@ from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
 from mme.motion.cache import cached_tracks
-from mme.motion.flow import METHODS
+from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.motion.hog import BINS, hog_at, hog_cells
 from mme.motion.tracks import Tracks, default_max_disp, track
 
@@ -76,9 +76,10 @@ class TargetConfig:
     std_floor: float = 0.05
     """PatchStd floor in px: below it the z-score is 0. Measured DIS MEDIUM noise (intra-patch std of rigidly
     moving, H.264-coded texture, 112² and 224²): median 0.02 px, p90 0.06-0.09 px; static video p95 0.016 px."""
-    flow: str = "dis"
-    """Optical flow: dis (OpenCV DIS MEDIUM) | dis-balanced (MEDIUM's accuracy at 0.63x its time) | dis-fast |
-    dis-ultrafast | farneback | tvl1 (needs opencv-contrib); accuracy per ms in docs/performance.md."""
+    flow: str = DEFAULT_FLOW
+    """Optical flow: dis-balanced (default: OpenCV DIS MEDIUM's accuracy at 0.6x its time) | dis (DIS MEDIUM) |
+    dis-fast | dis-ultrafast | farneback | tvl1 (needs opencv-contrib); accuracy per ms in docs/performance.md.
+    Tracks read from a cache (``cache_dir``) were made with the flow ``mme extract`` used."""
     compensate: bool = False
     """Camera-motion compensation (iDT-style homography; no SURF)."""
     interpolate: bool = True

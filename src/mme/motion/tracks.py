@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.errors import DataError
-from mme.motion.flow import Compensation, pair_flow
+from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _clamp(i: int, last: int | None) -> int:
     return i if last is None else min(i, last)
 
 
-def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: float = 8, flow: str = "dis",
+def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: float = 8, flow: str = DEFAULT_FLOW,
           compensate: bool = False, max_disp: float | None = None, prune: bool = False,
           source: str = "frames", flow_cache: dict | None = None, clamp: bool = False) -> Tracks:
     """Tracks on a sparse set of frames (what the dataset's Sample holds).
@@ -187,7 +187,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     return out
 
 
-def compute_tracks(frames, starts, length: int, seed_stride: float = 8, flow: str = "dis",
+def compute_tracks(frames, starts, length: int, seed_stride: float = 8, flow: str = DEFAULT_FLOW,
                    compensate: bool = False, max_disp: float | None = None, step: int = 1,
                    prune: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Tracks of uint8 frames ``(T, H, W, 3)`` (frame i = raw frame i) from each start for ``length`` steps.
