@@ -23,8 +23,7 @@ from mme.data.video import open_video
 from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
-from mme.motion.cache import (QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache,
-                              resample)
+from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache, resample
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
 

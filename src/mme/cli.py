@@ -145,8 +145,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
-    p.add_argument("--overwrite", action="store_true", help="recompute files that are already complete or were made with other "
-                   "settings (without it, such files stop the run before any work)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute files that are already complete or were made with other settings (without it, "
+                        "such files stop the run before any work)")
     _calls(p, "mme.motion.extract:extract_cache", outcome=lambda report: bool(report["failed"]))
 
 

@@ -191,10 +191,11 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
 
 
 def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
-                  seed_stride: int = 8, flow: str | None = None, compensate: bool = False, max_disp: float | None = None,
-                  backend: str = "pyav", workers: int = 1, shard: str | None = None, overwrite: bool = False) -> dict:
-    """``mme extract``: :func:`run` with these :class:`ExtractOptions`, then a line of counts; returns the
-    report."""
+                  seed_stride: int = 8, flow: str | None = None, compensate: bool = False,
+                  max_disp: float | None = None, backend: str = "pyav", workers: int = 1, shard: str | None = None,
+                  overwrite: bool = False) -> dict:
+    """``mme extract``: :func:`run` with these :class:`ExtractOptions` (``flow`` None: DEFAULT_FLOW), then a line of
+    counts; returns the report."""
     opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow or DEFAULT_FLOW,
                           compensate=compensate, max_disp=max_disp, backend=backend)
     report = run(list_file, root, out, opts, workers, shard, overwrite)
