@@ -22,10 +22,11 @@ import torch
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
-from mme.errors import DataError
+from mme.errors import DataError, MMEError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
+from mme.motion.cache import cache_meta, find_cache_file
 from mme.motion.targets import batch_targets, head_specs, make_target_fn
 from mme.train import distributed as dist
 from mme.train import engine, loop
@@ -41,6 +42,20 @@ def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
     target_fn = make_target_fn(cfg.target, cfg.model)
     return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed,
                            track_reads=target_fn.track_reads)
+
+
+def note_cache_flow(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``: say so where the two
+    differ (judged on the first video's cache file), so that the run's config is not read as its tracks' flow."""
+    if not cfg.target.cache_dir or not len(dataset):
+        return
+    try:
+        flow = cache_meta(find_cache_file(cfg.target.cache_dir, dataset.path(0)))["flow"]
+    except MMEError:  # a missing or unreadable cache is reported per video by the dataset
+        return
+    if flow != cfg.target.flow:
+        log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
+                    "cache's)", cfg.target.cache_dir, flow, cfg.target.flow)
 
 
 @torch.no_grad()
@@ -119,6 +134,7 @@ def setup(cfg: PretrainConfig) -> Run:
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     dataset = pretrain_dataset(cfg)
+    note_cache_flow(cfg, dataset)
     torch.manual_seed(t.seed)  # the initial weights
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
     if t.init and start.resume is None:
