@@ -9,6 +9,7 @@ import pytest
 
 from mme.data.synth import generate_synth
 from mme.motion import bench_flow
+from mme.motion.flow import DEFAULT_FLOW
 
 
 def test_the_analytic_maps_are_the_rendered_motion():
@@ -51,7 +52,8 @@ def test_bench_flow_reports_every_method(tmp_path, capsys):
     assert r["methods"]["dis"]["translate@64"]["epe_step"] < 0.3
     assert r["methods"]["dis"]["probe"]["synth"]["px"]["test"] == 1.0  # 2 classes of opposite pans
     out = capsys.readouterr().out
-    assert all(f"| {m} |" in out for m in r["methods"]) and "synth px" in out
+    shown = {m: f"{m} (default)" if m == DEFAULT_FLOW else m for m in r["methods"]}
+    assert all(f"| {shown[m]} |" in out for m in r["methods"]) and "synth px" in out
 
 
 def test_bench_flow_uses_the_demo_target():

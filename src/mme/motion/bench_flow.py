@@ -45,7 +45,7 @@ from mme.data.transforms import apply_geometry, view_crops
 from mme.data.video import open_video
 from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
-from mme.motion.flow import METHODS, raw_flow
+from mme.motion.flow import DEFAULT_FLOW, METHODS, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
 from mme.utils import atomic_write_json, cpu_name, sets_threads
@@ -293,7 +293,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def report(r: dict) -> str:
     """:func:`run`'s figures as two tables with their captions: track accuracy and speed; target information."""
     sizes, motions, big = r["sizes"], r["motions"], max(r["sizes"])
-    methods = [(m, r["methods"][m]) for m in r["ranking"]]
+    methods = [(f"{m} (default)" if m == DEFAULT_FLOW else m, r["methods"][m]) for m in r["ranking"]]
 
     def mean(row, key, size):
         return np.mean([row[f"{k}@{size}"][key] for k in motions])
