@@ -205,6 +205,32 @@ def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_
     assert set(terms) == {"hog", "traj", "shape"} and torch.isfinite(loss)
 
 
+def test_pixel_target_is_videomaes_norm_pix_of_the_pixels_in_0_1():
+    """The z-score per token and channel of the denormalised pixels in (t, y, x, c) order (VideoMAE's
+    norm_pix_loss, unbiased std + 1e-6), on textured, nearly flat and flat clips; and the raw pixels without norm."""
+    from mme.data.transforms import denormalize
+    from mme.motion.targets import pixel_target
+
+    def reference(video, norm):
+        x = denormalize(video).reshape(2, 3, 2, 2, 2, 16, 2, 16).permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(2, 8, 512, 3)
+        if norm:
+            x = (x - x.mean(-2, keepdim=True)) / (x.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+        return x.reshape(2, 8, 1536)
+
+    g = torch.Generator().manual_seed(0)
+    textured = torch.randint(0, 256, (2, 3, 4, 32, 32), generator=g, dtype=torch.uint8)
+    nearly_flat = torch.full((2, 3, 4, 32, 32), 128, dtype=torch.uint8)
+    nearly_flat[..., ::7, ::5] = 129
+    flat = torch.full((2, 3, 4, 32, 32), 77, dtype=torch.uint8)
+    for clip in (textured, nearly_flat, flat):
+        video = normalize_clip(clip)
+        for norm in (True, False):
+            got, want = pixel_target(video, 2, 16, norm), reference(video, norm)
+            assert got.shape == want.shape == (2, 8, 1536)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert pixel_target(normalize_clip(flat), 2, 16).abs().max() == 0
+
+
 def test_frame_hog_equals_hog_of_the_normalised_frames():
     from mme.motion.targets import frame_hog
 
