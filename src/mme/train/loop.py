@@ -84,7 +84,10 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
     """Unscale, clip, and step unless the loss or (without fp16's scaler, which skips by itself) the gradient is
     non-finite on any rank. Returns ``(grad norm, skipped)``."""
     scaler.unscale_(optimizer)
-    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf).item()
+    norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if clip_grad:  # without clipping, clip_grad_norm_ would still multiply every gradient by 1
+        nn.utils.clip_grads_with_norm_(model.parameters(), clip_grad, norm)
+    grad_norm = norm.item()
     bad = not loss_finite or (not scaler.is_enabled() and not math.isfinite(grad_norm))
     skipped = dist.any_true(bad, next(model.parameters()).device)
     if skipped:
