@@ -351,7 +351,7 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
                            stride=data_cfg.stride)
 
 
-DEFAULT_MINUTES = 8.5
+DEFAULT_MINUTES = 9.2
 """About the wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what
 ``--minutes`` scales the steps from (docs/results.md)."""
 
