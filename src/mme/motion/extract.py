@@ -157,8 +157,8 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
         if target in targets:  # a video listed twice is extracted once
             continue
         targets.add(target)
-        found = [] if overwrite else [d for d in (other_settings(p, opts) for p in
-                                                  (target, cache_file(out, e.path, V1_SUFFIX))) if d is not None]
+        found = [] if overwrite else [differ for p in (target, cache_file(out, e.path, V1_SUFFIX))
+                                      if (differ := other_settings(p, opts)) is not None]
         if {} in found:
             skipped += 1
             continue
