@@ -121,16 +121,12 @@ class DemoSettings:
 
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
-    """One target's pre-training config. Every run keeps the videos' frame indexes in one folder (``data.index_dir``),
-    so that a worker's first read of a video seeks and lets the decoder drop frames as the earlier runs' and the
-    probe decode's reads proved it may, where a fresh worker would decode it from the start (docs/performance.md)."""
     recipe, extra = TARGETS[target]
     overrides = [
         f"data.list_file={train_list}", f"data.root={train_list.parent}", f"data.num_workers={s.workers}",
         f"train.steps={s.steps}", f"train.batch_size={s.batch_size}", f"train.seed={seed}",
         f"train.device={s.device}", f"train.out_dir={s.out / f'seed{seed}' / target}",
-        f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true",
-        f"data.index_dir={s.out / 'video_index'}", *extra, *s.overrides,
+        f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true", *extra, *s.overrides,
     ]
     return load_config(PretrainConfig, recipe, overrides)
 
