@@ -65,6 +65,7 @@ part train_mme 150 $bench --target mme --json "$OUT/train_mme.json"
 part train_pixel 150 $bench --target pixel --json "$OUT/train_pixel.json"
 grep -E "clips/s|peak|MFU" "$OUT"/train_*.log 2>/dev/null
 
+# the fastest MME step measured above (1,000 clips/s, issue #20's estimate for an H100, if train_mme gave none)
 RATE=$($PY -c "import json, sys; print(round(max(r['clips_per_s'] for r in json.load(open(sys.argv[1]))['rows'])))" \
   "$OUT/train_mme.json" 2>/dev/null || echo 1000)
 part pipeline 90 $MME bench pipeline --clips-per-s "$RATE" --workers "$WORKERS" --size "$IMG" --frames "$FRAMES" \
