@@ -17,20 +17,21 @@
 # then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 600 s limit.
 # PARTS chooses the parts (default all, in this order: train_mme train_pixel pipeline runs tests), e.g. a second
 # call with PARTS=tests when the first left the suite too little time.
-# CPU smoke run of the script itself (tiny sizes; 2-core AMD EPYC: see docs/performance.md, "GPU"):
+# CPU smoke run of the script itself (tiny sizes; its times on the 2-core AMD EPYC: docs/performance.md,
+# "On a GPU: one prepared call"):
 #   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-540}
 PARTS=${PARTS:-train_mme train_pixel pipeline runs tests}
 mkdir -p "$OUT"
+PY=python3
+command -v "$PY" >/dev/null || PY=python
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-PY=python3
-command -v "$PY" >/dev/null || PY=python
 MME="$PY -m mme.cli"
 if [ "$SMOKE" = 1 ]; then
   DEVICE=cpu PRESET=tiny IMG=64 FRAMES=4 BATCH=2 STEPS=2 WORKERS=2 VIDEO_SIZE=96 RUN_STEPS=10 TEST_WORKERS=2
@@ -86,7 +87,7 @@ runs() {  # pixel, MME online and MME from a track cache, each RUN_STEPS steps w
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.cache_dir="$D/cache" \
     train.out_dir="$D/mme_cached" || return 1
   for run in pixel mme_online mme_cached; do  # steps after the first 5: the loader's start-up left out
-    $PY -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])][5:]
+    $PY -c "import sys; from mme.train.metrics import read_records; rows = read_records(sys.argv[1])[5:]
 assert rows, 'too few steps'
 s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step
 wait = sum(r['data_wait'] * x for r, x in zip(rows, s)) / sum(s)
