@@ -99,17 +99,26 @@ def test_bench_data_returns_clips_per_second(tiny, keep_threads):
     assert figures["clips_per_s"]["0"] > 0 and figures["img_size"] == 64
 
 
+def _eager_variants() -> list[str]:
+    """What ``mme bench train`` times without options on this CPU: fp32, and bf16 where it is native."""
+    from mme.train.precision import bf16_native
+
+    return ["fp32 eager"] + ["bf16 eager"] * bf16_native(torch.device("cpu"))
+
+
 def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_threads, tmp_path, capsys):
     from mme.train.bench import bench_train
 
     out = tmp_path / "bench.json"
     rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1, device="cpu",
                        profile=True, json_path=str(out))
-    assert [r["variant"] for r in rows] == ["fp32 eager", "HF fp32 eager"] and rows[0]["ratio"] == 1.0
+    ours = _eager_variants()
+    assert [r["variant"] for r in rows] == ours + [f"HF {v}" for v in ours] and rows[0]["ratio"] == 1.0
     assert all(r["clips_per_s"] > 0 and r["mfu"] > 0 for r in rows)
-    assert rows[1]["ours_vs_peer"] == pytest.approx(rows[0]["clips_per_s"] / rows[1]["clips_per_s"])
+    peer = rows[len(ours)]
+    assert peer["ours_vs_peer"] == pytest.approx(rows[0]["clips_per_s"] / peer["clips_per_s"])
     bench = json.loads(out.read_text())
-    for parts in bench["profile_ms_per_step"].values():  # both steps profiled, each with an optimizer and matmuls
+    for parts in bench["profile_ms_per_step"].values():  # every step profiled, each with an optimizer and matmuls
         assert parts["optimizer"] > 0 and parts["linear layers, patch embedding"] > 0
     check = bench["peer_check"]
     # 2x2x2 tokens, tube mask 0.7: int(0.7 * 4) = 2 of 4 per slice masked, so 4 visible and 4 masked per clip
@@ -128,5 +137,5 @@ def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why
         monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
     rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1, device="cpu",
                        target=target)
-    assert [r["variant"] for r in rows] == ["fp32 eager"]
+    assert [r["variant"] for r in rows] == _eager_variants()
     assert f"peer skipped: {why}" in capsys.readouterr().out.replace("HF VideoMAEForPreTraining ", "")

@@ -28,13 +28,16 @@ Output (``out_dir``)::
     params.json                      the true motion (and appearance) of every video, keyed by its list path
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
-thread settings or process: one RNG per video, single-threaded x264 (bit-exact across its SIMD paths by design),
-and OpenCV on one thread without IPP, whose optimised kernels may round floats differently with memory alignment
-(and so with a process's allocation history). Checked on an AVX2 CPU; nothing CPU-kind-specific remains by design.
+thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
+is not deterministic, :func:`_x264_options`), and OpenCV on one thread without IPP, whose optimised kernels may
+round floats differently with memory alignment (and so with a process's allocation history). Checked on an AVX2 CPU
+and on an AVX-512 one (AMD Zen 4); not whether the two give the same bytes as each other (OpenCV, too, picks its
+kernels by CPU).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -276,11 +279,25 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
     return frames
 
 
+@functools.cache
+def _x264_options() -> dict[str, str]:
+    """x264's options beyond crf and preset: one thread, and on a CPU with AVX-512 its SIMD capped at AVX2.
+
+    x264's AVX-512 code (the macroblock tree of its rate control) gives different bytes from one encode of the same
+    frames to the next: 11 of 60 encodes of one 32² clip differed, with PyAV 18.1's x264 on an AMD EPYC (Zen 4).
+    Capped at AVX2 (``asm=AVX2``) all 60 were one output, the one x264 gives at every level from SSSE3 to AVX2, so
+    also on an AVX2-only CPU (docs/experiments.md, "x264 on AVX-512 CPUs")."""
+    import torch  # its cpuinfo answers on every OS; torch is loaded by every other part of mme anyway
+
+    return {"threads": "1", **({"x264-params": "asm=AVX2"} if torch.cpu._is_avx512_supported() else {})}
+
+
 def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:
-    """Write frames as H.264 (yuv420p) with one x264 thread, so the bytes are reproducible; atomic."""
+    """Write frames as H.264 (yuv420p) with x264's options that make the bytes reproducible (:func:`_x264_options`);
+    atomic."""
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps,
-                                      options={"crf": str(crf), "preset": "veryfast", "threads": "1"})
+                                      options={"crf": str(crf), "preset": "veryfast", **_x264_options()})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
