@@ -3,6 +3,7 @@ the masked autoencoder's loss, and the classifier (mme-method.md §4-6, §10).""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 
 from mme.config import from_dict
@@ -11,7 +12,7 @@ from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransform
 from mme.models.classifier import VideoClassifier
 from mme.models.config import PRESETS
 from mme.models.masking import make_mask, random_mask, tube_mask
-from mme.models.vit import count_parameters, interpolate_pos_table, sincos_table
+from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, sincos_table
 from mme.motion.targets import pixel_target
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
@@ -142,6 +143,18 @@ def test_attention_has_no_k_bias():
     ref = attn.proj(ref.transpose(1, 2).reshape(2, 5, D))
     with torch.no_grad():
         torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [SHORT_ON_CPU, SHORT_ON_CPU + 1])
+def test_short_sequences_attend_in_fp32_under_cpu_autocast_where_there_is_no_amx(tokens):
+    q, k, v = (torch.randn(1, 2, tokens, 8, generator=torch.Generator().manual_seed(i)).bfloat16()
+               for i in range(3))
+    fp32 = tokens <= SHORT_ON_CPU and not torch.cpu._is_amx_tile_supported()
+    expected = (F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16() if fp32
+                else F.scaled_dot_product_attention(q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
 
 
 def test_mae_pixel_loss_is_mse_over_masked_tokens():

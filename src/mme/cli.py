@@ -357,7 +357,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--no-peer", dest="peer", action="store_false",
                        help="skip transformers.VideoMAEForPreTraining at the same configuration")
         p.add_argument("--profile", action="store_true",
-                       help="then split our fp32 step's time and the peer's by part (torch.profiler)")
+                       help="then split each eager step's time (ours and the peer's, each precision) by part "
+                            "(torch.profiler)")
         p.add_argument("--compile", dest="compiled", action="store_true", help="also time torch.compile")
         p.add_argument("--checkpointing", action="store_true", help="also time activation checkpointing")
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")

@@ -6,6 +6,8 @@ order. References: VideoMAE (Tong et al. 2022) and mme-method.md §5.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -67,6 +69,31 @@ class TubeletEmbed(nn.Module):
         return F.linear(patches.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
+SHORT_ON_CPU = 400
+"""Sequences up to this many tokens are attended in fp32 on a CPU without AMX under bf16/fp16 autocast
+(:func:`attention`)."""
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, in fp32 for short sequences on a CPU without AMX.
+
+    There torch's bf16 kernel (forward and backward) took 1.04-3.6x the fp32 kernel's time up to 392 tokens and
+    gained 2-15 % from 512 on (AVX-512-BF16 CPU, 1 and 2 threads; docs/performance.md). So under autocast such
+    sequences (the encoder's visible tokens, small models' decoders) go through fp32, which is also the more exact;
+    the casts cost a few percent of the kernel. fp32 runs, CUDA, and AMX CPUs (unmeasured) take the kernel as it
+    is."""
+    if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= SHORT_ON_CPU \
+            and not _amx():
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+@functools.cache
+def _amx() -> bool:
+    return torch.cpu._is_amx_tile_supported()
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv weight and separate q/v biases (no k bias)."""
 
@@ -90,7 +117,7 @@ class Attention(nn.Module):
         # (B, N, nh, hs)) then join the qkv gradient in one copy
         q, k, v = (t.view(B, N, self.num_heads, C // self.num_heads).transpose(1, 2)
                    for t in F.linear(x, self.qkv.weight, bias).split(C, dim=-1))
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 

@@ -224,8 +224,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
     fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
     rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
-    in their place. ``profile``: then where the time of our fp32 step and the peer's goes (:func:`profile_step`,
-    one step each per round in turns, each part's best round)."""
+    in their place. ``profile``: then where the time of each eager step, ours and the peer's at each precision, goes
+    (:func:`profile_step`, one step each per round in turns, each part's best round)."""
     dev = choose_device(device)
     model_cfg, target_cfg, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
     c = model_cfg
@@ -297,12 +297,12 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
               f"fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
     print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps)")
     profiled: dict[str, dict[str, float]] = {}
-    if profile:  # one profiled step per variant and round, in turns; each part's best round
+    if profile:  # one profiled step per eager variant and round, in turns; each part's best round
+        eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]
         for _ in range(rounds):
-            for name in ("fp32 eager", f"{PEER} fp32 eager"):
-                if name in steps_of:
-                    ms, best_ms = profile_step(steps_of[name]), profiled.get(name, {})
-                    profiled[name] = {part: min(v, best_ms.get(part, v)) for part, v in ms.items()}
+            for name in eager:
+                ms, best_ms = profile_step(steps_of[name]), profiled.get(name, {})
+                profiled[name] = {part: min(v, best_ms.get(part, v)) for part, v in ms.items()}
         print(f"  {'where the step goes (torch.profiler), ms per step':<54}" + "".join(f"{n:>16}" for n in profiled))
         for part, _ in PROFILE_PARTS:
             print(f"    {part:<52}" + "".join(f"{ms[part]:16.1f}" for ms in profiled.values()))
