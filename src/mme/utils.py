@@ -97,14 +97,24 @@ def sets_threads(fn):
 
 
 def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo``), quoted with every figure a run or benchmark prints."""
+    """The CPU model (``/proc/cpuinfo``) and the vector instructions that set its speed and precision here, quoted
+    with every figure a run or benchmark prints: "AMD EPYC" alone names both an AVX2-only and an AVX-512-BF16
+    machine of ours."""
+    import torch  # its cpuinfo answers on every OS
+
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    kinds = [kind for kind, has in (("AVX2", torch.cpu._is_avx2_supported()),
+                                    ("AVX-512", torch.cpu._is_avx512_supported()),
+                                    ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
+                                    ("AMX", torch.cpu._is_amx_tile_supported())) if has]
+    return f"{name} ({', '.join(kinds) or 'no AVX2'})"
 
 
 def git_sha() -> str | None:
