@@ -114,7 +114,7 @@ def cpu_name() -> str:
                                     ("AVX-512", torch.cpu._is_avx512_supported()),
                                     ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
                                     ("AMX", torch.cpu._is_amx_tile_supported())) if has]
-    return f"{name} ({', '.join(kinds) or 'no AVX2'})"
+    return f"{name} ({', '.join(kinds)})" if kinds else name
 
 
 def git_sha() -> str | None:
