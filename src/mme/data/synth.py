@@ -31,8 +31,9 @@ Deterministic for a seed: the same arguments and package versions give the same 
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
 is not deterministic, :func:`_x264_options`), and OpenCV on one thread without IPP, whose optimised kernels may
 round floats differently with memory alignment (and so with a process's allocation history). Checked on an AVX2 CPU
-and on an AVX-512 one (AMD Zen 4); not whether the two give the same bytes as each other (OpenCV, too, picks its
-kernels by CPU).
+and on an AVX-512 one (AMD Zen 4), where the bytes stay the same with numpy's and OpenCV's AVX-512 code switched off
+(``NPY_DISABLE_CPU_FEATURES``, ``OPENCV_CPU_DISABLE``: their AVX2 code, as an AVX2 CPU runs it; tests/test_synth.py),
+so the two kinds give the same bytes as far as those libraries' choice of code decides.
 """
 
 from __future__ import annotations
