@@ -49,8 +49,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"AMX: {torch.cpu._is_amx_tile_supported()}, AVX512-BF16: {torch.cpu._is_avx512_bf16_supported()}")
+    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'heads x dim':>11} {'N':>5} {'batch':>5} {'fp32 ms':>9} {'bf16 ms':>9} {'in fp32 ms':>11} "
           f"{'bf16 / in fp32':>15}")
     for shape in args.heads:

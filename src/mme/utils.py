@@ -96,12 +96,33 @@ def sets_threads(fn):
     return call
 
 
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo``) and the vector instructions that set its speed and precision here, quoted
-    with every figure a run or benchmark prints: "AMD EPYC" alone names both an AVX2-only and an AVX-512-BF16
-    machine of ours."""
-    import torch  # its cpuinfo answers on every OS
+CPU_FEATURES = {"AVX2": ("_is_avx2_supported", "_is_cpu_support_avx2"),
+                "AVX-512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
+                "AVX512-BF16": ("_is_avx512_bf16_supported",),
+                "AMX": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile")}
+"""The vector instructions mme's choices depend on, each with torch's probes for it (newer name first)."""
 
+
+@functools.cache
+def cpu_features() -> tuple[str, ...]:
+    """Which of :data:`CPU_FEATURES` this CPU has, by torch's cpuinfo (on every OS): what the precision, the attention
+    path, x264's options and :func:`cpu_name` depend on. torch renamed its probes across releases; a feature whose
+    probe this torch lacks reads as absent."""
+    import torch
+
+    def has(probes: tuple[str, ...]) -> bool:
+        for name in probes:
+            probe = getattr(torch.cpu, name, None) or getattr(torch._C._cpu, name, None)
+            if probe is not None:
+                return bool(probe())
+        return False
+
+    return tuple(feature for feature, probes in CPU_FEATURES.items() if has(probes))
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``) and :func:`cpu_features`, quoted with every figure a run or benchmark
+    prints: "AMD EPYC" alone names both an AVX2-only and an AVX-512-BF16 machine of ours."""
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -110,11 +131,7 @@ def cpu_name() -> str:
                 break
     except OSError:
         pass
-    kinds = [kind for kind, has in (("AVX2", torch.cpu._is_avx2_supported()),
-                                    ("AVX-512", torch.cpu._is_avx512_supported()),
-                                    ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
-                                    ("AMX", torch.cpu._is_amx_tile_supported())) if has]
-    return f"{name} ({', '.join(kinds)})" if kinds else name
+    return f"{name} ({', '.join(cpu_features())})" if cpu_features() else name
 
 
 def git_sha() -> str | None:

@@ -53,7 +53,7 @@ import numpy as np
 
 from mme.data.lists import ListEntry, write_classes, write_list
 from mme.errors import ConfigError
-from mme.utils import atomic_path, atomic_write_text, check_output
+from mme.utils import atomic_path, atomic_write_text, check_output, cpu_features
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
@@ -288,9 +288,7 @@ def _x264_options() -> dict[str, str]:
     frames to the next: 11 of 60 encodes of one 32² clip differed, with PyAV 18.1's x264 on an AMD EPYC (Zen 4).
     Capped at AVX2 (``asm=AVX2``) all 60 were one output, the one x264 gives at every level from SSSE3 to AVX2, so
     also on an AVX2-only CPU (docs/experiments.md, "x264 on AVX-512 CPUs")."""
-    import torch  # its cpuinfo answers on every OS; torch is loaded by every other part of mme anyway
-
-    return {"threads": "1", **({"x264-params": "asm=AVX2"} if torch.cpu._is_avx512_supported() else {})}
+    return {"threads": "1", **({"x264-params": "asm=AVX2"} if "AVX-512" in cpu_features() else {})}
 
 
 def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:

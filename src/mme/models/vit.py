@@ -6,13 +6,12 @@ order. References: VideoMAE (Tong et al. 2022) and mme-method.md §5.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mme.models.config import ModelConfig
+from mme.utils import cpu_features
 
 
 def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -83,15 +82,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     the casts cost a few percent of the kernel. fp32 runs, CUDA, and AMX CPUs (unmeasured) take the kernel as it
     is."""
     if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= SHORT_ON_CPU \
-            and not _amx():
+            and "AMX" not in cpu_features():
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v)
-
-
-@functools.cache
-def _amx() -> bool:
-    return torch.cpu._is_amx_tile_supported()
 
 
 class Attention(nn.Module):

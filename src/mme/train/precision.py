@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
+from mme.utils import cpu_features
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool({"AVX512-BF16", "AMX"} & set(cpu_features()))
     return False
 
 
