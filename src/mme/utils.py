@@ -112,7 +112,7 @@ def cpu_features() -> tuple[str, ...]:
 
     def has(probes: tuple[str, ...]) -> bool:
         for name in probes:
-            probe = getattr(torch.cpu, name, None) or getattr(torch._C._cpu, name, None)
+            probe = getattr(torch.cpu, name, None) or getattr(getattr(torch._C, "_cpu", None), name, None)
             if probe is not None:
                 return bool(probe())
         return False
