@@ -131,7 +131,8 @@ def cpu_name() -> str:
                 break
     except OSError:
         pass
-    return f"{name} ({', '.join(cpu_features())})" if cpu_features() else name
+    features = cpu_features()
+    return f"{name} ({', '.join(features)})" if features else name
 
 
 def git_sha() -> str | None:
