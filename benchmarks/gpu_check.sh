@@ -4,11 +4,11 @@
 #   train_mme.log/.json    mme bench train, ViT-B 16x224², batch 32, mask 0.9, MME target (traj + shape along the
 #                          tracks, made in the step): fp32 / bf16 / fp16 / compiled; clips/s, MFU, peak memory
 #   train_pixel.log/.json  the same with the pixel target, against transformers.VideoMAEForPreTraining
-#   pipeline.log/.json     mme bench pipeline: worker CPU per clip (pixel, MME online, MME cached) and the cores
-#                          needed to feed the fastest MME step above
+#   pipeline.log/.json     mme bench pipeline: worker CPU per clip (pixel, MME online, MME online with the torch-lk
+#                          flow in the step, MME cached) and the cores needed to feed the fastest MME step above
 #   runs.log               short ViT-B pre-training runs on generated 256² videos with $WORKERS loader workers:
-#                          pixel, MME online, MME from a track cache (mme extract): clips/s and the fraction of the
-#                          step spent waiting for data
+#                          pixel, MME online (DIS in the workers; torch-lk in the step), MME from a track cache
+#                          (mme extract): clips/s and the fraction of the step spent waiting for data
 #   tests.log              the test suite with the GPU visible (its CUDA cases run), with what time is left
 # PyAV and scikit-video are not on the device image: carry their wheels (device README), once, in the repo root:
 #   echo /.whl/ >> .git/info/exclude
@@ -73,7 +73,7 @@ part pipeline 90 $MME bench pipeline --clips-per-s "$RATE" --workers "$WORKERS" 
   --json "$OUT/pipeline.json"
 tail -n 25 "$OUT/pipeline.log" 2>/dev/null
 
-runs() {  # pixel, MME online and MME from a track cache, each RUN_STEPS steps with WORKERS workers, on D
+runs() {  # pixel, MME online (flow in the workers; torch-lk in the step) and from a track cache, RUN_STEPS steps each
   local D=$1
   $MME synth "$D" --classes 4 --videos-per-class 16 --size "$VIDEO_SIZE" --frames 80 --workers "$(nproc)" || return 1
   $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$(nproc)" || return 1
@@ -84,9 +84,11 @@ runs() {  # pixel, MME online and MME from a track cache, each RUN_STEPS steps w
     model.decoder_depth=1 model.decoder_heads=2)
   $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" train.out_dir="$D/pixel" || return 1
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" train.out_dir="$D/mme_online" || return 1
+  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.flow=torch-lk \
+    train.out_dir="$D/mme_torch_lk" || return 1
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.cache_dir="$D/cache" \
     train.out_dir="$D/mme_cached" || return 1
-  for run in pixel mme_online mme_cached; do  # steps after the first 5: the loader's start-up left out
+  for run in pixel mme_online mme_torch_lk mme_cached; do  # steps after the first 5: the loader's start-up left out
     $PY -c "import sys; from mme.train.metrics import read_records; rows = read_records(sys.argv[1])[5:]
 assert rows, 'too few steps'
 s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step

@@ -32,21 +32,26 @@ def analytic_positions(maps, starts, length, seeds):
     return np.array(out)
 
 
-def test_translation_per_step_error_below_half_pixel_at_224(tmp_path):
+FLOWS = ("dis-balanced", "torch-lk")  # the default and the training step's flow
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_translation_per_step_error_below_half_pixel_at_224(tmp_path, flow):
     dx, dy = 2.3, -1.4
     frames, _ = affine_video(9, 224, 224, dx=dx, dy=dy)
-    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0, 4], length=4)
+    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0, 4], length=4, flow=flow)
     assert disp.shape == (2, 4, 28, 28, 2) and valid.shape == (2, 28, 28) and disp.dtype == np.float32
     err = np.linalg.norm(disp - np.array([dx, dy], np.float32), axis=-1)  # (S, L, Gh, Gw)
     assert err[np.broadcast_to(valid[:, None], err.shape)].mean() <= 0.5
     assert np.median(err) < 0.2
 
 
+@pytest.mark.parametrize("flow", FLOWS)
 @pytest.mark.parametrize("rot_deg,scale", [(1.5, 1.0), (0.0, 1.025)])
-def test_rotation_and_scaling_follow_the_analytic_maps(tmp_path, rot_deg, scale):
+def test_rotation_and_scaling_follow_the_analytic_maps(tmp_path, rot_deg, scale, flow):
     frames, maps = affine_video(7, 128, 128, rot_deg=rot_deg, scale=scale, seed=3)
     seeds = seed_grid(128, 128, 8)
-    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0, 2], length=4)
+    disp, valid = compute_tracks(encoded(tmp_path, frames), starts=[0, 2], length=4, flow=flow)
     truth = analytic_positions(maps, [0, 2], 4, seeds)  # (S, 5, Gh, Gw, 2)
     true_step = np.diff(truth, axis=1)
     err = np.linalg.norm(disp - true_step, axis=-1)  # (S, L, Gh, Gw)
@@ -67,9 +72,10 @@ def test_points_that_leave_the_frame_are_invalid(tmp_path):
     assert valid[0].any() and not valid[0].all()
 
 
-def test_static_video_gives_zero_displacement(tmp_path):
+@pytest.mark.parametrize("flow", FLOWS)
+def test_static_video_gives_zero_displacement(tmp_path, flow):
     frame = texture(96, 96, seed=5)
-    disp, valid = compute_tracks(encoded(tmp_path, np.stack([frame] * 6)), starts=[0, 1], length=4)
+    disp, valid = compute_tracks(encoded(tmp_path, np.stack([frame] * 6)), starts=[0, 1], length=4, flow=flow)
     assert np.abs(disp).max() < 0.05 and valid.all()
 
 
@@ -105,7 +111,7 @@ def test_compensation_removes_a_pan_and_keeps_an_independent_object():
 
 def test_flow_methods_agree_on_a_translation():
     frames, _ = affine_video(2, 96, 96, dx=1.5, dy=0.5, seed=2)
-    for method in ("dis", "dis-balanced", "farneback"):
+    for method in ("dis", "dis-balanced", "farneback", "torch-lk"):
         f = raw_flow(frames[0], frames[1], method)
         assert f.shape == (96, 96, 2) and f.dtype == np.float32
         assert np.abs(np.median(f.reshape(-1, 2), 0) - [1.5, 0.5]).max() < 0.25, method

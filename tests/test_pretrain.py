@@ -247,7 +247,7 @@ def test_bench_train_makes_the_motion_targets_in_the_step_from_tracks_of_the_shi
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=32", "model.num_frames=4", "data.img_size=32",
                                                        "data.num_frames=4"])
     motion = random_motion(cfg.target, cfg.model, 3, torch.device("cpu"))
-    assert motion["shape_frames"].shape == (3 * 2 * 6, 32, 32, 3)  # clips x starts x steps distinct frames
+    assert motion["frames"].shape == (3 * 2 * 6, 32, 32, 3)  # clips x starts x steps distinct frames
     targets, valid = batch_targets(torch.zeros(3, 3, 4, 32, 32), motion, cfg.target, cfg.model)
     assert {n: t.shape for n, t in targets.items()} == {h.name: (3, 8, h.dim) for h in head_specs(cfg.target,
                                                                                                      cfg.model)}
@@ -262,10 +262,12 @@ def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step
                      "--steps", "3", "--clips-per-s", "100", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     ms = r["worker_ms_per_clip"]
-    assert set(ms) == {"pixel", "mme online", "mme cached"} and r["ratio_to_pixel"]["pixel"] == 1.0
+    assert set(ms) == {"pixel", "mme online", "mme torch-lk", "mme cached"} and r["ratio_to_pixel"]["pixel"] == 1.0
     assert ms["mme online"] > ms["pixel"]  # flow and tracks on top of the same decode
+    assert ms["mme torch-lk"] < ms["mme online"]  # the same decode, the flow and tracks moved to the step
     step = r["step_target_ms_per_clip"]  # HOG along the tracks and the assembly moved to the step
     assert set(step) == set(ms) and step["mme online"] > 0 and step["mme cached"] > 0
+    assert step["mme torch-lk"] > step["mme online"]  # the step's share now has the flow and the tracks
     assert all(r["cores_needed"][v] == pytest.approx(100 * ms[v] / 1000) for v in ms)
     assert 0 <= r["data_wait_fraction"] <= 1 and r["clips_per_s_source"] == "given"
     assert "cores needed" in capsys.readouterr().out
@@ -345,7 +347,7 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
                 "motion": {"disp": torch.randn(2, L, 4, 4, 2, generator=g) * (1 + i),
                            "track_valid": torch.rand(2, 4, 4, generator=g) > 0.6,
                            "shape_pos": torch.rand(2, L, 4, 4, 2, generator=g) * 31,
-                           "shape_frames": torch.randint(0, 256, (frames, 32, 32, 3), generator=g, dtype=torch.uint8),
+                           "frames": torch.randint(0, 256, (frames, 32, 32, 3), generator=g, dtype=torch.uint8),
                            "shape_index": torch.randint(0, frames, (2, L), generator=g)}}
 
     items = [item(i) for i in range(5)]

@@ -185,12 +185,12 @@ def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_
     data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=8, stride=2, img_size=64)
     ds = PretrainDataset(data, fn, track_length=fn.track_length)
     items = [ds[0], ds[1], ds[0]]
-    shipped = [len(it["motion"]["shape_frames"]) for it in items]
+    shipped = [len(it["motion"]["frames"]) for it in items]
     assert shipped[0] == 16 and shipped[1] < 16  # 4 starts x 4 steps, distinct frames; fewer when clamped
     assert items[0]["motion"]["disp"].shape == (4, 4, 8, 8, 2)
-    assert items[0]["motion"]["shape_frames"].dtype == torch.uint8
+    assert items[0]["motion"]["frames"].dtype == torch.uint8
     batch = collate(items)
-    assert batch["motion"]["shape_frames"].shape[0] == sum(shipped)
+    assert batch["motion"]["frames"].shape[0] == sum(shipped)
     video = normalize_clip(batch["video"])  # the workers ship uint8 clips
     targets, valid = batch_targets(video, batch["motion"], tcfg, m)
     assert targets["traj"].shape == (3, 64, 32) and targets["shape"].shape == (3, 64, 432)

@@ -16,7 +16,7 @@ from typing import Any
 
 _PARSER_KEYS = ("command", "verbose", "func", "bench")
 """Entries of the parsed namespace that belong to the parser, not to a subcommand's function."""
-FLOWS = ("dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1")
+FLOWS = ("dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1", "torch-lk")
 FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser patches; dis = DIS MEDIUM)"
 """mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
 

@@ -189,18 +189,18 @@ def _worker_start(then: Callable[[int], None] | None, worker_id: int) -> None:
 
 def collate(items: list[dict]) -> dict:
     """Stack a list of items into a batch: tensors get a leading batch axis, nested dicts (``motion``) are
-    stacked key by key, ints become a (B,) tensor. The one ragged entry, ``motion["shape_frames"]`` (as many
-    frames as the clip's tracks read), is concatenated along its frames instead, and ``motion["shape_index"]``
-    shifted to index the concatenation."""
-    if not items or "shape_frames" not in items[0].get("motion", {}):
+    stacked key by key, ints become a (B,) tensor. The one ragged entry, ``motion["frames"]`` (as many frames as
+    the clip's tracks read), is concatenated along its frames instead, and every ``motion[..._index]`` shifted to
+    index the concatenation."""
+    if not items or "frames" not in items[0].get("motion", {}):
         return default_collate(items)
-    frames = [it["motion"]["shape_frames"] for it in items]
+    frames = [it["motion"]["frames"] for it in items]
     offsets = np.cumsum([0] + [len(f) for f in frames[:-1]])
-    items = [{**it, "motion": {**{k: v for k, v in it["motion"].items() if k != "shape_frames"},
-                               "shape_index": it["motion"]["shape_index"] + int(o)}}
+    items = [{**it, "motion": {k: v + int(o) if k.endswith("_index") else v
+                               for k, v in it["motion"].items() if k != "frames"}}
              for it, o in zip(items, offsets, strict=True)]
     batch = default_collate(items)
-    batch["motion"]["shape_frames"] = torch.cat(frames)
+    batch["motion"]["frames"] = torch.cat(frames)
     return batch
 
 

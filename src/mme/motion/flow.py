@@ -1,9 +1,10 @@
 """Optical flow of one frame pair behind one interface, with optional camera-motion compensation.
 
 Methods: OpenCV DIS (``dis`` = preset MEDIUM; the default ``dis-balanced``: MEDIUM with sparser patches and fewer
-iterations; ``dis-fast`` and ``dis-ultrafast``: a quarter of the resolution), Farneback, and TV-L1 when the
-opencv-contrib build provides ``cv2.optflow`` (0.5 s per pair: offline only). Track accuracy, time and target
-information of each: ``mme bench flow`` (docs/performance.md).
+iterations; ``dis-fast`` and ``dis-ultrafast``: a quarter of the resolution), Farneback, TV-L1 when the
+opencv-contrib build provides ``cv2.optflow`` (0.5 s per pair: offline only), and ``torch-lk``
+(:mod:`mme.motion.torch_flow`), which online targets run batched in the training step on the accelerator. Track
+accuracy, time and target information of each: ``mme bench flow`` (docs/performance.md).
 Compensation follows improved dense trajectories (mme-method.md §7.2) without SURF: correspondences sampled
 from the flow itself plus ORB matches, a RANSAC homography (1 px), used only with enough inliers; frame b is
 warped onto frame a and the flow recomputed, so what is left is the motion relative to the camera.
@@ -16,15 +17,19 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from mme.errors import ConfigError
+from mme.motion.torch_flow import grey, lk_flow
 
 DIS_PRESETS = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-balanced": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
                "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST, "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
 DIS_SETTINGS = {"dis-balanced": {"PatchStride": 5, "GradientDescentIterations": 12}}
 """Settings over a preset (OpenCV's DIS setters, set<Name>): ``dis-balanced`` is MEDIUM (finest scale 1, 8-px
 patches at stride 3, 25 descent and 5 refinement iterations) with patches at stride 5 and 12 descent iterations."""
-METHODS = (*DIS_PRESETS, "farneback", "tvl1")
+STEP_FLOWS = ("torch-lk",)
+"""Flows that online targets compute in the training step, batched on its device, instead of in the data workers."""
+METHODS = (*DIS_PRESETS, "farneback", "tvl1", *STEP_FLOWS)
 DEFAULT_FLOW = "dis-balanced"
 """The flow of the targets and the track cache unless configured: of the methods that keep the flow's detail
 inside a patch (PatchStd's information), the best accuracy per ms (`mme bench flow`, docs/performance.md): MEDIUM's
@@ -60,6 +65,10 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 
 def raw_flow(a: np.ndarray, b: np.ndarray, method: str = DEFAULT_FLOW) -> np.ndarray:
     """Flow from frame ``a`` to frame ``b`` (uint8 RGB ``(H, W, 3)`` or grey): float32 ``(H, W, 2)`` (dx, dy) px."""
+    if method == "torch-lk":  # the step's grey frames (torch_flow.grey), so both paths see the same pixels
+        pair = torch.from_numpy(np.stack([a, b]))
+        pair = grey(pair) if pair.ndim == 4 else pair.float()
+        return lk_flow(pair[:1], pair[1:])[0].permute(1, 2, 0).contiguous().numpy()
     ga, gb = _gray(a), _gray(b)
     if method == "farneback":
         flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)

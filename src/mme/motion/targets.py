@@ -39,9 +39,9 @@ from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
 from mme.motion.cache import cached_tracks
-from mme.motion.flow import DEFAULT_FLOW, METHODS
+from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.hog import BINS, hog_at, hog_cells
-from mme.motion.tracks import Tracks, default_max_disp, track
+from mme.motion.tracks import Tracks, default_max_disp, track, track_frames, track_in_step
 
 KINDS = ("pixel", "hog", "mme", "mme-released")
 HEADS_OF_KIND = {"pixel": ("pixel",), "hog": ("hog",), "mme": ("traj", "shape"), "mme-released": ("traj", "hog")}
@@ -78,8 +78,10 @@ class TargetConfig:
     moving, H.264-coded texture, 112² and 224²): median 0.02 px, p90 0.06-0.09 px; static video p95 0.016 px."""
     flow: str = DEFAULT_FLOW
     """Optical flow: dis-balanced (default: OpenCV DIS MEDIUM's accuracy at 0.6x its time) | dis (DIS MEDIUM) |
-    dis-fast | dis-ultrafast | farneback | tvl1 (needs opencv-contrib); accuracy per ms in docs/performance.md.
-    Tracks read from a cache (``cache_dir``) were made with the flow ``mme extract`` used."""
+    dis-fast | dis-ultrafast | farneback | tvl1 (needs opencv-contrib), computed in the data workers; or torch-lk,
+    computed with the tracks in the training step, batched on its device (for GPUs: the workers then only
+    decode). Accuracy per ms in docs/performance.md. Tracks read from a cache (``cache_dir``) were made with the
+    flow ``mme extract`` used."""
     compensate: bool = False
     """Camera-motion compensation (iDT-style homography; no SURF)."""
     interpolate: bool = True
@@ -116,6 +118,12 @@ class TargetConfig:
             raise ConfigError(f"target.track_length must be >= 1, got {self.track_length}")
         if self.flow not in METHODS:
             raise ConfigError(f"target.flow must be one of {list(METHODS)}, got {self.flow!r}")
+        if self.flow in STEP_FLOWS and not self.cache_dir:
+            unsupported = [k for k in ("compensate", "prune") if getattr(self, k)] + \
+                (["interpolate=false"] if not self.interpolate else [])
+            if unsupported:
+                raise ConfigError(f"target.flow={self.flow} tracks in the training step, which does not do "
+                                  f"{', '.join(unsupported)}; use a worker flow such as {DEFAULT_FLOW}")
         if self.activation not in ("none", "release"):
             raise ConfigError(f"target.activation must be 'none' or 'release', got {self.activation!r}")
         if self.std_floor < 0:
@@ -286,16 +294,26 @@ def motion_targets(motion: dict[str, torch.Tensor], cfg: TargetConfig, model_cfg
     data workers ship (:meth:`TargetFn.__call__`, batched by ``mme.data.dataset.collate``), on its device.
 
     ``disp (B, S, L, Gh, Gw, 2)`` px per raw step and ``track_valid (B, S, Gh, Gw)``; for ``shape`` also
-    ``shape_pos (B, S, L, Gh, Gw, 2)`` the positions looked up at step j of start s, ``shape_frames (U, h, w, 3)``
-    uint8, every clip's frames, and ``shape_index (B, S, L)`` the frame read at step j of start s. ``size`` is the
-    frames' (H, W) (the displacement bound scales with it).
+    ``shape_pos (B, S, L, Gh, Gw, 2)`` the positions looked up at step j of start s, ``frames (U, h, w, 3)``
+    uint8, every clip's frames, and ``shape_index (B, S, L)`` the frame read at step j of start s. With a flow of
+    the step (``torch-lk``) the workers ship ``frames`` and ``track_index (B, S, L + 1)``, the frame each start's
+    track is at after each step, in place of the tracks, which are made here. ``size`` is the frames' (H, W) (the
+    displacement bound scales with it).
     """
     if not motion:
         return {}, {}
     g = token_geometry(cfg, model_cfg)
     a = g.patch // g.seed_stride
-    B, S, L, Gh, Gw = motion["disp"].shape[:5]
-    disp = motion["disp"].float().reshape(B * S, L, Gh, Gw, 2)
+    if "track_index" in motion:
+        B, S, visits = motion["track_index"].shape
+        L = visits - 1
+        disp, track_valid, pos = track_in_step(motion["frames"], motion["track_index"].reshape(B * S, visits),
+                                               g.seed_stride, cfg.max_disp)
+        motion = {**motion, "track_valid": track_valid, "shape_pos": pos[:, :L]}
+    else:
+        B, S, L = motion["disp"].shape[:3]
+        disp = motion["disp"].float().reshape(B * S, L, *motion["disp"].shape[3:])
+    Gh, Gw = disp.shape[2:4]
     tok = _to_tokens(disp, a).permute(0, 3, 1, 2)  # (B*N, 2, L, K)
     tok = patch_std(tok, cfg.std_floor) if cfg.patch_norm else tok / (
         cfg.position_unit or cfg.max_disp or default_max_disp(*size))
@@ -303,7 +321,7 @@ def motion_targets(motion: dict[str, torch.Tensor], cfg: TargetConfig, model_cfg
     valid = _to_tokens(motion["track_valid"].reshape(B * S, 1, Gh, Gw, 1), a).reshape(B, N, -1).any(-1)
     targets = {"traj": tok.reshape(B, N, -1)}
     if "shape" in cfg.heads:
-        maps = frame_hog(motion["shape_frames"], g.hog_cell)[motion["shape_index"].reshape(-1)]  # (B*S*L, 27, ..)
+        maps = frame_hog(motion["frames"], g.hog_cell)[motion["shape_index"].reshape(-1)]  # (B*S*L, 27, ..)
         feats = hog_at(maps, motion["shape_pos"].reshape(B * S * L, Gh * Gw, 2).float(), g.hog_cell)
         feats = _to_tokens(feats.reshape(B * S, L, Gh, Gw, -1), a)  # (B*N, L, K, 27): order (step, point, 27)
         targets["shape"] = feats.reshape(B, N, -1)
@@ -370,11 +388,29 @@ class TargetFn:
                 tr.homs = homs[:, :L]
         return tr
 
+    @property
+    def tracks_in_step(self) -> bool:
+        """Whether the training step makes the tracks (a flow of the step, no cache): the workers ship frames."""
+        return self.cfg.flow in STEP_FLOWS and not self.cfg.cache_dir and bool(self.names)
+
     def __call__(self, sample) -> dict[str, torch.Tensor]:
         """What this worker ships for the sample's motion targets (:func:`motion_targets` makes them in the
-        step): the tracks, and for ``shape`` the frames and positions its HOG is read at."""
+        step): the tracks, and for ``shape`` the frames and positions its HOG is read at; with a flow of the step,
+        the frames the tracks visit instead of the tracks."""
         if not self.names:
             return {}
+        if self.tracks_in_step:
+            ids = np.asarray(sample.frame_ids)
+            L = self.cfg.track_length
+            raw = track_frames(ids.tolist(), np.asarray(sample.starts).tolist(), L, 1, int(ids.max()),
+                               str(sample.path))  # (S, L + 1)
+            used = np.unique(raw)
+            index = torch.from_numpy(np.searchsorted(used, raw))
+            out = {"frames": torch.from_numpy(np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)])),
+                   "track_index": index}
+            if "shape" in self.names:
+                out["shape_index"] = index[:, :L].contiguous()
+            return out
         stride = self._stride(sample)
         tr = self.tracks(sample, stride)
         out = {"disp": torch.from_numpy(np.ascontiguousarray(tr.disp, np.float32)),
@@ -386,7 +422,7 @@ class TargetFn:
             jj = np.arange(L) if self.cfg.interpolate else (np.arange(L) // stride) * stride
             raw = np.minimum(np.asarray(sample.starts)[:, None] + jj[None, :], ids.max())  # (S, L), as clamped
             used = np.unique(raw)
-            out["shape_frames"] = torch.from_numpy(np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)]))
+            out["frames"] = torch.from_numpy(np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)]))
             out["shape_index"] = torch.from_numpy(np.searchsorted(used, raw))
             out["shape_pos"] = torch.from_numpy(np.ascontiguousarray(tr.positions()[:, jj]))  # p_t .. p_{t+L-1}
         return out

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from mme.errors import DataError
 from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
+from mme.motion.torch_flow import grey, lk_flow
 
 
 @dataclass
@@ -82,15 +83,14 @@ def in_frame(points: np.ndarray, height: int, width: int) -> np.ndarray:
     return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
 
 
-def _sample(flows: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Bilinear flow lookup: flows ``(S, H, W, 2)``, pos ``(S, P, 2)`` px -> ``(S, P, 2)`` (border-clamped)."""
-    S, H, W, _ = flows.shape
-    f = torch.from_numpy(flows).permute(0, 3, 1, 2)  # (S, 2, H, W)
-    g = torch.from_numpy(pos).clone()
+def sample_flow(flows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Bilinear flow lookup: flows ``(S, 2, H, W)``, pos ``(S, P, 2)`` px -> ``(S, P, 2)`` (border-clamped)."""
+    H, W = flows.shape[-2:]
+    g = pos.clone()
     g[..., 0] = g[..., 0] * (2.0 / max(W - 1, 1)) - 1.0  # align_corners=True: pixel centres 0..W-1 -> [-1, 1]
     g[..., 1] = g[..., 1] * (2.0 / max(H - 1, 1)) - 1.0
-    out = F.grid_sample(f, g[:, None], mode="bilinear", padding_mode="border", align_corners=True)  # (S, 2, 1, P)
-    return out[:, :, 0].permute(0, 2, 1).numpy()
+    out = F.grid_sample(flows, g[:, None], mode="bilinear", padding_mode="border", align_corners=True)  # (S, 2, 1, P)
+    return out[:, :, 0].permute(0, 2, 1)
 
 
 def _as_frames(frames, source: str) -> np.ndarray:
@@ -121,6 +121,22 @@ def _clamp(i: int, last: int | None) -> int:
     return i if last is None else min(i, last)
 
 
+def track_frames(ids: list[int], starts: list[int], length: int, step: int, last: int | None,
+                 source: str) -> np.ndarray:
+    """The raw frame ``(S, length + 1)`` each start's track is at after each step (past ``last``: ``last``, the
+    clamped convention of :func:`track`), checked to be among the frames held (``ids``)."""
+    raw = np.asarray(starts, np.int64)[:, None] + step * np.arange(length + 1)[None]
+    raw = raw if last is None else np.minimum(raw, last)
+    missing = sorted(set(raw.ravel().tolist()) - set(ids))
+    if missing:
+        have = f"{min(ids)}..{max(ids)}" if ids else "none"
+        raise DataError(
+            f"{source}: video too short for the tracks: raw frame(s) {missing[:5]} needed, frames held: {have} "
+            f"({len(ids)} frames); tracks need {length} steps of {step} frame(s) after each start"
+        )
+    return raw
+
+
 def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: float = 8, flow: str = DEFAULT_FLOW,
           compensate: bool = False, max_disp: float | None = None, prune: bool = False,
           source: str = "frames", flow_cache: dict | None = None, clamp: bool = False) -> Tracks:
@@ -142,13 +158,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     where = {fid: i for i, fid in enumerate(ids)}
     starts = [int(s) for s in np.asarray(starts).reshape(-1)]
     last = max(ids) if (clamp and ids) else None
-    missing = sorted({_clamp(s + j * step, last) for s in starts for j in range(length + 1)} - set(where))
-    if missing:
-        have = f"{min(ids)}..{max(ids)}" if ids else "none"
-        raise DataError(
-            f"{source}: video too short for the tracks: raw frame(s) {missing[:5]} needed, frames held: {have} "
-            f"({len(ids)} frames); tracks need {length} steps of {step} frame(s) after each start"
-        )
+    track_frames(ids, starts, length, step, last, source)
     H, W = arr.shape[1:3]
     seeds = seed_grid(H, W, seed_stride)
     bound = default_max_disp(H, W) if max_disp is None else float(max_disp)
@@ -170,7 +180,8 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     homs = np.tile(np.eye(3, dtype=np.float32), (S, length, 1, 1)) if compensate else None
     for j in range(length):
         pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
-        d = np.clip(_sample(np.stack([f for f, _ in pairs]), pos), -bound, bound)  # (S, P, 2)
+        flows = torch.from_numpy(np.stack([f for f, _ in pairs])).permute(0, 3, 1, 2)
+        d = np.clip(sample_flow(flows, torch.from_numpy(pos)).numpy(), -bound, bound)  # (S, P, 2)
         d[~inside] = 0.0
         q = pos + d
         if compensate:
@@ -198,3 +209,44 @@ def compute_tracks(frames, starts, length: int, seed_stride: float = 8, flow: st
     arr = _as_frames(frames, "frames")
     t = track(arr, np.arange(len(arr)), starts, length, step, seed_stride, flow, compensate, max_disp, prune)
     return t.disp, t.valid
+
+
+def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float, max_disp: float | None = None,
+                  chunk_px: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tracks of a whole batch on its device with the ``torch-lk`` flow (:mod:`mme.motion.torch_flow`), as
+    :func:`track` makes them from a flow: the same seeds, bilinear lookups, bound and validity.
+
+    frames: uint8 ``(U, H, W, 3)``, every frame the tracks visit; index: ``(P, L + 1)`` the frame each of P starts
+    is at after each step (the same frame twice in a row: a clamped frame past a video's end, where the flow is
+    exactly zero). Each distinct frame pair's flow is computed once, ``chunk_px`` pixels of pairs at a time
+    (default about 2^20 on a CPU, 2^24 on an accelerator). Returns displacements ``(P, L, Gh, Gw, 2)`` px,
+    validity ``(P, Gh, Gw)`` and positions ``(P, L + 1, Gh, Gw, 2)``.
+    """
+    P, L = index.shape[0], index.shape[1] - 1
+    H, W = frames.shape[1:3]
+    dev = frames.device
+    seeds = torch.from_numpy(seed_grid(H, W, seed_stride)).to(dev)
+    gh, gw = seeds.shape[:2]
+    bound = default_max_disp(H, W) if max_disp is None else float(max_disp)
+    pairs = torch.stack([index[:, :-1], index[:, 1:]], -1).reshape(-1, 2)  # (P*L, 2)
+    distinct, which = torch.unique(pairs, dim=0, return_inverse=True)
+    moving = distinct[:, 0] != distinct[:, 1]
+    flows = torch.zeros(len(distinct), 2, H, W, device=dev)
+    todo = moving.nonzero()[:, 0]
+    chunk = max(1, (chunk_px or (1 << 20 if dev.type == "cpu" else 1 << 24)) // (H * W))
+    for k in range(0, len(todo), chunk):
+        rows = todo[k:k + chunk]
+        flows[rows] = lk_flow(grey(frames[distinct[rows, 0]]), grey(frames[distinct[rows, 1]]))
+    which = which.view(P, L)
+    pos = seeds.reshape(1, -1, 2).expand(P, -1, -1).clone()  # (P, G, 2)
+    inside = torch.ones(P, gh * gw, dtype=torch.bool, device=dev)
+    disp, path = [], [pos]
+    for j in range(L):
+        d = sample_flow(flows[which[:, j]], pos).clamp_(-bound, bound)
+        d[~inside] = 0.0
+        pos = torch.where(inside[..., None], pos + d, pos)
+        inside &= in_frame(pos, H, W)
+        disp.append(d)
+        path.append(pos)
+    return (torch.stack(disp, 1).reshape(P, L, gh, gw, 2), inside.reshape(P, gh, gw),
+            torch.stack(path, 1).reshape(P, L + 1, gh, gw, 2))

@@ -4,15 +4,17 @@
     mme bench pipeline --clips-per-s 1000      # cores needed to feed a step of 1,000 clips/s (a GPU's)
     mme bench pipeline --video bikes.mp4 --json pipeline.json
 
-For the pixel target, the MME target computed online, and the MME target read from the track cache (``mme extract``
-of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and for MME the
-flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items made in turns
-with the other variants', plus its share of collating a batch of 8 (what a worker does with it); and the training
-step's share of making the targets (pixel; or HOG along the tracks and the assembly), per clip of that batch, made
-on this CPU (on a GPU it runs batched there). The step rate times the worker time gives the cores the workers need:
-``--clips-per-s``, else the step rate of the tiny demo model measured here (its step time without the data wait).
-Ratios are against the pixel target measured in the same run. Then a short real pre-training run with ``--workers``
-loader workers reports the fraction of its step time spent waiting for data.
+For the pixel target, the MME target computed online (the flow in the workers), the same with the flow and tracks
+made in the training step (``torch-lk``: the workers ship frames), and the MME target read from the track cache
+(``mme extract`` of the same video first), it times the dataset item exactly as a worker makes it (decode, crop, and
+for MME the flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items made
+in turns with the other variants', plus its share of collating a batch of 8 (what a worker does with it); and the
+training step's share of making the targets (pixel; or HOG along the tracks and the assembly, and for ``torch-lk``
+the flow and the tracks), per clip of that batch, made on this CPU (on a GPU it runs batched there). The step rate
+times the worker time gives the cores the workers need: ``--clips-per-s``, else the step rate of the tiny demo model
+measured here (its step time without the data wait). Ratios are against the pixel target measured in the same run.
+Then a short real pre-training run with ``--workers`` loader workers reports the fraction of its step time spent
+waiting for data.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from mme.train.config import PretrainConfig
 from mme.train.pretrain import pretrain, pretrain_dataset
 from mme.utils import atomic_write_json, cpu_name, keep_freed_memory, sets_threads
 
-VARIANTS = ("pixel", "mme online", "mme cached")
+VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
 
 
 def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, cache: Path, out: Path,
@@ -43,7 +45,8 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
         f"data.list_file={list_file}", f"data.root={list_file.parent}", f"data.img_size={size}",
         f"model.img_size={size}", f"data.num_frames={frames}", f"model.num_frames={frames}", f"data.stride={stride}",
         f"train.out_dir={out}", "train.overwrite=true",
-        *([f"target.cache_dir={cache}"] if variant == "mme cached" else []), *extra])
+        *([f"target.cache_dir={cache}"] if variant == "mme cached" else []),
+        *(["target.flow=torch-lk"] if variant == "mme torch-lk" else []), *extra])
 
 
 @sets_threads

@@ -1,0 +1,135 @@
+"""``torch-lk``: the flow and tracks of the training step, batched on its device, against the same flow one pair
+at a time (the worker's ``track``), on real encoded videos with analytic motion."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_targets import make_sample
+from training import run
+from videos import affine_video, write_video
+
+from mme.data.dataset import DataConfig, PretrainDataset, collate
+from mme.data.video import open_video
+from mme.errors import ConfigError, DataError
+from mme.models.config import ModelConfig
+from mme.motion.flow import raw_flow
+from mme.motion.targets import TargetConfig, TargetFn, batch_targets, make_target_fn
+from mme.motion.torch_flow import grey, lk_flow
+from mme.motion.tracks import track, track_in_step
+
+pytestmark = pytest.mark.numerics
+
+
+def encoded(tmp_path, frames, name="v.mp4"):
+    path = write_video(tmp_path / name, frames)
+    with open_video(path) as r:
+        return r.read(range(r.num_frames))
+
+
+def test_grey_is_bt601_in_fixed_point_and_within_a_level_of_opencv():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)
+    g = grey(torch.from_numpy(rgb)).numpy()
+    exact = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert g.shape == (2, 40, 56) and g.dtype == np.float32
+    assert np.abs(g - exact).max() <= 0.51  # rounded to the nearest level (weights in 14-bit fixed point)
+    assert np.abs(g[0] - cv2.cvtColor(rgb[0], cv2.COLOR_RGB2GRAY)).max() <= 1
+
+
+def test_a_pair_gets_the_same_flow_alone_in_a_batch_and_under_autocast(tmp_path):
+    frames = encoded(tmp_path, affine_video(5, 72, 88, dx=1.7, dy=-0.6, rot_deg=1.0)[0])
+    g = grey(torch.from_numpy(frames))
+    batch = lk_flow(g[:4], g[1:])
+    alone = torch.cat([lk_flow(g[i:i + 1], g[i + 1:i + 2]) for i in range(4)])
+    assert batch.shape == (4, 2, 72, 88) and batch.dtype == torch.float32
+    assert (batch - alone).abs().max() < 1e-3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(lk_flow(g[:4], g[1:]), batch)  # the flow runs in fp32 whatever autocast says
+    # the per-pair entry (raw_flow, as `track` and `mme extract` call it) is the same flow
+    assert np.abs(raw_flow(frames[0], frames[1], "torch-lk") - alone[0].permute(1, 2, 0).numpy()).max() < 1e-3
+    # and it measures the motion: the median flow is the translation plus the small rotation's mean (0 here)
+    assert np.abs(np.median(alone[0].permute(1, 2, 0).reshape(-1, 2).numpy(), 0) - [1.7, -0.6]).max() < 0.2
+
+
+def test_tracks_of_the_step_are_the_workers_tracks_of_the_same_flow(tmp_path):
+    frames = encoded(tmp_path, affine_video(12, 64, 80, dx=2.0, dy=1.0, rot_deg=2.0, seed=4)[0])
+    starts = [0, 2, 4, 8]  # 4 + 4 overlaps 8's pairs: each distinct pair once; 8 + 4 > 11: clamped at the end
+    tr = track(frames, np.arange(12), starts, 4, seed_stride=8, flow="torch-lk", clamp=True)
+    index = torch.tensor([[min(s + j, 11) for j in range(5)] for s in starts])
+    disp, valid, pos = track_in_step(torch.from_numpy(frames), index, 8, chunk_px=64 * 80 * 3)
+    assert disp.shape == (4, 4, 8, 10, 2) and valid.shape == (4, 8, 10) and pos.shape == (4, 5, 8, 10, 2)
+    assert (disp - torch.from_numpy(tr.disp)).abs().max() < 1e-3
+    assert torch.equal(valid, torch.from_numpy(tr.valid))
+    assert (pos - torch.from_numpy(tr.positions())).abs().max() < 1e-3
+    assert torch.equal(disp[3, 3:], torch.zeros_like(disp[3, 3:]))  # frame 11 to itself: no motion at all
+    assert disp[:, :3].abs().mean() > 1.0  # and elsewhere the motion is there
+    assert not valid.all()  # points that left the frame (2 px per frame to the right) are invalid
+
+
+def _configs(**target):
+    m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
+                    head_hidden=16)
+    return TargetConfig(kind="mme", track_length=4, patch_norm=False, position_unit=1.0, **target), m
+
+
+class _WorkerTracks(TargetFn):
+    """The same target with its tracks made in the worker, one flow pair at a time (``track``)."""
+
+    tracks_in_step = False
+
+
+def test_workers_ship_frames_and_the_step_makes_the_targets_of_the_workers_tracks(tmp_path):
+    frames, _ = affine_video(40, 80, 96, dx=1.0, rot_deg=1.0)
+    write_video(tmp_path / "a.mp4", frames)
+    write_video(tmp_path / "short.mp4", frames[:13])  # 8 frames at stride 2 need 15 + 4: the last tracks clamp
+    (tmp_path / "list.txt").write_text("a.mp4\nshort.mp4\n")
+    tcfg, m = _configs(flow="torch-lk")
+    fn = make_target_fn(tcfg, m)
+    data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=8, stride=2, img_size=64)
+    ds = PretrainDataset(data, fn, track_length=fn.track_length)
+    items = [ds[0], ds[1]]
+    motion = items[0]["motion"]
+    assert set(motion) == {"frames", "track_index", "shape_index"}  # no tracks: the workers only decode
+    # starts 4 raw frames apart, 5 frames each: the frame where one track ends and the next starts is shipped once
+    assert motion["track_index"].shape == (4, 5) and len(motion["frames"]) == 4 * 4 + 1
+    assert len(items[1]["motion"]["frames"]) < 17  # clamped at the short video's end
+    batch = collate(items)
+    assert batch["motion"]["track_index"][1].min() == 17  # the second clip's indices follow the first's frames
+    targets, valid = batch_targets(batch["video"].float(), batch["motion"], tcfg, m)
+    assert targets["traj"].shape == (2, 64, 32) and targets["shape"].shape == (2, 64, 432)
+    worker = _WorkerTracks(tcfg, m)
+    for b in range(2):
+        sample = ds.sample(b, np.random.default_rng([0, 0, b, 0]))  # the draws of ds[b]
+        alone, alone_valid = worker.targets(sample)
+        assert "disp" in worker(sample)
+        assert (targets["traj"][b] - alone["traj"]).abs().max() < 1e-3
+        assert (targets["shape"][b] - alone["shape"]).abs().max() < 1e-3
+        assert torch.equal(valid["traj"][b], alone_valid["traj"])
+
+
+def test_a_step_flow_refuses_what_only_worker_tracks_do():
+    for key in ("compensate", "prune"):
+        with pytest.raises(ConfigError, match=f"torch-lk.*{key}"):
+            _configs(flow="torch-lk", **{key: True})
+    with pytest.raises(ConfigError, match="interpolate=false"):
+        _configs(flow="torch-lk", interpolate=False)
+    _configs(flow="torch-lk", compensate=True, cache_dir="/cache")  # tracks from a cache: the flow is not used
+
+
+def test_missing_frames_are_an_error_naming_the_video_not_a_wrong_frame(tmp_path):
+    frames, _ = affine_video(20, 64, 64, dx=1.0)
+    tcfg, m = _configs(flow="torch-lk")
+    sample = make_sample(frames, 8, 2, 4)
+    sample.frame_ids = sample.frame_ids.copy()
+    sample.frame_ids[-1] += 100  # the last frame a track needs is not held
+    with pytest.raises(DataError, match="gen.mp4.*too short"):
+        make_target_fn(tcfg, m)(sample)
+
+
+def test_pretraining_with_the_step_flow_learns_its_targets(synth, tmp_path):
+    res = run("tiny_cpu_mme", synth, tmp_path, "target.flow=torch-lk", "train.steps=12", "data.num_workers=1")
+    traj = [r["loss_traj"] for r in res.history]
+    assert all(np.isfinite(traj)) and np.mean(traj[-3:]) < 0.8 * np.mean(traj[:3])
+    assert all(0.5 < r["valid_traj"] <= 1.0 for r in res.history)
