@@ -157,8 +157,8 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     return step, model, net
 
 
-def _timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
-    """Seconds per step over ``steps`` steps."""
+def seconds_per_step(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Wall seconds per call of ``step`` over ``steps`` calls, the device's queue drained before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     tic = time.perf_counter()
@@ -275,7 +275,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         for name, step in steps_of.items():
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            best[name] = min(best.get(name, float("inf")), _timed(step, steps, dev))
+            best[name] = min(best.get(name, float("inf")), seconds_per_step(step, steps, dev))
             if dev.type == "cuda":
                 mem[name] = max(mem.get(name, 0.0), torch.cuda.max_memory_allocated(dev) / 2**30)
     for precision, peak in peaks.items():

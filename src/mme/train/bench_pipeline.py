@@ -10,11 +10,11 @@ made in the training step (``torch-lk``: the workers ship frames), and the MME t
 for MME the flow and tracks, or the cached tracks) in CPU time of one thread, the median over ``--clips`` items made
 in turns with the other variants', plus its share of collating a batch of 8 (what a worker does with it); and the
 training step's share of making the targets (pixel; or HOG along the tracks and the assembly, and for ``torch-lk``
-the flow and the tracks), per clip of that batch, made on this CPU (on a GPU it runs batched there). The step rate
-times the worker time gives the cores the workers need: ``--clips-per-s``, else the step rate of the tiny demo model
-measured here (its step time without the data wait). Ratios are against the pixel target measured in the same run.
-Then a short real pre-training run with ``--workers`` loader workers reports the fraction of its step time spent
-waiting for data.
+the flow and the tracks), per clip of that batch, made on the device the training step would use (CPU time of one
+thread on a CPU, wall time on a GPU). The step rate times the worker time gives the cores the workers need:
+``--clips-per-s``, else the step rate of the tiny demo model measured here (its step time without the data wait).
+Ratios are against the pixel target measured in the same run. Then a short real pre-training run with ``--workers``
+loader workers reports the fraction of its step time spent waiting for data.
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from mme.config import load_config
 from mme.data.bench import generated_video
 from mme.data.dataset import collate
 from mme.data.transforms import normalize_clip
 from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
+from mme.train.bench import seconds_per_step
 from mme.train.config import PretrainConfig
+from mme.train.precision import choose_device
 from mme.train.pretrain import pretrain, pretrain_dataset
 from mme.utils import atomic_write_json, cpu_name, keep_freed_memory, sets_threads
 
@@ -50,13 +54,13 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
 
 
 @sets_threads
-def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int, batch: int = 8,
-                 threads: int = 1) -> dict[str, tuple[float, float, float]]:
+def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int,
+                 device: torch.device, batch: int = 8, threads: int = 1) -> dict[str, tuple[float, float, float]]:
     """Per variant, on ``threads`` threads (one, as a loader worker has): the median CPU ms to make one dataset
     item, the variants' items made in turns (so that a change in the machine's load falls on all of them alike;
     after a first, untimed item each that opens the video); the worker's CPU ms per clip to collate a batch of
-    ``batch`` such items; and the step's CPU ms per clip to make their targets (medians of 3). This process's
-    malloc then keeps freed memory, as a worker's."""
+    ``batch`` such items; and the step's ms per clip to make their targets on ``device`` (medians of 3). This
+    process's malloc then keeps freed memory, as a worker's."""
     keep_freed_memory()
     cfgs = {v: _config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run") for v in VARIANTS}
     data = {v: pretrain_dataset(cfg) for v, cfg in cfgs.items()}
@@ -74,25 +78,39 @@ def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path
         for _ in range(3):
             t0 = time.process_time()
             b = collate([items[v][k % clips] for k in range(batch)])
-            t1 = time.process_time()
-            batch_targets(normalize_clip(b["video"]), b["motion"], cfg.target, cfg.model)
-            collating.append(1000 * (t1 - t0) / batch)
-            step.append(1000 * (time.process_time() - t1) / batch)
+            collating.append(1000 * (time.process_time() - t0) / batch)
+            step.append(_step_share_ms(b, cfg, device) / batch)
         out[v] = (statistics.median(times[v]), statistics.median(collating), statistics.median(step))
     return out
+
+
+def _step_share_ms(batch: dict, cfg: PretrainConfig, device: torch.device) -> float:
+    """ms to make a collated batch's targets as the training step does, on ``device``: on a CPU this thread's CPU
+    time; on an accelerator the wall time of the batch's transfer and targets, after one untimed run."""
+    def make():
+        motion = {n: t.to(device, non_blocking=True) for n, t in batch["motion"].items()}
+        batch_targets(normalize_clip(batch["video"].to(device, non_blocking=True)), motion, cfg.target, cfg.model)
+
+    if device.type == "cpu":
+        t0 = time.process_time()
+        make()
+        return 1000 * (time.process_time() - t0)
+    make()
+    return 1000 * seconds_per_step(make, 1, device)
 
 
 def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, stride: int = 4, clips: int = 8,
                    clips_per_s: float | None = None, workers: int = 2, steps: int = 12,
                    json_path: str | None = None) -> dict:
     """``mme bench pipeline`` (module docstring): prints the table and returns the figures."""
+    device = choose_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = Path(video) if video else generated_video(tmp)
         list_file = tmp / "list.txt"
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
-        parts = _variants_ms(list_file, size, frames, stride, tmp, clips)
+        parts = _variants_ms(list_file, size, frames, stride, tmp, clips, device)
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
         run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
@@ -105,7 +123,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
     result = {"cpu": cpu_name(), "video": str(video or "generated 340x256 H.264"), "clip": f"{frames}x{size}²",
               "stride": stride, "worker_ms_per_clip": ms, "ratio_to_pixel": {v: ms[v] / ms["pixel"] for v in ms},
               "worker_collate_ms_per_clip": {v: parts[v][1] for v in parts},
-              "step_target_ms_per_clip": step_ms,
+              "step_target_ms_per_clip": step_ms, "step_device": str(device),
               "clips_per_s": rate,
               "clips_per_s_source": "measured: the tiny model's step here" if measured else "given",
               "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
@@ -117,7 +135,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
     for v in VARIANTS:
         print(f"  {v:<12} {ms[v]:15.1f} {parts[v][1]:17.1f} {result['ratio_to_pixel'][v]:8.2f}x "
               f"{result['cores_needed'][v]:13.2f} {step_ms[v]:21.1f}")
-    print("  (step targets: made in the training step, per clip of a batch of 8 on this CPU; on a GPU, batched there)")
+    where = "this CPU's thread" if device.type == "cpu" else f"{device}, wall time"
+    print(f"  (step targets: made as the training step makes them, per clip of a batch of 8, on {where})")
     print(f"  a {steps}-step MME run with {workers} workers waited for data {100 * result['data_wait_fraction']:.0f} % "
           "of its step time (after its first 2 steps)")
     if json_path:
