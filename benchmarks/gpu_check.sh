@@ -76,7 +76,9 @@ tail -n 25 "$OUT/pipeline.log" 2>/dev/null
 runs() {  # pixel, MME online (flow in the workers; torch-lk in the step) and from a track cache, RUN_STEPS steps each
   local D=$1
   $MME synth "$D" --classes 4 --videos-per-class 16 --size "$VIDEO_SIZE" --frames 80 --workers "$(nproc)" || return 1
+  local t0=$SECONDS
   $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$(nproc)" || return 1
+  local dis_s=$((SECONDS - t0))
   local common=(data.list_file="$D/train.txt" data.root="$D" data.num_workers="$WORKERS" train.steps="$RUN_STEPS"
     train.batch_size="$BATCH" train.device="$DEVICE" train.ckpt_every=100000 model.img_size="$IMG"
     model.num_frames="$FRAMES" data.img_size="$IMG" data.num_frames="$FRAMES")
@@ -97,11 +99,15 @@ print(f'{sys.argv[2]}: {len(rows) / sum(s):.1f} clips/s, waiting for data {100 *
       f'over {len(rows)} steps')" \
       "$D/$run/metrics.jsonl" "$run"
   done
+  t0=$SECONDS  # last, so that a slow one cannot cost the lines above: the cache with torch-lk on the GPU
+  $MME extract "$D/train.txt" --root "$D" --out "$D/cache_lk" --workers "$(nproc)" --flow torch-lk --device "$DEVICE" \
+    && echo "extract with torch-lk on $DEVICE: $((SECONDS - t0)) s for $(wc -l < "$D/train.txt") videos;" \
+      "with DIS on $(nproc) CPU workers: $dis_s s"
 }
 export -f runs
 export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS
 part runs 180 bash -c 'runs "$0"' "$(mktemp -d)"
-grep -E "clips/s, waiting|Error|error" "$OUT/runs.log" 2>/dev/null
+grep -E "clips/s, waiting|extract with|Error|error" "$OUT/runs.log" 2>/dev/null
 
 part tests 600 $PY -m pytest -q -x -n "$TEST_WORKERS" -p no:cacheprovider
 tail -n 5 "$OUT/tests.log" 2>/dev/null

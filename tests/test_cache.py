@@ -24,6 +24,7 @@ from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
 from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache, resample
+from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
 
@@ -97,13 +98,14 @@ def test_shards_split_the_list(videos, tmp_path):
     assert cli(base + ["--shard", "2/2"]) == 1  # not a share: a ConfigError, printed by the CLI
 
 
-def test_load_tracks_equals_compute_tracks_at_the_working_size(videos, tmp_path):
+@pytest.mark.parametrize("flow", [None, "torch-lk"])  # the default; the step's flow, extracted batched
+def test_load_tracks_equals_compute_tracks_at_the_working_size(videos, tmp_path, flow):
     out = tmp_path / "cache"
     cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "3",
-         "--short-side", "96"])
+         "--short-side", "96", *(["--flow", flow] if flow else [])])
     frames = decoded(videos / "b.mp4")  # 96x96 already: the working frames are the decoded ones
     disp, valid = load_tracks(cache_file(out, "b.mp4"))
-    ref_disp, ref_valid = compute_tracks(frames, starts=np.arange(9), length=3)
+    ref_disp, ref_valid = compute_tracks(frames, starts=np.arange(9), length=3, flow=flow or DEFAULT_FLOW)
     assert np.abs(disp[:9] - ref_disp).max() <= QUANT / 2 + 1e-4
     assert (valid[:9] == ref_valid).all()
     part = read_cache(cache_file(out, "b.mp4"), starts=[7, 2, 30])  # only the blocks of these starts

@@ -109,6 +109,17 @@ def test_workers_ship_frames_and_the_step_makes_the_targets_of_the_workers_track
         assert torch.equal(valid["traj"][b], alone_valid["traj"])
 
 
+def test_extraction_on_a_device_that_is_not_there_is_a_clear_error():
+    from mme.motion.extract import ExtractOptions
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda.*no CUDA device"):
+            ExtractOptions(flow="torch-lk", device="cuda")
+    with pytest.raises(ConfigError, match="--device 'gpu0' is not a device"):
+        ExtractOptions(flow="torch-lk", device="gpu0")
+    assert ExtractOptions(flow="torch-lk").batched and not ExtractOptions(flow="torch-lk", compensate=True).batched
+
+
 def test_a_step_flow_refuses_what_only_worker_tracks_do():
     for key in ("compensate", "prune"):
         with pytest.raises(ConfigError, match=f"torch-lk.*{key}"):

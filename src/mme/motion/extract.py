@@ -20,14 +20,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, video_error
 from mme.errors import ConfigError, MMEError
 from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
-from mme.motion.flow import DEFAULT_FLOW, METHODS
-from mme.motion.tracks import default_max_disp, track
+from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
+from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
 from mme.utils import atomic_write_text, check_output
 
 log = logging.getLogger("mme.extract")
@@ -46,12 +47,26 @@ class ExtractOptions:
     max_disp: float | None = None
     chunk: int = 64
     backend: str = "pyav"
+    device: str = "cpu"
+    """Where a flow of the training step (torch-lk) runs, batched over a chunk's frame pairs: cpu, cuda, cuda:1..;
+    the other flows, and torch-lk with compensation, run one pair at a time on the CPU."""
 
     def __post_init__(self):
         if self.length < 1 or self.short_side < 16 or self.seed_stride < 1 or self.chunk < 1:
             raise ConfigError(f"extract: length, short_side (>=16), seed_stride and chunk must be positive: {self}")
         if self.flow not in METHODS:
             raise ConfigError(f"extract: --flow must be one of {list(METHODS)}, got {self.flow!r}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as e:
+            raise ConfigError(f"extract: --device {self.device!r} is not a device (cpu, cuda, cuda:1, ...)") from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"extract: --device {self.device} asked for, but torch sees no CUDA device")
+
+    @property
+    def batched(self) -> bool:
+        """Whether the tracks are made batched on ``device`` (:func:`mme.motion.tracks.track_in_step`)."""
+        return self.flow in STEP_FLOWS and not self.compensate
 
 
 def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -76,6 +91,13 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
             b = min(n, a + opts.chunk)  # starts a .. b-1
             ids = np.arange(a, min(n, b + opts.length))
             frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in reader.read(ids)])
+            if opts.batched:  # every start's frame after each step, as a position in `frames` (clamped at the end)
+                at = track_frames(ids.tolist(), list(range(a, b)), opts.length, 1, n - 1, path) - a
+                dev = torch.device(opts.device)
+                d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
+                                        opts.seed_stride, bound)
+                disp[a:b], valid[a:b] = quantise(d.cpu().numpy()), v.cpu().numpy()
+                continue
             tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow, opts.compensate,
                        bound, source=path, flow_cache=flows, clamp=True)
             disp[a:b], valid[a:b] = quantise(tr.disp), tr.valid
@@ -119,8 +141,6 @@ def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
 
 
 def _init_worker() -> None:
-    import torch
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
@@ -193,11 +213,11 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
 def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
                   seed_stride: int = 8, flow: str | None = None, compensate: bool = False,
                   max_disp: float | None = None, backend: str = "pyav", workers: int = 1, shard: str | None = None,
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, device: str = "cpu") -> dict:
     """``mme extract``: :func:`run` with these :class:`ExtractOptions` (``flow`` None: DEFAULT_FLOW), then a line of
     counts; returns the report."""
     opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow or DEFAULT_FLOW,
-                          compensate=compensate, max_disp=max_disp, backend=backend)
+                          compensate=compensate, max_disp=max_disp, backend=backend, device=device)
     report = run(list_file, root, out, opts, workers, shard, overwrite)
     print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} failed"
           + (f" (see {out})" if report["failed"] else ""))

@@ -219,8 +219,10 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     frames: uint8 ``(U, H, W, 3)``, every frame the tracks visit; index: ``(P, L + 1)`` the frame each of P starts
     is at after each step (the same frame twice in a row: a clamped frame past a video's end, where the flow is
     exactly zero). Each distinct frame pair's flow is computed once, ``chunk_px`` pixels of pairs at a time
-    (default about 2^20 on a CPU, 2^24 on an accelerator). Returns displacements ``(P, L, Gh, Gw, 2)`` px,
-    validity ``(P, Gh, Gw)`` and positions ``(P, L + 1, Gh, Gw, 2)``.
+    (default: 2^18 on a CPU, the fastest per pair on one thread of a Zen 4 EPYC for 96² and 298x224 pairs, e.g.
+    43 ms per 298x224 pair against 54 alone and 63 in chunks of 32; 2^24 on an accelerator, where the temporaries
+    of a chunk take a few GB). Returns displacements ``(P, L, Gh, Gw, 2)`` px, validity ``(P, Gh, Gw)`` and
+    positions ``(P, L + 1, Gh, Gw, 2)``.
     """
     P, L = index.shape[0], index.shape[1] - 1
     H, W = frames.shape[1:3]
@@ -233,7 +235,7 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     moving = distinct[:, 0] != distinct[:, 1]
     flows = torch.zeros(len(distinct), 2, H, W, device=dev)
     todo = moving.nonzero()[:, 0]
-    chunk = max(1, (chunk_px or (1 << 20 if dev.type == "cpu" else 1 << 24)) // (H * W))
+    chunk = max(1, (chunk_px or (1 << 18 if dev.type == "cpu" else 1 << 24)) // (H * W))
     for k in range(0, len(todo), chunk):
         rows = todo[k:k + chunk]
         flows[rows] = lk_flow(grey(frames[distinct[rows, 0]]), grey(frames[distinct[rows, 1]]))
