@@ -53,6 +53,20 @@ def test_a_pair_gets_the_same_flow_alone_in_a_batch_and_under_autocast(tmp_path)
     assert np.abs(np.median(alone[0].permute(1, 2, 0).reshape(-1, 2).numpy(), 0) - [1.7, -0.6]).max() < 0.2
 
 
+def test_the_accelerators_blur_is_the_cpus_and_gives_the_same_flow(tmp_path, monkeypatch):
+    """A GPU blurs by convolution, a CPU by shifted sums: checked here on the CPU, where both run."""
+    from mme.motion import torch_flow
+
+    x = torch.rand(3, 5, 37, 50) * 255
+    for sigma in (0.8, 2.0, 3.0):
+        assert (torch_flow._blur(x, sigma, shifted=False) - torch_flow._blur(x, sigma, shifted=True)).abs().max() < 1e-3
+    g = grey(torch.from_numpy(encoded(tmp_path, affine_video(3, 64, 80, dx=1.2, rot_deg=1.5)[0])))
+    shifted = lk_flow(g[:2], g[1:])
+    blur = torch_flow._blur
+    monkeypatch.setattr(torch_flow, "_blur", lambda x, sigma: blur(x, sigma, shifted=False))
+    assert (lk_flow(g[:2], g[1:]) - shifted).abs().max() < 1e-3
+
+
 def test_tracks_of_the_step_are_the_workers_tracks_of_the_same_flow(tmp_path):
     frames = encoded(tmp_path, affine_video(12, 64, 80, dx=2.0, dy=1.0, rot_deg=2.0, seed=4)[0])
     starts = [0, 2, 4, 8]  # 4 + 4 overlaps 8's pairs: each distinct pair once; 8 + 4 > 11: clamped at the end
