@@ -80,7 +80,7 @@ def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5, (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def _warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image (P, C, H, W)`` read at ``x + flow(x)`` (bilinear, borders replicated); flow ``(P, 2, H, W)`` px."""
     P, _, H, W = image.shape
     ys, xs = torch.meshgrid(torch.arange(H, dtype=flow.dtype, device=flow.device),
@@ -117,7 +117,7 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False) * scale
             g0x, g0y = _gradient(i0)
             for _ in range(ITERATIONS):
-                moved = warp(i1, flow)
+                moved = _warp(i1, flow)
                 g1x, g1y = _gradient(moved)
                 gx, gy, e = (g0x + g1x) * 0.5, (g0y + g1y) * 0.5, moved - i0
                 sxx, sxy, syy, sxe, sye = _blur(torch.cat([gx * gx, gx * gy, gy * gy, gx * e, gy * e], 1),
