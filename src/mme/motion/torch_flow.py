@@ -5,15 +5,15 @@ OpenCV's DIS runs one pair at a time on one CPU core in the data workers, and it
 are most of a worker's CPU for online MME targets (docs/performance.md). This flow runs wherever the batch is:
 every pair of a batch at once on the GPU, so online targets need only decoding from the workers.
 
-Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least
-:data:`MIN_SIZE` px on its short side): both frames smoothed by a Gaussian of :data:`PRE_SIGMA` px; then
-:data:`ITERATIONS` Gauss-Newton steps of a translation per pixel, fitted over a Gaussian window of
-:data:`WINDOW_SIGMA` px: frame b warped by the current flow (bilinear), the symmetric gradient (the mean of both
-frames' gradients), the 2 x 2 system damped by :data:`DAMPING` (a quarter of it per level up, as the
-gradients' energy falls; it keeps the update small where the window has no texture, so the coarser level's
-flow stays there), and the flow smoothed by a Gaussian of :data:`SMOOTH` px after each step (DIS's variational
-refinement plays this part). The settings were chosen on ``mme bench flow``'s analytic motions and its object
-set's PatchStd probe, where the flow's detail inside a patch counts (docs/performance.md).
+Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least :data:`MIN_SIZE`
+px on its short side): both frames smoothed by a Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS`
+Gauss-Newton steps of a translation per pixel, fitted over a Gaussian window of :data:`WINDOW_SIGMA` px: frame b
+warped by the current flow (bilinear), the symmetric gradient (the mean of both frames' gradients), residuals
+weighted robustly (:data:`ROBUST`), the 2 x 2 system damped by :data:`DAMPING` (a quarter of it per level up, as the
+gradients' energy falls; it keeps the update small where the window has no texture, so the coarser level's flow
+stays there), each step at most :data:`MAX_STEP` px, and the flow smoothed by a Gaussian of :data:`SMOOTH` px after
+each step (DIS's variational refinement plays this part). The settings were chosen on ``mme bench flow``'s analytic
+motions and its object set's PatchStd probe, where the flow's detail inside a patch counts (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ DAMPING = 100.0
 quarter of it at each level above."""
 SMOOTH = 2.0
 """Gaussian smoothing of the flow after each step, px."""
+ROBUST = 8.0
+"""Residuals are weighted by ``(1 + (e / ROBUST)²)^-1/2`` (Charbonnier, grey levels): occlusions and appearance
+changes pull the flow less."""
+MAX_STEP = 1.0
+"""The largest change of each flow component in one Gauss-Newton step, px of its level."""
 MIN_SIZE = 16
 """Short side of the coarsest level, px (at least)."""
 GREY_WEIGHTS = (4899, 9617, 1868)
@@ -120,11 +125,13 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 moved = _warp(i1, flow)
                 g1x, g1y = _gradient(moved)
                 gx, gy, e = (g0x + g1x) * 0.5, (g0y + g1y) * 0.5, moved - i0
+                root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25  # each product below carries the weight once
+                gx, gy, e = gx * root_weight, gy * root_weight, e * root_weight
                 sxx, sxy, syy, sxe, sye = _blur(torch.cat([gx * gx, gx * gy, gy * gy, gx * e, gy * e], 1),
                                                 WINDOW_SIGMA).unbind(1)
                 damping = DAMPING / 4 ** level
                 sxx, syy = sxx + damping, syy + damping
                 det = sxx * syy - sxy * sxy
                 step = torch.stack([syy * sxe - sxy * sye, sxx * sye - sxy * sxe], 1) / det[:, None]
-                flow = _blur(flow - step, SMOOTH)
+                flow = _blur(flow - step.clamp_(-MAX_STEP, MAX_STEP), SMOOTH)
         return flow
