@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mme.data.video import open_video
 from mme.motion.flow import raw_flow
+from mme.motion.torch_flow import warp
 from mme.utils import cpu_name
 
 VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
@@ -51,11 +51,7 @@ def pairs(path: Path, every: int, count: int, short_side: int = 224) -> list[tup
 def warp_residual(a: np.ndarray, b: np.ndarray, flow: np.ndarray) -> float:
     """Mean |grey b(x + flow(x)) - grey a(x)| inside the border."""
     ga, gb = (torch.from_numpy(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)).float()[None, None] for x in (a, b))
-    H, W = flow.shape[:2]
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    grid = np.stack([(xs + flow[..., 0]) * 2 / (W - 1) - 1, (ys + flow[..., 1]) * 2 / (H - 1) - 1], -1)
-    moved = F.grid_sample(gb, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="border",
-                          align_corners=True)
+    moved = warp(gb, torch.from_numpy(flow).permute(2, 0, 1)[None])
     return float((moved - ga)[..., BORDER:-BORDER, BORDER:-BORDER].abs().mean())
 
 

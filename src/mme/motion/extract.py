@@ -87,13 +87,13 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
         valid = np.zeros((n, h // opts.seed_stride, w // opts.seed_stride), bool)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
+        dev = torch.device(opts.device)
         for a in range(0, n, opts.chunk):
             b = min(n, a + opts.chunk)  # starts a .. b-1
             ids = np.arange(a, min(n, b + opts.length))
             frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in reader.read(ids)])
             if opts.batched:  # every start's frame after each step, as a position in `frames` (clamped at the end)
                 at = track_frames(ids.tolist(), list(range(a, b)), opts.length, 1, n - 1, path) - a
-                dev = torch.device(opts.device)
                 d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
                                         opts.seed_stride, bound)
                 disp[a:b], valid[a:b] = quantise(d.cpu().numpy()), v.cpu().numpy()

@@ -336,6 +336,15 @@ def batch_targets(video: torch.Tensor, motion: dict[str, torch.Tensor], cfg: Tar
     return {**step_targets(video, cfg, model_cfg), **targets}, valid
 
 
+def _ship_frames(sample, raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct frames of a sample that the raw indices ``raw`` (any shape, all held) name, uint8
+    ``(U, h, w, 3)``, and where each index is among them (``raw``'s shape)."""
+    ids = np.asarray(sample.frame_ids)
+    used = np.unique(raw)
+    frames = np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)])
+    return torch.from_numpy(frames), torch.from_numpy(np.searchsorted(used, raw))
+
+
 @dataclass
 class TargetFn:
     """``sample -> motion`` in the data workers: the tracks (and frames) the motion targets are made of in the
@@ -404,10 +413,8 @@ class TargetFn:
             L = self.cfg.track_length
             raw = track_frames(ids.tolist(), np.asarray(sample.starts).tolist(), L, 1, int(ids.max()),
                                str(sample.path))  # (S, L + 1)
-            used = np.unique(raw)
-            index = torch.from_numpy(np.searchsorted(used, raw))
-            out = {"frames": torch.from_numpy(np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)])),
-                   "track_index": index}
+            frames, index = _ship_frames(sample, raw)
+            out = {"frames": frames, "track_index": index}
             if "shape" in self.names:
                 out["shape_index"] = index[:, :L].contiguous()
             return out
@@ -421,9 +428,7 @@ class TargetFn:
             L = self.cfg.track_length
             jj = np.arange(L) if self.cfg.interpolate else (np.arange(L) // stride) * stride
             raw = np.minimum(np.asarray(sample.starts)[:, None] + jj[None, :], ids.max())  # (S, L), as clamped
-            used = np.unique(raw)
-            out["frames"] = torch.from_numpy(np.ascontiguousarray(sample.frames[np.searchsorted(ids, used)]))
-            out["shape_index"] = torch.from_numpy(np.searchsorted(used, raw))
+            out["frames"], out["shape_index"] = _ship_frames(sample, raw)
             out["shape_pos"] = torch.from_numpy(np.ascontiguousarray(tr.positions()[:, jj]))  # p_t .. p_{t+L-1}
         return out
 

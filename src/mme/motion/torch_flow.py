@@ -18,6 +18,7 @@ motions and its object set's PatchStd probe, where the flow's detail inside a pa
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -48,11 +49,13 @@ arithmetic gives the same grey frames on every device (``cv2.cvtColor`` differs 
 
 def grey(frames: torch.Tensor) -> torch.Tensor:
     """uint8 RGB frames ``(..., H, W, 3)`` -> float32 grey ``(..., H, W)`` (:data:`GREY_WEIGHTS`)."""
-    w = torch.tensor(GREY_WEIGHTS, dtype=torch.int32, device=frames.device)
-    return ((frames.to(torch.int32) * w).sum(-1).add_(1 << 13) >> 14).float()
+    r, g, b = frames.to(torch.int32).unbind(-1)
+    wr, wg, wb = GREY_WEIGHTS
+    return ((r * wr + g * wg + b * wb + (1 << 13)) >> 14).float()
 
 
-def _gaussian(sigma: float, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=32)
+def _gaussian(sigma: float, device: torch.device) -> torch.Tensor:
     r = max(1, math.ceil(2.5 * sigma))
     t = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
     k = torch.exp(-t * t / (2 * sigma * sigma))
@@ -85,11 +88,18 @@ def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) * 0.5, (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) * 0.5
 
 
-def _warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``image (P, C, H, W)`` read at ``x + flow(x)`` (bilinear, borders replicated); flow ``(P, 2, H, W)`` px."""
-    P, _, H, W = image.shape
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=flow.dtype, device=flow.device),
-                            torch.arange(W, dtype=flow.dtype, device=flow.device), indexing="ij")
+@functools.lru_cache(maxsize=32)
+def _pixel_grid(H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 ``(H, W)`` row and column of every pixel."""
+    return torch.meshgrid(torch.arange(H, dtype=torch.float32, device=device),
+                          torch.arange(W, dtype=torch.float32, device=device), indexing="ij")
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image (P, C, H, W)`` read at ``x + flow(x)`` (bilinear, borders replicated); flow float32 ``(P, 2, H, W)``
+    px."""
+    H, W = image.shape[-2:]
+    ys, xs = _pixel_grid(H, W, flow.device)
     gx = (xs + flow[:, 0]) * (2.0 / max(W - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(H - 1, 1)) - 1.0
     return F.grid_sample(image, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
@@ -118,11 +128,12 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 flow = torch.zeros(i0.shape[0], 2, H, W, device=i0.device)
             else:
                 h, w = flow.shape[-2:]
-                scale = torch.tensor([W / w, H / h], device=flow.device).view(1, 2, 1, 1)
-                flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False) * scale
+                flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False)
+                flow[:, 0] *= W / w
+                flow[:, 1] *= H / h
             g0x, g0y = _gradient(i0)
             for _ in range(ITERATIONS):
-                moved = _warp(i1, flow)
+                moved = warp(i1, flow)
                 g1x, g1y = _gradient(moved)
                 gx, gy, e = (g0x + g1x) * 0.5, (g0y + g1y) * 0.5, moved - i0
                 root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25  # each product below carries the weight once

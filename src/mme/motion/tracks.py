@@ -93,6 +93,14 @@ def sample_flow(flows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return out[:, :, 0].permute(0, 2, 1)
 
 
+def _displacement(flows: torch.Tensor, pos: torch.Tensor, inside: torch.Tensor, bound: float) -> torch.Tensor:
+    """Each point's step ``(S, P, 2)``: the flow at its position (:func:`sample_flow`), bounded at ``±bound``, and 0
+    for points that have left the frame."""
+    d = sample_flow(flows, pos).clamp_(-bound, bound)
+    d[~inside] = 0.0
+    return d
+
+
 def _as_frames(frames, source: str) -> np.ndarray:
     if isinstance(frames, np.ndarray):
         arr = frames
@@ -181,8 +189,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     for j in range(length):
         pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
         flows = torch.from_numpy(np.stack([f for f, _ in pairs])).permute(0, 3, 1, 2)
-        d = np.clip(sample_flow(flows, torch.from_numpy(pos)).numpy(), -bound, bound)  # (S, P, 2)
-        d[~inside] = 0.0
+        d = _displacement(flows, torch.from_numpy(pos), torch.from_numpy(inside), bound).numpy()  # (S, P, 2)
         q = pos + d
         if compensate:
             for i, (_, hom) in enumerate(pairs):
@@ -244,8 +251,7 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     inside = torch.ones(P, gh * gw, dtype=torch.bool, device=dev)
     disp, path = [], [pos]
     for j in range(L):
-        d = sample_flow(flows[which[:, j]], pos).clamp_(-bound, bound)
-        d[~inside] = 0.0
+        d = _displacement(flows[which[:, j]], pos, inside, bound)
         pos = torch.where(inside[..., None], pos + d, pos)
         inside &= in_frame(pos, H, W)
         disp.append(d)
