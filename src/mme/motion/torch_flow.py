@@ -7,13 +7,16 @@ every pair of a batch at once on the GPU, so online targets need only decoding f
 
 Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least :data:`MIN_SIZE`
 px on its short side): both frames smoothed by a Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS`
-Gauss-Newton steps of a translation per pixel, fitted over a Gaussian window of :data:`WINDOW_SIGMA` px: frame b
-warped by the current flow (bilinear), the symmetric gradient (the mean of both frames' gradients), residuals
-weighted robustly (:data:`ROBUST`), the 2 x 2 system damped by :data:`DAMPING` (a quarter of it per level up, as the
-gradients' energy falls; it keeps the update small where the window has no texture, so the coarser level's flow
-stays there), each step at most :data:`MAX_STEP` px, and the flow smoothed by a Gaussian of :data:`SMOOTH` px after
-each step (DIS's variational refinement plays this part). The settings were chosen on ``mme bench flow``'s analytic
-motions and its object set's PatchStd probe, where the flow's detail inside a patch counts (docs/performance.md).
+Gauss-Newton steps of a translation per pixel, fitted over a Gaussian window of :data:`WINDOW_SIGMA` px: first (on
+the finest level only before the first two) the flow of the pixels :data:`PROPAGATE` px away is tried at every
+pixel (see there), then frame b warped by the flow (bilinear), the symmetric gradient (the mean of both frames'
+gradients), residuals weighted robustly (:data:`ROBUST`), the 2 x 2 system damped by :data:`DAMPING` (a quarter of
+it per level up, as the gradients' energy falls; it keeps the update small where the window has no texture, so the
+coarser level's flow stays there), each step at most :data:`MAX_STEP` px, and the flow smoothed by a Gaussian of
+:data:`SMOOTH` px after each step (DIS's variational refinement plays this part). The settings were chosen on
+``mme bench flow``'s analytic motions and its object set's PatchStd probe, where the flow's detail inside a patch
+counts, and the propagation on objects moving over real footage (``benchmarks/flow_real_footage.py``;
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,23 @@ ROBUST = 8.0
 changes pull the flow less."""
 MAX_STEP = 1.0
 """The largest change of each flow component in one Gauss-Newton step, px of its level."""
+PROPAGATE = 4
+"""Before each Gauss-Newton step every pixel tries the flow of the pixels this many px away (of its level) left and
+right, or above and below on odd steps, and takes the one whose warp explains its window best (robust residuals;
+the current flow wins ties). Where an object moves over a still background, the coarse levels' windows spread its
+motion tens of pixels beyond its edges, and the finer levels' Gauss-Newton steps cannot undo it in textureless
+parts; a flow cut at the edge travels across the spread a few px per step (DIS's spatial propagation does the same
+for its patches)."""
+FINEST_MARGIN = 0.01
+"""On the finest level a neighbour's flow is taken only where it lowers the window's residual by more than this
+fraction. A flow spread across an edge misfits by more; the slight differences of a smooth flow field inside a small
+rotating or growing object do not, and without the margin they were replaced by their neighbours' (in a trial,
+``mme bench flow``'s object probe on PatchStd targets fell from 68.8 / 70.8 to 54.2 / 41.7 %; with it 60.4 / 75.0,
+``dis-balanced``'s 60.4 / 62.5; docs/performance.md)."""
+FINEST_PROPAGATIONS = 2
+"""The finest level propagates before this many of its Gauss-Newton steps (one each way), the coarser levels before
+all: before every step there it cost 3.6x the CPU per pair of no propagation instead of 2.1-2.6x, for an error of
+0.24 instead of 0.26 px on ``benchmarks/flow_real_footage.py``'s moving objects."""
 MIN_SIZE = 16
 """Short side of the coarsest level, px (at least)."""
 GREY_WEIGHTS = (4899, 9617, 1868)
@@ -89,21 +109,47 @@ def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=32)
-def _pixel_grid(H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 ``(H, W)`` row and column of every pixel."""
-    return torch.meshgrid(torch.arange(H, dtype=torch.float32, device=device),
-                          torch.arange(W, dtype=torch.float32, device=device), indexing="ij")
+def _pixel_grid(H: int, W: int, device: torch.device, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 ``(n H, W)`` row and column of every pixel of an ``H x W`` image, n times along the rows."""
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32, device=device),
+                            torch.arange(W, dtype=torch.float32, device=device), indexing="ij")
+    return ys.repeat(n, 1), xs.repeat(n, 1)
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image (P, C, H, W)`` read at ``x + flow(x)`` (bilinear, borders replicated); flow float32 ``(P, 2, H, W)``
-    px."""
+    px, or ``(P, 2, n H, W)``: n flows of the image stacked along the rows, read into n images stacked so."""
     H, W = image.shape[-2:]
-    ys, xs = _pixel_grid(H, W, flow.device)
+    ys, xs = _pixel_grid(H, W, flow.device, flow.shape[-2] // H)
     gx = (xs + flow[:, 0]) * (2.0 / max(W - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(H - 1, 1)) - 1.0
     return F.grid_sample(image, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
                          align_corners=True)
+
+
+def _shifted(flow: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``flow`` read ``(dy, dx)`` px away: the flow of pixel ``(y + dy, x + dx)`` at ``(y, x)``, borders replicated."""
+    r = max(abs(dy), abs(dx))
+    H, W = flow.shape[-2:]
+    return F.pad(flow, (r, r, r, r), mode="replicate")[..., r + dy:r + dy + H, r + dx:r + dx + W]
+
+
+def _propagate(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, vertical: bool,
+               margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:data:`PROPAGATE`'s step: the flow after it ``(P, 2, H, W)`` and ``i1`` warped by that flow ``(P, 1, H, W)``;
+    a neighbour's flow must lower the residual by more than the fraction ``margin``. The three candidates are
+    warped by one ``grid_sample`` (stacked along the rows: the frame is not copied)."""
+    d = PROPAGATE
+    offsets = ((d, 0), (-d, 0)) if vertical else ((0, d), (0, -d))
+    candidates = torch.stack([flow, *(_shifted(flow, dy, dx) for dy, dx in offsets)], 1)  # (P, 3, 2, H, W)
+    P, n, _, H, W = candidates.shape
+    moved = warp(i1, candidates.transpose(1, 2).reshape(P, 2, n * H, W)).view(P, n, H, W)
+    cost = _blur((1.0 + ((moved - i0) / ROBUST) ** 2).sqrt_(), WINDOW_SIGMA)  # Charbonnier, as the weights
+    if margin:
+        cost[:, 0] *= 1.0 - margin
+    best = cost.argmin(1, keepdim=True)  # the first of equal costs: the current flow
+    flow = candidates.gather(1, best[:, :, None].expand(P, 1, 2, H, W))[:, 0]
+    return flow, moved.gather(1, best)
 
 
 def _pyramid(x: torch.Tensor) -> list[torch.Tensor]:
@@ -132,8 +178,11 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 flow[:, 0] *= W / w
                 flow[:, 1] *= H / h
             g0x, g0y = _gradient(i0)
-            for _ in range(ITERATIONS):
-                moved = warp(i1, flow)
+            for it in range(ITERATIONS):
+                if level > 0 or it < FINEST_PROPAGATIONS:
+                    flow, moved = _propagate(i0, i1, flow, it % 2 == 1, FINEST_MARGIN if level == 0 else 0.0)
+                else:
+                    moved = warp(i1, flow)
                 g1x, g1y = _gradient(moved)
                 gx, gy, e = (g0x + g1x) * 0.5, (g0y + g1y) * 0.5, moved - i0
                 root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25  # each product below carries the weight once
