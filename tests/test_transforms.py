@@ -68,6 +68,16 @@ def test_coordinate_video_proves_every_transform(coord_frames):
         assert check_geometry(coord_frames, geom) > 50
 
 
+def test_one_channel_and_channel_less_frames_resize_as_a_channel_of_rgb(coord_frames):
+    for geom in (Geometry(8.0, 4.0, 48.0, 40.0, 24, 20), Geometry(10.0, 6.0, 20.0, 16.0, 40, 32, flip=True),
+                 Geometry(5.25, 3.5, 30.5, 30.5, 24, 24)):
+        rgb = apply_geometry(coord_frames, geom)
+        for grey in (coord_frames[..., :1], coord_frames[..., 0]):
+            out = apply_geometry(grey, geom)
+            assert out.shape == (len(coord_frames), geom.out_h, geom.out_w, 1) and out.flags.c_contiguous
+            np.testing.assert_array_equal(out, rgb[..., :1])
+
+
 class CentreConventionGeometry(Geometry):
     """The classic mistake: scaling about pixel centres at integers instead of pixel edges."""
 

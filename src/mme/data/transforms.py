@@ -109,19 +109,22 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
     An integer crop box is sliced and resized (INTER_AREA when shrinking, which averages like PIL's
     antialiased bilinear, INTER_LINEAR when enlarging); a fractional box is warped with the exact affine map.
     """
-    size = (geom.out_w, geom.out_h)
+    frames, size = np.asarray(frames), (geom.out_w, geom.out_h)
     box = (geom.x0, geom.y0, geom.w, geom.h)
+    # each frame is resized into its place in the output (no stacking copy); cv2 takes a channel axis of 1 as none
+    out = np.empty((len(frames), geom.out_h, geom.out_w, frames.shape[3] if frames.ndim == 4 else 1), frames.dtype)
+    places = out[..., 0] if out.shape[3] == 1 else out
     if all(float(v).is_integer() for v in box):
         x0, y0, w, h = (int(v) for v in box)
         interp = cv2.INTER_AREA if (geom.out_w < w and geom.out_h < h) else cv2.INTER_LINEAR
-        out = np.stack([cv2.resize(f[y0:y0 + h, x0:x0 + w], size, interpolation=interp) for f in frames])
+        for f, place in zip(frames, places):
+            cv2.resize(f[y0:y0 + h, x0:x0 + w], size, dst=place, interpolation=interp)
     else:
         sx, sy = geom.scale
         # Edge convention on both sides: x_out = (x - x0) * sx  <=>  OpenCV's centre convention shifted by 0.5.
         m = np.array([[sx, 0, (0.5 - geom.x0) * sx - 0.5], [0, sy, (0.5 - geom.y0) * sy - 0.5]], np.float64)
-        out = np.stack([cv2.warpAffine(f, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                        for f in frames])
-    out = out.reshape(len(frames), geom.out_h, geom.out_w, -1)  # cv2 drops a trailing channel axis of 1
+        for f, place in zip(frames, places):
+            cv2.warpAffine(f, m, size, dst=place, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(out[:, :, ::-1]) if geom.flip else out
 
 
