@@ -141,6 +141,15 @@ def test_view_crops_span_the_long_side():
     assert [(g.x0, g.y0) for g in view_crops((320, 240), 224, 1)] == [(40, 0)]
 
 
+@pytest.mark.parametrize("shape", [(16, 224, 224, 3), (3, 7, 5, 3), (2, 9, 11, 1), (0, 4, 4, 3)])
+def test_clips_hold_the_frames_channel_first(shape):
+    frames = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    for f in (frames, frames[::-1], frames[:, :, ::-1]):  # contiguous, reversed in time, flipped
+        clip = to_clip(f)
+        assert clip.dtype == torch.uint8 and clip.is_contiguous()
+        assert torch.equal(clip, torch.from_numpy(f.copy()).permute(3, 0, 1, 2))
+
+
 def test_normalisation_round_trip_and_layout():
     frames = np.random.default_rng(0).integers(0, 256, (4, 8, 10, 3), dtype=np.uint8)
     video = to_video_tensor(frames)
