@@ -151,9 +151,12 @@ def _propagate(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, vertical:
     # the first of equal costs, as argmin, by comparisons (argmin over a middle axis of 3 is slow on a CPU)
     first = cost[:, 1:2] < cost[:, :1]
     second = cost[:, 2:] < torch.where(first, cost[:, 1:2], cost[:, :1])
-    flow_of, moved_of = (lambda k: candidates[:, :, k * H:(k + 1) * H]), (lambda k: moved[:, :, k * H:(k + 1) * H])
-    return (torch.where(second, flow_of(2), torch.where(first, flow_of(1), flow)),
-            torch.where(second, moved_of(2), torch.where(first, moved_of(1), moved_of(0))))
+
+    def block(x: torch.Tensor, k: int) -> torch.Tensor:  # candidate k of a row-stacked tensor
+        return x[:, :, k * H:(k + 1) * H]
+
+    return (torch.where(second, block(candidates, 2), torch.where(first, block(candidates, 1), flow)),
+            torch.where(second, block(moved, 2), torch.where(first, block(moved, 1), block(moved, 0))))
 
 
 def _pyramid(x: torch.Tensor) -> list[torch.Tensor]:
