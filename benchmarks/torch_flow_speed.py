@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from mme.motion.torch_flow import lk_flow
+from mme.train.bench import seconds_per_step
 from mme.utils import cpu_name
 
 
 def time_call(a: torch.Tensor, b: torch.Tensor, repeat: int) -> float:
     """Median seconds of ``lk_flow(a, b)`` over ``repeat`` calls (wall time, the device's queue drained)."""
     lk_flow(a, b)
-    times = []
-    for _ in range(repeat):
-        if a.is_cuda:
-            torch.cuda.synchronize(a.device)
-        t0 = time.perf_counter()
-        lk_flow(a, b)
-        if a.is_cuda:
-            torch.cuda.synchronize(a.device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(seconds_per_step(lambda: lk_flow(a, b), 1, a.device) for _ in range(repeat))
 
 
 def main() -> None:

@@ -97,14 +97,14 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
                 d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
                                         opts.seed_stride, bound)
                 disp[a:b], valid[a:b] = quantise(d.cpu().numpy()), v.cpu().numpy()
-                continue
-            tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow, opts.compensate,
-                       bound, source=path, flow_cache=flows, clamp=True)
-            disp[a:b], valid[a:b] = quantise(tr.disp), tr.valid
-            for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
-                hom = flows.pop(pair)[1]
-                if pair_homs is not None and hom is not None:
-                    pair_homs[pair[0]] = hom
+            else:
+                tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow,
+                           opts.compensate, bound, source=path, flow_cache=flows, clamp=True)
+                disp[a:b], valid[a:b] = quantise(tr.disp), tr.valid
+                for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
+                    hom = flows.pop(pair)[1]
+                    if pair_homs is not None and hom is not None:
+                        pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path))
     save_tracks(out_path, disp, valid, pair_homs, meta)

@@ -227,9 +227,9 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     is at after each step (the same frame twice in a row: a clamped frame past a video's end, where the flow is
     exactly zero). Each distinct frame pair's flow is computed once, ``chunk_px`` pixels of pairs at a time
     (default: 2^18 on a CPU, the fastest per pair on one thread of a Zen 4 EPYC for 96² and 298x224 pairs, e.g.
-    43 ms per 298x224 pair against 54 alone and 63 in chunks of 32; 2^24 on an accelerator, where the temporaries
-    of a chunk take a few GB). Returns displacements ``(P, L, Gh, Gw, 2)`` px, validity ``(P, Gh, Gw)`` and
-    positions ``(P, L + 1, Gh, Gw, 2)``.
+    64 ms per 298x224 pair in chunks of 4 against 80 alone and 97 in chunks of 32; 2^24 on an accelerator, where
+    the temporaries of a chunk take a few GB). Returns displacements ``(P, L, Gh, Gw, 2)`` px, validity
+    ``(P, Gh, Gw)`` and positions ``(P, L + 1, Gh, Gw, 2)``.
     """
     P, L = index.shape[0], index.shape[1] - 1
     H, W = frames.shape[1:3]

@@ -120,7 +120,7 @@ def random_motion(target_cfg: TargetConfig, model_cfg: ModelConfig, batch: int,
     if "shape" in target_cfg.heads:
         out["shape_pos"] = torch.rand(batch, S, L, G, G, 2, generator=gen) * (c.img_size - 1)
         out["frames"] = torch.randint(0, 256, (batch * S * L, c.img_size, c.img_size, 3), generator=gen,
-                                            dtype=torch.uint8)
+                                      dtype=torch.uint8)
         out["shape_index"] = torch.arange(batch * S * L).view(batch, S, L)
     return {k: v.to(device) for k, v in out.items()}
 
