@@ -14,7 +14,6 @@ from mme.models.config import PRESETS
 from mme.models.masking import make_mask, random_mask, tube_mask
 from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, sincos_table
 from mme.motion.targets import pixel_target
-from mme.utils import cpu_features
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
             decoder_heads=2)
@@ -146,12 +145,15 @@ def test_attention_has_no_k_bias():
         torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("tokens", [SHORT_ON_CPU, SHORT_ON_CPU + 1])
-def test_short_sequences_attend_in_fp32_under_cpu_autocast_where_there_is_no_amx(tokens):
+@pytest.mark.parametrize("kind", ["AMX", "other"])
+@pytest.mark.parametrize("beyond", [0, 1])
+def test_short_sequences_attend_in_fp32_under_cpu_autocast(kind, beyond, monkeypatch):
+    features = ("AVX2", "AVX-512", "AVX512-BF16") + (("AMX",) if kind == "AMX" else ())
+    monkeypatch.setattr("mme.models.vit.cpu_features", lambda: features)
+    tokens = SHORT_ON_CPU[kind] + beyond
     q, k, v = (torch.randn(1, 2, tokens, 8, generator=torch.Generator().manual_seed(i)).bfloat16()
                for i in range(3))
-    fp32 = tokens <= SHORT_ON_CPU and "AMX" not in cpu_features()
-    expected = (F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16() if fp32
+    expected = (F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16() if not beyond
                 else F.scaled_dot_product_attention(q, k, v))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attention(q, k, v)

@@ -68,21 +68,27 @@ class TubeletEmbed(nn.Module):
         return F.linear(patches.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
-SHORT_ON_CPU = 400
-"""Sequences up to this many tokens are attended in fp32 on a CPU without AMX under bf16/fp16 autocast
-(:func:`attention`)."""
+SHORT_ON_CPU = {"AMX": 191, "other": 400}
+"""Under bf16/fp16 autocast on a CPU, sequences of up to this many tokens are attended in fp32
+(:func:`attention`), by whether the CPU has AMX."""
+
+
+@torch.compiler.assume_constant_result
+def short_on_this_cpu() -> int:
+    """This CPU's :data:`SHORT_ON_CPU` (a constant to ``torch.compile``)."""
+    return SHORT_ON_CPU["AMX" if "AMX" in cpu_features() else "other"]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``, in fp32 for short sequences on a CPU without AMX.
+    """``F.scaled_dot_product_attention``, in fp32 for short sequences on a CPU (:data:`SHORT_ON_CPU`).
 
-    There torch's bf16 kernel (forward and backward) took 1.04-3.6x the fp32 kernel's time up to 392 tokens and
-    gained 2-15 % from 512 on (AVX-512-BF16 CPU, 1 and 2 threads; docs/performance.md). So under autocast such
-    sequences (the encoder's visible tokens, small models' decoders) go through fp32, which is also the more exact;
-    the casts cost a few percent of the kernel. fp32 runs, CUDA, and AMX CPUs (unmeasured) take the kernel as it
-    is."""
-    if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= SHORT_ON_CPU \
-            and "AMX" not in cpu_features():
+    There torch's bf16 kernel (forward and backward) is slower than its fp32 kernel on short sequences: on an
+    AVX512-BF16 CPU without AMX it took 1.04-3.6x the fp32 kernel's time up to 392 tokens and gained 2-15 % from
+    512 on; on an AMX CPU it took 1.04-3.7x up to 196 tokens (16 x 224² at mask 0.9: 160) and gained up to 29 %
+    from 256 on with 64-wide heads (docs/performance.md). So under autocast such sequences
+    (the encoder's visible tokens, small models' decoders) go through fp32, which is also the more exact; the
+    casts cost a few percent of the kernel. fp32 runs and CUDA take the kernel as it is."""
+    if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= short_on_this_cpu():
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v)
