@@ -2,14 +2,15 @@
 
 Times ``F.scaled_dot_product_attention`` forward and backward (q, k, v as views of one qkv product, as the model
 makes them) three ways: fp32 inputs; bf16 inputs with torch's bf16 kernel; bf16 inputs attended in fp32 (cast up,
-attended, cast down: what ``attention`` does for sequences up to ``SHORT_ON_CPU`` tokens on a CPU without AMX).
+attended, cast down: what ``attention`` does on a CPU for sequences up to ``SHORT_ON_CPU`` tokens, 400 without AMX
+and 191 with it).
 The ways take turns, each reports its best. About 4,096 tokens per call (batch = 4096 // N).
 
     python benchmarks/sdpa_precision.py                  # all cores
     python benchmarks/sdpa_precision.py --threads 1 --lengths 144 392 512 784
 
 Prints per (heads, head dim, N) the ms of each way and "bf16 / in fp32": above 1, attending in fp32 is faster.
-On an AMX CPU, where ``attention`` keeps the bf16 kernel at every length, this is the measurement that is missing.
+Measured on an AVX512-BF16 CPU without AMX and on an AMX CPU: docs/performance.md (logs in benchmarks/results/).
 """
 
 from __future__ import annotations
