@@ -85,9 +85,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     There torch's bf16 kernel (forward and backward) is slower than its fp32 kernel on short sequences: on an
     AVX512-BF16 CPU without AMX it took 1.04-3.6x the fp32 kernel's time up to 392 tokens and gained 2-15 % from
     512 on; on an AMX CPU it took 1.04-3.7x up to 196 tokens (16 x 224² at mask 0.9: 160) and gained up to 29 %
-    from 256 on with 64-wide heads (docs/performance.md). So under autocast such sequences
-    (the encoder's visible tokens, small models' decoders) go through fp32, which is also the more exact; the
-    casts cost a few percent of the kernel. fp32 runs and CUDA take the kernel as it is."""
+    from 256 on with 64-wide heads (docs/performance.md). So under autocast such sequences (the encoder's visible
+    tokens, small models' decoders) go through fp32, which is also the more exact; the casts cost a few percent of
+    the kernel. fp32 runs and CUDA take the kernel as it is."""
     if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= short_on_this_cpu():
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
