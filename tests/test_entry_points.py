@@ -117,6 +117,9 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_thread
     assert all(r["clips_per_s"] > 0 and r["mfu"] > 0 for r in rows)
     peer = rows[len(ours)]
     assert peer["ours_vs_peer"] == pytest.approx(rows[0]["clips_per_s"] / peer["clips_per_s"])
+    # one round: its own ratios are the best rounds' ones
+    assert all(r["ratio_in_rounds"] == pytest.approx(r["ratio"]) for r in rows)
+    assert peer["ours_vs_peer_in_rounds"] == pytest.approx(peer["ours_vs_peer"])
     bench = json.loads(out.read_text())
     for parts in bench["profile_ms_per_step"].values():  # every step profiled, each with an optimizer and matmuls
         assert parts["optimizer"] > 0 and parts["linear layers, patch embedding"] > 0
@@ -125,6 +128,21 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_thread
     assert check["params"][0] == check["params"][1] and check["encoder_tokens"] == check["masked_tokens"] == [4, 4]
     assert check["attention"] == ["sdpa", "sdpa"] and check["loss_rel_diff"] <= 1e-5
     assert "peer check" in capsys.readouterr().out
+
+
+def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threads, monkeypatch):
+    from mme.train import bench
+
+    # seconds per step of (fp32, bf16, fp16), round by round: the machine 4x slower in round 2
+    times = iter([1.0, 1.0, 2.0, 4.0, 1.0, 2.0, 2.0, 1.5, 2.0])
+    monkeypatch.setattr(bench, "seconds_per_step", lambda step, steps, device: next(times))
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds: (100.0, 256))
+    rows = bench.bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=3,
+                             device="cpu", all_precisions=True, peer=False)
+    ratio = {r["precision"]: (r["ratio"], r["ratio_in_rounds"]) for r in rows}
+    assert ratio["fp32"] == (1.0, 1.0)
+    assert ratio["bf16"] == (1.0, pytest.approx(4 / 3))  # best rounds 1.0 / 1.0; rounds' ratios 1, 4, 4/3
+    assert ratio["fp16"] == (0.5, 1.0)  # best rounds 1.0 / 2.0; rounds' ratios 0.5, 2, 1
 
 
 @pytest.mark.parametrize("target, hide_transformers, why", [("mme", False, "predicts pixels only"),

@@ -15,7 +15,9 @@ weights (so the same loss, checked before timing with the parameter and token co
 clipping, batch and clip (in its own ``(B, T, C, H, W)`` layout). The variants take turns for ``--rounds``
 rounds of ``--steps`` steps each, and each reports its best round, so load from other jobs on the machine hits
 all alike. Ratios are against our fp32 eager step, and ours against the peer's at each precision, measured in
-the same run.
+the same run: of the best rounds, and (in brackets, ``*_in_rounds`` in the JSON) the median over rounds of each
+round's own ratio, which holds better where the machine's speed drifts from round to round (a shared VM's AMX
+ran at 667 to 1,869 GFLOP/s within an hour, docs/performance.md).
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`), which takes its turn in every round too (its best round); the
@@ -25,6 +27,7 @@ peer is credited with the same FLOPs.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Callable
 
@@ -264,7 +267,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
             step()
         steps_of[name] = step
     peaks: dict[str, dict] = {}
-    best: dict[str, float] = {}
+    timed: dict[str, list[float]] = {name: [] for name in steps_of}  # seconds per step, round by round
     mem: dict[str, float] = {}
     for _ in range(rounds):
         for precision in dict.fromkeys(v[1] for v in variants):  # the matmul peaks take their turns too
@@ -275,27 +278,38 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         for name, step in steps_of.items():
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            best[name] = min(best.get(name, float("inf")), seconds_per_step(step, steps, dev))
+            timed[name].append(seconds_per_step(step, steps, dev))
             if dev.type == "cuda":
                 mem[name] = max(mem.get(name, 0.0), torch.cuda.max_memory_allocated(dev) / 2**30)
     for precision, peak in peaks.items():
         print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul, "
               f"{torch.get_num_threads()} threads)")
+    best = {name: min(s) for name, s in timed.items()}
+
+    def in_rounds(name: str, over: str) -> float:  # the median over rounds of timed[over] / timed[name]
+        return statistics.median(a / b for a, b in zip(timed[over], timed[name]))
+
     rows = []
     for name, precision, _, _, is_peer in variants:
         sec = best[name]
         gflops = flops / sec / 1e9
         r = {"variant": name, "precision": precision, "ms_per_step": 1000 * sec, "steps_per_s": 1 / sec,
              "clips_per_s": batch / sec, "gflops": gflops, "mfu": gflops / peaks[precision]["gflops"],
-             "peak_gib": mem.get(name), "ratio": best[variants[0][0]] / sec}
+             "peak_gib": mem.get(name), "ratio": best[variants[0][0]] / sec,
+             "ratio_in_rounds": in_rounds(name, variants[0][0])}
         if is_peer:  # our step's speed over the peer's, at this precision
             r["ours_vs_peer"] = sec / best[name.removeprefix(f"{PEER} ")]
+            r["ours_vs_peer_in_rounds"] = in_rounds(name.removeprefix(f"{PEER} "), name)
         rows.append(r)
-        vs_peer = f"  ours {r['ours_vs_peer']:.2f}x this" if is_peer else ""
+        vs_peer = (f"  ours {r['ours_vs_peer']:.2f}x this ({r['ours_vs_peer_in_rounds']:.2f}x)"
+                   if is_peer else "")
         gib = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
-        print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} vs "
-              f"fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
-    print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps)")
+        print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} "
+              f"({r['ratio_in_rounds']:.2f}) vs fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}"
+              f"{vs_peer}", flush=True)
+    print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps; in brackets "
+          "the median over rounds of each round's own ratio, which a machine whose speed drifts between rounds "
+          "moves less)")
     profiled: dict[str, dict[str, float]] = {}
     if profile:  # one profiled step per eager variant and round, in turns; each part's best round
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]
