@@ -17,7 +17,7 @@ rounds of ``--steps`` steps each, and each reports its best round, so load from 
 all alike. Ratios are against our fp32 eager step, and ours against the peer's at each precision, measured in
 the same run: of the best rounds, and (in brackets, ``*_in_rounds`` in the JSON) the median over rounds of each
 round's own ratio, which holds better where the machine's speed drifts from round to round (a shared VM's AMX
-ran at 667 to 1,869 GFLOP/s within an hour, docs/performance.md).
+ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`), which takes its turn in every round too (its best round); the
@@ -286,8 +286,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
               f"{torch.get_num_threads()} threads)")
     best = {name: min(s) for name, s in timed.items()}
 
-    def in_rounds(name: str, over: str) -> float:  # the median over rounds of timed[over] / timed[name]
-        return statistics.median(a / b for a, b in zip(timed[over], timed[name]))
+    def median_ratio(a: str, b: str) -> float:  # the median over rounds of a's seconds per step over b's
+        return statistics.median(ta / tb for ta, tb in zip(timed[a], timed[b]))
 
     rows = []
     for name, precision, _, _, is_peer in variants:
@@ -296,10 +296,10 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         r = {"variant": name, "precision": precision, "ms_per_step": 1000 * sec, "steps_per_s": 1 / sec,
              "clips_per_s": batch / sec, "gflops": gflops, "mfu": gflops / peaks[precision]["gflops"],
              "peak_gib": mem.get(name), "ratio": best[variants[0][0]] / sec,
-             "ratio_in_rounds": in_rounds(name, variants[0][0])}
+             "ratio_in_rounds": median_ratio(variants[0][0], name)}
         if is_peer:  # our step's speed over the peer's, at this precision
             r["ours_vs_peer"] = sec / best[name.removeprefix(f"{PEER} ")]
-            r["ours_vs_peer_in_rounds"] = in_rounds(name.removeprefix(f"{PEER} "), name)
+            r["ours_vs_peer_in_rounds"] = median_ratio(name, name.removeprefix(f"{PEER} "))
         rows.append(r)
         vs_peer = (f"  ours {r['ours_vs_peer']:.2f}x this ({r['ours_vs_peer_in_rounds']:.2f}x)"
                    if is_peer else "")
