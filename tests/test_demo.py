@@ -1,19 +1,36 @@
 """`mme demo --quick`: the whole pipeline runs end to end (synth -> pre-train -> probe -> report -> pictures).
 Accuracy is not asserted here (a few steps on a handful of videos); docs/results.md has the measured default."""
 
+import contextlib
+import io
 import json
 import math
+import shutil
 from pathlib import Path
+
+import pytest
 
 from mme.cli import main
 from mme.data.real_motion import default_real_dir
 from mme.demo_report import LEARNED_RATIO
 
+QUICK = ["demo", "--quick", "--device", "cpu"]
+# The tests of this file share one quick demo: the group keeps them on one pytest-xdist worker (`--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("quick_demo")
 
-def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> tuple[Path, str]:
+    """One ``mme demo --quick`` run: its out folder and what it printed (read only; copy it to change it)."""
+    out = tmp_path_factory.mktemp("quick") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*QUICK, "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_quick_demo_writes_a_finite_table_and_pictures(quick_demo):
+    out, printed = quick_demo
     assert "| target | linear probe top-1 (%) | kNN top-1 (%) | real val: linear top-1 (%) | real val: kNN top-1 (%) " \
            "| real test: linear top-1 (%) | real test: kNN top-1 (%) | pre-training minutes | clips/s |" in printed
 
@@ -69,15 +86,12 @@ def test_quick_demo_writes_a_finite_table_and_pictures(tmp_path, capsys):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
 
 
-def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch):
+def test_rerun_reuses_the_rows_made_with_the_same_settings(quick_demo, tmp_path, monkeypatch):
     out = tmp_path / "demo"
-    args = ["demo", "--quick", "--out", str(out), "--device", "cpu"]
-    assert main(args) == 0
+    shutil.copytree(quick_demo[0], out)  # rows are found by their settings, not by the folder they were made in
     first = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     (out / "seed0" / "pixel.json").unlink()  # as if the run had stopped during the pixel target
-    saved = json.loads((out / "seed0" / "mme.json").read_text())
-    saved["settings"]["steps"] += 1  # made with other settings: not reused
-    (out / "seed0" / "mme.json").write_text(json.dumps(saved))
+    # (a row made with other settings is not reused: test_a_saved_row_that_cannot_be_used_...)
     saved = json.loads((out / "seed0" / "random_init.json").read_text())
     saved["row"] = {k: v for k, v in saved["row"].items() if k != "real_val_knn_top1"}  # from before that column
     (out / "seed0" / "random_init.json").write_text(json.dumps(saved))
@@ -91,15 +105,15 @@ def test_rerun_reuses_the_rows_made_with_the_same_settings(tmp_path, monkeypatch
 
     real_pretrain = mme.demo.pretrain
     monkeypatch.setattr(mme.demo, "pretrain", counting_pretrain)
-    assert main(args) == 0
-    assert [Path(p).name for p in pretrained] == ["mme", "pixel"]
+    assert main([*QUICK, "--out", str(out)]) == 0
+    assert [Path(p).name for p in pretrained] == ["pixel"]
     rows = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert rows["random init"] == {**first["random init"], "reused": True}  # its real footage probed again
     assert json.loads((out / "seed0" / "random_init.json").read_text())["row"].get("real_set") == \
         first["random init"].get("real_set")
-    assert "reused" not in rows["mme"] and "reused" not in rows["pixel"]
+    assert rows["mme"] == {**first["mme"], "reused": True} and "reused" not in rows["pixel"]
     assert rows["pixel"]["linear_top1"] == first["pixel"]["linear_top1"]  # retrained the same way (deterministic)
-    assert "(1 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()
+    assert "(2 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()
 
 
 def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog, monkeypatch):
