@@ -222,13 +222,16 @@ def test_pixel_target_is_videomaes_norm_pix_of_the_pixels_in_0_1():
     nearly_flat = torch.full((2, 3, 4, 32, 32), 128, dtype=torch.uint8)
     nearly_flat[..., ::7, ::5] = 129
     flat = torch.full((2, 3, 4, 32, 32), 77, dtype=torch.uint8)
+    flat_tokens = torch.randint(0, 256, (2, 3, 2, 1, 2, 1, 2, 1), generator=g, dtype=torch.uint8)  # one per channel
+    flat_tokens = flat_tokens.expand(2, 3, 2, 2, 2, 16, 2, 16).reshape(2, 3, 4, 32, 32)
     for clip in (textured, nearly_flat, flat):
         video = normalize_clip(clip)
         for norm in (True, False):
             got, want = pixel_target(video, 2, 16, norm), reference(video, norm)
             assert got.shape == want.shape == (2, 8, 1536)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert pixel_target(normalize_clip(flat), 2, 16).abs().max() == 0
+    for clip in (flat, flat_tokens):  # 0 exactly, whatever the value
+        assert pixel_target(normalize_clip(clip), 2, 16).abs().max() == 0
 
 
 def test_frame_hog_equals_hog_of_the_normalised_frames():

@@ -211,21 +211,24 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = Tru
     Each token's ``tubelet*patch*patch`` pixels are ordered (t, y, x, c); with ``norm`` they are z-scored per
     channel over the token (unbiased std + 1e-6), as VideoMAE's ``norm_pix_loss`` of the pixels in [0, 1]. The
     normalisation is an affine map per channel, so that z-score is the normalised clip's with the 1e-6 divided by
-    the channel's std: made so on the clip's own layout and written once in token order, 1.6x faster on a CPU than
-    z-scoring the denormalised pixels after reordering them, and equal to that up to float rounding (tests).
-    Returns ``(B, N, t*p*p*C)``.
+    the channel's std, equal to the reference up to float rounding (tests). It is made with each token's channel
+    as one contiguous row, in two passes (mean, then the norm of the deviations) where torch's ``var_mean`` over
+    strided axes took 3x as long on a CPU, the row first shifted by its first value so that a flat token is 0
+    exactly. Returns ``(B, N, t*p*p*C)``.
     """
     B, C, T, H, W = video.shape
+    n = tubelet * patch * patch
     x = video.float().reshape(B, C, T // tubelet, tubelet, H // patch, patch, W // patch, patch)
-    order = (0, 2, 4, 6, 3, 5, 7, 1)  # (B, t, h, w, tubelet, p, p, C)
     if not norm:
-        return denormalize(x, channel_dim=1).permute(order).reshape(B, -1, tubelet * patch * patch * C)
-    var, mean = torch.var_mean(x, dim=(3, 5, 7), unbiased=True, keepdim=True)
-    eps = 1e-6 / torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, C, 1, 1, 1, 1, 1, 1)
-    tokens = x.permute(order)
-    out = torch.empty(tokens.shape, dtype=x.dtype, device=x.device)
-    torch.sub(tokens, mean.permute(order), out=out)
-    return out.div_(var.sqrt_().add_(eps).permute(order)).view(B, -1, tubelet * patch * patch * C)
+        return denormalize(x, channel_dim=1).permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, -1, n * C)
+    per_channel = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, t, h, w, C, tubelet, p, p)
+    rows = torch.empty(per_channel.shape, dtype=x.dtype, device=x.device)
+    torch.sub(per_channel, per_channel[..., :1, :1, :1], out=rows)
+    rows = rows.view(B, -1, C, n)
+    rows.sub_(rows.mean(-1, keepdim=True))
+    std = torch.linalg.vector_norm(rows, dim=-1, keepdim=True).mul_((n - 1) ** -0.5)
+    eps = 1e-6 / torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 1, C, 1)
+    return rows.div_(std.add_(eps)).transpose(-1, -2).reshape(B, -1, n * C)
 
 
 def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int) -> torch.Tensor:
