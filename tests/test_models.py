@@ -240,5 +240,14 @@ def test_clip_input_norm_ignores_each_clips_colour_and_contrast():
         with torch.no_grad():
             a, b = enc(x), enc(x * scale + shift)
         assert torch.allclose(a, b, atol=1e-4) == same, norm
+    x[1, 0] = 0.5  # a flat channel standardises to 0, as the float64 reference's
+    var, mean = torch.var_mean(x.double(), dim=(2, 3, 4), keepdim=True)
+    standardised = ((x.double() - mean) / (var + 1e-6).sqrt()).float()
+    torch.manual_seed(0)
+    enc = VisionTransformer(ModelConfig(**TINY, input_norm="clip")).eval()
+    torch.manual_seed(0)
+    plain = VisionTransformer(ModelConfig(**TINY, input_norm="dataset")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), plain(standardised), rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="input_norm"):
         ModelConfig(**TINY, input_norm="batch")

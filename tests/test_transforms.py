@@ -12,6 +12,7 @@ from mme.data.transforms import (
     Geometry,
     apply_geometry,
     denormalize,
+    deviations,
     multiscale_crop,
     normalize,
     normalize_clip,
@@ -163,3 +164,19 @@ def test_normalisation_round_trip_and_layout():
     assert torch.equal(normalize_clip(clips), torch.stack([video, to_video_tensor(frames[::-1].copy())]))
     with pytest.raises(TypeError, match="uint8 clips, got torch.float32"):
         normalize_clip(video)
+
+
+def test_deviations_are_exact_for_constant_blocks_and_accurate_for_long_ones():
+    """x less its mean over some axes: within float rounding of float64's over 800k-element blocks, 0 exactly
+    where a block is constant, written into ``out`` when given (also from a strided view)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 16, 112, 112, generator=g) * 0.7 + 2.0  # far from 0: a mean taken carelessly shows
+    x[1, 2] = 0.123456  # a constant channel of one clip
+    d = deviations(x, (2, 3, 4))
+    want = x.double() - x.double().mean((2, 3, 4), keepdim=True)
+    assert (d.double() - want).abs().max() < 1e-5 and d[1, 2].abs().max() == 0
+    assert x[0, 0, 0, 0, 0] != d[0, 0, 0, 0, 0]  # a new tensor; x is kept
+    blocks = torch.randint(0, 256, (4, 3, 1, 1), generator=g).float().div(255).expand(4, 3, 16, 16)
+    view = blocks.permute(0, 2, 3, 1)  # strided; each (clip, channel) block constant
+    out = torch.empty(view.shape)
+    assert deviations(view, (1, 2), out=out) is out and out.abs().max() == 0

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mme.data.transforms import deviations
 from mme.models.config import ModelConfig
 from mme.utils import cpu_features
 
@@ -209,8 +210,9 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.input_norm == "clip":  # per clip and channel, over (T, H, W) of x (B, C, T, H, W)
-            var, mean = torch.var_mean(x, dim=(2, 3, 4), keepdim=True)
-            x = (x - mean) * torch.rsqrt(var + 1e-6)
+            d = deviations(x, (2, 3, 4))
+            var = (d * d).sum((2, 3, 4), keepdim=True).div_(d[0, 0].numel() - 1)
+            x = d * torch.rsqrt(var + 1e-6)
         pos = self.pos_for(x)
         if mask is None:
             x = self.patch_embed(x) + pos  # (B, N, D)

@@ -34,7 +34,7 @@ import torch
 
 from mme.config import apply_preset
 from mme.data.dataset import collate
-from mme.data.transforms import IMAGENET_STD, denormalize
+from mme.data.transforms import IMAGENET_STD, denormalize, deviations
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
@@ -212,9 +212,8 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = Tru
     channel over the token (unbiased std + 1e-6), as VideoMAE's ``norm_pix_loss`` of the pixels in [0, 1]. The
     normalisation is an affine map per channel, so that z-score is the normalised clip's with the 1e-6 divided by
     the channel's std, equal to the reference up to float rounding (tests). It is made with each token's channel
-    as one contiguous row, in two passes (mean, then the norm of the deviations) where torch's ``var_mean`` over
-    strided axes took 3x as long on a CPU, the row first shifted by its first value so that a flat token is 0
-    exactly. Returns ``(B, N, t*p*p*C)``.
+    as one contiguous row (:func:`deviations`; a flat token is 0 exactly), 2x faster on a CPU than ``var_mean``
+    over the clip's strided axes. Returns ``(B, N, t*p*p*C)``.
     """
     B, C, T, H, W = video.shape
     n = tubelet * patch * patch
@@ -223,9 +222,7 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = Tru
         return denormalize(x, channel_dim=1).permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, -1, n * C)
     per_channel = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, t, h, w, C, tubelet, p, p)
     rows = torch.empty(per_channel.shape, dtype=x.dtype, device=x.device)
-    torch.sub(per_channel, per_channel[..., :1, :1, :1], out=rows)
-    rows = rows.view(B, -1, C, n)
-    rows.sub_(rows.mean(-1, keepdim=True))
+    rows = deviations(per_channel, (5, 6, 7), out=rows).view(B, -1, C, n)
     std = torch.linalg.vector_norm(rows, dim=-1, keepdim=True).mul_((n - 1) ** -0.5)
     eps = 1e-6 / torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 1, C, 1)
     return rows.div_(std.add_(eps)).transpose(-1, -2).reshape(B, -1, n * C)
