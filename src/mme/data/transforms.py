@@ -52,7 +52,7 @@ def denormalize(video: torch.Tensor, channel_dim: int = -4) -> torch.Tensor:
 def deviations(x: torch.Tensor, dims: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` less its mean over ``dims`` (non-negative), as a new tensor or written into ``out``.
 
-    Two plain passes where torch's ``var_mean`` (Welford's update per element) took 4-5x as long on a CPU, each
+    Two plain passes where torch's ``var_mean`` (Welford's update per element) took 2-4x as long on a CPU, each
     block first shifted by its own first value, so that a constant block is exactly 0 as Welford's mean made it.
     Over long blocks sum the squares with ``(d * d).sum``: ``torch.linalg.vector_norm`` over the 800k values of a
     16 x 224² channel lost two digits (rows of a few hundred, as the pixel target's, keep them)."""
