@@ -8,6 +8,8 @@
 #                          flow in the step, MME cached) and the cores needed to feed the fastest MME step above
 #   flow.log               benchmarks/torch_flow_speed.py: the torch-lk flow's ms per frame pair and peak memory on
 #                          the GPU by frame size and pairs per call (sizes track_in_step's chunk_px)
+#   decode.log/.json       benchmarks/gpu_decode.py: NVDEC through PyAV against its CPU decode, CPU and wall time per
+#                          frame, and whether its frames are the CPU decode's (an optional GPU decoding backend)
 #   runs.log               short ViT-B pre-training runs on generated 256² videos with $WORKERS loader workers:
 #                          pixel, MME online (DIS in the workers; torch-lk in the step), MME from a track cache
 #                          (mme extract): clips/s and the fraction of the step spent waiting for data
@@ -17,14 +19,14 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0 scikit-video==1.1.11
 # then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 600 s limit.
-# PARTS chooses the parts (default all, in this order: train_mme train_pixel pipeline flow runs tests), e.g. a second
-# call with PARTS=tests when the first left the suite too little time.
+# PARTS chooses the parts (default all, in this order: train_mme train_pixel pipeline flow decode runs tests), e.g. a
+# second call with PARTS=tests when the first left the suite too little time.
 # CPU smoke run of the script itself (tiny sizes; its times on the 2-core AMD EPYC: docs/performance.md,
 # "On a GPU: one prepared call"):
 #   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-540}
-PARTS=${PARTS:-train_mme train_pixel pipeline flow runs tests}
+PARTS=${PARTS:-train_mme train_pixel pipeline flow decode runs tests}
 mkdir -p "$OUT"
 PY=python3
 command -v "$PY" >/dev/null || PY=python
@@ -37,11 +39,11 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 MME="$PY -m mme.cli"
 if [ "$SMOKE" = 1 ]; then
   DEVICE=cpu PRESET=tiny IMG=64 FRAMES=4 BATCH=2 STEPS=2 WORKERS=2 VIDEO_SIZE=96 RUN_STEPS=10 TEST_WORKERS=2
-  FLOW_FLAGS="--sizes 64 --pairs 1 2"
+  FLOW_FLAGS="--sizes 64 --pairs 1 2" DECODE_REPEAT=1
   BENCH_FLAGS="--no-peer"
 else
   DEVICE=cuda PRESET=base IMG=224 FRAMES=16 BATCH=32 STEPS=10 WORKERS=$(( $(nproc) - 2 )) VIDEO_SIZE=256 RUN_STEPS=30
-  TEST_WORKERS=8 BENCH_FLAGS="" FLOW_FLAGS=""
+  TEST_WORKERS=8 BENCH_FLAGS="" FLOW_FLAGS="" DECODE_REPEAT=3
 fi
 START=$SECONDS
 
@@ -78,6 +80,9 @@ tail -n 25 "$OUT/pipeline.log" 2>/dev/null
 
 part flow 45 $PY benchmarks/torch_flow_speed.py --device "$DEVICE" $FLOW_FLAGS
 cat "$OUT/flow.log" 2>/dev/null
+
+part decode 40 $PY benchmarks/gpu_decode.py --repeat "$DECODE_REPEAT" --json "$OUT/decode.json"
+cat "$OUT/decode.log" 2>/dev/null
 
 runs() {  # pixel, MME online (flow in the workers; torch-lk in the step) and from a track cache, RUN_STEPS steps each
   local D=$1
