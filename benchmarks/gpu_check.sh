@@ -11,8 +11,9 @@
 #   decode.log/.json       benchmarks/gpu_decode.py: NVDEC through PyAV against its CPU decode, CPU and wall time per
 #                          frame, and whether its frames are the CPU decode's (an optional GPU decoding backend)
 #   runs.log               short ViT-B pre-training runs on generated 256² videos with $WORKERS loader workers:
-#                          pixel, MME online (DIS in the workers; torch-lk in the step), MME from a track cache
-#                          (mme extract): clips/s and the fraction of the step spent waiting for data
+#                          pixel (and again decoding on the GPU), MME online (DIS in the workers; torch-lk in the
+#                          step), MME from a track cache (mme extract): clips/s and the fraction of the step spent
+#                          waiting for data
 #   tests.log              the test suite with the GPU visible (its CUDA cases run), with what time is left
 # PyAV and scikit-video are not on the device image: carry their wheels (device README), once, in the repo root:
 #   echo /.whl/ >> .git/info/exclude
@@ -96,12 +97,17 @@ runs() {  # pixel, MME online (flow in the workers; torch-lk in the step) and fr
   [ "$SMOKE" = 1 ] && common+=(model.embed_dim=64 model.depth=2 model.num_heads=2 model.decoder_dim=64
     model.decoder_depth=1 model.decoder_heads=2)
   $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" train.out_dir="$D/pixel" || return 1
+  local gpu_decode=()  # the pixel run again with the frames decoded on the GPU (data.backend=pyav-cuda)
+  if [ "$DEVICE" = cuda ]; then
+    $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" data.backend=pyav-cuda \
+      train.out_dir="$D/pixel_gpu_decode" && gpu_decode=(pixel_gpu_decode)
+  fi
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" train.out_dir="$D/mme_online" || return 1
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.flow=torch-lk \
     train.out_dir="$D/mme_torch_lk" || return 1
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.cache_dir="$D/cache" \
     train.out_dir="$D/mme_cached" || return 1
-  for run in pixel mme_online mme_torch_lk mme_cached; do  # steps after the first 5: the loader's start-up left out
+  for run in pixel "${gpu_decode[@]}" mme_online mme_torch_lk mme_cached; do  # steps after the first 5: the loader's start-up left out
     $PY -c "import sys; from mme.train.metrics import read_records; rows = read_records(sys.argv[1])[5:]
 assert rows, 'too few steps'
 s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step
@@ -122,6 +128,6 @@ export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS
 part runs 180 bash -c 'runs "$0"' "$(mktemp -d)"
 grep -E "clips/s, waiting|extract with|Error|error" "$OUT/runs.log" 2>/dev/null
 
-part tests 600 $PY -m pytest -q -x -n "$TEST_WORKERS" -p no:cacheprovider
+part tests 600 $PY -m pytest -q -n "$TEST_WORKERS" -p no:cacheprovider
 tail -n 5 "$OUT/tests.log" 2>/dev/null
 echo "total $(( SECONDS - START )) s"

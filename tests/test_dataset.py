@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from videos import coordinate_video, write_video
 
 from mme.config import from_dict
+from mme.data import pyav_reader
 from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import apply_geometry, to_clip
-from mme.data.video import open_video
+from mme.data.video import open_video, require_backend
 from mme.errors import ConfigError, DataError
 
 
@@ -179,6 +180,28 @@ def test_dataloader_workers_and_distributed_sampler(videos, context, workers):
     assert len(seen) == len(asked) == (6 if context == "fork" else 3) and 1 not in seen
     # A failure recorded in a worker process is visible here.
     assert ds.failures == ({str(videos / "missing.mp4"): "missing"} if 1 in asked else {})
+
+
+def test_a_gpu_backend_that_cannot_open_a_device_is_refused_before_any_work(videos):
+    try:
+        require_backend("pyav-cuda")
+        pytest.skip("FFmpeg can decode on a GPU here")
+    except ConfigError:
+        pass
+    with pytest.raises(ConfigError, match=r"data.backend=pyav-cuda: FFmpeg cannot decode on CUDA device 0 \("):
+        PretrainDataset(config(videos, ["good.mp4"], backend="pyav-cuda"))
+
+
+def test_workers_start_by_spawn_where_this_process_decodes_on_a_gpu(videos, monkeypatch):
+    """A CUDA context does not survive a fork: once this process has opened a device to decode on
+    (``data.backend=pyav-cuda``), ``start_workers`` starts the loader's workers by spawn, and they deliver the
+    items."""
+    ds = PretrainDataset(config(videos, ["good.mp4", "coord.mkv"]), track_length=2)
+    loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate)
+    monkeypatch.setitem(pyav_reader._CUDA_DECODERS, 0, None)  # as cuda_decoder(0) leaves it
+    batch = next(start_workers(loader))
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    assert batch["video"].shape == (2, 3, 4, 24, 24) and sorted(batch["index"].tolist()) == [0, 1]
 
 
 def test_an_index_folder_serves_loader_workers_and_changes_no_item(videos, tmp_path):

@@ -137,6 +137,35 @@ def test_rgb_conversion_equals_to_ndarray_on_any_thread_count(tmp_path, codec, p
             np.testing.assert_array_equal(reader.read([4, 1]), ref[[4, 1]], err_msg=f"{threads} threads, seeking")
 
 
+GPU_LAYOUTS = [("libx264", "yuv420p", "nv12"), ("libx264", "yuvj420p", "nv12"), ("mpeg4", "yuv420p", "nv12"),
+               ("libx264", "yuv420p10le", "p010le")]
+
+
+@pytest.mark.parametrize("codec,pix_fmt,downloaded", GPU_LAYOUTS, ids=[f"{c}-{p}" for c, p, _ in GPU_LAYOUTS])
+def test_frames_decoded_on_a_gpu_convert_to_the_bytes_of_the_cpu_decode(tmp_path, codec, pix_fmt, downloaded):
+    """NVDEC's frames come back to system memory as NV12 (8-bit 4:2:0) or P010 (10-bit). A reader that decodes on a
+    GPU (``data.backend=pyav-cuda``) first makes NV12 the CPU decoder's yuv420p, so that a bit-exact decode gives
+    the CPU decode's bytes; straight from NV12 to RGB they differ (here by up to tens of levels). Simulated on the
+    CPU: each frame of the CPU decode, in the layout a GPU downloads, through the reader's conversion."""
+    frames, _ = affine_video(6, 48, 64, dx=1.3, rot_deg=2.0, seed=5)
+    path = tmp_path / f"{pix_fmt}.mkv"
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, pix_fmt
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    straight = []
+    with open_video(path) as reader, av.open(str(path)) as container:
+        reader._hwaccel = "a GPU"  # as PyAVReader(gpu=...) sets it, which needs a CUDA device
+        for frame in container.decode(video=0):
+            ref = frame.to_ndarray(format="rgb24")
+            down = frame.reformat(format=downloaded)
+            np.testing.assert_array_equal(reader._to_rgb(down), ref)
+            straight.append(int(np.abs(down.to_ndarray(format="rgb24").astype(np.int16) - ref).max()))
+    assert len(straight) == 6 and (max(straight) > 0) == (downloaded == "nv12"), straight
+
+
 def test_a_reader_is_freed_when_its_last_reference_goes(tmp_path, clip_frames):
     """No reference cycle keeps a reader (its decode included) for the garbage collector: run in a forked loader
     worker, the collector would free a reader made before the fork, and freeing its swscale context there hangs

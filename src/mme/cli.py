@@ -143,7 +143,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
     p.add_argument("--max-disp", type=float, default=None, help="displacement bound in working px (default 20 "
                    "at a 224 short side, scaled)")
-    p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
+    p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
     p.add_argument("--overwrite", action="store_true",
@@ -251,7 +251,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
     p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
     _encoder_run_args(p)
-    p.add_argument("--backend", default="pyav", choices=["pyav", "opencv", "decord"], help="video decoder")
+    p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
     _calls(p, "mme.eval.features:embed")
 
 
@@ -321,7 +321,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--stride", type=int, default=4)
         p.add_argument("--size", type=int, default=224, help="crop side")
         p.add_argument("--length", type=int, default=4, help="track length L (raw frames decoded for the tracks)")
-        p.add_argument("--backend", default="pyav", help="pyav / opencv / decord")
+        p.add_argument("--backend", default="pyav", help="pyav / pyav-cuda / opencv / decord")
         p.add_argument("--decode-threads", type=int, default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
         p.add_argument("--video", default=None, help="video to time (default: a generated 256x320 H.264 clip)")

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mme.data.lists import ListEntry, read_list, resolve
+from mme.data.pyav_reader import decodes_on_cuda
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips
 from mme.data.transforms import (
     MULTISCALE_SCALES,
@@ -36,7 +37,7 @@ from mme.data.transforms import (
     to_clip,
     view_crops,
 )
-from mme.data.video import BACKENDS, open_video
+from mme.data.video import BACKENDS, open_video, require_backend
 from mme.errors import ConfigError, DataError, VideoError
 from mme.utils import check_output, keep_freed_memory
 
@@ -85,7 +86,8 @@ class DataConfig:
     test_crops: int = 3
     """Spatial crops per clip at test time (3 along the long side, or 1 = centre)."""
     backend: str = "pyav"
-    """Video decoder: 'pyav', 'opencv' or 'decord'."""
+    """Video decoder: 'pyav', 'pyav-cuda' (the same reader, decoding on the GPU of ``LOCAL_RANK`` with FFmpeg's NVDEC;
+    the loader workers then start by spawn; docs/data.md), 'opencv' or 'decord'."""
     decode_threads: int = 1
     """Decoder threads per video (0 = FFmpeg's choice). 1 suits DataLoader workers: on 2 cores one thread
     decoded a 40-frame clip in 103 ms vs 188 ms with FFmpeg's choice."""
@@ -166,8 +168,11 @@ def start_workers(loader: DataLoader) -> Iterator:
     threads. A forked worker cannot set it itself: OpenCV reconfiguring a pool it inherited through fork from a
     process that had used it hangs (in ``pthread_cond_destroy``). So this process drops to one thread while the
     workers fork, which they inherit, and goes back after; workers started fresh (spawn, forkserver) set it
-    themselves (:func:`_worker_start`)."""
+    themselves (:func:`_worker_start`). Where this process decodes on a GPU (``data.backend=pyav-cuda``), the
+    workers start by spawn: a CUDA context does not survive a fork."""
     loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn)
+    if loader.num_workers and decodes_on_cuda():
+        loader.multiprocessing_context = "spawn"
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -212,6 +217,7 @@ class _VideoDataset(Dataset):
             raise DataError("data.list_file is not set")
         self.cfg = cfg
         self.seed = seed
+        require_backend(cfg.backend)
         if cfg.index_dir is not None:
             check_output(cfg.index_dir, "data.index_dir", folder=True)
         entries, self.bad_lines = read_list(cfg.list_file, strict=False)

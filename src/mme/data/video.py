@@ -24,17 +24,30 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mme.data.pyav_reader import PyAVReader
+from mme.data.pyav_reader import PyAVReader, cuda_decoder
 from mme.data.video_reader import VideoReader, video_error
 from mme.errors import VideoError
 
-BACKENDS = ("pyav", "opencv", "decord")
+BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
+"""'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
+
+
+def decode_gpu() -> int:
+    """The CUDA device the 'pyav-cuda' backend decodes on: this process's ``LOCAL_RANK`` (torchrun's; 0 without),
+    which loader workers inherit."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def require_backend(backend: str) -> None:
+    """Refuse, before any work, a backend this process cannot use: ConfigError naming the reason."""
+    if backend == "pyav-cuda":
+        cuda_decoder(decode_gpu())
 
 
 def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
                index_dir: str | Path | None = None) -> VideoReader:
-    """Open ``path`` with ``backend`` ('pyav', 'opencv' or 'decord'); ``threads`` = decoder threads (0 = auto);
-    ``index_dir``: where the PyAV reader keeps frame indices for every process (``data.index_dir``).
+    """Open ``path`` with ``backend`` (:data:`BACKENDS`); ``threads`` = decoder threads (0 = auto); ``index_dir``:
+    where the PyAV reader keeps frame indices for every process (``data.index_dir``).
 
     Raises VideoError for a missing, empty, unreadable or frameless file.
     """
@@ -47,8 +60,8 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         raise video_error(path, "unreadable", "is a directory")
     if os.path.getsize(path) == 0:
         raise video_error(path, "empty", "zero-byte file")
-    if backend == "pyav":
-        reader = PyAVReader(path, threads, index_dir)
+    if backend in ("pyav", "pyav-cuda"):
+        reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     if reader.num_frames <= 0:

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mme.data.lists import read_list, resolve
-from mme.data.video import open_video, video_error
+from mme.data.video import open_video, require_backend, video_error
 from mme.errors import ConfigError, MMEError
 from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
@@ -165,6 +165,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
     ``i % (n * world) == k * world + rank``.
     """
+    require_backend(opts.backend)
     entries, _ = read_list(list_file)
     k, n = parse_shard(shard)
     check_output(out, "--out", folder=True)
