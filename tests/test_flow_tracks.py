@@ -70,6 +70,10 @@ def test_points_that_leave_the_frame_are_invalid(tmp_path):
     clear = np.abs(final_x - 63) > 3  # away from the exit line, where noise cannot flip the verdict
     assert (valid[0][clear] == (final_x <= 63)[clear]).all()
     assert valid[0].any() and not valid[0].all()
+    # out of the frame they read the flow at its edge (the release's rule): the pan goes on, where 0 px would
+    # stand beside the moving points of their patch
+    gone = ~valid[0] & clear
+    assert gone.sum() >= 8 and np.abs(disp[0, -1][gone][:, 0] - 6.0).mean() < 1.0
 
 
 @pytest.mark.parametrize("flow", FLOWS)

@@ -5,7 +5,10 @@ set starts at every requested start frame and is followed for ``length`` steps o
 BILINEAR flow sampling (the release reads the flow at truncated integer positions). Displacements are clamped to
 ``±max_disp`` (20 px at 224², scaled with the frame's short side) and points move by the clamped value, so
 positions are always the cumulative sum of the stored displacements (in pixels: no D6 bug). A point is valid
-while it stays inside the frame; once out it is frozen and its later displacements are 0. With camera-motion
+while it stays inside the frame. Once out it is invalid for good and, as in the release (§7.3), reads the flow at
+the frame's edge: its later displacements go on with the motion there (a pan's) rather than stopping at 0, which
+would put a still point among moving ones in the targets of its patch, still supervised through its other
+points (a deformation PatchStd scales up to unit size, or a 0 px step beside the pan's). With camera-motion
 compensation the stored displacement is the motion relative to the camera and the point moves by the
 homography too (``p' = H (p + d)``), which :func:`integrate` replays for cached tracks.
 """
@@ -93,12 +96,10 @@ def sample_flow(flows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return out[:, :, 0].permute(0, 2, 1)
 
 
-def _displacement(flows: torch.Tensor, pos: torch.Tensor, inside: torch.Tensor, bound: float) -> torch.Tensor:
-    """Each point's step ``(S, P, 2)``: the flow at its position (:func:`sample_flow`), bounded at ``±bound``, and 0
-    for points that have left the frame."""
-    d = sample_flow(flows, pos).clamp_(-bound, bound)
-    d[~inside] = 0.0
-    return d
+def _displacement(flows: torch.Tensor, pos: torch.Tensor, bound: float) -> torch.Tensor:
+    """Each point's step ``(S, P, 2)``: the flow at its position (:func:`sample_flow`; at the frame's edge for points
+    that have left it), bounded at ``±bound``."""
+    return sample_flow(flows, pos).clamp_(-bound, bound)
 
 
 def _as_frames(frames, source: str) -> np.ndarray:
@@ -189,14 +190,13 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     for j in range(length):
         pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
         flows = torch.from_numpy(np.stack([f for f, _ in pairs])).permute(0, 3, 1, 2)
-        d = _displacement(flows, torch.from_numpy(pos), torch.from_numpy(inside), bound).numpy()  # (S, P, 2)
-        q = pos + d
+        d = _displacement(flows, torch.from_numpy(pos), bound).numpy()  # (S, P, 2)
+        pos = pos + d
         if compensate:
             for i, (_, hom) in enumerate(pairs):
                 if hom is not None:
                     homs[i, j] = hom
-            q = _apply_hom(q, homs[:, j])
-        pos = np.where(inside[..., None], q, pos)
+            pos = _apply_hom(pos, homs[:, j])
         inside &= in_frame(pos, H, W)
         disp[:, j] = d
     out = Tracks(disp.reshape(S, length, gh, gw, 2), inside.reshape(S, gh, gw), homs, seeds, (H, W))
@@ -251,8 +251,8 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     inside = torch.ones(P, gh * gw, dtype=torch.bool, device=dev)
     disp, path = [], [pos]
     for j in range(L):
-        d = _displacement(flows[which[:, j]], pos, inside, bound)
-        pos = torch.where(inside[..., None], pos + d, pos)
+        d = _displacement(flows[which[:, j]], pos, bound)
+        pos = pos + d
         inside &= in_frame(pos, H, W)
         disp.append(d)
         path.append(pos)
