@@ -213,6 +213,31 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     assert ds.failure_counts() == {"unreadable": 1}
 
 
+def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):
+    """The cache of a video, then a resized and a trimmed copy under the same name: their frames are not the ones
+    the tracks were made on, so each is a VideoError naming the cache and both versions (the dataset skips it and
+    reports it); the video itself still reads its cache."""
+    cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(tmp_path / "cache"), "--length", "4",
+         "--short-side", "64"])
+    frames = affine_video(30, 120, 150, dx=1.3, dy=0.6, rot_deg=0.8, seed=4)[0]
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(tmp_path / "cache")), m)
+    for root, copy, now in [(videos, None, None), (tmp_path / "resized", frames[:, ::2, ::2], "75x60, 30 frames"),
+                            (tmp_path / "trimmed", frames[:20], "150x120, 20 frames")]:
+        if copy is not None:
+            (root / "cls").mkdir(parents=True)
+            write_video(root / "cls" / "a.mp4", np.ascontiguousarray(copy))
+            (root / "list.txt").write_text("cls/a.mp4\n")
+        data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64)
+        sample = PretrainDataset(data).sample(0, np.random.default_rng(0))
+        if now is None:
+            assert fn(sample)["disp"].shape == (2, 4, 8, 8, 2)
+            continue
+        with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: unreadable \(made from another version of "
+                                             rf".*a\.mp4: 150x120, 30 frames there, {now} now; re-run mme extract"):
+            fn(sample)
+
+
 def write_version_1(path, q, valid, pair_homs, meta):
     """A cache file as version 1 wrote it: a zip of int16 blocks of 32 starts, the whole validity, the pairs'
     homographies and the meta."""

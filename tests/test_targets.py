@@ -170,6 +170,15 @@ def test_without_interpolation_tracks_use_only_sampled_frames():
         make_target_fn(TargetConfig(track_length=4), m).targets(clip_only)  # interpolation needs the raw frames between
     with pytest.raises(ConfigError, match="interpolate"):
         make_target_fn(TargetConfig(track_length=6, interpolate=False), m).targets(full)
+    # a video shorter than the window: the clip ends on its last frame, repeated (0, 4, 8, 12, 13, 13, 13, 13)
+    short = make_sample(frames[:14], 8, 4, 4)
+    keep = np.isin(short.frame_ids, short.clip)
+    t_short, _ = make_target_fn(off, m).targets(Sample(short.frames[keep], short.frame_ids[keep], short.clip,
+                                                       short.starts, short.geometry, short.path, 4))
+    first, last = t_short["traj"][:16], t_short["traj"][-16:]  # the tokens of the starts at frames 0 and 13
+    moving = (first != 0).all(-1)
+    assert moving.sum() >= 8 and torch.allclose(first[moving][:, :16], torch.tensor(1.2 / bound), atol=0.15 / bound)
+    assert (last == 0).all()  # no motion past the last frame
 
 
 def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_path):

@@ -137,6 +137,39 @@ def test_rgb_conversion_equals_to_ndarray_on_any_thread_count(tmp_path, codec, p
             np.testing.assert_array_equal(reader.read([4, 1]), ref[[4, 1]], err_msg=f"{threads} threads, seeking")
 
 
+def test_a_video_whose_frame_size_changes_is_refused_naming_both_sizes(tmp_path, clip_frames):
+    """Two H.264 streams of other sizes joined into one Matroska file (concatenated recordings, captures): every
+    read that meets the second size is a VideoError naming the file and both sizes, never frames of a size the
+    crop was not made for; `mme check` lists the file as unreadable."""
+    from fractions import Fraction
+
+    from mme.data.video import check_video
+
+    parts = []
+    for k, (H, W) in enumerate([(48, 64), (64, 80)]):
+        with av.open(str(tmp_path / f"{k}.h264"), "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+            for f in clip_frames[:10]:  # PyAV scales each to the stream's size
+                c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            c.mux(s.encode())
+        parts.append((tmp_path / f"{k}.h264").read_bytes())
+    (tmp_path / "joined.h264").write_bytes(b"".join(parts))
+    path = tmp_path / "joined.mkv"
+    with av.open(str(tmp_path / "joined.h264")) as i, av.open(str(path), "w") as o:
+        out = o.add_stream_from_template(i.streams.video[0])
+        for n, packet in enumerate(p for p in i.demux(video=0) if p.size):
+            packet.stream, packet.pts, packet.dts, packet.time_base = out, n, n, Fraction(1, 25)
+            o.mux(packet)
+    for idx in ([2, 15], [15], [19]):
+        with open_video(path) as reader, pytest.raises(VideoError, match=r"joined\.mkv: unreadable \(its frame "
+                                                                          r"size changes from 64x48 to 80x64\)"):
+            reader.read(idx)
+    with open_video(path) as reader:
+        assert reader.read([0, 9]).shape == (2, 48, 64, 3)
+    assert check_video(path)["status"] == "unreadable"
+
+
 GPU_LAYOUTS = [("libx264", "yuv420p", "nv12"), ("libx264", "yuvj420p", "nv12"), ("mpeg4", "yuv420p", "nv12"),
                ("libx264", "yuv420p10le", "p010le")]
 

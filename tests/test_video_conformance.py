@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
+import struct
 
 import av
 import numpy as np
@@ -249,6 +250,25 @@ def test_check_names_a_file_with_frames_decoded_with_errors(tmp_path):
     check = check_video(damaged)
     assert (check["status"], check["frames"], check["damaged"]) == ("damaged", 30, [5])
     assert check["reason"].startswith("FFmpeg decoded 1 frame with errors and concealed them: [5]")
+
+
+def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):
+    """Phone videos store portrait footage as landscape frames and a display matrix (the MP4 track header's) that
+    players apply. Frame i is the coded frame, as FFmpeg decodes it (and VideoMAE-style loaders read it), so
+    `mme check` names such files `rotated`, with the angle, for the user to decide."""
+    data = bytearray(corpus["h264.mp4"].read_bytes())
+    at = data.find(b"tkhd")
+    at += 4 + 4 + (32 if data[at + 4] == 1 else 20) + 16  # the matrix, after the version's times and fields
+    data[at:at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)  # 90 degrees
+    path = tmp_path / "phone.mp4"
+    path.write_bytes(bytes(data))
+    with open_video(path) as reader:
+        np.testing.assert_array_equal(reader.read([0, 29]), decode_all(path)[[0, 29]])
+        assert reader.size == (64, 48)
+    check = check_video(path)
+    assert (check["status"], check["rotation"]) == ("rotated", -90)
+    assert check["reason"] == "its display matrix turns its frames by -90 degrees; they are read as coded"
+    assert check_video(corpus["h264.mp4"])["rotation"] == 0
 
 
 def test_reads_after_the_end_reopen(corpus, tmp_path):

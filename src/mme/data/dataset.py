@@ -146,6 +146,8 @@ class Sample:
     track_length: int = 0
     """L raw steps per track (tracks visit ``min(s + j, frame_ids[-1])`` for 0 <= j <= L; a sample for cached tracks
     holds only the frames its targets read)."""
+    source: tuple[int, int, int] | None = None
+    """The video's (width, height, frames), which a track cache must have been made from (None: unchecked)."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
         """Frames ``(len(raw_indices), h, w, 3)`` at raw indices that are among ``frame_ids``."""
@@ -331,7 +333,9 @@ class PretrainDataset(_VideoDataset):
                                       self.track_length, rng, self.track_reads)
             raw = reader.read(idx.needed)  # (F, H, W, 3): one decoding pass
             geom = self._train_geometry(reader.size, rng)
-        return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length)
+            source = (*reader.size, reader.num_frames)
+        return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length,
+                      source)
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         sample = self.sample(i, rng)

@@ -316,7 +316,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int =
 
 # ---- the check before a long run -----------------------------------------------------------------------------
 
-USABLE = ("ok", "suspicious", "damaged", "short")
+USABLE = ("ok", "suspicious", "damaged", "rotated", "short")
 """Statuses of videos a run reads; it skips the others (counted against data.max_failure_fraction)."""
 
 

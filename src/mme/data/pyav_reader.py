@@ -144,6 +144,9 @@ class PyAVReader(VideoReader):
         as NV12 (8-bit 4:2:0), which swscale converts to RGB by another path than the CPU decoder's yuv420p (up to
         63 levels apart on the same pixels): it is first made the CPU decoder's yuv420p, an exact copy of its
         planes, so that a bit-exact decode gives the CPU decode's bytes."""
+        if (frame.width, frame.height) != self.size:  # a stream whose size changes (joined or captured streams)
+            raise video_error(self.path, "unreadable", f"its frame size changes from {self.size[0]}x{self.size[1]} "
+                                                       f"to {frame.width}x{frame.height}")
         if frame.format.name == "nv12" and self._hwaccel is not None:
             frame = self._planar.reformat(frame, format="yuv420p")
         return self._rgb.reformat(frame, format="rgb24", threads=self._threads).to_ndarray()
@@ -290,9 +293,10 @@ class PyAVReader(VideoReader):
         """Prove the whole index by a decode from the start (or find it contradicted: the file turns sequential),
         then compare ``probes`` frames spread over the file, and the keyframe before each, read alone by seeking,
         each from a freshly opened container as a dataset item reads it, with the same frames counted from the
-        start (a difference turns the file sequential too). Returns its frames, packets, seeking and reason, and
+        start (a difference turns the file sequential too). Returns its frames, packets, seeking and reason,
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
-        conceals differently with other decoder threads."""
+        conceals differently with other decoder threads, and ``rotation``: the degrees by which the file's display
+        matrix turns its frames for display (phone videos), which reads leave as coded."""
         damaged: list[int] = []
         if self._index.mode == "seek" and self._index.proven < self.num_frames:
             try:
@@ -315,9 +319,11 @@ class PyAVReader(VideoReader):
         else:
             self._pos = None
             self._read_counting(np.array([self.num_frames - 1]), damaged)
+        self._open()
+        first = next(self._frames, None)
         index = self._index
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
-                "damaged": damaged}
+                "damaged": damaged, "rotation": 0 if first is None else int(first.rotation)}
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its

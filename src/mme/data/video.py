@@ -72,13 +72,16 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
 
 def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None) -> dict:
     """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
-    "frames", "packets", "seeking", "damaged", "reason"}``; ``status``: 'ok'; 'damaged' when FFmpeg flagged
-    frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and those that
-    reference them, differ with the decoder's threads; 'suspicious' when the file must be read sequentially (its
+    "frames", "packets", "seeking", "damaged", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when FFmpeg
+    flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and those
+    that reference them, differ with the decoder's threads; 'rotated' when the file's display matrix turns its
+    frames (``rotation`` degrees, phone videos), which are read as coded; 'suspicious' when the file must be read
+    sequentially (its
     timestamps cannot be trusted, or seeking returned another frame than counting) or its packets and frames
     differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason ('missing', 'empty',
     'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept."""
-    out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [], "reason": ""}
+    out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [], "rotation": 0,
+           "reason": ""}
     try:
         with open_video(path, index_dir=index_dir) as reader:
             out.update(reader.check())
@@ -91,6 +94,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         out.update(status="damaged", reason=f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
                                             f"{out['damaged'][:5]}{' ...' * (n > 5)}" + (
                                                 f"; read sequentially: {out['reason']}" if out["reason"] else ""))
+    elif out["rotation"]:
+        out.update(status="rotated", reason=f"its display matrix turns its frames by {out['rotation']} degrees; they "
+                                            f"are read as coded" + (f"; read sequentially: {out['reason']}"
+                                                                    if out["reason"] else ""))
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
                                                                   f"{out['frames']} frames")

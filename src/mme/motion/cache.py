@@ -265,13 +265,24 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     return tracks
 
 
+def _frames(source) -> str:
+    return f"{source[0]}x{source[1]}, {source[2]} frames"
+
+
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
-    """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied)."""
+    """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
+    another version of the video (another size or frame count: a resized, trimmed or re-encoded copy) is a
+    VideoError naming both."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
     path = find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
+    made_from = (*cached.meta["src_size"], cached.num_starts)
+    if sample.source is not None and tuple(sample.source) != made_from:
+        raise video_error(path, "unreadable", f"made from another version of {sample.path}: "
+                                              f"{_frames(made_from)} there, {_frames(sample.source)} now; re-run "
+                                              f"mme extract with --overwrite")
     if bool(cached.meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={cached.meta.get('compensate')}")

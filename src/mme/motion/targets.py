@@ -371,15 +371,18 @@ class TargetFn:
         return self.cfg.track_length if "shape" in self.names else 0
 
     def _stride(self, sample) -> int:
-        """The clip's raw stride; tracks without interpolation step over it, so it must divide L."""
+        """The clip's raw stride; tracks without interpolation step over it, so it must divide L. A clip of a video
+        shorter than its window ends on the video's last frame, repeated (the dataset's convention: gaps of 0 after
+        a shorter one); its stride is its largest gap, and its tracks see no motion past the last frame."""
         gaps = np.unique(np.diff(np.asarray(sample.clip)))
-        stride = int(gaps[0]) if len(gaps) else 1
-        if not self.cfg.interpolate and (len(gaps) > 1 or stride < 1 or self.cfg.track_length % stride):
+        steps = gaps[-1:] if len(gaps) and gaps[0] == 0 else gaps
+        stride = max(int(steps[0]), 1) if len(steps) else 1
+        if not self.cfg.interpolate and (len(steps) > 1 or self.cfg.track_length % stride):
             raise ConfigError(
                 f"target.interpolate=false tracks between sampled frames: it needs a constant clip stride that "
                 f"divides target.track_length={self.cfg.track_length}; clip of {sample.path} has gaps {gaps.tolist()}"
             )
-        return max(stride, 1)
+        return stride
 
     def tracks(self, sample, stride: int) -> Tracks:
         cfg, L = self.cfg, self.cfg.track_length
