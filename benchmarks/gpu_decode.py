@@ -28,6 +28,7 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.video.reformatter import VideoReformatter
 
 from mme.data.bench import generated_video
+from mme.data.pyav_reader import rgb24
 from mme.utils import atomic_write_text, cpu_name
 
 
@@ -58,10 +59,8 @@ def main() -> None:
         path = str(args.video or generated_video(Path(tmp)))
         rgb, planar = VideoReformatter(), VideoReformatter()
 
-        def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-            if frame.format.name == "nv12":  # the GPU's layout: to the CPU decoder's first (an exact copy)
-                frame = planar.reformat(frame, format="yuv420p")
-            return rgb.reformat(frame, format="rgb24").to_ndarray()
+        def to_rgb(frame: av.VideoFrame) -> np.ndarray:  # the reader's conversion of a GPU's frames
+            return rgb24(frame, rgb, planar)
 
         def direct(frame: av.VideoFrame) -> np.ndarray:
             return frame.to_ndarray(format="rgb24")

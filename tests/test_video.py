@@ -9,8 +9,10 @@ import weakref
 import av
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 from videos import affine_video, decode_all, write_video
 
+from mme.data.pyav_reader import rgb24
 from mme.data.video import open_video
 from mme.errors import VideoError
 
@@ -189,12 +191,12 @@ def test_frames_decoded_on_a_gpu_convert_to_the_bytes_of_the_cpu_decode(tmp_path
             c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         c.mux(s.encode())
     straight = []
-    with open_video(path) as reader, av.open(str(path)) as container:
-        reader._hwaccel = "a GPU"  # as PyAVReader(gpu=...) sets it, which needs a CUDA device
+    rgb, planar = VideoReformatter(), VideoReformatter()  # as a reader made with PyAVReader(gpu=...) holds them
+    with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             ref = frame.to_ndarray(format="rgb24")
             down = frame.reformat(format=downloaded)
-            np.testing.assert_array_equal(reader._to_rgb(down), ref)
+            np.testing.assert_array_equal(rgb24(down, rgb, planar), ref)
             straight.append(int(np.abs(down.to_ndarray(format="rgb24").astype(np.int16) - ref).max()))
     assert len(straight) == 6 and (max(straight) > 0) == (downloaded == "nv12"), straight
 

@@ -60,6 +60,19 @@ bitwise the same. HEVC is left out (its sub-layer non-reference pictures may be 
 as are VP8/VP9/AV1 (their encoders rarely leave a frame unreferenced)."""
 
 
+def rgb24(frame: av.VideoFrame, rgb: VideoReformatter, planar: VideoReformatter | None = None,
+          threads: int = 0) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB: ``frame.to_ndarray(format="rgb24")``'s bytes, through the swscale
+    context of ``rgb`` (a reader keeps one, on its decoder's threads: ``to_ndarray`` sets one up, and its thread
+    pool, for every frame, 0.42 ms of CPU per 112² frame against 0.03 ms, on one thread). ``planar``: for frames
+    decoded on a GPU, which come back as NV12 (8-bit 4:2:0). swscale converts NV12 to RGB by another path than the
+    CPU decoder's yuv420p (up to 63 levels apart on the same pixels), so such a frame is first made yuv420p, an
+    exact copy of its planes, and a bit-exact decode gives the CPU decode's bytes."""
+    if planar is not None and frame.format.name == "nv12":
+        frame = planar.reformat(frame, format="yuv420p")
+    return rgb.reformat(frame, format="rgb24", threads=threads).to_ndarray()
+
+
 _CUDA_DECODERS: dict[int, tuple[HWAccel, HWAccel]] = {}
 
 
@@ -96,7 +109,8 @@ class PyAVReader(VideoReader):
         self.path = path
         self._threads = threads
         self._hwaccel = None if gpu is None else cuda_decoder(gpu)
-        self._rgb, self._planar = VideoReformatter(), VideoReformatter()
+        self._rgb = VideoReformatter()
+        self._planar = None if gpu is None else VideoReformatter()
         self._container = None
         self._leave = _Leave()
         self._open()
@@ -138,18 +152,11 @@ class PyAVReader(VideoReader):
             self._start_decode(0)
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """The frame as (H, W, 3) uint8 RGB: ``frame.to_ndarray(format="rgb24")``'s bytes, with one swscale context
-        for the reader on the decoder's threads. ``to_ndarray`` sets up a context, and its thread pool, for every
-        frame: 0.42 ms of CPU per 112² frame against 0.03 here, on one thread. A frame decoded on a GPU comes back
-        as NV12 (8-bit 4:2:0), which swscale converts to RGB by another path than the CPU decoder's yuv420p (up to
-        63 levels apart on the same pixels): it is first made the CPU decoder's yuv420p, an exact copy of its
-        planes, so that a bit-exact decode gives the CPU decode's bytes."""
+        """The frame as (H, W, 3) uint8 RGB (:func:`rgb24`), refused when its size is not the stream's."""
         if (frame.width, frame.height) != self.size:  # a stream whose size changes (joined or captured streams)
             raise video_error(self.path, "unreadable", f"its frame size changes from {self.size[0]}x{self.size[1]} "
                                                        f"to {frame.width}x{frame.height}")
-        if frame.format.name == "nv12" and self._hwaccel is not None:
-            frame = self._planar.reformat(frame, format="yuv420p")
-        return self._rgb.reformat(frame, format="rgb24", threads=self._threads).to_ndarray()
+        return rgb24(frame, self._rgb, self._planar, self._threads)
 
     def _start_decode(self, pos: int | None) -> None:
         """Decode on from the container's current position; ``pos`` = index of the next frame (None right after a
@@ -211,7 +218,7 @@ class PyAVReader(VideoReader):
             frames, self._pos = itertools.chain([frame], self._frames), start
         wanted = {int(i): k for k, i in enumerate(indices)}
         out: list[np.ndarray | None] = [None] * len(indices)
-        key_pts = set(index.key_pts.tolist()) if self._seeked else set()
+        key_pts = index.key_set if self._seeked else frozenset()
         for frame in frames:
             pos = self._pos
             if self._leave.below is not None and pos < len(pts) and frame.pts != pts[pos]:
@@ -392,6 +399,11 @@ class _Index:
     """The file in an index folder that keeps this index for other processes (None: kept in this one only)."""
     stored: tuple[int, str] | None = None
     """(proven, mode) as last written to ``store``."""
+
+    @functools.cached_property
+    def key_set(self) -> frozenset[int]:
+        """``key_pts`` as a set, for the check of every frame after a seek (:meth:`PyAVReader._read_seeking`)."""
+        return frozenset(self.key_pts.tolist())
 
     def save(self) -> None:
         """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned). A store

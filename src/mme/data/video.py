@@ -76,10 +76,9 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and those
     that reference them, differ with the decoder's threads; 'rotated' when the file's display matrix turns its
     frames (``rotation`` degrees, phone videos), which are read as coded; 'suspicious' when the file must be read
-    sequentially (its
-    timestamps cannot be trusted, or seeking returned another frame than counting) or its packets and frames
-    differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason ('missing', 'empty',
-    'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept."""
+    sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
+    packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
+    ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept."""
     out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [], "rotation": 0,
            "reason": ""}
     try:
@@ -89,15 +88,12 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
     if out["frames"] < min_frames:
         out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
-    elif out["damaged"]:
+    elif out["damaged"] or out["rotation"]:
         n = len(out["damaged"])
-        out.update(status="damaged", reason=f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
-                                            f"{out['damaged'][:5]}{' ...' * (n > 5)}" + (
-                                                f"; read sequentially: {out['reason']}" if out["reason"] else ""))
-    elif out["rotation"]:
-        out.update(status="rotated", reason=f"its display matrix turns its frames by {out['rotation']} degrees; they "
-                                            f"are read as coded" + (f"; read sequentially: {out['reason']}"
-                                                                    if out["reason"] else ""))
+        status, why = ("damaged", f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
+                                  f"{out['damaged'][:5]}{' ...' * (n > 5)}") if n else (
+            "rotated", f"its display matrix turns its frames by {out['rotation']} degrees; they are read as coded")
+        out.update(status=status, reason=why + (f"; read sequentially: {out['reason']}" if out["reason"] else ""))
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
                                                                   f"{out['frames']} frames")

@@ -265,7 +265,7 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     return tracks
 
 
-def _frames(source) -> str:
+def _shape_of(source) -> str:
     return f"{source[0]}x{source[1]}, {source[2]} frames"
 
 
@@ -281,7 +281,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     made_from = (*cached.meta["src_size"], cached.num_starts)
     if sample.source is not None and tuple(sample.source) != made_from:
         raise video_error(path, "unreadable", f"made from another version of {sample.path}: "
-                                              f"{_frames(made_from)} there, {_frames(sample.source)} now; re-run "
+                                              f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; re-run "
                                               f"mme extract with --overwrite")
     if bool(cached.meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
