@@ -238,6 +238,36 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
             fn(sample)
 
 
+def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, capsys):
+    """With ``--orientation display`` the tracks are made on the frames as displayed, which training with
+    ``data.orientation=display`` reads; a cache of the other orientation is refused by training (a ConfigError:
+    the whole cache is) and by a resumed extraction (naming the setting)."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    frames = affine_video(12, 72, 96, dx=1.5, seed=6)[0]  # 96x72 as coded, 72x96 as displayed (turned 90 degrees)
+    write_video(root / "phone.mp4", frames, display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+    (root / "list.txt").write_text("phone.mp4\n")
+    out = tmp_path / "cache"
+    args = ["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "3",
+            "--short-side", "72"]
+    assert cli(args) == 0
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64,
+                      orientation="display")
+    sample = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
+    assert sample.source == (72, 96, 12, "display")
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
+    with pytest.raises(ConfigError, match=r"data.orientation=display but the track cache .*phone\.mp4\.tracks was "
+                                          r"extracted with --orientation coded"):
+        fn(sample)
+    capsys.readouterr()
+    assert cli(args + ["--orientation", "display"]) == 1
+    assert "orientation coded (this run: display)" in capsys.readouterr().err
+    assert cli(args + ["--orientation", "display", "--overwrite"]) == 0
+    assert cache_meta(cache_file(out, "phone.mp4"))["src_size"] == [72, 96]
+    assert fn(sample)["disp"].shape == (2, 3, 8, 8, 2)
+
+
 def write_version_1(path, q, valid, pair_homs, meta):
     """A cache file as version 1 wrote it: a zip of int16 blocks of 32 starts, the whole validity, the pairs'
     homographies and the meta."""

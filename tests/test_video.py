@@ -7,11 +7,13 @@ import importlib.util
 import weakref
 
 import av
+import cv2
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
 from videos import affine_video, decode_all, write_video
 
+from mme.data import pyav_reader
 from mme.data.pyav_reader import rgb24
 from mme.data.video import open_video
 from mme.errors import VideoError
@@ -218,3 +220,93 @@ def test_a_reader_is_freed_when_its_last_reference_goes(tmp_path, clip_frames):
             assert gone() is None, f"{threads} threads"
     finally:
         gc.enable()
+
+
+F = 1 << 16  # 1.0 in a display matrix's 16.16 fixed point
+TURNS = {"ccw 90": (0, -F, F, 0), "cw 90": (0, F, -F, 0), "180": (-F, 0, 0, -F), "mirror": (-F, 0, 0, F),
+         "upside down": (F, 0, 0, -F), "transpose": (0, F, F, 0), "anti-transpose": (0, -F, -F, 0)}
+"""(a, b, c, d) of display matrices: the right-angle turns and mirrors."""
+
+
+def matrix(a, b, c, d):
+    return [a, b, 0, c, d, 0, 0, 0, 1 << 30]
+
+
+def displayed(coded: np.ndarray, a, b, c, d) -> np.ndarray:
+    """Frames as a display matrix shows them, pixel by pixel from FFmpeg's definition (libavutil/display.h): the
+    coded pixel (p, q) goes to (a p + c q, b p + d q), shifted to start at 0."""
+    H, W = coded.shape[1:3]
+    q, p = np.mgrid[0:H, 0:W]
+    x, y = np.sign(a) * p + np.sign(c) * q, np.sign(b) * p + np.sign(d) * q
+    x, y = x - x.min(), y - y.min()
+    out = np.zeros((len(coded), y.max() + 1, x.max() + 1, 3), np.uint8)
+    out[:, y, x] = coded[:, q, p]
+    return out
+
+
+@pytest.mark.parametrize("turn", list(TURNS))
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_display_orientation_shows_frames_as_the_display_matrix_maps_them(tmp_path, clip_frames, turn, backend):
+    """A phone video's display matrix turns or mirrors its frames for display. Every backend reads the coded
+    frames (OpenCV's own turning, which it applies by default, is off), and ``orientation='display'`` returns them
+    as the matrix maps them, with the size to match."""
+    path = write_video(tmp_path / "phone.mp4", clip_frames[:12], display=matrix(*TURNS[turn]))
+    ref = decode_all(path)
+    idx = [11, 0, 5, 5]
+    with open_video(path, backend) as reader:
+        assert reader.size == (64, 48)
+        coded = reader.read(idx)
+    with open_video(path, backend, orientation="display") as reader:
+        size, shown = reader.size, reader.read(idx)
+    expected = displayed(ref[idx], *TURNS[turn])
+    assert size == (expected.shape[2], expected.shape[1]) and shown.shape == expected.shape
+    if backend == "pyav":
+        np.testing.assert_array_equal(coded, ref[idx])
+        np.testing.assert_array_equal(shown, expected)
+    else:  # OpenCV's YUV->RGB conversion rounds its own way
+        assert np.abs(coded.astype(int) - ref[idx]).mean() < 2 and np.abs(shown.astype(int) - expected).mean() < 2
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_display_orientation_turns_as_opencv_does(tmp_path, clip_frames, degrees):
+    """OpenCV turns frames by the display matrix's angle on its own (it ignores mirrors): for pure turns it shows
+    what ``orientation='display'`` returns."""
+    path = tmp_path / "phone.mp4"
+    write_video(path, clip_frames[:4], display=matrix(*{90: TURNS["ccw 90"], -90: TURNS["cw 90"],
+                                                        180: TURNS["180"]}[degrees]))
+    cap = cv2.VideoCapture(str(path))
+    theirs = np.stack([cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(4)])
+    cap.release()
+    with open_video(path, orientation="display") as reader:
+        ours = reader.read(range(4))
+    assert ours.shape == theirs.shape == ((4, 64, 48, 3) if degrees != 180 else (4, 48, 64, 3))
+    assert np.abs(ours.astype(int) - theirs).mean() < 2
+
+
+def test_a_display_matrix_that_is_no_right_angle_turn_is_refused(tmp_path, clip_frames):
+    """An oblique turn (45 degrees) cannot be shown as a frame of whole pixels: ``orientation='display'`` refuses
+    the file, naming it and the matrix; its coded frames still read."""
+    k = round(F * 0.5 ** 0.5)
+    path = write_video(tmp_path / "tilted.mp4", clip_frames[:4], display=matrix(k, -k, k, k))
+    with pytest.raises(VideoError, match=r"tilted\.mp4: unreadable \(its display matrix \[.*\] is not a turn by a "
+                                         r"right angle or a mirror, which data.orientation=display applies\)"):
+        open_video(path, orientation="display")
+    with open_video(path) as reader:
+        assert reader.read([3]).shape == (1, 48, 64, 3)
+
+
+def test_the_display_matrix_is_kept_with_the_index(tmp_path, clip_frames, monkeypatch):
+    """The matrix is read from a decoded frame once per file and kept with its frame index (``data.index_dir``),
+    so another process opens the file turned without decoding a frame first."""
+    path = write_video(tmp_path / "phone.mp4", clip_frames[:4], display=matrix(*TURNS["cw 90"]))
+    with open_video(path, orientation="display", index_dir=tmp_path / "index") as reader:
+        first = reader.read([2])
+    pyav_reader._pyav_index.cache_clear()  # as in a new process
+
+    def no_decode(path):
+        raise AssertionError("the display matrix was read again")
+
+    monkeypatch.setattr(pyav_reader, "display_matrix", no_decode)
+    with open_video(path, orientation="display", index_dir=tmp_path / "index") as reader:
+        assert reader.size == (48, 64)
+        np.testing.assert_array_equal(reader.read([2]), first)

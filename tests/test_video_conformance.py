@@ -255,7 +255,7 @@ def test_check_names_a_file_with_frames_decoded_with_errors(tmp_path):
 def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):
     """Phone videos store portrait footage as landscape frames and a display matrix (the MP4 track header's) that
     players apply. Frame i is the coded frame, as FFmpeg decodes it (and VideoMAE-style loaders read it), so
-    `mme check` names such files `rotated`, with the angle, for the user to decide."""
+    `mme check` names such files `rotated`, with the angle, for the user to decide (``data.orientation``)."""
     data = bytearray(corpus["h264.mp4"].read_bytes())
     at = data.find(b"tkhd")
     at += 4 + 4 + (32 if data[at + 4] == 1 else 20) + 16  # the matrix, after the version's times and fields
@@ -267,7 +267,8 @@ def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_pa
         assert reader.size == (64, 48)
     check = check_video(path)
     assert (check["status"], check["rotation"]) == ("rotated", -90)
-    assert check["reason"] == "its display matrix turns its frames by -90 degrees; they are read as coded"
+    assert check["reason"] == ("its display matrix turns its frames by -90 degrees; they are read as coded unless "
+                               "data.orientation=display")
     assert check_video(corpus["h264.mp4"])["rotation"] == 0
 
 

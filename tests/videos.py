@@ -15,9 +15,10 @@ import pytest
 
 
 def write_video(path: str | Path, frames: np.ndarray, codec: str = "libx264", fps: int = 25,
-                quality: str = "high") -> Path:
+                quality: str = "high", display: list[int] | None = None) -> Path:
     """Encode uint8 RGB frames ``(T, H, W, 3)`` to ``path`` with PyAV. ``quality='high'`` keeps coding noise
-    small (near-lossless) so analytic motion survives encoding."""
+    small (near-lossless) so analytic motion survives encoding. ``display``: a display matrix for the stream (9
+    int32 in FFmpeg's layout), as phone videos carry."""
     path = Path(path)
     frames = np.asarray(frames, dtype=np.uint8)
     T, H, W, _ = frames.shape
@@ -27,6 +28,8 @@ def write_video(path: str | Path, frames: np.ndarray, codec: str = "libx264", fp
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height = W, H
+        if display is not None:
+            stream.set_display_matrix(display)
         stream.pix_fmt = "yuv444p" if (codec == "libx264" and quality == "high") else "yuv420p"
         if codec in ("mpeg4",):
             stream.bit_rate = 8_000_000

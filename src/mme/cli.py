@@ -144,7 +144,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
     p.add_argument("--max-disp", type=float, default=None, help="displacement bound in working px (default 20 "
                    "at a 224 short side, scaled)")
-    p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
+    _video_args(p)
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
     p.add_argument("--overwrite", action="store_true",
@@ -190,6 +190,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                   "task.val_list / task.test_list. Set train.init to the pre-trained checkpoint. Under torchrun: "
                   "torchrun --nproc_per_node=N -m mme.cli finetune --config R ...",
                   "train.init=ckpt.pth data.root=/k400 train.steps=100")
+
+
+def _video_args(p: argparse.ArgumentParser) -> None:
+    """How a command reads videos (``data.backend``, ``data.orientation``)."""
+    p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
+    p.add_argument("--orientation", default="coded", choices=["coded", "display"],
+                   help="frames as coded (default), or turned as the file's display matrix says (phone videos)")
 
 
 def _view_args(p: argparse.ArgumentParser) -> None:
@@ -252,7 +259,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
     p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
     _encoder_run_args(p)
-    p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
+    _video_args(p)
     _calls(p, "mme.eval.features:embed")
 
 

@@ -38,6 +38,7 @@ from mme.data.transforms import (
     view_crops,
 )
 from mme.data.video import BACKENDS, open_video, require_backend
+from mme.data.video_reader import ORIENTATIONS, VideoReader
 from mme.errors import ConfigError, DataError, VideoError
 from mme.utils import check_output, keep_freed_memory
 
@@ -88,6 +89,9 @@ class DataConfig:
     backend: str = "pyav"
     """Video decoder: 'pyav', 'pyav-cuda' (the same reader, decoding on the GPU of ``LOCAL_RANK`` with FFmpeg's NVDEC;
     the loader workers then start by spawn; docs/data.md), 'opencv' or 'decord'."""
+    orientation: str = "coded"
+    """'coded': frames as coded (frame i; phone videos then lie on their side, as in decord and torchvision), or
+    'display': turned and mirrored as the file's display matrix tells players to (docs/data.md)."""
     decode_threads: int = 1
     """Decoder threads per video (0 = FFmpeg's choice). 1 suits DataLoader workers: on 2 cores one thread
     decoded a 40-frame clip in 103 ms vs 188 ms with FFmpeg's choice."""
@@ -121,6 +125,8 @@ class DataConfig:
             raise ConfigError(f"data.rrc_ratio must be (min, max) with 0 < min <= max, got {self.rrc_ratio}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"data.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.orientation not in ORIENTATIONS:
+            raise ConfigError(f"data.orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.decode_threads < 0 or self.num_workers < 0:
             raise ConfigError("data.decode_threads and data.num_workers must be >= 0")
         if not 0.0 <= self.max_failure_fraction <= 1.0:
@@ -146,8 +152,9 @@ class Sample:
     track_length: int = 0
     """L raw steps per track (tracks visit ``min(s + j, frame_ids[-1])`` for 0 <= j <= L; a sample for cached tracks
     holds only the frames its targets read)."""
-    source: tuple[int, int, int] | None = None
-    """The video's (width, height, frames), which a track cache must have been made from (None: unchecked)."""
+    source: tuple[int, int, int, str] | None = None
+    """The video as read: (width, height, frames, orientation), which a track cache must have been made from (None:
+    unchecked)."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
         """Frames ``(len(raw_indices), h, w, 3)`` at raw indices that are among ``frame_ids``."""
@@ -248,6 +255,11 @@ class _VideoDataset(Dataset):
             counts["bad list line"] += len(self.bad_lines)
         return dict(counts)
 
+    def open(self, path: str) -> VideoReader:
+        """A reader of ``path`` as ``data`` says (backend, decoder threads, index folder, orientation)."""
+        cfg = self.cfg
+        return open_video(path, cfg.backend, cfg.decode_threads, cfg.index_dir, cfg.orientation)
+
     def path(self, i: int) -> str:
         return resolve(self.entries[i], self.cfg.root)
 
@@ -324,7 +336,7 @@ class PretrainDataset(_VideoDataset):
         """Decode and crop entry ``i`` into a :class:`Sample` (raises VideoError on a bad video)."""
         cfg = self.cfg
         path = self.path(i)
-        with open_video(path, cfg.backend, cfg.decode_threads, cfg.index_dir) as reader:
+        with self.open(path) as reader:
             if cfg.sampling == "segments":
                 idx = sample_segments(reader.num_frames, cfg.num_frames, cfg.tubelet, rng, self.track_length,
                                       reads=self.track_reads)
@@ -333,7 +345,7 @@ class PretrainDataset(_VideoDataset):
                                       self.track_length, rng, self.track_reads)
             raw = reader.read(idx.needed)  # (F, H, W, 3): one decoding pass
             geom = self._train_geometry(reader.size, rng)
-            source = (*reader.size, reader.num_frames)
+            source = (*reader.size, reader.num_frames, cfg.orientation)
         return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length,
                       source)
 
@@ -357,7 +369,7 @@ class ClassificationDataset(_VideoDataset):
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         cfg = self.cfg
-        with open_video(self.path(i), cfg.backend, cfg.decode_threads, cfg.index_dir) as reader:
+        with self.open(self.path(i)) as reader:
             n, size = reader.num_frames, reader.size
             if self.mode == "train":
                 if cfg.sampling == "segments":

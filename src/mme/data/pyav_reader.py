@@ -118,7 +118,7 @@ class PyAVReader(VideoReader):
             if not self._container.streams.video:
                 raise video_error(path, "unreadable", "no video stream")
             ctx = self._stream.codec_context
-            self.size = (int(ctx.width), int(ctx.height))
+            self.size = self._coded_size = (int(ctx.width), int(ctx.height))
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
             st = os.stat(path)
@@ -127,6 +127,14 @@ class PyAVReader(VideoReader):
         except BaseException:
             self.close()
             raise
+
+    def display_matrix(self) -> tuple[int, ...] | None:
+        """The file's display matrix (:func:`display_matrix`), kept with its index."""
+        index = self._index
+        if index.display is None:
+            index.display = tuple(display_matrix(self.path) or ())
+            index.save()
+        return index.display or None
 
     @property
     def seeking(self) -> str:
@@ -153,9 +161,10 @@ class PyAVReader(VideoReader):
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame as (H, W, 3) uint8 RGB (:func:`rgb24`), refused when its size is not the stream's."""
-        if (frame.width, frame.height) != self.size:  # a stream whose size changes (joined or captured streams)
-            raise video_error(self.path, "unreadable", f"its frame size changes from {self.size[0]}x{self.size[1]} "
-                                                       f"to {frame.width}x{frame.height}")
+        if (frame.width, frame.height) != self._coded_size:  # a stream whose size changes (joined or captured)
+            W, H = self._coded_size
+            raise video_error(self.path, "unreadable", f"its frame size changes from {W}x{H} to "
+                                                       f"{frame.width}x{frame.height}")
         return rgb24(frame, self._rgb, self._planar, self._threads)
 
     def _start_decode(self, pos: int | None) -> None:
@@ -320,7 +329,7 @@ class PyAVReader(VideoReader):
             counted = self._read_counting(idx, damaged)  # idx ends at the last frame: a whole decode
             for i, frame in zip(idx[::-1], counted[::-1]):
                 self._open()  # as a dataset item reads it: from a container of its own
-                if not np.array_equal(self.read([i])[0], frame):
+                if not np.array_equal(self._read_sorted(np.array([i]))[0], frame):
                     self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
                     break
         else:
@@ -397,8 +406,10 @@ class _Index:
     index's timestamps in order."""
     store: Path | None = None
     """The file in an index folder that keeps this index for other processes (None: kept in this one only)."""
-    stored: tuple[int, str] | None = None
-    """(proven, mode) as last written to ``store``."""
+    display: tuple[int, ...] | None = None
+    """The display matrix (:func:`display_matrix`; ``()`` for none), once a reader asked for it."""
+    stored: tuple | None = None
+    """(proven, mode, display) as last written to ``store``."""
 
     @functools.cached_property
     def key_set(self) -> frozenset[int]:
@@ -408,14 +419,14 @@ class _Index:
     def save(self) -> None:
         """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned). A store
         that cannot be written is dropped with a warning: the index stays this process's."""
-        if self.store is None or self.stored == (self.proven, self.mode):
+        if self.store is None or self.stored == (self.proven, self.mode, self.display):
             return
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
-                  "proven": self.proven}
+                  "proven": self.proven, "display": self.display}
         try:
             atomic_write_text(self.store, json.dumps(record))
-            self.stored = (self.proven, self.mode)
+            self.stored = (self.proven, self.mode, self.display)
         except OSError as e:
             _warn_unwritable(self.store.parent.parent, e.strerror or type(e).__name__)
             self.store = None
@@ -446,9 +457,11 @@ def _load_index(store: Path) -> _Index | None:
         index = _Index(np.asarray(record["pts"], np.int64), np.asarray(record["key_pts"], np.int64),
                        int(record["num_frames"]), int(record["packets"]), record["mode"], record["reason"],
                        int(record["proven"]), store)
+        display = record.get("display")
+        index.display = None if display is None else tuple(int(v) for v in display)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    index.stored = (index.proven, index.mode)
+    index.stored = (index.proven, index.mode, index.display)
     return index
 
 
@@ -506,6 +519,19 @@ def _sequential_index(path: str, packets: int, reason: str, num_frames: int | No
     if num_frames is None:
         num_frames = len(_decoded_timestamps(path))
     return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason)
+
+
+def display_matrix(path: str) -> tuple[int, ...] | None:
+    """The display matrix FFmpeg attaches to the file's decoded frames (from the stream's: phone videos, the MP4
+    track header's), as 9 int32 (:func:`mme.data.video_reader.display_turn`); None when there is none. PyAV
+    reads it only from a frame, so this decodes the first."""
+    try:
+        with av.open(path) as container:
+            frame = next(container.decode(video=0), None)
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise video_error(path, "unreadable", e) from e
+    side = None if frame is None else frame.side_data.get("DISPLAYMATRIX")
+    return None if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
 def _decoded_timestamps(path: str) -> list[int | None]:

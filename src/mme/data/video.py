@@ -8,7 +8,8 @@ on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not 
 default.
 
 How the PyAV reader stays exact (its index of each file and the verdict on its timestamps) is told in
-:mod:`mme.data.pyav_reader`.
+:mod:`mme.data.pyav_reader`. Every backend reads the coded frame; ``orientation='display'`` turns it as the file's
+display matrix says (:mod:`mme.data.video_reader`).
 
 Every failure is a :class:`VideoError` whose message names the file and the reason, with the short reason in
 ``error.reason`` (used to count skipped videos in a dataset).
@@ -24,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mme.data.pyav_reader import PyAVReader, cuda_decoder
-from mme.data.video_reader import VideoReader, video_error
+from mme.data.pyav_reader import PyAVReader, cuda_decoder, display_matrix
+from mme.data.video_reader import ORIENTATIONS, VideoReader, display_turn, video_error
 from mme.errors import VideoError
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
@@ -45,15 +46,18 @@ def require_backend(backend: str) -> None:
 
 
 def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
-               index_dir: str | Path | None = None) -> VideoReader:
+               index_dir: str | Path | None = None, orientation: str = "coded") -> VideoReader:
     """Open ``path`` with ``backend`` (:data:`BACKENDS`); ``threads`` = decoder threads (0 = auto); ``index_dir``:
-    where the PyAV reader keeps frame indices for every process (``data.index_dir``).
+    where the PyAV reader keeps frame indices for every process (``data.index_dir``); ``orientation``
+    (``data.orientation``): 'coded' frames, or turned as 'display'ed (:mod:`mme.data.video_reader`).
 
     Raises VideoError for a missing, empty, unreadable or frameless file.
     """
     path = str(path)
     if backend not in BACKENDS:
         raise VideoError(f"{path}: unknown video backend {backend!r}; choose one of {BACKENDS}")
+    if orientation not in ORIENTATIONS:
+        raise VideoError(f"{path}: unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
     if not os.path.exists(path):
         raise video_error(path, "missing", "no such file")
     if os.path.isdir(path):
@@ -64,10 +68,23 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
-    if reader.num_frames <= 0:
+    try:
+        if reader.num_frames <= 0:
+            raise video_error(path, "unreadable", "no decodable video frames")
+        if orientation == "display":
+            st = os.stat(path)
+            reader.orient(display_turn(reader.display_matrix() if isinstance(reader, PyAVReader)
+                                       else _display_matrix(path, st.st_size, st.st_mtime_ns), path))
+    except BaseException:
         reader.close()
-        raise video_error(path, "unreadable", "no decodable video frames")
+        raise
     return reader
+
+
+@functools.lru_cache(maxsize=4096)
+def _display_matrix(path: str, size: int, mtime_ns: int) -> tuple[int, ...] | None:
+    """:func:`display_matrix` for the readers that keep no index, cached per (path, size, mtime) in this process."""
+    return display_matrix(path)
 
 
 def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None) -> dict:
@@ -92,7 +109,8 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         n = len(out["damaged"])
         status, why = ("damaged", f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
                                   f"{out['damaged'][:5]}{' ...' * (n > 5)}") if n else (
-            "rotated", f"its display matrix turns its frames by {out['rotation']} degrees; they are read as coded")
+            "rotated", f"its display matrix turns its frames by {out['rotation']} degrees; they are read as coded "
+                       f"unless data.orientation=display")
         out.update(status=status, reason=why + (f"; read sequentially: {out['reason']}" if out["reason"] else ""))
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
@@ -102,13 +120,15 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
 
 class _OpenCVReader(VideoReader):
     """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process). Not
-    exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames on VFR files, MPEG-PS/TS)."""
+    exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames on VFR files, MPEG-PS/TS). Its own
+    turning by the display matrix is off: frames are coded ones, as every backend's."""
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
         self._cap = cv2.VideoCapture(path)
         if not self._cap.isOpened():
             raise video_error(path, "unreadable", "OpenCV cannot open it")
+        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         st = os.stat(path)

@@ -1,5 +1,10 @@
 """The interface every video backend implements: :class:`VideoReader` (frame count, fps, size, frames at indices)
 and :func:`video_error`, the one error its readers raise. Frame i is defined in :mod:`mme.data.video`.
+
+**Orientation.** Frame i is the coded frame. A file's display matrix (phone videos; the MP4 track header's)
+tells players how to turn or mirror it for display; :func:`display_turn` reads the matrix as the axis swaps and
+flips that make the frame look as it is displayed, and :meth:`VideoReader.orient` makes a reader return its frames
+that way (``data.orientation=display``), for every backend alike.
 """
 
 from __future__ import annotations
@@ -18,15 +23,42 @@ def video_error(path: str | Path, reason: str, detail: object = "") -> VideoErro
     return err
 
 
+ORIENTATIONS = ("coded", "display")
+"""How frames are returned: as coded (frame i, the default), or as displayed (the display matrix applied)."""
+
+
+def display_turn(matrix, path: str | Path = "") -> tuple[bool, bool, bool]:
+    """``(transpose, flip_rows, flip_cols)`` that turn a coded frame (H, W, ...) into the frame ``matrix`` displays.
+
+    ``matrix``: FFmpeg's display matrix, 9 int32 ``a b u c d v x y w`` (a..d in 16.16 fixed point), None for none.
+    It maps a coded pixel (p, q) to ``x' = a p + c q``, ``y' = b p + d q`` (FFmpeg's libavutil/display.h; the
+    offsets only move the image). Right-angle turns and mirrors are applied; any other matrix (an oblique
+    rotation, a shear, a stretch) is a VideoError naming ``path``."""
+    if matrix is None:
+        return False, False, False
+    a, b, _, c, d = (int(v) for v in list(matrix)[:5])
+    big = max(abs(a), abs(b), abs(c), abs(d))
+    a, b, c, d = (0 if abs(v) * 100 < big else v for v in (a, b, c, d))  # cos 90 degrees, rounded
+    if a and d and not (b or c) and abs(abs(a) - abs(d)) * 100 < big:
+        return False, d < 0, a < 0
+    if b and c and not (a or d) and abs(abs(b) - abs(c)) * 100 < big:
+        return True, b < 0, c < 0
+    raise video_error(path, "unreadable", f"its display matrix {list(matrix)} is not a turn by a right angle or a "
+                                          f"mirror, which data.orientation=display applies")
+
+
 class VideoReader:
     """Random access to the frames of one video file. Use as a context manager or call :meth:`close`.
 
     ``num_frames`` (int), ``fps`` (float), ``size`` ``(W, H)``; :meth:`read` returns uint8 RGB ``(N, H, W, 3)``
     for any (unsorted, repeated) frame indices. ``exact``: whether they are frame i as :mod:`mme.data.video`
-    defines it, on every file (only PyAV's are).
+    defines it, on every file (only PyAV's are). A backend reads coded frames (:meth:`_read_sorted`);
+    :meth:`orient` turns what :meth:`read` returns, and ``size`` with it.
     """
 
     exact = False
+    turn = (False, False, False)
+    """``(transpose, flip_rows, flip_cols)`` applied to every frame :meth:`read` returns (:func:`display_turn`)."""
     path: str
     num_frames: int
     fps: float
@@ -42,8 +74,22 @@ class VideoReader:
             raise video_error(self.path, "index out of range",
                               f"asked for {idx.min()}..{idx.max()}, the video has {self.num_frames} frames")
         unique, inverse = np.unique(idx, return_inverse=True)
-        frames = self._read_sorted(unique)  # (U, H, W, 3)
+        frames = self._turned(self._read_sorted(unique))  # (U, H, W, 3)
         return frames if len(unique) == len(idx) and np.array_equal(unique, idx) else frames[inverse]
+
+    def orient(self, turn: tuple[bool, bool, bool]) -> None:
+        """Return frames turned by ``turn`` from now on (:func:`display_turn`); ``size`` becomes the turned one."""
+        if turn[0] != self.turn[0]:
+            self.size = self.size[::-1]
+        self.turn = turn
+
+    def _turned(self, frames: np.ndarray) -> np.ndarray:
+        transpose, flip_rows, flip_cols = self.turn
+        if not (transpose or flip_rows or flip_cols):
+            return frames
+        if transpose:
+            frames = frames.swapaxes(1, 2)
+        return np.ascontiguousarray(frames[:, ::-1 if flip_rows else 1, ::-1 if flip_cols else 1])
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -220,7 +220,7 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int = 4, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
-          chunk_batches: int = 50, progress: bool = True) -> Path:
+          orientation: str = "coded", chunk_batches: int = 50, progress: bool = True) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -242,10 +242,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     encoder = load_encoder(checkpoint)
     dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
-                           root=root, backend=backend)
+                           root=root, backend=backend, orientation=orientation)
     n = len(dataset)
     fingerprint = {"checkpoint": _file_id(checkpoint), "source": _file_id(source), "clips": clips, "crops": crops,
-                   "stride": stride, "segments": segments, "tokens": tokens, "num_videos": n}
+                   "stride": stride, "segments": segments, "tokens": tokens, "num_videos": n,
+                   **({"orientation": orientation} if orientation != "coded" else {})}  # the jobs made before it
     if _cached(out, fingerprint):
         log.info("embed: %s is up to date (same checkpoint, list and views), not recomputed", out)
         return out

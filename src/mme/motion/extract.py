@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, require_backend, video_error
+from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, MMEError
 from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
@@ -47,6 +48,8 @@ class ExtractOptions:
     max_disp: float | None = None
     chunk: int = 64
     backend: str = "pyav"
+    orientation: str = "coded"
+    """The frames tracked: 'coded' or turned as 'display'ed (``data.orientation``, which training must match)."""
     device: str = "cpu"
     """Where a flow of the training step (torch-lk) runs, batched over a chunk's frame pairs: cpu, cuda, cuda:1..;
     the other flows, and torch-lk with compensation, run one pair at a time on the CPU."""
@@ -54,6 +57,8 @@ class ExtractOptions:
     def __post_init__(self):
         if self.length < 1 or self.short_side < 16 or self.seed_stride < 1 or self.chunk < 1:
             raise ConfigError(f"extract: length, short_side (>=16), seed_stride and chunk must be positive: {self}")
+        if self.orientation not in ORIENTATIONS:
+            raise ConfigError(f"extract: --orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.flow not in METHODS:
             raise ConfigError(f"extract: --flow must be one of {list(METHODS)}, got {self.flow!r}")
         try:
@@ -77,7 +82,7 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
-    with open_video(path, opts.backend, threads=1) as reader:
+    with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
         n, (W0, H0) = reader.num_frames, reader.size
         if n < 2:
             raise video_error(path, "too short", f"{n} frame(s); tracks need at least 2")
@@ -106,7 +111,8 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
                     if pair_homs is not None and hom is not None:
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
-                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path))
+                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
+                orientation=opts.orientation)
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
@@ -121,8 +127,9 @@ def other_settings(out_path: Path, opts: ExtractOptions) -> dict | None:
     except MMEError:
         return None
     have = dict(short_side=min(meta["work_size"]), seed_stride=meta["seed_stride"], flow=meta["flow"],
-                compensate=meta["compensate"])
-    want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate)
+                compensate=meta["compensate"], orientation=meta.get("orientation", "coded"))
+    want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate,
+                orientation=opts.orientation)
     differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
     if meta["length"] < opts.length:
         differ["length"] = (meta["length"], opts.length)
@@ -213,12 +220,13 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
 
 def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
                   seed_stride: int = 8, flow: str | None = None, compensate: bool = False,
-                  max_disp: float | None = None, backend: str = "pyav", workers: int = 1, shard: str | None = None,
-                  overwrite: bool = False, device: str = "cpu") -> dict:
+                  max_disp: float | None = None, backend: str = "pyav", orientation: str = "coded", workers: int = 1,
+                  shard: str | None = None, overwrite: bool = False, device: str = "cpu") -> dict:
     """``mme extract``: :func:`run` with these :class:`ExtractOptions` (``flow`` None: DEFAULT_FLOW), then a line of
     counts; returns the report."""
     opts = ExtractOptions(length=length, short_side=short_side, seed_stride=seed_stride, flow=flow or DEFAULT_FLOW,
-                          compensate=compensate, max_disp=max_disp, backend=backend, device=device)
+                          compensate=compensate, max_disp=max_disp, backend=backend, orientation=orientation,
+                          device=device)
     report = run(list_file, root, out, opts, workers, shard, overwrite)
     print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} failed"
           + (f" (see {out})" if report["failed"] else ""))
