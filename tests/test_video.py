@@ -310,3 +310,46 @@ def test_the_display_matrix_is_kept_with_the_index(tmp_path, clip_frames, monkey
     with open_video(path, orientation="display", index_dir=tmp_path / "index") as reader:
         assert reader.size == (48, 64)
         np.testing.assert_array_equal(reader.read([2]), first)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_a_name_ffmpeg_would_read_as_a_protocol_opens_the_file(tmp_path, clip_frames, monkeypatch, backend):
+    """FFmpeg reads the part of a name before a colon as a protocol ('2020-01-01T10' of a time-stamped recording;
+    'pipe' of 'pipe:0' would read standard input): files are opened by their absolute paths, so a list that names
+    them relative to the working folder reads them (before, each was 'unreadable (Protocol not found)')."""
+    monkeypatch.chdir(tmp_path)
+    ref = decode_all(write_video(tmp_path / "plain.mp4", clip_frames[:10]))
+    for name in ("2020-01-01T10:00:00.mp4", "pipe:0"):
+        (tmp_path / name).write_bytes((tmp_path / "plain.mp4").read_bytes())
+        with open_video(name, backend) as reader:
+            assert reader.num_frames == 10
+            got = reader.read([9, 2])
+        assert np.abs(got.astype(int) - ref[[9, 2]]).mean() < (1e-9 if backend == "pyav" else 2)
+
+
+def test_a_file_whose_only_picture_is_its_cover_is_no_video(tmp_path):
+    """An audio file with its cover art (an attached picture, which FFmpeg lists as a one-frame video stream) is
+    not a one-frame video: it is unreadable, saying so. A video with a cover reads its video."""
+    cover = np.zeros((48, 64, 3), np.uint8)
+    cover[..., 0] = 200
+    path = tmp_path / "song.m4a"
+    with av.open(str(path), "w", format="mp4") as c:
+        audio = c.add_stream("aac", rate=16000)
+        cs = c.add_stream("mjpeg", rate=1)
+        cs.width, cs.height, cs.pix_fmt = 64, 48, "yuvj420p"
+        cs.disposition = av.stream.Disposition.attached_pic
+        for p in cs.encode(av.VideoFrame.from_ndarray(cover, format="rgb24").reformat(format="yuvj420p")):
+            c.mux(p)
+        for p in cs.encode():
+            c.mux(p)
+        for i in range(20):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, i * 1024
+            for p in audio.encode(f):
+                c.mux(p)
+        for p in audio.encode():
+            c.mux(p)
+    with av.open(str(path)) as c:
+        assert [s.type for s in c.streams] == ["audio", "video"]  # the cover, as FFmpeg lists it
+    with pytest.raises(VideoError, match=r"song\.m4a: unreadable \(no video stream, only 1 attached picture"):
+        open_video(path)

@@ -365,3 +365,35 @@ def test_an_index_folder_keeps_what_decodes_proved_for_other_processes(corpus, t
                 np.testing.assert_array_equal(reader.read([7]), decode_all(other)[[7]])
     assert [r.getMessage() for r in caplog.records if "frame indices" in r.getMessage()] == [
         f"cannot keep frame indices in {blocked} (Not a directory); each process indexes for itself"]
+
+
+def test_a_keyframe_a_decode_cannot_start_from_turns_the_file_sequential(tmp_path):
+    """An AVI writer that flags every chunk as a keyframe, over a codec with delta frames (ZMBV here; SVQ1, Snow and
+    FFV1 alike): a seek lands on a delta frame and FFmpeg's decoder fails there, though the decode from the start
+    has every frame. That failure turns the file sequential, and each frame alone is frame i (before, each read
+    of a frame past the first keyframe was a decode error, and `mme check` called the file unreadable)."""
+    rng = np.random.default_rng(0)
+    base = (rng.integers(0, 4, (64, 192, 3)) * 64).astype(np.uint8)
+    src, path = tmp_path / "zmbv.avi", tmp_path / "allkey.avi"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("zmbv", rate=25, options={"g": "10"})
+        s.width, s.height, s.pix_fmt = 96, 64, "bgr0"
+        for t in range(40):
+            frame = np.ascontiguousarray(np.roll(base, 3 * t, 1)[:, :96])
+            for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with av.open(str(src)) as ic, av.open(str(path), "w") as oc:  # the same packets, each flagged a keyframe
+        out = oc.add_stream_from_template(ic.streams.video[0])
+        for p in ic.demux(ic.streams.video[0]):
+            if p.size:
+                p.is_keyframe, p.stream = True, out
+                oc.mux(p)
+    ref = decode_all(path)
+    assert len(ref) == 40
+    assert each_frame_alone_once_proven(path, ref) == []
+    with open_video(path) as reader:
+        assert reader.seeking == "sequential" and reader.seeking_reason.startswith("the decode after a seek failed")
+    check = check_video(shutil.copy(path, tmp_path / "b.avi"))
+    assert (check["status"], check["frames"]) == ("suspicious", 40)

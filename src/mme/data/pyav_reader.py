@@ -99,6 +99,18 @@ def decodes_on_cuda() -> bool:
     return bool(_CUDA_DECODERS)
 
 
+def open_container(path: str, **options) -> av.container.InputContainer:
+    """``av.open`` of a file by its absolute path: FFmpeg reads a name such as '2020-01-01T10:00:00.mp4' or
+    'pipe:0' as a protocol and what follows its colon as that protocol's address."""
+    return av.open(os.path.abspath(path), **options)
+
+
+def video_stream(container) -> av.video.stream.VideoStream | None:
+    """The file's video: its first video stream that is not an attached picture (a cover image, which FFmpeg lists
+    as a one-frame video stream, before or after the video); None if there is none."""
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
 class PyAVReader(VideoReader):
     """Frame i exactly (module docstring), seeking where the file's timestamps are proven; threaded decoding.
     ``gpu``: decode on that CUDA device (:func:`cuda_decoder`) instead of the CPU."""
@@ -115,8 +127,11 @@ class PyAVReader(VideoReader):
         self._leave = _Leave()
         self._open()
         try:
-            if not self._container.streams.video:
-                raise video_error(path, "unreadable", "no video stream")
+            if self._stream is None:
+                covers = len(self._container.streams.video)
+                raise video_error(path, "unreadable", "no video stream" + (f", only {covers} attached picture"
+                                                                           f"{'s' * (covers > 1)} (cover art)"
+                                                                           if covers else ""))
             ctx = self._stream.codec_context
             self.size = self._coded_size = (int(ctx.width), int(ctx.height))
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
@@ -150,11 +165,11 @@ class PyAVReader(VideoReader):
         """(Re)open the container: its decode starts again at frame 0."""
         self.close()
         try:
-            self._container = av.open(self.path, hwaccel=self._hwaccel)
+            self._container = open_container(self.path, hwaccel=self._hwaccel)
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise video_error(self.path, "unreadable", e) from e
-        if self._container.streams.video:
-            self._stream = self._container.streams.video[0]
+        self._stream = video_stream(self._container)
+        if self._stream is not None:
             self._stream.thread_type = "AUTO"
             self._stream.thread_count = self._threads
             self._start_decode(0)
@@ -179,7 +194,14 @@ class PyAVReader(VideoReader):
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         try:
             if self._index.mode == "seek":
-                frames = self._read_skipping(indices)
+                try:
+                    frames = self._read_skipping(indices)
+                except av.error.FFmpegError as e:
+                    if not self._seeked:
+                        raise
+                    self._distrust(f"the decode after a seek failed ({e}): the container flags frames as keyframes "
+                                   f"that a decode cannot start from")
+                    frames = None
                 if frames is not None:
                     return frames
                 self._pos = None  # the read stopped part-way: count from the start
@@ -486,8 +508,8 @@ def _make_index(path: str) -> _Index:
     hold two frames (packed B-frames) or none (not-coded VOPs), so their index is checked against a whole decode
     at once."""
     try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
+        with open_container(path) as container:
+            stream = video_stream(container)
             pts, keys = [], []
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
@@ -526,8 +548,9 @@ def display_matrix(path: str) -> tuple[int, ...] | None:
     track header's), as 9 int32 (:func:`mme.data.video_reader.display_turn`); None when there is none. PyAV
     reads it only from a frame, so this decodes the first."""
     try:
-        with av.open(path) as container:
-            frame = next(container.decode(video=0), None)
+        with open_container(path) as container:
+            stream = video_stream(container)
+            frame = None if stream is None else next(container.decode(stream), None)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise video_error(path, "unreadable", e) from e
     side = None if frame is None else frame.side_data.get("DISPLAYMATRIX")
@@ -537,7 +560,7 @@ def display_matrix(path: str) -> tuple[int, ...] | None:
 def _decoded_timestamps(path: str) -> list[int | None]:
     """The timestamp of every frame of a full decode, in order, from a container of its own (one demuxed to its
     end may refuse to seek back)."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
+    with open_container(path) as container:
+        stream = video_stream(container)
         stream.thread_type = "AUTO"
         return [frame.pts for frame in container.decode(stream)]

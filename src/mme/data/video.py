@@ -1,7 +1,8 @@
 """Open a video and answer: frame count, fps, size, frames at indices (PyAV default, OpenCV, decord).
 
 **Frame i** is the i-th frame of FFmpeg's sequential decode of the file's first video stream, in presentation
-order: ``list(av.open(path).decode(video=0))[i]``. ``num_frames`` is the length of that decode. The default
+order: ``list(av.open(path).decode(video=0))[i]``; a stream that is an attached picture (cover art) is not a
+video and is passed over. ``num_frames`` is the length of that decode. The default
 PyAV reader returns exactly those frames for any index set, in any order, on every file it opens
 (``VideoReader.exact``). The OpenCV reader is not exact: its seeking (CAP_PROP_POS_FRAMES) returns wrong frames
 on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not checked. Neither is the
@@ -125,7 +126,7 @@ class _OpenCVReader(VideoReader):
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
-        self._cap = cv2.VideoCapture(path)
+        self._cap = cv2.VideoCapture(os.path.abspath(path))  # not read as a protocol (open_container)
         if not self._cap.isOpened():
             raise video_error(path, "unreadable", "OpenCV cannot open it")
         self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
@@ -158,7 +159,7 @@ class _OpenCVReader(VideoReader):
 @functools.lru_cache(maxsize=4096)
 def _opencv_count(path: str, size: int, mtime_ns: int) -> int:
     """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header."""
-    cap = cv2.VideoCapture(path)
+    cap = cv2.VideoCapture(os.path.abspath(path))
     count = 0
     while cap.grab():
         count += 1
@@ -177,7 +178,7 @@ class _DecordReader(VideoReader):
 
         self.path = path
         try:
-            self._vr = decord.VideoReader(path, num_threads=threads)
+            self._vr = decord.VideoReader(os.path.abspath(path), num_threads=threads)
         except (decord.DECORDError, RuntimeError) as e:  # decord raises RuntimeError for files it cannot open
             raise video_error(path, "unreadable", e) from e
         self.num_frames = len(self._vr)
