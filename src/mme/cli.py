@@ -121,7 +121,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "from the start, slower, because its timestamps or frame count cannot be trusted). Exit "
                        "status 1 when a run would skip some videos.")
     p.add_argument("list_files", metavar="lists", nargs="+", help="list files ('path [label]' per line)")
-    p.add_argument("--root", default="", help="folder the lists' relative paths start from")
+    p.add_argument("--root", default="",
+                   help="folder the lists' relative paths start from (default: the working folder)")
     p.add_argument("--out", dest="report_path", metavar="OUT", default="check.json",
                    help="the JSON report (default check.json)")
     p.add_argument("--index-dir", default=None, metavar="DIR",
@@ -135,7 +136,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                        description="Tracks from every raw frame of each video, one compressed file per video; "
                        "resumable, shardable (--shard k/n and torchrun ranks); failures in <out>/failed*.json.")
     p.add_argument("list_file", metavar="list", help="list file (VideoMAE format: 'path [label]' per line)")
-    p.add_argument("--root", default="", help="folder the list's relative paths start from")
+    p.add_argument("--root", default="",
+                   help="folder the list's relative paths start from (default: the working folder)")
     p.add_argument("--out", required=True, help="cache folder (set target.cache_dir to it for training)")
     p.add_argument("--length", type=int, default=6, help="track length L stored (training may use a shorter L)")
     p.add_argument("--short-side", type=int, default=224, help="working resolution: the frame's short side in px")
@@ -229,7 +231,8 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                    help="labelled test list (reported; never used for selection)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
                    help="output folder (features cache + probe.json)")
-    p.add_argument("--root", default="", help="folder the lists' relative paths start from")
+    p.add_argument("--root", default="",
+                   help="folder the lists' relative paths start from (default: the working folder)")
     p.add_argument("--classes", default=None, help="JSON list of class names (index = label)")
     _view_args(p)
     p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
@@ -254,7 +257,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="list file ('path [label]' per line) or one video file")
     p.add_argument("--out", required=True, help="output .npy (features; tokens to OUT_STEM.tokens.npy) or "
                                                 ".safetensors (features, valid, labels, tokens)")
-    p.add_argument("--root", default="", help="folder the list's relative paths start from")
+    p.add_argument("--root", default="",
+                   help="folder the list's relative paths start from (default: the working folder)")
     _view_args(p)
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
     p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
