@@ -113,6 +113,27 @@ def test_safetensors_output_carries_the_valid_mask_and_labels(setup, tmp_path):
     assert labels.tolist() == [i % 3 for i in range(8)] and info["views"] == 1
 
 
+def test_features_of_the_same_list_under_another_root_are_made_again(setup, tmp_path):
+    """The same list (its relative paths) under another --root names other videos: the features kept for the
+    first root are not reused for it (they were, as 'up to date'), and both roots keep their own."""
+    root, ckpt = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(8):
+        if i not in (2, 5):
+            write_video(other / f"v{i}.mp4", _moving(i + 20))
+    (other / "list.txt").write_text((root / "list.txt").read_text())
+    out = tmp_path / "f.npy"
+    first, ok, _, _ = read_features(embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0,
+                                          progress=False))
+    second = read_features(embed(ckpt, root / "list.txt", out, stride=2, root=str(other), num_workers=0,
+                                 progress=False))[0]
+    assert not np.allclose(first[ok], second[ok])
+    again = embed(ckpt, other / "list.txt", tmp_path / "g.npy", stride=2, root=str(other), num_workers=0,
+                  progress=False)
+    np.testing.assert_array_equal(read_features(again)[0][ok], second[ok])
+
+
 def _sigint_as_from_a_shell() -> None:
     """In the child before exec: SIGINT unblocked and at its default, as an interactive shell starts a command. A
     child inherits ignored signals, and a suite started as a background job of a non-interactive shell (``make

@@ -252,10 +252,12 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
     from mme.train.finetune import setup
 
     torch.manual_seed(1)
-    enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 48, "num_heads": 3}))  # not the recipe's width
+    # not the recipe's width, nor its input norm (the demo's encoders standardise each clip)
+    enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 48, "num_heads": 3, "input_norm": "clip"}))
     src = save_pretrained(enc, tmp_path / "pre")
     run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={src}"))
     assert run.cfg.model.embed_dim == 48 and isinstance(run.model.encoder.norm, torch.nn.Identity)
+    assert run.cfg.model.input_norm == run.model.encoder.cfg.input_norm == "clip"
     own = run.model.encoder.state_dict()
     for k, v in enc.state_dict().items():
         if not k.startswith("norm."):  # the pre-trained final norm is dropped (mean pooling + fc_norm)

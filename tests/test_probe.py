@@ -120,6 +120,31 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     cached = tmp_path / "probe" / "features" / "train.safetensors"
     stamp = cached.stat().st_mtime_ns
     assert main(args) == 0 and cached.stat().st_mtime_ns == stamp  # not recomputed
+    # the class map as {name: id} (a common Kinetics layout) names the same classes
+    (tmp_path / "map.json").write_text(json.dumps({n: i for i, n in reversed(list(enumerate(synth.classes)))}))
+    args[args.index("--classes") + 1] = str(tmp_path / "map.json")
+    assert main(args) == 0
+    assert list(json.loads((tmp_path / "probe" / "probe.json").read_text())["knn"]["per_class_accuracy"]) == \
+        synth.classes
+
+
+def test_a_label_beyond_the_class_map_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """A label the class map has no name for (or a map with gaps in its ids) ended the probe after every split
+    had been embedded, in a bare IndexError; now it is one line first."""
+    from mme.cli import main
+
+    r = synth.root
+    test_list = tmp_path / "test.txt"
+    test_list.write_text((r / "test.txt").read_text() + "videos/extra.mp4 4\n")
+    (tmp_path / "gaps.json").write_text('{"a": 0, "b": 2}')
+    base = ["probe", "unused.ckpt", "--train", str(r / "train.txt"), "--root", str(r), "--out", str(tmp_path / "p")]
+    assert main([*base, "--test", str(test_list), "--classes", str(r / "classes.json")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"the test list {test_list}: videos/extra.mp4 has label 4, not a class of a 4-class model (labels must be "
+        f"0..3)")
+    assert main([*base, "--classes", str(tmp_path / "gaps.json")]) == 1
+    assert "a {name: id} map needs the ids 0..1, each once" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "features").exists()
 
 
 @pytest.mark.slow

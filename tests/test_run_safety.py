@@ -145,6 +145,19 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path):
     with pytest.raises(DataError, match=r"train\.txt: label 2 is not a class of a 2-class head"):
         setup(cfg)
     assert not ckpt.list_checkpoints(tmp_path / "run")
+    # the val and test lists too, each of whose videos would be predicted or reported: a label the head cannot
+    # predict ended the run in its final test, and a line the parser rejects dropped out of the report unsaid
+    test_list = tmp_path / "test.txt"
+    videos = [line.split()[0] for line in d.lists["train"].read_text().splitlines()]
+    for text, said in ((f"{videos[0]} 0\n{videos[1]} 3\n", rf"task\.test_list .*test\.txt: {videos[1]} has label 3, "
+                                                         r"not a class of a 3-class model"),
+                       (f"{videos[0]} 0\n{videos[1]} walking\n", r"test\.txt:2: bad label 'walking'")):
+        test_list.write_text(text)
+        cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+            f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.num_classes=3", "task.classes=",
+            "task.val_list=", f"task.test_list={test_list}", f"train.out_dir={tmp_path / 'run'}"])
+        with pytest.raises(DataError, match=said):
+            setup(cfg)
 
 
 def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path):

@@ -99,6 +99,34 @@ def write_classes(path: str | Path, classes: list[str]) -> None:
     atomic_write_text(path, json.dumps(list(classes), indent=1) + "\n")
 
 
+def read_classes(path: str | Path, what: str = "classes") -> list[str]:
+    """Class names by class id from a JSON list (``write_classes``), or from a ``{name: id}`` map (a common
+    Kinetics layout) whose ids are 0..n-1; anything else is a DataError naming ``what`` and the file."""
+    try:
+        names = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{what} {path}: not a readable JSON list of class names ({e})") from e
+    if isinstance(names, dict):
+        ids = list(names.values())
+        if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(ids))):
+            raise DataError(f"{what} {path}: a {{name: id}} map needs the ids 0..{len(names) - 1}, each once")
+        names = sorted(names, key=names.get)
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{what} {path}: expected a JSON list of class names (index = class id), or a "
+                        f"{{name: id}} map")
+    return [str(n) for n in names]
+
+
+def check_labels(list_file: str | Path, num_classes: int, what: str) -> None:
+    """Read a test list strictly (each of its videos is predicted or reported, so a line the parser rejects is
+    a DataError naming it) and refuse, naming the video, a label that a ``num_classes``-class model cannot
+    predict."""
+    for e in read_list(list_file, strict=True)[0]:
+        if e.label is not None and e.label >= num_classes:
+            raise DataError(f"{what} {list_file}: {e.path} has label {e.label}, not a class of a {num_classes}-class "
+                            f"model (labels must be 0..{num_classes - 1})")
+
+
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv")

@@ -246,9 +246,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     n = len(dataset)
     fingerprint = {"checkpoint": _file_id(checkpoint), "source": _file_id(source), "clips": clips, "crops": crops,
                    "stride": stride, "segments": segments, "tokens": tokens, "num_videos": n,
-                   **({"orientation": orientation} if orientation != "coded" else {})}  # the jobs made before it
+                   "root": os.path.abspath(root or "."), "precision": precision, "backend": backend,
+                   "orientation": orientation}
     if _cached(out, fingerprint):
-        log.info("embed: %s is up to date (same checkpoint, list and views), not recomputed", out)
+        log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading), not "
+                 "recomputed", out)
         return out
     partial = out.with_name(out.name + ".partial")
     if dist.is_main():

@@ -29,7 +29,7 @@ from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
 from mme.train.config import FinetuneConfig
 from mme.train.engine import Run
-from mme.train.finetune import class_names, describe, setup
+from mme.train.finetune import check_test_lists, class_names, describe, setup
 from mme.train.precision import choose_device, choose_precision
 
 
@@ -91,6 +91,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     names = class_names(cfg)
     if names is not None and len(names) != model.num_classes:
         raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
+    check_test_lists(cfg, model.num_classes)
     run_folder.take(cfg.train.out_dir, write=dist.is_main())
     return _final_tests(model, cfg, device, precision, names)
 

@@ -13,7 +13,6 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -185,6 +184,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
 
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
+    from mme.data.lists import check_labels, read_classes
     from mme.eval.features import embed, read_features
     from mme.eval.testing import write_json
 
@@ -192,6 +192,10 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         check_knn(k, temperature, weighting)
     out_dir = check_output(out_dir, "--out", folder=True)
     splits = {"train": train_list, "val": val_list, "test": test_list}
+    names = read_classes(classes, "--classes") if classes else None
+    for split, list_file in splits.items():  # before any embedding
+        if list_file and names:
+            check_labels(list_file, len(names), f"the {split} list")
     data, info = {}, {}
     for split, list_file in splits.items():
         if not list_file:
@@ -203,7 +207,6 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
                        "views": meta["views"], "features": str(path)}
-    names = json.loads(Path(classes).read_text()) if classes else None
     num_classes = len(names) if names else 1 + int(max(y.max() for _, y in data.values()))
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
     tx, ty = data["train"]

@@ -23,9 +23,7 @@ batch augmentation from (seed, step, rank, micro-batch); a resumed run continues
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +31,7 @@ from torch.utils.data import Dataset
 
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.lists import read_list
+from mme.data.lists import check_labels, read_classes, read_list
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
@@ -47,8 +45,9 @@ from mme.train.engine import Run
 log = logging.getLogger(__name__)
 
 ARCH_FIELDS = ("in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
-               "patch_size", "tubelet_size")
-"""Encoder fields taken from the ``train.init`` checkpoint (the weights fix them)."""
+               "patch_size", "tubelet_size", "input_norm")
+"""Encoder fields taken from the ``train.init`` checkpoint: the weights fix them, and ``input_norm`` is how the
+weights learned to see a clip."""
 
 
 class RepeatedClips(Dataset):
@@ -73,15 +72,14 @@ class RepeatedClips(Dataset):
 
 
 def class_names(cfg: FinetuneConfig) -> list[str] | None:
-    if not cfg.task.classes:
-        return None
-    try:
-        names = json.loads(Path(cfg.task.classes).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"task.classes {cfg.task.classes}: not a readable JSON list of class names ({e})") from e
-    if not isinstance(names, list):
-        raise ConfigError(f"task.classes {cfg.task.classes}: expected a JSON list of class names")
-    return [str(n) for n in names]
+    return read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
+
+
+def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
+    """The val and test lists before any work: every line parses, and every label is a class of the head."""
+    for key in ("val_list", "test_list"):
+        if getattr(cfg.task, key):
+            check_labels(getattr(cfg.task, key), num_classes, f"task.{key}")
 
 
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
@@ -126,6 +124,7 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
                           f"{num_classes}")
+    check_test_lists(cfg, num_classes)
     dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
     cfg = dataclasses.replace(cfg, model=_model_config(cfg, start.resume))
     torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
