@@ -194,6 +194,25 @@ def test_original_layout_loads_with_no_missing_keys_and_matches_hf(wrapper, tmp_
         assert torch.equal(full(x, m, target)[0], src(x, m, target)[0])
 
 
+def test_a_learned_position_table_is_refused_and_the_fixed_one_accepted(tmp_path):
+    """An original-layout file trained with use_learnable_pos_emb stores its learned table, which our models (the
+    fixed sin-cos table) cannot use: refused, naming the key (it loaded with the sin-cos table and a warning that a
+    key was ignored). A stored table that is the sin-cos one loads."""
+    from mme.errors import CheckpointError
+    from mme.models.vit import sincos_table
+
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=4)
+    n, dim = src.cfg.num_tokens, src.cfg.embed_dim
+    for table, refused in ((torch.randn(1, n, dim), True), (sincos_table(n, dim).float()[None], False)):
+        torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": table}}, tmp_path / "checkpoint.pth")
+        if refused:
+            with pytest.raises(CheckpointError, match=r"checkpoint\.pth: encoder\.pos_embed is a learned position "
+                                                      r"table \(use_learnable_pos_emb\)"):
+                load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8)
+        else:
+            assert load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8) is not None
+
+
 def test_original_mme_layout_restores_release_heads(tmp_path):
     heads = [HeadSpec("hog", 108, "sigmoid", hidden=48, weight=0.5, reduction="sum"),
              HeadSpec("traj", 32, "tanh", hidden=48, weight=0.5, reduction="sum")]

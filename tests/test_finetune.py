@@ -245,6 +245,26 @@ def test_finetune_resume_is_exact(synth, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, tmp_path, caplog):
+    """config.yaml holds the newest config only: run.json (and every later checkpoint) records each resumption's
+    changes with the step they apply from. Fine-tuning's model is the run's own on resumption, so model overrides
+    are named as ignored (they were dropped unsaid)."""
+    import json
+
+    from mme.eval.finetuned import finetune
+
+    extra = ("task.val_list=", "task.test_list=", "train.precision=fp32")
+    finetune(_tiny_recipe(synth, tmp_path, *extra, "train.steps=4", "train.stop_after=2"))
+    with caplog.at_level("WARNING"):
+        finetune(_tiny_recipe(synth, tmp_path, *extra, "train.steps=4", "train.resume=auto", "optim.base_lr=0.002",
+                              "model.drop_path=0.3"))
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["config_changes"] == [{"from_step": 2, "changes": ["optim.base_lr: 0.001 -> 0.002"]}]
+    assert torch.load(tmp_path / "checkpoint-00000004.pt", weights_only=True)["meta"]["config_changes"] == \
+        meta["config_changes"]
+    assert "these are ignored: model.drop_path=0.3 (the run's: 0.1)" in caplog.text
+
+
 def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):
     from mme.models.config import ModelConfig
     from mme.models.export import save_pretrained
@@ -273,7 +293,8 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
     from mme.models.export import save_pretrained
 
     torch.manual_seed(2)
-    clf = VideoClassifier(ModelConfig(**TINY), num_classes=4, head_init_scale=1.0)
+    # trained on clips of other sizes than the recipe's (32 px, 4 frames): it is tested on its own
+    clf = VideoClassifier(ModelConfig(**{**TINY, "img_size": 48, "num_frames": 6}), num_classes=4, head_init_scale=1.0)
     src = save_pretrained(clf, tmp_path / "clf")
     res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
                                 "data.test_clips=1", "data.test_crops=1"))

@@ -27,3 +27,21 @@ def test_every_log_reads_as_one_run_after_a_resume(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == expected
+
+
+def test_a_key_that_first_appears_later_widens_the_csv(tmp_path):
+    """Fine-tuning logs its single-view val top-1 every task.eval_every steps, not at step 1: the CSV's columns
+    were fixed by step 1's record, so the key was dropped from it (it stayed in metrics.jsonl). Now the table
+    widens, earlier rows leaving the column empty, and a resumed run keeps the wider table."""
+    logger = build_logger(tmp_path)
+    logger.log({"loss": 1.0}, 1)
+    logger.log({"loss": 2.0, "val_top1_1view": 0.5}, 2)
+    logger.log({"loss": 3.0}, 3)
+    logger.close()
+    resumed = build_logger(tmp_path, resume_step=3)
+    resumed.log({"loss": 4.0, "val_top1_1view": 0.75}, 4)
+    resumed.close()
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["loss"], r["val_top1_1view"]) for r in rows] == [
+        ("1", "1.0", ""), ("2", "2.0", "0.5"), ("3", "3.0", ""), ("4", "4.0", "0.75")]

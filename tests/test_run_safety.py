@@ -170,6 +170,28 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth,
         f"mme pretrain: error: {tmp_path / 'random.pt'}: unknown checkpoint format"), proc.stderr[-1000:]
 
 
+def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp_path):
+    """A weights-only .pth ({'model': weights}: a bare KeyError before) and an exported .safetensors (called 'not a
+    PyTorch or safetensors file' before) are model weights, not a run's state: one line naming the file, pointing
+    to train.init."""
+    import torch
+
+    from mme.errors import CheckpointError
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+    from mme.train.engine import resume_state
+
+    enc = VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2))
+    torch.save({"model": enc.state_dict()}, tmp_path / "weights.pth")
+    exported = save_pretrained(enc, tmp_path / "enc.safetensors")
+    with pytest.raises(CheckpointError, match=r"train\.resume .*weights\.pth: not a training checkpoint of mme \(it "
+                                              r"lacks \['config', 'optimizer', 'step', 'data', 'rng'\]\); train\.init"):
+        resume_state(str(tmp_path / "weights.pth"), tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"enc\.safetensors: a model's weights .*; train\.init starts a run"):
+        resume_state(str(exported), tmp_path / "run")
+
+
 def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth, tmp_path, capsys):
     from mme import cli
 

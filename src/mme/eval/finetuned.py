@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from mme.train.config import FinetuneConfig
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, setup
 from mme.train.precision import choose_device, choose_precision
+
+log = logging.getLogger(__name__)
 
 
 def _test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None, crops: int | None = None):
@@ -92,6 +95,14 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     if names is not None and len(names) != model.num_classes:
         raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
     check_test_lists(cfg, model.num_classes)
+    m = model.cfg  # the clips the classifier was trained on, not the recipe's
+    data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size)
+    if data != cfg.data:
+        log.info("task.eval_only: test clips of %d frames of %d px (tubelet %d), as %s was trained on, not the "
+                 "recipe's %d of %d px", m.num_frames, m.img_size, m.tubelet_size, cfg.train.init,
+                 cfg.data.num_frames, cfg.data.img_size)
+    cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
+        cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     run_folder.take(cfg.train.out_dir, write=dist.is_main())
     return _final_tests(model, cfg, device, precision, names)
 

@@ -35,7 +35,7 @@ from mme.models import convert, convert_config
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
-from mme.models.vit import VisionTransformer
+from mme.models.vit import VisionTransformer, sincos_table
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,25 @@ def _with_hints(cfg: ModelConfig, hints: dict, path: Path) -> ModelConfig:
         raise CheckpointError(f"{path}: {e}") from e
 
 
+def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Our models use VideoMAE's fixed sin-cos position tables, which its files do not store. A file that stores
+    one (``use_learnable_pos_emb``) learned its own: refused unless it is the sin-cos table, since the weights
+    were trained with it and would see other positions here."""
+    for key in (k for k in state if k.endswith("pos_embed")):
+        table = state[key].detach().float().reshape(-1, state[key].shape[-1])
+        if not torch.allclose(table, sincos_table(*table.shape).float(), atol=1e-4):
+            raise CheckpointError(f"{path}: {key} is a learned position table (use_learnable_pos_emb), which mme's "
+                                  f"models do not have: they use the fixed sin-cos table, as VideoMAE's and MME's "
+                                  f"released models do")
+
+
 def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
                 heads: list[HeadSpec] | None = None, encoder_only: bool = False) -> Checkpoint:
     """Convert a bare state dict of any known layout; infer the config from the weights unless given (for the
     encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known)."""
     try:
         kind, ours, unexpected, layout = convert.to_ours(state)
+        _check_position_tables(state, path)
         if unexpected:
             log.warning("%s: %d key(s) of the %s layout are not part of the model and are ignored: %s",
                         path, len(unexpected), layout, unexpected[:10])

@@ -9,7 +9,8 @@ Layout (constant keys; ``mme.models.checkpoint.load_encoder`` reads ``model`` an
     step       optimizer steps done      data     {"epoch", "batch"}: the next micro-batch to read
     rng        {"torch", "numpy", "python", "cuda"} generator states
     meta       {"git", "torch", "device", "device_name", "precision", "precision_reason", "world_size",
-                "run_id", "started", "config_hash"} (the identity: mme.train.run_folder)
+                "run_id", "started", "config_hash"} (the identity: mme.train.run_folder), and "config_changes":
+               [{"from_step", "changes"}] when a resumption changed the config
 
 Everything is tensors and plain Python values, so it loads with ``weights_only=True``.
 """
@@ -68,12 +69,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``); CheckpointError names the file and reason
     (mme.models.checkpoint.torch_load)."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":
+        raise CheckpointError(f"checkpoint {path}: a model's weights (as mme export writes them), not a training "
+                              f"run's state; train.init starts a run from weights")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     state = torch_load(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
     return state
+
+
+def missing_keys(state: dict[str, Any]) -> list[str]:
+    """The keys of a training checkpoint that ``state`` lacks (a weights file has only 'model', or none)."""
+    return [k for k in REQUIRED_KEYS if k not in state]
 
 
 def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -85,7 +94,7 @@ def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
         except CheckpointError as e:
             log.warning("skipping %s", e)
             continue
-        missing = [k for k in REQUIRED_KEYS if k not in state]
+        missing = missing_keys(state)
         if missing:
             log.warning("skipping checkpoint %s: not a training checkpoint (missing %s)", path, missing)
             continue

@@ -141,7 +141,12 @@ def resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
             log.info("train.resume=auto: no checkpoint in %s, starting fresh", out_dir)
             return None
         return str(found[0]), found[1]
-    return resume, ckpt.load_checkpoint(Path(resume))
+    state = ckpt.load_checkpoint(Path(resume))
+    missing = ckpt.missing_keys(state)
+    if missing:
+        raise CheckpointError(f"train.resume {resume}: not a training checkpoint of mme (it lacks {missing}); "
+                              f"train.init starts a run from a file's weights")
+    return resume, state
 
 
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:
@@ -216,12 +221,16 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[s
 
 
 def restore(run: Run, source: str, state: dict) -> None:
-    """Load model, optimizer, scaler, step, data position and RNG states into ``run`` (warns on config changes)."""
+    """Load model, optimizer, scaler, step, data position and RNG states into ``run``. A config changed since the
+    checkpoint is warned about and recorded with the step it applies from (``config_changes`` of run.json), since
+    config.yaml holds the newest config only."""
     load_state(run.model, state["model"], f"checkpoint {source}")
     changed = config_changes(state["config"], dataclasses.asdict(run.cfg),
                              ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite"))
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
+        run.meta["config_changes"] = [*run.meta.get("config_changes", []),
+                                      {"from_step": int(state["step"]), "changes": changed}]
     try:
         run.optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as e:

@@ -101,7 +101,14 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
     """The run's encoder config: from the resumed run, else the architecture of ``train.init`` with this
     config's clip geometry and drop path, else the config as is (training from scratch)."""
     if resume is not None:
-        return from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
+        model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
+        ignored = [f"model.{f.name}={getattr(cfg.model, f.name)!r} (the run's: {getattr(model, f.name)!r})"
+                   for f in dataclasses.fields(model) if f.name not in (*ARCH_FIELDS, "preset")
+                   and getattr(cfg.model, f.name) != getattr(model, f.name)]
+        if ignored:
+            log.warning("resuming %s: the model is the run's own, so these are ignored: %s", resume[0],
+                        ", ".join(ignored))
+        return model
     if not cfg.train.init:
         return cfg.model
     from mme.models.checkpoint import read_checkpoint

@@ -77,7 +77,8 @@ class JSONLLogger:
 
 
 class CSVLogger:
-    """A CSV table; the columns are fixed by the first record (every step logs the same keys)."""
+    """A CSV table whose columns are the keys logged so far: a key that first appears after the first record (the
+    periodic val top-1 of fine-tuning) widens the table, its earlier rows leaving it empty."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
@@ -87,16 +88,31 @@ class CSVLogger:
             with open(self.path) as f:
                 self.columns = next(csv.reader(f), None)
         self.file = open(self.path, "a" if self.columns else "w", newline="")
-        self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore") if self.columns else None
+        self.writer = csv.DictWriter(self.file, self.columns) if self.columns else None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         row = {"step": step, **metrics}
         if self.writer is None:
             self.columns = list(row)
-            self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
+            self.writer = csv.DictWriter(self.file, self.columns)
             self.writer.writeheader()
+        elif not row.keys() <= set(self.columns):
+            self._widen([*self.columns, *(k for k in row if k not in self.columns)])
         self.writer.writerow(row)
         self.file.flush()
+
+    def _widen(self, columns: list[str]) -> None:
+        """Rewrite the table with ``columns`` (atomically) and append to it from now on."""
+        self.file.close()
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.columns = columns
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, columns)
 
     def close(self) -> None:
         self.file.close()

@@ -74,9 +74,11 @@ def release(out_dir: str | Path | None = None) -> None:
 
 
 def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
-    """The run's identity: the resumed checkpoint's (a resumed run is the same run), else a new one."""
+    """The run's identity: the resumed checkpoint's (a resumed run is the same run, with the config changes of its
+    earlier resumptions), else a new one."""
     if resumed is not None and "run_id" in resumed.get("meta", {}):
-        return {k: resumed["meta"][k] for k in ("run_id", "started", "config_hash") if k in resumed["meta"]}
+        return {k: resumed["meta"][k] for k in ("run_id", "started", "config_hash", "config_changes")
+                if k in resumed["meta"]}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config_hash": digest}
 
