@@ -54,8 +54,13 @@ def setup(tmp_path_factory):
     return root, ckpt
 
 
-def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_path):
+def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_path, monkeypatch):
+    from mme.data.dataset import ClassificationDataset
+
     root, ckpt = setup
+    loads = []
+    load = ClassificationDataset._load
+    monkeypatch.setattr(ClassificationDataset, "_load", lambda self, i, rng: loads.append(i) or load(self, i, rng))
     out = embed(ckpt, root / "list.txt", tmp_path / "f.npy", clips=2, crops=3, stride=2, root=str(root),
                 num_workers=0, progress=False)
     x = np.load(out)
@@ -64,6 +69,11 @@ def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_p
     assert np.isnan(x[[2, 5]]).all() and np.isfinite(np.delete(x, [2, 5], 0)).all()
     assert [f["index"] for f in info["failures"]] == [2, 5]
     assert info["failures"][0]["path"].endswith("v2.mp4") and info["failures"][1]["path"].endswith("v5.mp4")
+    # each failure's own reason, from one attempt: no replacement is decoded, which a test set would not use (where
+    # every replacement failed too, the error was "no readable video for item 2 of <a temporary list> ...")
+    assert sorted(loads) == list(range(8))
+    assert "v2.mp4: unreadable" in info["failures"][0]["error"]
+    assert "v5.mp4: missing" in info["failures"][1]["error"]
     assert info["labels"] == [i % 3 for i in range(8)] and info["views"] == 6 and info["num_valid"] == 6
     assert not (tmp_path / "f.npy.partial").exists()
     # row i is video i: embedding the file alone gives the same row

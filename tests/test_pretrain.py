@@ -191,9 +191,24 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
         out = tmp_path / f"deeper_{key}"
         named = "checkpoint" if key == "resume" else "train.init"
         with pytest.raises(CheckpointError, match=rf"^{named} .*checkpoint-00000001.pt.*does not fit the model: "
-                                                  r"missing keys \['encoder.blocks.2"):
+                                                  r"missing keys \['encoder.blocks.2") as info:
             run("tiny_cpu_pixel", synth, out, "model.depth=3", f"train.{key}={ref.checkpoint}")
         assert _no_training_happened(out)
+        if key == "init":  # a masked autoencoder of another shape: how to start from its encoder alone
+            assert str(info.value).endswith("--kind model, then train.init=encoder.safetensors")
+    # fine-tuning resumed from a pre-training run's checkpoint (a ConfigError on a model key before)
+    from mme.config import load_config
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import setup
+
+    ft = load_config(FinetuneConfig, "finetune_tiny_cpu", [*synth, "task.num_classes=4", "task.classes=",
+                                                           "task.val_list=", "task.test_list=",
+                                                           f"train.out_dir={tmp_path / 'ft'}",
+                                                           f"train.resume={ref.checkpoint}"])
+    with pytest.raises(CheckpointError, match=r"checkpoint-00000001\.pt: made by another kind of run \(its config "
+                                              r"has the sections \[.*'target'.*\], this run's \[.*'task'.*\]\); "
+                                              r"train\.init starts a run"):
+        setup(ft)
     with pytest.raises(CheckpointError, match="no such file"):
         run("tiny_cpu_pixel", synth, tmp_path / "b", f"train.resume={tmp_path}/missing.pt")
 

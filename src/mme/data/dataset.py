@@ -221,6 +221,10 @@ def collate(items: list[dict]) -> dict:
 class _VideoDataset(Dataset):
     """The list, the failure bookkeeping and the deterministic replacement shared by both datasets."""
 
+    substitutes = True
+    """Whether a video that fails is replaced by another (training); else its VideoError is raised (testing: each
+    video is predicted or reported)."""
+
     def __init__(self, cfg: DataConfig, seed: int = 0, need_labels: bool = False):
         if not cfg.list_file:
             raise DataError("data.list_file is not set")
@@ -281,22 +285,24 @@ class _VideoDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Item ``key`` = (epoch, index), or index in epoch 0: the video ``index`` with draws from (seed, epoch,
-        index, attempt), or if it fails, the first readable of a fixed sequence of replacements drawn from them.
-        Known failures are skipped without reopening, which gives the same result as retrying them, so the item
-        does not depend on which worker found a bad file first. The epoch travels with the index so that workers
-        can live across epochs (mme.train.loop.micro_batches)."""
+        index, attempt), or if it fails, the first readable of a fixed sequence of replacements drawn from them
+        (without ``substitutes``: its VideoError). Known failures are skipped without reopening, which gives the
+        same result as retrying them, so the item does not depend on which worker found a bad file first. The epoch
+        travels with the index so that workers can live across epochs (mme.train.loop.micro_batches)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         i = index
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
             if attempt > 0:
                 i = int(rng.integers(len(self.entries)))
-            if self._reason[i] != 0:
+            if self._reason[i] != 0 and self.substitutes:
                 continue
             try:
                 item = self._load(i, rng)
             except VideoError as e:
                 self._record_failure(i, e)
+                if not self.substitutes:
+                    raise
                 continue
             item["index"] = i
             return item
@@ -366,6 +372,7 @@ class ClassificationDataset(_VideoDataset):
             raise ConfigError(f"ClassificationDataset mode must be 'train' or 'test', got {mode!r}")
         super().__init__(cfg, seed, need_labels=True)
         self.mode = mode
+        self.substitutes = mode == "train"
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         cfg = self.cfg

@@ -106,16 +106,22 @@ _THREADS_BEFORE: list[int] = []
 """The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
 
 
-def begin(t: TrainConfig, workers: int) -> Start:
-    """Join the process group (under torchrun), pick the device, check the out folder, read what to resume, and
-    set the process's threads beside ``workers`` loader workers."""
+def begin(cfg) -> Start:
+    """Join the process group (under torchrun), pick the device, check the out folder, read what to resume (a run
+    of the kind of ``cfg``: pre-training or fine-tuning), and set the process's threads beside the loader workers."""
+    t = cfg.train
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
     out_dir = run_folder.take(t.out_dir, write=dist.is_main())
     resume = resume_state(t.resume, out_dir)
+    if resume is not None:
+        sections, ours = sorted(resume[1]["config"]), sorted(dataclasses.asdict(cfg))
+        if sections != ours:
+            raise CheckpointError(f"checkpoint {resume[0]}: made by another kind of run (its config has the sections "
+                                  f"{sections}, this run's {ours}); train.init starts a run from a file's weights")
     if dist.is_main():
         run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
-    threads = choose_threads(t.threads, device, workers)
+    threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
     return Start(device, info.world_size, out_dir, resume, threads)

@@ -125,7 +125,7 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
     """Build and check everything (out dir, data, model, init/resume checkpoint) before the first step;
     ``after_step``: the engine's hook, e.g. periodic validation (mme.eval.finetuned)."""
     t = cfg.train
-    start = engine.begin(t, cfg.data.num_workers)
+    start = engine.begin(cfg)
     names = class_names(cfg)
     num_classes = _num_classes(cfg, names)
     if names is not None and len(names) != num_classes:

@@ -22,7 +22,7 @@ import torch
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
-from mme.errors import DataError, MMEError
+from mme.errors import CheckpointError, DataError, MMEError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
@@ -130,7 +130,7 @@ def _timing_loss(model: MaskedAutoencoder, cfg: PretrainConfig):
 def setup(cfg: PretrainConfig) -> Run:
     """Build and check everything (out dir, data, model, checkpoint) before the first step."""
     t = cfg.train
-    start = engine.begin(t, cfg.data.num_workers)
+    start = engine.begin(cfg)
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     dataset = pretrain_dataset(cfg)
@@ -151,7 +151,11 @@ def _init_weights(model: MaskedAutoencoder, path: str) -> None:
     the whole masked autoencoder when the file has one, else the encoder only (decoder and heads stay fresh)."""
     ck = read_checkpoint(path)
     if ck.kind == "mae":
-        load_state(model, ck.state, f"train.init {ck.source}")
+        try:
+            load_state(model, ck.state, f"train.init {ck.source}")
+        except CheckpointError as e:  # e.g. a pixel MAE for an MME run: other target heads
+            raise CheckpointError(f"{e}. To start from its encoder alone: mme export {path} encoder.safetensors "
+                                  f"--format safetensors --kind model, then train.init=encoder.safetensors") from e
     else:
         load_state(model.encoder, ck.encoder_state, f"train.init {ck.source}")
     log.info("initial weights from %s (%s)", ck.source, "whole model" if ck.kind == "mae" else "encoder only")
