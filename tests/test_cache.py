@@ -238,6 +238,31 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
             fn(sample)
 
 
+def test_a_cache_of_longer_tracks_gives_the_validity_of_the_tracks_read(tmp_path):
+    """A point is valid while it stays in the frame over the target's L steps. A cache holds tracks of its own L;
+    read for a shorter one, a point that leaves only after the L read must stay valid (a pan of 1.5 px/frame:
+    the column of tokens at the edge it moves to was dropped from a cache of L = 8 read at L = 4)."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_video(root / "pan.mp4", affine_video(30, 64, 64, dx=1.5, seed=7)[0])
+    (root / "list.txt").write_text("pan.mp4\n")
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=8, stride=2, img_size=64,
+                      crop="center")
+    sample = PretrainDataset(data, track_length=4).sample(0, np.random.default_rng(0))
+    m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
+    valid = {}
+    for length in (None, 4, 8):
+        cfg = dict(kind="mme", track_length=4, patch_norm=False)
+        if length is not None:
+            out = tmp_path / f"cache{length}"
+            cli(["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", str(length),
+                 "--short-side", "64"])
+            cfg["cache_dir"] = str(out)
+        valid[length] = make_target_fn(TargetConfig(**cfg), m).targets(sample)[1]["traj"]
+    assert valid[None].float().mean() > 0.9
+    assert torch.equal(valid[8], valid[4]) and torch.equal(valid[4], valid[None])
+
+
 def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, capsys):
     """With ``--orientation display`` the tracks are made on the frames as displayed, which training with
     ``data.orientation=display`` reads; a cache of the other orientation is refused by training (a ConfigError:

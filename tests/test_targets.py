@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -179,6 +181,23 @@ def test_without_interpolation_tracks_use_only_sampled_frames():
     moving = (first != 0).all(-1)
     assert moving.sum() >= 8 and torch.allclose(first[moving][:, :16], torch.tensor(1.2 / bound), atol=0.15 / bound)
     assert (last == 0).all()  # no motion past the last frame
+    # a span that passes the last frame has only its real raw steps: start 8 of (0, 4, 8, 9, 9, 9, 9, 9) moves
+    # from frame 8 to 9 only, so its first step carries that motion and its others none (it was spread as a
+    # quarter over all four)
+    shorter = make_sample(frames[:10], 8, 4, 4)
+    keep = np.isin(shorter.frame_ids, shorter.clip)
+    assert shorter.clip.tolist() == [0, 4, 8, 9, 9, 9, 9, 9]
+    t_shorter, _ = make_target_fn(off, m).targets(Sample(shorter.frames[keep], shorter.frame_ids[keep], shorter.clip,
+                                                         shorter.starts, shorter.geometry, shorter.path, 4))
+    x = t_shorter["traj"][16:32].reshape(16, 2, 4, 4)[:, 0]  # the start at frame 8: (token, step, point), x
+    moving = (x[:, 0] != 0).all(-1)
+    assert moving.sum() >= 8 and torch.allclose(x[moving][:, 0], torch.tensor(1.2 / bound), atol=0.15 / bound)
+    assert (x[:, 1:] == 0).all()
+    # only a clip that repeats its last frame is a short video's: a repeat mid-clip (segments) has no stride
+    fn = make_target_fn(off, m)
+    assert fn._stride(SimpleNamespace(clip=np.array([0, 4, 8, 9, 9, 9, 9, 9]), path="v.mp4")) == 4
+    with pytest.raises(ConfigError, match="interpolate"):
+        fn._stride(SimpleNamespace(clip=np.array([0, 2, 4, 4, 6, 8, 10, 12]), path="v.mp4"))
 
 
 def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_path):

@@ -255,13 +255,13 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     d = d * np.array([A[0, 0], A[1, 1]], np.float32)  # working px -> output px (x negated by a flip)
     bound = default_max_disp(geom.out_h, geom.out_w) if max_disp is None else max_disp
     d = np.clip(d, -bound, bound).astype(np.float32)
-    v = torch.from_numpy(cached.valid[rows].astype(np.float32))[:, None]  # (S, 1, gh, gw)
-    v = F.grid_sample(v, grid[:S], mode="bilinear", padding_mode="border", align_corners=True)[:, 0].numpy()
     homs = None
     if cached.homs is not None:  # conjugated into output coordinates
         homs = (A @ cached.homs[rows, :length] @ Ainv).astype(np.float32)
-    tracks = Tracks(d, v >= 1 - 1e-4, homs, seeds, (geom.out_h, geom.out_w))
-    tracks.valid &= in_frame(tracks.positions(), geom.out_h, geom.out_w).all(1)
+    # Valid: inside the output frame for the ``length`` steps, as online (the crop lies in the frame). The file's
+    # validity covers all of its steps, so a cache of a longer L would drop points that leave after ``length``.
+    tracks = Tracks(d, np.ones((S, Gh, Gw), bool), homs, seeds, (geom.out_h, geom.out_w))
+    tracks.valid = in_frame(tracks.positions(), geom.out_h, geom.out_w).all(1)
     return tracks
 
 

@@ -268,10 +268,19 @@ def _to_tokens(maps: torch.Tensor, a: int) -> torch.Tensor:
     return x.reshape(S * (Gh // a) * (Gw // a), X, a * a, C)
 
 
-def spread_steps(disp: np.ndarray, stride: int, length: int) -> np.ndarray:
-    """No-interpolation tracks: each displacement over ``stride`` raw frames ``(S, n, ...)`` spread evenly over
-    its raw steps and cut to ``length`` steps: ``(S, length, ...)``."""
-    return np.repeat(disp / stride, stride, axis=1)[:, :length]
+def spread_steps(disp: np.ndarray, stride: int, length: int, starts, last: int) -> np.ndarray:
+    """No-interpolation tracks: each displacement over a span of ``stride`` raw frames ``(S, n, ...)`` spread
+    evenly over the raw steps of the span that exist, and cut to ``length`` steps: ``(S, length, ...)``. A span
+    that passes the video's ``last`` frame has fewer (the frames after it repeat it), so its tracks see no motion
+    past that frame, as interpolated ones do."""
+    S, n = disp.shape[:2]
+    t = np.arange(n * stride)
+    span, offset = t // stride, t % stride
+    begin = np.asarray(starts, np.int64)[:, None] + span[None] * stride  # (S, n * stride)
+    real = np.clip(np.minimum(begin + stride, last) - begin, 0, stride)  # raw steps of each step's span
+    share = np.where(offset[None] < real, 1.0 / np.maximum(real, 1), 0.0).astype(disp.dtype)
+    share = share.reshape(S, n * stride, *(1,) * (disp.ndim - 2))
+    return (np.repeat(disp, stride, axis=1) * share)[:, :length]
 
 
 def frame_hog(frames: torch.Tensor, cell: int) -> torch.Tensor:
@@ -374,10 +383,12 @@ class TargetFn:
         """The clip's raw stride; tracks without interpolation step over it, so it must divide L. A clip of a video
         shorter than its window ends on the video's last frame, repeated (the dataset's convention: gaps of 0 after
         a shorter one); its stride is its largest gap, and its tracks see no motion past the last frame."""
-        gaps = np.unique(np.diff(np.asarray(sample.clip)))
-        steps = gaps[-1:] if len(gaps) and gaps[0] == 0 else gaps
-        stride = max(int(steps[0]), 1) if len(steps) else 1
-        if not self.cfg.interpolate and (len(steps) > 1 or self.cfg.track_length % stride):
+        gaps = np.diff(np.asarray(sample.clip))
+        moving = np.flatnonzero(gaps > 0)
+        stride = int(gaps.max()) if len(moving) else 1
+        # constant: every gap is the stride, but the last step to the video's last frame, then only repeats
+        constant = len(moving) == 0 or ((gaps[moving[:-1]] == stride).all() and (gaps[:moving[-1]] > 0).all())
+        if not self.cfg.interpolate and (not constant or self.cfg.track_length % stride):
             raise ConfigError(
                 f"target.interpolate=false tracks between sampled frames: it needs a constant clip stride that "
                 f"divides target.track_length={self.cfg.track_length}; clip of {sample.path} has gaps {gaps.tolist()}"
@@ -393,7 +404,7 @@ class TargetFn:
         tr = track(sample.frames, sample.frame_ids, sample.starts, n, step, self.geom.seed_stride, cfg.flow,
                    cfg.compensate, cfg.max_disp, cfg.prune, source=str(sample.path), clamp=True)
         if not cfg.interpolate:
-            tr.disp = spread_steps(tr.disp, stride, L)
+            tr.disp = spread_steps(tr.disp, stride, L, sample.starts, int(np.max(sample.frame_ids)))
             if tr.homs is not None:  # the camera moves at the end of each sampled span: exact at sampled steps
                 homs = np.tile(np.eye(3, dtype=np.float32), (len(tr.homs), n * stride, 1, 1))
                 homs[:, stride - 1::stride] = tr.homs
