@@ -28,9 +28,12 @@ from mme.errors import DataError
 
 def test_read_labelled_unlabelled_and_spaces(tmp_path):
     f = tmp_path / "l.txt"
-    f.write_text("a/x.mp4 3\n\n# comment\nmy videos/b c.mp4 0\n")
-    entries, bad = read_list(f)
-    assert entries == [ListEntry("a/x.mp4", 3), ListEntry("my videos/b c.mp4", 0)] and bad == []
+    # comments are '#' and a space (indented too); HMDB51 names files '#20_Rhythm_clap_...avi'; '²' is no class id
+    f.write_text("a/x.mp4 3\n\n# comment\n  # indented\n#\nmy videos/b c.mp4 0\n#20_clap.avi 1\nd.mp4 ²\n")
+    entries, bad = read_list(f, strict=False)
+    assert entries == [ListEntry("a/x.mp4", 3), ListEntry("my videos/b c.mp4", 0), ListEntry("#20_clap.avi", 1)]
+    assert [(b.line_no, b.reason) for b in bad] == [(8, "bad label '²' (expected a class id >= 0 at the end of "
+                                                        "the line)")]
     f.write_text("a/x.mp4\nmy videos/b c.mp4\n")
     assert read_list(f)[0] == [ListEntry("a/x.mp4"), ListEntry("my videos/b c.mp4")]
     assert resolve(ListEntry("a/x.mp4"), "/data") == "/data/a/x.mp4"
@@ -44,8 +47,8 @@ def test_bad_label_names_file_and_line(tmp_path):
         read_list(f)
     entries, bad = read_list(f, strict=False)
     assert [e.path for e in entries] == ["a.mp4", "d.mp4"]
-    assert [(b.line_no, b.reason) for b in bad] == [(2, "bad label 'cat' (expected a class id >= 0)"),
-                                                   (3, "negative label -2")]
+    assert [(b.line_no, b.reason) for b in bad] == [
+        (2, "bad label 'cat' (expected a class id >= 0 at the end of the line)"), (3, "negative label -2")]
     with pytest.raises(DataError, match="cannot read"):
         read_list(tmp_path / "nope.txt")
 
@@ -61,10 +64,23 @@ def test_class_folders(tmp_path):
     for rel in ("walk/v1.avi", "walk/v2.mp4", "jump/sub/v3.webm", "jump/readme.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "jump" / "._v4.avi").write_bytes(b"x")  # macOS's companion of a copied file: not a video
+    (tmp_path / "splits").mkdir()  # e.g. HMDB51's split files unpacked beside the classes: not a class
+    (tmp_path / "splits" / "walk_test_split1.txt").write_text("v1.avi 1\n")
     splits, classes = from_class_folders(tmp_path)
     assert classes == ["jump", "walk"]
     assert splits["all"] == [ListEntry("jump/sub/v3.webm", 0), ListEntry("walk/v1.avi", 1),
                              ListEntry("walk/v2.mp4", 1)]
+    # classes sorted without regard to case, as UCF101's classInd.txt (35 Hammering, 36 HammerThrow)
+    for name in ("HammerThrow", "Hammering", "JumpRope", "JumpingJack"):
+        (tmp_path / "ucf" / name).mkdir(parents=True)
+        (tmp_path / "ucf" / name / "v.avi").write_bytes(b"x")
+    assert from_class_folders(tmp_path / "ucf")[1] == ["Hammering", "HammerThrow", "JumpingJack", "JumpRope"]
+    for split in ("train", "val"):  # a root of split folders is no root of classes
+        (tmp_path / "k400" / split / "abseiling").mkdir(parents=True)
+        (tmp_path / "k400" / split / "abseiling" / "a.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"k400: its sub-folders \['train', 'val'\] are splits, not classes"):
+        from_class_folders(tmp_path / "k400")
 
 
 def test_ucf101_official_splits(tmp_path):
@@ -112,6 +128,20 @@ def test_kinetics_csv_layouts(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="bad.csv: not a Kinetics CSV"):
         from_kinetics([tmp_path / "bad.csv"])
+    # torchvision's download names class folders without spaces, quotes or parentheses
+    tv, _ = from_kinetics([tmp_path / "train.csv"], "{split}/{label_tv}/{youtube_id}.mp4")
+    assert [e.path for e in tv["train"]] == ["train/abseiling/---QUuC4vJs.mp4",
+                                             "train/passing_American_football_in_game/-0B5v6tPoWY.mp4"]
+    # the unlabelled test set under a label folder format: no empty folder (it made '/id.mp4', an absolute path)
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end,split\n--33Lscn6sk,4,14,test\n")
+    test, _ = from_kinetics([tmp_path / "test.csv"], "{label}/{youtube_id}.mp4")
+    assert test["test"] == [ListEntry("--33Lscn6sk.mp4")]
+    with pytest.raises(DataError, match=r"--path-format '\{video_id\}.mp4': KeyError 'video_id'; its fields are "
+                                        r"\{split\}, \{label\}"):
+        from_kinetics([tmp_path / "test.csv"], "{video_id}.mp4")
+    (tmp_path / "latin1.csv").write_bytes("label,youtube_id,time_start,time_end\ncaf\xe9,x,1,2\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.csv: not a UTF-8 text file"):
+        from_kinetics([tmp_path / "latin1.csv"])
 
 
 SSV2_LABELS = {"Approaching something with your camera": "0", "Putting something on something": "1"}
@@ -184,11 +214,12 @@ def test_text_annotations_saved_on_windows(tmp_path, variant):
 
 
 def test_split_names():
-    assert [split_name(n) for n in ("train", "validate", "validation", "val", "kinetics_400_val", "Test", "extra")] \
-        == ["train", "val", "val", "val", "val", "test", "extra"]
+    assert [split_name(n) for n in ("train", "validate", "validation", "val", "kinetics_400_val", "Test", "extra",
+                                    "kinetics_600_holdout_test")] \
+        == ["train", "val", "val", "val", "val", "test", "extra", "holdout"]  # K600's holdout is not its test
 
 
-def test_cli_writes_lists_and_label_map(tmp_path):
+def test_cli_writes_lists_and_label_map(tmp_path, caplog):
     (tmp_path / "classInd.txt").write_text("1 A\n2 B\n")
     (tmp_path / "trainlist01.txt").write_text("A/a1.avi 1\nB/b1.avi 2\n")
     (tmp_path / "testlist01.txt").write_text("B/b2.avi\n")
@@ -199,9 +230,19 @@ def test_cli_writes_lists_and_label_map(tmp_path):
     assert (out / "train.txt").read_text() == "A/a1.avi 0\nB/b1.avi 1\n"
     assert (out / "test.txt").read_text() == "B/b2.avi 1\n"
     assert json.loads((out / "classes.json").read_text()) == ["A", "B"]
-    written = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
-    assert written["train"].read_text() == "A/a1.avi 0\n" and written["test"].read_text() == ""
+    # with --skip-missing: a split with no video found is not written, and a class with none is named
+    (out / "test.txt").unlink()
+    with caplog.at_level("WARNING"):
+        written = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
+    assert set(written) == {"train"} and written["train"].read_text() == "A/a1.avi 0\n"
+    assert not (out / "test.txt").exists()
+    assert "train: no video of 1 class(es) found" in caplog.text and "['B']" in caplog.text
+    assert "test: none of its 1 videos is under" in caplog.text
+    with pytest.raises(DataError, match="no listed video is under"):  # a wrong video root
+        build_lists("ucf101", tmp_path, out, video_root=tmp_path, skip_missing=True)
     assert cli_main(["lists", "ssv2", str(tmp_path / "nothing"), "--out", str(out)]) == 1
+    (tmp_path / "file").write_text("x")  # an output that cannot be a folder: refused before any work
+    assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "file")]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +275,7 @@ def test_check_reports_what_a_run_would_meet(videos, tmp_path):
     packed = next(p for p in report["problems"] if p["path"].endswith("packed.avi"))
     assert (packed["seeking"], packed["packets"]) == ("sequential", 30)
     assert packed["reason"].startswith("the 30 decoded frames do not carry the 30 packets' timestamps in order")
+    assert report["repeats"] == {"listed_twice": [], "labels_differ": [], "in_several_lists": []}
     out = tmp_path / "cli.json"  # the command, with workers: the same report, exit status 1 (a run would skip 2)
     assert cli_main(["check", str(tmp_path / "train.txt"), "--root", str(videos), "--out", str(out),
                      "--workers", "2"]) == 1
@@ -254,3 +296,26 @@ def test_lists_check_after_writing(videos, tmp_path, capsys):
     assert "give the folder they are in with --video-root" in capsys.readouterr().err
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check",
                      "--video-root", str(videos)]) == 0
+
+
+def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(videos, tmp_path):
+    """Repeated videos are checked once, and the report says which: twice in a list, with two labels, or in two
+    lists (a video in both train and test). An --out that is a folder is refused before any video is decoded."""
+    (tmp_path / "train.txt").write_text("a/good.mp4 0\na/good.mp4 1\nb/packed.avi 1\n")
+    (tmp_path / "test.txt").write_text("b/packed.avi 1\n")
+    report = check_lists([tmp_path / "train.txt", tmp_path / "test.txt"], videos, tmp_path / "check.json")
+    good, packed = str(videos / "a" / "good.mp4"), str(videos / "b" / "packed.avi")
+    assert report["videos"] == 2
+    assert report["repeats"] == {"listed_twice": [good], "labels_differ": [good], "in_several_lists": [packed]}
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(Exception, match="--out"):
+        check_lists([tmp_path / "train.txt"], videos, tmp_path / "folder")
+
+
+def test_class_maps_as_published(tmp_path):
+    """The label map of task.classes and --classes: a list, a {name: id} map, or SSv2's own labels.json, whose
+    ids are strings."""
+    from mme.data.lists import read_classes
+
+    (tmp_path / "ssv2.json").write_text(json.dumps({"Pushing something": "1", "Approaching something": "0"}))
+    assert read_classes(tmp_path / "ssv2.json") == ["Approaching something", "Pushing something"]

@@ -46,7 +46,9 @@ class BadLine:
 
 
 def _is_int(token: str) -> bool:
-    return token.lstrip("+-").isdigit()
+    """Whether ``int()`` reads ``token`` as written in a list (ASCII digits: '²' is a digit to str.isdigit)."""
+    digits = token.lstrip("+-")
+    return digits.isascii() and digits.isdigit()
 
 
 def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntry], list[BadLine]]:
@@ -57,7 +59,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
         lines = Path(list_file).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"list file {list_file}: cannot read it ({e})") from e
-    rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not _is_comment(line)]
     labelled = any(len(t.split()) > 1 and _is_int(t.split()[-1]) for _, t in rows)
     entries, bad = [], []
     for n, text in rows:
@@ -69,7 +71,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
         if len(parts) < 2:
             reason = "no label (other lines of this list have one)"
         elif not _is_int(parts[1]):
-            reason = f"bad label {parts[1]!r} (expected a class id >= 0)"
+            reason = f"bad label {parts[1]!r} (expected a class id >= 0 at the end of the line)"
         elif int(parts[1]) < 0:
             reason = f"negative label {parts[1]}"
         if reason is None:
@@ -81,6 +83,12 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
     if not entries and not bad:
         raise DataError(f"list file {list_file}: no videos listed")
     return entries, bad
+
+
+def _is_comment(line: str) -> bool:
+    """A line of '#' and a space (or '#' alone) is a comment; HMDB51's file names may start with '#'."""
+    text = line.strip()
+    return text == "#" or (text.startswith("#") and text[1].isspace())
 
 
 def resolve(entry: ListEntry, root: str | Path) -> str:
@@ -107,7 +115,8 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{what} {path}: not a readable JSON list of class names ({e})") from e
     if isinstance(names, dict):
-        ids = list(names.values())
+        ids = [int(i) if isinstance(i, str) and _is_int(i) else i for i in names.values()]  # SSv2's: "0", "1", ...
+        names = dict(zip(names, ids))
         if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(ids))):
             raise DataError(f"{what} {path}: a {{name: id}} map needs the ids 0..{len(names) - 1}, each once")
         names = sorted(names, key=names.get)
@@ -149,7 +158,10 @@ def _find_file(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 def _read_text(path: Path) -> str:
     """An annotation file's text; a UTF-8 byte-order mark (files saved on Windows) is dropped."""
-    return path.read_text(encoding="utf-8-sig")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -160,17 +172,32 @@ def split_name(name: str) -> str:
     """'train', 'val' or 'test' for the names publishers give splits ('validate', 'validation',
     'kinetics_400_val', ...); any other name unchanged."""
     low = name.lower()
+    if "holdout" in low:  # Kinetics-600's unlabelled holdout_test, beside its labelled test
+        return "holdout"
     return next((split for split in ("train", "val", "test") if split in low), name)
 
 
 def from_class_folders(root: str | Path) -> tuple[Splits, list[str]]:
-    """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all', classes sorted by name."""
+    """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all', classes sorted by name
+    without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
+    without videos (an unpacked split-file folder) are not classes, and hidden files (macOS's '._' companions)
+    are not videos; both are logged. A root of split folders (train/, val/) is refused: point it at one."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = sorted((d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                     key=lambda name: (name.lower(), name))
+    if folders and all(split_name(name) in ("train", "val", "test") for name in folders):
+        raise DataError(f"{root}: its sub-folders {folders} are splits, not classes; give the folder of one split")
+    videos = {name: [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()
+                     and not any(part.startswith(".") for part in f.relative_to(root).parts)]
+              for name in folders}
+    classes = [name for name in folders if videos[name]]
+    if len(classes) < len(folders):
+        log.warning("%s: sub-folders without videos are not classes: %s", root,
+                    [name for name in folders if not videos[name]])
     entries = [ListEntry(f.relative_to(root).as_posix(), label) for label, name in enumerate(classes)
-               for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()]
+               for f in videos[name]]
     if not entries:
         raise DataError(f"{root}: no videos ({'/'.join(VIDEO_EXTS)}) in class sub-folders")
     return {"all": entries}, classes
@@ -185,7 +212,7 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     classes = []
     for n, text in _read_lines(ind):
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(classes) + 1:
+        if len(parts) != 2 or not _is_int(parts[0]) or int(parts[0]) != len(classes) + 1:
             raise DataError(f"{ind}:{n}: expected '<id> <class>' with ids 1, 2, ...: {text!r}")
         classes.append(parts[1])
     by_name = {c.lower(): i for i, c in enumerate(classes)}
@@ -207,7 +234,7 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     """HMDB51's official split files ``<class>_test_split<N>.txt`` with lines '<video>.avi <id>', id 1 = train,
     2 = test, 0 = unused; videos live in ``<class>/<video>``. Classes sorted by name."""
     split_dir = Path(split_dir)
-    files = sorted(split_dir.glob(f"*_test_split{split}.txt"))
+    files = sorted(f for f in split_dir.glob(f"*_test_split{split}.txt") if not f.name.startswith("."))
     if not files:
         raise DataError(f"{split_dir}: no HMDB51 split files '*_test_split{split}.txt'")
     classes = sorted(f.name[: -len(f"_test_split{split}.txt")] for f in files)
@@ -226,20 +253,25 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
 def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT) -> tuple[Splits, list[str]]:
     """Kinetics CSVs (``label,youtube_id,time_start,time_end,split``), one list per value of the split column.
 
-    File names follow ``path_format`` with fields split, label, label_ (spaces as underscores), youtube_id,
+    File names follow ``path_format`` with fields split, label, label_ (spaces as underscores), label_tv (as
+    torchvision's Kinetics download names class folders: spaces as underscores, no ', ( or )), youtube_id,
     time_start, time_end (default ``{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``; flat
     folders: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``). Classes: all labels seen, sorted; rows
-    without a label (the test set) are unlabelled.
+    without a label (the test set) are unlabelled, and the empty folder a label field gives them is dropped.
     """
     rows = []
     for csv_file in csv_files:
         path = _need_file(Path(csv_file), "Kinetics CSV")
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"youtube_id", "time_start", "time_end"} - set(reader.fieldnames or [])
+            try:
+                reader = csv.DictReader(fh)
+                fields, table = set(reader.fieldnames or []), list(reader)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
+            missing = {"youtube_id", "time_start", "time_end"} - fields
             if missing:
                 raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
-            for n, row in enumerate(reader, 2):
+            for n, row in enumerate(table, 2):
                 try:
                     start, end = int(float(row["time_start"])), int(float(row["time_end"]))
                 except (TypeError, ValueError) as e:
@@ -249,11 +281,24 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 rows.append((split, label, row["youtube_id"].strip(), start, end))
     classes = sorted({r[1] for r in rows if r[1]})
     out: Splits = {}
+    index = {label: i for i, label in enumerate(classes)}
     for split, label, yid, start, end in rows:
-        rel = path_format.format(split=split, label=label, label_=label.replace(" ", "_"), youtube_id=yid,
-                                 time_start=start, time_end=end)
-        out.setdefault(split, []).append(ListEntry(rel, classes.index(label) if label else None))
+        tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
+        rel = _format_path(path_format, split=split, label=label, label_=label.replace(" ", "_"), label_tv=tv,
+                           youtube_id=yid, time_start=start, time_end=end)
+        out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
     return out, classes
+
+
+def _format_path(path_format: str, **fields) -> str:
+    """A video's path from ``path_format`` (--path-format) and its fields; empty folders (a label field of an
+    unlabelled row) dropped. A format naming an unknown field, or malformed, is a DataError listing the fields."""
+    try:
+        path = path_format.format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise DataError(f"--path-format {path_format!r}: {type(e).__name__} {e}; its fields are "
+                        f"{', '.join('{' + k + '}' for k in fields)}") from None
+    return ("/" if path_format.startswith("/") else "") + "/".join(part for part in path.split("/") if part)
 
 
 SSV2_FILES = {  # both namings are in circulation: the release's long names and the short ones
@@ -288,7 +333,7 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
                 if name not in label_map:
                     raise DataError(f"{path}: video {item['id']}: template {name!r} is not in {labels_file}")
                 label = label_map[name]
-            entries.append(ListEntry(path_format.format(id=item["id"]), label))
+            entries.append(ListEntry(_format_path(path_format, id=item["id"]), label))
         out[split] = entries
     if not out:
         looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
@@ -309,9 +354,14 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int =
 
     ``kind``: 'folder' (source = the video folder), 'ucf101' / 'hmdb51' (source = the split-file folder),
     'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation folder). With
-    ``skip_missing``, entries whose file is not under ``video_root`` are left out (and counted in the log).
+    ``skip_missing``, entries whose file is not under ``video_root`` are left out (and counted in the log); a
+    split with none found is not written, classes with none found in a split are named in a warning, and no
+    video found at all is a DataError (a wrong ``video_root`` or ``path_format``).
     """
     source = Path(source)
+    out_dir = check_output(out_dir, "--out", folder=True)
+    if path_format and kind not in ("kinetics", "ssv2"):
+        log.warning("--path-format is for kinetics and ssv2 lists; %s lists name the videos as their files do", kind)
     if kind == "folder":
         splits, classes = from_class_folders(source)
         video_root = video_root or source
@@ -326,20 +376,40 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int =
         splits, classes = from_ssv2(source, path_format or SSV2_FORMAT)
     else:
         raise DataError(f"unknown list kind {kind!r}; choose folder, ucf101, hmdb51, kinetics or ssv2")
-    out_dir = Path(out_dir)
+    if skip_missing:
+        if video_root is None:
+            raise DataError("skip_missing needs the video root folder")
+        splits = _found(splits, classes, video_root)
     written = {}
     for name, entries in splits.items():
-        if skip_missing:
-            if video_root is None:
-                raise DataError("skip_missing needs the video root folder")
-            kept = [e for e in entries if os.path.isfile(resolve(e, video_root))]
-            log.info("%s: %d of %d videos found under %s", name, len(kept), len(entries), video_root)
-            entries = kept
         written[name] = out_dir / f"{name}.txt"
         write_list(written[name], entries)
         log.info("wrote %s (%d videos)", written[name], len(entries))
     write_classes(out_dir / "classes.json", classes)
     return written
+
+
+def _found(splits: Splits, classes: list[str], video_root: str | Path) -> Splits:
+    """The entries of each split whose file is under ``video_root`` (a download always misses some); see
+    :func:`build_lists`."""
+    out: Splits = {}
+    for name, entries in splits.items():
+        kept = [e for e in entries if os.path.isfile(resolve(e, video_root))]
+        log.info("%s: %d of %d videos found under %s", name, len(kept), len(entries), video_root)
+        if not kept:
+            log.warning("%s: none of its %d videos is under %s (e.g. %s); its list is not written", name,
+                        len(entries), video_root, entries[0].path if entries else "-")
+            continue
+        listed, found = Counter(e.label for e in entries), Counter(e.label for e in kept)
+        gone = [classes[c] for c in listed if c is not None and not found[c]]
+        if gone:
+            log.warning("%s: no video of %d class(es) found under %s, e.g. %s (is --path-format the folders' "
+                        "naming? {label_tv} is torchvision's)", name, len(gone), video_root, gone[:5])
+        out[name] = kept
+    if not out:
+        raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from, and "
+                        f"--path-format their naming?")
+    return out
 
 
 # ---- the check before a long run -----------------------------------------------------------------------------
@@ -353,15 +423,17 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     """Open and decode every video the lists name (:func:`mme.data.video.check_video`) and write a JSON report:
     per-status counts and every video that is not 'ok' (unreadable, short, suspicious, ...; bad list lines too).
     With ``index_dir``, each video's index, proven by the whole decode, is kept there (``data.index_dir``)."""
+    check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
-    bad_lines, paths = [], []
+    bad_lines, listed = [], []
     for list_file in list_files:
         entries, bad = read_list(list_file, strict=False)
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
-        paths += [resolve(e, root) for e in entries]
-    jobs = [(path, min_frames, index_dir) for path in dict.fromkeys(paths)]
+        listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
+    repeats = _repeats(listed)
+    jobs = [(path, min_frames, index_dir) for path in dict.fromkeys(p for p, _, _ in listed)]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:
@@ -372,10 +444,26 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     problems = bad_lines + [r for r in results if r["status"] != "ok"]
     report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
               "videos": len(jobs), "counts": dict(counts),
-              "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems}
+              "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems,
+              "repeats": repeats}
     atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return report
+
+
+def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
+    """Videos listed more than once (checked once): in one list, with different labels, or in several lists (a
+    video in both train and test lists). Each kind is logged as a warning with its count."""
+    seen: dict[str, list[tuple[int | None, str]]] = {}
+    for path, label, list_file in listed:
+        seen.setdefault(path, []).append((label, list_file))
+    out = {"listed_twice": [p for p, v in seen.items() if len(v) > len({f for _, f in v})],
+           "labels_differ": [p for p, v in seen.items() if len({lab for lab, _ in v}) > 1],
+           "in_several_lists": [p for p, v in seen.items() if len({f for _, f in v}) > 1]}
+    for kind, paths in out.items():
+        if paths:
+            log.warning("%d video(s) %s, e.g. %s", len(paths), kind.replace("_", " "), paths[0])
+    return out
 
 
 def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
