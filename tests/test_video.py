@@ -353,3 +353,17 @@ def test_a_file_whose_only_picture_is_its_cover_is_no_video(tmp_path):
         assert [s.type for s in c.streams] == ["audio", "video"]  # the cover, as FFmpeg lists it
     with pytest.raises(VideoError, match=r"song\.m4a: unreadable \(no video stream, only 1 attached picture"):
         open_video(path)
+
+
+def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, clip_frames):
+    """A list written on Windows ('\') or with accents composed otherwise than on this disk (macOS writes
+    decomposed names) names files that look missing: the error says which spelling exists."""
+    import unicodedata
+
+    name = unicodedata.normalize("NFD", "café.mp4")
+    (tmp_path / "sub").mkdir()
+    write_video(tmp_path / "sub" / name, clip_frames[:3])
+    with pytest.raises(VideoError, match=r"missing \(no such file; with '/' for its '\\' it exists"):
+        open_video(str(tmp_path) + "\\sub\\" + name)
+    with pytest.raises(VideoError, match=r"missing \(no such file; its name exists with its accents in Unicode NFD"):
+        open_video(tmp_path / "sub" / unicodedata.normalize("NFC", name))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -60,7 +61,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     if orientation not in ORIENTATIONS:
         raise VideoError(f"{path}: unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
     if not os.path.exists(path):
-        raise video_error(path, "missing", "no such file")
+        raise video_error(path, "missing", "no such file" + _missing_hint(path))
     if os.path.isdir(path):
         raise video_error(path, "unreadable", "is a directory")
     if os.path.getsize(path) == 0:
@@ -80,6 +81,18 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         reader.close()
         raise
     return reader
+
+
+def _missing_hint(path: str) -> str:
+    """Why a listed file may look missing though it is there: a Windows path, or a name whose accents are
+    composed otherwise than on this disk (macOS writes decomposed ones)."""
+    if "\\" in path and os.path.exists(path.replace("\\", "/")):
+        return "; with '/' for its '\\' it exists: write list paths with '/'"
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, path)
+        if other != path and os.path.exists(other):
+            return f"; its name exists with its accents in Unicode {form} form: write the list in that form"
+    return ""
 
 
 @functools.lru_cache(maxsize=4096)
