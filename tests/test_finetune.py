@@ -232,13 +232,15 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
     assert isinstance(load_model(ckpt), VideoClassifier)
 
 
-def test_finetune_resume_is_exact(synth, tmp_path):
+def test_finetune_resume_is_exact(synth, tmp_path, caplog):
     from mme.eval.finetuned import finetune
 
     extra = ("train.steps=6", "train.ckpt_every=3", "task.val_list=", "task.test_list=", "train.precision=fp32")
     straight = finetune(_tiny_recipe(synth, tmp_path / "a", *extra))
     finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.stop_after=3"))
-    resumed = finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.resume=auto"))
+    with caplog.at_level("WARNING"):
+        resumed = finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.resume=auto"))
+    assert "lr schedule" not in caplog.text and "changed config" not in caplog.text
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[3:]]
     a = torch.load(tmp_path / "a" / "checkpoint-00000006.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint-00000006.pt", weights_only=True)["model"]
@@ -263,6 +265,8 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
     assert torch.load(tmp_path / "checkpoint-00000004.pt", weights_only=True)["meta"]["config_changes"] == \
         meta["config_changes"]
     assert "these are ignored: model.drop_path=0.3 (the run's: 0.1)" in caplog.text
+    assert "the lr schedule is not the one the checkpoint ran: its step 2 ran at lr 0.001, this run's schedule " \
+        "has 0.002 there" in caplog.text
 
 
 def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):

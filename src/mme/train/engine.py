@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.config import TrainConfig
-from mme.train.optim import OptimConfig, build_optimizer
+from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import choose_device, choose_precision, choose_threads, make_scaler
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,13 @@ def restore(run: Run, source: str, state: dict) -> None:
         raise CheckpointError(f"checkpoint {source}: optimizer state does not fit this model ({e})") from e
     run.scaler.load_state_dict(state.get("scaler") or {})
     run.step, run.position = int(state["step"]), dict(state["data"])
+    group = run.optimizer.param_groups[0]
+    ran = group["lr"] / group["lr_scale"]  # the checkpoint's last step's
+    now = cosine_schedule(run.step - 1, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
+    if run.step > 0 and not math.isclose(ran, now, rel_tol=0.01):
+        log.warning("the lr schedule is not the one the checkpoint ran: its step %d ran at lr %.3g, this run's "
+                    "schedule has %.3g there and goes on from it (e.g. a longer train.steps restarts part of the "
+                    "cosine)", run.step, ran, now)
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
