@@ -265,8 +265,9 @@ def test_a_cache_of_longer_tracks_gives_the_validity_of_the_tracks_read(tmp_path
 
 def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, capsys):
     """With ``--orientation display`` the tracks are made on the frames as displayed, which training with
-    ``data.orientation=display`` reads; a cache of the other orientation is refused by training (a ConfigError:
-    the whole cache is) and by a resumed extraction (naming the setting)."""
+    ``data.orientation=display`` reads; a cache of a phone video made in the other orientation is refused by
+    training (a ConfigError: the whole cache is) and by a resumed extraction (naming the setting). A video without
+    a display matrix reads the same either way, so its cache serves both."""
     root = tmp_path / "videos"
     root.mkdir()
     frames = affine_video(12, 72, 96, dx=1.5, seed=6)[0]  # 96x72 as coded, 72x96 as displayed (turned 90 degrees)
@@ -279,11 +280,12 @@ def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, ca
     data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64,
                       orientation="display")
     sample = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
-    assert sample.source == (72, 96, 12, "display")
+    assert sample.source == (72, 96, 12, (True, True, False))  # turned 90 degrees counterclockwise
     m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
-    with pytest.raises(ConfigError, match=r"data.orientation=display but the track cache .*phone\.mp4\.tracks was "
-                                          r"extracted with --orientation coded"):
+    with pytest.raises(ConfigError, match=r"the track cache .*phone\.mp4\.tracks was extracted with --orientation "
+                                          r"coded, which reads this video's frames otherwise than this run's "
+                                          r"data\.orientation"):
         fn(sample)
     capsys.readouterr()
     assert cli(args + ["--orientation", "display"]) == 1
@@ -291,6 +293,11 @@ def test_a_phone_video_is_tracked_in_the_orientation_training_reads(tmp_path, ca
     assert cli(args + ["--orientation", "display", "--overwrite"]) == 0
     assert cache_meta(cache_file(out, "phone.mp4"))["src_size"] == [72, 96]
     assert fn(sample)["disp"].shape == (2, 3, 8, 8, 2)
+    write_video(root / "plain.mp4", frames)  # no display matrix: its coded cache serves data.orientation=display
+    (root / "list.txt").write_text("plain.mp4\n")
+    assert cli(args) == 0
+    plain = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
+    assert plain.source == (96, 72, 12, (False, False, False)) and fn(plain)["disp"].shape == (2, 3, 8, 8, 2)
 
 
 def write_version_1(path, q, valid, pair_homs, meta):

@@ -203,7 +203,9 @@ def test_a_learned_position_table_is_refused_and_the_fixed_one_accepted(tmp_path
 
     src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=4)
     n, dim = src.cfg.num_tokens, src.cfg.embed_dim
-    for table, refused in ((torch.randn(1, n, dim), True), (sincos_table(n, dim).float()[None], False)):
+    fixed = sincos_table(n, dim)[None]
+    for table, refused in ((torch.randn(1, n, dim), True), (fixed.float(), False), (fixed.half(), False),
+                           (fixed.bfloat16(), False)):  # the fixed table, as fp32 and half-precision files hold it
         torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": table}}, tmp_path / "checkpoint.pth")
         if refused:
             with pytest.raises(CheckpointError, match=r"checkpoint\.pth: encoder\.pos_embed is a learned position "

@@ -146,7 +146,7 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
     items = [ds[i] for i in range(len(ds))]
     assert {it["index"] for it in items} <= {0, 5, 6}  # the good entries (the bad-label line is not an entry)
     assert ds.failures == {
-        f"{videos / 'list.txt'}:6": "bad label 'one' (expected a class id >= 0)",
+        f"{videos / 'list.txt'}:6": "bad label 'one' (expected a class id >= 0 at the end of the line)",
         str(videos / "missing.mp4"): "missing", str(videos / "empty.mp4"): "empty",
         str(videos / "truncated.mp4"): "unreadable", str(videos / "text.mp4"): "unreadable"}
     assert ds.failure_counts() == {"missing": 1, "empty": 1, "unreadable": 2, "bad list line": 1}

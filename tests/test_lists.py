@@ -29,11 +29,12 @@ from mme.errors import DataError
 def test_read_labelled_unlabelled_and_spaces(tmp_path):
     f = tmp_path / "l.txt"
     # comments are '#' and a space (indented too); HMDB51 names files '#20_Rhythm_clap_...avi'; '²' is no class id
-    f.write_text("a/x.mp4 3\n\n# comment\n  # indented\n#\nmy videos/b c.mp4 0\n#20_clap.avi 1\nd.mp4 ²\n")
+    f.write_text("a/x.mp4 3\n\n# comment\n  # indented\n#\nmy videos/b c.mp4 0\n#20_clap.avi 1\nd.mp4 ²\ne.mp4 --2\n")
     entries, bad = read_list(f, strict=False)
     assert entries == [ListEntry("a/x.mp4", 3), ListEntry("my videos/b c.mp4", 0), ListEntry("#20_clap.avi", 1)]
-    assert [(b.line_no, b.reason) for b in bad] == [(8, "bad label '²' (expected a class id >= 0 at the end of "
-                                                        "the line)")]
+    assert [(b.line_no, b.reason) for b in bad] == [
+        (8, "bad label '²' (expected a class id >= 0 at the end of the line)"),
+        (9, "bad label '--2' (expected a class id >= 0 at the end of the line)")]
     f.write_text("a/x.mp4\nmy videos/b c.mp4\n")
     assert read_list(f)[0] == [ListEntry("a/x.mp4"), ListEntry("my videos/b c.mp4")]
     assert resolve(ListEntry("a/x.mp4"), "/data") == "/data/a/x.mp4"
@@ -81,6 +82,10 @@ def test_class_folders(tmp_path):
         (tmp_path / "k400" / split / "abseiling" / "a.mp4").write_bytes(b"x")
     with pytest.raises(DataError, match=r"k400: its sub-folders \['train', 'val'\] are splits, not classes"):
         from_class_folders(tmp_path / "k400")
+    for name in ("festival", "protest"):  # classes whose names hold 'val' or 'test'
+        (tmp_path / "events" / name).mkdir(parents=True)
+        (tmp_path / "events" / name / "a.mp4").write_bytes(b"x")
+    assert from_class_folders(tmp_path / "events")[1] == ["festival", "protest"]
 
 
 def test_ucf101_official_splits(tmp_path):
@@ -139,6 +144,8 @@ def test_kinetics_csv_layouts(tmp_path):
     with pytest.raises(DataError, match=r"--path-format '\{video_id\}.mp4': KeyError 'video_id'; its fields are "
                                         r"\{split\}, \{label\}"):
         from_kinetics([tmp_path / "test.csv"], "{video_id}.mp4")
+    with pytest.raises(DataError, match=r"KeyError 'label\.upper'"):  # format() would write a method's name
+        from_kinetics([tmp_path / "test.csv"], "{label.upper}/{youtube_id}.mp4")
     (tmp_path / "latin1.csv").write_bytes("label,youtube_id,time_start,time_end\ncaf\xe9,x,1,2\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1\.csv: not a UTF-8 text file"):
         from_kinetics([tmp_path / "latin1.csv"])

@@ -190,6 +190,10 @@ def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp
         resume_state(str(tmp_path / "weights.pth"), tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"enc\.safetensors: a model's weights .*; train\.init starts a run"):
         resume_state(str(exported), tmp_path / "run")
+    (tmp_path / "old_run").mkdir()  # a run's folder: resume it with auto
+    torch.save({"model": {}}, tmp_path / "old_run" / "checkpoint-00000002.pt")
+    with pytest.raises(CheckpointError, match=r"old_run: a run's folder; resume it with train\.resume=auto"):
+        resume_state(str(tmp_path / "old_run"), tmp_path / "run")
 
 
 def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth, tmp_path, capsys):

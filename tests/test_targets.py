@@ -195,9 +195,15 @@ def test_without_interpolation_tracks_use_only_sampled_frames():
     assert (x[:, 1:] == 0).all()
     # only a clip that repeats its last frame is a short video's: a repeat mid-clip (segments) has no stride
     fn = make_target_fn(off, m)
-    assert fn._stride(SimpleNamespace(clip=np.array([0, 4, 8, 9, 9, 9, 9, 9]), path="v.mp4")) == 4
-    with pytest.raises(ConfigError, match="interpolate"):
-        fn._stride(SimpleNamespace(clip=np.array([0, 2, 4, 4, 6, 8, 10, 12]), path="v.mp4"))
+    def clip(frames, video_frames=None):
+        return SimpleNamespace(clip=np.array(frames), path="v.mp4",
+                               source=None if video_frames is None else (64, 64, video_frames, (False,) * 3))
+
+    assert fn._stride(clip([0, 4, 8, 9, 9, 9, 9, 9], 10)) == 4
+    assert fn._stride(clip([0, 4, 8, 11], 12)) == 4  # a shorter last step, to the video's last frame
+    for frames, video_frames in (([0, 2, 4, 4, 6, 8, 10, 12], 20), ([0, 4, 8, 11], 20)):
+        with pytest.raises(ConfigError, match="interpolate"):  # a repeat mid-clip; a short step mid-video
+            fn._stride(clip(frames, video_frames))
 
 
 def test_dataset_ships_tracks_and_the_step_makes_each_clips_targets_batched(tmp_path):

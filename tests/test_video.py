@@ -306,7 +306,7 @@ def test_the_display_matrix_is_kept_with_the_index(tmp_path, clip_frames, monkey
     def no_decode(path):
         raise AssertionError("the display matrix was read again")
 
-    monkeypatch.setattr(pyav_reader, "display_matrix", no_decode)
+    monkeypatch.setattr(pyav_reader, "read_display_matrix", no_decode)
     with open_video(path, orientation="display", index_dir=tmp_path / "index") as reader:
         assert reader.size == (48, 64)
         np.testing.assert_array_equal(reader.read([2]), first)

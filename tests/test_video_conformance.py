@@ -267,8 +267,15 @@ def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_pa
         assert reader.size == (64, 48)
     check = check_video(path)
     assert (check["status"], check["rotation"]) == ("rotated", -90)
-    assert check["reason"] == ("its display matrix turns its frames by -90 degrees; they are read as coded unless "
-                               "data.orientation=display")
+    assert check["reason"] == ("its display matrix turns its frames 90 degrees clockwise (rotation -90); they are "
+                               "read as coded unless data.orientation=display")
+    # a mirror has no angle, and is named too
+    data[at:at + 36] = struct.pack(">9i", -0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mirrored = tmp_path / "selfie.mp4"
+    mirrored.write_bytes(bytes(data))
+    check = check_video(mirrored)
+    assert (check["status"], check["reason"]) == ("rotated", "its display matrix mirrors its frames (rotation -180); "
+                                                             "they are read as coded unless data.orientation=display")
     assert check_video(corpus["h264.mp4"])["rotation"] == 0
 
 

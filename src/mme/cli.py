@@ -234,7 +234,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                    help="output folder (features cache + probe.json)")
     p.add_argument("--root", default="",
                    help="folder the lists' relative paths start from (default: the working folder)")
-    p.add_argument("--classes", default=None, help="JSON list of class names (index = label)")
+    p.add_argument("--classes", default=None, help="JSON list of class names (index = label), or {name: id}")
     _view_args(p)
     p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
     p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
@@ -244,6 +244,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
     p.add_argument("--seed", type=int, default=0, help="seed of the carved validation split")
     _encoder_run_args(p)
+    _video_args(p)
     _calls(p, "mme.eval.probe:run_probe")
 
 

@@ -38,7 +38,7 @@ from mme.data.transforms import (
     view_crops,
 )
 from mme.data.video import BACKENDS, open_video, require_backend
-from mme.data.video_reader import ORIENTATIONS, VideoReader
+from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, VideoError
 from mme.utils import check_output, keep_freed_memory
 
@@ -153,9 +153,9 @@ class Sample:
     track_length: int = 0
     """L raw steps per track (tracks visit ``min(s + j, frame_ids[-1])`` for 0 <= j <= L; a sample for cached tracks
     holds only the frames its targets read)."""
-    source: tuple[int, int, int, str] | None = None
-    """The video as read: (width, height, frames, orientation), which a track cache must have been made from (None:
-    unchecked)."""
+    source: tuple[int, int, int, tuple[bool, bool, bool]] | None = None
+    """The video as read: (width, height, frames, the turn its frames were read with: ``VideoReader.turn``), which
+    a track cache must have been made from (None: unchecked)."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
         """Frames ``(len(raw_indices), h, w, 3)`` at raw indices that are among ``frame_ids``."""
@@ -281,22 +281,26 @@ class _VideoDataset(Dataset):
     def _record_failure(self, i: int, err: Exception) -> None:
         reason = getattr(err, "reason", "other")
         self._reason[i] = REASONS.index(reason) if reason in REASONS else REASONS.index("other")
-        log.warning("skipping %s", err)
+        if self.substitutes:  # a test set's caller reports each failure
+            log.warning("skipping %s", err)
         self._check_failures()
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Item ``key`` = (epoch, index), or index in epoch 0: the video ``index`` with draws from (seed, epoch,
         index, attempt), or if it fails, the first readable of a fixed sequence of replacements drawn from them
-        (without ``substitutes``: its VideoError). Known failures are skipped without reopening, which gives the
-        same result as retrying them, so the item does not depend on which worker found a bad file first. The epoch
-        travels with the index so that workers can live across epochs (mme.train.loop.micro_batches)."""
+        (without ``substitutes``: its VideoError). Known failures are not reopened (skipped, or their error raised
+        again), which gives the same result as retrying them, so the item does not depend on which worker found a
+        bad file first. The epoch travels with the index so that workers can live across epochs
+        (mme.train.loop.micro_batches)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         i = index
         for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
             if attempt > 0:
                 i = int(rng.integers(len(self.entries)))
-            if self._reason[i] != 0 and self.substitutes:
+            if self._reason[i] != 0:
+                if not self.substitutes:
+                    raise video_error(self.path(i), REASONS[int(self._reason[i])], "failed before, not reopened")
                 continue
             try:
                 item = self._load(i, rng)
@@ -352,7 +356,7 @@ class PretrainDataset(_VideoDataset):
                                       self.track_length, rng, self.track_reads)
             raw = reader.read(idx.needed)  # (F, H, W, 3): one decoding pass
             geom = self._train_geometry(reader.size, rng)
-            source = (*reader.size, reader.num_frames, cfg.orientation)
+            source = (*reader.size, reader.num_frames, reader.turn)
         return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length,
                       source)
 

@@ -12,6 +12,8 @@ import csv
 import json
 import logging
 import os
+import re
+import string
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -46,9 +48,8 @@ class BadLine:
 
 
 def _is_int(token: str) -> bool:
-    """Whether ``int()`` reads ``token`` as written in a list (ASCII digits: '²' is a digit to str.isdigit)."""
-    digits = token.lstrip("+-")
-    return digits.isascii() and digits.isdigit()
+    """Whether ``token`` is an integer as a list writes one (ASCII digits: '²' is a digit to str.isdigit)."""
+    return re.fullmatch(r"[+-]?[0-9]+", token) is not None
 
 
 def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntry], list[BadLine]]:
@@ -177,6 +178,10 @@ def split_name(name: str) -> str:
     return next((split for split in ("train", "val", "test") if split in low), name)
 
 
+SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", "test", "testing"}
+"""Folder names that are splits, not classes ('festival' or 'protest' are classes)."""
+
+
 def from_class_folders(root: str | Path) -> tuple[Splits, list[str]]:
     """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all', classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
@@ -187,7 +192,7 @@ def from_class_folders(root: str | Path) -> tuple[Splits, list[str]]:
         raise DataError(f"video folder not found: {root}")
     folders = sorted((d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
                      key=lambda name: (name.lower(), name))
-    if folders and all(split_name(name) in ("train", "val", "test") for name in folders):
+    if folders and all(name.lower() in SPLIT_FOLDERS for name in folders):
         raise DataError(f"{root}: its sub-folders {folders} are splits, not classes; give the folder of one split")
     videos = {name: [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()
                      and not any(part.startswith(".") for part in f.relative_to(root).parts)]
@@ -294,6 +299,9 @@ def _format_path(path_format: str, **fields) -> str:
     """A video's path from ``path_format`` (--path-format) and its fields; empty folders (a label field of an
     unlabelled row) dropped. A format naming an unknown field, or malformed, is a DataError listing the fields."""
     try:
+        unknown = [f for _, f, _, _ in string.Formatter().parse(path_format) if f is not None and f not in fields]
+        if unknown:  # also '{label.upper}', which format() would fill with a method's name
+            raise KeyError(unknown[0])
         path = path_format.format(**fields)
     except (KeyError, IndexError, ValueError) as e:
         raise DataError(f"--path-format {path_format!r}: {type(e).__name__} {e}; its fields are "
@@ -318,8 +326,8 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
     labels_file = _find_file(adir, SSV2_FILES["labels"])
     if labels_file is None:
         raise DataError(f"{adir}: no SSv2 label map (looked for {' and '.join(SSV2_FILES['labels'])})")
-    label_map = {k: int(v) for k, v in _read_json(labels_file).items()}
-    classes = [name for name, _ in sorted(label_map.items(), key=lambda kv: kv[1])]
+    classes = read_classes(labels_file, "SSv2 label map")
+    label_map = {name: i for i, name in enumerate(classes)}
     out: Splits = {}
     for split in ("train", "val", "test"):
         path = _find_file(adir, SSV2_FILES[split])
@@ -458,7 +466,7 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
     for path, label, list_file in listed:
         seen.setdefault(path, []).append((label, list_file))
     out = {"listed_twice": [p for p, v in seen.items() if len(v) > len({f for _, f in v})],
-           "labels_differ": [p for p, v in seen.items() if len({lab for lab, _ in v}) > 1],
+           "labels_differ": [p for p, v in seen.items() if len({lab for lab, _ in v if lab is not None}) > 1],
            "in_several_lists": [p for p, v in seen.items() if len({f for _, f in v}) > 1]}
     for kind, paths in out.items():
         if paths:

@@ -147,7 +147,7 @@ class PyAVReader(VideoReader):
         """The file's display matrix (:func:`display_matrix`), kept with its index."""
         index = self._index
         if index.display is None:
-            index.display = tuple(display_matrix(self.path) or ())
+            index.display = tuple(read_display_matrix(self.path) or ())
             index.save()
         return index.display or None
 
@@ -189,6 +189,7 @@ class PyAVReader(VideoReader):
         self._frames = _decode(self._container, self._stream, self._leave)
         self._pos = pos
         self._seeked = pos is None  # a decode that began with a seek: its timestamps may be off (_read_seeking)
+        self._landed = False  # whether the seek's keyframe has come out of that decode
         self._at_end = False  # whether the demuxer may have read the whole file: then reopen, never seek
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
@@ -197,7 +198,7 @@ class PyAVReader(VideoReader):
                 try:
                     frames = self._read_skipping(indices)
                 except av.error.FFmpegError as e:
-                    if not self._seeked:
+                    if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
                         raise
                     self._distrust(f"the decode after a seek failed ({e}): the container flags frames as keyframes "
                                    f"that a decode cannot start from")
@@ -242,6 +243,7 @@ class PyAVReader(VideoReader):
         frames = self._frames
         if self._pos is None or not start <= self._pos <= indices[0]:  # else decoding on is no slower than seeking
             frame = self._seek(key, keys)
+            self._landed = frame is not None
             if frame is None or frame.pts != key:
                 self._distrust(f"a seek to frame {start} (timestamp {key}) came out at timestamp "
                                f"{'(end)' if frame is None else frame.pts}")
@@ -333,8 +335,8 @@ class PyAVReader(VideoReader):
         each from a freshly opened container as a dataset item reads it, with the same frames counted from the
         start (a difference turns the file sequential too). Returns its frames, packets, seeking and reason,
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
-        conceals differently with other decoder threads, and ``rotation``: the degrees by which the file's display
-        matrix turns its frames for display (phone videos), which reads leave as coded."""
+        conceals differently with other decoder threads, and ``display``: the file's display matrix (phone
+        videos; None without), which reads apply only with ``data.orientation=display``."""
         damaged: list[int] = []
         if self._index.mode == "seek" and self._index.proven < self.num_frames:
             try:
@@ -357,11 +359,9 @@ class PyAVReader(VideoReader):
         else:
             self._pos = None
             self._read_counting(np.array([self.num_frames - 1]), damaged)
-        self._open()
-        first = next(self._frames, None)
         index = self._index
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
-                "damaged": damaged, "rotation": 0 if first is None else int(first.rotation)}
+                "damaged": damaged, "display": self.display_matrix()}
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
@@ -543,7 +543,7 @@ def _sequential_index(path: str, packets: int, reason: str, num_frames: int | No
     return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason)
 
 
-def display_matrix(path: str) -> tuple[int, ...] | None:
+def read_display_matrix(path: str) -> tuple[int, ...] | None:
     """The display matrix FFmpeg attaches to the file's decoded frames (from the stream's: phone videos, the MP4
     track header's), as 9 int32 (:func:`mme.data.video_reader.display_turn`); None when there is none. PyAV
     reads it only from a frame, so this decodes the first."""

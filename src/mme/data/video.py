@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mme.data.pyav_reader import PyAVReader, cuda_decoder, display_matrix
-from mme.data.video_reader import ORIENTATIONS, VideoReader, display_turn, video_error
+from mme.data.pyav_reader import PyAVReader, cuda_decoder
+from mme.data.video_reader import ORIENTATIONS, TURN_NAMES, VideoReader, display_angle, display_turn, video_error
 from mme.errors import VideoError
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
@@ -74,9 +74,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         if reader.num_frames <= 0:
             raise video_error(path, "unreadable", "no decodable video frames")
         if orientation == "display":
-            st = os.stat(path)
-            reader.orient(display_turn(reader.display_matrix() if isinstance(reader, PyAVReader)
-                                       else _display_matrix(path, st.st_size, st.st_mtime_ns), path))
+            reader.orient(display_turn(reader.display_matrix(), path))
     except BaseException:
         reader.close()
         raise
@@ -95,41 +93,49 @@ def _missing_hint(path: str) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=4096)
-def _display_matrix(path: str, size: int, mtime_ns: int) -> tuple[int, ...] | None:
-    """:func:`display_matrix` for the readers that keep no index, cached per (path, size, mtime) in this process."""
-    return display_matrix(path)
-
-
 def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None) -> dict:
     """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
-    "frames", "packets", "seeking", "damaged", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when FFmpeg
-    flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and those
-    that reference them, differ with the decoder's threads; 'rotated' when the file's display matrix turns its
-    frames (``rotation`` degrees, phone videos), which are read as coded; 'suspicious' when the file must be read
+    "frames", "packets", "seeking", "damaged", "display", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when
+    FFmpeg flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and
+    those that reference them, differ with the decoder's threads; 'rotated' when the file's display matrix
+    (``display``; phone videos) turns or mirrors its frames (``rotation``: FFmpeg's angle), which are read as coded
+    unless ``data.orientation=display``; 'suspicious' when the file must be read
     sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
     packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
     ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept."""
-    out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [], "rotation": 0,
-           "reason": ""}
+    out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [],
+           "display": None, "rotation": 0, "reason": ""}
     try:
         with open_video(path, index_dir=index_dir) as reader:
             out.update(reader.check())
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
+    out["rotation"] = display_angle(out["display"])
+    turned = _turned_how(out["display"], path)
     if out["frames"] < min_frames:
         out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
-    elif out["damaged"] or out["rotation"]:
+    elif out["damaged"] or turned:
         n = len(out["damaged"])
         status, why = ("damaged", f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
-                                  f"{out['damaged'][:5]}{' ...' * (n > 5)}") if n else (
-            "rotated", f"its display matrix turns its frames by {out['rotation']} degrees; they are read as coded "
-                       f"unless data.orientation=display")
+                                  f"{out['damaged'][:5]}{' ...' * (n > 5)}") if n else ("rotated", turned)
         out.update(status=status, reason=why + (f"; read sequentially: {out['reason']}" if out["reason"] else ""))
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
                                                                   f"{out['frames']} frames")
     return out
+
+
+def _turned_how(matrix, path) -> str:
+    """What a display matrix does to the frames, and what a run does with it ('' for none or the identity)."""
+    try:
+        turn = display_turn(matrix, path)
+    except VideoError:
+        return (f"its display matrix turns its frames by {display_angle(matrix)} degrees, not a right angle: they are "
+                f"read as coded, and data.orientation=display refuses the file")
+    if turn not in TURN_NAMES:
+        return ""
+    return (f"its display matrix {TURN_NAMES[turn]} (rotation {display_angle(matrix)}); they are read as coded "
+            f"unless data.orientation=display")
 
 
 class _OpenCVReader(VideoReader):
@@ -142,7 +148,10 @@ class _OpenCVReader(VideoReader):
         self._cap = cv2.VideoCapture(os.path.abspath(path))  # not read as a protocol (open_container)
         if not self._cap.isOpened():
             raise video_error(path, "unreadable", "OpenCV cannot open it")
-        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+        if not self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and self._cap.get(cv2.CAP_PROP_ORIENTATION_META):
+            self._cap.release()
+            raise video_error(path, "unreadable", "this OpenCV turns frames by the display matrix on its own; read "
+                                                  "it with the pyav backend")
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         st = os.stat(path)

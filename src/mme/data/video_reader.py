@@ -9,6 +9,9 @@ that way (``data.orientation=display``), for every backend alike.
 
 from __future__ import annotations
 
+import functools
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +42,27 @@ def display_turn(matrix, path: str | Path = "") -> tuple[bool, bool, bool]:
     a, b, _, c, d = (int(v) for v in list(matrix)[:5])
     big = max(abs(a), abs(b), abs(c), abs(d))
     a, b, c, d = (0 if abs(v) * 100 < big else v for v in (a, b, c, d))  # cos 90 degrees, rounded
-    if a and d and not (b or c) and abs(abs(a) - abs(d)) * 100 < big:
+    if a and d and not (b or c):  # a scale (QuickTime's anamorphic matrices) is left out, as non-square pixels are
         return False, d < 0, a < 0
-    if b and c and not (a or d) and abs(abs(b) - abs(c)) * 100 < big:
+    if b and c and not (a or d):
         return True, b < 0, c < 0
     raise video_error(path, "unreadable", f"its display matrix {list(matrix)} is not a turn by a right angle or a "
                                           f"mirror, which data.orientation=display applies")
+
+
+def display_angle(matrix) -> int:
+    """The degrees by which ``matrix`` turns frames counterclockwise, as FFmpeg's av_display_rotation_get
+    reports them (PyAV's ``VideoFrame.rotation``); 0 without a matrix."""
+    return 0 if matrix is None else round(-math.degrees(math.atan2(matrix[1], matrix[0])))
+
+
+TURN_NAMES = {(False, True, True): "turns its frames by 180 degrees", (False, False, True): "mirrors its frames",
+              (False, True, False): "turns its frames upside down",
+              (True, True, False): "turns its frames 90 degrees counterclockwise",
+              (True, False, True): "turns its frames 90 degrees clockwise",
+              (True, False, False): "mirrors its frames across their diagonal",
+              (True, True, True): "mirrors its frames across their anti-diagonal"}
+"""What each :func:`display_turn` does to a frame, in words (the identity is left out)."""
 
 
 class VideoReader:
@@ -77,6 +95,12 @@ class VideoReader:
         frames = self._turned(self._read_sorted(unique))  # (U, H, W, 3)
         return frames if len(unique) == len(idx) and np.array_equal(unique, idx) else frames[inverse]
 
+    def display_matrix(self) -> tuple[int, ...] | None:
+        """The file's display matrix (9 int32; None without), read by PyAV from its first decoded frame, once per
+        file and process (the PyAV reader keeps it with its frame index instead)."""
+        st = os.stat(self.path)
+        return _probed_display_matrix(self.path, st.st_size, st.st_mtime_ns)
+
     def orient(self, turn: tuple[bool, bool, bool]) -> None:
         """Return frames turned by ``turn`` from now on (:func:`display_turn`); ``size`` becomes the turned one."""
         if turn[0] != self.turn[0]:
@@ -102,3 +126,10 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _probed_display_matrix(path: str, size: int, mtime_ns: int) -> tuple[int, ...] | None:
+    from mme.data.pyav_reader import read_display_matrix  # PyAV reads it: the other backends do not say
+
+    return read_display_matrix(path)

@@ -152,6 +152,8 @@ class GuardedTestSet(Dataset):
     predicted or reported."""
 
     def __init__(self, dataset: Dataset):
+        if getattr(dataset, "substitutes", False):
+            raise ValueError("a test set must report its failed videos, not replace them (substitutes=False)")
         self.dataset = dataset
         self.labelled = getattr(dataset, "labelled", True)
 

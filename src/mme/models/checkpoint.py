@@ -151,8 +151,9 @@ def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
     one (``use_learnable_pos_emb``) learned its own: refused unless it is the sin-cos table, since the weights
     were trained with it and would see other positions here."""
     for key in (k for k in state if k.endswith("pos_embed")):
-        table = state[key].detach().float().reshape(-1, state[key].shape[-1])
-        if not torch.allclose(table, sincos_table(*table.shape).float(), atol=1e-4):
+        table = state[key].detach().reshape(-1, state[key].shape[-1])
+        fixed = sincos_table(*table.shape).to(table.dtype)  # as stored: a half-precision file rounds it
+        if not torch.allclose(table.float(), fixed.float(), atol=1e-4):
             raise CheckpointError(f"{path}: {key} is a learned position table (use_learnable_pos_emb), which mme's "
                                   f"models do not have: they use the fixed sin-cos table, as VideoMAE's and MME's "
                                   f"released models do")

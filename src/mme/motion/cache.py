@@ -272,17 +272,19 @@ def _shape_of(source) -> str:
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
     """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
     another version of the video (another size or frame count: a resized, trimmed or re-encoded copy) is a
-    VideoError naming both; one extracted in another orientation than ``data.orientation``, a ConfigError."""
+    VideoError naming both; one whose frames were turned otherwise than this run turns them (``--orientation`` and
+    ``data.orientation`` differ, and the video has a display matrix), a ConfigError."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
     path = find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
     made_from = (*cached.meta["src_size"], cached.num_starts)
-    orientation = cached.meta.get("orientation", "coded")
-    if sample.source is not None and sample.source[3] != orientation:
-        raise ConfigError(f"data.orientation={sample.source[3]} but the track cache {path} was extracted with "
-                          f"--orientation {orientation}")
+    turn = tuple(cached.meta.get("turn", (False, False, False)))
+    if sample.source is not None and tuple(sample.source[3]) != turn:  # a phone video, in another orientation
+        raise ConfigError(f"the track cache {path} was extracted with --orientation "
+                          f"{cached.meta.get('orientation', 'coded')}, which reads this video's frames otherwise "
+                          f"than this run's data.orientation; extract it with the run's")
     if sample.source is not None and tuple(sample.source[:3]) != made_from:
         raise video_error(path, "unreadable", f"made from another version of {sample.path}: "
                                               f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; re-run "

@@ -83,7 +83,7 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
-        n, (W0, H0) = reader.num_frames, reader.size
+        n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
         if n < 2:
             raise video_error(path, "too short", f"{n} frame(s); tracks need at least 2")
         w, h = working_size(W0, H0, opts.short_side)
@@ -112,7 +112,7 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation)
+                orientation=opts.orientation, turn=list(turn))
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 

@@ -383,11 +383,14 @@ class TargetFn:
         """The clip's raw stride; tracks without interpolation step over it, so it must divide L. A clip of a video
         shorter than its window ends on the video's last frame, repeated (the dataset's convention: gaps of 0 after
         a shorter one); its stride is its largest gap, and its tracks see no motion past the last frame."""
-        gaps = np.diff(np.asarray(sample.clip))
+        clip = np.asarray(sample.clip)
+        gaps = np.diff(clip)
         moving = np.flatnonzero(gaps > 0)
         stride = int(gaps.max()) if len(moving) else 1
-        # constant: every gap is the stride, but the last step to the video's last frame, then only repeats
-        constant = len(moving) == 0 or ((gaps[moving[:-1]] == stride).all() and (gaps[:moving[-1]] > 0).all())
+        # constant: every gap is the stride, but a shorter last step to the video's last frame, then only repeats
+        ends_video = sample.source is None or clip[-1] == sample.source[2] - 1
+        constant = len(moving) == 0 or ((gaps[moving[:-1]] == stride).all() and (gaps[:moving[-1]] > 0).all()
+                                        and (gaps[moving[-1]] == stride or ends_video))
         if not self.cfg.interpolate and (not constant or self.cfg.track_length % stride):
             raise ConfigError(
                 f"target.interpolate=false tracks between sampled frames: it needs a constant clip stride that "

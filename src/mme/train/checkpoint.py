@@ -69,6 +69,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``); CheckpointError names the file and reason
     (mme.models.checkpoint.torch_load)."""
     path = Path(path)
+    if path.is_dir() and list_checkpoints(path):
+        raise CheckpointError(f"checkpoint {path}: a run's folder; resume it with train.resume=auto and "
+                              f"train.out_dir={path}, or name one of its checkpoint-*.pt")
     if path.is_dir() or path.suffix == ".safetensors":
         raise CheckpointError(f"checkpoint {path}: a model's weights (as mme export writes them), not a training "
                               f"run's state; train.init starts a run from weights")

@@ -115,17 +115,20 @@ def begin(cfg) -> Start:
     device = choose_device(t.device, info.local_rank)
     out_dir = run_folder.take(t.out_dir, write=dist.is_main())
     resume = resume_state(t.resume, out_dir)
-    if resume is not None:
-        sections, ours = sorted(resume[1]["config"]), sorted(dataclasses.asdict(cfg))
-        if sections != ours:
-            raise CheckpointError(f"checkpoint {resume[0]}: made by another kind of run (its config has the sections "
-                                  f"{sections}, this run's {ours}); train.init starts a run from a file's weights")
+    if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
+        raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
+                              f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
     if dist.is_main():
         run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
     return Start(device, info.world_size, out_dir, resume, threads)
+
+
+def _kind(config: dict) -> str:
+    """'pre-training' or 'fine-tuning', by the section only that kind of config has."""
+    return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
 def finish() -> None:
@@ -221,9 +224,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out)."""
+    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out, and keys the
+    old config has not: those a later version of mme added)."""
     old, new = _flat(old), _flat(new)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old)
             if k not in ignore and old.get(k) != new.get(k)]
 
 
