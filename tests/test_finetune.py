@@ -338,3 +338,24 @@ def test_finetune_on_synth_reaches_well_above_chance(tmp_path):
     report = finetune(cfg).reports["test"]
     assert report["views_per_video"] == 6 and report["num_samples"] == 48
     assert report["top1"] >= 0.75, report["top1"]
+
+
+def test_each_rank_draws_its_own_drop_path_masks_and_a_resumed_run_the_same():
+    """Every rank's model is seeded alike (the head's initial weights), so without a seed of its own each rank drew
+    the same drop-path masks for its samples: with 8 ranks an eighth of the regularisation's randomness."""
+    from mme.models.config import ModelConfig
+    from mme.models.vit import VisionTransformer
+    from mme.train.loop import seed_dropout
+
+    torch.manual_seed(0)
+    enc = VisionTransformer(ModelConfig(**{**TINY, "drop_path": 0.5})).train()
+    x = torch.randn(2, 3, 4, 32, 32)
+
+    def out(step, micro_batch):
+        seed_dropout(0, step, micro_batch)
+        with torch.no_grad():
+            return enc(x)
+
+    assert torch.equal(out(3, 0), out(3, 0))  # one rank, resumed or not
+    assert not torch.equal(out(3, 0), out(3, 1))  # rank 0 and rank 1 (one micro-batch per step)
+    assert not torch.equal(out(3, 0), out(4, 0))  # the next step

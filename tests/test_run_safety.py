@@ -83,13 +83,16 @@ def test_a_log_line_torn_by_a_crash_does_not_stop_a_resume(synth, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_continues(sig, synth, tmp_path):
+    """The signal goes to the job's whole process group, as a terminal sends Ctrl-C and Slurm or torchrun send
+    SIGTERM: the loader workers must not die under the step that is finishing (a group SIGTERM killed them, and
+    the step failed without a checkpoint)."""
     cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
            f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, sig)
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
     assert "Traceback" not in err and "--resume auto" in err

@@ -124,6 +124,7 @@ class FinetuneResult:
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Set up (failing fast on bad input), print the run summary, train, then multi-view test."""
     t0 = time.perf_counter()
+    run = None
     try:
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg)
@@ -135,7 +136,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             if run.step >= run.total_steps else {}
         return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
     finally:
-        engine.finish()
+        engine.finish(run)
 
 
 def main(recipe: str, overrides: list[str]) -> int:

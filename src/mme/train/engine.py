@@ -8,13 +8,16 @@ progress, and the checkpoint of every stateful part.
 
 Reproducibility: the data order is a function of (seed, epoch); jobs draw each sample's randomness (crop, mask,
 augmentation) from generators seeded by the seed, the epoch or step, and the sample, so nothing depends on the
-rank, the number of data workers or where a run was resumed. A checkpoint holds the weights, optimizer, scaler,
+number of data workers or where a run was resumed. Dropout and drop path draw from torch's global generator,
+seeded per step, rank and micro-batch (:func:`mme.train.loop.seed_dropout`), so with them a run depends on its
+world size (fine-tuning's masks; pre-training has none). A checkpoint holds the weights, optimizer, scaler,
 step, RNG states and data position, so a resumed run continues bitwise-identically on CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import textwrap
@@ -131,9 +134,13 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def finish() -> None:
+def finish(run: Run | None = None) -> None:
     """The end of every run, however it ends: unlock its folder, leave the process group, and give the process
-    back its threads (a library caller goes on with its own)."""
+    back its threads (a library caller goes on with its own). The run's DDP wrapper goes first: destroyed after
+    the process group, its gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung)."""
+    if run is not None:
+        run.step_model = None
+        gc.collect()
     run_folder.release()
     dist.shutdown()
     if _THREADS_BEFORE:

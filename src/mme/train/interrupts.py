@@ -2,14 +2,17 @@
 
 The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and
 ends with :class:`~mme.errors.Interrupted`, whose message says how to resume. A second signal stops at once
-(KeyboardInterrupt). Data-loader workers ignore SIGINT (:func:`ignore_in_worker`), so a Ctrl-C, which the terminal
-sends to every process of the job, does not kill them under the step that is finishing. They keep SIGTERM: it is
-how the loader (and Python at exit) stops a worker that does not end by itself.
+(KeyboardInterrupt). Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C, which
+the terminal sends to the whole group, and a scheduler's or torchrun's SIGTERM, sent to the whole group too,
+reach the main process only, so the workers are not killed under the step that is finishing (a killed worker
+failed that step, and its checkpoint with it). They still end with the main process: it stops them, and they
+watch it. They keep SIGTERM, by which the loader (and Python at exit) stops a worker that does not end by itself.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -43,5 +46,7 @@ class StopRequests:
 
 
 def ignore_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave Ctrl-C to the main process, which stops the workers itself."""
+    """DataLoader ``worker_init_fn``: leave Ctrl-C and group-wide SIGTERMs to the main process, which stops the
+    workers itself (module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgid(0, 0)

@@ -98,6 +98,13 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
     return grad_norm, skipped
 
 
+def seed_dropout(seed: int, step: int, micro_batch: int) -> None:
+    """Seed torch's global generator, which dropout and drop path draw from, for one micro-batch of one step
+    (``micro_batch`` counts over ranks): every rank draws its own masks (they drew the same ones, the model having
+    been seeded alike on every rank), and a resumed run draws the same as an uninterrupted one."""
+    torch.manual_seed(dist.sample_seed(seed, step, micro_batch, "dropout"))
+
+
 def train_step(run: Run, stream: Iterator) -> dict[str, float]:
     """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
     the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
@@ -112,6 +119,7 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
         epoch, i, batch = next(stream)
         waited += time.perf_counter() - tic
         inputs = run.job.inputs(run, batch, epoch, k)
+        seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
         sync = k == t.accum_steps - 1
         with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
                 autocast(run.precision, run.device):
@@ -218,7 +226,8 @@ def train(run: Run) -> TrainResult:
     if dist.is_main() and history:
         plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
     if stop.received is not None and run.step < end:
-        raise Interrupted(f"stopped by {stop.received.name} after step {run.step} of {end}, saved as {path}; the same "
+        saved = f"saved as {path}" if path is not None else "saved by rank 0"  # the only rank that saves
+        raise Interrupted(f"stopped by {stop.received.name} after step {run.step} of {end}, {saved}; the same "
                           "command with --resume auto (train.resume=auto) continues from there",
                           128 + int(stop.received))
     return TrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)

@@ -187,6 +187,7 @@ def describe(run: Run) -> list[str]:
 
 def pretrain(cfg: PretrainConfig) -> TrainResult:
     """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0)."""
+    run = None
     try:
         run = setup(cfg)
         engine.print_summary(run, describe(run))
@@ -198,7 +199,7 @@ def pretrain(cfg: PretrainConfig) -> TrainResult:
                               "minutes": round(result.seconds / 60, 2)}), flush=True)
         return result
     finally:
-        engine.finish()
+        engine.finish(run)
 
 
 def main(recipe: str, overrides: list[str]) -> int:
