@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,44 @@ def test_overrides_win_over_the_recipe_and_are_coerced():
     assert cfg.optim.base_lr == 1.0 and isinstance(cfg.optim.base_lr, float)
     assert cfg.train.steps == 7 and cfg.model.mask_ratio == 0.9
     assert cfg.model.img_size == 96  # from the recipe
+
+
+def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(tmp_path, monkeypatch):
+    """YAML turned text values into numbers and back ('010' -> '8', '1:30' -> '90'), cut them at ' #', and an
+    unparsable one (%HOME%) was a bare traceback; 'None' and an empty value made folders of those names; a
+    section given whole dropped the keys given before it; NaN and inf passed every range check (a max_disp of NaN
+    trained on no valid track at loss 0)."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    c = load_config(PretrainConfig, "tiny_cpu_mme", [
+        "train.out_dir=010", "data.root=runs/x #2", "train.init=%HOME%", "data.index_dir=None", "target.cache_dir=",
+        "target.activation=none", "optim.base_lr=1e-3", "target.loss_weights.traj=.5", "train={batch_size: 3}",
+        "data.list_file=~/lists/train.txt"])
+    assert (c.train.out_dir, c.data.root, c.train.init) == ("010", "runs/x #2", "%HOME%")
+    assert c.data.index_dir is None and c.target.cache_dir is None and c.target.activation == "none"
+    assert c.optim.base_lr == 1e-3 and c.target.loss_weights == {"traj": 0.5} and c.train.batch_size == 3
+    assert c.data.list_file == str(Path.home() / "lists" / "train.txt")
+    for bad, said in (("target.max_disp=nan", "target.max_disp"), ("optim.base_lr=inf", "a finite number"),
+                      ("target.loss_weights.traj=-1", "must be >= 0"), ("model.drop_path=1.0", "drop_path"),
+                      ("model.decoder_heads=0", "decoder_heads must be positive")):
+        with pytest.raises(ConfigError, match=said):
+            load_config(PretrainConfig, "tiny_cpu_mme", [bad])
+
+
+def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypatch):
+    """A user's edited copy of a packaged recipe in the working folder became the base of every packaged recipe
+    built on it (mme_k400_paper trained 100 epochs instead of 1600)."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mme_k400_released.yaml").write_text("train:\n  epochs: 100\n")
+    assert load_config(PretrainConfig, "mme_k400_paper").train.epochs == 1600
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "child.yaml").write_text("_base_: gone.yaml\ntrain:\n  steps: 5\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: its _base_: recipe 'gone\.yaml' not found"):
+        load_config(PretrainConfig, "mine/child.yaml")
 
 
 def test_unknown_key_lists_the_valid_ones():
@@ -156,3 +195,17 @@ def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32
     assert precision == expected and "measured here" in reason
     assert torch.equal(torch.get_rng_state(), state)
     assert f"needs {BF16_MIN_SPEEDUP}x" in reason
+
+
+def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):
+    """mme demo's overrides may not set what each of its runs sets (train.seed=3 made every 'seed' seed 3, and
+    its spread over seeds a fake); mme extract refuses a bound a run refuses (--max-disp -1 wrote every track as
+    +-1 px)."""
+    from mme.cli import main
+    from mme.demo import demo_settings
+
+    with pytest.raises(ConfigError, match=r"mme demo sets \['train.seed'\] itself; use --seeds"):
+        demo_settings(tmp_path, overrides=["train.seed=3", "model.depth=2"])
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    assert main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "c"), "--max-disp", "-1"]) == 1
+    assert "--max-disp must be a positive number of pixels, got -1.0" in capsys.readouterr().err

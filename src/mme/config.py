@@ -2,9 +2,12 @@
 
 defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
 
-Unknown keys and values of the wrong type are errors that name the key and list what is valid. A recipe may
-name a base recipe with ``_base_: other.yaml`` (resolved relative to the recipe, then among the packaged
-recipes). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
+Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
+finite. A recipe may name a base recipe with ``_base_: other.yaml`` (resolved relative to the recipe, then among
+the packaged recipes; never the working folder). An override's value is read as YAML for keys of other types
+than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); ``null``, ``~``,
+``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with ``~/`` is under
+the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
 ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
 config built in Python gets the same values as one read from YAML.
 """
@@ -12,6 +15,8 @@ config built in Python gets the same values as one read from YAML.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -30,10 +35,25 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class _Override(str):
+    """An override's value as written, with ``parsed``: the same read as YAML (the raw text where it is none)."""
+
+    parsed: Any
+
+
+NULLS = ("null", "Null", "NULL", "~", "None", "none")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if isinstance(value, _Override):
+        union = origin in (typing.Union, types.UnionType)
+        if union and type(None) in args and value.strip() in (*NULLS, ""):
+            return None
+        if tp is not str and not union:  # a union tries each of its types with the text itself
+            value = value.parsed
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
@@ -58,6 +78,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        if len(args) == 2:
+            return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -89,17 +111,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if number is not None and math.isfinite(number):
+            return number
+        raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+            text = str(value).strip() if isinstance(value, _Override) else str(value)
+            return os.path.expanduser(text) if text.startswith("~/") else text
         raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
     return value
 
@@ -136,20 +162,30 @@ def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dic
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> nested mapping with YAML-parsed values."""
+    """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
+    a mapping value, ``section={...}``, is kept as read)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            parsed = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            parsed = raw  # e.g. '%HOME%', '*best.pt': text, which only a text key takes
+        if isinstance(parsed, dict):
+            value = parsed
+        else:
+            value = _Override(raw)
+            value.parsed = parsed
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
-        node[parts[-1]] = value
+        old = node.get(parts[-1])
+        node[parts[-1]] = merge(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
     return out
 
 
@@ -165,10 +201,10 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Path:
-    """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``)."""
-    candidates = [Path(name)]
-    if relative_to is not None:
-        candidates.append(relative_to / name)
+    """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A base recipe
+    (``relative_to``: the folder of the recipe naming it) is looked for there, then among the packaged ones, never
+    in the working folder: a user's edited copy of a packaged recipe there would become every recipe's base."""
+    candidates = [Path(name) if relative_to is None else relative_to / name]
     stem = str(name) if str(name).endswith(".yaml") else f"{name}.yaml"
     candidates.append(RECIPES_DIR / stem)
     for c in candidates:
@@ -195,7 +231,13 @@ def load_recipe(name: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
         raise ConfigError(f"recipe {path}: expected a mapping at the top level")
     base = data.pop("_base_", None)
     if base is not None:
-        data = merge(load_recipe(resolve_recipe_path(base, path.parent), (*_chain, path.resolve())), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")
+        try:
+            base_path = resolve_recipe_path(base, path.parent)
+        except ConfigError as e:
+            raise ConfigError(f"recipe {path}: its _base_: {e}") from e
+        data = merge(load_recipe(base_path, (*_chain, path.resolve())), data)
     return data
 
 

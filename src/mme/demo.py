@@ -45,7 +45,7 @@ from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
 from mme.data.transforms import normalize_clip
 from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
@@ -118,6 +118,11 @@ class DemoSettings:
     def generate_data(self, out: Path, workers: int | None = None) -> SynthDataset:
         """The demo's dataset in ``out`` (``mme synth --preset``, seed 0: the same for every seed)."""
         return generate_synth(out, preset=self.data_preset, workers=workers, **self.data_overrides)
+
+
+DEMO_KEYS = {"data.list_file", "data.root", "data.num_workers", "train.steps", "train.batch_size", "train.seed",
+             "train.device", "train.out_dir", "train.ckpt_every", "train.keep_last", "train.overwrite"}
+"""The keys each of the demo's runs sets (:func:`_pretrain_config`), which its overrides may not."""
 
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
@@ -369,6 +374,9 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         s.steps = steps
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
+    owned = sorted({o.split("=", 1)[0].strip() for o in overrides} & DEMO_KEYS)
+    if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
+        raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
     s.overrides = [*s.overrides, *overrides]
     s.real_dir = None if real_dir is None else str(real_dir)
     return s

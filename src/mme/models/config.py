@@ -62,9 +62,15 @@ class ModelConfig:
 
     def __post_init__(self):
         apply_preset(self, "model", PRESETS, fallback=PRESETS["base"])
-        for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads"):
+        for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
+                     "decoder_dim", "decoder_heads", "mlp_ratio"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        for name in ("decoder_depth", "head_hidden"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
         if self.img_size % self.patch_size:
             raise ConfigError(f"model.img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.num_frames % self.tubelet_size:

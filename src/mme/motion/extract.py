@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -55,8 +56,12 @@ class ExtractOptions:
     the other flows, and torch-lk with compensation, run one pair at a time on the CPU."""
 
     def __post_init__(self):
-        if self.length < 1 or self.short_side < 16 or self.seed_stride < 1 or self.chunk < 1:
-            raise ConfigError(f"extract: length, short_side (>=16), seed_stride and chunk must be positive: {self}")
+        for name, value, least in (("--length", self.length, 1), ("--short-side", self.short_side, 16),
+                                   ("--seed-stride", self.seed_stride, 1), ("chunk", self.chunk, 1)):
+            if value < least:
+                raise ConfigError(f"extract: {name} must be at least {least}, got {value}")
+        if self.max_disp is not None and not (self.max_disp > 0 and math.isfinite(self.max_disp)):
+            raise ConfigError(f"extract: --max-disp must be a positive number of pixels, got {self.max_disp}")
         if self.orientation not in ORIENTATIONS:
             raise ConfigError(f"extract: --orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.flow not in METHODS:

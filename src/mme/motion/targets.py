@@ -136,6 +136,9 @@ class TargetConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ConfigError(f"target.{name} must be positive, got {v}")
+        negative = {k: w for k, w in self.loss_weights.items() if w < 0}
+        if negative:
+            raise ConfigError(f"target.loss_weights must be >= 0 (a negative weight maximises a loss), got {negative}")
         unknown = sorted(set(self.loss_weights) - set(self.heads))
         if unknown:
             raise ConfigError(f"target.loss_weights: no head(s) {unknown}; heads of this target: {list(self.heads)}")
