@@ -52,7 +52,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         union = origin in (typing.Union, types.UnionType)
         if union and type(None) in args and value.strip() in (*NULLS, ""):
             return None
-        if tp is not str and not union:  # a union tries each of its types with the text itself
+        if isinstance(value.parsed, (list, dict)) or (tp is not str and not union):  # a union tries its types
             value = value.parsed
     if tp is Any:
         return value
