@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 import weakref
 
 import av
@@ -310,6 +311,30 @@ def test_the_display_matrix_is_kept_with_the_index(tmp_path, clip_frames, monkey
     with open_video(path, orientation="display", index_dir=tmp_path / "index") as reader:
         assert reader.size == (48, 64)
         np.testing.assert_array_equal(reader.read([2]), first)
+
+
+def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip_frames):
+    """Two processes that loaded a file's index before either asked for the display matrix: the one that saves
+    last (after proving fewer frames) keeps the other's matrix and proven frames in the store."""
+    path = write_video(tmp_path / "phone.mp4", clip_frames[:12], display=matrix(*TURNS["cw 90"]))
+    index_dir = tmp_path / "index"
+    with open_video(path, index_dir=index_dir):
+        pass  # the index is stored, without a display matrix
+    older = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir))
+    pyav_reader._pyav_index.cache_clear()  # another process
+    with open_video(path, orientation="display", index_dir=index_dir) as reader:
+        reader.read([11])
+    stored = pyav_reader._load_index(older.store)
+    assert stored.display is not None and stored.proven == 12
+    older.proven = 3  # the older process proved a few frames and saves
+    older.save()
+    stored = pyav_reader._load_index(older.store)
+    assert stored.display == tuple(matrix(*TURNS["cw 90"])) and stored.proven == 12
+
+
+def _stat(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])

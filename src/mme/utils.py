@@ -70,6 +70,22 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     return path
 
 
+def env_int(name: str, default: int, least: int = 0) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset or empty), at least ``least``;
+    anything else is a ConfigError naming the variable (torchrun sets RANK, WORLD_SIZE and the like)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise ConfigError(f"{name}={raw!r} in the environment: expected a whole number >= {least} (torchrun sets it; "
+                          f"unset it to run as one process)")
+    return value
+
+
 def sets_threads(fn):
     """Decorator: ``fn``'s ``threads`` argument (None: unchanged) sets torch's and OpenCV's thread counts for the
     call, and the previous ones are restored after it. A benchmark called as a library function must not leave

@@ -439,10 +439,21 @@ class _Index:
         return frozenset(self.key_pts.tolist())
 
     def save(self) -> None:
-        """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned). A store
-        that cannot be written is dropped with a warning: the index stays this process's."""
+        """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned), joined
+        with what other processes wrote there meanwhile: the most frames proven, the display matrix, and a
+        sequential verdict, which no process reverses. A store that cannot be written is dropped with a warning:
+        the index stays this process's."""
         if self.store is None or self.stored == (self.proven, self.mode, self.display):
             return
+        kept = _load_index(self.store)
+        if kept is not None:
+            if self.display is None:
+                self.display = kept.display
+            if kept.mode == "sequential" and self.mode == "seek":
+                self.stored = (self.proven, self.mode, self.display)  # this process checks every frame it reads
+                return
+            if kept.mode == self.mode:
+                self.proven = max(self.proven, kept.proven)
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
                   "proven": self.proven, "display": self.display}

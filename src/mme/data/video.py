@@ -30,6 +30,7 @@ import numpy as np
 from mme.data.pyav_reader import PyAVReader, cuda_decoder
 from mme.data.video_reader import ORIENTATIONS, TURN_NAMES, VideoReader, display_angle, display_turn, video_error
 from mme.errors import VideoError
+from mme.utils import env_int
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
@@ -38,7 +39,7 @@ BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 def decode_gpu() -> int:
     """The CUDA device the 'pyav-cuda' backend decodes on: this process's ``LOCAL_RANK`` (torchrun's; 0 without),
     which loader workers inherit."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return env_int("LOCAL_RANK", 0)
 
 
 def require_backend(backend: str) -> None:

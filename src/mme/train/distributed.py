@@ -9,7 +9,6 @@ The model never imports this module; devices are passed in.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from mme.errors import MMEError
+from mme.utils import env_int
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,15 @@ class DistInfo:
 
 def init_distributed(device_type: str) -> DistInfo:
     """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA); a no-op otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world, local_rank = env_int("WORLD_SIZE", 1, least=1), env_int("LOCAL_RANK", 0)
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        except (ValueError, RuntimeError) as e:  # e.g. WORLD_SIZE set by hand, without torchrun's rendezvous
+            raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
+                           f"launch ranks with torchrun, or unset WORLD_SIZE to run as one process") from e
     return DistInfo(get_rank(), local_rank, get_world_size())
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
-from mme.utils import cpu_features
+from mme.utils import cpu_features, env_int
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def usable_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity outside Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, cores // env_int("LOCAL_WORLD_SIZE", 1, least=1))
 
 
 def choose_threads(threads: int | None, device: torch.device, workers: int) -> tuple[int, str]:
