@@ -14,11 +14,11 @@ import transformers
 import mme
 from mme.cli import main as cli_main
 from mme.config import from_dict
-from mme.errors import CheckpointError
+from mme.errors import CheckpointError, ConfigError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
 from mme.models.classifier import VideoClassifier
-from mme.models.export import export_hf, save_pretrained
+from mme.models.export import export, export_hf, save_pretrained
 from mme.motion.targets import pixel_target
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
@@ -55,7 +55,12 @@ def mask():
 
 # --- Hugging Face parity ---
 
-def test_ours_to_hf_pretraining_gives_same_encoder_outputs_and_loss(mae, mask, tmp_path):
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_ours_to_hf_pretraining_gives_same_encoder_outputs_and_loss(mae, mask, tmp_path, qkv_bias):
+    """With q/v biases (VideoMAE's default) and without: the decoder follows the encoder, as VideoMAE's does (ours
+    had them in the decoder always, and HF dropped them: predictions off by 0.1)."""
+    if not qkv_bias:
+        mae = perturbed(MaskedAutoencoder(ModelConfig(**TINY, qkv_bias=False), [PIXEL]))
     export_hf(mae, tmp_path / "hf", kind="pretraining")
     hf, info = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "hf", output_loading_info=True)
     hf.eval()
@@ -64,23 +69,29 @@ def test_ours_to_hf_pretraining_gives_same_encoder_outputs_and_loss(mae, mask, t
     with torch.no_grad():
         ours_tokens = mae.encoder(x, mask)
         hf_tokens = hf.videomae(hf_input(x), bool_masked_pos=mask).last_hidden_state
-        loss, _, _ = mae(x, mask, {"pixel": pixel_target(x, 2, 16)})
-        hf_loss = hf(hf_input(x), bool_masked_pos=mask).loss
+        loss, preds, _ = mae(x, mask, {"pixel": pixel_target(x, 2, 16)})
+        hf_out = hf(hf_input(x), bool_masked_pos=mask)
+        hf_loss = hf_out.loss
     assert (ours_tokens - hf_tokens).abs().max() <= 1e-5
+    assert (preds["pixel"] - hf_out.logits).abs().max() <= 5e-5  # HF's decoder norm eps: measured 1.2e-5
     # HF's decoder norm has eps 1e-5, ours 1e-6: measured relative loss difference ~1e-6
     assert abs(loss - hf_loss) / hf_loss <= 1e-5
 
 
-def test_hf_to_ours_gives_same_encoder_outputs_and_loss(mask, tmp_path):
+@pytest.mark.parametrize("mean_pooling, qkv_bias", [(False, True), (True, False)])
+def test_hf_to_ours_gives_same_encoder_outputs_and_loss(mask, tmp_path, mean_pooling, qkv_bias):
+    """``use_mean_pooling`` (HF's default) leaves the encoder without its final norm, also in pre-training."""
     hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=8, hidden_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
                                          decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-                                         decoder_intermediate_size=128, layer_norm_eps=1e-6, use_mean_pooling=False)
+                                         decoder_intermediate_size=128, layer_norm_eps=1e-6,
+                                         use_mean_pooling=mean_pooling, qkv_bias=qkv_bias)
     torch.manual_seed(0)
     hf = perturbed(transformers.VideoMAEForPreTraining(hf_cfg))
     hf.save_pretrained(tmp_path / "hf")
     ours = load_model(tmp_path / "hf")
     assert isinstance(ours, MaskedAutoencoder) and ours.cfg.decoder_norm_eps == 1e-5
+    assert isinstance(ours.encoder.norm, torch.nn.Identity) == mean_pooling and ours.cfg.qkv_bias == qkv_bias
     x = clip()
     with torch.no_grad():
         hf_out = hf(hf_input(x), bool_masked_pos=mask)
@@ -426,3 +437,145 @@ def test_exports_that_hf_cannot_represent_are_refused(mae, tmp_path):
     with pytest.raises(CheckpointError, match="input_norm='clip'"):
         export_hf(clip_norm, tmp_path / "d")
     assert not (tmp_path / "d").exists()  # nothing half-written
+
+
+def test_export_refuses_weights_that_do_not_fill_the_model(mae, tmp_path, capsys):
+    """An export builds the model before it writes: a file missing a tensor, or whose config says more blocks
+    than it holds, is refused in one line (it was written, and Hugging Face loaded it with a random tensor)."""
+    sd = videomae_layout(mae)
+    del sd["encoder.blocks.1.attn.proj.weight"]
+    torch.save({"model": sd}, tmp_path / "cut.pth")
+    hints = ["--num-heads", "4", "--decoder-heads", "2", "--img-size", "32", "--num-frames", "8"]
+    for fmt, kind in (("hf", "model"), ("hf", "pretraining"), ("mme", "pretraining"), ("safetensors", "model")):
+        out = tmp_path / f"{fmt}-{kind}"
+        assert cli_main(["export", str(tmp_path / "cut.pth"), str(out), "--format", fmt, "--kind", kind,
+                         *hints]) == 1
+        err = capsys.readouterr().err
+        assert "does not fit the model: missing keys ['" in err and "blocks.1.attn.proj.weight" in err, err
+        assert not list(tmp_path.glob(f"{out.name}*/*")) and not (tmp_path / f"{out.name}.safetensors").exists()
+    path = save_pretrained(mae, tmp_path / "ours")
+    meta = json.loads((path / "config.json").read_text())
+    meta["model"]["depth"] = 3
+    (path / "config.json").write_text(json.dumps(meta))
+    assert cli_main(["export", str(path), str(tmp_path / "deeper"), "--format", "mme"]) == 1
+    assert "missing keys ['encoder.blocks.2." in capsys.readouterr().err
+
+
+def test_tensors_the_model_has_no_place_for_are_refused(tmp_path, caplog):
+    """A tensor of a file that no key of the model takes would leave the model computing something else: a k bias
+    in an encoder block, or the head of a classifier without fc_norm (VideoMAE's ``use_mean_pooling=False``, which
+    reads the first token). Refused, naming the keys; loading the encoder alone drops what is not the encoder's."""
+    src = perturbed(VideoClassifier(ModelConfig(**WIDE), num_classes=7))
+    sd = {k.removeprefix("encoder."): v for k, v in src.state_dict().items()}
+    geometry = dict(img_size=32, num_frames=8)
+    torch.save({"model": {**sd, "blocks.0.attn.qkv.bias": torch.ones(3 * 128)}}, tmp_path / "kbias.pth")
+    for load in (load_model, load_encoder):
+        with pytest.raises(CheckpointError, match=r"kbias\.pth: 1 tensor\(s\) of the original VideoMAE/MME fine-tuned "
+                                                  r"layout have no place in the model.*blocks\.0\.attn\.qkv\.bias"):
+            load(tmp_path / "kbias.pth", **geometry)
+    first_token = {k: v for k, v in sd.items() if not k.startswith("fc_norm.")}
+    first_token.update({"norm.weight": torch.ones(128), "norm.bias": torch.zeros(128)})
+    torch.save({"model": first_token}, tmp_path / "first_token.pth")
+    with pytest.raises(CheckpointError, match=r"\['head\.weight', 'head\.bias'\]; a classifier without fc_norm"):
+        load_model(tmp_path / "first_token.pth", **geometry)
+    with caplog.at_level(logging.WARNING):
+        enc = load_encoder(tmp_path / "first_token.pth", **geometry)
+    assert isinstance(enc, VisionTransformer) and "2 key(s) of the ViT encoder layout are not part" in caplog.text
+    assert isinstance(load_model(tmp_path / "kbias.pth", strict=False, **geometry), VideoClassifier)
+
+
+def test_head_counts_of_the_original_widths():
+    """Files do not record head counts; the original factories' are taken by width (ViT-H has 16 heads of 80)."""
+    from mme.models.convert_config import infer_config
+
+    def state(width, hidden, decoder):
+        return {"encoder.patch_embed.proj.weight": torch.empty(width, 3, 2, 16, 16, device="meta"),
+                "encoder.blocks.0.mlp.fc1.weight": torch.empty(hidden, width, device="meta"),
+                "encoder_to_decoder.weight": torch.empty(decoder, width, device="meta"),
+                "decoder_blocks.0.mlp.fc1.weight": torch.empty(decoder * hidden // width, decoder, device="meta")}
+    for width, heads, decoder, decoder_heads in ((384, 6, 192, 3), (768, 12, 384, 6), (1024, 16, 512, 8),
+                                                 (1280, 16, 640, 8), (512, 8, 256, 4)):
+        cfg = infer_config(state(width, 4 * width, decoder), "mae")
+        assert (cfg.num_heads, cfg.decoder_heads) == (heads, decoder_heads), width
+
+
+def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
+    """Original files do not record the clip: the one taken (224², 16 frames) is said when the model is built,
+    and a stored position table, one row per token, must fit it."""
+    from mme.models.vit import sincos_table
+
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=4)
+    torch.save({"model": videomae_layout(src)}, tmp_path / "plain.pth")
+    with caplog.at_level(logging.WARNING):
+        load_encoder(tmp_path / "plain.pth")
+    assert "the clip geometry is not stored in this file: taken as 16 frames of 224x224" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_encoder(tmp_path / "plain.pth", img_size=32, num_frames=8)
+    assert "clip geometry" not in caplog.text
+    table = sincos_table(src.cfg.num_tokens, 128)[None]
+    torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": table}}, tmp_path / "table.pth")
+    with pytest.raises(CheckpointError, match=r"table\.pth: its position table has 16 rows, one per token, but 16 "
+                                              r"frames of 224x224 make 1568 tokens"):
+        load_encoder(tmp_path / "table.pth")
+    assert load_encoder(tmp_path / "table.pth", img_size=32, num_frames=8) is not None
+
+
+@pytest.mark.parametrize("case, message", [
+    ("image_vit", r"patch_embed\.proj\.weight has shape \(64, 3, 16, 16\), not a video ViT's"),
+    ("no_fc1", r"no blocks\.0\.mlp\.fc1\.weight: its encoder blocks are incomplete"),
+    ("no_projection", r"without encoder_to_decoder\.weight: incomplete"),
+    ("bad_metadata", r"its 'mme' metadata is not valid JSON"),
+])
+def test_foreign_or_incomplete_weights_name_the_file(mae, tmp_path, case, message):
+    from safetensors.torch import save_file
+
+    sd = videomae_layout(mae)
+    if case == "image_vit":
+        sd = {"patch_embed.proj.weight": torch.zeros(64, 3, 16, 16), "blocks.0.norm1.weight": torch.ones(64)}
+    elif case == "no_fc1":
+        sd = {k: v for k, v in sd.items() if k != "encoder.blocks.0.mlp.fc1.weight"}
+    elif case == "no_projection":
+        sd = {k: v for k, v in sd.items() if k != "encoder_to_decoder.weight"}
+    path = tmp_path / "weights.pth"
+    if case == "bad_metadata":
+        path = tmp_path / "weights.safetensors"
+        save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(path), metadata={"mme": "{oops"})
+    else:
+        torch.save({"model": sd}, path)
+    with pytest.raises(CheckpointError, match=f"weights\\.(pth|safetensors): .*{message}"):
+        load_model(path, num_heads=4, decoder_heads=2, img_size=32, num_frames=8)
+
+
+def test_hf_export_of_a_run_keeps_its_pixel_loss(tmp_path):
+    """A pre-training run's ``target.norm_pix`` travels into the Hugging Face config (``norm_pix_loss``): unset,
+    HF trained on another loss than the run's (1.125 against 0.385 in the audit). ``--norm-pix`` overrides."""
+    model = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+    torch.save({"model": model.state_dict(), "config": {"model": dataclasses.asdict(model.cfg),
+                                                        "target": {"kind": "pixel", "norm_pix": False}},
+                "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
+    for flags, expected in (([], False), (["--norm-pix"], True)):
+        out = tmp_path / f"hf{len(flags)}"
+        assert cli_main(["export", str(tmp_path / "run.pt"), str(out), "--kind", "pretraining", *flags]) == 0
+        assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is expected
+    with pytest.raises(ConfigError, match="--norm-pix"):
+        export(tmp_path / "run.pt", tmp_path / "x", "mme", norm_pix=True)
+
+
+def test_a_compiled_model_saves_as_the_model_inside(mae, tmp_path):
+    path = save_pretrained(torch.compile(mae), tmp_path / "compiled")
+    assert all(torch.equal(load_model(path).state_dict()[k], v) for k, v in mae.state_dict().items())
+
+
+def test_a_bare_hf_state_dict_gets_hf_layer_norms(tmp_path):
+    """A Hugging Face state dict saved on its own (no config.json) is read with HF's decoder and fc_norm eps."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=8, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=1, intermediate_size=256, layer_norm_eps=1e-6,
+                                         use_mean_pooling=True, num_labels=3)
+    hf = perturbed(transformers.VideoMAEForVideoClassification(hf_cfg))
+    torch.save(hf.state_dict(), tmp_path / "hf.pth")
+    ours = load_model(tmp_path / "hf.pth", img_size=32, num_frames=8)
+    assert ours.fc_norm.eps == 1e-5
+    x = clip()
+    with torch.no_grad():
+        assert (ours(x) - hf(hf_input(x)).logits).abs().max() <= 1e-6

@@ -285,6 +285,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-heads", type=int, default=None, help="decoder attention heads, likewise")
     p.add_argument("--img-size", type=int, default=None, help="input side the model expects (original .pth: 224)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (original .pth: 16)")
+    p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
+                   help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: the "
+                        "run's target.norm_pix, else on)")
     _calls(p, "mme.models.export:export", outcome=print)
 
 

@@ -61,6 +61,9 @@ class Checkpoint:
     """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
     run_config: dict = field(default_factory=dict)
     """Our training checkpoints only: the run's config sections (``model``, ``target``, ``data``, ...)."""
+    assumed: str = ""
+    """What the config takes on trust because the file does not record it (the clip geometry of original files),
+    said when a module is built from it."""
 
     @property
     def encoder_state(self) -> dict[str, torch.Tensor]:
@@ -160,31 +163,80 @@ def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
-                heads: list[HeadSpec] | None = None, encoder_only: bool = False) -> Checkpoint:
+                heads: list[HeadSpec] | None = None, encoder_only: bool = False, strict: bool = True) -> Checkpoint:
     """Convert a bare state dict of any known layout; infer the config from the weights unless given (for the
-    encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known)."""
+    encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known). Tensors that
+    have no place in the model (of the encoder, with ``encoder_only``) are refused when ``strict``: the model
+    would compute something else without them."""
+    layout = "detected"
     try:
         kind, ours, unexpected, layout = convert.to_ours(state)
         _check_position_tables(state, path)
-        if unexpected:
-            log.warning("%s: %d key(s) of the %s layout are not part of the model and are ignored: %s",
-                        path, len(unexpected), layout, unexpected[:10])
+        _check_dropped(unexpected, layout, encoder_only, strict, path)
         if encoder_only and kind != "encoder":
             log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,
                      len(ours) - len(convert.encoder_part(ours, kind)))
             kind, ours = "encoder", convert.encoder_part(ours, kind)
+        hf = layout.startswith("Hugging Face")
+        assumed = ""
         if cfg is None:
             cfg = convert_config.infer_config(ours, kind, **hints)
+            if hf:
+                cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
+            if hints.get("img_size") is None or hints.get("num_frames") is None:
+                assumed = (f"the clip geometry is not stored in this file: taken as {cfg.num_frames} frames of "
+                           f"{cfg.img_size}x{cfg.img_size} (give img_size / num_frames, --img-size / --num-frames, "
+                           f"if the model was trained on other clips)")
         else:
             cfg = _with_hints(cfg, hints, path)
-        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})")
+        _check_grid(state, cfg, path)
+        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})", assumed=assumed)
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
             ck.classifier = _classifier_args(ours)
+            if hf:
+                ck.classifier["fc_norm_eps"] = 1e-5  # HF's fc_norm is nn.LayerNorm's default
         return ck
     except (CheckpointError, ConfigError) as e:
         raise CheckpointError(f"{path}: {e}") from e
+    except (KeyError, ValueError) as e:  # a tensor that a layout has missing, or of another rank
+        raise CheckpointError(f"{path}: incomplete or foreign weights for the {layout} layout "
+                              f"({type(e).__name__}: {e})") from e
+
+
+ENCODER_NAMES = ("blocks", "patch_embed", "norm", "embeddings", "layer", "layernorm", "cls_token")
+"""First components of encoder tensors' names, in every layout (after a ``videomae.`` / ``encoder.`` prefix)."""
+
+
+def _check_dropped(keys: list[str], layout: str, encoder_only: bool, strict: bool, path: Path) -> None:
+    """Refuse (``strict``) or report the tensors of a file that no key of the model takes: all of them, or with
+    ``encoder_only`` those of the encoder. A stored position table is checked apart (``_check_position_tables``)."""
+    def in_encoder(key: str) -> bool:
+        for prefix in ("videomae.", "encoder."):
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        return key.split(".")[0] in ENCODER_NAMES
+    keys = [k for k in keys if not k.endswith("pos_embed")]
+    lost = [k for k in keys if in_encoder(k)] if encoder_only else keys
+    if lost and strict:
+        hint = ("; a classifier without fc_norm (VideoMAE's use_mean_pooling=False, which reads the first token) "
+                "is not one mme builds: load its encoder alone" if "head.weight" in lost else "")
+        raise CheckpointError(f"{len(lost)} tensor(s) of the {layout} layout have no place in the model, which "
+                              f"would compute something else without them: {lost[:10]}{hint}")
+    if keys:
+        log.warning("%s: %d key(s) of the %s layout are not part of the model and are ignored: %s",
+                    path, len(keys), layout, keys[:10])
+
+
+def _check_grid(state: dict[str, torch.Tensor], cfg: ModelConfig, path: Path) -> None:
+    """A stored (sin-cos) position table has one row per token: it must fit the config's clip."""
+    table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
+    tokens = (cfg.num_frames // cfg.tubelet_size) * (cfg.img_size // cfg.patch_size) ** 2
+    if table is not None and table.reshape(-1, table.shape[-1]).shape[0] != tokens:
+        raise CheckpointError(f"its position table has {table.reshape(-1, table.shape[-1]).shape[0]} rows, one per "
+                              f"token, but {cfg.num_frames} frames of {cfg.img_size}x{cfg.img_size} make {tokens} "
+                              f"tokens: give the clip it was trained on (img_size / num_frames, --img-size / "
+                              f"--num-frames)")
 
 
 def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
@@ -208,7 +260,7 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})))
 
 
-def _from_hf_dir(path: Path, hf: dict, hints: dict) -> Checkpoint:
+def _from_hf_dir(path: Path, hf: dict, hints: dict, strict: bool) -> Checkpoint:
     if (path / WEIGHTS).is_file():
         state, _ = _read_safetensors(path / WEIGHTS)
     elif (path / "pytorch_model.bin").is_file():
@@ -219,22 +271,20 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict) -> Checkpoint:
         cfg = convert_config.config_from_hf(hf)
     except (CheckpointError, ConfigError) as e:
         raise CheckpointError(f"{path / CONFIG}: {e}") from e
-    ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
-                                                                  * cfg.in_chans)])
-    if ck.kind == "classifier":
-        ck.classifier["fc_norm_eps"] = 1e-5  # HF's fc_norm is nn.LayerNorm's default
-    return ck
+    return _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
+                                                                    * cfg.in_chans)], strict=strict)
 
 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
                     img_size: int | None = None, num_frames: int | None = None,
-                    encoder_only: bool = False) -> Checkpoint:
+                    encoder_only: bool = False, strict: bool = True) -> Checkpoint:
     """Read any supported checkpoint into our layout (only its encoder with ``encoder_only``).
 
     The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
-    override what it does."""
+    override what it does. ``strict``: a tensor of the file that the model has no place for is an error (else it is
+    dropped with a warning)."""
     hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
-    ck = _read(Path(path), hints, encoder_only)
+    ck = _read(Path(path), hints, encoder_only, strict)
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))
@@ -242,7 +292,7 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     return ck
 
 
-def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
+def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -254,14 +304,20 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
                 raise CheckpointError(f"{path / WEIGHTS}: missing (the directory has a {CONFIG} but no weights)")
             return _from_ours(meta, _read_safetensors(path / WEIGHTS)[0], path, hints)
         if meta.get("model_type") == "videomae":
-            return _from_hf_dir(path, meta, hints)
+            return _from_hf_dir(path, meta, hints, strict)
         raise CheckpointError(f"{path / CONFIG}: neither an mme nor a Hugging Face VideoMAE config "
                               f"(model_type={meta.get('model_type')!r})")
     if path.suffix == ".safetensors":
         state, metadata = _read_safetensors(path)
         if "mme" in metadata:
-            return _from_ours(json.loads(metadata["mme"]), state, path, hints)
-        return _from_state(state, path, hints, encoder_only=encoder_only)
+            try:
+                meta = json.loads(metadata["mme"])
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{path}: its 'mme' metadata is not valid JSON ({e})") from e
+            if not isinstance(meta, dict):
+                raise CheckpointError(f"{path}: its 'mme' metadata is not a JSON object")
+            return _from_ours(meta, state, path, hints)
+        return _from_state(state, path, hints, encoder_only=encoder_only, strict=strict)
     obj = torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
             and isinstance(obj.get("model"), dict):  # our training checkpoint
@@ -269,10 +325,10 @@ def _read(path: Path, hints: dict, encoder_only: bool) -> Checkpoint:
             cfg = from_dict(ModelConfig, obj["config"]["model"], prefix="model.")
         except ConfigError as e:
             raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
-        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj))
+        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict)
         ck.run_config = obj["config"]
         return ck
-    return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only)
+    return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict)
 
 
 def _run_heads(obj: dict) -> list[HeadSpec] | None:
@@ -323,17 +379,22 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str, s
     module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
 
-def _encoder(ck: Checkpoint) -> VisionTransformer:
-    enc = VisionTransformer(ck.cfg)
+def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> VisionTransformer:
+    """``encoder`` (default: a new one of ``ck``'s config) without its final LayerNorm when ``ck`` has none: a
+    classifier fine-tuned with mean pooling, or Hugging Face's pre-training with ``use_mean_pooling``."""
+    enc = VisionTransformer(ck.cfg) if encoder is None else encoder
     if not ck.final_norm:
-        enc.norm = nn.Identity()  # fine-tuned with mean pooling: the encoder had no final LayerNorm
+        enc.norm = nn.Identity()
     return enc
 
 
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     """The module ``ck`` holds, with its weights loaded."""
+    if ck.assumed:
+        log.warning("%s: %s", ck.source, ck.assumed)
     if ck.kind == "mae":
         model = MaskedAutoencoder(ck.cfg, ck.heads)
+        _encoder(ck, model.encoder)
     elif ck.kind == "classifier":
         model = VideoClassifier(ck.cfg, **ck.classifier)
     else:
@@ -344,24 +405,21 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
 
 def load_model(path: str | os.PathLike, strict: bool = True, **hints) -> nn.Module:
     """Rebuild the module a checkpoint holds: MaskedAutoencoder, VisionTransformer or VideoClassifier."""
-    return build_model(read_checkpoint(path, **hints), strict)
+    return build_model(read_checkpoint(path, strict=strict, **hints), strict)
 
 
 def load_encoder(path: str | os.PathLike, strict: bool = True, **hints) -> VisionTransformer:
     """The encoder of any supported checkpoint, in eval mode: ``(B, 3, T, H, W)`` ImageNet-normalised ->
     tokens ``(B, N, D)``. Decoder / classifier weights are dropped; missing encoder keys raise when ``strict``.
     Hints: ``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames`` (see read_checkpoint)."""
-    ck = read_checkpoint(path, encoder_only=True, **hints)
-    enc = _encoder(ck)
-    load_state(enc, ck.state, ck.source, strict)
-    return enc.eval()
+    return build_model(read_checkpoint(path, encoder_only=True, strict=strict, **hints), strict).eval()
 
 
 def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, strict: bool = True, **hints) -> None:
     """Load a checkpoint's encoder weights into an existing encoder (e.g. ``VideoClassifier.encoder`` before
     fine-tuning). A pre-trained final norm is dropped when ``encoder.norm`` is Identity (VideoMAE fine-tuning
     does the same); shapes must match (CheckpointError naming the key otherwise)."""
-    ck = read_checkpoint(path, encoder_only=True, **hints)
+    ck = read_checkpoint(path, encoder_only=True, strict=strict, **hints)
     state = ck.state
     if isinstance(encoder.norm, nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}

@@ -37,7 +37,7 @@ class ModelConfig:
     num_heads: int | None = None
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
-    """q and v biases (no k bias), as in VideoMAE."""
+    """q and v biases (no k bias) in the encoder and decoder blocks, as in VideoMAE."""
     layer_scale_init: float = 0.0
     """Initial layer-scale value; 0 disables layer scale."""
     drop_path: float = 0.0

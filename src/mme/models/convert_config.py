@@ -17,8 +17,10 @@ from mme.models.mae import HeadSpec
 
 log = logging.getLogger(__name__)
 
-# Decoder heads hard-coded by the original model factories per encoder width (VideoMAE/MME small/base/large).
-ORIGINAL_DECODER_HEADS = {384: 3, 768: 6, 1024: 8}
+# Attention heads of the original model factories per encoder width (VideoMAE/MME small, base, large, huge;
+# ViT-H's heads are 80-d) and of their decoders, which the files do not record.
+ORIGINAL_HEADS = {384: 6, 768: 12, 1024: 16, 1280: 16}
+ORIGINAL_DECODER_HEADS = {384: 3, 768: 6, 1024: 8, 1280: 8}
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -32,26 +34,32 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
                  decoder_heads: int | None = None, **fields) -> ModelConfig:
     """A ModelConfig for our ``kind`` state dict, read from the weights' shapes.
 
-    Head counts are not in the weights: ``num_heads`` defaults to 64-d heads (as every VideoMAE/MME preset), and
-    ``decoder_heads`` to the original factories' value for the encoder width (6 for ViT-B), else 64-d heads;
-    both are logged. ``img_size`` / ``num_frames`` are not in the weights either (the position table is fixed):
-    pass them in ``fields``, else 224 / 16."""
+    Head counts are not in the weights: ``num_heads`` and ``decoder_heads`` default to the original factories'
+    values for the encoder width (ViT-B: 12 and 6), else to 64-d heads; both are logged. ``img_size`` /
+    ``num_frames`` are not in the weights either (the position table is fixed): pass them in ``fields``, else
+    224 / 16."""
     enc = encoder_part(state, kind)
     if "patch_embed.proj.weight" not in enc:
         raise CheckpointError("state dict has no patch_embed.proj.weight: not a ViT encoder")
+    if enc["patch_embed.proj.weight"].ndim != 5:
+        raise CheckpointError(f"patch_embed.proj.weight has shape {tuple(enc['patch_embed.proj.weight'].shape)}, not "
+                              f"a video ViT's 3-D patch embedding (D, C, tubelet, patch, patch): an image model?")
     D, C, t, p, p2 = enc["patch_embed.proj.weight"].shape  # Conv3d weight (D, C, tubelet, patch, patch)
     if p != p2:
         raise CheckpointError(f"non-square patches {p}x{p2} are not supported")
     depth = _count_blocks(enc, "blocks.")
     if depth == 0:
         raise CheckpointError("state dict has no encoder blocks (blocks.N.*)")
+    if "blocks.0.mlp.fc1.weight" not in enc:
+        raise CheckpointError("state dict has no blocks.0.mlp.fc1.weight: its encoder blocks are incomplete")
     hidden = enc["blocks.0.mlp.fc1.weight"].shape[0]
     if num_heads is None:
-        if D % 64:
+        num_heads = ORIGINAL_HEADS.get(D, D // 64 if D % 64 == 0 else None)
+        if num_heads is None:
             raise CheckpointError(f"cannot infer the number of attention heads for width {D}: pass num_heads")
-        num_heads = D // 64
-        log.warning("number of attention heads is not stored in this checkpoint: assuming 64-d heads, "
-                    "num_heads=%d (pass num_heads if that is wrong)", num_heads)
+        why = f"the original factories' value for width {D}" if D in ORIGINAL_HEADS else "assuming 64-d heads"
+        log.warning("number of attention heads is not stored in this checkpoint: num_heads=%d (%s; pass num_heads if "
+                    "that is wrong)", num_heads, why)
     gamma = enc.get("blocks.0.gamma_1")
     # layer scale: only its presence matters for loading (the value is an init); keep the stored magnitude
     layer_scale = 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
@@ -59,6 +67,9 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
                mlp_ratio=hidden / D, qkv_bias="blocks.0.attn.q_bias" in enc,
                layer_scale_init=layer_scale)
     if kind == "mae":
+        for key in ("encoder_to_decoder.weight", "decoder_blocks.0.mlp.fc1.weight"):
+            if key not in state and (key.startswith("encoder") or any(k.startswith("decoder_blocks.") for k in state)):
+                raise CheckpointError(f"a pre-training state dict without {key}: incomplete")
         dd = state["encoder_to_decoder.weight"].shape[0]
         cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."))
         if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != round(dd * hidden / D):

@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from mme.errors import CheckpointError
+from mme.errors import CheckpointError, ConfigError
 from mme.models import convert, convert_config
-from mme.models.checkpoint import CONFIG, WEIGHTS, Checkpoint, read_checkpoint, select_part
+from mme.models.checkpoint import CONFIG, WEIGHTS, Checkpoint, build_model, read_checkpoint, select_part
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
@@ -37,7 +37,10 @@ def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dic
 
 
 def _unwrap_module(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DDP
+    """The model inside DDP's and torch.compile's wrappers."""
+    while isinstance(inner := getattr(model, "module", None) or getattr(model, "_orig_mod", None), nn.Module):
+        model = inner
+    return model
 
 
 def describe(model: nn.Module) -> Checkpoint:
@@ -80,7 +83,14 @@ def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkp
     return read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
 
 
-def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool = True,
+def _checked(ck: Checkpoint) -> Checkpoint:
+    """``ck`` once its weights are known to fill the model its config describes (every tensor, every shape): an
+    export never writes a checkpoint that fails only when it is loaded, or loads with tensors left at random."""
+    build_model(ck, strict=True)
+    return ck
+
+
+def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool | None = None,
               **hints) -> Path:
     """Write a Hugging Face directory (``config.json`` + ``model.safetensors``) that ``transformers``
     ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
@@ -88,10 +98,13 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
 
     HF models take clips as ``(B, T, C, H, W)`` (ours: ``(B, C, T, H, W)``). HF's decoder final norm and fc_norm
     use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
-    ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical."""
+    ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
+    ``norm_pix_loss``): unset, the run's ``target.norm_pix`` for our training checkpoints, else True."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
-    ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
+    ck = _checked(select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind))
+    if norm_pix is None:
+        norm_pix = bool(ck.run_config.get("target", {}).get("norm_pix", True))
     cfg, state, num_labels = ck.cfg, dict(ck.state), None
     if ck.kind == "mae":
         pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
@@ -120,18 +133,22 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
 
 
 def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
-           **hints) -> Path:
+           norm_pix: bool | None = None, **hints) -> Path:
     """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
     (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
-    'classification'; default: 'model' for hf, what the source holds otherwise."""
+    'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
+    only (:func:`export_hf`)."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
+    if norm_pix is not None and (format != "hf" or kind != "pretraining"):
+        raise ConfigError("--norm-pix / --no-norm-pix set the loss of a Hugging Face pre-training export "
+                          "(--format hf --kind pretraining) only")
     check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
-        path = export_hf(src, out, kind or "model", **hints)
+        path = export_hf(src, out, kind or "model", norm_pix, **hints)
     elif format in ("mme", "safetensors"):
         ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
-        ck = select_part(ck, kind) if kind else ck
+        ck = _checked(select_part(ck, kind) if kind else ck)
         out = Path(out)
         if format == "safetensors" and out.suffix != ".safetensors":
             out = out.with_name(out.name + ".safetensors")

@@ -86,7 +86,7 @@ class MaskedAutoencoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
         self.register_buffer("decoder_pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
         self.decoder_blocks = nn.ModuleList(
-            Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True) for _ in range(cfg.decoder_depth)
+            Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias) for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=cfg.decoder_norm_eps)
         self.heads = nn.ModuleDict({h.name: Head(cfg.decoder_dim, h) for h in heads})
