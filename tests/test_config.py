@@ -72,6 +72,48 @@ def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypa
         load_config(PretrainConfig, "mine/child.yaml")
 
 
+def test_a_later_preset_replaces_the_sizes_set_before_it(tmp_path, caplog):
+    """``model.preset=base`` over a recipe that sets the encoder's sizes trains ViT-B (it trained the recipe's
+    192x4 model: the recipe's explicit sizes beat the override's preset); keys the same layer sets still win, and
+    a recipe naming a preset over its base drops the base's values of it the same way."""
+    import logging
+
+    from mme.train.bench import _configs
+
+    with caplog.at_level(logging.INFO, logger="mme.config"):
+        c = load_config(PretrainConfig, "tiny_cpu_mme", ["model.preset=base"])
+    assert (c.model.embed_dim, c.model.depth, c.model.num_heads, c.model.img_size) == (768, 12, 12, 96)
+    assert "model.preset=base replaces model.depth=4, model.embed_dim=192, model.num_heads=3" in caplog.text
+    c = load_config(PretrainConfig, "tiny_cpu_mme", ["model.preset=small", "model.depth=6"])
+    assert (c.model.embed_dim, c.model.depth, c.model.num_heads) == (384, 6, 6)
+    c = load_config(PretrainConfig, "tiny_cpu_pixel", ["target.preset=released"])
+    assert (c.target.kind, c.target.track_length, c.target.activation) == ("mme-released", 4, "release")
+    (tmp_path / "base.yaml").write_text("target:\n  kind: pixel\n  track_length: 3\nmodel:\n  depth: 2\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntarget:\n  preset: paper\n")
+    c = load_config(PretrainConfig, tmp_path / "child.yaml")
+    assert (c.target.kind, c.target.track_length, c.model.depth) == ("mme", 6, 2)
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["model.preset=base"]).model.decoder_dim == 128  # not a size
+    assert _configs("tiny_cpu_mme", "base", None, None, None, None, None)[0].embed_dim == 768  # mme bench train
+
+
+@pytest.mark.parametrize("variable, value, least", [("LOCAL_RANK", "abc", 0), ("WORLD_SIZE", "0", 1),
+                                                    ("LOCAL_WORLD_SIZE", "0", 1), ("RANK", "-1", 0)])
+def test_a_bad_torchrun_variable_is_named(tmp_path, capsys, monkeypatch, variable, value, least):
+    """Each was a bare traceback (ValueError from int(), or a ZeroDivisionError in the thread count)."""
+    from mme.cli import main
+
+    monkeypatch.setenv(variable, value)
+    if variable == "RANK":
+        (tmp_path / "list.txt").write_text("a.mp4\n")
+        code = main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "cache")])
+    else:
+        code = main(["pretrain", "--config", "tiny_cpu_mme", "data.list_file=missing.txt", "train.steps=1",
+                     f"train.out_dir={tmp_path / 'run'}"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert f"{variable}='{value}' in the environment: expected a whole number >= {least}" in err, err
+
+
 def test_unknown_key_lists_the_valid_ones():
     with pytest.raises(ConfigError) as e:
         load_config(PretrainConfig, "tiny_cpu_mme", ["train.bacth_size=4"])

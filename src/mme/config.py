@@ -9,12 +9,15 @@ than text, and as written for text keys (paths, names: ``train.out_dir=010`` is 
 ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with ``~/`` is under
 the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
 ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
-config built in Python gets the same values as one read from YAML.
+config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
+that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of
+that preset which earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import types
@@ -27,6 +30,7 @@ import yaml
 from mme.errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RECIPES_DIR = Path(__file__).parent / "configs"
 
@@ -200,6 +204,28 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``merge(base, update)`` for the config dataclass ``cls``, where a section whose ``preset`` the update changes
+    loses the keys of its presets (``cls.PRESETS``) that ``base`` set and the update does not: a later layer's
+    preset wins over an earlier layer's explicit values, as any later key does (each drop is logged)."""
+    out = merge(base, update)
+    presets = getattr(cls, "PRESETS", None)
+    if presets and "preset" in update and str(update["preset"]) != str(base.get("preset")):
+        governed = sorted(set().union(*presets.values()))
+        dropped = {k: base[k] for k in governed if k in base and k not in update}
+        for k in dropped:
+            del out[k]
+        if dropped:
+            log.info("config: %spreset=%s replaces %s set before it", prefix, update["preset"],
+                     ", ".join(f"{prefix}{k}={v}" for k, v in dropped.items()))
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for name, value in update.items():
+        tp = hints.get(name)
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name), dict):
+            out[name] = merge_layer(tp, base[name], value, f"{prefix}{name}.")
+    return out
+
+
 def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Path:
     """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A base recipe
     (``relative_to``: the folder of the recipe naming it) is looked for there, then among the packaged ones, never
@@ -214,9 +240,10 @@ def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Pa
     raise ConfigError(f"recipe {str(name)!r} not found (not a file, not a packaged recipe: {available})")
 
 
-def load_recipe(name: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML recipe, following ``_base_`` chains; an empty recipe or a chain that comes back to a recipe
-    already in it is a ConfigError (the first would silently train the full-size defaults)."""
+def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML recipe, following ``_base_`` chains (each recipe a layer over its base: :func:`merge_layer`
+    for the config dataclass ``cls``); an empty recipe or a chain that comes back to a recipe already in it is a
+    ConfigError (the first would silently train the full-size defaults)."""
     path = resolve_recipe_path(name)
     if path.resolve() in _chain:
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
@@ -237,12 +264,12 @@ def load_recipe(name: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
             base_path = resolve_recipe_path(base, path.parent)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
-        data = merge(load_recipe(base_path, (*_chain, path.resolve())), data)
+        data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data)
     return data
 
 
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """defaults <- recipe <- overrides, as a typed dataclass."""
-    data = load_recipe(recipe) if recipe else {}
-    data = merge(data, parse_overrides(overrides or []))
+    data = load_recipe(recipe, cls) if recipe else {}
+    data = merge_layer(cls, data, parse_overrides(overrides or []))
     return from_dict(cls, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mme.config import apply_preset
 from mme.errors import ConfigError
@@ -20,6 +21,7 @@ PRESETS: dict[str, dict] = {
 class ModelConfig:
     """Encoder, masking and decoder of the masked autoencoder (defaults: MME's released ViT-B recipe)."""
 
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
     preset: str | None = None
     """Named encoder size (tiny/small/base/large) for embed_dim/depth/num_heads left unset; explicit values win."""
     img_size: int = 224
@@ -61,7 +63,7 @@ class ModelConfig:
     chance for 300 steps without: docs/results.md)."""
 
     def __post_init__(self):
-        apply_preset(self, "model", PRESETS, fallback=PRESETS["base"])
+        apply_preset(self, "model", self.PRESETS, fallback=PRESETS["base"])
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
                      "decoder_dim", "decoder_heads", "mlp_ratio"):
             if getattr(self, name) <= 0:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from mme.config import from_dict, load_recipe
+from mme.config import from_dict, load_recipe, merge_layer
 from mme.errors import MMEError
 from mme.models.config import ModelConfig
 from mme.models.convert import HF_ALIASES, to_hf
@@ -42,6 +42,7 @@ from mme.models.convert_config import config_to_hf
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
+from mme.train.config import PretrainConfig
 from mme.train.flops import matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
@@ -211,9 +212,10 @@ DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_
 def _configs(recipe: str | None, preset: str | None, img_size: int | None, frames: int | None,
              mask_ratio: float | None, target: str | None, batch: int | None) -> tuple[ModelConfig, TargetConfig, int]:
     """The model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values in their place."""
-    data = load_recipe(recipe) if recipe else DEFAULT
+    data = load_recipe(recipe, PretrainConfig) if recipe else DEFAULT
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
-    model = {**data.get("model", {}), **{k: v for k, v in given.items() if v is not None}}
+    model = merge_layer(ModelConfig, data.get("model", {}), {k: v for k, v in given.items() if v is not None},
+                        "model.")
     target_cfg = from_dict(TargetConfig, {"kind": target} if target else data.get("target", {}))
     return from_dict(ModelConfig, model), target_cfg, batch or data.get("train", {}).get("batch_size", 4)
 
