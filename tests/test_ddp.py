@@ -58,3 +58,42 @@ def test_ranks_that_would_start_at_different_steps_stop_with_a_message(tmp_path)
         message = (tmp_path / f"rank{rank}.txt").read_text()
         assert message.startswith("ranks disagree on the step to start at"), message
         assert message.endswith(f"from 3 to 5 (rank {rank} has {3 + 2 * rank})"), message
+
+
+def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(tmp_path):
+    """Each rank decodes its own share of the videos: the failures they found are joined at every log step, so
+    rank 0's log and ``data.max_failure_fraction`` count them all (rank 0 counted its own only)."""
+    (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
+    script = tmp_path / "join.py"
+    script.write_text(
+        "import json, sys, types\n"
+        "import torch\n"
+        "from mme.config import from_dict\n"
+        "from mme.data.dataset import DataConfig, PretrainDataset\n"
+        "from mme.errors import DataError, VideoError\n"
+        "from mme.train import distributed as dist\n"
+        "from mme.train.loop import share_failures\n"
+        "dist.init_distributed('cpu')\n"
+        "rank = dist.get_rank()\n"
+        "cfg = from_dict(DataConfig, {'list_file': sys.argv[1] + '/list.txt', 'max_failure_fraction': 0.7})\n"
+        "data = PretrainDataset(cfg, track_length=2)\n"
+        "err = VideoError(f'video {rank}: broken')\n"
+        "err.reason = ['missing', 'decode error'][rank]\n"
+        "data._record_failure(rank, err)\n"
+        "run = types.SimpleNamespace(data=data, device=torch.device('cpu'))\n"
+        "out = {'count': share_failures(run), 'reasons': data.failure_counts()}\n"
+        "if rank == 1:  # a third of three, found by rank 1: over the fraction on every rank once joined\n"
+        "    data.failure_codes[2] = 1\n"
+        "try:\n"
+        "    share_failures(run)\n"
+        "except DataError as e:\n"
+        "    out['stop'] = str(e).split(',')[0]\n"
+        "open(sys.argv[1] + f'/rank{rank}.json', 'w').write(json.dumps(out))\n"
+        "dist.shutdown()\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        out = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert out["count"] == 2 and out["reasons"] == {"missing": 1, "decode error": 1}, out
+        assert out["stop"].startswith("3 of 3 videos in"), out

@@ -253,6 +253,17 @@ class _VideoDataset(Dataset):
             out[self.path(i)] = REASONS[int(self._reason[i])]
         return out
 
+    @property
+    def failure_codes(self) -> torch.Tensor:
+        """Per video, its failure's reason as an index of REASONS (0: none so far); shared with the workers."""
+        return self._reason
+
+    def join_failures(self, codes: torch.Tensor) -> None:
+        """Take in the failures found elsewhere (``codes`` as :attr:`failure_codes`: other ranks', which decode
+        their own share of the videos), so that they are counted here and not opened again."""
+        self._reason.copy_(torch.maximum(self._reason, codes.to(self._reason.dtype)))
+        self._check_failures()
+
     def failure_counts(self) -> dict[str, int]:
         """Number of failures per reason."""
         counts = Counter(REASONS[int(r)] for r in self._reason[self._reason > 0].tolist())

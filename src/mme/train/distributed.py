@@ -67,6 +67,15 @@ def any_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def max_over_ranks(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The element-wise maximum of integer tensor ``t`` over the ranks (``t`` itself in one process), on the CPU."""
+    if get_world_size() == 1:
+        return t
+    out = t.to(device=device, dtype=torch.int32)  # NCCL and gloo reduce int32 alike
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out.cpu()
+
+
 def check_same(value: int, device: torch.device, what: str) -> None:
     """Raise on every rank unless all ranks hold the same integer ``value`` (e.g. the step they resume at)."""
     if get_world_size() == 1:

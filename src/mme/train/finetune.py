@@ -64,6 +64,14 @@ class RepeatedClips(Dataset):
     def failure_counts(self) -> dict[str, int]:
         return self.copies[0].failure_counts()
 
+    @property
+    def failure_codes(self) -> torch.Tensor:
+        return self.copies[0].failure_codes
+
+    def join_failures(self, codes: torch.Tensor) -> None:
+        for copy in self.copies:
+            copy.join_failures(codes)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         items = [c[key] for c in self.copies]
         return {"video": torch.stack([it["video"] for it in items]),

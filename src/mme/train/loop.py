@@ -5,8 +5,8 @@ and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clea
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
 
 Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s``, ``epoch``,
-``data_failures`` and ``data_wait``: the fraction of the step spent waiting for batches (rank 0's), which says
-whether the data workers keep up with the model.
+``data_failures`` (videos replaced so far, found by any rank) and ``data_wait``: the fraction of the step spent
+waiting for batches (rank 0's), which says whether the data workers keep up with the model.
 """
 
 from __future__ import annotations
@@ -177,8 +177,18 @@ def _nbytes(obj) -> int:
 
 
 def data_failures(run: Run) -> float:
-    """Videos the dataset could not decode and replaced so far (counted by the dataset over all workers)."""
+    """Videos the dataset could not decode and replaced so far (counted by the dataset over all workers; over all
+    ranks as of the last :func:`share_failures`)."""
     return float(sum(run.data.failure_counts().values()))
+
+
+def share_failures(run: Run) -> float:
+    """Join the failures every rank found (each decodes its own share of the videos), so that each rank counts and
+    skips them all and ``data.max_failure_fraction`` applies to the run; returns :func:`data_failures`. Every rank
+    must call it at the same step."""
+    if dist.get_world_size() > 1:
+        run.data.join_failures(dist.max_over_ranks(run.data.failure_codes, run.device))
+    return data_failures(run)
 
 
 def train(run: Run) -> TrainResult:
@@ -211,6 +221,7 @@ def train(run: Run) -> TrainResult:
                 run.job.after_step(run, metrics)
             stopping = _stopping(stop, run.device)  # one decision per step, the same on every rank
             if run.step % t.log_every == 0 or run.step == end or stopping:
+                metrics["data_failures"] = share_failures(run)
                 logger.log(metrics, run.step)
                 history.append({"step": run.step, **metrics})
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
