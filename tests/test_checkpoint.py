@@ -579,3 +579,28 @@ def test_a_bare_hf_state_dict_gets_hf_layer_norms(tmp_path):
     x = clip()
     with torch.no_grad():
         assert (ours(x) - hf(hf_input(x)).logits).abs().max() <= 1e-6
+
+
+def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_path, capsys):
+    """--num-heads is for files that do not record it: over one that does it silently changed the attention. A
+    --format safetensors name whose .safetensors form is a folder was a traceback after the work, and --format mme
+    to a .safetensors name left an empty folder behind. Exported weights are readable as the umask says
+    (safetensors writes them for their owner only)."""
+    import os
+    import stat
+
+    path = save_pretrained(mae, tmp_path / "ours")
+    assert cli_main(["export", str(path), str(tmp_path / "a"), "--format", "mme", "--num-heads", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "it records num_heads=4" in err and err.count(str(path)) == 1, err
+    (tmp_path / "b.safetensors").mkdir()
+    assert cli_main(["export", str(path), str(tmp_path / "b"), "--format", "safetensors"]) == 1
+    assert "b.safetensors: is a folder" in capsys.readouterr().err
+    assert cli_main(["export", str(path), str(tmp_path / "c.safetensors"), "--format", "mme"]) == 1
+    assert not (tmp_path / "c.safetensors").exists()
+    old = os.umask(0o022)
+    try:
+        out = export_hf(mae, tmp_path / "hf")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644

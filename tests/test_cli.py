@@ -77,3 +77,58 @@ def test_mme_synth_preset_with_a_flag_replacing_its_value(tmp_path, capsys):
                                        "'test': 0}; classes.json, params.json)\n")
     params = json.loads((tmp_path / "params.json").read_text())
     assert {(p["motion"], p["texture"], len(p["movers"])) for p in params.values()} == {("scene", "dead_leaves", 2)}
+
+
+def test_every_number_a_flag_takes_has_its_range(capsys):
+    """A count of 0 or -1, or a NaN, was a bare traceback deep in the work (ZeroDivisionError, an empty median,
+    cv2's assertions), or ran silently as something else (bench train --batch 0 timed batch 4). Every numeric flag
+    now parses through ``count`` or ``number``, so argparse refuses a value out of range in one line."""
+    import pytest
+
+    from mme.cli import count, number
+
+    kinds = (type(count()), type(number()))
+    for name, parser in _subcommands(build_parser()).items():
+        for action in parser._actions:
+            if action.type in (int, float):
+                raise AssertionError(f"mme {name} {action.option_strings}: an int or float without its range")
+            if isinstance(action.type, kinds) and hasattr(action.type, "least"):
+                low = action.type.least - 1 if action.type.__qualname__.startswith("count") else "nan"
+                with pytest.raises(argparse.ArgumentTypeError):
+                    action.type(str(low))
+    for argv, said in ((["bench", "train", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
+                       (["demo", "--minutes", "nan"], "argument --minutes: must be a finite number > 0, got nan"),
+                       (["synth", "out", "--fps", "0"], "argument --fps: must be at least 1, got 0"),
+                       (["embed", "ck", "list.txt", "--out", "x.npy", "--num-workers", "-1"],
+                        "argument --num-workers: must be at least 0, got -1")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert said in capsys.readouterr().err, argv
+
+
+def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):
+    """mme viz wrote PNG data under a .gif/.mp4/.jpg name and ignored --size and the like with --checkpoint; an
+    output that is a folder, or under a file, was a traceback after the work (viz, bench --json, demo --out)."""
+    from videos import affine_video, write_video
+
+    video = str(write_video(tmp_path / "v.mp4", affine_video(12, 32, 32, dx=1.0, seed=0)[0]))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    for argv, said in (
+            (["viz", video, "--out", str(tmp_path / "p.jpg")], "the picture is written as its suffix says"),
+            (["viz", video, "--out", str(tmp_path / "p.png"), "--checkpoint", "ck", "--size", "64"],
+             "--size: with --checkpoint the clip, size, track length and points are the model's"),
+            (["viz", video, "--out", str(tmp_path / "p.gif"), "--checkpoint", "ck"],
+             "a picture of predicted motion is a .png"),
+            (["viz", video, "--out", str(tmp_path / "p.mp4"), "--size", "33"], "an .mp4 (H.264, 4:2:0) needs an even"),
+            (["viz", video, "--out", str(tmp_path / "adir")], "the picture is written as its suffix says"),
+            (["viz", video, "--out", str(tmp_path / "afile" / "p.png")], "afile is a file, not a folder"),
+            (["bench", "targets", "--json", str(tmp_path / "adir"), "--video", video], "is a folder; give a file"),
+            (["bench", "flow", "--sizes", "34", "35"], "--sizes [35]: the analytic videos are H.264"),
+            (["demo", "--quick", "--out", str(tmp_path / "afile")], "--out " + str(tmp_path / "afile") + ": is a file"),
+            (["demo", "--quick", "--seeds", "0", "0"], "--seeds 0 0: give each seed once"),
+            (["demo", "--quick", "--out", str(tmp_path / "d"), "model.depth=x"], "model.depth"),
+            (["demo", "--quick", "--out", str(tmp_path / "d"), "--device", "tpu"], "'tpu' is not a device")):
+        assert main(argv) == 1, argv
+        assert said in capsys.readouterr().err, argv
+    assert not (tmp_path / "d" / "data").exists()  # the demo stopped before making its data

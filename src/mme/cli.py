@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,34 @@ _PARSER_KEYS = ("command", "verbose", "func", "bench")
 FLOWS = ("dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1", "torch-lk")
 FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser patches; dis = DIS MEDIUM)"
 """mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
+
+
+def count(least: int = 1) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``least`` (argparse names the option in its one-line error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    parse.least = least
+    return parse
+
+
+def number(least: float = 0.0, above: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number >= ``least`` (> with ``above``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < least or (above and value == least):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if above else '>='} {least:g}, got {text}")
+        return value
+    parse.least = least
+    return parse
 
 
 def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any] | None = None) -> None:
@@ -40,9 +69,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (data, runs, results.json/.md, pictures)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of the whole pipeline (tiny data, a few steps; under a minute)")
-    p.add_argument("--minutes", type=float, default=None, help="scale the pre-training length to this budget")
-    p.add_argument("--steps", type=int, default=None, help="pre-training steps per target (overrides --minutes)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (mean and spread reported)")
+    p.add_argument("--minutes", type=number(above=True), default=None,
+                   help="scale the pre-training length to this budget")
+    p.add_argument("--steps", type=count(), default=None, help="pre-training steps per target (overrides --minutes)")
+    p.add_argument("--seeds", type=count(0), nargs="+", default=None, help="seeds to run (mean and spread reported)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     p.add_argument("--real-dir", default=None, metavar="DIR",
                    help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
@@ -60,25 +90,25 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", metavar="out", help="output folder")
     p.add_argument("--preset", default=None, choices=("demo",),
                    help="a named design (demo: mme demo's data); the flags given as well replace its values")
-    p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=int, default=None,
+    p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=count(2), default=None,
                    help="number of motion classes (2-10, default 8)")
-    p.add_argument("--videos-per-class", type=int, default=None, help="default 40")
-    p.add_argument("--size", type=int, default=None, help="frame side in pixels (even, default 112)")
-    p.add_argument("--frames", dest="num_frames", metavar="FRAMES", type=int, default=None,
+    p.add_argument("--videos-per-class", type=count(), default=None, help="default 40")
+    p.add_argument("--size", type=count(16), default=None, help="frame side in pixels (even, default 112)")
+    p.add_argument("--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
                    help="frames per video (default 48)")
-    p.add_argument("--fps", type=int, default=None, help="default 25")
-    p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--splits", type=float, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
+    p.add_argument("--fps", type=count(), default=None, help="default 25")
+    p.add_argument("--seed", type=count(0), default=None, help="default 0")
+    p.add_argument("--splits", type=number(), nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="default 0.7 0.15 0.15")
-    p.add_argument("--camera-jitter", type=float, default=None, help="camera sway amplitude in pixels (default 0)")
+    p.add_argument("--camera-jitter", type=number(), default=None, help="camera sway amplitude in pixels (default 0)")
     p.add_argument("--motion", choices=("object", "scene"), default=None,
                    help="what the class motion moves: one object (default), or the whole view (camera pan/roll/zoom)")
     p.add_argument("--texture", choices=("two_colour", "high_contrast", "dead_leaves"), default=None,
                    help="two random colours, faint (two_colour, default), a strong two-tone pattern about "
                         "mid-grey, or occluding shaded ellipses with photographs' heavy-tailed edges (dead_leaves)")
-    p.add_argument("--objects", type=int, default=None,
+    p.add_argument("--objects", type=count(0), default=None,
                    help="distractor objects that move on their own over the view (default 0)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--workers", type=count(), default=None, help="processes (default: CPU count)")
     _calls(p, "mme.data.synth:generate_synth", outcome=lambda d: print(d.summary()))
 
 
@@ -91,7 +121,7 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                                   "CSV or a folder of CSVs; ssv2: the annotation folder (labels.json, train.json, "
                                   "validation.json, test.json, each also as something-something-v2-*.json)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help="output folder")
-    p.add_argument("--split", type=int, default=1, help="ucf101/hmdb51 official split number (1-3)")
+    p.add_argument("--split", type=count(), default=1, help="ucf101/hmdb51 official split number (1-3)")
     p.add_argument("--path-format", default=None,
                    help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
                         "(fields: split, label, label_ with spaces as _, label_tv as torchvision's download names "
@@ -107,8 +137,8 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
 
 def _check_args(p: argparse.ArgumentParser) -> None:
     """Flags of the video check (``mme check``, ``mme lists --check``)."""
-    p.add_argument("--min-frames", type=int, default=16, help="videos with fewer frames are reported 'short'")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--min-frames", type=count(), default=16, help="videos with fewer frames are reported 'short'")
+    p.add_argument("--workers", type=count(), default=1, help="parallel processes")
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -140,15 +170,15 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="",
                    help="folder the list's relative paths start from (default: the working folder)")
     p.add_argument("--out", required=True, help="cache folder (set target.cache_dir to it for training)")
-    p.add_argument("--length", type=int, default=6, help="track length L stored (training may use a shorter L)")
-    p.add_argument("--short-side", type=int, default=224, help="working resolution: the frame's short side in px")
-    p.add_argument("--seed-stride", type=int, default=8, help="seed grid spacing in working px")
+    p.add_argument("--length", type=count(), default=6, help="track length L stored (training may use a shorter L)")
+    p.add_argument("--short-side", type=count(16), default=224, help="working resolution: the frame's short side in px")
+    p.add_argument("--seed-stride", type=count(), default=8, help="seed grid spacing in working px")
     p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
-    p.add_argument("--max-disp", type=float, default=None, help="displacement bound in working px (default 20 "
-                   "at a 224 short side, scaled)")
+    p.add_argument("--max-disp", type=number(above=True), default=None,
+                   help="displacement bound in working px (default 20 at a 224 short side, scaled)")
     _video_args(p)
-    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--workers", type=count(), default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute files that are already complete or were made with other settings (without it, "
@@ -204,16 +234,16 @@ def _video_args(p: argparse.ArgumentParser) -> None:
 
 def _view_args(p: argparse.ArgumentParser) -> None:
     """Test views of a frozen-encoder command (probe, embed): N clips x M crops."""
-    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
-    p.add_argument("--crops", type=int, default=1, help="spatial crops per clip, along the long side (default 1)")
-    p.add_argument("--stride", type=int, default=4, help="raw frames between sampled frames (default 4)")
+    p.add_argument("--clips", type=count(), default=1, help="temporal clips per video (default 1)")
+    p.add_argument("--crops", type=count(), default=1, help="spatial crops per clip, along the long side (default 1)")
+    p.add_argument("--stride", type=count(), default=4, help="raw frames between sampled frames (default 4)")
     p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
 
 
 def _encoder_run_args(p: argparse.ArgumentParser) -> None:
     """Batching, workers, device and precision of a frozen-encoder command (probe, embed)."""
-    p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--batch-size", type=count(), default=4, help="videos per forward pass")
+    p.add_argument("--num-workers", type=count(0), default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
 
@@ -236,13 +266,13 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                    help="folder the lists' relative paths start from (default: the working folder)")
     p.add_argument("--classes", default=None, help="JSON list of class names (index = label), or {name: id}")
     _view_args(p)
-    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
-    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
+    p.add_argument("--k", type=count(), default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=number(above=True), default=0.07, help="kNN vote temperature (default 0.07)")
     p.add_argument("--weighting", choices=["softmax", "majority"], default="softmax",
                    help="kNN votes: exp(similarity/T) (DINO) or one vote each")
     p.add_argument("--no-linear", dest="linear", action="store_false", help="skip the linear probe")
     p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
-    p.add_argument("--seed", type=int, default=0, help="seed of the carved validation split")
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the carved validation split")
     _encoder_run_args(p)
     _video_args(p)
     _calls(p, "mme.eval.probe:run_probe")
@@ -263,7 +293,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                    help="folder the list's relative paths start from (default: the working folder)")
     _view_args(p)
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
-    p.add_argument("--chunk-batches", type=int, default=50, help="batches per partial-results file")
+    p.add_argument("--chunk-batches", type=count(), default=50, help="batches per partial-results file")
     _encoder_run_args(p)
     _video_args(p)
     _calls(p, "mme.eval.features:embed")
@@ -280,11 +310,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=["model", "pretraining", "classification"], default=None,
                    help="model = encoder only (VideoMAEModel); pretraining = encoder+decoder+pixel head; "
                    "classification = fine-tuned classifier (default: model for hf, what SRC holds otherwise)")
-    p.add_argument("--num-heads", type=int, default=None,
+    p.add_argument("--num-heads", type=count(), default=None,
                    help="encoder attention heads, for checkpoints that do not record them (default: 64-d heads)")
-    p.add_argument("--decoder-heads", type=int, default=None, help="decoder attention heads, likewise")
-    p.add_argument("--img-size", type=int, default=None, help="input side the model expects (original .pth: 224)")
-    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (original .pth: 16)")
+    p.add_argument("--decoder-heads", type=count(), default=None, help="decoder attention heads, likewise")
+    p.add_argument("--img-size", type=count(), default=None, help="input side the model expects (original .pth: 224)")
+    p.add_argument("--num-frames", type=count(), default=None, help="frames per clip (original .pth: 16)")
     p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
                    help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: the "
                         "run's target.norm_pix, else on)")
@@ -298,14 +328,19 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", help="a video file")
     p.add_argument("--out", required=True, help="output .png, .gif or .mp4")
     p.add_argument("--checkpoint", default=None, help="pre-trained MME checkpoint: draw predicted vs target")
-    p.add_argument("--start", type=int, default=0, help="first raw frame")
-    p.add_argument("--num-frames", type=int, default=16, help="frames of the clip")
-    p.add_argument("--stride", type=int, default=4, help="raw frames between clip frames")
-    p.add_argument("--size", type=int, default=224, help="frames are centre-cropped and resized to this side")
-    p.add_argument("--length", type=int, default=6, help="track length L (with --checkpoint: the model's)")
-    p.add_argument("--seed-stride", type=int, default=16, help="spacing of the drawn tracks in px")
+    p.add_argument("--start", type=count(0), default=0, help="first raw frame")
+    p.add_argument("--num-frames", type=count(), default=None,
+                   help="frames of the clip (default 16; with --checkpoint: the model's)")
+    p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
+    p.add_argument("--size", type=count(16), default=None,
+                   help="frames are centre-cropped and resized to this side (default 224; with --checkpoint: the "
+                        "model's)")
+    p.add_argument("--length", type=count(), default=None,
+                   help="track length L (default 6; with --checkpoint: the model's)")
+    p.add_argument("--seed-stride", type=count(), default=None,
+                   help="spacing of the drawn tracks in px (default 16; with --checkpoint: the model's points)")
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation")
-    p.add_argument("--seed", type=int, default=0, help="mask seed (with --checkpoint)")
+    p.add_argument("--seed", type=count(0), default=0, help="mask seed (with --checkpoint)")
     _calls(p, "mme.motion.viz:draw_picture")
 
 
@@ -325,54 +360,56 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
     """Flags of ``mme bench <kind>`` (kept here so ``--help`` needs no heavy imports)."""
     if kind != "pipeline":  # the pipeline times one thread per worker
         one = kind in ("targets", "flow")
-        p.add_argument("--threads", type=int, default=1 if one else None,
+        p.add_argument("--threads", type=count(), default=1 if one else None,
                        help="torch/OpenCV threads (default: " + ("1)" if one else "all cores)"))
     p.add_argument("--json", dest="json_path", metavar="JSON", default=None,
                    help="also write the figures to this JSON file")
     if kind == "data":
         p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
-        p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers; first = ref.")
-        p.add_argument("--clips", type=int, default=48, help="timed clips per worker count")
-        p.add_argument("--batch", type=int, default=4)
-        p.add_argument("--frames", type=int, default=16)
-        p.add_argument("--stride", type=int, default=4)
-        p.add_argument("--size", type=int, default=224, help="crop side")
-        p.add_argument("--length", type=int, default=4, help="track length L (raw frames decoded for the tracks)")
+        p.add_argument("--workers", type=count(0), nargs="+", default=[0, 1, 2],
+                       help="DataLoader workers; first = ref.")
+        p.add_argument("--clips", type=count(), default=48, help="timed clips per worker count")
+        p.add_argument("--batch", type=count(), default=4)
+        p.add_argument("--frames", type=count(), default=16)
+        p.add_argument("--stride", type=count(), default=4)
+        p.add_argument("--size", type=count(16), default=224, help="crop side")
+        p.add_argument("--length", type=count(), default=4, help="track length L (raw frames decoded for the tracks)")
         p.add_argument("--backend", default="pyav", help="pyav / pyav-cuda / opencv / decord")
-        p.add_argument("--decode-threads", type=int, default=1, help="decoder threads per video (0 = auto)")
+        p.add_argument("--decode-threads", type=count(0), default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
         p.add_argument("--video", default=None, help="video to time (default: a generated 256x320 H.264 clip)")
-        p.add_argument("--frames", type=int, default=16, help="clip frames")
-        p.add_argument("--stride", type=int, default=4, help="raw frames between clip frames")
-        p.add_argument("--size", type=int, default=224, help="crop side")
-        p.add_argument("--length", type=int, default=None, help="track length L (default: the paper's 6)")
+        p.add_argument("--frames", type=count(), default=16, help="clip frames")
+        p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
+        p.add_argument("--size", type=count(16), default=224, help="crop side")
+        p.add_argument("--length", type=count(), default=None, help="track length L (default: the paper's 6)")
         p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
         p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
-        p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is printed)")
-        p.add_argument("--batch", type=int, default=8, help="clips per batch of the training step's share")
+        p.add_argument("--repeat", type=count(), default=3, help="timed repetitions (the median is printed)")
+        p.add_argument("--batch", type=count(), default=8, help="clips per batch of the training step's share")
     if kind == "flow":
         p.add_argument("--data", nargs="+", default=None, metavar="DIR",
                        help="mme synth folders to probe the targets on (default: the demo's data and mme synth's "
                             "defaults, generated in a temporary folder)")
-        p.add_argument("--sizes", type=int, nargs="+", default=[112, 224], help="frame sides of the analytic videos")
-        p.add_argument("--scenes", type=int, default=4, help="scenes per analytic motion (errors: their mean)")
+        p.add_argument("--sizes", type=count(16), nargs="+", default=[112, 224],
+                       help="frame sides of the analytic videos")
+        p.add_argument("--scenes", type=count(), default=4, help="scenes per analytic motion (errors: their mean)")
         p.add_argument("--methods", nargs="+", default=None,
                        help="flow methods (default: every one this OpenCV build has)")
-        p.add_argument("--repeat", type=int, default=3, help="timed passes over the frame pairs (median printed)")
+        p.add_argument("--repeat", type=count(), default=3, help="timed passes over the frame pairs (median printed)")
     if kind == "train":  # unset sizes: the recipe's, else ViT-S, 8x112², batch 4, mask 0.7, pixel target
         p.add_argument("--recipe", default=None, help="time the model, target and batch of this recipe (e.g. "
                                                       "tiny_cpu_pixel, the demo's); the flags below replace its values")
         p.add_argument("--preset", default=None, help="encoder size: tiny/small/base/large (default small)")
-        p.add_argument("--img-size", type=int, default=None, help="default 112")
-        p.add_argument("--frames", type=int, default=None, help="default 8")
-        p.add_argument("--batch", type=int, default=None, help="clips per step (default 4)")
-        p.add_argument("--mask-ratio", type=float, default=None, help="default 0.7")
+        p.add_argument("--img-size", type=count(16), default=None, help="default 112")
+        p.add_argument("--frames", type=count(), default=None, help="default 8")
+        p.add_argument("--batch", type=count(), default=None, help="clips per step (default 4)")
+        p.add_argument("--mask-ratio", type=number(), default=None, help="default 0.7")
         p.add_argument("--target", default=None, help="target kind(s) whose heads the model has (default pixel; mme, "
                                                       "...)")
         p.add_argument("--device", default="auto", help="auto / cpu / cuda")
-        p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
-        p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-        p.add_argument("--rounds", type=int, default=3,
+        p.add_argument("--steps", type=count(), default=5, help="timed steps per variant and round")
+        p.add_argument("--warmup", type=count(0), default=2, help="untimed steps per variant first")
+        p.add_argument("--rounds", type=count(), default=3,
                        help="rounds in which the variants take turns (each reports its best round)")
         p.add_argument("--no-peer", dest="peer", action="store_false",
                        help="skip transformers.VideoMAEForPreTraining at the same configuration")
@@ -384,14 +421,14 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
     if kind == "pipeline":
         p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
-        p.add_argument("--size", type=int, default=224, help="crop side")
-        p.add_argument("--frames", type=int, default=16, help="clip frames")
-        p.add_argument("--stride", type=int, default=4, help="raw frames between clip frames")
-        p.add_argument("--clips", type=int, default=8, help="timed dataset items per target")
-        p.add_argument("--clips-per-s", type=float, default=None,
+        p.add_argument("--size", type=count(16), default=224, help="crop side")
+        p.add_argument("--frames", type=count(), default=16, help="clip frames")
+        p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
+        p.add_argument("--clips", type=count(), default=8, help="timed dataset items per target")
+        p.add_argument("--clips-per-s", type=number(above=True), default=None,
                        help="the step rate to feed (e.g. a GPU's); default: the tiny model's, measured here")
-        p.add_argument("--workers", type=int, default=2, help="loader workers of the short pre-training run")
-        p.add_argument("--steps", type=int, default=12, help="steps of the short pre-training run")
+        p.add_argument("--workers", type=count(0), default=2, help="loader workers of the short pre-training run")
+        p.add_argument("--steps", type=count(3), default=12, help="steps of the short pre-training run")
 
 
 def build_parser() -> argparse.ArgumentParser:

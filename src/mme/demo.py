@@ -57,7 +57,7 @@ from mme.train.config import PretrainConfig
 from mme.train.loop import TrainResult
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
-from mme.utils import atomic_write_text, cpu_name
+from mme.utils import atomic_write_text, check_output, cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,9 @@ def demo(s: DemoSettings) -> list[dict]:
     t0 = time.perf_counter()
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
-    s.out.mkdir(parents=True, exist_ok=True)
+    check_output(s.out, "--out", folder=True)
+    for target in s.targets:  # a bad override or device stops the demo now, not after the data are made
+        choose_device(_pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt").train.device)
     design = s.data_design()
     log.info("demo: generating %d classes x %d synthetic videos in %s", design["num_classes"],
              design["videos_per_class"], s.out)
@@ -372,6 +374,9 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         s.steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     if steps is not None:
         s.steps = steps
+    if seeds and len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
+                          f"rows, which would show as seeds that agree)")
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
     owned = sorted({o.split("=", 1)[0].strip() for o in overrides} & DEMO_KEYS)

@@ -22,17 +22,28 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends without an error it replaces ``path``
     (after an fsync with ``sync``), and it is removed when the block raises, so no reader ever sees a half-written
     file. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib, numpy,
-    PyAV), and starts with a dot."""
+    PyAV), and starts with a dot. The file gets the permissions the umask gives a new file (safetensors writes
+    its files readable by their owner only)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_umask())
         if sync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read by setting it, so once, before any thread may write files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -26,7 +26,7 @@ from mme.data.sampling import sample_pretrain
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video
-from mme.utils import atomic_write_text, cpu_name, sets_threads
+from mme.utils import atomic_write_text, check_output, cpu_name, sets_threads
 
 
 def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -84,6 +84,8 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
                decode_threads: int = 1, threads: int | None = None, json_path: str | None = None) -> dict:
     """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference) and the
     stages of one clip, printed (and written to ``json_path``); returns the figures."""
+    if json_path:
+        check_output(json_path, "--json")  # before the benchmark, not after it
     threads = threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

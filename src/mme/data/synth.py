@@ -360,8 +360,12 @@ def _check_design(d: dict) -> None:
         raise ConfigError(f"synth objects must be >= 0, got {d['objects']}")
     if d["num_frames"] < 2 or d["videos_per_class"] < 1:
         raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
+    if d["fps"] < 1 or d["seed"] < 0:
+        raise ConfigError(f"synth needs fps >= 1 and seed >= 0, got {d['fps']} and {d['seed']}")
+    if not 0 <= d["camera_jitter"] <= d["size"]:  # the background is drawn with the sway's margin around the frame
+        raise ConfigError(f"synth camera_jitter must be in [0, size={d['size']}] px, got {d['camera_jitter']}")
     splits = d["splits"]
-    if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
+    if len(splits) != 3 or not all(math.isfinite(f) and f >= 0 for f in splits) or sum(splits) <= 0:
         raise ConfigError(f"synth splits must be three non-negative fractions (train, val, test), got {splits}")
 
 

@@ -141,12 +141,19 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _with_hints(cfg: ModelConfig, hints: dict, path: Path) -> ModelConfig:
+def _with_hints(cfg: ModelConfig, hints: dict) -> ModelConfig:
+    """``cfg`` recorded in a file, with the hints given in place of its values: the clip geometry (to run the model
+    on other clips), but never other head counts than the recorded ones (the same weights would compute another
+    attention). ConfigError otherwise."""
     given = {k: v for k, v in hints.items() if v is not None}
+    for key in ("num_heads", "decoder_heads"):
+        if key in given and given[key] != getattr(cfg, key):
+            raise ConfigError(f"it records {key}={getattr(cfg, key)}; its weights were trained with that many heads, "
+                              f"not {given[key]} (the hint is for files that do not record it)")
     try:
         return dataclasses.replace(cfg, **given) if given else cfg
-    except (TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path}: {e}") from e
+    except TypeError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -188,7 +195,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                            f"{cfg.img_size}x{cfg.img_size} (give img_size / num_frames, --img-size / --num-frames, "
                            f"if the model was trained on other clips)")
         else:
-            cfg = _with_hints(cfg, hints, path)
+            cfg = _with_hints(cfg, hints)
         _check_grid(state, cfg, path)
         ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})", assumed=assumed)
         if kind == "mae":
@@ -253,7 +260,7 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     if kind not in KINDS:
         raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
     try:
-        cfg = _with_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints, path)
+        cfg = _with_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints)
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e

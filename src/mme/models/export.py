@@ -143,19 +143,18 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
         raise ConfigError("--norm-pix / --no-norm-pix set the loss of a Hugging Face pre-training export "
                           "(--format hf --kind pretraining) only")
+    if format not in ("hf", "mme", "safetensors"):
+        raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
+    out = Path(out)
+    if format == "safetensors" and out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    if format == "mme" and out.suffix == ".safetensors":
+        raise CheckpointError(f"{out}: --format mme writes a directory; use --format safetensors for one file")
     check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
         path = export_hf(src, out, kind or "model", norm_pix, **hints)
-    elif format in ("mme", "safetensors"):
-        ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
-        ck = _checked(select_part(ck, kind) if kind else ck)
-        out = Path(out)
-        if format == "safetensors" and out.suffix != ".safetensors":
-            out = out.with_name(out.name + ".safetensors")
-        if format == "mme" and out.suffix == ".safetensors":
-            raise CheckpointError(f"{out}: --format mme writes a directory; use --format safetensors for one file")
-        path = _write_ours(ck, out)
     else:
-        raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
+        ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
+        path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
     log.info("exported %s -> %s (%s)", src, path, format)
     return path

@@ -30,7 +30,8 @@ from mme.errors import ConfigError, MMEError
 from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
-from mme.utils import atomic_write_text, check_output, env_int
+from mme.train.distributed import launch_ranks
+from mme.utils import atomic_write_text, check_output
 
 log = logging.getLogger("mme.extract")
 
@@ -180,7 +181,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     entries, _ = read_list(list_file)
     k, n = parse_shard(shard)
     check_output(out, "--out", folder=True)
-    rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, least=1)
+    rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
     mine = [e for i, e in enumerate(entries) if i % parts == part]
     jobs, skipped, targets, clashes = [], 0, set(), {}

@@ -257,7 +257,10 @@ def step_targets(video: torch.Tensor, cfg: TargetConfig, model_cfg: ModelConfig)
 
 
 def patch_std(x: torch.Tensor, floor: float) -> torch.Tensor:
-    """PatchStd over the last axis (the K points): ``(x - mean) / std`` (unbiased), 0 where ``std < floor``."""
+    """PatchStd over the last axis (the K points): ``(x - mean) / std`` (unbiased), 0 where ``std < floor`` (and
+    everywhere for one point, which has no spread)."""
+    if x.shape[-1] < 2:
+        return torch.zeros_like(x)
     mean = x.mean(-1, keepdim=True)
     std = x.std(-1, unbiased=True, keepdim=True)
     ok = std >= max(floor, 1e-6)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
 from mme.motion.torch_flow import grey, lk_flow
 
@@ -55,7 +55,7 @@ def seed_grid(height: int, width: int, stride: float) -> np.ndarray:
     """Seeds at cell centres: ``(Gh, Gw, 2)`` float32 (x, y) with Gh = H // stride, Gw = W // stride."""
     gh, gw = int(height // stride), int(width // stride)
     if gh == 0 or gw == 0:
-        raise ValueError(f"seed stride {stride} is larger than the {height}x{width} frame")
+        raise ConfigError(f"seed stride {stride} is larger than the {height}x{width} frame")
     ys = stride / 2 + stride * np.arange(gh, dtype=np.float32)
     xs = stride / 2 + stride * np.arange(gw, dtype=np.float32)
     return np.stack(np.meshgrid(xs, ys), axis=-1).astype(np.float32)
@@ -163,7 +163,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     if len(ids) != len(arr):
         raise DataError(f"{source}: {len(arr)} frames but {len(ids)} frame ids")
     if length < 1 or step < 1:
-        raise ValueError(f"track length and step must be >= 1, got {length}, {step}")
+        raise ConfigError(f"track length and step must be >= 1, got {length}, {step}")
     where = {fid: i for i, fid in enumerate(ids)}
     starts = [int(s) for s in np.asarray(starts).reshape(-1)]
     last = max(ids) if (clamp and ids) else None

@@ -21,7 +21,7 @@ from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path
+from mme.utils import atomic_path, check_output
 
 if TYPE_CHECKING:
     from mme.models.config import ModelConfig
@@ -287,14 +287,34 @@ def _prediction_legend(key) -> None:
                handlelength=2.5, labelspacing=1.2)
 
 
-def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0, num_frames: int = 16,
-                 stride: int = 4, size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False,
-                 seed: int = 0) -> Path:
-    """``mme viz``: :func:`prediction_picture` with a ``checkpoint`` (its model sets the frames, size and length;
-    ``seed`` draws the mask), else :func:`tracks_picture`; prints and returns the path written."""
+PICTURES = (".png", ".gif", ".mp4")
+
+
+def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
+                 num_frames: int | None = None, stride: int = 4, size: int | None = None, length: int | None = None,
+                 seed_stride: int | None = None, compensate: bool = False, seed: int = 0) -> Path:
+    """``mme viz``: :func:`prediction_picture` (a PNG) with a ``checkpoint``, whose model sets the frames, size,
+    track length and points (``seed`` draws the mask), else :func:`tracks_picture` (16 frames of 224², L=6, a
+    point every 16 px unless given); prints and returns the path written."""
+    out = Path(out)
+    kind = out.suffix.lower()
+    if kind not in PICTURES:
+        raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
+    check_output(out, "--out")
     if checkpoint:
+        given = [name for name, v in (("--num-frames", num_frames), ("--size", size), ("--length", length),
+                                      ("--seed-stride", seed_stride)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: with --checkpoint the clip, size, track length and points are "
+                              f"the model's; leave {'it' if len(given) == 1 else 'them'} out")
+        if kind != ".png":
+            raise ConfigError(f"--out {out}: a picture of predicted motion is a .png")
         path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate)
     else:
-        path = tracks_picture(video, out, start, num_frames, stride, size, length, seed_stride, compensate)
+        size = 224 if size is None else size
+        if kind == ".mp4" and size % 2:
+            raise ConfigError(f"--size {size}: an .mp4 (H.264, 4:2:0) needs an even size")
+        path = tracks_picture(video, out, start, num_frames or 16, stride, size, length or 6, seed_stride or 16,
+                              compensate)
     print(f"viz: wrote {path}")
     return path

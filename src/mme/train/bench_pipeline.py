@@ -36,7 +36,7 @@ from mme.train.bench import seconds_per_step
 from mme.train.config import PretrainConfig
 from mme.train.precision import choose_device
 from mme.train.pretrain import pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, cpu_name, keep_freed_memory, sets_threads
+from mme.utils import atomic_write_json, check_output, cpu_name, keep_freed_memory, sets_threads
 
 VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
 
@@ -103,6 +103,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
                    clips_per_s: float | None = None, workers: int = 2, steps: int = 12,
                    json_path: str | None = None) -> dict:
     """``mme bench pipeline`` (module docstring): prints the table and returns the figures."""
+    if json_path:
+        check_output(json_path, "--json")  # before the benchmark, not after it
     device = choose_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

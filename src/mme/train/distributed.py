@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from mme.errors import MMEError
+from mme.errors import ConfigError, MMEError
 from mme.utils import env_int
 
 
@@ -26,9 +26,19 @@ class DistInfo:
     world_size: int
 
 
+def launch_ranks() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
+    is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""
+    rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, least=1)
+    if rank >= world:
+        raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world} (torchrun sets both; "
+                          f"unset them to run as one process)")
+    return rank, world
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA); a no-op otherwise."""
-    world, local_rank = env_int("WORLD_SIZE", 1, least=1), env_int("LOCAL_RANK", 0)
+    world, local_rank = launch_ranks()[1], env_int("LOCAL_RANK", 0)
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
