@@ -252,5 +252,6 @@ def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"mme demo sets \['train.seed'\] itself; use --seeds"):
         demo_settings(tmp_path, overrides=["train.seed=3", "model.depth=2"])
     (tmp_path / "list.txt").write_text("a.mp4\n")
-    assert main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "c"), "--max-disp", "-1"]) == 1
-    assert "--max-disp must be a positive number of pixels, got -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "c"), "--max-disp", "-1"])
+    assert "argument --max-disp: must be a finite number > 0, got -1" in capsys.readouterr().err

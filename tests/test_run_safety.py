@@ -214,10 +214,12 @@ def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--k", "0"], "--k must be at least 1"),
-    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--k", "-1"], "--k must be at least 1"),
-    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--temperature", "0"], "--temperature must be positive"),
-    (["embed", "CKPT", "LIST", "--out", "OUT/f.npy", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--k", "0"], "argument --k: must be at least 1, got 0"),
+    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--k", "-1"], "argument --k: must be at least 1, got -1"),
+    (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--temperature", "0"],
+     "argument --temperature: must be a finite number > 0, got 0"),
+    (["embed", "CKPT", "LIST", "--out", "OUT/f.npy", "--batch-size", "0"],
+     "argument --batch-size: must be at least 1, got 0"),
     (["embed", "CKPT", "LIST", "--out", "DIR.npy"], "DIR.npy: is a folder; give a file name"),
     (["embed", "CKPT", "LIST", "--out", "FILE/f.npy"], "FILE/f.npy: cannot be written"),
     (["probe", "CKPT", "--train", "LIST", "--out", "FILE/probe"], "FILE/probe: cannot be written"),
@@ -235,9 +237,14 @@ def test_bad_arguments_and_outputs_are_refused_in_one_line_before_any_work(argv,
              "FILE": tmp_path / "FILE", "DIR.npy": tmp_path / "DIR.npy"}
     for old, new in paths.items():
         argv = [a.replace(old, str(new), 1) if a.split("/")[0] == old else a for a in argv]
-    assert cli.main(argv) == 1
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own check of a flag's range
+        code = e.code
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"mme {argv[0]}: error:" in err and message in err, err
+    assert code == (2 if message.startswith("argument") else 1)
+    last = err.strip().splitlines()[-1]  # argparse prints the usage first
+    assert (code == 2 or err.count("\n") == 1) and last.startswith(f"mme {argv[0]}: error:") and message in last, err
     if "cannot be written" in message:
         assert f"({tmp_path / 'FILE'} is a file, not a folder)" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
