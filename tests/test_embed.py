@@ -144,6 +144,28 @@ def test_features_of_the_same_list_under_another_root_are_made_again(setup, tmp_
     np.testing.assert_array_equal(read_features(again)[0][ok], second[ok])
 
 
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
+    """Two jobs on one --out both embedded everything, and the first to finish deleted the parts the other was
+    assembling. The partial-results folder is now locked by the job that writes it."""
+    from mme.errors import ConfigError
+
+    root, ckpt = setup
+    out = tmp_path / "f.npy"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.train import run_folder; "
+                               f"run_folder.take({str(out) + '.partial'!r}, True); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=r"--out \(its partial results\) '.*f\.npy\.partial' is in use by "
+                                              r"another job \(PID \d+ on "):
+            embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False)
+    finally:
+        holder.communicate("")
+    assert read_features(embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0,
+                               progress=False))[1].sum() == 6  # once it is gone, the job runs
+    assert not (tmp_path / "f.npy.partial").exists()
+
+
 def _sigint_as_from_a_shell() -> None:
     """In the child before exec: SIGINT unblocked and at its default, as an interactive shell starts a command. A
     child inherits ignored signals, and a suite started as a background job of a non-interactive shell (``make

@@ -392,3 +392,20 @@ def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, c
         open_video(str(tmp_path) + "\\sub\\" + name)
     with pytest.raises(VideoError, match=r"missing \(no such file; its name exists with its accents in Unicode NFD"):
         open_video(tmp_path / "sub" / unicodedata.normalize("NFC", name))
+
+
+def test_a_list_of_frame_folders_is_named_as_such(tmp_path, clip_frames):
+    """VideoMAE's lists of extracted frames ('folder num_frames label') read as a path with a space: the error says
+    what the line is, and a folder given as a video says mme reads video files."""
+    from mme.data.lists import read_list, resolve
+
+    (tmp_path / "frames" / "v1").mkdir(parents=True)
+    (tmp_path / "list.txt").write_text("frames/v1 120 3\n")
+    entry = read_list(tmp_path / "list.txt")[0][0]
+    with pytest.raises(VideoError, match=r"missing \(no such file; '.*frames/v1' is a folder and 120 its frame count: "
+                                         r"a list of frame folders \('path num_frames label'\), which mme does not "
+                                         r"read; list the video files"):
+        open_video(resolve(entry, tmp_path))
+    with pytest.raises(VideoError, match=r"v1: unreadable \(is a folder \(mme reads video files, not folders of "
+                                         r"frames\)\)"):
+        open_video(tmp_path / "frames" / "v1")

@@ -64,7 +64,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     if not os.path.exists(path):
         raise video_error(path, "missing", "no such file" + _missing_hint(path))
     if os.path.isdir(path):
-        raise video_error(path, "unreadable", "is a directory")
+        raise video_error(path, "unreadable", "is a folder (mme reads video files, not folders of frames)")
     if os.path.getsize(path) == 0:
         raise video_error(path, "empty", "zero-byte file")
     if backend in ("pyav", "pyav-cuda"):
@@ -85,6 +85,10 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
 def _missing_hint(path: str) -> str:
     """Why a listed file may look missing though it is there: a Windows path, or a name whose accents are
     composed otherwise than on this disk (macOS writes decomposed ones)."""
+    folder, _, frames = path.rpartition(" ")
+    if frames.isdigit() and os.path.isdir(folder):
+        return (f"; {folder!r} is a folder and {frames} its frame count: a list of frame folders ('path num_frames "
+                f"label'), which mme does not read; list the video files (mme lists)")
     if "\\" in path and os.path.exists(path.replace("\\", "/")):
         return "; with '/' for its '\\' it exists: write list paths with '/'"
     for form in ("NFC", "NFD"):

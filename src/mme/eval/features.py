@@ -31,8 +31,9 @@ import torch
 from torch.utils.data import Dataset
 
 from mme.data.transforms import normalize_clip
-from mme.errors import ConfigError, DataError
+from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
+from mme.train import run_folder
 from mme.utils import atomic_path, atomic_write_json, check_output
 
 log = logging.getLogger(__name__)
@@ -253,9 +254,15 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                  "recomputed", out)
         return out
     partial = out.with_name(out.name + ".partial")
+    stopped = None
     if dist.is_main():
-        _check_partial(partial, fingerprint)
-    dist.barrier()
+        try:  # one job at a time: a second one on the same --out would delete the parts the first assembles
+            run_folder.take(partial, write=True, option="--out (its partial results)")
+            _check_partial(partial, fingerprint)
+        except MMEError as e:
+            stopped = e
+    if dist.any_true(stopped is not None, dev):
+        raise stopped or MMEError("embed: rank 0 stopped (see its message)")
     done = {int(i) for p in _read_parts(partial) for i in np.concatenate([p["index"], p["failed"]])}
     todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
     log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
@@ -322,5 +329,6 @@ def _assemble(partial: Path, out: Path, n: int, dataset: Dataset, fingerprint: d
             "num_valid": int(valid.sum()), "failures": failures, "job": fingerprint}
     write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
+    run_folder.release(partial)
     log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),
              f" (listed in {out.name}.json)" if failures else "")

@@ -36,9 +36,10 @@ RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.pn
 _held: dict[Path, Any] = {}  # out_dir -> the open lock file of this process
 
 
-def take(out_dir: str | Path, write: bool) -> Path:
+def take(out_dir: str | Path, write: bool, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
-    process (rank 0: ``write``); removes stale temporary files. ConfigError when it is not writable or locked."""
+    process (rank 0: ``write``); removes stale temporary files. ConfigError naming ``option`` (the setting that
+    chose the folder) when it is not writable or locked."""
     path = Path(out_dir)
     if not write or path.resolve() in _held:  # a second run of this process in its folder keeps the lock it has
         return path
@@ -46,15 +47,15 @@ def take(out_dir: str | Path, write: bool) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         f = open(path / LOCK, "a+")
     except OSError as e:
-        raise ConfigError(f"train.out_dir {str(path)!r} is not a writable folder ({e.strerror or e})") from e
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({e.strerror or e})") from e
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise ConfigError(f"train.out_dir {str(path)!r} is in use by another job ({holder}); wait for it to end "
-                          "or choose another train.out_dir") from None
+        raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
+                          f"or choose another {option}") from None
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
