@@ -37,8 +37,7 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
 
 def test_ranks_that_would_start_at_different_steps_stop_with_a_message(tmp_path):
     """What pre-training and fine-tuning check after a resume (each rank reads its own out dir)."""
-    script = tmp_path / "start.py"
-    script.write_text(
+    _two_ranks(tmp_path, (
         "import torch\n"
         "from mme.errors import MMEError\n"
         "from mme.train import distributed as dist\n"
@@ -49,11 +48,7 @@ def test_ranks_that_would_start_at_different_steps_stop_with_a_message(tmp_path)
         "except MMEError as e:\n"
         "    import sys\n"
         "    open(sys.argv[1] + f'/rank{dist.get_rank()}.txt', 'w').write(str(e))\n"
-        "dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)\n")
-    # each rank writes its own file: printed to the shared stdout, the two messages can interleave
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        "dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)\n"))
     for rank in (0, 1):
         message = (tmp_path / f"rank{rank}.txt").read_text()
         assert message.startswith("ranks disagree on the step to start at"), message
@@ -64,8 +59,7 @@ def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(tmp_path):
     """Each rank decodes its own share of the videos: the failures they found are joined at every log step, so
     rank 0's log and ``data.max_failure_fraction`` count them all (rank 0 counted its own only)."""
     (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
-    script = tmp_path / "join.py"
-    script.write_text(
+    _two_ranks(tmp_path, (
         "import json, sys, types\n"
         "import torch\n"
         "from mme.config import from_dict\n"
@@ -89,11 +83,17 @@ def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(tmp_path):
         "except DataError as e:\n"
         "    out['stop'] = str(e).split(',')[0]\n"
         "open(sys.argv[1] + f'/rank{rank}.json', 'w').write(json.dumps(out))\n"
-        "dist.shutdown()\n")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        "dist.shutdown()\n"))
     for rank in (0, 1):
         out = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert out["count"] == 2 and out["reasons"] == {"missing": 1, "decode error": 1}, out
         assert out["stop"].startswith("3 of 3 videos in"), out
+
+
+def _two_ranks(tmp_path, script: str) -> None:
+    """Run ``script`` on two torchrun ranks with ``tmp_path`` as its argument; each rank writes its own file
+    there (printed to the shared stdout, the ranks' messages can interleave)."""
+    (tmp_path / "ranks.py").write_text(script)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "ranks.py"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
