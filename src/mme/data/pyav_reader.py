@@ -432,6 +432,9 @@ class _Index:
     """The display matrix (:func:`display_matrix`; ``()`` for none), once a reader asked for it."""
     stored: tuple | None = None
     """(proven, mode, display) as last written to ``store``."""
+    seen: int | None = None
+    """The modification time of ``store`` when this process last read or wrote it: another time means another
+    process wrote it since."""
 
     @functools.cached_property
     def key_set(self) -> frozenset[int]:
@@ -445,7 +448,7 @@ class _Index:
         the index stays this process's."""
         if self.store is None or self.stored == (self.proven, self.mode, self.display):
             return
-        kept = _load_index(self.store)
+        kept = _load_index(self.store) if _mtime(self.store) != self.seen else None
         if kept is not None:
             if self.display is None:
                 self.display = kept.display
@@ -459,7 +462,7 @@ class _Index:
                   "proven": self.proven, "display": self.display}
         try:
             atomic_write_text(self.store, json.dumps(record))
-            self.stored = (self.proven, self.mode, self.display)
+            self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
         except OSError as e:
             _warn_unwritable(self.store.parent.parent, e.strerror or type(e).__name__)
             self.store = None
@@ -494,8 +497,15 @@ def _load_index(store: Path) -> _Index | None:
         index.display = None if display is None else tuple(int(v) for v in display)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    index.stored = (index.proven, index.mode, index.display)
+    index.stored, index.seen = (index.proven, index.mode, index.display), _mtime(store)
     return index
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=4096)

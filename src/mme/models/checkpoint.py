@@ -196,7 +196,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                            f"if the model was trained on other clips)")
         else:
             cfg = _with_hints(cfg, hints)
-        _check_grid(state, cfg, path)
+        _check_grid(state, cfg)
         ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})", assumed=assumed)
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
@@ -235,7 +235,7 @@ def _check_dropped(keys: list[str], layout: str, encoder_only: bool, strict: boo
                     path, len(keys), layout, keys[:10])
 
 
-def _check_grid(state: dict[str, torch.Tensor], cfg: ModelConfig, path: Path) -> None:
+def _check_grid(state: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
     """A stored (sin-cos) position table has one row per token: it must fit the config's clip."""
     table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
     tokens = (cfg.num_frames // cfg.tubelet_size) * (cfg.img_size // cfg.patch_size) ** 2
