@@ -59,7 +59,7 @@ def test_pretrain_sampling_contract():
         c = sample_pretrain(200, 16, 4, 2, 4, rng)
         assert np.all(np.diff(c.clip) == 4) and c.clip.shape == (16,)
         np.testing.assert_array_equal(c.starts, c.clip[::2])
-        tracks = c.track_frames()
+        tracks = c.starts[:, None] + np.arange(5)  # (S, L + 1): every frame a track visits
         assert tracks.shape == (8, 5)
         np.testing.assert_array_equal(c.needed, np.unique(np.concatenate([c.clip, tracks.ravel()])))
         first.add(int(c.clip[0]))
@@ -72,8 +72,7 @@ def test_pretrain_sampling_contract():
 def test_short_video_repeats_its_last_frame():
     c = sample_pretrain(30, 16, 4, 2, 4, np.random.default_rng(0))
     assert c.clip[0] == 0 and c.clip.max() == 29 and list(c.clip[-8:]) == [29] * 8
-    assert c.needed.max() == 29
-    assert (c.track_frames()[-1] == 29).all()  # a track past the end stays on the last frame: zero motion
+    assert c.needed.max() == 29 and c.starts[-1] == 29  # a track past the end stays on the last frame: zero motion
 
 
 def test_segment_and_test_sampling():
@@ -84,8 +83,16 @@ def test_segment_and_test_sampling():
     np.testing.assert_array_equal(sample_segments(100, 8, 2, None).clip, np.floor((np.arange(8) + 0.5) * 12.5))
     clips = sample_test_clips(100, 8, 4, 2, 3)
     assert [int(c.clip[0]) for c in clips] == [0, 36, 71] and clips[-1].clip[-1] == 99
-    seg = sample_test_clips(100, 8, 4, 2, 2, segments=True)
-    assert [int(c.clip[0]) for c in seg] == [3, 9]
+    # VideoMAE's SSv2 views: every segment's first frame and its centre (were the frames at 1/4 and 3/4)
+    seg = sample_test_clips(48, 16, 4, 2, 2, segments=True)
+    assert [list(c.clip[:3]) for c in seg] == [[0, 3, 6], [1, 4, 7]] and seg[1].clip[-1] == 46
+    assert list(sample_test_clips(48, 16, 4, 2, 1, segments=True)[0].clip) == list(seg[1].clip)
+    # with tracks, the segments leave the last L frames to the last tracks (34 % of draws at 48 frames ran on
+    # copies of the last frame); a video too short for that keeps its clamp
+    for _ in range(50):
+        c = sample_segments(48, 16, 2, rng, track_length=4)
+        assert c.starts.max() + 4 <= 47 and c.needed.max() <= 47
+    assert sample_segments(18, 16, 2, rng, track_length=4).needed.max() == 17
 
 
 # ---- config --------------------------------------------------------------------------------------------------
@@ -100,6 +107,21 @@ def test_data_config_validation_names_the_key():
         DataConfig(num_frames=5)
     with pytest.raises(ConfigError, match="unknown config key"):
         from_dict(DataConfig, {"frames": 8})
+
+
+def test_data_flip_flips_half_the_clips_of_every_crop():
+    """``data.flip`` flipped only with the random-resized crop; with the multiscale or centre crop it was a no-op."""
+    from types import SimpleNamespace
+
+    from mme.data.dataset import PretrainDataset
+
+    for crop in ("random_resized", "multiscale", "center"):
+        data = SimpleNamespace(cfg=DataConfig(crop=crop, flip=True, img_size=64))
+        rng = np.random.default_rng(0)
+        flips = [PretrainDataset._train_geometry(data, (160, 120), rng).flip for _ in range(400)]
+        assert 0.4 <= np.mean(flips) <= 0.6, (crop, np.mean(flips))
+        data.cfg = DataConfig(crop=crop, flip=False, img_size=64)
+        assert not any(PretrainDataset._train_geometry(data, (160, 120), rng).flip for _ in range(50))
 
 
 # ---- pre-training ------------------------------------------------------------------------------------------

@@ -60,6 +60,29 @@ def test_colour_ops_match_pil_on_a_single_frame(name, m, sign, pil):
     assert np.abs(ours - ref).max() <= 2, f"{name}: max diff {np.abs(ours - ref).max()}"
 
 
+FILL = tuple(round(255 * v) for v in (0.485, 0.456, 0.406))  # the ImageNet mean colour that uncovered pixels take
+
+
+@pytest.mark.parametrize("name, sign, pil", [
+    ("ShearX", 1.0, lambda im: im.transform(im.size, Image.AFFINE, (1, 0.15, 0, 0, 1, 0), Image.BILINEAR,
+                                            fillcolor=FILL)),
+    ("ShearY", -1.0, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, -0.15, 1, 0), Image.BILINEAR,
+                                             fillcolor=FILL)),
+    ("TranslateX", 1.0, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 9, 0, 1, 0), Image.BILINEAR,
+                                                fillcolor=FILL)),
+    ("Rotate", 1.0, lambda im: im.rotate(15, resample=Image.BILINEAR, fillcolor=FILL)),
+])
+def test_geometric_ops_match_timm_pil_on_a_single_frame(name, sign, pil):
+    """At magnitude 0.5 (timm's level 5): shear about the top/left edge as PIL's affine does in timm (it was about
+    the centre, the content off by up to 0.15 * H / 2 px), translate by 0.45 * 0.5 of the width, rotate by 15°.
+    Pixels next to the border, where the fill is blended, are left out."""
+    frame = _frame(w=40)
+    ours = _to_uint8(RAND_OPS[name](_as_clip(frame).transpose(0, 1), 0.5, sign).transpose(0, 1))
+    ref = np.asarray(pil(Image.fromarray(frame))).astype(int)
+    inner = np.abs(ours - ref)[2:-2, 2:-2]
+    assert np.median(inner) <= 1 and np.mean(inner) <= 3, f"{name}: mean diff {inner.mean():.2f}"
+
+
 def test_translate_moves_content_by_45_percent_of_width_times_magnitude():
     clip = _as_clip(_frame(w=40))  # m = 0.5 -> 0.45 * 0.5 * 40 = 9 px
     out = RAND_OPS["TranslateX"](clip.transpose(0, 1), 0.5, 1.0).transpose(0, 1)
@@ -88,16 +111,23 @@ def test_rand_augment_treats_every_frame_of_a_clip_alike_and_replays_from_its_se
     assert changed == 8
 
 
-def test_random_erasing_replaces_one_box_through_all_frames():
+def test_random_erasing_replaces_one_box_per_frame_each_with_its_own_chance():
+    """As VideoMAE/MME, which give the frames to timm's RandomErasing as a batch of images: each frame on its own
+    (before: one box through all frames of a quarter of the clips)."""
     clip = torch.zeros(3, 4, 32, 32)
     for seed in range(5):
         out = random_erase(clip, 1.0, np.random.default_rng(seed))
         hit = (out != 0).any(0)  # (T, H, W)
-        assert all(torch.equal(hit[t], hit[0]) for t in range(4))
-        rows, cols = hit[0].any(1).nonzero().flatten(), hit[0].any(0).nonzero().flatten()
-        area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
-        assert hit[0].sum() == area and 0.02 * 1024 * 0.7 <= area <= 1024 / 3 * 1.3  # a full box, rounded sides
+        assert not all(torch.equal(hit[t], hit[0]) for t in range(4))
+        for t in range(4):
+            rows, cols = hit[t].any(1).nonzero().flatten(), hit[t].any(0).nonzero().flatten()
+            area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+            assert hit[t].sum() == area and 0.02 * 1024 * 0.7 <= area <= 1024 / 3 * 1.3  # a full box, rounded sides
     assert torch.equal(random_erase(clip, 0.0, np.random.default_rng(0)), clip)
+    frames = torch.zeros(3, 16, 16, 16)
+    erased = [(random_erase(frames, 0.25, np.random.default_rng(s)) != 0).flatten(2).any(-1).any(0) for s in range(100)]
+    rate = torch.stack(erased).float().mean().item()
+    assert 0.2 <= rate <= 0.3, rate  # per frame; clips with some frame erased: 1 - 0.75^16 = 99 %
 
 
 def test_mixup_mixes_videos_and_targets_with_one_lambda():
@@ -145,6 +175,11 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     assert r["mean_class_accuracy"] == pytest.approx(2 / 3)
     r = classification_report(probs[:2], labels[:2])
     assert r["per_class_accuracy"]["2"] is None  # absent class: no accuracy, not 0
+    # exact ties (a collapsed model): top-1 ranks the lowest class id first, as the confusion matrix's argmax
+    flat, labels = torch.full((4, 10), 0.1), torch.tensor([0, 3, 7, 9])
+    r = classification_report(flat, labels)
+    assert r["top1"] == 0.25 == sum(r["per_class_accuracy"][c] or 0 for c in "0379") / 4
+    assert topk_accuracy(flat, labels, ks=(5,)) == {"top5": 0.5}  # classes 0-4: labels 0 and 3
 
 
 def test_confusion_png_is_written(tmp_path):

@@ -14,6 +14,7 @@ main process through :attr:`failures`. Both work with any sampler, e.g. torch's 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections import Counter
@@ -330,11 +331,13 @@ class _VideoDataset(Dataset):
 
     def _train_geometry(self, size: tuple[int, int], rng: np.random.Generator) -> Geometry:
         cfg = self.cfg
-        if cfg.crop == "multiscale":
-            return multiscale_crop(size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
-        if cfg.crop == "random_resized":
+        if cfg.crop == "random_resized":  # draws its flip itself
             return random_resized_crop(size, cfg.img_size, rng, cfg.rrc_scale, cfg.rrc_ratio, cfg.flip)
-        return view_crops(size, cfg.img_size, 1)[0]
+        if cfg.crop == "multiscale":
+            geom = multiscale_crop(size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
+        else:
+            geom = view_crops(size, cfg.img_size, 1)[0]
+        return dataclasses.replace(geom, flip=True) if cfg.flip and rng.random() < 0.5 else geom
 
 
 class PretrainDataset(_VideoDataset):

@@ -28,11 +28,6 @@ class ClipIndices:
     """Sorted unique raw indices to decode: clip ∪ {s + j : s in starts, 0 ≤ j < reads} (clamped to the video);
     ``reads`` is L + 1 (flow needs every frame a track visits) unless the targets read fewer (cached tracks)."""
 
-    def track_frames(self) -> np.ndarray:
-        """(S, L + 1) raw indices each track visits, clamped to the last frame like ``needed``."""
-        steps = self.starts[:, None] + np.arange(self.track_length + 1)[None, :]  # (S, L+1)
-        return np.minimum(steps, self.needed[-1])
-
 
 def _indices(clip_unclamped: np.ndarray, num_video_frames: int, tubelet: int, track_length: int,
              reads: int | None = None) -> ClipIndices:
@@ -70,9 +65,12 @@ def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: n
     """TSN segment sampling (SSv2 fine-tuning): split the video into T equal segments, one frame from each.
 
     Training (``rng`` given): a uniformly random frame per segment. Testing (``rng=None``): the frame at
-    fraction ``offset`` of each segment (0.5 = the centre frame).
+    fraction ``offset`` of each segment (0.5 = the centre frame). With tracks (``track_length`` L), the segments
+    split all but the last L frames when the video has them, so every track runs on real frames (else the
+    last tracks would stand still on the repeated last frame).
     """
-    seg = num_video_frames / num_frames
+    usable = num_video_frames - track_length if num_video_frames - track_length >= num_frames else num_video_frames
+    seg = usable / num_frames
     pos = rng.random(num_frames) if rng is not None else np.full(num_frames, offset)
     clip = np.floor((np.arange(num_frames) + pos) * seg).astype(np.int64)
     return _indices(clip, num_video_frames, tubelet, track_length, reads)
@@ -82,12 +80,13 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
                       segments: bool = False) -> list[ClipIndices]:
     """``num_clips`` evenly spaced temporal views for multi-view testing (VideoMAE's test protocol).
 
-    Strided clips: window starts evenly spaced from the first to the last possible start. Segment clips: clip
-    ``k`` takes the frame at fraction ``(k + 0.5) / num_clips`` of every segment.
+    Strided clips: window starts evenly spaced from the first to the last possible start. Segment clips: one
+    clip takes every segment's centre frame (VideoMAE's validation); several take the frame at fraction
+    ``k / num_clips`` of every segment (VideoMAE's two SSv2 test clips: the segments' first and centre frames).
     """
     if segments:
-        return [sample_segments(num_video_frames, num_frames, tubelet, None, offset=(k + 0.5) / num_clips)
-                for k in range(num_clips)]
+        offsets = [0.5] if num_clips == 1 else [k / num_clips for k in range(num_clips)]
+        return [sample_segments(num_video_frames, num_frames, tubelet, None, offset=o) for o in offsets]
     span = window_length(num_frames, stride, tubelet, 0)
     room = max(num_video_frames - span, 0)
     starts = np.linspace(0, room, num_clips) if num_clips > 1 else np.array([room / 2])

@@ -199,12 +199,13 @@ def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Gen
 
 def view_crops(size: tuple[int, int], out_size: int, num_crops: int = 3) -> list[Geometry]:
     """Test views: resize the short side to ``out_size`` and take ``num_crops`` squares along the long side
-    (first, centre, last for 3; the centre for 1). Expressed as integer square boxes of the short side in the
-    source, so each view is one crop + one resize."""
+    (first, centre, last for 3; the centre for 1, the same box as the centre of 3: VideoMAE's ``uniform_crop``
+    rounds its offset up). Expressed as integer square boxes of the short side in the source, so each view is one
+    crop + one resize."""
     W, H = size
     side = min(W, H)
     room = max(W, H) - side
-    offsets = [room // 2] if num_crops == 1 else [round(k * room / (num_crops - 1)) for k in range(num_crops)]
+    offsets = [-(-room // 2)] if num_crops == 1 else [-(-k * room // (num_crops - 1)) for k in range(num_crops)]
     if W >= H:
         return [Geometry(float(o), 0.0, float(side), float(side), out_size, out_size) for o in offsets]
     return [Geometry(0.0, float(o), float(side), float(side), out_size, out_size) for o in offsets]

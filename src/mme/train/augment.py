@@ -83,14 +83,16 @@ def _rotate(x, m, sign):
     return _affine(x, [[math.cos(a), -math.sin(a) * H / W, 0.0], [math.sin(a) * W / H, math.cos(a), 0.0]])
 
 
-def _shear_x(x, m, sign):
+def _shear_x(x, m, sign):  # about the top edge, as PIL's affine (1, a, 0, 0, 1, 0) in timm
     H, W = x.shape[-2:]
-    return _affine(x, [[1.0, sign * 0.3 * m * H / W, 0.0], [0.0, 1.0, 0.0]])
+    a = sign * 0.3 * m * H / W
+    return _affine(x, [[1.0, a, a], [0.0, 1.0, 0.0]])
 
 
-def _shear_y(x, m, sign):
+def _shear_y(x, m, sign):  # about the left edge
     H, W = x.shape[-2:]
-    return _affine(x, [[1.0, 0.0, 0.0], [sign * 0.3 * m * W / H, 1.0, 0.0]])
+    a = sign * 0.3 * m * W / H
+    return _affine(x, [[1.0, 0.0, 0.0], [a, 1.0, a]])
 
 
 def _translate_x(x, m, sign):  # up to 45 % of the width
@@ -201,22 +203,25 @@ def rand_augment(clip: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generato
 
 def random_erase(clip: torch.Tensor, prob: float, rng: np.random.Generator,
                  area: tuple[float, float] = (0.02, 1 / 3), ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
-    """With probability ``prob``, replace one box (the same in every frame) of a normalised clip ``(3, T, H, W)``
-    by N(0, 1) noise; box area uniform in ``area`` of the frame, aspect log-uniform in ``ratio`` (10 tries)."""
-    if rng.random() >= prob:
-        return clip
+    """Each frame of a normalised clip ``(3, T, H, W)`` on its own, with probability ``prob``: one box replaced by
+    N(0, 1) noise, its area uniform in ``area`` of the frame and its aspect log-uniform in ``ratio`` (10 tries).
+    As VideoMAE/MME, which hand the clip's frames to timm's RandomErasing as a batch of images."""
     _, T, H, W = clip.shape
-    for _ in range(10):
-        target = rng.uniform(*area) * H * W
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        h, w = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < h < H and 0 < w < W:
-            top, left = rng.integers(H - h + 1), rng.integers(W - w + 1)
-            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            clip = clip.clone()
-            clip[:, :, top:top + h, left:left + w] = torch.randn(3, T, h, w, generator=g).to(clip)
-            return clip
-    return clip
+    out = clip
+    for t in range(T):
+        if rng.random() >= prob:
+            continue
+        for _ in range(10):
+            target = rng.uniform(*area) * H * W
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            h, w = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < h < H and 0 < w < W:
+                top, left = rng.integers(H - h + 1), rng.integers(W - w + 1)
+                g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                out = out.clone() if out is clip else out
+                out[:, t, top:top + h, left:left + w] = torch.randn(3, h, w, generator=g).to(clip)
+                break
+    return out
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
