@@ -168,6 +168,14 @@ def test_without_interpolation_tracks_use_only_sampled_frames():
     a, b = t_off["traj"][inside], t_on["traj"][inside]
     assert torch.allclose(a, b, atol=0.15 / bound)  # a translation: (1.2, -0.8) px per raw step either way
     assert torch.allclose(a[:, :16], torch.full((16,), 1.2 / bound), atol=0.15 / bound)  # x: 4 steps x 4 points
+    # the bound is per raw frame: a span of 4 frames may move 4 times it (it clipped a pan of 2 px/frame at
+    # 20 * 64 / 224 = 5.7 px per span, 1.43 px per step)
+    fast, _ = affine_video(60, 64, 64, dx=2.0, dy=0.0)
+    f = make_sample(fast, 8, 4, 4)
+    keep = np.isin(f.frame_ids, f.clip)
+    t_fast, _ = make_target_fn(off, m).targets(Sample(f.frames[keep], f.frame_ids[keep], f.clip, f.starts,
+                                                      f.geometry, f.path, 4))
+    assert abs(float(t_fast["traj"][:, :16].median()) * bound - 2.0) < 0.1
     with pytest.raises(DataError, match="too short"):
         make_target_fn(TargetConfig(track_length=4), m).targets(clip_only)  # interpolation needs the raw frames between
     with pytest.raises(ConfigError, match="interpolate"):

@@ -19,8 +19,8 @@ Tracks that run past the last frame see zero motion there (the dataset's convent
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
 is mapped into working coordinates and the maps are read there bilinearly (exact sub-cell positions, not the
 release's crop floored to the 1/8 grid, §12 D12), displacements are rescaled to output pixels, homographies
-are conjugated into output coordinates, and a point is valid if its cached neighbours were valid and its
-track stays inside the crop.
+are conjugated into output coordinates, and a point is valid if the positions where its track reads the flow
+stay inside the crop (all but the last, as :func:`mme.motion.tracks.track`).
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     # Valid: inside the output frame for the ``length`` steps, as online (the crop lies in the frame). The file's
     # validity covers all of its steps, so a cache of a longer L would drop points that leave after ``length``.
     tracks = Tracks(d, np.ones((S, Gh, Gw), bool), homs, seeds, (geom.out_h, geom.out_w))
-    tracks.valid = in_frame(tracks.positions(), geom.out_h, geom.out_w).all(1)
+    tracks.valid = in_frame(tracks.positions()[:, :-1], geom.out_h, geom.out_w).all(1)  # not the last: as track()
     return tracks
 
 

@@ -5,7 +5,8 @@ set starts at every requested start frame and is followed for ``length`` steps o
 BILINEAR flow sampling (the release reads the flow at truncated integer positions). Displacements are clamped to
 ``±max_disp`` (20 px at 224², scaled with the frame's short side) and points move by the clamped value, so
 positions are always the cumulative sum of the stored displacements (in pixels: no D6 bug). A point is valid
-while it stays inside the frame. Once out it is invalid for good and, as in the release (§7.3), reads the flow at
+while the positions it reads the flow at stay inside the frame: its last position, where it reads none, is not
+checked (the release's rule, §7.3). Once out it is invalid for good and, as in the release, reads the flow at
 the frame's edge: its later displacements go on with the motion there (a pan's) rather than stopping at 0, which
 would put a still point among moving ones in the targets of its patch, still supervised through its other
 points (a deformation PatchStd scales up to unit size, or a 0 px step beside the pan's). With camera-motion
@@ -156,7 +157,8 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     those frames must be present; flow is computed once per distinct pair (``flow_cache`` may carry pairs
     between calls). With ``clamp``, raw frames past the last one held read as the last one (the dataset's
     convention for videos shorter than the window): the flow there is exactly zero. ``source`` names the video
-    in errors.
+    in errors. ``max_disp`` bounds the motion per raw frame: a step of ``step`` raw frames is bounded at ``step``
+    times it.
     """
     arr = _as_frames(frames, source)
     ids = [int(i) for i in np.asarray(frame_ids).reshape(-1)]
@@ -170,7 +172,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     track_frames(ids, starts, length, step, last, source)
     H, W = arr.shape[1:3]
     seeds = seed_grid(H, W, seed_stride)
-    bound = default_max_disp(H, W) if max_disp is None else float(max_disp)
+    bound = step * (default_max_disp(H, W) if max_disp is None else float(max_disp))
     comp = Compensation() if compensate else None
     cache = {} if flow_cache is None else flow_cache
 
@@ -188,6 +190,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     disp = np.zeros((S, length, gh * gw, 2), np.float32)
     homs = np.tile(np.eye(3, dtype=np.float32), (S, length, 1, 1)) if compensate else None
     for j in range(length):
+        inside &= in_frame(pos, H, W)  # where this step reads the flow
         pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
         flows = torch.from_numpy(np.stack([f for f, _ in pairs])).permute(0, 3, 1, 2)
         d = _displacement(flows, torch.from_numpy(pos), bound).numpy()  # (S, P, 2)
@@ -197,7 +200,6 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
                 if hom is not None:
                     homs[i, j] = hom
             pos = _apply_hom(pos, homs[:, j])
-        inside &= in_frame(pos, H, W)
         disp[:, j] = d
     out = Tracks(disp.reshape(S, length, gh, gw, 2), inside.reshape(S, gh, gw), homs, seeds, (H, W))
     if prune:
@@ -251,9 +253,9 @@ def track_in_step(frames: torch.Tensor, index: torch.Tensor, seed_stride: float,
     inside = torch.ones(P, gh * gw, dtype=torch.bool, device=dev)
     disp, path = [], [pos]
     for j in range(L):
+        inside &= in_frame(pos, H, W)  # where this step reads the flow
         d = _displacement(flows[which[:, j]], pos, bound)
         pos = pos + d
-        inside &= in_frame(pos, H, W)
         disp.append(d)
         path.append(pos)
     return (torch.stack(disp, 1).reshape(P, L, gh, gw, 2), inside.reshape(P, gh, gw),
