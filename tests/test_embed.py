@@ -144,6 +144,28 @@ def test_features_of_the_same_list_under_another_root_are_made_again(setup, tmp_
     np.testing.assert_array_equal(read_features(again)[0][ok], second[ok])
 
 
+def test_a_checkpoint_folder_whose_weights_change_in_place_is_embedded_again(setup, tmp_path):
+    """The cache key held the folder's own entry, which a copy over its weights file leaves as it is: the old
+    features were reused as up to date."""
+    import shutil
+
+    root, ckpt = setup
+    folder = tmp_path / "enc"
+    shutil.copytree(ckpt, folder)
+    out = tmp_path / "f.npy"
+    first = read_features(embed(folder, root / "list.txt", out, stride=2, root=str(root), num_workers=0,
+                                progress=False))
+    torch.manual_seed(1)
+    other = save_pretrained(VisionTransformer(ModelConfig(**CFG)), tmp_path / "other")
+    stamp = os.stat(folder).st_mtime_ns
+    (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())  # in place
+    os.utime(folder, ns=(stamp, stamp))
+    second = read_features(embed(folder, root / "list.txt", out, stride=2, root=str(root), num_workers=0,
+                                 progress=False))
+    ok = first[1]
+    assert not np.allclose(first[0][ok], second[0][ok])
+
+
 def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
     """Two jobs on one --out both embedded everything, and the first to finish deleted the parts the other was
     assembling. The partial-results folder is now locked by the job that writes it."""

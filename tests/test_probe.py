@@ -74,6 +74,20 @@ def test_knn_on_clusters_and_its_vote_weighting():
     assert knn_classify(x[::2], ty, x[1::2], ey, k=1000, temperature=0.02)["top1"] == 1.0
 
 
+def test_knn_votes_do_not_overflow_and_unvoted_classes_are_no_prediction():
+    """exp(sim / T) overflowed float32 below T of about 0.011, and inf / inf votes went to class 0; with k = 1 the
+    classes nobody voted for filled top-5 from class 0 up (top-5 0.5 on random features of 10 classes)."""
+    train = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    query = torch.tensor([[0.95, 0.28, 0.0]])  # nearer to train row 0 (class 3), then row 1 (class 0)
+    for t in (0.07, 0.01, 0.002):
+        r = knn_classify(train, torch.tensor([3, 0]), query, torch.tensor([3]), k=2, temperature=t, num_classes=4)
+        assert r["top1"] == 1.0, t
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 16, generator=g), torch.randint(0, 10, (400,), generator=g)
+    r = knn_classify(x[:200], y[:200], x[200:], y[200:], k=1, num_classes=10)
+    assert r["top5"] == r["top1"] < 0.3  # one vote: one predicted class
+
+
 def test_non_finite_feature_rows_are_refused_with_their_rows_named():
     x, y = separable(100)
     x[7] = float("nan")
@@ -117,6 +131,7 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
         assert result[method]["num_samples"] == 12 and 0.0 <= result[method]["top1"] <= 1.0
         assert list(result[method]["per_class_accuracy"]) == synth.classes
     assert result["linear"]["val_carved_from_train"] and result["knn"]["k"] == 5
+    assert result["splits"]["test"]["precision"] in ("fp32", "bf16")
     cached = tmp_path / "probe" / "features" / "train.safetensors"
     stamp = cached.stat().st_mtime_ns
     assert main(args) == 0 and cached.stat().st_mtime_ns == stamp  # not recomputed
@@ -126,6 +141,18 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     assert main(args) == 0
     assert list(json.loads((tmp_path / "probe" / "probe.json").read_text())["knn"]["per_class_accuracy"]) == \
         synth.classes
+
+
+def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):
+    """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself)."""
+    from mme.cli import main
+
+    r = synth.root
+    base = ["probe", "unused.ckpt", "--train", str(r / "train.txt"), "--root", str(r), "--out", str(tmp_path / "p")]
+    assert main([*base, "--test", str(r / "train.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "share 12 video(s)" in err and "a probe must score videos it was not fit on" in err, err
+    assert not (tmp_path / "p" / "features").exists()
 
 
 def test_a_label_beyond_the_class_map_is_refused_before_any_embedding(synth, tmp_path, capsys):

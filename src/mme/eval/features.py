@@ -172,8 +172,11 @@ def _cached(out: Path, fingerprint: dict[str, Any]) -> bool:
 
 
 def _file_id(path: str | Path) -> str:
-    st = os.stat(path)
-    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    """A file's path, size and modification time; for a folder (a checkpoint directory) those of every file in it,
+    whose contents may change in place (cp, rsync --inplace) while the folder's own entry does not."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return ";".join(f"{p.resolve()}:{(st := os.stat(p)).st_size}:{st.st_mtime_ns}" for p in files)
 
 
 def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,

@@ -14,6 +14,7 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +155,27 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     bank = F.normalize((tx - mean) / std, dim=1)  # (N_train, D)
     probs = []
     for q in ((ex - mean) / std).split(chunk):
-        sim, idx = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)  # (n, k)
-        w = (sim / temperature).exp() if weighting == "softmax" else torch.ones_like(sim)
+        sim, idx = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)  # (n, k), nearest first
+        # exp(sim / T) relative to the nearest: the same shares, without overflow at small T
+        w = ((sim - sim[:, :1]) / temperature).exp() if weighting == "softmax" else torch.ones_like(sim)
         votes = torch.zeros(len(q), C).scatter_add_(1, ty[idx], w)  # (n, C)
         probs.append(votes / votes.sum(1, keepdim=True))
     return {**classification_report(torch.cat(probs), ey, class_names), "method": "knn", "k": k,
             "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
+
+
+def _check_disjoint(lists: dict[str, str | Path], root: str) -> None:
+    """Refuse splits that share videos: a probe would score videos it was fit on (kNN finds each one itself)."""
+    from mme.data.lists import read_list, resolve
+
+    videos = {split: {os.path.abspath(resolve(e, root)) for e in read_list(f)[0]} for split, f in lists.items()}
+    names = list(videos)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = videos[a] & videos[b]
+            if shared:
+                raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share {len(shared)} "
+                                  f"video(s), e.g. {sorted(shared)[0]}: a probe must score videos it was not fit on")
 
 
 def check_knn(k: int, temperature: float, weighting: str) -> None:
@@ -196,6 +212,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     for split, list_file in splits.items():  # before any embedding
         if list_file and names:
             check_labels(list_file, len(names), f"the {split} list")
+    _check_disjoint({s: f for s, f in splits.items() if f}, embed_kwargs.get("root", ""))
     data, info = {}, {}
     for split, list_file in splits.items():
         if not list_file:
@@ -206,7 +223,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             raise DataError(f"{list_file}: probing needs a label on every line")
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
-                       "views": meta["views"], "features": str(path)}
+                       "views": meta["views"], "precision": meta["precision"], "features": str(path)}
     num_classes = len(names) if names else 1 + int(max(y.max() for _, y in data.values()))
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
     tx, ty = data["train"]
@@ -224,10 +241,14 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         result["knn"] = knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
                                      num_classes=num_classes, class_names=names)
     write_json(result, out_dir / "probe.json")
+    scored = info["test" if test_list else "val" if val_list else "train"]
+    failed = f", {scored['failed']} failed" if scored["failed"] else ""
     for method in ("linear", "knn"):
         if method in result:
             r = result[method]
+            chosen = ("; on the split its L2 was chosen on: optimistic, give --test" if method == "linear"
+                      and r["evaluated_on"] != "test" else "")
             print(f"{method:>6}: top-1 {100 * r['top1']:6.2f}%  top-5 {100 * r['top5']:6.2f}%  "
-                  f"({r['num_samples']} videos)", flush=True)
+                  f"({r['num_samples']} videos{failed}{chosen})", flush=True)
     print(f"wrote {out_dir / 'probe.json'}", flush=True)
     return result

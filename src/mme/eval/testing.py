@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Fraction of rows whose label is among the k highest scores, for each k (k is capped at the number of
     classes, so top-5 of a 4-class problem is 1.0). Of tied scores the lower class id ranks first, as argmax
-    (the confusion matrix's prediction) takes it."""
+    (the confusion matrix's prediction) takes it; a class scored 0 (no kNN vote) is no prediction."""
     out = {}
     order = probs.sort(dim=1, descending=True, stable=True).indices
     for k in ks:
         top = order[:, :min(k, probs.shape[1])]  # (N, k)
-        out[f"top{k}"] = (top == labels[:, None]).any(dim=1).float().mean().item() if len(labels) else float("nan")
+        hit = (top == labels[:, None]) & (probs.gather(1, top) > 0)
+        out[f"top{k}"] = hit.any(dim=1).float().mean().item() if len(labels) else float("nan")
     return out
 
 
