@@ -67,9 +67,10 @@ def test_knn_on_clusters_and_its_vote_weighting():
     for weighting in ("softmax", "majority"):
         r = knn_classify(x[::2], ty, x[1::2], ey, k=5, weighting=weighting)
         assert r["top1"] == 1.0 and r["weighting"] == weighting
-    # k larger than the train set is capped; with majority votes over all 60 rows every class ties (15 each)
+    # k larger than the train set is capped; with majority votes over all 60 rows every class ties (15 each) and
+    # the summed similarity decides (the lowest class id did: top-1 0.25)
     r = knn_classify(x[::2], ty, x[1::2], ey, k=1000, weighting="majority")
-    assert r["k"] == 60 and r["top1"] == pytest.approx(0.25)
+    assert r["k"] == 60 and r["top1"] == 1.0
     # the temperature-weighted vote over the same 60 neighbours still lets the nearest ones win
     assert knn_classify(x[::2], ty, x[1::2], ey, k=1000, temperature=0.02)["top1"] == 1.0
 
@@ -82,6 +83,9 @@ def test_knn_votes_do_not_overflow_and_unvoted_classes_are_no_prediction():
     for t in (0.07, 0.01, 0.002):
         r = knn_classify(train, torch.tensor([3, 0]), query, torch.tensor([3]), k=2, temperature=t, num_classes=4)
         assert r["top1"] == 1.0, t
+    # majority: a tie between two classes (one vote each) goes to the nearer one, not the lower class id
+    r = knn_classify(train, torch.tensor([3, 0]), query, torch.tensor([3]), k=2, weighting="majority")
+    assert r["top1"] == 1.0
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(400, 16, generator=g), torch.randint(0, 10, (400,), generator=g)
     r = knn_classify(x[:200], y[:200], x[200:], y[200:], k=1, num_classes=10)

@@ -144,7 +144,8 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
                  weighting: str = "softmax", num_classes: int | None = None, chunk: int = 1024,
                  class_names: list[str] | None = None) -> dict[str, Any]:
     """kNN on cosine similarity of standardised features. ``weighting``: 'softmax' (vote weight
-    ``exp(sim / temperature)``, DINO) or 'majority' (weight 1). ``k`` is capped at the number of train rows.
+    ``exp(sim / temperature)``, DINO) or 'majority' (weight 1, a tie going to the nearer class by summed
+    similarity). ``k`` is capped at the number of train rows.
     Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature``."""
     check_knn(k, temperature, weighting)
     tx, ty = _as_tensors(train_x, train_y, "train")
@@ -156,8 +157,10 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     probs = []
     for q in ((ex - mean) / std).split(chunk):
         sim, idx = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)  # (n, k), nearest first
-        # exp(sim / T) relative to the nearest: the same shares, without overflow at small T
-        w = ((sim - sim[:, :1]) / temperature).exp() if weighting == "softmax" else torch.ones_like(sim)
+        if weighting == "softmax":  # exp(sim / T) relative to the nearest: the same shares, no overflow at small T
+            w = ((sim - sim[:, :1]) / temperature).exp()
+        else:  # one vote each; classes with as many votes are ranked by their summed similarity (under 1/2 vote)
+            w = 1 + sim / (4 * k)
         votes = torch.zeros(len(q), C).scatter_add_(1, ty[idx], w)  # (n, C)
         probs.append(votes / votes.sum(1, keepdim=True))
     return {**classification_report(torch.cat(probs), ey, class_names), "method": "knn", "k": k,
