@@ -313,3 +313,16 @@ def test_half_scale_geometry_patch8_tubelet1():
     assert targets["traj"].shape == (108, 24) and targets["shape"].shape == (108, 324)
     step = step_targets(to_video_tensor(sample.frames_at(sample.clip))[None], cfg, m)
     assert step["pixel"].shape == (1, 108, 192) and step["hog"].shape == (1, 108, 108)
+
+
+def test_the_maskfeat_preset_normalises_each_cells_histograms_as_maskfeat():
+    """MaskFeat L2-normalises every cell's 9-bin histogram of each colour; the MME release's HOG (the hog head of
+    mme-released, and the hog kind unless asked) does not."""
+    frames, _ = affine_video(8, 64, 64, dx=1.0)
+    video = normalize(to_video_tensor(frames))[None]  # (1, 3, 8, 64, 64)
+    m = model_cfg(frames=8)
+    maskfeat = step_targets(video, from_dict(TargetConfig, {"preset": "maskfeat"}), m)["hog"].reshape(1, 64, 3, 9, 4)
+    plain = step_targets(video, TargetConfig(kind="hog"), m)["hog"].reshape(1, 64, 3, 9, 4)  # (B, N, colour, bin, cell)
+    norms = plain.norm(dim=3, keepdim=True)
+    assert (norms > 0).all() and (norms - 1).abs().max() > 0.2  # mean-pooled, unnormalised
+    assert torch.allclose(maskfeat, plain / norms.clamp_min(1e-12), atol=1e-5)

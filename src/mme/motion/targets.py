@@ -31,6 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mme.config import apply_preset
 from mme.data.dataset import collate
@@ -56,7 +57,7 @@ class TargetConfig:
         "paper": dict(kind="mme", track_length=6),
         "released": dict(kind="mme-released", track_length=4, activation="release"),
         "videomae": dict(kind="pixel"),
-        "maskfeat": dict(kind="hog"),
+        "maskfeat": dict(kind="hog", hog_norm=True),
     }
 
     preset: str | None = None
@@ -93,6 +94,9 @@ class TargetConfig:
     """iDT-style removal of static and erratic tracks from the validity mask."""
     hog_cell: int | None = None
     """HOG cell side in px; default patch/2 (8 px at patch 16)."""
+    hog_norm: bool | None = None
+    """The ``hog`` head's cells L2-normalised, each colour's histogram on its own (MaskFeat's local normalisation;
+    the maskfeat preset's); unset: the preset's, else off (MME's release: no normalisation)."""
     activation: str | None = None
     """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
     preset's, else 'none'."""
@@ -107,7 +111,7 @@ class TargetConfig:
     batch, so the targets keep their statistics but say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
-        apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none"})
+        apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none", "hog_norm": False})
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -231,13 +235,16 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = Tru
     return rows.div_(std.add_(eps)).transpose(-1, -2).reshape(B, -1, n * C)
 
 
-def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int) -> torch.Tensor:
+def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int, l2: bool = False) -> torch.Tensor:
     """HOG of each tubelet's second frame (the first if tubelet = 1) of a normalised clip ``(B, 3, T, H, W)``:
-    ``(B, N, 27 * (patch/cell)²)``, per token ordered (colour·bin, cell row, cell col) as the release."""
+    ``(B, N, 27 * (patch/cell)²)``, per token ordered (colour·bin, cell row, cell col) as the release; with
+    ``l2`` each cell's histogram of each colour scaled to unit length (MaskFeat)."""
     B, C, T, H, W = video.shape
     frames = video[:, :, min(1, tubelet - 1)::tubelet]  # (B, 3, S, H, W)
     S = frames.shape[2]
     cells = hog_cells(frames.transpose(1, 2).reshape(B * S, C, H, W), cell)  # (B*S, 27, H/cell, W/cell)
+    if l2:
+        cells = F.normalize(cells.unflatten(1, (C, -1)), dim=2).flatten(1, 2)
     a = patch // cell
     D, hc, wc = cells.shape[1:]
     x = cells.reshape(B, S, D, hc // a, a, wc // a, a).permute(0, 1, 3, 5, 2, 4, 6)  # (B, S, h, w, 27, a, a)
@@ -252,7 +259,7 @@ def step_targets(video: torch.Tensor, cfg: TargetConfig, model_cfg: ModelConfig)
     if "pixel" in cfg.heads:
         out["pixel"] = pixel_target(video, g.tubelet, g.patch, cfg.norm_pix)
     if "hog" in cfg.heads:
-        out["hog"] = hog_target(video.float(), g.tubelet, g.patch, g.hog_cell)
+        out["hog"] = hog_target(video.float(), g.tubelet, g.patch, g.hog_cell, cfg.hog_norm)
     return out
 
 
