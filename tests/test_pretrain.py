@@ -167,6 +167,40 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     assert rows and rows[0]["skipped"] == 0  # the first step was fine; the skipped ones are not logged as done
 
 
+def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergence(caplog):
+    """fp16's scaler skips a step whose gradient overflowed: it was logged as done (skipped 0). It is now skipped,
+    marked as an overflow, which ``train.max_nonfinite`` leaves to the scaler (a few in a row are routine)."""
+    from mme.train.loop import count_nonfinite, update
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    model.weight.grad[0, 0] = float("inf")
+    before = model.weight.detach().clone()
+    _, skipped, overflow = update(model, optimizer, scaler, None, loss_finite=True)
+    assert skipped and overflow and torch.equal(model.weight, before) and scaler.get_scale() == 2.0 ** 15
+    assert count_nonfinite(0, {"skipped": 1.0, "grad_overflow": 1.0}, 0.1, 3, max_nonfinite=1) == 0
+    with pytest.raises(NonFiniteLossError):
+        count_nonfinite(0, {"skipped": 1.0}, 0.1, 3, max_nonfinite=1)
+
+
+def test_an_epoch_is_a_whole_number_of_optimizer_steps_and_a_whole_run_warm_up_is_said(caplog):
+    """10 clips in batches of 2 with 2 micro-batches a step: 2 steps an epoch, the fifth batch dropped (it ran into
+    the next epoch, so 4 epochs read 3.2 passes over the data)."""
+    import logging
+
+    from mme.train.config import TrainConfig
+    from mme.train.engine import schedule_lengths
+    from mme.train.optim import OptimConfig
+
+    t = TrainConfig(batch_size=2, accum_steps=2, epochs=4)
+    assert schedule_lengths(10, t, OptimConfig(warmup_steps=1), 1, "clips") == (4, 8, 1)
+    with caplog.at_level(logging.WARNING):
+        assert schedule_lengths(10, t, OptimConfig(warmup_epochs=40), 1, "clips") == (4, 8, 8)
+    assert "the lr warm-up (80 steps) takes the whole run of 8 steps" in caplog.text
+
+
 def _no_training_happened(out) -> bool:
     return not (out / "metrics.jsonl").exists() and not list(out.glob("checkpoint-*"))
 

@@ -191,15 +191,21 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
 def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size: int,
                      unit: str) -> tuple[int, int, int]:
     """``(batches per epoch, total optimizer steps, warm-up steps)`` for ``num_items`` training items, failing
-    before any training when an epoch cannot fill one optimizer step."""
-    batches_per_epoch = num_items // (t.batch_size * world_size)
-    if batches_per_epoch < t.accum_steps:
-        raise MMEError(f"data: {num_items} {unit} give {batches_per_epoch} batches per epoch of "
+    before any training when an epoch cannot fill one optimizer step. An epoch is a whole number of optimizer
+    steps: the batches left over by ``accum_steps`` are dropped, as the last partial batch is (else the spare
+    ones ran into the next epoch, and ``train.epochs`` of them covered fewer passes over the data). A warm-up
+    that takes the whole run is warned about."""
+    batches = num_items // (t.batch_size * world_size)
+    if batches < t.accum_steps:
+        raise MMEError(f"data: {num_items} {unit} give {batches} batches per epoch of "
                        f"{t.batch_size} x {world_size} ranks; an optimizer step needs {t.accum_steps}")
-    steps_per_epoch = batches_per_epoch // t.accum_steps
+    steps_per_epoch = batches // t.accum_steps
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
-    return batches_per_epoch, total, min(warmup, total)
+    if warmup >= total:
+        log.warning("the lr warm-up (%d steps) takes the whole run of %d steps: the lr never decays; set "
+                    "optim.warmup_steps or optim.warmup_epochs for a run this short", warmup, total)
+    return steps_per_epoch * t.accum_steps, total, min(warmup, total)
 
 
 def run_precision(t: TrainConfig, device: torch.device, model: nn.Module,

@@ -80,9 +80,10 @@ def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
 
 
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-           clip_grad: float | None, loss_finite: bool) -> tuple[float, bool]:
+           clip_grad: float | None, loss_finite: bool) -> tuple[float, bool, bool]:
     """Unscale, clip, and step unless the loss or (without fp16's scaler, which skips by itself) the gradient is
-    non-finite on any rank. Returns ``(grad norm, skipped)``."""
+    non-finite on any rank. Returns ``(grad norm, skipped, overflow)``: ``overflow`` when fp16's scaler skipped
+    the step for a non-finite gradient (and lowered its scale), which ``skipped`` then counts too."""
     scaler.unscale_(optimizer)
     norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if clip_grad:  # without clipping, clip_grad_norm_ would still multiply every gradient by 1
@@ -90,12 +91,14 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
     grad_norm = norm.item()
     bad = not loss_finite or (not scaler.is_enabled() and not math.isfinite(grad_norm))
     skipped = dist.any_true(bad, next(model.parameters()).device)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
     if skipped:
         optimizer.zero_grad(set_to_none=True)
     else:
         scaler.step(optimizer)
     scaler.update()
-    return grad_norm, skipped
+    overflow = not skipped and scale is not None and scaler.get_scale() < scale
+    return grad_norm, skipped or overflow, overflow
 
 
 def seed_dropout(seed: int, step: int, micro_batch: int) -> None:
@@ -129,16 +132,18 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
             sums[key] = sums.get(key, 0.0) + v.item() / t.accum_steps
     run.position = {"epoch": epoch + 1, "batch": 0} if i + 1 >= run.batches_per_epoch else \
         {"epoch": epoch, "batch": i + 1}
-    grad_norm, skipped = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
-                                math.isfinite(sums["loss"]))
-    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped),
+    grad_norm, skipped, overflow = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
+                                          math.isfinite(sums["loss"]))
+    scaler = {"grad_overflow": float(overflow)} if run.scaler.is_enabled() else {}
+    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped), **scaler,
             "data_wait_s": waited}
 
 
 def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
     """Skipped (non-finite) steps in a row, this one included; stops the run with a diagnostic at
-    ``max_nonfinite``."""
-    in_a_row = in_a_row + 1 if metrics["skipped"] else 0
+    ``max_nonfinite``. fp16's gradient overflows, which its scaler skips and answers with a lower scale (a few in a
+    row are routine at the start of a run), are not counted."""
+    in_a_row = in_a_row + 1 if metrics["skipped"] and not metrics.get("grad_overflow") else 0
     if in_a_row >= max_nonfinite:
         raise NonFiniteLossError(
             f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
