@@ -377,7 +377,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--backend", default="pyav", help="pyav / pyav-cuda / opencv / decord")
         p.add_argument("--decode-threads", type=count(0), default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
-        p.add_argument("--video", default=None, help="video to time (default: a generated 256x320 H.264 clip)")
+        p.add_argument("--video", default=None, help="video to time (default: a generated 256x256 H.264 clip)")
         p.add_argument("--frames", type=count(), default=16, help="clip frames")
         p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
         p.add_argument("--size", type=count(16), default=224, help="crop side")
