@@ -169,17 +169,20 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
 
 def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergence(caplog):
     """fp16's scaler skips a step whose gradient overflowed: it was logged as done (skipped 0). It is now skipped,
-    marked as an overflow, which ``train.max_nonfinite`` leaves to the scaler (a few in a row are routine)."""
+    marked as an overflow, which ``train.max_nonfinite`` leaves to the scaler (a few in a row are routine) while its
+    scale stays at least 1; below, the gradient diverges whatever the scale, and the step counts as non-finite."""
     from mme.train.loop import count_nonfinite, update
 
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
-    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
-    model.weight.grad[0, 0] = float("inf")
-    before = model.weight.detach().clone()
-    _, skipped, overflow = update(model, optimizer, scaler, None, loss_finite=True)
-    assert skipped and overflow and torch.equal(model.weight, before) and scaler.get_scale() == 2.0 ** 15
+    for init, routine in ((2.0 ** 16, True), (1.0, False)):
+        scaler = torch.amp.GradScaler("cpu", init_scale=init)
+        scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+        model.weight.grad[0, 0] = float("inf")
+        before = model.weight.detach().clone()
+        _, skipped, overflow = update(model, optimizer, scaler, None, loss_finite=True)
+        assert skipped and overflow == routine and torch.equal(model.weight, before) and scaler.get_scale() == init / 2
+        optimizer.zero_grad()
     assert count_nonfinite(0, {"skipped": 1.0, "grad_overflow": 1.0}, 0.1, 3, max_nonfinite=1) == 0
     with pytest.raises(NonFiniteLossError):
         count_nonfinite(0, {"skipped": 1.0}, 0.1, 3, max_nonfinite=1)

@@ -307,8 +307,9 @@ def demo(s: DemoSettings) -> list[dict]:
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
     check_output(s.out, "--out", folder=True)
-    for target in s.targets:  # a bad override or device stops the demo now, not after the data are made
-        choose_device(_pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt").train.device)
+    choose_device(s.device)  # a bad device or override stops the demo now, not after the data are made
+    for target in s.targets:
+        _pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt")
     design = s.data_design()
     log.info("demo: generating %d classes x %d synthetic videos in %s", design["num_classes"],
              design["videos_per_class"], s.out)

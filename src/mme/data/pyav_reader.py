@@ -452,8 +452,8 @@ class _Index:
         if kept is not None:
             if self.display is None:
                 self.display = kept.display
-            if kept.mode == "sequential" and self.mode == "seek":
-                self.stored = (self.proven, self.mode, self.display)  # this process checks every frame it reads
+            if kept.mode == "sequential" and self.mode == "seek":  # this process checks every frame it reads
+                self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
                 return
             if kept.mode == self.mode:
                 self.proven = max(self.proven, kept.proven)

@@ -69,8 +69,8 @@ def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: n
     split all but the last L frames when the video has them, so every track runs on real frames (else the
     last tracks would stand still on the repeated last frame).
     """
-    usable = num_video_frames - track_length if num_video_frames - track_length >= num_frames else num_video_frames
-    seg = usable / num_frames
+    before_tracks = num_video_frames - track_length
+    seg = (before_tracks if before_tracks >= num_frames else num_video_frames) / num_frames
     pos = rng.random(num_frames) if rng is not None else np.full(num_frames, offset)
     clip = np.floor((np.arange(num_frames) + pos) * seg).astype(np.int64)
     return _indices(clip, num_video_frames, tubelet, track_length, reads)

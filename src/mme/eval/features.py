@@ -264,41 +264,44 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             _check_partial(partial, fingerprint)
         except MMEError as e:
             stopped = e
-    if dist.any_true(stopped is not None, dev):
-        raise stopped or MMEError("embed: rank 0 stopped (see its message)")
-    done = {int(i) for p in _read_parts(partial) for i in np.concatenate([p["index"], p["failed"]])}
-    todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
-    log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
-             n, clips * crops, clips, crops, len(done), len(todo), dev, precision)
+    try:
+        if dist.any_true(stopped is not None, dev):
+            raise stopped or MMEError("embed: rank 0 stopped (see its message)")
+        done = {int(i) for p in _read_parts(partial) for i in np.concatenate([p["index"], p["failed"]])}
+        todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
+        log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
+                 n, clips * crops, clips, crops, len(done), len(todo), dev, precision)
 
-    def flush(rows: list) -> None:
-        if not rows:
-            return
-        batches = [r for r in rows if r[1] is not None]
-        arrays = {
-            "index": np.concatenate([b["index"].numpy() for b, f, _ in batches]) if batches else np.zeros(0, int),
-            "failed": np.array([f["index"] for b, _, _ in rows for f in b["failed"]], dtype=np.int64),
-            "error": np.array([f["error"] for b, _, _ in rows for f in b["failed"]], dtype=str),
-        }
-        if batches:
-            arrays["x"] = torch.cat([f for _, f, _ in batches]).numpy()
-            if tokens:
-                arrays["tokens"] = torch.cat([t for _, _, t in batches]).numpy()
-        first = min(np.concatenate([arrays["index"], arrays["failed"]]))
-        _atomic_npz(partial / f"part-{first:09d}-r{info.rank}.npz", **arrays)
-        rows.clear()
+        def flush(rows: list) -> None:
+            if not rows:
+                return
+            batches = [r for r in rows if r[1] is not None]
+            arrays = {
+                "index": np.concatenate([b["index"].numpy() for b, f, _ in batches]) if batches else np.zeros(0, int),
+                "failed": np.array([f["index"] for b, _, _ in rows for f in b["failed"]], dtype=np.int64),
+                "error": np.array([f["error"] for b, _, _ in rows for f in b["failed"]], dtype=str),
+            }
+            if batches:
+                arrays["x"] = torch.cat([f for _, f, _ in batches]).numpy()
+                if tokens:
+                    arrays["tokens"] = torch.cat([t for _, _, t in batches]).numpy()
+            first = min(np.concatenate([arrays["index"], arrays["failed"]]))
+            _atomic_npz(partial / f"part-{first:09d}-r{info.rank}.npz", **arrays)
+            rows.clear()
 
-    rows: list = []
-    for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
-                         precision=precision, tokens=tokens, progress=progress and dist.is_main()):
-        rows.append(item)
-        if len(rows) >= chunk_batches:
-            flush(rows)
-    flush(rows)
-    dist.barrier()
-    if dist.is_main():
-        _assemble(partial, out, n, dataset, fingerprint)
-    dist.barrier()
+        rows: list = []
+        for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
+                             precision=precision, tokens=tokens, progress=progress and dist.is_main()):
+            rows.append(item)
+            if len(rows) >= chunk_batches:
+                flush(rows)
+        flush(rows)
+        dist.barrier()
+        if dist.is_main():
+            _assemble(partial, out, n, dataset, fingerprint)
+        dist.barrier()
+    finally:
+        run_folder.release(partial)  # held by rank 0 alone, also when the job fails
     return out
 
 
@@ -332,6 +335,5 @@ def _assemble(partial: Path, out: Path, n: int, dataset: Dataset, fingerprint: d
             "num_valid": int(valid.sum()), "failures": failures, "job": fingerprint}
     write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
-    run_folder.release(partial)
     log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),
              f" (listed in {out.name}.json)" if failures else "")

@@ -102,7 +102,9 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     ``norm_pix_loss``): unset, the run's ``target.norm_pix`` for our training checkpoints, else True."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
-    ck = _checked(select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind))
+    ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
+    if not isinstance(model_or_path, nn.Module):  # a live module's weights fill it by construction
+        _checked(ck)
     if norm_pix is None:
         norm_pix = bool(ck.run_config.get("target", {}).get("norm_pix", True))
     cfg, state, num_labels = ck.cfg, dict(ck.state), None

@@ -62,11 +62,12 @@ class RepeatedClips(Dataset):
         return len(self.copies[0])
 
     def failure_counts(self) -> dict[str, int]:
-        return self.copies[0].failure_counts()
+        return self.copies[0].failure_counts(self.failure_codes)
 
     @property
     def failure_codes(self) -> torch.Tensor:
-        return self.copies[0].failure_codes
+        """What any copy found (each draws its own replacements for a failed video)."""
+        return torch.stack([c.failure_codes for c in self.copies]).amax(0)
 
     def join_failures(self, codes: torch.Tensor) -> None:
         for copy in self.copies:

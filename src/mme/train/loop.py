@@ -83,7 +83,8 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
            clip_grad: float | None, loss_finite: bool) -> tuple[float, bool, bool]:
     """Unscale, clip, and step unless the loss or (without fp16's scaler, which skips by itself) the gradient is
     non-finite on any rank. Returns ``(grad norm, skipped, overflow)``: ``overflow`` when fp16's scaler skipped
-    the step for a non-finite gradient (and lowered its scale), which ``skipped`` then counts too."""
+    the step for a non-finite gradient and lowered its scale, still at least 1 (routine at the start of a run;
+    below 1 the gradient itself diverges), which ``skipped`` then counts too."""
     scaler.unscale_(optimizer)
     norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if clip_grad:  # without clipping, clip_grad_norm_ would still multiply every gradient by 1
@@ -91,14 +92,13 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
     grad_norm = norm.item()
     bad = not loss_finite or (not scaler.is_enabled() and not math.isfinite(grad_norm))
     skipped = dist.any_true(bad, next(model.parameters()).device)
-    scale = scaler.get_scale() if scaler.is_enabled() else None
     if skipped:
         optimizer.zero_grad(set_to_none=True)
     else:
         scaler.step(optimizer)
     scaler.update()
-    overflow = not skipped and scale is not None and scaler.get_scale() < scale
-    return grad_norm, skipped or overflow, overflow
+    scaler_skipped = scaler.is_enabled() and not skipped and not math.isfinite(grad_norm)  # the unscaled gradient
+    return grad_norm, skipped or scaler_skipped, scaler_skipped and scaler.get_scale() >= 1.0
 
 
 def seed_dropout(seed: int, step: int, micro_batch: int) -> None:
@@ -141,8 +141,8 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
 
 def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
     """Skipped (non-finite) steps in a row, this one included; stops the run with a diagnostic at
-    ``max_nonfinite``. fp16's gradient overflows, which its scaler skips and answers with a lower scale (a few in a
-    row are routine at the start of a run), are not counted."""
+    ``max_nonfinite``. fp16's routine gradient overflows (:func:`update`), which its scaler skips and answers with
+    a lower scale, are not counted."""
     in_a_row = in_a_row + 1 if metrics["skipped"] and not metrics.get("grad_overflow") else 0
     if in_a_row >= max_nonfinite:
         raise NonFiniteLossError(
@@ -221,11 +221,11 @@ def train(run: Run) -> TrainResult:
             run.step += 1
             seconds = time.perf_counter() - tic
             metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=run.position["epoch"],
-                           data_failures=data_failures(run), data_wait=metrics.pop("data_wait_s") / seconds)
+                           data_wait=metrics.pop("data_wait_s") / seconds)
             if run.job.after_step is not None:
                 run.job.after_step(run, metrics)
             stopping = _stopping(stop, run.device)  # one decision per step, the same on every rank
-            if run.step % t.log_every == 0 or run.step == end or stopping:
+            if run.step % t.log_every == 0 or run.step == end or stopping:  # the failures of every rank, joined
                 metrics["data_failures"] = share_failures(run)
                 logger.log(metrics, run.step)
                 history.append({"step": run.step, **metrics})
