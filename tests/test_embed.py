@@ -225,3 +225,17 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     embed(ckpt, many, out, stride=2, num_workers=0, progress=False)
     np.testing.assert_array_equal(np.load(out), np.load(reference))
     assert not partial.exists()
+
+
+def test_a_list_or_a_video_is_told_apart_whatever_its_names(setup, tmp_path, monkeypatch):
+    """A list whose 4096th byte cuts a character of a name is a list (before: one video, that failed); a video
+    named on the command line is that file, whatever ``root`` says."""
+    root, _ = setup
+    names = ["é" * 10 + f"_{i}.mp4 {i % 3}" for i in range(200)]
+    comment = "# " + "x" * 4092 + "\n"  # 4095 bytes: the first 'é' lies across bytes 4095 and 4096
+    (tmp_path / "list.txt").write_text(comment + "\n".join(names) + "\n", encoding="utf-8")
+    assert (tmp_path / "list.txt").read_bytes()[4095:4097] == "é".encode()
+    assert len(build_test_set(tmp_path / "list.txt", ModelConfig(**CFG), clips=1, crops=1)) == 200
+    monkeypatch.chdir(root)
+    ds = build_test_set("v0.mp4", ModelConfig(**CFG), clips=1, crops=1, root=str(tmp_path))
+    assert len(ds) == 1 and ds[0]["video"].shape[-3] == CFG["num_frames"]  # decoded: the file was found

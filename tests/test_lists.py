@@ -52,6 +52,9 @@ def test_bad_label_names_file_and_line(tmp_path):
         (2, "bad label 'cat' (expected a class id >= 0 at the end of the line)"), (3, "negative label -2")]
     with pytest.raises(DataError, match="cannot read"):
         read_list(tmp_path / "nope.txt")
+    f.write_text("a.mp4 1.0\nb.mp4 0.0\n")  # labels saved as floats: not paths 'a.mp4 1.0'
+    with pytest.raises(DataError, match=r"bad\.txt:1: a label that is not a whole number"):
+        read_list(f, strict=False)
 
 
 def test_write_read_round_trip(tmp_path):
@@ -77,15 +80,39 @@ def test_class_folders(tmp_path):
         (tmp_path / "ucf" / name).mkdir(parents=True)
         (tmp_path / "ucf" / name / "v.avi").write_bytes(b"x")
     assert from_class_folders(tmp_path / "ucf")[1] == ["Hammering", "HammerThrow", "JumpingJack", "JumpRope"]
-    for split in ("train", "val"):  # a root of split folders is no root of classes
-        (tmp_path / "k400" / split / "abseiling").mkdir(parents=True)
-        (tmp_path / "k400" / split / "abseiling" / "a.mp4").write_bytes(b"x")
-    with pytest.raises(DataError, match=r"k400: its sub-folders \['train', 'val'\] are splits, not classes"):
-        from_class_folders(tmp_path / "k400")
     for name in ("festival", "protest"):  # classes whose names hold 'val' or 'test'
         (tmp_path / "events" / name).mkdir(parents=True)
         (tmp_path / "events" / name / "a.mp4").write_bytes(b"x")
     assert from_class_folders(tmp_path / "events")[1] == ["festival", "protest"]
+
+
+def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(tmp_path):
+    """train/ and val/ of class folders: one list each, numbered by the classes of both (val lacks 'bowling'),
+    also when the lists are written inside the folder (before: its split folders became the classes)."""
+    root = tmp_path / "fold"
+    for rel in ("train/archery/a1.mp4", "train/bowling/b1.mp4", "train/cooking/c1.mp4", "validation/archery/a2.mp4",
+                "validation/cooking/c2.mp4", "validation/cooking/c3.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "lists").mkdir()  # the lists' own folder (or annotations/): no videos, no class, no split
+    splits, classes = from_class_folders(root)
+    assert classes == ["archery", "bowling", "cooking"]
+    assert splits == {"train": [ListEntry("train/archery/a1.mp4", 0), ListEntry("train/bowling/b1.mp4", 1),
+                                ListEntry("train/cooking/c1.mp4", 2)],
+                      "val": [ListEntry("validation/archery/a2.mp4", 0), ListEntry("validation/cooking/c2.mp4", 2),
+                              ListEntry("validation/cooking/c3.mp4", 2)]}
+    assert cli_main(["lists", "folder", str(root), "--out", str(root / "lists")]) == 0
+    assert read_list(root / "lists" / "val.txt")[0] == splits["val"]
+    # one split built on its own, numbered by the other's class map; a class the map lacks is refused
+    assert cli_main(["lists", "folder", str(root / "validation"), "--out", str(tmp_path / "v"),
+                     "--classes", str(root / "lists" / "classes.json")]) == 0
+    assert [e.label for e in read_list(tmp_path / "v" / "all.txt")[0]] == [0, 2, 2]
+    with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
+        from_class_folders(root / "train", classes=["archery", "cooking"])
+    (root / "extra" / "x").mkdir(parents=True)  # class folders beside split folders: which is meant is unclear
+    (root / "extra" / "x.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"split folders \['train', 'validation'\] and class folders \['extra'\]"):
+        from_class_folders(root)
 
 
 def test_ucf101_official_splits(tmp_path):
@@ -115,6 +142,9 @@ def test_hmdb51_official_splits(tmp_path):
     assert splits["train"] == [ListEntry("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi", 0)]
     assert splits["test"] == [ListEntry("brush_hair/Blonde_brush_hair_f_nm_np2_le_goo_1.avi", 0),
                               ListEntry("cartwheel/cart_a.avi", 1)]
+    # a class whose file of a split is missing would shift every later id in that split: refused
+    with pytest.raises(DataError, match=r"no split-2 file for class\(es\) \['brush_hair'\]"):
+        from_hmdb51(tmp_path, 2)
 
 
 def test_kinetics_csv_layouts(tmp_path):
@@ -237,12 +267,12 @@ def test_cli_writes_lists_and_label_map(tmp_path, caplog):
     assert (out / "train.txt").read_text() == "A/a1.avi 0\nB/b1.avi 1\n"
     assert (out / "test.txt").read_text() == "B/b2.avi 1\n"
     assert json.loads((out / "classes.json").read_text()) == ["A", "B"]
-    # with --skip-missing: a split with no video found is not written, and a class with none is named
-    (out / "test.txt").unlink()
+    # with --skip-missing: a split with no video found is not written (its list of the build before is removed,
+    # or a later run would read it), and a class with none is named
     with caplog.at_level("WARNING"):
         written = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
     assert set(written) == {"train"} and written["train"].read_text() == "A/a1.avi 0\n"
-    assert not (out / "test.txt").exists()
+    assert not (out / "test.txt").exists() and "removed" in caplog.text
     assert "train: no video of 1 class(es) found" in caplog.text and "['B']" in caplog.text
     assert "test: none of its 1 videos is under" in caplog.text
     with pytest.raises(DataError, match="no listed video is under"):  # a wrong video root
@@ -309,7 +339,7 @@ def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(vi
     """Repeated videos are checked once, and the report says which: twice in a list, with two labels, or in two
     lists (a video in both train and test). An --out that is a folder is refused before any video is decoded."""
     (tmp_path / "train.txt").write_text("a/good.mp4 0\na/good.mp4 1\nb/packed.avi 1\n")
-    (tmp_path / "test.txt").write_text("b/packed.avi 1\n")
+    (tmp_path / "test.txt").write_text("./b//packed.avi 1\n")  # the same file spelled otherwise
     report = check_lists([tmp_path / "train.txt", tmp_path / "test.txt"], videos, tmp_path / "check.json")
     good, packed = str(videos / "a" / "good.mp4"), str(videos / "b" / "packed.avi")
     assert report["videos"] == 2
@@ -317,6 +347,40 @@ def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(vi
     (tmp_path / "folder").mkdir()
     with pytest.raises(Exception, match="--out"):
         check_lists([tmp_path / "train.txt"], videos, tmp_path / "folder")
+
+
+def test_malformed_annotations_are_one_line_naming_the_file(tmp_path):
+    """A folder without Kinetics CSVs, a Kinetics split that mixes labelled and unlabelled rows (a list its own
+    reader rejects), and SSv2 lists that are not lists of videos: DataErrors naming the file (and row)."""
+    (tmp_path / "k").mkdir()
+    with pytest.raises(DataError, match="no Kinetics CSV"):
+        build_lists("kinetics", tmp_path / "k", tmp_path / "out")
+    (tmp_path / "k" / "TRAIN.CSV").write_text("label,youtube_id,time_start,time_end,split\n"
+                                              "abseiling,aaa,0,10,train\n,bbb,0,10,train\n")
+    with pytest.raises(DataError, match=r"TRAIN\.CSV:3: no label, where other rows of split 'train' have one"):
+        build_lists("kinetics", tmp_path / "k", tmp_path / "out")
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "labels.json").write_text(json.dumps(SSV2_LABELS))
+    for bad, match in [({"a": 1}, "expected a JSON list of videos"), (["12"], "item 0 is not a video"),
+                       ([{"template": "x"}], "item 0 is not a video"), ([{"id": "1", "template": None}], "item 0")]:
+        (tmp_path / "s" / "train.json").write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=rf"train\.json: {match}"):
+            from_ssv2(tmp_path / "s")
+    (tmp_path / "s" / "train.json").write_text("[]")  # no videos: nothing to write
+    with pytest.raises(DataError, match="lists no videos"):
+        build_lists("ssv2", tmp_path / "s", tmp_path / "out")
+
+
+def test_line_breaks_only_end_lines(tmp_path):
+    """Only \\n, \\r\\n and \\r end a list line: U+2028 or U+0085 in a file name is part of it (before: the
+    line was cut there, giving a bad line and a wrong video); a path the format cannot hold is refused."""
+    write_list(tmp_path / "l.txt", [ListEntry("Cls/a\u2028b.mp4", 1), ListEntry("Cls/c\x85d.mp4", 0)])
+    assert read_list(tmp_path / "l.txt") == ([ListEntry("Cls/a\u2028b.mp4", 1), ListEntry("Cls/c\x85d.mp4", 0)], [])
+    (tmp_path / "m.txt").write_bytes(b"a.mp4 1\rb.mp4 0\r\n")
+    assert read_list(tmp_path / "m.txt")[0] == [ListEntry("a.mp4", 1), ListEntry("b.mp4", 0)]
+    for path in (" Lead/x.mp4", "a\nb.mp4"):
+        with pytest.raises(DataError, match="cannot list"):
+            write_list(tmp_path / "n.txt", [ListEntry(path, 0)])
 
 
 def test_class_maps_as_published(tmp_path):

@@ -117,9 +117,11 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                        description="Writes <split>.txt lists ('path label', paths relative to the video root) "
                                    "and classes.json into --out.")
     p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"])
-    p.add_argument("source", help="folder: the video folder; ucf101/hmdb51: the split-file folder; kinetics: a "
-                                  "CSV or a folder of CSVs; ssv2: the annotation folder (labels.json, train.json, "
-                                  "validation.json, test.json, each also as something-something-v2-*.json)")
+    p.add_argument("source", help="folder: the video folder of class sub-folders, or a folder of split folders "
+                                  "(train/, val/, ...: one list each, one class map); ucf101/hmdb51: the split-file "
+                                  "folder; kinetics: a CSV or a folder of CSVs; ssv2: the annotation folder "
+                                  "(labels.json, train.json, validation.json, test.json, each also as "
+                                  "something-something-v2-*.json)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help="output folder")
     p.add_argument("--split", type=count(), default=1, help="ucf101/hmdb51 official split number (1-3)")
     p.add_argument("--path-format", default=None,
@@ -129,6 +131,9 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video-root", default=None,
                    help="folder the list paths are relative to (for --skip-missing and --check)")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --video-root")
+    p.add_argument("--classes", default=None, metavar="JSON",
+                   help="folder: number the classes as this class map does (the classes.json of another split "
+                        "built on its own), so a class has one id in both; a class folder not in it is an error")
     p.add_argument("--check", action="store_true",
                    help="then open and decode every listed video and write OUT/check.json (see `mme check`)")
     _check_args(p)

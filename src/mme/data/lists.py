@@ -47,6 +47,13 @@ class BadLine:
         return f"{self.list_file}:{self.line_no}: {self.reason}: {self.text!r}"
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text as a file read in text mode has them: split at \\n, \\r\\n or \\r only
+    (``str.splitlines`` also splits at U+2028, U+0085 and other characters file names may hold)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _is_int(token: str) -> bool:
     """Whether ``token`` is an integer as a list writes one (ASCII digits: '²' is a digit to str.isdigit)."""
     return re.fullmatch(r"[+-]?[0-9]+", token) is not None
@@ -57,11 +64,16 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
     DataError naming the file and line. Blank lines and lines starting with '#' are ignored."""
     list_file = str(list_file)
     try:
-        lines = Path(list_file).read_text(encoding="utf-8-sig").splitlines()
+        lines = text_lines(Path(list_file).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"list file {list_file}: cannot read it ({e})") from e
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not _is_comment(line)]
     labelled = any(len(t.split()) > 1 and _is_int(t.split()[-1]) for _, t in rows)
+    decimal = next(((n, t) for n, t in rows if len(t.split()) > 1 and re.fullmatch(r"[+-]?[0-9]+\.[0-9]*",
+                                                                                 t.split()[-1])), None)
+    if not labelled and decimal:  # '1.0' would be read as part of the path, and every video as missing
+        raise DataError(str(BadLine(list_file, *decimal, "a label that is not a whole number (class ids are 0, 1, "
+                                                         "...)")))
     entries, bad = [], []
     for n, text in rows:
         if not labelled:
@@ -98,7 +110,12 @@ def resolve(entry: ListEntry, root: str | Path) -> str:
 
 
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:
-    """Write entries in the VideoMAE format (atomically)."""
+    """Write entries in the VideoMAE format (atomically). A path that the format cannot hold, one with a line
+    break or space at either end (which :func:`read_list` strips), is a DataError naming it."""
+    for e in entries:
+        if e.path != e.path.strip() or len(text_lines(e.path + "\n")) != 1:
+            raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
+                            f"or spaces at its ends; rename the file or folder")
     lines = [e.path if e.label is None else f"{e.path} {e.label}" for e in entries]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
@@ -166,7 +183,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
-    return [(n, line.strip()) for n, line in enumerate(_read_text(path).splitlines(), 1) if line.strip()]
+    return [(n, line.strip()) for n, line in enumerate(text_lines(_read_text(path)), 1) if line.strip()]
 
 
 def split_name(name: str) -> str:
@@ -182,30 +199,63 @@ SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", 
 """Folder names that are splits, not classes ('festival' or 'protest' are classes)."""
 
 
-def from_class_folders(root: str | Path) -> tuple[Splits, list[str]]:
+def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str]]:
     """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all', classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
-    without videos (an unpacked split-file folder) are not classes, and hidden files (macOS's '._' companions)
-    are not videos; both are logged. A root of split folders (train/, val/) is refused: point it at one."""
+    without videos (an unpacked split-file folder, the lists' own folder) are not classes, and hidden files
+    (macOS's '._' companions) are not videos; both are logged.
+
+    A root of split folders (train/, val/, ..., each of class sub-folders) gives one list per split, their paths
+    relative to the root, with the classes of all splits, so a class has one id in every split. ``classes`` (the
+    class map of another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it
+    is a DataError."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
-    folders = sorted((d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                     key=lambda name: (name.lower(), name))
-    if folders and all(name.lower() in SPLIT_FOLDERS for name in folders):
-        raise DataError(f"{root}: its sub-folders {folders} are splits, not classes; give the folder of one split")
-    videos = {name: [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()
-                     and not any(part.startswith(".") for part in f.relative_to(root).parts)]
-              for name in folders}
-    classes = [name for name in folders if videos[name]]
-    if len(classes) < len(folders):
-        log.warning("%s: sub-folders without videos are not classes: %s", root,
-                    [name for name in folders if not videos[name]])
-    entries = [ListEntry(f.relative_to(root).as_posix(), label) for label, name in enumerate(classes)
-               for f in videos[name]]
-    if not entries:
+    videos = _videos_by_folder(root)
+    holding = [name for name in videos if videos[name]]
+    split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
+                  any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
+    if split_dirs and len(split_dirs) < len(holding):
+        raise DataError(f"{root}: holds split folders {split_dirs} and class folders "
+                        f"{[n for n in holding if n not in split_dirs]} side by side; give the folder of one split, "
+                        f"or a folder of split folders only")
+    if split_dirs:
+        per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
+        names = {c for folders in per_split.values() for c, files in folders.items() if files}
+    else:
+        per_split = {"": videos}
+        names = set(holding)
+        empty = [name for name in videos if not videos[name]]
+        if empty:
+            log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
+    if classes is None:
+        classes = sorted(names, key=lambda name: (name.lower(), name))
+    unknown = sorted(names - set(classes))
+    if unknown:
+        raise DataError(f"{root}: class folder(s) {unknown[:5]} not in the given class map of {len(classes)} "
+                        f"classes; build the lists of every split together (a folder of split folders) or use "
+                        f"the class map of the split that has them")
+    index = {name: i for i, name in enumerate(classes)}
+    out: Splits = {}
+    for split, folders in per_split.items():
+        entries = [ListEntry(f.relative_to(root).as_posix(), index[name])
+                   for name in sorted(folders.keys() & index.keys(), key=index.get) for f in folders[name]]
+        if entries:
+            out[split_name(split) if split else "all"] = entries
+    if not out:
         raise DataError(f"{root}: no videos ({'/'.join(VIDEO_EXTS)}) in class sub-folders")
-    return {"all": entries}, classes
+    if split_dirs:
+        log.info("%s: split folders %s, %d classes over them", root, split_dirs, len(classes))
+    return out, classes
+
+
+def _videos_by_folder(root: Path) -> dict[str, list[Path]]:
+    """Each non-hidden sub-folder of ``root`` -> the videos under it (at any depth, none hidden), sorted."""
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return {name: [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()
+                   and not any(part.startswith(".") for part in f.relative_to(root).parts)]
+            for name in folders}
 
 
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
@@ -237,12 +287,19 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
 
 def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
     """HMDB51's official split files ``<class>_test_split<N>.txt`` with lines '<video>.avi <id>', id 1 = train,
-    2 = test, 0 = unused; videos live in ``<class>/<video>``. Classes sorted by name."""
+    2 = test, 0 = unused; videos live in ``<class>/<video>``. Classes sorted by name, from the files of every
+    split, so a class has one id in every split; a class without a file for ``split`` is a DataError."""
     split_dir = Path(split_dir)
-    files = sorted(f for f in split_dir.glob(f"*_test_split{split}.txt") if not f.name.startswith("."))
+    every = [f for f in split_dir.glob("*_test_split*.txt")
+             if not f.name.startswith(".") and re.fullmatch(r".+_test_split[0-9]+\.txt", f.name)]
+    classes = sorted({f.name[: f.name.rindex("_test_split")] for f in every})
+    files = sorted(f for f in every if f.name.endswith(f"_test_split{split}.txt"))
     if not files:
         raise DataError(f"{split_dir}: no HMDB51 split files '*_test_split{split}.txt'")
-    classes = sorted(f.name[: -len(f"_test_split{split}.txt")] for f in files)
+    lacking = sorted(set(classes) - {f.name[: -len(f"_test_split{split}.txt")] for f in files})
+    if lacking:
+        raise DataError(f"{split_dir}: no split-{split} file for class(es) {lacking[:5]} (e.g. "
+                        f"{lacking[0]}_test_split{split}.txt), which other splits have")
     out: Splits = {"train": [], "test": []}
     for f in files:
         name = f.name[: -len(f"_test_split{split}.txt")]
@@ -283,11 +340,17 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                     raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
                 label = (row.get("label") or "").strip()
                 split = split_name((row.get("split") or "").strip() or path.stem)
-                rows.append((split, label, row["youtube_id"].strip(), start, end))
+                rows.append((split, label, row["youtube_id"].strip(), start, end, f"{path}:{n}"))
     classes = sorted({r[1] for r in rows if r[1]})
+    for split in {r[0] for r in rows}:
+        labels = [(bool(r[1]), r[5]) for r in rows if r[0] == split]
+        if len({has for has, _ in labels}) > 1:
+            blank = next(where for has, where in labels if not has)
+            raise DataError(f"{blank}: no label, where other rows of split {split!r} have one (a list is labelled "
+                            f"in every line or in none)")
     out: Splits = {}
     index = {label: i for i, label in enumerate(classes)}
-    for split, label, yid, start, end in rows:
+    for split, label, yid, start, end, _ in rows:
         tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
         rel = _format_path(path_format, split=split, label=label, label_=label.replace(" ", "_"), label_tv=tv,
                            youtube_id=yid, time_start=start, time_end=end)
@@ -334,7 +397,15 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
         if path is None:
             continue
         entries = []
-        for item in _read_json(path):
+        items = _read_json(path)
+        if not isinstance(items, list):
+            raise DataError(f"{path}: expected a JSON list of videos ({{'id': ..., 'template': ...}}), got a "
+                            f"{type(items).__name__}")
+        for n, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("id"), (str, int)) or \
+                    not isinstance(item.get("template", ""), str):
+                raise DataError(f"{path}: item {n} is not a video as SSv2 lists them ({{'id': ..., 'template': "
+                                f"'...'}}): {str(item)[:80]}")
             label = None
             if "template" in item:
                 name = item["template"].replace("[", "").replace("]", "")
@@ -357,43 +428,60 @@ def _read_json(path: Path):
 
 
 def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
-                video_root: str | Path | None = None, skip_missing: bool = False) -> dict[str, Path]:
+                video_root: str | Path | None = None, skip_missing: bool = False,
+                classes: str | Path | None = None) -> dict[str, Path]:
     """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source.
 
-    ``kind``: 'folder' (source = the video folder), 'ucf101' / 'hmdb51' (source = the split-file folder),
-    'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation folder). With
-    ``skip_missing``, entries whose file is not under ``video_root`` are left out (and counted in the log); a
-    split with none found is not written, classes with none found in a split are named in a warning, and no
-    video found at all is a DataError (a wrong ``video_root`` or ``path_format``).
+    ``kind``: 'folder' (source = the video folder, or a folder of split folders; ``classes``: the class map
+    to number its classes by), 'ucf101' / 'hmdb51' (source = the split-file folder), 'kinetics' (source = a CSV
+    or a folder of CSVs), 'ssv2' (source = the annotation folder). With ``skip_missing``, entries whose file is
+    not under ``video_root`` are left out (and counted in the log); a split with none found is not written,
+    classes with none found in a split are named in a warning, and no video found at all is a DataError (a wrong
+    ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
+    none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it.
     """
     source = Path(source)
     out_dir = check_output(out_dir, "--out", folder=True)
     if path_format and kind not in ("kinetics", "ssv2"):
         log.warning("--path-format is for kinetics and ssv2 lists; %s lists name the videos as their files do", kind)
+    if classes is not None and kind != "folder":
+        raise DataError(f"--classes is for folder lists; {kind} lists take their classes from the annotations")
     if kind == "folder":
-        splits, classes = from_class_folders(source)
+        splits, classes = from_class_folders(source, read_classes(classes) if classes is not None else None)
         video_root = video_root or source
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, split)
     elif kind == "hmdb51":
         splits, classes = from_hmdb51(source, split)
     elif kind == "kinetics":
-        csvs = sorted(source.glob("*.csv")) if source.is_dir() else [source]
+        csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv") if source.is_dir() else [source]
+        if not csvs:
+            raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
         splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT)
     elif kind == "ssv2":
         splits, classes = from_ssv2(source, path_format or SSV2_FORMAT)
     else:
         raise DataError(f"unknown list kind {kind!r}; choose folder, ucf101, hmdb51, kinetics or ssv2")
+    for name in [name for name, entries in splits.items() if not entries]:
+        log.warning("%s: split %s lists no videos; its list is not written", source, name)
+    listed = {name: entries for name, entries in splits.items() if entries}
+    if not listed:
+        raise DataError(f"{source}: lists no videos")
     if skip_missing:
         if video_root is None:
             raise DataError("skip_missing needs the video root folder")
-        splits = _found(splits, classes, video_root)
+        listed = _found(listed, classes, video_root)
     written = {}
-    for name, entries in splits.items():
+    for name, entries in listed.items():
         written[name] = out_dir / f"{name}.txt"
         write_list(written[name], entries)
         log.info("wrote %s (%d videos)", written[name], len(entries))
     write_classes(out_dir / "classes.json", classes)
+    for name in splits.keys() - written.keys():
+        if (out_dir / f"{name}.txt").is_file():
+            (out_dir / f"{name}.txt").unlink()
+            log.warning("removed %s, the %s list of an earlier build: this build has no videos for it",
+                        out_dir / f"{name}.txt", name)
     return written
 
 
@@ -439,7 +527,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         entries, bad = read_list(list_file, strict=False)
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
-        listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
+        listed += [(os.path.normpath(resolve(e, root)), e.label, str(list_file)) for e in entries]
     repeats = _repeats(listed)
     jobs = [(path, min_frames, index_dir) for path in dict.fromkeys(p for p, _, _ in listed)]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
@@ -460,8 +548,9 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
 
 
 def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
-    """Videos listed more than once (checked once): in one list, with different labels, or in several lists (a
-    video in both train and test lists). Each kind is logged as a warning with its count."""
+    """Videos listed more than once (checked once; paths compared normalised, so './a.mp4' is 'a.mp4'): in one
+    list, with different labels, or in several lists (a video in both train and test lists). Each kind is logged
+    as a warning with its count."""
     seen: dict[str, list[tuple[int | None, str]]] = {}
     for path, label, list_file in listed:
         seen.setdefault(path, []).append((label, list_file))
@@ -476,12 +565,12 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
 
 def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
                video_root: str | Path | None = None, skip_missing: bool = False, check: bool = False,
-               min_frames: int = 16, workers: int = 1) -> dict:
+               min_frames: int = 16, workers: int = 1, classes: str | Path | None = None) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
     ``out_dir/check.json`` (videos under ``video_root``; for 'folder', the source). Returns ``{"lists": split ->
     path, "check": the check's report or None}``."""
     written = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
-                          skip_missing=skip_missing)
+                          skip_missing=skip_missing, classes=classes)
     if not check:
         return {"lists": written, "check": None}
     root = video_root or (source if kind == "folder" else None)

@@ -7,7 +7,9 @@ into one probability vector per video. Top-1/top-5 and the confusion matrix are 
 
 from __future__ import annotations
 
+import codecs
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -131,11 +133,12 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
         raise DataError(f"{source}: no such list file or video")
     with open(source, "rb") as f:
         head = f.read(4096)
-    try:
-        is_list = b"\0" not in head and bool(head.decode("utf-8"))
+    try:  # incremental: the 4096th byte may cut a character of a name
+        is_list = b"\0" not in head and bool(codecs.getincrementaldecoder("utf-8")().decode(head, final=False))
     except UnicodeDecodeError:
         is_list = False
-    entries = read_list(source, strict=True)[0] if is_list else [ListEntry(str(source))]
+    # a video named on the command line is where it says, not under ``root``
+    entries = read_list(source, strict=True)[0] if is_list else [ListEntry(os.path.abspath(source))]
     labelled = all(e.label is not None for e in entries)
     # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
     with tempfile.TemporaryDirectory() as tmp:
