@@ -24,6 +24,7 @@ from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
 from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache, resample
+from mme.motion.extract import extract_cache
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
@@ -192,9 +193,16 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     good = bad.read_bytes()
     flipped = bytearray(good)
     flipped[-30] ^= 0xFF  # inside the last start's record: its zlib check fails
-    size = "bytes, the header and offsets say"
-    for broken, why in [(good[:100], "Unterminated string"), (good[:-1], size), (good + b"x", size),
-                        (bytes(flipped), "while decompressing data"), (b"GIF89a" + good, "unknown file type")]:
+    huge_header = bytearray(good)
+    huge_header[8 + 5] ^= 1 << 0  # bit 40 of the header's length (a MemoryError before)
+    header_end = 16 + int.from_bytes(good[8:16], "little")
+    bad_offset = bytearray(good)
+    bad_offset[header_end + 8:header_end + 16] = (1 << 62).to_bytes(8, "little")  # start 1's record, far away
+    size = "which the header's 30 starts and the offsets do not describe"
+    for broken, why in [(good[:100], "a header of \\d+ bytes in a file of 100"), (good[:-1], size),
+                        (good + b"x", size), (bytes(flipped), "while decompressing data"),
+                        (b"GIF89a" + good, "unknown file type"), (bytes(huge_header), "a header of \\d+ bytes"),
+                        (bytes(bad_offset), size), (good.replace(b'"quant"', b'"qvant"'), "'quant'")]:
         bad.write_bytes(broken)
         with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: unreadable \(not a valid mme track cache: .*{why}"):
             load_tracks(bad)
@@ -214,20 +222,34 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
 
 
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):
-    """The cache of a video, then a resized and a trimmed copy under the same name: their frames are not the ones
-    the tracks were made on, so each is a VideoError naming the cache and both versions (the dataset skips it and
-    reports it); the video itself still reads its cache."""
+    """The cache of a video, then a resized, a trimmed and a re-encoded copy (same size and frame count, other
+    motion) under the same name: their frames are not the ones the tracks were made on, so each is a VideoError
+    naming the cache and both versions (the dataset skips it and reports it); the video itself still reads its
+    cache, and so does a copy of it."""
     cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(tmp_path / "cache"), "--length", "4",
          "--short-side", "64"])
     frames = affine_video(30, 120, 150, dx=1.3, dy=0.6, rot_deg=0.8, seed=4)[0]
     m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(tmp_path / "cache")), m)
-    for root, copy, now in [(videos, None, None), (tmp_path / "resized", frames[:, ::2, ::2], "75x60, 30 frames"),
-                            (tmp_path / "trimmed", frames[:20], "150x120, 20 frames")]:
+    other = affine_video(30, 120, 150, dx=-1.3, dy=0.6, rot_deg=0.8, seed=4)[0]
+    (tmp_path / "copied" / "cls").mkdir(parents=True)  # cp: another mtime, the same content
+    (tmp_path / "copied" / "cls" / "a.mp4").write_bytes((videos / "cls" / "a.mp4").read_bytes())
+    (tmp_path / "copied" / "list.txt").write_text("cls/a.mp4\n")
+    for root, copy, now in [(videos, None, None), (tmp_path / "copied", None, None),
+                            (tmp_path / "resized", frames[:, ::2, ::2], "75x60, 30 frames"),
+                            (tmp_path / "trimmed", frames[:20], "150x120, 20 frames"),
+                            (tmp_path / "re-encoded", other, None)]:
         if copy is not None:
             (root / "cls").mkdir(parents=True)
             write_video(root / "cls" / "a.mp4", np.ascontiguousarray(copy))
             (root / "list.txt").write_text("cls/a.mp4\n")
+        if copy is other:
+            sample = PretrainDataset(DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4,
+                                                stride=2, img_size=64)).sample(0, np.random.default_rng(0))
+            with pytest.raises(VideoError, match=r"a\.mp4\.tracks: unreadable \(made from another version of "
+                                                 r".*a\.mp4 \(same size and frame count, other content\)"):
+                fn(sample)
+            continue
         data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=64)
         sample = PretrainDataset(data).sample(0, np.random.default_rng(0))
         if now is None:
@@ -350,3 +372,57 @@ def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
     report = json.loads((out / "failed.json").read_text())
     assert (report["done"], report["skipped"], report["failed"]) == (1, 0, {})
     assert cache_file(out, "b.mp4").is_file()
+
+
+def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tmp_path, capsys):
+    """A video re-encoded under its name (same size and frames) is extracted again on resume (before: "already
+    complete", and training read the old video's tracks); a cache of another --max-disp is a setting that differs
+    (resume) and a bound below the run's is refused by training (before: the tracks were silently clipped at
+    0.5 px); a list entry '../x.mp4' is cached under --out (before: beside the video)."""
+    root, out = tmp_path / "videos", tmp_path / "cache"
+    (root / "in").mkdir(parents=True)
+    write_video(root / "pan.mp4", affine_video(12, 64, 80, dx=2.0, seed=3)[0])
+    (root / "in" / "list.txt").write_text("../pan.mp4\n")
+    args = ["extract", str(root / "in" / "list.txt"), "--root", str(root / "in"), "--out", str(out), "--length",
+            "2", "--short-side", "64"]
+    assert cli(args) == 0
+    made = cache_file(out, "../pan.mp4")
+    assert made.is_file() and out in made.parents and not list(root.rglob("*.tracks"))
+    assert find_cache_file(out, str(root / "in" / ".." / "pan.mp4")) == made
+    assert load_tracks(made)[0][:, 0, ..., 0].mean() > 1.5  # moving right
+    write_video(root / "pan.mp4", affine_video(12, 64, 80, dx=-2.0, seed=3)[0])
+    assert cli(args) == 0 and "1 written, 0 already complete" in capsys.readouterr().out
+    assert load_tracks(made)[0][:, 0, ..., 0].mean() < -1.5  # made again from the new video
+    assert cli(args + ["--max-disp", "0.5"]) == 1
+    assert "max_disp 5.7143 (this run: 0.5)" in capsys.readouterr().err  # the default: 20 px at 224, 64 here
+    assert cli(args + ["--max-disp", "0.5", "--overwrite"]) == 0
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    data = DataConfig(list_file=str(root / "in" / "list.txt"), root=str(root / "in"), num_frames=4, stride=2,
+                      img_size=64)
+    sample = PretrainDataset(data, track_length=2).sample(0, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match=r"bounded at 0.5 px per frame \(mme extract --max-disp\), below this "
+                                          r"run's 5.71429 \(target.max_disp\)"):
+        make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)(sample)
+    assert make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out), max_disp=0.5), m)(sample)
+
+
+def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(videos, tmp_path):
+    """Two jobs on one --out both did all the work; the second is refused naming the holder, while other shares
+    (the ranks or machines of one extraction) run side by side."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cache"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.utils import lock_folder; "
+                               f"lock_folder({str(out / '.locks' / 'share-0-of-1')!r}, 'x'); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    base = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=r"--out \(share 0/1 of its extraction\) .* is in use by another job"):
+            extract_cache(str(videos / "list.txt"), str(out), root=str(videos), length=2, short_side=64)
+        assert cli(base + ["--shard", "1/2"]) == 1  # another share runs (its one.mp4 fails: too short)
+    finally:
+        holder.communicate("")
+    assert cli(base) == 1 and cache_file(out, "cls/a.mp4").is_file()

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import functools
 import inspect
 import json
 import os
 import platform
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mme.errors import ConfigError
 
@@ -95,6 +99,56 @@ def env_int(name: str, default: int, least: int = 0) -> int:
         raise ConfigError(f"{name}={raw!r} in the environment: expected a whole number >= {least} (torchrun sets it; "
                           f"unset it to run as one process)")
     return value
+
+
+def launch_ranks() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
+    is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""
+    rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, least=1)
+    if rank >= world:
+        raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world} (torchrun sets both; "
+                          f"unset them to run as one process)")
+    return rank, world
+
+
+FOLDER_LOCK = ".lock"
+_locked: dict[Path, Any] = {}  # folder -> the open lock file of this process
+
+
+def lock_folder(folder: str | Path, option: str) -> bool:
+    """Create ``folder`` and hold an ``fcntl`` lock on its ``.lock`` for this process (the OS drops it when the
+    process dies, however it dies), recording the holder's PID and host there. False if this process holds it
+    already. A ConfigError naming ``option`` (the setting that chose the folder) when it is not writable, or
+    locked by another job (naming the holder)."""
+    path = Path(folder)
+    if path.resolve() in _locked:
+        return False
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / FOLDER_LOCK, "a+")
+    except OSError as e:
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({e.strerror or e})") from e
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
+                          f"or choose another {option}") from None
+    f.truncate(0)
+    f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    _locked[path.resolve()] = f
+    return True
+
+
+def unlock_folder(folder: str | Path | None = None) -> None:
+    """Unlock ``folder`` (every folder this process holds when None)."""
+    for path in [Path(folder).resolve()] if folder is not None else list(_locked):
+        f = _locked.pop(path, None)
+        if f is not None:
+            f.close()
 
 
 def sets_threads(fn):

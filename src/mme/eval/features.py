@@ -34,7 +34,7 @@ from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
 from mme.train import run_folder
-from mme.utils import atomic_path, atomic_write_json, check_output
+from mme.utils import atomic_path, atomic_write_json, check_output, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             _assemble(partial, out, n, dataset, fingerprint)
         dist.barrier()
     finally:
-        run_folder.release(partial)  # held by rank 0 alone, also when the job fails
+        unlock_folder(partial)  # held by rank 0 alone, also when the job fails
     return out
 
 

@@ -11,9 +11,9 @@ it needs (the cost of a read grows neither with the video's length nor with how 
   (the identity past the last frame).
 
 Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
-working size, seed stride and grid, L, flow method, compensation, bound, T), T + 1 uint64 offsets of the records
-from the end of the offsets, the records. Version 1 files (``.tracks.npz``: a zip of 32-start blocks) are still
-read.
+working size, seed stride and grid, L, flow method, compensation, bound, T, the video file's fingerprint), T + 1
+uint64 offsets of the records from the end of the offsets, the records. Version 1 files (``.tracks.npz``: a zip of
+32-start blocks) are still read.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -25,6 +25,8 @@ stay inside the crop (all but the last, as :func:`mme.motion.tracks.track`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import zipfile
@@ -47,8 +49,10 @@ MAGIC = b"MMETRAKS"
 SUFFIX = ".tracks"
 V1_SUFFIX = ".tracks.npz"
 _V1_BLOCK = 32  # starts per zip member in version 1
-_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, zlib.error,
-                json.JSONDecodeError, UnicodeDecodeError)
+_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, MemoryError, OverflowError,
+                zipfile.BadZipFile, zlib.error, json.JSONDecodeError, UnicodeDecodeError)
+FINGERPRINT_BYTES = 1 << 16
+"""Bytes read at each end of a video for its fingerprint."""
 
 
 @dataclass
@@ -70,7 +74,25 @@ def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     ``V1_SUFFIX``: where a version 1 file of it would be)."""
     rel = Path(video)
     rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
+    rel = Path(*[part if part != ".." else "%2E%2E" for part in rel.parts])  # '../x.mp4' stays under out_dir
     return Path(out_dir) / (str(rel) + suffix)
+
+
+def fingerprint(path: str | Path) -> str:
+    """The identity of a video file's content, unchanged by a copy (unlike its mtime): its size and a hash of its
+    first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them)."""
+    st = os.stat(path)
+    return _fingerprint(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        f.seek(max(size - FINGERPRINT_BYTES, 0))
+        h.update(f.read(FINGERPRINT_BYTES))
+    return f"{size}:{h.hexdigest()}"
 
 
 def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
@@ -124,7 +146,12 @@ def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs
 
 def _read_header(f, path: Path) -> dict:
     """The header of an open version 2 file (after its magic); a version this mme does not know is refused."""
-    meta = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    length = int.from_bytes(f.read(8), "little")
+    if length > os.fstat(f.fileno()).st_size:
+        raise ValueError(f"a header of {length} bytes in a file of {os.fstat(f.fileno()).st_size}")
+    meta = json.loads(f.read(length))
+    if not isinstance(meta, dict):
+        raise ValueError("the header is not a JSON object")
     if meta.get("version") != VERSION:
         raise video_error(path, "unreadable", f"track cache version {meta.get('version')}, expected {VERSION}; "
                                               f"re-run mme extract")
@@ -154,8 +181,8 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
             T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
             offsets = np.frombuffer(f.read(8 * (T + 1)), "<u8").astype(np.int64)
             base, size = f.tell(), os.fstat(f.fileno()).st_size
-            if size != base + offsets[-1]:
-                raise ValueError(f"{size} bytes, the header and offsets say {base + offsets[-1]}")
+            if len(offsets) != T + 1 or size != base + offsets[-1] or np.any(np.diff(offsets) < 0):
+                raise ValueError(f"{size} bytes, which the header's {T} starts and the offsets do not describe")
             st = _starts(starts, T)
             nd, nv = L * gh * gw * 2 * 2, gh * gw
             record_size = nd + nv + (L * 36 if meta["homs"] else 0)
@@ -171,9 +198,10 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
                 valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
                 if homs is not None:
                     homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
+            quant = float(meta["quant"])
     except _READ_ERRORS as e:
         raise _unreadable(path, e) from e
-    return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid, homs, meta, T)
+    return CachedTracks(disp.astype(np.float32) * quant, st, valid, homs, meta, T)
 
 
 def _unreadable(path: Path, err: Exception) -> VideoError:
@@ -271,9 +299,10 @@ def _shape_of(source) -> str:
 
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
     """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
-    another version of the video (another size or frame count: a resized, trimmed or re-encoded copy) is a
-    VideoError naming both; one whose frames were turned otherwise than this run turns them (``--orientation`` and
-    ``data.orientation`` differ, and the video has a display matrix), a ConfigError."""
+    another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
+    re-encoded or re-downloaded copy) is a VideoError naming both; one whose frames were turned otherwise than
+    this run turns them (``--orientation`` and ``data.orientation`` differ, and the video has a display matrix),
+    or whose displacement bound is below this run's, a ConfigError."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
@@ -289,6 +318,16 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
         raise video_error(path, "unreadable", f"made from another version of {sample.path}: "
                                               f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; re-run "
                                               f"mme extract with --overwrite")
+    made_of = cached.meta.get("fingerprint")  # caches made before it was recorded: not compared
+    if made_of is not None and made_of != fingerprint(sample.path):
+        raise video_error(path, "unreadable", f"made from another version of {sample.path} (same size and frame "
+                                              f"count, other content); re-run mme extract (it redoes such files)")
+    work_w, work_h = cached.meta["work_size"]
+    bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
+    if float(cached.meta["max_disp"]) < bound * 0.999:
+        raise ConfigError(f"the track cache {path} holds displacements bounded at {cached.meta['max_disp']:g} px per "
+                          f"frame (mme extract --max-disp), below this run's {bound:g} (target.max_disp); extract "
+                          f"again with --max-disp {bound:g}, or set target.max_disp={cached.meta['max_disp']:g}")
     if bool(cached.meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={cached.meta.get('compensate')}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,11 +28,10 @@ from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, require_backend, video_error
 from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, MMEError
-from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, quantise, save_tracks
+from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, fingerprint, quantise, save_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
-from mme.train.distributed import launch_ranks
-from mme.utils import atomic_write_text, check_output
+from mme.utils import atomic_write_text, check_output, launch_ranks, lock_folder, unlock_folder
 
 log = logging.getLogger("mme.extract")
 
@@ -87,6 +87,7 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
+    made_of = fingerprint(path) if Path(path).is_file() else None  # (open_video names a missing file)
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
         if n < 2:
@@ -117,27 +118,34 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation, turn=list(turn))
+                orientation=opts.orientation, turn=list(turn), fingerprint=made_of)
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
-def other_settings(out_path: Path, opts: ExtractOptions) -> dict | None:
+def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
     """``{setting: (the file's, this run's)}`` where a readable cache at ``out_path`` was made with settings other
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
-    no readable cache there."""
+    no readable cache there, or one made from another version of the file ``video`` (its fingerprint differs)."""
     if not out_path.is_file():
         return None
     try:
         meta = cache_meta(out_path)
-    except MMEError:
+        work_w, work_h = meta["work_size"]
+        have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
+                    compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
+                    max_disp=round(float(meta["max_disp"]), 4))
+        length, made_of = int(meta["length"]), meta.get("fingerprint")
+    except (MMEError, KeyError, TypeError, ValueError):
         return None
-    have = dict(short_side=min(meta["work_size"]), seed_stride=meta["seed_stride"], flow=meta["flow"],
-                compensate=meta["compensate"], orientation=meta.get("orientation", "coded"))
+    if made_of is not None and video is not None and os.path.isfile(video) and made_of != fingerprint(video):
+        log.info("extract: %s was made from another version of %s: made again", out_path, video)
+        return None
+    bound = default_max_disp(work_h, work_w) if opts.max_disp is None else opts.max_disp
     want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate,
-                orientation=opts.orientation)
+                orientation=opts.orientation, max_disp=round(bound, 4))
     differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
-    if meta["length"] < opts.length:
-        differ["length"] = (meta["length"], opts.length)
+    if length < opts.length:
+        differ["length"] = (length, opts.length)
     return differ
 
 
@@ -175,7 +183,8 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     """Extract this process's share of a list; returns the report ``{done, skipped, failed: {path: reason}}``.
 
     The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
-    ``i % (n * world) == k * world + rank``.
+    ``i % (n * world) == k * world + rank``. One job per share and ``out`` at a time: a second is refused, naming
+    the holder (it would do the same work again).
     """
     require_backend(opts.backend)
     entries, _ = read_list(list_file)
@@ -183,6 +192,16 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
+    lock = Path(out) / ".locks" / f"share-{part}-of-{parts}"
+    lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
+    try:
+        return _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite)
+    finally:
+        unlock_folder(lock)
+
+
+def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
+               workers: int, overwrite: bool) -> dict:
     mine = [e for i, e in enumerate(entries) if i % parts == part]
     jobs, skipped, targets, clashes = [], 0, set(), {}
     for e in mine:
@@ -190,14 +209,15 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
         if target in targets:  # a video listed twice is extracted once
             continue
         targets.add(target)
+        video = resolve(e, root)
         found = [] if overwrite else [differ for p in (target, cache_file(out, e.path, V1_SUFFIX))
-                                      if (differ := other_settings(p, opts)) is not None]
+                                      if (differ := other_settings(p, opts, video)) is not None]
         if {} in found:
             skipped += 1
             continue
         if found:
             clashes[e.path] = found[0]
-        jobs.append((resolve(e, root), str(target), opts))
+        jobs.append((video, str(target), opts))
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())

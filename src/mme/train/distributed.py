@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from mme.errors import ConfigError, MMEError
-from mme.utils import env_int
+from mme.errors import MMEError
+from mme.utils import env_int, launch_ranks
 
 
 @dataclass(frozen=True)
@@ -24,16 +24,6 @@ class DistInfo:
     rank: int
     local_rank: int
     world_size: int
-
-
-def launch_ranks() -> tuple[int, int]:
-    """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
-    is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""
-    rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, least=1)
-    if rank >= world:
-        raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world} (torchrun sets both; "
-                          f"unset them to run as one process)")
-    return rank, world
 
 
 def init_distributed(device_type: str) -> DistInfo:

@@ -40,6 +40,7 @@ from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import choose_device, choose_precision, choose_threads, make_scaler
+from mme.utils import unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def finish(run: Run | None = None) -> None:
     if run is not None:
         run.step_model = None
         gc.collect()
-    run_folder.release()
+    unlock_folder()
     dist.shutdown()
     if _THREADS_BEFORE:
         torch.set_num_threads(_THREADS_BEFORE.pop())

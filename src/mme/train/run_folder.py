@@ -1,7 +1,8 @@
 """A run's output folder, owned by one run at a time.
 
-- **One job at a time**: rank 0 holds an ``fcntl`` lock on ``<out_dir>/.lock`` for the whole run (the OS drops it
-  when the process dies, however it dies); a second job on the folder is refused, naming the holder's PID and host.
+- **One job at a time**: rank 0 holds an ``fcntl`` lock on ``<out_dir>/.lock`` for the whole run
+  (:func:`mme.utils.lock_folder`; ``unlock_folder`` releases it); a second job on the folder is refused, naming the
+  holder's PID and host.
 - **One run per folder**: ``run.json`` records the run's identity (``run_id``, start time, seed, config hash) and
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
@@ -12,13 +13,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -26,52 +24,24 @@ from typing import Any
 
 from mme.errors import ConfigError
 from mme.train import checkpoint as ckpt
+from mme.utils import lock_folder
 
 log = logging.getLogger(__name__)
 
-LOCK = ".lock"
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
 """What a run writes besides its checkpoints (``train.overwrite`` removes these too, and nothing else)."""
-
-_held: dict[Path, Any] = {}  # out_dir -> the open lock file of this process
-
 
 def take(out_dir: str | Path, write: bool, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
     process (rank 0: ``write``); removes stale temporary files. ConfigError naming ``option`` (the setting that
     chose the folder) when it is not writable or locked."""
     path = Path(out_dir)
-    if not write or path.resolve() in _held:  # a second run of this process in its folder keeps the lock it has
+    if not write or not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
         return path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        f = open(path / LOCK, "a+")
-    except OSError as e:
-        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({e.strerror or e})") from e
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
-                          f"or choose another {option}") from None
-    f.truncate(0)
-    f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
-    _held[path.resolve()] = f
     for stale in path.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)
         log.info("removed %s, the temporary file of an interrupted write", stale)
     return path
-
-
-def release(out_dir: str | Path | None = None) -> None:
-    """Unlock ``out_dir`` (every folder this process holds when None)."""
-    for path in [Path(out_dir).resolve()] if out_dir is not None else list(_held):
-        f = _held.pop(path, None)
-        if f is not None:
-            f.close()
 
 
 def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
