@@ -413,9 +413,10 @@ def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(v
     import sys
 
     out = tmp_path / "cache"
+    lock = str(out / ".locks" / "share-0-of-1")
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.utils import lock_folder; "
-                               f"lock_folder({str(out / '.locks' / 'share-0-of-1')!r}, 'x'); print('held', flush=True); "
-                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               f"lock_folder({lock!r}, 'x'); print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     base = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
             "--short-side", "64"]
     try:
