@@ -72,7 +72,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=number(above=True), default=None,
                    help="scale the pre-training length to this budget")
     p.add_argument("--steps", type=count(), default=None, help="pre-training steps per target (overrides --minutes)")
-    p.add_argument("--seeds", type=count(0), nargs="+", default=None, help="seeds to run (mean and spread reported)")
+    p.add_argument("--seeds", type=count(0), nargs="+", default=None,
+                   help="seeds to run (mean and spread reported); put key=value overrides before it")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     p.add_argument("--real-dir", default=None, metavar="DIR",
                    help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
