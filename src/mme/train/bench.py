@@ -21,7 +21,11 @@ ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`), which takes its turn in every round too (its best round); the
-peer is credited with the same FLOPs.
+peer is credited with the same FLOPs, though it embeds all the clip's patches, not only the visible ones (about
+10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our 98), so its MFU reads a little low.
+
+Memory (CUDA): each variant's own peak, its weights, gradients, optimizer state and its step's activations, over
+its warm-up steps, with what the variants built before it hold counted out.
 """
 
 from __future__ import annotations
@@ -257,7 +261,11 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     variants = _variants(dev, all_precisions, compiled, checkpointing, peer)
     check = None
     steps_of = {}
+    mem: dict[str, float] = {}  # GiB: each variant's own peak (its state and its step's), over its warm-up
     for name, precision, compile_, ckpt, is_peer in variants:
+        if dev.type == "cuda":  # what the variants built before hold stays allocated: counted out
+            torch.cuda.synchronize(dev)
+            before = torch.cuda.memory_allocated(dev)
         step, model, net = _step_fn(model_cfg, target_cfg, batch, precision, compile_, ckpt, is_peer, dev, video)
         if is_peer and check is None:
             mask = model.make_mask(batch).to(dev)
@@ -267,12 +275,16 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                   f"{check['masked_tokens'][0]} vs {check['masked_tokens'][1]}, loss {check['loss'][0]:.6f} vs "
                   f"{check['loss'][1]:.6f} (rel. diff {check['loss_rel_diff']:.1e}), attention "
                   f"{check['attention'][1]}", flush=True)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)  # after the peer check's temporaries
         for _ in range(warmup):
             step()
+        if dev.type == "cuda" and warmup:
+            torch.cuda.synchronize(dev)
+            mem[name] = (torch.cuda.max_memory_allocated(dev) - before) / 2**30
         steps_of[name] = step
     peaks: dict[str, dict] = {}
     timed: dict[str, list[float]] = {name: [] for name in steps_of}  # seconds per step, round by round
-    mem: dict[str, float] = {}
     for _ in range(rounds):
         for precision in dict.fromkeys(v[1] for v in variants):  # the matmul peaks take their turns too
             last = peaks.get(precision)
@@ -280,11 +292,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
             if last is None or gflops > last["gflops"]:
                 peaks[precision] = {"gflops": gflops, "size": n}
         for name, step in steps_of.items():
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
             timed[name].append(seconds_per_step(step, steps, dev))
-            if dev.type == "cuda":
-                mem[name] = max(mem.get(name, 0.0), torch.cuda.max_memory_allocated(dev) / 2**30)
     for precision, peak in peaks.items():
         print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul, "
               f"{torch.get_num_threads()} threads)")
