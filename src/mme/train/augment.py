@@ -1,5 +1,6 @@
 """Fine-tuning augmentation on batches of clips, written in torch (no torchvision/timm): RandAugment with one
-op and magnitude per clip (every frame alike), random erasing of one box through all frames, mixup/cutmix with
+op and magnitude per clip (every frame alike), random erasing of each frame on its own (its own draw and box, as
+timm's RandomErasing given a clip's frames as a batch), mixup/cutmix with
 label smoothing, and the soft-target cross-entropy they need.
 
 The recipe is VideoMAE/MME's (mme-method.md §10): ``rand-m7-n4-mstd0.5-inc1``, random erasing 0.25 (pixel
@@ -36,7 +37,7 @@ class AugmentConfig:
     randaug_prob: float = 0.5
     """RandAugment: probability that each drawn op is applied."""
     erase_prob: float = 0.25
-    """Random erasing probability per clip (one box through all frames, filled with N(0, 1) pixel noise)."""
+    """Random erasing probability per frame (each frame its own box, filled with N(0, 1) pixel noise)."""
     mixup_alpha: float = 0.8
     """Beta(α, α) parameter of mixup; 0 disables mixup."""
     cutmix_alpha: float = 1.0
