@@ -251,3 +251,28 @@ def test_clip_input_norm_ignores_each_clips_colour_and_contrast():
         torch.testing.assert_close(enc(x), plain(standardised), rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="input_norm"):
         ModelConfig(**TINY, input_norm="batch")
+
+
+def test_initialisation_is_videomaes():
+    """As VideoMAE's (and the MME release's) models start: the patch embedding and the encoder-to-decoder projection
+    keep PyTorch's defaults (their models apply xavier to Linear layers of the encoder and decoder only), the mask
+    token is truncated at one std, the decoder's drop path grows over its depth, and a classifier trained from
+    scratch starts from trunc-normal(0.02) Linear layers."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(preset="small", img_size=64, num_frames=4, drop_path=0.2, decoder_depth=3)
+    mae = MaskedAutoencoder(cfg, [HeadSpec("pixel", 1536)])
+    std, top = (lambda t: t.detach().std().item()), (lambda t: t.detach().abs().max().item())
+    conv = mae.encoder.patch_embed.proj
+    bound = conv.weight[0].numel() ** -0.5  # PyTorch's default for conv and linear: U(-1/sqrt(fan_in), ..)
+    assert top(conv.weight) <= bound and std(conv.weight) == pytest.approx(bound / 3**0.5, rel=0.05)
+    assert bound / 2 < top(conv.bias) <= bound  # not zeroed
+    proj = mae.encoder_to_decoder.weight  # (192, 384)
+    assert top(proj) <= 384**-0.5 and std(proj) == pytest.approx(384**-0.5 / 3**0.5, rel=0.05)
+    qkv = mae.encoder.blocks[0].attn.qkv.weight  # xavier: std sqrt(2 / (fan_in + fan_out))
+    assert std(qkv) == pytest.approx((2 / (384 + 3 * 384)) ** 0.5, rel=0.05)
+    assert top(mae.mask_token) <= 0.02 and std(mae.mask_token) == pytest.approx(0.0108, rel=0.15)
+    assert [b.drop_path for b in mae.decoder_blocks] == pytest.approx([0.0, 0.1, 0.2])
+    clf = VideoClassifier(cfg, num_classes=5)
+    fc1 = clf.encoder.blocks[0].mlp.fc1.weight
+    assert std(fc1) == pytest.approx(0.02, rel=0.05) and top(fc1) < 0.1
+    assert std(clf.head.weight) == pytest.approx(0.02 * 0.001, rel=0.1)

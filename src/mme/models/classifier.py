@@ -19,6 +19,15 @@ POOLS = ("mean", "norm_mean")
 encoder's final LayerNorm before the mean (then fc_norm), for heads on a frozen pre-trained encoder."""
 
 
+def _finetune_init(module: nn.Module) -> None:
+    """VideoMAE's fine-tuning ViT (``modeling_finetune``): trunc-normal(0.02) Linear weights, zero biases; its
+    LayerNorms and patch embedding as the pre-training encoder's."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class VideoClassifier(nn.Module):
     """``forward(x (B, C, T, H, W)) -> logits (B, num_classes)``; ``forward_features(x) -> (B, D)``."""
 
@@ -33,6 +42,7 @@ class VideoClassifier(nn.Module):
         self.num_classes = num_classes
         self.pool = pool
         self.encoder = VisionTransformer(cfg)
+        self.encoder.apply(_finetune_init)  # what a classifier trained from scratch starts from (train.init unset)
         if pool == "mean":
             self.encoder.norm = nn.Identity()
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=fc_norm_eps)

@@ -85,14 +85,17 @@ class MaskedAutoencoder(nn.Module):
         self.encoder_to_decoder = nn.Linear(cfg.embed_dim, cfg.decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
         self.register_buffer("decoder_pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
+        rates = [cfg.drop_path * i / max(cfg.decoder_depth - 1, 1) for i in range(cfg.decoder_depth)]  # as VideoMAE's
         self.decoder_blocks = nn.ModuleList(
-            Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias) for _ in range(cfg.decoder_depth)
+            Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias, drop_path=r) for r in rates
         )
         self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=cfg.decoder_norm_eps)
         self.heads = nn.ModuleDict({h.name: Head(cfg.decoder_dim, h) for h in heads})
-        for m in (self.encoder_to_decoder, self.decoder_blocks, self.decoder_norm, self.heads):
+        # VideoMAE's: its decoder's modules as its encoder's; the projection keeps PyTorch's default Linear init (its
+        # model never applies _init_weights to it); the mask token truncated at one std (its own trunc_normal_)
+        for m in (self.decoder_blocks, self.decoder_norm, self.heads):
             m.apply(init_weights)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
 
     def make_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A mask of the configured kind and ratio for ``batch`` clips (on CPU; move it with the batch)."""

@@ -168,7 +168,8 @@ class Block(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """xavier_uniform for Linear, zero biases, unit LayerNorm (VideoMAE's ``_init_weights``)."""
+    """xavier_uniform for Linear, zero biases, unit LayerNorm (VideoMAE's ``_init_weights``; other modules, the
+    patch embedding's Conv3d among them, keep PyTorch's default, as there)."""
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
@@ -196,10 +197,6 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.apply(init_weights)
-        # Conv3d patch embedding initialised like a Linear layer (as in MAE).
-        w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
 
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:
         """The position table for an input clip, interpolated if its token grid differs from the config's."""
