@@ -267,6 +267,34 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
     assert isinstance(load_model(ckpt), VideoClassifier)
 
 
+def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,
+                                                                                            caplog):
+    """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3
+    and 9 were computed and dropped); a validation none of whose videos decodes (storage gone) is a warning, and
+    training goes on to its checkpoint."""
+    import json
+
+    from mme.errors import DataError
+    from mme.eval.finetuned import finetune
+
+    finetune(_tiny_recipe(synth, tmp_path / "a", "train.steps=6", "task.eval_every=3", "train.log_every=2",
+                          "task.test_list="))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 3, 4, 6] and [r["step"] for r in rows if "val_top1_1view" in r] == [3, 6]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    val = [line.split() for line in (synth.root / "val.txt").read_text().splitlines()]
+    for path, _ in val:  # the same names, not videos: each fails when read
+        (broken / path).parent.mkdir(parents=True, exist_ok=True)
+        (broken / path).write_bytes(b"not a video")
+    (tmp_path / "val.txt").write_text("".join(f"{broken / p} {y}\n" for p, y in val))
+    with caplog.at_level("WARNING"), pytest.raises(DataError, match="no video could be tested"):  # the final test
+        finetune(_tiny_recipe(synth, tmp_path / "b", "train.steps=4", "task.eval_every=2",
+                              f"task.val_list={tmp_path / 'val.txt'}", "task.test_list="))
+    assert "periodic validation at step 2 skipped" in caplog.text
+    assert [p.name for p in sorted((tmp_path / "b").glob("checkpoint-*.pt"))][-1] == "checkpoint-00000004.pt"
+
+
 def test_finetune_resume_is_exact(synth, tmp_path, caplog):
     from mme.eval.finetuned import finetune
 

@@ -154,13 +154,22 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path):
     videos = [line.split()[0] for line in d.lists["train"].read_text().splitlines()]
     for text, said in ((f"{videos[0]} 0\n{videos[1]} 3\n", rf"task\.test_list .*test\.txt: {videos[1]} has label 3, "
                                                          r"not a class of a 3-class model"),
-                       (f"{videos[0]} 0\n{videos[1]} walking\n", r"test\.txt:2: bad label 'walking'")):
+                       (f"{videos[0]} 0\n{videos[1]} walking\n", r"test\.txt:2: bad label 'walking'"),
+                       (f"{videos[0]}\n{videos[1]}\n", rf"test\.txt: {videos[0]} has no label"),  # after training
+                       ("gone/a.mp4 0\ngone/b.mp4 1\n", r"test\.txt: none of its 2 videos is under data\.root")):
         test_list.write_text(text)
         cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
             f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.num_classes=3", "task.classes=",
             "task.val_list=", f"task.test_list={test_list}", f"train.out_dir={tmp_path / 'run'}"])
         with pytest.raises(DataError, match=said):
             setup(cfg)
+    one = tmp_path / "one.txt"  # one class: a head of 1 class learns nothing (loss 0) and scores 100 %
+    one.write_text("".join(f"{v} 0\n" for v in videos[:3]))
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        f"data.list_file={one}", f"data.root={d.root}", "task.classes=", "task.val_list=", "task.test_list=",
+        f"train.out_dir={tmp_path / 'run'}"])
+    with pytest.raises(DataError, match=r"one\.txt: its labels name one class; a classifier needs at least 2"):
+        setup(cfg)
 
 
 def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path):

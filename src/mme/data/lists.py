@@ -144,14 +144,19 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
     return [str(n) for n in names]
 
 
-def check_labels(list_file: str | Path, num_classes: int, what: str) -> None:
+def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[ListEntry]:
     """Read a test list strictly (each of its videos is predicted or reported, so a line the parser rejects is
-    a DataError naming it) and refuse, naming the video, a label that a ``num_classes``-class model cannot
-    predict."""
-    for e in read_list(list_file, strict=True)[0]:
-        if e.label is not None and e.label >= num_classes:
+    a DataError naming it) and refuse, naming the video, a missing label or one that a ``num_classes``-class
+    model cannot predict. Returns its entries."""
+    entries = read_list(list_file, strict=True)[0]
+    for e in entries:
+        if e.label is None:
+            raise DataError(f"{what} {list_file}: {e.path} has no label; a list to score a model on needs one on "
+                            f"every line")
+        if e.label >= num_classes:
             raise DataError(f"{what} {list_file}: {e.path} has label {e.label}, not a class of a {num_classes}-class "
                             f"model (labels must be 0..{num_classes - 1})")
+    return entries
 
 
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from mme.config import load_config
 from mme.data.dataset import ClassificationDataset
-from mme.errors import ConfigError
+from mme.errors import ConfigError, DataError
 from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
@@ -49,9 +49,14 @@ def _validation(cfg: FinetuneConfig):
         return None
     val = _test_set(cfg, cfg.task.val_list, 1, 1)
 
-    def after_step(run: Run, metrics: dict) -> None:
-        if run.step % cfg.task.eval_every == 0:
+    def after_step(run: Run, metrics: dict) -> bool:
+        if run.step % cfg.task.eval_every:
+            return False
+        try:
             metrics["val_top1_1view"] = evaluate(run.model, val, cfg, run.device, run.precision)["top1"]
+        except DataError as e:  # (on every rank: the reports are joined) val storage gone: training goes on
+            log.warning("periodic validation at step %d skipped: %s", run.step, e)
+        return True  # logged at this step, whatever train.log_every says
     return after_step
 
 

@@ -59,8 +59,9 @@ class Job:
     """What a dataset item is, in messages."""
     clips_per_item: int = 1
     """Clips per dataset item (fine-tuning's repeated augmentation), for the clips/s metric."""
-    after_step: Callable[[Run, dict], None] | None = None
-    """Called after each optimizer step with its metrics (which it may extend), before they are logged."""
+    after_step: Callable[[Run, dict], bool] | None = None
+    """Called after each optimizer step with its metrics (which it may extend), before they are logged; True: log
+    this step whatever ``train.log_every`` says (it added metrics). The same on every rank."""
     checkpoint_extra: dict = field(default_factory=dict)
     """Entries every checkpoint of the run holds besides the training state (pre-training's head specs, so a
     checkpoint rebuilds its model without the code of its targets)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch.utils.data import Dataset
 
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.lists import check_labels, read_classes, read_list
+from mme.data.lists import check_labels, read_classes, read_list, resolve
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
@@ -85,10 +86,21 @@ def class_names(cfg: FinetuneConfig) -> list[str] | None:
 
 
 def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
-    """The val and test lists before any work: every line parses, and every label is a class of the head."""
+    """The val and test lists before any work: every line parses and has a label the head can predict, and some
+    of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
+    counted in a warning, and reported as failed by the tests)."""
     for key in ("val_list", "test_list"):
-        if getattr(cfg.task, key):
-            check_labels(getattr(cfg.task, key), num_classes, f"task.{key}")
+        list_file = getattr(cfg.task, key)
+        if not list_file:
+            continue
+        entries = check_labels(list_file, num_classes, f"task.{key}")
+        missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
+        if len(missing) == len(entries):
+            raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
+                            f"{cfg.data.root!r} (e.g. {missing[0]})")
+        if missing:
+            log.warning("task.%s %s: %d of its %d videos are not under data.root (e.g. %s); the tests report them "
+                        "as failed", key, list_file, len(missing), len(entries), missing[0])
 
 
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
@@ -99,7 +111,11 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     if n is None:
         if not labels:
             raise DataError(f"list file {cfg.data.list_file}: no labels; set task.num_classes")
-        return max(labels) + 1
+        n = max(labels) + 1
+        if n < 2:
+            raise DataError(f"list file {cfg.data.list_file}: its labels name one class; a classifier needs at least "
+                            f"2 (set task.num_classes or task.classes if the list holds only some classes)")
+        return n
     if labels and max(labels) >= n:
         raise DataError(f"list file {cfg.data.list_file}: label {max(labels)} is not a class of a {n}-class head "
                         f"(labels must be 0..{n - 1}; set task.num_classes or task.classes to match the list)")

@@ -222,10 +222,9 @@ def train(run: Run) -> TrainResult:
             seconds = time.perf_counter() - tic
             metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=run.position["epoch"],
                            data_wait=metrics.pop("data_wait_s") / seconds)
-            if run.job.after_step is not None:
-                run.job.after_step(run, metrics)
+            evaluated = run.job.after_step is not None and run.job.after_step(run, metrics)
             stopping = _stopping(stop, run.device)  # one decision per step, the same on every rank
-            if run.step % t.log_every == 0 or run.step == end or stopping:  # the failures of every rank, joined
+            if run.step % t.log_every == 0 or run.step == end or stopping or evaluated:  # every rank's failures
                 metrics["data_failures"] = share_failures(run)
                 logger.log(metrics, run.step)
                 history.append({"step": run.step, **metrics})
