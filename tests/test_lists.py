@@ -109,6 +109,11 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
     assert [e.label for e in read_list(tmp_path / "v" / "all.txt")[0]] == [0, 2, 2]
     with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
         from_class_folders(root / "train", classes=["archery", "cooking"])
+    (root / "val" / "archery").mkdir(parents=True)  # 'val' beside 'validation': one split twice
+    (root / "val" / "archery" / "a9.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"name the same split twice \(\['val'\]\)"):
+        from_class_folders(root)
+    shutil.rmtree(root / "val")
     (root / "extra" / "x").mkdir(parents=True)  # class folders beside split folders: which is meant is unclear
     (root / "extra" / "x.mp4").write_bytes(b"x")
     with pytest.raises(DataError, match=r"split folders \['train', 'validation'\] and class folders \['extra'\]"):

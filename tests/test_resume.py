@@ -153,3 +153,14 @@ def test_data_order_depends_on_seed_and_epoch_only_and_shards_like_one_big_batch
     ranks = [epoch_batches(20, 2, seed=3, epoch=1, rank=r, world_size=2) for r in range(2)]
     for k, big in enumerate(one):  # the k-th batches of the two ranks together = the k-th big batch
         assert sorted(ranks[0][k] + ranks[1][k]) == sorted(big)
+
+
+def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what_the_run_did():
+    """A ``released``-preset run made before ``target.hog_style`` existed trained on the scikit-image HOG; resumed
+    now, its preset gives the release's: a change to warn about (keys added with the old behaviour are not)."""
+    from mme.train.engine import config_changes
+
+    old = {"target": {"preset": "released", "kind": "mme-released"}}
+    assert config_changes(old, {"target": {**old["target"], "hog_style": "release"}}) == [
+        "target.hog_style: 'skimage' (before the key existed) -> 'release'"]
+    assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []

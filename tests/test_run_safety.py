@@ -168,7 +168,10 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path):
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
         f"data.list_file={one}", f"data.root={d.root}", "task.classes=", "task.val_list=", "task.test_list=",
         f"train.out_dir={tmp_path / 'run'}"])
-    with pytest.raises(DataError, match=r"one\.txt: its labels name one class; a classifier needs at least 2"):
+    with pytest.raises(DataError, match=r"one\.txt: every video has label 0; a classifier needs videos of at least 2"):
+        setup(cfg)
+    one.write_text("".join(f"{v} 2\n" for v in videos[:3]))  # one class of several, too
+    with pytest.raises(DataError, match=r"one\.txt: every video has label 2"):
         setup(cfg)
 
 

@@ -226,6 +226,10 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
                         f"{[n for n in holding if n not in split_dirs]} side by side; give the folder of one split, "
                         f"or a folder of split folders only")
     if split_dirs:
+        named = Counter(split_name(name) for name in split_dirs)
+        if max(named.values()) > 1:
+            raise DataError(f"{root}: split folders {split_dirs} name the same split twice "
+                            f"({[s for s, n in named.items() if n > 1]}); merge them or give each split its own name")
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         names = {c for folders in per_split.values() for c, files in folders.items() if files}
     else:

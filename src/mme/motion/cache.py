@@ -85,6 +85,24 @@ def fingerprint(path: str | Path) -> str:
     return _fingerprint(os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
+def source_stat(path: str | Path) -> list[int]:
+    """A video file's size and mtime (ns), recorded beside its fingerprint: while both are the same, so is the
+    file, and no hash is needed."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def same_source(meta: dict, path: str | Path) -> bool:
+    """Whether the cache of ``meta`` was made from the file now at ``path``: the same size and mtime as recorded,
+    else the same fingerprint (a copy has another mtime and the same content). Caches made before fingerprints were
+    recorded: True."""
+    if meta.get("fingerprint") is None:
+        return True
+    size, mtime_ns = source_stat(path)
+    return meta.get("source_stat") == [size, mtime_ns] or \
+        meta["fingerprint"] == _fingerprint(os.path.realpath(path), size, mtime_ns)
+
+
 @functools.lru_cache(maxsize=4096)
 def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.blake2b(digest_size=12)
@@ -104,6 +122,10 @@ def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
             candidate = cache_file(cache_dir, str(Path(*parts[k:])), suffix)
             if candidate.is_file():
                 return candidate
+        if ".." in parts[k:]:  # where extractions before '..' was kept under cache_dir wrote it
+            legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
+            if legacy.is_file():
+                return legacy
     raise video_error(cache_file(cache_dir, video_path), "missing",
                       f"no track cache for {video_path} under {cache_dir}; run mme extract for it")
 
@@ -318,8 +340,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
         raise video_error(path, "unreadable", f"made from another version of {sample.path}: "
                                               f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; re-run "
                                               f"mme extract with --overwrite")
-    made_of = cached.meta.get("fingerprint")  # caches made before it was recorded: not compared
-    if made_of is not None and made_of != fingerprint(sample.path):
+    if not same_source(cached.meta, sample.path):
         raise video_error(path, "unreadable", f"made from another version of {sample.path} (same size and frame "
                                               f"count, other content); re-run mme extract (it redoes such files)")
     work_w, work_h = cached.meta["work_size"]

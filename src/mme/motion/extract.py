@@ -11,6 +11,7 @@ and complete (same settings, readable). Videos that fail are listed with their r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +29,16 @@ from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, require_backend, video_error
 from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, MMEError
-from mme.motion.cache import V1_SUFFIX, cache_file, cache_meta, fingerprint, quantise, save_tracks
+from mme.motion.cache import (
+    V1_SUFFIX,
+    cache_file,
+    cache_meta,
+    fingerprint,
+    quantise,
+    same_source,
+    save_tracks,
+    source_stat,
+)
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
 from mme.utils import atomic_write_text, check_output, launch_ranks, lock_folder, unlock_folder
@@ -87,7 +97,7 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
-    made_of = fingerprint(path) if Path(path).is_file() else None  # (open_video names a missing file)
+    made_of = (fingerprint(path), source_stat(path)) if Path(path).is_file() else (None, None)  # (open_video says)
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
         if n < 2:
@@ -118,7 +128,7 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation, turn=list(turn), fingerprint=made_of)
+                orientation=opts.orientation, turn=list(turn), fingerprint=made_of[0], source_stat=made_of[1])
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
@@ -134,10 +144,10 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
                     compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
                     max_disp=round(float(meta["max_disp"]), 4))
-        length, made_of = int(meta["length"]), meta.get("fingerprint")
+        length = int(meta["length"])
     except (MMEError, KeyError, TypeError, ValueError):
         return None
-    if made_of is not None and video is not None and os.path.isfile(video) and made_of != fingerprint(video):
+    if video is not None and os.path.isfile(video) and not same_source(meta, video):
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
     bound = default_max_disp(work_h, work_w) if opts.max_disp is None else opts.max_disp
@@ -183,8 +193,8 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     """Extract this process's share of a list; returns the report ``{done, skipped, failed: {path: reason}}``.
 
     The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
-    ``i % (n * world) == k * world + rank``. One job per share and ``out`` at a time: a second is refused, naming
-    the holder (it would do the same work again).
+    ``i % (n * world) == k * world + rank``. One job per list, share and ``out`` at a time: a second is refused,
+    naming the holder (it would do the same work again).
     """
     require_backend(opts.backend)
     entries, _ = read_list(list_file)
@@ -192,7 +202,8 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    lock = Path(out) / ".locks" / f"share-{part}-of-{parts}"
+    which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()  # the list's own lock
+    lock = Path(out) / ".locks" / f"{Path(list_file).stem}-{which}-share-{part}-of-{parts}"
     lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
     try:
         return _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite)

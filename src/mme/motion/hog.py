@@ -75,12 +75,14 @@ def _linear_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
     mag = torch.hypot(gx, gy)
     s = torch.remainder(torch.atan2(gy, gx).mul_(bins / math.pi), bins)  # [0, bins]: bins itself by rounding
     low = s.floor()
-    upper_share = s.sub_(low)
-    offsets = _cell_offsets(1, h, w, cell, bins, x.device).view(h, w)
-    low = low.long()
-    hist = torch.zeros(M, (h // cell) * (w // cell) * bins, device=x.device, dtype=x.dtype)
-    hist.scatter_add_(1, (low % bins + offsets).view(M, -1), (mag * (1 - upper_share)).view(M, -1))
-    hist.scatter_add_(1, ((low + 1) % bins + offsets).view(M, -1), mag.mul_(upper_share).view(M, -1))
+    upper = s.sub_(low).mul_(mag)  # the upper bin's part of each magnitude
+    low = low.to(torch.int32).masked_fill_(low == bins, 0)  # s rounded up to bins: bin 0, with all of it
+    high = (low + 1).masked_fill_(low == bins - 1, 0)
+    offsets = _cell_offsets(M, h, w, cell, bins, x.device).view(M, h, w)
+    hist = torch.zeros(M * (h // cell) * (w // cell) * bins, device=x.device, dtype=x.dtype)  # 1-D: index_add_,
+    hist.index_add_(0, low.add_(offsets).view(-1), mag.sub_(upper).view(-1))  # the fast path on CPU
+    hist.index_add_(0, high.add_(offsets).view(-1), upper.view(-1))
+    hist = hist.view(M, -1)
     return hist.div_(cell * cell)
 
 

@@ -25,7 +25,7 @@ peer is credited with the same FLOPs, though it embeds all the clip's patches, n
 10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our 98), so its MFU reads a little low.
 
 Memory (CUDA): each variant's own peak, its weights, gradients, optimizer state and its step's activations, over
-its warm-up steps, with what the variants built before it hold counted out.
+its warm-up steps (none with ``--warmup 0``), with what the variants built before it hold counted out.
 """
 
 from __future__ import annotations

@@ -238,12 +238,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+ADDED_KEYS = {"target.hog_style": "skimage"}
+"""Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
+another value is a change (the ``released`` preset's HOG became the release's Sobel HOG)."""
+
+
 def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out, and keys the
-    old config has not: those a later version of mme added)."""
+    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out; of the keys the
+    old config has not, those a later version of mme added, only the :data:`ADDED_KEYS` whose value now differs
+    from what the old run did)."""
     old, new = _flat(old), _flat(new)
+    before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old)
-            if k not in ignore and old.get(k) != new.get(k)]
+            if k not in ignore and old.get(k) != new.get(k)] + \
+        [f"{k}: {v!r} (before the key existed) -> {new[k]!r}" for k, v in sorted(before.items()) if new[k] != v]
 
 
 def restore(run: Run, source: str, state: dict) -> None:

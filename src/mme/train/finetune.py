@@ -107,15 +107,14 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     """``task.num_classes``, else the number of class names, else 1 + the largest label; a label the head cannot
     predict is a DataError naming the list file, found before any training."""
     labels = [e.label for e in read_list(cfg.data.list_file, strict=False)[0] if e.label is not None]
+    if len(set(labels)) == 1:  # a head trained on one class learns nothing (its loss is 0) and scores 100 %
+        raise DataError(f"list file {cfg.data.list_file}: every video has label {labels[0]}; a classifier needs "
+                        f"videos of at least 2 classes")
     n = cfg.task.num_classes or (len(names) if names else None)
     if n is None:
         if not labels:
             raise DataError(f"list file {cfg.data.list_file}: no labels; set task.num_classes")
-        n = max(labels) + 1
-        if n < 2:
-            raise DataError(f"list file {cfg.data.list_file}: its labels name one class; a classifier needs at least "
-                            f"2 (set task.num_classes or task.classes if the list holds only some classes)")
-        return n
+        return max(labels) + 1
     if labels and max(labels) >= n:
         raise DataError(f"list file {cfg.data.list_file}: label {max(labels)} is not a class of a {n}-class head "
                         f"(labels must be 0..{n - 1}; set task.num_classes or task.classes to match the list)")
