@@ -313,12 +313,12 @@ def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step
                      "--steps", "3", "--clips-per-s", "100", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     ms = r["worker_ms_per_clip"]
-    assert set(ms) == {"pixel", "mme online", "mme torch-lk", "mme cached"} and r["ratio_to_pixel"]["pixel"] == 1.0
-    assert ms["mme online"] > ms["pixel"]  # flow and tracks on top of the same decode
-    assert ms["mme torch-lk"] < ms["mme online"]  # the same decode, the flow and tracks moved to the step
+    assert set(ms) == {"pixel", "mme online", "mme torch-lk", "mme cached"} and all(v > 0 for v in ms.values())
+    # (which worker costs more is the bench's to say, not a test's: at 64² the flow is as cheap as the timing noise)
+    assert all(r["ratio_to_pixel"][v] == pytest.approx(ms[v] / ms["pixel"]) for v in ms)
     step = r["step_target_ms_per_clip"]  # HOG along the tracks and the assembly moved to the step
     assert set(step) == set(ms) and step["mme online"] > 0 and step["mme cached"] > 0
-    assert step["mme torch-lk"] > step["mme online"]  # the step's share now has the flow and the tracks
+    assert step["mme torch-lk"] > 5 * step["mme online"]  # the step's share has the flow and tracks (36x at 64²)
     assert all(r["cores_needed"][v] == pytest.approx(100 * ms[v] / 1000) for v in ms)
     assert 0 <= r["data_wait_fraction"] <= 1 and r["clips_per_s_source"] == "given"
     assert "cores needed" in capsys.readouterr().out
