@@ -536,9 +536,12 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         entries, bad = read_list(list_file, strict=False)
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
-        listed += [(os.path.normpath(resolve(e, root)), e.label, str(list_file)) for e in entries]
-    repeats = _repeats(listed)
-    jobs = [(path, min_frames, index_dir) for path in dict.fromkeys(p for p, _, _ in listed)]
+        listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
+    first = {}  # each file (by its real path, so './a.mp4' and 'x/../a.mp4' are 'a.mp4') -> its first spelling
+    for path, _, _ in listed:
+        first.setdefault(os.path.realpath(path), path)
+    repeats = _repeats([(first[os.path.realpath(p)], label, f) for p, label, f in listed])
+    jobs = [(path, min_frames, index_dir) for path in first.values()]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:
@@ -557,9 +560,8 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
 
 
 def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
-    """Videos listed more than once (checked once; paths compared normalised, so './a.mp4' is 'a.mp4'): in one
-    list, with different labels, or in several lists (a video in both train and test lists). Each kind is logged
-    as a warning with its count."""
+    """Videos listed more than once (checked once): in one list, with different labels, or in several lists (a
+    video in both train and test lists). Each kind is logged as a warning with its count."""
     seen: dict[str, list[tuple[int | None, str]]] = {}
     for path, label, list_file in listed:
         seen.setdefault(path, []).append((label, list_file))
