@@ -78,29 +78,24 @@ def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     return Path(out_dir) / (str(rel) + suffix)
 
 
-def fingerprint(path: str | Path) -> str:
-    """The identity of a video file's content, unchanged by a copy (unlike its mtime): its size and a hash of its
-    first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them)."""
+def source_identity(path: str | Path) -> dict:
+    """What a cache file records of the video it was made from: ``source_stat``, its size and mtime (ns), and
+    ``fingerprint``, the identity of its content, unchanged by a copy (unlike its mtime): its size and a hash of
+    its first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them)."""
     st = os.stat(path)
-    return _fingerprint(os.path.realpath(path), st.st_size, st.st_mtime_ns)
-
-
-def source_stat(path: str | Path) -> list[int]:
-    """A video file's size and mtime (ns), recorded beside its fingerprint: while both are the same, so is the
-    file, and no hash is needed."""
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
+    stat = [st.st_size, st.st_mtime_ns]
+    return {"fingerprint": _fingerprint(os.path.realpath(path), *stat), "source_stat": stat}
 
 
 def same_source(meta: dict, path: str | Path) -> bool:
-    """Whether the cache of ``meta`` was made from the file now at ``path``: the same size and mtime as recorded,
-    else the same fingerprint (a copy has another mtime and the same content). Caches made before fingerprints were
-    recorded: True."""
+    """Whether the cache of ``meta`` was made from the file now at ``path``: the same size and mtime as recorded
+    (no hash needed), else the same fingerprint (a copy has another mtime and the same content). Caches made
+    before fingerprints were recorded: True."""
     if meta.get("fingerprint") is None:
         return True
-    size, mtime_ns = source_stat(path)
-    return meta.get("source_stat") == [size, mtime_ns] or \
-        meta["fingerprint"] == _fingerprint(os.path.realpath(path), size, mtime_ns)
+    st = os.stat(path)
+    stat = [st.st_size, st.st_mtime_ns]
+    return meta.get("source_stat") == stat or meta["fingerprint"] == _fingerprint(os.path.realpath(path), *stat)
 
 
 @functools.lru_cache(maxsize=4096)

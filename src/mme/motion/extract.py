@@ -33,11 +33,10 @@ from mme.motion.cache import (
     V1_SUFFIX,
     cache_file,
     cache_meta,
-    fingerprint,
     quantise,
     same_source,
     save_tracks,
-    source_stat,
+    source_identity,
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
@@ -97,7 +96,7 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
-    made_of = (fingerprint(path), source_stat(path)) if Path(path).is_file() else (None, None)  # (open_video says)
+    made_of = source_identity(path) if Path(path).is_file() else {}  # (a missing file: open_video says so)
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
         if n < 2:
@@ -128,7 +127,7 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation, turn=list(turn), fingerprint=made_of[0], source_stat=made_of[1])
+                orientation=opts.orientation, turn=list(turn), **made_of)
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
