@@ -508,11 +508,12 @@ def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
     torch.save({"model": videomae_layout(src)}, tmp_path / "plain.pth")
     with caplog.at_level(logging.WARNING):
         load_encoder(tmp_path / "plain.pth")
-    assert "the clip geometry is not stored in this file: taken as 16 frames of 224x224" in caplog.text
+    assert "not recorded by the file it comes from, so taken on trust: num_heads=2, img_size=224, num_frames=16" \
+        in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        load_encoder(tmp_path / "plain.pth", img_size=32, num_frames=8)
-    assert "clip geometry" not in caplog.text
+        load_encoder(tmp_path / "plain.pth", img_size=32, num_frames=8, num_heads=2)
+    assert "taken on trust" not in caplog.text
     table = sincos_table(src.cfg.num_tokens, 128)[None]
     torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": table}}, tmp_path / "table.pth")
     with pytest.raises(CheckpointError, match=r"table\.pth: its position table has 16 rows, one per token, but 16 "
@@ -604,3 +605,81 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
     finally:
         os.umask(old)
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
+    """An original file records neither its clip nor its head counts: an export without hints wrote the guesses
+    (16 frames of 224², 64-d heads) as a record, so loading it warned no more and ran a 4-frame 32² model with a
+    table stretched from the wrong grid (off by 3.25 in the audit), and ``--num-heads`` was refused on it. Now the
+    guesses travel as ``assumed`` (ours) / ``mme_assumed`` (Hugging Face), warned about and replaced by hints."""
+    src = perturbed(MaskedAutoencoder(ModelConfig(**dict(TINY, num_frames=4)), [PIXEL]), seed=5)  # 4 heads of 16
+    torch.save({"model": videomae_layout(src)}, tmp_path / "plain.pth")
+    x = clip(frames=4)
+    with torch.no_grad():
+        truth = src.encoder(x)
+    for fmt in ("mme", "hf", "safetensors"):
+        out = export(tmp_path / "plain.pth", tmp_path / f"guessed_{fmt}", fmt, decoder_heads=2)
+        with caplog.at_level(logging.WARNING):
+            guessed = load_encoder(out)
+        assert "num_heads=1, img_size=224, num_frames=16" in caplog.text, fmt  # 64-d heads assumed: 1
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            enc = load_encoder(out, num_heads=4, img_size=32, num_frames=4)
+        assert "taken on trust" not in caplog.text, fmt
+        with torch.no_grad():
+            assert (enc(x) - truth).abs().max() <= 1e-5, fmt
+            assert (guessed(x) - truth).abs().max() > 0.1, fmt
+    recorded = export(tmp_path / "plain.pth", tmp_path / "recorded", "mme", num_heads=4, decoder_heads=2,
+                      img_size=32, num_frames=4)
+    assert "assumed" not in json.loads((recorded / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="records num_heads=4"):
+        load_encoder(recorded, num_heads=2)
+
+
+def test_norm_pix_survives_every_route(tmp_path):
+    """``norm_pix_loss=False`` became True through an mme export and from a Hugging Face directory (the HF loss
+    0.353 -> 1.086 in the audit)."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=8, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
+                                         decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                                         decoder_intermediate_size=128, norm_pix_loss=False)
+    transformers.VideoMAEForPreTraining(hf_cfg).save_pretrained(tmp_path / "hf")
+    model = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+    torch.save({"model": model.state_dict(), "config": {"model": dataclasses.asdict(model.cfg),
+                                                        "target": {"kind": "pixel", "norm_pix": False}},
+                "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
+    ours = export(tmp_path / "run.pt", tmp_path / "ours", "mme")
+    for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors")):
+        out = export(src, tmp_path / f"to_hf_{src.name}", "hf", kind="pretraining")
+        assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
+
+
+def test_hf_encoders_and_token_pooled_classifiers_load_as_encoders(tmp_path):
+    """A VideoMAEModel with MLP ratio 2 was refused for its config's default decoder fields (ratio 4), which
+    describe no weights; a classifier reading the first token (use_mean_pooling=False) was refused by
+    load_encoder, which wants its encoder only."""
+    common = dict(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1, num_attention_heads=4)
+    hf = perturbed(transformers.VideoMAEModel(transformers.VideoMAEConfig(**common, intermediate_size=128)))
+    hf.save_pretrained(tmp_path / "ratio2")
+    clf = perturbed(transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(
+        **common, intermediate_size=256, use_mean_pooling=False, num_labels=3)))
+    clf.save_pretrained(tmp_path / "token")
+    x = clip(frames=4)
+    with torch.no_grad():
+        assert (load_encoder(tmp_path / "ratio2")(x) - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
+        expected = clf.videomae(hf_input(x)).last_hidden_state
+        assert (load_encoder(tmp_path / "token")(x) - expected).abs().max() <= 1e-5
+    with pytest.raises(CheckpointError, match="classifier without fc_norm"):
+        load_model(tmp_path / "token")
+
+
+def test_loaded_models_are_in_eval_mode(tmp_path):
+    """load_model gave a classifier in training mode: its dropout made every prediction of a loaded model differ
+    (``mme viz --checkpoint`` too)."""
+    model = VideoClassifier(ModelConfig(**TINY), num_classes=3, fc_drop=0.3)
+    save_pretrained(model, tmp_path / "clf")
+    loaded = load_model(tmp_path / "clf")
+    assert not any(m.training for m in loaded.modules())
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), loaded(x))

@@ -110,7 +110,7 @@ def test_data_config_validation_names_the_key():
 
 
 def test_data_flip_flips_half_the_clips_of_every_crop():
-    """``data.flip`` flipped only with the random-resized crop; with the multiscale or centre crop it was a no-op."""
+    """``data.flip`` flips half the clips whichever the crop (the dataset draws it, for every crop alike)."""
     from types import SimpleNamespace
 
     from mme.data.dataset import PretrainDataset

@@ -317,13 +317,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="model = encoder only (VideoMAEModel); pretraining = encoder+decoder+pixel head; "
                    "classification = fine-tuned classifier (default: model for hf, what SRC holds otherwise)")
     p.add_argument("--num-heads", type=count(), default=None,
-                   help="encoder attention heads, for checkpoints that do not record them (default: 64-d heads)")
+                   help="encoder attention heads, for checkpoints that do not record them (default: the original "
+                        "factories' for ViT-S/B/L/H widths, else 64-d heads; the export records a default as assumed)")
     p.add_argument("--decoder-heads", type=count(), default=None, help="decoder attention heads, likewise")
-    p.add_argument("--img-size", type=count(), default=None, help="input side the model expects (original .pth: 224)")
-    p.add_argument("--num-frames", type=count(), default=None, help="frames per clip (original .pth: 16)")
+    p.add_argument("--img-size", type=count(), default=None,
+                   help="input side the model expects (original .pth, which do not record it: 224, recorded as assumed)")
+    p.add_argument("--num-frames", type=count(), default=None, help="frames per clip (original .pth: 16, likewise)")
     p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
-                   help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: the "
-                        "run's target.norm_pix, else on)")
+                   help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: what "
+                        "SRC records, a run's target.norm_pix, else on)")
     _calls(p, "mme.models.export:export", outcome=print)
 
 

@@ -332,9 +332,9 @@ class _VideoDataset(Dataset):
 
     def _train_geometry(self, size: tuple[int, int], rng: np.random.Generator) -> Geometry:
         cfg = self.cfg
-        if cfg.crop == "random_resized":  # draws its flip itself
-            return random_resized_crop(size, cfg.img_size, rng, cfg.rrc_scale, cfg.rrc_ratio, cfg.flip)
-        if cfg.crop == "multiscale":
+        if cfg.crop == "random_resized":
+            geom = random_resized_crop(size, cfg.img_size, rng, cfg.rrc_scale, cfg.rrc_ratio)
+        elif cfg.crop == "multiscale":
             geom = multiscale_crop(size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
         else:
             geom = view_crops(size, cfg.img_size, 1)[0]

@@ -169,10 +169,10 @@ def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generat
 
 
 def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,
-                        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = False) -> Geometry:
+                        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)) -> Geometry:
     """Fine-tuning crop: a box of random area fraction in ``scale`` and aspect in ``ratio`` (log-uniform),
-    10 tries, else the centre crop with the ratio clamped; then a horizontal flip with probability 0.5 if
-    ``flip`` (off for SSv2, where left/right carries the label)."""
+    10 tries, else the centre crop with the ratio clamped. Unflipped, as every crop here: the dataset draws the
+    flip (``DataConfig.flip``)."""
     W, H = size
     area = W * H
     box = None
@@ -193,8 +193,7 @@ def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Gen
         else:
             w, h = W, H
         box = ((W - w) // 2, (H - h) // 2, w, h)
-    do_flip = bool(flip and rng.random() < 0.5)
-    return Geometry(*(float(v) for v in box), out_size, out_size, do_flip)
+    return Geometry(*(float(v) for v in box), out_size, out_size)
 
 
 def view_crops(size: tuple[int, int], out_size: int, num_crops: int = 3) -> list[Geometry]:

@@ -61,9 +61,13 @@ class Checkpoint:
     """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
     run_config: dict = field(default_factory=dict)
     """Our training checkpoints only: the run's config sections (``model``, ``target``, ``data``, ...)."""
-    assumed: str = ""
-    """What the config takes on trust because the file does not record it (the clip geometry of original files),
-    said when a module is built from it."""
+    assumed: tuple[str, ...] = ()
+    """ModelConfig fields taken on trust because no file on the way recorded them (the clip geometry and head
+    counts of original ``.pth`` files): said when a module is built, carried by every export (so a converted file
+    does not pass a guess off as a record), and replaced by hints."""
+    norm_pix: bool | None = None
+    """mae only: whether its pixel loss normalises each patch (VideoMAE's ``norm_pix_loss``), where a file records
+    it (our training checkpoints and exports, Hugging Face configs)."""
 
     @property
     def encoder_state(self) -> dict[str, torch.Tensor]:
@@ -76,8 +80,12 @@ class Checkpoint:
 
     def meta(self) -> dict:
         out = {"format": "mme", "version": FORMAT_VERSION, "kind": self.kind, "model": dataclasses.asdict(self.cfg)}
+        if self.assumed:
+            out["assumed"] = list(self.assumed)
         if self.kind == "mae":
             out["heads"] = [dataclasses.asdict(h) for h in self.heads]
+            if self.norm_pix is not None:
+                out["norm_pix"] = self.norm_pix
         if self.kind == "classifier":
             out["classifier"] = dict(self.classifier)
         return out
@@ -141,13 +149,13 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _with_hints(cfg: ModelConfig, hints: dict) -> ModelConfig:
+def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) -> ModelConfig:
     """``cfg`` recorded in a file, with the hints given in place of its values: the clip geometry (to run the model
     on other clips), but never other head counts than the recorded ones (the same weights would compute another
-    attention). ConfigError otherwise."""
+    attention) unless they were ``assumed``. ConfigError otherwise."""
     given = {k: v for k, v in hints.items() if v is not None}
     for key in ("num_heads", "decoder_heads"):
-        if key in given and given[key] != getattr(cfg, key):
+        if key in given and given[key] != getattr(cfg, key) and key not in assumed:
             raise ConfigError(f"it records {key}={getattr(cfg, key)}; its weights were trained with that many heads, "
                               f"not {given[key]} (the hint is for files that do not record it)")
     try:
@@ -170,11 +178,13 @@ def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
-                heads: list[HeadSpec] | None = None, encoder_only: bool = False, strict: bool = True) -> Checkpoint:
+                heads: list[HeadSpec] | None = None, encoder_only: bool = False, strict: bool = True,
+                assumed: tuple[str, ...] = ()) -> Checkpoint:
     """Convert a bare state dict of any known layout; infer the config from the weights unless given (for the
-    encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known). Tensors that
-    have no place in the model (of the encoder, with ``encoder_only``) are refused when ``strict``: the model
-    would compute something else without them."""
+    encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known; ``assumed``: the
+    fields of a given config that its file took on trust). Tensors that have no place in the model (of the
+    encoder, with ``encoder_only``) are refused when ``strict``: the model would compute something else without
+    them."""
     layout = "detected"
     try:
         kind, ours, unexpected, layout = convert.to_ours(state)
@@ -185,19 +195,17 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                      len(ours) - len(convert.encoder_part(ours, kind)))
             kind, ours = "encoder", convert.encoder_part(ours, kind)
         hf = layout.startswith("Hugging Face")
-        assumed = ""
         if cfg is None:
             cfg = convert_config.infer_config(ours, kind, **hints)
             if hf:
                 cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
-            if hints.get("img_size") is None or hints.get("num_frames") is None:
-                assumed = (f"the clip geometry is not stored in this file: taken as {cfg.num_frames} frames of "
-                           f"{cfg.img_size}x{cfg.img_size} (give img_size / num_frames, --img-size / --num-frames, "
-                           f"if the model was trained on other clips)")
+            inferred = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
         else:
-            cfg = _with_hints(cfg, hints)
+            cfg = _with_hints(cfg, hints, assumed)
+            inferred = assumed
         _check_grid(state, cfg)
-        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})", assumed=assumed)
+        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})",
+                        assumed=tuple(k for k in inferred if hints.get(k) is None))
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
@@ -212,19 +220,11 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                               f"({type(e).__name__}: {e})") from e
 
 
-ENCODER_NAMES = ("blocks", "patch_embed", "norm", "embeddings", "layer", "layernorm", "cls_token")
-"""First components of encoder tensors' names, in every layout (after a ``videomae.`` / ``encoder.`` prefix)."""
-
-
 def _check_dropped(keys: list[str], layout: str, encoder_only: bool, strict: bool, path: Path) -> None:
     """Refuse (``strict``) or report the tensors of a file that no key of the model takes: all of them, or with
     ``encoder_only`` those of the encoder. A stored position table is checked apart (``_check_position_tables``)."""
-    def in_encoder(key: str) -> bool:
-        for prefix in ("videomae.", "encoder."):
-            key = key[len(prefix):] if key.startswith(prefix) else key
-        return key.split(".")[0] in ENCODER_NAMES
     keys = [k for k in keys if not k.endswith("pos_embed")]
-    lost = [k for k in keys if in_encoder(k)] if encoder_only else keys
+    lost = [k for k in keys if convert.in_encoder(k)] if encoder_only else keys
     if lost and strict:
         hint = ("; a classifier without fc_norm (VideoMAE's use_mean_pooling=False, which reads the first token) "
                 "is not one mme builds: load its encoder alone" if "head.weight" in lost else "")
@@ -259,27 +259,44 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     kind = meta.get("kind")
     if kind not in KINDS:
         raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
+    assumed = _assumed(meta, path)
     try:
-        cfg = _with_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints)
+        cfg = _with_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints, assumed)
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
-    return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})))
+    return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})),
+                      assumed=tuple(k for k in assumed if hints.get(k) is None), norm_pix=meta.get("norm_pix"))
 
 
-def _from_hf_dir(path: Path, hf: dict, hints: dict, strict: bool) -> Checkpoint:
+def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
+    """The ModelConfig fields a converted file records as taken on trust (``assumed`` of ours, ``mme_assumed`` of
+    a Hugging Face config that mme wrote)."""
+    names = meta.get(key, [])
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in fields for n in names):
+        raise CheckpointError(f"{path}: its {key!r} is not a list of model config fields: {names!r}")
+    return tuple(names)
+
+
+def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: bool) -> Checkpoint:
     if (path / WEIGHTS).is_file():
         state, _ = _read_safetensors(path / WEIGHTS)
     elif (path / "pytorch_model.bin").is_file():
         state = _unwrap(torch_load(path / "pytorch_model.bin"), path / "pytorch_model.bin")
     else:
         raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or pytorch_model.bin")
+    decoder = any(k == "mask_token" or k.startswith("decoder.") for k in state)
     try:
-        cfg = convert_config.config_from_hf(hf)
+        cfg = convert_config.config_from_hf(hf, decoder=decoder)
     except (CheckpointError, ConfigError) as e:
         raise CheckpointError(f"{path / CONFIG}: {e}") from e
-    return _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
-                                                                    * cfg.in_chans)], strict=strict)
+    ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
+                                                                  * cfg.in_chans)], encoder_only=encoder_only,
+                     strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"))
+    if ck.kind == "mae":
+        ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
+    return ck
 
 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
@@ -311,7 +328,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
                 raise CheckpointError(f"{path / WEIGHTS}: missing (the directory has a {CONFIG} but no weights)")
             return _from_ours(meta, _read_safetensors(path / WEIGHTS)[0], path, hints)
         if meta.get("model_type") == "videomae":
-            return _from_hf_dir(path, meta, hints, strict)
+            return _from_hf_dir(path, meta, hints, encoder_only, strict)
         raise CheckpointError(f"{path / CONFIG}: neither an mme nor a Hugging Face VideoMAE config "
                               f"(model_type={meta.get('model_type')!r})")
     if path.suffix == ".safetensors":
@@ -334,6 +351,9 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
             raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
         ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict)
         ck.run_config = obj["config"]
+        target = obj["config"].get("target")
+        if ck.kind == "mae" and isinstance(target, dict) and "norm_pix" in target:
+            ck.norm_pix = bool(target["norm_pix"])
         return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict)
 
@@ -354,7 +374,8 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
     """The part of ``ck`` for an export kind: 'model' = the encoder, 'pretraining' = the MAE,
     'classification' = the classifier."""
     if kind == "model":
-        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source)
+        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source,
+                          assumed=tuple(k for k in ck.assumed if k != "decoder_heads"))
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:
         held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]
@@ -396,9 +417,12 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
 
 
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
-    """The module ``ck`` holds, with its weights loaded."""
+    """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s)."""
     if ck.assumed:
-        log.warning("%s: %s", ck.source, ck.assumed)
+        values = ", ".join(f"{k}={getattr(ck.cfg, k)}" for k in ck.assumed)
+        flags = ", ".join("--" + k.replace("_", "-") for k in ck.assumed)
+        log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (give %s, or the keyword "
+                    "arguments of the same names, if the model was trained otherwise)", ck.source, values, flags)
     if ck.kind == "mae":
         model = MaskedAutoencoder(ck.cfg, ck.heads)
         _encoder(ck, model.encoder)
@@ -407,19 +431,25 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     else:
         model = _encoder(ck)
     load_state(model, ck.state, ck.source, strict)
-    return model
+    return model.eval()
 
 
 def load_model(path: str | os.PathLike, strict: bool = True, **hints) -> nn.Module:
-    """Rebuild the module a checkpoint holds: MaskedAutoencoder, VisionTransformer or VideoClassifier."""
+    """Rebuild the module a checkpoint holds, in eval mode: MaskedAutoencoder, VisionTransformer or
+    VideoClassifier."""
     return build_model(read_checkpoint(path, strict=strict, **hints), strict)
 
 
 def load_encoder(path: str | os.PathLike, strict: bool = True, **hints) -> VisionTransformer:
     """The encoder of any supported checkpoint, in eval mode: ``(B, 3, T, H, W)`` ImageNet-normalised ->
     tokens ``(B, N, D)``. Decoder / classifier weights are dropped; missing encoder keys raise when ``strict``.
-    Hints: ``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames`` (see read_checkpoint)."""
-    return build_model(read_checkpoint(path, encoder_only=True, strict=strict, **hints), strict).eval()
+    Hints: ``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames`` (see read_checkpoint).
+
+    Clips of another size than the config's: without hints, the config's position table is resampled to their
+    token grid (``VisionTransformer.pos_for``); with ``img_size`` / ``num_frames`` the model is built for that size,
+    with the sin-cos table VideoMAE and Hugging Face compute for it (as fine-tuning at another size does). The
+    two give different features; the hints are VideoMAE's convention."""
+    return build_model(read_checkpoint(path, encoder_only=True, strict=strict, **hints), strict)
 
 
 def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, strict: bool = True, **hints) -> None:

@@ -101,6 +101,25 @@ CLASSIFIER_TO_HF: Table = {
 }
 TO_HF = {"encoder": ENCODER_TO_HF, "mae": MAE_TO_HF, "classifier": CLASSIFIER_TO_HF}
 
+
+def _root(key: str) -> str:
+    """A tensor name's first component after a ``videomae.`` / ``encoder.`` prefix (``encoder.layer.0.x`` ->
+    ``layer``)."""
+    for prefix in ("videomae.", "encoder."):
+        key = key[len(prefix):] if key.startswith(prefix) else key
+    return key.split(".")[0]
+
+
+# First components of encoder tensors' names in every layout (ours and the originals', Hugging Face's), and a
+# class token, which ViTs other than VideoMAE's carry.
+ENCODER_ROOTS = frozenset({_root(k) for k in ENCODER_KEYS} | {_root(v) for v in ENCODER_TO_HF.values()
+                                                               if isinstance(v, str)} | {"cls_token"})
+
+
+def in_encoder(key: str) -> bool:
+    """Whether a tensor of any known layout belongs to the encoder (the encoder of a file read for it alone)."""
+    return _root(key) in ENCODER_ROOTS
+
 # --- original layouts -> ours ---
 # VideoMAE pre-training (pretrain_videomae_*): one decoder with a Linear pixel head.
 VIDEOMAE_PRETRAIN: Table = {

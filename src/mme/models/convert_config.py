@@ -78,8 +78,10 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
             decoder_heads = ORIGINAL_DECODER_HEADS.get(D, dd // 64 if dd % 64 == 0 else None)
             if decoder_heads is None or dd % decoder_heads:
                 raise CheckpointError(f"cannot infer the decoder's attention heads for width {dd}: pass decoder_heads")
-            log.warning("decoder attention heads are not stored in this checkpoint: assuming %d (the original "
-                        "factories' value for width %d; pass decoder_heads if that is wrong)", decoder_heads, D)
+            why = (f"the original factories' value for width {D}" if D in ORIGINAL_DECODER_HEADS
+                   else "assuming 64-d heads")
+            log.warning("decoder attention heads are not stored in this checkpoint: decoder_heads=%d (%s; pass "
+                        "decoder_heads if that is wrong)", decoder_heads, why)
         cfg["decoder_heads"] = decoder_heads
         hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
         if hidden_sizes:
@@ -105,8 +107,10 @@ def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[H
     return specs
 
 
-def config_from_hf(hf: dict) -> ModelConfig:
-    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its decoder norm eps is 1e-5)."""
+def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
+    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its decoder norm eps is 1e-5). ``decoder``: whether
+    the weights hold a decoder; a VideoMAEConfig always has decoder fields (transformers' defaults in a
+    ``VideoMAEModel``'s), which are only checked when they describe weights."""
     def side(key, default):
         v = hf.get(key, default)
         if isinstance(v, (list, tuple)):
@@ -119,7 +123,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
     D = hf.get("hidden_size", 768)
     ratio = hf.get("intermediate_size", 3072) / D
     dec_ratio = hf.get("decoder_intermediate_size", 1536) / hf.get("decoder_hidden_size", 384)
-    if "decoder_hidden_size" in hf and dec_ratio != ratio:
+    if decoder and "decoder_hidden_size" in hf and dec_ratio != ratio:
         raise CheckpointError(f"decoder MLP ratio {dec_ratio} differs from the encoder's {ratio}: not supported")
     eps = hf.get("layer_norm_eps", 1e-12)
     if eps != 1e-6:
@@ -136,8 +140,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
-                 num_labels: int | None = None) -> dict:
-    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours)."""
+                 num_labels: int | None = None, assumed: tuple[str, ...] = ()) -> dict:
+    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``assumed``: the fields that
+    no file recorded (``mme_assumed``, which transformers keeps and ignores and mme reads back)."""
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
@@ -157,6 +162,8 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
         "decoder_num_hidden_layers": cfg.decoder_depth, "decoder_intermediate_size": int(dec_hidden),
         "norm_pix_loss": norm_pix, "torch_dtype": "float32",
     }
+    if assumed:
+        out["mme_assumed"] = list(assumed)
     if num_labels is not None:
         out["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
         out["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}

@@ -99,14 +99,15 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     HF models take clips as ``(B, T, C, H, W)`` (ours: ``(B, C, T, H, W)``). HF's decoder final norm and fc_norm
     use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
     ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
-    ``norm_pix_loss``): unset, the run's ``target.norm_pix`` for our training checkpoints, else True."""
+    ``norm_pix_loss``): unset, what the source records (a run's ``target.norm_pix``, an export's, a Hugging Face
+    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``)."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
     ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
     if not isinstance(model_or_path, nn.Module):  # a live module's weights fill it by construction
         _checked(ck)
     if norm_pix is None:
-        norm_pix = bool(ck.run_config.get("target", {}).get("norm_pix", True))
+        norm_pix = True if ck.norm_pix is None else ck.norm_pix
     cfg, state, num_labels = ck.cfg, dict(ck.state), None
     if ck.kind == "mae":
         pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
@@ -124,7 +125,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     try:
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
-                                             norm_pix=norm_pix, num_labels=num_labels)
+                                             norm_pix=norm_pix, num_labels=num_labels, assumed=ck.assumed)
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)

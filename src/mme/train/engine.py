@@ -10,7 +10,7 @@ Reproducibility: the data order is a function of (seed, epoch); jobs draw each s
 augmentation) from generators seeded by the seed, the epoch or step, and the sample, so nothing depends on the
 number of data workers or where a run was resumed. Dropout and drop path draw from torch's global generator,
 seeded per step, rank and micro-batch (:func:`mme.train.loop.seed_dropout`), so with them a run depends on its
-world size (fine-tuning's masks; pre-training has none). A checkpoint holds the weights, optimizer, scaler,
+world size (fine-tuning's drop path; pre-training's only when ``model.drop_path`` > 0, 0 in its recipes). A checkpoint holds the weights, optimizer, scaler,
 step, RNG states and data position, so a resumed run continues bitwise-identically on CPU.
 """
 
