@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from mme.data.transforms import normalize_clip
+from mme.data.transforms import denormalize, normalize, normalize_clip
 from mme.eval.testing import classification_report, confusion_matrix, save_confusion_png, topk_accuracy
 from mme.train.augment import (
     RAND_OPS,
@@ -58,6 +58,17 @@ def test_colour_ops_match_pil_on_a_single_frame(name, m, sign, pil):
     ours = _to_uint8(RAND_OPS[name](_as_clip(frame).transpose(0, 1), m, sign).transpose(0, 1))
     ref = np.asarray(pil(Image.fromarray(frame))).astype(int)
     assert np.abs(ours - ref).max() <= 2, f"{name}: max diff {np.abs(ours - ref).max()}"
+
+
+@pytest.mark.parametrize("name, pil", [("Posterize", lambda im: ImageOps.posterize(im, 2)),
+                                       ("Solarize", lambda im: ImageOps.solarize(im, 128))])
+def test_level_ops_are_exact_after_the_normalisation_round_trip(name, pil):
+    """RandAugment sees ``denormalize(normalize(x))``, whose levels sit a hair off k/255: Posterize floored them
+    (16 -> 0 at 4 bits, 17.8 % of values a level off) and Solarize's threshold cut them likewise."""
+    frame = _frame(seed=5)
+    clip = denormalize(normalize(_as_clip(frame))).clamp(0, 1)
+    ours = _to_uint8(RAND_OPS[name](clip.transpose(0, 1), 0.5, 1.0).transpose(0, 1))
+    np.testing.assert_array_equal(ours, np.asarray(pil(Image.fromarray(frame))).astype(int))
 
 
 FILL = tuple(round(255 * v) for v in (0.485, 0.456, 0.406))  # the ImageNet mean colour that uncovered pixels take

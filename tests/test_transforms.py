@@ -181,3 +181,13 @@ def test_deviations_are_exact_for_constant_blocks_and_accurate_for_long_ones():
     view = blocks.permute(0, 2, 3, 1)  # strided; each (clip, channel) block constant
     out = torch.empty(view.shape)
     assert deviations(view, (1, 2), out=out) is out and out.abs().max() == 0
+
+
+def test_multiscale_crop_of_a_one_pixel_side_is_not_empty():
+    """A video 1 px wide: every scale of its short side was 0 px, and OpenCV's resize raised (not a VideoError),
+    which ended the loader worker."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = multiscale_crop((1, 40), 32, rng)
+        assert g.w == 1 and 1 <= g.h <= 40
+        assert apply_geometry(np.zeros((1, 40, 1, 3), np.uint8), g).shape == (1, 32, 32, 3)

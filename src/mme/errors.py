@@ -20,6 +20,11 @@ class VideoError(MMEError):
     """A video cannot be opened or decoded (missing, empty, truncated, not a video, too short)."""
 
 
+class FrameCountChanged(VideoError):
+    """A read found that a video has fewer frames than the count its indices were drawn from (the packets', until a
+    decode proves it otherwise): the caller may draw again from the corrected ``num_frames`` of its reader."""
+
+
 class CheckpointError(MMEError):
     """A checkpoint cannot be read or does not fit the model."""
 

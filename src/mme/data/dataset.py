@@ -40,7 +40,7 @@ from mme.data.transforms import (
 )
 from mme.data.video import BACKENDS, open_video, require_backend
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, VideoError
+from mme.errors import ConfigError, DataError, FrameCountChanged, VideoError
 from mme.utils import check_output, keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -306,17 +306,22 @@ class _VideoDataset(Dataset):
         bad file first. The epoch travels with the index so that workers can live across epochs
         (mme.train.loop.micro_batches)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        i = index
-        for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
+
+        def draws(attempt: int) -> tuple[int, np.random.Generator]:
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
-            if attempt > 0:
-                i = int(rng.integers(len(self.entries)))
+            return (int(rng.integers(len(self.entries))) if attempt > 0 else index), rng
+
+        for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
+            i, rng = draws(attempt)
             if self._reason[i] != 0:
                 if not self.substitutes:
                     raise video_error(self.path(i), REASONS[int(self._reason[i])], "failed before, not reopened")
                 continue
             try:
-                item = self._load(i, rng)
+                try:
+                    item = self._load(i, rng)
+                except FrameCountChanged:  # drawn from the packets' count, which the read corrected: the same
+                    item = self._load(i, draws(attempt)[1])  # draws again, as a process that knew the count makes
             except VideoError as e:
                 self._record_failure(i, e)
                 if not self.substitutes:

@@ -48,7 +48,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import VideoReader, video_error
-from mme.errors import ConfigError, VideoError
+from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,9 @@ class PyAVReader(VideoReader):
                                                                            f"{'s' * (covers > 1)} (cover art)"
                                                                            if covers else ""))
             ctx = self._stream.codec_context
+            if ctx is None:
+                raise video_error(path, "unreadable", f"this FFmpeg has no decoder for its video codec (container "
+                                                      f"{self._container.format.name})")
             self.size = self._coded_size = (int(ctx.width), int(ctx.height))
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
@@ -181,8 +184,9 @@ class PyAVReader(VideoReader):
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise video_error(self.path, "unreadable", e) from e
         self._stream = video_stream(self._container)
-        if self._stream is not None and self._hwaccel is not None and not self._stream.codec_context.is_hwaccel:
-            _cpu_fallback(self._stream.codec_context.name, self.path)
+        ctx = None if self._stream is None else self._stream.codec_context  # None: no decoder (refused by __init__)
+        if ctx is not None and self._hwaccel is not None and not ctx.is_hwaccel:
+            _cpu_fallback(ctx.name, self.path)
         if self._stream is not None:
             self._stream.thread_type = "AUTO"
             self._stream.thread_count = self._threads
@@ -207,6 +211,7 @@ class PyAVReader(VideoReader):
         self._at_end = False  # whether the demuxer may have read the whole file: then reopen, never seek
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
+        counted = self.num_frames
         try:
             if self._index.mode == "seek":
                 try:
@@ -220,6 +225,12 @@ class PyAVReader(VideoReader):
                 if frames is not None:
                     return frames
                 self._pos = None  # the read stopped part-way: count from the start
+                if indices[-1] >= self.num_frames:  # fewer frames than packets (it is sequential now)
+                    err = FrameCountChanged(f"{self.path}: index out of range (asked for frame {indices[-1]}; the "
+                                            f"video has {self.num_frames} frames, not the {counted} its packets "
+                                            f"count)")
+                    err.reason = "index out of range"
+                    raise err
             return self._read_counting(indices)
         except av.error.FFmpegError as e:
             raise video_error(self.path, "decode error", e) from e

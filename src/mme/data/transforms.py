@@ -156,7 +156,7 @@ def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generat
     """
     W, H = size
     base = min(W, H)
-    sides = [out_size if abs(int(base * s) - out_size) < SNAP_PX else int(base * s) for s in scales]
+    sides = [out_size if abs(int(base * s) - out_size) < SNAP_PX else max(int(base * s), 1) for s in scales]
     pairs = [(wi, hi) for hi in range(len(sides)) for wi in range(len(sides)) if abs(wi - hi) <= max_distort]
     wi, hi = pairs[int(rng.integers(len(pairs)))]
     cw, ch = min(sides[wi], W), min(sides[hi], H)

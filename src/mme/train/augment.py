@@ -133,15 +133,19 @@ def _sharpness(x, m, sign):
     return _blend(smooth, x, 1.0 + sign * 0.9 * m)
 
 
+def _levels(x):
+    """The 8-bit levels of ``x`` in [0, 1], rounded: a level back from normalisation may sit a hair under k/255."""
+    return (x * 255).round().to(torch.int32)
+
+
 def _posterize(x, m, sign):  # keep 4 .. 0 high bits as m grows ("increasing" variant)
     bits = 4 - int(m * 4)
     shift = 8 - bits
-    return (torch.floor(x * 255).to(torch.int32) >> shift << shift).to(x.dtype) / 255
+    return (_levels(x) >> shift << shift).to(x.dtype) / 255
 
 
 def _solarize(x, m, sign):  # invert pixels at or above a threshold that drops from 256 to 0 as m grows
-    threshold = (256 - int(m * 256)) / 255
-    return torch.where(x >= threshold, 1.0 - x, x)
+    return torch.where(_levels(x) >= 256 - int(m * 256), 1.0 - x, x)
 
 
 def _solarize_add(x, m, sign):
@@ -156,7 +160,7 @@ def _autocontrast(x, m, sign):  # per channel over the whole clip
 
 def _equalize(x, m, sign):
     """PIL's histogram equalisation per channel, with the histogram of the whole clip."""
-    q = (x * 255).round().long().clamp(0, 255)
+    q = _levels(x).long().clamp(0, 255)
     out = torch.empty_like(x)
     for c in range(3):
         v = q[:, c]
