@@ -3,10 +3,11 @@ run (steps 1-5, the resumed values for 4-5)."""
 
 import csv
 import json
+import logging
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mme.train.metrics import build_logger
+from mme.train.metrics import build_logger, read_records
 
 
 def test_every_log_reads_as_one_run_after_a_resume(tmp_path):
@@ -45,3 +46,38 @@ def test_a_key_that_first_appears_later_widens_the_csv(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["step"], r["loss"], r["val_top1_1view"]) for r in rows] == [
         ("1", "1.0", ""), ("2", "2.0", "0.5"), ("3", "3.0", ""), ("4", "4.0", "0.75")]
+
+
+def test_a_logger_that_cannot_write_is_dropped_and_the_others_go_on(tmp_path, caplog):
+    """A full disk made the JSONL logger raise out of the training loop: the run ended with a traceback and no
+    checkpoint of the steps it had done."""
+    from mme.train.metrics import JSONLLogger, MetricLogger
+
+    class Full:
+        def log(self, metrics, step):
+            raise OSError(27, "File too large")
+
+        def close(self):
+            pass
+
+    good = JSONLLogger(tmp_path / "m.jsonl")
+    logger = MetricLogger([Full(), good])
+    with caplog.at_level(logging.WARNING):
+        for step in (1, 2):
+            logger.log({"loss": 1.0}, step)
+    logger.close()
+    assert [r["step"] for r in read_records(tmp_path / "m.jsonl")] == [1, 2]
+    assert caplog.text.count("stopped logging at step 1: [Errno 27] File too large") == 1
+
+
+def test_a_fresh_run_hides_the_tensorboard_events_of_one_killed_before_its_first_checkpoint(tmp_path):
+    from mme.train.metrics import TensorBoardLogger
+
+    for run in range(2):  # both fresh: the second restarts the first, which never checkpointed
+        tb = TensorBoardLogger(tmp_path / "tb")
+        for step in (1, 2, 3):
+            tb.log({"loss": float(run)}, step)
+        tb.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1.0), (2, 1.0), (3, 1.0)]

@@ -160,18 +160,24 @@ def test_gradient_accumulation_matches_the_big_batch_within_low_precision_roundi
 
 
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
-    with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite losses in a row \(train.max_nonfinite=2\)"):
+    """The error names the last step as logs count them (it named the one before) and that step is logged (it was
+    lost); fp32 runs are not told to use fp32."""
+    with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite losses in a row \(train.max_nonfinite=2\)") \
+            as e:
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "optim.base_lr=1e35", "optim.warmup_steps=0",
-            "train.max_nonfinite=2")
+            "train.max_nonfinite=2", "train.log_every=1", FP32)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and rows[0]["skipped"] == 0  # the first step was fine; the skipped ones are not logged as done
+    assert rows[-1]["step"] == int(str(e.value).split(":")[0].split()[1])
+    assert [r["skipped"] for r in rows[-2:]] == [1, 1]
+    assert "use fp32" not in str(e.value)
 
 
 def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergence(caplog):
     """fp16's scaler skips a step whose gradient overflowed: it was logged as done (skipped 0). It is now skipped,
     marked as an overflow, which ``train.max_nonfinite`` leaves to the scaler (a few in a row are routine) while its
     scale stays at least 1; below, the gradient diverges whatever the scale, and the step counts as non-finite."""
-    from mme.train.loop import count_nonfinite, update
+    from mme.train.loop import check_nonfinite, count_nonfinite, update
 
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -183,9 +189,10 @@ def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergenc
         _, skipped, overflow = update(model, optimizer, scaler, None, loss_finite=True)
         assert skipped and overflow == routine and torch.equal(model.weight, before) and scaler.get_scale() == init / 2
         optimizer.zero_grad()
-    assert count_nonfinite(0, {"skipped": 1.0, "grad_overflow": 1.0}, 0.1, 3, max_nonfinite=1) == 0
+    assert count_nonfinite(0, {"skipped": 1.0, "grad_overflow": 1.0}) == 0
+    assert count_nonfinite(0, {"skipped": 1.0}) == 1
     with pytest.raises(NonFiniteLossError):
-        count_nonfinite(0, {"skipped": 1.0}, 0.1, 3, max_nonfinite=1)
+        check_nonfinite(1, {"skipped": 1.0}, 3, max_nonfinite=1, precision="fp16")
 
 
 def test_an_epoch_is_a_whole_number_of_optimizer_steps_and_a_whole_run_warm_up_is_said(caplog):

@@ -164,3 +164,56 @@ def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what
     assert config_changes(old, {"target": {**old["target"], "hog_style": "release"}}) == [
         "target.hog_style: 'skimage' (before the key existed) -> 'release'"]
     assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []
+
+
+def _steps_in(folder) -> list[int]:
+    return [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)]
+
+
+def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog):
+    """Resumed from checkpoint 4 of a folder holding 4, 5 and 6: the later ones stayed, so `--resume auto` next
+    took the abandoned step 6 (training nothing), and rotation deleted the new branch's checkpoints first."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.ckpt_every=1", "train.keep_last=3", FP32)
+    run(*base, "train.stop_after=6")
+    assert _steps_in(tmp_path) == [4, 5, 6]
+    with caplog.at_level(logging.WARNING):
+        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5")
+    assert _steps_in(tmp_path) == [4, 5]
+    (aside,) = tmp_path.glob("abandoned-*")
+    assert _steps_in(aside) == [5, 6] and "moved to" in caplog.text
+    assert run(*base, "train.resume=auto").step == 8  # from step 5 of this branch
+
+
+def test_optimizer_settings_changed_on_resume_apply(synth, tmp_path):
+    """betas, eps and layer decay changed on resume were announced as config changes but the checkpoint's stayed
+    in the optimizer; a layer decay turned on (other parameter groups) was refused as not fitting the model."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "optim.warmup_steps=1", FP32)
+    run(*base, "train.stop_after=2")
+    res = run(*base, "train.resume=auto", "optim.betas=[0.5,0.6]", "optim.eps=0.1", "optim.layer_decay=0.5")
+    groups = torch.load(res.checkpoint, weights_only=True)["optimizer"]["param_groups"]
+    assert {(tuple(g["betas"]), g["eps"]) for g in groups} == {((0.5, 0.6), 0.1)}
+    assert len({g["lr_scale"] for g in groups}) > 1
+
+
+def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):
+    """A run checkpointed in fp32 resumed with train.precision=fp16: GradScaler refused the checkpoint's empty
+    state with a traceback."""
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "train.stop_after=1", FP32)
+    assert run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "train.resume=auto",
+               "train.precision=fp16").step == 3
+
+
+def test_the_data_position_carries_over_by_samples(caplog):
+    """A run resumed with another world size or batch per rank read the checkpoint's batch index as its own:
+    samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length."""
+    from mme.train.engine import data_position
+
+    state = {"data": {"epoch": 1, "batch": 3}, "config": {"train": {"batch_size": 2}},
+             "meta": {"world_size": 2, "items": 40}}
+    assert data_position(state, 40, 4) == {"epoch": 1, "batch": 3}  # 2 ranks x 2 = 1 rank x 4
+    assert data_position(state, 40, 2) == {"epoch": 1, "batch": 6}
+    with caplog.at_level(logging.WARNING):
+        assert data_position(state, 40, 8) == {"epoch": 1, "batch": 1}  # 12 samples consumed: 4 drawn again
+        assert "4 samples of the epoch are drawn again" in caplog.text
+        data_position(state, 44, 4)
+    assert "the training list has 44 items, the checkpoint's run had 40" in caplog.text

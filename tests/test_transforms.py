@@ -3,6 +3,7 @@ their own (x, y, t) coordinates; the crop choices follow MME's pre-training and 
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 import torch

@@ -321,7 +321,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                         "factories' for ViT-S/B/L/H widths, else 64-d heads; the export records a default as assumed)")
     p.add_argument("--decoder-heads", type=count(), default=None, help="decoder attention heads, likewise")
     p.add_argument("--img-size", type=count(), default=None,
-                   help="input side the model expects (original .pth, which do not record it: 224, recorded as assumed)")
+                   help="input side the model expects (original .pth do not record it: 224, recorded as assumed)")
     p.add_argument("--num-frames", type=count(), default=None, help="frames per clip (original .pth: 16, likewise)")
     p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
                    help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: what "

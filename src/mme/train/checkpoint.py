@@ -41,6 +41,11 @@ def checkpoint_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"checkpoint-{step:08d}.pt"
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a ``checkpoint-<step>.pt`` name."""
+    return int(_NAME.match(path.name).group(1))
+
+
 def list_checkpoints(out_dir: Path) -> list[Path]:
     """Finished checkpoints in ``out_dir``, oldest first (temp files of an interrupted write are ignored)."""
     out_dir = Path(out_dir)
@@ -119,8 +124,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and torch.cuda.is_available():  # as many GPUs as this node has (dropout reseeds every step)
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]

@@ -8,10 +8,13 @@ progress, and the checkpoint of every stateful part.
 
 Reproducibility: the data order is a function of (seed, epoch); jobs draw each sample's randomness (crop, mask,
 augmentation) from generators seeded by the seed, the epoch or step, and the sample, so nothing depends on the
-number of data workers or where a run was resumed. Dropout and drop path draw from torch's global generator,
+number of data workers or where a run was resumed, but for float rounding: on a CPU the intra-op threads are
+chosen from the cores the workers leave, and another thread count sums in another order (``train.threads`` pins
+it; a resume under another count is said). Dropout and drop path draw from torch's global generator,
 seeded per step, rank and micro-batch (:func:`mme.train.loop.seed_dropout`), so with them a run depends on its
-world size (fine-tuning's drop path; pre-training's only when ``model.drop_path`` > 0, 0 in its recipes). A checkpoint holds the weights, optimizer, scaler,
-step, RNG states and data position, so a resumed run continues bitwise-identically on CPU.
+world size (fine-tuning's drop path; pre-training's only when ``model.drop_path`` > 0, 0 in its recipes). A
+checkpoint holds the weights, optimizer, scaler, step, RNG states and data position, so a resumed run continues
+bitwise-identically on CPU.
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ def begin(cfg) -> Start:
                               f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
     if dist.is_main():
         run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
+        if resume is not None and Path(resume[0]).resolve().parent == out_dir.resolve():
+            run_folder.set_aside_later(out_dir, int(resume[1]["step"]))
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
@@ -180,7 +185,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     run = Run(cfg, job, model, data, start.device, precision, step_model, optimizer, scaler, batches_per_epoch,
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
-               "threads": start.threads[0], "threads_reason": start.threads[1],
+               "threads": start.threads[0], "threads_reason": start.threads[1], "items": len(data),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if start.resume is not None:
         restore(run, *start.resume)
@@ -254,24 +259,38 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[s
         [f"{k}: {v!r} (before the key existed) -> {new[k]!r}" for k, v in sorted(before.items()) if new[k] != v]
 
 
+BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite", "train.keep_last",
+               "train.ckpt_every", "train.log_every")
+"""Keys that change where and how often a run writes, not what it computes: not config changes on resume."""
+
+
 def restore(run: Run, source: str, state: dict) -> None:
     """Load model, optimizer, scaler, step, data position and RNG states into ``run``. A config changed since the
     checkpoint is warned about and recorded with the step it applies from (``config_changes`` of run.json), since
-    config.yaml holds the newest config only."""
+    config.yaml holds the newest config only; so is another world size, and the data position is carried over
+    by the samples it had consumed."""
     load_state(run.model, state["model"], f"checkpoint {source}")
-    changed = config_changes(state["config"], dataclasses.asdict(run.cfg),
-                             ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite"))
+    old_meta = state.get("meta", {})
+    changed = config_changes(state["config"], dataclasses.asdict(run.cfg), BOOKKEEPING)
+    world = run.meta["world_size"]
+    if old_meta.get("world_size", world) != world:
+        changed.append(f"world size: {old_meta['world_size']} -> {world}")
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
         run.meta["config_changes"] = [*run.meta.get("config_changes", []),
                                       {"from_step": int(state["step"]), "changes": changed}]
-    try:
-        run.optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {source}: optimizer state does not fit this model ({e})") from e
-    run.scaler.load_state_dict(state.get("scaler") or {})
-    run.step, run.position = int(state["step"]), dict(state["data"])
-    group = run.optimizer.param_groups[0]
+    if old_meta.get("threads", run.meta["threads"]) != run.meta["threads"]:
+        log.info("resuming with %d intra-op threads where the checkpoint's run had %d: the same up to float "
+                 "rounding, not bitwise (train.threads pins them)", run.meta["threads"], old_meta["threads"])
+    load_optimizer(run.optimizer, state["optimizer"], source)
+    saved_scaler = state.get("scaler") or {}
+    if run.scaler.is_enabled() and not saved_scaler:
+        log.info("train.precision=%s: a fresh fp16 grad scaler (the checkpoint's run had none)", run.precision)
+    elif saved_scaler:
+        run.scaler.load_state_dict(saved_scaler)
+    run.step = int(state["step"])
+    run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
+    group = state["optimizer"]["param_groups"][0]
     ran = group["lr"] / group["lr_scale"]  # the checkpoint's last step's
     now = cosine_schedule(run.step - 1, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
     if run.step > 0 and not math.isclose(ran, now, rel_tol=0.01):
@@ -281,6 +300,46 @@ def restore(run: Run, source: str, state: dict) -> None:
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, source: str) -> None:
+    """The moments of a checkpoint's optimizer (``saved``) into ``optimizer``, matched by parameter name, so that
+    its groups may be arranged otherwise (``optim.layer_decay`` turned on or off); the hyper-parameters are the
+    config's (betas, eps, each group's lr scale), as a changed config says."""
+    try:
+        index = {name: i for g in saved["param_groups"] for name, i in zip(g["names"], g["params"], strict=True)}
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {source}: its optimizer state has no parameter names ({e})") from e
+    names = [name for g in optimizer.param_groups for name in g["names"]]
+    missing = [name for name in names if name not in index]
+    if missing or len(names) != len(index):
+        extra = sorted(set(index) - set(names))
+        raise CheckpointError(f"checkpoint {source}: optimizer state does not fit this model (parameters it lacks: "
+                              f"{missing[:5]}; it has others: {extra[:5]})")
+    current = optimizer.state_dict()
+    current["state"] = {k: saved["state"][index[name]] for k, name in enumerate(names) if index[name] in saved["state"]}
+    optimizer.load_state_dict(current)
+
+
+def data_position(state: dict, items: int, samples_per_batch: int) -> dict:
+    """Where a resumed run's data start: the checkpoint's epoch and batch, the batch converted by the samples the
+    run had consumed when the world size or batch per rank changed (an epoch's permutation depends on the seed
+    and epoch alone, and the ranks together consume its prefix), with a warning for what cannot be carried over."""
+    position = dict(state["data"])
+    meta = state.get("meta", {})
+    if meta.get("items", items) != items:
+        log.warning("the training list has %d items, the checkpoint's run had %d: the rest of epoch %d follows the "
+                    "new list's order (some of its items seen twice, others not at all)", items, meta["items"],
+                    position["epoch"])
+    before = state["config"]["train"]["batch_size"] * meta.get("world_size", 1)
+    if before != samples_per_batch and position["batch"]:
+        consumed = position["batch"] * before
+        position["batch"] = consumed // samples_per_batch
+        if consumed % samples_per_batch:
+            log.warning("resuming at epoch %d with batches of %d samples over all ranks where the checkpoint had "
+                        "%d: %d samples of the epoch are drawn again", position["epoch"], samples_per_batch, before,
+                        consumed % samples_per_batch)
+    return position
 
 
 def summary(run: Run, job_lines: list[str]) -> str:

@@ -139,16 +139,20 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
             "data_wait_s": waited}
 
 
-def count_nonfinite(in_a_row: int, metrics: dict, lr: float, step: int, max_nonfinite: int) -> int:
-    """Skipped (non-finite) steps in a row, this one included; stops the run with a diagnostic at
-    ``max_nonfinite``. fp16's routine gradient overflows (:func:`update`), which its scaler skips and answers with
-    a lower scale, are not counted."""
-    in_a_row = in_a_row + 1 if metrics["skipped"] and not metrics.get("grad_overflow") else 0
+def count_nonfinite(in_a_row: int, metrics: dict) -> int:
+    """Skipped (non-finite) steps in a row, this one included. fp16's routine gradient overflows (:func:`update`),
+    which its scaler skips and answers with a lower scale, are not counted."""
+    return in_a_row + 1 if metrics["skipped"] and not metrics.get("grad_overflow") else 0
+
+
+def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int, precision: str) -> None:
+    """Stop the run with a diagnostic at ``max_nonfinite`` non-finite steps in a row (``step``: the last one's
+    number, as logs and checkpoints count)."""
     if in_a_row >= max_nonfinite:
+        advice = "Lower optim.base_lr or set optim.clip_grad" + ("" if precision == "fp32" else ", or use fp32")
         raise NonFiniteLossError(
             f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
-            f"{metrics}; lr {lr:.3g}. Lower optim.base_lr, set optim.clip_grad or use fp32.")
-    return in_a_row
+            f"{metrics}. {advice}.")
 
 
 def save(run: Run) -> Path | None:
@@ -216,18 +220,20 @@ def train(run: Run) -> TrainResult:
                                    run.final_lr)
             run.model.train()
             metrics = train_step(run, stream)
-            in_a_row = count_nonfinite(in_a_row, metrics, lr, run.step, t.max_nonfinite)
+            in_a_row = count_nonfinite(in_a_row, metrics)
+            diverged = in_a_row >= t.max_nonfinite
             skipped += int(metrics["skipped"])
             run.step += 1
             seconds = time.perf_counter() - tic
             metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=run.position["epoch"],
                            data_wait=metrics.pop("data_wait_s") / seconds)
-            evaluated = run.job.after_step is not None and run.job.after_step(run, metrics)
+            evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
             stopping = _stopping(stop, run.device)  # one decision per step, the same on every rank
-            if run.step % t.log_every == 0 or run.step == end or stopping or evaluated:  # every rank's failures
-                metrics["data_failures"] = share_failures(run)
+            if run.step % t.log_every == 0 or run.step == end or stopping or evaluated or diverged:
+                metrics["data_failures"] = share_failures(run)  # every rank's
                 logger.log(metrics, run.step)
                 history.append({"step": run.step, **metrics})
+            check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
             bar.update(1)
             if run.step % t.ckpt_every == 0 or run.step == end or stopping:

@@ -119,12 +119,14 @@ class CSVLogger:
 
 
 class TensorBoardLogger:
-    """Scalars under ``log_dir``; when resuming, TensorBoard hides the events past ``resume_step`` (``purge_step``)."""
+    """Scalars under ``log_dir``; TensorBoard hides the events of earlier runs past ``resume_step`` (``purge_step``;
+    all of them for a fresh run)."""
 
     def __init__(self, log_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
+        # a fresh run hides the events of one killed before its first checkpoint, as metrics.jsonl drops them
+        self.writer = SummaryWriter(str(log_dir), purge_step=(resume_step or 0) + 1)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for k, v in metrics.items():
@@ -135,14 +137,24 @@ class TensorBoardLogger:
 
 
 class MetricLogger:
-    """Fan-out to several loggers."""
+    """Fan-out to several loggers. A logger that cannot write (a full disk, a quota) is warned about and dropped:
+    the run goes on to its checkpoints, which matter more than its logs."""
 
     def __init__(self, loggers: list[Logger]):
         self.loggers = loggers
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        for lg in self.loggers:
-            lg.log(metrics, step)
+        for lg in list(self.loggers):
+            try:
+                lg.log(metrics, step)
+            except OSError as e:
+                log.warning("%s stopped logging at step %d: %s (the run goes on; its checkpoints are written as "
+                            "before)", type(lg).__name__, step, e)
+                self.loggers.remove(lg)
+                try:
+                    lg.close()
+                except OSError:
+                    pass
 
     def close(self) -> None:
         for lg in self.loggers:

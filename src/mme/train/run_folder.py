@@ -7,6 +7,8 @@
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
   So checkpoint rotation, which deletes the oldest checkpoints of the folder, only ever deletes the run's own.
+- **One branch**: a run resumed from an earlier checkpoint of its folder moves the later ones aside
+  (``abandoned-<time>/``), so that neither ``train.resume=auto`` nor rotation mixes the two branches.
 - **No stale temporaries**: the temporary files of writes killed mid-way (``.<name>.tmp<pid>...``) are removed
   when a run takes the folder.
 """
@@ -71,9 +73,24 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
         return
     raise ConfigError(
         f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
-        + (f" ({other})" if other else "") + f", up to step {int(found[-1].stem.split('-')[1])}: continue that run "
+        + (f" ({other})" if other else "") + f", up to step {ckpt.checkpoint_step(found[-1])}: continue that run "
         "with train.resume=auto (mme pretrain/finetune ... --resume auto), choose another train.out_dir, or clear "
         "it with train.overwrite=true")
+
+
+def set_aside_later(out_dir: Path, step: int) -> None:
+    """A run resumed at ``step`` from an earlier checkpoint of its own folder (a rewind) leaves the later ones of
+    the branch it abandons in ``abandoned-<time>/``, with a warning: kept, they were what ``train.resume=auto``
+    took next time, and rotation deleted the new branch's checkpoints before them."""
+    later = [p for p in ckpt.list_checkpoints(out_dir) if ckpt.checkpoint_step(p) > step]
+    if not later:
+        return
+    aside = out_dir / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    aside.mkdir()
+    for p in later:
+        p.rename(aside / p.name)
+    log.warning("resuming at step %d: the %d later checkpoint(s) of this folder (up to step %d) belong to the "
+                "branch this run leaves; moved to %s", step, len(later), ckpt.checkpoint_step(later[-1]), aside)
 
 
 def _folder_run(out_dir: Path) -> str | None:
