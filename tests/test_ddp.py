@@ -97,3 +97,19 @@ def _two_ranks(tmp_path, script: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(tmp_path / "ranks.py"), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(synth, tmp_path):
+    """Rank 0 failed its checkpoint write with one line; rank 1 died at the next collective of gloo's lost
+    connection (a traceback), and under NCCL it would have waited for its timeout."""
+    script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)); sys.exit(cli.main(sys.argv[1:]))")
+    (tmp_path / "limited.py").write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")]
+    assert len(errors) == 2 and "could not write the checkpoint of step 2" in errors[0], proc.stderr[-3000:]
+    assert any(ln.startswith("mme pretrain: error: rank 0: ") for ln in errors), errors
+    assert "Connection closed by peer" not in proc.stderr

@@ -156,8 +156,9 @@ def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int,
 
 
 def save(run: Run) -> Path | None:
-    """A checkpoint at the current step (rank 0 writes; every rank waits for it)."""
-    path = None
+    """A checkpoint at the current step (rank 0 writes; every rank waits for it, and stops with rank 0's error when
+    it could not write: a rank left alone at the next collective died of the lost connection, or waited for it)."""
+    path, error = None, None
     if dist.is_main():
         state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
                  "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
@@ -166,10 +167,14 @@ def save(run: Run) -> Path | None:
             path = ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             kept = ckpt.list_checkpoints(run.out_dir)
-            raise CheckpointError(
+            error = CheckpointError(
                 f"{run.out_dir}: could not write the checkpoint of step {run.step} ({str(e).splitlines()[0]}); it "
                 f"needs about {_nbytes(state) / 2**20:.0f} MiB and {shutil.disk_usage(run.out_dir).free / 2**20:.0f} "
-                f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
+                f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}")
+            error.__cause__ = e
+    failed = dist.broadcast_object(None if error is None else str(error))
+    if failed is not None:
+        raise error if error is not None else CheckpointError(f"rank 0: {failed}")
     dist.barrier()
     return path
 
