@@ -195,11 +195,14 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
         assert choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu, where emulated bf16 is "
                                                  "far slower than fp32")
     assert choose_precision("fp16", cpu) == ("fp16", "requested")
+    # a resumed run keeps what auto chose for it on this kind of device (a close timing switched it)
+    assert choose_precision("auto", cpu, resumed="bf16") == ("bf16", "auto: the resumed run's, on the same device")
     with pytest.raises(ConfigError, match="train.precision"):
         choose_precision("fp64", cpu)
     monkeypatch.setenv(AUTO_ENV, "bf16")
     assert choose_precision("auto", cpu) == ("bf16", f"auto: {AUTO_ENV}=bf16 in the environment")
     assert choose_precision("fp32", cpu)[0] == "fp32"  # an explicit precision wins over the environment
+    assert choose_precision("auto", cpu, resumed="fp32")[0] == "bf16"  # and the environment over a resumed run's
     monkeypatch.setenv(AUTO_ENV, "fp64")
     with pytest.raises(ConfigError, match=AUTO_ENV):
         choose_precision("auto", cpu)

@@ -133,11 +133,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's or CPU's model name."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
     return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-            "precision": precision, "precision_reason": precision_reason, "world_size": world_size}
+            "device_name": device_name(device), "precision": precision, "precision_reason": precision_reason,
+            "world_size": world_size}
 
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -180,7 +180,8 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     batches_per_epoch, total_steps, warmup = schedule_lengths(len(data), t, o, start.world_size, job.unit)
     peak_lr, final_lr = o.scaled_lr(t.batch_size * start.world_size * t.accum_steps)
     model.to(start.device)
-    precision, why = run_precision(t, start.device, model, job.timing_loss(start.device))
+    precision, why = run_precision(t, start.device, model, job.timing_loss(start.device),
+                                   start.resume[1].get("meta", {}) if start.resume else {})
     optimizer, scaler, step_model = build_step(model, o, t, start.device, precision, start.world_size)
     run = Run(cfg, job, model, data, start.device, precision, step_model, optimizer, scaler, batches_per_epoch,
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
@@ -215,11 +216,18 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     return steps_per_epoch * t.accum_steps, total, min(warmup, total)
 
 
-def run_precision(t: TrainConfig, device: torch.device, model: nn.Module,
-                  loss_fn: Callable[[], torch.Tensor]) -> tuple[str, str]:
+def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_fn: Callable[[], torch.Tensor],
+                  resumed: dict) -> tuple[str, str]:
     """``(precision, reason)``: ``train.precision``, or what 'auto' resolves to, timing ``loss_fn`` on ``model``
-    where that decides. Every rank takes rank 0's choice."""
-    choice = dist.broadcast_object(choose_precision(t.precision, device, loss_fn))
+    where that decides; a run resumed on the same kind of device keeps what 'auto' chose for it (``resumed``: the
+    checkpoint's meta), so that a close timing does not switch it. Every rank takes rank 0's choice."""
+    chosen = str(resumed.get("precision_reason", "")).startswith("auto") and "environment" not in \
+        resumed["precision_reason"]  # by this machine, not by the user or the environment
+    same = resumed["precision"] if chosen and resumed.get("device_name") == ckpt.device_name(device) else None
+    choice = dist.broadcast_object(choose_precision(t.precision, device, loss_fn, same))
+    if resumed.get("precision") not in (None, choice[0]):
+        log.warning("train.precision=%s resolves to %s where the checkpoint's run used %s (%s, on %s)", t.precision,
+                    choice[0], resumed["precision"], resumed.get("precision_reason"), resumed.get("device_name"))
     model.zero_grad(set_to_none=True)  # from the timed steps, if any
     return choice
 

@@ -84,12 +84,13 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
     return max(1, min(current, cores - workers)), f"auto: {cores} cores less {workers} loader workers"
 
 
-def choose_precision(requested: str, device: torch.device,
-                     loss_fn: Callable[[], torch.Tensor] | None = None) -> tuple[str, str]:
+def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[], torch.Tensor] | None = None,
+                     resumed: str | None = None) -> tuple[str, str]:
     """``(precision, reason)``: ``requested`` itself, or what ``auto`` resolves to (module docstring).
 
     ``loss_fn`` computes one representative loss of the job's model (its backward is timed too); without it, a
-    CPU with native bf16 gets bf16. Warns when an explicit bf16 will be emulated."""
+    CPU with native bf16 gets bf16. ``resumed``: what 'auto' chose for the run being resumed on this kind of
+    device, kept unless the environment forces another. Warns when an explicit bf16 will be emulated."""
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {requested!r}")
     native = bf16_native(device)
@@ -102,6 +103,8 @@ def choose_precision(requested: str, device: torch.device,
         if forced not in PRECISIONS[1:]:
             raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
+    if resumed is not None:
+        return resumed, "auto: the resumed run's, on the same device"
     if not native:
         return "fp32", f"auto: no native bf16 on this {device.type}, where emulated bf16 is far slower than fp32"
     if device.type != "cpu" or loss_fn is None:
