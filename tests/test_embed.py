@@ -239,3 +239,143 @@ def test_a_list_or_a_video_is_told_apart_whatever_its_names(setup, tmp_path, mon
     monkeypatch.chdir(root)
     ds = build_test_set("v0.mp4", ModelConfig(**CFG), clips=1, crops=1, root=str(tmp_path))
     assert len(ds) == 1 and ds[0]["video"].shape[-3] == CFG["num_frames"]  # decoded: the file was found
+
+
+@pytest.fixture
+def own_root(setup, tmp_path, monkeypatch):
+    """A copy of the setup's videos and list (v2 corrupt, v5 missing), and the indices of the videos decoded."""
+    import shutil
+
+    from mme.data.dataset import ClassificationDataset
+
+    root, ckpt = setup
+    own = tmp_path / "videos"
+    shutil.copytree(root, own, ignore=shutil.ignore_patterns("encoder"))
+    loads = []
+    load = ClassificationDataset._load
+    monkeypatch.setattr(ClassificationDataset, "_load", lambda self, i, rng: loads.append(i) or load(self, i, rng))
+    return own, ckpt, loads
+
+
+def _kill_before_assembly(monkeypatch) -> None:
+    """Stop ``embed`` after every part is written, as a kill before the final file would."""
+    import mme.eval.features as features
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(features, "_assemble", killed)
+
+
+def test_failed_videos_of_a_finished_file_are_tried_again_and_its_rows_kept(own_root, tmp_path):
+    """A rerun of the same command said "up to date" and kept the NaN row of a video that was now there; the
+    embedded rows are now kept (not decoded again) and the failed videos alone are tried again."""
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
+    out = embed(ckpt, root / "list.txt", tmp_path / "f.safetensors", **kw)
+    assert [f["index"] for f in read_features(out)[3]["failures"]] == [2, 5]
+    write_video(root / "v5.mp4", _moving(5))
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **{**kw, "batch_size": 1})  # a part per video: part-000000005 again
+    assert sorted(loads) == [2, 5]
+    reference = embed(ckpt, root / "list.txt", tmp_path / "ref.safetensors", **kw)
+    from safetensors.numpy import load_file
+
+    got, want = load_file(str(out)), load_file(str(reference))
+    assert want["valid"].tolist() == [1, 1, 0, 1, 1, 1, 1, 1]
+    for key in ("features", "valid", "labels", "tokens"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
+    assert not (tmp_path / "f.safetensors.partial").exists()
+
+
+def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeypatch):
+    """The parts of a stopped job counted failed videos as done, so a resume never tried them again. Video 5 (the
+    missing one) is the first row of the second part: the part of its retry must not replace that part's rows."""
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), batch_size=5, chunk_batches=1, num_workers=0, progress=False)
+    out = tmp_path / "f.npy"
+    with monkeypatch.context() as m:
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, root / "list.txt", out, **kw)
+    assert not out.exists() and len(list((tmp_path / "f.npy.partial").glob("part-*.npz"))) == 2
+    write_video(root / "v5.mp4", _moving(5))
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **{**kw, "batch_size": 1})  # a part per video: part-000000005 again
+    assert sorted(loads) == [2, 5]
+    reference = embed(ckpt, root / "list.txt", tmp_path / "ref.npy", **kw)
+    np.testing.assert_array_equal(np.load(out), np.load(reference))
+    assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
+
+
+def test_a_job_where_every_video_failed_leaves_nothing_in_the_way_of_the_corrected_one(own_root, tmp_path,
+                                                                                        monkeypatch):
+    """Every video failed under a wrong --root: the partial folder (failures only) was kept, the rerun failed
+    without decoding ("see the warnings above" with none above, naming the list by its fingerprint) and the
+    corrected command was refused as a different job."""
+    root, ckpt, loads = own_root
+    out = tmp_path / "f.npy"
+    kw = dict(stride=2, num_workers=0, progress=False)
+    for _ in range(2):
+        loads.clear()
+        with pytest.raises(DataError, match=rf"embed: all 8 videos of {root / 'list.txt'} failed; first error: "
+                                            r".*v0\.mp4: missing"):
+            embed(ckpt, root / "list.txt", out, root=str(tmp_path / "wrong"), **kw)
+        assert sorted(loads) == list(range(8)) and not (tmp_path / "f.npy.partial").exists()
+    with monkeypatch.context() as m:  # a stopped job that embedded nothing does not block the corrected one
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, root / "list.txt", out, root=str(tmp_path / "wrong"), **kw)
+    assert (tmp_path / "f.npy.partial").is_dir()
+    assert read_features(embed(ckpt, root / "list.txt", out, root=str(root), **kw))[1].sum() == 6
+
+
+def test_features_written_into_the_checkpoint_folder_are_a_cache_of_it(own_root, tmp_path, monkeypatch):
+    """The fingerprint of a checkpoint folder took in every file under it: features written there (their sidecar,
+    the partial folder) changed it, so they were never reused and a stopped job was refused as a different one."""
+    import shutil
+
+    root, ckpt, loads = own_root
+    folder = tmp_path / "enc"
+    shutil.copytree(ckpt, folder)
+    out = folder / "f.npy"
+    kw = dict(stride=2, root=str(root), batch_size=5, chunk_batches=1, num_workers=0, progress=False)
+    with monkeypatch.context() as m:
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(folder, root / "list.txt", out, **kw)
+    loads.clear()
+    first = read_features(embed(folder, root / "list.txt", out, **kw))[0]  # resumed, not refused
+    assert sorted(loads) == [2, 5]  # the failed videos alone, here and below
+    loads.clear()
+    np.testing.assert_array_equal(read_features(embed(folder, root / "list.txt", out, **kw))[0], first)
+    assert sorted(loads) == [2, 5]
+
+
+def test_a_token_file_gone_is_made_again(own_root, tmp_path):
+    """Features cached as .npy were reused with --tokens although their .tokens.npy was gone."""
+    root, ckpt, loads = own_root
+    (root / "v2.mp4").unlink()
+    (root / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    out = tmp_path / "f.npy"
+    embed(ckpt, root / "list.txt", out, stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
+    tokens = np.load(tmp_path / "f.tokens.npy")
+    (tmp_path / "f.tokens.npy").unlink()
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
+    assert sorted(loads) == [0, 1]
+    np.testing.assert_array_equal(np.load(tmp_path / "f.tokens.npy"), tokens)
+
+
+def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):
+    """An empty list, or one saved in Latin-1, was taken for a single video (then: all 1 videos failed)."""
+    cfg = ModelConfig(**CFG)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "latin1.txt").write_bytes("vidéo.mp4 0\n".encode("latin-1"))
+    (tmp_path / "latin1").write_bytes("vidéo.mp4 0\n".encode("latin-1"))
+    (tmp_path / "empty").write_bytes(b"")
+    for name, reason in (("empty.txt", "no videos listed"), ("empty", "no videos listed"),
+                         ("latin1.txt", "cannot read it.*utf-8"), ("latin1", "cannot read it.*utf-8")):
+        with pytest.raises(DataError, match=rf"list file {tmp_path / name}: {reason}"):
+            build_test_set(tmp_path / name, cfg, clips=1, crops=1)

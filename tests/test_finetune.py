@@ -193,6 +193,24 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     assert topk_accuracy(flat, labels, ks=(5,)) == {"top5": 0.5}  # classes 0-4: labels 0 and 3
 
 
+def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ranks():
+    """NaN probabilities gave a report that contradicted itself (top-1 0, per-class accuracy 1.0); a softmax class
+    that underflowed to 0 was left out of top-5 as if it were a class no kNN neighbour voted for."""
+    from mme.errors import DataError
+    from mme.eval.testing import Predictions, multiview_report
+
+    probs = torch.tensor([[200.0, 0.0, 0.0, 0.0]]).softmax(1)
+    assert probs[0, 2] == 0
+    assert topk_accuracy(probs, torch.tensor([2])) == {"top1": 0.0, "top5": 1.0}
+    assert topk_accuracy(probs, torch.tensor([2]), votes=True) == {"top1": 0.0, "top5": 0.0}  # no vote: no guess
+    nan = torch.tensor([[0.5, 0.3, 0.2], [float("nan")] * 3, [0.2, float("inf"), 0.0]])
+    with pytest.raises(DataError, match="2 of 3 rows of scores are not finite"):
+        classification_report(nan, torch.tensor([0, 1, 2]))
+    pred = Predictions(nan, torch.tensor([0, 1, 2]), torch.arange(3), 1, [])
+    with pytest.raises(DataError, match="2 of 3 rows"):
+        multiview_report(pred, dataset=None)
+
+
 def test_confusion_png_is_written(tmp_path):
     import cv2
 
@@ -385,6 +403,18 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         preds = [clf.eval()(normalize_clip(ds[i]["video"])).argmax(-1).item() for i in range(len(ds))]
     labels = [ds[i]["label"] for i in range(len(ds))]
     assert res.reports["test"]["top1"] == pytest.approx(np.mean(np.array(preds) == np.array(labels)))
+
+
+def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):
+    """task.eval_only with neither task.val_list nor task.test_list tested nothing and exited 0."""
+    from mme.errors import ConfigError
+    from mme.eval.finetuned import finetune
+
+    cfg = _tiny_recipe(synth, tmp_path / "ev", f"train.init={tmp_path / 'clf'}", "task.eval_only=true",
+                       "task.val_list=", "task.test_list=")
+    with pytest.raises(ConfigError, match="task.eval_only needs task.val_list or task.test_list"):
+        finetune(cfg)
+    assert not (tmp_path / "ev").exists()
 
 
 @pytest.mark.slow

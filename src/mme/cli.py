@@ -288,8 +288,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed", help="features of a frozen encoder for a list of videos or one file",
         description="Mean-pooled encoder tokens averaged over CLIPS x CROPS test views, one row per video in list "
-                    "order. Failed videos get a NaN row (valid=0) and are listed in OUT.json. Resumable: rerun the "
-                    "same command after an interruption. Shards over ranks under torchrun.")
+                    "order. Failed videos get a NaN row (valid=0) and are listed in OUT.json; a rerun of the same "
+                    "command tries them again. Resumable: rerun the same command after an interruption. Shards "
+                    "over ranks under torchrun.")
     p.add_argument("checkpoint", help="encoder checkpoint: ours (dir, .safetensors, training .pt), original "
                                       "VideoMAE/MME .pth, or a Hugging Face VideoMAE directory")
     p.add_argument("source", help="list file ('path [label]' per line) or one video file")

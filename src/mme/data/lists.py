@@ -162,6 +162,7 @@ def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[Lis
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv")
+LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 

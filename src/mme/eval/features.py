@@ -7,10 +7,11 @@ cannot be decoded is never dropped: its row is NaN, ``valid`` is False and the f
 is listed in the ``<out>.json`` sidecar.
 
 Resume: ``embed`` writes finished rows in chunks to ``<out>.partial/`` (one atomically written ``.npz`` per
-chunk and rank); a rerun with the same arguments skips the rows already there, and the final file is
-assembled (atomically) only when every row is done, after which the partial folder is removed. A finished
-file whose sidecar records the same job (checkpoint and list unchanged, same views) is reused as is: that is
-the per-split feature cache of ``mme probe``.
+chunk and rank); a rerun with the same arguments skips the rows already embedded there (failed videos are tried
+again), and the final file is assembled (atomically) only when every row is done, after which the partial
+folder is removed. A finished file whose sidecar records the same job (checkpoint and list unchanged, same
+views) is reused as is: that is the per-split feature cache of ``mme probe``; when it has failed videos, they
+alone are tried again.
 
     mme embed runs/pt/checkpoint-00001000.pt data/val.txt --out feats/val.safetensors --clips 2 --crops 3
     torchrun --standalone --nproc_per_node=4 -m mme.cli embed CKPT LIST --out feats/val.npy
@@ -133,50 +134,95 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
 # ---- mme embed: to a file, resumable -------------------------------------------------------------------------
 
 
-def _atomic_npz(path: Path, **arrays) -> None:
+def _read_parts(partial: Path) -> list[dict[str, np.ndarray]]:
+    return [_read_part(p) for p in sorted(partial.glob("part-*.npz"))]
+
+
+def _read_part(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Write one part atomically as ``part-<first row>-<tag>.npz`` (``tag``: the writing rank, ``r0``, ...)."""
+    first = min(np.concatenate([arrays["index"], arrays["failed"]]))
+    path = partial / f"part-{first:09d}-{tag}.npz"
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
+    return path
 
 
-def _read_parts(partial: Path) -> list[dict[str, np.ndarray]]:
-    parts = []
-    for p in sorted(partial.glob("part-*.npz")):
-        with np.load(p, allow_pickle=False) as z:
-            parts.append({k: z[k] for k in z.files})
-    return parts
+def _no_failures() -> dict[str, np.ndarray]:
+    return {"failed": np.zeros(0, np.int64), "error": np.zeros(0, str)}
 
 
-def _check_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
-    """Create ``partial/`` with its fingerprint, or make sure an existing one was made by the same job."""
+def _retry_failures(partial: Path) -> None:
+    """Drop the failed videos from the parts in ``partial`` so that this run tries them again. A part left
+    without rows is removed; the others are named after their first embedded row, which no part of this run
+    (named after a row it embeds or fails) can take."""
+    for path in sorted(partial.glob("part-*.npz")):
+        part = _read_part(path)
+        if not len(part["failed"]):
+            continue
+        if len(part["index"]):
+            kept = _write_part(partial, path.stem.rsplit("-", 1)[1], {**part, **_no_failures()})
+            if kept == path:
+                continue
+        path.unlink()
+
+
+def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None) -> None:
+    """Make ``partial/`` ready for this job: resume the one there (its failed videos to be tried again), or start
+    it with the fingerprint and the embedded rows of ``finished`` (this job's output, whose failures are tried
+    again). A folder of a different job is refused, unless none of its videos was embedded (nothing to lose)."""
     meta = partial / "job.json"
     if meta.is_file():
         found = json.loads(meta.read_text())
-        if found != fingerprint:
-            diff = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
+        if found == fingerprint:
+            _retry_failures(partial)
+            return
+        diff = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
+        if any(len(p["index"]) for p in _read_parts(partial)):
             raise DataError(f"{partial}: partial results of a different job (differs in {diff}); delete the folder "
                             "or choose another --out")
-        return
+        log.info("embed: %s: the stopped job there (other %s) embedded no video; started afresh", partial, diff)
+        for path in partial.glob("part-*.npz"):
+            path.unlink()
     partial.mkdir(parents=True, exist_ok=True)
+    if finished is not None:
+        x, valid, _, _ = read_features(finished)
+        rows = np.flatnonzero(valid)
+        if len(rows):
+            tokens = read_tokens(finished) if fingerprint["tokens"] else None
+            _write_part(partial, "r0", {"index": rows, **_no_failures(), "x": x[rows],
+                                        **({"tokens": tokens[rows]} if tokens is not None else {})})
     atomic_write_json(meta, fingerprint)
 
 
-def _cached(out: Path, fingerprint: dict[str, Any]) -> bool:
-    """Whether ``out`` holds the features of exactly this job (checkpoint and list unchanged since)."""
+def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since,
+    the token file there when tokens are asked for), else None."""
     side = out.with_name(out.name + ".json")
     if not (out.is_file() and side.is_file()):
-        return False
+        return None
+    if fingerprint["tokens"] and out.suffix == ".npy" and not _tokens_file(out).is_file():
+        return None
     try:
-        return json.loads(side.read_text()).get("job") == fingerprint
+        info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
-        return False
+        return None
+    return info if isinstance(info, dict) and info.get("job") == fingerprint else None
 
 
-def _file_id(path: str | Path) -> str:
-    """A file's path, size and modification time; for a folder (a checkpoint directory) those of every file in it,
-    whose contents may change in place (cp, rsync --inplace) while the folder's own entry does not."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+def _file_id(files: list[Path]) -> str:
+    """Each file's path, size and modification time (a checkpoint folder's weights may change in place, cp or
+    rsync --inplace, while the folder's own entry does not)."""
     return ";".join(f"{p.resolve()}:{(st := os.stat(p)).st_size}:{st.st_mtime_ns}" for p in files)
+
+
+def _tokens_file(out: Path) -> Path:
+    """Where a ``.npy`` features file keeps its token grids."""
+    return out.with_name(out.stem + ".tokens.npy")
 
 
 def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,
@@ -189,7 +235,7 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         if tokens is not None:
-            with atomic_path(out.with_name(out.stem + ".tokens.npy")) as tmp:
+            with atomic_path(_tokens_file(out)) as tmp:
                 np.save(tmp, tokens)
         with atomic_path(out) as tmp:
             np.save(tmp, x)
@@ -221,6 +267,17 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return x, valid, np.asarray(info.pop("labels"), dtype=np.int64), info
 
 
+def read_tokens(path: str | Path) -> np.ndarray | None:
+    """The token grids ``(N, t, h, w, D)`` of a file written by :func:`embed` with ``tokens``, else None."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(_tokens_file(path), allow_pickle=False) if _tokens_file(path).is_file() else None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return f.get_tensor("tokens") if "tokens" in f.keys() else None
+
+
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int = 4, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
@@ -230,7 +287,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
 
     ``clips`` × ``crops`` test views per video (strided clips at ``stride``, or TSN ``segments``), the clip
     length and crop size of the encoder's config. Resumable and sharded over torchrun ranks."""
-    from mme.models.checkpoint import load_encoder
+    from mme.models.checkpoint import checkpoint_files, load_encoder
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
 
@@ -248,11 +305,12 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                            root=root, backend=backend, orientation=orientation)
     n = len(dataset)
-    fingerprint = {"checkpoint": _file_id(checkpoint), "source": _file_id(source), "clips": clips, "crops": crops,
-                   "stride": stride, "segments": segments, "tokens": tokens, "num_videos": n,
-                   "root": os.path.abspath(root or "."), "precision": precision, "backend": backend,
-                   "orientation": orientation}
-    if _cached(out, fingerprint):
+    fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
+                   "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
+                   "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
+                   "backend": backend, "orientation": orientation}
+    finished = _finished(out, fingerprint)
+    if finished is not None and not finished.get("failures"):
         log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading), not "
                  "recomputed", out)
         return out
@@ -261,13 +319,20 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     if dist.is_main():
         try:  # one job at a time: a second one on the same --out would delete the parts the first assembles
             run_folder.take(partial, write=True, option="--out (its partial results)")
-            _check_partial(partial, fingerprint)
+            _open_partial(partial, fingerprint, out if finished is not None else None)
         except MMEError as e:
             stopped = e
     try:
         if dist.any_true(stopped is not None, dev):
+            if finished is not None:
+                log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out,
+                            len(finished["failures"]), stopped or "rank 0 stopped (see its message)")
+                return out
             raise stopped or MMEError("embed: rank 0 stopped (see its message)")
-        done = {int(i) for p in _read_parts(partial) for i in np.concatenate([p["index"], p["failed"]])}
+        if finished is not None:
+            log.info("embed: %s is up to date but for its %d failed videos: trying them again", out,
+                     len(finished["failures"]))
+        done = {int(i) for p in _read_parts(partial) for i in p["index"]}  # failed rows are tried again
         todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
         log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
                  n, clips * crops, clips, crops, len(done), len(todo), dev, precision)
@@ -285,8 +350,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 arrays["x"] = torch.cat([f for _, f, _ in batches]).numpy()
                 if tokens:
                     arrays["tokens"] = torch.cat([t for _, _, t in batches]).numpy()
-            first = min(np.concatenate([arrays["index"], arrays["failed"]]))
-            _atomic_npz(partial / f"part-{first:09d}-r{info.rank}.npz", **arrays)
+            _write_part(partial, f"r{info.rank}", arrays)
             rows.clear()
 
         rows: list = []
@@ -298,19 +362,24 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         flush(rows)
         dist.barrier()
         if dist.is_main():
-            _assemble(partial, out, n, dataset, fingerprint)
+            _assemble(partial, out, source, dataset, fingerprint)
         dist.barrier()
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails
     return out
 
 
-def _assemble(partial: Path, out: Path, n: int, dataset: Dataset, fingerprint: dict[str, Any]) -> None:
-    """Gather every part into the final file; rows in list order, NaN and ``valid=False`` for failures."""
+def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any]) -> None:
+    """Gather every part into the final file; rows in list order, NaN and ``valid=False`` for failures. When
+    every video failed, DataError, and the partial folder (failures only) is removed: a corrected command
+    (another --root) is not taken for a different job's."""
+    n = len(dataset)
     parts = _read_parts(partial)
     with_rows = [p for p in parts if "x" in p]
     if not with_rows:
-        raise DataError(f"embed: all {n} videos of {fingerprint['source']} failed; see the warnings above")
+        first = next((str(p["error"][0]) for p in parts if len(p["error"])), "none listed")
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"embed: all {n} videos of {source} failed; first error: {first}")
     dim = with_rows[0]["x"].shape[1]
     x = np.full((n, dim), np.nan, np.float32)
     labelled = getattr(dataset, "labelled", True)

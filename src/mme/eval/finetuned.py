@@ -89,6 +89,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
 
     if not cfg.train.init:
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
+    if not (cfg.task.val_list or cfg.task.test_list):
+        raise ConfigError("task.eval_only needs task.val_list or task.test_list: the videos to test on")
     info = dist.init_distributed(choose_device(cfg.train.device).type)
     device = choose_device(cfg.train.device, info.local_rank)
     precision, _ = choose_precision(cfg.train.precision, device)

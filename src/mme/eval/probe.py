@@ -163,7 +163,7 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
             w = 1 + sim / (4 * k)
         votes = torch.zeros(len(q), C).scatter_add_(1, ty[idx], w)  # (n, C)
         probs.append(votes / votes.sum(1, keepdim=True))
-    return {**classification_report(torch.cat(probs), ey, class_names), "method": "knn", "k": k,
+    return {**classification_report(torch.cat(probs), ey, class_names, votes=True), "method": "knn", "k": k,
             "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
 
 

@@ -7,7 +7,6 @@ into one probability vector per video. Top-1/top-5 and the confusion matrix are 
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import tempfile
@@ -25,15 +24,19 @@ from mme.utils import atomic_path, atomic_write_json
 log = logging.getLogger(__name__)
 
 
-def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5),
+                  votes: bool = False) -> dict[str, float]:
     """Fraction of rows whose label is among the k highest scores, for each k (k is capped at the number of
     classes, so top-5 of a 4-class problem is 1.0). Of tied scores the lower class id ranks first, as argmax
-    (the confusion matrix's prediction) takes it; a class scored 0 (no kNN vote) is no prediction."""
+    (the confusion matrix's prediction) takes it. With ``votes`` (kNN vote shares) a class scored 0 had no vote
+    and is no prediction; a probability that underflowed to 0 still ranks."""
     out = {}
     order = probs.sort(dim=1, descending=True, stable=True).indices
     for k in ks:
         top = order[:, :min(k, probs.shape[1])]  # (N, k)
-        hit = (top == labels[:, None]) & (probs.gather(1, top) > 0)
+        hit = top == labels[:, None]
+        if votes:
+            hit &= probs.gather(1, top) > 0
         out[f"top{k}"] = hit.any(dim=1).float().mean().item() if len(labels) else float("nan")
     return out
 
@@ -44,12 +47,17 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
 
 
-def classification_report(probs: torch.Tensor, labels: torch.Tensor,
-                          class_names: list[str] | None = None) -> dict[str, Any]:
+def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None = None,
+                          votes: bool = False) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy (recall; None for a class absent from ``labels``), mean class accuracy
-    and the confusion matrix of ``probs (N, C)`` against ``labels (N,)``, as JSON-serialisable values."""
+    and the confusion matrix of ``probs (N, C)`` against ``labels (N,)``, as JSON-serialisable values
+    (``votes``: see :func:`topk_accuracy`). DataError for non-finite scores, which rank as no class."""
     probs = torch.as_tensor(probs, dtype=torch.float32)
     labels = torch.as_tensor(labels, dtype=torch.long)
+    bad = int((~torch.isfinite(probs)).any(1).sum())
+    if bad:
+        raise DataError(f"classification report: {bad} of {len(probs)} rows of scores are not finite (NaN or "
+                        "inf: the model's outputs overflowed or diverged)")
     num_classes = probs.shape[1]
     names = class_names or [str(c) for c in range(num_classes)]
     cm = confusion_matrix(probs.argmax(1), labels, num_classes)
@@ -57,7 +65,7 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor,
     per_class = {names[c]: (float(cm[c, c] / support[c]) if support[c] else None) for c in range(num_classes)}
     present = [v for v in per_class.values() if v is not None]
     return {
-        **topk_accuracy(probs, labels),
+        **topk_accuracy(probs, labels, votes=votes),
         "mean_class_accuracy": float(np.mean(present)) if present else float("nan"),
         "num_samples": int(len(labels)),
         "per_class_accuracy": per_class,
@@ -126,17 +134,17 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     Unlabelled lists and single files get the placeholder label -1. Failures are not capped here (callers
     report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
-    from mme.data.lists import ListEntry, read_list, resolve, write_list
+    from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list, resolve, write_list
 
     source = Path(source)
     if not source.is_file():
         raise DataError(f"{source}: no such list file or video")
     with open(source, "rb") as f:
         head = f.read(4096)
-    try:  # incremental: the 4096th byte may cut a character of a name
-        is_list = b"\0" not in head and bool(codecs.getincrementaldecoder("utf-8")().decode(head, final=False))
-    except UnicodeDecodeError:
-        is_list = False
+    # Containers have NUL bytes in their headers; text has none. An empty or non-UTF-8 list goes to the list
+    # reader, which says what is wrong with it.
+    suffix = source.suffix.lower()
+    is_list = suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head)
     # a video named on the command line is where it says, not under ``root``
     entries = read_list(source, strict=True)[0] if is_list else [ListEntry(os.path.abspath(source))]
     labelled = all(e.label is not None for e in entries)

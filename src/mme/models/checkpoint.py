@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+HF_BIN = "pytorch_model.bin"  # a Hugging Face directory's weights when it has no WEIGHTS
 KINDS = ("mae", "encoder", "classifier")
 
 
@@ -282,10 +283,10 @@ def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
 def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: bool) -> Checkpoint:
     if (path / WEIGHTS).is_file():
         state, _ = _read_safetensors(path / WEIGHTS)
-    elif (path / "pytorch_model.bin").is_file():
-        state = _unwrap(torch_load(path / "pytorch_model.bin"), path / "pytorch_model.bin")
+    elif (path / HF_BIN).is_file():
+        state = _unwrap(torch_load(path / HF_BIN), path / HF_BIN)
     else:
-        raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or pytorch_model.bin")
+        raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or {HF_BIN}")
     decoder = any(k == "mask_token" or k.startswith("decoder.") for k in state)
     try:
         cfg = convert_config.config_from_hf(hf, decoder=decoder)
@@ -314,6 +315,15 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
                  len(ck.state) - len(ck.encoder_state))
         ck = select_part(ck, "model")
     return ck
+
+
+def checkpoint_files(path: str | os.PathLike) -> list[Path]:
+    """The files a checkpoint is read from: the path itself, or a directory's config and weights (other files
+    kept in the folder, such as features embedded next to the encoder, are no part of it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return [path / name for name in (CONFIG, WEIGHTS, HF_BIN) if (path / name).is_file()]
 
 
 def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoint:
