@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from videos import affine_video, write_video
+from videos import H264_GOP, affine_video, cut_mid_gop, decode_all, write_corpus_file, write_video
 
 from mme.cli import main as cli
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
@@ -437,3 +437,18 @@ def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(v
     finally:
         holder.communicate("")
     assert cli(base) == 1 and cache_file(out, "cls/a.mp4").is_file()
+
+
+def test_a_file_with_fewer_frames_than_packets_is_extracted_with_the_frames_it_has(tmp_path):
+    """Cut inside its first GOP, the file has fewer frames than packets, which its count was until the extraction's
+    last read found out: the video failed."""
+    frames, _ = affine_video(30, 48, 64, dx=0.7, seed=2)
+    (tmp_path / "videos").mkdir()
+    full = write_corpus_file(tmp_path / "full.mkv", frames, "libx264", H264_GOP, "cfr", "yuv420p", None)
+    cut = cut_mid_gop(full, tmp_path / "videos" / "cut.mkv")
+    n = len(decode_all(cut))
+    (tmp_path / "list.txt").write_text("cut.mkv 0\n")
+    assert cli(["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path / "videos"), "--out",
+                str(tmp_path / "cache"), "--length", "2", "--short-side", "32"]) == 0
+    disp, valid = load_tracks(cache_file(tmp_path / "cache", "cut.mkv"))
+    assert n < 30 and disp.shape[0] == valid.shape[0] == n

@@ -277,3 +277,15 @@ def conformance_corpus(folder: str | Path, frames: np.ndarray) -> dict[str, Path
     folder = Path(folder)
     return {name: write_corpus_file(folder / name, frames, *row) for name, row in CORPUS.items()
             if row[0] in av.codecs_available}
+
+
+def cut_mid_gop(src: str | Path, dst: str | Path, drop: int = 3) -> Path:
+    """``src``'s packets but its first ``drop``, remuxed (a stream recorded or split inside a GOP): FFmpeg drops the
+    frames before the next keyframe, so the file has fewer frames than packets."""
+    with av.open(str(src)) as i, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(i.streams.video[0])
+        for k, p in enumerate(p for p in i.demux(video=0) if p.size):
+            if k >= drop:
+                p.stream = stream
+                out.mux(p)
+    return Path(dst)

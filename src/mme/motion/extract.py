@@ -28,7 +28,7 @@ from tqdm import tqdm
 from mme.data.lists import read_list, resolve
 from mme.data.video import open_video, require_backend, video_error
 from mme.data.video_reader import ORIENTATIONS
-from mme.errors import ConfigError, MMEError
+from mme.errors import ConfigError, FrameCountChanged, MMEError
 from mme.motion.cache import (
     V1_SUFFIX,
     cache_file,
@@ -95,7 +95,15 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
-    """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video)."""
+    """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video). A file
+    that has fewer frames than packets, found by a read, is tracked again with the count it has."""
+    try:
+        _extract_video(path, out_path, opts)
+    except FrameCountChanged:
+        _extract_video(path, out_path, opts)
+
+
+def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     made_of = source_identity(path) if Path(path).is_file() else {}  # (a missing file: open_video says so)
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
