@@ -111,8 +111,9 @@ class TargetConfig:
     cache_dir: str | None = None
     """Read tracks from this `mme extract` cache instead of computing flow online."""
     shuffled: bool = False
-    """A control, not a method: every clip is trained on the targets (and their validity) of the next clip of its
-    batch, so the targets keep their statistics but say nothing about the clip (docs/experiments.md)."""
+    """A control, not a method: every clip is trained on the targets (and their validity) of the previous clip of
+    its batch (the first on the last's; a batch per rank of >= 2 clips), so the targets keep their statistics but
+    say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
         apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none", "hog_norm": False,
