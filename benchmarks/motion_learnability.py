@@ -18,7 +18,7 @@ and, every ``--probe-every`` steps, the demo's linear probe and kNN on ``val``/`
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme target.patch_norm=false
 
 ``--shuffle-targets`` (the config key `target.shuffled=true`): a control. Each clip is trained on the targets of
-the next clip of its batch, so the targets keep their statistics but carry nothing about the input: the probe
+the previous clip of its batch (the first on the last's), so the targets keep their statistics but carry nothing about the input: the probe
 then shows what pre-training does to an encoder when the loss gives it no signal.
 
 ``clips``: the same supervised loop as ``ideal`` on real decoded clips: one centred clip per video of a

@@ -4,7 +4,7 @@
 # the demo's own data (benchmarks/pixel_plateau.py data) with the demo's settings (model.input_norm=clip; the
 # recipes' lr 3e-4 per 8 clips, scaled to $BATCH):
 #   pixel.log            VideoMAE's pixel target
-#   pixel_shuffled.log   the same, every clip trained on the next clip's targets: the no-signal control
+#   pixel_shuffled.log   the same, every clip trained on the previous clip's targets: the no-signal control
 #   hog.log              HOG only
 #   mme.log              MME as in the demo (target.patch_norm=false target.position_unit=1)
 # Each log prints its loss terms against their mean-prediction level and, every $PROBE_EVERY steps, the demo's

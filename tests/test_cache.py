@@ -3,7 +3,8 @@
 Stated tolerance (cached vs online, same clip and crop): with the identity geometry the displacements agree to
 half the int16 quantum (0.025 px); under a crop + resize (and a flip) the mean absolute difference is <= 0.1 px
 (measured 0.03 px at zoom 0.8, 0.054 px at zoom 0.67 over the tokens' points) and the 95th percentile of the
-valid points <= 0.15 px (measured 0.08 px), and >= 98 % of the points / tokens agree on validity.
+valid points <= 0.15 px (measured 0.08 px), and >= 98 % of the points / tokens agree on validity. These hold for
+these videos: the difference depends on the content (docs/targets.md).
 """
 
 from __future__ import annotations

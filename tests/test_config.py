@@ -186,6 +186,14 @@ def test_optim_config_validation():
         OptimConfig(betas=(0.9, 1.2))
 
 
+def test_the_shuffled_targets_control_needs_two_clips_per_rank():
+    """A batch of 1 was trained on its own targets (the roll of one clip): silently not a control."""
+    with pytest.raises(ConfigError, match=r"^train.batch_size=1 with target.shuffled=true: .*>= 2 clips"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["target.shuffled=true", "train.batch_size=1"])
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["target.shuffled=true", "train.batch_size=2"]).target.shuffled
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.batch_size=1"]).train.batch_size == 1
+
+
 def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch):
     cpu = torch.device("cpu")
     native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -148,6 +148,17 @@ def test_sparse_frames_need_only_the_pairs_the_tracks_cover():
         track(frames[ids], ids, starts=[3], length=4, source="clip.mp4")
 
 
+@pytest.mark.parametrize("compensate", [False, True])
+def test_no_starts_give_empty_tracks_of_the_grids_shape(compensate):
+    """No starts was a ValueError of np.stack (no flows to stack)."""
+    frames, _ = affine_video(4, 48, 64, dx=1.0)
+    disp, valid = compute_tracks(frames, starts=[], length=3, compensate=compensate, prune=True)
+    assert disp.shape == (0, 3, 6, 8, 2) and disp.dtype == np.float32
+    assert valid.shape == (0, 6, 8) and valid.dtype == bool
+    tr = track(frames, np.arange(4), [], 3, compensate=compensate)
+    assert tr.positions().shape == (0, 4, 6, 8, 2)
+
+
 def test_bad_frame_input_is_a_clear_error():
     a = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(DataError, match="different sizes"):

@@ -53,6 +53,20 @@ def test_a_pair_gets_the_same_flow_alone_in_a_batch_and_under_autocast(tmp_path)
     assert np.abs(np.median(alone[0].permute(1, 2, 0).reshape(-1, 2).numpy(), 0) - [1.7, -0.6]).max() < 0.2
 
 
+@pytest.mark.parametrize("h, w", [(48, 48), (50, 70), (62, 62)])
+def test_small_frames_read_the_whole_motion(h, w, tmp_path):
+    """Frames under 64 px had a pyramid of two levels and read a 1.5 px translation as 1.34-1.45 px."""
+    from mme.motion.torch_flow import _pyramid
+
+    frames = encoded(tmp_path, affine_video(2, h, w, dx=1.5, dy=-0.8, seed=4)[0])
+    flow = raw_flow(frames[0], frames[1], "torch-lk")[6:-6, 6:-6]
+    assert np.abs(np.median(flow.reshape(-1, 2), 0) - [1.5, -0.8]).max() < 0.04
+    # three levels, down to 8 px; frames of 64 px and more keep the levels they had (coarsest >= 16 px)
+    sides = {s: [level.shape[-1] for level in _pyramid(torch.zeros(1, 1, s, s))] for s in (48, 62, 64, 112, 224)}
+    assert sides == {48: [48, 24, 12], 62: [62, 31, 16], 64: [64, 32, 16], 112: [112, 56, 28],
+                     224: [224, 112, 56, 28]}
+
+
 def test_the_accelerators_blur_is_the_cpus_and_gives_the_same_flow(tmp_path, monkeypatch):
     """A GPU blurs by convolution, a CPU by shifted sums: checked here on the CPU, where both run."""
     from mme.motion import torch_flow

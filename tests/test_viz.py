@@ -93,3 +93,45 @@ def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_
         assert added(target, frame, viz.TARGET_RGB) > 100 and added(target, frame, viz.PRED_RGB) == 0
         assert added(pred, frame, viz.PRED_RGB) > 100 and added(pred, frame, viz.TARGET_RGB) == 0
         assert (target != pred).any(-1)[is_masked].mean() > 0.02  # the two motions drawn differ
+
+
+@pytest.mark.parametrize("run_target, stride", [
+    ({"flow": "farneback", "max_disp": 1.0, "patch_norm": False, "prune": True}, 2),
+    ({"interpolate": False, "patch_norm": False, "position_unit": 1.0}, 2),
+    ({"flow": "torch-lk"}, 4),
+])
+def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, stride, monkeypatch, tmp_path):
+    """The target panels were tracks of the default flow over the CLI's stride, unbounded (2x a run's max_disp
+    of 1 px), with no pruning or interpolate=false: motion the run never supervised."""
+    import dataclasses
+
+    from mme.models.config import ModelConfig
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, TargetFn, head_specs
+
+    frames, _ = affine_video(24, 64, 64, dx=2.0, seed=6)
+    video = str(write_video(tmp_path / "v.mp4", frames))
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
+                    head_hidden=16)
+    run = TargetConfig(kind="mme", track_length=4, **run_target)
+    heads = head_specs(run, m)
+    model = MaskedAutoencoder(m, heads)
+    torch.save({"model": model.state_dict(), "heads": [dataclasses.asdict(h) for h in heads],
+                "config": {"model": dataclasses.asdict(m), "target": dataclasses.asdict(run),
+                           "data": {"stride": stride}}}, tmp_path / "checkpoint.pth")
+    drawn = {}
+    draw = viz._prediction_panels
+
+    def capture(frames, starts, tokens, target, *rest):
+        drawn.update(starts=list(starts), target=target)
+        return draw(frames, starts, tokens, target, *rest)
+
+    monkeypatch.setattr(viz, "_prediction_panels", capture)
+    prediction_picture(video, str(tmp_path / "checkpoint.pth"), tmp_path / "p.png")
+    assert drawn["starts"] == [0, 2 * stride]  # tubelet starts of the run's clip stride
+    trained = TargetFn(run, m).targets(read_clip(video, 0, 4, stride, 64, 4))[0]["traj"]
+    mask = model.make_mask(1, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(drawn["target"], trained[mask])
+    if not run.patch_norm:  # 2 px per frame to the right, in the run's unit: bounded at 1 px, or as it is
+        x = drawn["target"].reshape(len(drawn["target"]), 2, 4, 4)[:, 0]
+        assert x.median() == pytest.approx(1.0 if run.max_disp else 2.0, abs=0.1)

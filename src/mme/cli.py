@@ -340,7 +340,8 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
     p.add_argument("--num-frames", type=count(), default=None,
                    help="frames of the clip (default 16; with --checkpoint: the model's)")
-    p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
+    p.add_argument("--stride", type=count(), default=None,
+                   help="raw frames between clip frames (default 4; with --checkpoint: its run's data.stride)")
     p.add_argument("--size", type=count(16), default=None,
                    help="frames are centre-cropped and resized to this side (default 224; with --checkpoint: the "
                         "model's)")

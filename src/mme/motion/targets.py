@@ -8,8 +8,9 @@ Targets (``target.kind``, one or a list):
   (c, a, b) order: 108-d at patch 16 (the release's appearance target; training step).
 - ``mme`` (the paper, default): ``traj`` + ``shape``. ``traj`` = the per-step displacements of the K points
   of each patch, tracked L raw frames from the tubelet's first raw frame, ordered (coordinate, step, point),
-  2·L·K dims, PatchStd-normalised; ``shape`` = the HOG of the cell each point is in at steps 0..L-1,
-  ordered (step, point, 27), 27·L·K dims (paper Eq. 2-3; the release's VolumeHOG without its D6 bug).
+  2·L·K dims, PatchStd-normalised; ``shape`` = the HOG at each point's position at steps 0..L-1, read
+  bilinearly between the centres of the nearest cells (:func:`hog_at`: a seed, 0.5 px off its cell's centre at
+  the default 8-px cells and seeds, reads 88 % of its own cell), ordered (step, point, 27), 27·L·K dims (paper Eq. 2-3; the release's VolumeHOG without its D6 bug).
 - ``mme-released``: ``traj`` + ``hog`` with L=4 (the released script's ``base`` variant, §12 D1).
 
 Work is split where it is cheapest: the data workers do what is per file, the decode and the tracks (optical flow
@@ -111,8 +112,9 @@ class TargetConfig:
     cache_dir: str | None = None
     """Read tracks from this `mme extract` cache instead of computing flow online."""
     shuffled: bool = False
-    """A control, not a method: every clip is trained on the targets (and their validity) of the next clip of its
-    batch, so the targets keep their statistics but say nothing about the clip (docs/experiments.md)."""
+    """A control, not a method: every clip is trained on the targets (and their validity) of the previous clip of
+    its batch (the first on the last's; a batch per rank of >= 2 clips), so the targets keep their statistics but
+    say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
         apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none", "hog_norm": False,

@@ -6,7 +6,7 @@ are most of a worker's CPU for online MME targets (docs/performance.md). This fl
 every pair of a batch at once on the GPU, so online targets need only decoding from the workers.
 
 Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least :data:`MIN_SIZE`
-px on its short side): both frames smoothed by a Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS`
+px on its short side, or down to :data:`SMALLEST` px for :data:`MIN_LEVELS` levels): both frames smoothed by a Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS`
 Gauss-Newton steps of a translation per pixel, fitted over a Gaussian window of :data:`WINDOW_SIGMA` px: first (on
 the finest level only before the first two) the flow of the pixels :data:`PROPAGATE` px away is tried at every
 pixel (see there), then frame b warped by the flow (bilinear), the symmetric gradient (the mean of both frames'
@@ -63,7 +63,13 @@ FINEST_PROPAGATIONS = 2
 all: before every step there it cost 1.4-1.7x the CPU per pair, for an error of 0.24 instead of 0.26 px on
 ``benchmarks/flow_real_footage.py``'s moving objects."""
 MIN_SIZE = 16
-"""Short side of the coarsest level, px (at least)."""
+"""Short side of the coarsest level, px (at least), unless :data:`MIN_LEVELS` need a smaller one."""
+MIN_LEVELS = 3
+"""Levels a pyramid has at least, while the coarsest stays :data:`SMALLEST` px or more on its short side: frames of
+32-63 px (two levels by :data:`MIN_SIZE`) under-read motion by 3-10 % (a 1.5 px translation read as 1.37 px at 48²,
+1.45 at 62², 1.50-1.51 with three levels). Frames of 64 px or more have three levels by :data:`MIN_SIZE`."""
+SMALLEST = 8
+"""Short side of the coarsest level that :data:`MIN_LEVELS` may add, px (at least)."""
 GREY_WEIGHTS = (4899, 9617, 1868)
 """RGB -> grey with ITU-R BT.601's weights in fixed point (``(r w_r + g w_g + b w_b + 2^13) >> 14``): integer
 arithmetic gives the same grey frames on every device (``cv2.cvtColor`` differs by one level on a few pixels)."""
@@ -163,7 +169,8 @@ def _propagate(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, vertical:
 
 def _pyramid(x: torch.Tensor) -> list[torch.Tensor]:
     levels = [x]
-    while min(levels[-1].shape[-2:]) >= 2 * MIN_SIZE:
+    while (short := min(levels[-1].shape[-2:])) >= 2 * MIN_SIZE or (len(levels) < MIN_LEVELS
+                                                                    and (short + 1) // 2 >= SMALLEST):
         h, w = levels[-1].shape[-2:]
         levels.append(F.interpolate(levels[-1], size=((h + 1) // 2, (w + 1) // 2), mode="bilinear",
                                     antialias=True, align_corners=False))

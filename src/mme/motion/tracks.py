@@ -64,8 +64,7 @@ def seed_grid(height: int, width: int, stride: float) -> np.ndarray:
 
 def _apply_hom(points: np.ndarray, homs: np.ndarray) -> np.ndarray:
     """points ``(S, ..., 2)``, homs ``(S, 3, 3)`` -> the projected points, same shape."""
-    S = points.shape[0]
-    p = points.reshape(S, -1, 2)
+    p = points.reshape(points.shape[0], int(np.prod(points.shape[1:-1])), 2)
     q = np.einsum("sij,spj->spi", homs[:, :, :2], p) + homs[:, None, :, 2]  # (S, P, 3)
     return (q[..., :2] / q[..., 2:3]).reshape(points.shape).astype(np.float32)
 
@@ -189,7 +188,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     inside = np.ones((S, gh * gw), bool)
     disp = np.zeros((S, length, gh * gw, 2), np.float32)
     homs = np.tile(np.eye(3, dtype=np.float32), (S, length, 1, 1)) if compensate else None
-    for j in range(length):
+    for j in range(length if S else 0):  # no starts: no flows to stack
         inside &= in_frame(pos, H, W)  # where this step reads the flow
         pairs = [get(s + j * step, s + (j + 1) * step) for s in starts]
         flows = torch.from_numpy(np.stack([f for f, _ in pairs])).permute(0, 3, 1, 2)

@@ -9,7 +9,6 @@ PNG panels are upsampled to at least MIN_PANEL px and come with a key to their c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from mme.data.dataset import DataConfig, Sample
 from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
@@ -29,19 +29,10 @@ if TYPE_CHECKING:
     from mme.motion.targets import Geometry, TargetConfig
 
 
-@dataclass
-class Clip:
-    """A centre-cropped window of a video: the raw frames ``(F, S, S, 3)`` with their ids, the encoder's clip
-    indices and the tubelet starts."""
-
-    frames: np.ndarray
-    frame_ids: np.ndarray
-    clip: np.ndarray
-    starts: np.ndarray
-
-
-def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int, tubelet: int = 2) -> Clip:
-    """Decode every raw frame of the window (the tracks need them) and centre-crop them to ``size``²."""
+def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int,
+              tubelet: int = 2) -> Sample:
+    """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
+    need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts."""
     with open_video(path) as reader:
         clip = start + stride * np.arange(num_frames)
         starts = clip[::tubelet]
@@ -50,8 +41,9 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
             raise video_error(path, "too short", f"{reader.num_frames} frames; {num_frames} frames at stride "
                               f"{stride} from frame {start}, with tracks of {length}, need {last + 1}")
         ids = np.arange(start, last + 1)
-        frames = apply_geometry(reader.read(ids), view_crops(reader.size, size, 1)[0])
-    return Clip(frames, ids, clip, starts)
+        geometry = view_crops(reader.size, size, 1)[0]
+        frames = apply_geometry(reader.read(ids), geometry)
+    return Sample(frames, ids, clip, starts, geometry, path, length)
 
 
 MIN_PANEL = 288
@@ -183,9 +175,11 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     return out
 
 
-def _traj_model(checkpoint: str, compensate: bool) -> tuple[MaskedAutoencoder, TargetConfig, Geometry]:
-    """The checkpoint's masked autoencoder with its target config and token geometry: as its run made the targets
-    when ``checkpoint`` is one of our training checkpoints, else the released layout (2×2 points, PatchStd)."""
+def _traj_model(checkpoint: str, compensate: bool) -> tuple[MaskedAutoencoder, TargetConfig, Geometry, int | None]:
+    """The checkpoint's masked autoencoder with its target config, token geometry and clip stride: its run's when
+    ``checkpoint`` is one of our training checkpoints (the tracks computed online with its ``target.flow``, also
+    for a run that read them from a track cache; the stride None for a run of TSN segments), else the released
+    layout (2×2 points, PatchStd) and no stride."""
     from dataclasses import replace
 
     from mme.config import from_dict
@@ -198,40 +192,45 @@ def _traj_model(checkpoint: str, compensate: bool) -> tuple[MaskedAutoencoder, T
     if not isinstance(model, MaskedAutoencoder) or "traj" not in model.heads:
         raise MMEError(f"{checkpoint}: not a masked autoencoder with a 'traj' head; nothing to compare")
     spec = next(h for h in model.head_specs if h.name == "traj")
+    stride = None
     if isinstance(ck.run_config.get("target"), dict):  # only the traj target is drawn: no HOG maps needed
         try:
             run = from_dict(TargetConfig, ck.run_config["target"], prefix="target.")
         except ConfigError as e:
             raise CheckpointError(f"{checkpoint}: its run's target section does not load here: {e}") from e
-        cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate)
+        cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate,
+                      cache_dir=None)
+        data = ck.run_config.get("data")
+        if isinstance(data, dict) and data.get("sampling", "stride") == "stride":
+            stride = data.get("stride", DataConfig.stride)
     else:
         cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
     g = token_geometry(cfg, model.cfg)
     if spec.dim != 2 * cfg.track_length * g.points:
         raise MMEError(f"{checkpoint}: traj head of {spec.dim} dims is not 2 x {cfg.track_length} steps x "
                        f"{g.points} points; cannot draw it")
-    return model, cfg, g
+    return model, cfg, g, stride
 
 
-def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int = 4,
+def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int | None = None,
                        seed: int = 0, compensate: bool = False, scale: float = 4.0) -> Path:
     """PNG, per tubelet: its first frame, then the target and the predicted trajectories of the ``traj`` head
     on its masked (dimmed) patches, drawn from each point's seed, cumulated over the steps.
 
-    PatchStd targets are unit-free z-scores, drawn at ``scale`` px (of the model's frame) per unit; position
-    targets in their run's unit."""
-    from mme.motion.targets import motion_targets
+    The targets are made as the run's training made them (:class:`TargetFn`: its flow, bound, pruning and
+    interpolation), from a clip at ``stride`` raw frames (default: the run's ``data.stride``, else 4). PatchStd
+    targets are unit-free z-scores, drawn at ``scale`` px (of the model's frame) per unit; position targets in
+    their run's unit."""
+    from mme.motion.targets import TargetFn
     from mme.motion.tracks import default_max_disp
 
-    model, cfg, g = _traj_model(checkpoint, compensate)
+    model, cfg, g, run_stride = _traj_model(checkpoint, compensate)
     m, L = model.cfg, cfg.track_length
+    stride = stride or run_stride or DataConfig.stride
     c = read_clip(video, start, m.num_frames, stride, m.img_size, L, m.tubelet_size)
-    tr = track(c.frames, c.frame_ids, c.starts, L, seed_stride=g.seed_stride, compensate=cfg.compensate,
-               source=video)
-    motion = {"disp": torch.from_numpy(tr.disp)[None], "track_valid": torch.from_numpy(tr.valid)[None]}
-    traj = motion_targets(motion, cfg, model.cfg, tr.size)[0]["traj"][0]  # (N, 2LK)
+    traj = TargetFn(cfg, m).targets(c)[0]["traj"]  # (N, 2LK)
     if not cfg.patch_norm:  # targets are displacements in units of position_unit (default: the track bound)
-        scale = cfg.position_unit or cfg.max_disp or default_max_disp(*tr.size)
+        scale = cfg.position_unit or cfg.max_disp or default_max_disp(*c.frames.shape[1:3])
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
     x = to_video_tensor(c.frames[[at[int(f)] for f in c.clip]])[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
@@ -291,11 +290,13 @@ PICTURES = (".png", ".gif", ".mp4")
 
 
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
-                 num_frames: int | None = None, stride: int = 4, size: int | None = None, length: int | None = None,
-                 seed_stride: int | None = None, compensate: bool = False, seed: int = 0) -> Path:
+                 num_frames: int | None = None, stride: int | None = None, size: int | None = None,
+                 length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
+                 seed: int = 0) -> Path:
     """``mme viz``: :func:`prediction_picture` (a PNG) with a ``checkpoint``, whose model sets the frames, size,
-    track length and points (``seed`` draws the mask), else :func:`tracks_picture` (16 frames of 224², L=6, a
-    point every 16 px unless given); prints and returns the path written."""
+    track length and points and whose run the stride unless given (``seed`` draws the mask), else
+    :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless given); prints and
+    returns the path written."""
     out = Path(out)
     kind = out.suffix.lower()
     if kind not in PICTURES:
@@ -314,7 +315,7 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
         size = 224 if size is None else size
         if kind == ".mp4" and size % 2:
             raise ConfigError(f"--size {size}: an .mp4 (H.264, 4:2:0) needs an even size")
-        path = tracks_picture(video, out, start, num_frames or 16, stride, size, length or 6, seed_stride or 16,
-                              compensate)
+        path = tracks_picture(video, out, start, num_frames or 16, stride or DataConfig.stride, size, length or 6,
+                              seed_stride or 16, compensate)
     print(f"viz: wrote {path}")
     return path

@@ -98,6 +98,10 @@ class PretrainConfig:
 
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
+        if self.target.shuffled and self.train.batch_size < 2:
+            raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
+                              "trains each clip on another clip's targets of its batch (per rank), which needs "
+                              ">= 2 clips; one would keep its own")
 
 
 @dataclass

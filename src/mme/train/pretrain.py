@@ -104,7 +104,7 @@ def _inputs(run: Run, batch: dict, epoch: int, k: int) -> tuple:
     mask = masks_for(run.model, batch["index"], epoch, cfg.train.seed).to(dev)
     motion = {n: v.to(dev, non_blocking=True) for n, v in batch["motion"].items()}
     targets, valid = batch_targets(video, motion, cfg.target, cfg.model)
-    if cfg.target.shuffled:  # the control: each clip gets the next clip's targets
+    if cfg.target.shuffled:  # the control: each clip gets the previous clip's targets
         targets, valid = ({n: v.roll(1, 0) for n, v in d.items()} for d in (targets, valid))
     return video, mask, targets, valid
 
