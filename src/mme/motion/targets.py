@@ -10,7 +10,8 @@ Targets (``target.kind``, one or a list):
   of each patch, tracked L raw frames from the tubelet's first raw frame, ordered (coordinate, step, point),
   2·L·K dims, PatchStd-normalised; ``shape`` = the HOG at each point's position at steps 0..L-1, read
   bilinearly between the centres of the nearest cells (:func:`hog_at`: a seed, 0.5 px off its cell's centre at
-  the default 8-px cells and seeds, reads 88 % of its own cell), ordered (step, point, 27), 27·L·K dims (paper Eq. 2-3; the release's VolumeHOG without its D6 bug).
+  the default 8-px cells and seeds, reads 88 % of its own cell), ordered (step, point, 27), 27·L·K dims (paper
+  Eq. 2-3; the release's VolumeHOG without its D6 bug).
 - ``mme-released``: ``traj`` + ``hog`` with L=4 (the released script's ``base`` variant, §12 D1).
 
 Work is split where it is cheapest: the data workers do what is per file, the decode and the tracks (optical flow

@@ -6,18 +6,17 @@ are most of a worker's CPU for online MME targets (docs/performance.md). This fl
 every pair of a batch at once on the GPU, so online targets need only decoding from the workers.
 
 Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least :data:`MIN_SIZE`
-px on its short side, or down to :data:`SMALLEST` px for :data:`MIN_LEVELS` levels): both frames smoothed by a Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS`
-Gauss-Newton steps of a translation per pixel, fitted over a Gaussian window of :data:`WINDOW_SIGMA` px: first (on
-the finest level only before the first two) the flow of the pixels :data:`PROPAGATE` px away is tried at every
-pixel (see there), then frame b warped by the flow (bilinear), the symmetric gradient (the mean of both frames'
-gradients), residuals weighted robustly (:data:`ROBUST`), the 2 x 2 system damped by :data:`DAMPING` (a quarter of
-it per level up, as the gradients' energy falls; it keeps the update small where the window has no texture, so the
-coarser level's flow stays there), each step at most :data:`MAX_STEP` px, and the flow smoothed by a Gaussian of
-:data:`SMOOTH` px after each step (DIS's variational refinement plays this part). The settings were chosen on
-``mme bench flow``'s analytic motions and its object set's PatchStd probe, where the flow's detail inside a patch
-counts, and the propagation on objects moving over real footage (``benchmarks/flow_real_footage.py``;
-docs/performance.md).
-"""
+px on its short side, or down to :data:`SMALLEST` px for :data:`MIN_LEVELS` levels): both frames smoothed by a
+Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS` Gauss-Newton steps of a translation per pixel, fitted over
+a Gaussian window of :data:`WINDOW_SIGMA` px: first (on the finest level only before the first two) the flow of the
+pixels :data:`PROPAGATE` px away is tried at every pixel (see there), then frame b warped by the flow (bilinear),
+the symmetric gradient (the mean of both frames' gradients), residuals weighted robustly (:data:`ROBUST`), the 2 x 2
+system damped by :data:`DAMPING` (a quarter of it per level up, as the gradients' energy falls; it keeps the update
+small where the window has no texture, so the coarser level's flow stays there), each step at most :data:`MAX_STEP`
+px, and the flow smoothed by a Gaussian of :data:`SMOOTH` px after each step (DIS's variational refinement plays
+this part). The settings were chosen on ``mme bench flow``'s analytic motions and its object set's PatchStd probe,
+where the flow's detail inside a patch counts, and the propagation on objects moving over real footage
+(``benchmarks/flow_real_footage.py``; docs/performance.md). """
 
 from __future__ import annotations
 
