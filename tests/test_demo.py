@@ -5,9 +5,14 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+import mme
 from mme.cli import main
 from mme.data.real_motion import default_real_dir
 from mme.demo_report import LEARNED_RATIO
@@ -30,7 +35,10 @@ def check_table_and_pictures(out: Path, printed: str) -> None:
     assert "| target | linear probe top-1 (%) | kNN top-1 (%) | real val: linear top-1 (%) | real val: kNN top-1 (%) " \
            "| real test: linear top-1 (%) | real test: kNN top-1 (%) | pre-training minutes | clips/s |" in printed
 
-    result = json.loads((out / "results.json").read_text())
+    text = (out / "results.json").read_text()
+    result = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}: JSON has none"))
+    assert all(row[k] is None for row in result["rows"] for k in ("minutes", "final_loss") if row["target"] ==
+               "random init")  # was NaN, which JSON has not
     settings = result["settings"]  # the quick run keeps the default's data design, only smaller
     assert settings["data_preset"] == "demo" and settings["data_design"]["num_classes"] == 4
     design = settings["data_design"]
@@ -63,7 +71,8 @@ def check_table_and_pictures(out: Path, printed: str) -> None:
         assert all(v is None or 0.0 <= v <= 100.0 for v in row["linear_per_class"].values())
         if row["target"] != "random init":
             assert math.isfinite(row["minutes"]) and row["minutes"] > 0 and row["clips_per_s"] > 0
-            losses = [json.loads(line)["loss"] for line in open(row["metrics"]) if line.strip()]
+            assert not Path(row["checkpoint"]).is_absolute() and (out / row["checkpoint"]).is_file()
+            losses = [json.loads(line)["loss"] for line in open(out / row["metrics"]) if line.strip()]
             assert len(losses) == result["settings"]["steps"] and all(math.isfinite(v) for v in losses)
             assert row["final_loss"] == sum(losses[-1:])  # the last tenth of 6 steps: the last one
             level = row["mean_prediction_loss"]
@@ -83,12 +92,14 @@ def check_table_and_pictures(out: Path, printed: str) -> None:
 
 
 def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: Path, monkeypatch) -> None:
-    shutil.copytree(made, out)  # rows are found by their settings, not by the folder they were made in
+    """In a moved folder, run from another folder (was: rows named their checkpoints as given, and so retrained
+    every target of a moved or copied folder, or of a relative --out run from elsewhere)."""
+    shutil.move(made, out)
+    elsewhere = out.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     first = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     (out / "seed0" / "pixel.json").unlink()  # as if the run had stopped during the pixel target
-    saved = json.loads((out / "seed0" / "mme.json").read_text())
-    saved["settings"]["steps"] += 1  # made with other settings: not reused
-    (out / "seed0" / "mme.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "random_init.json").read_text())
     saved["row"] = {k: v for k, v in saved["row"].items() if k != "real_val_knn_top1"}  # from before that column
     (out / "seed0" / "random_init.json").write_text(json.dumps(saved))
@@ -102,15 +113,18 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
 
     real_pretrain = mme.demo.pretrain
     monkeypatch.setattr(mme.demo, "pretrain", counting_pretrain)
-    assert main([*QUICK, "--out", str(out)]) == 0
-    assert [Path(p).name for p in pretrained] == ["mme", "pixel"]
+    assert main([*QUICK, "--out", os.path.relpath(out)]) == 0
+    assert [Path(p).name for p in pretrained] == ["pixel"]
     rows = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert rows["random init"] == {**first["random init"], "reused": True}  # its real footage probed again
     assert json.loads((out / "seed0" / "random_init.json").read_text())["row"].get("real_set") == \
         first["random init"].get("real_set")
-    assert "reused" not in rows["mme"] and "reused" not in rows["pixel"]
+    assert rows["mme"] == {**first["mme"], "reused": True} and "reused" not in rows["pixel"]
     assert rows["pixel"]["linear_top1"] == first["pixel"]["linear_top1"]  # retrained the same way (deterministic)
-    assert "(1 of 3 rows reused from an earlier run)" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "(2 of 3 rows reused from an earlier run)" in report
+    assert f"| random init | {rows['random init']['linear_top1']:.1f} | {rows['random init']['knn_top1']:.1f} |" \
+        in report and report.count("| – | – |\n") == 2  # read back as null: random init and chance untimed
 
 
 def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog, monkeypatch):
@@ -126,8 +140,15 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
     assert _saved_row(replace(s, steps=s.steps + 1), 0, "random init") is None
     _save_row(s, {"target": "pixel", "seed": 0, "linear_top1": 40.0})
     assert _saved_row(s, 0, "pixel") is not None
-    monkeypatch.setitem(TARGETS, "pixel", (TARGETS["pixel"][0], ["model.mask_ratio=0.9"]))  # its recipe changed
+    monkeypatch.setitem(TARGETS, "pixel", (TARGETS["pixel"][0], ["optim.base_lr=0.001"]))  # its recipe changed
     assert _saved_row(s, 0, "pixel") is None and _saved_row(s, 0, "random init") is not None
+    recipe = tmp_path / "recipe.yaml"  # an edited recipe file (was: its name alone told rows apart)
+    recipe.write_text((Path(mme.__file__).parent / "configs" / "tiny_cpu_mme.yaml").read_text())
+    monkeypatch.setitem(TARGETS, "pixel", (str(recipe), []))
+    _save_row(s, {"target": "pixel", "seed": 0, "linear_top1": 40.0})
+    assert _saved_row(s, 0, "pixel") is not None
+    recipe.write_text(recipe.read_text().replace("base_lr: 3.0e-4", "base_lr: 1.0e-3"))
+    assert _saved_row(s, 0, "pixel") is None
     _save_row(s, {"target": "mme", "seed": 0, "checkpoint": str(tmp_path / "gone.pt")})
     with caplog.at_level("INFO", logger="mme.demo"):
         assert _saved_row(s, 0, "mme") is None
@@ -137,3 +158,54 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
     with caplog.at_level("WARNING", logger="mme.demo"):
         assert _saved_row(s, 0, "pixel") is None
     assert "seed0/pixel.json is unreadable" in caplog.text
+
+
+def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys):
+    """Was: ``mme demo --quick`` after a full run in the same --out retrained and replaced its rows and
+    checkpoints without a word."""
+    from mme.demo import DemoSettings, _check_saved_rows, _save_row
+
+    full = DemoSettings(out=tmp_path)
+    for target in ("mme", "random init"):
+        _save_row(full, {"target": target, "seed": 0, "linear_top1": 50.0})
+    _check_saved_rows(full, overwrite=False)  # the same settings resume
+    assert main([*QUICK, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mme demo: error: --out {tmp_path} holds rows made with other settings (seed0/mme.json, "
+                          "seed0/random_init.json; they differ in ") and err.count("\n") == 1
+    differ = err.split("they differ in ")[1].split("):")[0].split(", ")
+    assert {"steps", "batch_size", "data_design.size", "config.model.img_size"} <= set(differ)
+    assert "give --overwrite to compute them again, or another --out" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0"]  # no data made
+    _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=True)
+
+
+def test_bad_seeds_and_too_few_real_sources_are_refused_before_the_data(tmp_path, capsys):
+    """Was: a seed past 64 bits failed with a traceback, and --real-dir with 2 usable sources ran without the
+    real-footage columns asked for, both after the data were made."""
+    from videos import texture, write_video
+
+    out = tmp_path / "out"
+    assert main([*QUICK, "--out", str(out), "--seeds", "0", str(2**64)]) == 1
+    assert capsys.readouterr().err == f"mme demo: error: --seeds 0 {2**64}: each seed must be in [0, 2**63 - 1]\n"
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for seed in (0, 1):
+        write_video(footage / f"v{seed}.mp4", np.repeat(texture(48, 64, seed)[None], 30, 0))
+    assert main([*QUICK, "--out", str(out), "--real-dir", str(footage)]) == 1
+    assert capsys.readouterr().err == (f"mme demo: error: real footage: 2 usable source videos in {footage}; a split "
+                                       "by source needs at least 3\n")
+    assert not (out / "data").exists()
+
+
+def test_the_table_says_its_spread_is_the_population_standard_deviation_and_reads_null_as_untimed():
+    """Was: ± unlabelled in the report, and docs/results.md called it the standard deviation over seeds."""
+    from mme.demo_report import REAL_KEYS, markdown_table, summarise
+
+    rows = [{"target": "random init", "seed": seed, "linear_top1": top1, "knn_top1": top1, **dict.fromkeys(REAL_KEYS),
+             **dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"))}
+            for seed, top1 in ((0, 40.0), (1, 50.0))]  # null columns, as results.json holds them
+    table = markdown_table(summarise(rows), 25.0, False)
+    assert "| random init | 45.0 ± 5.0 | 45.0 ± 5.0 | – | – | – | – | – | – |" in table  # n, not n - 1 (7.1)
+    assert table.endswith("\n(mean ± population standard deviation (n) over seeds.)\n")
+    assert "over seeds" not in markdown_table(summarise(rows[:1]), 25.0, False)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mme.data.lists import read_list
-from mme.data.synth import CLASSES, draw_params, encode_h264, generate_synth, render
+from mme.data.synth import CLASSES, DEFAULTS, PRESETS, draw_params, encode_h264, generate_synth, render, split_sizes
 from mme.data.video import open_video
 from mme.errors import ConfigError
 
@@ -75,7 +75,7 @@ def test_outputs_are_consistent(synth):
     seen = []
     for split, path in synth.lists.items():
         entries, bad = read_list(path)
-        assert not bad and len(entries) == 8 * {"train": 16, "val": 4, "test": 4}[split]
+        assert not bad and len(entries) == 8 * {"train": 17, "val": 4, "test": 3}[split]  # 16.8 / 3.6 / 3.6
         for e in entries:
             assert params[e.path]["label"] == e.label and params[e.path]["split"] == split
             seen.append(e.path)
@@ -101,6 +101,26 @@ def test_single_frame_is_at_chance_but_motion_separates(synth):
     chance = 1 / len(synth.classes)
     assert appearance_acc < chance + 0.12, appearance_acc
     assert motion_acc > 0.95, motion_acc
+
+
+def test_split_sizes_follow_the_fractions(tmp_path, caplog):
+    """Was: val and test rounded on their own and train given the rest, so ``--splits 0 1 1`` of 5 videos put one
+    in train, and 24 videos at 0.7 / 0.15 / 0.15 gave train 16 of its 16.8."""
+    d = generate_synth(tmp_path, num_classes=2, videos_per_class=5, size=32, num_frames=4, splits=(0, 1, 1),
+                       workers=1)
+    assert "(lists: {'train': 0, 'val': 6, 'test': 4};" in d.summary()
+    demo = PRESETS["demo"]  # 8 classes: 560 / 80 / 160, as docs/results.md says
+    assert split_sizes(demo["videos_per_class"], demo["splits"]) == [70, 10, 20]
+    assert split_sizes(DEFAULTS["videos_per_class"], DEFAULTS["splits"]) == [28, 6, 6]
+    assert split_sizes(24, (0.7, 0.15, 0.15)) == [17, 4, 3]
+    assert split_sizes(250, (0.85, 0.05, 0.1)) == [213, 12, 25]  # docs/experiments.md's 1704 train of 8 classes
+    assert split_sizes(3, (0.7, 0.15, 0.15)) == [1, 1, 1]  # one each when there are enough
+    assert split_sizes(5, (0.7, 0.1, 0.2)) == [3, 1, 1]
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="mme.data.synth"):
+        assert split_sizes(2, (0.7, 0.15, 0.15)) == [2, 0, 0]
+    assert "2 video(s) per class leave val and test empty despite a positive fraction (3 fill every split)" \
+        in caplog.text
 
 
 SAME_BYTES = dict(num_classes=2, videos_per_class=2, size=32, num_frames=6)

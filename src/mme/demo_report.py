@@ -16,7 +16,8 @@ source (what experiments are judged on), then on its test source."""
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds, per target (in first-seen order)."""
+    """Mean and population standard deviation (n, not n - 1) over seeds, per target (in first-seen order); a
+    value read back from JSON as null (NaN written) counts as NaN."""
     out = []
     for target in dict.fromkeys(r["target"] for r in rows):
         rs = [r for r in rows if r["target"] == target]
@@ -30,6 +31,10 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+SPREAD = "population standard deviation (n)"
+"""What ± stands for in the tables (:func:`summarise`)."""
+
+
 def _cell(e: dict, key: str, digits: int = 1) -> str:
     v, sd = e[key], e[key + "_std"]
     if np.isnan(v):
@@ -39,7 +44,7 @@ def _cell(e: dict, key: str, digits: int = 1) -> str:
 
 def markdown_table(summary: list[dict], chance: float, real: bool) -> str:
     """The probes on the synthetic videos, then on real footage (``real``: whether it was probed): the folds'
-    validation sources, then their test sources; and chance."""
+    validation sources, then their test sources; and chance; with more than one seed, what ± is."""
     real_heads = [f"real {split}: {probe} top-1 (%)" for split in ("val", "test") for probe in ("linear", "kNN")]
     lines = ["| " + " | ".join(["target", "linear probe top-1 (%)", "kNN top-1 (%)", *real_heads,
                                 "pre-training minutes", "clips/s"]) + " |", "|---" * (5 + len(REAL_KEYS)) + "|"]
@@ -49,6 +54,8 @@ def markdown_table(summary: list[dict], chance: float, real: bool) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     real_chance = [f"{chance:.1f}" if real else "–"] * len(REAL_KEYS)
     lines.append("| " + " | ".join(["chance", f"{chance:.1f}", f"{chance:.1f}", *real_chance, "–", "–"]) + " |")
+    if any(e["seeds"] > 1 for e in summary):
+        lines.append(f"\n(mean ± {SPREAD} over seeds.)")
     return "\n".join(lines) + "\n"
 
 
@@ -77,9 +84,9 @@ def markdown_loss_table(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(reading) + "\n"
 
 
-def plot_losses(rows: list[dict], path: Path) -> None:
+def plot_losses(rows: list[dict], root: Path, path: Path) -> None:
     """One panel per pre-trained target: every loss term against the step (first seed), per batch (faint) and
-    as a running mean."""
+    as a running mean. The rows' metrics paths are relative to ``root``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +95,7 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     runs = [r for r in rows if "metrics" in r and r["seed"] == rows[0]["seed"]]
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
     for ax, r in zip(axes[0], runs):
-        records = read_records(r["metrics"])
+        records = read_records(root / r["metrics"])
         steps = [rec["step"] for rec in records]
         for key in sorted(k for k in records[0] if k.startswith("loss")):
             values = np.array([rec[key] for rec in records])

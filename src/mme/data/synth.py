@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -60,6 +61,8 @@ TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
 CLASSES = ("translate_right", "translate_left", "translate_up", "translate_down", "rotate_cw", "rotate_ccw",
            "grow", "shrink", "oscillate_horizontal", "oscillate_vertical")
 SPLITS = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,29 @@ def _check_design(d: dict) -> None:
         raise ConfigError(f"synth splits must be three non-negative fractions (train, val, test), got {splits}")
 
 
+def split_sizes(n: int, fractions: tuple[float, ...]) -> list[int]:
+    """Videos per class in each split (train, val, test): ``n`` shared by the largest remainders of ``n`` times
+    the normalised ``fractions`` (the first split on a tie), so that they sum to ``n`` and a split of fraction 0
+    gets none; when ``n`` allows, each split of a positive fraction gets at least one, taken from the largest.
+    A positive fraction left without videos is logged."""
+    f = np.asarray(fractions, float) / sum(fractions)
+    quotas = n * f
+    sizes = np.floor(quotas).astype(int)
+    remainders = (quotas - sizes).round(9)  # so that float noise (2 x 0.7 - 1 = 0.3999...) breaks no tie
+    by_remainder = sorted(range(len(f)), key=lambda i: (f[i] > 0, remainders[i]), reverse=True)
+    for i in by_remainder[:n - int(sizes.sum())]:
+        sizes[i] += 1
+    empty = np.flatnonzero((sizes == 0) & (f > 0))
+    if n >= np.count_nonzero(f):
+        for i in empty:
+            sizes[np.argmax(sizes)] -= 1
+            sizes[i] += 1
+    else:
+        log.warning("synth: %d video(s) per class leave %s empty despite a positive fraction (%d fill every "
+                    "split)", n, " and ".join(SPLITS[i] for i in empty), np.count_nonzero(f))
+    return sizes.tolist()
+
+
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
                    size: int | None = None, num_frames: int | None = None, fps: int | None = None,
                    seed: int | None = None, splits: tuple[float, ...] | None = None,
@@ -391,9 +417,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     root = check_output(out_dir, "out", folder=True)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
-    fractions = np.asarray(d["splits"], float) / sum(d["splits"])
-    # Every split with a positive fraction gets at least one video per class when there are enough.
-    n_val, n_test = (max(int(round(n * f)), int(f > 0 and n >= 3)) for f in fractions[1:])
+    _, n_val, n_test = split_sizes(n, d["splits"])
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
         for k in range(n):
