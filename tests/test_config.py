@@ -266,3 +266,25 @@ def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "c"), "--max-disp", "-1"])
     assert "argument --max-disp: must be a finite number > 0, got -1" in capsys.readouterr().err
+
+
+def test_unset_is_unset_however_written_and_text_keys_refuse_it():
+    """``model.preset=null`` (or ``~``, or nothing) dropped the recipe's sizes as a change of preset would, where
+    ``None`` kept them: a ViT-B trained for the tiny recipe's; ``task.val_list=None`` was the text 'None' (a
+    folder of that name was made, then not read as a list)."""
+    from mme.train.config import FinetuneConfig, PretrainConfig
+
+    sizes = {text: (c.model.embed_dim, c.model.depth) for text in ("None", "null", "~", "")
+             for c in [load_config(PretrainConfig, "tiny_cpu_mme", [f"model.preset={text}"])]}
+    assert set(sizes.values()) == {(192, 4)}, sizes
+    with pytest.raises(ConfigError, match=r"task.val_list': 'None' would be taken as that text"):
+        load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.val_list=None"])
+    assert load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.val_list="]).task.val_list == ""
+
+
+def test_a_model_of_other_than_three_channels_does_not_train_on_videos():
+    """``model.in_chans=1`` passed the checks and failed at the first step with a traceback."""
+    from mme.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"model.in_chans=1: the clips are RGB"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["model.in_chans=1"])

@@ -336,6 +336,7 @@ def test_lists_check_after_writing(videos, tmp_path, capsys):
     (tmp_path / "testlist01.txt").write_text("a/good.mp4\n")
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check"]) == 1
     assert "give the folder they are in with --video-root" in capsys.readouterr().err
+    assert not (tmp_path / "l2").exists()  # refused before any list is written (they were, then the error)
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check",
                      "--video-root", str(videos)]) == 0
 

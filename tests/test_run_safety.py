@@ -276,3 +276,13 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
         "MiB are free" in last and "Kept: checkpoint-00000001.pt" in last, last
     assert _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 1))["step"] == 1
+
+
+def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):
+    """config.yaml kept train.overwrite (and resume, stop_after): reused as a recipe for another folder, it cleared
+    the run there unasked."""
+    import yaml
+
+    run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=2", "train.stop_after=1", "train.overwrite=true", FP32)
+    train = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["train"]
+    assert (train["overwrite"], train["resume"], train["stop_after"], train["steps"]) == (False, None, None, 2)

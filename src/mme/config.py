@@ -48,14 +48,22 @@ class _Override(str):
 NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
+def _unset(value: Any) -> bool:
+    """Whether a value means 'unset': None, or an override written as one of :data:`NULLS` or nothing."""
+    return value is None or (isinstance(value, _Override) and value.strip() in (*NULLS, ""))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if isinstance(value, _Override):
         union = origin in (typing.Union, types.UnionType)
-        if union and type(None) in args and value.strip() in (*NULLS, ""):
+        if union and type(None) in args and _unset(value):
             return None
+        if tp is str and value.strip() in NULLS:
+            raise ConfigError(f"config key '{key}': {value.strip()!r} would be taken as that text; this key cannot "
+                              f"be unset (a string: '{key}=' gives the empty one)")
         if isinstance(value.parsed, (list, dict)) or (tp is not str and not union):  # a union tries its types
             value = value.parsed
     if tp is Any:
@@ -210,7 +218,10 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     preset wins over an earlier layer's explicit values, as any later key does (each drop is logged)."""
     out = merge(base, update)
     presets = getattr(cls, "PRESETS", None)
-    if presets and "preset" in update and str(update["preset"]) != str(base.get("preset")):
+    def preset(layer):
+        return None if _unset(layer.get("preset")) else str(layer["preset"])
+
+    if presets and "preset" in update and preset(update) != preset(base):
         governed = sorted(set().union(*presets.values()))
         dropped = {k: base[k] for k in governed if k in base and k not in update}
         for k in dropped:

@@ -479,7 +479,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int =
         raise DataError(f"{source}: lists no videos")
     if skip_missing:
         if video_root is None:
-            raise DataError("skip_missing needs the video root folder")
+            raise DataError("--skip-missing looks for the videos: give the folder they are in with --video-root")
         listed = _found(listed, classes, video_root)
     written = {}
     for name, entries in listed.items():
@@ -581,12 +581,12 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
     ``out_dir/check.json`` (videos under ``video_root``; for 'folder', the source). Returns ``{"lists": split ->
     path, "check": the check's report or None}``."""
+    root = video_root or (source if kind == "folder" else None)
+    if check and root is None:  # before any list is written
+        raise DataError("--check opens the videos: give the folder they are in with --video-root")
     written = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
                           skip_missing=skip_missing, classes=classes)
     if not check:
         return {"lists": written, "check": None}
-    root = video_root or (source if kind == "folder" else None)
-    if root is None:
-        raise DataError("--check opens the videos: give the folder they are in with --video-root")
     report = check_lists(list(written.values()), root, Path(out_dir) / "check.json", min_frames, workers)
     return {"lists": written, "check": report}

@@ -146,6 +146,7 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
 
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
-    """``config.yaml`` (the resolved config; reusable as a recipe) and ``run.json`` (meta), atomically."""
+    """``config.yaml`` (the resolved config as a recipe: :func:`mme.train.engine.as_recipe`) and ``run.json``
+    (meta), atomically."""
     atomic_write_text(Path(out_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     atomic_write_json(Path(out_dir) / "run.json", meta)

@@ -191,8 +191,12 @@ class FinetuneConfig:
 
 
 def check_clips_fit_model(data, model) -> None:
-    """The data section's clip geometry must equal the model's (shared by pre-training and fine-tuning)."""
+    """The data section's clips must fit the model: its geometry, and RGB (shared by pre-training and
+    fine-tuning)."""
     for d, m in (("num_frames", "num_frames"), ("img_size", "img_size"), ("tubelet", "tubelet_size")):
         if getattr(data, d) != getattr(model, m):
             raise ConfigError(f"data.{d}={getattr(data, d)} differs from model.{m}={getattr(model, m)}: "
                               "the clips must fit the model; set both")
+    if model.in_chans != 3:
+        raise ConfigError(f"model.in_chans={model.in_chans}: the clips are RGB, 3 channels (a model of other "
+                          f"inputs loads and exports, but does not train on videos)")

@@ -192,8 +192,16 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
         restore(run, *start.resume)
     dist.check_start_step(run.step, start.device)
     if dist.is_main():
-        ckpt.write_run_files(start.out_dir, dataclasses.asdict(cfg), run.meta)
+        ckpt.write_run_files(start.out_dir, as_recipe(cfg), run.meta)
     return run
+
+
+def as_recipe(cfg: Any) -> dict:
+    """The run's config as its ``config.yaml`` keeps it, a recipe for later runs: without the settings of this one
+    call (``train.resume``, ``train.overwrite``, ``train.stop_after``), which reused would resume another run,
+    clear another run's folder or stop early."""
+    train = dataclasses.replace(cfg.train, resume=None, overwrite=False, stop_after=None)
+    return dataclasses.asdict(dataclasses.replace(cfg, train=train))
 
 
 def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size: int,
