@@ -411,7 +411,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--repeat", type=count(), default=3, help="timed passes over the frame pairs (median printed)")
     if kind == "train":  # unset sizes: the recipe's, else ViT-S, 8x112², batch 4, mask 0.7, pixel target
         p.add_argument("--recipe", default=None, help="time the model, target and batch of this recipe (e.g. "
-                                                      "tiny_cpu_pixel, the demo's); the flags below replace its values")
+                                                      "tiny_cpu_pixel, the demo's; batch 4 where its file sets "
+                                                      "none); the flags below replace its values")
         p.add_argument("--preset", default=None, help="encoder size: tiny/small/base/large (default small)")
         p.add_argument("--img-size", type=count(16), default=None, help="default 112")
         p.add_argument("--frames", type=count(), default=None, help="default 8")

@@ -215,7 +215,8 @@ DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_
 
 def _configs(recipe: str | None, preset: str | None, img_size: int | None, frames: int | None,
              mask_ratio: float | None, target: str | None, batch: int | None) -> tuple[ModelConfig, TargetConfig, int]:
-    """The model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values in their place."""
+    """The model, target and batch of ``recipe`` (else :data:`DEFAULT`; batch 4 where the recipe's files set none,
+    not TrainConfig's 64: a timing, not a run), with the given values in their place."""
     data = load_recipe(recipe, PretrainConfig) if recipe else DEFAULT
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
     model = merge_layer(ModelConfig, data.get("model", {}), {k: v for k, v in given.items() if v is not None},
