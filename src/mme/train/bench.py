@@ -44,6 +44,7 @@ from mme.models.config import ModelConfig
 from mme.models.convert import HF_ALIASES, to_hf
 from mme.models.convert_config import config_to_hf
 from mme.models.mae import MaskedAutoencoder
+from mme.models.masking import make_mask
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
 from mme.train.config import PretrainConfig
@@ -134,9 +135,11 @@ def random_motion(target_cfg: TargetConfig, model_cfg: ModelConfig, batch: int,
 
 
 def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
-             checkpointing: bool, peer: bool, device: torch.device,
-             video: torch.Tensor) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
-    """One variant's step as a closure, with its model (ours; and the peer's when ``peer``)."""
+             checkpointing: bool, peer: bool, device: torch.device, video: torch.Tensor,
+             peer_clip: torch.Tensor | None) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
+    """One variant's step as a closure, with its model (ours; and the peer's when ``peer``, whose clip is
+    ``peer_clip``: ``video`` as its data pipeline delivers it). The closure holds its variant's model alone, so
+    that a variant's memory is its own."""
     torch.manual_seed(0)
     model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
     net = _peer_model(model, target_cfg.norm_pix).to(device) if peer else model
@@ -146,15 +149,15 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     optimizer = build_optimizer(net, OptimConfig(), device)
     set_schedule(optimizer, 1e-4, 0.05)
     scaler = make_scaler(precision, device)
-    clip = video.transpose(1, 2).contiguous() if peer else video  # as each one's data pipeline delivers it
     motion = random_motion(target_cfg, model_cfg, batch, device)
+    c = model_cfg
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        mask = model.make_mask(batch).to(device)
+        mask = make_mask(c.mask_type, batch, c.grid, c.mask_ratio).to(device)
         with autocast(precision, device):
             if peer:
-                loss = step_model(clip, bool_masked_pos=mask).loss
+                loss = step_model(peer_clip, bool_masked_pos=mask).loss
             else:
                 with torch.autocast(device.type, enabled=False):  # as the training step: targets in fp32
                     targets, valid = batch_targets(video, motion, target_cfg, model_cfg)
@@ -260,6 +263,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
             print(f"  peer skipped: transformers is not installed (pip install transformers), so no {PEER} "
                   "VideoMAEForPreTraining to compare with")
     video = torch.randn(batch, 3, c.num_frames, c.img_size, c.img_size, device=dev)
+    peer_clip = video.transpose(1, 2).contiguous() if peer else None  # (B, T, C, H, W), before any variant
     variants = _variants(dev, all_precisions, compiled, checkpointing, peer)
     check = None
     steps_of = {}
@@ -268,7 +272,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         if dev.type == "cuda":  # what the variants built before hold stays allocated: counted out
             torch.cuda.synchronize(dev)
             before = torch.cuda.memory_allocated(dev)
-        step, model, net = _step_fn(model_cfg, target_cfg, batch, precision, compile_, ckpt, is_peer, dev, video)
+        step, model, net = _step_fn(model_cfg, target_cfg, batch, precision, compile_, ckpt, is_peer, dev, video,
+                                    peer_clip)
         if is_peer and check is None:
             mask = model.make_mask(batch).to(dev)
             check = _check_peer(model, net, video, mask, step_targets(video, target_cfg, model_cfg))
@@ -277,6 +282,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                   f"{check['masked_tokens'][0]} vs {check['masked_tokens'][1]}, loss {check['loss'][0]:.6f} vs "
                   f"{check['loss'][1]:.6f} (rel. diff {check['loss_rel_diff']:.1e}), attention "
                   f"{check['attention'][1]}", flush=True)
+        model = net = None  # the step holds its own model: the copy of ours a peer was made from is freed
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)  # after the peer check's temporaries
         for _ in range(warmup):

@@ -34,6 +34,7 @@ from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
 from mme.train.bench import seconds_per_step
 from mme.train.config import PretrainConfig
+from mme.train.metrics import waiting_fraction
 from mme.train.precision import choose_device
 from mme.train.pretrain import pretrain, pretrain_dataset
 from mme.utils import atomic_write_json, check_output, cpu_name, keep_freed_memory, sets_threads
@@ -129,7 +130,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
               "clips_per_s": rate,
               "clips_per_s_source": "measured: the tiny model's step here" if measured else "given",
               "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
-              "data_wait_fraction": statistics.mean(r["data_wait"] for r in late)}
+              "data_wait_fraction": waiting_fraction(late)}
     print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")
     print(f"  step rate {rate:.1f} clips/s ({result['clips_per_s_source']})")
     print(f"  {'target':<12} {'worker ms/clip':>15} {'of which collate':>17} {'vs pixel':>9} {'cores needed':>13} "

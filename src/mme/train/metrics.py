@@ -59,6 +59,13 @@ def read_records(jsonl: str | Path) -> list[dict]:
     return records
 
 
+def waiting_fraction(records: list[dict]) -> float:
+    """The fraction of the time of logged steps that they spent waiting for data: each step's ``data_wait``
+    weighted by its seconds (a step's clips are the run's, so ``1 / clips_per_s``), not a mean over steps."""
+    seconds = [1 / r["clips_per_s"] for r in records]
+    return sum(r["data_wait"] * s for r, s in zip(records, seconds)) / sum(seconds)
+
+
 class JSONLLogger:
     """One JSON object per line: ``{"step": s, **metrics}``."""
 
