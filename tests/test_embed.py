@@ -287,6 +287,10 @@ def test_failed_videos_of_a_finished_file_are_tried_again_and_its_rows_kept(own_
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
     assert not (tmp_path / "f.safetensors.partial").exists()
+    loads.clear()  # video 2 fails for good: unchanged since, it is not tried again and the file is a cache
+    mtime = out.stat().st_mtime_ns
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert loads == [] and out.stat().st_mtime_ns == mtime
 
 
 def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeypatch):
@@ -347,10 +351,10 @@ def test_features_written_into_the_checkpoint_folder_are_a_cache_of_it(own_root,
             embed(folder, root / "list.txt", out, **kw)
     loads.clear()
     first = read_features(embed(folder, root / "list.txt", out, **kw))[0]  # resumed, not refused
-    assert sorted(loads) == [2, 5]  # the failed videos alone, here and below
+    assert sorted(loads) == [2, 5]  # the failed videos alone
     loads.clear()
     np.testing.assert_array_equal(read_features(embed(folder, root / "list.txt", out, **kw))[0], first)
-    assert sorted(loads) == [2, 5]
+    assert loads == []  # a cache hit: its failed videos unchanged since
 
 
 def test_a_token_file_gone_is_made_again(own_root, tmp_path):

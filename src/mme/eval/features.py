@@ -220,6 +220,16 @@ def _file_id(files: list[Path]) -> str:
     return ";".join(f"{p.resolve()}:{(st := os.stat(p)).st_size}:{st.st_mtime_ns}" for p in files)
 
 
+def _file_state(path: str) -> str:
+    """A failed video's size and modification time ('missing' without the file): a later run tries it again only
+    once this changes (the video replaced, restored or mounted), so a file with lasting failures stays a cache."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _tokens_file(out: Path) -> Path:
     """Where a ``.npy`` features file keeps its token grids."""
     return out.with_name(out.stem + ".tokens.npy")
@@ -310,10 +320,14 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                    "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
                    "backend": backend, "orientation": orientation}
     finished = _finished(out, fingerprint)
-    if finished is not None and not finished.get("failures"):
-        log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading), not "
-                 "recomputed", out)
-        return out
+    if finished is not None:
+        changed = [f for f in finished.get("failures", []) if f.get("file") != _file_state(f["path"])]
+        if not changed:
+            failed = len(finished.get("failures", []))
+            log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading%s), not "
+                     "recomputed", out, f"; its {failed} failed videos unchanged since, so not tried again"
+                     if failed else "")
+            return out
     partial = out.with_name(out.name + ".partial")
     stopped = None
     if dist.is_main():
@@ -330,8 +344,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 return out
             raise stopped or MMEError("embed: rank 0 stopped (see its message)")
         if finished is not None:
-            log.info("embed: %s is up to date but for its %d failed videos: trying them again", out,
-                     len(finished["failures"]))
+            log.info("embed: %s is up to date but for its %d failed videos, %d of which changed since (or have "
+                     "appeared): trying them again", out, len(finished["failures"]), len(changed))
         done = {int(i) for p in _read_parts(partial) for i in p["index"]}  # failed rows are tried again
         todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
         log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
@@ -394,8 +408,8 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
             x[p["index"]], valid[p["index"]] = p["x"], True
             if tokens is not None:
                 tokens[p["index"]] = p["tokens"]
-        failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e)}
-                     for i, e in zip(p["failed"], p["error"])]
+        failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e),
+                      "file": _file_state(dataset.path(int(i)))} for i, e in zip(p["failed"], p["error"])]
     missing = n - int(valid.sum()) - len(failures)
     if missing:
         raise DataError(f"{partial}: {missing} rows neither embedded nor failed; rerun the same command to finish")
