@@ -18,6 +18,7 @@ import pytest
 import torch
 from training import FP32, TINY, run
 
+from mme.errors import CheckpointError
 from mme.train import checkpoint as ckpt
 from mme.train.distributed import epoch_batches
 
@@ -176,6 +177,9 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog):
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.ckpt_every=1", "train.keep_last=3", FP32)
     run(*base, "train.stop_after=6")
     assert _steps_in(tmp_path) == [4, 5, 6]
+    with pytest.raises(CheckpointError):  # a rewind that fails before its first checkpoint changes nothing
+        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "model.embed_dim=32")
+    assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))
     with caplog.at_level(logging.WARNING):
         run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5")
     assert _steps_in(tmp_path) == [4, 5]

@@ -128,8 +128,6 @@ def begin(cfg) -> Start:
                               f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
     if dist.is_main():
         run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
-        if resume is not None and Path(resume[0]).resolve().parent == out_dir.resolve():
-            run_folder.set_aside_later(out_dir, int(resume[1]["step"]))
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])

@@ -30,6 +30,7 @@ from mme.data.dataset import collate, start_workers
 from mme.errors import CheckpointError, Interrupted, NonFiniteLossError
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
+from mme.train import run_folder
 from mme.train.engine import Run
 from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
@@ -164,6 +165,7 @@ def save(run: Run) -> Path | None:
                  "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
                  "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
         try:
+            run_folder.set_aside_from(run.out_dir, run.step)
             path = ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             kept = ckpt.list_checkpoints(run.out_dir)

@@ -8,7 +8,8 @@
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
   So checkpoint rotation, which deletes the oldest checkpoints of the folder, only ever deletes the run's own.
 - **One branch**: a run resumed from an earlier checkpoint of its folder moves the later ones aside
-  (``abandoned-<time>/``), so that neither ``train.resume=auto`` nor rotation mixes the two branches.
+  (``abandoned-<time>/``) when it writes its first checkpoint, so that neither ``train.resume=auto`` nor rotation
+  mixes the two branches.
 - **No stale temporaries**: the temporary files of writes killed mid-way (``.<name>.tmp<pid>...``) are removed
   when a run takes the folder.
 """
@@ -78,19 +79,23 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
         "it with train.overwrite=true")
 
 
-def set_aside_later(out_dir: Path, step: int) -> None:
-    """A run resumed at ``step`` from an earlier checkpoint of its own folder (a rewind) leaves the later ones of
-    the branch it abandons in ``abandoned-<time>/``, with a warning: kept, they were what ``train.resume=auto``
-    took next time, and rotation deleted the new branch's checkpoints before them."""
-    later = [p for p in ckpt.list_checkpoints(out_dir) if ckpt.checkpoint_step(p) > step]
+def set_aside_from(out_dir: Path, step: int) -> None:
+    """Before a run writes its checkpoint of ``step``: the checkpoints of the folder at that step or later are
+    those of a branch it left, resumed from an earlier checkpoint (a rewind); they go to ``abandoned-<time>/``,
+    with a warning. Kept, they were what ``train.resume=auto`` took next, and rotation deleted the new branch's
+    checkpoints before them. Done at the new branch's first checkpoint, not at its start: a rewind that fails
+    before it leaves the folder as it was."""
+    later = [p for p in ckpt.list_checkpoints(out_dir) if ckpt.checkpoint_step(p) >= step]
     if not later:
         return
-    aside = out_dir / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = next(p for n in range(1000) if not (p := out_dir / f"abandoned-{stamp}{f'-{n}' if n else ''}").exists())
     aside.mkdir()
     for p in later:
         p.rename(aside / p.name)
-    log.warning("resuming at step %d: the %d later checkpoint(s) of this folder (up to step %d) belong to the "
-                "branch this run leaves; moved to %s", step, len(later), ckpt.checkpoint_step(later[-1]), aside)
+    log.warning("this run is at step %d: the %d checkpoint(s) of this folder from that step on (up to step %d) "
+                "belong to a branch it left (it resumed from an earlier checkpoint); moved to %s", step, len(later),
+                ckpt.checkpoint_step(later[-1]), aside)
 
 
 def _folder_run(out_dir: Path) -> str | None:
