@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -383,3 +384,20 @@ def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):
                          ("latin1.txt", "cannot read it.*utf-8"), ("latin1", "cannot read it.*utf-8")):
         with pytest.raises(DataError, match=rf"list file {tmp_path / name}: {reason}"):
             build_test_set(tmp_path / name, cfg, clips=1, crops=1)
+
+
+def test_a_yuv4mpeg_video_is_read_as_a_video(tmp_path):
+    """A .y4m (a text header, then raw pixels: no NUL byte where they are bright) was read as a list file."""
+    frames = np.full((8, 32, 32, 3), 200, np.uint8)
+    for name in ("clip.y4m", "clip.yuv4mpeg"):
+        with av.open(str(tmp_path / name), "w", format="yuv4mpegpipe") as c:
+            s = c.add_stream("wrapped_avframe", rate=25)
+            s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+            for f in frames:
+                for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        assert b"\0" not in (tmp_path / name).read_bytes()[:4096]
+        test_set = build_test_set(tmp_path / name, ModelConfig(**CFG), clips=1, crops=1)
+        assert len(test_set) == 1 and test_set.entries[0].path == str(tmp_path / name)

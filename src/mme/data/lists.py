@@ -161,7 +161,8 @@ def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[Lis
 
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
 
-VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv")
+VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".ts", ".m2ts", ".mts",
+              ".3gp", ".wmv", ".vob", ".y4m")
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"

@@ -141,10 +141,11 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
         raise DataError(f"{source}: no such list file or video")
     with open(source, "rb") as f:
         head = f.read(4096)
-    # Containers have NUL bytes in their headers; text has none. An empty or non-UTF-8 list goes to the list
-    # reader, which says what is wrong with it.
+    # Containers have NUL bytes in their headers, text has none; YUV4MPEG2 (a text header, then raw pixels) is
+    # told by its signature. An empty or non-UTF-8 list goes to the list reader, which says what is wrong with it.
     suffix = source.suffix.lower()
-    is_list = suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head)
+    is_list = suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head
+                                      and not head.startswith(b"YUV4MPEG2"))
     # a video named on the command line is where it says, not under ``root``
     entries = read_list(source, strict=True)[0] if is_list else [ListEntry(os.path.abspath(source))]
     labelled = all(e.label is not None for e in entries)
