@@ -178,6 +178,11 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     assert "give --overwrite to compute them again, or another --out" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0"]  # no data made
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=True)
+    row = json.loads((tmp_path / "seed0" / "mme.json").read_text())  # a row of an earlier version: made again
+    row["settings"] = {k: v for k, v in row["settings"].items() if k != "config"} | {"recipe": "tiny_cpu_mme"}
+    (tmp_path / "seed0" / "mme.json").write_text(json.dumps(row))
+    (tmp_path / "seed0" / "random_init.json").unlink()
+    _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
 
 
 def test_bad_seeds_and_too_few_real_sources_are_refused_before_the_data(tmp_path, capsys):

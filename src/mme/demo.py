@@ -277,10 +277,10 @@ def _in_out(s: DemoSettings, stored: str) -> Path:
 
 
 def _json(obj) -> str:
-    """``obj`` as indented JSON, with null for NaN (JSON has none): random init's minutes and losses, the
+    """``obj`` as indented JSON, with null for NaN and infinities (JSON has none): random init's minutes and losses, the
     real-footage columns without footage. Read back, null is NaN again (:func:`~mme.demo_report.summarise`)."""
     def nulls(v):
-        if isinstance(v, float) and math.isnan(v):
+        if isinstance(v, float) and not math.isfinite(v):  # (a diverged loss: inf)
             return None
         if isinstance(v, dict):
             return {k: nulls(x) for k, x in v.items()}
@@ -345,7 +345,7 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
                 saved, _ = _read_saved(path)
             except UNREADABLE:
                 continue  # none, or unreadable: computed again (_saved_row says why)
-            if saved != settings:
+            if saved != settings and "config" in saved:  # (rows of earlier versions name a recipe: made again)
                 stale.append(path.relative_to(s.out).as_posix())
                 keys |= _differences(saved, settings)
     if stale:
@@ -367,7 +367,8 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
         log.warning("demo: %s is unreadable (%s); computing its row again", path, e)
         return None
     if settings != _fingerprint(s, target):
-        log.info("demo: %s was made with other settings; computing it again", path)
+        log.info("demo: %s was made %s; computing it again", path,
+                 "with other settings" if "config" in settings else "by an earlier version of mme")
         return None
     if "checkpoint" in row and not _in_out(s, row["checkpoint"]).exists():
         log.info("demo: the checkpoint of %s is gone; computing it again", path)

@@ -431,8 +431,9 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     if ck.assumed:
         values = ", ".join(f"{k}={getattr(ck.cfg, k)}" for k in ck.assumed)
         flags = ", ".join("--" + k.replace("_", "-") for k in ck.assumed)
-        log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (give %s, or the keyword "
-                    "arguments of the same names, if the model was trained otherwise)", ck.source, values, flags)
+        log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
+                    "otherwise, give the keyword arguments of the same names, or write a file that records them: "
+                    "mme export with %s)", ck.source, values, flags)
     if ck.kind == "mae":
         model = MaskedAutoencoder(ck.cfg, ck.heads)
         _encoder(ck, model.encoder)
