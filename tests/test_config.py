@@ -288,3 +288,18 @@ def test_a_model_of_other_than_three_channels_does_not_train_on_videos():
 
     with pytest.raises(ConfigError, match=r"model.in_chans=1: the clips are RGB"):
         load_config(PretrainConfig, "tiny_cpu_mme", ["model.in_chans=1"])
+
+
+def test_a_pretraining_config_must_mask_a_token_and_untracked_strides_must_fit():
+    """``model.mask_ratio=0`` (or 0.2 of a 2 x 2 slice: int(0.8) = 0) trained on every token, visible ones
+    included; ``target.interpolate=false`` with a stride that does not divide L failed in the first data item."""
+    from mme.train.config import PretrainConfig
+
+    for override in (["model.mask_ratio=0"], ["model.mask_ratio=0.2", "model.img_size=32", "data.img_size=32"]):
+        with pytest.raises(ConfigError, match=r"masks no token"):
+            load_config(PretrainConfig, "tiny_cpu_mme", override)
+    with pytest.raises(ConfigError, match=r"data.stride=4 divides target.track_length=6"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["target.interpolate=false", "data.stride=4",
+                                                       "target.track_length=6"])
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["target.interpolate=false", "data.stride=2",
+                                                          "target.track_length=6"]).target.interpolate is False

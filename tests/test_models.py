@@ -276,3 +276,18 @@ def test_initialisation_is_videomaes():
     fc1 = clf.encoder.blocks[0].mlp.fc1.weight
     assert std(fc1) == pytest.approx(0.02, rel=0.05) and top(fc1) < 0.1
     assert std(clf.head.weight) == pytest.approx(0.02 * 0.001, rel=0.1)
+
+
+def test_the_decoder_predicts_the_masked_tokens_only_also_when_there_are_none():
+    """With no masked token the decoder's ``x[:, -0:]`` was every token: predictions (and a loss) of the visible
+    ones."""
+    cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16,
+                      decoder_depth=1, decoder_heads=2)
+    model = MaskedAutoencoder(cfg, [HeadSpec("pixel", 2 * 16 * 16 * 3)]).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    for masked in (0, 3):
+        mask = torch.zeros(2, cfg.num_tokens, dtype=torch.bool)
+        mask[:, :masked] = True
+        with torch.no_grad():
+            preds = model.forward_decoder(model.forward_encoder(x, mask), mask)
+        assert preds["pixel"].shape == (2, masked, 2 * 16 * 16 * 3)

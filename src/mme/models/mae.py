@@ -117,7 +117,7 @@ class MaskedAutoencoder(nn.Module):
         x = torch.cat([x + pos_visible, self.mask_token.to(x.dtype) + pos_masked], dim=1)  # (B, N, Dd)
         for blk in self.decoder_blocks:
             x = blk(x)
-        x = self.decoder_norm(x[:, -pos_masked.shape[1]:])  # (B, N_masked, Dd)
+        x = self.decoder_norm(x[:, x.shape[1] - pos_masked.shape[1]:])  # (B, N_masked, Dd); none masked: empty
         return {name: head(x) for name, head in self.heads.items()}
 
     def forward_loss(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], mask: torch.Tensor,

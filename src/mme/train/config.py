@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
+from mme.models.masking import num_masked
 from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
 from mme.train.optim import OptimConfig
@@ -102,6 +103,16 @@ class PretrainConfig:
             raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
                               "trains each clip on another clip's targets of its batch (per rank), which needs "
                               ">= 2 clips; one would keep its own")
+        if num_masked(self.model.grid[1] * self.model.grid[2] if self.model.mask_type == "tube"
+                      else self.model.num_tokens, self.model.mask_ratio) == 0:
+            raise ConfigError(f"model.mask_ratio={self.model.mask_ratio} masks no token of the {self.model.grid} grid "
+                              "(the count rounds down): the model would reconstruct what it sees")
+        tracked = {"traj", "shape"} & set(self.target.heads)
+        if tracked and not self.target.interpolate and (self.data.sampling == "segments"
+                                                        or self.target.track_length % self.data.stride):
+            raise ConfigError(f"target.interpolate=false tracks between sampled frames: it needs strided clips "
+                              f"(data.sampling=stride) whose data.stride={self.data.stride} divides "
+                              f"target.track_length={self.target.track_length}")
 
 
 @dataclass
