@@ -1,7 +1,7 @@
 """Fine-tuning augmentation on batches of clips, written in torch (no torchvision/timm): RandAugment with one
-op and magnitude per clip (every frame alike), random erasing of each frame on its own (its own draw and box, as
-timm's RandomErasing given a clip's frames as a batch), mixup/cutmix with
-label smoothing, and the soft-target cross-entropy they need.
+op and magnitude per clip (every frame alike), random erasing of one box through every frame of a clip (the video
+RandomErasing VideoMAE/MME use, ``cube=True``), mixup/cutmix with label smoothing, and the soft-target
+cross-entropy they need.
 
 The recipe is VideoMAE/MME's (mme-method.md §10): ``rand-m7-n4-mstd0.5-inc1``, random erasing 0.25 (pixel
 noise, 1 box), mixup 0.8 / cutmix 1.0 (probability 1, switch 0.5), label smoothing 0.1. Here the ops run on the
@@ -37,7 +37,7 @@ class AugmentConfig:
     randaug_prob: float = 0.5
     """RandAugment: probability that each drawn op is applied."""
     erase_prob: float = 0.25
-    """Random erasing probability per frame (each frame its own box, filled with N(0, 1) pixel noise)."""
+    """Random erasing probability per clip (one box through all its frames, N(0, 1) pixel noise)."""
     mixup_alpha: float = 0.8
     """Beta(α, α) parameter of mixup; 0 disables mixup."""
     cutmix_alpha: float = 1.0
@@ -208,25 +208,25 @@ def rand_augment(clip: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generato
 
 def random_erase(clip: torch.Tensor, prob: float, rng: np.random.Generator,
                  area: tuple[float, float] = (0.02, 1 / 3), ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
-    """Each frame of a normalised clip ``(3, T, H, W)`` on its own, with probability ``prob``: one box replaced by
-    N(0, 1) noise, its area uniform in ``area`` of the frame and its aspect log-uniform in ``ratio`` (10 tries).
-    As VideoMAE/MME, which hand the clip's frames to timm's RandomErasing as a batch of images."""
+    """With probability ``prob``, one box of a normalised clip ``(3, T, H, W)`` replaced in every frame by fresh
+    N(0, 1) noise: its area uniform in ``area`` of a frame, its aspect log-uniform in ``ratio`` (100 tries). As the
+    video RandomErasing that VideoMAE/MME call on the clip's frames (mode 'pixel', one box, ``cube=True``): the
+    box stays where it is through the clip, an occluder rather than a flicker of boxes (motion, to a video
+    model)."""
     _, T, H, W = clip.shape
-    out = clip
-    for t in range(T):
-        if rng.random() >= prob:
-            continue
-        for _ in range(10):
-            target = rng.uniform(*area) * H * W
-            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-            h, w = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-            if 0 < h < H and 0 < w < W:
-                top, left = rng.integers(H - h + 1), rng.integers(W - w + 1)
-                g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                out = out.clone() if out is clip else out
-                out[:, t, top:top + h, left:left + w] = torch.randn(3, h, w, generator=g).to(clip)
-                break
-    return out
+    if rng.random() >= prob:
+        return clip
+    for _ in range(100):
+        target = rng.uniform(*area) * H * W
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        h, w = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < h < H and 0 < w < W:
+            top, left = rng.integers(H - h + 1), rng.integers(W - w + 1)
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            out = clip.clone()
+            out[:, :, top:top + h, left:left + w] = torch.randn(3, T, h, w, generator=g).to(clip)
+            return out
+    return clip
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
