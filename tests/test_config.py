@@ -303,3 +303,12 @@ def test_a_pretraining_config_must_mask_a_token_and_untracked_strides_must_fit()
                                                        "target.track_length=6"])
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["target.interpolate=false", "data.stride=2",
                                                           "target.track_length=6"]).target.interpolate is False
+
+
+def test_a_recipe_of_the_other_kind_is_named_as_such():
+    from mme.train.config import FinetuneConfig, PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"\['task'\].*a fine-tuning recipe, for mme finetune"):
+        load_config(PretrainConfig, "finetune_k400")
+    with pytest.raises(ConfigError, match=r"\['target'\].*a pre-training recipe, for mme pretrain"):
+        load_config(FinetuneConfig, "mme_k400_paper")

@@ -149,9 +149,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        other = [why for k, why in getattr(cls, "OTHER_KINDS", {}).items() if k in unknown]
         raise ConfigError(
             f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
-            f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}"
+            f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
         )
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     try:

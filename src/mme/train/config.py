@@ -8,6 +8,7 @@ e.g. ``mme pretrain --config tiny_cpu_mme train.steps=50 model.mask_ratio=0.9``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
@@ -85,6 +86,9 @@ class TrainConfig:
 @dataclass
 class PretrainConfig:
     """Everything ``mme pretrain`` needs."""
+
+    OTHER_KINDS: ClassVar[dict[str, str]] = {"task": "a 'task' section: a fine-tuning recipe, for mme finetune"}
+    """Sections of the other kind of recipe, named when a recipe of that kind is given (``from_dict``)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Videos, sampling and augmentation (mme.data.dataset)."""
@@ -189,6 +193,9 @@ class TaskConfig:
 @dataclass
 class FinetuneConfig:
     """Everything ``mme finetune`` needs."""
+
+    OTHER_KINDS: ClassVar[dict[str, str]] = {"target": "a 'target' section: a pre-training recipe, for mme pretrain"}
+    """As :attr:`PretrainConfig.OTHER_KINDS`."""
 
     data: FinetuneData = field(default_factory=FinetuneData)
     model: FinetuneModel = field(default_factory=FinetuneModel)
