@@ -298,9 +298,11 @@ def test_a_pretraining_config_must_mask_a_token_and_untracked_strides_must_fit()
     for override in (["model.mask_ratio=0"], ["model.mask_ratio=0.2", "model.img_size=32", "data.img_size=32"]):
         with pytest.raises(ConfigError, match=r"masks no token"):
             load_config(PretrainConfig, "tiny_cpu_mme", override)
-    with pytest.raises(ConfigError, match=r"data.stride=4 divides target.track_length=6"):
-        load_config(PretrainConfig, "tiny_cpu_mme", ["target.interpolate=false", "data.stride=4",
-                                                       "target.track_length=6"])
+    for overrides, why in ((["data.stride=4", "target.track_length=6"], "data.stride=4 must divide"),
+                           (["data.sampling=segments"], "not data.sampling=segments"),
+                           (["target.cache_dir=/tmp"], "computed online only")):
+        with pytest.raises(ConfigError, match=why):
+            load_config(PretrainConfig, "tiny_cpu_mme", ["target.interpolate=false", *overrides])
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["target.interpolate=false", "data.stride=2",
                                                           "target.track_length=6"]).target.interpolate is False
 
@@ -310,5 +312,6 @@ def test_a_recipe_of_the_other_kind_is_named_as_such():
 
     with pytest.raises(ConfigError, match=r"\['task'\].*a fine-tuning recipe, for mme finetune"):
         load_config(PretrainConfig, "finetune_k400")
-    with pytest.raises(ConfigError, match=r"\['target'\].*a pre-training recipe, for mme pretrain"):
-        load_config(FinetuneConfig, "mme_k400_paper")
+    for recipe in ("mme_k400_paper", "tiny_cpu_mme", "tiny_cpu_pixel", "videomae_k400_pixel"):
+        with pytest.raises(ConfigError, match=r"\['target'\].*a pre-training recipe, for mme pretrain"):
+            load_config(FinetuneConfig, recipe)

@@ -65,9 +65,9 @@ MIN_SIZE = 16
 """Short side of the coarsest level, px (at least), unless :data:`MIN_LEVELS` need a smaller one."""
 MIN_LEVELS = 3
 """Levels a pyramid has at least, while the coarsest stays :data:`SMALLEST` px or more on its short side: frames of
-32-63 px (two levels by :data:`MIN_SIZE`) under-read motion by 3-10 % (a 1.5 px translation read as 1.37 px at 48²,
-1.45 at 62², 1.50-1.51 with three levels); frames of 16-31 px gain a level too. Frames of 64 px or more have three
-levels by :data:`MIN_SIZE`."""
+32-62 px (two levels by :data:`MIN_SIZE`) under-read motion by 3-10 % (a 1.5 px translation read as 1.37 px at 48²,
+1.45 at 62², 1.50-1.51 with three levels); frames of 15-31 px gain one or two (29-31 px). Frames of 63 px or more
+have three levels by :data:`MIN_SIZE`."""
 SMALLEST = 8
 """Short side of the coarsest level that :data:`MIN_LEVELS` may add, px (at least)."""
 GREY_WEIGHTS = (4899, 9617, 1868)

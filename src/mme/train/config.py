@@ -111,12 +111,14 @@ class PretrainConfig:
                       else self.model.num_tokens, self.model.mask_ratio) == 0:
             raise ConfigError(f"model.mask_ratio={self.model.mask_ratio} masks no token of the {self.model.grid} grid "
                               "(the count rounds down): the model would reconstruct what it sees")
-        tracked = {"traj", "shape"} & set(self.target.heads)
-        if tracked and not self.target.interpolate and (self.data.sampling == "segments"
-                                                        or self.target.track_length % self.data.stride):
-            raise ConfigError(f"target.interpolate=false tracks between sampled frames: it needs strided clips "
-                              f"(data.sampling=stride) whose data.stride={self.data.stride} divides "
-                              f"target.track_length={self.target.track_length}")
+        if {"traj", "shape"} & set(self.target.heads) and not self.target.interpolate:
+            t = self.target
+            why = ("it is computed online only (unset target.cache_dir)" if t.cache_dir else
+                   f"it needs strided clips, not data.sampling={self.data.sampling}" if self.data.sampling != "stride"
+                   else f"data.stride={self.data.stride} must divide target.track_length={t.track_length}"
+                   if t.track_length % self.data.stride else "")
+            if why:
+                raise ConfigError(f"target.interpolate=false tracks between sampled frames: {why}")
 
 
 @dataclass
