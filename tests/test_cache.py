@@ -205,10 +205,10 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
                         (b"GIF89a" + good, "unknown file type"), (bytes(huge_header), "a header of \\d+ bytes"),
                         (bytes(bad_offset), size), (good.replace(b'"quant"', b'"qvant"'), "'quant'")]:
         bad.write_bytes(broken)
-        with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: unreadable \(not a valid mme track cache: .*{why}"):
+        with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(not a valid mme track cache: .*{why}"):
             load_tracks(bad)
     bad.write_bytes(good.replace(b'"version": 2', b'"version": 3'))
-    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: unreadable \(track cache version 3, expected 2"):
+    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 3, expected 2"):
         read_cache(bad, starts=[0])
     bad.write_bytes(good[:-1])
     (videos / "two.txt").write_text("cls/a.mp4\nb.mp4\n")
@@ -219,7 +219,7 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     ds = PretrainDataset(data, fn, track_length=fn.track_length)
     item = ds[0]  # a.mp4's cache is corrupt: replaced by b.mp4, and a.mp4 is reported
     assert item["index"] == 1 and item["motion"]["disp"].shape == (2, 4, 8, 8, 2)  # (starts, steps, grid, xy)
-    assert ds.failure_counts() == {"unreadable": 1}
+    assert ds.failure_counts() == {"track cache": 1}
 
 
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):
@@ -247,7 +247,7 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
         if copy is other:
             sample = PretrainDataset(DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4,
                                                 stride=2, img_size=64)).sample(0, np.random.default_rng(0))
-            with pytest.raises(VideoError, match=r"a\.mp4\.tracks: unreadable \(made from another version of "
+            with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(made from another version of "
                                                  r".*a\.mp4 \(same size and frame count, other content\)"):
                 fn(sample)
             continue
@@ -256,7 +256,7 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
         if now is None:
             assert fn(sample)["disp"].shape == (2, 4, 8, 8, 2)
             continue
-        with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: unreadable \(made from another version of "
+        with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(made from another version of "
                                              rf".*a\.mp4: 150x120, 30 frames there, {now} now; re-run mme extract"):
             fn(sample)
 

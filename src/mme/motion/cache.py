@@ -121,8 +121,8 @@ def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
             legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
             if legacy.is_file():
                 return legacy
-    raise video_error(cache_file(cache_dir, video_path), "missing",
-                      f"no track cache for {video_path} under {cache_dir}; run mme extract for it")
+    raise video_error(video_path, "track cache", f"no track cache for it under {cache_dir} (mme extract writes "
+                      f"<cache>/<the list's path>{SUFFIX}); run mme extract for it")
 
 
 def quantise(disp: np.ndarray) -> np.ndarray:
@@ -170,7 +170,7 @@ def _read_header(f, path: Path) -> dict:
     if not isinstance(meta, dict):
         raise ValueError("the header is not a JSON object")
     if meta.get("version") != VERSION:
-        raise video_error(path, "unreadable", f"track cache version {meta.get('version')}, expected {VERSION}; "
+        raise video_error(path, "track cache", f"track cache version {meta.get('version')}, expected {VERSION}; "
                                               f"re-run mme extract")
     return meta
 
@@ -186,7 +186,7 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     it, as for an undecodable video)."""
     path = Path(path)
     if not path.is_file():
-        raise video_error(path, "missing", "track cache file not found")
+        raise video_error(path, "track cache", "no such file")
     try:
         with open(path, "rb") as f:
             magic = f.read(len(MAGIC))
@@ -222,7 +222,7 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
 
 
 def _unreadable(path: Path, err: Exception) -> VideoError:
-    return video_error(path, "unreadable", f"not a valid mme track cache: {err}; delete it and re-run mme extract")
+    return video_error(path, "track cache", f"not a valid mme track cache: {err}; delete it and re-run mme extract")
 
 
 def _starts(starts, T: int) -> np.ndarray:
@@ -247,9 +247,9 @@ def _read_v1(path: Path, starts) -> CachedTracks:
     except _READ_ERRORS as e:
         raise _unreadable(path, e) from e
     if meta.get("version") != 1:
-        raise video_error(path, "unreadable", f"track cache version {meta.get('version')} in a version 1 file")
+        raise video_error(path, "track cache", f"track cache version {meta.get('version')} in a version 1 file")
     if disp.ndim != 5 or disp.shape[2:4] != grid:
-        raise video_error(path, "unreadable", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
+        raise video_error(path, "track cache", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
     homs = None if pair_homs is None else start_homs(pair_homs, L)[st]
     return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid[st], homs, meta, T)
 
@@ -332,11 +332,11 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
                           f"{cached.meta.get('orientation', 'coded')}, which reads this video's frames otherwise "
                           f"than this run's data.orientation; extract it with the run's")
     if sample.source is not None and tuple(sample.source[:3]) != made_from:
-        raise video_error(path, "unreadable", f"made from another version of {sample.path}: "
+        raise video_error(path, "track cache", f"made from another version of {sample.path}: "
                                               f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; re-run "
                                               f"mme extract with --overwrite")
     if not same_source(cached.meta, sample.path):
-        raise video_error(path, "unreadable", f"made from another version of {sample.path} (same size and frame "
+        raise video_error(path, "track cache", f"made from another version of {sample.path} (same size and frame "
                                               f"count, other content); re-run mme extract (it redoes such files)")
     work_w, work_h = cached.meta["work_size"]
     bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
