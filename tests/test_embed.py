@@ -401,3 +401,20 @@ def test_a_yuv4mpeg_video_is_read_as_a_video(tmp_path):
         assert b"\0" not in (tmp_path / name).read_bytes()[:4096]
         test_set = build_test_set(tmp_path / name, ModelConfig(**CFG), clips=1, crops=1)
         assert len(test_set) == 1 and test_set.entries[0].path == str(tmp_path / name)
+
+
+def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup, tmp_path):
+    """``mme embed`` / ``mme probe`` took clips at stride 4 whatever the run's: the tiny recipes train at 2, so the
+    README's probe saw clips twice as long in time as the encoder was trained on."""
+    import dataclasses
+
+    root, ckpt = setup
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    kw = dict(num_workers=0, progress=False)
+    for source, expected in ((tmp_path / "run.pt", 2), (ckpt, 4)):  # a run's stride; an export records none
+        out = embed(source, root / "v0.mp4", tmp_path / f"{expected}.npy", **kw)
+        assert read_features(out)[3]["stride"] == expected
+    assert read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "3.npy", stride=3, **kw))[3][
+        "stride"] == 3

@@ -289,15 +289,16 @@ def read_tokens(path: str | Path) -> np.ndarray | None:
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
-          stride: int = 4, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
+          stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
           orientation: str = "coded", chunk_batches: int = 50, progress: bool = True) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
-    ``clips`` × ``crops`` test views per video (strided clips at ``stride``, or TSN ``segments``), the clip
-    length and crop size of the encoder's config. Resumable and sharded over torchrun ranks."""
-    from mme.models.checkpoint import checkpoint_files, load_encoder
+    ``clips`` × ``crops`` test views per video (strided clips at ``stride``: default the run's ``data.stride`` for
+    our training checkpoints of strided runs, else 4; or TSN ``segments``), the clip length and crop size of the
+    encoder's config. Resumable and sharded over torchrun ranks."""
+    from mme.models.checkpoint import build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
 
@@ -310,7 +311,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
     check_output(out, "--out")
     info = dist.init_distributed(choose_device(device).type)
-    encoder = load_encoder(checkpoint)
+    ck = read_checkpoint(checkpoint, encoder_only=True)
+    encoder = build_model(ck)
+    if stride is None:
+        stride = ck.clip_stride or 4
+        log.info("embed: clips at stride %d (%s)", stride, "its run's data.stride" if ck.clip_stride else "default")
     dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                            root=root, backend=backend, orientation=orientation)

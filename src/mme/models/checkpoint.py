@@ -75,6 +75,15 @@ class Checkpoint:
         return convert.encoder_part(self.state, self.kind)
 
     @property
+    def clip_stride(self) -> int | None:
+        """The raw frames between a clip's frames in the run that made it (our training checkpoints of runs that
+        sampled strided clips), else None."""
+        data = self.run_config.get("data")
+        if isinstance(data, dict) and data.get("sampling", "stride") == "stride":
+            return int(data.get("stride", 4))  # DataConfig's default
+        return None
+
+    @property
     def final_norm(self) -> bool:
         """Whether the encoder has its final LayerNorm (not the case after mean-pooled fine-tuning)."""
         return "norm.weight" in self.encoder_state
@@ -384,7 +393,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
     """The part of ``ck`` for an export kind: 'model' = the encoder, 'pretraining' = the MAE,
     'classification' = the classifier."""
     if kind == "model":
-        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source,
+        return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"))
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:

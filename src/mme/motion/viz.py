@@ -200,9 +200,7 @@ def _traj_model(checkpoint: str, compensate: bool) -> tuple[MaskedAutoencoder, T
             raise CheckpointError(f"{checkpoint}: its run's target section does not load here: {e}") from e
         cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate,
                       cache_dir=None)
-        data = ck.run_config.get("data")
-        if isinstance(data, dict) and data.get("sampling", "stride") == "stride":
-            stride = data.get("stride", DataConfig.stride)
+        stride = ck.clip_stride
     else:
         cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
     g = token_geometry(cfg, model.cfg)
