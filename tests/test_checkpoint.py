@@ -597,8 +597,10 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
     (tmp_path / "b.safetensors").mkdir()
     assert cli_main(["export", str(path), str(tmp_path / "b"), "--format", "safetensors"]) == 1
     assert "b.safetensors: is a folder" in capsys.readouterr().err
-    assert cli_main(["export", str(path), str(tmp_path / "c.safetensors"), "--format", "mme"]) == 1
-    assert not (tmp_path / "c.safetensors").exists()
+    for fmt in ("mme", "hf"):  # hf made a folder of that name
+        assert cli_main(["export", str(path), str(tmp_path / "c.safetensors"), "--format", fmt]) == 1
+        assert f"--format {fmt} writes a directory" in capsys.readouterr().err
+        assert not (tmp_path / "c.safetensors").exists()
     old = os.umask(0o022)
     try:
         out = export_hf(mae, tmp_path / "hf")

@@ -151,8 +151,9 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     out = Path(out)
     if format == "safetensors" and out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
-    if format == "mme" and out.suffix == ".safetensors":
-        raise CheckpointError(f"{out}: --format mme writes a directory; use --format safetensors for one file")
+    if format in ("mme", "hf") and out.suffix == ".safetensors":
+        raise CheckpointError(f"{out}: --format {format} writes a directory; use --format safetensors for one file "
+                              "(ours), or a name without .safetensors")
     check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
         path = export_hf(src, out, kind or "model", norm_pix, **hints)
