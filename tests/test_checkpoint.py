@@ -652,7 +652,7 @@ def test_norm_pix_survives_every_route(tmp_path):
                 "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
     ours = export(tmp_path / "run.pt", tmp_path / "ours", "mme")
     for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors")):
-        out = export(src, tmp_path / f"to_hf_{src.name}", "hf", kind="pretraining")
+        out = export(src, tmp_path / f"to_hf_{src.stem}", "hf", kind="pretraining")
         assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
 
 
