@@ -286,3 +286,23 @@ def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, 
     run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=2", "train.stop_after=1", "train.overwrite=true", FP32)
     train = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["train"]
     assert (train["overwrite"], train["resume"], train["stop_after"], train["steps"]) == (False, None, None, 2)
+
+
+def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_path, caplog):
+    """``mme finetune`` scored a test list equal to its training list without a word (``mme probe`` refuses it)."""
+    import logging
+
+    from mme.config import load_config
+    from mme.data.synth import generate_synth
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import check_test_lists
+
+    d = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=4, size=32, num_frames=8, workers=1)
+    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False)):
+        cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+            f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.classes=", "task.val_list=",
+            f"task.test_list={test_list}"])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            check_test_lists(cfg, 2)
+        assert ("shares" in caplog.text and "with the training list" in caplog.text) == shared, caplog.text

@@ -88,12 +88,21 @@ def class_names(cfg: FinetuneConfig) -> list[str] | None:
 def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
-    counted in a warning, and reported as failed by the tests)."""
+    counted in a warning, and reported as failed by the tests); videos they share with the training list are
+    warned about (the figures would score videos the model was trained on)."""
+    train = set()
+    if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
+        train = {os.path.abspath(resolve(e, cfg.data.root)) for e in read_list(cfg.data.list_file, strict=False)[0]}
     for key in ("val_list", "test_list"):
         list_file = getattr(cfg.task, key)
         if not list_file:
             continue
         entries = check_labels(list_file, num_classes, f"task.{key}")
+        shared = sorted({os.path.abspath(resolve(e, cfg.data.root)) for e in entries} & train)
+        if shared:
+            log.warning("task.%s %s shares %d of its %d videos with the training list %s (e.g. %s): its figures "
+                        "score videos the model was trained on", key, list_file, len(shared), len(entries),
+                        cfg.data.list_file, shared[0])
         missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
         if len(missing) == len(entries):
             raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
