@@ -202,6 +202,20 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested mapping as ``{"section.key": value}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The dotted keys whose values differ between two nested mappings (a key only one has included), sorted."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; ``update`` wins."""
     out = dict(base)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from mme import __version__
-from mme.config import load_config
+from mme.config import differences, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
@@ -307,13 +307,6 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
     return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "cpu": cpu_name()}
 
 
-def _differences(a, b, key: str = "") -> set[str]:
-    """The dotted keys whose values differ between two nested dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return {d for k in a.keys() | b.keys() for d in _differences(a.get(k), b.get(k), f"{key}.{k}" if key else k)}
-    return {key} if a != b else set()
-
-
 def _save_row(s: DemoSettings, row: dict) -> dict:
     path = _row_path(s, row["seed"], row["target"])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,7 +340,7 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
                 continue  # none, or unreadable: computed again (_saved_row says why)
             if saved != settings and "config" in saved:  # (rows of earlier versions name a recipe: made again)
                 stale.append(path.relative_to(s.out).as_posix())
-                keys |= _differences(saved, settings)
+                keys.update(differences(saved, settings))
     if stale:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise ConfigError(f"--out {s.out} holds rows made with other settings ({', '.join(stale[:3])}{more}; "

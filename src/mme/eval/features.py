@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mme.config import differences
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
@@ -181,7 +182,7 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
         if found == fingerprint:
             _retry_failures(partial)
             return
-        diff = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
+        diff = differences(found, fingerprint)
         if any(len(p["index"]) for p in _read_parts(partial)):
             raise DataError(f"{partial}: partial results of a different job (differs in {diff}); delete the folder "
                             "or choose another --out")

@@ -34,6 +34,7 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import Dataset
 
+from mme.config import flatten
 from mme.errors import CheckpointError, MMEError
 from mme.models.checkpoint import load_state
 from mme.models.vit import count_parameters
@@ -250,13 +251,6 @@ def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.d
     return optimizer, scaler, step_model
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 ADDED_KEYS = {"target.hog_style": "skimage"}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG)."""
@@ -266,7 +260,7 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[s
     """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out; of the keys the
     old config has not, those a later version of mme added, only the :data:`ADDED_KEYS` whose value now differs
     from what the old run did)."""
-    old, new = _flat(old), _flat(new)
+    old, new = flatten(old), flatten(new)
     before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old)
             if k not in ignore and old.get(k) != new.get(k)] + \
