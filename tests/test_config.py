@@ -72,6 +72,28 @@ def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypa
         load_config(PretrainConfig, "mine/child.yaml")
 
 
+def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):
+    """``train.epochs=5`` on a recipe that sets ``train.steps`` changed nothing without a word (steps win); the
+    same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting both, or the
+    winner to null, is quiet and does what it says."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="mme.config"):
+        c = load_config(PretrainConfig, "tiny_cpu_mme", ["train.epochs=5", "optim.warmup_epochs=1"])
+    assert (c.train.steps, c.optim.warmup_steps) == (300, 20)
+    assert "train.epochs=5 has no effect: train.steps=300 set before it wins (add train.steps=null" in caplog.text
+    assert "optim.warmup_epochs=1 has no effect: optim.warmup_steps=20" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme.config"):
+        c = load_config(PretrainConfig, "tiny_cpu_mme", ["train.epochs=5", "train.steps=null"])
+        assert (c.train.steps, c.train.epochs) == (None, 5)
+        load_config(PretrainConfig, "mme_k400_paper", ["train.epochs=5"])
+        assert not caplog.text
+        (tmp_path / "child.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  epochs: 3\n")
+        load_config(PretrainConfig, tmp_path / "child.yaml")
+    assert "train.epochs=3 has no effect: train.steps=300" in caplog.text
+
+
 def test_a_later_preset_replaces_the_sizes_set_before_it(tmp_path, caplog):
     """``model.preset=base`` over a recipe that sets the encoder's sizes trains ViT-B (it trained the recipe's
     192x4 model: the recipe's explicit sizes beat the override's preset); keys the same layer sets still win, and

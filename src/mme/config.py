@@ -230,7 +230,9 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``merge(base, update)`` for the config dataclass ``cls``, where a section whose ``preset`` the update changes
     loses the keys of its presets (``cls.PRESETS``) that ``base`` set and the update does not: a later layer's
-    preset wins over an earlier layer's explicit values, as any later key does (each drop is logged)."""
+    preset wins over an earlier layer's explicit values, as any later key does (each drop is logged). A key the
+    update sets that an earlier layer's key overrides (``cls.SHADOWED_BY``: ``train.epochs`` under a recipe's
+    ``train.steps``) is warned about: it would change nothing."""
     out = merge(base, update)
     presets = getattr(cls, "PRESETS", None)
     def preset(layer):
@@ -244,6 +246,10 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
         if dropped:
             log.info("config: %spreset=%s replaces %s set before it", prefix, update["preset"],
                      ", ".join(f"{prefix}{k}={v}" for k, v in dropped.items()))
+    for name, winner in getattr(cls, "SHADOWED_BY", {}).items():
+        if name in update and winner not in update and not _unset(out.get(winner)):
+            log.warning("config: %s%s=%s has no effect: %s%s=%s set before it wins (add %s%s=null to use %s)",
+                        prefix, name, update[name], prefix, winner, out[winner], prefix, winner, name)
     hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
     for name, value in update.items():
         tp = hints.get(name)

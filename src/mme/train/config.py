@@ -24,6 +24,7 @@ from mme.train.precision import PRECISIONS
 class TrainConfig:
     """The run: length, batch, precision, seed, output, checkpoints, failure limits."""
 
+    SHADOWED_BY: ClassVar[dict[str, str]] = {"epochs": "steps"}
     epochs: int = 1600
     """Schedule length in epochs (ignored when steps is set); 1600 as the released K400 recipe."""
     steps: int | None = None

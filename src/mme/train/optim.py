@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,7 @@ _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")  # encoder blocks only: 'decoder
 class OptimConfig:
     """AdamW and its schedules (defaults: MME's released K400 recipe, mme-method.md §9)."""
 
+    SHADOWED_BY: ClassVar[dict[str, str]] = {"warmup_epochs": "warmup_steps"}
     base_lr: float = 1.5e-4
     """Learning rate per 256 clips: the actual peak lr is base_lr x effective_batch / lr_batch_ref."""
     min_lr: float = 1e-5
