@@ -324,6 +324,20 @@ def test_check_reports_what_a_run_would_meet(videos, tmp_path):
     assert json.loads(out.read_text())["problems"] == report["problems"]
 
 
+def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, monkeypatch):
+    """A damaged or cut file can decode differently with other decoder threads: the check opened every video with
+    FFmpeg's automatic threads where a run uses ``data.decode_threads`` (1 by default). It uses the run's now."""
+    import mme.data.video as video
+
+    opened, open_video = [], video.open_video
+    monkeypatch.setattr(video, "open_video", lambda *a, **k: opened.append(k["threads"]) or open_video(*a, **k))
+    (tmp_path / "train.txt").write_text("a/good.mp4 0\n")
+    assert check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json")["decode_threads"] == 1
+    assert cli_main(["check", str(tmp_path / "train.txt"), "--root", str(videos), "--out",
+                     str(tmp_path / "c.json"), "--decode-threads", "3"]) == 0
+    assert opened == [1, 3] and json.loads((tmp_path / "c.json").read_text())["decode_threads"] == 3
+
+
 def test_lists_check_after_writing(videos, tmp_path, capsys):
     for rel in ("a/good.mp4", "a/short.mp4", "b/packed.avi"):  # only videos a run can read
         (tmp_path / "v" / rel).parent.mkdir(parents=True, exist_ok=True)

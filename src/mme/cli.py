@@ -148,6 +148,9 @@ def _check_args(p: argparse.ArgumentParser) -> None:
     """Flags of the video check (``mme check``, ``mme lists --check``)."""
     p.add_argument("--min-frames", type=count(), default=16, help="videos with fewer frames are reported 'short'")
     p.add_argument("--workers", type=count(), default=1, help="parallel processes")
+    p.add_argument("--decode-threads", type=count(0), default=1,
+                   help="decoder threads per video, as the run's data.decode_threads (default 1, its default; a "
+                        "damaged or cut file can decode differently with other threads)")
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:

@@ -526,10 +526,11 @@ USABLE = ("ok", "suspicious", "damaged", "rotated", "short")
 
 
 def check_lists(list_files: list[str | Path], root: str | Path, report_path: str | Path, min_frames: int = 16,
-                workers: int = 1, index_dir: str | Path | None = None) -> dict:
+                workers: int = 1, index_dir: str | Path | None = None, decode_threads: int = 1) -> dict:
     """Open and decode every video the lists name (:func:`mme.data.video.check_video`) and write a JSON report:
     per-status counts and every video that is not 'ok' (unreadable, short, suspicious, ...; bad list lines too).
-    With ``index_dir``, each video's index, proven by the whole decode, is kept there (``data.index_dir``)."""
+    With ``index_dir``, each video's index, proven by the whole decode, is kept there (``data.index_dir``);
+    ``decode_threads``: the decoder's, as the run's ``data.decode_threads``."""
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
@@ -543,7 +544,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     for path, _, _ in listed:
         first.setdefault(os.path.realpath(path), path)
     repeats = _repeats([(first[os.path.realpath(p)], label, f) for p, label, f in listed])
-    jobs = [(path, min_frames, index_dir) for path in first.values()]
+    jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:
@@ -553,6 +554,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
     problems = bad_lines + [r for r in results if r["status"] != "ok"]
     report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
+              "decode_threads": decode_threads,
               "videos": len(jobs), "counts": dict(counts),
               "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems,
               "repeats": repeats}
@@ -578,7 +580,8 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
 
 def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
                video_root: str | Path | None = None, skip_missing: bool = False, check: bool = False,
-               min_frames: int = 16, workers: int = 1, classes: str | Path | None = None) -> dict:
+               min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
+               decode_threads: int = 1) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
     ``out_dir/check.json`` (videos under ``video_root``; for 'folder', the source). Returns ``{"lists": split ->
     path, "check": the check's report or None}``."""
@@ -589,5 +592,6 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 
                           skip_missing=skip_missing, classes=classes)
     if not check:
         return {"lists": written, "check": None}
-    report = check_lists(list(written.values()), root, Path(out_dir) / "check.json", min_frames, workers)
+    report = check_lists(list(written.values()), root, Path(out_dir) / "check.json", min_frames, workers,
+                         decode_threads=decode_threads)
     return {"lists": written, "check": report}

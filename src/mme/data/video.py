@@ -98,7 +98,7 @@ def _missing_hint(path: str) -> str:
     return ""
 
 
-def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None) -> dict:
+def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None, threads: int = 1) -> dict:
     """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
     "frames", "packets", "seeking", "damaged", "display", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when
     FFmpeg flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and
@@ -107,11 +107,12 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     unless ``data.orientation=display``; 'suspicious' when the file must be read
     sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
     packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
-    ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept."""
+    ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept;
+    ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
     out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [],
            "display": None, "rotation": 0, "reason": ""}
     try:
-        with open_video(path, index_dir=index_dir) as reader:
+        with open_video(path, threads=threads, index_dir=index_dir) as reader:
             out.update(reader.check())
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
