@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog)
         (tmp_path / "child.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  epochs: 3\n")
         load_config(PretrainConfig, tmp_path / "child.yaml")
     assert "train.epochs=3 has no effect: train.steps=300" in caplog.text
+
+
+def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path):
+    """YAML 1.1 reads ``2024_01`` as 20241, ``010`` as 8 and ``1:30`` as 90: text keys of a recipe file got those
+    numbers' digits (a run wrote into runs/20241). They keep the text; number keys still read numbers."""
+    import yaml
+
+    (tmp_path / "r.yaml").write_text("_base_: tiny_cpu_pixel\ntrain:\n  out_dir: runs/2024_01\n  batch_size: 3\n"
+                                     "  stop_after: 0x10\ndata:\n  list_file: 010\n  root: 1:30\noptim:\n"
+                                     "  base_lr: 1.5e-4\n  betas: [0.9, 0.95]\n")
+    c = load_config(PretrainConfig, tmp_path / "r.yaml")
+    assert (c.train.out_dir, c.data.list_file, c.data.root) == ("runs/2024_01", "010", "1:30")
+    assert (c.train.batch_size, c.train.stop_after, c.optim.base_lr, c.optim.betas) == (3, 16, 1.5e-4, (0.9, 0.95))
+    assert type(c.train.batch_size) is int and type(c.optim.betas[0]) is float and type(c.data.root) is str
+    yaml.safe_dump(dataclasses.asdict(c))  # config.yaml: plain values only
 
 
 def test_a_later_preset_replaces_the_sizes_set_before_it(tmp_path, caplog):

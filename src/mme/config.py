@@ -48,6 +48,21 @@ class _Override(str):
 NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90 and ``2024_01`` as 20241: in a recipe, a number keeps the text
+    it was written as (an :class:`_Override`), which a text key takes and any other key reads as the number."""
+
+
+def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Override:
+    value = _Override(node.value)
+    value.parsed = (loader.construct_yaml_int if node.tag.endswith(":int") else loader.construct_yaml_float)(node)
+    return value
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+    _RecipeLoader.add_constructor(_tag, _as_written)
+
+
 def _unset(value: Any) -> bool:
     """Whether a value means 'unset': None, or an override written as one of :data:`NULLS` or nothing."""
     return value is None or (isinstance(value, _Override) and value.strip() in (*NULLS, ""))
@@ -281,7 +296,7 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
                           f"({' -> '.join(p.name for p in (*_chain, path))})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_RecipeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
     if not data:

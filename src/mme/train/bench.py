@@ -47,7 +47,7 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.masking import make_mask
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
-from mme.train.config import PretrainConfig
+from mme.train.config import PretrainConfig, TrainConfig
 from mme.train.flops import matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
@@ -225,7 +225,8 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
     model = merge_layer(ModelConfig, data.get("model", {}), {k: v for k, v in given.items() if v is not None},
                         "model.")
     target_cfg = from_dict(TargetConfig, {"kind": target} if target else data.get("target", {}))
-    return from_dict(ModelConfig, model), target_cfg, batch or data.get("train", {}).get("batch_size", 4)
+    batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
+    return from_dict(ModelConfig, model), target_cfg, batch
 
 
 @sets_threads
