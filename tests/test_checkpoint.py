@@ -148,6 +148,15 @@ def test_classifier_round_trips_through_hf_classification(tmp_path):
     # HF's fc_norm eps is 1e-5 (ours 1e-6): measured difference ~1e-6; after import the eps follows HF exactly
     assert (ours - theirs).abs().max() <= 1e-5
     assert (again - theirs).abs().max() <= 1e-6
+    assert hf.config.id2label[4] == "LABEL_4"  # a live module names no classes
+    (tmp_path / "classes.json").write_text(json.dumps(list("abcde")))
+    export(tmp_path / "hf", tmp_path / "named", "hf", "classification", classes=tmp_path / "classes.json")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "named").label2id == dict(zip("abcde", range(5)))
+    (tmp_path / "classes.json").write_text(json.dumps(list("abc")))
+    with pytest.raises(ConfigError, match="classes .*classes.json: 3 names for a classifier of 5 classes"):
+        export(tmp_path / "hf", tmp_path / "bad", "hf", "classification", classes=tmp_path / "classes.json")
+    with pytest.raises(ConfigError, match="--classes names the classes of a Hugging Face classification export"):
+        export(tmp_path / "hf", tmp_path / "ours", "mme", classes=tmp_path / "classes.json")
 
 
 # --- original VideoMAE / MME layouts ---

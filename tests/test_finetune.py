@@ -296,6 +296,12 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
 
     ckpt = sorted((tmp_path / "ft").glob("checkpoint-*.pt"))[-1]
     assert isinstance(load_model(ckpt), VideoClassifier)
+    import json
+
+    from mme.models.export import export  # its HF export names the run's classes (it named them LABEL_i)
+
+    config = json.loads((export(ckpt, tmp_path / "hf", "hf", "classification") / "config.json").read_text())
+    assert list(config["id2label"].values()) == synth.classes and config["label2id"][synth.classes[1]] == 1
 
 
 def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,

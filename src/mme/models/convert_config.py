@@ -140,9 +140,10 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
 
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
-                 num_labels: int | None = None, assumed: tuple[str, ...] = ()) -> dict:
-    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``assumed``: the fields that
-    no file recorded (``mme_assumed``, which transformers keeps and ignores and mme reads back)."""
+                 labels: list[str] | None = None, assumed: tuple[str, ...] = ()) -> dict:
+    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``labels``: a classifier's
+    class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``, which
+    transformers keeps and ignores and mme reads back)."""
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
@@ -164,7 +165,7 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
     }
     if assumed:
         out["mme_assumed"] = list(assumed)
-    if num_labels is not None:
-        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
-        out["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    if labels is not None:
+        out["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        out["label2id"] = {name: i for i, name in enumerate(labels)}
     return out

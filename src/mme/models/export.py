@@ -91,7 +91,7 @@ def _checked(ck: Checkpoint) -> Checkpoint:
 
 
 def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool | None = None,
-              **hints) -> Path:
+              classes: str | os.PathLike | None = None, **hints) -> Path:
     """Write a Hugging Face directory (``config.json`` + ``model.safetensors``) that ``transformers``
     ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
     ``VideoMAEForVideoClassification`` ('classification': mean pooling) loads with ``from_pretrained``.
@@ -100,7 +100,9 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
     ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
     ``norm_pix_loss``): unset, what the source records (a run's ``target.norm_pix``, an export's, a Hugging Face
-    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``)."""
+    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``).
+    ``classes``: a classifier's class-name file (``task.classes``'s format); unset, the fine-tuning run's
+    ``task.classes`` where that file is still there, else ``LABEL_<id>``."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
     ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
@@ -108,7 +110,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
         _checked(ck)
     if norm_pix is None:
         norm_pix = True if ck.norm_pix is None else ck.norm_pix
-    cfg, state, num_labels = ck.cfg, dict(ck.state), None
+    cfg, state, labels = ck.cfg, dict(ck.state), None
     if ck.kind == "mae":
         pixel_dim = cfg.tubelet_size * cfg.patch_size ** 2 * cfg.in_chans
         h = ck.heads
@@ -121,11 +123,11 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
         if ck.classifier.get("pool") != "mean":
             raise CheckpointError(f"{ck.source}: HF VideoMAEForVideoClassification mean-pools without the encoder's "
                                   f"final norm; this classifier uses pool={ck.classifier.get('pool')!r}")
-        num_labels = ck.classifier["num_classes"]
+        labels = _class_names(ck, classes)
     try:
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
-                                             norm_pix=norm_pix, num_labels=num_labels, assumed=ck.assumed)
+                                             norm_pix=norm_pix, labels=labels, assumed=ck.assumed)
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)
@@ -135,17 +137,38 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     return out
 
 
+def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]:
+    """A classifier's class names by id: from ``classes``, else its run's ``task.classes`` where that file is
+    still there, else ``LABEL_<id>`` (said)."""
+    from mme.data.lists import read_classes
+
+    n = ck.classifier["num_classes"]
+    run_classes = (ck.run_config.get("task") or {}).get("classes")
+    if classes is None and run_classes and os.path.isfile(run_classes):
+        classes = run_classes
+    if classes is None:
+        log.info("%s: no class names (give --classes FILE): exported as LABEL_0 .. LABEL_%d", ck.source, n - 1)
+        return [f"LABEL_{i}" for i in range(n)]
+    names = read_classes(classes, "classes")
+    if len(names) != n:
+        raise ConfigError(f"classes {classes}: {len(names)} names for a classifier of {n} classes")
+    return names
+
+
 def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
-           norm_pix: bool | None = None, **hints) -> Path:
+           norm_pix: bool | None = None, classes: str | os.PathLike | None = None, **hints) -> Path:
     """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
     (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
     'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
-    only (:func:`export_hf`)."""
+    only; ``classes``: hf classification only (:func:`export_hf`)."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
         raise ConfigError("--norm-pix / --no-norm-pix set the loss of a Hugging Face pre-training export "
                           "(--format hf --kind pretraining) only")
+    if classes is not None and (format != "hf" or kind != "classification"):
+        raise ConfigError("--classes names the classes of a Hugging Face classification export "
+                          "(--format hf --kind classification) only")
     if format not in ("hf", "mme", "safetensors"):
         raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
     out = Path(out)
@@ -156,7 +179,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
                               "(ours), or a name without .safetensors")
     check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
-        path = export_hf(src, out, kind or "model", norm_pix, **hints)
+        path = export_hf(src, out, kind or "model", norm_pix, classes, **hints)
     else:
         ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
         path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
