@@ -401,6 +401,10 @@ def test_line_breaks_only_end_lines(tmp_path):
     for path in (" Lead/x.mp4", "a\nb.mp4"):
         with pytest.raises(DataError, match="cannot list"):
             write_list(tmp_path / "n.txt", [ListEntry(path, 0)])
+    # a class folder named '# misc' (mme lists folder): its lines were read back as comments, its videos dropped
+    write_list(tmp_path / "c.txt", [ListEntry("# misc/x.mp4", 0), ListEntry("#/y.mp4", 1), ListEntry("#z.mp4", 1)])
+    assert read_list(tmp_path / "c.txt")[0] == [ListEntry("./# misc/x.mp4", 0), ListEntry("#/y.mp4", 1),
+                                                ListEntry("#z.mp4", 1)]
 
 
 def test_class_maps_as_published(tmp_path):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,6 +67,34 @@ def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp
     assert all(torch.load(p, weights_only=True)["meta"]["run_id"] == run_id for p in ckpt.list_checkpoints(out))
     assert run("tiny_cpu_pixel", synth, out, "train.steps=500", f"train.stop_after={len(records) + 1}",
                "train.resume=auto", FP32).step == len(records) + 1  # the lock went with the first job
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs a job as another user: needs root")
+def test_a_folder_shared_for_writing_shares_its_lock():
+    """A teammate resuming a shared cache or run folder (mode 777) was refused for good: "not a writable folder",
+    as the .lock the first job left was its owner's only (0644). The lock takes the folder's write bits now, and a
+    .lock that another user keeps to themselves is named as such."""
+    import tempfile
+
+    from mme.utils import FOLDER_LOCK, lock_folder, unlock_folder
+
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        folder = base / "shared"
+        folder.mkdir(mode=0o777)
+        folder.chmod(0o777)
+        assert lock_folder(folder, "--out")
+        unlock_folder(folder)
+        assert (folder / FOLDER_LOCK).stat().st_mode & 0o777 == 0o666
+        other = [sys.executable, "-c", "import os; from mme.utils import lock_folder; os.setuid(65534); "
+                 f"lock_folder({str(folder)!r}, '--out')"]
+        assert subprocess.run(other, capture_output=True, text=True).returncode == 0
+        (folder / FOLDER_LOCK).chmod(0o644)
+        proc = subprocess.run(other, capture_output=True, text=True)
+        assert f"ConfigError: --out '{folder}': its .lock belongs to another user (uid 0)" in proc.stderr
+    finally:
+        shutil.rmtree(base)
 
 
 def test_a_log_line_torn_by_a_crash_does_not_stop_a_resume(synth, tmp_path):

@@ -409,3 +409,18 @@ def test_a_list_of_frame_folders_is_named_as_such(tmp_path, clip_frames):
     with pytest.raises(VideoError, match=r"v1: unreadable \(is a folder \(mme reads video files, not folders of "
                                          r"frames\)\)"):
         open_video(tmp_path / "frames" / "v1")
+
+
+@pytest.mark.parametrize("line", ["Run/a b.mp4 Run", "Run/a b.mp4,1", "Run/a b.mp4\tRun"])
+def test_a_label_read_as_part_of_the_name_is_named_as_such(tmp_path, clip_frames, line):
+    """Labels written as class names (a list none of whose lines ends in a number) or after a comma are read as part
+    of the path, and every video was 'missing (no such file)' without a word on why."""
+    from mme.data.lists import read_list, resolve
+
+    (tmp_path / "Run").mkdir()
+    write_video(tmp_path / "Run" / "a b.mp4", clip_frames[:3])
+    (tmp_path / "list.txt").write_text(line + "\n")
+    entry = read_list(tmp_path / "list.txt")[0][0]
+    with pytest.raises(VideoError, match=r"missing \(no such file; '.*Run/a b.mp4' exists: '(.*Run|,1)' was read as "
+                                         r"part of its name, not as a label"):
+        open_video(resolve(entry, tmp_path))

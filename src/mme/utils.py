@@ -123,11 +123,18 @@ def lock_folder(folder: str | Path, option: str) -> bool:
     path = Path(folder)
     if path.resolve() in _locked:
         return False
+    lock = path / FOLDER_LOCK
     try:
         path.mkdir(parents=True, exist_ok=True)
-        f = open(path / FOLDER_LOCK, "a+")
+        f = open(lock, "a+")
     except OSError as e:
+        if isinstance(e, PermissionError) and lock.is_file() and os.access(path, os.W_OK):
+            raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
+                              f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
+                              f"user (chmod a+w), or remove it when no job runs there") from e
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({e.strerror or e})") from e
+    if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
+        os.fchmod(f.fileno(), 0o644 | (path.stat().st_mode & 0o022))
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -116,7 +116,8 @@ def write_list(path: str | Path, entries: list[ListEntry]) -> None:
         if e.path != e.path.strip() or len(text_lines(e.path + "\n")) != 1:
             raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
                             f"or spaces at its ends; rename the file or folder")
-    lines = [e.path if e.label is None else f"{e.path} {e.label}" for e in entries]
+    paths = [f"./{e.path}" if _is_comment(e.path) else e.path for e in entries]  # '# misc/a.mp4' read as a comment
+    lines = [p if e.label is None else f"{p} {e.label}" for p, e in zip(paths, entries)]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 

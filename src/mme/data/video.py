@@ -83,12 +83,18 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
 
 
 def _missing_hint(path: str) -> str:
-    """Why a listed file may look missing though it is there: a Windows path, or a name whose accents are
-    composed otherwise than on this disk (macOS writes decomposed ones)."""
+    """Why a listed file may look missing though it is there: a list of frame folders, a label that is not a class
+    id or follows a comma (both read as part of the name), a Windows path, or a name whose accents are composed
+    otherwise than on this disk (macOS writes decomposed ones)."""
     folder, _, frames = path.rpartition(" ")
     if frames.isdigit() and os.path.isdir(folder):
         return (f"; {folder!r} is a folder and {frames} its frame count: a list of frame folders ('path num_frames "
                 f"label'), which mme does not read; list the video files (mme lists)")
+    for sep in (" ", ",", ";", "\t"):
+        name, _, label = path.rpartition(sep)
+        if name and os.path.isfile(name):
+            return (f"; {name!r} exists: {sep + label!r} was read as part of its name, not as a label (a list line "
+                    f"is 'path label', the label a class id, an integer, after a space)")
     if "\\" in path and os.path.exists(path.replace("\\", "/")):
         return "; with '/' for its '\\' it exists: write list paths with '/'"
     for form in ("NFC", "NFD"):
