@@ -1,6 +1,7 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
-# Each creates .venv on first use: torch 2.13.0 first (the CPU wheel on our machines; set TORCH to keep
-# your own build, e.g. TORCH=torch), then this package in editable mode.
+# Each creates .venv on first use: torch 2.13.0 first (the CPU wheel on our machines; TORCH names another
+# requirement), then this package in editable mode. VENV=/path/to/env uses an environment that has its own
+# torch build: torch is installed only where `import torch` fails.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0

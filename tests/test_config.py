@@ -122,6 +122,10 @@ def test_a_later_preset_replaces_the_sizes_set_before_it(tmp_path, caplog):
         c = load_config(PretrainConfig, "tiny_cpu_mme", ["model.preset=base"])
     assert (c.model.embed_dim, c.model.depth, c.model.num_heads, c.model.img_size) == (768, 12, 12, 96)
     assert "model.preset=base replaces model.depth=4, model.embed_dim=192, model.num_heads=3" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mme.config"):
+        load_config(PretrainConfig, "tiny_cpu_pixel")  # a recipe's own layers: at debug (every demo run said it)
+    assert "replaces" not in caplog.text
     c = load_config(PretrainConfig, "tiny_cpu_mme", ["model.preset=small", "model.depth=6"])
     assert (c.model.embed_dim, c.model.depth, c.model.num_heads) == (384, 6, 6)
     c = load_config(PretrainConfig, "tiny_cpu_pixel", ["target.preset=released"])

@@ -201,11 +201,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help: str, description: str,
-                  example: str) -> None:
-    """``mme pretrain`` / ``mme finetune``: a recipe, key=value overrides (anywhere on the line), --resume and
-    --overwrite, handed to ``module.main(recipe, overrides)``."""
+                  example: str, recipe: str) -> None:
+    """``mme pretrain`` / ``mme finetune``: a recipe (``recipe``: a packaged one the help names), key=value
+    overrides (anywhere on the line), --resume and --overwrite, handed to ``module.main(recipe, overrides)``."""
     p = sub.add_parser(name, help=help, description=description)
-    p.add_argument("--config", required=True, help="recipe: a YAML path or a packaged name (e.g. tiny_cpu_mme)")
+    p.add_argument("--config", required=True, help=f"recipe: a YAML path or a packaged name (e.g. {recipe})")
     p.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in train.out_dir) or a path; "
                                                    "same as train.resume=...")
     p.add_argument("--overwrite", action="store_true", help="let a fresh run clear a train.out_dir that holds "
@@ -225,7 +225,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                   "overrides",
                   "Masked pre-training. Prints the derived numbers (effective batch, lr, tokens, parameters, device, "
                   "precision and why) and the settings that differ from the defaults, then trains; under torchrun: "
-                  "torchrun --nproc_per_node=N -m mme.cli pretrain --config R ...", "train.steps=100")
+                  "torchrun --nproc_per_node=N -m mme.cli pretrain --config R ...", "train.steps=100", "tiny_cpu_mme")
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -234,7 +234,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                   "finetune_hmdb51, finetune_tiny_cpu) with key=value overrides, then multi-view testing of "
                   "task.val_list / task.test_list. Set train.init to the pre-trained checkpoint. Under torchrun: "
                   "torchrun --nproc_per_node=N -m mme.cli finetune --config R ...",
-                  "train.init=ckpt.pth data.root=/k400 train.steps=100")
+                  "train.init=ckpt.pth data.root=/k400 train.steps=100", "finetune_tiny_cpu")
 
 
 def _video_args(p: argparse.ArgumentParser) -> None:
@@ -402,7 +402,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--frames", type=count(), default=16, help="clip frames")
         p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
         p.add_argument("--size", type=count(16), default=224, help="crop side")
-        p.add_argument("--length", type=count(), default=None, help="track length L (default: the paper's 6)")
+        p.add_argument("--length", type=count(), default=None,
+                       help="track length L (default: the kind's: 6 for mme, 4 for mme-released)")
         p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
         p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
         p.add_argument("--repeat", type=count(), default=3, help="timed repetitions (the median is printed)")

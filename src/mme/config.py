@@ -242,10 +242,12 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str = "",
+                level: int = logging.INFO) -> dict[str, Any]:
     """``merge(base, update)`` for the config dataclass ``cls``, where a section whose ``preset`` the update changes
     loses the keys of its presets (``cls.PRESETS``) that ``base`` set and the update does not: a later layer's
-    preset wins over an earlier layer's explicit values, as any later key does (each drop is logged). A key the
+    preset wins over an earlier layer's explicit values, as any later key does (each drop is logged at ``level``:
+    a recipe's own layers at debug, overrides at info). A key the
     update sets that an earlier layer's key overrides (``cls.SHADOWED_BY``: ``train.epochs`` under a recipe's
     ``train.steps``) is warned about: it would change nothing."""
     out = merge(base, update)
@@ -259,8 +261,8 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
         for k in dropped:
             del out[k]
         if dropped:
-            log.info("config: %spreset=%s replaces %s set before it", prefix, update["preset"],
-                     ", ".join(f"{prefix}{k}={v}" for k, v in dropped.items()))
+            log.log(level, "config: %spreset=%s replaces %s set before it", prefix, update["preset"],
+                    ", ".join(f"{prefix}{k}={v}" for k, v in dropped.items()))
     for name, winner in getattr(cls, "SHADOWED_BY", {}).items():
         if name in update and winner not in update and not _unset(out.get(winner)):
             log.warning("config: %s%s=%s has no effect: %s%s=%s set before it wins (add %s%s=null to use %s)",
@@ -269,7 +271,7 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     for name, value in update.items():
         tp = hints.get(name)
         if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(name), dict):
-            out[name] = merge_layer(tp, base[name], value, f"{prefix}{name}.")
+            out[name] = merge_layer(tp, base[name], value, f"{prefix}{name}.", level)
     return out
 
 
@@ -311,7 +313,7 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
             base_path = resolve_recipe_path(base, path.parent)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
-        data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data)
+        data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data, level=logging.DEBUG)
     return data
 
 

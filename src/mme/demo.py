@@ -108,7 +108,8 @@ class DemoSettings:
         default = DemoSettings(out=out)
         return replace(default, data_overrides={"num_classes": 4, "videos_per_class": 6, "size": 64, "num_frames": 24},
                        steps=6, batch_size=4, targets=("mme", "pixel"), real_clips_per_class=4,
-                       overrides=[*default.overrides, "model.img_size=64", "data.img_size=64"])
+                       overrides=[*default.overrides, "model.img_size=64", "data.img_size=64",
+                                  "optim.warmup_steps=2"])
 
     def data_design(self) -> dict:
         """The dataset's ``generate_synth`` arguments: the preset with the overrides."""
