@@ -9,6 +9,7 @@ these videos: the difference depends on the content (docs/targets.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -24,8 +25,18 @@ from mme.data.video import open_video
 from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
-from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache, resample
-from mme.motion.extract import extract_cache
+from mme.motion.cache import (
+    QUANT,
+    V1_SUFFIX,
+    cache_file,
+    cache_meta,
+    find_cache_file,
+    quantise,
+    read_cache,
+    resample,
+    save_tracks,
+)
+from mme.motion.extract import ExtractOptions, extract_cache, other_settings
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
@@ -86,6 +97,30 @@ def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, ca
     assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
     assert cache_meta(a)["flow"] == "dis-fast"
     assert json.loads((out / "failed.json").read_text())["done"] == 2
+
+
+def test_a_cache_records_its_decoder_and_a_resume_with_another_is_refused(videos, tmp_path, capsys):
+    """OpenCV reads other frames than PyAV on some files (docs/data.md): a cache made with one is a setting that
+    differs for a resume with the other (before: "already complete"). PyAV on the GPU reads the CPU's frames, and a
+    file made before the decoder was recorded counts as the default's."""
+    (videos / "b.txt").write_text("b.mp4\n")
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "b.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args + ["--backend", "opencv"]) == 0
+    made = cache_file(out, "b.mp4")
+    assert cache_meta(made)["backend"] == "opencv"
+    capsys.readouterr()
+    assert cli(args) == 1
+    err = capsys.readouterr().err
+    assert "1 video(s) already have caches" in err and "backend opencv (this run: pyav)" in err, err
+    assert cli(args + ["--overwrite"]) == 0 and cache_meta(made)["backend"] == "pyav"
+    opts = ExtractOptions(length=2, short_side=64)
+    assert other_settings(made, dataclasses.replace(opts, backend="pyav-cuda")) == {}
+    cached = read_cache(made)
+    save_tracks(made, cached.disp, cached.valid, None, {k: v for k, v in cached.meta.items() if k != "backend"})
+    assert other_settings(made, opts) == {}
+    assert other_settings(made, dataclasses.replace(opts, backend="opencv")) == {"backend": ("pyav", "opencv")}
 
 
 def test_shards_split_the_list(videos, tmp_path):

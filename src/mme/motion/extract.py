@@ -31,9 +31,11 @@ from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, FrameCountChanged, MMEError
 from mme.motion.cache import (
     V1_SUFFIX,
+    cache_backend,
     cache_file,
     cache_meta,
     quantise,
+    same_frames,
     same_source,
     save_tracks,
     source_identity,
@@ -135,7 +137,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation, turn=list(turn), **made_of)
+                orientation=opts.orientation, turn=list(turn), backend=opts.backend, **made_of)
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
@@ -151,7 +153,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
                     compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
                     max_disp=round(float(meta["max_disp"]), 4))
-        length = int(meta["length"])
+        length, backend = int(meta["length"]), cache_backend(meta)
     except (MMEError, KeyError, TypeError, ValueError):
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
@@ -163,6 +165,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
     if length < opts.length:
         differ["length"] = (length, opts.length)
+    if not same_frames(backend, opts.backend):
+        differ["backend"] = (backend, opts.backend)
     return differ
 
 
