@@ -6,7 +6,7 @@
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
 and complete (same settings, readable). Videos that fail are listed with their reason in
-``<out>/failed[-<shard>].json``; the others are unaffected.
+``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`); the others are unaffected.
 """
 
 from __future__ import annotations
@@ -199,6 +199,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
+def share_name(list_file: str, part: int, parts: int) -> str:
+    """What names one share of a list's extraction under ``--out``, its lock and its report of failures: the list's
+    stem and a hash of its real path (lists of one name in other folders differ), then ``-<part>-of-<parts>`` where
+    the list is shared."""
+    which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()
+    return f"{Path(list_file).stem}-{which}" + (f"-{part}-of-{parts}" if parts > 1 else "")
+
+
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
         overwrite: bool = False) -> dict:
     """Extract this process's share of a list; returns the report ``{done, skipped, failed: {path: reason}}``.
@@ -213,8 +221,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()  # the list's own lock
-    lock = Path(out) / ".locks" / f"{Path(list_file).stem}-{which}-share-{part}-of-{parts}"
+    lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
     try:
         return _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite)
@@ -260,8 +267,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
               "skipped": skipped, "failed": failed, "options": asdict(opts)}
-    name = "failed.json" if parts == 1 else f"failed-{part}-of-{parts}.json"
-    atomic_write_text(Path(out) / name, json.dumps(report, indent=1))
+    atomic_write_text(Path(out) / f"failed-{share_name(list_file, part, parts)}.json", json.dumps(report, indent=1))
     return report
 
 
