@@ -158,6 +158,25 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
         assert report(out, videos / "valB.txt", part, parts)["failed"] == {}
 
 
+def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):
+    """A write killed mid-way (kill -9) leaves its temporary file; the share's next run removes those of its own
+    videos and report (before: kept for good, about 1 MB each), and leaves those of other shares' videos alone,
+    which a share running at the same time may be writing."""
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64", "--shard", "0/2"]  # a.mp4 and bad.mp4
+    assert cli(args) == 1
+    name = share_name(str(videos / "list.txt"), 0, 2)
+    stale = [out / "cls" / ".a.mp4.tracks.tmp99999.tracks", out / ".bad.mp4.tracks.tmp99999.tracks",
+             out / f".failed-{name}.json.tmp99999.json"]
+    others = out / ".b.mp4.tracks.tmp99999.tracks"  # share 1/2's video
+    for path in [*stale, others]:
+        path.touch()
+    assert cli(args) == 1
+    assert not any(path.exists() for path in stale) and others.exists()
+    assert report(out, videos / "list.txt", 0, 2)["skipped"] == 1
+
+
 @pytest.mark.parametrize("flow", [None, "torch-lk"])  # the default; the step's flow, extracted batched
 def test_load_tracks_equals_compute_tracks_at_the_working_size(videos, tmp_path, flow):
     out = tmp_path / "cache"

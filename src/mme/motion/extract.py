@@ -229,6 +229,19 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
         unlock_folder(lock)
 
 
+def remove_stale_temps(files: set[Path]) -> None:
+    """Remove the temporary files that writes of ``files`` killed mid-way left beside them (``.<name>.tmp<pid>...``,
+    :func:`mme.utils.atomic_path`)."""
+    names: dict[Path, set[str]] = {}
+    for f in files:
+        names.setdefault(f.parent, set()).add(f.name)
+    for folder, here in names.items():
+        for tmp in folder.glob(".*.tmp*"):
+            if tmp.name[1:].rpartition(".tmp")[0] in here:
+                tmp.unlink(missing_ok=True)
+                log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
+
+
 def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
                workers: int, overwrite: bool) -> dict:
     mine = [e for i, e in enumerate(entries) if i % parts == part]
@@ -253,6 +266,10 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
         raise ConfigError(
             f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
             f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
+    report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
+    # This share's files only: the other shares of its list and other lists' extractions on this --out, which may be
+    # writing now, have other videos (one listed in both too: a write of it in progress there fails, reported there).
+    remove_stale_temps(targets | {report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
@@ -267,7 +284,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
               "skipped": skipped, "failed": failed, "options": asdict(opts)}
-    atomic_write_text(Path(out) / f"failed-{share_name(list_file, part, parts)}.json", json.dumps(report, indent=1))
+    atomic_write_text(report_file, json.dumps(report, indent=1))
     return report
 
 
