@@ -9,7 +9,9 @@ these videos: the difference depends on the content (docs/targets.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -24,8 +26,18 @@ from mme.data.video import open_video
 from mme.errors import ConfigError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
-from mme.motion.cache import QUANT, V1_SUFFIX, cache_file, cache_meta, find_cache_file, quantise, read_cache, resample
-from mme.motion.extract import extract_cache
+from mme.motion.cache import (
+    QUANT,
+    V1_SUFFIX,
+    cache_file,
+    cache_meta,
+    find_cache_file,
+    quantise,
+    read_cache,
+    resample,
+    save_tracks,
+)
+from mme.motion.extract import ExtractOptions, extract_cache, other_settings, share_name
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import track
@@ -44,6 +56,11 @@ def videos(tmp_path_factory):
     return d
 
 
+def report(out, list_file, part=0, parts=1) -> dict:
+    """The report that extracting share ``part`` of ``parts`` of ``list_file`` into ``out`` wrote."""
+    return json.loads((out / f"failed-{share_name(str(list_file), part, parts)}.json").read_text())
+
+
 def decoded(path):
     with open_video(path) as r:
         return r.read(range(r.num_frames))
@@ -54,14 +71,14 @@ def test_extract_writes_resumes_and_reports_failures(videos, tmp_path):
     args = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",
             "--short-side", "96"]
     assert cli(args) == 1  # two videos failed, the others are written
-    report = json.loads((out / "failed.json").read_text())
-    assert report["done"] == 2 and sorted(report["failed"]) == [str(videos / "bad.mp4"), str(videos / "one.mp4")]
-    assert "bad.mp4: unreadable" in report["failed"][str(videos / "bad.mp4")]
-    assert "one.mp4: too short (1 frame(s)" in report["failed"][str(videos / "one.mp4")]
+    made = report(out, videos / "list.txt")
+    assert made["done"] == 2 and sorted(made["failed"]) == [str(videos / "bad.mp4"), str(videos / "one.mp4")]
+    assert "bad.mp4: unreadable" in made["failed"][str(videos / "bad.mp4")]
+    assert "one.mp4: too short (1 frame(s)" in made["failed"][str(videos / "one.mp4")]
     a = cache_file(out, "cls/a.mp4")
     mtime = a.stat().st_mtime_ns
     assert cli(args) == 1 and a.stat().st_mtime_ns == mtime  # resumed: the complete file is skipped
-    assert json.loads((out / "failed.json").read_text())["skipped"] == 2
+    assert report(out, videos / "list.txt")["skipped"] == 2
     disp, valid = load_tracks(a)
     assert disp.shape == (30, 4, 12, 15, 2) and valid.shape == (30, 12, 15)  # 120x150 -> 96x120, stride 8
     assert not list(out.rglob(".*tmp*"))  # no temporary files left behind
@@ -85,7 +102,31 @@ def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, ca
         assert a.stat().st_mtime_ns == mtime
     assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
     assert cache_meta(a)["flow"] == "dis-fast"
-    assert json.loads((out / "failed.json").read_text())["done"] == 2
+    assert report(out, videos / "list.txt")["done"] == 2
+
+
+def test_a_cache_records_its_decoder_and_a_resume_with_another_is_refused(videos, tmp_path, capsys):
+    """OpenCV reads other frames than PyAV on some files (docs/data.md): a cache made with one is a setting that
+    differs for a resume with the other (before: "already complete"). PyAV on the GPU reads the CPU's frames, and a
+    file made before the decoder was recorded counts as the default's."""
+    (videos / "b.txt").write_text("b.mp4\n")
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "b.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args + ["--backend", "opencv"]) == 0
+    made = cache_file(out, "b.mp4")
+    assert cache_meta(made)["backend"] == "opencv"
+    capsys.readouterr()
+    assert cli(args) == 1
+    err = capsys.readouterr().err
+    assert "1 video(s) already have caches" in err and "backend opencv (this run: pyav)" in err, err
+    assert cli(args + ["--overwrite"]) == 0 and cache_meta(made)["backend"] == "pyav"
+    opts = ExtractOptions(length=2, short_side=64)
+    assert other_settings(made, dataclasses.replace(opts, backend="pyav-cuda")) == {}
+    cached = read_cache(made)
+    save_tracks(made, cached.disp, cached.valid, None, {k: v for k, v in cached.meta.items() if k != "backend"})
+    assert other_settings(made, opts) == {}
+    assert other_settings(made, dataclasses.replace(opts, backend="opencv")) == {"backend": ("pyav", "opencv")}
 
 
 def test_shards_split_the_list(videos, tmp_path):
@@ -96,8 +137,44 @@ def test_shards_split_the_list(videos, tmp_path):
     assert cache_file(out, "cls/a.mp4").is_file() and not cache_file(out, "b.mp4").is_file()
     assert cli(base + ["--shard", "1/2"]) == 1  # entries 1 and 3: b.mp4 and the single-frame one.mp4
     assert cache_file(out, "b.mp4").is_file()
-    assert list(json.loads((out / "failed-1-of-2.json").read_text())["failed"]) == [str(videos / "one.mp4")]
+    assert list(report(out, videos / "list.txt", 1, 2)["failed"]) == [str(videos / "one.mp4")]
     assert cli(base + ["--shard", "2/2"]) == 1  # not a share: a ConfigError, printed by the CLI
+
+
+def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path):
+    """A train and a val list extracted into one --out: each share of each list writes its own report of failures
+    (before: one failed.json per share, so the val list's extraction erased the train list's failure)."""
+    (videos / "trainA.txt").write_text("bad.mp4\nb.mp4\n")
+    (videos / "valB.txt").write_text("b.mp4\n")
+    out = tmp_path / "cache"
+    for name, shard, code in (("trainA", "0/1", 1), ("valB", "0/1", 0), ("trainA", "0/2", 1), ("valB", "0/2", 0)):
+        assert cli(["extract", str(videos / f"{name}.txt"), "--root", str(videos), "--out", str(out), "--length",
+                    "2", "--short-side", "64", "--shard", shard]) == code
+    names = sorted(p.name for p in out.glob("failed*.json"))
+    assert len(names) == 4 and all(re.fullmatch(r"failed-(trainA|valB)-[0-9a-f]{12}(-0-of-2)?\.json", n)
+                                   for n in names), names
+    for part, parts in ((0, 1), (0, 2)):
+        assert list(report(out, videos / "trainA.txt", part, parts)["failed"]) == [str(videos / "bad.mp4")]
+        assert report(out, videos / "valB.txt", part, parts)["failed"] == {}
+
+
+def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):
+    """A write killed mid-way (kill -9) leaves its temporary file; the share's next run removes those of its own
+    videos and report (before: kept for good, about 1 MB each), and leaves those of other shares' videos alone,
+    which a share running at the same time may be writing."""
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64", "--shard", "0/2"]  # a.mp4 and bad.mp4
+    assert cli(args) == 1
+    name = share_name(str(videos / "list.txt"), 0, 2)
+    stale = [out / "cls" / ".a.mp4.tracks.tmp99999.tracks", out / ".bad.mp4.tracks.tmp99999.tracks",
+             out / f".failed-{name}.json.tmp99999.json"]
+    others = out / ".b.mp4.tracks.tmp99999.tracks"  # share 1/2's video
+    for path in [*stale, others]:
+        path.touch()
+    assert cli(args) == 1
+    assert not any(path.exists() for path in stale) and others.exists()
+    assert report(out, videos / "list.txt", 0, 2)["skipped"] == 1
 
 
 @pytest.mark.parametrize("flow", [None, "torch-lk"])  # the default; the step's flow, extracted batched
@@ -362,7 +439,7 @@ def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
     new.unlink()
     assert find_cache_file(out, str(videos / "cls" / "a.mp4")) == old
     cli(args)
-    assert not new.exists() and json.loads((out / "failed.json").read_text())["skipped"] == 2
+    assert not new.exists() and report(out, videos / "list.txt")["skipped"] == 2
 
 
 def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
@@ -370,8 +447,8 @@ def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
     out = tmp_path / "cache"
     assert cli(["extract", str(videos / "twice.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
                 "--short-side", "64"]) == 0
-    report = json.loads((out / "failed.json").read_text())
-    assert (report["done"], report["skipped"], report["failed"]) == (1, 0, {})
+    made = report(out, videos / "twice.txt")
+    assert (made["done"], made["skipped"], made["failed"]) == (1, 0, {})
     assert cache_file(out, "b.mp4").is_file()
 
 
@@ -432,7 +509,7 @@ def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(v
         with pytest.raises(ConfigError, match=r"--out \(share 0/1 of its extraction\) .* is in use by another job"):
             extract_cache(str(videos / "list.txt"), str(out), root=str(videos), length=2, short_side=64)
         assert cli(base + ["--shard", "1/2"]) == 1  # another share runs (its one.mp4 fails: too short) ...
-        assert json.loads((out / "failed-1-of-2.json").read_text())["done"] == 1
+        assert report(out, videos / "list.txt", 1, 2)["done"] == 1
         assert extract_cache(str(tmp_path / "other.txt"), str(out), root=str(videos), length=2,
                              short_side=64)["skipped"] == 1  # ... and so does another list (its b.mp4 just made)
     finally:

@@ -429,19 +429,22 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
         assert level["loss"] == pytest.approx(sum(weights[k] * level[k] for k in weights), rel=1e-6)
 
 
-def test_a_run_on_a_track_cache_says_which_flow_made_its_tracks(synth, tmp_path, caplog):
-    """target.flow does not apply to cached tracks: a run whose cache was extracted with another flow says so."""
+def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):
+    """target.flow does not apply to cached tracks: a run whose cache was extracted with another flow says so; and
+    one whose cache was extracted with a decoder that can read other frames (before: no word of it)."""
     from mme.motion.extract import extract_cache
 
     lists = dict(s.split("=", 1) for s in synth)
     extract_cache(lists["data.list_file"], str(tmp_path / "cache"), root=lists["data.root"], length=6,
-                  short_side=64, flow="dis")
-    for flow, warned in (("dis-balanced", True), ("dis", False)):
+                  short_side=64, flow="dis", backend="opencv")
+    for flow, backend, warned in (("dis-balanced", "pyav", True), ("dis", "opencv", False)):
         caplog.clear()
         with caplog.at_level("WARNING"):
             run("tiny_cpu_mme", synth, tmp_path / flow, f"target.cache_dir={tmp_path / 'cache'}",
-                f"target.flow={flow}", "train.steps=1")
+                f"target.flow={flow}", f"data.backend={backend}", "train.steps=1")
         said = [r.getMessage() for r in caplog.records if "track cache" in r.getMessage()]
-        assert bool(said) == warned, said
+        assert len(said) == 2 * warned, said
         if warned:
             assert "extracted with flow dis;" in said[0] and "target.flow=dis-balanced is not used" in said[0]
+            assert "extracted with --backend opencv, this run decodes with data.backend=pyav" in said[1]
+            assert "extract again with --backend pyav --overwrite, or set data.backend=opencv" in said[1]

@@ -177,7 +177,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="precompute the motion-target cache for a list of videos",
                        description="Tracks from every raw frame of each video, one compressed file per video; "
-                       "resumable, shardable (--shard k/n and torchrun ranks); failures in <out>/failed*.json.")
+                       "resumable, shardable (--shard k/n and torchrun ranks); failures in "
+                       "<out>/failed-<list>-*.json, one per list and share.")
     p.add_argument("list_file", metavar="list", help="list file (VideoMAE format: 'path [label]' per line)")
     p.add_argument("--root", default="",
                    help="folder the list's relative paths start from (default: the working folder)")

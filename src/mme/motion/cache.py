@@ -11,9 +11,9 @@ it needs (the cost of a read grows neither with the video's length nor with how 
   (the identity past the last frame).
 
 Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
-working size, seed stride and grid, L, flow method, compensation, bound, T, the video file's fingerprint), T + 1
-uint64 offsets of the records from the end of the offsets, the records. Version 1 files (``.tracks.npz``: a zip of
-32-start blocks) are still read.
+working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint),
+T + 1 uint64 offsets of the records from the end of the offsets, the records. Version 1 files (``.tracks.npz``: a
+zip of 32-start blocks) are still read.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -76,6 +76,19 @@ def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
     rel = Path(*[part if part != ".." else "%2E%2E" for part in rel.parts])  # '../x.mp4' stays under out_dir
     return Path(out_dir) / (str(rel) + suffix)
+
+
+def cache_backend(meta: dict) -> str:
+    """The decoder whose frames a cache file's tracks follow (``mme extract --backend``); files made before it was
+    recorded: the default, pyav."""
+    return meta.get("backend", "pyav")
+
+
+def same_frames(backend: str, other: str) -> bool:
+    """Whether two decoders read the same frames: the PyAV reader's on the CPU and on the GPU are one (OpenCV's
+    differ on some files, docs/data.md)."""
+    pyav = ("pyav", "pyav-cuda")
+    return backend == other or (backend in pyav and other in pyav)
 
 
 def source_identity(path: str | Path) -> dict:

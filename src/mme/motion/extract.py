@@ -6,7 +6,7 @@
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
 and complete (same settings, readable). Videos that fail are listed with their reason in
-``<out>/failed[-<shard>].json``; the others are unaffected.
+``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`); the others are unaffected.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, FrameCountChanged, MMEError
 from mme.motion.cache import (
     V1_SUFFIX,
+    cache_backend,
     cache_file,
     cache_meta,
     quantise,
+    same_frames,
     same_source,
     save_tracks,
     source_identity,
@@ -135,7 +137,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation, turn=list(turn), **made_of)
+                orientation=opts.orientation, turn=list(turn), backend=opts.backend, **made_of)
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
@@ -151,7 +153,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
                     compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
                     max_disp=round(float(meta["max_disp"]), 4))
-        length = int(meta["length"])
+        length, backend = int(meta["length"]), cache_backend(meta)
     except (MMEError, KeyError, TypeError, ValueError):
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
@@ -163,6 +165,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
     if length < opts.length:
         differ["length"] = (length, opts.length)
+    if not same_frames(backend, opts.backend):
+        differ["backend"] = (backend, opts.backend)
     return differ
 
 
@@ -195,6 +199,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
+def share_name(list_file: str, part: int, parts: int) -> str:
+    """What names one share of a list's extraction under ``--out``, its lock and its report of failures: the list's
+    stem and a hash of its real path (lists of one name in other folders differ), then ``-<part>-of-<parts>`` where
+    the list is shared."""
+    which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()
+    return f"{Path(list_file).stem}-{which}" + (f"-{part}-of-{parts}" if parts > 1 else "")
+
+
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
         overwrite: bool = False) -> dict:
     """Extract this process's share of a list; returns the report ``{done, skipped, failed: {path: reason}}``.
@@ -209,13 +221,25 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    which = hashlib.blake2b(os.path.realpath(list_file).encode(), digest_size=6).hexdigest()  # the list's own lock
-    lock = Path(out) / ".locks" / f"{Path(list_file).stem}-{which}-share-{part}-of-{parts}"
+    lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
     try:
         return _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite)
     finally:
         unlock_folder(lock)
+
+
+def remove_stale_temps(files: set[Path]) -> None:
+    """Remove the temporary files that writes of ``files`` killed mid-way left beside them (``.<name>.tmp<pid>...``,
+    :func:`mme.utils.atomic_path`)."""
+    names: dict[Path, set[str]] = {}
+    for f in files:
+        names.setdefault(f.parent, set()).add(f.name)
+    for folder, here in names.items():
+        for tmp in folder.glob(".*.tmp*"):
+            if tmp.name[1:].rpartition(".tmp")[0] in here:
+                tmp.unlink(missing_ok=True)
+                log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
 
 
 def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
@@ -242,6 +266,10 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
         raise ConfigError(
             f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
             f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
+    report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
+    # This share's files only: the other shares of its list and other lists' extractions on this --out, which may be
+    # writing now, have other videos (one listed in both too: a write of it in progress there fails, reported there).
+    remove_stale_temps(targets | {report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
@@ -256,8 +284,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
               "skipped": skipped, "failed": failed, "options": asdict(opts)}
-    name = "failed.json" if parts == 1 else f"failed-{part}-of-{parts}.json"
-    atomic_write_text(Path(out) / name, json.dumps(report, indent=1))
+    atomic_write_text(report_file, json.dumps(report, indent=1))
     return report
 
 

@@ -26,7 +26,7 @@ from mme.errors import CheckpointError, DataError, MMEError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
-from mme.motion.cache import cache_meta, find_cache_file
+from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_frames
 from mme.motion.targets import batch_targets, head_specs, make_target_fn
 from mme.train import distributed as dist
 from mme.train import engine, loop
@@ -44,18 +44,26 @@ def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
                            track_reads=target_fn.track_reads)
 
 
-def note_cache_flow(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``: say so where the two
-    differ (judged on the first video's cache file), so that the run's config is not read as its tracks' flow."""
+def note_cache_settings(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of the frames its
+    ``--backend`` read: say so where these differ from the run's (judged on the first video's cache file), so that
+    the run's config is not read as its tracks' flow, and a decoder that reads other frames is seen."""
     if not cfg.target.cache_dir or not len(dataset):
         return
     try:
-        flow = cache_meta(find_cache_file(cfg.target.cache_dir, dataset.path(0)))["flow"]
+        meta = cache_meta(find_cache_file(cfg.target.cache_dir, dataset.path(0)))
     except MMEError:  # a missing or unreadable cache is reported per video by the dataset
         return
-    if flow != cfg.target.flow:
+    if meta["flow"] != cfg.target.flow:
         log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
-                    "cache's)", cfg.target.cache_dir, flow, cfg.target.flow)
+                    "cache's)", cfg.target.cache_dir, meta["flow"], cfg.target.flow)
+    made_with, backend = cache_backend(meta), cfg.data.backend
+    if not same_frames(made_with, backend):
+        log.warning("the track cache %s was extracted with --backend %s, this run decodes with data.backend=%s: "
+                    "the two can read other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, "
+                    "MPEG-PS/TS and some Matroska files, docs/data.md), and then its tracks are not of its clip's "
+                    "frames; extract again with --backend %s --overwrite, or set data.backend=%s",
+                    cfg.target.cache_dir, made_with, backend, backend, made_with)
 
 
 @torch.no_grad()
@@ -134,7 +142,7 @@ def setup(cfg: PretrainConfig) -> Run:
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     dataset = pretrain_dataset(cfg)
-    note_cache_flow(cfg, dataset)
+    note_cache_settings(cfg, dataset)
     torch.manual_seed(t.seed)  # the initial weights
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
     if t.init and start.resume is None:
