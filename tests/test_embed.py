@@ -167,6 +167,40 @@ def test_a_checkpoint_folder_whose_weights_change_in_place_is_embedded_again(set
     assert not np.allclose(first[0][ok], second[0][ok])
 
 
+def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_finished(setup, tmp_path,
+                                                                                        monkeypatch):
+    """The data files and the ``.json`` sidecar that marks them finished were replaced one after the other: a job
+    killed before its sidecar left another checkpoint's features beside the first job's sidecar, and the first job
+    rerun called them up to date. The sidecar goes first now and comes back last."""
+    import shutil
+
+    import mme.eval.features as features
+    from mme.errors import DataError
+
+    root, ckpt = setup
+    torch.manual_seed(1)
+    other = save_pretrained(VisionTransformer(ModelConfig(**CFG)), tmp_path / "other")
+    out, kw = tmp_path / "f.npy", dict(stride=2, root=str(root), num_workers=0, progress=False, tokens=True)
+    first = read_features(embed(ckpt, root / "list.txt", out, **kw))
+
+    def killed(path, *a, **k):
+        if Path(path) == out.with_name(out.name + ".json"):
+            raise KeyboardInterrupt  # the kill, just before the sidecar
+        return write_json(path, *a, **k)
+
+    write_json = features.atomic_write_json
+    monkeypatch.setattr(features, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        embed(other, root / "list.txt", out, **kw)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="partial results of a different job"):  # the killed job's, kept
+        embed(ckpt, root / "list.txt", out, **kw)
+    shutil.rmtree(out.with_name(out.name + ".partial"))  # as the message says
+    again = read_features(embed(ckpt, root / "list.txt", out, **kw))
+    ok = first[1]
+    assert np.array_equal(first[0][ok], again[0][ok])
+
+
 def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
     """Two jobs on one --out both embedded everything, and the first to finish deleted the parts the other was
     assembling. The partial-results folder is now locked by the job that writes it."""

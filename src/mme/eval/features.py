@@ -240,10 +240,13 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
                    info: dict[str, Any]) -> None:
     """Write features atomically: ``.npy`` (features, NaN rows for failures; tokens to ``<stem>.tokens.npy``)
     or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``); both get the ``<out>.json`` sidecar
-    (``info``: provenance, view counts, failures, labels)."""
+    (``info``: provenance, view counts, failures, labels). The sidecar, which marks the files finished
+    (:func:`_finished`), is removed first and written last: a write killed half-way leaves none."""
     from safetensors.numpy import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    side = out.with_name(out.name + ".json")
+    side.unlink(missing_ok=True)
     if out.suffix == ".npy":
         if tokens is not None:
             with atomic_path(_tokens_file(out)) as tmp:
@@ -257,7 +260,7 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
         with atomic_path(out) as tmp:
             save_file(arrays, str(tmp), metadata={"info": json.dumps({k: v for k, v in info.items()
                                                                       if k not in ("failures", "labels")})})
-    atomic_write_json(out.with_name(out.name + ".json"), {**info, "labels": labels.tolist()})
+    atomic_write_json(side, {**info, "labels": labels.tolist()})
 
 
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
