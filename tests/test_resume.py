@@ -188,6 +188,18 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog):
     assert run(*base, "train.resume=auto").step == 8  # from step 5 of this branch
 
 
+def test_a_finished_run_killed_before_its_last_writes_completes_them_on_resume(synth, tmp_path):
+    """Killed after its final checkpoint, before rotation and the loss plot: `--resume auto` trained nothing and
+    left both undone, and its summary named no checkpoint."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "train.ckpt_every=1", "train.keep_last=2", FP32)
+    run(*base)
+    shutil.copy(ckpt.checkpoint_path(tmp_path, 2), ckpt.checkpoint_path(tmp_path, 1))  # rotation never ran
+    (tmp_path / "loss.png").unlink()
+    res = run(*base, "train.resume=auto")
+    assert res.step == 3 and res.checkpoint == ckpt.checkpoint_path(tmp_path, 3)
+    assert _steps_in(tmp_path) == [2, 3] and (tmp_path / "loss.png").is_file()
+
+
 def test_optimizer_settings_changed_on_resume_apply(synth, tmp_path):
     """betas, eps and layer decay changed on resume were announced as config changes but the checkpoint's stayed
     in the optimizer; a layer decay turned on (other parameter groups) was refused as not fitting the model."""

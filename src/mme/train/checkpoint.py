@@ -61,13 +61,18 @@ def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None)
     path = checkpoint_path(out_dir, int(state["step"]))
     with atomic_path(path, sync=True) as tmp:
         torch.save(state, tmp)
+    rotate(out_dir, keep_last)
+    return path
+
+
+def rotate(out_dir: Path, keep_last: int | None) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (None: keep all); a failed deletion only warns."""
     if keep_last:
         for old in list_checkpoints(out_dir)[:-keep_last]:
             try:
                 old.unlink()
             except OSError as e:
                 log.warning("could not delete old checkpoint %s: %s", old, e)
-    return path
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

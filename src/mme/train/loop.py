@@ -248,10 +248,14 @@ def train(run: Run) -> TrainResult:
             if stopping:
                 break
     logger.close()
-    if dist.is_main() and data_failures(run):
+    if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
+        # a resume with nothing left to train: the run was killed after its last checkpoint, before the rest
+        path = ckpt.checkpoint_path(run.out_dir, run.step)
+        if ckpt.list_checkpoints(run.out_dir)[-1] == path:
+            ckpt.rotate(run.out_dir, t.keep_last)
         log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
                     int(data_failures(run)), run.data.failure_counts())
-    if dist.is_main() and history:
+    if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
         plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
     if stop.received is not None and run.step < end:
         saved = f"saved as {path}" if path is not None else "saved by rank 0"  # the only rank that saves
