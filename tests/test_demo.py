@@ -176,13 +176,34 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     differ = err.split("they differ in ")[1].split("):")[0].split(", ")
     assert {"steps", "batch_size", "data_design.size", "config.model.img_size"} <= set(differ)
     assert "give --overwrite to compute them again, or another --out" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0"]  # no data made
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "seed0"]  # no data made
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=True)
     row = json.loads((tmp_path / "seed0" / "mme.json").read_text())  # a row of an earlier version: made again
     row["settings"] = {k: v for k, v in row["settings"].items() if k != "config"} | {"recipe": "tiny_cpu_mme"}
     (tmp_path / "seed0" / "mme.json").write_text(json.dumps(row))
     (tmp_path / "seed0" / "random_init.json").unlink()
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
+
+
+def test_a_second_demo_on_an_out_in_use_is_refused_before_any_work(tmp_path, capsys):
+    """Was: the second made the data again under the running one, then failed on a train.out_dir it never set."""
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mme.utils import lock_folder; "
+                               f"lock_folder({str(tmp_path)!r}, '--out'); print(flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()  # it holds the lock
+        t0 = time.monotonic()
+        assert main([*QUICK, "--out", str(tmp_path)]) == 1
+        assert time.monotonic() - t0 < 10
+    finally:
+        holder.kill()
+    err = capsys.readouterr().err
+    assert f"--out '{tmp_path}' is in use by another job (PID {holder.pid} on " in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
 
 
 def test_bad_seeds_and_too_few_real_sources_are_refused_before_the_data(tmp_path, capsys):

@@ -60,7 +60,7 @@ from mme.train.config import PretrainConfig
 from mme.train.loop import TrainResult
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
-from mme.utils import atomic_write_text, check_output, cpu_name
+from mme.utils import atomic_write_text, check_output, cpu_name, lock_folder, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +378,14 @@ def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
     check_output(s.out, "--out", folder=True)
+    lock_folder(s.out, "--out")  # a second demo on it would make the data again under this one
+    try:
+        return _demo(s, overwrite, t0)
+    finally:
+        unlock_folder(s.out)
+
+
+def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
     choose_device(s.device)  # a bad device or override stops the demo now, not after the data are made
     for target in s.targets:
         _pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt")
