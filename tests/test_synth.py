@@ -158,6 +158,19 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
     assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
 
 
+def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_path):
+    """An interrupted `mme synth` or `mme demo` encoded every video again on its rerun (800 for the demo)."""
+    generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)
+    videos = sorted(tmp_path.rglob("*.mp4"))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in videos}
+    videos[0].write_bytes(b"cut short")  # not what the design makes
+    generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)
+    assert all(p.stat().st_mtime_ns == before[p][1] for p in videos[1:])
+    assert videos[0].read_bytes() == before[videos[0]][0]
+    generate_synth(tmp_path, seed=3, workers=1, **{**SAME_BYTES, "fps": 30})  # another design: every video
+    assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
+
+
 @pytest.mark.parametrize("label, k", [(0, 0), (1, 0), (1, 1)])
 def test_encoding_the_same_frames_gives_the_same_bytes_every_time(label, k, tmp_path):
     # x264's own AVX-512 code changed the bytes in 11 of 60 encodes of the first clip (mme.data.synth._x264_options)

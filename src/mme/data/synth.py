@@ -27,6 +27,10 @@ Output (``out_dir``)::
     classes.json                     class names, index = label
     params.json                      the true motion (and appearance) of every video, keyed by its list path
 
+A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
+``sha256``) are those it would make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them
+again; any other file there is made again.
+
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
 is not deterministic, :func:`_x264_options`), and OpenCV on one thread without IPP, whose optimised kernels may
@@ -39,6 +43,7 @@ so the two kinds give the same bytes as far as those libraries' choice of code d
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -308,18 +313,34 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) ->
 
 
 def _make_video(job: tuple) -> tuple[str, dict]:
-    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects = job
+    root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made = job
     cv2.setNumThreads(1)
     cv2.ipp.setUseIPP(False)  # per thread: this one renders (module docstring)
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
-    p["camera_jitter"], p["motion"], p["texture"] = camera_jitter, motion, texture
+    p["camera_jitter"], p["motion"], p["texture"], p["fps"] = camera_jitter, motion, texture, fps
     if objects:
         p["movers"] = draw_movers(size, num_frames, objects, rng)
     path = Path(root) / rel
+    if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256")} == \
+            json.loads(json.dumps(p)) and path.is_file() and _sha256(path) == made["sha256"]:
+        return rel, {**p, "sha256": made["sha256"]}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
     encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
-    return rel, p
+    return rel, {**p, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _made_before(params_file: Path) -> dict:
+    """The ``params.json`` of an earlier run in the folder ({} without a readable one)."""
+    try:
+        made = json.loads(params_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return made if isinstance(made, dict) else {}
 
 
 DEFAULTS: dict = {"num_classes": 8, "videos_per_class": 40, "size": 112, "num_frames": 48, "fps": 25, "seed": 0,
@@ -418,13 +439,14 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
+    made = _made_before(root / "params.json")
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
         for k in range(n):
             rel = f"videos/{name}/{name}_{k:04d}.mp4"
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
             jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
-                         d["camera_jitter"], d["motion"], d["texture"], d["objects"]))
+                         d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel)))
     if workers is None:
         workers = os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
