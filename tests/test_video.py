@@ -17,7 +17,7 @@ from videos import affine_video, decode_all, write_video
 from mme.data import pyav_reader
 from mme.data.pyav_reader import rgb24
 from mme.data.video import open_video
-from mme.errors import VideoError
+from mme.errors import FrameCountChanged, VideoError
 
 
 def write_gop_video(path, frames, codec: str, options: dict) -> None:
@@ -102,6 +102,52 @@ def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frame
     with open_video(tmp_path / "cut.mkv") as reader:
         assert 0 < reader.num_frames == len(ref) < 50
         np.testing.assert_array_equal(reader.read([reader.num_frames - 1, 1]), ref[[-1, 1]])
+
+
+def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the_threads(tmp_path, clip_frames):
+    """An MP4 written for streaming (faststart: its index before the frames), cut inside a packet (an interrupted
+    download): the demux finds the packets up to the cut, the last one's data short, and FFmpeg's decoder stops
+    there, raising on one thread, silently on several. With one (data.decode_threads' default) the file was a
+    decode error for the whole run; now, as with several, the read past the end finds the shorter count
+    (FrameCountChanged: a dataset draws again from it). The same short packet with packets after it stays a
+    decode error."""
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=25, options={"g": "8", "bf": "3"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in clip_frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    with av.open(str(full)) as c, av.open(str(tmp_path / "mid.mp4"), "w") as out:
+        packets = [p for p in c.demux(video=0) if p.size]
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for k, p in enumerate(packets):
+            if k == 8:  # the packet the cut below goes through, as short, but with the rest after it
+                short = av.Packet(bytes(p)[: p.size // 2])
+                short.pts, short.dts, short.time_base = p.pts, p.dts, p.time_base
+                p = short
+            p.stream = stream
+            out.mux(p)
+    (tmp_path / "cut.mp4").write_bytes(full.read_bytes()[: packets[8].pos + packets[8].size // 2])
+    ref = []
+    with av.open(str(tmp_path / "cut.mp4")) as c, pytest.raises(av.error.InvalidDataError):
+        for frame in c.decode(video=0):  # frame i: the decode up to its error
+            ref.append(frame.to_ndarray(format="rgb24"))
+    for threads in (1, 0):
+        path = tmp_path / f"cut{threads}.mp4"  # a copy each: no index known to the process
+        path.write_bytes((tmp_path / "cut.mp4").read_bytes())
+        with open_video(path, threads=threads) as reader:
+            assert reader.num_frames == 9 > len(ref) > 0  # the packets' count, until a read finds out
+            with pytest.raises(FrameCountChanged, match=f"the video has {len(ref)} frames, not the 9"):
+                reader.read([8])
+            np.testing.assert_array_equal(reader.read(np.arange(len(ref))), np.stack(ref))
+        with open_video(path, threads=threads) as reader:
+            assert reader.num_frames == len(ref)
+        path = tmp_path / f"mid{threads}.mp4"
+        path.write_bytes((tmp_path / "mid.mp4").read_bytes())
+        with open_video(path, threads=threads) as reader, pytest.raises(VideoError) as info:
+            reader.read([reader.num_frames - 1])
+        assert info.value.reason == "decode error" and not isinstance(info.value, FrameCountChanged)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord not installed (optional backend)")

@@ -421,15 +421,24 @@ class _Leave:
 
 def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     """The stream's frames, as ``container.decode``, packet by packet, a packet that ``leave`` allows going to the
-    decoder with leave to drop its frame if no other frame references it (``skip_frame`` NONREF)."""
+    decoder with leave to drop its frame if no other frame references it (``skip_frame`` NONREF). A decode error
+    on a packet that no other packet with data follows ends the frames: the cut end of a file (an interrupted
+    download or recording), which FFmpeg's decoder reports on one thread and passes over silently on several."""
     ctx = stream.codec_context
     mode = ctx.skip_frame = "DEFAULT"
-    for packet in container.demux(stream):
+    packets = container.demux(stream)
+    for packet in packets:
         skip = leave.allows(packet.pts)
         if mode != ("NONREF" if skip else "DEFAULT"):
             mode = ctx.skip_frame = "NONREF" if skip else "DEFAULT"
         leave.used |= skip
-        yield from packet.decode()
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            if any(p.size for p in packets):  # data after it: the file's own error
+                raise
+            return
+        yield from frames
 
 
 @dataclass
@@ -609,4 +618,4 @@ def _decoded_timestamps(path: str) -> list[int | None]:
     with open_container(path) as container:
         stream = video_stream(container)
         stream.thread_type = "AUTO"
-        return [frame.pts for frame in container.decode(stream)]
+        return [frame.pts for frame in _decode(container, stream, _Leave())]
