@@ -157,6 +157,26 @@ def test_reads_of_proven_frames_let_the_decoder_drop_unwanted_ones(corpus, tmp_p
         assert counts[True] <= counts[False], counts
 
 
+@pytest.mark.parametrize("threads", [1, 0])
+def test_a_read_that_decodes_from_the_first_frame_keeps_it_when_it_is_a_b_frame(tmp_path, caplog, threads):
+    """x264's defaults (one keyframe, B-frames) and an MP4 edit list that cuts the first 5 frames, keyframe
+    included (an ``ffmpeg -ss ... -c copy`` cut): no keyframe is at or before any frame, so a read seeks to the
+    first frame, a non-reference B-frame. The decoder, left to drop the proven frames the read does not want,
+    dropped it too: the seek came out at a later frame and a good file turned sequential, warned about as having
+    unreliable timestamps. The frame a seek looks for is never left to drop."""
+    frames, _ = affine_video(30, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_corpus_file(tmp_path / "a.mp4", frames, "libx264", {}, "editlist", "yuv420p", None)
+    ref = decode_all(path)
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
+        with open_video(path, threads=threads) as reader:
+            reader.read([len(ref) - 1])  # proves the whole file
+            assert len(reader._index.key_pts) == 0 or reader._index.key_pts[0] > reader._index.pts[len(ref) - 1]
+            for idx in ([5], [2, 3], np.arange(10, 20), [len(ref) - 1]):
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
+            assert reader.seeking == "seek", reader.seeking_reason
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_frames_are_proven_before_a_seek_relies_on_them(corpus, tmp_path, caplog):
     """A seek starts only from a keyframe whose place a decode from the start has proven. Here the demux lists 33
     frames, the decode yields 30 (three end-of-sequence packets decode to nothing): the read of frame 25 decodes

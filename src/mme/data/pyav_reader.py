@@ -25,8 +25,9 @@ A container is never seeked once decoded to its end: it is reopened (FFmpeg refu
 to rewind. MPEG-PS/TS seeks that land after their keyframe are retried from earlier keyframes.
 
 A read by seek lets the decoder drop the frames it does not return where that cannot change the others: proven
-frames that no other frame references (``SKIP_NONREF_CODECS``). With long GOPs a read decodes mostly frames it
-never returns: a 16 × 224² pre-training item of an H.264 file with B-frames took a quarter less CPU (docs/data.md).
+frames that no other frame references (``SKIP_NONREF_CODECS``), but never the frame its seek looks for. With long
+GOPs a read decodes mostly frames it never returns: a 16 × 224² pre-training item of an H.264 file with B-frames
+took a quarter less CPU (docs/data.md).
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class PyAVReader(VideoReader):
         try:
             return self._read_seeking(indices)
         finally:
-            self._leave.below = None
+            self._leave.below, self._leave.wanted = None, set()
             if self._leave.used:
                 self._pos = None
 
@@ -318,6 +319,7 @@ class PyAVReader(VideoReader):
         land after their target: then the seek is retried from the two keyframes before (``keys``: the keyframes
         up to ``key``, sorted)."""
         first = int(self._index.pts[0])
+        self._leave.wanted.add(key)  # frame 0 when no keyframe is before: a B-frame the decoder may drop otherwise
         for target in [int(k) for k in keys[::-1][:3]] or [first]:
             if target == first or self._at_end:
                 self._open()
