@@ -221,6 +221,30 @@ def test_a_video_whose_frame_size_changes_is_refused_naming_both_sizes(tmp_path,
     assert check_video(path)["status"] == "unreadable"
 
 
+def test_a_read_refused_part_way_leaves_the_next_read_its_frame(tmp_path, clip_frames):
+    """A raw H.264 stream (read by counting) joined from recordings of 64x48, 80x64 and 64x48 again: the read of
+    frame 10 is refused at its size, and the next read on that reader decoded on from there, one frame behind its
+    count: frame 21 came back as frame 20. A read that fails leaves the next one to reopen the file."""
+    parts = []
+    for k, (H, W) in enumerate([(48, 64), (64, 80), (48, 64)]):
+        with av.open(str(tmp_path / f"{k}.h264"), "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+            for f in clip_frames[10 * k: 10 * k + 10]:
+                c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            c.mux(s.encode())
+        parts.append((tmp_path / f"{k}.h264").read_bytes())
+    path = tmp_path / "joined.h264"
+    path.write_bytes(b"".join(parts))
+    with av.open(str(path)) as c:
+        ref = [frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)]
+    with open_video(path, threads=1) as reader:
+        assert reader.seeking == "sequential"
+        with pytest.raises(VideoError, match="frame size changes"):
+            reader.read([10])
+        np.testing.assert_array_equal(reader.read([20])[0], ref[20])
+
+
 GPU_LAYOUTS = [("libx264", "yuv420p", "nv12"), ("libx264", "yuvj420p", "nv12"), ("mpeg4", "yuv420p", "nv12"),
                ("libx264", "yuv420p10le", "p010le")]
 

@@ -22,7 +22,9 @@ path, size and mtime) and keeps its verdict with the index:
   and counts. Until then such a file's ``num_frames`` is its packet count.
 
 A container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks), as it is
-to rewind. MPEG-PS/TS seeks that land after their keyframe are retried from earlier keyframes.
+to rewind and after a read that failed. A decoder once sent a damaged packet fails after a seek, so a decode
+that fails at the keyframe sought is tried once more from the file reopened. MPEG-PS/TS seeks that land after
+their keyframe are retried from earlier keyframes.
 
 A read by seek lets the decoder drop the frames it does not return where that cannot change the others: proven
 frames that no other frame references (``SKIP_NONREF_CODECS``), but never the frame its seek looks for. With long
@@ -209,20 +211,25 @@ class PyAVReader(VideoReader):
         self._pos = pos
         self._seeked = pos is None  # a decode that began with a seek: its timestamps may be off (_read_seeking)
         self._landed = False  # whether the seek's keyframe has come out of that decode
-        self._at_end = False  # whether the demuxer may have read the whole file: then reopen, never seek
+        self._at_end = False  # reopen, never seek: the demuxer may have read the whole file (or a read failed)
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         counted = self.num_frames
         try:
             if self._index.mode == "seek":
-                try:
-                    frames = self._read_skipping(indices)
-                except av.error.FFmpegError as e:
-                    if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
-                        raise
-                    self._distrust(f"the decode after a seek failed ({e}): the container flags frames as keyframes "
-                                   f"that a decode cannot start from")
-                    frames = None
+                for reopened in (False, True):
+                    try:
+                        frames = self._read_skipping(indices)
+                        break
+                    except av.error.FFmpegError as e:
+                        if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
+                            raise
+                        frames = None
+                        if reopened:
+                            self._distrust(f"the decode after a seek failed ({e}): the container flags frames as "
+                                           f"keyframes that a decode cannot start from")
+                        else:  # a decoder sent a damaged packet fails after a seek; with several threads, a read
+                            self._pos, self._at_end = None, True  # that succeeded may have sent it: again, reopened
                 if frames is not None:
                     return frames
                 self._pos = None  # the read stopped part-way: count from the start
@@ -233,8 +240,11 @@ class PyAVReader(VideoReader):
                     err.reason = "index out of range"
                     raise err
             return self._read_counting(indices)
-        except av.error.FFmpegError as e:
-            raise video_error(self.path, "decode error", e) from e
+        except BaseException as e:
+            self._pos, self._at_end = None, True  # the decode stopped part-way: the next read reopens the file
+            if isinstance(e, av.error.FFmpegError):
+                raise video_error(self.path, "decode error", e) from e
+            raise
         finally:
             self._index.save()  # what the read proved or found, for other processes
 
@@ -392,12 +402,14 @@ class PyAVReader(VideoReader):
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
-        count from a decode; logged once per file."""
+        count from a decode; logged once per file. A decode error in that count is the file's: raised, the verdict
+        unchanged."""
         index = self._index
         if index.mode != "sequential":
+            num_frames = len(_decoded_timestamps(self.path))
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
-            index.mode, index.reason, index.num_frames = "sequential", why, len(_decoded_timestamps(self.path))
+            index.mode, index.reason, index.num_frames = "sequential", why, num_frames
         self.num_frames = index.num_frames
 
     def close(self) -> None:
