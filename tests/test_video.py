@@ -17,7 +17,7 @@ from videos import affine_video, decode_all, write_video
 from mme.data import pyav_reader
 from mme.data.pyav_reader import rgb24
 from mme.data.video import open_video
-from mme.errors import VideoError
+from mme.errors import FrameCountChanged, VideoError
 
 
 def write_gop_video(path, frames, codec: str, options: dict) -> None:
@@ -104,6 +104,52 @@ def test_truncated_streamable_file_reads_as_a_shorter_video(tmp_path, clip_frame
         np.testing.assert_array_equal(reader.read([reader.num_frames - 1, 1]), ref[[-1, 1]])
 
 
+def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the_threads(tmp_path, clip_frames):
+    """An MP4 written for streaming (faststart: its index before the frames), cut inside a packet (an interrupted
+    download): the demux finds the packets up to the cut, the last one's data short, and FFmpeg's decoder stops
+    there, raising on one thread, silently on several. With one (data.decode_threads' default) the file was a
+    decode error for the whole run; now, as with several, the read past the end finds the shorter count
+    (FrameCountChanged: a dataset draws again from it). The same short packet with packets after it stays a
+    decode error."""
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=25, options={"g": "8", "bf": "3"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in clip_frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    with av.open(str(full)) as c, av.open(str(tmp_path / "mid.mp4"), "w") as out:
+        packets = [p for p in c.demux(video=0) if p.size]
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for k, p in enumerate(packets):
+            if k == 8:  # the packet the cut below goes through, as short, but with the rest after it
+                short = av.Packet(bytes(p)[: p.size // 2])
+                short.pts, short.dts, short.time_base = p.pts, p.dts, p.time_base
+                p = short
+            p.stream = stream
+            out.mux(p)
+    (tmp_path / "cut.mp4").write_bytes(full.read_bytes()[: packets[8].pos + packets[8].size // 2])
+    ref = []
+    with av.open(str(tmp_path / "cut.mp4")) as c, pytest.raises(av.error.InvalidDataError):
+        for frame in c.decode(video=0):  # frame i: the decode up to its error
+            ref.append(frame.to_ndarray(format="rgb24"))
+    for threads in (1, 0):
+        path = tmp_path / f"cut{threads}.mp4"  # a copy each: no index known to the process
+        path.write_bytes((tmp_path / "cut.mp4").read_bytes())
+        with open_video(path, threads=threads) as reader:
+            assert reader.num_frames == 9 > len(ref) > 0  # the packets' count, until a read finds out
+            with pytest.raises(FrameCountChanged, match=f"the video has {len(ref)} frames, not the 9"):
+                reader.read([8])
+            np.testing.assert_array_equal(reader.read(np.arange(len(ref))), np.stack(ref))
+        with open_video(path, threads=threads) as reader:
+            assert reader.num_frames == len(ref)
+        path = tmp_path / f"mid{threads}.mp4"
+        path.write_bytes((tmp_path / "mid.mp4").read_bytes())
+        with open_video(path, threads=threads) as reader, pytest.raises(VideoError) as info:
+            reader.read([reader.num_frames - 1])
+        assert info.value.reason == "decode error" and not isinstance(info.value, FrameCountChanged)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord not installed (optional backend)")
 def test_decord_backend_when_installed(tmp_path, clip_frames):
     path = write_video(tmp_path / "a.mp4", clip_frames)
@@ -173,6 +219,30 @@ def test_a_video_whose_frame_size_changes_is_refused_naming_both_sizes(tmp_path,
     with open_video(path) as reader:
         assert reader.read([0, 9]).shape == (2, 48, 64, 3)
     assert check_video(path)["status"] == "unreadable"
+
+
+def test_a_read_refused_part_way_leaves_the_next_read_its_frame(tmp_path, clip_frames):
+    """A raw H.264 stream (read by counting) joined from recordings of 64x48, 80x64 and 64x48 again: the read of
+    frame 10 is refused at its size, and the next read on that reader decoded on from there, one frame behind its
+    count: frame 21 came back as frame 20. A read that fails leaves the next one to reopen the file."""
+    parts = []
+    for k, (H, W) in enumerate([(48, 64), (64, 80), (48, 64)]):
+        with av.open(str(tmp_path / f"{k}.h264"), "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+            for f in clip_frames[10 * k: 10 * k + 10]:
+                c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            c.mux(s.encode())
+        parts.append((tmp_path / f"{k}.h264").read_bytes())
+    path = tmp_path / "joined.h264"
+    path.write_bytes(b"".join(parts))
+    with av.open(str(path)) as c:
+        ref = [frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)]
+    with open_video(path, threads=1) as reader:
+        assert reader.seeking == "sequential"
+        with pytest.raises(VideoError, match="frame size changes"):
+            reader.read([10])
+        np.testing.assert_array_equal(reader.read([20])[0], ref[20])
 
 
 GPU_LAYOUTS = [("libx264", "yuv420p", "nv12"), ("libx264", "yuvj420p", "nv12"), ("mpeg4", "yuv420p", "nv12"),

@@ -157,6 +157,81 @@ def test_reads_of_proven_frames_let_the_decoder_drop_unwanted_ones(corpus, tmp_p
         assert counts[True] <= counts[False], counts
 
 
+@pytest.mark.parametrize("threads", [1, 0])
+def test_a_read_that_decodes_from_the_first_frame_keeps_it_when_it_is_a_b_frame(tmp_path, caplog, threads):
+    """x264's defaults (one keyframe, B-frames) and an MP4 edit list that cuts the first 5 frames, keyframe
+    included (an ``ffmpeg -ss ... -c copy`` cut): no keyframe is at or before any frame, so a read seeks to the
+    first frame, a non-reference B-frame. The decoder, left to drop the proven frames the read does not want,
+    dropped it too: the seek came out at a later frame and a good file turned sequential, warned about as having
+    unreliable timestamps. The frame a seek looks for is never left to drop."""
+    frames, _ = affine_video(30, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_corpus_file(tmp_path / "a.mp4", frames, "libx264", {}, "editlist", "yuv420p", None)
+    ref = decode_all(path)
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
+        with open_video(path, threads=threads) as reader:
+            reader.read([len(ref) - 1])  # proves the whole file
+            assert len(reader._index.key_pts) == 0 or reader._index.key_pts[0] > reader._index.pts[len(ref) - 1]
+            for idx in ([5], [2, 3], np.arange(10, 20), [len(ref) - 1]):
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx}")
+            assert reader.seeking == "seek", reader.seeking_reason
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_read_that_fails_leaves_the_reader_reading_the_good_frames(corpus, tmp_path, caplog, threads):
+    """VP9 with random bytes in its last keyframe (frame 24): the decode ends there with an error, and a decoder
+    once sent that packet fails after any seek (with several threads, a read that succeeded may have sent it). One
+    reader reading every frame alone, as `mme extract` reads a file chunk after chunk, returned a decode error for
+    good frames after a failed read, each time warning that the file's timestamps were unreliable and its frames
+    counted from the start (they were not: that count failed too). Now a seek that fails at its keyframe is tried
+    again from the file reopened, as is the read after one that failed: every frame before 24 is frame i, the
+    others a decode error, and nothing is warned."""
+    data = bytearray(corpus["vp9.webm"].read_bytes())
+    with av.open(str(corpus["vp9.webm"])) as c:
+        keys = [(p.pos, p.size) for p in c.demux(video=0) if p.size and p.is_keyframe]
+    pos, size = keys[2]
+    data[pos + 8: pos + size] = np.random.default_rng(0).integers(0, 256, size - 8, np.uint8).tobytes()
+    path = tmp_path / "damaged.webm"
+    path.write_bytes(bytes(data))
+    ref = []
+    with av.open(str(path)) as c, pytest.raises(av.error.FFmpegError):
+        for frame in c.decode(video=0):  # frame i: the decode up to its error
+            ref.append(frame.to_ndarray(format="rgb24"))
+    assert len(ref) == 24
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"), open_video(path, threads=threads) as reader:
+        for i in np.random.default_rng(1).permutation(30):
+            if i < len(ref):
+                np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i}")
+            else:
+                with pytest.raises(VideoError, match="decode error"):
+                    reader.read([i])
+        assert reader.seeking == "seek"
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_file_whose_count_fails_is_a_decode_error_not_a_timestamp_warning(corpus, tmp_path, caplog):
+    """H.264 with end-of-sequence packets (frameless: a read finds the index contradicted and counts the frames by
+    a decode), its 21st packet cut short, which FFmpeg's decode fails on: that count failed too, yet the reader
+    warned that the file's frames were counted from the start, and warned again at every read. Now a read past the
+    damage is the file's decode error, and nothing is warned."""
+    path = tmp_path / "damaged.mkv"
+    with av.open(str(corpus["h264_end_of_sequence.mkv"])) as c, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for k, p in enumerate(p for p in c.demux(video=0) if p.size):
+            if k == 20:
+                short = av.Packet(bytes(p)[: p.size // 2])
+                short.pts, short.dts, short.time_base = p.pts, p.dts, p.time_base
+                p = short
+            p.stream = stream
+            out.mux(p)
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"), open_video(path) as reader:
+        np.testing.assert_array_equal(reader.read([1, 3]), decode_all(corpus["h264_end_of_sequence.mkv"])[[1, 3]])
+        for _ in range(2):
+            with pytest.raises(VideoError, match="damaged.mkv: decode error"):
+                reader.read([25])
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_frames_are_proven_before_a_seek_relies_on_them(corpus, tmp_path, caplog):
     """A seek starts only from a keyframe whose place a decode from the start has proven. Here the demux lists 33
     frames, the decode yields 30 (three end-of-sequence packets decode to nothing): the read of frame 25 decodes

@@ -22,11 +22,14 @@ path, size and mtime) and keeps its verdict with the index:
   and counts. Until then such a file's ``num_frames`` is its packet count.
 
 A container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks), as it is
-to rewind. MPEG-PS/TS seeks that land after their keyframe are retried from earlier keyframes.
+to rewind and after a read that failed. A decoder once sent a damaged packet fails after a seek, so a decode
+that fails at the keyframe sought is tried once more from the file reopened. MPEG-PS/TS seeks that land after
+their keyframe are retried from earlier keyframes.
 
 A read by seek lets the decoder drop the frames it does not return where that cannot change the others: proven
-frames that no other frame references (``SKIP_NONREF_CODECS``). With long GOPs a read decodes mostly frames it
-never returns: a 16 × 224² pre-training item of an H.264 file with B-frames took a quarter less CPU (docs/data.md).
+frames that no other frame references (``SKIP_NONREF_CODECS``), but never the frame its seek looks for. With long
+GOPs a read decodes mostly frames it never returns: a 16 × 224² pre-training item of an H.264 file with B-frames
+took a quarter less CPU (docs/data.md).
 """
 
 from __future__ import annotations
@@ -208,20 +211,25 @@ class PyAVReader(VideoReader):
         self._pos = pos
         self._seeked = pos is None  # a decode that began with a seek: its timestamps may be off (_read_seeking)
         self._landed = False  # whether the seek's keyframe has come out of that decode
-        self._at_end = False  # whether the demuxer may have read the whole file: then reopen, never seek
+        self._at_end = False  # reopen, never seek: the demuxer may have read the whole file (or a read failed)
 
     def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
         counted = self.num_frames
         try:
             if self._index.mode == "seek":
-                try:
-                    frames = self._read_skipping(indices)
-                except av.error.FFmpegError as e:
-                    if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
-                        raise
-                    self._distrust(f"the decode after a seek failed ({e}): the container flags frames as keyframes "
-                                   f"that a decode cannot start from")
-                    frames = None
+                for reopened in (False, True):
+                    try:
+                        frames = self._read_skipping(indices)
+                        break
+                    except av.error.FFmpegError as e:
+                        if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
+                            raise
+                        frames = None
+                        if reopened:
+                            self._distrust(f"the decode after a seek failed ({e}): the container flags frames as "
+                                           f"keyframes that a decode cannot start from")
+                        else:  # a decoder sent a damaged packet fails after a seek; with several threads, a read
+                            self._pos, self._at_end = None, True  # that succeeded may have sent it: again, reopened
                 if frames is not None:
                     return frames
                 self._pos = None  # the read stopped part-way: count from the start
@@ -232,8 +240,11 @@ class PyAVReader(VideoReader):
                     err.reason = "index out of range"
                     raise err
             return self._read_counting(indices)
-        except av.error.FFmpegError as e:
-            raise video_error(self.path, "decode error", e) from e
+        except BaseException as e:
+            self._pos, self._at_end = None, True  # the decode stopped part-way: the next read reopens the file
+            if isinstance(e, av.error.FFmpegError):
+                raise video_error(self.path, "decode error", e) from e
+            raise
         finally:
             self._index.save()  # what the read proved or found, for other processes
 
@@ -248,7 +259,7 @@ class PyAVReader(VideoReader):
         try:
             return self._read_seeking(indices)
         finally:
-            self._leave.below = None
+            self._leave.below, self._leave.wanted = None, set()
             if self._leave.used:
                 self._pos = None
 
@@ -318,6 +329,7 @@ class PyAVReader(VideoReader):
         land after their target: then the seek is retried from the two keyframes before (``keys``: the keyframes
         up to ``key``, sorted)."""
         first = int(self._index.pts[0])
+        self._leave.wanted.add(key)  # frame 0 when no keyframe is before: a B-frame the decoder may drop otherwise
         for target in [int(k) for k in keys[::-1][:3]] or [first]:
             if target == first or self._at_end:
                 self._open()
@@ -390,12 +402,14 @@ class PyAVReader(VideoReader):
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
-        count from a decode; logged once per file."""
+        count from a decode; logged once per file. A decode error in that count is the file's: raised, the verdict
+        unchanged."""
         index = self._index
         if index.mode != "sequential":
+            num_frames = len(_decoded_timestamps(self.path))
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
-            index.mode, index.reason, index.num_frames = "sequential", why, len(_decoded_timestamps(self.path))
+            index.mode, index.reason, index.num_frames = "sequential", why, num_frames
         self.num_frames = index.num_frames
 
     def close(self) -> None:
@@ -421,15 +435,24 @@ class _Leave:
 
 def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     """The stream's frames, as ``container.decode``, packet by packet, a packet that ``leave`` allows going to the
-    decoder with leave to drop its frame if no other frame references it (``skip_frame`` NONREF)."""
+    decoder with leave to drop its frame if no other frame references it (``skip_frame`` NONREF). A decode error
+    on a packet that no other packet with data follows ends the frames: the cut end of a file (an interrupted
+    download or recording), which FFmpeg's decoder reports on one thread and passes over silently on several."""
     ctx = stream.codec_context
     mode = ctx.skip_frame = "DEFAULT"
-    for packet in container.demux(stream):
+    packets = container.demux(stream)
+    for packet in packets:
         skip = leave.allows(packet.pts)
         if mode != ("NONREF" if skip else "DEFAULT"):
             mode = ctx.skip_frame = "NONREF" if skip else "DEFAULT"
         leave.used |= skip
-        yield from packet.decode()
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            if any(p.size for p in packets):  # data after it: the file's own error
+                raise
+            return
+        yield from frames
 
 
 @dataclass
@@ -609,4 +632,4 @@ def _decoded_timestamps(path: str) -> list[int | None]:
     with open_container(path) as container:
         stream = video_stream(container)
         stream.thread_type = "AUTO"
-        return [frame.pts for frame in container.decode(stream)]
+        return [frame.pts for frame in _decode(container, stream, _Leave())]
