@@ -1,5 +1,6 @@
 """`mme viz` pictures a person can read: panels upsampled to at least MIN_PANEL px, titled, masked patches dimmed,
-track colours that follow the motion (as the key says), target and prediction in panels of their own."""
+track colours that follow the motion (as the key says), target and prediction in panels of their own; a pixel
+model's masked input and reconstruction, de-normalised as its target was normalised."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 from videos import affine_video, write_video
 
+from mme.data.transforms import to_video_tensor
 from mme.motion import viz
 from mme.motion.viz import MIN_PANEL, _direction_rgb, _upsample, prediction_picture, read_clip, tracks_picture
 
@@ -32,6 +34,13 @@ def added(panel: np.ndarray, under: np.ndarray, rgb: tuple[int, int, int], tol: 
     def near(img):
         return (np.abs(img.astype(int) - rgb) <= tol).all(-1)
     return int((near(panel) & ~near(under)).sum())
+
+
+def tiny_model():
+    from mme.models.config import ModelConfig
+
+    return ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
+                       head_hidden=16)
 
 
 def test_track_colours_follow_the_direction_and_length_of_the_motion():
@@ -64,15 +73,13 @@ def test_tracks_picture_has_one_upsampled_titled_panel_per_tubelet_coloured_by_m
 
 
 def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_patches_dimmed(panels, tmp_path):
-    from mme.models.config import ModelConfig
     from mme.models.export import save_pretrained
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, head_specs
 
     frames, _ = affine_video(24, 64, 64, dx=2.0, seed=6)
     video = write_video(tmp_path / "v.mp4", frames)
-    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
-                    head_hidden=16)
+    m = tiny_model()
     torch.manual_seed(0)
     model = MaskedAutoencoder(m, head_specs(TargetConfig(kind="mme-released"), m))
     save_pretrained(model, tmp_path / "ckpt")
@@ -105,14 +112,12 @@ def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, str
     of 1 px), with no pruning or interpolate=false: motion the run never supervised."""
     import dataclasses
 
-    from mme.models.config import ModelConfig
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, TargetFn, head_specs
 
     frames, _ = affine_video(24, 64, 64, dx=2.0, seed=6)
     video = str(write_video(tmp_path / "v.mp4", frames))
-    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2,
-                    head_hidden=16)
+    m = tiny_model()
     run = TargetConfig(kind="mme", track_length=4, **run_target)
     heads = head_specs(run, m)
     model = MaskedAutoencoder(m, heads)
@@ -135,3 +140,125 @@ def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, str
     if not run.patch_norm:  # 2 px per frame to the right, in the run's unit: bounded at 1 px, or as it is
         x = drawn["target"].reshape(len(drawn["target"]), 2, 4, 4)[:, 0]
         assert x.median() == pytest.approx(1.0 if run.max_disp else 2.0, abs=0.1)
+
+
+@pytest.mark.parametrize("norm_pix", [True, False])
+def test_the_reconstruction_of_the_exact_pixel_target_is_the_clip(norm_pix):
+    """The key identity of the reconstruction picture: fed the exact target of the masked patches in place of the
+    prediction, it gives back the clip's pixels (de-normalised with each input patch's mean and std under norm_pix,
+    a flat patch included); its visible patches are the input's whatever the prediction."""
+    from mme.motion.targets import pixel_target
+    from mme.motion.viz import reconstruction, token_frames
+
+    m = tiny_model()
+    frames = affine_video(4, 64, 64, dx=2.0, seed=6)[0]
+    frames[:, :16, :16] = (77, 150, 20)  # a flat token: norm_pix's z-score is 0 there, its std 0
+    x = to_video_tensor(frames)[None]
+    mask = torch.from_numpy(np.random.default_rng(0).random(32) < 0.5)
+    mask[0] = True
+    pixels = pixel_target(x, 2, 16, norm=False)[0].unflatten(-1, (-1, 3))  # (N, 2*16*16, 3) in [0, 1]
+    exact = reconstruction(x, pixel_target(x, 2, 16, norm=norm_pix)[0][mask], mask, 2, 16, norm_pix)
+    torch.testing.assert_close(exact, pixels, atol=2e-6, rtol=0)  # a biased std: ~1e-4 off; no 1e-6: ~3e-6
+    assert np.array_equal(token_frames(exact, m), frames)
+    off = reconstruction(x, torch.zeros(int(mask.sum()), 2 * 16 * 16 * 3), mask, 2, 16, norm_pix)
+    assert torch.equal(off[~mask], pixels[~mask])
+    if norm_pix:  # a prediction of zeros is each masked patch's mean colour
+        torch.testing.assert_close(off[mask], pixels[mask].mean(1, keepdim=True).expand_as(off[mask]))
+    else:
+        assert (off[mask] == 0).all()
+
+
+def test_viz_of_a_pixel_mae_draws_the_masked_input_and_its_reconstruction(monkeypatch, tmp_path, capsys):
+    """`mme viz --checkpoint` of a pixel (VideoMAE) run: per tubelet its frame, the masked input (masked patches
+    grey) and the reconstruction (the input where visible, the de-normalised prediction where masked), with the
+    run's stride, norm_pix and the seeded mask. On colour ramps every patch has the same normalised pixels, so 30
+    steps of training predict them better than each patch's mean colour (what a prediction of zeros shows)."""
+    from training import FP32, run
+
+    from mme.cli import main
+    from mme.models.checkpoint import load_model
+
+    t, y, x = np.meshgrid(np.arange(24), np.arange(64), np.arange(64), indexing="ij")
+    video = write_video(tmp_path / "ramps.mp4", np.stack([40 + 2.5 * x + 2 * t, 40 + 2.5 * y, 200 - 2 * x], -1))
+    (tmp_path / "list.txt").write_text("ramps.mp4\n" * 4)
+    r = run("tiny_cpu_pixel", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}"], tmp_path / "run",
+            "train.steps=30", FP32)
+    drawn, figure = {}, viz._figure
+
+    def capture(panels, cols, title, *rest):
+        drawn.update(panels=panels, title=title)
+        figure(panels, cols, title, *rest)
+
+    monkeypatch.setattr(viz, "_figure", capture)
+    assert main(["viz", str(video), "--checkpoint", str(r.checkpoint), "--out", str(tmp_path / "r.png"),
+                 "--seed", "3"]) == 0
+    starts = [0, 4, 8, 12]  # tubelets of 2 frames at the run's stride 2
+    assert [title for title, _ in drawn["panels"]] == [f"{name}frame {s}" for s in starts
+                                               for name in ("", "masked input, ", "reconstruction, ")]
+    assert "norm_pix: each predicted patch de-normalised with the mean and std of the input's" in drawn["title"]
+    clip = read_clip(str(video), 0, 8, 2, 64, 0)
+    decoded = clip.frames.astype(float)  # 15 raw frames: the clip's are the even ones
+    masked = load_model(r.checkpoint).make_mask(1, torch.Generator().manual_seed(3))[0].reshape(4, 4, 4)
+    errors = {"model": 0.0, "patch mean": 0.0}
+    for k, s in enumerate(starts):
+        frame, given, shown = (p[2::5, 2::5].astype(float) for _, p in drawn["panels"][3 * k: 3 * k + 3])  # x5
+        is_masked = np.kron(masked[k].numpy(), np.ones((16, 16), bool))
+        assert np.array_equal(frame, decoded[s])
+        assert (given[~is_masked] == frame[~is_masked]).all() and (given[is_masked] == viz.GREY).all()
+        assert (shown[~is_masked] == frame[~is_masked]).all()
+        tubelet = decoded[[s, s + 2]].reshape(2, 4, 16, 4, 16, 3).transpose(1, 3, 0, 2, 4, 5).reshape(4, 4, -1, 3)
+        means = np.kron(tubelet.mean(2), np.ones((16, 16, 1)))  # each patch's mean colour over the tubelet
+        errors["model"] += ((shown - frame)[is_masked] ** 2).mean()
+        errors["patch mean"] += ((means - frame)[is_masked] ** 2).mean()
+    assert errors["model"] < 0.8 * errors["patch mean"], errors
+    w, h = Image.open(tmp_path / "r.png").size
+    assert w >= 3 * MIN_PANEL and h >= 4 * MIN_PANEL and "viz: wrote" in capsys.readouterr().out
+
+
+def test_a_checkpoint_with_traj_and_pixel_heads_draws_both_on_one_mask(panels, tmp_path):
+    """One row per tubelet: frame | target tracks | predicted tracks | masked input | reconstruction, the patches
+    dimmed for the tracks those greyed in the masked input."""
+    from mme.models.export import save_pretrained
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, head_specs
+
+    video = write_video(tmp_path / "v.mp4", affine_video(24, 64, 64, dx=2.0, seed=6)[0])
+    m = tiny_model()
+    torch.manual_seed(0)
+    save_pretrained(MaskedAutoencoder(m, head_specs(TargetConfig(kind=["mme-released", "pixel"]), m)), tmp_path / "ck")
+    prediction_picture(str(video), str(tmp_path / "ck"), tmp_path / "p.png", stride=4)
+    assert [t for t, _ in panels] == [f"{name}frame {s}" for s in (0, 8) for name in (
+        "", "target tracks, ", "predicted tracks, ", "masked input, ", "reconstruction, ")]
+    for k in range(2):
+        frame, target, _, given, _ = (p[2::5, 2::5].astype(int) for _, p in panels[5 * k: 5 * k + 5])
+        grey = (given == viz.GREY).all(-1)
+        assert 0.5 < grey.mean() < 0.95  # the mask ratio 0.7 of 16 tokens, on patches of 16x16 px
+        dimmed = np.abs(target - frame * viz.DIM).max(-1) <= 1  # bar the tracks drawn over them
+        assert dimmed[grey].mean() > 0.8 and not dimmed[~grey & (frame.min(-1) > 10)].any()
+
+
+@pytest.mark.parametrize("held, options, said", [
+    ("hog", [], "holds a masked autoencoder with the head(s) 'hog'; nothing to draw (mme viz --checkpoint draws "
+                "the predicted motion of a 'traj' head and the reconstruction of a 'pixel' head)"),
+    ("classifier", [], "holds a classifier; nothing to draw"),
+    ("encoder", [], "holds an encoder; nothing to draw"),
+    ("pixel", ["--compensate"], "has no 'traj' head; its reconstruction uses no tracks"),
+], ids=["hog", "classifier", "encoder", "pixel-compensate"])
+def test_viz_refuses_in_one_line_a_checkpoint_without_a_head_to_draw(held, options, said, tmp_path, capsys):
+    from mme.cli import main
+    from mme.models.classifier import VideoClassifier
+    from mme.models.export import save_pretrained
+    from mme.models.mae import MaskedAutoencoder
+    from mme.models.vit import VisionTransformer
+    from mme.motion.targets import TargetConfig, head_specs
+
+    m = tiny_model()
+    model = {"classifier": lambda: VideoClassifier(m, num_classes=3), "encoder": lambda: VisionTransformer(m)}.get(
+        held, lambda: MaskedAutoencoder(m, head_specs(TargetConfig(kind=held), m)))()
+    save_pretrained(model, tmp_path / "ck")
+    video = write_video(tmp_path / "v.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    assert main(["viz", str(video), "--checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "p.png"),
+                 *options]) == 1
+    err = capsys.readouterr().err
+    assert said in err and str(tmp_path / "ck") in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p.png").exists()

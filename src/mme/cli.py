@@ -343,12 +343,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_viz(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("viz", help="pictures: tracks over frames, predicted vs target motion",
+    p = sub.add_parser("viz", help="pictures: tracks over frames, predicted vs target motion, reconstructions",
                        description="Draw tracks over a video's frames (PNG, or an animated GIF), or with "
-                       "--checkpoint the model's predicted vs target trajectories of masked patches.")
+                       "--checkpoint what a masked autoencoder predicts for the masked patches of a clip: its "
+                       "trajectories against the targets (a 'traj' head), its reconstruction (a 'pixel' head).")
     p.add_argument("video", help="a video file")
     p.add_argument("--out", required=True, help="output .png, .gif or .mp4")
-    p.add_argument("--checkpoint", default=None, help="pre-trained MME checkpoint: draw predicted vs target")
+    p.add_argument("--checkpoint", default=None,
+                   help="pre-trained masked autoencoder: draw predicted vs target motion and/or the reconstruction")
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
     p.add_argument("--num-frames", type=count(), default=None,
                    help="frames of the clip (default 16; with --checkpoint: the model's)")

@@ -1,8 +1,11 @@
-"""``mme viz``: pictures of tracks over a video's frames, and of a model's predicted vs target trajectories.
+"""``mme viz``: pictures of tracks over a video's frames, and of what a masked autoencoder predicts for the masked
+patches of a clip: its trajectories against the targets, its reconstruction of the pixels.
 
     mme viz clip.mp4 --out tracks.png                     # a titled panel per tubelet: its start frame + tracks
     mme viz clip.mp4 --out tracks.gif                     # the raw frames with the tracks growing (or .mp4)
     mme viz clip.mp4 --out pred.png --checkpoint run/ckpt # per tubelet: frame | target tracks | predicted tracks
+                                                          # (a 'traj' head) | masked input | reconstruction (a
+                                                          # 'pixel' head)
 
 PNG panels are upsampled to at least MIN_PANEL px and come with a key to their colours.
 """
@@ -24,6 +27,7 @@ from mme.motion.tracks import Tracks, track
 from mme.utils import atomic_path, check_output
 
 if TYPE_CHECKING:
+    from mme.models.checkpoint import Checkpoint
     from mme.models.config import ModelConfig
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import Geometry, TargetConfig
@@ -175,24 +179,31 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     return out
 
 
-def _traj_model(checkpoint: str, compensate: bool) -> tuple[MaskedAutoencoder, TargetConfig, Geometry, int | None]:
-    """The checkpoint's masked autoencoder with its target config, token geometry and clip stride: its run's when
-    ``checkpoint`` is one of our training checkpoints (the tracks computed online with its ``target.flow``, also
-    for a run that read them from a track cache; the stride None for a run of TSN segments), else the released
-    layout (2×2 points, PatchStd) and no stride."""
+def _mae(checkpoint: str) -> tuple[MaskedAutoencoder, Checkpoint]:
+    """The checkpoint's masked autoencoder, refused unless it has a head to draw ('traj' or 'pixel')."""
+    from mme.models.checkpoint import build_model, read_checkpoint
+
+    ck = read_checkpoint(checkpoint)
+    names = [h.name for h in ck.heads] if ck.kind == "mae" else []
+    if not {"traj", "pixel"} & set(names):
+        held = (f"a masked autoencoder with the head(s) {', '.join(repr(n) for n in names)}" if ck.kind == "mae"
+                else {"encoder": "an encoder", "classifier": "a classifier"}[ck.kind])
+        raise MMEError(f"{checkpoint}: holds {held}; nothing to draw (mme viz --checkpoint draws the predicted "
+                       "motion of a 'traj' head and the reconstruction of a 'pixel' head)")
+    return build_model(ck), ck
+
+
+def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
+                 compensate: bool) -> tuple[TargetConfig, Geometry]:
+    """The target config and token geometry of the ``traj`` head: its run's when ``checkpoint`` is one of our
+    training checkpoints (the tracks computed online with its ``target.flow``, also for a run that read them from a
+    track cache), else the released layout (2×2 points, PatchStd)."""
     from dataclasses import replace
 
     from mme.config import from_dict
-    from mme.models.checkpoint import build_model, read_checkpoint
-    from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import TargetConfig, token_geometry
 
-    ck = read_checkpoint(checkpoint)
-    model = build_model(ck)
-    if not isinstance(model, MaskedAutoencoder) or "traj" not in model.heads:
-        raise MMEError(f"{checkpoint}: not a masked autoencoder with a 'traj' head; nothing to compare")
     spec = next(h for h in model.head_specs if h.name == "traj")
-    stride = None
     if isinstance(ck.run_config.get("target"), dict):  # only the traj target is drawn: no HOG maps needed
         try:
             run = from_dict(TargetConfig, ck.run_config["target"], prefix="target.")
@@ -200,57 +211,126 @@ def _traj_model(checkpoint: str, compensate: bool) -> tuple[MaskedAutoencoder, T
             raise CheckpointError(f"{checkpoint}: its run's target section does not load here: {e}") from e
         cfg = replace(run, kind="mme-released", loss_weights={}, compensate=run.compensate or compensate,
                       cache_dir=None)
-        stride = ck.clip_stride
     else:
         cfg = TargetConfig(kind="mme-released", track_length=max(spec.dim // (2 * 4), 1), compensate=compensate)
     g = token_geometry(cfg, model.cfg)
     if spec.dim != 2 * cfg.track_length * g.points:
         raise MMEError(f"{checkpoint}: traj head of {spec.dim} dims is not 2 x {cfg.track_length} steps x "
                        f"{g.points} points; cannot draw it")
-    return model, cfg, g, stride
+    return cfg, g
 
 
 def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int | None = None,
                        seed: int = 0, compensate: bool = False, scale: float = 4.0) -> Path:
-    """PNG, per tubelet: its first frame, then the target and the predicted trajectories of the ``traj`` head
-    on its masked (dimmed) patches, drawn from each point's seed, cumulated over the steps.
+    """PNG, a row per tubelet: its first frame, then what the masked autoencoder's heads predict for the masked
+    patches of a clip (the model's mask of seed ``seed``), in one forward pass:
 
-    The targets are made as the run's training made them (:class:`TargetFn`: its flow, bound, pruning and
-    interpolation), from a clip at ``stride`` raw frames (default: the run's ``data.stride``, else 4). PatchStd
-    targets are unit-free z-scores, drawn at ``scale`` px (of the model's frame) per unit; position targets in
-    their run's unit."""
-    from mme.motion.targets import TargetFn
-    from mme.motion.tracks import default_max_disp
+    - a ``traj`` head: the target and the predicted trajectories on the masked (dimmed) patches, drawn from each
+      point's seed, cumulated over the steps. The targets are made as the run's training made them
+      (:class:`TargetFn`: its flow, bound, pruning and interpolation). PatchStd targets are unit-free z-scores,
+      drawn at ``scale`` px (of the model's frame) per unit; position targets in their run's unit.
+    - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
-    model, cfg, g, run_stride = _traj_model(checkpoint, compensate)
-    m, L = model.cfg, cfg.track_length
-    stride = stride or run_stride or DataConfig.stride
-    c = read_clip(video, start, m.num_frames, stride, m.img_size, L, m.tubelet_size)
-    traj = TargetFn(cfg, m).targets(c)[0]["traj"]  # (N, 2LK)
-    if not cfg.patch_norm:  # targets are displacements in units of position_unit (default: the track bound)
-        scale = cfg.position_unit or cfg.max_disp or default_max_disp(*c.frames.shape[1:3])
+    The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4)."""
+    model, ck = _mae(checkpoint)
+    m, traj, pixel = model.cfg, "traj" in model.heads, "pixel" in model.heads
+    if compensate and not traj:
+        raise ConfigError(f"--compensate: {checkpoint} has no 'traj' head; its reconstruction uses no tracks")
+    if traj:
+        cfg, g = _traj_target(checkpoint, ck, model, compensate)
+    stride = stride or ck.clip_stride or DataConfig.stride
+    c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
     x = to_video_tensor(c.frames[[at[int(f)] for f in c.clip]])[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        pred = model.forward_decoder(model.forward_encoder(x, mask), mask)["traj"][0]  # (N_masked, 2LK)
+        pred = model.forward_decoder(model.forward_encoder(x, mask), mask)  # {head: (1, N_masked, dim)}
     f = _factor(m.img_size)
     frames = [_upsample(c.frames[at[int(s)]], f) for s in c.starts]
-    tokens = torch.nonzero(mask[0]).flatten().tolist()
-    panels = _prediction_panels(frames, c.starts, tokens, traj[mask[0]], pred, m, g.seed_stride, L,
-                                scale * f)
-    unit = "PatchStd unit" if cfg.patch_norm else "position unit"
-    title = (f"{Path(video).name}, {Path(checkpoint).name}: motion of the masked patches, target vs predicted\n"
-             f"frames {m.img_size} px shown x{f}; tracks of {L} steps drawn at {scale * f:g} px per {unit}")
+    rows = [[(f"frame {s}", im)] for s, im in zip(c.starts, frames)]
+    shows, notes = [], [f"frames {m.img_size} px shown x{f}"]
+    if traj:
+        from mme.motion.targets import TargetFn
+        from mme.motion.tracks import default_max_disp
+
+        L = cfg.track_length
+        target = TargetFn(cfg, m).targets(c)[0]["traj"]  # (N, 2LK)
+        if not cfg.patch_norm:  # targets are displacements in units of position_unit (default: the track bound)
+            scale = cfg.position_unit or cfg.max_disp or default_max_disp(*c.frames.shape[1:3])
+        tokens = torch.nonzero(mask[0]).flatten().tolist()
+        drawn = _prediction_panels(frames, c.starts, tokens, target[mask[0]], pred["traj"][0], m, g.seed_stride, L,
+                                   scale * f)
+        for row, panels in zip(rows, drawn):
+            row.extend(panels)
+        shows.append("motion of the masked patches, target vs predicted")
+        unit = "PatchStd unit" if cfg.patch_norm else "position unit"
+        notes[0] += f"; tracks of {L} steps drawn at {scale * f:g} px per {unit}"
+    if pixel:
+        spec = next(h for h in model.head_specs if h.name == "pixel")
+        if spec.dim != m.tubelet_size * m.patch_size ** 2 * 3:
+            raise MMEError(f"{checkpoint}: pixel head of {spec.dim} dims is not {m.tubelet_size} frames x "
+                           f"{m.patch_size}² px x 3 colours; cannot draw it")
+        norm_pix = True if ck.norm_pix is None else ck.norm_pix  # VideoMAE's default where the file does not say
+        recon = reconstruction(x, pred["pixel"][0], mask[0], m.tubelet_size, m.patch_size, norm_pix)
+        for row, panels in zip(rows, _reconstruction_panels(recon, mask[0], c.starts, m, f)):
+            row.extend(panels)
+        shows.append("masked patches reconstructed")
+        if norm_pix:
+            said = "" if ck.norm_pix is not None else ", not recorded: VideoMAE's default"
+            notes.append(f"norm_pix{said}: each predicted patch de-normalised with the mean and std of the input's "
+                         "patch,\nas VideoMAE's pictures: its mean colour and contrast are the input's")
+        else:
+            notes.append("the pixel head predicts pixels (no norm_pix)")
+    title = f"{Path(video).name}, {Path(checkpoint).name}: {'; '.join(shows)}\n" + "\n".join(notes)
     out = Path(out)
-    _figure(panels, 3, title, _prediction_legend, out)
+    _figure([p for row in rows for p in row], len(rows[0]), title, _prediction_legend(sorted(model.heads)), out)
     return out
+
+
+GREY = 128
+"""uint8 value of the masked patches in the masked input of a reconstruction picture."""
+
+
+def reconstruction(video: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, tubelet: int, patch: int,
+                   norm_pix: bool) -> torch.Tensor:
+    """A clip's tokens ``(N, tubelet*patch², 3)`` in [0, 1] RGB, pixels in :func:`pixel_target`'s order: the
+    visible ones (``~mask``, ``(N,)``) from the ImageNet-normalised clip ``video (1, 3, T, H, W)``, the masked
+    ones the ``pixel`` head's prediction ``pred (N_masked, tubelet*patch²*3)``. With ``norm_pix`` the prediction
+    is a z-score per channel of each patch, which holds no mean nor contrast: it is de-normalised with the
+    input patch's (VideoMAE's visualisation; its own target's inverse, 1e-6 included)."""
+    from mme.motion.targets import pixel_target
+
+    tokens = pixel_target(video, tubelet, patch, norm=False)[0].unflatten(-1, (-1, 3))
+    shown = pred.float().unflatten(-1, (-1, 3))
+    if norm_pix:
+        hidden = tokens[mask]  # (N_masked, tubelet*patch², 3)
+        shown = shown * (hidden.std(1, keepdim=True) + 1e-6) + hidden.mean(1, keepdim=True)
+    out = tokens.clone()
+    out[mask] = shown
+    return out
+
+
+def token_frames(tokens: torch.Tensor, m: ModelConfig) -> np.ndarray:
+    """Tokens ``(N, tubelet*patch², 3)`` in [0, 1] (:func:`reconstruction`) -> uint8 frames ``(T, H, W, 3)``."""
+    (S, h, w), t, p = m.grid, m.tubelet_size, m.patch_size
+    x = tokens.reshape(S, h, w, t, p, p, 3).permute(0, 3, 1, 4, 2, 5, 6).reshape(S * t, h * p, w * p, 3)
+    return x.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+
+
+def _reconstruction_panels(recon: torch.Tensor, mask: torch.Tensor, starts: np.ndarray, m: ModelConfig,
+                           f: int) -> list[list[tuple[str, np.ndarray]]]:
+    """Per tubelet, its first frame as the encoder saw it (masked patches grey) and as reconstructed."""
+    masked = token_frames(torch.where(mask[:, None, None], GREY / 255, recon), m)  # visible tokens: the input's
+    shown = token_frames(recon, m)
+    t = m.tubelet_size
+    return [[(f"masked input, frame {s}", _upsample(masked[k * t], f)),
+             (f"reconstruction, frame {s}", _upsample(shown[k * t], f))] for k, s in enumerate(starts)]
 
 
 def _prediction_panels(frames: list[np.ndarray], starts: np.ndarray, tokens: list[int], target: torch.Tensor,
                        pred: torch.Tensor, m: ModelConfig, seed_stride: int, L: int,
-                       px_per_unit: float) -> list[tuple[str, np.ndarray]]:
-    """Three titled panels per tubelet: its frame, the target tracks and the predicted ones on the masked
+                       px_per_unit: float) -> list[list[tuple[str, np.ndarray]]]:
+    """Per tubelet, two titled panels of its frame: the target tracks and the predicted ones on the masked
     (dimmed) patches; rows of ``target`` / ``pred`` follow ``tokens``."""
     f = frames[0].shape[0] // m.img_size
     p, (_, h, w), a = m.patch_size * f, m.grid, m.patch_size // seed_stride
@@ -267,21 +347,29 @@ def _prediction_panels(frames: list[np.ndarray], starts: np.ndarray, tokens: lis
             seeds = (np.array([x0, y0]) + offsets)[:, None]  # (K, 1, 2)
             for path in np.concatenate([seeds, seeds + np.cumsum(z, 1)], 1):  # (L+1, 2)
                 _polyline(drawn[name][ti], path, colour, 2)
-    return [panel for k, s in enumerate(starts) for panel in (
-        (f"frame {s}", frames[k]), (f"target tracks, frame {s}", drawn["target"][k]),
-        (f"predicted tracks, frame {s}", drawn["predicted"][k]))]
+    return [[(f"target tracks, frame {s}", drawn["target"][k]), (f"predicted tracks, frame {s}", drawn["predicted"][k])]
+            for k, s in enumerate(starts)]
 
 
-def _prediction_legend(key) -> None:
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
+def _prediction_legend(heads: list[str]):
+    """The key of :func:`prediction_picture` for the heads it draws."""
+    def legend(key) -> None:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color=np.array(TARGET_RGB) / 255, lw=2, marker="o", label="target: tracked motion"),
-               Line2D([], [], color=np.array(PRED_RGB) / 255, lw=2, marker="o", label="predicted motion"),
-               Patch(facecolor=(0, 0, 0, 1 - DIM), edgecolor="none", label="masked patch (dimmed):\n"
-                     "hidden from the encoder,\nits motion predicted")]
-    key.legend(handles=handles, loc="center", fontsize=9, title="key", frameon=False,
-               handlelength=2.5, labelspacing=1.2)
+        handles = []
+        if "traj" in heads:
+            handles += [Line2D([], [], color=np.array(TARGET_RGB) / 255, lw=2, marker="o",
+                               label="target: tracked motion"),
+                        Line2D([], [], color=np.array(PRED_RGB) / 255, lw=2, marker="o", label="predicted motion"),
+                        Patch(facecolor=(0, 0, 0, 1 - DIM), edgecolor="none", label="masked patch (dimmed):\n"
+                              "hidden from the encoder,\nits motion predicted")]
+        if "pixel" in heads:
+            handles.append(Patch(facecolor=(GREY / 255,) * 3, edgecolor="none", label="masked patch (grey):\n"
+                                 "hidden from the encoder;\nin the reconstruction,\nthe model's prediction"))
+        key.legend(handles=handles, loc="center", fontsize=9, title="key", frameon=False,
+                   handlelength=2.5, labelspacing=1.2)
+    return legend
 
 
 PICTURES = (".png", ".gif", ".mp4")
@@ -291,10 +379,10 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
                  num_frames: int | None = None, stride: int | None = None, size: int | None = None,
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
                  seed: int = 0) -> Path:
-    """``mme viz``: :func:`prediction_picture` (a PNG) with a ``checkpoint``, whose model sets the frames, size,
-    track length and points and whose run the stride unless given (``seed`` draws the mask), else
-    :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless given); prints and
-    returns the path written."""
+    """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``,
+    whose model sets the frames, size, track length and points and whose run the stride unless given (``seed``
+    draws the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
+    given); prints and returns the path written."""
     out = Path(out)
     kind = out.suffix.lower()
     if kind not in PICTURES:
@@ -307,7 +395,7 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
             raise ConfigError(f"{', '.join(given)}: with --checkpoint the clip, size, track length and points are "
                               f"the model's; leave {'it' if len(given) == 1 else 'them'} out")
         if kind != ".png":
-            raise ConfigError(f"--out {out}: a picture of predicted motion is a .png")
+            raise ConfigError(f"--out {out}: a picture of predicted motion is a .png, as is a reconstruction")
         path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate)
     else:
         size = 224 if size is None else size
