@@ -157,3 +157,14 @@ def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why
                        target=target)
     assert [r["variant"] for r in rows] == _eager_variants()
     assert f"peer skipped: {why}" in capsys.readouterr().out.replace("HF VideoMAEForPreTraining ", "")
+
+
+@pytest.mark.parametrize("size, frames, ratio", [(32, 4, 0.0), (16, 2, 0.7)])  # mask 0; a 1 x 1 x 1 grid at 0.7
+def test_bench_train_refuses_a_mask_that_hides_no_token_as_pretraining_does(size, frames, ratio, capsys):
+    from mme import cli
+
+    argv = ["bench", "train", "--preset", "tiny", "--img-size", str(size), "--frames", str(frames), "--batch", "1",
+            "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--mask-ratio", str(ratio)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "masks no token" in captured.err and captured.err.count("\n") == 1 and "clips/s" not in captured.out

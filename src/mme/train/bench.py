@@ -47,7 +47,7 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.masking import make_mask
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
-from mme.train.config import PretrainConfig, TrainConfig
+from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
 from mme.train.flops import matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
@@ -226,7 +226,9 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
                         "model.")
     target_cfg = from_dict(TargetConfig, {"kind": target} if target else data.get("target", {}))
     batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
-    return from_dict(ModelConfig, model), target_cfg, batch
+    model_cfg = from_dict(ModelConfig, model)
+    check_masks_a_token(model_cfg)
+    return model_cfg, target_cfg, batch
 
 
 @sets_threads
