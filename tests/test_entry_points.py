@@ -168,3 +168,13 @@ def test_bench_train_refuses_a_mask_that_hides_no_token_as_pretraining_does(size
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
     assert "masks no token" in captured.err and captured.err.count("\n") == 1 and "clips/s" not in captured.out
+
+
+def test_bench_train_target_kind_keeps_the_recipes_other_target_settings():
+    from mme.train.bench import _configs
+
+    _, target, _ = _configs("mme_k400_released", None, None, None, None, "mme-released", None)
+    assert (target.kind, target.activation, target.hog_style, target.track_length) == ("mme-released", "release",
+                                                                                        "release", 4)
+    _, target, _ = _configs("mme_k400_released", None, None, None, None, "pixel", None)
+    assert target.heads == ["pixel"]

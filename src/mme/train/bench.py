@@ -224,7 +224,8 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
     model = merge_layer(ModelConfig, data.get("model", {}), {k: v for k, v in given.items() if v is not None},
                         "model.")
-    target_cfg = from_dict(TargetConfig, {"kind": target} if target else data.get("target", {}))
+    target_cfg = from_dict(TargetConfig, merge_layer(TargetConfig, data.get("target", {}),
+                                                     {"kind": target} if target else {}, "target."))
     batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
     model_cfg = from_dict(ModelConfig, model)
     check_masks_a_token(model_cfg)
