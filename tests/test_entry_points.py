@@ -136,7 +136,7 @@ def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threa
     # seconds per step of (fp32, bf16, fp16), round by round: the machine 4x slower in round 2
     times = iter([1.0, 1.0, 2.0, 4.0, 1.0, 2.0, 2.0, 1.5, 2.0])
     monkeypatch.setattr(bench, "seconds_per_step", lambda step, steps, device: next(times))
-    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds: (100.0, 256))
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds: (100.0, 256, "a·bᵀ"))
     rows = bench.bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=3,
                              device="cpu", all_precisions=True, peer=False)
     ratio = {r["precision"]: (r["ratio"], r["ratio_in_rounds"]) for r in rows}

@@ -20,9 +20,10 @@ round's own ratio, which holds better where the machine's speed drifts from roun
 ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
-precision (:func:`mme.train.flops.matmul_peak`), which takes its turn in every round too (its best round); the
-peer is credited with the same FLOPs, though it embeds all the clip's patches, not only the visible ones (about
-10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our 98), so its MFU reads a little low.
+precision (:func:`mme.train.flops.matmul_peak`: the fastest of the operand layouts the layers' matmuls run), which
+takes its turn in every round too (its best round); the peer is credited with the same FLOPs, though it embeds all
+the clip's patches, not only the visible ones (about 10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our
+98), so its MFU reads a little low.
 
 Memory (CUDA): each variant's own peak, its weights, gradients, optimizer state and its step's activations, over
 its warm-up steps (none with ``--warmup 0``), with what the variants built before it hold counted out.
@@ -48,7 +49,7 @@ from mme.models.masking import make_mask
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
 from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
-from mme.train.flops import matmul_peak, step_flops
+from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
@@ -300,14 +301,15 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     for _ in range(rounds):
         for precision in dict.fromkeys(v[1] for v in variants):  # the matmul peaks take their turns too
             last = peaks.get(precision)
-            gflops, n = matmul_peak(_DTYPES.get(precision, torch.float32), dev, last and last["size"], seconds=0.5)
+            gflops, n, layout = matmul_peak(_DTYPES.get(precision, torch.float32), dev, last and last["size"],
+                                            seconds=0.5)
             if last is None or gflops > last["gflops"]:
-                peaks[precision] = {"gflops": gflops, "size": n}
+                peaks[precision] = {"gflops": gflops, "size": n, "layout": layout}
         for name, step in steps_of.items():
             timed[name].append(seconds_per_step(step, steps, dev))
     for precision, peak in peaks.items():
-        print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul, "
-              f"{torch.get_num_threads()} threads)")
+        print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul {peak['layout']}, "
+              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} threads)")
     best = {name: min(s) for name, s in timed.items()}
 
     def median_ratio(a: str, b: str) -> float:  # the median over rounds of a's seconds per step over b's
