@@ -54,7 +54,7 @@ from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks
-from mme.utils import atomic_write_json, check_output, no_tf32, sets_threads
+from mme.utils import atomic_write_json, check_output, cpu_name, no_tf32, sets_threads
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -241,10 +241,11 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                 compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False, peer: bool = True,
                 profile: bool = False, threads: int | None = None, json_path: str | None = None) -> list[dict]:
     """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
-    fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
-    rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
-    in their place. ``profile``: then where the time of each eager step, ours and the peer's at each precision, goes
-    (:func:`profile_step`, one step each per round in turns, each part's best round)."""
+    fp32 eager step and the peer (and write the machine, the settings, rows, peaks, FLOPs and checks to
+    ``json_path``); returns the rows. The step is the model, target and batch of ``recipe`` (else
+    :data:`DEFAULT`), with the given values in their place. ``profile``: then where the time of each eager step,
+    ours and the peer's at each precision, goes (:func:`profile_step`, one step each per round in turns, each
+    part's best round)."""
     if json_path:
         check_output(json_path, "--json")  # before the benchmark, not after it
     dev = choose_device(device)
@@ -253,10 +254,12 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     heads = head_specs(target_cfg, model_cfg)
     flops = step_flops(model_cfg, heads, batch)
     params = count_parameters(MaskedAutoencoder(model_cfg, heads))
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     print(f"train step: {recipe or 'ViT-' + c.preset} (encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_dim}x"
           f"{c.decoder_depth}, {params / 1e6:.1f}M params), {c.num_frames}x{c.img_size}², batch {batch}, mask "
-          f"{c.mask_ratio}, target {target_cfg.kind}, device {dev}, {torch.get_num_threads()} threads, bf16 native: "
-          f"{bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per clip (forward and backward)")
+          f"{c.mask_ratio}, target {target_cfg.kind}, device {dev} ({gpu or cpu_name()}), "
+          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per "
+          f"clip (forward and backward); {rounds} rounds of {steps} steps after {warmup} warm-up steps")
     if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
         peer = False
         print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only, from dataset-normalised clips")
@@ -349,8 +352,10 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"    {'sum of the parts':<52}" + "".join(f"{sum(ms.values()):16.1f}" for ms in profiled.values()))
         print(f"  (each part: its best of {rounds} profiled steps, ours and the peer's in turns)")
     if json_path:
-        atomic_write_json(json_path, {"device": str(dev), "recipe": recipe, "model": dataclasses.asdict(c),
-                                      "batch": batch, "threads": torch.get_num_threads(),
-                                      "flops_per_step": flops, "peaks": peaks, "peer_check": check, "rows": rows,
-                                      "profile_ms_per_step": profiled})
+        atomic_write_json(json_path, {"device": str(dev), "gpu": gpu, "cpu": cpu_name(),
+                                      "bf16_native": bf16_native(dev), "torch": torch.__version__, "recipe": recipe,
+                                      "model": dataclasses.asdict(c), "target": dataclasses.asdict(target_cfg),
+                                      "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
+                                      "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
+                                      "peer_check": check, "rows": rows, "profile_ms_per_step": profiled})
     return rows
