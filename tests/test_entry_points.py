@@ -123,11 +123,13 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_thread
     bench = json.loads(out.read_text())
     for parts in bench["profile_ms_per_step"].values():  # every step profiled, each with an optimizer and matmuls
         assert parts["optimizer"] > 0 and parts["linear layers, patch embedding"] > 0
+    assert bench["profile_time"] == "self CPU time of each op"  # on a GPU the kernels' time: the CPU only queues them
     check = bench["peer_check"]
     # 2x2x2 tokens, tube mask 0.7: int(0.7 * 4) = 2 of 4 per slice masked, so 4 visible and 4 masked per clip
     assert check["params"][0] == check["params"][1] and check["encoder_tokens"] == check["masked_tokens"] == [4, 4]
     assert check["attention"] == ["sdpa", "sdpa"] and check["loss_rel_diff"] <= 1e-5
-    assert "peer check" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "peer check" in printed and "where the step goes (torch.profiler: self CPU time of each op)" in printed
 
 
 def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threads, monkeypatch):
@@ -178,3 +180,15 @@ def test_bench_train_target_kind_keeps_the_recipes_other_target_settings():
                                                                                         "release", 4)
     _, target, _ = _configs("mme_k400_released", None, None, None, None, "pixel", None)
     assert target.heads == ["pixel"]
+
+
+def test_bench_train_profile_table_keeps_long_variant_names_apart():
+    import re
+
+    from mme.train.bench import PROFILE_PARTS, profile_table
+
+    names = ["fp32 eager", "bf16 (emulated) eager", "HF bf16 (emulated) eager"]
+    lines = profile_table({n: dict.fromkeys((part for part, _ in PROFILE_PARTS), 1.0) for n in names},
+                          torch.device("cpu"))
+    assert re.split(r"\s{2,}", lines[1].strip()) == names  # each name its own column, not run together
+    assert len({len(line) for line in lines[1:]}) == 1 and lines[-1].split()[-1] == f"{len(PROFILE_PARTS):.1f}"

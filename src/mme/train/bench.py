@@ -191,25 +191,45 @@ PROFILE_PARTS = (  # (part, marks): an op counts in the first part with a mark i
                                        "_to_copy", "clone")),
     ("the rest (GELU, residual adds, loss, targets, ...)", ("",)),
 )
-"""How ``--profile`` splits the step's CPU time."""
+"""How ``--profile`` splits the step's time."""
 
 
-def profile_step(step: Callable[[], None]) -> dict[str, float]:
-    """Milliseconds of one ``step`` in each of :data:`PROFILE_PARTS`: torch.profiler's self CPU time of every op,
-    counted in the first part with a mark in the op's name or one of its callers'."""
+def profiled_time(device: torch.device) -> str:
+    """What :func:`profile_step` measures on ``device``."""
+    return "GPU time of the kernels each op launched" if device.type == "cuda" else "self CPU time of each op"
+
+
+def profile_step(step: Callable[[], None], device: torch.device) -> dict[str, float]:
+    """Milliseconds of one ``step`` in each of :data:`PROFILE_PARTS`: torch.profiler's self time of every op
+    (:func:`profiled_time`: on CUDA the device time of its kernels, as the CPU only queues them), counted in the
+    first part with a mark in the op's name or one of its callers'."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *[ProfilerActivity.CUDA] * cuda]) as prof:
         step()
     ms = dict.fromkeys([part for part, _ in PROFILE_PARTS], 0.0)
     for event in prof.events():
+        if event.device_type != DeviceType.CPU:  # a kernel: counted in the op that launched it
+            continue
         names, e = [], event
         while e is not None:
             names.append(e.name)
             e = e.cpu_parent
         part = next(part for part, marks in PROFILE_PARTS if any(m in n for n in names for m in marks))
-        ms[part] += event.self_cpu_time_total / 1000
+        ms[part] += (event.self_device_time_total if cuda else event.self_cpu_time_total) / 1000
     return ms
+
+
+def profile_table(profiled: dict[str, dict[str, float]], device: torch.device) -> list[str]:
+    """The lines of ``--profile``'s table: a column of ms per step for each variant of ``profiled``."""
+    w = max([16, *(len(name) + 2 for name in profiled)])
+    rows = [(part, [ms[part] for ms in profiled.values()]) for part, _ in PROFILE_PARTS]
+    rows.append(("sum of the parts", [sum(ms.values()) for ms in profiled.values()]))
+    return [f"  where the step goes (torch.profiler: {profiled_time(device)}), ms per step",
+            f"    {'':<52}" + "".join(f"{name:>{w}}" for name in profiled),
+            *(f"    {part:<52}" + "".join(f"{v:{w}.1f}" for v in values) for part, values in rows)]
 
 
 DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_ratio": 0.7},
@@ -344,12 +364,9 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]
         for _ in range(rounds):
             for name in eager:
-                ms, best_ms = profile_step(steps_of[name]), profiled.get(name, {})
+                ms, best_ms = profile_step(steps_of[name], dev), profiled.get(name, {})
                 profiled[name] = {part: min(v, best_ms.get(part, v)) for part, v in ms.items()}
-        print(f"  {'where the step goes (torch.profiler), ms per step':<54}" + "".join(f"{n:>16}" for n in profiled))
-        for part, _ in PROFILE_PARTS:
-            print(f"    {part:<52}" + "".join(f"{ms[part]:16.1f}" for ms in profiled.values()))
-        print(f"    {'sum of the parts':<52}" + "".join(f"{sum(ms.values()):16.1f}" for ms in profiled.values()))
+        print("\n".join(profile_table(profiled, dev)))
         print(f"  (each part: its best of {rounds} profiled steps, ours and the peer's in turns)")
     if json_path:
         atomic_write_json(json_path, {"device": str(dev), "gpu": gpu, "cpu": cpu_name(),
@@ -357,5 +374,6 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                                       "model": dataclasses.asdict(c), "target": dataclasses.asdict(target_cfg),
                                       "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
                                       "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
-                                      "peer_check": check, "rows": rows, "profile_ms_per_step": profiled})
+                                      "peer_check": check, "rows": rows, "profile_ms_per_step": profiled,
+                                      "profile_time": profiled_time(dev) if profile else None})
     return rows
