@@ -323,6 +323,17 @@ def test_bench_train_makes_the_motion_targets_in_the_step_from_tracks_of_the_shi
                          torch.device("cpu")) == {}
 
 
+def test_bench_pipeline_refuses_sizes_the_model_does_not_take_before_making_the_video(monkeypatch):
+    from mme.train import bench_pipeline
+
+    def made(*args, **kwargs):
+        raise AssertionError("the video was generated before the sizes were checked")
+
+    monkeypatch.setattr(bench_pipeline, "generated_video", made)
+    with pytest.raises(ConfigError, match="model.num_frames 3 is not a multiple of tubelet_size 2"):
+        bench_pipeline.bench_pipeline(frames=3)
+
+
 def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step_rate_needs(tmp_path, capsys):
     out = tmp_path / "pipeline.json"
     assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "3",
