@@ -192,3 +192,12 @@ def test_bench_train_profile_table_keeps_long_variant_names_apart():
                           torch.device("cpu"))
     assert re.split(r"\s{2,}", lines[1].strip()) == names  # each name its own column, not run together
     assert len({len(line) for line in lines[1:]}) == 1 and lines[-1].split()[-1] == f"{len(PROFILE_PARTS):.1f}"
+
+
+def test_bench_data_says_when_the_video_is_shorter_than_the_clips_window(tiny, keep_threads, capsys):
+    from mme.data.bench import bench_data
+
+    video = str(tiny.root / tiny.lists["train"].read_text().split()[0])  # 16 frames
+    figures = bench_data(video=video, workers=[0], clips=1, batch=1, frames=4, stride=8, size=64, length=2)
+    assert figures["window_frames"] == 25 and figures["video_shorter_than_window"]
+    assert "shorter than the clip's window of 25 raw frames" in capsys.readouterr().out
