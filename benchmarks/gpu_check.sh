@@ -46,13 +46,14 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 MME="$PY -m mme.cli"
+CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # the CPUs this job may use (nproc alone obeys OMP_*)
 if [ "$SMOKE" = 1 ]; then
   DEVICE=cpu PRESET=tiny IMG=64 FRAMES=4 BATCH=2 STEPS=2 WORKERS=2 VIDEO_SIZE=96 RUN_STEPS=10 TEST_WORKERS=2
   FLOW_FLAGS="--sizes 64 --pairs 1 2" DECODE_REPEAT=1
   BENCH_FLAGS="--no-peer"
 else
-  DEVICE=cuda PRESET=base IMG=224 FRAMES=16 BATCH=32 STEPS=10 WORKERS=$(( $(nproc) - 2 )) VIDEO_SIZE=256 RUN_STEPS=30
-  TEST_WORKERS=8 BENCH_FLAGS="" FLOW_FLAGS="" DECODE_REPEAT=3
+  DEVICE=cuda PRESET=base IMG=224 FRAMES=16 BATCH=32 STEPS=10 WORKERS=$(( CORES > 3 ? CORES - 2 : 1 ))
+  VIDEO_SIZE=256 RUN_STEPS=30 TEST_WORKERS=8 BENCH_FLAGS="" FLOW_FLAGS="" DECODE_REPEAT=3
 fi
 START=$SECONDS
 
@@ -77,13 +78,15 @@ show() {  # show NAME [LINES]: the end of a part's log, progress bars left out
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
 $PY -c "import torch, av, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__,
 'opencv', cv2.__version__)"
-echo "cores $(nproc); $DEVICE; ViT-$PRESET ${FRAMES}x${IMG}², batch $BATCH; $WORKERS loader workers"
+echo "cores $CORES; $DEVICE; ViT-$PRESET ${FRAMES}x${IMG}², batch $BATCH; $WORKERS loader workers"
 
 bench="$MME bench train --preset $PRESET --img-size $IMG --frames $FRAMES --batch $BATCH"
 bench="$bench --device $DEVICE --steps $STEPS --warmup 3 --rounds 2 $BENCH_FLAGS"
 part train_mme 120 $bench --recipe mme_k400_paper --json "$OUT/train_mme.json"
 part train_pixel 120 $bench --recipe videomae_k400_pixel --json "$OUT/train_pixel.json"
-grep -h -E "clips/s|peak|MFU|check" "$LOGS"/train_*.log 2>/dev/null
+for recipe in train_mme train_pixel; do  # each part's lines under its name
+  [ -f "$LOGS/$recipe.log" ] && echo "-- $recipe" && grep -E "train step|clips/s|peak|MFU|check" "$LOGS/$recipe.log"
+done
 
 part tests_cuda 90 $PY -m pytest -q -n "$TEST_WORKERS" -p no:cacheprovider -k "cuda or gpu"
 show tests_cuda 5
@@ -112,9 +115,9 @@ print(f'{sys.argv[2]}: {rate:.1f} clips/s, waiting for data {100 * waiting_fract
 
 runs() {  # pixel, MME online (flow in the workers), from a track cache, torch-lk in the step; RUN_STEPS steps each
   local D=$1
-  $MME synth "$D" --classes 4 --videos-per-class 16 --size "$VIDEO_SIZE" --frames 80 --workers "$(nproc)" || return 1
+  $MME synth "$D" --classes 4 --videos-per-class 16 --size "$VIDEO_SIZE" --frames 80 --workers "$CORES" || return 1
   local t0=$SECONDS
-  $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$(nproc)"
+  $MME extract "$D/train.txt" --root "$D" --out "$D/cache" --workers "$CORES"
   local dis_s=$((SECONDS - t0))
   local common=(data.list_file="$D/train.txt" data.root="$D" data.num_workers="$WORKERS" train.steps="$RUN_STEPS"
     train.batch_size="$BATCH" train.device="$DEVICE" train.ckpt_every=100000 model.img_size="$IMG"
@@ -141,10 +144,10 @@ runs() {  # pixel, MME online (flow in the workers), from a track cache, torch-l
   [ "$SMOKE" = 1 ] && head -n "$(( $(wc -l < "$D/train.txt") / 4 ))" "$D/train.txt" > "$D/lk.txt" && lk_list="$D/lk.txt"
   $MME extract "$lk_list" --root "$D" --out "$D/cache_lk" --workers 2 --flow torch-lk --device "$DEVICE" \
     && echo "extract with torch-lk on $DEVICE, 2 workers: $((SECONDS - t0)) s for $(wc -l < "$lk_list") videos;" \
-      "with DIS on $(nproc) CPU workers: $dis_s s for $(wc -l < "$D/train.txt")"
+      "with DIS on $CORES CPU workers: $dis_s s for $(wc -l < "$D/train.txt")"
 }
 export -f runs summary
-export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS
+export PY MME SMOKE DEVICE IMG FRAMES BATCH WORKERS VIDEO_SIZE RUN_STEPS CORES
 part runs 180 bash -c 'runs "$0"' "$(mktemp -d)"
 grep -h -E "clips/s, waiting|: failed|extract with|Error|error:" "$LOGS/runs.log" 2>/dev/null
 

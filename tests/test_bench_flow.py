@@ -73,3 +73,17 @@ def test_bench_flow_refuses_bad_input_before_any_work(tmp_path):
                           splits=(1, 0, 0)).root
     with pytest.raises(DataError, match="val.txt"):
         bench_flow.target_features(data, ["dis"])
+
+
+@pytest.mark.filterwarnings(r"ignore:std\(\)")  # 32 px: the PatchStd of no token
+def test_bench_flow_refuses_sizes_that_judge_no_token_of_the_target(tmp_path):
+    from mme.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--sizes \[32, 40\]: the trajectory target is judged per token"):
+        bench_flow.bench_flow(sizes=[32, 40, 64], json_path=str(tmp_path / "flow.json"))
+    assert not (tmp_path / "flow.json").exists()
+    # the rule's reason: on a still scene the tracks judge no token at 32 px (its error was NaN), some at 48
+    for size, judged in ((32, False), (48, True)):
+        still = np.repeat(bench_flow.analytic_video("translate", size, 8)[0][:1], 8, axis=0)
+        e = bench_flow.track_errors(still, np.repeat(np.eye(3)[None], 8, axis=0), "dis", 4)
+        assert (e["tokens"] > 0) == judged and e["points"] > 0, size

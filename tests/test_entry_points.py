@@ -123,11 +123,13 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_thread
     bench = json.loads(out.read_text())
     for parts in bench["profile_ms_per_step"].values():  # every step profiled, each with an optimizer and matmuls
         assert parts["optimizer"] > 0 and parts["linear layers, patch embedding"] > 0
+    assert bench["profile_time"] == "self CPU time of each op"  # on a GPU the kernels' time: the CPU only queues them
     check = bench["peer_check"]
     # 2x2x2 tokens, tube mask 0.7: int(0.7 * 4) = 2 of 4 per slice masked, so 4 visible and 4 masked per clip
     assert check["params"][0] == check["params"][1] and check["encoder_tokens"] == check["masked_tokens"] == [4, 4]
     assert check["attention"] == ["sdpa", "sdpa"] and check["loss_rel_diff"] <= 1e-5
-    assert "peer check" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "peer check" in printed and "where the step goes (torch.profiler: self CPU time of each op)" in printed
 
 
 def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threads, monkeypatch):
@@ -136,7 +138,7 @@ def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threa
     # seconds per step of (fp32, bf16, fp16), round by round: the machine 4x slower in round 2
     times = iter([1.0, 1.0, 2.0, 4.0, 1.0, 2.0, 2.0, 1.5, 2.0])
     monkeypatch.setattr(bench, "seconds_per_step", lambda step, steps, device: next(times))
-    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds: (100.0, 256))
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds: (100.0, 256, "a·bᵀ"))
     rows = bench.bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=3,
                              device="cpu", all_precisions=True, peer=False)
     ratio = {r["precision"]: (r["ratio"], r["ratio_in_rounds"]) for r in rows}
@@ -157,3 +159,45 @@ def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why
                        target=target)
     assert [r["variant"] for r in rows] == _eager_variants()
     assert f"peer skipped: {why}" in capsys.readouterr().out.replace("HF VideoMAEForPreTraining ", "")
+
+
+@pytest.mark.parametrize("size, frames, ratio", [(32, 4, 0.0), (16, 2, 0.7)])  # mask 0; a 1 x 1 x 1 grid at 0.7
+def test_bench_train_refuses_a_mask_that_hides_no_token_as_pretraining_does(size, frames, ratio, capsys):
+    from mme import cli
+
+    argv = ["bench", "train", "--preset", "tiny", "--img-size", str(size), "--frames", str(frames), "--batch", "1",
+            "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--mask-ratio", str(ratio)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "masks no token" in captured.err and captured.err.count("\n") == 1 and "clips/s" not in captured.out
+
+
+def test_bench_train_target_kind_keeps_the_recipes_other_target_settings():
+    from mme.train.bench import _configs
+
+    _, target, _ = _configs("mme_k400_released", None, None, None, None, "mme-released", None)
+    assert (target.kind, target.activation, target.hog_style, target.track_length) == ("mme-released", "release",
+                                                                                        "release", 4)
+    _, target, _ = _configs("mme_k400_released", None, None, None, None, "pixel", None)
+    assert target.heads == ["pixel"]
+
+
+def test_bench_train_profile_table_keeps_long_variant_names_apart():
+    import re
+
+    from mme.train.bench import PROFILE_PARTS, profile_table
+
+    names = ["fp32 eager", "bf16 (emulated) eager", "HF bf16 (emulated) eager"]
+    lines = profile_table({n: dict.fromkeys((part for part, _ in PROFILE_PARTS), 1.0) for n in names},
+                          torch.device("cpu"))
+    assert re.split(r"\s{2,}", lines[1].strip()) == names  # each name its own column, not run together
+    assert len({len(line) for line in lines[1:]}) == 1 and lines[-1].split()[-1] == f"{len(PROFILE_PARTS):.1f}"
+
+
+def test_bench_data_says_when_the_video_is_shorter_than_the_clips_window(tiny, keep_threads, capsys):
+    from mme.data.bench import bench_data
+
+    video = str(tiny.root / tiny.lists["train"].read_text().split()[0])  # 16 frames
+    figures = bench_data(video=video, workers=[0], clips=1, batch=1, frames=4, stride=8, size=64, length=2)
+    assert figures["window_frames"] == 25 and figures["video_shorter_than_window"]
+    assert "shorter than the clip's window of 25 raw frames" in capsys.readouterr().out

@@ -1,13 +1,17 @@
-"""The step's analytic FLOP count (the MFU of ``mme bench train``) against the matmuls a forward pass runs."""
+"""The step's analytic FLOP count (the MFU of ``mme bench train``) against the matmuls a forward pass runs, and the
+matmul peak it is measured against."""
+
+import time
 
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mme.models import MaskedAutoencoder, ModelConfig
 from mme.motion.targets import TargetConfig, head_specs
-from mme.train.flops import step_flops
+from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 
 
 @pytest.mark.parametrize("target, mask_type", [("pixel", "tube"), ("mme", "random")])
@@ -21,3 +25,42 @@ def test_step_flops_are_three_times_the_forwards_matmul_flops(target, mask_type)
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
         model(torch.randn(2, 3, 4, 32, 32), model.make_mask(2), targets)
     assert step_flops(cfg, heads, batch=2) == 3 * counter.get_total_flops()
+
+
+def test_the_matmul_peak_times_every_layout_the_layers_matmuls_run():
+    """A training step's matmuls run three operand layouts (a linear layer: x·Wᵀ forward, g·W and gᵀ·x backward),
+    which an emulated dtype runs at rates more than 10x apart: a peak of one layout is no peak of the step's."""
+    def layouts_of(fn) -> set[tuple[bool, bool]]:  # (a transposed, b transposed) of every mm / addmm ``fn`` runs
+        seen = set()
+
+        class Layouts(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                    seen.add(tuple(t.stride(-1) != 1 for t in args[-2:]))
+                return func(*args, **(kwargs or {}))
+
+        with Layouts():
+            fn()
+        return seen
+
+    cfg = ModelConfig(img_size=32, num_frames=4, patch_size=8, embed_dim=64, depth=1, num_heads=4, decoder_dim=32,
+                      decoder_heads=2, mask_ratio=0.75)
+    heads = head_specs(TargetConfig(kind="pixel"), cfg)
+    model = MaskedAutoencoder(cfg, heads)
+    targets = {h.name: torch.randn(2, cfg.num_tokens, h.dim) for h in heads}
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(torch.randn(2, 3, 4, 32, 32), model.make_mask(2), targets)[0]
+        loss.backward()
+
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    timed = layouts_of(lambda: [layout(a, b) for layout in LAYOUTS.values()])
+    assert len(timed) == len(LAYOUTS) and layouts_of(step) <= timed
+
+
+def test_the_matmul_peak_is_its_fastest_layouts(monkeypatch):
+    slow = LAYOUTS["a·bᵀ"]
+    monkeypatch.setitem(LAYOUTS, "a·bᵀ", lambda a, b: (time.sleep(0.01), slow(a, b))[1])
+    gflops, n, layout = matmul_peak(torch.float32, torch.device("cpu"), size=64, seconds=0.1)
+    assert n == 64 and layout != "a·bᵀ" and gflops > 2 * 64 ** 3 / 0.01 / 1e9

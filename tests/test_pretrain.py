@@ -284,7 +284,10 @@ def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):
     assert (state["scaler"].get("scale") is not None) == (precision == "fp16")  # a grad scaler for fp16 only
 
 
-def test_bench_train_reports_throughput_against_the_fp32_reference(tmp_path, capsys):
+def test_bench_train_reports_throughput_against_the_fp32_reference_and_names_the_machine(tmp_path, capsys):
+    from mme.train.precision import bf16_native
+    from mme.utils import cpu_name
+
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "train", "--recipe", "tiny_cpu_pixel", "--img-size", "32", "--frames", "4", "--batch",
                      "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--json", str(out)]) == 0
@@ -295,7 +298,13 @@ def test_bench_train_reports_throughput_against_the_fp32_reference(tmp_path, cap
     model = bench["model"]  # the demo's model with the sizes given in place of the recipe's
     assert (model["embed_dim"], model["depth"], model["decoder_dim"], model["img_size"]) == (192, 4, 128, 32)
     assert all(r["clips_per_s"] > 0 and r["ratio"] > 0 for r in rows)
-    assert "clips/s" in capsys.readouterr().out
+    cpu = torch.device("cpu")
+    assert (bench["cpu"], bench["gpu"], bench["bf16_native"]) == (cpu_name(), None, bf16_native(cpu))
+    assert (bench["target"]["kind"], bench["steps"], bench["warmup"], bench["rounds"]) == ("pixel", 1, 0, 1)
+    printed = capsys.readouterr().out
+    header = printed.splitlines()[0]
+    assert f"device cpu ({cpu_name()})" in header and "1 rounds of 1 steps after 0 warm-up steps" in header
+    assert "clips/s" in printed
 
 
 def test_bench_train_makes_the_motion_targets_in_the_step_from_tracks_of_the_shipped_shapes():
@@ -312,6 +321,17 @@ def test_bench_train_makes_the_motion_targets_in_the_step_from_tracks_of_the_shi
     assert all(v.all() for v in valid.values())
     assert random_motion(load_config(PretrainConfig, "tiny_cpu_pixel", []).target, cfg.model, 3,
                          torch.device("cpu")) == {}
+
+
+def test_bench_pipeline_refuses_sizes_the_model_does_not_take_before_making_the_video(monkeypatch):
+    from mme.train import bench_pipeline
+
+    def made(*args, **kwargs):
+        raise AssertionError("the video was generated before the sizes were checked")
+
+    monkeypatch.setattr(bench_pipeline, "generated_video", made)
+    with pytest.raises(ConfigError, match="model.num_frames 3 is not a multiple of tubelet_size 2"):
+        bench_pipeline.bench_pipeline(frames=3)
 
 
 def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step_rate_needs(tmp_path, capsys):

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mme.data.dataset import DataConfig, PretrainDataset, collate, start_workers
-from mme.data.sampling import sample_pretrain
+from mme.data.sampling import sample_pretrain, window_length
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video
@@ -94,8 +94,10 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         atomic_write_text(tmp / "bench.txt", f"{video.resolve()}\n" * n_items)
         cfg = DataConfig(list_file=str(tmp / "bench.txt"), num_frames=frames, stride=stride, img_size=size,
                          backend=backend, decode_threads=decode_threads)
+        window = window_length(frames, stride, cfg.tubelet, length)  # raw frames a clip and its tracks span
         with open_video(video, cfg.backend) as reader:
             info = f"{video.name}: {reader.size[0]}x{reader.size[1]}, {reader.num_frames} frames"
+            short = reader.num_frames < window
         stages = _stages(str(video), cfg, length)
         ds = PretrainDataset(cfg, track_length=length)
         rates = {w: _throughput(ds, w, batch) for w in workers}
@@ -103,6 +105,9 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
     print(f"mme bench data | {cpu_name()} | {threads} threads | {info} | backend {cfg.backend}")
     print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={length} -> "
           f"{stages['decoded_frames']} raw frames decoded, multi-scale crop to {cfg.img_size}²")
+    if short:
+        print(f"  (the video is shorter than the clip's window of {window} raw frames: as in training, the clip starts "
+              "at 0 and repeats the video's last frame)")
     print("stages of one clip (ms, median): " + ", ".join(
         f"{k} {stages[k]:.1f}" for k in ("open", "decode", "geometry", "to_tensor")))
     print(f"{'workers':>8} {'clips/s':>9} {'vs ' + str(workers[0]) + ' workers':>14}")
@@ -110,7 +115,8 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         print(f"{w:>8} {r:>9.2f} {r / ref:>13.2f}x")
     figures = {"cpu": cpu_name(), "threads": threads, "video": info, "backend": cfg.backend,
                "num_frames": cfg.num_frames, "stride": cfg.stride, "img_size": cfg.img_size,
-               "track_length": length, "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()}}
+               "track_length": length, "window_frames": window, "video_shorter_than_window": short,
+               "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()}}
     if json_path:
         atomic_write_text(json_path, json.dumps(figures, indent=1) + "\n")
     return figures

@@ -330,6 +330,11 @@ def bench_flow(data: list[str] | None = None, sizes: list[int] | None = None, me
     odd = [side for side in sizes or () if side % 2]
     if odd:
         raise ConfigError(f"--sizes {odd}: the analytic videos are H.264 (4:2:0), whose sides are even")
+    blind = [side for side in sizes or () if side % 16 or side < 48]
+    if blind:
+        raise ConfigError(f"--sizes {blind}: the trajectory target is judged per token of 2x2 points tracked every 8 "
+                          "px whose points start 8 px inside the frame; sides must be multiples of 16 (whole tokens), "
+                          "from 48 (32 holds none)")
     r = run(data, tuple(sizes or (112, 224)), methods, scenes, repeat=repeat, threads=threads)
     print(f"mme bench flow: tracks of {r['track_length']} steps on {r['num_frames']} frames of {len(r['motions'])} "
           f"analytic camera motions x {r['scenes']} scenes at {r['sizes']} px (H.264); {r['threads']} thread(s), "

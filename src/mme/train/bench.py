@@ -20,9 +20,10 @@ round's own ratio, which holds better where the machine's speed drifts from roun
 ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
-precision (:func:`mme.train.flops.matmul_peak`), which takes its turn in every round too (its best round); the
-peer is credited with the same FLOPs, though it embeds all the clip's patches, not only the visible ones (about
-10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our 98), so its MFU reads a little low.
+precision (:func:`mme.train.flops.matmul_peak`: the fastest of the operand layouts the layers' matmuls run), which
+takes its turn in every round too (its best round); the peer is credited with the same FLOPs, though it embeds all
+the clip's patches, not only the visible ones (about 10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our
+98), so its MFU reads a little low.
 
 Memory (CUDA): each variant's own peak, its weights, gradients, optimizer state and its step's activations, over
 its warm-up steps (none with ``--warmup 0``), with what the variants built before it hold counted out.
@@ -47,13 +48,13 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.masking import make_mask
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
-from mme.train.config import PretrainConfig, TrainConfig
-from mme.train.flops import matmul_peak, step_flops
+from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
+from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
 from mme.train.pretrain import checkpoint_blocks
-from mme.utils import atomic_write_json, check_output, no_tf32, sets_threads
+from mme.utils import atomic_write_json, check_output, cpu_name, no_tf32, sets_threads
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -190,25 +191,45 @@ PROFILE_PARTS = (  # (part, marks): an op counts in the first part with a mark i
                                        "_to_copy", "clone")),
     ("the rest (GELU, residual adds, loss, targets, ...)", ("",)),
 )
-"""How ``--profile`` splits the step's CPU time."""
+"""How ``--profile`` splits the step's time."""
 
 
-def profile_step(step: Callable[[], None]) -> dict[str, float]:
-    """Milliseconds of one ``step`` in each of :data:`PROFILE_PARTS`: torch.profiler's self CPU time of every op,
-    counted in the first part with a mark in the op's name or one of its callers'."""
+def profiled_time(device: torch.device) -> str:
+    """What :func:`profile_step` measures on ``device``."""
+    return "GPU time of the kernels each op launched" if device.type == "cuda" else "self CPU time of each op"
+
+
+def profile_step(step: Callable[[], None], device: torch.device) -> dict[str, float]:
+    """Milliseconds of one ``step`` in each of :data:`PROFILE_PARTS`: torch.profiler's self time of every op
+    (:func:`profiled_time`: on CUDA the device time of its kernels, as the CPU only queues them), counted in the
+    first part with a mark in the op's name or one of its callers'."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *[ProfilerActivity.CUDA] * cuda]) as prof:
         step()
     ms = dict.fromkeys([part for part, _ in PROFILE_PARTS], 0.0)
     for event in prof.events():
+        if event.device_type != DeviceType.CPU:  # a kernel: counted in the op that launched it
+            continue
         names, e = [], event
         while e is not None:
             names.append(e.name)
             e = e.cpu_parent
         part = next(part for part, marks in PROFILE_PARTS if any(m in n for n in names for m in marks))
-        ms[part] += event.self_cpu_time_total / 1000
+        ms[part] += (event.self_device_time_total if cuda else event.self_cpu_time_total) / 1000
     return ms
+
+
+def profile_table(profiled: dict[str, dict[str, float]], device: torch.device) -> list[str]:
+    """The lines of ``--profile``'s table: a column of ms per step for each variant of ``profiled``."""
+    w = max([16, *(len(name) + 2 for name in profiled)])
+    rows = [(part, [ms[part] for ms in profiled.values()]) for part, _ in PROFILE_PARTS]
+    rows.append(("sum of the parts", [sum(ms.values()) for ms in profiled.values()]))
+    return [f"  where the step goes (torch.profiler: {profiled_time(device)}), ms per step",
+            f"    {'':<52}" + "".join(f"{name:>{w}}" for name in profiled),
+            *(f"    {part:<52}" + "".join(f"{v:{w}.1f}" for v in values) for part, values in rows)]
 
 
 DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_ratio": 0.7},
@@ -224,9 +245,12 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
     model = merge_layer(ModelConfig, data.get("model", {}), {k: v for k, v in given.items() if v is not None},
                         "model.")
-    target_cfg = from_dict(TargetConfig, {"kind": target} if target else data.get("target", {}))
+    target_cfg = from_dict(TargetConfig, merge_layer(TargetConfig, data.get("target", {}),
+                                                     {"kind": target} if target else {}, "target."))
     batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
-    return from_dict(ModelConfig, model), target_cfg, batch
+    model_cfg = from_dict(ModelConfig, model)
+    check_masks_a_token(model_cfg)
+    return model_cfg, target_cfg, batch
 
 
 @sets_threads
@@ -237,10 +261,11 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
                 compiled: bool = False, checkpointing: bool = False, all_precisions: bool = False, peer: bool = True,
                 profile: bool = False, threads: int | None = None, json_path: str | None = None) -> list[dict]:
     """``mme bench train``: time each variant in interleaved rounds (module docstring) and print it against our
-    fp32 eager step and the peer (and write the rows, peaks, FLOPs and checks to ``json_path``); returns the
-    rows. The step is the model, target and batch of ``recipe`` (else :data:`DEFAULT`), with the given values
-    in their place. ``profile``: then where the time of each eager step, ours and the peer's at each precision, goes
-    (:func:`profile_step`, one step each per round in turns, each part's best round)."""
+    fp32 eager step and the peer (and write the machine, the settings, rows, peaks, FLOPs and checks to
+    ``json_path``); returns the rows. The step is the model, target and batch of ``recipe`` (else
+    :data:`DEFAULT`), with the given values in their place. ``profile``: then where the time of each eager step,
+    ours and the peer's at each precision, goes (:func:`profile_step`, one step each per round in turns, each
+    part's best round)."""
     if json_path:
         check_output(json_path, "--json")  # before the benchmark, not after it
     dev = choose_device(device)
@@ -249,10 +274,12 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     heads = head_specs(target_cfg, model_cfg)
     flops = step_flops(model_cfg, heads, batch)
     params = count_parameters(MaskedAutoencoder(model_cfg, heads))
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     print(f"train step: {recipe or 'ViT-' + c.preset} (encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_dim}x"
           f"{c.decoder_depth}, {params / 1e6:.1f}M params), {c.num_frames}x{c.img_size}², batch {batch}, mask "
-          f"{c.mask_ratio}, target {target_cfg.kind}, device {dev}, {torch.get_num_threads()} threads, bf16 native: "
-          f"{bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per clip (forward and backward)")
+          f"{c.mask_ratio}, target {target_cfg.kind}, device {dev} ({gpu or cpu_name()}), "
+          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per "
+          f"clip (forward and backward); {rounds} rounds of {steps} steps after {warmup} warm-up steps")
     if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
         peer = False
         print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only, from dataset-normalised clips")
@@ -297,14 +324,15 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     for _ in range(rounds):
         for precision in dict.fromkeys(v[1] for v in variants):  # the matmul peaks take their turns too
             last = peaks.get(precision)
-            gflops, n = matmul_peak(_DTYPES.get(precision, torch.float32), dev, last and last["size"], seconds=0.5)
+            gflops, n, layout = matmul_peak(_DTYPES.get(precision, torch.float32), dev, last and last["size"],
+                                            seconds=0.5)
             if last is None or gflops > last["gflops"]:
-                peaks[precision] = {"gflops": gflops, "size": n}
+                peaks[precision] = {"gflops": gflops, "size": n, "layout": layout}
         for name, step in steps_of.items():
             timed[name].append(seconds_per_step(step, steps, dev))
     for precision, peak in peaks.items():
-        print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul, "
-              f"{torch.get_num_threads()} threads)")
+        print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul {peak['layout']}, "
+              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} threads)")
     best = {name: min(s) for name, s in timed.items()}
 
     def median_ratio(a: str, b: str) -> float:  # the median over rounds of a's seconds per step over b's
@@ -336,16 +364,16 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]
         for _ in range(rounds):
             for name in eager:
-                ms, best_ms = profile_step(steps_of[name]), profiled.get(name, {})
+                ms, best_ms = profile_step(steps_of[name], dev), profiled.get(name, {})
                 profiled[name] = {part: min(v, best_ms.get(part, v)) for part, v in ms.items()}
-        print(f"  {'where the step goes (torch.profiler), ms per step':<54}" + "".join(f"{n:>16}" for n in profiled))
-        for part, _ in PROFILE_PARTS:
-            print(f"    {part:<52}" + "".join(f"{ms[part]:16.1f}" for ms in profiled.values()))
-        print(f"    {'sum of the parts':<52}" + "".join(f"{sum(ms.values()):16.1f}" for ms in profiled.values()))
+        print("\n".join(profile_table(profiled, dev)))
         print(f"  (each part: its best of {rounds} profiled steps, ours and the peer's in turns)")
     if json_path:
-        atomic_write_json(json_path, {"device": str(dev), "recipe": recipe, "model": dataclasses.asdict(c),
-                                      "batch": batch, "threads": torch.get_num_threads(),
-                                      "flops_per_step": flops, "peaks": peaks, "peer_check": check, "rows": rows,
-                                      "profile_ms_per_step": profiled})
+        atomic_write_json(json_path, {"device": str(dev), "gpu": gpu, "cpu": cpu_name(),
+                                      "bf16_native": bf16_native(dev), "torch": torch.__version__, "recipe": recipe,
+                                      "model": dataclasses.asdict(c), "target": dataclasses.asdict(target_cfg),
+                                      "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
+                                      "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
+                                      "peer_check": check, "rows": rows, "profile_ms_per_step": profiled,
+                                      "profile_time": profiled_time(dev) if profile else None})
     return rows

@@ -55,15 +55,14 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
 
 
 @sets_threads
-def _variants_ms(list_file: Path, size: int, frames: int, stride: int, tmp: Path, clips: int,
-                 device: torch.device, batch: int = 8, threads: int = 1) -> dict[str, tuple[float, float, float]]:
-    """Per variant, on ``threads`` threads (one, as a loader worker has): the median CPU ms to make one dataset
-    item, the variants' items made in turns (so that a change in the machine's load falls on all of them alike;
-    after a first, untimed item each that opens the video); the worker's CPU ms per clip to collate a batch of
-    ``batch`` such items; and the step's ms per clip to make their targets on ``device`` (medians of 3). This
-    process's malloc then keeps freed memory, as a worker's."""
+def _variants_ms(cfgs: dict[str, PretrainConfig], clips: int, device: torch.device, batch: int = 8,
+                 threads: int = 1) -> dict[str, tuple[float, float, float]]:
+    """Per variant (its config in ``cfgs``), on ``threads`` threads (one, as a loader worker has): the median CPU
+    ms to make one dataset item, the variants' items made in turns (so that a change in the machine's load falls on
+    all of them alike; after a first, untimed item each that opens the video); the worker's CPU ms per clip to
+    collate a batch of ``batch`` such items; and the step's ms per clip to make their targets on ``device``
+    (medians of 3). This process's malloc then keeps freed memory, as a worker's."""
     keep_freed_memory()
-    cfgs = {v: _config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run") for v in VARIANTS}
     data = {v: pretrain_dataset(cfg) for v, cfg in cfgs.items()}
     times, items = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
     for v in VARIANTS:
@@ -109,15 +108,18 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
     device = choose_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        src = Path(video) if video else generated_video(tmp)
         list_file = tmp / "list.txt"
+        # the configs first: sizes the model does not take are refused before the video and its cache are made
+        cfgs = {v: _config(list_file, size, frames, stride, v, tmp / "cache", tmp / "run") for v in VARIANTS}
+        run_cfg = _config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
+                          f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2")
+        src = Path(video) if video else generated_video(tmp)
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
-        parts = _variants_ms(list_file, size, frames, stride, tmp, clips, device)
+        parts = _variants_ms(cfgs, clips, device)
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
-        run = pretrain(_config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
-                               f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2"))
+        run = pretrain(run_cfg)
     late = run.history[2:] or run.history  # the first steps include the workers' start
     measured = clips_per_s is None
     # the model's own rate: the step's clips over its time without the data wait

@@ -108,10 +108,7 @@ class PretrainConfig:
             raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
                               "trains each clip on another clip's targets of its batch (per rank), which needs "
                               ">= 2 clips; one would keep its own")
-        if num_masked(self.model.grid[1] * self.model.grid[2] if self.model.mask_type == "tube"
-                      else self.model.num_tokens, self.model.mask_ratio) == 0:
-            raise ConfigError(f"model.mask_ratio={self.model.mask_ratio} masks no token of the {self.model.grid} grid "
-                              "(the count rounds down): the model would reconstruct what it sees")
+        check_masks_a_token(self.model)
         if {"traj", "shape"} & set(self.target.heads) and not self.target.interpolate:
             t = self.target
             why = ("it is computed online only (unset target.cache_dir)" if t.cache_dir else
@@ -221,3 +218,11 @@ def check_clips_fit_model(data, model) -> None:
     if model.in_chans != 3:
         raise ConfigError(f"model.in_chans={model.in_chans}: the clips are RGB, 3 channels (a model of other "
                           f"inputs loads and exports, but does not train on videos)")
+
+
+def check_masks_a_token(model: ModelConfig) -> None:
+    """The mask must hide a token of the grid (shared by pre-training and ``mme bench train``)."""
+    if num_masked(model.grid[1] * model.grid[2] if model.mask_type == "tube" else model.num_tokens,
+                  model.mask_ratio) == 0:
+        raise ConfigError(f"model.mask_ratio={model.mask_ratio} masks no token of the {model.grid} grid "
+                          "(the count rounds down): the model would reconstruct what it sees")

@@ -1,12 +1,14 @@
 """The pre-training step's FLOPs, counted analytically, and the matmul peak they are measured against (MFU).
 
 MFU = (FLOPs of the step / seconds per step) / the peak GFLOP/s of a large matmul in the same precision, on the
-same device and thread count, measured in the same run (:func:`matmul_peak`).
+same device and thread count, measured in the same run: the fastest of its operand layouts, which the layers'
+matmuls all run (:func:`matmul_peak`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -47,18 +49,29 @@ def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
     return 3 * batch * forward
 
 
+LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "a·bᵀ": lambda a, b: torch.mm(a, b.t()),
+    "a·b": lambda a, b: torch.mm(a, b),
+    "aᵀ·b": lambda a, b: torch.mm(a.t(), b),
+}
+"""The operand layouts of the step's matmuls, each a kernel of its own: a linear layer runs ``x·Wᵀ`` forward,
+``g·W`` and ``gᵀ·x`` backward. Where a dtype is emulated their speeds differ by more than 10x (bf16 and fp16 on
+an AVX2 CPU), so a peak of one layout can be below the step's rate."""
+
+
 def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = None,
-                seconds: float = 1.0) -> tuple[float, int]:
-    """``(GFLOP/s, n)``: the best rate of an ``n × n`` matmul in ``dtype`` on ``device`` at the current thread
-    count, timed for about ``seconds``. ``n = size``, or found by doubling from 256 to 2048 on CPU (8192 on CUDA)
-    while one product takes under 0.5 s, so an emulated dtype is timed at a size it finishes."""
+                seconds: float = 1.0) -> tuple[float, int, str]:
+    """``(GFLOP/s, n, layout)``: the best rate of an ``n × n`` matmul in ``dtype`` on ``device`` at the current
+    thread count over the :data:`LAYOUTS`, timed in turns for about ``seconds``, and the layout that reached it.
+    ``n = size``, or found by doubling from 256 to 2048 on CPU (8192 on CUDA) while one product of each layout takes
+    under 0.5 s together, so an emulated dtype is timed at a size it finishes."""
     max_size = size or (8192 if device.type == "cuda" else 2048)
 
-    def timed(a: torch.Tensor, b: torch.Tensor) -> float:
+    def timed(layout: str, a: torch.Tensor, b: torch.Tensor) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         tic = time.perf_counter()
-        torch.mm(a, b)
+        LAYOUTS[layout](a, b)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - tic
@@ -67,13 +80,16 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = Non
     while True:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        timed(a, b)  # warm-up
-        sec = timed(a, b)
-        if n >= max_size or sec >= 0.5:
+        for layout in LAYOUTS:  # warm-up
+            timed(layout, a, b)
+        best = {layout: timed(layout, a, b) for layout in LAYOUTS}
+        if n >= max_size or sum(best.values()) >= 0.5:
             break
         n *= 2
-    best, spent = sec, 0.0
+    spent = sum(best.values())
     while spent < seconds:
-        sec = timed(a, b)
-        best, spent = min(best, sec), spent + sec
-    return 2 * n ** 3 / best / 1e9, n
+        for layout in LAYOUTS:
+            sec = timed(layout, a, b)
+            best[layout], spent = min(best[layout], sec), spent + sec
+    fastest = min(best, key=best.get)
+    return 2 * n ** 3 / best[fastest] / 1e9, n, fastest
