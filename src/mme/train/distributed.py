@@ -9,7 +9,9 @@ The model never imports this module; devices are passed in.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -17,6 +19,8 @@ from torch.utils.data import DistributedSampler
 
 from mme.errors import MMEError
 from mme.utils import env_int, launch_ranks
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,28 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` run by rank 0 alone (a write, a check of the out folder), its result on every rank.
+    An MMEError it raises stops every rank: rank 0 raises it, the others the same kind of error with rank 0's
+    message. A rank left alone at the next collective died of gloo's lost connection (a traceback), or waited
+    for NCCL's timeout."""
+    if get_world_size() == 1:
+        return fn(*args, **kwargs)
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn(*args, **kwargs)
+        except MMEError as e:
+            error = e
+    failed, result = broadcast_object((None if error is None else (type(error), str(error)), result))
+    if error is not None:
+        raise error
+    if failed is not None:
+        kind, message = failed
+        raise kind(f"rank 0: {message}")
+    return result
 
 
 def shutdown() -> None:
