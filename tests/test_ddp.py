@@ -46,6 +46,7 @@ RANKS = """\
 import json, sys, types
 from pathlib import Path
 import torch
+from mme import cli
 from mme.config import from_dict, load_config
 from mme.data.dataset import DataConfig, PretrainDataset
 from mme.errors import VideoError
@@ -55,7 +56,8 @@ from mme.train.config import PretrainConfig
 from mme.train.loop import share_failures
 d = Path(sys.argv[1])
 dist.init_distributed("cpu")
-out = {}
+out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
+                          str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--num-workers", "0"])}
 rank = dist.get_rank()
 
 
@@ -91,13 +93,16 @@ dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def ranks(synth, tmp_path_factory):
     """One torchrun launch of two ranks for the tests below (each launch takes seconds): ``{rank: what it
-    recorded}`` and the launch's stdout and stderr."""
+    recorded}`` and the launch's stdout and stderr. Its ``mme probe`` embeds the synthetic list with a missing video
+    at line 2 (decoded by rank 1)."""
     d = tmp_path_factory.mktemp("ranks")
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
                     d / "enc")
+    lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
+    (d / "probe.txt").write_text("\n".join([lines[0], "videos/missing.mp4 0", *lines[1:]]) + "\n")
     (d / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
     (d / "gone.txt").write_text("gone0.mp4 0\ngone1.mp4 1\n")
     (d / "other").mkdir()
@@ -106,7 +111,7 @@ def ranks(tmp_path_factory):
     (d / "ranks.py").write_text(RANKS)
     lock_folder(d / "locked", "the test")
     try:
-        proc = _two_ranks(d / "ranks.py", str(d))
+        proc = _two_ranks(d / "ranks.py", str(d), synth[1].split("=", 1)[1])
     finally:
         unlock_folder(d / "locked")
     return {r: json.loads((d / f"rank{r}.json").read_text()) for r in (0, 1)}, proc.stdout, proc.stderr
@@ -143,6 +148,22 @@ def test_a_check_or_write_of_rank_0_alone_that_fails_stops_every_rank_with_its_m
         first, second = ranks[0][0][what], ranks[0][1][what]
         assert first[0] == second[0] == kind and words in first[1], (first, second)
         assert second[1] == f"rank 0: {first[1]}"
+
+
+def test_mme_probe_fits_writes_and_reports_on_rank_0_alone(ranks):
+    """Every rank fitted the probe, wrote probe.json (racing the others) and printed the results."""
+    outcomes, stdout, _ = ranks
+    assert outcomes[0]["probe"] == outcomes[1]["probe"] == 0
+    assert stdout.count("wrote ") == 1 and stdout.count("linear: top-1") == 1, stdout
+
+
+def test_rank_0_logs_for_the_run_and_the_other_ranks_their_own_warnings_each_line_naming_its_rank(ranks):
+    """Every rank logged every line: each was there once per rank, and a warning did not say whose it was."""
+    _, _, stderr = ranks
+    infos = [ln for ln in stderr.splitlines() if " INFO rank " in ln]
+    assert infos and all(" INFO rank 0] " in ln for ln in infos), stderr[-3000:]
+    assert sum("embed: 17 videos" in ln for ln in infos) == 1, infos  # each rank has one, of its own share
+    assert any(" WARNING rank 1] " in ln and "missing.mp4" in ln for ln in stderr.splitlines()), stderr[-3000:]
 
 
 def _two_ranks(script: Path, *args: str) -> subprocess.CompletedProcess:
