@@ -5,6 +5,7 @@ world size), each sample's crop and mask are seeded by the sample, and DDP avera
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,11 +167,36 @@ def test_rank_0_logs_for_the_run_and_the_other_ranks_their_own_warnings_each_lin
     assert any(" WARNING rank 1] " in ln and "missing.mp4" in ln for ln in stderr.splitlines()), stderr[-3000:]
 
 
-def _two_ranks(script: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``script`` with ``args`` on two torchrun ranks; each rank writes its own file (printed to the shared
-    stdout, the ranks' messages can interleave)."""
+def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_advice_for_a_hand_set_world_size(
+        tmp_path):
+    """Under torchrun the advice for a WORLD_SIZE set by hand (launch with torchrun, or unset it) was given; ranks
+    that torchrun restarted (--max-restarts) fail to connect again on gloo, which is said with how to go on. Here
+    gloo has no network interface to start on, first and on the restart (the first try exits 1 to get one)."""
+    (tmp_path / "ranks.py").write_text(
+        "import os, sys\n"
+        "from mme.errors import MMEError\n"
+        "from mme.train import distributed as dist\n"
+        "restart = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
+        "try:\n"
+        "    dist.init_distributed('cpu')\n"
+        "except MMEError as e:\n"
+        "    open(f\"{sys.argv[1]}/rank{os.environ['RANK']}-{restart}.txt\", 'w').write(str(e))\n"
+        "sys.exit(restart == '0')\n")
+    _two_ranks(tmp_path / "ranks.py", str(tmp_path), options=["--max-restarts=1"],
+               env={**os.environ, "GLOO_SOCKET_IFNAME": "no-such-interface"})
+    for rank in (0, 1):
+        first, again = ((tmp_path / f"rank{rank}-{n}.txt").read_text() for n in (0, 1))
+        assert first.startswith("the process group of 2 ranks did not start (") and "no-such-interface" in first
+        assert "WORLD_SIZE" not in first + again and "restart" not in first, first
+        assert again.startswith(first) and "restart 1" in again and "--resume auto" in again, again
+
+
+def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | None = None) \
+        -> subprocess.CompletedProcess:
+    """Run ``script`` with ``args`` on two torchrun ranks (torchrun's ``options`` besides); each rank writes its own
+    file (printed to the shared stdout, the ranks' messages can interleave)."""
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), *args], capture_output=True, text=True, timeout=300)
+                           *options, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -9,6 +9,7 @@ The model never imports this module; devices are passed in.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,9 +39,15 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         try:
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        except (ValueError, RuntimeError) as e:  # e.g. WORLD_SIZE set by hand, without torchrun's rendezvous
-            raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
-                           f"launch ranks with torchrun, or unset WORLD_SIZE to run as one process") from e
+        except (ValueError, RuntimeError) as e:
+            if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
+                raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
+                               f"launch ranks with torchrun, or unset WORLD_SIZE to run as one process") from e
+            restart = env_int("TORCHELASTIC_RESTART_COUNT", 0)
+            raise MMEError(f"the process group of {world} ranks did not start ({e})" + (
+                f"; these are ranks torchrun restarted (restart {restart}), which can fail to connect where fresh "
+                "ones do (gloo): launch torchrun afresh, with --resume auto to continue from the last checkpoint"
+                if restart else "")) from e
     return DistInfo(get_rank(), local_rank, get_world_size())
 
 
