@@ -5,11 +5,19 @@ world size), each sample's crop and mask are seeded by the sample, and DDP avera
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 from training import FP32, TINY, run
+
+from mme.models.config import ModelConfig
+from mme.models.export import save_pretrained
+from mme.models.vit import VisionTransformer
+from mme.utils import lock_folder, unlock_folder
 
 STEPS = 3
 
@@ -35,68 +43,162 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
         assert abs(x - y) <= 1e-5 * max(1.0, abs(y))
 
 
-def test_ranks_that_would_start_at_different_steps_stop_with_a_message(tmp_path):
+RANKS = """\
+import json, sys, types
+from pathlib import Path
+import torch
+from mme import cli
+from mme.config import from_dict, load_config
+from mme.data.dataset import DataConfig, PretrainDataset
+from mme.errors import VideoError
+from mme.eval.features import embed
+from mme.train import distributed as dist, engine
+from mme.train.config import PretrainConfig
+from mme.train.loop import share_failures
+d = Path(sys.argv[1])
+dist.init_distributed("cpu")
+out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
+                          str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--num-workers", "0"])}
+rank = dist.get_rank()
+
+
+def outcome(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # any, so that each test below sees what its part did
+        return [type(e).__name__, str(e)]
+
+
+# what pre-training and fine-tuning check after a resume (each rank reads its own out dir)
+dist.check_start_step(7, torch.device("cpu"))  # the same on both ranks: passes
+out["start"] = outcome(dist.check_start_step, 3 + 2 * rank, torch.device("cpu"))
+# each rank decodes its own share of the videos and records what fails
+cfg = from_dict(DataConfig, {"list_file": str(d / "list.txt"), "max_failure_fraction": 0.7})
+data = PretrainDataset(cfg, track_length=2)
+err = VideoError(f"video {rank}: broken")
+err.reason = ["missing", "decode error"][rank]
+data._record_failure(rank, err)
+run = types.SimpleNamespace(data=data, device=torch.device("cpu"))
+out["count"], out["reasons"] = share_failures(run), data.failure_counts()
+if rank == 1:  # a third of three, found by rank 1: over the fraction, said when the ranks join what they found
+    out["alone"] = outcome(data._record_failure, 2, err)
+out["joined"] = outcome(share_failures, run)
+# what rank 0 alone does: check the out folder, assemble the features
+for folder in ("locked", "other"):
+    out[folder] = outcome(engine.begin, load_config(PretrainConfig, "tiny_cpu_pixel", [
+        f"train.out_dir={d / folder}", "train.device=cpu"]))
+out["embed"] = outcome(embed, d / "enc", d / "gone.txt", d / "gone.npy", root=str(d), num_workers=0, progress=False)
+(d / f"rank{rank}.json").write_text(json.dumps(out))
+dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)
+"""
+
+
+@pytest.fixture(scope="module")
+def ranks(synth, tmp_path_factory):
+    """One torchrun launch of two ranks for the tests below (each launch takes seconds): ``{rank: what it
+    recorded}`` and the launch's stdout and stderr. Its ``mme probe`` embeds the synthetic list with a missing video
+    at line 2 (decoded by rank 1)."""
+    d = tmp_path_factory.mktemp("ranks")
+    torch.manual_seed(0)
+    save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
+                    d / "enc")
+    lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
+    (d / "probe.txt").write_text("\n".join([lines[0], "videos/missing.mp4 0", *lines[1:]]) + "\n")
+    (d / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
+    (d / "gone.txt").write_text("gone0.mp4 0\ngone1.mp4 1\n")
+    (d / "other").mkdir()
+    (d / "other" / "checkpoint-00000002.pt").write_bytes(b"")  # a checkpoint of another run, as its name says
+    (d / "other" / "run.json").write_text(json.dumps({"run_id": "0123abcd"}))
+    (d / "ranks.py").write_text(RANKS)
+    lock_folder(d / "locked", "the test")
+    try:
+        proc = _two_ranks(d / "ranks.py", str(d), synth[1].split("=", 1)[1])
+    finally:
+        unlock_folder(d / "locked")
+    return {r: json.loads((d / f"rank{r}.json").read_text()) for r in (0, 1)}, proc.stdout, proc.stderr
+
+
+def test_ranks_that_would_start_at_different_steps_stop_with_a_message(ranks):
     """What pre-training and fine-tuning check after a resume (each rank reads its own out dir)."""
-    _two_ranks(tmp_path, (
-        "import torch\n"
-        "from mme.errors import MMEError\n"
-        "from mme.train import distributed as dist\n"
-        "dist.init_distributed('cpu')\n"
-        "dist.check_start_step(7, torch.device('cpu'))  # the same on both ranks: passes\n"
-        "try:\n"
-        "    dist.check_start_step(3 + 2 * dist.get_rank(), torch.device('cpu'))\n"
-        "except MMEError as e:\n"
-        "    import sys\n"
-        "    open(sys.argv[1] + f'/rank{dist.get_rank()}.txt', 'w').write(str(e))\n"
-        "dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)\n"))
     for rank in (0, 1):
-        message = (tmp_path / f"rank{rank}.txt").read_text()
+        _, message = ranks[0][rank]["start"]
         assert message.startswith("ranks disagree on the step to start at"), message
         assert message.endswith(f"from 3 to 5 (rank {rank} has {3 + 2 * rank})"), message
 
 
-def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(tmp_path):
+def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(ranks):
     """Each rank decodes its own share of the videos: the failures they found are joined at every log step, so
-    rank 0's log and ``data.max_failure_fraction`` count them all (rank 0 counted its own only)."""
-    (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
-    _two_ranks(tmp_path, (
-        "import json, sys, types\n"
-        "import torch\n"
-        "from mme.config import from_dict\n"
-        "from mme.data.dataset import DataConfig, PretrainDataset\n"
-        "from mme.errors import DataError, VideoError\n"
-        "from mme.train import distributed as dist\n"
-        "from mme.train.loop import share_failures\n"
-        "dist.init_distributed('cpu')\n"
-        "rank = dist.get_rank()\n"
-        "cfg = from_dict(DataConfig, {'list_file': sys.argv[1] + '/list.txt', 'max_failure_fraction': 0.7})\n"
-        "data = PretrainDataset(cfg, track_length=2)\n"
-        "err = VideoError(f'video {rank}: broken')\n"
-        "err.reason = ['missing', 'decode error'][rank]\n"
-        "data._record_failure(rank, err)\n"
-        "run = types.SimpleNamespace(data=data, device=torch.device('cpu'))\n"
-        "out = {'count': share_failures(run), 'reasons': data.failure_counts()}\n"
-        "if rank == 1:  # a third of three, found by rank 1: over the fraction on every rank once joined\n"
-        "    data.failure_codes[2] = 1\n"
-        "try:\n"
-        "    share_failures(run)\n"
-        "except DataError as e:\n"
-        "    out['stop'] = str(e).split(',')[0]\n"
-        "open(sys.argv[1] + f'/rank{rank}.json', 'w').write(json.dumps(out))\n"
-        "dist.shutdown()\n"))
+    rank 0's log and ``data.max_failure_fraction`` count them all (rank 0 counted its own only), and every rank
+    stops there with the same line (the rank that found one too many stopped alone, in its data loading, and the
+    others died at their next collective)."""
     for rank in (0, 1):
-        out = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        out = ranks[0][rank]
         assert out["count"] == 2 and out["reasons"] == {"missing": 1, "decode error": 1}, out
-        assert out["stop"].startswith("3 of 3 videos in"), out
+        assert out["joined"][0] == "DataError" and out["joined"][1].startswith("3 of 3 videos in"), out
+    assert ranks[0][1]["alone"] is None and ranks[0][0]["joined"] == ranks[0][1]["joined"]
 
 
-def _two_ranks(tmp_path, script: str) -> None:
-    """Run ``script`` on two torchrun ranks with ``tmp_path`` as its argument; each rank writes its own file
-    there (printed to the shared stdout, the ranks' messages can interleave)."""
-    (tmp_path / "ranks.py").write_text(script)
+def test_a_check_or_write_of_rank_0_alone_that_fails_stops_every_rank_with_its_message(ranks):
+    """Rank 0 alone locks and checks the out folder and assembles the features of ``mme embed``: when it failed,
+    it stopped with one line and the others died of gloo's lost connection at their next collective (a traceback;
+    under NCCL they would have waited for its timeout)."""
+    expected = {"locked": ("ConfigError", "is in use by another job"),
+                "other": ("ConfigError", "holds 1 checkpoint(s) of another run (0123abcd), up to step 2"),
+                "embed": ("DataError", "embed: all 2 videos of")}
+    for what, (kind, words) in expected.items():
+        first, second = ranks[0][0][what], ranks[0][1][what]
+        assert first[0] == second[0] == kind and words in first[1], (first, second)
+        assert second[1] == f"rank 0: {first[1]}"
+
+
+def test_mme_probe_fits_writes_and_reports_on_rank_0_alone(ranks):
+    """Every rank fitted the probe, wrote probe.json (racing the others) and printed the results."""
+    outcomes, stdout, _ = ranks
+    assert outcomes[0]["probe"] == outcomes[1]["probe"] == 0
+    assert stdout.count("wrote ") == 1 and stdout.count("linear: top-1") == 1, stdout
+
+
+def test_rank_0_logs_for_the_run_and_the_other_ranks_their_own_warnings_each_line_naming_its_rank(ranks):
+    """Every rank logged every line: each was there once per rank, and a warning did not say whose it was."""
+    _, _, stderr = ranks
+    infos = [ln for ln in stderr.splitlines() if " INFO rank " in ln]
+    assert infos and all(" INFO rank 0] " in ln for ln in infos), stderr[-3000:]
+    assert sum("embed: 17 videos" in ln for ln in infos) == 1, infos  # each rank has one, of its own share
+    assert any(" WARNING rank 1] " in ln and "missing.mp4" in ln for ln in stderr.splitlines()), stderr[-3000:]
+
+
+def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_advice_for_a_hand_set_world_size(
+        tmp_path):
+    """Under torchrun the advice for a WORLD_SIZE set by hand (launch with torchrun, or unset it) was given; ranks
+    that torchrun restarted (--max-restarts) fail to connect again on gloo, which is said with how to go on. Here
+    gloo has no network interface to start on, first and on the restart (the first try exits 1 to get one)."""
+    (tmp_path / "ranks.py").write_text(
+        "import os, sys\n"
+        "from mme.errors import MMEError\n"
+        "from mme.train import distributed as dist\n"
+        "restart = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
+        "try:\n"
+        "    dist.init_distributed('cpu')\n"
+        "except MMEError as e:\n"
+        "    open(f\"{sys.argv[1]}/rank{os.environ['RANK']}-{restart}.txt\", 'w').write(str(e))\n"
+        "sys.exit(restart == '0')\n")
+    _two_ranks(tmp_path / "ranks.py", str(tmp_path), options=["--max-restarts=1"],
+               env={**os.environ, "GLOO_SOCKET_IFNAME": "no-such-interface"})
+    for rank in (0, 1):
+        first, again = ((tmp_path / f"rank{rank}-{n}.txt").read_text() for n in (0, 1))
+        assert first.startswith("the process group of 2 ranks did not start (") and "no-such-interface" in first
+        assert "WORLD_SIZE" not in first + again and "restart" not in first, first
+        assert again.startswith(first) and "restart 1" in again and "--resume auto" in again, again
+
+
+def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | None = None) \
+        -> subprocess.CompletedProcess:
+    """Run ``script`` with ``args`` on two torchrun ranks (torchrun's ``options`` besides); each rank writes its own
+    file (printed to the shared stdout, the ranks' messages can interleave)."""
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "ranks.py"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+                           *options, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(synth, tmp_path):

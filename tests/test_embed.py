@@ -209,7 +209,7 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, 
     root, ckpt = setup
     out = tmp_path / "f.npy"
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from mme.train import run_folder; "
-                               f"run_folder.take({str(out) + '.partial'!r}, True); print('held', flush=True); "
+                               f"run_folder.take({str(out) + '.partial'!r}); print('held', flush=True); "
                                "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

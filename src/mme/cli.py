@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -477,8 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="[mme %(asctime)s %(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
+    rank, ranks = os.environ.get("RANK", "").strip() or "0", os.environ.get("WORLD_SIZE", "").strip() or "1"
+    logging.basicConfig(level=logging.WARNING if rank != "0" else logging.DEBUG if args.verbose else logging.INFO,
+                        format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
+                               "%(message)s", datefmt="%H:%M:%S")
     from mme.errors import MMEError
 
     try:

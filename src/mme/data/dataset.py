@@ -7,9 +7,11 @@ from ``target_fn(Sample)`` run in the data worker (the tracks the training step 
 
 Bad videos (missing, empty, truncated, not a video) and bad list lines are skipped and counted, never fatal one
 by one: a failed item is replaced by another entry drawn deterministically from (seed, epoch, index, attempt),
-and the dataset raises DataError only when more than ``max_failure_fraction`` of the list has failed. The
-failure flags live in shared memory, so counts from all DataLoader workers (fork or spawn) are visible in the
-main process through :attr:`failures`. Both work with any sampler, e.g. torch's DistributedSampler.
+and the dataset raises DataError only when more than ``max_failure_fraction`` of the list has failed (under
+torchrun, when the ranks join what each found, :func:`mme.train.loop.share_failures`: a rank that stopped alone
+left the others to die at their next collective). The failure flags live in shared memory, so counts from all
+DataLoader workers (fork or spawn) are visible in the main process through :attr:`failures`. Both work with any
+sampler, e.g. torch's DistributedSampler.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from mme.data.transforms import (
 from mme.data.video import BACKENDS, open_video, require_backend
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, FrameCountChanged, VideoError
-from mme.utils import check_output, keep_freed_memory
+from mme.utils import check_output, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +298,8 @@ class _VideoDataset(Dataset):
         self._reason[i] = REASONS.index(reason) if reason in REASONS else REASONS.index("other")
         if self.substitutes:  # a test set's caller reports each failure
             log.warning("skipping %s", err)
-        self._check_failures()
+        if launch_ranks()[1] == 1:  # torchrun's ranks check when they join their failures, all at once
+            self._check_failures()
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Item ``key`` = (epoch, index), or index in epoch 0: the video ``index`` with draws from (seed, epoch,

@@ -173,9 +173,11 @@ def _retry_failures(partial: Path) -> None:
 
 
 def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None) -> None:
-    """Make ``partial/`` ready for this job: resume the one there (its failed videos to be tried again), or start
-    it with the fingerprint and the embedded rows of ``finished`` (this job's output, whose failures are tried
-    again). A folder of a different job is refused, unless none of its videos was embedded (nothing to lose)."""
+    """Lock ``partial/`` for this job (a second one on the same --out would delete the parts the first assembles)
+    and make it ready: resume the one there (its failed videos to be tried again), or start it with the
+    fingerprint and the embedded rows of ``finished`` (this job's output, whose failures are tried again). A
+    folder of a different job is refused, unless none of its videos was embedded (nothing to lose)."""
+    run_folder.take(partial, option="--out (its partial results)")
     meta = partial / "job.json"
     if meta.is_file():
         found = json.loads(meta.read_text())
@@ -189,7 +191,6 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
         log.info("embed: %s: the stopped job there (other %s) embedded no video; started afresh", partial, diff)
         for path in partial.glob("part-*.npz"):
             path.unlink()
-    partial.mkdir(parents=True, exist_ok=True)
     if finished is not None:
         x, valid, _, _ = read_features(finished)
         rows = np.flatnonzero(valid)
@@ -338,20 +339,15 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                      if failed else "")
             return out
     partial = out.with_name(out.name + ".partial")
-    stopped = None
-    if dist.is_main():
-        try:  # one job at a time: a second one on the same --out would delete the parts the first assembles
-            run_folder.take(partial, write=True, option="--out (its partial results)")
-            _open_partial(partial, fingerprint, out if finished is not None else None)
-        except MMEError as e:
-            stopped = e
     try:
-        if dist.any_true(stopped is not None, dev):
-            if finished is not None:
-                log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out,
-                            len(finished["failures"]), stopped or "rank 0 stopped (see its message)")
-                return out
-            raise stopped or MMEError("embed: rank 0 stopped (see its message)")
+        try:
+            dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None)
+        except MMEError as e:
+            if finished is None:
+                raise
+            log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out,
+                        len(finished["failures"]), e)
+            return out
         if finished is not None:
             log.info("embed: %s is up to date but for its %d failed videos, %d of which changed since (or have "
                      "appeared): trying them again", out, len(finished["failures"]), len(changed))
@@ -384,9 +380,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 flush(rows)
         flush(rows)
         dist.barrier()
-        if dist.is_main():
-            _assemble(partial, out, source, dataset, fingerprint)
-        dist.barrier()
+        dist.on_main(_assemble, partial, out, source, dataset, fingerprint)
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails
     return out

@@ -110,7 +110,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
                  cfg.data.num_frames, cfg.data.img_size)
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
-    run_folder.take(cfg.train.out_dir, write=dist.is_main())
+    dist.on_main(run_folder.take, cfg.train.out_dir)
     return _final_tests(model, cfg, device, precision, names)
 
 

@@ -196,16 +196,19 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
               test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
               k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
               weight_decays: tuple[float, ...] = WEIGHT_DECAYS, val_fraction: float = 0.2, seed: int = 0,
-              **embed_kwargs) -> dict[str, Any]:
+              **embed_kwargs) -> dict[str, Any] | None:
     """``mme probe``: embed each split once (cached in ``out_dir/features/<split>.safetensors``, see
     :func:`mme.eval.features.embed`; ``embed_kwargs`` are its view and loader options), then the linear probe
-    and kNN; failed videos are left out and counted. Writes ``out_dir/probe.json`` and returns it.
+    and kNN; failed videos are left out and counted. Writes ``out_dir/probe.json`` and returns it. Under torchrun
+    the ranks embed their shares, then rank 0 alone fits and reports; the others return None at once (waiting in
+    a collective through a long fit, they would run into NCCL's timeout).
 
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes
     from mme.eval.features import embed, read_features
     from mme.eval.testing import write_json
+    from mme.train import distributed as dist
 
     if knn:
         check_knn(k, temperature, weighting)
@@ -227,6 +230,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
                        "views": meta["views"], "precision": meta["precision"], "features": str(path)}
+    if not dist.is_main():
+        return None
     num_classes = len(names) if names else 1 + int(max(y.max() for _, y in data.values()))
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
     tx, ty = data["train"]

@@ -9,7 +9,10 @@ The model never imports this module; devices are passed in.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -17,6 +20,8 @@ from torch.utils.data import DistributedSampler
 
 from mme.errors import MMEError
 from mme.utils import env_int, launch_ranks
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,15 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         try:
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        except (ValueError, RuntimeError) as e:  # e.g. WORLD_SIZE set by hand, without torchrun's rendezvous
-            raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
-                           f"launch ranks with torchrun, or unset WORLD_SIZE to run as one process") from e
+        except (ValueError, RuntimeError) as e:
+            if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
+                raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
+                               f"launch ranks with torchrun, or unset WORLD_SIZE to run as one process") from e
+            restart = env_int("TORCHELASTIC_RESTART_COUNT", 0)
+            raise MMEError(f"the process group of {world} ranks did not start ({e})" + (
+                f"; these are ranks torchrun restarted (restart {restart}), which can fail to connect where fresh "
+                "ones do (gloo): launch torchrun afresh, with --resume auto to continue from the last checkpoint"
+                if restart else "")) from e
     return DistInfo(get_rank(), local_rank, get_world_size())
 
 
@@ -117,6 +128,28 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` run by rank 0 alone (a write, a check of the out folder), its result on every rank.
+    An MMEError it raises stops every rank: rank 0 raises it, the others the same kind of error with rank 0's
+    message. A rank left alone at the next collective died of gloo's lost connection (a traceback), or waited
+    for NCCL's timeout."""
+    if get_world_size() == 1:
+        return fn(*args, **kwargs)
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn(*args, **kwargs)
+        except MMEError as e:
+            error = e
+    failed, result = broadcast_object((None if error is None else (type(error), str(error)), result))
+    if error is not None:
+        raise error
+    if failed is not None:
+        kind, message = failed
+        raise kind(f"rank 0: {message}")
+    return result
 
 
 def shutdown() -> None:

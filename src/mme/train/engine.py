@@ -122,13 +122,12 @@ def begin(cfg) -> Start:
     t = cfg.train
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
-    out_dir = run_folder.take(t.out_dir, write=dist.is_main())
+    out_dir = dist.on_main(run_folder.take, t.out_dir)
     resume = resume_state(t.resume, out_dir)
     if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
         raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                               f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
-    if dist.is_main():
-        run_folder.check_owner(out_dir, resume[1] if resume else None, t.overwrite)
+    dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite)
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])

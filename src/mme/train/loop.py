@@ -156,29 +156,25 @@ def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int,
             f"{metrics}. {advice}.")
 
 
-def save(run: Run) -> Path | None:
-    """A checkpoint at the current step (rank 0 writes; every rank waits for it, and stops with rank 0's error when
-    it could not write: a rank left alone at the next collective died of the lost connection, or waited for it)."""
-    path, error = None, None
-    if dist.is_main():
-        state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
-                 "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
-                 "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
-        try:
-            run_folder.set_aside_from(run.out_dir, run.step)
-            path = ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
-        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-            kept = ckpt.list_checkpoints(run.out_dir)
-            error = CheckpointError(
-                f"{run.out_dir}: could not write the checkpoint of step {run.step} ({str(e).splitlines()[0]}); it "
-                f"needs about {_nbytes(state) / 2**20:.0f} MiB and {shutil.disk_usage(run.out_dir).free / 2**20:.0f} "
-                f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}")
-            error.__cause__ = e
-    failed = dist.broadcast_object(None if error is None else str(error))
-    if failed is not None:
-        raise error if error is not None else CheckpointError(f"rank 0: {failed}")
-    dist.barrier()
-    return path
+def save(run: Run) -> Path:
+    """A checkpoint at the current step, its path on every rank: rank 0 writes it while the others wait, and they
+    all stop with rank 0's error when it could not write (:func:`mme.train.distributed.on_main`)."""
+    return dist.on_main(_write_checkpoint, run)
+
+
+def _write_checkpoint(run: Run) -> Path:
+    state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
+             "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
+             "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
+    try:
+        run_folder.set_aside_from(run.out_dir, run.step)
+        return ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        kept = ckpt.list_checkpoints(run.out_dir)
+        raise CheckpointError(
+            f"{run.out_dir}: could not write the checkpoint of step {run.step} ({str(e).splitlines()[0]}); it "
+            f"needs about {_nbytes(state) / 2**20:.0f} MiB and {shutil.disk_usage(run.out_dir).free / 2**20:.0f} "
+            f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
 
 
 def _nbytes(obj) -> int:
@@ -258,9 +254,8 @@ def train(run: Run) -> TrainResult:
     if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
         plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
     if stop.received is not None and run.step < end:
-        saved = f"saved as {path}" if path is not None else "saved by rank 0"  # the only rank that saves
-        raise Interrupted(f"stopped by {stop.received.name} after step {run.step} of {end}, {saved}; the same "
-                          "command with --resume auto (train.resume=auto) continues from there",
+        raise Interrupted(f"stopped by {stop.received.name} after step {run.step} of {end}, saved as {path}; the "
+                          "same command with --resume auto (train.resume=auto) continues from there",
                           128 + int(stop.received))
     return TrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)
 

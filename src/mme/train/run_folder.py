@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
 """What a run writes besides its checkpoints (``train.overwrite`` removes these too, and nothing else)."""
 
-def take(out_dir: str | Path, write: bool, option: str = "train.out_dir") -> Path:
+def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
-    process (rank 0: ``write``); removes stale temporary files. ConfigError naming ``option`` (the setting that
-    chose the folder) when it is not writable or locked."""
+    process (rank 0's, :func:`mme.train.distributed.on_main`); removes stale temporary files. ConfigError naming
+    ``option`` (the setting that chose the folder) when it is not writable or locked."""
     path = Path(out_dir)
-    if not write or not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
+    if not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
         return path
     for stale in path.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)
