@@ -249,6 +249,7 @@ def train(run: Run) -> TrainResult:
         path = ckpt.checkpoint_path(run.out_dir, run.step)
         if ckpt.list_checkpoints(run.out_dir)[-1] == path:
             ckpt.rotate(run.out_dir, t.keep_last)
+    if dist.is_main() and data_failures(run):
         log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
                     int(data_failures(run)), run.data.failure_counts())
     if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
