@@ -133,6 +133,22 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     assert res.step == logged[-1] + 1 and not list(tmp_path.glob(".*.tmp*"))  # stale temp file removed
 
 
+def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_path):
+    """A scheduler's SIGTERM before the training loop (set-up reads a long list) ended the job without a word."""
+    code = ("import sys, time; import mme.train.engine as engine; "
+            "engine.begin = lambda *a, **k: (print('set-up', flush=True), time.sleep(60)); "
+            "from mme.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                             f"train.out_dir={tmp_path}", FP32], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "set-up\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.endswith("mme pretrain: stopped by SIGTERM; what was written is kept (the same command continues an "
+                        "interrupted extract, embed or demo; training runs continue with --resume auto)\n")
+
+
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     """Too many undecodable videos with data.num_workers=2 (the recipes' default)."""
     for i in range(8):

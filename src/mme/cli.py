@@ -483,17 +483,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if rank != "0" else logging.DEBUG if args.verbose else logging.INFO,
                         format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
                                "%(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
     from mme.errors import MMEError
+    from mme.train.interrupts import Terminated, sigterm_as_interrupt
 
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except MMEError as e:
         print(f"mme {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
-    except KeyboardInterrupt:
-        print(f"mme {args.command}: interrupted; what was written is kept (the same command continues an "
-              "interrupted extract, embed or demo; training runs continue with --resume auto)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        print(f"mme {args.command}: {how}; what was written is kept (the same command continues an interrupted "
+              "extract, embed or demo; training runs continue with --resume auto)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
 
 
 if __name__ == "__main__":

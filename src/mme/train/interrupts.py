@@ -11,10 +11,12 @@ watch it. They keep SIGTERM, by which the loader (and Python at exit) stops a wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,34 @@ class StopRequests:
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop's :class:`StopRequests` (start-up, a job without one): the command stops
+    as on Ctrl-C, saying what is kept, with exit status 143 (it ended without a word)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While entered, SIGTERM raises :class:`Terminated` in this process; a forked child (a loader or pool worker)
+    dies of it as by default."""
+    pid = os.getpid()
+
+    def stop(signum, frame) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def ignore_in_worker(worker_id: int) -> None:
