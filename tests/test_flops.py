@@ -61,6 +61,6 @@ def test_the_matmul_peak_times_every_layout_the_layers_matmuls_run():
 
 def test_the_matmul_peak_is_its_fastest_layouts(monkeypatch):
     slow = LAYOUTS["a·bᵀ"]
-    monkeypatch.setitem(LAYOUTS, "a·bᵀ", lambda a, b: (time.sleep(0.01), slow(a, b))[1])
-    gflops, n, layout = matmul_peak(torch.float32, torch.device("cpu"), size=64, seconds=0.1)
-    assert n == 64 and layout != "a·bᵀ" and gflops > 2 * 64 ** 3 / 0.01 / 1e9
+    monkeypatch.setitem(LAYOUTS, "a·bᵀ", lambda a, b: (time.sleep(0.05), slow(a, b))[1])
+    gflops, n, layout = matmul_peak(torch.float32, torch.device("cpu"), size=64, seconds=0.5)
+    assert n == 64 and layout != "a·bᵀ" and gflops > 2 * 64 ** 3 / 0.05 / 1e9  # best of many, on a busy machine too
