@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -169,6 +170,35 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
     assert videos[0].read_bytes() == before[videos[0]][0]
     generate_synth(tmp_path, seed=3, workers=1, **{**SAME_BYTES, "fps": 30})  # another design: every video
     assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
+
+
+def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch):
+    """A run stopped part-way wrote no params.json, so its rerun made every video again; and a rerun with another
+    frame count kept the oscillation videos, whose drawn parameters do not depend on it, at the old length."""
+    import mme.data.synth as synth
+
+    made, make = [], synth._make_video
+
+    def stopped_at_the_fourth(job):
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        made.append(job[1])
+        return make(job)
+
+    monkeypatch.setattr(synth, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(synth, "_make_video", stopped_at_the_fourth)
+    design = dict(num_classes=10, videos_per_class=1, size=32, num_frames=6)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synth(tmp_path, seed=3, workers=1, **design)
+    monkeypatch.undo()
+    stamps = {rel: (tmp_path / rel).stat().st_mtime_ns for rel in made}
+    generate_synth(tmp_path, seed=3, workers=1, **design)
+    assert all((tmp_path / rel).stat().st_mtime_ns == t for rel, t in stamps.items())
+    assert not (tmp_path / synth.PROGRESS).exists()
+    generate_synth(tmp_path, seed=3, workers=1, **{**design, "num_frames": 8})
+    for video in tmp_path.rglob("*.mp4"):
+        with av.open(str(video)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 8, video.name
 
 
 @pytest.mark.parametrize("label, k", [(0, 0), (1, 0), (1, 1)])

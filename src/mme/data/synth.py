@@ -28,8 +28,9 @@ Output (``out_dir``)::
     params.json                      the true motion (and appearance) of every video, keyed by its list path
 
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
-``sha256``) are those it would make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them
-again; any other file there is made again.
+``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
+make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
+made again.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -42,12 +43,14 @@ so the two kinds give the same bytes as far as those libraries' choice of code d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import math
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -318,7 +321,8 @@ def _make_video(job: tuple) -> tuple[str, dict]:
     cv2.ipp.setUseIPP(False)  # per thread: this one renders (module docstring)
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
-    p["camera_jitter"], p["motion"], p["texture"], p["fps"] = camera_jitter, motion, texture, fps
+    p.update(camera_jitter=camera_jitter, motion=motion, texture=texture, size=size, num_frames=num_frames, fps=fps,
+             seed=seed)  # the whole design of the file (a rerun keeps it only when all are the same)
     if objects:
         p["movers"] = draw_movers(size, num_frames, objects, rng)
     path = Path(root) / rel
@@ -334,8 +338,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+PROGRESS, PROGRESS_EVERY_S = ".params-progress.json", 5.0
+"""Where a run keeps the parameters of the videos made so far (every few seconds), until its params.json."""
+
+
 def _made_before(params_file: Path) -> dict:
-    """The ``params.json`` of an earlier run in the folder ({} without a readable one)."""
+    """The ``params.json`` (or progress) of an earlier run in the folder ({} without a readable one)."""
     try:
         made = json.loads(params_file.read_text())
     except (OSError, ValueError):
@@ -439,7 +447,8 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
-    made = _made_before(root / "params.json")
+    progress = root / PROGRESS
+    made = {**_made_before(root / "params.json"), **_made_before(progress)}
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
         for k in range(n):
@@ -449,19 +458,23 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                          d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel)))
     if workers is None:
         workers = os.cpu_count() or 1
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_make_video, jobs, chunksize=4))
-    else:
-        results = [_make_video(job) for job in jobs]
-    params = {}
-    for rel, p in results:
-        p["split"] = split_of[rel]
-        params[rel] = p
+    params, saved = {}, time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(jobs) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=get_context("spawn")))
+            results = pool.map(_make_video, jobs, chunksize=4)
+        else:
+            results = map(_make_video, jobs)
+        for rel, p in results:
+            params[rel] = {**p, "split": split_of[rel]}
+            if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
+                atomic_write_text(progress, json.dumps({**made, **params}))
+                saved = time.monotonic()
     lists = {}
     for split in SPLITS:
         lists[split] = root / f"{split}.txt"
         write_list(lists[split], [ListEntry(rel, p["label"]) for rel, p in params.items() if p["split"] == split])
     write_classes(root / "classes.json", classes)
     atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
+    progress.unlink(missing_ok=True)
     return SynthDataset(root, lists, classes, root / "params.json")
