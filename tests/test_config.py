@@ -101,13 +101,16 @@ def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path)
     import yaml
 
     (tmp_path / "r.yaml").write_text("_base_: tiny_cpu_pixel\ntrain:\n  out_dir: runs/2024_01\n  batch_size: 3\n"
-                                     "  stop_after: 0x10\ndata:\n  list_file: 010\n  root: 1:30\noptim:\n"
+                                     "  stop_after: 0x10\ndata:\n  list_file: 010\n  root: 1:30\n  stride: 2.0\noptim:\n"
                                      "  base_lr: 1.5e-4\n  betas: [0.9, 0.95]\n")
     c = load_config(PretrainConfig, tmp_path / "r.yaml")
     assert (c.train.out_dir, c.data.list_file, c.data.root) == ("runs/2024_01", "010", "1:30")
     assert (c.train.batch_size, c.train.stop_after, c.optim.base_lr, c.optim.betas) == (3, 16, 1.5e-4, (0.9, 0.95))
     assert type(c.train.batch_size) is int and type(c.optim.betas[0]) is float and type(c.data.root) is str
     yaml.safe_dump(dataclasses.asdict(c))  # config.yaml: plain values only
+    from mme.motion.bench_flow import recipe_configs  # the raw recipe's other reader
+
+    assert (recipe_configs(tmp_path / "r.yaml", ())[2].stride, c.data.stride) == (2, 2)
 
 
 def test_a_later_preset_replaces_the_sizes_set_before_it(tmp_path, caplog):

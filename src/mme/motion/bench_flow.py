@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mme.config import from_dict, load_recipe, merge, parse_overrides
-from mme.data.dataset import Sample
+from mme.data.dataset import DataConfig, Sample
 from mme.data.lists import read_list, resolve
 from mme.data.sampling import sample_pretrain
 from mme.data.synth import SPLITS, draw_params, encode_h264, generate_synth, motion_at, render
@@ -164,11 +164,11 @@ def pair_ms(videos: list[np.ndarray], method: str, repeat: int) -> float:
 
 # --- information of the targets --------------------------------------------------------------------------------
 
-def recipe_configs(recipe: str, overrides: tuple[str, ...]) -> tuple[ModelConfig, TargetConfig, dict]:
+def recipe_configs(recipe: str, overrides: tuple[str, ...]) -> tuple[ModelConfig, TargetConfig, DataConfig]:
     """The model, target and data settings of a pre-training recipe with ``overrides``."""
     data = merge(load_recipe(recipe), parse_overrides(list(overrides)))
-    return from_dict(ModelConfig, data.get("model", {})), from_dict(TargetConfig, data.get("target", {})), \
-        data.get("data", {})
+    return from_dict(ModelConfig, data.get("model", {}), "model."), \
+        from_dict(TargetConfig, data.get("target", {}), "target."), from_dict(DataConfig, data.get("data", {}), "data.")
 
 
 def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO_TARGET[0],
@@ -183,7 +183,7 @@ def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO
     if "train" not in lists or "val" not in lists:
         raise DataError(f"{data_dir}: the probe needs videos in train.txt and val.txt (an `mme synth` folder)")
     model, target, data = recipe_configs(recipe, overrides)
-    frames, stride = int(data.get("num_frames", model.num_frames)), int(data.get("stride", 4))
+    frames, stride = data.num_frames, data.stride
     fns = {m: make_target_fn(replace(target, flow=m), model) for m in methods}
     side = model.patch_size // fns[methods[0]].geom.seed_stride
     floor = TargetConfig().std_floor
