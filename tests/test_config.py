@@ -101,8 +101,8 @@ def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path)
     import yaml
 
     (tmp_path / "r.yaml").write_text("_base_: tiny_cpu_pixel\ntrain:\n  out_dir: runs/2024_01\n  batch_size: 3\n"
-                                     "  stop_after: 0x10\ndata:\n  list_file: 010\n  root: 1:30\n  stride: 2.0\noptim:\n"
-                                     "  base_lr: 1.5e-4\n  betas: [0.9, 0.95]\n")
+                                     "  stop_after: 0x10\ndata:\n  list_file: 010\n  root: 1:30\n  stride: 2.0\n"
+                                     "optim:\n  base_lr: 1.5e-4\n  betas: [0.9, 0.95]\n")
     c = load_config(PretrainConfig, tmp_path / "r.yaml")
     assert (c.train.out_dir, c.data.list_file, c.data.root) == ("runs/2024_01", "010", "1:30")
     assert (c.train.batch_size, c.train.stop_after, c.optim.base_lr, c.optim.betas) == (3, 16, 1.5e-4, (0.9, 0.95))

@@ -215,3 +215,25 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(synt
     assert len(errors) == 2 and "could not write the checkpoint of step 2" in errors[0], proc.stderr[-3000:]
     assert any(ln.startswith("mme pretrain: error: rank 0: ") for ln in errors), errors
     assert "Connection closed by peer" not in proc.stderr
+
+
+def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_mme_error(monkeypatch):
+    """Another rank rebuilt rank 0's error from its message alone: an error of other arguments (Interrupted, with
+    its exit code) would have been a TypeError there."""
+    from mme.errors import Interrupted, MMEError
+    from mme.train import distributed as dist
+
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "is_main", lambda: False)  # this process plays rank 1
+    monkeypatch.setattr(dist, "broadcast_object", lambda obj: ((Interrupted, "stopped by SIGTERM", 143), None))
+    with pytest.raises(MMEError, match="^rank 0: stopped by SIGTERM$") as caught:
+        dist.on_main(lambda: None)
+    assert caught.value.exit_code == 143
+
+
+def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(tmp_path):
+    (tmp_path / "list.txt").write_text("gone.mp4 0\n")
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",
+                           str(tmp_path), "--out", str(tmp_path / "c.json")], capture_output=True, text=True,
+                          env={**os.environ, "RANK": "1"}, timeout=120)
+    assert proc.returncode == 1 and "INFO] checking 1 videos of" in proc.stderr, proc.stderr

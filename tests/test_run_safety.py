@@ -97,6 +97,17 @@ def test_a_folder_shared_for_writing_shares_its_lock():
         shutil.rmtree(base)
 
 
+def test_a_lock_on_a_file_system_that_refuses_modes_is_still_taken(tmp_path, monkeypatch):
+    from mme import utils
+
+    def refused(*a):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(utils.os, "fchmod", refused)
+    assert utils.lock_folder(tmp_path, "--out")
+    utils.unlock_folder(tmp_path)
+
+
 def test_a_log_line_torn_by_a_crash_does_not_stop_a_resume(synth, tmp_path):
     run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.stop_after=2", FP32)
     with open(tmp_path / "metrics.jsonl", "a") as f:
@@ -147,6 +158,17 @@ def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_
     assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert err.endswith("mme pretrain: stopped by SIGTERM; what was written is kept (the same command continues an "
                         "interrupted extract, embed or demo; training runs continue with --resume auto)\n")
+
+
+def test_a_second_sigterm_in_the_loop_stops_at_once_as_a_sigterm():
+    """The second signal stops at once: a SIGTERM's exit status is 143 (it was Ctrl-C's 130, 'interrupted')."""
+    from mme.train.interrupts import StopRequests, Terminated
+
+    with StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received == signal.SIGTERM
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):

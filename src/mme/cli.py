@@ -480,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     rank, ranks = os.environ.get("RANK", "").strip() or "0", os.environ.get("WORLD_SIZE", "").strip() or "1"
+    rank = "0" if ranks == "1" else rank  # a RANK left in the environment of a one-process command
     logging.basicConfig(level=logging.WARNING if rank != "0" else logging.DEBUG if args.verbose else logging.INFO,
                         format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
                                "%(message)s", datefmt="%H:%M:%S")

@@ -134,7 +134,8 @@ def lock_folder(folder: str | Path, option: str) -> bool:
                               f"user (chmod a+w), or remove it when no job runs there") from e
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({e.strerror or e})") from e
     if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
-        os.fchmod(f.fileno(), 0o644 | (path.stat().st_mode & 0o022))
+        with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
+            os.fchmod(f.fileno(), 0o644 | (path.stat().st_mode & 0o022))
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

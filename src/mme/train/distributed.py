@@ -143,12 +143,18 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
             result = fn(*args, **kwargs)
         except MMEError as e:
             error = e
-    failed, result = broadcast_object((None if error is None else (type(error), str(error)), result))
+    said = None if error is None else (type(error), str(error), getattr(error, "exit_code", 1))
+    failed, result = broadcast_object((said, result))
     if error is not None:
         raise error
     if failed is not None:
-        kind, message = failed
-        raise kind(f"rank 0: {message}")
+        kind, message, exit_code = failed
+        try:
+            same = kind(f"rank 0: {message}")
+        except TypeError:  # an error of other arguments (Interrupted's exit code)
+            same = MMEError(f"rank 0: {message}")
+        same.exit_code = exit_code
+        raise same
     return result
 
 

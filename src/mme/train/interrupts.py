@@ -33,7 +33,7 @@ class StopRequests:
 
     def _catch(self, signum, frame) -> None:
         if self.received is not None:  # the second one: at once
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.received = signal.Signals(signum)
         log.warning("%s: stopping after this step with a checkpoint (again to stop at once)", self.received.name)
 
