@@ -14,7 +14,7 @@ import transformers
 import mme
 from mme.cli import main as cli_main
 from mme.config import from_dict
-from mme.errors import CheckpointError, ConfigError
+from mme.errors import CheckpointError, ConfigError, DataError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
 from mme.models.classifier import VideoClassifier
@@ -152,6 +152,12 @@ def test_classifier_round_trips_through_hf_classification(tmp_path):
     (tmp_path / "classes.json").write_text(json.dumps(list("abcde")))
     export(tmp_path / "hf", tmp_path / "named", "hf", "classification", classes=tmp_path / "classes.json")
     assert transformers.AutoConfig.from_pretrained(tmp_path / "named").label2id == dict(zip("abcde", range(5)))
+    export(tmp_path / "named", tmp_path / "ours.safetensors", "safetensors")  # the names travel on every route
+    export(tmp_path / "ours.safetensors", tmp_path / "again", "hf", "classification")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "again").id2label[4] == "e"
+    (tmp_path / "classes.json").write_text(json.dumps(list("abca")))
+    with pytest.raises(DataError, match=r"names \['a'\] more than one class"):
+        export(tmp_path / "hf", tmp_path / "bad", "hf", "classification", classes=tmp_path / "classes.json")
     (tmp_path / "classes.json").write_text(json.dumps(list("abc")))
     with pytest.raises(ConfigError, match="classes .*classes.json: 3 names for a classifier of 5 classes"):
         export(tmp_path / "hf", tmp_path / "bad", "hf", "classification", classes=tmp_path / "classes.json")

@@ -300,6 +300,7 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
 
     from mme.models.export import export  # its HF export names the run's classes (it named them LABEL_i)
 
+    assert torch.load(ckpt, weights_only=True)["classes"] == synth.classes  # kept, not looked up again by path
     config = json.loads((export(ckpt, tmp_path / "hf", "hf", "classification") / "config.json").read_text())
     assert list(config["id2label"].values()) == synth.classes and config["label2id"][synth.classes[1]] == 1
 

@@ -142,7 +142,11 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
     if not isinstance(names, list) or not names:
         raise DataError(f"{what} {path}: expected a JSON list of class names (index = class id), or a "
                         f"{{name: id}} map")
-    return [str(n) for n in names]
+    names = [str(n) for n in names]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{what} {path}: names {twice} more than one class (a name must say which class it is)")
+    return names
 
 
 def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[ListEntry]:

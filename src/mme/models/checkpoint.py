@@ -69,6 +69,9 @@ class Checkpoint:
     norm_pix: bool | None = None
     """mae only: whether its pixel loss normalises each patch (VideoMAE's ``norm_pix_loss``), where a file records
     it (our training checkpoints and exports, Hugging Face configs)."""
+    class_names: list[str] | None = None
+    """classifier only: its classes' names by id, where a file records them (a fine-tuning run's ``task.classes``,
+    our exports)."""
 
     @property
     def encoder_state(self) -> dict[str, torch.Tensor]:
@@ -98,6 +101,8 @@ class Checkpoint:
                 out["norm_pix"] = self.norm_pix
         if self.kind == "classifier":
             out["classifier"] = dict(self.classifier)
+            if self.class_names is not None:
+                out["classes"] = list(self.class_names)
         return out
 
 
@@ -276,7 +281,8 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
     return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})),
-                      assumed=tuple(k for k in assumed if hints.get(k) is None), norm_pix=meta.get("norm_pix"))
+                      assumed=tuple(k for k in assumed if hints.get(k) is None), norm_pix=meta.get("norm_pix"),
+                      class_names=meta.get("classes"))
 
 
 def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
@@ -306,6 +312,10 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
                      strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"))
     if ck.kind == "mae":
         ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
+    labels = hf.get("id2label")
+    if ck.kind == "classifier" and isinstance(labels, dict) and len(labels) == ck.classifier["num_classes"]:
+        names = [str(labels.get(str(i), labels.get(i))) for i in range(len(labels))]
+        ck.class_names = None if names == [f"LABEL_{i}" for i in range(len(names))] else names  # transformers'
     return ck
 
 
@@ -373,6 +383,8 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
         target = obj["config"].get("target")
         if ck.kind == "mae" and isinstance(target, dict) and "norm_pix" in target:
             ck.norm_pix = bool(target["norm_pix"])
+        if ck.kind == "classifier" and isinstance(obj.get("classes"), list):
+            ck.class_names = [str(n) for n in obj["classes"]]
         return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict)
 

@@ -138,20 +138,20 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
 
 
 def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]:
-    """A classifier's class names by id: from ``classes``, else its run's ``task.classes`` where that file is
-    still there, else ``LABEL_<id>`` (said)."""
+    """A classifier's class names by id: from ``classes``, else those its file records (a fine-tuning run's
+    ``task.classes``), else ``LABEL_<id>`` (said)."""
     from mme.data.lists import read_classes
 
     n = ck.classifier["num_classes"]
-    run_classes = (ck.run_config.get("task") or {}).get("classes")
-    if classes is None and run_classes and os.path.isfile(run_classes):
-        classes = run_classes
-    if classes is None:
-        log.info("%s: no class names (give --classes FILE): exported as LABEL_0 .. LABEL_%d", ck.source, n - 1)
+    names = read_classes(classes, "classes") if classes is not None else ck.class_names
+    if names is None:
+        named = (ck.run_config.get("task") or {}).get("classes")
+        log.warning("%s: no class names recorded%s; exported as LABEL_0 .. LABEL_%d (give --classes FILE)",
+                    ck.source, f" (its run read them from {named}, before checkpoints kept them)" if named else "",
+                    n - 1)
         return [f"LABEL_{i}" for i in range(n)]
-    names = read_classes(classes, "classes")
     if len(names) != n:
-        raise ConfigError(f"classes {classes}: {len(names)} names for a classifier of {n} classes")
+        raise ConfigError(f"classes {classes or ck.source}: {len(names)} names for a classifier of {n} classes")
     return names
 
 

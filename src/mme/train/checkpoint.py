@@ -11,6 +11,8 @@ Layout (constant keys; ``mme.models.checkpoint.load_encoder`` reads ``model`` an
     meta       {"git", "torch", "device", "device_name", "precision", "precision_reason", "world_size",
                 "run_id", "started", "config_hash"} (the identity: mme.train.run_folder), and "config_changes":
                [{"from_step", "changes"}] when a resumption changed the config
+    and the job's own: ``heads`` (pre-training: the prediction heads), ``classes`` (fine-tuning with
+    ``task.classes``: the class names by id, which exports carry)
 
 Everything is tensors and plain Python values, so it loads with ``weights_only=True``.
 """

@@ -175,7 +175,8 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
 
         load_encoder_weights(model.encoder, t.init)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
-                     clips_per_item=cfg.task.repeated_aug, after_step=after_step)
+                     clips_per_item=cfg.task.repeated_aug, after_step=after_step,
+                     checkpoint_extra={"classes": names} if names is not None else {})
     return engine.setup(cfg, job, model, dataset, start)
 
 
