@@ -78,17 +78,17 @@ def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     return Path(out_dir) / (str(rel) + suffix)
 
 
-def cache_backend(meta: dict) -> str:
-    """The decoder whose frames a cache file's tracks follow (``mme extract --backend``); files made before it was
-    recorded: the default, pyav."""
-    return meta.get("backend", "pyav")
+def cache_backend(meta: dict) -> str | None:
+    """The decoder whose frames a cache file's tracks follow (``mme extract --backend``); None for files made
+    before it was recorded."""
+    return meta.get("backend")
 
 
-def same_frames(backend: str, other: str) -> bool:
+def same_frames(backend: str | None, other: str) -> bool:
     """Whether two decoders read the same frames: the PyAV reader's on the CPU and on the GPU are one (OpenCV's
-    differ on some files, docs/data.md)."""
+    differ on some files, docs/data.md); a cache's decoder not recorded (None) is not held against it."""
     pyav = ("pyav", "pyav-cuda")
-    return backend == other or (backend in pyav and other in pyav)
+    return backend is None or backend == other or (backend in pyav and other in pyav)
 
 
 def source_identity(path: str | Path) -> dict:
