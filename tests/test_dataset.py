@@ -184,6 +184,15 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
         strict[1]
 
 
+def test_a_rank_out_of_replacements_says_the_fraction_that_failed(videos, monkeypatch):
+    """Under torchrun the fraction is checked where the ranks join their failures; a rank whose item found no
+    readable video before that said only 'no readable video ... after 10 tries' (one process: the fraction)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(DataError, match=r"2 of 2 videos in .*list.txt failed, more than data.max_failure_fraction"):
+        PretrainDataset(config(videos, ["missing.mp4", "empty.mp4"], max_failure_fraction=0.5))[0]
+
+
 @pytest.mark.parametrize("context,workers", [("fork", 2), ("spawn", 1)])  # spawn: a fresh interpreter per worker
 def test_dataloader_workers_and_distributed_sampler(videos, context, workers):
     ds = PretrainDataset(config(videos, ["coord.mkv", "missing.mp4", "good.mp4", "coord.mkv", "good.mp4",

@@ -332,6 +332,7 @@ class _VideoDataset(Dataset):
                 continue
             item["index"] = i
             return item
+        self._check_failures()  # the fraction's message says why, where it is passed (under torchrun too)
         raise DataError(f"no readable video for item {index} of {self.cfg.list_file} after {MAX_ATTEMPTS} tries; "
                         f"failures so far: {self.failure_counts()}")
 
