@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,6 +161,12 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
         assert report(out, videos / "valB.txt", part, parts)["failed"] == {}
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
 def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):
     """A write killed mid-way (kill -9) leaves its temporary file; the share's next run removes those of its own
     videos and report (before: kept for good, about 1 MB each), and leaves those of other shares' videos alone,
@@ -167,13 +176,15 @@ def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_lef
             "--short-side", "64", "--shard", "0/2"]  # a.mp4 and bad.mp4
     assert cli(args) == 1
     name = share_name(str(videos / "list.txt"), 0, 2)
-    stale = [out / "cls" / ".a.mp4.tracks.tmp99999.tracks", out / ".bad.mp4.tracks.tmp99999.tracks",
-             out / f".failed-{name}.json.tmp99999.json"]
-    others = out / ".b.mp4.tracks.tmp99999.tracks"  # share 1/2's video
-    for path in [*stale, others]:
+    gone = _dead_pid()
+    stale = [out / "cls" / f".a.mp4.tracks.tmp{gone}.tracks", out / f".bad.mp4.tracks.tmp{gone}.tracks",
+             out / f".failed-{name}.json.tmp{gone}.json"]
+    others = out / f".b.mp4.tracks.tmp{gone}.tracks"  # share 1/2's video
+    live = out / "cls" / f".a.mp4.tracks.tmp{os.getppid()}.tracks"  # a live writer's: another list's job
+    for path in [*stale, others, live]:
         path.touch()
     assert cli(args) == 1
-    assert not any(path.exists() for path in stale) and others.exists()
+    assert not any(path.exists() for path in stale) and others.exists() and live.exists()
     assert report(out, videos / "list.txt", 0, 2)["skipped"] == 1
 
 

@@ -237,9 +237,22 @@ def remove_stale_temps(files: set[Path]) -> None:
         names.setdefault(f.parent, set()).add(f.name)
     for folder, here in names.items():
         for tmp in folder.glob(".*.tmp*"):
-            if tmp.name[1:].rpartition(".tmp")[0] in here:
+            name, _, rest = tmp.name[1:].rpartition(".tmp")
+            pid = rest.split(".")[0]
+            if name in here and not (pid.isdigit() and _alive(int(pid))):  # a live writer's (another list's job)
                 tmp.unlink(missing_ok=True)
                 log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (a writer on another machine of a shared --out is not seen)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
@@ -267,8 +280,8 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
             f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
             f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
     report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
-    # This share's files only: the other shares of its list and other lists' extractions on this --out, which may be
-    # writing now, have other videos (one listed in both too: a write of it in progress there fails, reported there).
+    # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
+    # extractions on this --out may be writing now (another machine's writer of a video in both lists is not seen).
     remove_stale_temps(targets | {report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
