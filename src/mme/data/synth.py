@@ -327,7 +327,7 @@ def _make_video(job: tuple) -> tuple[str, dict]:
         p["movers"] = draw_movers(size, num_frames, objects, rng)
     path = Path(root) / rel
     if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256")} == \
-            json.loads(json.dumps(p)) and path.is_file() and _sha256(path) == made["sha256"]:
+            json.loads(json.dumps(p)) and path.is_file() and _sha256(path) == made.get("sha256"):
         return rel, {**p, "sha256": made["sha256"]}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
     encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
