@@ -108,6 +108,10 @@ def test_a_recipe_s_text_keys_keep_the_text_yaml_1_1_reads_as_a_number(tmp_path)
     assert (c.train.batch_size, c.train.stop_after, c.optim.base_lr, c.optim.betas) == (3, 16, 1.5e-4, (0.9, 0.95))
     assert type(c.train.batch_size) is int and type(c.optim.betas[0]) is float and type(c.data.root) is str
     yaml.safe_dump(dataclasses.asdict(c))  # config.yaml: plain values only
+    (tmp_path / "d.yaml").write_text("_base_: tiny_cpu_pixel\ntrain:\n  out_dir: 2024-01-05\n  overwrite: yes\n"
+                                     "data:\n  root: on\n")  # a date and booleans of YAML 1.1
+    d = load_config(PretrainConfig, tmp_path / "d.yaml")
+    assert (d.train.out_dir, d.train.overwrite, d.data.root) == ("2024-01-05", True, "on")
     from mme.motion.bench_flow import recipe_configs  # the raw recipe's other reader
 
     assert (recipe_configs(tmp_path / "r.yaml", ())[2].stride, c.data.stride) == (2, 2)

@@ -156,8 +156,8 @@ def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
-    assert err.endswith("mme pretrain: stopped by SIGTERM; what was written is kept (the same command continues an "
-                        "interrupted extract, embed or demo; training runs continue with --resume auto)\n")
+    assert err.endswith("mme pretrain: stopped by SIGTERM; what was written is kept (the same command with --resume "
+                        "auto continues from the run's newest checkpoint, if it wrote one)\n")
 
 
 def test_a_second_sigterm_in_the_loop_stops_at_once_as_a_sigterm():

@@ -172,7 +172,8 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
     assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
 
 
-def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch):
+def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch,
+                                                                                       caplog):
     """A run stopped part-way wrote no params.json, so its rerun made every video again; and a rerun with another
     frame count kept the oscillation videos, whose drawn parameters do not depend on it, at the old length."""
     import mme.data.synth as synth
@@ -199,6 +200,11 @@ def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_ever
     for video in tmp_path.rglob("*.mp4"):
         with av.open(str(video)) as c:
             assert sum(1 for _ in c.decode(video=0)) == 8, video.name
+    with caplog.at_level("INFO", logger="mme.data.synth"):
+        generate_synth(tmp_path, seed=3, workers=1, **{**design, "num_frames": 8, "num_classes": 9})  # one left over
+    assert "9 videos in" in caplog.text and "0 made, 9 kept from an earlier run" in caplog.text, caplog.text
+    assert "1 videos in" in caplog.text
+    assert "are not of this design (an earlier run's, e.g. videos/oscillate_vertical/" in caplog.text
 
 
 @pytest.mark.parametrize("label, k", [(0, 0), (1, 0), (1, 1)])

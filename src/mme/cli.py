@@ -470,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUMES = {**dict.fromkeys(("pretrain", "finetune"), "the same command with --resume auto continues from the run's "
+                                                      "newest checkpoint, if it wrote one"),
+           **dict.fromkeys(("synth", "extract", "embed", "probe", "demo"), "the same command continues, keeping what "
+                                                                          "it finished")}
+"""What continues an interrupted command (the others start again)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may also follow options (argparse alone gives a nargs="*" positional only one place)
@@ -496,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:
         how = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
-        print(f"mme {args.command}: {how}; what was written is kept (the same command continues an interrupted "
-              "extract, embed or demo; training runs continue with --resume auto)", file=sys.stderr)
+        print(f"mme {args.command}: {how}; what was written is kept ({RESUMES.get(args.command, 'run it again')})",
+              file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
 
 

@@ -49,18 +49,23 @@ NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90 and ``2024_01`` as 20241: in a recipe, a number keeps the text
-    it was written as (an :class:`_Override`), which a text key takes and any other key reads as the number."""
+    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a
+    date: in a recipe, such a value keeps the text it was written as (an :class:`_Override`), which a text key takes
+    and any other key reads as YAML does."""
+
+
+_READ_AS = {"int": "construct_yaml_int", "float": "construct_yaml_float", "bool": "construct_yaml_bool",
+            "timestamp": "construct_yaml_timestamp"}
 
 
 def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Override:
     value = _Override(node.value)
-    value.parsed = (loader.construct_yaml_int if node.tag.endswith(":int") else loader.construct_yaml_float)(node)
+    value.parsed = getattr(loader, _READ_AS[node.tag.rpartition(":")[2]])(node)
     return value
 
 
-for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-    _RecipeLoader.add_constructor(_tag, _as_written)
+for _kind in _READ_AS:
+    _RecipeLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _as_written)
 
 
 def _unset(value: Any) -> bool:

@@ -396,7 +396,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
     real, real_line = probe_set(s.real_dir, design, d.num_frames, d.stride, d.tubelet, d.img_size,
                                 s.real_clips_per_class, required=s.real_dir is not None)
     log.info("demo: %s", real_line)
-    log.info("demo: generating %d classes x %d synthetic videos in %s", design["num_classes"],
+    log.info("demo: %d classes x %d synthetic videos in %s", design["num_classes"],
              design["videos_per_class"], s.out)
     synth = s.generate_data(s.out / "data")
     lists = {k: Path(v) for k, v in synth.lists.items()}

@@ -477,4 +477,11 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     write_classes(root / "classes.json", classes)
     atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
     progress.unlink(missing_ok=True)
+    kept = sum((made.get(rel) or {}).get("sha256") == p["sha256"] for rel, p in params.items())
+    log.info("synth: %d videos in %s, %d made, %d kept from an earlier run", len(params), root, len(params) - kept,
+             kept)
+    others = sorted({p.relative_to(root).as_posix() for p in (root / "videos").rglob("*.mp4")} - set(params))
+    if others:
+        log.warning("synth: %d videos in %s are not of this design (an earlier run's, e.g. %s): no list names them; "
+                    "remove them before listing the folder otherwise", len(others), root / "videos", others[0])
     return SynthDataset(root, lists, classes, root / "params.json")

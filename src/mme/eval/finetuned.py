@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
     rank, world = dist.get_rank(), dist.get_world_size()
     pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                              batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
-                             precision=precision, progress=dist.is_main() and bool(name))
+                             precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
     report = multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
     if name and dist.is_main():
         save_report(report, cfg.train.out_dir, name)

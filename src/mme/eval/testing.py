@@ -232,7 +232,7 @@ class Predictions(NamedTuple):
 @torch.no_grad()
 def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None, batch_size: int = 2,
                       num_workers: int = 0, device: str | torch.device = "cpu", precision: str = "fp32",
-                      progress: bool = True) -> Predictions:
+                      progress: bool = True, desc: str = "test") -> Predictions:
     """Softmax-averaged multi-view probabilities of the items at ``indices`` (default all) of a test
     ``dataset`` (items ``{"video": (V, 3, T, H, W), "label", "index"}``), in that order; failed videos are
     listed, not replaced (``probs`` is empty, 1-D, when no video was predicted)."""
@@ -241,7 +241,7 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None,
     device = torch.device(device)
     model.eval().to(device)
     probs, labels, index, failures, views = [], [], [], [], 0
-    for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers,
+    for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc=desc,
                                    progress=progress):
         failures += batch["failed"]
         if batch["video"] is None:

@@ -42,8 +42,9 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
         starts = clip[::tubelet]
         last = max(int(clip[-1]), int(starts[-1]) + length)
         if last >= reader.num_frames:
+            tracks = f", with tracks of {length}," if length else ""
             raise video_error(path, "too short", f"{reader.num_frames} frames; {num_frames} frames at stride "
-                              f"{stride} from frame {start}, with tracks of {length}, need {last + 1}")
+                              f"{stride} from frame {start}{tracks} need {last + 1}")
         ids = np.arange(start, last + 1)
         geometry = view_crops(reader.size, size, 1)[0]
         frames = apply_geometry(reader.read(ids), geometry)
