@@ -21,6 +21,25 @@ from typing import Any
 from mme.errors import ConfigError
 
 
+def stale_temp_of(tmp: Path) -> str | None:
+    """The name of the file whose :func:`atomic_path` write left ``tmp`` (``.<name>.tmp<pid><suffix>``), when the
+    writing process is gone from this machine; None for another file or a live writer's (a writer on another
+    machine of a shared folder is not seen)."""
+    if not tmp.name.startswith(".") or ".tmp" not in tmp.name:
+        return None
+    name, _, rest = tmp.name[1:].rpartition(".tmp")
+    pid = rest.split(".")[0]
+    if not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return name
+    except PermissionError:  # another user's process
+        return None
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends without an error it replaces ``path``

@@ -42,7 +42,7 @@ from mme.motion.cache import (
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
-from mme.utils import atomic_write_text, check_output, launch_ranks, lock_folder, unlock_folder
+from mme.utils import atomic_write_text, check_output, launch_ranks, lock_folder, stale_temp_of, unlock_folder
 
 log = logging.getLogger("mme.extract")
 
@@ -237,22 +237,9 @@ def remove_stale_temps(files: set[Path]) -> None:
         names.setdefault(f.parent, set()).add(f.name)
     for folder, here in names.items():
         for tmp in folder.glob(".*.tmp*"):
-            name, _, rest = tmp.name[1:].rpartition(".tmp")
-            pid = rest.split(".")[0]
-            if name in here and not (pid.isdigit() and _alive(int(pid))):  # a live writer's (another list's job)
+            if stale_temp_of(tmp) in here:  # not a live writer's (another list's job writing the same video)
                 tmp.unlink(missing_ok=True)
                 log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (a writer on another machine of a shared --out is not seen)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
