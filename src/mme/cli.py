@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     from mme.errors import MMEError
     from mme.train.interrupts import Terminated, sigterm_as_interrupt
 
+    group_before = _process_group_up()
     try:
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
@@ -506,6 +507,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mme {args.command}: {how}; what was written is kept ({RESUMES.get(args.command, 'run it again')})",
               file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if _process_group_up() and not group_before:  # the command joined it (under torchrun): leave it, as
+            from mme.train.distributed import shutdown  # gloo's teardown at exit with it up sometimes aborted a rank
+            shutdown()
+
+
+def _process_group_up() -> bool:
+    """Whether torch.distributed's process group is up, without importing torch for the commands that need none."""
+    d = sys.modules.get("torch.distributed")
+    return d is not None and d.is_available() and d.is_initialized()
 
 
 if __name__ == "__main__":
