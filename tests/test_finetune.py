@@ -195,6 +195,21 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     assert topk_accuracy(flat, labels, ks=(5,)) == {"top5": 0.5}  # classes 0-4: labels 0 and 3
 
 
+def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
+    """A report of no rows has no top-1 (NaN): written as Python's ``NaN``, which JSON has not (browsers' and jq's
+    readers refused the file); every JSON file mme writes holds null there (the demo's results.json too)."""
+    import json
+
+    from mme.eval.testing import save_report
+
+    report = {**classification_report(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)), "views_per_video": 1,
+              "failures": []}
+    save_report(report, tmp_path, "test")
+    text = (tmp_path / "test.json").read_text()
+    written = json.loads(text, parse_constant=lambda c: pytest.fail(f"test.json holds {c}: JSON has none"))
+    assert written["top1"] is None and written["mean_class_accuracy"] is None and written["num_samples"] == 0
+
+
 def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ranks():
     """NaN probabilities gave a report that contradicted itself (top-1 0, per-class accuracy 1.0); a softmax class
     that underflowed to 0 was left out of top-5 as if it were a class no kNN neighbour voted for."""

@@ -60,7 +60,7 @@ from mme.train.config import PretrainConfig
 from mme.train.loop import TrainResult
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
-from mme.utils import atomic_write_text, check_output, cpu_name, lock_folder, unlock_folder
+from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, lock_folder, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -277,18 +277,6 @@ def _in_out(s: DemoSettings, stored: str) -> Path:
     return s.out / stored
 
 
-def _json(obj) -> str:
-    """``obj`` as indented JSON, with null for NaN and infinities (JSON has none): random init's minutes and losses, the
-    real-footage columns without footage. Read back, null is NaN again (:func:`~mme.demo_report.summarise`)."""
-    def nulls(v):
-        if isinstance(v, float) and not math.isfinite(v):  # (a diverged loss: inf)
-            return None
-        if isinstance(v, dict):
-            return {k: nulls(x) for k, x in v.items()}
-        return [nulls(x) for x in v] if isinstance(v, (list, tuple)) else v
-    return json.dumps(nulls(obj), indent=1, allow_nan=False) + "\n"
-
-
 def _fingerprint(s: DemoSettings, target: str) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
     worker count or the real footage, whose columns carry their own digest: _with_real), the target's resolved
@@ -311,7 +299,7 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
 def _save_row(s: DemoSettings, row: dict) -> dict:
     path = _row_path(s, row["seed"], row["target"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, _json({"settings": _fingerprint(s, row["target"]), "row": row}))
+    atomic_write_json(path, {"settings": _fingerprint(s, row["target"]), "row": row})
     return row
 
 
@@ -412,7 +400,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
     result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads}
-    atomic_write_text(s.out / "results.json", _json(result))
+    atomic_write_json(s.out / "results.json", result)  # NaN as null: summarise reads it back as NaN
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     threads = "/".join(map(str, pretrain_threads)) or "?"
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "

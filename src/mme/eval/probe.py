@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import classification_report
-from mme.utils import check_output
+from mme.utils import atomic_write_json, check_output
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,6 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes
     from mme.eval.features import embed, read_features
-    from mme.eval.testing import write_json
     from mme.train import distributed as dist
 
     if knn:
@@ -248,7 +247,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             ex, ey = vx, vy
         result["knn"] = knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
                                      num_classes=num_classes, class_names=names)
-    write_json(result, out_dir / "probe.json")
+    atomic_write_json(out_dir / "probe.json", result)
     scored = info["test" if test_list else "val" if val_list else "train"]
     failed = f", {scored['failed']} failed" if scored["failed"] else ""
     for method in ("linear", "knn"):

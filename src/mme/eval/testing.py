@@ -109,14 +109,6 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
     return Path(path)
 
 
-def write_json(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` as indented JSON atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, obj)
-    return path
-
-
 @torch.no_grad()
 def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
     """Per-view softmax averaged over views: ``video (B, V, 3, T, H, W) -> probs (B, C)``."""
@@ -280,7 +272,7 @@ def multiview_report(pred: Predictions, dataset: Dataset, class_names: list[str]
 def save_report(report: dict[str, Any], out_dir: str | Path, name: str) -> None:
     """``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``, and a one-line summary in the log."""
     out_dir = Path(out_dir)
-    write_json(report, out_dir / f"{name}.json")
+    atomic_write_json(out_dir / f"{name}.json", report)
     save_confusion_png(report["confusion_matrix"], out_dir / f"{name}_confusion.png", report["class_names"])
     log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
              100 * report["top5"], report["num_samples"], report["views_per_video"], len(report["failures"]))
