@@ -234,11 +234,9 @@ class PyAVReader(VideoReader):
                     return frames
                 self._pos = None  # the read stopped part-way: count from the start
                 if indices[-1] >= self.num_frames:  # fewer frames than packets (it is sequential now)
-                    err = FrameCountChanged(f"{self.path}: index out of range (asked for frame {indices[-1]}; the "
-                                            f"video has {self.num_frames} frames, not the {counted} its packets "
-                                            f"count)")
-                    err.reason = "index out of range"
-                    raise err
+                    raise video_error(self.path, "index out of range", f"asked for frame {indices[-1]}; the video "
+                                      f"has {self.num_frames} frames, not the {counted} its packets count",
+                                      FrameCountChanged)
             return self._read_counting(indices)
         except BaseException as e:
             self._pos, self._at_end = None, True  # the decode stopped part-way: the next read reopens the file

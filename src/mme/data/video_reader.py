@@ -19,9 +19,10 @@ import numpy as np
 from mme.errors import VideoError
 
 
-def video_error(path: str | Path, reason: str, detail: object = "") -> VideoError:
-    """A VideoError naming ``path`` with a short ``reason`` ('missing', 'empty', 'unreadable', ...)."""
-    err = VideoError(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
+def video_error(path: str | Path, reason: str, detail: object = "", kind: type[VideoError] = VideoError) -> VideoError:
+    """A VideoError (or its subclass ``kind``) naming ``path`` with a short ``reason`` ('missing', 'empty',
+    'unreadable', ...)."""
+    err = kind(f"{path}: {reason}" + (f" ({detail})" if detail != "" else ""))
     err.reason = reason
     return err
 
