@@ -57,7 +57,7 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
 from mme.motion.targets import head_specs
 from mme.train.config import PretrainConfig
-from mme.train.loop import TrainResult
+from mme.train.metrics import read_records
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, lock_folder, unlock_folder
@@ -208,8 +208,7 @@ def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder) -> d
         return {**{k: v for k, v in row.items() if not k.startswith("real_")}, **dict.fromkeys(REAL_KEYS, math.nan)}
     if row.get("real_set") == real.fingerprint and all(k in row for k in REAL_KEYS):
         return row
-    saved = _save_row(s, {**{k: v for k, v in row.items() if k != "reused"}, **probe_real(encoder(), real, s.device)})
-    return {**saved, "reused": True} if row.get("reused") else saved
+    return _save_row(s, {**row, **probe_real(encoder(), real, s.device)})
 
 
 def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
@@ -217,11 +216,11 @@ def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
     return VisionTransformer(cfg.model)
 
 
-def loss_against_mean(cfg: PretrainConfig, result: TrainResult, clips: int = 64) -> dict[str, float]:
-    """The run's loss over its last tenth of steps, against the loss of always predicting the mean target on
-    ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below that level
-    shows a target that has not yet learned anything from the clips."""
-    tail = result.history[-max(1, len(result.history) // 10):]
+def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64) -> dict[str, float]:
+    """The run's loss over its last tenth of logged steps (``history``), against the loss of always predicting the
+    mean target on ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below
+    that level shows a target that has not yet learned anything from the clips."""
+    tail = history[-max(1, len(history) // 10):]
     data = pretrain_dataset(cfg)
     picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))  # only its loss is used
@@ -234,8 +233,9 @@ def loss_against_mean(cfg: PretrainConfig, result: TrainResult, clips: int = 64)
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
              classes: list[str], real: RealClips | None = None) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder, on the synthetic clips and on
-    ``real``; one row per encoder. Each row is saved as it is made, and a rerun with the same settings reuses it
-    (an interrupted demo resumes)."""
+    ``real``; one row per encoder. Each row is saved as it is made, its pre-training first, and a rerun with the
+    same settings reuses it (an interrupted demo resumes; one interrupted while probing does not pre-train
+    again)."""
     rows = []
     cfg = None
     for target in s.targets:
@@ -249,9 +249,12 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": trained / result.seconds,
                 "threads": json.loads((result.out_dir / "run.json").read_text())["threads"],
-                **loss_against_mean(cfg, result, s.level_clips),
-                **probe_encoder(load_encoder(result.checkpoint), clips, s.device, classes),
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
+        if "linear_top1" not in row:  # pre-trained, not yet probed
+            row = _save_row(s, {**row, **loss_against_mean(cfg, read_records(_in_out(s, row["metrics"])),
+                                                           s.level_clips),
+                                **probe_encoder(load_encoder(_in_out(s, row["checkpoint"])), clips, s.device,
+                                                classes)})
         rows.append(_with_real(s, row, real, partial(load_encoder, _in_out(s, row["checkpoint"]))))
     row = _saved_row(s, seed, "random init")
     if row is None:
@@ -297,9 +300,11 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
+    """Save ``row`` (less its ``reused`` mark: :func:`_saved_row` sets it on reading) and return it as given."""
     path = _row_path(s, row["seed"], row["target"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"settings": _fingerprint(s, row["target"]), "row": row})
+    atomic_write_json(path, {"settings": _fingerprint(s, row["target"]),
+                             "row": {k: v for k, v in row.items() if k != "reused"}})
     return row
 
 
