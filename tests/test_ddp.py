@@ -85,9 +85,9 @@ if rank == 1:  # a third of three, found by rank 1: over the fraction, said when
     out["alone"] = outcome(data._record_failure, 2, err)
 out["joined"] = outcome(share_failures, run)
 # what rank 0 alone does: check the out folder, assemble the features
-for folder in ("locked", "other"):
+for folder in ("locked", "other"):  # train.epochs under the recipe's train.steps: a warning every rank raises
     out[folder] = outcome(engine.begin, load_config(PretrainConfig, "tiny_cpu_pixel", [
-        f"train.out_dir={d / folder}", "train.device=cpu"]))
+        f"train.out_dir={d / folder}", "train.device=cpu", "train.epochs=5"]))
 out["embed"] = outcome(embed, d / "enc", d / "gone.txt", d / "gone.npy", root=str(d), num_workers=0, progress=False)
 (d / f"rank{rank}.json").write_text(json.dumps(out))
 dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)
@@ -162,12 +162,15 @@ def test_mme_probe_fits_writes_and_reports_on_rank_0_alone_and_leaves_the_proces
 
 
 def test_rank_0_logs_for_the_run_and_the_other_ranks_their_own_warnings_each_line_naming_its_rank(ranks):
-    """Every rank logged every line: each was there once per rank, and a warning did not say whose it was."""
+    """Every rank logged every line: each was there once per rank, and a warning did not say whose it was; and
+    the warnings every rank raises alike (the config's) once per rank."""
     _, _, stderr = ranks
     infos = [ln for ln in stderr.splitlines() if " INFO rank " in ln]
     assert infos and all(" INFO rank 0] " in ln for ln in infos), stderr[-3000:]
     assert sum("embed: 17 videos" in ln for ln in infos) == 1, infos  # each rank has one, of its own share
     assert any(" WARNING rank 1] " in ln and "missing.mp4" in ln for ln in stderr.splitlines()), stderr[-3000:]
+    alike = [ln for ln in stderr.splitlines() if "train.epochs=5 has no effect" in ln]  # the config's, 2 per rank
+    assert len(alike) == 2 and all(" WARNING rank 0] " in ln for ln in alike), alike
 
 
 def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_advice_for_a_hand_set_world_size(

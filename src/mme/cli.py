@@ -23,6 +23,12 @@ FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser 
 """mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
 
 
+ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.engine", "mme.train.precision", "mme.train.pretrain",
+                       "mme.train.finetune")
+"""The loggers whose warnings every rank of a DDP run raises alike (of the config, the checkpoint read, the schedule,
+the lists' checks): shown by rank 0 alone, where the others show their own (a video that failed on that rank)."""
+
+
 def count(least: int = 1) -> Callable[[str], int]:
     """argparse type: a whole number >= ``least`` (argparse names the option in its one-line error)."""
     def parse(text: str) -> int:
@@ -488,9 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     rank, ranks = os.environ.get("RANK", "").strip() or "0", os.environ.get("WORLD_SIZE", "").strip() or "1"
     rank = "0" if ranks == "1" else rank  # a RANK left in the environment of a one-process command
+    stderr = logging.StreamHandler()
+    if rank != "0":
+        stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
     logging.basicConfig(level=logging.WARNING if rank != "0" else logging.DEBUG if args.verbose else logging.INFO,
                         format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
-                               "%(message)s", datefmt="%H:%M:%S")
+                               "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
     from mme.errors import MMEError
     from mme.train.interrupts import Terminated, sigterm_as_interrupt
