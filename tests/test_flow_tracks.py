@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from videos import affine_video, texture, write_video
+from videos import affine_video, analytic_positions, texture, write_video
 
 from mme.data.video import open_video
 from mme.errors import DataError, MMEError
@@ -20,16 +20,6 @@ def encoded(tmp_path, frames, name="v.mp4"):
     path = write_video(tmp_path / name, frames)
     with open_video(path) as r:
         return r.read(range(r.num_frames))
-
-
-def analytic_positions(maps, starts, length, seeds):
-    """True positions ``(S, L+1, Gh, Gw, 2)`` of the seeds placed at each start frame under ``affine_video`` maps."""
-    A = np.concatenate([maps, np.tile([[[0, 0, 1]]], (len(maps), 1, 1))], 1)  # (T, 3, 3)
-    p = np.concatenate([seeds, np.ones(seeds.shape[:2] + (1,))], -1)  # (Gh, Gw, 3)
-    out = []
-    for s in starts:
-        out.append([np.einsum("ij,hwj->hwi", A[s + j] @ np.linalg.inv(A[s]), p)[..., :2] for j in range(length + 1)])
-    return np.array(out)
 
 
 FLOWS = ("dis-balanced", "torch-lk")  # the default and the training step's flow

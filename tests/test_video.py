@@ -294,8 +294,8 @@ def test_a_reader_is_freed_when_its_last_reference_goes(tmp_path, clip_frames):
 
 
 F = 1 << 16  # 1.0 in a display matrix's 16.16 fixed point
-TURNS = {"ccw 90": (0, -F, F, 0), "cw 90": (0, F, -F, 0), "180": (-F, 0, 0, -F), "mirror": (-F, 0, 0, F),
-         "upside down": (F, 0, 0, -F), "transpose": (0, F, F, 0), "anti-transpose": (0, -F, -F, 0)}
+TURNS = {"ccw 90": (0, -F, F, 0), "cw 90": (0, F, -F, 0), "180": (-F, 0, 0, -F), "left to right": (-F, 0, 0, F),
+         "top to bottom": (F, 0, 0, -F), "transpose": (0, F, F, 0), "anti-transpose": (0, -F, -F, 0)}
 """(a, b, c, d) of display matrices: the right-angle turns and mirrors."""
 
 

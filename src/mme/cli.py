@@ -167,7 +167,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "report: counts per status and each video that is unreadable (missing, empty, unreadable, "
                        "decode error: a run skips it), short, damaged (frames FFmpeg decoded with errors and "
                        "concealed, whose pixels depend on the decoder's threads), rotated (a display matrix turns "
-                       "its frames, which are read as coded), or suspicious (read by decoding "
+                       "or mirrors its frames, which are read as coded), or suspicious (read by decoding "
                        "from the start, slower, because its timestamps or frame count cannot be trusted). Exit "
                        "status 1 when a run would skip some videos.")
     p.add_argument("list_files", metavar="lists", nargs="+", help="list files ('path [label]' per line)")

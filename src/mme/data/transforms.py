@@ -121,11 +121,19 @@ class Geometry:
         return np.stack([dxy[..., 0] * (-sx if self.flip else sx), dxy[..., 1] * sy], axis=-1)
 
 
+def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
+    """``frame`` resized to ``size`` (w, h): INTER_AREA when shrinking both sides, which averages like PIL's
+    antialiased bilinear, else INTER_LINEAR (INTER_AREA enlarging replicates pixels at 3x and more, which the flow
+    reads as less motion than there is). The rule of the online crops and of the track cache's working frames."""
+    h, w = frame.shape[:2]
+    interp = cv2.INTER_AREA if (size[0] < w and size[1] < h) else cv2.INTER_LINEAR
+    return cv2.resize(frame, size, dst=dst, interpolation=interp)
+
+
 def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
     """Apply ``geom`` to uint8 frames ``(F, H, W, C)`` -> ``(F, out_h, out_w, C)``: one resize per frame.
 
-    An integer crop box is sliced and resized (INTER_AREA when shrinking, which averages like PIL's
-    antialiased bilinear, INTER_LINEAR when enlarging); a fractional box is warped with the exact affine map.
+    An integer crop box is sliced and :func:`resize`-d; a fractional box is warped with the exact affine map.
     """
     frames, size = np.asarray(frames), (geom.out_w, geom.out_h)
     box = (geom.x0, geom.y0, geom.w, geom.h)
@@ -134,9 +142,8 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
     places = out[..., 0] if out.shape[3] == 1 else out
     if all(float(v).is_integer() for v in box):
         x0, y0, w, h = (int(v) for v in box)
-        interp = cv2.INTER_AREA if (geom.out_w < w and geom.out_h < h) else cv2.INTER_LINEAR
         for f, place in zip(frames, places):
-            cv2.resize(f[y0:y0 + h, x0:x0 + w], size, dst=place, interpolation=interp)
+            resize(f[y0:y0 + h, x0:x0 + w], size, dst=place)
     else:
         sx, sy = geom.scale
         # Edge convention on both sides: x_out = (x - x0) * sx  <=>  OpenCV's centre convention shifted by 0.5.

@@ -109,8 +109,8 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     "frames", "packets", "seeking", "damaged", "display", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when
     FFmpeg flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and
     those that reference them, differ with the decoder's threads; 'rotated' when the file's display matrix
-    (``display``; phone videos) turns or mirrors its frames (``rotation``: FFmpeg's angle), which are read as coded
-    unless ``data.orientation=display``; 'suspicious' when the file must be read
+    (``display``; phone videos) turns or mirrors its frames (``rotation``: FFmpeg's angle, None for a mirror), which
+    are read as coded unless ``data.orientation=display``; 'suspicious' when the file must be read
     sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
     packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
     ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept;
@@ -139,15 +139,17 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
 
 def _turned_how(matrix, path) -> str:
     """What a display matrix does to the frames, and what a run does with it ('' for none or the identity)."""
+    angle = display_angle(matrix)
     try:
         turn = display_turn(matrix, path)
     except VideoError:
-        return (f"its display matrix turns its frames by {display_angle(matrix)} degrees, not a right angle: they are "
-                f"read as coded, and data.orientation=display refuses the file")
+        how = (f"turns its frames by {angle} degrees, not a right angle" if angle is not None else
+               "mirrors its frames otherwise than left to right, top to bottom or across a diagonal")
+        return f"its display matrix {how}: they are read as coded, and data.orientation=display refuses the file"
     if turn not in TURN_NAMES:
         return ""
-    return (f"its display matrix {TURN_NAMES[turn]} (rotation {display_angle(matrix)}); they are read as coded "
-            f"unless data.orientation=display")
+    return (f"its display matrix {TURN_NAMES[turn]}{'' if angle is None else f' (rotation {angle})'}; they are read "
+            f"as coded unless data.orientation=display")
 
 
 class _OpenCVReader(VideoReader):

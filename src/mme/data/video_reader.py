@@ -51,14 +51,20 @@ def display_turn(matrix, path: str | Path = "") -> tuple[bool, bool, bool]:
                                           f"mirror, which data.orientation=display applies")
 
 
-def display_angle(matrix) -> int:
+def display_angle(matrix) -> int | None:
     """The degrees by which ``matrix`` turns frames counterclockwise, as FFmpeg's av_display_rotation_get
-    reports them (PyAV's ``VideoFrame.rotation``); 0 without a matrix."""
-    return 0 if matrix is None else round(-math.degrees(math.atan2(matrix[1], matrix[0])))
+    reports them (PyAV's ``VideoFrame.rotation``); 0 without a matrix. None for a matrix that mirrors them (a
+    negative determinant), which no angle describes (FFmpeg's reads -180 for a mirror left to right, 0 top to
+    bottom: turning the frames by it would not show them as displayed)."""
+    if matrix is None:
+        return 0
+    a, b, _, c, d = (int(v) for v in list(matrix)[:5])
+    return None if a * d - b * c < 0 else round(-math.degrees(math.atan2(b, a)))
 
 
-TURN_NAMES = {(False, True, True): "turns its frames by 180 degrees", (False, False, True): "mirrors its frames",
-              (False, True, False): "turns its frames upside down",
+TURN_NAMES = {(False, True, True): "turns its frames by 180 degrees",
+              (False, False, True): "mirrors its frames left to right",
+              (False, True, False): "mirrors its frames top to bottom",
               (True, True, False): "turns its frames 90 degrees counterclockwise",
               (True, False, True): "turns its frames 90 degrees clockwise",
               (True, False, False): "mirrors its frames across their diagonal",

@@ -11,9 +11,9 @@ it needs (the cost of a read grows neither with the video's length nor with how 
   (the identity past the last frame).
 
 Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
-working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint),
-T + 1 uint64 offsets of the records from the end of the offsets, the records. Version 1 files (``.tracks.npz``: a
-zip of 32-start blocks) are still read.
+working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint,
+the resize's interpolation), T + 1 uint64 offsets of the records from the end of the offsets, the records. Version 1
+files (``.tracks.npz``: a zip of 32-start blocks) are still read.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -53,6 +53,8 @@ _READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, 
                 zipfile.BadZipFile, zlib.error, json.JSONDecodeError, UnicodeDecodeError)
 FINGERPRINT_BYTES = 1 << 16
 """Bytes read at each end of a video for its fingerprint."""
+RESIZE = "area shrinking, else linear"
+"""How a file's working frames were resized (``resize`` in its header: :func:`mme.data.transforms.resize`)."""
 
 
 @dataclass
@@ -119,6 +121,12 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
         f.seek(max(size - FINGERPRINT_BYTES, 0))
         h.update(f.read(FINGERPRINT_BYTES))
     return f"{size}:{h.hexdigest()}"
+
+
+def enlarged_by_area(meta: dict) -> bool:
+    """Whether a cache file's working frames were enlarged with INTER_AREA, as before ``resize`` was recorded: its
+    tracks read less motion than there is. Files of frames only shrunk (or kept) are as this mme makes them."""
+    return meta.get("resize") != RESIZE and min(meta["work_size"]) > min(meta["src_size"])
 
 
 def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
@@ -330,9 +338,10 @@ def _shape_of(source) -> str:
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
     """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
     another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
-    re-encoded or re-downloaded copy) is a VideoError naming both; one whose frames were turned otherwise than
-    this run turns them (``--orientation`` and ``data.orientation`` differ, and the video has a display matrix),
-    or whose displacement bound is below this run's, a ConfigError."""
+    re-encoded or re-downloaded copy) is a VideoError naming both, as is one of frames enlarged with INTER_AREA
+    (:func:`enlarged_by_area`); one whose frames were turned otherwise than this run turns them (``--orientation``
+    and ``data.orientation`` differ, and the video has a display matrix), or whose displacement bound is below this
+    run's, a ConfigError."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
@@ -351,6 +360,11 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same size and frame "
                                               f"count, other content); re-run mme extract (it redoes such files)")
+    if enlarged_by_area(cached.meta):
+        (w0, h0), (w, h) = cached.meta["src_size"], cached.meta["work_size"]
+        raise video_error(path, "track cache", f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that "
+                                              f"copied pixels (INTER_AREA), so its tracks read less motion than there "
+                                              f"is; re-run mme extract (it redoes such files)")
     work_w, work_h = cached.meta["work_size"]
     bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
     if float(cached.meta["max_disp"]) < bound * 0.999:

@@ -26,14 +26,17 @@ import torch
 from tqdm import tqdm
 
 from mme.data.lists import read_list, resolve
+from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, video_error
 from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, FrameCountChanged, MMEError
 from mme.motion.cache import (
+    RESIZE,
     V1_SUFFIX,
     cache_backend,
     cache_file,
     cache_meta,
+    enlarged_by_area,
     quantise,
     same_frames,
     same_source,
@@ -121,7 +124,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
         for a in range(0, n, opts.chunk):
             b = min(n, a + opts.chunk)  # starts a .. b-1
             ids = np.arange(a, min(n, b + opts.length))
-            frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in reader.read(ids)])
+            frames = np.stack([resize(f, (w, h)) for f in reader.read(ids)])
             if opts.batched:  # every start's frame after each step, as a position in `frames` (clamped at the end)
                 at = track_frames(ids.tolist(), list(range(a, b)), opts.length, 1, n - 1, path) - a
                 d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
@@ -137,14 +140,15 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
-                orientation=opts.orientation, turn=list(turn), backend=opts.backend, **made_of)
+                orientation=opts.orientation, turn=list(turn), backend=opts.backend, resize=RESIZE, **made_of)
     save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
 def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
     """``{setting: (the file's, this run's)}`` where a readable cache at ``out_path`` was made with settings other
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
-    no readable cache there, or one made from another version of the file ``video`` (its fingerprint differs)."""
+    no readable cache there, one made from another version of the file ``video`` (its fingerprint differs), or one
+    of frames enlarged by INTER_AREA (:func:`mme.motion.cache.enlarged_by_area`): these are made again."""
     if not out_path.is_file():
         return None
     try:
@@ -158,6 +162,9 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
+        return None
+    if enlarged_by_area(meta):
+        log.info("extract: %s was made from frames enlarged by INTER_AREA (copied pixels): made again", out_path)
         return None
     bound = default_max_disp(work_h, work_w) if opts.max_disp is None else opts.max_disp
     want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate,
