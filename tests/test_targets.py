@@ -95,6 +95,7 @@ def test_paper_defaults_and_combinations():
 @pytest.mark.parametrize("data,match", [
     ({"kind": "flowz"}, "target.kind"),
     ({"loss_weights": {"hog": 1.0}}, "target.loss_weights"),
+    ({"loss_weights": {"traj": 0, "shape": 0}}, "every head's weight is 0"),  # trained nothing, decayed the weights
     ({"flow": "raft"}, "target.flow"),
     ({"track_length": 0}, "target.track_length"),
     ({"std_floor": -1}, "target.std_floor"),

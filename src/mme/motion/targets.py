@@ -107,7 +107,8 @@ class TargetConfig:
     """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
     preset's, else 'none'."""
     loss_weights: dict[str, float] = field(default_factory=dict)
-    """Per-head loss weights by head name (pixel/hog/traj/shape); default 1/number of heads (the release's average)."""
+    """Per-head loss weights by head name (pixel/hog/traj/shape); a head left out weighs 1/number of heads (the
+    release's average): :meth:`loss_weight`."""
     norm_pix: bool = True
     """Pixel target: z-score each token's pixels (VideoMAE's norm_pix_loss)."""
     cache_dir: str | None = None
@@ -156,6 +157,12 @@ class TargetConfig:
         unknown = sorted(set(self.loss_weights) - set(self.heads))
         if unknown:
             raise ConfigError(f"target.loss_weights: no head(s) {unknown}; heads of this target: {list(self.heads)}")
+        if all(self.loss_weight(h) == 0 for h in self.heads):
+            raise ConfigError(f"target.loss_weights: every head's weight is 0 ({self.loss_weights}): the loss is 0, "
+                              "nothing is learned, and weight decay alone shrinks the weights")
+
+    def loss_weight(self, head: str) -> float:
+        return self.loss_weights.get(head, 1.0 / len(self.heads))
 
     @property
     def kinds(self) -> list[str]:
@@ -208,7 +215,6 @@ def head_specs(cfg: TargetConfig, model_cfg: ModelConfig) -> list[HeadSpec]:
     L, K = cfg.track_length, g.points
     cells = (g.patch // g.hog_cell) ** 2
     release = cfg.activation == "release"
-    default_w = 1.0 / len(cfg.heads)
     dims = {
         "pixel": (g.tubelet * g.patch * g.patch * 3, "none", 0, "mean"),
         "hog": (3 * BINS * cells, "sigmoid" if release else "none", model_cfg.head_hidden, "sum"),
@@ -218,7 +224,7 @@ def head_specs(cfg: TargetConfig, model_cfg: ModelConfig) -> list[HeadSpec]:
     specs = []
     for name in cfg.heads:
         dim, act, hidden, red = dims[name]
-        specs.append(HeadSpec(name, dim, act, hidden, cfg.loss_weights.get(name, default_w), red))
+        specs.append(HeadSpec(name, dim, act, hidden, cfg.loss_weight(name), red))
     return specs
 
 
