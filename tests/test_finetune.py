@@ -3,6 +3,8 @@ testing, and `mme finetune` end to end on synthetic videos (accuracy well above 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -198,8 +200,6 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
     """A report of no rows has no top-1 (NaN): written as Python's ``NaN``, which JSON has not (browsers' and jq's
     readers refused the file); every JSON file mme writes holds null there (the demo's results.json too)."""
-    import json
-
     from mme.eval.testing import save_report
 
     report = {**classification_report(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)), "views_per_video": 1,
@@ -311,8 +311,6 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
 
     ckpt = sorted((tmp_path / "ft").glob("checkpoint-*.pt"))[-1]
     assert isinstance(load_model(ckpt), VideoClassifier)
-    import json
-
     from mme.models.export import export  # its HF export names the run's classes (it named them LABEL_i)
 
     assert torch.load(ckpt, weights_only=True)["classes"] == synth.classes  # kept, not looked up again by path
@@ -325,8 +323,6 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
     """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3
     and 9 were computed and dropped); a validation none of whose videos decodes (storage gone) is a warning, and
     training goes on to its checkpoint."""
-    import json
-
     from mme.errors import DataError
     from mme.eval.finetuned import finetune
 
@@ -367,8 +363,6 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
     """config.yaml holds the newest config only: run.json (and every later checkpoint) records each resumption's
     changes with the step they apply from. Fine-tuning's model is the run's own on resumption, so model overrides
     are named as ignored (they were dropped unsaid)."""
-    import json
-
     from mme.eval.finetuned import finetune
 
     extra = ("task.val_list=", "task.test_list=", "train.precision=fp32")
@@ -427,6 +421,47 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         preds = [clf.eval()(normalize_clip(ds[i]["video"])).argmax(-1).item() for i in range(len(ds))]
     labels = [ds[i]["label"] for i in range(len(ds))]
     assert res.reports["test"]["top1"] == pytest.approx(np.mean(np.array(preds) == np.array(labels)))
+
+
+@pytest.fixture(scope="module")
+def stride4(synth, tmp_path_factory):
+    """The checkpoint of a run fine-tuned (1 step) on clips at stride 4 (the tiny recipe's is 2), classes named."""
+    from mme.eval.finetuned import finetune
+
+    out = tmp_path_factory.mktemp("stride4")
+    finetune(_tiny_recipe(synth, out, "train.steps=1", "data.stride=4", "task.val_list=", "task.test_list="))
+    return out / "checkpoint-00000001.pt"
+
+
+EVAL_ONLY = ("task.eval_only=true", "task.val_list=", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32")
+
+
+def _eval_only(synth, stride4, out_dir, *extra):
+    from mme.eval.finetuned import finetune
+
+    return finetune(_tiny_recipe(synth, out_dir, f"train.init={stride4}", *EVAL_ONLY, *extra))
+
+
+def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):
+    """task.eval_only took task.classes (the recipe's, silently) over the names the checkpoint records: in another
+    order, per-class accuracy was filed under the wrong names; unset, under '0', '1', ...; so did --classes of
+    mme export, and a resumed run with a task.classes changed since."""
+    from mme.errors import ConfigError
+    from mme.eval.finetuned import finetune
+    from mme.models.export import export
+
+    (tmp_path / "rev.json").write_text(json.dumps(synth.classes[::-1]))
+    theirs = f"class 0: {synth.classes[-1]!r} against its {synth.classes[0]!r}"
+    with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than train.init "
+                                          rf"{stride4} was trained with \({theirs}\)"):
+        _eval_only(synth, stride4, tmp_path / "ev", f"task.classes={tmp_path}/rev.json")
+    report = _eval_only(synth, stride4, tmp_path / "ev", "task.classes=").reports["test"]
+    assert report["class_names"] == list(report["per_class_accuracy"]) == synth.classes
+    with pytest.raises(ConfigError, match=rf"--classes {tmp_path}/rev.json names other classes than .*{theirs}"):
+        export(stride4, tmp_path / "hf", "hf", "classification", classes=tmp_path / "rev.json")
+    with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than .*{theirs}"):
+        finetune(_tiny_recipe(synth, tmp_path / "re", f"train.resume={stride4}", "train.steps=2", "data.stride=4",
+                              f"task.classes={tmp_path}/rev.json"))
 
 
 def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):

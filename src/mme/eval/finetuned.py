@@ -85,7 +85,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
 def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
     VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training."""
-    from mme.models.checkpoint import load_model
+    from mme.models.checkpoint import build_model, read_checkpoint
 
     if not cfg.train.init:
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
@@ -94,11 +94,12 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     info = dist.init_distributed(choose_device(cfg.train.device).type)
     device = choose_device(cfg.train.device, info.local_rank)
     precision, _ = choose_precision(cfg.train.precision, device)
-    model = load_model(cfg.train.init)
+    ck = read_checkpoint(cfg.train.init)
+    model = build_model(ck)
     if not isinstance(model, VideoClassifier):
         raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
                           "classifier; task.eval_only tests classifiers")
-    names = class_names(cfg)
+    names = class_names(cfg, ck.class_names, f"train.init {cfg.train.init}")
     if names is not None and len(names) != model.num_classes:
         raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
     check_test_lists(cfg, model.num_classes)
@@ -139,7 +140,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         run = setup(cfg, _validation(cfg))
         engine.print_summary(run, describe(run))
         history = loop.train(run).history
-        reports = _final_tests(run.model, run.cfg, run.device, run.precision, class_names(run.cfg)) \
+        reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes")) \
             if run.step >= run.total_steps else {}
         return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
     finally:
