@@ -305,6 +305,12 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
         assert report["views_per_video"] == 6 and report["num_samples"] == 8 and report["failures"] == []
         assert list(report["per_class_accuracy"]) == synth.classes
         assert (tmp_path / "ft" / f"{split}.json").is_file() and (tmp_path / "ft" / f"{split}_confusion.png").is_file()
+        saved = json.loads((tmp_path / "ft" / f"{split}.json").read_text())  # what was tested (it said nothing)
+        assert {k: saved[k] for k in ("checkpoint", "list", "root", "sampling", "stride", "clips", "crops",
+                                      "precision")} == {
+            "checkpoint": str(tmp_path / "ft" / "checkpoint-00000003.pt"), "list": f"{synth.root}/{split}.txt",
+            "root": str(synth.root), "sampling": "stride", "stride": 2, "clips": 2, "crops": 3,
+            "precision": json.loads((tmp_path / "ft" / "run.json").read_text())["precision"]}
     # the checkpoint is a classifier that the checkpoint loaders read
     from mme.models.checkpoint import load_model
     from mme.models.classifier import VideoClassifier

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,24 +63,34 @@ def _validation(cfg: FinetuneConfig):
 
 def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConfig, device: torch.device,
              precision: str, names: list[str] | None = None, name: str | None = None) -> dict[str, Any]:
-    """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world). With a
-    ``name``, rank 0 writes ``<name>.json`` (report, views, failures) and ``<name>_confusion.png`` into
-    ``train.out_dir``."""
+    """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world); ``name``: the
+    split, whose progress rank 0 shows."""
     rank, world = dist.get_rank(), dist.get_world_size()
     pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                              batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
                              precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
-    report = multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
-    if name and dist.is_main():
-        save_report(report, cfg.train.out_dir, name)
-    return report
+    return multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
 
 
 def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,
-                 names: list[str] | None) -> dict[str, dict]:
-    """The multi-view reports of the val and test lists (those set), written to ``train.out_dir``."""
-    return {name: evaluate(model, _test_set(cfg, list_file), cfg, device, precision, names, name)
-            for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)) if list_file}
+                 names: list[str] | None, checkpoint: str | Path | None) -> dict[str, dict]:
+    """The multi-view reports of the val and test lists (those set), written to ``train.out_dir`` with what was
+    tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision."""
+    reports = {}
+    for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
+        if not list_file:
+            continue
+        dataset = _test_set(cfg, list_file)
+        d = dataset.cfg
+        reports[name] = {**evaluate(model, dataset, cfg, device, precision, names, name),
+                         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+                         "list": os.path.abspath(list_file), "root": os.path.abspath(d.root or "."),
+                         "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,
+                         "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
+                         "clips": d.test_clips, "crops": d.test_crops, "precision": precision}
+        if dist.is_main():
+            save_report(reports[name], cfg.train.out_dir, name)
+    return reports
 
 
 def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
@@ -112,7 +123,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     dist.on_main(run_folder.take, cfg.train.out_dir)
-    return _final_tests(model, cfg, device, precision, names)
+    return _final_tests(model, cfg, device, precision, names, cfg.train.init)
 
 
 @dataclass
@@ -139,10 +150,11 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
         run = setup(cfg, _validation(cfg))
         engine.print_summary(run, describe(run))
-        history = loop.train(run).history
-        reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes")) \
-            if run.step >= run.total_steps else {}
-        return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
+        trained = loop.train(run)
+        reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),
+                               trained.checkpoint) if run.step >= run.total_steps else {}
+        return FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
+                              dist.get_rank())
     finally:
         engine.finish(run)
 
