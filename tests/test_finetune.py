@@ -282,17 +282,20 @@ def synth(tmp_path_factory):
                           num_frames=16, workers=1, splits=(0.5, 0.25, 0.25))
 
 
+def _tiny_overrides(synth, out_dir, *extra: str) -> list[str]:
+    r = synth.root
+    return [f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
+            f"task.val_list={r}/val.txt", f"task.test_list={r}/test.txt", f"train.out_dir={out_dir}",
+            "model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
+            "model.depth=2", "model.num_heads=2", "data.num_workers=0", "train.batch_size=4", "optim.lr_batch_ref=4",
+            "optim.warmup_steps=2", "train.log_every=1", *extra]
+
+
 def _tiny_recipe(synth, out_dir, *extra: str):
     from mme.config import load_config
     from mme.train.config import FinetuneConfig
 
-    r = synth.root
-    return load_config(FinetuneConfig, "finetune_tiny_cpu", [
-        f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
-        f"task.val_list={r}/val.txt", f"task.test_list={r}/test.txt", f"train.out_dir={out_dir}",
-        "model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
-        "model.depth=2", "model.num_heads=2", "data.num_workers=0", "train.batch_size=4", "optim.lr_batch_ref=4",
-        "optim.warmup_steps=2", "train.log_every=1", *extra])
+    return load_config(FinetuneConfig, "finetune_tiny_cpu", _tiny_overrides(synth, out_dir, *extra))
 
 
 def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_path):
@@ -468,6 +471,26 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
     with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than .*{theirs}"):
         finetune(_tiny_recipe(synth, tmp_path / "re", f"train.resume={stride4}", "train.steps=2", "data.stride=4",
                               f"task.classes={tmp_path}/rev.json"))
+
+
+def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4, tmp_path, caplog):
+    """task.eval_only took the frames, size and tubelet from the checkpoint but the stride from the recipe (2, where
+    the classifier was trained at 4), unsaid; a stride given on the command line still wins."""
+    import logging
+
+    from mme.eval.finetuned import main
+
+    caplog.set_level(logging.INFO, logger="mme")
+    report = _eval_only(synth, stride4, tmp_path / "ev").reports["test"]
+    assert f"clips sampled at stride 4 (data.sampling and data.stride of the run that made {stride4}), not the " \
+        "recipe's at stride 2" in caplog.text
+    assert report["sampling"] == "stride" and report["stride"] == 4
+    assert report["checkpoint"] == str(stride4) and report["precision"] == "fp32"
+    assert main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "ev3", f"train.init={stride4}", *EVAL_ONLY,
+                                                     "data.stride=3")) == 0
+    assert json.loads((tmp_path / "ev3" / "test.json").read_text())["stride"] == 3
+    assert "clips sampled at stride 3 (data.sampling of the run that made" in caplog.text
+    assert "data.stride as given on the command line)" in caplog.text
 
 
 def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mme.config import load_config
-from mme.data.dataset import ClassificationDataset
+from mme.config import flatten, load_config, parse_overrides
+from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
 from mme.models.classifier import VideoClassifier
@@ -93,9 +94,11 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     return reports
 
 
-def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
+def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dict[str, dict]:
     """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
-    VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training."""
+    VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training. Its clips are
+    those it was trained on: frames, size and tubelet from its config, sampling and stride from its run's (where
+    the file records that run's config) unless ``given`` (the dotted keys set on the command line) names them."""
     from mme.models.checkpoint import build_model, read_checkpoint
 
     if not cfg.train.init:
@@ -115,15 +118,30 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
         raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
     check_test_lists(cfg, model.num_classes)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
-    data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size)
-    if data != cfg.data:
+    ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
+    taken = {k: ran[k] for k in ("sampling", "stride") if k in ran and f"data.{k}" not in given}
+    data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size,
+                               **taken)
+    if (data.num_frames, data.img_size, data.tubelet) != (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet):
         log.info("task.eval_only: test clips of %d frames of %d px (tubelet %d), as %s was trained on, not the "
                  "recipe's %d of %d px", m.num_frames, m.img_size, m.tubelet_size, cfg.train.init,
                  cfg.data.num_frames, cfg.data.img_size)
+    if ran:
+        whence = [f"data.{k} as given on the command line" for k in ("sampling", "stride") if f"data.{k}" in given]
+        if taken:
+            whence.insert(0, f"{' and '.join(f'data.{k}' for k in taken)} of the run that made {cfg.train.init}")
+    else:
+        whence = [f"the config's: {cfg.train.init} records no run config to take them from"]
+    unlike = "" if _sampling(data) == _sampling(cfg.data) else f", not the recipe's {_sampling(cfg.data)}"
+    log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), "; ".join(whence), unlike)
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     dist.on_main(run_folder.take, cfg.train.out_dir)
     return _final_tests(model, cfg, device, precision, names, cfg.train.init)
+
+
+def _sampling(data: DataConfig) -> str:
+    return f"at stride {data.stride}" if data.sampling == "stride" else "by TSN segments"
 
 
 @dataclass
@@ -140,13 +158,14 @@ class FinetuneResult:
     """This process's rank (the process group is gone when the result is returned)."""
 
 
-def finetune(cfg: FinetuneConfig) -> FinetuneResult:
-    """Set up (failing fast on bad input), print the run summary, train, then multi-view test."""
+def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult:
+    """Set up (failing fast on bad input), print the run summary, train, then multi-view test; ``given``: see
+    :func:`evaluate_checkpoint`."""
     t0 = time.perf_counter()
     run = None
     try:
         if cfg.task.eval_only:
-            reports = evaluate_checkpoint(cfg)
+            reports = evaluate_checkpoint(cfg, given)
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
         run = setup(cfg, _validation(cfg))
         engine.print_summary(run, describe(run))
@@ -161,7 +180,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme finetune --config RECIPE key=value ...``."""
-    result = finetune(load_config(FinetuneConfig, recipe, overrides))
+    result = finetune(load_config(FinetuneConfig, recipe, overrides), flatten(parse_overrides(overrides)))
     if result.rank == 0:
         summary = {name: {k: r[k] for k in ("top1", "top5", "mean_class_accuracy", "views_per_video")}
                    for name, r in result.reports.items()}
