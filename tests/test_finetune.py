@@ -3,6 +3,8 @@ testing, and `mme finetune` end to end on synthetic videos (accuracy well above 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -198,8 +200,6 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
     """A report of no rows has no top-1 (NaN): written as Python's ``NaN``, which JSON has not (browsers' and jq's
     readers refused the file); every JSON file mme writes holds null there (the demo's results.json too)."""
-    import json
-
     from mme.eval.testing import save_report
 
     report = {**classification_report(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)), "views_per_video": 1,
@@ -282,17 +282,20 @@ def synth(tmp_path_factory):
                           num_frames=16, workers=1, splits=(0.5, 0.25, 0.25))
 
 
+def _tiny_overrides(synth, out_dir, *extra: str) -> list[str]:
+    r = synth.root
+    return [f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
+            f"task.val_list={r}/val.txt", f"task.test_list={r}/test.txt", f"train.out_dir={out_dir}",
+            "model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
+            "model.depth=2", "model.num_heads=2", "data.num_workers=0", "train.batch_size=4", "optim.lr_batch_ref=4",
+            "optim.warmup_steps=2", "train.log_every=1", *extra]
+
+
 def _tiny_recipe(synth, out_dir, *extra: str):
     from mme.config import load_config
     from mme.train.config import FinetuneConfig
 
-    r = synth.root
-    return load_config(FinetuneConfig, "finetune_tiny_cpu", [
-        f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
-        f"task.val_list={r}/val.txt", f"task.test_list={r}/test.txt", f"train.out_dir={out_dir}",
-        "model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
-        "model.depth=2", "model.num_heads=2", "data.num_workers=0", "train.batch_size=4", "optim.lr_batch_ref=4",
-        "optim.warmup_steps=2", "train.log_every=1", *extra])
+    return load_config(FinetuneConfig, "finetune_tiny_cpu", _tiny_overrides(synth, out_dir, *extra))
 
 
 def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_path):
@@ -305,14 +308,18 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
         assert report["views_per_video"] == 6 and report["num_samples"] == 8 and report["failures"] == []
         assert list(report["per_class_accuracy"]) == synth.classes
         assert (tmp_path / "ft" / f"{split}.json").is_file() and (tmp_path / "ft" / f"{split}_confusion.png").is_file()
+        saved = json.loads((tmp_path / "ft" / f"{split}.json").read_text())  # what was tested (it said nothing)
+        assert {k: saved[k] for k in ("checkpoint", "list", "root", "sampling", "stride", "clips", "crops",
+                                      "precision")} == {
+            "checkpoint": str(tmp_path / "ft" / "checkpoint-00000003.pt"), "list": f"{synth.root}/{split}.txt",
+            "root": str(synth.root), "sampling": "stride", "stride": 2, "clips": 2, "crops": 3,
+            "precision": json.loads((tmp_path / "ft" / "run.json").read_text())["precision"]}
     # the checkpoint is a classifier that the checkpoint loaders read
     from mme.models.checkpoint import load_model
     from mme.models.classifier import VideoClassifier
 
     ckpt = sorted((tmp_path / "ft").glob("checkpoint-*.pt"))[-1]
     assert isinstance(load_model(ckpt), VideoClassifier)
-    import json
-
     from mme.models.export import export  # its HF export names the run's classes (it named them LABEL_i)
 
     assert torch.load(ckpt, weights_only=True)["classes"] == synth.classes  # kept, not looked up again by path
@@ -325,8 +332,6 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
     """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3
     and 9 were computed and dropped); a validation none of whose videos decodes (storage gone) is a warning, and
     training goes on to its checkpoint."""
-    import json
-
     from mme.errors import DataError
     from mme.eval.finetuned import finetune
 
@@ -367,8 +372,6 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
     """config.yaml holds the newest config only: run.json (and every later checkpoint) records each resumption's
     changes with the step they apply from. Fine-tuning's model is the run's own on resumption, so model overrides
     are named as ignored (they were dropped unsaid)."""
-    import json
-
     from mme.eval.finetuned import finetune
 
     extra = ("task.val_list=", "task.test_list=", "train.precision=fp32")
@@ -427,6 +430,67 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
         preds = [clf.eval()(normalize_clip(ds[i]["video"])).argmax(-1).item() for i in range(len(ds))]
     labels = [ds[i]["label"] for i in range(len(ds))]
     assert res.reports["test"]["top1"] == pytest.approx(np.mean(np.array(preds) == np.array(labels)))
+
+
+@pytest.fixture(scope="module")
+def stride4(synth, tmp_path_factory):
+    """The checkpoint of a run fine-tuned (1 step) on clips at stride 4 (the tiny recipe's is 2), classes named."""
+    from mme.eval.finetuned import finetune
+
+    out = tmp_path_factory.mktemp("stride4")
+    finetune(_tiny_recipe(synth, out, "train.steps=1", "data.stride=4", "task.val_list=", "task.test_list="))
+    return out / "checkpoint-00000001.pt"
+
+
+EVAL_ONLY = ("task.eval_only=true", "task.val_list=", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32")
+
+
+def _eval_only(synth, stride4, out_dir, *extra):
+    from mme.eval.finetuned import finetune
+
+    return finetune(_tiny_recipe(synth, out_dir, f"train.init={stride4}", *EVAL_ONLY, *extra))
+
+
+def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):
+    """task.eval_only took task.classes (the recipe's, silently) over the names the checkpoint records: in another
+    order, per-class accuracy was filed under the wrong names; unset, under '0', '1', ...; so did --classes of
+    mme export, and a resumed run with a task.classes changed since."""
+    from mme.errors import ConfigError
+    from mme.eval.finetuned import finetune
+    from mme.models.export import export
+
+    (tmp_path / "rev.json").write_text(json.dumps(synth.classes[::-1]))
+    theirs = f"class 0: {synth.classes[-1]!r} against its {synth.classes[0]!r}"
+    with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than train.init "
+                                          rf"{stride4} was trained with \({theirs}\)"):
+        _eval_only(synth, stride4, tmp_path / "ev", f"task.classes={tmp_path}/rev.json")
+    report = _eval_only(synth, stride4, tmp_path / "ev", "task.classes=").reports["test"]
+    assert report["class_names"] == list(report["per_class_accuracy"]) == synth.classes
+    with pytest.raises(ConfigError, match=rf"--classes {tmp_path}/rev.json names other classes than .*{theirs}"):
+        export(stride4, tmp_path / "hf", "hf", "classification", classes=tmp_path / "rev.json")
+    with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than .*{theirs}"):
+        finetune(_tiny_recipe(synth, tmp_path / "re", f"train.resume={stride4}", "train.steps=2", "data.stride=4",
+                              f"task.classes={tmp_path}/rev.json"))
+
+
+def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4, tmp_path, caplog):
+    """task.eval_only took the frames, size and tubelet from the checkpoint but the stride from the recipe (2, where
+    the classifier was trained at 4), unsaid; a stride given on the command line still wins."""
+    import logging
+
+    from mme.eval.finetuned import main
+
+    caplog.set_level(logging.INFO, logger="mme")
+    report = _eval_only(synth, stride4, tmp_path / "ev").reports["test"]
+    assert f"clips sampled at stride 4 (data.sampling and data.stride of the run that made {stride4}), not the " \
+        "recipe's at stride 2" in caplog.text
+    assert report["sampling"] == "stride" and report["stride"] == 4
+    assert report["checkpoint"] == str(stride4) and report["precision"] == "fp32"
+    assert main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "ev3", f"train.init={stride4}", *EVAL_ONLY,
+                                                     "data.stride=3")) == 0
+    assert json.loads((tmp_path / "ev3" / "test.json").read_text())["stride"] == 3
+    assert "clips sampled at stride 3 (data.sampling of the run that made" in caplog.text
+    assert "data.stride as given on the command line)" in caplog.text
 
 
 def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):

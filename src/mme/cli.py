@@ -344,8 +344,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: what "
                         "SRC records, a run's target.norm_pix, else on)")
     p.add_argument("--classes", default=None, metavar="FILE",
-                   help="hf classification: the class names (task.classes's JSON; default: the fine-tuning run's "
-                        "task.classes where that file is still there, else LABEL_<id>)")
+                   help="hf classification: the class names (task.classes's JSON) of a classifier that records "
+                        "none (default: those it records, a fine-tuning run's task.classes, else LABEL_<id>)")
     _calls(p, "mme.models.export:export", outcome=print)
 
 

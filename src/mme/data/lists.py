@@ -20,7 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from mme.data.video import check_video
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.utils import atomic_write_text, check_output
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,22 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
         twice = sorted({n for n in names if names.count(n) > 1})
         raise DataError(f"{what} {path}: names {twice} more than one class (a name must say which class it is)")
     return names
+
+
+def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: list[str] | None,
+                     source: str) -> list[str] | None:
+    """The class names of the classifier in ``source``: those it records (the names it was trained with), else
+    ``given`` (read from ``key`` ``path``); both, and not the same, is a ConfigError naming both (a head's class
+    ids filed under other classes' names would pass unseen)."""
+    if given is None or recorded is None or given == recorded:
+        return recorded if given is None else given
+    if len(given) != len(recorded):
+        diff = f"{len(given)} classes against its {len(recorded)}"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(given, recorded)) if a != b)
+        diff = f"class {i}: {given[i]!r} against its {recorded[i]!r}"
+    raise ConfigError(f"{key} {path} names other classes than {source} was trained with ({diff}); without {key}, "
+                      "the names it records are used")
 
 
 def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[ListEntry]:

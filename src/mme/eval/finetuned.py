@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mme.config import load_config
-from mme.data.dataset import ClassificationDataset
+from mme.config import flatten, load_config, parse_overrides
+from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
 from mme.models.classifier import VideoClassifier
@@ -62,30 +64,42 @@ def _validation(cfg: FinetuneConfig):
 
 def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConfig, device: torch.device,
              precision: str, names: list[str] | None = None, name: str | None = None) -> dict[str, Any]:
-    """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world). With a
-    ``name``, rank 0 writes ``<name>.json`` (report, views, failures) and ``<name>_confusion.png`` into
-    ``train.out_dir``."""
+    """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world); ``name``: the
+    split, whose progress rank 0 shows."""
     rank, world = dist.get_rank(), dist.get_world_size()
     pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                              batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
                              precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
-    report = multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
-    if name and dist.is_main():
-        save_report(report, cfg.train.out_dir, name)
-    return report
+    return multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
 
 
 def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,
-                 names: list[str] | None) -> dict[str, dict]:
-    """The multi-view reports of the val and test lists (those set), written to ``train.out_dir``."""
-    return {name: evaluate(model, _test_set(cfg, list_file), cfg, device, precision, names, name)
-            for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)) if list_file}
+                 names: list[str] | None, checkpoint: str | Path | None) -> dict[str, dict]:
+    """The multi-view reports of the val and test lists (those set), written to ``train.out_dir`` with what was
+    tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision."""
+    reports = {}
+    for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
+        if not list_file:
+            continue
+        dataset = _test_set(cfg, list_file)
+        d = dataset.cfg
+        reports[name] = {**evaluate(model, dataset, cfg, device, precision, names, name),
+                         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+                         "list": os.path.abspath(list_file), "root": os.path.abspath(d.root or "."),
+                         "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,
+                         "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
+                         "clips": d.test_clips, "crops": d.test_crops, "precision": precision}
+        if dist.is_main():
+            save_report(reports[name], cfg.train.out_dir, name)
+    return reports
 
 
-def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
+def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dict[str, dict]:
     """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
-    VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training."""
-    from mme.models.checkpoint import load_model
+    VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training. Its clips are
+    those it was trained on: frames, size and tubelet from its config, sampling and stride from its run's (where
+    the file records that run's config) unless ``given`` (the dotted keys set on the command line) names them."""
+    from mme.models.checkpoint import build_model, read_checkpoint
 
     if not cfg.train.init:
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
@@ -94,24 +108,40 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     info = dist.init_distributed(choose_device(cfg.train.device).type)
     device = choose_device(cfg.train.device, info.local_rank)
     precision, _ = choose_precision(cfg.train.precision, device)
-    model = load_model(cfg.train.init)
+    ck = read_checkpoint(cfg.train.init)
+    model = build_model(ck)
     if not isinstance(model, VideoClassifier):
         raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
                           "classifier; task.eval_only tests classifiers")
-    names = class_names(cfg)
+    names = class_names(cfg, ck.class_names, f"train.init {cfg.train.init}")
     if names is not None and len(names) != model.num_classes:
         raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
     check_test_lists(cfg, model.num_classes)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
-    data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size)
-    if data != cfg.data:
+    ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
+    taken = {k: ran[k] for k in ("sampling", "stride") if k in ran and f"data.{k}" not in given}
+    data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size,
+                               **taken)
+    if (data.num_frames, data.img_size, data.tubelet) != (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet):
         log.info("task.eval_only: test clips of %d frames of %d px (tubelet %d), as %s was trained on, not the "
                  "recipe's %d of %d px", m.num_frames, m.img_size, m.tubelet_size, cfg.train.init,
                  cfg.data.num_frames, cfg.data.img_size)
+    if ran:
+        whence = [f"data.{k} as given on the command line" for k in ("sampling", "stride") if f"data.{k}" in given]
+        if taken:
+            whence.insert(0, f"{' and '.join(f'data.{k}' for k in taken)} of the run that made {cfg.train.init}")
+    else:
+        whence = [f"the config's: {cfg.train.init} records no run config to take them from"]
+    unlike = "" if _sampling(data) == _sampling(cfg.data) else f", not the recipe's {_sampling(cfg.data)}"
+    log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), "; ".join(whence), unlike)
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     dist.on_main(run_folder.take, cfg.train.out_dir)
-    return _final_tests(model, cfg, device, precision, names)
+    return _final_tests(model, cfg, device, precision, names, cfg.train.init)
+
+
+def _sampling(data: DataConfig) -> str:
+    return f"at stride {data.stride}" if data.sampling == "stride" else "by TSN segments"
 
 
 @dataclass
@@ -128,27 +158,29 @@ class FinetuneResult:
     """This process's rank (the process group is gone when the result is returned)."""
 
 
-def finetune(cfg: FinetuneConfig) -> FinetuneResult:
-    """Set up (failing fast on bad input), print the run summary, train, then multi-view test."""
+def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult:
+    """Set up (failing fast on bad input), print the run summary, train, then multi-view test; ``given``: see
+    :func:`evaluate_checkpoint`."""
     t0 = time.perf_counter()
     run = None
     try:
         if cfg.task.eval_only:
-            reports = evaluate_checkpoint(cfg)
+            reports = evaluate_checkpoint(cfg, given)
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
         run = setup(cfg, _validation(cfg))
         engine.print_summary(run, describe(run))
-        history = loop.train(run).history
-        reports = _final_tests(run.model, run.cfg, run.device, run.precision, class_names(run.cfg)) \
-            if run.step >= run.total_steps else {}
-        return FinetuneResult(run.out_dir, run.step, history, reports, time.perf_counter() - t0, dist.get_rank())
+        trained = loop.train(run)
+        reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),
+                               trained.checkpoint) if run.step >= run.total_steps else {}
+        return FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
+                              dist.get_rank())
     finally:
         engine.finish(run)
 
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme finetune --config RECIPE key=value ...``."""
-    result = finetune(load_config(FinetuneConfig, recipe, overrides))
+    result = finetune(load_config(FinetuneConfig, recipe, overrides), flatten(parse_overrides(overrides)))
     if result.rank == 0:
         summary = {name: {k: r[k] for k in ("top1", "top5", "mean_class_accuracy", "views_per_video")}
                    for name, r in result.reports.items()}

@@ -101,8 +101,8 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
     ``norm_pix_loss``): unset, what the source records (a run's ``target.norm_pix``, an export's, a Hugging Face
     config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``).
-    ``classes``: a classifier's class-name file (``task.classes``'s format); unset, the fine-tuning run's
-    ``task.classes`` where that file is still there, else ``LABEL_<id>``."""
+    ``classes``: a classifier's class-name file (``task.classes``'s format), for one whose file records no names
+    (other names than it records are refused); unset, the names it records, else ``LABEL_<id>``."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
     ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
@@ -138,12 +138,13 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
 
 
 def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]:
-    """A classifier's class names by id: from ``classes``, else those its file records (a fine-tuning run's
-    ``task.classes``), else ``LABEL_<id>`` (said)."""
-    from mme.data.lists import read_classes
+    """A classifier's class names by id: those its file records (a fine-tuning run's ``task.classes``), else from
+    ``classes`` (other names than the recorded ones are a ConfigError), else ``LABEL_<id>`` (said)."""
+    from mme.data.lists import agreeing_classes, read_classes
 
     n = ck.classifier["num_classes"]
-    names = read_classes(classes, "classes") if classes is not None else ck.class_names
+    names = agreeing_classes(read_classes(classes, "classes") if classes is not None else None, "--classes", classes,
+                             ck.class_names, ck.source)
     if names is None:
         named = (ck.run_config.get("task") or {}).get("classes")
         log.warning("%s: no class names recorded%s; exported as LABEL_0 .. LABEL_%d (give --classes FILE)",

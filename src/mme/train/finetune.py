@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.lists import check_labels, read_classes, read_list, resolve
+from mme.data.lists import agreeing_classes, check_labels, read_classes, read_list, resolve
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
@@ -81,8 +81,11 @@ class RepeatedClips(Dataset):
                 "index": torch.tensor([it["index"] for it in items])}
 
 
-def class_names(cfg: FinetuneConfig) -> list[str] | None:
-    return read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
+def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: str = "") -> list[str] | None:
+    """``task.classes``'s names, or those the classifier checkpoint ``source`` records (``recorded``): see
+    :func:`mme.data.lists.agreeing_classes`."""
+    given = read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
+    return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source)
 
 
 def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
@@ -159,7 +162,7 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
     ``after_step``: the engine's hook, e.g. periodic validation (mme.eval.finetuned)."""
     t = cfg.train
     start = engine.begin(cfg)
-    names = class_names(cfg)
+    names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else class_names(cfg)
     num_classes = _num_classes(cfg, names)
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
