@@ -120,6 +120,31 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
         from_class_folders(root)
 
 
+def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):
+    """A split of symlinked class folders, a symlinked sub-folder, a link back to an ancestor (before: rglob
+    walked no symlinked folder, so the train split was silently left out); a video in no class folder and a split
+    folder without videos are logged."""
+    for rel in ("pool/A/a1.mp4", "pool/B/b1.mp4", "ext/nested/n1.mp4", "ds/val/A/a2.mp4", "ds/val/B/b2.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    ds = tmp_path / "ds"
+    for name in ("A", "B"):
+        (ds / "train").mkdir(exist_ok=True)
+        (ds / "train" / name).symlink_to(tmp_path / "pool" / name, target_is_directory=True)
+    (ds / "val" / "B" / "more").symlink_to(tmp_path / "ext" / "nested", target_is_directory=True)
+    (ds / "val" / "B" / "loop").symlink_to(ds / "val" / "B", target_is_directory=True)  # walked once, not forever
+    (ds / "test" / "A").mkdir(parents=True)
+    (ds / "loose.mp4").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, classes = from_class_folders(ds)
+    assert classes == ["A", "B"]
+    assert splits == {"train": [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/b1.mp4", 1)],
+                      "val": [ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1),
+                              ListEntry("val/B/more/n1.mp4", 1)]}
+    assert "1 video(s) outside class folders are not listed, e.g. loose.mp4" in caplog.text
+    assert "sub-folders without videos, no list written for them: ['test']" in caplog.text
+
+
 def test_ucf101_official_splits(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
     (tmp_path / "trainlist01.txt").write_text(

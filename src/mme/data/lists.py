@@ -226,6 +226,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         raise DataError(f"video folder not found: {root}")
     videos = _videos_by_folder(root)
     holding = [name for name in videos if videos[name]]
+    empty = [name for name in videos if not videos[name]]
     split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
@@ -237,12 +238,13 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         if max(named.values()) > 1:
             raise DataError(f"{root}: split folders {split_dirs} name the same split twice "
                             f"({[s for s, n in named.items() if n > 1]}); merge them or give each split its own name")
+        if empty:
+            log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         names = {c for folders in per_split.values() for c, files in folders.items() if files}
     else:
         per_split = {"": videos}
         names = set(holding)
-        empty = [name for name in videos if not videos[name]]
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
     if classes is None:
@@ -267,11 +269,33 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
 
 
 def _videos_by_folder(root: Path) -> dict[str, list[Path]]:
-    """Each non-hidden sub-folder of ``root`` -> the videos under it (at any depth, none hidden), sorted."""
+    """Each non-hidden sub-folder of ``root`` -> :func:`videos_under` it. Videos at the top of ``root``, in no
+    sub-folder, are logged."""
+    loose = sorted(f.name for f in root.iterdir() if _is_video(f))
+    if loose:
+        log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return {name: [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()
-                   and not any(part.startswith(".") for part in f.relative_to(root).parts)]
-            for name in folders}
+    return {name: videos_under(root / name) for name in folders}
+
+
+def videos_under(folder: str | Path) -> list[Path]:
+    """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder (a symlinked
+    sub-folder is followed, which ``Path.rglob`` does not do; a folder reached again, by a link to it or to an
+    ancestor, is walked once)."""
+    seen, videos = set(), []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        if os.path.realpath(top) in seen:
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(top))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # a folder reached twice: under its first name
+        videos += [Path(top, f) for f in files if _is_video(Path(top, f))]
+    return sorted(videos)
+
+
+def _is_video(path: Path) -> bool:
+    """A file with a video suffix, not hidden (macOS's '._' companions are not videos)."""
+    return not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTS and path.is_file()
 
 
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
