@@ -357,7 +357,8 @@ def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, 
 
 
 def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_path, caplog):
-    """``mme finetune`` scored a test list equal to its training list without a word (``mme probe`` refuses it)."""
+    """``mme finetune`` scored a test list equal to its training list without a word (``mme probe`` refuses it);
+    a test list naming a training video through a symlink shares it too (before: compared by spelling)."""
     import logging
 
     from mme.config import load_config
@@ -366,7 +367,10 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
     from mme.train.finetune import check_test_lists
 
     d = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=4, size=32, num_frames=8, workers=1)
-    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False)):
+    first = d.lists["train"].read_text().splitlines()[0].rsplit(maxsplit=1)
+    (tmp_path / "link.mp4").symlink_to(d.root / first[0])
+    (tmp_path / "linked.txt").write_text(f"{tmp_path / 'link.mp4'} {first[1]}\n")
+    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False), (tmp_path / "linked.txt", True)):
         cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
             f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.classes=", "task.val_list=",
             f"task.test_list={test_list}"])

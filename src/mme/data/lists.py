@@ -109,6 +109,12 @@ def resolve(entry: ListEntry, root: str | Path) -> str:
     return entry.path if os.path.isabs(entry.path) or not root else os.path.join(str(root), entry.path)
 
 
+def real_path(entry: ListEntry, root: str | Path) -> str:
+    """The file of an entry by its real path, one however it is spelt ('./a.mp4', 'x/../a.mp4', a symlink to it):
+    what lists that must not share videos are compared by."""
+    return os.path.realpath(resolve(entry, root))
+
+
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:
     """Write entries in the VideoMAE format (atomically). A path that the format cannot hold, one with a line
     break or space at either end (which :func:`read_list` strips), is a DataError naming it."""

@@ -14,7 +14,6 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +168,9 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
 
 def _check_disjoint(lists: dict[str, str | Path], root: str) -> None:
     """Refuse splits that share videos: a probe would score videos it was fit on (kNN finds each one itself)."""
-    from mme.data.lists import read_list, resolve
+    from mme.data.lists import read_list, real_path
 
-    videos = {split: {os.path.abspath(resolve(e, root)) for e in read_list(f)[0]} for split, f in lists.items()}
+    videos = {split: {real_path(e, root) for e in read_list(f)[0]} for split, f in lists.items()}
     names = list(videos)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
