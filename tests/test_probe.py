@@ -165,6 +165,26 @@ def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_pa
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_list_that_names_a_video_twice_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """A train list of 24 videos each listed twice probed a random encoder at 77.8 % (33.3 % listed once): a copy
+    in the split carved from train found its twin in the other part. A val or test list would score it twice."""
+    from mme.cli import main
+
+    r = synth.root
+    lines = (r / "train.txt").read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join([*lines, f"./{lines[2]}"]) + "\n")  # line 13: line 3 again
+    base = ["probe", "unused.ckpt", "--root", str(r), "--out", str(tmp_path / "p")]
+    assert main([*base, "--train", str(tmp_path / "train.txt")]) == 1
+    video = (r / lines[2].rsplit(maxsplit=1)[0]).resolve()
+    assert capsys.readouterr().err.strip().endswith(
+        f"the train list {tmp_path / 'train.txt'}: lines 3 and 13 list the same video {video}; list each video "
+        f"once (twice, it is scored twice, or fit on and scored)")
+    (tmp_path / "test.txt").write_text((r / "test.txt").read_text() * 2)
+    assert main([*base, "--train", str(r / "train.txt"), "--test", str(tmp_path / "test.txt")]) == 1
+    assert "the test list" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "features").exists()
+
+
 def test_a_label_beyond_the_class_map_is_refused_before_any_embedding(synth, tmp_path, capsys):
     """A label the class map has no name for (or a map with gaps in its ids) ended the probe after every split
     had been embedded, in a bare IndexError; now it is one line first."""

@@ -15,7 +15,7 @@ import os
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ListEntry:
-    """One video of a list: its path as written in the list and its class id (None when unlabelled)."""
+    """One video of a list: its path as written in the list, its class id (None when unlabelled) and the line it
+    was read from (0 when not read from a file; not compared)."""
 
     path: str
     label: int | None = None
+    line_no: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
     entries, bad = [], []
     for n, text in rows:
         if not labelled:
-            entries.append(ListEntry(text))
+            entries.append(ListEntry(text, line_no=n))
             continue
         parts = text.rsplit(maxsplit=1)
         reason = None
@@ -88,7 +90,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
         elif int(parts[1]) < 0:
             reason = f"negative label {parts[1]}"
         if reason is None:
-            entries.append(ListEntry(parts[0], int(parts[1])))
+            entries.append(ListEntry(parts[0], int(parts[1]), n))
             continue
         bad.append(BadLine(list_file, n, text, reason))
         if strict:
@@ -113,6 +115,20 @@ def real_path(entry: ListEntry, root: str | Path) -> str:
     """The file of an entry by its real path, one however it is spelt ('./a.mp4', 'x/../a.mp4', a symlink to it):
     what lists that must not share videos are compared by."""
     return os.path.realpath(resolve(entry, root))
+
+
+def listed_once(list_file: str | Path, entries: list[ListEntry], root: str | Path, what: str) -> dict[str, ListEntry]:
+    """The entries of a list that is scored (or carved into a split that is), by :func:`real_path`; a video listed
+    twice is a DataError naming the list, the video and both lines: it would count twice, or be fit on in one
+    copy and scored in the other."""
+    videos: dict[str, ListEntry] = {}
+    for e in entries:
+        path = real_path(e, root)
+        if path in videos:
+            raise DataError(f"{what} {list_file}: lines {videos[path].line_no} and {e.line_no} list the same video "
+                            f"{path}; list each video once (twice, it is scored twice, or fit on and scored)")
+        videos[path] = e
+    return videos
 
 
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:
