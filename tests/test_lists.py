@@ -363,6 +363,24 @@ def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, mon
     assert opened == [1, 3] and json.loads((tmp_path / "c.json").read_text())["decode_threads"] == 3
 
 
+def test_check_says_where_relative_paths_start_when_the_lists_folder_holds_its_videos(videos, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """A list beside its videos checked without --root reported every one 'missing (no such file)', with no word
+    of where relative paths start."""
+    (tmp_path / "v" / "a").mkdir(parents=True)
+    shutil.copy(videos / "a" / "good.mp4", tmp_path / "v" / "a" / "good.mp4")
+    (tmp_path / "v" / "train.txt").write_text("a/good.mp4 0\na/gone.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert check_lists(["v/train.txt"], "", tmp_path / "c.json")["counts"] == {"missing": 2}
+    assert (f"v/train.txt: none of its 2 videos is under the working folder {tmp_path}, where its relative paths "
+            f"start (--root); the list's own folder holds them: give --root {tmp_path / 'v'}") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert check_lists(["v/train.txt"], "v", tmp_path / "c.json")["counts"] == {"ok": 1, "missing": 1}
+    assert "own folder" not in caplog.text
+
+
 def test_lists_check_after_writing(videos, tmp_path, capsys):
     for rel in ("a/good.mp4", "a/short.mp4", "b/packed.avi"):  # only videos a run can read
         (tmp_path / "v" / rel).parent.mkdir(parents=True, exist_ok=True)

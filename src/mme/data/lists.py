@@ -585,9 +585,10 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
-    bad_lines, listed = [], []
+    bad_lines, listed, entries_of = [], [], {}
     for list_file in list_files:
         entries, bad = read_list(list_file, strict=False)
+        entries_of[list_file] = entries
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
         listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
@@ -602,6 +603,9 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
             results = pool.starmap(check_video, jobs, chunksize=8)
     else:
         results = [check_video(*job) for job in jobs]
+    found = {real: r["status"] != "missing" for real, r in zip(first, results)}
+    for list_file, entries in entries_of.items():
+        _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
     counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
     problems = bad_lines + [r for r in results if r["status"] != "ok"]
     report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
@@ -612,6 +616,18 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return report
+
+
+def _hint_root(list_file: str | Path, relative: list[ListEntry], root: str | Path, found: dict[str, bool]) -> None:
+    """Log where the videos of a list are when none of its ``relative`` entries is under ``root`` and the list's
+    own folder holds them (every video reported missing says nothing of where relative paths start)."""
+    if not relative or any(found[real_path(e, root)] for e in relative):
+        return
+    beside = os.path.dirname(os.path.abspath(list_file))
+    if any(os.path.isfile(os.path.join(beside, e.path)) for e in relative):
+        log.warning("%s: none of its %d videos is under %s, where its relative paths start (--root); the list's "
+                    "own folder holds them: give --root %s", list_file, len(relative),
+                    root or f"the working folder {os.getcwd()}", beside)
 
 
 def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
