@@ -408,7 +408,8 @@ def test_a_token_file_gone_is_made_again(own_root, tmp_path):
 
 
 def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):
-    """An empty list, or one saved in Latin-1, was taken for a single video (then: all 1 videos failed)."""
+    """An empty list, or one saved in Latin-1, was taken for a single video (then: all 1 videos failed); a folder
+    is named as one."""
     cfg = ModelConfig(**CFG)
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "latin1.txt").write_bytes("vidéo.mp4 0\n".encode("latin-1"))
@@ -418,6 +419,9 @@ def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):
                          ("latin1.txt", "cannot read it.*utf-8"), ("latin1", "cannot read it.*utf-8")):
         with pytest.raises(DataError, match=rf"list file {tmp_path / name}: {reason}"):
             build_test_set(tmp_path / name, cfg, clips=1, crops=1)
+    (tmp_path / "clips.mp4").mkdir()  # a folder named like a video: said to be a folder (before: 'no such file')
+    with pytest.raises(DataError, match=rf"{tmp_path / 'clips.mp4'}: a folder, not a list file or video"):
+        build_test_set(tmp_path / "clips.mp4", cfg, clips=1, crops=1)
 
 
 def test_a_yuv4mpeg_video_is_read_as_a_video(tmp_path):

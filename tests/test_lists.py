@@ -120,6 +120,31 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
         from_class_folders(root)
 
 
+def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):
+    """A split of symlinked class folders, a symlinked sub-folder, a link back to an ancestor (before: rglob
+    walked no symlinked folder, so the train split was silently left out); a video in no class folder and a split
+    folder without videos are logged."""
+    for rel in ("pool/A/a1.mp4", "pool/B/b1.mp4", "ext/nested/n1.mp4", "ds/val/A/a2.mp4", "ds/val/B/b2.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    ds = tmp_path / "ds"
+    for name in ("A", "B"):
+        (ds / "train").mkdir(exist_ok=True)
+        (ds / "train" / name).symlink_to(tmp_path / "pool" / name, target_is_directory=True)
+    (ds / "val" / "B" / "more").symlink_to(tmp_path / "ext" / "nested", target_is_directory=True)
+    (ds / "val" / "B" / "loop").symlink_to(ds / "val" / "B", target_is_directory=True)  # walked once, not forever
+    (ds / "test" / "A").mkdir(parents=True)
+    (ds / "loose.mp4").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, classes = from_class_folders(ds)
+    assert classes == ["A", "B"]
+    assert splits == {"train": [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/b1.mp4", 1)],
+                      "val": [ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1),
+                              ListEntry("val/B/more/n1.mp4", 1)]}
+    assert "1 video(s) outside class folders are not listed, e.g. loose.mp4" in caplog.text
+    assert "sub-folders without videos, no list written for them: ['test']" in caplog.text
+
+
 def test_ucf101_official_splits(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
     (tmp_path / "trainlist01.txt").write_text(
@@ -336,6 +361,24 @@ def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, mon
     assert cli_main(["check", str(tmp_path / "train.txt"), "--root", str(videos), "--out",
                      str(tmp_path / "c.json"), "--decode-threads", "3"]) == 0
     assert opened == [1, 3] and json.loads((tmp_path / "c.json").read_text())["decode_threads"] == 3
+
+
+def test_check_says_where_relative_paths_start_when_the_lists_folder_holds_its_videos(videos, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """A list beside its videos checked without --root reported every one 'missing (no such file)', with no word
+    of where relative paths start."""
+    (tmp_path / "v" / "a").mkdir(parents=True)
+    shutil.copy(videos / "a" / "good.mp4", tmp_path / "v" / "a" / "good.mp4")
+    (tmp_path / "v" / "train.txt").write_text("a/good.mp4 0\na/gone.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert check_lists(["v/train.txt"], "", tmp_path / "c.json")["counts"] == {"missing": 2}
+    assert (f"v/train.txt: none of its 2 videos is under the working folder {tmp_path}, where its relative paths "
+            f"start (--root); the list's own folder holds them: give --root {tmp_path / 'v'}") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert check_lists(["v/train.txt"], "v", tmp_path / "c.json")["counts"] == {"ok": 1, "missing": 1}
+    assert "own folder" not in caplog.text
 
 
 def test_lists_check_after_writing(videos, tmp_path, capsys):

@@ -148,7 +148,8 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
 
 
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):
-    """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself)."""
+    """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself); a
+    test list naming a train video through a symlink is the same video (before: compared by spelling, probed)."""
     from mme.cli import main
 
     r = synth.root
@@ -156,6 +157,31 @@ def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_pa
     assert main([*base, "--test", str(r / "train.txt")]) == 1
     err = capsys.readouterr().err
     assert "share 12 video(s)" in err and "a probe must score videos it was not fit on" in err, err
+    first = (r / "train.txt").read_text().splitlines()[0].rsplit(maxsplit=1)
+    (tmp_path / "link.mp4").symlink_to(r / first[0])
+    (tmp_path / "test.txt").write_text(f"{tmp_path / 'link.mp4'} {first[1]}\n")
+    assert main([*base, "--test", str(tmp_path / "test.txt")]) == 1
+    assert f"share 1 video(s), e.g. {(r / first[0]).resolve()}" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "features").exists()
+
+
+def test_a_list_that_names_a_video_twice_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """A train list of 24 videos each listed twice probed a random encoder at 77.8 % (33.3 % listed once): a copy
+    in the split carved from train found its twin in the other part. A val or test list would score it twice."""
+    from mme.cli import main
+
+    r = synth.root
+    lines = (r / "train.txt").read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join([*lines, f"./{lines[2]}"]) + "\n")  # line 13: line 3 again
+    base = ["probe", "unused.ckpt", "--root", str(r), "--out", str(tmp_path / "p")]
+    assert main([*base, "--train", str(tmp_path / "train.txt")]) == 1
+    video = (r / lines[2].rsplit(maxsplit=1)[0]).resolve()
+    assert capsys.readouterr().err.strip().endswith(
+        f"the train list {tmp_path / 'train.txt'}: lines 3 and 13 list the same video {video}; list each video "
+        f"once (twice, it is scored twice, or fit on and scored)")
+    (tmp_path / "test.txt").write_text((r / "test.txt").read_text() * 2)
+    assert main([*base, "--train", str(r / "train.txt"), "--test", str(tmp_path / "test.txt")]) == 1
+    assert "the test list" in capsys.readouterr().err
     assert not (tmp_path / "p" / "features").exists()
 
 

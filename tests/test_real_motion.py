@@ -91,12 +91,15 @@ def test_folds_split_by_source_and_test_each_source_once(n):
 def test_sources_are_files_sub_folders_and_the_carphone_pair_is_one(tmp_path):
     for rel in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4", "trip/a.mkv", "trip/b.mp4",
                 "notes.txt"):
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
-        (tmp_path / rel).write_bytes(b"")
-    sources = find_sources(tmp_path)
+        (tmp_path / "real" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "real" / rel).write_bytes(b"")
+    (tmp_path / "day2").mkdir()
+    (tmp_path / "day2" / "c.mp4").write_bytes(b"")
+    (tmp_path / "real" / "trip" / "day2").symlink_to(tmp_path / "day2", target_is_directory=True)  # followed
+    sources = find_sources(tmp_path / "real")
     assert {k: [p.name for p in v] for k, v in sources.items()} == {
         "bikes": ["bikes.mp4"], "carphone": ["carphone_distorted.mp4", "carphone_pristine.mp4"],
-        "trip": ["a.mkv", "b.mp4"]}
+        "trip": ["a.mkv", "b.mp4", "c.mp4"]}
 
 
 def test_windows_hold_no_scene_cut(tmp_path):

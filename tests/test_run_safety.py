@@ -357,7 +357,8 @@ def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, 
 
 
 def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_path, caplog):
-    """``mme finetune`` scored a test list equal to its training list without a word (``mme probe`` refuses it)."""
+    """``mme finetune`` scored a test list equal to its training list without a word (``mme probe`` refuses it);
+    a test list naming a training video through a symlink shares it too (before: compared by spelling)."""
     import logging
 
     from mme.config import load_config
@@ -366,7 +367,10 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
     from mme.train.finetune import check_test_lists
 
     d = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=4, size=32, num_frames=8, workers=1)
-    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False)):
+    first = d.lists["train"].read_text().splitlines()[0].rsplit(maxsplit=1)
+    (tmp_path / "link.mp4").symlink_to(d.root / first[0])
+    (tmp_path / "linked.txt").write_text(f"{tmp_path / 'link.mp4'} {first[1]}\n")
+    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False), (tmp_path / "linked.txt", True)):
         cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
             f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.classes=", "task.val_list=",
             f"task.test_list={test_list}"])
@@ -374,3 +378,26 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
         with caplog.at_level(logging.WARNING):
             check_test_lists(cfg, 2)
         assert ("shares" in caplog.text and "with the training list" in caplog.text) == shared, caplog.text
+
+
+def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
+    """A test list with a line repeated was scored as one more video than it has, without a word; the training
+    list may repeat a video (oversampling it)."""
+    from mme.config import load_config
+    from mme.data.synth import generate_synth
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import check_test_lists
+
+    d = generate_synth(tmp_path / "data", num_classes=2, videos_per_class=4, size=32, num_frames=8, workers=1)
+    test_lines = d.lists["test"].read_text().splitlines()
+    (tmp_path / "twice.txt").write_text("\n".join([*test_lines, test_lines[0]]))
+    (tmp_path / "train.txt").write_text(d.lists["train"].read_text() * 2)
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        f"data.list_file={tmp_path / 'train.txt'}", f"data.root={d.root}", "task.classes=", "task.val_list=",
+        f"task.test_list={tmp_path / 'twice.txt'}"])
+    with pytest.raises(DataError) as e:
+        check_test_lists(cfg, 2)
+    assert str(e.value).startswith(f"task.test_list {tmp_path / 'twice.txt'}: lines 1 and {len(test_lines) + 1} "
+                                   f"list the same video "), e.value
+    cfg.task.test_list = str(d.lists["test"])
+    check_test_lists(cfg, 2)

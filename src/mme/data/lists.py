@@ -15,7 +15,7 @@ import os
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ListEntry:
-    """One video of a list: its path as written in the list and its class id (None when unlabelled)."""
+    """One video of a list: its path as written in the list, its class id (None when unlabelled) and the line it
+    was read from (0 when not read from a file; not compared)."""
 
     path: str
     label: int | None = None
+    line_no: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
     entries, bad = [], []
     for n, text in rows:
         if not labelled:
-            entries.append(ListEntry(text))
+            entries.append(ListEntry(text, line_no=n))
             continue
         parts = text.rsplit(maxsplit=1)
         reason = None
@@ -88,7 +90,7 @@ def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntr
         elif int(parts[1]) < 0:
             reason = f"negative label {parts[1]}"
         if reason is None:
-            entries.append(ListEntry(parts[0], int(parts[1])))
+            entries.append(ListEntry(parts[0], int(parts[1]), n))
             continue
         bad.append(BadLine(list_file, n, text, reason))
         if strict:
@@ -107,6 +109,26 @@ def _is_comment(line: str) -> bool:
 def resolve(entry: ListEntry, root: str | Path) -> str:
     """The file of an entry: its path joined to ``root`` unless absolute."""
     return entry.path if os.path.isabs(entry.path) or not root else os.path.join(str(root), entry.path)
+
+
+def real_path(entry: ListEntry, root: str | Path) -> str:
+    """The file of an entry by its real path, one however it is spelt ('./a.mp4', 'x/../a.mp4', a symlink to it):
+    what lists that must not share videos are compared by."""
+    return os.path.realpath(resolve(entry, root))
+
+
+def listed_once(list_file: str | Path, entries: list[ListEntry], root: str | Path, what: str) -> dict[str, ListEntry]:
+    """The entries of a list that is scored (or carved into a split that is), by :func:`real_path`; a video listed
+    twice is a DataError naming the list, the video and both lines: it would count twice, or be fit on in one
+    copy and scored in the other."""
+    videos: dict[str, ListEntry] = {}
+    for e in entries:
+        path = real_path(e, root)
+        if path in videos:
+            raise DataError(f"{what} {list_file}: lines {videos[path].line_no} and {e.line_no} list the same video "
+                            f"{path}; list each video once (twice, it is scored twice, or fit on and scored)")
+        videos[path] = e
+    return videos
 
 
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:
@@ -242,6 +264,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         raise DataError(f"video folder not found: {root}")
     videos = _videos_by_folder(root)
     holding = [name for name in videos if videos[name]]
+    empty = [name for name in videos if not videos[name]]
     split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
@@ -253,12 +276,13 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         if max(named.values()) > 1:
             raise DataError(f"{root}: split folders {split_dirs} name the same split twice "
                             f"({[s for s, n in named.items() if n > 1]}); merge them or give each split its own name")
+        if empty:
+            log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         names = {c for folders in per_split.values() for c, files in folders.items() if files}
     else:
         per_split = {"": videos}
         names = set(holding)
-        empty = [name for name in videos if not videos[name]]
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
     if classes is None:
@@ -283,11 +307,33 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
 
 
 def _videos_by_folder(root: Path) -> dict[str, list[Path]]:
-    """Each non-hidden sub-folder of ``root`` -> the videos under it (at any depth, none hidden), sorted."""
+    """Each non-hidden sub-folder of ``root`` -> :func:`videos_under` it. Videos at the top of ``root``, in no
+    sub-folder, are logged."""
+    loose = sorted(f.name for f in root.iterdir() if _is_video(f))
+    if loose:
+        log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return {name: [f for f in sorted((root / name).rglob("*")) if f.suffix.lower() in VIDEO_EXTS and f.is_file()
-                   and not any(part.startswith(".") for part in f.relative_to(root).parts)]
-            for name in folders}
+    return {name: videos_under(root / name) for name in folders}
+
+
+def videos_under(folder: str | Path) -> list[Path]:
+    """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder (a symlinked
+    sub-folder is followed, which ``Path.rglob`` does not do; a folder reached again, by a link to it or to an
+    ancestor, is walked once)."""
+    seen, videos = set(), []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        if os.path.realpath(top) in seen:
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(top))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # a folder reached twice: under its first name
+        videos += [Path(top, f) for f in files if _is_video(Path(top, f))]
+    return sorted(videos)
+
+
+def _is_video(path: Path) -> bool:
+    """A file with a video suffix, not hidden (macOS's '._' companions are not videos)."""
+    return not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTS and path.is_file()
 
 
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
@@ -555,9 +601,10 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
-    bad_lines, listed = [], []
+    bad_lines, listed, entries_of = [], [], {}
     for list_file in list_files:
         entries, bad = read_list(list_file, strict=False)
+        entries_of[list_file] = entries
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
         listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
@@ -572,6 +619,9 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
             results = pool.starmap(check_video, jobs, chunksize=8)
     else:
         results = [check_video(*job) for job in jobs]
+    found = {real: r["status"] != "missing" for real, r in zip(first, results)}
+    for list_file, entries in entries_of.items():
+        _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
     counts = Counter(r["status"] for r in results) + Counter(b["status"] for b in bad_lines)
     problems = bad_lines + [r for r in results if r["status"] != "ok"]
     report = {"lists": [str(f) for f in list_files], "root": str(root), "min_frames": min_frames,
@@ -582,6 +632,18 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return report
+
+
+def _hint_root(list_file: str | Path, relative: list[ListEntry], root: str | Path, found: dict[str, bool]) -> None:
+    """Log where the videos of a list are when none of its ``relative`` entries is under ``root`` and the list's
+    own folder holds them (every video reported missing says nothing of where relative paths start)."""
+    if not relative or any(found[real_path(e, root)] for e in relative):
+        return
+    beside = os.path.dirname(os.path.abspath(list_file))
+    if any(os.path.isfile(os.path.join(beside, e.path)) for e in relative):
+        log.warning("%s: none of its %d videos is under %s, where its relative paths start (--root); the list's "
+                    "own folder holds them: give --root %s", list_file, len(relative),
+                    root or f"the working folder {os.getcwd()}", beside)
 
 
 def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:

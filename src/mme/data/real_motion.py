@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from mme.data.lists import VIDEO_EXTS
+from mme.data.lists import videos_under
 from mme.data.sampling import sample_test_clips
 from mme.data.synth import CLASSES, draw_params, motion_at, scene_view
 from mme.data.transforms import apply_geometry, to_clip, view_crops
@@ -66,11 +66,10 @@ def find_sources(folder: str | Path) -> dict[str, list[Path]]:
     pair is one), and each sub-folder is one source (put cuts of one footage together there)."""
     folder = Path(folder)
     sources: dict[str, list[Path]] = {}
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.suffix.lower() in VIDEO_EXTS:
-            rel = f.relative_to(folder)
-            name = rel.parts[0] if len(rel.parts) > 1 else SAME_FOOTAGE.get(f.stem, f.stem)
-            sources.setdefault(name, []).append(f)
+    for f in videos_under(folder):
+        rel = f.relative_to(folder)
+        name = rel.parts[0] if len(rel.parts) > 1 else SAME_FOOTAGE.get(f.stem, f.stem)
+        sources.setdefault(name, []).append(f)
     return sources
 
 

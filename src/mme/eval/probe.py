@@ -14,7 +14,6 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -168,14 +167,15 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
 
 
 def _check_disjoint(lists: dict[str, str | Path], root: str) -> None:
-    """Refuse splits that share videos: a probe would score videos it was fit on (kNN finds each one itself)."""
-    from mme.data.lists import read_list, resolve
+    """Refuse a list that names a video twice, or splits that share videos: a probe would score videos it was fit
+    on (kNN finds each one itself; a split carved from train, the copy in the other part)."""
+    from mme.data.lists import listed_once, read_list
 
-    videos = {split: {os.path.abspath(resolve(e, root)) for e in read_list(f)[0]} for split, f in lists.items()}
+    videos = {split: listed_once(f, read_list(f)[0], root, f"the {split} list") for split, f in lists.items()}
     names = list(videos)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            shared = videos[a] & videos[b]
+            shared = videos[a].keys() & videos[b].keys()
             if shared:
                 raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share {len(shared)} "
                                   f"video(s), e.g. {sorted(shared)[0]}: a probe must score videos it was not fit on")

@@ -129,6 +129,9 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list, resolve, write_list
 
     source = Path(source)
+    if source.is_dir():
+        raise DataError(f"{source}: a folder, not a list file or video (`mme lists folder` lists a folder of class "
+                        f"folders)")
     if not source.is_file():
         raise DataError(f"{source}: no such list file or video")
     with open(source, "rb") as f:

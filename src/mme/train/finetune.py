@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.lists import agreeing_classes, check_labels, read_classes, read_list, resolve
+from mme.data.lists import agreeing_classes, check_labels, listed_once, read_classes, read_list, real_path, resolve
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
@@ -91,17 +91,18 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
 def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
-    counted in a warning, and reported as failed by the tests); videos they share with the training list are
-    warned about (the figures would score videos the model was trained on)."""
+    counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
+    (it would be scored twice), and videos they share with the training list are warned about (the figures would
+    score videos the model was trained on). The training list may repeat a video (oversampling it)."""
     train = set()
     if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
-        train = {os.path.abspath(resolve(e, cfg.data.root)) for e in read_list(cfg.data.list_file, strict=False)[0]}
+        train = {real_path(e, cfg.data.root) for e in read_list(cfg.data.list_file, strict=False)[0]}
     for key in ("val_list", "test_list"):
         list_file = getattr(cfg.task, key)
         if not list_file:
             continue
         entries = check_labels(list_file, num_classes, f"task.{key}")
-        shared = sorted({os.path.abspath(resolve(e, cfg.data.root)) for e in entries} & train)
+        shared = sorted(listed_once(list_file, entries, cfg.data.root, f"task.{key}").keys() & train)
         if shared:
             log.warning("task.%s %s shares %d of its %d videos with the training list %s (e.g. %s): its figures "
                         "score videos the model was trained on", key, list_file, len(shared), len(entries),
