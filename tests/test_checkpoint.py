@@ -16,7 +16,7 @@ from mme.cli import main as cli_main
 from mme.config import from_dict
 from mme.errors import CheckpointError, ConfigError, DataError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
-from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
+from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model, read_checkpoint
 from mme.models.classifier import VideoClassifier
 from mme.models.export import export, export_hf, save_pretrained
 from mme.motion.targets import pixel_target
@@ -669,6 +669,35 @@ def test_norm_pix_survives_every_route(tmp_path):
     for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors")):
         out = export(src, tmp_path / f"to_hf_{src.stem}", "hf", kind="pretraining")
         assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
+
+
+def test_an_export_keeps_its_runs_clip_stride_and_target(tmp_path):
+    """An export dropped the run's ``data.stride`` and ``target`` section: ``mme embed`` read its clips at stride 4
+    instead of the run's 2 (features off by 0.038 in the audit) and ``mme viz`` drew PatchStd targets for a run
+    trained on positions. Every export carries them (``run`` / Hugging Face ``mme_run``); an older export, without
+    them, reads as before."""
+    from mme.motion.targets import TargetConfig, head_specs
+    from mme.motion.viz import _traj_target
+
+    target = from_dict(TargetConfig, {"kind": "mme", "patch_norm": False, "position_unit": 1})
+    cfg = ModelConfig(**TINY)
+    model = MaskedAutoencoder(cfg, head_specs(target, cfg))
+    run = {"model": dataclasses.asdict(cfg), "target": dataclasses.asdict(target),
+           "data": {"sampling": "stride", "stride": 2, "num_frames": 8}, "optim": {"base_lr": 1e-3}}
+    torch.save({"model": model.state_dict(), "config": run, "heads": [dataclasses.asdict(h) for h in model.head_specs]},
+               tmp_path / "run.pt")
+    ours = export(tmp_path / "run.pt", tmp_path / "ours", "mme")
+    outs = [ours, export(ours, tmp_path / "one", "safetensors"), export(tmp_path / "run.pt", tmp_path / "hf", "hf")]
+    for out in [*outs, export(outs[2], tmp_path / "hf_back", "safetensors")]:
+        ck = read_checkpoint(out)
+        assert ck.clip_stride == 2, out
+        assert ck.run_config["target"] == run["target"], out
+    drawn, _ = _traj_target(str(outs[1]), read_checkpoint(outs[1]), load_model(outs[1]), False)
+    assert not drawn.patch_norm and drawn.position_unit == 1
+    meta = json.loads((ours / "config.json").read_text())
+    del meta["run"]
+    (ours / "config.json").write_text(json.dumps(meta))
+    assert read_checkpoint(ours).clip_stride is None
 
 
 def test_hf_encoders_and_token_pooled_classifiers_load_as_encoders(tmp_path):

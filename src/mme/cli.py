@@ -258,7 +258,7 @@ def _view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", type=count(), default=1, help="spatial crops per clip, along the long side (default 1)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between sampled frames (default: the run's data.stride for a training "
-                        "checkpoint of strided clips, else 4)")
+                        "checkpoint of strided clips or an export of one, else 4)")
     p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
 
 

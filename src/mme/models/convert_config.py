@@ -140,10 +140,11 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
 
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
-                 labels: list[str] | None = None, assumed: tuple[str, ...] = ()) -> dict:
+                 labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None) -> dict:
     """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``labels``: a classifier's
-    class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``, which
-    transformers keeps and ignores and mme reads back)."""
+    class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
+    record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
+    ``mme_`` keys, mme reads them back."""
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
@@ -165,6 +166,8 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
     }
     if assumed:
         out["mme_assumed"] = list(assumed)
+    if run:
+        out["mme_run"] = run
     if labels is not None:
         out["id2label"] = {str(i): name for i, name in enumerate(labels)}
         out["label2id"] = {name: i for i, name in enumerate(labels)}

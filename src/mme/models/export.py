@@ -100,9 +100,10 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
     ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
     ``norm_pix_loss``): unset, what the source records (a run's ``target.norm_pix``, an export's, a Hugging Face
-    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``).
-    ``classes``: a classifier's class-name file (``task.classes``'s format); unset, the fine-tuning run's
-    ``task.classes`` where that file is still there, else ``LABEL_<id>``."""
+    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``),
+    the record of its run into ``mme_run`` (``Checkpoint.run_record``). ``classes``: a classifier's class-name
+    file (``task.classes``'s format); unset, the fine-tuning run's ``task.classes`` where that file is still there,
+    else ``LABEL_<id>``."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
     ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
@@ -127,7 +128,8 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     try:
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
-                                             norm_pix=norm_pix, labels=labels, assumed=ck.assumed)
+                                             norm_pix=norm_pix, labels=labels, assumed=ck.assumed,
+                                             run=ck.run_record)
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)
