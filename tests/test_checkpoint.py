@@ -624,6 +624,28 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
 
 
+def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
+    """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
+    decoder and heads lost), and an export over an earlier one replaced it without a word."""
+    src = save_pretrained(mae, tmp_path / "src")
+    before = (src / "model.safetensors").read_bytes()
+    for out, flags in ((src, []), (src, ["--overwrite"]), (src, ["--format", "mme", "--overwrite"]),
+                       (src / "model.safetensors", ["--format", "safetensors", "--overwrite"])):
+        assert cli_main(["export", str(src), str(out), *flags]) == 1
+        assert f"out {out}: would replace the files of SRC {src}" in capsys.readouterr().err
+    assert (src / "model.safetensors").read_bytes() == before
+    assert cli_main(["export", str(src), str(tmp_path / "hf")]) == 0
+    assert cli_main(["export", str(src), str(tmp_path / "hf"), "--kind", "pretraining"]) == 1
+    assert "hf: already holds a checkpoint (config.json, model.safetensors); give --overwrite" in \
+        capsys.readouterr().err
+    assert isinstance(load_model(tmp_path / "hf"), VisionTransformer)
+    assert cli_main(["export", str(src), str(tmp_path / "hf"), "--kind", "pretraining", "--overwrite"]) == 0
+    assert isinstance(load_model(tmp_path / "hf"), MaskedAutoencoder)
+    export(src, tmp_path / "one", "safetensors")
+    with pytest.raises(ConfigError, match="one.safetensors: already holds a checkpoint"):
+        export(src, tmp_path / "one", "safetensors")
+
+
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
     """An original file records neither its clip nor its head counts: an export without hints wrote the guesses
     (16 frames of 224², 64-d heads) as a record, so loading it warned no more and ran a 4-frame 32² model with a

@@ -346,6 +346,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="hf classification: the class names (task.classes's JSON; default: the fine-tuning run's "
                         "task.classes where that file is still there, else LABEL_<id>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint OUT already holds (never SRC's own files)")
     _calls(p, "mme.models.export:export", outcome=print)
 
 

@@ -19,7 +19,15 @@ from safetensors.torch import save_file
 
 from mme.errors import CheckpointError, ConfigError
 from mme.models import convert, convert_config
-from mme.models.checkpoint import CONFIG, WEIGHTS, Checkpoint, build_model, read_checkpoint, select_part
+from mme.models.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    Checkpoint,
+    build_model,
+    checkpoint_files,
+    read_checkpoint,
+    select_part,
+)
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
@@ -157,12 +165,26 @@ def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]
     return names
 
 
+def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: bool) -> None:
+    """Refuse to write over ``src``'s own files, and, unless ``overwrite``, over a checkpoint ``out`` holds."""
+    written = [out / CONFIG, out / WEIGHTS] if folder else [out]
+    if {p.resolve() for p in written} & {p.resolve() for p in checkpoint_files(src)}:
+        raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported; write "
+                          "the export elsewhere")
+    held = [p.name for p in (checkpoint_files(out) if folder else written) if p.is_file()]
+    if held and not overwrite:
+        raise ConfigError(f"out {out}: already holds a checkpoint ({', '.join(held)}); give --overwrite to replace "
+                          "it, or another OUT")
+
+
 def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
-           norm_pix: bool | None = None, classes: str | os.PathLike | None = None, **hints) -> Path:
+           norm_pix: bool | None = None, classes: str | os.PathLike | None = None, overwrite: bool = False,
+           **hints) -> Path:
     """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
     (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
     'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
-    only; ``classes``: hf classification only (:func:`export_hf`)."""
+    only; ``classes``: hf classification only (:func:`export_hf`). A checkpoint already at ``out`` is replaced
+    only with ``overwrite``, ``src``'s own files never."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
@@ -179,6 +201,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     if format in ("mme", "hf") and out.suffix == ".safetensors":
         raise CheckpointError(f"{out}: --format {format} writes a directory; use --format safetensors for one file "
                               "(ours), or a name without .safetensors")
+    _check_replaced(src, out, format != "safetensors", overwrite)
     check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
         path = export_hf(src, out, kind or "model", norm_pix, classes, **hints)
