@@ -255,6 +255,36 @@ def test_original_mme_layout_restores_release_heads(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in ("hog", "traj"))
 
 
+def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys):
+    """The release's ``--decoder_num 2`` (the paper's "Sep." ablation) was refused even for its encoder: by
+    ``load_encoder``, ``mme export --kind model`` and fine-tuning from it. Its encoder loads; the model, which has
+    one joint decoder, is refused by name."""
+    from mme.config import load_config
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import _model_config
+
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=6)
+    state = mme_layout(src)
+    state.update({k.replace("decoder.0.", "decoder.1."): v.clone()
+                  for k, v in state.items() if k.startswith("decoder.0.")})
+    state["encoder_to_decoder.1.weight"] = state["encoder_to_decoder.0.weight"].clone()
+    torch.save({"model": state}, tmp_path / "sep.pth")
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(load_encoder(tmp_path / "sep.pth", img_size=32, num_frames=8)(x), src.encoder(x))
+    assert cli_main(["export", str(tmp_path / "sep.pth"), str(tmp_path / "enc"), "--format", "mme", "--kind", "model",
+                     "--img-size", "32", "--num-frames", "8"]) == 0
+    with torch.no_grad():
+        assert torch.equal(load_encoder(tmp_path / "enc")(x), src.encoder(x))
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [f"train.init={tmp_path / 'sep.pth'}"])
+    assert _model_config(cfg, None).embed_dim == 128
+    assert cli_main(["export", str(tmp_path / "sep.pth"), str(tmp_path / "pre"), "--kind", "pretraining"]) == 1
+    assert "separate decoders (decoder.1.*, --decoder_num 2): our model has one joint decoder, so only its " \
+        "encoder loads" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="separate decoders"):
+        load_model(tmp_path / "sep.pth", img_size=32, num_frames=8)
+
+
 def test_num_heads_hint_for_non_64d_heads(tmp_path):
     src = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))  # 4 heads of 16
     torch.save({"model": videomae_layout(src)}, tmp_path / "ckpt.pth")

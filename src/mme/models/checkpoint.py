@@ -218,7 +218,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
     them."""
     layout = "detected"
     try:
-        kind, ours, unexpected, layout = convert.to_ours(state)
+        kind, ours, unexpected, layout = convert.to_ours(state, encoder_only)
         _check_position_tables(state, path)
         _check_dropped(unexpected, layout, encoder_only, strict, path)
         if encoder_only and kind != "encoder":
