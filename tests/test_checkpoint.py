@@ -235,8 +235,9 @@ def test_a_learned_position_table_is_refused_and_the_fixed_one_accepted(tmp_path
         torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": table}}, tmp_path / "checkpoint.pth")
         if refused:
             with pytest.raises(CheckpointError, match=r"checkpoint\.pth: encoder\.pos_embed is a learned position "
-                                                      r"table \(use_learnable_pos_emb\)"):
+                                                      r"table \(use_learnable_pos_emb\)") as e:
                 load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8)
+            assert str(e.value).count("checkpoint.pth") == 1, e.value  # the path was said twice
         else:
             assert load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8) is not None
 
@@ -568,17 +569,21 @@ def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("image_vit", r"patch_embed\.proj\.weight has shape \(64, 3, 16, 16\), not a video ViT's"),
+    ("image_vit", r"patch_embed\.proj\.weight has shape \(64, 3, 16, 16\), not a video ViT's 3-D patch embedding "
+                  r"\(D, C, tubelet, patch, patch\): an image model, not a video one"),
     ("no_fc1", r"no blocks\.0\.mlp\.fc1\.weight: its encoder blocks are incomplete"),
     ("no_projection", r"without encoder_to_decoder\.weight: incomplete"),
     ("bad_metadata", r"its 'mme' metadata is not valid JSON"),
 ])
 def test_foreign_or_incomplete_weights_name_the_file(mae, tmp_path, case, message):
+    """Once: an image ViT's learned position table was named before its 2-D patch embedding, after the path
+    twice."""
     from safetensors.torch import save_file
 
     sd = videomae_layout(mae)
     if case == "image_vit":
-        sd = {"patch_embed.proj.weight": torch.zeros(64, 3, 16, 16), "blocks.0.norm1.weight": torch.ones(64)}
+        sd = {"patch_embed.proj.weight": torch.zeros(64, 3, 16, 16), "blocks.0.norm1.weight": torch.ones(64),
+              "cls_token": torch.zeros(1, 1, 64), "pos_embed": torch.randn(1, 17, 64)}  # timm's, ImageNet-MAE's
     elif case == "no_fc1":
         sd = {k: v for k, v in sd.items() if k != "encoder.blocks.0.mlp.fc1.weight"}
     elif case == "no_projection":
@@ -589,8 +594,9 @@ def test_foreign_or_incomplete_weights_name_the_file(mae, tmp_path, case, messag
         save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(path), metadata={"mme": "{oops"})
     else:
         torch.save({"model": sd}, path)
-    with pytest.raises(CheckpointError, match=f"weights\\.(pth|safetensors): .*{message}"):
+    with pytest.raises(CheckpointError, match=f"weights\\.(pth|safetensors): .*{message}") as e:
         load_model(path, num_heads=4, decoder_heads=2, img_size=32, num_frames=8)
+    assert str(e.value).count(str(path)) == 1, e.value
 
 
 def test_hf_export_of_a_run_keeps_its_pixel_loss(tmp_path):

@@ -195,7 +195,7 @@ def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) ->
         raise ConfigError(str(e)) from e
 
 
-def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
+def _check_position_tables(state: dict[str, torch.Tensor]) -> None:
     """Our models use VideoMAE's fixed sin-cos position tables, which its files do not store. A file that stores
     one (``use_learnable_pos_emb``) learned its own: refused unless it is the sin-cos table, since the weights
     were trained with it and would see other positions here."""
@@ -203,7 +203,7 @@ def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
         table = state[key].detach().reshape(-1, state[key].shape[-1])
         fixed = sincos_table(*table.shape).to(table.dtype)  # as stored: a half-precision file rounds it
         if not torch.allclose(table.float(), fixed.float(), atol=1e-4):
-            raise CheckpointError(f"{path}: {key} is a learned position table (use_learnable_pos_emb), which mme's "
+            raise CheckpointError(f"{key} is a learned position table (use_learnable_pos_emb), which mme's "
                                   f"models do not have: they use the fixed sin-cos table, as VideoMAE's and MME's "
                                   f"released models do")
 
@@ -219,7 +219,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
     layout = "detected"
     try:
         kind, ours, unexpected, layout = convert.to_ours(state, encoder_only)
-        _check_position_tables(state, path)
+        _check_position_tables(state)
         _check_dropped(unexpected, layout, encoder_only, strict, path)
         if encoder_only and kind != "encoder":
             log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,

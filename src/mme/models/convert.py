@@ -250,6 +250,10 @@ def to_ours(state: dict[str, torch.Tensor],
     here (MME's separate decoders) unless ``encoder_only``."""
     state = strip_wrappers(state)
     keys = set(state)
+    embed = next((state[k] for k in ("patch_embed.proj.weight", "encoder.patch_embed.proj.weight") if k in keys), None)
+    if embed is not None and embed.ndim != 5:
+        raise CheckpointError(f"patch_embed.proj.weight has shape {tuple(embed.shape)}, not a video ViT's 3-D patch "
+                              "embedding (D, C, tubelet, patch, patch): an image model, not a video one")
     if "videomae.embeddings.patch_embeddings.projection.weight" in keys:
         state = _hf_names(state)
         if "mask_token" in keys or "decoder.head.weight" in keys:

@@ -41,9 +41,6 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
     enc = encoder_part(state, kind)
     if "patch_embed.proj.weight" not in enc:
         raise CheckpointError("state dict has no patch_embed.proj.weight: not a ViT encoder")
-    if enc["patch_embed.proj.weight"].ndim != 5:
-        raise CheckpointError(f"patch_embed.proj.weight has shape {tuple(enc['patch_embed.proj.weight'].shape)}, not "
-                              f"a video ViT's 3-D patch embedding (D, C, tubelet, patch, patch): an image model?")
     D, C, t, p, p2 = enc["patch_embed.proj.weight"].shape  # Conv3d weight (D, C, tubelet, patch, patch)
     if p != p2:
         raise CheckpointError(f"non-square patches {p}x{p2} are not supported")
