@@ -242,6 +242,23 @@ def test_a_learned_position_table_is_refused_and_the_fixed_one_accepted(tmp_path
             assert load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8) is not None
 
 
+def test_an_original_file_with_layer_scale_in_its_decoder_loads(tmp_path):
+    """VideoMAE's ``init_values`` puts layer scale in the decoder's blocks too (``decoder.blocks.N.gamma_1/2``), which
+    mme's decoder did not have: load_model refused such a file for unexpected keys."""
+    src = MaskedAutoencoder(ModelConfig(**WIDE, layer_scale_init=0.1), [PIXEL])
+    for blk in src.decoder_blocks:  # VideoMAE's decoder blocks, built apart from mme's config
+        blk.gamma_1, blk.gamma_2 = (torch.nn.Parameter(torch.full((32,), 0.1)) for _ in range(2))
+    src = perturbed(src, seed=7)
+    torch.save({"model": videomae_layout(src)}, tmp_path / "ls.pth")
+    model = load_model(tmp_path / "ls.pth", decoder_heads=2, img_size=32, num_frames=8)
+    assert model.cfg.decoder_layer_scale_init > 0
+    x = clip()
+    m = src.make_mask(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model.forward_decoder(model.forward_encoder(x, m), m), src.forward_decoder(src.forward_encoder(x, m), m)
+    assert torch.equal(a["pixel"], b["pixel"])
+
+
 def test_original_mme_layout_restores_release_heads(tmp_path):
     heads = [HeadSpec("hog", 108, "sigmoid", hidden=48, weight=0.5, reduction="sum"),
              HeadSpec("traj", 32, "tanh", hidden=48, weight=0.5, reduction="sum")]

@@ -57,18 +57,16 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
         why = f"the original factories' value for width {D}" if D in ORIGINAL_HEADS else "assuming 64-d heads"
         log.warning("number of attention heads is not stored in this checkpoint: num_heads=%d (%s; pass num_heads if "
                     "that is wrong)", num_heads, why)
-    gamma = enc.get("blocks.0.gamma_1")
-    # layer scale: only its presence matters for loading (the value is an init); keep the stored magnitude
-    layer_scale = 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
     cfg = dict(embed_dim=D, in_chans=C, tubelet_size=t, patch_size=p, depth=depth, num_heads=num_heads,
                mlp_ratio=hidden / D, qkv_bias="blocks.0.attn.q_bias" in enc,
-               layer_scale_init=layer_scale)
+               layer_scale_init=_layer_scale(enc.get("blocks.0.gamma_1")))
     if kind == "mae":
         for key in ("encoder_to_decoder.weight", "decoder_blocks.0.mlp.fc1.weight"):
             if key not in state and (key.startswith("encoder") or any(k.startswith("decoder_blocks.") for k in state)):
                 raise CheckpointError(f"a pre-training state dict without {key}: incomplete")
         dd = state["encoder_to_decoder.weight"].shape[0]
-        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."))
+        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."),
+                   decoder_layer_scale_init=_layer_scale(state.get("decoder_blocks.0.gamma_1")))
         if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != round(dd * hidden / D):
             raise CheckpointError("decoder MLP ratio differs from the encoder's: not supported by ModelConfig")
         if decoder_heads is None:
@@ -85,6 +83,12 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
             cfg["head_hidden"] = hidden_sizes[0]
     cfg.update({k: v for k, v in fields.items() if v is not None})
     return ModelConfig(**cfg)
+
+
+def _layer_scale(gamma: torch.Tensor | None) -> float:
+    """``layer_scale_init`` for blocks whose first stores ``gamma``: only its presence matters for loading (the
+    value is an init); the stored magnitude is kept."""
+    return 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
 
 
 def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[HeadSpec]:
