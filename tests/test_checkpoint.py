@@ -16,7 +16,7 @@ from mme.cli import main as cli_main
 from mme.config import from_dict
 from mme.errors import CheckpointError, ConfigError, DataError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
-from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
+from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model, read_checkpoint
 from mme.models.classifier import VideoClassifier
 from mme.models.export import export, export_hf, save_pretrained
 from mme.motion.targets import pixel_target
@@ -235,10 +235,28 @@ def test_a_learned_position_table_is_refused_and_the_fixed_one_accepted(tmp_path
         torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": table}}, tmp_path / "checkpoint.pth")
         if refused:
             with pytest.raises(CheckpointError, match=r"checkpoint\.pth: encoder\.pos_embed is a learned position "
-                                                      r"table \(use_learnable_pos_emb\)"):
+                                                      r"table \(use_learnable_pos_emb\)") as e:
                 load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8)
+            assert str(e.value).count("checkpoint.pth") == 1, e.value  # the path was said twice
         else:
             assert load_encoder(tmp_path / "checkpoint.pth", img_size=32, num_frames=8) is not None
+
+
+def test_an_original_file_with_layer_scale_in_its_decoder_loads(tmp_path):
+    """VideoMAE's ``init_values`` puts layer scale in the decoder's blocks too (``decoder.blocks.N.gamma_1/2``), which
+    mme's decoder did not have: load_model refused such a file for unexpected keys."""
+    src = MaskedAutoencoder(ModelConfig(**WIDE, layer_scale_init=0.1), [PIXEL])
+    for blk in src.decoder_blocks:  # VideoMAE's decoder blocks, built apart from mme's config
+        blk.gamma_1, blk.gamma_2 = (torch.nn.Parameter(torch.full((32,), 0.1)) for _ in range(2))
+    src = perturbed(src, seed=7)
+    torch.save({"model": videomae_layout(src)}, tmp_path / "ls.pth")
+    model = load_model(tmp_path / "ls.pth", decoder_heads=2, img_size=32, num_frames=8)
+    assert model.cfg.decoder_layer_scale_init > 0
+    x = clip()
+    m = src.make_mask(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model.forward_decoder(model.forward_encoder(x, m), m), src.forward_decoder(src.forward_encoder(x, m), m)
+    assert torch.equal(a["pixel"], b["pixel"])
 
 
 def test_original_mme_layout_restores_release_heads(tmp_path):
@@ -253,6 +271,36 @@ def test_original_mme_layout_restores_release_heads(tmp_path):
     with torch.no_grad():
         a, b = model.forward_decoder(model.forward_encoder(x, m), m), src.forward_decoder(src.forward_encoder(x, m), m)
     assert all(torch.equal(a[k], b[k]) for k in ("hog", "traj"))
+
+
+def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys):
+    """The release's ``--decoder_num 2`` (the paper's "Sep." ablation) was refused even for its encoder: by
+    ``load_encoder``, ``mme export --kind model`` and fine-tuning from it. Its encoder loads; the model, which has
+    one joint decoder, is refused by name."""
+    from mme.config import load_config
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import _model_config
+
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=6)
+    state = mme_layout(src)
+    state.update({k.replace("decoder.0.", "decoder.1."): v.clone()
+                  for k, v in state.items() if k.startswith("decoder.0.")})
+    state["encoder_to_decoder.1.weight"] = state["encoder_to_decoder.0.weight"].clone()
+    torch.save({"model": state}, tmp_path / "sep.pth")
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(load_encoder(tmp_path / "sep.pth", img_size=32, num_frames=8)(x), src.encoder(x))
+    assert cli_main(["export", str(tmp_path / "sep.pth"), str(tmp_path / "enc"), "--format", "mme", "--kind", "model",
+                     "--img-size", "32", "--num-frames", "8"]) == 0
+    with torch.no_grad():
+        assert torch.equal(load_encoder(tmp_path / "enc")(x), src.encoder(x))
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [f"train.init={tmp_path / 'sep.pth'}"])
+    assert _model_config(cfg, None).embed_dim == 128
+    assert cli_main(["export", str(tmp_path / "sep.pth"), str(tmp_path / "pre"), "--kind", "pretraining"]) == 1
+    assert "separate decoders (decoder.1.*, --decoder_num 2): our model has one joint decoder, so only its " \
+        "encoder loads" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="separate decoders"):
+        load_model(tmp_path / "sep.pth", img_size=32, num_frames=8)
 
 
 def test_num_heads_hint_for_non_64d_heads(tmp_path):
@@ -538,17 +586,21 @@ def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("image_vit", r"patch_embed\.proj\.weight has shape \(64, 3, 16, 16\), not a video ViT's"),
+    ("image_vit", r"patch_embed\.proj\.weight has shape \(64, 3, 16, 16\), not a video ViT's 3-D patch embedding "
+                  r"\(D, C, tubelet, patch, patch\): an image model, not a video one"),
     ("no_fc1", r"no blocks\.0\.mlp\.fc1\.weight: its encoder blocks are incomplete"),
     ("no_projection", r"without encoder_to_decoder\.weight: incomplete"),
     ("bad_metadata", r"its 'mme' metadata is not valid JSON"),
 ])
 def test_foreign_or_incomplete_weights_name_the_file(mae, tmp_path, case, message):
+    """Once: an image ViT's learned position table was named before its 2-D patch embedding, after the path
+    twice."""
     from safetensors.torch import save_file
 
     sd = videomae_layout(mae)
     if case == "image_vit":
-        sd = {"patch_embed.proj.weight": torch.zeros(64, 3, 16, 16), "blocks.0.norm1.weight": torch.ones(64)}
+        sd = {"patch_embed.proj.weight": torch.zeros(64, 3, 16, 16), "blocks.0.norm1.weight": torch.ones(64),
+              "cls_token": torch.zeros(1, 1, 64), "pos_embed": torch.randn(1, 17, 64)}  # timm's, ImageNet-MAE's
     elif case == "no_fc1":
         sd = {k: v for k, v in sd.items() if k != "encoder.blocks.0.mlp.fc1.weight"}
     elif case == "no_projection":
@@ -559,8 +611,9 @@ def test_foreign_or_incomplete_weights_name_the_file(mae, tmp_path, case, messag
         save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(path), metadata={"mme": "{oops"})
     else:
         torch.save({"model": sd}, path)
-    with pytest.raises(CheckpointError, match=f"weights\\.(pth|safetensors): .*{message}"):
+    with pytest.raises(CheckpointError, match=f"weights\\.(pth|safetensors): .*{message}") as e:
         load_model(path, num_heads=4, decoder_heads=2, img_size=32, num_frames=8)
+    assert str(e.value).count(str(path)) == 1, e.value
 
 
 def test_hf_export_of_a_run_keeps_its_pixel_loss(tmp_path):
@@ -624,6 +677,28 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
 
 
+def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
+    """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
+    decoder and heads lost), and an export over an earlier one replaced it without a word."""
+    src = save_pretrained(mae, tmp_path / "src")
+    before = (src / "model.safetensors").read_bytes()
+    for out, flags in ((src, []), (src, ["--overwrite"]), (src, ["--format", "mme", "--overwrite"]),
+                       (src / "model.safetensors", ["--format", "safetensors", "--overwrite"])):
+        assert cli_main(["export", str(src), str(out), *flags]) == 1
+        assert f"out {out}: would replace the files of SRC {src}" in capsys.readouterr().err
+    assert (src / "model.safetensors").read_bytes() == before
+    assert cli_main(["export", str(src), str(tmp_path / "hf")]) == 0
+    assert cli_main(["export", str(src), str(tmp_path / "hf"), "--kind", "pretraining"]) == 1
+    assert "hf: already holds a checkpoint (config.json, model.safetensors); give --overwrite" in \
+        capsys.readouterr().err
+    assert isinstance(load_model(tmp_path / "hf"), VisionTransformer)
+    assert cli_main(["export", str(src), str(tmp_path / "hf"), "--kind", "pretraining", "--overwrite"]) == 0
+    assert isinstance(load_model(tmp_path / "hf"), MaskedAutoencoder)
+    export(src, tmp_path / "one", "safetensors")
+    with pytest.raises(ConfigError, match="one.safetensors: already holds a checkpoint"):
+        export(src, tmp_path / "one", "safetensors")
+
+
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
     """An original file records neither its clip nor its head counts: an export without hints wrote the guesses
     (16 frames of 224², 64-d heads) as a record, so loading it warned no more and ran a 4-frame 32² model with a
@@ -669,6 +744,35 @@ def test_norm_pix_survives_every_route(tmp_path):
     for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors")):
         out = export(src, tmp_path / f"to_hf_{src.stem}", "hf", kind="pretraining")
         assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
+
+
+def test_an_export_keeps_its_runs_clip_stride_and_target(tmp_path):
+    """An export dropped the run's ``data.stride`` and ``target`` section: ``mme embed`` read its clips at stride 4
+    instead of the run's 2 (features off by 0.038 in the audit) and ``mme viz`` drew PatchStd targets for a run
+    trained on positions. Every export carries them (``run`` / Hugging Face ``mme_run``); an older export, without
+    them, reads as before."""
+    from mme.motion.targets import TargetConfig, head_specs
+    from mme.motion.viz import _traj_target
+
+    target = from_dict(TargetConfig, {"kind": "mme", "patch_norm": False, "position_unit": 1})
+    cfg = ModelConfig(**TINY)
+    model = MaskedAutoencoder(cfg, head_specs(target, cfg))
+    run = {"model": dataclasses.asdict(cfg), "target": dataclasses.asdict(target),
+           "data": {"sampling": "stride", "stride": 2, "num_frames": 8}, "optim": {"base_lr": 1e-3}}
+    torch.save({"model": model.state_dict(), "config": run, "heads": [dataclasses.asdict(h) for h in model.head_specs]},
+               tmp_path / "run.pt")
+    ours = export(tmp_path / "run.pt", tmp_path / "ours", "mme")
+    outs = [ours, export(ours, tmp_path / "one", "safetensors"), export(tmp_path / "run.pt", tmp_path / "hf", "hf")]
+    for out in [*outs, export(outs[2], tmp_path / "hf_back", "safetensors")]:
+        ck = read_checkpoint(out)
+        assert ck.clip_stride == 2, out
+        assert ck.run_config["target"] == run["target"], out
+    drawn, _ = _traj_target(str(outs[1]), read_checkpoint(outs[1]), load_model(outs[1]), False)
+    assert not drawn.patch_norm and drawn.position_unit == 1
+    meta = json.loads((ours / "config.json").read_text())
+    del meta["run"]
+    (ours / "config.json").write_text(json.dumps(meta))
+    assert read_checkpoint(ours).clip_stride is None
 
 
 def test_hf_encoders_and_token_pooled_classifiers_load_as_encoders(tmp_path):

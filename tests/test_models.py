@@ -1,6 +1,8 @@
 """The model core as a specification: masking counts, position tables, encoder token counts, presets, heads,
 the masked autoencoder's loss, and the classifier (mme-method.md §4-6, §10)."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -94,6 +96,15 @@ def test_encoder_accepts_other_frame_counts_and_sizes_by_interpolation():
     enc = VisionTransformer(ModelConfig(**TINY)).eval()
     with torch.no_grad():
         assert enc(torch.randn(1, 3, 16, 64, 48)).shape == (1, 8 * 4 * 3, 64)
+
+
+def test_a_clip_that_does_not_divide_into_tubelets_and_patches_is_refused():
+    """9 frames of 40x40 gave the tokens of 8 frames of 32x32, the last frame and 8 px a side dropped unsaid."""
+    enc = VisionTransformer(ModelConfig(**TINY)).eval()
+    for shape in ((1, 3, 9, 32, 32), (1, 3, 8, 40, 32), (1, 3, 8, 32, 40)):
+        with pytest.raises(ValueError, match=re.escape(f"a clip of shape {shape} (B, C, T, H, W) does not divide "
+                                                       "into tubelets of 2 frames and 16x16 patches")):
+            enc(torch.randn(*shape))
 
 
 def test_presets_have_their_documented_parameter_counts():

@@ -258,7 +258,7 @@ def _view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", type=count(), default=1, help="spatial crops per clip, along the long side (default 1)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between sampled frames (default: the run's data.stride for a training "
-                        "checkpoint of strided clips, else 4)")
+                        "checkpoint of strided clips or an export of one, else 4)")
     p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
 
 
@@ -346,6 +346,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="hf classification: the class names (task.classes's JSON) of a classifier that records "
                         "none (default: those it records, a fine-tuning run's task.classes, else LABEL_<id>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint OUT already holds (never SRC's own files)")
     _calls(p, "mme.models.export:export", outcome=print)
 
 

@@ -301,8 +301,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
     ``clips`` × ``crops`` test views per video (strided clips at ``stride``: default the run's ``data.stride`` for
-    our training checkpoints of strided runs, else 4; or TSN ``segments``), the clip length and crop size of the
-    encoder's config. Resumable and sharded over torchrun ranks."""
+    our training checkpoints of strided runs and their exports, else 4; or TSN ``segments``), the clip length and
+    crop size of the encoder's config. Resumable and sharded over torchrun ranks."""
     from mme.models.checkpoint import build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
     from mme.train.precision import choose_device

@@ -2,13 +2,13 @@
 Hugging Face VideoMAE. Writing them (our format, Hugging Face export) is in :mod:`mme.models.export`.
 
 Our format: a directory with ``model.safetensors`` + ``config.json`` (``{"format": "mme", "version", "kind":
-"mae" | "encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], ...}``), or one
-``.safetensors`` file carrying the same JSON in its metadata. Readers accept, besides: our training
-checkpoints (a torch file with ``model`` = our state dict and ``config`` = the run config with a ``model``
-section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or ``module``, or bare) and
-Hugging Face VideoMAE directories (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
-Torch files are read with ``weights_only=True``: no pickled code runs. Every failure is one CheckpointError
-naming the file and the reason.
+"mae" | "encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], "run": the record of
+the run that made it, ...}``), or one ``.safetensors`` file carrying the same JSON in its metadata. Readers
+accept, besides: our training checkpoints (a torch file with ``model`` = our state dict and ``config`` = the run
+config with a ``model`` section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or
+``module``, or bare) and Hugging Face VideoMAE directories (``config.json`` + ``model.safetensors`` or
+``pytorch_model.bin``). Torch files are read with ``weights_only=True``: no pickled code runs. Every failure is
+one CheckpointError naming the file and the reason.
 
     model = load_model("run/ckpt")            # MaskedAutoencoder / VisionTransformer / VideoClassifier
     enc = load_encoder("checkpoint.pth")      # VisionTransformer in eval mode: (B, 3, T, H, W) -> (B, N, D)
@@ -61,7 +61,8 @@ class Checkpoint:
     classifier: dict = field(default_factory=dict)
     """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
     run_config: dict = field(default_factory=dict)
-    """Our training checkpoints only: the run's config sections (``model``, ``target``, ``data``, ...)."""
+    """The config sections of the run that made it: all of them (``model``, ``target``, ``data``, ...) from our
+    training checkpoints; from our exports and mme's Hugging Face ones, the parts readers use (``run_record``)."""
     assumed: tuple[str, ...] = ()
     """ModelConfig fields taken on trust because no file on the way recorded them (the clip geometry and head
     counts of original ``.pth`` files): said when a module is built, carried by every export (so a converted file
@@ -87,6 +88,19 @@ class Checkpoint:
         return None
 
     @property
+    def run_record(self) -> dict:
+        """What readers take from the run that made it, carried by every export (``run`` of ours, ``mme_run`` of a
+        Hugging Face config): its clip sampling (``data.sampling`` / ``data.stride``, for ``clip_stride``) and its
+        ``target`` section (``mme viz``)."""
+        out = {}
+        data = self.run_config.get("data")
+        if isinstance(data, dict):
+            out["data"] = {k: data[k] for k in ("sampling", "stride") if k in data}
+        if isinstance(self.run_config.get("target"), dict):
+            out["target"] = self.run_config["target"]
+        return out
+
+    @property
     def final_norm(self) -> bool:
         """Whether the encoder has its final LayerNorm (not the case after mean-pooled fine-tuning)."""
         return "norm.weight" in self.encoder_state
@@ -95,6 +109,8 @@ class Checkpoint:
         out = {"format": "mme", "version": FORMAT_VERSION, "kind": self.kind, "model": dataclasses.asdict(self.cfg)}
         if self.assumed:
             out["assumed"] = list(self.assumed)
+        if self.run_record:
+            out["run"] = self.run_record
         if self.kind == "mae":
             out["heads"] = [dataclasses.asdict(h) for h in self.heads]
             if self.norm_pix is not None:
@@ -179,7 +195,7 @@ def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) ->
         raise ConfigError(str(e)) from e
 
 
-def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
+def _check_position_tables(state: dict[str, torch.Tensor]) -> None:
     """Our models use VideoMAE's fixed sin-cos position tables, which its files do not store. A file that stores
     one (``use_learnable_pos_emb``) learned its own: refused unless it is the sin-cos table, since the weights
     were trained with it and would see other positions here."""
@@ -187,7 +203,7 @@ def _check_position_tables(state: dict[str, torch.Tensor], path: Path) -> None:
         table = state[key].detach().reshape(-1, state[key].shape[-1])
         fixed = sincos_table(*table.shape).to(table.dtype)  # as stored: a half-precision file rounds it
         if not torch.allclose(table.float(), fixed.float(), atol=1e-4):
-            raise CheckpointError(f"{path}: {key} is a learned position table (use_learnable_pos_emb), which mme's "
+            raise CheckpointError(f"{key} is a learned position table (use_learnable_pos_emb), which mme's "
                                   f"models do not have: they use the fixed sin-cos table, as VideoMAE's and MME's "
                                   f"released models do")
 
@@ -202,8 +218,8 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
     them."""
     layout = "detected"
     try:
-        kind, ours, unexpected, layout = convert.to_ours(state)
-        _check_position_tables(state, path)
+        kind, ours, unexpected, layout = convert.to_ours(state, encoder_only)
+        _check_position_tables(state)
         _check_dropped(unexpected, layout, encoder_only, strict, path)
         if encoder_only and kind != "encoder":
             log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,
@@ -281,8 +297,17 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
     return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})),
-                      assumed=tuple(k for k in assumed if hints.get(k) is None), norm_pix=meta.get("norm_pix"),
-                      class_names=meta.get("classes"))
+                      run_config=_run(meta, path), assumed=tuple(k for k in assumed if hints.get(k) is None),
+                      norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"))
+
+
+def _run(meta: dict, path: Path, key: str = "run") -> dict:
+    """The run's record an export carries (``run`` of ours, ``mme_run`` of a Hugging Face config that mme wrote;
+    see ``Checkpoint.run_record``); empty for files written before exports carried it."""
+    run = meta.get(key, {})
+    if not isinstance(run, dict) or not all(isinstance(run.get(k, {}), dict) for k in ("data", "target")):
+        raise CheckpointError(f"{path}: its {key!r} is not a JSON object of config sections: {run!r}")
+    return run
 
 
 def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
@@ -310,6 +335,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
     ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
                                                                   * cfg.in_chans)], encoder_only=encoder_only,
                      strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"))
+    ck.run_config = _run(hf, path / CONFIG, "mme_run")
     if ck.kind == "mae":
         ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
     labels = hf.get("id2label")

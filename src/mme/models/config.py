@@ -50,6 +50,8 @@ class ModelConfig:
     decoder_dim: int = 192
     decoder_depth: int = 1
     decoder_heads: int = 6
+    decoder_layer_scale_init: float = 0.0
+    """Initial layer-scale value of the decoder blocks; 0 disables it (VideoMAE's ``init_values`` sets both)."""
     decoder_norm_eps: float = 1e-6
     """eps of the decoder's final LayerNorm: 1e-6 as VideoMAE/MME; Hugging Face's VideoMAEDecoder uses 1e-5, so
     models imported from a Hugging Face directory set 1e-5 to reproduce its outputs exactly."""

@@ -241,13 +241,19 @@ def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def to_ours(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor], list[str], str]:
+def to_ours(state: dict[str, torch.Tensor],
+            encoder_only: bool = False) -> tuple[str, dict[str, torch.Tensor], list[str], str]:
     """Detect the layout of a bare state dict and convert it to ours.
 
     Returns ``(kind, state, unexpected_keys, layout_name)``; unexpected keys are those no table knows (reported,
-    not loaded). Raises CheckpointError for an unknown layout."""
+    not loaded). Raises CheckpointError for an unknown layout, and for one whose encoder alone has a counterpart
+    here (MME's separate decoders) unless ``encoder_only``."""
     state = strip_wrappers(state)
     keys = set(state)
+    embed = next((state[k] for k in ("patch_embed.proj.weight", "encoder.patch_embed.proj.weight") if k in keys), None)
+    if embed is not None and embed.ndim != 5:
+        raise CheckpointError(f"patch_embed.proj.weight has shape {tuple(embed.shape)}, not a video ViT's 3-D patch "
+                              "embedding (D, C, tubelet, patch, patch): an image model, not a video one")
     if "videomae.embeddings.patch_embeddings.projection.weight" in keys:
         state = _hf_names(state)
         if "mask_token" in keys or "decoder.head.weight" in keys:
@@ -263,8 +269,13 @@ def to_ours(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor
         return "encoder", out, unexpected, "Hugging Face VideoMAEModel"
     if "encoder.patch_embed.proj.weight" in keys:
         if any(k.startswith("decoder.1.") for k in keys):
-            raise CheckpointError("MME checkpoint with separate decoders (decoder.1.*, --decoder_num 2) is not "
-                                  "supported: our model has one joint decoder")
+            if not encoder_only:
+                raise CheckpointError("MME checkpoint with separate decoders (decoder.1.*, --decoder_num 2): our "
+                                      "model has one joint decoder, so only its encoder loads (load_encoder, "
+                                      "mme export --kind model)")
+            out, unexpected = rename({k: v for k, v in state.items() if in_encoder(k)},
+                                     _prefixed(ENCODER_KEYS, "encoder.", ""))
+            return "encoder", out, unexpected, f"{MME_LAYOUT} with separate decoders, its encoder"
         if any(k.startswith("decoder.0.") for k in keys):
             out, unexpected = rename(state, MME_PRETRAIN)
             return "mae", _name_release_heads(out), unexpected, MME_LAYOUT

@@ -41,9 +41,6 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
     enc = encoder_part(state, kind)
     if "patch_embed.proj.weight" not in enc:
         raise CheckpointError("state dict has no patch_embed.proj.weight: not a ViT encoder")
-    if enc["patch_embed.proj.weight"].ndim != 5:
-        raise CheckpointError(f"patch_embed.proj.weight has shape {tuple(enc['patch_embed.proj.weight'].shape)}, not "
-                              f"a video ViT's 3-D patch embedding (D, C, tubelet, patch, patch): an image model?")
     D, C, t, p, p2 = enc["patch_embed.proj.weight"].shape  # Conv3d weight (D, C, tubelet, patch, patch)
     if p != p2:
         raise CheckpointError(f"non-square patches {p}x{p2} are not supported")
@@ -60,18 +57,16 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
         why = f"the original factories' value for width {D}" if D in ORIGINAL_HEADS else "assuming 64-d heads"
         log.warning("number of attention heads is not stored in this checkpoint: num_heads=%d (%s; pass num_heads if "
                     "that is wrong)", num_heads, why)
-    gamma = enc.get("blocks.0.gamma_1")
-    # layer scale: only its presence matters for loading (the value is an init); keep the stored magnitude
-    layer_scale = 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
     cfg = dict(embed_dim=D, in_chans=C, tubelet_size=t, patch_size=p, depth=depth, num_heads=num_heads,
                mlp_ratio=hidden / D, qkv_bias="blocks.0.attn.q_bias" in enc,
-               layer_scale_init=layer_scale)
+               layer_scale_init=_layer_scale(enc.get("blocks.0.gamma_1")))
     if kind == "mae":
         for key in ("encoder_to_decoder.weight", "decoder_blocks.0.mlp.fc1.weight"):
             if key not in state and (key.startswith("encoder") or any(k.startswith("decoder_blocks.") for k in state)):
                 raise CheckpointError(f"a pre-training state dict without {key}: incomplete")
         dd = state["encoder_to_decoder.weight"].shape[0]
-        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."))
+        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."),
+                   decoder_layer_scale_init=_layer_scale(state.get("decoder_blocks.0.gamma_1")))
         if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != round(dd * hidden / D):
             raise CheckpointError("decoder MLP ratio differs from the encoder's: not supported by ModelConfig")
         if decoder_heads is None:
@@ -88,6 +83,12 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
             cfg["head_hidden"] = hidden_sizes[0]
     cfg.update({k: v for k, v in fields.items() if v is not None})
     return ModelConfig(**cfg)
+
+
+def _layer_scale(gamma: torch.Tensor | None) -> float:
+    """``layer_scale_init`` for blocks whose first stores ``gamma``: only its presence matters for loading (the
+    value is an init); the stored magnitude is kept."""
+    return 0.0 if gamma is None else max(float(gamma.abs().mean()), 1e-6)
 
 
 def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[HeadSpec]:
@@ -140,10 +141,11 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
 
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
-                 labels: list[str] | None = None, assumed: tuple[str, ...] = ()) -> dict:
+                 labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None) -> dict:
     """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``labels``: a classifier's
-    class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``, which
-    transformers keeps and ignores and mme reads back)."""
+    class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
+    record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
+    ``mme_`` keys, mme reads them back."""
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
@@ -165,6 +167,8 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
     }
     if assumed:
         out["mme_assumed"] = list(assumed)
+    if run:
+        out["mme_run"] = run
     if labels is not None:
         out["id2label"] = {str(i): name for i, name in enumerate(labels)}
         out["label2id"] = {name: i for i, name in enumerate(labels)}

@@ -19,7 +19,15 @@ from safetensors.torch import save_file
 
 from mme.errors import CheckpointError, ConfigError
 from mme.models import convert, convert_config
-from mme.models.checkpoint import CONFIG, WEIGHTS, Checkpoint, build_model, read_checkpoint, select_part
+from mme.models.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    Checkpoint,
+    build_model,
+    checkpoint_files,
+    read_checkpoint,
+    select_part,
+)
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
@@ -100,9 +108,10 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     use eps 1e-5 where ours default to 1e-6: the pixel loss differs by ~1e-6 relative and classifier logits by
     ~3e-6 (measured, tests/test_checkpoint.py); encoder outputs are identical. ``norm_pix`` (VideoMAE's
     ``norm_pix_loss``): unset, what the source records (a run's ``target.norm_pix``, an export's, a Hugging Face
-    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``).
-    ``classes``: a classifier's class-name file (``task.classes``'s format), for one whose file records no names
-    (other names than it records are refused); unset, the names it records, else ``LABEL_<id>``."""
+    config's), else True. Fields the source took on trust go into ``mme_assumed`` (see ``Checkpoint.assumed``),
+    the record of its run into ``mme_run`` (``Checkpoint.run_record``). ``classes``: a classifier's class-name
+    file (``task.classes``'s format), for one whose file records no names (other names than it records are
+    refused); unset, the names it records, else ``LABEL_<id>``."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
     ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
@@ -127,7 +136,8 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     try:
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
-                                             norm_pix=norm_pix, labels=labels, assumed=ck.assumed)
+                                             norm_pix=norm_pix, labels=labels, assumed=ck.assumed,
+                                             run=ck.run_record)
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)
@@ -156,12 +166,26 @@ def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]
     return names
 
 
+def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: bool) -> None:
+    """Refuse to write over ``src``'s own files, and, unless ``overwrite``, over a checkpoint ``out`` holds."""
+    written = [out / CONFIG, out / WEIGHTS] if folder else [out]
+    if {p.resolve() for p in written} & {p.resolve() for p in checkpoint_files(src)}:
+        raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported; write "
+                          "the export elsewhere")
+    held = [p.name for p in (checkpoint_files(out) if folder else written) if p.is_file()]
+    if held and not overwrite:
+        raise ConfigError(f"out {out}: already holds a checkpoint ({', '.join(held)}); give --overwrite to replace "
+                          "it, or another OUT")
+
+
 def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", kind: str | None = None,
-           norm_pix: bool | None = None, classes: str | os.PathLike | None = None, **hints) -> Path:
+           norm_pix: bool | None = None, classes: str | os.PathLike | None = None, overwrite: bool = False,
+           **hints) -> Path:
     """``mme export``: convert any supported checkpoint to ``format`` 'hf' (a Hugging Face directory), 'mme'
     (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
     'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
-    only; ``classes``: hf classification only (:func:`export_hf`)."""
+    only; ``classes``: hf classification only (:func:`export_hf`). A checkpoint already at ``out`` is replaced
+    only with ``overwrite``, ``src``'s own files never."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
@@ -178,6 +202,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     if format in ("mme", "hf") and out.suffix == ".safetensors":
         raise CheckpointError(f"{out}: --format {format} writes a directory; use --format safetensors for one file "
                               "(ours), or a name without .safetensors")
+    _check_replaced(src, out, format != "safetensors", overwrite)
     check_output(out, "out", folder=format != "safetensors")
     if format == "hf":
         path = export_hf(src, out, kind or "model", norm_pix, classes, **hints)

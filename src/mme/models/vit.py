@@ -199,9 +199,14 @@ class VisionTransformer(nn.Module):
         self.apply(init_weights)
 
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The position table for an input clip, interpolated if its token grid differs from the config's."""
+        """The position table for an input clip, interpolated if its token grid differs from the config's. A clip
+        that does not divide into tubelets and patches is refused: the patch embedding would drop the rest."""
         _, _, T, H, W = x.shape
         c = self.cfg
+        if T % c.tubelet_size or H % c.patch_size or W % c.patch_size:
+            raise ValueError(f"a clip of shape {tuple(x.shape)} (B, C, T, H, W) does not divide into tubelets of "
+                             f"{c.tubelet_size} frames and {c.patch_size}x{c.patch_size} patches: give T a multiple "
+                             f"of {c.tubelet_size} and H, W multiples of {c.patch_size}")
         grid = (T // c.tubelet_size, H // c.patch_size, W // c.patch_size)
         return interpolate_pos_table(self.pos_embed, c.grid, grid).to(x.dtype)
 

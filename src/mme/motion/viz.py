@@ -197,8 +197,8 @@ def _mae(checkpoint: str) -> tuple[MaskedAutoencoder, Checkpoint]:
 def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
                  compensate: bool) -> tuple[TargetConfig, Geometry]:
     """The target config and token geometry of the ``traj`` head: its run's when ``checkpoint`` is one of our
-    training checkpoints (the tracks computed online with its ``target.flow``, also for a run that read them from a
-    track cache), else the released layout (2×2 points, PatchStd)."""
+    training checkpoints or an export of one (the tracks computed online with its ``target.flow``, also for a run
+    that read them from a track cache), else the released layout (2×2 points, PatchStd)."""
     from dataclasses import replace
 
     from mme.config import from_dict

@@ -150,7 +150,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
         return cfg.model
     from mme.models.checkpoint import read_checkpoint
 
-    src = read_checkpoint(cfg.train.init).cfg
+    src = read_checkpoint(cfg.train.init, encoder_only=True).cfg
     arch = {k: getattr(src, k) for k in ARCH_FIELDS}
     changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
     if changed:
