@@ -345,7 +345,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                         "SRC records, a run's target.norm_pix, else on)")
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="hf classification: the class names (task.classes's JSON) of a classifier that records "
-                        "none (default: those it records, a fine-tuning run's task.classes, else LABEL_<id>)")
+                        "none (default: those it records, else LABEL_<id>)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint OUT already holds (never SRC's own files)")
     _calls(p, "mme.models.export:export", outcome=print)

@@ -98,7 +98,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
     VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training. Its clips are
     those it was trained on: frames, size and tubelet from its config, sampling and stride from its run's (where
-    the file records that run's config) unless ``given`` (the dotted keys set on the command line) names them."""
+    the file records that run's config) unless ``given`` (the dotted keys set on the command line) names either:
+    then both are the config's (a stride given for a run of TSN segments would not count otherwise)."""
     from mme.models.checkpoint import build_model, read_checkpoint
 
     if not cfg.train.init:
@@ -119,21 +120,24 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     check_test_lists(cfg, model.num_classes)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
-    taken = {k: ran[k] for k in ("sampling", "stride") if k in ran and f"data.{k}" not in given}
+    # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a
+    # run of TSN segments would have no effect, the stride of such a run is one it never used)
+    chosen = [f"data.{k}" for k in ("sampling", "stride") if f"data.{k}" in given]
+    taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size,
                                **taken)
     if (data.num_frames, data.img_size, data.tubelet) != (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet):
         log.info("task.eval_only: test clips of %d frames of %d px (tubelet %d), as %s was trained on, not the "
                  "recipe's %d of %d px", m.num_frames, m.img_size, m.tubelet_size, cfg.train.init,
                  cfg.data.num_frames, cfg.data.img_size)
-    if ran:
-        whence = [f"data.{k} as given on the command line" for k in ("sampling", "stride") if f"data.{k}" in given]
-        if taken:
-            whence.insert(0, f"{' and '.join(f'data.{k}' for k in taken)} of the run that made {cfg.train.init}")
+    if taken:
+        whence = f"{' and '.join(f'data.{k}' for k in taken)} of the run that made {cfg.train.init}"
+    elif chosen:
+        whence = f"the config's, {' and '.join(chosen)} given on the command line"
     else:
-        whence = [f"the config's: {cfg.train.init} records no run config to take them from"]
+        whence = f"the config's: {cfg.train.init} records no run config to take them from"
     unlike = "" if _sampling(data) == _sampling(cfg.data) else f", not the recipe's {_sampling(cfg.data)}"
-    log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), "; ".join(whence), unlike)
+    log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), whence, unlike)
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     dist.on_main(run_folder.take, cfg.train.out_dir)
