@@ -121,9 +121,10 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
 
 
 def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):
-    """A split of symlinked class folders, a symlinked sub-folder, a link back to an ancestor (before: rglob
-    walked no symlinked folder, so the train split was silently left out); a video in no class folder and a split
-    folder without videos are logged."""
+    """A split of symlinked class folders, a symlinked sub-folder (before: rglob walked no symlinked folder, so the
+    train split was silently left out); a link back to an ancestor or to another class's folder is not followed
+    (its videos would be listed again under this class), and is logged, as a video in no class folder and a split
+    folder without videos are."""
     for rel in ("pool/A/a1.mp4", "pool/B/b1.mp4", "ext/nested/n1.mp4", "ds/val/A/a2.mp4", "ds/val/B/b2.mp4"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
@@ -133,6 +134,8 @@ def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, cap
         (ds / "train" / name).symlink_to(tmp_path / "pool" / name, target_is_directory=True)
     (ds / "val" / "B" / "more").symlink_to(tmp_path / "ext" / "nested", target_is_directory=True)
     (ds / "val" / "B" / "loop").symlink_to(ds / "val" / "B", target_is_directory=True)  # walked once, not forever
+    (ds / "val" / "A" / "toB").symlink_to(ds / "val" / "B", target_is_directory=True)  # B's videos are not A's
+    (tmp_path / "pool" / "A" / "up").symlink_to(tmp_path / "pool", target_is_directory=True)  # nor are B's there
     (ds / "test" / "A").mkdir(parents=True)
     (ds / "loose.mp4").write_bytes(b"x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
@@ -142,6 +145,8 @@ def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, cap
                       "val": [ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1),
                               ListEntry("val/B/more/n1.mp4", 1)]}
     assert "1 video(s) outside class folders are not listed, e.g. loose.mp4" in caplog.text
+    for link in ("val/B/loop", "val/A/toB", "train/A/up"):
+        assert f"{ds / link}: a link to " in caplog.text
     assert "sub-folders without videos, no list written for them: ['test']" in caplog.text
 
 

@@ -307,26 +307,34 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
 
 
 def _videos_by_folder(root: Path) -> dict[str, list[Path]]:
-    """Each non-hidden sub-folder of ``root`` -> :func:`videos_under` it. Videos at the top of ``root``, in no
+    """Each non-hidden sub-folder of ``root`` -> :func:`videos_under` it, not entering the others (a link to
+    another class's folder would list its videos under this class). Videos at the top of ``root``, in no
     sub-folder, are logged."""
     loose = sorted(f.name for f in root.iterdir() if _is_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return {name: videos_under(root / name) for name in folders}
+    real = {name: os.path.realpath(root / name) for name in folders}
+    return {name: videos_under(root / name, avoid={r for other, r in real.items() if other != name})
+            for name in folders}
 
 
-def videos_under(folder: str | Path) -> list[Path]:
-    """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder (a symlinked
-    sub-folder is followed, which ``Path.rglob`` does not do; a folder reached again, by a link to it or to an
-    ancestor, is walked once)."""
+def videos_under(folder: str | Path, avoid: set[str] = frozenset()) -> list[Path]:
+    """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder. A symlinked
+    sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
+    ``folder`` itself or a folder above it, or to a folder of ``avoid`` (real paths): such a link is logged."""
+    start = os.path.realpath(folder)
     seen, videos = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
-        if os.path.realpath(top) in seen:
+        real = os.path.realpath(top)
+        if top != str(folder) and (real in seen or real in avoid or start == real or
+                                   start.startswith(real.rstrip(os.sep) + os.sep)):
+            log.warning("%s: a link to %s, which this walk reaches otherwise or which holds it, is not followed",
+                        top, real)
             dirs.clear()
             continue
-        seen.add(os.path.realpath(top))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # a folder reached twice: under its first name
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         videos += [Path(top, f) for f in files if _is_video(Path(top, f))]
     return sorted(videos)
 
