@@ -56,10 +56,9 @@ from mme.train import distributed as dist, engine
 from mme.train.config import PretrainConfig
 from mme.train.loop import share_failures
 d = Path(sys.argv[1])
-out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
-                          str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--num-workers", "0"]),
-       "group_left": not torch.distributed.is_initialized()}  # the command joined it, and left it
 dist.init_distributed("cpu")
+out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
+                          str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--num-workers", "0"])}
 rank = dist.get_rank()
 
 
@@ -152,12 +151,10 @@ def test_a_check_or_write_of_rank_0_alone_that_fails_stops_every_rank_with_its_m
         assert second[1] == f"rank 0: {first[1]}"
 
 
-def test_mme_probe_fits_writes_and_reports_on_rank_0_alone_and_leaves_the_process_group(ranks):
-    """Every rank fitted the probe, wrote probe.json (racing the others) and printed the results; and `mme probe` /
-    `embed` left the process group they joined up at exit."""
+def test_mme_probe_fits_writes_and_reports_on_rank_0_alone(ranks):
+    """Every rank fitted the probe, wrote probe.json (racing the others) and printed the results."""
     outcomes, stdout, _ = ranks
     assert outcomes[0]["probe"] == outcomes[1]["probe"] == 0
-    assert outcomes[0]["group_left"] and outcomes[1]["group_left"]  # gloo's teardown at exit with it up could abort
     assert stdout.count("wrote ") == 1 and stdout.count("linear: top-1") == 1, stdout
 
 

@@ -456,3 +456,27 @@ def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup
         assert read_features(out)[3]["stride"] == expected
     assert read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "3.npy", stride=3, **kw))[3][
         "stride"] == 3
+
+
+def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monkeypatch):
+    """`mme embed` and `mme probe` under torchrun joined the process group and left it up at exit, where gloo's
+    teardown sometimes aborted a rank; the command now leaves the group it joined (a group of one rank here: a
+    torchrun launch cannot start a second group in one process reliably)."""
+    import torch.distributed as td
+
+    from mme.cli import main
+    from mme.train import distributed
+
+    def join(device_type):
+        td.init_process_group("gloo", rank=0, world_size=1, store=td.HashStore())
+        return distributed.DistInfo(0, 0, 1)
+
+    root, ckpt = setup
+    monkeypatch.setattr(distributed, "init_distributed", join)
+    try:
+        assert main(["embed", str(ckpt), str(root / "v0.mp4"), "--out", str(tmp_path / "f.npy"), "--stride", "2",
+                     "--num-workers", "0"]) == 0
+        assert not td.is_initialized()
+    finally:
+        if td.is_initialized():  # left up: not for the later tests of this process
+            td.destroy_process_group()
