@@ -73,6 +73,17 @@ def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypa
         load_config(PretrainConfig, "mine/child.yaml")
 
 
+def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):
+    """YAML keeps the later of two equal keys: a second ``train:`` section dropped the first's steps and out_dir
+    (a 300-step run into the base's folder), without a word."""
+    (tmp_path / "sections.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 5\n  out_dir: runs/dup\n"
+                                            "train:\n  batch_size: 2\n")
+    (tmp_path / "keys.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 5\n  steps: 7\n")
+    for name, key, lines in (("sections", "train", "2 and 5"), ("keys", "steps", "3 and 4")):
+        with pytest.raises(ConfigError, match=rf"recipe .*{name}\.yaml: key '{key}' is given twice \(lines {lines}\)"):
+            load_config(PretrainConfig, tmp_path / f"{name}.yaml")
+
+
 def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):
     """``train.epochs=5`` on a recipe that sets ``train.steps`` changed nothing without a word (steps win); the
     same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting both, or the

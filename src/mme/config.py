@@ -51,7 +51,22 @@ NULLS = ("null", "Null", "NULL", "~", "None", "none")
 class _RecipeLoader(yaml.SafeLoader):
     """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a
     date: in a recipe, such a value keeps the text it was written as (an :class:`_Override`), which a text key takes
-    and any other key reads as YAML does."""
+    and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML keeps the later
+    one: a second ``train:`` section dropped the first)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                first, again = seen.setdefault(key_node.value, key_node.start_mark), key_node.start_mark
+                if first is not again:
+                    where = (f"line {first.line + 1}, columns {first.column + 1} and {again.column + 1}"
+                             if first.line == again.line else f"lines {first.line + 1} and {again.line + 1}")
+                    raise ConfigError(f"key {key_node.value!r} is given twice ({where}); YAML would keep only the "
+                                      "later one: give it once")
+        return super().construct_mapping(node, deep)
 
 
 _READ_AS = {"int": "construct_yaml_int", "float": "construct_yaml_float", "bool": "construct_yaml_bool",
@@ -306,6 +321,8 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         data = yaml.load(path.read_text(), Loader=_RecipeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path}: {e}") from e
     if not data:
         raise ConfigError(f"recipe {path}: empty (a recipe holds at least one setting; for the defaults give none)")
     if not isinstance(data, dict):
