@@ -73,6 +73,25 @@ def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypa
         load_config(PretrainConfig, "mine/child.yaml")
 
 
+def test_a_base_named_without_yaml_is_looked_for_beside_the_recipe_first(tmp_path, monkeypatch):
+    """``_base_: tiny_cpu_mme`` skipped the user's edited tiny_cpu_mme.yaml beside the recipe for the packaged one
+    (300 steps, not its 11), and ``_base_: mybase`` with mybase.yaml beside was "not found"; ``.yaml`` found both.
+    A copy named like a packaged recipe may still build on that one, and the working folder is still never looked
+    in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 11\n")
+    (tmp_path / "mine" / "mybase.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  batch_size: 3\n")
+    (tmp_path / "mine" / "child.yaml").write_text("_base_: mybase\ntrain:\n  out_dir: runs/child\n")
+    c = load_config(PretrainConfig, "mine/child.yaml")
+    assert (c.train.steps, c.train.batch_size, c.train.out_dir, c.model.img_size) == (11, 3, "runs/child", 96)
+    (tmp_path / "mybase.yaml").write_text("train:\n  steps: 5\n")
+    (tmp_path / "mine" / "other.yaml").write_text("_base_: mybase\n")
+    (tmp_path / "mine" / "mybase.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"other\.yaml: its _base_: recipe 'mybase' not found"):
+        load_config(PretrainConfig, "mine/other.yaml")
+
+
 def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):
     """YAML keeps the later of two equal keys: a second ``train:`` section dropped the first's steps and out_dir
     (a 300-step run into the base's folder), without a word."""

@@ -3,15 +3,15 @@
 defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
-finite. A recipe may name a base recipe with ``_base_: other.yaml`` (resolved relative to the recipe, then among
-the packaged recipes; never the working folder). An override's value is read as YAML for keys of other types
-than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); ``null``, ``~``,
-``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with ``~/`` is under
-the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
-``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
-config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
-that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of
-that preset which earlier layers set (:func:`merge_layer`).
+finite. A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe,
+then among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other
+types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); ``null``,
+``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with ``~/`` is
+under the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset
+in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works)
+and a config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
+that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
+preset which earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -295,14 +295,16 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     return out
 
 
-def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Path:
+def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A base recipe
-    (``relative_to``: the folder of the recipe naming it) is looked for there, then among the packaged ones, never
-    in the working folder: a user's edited copy of a packaged recipe there would become every recipe's base."""
-    candidates = [Path(name) if relative_to is None else relative_to / name]
+    (``base_of``: the recipe naming it) is looked for beside that recipe (with or without ``.yaml`` too), then among
+    the packaged ones, never in the working folder: a user's edited copy of a packaged recipe there would become
+    every recipe's base. The recipe itself comes after the packaged ones: ``_base_: tiny_cpu_mme`` in a copy named
+    so is the packaged one."""
     stem = str(name) if str(name).endswith(".yaml") else f"{name}.yaml"
-    candidates.append(RECIPES_DIR / stem)
-    for c in candidates:
+    beside = [Path(name)] if base_of is None else [base_of.parent / n for n in dict.fromkeys((str(name), stem))]
+    itself = [c for c in beside if base_of is not None and c.is_file() and c.samefile(base_of)]
+    for c in (*(c for c in beside if c not in itself), RECIPES_DIR / stem, *itself):
         if c.is_file():
             return c
     available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
@@ -332,7 +334,7 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         if not isinstance(base, str):
             raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")
         try:
-            base_path = resolve_recipe_path(base, path.parent)
+            base_path = resolve_recipe_path(base, path)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
         data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data, level=logging.DEBUG)
