@@ -58,6 +58,20 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
             load_config(PretrainConfig, "tiny_cpu_mme", [bad])
 
 
+def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
+    """A section given whole was read by plain YAML: ``train={out_dir: 010}`` wrote into '8', ``2024_01`` into
+    '202401', and ``on`` or a date were refused as not text, where the dotted form and a recipe keep the text; a
+    quoted text (``train.out_dir="runs/my run"``) kept its quotes, where a recipe drops them."""
+    c = load_config(PretrainConfig, "tiny_cpu_mme", [
+        "train={out_dir: 010, steps: 0x10}", "data={root: 2024_01, list_file: on, index_dir: 2024-01-05}",
+        'target.cache_dir="runs/my run"', "train.init='null'", 'model.preset="small"', 'optim.betas="0.9,0.98"'])
+    assert (c.train.out_dir, c.train.steps, c.data.root, c.data.list_file) == ("010", 16, "2024_01", "on")
+    assert (c.data.index_dir, c.target.cache_dir, c.train.init) == ("2024-01-05", "runs/my run", "null")
+    assert (c.model.embed_dim, c.optim.betas) == (384, (0.9, 0.98))
+    with pytest.raises(ConfigError, match=r"override 'train=\{steps: 1, steps: 2\}': key 'steps' is given twice"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["train={steps: 1, steps: 2}"])
+
+
 def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypatch):
     """A user's edited copy of a packaged recipe in the working folder became the base of every packaged recipe
     built on it (mme_k400_paper trained 100 epochs instead of 1600)."""

@@ -5,13 +5,14 @@ defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- `
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
 finite. A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe,
 then among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other
-types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); ``null``,
-``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with ``~/`` is
-under the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset
-in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works)
-and a config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
-that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
-preset which earlier layers set (:func:`merge_layer`).
+types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
+whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
+``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with
+``~/`` is under the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the
+named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small
+model.depth=6`` works) and a config built in Python gets the same values as one read from YAML. Between layers the
+later one wins: a layer that names another preset (``model.preset=base`` over a recipe that sets
+``model.embed_dim``) drops the keys of that preset which earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a
-    date: in a recipe, such a value keeps the text it was written as (an :class:`_Override`), which a text key takes
-    and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML keeps the later
-    one: a second ``train:`` section dropped the first)."""
+    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a date:
+    in a recipe or an override, such a value keeps the text it was written as (an :class:`_Override`), which a
+    text key takes and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML
+    keeps the later one: a second ``train:`` section dropped the first)."""
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
         if isinstance(node, yaml.MappingNode):
@@ -211,21 +212,27 @@ def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dic
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
-    a mapping value, ``section={...}``, is kept as read)."""
+    a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
+        loader = _RecipeLoader(raw)
         try:
-            parsed = yaml.safe_load(raw) if raw != "" else ""
+            node = loader.get_single_node()
+            parsed = "" if node is None else loader.construct_document(node)
         except yaml.YAMLError:
-            parsed = raw  # e.g. '%HOME%', '*best.pt': text, which only a text key takes
-        if isinstance(parsed, dict):
+            node, parsed = None, raw  # e.g. '%HOME%', '*best.pt': text, which only a text key takes
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from e
+        finally:
+            loader.dispose()
+        if isinstance(parsed, dict) or (isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')):
             value = parsed
         else:
             value = _Override(raw)
-            value.parsed = parsed
+            value.parsed = getattr(parsed, "parsed", parsed)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
