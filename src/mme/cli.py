@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mme", description="Masked Motion Encoding: self-supervised video pre-training on motion trajectories "
         "(pixel and HOG targets too), evaluation, and checkpoint conversion. `mme demo` shows it end to end.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (mme's own, not its libraries')")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_synth, _add_lists, _add_check, _add_extract, _add_pretrain, _add_finetune,
                 _add_probe, _add_embed, _add_export, _add_viz, _add_bench):
@@ -499,9 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     stderr = logging.StreamHandler()
     if rank != "0":
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
-    logging.basicConfig(level=logging.WARNING if rank != "0" else logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if rank != "0" else logging.INFO,
                         format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
                                "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
+    if args.verbose and rank == "0":  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
+        logging.getLogger("mme").setLevel(logging.DEBUG)
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
     from mme.errors import MMEError
     from mme.train.interrupts import Terminated, sigterm_as_interrupt
