@@ -42,6 +42,14 @@ def test_cli_choices_are_the_library_ones():
         assert _choices(command, "--precision") == PRECISIONS
 
 
+def test_viz_help_says_the_options_a_checkpoint_fixes_are_refused_with_it():
+    """``mme viz --help`` gave --size and the like a value "with --checkpoint: the model's", where that pair is
+    refused ("leave it out")."""
+    for flag in ("--size", "--num-frames", "--length", "--seed-stride"):
+        assert "not with --checkpoint: the model's" in _action("viz", flag).help, flag
+    assert "with --checkpoint: its run's data.stride" in _action("viz", "--stride").help  # taken with one
+
+
 def test_every_flag_is_a_parameter_of_the_function_its_command_calls():
     """Each subcommand calls one function with the parsed flags as keyword arguments: every flag's ``dest`` must be
     one of its parameters, or of the function its ``**kwargs`` go to (probe: embed; export: read_checkpoint)."""

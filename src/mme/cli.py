@@ -362,16 +362,17 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                    help="pre-trained masked autoencoder: draw predicted vs target motion and/or the reconstruction")
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
     p.add_argument("--num-frames", type=count(), default=None,
-                   help="frames of the clip (default 16; with --checkpoint: the model's)")
+                   help="frames of the clip (default 16; not with --checkpoint: the model's are taken)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between clip frames (default 4; with --checkpoint: its run's data.stride)")
     p.add_argument("--size", type=count(16), default=None,
-                   help="frames are centre-cropped and resized to this side (default 224; with --checkpoint: the "
-                        "model's)")
+                   help="frames are centre-cropped and resized to this side (default 224; not with --checkpoint: the "
+                        "model's is taken)")
     p.add_argument("--length", type=count(), default=None,
-                   help="track length L (default 6; with --checkpoint: the model's)")
+                   help="track length L (default 6; not with --checkpoint: the model's is taken)")
     p.add_argument("--seed-stride", type=count(), default=None,
-                   help="spacing of the drawn tracks in px (default 16; with --checkpoint: the model's points)")
+                   help="spacing of the drawn tracks in px (default 16; not with --checkpoint: the model's points are "
+                        "taken)")
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation")
     p.add_argument("--seed", type=count(0), default=0, help="mask seed (with --checkpoint)")
     _calls(p, "mme.motion.viz:draw_picture")
