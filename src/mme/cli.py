@@ -134,7 +134,8 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                                   "(labels.json, train.json, validation.json, test.json, each also as "
                                   "something-something-v2-*.json)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help="output folder")
-    p.add_argument("--split", type=count(), default=1, help="ucf101/hmdb51 official split number (1-3)")
+    p.add_argument("--split", type=count(), default=None,
+                   help="ucf101/hmdb51 official split number (1-3; default 1)")
     p.add_argument("--path-format", default=None,
                    help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
                         "(fields: split, label, label_ with spaces as _, label_tv as torchvision's download names "
