@@ -72,6 +72,14 @@ def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
         load_config(PretrainConfig, "tiny_cpu_mme", ["train={steps: 1, steps: 2}"])
 
 
+def test_a_lone_value_for_a_list_key_is_a_list_of_one():
+    """``data.scales=1.0`` was refused ("expected a list, got 1.0") where ``1.0,`` and ``[1.0]`` were taken."""
+    for written in ("data.scales=1.0", "data.scales=1", "data={scales: 1.0}"):
+        assert load_config(PretrainConfig, "tiny_cpu_mme", [written]).data.scales == (1.0,), written
+    with pytest.raises(ConfigError, match=r"optim\.betas must be two numbers"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["optim.betas=0.9"])
+
+
 def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypatch):
     """A user's edited copy of a packaged recipe in the working folder became the base of every packaged recipe
     built on it (mme_k400_paper trained 100 epochs instead of 1600)."""
