@@ -5,9 +5,12 @@ import argparse
 import importlib
 import inspect
 import json
+import os
+import subprocess
+import sys
 
 from mme.cli import build_parser, main
-from mme.data.synth import MOTIONS, PRESETS, TEXTURES
+from mme.data.synth import MOTIONS, PRESETS, TEXTURES, generate_synth
 from mme.data.video import BACKENDS
 from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.train.precision import PRECISIONS
@@ -37,6 +40,14 @@ def test_cli_choices_are_the_library_ones():
         assert _choices(command, "--backend") == BACKENDS
     for command in ("probe", "embed"):
         assert _choices(command, "--precision") == PRECISIONS
+
+
+def test_viz_help_says_the_options_a_checkpoint_fixes_are_refused_with_it():
+    """``mme viz --help`` gave --size and the like a value "with --checkpoint: the model's", where that pair is
+    refused ("leave it out")."""
+    for flag in ("--size", "--num-frames", "--length", "--seed-stride"):
+        assert "not with --checkpoint: the model's" in _action("viz", flag).help, flag
+    assert "with --checkpoint: its run's data.stride" in _action("viz", "--stride").help  # taken with one
 
 
 def test_every_flag_is_a_parameter_of_the_function_its_command_calls():
@@ -132,3 +143,18 @@ def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):
         assert main(argv) == 1, argv
         assert said in capsys.readouterr().err, argv
     assert not (tmp_path / "d" / "data").exists()  # the demo stopped before making its data
+
+
+def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
+    """``mme -v`` set the root logger to debug: a two-step run wrote about 2,100 lines of matplotlib's (findfont,
+    for the loss curve's picture) around its own few."""
+    d = generate_synth(tmp_path / "synth", num_classes=2, videos_per_class=2, size=64, num_frames=12, workers=1,
+                       splits=(1, 0, 0))
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "-v", "pretrain", "--config", "tiny_cpu_mme",
+                           f"data.list_file={d.lists['train']}", f"data.root={d.root}", "data.img_size=64",
+                           "model.img_size=64", "data.num_workers=0", "train.steps=1", "train.batch_size=2",
+                           f"train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DEBUG] resolved config:" in proc.stderr and (tmp_path / "run" / "loss.png").is_file()
+    assert "findfont" not in proc.stderr and proc.stderr.count("DEBUG]") < 10, proc.stderr[-2000:]

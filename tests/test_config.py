@@ -58,6 +58,28 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
             load_config(PretrainConfig, "tiny_cpu_mme", [bad])
 
 
+def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
+    """A section given whole was read by plain YAML: ``train={out_dir: 010}`` wrote into '8', ``2024_01`` into
+    '202401', and ``on`` or a date were refused as not text, where the dotted form and a recipe keep the text; a
+    quoted text (``train.out_dir="runs/my run"``) kept its quotes, where a recipe drops them."""
+    c = load_config(PretrainConfig, "tiny_cpu_mme", [
+        "train={out_dir: 010, steps: 0x10}", "data={root: 2024_01, list_file: on, index_dir: 2024-01-05}",
+        'target.cache_dir="runs/my run"', "train.init='null'", 'model.preset="small"', 'optim.betas="0.9,0.98"'])
+    assert (c.train.out_dir, c.train.steps, c.data.root, c.data.list_file) == ("010", 16, "2024_01", "on")
+    assert (c.data.index_dir, c.target.cache_dir, c.train.init) == ("2024-01-05", "runs/my run", "null")
+    assert (c.model.embed_dim, c.optim.betas) == (384, (0.9, 0.98))
+    with pytest.raises(ConfigError, match=r"override 'train=\{steps: 1, steps: 2\}': key 'steps' is given twice"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["train={steps: 1, steps: 2}"])
+
+
+def test_a_lone_value_for_a_list_key_is_a_list_of_one():
+    """``data.scales=1.0`` was refused ("expected a list, got 1.0") where ``1.0,`` and ``[1.0]`` were taken."""
+    for written in ("data.scales=1.0", "data.scales=1", "data={scales: 1.0}"):
+        assert load_config(PretrainConfig, "tiny_cpu_mme", [written]).data.scales == (1.0,), written
+    with pytest.raises(ConfigError, match=r"optim\.betas must be two numbers"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["optim.betas=0.9"])
+
+
 def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypatch):
     """A user's edited copy of a packaged recipe in the working folder became the base of every packaged recipe
     built on it (mme_k400_paper trained 100 epochs instead of 1600)."""
@@ -71,6 +93,36 @@ def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypa
     (tmp_path / "mine" / "child.yaml").write_text("_base_: gone.yaml\ntrain:\n  steps: 5\n")
     with pytest.raises(ConfigError, match=r"child\.yaml: its _base_: recipe 'gone\.yaml' not found"):
         load_config(PretrainConfig, "mine/child.yaml")
+
+
+def test_a_base_named_without_yaml_is_looked_for_beside_the_recipe_first(tmp_path, monkeypatch):
+    """``_base_: tiny_cpu_mme`` skipped the user's edited tiny_cpu_mme.yaml beside the recipe for the packaged one
+    (300 steps, not its 11), and ``_base_: mybase`` with mybase.yaml beside was "not found"; ``.yaml`` found both.
+    A copy named like a packaged recipe may still build on that one, and the working folder is still never looked
+    in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 11\n")
+    (tmp_path / "mine" / "mybase.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  batch_size: 3\n")
+    (tmp_path / "mine" / "child.yaml").write_text("_base_: mybase\ntrain:\n  out_dir: runs/child\n")
+    c = load_config(PretrainConfig, "mine/child.yaml")
+    assert (c.train.steps, c.train.batch_size, c.train.out_dir, c.model.img_size) == (11, 3, "runs/child", 96)
+    (tmp_path / "mybase.yaml").write_text("train:\n  steps: 5\n")
+    (tmp_path / "mine" / "other.yaml").write_text("_base_: mybase\n")
+    (tmp_path / "mine" / "mybase.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"other\.yaml: its _base_: recipe 'mybase' not found"):
+        load_config(PretrainConfig, "mine/other.yaml")
+
+
+def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):
+    """YAML keeps the later of two equal keys: a second ``train:`` section dropped the first's steps and out_dir
+    (a 300-step run into the base's folder), without a word."""
+    (tmp_path / "sections.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 5\n  out_dir: runs/dup\n"
+                                            "train:\n  batch_size: 2\n")
+    (tmp_path / "keys.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 5\n  steps: 7\n")
+    for name, key, lines in (("sections", "train", "2 and 5"), ("keys", "steps", "3 and 4")):
+        with pytest.raises(ConfigError, match=rf"recipe .*{name}\.yaml: key '{key}' is given twice \(lines {lines}\)"):
+            load_config(PretrainConfig, tmp_path / f"{name}.yaml")
 
 
 def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):

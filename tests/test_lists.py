@@ -86,6 +86,20 @@ def test_class_folders(tmp_path):
     assert from_class_folders(tmp_path / "events")[1] == ["festival", "protest"]
 
 
+def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
+    """``mme lists folder ... --split 3`` wrote the folder's lists without a word, as if split 3 had been taken
+    (``--path-format`` was already said to be for kinetics and ssv2)."""
+    (tmp_path / "videos" / "walk").mkdir(parents=True)
+    (tmp_path / "videos" / "walk" / "v.mp4").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert cli_main(["lists", "folder", str(tmp_path / "videos"), "--out", str(tmp_path / "lists")]) == 0
+        assert not caplog.text
+        assert cli_main(["lists", "folder", str(tmp_path / "videos"), "--out", str(tmp_path / "lists"),
+                         "--split", "3", "--path-format", "{label}.mp4"]) == 0
+    assert "--split is for ucf101 and hmdb51 lists (their official splits); folder lists" in caplog.text
+    assert "--path-format is for kinetics and ssv2 lists" in caplog.text
+
+
 def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(tmp_path):
     """train/ and val/ of class folders: one list each, numbered by the classes of both (val lacks 'bowling'),
     also when the lists are written inside the folder (before: its split folders became the classes)."""

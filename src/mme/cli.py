@@ -134,7 +134,8 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                                   "(labels.json, train.json, validation.json, test.json, each also as "
                                   "something-something-v2-*.json)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help="output folder")
-    p.add_argument("--split", type=count(), default=1, help="ucf101/hmdb51 official split number (1-3)")
+    p.add_argument("--split", type=count(), default=None,
+                   help="ucf101/hmdb51 official split number (1-3; default 1)")
     p.add_argument("--path-format", default=None,
                    help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
                         "(fields: split, label, label_ with spaces as _, label_tv as torchvision's download names "
@@ -362,16 +363,17 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                    help="pre-trained masked autoencoder: draw predicted vs target motion and/or the reconstruction")
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
     p.add_argument("--num-frames", type=count(), default=None,
-                   help="frames of the clip (default 16; with --checkpoint: the model's)")
+                   help="frames of the clip (default 16; not with --checkpoint: the model's are taken)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between clip frames (default 4; with --checkpoint: its run's data.stride)")
     p.add_argument("--size", type=count(16), default=None,
-                   help="frames are centre-cropped and resized to this side (default 224; with --checkpoint: the "
-                        "model's)")
+                   help="frames are centre-cropped and resized to this side (default 224; not with --checkpoint: the "
+                        "model's is taken)")
     p.add_argument("--length", type=count(), default=None,
-                   help="track length L (default 6; with --checkpoint: the model's)")
+                   help="track length L (default 6; not with --checkpoint: the model's is taken)")
     p.add_argument("--seed-stride", type=count(), default=None,
-                   help="spacing of the drawn tracks in px (default 16; with --checkpoint: the model's points)")
+                   help="spacing of the drawn tracks in px (default 16; not with --checkpoint: the model's points are "
+                        "taken)")
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation")
     p.add_argument("--seed", type=count(0), default=0, help="mask seed (with --checkpoint)")
     _calls(p, "mme.motion.viz:draw_picture")
@@ -470,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mme", description="Masked Motion Encoding: self-supervised video pre-training on motion trajectories "
         "(pixel and HOG targets too), evaluation, and checkpoint conversion. `mme demo` shows it end to end.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (mme's own, not its libraries')")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_synth, _add_lists, _add_check, _add_extract, _add_pretrain, _add_finetune,
                 _add_probe, _add_embed, _add_export, _add_viz, _add_bench):
@@ -499,9 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     stderr = logging.StreamHandler()
     if rank != "0":
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
-    logging.basicConfig(level=logging.WARNING if rank != "0" else logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if rank != "0" else logging.INFO,
                         format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
                                "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
+    if args.verbose and rank == "0":  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
+        logging.getLogger("mme").setLevel(logging.DEBUG)
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
     from mme.errors import MMEError
     from mme.train.interrupts import Terminated, sigterm_as_interrupt

@@ -3,15 +3,16 @@
 defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
-finite. A recipe may name a base recipe with ``_base_: other.yaml`` (resolved relative to the recipe, then among
-the packaged recipes; never the working folder). An override's value is read as YAML for keys of other types
-than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); ``null``, ``~``,
-``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with ``~/`` is under
-the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
-``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
-config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
-that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of
-that preset which earlier layers set (:func:`merge_layer`).
+finite. A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe,
+then among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other
+types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
+whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
+``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with
+``~/`` is under the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the
+named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small
+model.depth=6`` works) and a config built in Python gets the same values as one read from YAML. Between layers the
+later one wins: a layer that names another preset (``model.preset=base`` over a recipe that sets
+``model.embed_dim``) drops the keys of that preset which earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -49,9 +50,24 @@ NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a
-    date: in a recipe, such a value keeps the text it was written as (an :class:`_Override`), which a text key takes
-    and any other key reads as YAML does."""
+    """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a date:
+    in a recipe or an override, such a value keeps the text it was written as (an :class:`_Override`), which a
+    text key takes and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML
+    keeps the later one: a second ``train:`` section dropped the first)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                first, again = seen.setdefault(key_node.value, key_node.start_mark), key_node.start_mark
+                if first is not again:
+                    where = (f"line {first.line + 1}, columns {first.column + 1} and {again.column + 1}"
+                             if first.line == again.line else f"lines {first.line + 1} and {again.line + 1}")
+                    raise ConfigError(f"key {key_node.value!r} is given twice ({where}); YAML would keep only the "
+                                      "later one: give it once")
+        return super().construct_mapping(node, deep)
 
 
 _READ_AS = {"int": "construct_yaml_int", "float": "construct_yaml_float", "bool": "construct_yaml_bool",
@@ -102,6 +118,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
+        elif isinstance(value, (int, float)):  # a lone number, as '1.0,' is
+            value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
         item_tp = args[0] if args else Any
@@ -196,21 +214,27 @@ def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dic
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
-    a mapping value, ``section={...}``, is kept as read)."""
+    a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
+        loader = _RecipeLoader(raw)
         try:
-            parsed = yaml.safe_load(raw) if raw != "" else ""
+            node = loader.get_single_node()
+            parsed = "" if node is None else loader.construct_document(node)
         except yaml.YAMLError:
-            parsed = raw  # e.g. '%HOME%', '*best.pt': text, which only a text key takes
-        if isinstance(parsed, dict):
+            node, parsed = None, raw  # e.g. '%HOME%', '*best.pt': text, which only a text key takes
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from e
+        finally:
+            loader.dispose()
+        if isinstance(parsed, dict) or (isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')):
             value = parsed
         else:
             value = _Override(raw)
-            value.parsed = parsed
+            value.parsed = getattr(parsed, "parsed", parsed)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -280,14 +304,16 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     return out
 
 
-def resolve_recipe_path(name: str | Path, relative_to: Path | None = None) -> Path:
+def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A base recipe
-    (``relative_to``: the folder of the recipe naming it) is looked for there, then among the packaged ones, never
-    in the working folder: a user's edited copy of a packaged recipe there would become every recipe's base."""
-    candidates = [Path(name) if relative_to is None else relative_to / name]
+    (``base_of``: the recipe naming it) is looked for beside that recipe (with or without ``.yaml`` too), then among
+    the packaged ones, never in the working folder: a user's edited copy of a packaged recipe there would become
+    every recipe's base. The recipe itself comes after the packaged ones: ``_base_: tiny_cpu_mme`` in a copy named
+    so is the packaged one."""
     stem = str(name) if str(name).endswith(".yaml") else f"{name}.yaml"
-    candidates.append(RECIPES_DIR / stem)
-    for c in candidates:
+    beside = [Path(name)] if base_of is None else [base_of.parent / n for n in dict.fromkeys((str(name), stem))]
+    itself = [c for c in beside if base_of is not None and c.is_file() and c.samefile(base_of)]
+    for c in (*(c for c in beside if c not in itself), RECIPES_DIR / stem, *itself):
         if c.is_file():
             return c
     available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
@@ -306,6 +332,8 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         data = yaml.load(path.read_text(), Loader=_RecipeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path}: {e}") from e
     if not data:
         raise ConfigError(f"recipe {path}: empty (a recipe holds at least one setting; for the defaults give none)")
     if not isinstance(data, dict):
@@ -315,7 +343,7 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         if not isinstance(base, str):
             raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")
         try:
-            base_path = resolve_recipe_path(base, path.parent)
+            base_path = resolve_recipe_path(base, path)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
         data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data, level=logging.DEBUG)

@@ -513,8 +513,8 @@ def _read_json(path: Path):
         raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
-def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
-                video_root: str | Path | None = None, skip_missing: bool = False,
+def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | None = None,
+                path_format: str | None = None, video_root: str | Path | None = None, skip_missing: bool = False,
                 classes: str | Path | None = None) -> dict[str, Path]:
     """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source.
 
@@ -530,15 +530,17 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int =
     out_dir = check_output(out_dir, "--out", folder=True)
     if path_format and kind not in ("kinetics", "ssv2"):
         log.warning("--path-format is for kinetics and ssv2 lists; %s lists name the videos as their files do", kind)
+    if split is not None and kind not in ("ucf101", "hmdb51"):
+        log.warning("--split is for ucf101 and hmdb51 lists (their official splits); %s lists have their own", kind)
     if classes is not None and kind != "folder":
         raise DataError(f"--classes is for folder lists; {kind} lists take their classes from the annotations")
     if kind == "folder":
         splits, classes = from_class_folders(source, read_classes(classes) if classes is not None else None)
         video_root = video_root or source
     elif kind == "ucf101":
-        splits, classes = from_ucf101(source, split)
+        splits, classes = from_ucf101(source, 1 if split is None else split)
     elif kind == "hmdb51":
-        splits, classes = from_hmdb51(source, split)
+        splits, classes = from_hmdb51(source, 1 if split is None else split)
     elif kind == "kinetics":
         csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv") if source.is_dir() else [source]
         if not csvs:
@@ -669,9 +671,9 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
     return out
 
 
-def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int = 1, path_format: str | None = None,
-               video_root: str | Path | None = None, skip_missing: bool = False, check: bool = False,
-               min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
+def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | None = None,
+               path_format: str | None = None, video_root: str | Path | None = None, skip_missing: bool = False,
+               check: bool = False, min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
                decode_threads: int = 1) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
     ``out_dir/check.json`` (videos under ``video_root``; for 'folder', the source). Returns ``{"lists": split ->
