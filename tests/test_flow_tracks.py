@@ -185,7 +185,8 @@ def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     w, h = Image.open(tmp_path / "t.png").size
     assert w >= 2 * 288 and h >= 288  # one readable panel per tubelet start (tests/test_viz.py)
     assert cli(args + ["--out", str(tmp_path / "t.gif")]) == 0
-    assert Image.open(tmp_path / "t.gif").n_frames == 2 * 5  # L+1 raw frames per tubelet
+    gif = Image.open(tmp_path / "t.gif")
+    assert gif.n_frames == 2 * 5 and gif.info["duration"] == 100  # L+1 raw frames per tubelet, at 10 fps exactly
     assert cli(args + ["--out", str(tmp_path / "t.mp4")]) == 0
     with open_video(tmp_path / "t.mp4") as r:
         assert r.num_frames == 2 * 5 and r.size == (64, 64)

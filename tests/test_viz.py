@@ -43,6 +43,16 @@ def tiny_model():
                        head_hidden=16)
 
 
+def test_a_track_is_drawn_on_its_pixel_of_the_upsampled_frame():
+    """A pixel's centre on a frame shown f times larger is at (p + 0.5) f - 0.5: positions times f alone drew the
+    tracks (f - 1) / 2 px up and to the left (2 px at the quick demo's x5)."""
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[10, 20] = 255
+    big = _upsample(frame, 5)[..., 0].astype(float)
+    ys, xs = np.nonzero(big == big.max())
+    assert (xs.mean(), ys.mean()) == tuple(viz._on_upsampled(np.array([20.0, 10.0]), 5)) == (102.0, 52.0)
+
+
 def test_track_colours_follow_the_direction_and_length_of_the_motion():
     d = np.array([[0, 0], [4, 0], [-4, 0], [0, 4], [0, -4], [1, 0]], float)  # px, image axes (y down)
     assert _direction_rgb(d, full=4.0).tolist() == [

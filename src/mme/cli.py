@@ -104,7 +104,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=count(2), default=None,
                    help="number of motion classes (2-10, default 8)")
     p.add_argument("--videos-per-class", type=count(), default=None, help="default 40")
-    p.add_argument("--size", type=count(16), default=None, help="frame side in pixels (even, default 112)")
+    p.add_argument("--size", type=count(32), default=None, help="frame side in pixels (even, at least 32; default "
+                                                                "112)")
     p.add_argument("--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
                    help="frames per video (default 48)")
     p.add_argument("--fps", type=count(), default=None, help="default 25")

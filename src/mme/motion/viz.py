@@ -66,6 +66,13 @@ def _upsample(frame: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(frame, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
 
 
+def _on_upsampled(positions: np.ndarray, factor: int) -> np.ndarray:
+    """Positions on a frame (pixel centres at whole numbers, as tracks have them) on the frame :func:`_upsample`-d
+    ``factor`` times, whose pixel i is the centre of pixels i*f .. i*f + f - 1 (``* factor`` alone drew the tracks
+    (f - 1) / 2 px up and to the left)."""
+    return (positions + 0.5) * factor - 0.5
+
+
 def _direction_rgb(d: np.ndarray, full: float) -> np.ndarray:
     """Displacements ``(..., 2)`` px -> RGB ``(..., 3)`` uint8: hue = direction (image axes, y down), saturation =
     length up to ``full`` px, so still points are white."""
@@ -98,8 +105,9 @@ def _polyline(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], th
         cv2.circle(img, end, 4 * (t + 1), c, -1, cv2.LINE_AA, shift=2)
 
 
-def _save_frames(images: list[np.ndarray], out: Path, fps: float = 8.0) -> None:
-    """Animated GIF or H.264 MP4 of the images; written atomically."""
+def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None:
+    """Animated GIF or H.264 MP4 of the images at ``fps`` (10 by default, which a GIF holds exactly: it counts
+    centiseconds, so 8 fps came out as 120 ms frames); written atomically."""
     from PIL import Image
 
     from mme.data.synth import encode_h264
@@ -110,7 +118,7 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 8.0) -> None:
         return
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     frames = [Image.fromarray(im) for im in images]
-    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=10 * max(1, round(100 / fps)), loop=0)
     tmp.replace(out)
 
 
@@ -157,7 +165,8 @@ def _wheel_legend(full: float):
 def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int = 16, stride: int = 4,
                    size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False) -> Path:
     """PNG: one titled panel per tubelet (its first frame upsampled, the tracks of its L steps) and a colour key.
-    GIF / MP4: every raw frame at its size, the tracks of the current tubelet drawn up to that frame."""
+    GIF / MP4: per tubelet, the raw frames of its tracks (its first frame and the L after it) at their size, the
+    tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice)."""
     c = read_clip(video, start, num_frames, stride, size, length)
     tr: Tracks = track(c.frames, c.frame_ids, c.starts, length, seed_stride=seed_stride, compensate=compensate,
                        source=video)
@@ -172,9 +181,9 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
                       for k, s in enumerate(c.starts) for j in range(length + 1)], out)
         return out
     f = _factor(size)
-    panels = [(f"frame {s}, tracks to {s + length}", draw_tracks(_upsample(c.frames[at[int(s)]], f), pos[k] * f,
-                                                                 valid[k], full=full * f, thickness=2))
-              for k, s in enumerate(c.starts)]
+    panels = [(f"frame {s}, tracks to {s + length}",
+               draw_tracks(_upsample(c.frames[at[int(s)]], f), _on_upsampled(pos[k], f), valid[k], full=full * f,
+                           thickness=2)) for k, s in enumerate(c.starts)]
     title = f"{Path(video).name}: point tracks over {length} frames, one panel per tubelet\nframes {size} px shown x{f}"
     _figure(panels, min(4, len(panels)), title, _wheel_legend(full), out)
     return out
@@ -341,7 +350,7 @@ def _prediction_panels(frames: list[np.ndarray], starts: np.ndarray, tokens: lis
         dimmed[ti][y0:y0 + p, x0:x0 + p] = (dimmed[ti][y0:y0 + p, x0:x0 + p] * DIM).astype(np.uint8)
     drawn = {"target": [im.copy() for im in dimmed], "predicted": [im.copy() for im in dimmed]}
     k = np.arange(a * a)
-    offsets = f * seed_stride * np.stack([k % a + 0.5, k // a + 0.5], -1)  # (K, 2) seeds in their patch, x y
+    offsets = _on_upsampled(seed_stride * np.stack([k % a + 0.5, k // a + 0.5], -1), f)  # (K, 2) in the patch, x y
     for row, (ti, y0, x0) in enumerate(cells):
         for name, vec, colour in (("target", target[row], TARGET_RGB), ("predicted", pred[row], PRED_RGB)):
             z = vec.reshape(2, L, a * a).permute(2, 1, 0).numpy() * px_per_unit  # (K, L, 2)
