@@ -697,6 +697,18 @@ def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_to
     export(src, tmp_path / "one", "safetensors")
     with pytest.raises(ConfigError, match="one.safetensors: already holds a checkpoint"):
         export(src, tmp_path / "one", "safetensors")
+    # a Hugging Face folder of pytorch_model.bin: a model.safetensors written into it is read in place of its weights
+    from safetensors.torch import load_file
+
+    hfbin = tmp_path / "hfbin"
+    hfbin.mkdir()
+    (hfbin / "config.json").write_bytes((tmp_path / "hf" / "config.json").read_bytes())
+    torch.save(load_file(str(tmp_path / "hf" / "model.safetensors")), hfbin / "pytorch_model.bin")
+    assert cli_main(["export", str(hfbin), str(hfbin / "model.safetensors"), "--format", "safetensors"]) == 1
+    assert "or be read in their place" in capsys.readouterr().err and not (hfbin / "model.safetensors").exists()
+    (tmp_path / "afile").write_text("x")  # a file where a folder is written: said so, not "holds a checkpoint"
+    assert cli_main(["export", str(src), str(tmp_path / "afile")]) == 1
+    assert "afile: is a file; a folder is needed" in capsys.readouterr().err
 
 
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):

@@ -70,6 +70,9 @@ def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
     assert (c.model.embed_dim, c.optim.betas) == (384, (0.9, 0.98))
     with pytest.raises(ConfigError, match=r"override 'train=\{steps: 1, steps: 2\}': key 'steps' is given twice"):
         load_config(PretrainConfig, "tiny_cpu_mme", ["train={steps: 1, steps: 2}"])
+    # characters YAML cannot hold (a path's bytes that are not UTF-8, as argv brings them): text, as before
+    for path in ("runs/caf\udce9", "a\x01b"):
+        assert load_config(PretrainConfig, "tiny_cpu_mme", [f"train.out_dir={path}"]).train.out_dir == path
 
 
 def test_a_lone_value_for_a_list_key_is_a_list_of_one():

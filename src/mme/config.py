@@ -220,8 +220,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        loader = _RecipeLoader(raw)
+        loader = None
         try:
+            loader = _RecipeLoader(raw)  # refuses characters YAML cannot hold (a path's undecodable bytes)
             node = loader.get_single_node()
             parsed = "" if node is None else loader.construct_document(node)
         except yaml.YAMLError:
@@ -229,7 +230,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except ConfigError as e:
             raise ConfigError(f"override {item!r}: {e}") from e
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         if isinstance(parsed, dict) or (isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')):
             value = parsed
         else:

@@ -21,6 +21,7 @@ from mme.errors import CheckpointError, ConfigError
 from mme.models import convert, convert_config
 from mme.models.checkpoint import (
     CONFIG,
+    HF_BIN,
     WEIGHTS,
     Checkpoint,
     build_model,
@@ -169,10 +170,17 @@ def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]
 def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: bool) -> None:
     """Refuse to write over ``src``'s own files, and, unless ``overwrite``, over a checkpoint ``out`` holds."""
     written = [out / CONFIG, out / WEIGHTS] if folder else [out]
-    if {p.resolve() for p in written} & {p.resolve() for p in checkpoint_files(src)}:
-        raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported; write "
-                          "the export elsewhere")
-    held = [p.name for p in (checkpoint_files(out) if folder else written) if p.is_file()]
+    # SRC's files, and for a folder those it would be read from too: a model.safetensors written into a Hugging
+    # Face folder of pytorch_model.bin is read in place of its weights (by transformers too)
+    src = Path(src)
+    read = [src / name for name in (CONFIG, WEIGHTS, HF_BIN)] if src.is_dir() else [src]
+    if {p.resolve() for p in written} & {p.resolve() for p in read}:
+        raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported, or be "
+                          "read in their place; write the export elsewhere")
+    if folder:
+        held = [p.name for p in checkpoint_files(out)] if out.is_dir() else []
+    else:
+        held = [out.name] if out.is_file() else []
     if held and not overwrite:
         raise ConfigError(f"out {out}: already holds a checkpoint ({', '.join(held)}); give --overwrite to replace "
                           "it, or another OUT")
