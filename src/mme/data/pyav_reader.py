@@ -577,11 +577,12 @@ def _make_index(path: str) -> _Index:
     try:
         with open_container(path) as container:
             stream = video_stream(container)
-            pts, keys = [], []
+            pts, keys, cut = [], [], False
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
                 pts.append(packet.pts)
+                cut = packet.is_corrupt  # the last one's: its data cut short by the end of the file
                 if packet.is_keyframe:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
@@ -589,6 +590,11 @@ def _make_index(path: str) -> _Index:
             return _sequential_index(path, len(pts), "packets without timestamps")
         if len(set(pts)) < len(pts):
             return _sequential_index(path, len(pts), f"{len(pts)} packets share {len(set(pts))} timestamps")
+        if cut:  # an interrupted download or recording: how many frames decode (fewer than packets, by the frames
+            # the decoder held back for reordering too) is known from a decode alone, and a count that a later read
+            # corrects draws other clips in a process that has not read so far (and refuses its track cache)
+            return _sequential_index(path, len(pts), "its last packet is cut short (an interrupted download or "
+                                                     "recording)")
         index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), len(pts),
                        "seek")
         if check:
