@@ -230,6 +230,27 @@ def test_kinetics_csv_layouts(tmp_path):
         from_kinetics([tmp_path / "latin1.csv"])
 
 
+def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
+    """val.csv built after train.csv into the same --out: before, its ids came from its own labels (zumba 1, not
+    2) and it replaced train's classes.json without a word; now refused, and --classes keeps train's ids."""
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,a1,1,11,train\n"
+                                        "baking cookies,b1,1,11,train\nzumba,z1,1,11,train\n")
+    (tmp_path / "val.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,a2,1,11,val\n"
+                                      "zumba,z2,1,11,val\n")
+    out = tmp_path / "o"
+    assert cli_main(["lists", "kinetics", str(tmp_path / "train.csv"), "--out", str(out)]) == 0
+    with pytest.raises(DataError, match=r"classes\.json numbers the classes otherwise than this build would, and "
+                                        r"the lists of other splits there \(train\.txt\) .*give --classes"):
+        build_lists("kinetics", tmp_path / "val.csv", out)
+    assert json.loads((out / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
+    assert cli_main(["lists", "kinetics", str(tmp_path / "val.csv"), "--out", str(out),
+                     "--classes", str(out / "classes.json")]) == 0
+    assert [e.label for e in read_list(out / "val.txt")[0]] == [0, 2]
+    assert json.loads((out / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
+    with pytest.raises(DataError, match=r"val\.csv:3: label 'zumba' is not in the given class map of 2 classes"):
+        from_kinetics([tmp_path / "val.csv"], classes=["abseiling", "yoga"])
+
+
 SSV2_LABELS = {"Approaching something with your camera": "0", "Putting something on something": "1"}
 SSV2_SPLITS = {
     "train": [{"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] on [something]",

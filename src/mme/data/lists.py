@@ -398,13 +398,15 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     return out, classes
 
 
-def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT) -> tuple[Splits, list[str]]:
+def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT,
+                  classes: list[str] | None = None) -> tuple[Splits, list[str]]:
     """Kinetics CSVs (``label,youtube_id,time_start,time_end,split``), one list per value of the split column.
 
     File names follow ``path_format`` with fields split, label, label_ (spaces as underscores), label_tv (as
     torchvision's Kinetics download names class folders: spaces as underscores, no ', ( or )), youtube_id,
     time_start, time_end (default ``{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``; flat
-    folders: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``). Classes: all labels seen, sorted; rows
+    folders: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``). Classes: all labels seen, sorted, or
+    ``classes`` (the class map of another split built on its own: a label not in it is a DataError); rows
     without a label (the test set) are unlabelled, and the empty folder a label field gives them is dropped.
     """
     rows = []
@@ -427,7 +429,13 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 label = (row.get("label") or "").strip()
                 split = split_name((row.get("split") or "").strip() or path.stem)
                 rows.append((split, label, row["youtube_id"].strip(), start, end, f"{path}:{n}"))
-    classes = sorted({r[1] for r in rows if r[1]})
+    if classes is None:
+        classes = sorted({r[1] for r in rows if r[1]})
+    unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
+    if unknown:
+        raise DataError(f"{unknown[5]}: label {unknown[1]!r} is not in the given class map of {len(classes)} "
+                        f"classes; build the lists of every split together or use the class map of the split "
+                        f"that has it")
     for split in {r[0] for r in rows}:
         labels = [(bool(r[1]), r[5]) for r in rows if r[0] == split]
         if len({has for has, _ in labels}) > 1:
@@ -518,9 +526,11 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                 classes: str | Path | None = None) -> dict[str, Path]:
     """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source.
 
-    ``kind``: 'folder' (source = the video folder, or a folder of split folders; ``classes``: the class map
-    to number its classes by), 'ucf101' / 'hmdb51' (source = the split-file folder), 'kinetics' (source = a CSV
-    or a folder of CSVs), 'ssv2' (source = the annotation folder). With ``skip_missing``, entries whose file is
+    ``kind``: 'folder' (source = the video folder, or a folder of split folders), 'ucf101' / 'hmdb51' (source =
+    the split-file folder), 'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation
+    folder); ``classes``: for folder and kinetics, the class map to number the classes by. A ``classes.json`` of
+    ``out_dir`` that numbers them otherwise, beside lists of other splits, is a DataError (see :func:`_keep_ids`).
+    With ``skip_missing``, entries whose file is
     not under ``video_root`` are left out (and counted in the log); a split with none found is not written,
     classes with none found in a split are named in a warning, and no video found at all is a DataError (a wrong
     ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
@@ -532,10 +542,12 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         log.warning("--path-format is for kinetics and ssv2 lists; %s lists name the videos as their files do", kind)
     if split is not None and kind not in ("ucf101", "hmdb51"):
         log.warning("--split is for ucf101 and hmdb51 lists (their official splits); %s lists have their own", kind)
-    if classes is not None and kind != "folder":
-        raise DataError(f"--classes is for folder lists; {kind} lists take their classes from the annotations")
+    if classes is not None and kind not in ("folder", "kinetics"):
+        raise DataError(f"--classes is for folder and kinetics lists; {kind} lists take their classes from the "
+                        f"annotations")
+    given = read_classes(classes) if classes is not None else None
     if kind == "folder":
-        splits, classes = from_class_folders(source, read_classes(classes) if classes is not None else None)
+        splits, classes = from_class_folders(source, given)
         video_root = video_root or source
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, 1 if split is None else split)
@@ -545,7 +557,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv") if source.is_dir() else [source]
         if not csvs:
             raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
-        splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT)
+        splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT, given)
     elif kind == "ssv2":
         splits, classes = from_ssv2(source, path_format or SSV2_FORMAT)
     else:
@@ -555,6 +567,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     listed = {name: entries for name, entries in splits.items() if entries}
     if not listed:
         raise DataError(f"{source}: lists no videos")
+    _keep_ids(out_dir, classes, splits, kind)
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --video-root")
@@ -571,6 +584,23 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
             log.warning("removed %s, the %s list of an earlier build: this build has no videos for it",
                         out_dir / f"{name}.txt", name)
     return written
+
+
+def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:
+    """Refuse to replace a ``classes.json`` of ``out_dir`` that numbers classes otherwise while lists of other
+    splits than this build's remain there: they would keep its ids under the new map's names."""
+    path = out_dir / "classes.json"
+    left = sorted(f.name for f in out_dir.glob("*.txt") if f.is_file() and f.stem not in splits)
+    if not left or not path.is_file():
+        return
+    try:
+        if read_classes(path) == classes:
+            return
+    except DataError:
+        pass
+    keep = f"give --classes {path} to keep its ids" if kind in ("folder", "kinetics") else "build them together"
+    raise DataError(f"{path} numbers the classes otherwise than this build would, and the lists of other splits "
+                    f"there ({', '.join(left)}) are numbered by it: {keep}, or choose another --out")
 
 
 def _found(splits: Splits, classes: list[str], video_root: str | Path) -> Splits:
