@@ -117,10 +117,14 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
                               ListEntry("validation/cooking/c3.mp4", 2)]}
     assert cli_main(["lists", "folder", str(root), "--out", str(root / "lists")]) == 0
     assert read_list(root / "lists" / "val.txt")[0] == splits["val"]
-    # one split built on its own, numbered by the other's class map; a class the map lacks is refused
+    # each split built on its own into one --out, the second numbered by the first's class map: a list each,
+    # named after its split (before: both all.txt, the second replacing the first)
+    assert cli_main(["lists", "folder", str(root / "train"), "--out", str(tmp_path / "v")]) == 0
     assert cli_main(["lists", "folder", str(root / "validation"), "--out", str(tmp_path / "v"),
-                     "--classes", str(root / "lists" / "classes.json")]) == 0
-    assert [e.label for e in read_list(tmp_path / "v" / "all.txt")[0]] == [0, 2, 2]
+                     "--classes", str(tmp_path / "v" / "classes.json")]) == 0
+    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "train.txt", "val.txt"]
+    assert [e.label for e in read_list(tmp_path / "v" / "val.txt")[0]] == [0, 2, 2]
+    # a class the map lacks is refused
     with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
         from_class_folders(root / "train", classes=["archery", "cooking"])
     (root / "val" / "archery").mkdir(parents=True)  # 'val' beside 'validation': one split twice

@@ -250,7 +250,8 @@ SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", 
 
 
 def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str]]:
-    """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all', classes sorted by name
+    """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all' (named after its split
+    when the folder is a split folder, e.g. 'val' for ``validation/``), classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
     without videos (an unpacked split-file folder, the lists' own folder) are not classes, and hidden files
     (macOS's '._' companions) are not videos; both are logged.
@@ -281,7 +282,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         names = {c for folders in per_split.values() for c, files in folders.items() if files}
     else:
-        per_split = {"": videos}
+        per_split = {root.name if root.name.lower() in SPLIT_FOLDERS else "": videos}  # one split's folder
         names = set(holding)
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
