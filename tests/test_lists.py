@@ -305,6 +305,21 @@ def test_ssv2_says_what_it_looked_for(tmp_path):
         from_ssv2(tmp_path)
 
 
+def test_an_ssv2_split_mixing_items_with_and_without_a_template_is_refused(tmp_path, caplog):
+    """Before: a labelled list with unlabelled lines (which its own reader rejects), without a word; a train or
+    validation file without any template is written unlabelled, with a warning."""
+    (tmp_path / "labels.json").write_text(json.dumps(SSV2_LABELS))
+    (tmp_path / "train.json").write_text(json.dumps([SSV2_SPLITS["train"][0], {"id": "555"}]))
+    with pytest.raises(DataError, match=r"train\.json: item 1 \(video 555\) has no template, unlike item 0"):
+        from_ssv2(tmp_path)
+    (tmp_path / "train.json").write_text(json.dumps([{"id": "555"}]))
+    (tmp_path / "test.json").write_text(json.dumps(SSV2_SPLITS["test"]))
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_ssv2(tmp_path)[0] == {"train": [ListEntry("555.webm")], "test": [ListEntry("1420.webm")]}
+    assert "train.json: no video has a template; its train list is written without labels" in caplog.text
+    assert "test.json" not in caplog.text
+
+
 @pytest.mark.parametrize("variant", ["crlf", "bom"])
 def test_text_annotations_saved_on_windows(tmp_path, variant):
     write_text(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\n2 YoYo\n", variant)

@@ -508,6 +508,13 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
                     raise DataError(f"{path}: video {item['id']}: template {name!r} is not in {labels_file}")
                 label = label_map[name]
             entries.append(ListEntry(_format_path(path_format, id=item["id"]), label))
+        labelled = [e.label is not None for e in entries]
+        if len(set(labelled)) > 1:
+            n = labelled.index(not labelled[0])
+            raise DataError(f"{path}: item {n} (video {items[n]['id']}) has {'no' if labelled[0] else 'a'} template, "
+                            f"unlike item 0 (a list is labelled in every line or in none)")
+        if split != "test" and entries and not any(labelled):
+            log.warning("%s: no video has a template; its %s list is written without labels", path, split)
         out[split] = entries
     if not out:
         looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
