@@ -255,6 +255,21 @@ def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
         from_kinetics([tmp_path / "val.csv"], classes=["abseiling", "yoga"])
 
 
+def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):
+    """A header spelling 'Label' (or ' Split'): before, every list was written unlabelled, its paths without the
+    label folder, without a word."""
+    (tmp_path / "train.csv").write_text("Label, YouTube_ID,Time_Start,time_end, Split\nabseiling,a1,1,11,train\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_kinetics([tmp_path / "train.csv"]) == (
+            {"train": [ListEntry("train/abseiling/a1_000001_000011.mp4", 0)]}, ["abseiling"])
+        assert not caplog.text
+        (tmp_path / "val.csv").write_text("youtube_id,time_start,time_end\nv1,1,11\n")
+        (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end\nt1,1,11\n")
+        from_kinetics([tmp_path / "val.csv", tmp_path / "test.csv"])
+    assert "val.csv: no label column; its ['val'] list(s) are written without labels" in caplog.text
+    assert "test.csv" not in caplog.text
+
+
 SSV2_LABELS = {"Approaching something with your camera": "0", "Putting something on something": "1"}
 SSV2_SPLITS = {
     "train": [{"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] on [something]",

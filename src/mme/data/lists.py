@@ -416,7 +416,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         with open(path, newline="", encoding="utf-8-sig") as fh:
             try:
                 reader = csv.DictReader(fh)
-                fields, table = set(reader.fieldnames or []), list(reader)
+                reader.fieldnames = [f.strip().lower() for f in reader.fieldnames or []]  # 'Label', ' split'
+                fields, table = set(reader.fieldnames), list(reader)
             except UnicodeDecodeError as e:
                 raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
             missing = {"youtube_id", "time_start", "time_end"} - fields
@@ -430,6 +431,9 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 label = (row.get("label") or "").strip()
                 split = split_name((row.get("split") or "").strip() or path.stem)
                 rows.append((split, label, row["youtube_id"].strip(), start, end, f"{path}:{n}"))
+            unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
+            if "label" not in fields and unlabelled:
+                log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
     if classes is None:
         classes = sorted({r[1] for r in rows if r[1]})
     unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
