@@ -86,6 +86,28 @@ def test_class_folders(tmp_path):
     assert from_class_folders(tmp_path / "events")[1] == ["festival", "protest"]
 
 
+def test_numbered_class_folders_and_unicode_twins_are_said(tmp_path, caplog):
+    """Folders 0..11 sort as text (0, 1, 10, 11, 2, ...), as torchvision's ImageFolder sorts them, so class id 2
+    is folder 10; and 'café' in NFC and NFD is two classes. Both kept as they are, with a warning (before:
+    nothing said)."""
+    for name in [str(i) for i in range(12)] + ["caf\u00e9", "cafe\u0301"]:
+        folder = tmp_path / ("nums" if name.isdigit() else "cafe") / name
+        folder.mkdir(parents=True)
+        (folder / "v.mp4").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(tmp_path / "nums")[1][:4] == ["0", "1", "10", "11"]
+        assert "class folders are numbers, sorted as text as torchvision's ImageFolder sorts them (0, 1, 10, 11, " \
+               "2)" in caplog.text
+        assert len(from_class_folders(tmp_path / "cafe")[1]) == 2
+        assert "are one name in different Unicode forms" in caplog.text
+        caplog.clear()
+        from_class_folders(tmp_path / "nums", classes=[str(i) for i in range(12)])  # a map given: its ids
+        shutil.rmtree(tmp_path / "nums" / "10")
+        shutil.rmtree(tmp_path / "nums" / "11")
+        from_class_folders(tmp_path / "nums")  # 0..9: text order is numeric order
+    assert not caplog.text
+
+
 def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
     """``mme lists folder ... --split 3`` wrote the folder's lists without a word, as if split 3 had been taken
     (``--path-format`` was already said to be for kinetics and ssv2)."""

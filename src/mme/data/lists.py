@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import string
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -286,8 +287,17 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         names = set(holding)
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
+    forms = Counter(unicodedata.normalize("NFC", name) for name in names)
+    twins = sorted(name for name in names if forms[unicodedata.normalize("NFC", name)] > 1)
+    if twins:
+        log.warning("%s: class folders %s are one name in different Unicode forms (NFC, NFD), and two classes here; "
+                    "rename one", root, [ascii(name) for name in twins])
     if classes is None:
         classes = sorted(names, key=lambda name: (name.lower(), name))
+        if all(_is_int(name) for name in classes) and classes != sorted(classes, key=int):
+            log.warning("%s: class folders are numbers, sorted as text as torchvision's ImageFolder sorts them "
+                        "(%s): class id i is not folder i; classes.json gives each folder's id", root,
+                        ", ".join(classes[:5]))
     unknown = sorted(names - set(classes))
     if unknown:
         raise DataError(f"{root}: class folder(s) {unknown[:5]} not in the given class map of {len(classes)} "
