@@ -408,6 +408,26 @@ def test_cli_writes_lists_and_label_map(tmp_path, caplog):
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "file")]) == 1
 
 
+def test_skip_missing_suggests_path_format_only_where_it_names_the_files(tmp_path, caplog):
+    """A class with no video found: the hint of --path-format ({label_tv}) is for kinetics and ssv2 lists alone
+    (before: given for ucf101, hmdb51 and folder lists too, where that option is ignored)."""
+    (tmp_path / "classInd.txt").write_text("1 A\n2 B\n")
+    (tmp_path / "trainlist01.txt").write_text("A/a1.avi 1\nB/b1.avi 2\n")
+    (tmp_path / "testlist01.txt").write_text("A/a1.avi\n")
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "A").mkdir()
+    for video in ("A/a1.avi", "train/a/k1_000001_000011.mp4"):
+        (tmp_path / video).write_bytes(b"x")
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end\na,k1,1,11\nb,k2,1,11\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        build_lists("ucf101", tmp_path, tmp_path / "u", video_root=tmp_path, skip_missing=True)
+        assert "train: no video of 1 class(es) found" in caplog.text and "--path-format" not in caplog.text
+        with pytest.raises(DataError, match=r"paths start from\?$"):
+            build_lists("ucf101", tmp_path, tmp_path / "u", video_root=tmp_path / "train", skip_missing=True)
+        build_lists("kinetics", tmp_path / "train.csv", tmp_path / "k", video_root=tmp_path, skip_missing=True)
+    assert "(is --path-format the folders' naming? {label_tv} is torchvision's)" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """A folder of class sub-folders: a good video, a short one, an Xvid AVI with packed B-frames (exact only

@@ -593,7 +593,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --video-root")
-        listed = _found(listed, classes, video_root)
+        listed = _found(listed, classes, video_root, kind)
     written = {}
     for name, entries in listed.items():
         written[name] = out_dir / f"{name}.txt"
@@ -625,9 +625,11 @@ def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> N
                     f"there ({', '.join(left)}) are numbered by it: {keep}, or choose another --out")
 
 
-def _found(splits: Splits, classes: list[str], video_root: str | Path) -> Splits:
+def _found(splits: Splits, classes: list[str], video_root: str | Path, kind: str) -> Splits:
     """The entries of each split whose file is under ``video_root`` (a download always misses some); see
-    :func:`build_lists`."""
+    :func:`build_lists`. ``kind``: the lists' (--path-format, which names the files of kinetics and ssv2 lists
+    alone, is suggested for those)."""
+    formatted = kind in ("kinetics", "ssv2")
     out: Splits = {}
     for name, entries in splits.items():
         kept = [e for e in entries if os.path.isfile(resolve(e, video_root))]
@@ -639,12 +641,13 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path) -> Splits
         listed, found = Counter(e.label for e in entries), Counter(e.label for e in kept)
         gone = [classes[c] for c in listed if c is not None and not found[c]]
         if gone:
-            log.warning("%s: no video of %d class(es) found under %s, e.g. %s (is --path-format the folders' "
-                        "naming? {label_tv} is torchvision's)", name, len(gone), video_root, gone[:5])
+            log.warning("%s: no video of %d class(es) found under %s, e.g. %s%s", name, len(gone), video_root,
+                        gone[:5], " (is --path-format the folders' naming? {label_tv} is torchvision's)"
+                        if formatted else "")
         out[name] = kept
     if not out:
-        raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from, and "
-                        f"--path-format their naming?")
+        raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from"
+                        f"{', and --path-format their naming' if formatted else ''}?")
     return out
 
 
