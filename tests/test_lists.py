@@ -86,6 +86,28 @@ def test_class_folders(tmp_path):
     assert from_class_folders(tmp_path / "events")[1] == ["festival", "protest"]
 
 
+def test_numbered_class_folders_and_unicode_twins_are_said(tmp_path, caplog):
+    """Folders 0..11 sort as text (0, 1, 10, 11, 2, ...), as torchvision's ImageFolder sorts them, so class id 2
+    is folder 10; and 'café' in NFC and NFD is two classes. Both kept as they are, with a warning (before:
+    nothing said)."""
+    for name in [str(i) for i in range(12)] + ["caf\u00e9", "cafe\u0301"]:
+        folder = tmp_path / ("nums" if name.isdigit() else "cafe") / name
+        folder.mkdir(parents=True)
+        (folder / "v.mp4").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(tmp_path / "nums")[1][:4] == ["0", "1", "10", "11"]
+        assert "class folders are numbers, sorted as text as torchvision's ImageFolder sorts them (0, 1, 10, 11, " \
+               "2)" in caplog.text
+        assert len(from_class_folders(tmp_path / "cafe")[1]) == 2
+        assert "are one name in different Unicode forms" in caplog.text
+        caplog.clear()
+        from_class_folders(tmp_path / "nums", classes=[str(i) for i in range(12)])  # a map given: its ids
+        shutil.rmtree(tmp_path / "nums" / "10")
+        shutil.rmtree(tmp_path / "nums" / "11")
+        from_class_folders(tmp_path / "nums")  # 0..9: text order is numeric order
+    assert not caplog.text
+
+
 def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
     """``mme lists folder ... --split 3`` wrote the folder's lists without a word, as if split 3 had been taken
     (``--path-format`` was already said to be for kinetics and ssv2)."""
@@ -117,10 +139,14 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
                               ListEntry("validation/cooking/c3.mp4", 2)]}
     assert cli_main(["lists", "folder", str(root), "--out", str(root / "lists")]) == 0
     assert read_list(root / "lists" / "val.txt")[0] == splits["val"]
-    # one split built on its own, numbered by the other's class map; a class the map lacks is refused
+    # each split built on its own into one --out, the second numbered by the first's class map: a list each,
+    # named after its split (before: both all.txt, the second replacing the first)
+    assert cli_main(["lists", "folder", str(root / "train"), "--out", str(tmp_path / "v")]) == 0
     assert cli_main(["lists", "folder", str(root / "validation"), "--out", str(tmp_path / "v"),
-                     "--classes", str(root / "lists" / "classes.json")]) == 0
-    assert [e.label for e in read_list(tmp_path / "v" / "all.txt")[0]] == [0, 2, 2]
+                     "--classes", str(tmp_path / "v" / "classes.json")]) == 0
+    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "train.txt", "val.txt"]
+    assert [e.label for e in read_list(tmp_path / "v" / "val.txt")[0]] == [0, 2, 2]
+    # a class the map lacks is refused
     with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
         from_class_folders(root / "train", classes=["archery", "cooking"])
     (root / "val" / "archery").mkdir(parents=True)  # 'val' beside 'validation': one split twice
@@ -230,6 +256,42 @@ def test_kinetics_csv_layouts(tmp_path):
         from_kinetics([tmp_path / "latin1.csv"])
 
 
+def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
+    """val.csv built after train.csv into the same --out: before, its ids came from its own labels (zumba 1, not
+    2) and it replaced train's classes.json without a word; now refused, and --classes keeps train's ids."""
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,a1,1,11,train\n"
+                                        "baking cookies,b1,1,11,train\nzumba,z1,1,11,train\n")
+    (tmp_path / "val.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,a2,1,11,val\n"
+                                      "zumba,z2,1,11,val\n")
+    out = tmp_path / "o"
+    assert cli_main(["lists", "kinetics", str(tmp_path / "train.csv"), "--out", str(out)]) == 0
+    with pytest.raises(DataError, match=r"classes\.json numbers the classes otherwise than this build would, and "
+                                        r"the lists of other splits there \(train\.txt\) .*give --classes"):
+        build_lists("kinetics", tmp_path / "val.csv", out)
+    assert json.loads((out / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
+    assert cli_main(["lists", "kinetics", str(tmp_path / "val.csv"), "--out", str(out),
+                     "--classes", str(out / "classes.json")]) == 0
+    assert [e.label for e in read_list(out / "val.txt")[0]] == [0, 2]
+    assert json.loads((out / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
+    with pytest.raises(DataError, match=r"val\.csv:3: label 'zumba' is not in the given class map of 2 classes"):
+        from_kinetics([tmp_path / "val.csv"], classes=["abseiling", "yoga"])
+
+
+def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):
+    """A header spelling 'Label' (or ' Split'): before, every list was written unlabelled, its paths without the
+    label folder, without a word."""
+    (tmp_path / "train.csv").write_text("Label, YouTube_ID,Time_Start,time_end, Split\nabseiling,a1,1,11,train\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_kinetics([tmp_path / "train.csv"]) == (
+            {"train": [ListEntry("train/abseiling/a1_000001_000011.mp4", 0)]}, ["abseiling"])
+        assert not caplog.text
+        (tmp_path / "val.csv").write_text("youtube_id,time_start,time_end\nv1,1,11\n")
+        (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end\nt1,1,11\n")
+        from_kinetics([tmp_path / "val.csv", tmp_path / "test.csv"])
+    assert "val.csv: no label column; its ['val'] list(s) are written without labels" in caplog.text
+    assert "test.csv" not in caplog.text
+
+
 SSV2_LABELS = {"Approaching something with your camera": "0", "Putting something on something": "1"}
 SSV2_SPLITS = {
     "train": [{"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] on [something]",
@@ -278,6 +340,21 @@ def test_ssv2_says_what_it_looked_for(tmp_path):
     (tmp_path / "train.json").write_text("[{")
     with pytest.raises(DataError, match=r"train\.json: not valid JSON"):
         from_ssv2(tmp_path)
+
+
+def test_an_ssv2_split_mixing_items_with_and_without_a_template_is_refused(tmp_path, caplog):
+    """Before: a labelled list with unlabelled lines (which its own reader rejects), without a word; a train or
+    validation file without any template is written unlabelled, with a warning."""
+    (tmp_path / "labels.json").write_text(json.dumps(SSV2_LABELS))
+    (tmp_path / "train.json").write_text(json.dumps([SSV2_SPLITS["train"][0], {"id": "555"}]))
+    with pytest.raises(DataError, match=r"train\.json: item 1 \(video 555\) has no template, unlike item 0"):
+        from_ssv2(tmp_path)
+    (tmp_path / "train.json").write_text(json.dumps([{"id": "555"}]))
+    (tmp_path / "test.json").write_text(json.dumps(SSV2_SPLITS["test"]))
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_ssv2(tmp_path)[0] == {"train": [ListEntry("555.webm")], "test": [ListEntry("1420.webm")]}
+    assert "train.json: no video has a template; its train list is written without labels" in caplog.text
+    assert "test.json" not in caplog.text
 
 
 @pytest.mark.parametrize("variant", ["crlf", "bom"])
@@ -329,6 +406,26 @@ def test_cli_writes_lists_and_label_map(tmp_path, caplog):
     assert cli_main(["lists", "ssv2", str(tmp_path / "nothing"), "--out", str(out)]) == 1
     (tmp_path / "file").write_text("x")  # an output that cannot be a folder: refused before any work
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "file")]) == 1
+
+
+def test_skip_missing_suggests_path_format_only_where_it_names_the_files(tmp_path, caplog):
+    """A class with no video found: the hint of --path-format ({label_tv}) is for kinetics and ssv2 lists alone
+    (before: given for ucf101, hmdb51 and folder lists too, where that option is ignored)."""
+    (tmp_path / "classInd.txt").write_text("1 A\n2 B\n")
+    (tmp_path / "trainlist01.txt").write_text("A/a1.avi 1\nB/b1.avi 2\n")
+    (tmp_path / "testlist01.txt").write_text("A/a1.avi\n")
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "A").mkdir()
+    for video in ("A/a1.avi", "train/a/k1_000001_000011.mp4"):
+        (tmp_path / video).write_bytes(b"x")
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end\na,k1,1,11\nb,k2,1,11\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        build_lists("ucf101", tmp_path, tmp_path / "u", video_root=tmp_path, skip_missing=True)
+        assert "train: no video of 1 class(es) found" in caplog.text and "--path-format" not in caplog.text
+        with pytest.raises(DataError, match=r"paths start from\?$"):
+            build_lists("ucf101", tmp_path, tmp_path / "u", video_root=tmp_path / "train", skip_missing=True)
+        build_lists("kinetics", tmp_path / "train.csv", tmp_path / "k", video_root=tmp_path, skip_missing=True)
+    assert "(is --path-format the folders' naming? {label_tv} is torchvision's)" in caplog.text
 
 
 @pytest.fixture(scope="module")

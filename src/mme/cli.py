@@ -145,8 +145,8 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                    help="folder the list paths are relative to (for --skip-missing and --check)")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --video-root")
     p.add_argument("--classes", default=None, metavar="JSON",
-                   help="folder: number the classes as this class map does (the classes.json of another split "
-                        "built on its own), so a class has one id in both; a class folder not in it is an error")
+                   help="folder, kinetics: number the classes as this class map does (the classes.json of another "
+                        "split built on its own), so a class has one id in both; a class it lacks is an error")
     p.add_argument("--check", action="store_true",
                    help="then open and decode every listed video and write OUT/check.json (see `mme check`)")
     _check_args(p)

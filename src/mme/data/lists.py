@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import string
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -250,7 +251,8 @@ SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", 
 
 
 def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str]]:
-    """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all', classes sorted by name
+    """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all' (named after its split
+    when the folder is a split folder, e.g. 'val' for ``validation/``), classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
     without videos (an unpacked split-file folder, the lists' own folder) are not classes, and hidden files
     (macOS's '._' companions) are not videos; both are logged.
@@ -281,12 +283,21 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         names = {c for folders in per_split.values() for c, files in folders.items() if files}
     else:
-        per_split = {"": videos}
+        per_split = {root.name if root.name.lower() in SPLIT_FOLDERS else "": videos}  # one split's folder
         names = set(holding)
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
+    forms = Counter(unicodedata.normalize("NFC", name) for name in names)
+    twins = sorted(name for name in names if forms[unicodedata.normalize("NFC", name)] > 1)
+    if twins:
+        log.warning("%s: class folders %s are one name in different Unicode forms (NFC, NFD), and two classes here; "
+                    "rename one", root, [ascii(name) for name in twins])
     if classes is None:
         classes = sorted(names, key=lambda name: (name.lower(), name))
+        if all(_is_int(name) for name in classes) and classes != sorted(classes, key=int):
+            log.warning("%s: class folders are numbers, sorted as text as torchvision's ImageFolder sorts them "
+                        "(%s): class id i is not folder i; classes.json gives each folder's id", root,
+                        ", ".join(classes[:5]))
     unknown = sorted(names - set(classes))
     if unknown:
         raise DataError(f"{root}: class folder(s) {unknown[:5]} not in the given class map of {len(classes)} "
@@ -398,13 +409,15 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     return out, classes
 
 
-def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT) -> tuple[Splits, list[str]]:
+def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT,
+                  classes: list[str] | None = None) -> tuple[Splits, list[str]]:
     """Kinetics CSVs (``label,youtube_id,time_start,time_end,split``), one list per value of the split column.
 
     File names follow ``path_format`` with fields split, label, label_ (spaces as underscores), label_tv (as
     torchvision's Kinetics download names class folders: spaces as underscores, no ', ( or )), youtube_id,
     time_start, time_end (default ``{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``; flat
-    folders: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``). Classes: all labels seen, sorted; rows
+    folders: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``). Classes: all labels seen, sorted, or
+    ``classes`` (the class map of another split built on its own: a label not in it is a DataError); rows
     without a label (the test set) are unlabelled, and the empty folder a label field gives them is dropped.
     """
     rows = []
@@ -413,7 +426,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         with open(path, newline="", encoding="utf-8-sig") as fh:
             try:
                 reader = csv.DictReader(fh)
-                fields, table = set(reader.fieldnames or []), list(reader)
+                reader.fieldnames = [f.strip().lower() for f in reader.fieldnames or []]  # 'Label', ' split'
+                fields, table = set(reader.fieldnames), list(reader)
             except UnicodeDecodeError as e:
                 raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
             missing = {"youtube_id", "time_start", "time_end"} - fields
@@ -427,7 +441,16 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 label = (row.get("label") or "").strip()
                 split = split_name((row.get("split") or "").strip() or path.stem)
                 rows.append((split, label, row["youtube_id"].strip(), start, end, f"{path}:{n}"))
-    classes = sorted({r[1] for r in rows if r[1]})
+            unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
+            if "label" not in fields and unlabelled:
+                log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
+    if classes is None:
+        classes = sorted({r[1] for r in rows if r[1]})
+    unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
+    if unknown:
+        raise DataError(f"{unknown[5]}: label {unknown[1]!r} is not in the given class map of {len(classes)} "
+                        f"classes; build the lists of every split together or use the class map of the split "
+                        f"that has it")
     for split in {r[0] for r in rows}:
         labels = [(bool(r[1]), r[5]) for r in rows if r[0] == split]
         if len({has for has, _ in labels}) > 1:
@@ -499,6 +522,13 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
                     raise DataError(f"{path}: video {item['id']}: template {name!r} is not in {labels_file}")
                 label = label_map[name]
             entries.append(ListEntry(_format_path(path_format, id=item["id"]), label))
+        labelled = [e.label is not None for e in entries]
+        if len(set(labelled)) > 1:
+            n = labelled.index(not labelled[0])
+            raise DataError(f"{path}: item {n} (video {items[n]['id']}) has {'no' if labelled[0] else 'a'} template, "
+                            f"unlike item 0 (a list is labelled in every line or in none)")
+        if split != "test" and entries and not any(labelled):
+            log.warning("%s: no video has a template; its %s list is written without labels", path, split)
         out[split] = entries
     if not out:
         looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
@@ -518,9 +548,11 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                 classes: str | Path | None = None) -> dict[str, Path]:
     """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source.
 
-    ``kind``: 'folder' (source = the video folder, or a folder of split folders; ``classes``: the class map
-    to number its classes by), 'ucf101' / 'hmdb51' (source = the split-file folder), 'kinetics' (source = a CSV
-    or a folder of CSVs), 'ssv2' (source = the annotation folder). With ``skip_missing``, entries whose file is
+    ``kind``: 'folder' (source = the video folder, or a folder of split folders), 'ucf101' / 'hmdb51' (source =
+    the split-file folder), 'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation
+    folder); ``classes``: for folder and kinetics, the class map to number the classes by. A ``classes.json`` of
+    ``out_dir`` that numbers them otherwise, beside lists of other splits, is a DataError (see :func:`_keep_ids`).
+    With ``skip_missing``, entries whose file is
     not under ``video_root`` are left out (and counted in the log); a split with none found is not written,
     classes with none found in a split are named in a warning, and no video found at all is a DataError (a wrong
     ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
@@ -532,10 +564,12 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         log.warning("--path-format is for kinetics and ssv2 lists; %s lists name the videos as their files do", kind)
     if split is not None and kind not in ("ucf101", "hmdb51"):
         log.warning("--split is for ucf101 and hmdb51 lists (their official splits); %s lists have their own", kind)
-    if classes is not None and kind != "folder":
-        raise DataError(f"--classes is for folder lists; {kind} lists take their classes from the annotations")
+    if classes is not None and kind not in ("folder", "kinetics"):
+        raise DataError(f"--classes is for folder and kinetics lists; {kind} lists take their classes from the "
+                        f"annotations")
+    given = read_classes(classes) if classes is not None else None
     if kind == "folder":
-        splits, classes = from_class_folders(source, read_classes(classes) if classes is not None else None)
+        splits, classes = from_class_folders(source, given)
         video_root = video_root or source
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, 1 if split is None else split)
@@ -545,7 +579,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv") if source.is_dir() else [source]
         if not csvs:
             raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
-        splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT)
+        splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT, given)
     elif kind == "ssv2":
         splits, classes = from_ssv2(source, path_format or SSV2_FORMAT)
     else:
@@ -555,10 +589,11 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     listed = {name: entries for name, entries in splits.items() if entries}
     if not listed:
         raise DataError(f"{source}: lists no videos")
+    _keep_ids(out_dir, classes, splits, kind)
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --video-root")
-        listed = _found(listed, classes, video_root)
+        listed = _found(listed, classes, video_root, kind)
     written = {}
     for name, entries in listed.items():
         written[name] = out_dir / f"{name}.txt"
@@ -573,9 +608,28 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     return written
 
 
-def _found(splits: Splits, classes: list[str], video_root: str | Path) -> Splits:
+def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:
+    """Refuse to replace a ``classes.json`` of ``out_dir`` that numbers classes otherwise while lists of other
+    splits than this build's remain there: they would keep its ids under the new map's names."""
+    path = out_dir / "classes.json"
+    left = sorted(f.name for f in out_dir.glob("*.txt") if f.is_file() and f.stem not in splits)
+    if not left or not path.is_file():
+        return
+    try:
+        if read_classes(path) == classes:
+            return
+    except DataError:
+        pass
+    keep = f"give --classes {path} to keep its ids" if kind in ("folder", "kinetics") else "build them together"
+    raise DataError(f"{path} numbers the classes otherwise than this build would, and the lists of other splits "
+                    f"there ({', '.join(left)}) are numbered by it: {keep}, or choose another --out")
+
+
+def _found(splits: Splits, classes: list[str], video_root: str | Path, kind: str) -> Splits:
     """The entries of each split whose file is under ``video_root`` (a download always misses some); see
-    :func:`build_lists`."""
+    :func:`build_lists`. ``kind``: the lists' (--path-format, which names the files of kinetics and ssv2 lists
+    alone, is suggested for those)."""
+    formatted = kind in ("kinetics", "ssv2")
     out: Splits = {}
     for name, entries in splits.items():
         kept = [e for e in entries if os.path.isfile(resolve(e, video_root))]
@@ -587,12 +641,13 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path) -> Splits
         listed, found = Counter(e.label for e in entries), Counter(e.label for e in kept)
         gone = [classes[c] for c in listed if c is not None and not found[c]]
         if gone:
-            log.warning("%s: no video of %d class(es) found under %s, e.g. %s (is --path-format the folders' "
-                        "naming? {label_tv} is torchvision's)", name, len(gone), video_root, gone[:5])
+            log.warning("%s: no video of %d class(es) found under %s, e.g. %s%s", name, len(gone), video_root,
+                        gone[:5], " (is --path-format the folders' naming? {label_tv} is torchvision's)"
+                        if formatted else "")
         out[name] = kept
     if not out:
-        raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from, and "
-                        f"--path-format their naming?")
+        raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from"
+                        f"{', and --path-format their naming' if formatted else ''}?")
     return out
 
 
