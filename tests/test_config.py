@@ -73,6 +73,7 @@ def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
     # characters YAML cannot hold (a path's bytes that are not UTF-8, as argv brings them): text, as before
     for path in ("runs/caf\udce9", "a\x01b"):
         assert load_config(PretrainConfig, "tiny_cpu_mme", [f"train.out_dir={path}"]).train.out_dir == path
+        assert load_config(PretrainConfig, "tiny_cpu_mme", [f'train.out_dir="{path} x"']).train.out_dir == path + " x"
 
 
 def test_a_lone_value_for_a_list_key_is_a_list_of_one():

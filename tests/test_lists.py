@@ -275,6 +275,17 @@ def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
     assert json.loads((out / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
     with pytest.raises(DataError, match=r"val\.csv:3: label 'zumba' is not in the given class map of 2 classes"):
         from_kinetics([tmp_path / "val.csv"], classes=["abseiling", "yoga"])
+    # the test CSV (no labels) first: it writes no class map, and no other build is held to an empty one; lists
+    # without labels and other text files in --out number nothing
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end\nt1,1,11\n")
+    first = tmp_path / "t"
+    assert cli_main(["lists", "kinetics", str(tmp_path / "test.csv"), "--out", str(first)]) == 0
+    assert not (first / "classes.json").exists()
+    (first / "notes.txt").write_text("hi\n")
+    assert cli_main(["lists", "kinetics", str(tmp_path / "train.csv"), "--out", str(first)]) == 0
+    assert cli_main(["lists", "kinetics", str(tmp_path / "val.csv"), "--out", str(first), "--classes",
+                     str(first / "classes.json")]) == 0
+    assert json.loads((first / "classes.json").read_text()) == ["abseiling", "baking cookies", "zumba"]
 
 
 def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_column_is_said(tmp_path, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import os
 import weakref
 
@@ -141,6 +142,13 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
             assert reader.num_frames == len(ref) < 9  # read past the end (other clips drawn before and after)
             np.testing.assert_array_equal(reader.read(np.arange(len(ref))), np.stack(ref))
         assert check_video(path)["status"] == "suspicious" and "cut short" in check_video(path)["reason"]
+    index_dir = tmp_path / "index"  # an index stored before (version 1: the packets' count, read by seek) is not used
+    store = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir)).store
+    record = json.loads(store.read_text())
+    store.write_text(json.dumps({**record, "version": 1, "mode": "seek", "reason": "", "num_frames": 9}))
+    pyav_reader._pyav_index.cache_clear()  # another process
+    with open_video(path, index_dir=index_dir) as reader:
+        assert reader.num_frames == len(ref)
         path = tmp_path / f"mid{threads}.mp4"
         path.write_bytes((tmp_path / "mid.mp4").read_bytes())
         with open_video(path, threads=threads) as reader, pytest.raises(VideoError) as info:

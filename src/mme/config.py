@@ -226,7 +226,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             node = loader.get_single_node()
             parsed = "" if node is None else loader.construct_document(node)
         except yaml.YAMLError:
-            node, parsed = None, raw  # e.g. '%HOME%', '*best.pt': text, which only a text key takes
+            # '%HOME%', '*best.pt', a path's undecodable bytes: text, which only a text key takes (quoted: the text
+            # inside the quotes, as YAML reads a quoted scalar)
+            node, parsed = None, raw
+            if len(raw) > 1 and raw[0] == raw[-1] and raw[0] in "'\"":
+                node, parsed = yaml.ScalarNode("tag:yaml.org,2002:str", raw, style=raw[0]), raw[1:-1]
         except ConfigError as e:
             raise ConfigError(f"override {item!r}: {e}") from e
         finally:

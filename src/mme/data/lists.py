@@ -283,7 +283,8 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         names = {c for folders in per_split.values() for c, files in folders.items() if files}
     else:
-        per_split = {root.name if root.name.lower() in SPLIT_FOLDERS else "": videos}  # one split's folder
+        name = root.resolve().name  # (of '.' too)
+        per_split = {name if name.lower() in SPLIT_FOLDERS else "": videos}  # one split's folder
         names = set(holding)
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
@@ -291,7 +292,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     twins = sorted(name for name in names if forms[unicodedata.normalize("NFC", name)] > 1)
     if twins:
         log.warning("%s: class folders %s are one name in different Unicode forms (NFC, NFD), and two classes here; "
-                    "rename one", root, [ascii(name) for name in twins])
+                    "rename one", root, ", ".join(ascii(name) for name in twins))
     if classes is None:
         classes = sorted(names, key=lambda name: (name.lower(), name))
         if all(_is_int(name) for name in classes) and classes != sorted(classes, key=int):
@@ -599,7 +600,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         written[name] = out_dir / f"{name}.txt"
         write_list(written[name], entries)
         log.info("wrote %s (%d videos)", written[name], len(entries))
-    write_classes(out_dir / "classes.json", classes)
+    if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
+        write_classes(out_dir / "classes.json", classes)
     for name in splits.keys() - written.keys():
         if (out_dir / f"{name}.txt").is_file():
             (out_dir / f"{name}.txt").unlink()
@@ -612,17 +614,27 @@ def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> N
     """Refuse to replace a ``classes.json`` of ``out_dir`` that numbers classes otherwise while lists of other
     splits than this build's remain there: they would keep its ids under the new map's names."""
     path = out_dir / "classes.json"
-    left = sorted(f.name for f in out_dir.glob("*.txt") if f.is_file() and f.stem not in splits)
-    if not left or not path.is_file():
+    if not classes or not path.is_file():  # a build without labels writes none
         return
     try:
-        if read_classes(path) == classes:
+        if read_classes(path) in ([], classes):
             return
-    except DataError:
-        pass
+    except DataError:  # unreadable: it numbers nothing
+        return
+    left = sorted(f.name for f in out_dir.glob("*.txt") if f.stem not in splits and _labelled_list(f))
+    if not left:
+        return
     keep = f"give --classes {path} to keep its ids" if kind in ("folder", "kinetics") else "build them together"
     raise DataError(f"{path} numbers the classes otherwise than this build would, and the lists of other splits "
                     f"there ({', '.join(left)}) are numbered by it: {keep}, or choose another --out")
+
+
+def _labelled_list(path: Path) -> bool:
+    """Whether ``path`` is a list file with labels (not notes, nor an unlabelled pre-training list)."""
+    try:
+        return path.is_file() and any(e.label is not None for e in read_list(path, strict=False)[0])
+    except (DataError, OSError):
+        return False
 
 
 def _found(splits: Splits, classes: list[str], video_root: str | Path, kind: str) -> Splits:

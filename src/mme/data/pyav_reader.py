@@ -514,7 +514,8 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+"""Of the stored index; 2: a file whose last packet is cut short is counted by a decode (1 counted its packets)."""
 
 
 @functools.cache
