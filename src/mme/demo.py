@@ -301,10 +301,9 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
     """Save ``row`` (less its ``reused`` mark: :func:`_saved_row` sets it on reading) and return it as given."""
-    path = _row_path(s, row["seed"], row["target"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"settings": _fingerprint(s, row["target"]),
-                             "row": {k: v for k, v in row.items() if k != "reused"}})
+    seed, target = row["seed"], row["target"]
+    saved = {k: v for k, v in row.items() if k != "reused"}
+    atomic_write_json(_row_path(s, seed, target), {"settings": _fingerprint(s, target), "row": saved})
     return row
 
 
