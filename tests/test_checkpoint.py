@@ -273,13 +273,14 @@ def test_original_mme_layout_restores_release_heads(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in ("hog", "traj"))
 
 
-def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys):
+def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys, caplog):
     """The release's ``--decoder_num 2`` (the paper's "Sep." ablation) was refused even for its encoder: by
-    ``load_encoder``, ``mme export --kind model`` and fine-tuning from it. Its encoder loads; the model, which has
-    one joint decoder, is refused by name."""
+    ``load_encoder``, ``mme export --kind model``, fine-tuning and pre-training from it. Its encoder loads; the
+    model, which has one joint decoder, is refused by name."""
     from mme.config import load_config
     from mme.train.config import FinetuneConfig
     from mme.train.finetune import _model_config
+    from mme.train.pretrain import _init_weights
 
     src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=6)
     state = mme_layout(src)
@@ -301,6 +302,14 @@ def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys):
         "encoder loads" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="separate decoders"):
         load_model(tmp_path / "sep.pth", img_size=32, num_frames=8)
+    fresh = MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL])  # pre-training from it: the encoder, a fresh decoder
+    decoder = {k: v.clone() for k, v in fresh.state_dict().items() if not k.startswith("encoder.")}
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        _init_weights(fresh, str(tmp_path / "sep.pth"))
+    assert "has separate decoders (--decoder_num 2)" in caplog.text
+    with torch.no_grad():
+        assert torch.equal(fresh.encoder(x), src.encoder(x))
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in decoder.items())
 
 
 def test_num_heads_hint_for_non_64d_heads(tmp_path):

@@ -241,6 +241,10 @@ def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+class SeparateDecoders(CheckpointError):
+    """An MME file of the release's ``--decoder_num 2``: its encoder alone has a counterpart here."""
+
+
 def to_ours(state: dict[str, torch.Tensor],
             encoder_only: bool = False) -> tuple[str, dict[str, torch.Tensor], list[str], str]:
     """Detect the layout of a bare state dict and convert it to ours.
@@ -270,9 +274,9 @@ def to_ours(state: dict[str, torch.Tensor],
     if "encoder.patch_embed.proj.weight" in keys:
         if any(k.startswith("decoder.1.") for k in keys):
             if not encoder_only:
-                raise CheckpointError("MME checkpoint with separate decoders (decoder.1.*, --decoder_num 2): our "
-                                      "model has one joint decoder, so only its encoder loads (load_encoder, "
-                                      "mme export --kind model)")
+                raise SeparateDecoders("MME checkpoint with separate decoders (decoder.1.*, --decoder_num 2): our "
+                                       "model has one joint decoder, so only its encoder loads (load_encoder, "
+                                       "mme export --kind model, train.init)")
             out, unexpected = rename({k: v for k, v in state.items() if in_encoder(k)},
                                      _prefixed(ENCODER_KEYS, "encoder.", ""))
             return "encoder", out, unexpected, f"{MME_LAYOUT} with separate decoders, its encoder"

@@ -24,6 +24,7 @@ from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError, MMEError
 from mme.models.checkpoint import load_state, read_checkpoint
+from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
 from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_frames
@@ -157,7 +158,12 @@ def setup(cfg: PretrainConfig) -> Run:
 def _init_weights(model: MaskedAutoencoder, path: str) -> None:
     """Initial weights from any checkpoint mme reads (ours, the original VideoMAE/MME release, Hugging Face):
     the whole masked autoencoder when the file has one, else the encoder only (decoder and heads stay fresh)."""
-    ck = read_checkpoint(path)
+    try:
+        ck = read_checkpoint(path)
+    except SeparateDecoders:
+        log.warning("train.init %s has separate decoders (--decoder_num 2), which mme's joint decoder cannot take: "
+                    "starting from its encoder, the decoder and heads fresh", path)
+        ck = read_checkpoint(path, encoder_only=True)
     if ck.kind == "mae":
         try:
             load_state(model, ck.state, f"train.init {ck.source}")
