@@ -277,6 +277,20 @@ def test_classification_train_and_multi_view_test(videos):
         ClassificationDataset(config(videos, ["coord.mkv"]))
 
 
+def test_repeated_clips_open_a_failed_video_once(videos, caplog):
+    """Repeated augmentation's copies keep one failure table: a video that failed is opened, and warned about, once
+    (before: once per copy), and each copy still draws its own replacement, as without the shared table."""
+    from mme.train.finetune import RepeatedClips
+
+    cfg = config(videos, ["text.mp4 0", "coord.mkv 1", "good.mp4 2"])
+    alone = [ClassificationDataset(cfg, "train", seed=3 * 5 + k)[0]["index"] for k in range(3)]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        item = RepeatedClips(cfg, repeats=3, seed=5)[0]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"skipping {videos / 'text.mp4'}"]
+    assert item["index"].tolist() == alone and 0 not in alone
+
+
 WORKERS_SCRIPT = """
 import json, os, sys
 import cv2, numpy as np, torch

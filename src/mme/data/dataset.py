@@ -248,6 +248,11 @@ class _VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def count_failures_in(self, other: _VideoDataset) -> None:
+        """Keep failures in ``other``'s table (datasets of one list, as repeated augmentation's copies): a video
+        that failed for one is not opened, nor warned about, again by the others."""
+        self._reason = other._reason
+
     @property
     def failures(self) -> dict[str, str]:
         """Failed videos and bad list lines so far, across all workers: ``{path or file:line: reason}``."""

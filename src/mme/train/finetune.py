@@ -54,25 +54,26 @@ weights learned to see a clip."""
 class RepeatedClips(Dataset):
     """Repeated augmentation: item i is ``repeats`` training clips of video i, ``{"video": (R, 3, T, H, W),
     "label": (R,), "index": (R,)}``, each from its own ClassificationDataset copy (own seed), so the copies
-    differ in crop, flip and temporal window."""
+    differ in crop, flip and temporal window. The copies keep one failure table; each draws its own replacement
+    for a failed video."""
 
     def __init__(self, cfg: DataConfig, repeats: int, seed: int):
         self.copies = [ClassificationDataset(cfg, "train", seed=seed * repeats + k) for k in range(repeats)]
+        for copy in self.copies[1:]:
+            copy.count_failures_in(self.copies[0])
 
     def __len__(self) -> int:
         return len(self.copies[0])
 
     def failure_counts(self) -> dict[str, int]:
-        return self.copies[0].failure_counts(self.failure_codes)
+        return self.copies[0].failure_counts()
 
     @property
     def failure_codes(self) -> torch.Tensor:
-        """What any copy found (each draws its own replacements for a failed video)."""
-        return torch.stack([c.failure_codes for c in self.copies]).amax(0)
+        return self.copies[0].failure_codes
 
     def join_failures(self, codes: torch.Tensor) -> None:
-        for copy in self.copies:
-            copy.join_failures(codes)
+        self.copies[0].join_failures(codes)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         items = [c[key] for c in self.copies]
