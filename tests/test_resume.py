@@ -125,6 +125,29 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     assert "checkpoint-00000002.pt" in caplog.text and "truncated or corrupt" in caplog.text
 
 
+def test_resume_auto_refuses_a_folder_none_of_whose_checkpoints_reads(tmp_path, caplog):
+    """Before: 'no checkpoint, starting fresh', then the fresh run refused the folder as another run's and advised
+    train.resume=auto, the option given, or train.overwrite, which deletes them."""
+    from mme.train.engine import resume_state
+
+    only = ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
+    only.write_bytes(only.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"train.resume=auto: none of the 1 checkpoint\(s\) in .* is a "
+                                              r"training checkpoint mme can read"):
+        resume_state("auto", tmp_path)
+    assert "checkpoint-00000001.pt" in caplog.text and "truncated or corrupt" in caplog.text
+    assert resume_state("auto", tmp_path / "empty") is None
+
+
+def test_a_missing_torch_api_is_not_called_a_corrupt_checkpoint(tmp_path, monkeypatch):
+    """Before: an older torch without ``safe_globals`` made every checkpoint 'truncated or corrupt', which
+    ``--resume auto`` skipped."""
+    path = ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    with pytest.raises(AttributeError, match="safe_globals"):
+        ckpt.load_checkpoint(path)
+
+
 def test_sigkill_during_a_write_leaves_the_previous_checkpoint(tmp_path):
     ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
     code = ("import sys, torch; from mme.train import checkpoint as c; "

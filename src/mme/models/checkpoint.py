@@ -150,8 +150,9 @@ def torch_load(path: Path):
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container, or its legacy pickle
         raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
                               f"directory; it starts with {head!r})")
+    allowed = torch.serialization.safe_globals([argparse.Namespace])  # outside the try: not a file's fault
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with allowed:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):

@@ -160,6 +160,10 @@ def resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
     if resume == "auto":
         found = ckpt.latest_valid(out_dir)
         if found is None:
+            if listed := ckpt.list_checkpoints(out_dir):  # a fresh start would be refused as another run's
+                raise CheckpointError(f"train.resume=auto: none of the {len(listed)} checkpoint(s) in {out_dir} "
+                                      f"is a training checkpoint mme can read (each is named above, with the "
+                                      f"reason); train.overwrite=true removes them and starts afresh")
             log.info("train.resume=auto: no checkpoint in %s, starting fresh", out_dir)
             return None
         return str(found[0]), found[1]
