@@ -366,9 +366,10 @@ def summary(run: Run, job_lines: list[str]) -> str:
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
         f" ({run.meta['precision_reason']}), {run.meta['threads']} thread(s) ({run.meta['threads_reason']})",
         f"  effective batch {items} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
-        f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), "
-        + (f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < run.total_steps else
-           f"warm-up the whole run ({run.total_steps} steps): no decay")
+        (f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), "
+         f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < run.total_steps else
+         f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up the whole run "
+         f"({run.total_steps} steps): no decay")
         + (f", layer decay {o.layer_decay}" if o.layer_decay else ""),
         f"  {len(run.data)} {run.job.unit}, {run.batches_per_epoch // t.accum_steps} steps/epoch, "
         f"{run.total_steps} steps" + (f", stopping after {t.stop_after}" if t.stop_after else ""),
