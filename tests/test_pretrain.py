@@ -15,7 +15,7 @@ from training import FP32, run
 
 from mme import cli
 from mme.config import load_config
-from mme.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from mme.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, VideoError
 from mme.models.checkpoint import load_encoder
 from mme.train.config import PretrainConfig
 
@@ -305,7 +305,7 @@ def test_bench_train_reports_throughput_against_the_fp32_reference_and_names_the
     assert (bench["target"]["kind"], bench["steps"], bench["warmup"], bench["rounds"]) == ("pixel", 1, 0, 1)
     printed = capsys.readouterr().out
     header = printed.splitlines()[0]
-    assert f"device cpu ({cpu_name()})" in header and "1 rounds of 1 steps after 0 warm-up steps" in header
+    assert f"device cpu ({cpu_name()})" in header and "1 round(s) of 1 step(s) after 0 warm-up step(s)" in header
     assert "clips/s" in printed
 
 
@@ -325,7 +325,7 @@ def test_bench_train_makes_the_motion_targets_in_the_step_from_tracks_of_the_shi
                          torch.device("cpu")) == {}
 
 
-def test_bench_pipeline_refuses_sizes_the_model_does_not_take_before_making_the_video(monkeypatch):
+def test_bench_pipeline_refuses_sizes_the_model_does_not_take_and_a_missing_video_before_any_work(monkeypatch):
     from mme.train import bench_pipeline
 
     def made(*args, **kwargs):
@@ -334,6 +334,10 @@ def test_bench_pipeline_refuses_sizes_the_model_does_not_take_before_making_the_
     monkeypatch.setattr(bench_pipeline, "generated_video", made)
     with pytest.raises(ConfigError, match="model.num_frames 3 is not a multiple of tubelet_size 2"):
         bench_pipeline.bench_pipeline(frames=3)
+
+    monkeypatch.setattr(bench_pipeline, "extract_cache", made)
+    with pytest.raises(VideoError, match=r"none\.mp4: missing"):  # before: an extract, then a list's failures
+        bench_pipeline.bench_pipeline(video="none.mp4", size=64, frames=8)
 
 
 def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step_rate_needs(tmp_path, capsys):

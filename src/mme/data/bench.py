@@ -10,7 +10,6 @@ the 0-worker figure measured in the same run, plus a per-stage breakdown of one 
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from mme.data.sampling import sample_pretrain, window_length
 from mme.data.synth import encode_h264
 from mme.data.transforms import apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video
-from mme.utils import atomic_write_text, check_output, cpu_name, sets_threads
+from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, sets_threads
 
 
 def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -102,7 +101,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         ds = PretrainDataset(cfg, track_length=length)
         rates = {w: _throughput(ds, w, batch) for w in workers}
     ref = rates[workers[0]]
-    print(f"mme bench data | {cpu_name()} | {threads} threads | {info} | backend {cfg.backend}")
+    print(f"mme bench data | {cpu_name()} | {threads} thread(s) | {info} | backend {cfg.backend}")
     print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={length} -> "
           f"{stages['decoded_frames']} raw frames decoded, multi-scale crop to {cfg.img_size}²")
     if short:
@@ -118,5 +117,5 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
                "track_length": length, "window_frames": window, "video_shorter_than_window": short,
                "stages_ms": stages, "clips_per_s": {str(w): r for w, r in rates.items()}}
     if json_path:
-        atomic_write_text(json_path, json.dumps(figures, indent=1) + "\n")
+        atomic_write_json(json_path, figures)
     return figures

@@ -278,8 +278,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     print(f"train step: {recipe or 'ViT-' + c.preset} (encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_dim}x"
           f"{c.decoder_depth}, {params / 1e6:.1f}M params), {c.num_frames}x{c.img_size}², batch {batch}, mask "
           f"{c.mask_ratio}, target {target_cfg.kind}, device {dev} ({gpu or cpu_name()}), "
-          f"{torch.get_num_threads()} threads, bf16 native: {bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per "
-          f"clip (forward and backward); {rounds} rounds of {steps} steps after {warmup} warm-up steps")
+          f"{torch.get_num_threads()} thread(s), bf16 native: {bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per "
+          f"clip (forward and backward); {rounds} round(s) of {steps} step(s) after {warmup} warm-up step(s)")
     if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
         peer = False
         print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only, from dataset-normalised clips")
@@ -332,7 +332,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
             timed[name].append(seconds_per_step(step, steps, dev))
     for precision, peak in peaks.items():
         print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul {peak['layout']}, "
-              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} threads)")
+              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} thread(s))")
     best = {name: min(s) for name, s in timed.items()}
 
     def median_ratio(a: str, b: str) -> float:  # the median over rounds of a's seconds per step over b's
@@ -356,9 +356,9 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} "
               f"({r['ratio_in_rounds']:.2f}) vs fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}"
               f"{vs_peer}", flush=True)
-    print(f"  (best of {rounds} interleaved rounds of {steps} steps each, after {warmup} warm-up steps; in brackets "
-          "the median over rounds of each round's own ratio, which a machine whose speed drifts between rounds "
-          "moves less)")
+    print(f"  (best of {rounds} interleaved round(s) of {steps} step(s) each, after {warmup} warm-up step(s); in "
+          "brackets the median over rounds of each round's own ratio, which a machine whose speed drifts between "
+          "rounds moves less)")
     profiled: dict[str, dict[str, float]] = {}
     if profile:  # one profiled step per eager variant and round, in turns; each part's best round
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]

@@ -19,6 +19,7 @@ loader workers reports the fraction of its step time spent waiting for data.
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -30,6 +31,7 @@ from mme.config import load_config
 from mme.data.bench import generated_video
 from mme.data.dataset import collate
 from mme.data.transforms import normalize_clip
+from mme.data.video import open_video
 from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
 from mme.train.bench import seconds_per_step
@@ -114,12 +116,14 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         run_cfg = _config(list_file, size, frames, stride, "mme online", tmp / "cache", tmp / "run",
                           f"data.num_workers={workers}", f"train.steps={steps}", "train.batch_size=2")
         src = Path(video) if video else generated_video(tmp)
+        open_video(str(src)).close()  # a missing or unreadable video named now, not as a list's failures later
         list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
         parts = _variants_ms(cfgs, clips, device)
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
         run = pretrain(run_cfg)
+        run_meta = json.loads((tmp / "run" / "run.json").read_text())
     late = run.history[2:] or run.history  # the first steps include the workers' start
     measured = clips_per_s is None
     # the model's own rate: the step's clips over its time without the data wait
@@ -130,7 +134,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
               "worker_collate_ms_per_clip": {v: parts[v][1] for v in parts},
               "step_target_ms_per_clip": step_ms, "step_device": str(device),
               "clips_per_s": rate,
-              "clips_per_s_source": "measured: the tiny model's step here" if measured else "given",
+              "clips_per_s_source": f"measured: the tiny model's MME step here, batch 2, {run_meta['precision']}, "
+                                    f"{run_meta['threads']} thread(s)" if measured else "given",
               "cores_needed": {v: rate * ms[v] / 1000 for v in ms}, "workers": workers,
               "data_wait_fraction": waiting_fraction(late)}
     print(f"mme bench pipeline: {result['clip']} clips at stride {stride}, one thread per worker, {result['cpu']}")
