@@ -235,6 +235,9 @@ def test_kinetics_csv_layouts(tmp_path):
     assert splits["val"] == [ListEntry("val/abseiling/0wR5jVB-WPk_000417_000427.mp4", 0)]
     flat, _ = from_kinetics([tmp_path / "val.csv"], "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4")
     assert flat["val"] == [ListEntry("0wR5jVB-WPk_000417_000427.mp4", 0)]
+    (tmp_path / "validate.csv").write_text("label,youtube_id,time_start,time_end\nabseiling,0wR5jVB-WPk,417,427\n")
+    given, _ = from_kinetics([tmp_path / "validate.csv"], "{split_as_given}/{label}/{youtube_id}.mp4")
+    assert given == {"val": [ListEntry("validate/abseiling/0wR5jVB-WPk.mp4", 0)]}  # video folders as published
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="bad.csv: not a Kinetics CSV"):
         from_kinetics([tmp_path / "bad.csv"])
@@ -247,7 +250,7 @@ def test_kinetics_csv_layouts(tmp_path):
     test, _ = from_kinetics([tmp_path / "test.csv"], "{label}/{youtube_id}.mp4")
     assert test["test"] == [ListEntry("--33Lscn6sk.mp4")]
     with pytest.raises(DataError, match=r"--path-format '\{video_id\}.mp4': KeyError 'video_id'; its fields are "
-                                        r"\{split\}, \{label\}"):
+                                        r"\{split\}, \{split_as_given\}, \{label\}"):
         from_kinetics([tmp_path / "test.csv"], "{video_id}.mp4")
     with pytest.raises(DataError, match=r"KeyError 'label\.upper'"):  # format() would write a method's name
         from_kinetics([tmp_path / "test.csv"], "{label.upper}/{youtube_id}.mp4")

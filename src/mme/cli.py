@@ -139,8 +139,9 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                    help="ucf101/hmdb51 official split number (1-3; default 1)")
     p.add_argument("--path-format", default=None,
                    help="kinetics: default '{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' "
-                        "(fields: split, label, label_ with spaces as _, label_tv as torchvision's download names "
-                        "class folders, youtube_id, time_start, time_end); ssv2: '{id}.webm'")
+                        "(fields: split, normalised as validate -> val, split_as_given, label, label_ with spaces as "
+                        "_, label_tv as torchvision's download names class folders, youtube_id, time_start, "
+                        "time_end); ssv2: '{id}.webm'")
     p.add_argument("--video-root", default=None,
                    help="folder the list paths are relative to (for --skip-missing and --check)")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --video-root")

@@ -414,7 +414,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                   classes: list[str] | None = None) -> tuple[Splits, list[str]]:
     """Kinetics CSVs (``label,youtube_id,time_start,time_end,split``), one list per value of the split column.
 
-    File names follow ``path_format`` with fields split, label, label_ (spaces as underscores), label_tv (as
+    File names follow ``path_format`` with fields split (normalised: ``validate`` is ``val``), split_as_given (the
+    split column's value, or the CSV's name, as written), label, label_ (spaces as underscores), label_tv (as
     torchvision's Kinetics download names class folders: spaces as underscores, no ', ( or )), youtube_id,
     time_start, time_end (default ``{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``; flat
     folders: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``). Classes: all labels seen, sorted, or
@@ -440,8 +441,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 except (TypeError, ValueError) as e:
                     raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
                 label = (row.get("label") or "").strip()
-                split = split_name((row.get("split") or "").strip() or path.stem)
-                rows.append((split, label, row["youtube_id"].strip(), start, end, f"{path}:{n}"))
+                given = (row.get("split") or "").strip() or path.stem
+                rows.append((split_name(given), label, row["youtube_id"].strip(), start, end, f"{path}:{n}", given))
             unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
             if "label" not in fields and unlabelled:
                 log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
@@ -460,10 +461,11 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                             f"in every line or in none)")
     out: Splits = {}
     index = {label: i for i, label in enumerate(classes)}
-    for split, label, yid, start, end, _ in rows:
+    for split, label, yid, start, end, _, given in rows:
         tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
-        rel = _format_path(path_format, split=split, label=label, label_=label.replace(" ", "_"), label_tv=tv,
-                           youtube_id=yid, time_start=start, time_end=end)
+        rel = _format_path(path_format, split=split, split_as_given=given, label=label,
+                           label_=label.replace(" ", "_"), label_tv=tv, youtube_id=yid, time_start=start,
+                           time_end=end)
         out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
     return out, classes
 
