@@ -207,7 +207,8 @@ def rand_augment(clip: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generato
 
 
 def random_erase(clip: torch.Tensor, prob: float, rng: np.random.Generator,
-                 area: tuple[float, float] = (0.02, 1 / 3), ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+                 area: tuple[float, float] = (0.02, 1 / 3),
+                 ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
     """With probability ``prob``, one box of a normalised clip ``(3, T, H, W)`` replaced in every frame by fresh
     N(0, 1) noise: its area uniform in ``area`` of a frame, its aspect log-uniform in ``ratio`` (100 tries). As the
     video RandomErasing that VideoMAE/MME call on the clip's frames (mode 'pixel', one box, ``cube=True``): the
