@@ -214,9 +214,10 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(synt
            str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("mme pretrain: error:",
+                                                                      "mme pretrain (rank 1): error:"))]
     assert len(errors) == 2 and "could not write the checkpoint of step 2" in errors[0], proc.stderr[-3000:]
-    assert any(ln.startswith("mme pretrain: error: rank 0: ") for ln in errors), errors
+    assert any(ln.startswith("mme pretrain (rank 1): error: rank 0: ") for ln in errors), errors
     assert "Connection closed by peer" not in proc.stderr
 
 
@@ -240,3 +241,24 @@ def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(t
                            str(tmp_path), "--out", str(tmp_path / "c.json")], capture_output=True, text=True,
                           env={**os.environ, "RANK": "1"}, timeout=120)
     assert proc.returncode == 1 and "INFO] checking 1 videos of" in proc.stderr, proc.stderr
+
+
+def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
+    """Rank 1 showed the periodic validation's warning, which every rank raises alike on the joined reports, and
+    its last line ('mme finetune: error: ...') did not say it was rank 1's."""
+    code = ("import logging, sys\n"
+            "import mme.eval.finetuned as finetuned\n"
+            "from mme import cli\n"
+            "from mme.errors import DataError\n"
+            "def main(recipe, overrides):\n"
+            "    for name in ('mme.eval.finetuned', 'mme.eval.testing'):\n"
+            "        logging.getLogger(name).warning('a warning of %s', name)\n"
+            "    raise DataError('an error of this rank')\n"
+            "finetuned.main = main\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "finetune", "--config", "finetune_tiny_cpu"],
+                          capture_output=True, text=True, env={**os.environ, "RANK": "1", "WORLD_SIZE": "2"},
+                          timeout=120)
+    assert proc.returncode == 1 and "mme.eval.finetuned" not in proc.stderr, proc.stderr
+    assert " WARNING rank 1] a warning of mme.eval.testing\n" in proc.stderr
+    assert proc.stderr.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), proc.stderr

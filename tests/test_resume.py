@@ -234,6 +234,17 @@ def test_optimizer_settings_changed_on_resume_apply(synth, tmp_path):
     assert len({g["lr_scale"] for g in groups}) > 1
 
 
+def test_a_train_epochs_run_resumed_with_other_batches_covers_its_epochs(synth, tmp_path):
+    """The end step was epochs x this run's steps per epoch, counted from the checkpoint's step taken in its own:
+    2 epochs of 16 clips, 2 steps of batch 4 then batch 2 (as another world size), ran 14 steps more to step 16,
+    2.25 epochs."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=null", "train.epochs=2", "optim.warmup_steps=1", FP32)
+    run(*base, "train.stop_after=2")
+    res = run(*base, "train.resume=auto", "train.batch_size=2")
+    assert res.step == 2 + 12  # the 24 clips left, 2 a step
+    assert torch.load(res.checkpoint, weights_only=True)["data"] == {"epoch": 2, "batch": 0}
+
+
 def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):
     """A run checkpointed in fp32 resumed with train.precision=fp16: GradScaler refused the checkpoint's empty
     state with a traceback."""

@@ -24,9 +24,10 @@ FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser 
 
 
 ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.engine", "mme.train.precision", "mme.train.pretrain",
-                       "mme.train.finetune")
+                       "mme.train.finetune", "mme.eval.finetuned")
 """The loggers whose warnings every rank of a DDP run raises alike (of the config, the checkpoint read, the schedule,
-the lists' checks): shown by rank 0 alone, where the others show their own (a video that failed on that rank)."""
+the lists' checks, a periodic validation of the joined reports): shown by rank 0 alone, where the others show their
+own (a video that failed on that rank)."""
 
 
 def count(least: int = 1) -> Callable[[str], int]:
@@ -513,15 +514,17 @@ def main(argv: list[str] | None = None) -> int:
     from mme.train.interrupts import Terminated, sigterm_as_interrupt
 
     group_before = _process_group_up()
+    # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
+    who = f"mme {args.command}" + (f" (rank {rank})" if rank != "0" else "")
     try:
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except MMEError as e:
-        print(f"mme {args.command}: error: {e}", file=sys.stderr)
+        print(f"{who}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:
         how = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
-        print(f"mme {args.command}: {how}; what was written is kept ({RESUMES.get(args.command, 'run it again')})",
+        print(f"{who}: {how}; what was written is kept ({RESUMES.get(args.command, 'run it again')})",
               file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:

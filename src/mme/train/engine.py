@@ -280,7 +280,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     """Load model, optimizer, scaler, step, data position and RNG states into ``run``. A config changed since the
     checkpoint is warned about and recorded with the step it applies from (``config_changes`` of run.json), since
     config.yaml holds the newest config only; so is another world size, and the data position is carried over
-    by the samples it had consumed."""
+    by the samples it had consumed (and a ``train.epochs`` run's end by the batches left)."""
     load_state(run.model, state["model"], f"checkpoint {source}")
     old_meta = state.get("meta", {})
     changed = config_changes(state["config"], dataclasses.asdict(run.cfg), BOOKKEEPING)
@@ -302,6 +302,8 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.scaler.load_state_dict(saved_scaler)
     run.step = int(state["step"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
+    if run.cfg.train.steps is None:
+        end_of_epochs(run)
     group = state["optimizer"]["param_groups"][0]
     ran = group["lr"] / group["lr_scale"]  # the checkpoint's last step's
     now = cosine_schedule(run.step - 1, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
@@ -312,6 +314,20 @@ def restore(run: Run, source: str, state: dict) -> None:
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
+
+
+def end_of_epochs(run: Run) -> None:
+    """End a resumed ``train.epochs`` run after the batches its epochs have left: its checkpoint's steps may have
+    taken other batches (another world size, batch per rank, accumulation or list), so ``epochs x steps per
+    epoch`` would have covered more or fewer epochs than asked."""
+    t, per_epoch = run.cfg.train, run.batches_per_epoch
+    left = (t.epochs - run.position["epoch"]) * per_epoch - min(run.position["batch"], per_epoch)
+    end = run.step + max(left, 0) // t.accum_steps
+    if end != run.total_steps:
+        log.info("train.epochs=%d: the checkpoint's %d steps took other batches than this run's; the rest of the "
+                 "epochs takes %d steps of %d per epoch, so the run ends at step %d (not %d)", t.epochs, run.step,
+                 end - run.step, per_epoch // t.accum_steps, end, run.total_steps)
+    run.total_steps, run.warmup_steps = end, min(run.warmup_steps, end)
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, source: str) -> None:

@@ -1,8 +1,10 @@
 """Stopping a run cleanly on Ctrl-C (SIGINT) or a scheduler's pre-emption (SIGTERM).
 
 The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and
-ends with :class:`~mme.errors.Interrupted`, whose message says how to resume. A second signal stops at once
-(KeyboardInterrupt). Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C, which
+ends with :class:`~mme.errors.Interrupted`, whose message says how to resume. A second Ctrl-C stops at once
+(KeyboardInterrupt); a repeated SIGTERM does not: torchrun forwards each one it gets and a scheduler signals every
+process of the job, torchrun too, so a rank gets two a few ms apart; the sender's SIGKILL after its grace period
+stops at once. Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C, which
 the terminal sends to the whole group, and a scheduler's or torchrun's SIGTERM, sent to the whole group too,
 reach the main process only, so the workers are not killed under the step that is finishing (a killed worker
 failed that step, and its checkpoint with it). They still end with the main process: it stops them, and they
@@ -32,10 +34,13 @@ class StopRequests:
         self._previous: dict = {}
 
     def _catch(self, signum, frame) -> None:
-        if self.received is not None:  # the second one: at once
-            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        if self.received is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return  # a repeated SIGTERM (module docstring)
         self.received = signal.Signals(signum)
-        log.warning("%s: stopping after this step with a checkpoint (again to stop at once)", self.received.name)
+        log.warning("%s: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
+                    self.received.name)
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
