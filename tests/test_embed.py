@@ -348,6 +348,35 @@ def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeyp
     assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
 
 
+@pytest.mark.parametrize("stage", ["finished", "resumed"])
+def test_a_video_replaced_since_it_was_embedded_is_embedded_again(stage, own_root, tmp_path, monkeypatch):
+    """The cache key held the list file alone: a video replaced by another (cp) kept its old row, the finished
+    file called up to date (row 3 off by up to 0.34) and a resumed job mixing rows of both. Every row records its
+    video's size and mtime; the changed ones are embedded again, with the failed ones (2 corrupt, 5 missing)."""
+    import shutil
+
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
+    out = tmp_path / "f.npy"
+    with monkeypatch.context() as m:
+        if stage == "resumed":
+            _kill_before_assembly(m)
+        try:
+            embed(ckpt, root / "list.txt", out, **kw)
+        except KeyboardInterrupt:
+            assert stage == "resumed"
+    shutil.copyfile(root / "v6.mp4", root / "v3.mp4")
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == [2, 3, 5]
+    reference = embed(ckpt, root / "list.txt", tmp_path / "ref.npy", **kw)
+    np.testing.assert_array_equal(np.load(out), np.load(reference))
+    np.testing.assert_array_equal(np.load(tmp_path / "f.tokens.npy"), np.load(tmp_path / "ref.tokens.npy"))
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert loads == []  # unchanged since: a cache again
+
+
 def test_a_job_where_every_video_failed_leaves_nothing_in_the_way_of_the_corrected_one(own_root, tmp_path,
                                                                                         monkeypatch):
     """Every video failed under a wrong --root: the partial folder (failures only) was kept, the rerun failed
