@@ -19,7 +19,7 @@ from videos import texture, write_video
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError
-from mme.eval.features import embed, extract_features, read_features
+from mme.eval.features import embed, extract_features, read_features, read_tokens
 from mme.eval.testing import build_test_set
 from mme.models.checkpoint import load_encoder
 from mme.models.config import ModelConfig
@@ -434,6 +434,23 @@ def test_a_token_file_gone_is_made_again(own_root, tmp_path):
     embed(ckpt, root / "list.txt", out, stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
     assert sorted(loads) == [0, 1]
     np.testing.assert_array_equal(np.load(tmp_path / "f.tokens.npy"), tokens)
+
+
+def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_path):
+    """A job without --tokens left the .tokens.npy of an earlier one on the same --out (another encoder), and
+    read_tokens returned those grids beside the later features. They are removed, and read_tokens goes by the
+    sidecar, so a token file left by an earlier mme is refused too."""
+    root, ckpt = setup
+    torch.manual_seed(1)
+    other = save_pretrained(VisionTransformer(ModelConfig(**CFG)), tmp_path / "other")
+    out, kw = tmp_path / "f.npy", dict(stride=2, root=str(root), num_workers=0, progress=False)
+    embed(ckpt, root / "list.txt", out, tokens=True, **kw)
+    grids = (tmp_path / "f.tokens.npy").read_bytes()
+    embed(other, root / "list.txt", out, **kw)
+    assert not (tmp_path / "f.tokens.npy").exists()
+    (tmp_path / "f.tokens.npy").write_bytes(grids)
+    with pytest.raises(DataError, match=rf"{out}: no token grids: embedded without --tokens, says its f\.npy\.json"):
+        read_tokens(out)
 
 
 def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):

@@ -263,6 +263,8 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
         if tokens is not None:
             with atomic_path(_tokens_file(out)) as tmp:
                 np.save(tmp, tokens)
+        else:  # an earlier job's grids, of another encoder or list
+            _tokens_file(out).unlink(missing_ok=True)
         with atomic_path(out) as tmp:
             np.save(tmp, x)
     else:
@@ -275,13 +277,17 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     atomic_write_json(side, {**info, "labels": labels.tolist()})
 
 
-def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
-    path = Path(path)
+def _sidecar(path: Path) -> dict[str, Any]:
     side = path.with_name(path.name + ".json")
     if not path.is_file() or not side.is_file():
         raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
-    info = json.loads(side.read_text())
+    return json.loads(side.read_text())
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
+    path = Path(path)
+    info = _sidecar(path)
     if path.suffix == ".npy":
         x = np.load(path, allow_pickle=False)
         valid = np.isfinite(x).all(1)
@@ -293,15 +299,17 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return x, valid, np.asarray(info.pop("labels"), dtype=np.int64), info
 
 
-def read_tokens(path: str | Path) -> np.ndarray | None:
-    """The token grids ``(N, t, h, w, D)`` of a file written by :func:`embed` with ``tokens``, else None."""
+def read_tokens(path: str | Path) -> np.ndarray:
+    """The token grids ``(N, t, h, w, D)`` of a file written by :func:`embed` with ``tokens``."""
     path = Path(path)
+    if not _sidecar(path).get("tokens"):
+        raise DataError(f"{path}: no token grids: embedded without --tokens, says its {path.name}.json")
     if path.suffix == ".npy":
-        return np.load(_tokens_file(path), allow_pickle=False) if _tokens_file(path).is_file() else None
+        return np.load(_tokens_file(path), allow_pickle=False)
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as f:
-        return f.get_tensor("tokens") if "tokens" in f.keys() else None
+        return f.get_tensor("tokens")
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
