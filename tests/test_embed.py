@@ -436,6 +436,25 @@ def test_a_token_file_gone_is_made_again(own_root, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "f.tokens.npy"), tokens)
 
 
+@pytest.mark.parametrize("name,cut", [("f.npy", lambda size: 100), ("f.safetensors", lambda size: size - 40)])
+def test_a_damaged_features_file_is_named_and_made_again(name, cut, own_root, tmp_path, caplog):
+    """A features file cut short (a full disk, a copy stopped half-way) was called up to date by the next run,
+    whose reading then failed with numpy's or safetensors' bare error. Its headers are checked now: the file is
+    made again, with a warning, and read_features names a damaged file."""
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    out = embed(ckpt, root / "list.txt", tmp_path / name, **kw)
+    first = read_features(out)[0]
+    os.truncate(out, cut(out.stat().st_size))
+    with pytest.raises(DataError, match=rf"^{out}: damaged \(.+\)$"):
+        read_features(out)
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == list(range(8))
+    assert f"embed: {out}: damaged (" in caplog.text and "; embedding it again" in caplog.text
+    np.testing.assert_array_equal(read_features(out)[0], first)
+
+
 def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_path):
     """A job without --tokens left the .tokens.npy of an earlier one on the same --out (another encoder), and
     read_tokens returned those grids beside the later features. They are removed, and read_tokens goes by the

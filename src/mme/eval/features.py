@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,18 +214,27 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
 
 
 def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since,
-    the token file there when tokens are asked for) and the state of every row's video, else None."""
+    """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since)
+    and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
+    video, else None (with a warning when the files are damaged)."""
     side = out.with_name(out.name + ".json")
     if not (out.is_file() and side.is_file()):
-        return None
-    if fingerprint["tokens"] and out.suffix == ".npy" and not _tokens_file(out).is_file():
         return None
     try:
         info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return info if isinstance(info, dict) and info.get("job") == fingerprint and "states" in info else None
+    if not (isinstance(info, dict) and info.get("job") == fingerprint and "states" in info):
+        return None
+    shape = (fingerprint["num_videos"], info.get("dim"))
+    try:
+        x, grids = _shapes(out, fingerprint["tokens"])
+        if x != shape or grids is not None and grids[:1] != shape[:1]:
+            raise DataError(f"{out}: features {x}{f' and token grids {grids}' if grids else ''}, not {shape}")
+    except DataError as e:
+        log.warning("embed: %s; embedding it again", e)
+        return None
+    return info
 
 
 def _file_id(files: list[Path]) -> str:
@@ -277,25 +288,56 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     atomic_write_json(side, {**info, "labels": labels.tolist()})
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A features, token or sidecar file that cannot be read (cut short, overwritten) as a DataError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        reason = f"no {e} array" if isinstance(e, KeyError) else str(e).splitlines()[0]
+        raise DataError(f"{path}: damaged ({reason})") from e
+
+
 def _sidecar(path: Path) -> dict[str, Any]:
     side = path.with_name(path.name + ".json")
     if not path.is_file() or not side.is_file():
         raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
-    return json.loads(side.read_text())
+    with _reading(side):
+        return json.loads(side.read_text())
+
+
+def _shapes(path: Path, tokens: bool) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The shapes of the features of ``path`` and, with ``tokens``, of its token grids, from the headers alone (a
+    file cut short fails there)."""
+    from safetensors import safe_open
+
+    if path.suffix == ".npy":
+        with _reading(path):
+            x = np.load(path, mmap_mode="r").shape
+        if not tokens:
+            return x, None
+        with _reading(_tokens_file(path)):
+            return x, np.load(_tokens_file(path), mmap_mode="r").shape
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
+        return (tuple(f.get_slice("features").get_shape()),
+                tuple(f.get_slice("tokens").get_shape()) if tokens else None)
 
 
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
     path = Path(path)
     info = _sidecar(path)
-    if path.suffix == ".npy":
-        x = np.load(path, allow_pickle=False)
-        valid = np.isfinite(x).all(1)
-    else:
-        from safetensors.numpy import load_file
+    with _reading(path):
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+            valid = np.isfinite(x).all(1)
+        else:
+            from safetensors.numpy import load_file
 
-        arrays = load_file(str(path))
-        x, valid = arrays["features"], arrays["valid"].astype(bool)
+            arrays = load_file(str(path))
+            x, valid = arrays["features"], arrays["valid"].astype(bool)
     return x, valid, np.asarray(info.pop("labels"), dtype=np.int64), info
 
 
@@ -305,10 +347,11 @@ def read_tokens(path: str | Path) -> np.ndarray:
     if not _sidecar(path).get("tokens"):
         raise DataError(f"{path}: no token grids: embedded without --tokens, says its {path.name}.json")
     if path.suffix == ".npy":
-        return np.load(_tokens_file(path), allow_pickle=False)
+        with _reading(_tokens_file(path)):
+            return np.load(_tokens_file(path), allow_pickle=False)
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="numpy") as f:
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
         return f.get_tensor("tokens")
 
 
