@@ -348,6 +348,36 @@ def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeyp
     assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
 
 
+def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):
+    """The disk filled up (a file-size limit set after the first part makes the writes fail as a full disk would):
+    a bare traceback from numpy. Now one line names the part, the reason and what is kept; the rerun resumes."""
+    root, ckpt, loads = own_root
+    out, partial = tmp_path / "f.npy", tmp_path / "f.npy.partial"
+    script = ("import resource, signal, sys\n"
+              "import mme.eval.features as features\n"
+              "from mme import cli\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "write = features._write_part\n"
+              "def then_full(*args):\n"
+              "    path = write(*args)\n"
+              "    resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "    return path\n"
+              "features._write_part = then_full\n"
+              "sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "embed", str(ckpt), str(root / "list.txt"), "--out", str(out),
+                           "--root", str(root), "--stride", "2", "--batch-size", "1", "--chunk-batches", "1",
+                           "--num-workers", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mme embed: error: {partial}/part-000000001-r0.npz: could not be written (File too "
+                           "large; ") and last.endswith(f"the videos embedded before are kept in {partial}, and the "
+                                                        "same command resumes from them"), last
+    assert [p.name for p in partial.glob("part-*.npz")] == ["part-000000000-r0.npz"] and not out.exists()
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, root=str(root), stride=2, num_workers=0, progress=False)
+    assert sorted(loads) == list(range(1, 8)) and read_features(out)[1].sum() == 6
+
+
 @pytest.mark.parametrize("stage", ["finished", "resumed"])
 def test_a_video_replaced_since_it_was_embedded_is_embedded_again(stage, own_root, tmp_path, monkeypatch):
     """The cache key held the list file alone: a video replaced by another (cp) kept its old row, the finished

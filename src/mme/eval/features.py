@@ -147,11 +147,26 @@ def _read_part(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+@contextmanager
+def _writing(path: Path, partial: Path) -> Iterator[None]:
+    """A write into or from ``partial`` that failed (a full disk) as a DataError naming ``path``, the reason and
+    what is kept."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise DataError(f"{path}: could not be written ({reason}; "
+                        f"{shutil.disk_usage(partial).free / 2**20:.0f} MiB free); the videos embedded before are "
+                        f"kept in {partial}, and the same command resumes from them") from e
+
+
 def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write one part atomically as ``part-<first row>-<tag>.npz`` (``tag``: the writing rank, ``r0``, ...)."""
     first = min(np.concatenate([arrays["index"], arrays["failed"]]))
     path = partial / f"part-{first:09d}-{tag}.npz"
-    with atomic_path(path) as tmp:
+    with _writing(path, partial), atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
     return path
 
@@ -484,7 +499,8 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     failures.sort(key=lambda f: f["index"])
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
             "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint}
-    write_features(out, x, valid, labels, tokens, info)
+    with _writing(out, partial):
+        write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),
              f" (listed in {out.name}.json)" if failures else "")
