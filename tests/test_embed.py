@@ -19,7 +19,7 @@ from videos import texture, write_video
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError
-from mme.eval.features import embed, extract_features, read_features
+from mme.eval.features import embed, extract_features, read_features, read_tokens
 from mme.eval.testing import build_test_set
 from mme.models.checkpoint import load_encoder
 from mme.models.config import ModelConfig
@@ -348,6 +348,65 @@ def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeyp
     assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
 
 
+def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):
+    """The disk filled up (a file-size limit set after the first part makes the writes fail as a full disk would):
+    a bare traceback from numpy. Now one line names the part, the reason and what is kept; the rerun resumes."""
+    root, ckpt, loads = own_root
+    out, partial = tmp_path / "f.npy", tmp_path / "f.npy.partial"
+    script = ("import resource, signal, sys\n"
+              "import mme.eval.features as features\n"
+              "from mme import cli\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "write = features._write_part\n"
+              "def then_full(*args):\n"
+              "    path = write(*args)\n"
+              "    resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "    return path\n"
+              "features._write_part = then_full\n"
+              "sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "embed", str(ckpt), str(root / "list.txt"), "--out", str(out),
+                           "--root", str(root), "--stride", "2", "--batch-size", "1", "--chunk-batches", "1",
+                           "--num-workers", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mme embed: error: {partial}/part-000000001-r0.npz: could not be written (File too "
+                           "large; ") and last.endswith(f"the videos embedded before are kept in {partial}, and the "
+                                                        "same command resumes from them"), last
+    assert [p.name for p in partial.glob("part-*.npz")] == ["part-000000000-r0.npz"] and not out.exists()
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, root=str(root), stride=2, num_workers=0, progress=False)
+    assert sorted(loads) == list(range(1, 8)) and read_features(out)[1].sum() == 6
+
+
+@pytest.mark.parametrize("stage", ["finished", "resumed"])
+def test_a_video_replaced_since_it_was_embedded_is_embedded_again(stage, own_root, tmp_path, monkeypatch):
+    """The cache key held the list file alone: a video replaced by another (cp) kept its old row, the finished
+    file called up to date (row 3 off by up to 0.34) and a resumed job mixing rows of both. Every row records its
+    video's size and mtime; the changed ones are embedded again, with the failed ones (2 corrupt, 5 missing)."""
+    import shutil
+
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
+    out = tmp_path / "f.npy"
+    with monkeypatch.context() as m:
+        if stage == "resumed":
+            _kill_before_assembly(m)
+        try:
+            embed(ckpt, root / "list.txt", out, **kw)
+        except KeyboardInterrupt:
+            assert stage == "resumed"
+    shutil.copyfile(root / "v6.mp4", root / "v3.mp4")
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == [2, 3, 5]
+    reference = embed(ckpt, root / "list.txt", tmp_path / "ref.npy", **kw)
+    np.testing.assert_array_equal(np.load(out), np.load(reference))
+    np.testing.assert_array_equal(np.load(tmp_path / "f.tokens.npy"), np.load(tmp_path / "ref.tokens.npy"))
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert loads == []  # unchanged since: a cache again
+
+
 def test_a_job_where_every_video_failed_leaves_nothing_in_the_way_of_the_corrected_one(own_root, tmp_path,
                                                                                         monkeypatch):
     """Every video failed under a wrong --root: the partial folder (failures only) was kept, the rerun failed
@@ -405,6 +464,42 @@ def test_a_token_file_gone_is_made_again(own_root, tmp_path):
     embed(ckpt, root / "list.txt", out, stride=2, root=str(root), tokens=True, num_workers=0, progress=False)
     assert sorted(loads) == [0, 1]
     np.testing.assert_array_equal(np.load(tmp_path / "f.tokens.npy"), tokens)
+
+
+@pytest.mark.parametrize("name,cut", [("f.npy", lambda size: 100), ("f.safetensors", lambda size: size - 40)])
+def test_a_damaged_features_file_is_named_and_made_again(name, cut, own_root, tmp_path, caplog):
+    """A features file cut short (a full disk, a copy stopped half-way) was called up to date by the next run,
+    whose reading then failed with numpy's or safetensors' bare error. Its headers are checked now: the file is
+    made again, with a warning, and read_features names a damaged file."""
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    out = embed(ckpt, root / "list.txt", tmp_path / name, **kw)
+    first = read_features(out)[0]
+    os.truncate(out, cut(out.stat().st_size))
+    with pytest.raises(DataError, match=rf"^{out}: damaged \(.+\)$"):
+        read_features(out)
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == list(range(8))
+    assert f"embed: {out}: damaged (" in caplog.text and "; embedding it again" in caplog.text
+    np.testing.assert_array_equal(read_features(out)[0], first)
+
+
+def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_path):
+    """A job without --tokens left the .tokens.npy of an earlier one on the same --out (another encoder), and
+    read_tokens returned those grids beside the later features. They are removed, and read_tokens goes by the
+    sidecar, so a token file left by an earlier mme is refused too."""
+    root, ckpt = setup
+    torch.manual_seed(1)
+    other = save_pretrained(VisionTransformer(ModelConfig(**CFG)), tmp_path / "other")
+    out, kw = tmp_path / "f.npy", dict(stride=2, root=str(root), num_workers=0, progress=False)
+    embed(ckpt, root / "list.txt", out, tokens=True, **kw)
+    grids = (tmp_path / "f.tokens.npy").read_bytes()
+    embed(other, root / "list.txt", out, **kw)
+    assert not (tmp_path / "f.tokens.npy").exists()
+    (tmp_path / "f.tokens.npy").write_bytes(grids)
+    with pytest.raises(DataError, match=rf"{out}: no token grids: embedded without --tokens, says its f\.npy\.json"):
+        read_tokens(out)
 
 
 def test_a_list_that_is_empty_or_not_utf8_is_read_as_a_list(tmp_path):

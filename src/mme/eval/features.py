@@ -7,11 +7,12 @@ cannot be decoded is never dropped: its row is NaN, ``valid`` is False and the f
 is listed in the ``<out>.json`` sidecar.
 
 Resume: ``embed`` writes finished rows in chunks to ``<out>.partial/`` (one atomically written ``.npz`` per
-chunk and rank); a rerun with the same arguments skips the rows already embedded there (failed videos are tried
-again), and the final file is assembled (atomically) only when every row is done, after which the partial
-folder is removed. A finished file whose sidecar records the same job (checkpoint and list unchanged, same
-views) is reused as is: that is the per-split feature cache of ``mme probe``; when it has failed videos, they
-alone are tried again.
+chunk and rank, with the size and modification time each row's video had); a rerun with the same arguments
+skips the rows already embedded there whose video is unchanged since (failed videos are tried again), and the
+final file is assembled (atomically) only when every row is done, after which the partial folder is removed. A
+finished file whose sidecar records the same job (checkpoint and list unchanged, same views) is reused as is:
+that is the per-split feature cache of ``mme probe``; when videos changed since (replaced, or a failed one
+restored), they are embedded again, with its failed videos.
 
     mme embed runs/pt/checkpoint-00001000.pt data/val.txt --out feats/val.safetensors --clips 2 --crops 3
     torchrun --standalone --nproc_per_node=4 -m mme.cli embed CKPT LIST --out feats/val.npy
@@ -23,6 +24,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,11 +147,26 @@ def _read_part(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+@contextmanager
+def _writing(path: Path, partial: Path) -> Iterator[None]:
+    """A write into or from ``partial`` that failed (a full disk) as a DataError naming ``path``, the reason and
+    what is kept."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise DataError(f"{path}: could not be written ({reason}; "
+                        f"{shutil.disk_usage(partial).free / 2**20:.0f} MiB free); the videos embedded before are "
+                        f"kept in {partial}, and the same command resumes from them") from e
+
+
 def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write one part atomically as ``part-<first row>-<tag>.npz`` (``tag``: the writing rank, ``r0``, ...)."""
     first = min(np.concatenate([arrays["index"], arrays["failed"]]))
     path = partial / f"part-{first:09d}-{tag}.npz"
-    with atomic_path(path) as tmp:
+    with _writing(path, partial), atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
     return path
 
@@ -157,32 +175,41 @@ def _no_failures() -> dict[str, np.ndarray]:
     return {"failed": np.zeros(0, np.int64), "error": np.zeros(0, str)}
 
 
-def _retry_failures(partial: Path) -> None:
-    """Drop the failed videos from the parts in ``partial`` so that this run tries them again. A part left
-    without rows is removed; the others are named after their first embedded row, which no part of this run
-    (named after a row it embeds or fails) can take."""
+def _drop_stale(partial: Path, states: np.ndarray) -> None:
+    """Drop from the parts in ``partial`` the failed videos and the rows whose video changed since they were
+    embedded (``states``: every row's :func:`_file_state` now), so that this run embeds them again. A part left
+    without rows is removed; the others are named after their first kept row, which no part of this run (named
+    after a row it embeds or fails) can take."""
+    changed = 0
     for path in sorted(partial.glob("part-*.npz")):
         part = _read_part(path)
-        if not len(part["failed"]):
+        # a part of an earlier mme, without the states, is embedded again
+        same = part["state"] == states[part["index"]] if "state" in part else np.zeros(len(part["index"]), bool)
+        changed += int((~same).sum())
+        if same.all() and not len(part["failed"]):
             continue
-        if len(part["index"]):
-            kept = _write_part(partial, path.stem.rsplit("-", 1)[1], {**part, **_no_failures()})
-            if kept == path:
+        if same.any():
+            rows = {k: v[same] for k, v in part.items() if k not in ("failed", "error")}
+            if _write_part(partial, path.stem.rsplit("-", 1)[1], {**rows, **_no_failures()}) == path:
                 continue
         path.unlink()
+    if changed:
+        log.info("embed: %s: %d videos embedded there changed since (size or modification time): embedding them "
+                 "again", partial, changed)
 
 
-def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None) -> None:
+def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None, states: np.ndarray) -> None:
     """Lock ``partial/`` for this job (a second one on the same --out would delete the parts the first assembles)
-    and make it ready: resume the one there (its failed videos to be tried again), or start it with the
-    fingerprint and the embedded rows of ``finished`` (this job's output, whose failures are tried again). A
-    folder of a different job is refused, unless none of its videos was embedded (nothing to lose)."""
+    and make it ready: resume the one there (its failed videos and changed ones to be embedded again), or start it
+    with the fingerprint and the embedded rows of ``finished`` (this job's output) whose video is unchanged
+    (``states``: every row's :func:`_file_state` now). A folder of a different job is refused, unless none of its
+    videos was embedded (nothing to lose)."""
     run_folder.take(partial, option="--out (its partial results)")
     meta = partial / "job.json"
     if meta.is_file():
         found = json.loads(meta.read_text())
         if found == fingerprint:
-            _retry_failures(partial)
+            _drop_stale(partial, states)
             return
         diff = differences(found, fingerprint)
         if any(len(p["index"]) for p in _read_parts(partial)):
@@ -192,28 +219,37 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
         for path in partial.glob("part-*.npz"):
             path.unlink()
     if finished is not None:
-        x, valid, _, _ = read_features(finished)
-        rows = np.flatnonzero(valid)
+        x, valid, _, info = read_features(finished)
+        rows = np.flatnonzero(valid & (np.asarray(info["states"]) == states))
         if len(rows):
             tokens = read_tokens(finished) if fingerprint["tokens"] else None
-            _write_part(partial, "r0", {"index": rows, **_no_failures(), "x": x[rows],
+            _write_part(partial, "r0", {"index": rows, **_no_failures(), "x": x[rows], "state": states[rows],
                                         **({"tokens": tokens[rows]} if tokens is not None else {})})
     atomic_write_json(meta, fingerprint)
 
 
 def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since,
-    the token file there when tokens are asked for), else None."""
+    """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since)
+    and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
+    video, else None (with a warning when the files are damaged)."""
     side = out.with_name(out.name + ".json")
     if not (out.is_file() and side.is_file()):
-        return None
-    if fingerprint["tokens"] and out.suffix == ".npy" and not _tokens_file(out).is_file():
         return None
     try:
         info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return info if isinstance(info, dict) and info.get("job") == fingerprint else None
+    if not (isinstance(info, dict) and info.get("job") == fingerprint and "states" in info):
+        return None
+    shape = (fingerprint["num_videos"], info.get("dim"))
+    try:
+        x, grids = _shapes(out, fingerprint["tokens"])
+        if x != shape or grids is not None and grids[:1] != shape[:1]:
+            raise DataError(f"{out}: features {x}{f' and token grids {grids}' if grids else ''}, not {shape}")
+    except DataError as e:
+        log.warning("embed: %s; embedding it again", e)
+        return None
+    return info
 
 
 def _file_id(files: list[Path]) -> str:
@@ -223,8 +259,9 @@ def _file_id(files: list[Path]) -> str:
 
 
 def _file_state(path: str) -> str:
-    """A failed video's size and modification time ('missing' without the file): a later run tries it again only
-    once this changes (the video replaced, restored or mounted), so a file with lasting failures stays a cache."""
+    """A video's size and modification time ('missing' without the file), recorded for every row: a later run
+    embeds a row again only once this changes (the video replaced, restored or mounted), so a file with lasting
+    failures stays a cache."""
     try:
         st = os.stat(path)
     except OSError:
@@ -252,6 +289,8 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
         if tokens is not None:
             with atomic_path(_tokens_file(out)) as tmp:
                 np.save(tmp, tokens)
+        else:  # an earlier job's grids, of another encoder or list
+            _tokens_file(out).unlink(missing_ok=True)
         with atomic_path(out) as tmp:
             np.save(tmp, x)
     else:
@@ -260,37 +299,75 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
             arrays["tokens"] = tokens
         with atomic_path(out) as tmp:
             save_file(arrays, str(tmp), metadata={"info": json.dumps({k: v for k, v in info.items()
-                                                                      if k not in ("failures", "labels")})})
+                                                                      if k not in ("failures", "states", "labels")})})
     atomic_write_json(side, {**info, "labels": labels.tolist()})
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A features, token or sidecar file that cannot be read (cut short, overwritten) as a DataError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        reason = f"no {e} array" if isinstance(e, KeyError) else str(e).splitlines()[0]
+        raise DataError(f"{path}: damaged ({reason})") from e
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path.with_name(path.name + ".json")
+    if not path.is_file() or not side.is_file():
+        raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
+    with _reading(side):
+        return json.loads(side.read_text())
+
+
+def _shapes(path: Path, tokens: bool) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The shapes of the features of ``path`` and, with ``tokens``, of its token grids, from the headers alone (a
+    file cut short fails there)."""
+    from safetensors import safe_open
+
+    if path.suffix == ".npy":
+        with _reading(path):
+            x = np.load(path, mmap_mode="r").shape
+        if not tokens:
+            return x, None
+        with _reading(_tokens_file(path)):
+            return x, np.load(_tokens_file(path), mmap_mode="r").shape
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
+        return (tuple(f.get_slice("features").get_shape()),
+                tuple(f.get_slice("tokens").get_shape()) if tokens else None)
 
 
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
     path = Path(path)
-    side = path.with_name(path.name + ".json")
-    if not path.is_file() or not side.is_file():
-        raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
-    info = json.loads(side.read_text())
-    if path.suffix == ".npy":
-        x = np.load(path, allow_pickle=False)
-        valid = np.isfinite(x).all(1)
-    else:
-        from safetensors.numpy import load_file
+    info = _sidecar(path)
+    with _reading(path):
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+            valid = np.isfinite(x).all(1)
+        else:
+            from safetensors.numpy import load_file
 
-        arrays = load_file(str(path))
-        x, valid = arrays["features"], arrays["valid"].astype(bool)
+            arrays = load_file(str(path))
+            x, valid = arrays["features"], arrays["valid"].astype(bool)
     return x, valid, np.asarray(info.pop("labels"), dtype=np.int64), info
 
 
-def read_tokens(path: str | Path) -> np.ndarray | None:
-    """The token grids ``(N, t, h, w, D)`` of a file written by :func:`embed` with ``tokens``, else None."""
+def read_tokens(path: str | Path) -> np.ndarray:
+    """The token grids ``(N, t, h, w, D)`` of a file written by :func:`embed` with ``tokens``."""
     path = Path(path)
+    if not _sidecar(path).get("tokens"):
+        raise DataError(f"{path}: no token grids: embedded without --tokens, says its {path.name}.json")
     if path.suffix == ".npy":
-        return np.load(_tokens_file(path), allow_pickle=False) if _tokens_file(path).is_file() else None
+        with _reading(_tokens_file(path)):
+            return np.load(_tokens_file(path), allow_pickle=False)
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="numpy") as f:
-        return f.get_tensor("tokens") if "tokens" in f.keys() else None
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
+        return f.get_tensor("tokens")
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
@@ -329,28 +406,29 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                    "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
                    "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
                    "backend": backend, "orientation": orientation}
+    states = np.array([_file_state(dataset.path(i)) for i in range(n)])
     finished = _finished(out, fingerprint)
     if finished is not None:
-        changed = [f for f in finished.get("failures", []) if f.get("file") != _file_state(f["path"])]
+        changed = set(np.flatnonzero(np.asarray(finished["states"]) != states).tolist())
+        failed = {f["index"] for f in finished["failures"]}
         if not changed:
-            failed = len(finished.get("failures", []))
-            log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading%s), not "
-                     "recomputed", out, f"; its {failed} failed videos unchanged since, so not tried again"
-                     if failed else "")
+            log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading, every "
+                     "video unchanged since%s), not recomputed", out,
+                     f"; its {len(failed)} failed videos not tried again" if failed else "")
             return out
     partial = out.with_name(out.name + ".partial")
     try:
         try:
-            dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None)
+            dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None, states)
         except MMEError as e:
-            if finished is None:
+            if finished is None or changed - failed:  # rows of replaced videos are not kept
                 raise
-            log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out,
-                        len(finished["failures"]), e)
+            log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out, len(failed), e)
             return out
         if finished is not None:
-            log.info("embed: %s is up to date but for its %d failed videos, %d of which changed since (or have "
-                     "appeared): trying them again", out, len(finished["failures"]), len(changed))
+            log.info("embed: %s is up to date but for %d videos that changed since (size or modification time, or "
+                     "have appeared)%s: embedding them again", out, len(changed),
+                     f" and its {len(failed - changed)} other failed videos" if failed - changed else "")
         done = {int(i) for p in _read_parts(partial) for i in p["index"]}  # failed rows are tried again
         todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
         log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
@@ -369,7 +447,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 arrays["x"] = torch.cat([f for _, f, _ in batches]).numpy()
                 if tokens:
                     arrays["tokens"] = torch.cat([t for _, _, t in batches]).numpy()
-            _write_part(partial, f"r{info.rank}", arrays)
+            _write_part(partial, f"r{info.rank}", {**arrays, "state": states[arrays["index"]]})
             rows.clear()
 
         rows: list = []
@@ -380,16 +458,18 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 flush(rows)
         flush(rows)
         dist.barrier()
-        dist.on_main(_assemble, partial, out, source, dataset, fingerprint)
+        dist.on_main(_assemble, partial, out, source, dataset, fingerprint, states)
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails
     return out
 
 
-def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any]) -> None:
-    """Gather every part into the final file; rows in list order, NaN and ``valid=False`` for failures. When
-    every video failed, DataError, and the partial folder (failures only) is removed: a corrected command
-    (another --root) is not taken for a different job's."""
+def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fingerprint: dict[str, Any],
+              states: np.ndarray) -> None:
+    """Gather every part into the final file; rows in list order, NaN and ``valid=False`` for failures, the state
+    of every row's video (``states``, taken before any was decoded) in the sidecar. When every video failed,
+    DataError, and the partial folder (failures only) is removed: a corrected command (another --root) is not
+    taken for a different job's."""
     n = len(dataset)
     parts = _read_parts(partial)
     with_rows = [p for p in parts if "x" in p]
@@ -411,15 +491,16 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
             x[p["index"]], valid[p["index"]] = p["x"], True
             if tokens is not None:
                 tokens[p["index"]] = p["tokens"]
-        failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e),
-                      "file": _file_state(dataset.path(int(i)))} for i, e in zip(p["failed"], p["error"])]
+        failures += [{"index": int(i), "path": dataset.path(int(i)), "error": str(e)}
+                     for i, e in zip(p["failed"], p["error"])]
     missing = n - int(valid.sum()) - len(failures)
     if missing:
         raise DataError(f"{partial}: {missing} rows neither embedded nor failed; rerun the same command to finish")
     failures.sort(key=lambda f: f["index"])
     info = {**fingerprint, "dim": dim, "views": fingerprint["clips"] * fingerprint["crops"],
-            "num_valid": int(valid.sum()), "failures": failures, "job": fingerprint}
-    write_features(out, x, valid, labels, tokens, info)
+            "num_valid": int(valid.sum()), "failures": failures, "states": states.tolist(), "job": fingerprint}
+    with _writing(out, partial):
+        write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),
              f" (listed in {out.name}.json)" if failures else "")
