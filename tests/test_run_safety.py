@@ -176,6 +176,21 @@ def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once()
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def test_a_rank_stopped_by_another_ranks_signal_ends_as_interrupted(synth, tmp_path, monkeypatch):
+    """Under torchrun a signal may reach some ranks only: the others stopped after the same step, but returned as
+    finished (exit 0), so fine-tuning would have gone on to its tests alone. Another rank's SIGTERM at step 2 is
+    played here by the collective that joins the ranks' signals."""
+    from mme.errors import Interrupted
+    from mme.train import distributed, loop
+
+    calls = iter(range(1, 100))
+    monkeypatch.setattr(loop.dist, "max_over_ranks", lambda t, device: torch.tensor([15 if next(calls) == 2 else 0])
+                        if t.numel() == 1 else distributed.max_over_ranks(t, device))
+    with pytest.raises(Interrupted, match=r"stopped by SIGTERM \(sent to another rank\) after step 2 of 50") as info:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=50", FP32)
+    assert info.value.exit_code == 143 and ckpt.list_checkpoints(tmp_path)[-1].name == "checkpoint-00000002.pt"
+
+
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     """Too many undecodable videos with data.num_workers=2 (the recipes' default)."""
     for i in range(8):

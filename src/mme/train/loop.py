@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,7 +214,7 @@ def train(run: Run) -> TrainResult:
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
     stream = micro_batches(run)
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
-    history, in_a_row, skipped, path, t0 = [], 0, 0, None, time.perf_counter()
+    history, in_a_row, skipped, path, stopping, t0 = [], 0, 0, None, None, time.perf_counter()
     # the loader's workers stop when the loop ends, inside the timed run
     with contextlib.closing(stream), StopRequests() as stop, \
             tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True) as bar:
@@ -231,17 +232,17 @@ def train(run: Run) -> TrainResult:
             metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=run.position["epoch"],
                            data_wait=metrics.pop("data_wait_s") / seconds)
             evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
-            stopping = _stopping(stop, run.device)  # one decision per step, the same on every rank
-            if run.step % t.log_every == 0 or run.step == end or stopping or evaluated or diverged:
+            stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
+            if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
                 metrics["data_failures"] = share_failures(run)  # every rank's
                 logger.log(metrics, run.step)
                 history.append({"step": run.step, **metrics})
             check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
             bar.update(1)
-            if run.step % t.ckpt_every == 0 or run.step == end or stopping:
+            if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None:
                 path = save(run)
-            if stopping:
+            if stopping is not None:
                 break
     logger.close()
     if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
@@ -254,14 +255,17 @@ def train(run: Run) -> TrainResult:
                     int(data_failures(run)), run.data.failure_counts())
     if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
         plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
-    if stop.received is not None and run.step < end:
-        raise Interrupted(f"stopped by {stop.received.name} after step {run.step} of {end}, saved as {path}; the "
-                          "same command with --resume auto (train.resume=auto) continues from there",
-                          128 + int(stop.received))
+    if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
+        raise Interrupted(f"stopped by {stopping.name}{'' if stop.received else ' (sent to another rank)'} after "
+                          f"step {run.step} of {end}, saved as {path}; the same command with --resume auto "
+                          "(train.resume=auto) continues from there", 128 + int(stopping))
     return TrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)
 
 
-def _stopping(stop: StopRequests, device: torch.device) -> bool:
-    """Whether a stop was requested on any rank (all ranks stop after the same step)."""
-    return dist.any_true(stop.received is not None, device) if dist.get_world_size() > 1 else \
-        stop.received is not None
+def _stop_signal(stop: StopRequests, device: torch.device) -> signal.Signals | None:
+    """The signal that asked any rank to stop (the highest, if ranks got different ones), else None: all ranks
+    stop after the same step, and each ends as interrupted, not as finished (a rank ending with exit 0 while the
+    others stop would go on alone to what follows training, such as fine-tuning's tests)."""
+    received = torch.tensor([int(stop.received or 0)])
+    received = int(dist.max_over_ranks(received, device)[0])
+    return signal.Signals(received) if received else None
