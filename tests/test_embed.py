@@ -87,6 +87,30 @@ def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_p
     assert not np.allclose(x[0], x[1], atol=1e-3)
 
 
+def test_the_clips_of_a_chunk_are_not_held_until_it_is_written(setup, tmp_path, monkeypatch):
+    """Before: each batch's clips (B, V, 3, T, H, W) were kept until its chunk was written (50 batches by default):
+    from loader workers, in shared memory, about 10 GB at Kinetics' test views (7 x 3, 16 x 224², batch 4)."""
+    import weakref
+
+    from mme.eval import features
+
+    root, ckpt = setup
+    clips, alive = [], []
+    batches, write = features.iter_test_batches, features._write_part
+
+    def tracked(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            clips.extend([weakref.ref(batch["video"])] if batch["video"] is not None else [])
+            yield batch
+
+    monkeypatch.setattr(features, "iter_test_batches", tracked)
+    monkeypatch.setattr(features, "_write_part", lambda *a: alive.append(sum(c() is not None for c in clips))
+                        or write(*a))
+    embed(ckpt, root / "list.txt", tmp_path / "f.npy", clips=2, crops=3, stride=2, root=str(root), batch_size=1,
+          num_workers=0, progress=False)
+    assert len(clips) == 6 and alive == [0]
+
+
 @pytest.mark.parametrize("precision,rtol,atol", [
     ("fp32", 1e-5, 1e-6),
     # bf16 keeps 8 significant bits (relative rounding 2^-8 per op); through the tiny encoder's blocks the

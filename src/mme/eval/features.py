@@ -81,16 +81,19 @@ def embed_batch(encoder: torch.nn.Module, video: torch.Tensor, tokens: bool = Fa
 
 
 def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress):
-    """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``;
-    features None when every video of the batch failed)."""
+    """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``
+    without their clips, which a caller keeping batches until it writes them would hold: a loader worker's, in
+    shared memory; features None when every video of the batch failed)."""
     from mme.train.precision import autocast
 
     for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc="embed",
                                    progress=progress):
         feats = toks = None
-        if batch["video"] is not None:
+        video = batch.pop("video")
+        if video is not None:
             with autocast(precision, device):
-                feats, toks = embed_batch(encoder, normalize_clip(batch["video"].to(device, non_blocking=True)), tokens)
+                feats, toks = embed_batch(encoder, normalize_clip(video.to(device, non_blocking=True)), tokens)
+            del video
             feats = feats.cpu()
             toks = toks.cpu() if toks is not None else None
         yield batch, feats, toks

@@ -19,6 +19,7 @@ import math
 import shutil
 import signal
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,10 @@ from mme.train.precision import autocast
 log = logging.getLogger(__name__)
 
 
+HISTORY_KEPT = 10_000
+"""Logged records a run keeps in memory (about 8 MB): a long run logs every step, 750k in a Kinetics pre-training."""
+
+
 @dataclass
 class TrainResult:
     """What the loop did (rank 0's history)."""
@@ -49,7 +54,7 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     history: list[dict]
-    """The logged metrics records."""
+    """The logged metrics records, the last :data:`HISTORY_KEPT` (``metrics.jsonl`` holds them all)."""
     nonfinite_skipped: int
     seconds: float
 
@@ -214,7 +219,8 @@ def train(run: Run) -> TrainResult:
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
     stream = micro_batches(run)
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
-    history, in_a_row, skipped, path, stopping, t0 = [], 0, 0, None, None, time.perf_counter()
+    history: deque[dict] = deque(maxlen=HISTORY_KEPT)
+    in_a_row, skipped, path, stopping, t0 = 0, 0, None, None, time.perf_counter()
     # the loader's workers stop when the loop ends, inside the timed run
     with contextlib.closing(stream), StopRequests() as stop, \
             tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True) as bar:
@@ -259,7 +265,7 @@ def train(run: Run) -> TrainResult:
         raise Interrupted(f"stopped by {stopping.name}{'' if stop.received else ' (sent to another rank)'} after "
                           f"step {run.step} of {end}, saved as {path}; the same command with --resume auto "
                           "(train.resume=auto) continues from there", 128 + int(stopping))
-    return TrainResult(run.out_dir, run.step, path, history, skipped, time.perf_counter() - t0)
+    return TrainResult(run.out_dir, run.step, path, list(history), skipped, time.perf_counter() - t0)
 
 
 def _stop_signal(stop: StopRequests, device: torch.device) -> signal.Signals | None:
