@@ -288,15 +288,16 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     bad_offset = bytearray(good)
     bad_offset[header_end + 8:header_end + 16] = (1 << 62).to_bytes(8, "little")  # start 1's record, far away
     size = "which the header's 30 starts and the offsets do not describe"
+    damaged = "the header and offsets do not match their checksum"
     for broken, why in [(good[:100], "a header of \\d+ bytes in a file of 100"), (good[:-1], size),
                         (good + b"x", size), (bytes(flipped), "while decompressing data"),
                         (b"GIF89a" + good, "unknown file type"), (bytes(huge_header), "a header of \\d+ bytes"),
-                        (bytes(bad_offset), size), (good.replace(b'"quant"', b'"qvant"'), "'quant'")]:
+                        (bytes(bad_offset), damaged), (good.replace(b'"quant"', b'"qvant"'), damaged)]:
         bad.write_bytes(broken)
         with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(not a valid mme track cache: .*{why}"):
             load_tracks(bad)
-    bad.write_bytes(good.replace(b'"version": 2', b'"version": 3'))
-    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 3, expected 2"):
+    bad.write_bytes(good.replace(b'"version": 3', b'"version": 4'))
+    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 4, expected 3"):
         read_cache(bad, starts=[0])
     bad.write_bytes(good[:-1])
     (videos / "two.txt").write_text("cls/a.mp4\nb.mp4\n")
@@ -308,6 +309,40 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     item = ds[0]  # a.mp4's cache is corrupt: replaced by b.mp4, and a.mp4 is reported
     assert item["index"] == 1 and item["motion"]["disp"].shape == (2, 4, 8, 8, 2)  # (starts, steps, grid, xy)
     assert ds.failure_counts() == {"track cache": 1}
+
+
+def test_a_damaged_header_is_refused_and_a_resume_makes_a_damaged_file_again(videos, tmp_path, caplog):
+    """One bit of the header's quantum flipped (0.05 -> 0.07 px) read as displacements 1.4 times larger, and a
+    resumed extraction counted it, and a file with a damaged record, "already complete"; a file of version 2 (no
+    checksum) is refused by training, and made again by a resumed extraction."""
+    import logging
+
+    out = tmp_path / "cache"
+    (videos / "b.txt").write_text("b.mp4\n")
+    args = ["extract", str(videos / "b.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args) == 0
+    made = cache_file(out, "b.mp4")
+    good = made.read_bytes()
+    quant = bytearray(good)
+    quant[good.index(b'"quant": 0.05') + len(b'"quant": 0.0')] ^= 2
+    record = bytearray(good)
+    record[-5] ^= 0xFF
+    length = int.from_bytes(good[8:16], "little")
+    version_2 = good[:16] + good[16:16 + length].replace(b'"version": 3', b'"version": 2') \
+        + good[16 + length:16 + length + 13 * 8] + good[16 + length + 13 * 8 + 4:]  # 12 starts: no checksum
+    for broken, why in ((quant, "not a valid mme track cache: the header and offsets do not match their checksum"),
+                        (record, "not a valid mme track cache: Error -"),  # zlib's own check
+                        (version_2, "track cache version 2, expected 3")):
+        made.write_bytes(bytes(broken))
+        with pytest.raises(VideoError, match=re.escape(f"{made}: track cache ({why}")):
+            read_cache(made)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cli(args) == 0
+        assert report(out, videos / "b.txt")["done"] == 1 and made.read_bytes()[16:] != bytes(broken)[16:]
+        assert f"extract: {made}: track cache ({why}" in caplog.text and "made again" in caplog.text, caplog.text
+        assert read_cache(made).meta["quant"] == QUANT
 
 
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):

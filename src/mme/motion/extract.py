@@ -35,9 +35,9 @@ from mme.motion.cache import (
     V1_SUFFIX,
     cache_backend,
     cache_file,
-    cache_meta,
     enlarged_by_area,
     quantise,
+    read_cache,
     same_frames,
     same_source,
     save_tracks,
@@ -147,18 +147,20 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
 def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
     """``{setting: (the file's, this run's)}`` where a readable cache at ``out_path`` was made with settings other
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
-    no readable cache there, one made from another version of the file ``video`` (its fingerprint differs), or one
-    of frames enlarged by INTER_AREA (:func:`mme.motion.cache.enlarged_by_area`): these are made again."""
+    no readable cache there (every record is read: a damaged one is warned about), one made from another version of
+    the file ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
+    (:func:`mme.motion.cache.enlarged_by_area`): these are made again."""
     if not out_path.is_file():
         return None
     try:
-        meta = cache_meta(out_path)
+        meta = read_cache(out_path).meta
         work_w, work_h = meta["work_size"]
         have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
                     compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
                     max_disp=round(float(meta["max_disp"]), 4))
         length, backend = int(meta["length"]), cache_backend(meta)
-    except (MMEError, KeyError, TypeError, ValueError):
+    except (MMEError, KeyError, TypeError, ValueError) as e:
+        log.warning("extract: %s; made again", e if isinstance(e, MMEError) else f"{out_path}: {type(e).__name__}: {e}")
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
