@@ -161,6 +161,42 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
         assert report(out, videos / "valB.txt", part, parts)["failed"] == {}
 
 
+DYING_WORKER = """import os, signal, sys
+from mme.motion import extract
+
+made = extract.extract_video
+
+
+def dying(path, out_path, opts):  # in each spawned worker too, which imports this file as __mp_main__
+    if os.path.basename(path) == "b.mp4":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer, or a decoder's crash
+    made(path, out_path, opts)
+
+
+extract.extract_video = dying
+if __name__ == "__main__":
+    from mme import cli
+    sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos, tmp_path):
+    """A worker killed while it extracted a video (kill -9, the OOM killer) left `mme extract --workers 2` waiting
+    forever, its share locked and no report written."""
+    (tmp_path / "dying.py").write_text(DYING_WORKER)
+    out = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, str(tmp_path / "dying.py"), "extract", str(videos / "list.txt"), "--root",
+                           str(videos), "--out", str(out), "--length", "2", "--short-side", "64", "--workers", "2"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    made = report(out, videos / "list.txt")
+    assert made["done"] == 1 and cache_file(out, "cls/a.mp4").is_file(), made
+    assert made["failed"][str(videos / "b.mp4")] == \
+        f"{videos / 'b.mp4'}: a worker process died extracting it (signal 9: Killed)", made
+    assert sorted(made["failed"]) == [str(videos / "b.mp4"), str(videos / "bad.mp4"), str(videos / "one.mp4")]
+    assert "1 written, 0 already complete, 3 failed" in proc.stdout
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()

@@ -11,13 +11,17 @@ and complete (same settings, readable). Videos that fail are listed with their r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import cv2
@@ -190,9 +194,56 @@ def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
         return path, f"{type(e).__name__}: {e}"
 
 
-def _init_worker() -> None:
+def _worker(conn: Connection) -> None:
+    """A worker process: the jobs ``conn`` sends, each answered with :func:`_work`'s result. Ctrl-C, which a
+    terminal sends to the whole process group, is left to the main process, which stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    with contextlib.suppress(EOFError, OSError):  # the main process is gone
+        while True:
+            conn.send(_work(conn.recv()))
+
+
+def _in_workers(jobs: list, workers: int) -> Iterator[tuple[str, str | None]]:
+    """:func:`_work`'s result for each job, as ``workers`` spawned processes finish them. A worker that dies (the
+    OOM killer, a crashing decoder) fails the video it had, naming it, and a new one takes its place (a
+    multiprocessing Pool lost that video and waited for it forever)."""
+    ctx = get_context("spawn")
+    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
+    try:
+        while todo or busy:
+            while todo and len(busy) < workers:
+                while idle and not idle[-1][1].is_alive():  # died while it waited
+                    idle.pop()
+                if idle:
+                    conn, proc = idle.pop()
+                else:
+                    conn, there = ctx.Pipe()
+                    proc = ctx.Process(target=_worker, args=(there,), daemon=True)
+                    proc.start()
+                    there.close()
+                    procs.append(proc)
+                job = todo.pop()
+                with contextlib.suppress(OSError):  # a worker that has just died: its end of the pipe says so
+                    conn.send(job)
+                busy[conn] = proc, job
+            for conn in wait(list(busy)):
+                proc, job = busy.pop(conn)
+                try:
+                    result = conn.recv()
+                except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
+                    proc.join()
+                    code = proc.exitcode
+                    how = f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}"
+                    yield job[0], f"{job[0]}: a worker process died extracting it ({how})"
+                    continue
+                idle.append((conn, proc))
+                yield result
+    finally:
+        for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job
+            proc.kill()
+            proc.join()
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -283,8 +334,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
     if workers > 1 and len(jobs) > 1:
-        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            results = list(tqdm(pool.imap_unordered(_work, jobs), total=len(jobs), desc="extract", unit="video"))
+        results = list(tqdm(_in_workers(jobs, workers), total=len(jobs), desc="extract", unit="video"))
     else:
         results = [_work(j) for j in tqdm(jobs, desc="extract", unit="video")]
     for path, err in results:
