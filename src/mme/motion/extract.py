@@ -33,7 +33,7 @@ from mme.data.lists import read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, video_error
 from mme.data.video_reader import ORIENTATIONS
-from mme.errors import ConfigError, FrameCountChanged, MMEError
+from mme.errors import ConfigError, FrameCountChanged, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
     V1_SUFFIX,
@@ -49,7 +49,15 @@ from mme.motion.cache import (
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
-from mme.utils import atomic_write_text, check_output, launch_ranks, lock_folder, stale_temp_of, unlock_folder
+from mme.utils import (
+    atomic_write_text,
+    check_output,
+    launch_ranks,
+    lock_folder,
+    space_for,
+    stale_temp_of,
+    unlock_folder,
+)
 
 log = logging.getLogger("mme.extract")
 
@@ -145,7 +153,8 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                 flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
                 orientation=opts.orientation, turn=list(turn), backend=opts.backend, resize=RESIZE, **made_of)
-    save_tracks(out_path, disp, valid, pair_homs, meta)
+    with space_for(out_path, "the finished cache files are kept, and the same command continues once there is space"):
+        save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
 def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
@@ -188,6 +197,8 @@ def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
     try:
         extract_video(path, out_path, opts)
         return path, None
+    except NoSpaceError:  # not this video's fault: the job stops
+        raise
     except MMEError as e:
         return path, str(e)
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
@@ -202,7 +213,12 @@ def _worker(conn: Connection) -> None:
     cv2.setNumThreads(1)
     with contextlib.suppress(EOFError, OSError):  # the main process is gone
         while True:
-            conn.send(_work(conn.recv()))
+            job = conn.recv()
+            try:
+                result = _work(job)
+            except NoSpaceError as e:  # the main process raises it: the job stops
+                result = e
+            conn.send(result)
 
 
 def _in_workers(jobs: list, workers: int) -> Iterator[tuple[str, str | None]]:
@@ -238,6 +254,8 @@ def _in_workers(jobs: list, workers: int) -> Iterator[tuple[str, str | None]]:
                     how = f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}"
                     yield job[0], f"{job[0]}: a worker process died extracting it ({how})"
                     continue
+                if isinstance(result, NoSpaceError):
+                    raise result
                 idle.append((conn, proc))
                 yield result
     finally:
@@ -333,17 +351,16 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
-    if workers > 1 and len(jobs) > 1:
-        results = list(tqdm(_in_workers(jobs, workers), total=len(jobs), desc="extract", unit="video"))
-    else:
-        results = [_work(j) for j in tqdm(jobs, desc="extract", unit="video")]
+    done = _in_workers(jobs, workers) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
+    results = list(tqdm(done, total=len(jobs), desc="extract", unit="video"))  # its bar ends before an error
     for path, err in results:
         if err is not None:
             failed[path] = err
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
               "skipped": skipped, "failed": failed, "options": asdict(opts)}
-    atomic_write_text(report_file, json.dumps(report, indent=1))
+    with space_for(report_file):
+        atomic_write_text(report_file, json.dumps(report, indent=1))
     return report
 
 
