@@ -570,6 +570,37 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
     assert make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out), max_disp=0.5), m)(sample)
 
 
+def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_cache(tmp_path, capsys):
+    """A second --root whose list names its videos as the first's did silently made their cache files again over
+    the first's (whose training then skipped them as made from another version); a copy of the first dataset still
+    resumes."""
+    for root, dx in (("first", 2.0), ("second", -2.0)):
+        (tmp_path / root).mkdir()
+        write_video(tmp_path / root / "v.mp4", affine_video(8, 64, 64, dx=dx, seed=3)[0])
+        (tmp_path / root / "list.txt").write_text("v.mp4\n")
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "v.mp4").write_bytes((tmp_path / "first" / "v.mp4").read_bytes())
+    (tmp_path / "copy" / "list.txt").write_text("v.mp4\n")
+    out = tmp_path / "cache"
+
+    def extract(root, *more):
+        return cli(["extract", str(tmp_path / root / "list.txt"), "--root", str(tmp_path / root), "--out", str(out),
+                    "--length", "2", "--short-side", "64", *more])
+
+    assert extract("first") == 0
+    made = cache_file(out, "v.mp4")
+    before = made.read_bytes()
+    assert cache_meta(made)["video"] == str(tmp_path / "first" / "v.mp4")
+    capsys.readouterr()
+    assert extract("second") == 1 and made.read_bytes() == before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"1 video(s) already have caches in {out} made from other files of the same " \
+        f"name, e.g. v.mp4: made from {tmp_path / 'first' / 'v.mp4'}, this run's is {tmp_path / 'second' / 'v.mp4'}" \
+        in err and "its own --out" in err, err
+    assert extract("copy") == 0 and made.read_bytes() == before  # the same content elsewhere: already complete
+    assert extract("second", "--overwrite") == 0 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")
+
+
 def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(videos, tmp_path):
     """Two jobs on one --out both did all the work; the second is refused naming the holder, while other shares
     (the ranks or machines of one extraction) run side by side."""

@@ -12,10 +12,10 @@ it needs (the cost of a read grows neither with the video's length nor with how 
 
 Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
 working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint,
-the resize's interpolation), T + 1 uint64 offsets of the records from the end of the checksum, a CRC-32 of the
-length, header and offsets (uint32: a damaged header would change the tracks silently, where a damaged record fails
-zlib's own check), the records. Version 1 files (``.tracks.npz``: a zip of 32-start blocks, checked by the zip's
-CRCs) are still read; version 2 files (no checksum) are refused.
+the resize's interpolation, the video's absolute path), T + 1 uint64 offsets of the records from the end of the
+checksum, a CRC-32 of the length, header and offsets (uint32: a damaged header would change the tracks silently,
+where a damaged record fails zlib's own check), the records. Version 1 files (``.tracks.npz``: a zip of 32-start
+blocks, checked by the zip's CRCs) are still read; version 2 files (no checksum) are refused.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid

@@ -151,7 +151,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                     if pair_homs is not None and hom is not None:
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
-                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
+                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=os.path.abspath(path),
                 orientation=opts.orientation, turn=list(turn), backend=opts.backend, resize=RESIZE, **made_of)
     with space_for(out_path, "the finished cache files are kept, and the same command continues once there is space"):
         save_tracks(out_path, disp, valid, pair_homs, meta)
@@ -162,7 +162,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
     no readable cache there (every record is read: a damaged one is warned about), one made from another version of
     the file ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
-    (:func:`mme.motion.cache.enlarged_by_area`): these are made again."""
+    (:func:`mme.motion.cache.enlarged_by_area`): these are made again. A cache made from another file than ``video``
+    (another path, other content: another dataset's video of the same name) differs in ``video``."""
     if not out_path.is_file():
         return None
     try:
@@ -176,6 +177,9 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         log.warning("extract: %s; made again", e if isinstance(e, MMEError) else f"{out_path}: {type(e).__name__}: {e}")
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
+        made_from = meta.get("video")
+        if made_from and os.path.realpath(made_from) != os.path.realpath(video):
+            return {"video": (made_from, os.path.abspath(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
     if enlarged_by_area(meta):
@@ -338,6 +342,13 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
         if found:
             clashes[e.path] = found[0]
         jobs.append((video, str(target), opts))
+    taken = {path: differ["video"] for path, differ in clashes.items() if "video" in differ}
+    if taken:  # two datasets in one --out would replace each other's files of the same name
+        path, (theirs, ours) = next(iter(taken.items()))
+        raise ConfigError(
+            f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, e.g. "
+            f"{path}: made from {theirs}, this run's is {ours}. Extract each dataset into its own --out, or pass "
+            f"--overwrite to replace them")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
