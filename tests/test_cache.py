@@ -161,6 +161,42 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
         assert report(out, videos / "valB.txt", part, parts)["failed"] == {}
 
 
+DYING_WORKER = """import os, signal, sys
+from mme.motion import extract
+
+made = extract.extract_video
+
+
+def dying(path, out_path, opts):  # in each spawned worker too, which imports this file as __mp_main__
+    if os.path.basename(path) == "b.mp4":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer, or a decoder's crash
+    made(path, out_path, opts)
+
+
+extract.extract_video = dying
+if __name__ == "__main__":
+    from mme import cli
+    sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos, tmp_path):
+    """A worker killed while it extracted a video (kill -9, the OOM killer) left `mme extract --workers 2` waiting
+    forever, its share locked and no report written."""
+    (tmp_path / "dying.py").write_text(DYING_WORKER)
+    out = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, str(tmp_path / "dying.py"), "extract", str(videos / "list.txt"), "--root",
+                           str(videos), "--out", str(out), "--length", "2", "--short-side", "64", "--workers", "2"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    made = report(out, videos / "list.txt")
+    assert made["done"] == 1 and cache_file(out, "cls/a.mp4").is_file(), made
+    assert made["failed"][str(videos / "b.mp4")] == \
+        f"{videos / 'b.mp4'}: a worker process died extracting it (signal 9: Killed)", made
+    assert sorted(made["failed"]) == [str(videos / "b.mp4"), str(videos / "bad.mp4"), str(videos / "one.mp4")]
+    assert "1 written, 0 already complete, 3 failed" in proc.stdout
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()
@@ -288,15 +324,16 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     bad_offset = bytearray(good)
     bad_offset[header_end + 8:header_end + 16] = (1 << 62).to_bytes(8, "little")  # start 1's record, far away
     size = "which the header's 30 starts and the offsets do not describe"
+    damaged = "the header and offsets do not match their checksum"
     for broken, why in [(good[:100], "a header of \\d+ bytes in a file of 100"), (good[:-1], size),
                         (good + b"x", size), (bytes(flipped), "while decompressing data"),
                         (b"GIF89a" + good, "unknown file type"), (bytes(huge_header), "a header of \\d+ bytes"),
-                        (bytes(bad_offset), size), (good.replace(b'"quant"', b'"qvant"'), "'quant'")]:
+                        (bytes(bad_offset), damaged), (good.replace(b'"quant"', b'"qvant"'), damaged)]:
         bad.write_bytes(broken)
         with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(not a valid mme track cache: .*{why}"):
             load_tracks(bad)
-    bad.write_bytes(good.replace(b'"version": 2', b'"version": 3'))
-    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 3, expected 2"):
+    bad.write_bytes(good.replace(b'"version": 3', b'"version": 4'))
+    with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 4, expected 3"):
         read_cache(bad, starts=[0])
     bad.write_bytes(good[:-1])
     (videos / "two.txt").write_text("cls/a.mp4\nb.mp4\n")
@@ -308,6 +345,40 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     item = ds[0]  # a.mp4's cache is corrupt: replaced by b.mp4, and a.mp4 is reported
     assert item["index"] == 1 and item["motion"]["disp"].shape == (2, 4, 8, 8, 2)  # (starts, steps, grid, xy)
     assert ds.failure_counts() == {"track cache": 1}
+
+
+def test_a_damaged_header_is_refused_and_a_resume_makes_a_damaged_file_again(videos, tmp_path, caplog):
+    """One bit of the header's quantum flipped (0.05 -> 0.07 px) read as displacements 1.4 times larger, and a
+    resumed extraction counted it, and a file with a damaged record, "already complete"; a file of version 2 (no
+    checksum) is refused by training, and made again by a resumed extraction."""
+    import logging
+
+    out = tmp_path / "cache"
+    (videos / "b.txt").write_text("b.mp4\n")
+    args = ["extract", str(videos / "b.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args) == 0
+    made = cache_file(out, "b.mp4")
+    good = made.read_bytes()
+    quant = bytearray(good)
+    quant[good.index(b'"quant": 0.05') + len(b'"quant": 0.0')] ^= 2
+    record = bytearray(good)
+    record[-5] ^= 0xFF
+    length = int.from_bytes(good[8:16], "little")
+    version_2 = good[:16] + good[16:16 + length].replace(b'"version": 3', b'"version": 2') \
+        + good[16 + length:16 + length + 13 * 8] + good[16 + length + 13 * 8 + 4:]  # 12 starts: no checksum
+    for broken, why in ((quant, "not a valid mme track cache: the header and offsets do not match their checksum"),
+                        (record, "not a valid mme track cache: Error -"),  # zlib's own check
+                        (version_2, "track cache version 2, expected 3")):
+        made.write_bytes(bytes(broken))
+        with pytest.raises(VideoError, match=re.escape(f"{made}: track cache ({why}")):
+            read_cache(made)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cli(args) == 0
+        assert report(out, videos / "b.txt")["done"] == 1 and made.read_bytes()[16:] != bytes(broken)[16:]
+        assert f"extract: {made}: track cache ({why}" in caplog.text and "made again" in caplog.text, caplog.text
+        assert read_cache(made).meta["quant"] == QUANT
 
 
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):
@@ -497,6 +568,37 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
                                           r"run's 5.71429 \(target.max_disp\)"):
         make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)(sample)
     assert make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out), max_disp=0.5), m)(sample)
+
+
+def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_cache(tmp_path, capsys):
+    """A second --root whose list names its videos as the first's did silently made their cache files again over
+    the first's (whose training then skipped them as made from another version); a copy of the first dataset still
+    resumes."""
+    for root, dx in (("first", 2.0), ("second", -2.0)):
+        (tmp_path / root).mkdir()
+        write_video(tmp_path / root / "v.mp4", affine_video(8, 64, 64, dx=dx, seed=3)[0])
+        (tmp_path / root / "list.txt").write_text("v.mp4\n")
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "v.mp4").write_bytes((tmp_path / "first" / "v.mp4").read_bytes())
+    (tmp_path / "copy" / "list.txt").write_text("v.mp4\n")
+    out = tmp_path / "cache"
+
+    def extract(root, *more):
+        return cli(["extract", str(tmp_path / root / "list.txt"), "--root", str(tmp_path / root), "--out", str(out),
+                    "--length", "2", "--short-side", "64", *more])
+
+    assert extract("first") == 0
+    made = cache_file(out, "v.mp4")
+    before = made.read_bytes()
+    assert cache_meta(made)["video"] == str(tmp_path / "first" / "v.mp4")
+    capsys.readouterr()
+    assert extract("second") == 1 and made.read_bytes() == before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"1 video(s) already have caches in {out} made from other files of the same " \
+        f"name, e.g. v.mp4: made from {tmp_path / 'first' / 'v.mp4'}, this run's is {tmp_path / 'second' / 'v.mp4'}" \
+        in err and "its own --out" in err, err
+    assert extract("copy") == 0 and made.read_bytes() == before  # the same content elsewhere: already complete
+    assert extract("second", "--overwrite") == 0 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")
 
 
 def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(videos, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -376,6 +377,47 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
         "MiB are free" in last and "Kept: checkpoint-00000001.pt" in last, last
     assert _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 1))["step"] == 1
+
+
+def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):
+    """The disk fills up during `mme extract` (a file-size limit fails writes as a full disk would): it tracked
+    every remaining video and threw each away, warning only "failed: OSError: [Errno 27] File too large", then
+    ended in a traceback writing its report; `mme check` ended in a traceback writing --out."""
+    from videos import affine_video, write_video
+
+    from mme import cli
+    from mme.motion.cache import cache_file
+
+    for name, frames in (("short.mp4", 3), ("long.mp4", 30), ("other.mp4", 30)):
+        write_video(tmp_path / name, affine_video(frames, 64, 64, dx=1.0, seed=frames)[0])
+    (tmp_path / "list.txt").write_text("short.mp4\nlong.mp4\nother.mp4\n")
+    out = tmp_path / "cache"
+    extract = ["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out), "--length", "2",
+               "--short-side", "64"]
+    script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+              "sys.exit(cli.main(sys.argv[2:]))")
+
+    def limited(limit: int, *argv: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", script, str(limit), *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr and "failed:" not in proc.stderr, proc.stderr
+        errors = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if f"mme {argv[0]}: error:" in ln]
+        assert len(errors) == 1 and errors[0].startswith(f"mme {argv[0]}: error:"), proc.stderr
+        return errors[0]
+
+    said = limited(1500, *extract)  # short.mp4's file (0.7 kB) is written, long.mp4's (3 kB) is not
+    assert said == f"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written (File too large); the " \
+                   f"finished cache files are kept, and the same command continues once there is space", said
+    assert cache_file(out, "short.mp4").is_file() and not list(out.glob("*.json")) and not list(out.glob(".*tmp*"))
+    assert cli.main(extract) == 0 and json.loads(next(out.glob("failed-*.json")).read_text())["skipped"] == 1
+    report = next(out.glob("failed-*.json"))
+    said = limited(1500, *extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2")
+    assert re.fullmatch(rf"mme extract: error: {tmp_path}/by-workers/(long|other)\.mp4\.tracks: could not be written "
+                        rf"\(File too large\); the finished cache files are kept, .*", said), said
+    assert limited(100, *extract) == f"mme extract: error: {report}: could not be written (File too large)"
+    check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
+    assert limited(100, *check) == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
 
 
 def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):

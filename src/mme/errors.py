@@ -37,6 +37,11 @@ class ConfigError(MMEError, ValueError):
     """A configuration key or value is invalid."""
 
 
+class NoSpaceError(MMEError):
+    """A file could not be written for lack of space (a full disk, a quota, a file-size limit): every later write
+    would fail alike, so the job stops (:func:`mme.utils.space_for`)."""
+
+
 class NonFiniteLossError(MMEError):
     """Too many non-finite losses in a row: the run diverged."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import functools
 import inspect
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mme.errors import ConfigError
+from mme.errors import ConfigError, NoSpaceError
 
 
 def stale_temp_of(tmp: Path) -> str | None:
@@ -68,6 +69,18 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def space_for(path: str | Path, then: str = "") -> Iterator[None]:
+    """A write of ``path`` in the block that fails for lack of space (ENOSPC, EDQUOT, EFBIG) is a NoSpaceError naming
+    the file and the reason, and ``then`` (what is kept, how to go on); other errors pass as they are."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise NoSpaceError(f"{path}: could not be written ({e.strerror})" + (f"; {then}" if then else "")) from e
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

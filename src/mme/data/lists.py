@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mme.data.video import check_video
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_write_text, check_output
+from mme.utils import atomic_write_text, check_output, space_for
 
 log = logging.getLogger(__name__)
 
@@ -708,7 +708,8 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
               "videos": len(jobs), "counts": dict(counts),
               "failing": sum(n for status, n in counts.items() if status not in USABLE), "problems": problems,
               "repeats": repeats}
-    atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
+    with space_for(report_path):
+        atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return report
 

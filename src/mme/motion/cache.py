@@ -12,8 +12,10 @@ it needs (the cost of a read grows neither with the video's length nor with how 
 
 Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
 working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint,
-the resize's interpolation), T + 1 uint64 offsets of the records from the end of the offsets, the records. Version 1
-files (``.tracks.npz``: a zip of 32-start blocks) are still read.
+the resize's interpolation, the video's absolute path), T + 1 uint64 offsets of the records from the end of the
+checksum, a CRC-32 of the length, header and offsets (uint32: a damaged header would change the tracks silently,
+where a damaged record fails zlib's own check), the records. Version 1 files (``.tracks.npz``: a zip of 32-start
+blocks, checked by the zip's CRCs) are still read; version 2 files (no checksum) are refused.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -43,7 +45,7 @@ from mme.errors import ConfigError, VideoError
 from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
 from mme.utils import atomic_path
 
-VERSION = 2
+VERSION = 3
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
 MAGIC = b"MMETRAKS"
 SUFFIX = ".tracks"
@@ -177,23 +179,30 @@ def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs
     header = json.dumps({**meta, "version": VERSION, "quant": QUANT, "starts": T, "grid": list(q.shape[2:4]),
                          "homs": homs is not None}).encode()
     offsets = np.cumsum([0] + [len(r) for r in records]).astype("<u8")
+    head = len(header).to_bytes(8, "little") + header + offsets.tobytes()
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(MAGIC + len(header).to_bytes(8, "little") + header + offsets.tobytes())
+        f.write(MAGIC + head + zlib.crc32(head).to_bytes(4, "little"))
         f.writelines(records)
 
 
-def _read_header(f, path: Path) -> dict:
-    """The header of an open version 2 file (after its magic); a version this mme does not know is refused."""
-    length = int.from_bytes(f.read(8), "little")
+def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
+    """The header and the record offsets of an open file of this version (after its magic), checked against their
+    checksum; a version this mme does not know is refused."""
+    length_bytes = f.read(8)
+    length = int.from_bytes(length_bytes, "little")
     if length > os.fstat(f.fileno()).st_size:
         raise ValueError(f"a header of {length} bytes in a file of {os.fstat(f.fileno()).st_size}")
-    meta = json.loads(f.read(length))
+    header = f.read(length)
+    meta = json.loads(header)
     if not isinstance(meta, dict):
         raise ValueError("the header is not a JSON object")
     if meta.get("version") != VERSION:
         raise video_error(path, "track cache", f"track cache version {meta.get('version')}, expected {VERSION}; "
                                               f"re-run mme extract")
-    return meta
+    offsets = f.read(8 * (int(meta["starts"]) + 1))
+    if zlib.crc32(length_bytes + header + offsets) != int.from_bytes(f.read(4), "little"):
+        raise ValueError("the header and offsets do not match their checksum (a damaged header)")
+    return meta, np.frombuffer(offsets, "<u8").astype(np.int64)
 
 
 def cache_meta(path: str | Path) -> dict:
@@ -215,9 +224,8 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
                 return _read_v1(path, starts)
             if magic != MAGIC:
                 raise ValueError("unknown file type")
-            meta = _read_header(f, path)
+            meta, offsets = _read_header(f, path)
             T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
-            offsets = np.frombuffer(f.read(8 * (T + 1)), "<u8").astype(np.int64)
             base, size = f.tell(), os.fstat(f.fileno()).st_size
             if len(offsets) != T + 1 or size != base + offsets[-1] or np.any(np.diff(offsets) < 0):
                 raise ValueError(f"{size} bytes, which the header's {T} starts and the offsets do not describe")

@@ -11,13 +11,17 @@ and complete (same settings, readable). Videos that fail are listed with their r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import cv2
@@ -29,15 +33,15 @@ from mme.data.lists import read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, video_error
 from mme.data.video_reader import ORIENTATIONS
-from mme.errors import ConfigError, FrameCountChanged, MMEError
+from mme.errors import ConfigError, FrameCountChanged, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
     V1_SUFFIX,
     cache_backend,
     cache_file,
-    cache_meta,
     enlarged_by_area,
     quantise,
+    read_cache,
     same_frames,
     same_source,
     save_tracks,
@@ -45,7 +49,15 @@ from mme.motion.cache import (
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
-from mme.utils import atomic_write_text, check_output, launch_ranks, lock_folder, stale_temp_of, unlock_folder
+from mme.utils import (
+    atomic_write_text,
+    check_output,
+    launch_ranks,
+    lock_folder,
+    space_for,
+    stale_temp_of,
+    unlock_folder,
+)
 
 log = logging.getLogger("mme.extract")
 
@@ -139,28 +151,35 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                     if pair_homs is not None and hom is not None:
                         pair_homs[pair[0]] = hom
     meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
-                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=str(path),
+                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=os.path.abspath(path),
                 orientation=opts.orientation, turn=list(turn), backend=opts.backend, resize=RESIZE, **made_of)
-    save_tracks(out_path, disp, valid, pair_homs, meta)
+    with space_for(out_path, "the finished cache files are kept, and the same command continues once there is space"):
+        save_tracks(out_path, disp, valid, pair_homs, meta)
 
 
 def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
     """``{setting: (the file's, this run's)}`` where a readable cache at ``out_path`` was made with settings other
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
-    no readable cache there, one made from another version of the file ``video`` (its fingerprint differs), or one
-    of frames enlarged by INTER_AREA (:func:`mme.motion.cache.enlarged_by_area`): these are made again."""
+    no readable cache there (every record is read: a damaged one is warned about), one made from another version of
+    the file ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
+    (:func:`mme.motion.cache.enlarged_by_area`): these are made again. A cache made from another file than ``video``
+    (another path, other content: another dataset's video of the same name) differs in ``video``."""
     if not out_path.is_file():
         return None
     try:
-        meta = cache_meta(out_path)
+        meta = read_cache(out_path).meta
         work_w, work_h = meta["work_size"]
         have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
                     compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
                     max_disp=round(float(meta["max_disp"]), 4))
         length, backend = int(meta["length"]), cache_backend(meta)
-    except (MMEError, KeyError, TypeError, ValueError):
+    except (MMEError, KeyError, TypeError, ValueError) as e:
+        log.warning("extract: %s; made again", e if isinstance(e, MMEError) else f"{out_path}: {type(e).__name__}: {e}")
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
+        made_from = meta.get("video")
+        if made_from and os.path.realpath(made_from) != os.path.realpath(video):
+            return {"video": (made_from, os.path.abspath(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
     if enlarged_by_area(meta):
@@ -182,15 +201,71 @@ def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
     try:
         extract_video(path, out_path, opts)
         return path, None
+    except NoSpaceError:  # not this video's fault: the job stops
+        raise
     except MMEError as e:
         return path, str(e)
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
         return path, f"{type(e).__name__}: {e}"
 
 
-def _init_worker() -> None:
+def _worker(conn: Connection) -> None:
+    """A worker process: the jobs ``conn`` sends, each answered with :func:`_work`'s result. Ctrl-C, which a
+    terminal sends to the whole process group, is left to the main process, which stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    with contextlib.suppress(EOFError, OSError):  # the main process is gone
+        while True:
+            job = conn.recv()
+            try:
+                result = _work(job)
+            except NoSpaceError as e:  # the main process raises it: the job stops
+                result = e
+            conn.send(result)
+
+
+def _in_workers(jobs: list, workers: int) -> Iterator[tuple[str, str | None]]:
+    """:func:`_work`'s result for each job, as ``workers`` spawned processes finish them. A worker that dies (the
+    OOM killer, a crashing decoder) fails the video it had, naming it, and a new one takes its place (a
+    multiprocessing Pool lost that video and waited for it forever)."""
+    ctx = get_context("spawn")
+    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
+    try:
+        while todo or busy:
+            while todo and len(busy) < workers:
+                while idle and not idle[-1][1].is_alive():  # died while it waited
+                    idle.pop()
+                if idle:
+                    conn, proc = idle.pop()
+                else:
+                    conn, there = ctx.Pipe()
+                    proc = ctx.Process(target=_worker, args=(there,), daemon=True)
+                    proc.start()
+                    there.close()
+                    procs.append(proc)
+                job = todo.pop()
+                with contextlib.suppress(OSError):  # a worker that has just died: its end of the pipe says so
+                    conn.send(job)
+                busy[conn] = proc, job
+            for conn in wait(list(busy)):
+                proc, job = busy.pop(conn)
+                try:
+                    result = conn.recv()
+                except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
+                    proc.join()
+                    code = proc.exitcode
+                    how = f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}"
+                    yield job[0], f"{job[0]}: a worker process died extracting it ({how})"
+                    continue
+                if isinstance(result, NoSpaceError):
+                    raise result
+                idle.append((conn, proc))
+                yield result
+    finally:
+        for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job
+            proc.kill()
+            proc.join()
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -267,6 +342,13 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
         if found:
             clashes[e.path] = found[0]
         jobs.append((video, str(target), opts))
+    taken = {path: differ["video"] for path, differ in clashes.items() if "video" in differ}
+    if taken:  # two datasets in one --out would replace each other's files of the same name
+        path, (theirs, ours) = next(iter(taken.items()))
+        raise ConfigError(
+            f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, e.g. "
+            f"{path}: made from {theirs}, this run's is {ours}. Extract each dataset into its own --out, or pass "
+            f"--overwrite to replace them")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
@@ -280,18 +362,16 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
-    if workers > 1 and len(jobs) > 1:
-        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            results = list(tqdm(pool.imap_unordered(_work, jobs), total=len(jobs), desc="extract", unit="video"))
-    else:
-        results = [_work(j) for j in tqdm(jobs, desc="extract", unit="video")]
+    done = _in_workers(jobs, workers) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
+    results = list(tqdm(done, total=len(jobs), desc="extract", unit="video"))  # its bar ends before an error
     for path, err in results:
         if err is not None:
             failed[path] = err
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
               "skipped": skipped, "failed": failed, "options": asdict(opts)}
-    atomic_write_text(report_file, json.dumps(report, indent=1))
+    with space_for(report_file):
+        atomic_write_text(report_file, json.dumps(report, indent=1))
     return report
 
 
