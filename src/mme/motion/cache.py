@@ -14,8 +14,9 @@ Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSO
 working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint,
 the resize's interpolation, the video's absolute path), T + 1 uint64 offsets of the records from the end of the
 checksum, a CRC-32 of the length, header and offsets (uint32: a damaged header would change the tracks silently,
-where a damaged record fails zlib's own check), the records. Version 1 files (``.tracks.npz``: a zip of 32-start
-blocks, checked by the zip's CRCs) are still read; version 2 files (no checksum) are refused.
+where a damaged record fails zlib's own check), the records. Version 2 files (the same without the checksum,
+their quantum checked) and version 1 files (``.tracks.npz``: a zip of 32-start blocks, checked by the zip's CRCs)
+are still read.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -186,8 +187,9 @@ def save_tracks(path: str | Path, disp: np.ndarray, valid: np.ndarray, pair_homs
 
 
 def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
-    """The header and the record offsets of an open file of this version (after its magic), checked against their
-    checksum; a version this mme does not know is refused."""
+    """The header and the record offsets of an open file of version 2 or 3 (after its magic), checked against their
+    checksum (version 3; version 2, without one, is held to the quantum this mme writes); a version this mme does
+    not know is refused."""
     length_bytes = f.read(8)
     length = int.from_bytes(length_bytes, "little")
     if length > os.fstat(f.fileno()).st_size:
@@ -196,11 +198,14 @@ def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
     meta = json.loads(header)
     if not isinstance(meta, dict):
         raise ValueError("the header is not a JSON object")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in (2, VERSION):
         raise video_error(path, "track cache", f"track cache version {meta.get('version')}, expected {VERSION}; "
                                               f"re-run mme extract")
     offsets = f.read(8 * (int(meta["starts"]) + 1))
-    if zlib.crc32(length_bytes + header + offsets) != int.from_bytes(f.read(4), "little"):
+    if meta["version"] == 2:
+        if meta["quant"] != QUANT:
+            raise ValueError(f"a quantum of {meta['quant']} px, where mme writes {QUANT} (a damaged header)")
+    elif zlib.crc32(length_bytes + header + offsets) != int.from_bytes(f.read(4), "little"):
         raise ValueError("the header and offsets do not match their checksum (a damaged header)")
     return meta, np.frombuffer(offsets, "<u8").astype(np.int64)
 

@@ -39,9 +39,9 @@ from mme.motion.cache import (
     V1_SUFFIX,
     cache_backend,
     cache_file,
+    cache_meta,
     enlarged_by_area,
     quantise,
-    read_cache,
     same_frames,
     same_source,
     save_tracks,
@@ -160,14 +160,15 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
 def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
     """``{setting: (the file's, this run's)}`` where a readable cache at ``out_path`` was made with settings other
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
-    no readable cache there (every record is read: a damaged one is warned about), one made from another version of
-    the file ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
+    no readable cache there (its header, offsets and length checked: a damaged one is warned about; a damaged record
+    is found by the training read that needs it, which names the file), one made from another version of the file
+    ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
     (:func:`mme.motion.cache.enlarged_by_area`): these are made again. A cache made from another file than ``video``
     (another path, other content: another dataset's video of the same name) differs in ``video``."""
     if not out_path.is_file():
         return None
     try:
-        meta = read_cache(out_path).meta
+        meta = cache_meta(out_path)
         work_w, work_h = meta["work_size"]
         have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
                     compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
