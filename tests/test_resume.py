@@ -137,6 +137,7 @@ def test_resume_auto_refuses_a_folder_none_of_whose_checkpoints_reads(tmp_path, 
         resume_state("auto", tmp_path)
     assert "checkpoint-00000001.pt" in caplog.text and "truncated or corrupt" in caplog.text
     assert resume_state("auto", tmp_path / "empty") is None
+    assert resume_state("auto", tmp_path, overwrite=True) is None  # the option the message advises
 
 
 def test_a_missing_torch_api_is_not_called_a_corrupt_checkpoint(tmp_path, monkeypatch):

@@ -382,7 +382,8 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
 def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):
     """The disk fills up during `mme extract` (a file-size limit fails writes as a full disk would): it tracked
     every remaining video and threw each away, warning only "failed: OSError: [Errno 27] File too large", then
-    ended in a traceback writing its report; `mme check` ended in a traceback writing --out."""
+    ended in a traceback writing its report; `mme check` ended in a traceback writing --out. A video that failed
+    before the disk filled up is still named (before: gathered for the report, lost with it)."""
     from videos import affine_video, write_video
 
     from mme import cli
@@ -390,7 +391,8 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
 
     for name, frames in (("short.mp4", 3), ("long.mp4", 30), ("other.mp4", 30)):
         write_video(tmp_path / name, affine_video(frames, 64, 64, dx=1.0, seed=frames)[0])
-    (tmp_path / "list.txt").write_text("short.mp4\nlong.mp4\nother.mp4\n")
+    (tmp_path / "bad.mp4").write_bytes(b"not a video" * 10)
+    (tmp_path / "list.txt").write_text("short.mp4\nbad.mp4\nlong.mp4\nother.mp4\n")
     out = tmp_path / "cache"
     extract = ["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out), "--length", "2",
                "--short-side", "64"]
@@ -401,23 +403,27 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     def limited(limit: int, *argv: str) -> str:
         proc = subprocess.run([sys.executable, "-c", script, str(limit), *argv], capture_output=True, text=True,
                               timeout=300)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr and "failed:" not in proc.stderr, proc.stderr
+        failed = [ln for ln in proc.stderr.splitlines() if "failed:" in ln]
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(failed) <= 1 and all("bad.mp4" in ln for ln in failed), proc.stderr
         errors = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if f"mme {argv[0]}: error:" in ln]
         assert len(errors) == 1 and errors[0].startswith(f"mme {argv[0]}: error:"), proc.stderr
-        return errors[0]
+        return errors[0] + "".join(f"\n{ln}" for ln in failed)
 
-    said = limited(1500, *extract)  # short.mp4's file (0.7 kB) is written, long.mp4's (3 kB) is not
+    said = limited(1500, *extract)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's (3 kB) is not
+    said, failed = said.split("\n")
+    assert re.fullmatch(rf".*failed: {tmp_path}/bad.mp4: unreadable .*", failed), failed
     assert said == f"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written (File too large); the " \
                    f"finished cache files are kept, and the same command continues once there is space", said
     assert cache_file(out, "short.mp4").is_file() and not list(out.glob("*.json")) and not list(out.glob(".*tmp*"))
-    assert cli.main(extract) == 0 and json.loads(next(out.glob("failed-*.json")).read_text())["skipped"] == 1
+    assert cli.main(extract) == 1 and json.loads(next(out.glob("failed-*.json")).read_text())["skipped"] == 1  # bad.mp4
     report = next(out.glob("failed-*.json"))
-    said = limited(1500, *extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2")
+    said = limited(1500, *extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2").split("\n")[0]
     assert re.fullmatch(rf"mme extract: error: {tmp_path}/by-workers/(long|other)\.mp4\.tracks: could not be written "
                         rf"\(File too large\); the finished cache files are kept, .*", said), said
-    assert limited(100, *extract) == f"mme extract: error: {report}: could not be written (File too large)"
+    assert limited(100, *extract).split("\n")[0] == f"mme extract: error: {report}: could not be written (File too large)"
     check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
-    assert limited(100, *check) == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
+    assert limited(100, *check).split("\n")[0] == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
 
 
 def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):

@@ -364,9 +364,8 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
     done = _in_workers(jobs, workers) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
-    results = list(tqdm(done, total=len(jobs), desc="extract", unit="video"))  # its bar ends before an error
-    for path, err in results:
-        if err is not None:
+    for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video"):
+        if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
             failed[path] = err
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),

@@ -123,7 +123,7 @@ def begin(cfg) -> Start:
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
-    resume = resume_state(t.resume, out_dir)
+    resume = resume_state(t.resume, out_dir, t.overwrite)
     if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
         raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                               f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
@@ -152,15 +152,16 @@ def finish(run: Run | None = None) -> None:
         torch.set_num_threads(_THREADS_BEFORE.pop())
 
 
-def resume_state(resume: str | None, out_dir: Path) -> tuple[str, dict] | None:
+def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> tuple[str, dict] | None:
     """``(source, checkpoint state)`` to resume from: 'auto' = the newest valid checkpoint in out_dir, else a
-    path; None when starting fresh."""
+    path; None when starting fresh (with 'auto' on a folder none of whose checkpoints reads, only when
+    ``overwrite`` clears it)."""
     if not resume:
         return None
     if resume == "auto":
         found = ckpt.latest_valid(out_dir)
         if found is None:
-            if listed := ckpt.list_checkpoints(out_dir):  # a fresh start would be refused as another run's
+            if (listed := ckpt.list_checkpoints(out_dir)) and not overwrite:  # else refused as another run's
                 raise CheckpointError(f"train.resume=auto: none of the {len(listed)} checkpoint(s) in {out_dir} "
                                       f"is a training checkpoint mme can read (each is named above, with the "
                                       f"reason); train.overwrite=true removes them and starts afresh")
