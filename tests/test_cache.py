@@ -584,7 +584,7 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
 def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_cache(tmp_path, capsys):
     """A second --root whose list names its videos as the first's did silently made their cache files again over
     the first's (whose training then skipped them as made from another version); a copy of the first dataset still
-    resumes."""
+    resumes, and a moved dataset with a changed video has that one made again (the file it was made from is gone)."""
     for root, dx in (("first", 2.0), ("second", -2.0)):
         (tmp_path / root).mkdir()
         write_video(tmp_path / root / "v.mp4", affine_video(8, 64, 64, dx=dx, seed=3)[0])
@@ -610,6 +610,9 @@ def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_ca
         in err and "its own --out" in err, err
     assert extract("copy") == 0 and made.read_bytes() == before  # the same content elsewhere: already complete
     assert extract("second", "--overwrite") == 0 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")
+    (tmp_path / "second").rename(tmp_path / "moved")  # a moved dataset, one of whose videos then changed: made again
+    write_video(tmp_path / "moved" / "v.mp4", affine_video(8, 64, 64, dx=1.0, seed=3)[0])
+    assert extract("moved") == 0 and cache_meta(made)["video"] == str(tmp_path / "moved" / "v.mp4")
 
 
 def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(videos, tmp_path):

@@ -164,7 +164,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     is found by the training read that needs it, which names the file), one made from another version of the file
     ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
     (:func:`mme.motion.cache.enlarged_by_area`): these are made again. A cache made from another file than ``video``
-    (another path, other content: another dataset's video of the same name) differs in ``video``."""
+    that is still there (another path, other content: another dataset's video of the same name) differs in
+    ``video``; one whose file is gone (the dataset moved, then a video changed) is made again."""
     if not out_path.is_file():
         return None
     try:
@@ -178,8 +179,9 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         log.warning("extract: %s; made again", e if isinstance(e, MMEError) else f"{out_path}: {type(e).__name__}: {e}")
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
-        made_from = meta.get("video")
-        if made_from and os.path.realpath(made_from) != os.path.realpath(video):
+        made_from = meta.get("video")  # absolute; a file still there: another dataset's (else: the dataset moved)
+        if made_from and os.path.isabs(made_from) and os.path.isfile(made_from) \
+                and os.path.realpath(made_from) != os.path.realpath(video):
             return {"video": (made_from, os.path.abspath(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
