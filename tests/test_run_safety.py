@@ -195,9 +195,9 @@ def test_a_rank_stopped_by_another_ranks_signal_ends_as_interrupted(synth, tmp_p
     from mme.errors import Interrupted
     from mme.train import distributed, loop
 
-    calls = iter(range(1, 100))
+    calls, joined = iter(range(1, 100)), distributed.max_over_ranks
     monkeypatch.setattr(loop.dist, "max_over_ranks", lambda t, device: torch.tensor([15 if next(calls) == 2 else 0])
-                        if t.numel() == 1 else distributed.max_over_ranks(t, device))
+                        if t.numel() == 1 else joined(t, device))
     with pytest.raises(Interrupted, match=r"stopped by SIGTERM \(sent to another rank\) after step 2 of 50") as info:
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=50", FP32)
     assert info.value.exit_code == 143 and ckpt.list_checkpoints(tmp_path)[-1].name == "checkpoint-00000002.pt"
@@ -400,7 +400,8 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
               "limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
               "sys.exit(cli.main(sys.argv[2:]))")
 
-    def limited(limit: int, *argv: str) -> str:
+    def limited(limit: int, *argv: str) -> tuple[str, list[str]]:
+        """The one error line of ``mme argv`` under a file-size limit, and its lines naming failed videos."""
         proc = subprocess.run([sys.executable, "-c", script, str(limit), *argv], capture_output=True, text=True,
                               timeout=300)
         failed = [ln for ln in proc.stderr.splitlines() if "failed:" in ln]
@@ -408,22 +409,22 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
         assert len(failed) <= 1 and all("bad.mp4" in ln for ln in failed), proc.stderr
         errors = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if f"mme {argv[0]}: error:" in ln]
         assert len(errors) == 1 and errors[0].startswith(f"mme {argv[0]}: error:"), proc.stderr
-        return errors[0] + "".join(f"\n{ln}" for ln in failed)
+        return errors[0], failed
 
-    said = limited(1500, *extract)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's (3 kB) is not
-    said, failed = said.split("\n")
-    assert re.fullmatch(rf".*failed: {tmp_path}/bad.mp4: unreadable .*", failed), failed
+    said, failed = limited(1500, *extract)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's not
+    assert len(failed) == 1 and re.fullmatch(rf".*failed: {tmp_path}/bad.mp4: unreadable .*", failed[0]), failed
     assert said == f"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written (File too large); the " \
                    f"finished cache files are kept, and the same command continues once there is space", said
     assert cache_file(out, "short.mp4").is_file() and not list(out.glob("*.json")) and not list(out.glob(".*tmp*"))
     assert cli.main(extract) == 1 and json.loads(next(out.glob("failed-*.json")).read_text())["skipped"] == 1  # bad.mp4
     report = next(out.glob("failed-*.json"))
-    said = limited(1500, *extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2").split("\n")[0]
+    said, _ = limited(1500, *extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2")
     assert re.fullmatch(rf"mme extract: error: {tmp_path}/by-workers/(long|other)\.mp4\.tracks: could not be written "
                         rf"\(File too large\); the finished cache files are kept, .*", said), said
-    assert limited(100, *extract).split("\n")[0] == f"mme extract: error: {report}: could not be written (File too large)"
+    assert limited(100, *extract)[0] == f"mme extract: error: {report}: could not be written (File too large)"
     check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
-    assert limited(100, *check).split("\n")[0] == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
+    said, _ = limited(100, *check)
+    assert said == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
 
 
 def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, tmp_path):

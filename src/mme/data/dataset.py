@@ -272,9 +272,9 @@ class _VideoDataset(Dataset):
         self._reason.copy_(torch.maximum(self._reason, codes.to(self._reason.dtype)))
         self._check_failures()
 
-    def failure_counts(self, codes: torch.Tensor | None = None) -> dict[str, int]:
-        """Number of failures per reason (of ``codes`` as :attr:`failure_codes`, default this dataset's)."""
-        codes = self._reason if codes is None else codes
+    def failure_counts(self) -> dict[str, int]:
+        """Number of failures per reason."""
+        codes = self._reason
         counts = Counter(REASONS[int(r)] for r in codes[codes > 0].tolist())
         if self.bad_lines:
             counts["bad list line"] += len(self.bad_lines)

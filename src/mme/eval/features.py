@@ -242,6 +242,8 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
         info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if isinstance(info, dict) and info.get("job") == fingerprint and "states" not in info:
+        log.info("embed: %s was made by an earlier mme, without the state of each video; embedding it again", out)
     if not (isinstance(info, dict) and info.get("job") == fingerprint and "states" in info):
         return None
     shape = (fingerprint["num_videos"], info.get("dim"))
@@ -314,8 +316,10 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError, KeyError, SafetensorError) as e:
-        reason = f"no {e} array" if isinstance(e, KeyError) else str(e).splitlines()[0]
-        raise DataError(f"{path}: damaged ({reason})") from e
+        reason = f"no {e} array" if isinstance(e, KeyError) else e.strerror if isinstance(e, OSError) and e.strerror \
+            else str(e).splitlines()[0]
+        said = "cannot be read" if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)) else "damaged"
+        raise DataError(f"{path}: {said} ({reason})") from e
 
 
 def _sidecar(path: Path) -> dict[str, Any]:

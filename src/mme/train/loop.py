@@ -262,9 +262,9 @@ def train(run: Run) -> TrainResult:
     if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
         plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
     if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
-        raise Interrupted(f"stopped by {stopping.name}{'' if stop.received else ' (sent to another rank)'} after "
-                          f"step {run.step} of {end}, saved as {path}; the same command with --resume auto "
-                          "(train.resume=auto) continues from there", 128 + int(stopping))
+        by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
+        raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
+                          "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
     return TrainResult(run.out_dir, run.step, path, list(history), skipped, time.perf_counter() - t0)
 
 
