@@ -162,18 +162,20 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
 
 
 DYING_WORKER = """import os, signal, sys
+from mme.data import lists
 from mme.motion import extract
 
-made = extract.extract_video
+
+def dying_on_b(work):
+    def dying(path, *args):  # in each spawned worker too, which imports this file as __mp_main__
+        if os.path.basename(path) == "b.mp4":
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer, or a decoder's crash
+        return work(path, *args)
+    return dying
 
 
-def dying(path, out_path, opts):  # in each spawned worker too, which imports this file as __mp_main__
-    if os.path.basename(path) == "b.mp4":
-        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer, or a decoder's crash
-    made(path, out_path, opts)
-
-
-extract.extract_video = dying
+extract.extract_video = dying_on_b(extract.extract_video)
+lists.check_video = dying_on_b(lists.check_video)
 if __name__ == "__main__":
     from mme import cli
     sys.exit(cli.main(sys.argv[1:]))
@@ -182,7 +184,7 @@ if __name__ == "__main__":
 
 def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos, tmp_path):
     """A worker killed while it extracted a video (kill -9, the OOM killer) left `mme extract --workers 2` waiting
-    forever, its share locked and no report written."""
+    forever, its share locked and no report written; `mme check --workers 2` alike."""
     (tmp_path / "dying.py").write_text(DYING_WORKER)
     out = tmp_path / "cache"
     proc = subprocess.run([sys.executable, str(tmp_path / "dying.py"), "extract", str(videos / "list.txt"), "--root",
@@ -195,6 +197,13 @@ def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos
         f"{videos / 'b.mp4'}: a worker process died extracting it (signal 9: Killed)", made
     assert sorted(made["failed"]) == [str(videos / "b.mp4"), str(videos / "bad.mp4"), str(videos / "one.mp4")]
     assert "1 written, 0 already complete, 3 failed" in proc.stdout
+    proc = subprocess.run([sys.executable, str(tmp_path / "dying.py"), "check", str(videos / "list.txt"), "--root",
+                           str(videos), "--out", str(tmp_path / "check.json"), "--workers", "2"],
+                          capture_output=True, text=True, timeout=240)
+    checked = json.loads((tmp_path / "check.json").read_text())  # `mme check` waited forever too
+    assert {p["path"]: p["reason"] for p in checked["problems"]}[str(videos / "b.mp4")] == \
+        "a worker process died checking it (signal 9: Killed)", checked
+    assert checked["videos"] == 4 and checked["counts"]["unreadable"] >= 2, checked
 
 
 def _dead_pid() -> int:

@@ -13,10 +13,13 @@ import json
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,68 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         raise NoSpaceError(f"{path}: could not be written ({e.strerror})" + (f"; {then}" if then else "")) from e
+
+
+def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
+    """A process of :func:`in_workers`: ``work`` of each job ``conn`` sends, one thread each. Ctrl-C, which a
+    terminal sends to the whole process group, is left to the main process, which stops the workers."""
+    import cv2
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    with contextlib.suppress(EOFError, OSError):  # the main process is gone
+        while True:
+            job = conn.recv()
+            try:
+                result = work(job)
+            except NoSpaceError as e:  # the main process raises it: the job stops
+                result = e
+            conn.send(result)
+
+
+def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
+               died: Callable[[Any, str], Any]) -> Iterator[Any]:
+    """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order). A worker that
+    dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
+    place (a multiprocessing Pool lost that job and waited for it forever). A NoSpaceError stops them all."""
+    ctx = get_context("spawn")
+    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
+    try:
+        while todo or busy:
+            while todo and len(busy) < workers:
+                while idle and not idle[-1][1].is_alive():  # died while it waited
+                    idle.pop()
+                if idle:
+                    conn, proc = idle.pop()
+                else:
+                    conn, there = ctx.Pipe()
+                    proc = ctx.Process(target=_worker, args=(there, work), daemon=True)
+                    proc.start()
+                    there.close()
+                    procs.append(proc)
+                job = todo.pop()
+                with contextlib.suppress(OSError):  # a worker that has just died: its end of the pipe says so
+                    conn.send(job)
+                busy[conn] = proc, job
+            for conn in wait(list(busy)):
+                proc, job = busy.pop(conn)
+                try:
+                    result = conn.recv()
+                except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
+                    proc.join()
+                    code = proc.exitcode
+                    yield died(job, f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}")
+                    continue
+                if isinstance(result, NoSpaceError):
+                    raise result
+                idle.append((conn, proc))
+                yield result
+    finally:
+        for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job
+            proc.kill()
+            proc.join()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -17,12 +17,11 @@ import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
-from mme.data.video import check_video
+from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_write_text, check_output, space_for
+from mme.utils import atomic_write_text, check_output, in_workers, space_for
 
 log = logging.getLogger(__name__)
 
@@ -694,10 +693,10 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
     if workers > 1 and len(jobs) > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            results = pool.starmap(check_video, jobs, chunksize=8)
+        by_path = {r["path"]: r for r in in_workers(_check_job, jobs, workers, _died_checking)}
+        results = [by_path[str(path)] for path, *_ in jobs]
     else:
-        results = [check_video(*job) for job in jobs]
+        results = [_check_job(job) for job in jobs]
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)
@@ -712,6 +711,15 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return report
+
+
+def _check_job(job: tuple) -> dict:
+    return check_video(*job)
+
+
+def _died_checking(job: tuple, how: str) -> dict:
+    """A video whose check killed its worker (a crashing decoder, or the OOM killer) is reported, not waited for."""
+    return video_check(job[0], "unreadable", f"a worker process died checking it ({how})")
 
 
 def _hint_root(list_file: str | Path, relative: list[ListEntry], root: str | Path, found: dict[str, bool]) -> None:

@@ -104,6 +104,12 @@ def _missing_hint(path: str) -> str:
     return ""
 
 
+def video_check(path: str | Path, status: str = "ok", reason: str = "") -> dict:
+    """A :func:`check_video` result of nothing decoded yet."""
+    return {"path": str(path), "status": status, "frames": 0, "packets": 0, "seeking": "", "damaged": [],
+            "display": None, "rotation": 0, "reason": reason}
+
+
 def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None, threads: int = 1) -> dict:
     """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
     "frames", "packets", "seeking", "damaged", "display", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when
@@ -115,8 +121,7 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
     ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept;
     ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
-    out = {"path": str(path), "status": "ok", "frames": 0, "packets": 0, "seeking": "", "damaged": [],
-           "display": None, "rotation": 0, "reason": ""}
+    out = video_check(path)
     try:
         with open_video(path, threads=threads, index_dir=index_dir) as reader:
             out.update(reader.check())

@@ -11,20 +11,14 @@ and complete (same settings, readable). Videos that fail are listed with their r
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-import signal
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -52,6 +46,7 @@ from mme.motion.tracks import default_max_disp, track, track_frames, track_in_st
 from mme.utils import (
     atomic_write_text,
     check_output,
+    in_workers,
     launch_ranks,
     lock_folder,
     space_for,
@@ -199,6 +194,10 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     return differ
 
 
+def _died(job: tuple[str, str, ExtractOptions], how: str) -> tuple[str, str]:
+    return job[0], f"{job[0]}: a worker process died extracting it ({how})"
+
+
 def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
     path, out_path, opts = job
     try:
@@ -210,65 +209,6 @@ def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
         return path, str(e)
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
         return path, f"{type(e).__name__}: {e}"
-
-
-def _worker(conn: Connection) -> None:
-    """A worker process: the jobs ``conn`` sends, each answered with :func:`_work`'s result. Ctrl-C, which a
-    terminal sends to the whole process group, is left to the main process, which stops the workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    with contextlib.suppress(EOFError, OSError):  # the main process is gone
-        while True:
-            job = conn.recv()
-            try:
-                result = _work(job)
-            except NoSpaceError as e:  # the main process raises it: the job stops
-                result = e
-            conn.send(result)
-
-
-def _in_workers(jobs: list, workers: int) -> Iterator[tuple[str, str | None]]:
-    """:func:`_work`'s result for each job, as ``workers`` spawned processes finish them. A worker that dies (the
-    OOM killer, a crashing decoder) fails the video it had, naming it, and a new one takes its place (a
-    multiprocessing Pool lost that video and waited for it forever)."""
-    ctx = get_context("spawn")
-    todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
-    try:
-        while todo or busy:
-            while todo and len(busy) < workers:
-                while idle and not idle[-1][1].is_alive():  # died while it waited
-                    idle.pop()
-                if idle:
-                    conn, proc = idle.pop()
-                else:
-                    conn, there = ctx.Pipe()
-                    proc = ctx.Process(target=_worker, args=(there,), daemon=True)
-                    proc.start()
-                    there.close()
-                    procs.append(proc)
-                job = todo.pop()
-                with contextlib.suppress(OSError):  # a worker that has just died: its end of the pipe says so
-                    conn.send(job)
-                busy[conn] = proc, job
-            for conn in wait(list(busy)):
-                proc, job = busy.pop(conn)
-                try:
-                    result = conn.recv()
-                except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
-                    proc.join()
-                    code = proc.exitcode
-                    how = f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}"
-                    yield job[0], f"{job[0]}: a worker process died extracting it ({how})"
-                    continue
-                if isinstance(result, NoSpaceError):
-                    raise result
-                idle.append((conn, proc))
-                yield result
-    finally:
-        for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job
-            proc.kill()
-            proc.join()
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -365,7 +305,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
-    done = _in_workers(jobs, workers) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
+    done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
     for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video"):
         if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
             failed[path] = err
