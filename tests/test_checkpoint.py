@@ -445,6 +445,12 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"empty: not a checkpoint directory"):
         load_encoder(tmp_path / "empty")
+    for step in (3, 10):  # a run's folder given for its checkpoints
+        (tmp_path / "run" / f"checkpoint-{step:08d}.pt").parent.mkdir(exist_ok=True)
+        (tmp_path / "run" / f"checkpoint-{step:08d}.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"run: a training run's folder, not a checkpoint: pass one of its 2 "
+                                              r"checkpoint\(s\), e.g. the newest, .*/run/checkpoint-00000010\.pt$"):
+        load_encoder(tmp_path / "run")
     path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "noweights")
     (path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"noweights/model\.safetensors: missing"):

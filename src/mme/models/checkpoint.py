@@ -377,6 +377,11 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
         if not (path / CONFIG).is_file():
+            from mme.train.checkpoint import list_checkpoints  # (it imports this module)
+
+            if saved := list_checkpoints(path):
+                raise CheckpointError(f"{path}: a training run's folder, not a checkpoint: pass one of its "
+                                      f"{len(saved)} checkpoint(s), e.g. the newest, {saved[-1]}")
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)
         if meta.get("format") == "mme":
