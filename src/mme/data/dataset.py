@@ -293,9 +293,14 @@ class _VideoDataset(Dataset):
         total = len(self.entries) + len(self.bad_lines)
         if failed > self.cfg.max_failure_fraction * total:
             examples = "; ".join(f"{k}: {v}" for k, v in list(self.failures.items())[:5])
+            counts = self.failure_counts()
+            advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
+                      "start from?" if 2 * counts.get("missing", 0) > failed else
+                      f"`mme check {self.cfg.list_file}` names every video a run cannot read: leave them out of the "
+                      "list, or raise data.max_failure_fraction")
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
-                f"{self.cfg.max_failure_fraction} ({self.failure_counts()}); e.g. {examples}"
+                f"{self.cfg.max_failure_fraction} ({counts}); e.g. {examples}; {advice}"
             )
 
     def _record_failure(self, i: int, err: Exception) -> None:
