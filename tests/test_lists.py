@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -457,10 +458,15 @@ def videos(tmp_path_factory):
     return root
 
 
-def test_check_reports_what_a_run_would_meet(videos, tmp_path):
+def test_check_reports_what_a_run_would_meet(videos, tmp_path, caplog):
     (tmp_path / "train.txt").write_text("a/good.mp4 0\na/short.mp4 0\nb/packed.avi 1\nb/notes.mp4 1\n"
                                         "b/gone.mp4 1\na/good.mp4 cat\n")
-    report = check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json", min_frames=16)
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        report = check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json", min_frames=16)
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("a run skips")]  # on the console too
+    assert skips == [f"a run skips {tmp_path / 'train.txt'}:6: bad list line ({report['problems'][0]['reason']})",
+                     f"a run skips {videos / 'b/notes.mp4'}: unreadable ({report['problems'][3]['reason']})",
+                     f"a run skips {videos / 'b/gone.mp4'}: missing ({report['problems'][4]['reason']})"], skips
     assert json.loads((tmp_path / "check.json").read_text()) == report
     assert report["videos"] == 5 and report["failing"] == 3
     assert report["counts"] == {"ok": 1, "short": 1, "suspicious": 1, "unreadable": 1, "missing": 1,

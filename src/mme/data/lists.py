@@ -668,6 +668,8 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, kind: str
 
 USABLE = ("ok", "suspicious", "damaged", "rotated", "short")
 """Statuses of videos a run reads; it skips the others (counted against data.max_failure_fraction)."""
+SHOWN = 5
+"""Videos a run would skip that ``mme check`` names on the console (its report has them all)."""
 
 
 def check_lists(list_files: list[str | Path], root: str | Path, report_path: str | Path, min_frames: int = 16,
@@ -710,6 +712,11 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     with space_for(report_path):
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    skipped = [p for p in problems if p["status"] not in USABLE]
+    for p in skipped[:SHOWN]:
+        log.warning("a run skips %s: %s (%s)", p["path"], p["status"], p["reason"])
+    if len(skipped) > SHOWN:
+        log.warning("... and %d more a run skips, each in %s", len(skipped) - SHOWN, report_path)
     return report
 
 
