@@ -109,11 +109,34 @@ def test_numbered_class_folders_and_unicode_twins_are_said(tmp_path, caplog):
     assert not caplog.text
 
 
+def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
+    """One class folder (the folder of class folders is one level down), or class folders that all hold the same
+    sub-folders (splits under names not taken as splits, fold1/ fold2/): lists were written without a word, the
+    first of one class, the second with the splits as classes."""
+    for rel in ("one/ucf101/ApplyEyeMakeup/v.avi", "one/ucf101/Archery/v.avi", "folds/fold1/cat/a.mp4",
+                "folds/fold1/dog/b.mp4", "folds/fold2/cat/c.mp4", "folds/fold2/dog/d.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(tmp_path / "one")[1] == ["ucf101"]
+        assert f"one class folder, ucf101: a list of one class, which no classifier learns from; is " \
+               f"{tmp_path / 'one' / 'ucf101'} the folder of class folders?" in caplog.text
+        caplog.clear()
+        assert from_class_folders(tmp_path / "folds")[1] == ["fold1", "fold2"]
+        assert "every class folder (fold1, fold2) holds the same sub-folders (cat, dog) and no video of its own: " \
+               "are they split folders under other names?" in caplog.text
+        caplog.clear()
+        assert from_class_folders(tmp_path / "one" / "ucf101")[1] == ["ApplyEyeMakeup", "Archery"]
+        assert from_class_folders(tmp_path / "folds" / "fold1")[1] == ["cat", "dog"]
+    assert not caplog.text
+
+
 def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
     """``mme lists folder ... --split 3`` wrote the folder's lists without a word, as if split 3 had been taken
     (``--path-format`` was already said to be for kinetics and ssv2)."""
-    (tmp_path / "videos" / "walk").mkdir(parents=True)
-    (tmp_path / "videos" / "walk" / "v.mp4").write_bytes(b"x")
+    for name in ("walk", "run"):
+        (tmp_path / "videos" / name).mkdir(parents=True)
+        (tmp_path / "videos" / name / "v.mp4").write_bytes(b"x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert cli_main(["lists", "folder", str(tmp_path / "videos"), "--out", str(tmp_path / "lists")]) == 0
         assert not caplog.text
