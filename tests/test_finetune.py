@@ -11,7 +11,13 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from mme.data.transforms import denormalize, normalize, normalize_clip
-from mme.eval.testing import classification_report, confusion_matrix, save_confusion_png, topk_accuracy
+from mme.eval.testing import (
+    classification_report,
+    confusion_matrix,
+    save_confusion_png,
+    top5_said,
+    topk_accuracy,
+)
 from mme.train.augment import (
     RAND_OPS,
     AugmentConfig,
@@ -195,6 +201,9 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     r = classification_report(flat, labels)
     assert r["top1"] == 0.25 == sum(r["per_class_accuracy"][c] or 0 for c in "0379") / 4
     assert topk_accuracy(flat, labels, ks=(5,)) == {"top5": 0.5}  # classes 0-4: labels 0 and 3
+    # printed: top-5 of 5 classes or fewer is 100 % by construction, and said to be nothing (before: "top-5 100.00%")
+    assert top5_said(r) == "top-5  50.00%" and top5_said(classification_report(probs, labels[:4] % 3)) == \
+        "top-5 -- (3 classes)"
 
 
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
-from mme.eval.testing import classification_report
+from mme.eval.testing import classification_report, top5_said
 from mme.utils import atomic_write_json, check_output
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             r = result[method]
             chosen = ("; on the split its L2 was chosen on: optimistic, give --test" if method == "linear"
                       and r["evaluated_on"] != "test" else "")
-            print(f"{method:>6}: top-1 {100 * r['top1']:6.2f}%  top-5 {100 * r['top5']:6.2f}%  "
+            print(f"{method:>6}: top-1 {100 * r['top1']:6.2f}%  {top5_said(r)}  "
                   f"({r['num_samples']} videos{failed}{chosen})", flush=True)
     print(f"wrote {out_dir / 'probe.json'}", flush=True)
     return result

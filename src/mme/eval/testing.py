@@ -41,6 +41,14 @@ def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return out
 
 
+def top5_said(report: dict[str, Any]) -> str:
+    """'top-5 X%' of a :func:`classification_report`, or why it says nothing: of 5 classes or fewer, every class is
+    in the top 5 (1.0 by :func:`topk_accuracy`'s cap)."""
+    if len(report["class_names"]) <= 5:
+        return f"top-5 -- ({len(report['class_names'])} classes)"
+    return f"top-5 {100 * report['top5']:6.2f}%"
+
+
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
     """``cm[true, predicted]`` counts, ``(num_classes, num_classes)`` int64."""
     flat = labels.long() * num_classes + preds.long()
@@ -277,5 +285,5 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str) -> None:
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / f"{name}.json", report)
     save_confusion_png(report["confusion_matrix"], out_dir / f"{name}_confusion.png", report["class_names"])
-    log.info("%s: top-1 %.2f%%  top-5 %.2f%%  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
-             100 * report["top5"], report["num_samples"], report["views_per_video"], len(report["failures"]))
+    log.info("%s: top-1 %.2f%%  %s  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
+             top5_said(report), report["num_samples"], report["views_per_video"], len(report["failures"]))
