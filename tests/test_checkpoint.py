@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -132,6 +133,16 @@ def test_export_cli_hf_output_loads_in_transformers_and_matches_load_encoder(mae
     assert (ours - theirs).abs().max() <= 1e-5
     assert (back - ours).abs().max() <= 1e-5
     assert (ours - mae.encoder(x)).abs().max() == 0
+    # its preprocessing: transformers' defaults normalise with mean and std 0.5, other inputs than ours
+    from mme.data.transforms import normalize
+
+    frames = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    processed = processor(list(frames), return_tensors="pt")["pixel_values"]  # (1, T, C, H, W)
+    expected = normalize(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255)  # (C, T, H, W)
+    assert (processed[0].permute(1, 0, 2, 3) - expected).abs().max() < 1e-5
+    wide = processor(list(np.zeros((8, 48, 80, 3), np.uint8)), return_tensors="pt")["pixel_values"]
+    assert wide.shape == (1, 8, 3, 32, 32)  # short side to the input size, then the centre crop
 
 
 def test_classifier_round_trips_through_hf_classification(tmp_path):

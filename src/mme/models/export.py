@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from mme.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mme.errors import CheckpointError, ConfigError
 from mme.models import convert, convert_config
 from mme.models.checkpoint import (
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
             "classification": "VideoMAEForVideoClassification"}
+HF_PREPROCESSOR = "preprocessor_config.json"
 
 
 def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -101,7 +103,8 @@ def _checked(ck: Checkpoint) -> Checkpoint:
 
 def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", norm_pix: bool | None = None,
               classes: str | os.PathLike | None = None, **hints) -> Path:
-    """Write a Hugging Face directory (``config.json`` + ``model.safetensors``) that ``transformers``
+    """Write a Hugging Face directory (``config.json`` + ``model.safetensors``, and the clips' preprocessing in
+    ``preprocessor_config.json``: :func:`hf_preprocessor`) that ``transformers``
     ``VideoMAEModel`` (kind 'model'), ``VideoMAEForPreTraining`` ('pretraining': one linear pixel head) or
     ``VideoMAEForVideoClassification`` ('classification': mean pooling) loads with ``from_pretrained``.
 
@@ -145,7 +148,18 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     out.mkdir(parents=True, exist_ok=True)
     _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
     atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
+    atomic_write_json(out / HF_PREPROCESSOR, hf_preprocessor(cfg.img_size), sort_keys=True)
     return out
+
+
+def hf_preprocessor(img_size: int) -> dict:
+    """The ``VideoMAEImageProcessor`` settings of the clips our models read (``AutoImageProcessor.from_pretrained``
+    of the export): the short side resized to the input size, the centre crop, [0, 1] and ImageNet's mean and
+    std. Without it, transformers' defaults normalise with mean and std 0.5: other inputs than the model learned."""
+    return {"image_processor_type": "VideoMAEImageProcessor", "do_resize": True, "size": {"shortest_edge": img_size},
+            "resample": 2, "do_center_crop": True, "crop_size": {"height": img_size, "width": img_size},
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(IMAGENET_MEAN),
+            "image_std": list(IMAGENET_STD)}
 
 
 def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]:
