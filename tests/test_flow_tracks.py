@@ -201,7 +201,16 @@ def test_viz_draws_tracks_and_predictions(tmp_path, capsys):
     assert w >= 3 * 288 and h >= 2 * 288  # per tubelet: frame, target, predicted
     assert cli(["viz", str(video), "--out", str(tmp_path / "x.png"), "--start", "20"]) == 1  # too short
     assert re.search(r"v\.mp4: too short \(24 frames; 16 frames at stride 4 from frame 20, with tracks of \d+, "
-                     r"need \d+\)", capsys.readouterr().err)
+                     r"need \d+; --start 0 reads it as training reads a video this short, its last frame "
+                     r"repeated\)", capsys.readouterr().err)
+    assert cli(args + ["--out", str(tmp_path / "late.png"), "--start", "15"]) == 1  # 13 frames from 15
+    assert "need 28; --start 11 is the last that fits)" in capsys.readouterr().err
+    short = write_video(tmp_path / "short.mp4", frames[:9])  # shorter than the window: read as training reads it
+    assert cli(args[:1] + [str(short)] + args[2:] + ["--out", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").size == Image.open(tmp_path / "t.png").size
+    assert cli(args[:1] + [str(short)] + args[2:] + ["--out", str(tmp_path / "s.gif")]) == 0
+    assert cli(["viz", str(short), "--out", str(tmp_path / "sp.png"), "--checkpoint", str(tmp_path / "ckpt"),
+                "--stride", "4"]) == 0
 
 
 def test_flow_is_a_function_of_the_frames_whatever_was_computed_before():

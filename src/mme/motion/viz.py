@@ -12,6 +12,7 @@ PNG panels are upsampled to at least MIN_PANEL px and come with a key to their c
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from mme.data.dataset import DataConfig, Sample
+from mme.data.sampling import window_length
 from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
@@ -33,19 +35,29 @@ if TYPE_CHECKING:
     from mme.motion.targets import Geometry, TargetConfig
 
 
+log = logging.getLogger(__name__)
+
+
 def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int,
               tubelet: int = 2) -> Sample:
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
-    need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts."""
+    need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
+    than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
+    late for a longer one is refused."""
     with open_video(path) as reader:
-        clip = start + stride * np.arange(num_frames)
-        starts = clip[::tubelet]
-        last = max(int(clip[-1]), int(starts[-1]) + length)
-        if last >= reader.num_frames:
+        n, span = reader.num_frames, window_length(num_frames, stride, tubelet, length)
+        if start + span > n:
             tracks = f", with tracks of {length}," if length else ""
-            raise video_error(path, "too short", f"{reader.num_frames} frames; {num_frames} frames at stride "
-                              f"{stride} from frame {start}{tracks} need {last + 1}")
-        ids = np.arange(start, last + 1)
+            need = f"{num_frames} frames at stride {stride} from frame {start}{tracks} need {start + span}"
+            if start > 0 or n == 0:
+                raise video_error(path, "too short", f"{n} frames; {need}; " + (
+                    f"--start {n - span} is the last that fits" if n >= span else
+                    "--start 0 reads it as training reads a video this short, its last frame repeated"))
+            log.warning("%s: %d frames; %s: its last frame repeats, as training reads a video this short", path, n,
+                        need)
+        clip = np.minimum(start + stride * np.arange(num_frames), n - 1)
+        starts = clip[::tubelet]
+        ids = np.arange(start, min(start + span, n))
         geometry = view_crops(reader.size, size, 1)[0]
         frames = apply_geometry(reader.read(ids), geometry)
     return Sample(frames, ids, clip, starts, geometry, path, length)
@@ -169,7 +181,7 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice)."""
     c = read_clip(video, start, num_frames, stride, size, length)
     tr: Tracks = track(c.frames, c.frame_ids, c.starts, length, seed_stride=seed_stride, compensate=compensate,
-                       source=video)
+                       source=video, clamp=True)
     pos = tr.positions().reshape(len(c.starts), length + 1, -1, 2)  # (S, L+1, P, 2)
     valid = tr.valid.reshape(len(c.starts), -1)
     moved = np.hypot(*(pos[:, -1] - pos[:, 0]).transpose(2, 0, 1))[valid]
@@ -177,7 +189,8 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     out = Path(out)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
     if out.suffix.lower() in (".gif", ".mp4"):
-        _save_frames([draw_tracks(c.frames[at[int(s) + j]], pos[k], valid[k], full, upto=j)
+        last = int(c.frame_ids[-1])  # a short video's frames past it repeat it
+        _save_frames([draw_tracks(c.frames[at[min(int(s) + j, last)]], pos[k], valid[k], full, upto=j)
                       for k, s in enumerate(c.starts) for j in range(length + 1)], out)
         return out
     f = _factor(size)
