@@ -182,6 +182,27 @@ if __name__ == "__main__":
 """
 
 
+def _fails_on(job: str) -> str:
+    """A worker's job of :func:`mme.utils.in_workers` that raises what a check of an unreadable index could."""
+    if job == "denied":
+        raise PermissionError(13, "Permission denied", "/index/v.json")
+    if job == "cut":
+        raise EOFError("cut short")
+    return job.upper()
+
+
+@pytest.mark.parametrize("bad,error", [("denied", PermissionError), ("cut", EOFError)])
+def test_an_error_in_a_worker_is_raised_as_without_workers(bad, error):
+    """A worker's OSError or EOFError ended the worker quietly (exit status 0), and `mme check --workers` reported
+    the video 'unreadable: a worker process died checking it (exit status 0)'; without workers it was raised."""
+    from mme.utils import WorkerError, in_workers
+
+    assert sorted(in_workers(_fails_on, ["a", "b", "c"], 2, lambda job, how: how)) == ["A", "B", "C"]
+    with pytest.raises(error) as info:
+        list(in_workers(_fails_on, ["a", bad, "c"], 2, lambda job, how: how))
+    assert isinstance(info.value.__cause__, WorkerError) and "in _fails_on" in str(info.value.__cause__)
+
+
 def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos, tmp_path):
     """A worker killed while it extracted a video (kill -9, the OOM killer) left `mme extract --workers 2` waiting
     forever, its share locked and no report written; `mme check --workers 2` alike."""

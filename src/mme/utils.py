@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -12,11 +13,13 @@ import inspect
 import json
 import math
 import os
+import pickle
 import platform
 import signal
 import socket
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
@@ -95,21 +98,43 @@ def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    with contextlib.suppress(EOFError, OSError):  # the main process is gone
-        while True:
+    while True:
+        try:
             job = conn.recv()
+        except (EOFError, OSError):  # the main process is gone
+            return
+        try:
+            result = work(job)
+        except Exception as e:  # the main process raises it, as ``work`` run there would have
+            result = _Raised(e, traceback.format_exc())
             try:
-                result = work(job)
-            except NoSpaceError as e:  # the main process raises it: the job stops
-                result = e
+                pickle.dumps(e)
+            except Exception:
+                result = _Raised(RuntimeError(f"{type(e).__name__}: {e}"), result.trace)
+        try:
             conn.send(result)
+        except (EOFError, OSError):
+            return
+
+
+@dataclasses.dataclass
+class _Raised:
+    """What ``work`` raised in a worker, and where."""
+
+    error: Exception
+    trace: str
+
+
+class WorkerError(Exception):
+    """The traceback of an error raised in a worker process of :func:`in_workers`."""
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                died: Callable[[Any, str], Any]) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order). A worker that
     dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
-    place (a multiprocessing Pool lost that job and waited for it forever). A NoSpaceError stops them all."""
+    place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises stops them all
+    and is raised here, as a sequential run raises it (its cause: the worker's traceback)."""
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     try:
@@ -126,8 +151,11 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                     there.close()
                     procs.append(proc)
                 job = todo.pop()
-                with contextlib.suppress(OSError):  # a worker that has just died: its end of the pipe says so
+                try:
                     conn.send(job)
+                except OSError:  # it died before the job reached it: another worker takes the job
+                    todo.append(job)
+                    continue
                 busy[conn] = proc, job
             for conn in wait(list(busy)):
                 proc, job = busy.pop(conn)
@@ -138,8 +166,8 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                     code = proc.exitcode
                     yield died(job, f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}")
                     continue
-                if isinstance(result, NoSpaceError):
-                    raise result
+                if isinstance(result, _Raised):
+                    raise result.error from WorkerError(f"in a worker process:\n{result.trace}")
                 idle.append((conn, proc))
                 yield result
     finally:
