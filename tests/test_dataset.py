@@ -181,12 +181,15 @@ def test_bad_inputs_are_skipped_counted_and_bounded(videos):
     strict[0]
     with pytest.raises(DataError, match=r"2 of 8 videos in .*list.txt failed, more than "
                                         r"data.max_failure_fraction=0.2 .*missing.mp4: missing.*; `mme check "
-                                        r".*list.txt` names every video a run cannot read: leave them out"):
+                                        rf".*list.txt --root {videos}` names every video a run cannot read: leave "
+                                        r"them out"):
         strict[1]
     with pytest.raises(DataError, match=rf"2 of 3 videos .*; is data.root \({videos / 'elsewhere'}\) the folder its "
                                         r"relative paths start from\?$"):  # every video missing: the root is wrong
         PretrainDataset(config(videos, ["good.mp4", "coord.mkv", "a.mp4"], root=str(videos / "elsewhere"),
                                max_failure_fraction=0.5))[0]
+    with pytest.raises(DataError, match=r"; do the listed absolute paths exist here \(a volume not mounted\)\?$"):
+        PretrainDataset(config(videos, ["/mnt/gone/a.mp4", "/mnt/gone/b.mp4", "good.mp4"], max_failure_fraction=0.5))[0]
 
 
 def test_a_rank_out_of_replacements_says_the_fraction_that_failed(videos, monkeypatch):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -293,11 +295,15 @@ class _VideoDataset(Dataset):
         total = len(self.entries) + len(self.bad_lines)
         if failed > self.cfg.max_failure_fraction * total:
             examples = "; ".join(f"{k}: {v}" for k, v in list(self.failures.items())[:5])
-            counts = self.failure_counts()
+            counts, missing = self.failure_counts(), REASONS.index("missing")
+            lost = [self.entries[i].path for i in torch.nonzero(self._reason == missing).flatten().tolist()]
+            relative = sum(not os.path.isabs(p) for p in lost)
+            root = f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root else ""
             advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
-                      "start from?" if 2 * counts.get("missing", 0) > failed else
-                      f"`mme check {self.cfg.list_file}` names every video a run cannot read: leave them out of the "
-                      "list, or raise data.max_failure_fraction")
+                      "start from?" if 2 * relative > failed else
+                      "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
+                      f"`mme check {shlex.quote(str(self.cfg.list_file))}{root}` names every video a run cannot "
+                      "read: leave them out of the list, or raise data.max_failure_fraction")
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
                 f"{self.cfg.max_failure_fraction} ({counts}); e.g. {examples}; {advice}"
