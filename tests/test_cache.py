@@ -637,7 +637,7 @@ def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"1 video(s) already have caches in {out} made from other files of the same " \
         f"name, e.g. v.mp4: made from {tmp_path / 'first' / 'v.mp4'}, this run's is {tmp_path / 'second' / 'v.mp4'}" \
-        in err and "its own --out" in err, err
+        in err and "its own --out" in err and f"delete their cache files ({made}) and run again" in err, err
     assert extract("copy") == 0 and made.read_bytes() == before  # the same content elsewhere: already complete
     assert extract("second", "--overwrite") == 0 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")
     (tmp_path / "second").rename(tmp_path / "moved")  # a moved dataset, one of whose videos then changed: made again

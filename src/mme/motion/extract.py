@@ -288,10 +288,12 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     taken = {path: differ["video"] for path, differ in clashes.items() if "video" in differ}
     if taken:  # two datasets in one --out would replace each other's files of the same name
         path, (theirs, ours) = next(iter(taken.items()))
+        files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
         raise ConfigError(
             f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, e.g. "
-            f"{path}: made from {theirs}, this run's is {ours}. Extract each dataset into its own --out, or pass "
-            f"--overwrite to replace them")
+            f"{path}: made from {theirs}, this run's is {ours}. Extract each dataset into its own --out; where this "
+            f"dataset is a copy of that one with these videos changed, delete their cache files ({' '.join(files)}) "
+            f"and run again, or pass --overwrite to make every video again")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
