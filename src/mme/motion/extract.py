@@ -171,7 +171,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
                     max_disp=round(float(meta["max_disp"]), 4))
         length, backend = int(meta["length"]), cache_backend(meta)
     except (MMEError, KeyError, TypeError, ValueError) as e:
-        log.warning("extract: %s; made again", e if isinstance(e, MMEError) else f"{out_path}: {type(e).__name__}: {e}")
+        why = e.__cause__ if isinstance(e, MMEError) and e.__cause__ is not None else e  # (not the advice to re-run)
+        log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
         made_from = meta.get("video")  # absolute; a file still there: another dataset's (else: the dataset moved)
