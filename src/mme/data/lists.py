@@ -731,8 +731,9 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     log.info("%s: %s", report_path, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     skipped = [p for p in problems if p["status"] not in USABLE]
-    for p in skipped[:SHOWN]:
-        log.warning("a run skips %s: %s (%s)", p["path"], p["status"], p["reason"])
+    for p in skipped[:SHOWN]:  # a VideoError's reason names the file and status already
+        log.warning("a run skips %s", p["reason"] if p["reason"].startswith(p["path"] + ": ") else
+                    f"{p['path']}: {p['status']} ({p['reason']})")
     if len(skipped) > SHOWN:
         log.warning("... and %d more a run skips, each in %s", len(skipped) - SHOWN, report_path)
     return report
