@@ -456,11 +456,19 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"empty: not a checkpoint directory"):
         load_encoder(tmp_path / "empty")
-    for step in (3, 10):  # a run's folder given for its checkpoints
-        (tmp_path / "run" / f"checkpoint-{step:08d}.pt").parent.mkdir(exist_ok=True)
+    (tmp_path / "run").mkdir()  # a run's folder given for its checkpoints
+    for step in (3, 10):
         (tmp_path / "run" / f"checkpoint-{step:08d}.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"run: a training run's folder, not a checkpoint: pass one of its 2 "
-                                              r"checkpoint\(s\), e.g. the newest, .*/run/checkpoint-00000010\.pt$"):
+                                              r"checkpoint\(s\), none of which reads$"):
+        load_encoder(tmp_path / "run")
+    from test_resume import _state
+
+    from mme.train import checkpoint as ckpt
+
+    ckpt.save_checkpoint(_state(3), tmp_path / "run", keep_last=0)  # step 10's stays empty: the newest that reads
+    with pytest.raises(CheckpointError, match=r"pass one of its 2 checkpoint\(s\), e.g. the newest that reads, "
+                                              r".*/run/checkpoint-00000003\.pt$"):
         load_encoder(tmp_path / "run")
     path = save_pretrained(VisionTransformer(ModelConfig(**dict(TINY, depth=1))), tmp_path / "noweights")
     (path / "model.safetensors").unlink()

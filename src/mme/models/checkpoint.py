@@ -377,11 +377,13 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
         if not (path / CONFIG).is_file():
-            from mme.train.checkpoint import list_checkpoints  # (it imports this module)
+            from mme.train.checkpoint import latest_valid, list_checkpoints  # (it imports this module)
 
             if saved := list_checkpoints(path):
+                newest = latest_valid(path)  # (each one that does not read is named)
                 raise CheckpointError(f"{path}: a training run's folder, not a checkpoint: pass one of its "
-                                      f"{len(saved)} checkpoint(s), e.g. the newest, {saved[-1]}")
+                                      f"{len(saved)} checkpoint(s)" + (f", e.g. the newest that reads, {newest[0]}"
+                                                                       if newest else ", none of which reads"))
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)
         if meta.get("format") == "mme":
