@@ -114,7 +114,9 @@ def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
     sub-folders (splits under names not taken as splits, fold1/ fold2/): lists were written without a word, the
     first of one class, the second with the splits as classes."""
     for rel in ("one/ucf101/ApplyEyeMakeup/v.avi", "one/ucf101/Archery/v.avi", "folds/fold1/cat/a.mp4",
-                "folds/fold1/dog/b.mp4", "folds/fold2/cat/c.mp4", "folds/fold2/dog/d.mp4"):
+                "folds/fold1/dog/b.mp4", "folds/fold1/owl/e.mp4", "folds/fold2/cat/c.mp4", "folds/fold2/dog/d.mp4",
+                "folds/fold2/owl/f.mp4", "cams/walk/cam1/a.mp4", "cams/walk/cam2/b.mp4", "cams/run/cam1/c.mp4",
+                "cams/run/cam2/d.mp4", "cams/jump/cam1/e.mp4", "cams/jump/cam2/f.mp4"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
@@ -123,11 +125,12 @@ def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
                f"{tmp_path / 'one' / 'ucf101'} the folder of class folders?" in caplog.text
         caplog.clear()
         assert from_class_folders(tmp_path / "folds")[1] == ["fold1", "fold2"]
-        assert "every class folder (fold1, fold2) holds the same sub-folders (cat, dog) and no video of its own: " \
-               "are they split folders under other names?" in caplog.text
+        assert "every class folder (fold1, fold2) holds the same sub-folders (cat, dog, owl) and no video of its " \
+               "own: are they split folders under other names?" in caplog.text
         caplog.clear()
         assert from_class_folders(tmp_path / "one" / "ucf101")[1] == ["ApplyEyeMakeup", "Archery"]
-        assert from_class_folders(tmp_path / "folds" / "fold1")[1] == ["cat", "dog"]
+        assert from_class_folders(tmp_path / "folds" / "fold1")[1] == ["cat", "dog", "owl"]
+        assert from_class_folders(tmp_path / "cams")[1] == ["jump", "run", "walk"]  # a few cameras per class
     assert not caplog.text
 
 

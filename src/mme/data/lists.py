@@ -320,8 +320,9 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
 
 def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: list[str]) -> None:
     """Warn where the class folders found look like another layout: one class (the folder of class folders one
-    level down), or class folders that all hold the same sub-folders and no video of their own (split folders
-    under other names, e.g. fold1/ and fold2/, or classes inside splits the other way round)."""
+    level down), or class folders that all hold the same sub-folders, more of them than there are class folders,
+    and no video of their own (split folders under other names, e.g. fold1/ and fold2/ of many classes; a few
+    shared sub-folders in many classes, such as cam1/ and cam2/, are a class's own layout)."""
     if len(classes) == 1:
         log.warning("%s: one class folder, %s: a list of one class, which no classifier learns from; is %s the "
                     "folder of class folders?", root, classes[0], root / classes[0])
@@ -329,7 +330,7 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
     subs = {name: {f.relative_to(root / name).parts[0] for f in videos[name] if f.parent != root / name}
             for name in classes}
     nested = [subs[name] for name in classes if all(f.parent != root / name for f in videos[name])]
-    if len(nested) == len(classes) and all(s == nested[0] for s in nested):
+    if len(nested) == len(classes) and all(s == nested[0] for s in nested) and len(nested[0]) > len(classes):
         log.warning("%s: every class folder (%s) holds the same sub-folders (%s) and no video of its own: are they "
                     "split folders under other names? Folders named %s are taken as splits", root,
                     ", ".join(classes[:5]), ", ".join(sorted(nested[0])[:5]), "/".join(sorted(SPLIT_FOLDERS)))
