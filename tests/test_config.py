@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 
@@ -299,7 +300,7 @@ def test_the_shuffled_targets_control_needs_two_clips_per_rank():
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.batch_size=1"]).train.batch_size == 1
 
 
-def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch):
+def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch, caplog):
     cpu = torch.device("cpu")
     native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     assert bf16_native(cpu) == native
@@ -307,13 +308,19 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
     if not native:
         assert choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu, where emulated bf16 is "
                                                  "far slower than fp32")
-    assert choose_precision("fp16", cpu) == ("fp16", "requested")
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert choose_precision("fp16", cpu) == ("fp16", "requested")
+    # emulated on every CPU, many times slower than fp32 (before: said of bf16 only)
+    assert "fp16 requested on cpu without native fp16 support: it will be emulated and slow" in caplog.text
     # a resumed run keeps what auto chose for it on this kind of device (a close timing switched it)
     assert choose_precision("auto", cpu, resumed="bf16") == ("bf16", "auto: the resumed run's, on the same device")
     with pytest.raises(ConfigError, match="train.precision"):
         choose_precision("fp64", cpu)
     monkeypatch.setenv(AUTO_ENV, "bf16")
-    assert choose_precision("auto", cpu) == ("bf16", f"auto: {AUTO_ENV}=bf16 in the environment")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert choose_precision("auto", cpu) == ("bf16", f"auto: {AUTO_ENV}=bf16 in the environment")
+    assert (f"bf16 forced by {AUTO_ENV} on cpu without native bf16 support" in caplog.text) == (not native)
     assert choose_precision("fp32", cpu)[0] == "fp32"  # an explicit precision wins over the environment
     assert choose_precision("auto", cpu, resumed="fp32")[0] == "bf16"  # and the environment over a resumed run's
     monkeypatch.setenv(AUTO_ENV, "fp64")
@@ -331,6 +338,10 @@ def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
         assert precision.choose_threads(None, cpu, 4) == (2, "auto: 6 cores less 4 loader workers")
         assert precision.choose_threads(None, cpu, 8)[0] == 1  # at least one
         assert precision.choose_threads(3, cpu, 4) == (3, "train.threads")
+        assert precision.choose_threads(8, cpu, 0) == (8, "train.threads, more than the 6 usable cores")
+        assert precision.choose_threads(None, cpu, 0) == (4, "auto: 6 cores less 0 loader workers, capped at torch's "
+                                                             "4 (its physical cores, or OMP_NUM_THREADS: torchrun's "
+                                                             "is 1)")
         assert precision.choose_threads(None, cuda, 4) == (4, "torch's; the step runs on cuda")
     finally:
         torch.set_num_threads(before)

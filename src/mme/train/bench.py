@@ -52,7 +52,7 @@ from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
 from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
-from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, make_scaler
+from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, emulated, make_scaler
 from mme.train.pretrain import checkpoint_blocks
 from mme.utils import atomic_write_json, check_output, cpu_name, no_tf32, sets_threads
 
@@ -63,11 +63,8 @@ PEER = "HF"
 def _variants(device: torch.device, all_precisions: bool, compiled: bool, checkpointing: bool,
               peer: bool) -> list[tuple[str, str, bool, bool, bool]]:
     """(name, precision, compile, activation checkpointing, is the peer); the first is the reference."""
-    eager = [("fp32", "fp32")]
-    if bf16_native(device) or all_precisions:
-        eager.append(("bf16" + ("" if bf16_native(device) else " (emulated)"), "bf16"))
-    if device.type == "cuda" or all_precisions:
-        eager.append(("fp16", "fp16"))
+    eager = [(p + " (emulated)" * emulated(p, device), p) for p in ("fp32", "bf16", "fp16")
+             if p == "fp32" or all_precisions or not emulated(p, device)]
     out = [(f"{label} eager", precision, False, False, False) for label, precision in eager]
     if peer:
         out += [(f"{PEER} {label} eager", precision, False, False, True) for label, precision in eager]

@@ -77,11 +77,14 @@ def choose_threads(threads: int | None, device: torch.device, workers: int) -> t
     the step runs on the device and torch's count stays."""
     current = torch.get_num_threads()
     if threads is not None:
-        return threads, "train.threads"
+        cores = usable_cores()
+        return threads, "train.threads" + (f", more than the {cores} usable cores" if threads > cores else "")
     if device.type != "cpu":
         return current, f"torch's; the step runs on {device.type}"
     cores = usable_cores()
-    return max(1, min(current, cores - workers)), f"auto: {cores} cores less {workers} loader workers"
+    capped = (f", capped at torch's {current} (its physical cores, or OMP_NUM_THREADS: torchrun's is 1)"
+              if current < cores - workers else "")
+    return max(1, min(current, cores - workers)), f"auto: {cores} cores less {workers} loader workers{capped}"
 
 
 def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[], torch.Tensor] | None = None,
@@ -90,18 +93,19 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
 
     ``loss_fn`` computes one representative loss of the job's model (its backward is timed too); without it, a
     CPU with native bf16 gets bf16. ``resumed``: what 'auto' chose for the run being resumed on this kind of
-    device, kept unless the environment forces another. Warns when an explicit bf16 will be emulated."""
+    device, kept unless the environment forces another. Warns when a precision asked for (or forced) will be
+    emulated."""
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {requested!r}")
     native = bf16_native(device)
     if requested != "auto":
-        if requested == "bf16" and not native:
-            log.warning("bf16 requested on %s without native bf16 support: it will be emulated and slow", device)
+        _warn_if_emulated(requested, device, native, "requested")
         return requested, "requested"
     forced = os.environ.get(AUTO_ENV)
     if forced:
         if forced not in PRECISIONS[1:]:
             raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
+        _warn_if_emulated(forced, device, native, f"forced by {AUTO_ENV}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if resumed is not None:
         return resumed, "auto: the resumed run's, on the same device"
@@ -110,6 +114,19 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     if device.type != "cpu" or loss_fn is None:
         return "bf16", f"auto: native bf16 on this {device.type}"
     return faster_precision(loss_fn, device)
+
+
+def emulated(precision: str, device: torch.device, native: bool | None = None) -> bool:
+    """Whether ``precision`` runs emulated on ``device``: bf16 without native support, fp16 on any CPU."""
+    if precision == "bf16":
+        return not (bf16_native(device) if native is None else native)
+    return precision == "fp16" and device.type == "cpu"
+
+
+def _warn_if_emulated(precision: str, device: torch.device, native: bool, how: str) -> None:
+    if emulated(precision, device, native):
+        log.warning("%s %s on %s without native %s support: it will be emulated and slow (fp32 is faster)",
+                    precision, how, device, precision)
 
 
 def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, reps: int = 3) -> tuple[str, str]:
