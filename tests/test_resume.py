@@ -254,6 +254,32 @@ def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):
                "train.precision=fp16").step == 3
 
 
+def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_change(synth, tmp_path, monkeypatch):
+    """train.precision=auto resumed on the device that measured it keeps the choice and the measurement that made
+    it (before: replaced by "the resumed run's"); resolved to another precision (another device, or the
+    environment), the change is recorded with its step as other changes are (before: warned, then run.json said
+    the new precision alone, as if the run had had it from the start)."""
+    from mme.train.precision import AUTO_ENV, KEPT
+
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "model.depth=1", "train.precision=auto")
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    measured = "auto: measured here, a step takes 1.0 ms in bf16 vs 2.0 ms in fp32 (bf16 needs 1.1x)"
+    state["meta"].update(precision="bf16", precision_reason=measured)  # as an AMX CPU's run
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    run(*base, "train.stop_after=2", "train.resume=auto")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert (meta["precision"], meta["precision_reason"]) == ("bf16", f"{KEPT}: {measured}")
+    assert "config_changes" not in meta
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    run(*base, "train.resume=auto")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["precision"] == "fp32" and meta["config_changes"] == [
+        {"from_step": 2, "changes": [f"precision: bf16 ({KEPT}: {measured}, on {meta['device_name']}) -> fp32 "
+                                     f"(auto: {AUTO_ENV}=fp32 in the environment)"]}]
+
+
 def test_the_data_position_carries_over_by_samples(caplog):
     """A run resumed with another world size or batch per rank read the checkpoint's batch index as its own:
     samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length."""

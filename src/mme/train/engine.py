@@ -43,7 +43,7 @@ from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
-from mme.train.precision import choose_device, choose_precision, choose_threads, make_scaler
+from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
 from mme.utils import unlock_folder
 
 log = logging.getLogger(__name__)
@@ -236,12 +236,11 @@ def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_f
     chosen = str(resumed.get("precision_reason", "")).startswith("auto") and "environment" not in \
         resumed["precision_reason"]  # by this machine, not by the user or the environment
     same = resumed["precision"] if chosen and resumed.get("device_name") == ckpt.device_name(device) else None
-    choice = dist.broadcast_object(choose_precision(t.precision, device, loss_fn, same))
-    if resumed.get("precision") not in (None, choice[0]):
-        log.warning("train.precision=%s resolves to %s where the checkpoint's run used %s (%s, on %s)", t.precision,
-                    choice[0], resumed["precision"], resumed.get("precision_reason"), resumed.get("device_name"))
+    precision, why = dist.broadcast_object(choose_precision(t.precision, device, loss_fn, same))
+    if why == KEPT and not resumed["precision_reason"].startswith(KEPT):  # the measurement that chose it stays said
+        why = f"{KEPT}: {resumed['precision_reason']}"
     model.zero_grad(set_to_none=True)  # from the timed steps, if any
-    return choice
+    return precision, why
 
 
 def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.device, precision: str,
@@ -288,10 +287,17 @@ def restore(run: Run, source: str, state: dict) -> None:
     world = run.meta["world_size"]
     if old_meta.get("world_size", world) != world:
         changed.append(f"world size: {old_meta['world_size']} -> {world}")
+    if old_meta.get("precision", run.precision) != run.precision and not any(
+            c.startswith("train.precision:") for c in changed):  # train.precision=auto resolved otherwise
+        changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
+                       f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
         run.meta["config_changes"] = [*run.meta.get("config_changes", []),
                                       {"from_step": int(state["step"]), "changes": changed}]
+    if old_meta.get("device_name", run.meta["device_name"]) != run.meta["device_name"]:
+        log.info("resuming on %s where the checkpoint's run was on %s: the same up to float rounding, not bitwise",
+                 run.meta["device_name"], old_meta["device_name"])
     if old_meta.get("threads", run.meta["threads"]) != run.meta["threads"]:
         log.info("resuming with %d intra-op threads where the checkpoint's run had %d: the same up to float "
                  "rounding, not bitwise (train.threads pins them)", run.meta["threads"], old_meta["threads"])

@@ -34,6 +34,8 @@ AUTO_ENV = "MME_AUTO_PRECISION"
 BF16_MIN_SPEEDUP = 1.1
 """On a CPU, ``auto`` takes bf16 only when its measured step is at least this much faster than fp32's."""
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+KEPT = "auto: the resumed run's, on the same device"
+"""The reason of a precision kept from the run being resumed."""
 
 
 def choose_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -108,7 +110,7 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
         _warn_if_emulated(forced, device, native, f"forced by {AUTO_ENV}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if resumed is not None:
-        return resumed, "auto: the resumed run's, on the same device"
+        return resumed, KEPT
     if not native:
         return "fp32", f"auto: no native bf16 on this {device.type}, where emulated bf16 is far slower than fp32"
     if device.type != "cpu" or loss_fn is None:
