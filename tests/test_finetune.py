@@ -495,6 +495,7 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
         "recipe's at stride 2" in caplog.text
     assert report["sampling"] == "stride" and report["stride"] == 4
     assert report["checkpoint"] == str(stride4) and report["precision"] == "fp32"
+    assert "task.eval_only: on cpu, precision fp32 (requested)" in caplog.text  # (before: in test.json alone)
     assert main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "ev3", f"train.init={stride4}", *EVAL_ONLY,
                                                      "data.stride=3")) == 0
     assert json.loads((tmp_path / "ev3" / "test.json").read_text())["stride"] == 3

@@ -108,7 +108,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
         raise ConfigError("task.eval_only needs task.val_list or task.test_list: the videos to test on")
     info = dist.init_distributed(choose_device(cfg.train.device).type)
     device = choose_device(cfg.train.device, info.local_rank)
-    precision, _ = choose_precision(cfg.train.precision, device)
+    precision, why = choose_precision(cfg.train.precision, device)
+    log.info("task.eval_only: on %s, precision %s (%s)", device, precision, why)
     ck = read_checkpoint(cfg.train.init)
     model = build_model(ck)
     if not isinstance(model, VideoClassifier):
