@@ -22,7 +22,11 @@ QUICK = ["demo", "--quick", "--device", "cpu"]
 
 def test_quick_demo_writes_a_finite_table_and_pictures_and_a_rerun_reuses_its_rows(tmp_path, monkeypatch):
     """One ``mme demo --quick`` run serves both checks, in one test: pytest-xdist 3.8 sets a grouped test's id where
-    pytest 9.2 no longer reads it, so two tests of one group may run on two workers, each with its own demo."""
+    pytest 9.2 no longer reads it, so two tests of one group may run on two workers, each with its own demo. The
+    precision is pinned: on a CPU with native bf16, 'auto' times each run, and a retrained row is compared bitwise."""
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.setenv(AUTO_ENV, "fp32")
     out = tmp_path / "demo"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -81,6 +85,8 @@ def check_table_and_pictures(out: Path, printed: str) -> None:
     table = (out / "results.md").read_text()
     assert "| mme |" in table and "| pixel |" in table and "| random init |" in table
     assert "always predicting the mean target (on 16 training clips)" in table
+    assert "pre-training in fp32 on " in table and result["pretrain_precisions"] == ["fp32"]
+    assert {row.get("precision") for row in result["rows"]} == {"fp32", None}  # None: the untrained encoder
     trained = [e for e in result["summary"] if e["target"] != "random init"]
     learned = [e["target"] for e in trained if e["loss_ratio"] < LEARNED_RATIO]
     assert f"Learned from the clips (loss more than 1 % below the level): {', '.join(learned) or 'none'}." in table
@@ -102,7 +108,7 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
     first = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     (out / "seed0" / "pixel.json").unlink()  # as if the run had stopped during the pixel target
     saved = json.loads((out / "seed0" / "mme.json").read_text())  # or after pre-training mme, before its probes
-    pretraining = ("target", "seed", "minutes", "clips_per_s", "threads", "checkpoint", "metrics")
+    pretraining = ("target", "seed", "minutes", "clips_per_s", "threads", "precision", "checkpoint", "metrics")
     saved["row"] = {k: saved["row"][k] for k in pretraining}
     (out / "seed0" / "mme.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "random_init.json").read_text())

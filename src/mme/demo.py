@@ -244,11 +244,10 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             result = pretrain(cfg)
-            trained = s.steps * s.batch_size
+            trained, ran = s.steps * s.batch_size, json.loads((result.out_dir / "run.json").read_text())
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
-                "clips_per_s": trained / result.seconds,
-                "threads": json.loads((result.out_dir / "run.json").read_text())["threads"],
+                "clips_per_s": trained / result.seconds, "threads": ran["threads"], "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
         if "linear_top1" not in row:  # pre-trained, not yet probed
             row = _save_row(s, {**row, **loss_against_mean(cfg, read_records(_in_out(s, row["metrics"])),
@@ -401,16 +400,19 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
     reused = sum(bool(r.get("reused")) for r in rows)
     this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
     pretrain_threads = sorted({r["threads"] for r in rows if "threads" in r})
+    ran = sorted({(r["target"], r["precision"]) for r in rows if "precision" in r})  # auto may choose per run
     result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
-              "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads}
+              "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads,
+              "pretrain_precisions": sorted({p for _, p in ran})}
     atomic_write_json(s.out / "results.json", result)  # NaN as null: summarise reads it back as NaN
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     threads = "/".join(map(str, pretrain_threads)) or "?"
+    said = ", ".join(f"{t} {p}" for t, p in ran) if len({p for _, p in ran}) > 1 else ran[0][1] if ran else "?"
     atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
-                      f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training on {threads} thread(s) beside "
-                      f"{s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
+                      f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training in {said} on {threads} thread(s) "
+                      f"beside {s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
     plot_losses(rows, s.out, s.out / "loss_curves.png")
     _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
     print("\n" + table + "\n" + losses +

@@ -221,8 +221,9 @@ def train(run: Run) -> TrainResult:
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
     history: deque[dict] = deque(maxlen=HISTORY_KEPT)
     in_a_row, skipped, path, stopping, t0 = 0, 0, None, None, time.perf_counter()
-    # the loader's workers stop when the loop ends, inside the timed run
-    with contextlib.closing(stream), StopRequests() as stop, \
+    # the loader's workers stop when the loop ends, inside the timed run and while a repeated SIGTERM is absorbed
+    # (else it raised in the loader's shutdown, a traceback from its __del__)
+    with StopRequests() as stop, contextlib.closing(stream), \
             tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True) as bar:
         while run.step < end:
             tic = time.perf_counter()
