@@ -18,7 +18,7 @@ import pytest
 import torch
 from training import FP32, TINY, run
 
-from mme.errors import CheckpointError
+from mme.errors import CheckpointError, ConfigError
 from mme.train import checkpoint as ckpt
 from mme.train.distributed import epoch_batches
 
@@ -278,6 +278,22 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
     assert meta["precision"] == "fp32" and meta["config_changes"] == [
         {"from_step": 2, "changes": [f"precision: bf16 ({KEPT}: {measured}, on {meta['device_name']}) -> fp32 "
                                      f"(auto: {AUTO_ENV}=fp32 in the environment)"]}]
+
+
+def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_path):
+    """A long run's intermediate models (the release's "400/800 epochs" models are epochs 400 and 700 of its
+    1600-epoch run) could not be kept: rotation deleted every checkpoint but the newest train.keep_last."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=12", "train.keep_last=1", "train.keep_epochs=[1,2]", FP32)
+    res = run(*base)  # 16 clips, batch 4: 4 steps an epoch
+    kept = sorted(tmp_path.glob("checkpoint-epoch-*.pt"))
+    assert [p.name for p in kept] == ["checkpoint-epoch-0001.pt", "checkpoint-epoch-0002.pt"]
+    assert [ckpt.load_checkpoint(p)["step"] for p in kept] == [4, 8]
+    assert [ckpt.load_checkpoint(p)["data"] for p in kept] == [{"epoch": 1, "batch": 0}, {"epoch": 2, "batch": 0}]
+    assert ckpt.list_checkpoints(tmp_path) == [res.checkpoint] and res.step == 12  # rotation left them alone
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", "train.overwrite=true", FP32)  # another run's: removed
+    assert not list(tmp_path.glob("checkpoint-epoch-*.pt"))
+    with pytest.raises(ConfigError, match="train.keep_epochs must be positive"):
+        run(*base[:-2], "train.keep_epochs=[0]", FP32)
 
 
 def test_the_data_position_carries_over_by_samples(caplog):

@@ -20,8 +20,10 @@ Everything is tensors and plain Python values, so it loads with ``weights_only=T
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,24 @@ def checkpoint_path(out_dir: Path, step: int) -> Path:
 def checkpoint_step(path: Path) -> int:
     """The step of a ``checkpoint-<step>.pt`` name."""
     return int(_NAME.match(path.name).group(1))
+
+
+EPOCH_KEPT = "checkpoint-epoch-*.pt"
+"""The names of the checkpoints ``train.keep_epochs`` keeps (a glob)."""
+
+
+def keep_of_epoch(path: Path, epoch: int) -> Path:
+    """The checkpoint ``path``, written after ``epoch`` epochs, kept as ``checkpoint-epoch-<epoch>.pt``, a name the
+    rotation and ``--resume auto`` leave alone: a hard link where the filesystem has them (no second copy while
+    both exist), else a copy."""
+    kept = Path(path).with_name(EPOCH_KEPT.replace("*", f"{epoch:04d}"))
+    kept.unlink(missing_ok=True)
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
+    log.info("kept the checkpoint of epoch %d as %s", epoch, kept)
+    return kept
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:

@@ -56,6 +56,10 @@ class TrainConfig:
     """Save a checkpoint every this many optimizer steps (and always at the end)."""
     keep_last: int = 3
     """Checkpoints kept in out_dir (older ones are deleted); 0 keeps all."""
+    keep_epochs: tuple[int, ...] = ()
+    """After each of these many epochs, a checkpoint kept beside the rotating ones, ``checkpoint-epoch-<N>.pt``:
+    a long run's intermediate models (the release's "400/800 epochs" models are epochs 400 and 700 of its
+    1600-epoch run, its schedule not yet decayed)."""
     resume: str | None = None
     """'auto' (the newest valid checkpoint in out_dir, if any) or a checkpoint path; None = start fresh."""
     overwrite: bool = False
@@ -78,6 +82,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be positive or null, got {getattr(self, name)}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
+        if any(e <= 0 for e in self.keep_epochs):
+            raise ConfigError(f"train.keep_epochs must be positive epoch counts, got {list(self.keep_epochs)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if not self.out_dir:

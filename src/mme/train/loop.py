@@ -247,8 +247,12 @@ def train(run: Run) -> TrainResult:
             check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
             bar.update(1)
-            if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None:
+            kept = run.position["epoch"] if run.position["batch"] == 0 else None  # epochs just completed
+            kept = kept if kept in t.keep_epochs else None
+            if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
                 path = save(run)
+            if kept is not None:
+                dist.on_main(ckpt.keep_of_epoch, path, kept)
             if stopping is not None:
                 break
     logger.close()

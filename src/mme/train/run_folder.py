@@ -32,7 +32,8 @@ from mme.utils import lock_folder
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
-"""What a run writes besides its checkpoints (``train.overwrite`` removes these too, and nothing else)."""
+"""What a run writes besides its checkpoints, rotating and kept of an epoch (``train.overwrite`` removes these
+too, and nothing else)."""
 
 def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
@@ -67,7 +68,7 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
     if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
         return
     if overwrite:
-        for p in found + [out_dir / name for name in RUN_FILES]:
+        for p in found + sorted(out_dir.glob(ckpt.EPOCH_KEPT)) + [out_dir / name for name in RUN_FILES]:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(found),
                     other or "(unknown)", out_dir)
