@@ -106,15 +106,23 @@ def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
         try:
             result = work(job)
         except Exception as e:  # the main process raises it, as ``work`` run there would have
-            result = _Raised(e, traceback.format_exc())
-            try:
-                pickle.dumps(e)
-            except Exception:
-                result = _Raised(RuntimeError(f"{type(e).__name__}: {e}"), result.trace)
+            result = _raised(e, traceback.format_exc())
         try:
-            conn.send(result)
+            try:
+                conn.send(result)
+            except (pickle.PicklingError, TypeError, AttributeError) as e:  # (pickled before any byte is sent)
+                conn.send(_raised(e, traceback.format_exc()))
         except (EOFError, OSError):
             return
+
+
+def _raised(error: Exception, trace: str) -> _Raised:
+    """``error`` as sent back, or a RuntimeError of its text where it does not pickle and unpickle as itself."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        error = RuntimeError(f"{type(error).__name__}: {error}")
+    return _Raised(error, trace)
 
 
 @dataclasses.dataclass
@@ -137,11 +145,22 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     and is raised here, as a sequential run raises it (its cause: the worker's traceback)."""
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
+    unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
+
+    def retire(conn: Connection, proc) -> str:
+        """Close a dead worker's pipe and process (their descriptors): how it ended."""
+        conn.close()
+        proc.join()
+        code = proc.exitcode
+        procs.remove(proc)
+        proc.close()
+        return f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}"
+
     try:
         while todo or busy:
             while todo and len(busy) < workers:
                 while idle and not idle[-1][1].is_alive():  # died while it waited
-                    idle.pop()
+                    retire(*idle.pop())
                 if idle:
                     conn, proc = idle.pop()
                 else:
@@ -153,8 +172,13 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                 job = todo.pop()
                 try:
                     conn.send(job)
-                except OSError:  # it died before the job reached it: another worker takes the job
-                    todo.append(job)
+                except OSError:  # it died before the job reached it: another worker takes the job, once
+                    how = retire(conn, proc)
+                    if id(job) in unsent:
+                        yield died(job, how)
+                    else:
+                        unsent.add(id(job))
+                        todo.append(job)
                     continue
                 busy[conn] = proc, job
             for conn in wait(list(busy)):
@@ -162,9 +186,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                 try:
                     result = conn.recv()
                 except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
-                    proc.join()
-                    code = proc.exitcode
-                    yield died(job, f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}")
+                    yield died(job, retire(conn, proc))
                     continue
                 if isinstance(result, _Raised):
                     raise result.error from WorkerError(f"in a worker process:\n{result.trace}")
