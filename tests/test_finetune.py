@@ -204,6 +204,8 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     # printed: top-5 of 5 classes or fewer is 100 % by construction, and said to be nothing (before: "top-5 100.00%")
     assert top5_said(r) == "top-5  50.00%" and top5_said(classification_report(probs, labels[:4] % 3)) == \
         "top-5 -- (3 classes)"
+    votes = classification_report(torch.eye(4)[[0, 1, 0, 3]], torch.arange(4), votes=True)  # class 2: no vote
+    assert votes["top5"] == 0.75 and top5_said(votes) == "top-5  75.00%"  # a kNN's top-5 of 4 classes says something
 
 
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):

@@ -272,11 +272,13 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
     meta = json.loads((tmp_path / "run.json").read_text())
     assert (meta["precision"], meta["precision_reason"]) == ("bf16", f"{KEPT}: {measured}")
     assert "config_changes" not in meta
+    run(*base, "train.stop_after=3", "train.steps=4", "train.resume=auto")  # a second resume keeps it too
+    assert json.loads((tmp_path / "run.json").read_text())["precision_reason"] == f"{KEPT}: {measured}"
     monkeypatch.setenv(AUTO_ENV, "fp32")
-    run(*base, "train.resume=auto")
+    run(*base, "train.steps=4", "train.resume=auto")
     meta = json.loads((tmp_path / "run.json").read_text())
-    assert meta["precision"] == "fp32" and meta["config_changes"] == [
-        {"from_step": 2, "changes": [f"precision: bf16 ({KEPT}: {measured}, on {meta['device_name']}) -> fp32 "
+    assert meta["precision"] == "fp32" and meta["config_changes"][1:] == [
+        {"from_step": 3, "changes": [f"precision: bf16 ({KEPT}: {measured}, on {meta['device_name']}) -> fp32 "
                                      f"(auto: {AUTO_ENV}=fp32 in the environment)"]}]
 
 

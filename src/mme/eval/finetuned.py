@@ -26,7 +26,7 @@ import torch.nn as nn
 from mme.config import flatten, load_config, parse_overrides
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError
-from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report
+from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report, trivial_top5
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
@@ -187,8 +187,9 @@ def main(recipe: str, overrides: list[str]) -> int:
     """``mme finetune --config RECIPE key=value ...``."""
     result = finetune(load_config(FinetuneConfig, recipe, overrides), flatten(parse_overrides(overrides)))
     if result.rank == 0:
-        summary = {name: {k: r[k] for k in ("top1", "top5", "mean_class_accuracy", "views_per_video")}
-                   for name, r in result.reports.items()}
+        summary = {name: {"top1": r["top1"], "top5": None if trivial_top5(r) else r["top5"],
+                          "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"]}
+                   for name, r in result.reports.items()}  # (top-5 null where it says nothing, as the log's --)
         print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, **summary,
                           "minutes": round(result.seconds / 60, 2)}), flush=True)
     return 0

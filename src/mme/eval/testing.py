@@ -41,10 +41,15 @@ def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return out
 
 
+def trivial_top5(report: dict[str, Any]) -> bool:
+    """Whether a :func:`classification_report`'s top-5 says nothing: of 5 classes or fewer every class is in the top
+    5 (1.0 by :func:`topk_accuracy`'s cap; a kNN vote's can be less: a class no neighbour voted for is no guess)."""
+    return len(report["class_names"]) <= 5 and report["top5"] == 1.0
+
+
 def top5_said(report: dict[str, Any]) -> str:
-    """'top-5 X%' of a :func:`classification_report`, or why it says nothing: of 5 classes or fewer, every class is
-    in the top 5 (1.0 by :func:`topk_accuracy`'s cap)."""
-    if len(report["class_names"]) <= 5:
+    """'top-5 X%' of a :func:`classification_report`, or '--' where it says nothing (:func:`trivial_top5`)."""
+    if trivial_top5(report):
         return f"top-5 -- ({len(report['class_names'])} classes)"
     return f"top-5 {100 * report['top5']:6.2f}%"
 

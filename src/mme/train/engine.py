@@ -237,8 +237,9 @@ def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_f
         resumed["precision_reason"]  # by this machine, not by the user or the environment
     same = resumed["precision"] if chosen and resumed.get("device_name") == ckpt.device_name(device) else None
     precision, why = dist.broadcast_object(choose_precision(t.precision, device, loss_fn, same))
-    if why == KEPT and not resumed["precision_reason"].startswith(KEPT):  # the measurement that chose it stays said
-        why = f"{KEPT}: {resumed['precision_reason']}"
+    if why == KEPT:  # the measurement that chose it stays said, over any number of resumes
+        first = resumed["precision_reason"]
+        why = first if first.startswith(KEPT) else f"{KEPT}: {first}"
     model.zero_grad(set_to_none=True)  # from the timed steps, if any
     return precision, why
 
