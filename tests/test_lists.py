@@ -113,10 +113,10 @@ def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
     """One class folder (the folder of class folders is one level down), or class folders that all hold the same
     sub-folders (splits under names not taken as splits, fold1/ fold2/): lists were written without a word, the
     first of one class, the second with the splits as classes."""
-    for rel in ("one/ucf101/ApplyEyeMakeup/v.avi", "one/ucf101/Archery/v.avi", "folds/fold1/cat/a.mp4",
-                "folds/fold1/dog/b.mp4", "folds/fold1/owl/e.mp4", "folds/fold2/cat/c.mp4", "folds/fold2/dog/d.mp4",
-                "folds/fold2/owl/f.mp4", "cams/walk/cam1/a.mp4", "cams/walk/cam2/b.mp4", "cams/run/cam1/c.mp4",
-                "cams/run/cam2/d.mp4", "cams/jump/cam1/e.mp4", "cams/jump/cam2/f.mp4"):
+    for rel in ("one/ucf101/ApplyEyeMakeup/v.avi", "one/ucf101/Archery/v.avi", "val/walk/a.mp4",
+                "folds/fold1/cat/a.mp4", "folds/fold1/dog/b.mp4", "folds/fold1/owl/e.mp4", "folds/fold2/cat/c.mp4",
+                "folds/fold2/dog/d.mp4", "folds/fold2/owl/f.mp4", "cams/walk/cam1/a.mp4", "cams/walk/cam2/b.mp4",
+                "cams/run/cam1/c.mp4", "cams/run/cam2/d.mp4", "cams/jump/cam1/e.mp4", "cams/jump/cam2/f.mp4"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
@@ -131,7 +131,11 @@ def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
         assert from_class_folders(tmp_path / "one" / "ucf101")[1] == ["ApplyEyeMakeup", "Archery"]
         assert from_class_folders(tmp_path / "folds" / "fold1")[1] == ["cat", "dog", "owl"]
         assert from_class_folders(tmp_path / "cams")[1] == ["jump", "run", "walk"]  # a few cameras per class
+        from_class_folders(tmp_path / "one", classes=["ucf101", "x"])  # a class map given: a split of some classes
     assert not caplog.text
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(tmp_path / "val")[1] == ["walk"]  # one class of its own videos
+    assert caplog.text.strip().endswith("one class folder, walk: a list of one class, which no classifier learns from")
 
 
 def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):

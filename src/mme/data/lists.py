@@ -287,7 +287,8 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         names = set(holding)
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
-        _warn_of_other_layouts(root, videos, holding)
+        if classes is None:  # (a class map given: a split may hold some of its classes only)
+            _warn_of_other_layouts(root, videos, holding)
     forms = Counter(unicodedata.normalize("NFC", name) for name in names)
     twins = sorted(name for name in names if forms[unicodedata.normalize("NFC", name)] > 1)
     if twins:
@@ -320,12 +321,14 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
 
 def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: list[str]) -> None:
     """Warn where the class folders found look like another layout: one class (the folder of class folders one
-    level down), or class folders that all hold the same sub-folders, more of them than there are class folders,
-    and no video of their own (split folders under other names, e.g. fold1/ and fold2/ of many classes; a few
-    shared sub-folders in many classes, such as cam1/ and cam2/, are a class's own layout)."""
+    level down, where its videos are all in sub-folders), or class folders that all hold the same
+    sub-folders, more of them than there are class folders, and no video of their own (split folders under other
+    names, e.g. fold1/ and fold2/ of many classes; a few shared sub-folders in many classes, such as cam1/ and
+    cam2/, are a class's own layout)."""
     if len(classes) == 1:
-        log.warning("%s: one class folder, %s: a list of one class, which no classifier learns from; is %s the "
-                    "folder of class folders?", root, classes[0], root / classes[0])
+        nested = all(f.parent != root / classes[0] for f in videos[classes[0]])
+        log.warning("%s: one class folder, %s: a list of one class, which no classifier learns from%s", root,
+                    classes[0], f"; is {root / classes[0]} the folder of class folders?" if nested else "")
         return
     subs = {name: {f.relative_to(root / name).parts[0] for f in videos[name] if f.parent != root / name}
             for name in classes}
