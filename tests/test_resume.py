@@ -282,6 +282,19 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
                                      f"(auto: {AUTO_ENV}=fp32 in the environment)"]}]
 
 
+def test_a_run_resumed_with_other_code_or_torch_records_it(synth, tmp_path):
+    """run.json kept the resumed run's code and torch versions only, as if the run had had them from the start."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    state["meta"].update(git="0" * 40, torch="2.5.0")
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    run(*base, "train.resume=auto")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["config_changes"] == [{"from_step": 1, "changes": [f"code: {'0' * 40} -> {meta['git']}",
+                                                                   f"torch: 2.5.0 -> {torch.__version__}"]}]
+
+
 def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_path):
     """A long run's intermediate models (the release's "400/800 epochs" models are epochs 400 and 700 of its
     1600-epoch run) could not be kept: rotation deleted every checkpoint but the newest train.keep_last."""

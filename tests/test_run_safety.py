@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -131,6 +132,20 @@ def test_a_log_line_torn_by_a_crash_does_not_stop_a_resume(synth, tmp_path):
     assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     assert [ln.split(",")[0] for ln in (tmp_path / "metrics.csv").read_text().splitlines()] == ["step", "1", "2", "3",
                                                                                                "4"]
+
+
+def test_unreadable_list_lines_are_named_at_the_start_not_as_replaced_videos(synth, tmp_path, caplog):
+    """Lines of the training list that are not 'path [label]' were counted in data_failures and reported at the end
+    as "2 videos failed and were replaced (see the warnings above)", with no warning above naming them."""
+    listed = Path(synth[0].split("=", 1)[1])
+    bad = tmp_path / "bad.txt"
+    bad.write_text(listed.read_text() + "a.mp4 1 extra\nb.mp4 cat\n")
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        run("tiny_cpu_pixel", [f"data.list_file={bad}", synth[1]], tmp_path / "run", "train.steps=1",
+            "data.max_failure_fraction=0.5", FP32)
+    n = len(listed.read_text().splitlines())
+    assert f"2 line(s) of the training list are not 'path [label]' and are left out: {bad}:{n + 1}: " in caplog.text
+    assert f"{bad}:{n + 2}: " in caplog.text and "videos failed and were replaced" not in caplog.text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -317,7 +332,9 @@ def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth
             f"train.out_dir={tmp_path}", FP32]
     assert cli.main(args) == 0 and _steps(tmp_path) == [1]
     out = capsys.readouterr().out  # TINY's 5 warm-up steps; the lr never reaches a final one
-    assert "warm-up the whole run (1 steps): no decay" in out and "  lr up to " in out and " -> " not in out
+    assert "warm-up 1 of 1 steps: no decay" in out and "  lr up to " in out and " -> " not in out
+    assert cli.main([*args[:3], "--overwrite", *args[5:], "train.steps=3", "optim.warmup_steps=2"]) == 0
+    assert "warm-up 2 of 3 steps: no decay" in capsys.readouterr().out  # its one step after is at the peak
     assert cli.main([*args[:3], "--overwrite", *args[5:]]) == 0  # a fresh run clears the finished one
     assert json.loads((tmp_path / "run.json").read_text())["run_id"] == torch.load(
         ckpt.checkpoint_path(tmp_path, 1), weights_only=True)["meta"]["run_id"]

@@ -191,6 +191,9 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "items": len(data),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
+    if data.bad_lines:  # counted with the failed videos against data.max_failure_fraction
+        log.warning("%d line(s) of the training list are not 'path [label]' and are left out: %s", len(data.bad_lines),
+                    "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
     if start.resume is not None:
         restore(run, *start.resume)
     dist.check_start_step(run.step, start.device)
@@ -288,6 +291,8 @@ def restore(run: Run, source: str, state: dict) -> None:
     world = run.meta["world_size"]
     if old_meta.get("world_size", world) != world:
         changed.append(f"world size: {old_meta['world_size']} -> {world}")
+    changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}" for key, name in (("git", "code"), ("torch", "torch"))
+                if old_meta.get(key, run.meta[key]) != run.meta[key]]
     if old_meta.get("precision", run.precision) != run.precision and not any(
             c.startswith("train.precision:") for c in changed):  # train.precision=auto resolved otherwise
         changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
@@ -391,9 +396,9 @@ def summary(run: Run, job_lines: list[str]) -> str:
         f" ({run.meta['precision_reason']}), {run.meta['threads']} thread(s) ({run.meta['threads_reason']})",
         f"  effective batch {items} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
         (f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), "
-         f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < run.total_steps else
-         f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up the whole run "
-         f"({run.total_steps} steps): no decay")
+         f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < run.total_steps - 1 else
+         f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up {run.warmup_steps} "
+         f"of {run.total_steps} steps: no decay")  # (one step after the warm-up is at the peak: the cosine's start)
         + (f", layer decay {o.layer_decay}" if o.layer_decay else ""),
         f"  {len(run.data)} {run.job.unit}, {run.batches_per_epoch // t.accum_steps} steps/epoch, "
         f"{run.total_steps} steps" + (f", stopping after {t.stop_after}" if t.stop_after else ""),

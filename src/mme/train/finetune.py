@@ -69,6 +69,10 @@ class RepeatedClips(Dataset):
         return self.copies[0].failure_counts()
 
     @property
+    def bad_lines(self) -> list:
+        return self.copies[0].bad_lines
+
+    @property
     def failure_codes(self) -> torch.Tensor:
         return self.copies[0].failure_codes
 

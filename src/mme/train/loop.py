@@ -195,8 +195,9 @@ def _nbytes(obj) -> int:
 
 
 def data_failures(run: Run) -> float:
-    """Videos the dataset could not decode and replaced so far (counted by the dataset over all workers; over all
-    ranks as of the last :func:`share_failures`)."""
+    """Videos the dataset could not decode and replaced so far, with the list's unreadable lines (counted by the
+    dataset over all workers, whose prefetching may have found some in batches not trained on yet; over all ranks
+    as of the last :func:`share_failures`)."""
     return float(sum(run.data.failure_counts().values()))
 
 
@@ -221,51 +222,54 @@ def train(run: Run) -> TrainResult:
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
     history: deque[dict] = deque(maxlen=HISTORY_KEPT)
     in_a_row, skipped, path, stopping, t0 = 0, 0, None, None, time.perf_counter()
-    # the loader's workers stop when the loop ends, inside the timed run and while a repeated SIGTERM is absorbed
-    # (else it raised in the loader's shutdown, a traceback from its __del__)
-    with StopRequests() as stop, contextlib.closing(stream), \
-            tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(), dynamic_ncols=True) as bar:
-        while run.step < end:
-            tic = time.perf_counter()
-            lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
-                                   run.final_lr)
-            run.model.train()
-            metrics = train_step(run, stream)
-            in_a_row = count_nonfinite(in_a_row, metrics)
-            diverged = in_a_row >= t.max_nonfinite
-            skipped += int(metrics["skipped"])
-            run.step += 1
-            seconds = time.perf_counter() - tic
-            metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=run.position["epoch"],
-                           data_wait=metrics.pop("data_wait_s") / seconds)
-            evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
-            stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
-            if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
-                metrics["data_failures"] = share_failures(run)  # every rank's
-                logger.log(metrics, run.step)
-                history.append({"step": run.step, **metrics})
-            check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
-            bar.update(1)
-            kept = run.position["epoch"] if run.position["batch"] == 0 else None  # epochs just completed
-            kept = kept if kept in t.keep_epochs else None
-            if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
-                path = save(run)
-            if kept is not None:
-                dist.on_main(ckpt.keep_of_epoch, path, kept)
-            if stopping is not None:
-                break
-    logger.close()
-    if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
-        # a resume with nothing left to train: the run was killed after its last checkpoint, before the rest
-        path = ckpt.checkpoint_path(run.out_dir, run.step)
-        if ckpt.list_checkpoints(run.out_dir)[-1] == path:
-            ckpt.rotate(run.out_dir, t.keep_last)
-    if dist.is_main() and data_failures(run):
-        log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
-                    int(data_failures(run)), run.data.failure_counts())
-    if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
-        plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
+    # the loader's workers stop, and the run's files are finished, while a repeated SIGTERM is absorbed (else it
+    # raised in the loader's shutdown, a traceback from its __del__, or replaced the message saying what was saved)
+    with StopRequests() as stop:
+        with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(),
+                                              dynamic_ncols=True) as bar:
+            while run.step < end:
+                tic = time.perf_counter()
+                lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
+                                       run.final_lr)
+                run.model.train()
+                metrics = train_step(run, stream)
+                in_a_row = count_nonfinite(in_a_row, metrics)
+                diverged = in_a_row >= t.max_nonfinite
+                skipped += int(metrics["skipped"])
+                run.step += 1
+                seconds = time.perf_counter() - tic
+                epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
+                metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=epoch,
+                               data_wait=metrics.pop("data_wait_s") / seconds)
+                evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
+                stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
+                if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
+                    metrics["data_failures"] = share_failures(run)  # every rank's
+                    logger.log(metrics, run.step)
+                    history.append({"step": run.step, **metrics})
+                check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
+                bar.update(1)
+                kept = run.position["epoch"] if run.position["batch"] == 0 else None  # epochs just completed
+                kept = kept if kept in t.keep_epochs else None
+                if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
+                    path = save(run)
+                if kept is not None:
+                    dist.on_main(ckpt.keep_of_epoch, path, kept)
+                if stopping is not None:
+                    break
+        logger.close()
+        if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
+            # a resume with nothing left to train: the run was killed after its last checkpoint, before the rest
+            path = ckpt.checkpoint_path(run.out_dir, run.step)
+            if ckpt.list_checkpoints(run.out_dir)[-1] == path:
+                ckpt.rotate(run.out_dir, t.keep_last)
+        counts = run.data.failure_counts()
+        if dist.is_main() and counts.pop("bad list line", 0) < data_failures(run):  # (bad lines: said at the start)
+            log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
+                        sum(counts.values()), counts)
+        if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
+            plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
     if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
