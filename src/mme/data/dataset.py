@@ -298,11 +298,13 @@ class _VideoDataset(Dataset):
             counts, missing = self.failure_counts(), REASONS.index("missing")
             lost = [self.entries[i].path for i in torch.nonzero(self._reason == missing).flatten().tolist()]
             relative = sum(not os.path.isabs(p) for p in lost)
-            root = f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root else ""
+            check = f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root else ""  # and as the run decodes
+            check += f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1 else ""
+            check += f" --index-dir {shlex.quote(str(self.cfg.index_dir))}" if self.cfg.index_dir else ""
             advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                       "start from?" if 2 * relative > failed else
                       "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
-                      f"`mme check {shlex.quote(str(self.cfg.list_file))}{root}` names every video a run cannot "
+                      f"`mme check {shlex.quote(str(self.cfg.list_file))}{check}` names every video a run cannot "
                       "read: leave them out of the list, or raise data.max_failure_fraction")
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
