@@ -187,14 +187,13 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     moved = np.hypot(*(pos[:, -1] - pos[:, 0]).transpose(2, 0, 1))[valid]
     full = max(float(np.percentile(moved, 90)) if moved.size else 0.0, 1.0)  # most tracks below full colour
     out = Path(out)
-    at = {int(f): i for i, f in enumerate(c.frame_ids)}
+    at, last = {int(f): i for i, f in enumerate(c.frame_ids)}, int(c.frame_ids[-1])  # a short video repeats its last
     if out.suffix.lower() in (".gif", ".mp4"):
-        last = int(c.frame_ids[-1])  # a short video's frames past it repeat it
         _save_frames([draw_tracks(c.frames[at[min(int(s) + j, last)]], pos[k], valid[k], full, upto=j)
                       for k, s in enumerate(c.starts) for j in range(length + 1)], out)
         return out
     f = _factor(size)
-    panels = [(f"frame {s}, tracks to {s + length}",
+    panels = [(f"frame {s}, tracks to {min(s + length, last)}",
                draw_tracks(_upsample(c.frames[at[int(s)]], f), _on_upsampled(pos[k], f), valid[k], full=full * f,
                            thickness=2)) for k, s in enumerate(c.starts)]
     title = f"{Path(video).name}: point tracks over {length} frames, one panel per tubelet\nframes {size} px shown x{f}"
