@@ -141,13 +141,14 @@ def drift(args) -> None:
     from mme.models.checkpoint import load_encoder
     from mme.models.mae import MaskedAutoencoder
     from mme.motion.targets import head_specs
+    from mme.train.checkpoint import list_checkpoints
     from mme.train.config import PretrainConfig
 
     for run_dir in sorted(p for p in Path(args.seed_dir).iterdir() if (p / "config.yaml").exists()):
         cfg = load_config(PretrainConfig, str(run_dir / "config.yaml"))
         torch.manual_seed(cfg.train.seed)  # as pre-training builds its model
         initial = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model)).encoder.state_dict()
-        trained = load_encoder(sorted(run_dir.glob("checkpoint-*.pt"))[-1]).state_dict()
+        trained = load_encoder(list_checkpoints(run_dir)[-1]).state_dict()
         names = [k for k, w in initial.items() if w.dim() >= 2]
         moved = sum((trained[k].float() - initial[k].float()).square().sum() for k in names).sqrt()
         norm = sum(initial[k].float().square().sum() for k in names).sqrt()

@@ -161,7 +161,7 @@ def test_gradient_accumulation_matches_the_big_batch_within_low_precision_roundi
 
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     """The error names the last step as logs count them (it named the one before) and that step is logged (it was
-    lost); fp32 runs are not told to use fp32."""
+    lost); fp32 runs are not told to use fp32; the loss curve is drawn."""
     with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite losses in a row \(train.max_nonfinite=2\)") \
             as e:
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "optim.base_lr=1e35", "optim.warmup_steps=0",
@@ -171,6 +171,7 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     assert rows[-1]["step"] == int(str(e.value).split(":")[0].split()[1])
     assert [r["skipped"] for r in rows[-2:]] == [1, 1]
     assert "use fp32" not in str(e.value)
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"  # its loss curve, wanted most (was not drawn)
 
 
 def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergence(caplog):

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,18 +296,52 @@ def test_a_run_resumed_with_other_code_or_torch_records_it(synth, tmp_path):
                                                                    f"torch: 2.5.0 -> {torch.__version__}"]}]
 
 
-def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_path):
+def test_the_code_of_a_run_is_its_own_commit_or_none(tmp_path):
+    """A copy of mme installed inside another project's repository (ignored by it) recorded that project's
+    commit as the run's code."""
+    import mme
+
+    project = tmp_path / "project"
+    shutil.copytree(Path(mme.__file__).parent, project / "venv" / "mme", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".gitignore").write_text("venv/\n")
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", ".gitignore"], ["commit", "-qm", "theirs"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    said = subprocess.run([sys.executable, "-c", "from mme.utils import git_sha; print(git_sha())"],
+                          env={**os.environ, "PYTHONPATH": str(project / "venv")}, capture_output=True, text=True)
+    assert said.stdout.strip() == "None", said.stderr
+
+
+def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_path, caplog):
     """A long run's intermediate models (the release's "400/800 epochs" models are epochs 400 and 700 of its
     1600-epoch run) could not be kept: rotation deleted every checkpoint but the newest train.keep_last."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=12", "train.keep_last=1", "train.keep_epochs=[1,2]", FP32)
     res = run(*base)  # 16 clips, batch 4: 4 steps an epoch
-    kept = sorted(tmp_path.glob("checkpoint-epoch-*.pt"))
-    assert [p.name for p in kept] == ["checkpoint-epoch-0001.pt", "checkpoint-epoch-0002.pt"]
-    assert [ckpt.load_checkpoint(p)["step"] for p in kept] == [4, 8]
+    kept = ckpt.kept_checkpoints(tmp_path)
+    assert [p.name for p in kept] == ["checkpoint-epoch-0001-00000004.pt", "checkpoint-epoch-0002-00000008.pt"]
     assert [ckpt.load_checkpoint(p)["data"] for p in kept] == [{"epoch": 1, "batch": 0}, {"epoch": 2, "batch": 0}]
     assert ckpt.list_checkpoints(tmp_path) == [res.checkpoint] and res.step == 12  # rotation left them alone
-    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", "train.overwrite=true", FP32)  # another run's: removed
-    assert not list(tmp_path.glob("checkpoint-epoch-*.pt"))
+    # a rewind to epoch 1 with another lr: the old branch's epoch 2 is set aside with its later checkpoints
+    rewind = ("train.resume=" + str(kept[0]), "optim.base_lr=5e-4")
+    run(*base[:-1], "train.stop_after=6", *rewind, FP32)
+    aside = next(tmp_path.glob("abandoned-*"))
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-00000012.pt", "checkpoint-epoch-0002-00000008.pt"]
+    assert [p.name for p in ckpt.kept_checkpoints(tmp_path)] == ["checkpoint-epoch-0001-00000004.pt"]
+    # an epoch ended inside a step whose micro-batches straddle it (accumulation changed on resume) is kept too
+    shutil.rmtree(tmp_path)
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=20", "train.batch_size=2", "train.stop_after=3", FP32)
+    with caplog.at_level(logging.WARNING):  # 8 batches an epoch, from batch 3: steps 4-6 take 3-4, 5-6, 7 and 0
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=20", "train.batch_size=2", "train.accum_steps=2",
+            "train.keep_epochs=[1,2,9]", "train.resume=auto", FP32)
+    assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 6), (2, 10)]
+    assert "train.keep_epochs [9]: beyond this run's 5 epochs, never kept" in caplog.text
+    # another run's kept checkpoints alone still make the folder another run's
+    for p in ckpt.list_checkpoints(tmp_path):
+        p.unlink()
+    with pytest.raises(ConfigError, match="holds 2 checkpoint"):
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", "train.overwrite=true", FP32)  # removed with the rest
+    assert not ckpt.kept_checkpoints(tmp_path)
     with pytest.raises(ConfigError, match="train.keep_epochs must be positive"):
         run(*base[:-2], "train.keep_epochs=[0]", FP32)
 

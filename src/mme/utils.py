@@ -393,17 +393,21 @@ def cpu_name() -> str:
 
 
 def git_sha() -> str | None:
-    """The commit of the source tree this package runs from, ``-dirty`` after it where tracked files differ from
-    it (code of no commit); None outside a git checkout."""
+    """The commit of the source tree this package runs from, ``-dirty`` after it where its files differ from it
+    (code of no commit); None where the package is not a tracked part of a git checkout (an installed copy, even
+    inside another project's repository)."""
     here = Path(__file__).parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "."], cwd=here,
-                                 capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    if not git("ls-files", "--error-unmatch", Path(__file__).name) or not (sha := git("rev-parse", "HEAD")):
         return None
-    sha = out.stdout.strip() if out.returncode == 0 else ""
-    return (sha + "-dirty" * bool(changed.returncode == 0 and changed.stdout.strip())) or None
+    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", ".") else "")
 
 
 MALLOC_KEEP = {"M_MMAP_THRESHOLD": (-3, 32 << 20), "M_TRIM_THRESHOLD": (-1, 128 << 20)}

@@ -46,26 +46,45 @@ def checkpoint_path(out_dir: Path, step: int) -> Path:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The step of a ``checkpoint-<step>.pt`` name."""
-    return int(_NAME.match(path.name).group(1))
+    """The step of a ``checkpoint-<step>.pt`` name, or of a kept ``checkpoint-epoch-<epoch>-<step>.pt``."""
+    m = _NAME.match(path.name)
+    return int(m.group(1)) if m else kept_epoch_step(path)[1]
 
 
-EPOCH_KEPT = "checkpoint-epoch-*.pt"
-"""The names of the checkpoints ``train.keep_epochs`` keeps (a glob)."""
+_KEPT_NAME = re.compile(r"^checkpoint-epoch-(\d+)-(\d+)\.pt$")
 
 
-def keep_of_epoch(path: Path, epoch: int) -> Path:
-    """The checkpoint ``path``, written after ``epoch`` epochs, kept as ``checkpoint-epoch-<epoch>.pt``, a name the
-    rotation and ``--resume auto`` leave alone: a hard link where the filesystem has them (no second copy while
-    both exist), else a copy."""
-    kept = Path(path).with_name(EPOCH_KEPT.replace("*", f"{epoch:04d}"))
-    kept.unlink(missing_ok=True)
+def keep_of_epoch(path: Path, epoch: int, step: int) -> Path:
+    """The checkpoint ``path`` of ``step``, written after ``epoch`` epochs, kept as
+    ``checkpoint-epoch-<epoch>-<step>.pt`` (any earlier one of that epoch replaced), a name the rotation and
+    ``--resume auto`` leave alone: a hard link where the filesystem has them (no second copy while both exist),
+    else an atomic copy."""
+    path = Path(path)
+    for earlier in kept_checkpoints(path.parent):
+        if kept_epoch_step(earlier)[0] == epoch:
+            earlier.unlink(missing_ok=True)
+    kept = path.with_name(f"checkpoint-epoch-{epoch:04d}-{step:08d}.pt")
     try:
         os.link(path, kept)
     except OSError:
-        shutil.copy2(path, kept)
+        with atomic_path(kept, sync=True) as tmp:
+            shutil.copyfile(path, tmp)
     log.info("kept the checkpoint of epoch %d as %s", epoch, kept)
     return kept
+
+
+def kept_checkpoints(out_dir: Path) -> list[Path]:
+    """The checkpoints ``train.keep_epochs`` kept in ``out_dir``, oldest first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    return sorted((p for p in out_dir.iterdir() if _KEPT_NAME.match(p.name)), key=kept_epoch_step)
+
+
+def kept_epoch_step(path: Path) -> tuple[int, int]:
+    """(epoch, step) of a kept checkpoint's name."""
+    m = _KEPT_NAME.match(Path(path).name)
+    return int(m.group(1)), int(m.group(2))
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:

@@ -57,9 +57,9 @@ class TrainConfig:
     keep_last: int = 3
     """Checkpoints kept in out_dir (older ones are deleted); 0 keeps all."""
     keep_epochs: tuple[int, ...] = ()
-    """After each of these many epochs, a checkpoint kept beside the rotating ones, ``checkpoint-epoch-<N>.pt``:
-    a long run's intermediate models (the release's "400/800 epochs" models are epochs 400 and 700 of its
-    1600-epoch run, its schedule not yet decayed)."""
+    """After each of these many epochs, a checkpoint kept beside the rotating ones,
+    ``checkpoint-epoch-<N>-<step>.pt``: a long run's intermediate models (the release's "400/800 epochs" models
+    are most likely epochs 400 and 700 of its 1600-epoch run, whose cosine had not decayed to its end)."""
     resume: str | None = None
     """'auto' (the newest valid checkpoint in out_dir, if any) or a checkpoint path; None = start fresh."""
     overwrite: bool = False

@@ -191,7 +191,10 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "items": len(data),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
-    if data.bad_lines:  # counted with the failed videos against data.max_failure_fraction
+    epochs = total_steps * t.accum_steps / batches_per_epoch
+    if beyond := [e for e in t.keep_epochs if e > epochs]:
+        log.warning("train.keep_epochs %s: beyond this run's %g epochs, never kept", beyond, epochs)
+    if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%d line(s) of the training list are not 'path [label]' and are left out: %s", len(data.bad_lines),
                     "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
     if start.resume is not None:
@@ -276,7 +279,7 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[s
 
 
 BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite", "train.keep_last",
-               "train.ckpt_every", "train.log_every")
+               "train.keep_epochs", "train.ckpt_every", "train.log_every")
 """Keys that change where and how often a run writes, not what it computes: not config changes on resume."""
 
 

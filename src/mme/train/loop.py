@@ -4,9 +4,10 @@ and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clea
     setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
 
-Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s``, ``epoch``,
-``data_failures`` (videos replaced so far, found by any rank) and ``data_wait``: the fraction of the step spent
-waiting for batches (rank 0's), which says whether the data workers keep up with the model.
+Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s``, ``epoch`` (of
+the step's last batch), ``data_failures`` (videos replaced so far, found by any rank, prefetching included, and
+the list's unreadable lines) and ``data_wait``: the fraction of the step spent waiting for batches (rank 0's),
+which says whether the data workers keep up with the model.
 """
 
 from __future__ import annotations
@@ -215,66 +216,91 @@ def train(run: Run) -> TrainResult:
     checkpoint, until ``train.stop_after`` or the end of the schedule."""
     from tqdm import tqdm
 
-    t, o = run.cfg.train, run.cfg.optim
+    t = run.cfg.train
     end = min(t.stop_after or run.total_steps, run.total_steps)
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
     stream = micro_batches(run)
-    clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
     history: deque[dict] = deque(maxlen=HISTORY_KEPT)
-    in_a_row, skipped, path, stopping, t0 = 0, 0, None, None, time.perf_counter()
+    t0 = time.perf_counter()
     # the loader's workers stop, and the run's files are finished, while a repeated SIGTERM is absorbed (else it
     # raised in the loader's shutdown, a traceback from its __del__, or replaced the message saying what was saved)
     with StopRequests() as stop:
-        with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", disable=not dist.is_main(),
-                                              dynamic_ncols=True) as bar:
-            while run.step < end:
-                tic = time.perf_counter()
-                lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
-                                       run.final_lr)
-                run.model.train()
-                metrics = train_step(run, stream)
-                in_a_row = count_nonfinite(in_a_row, metrics)
-                diverged = in_a_row >= t.max_nonfinite
-                skipped += int(metrics["skipped"])
-                run.step += 1
-                seconds = time.perf_counter() - tic
-                epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
-                metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=epoch,
-                               data_wait=metrics.pop("data_wait_s") / seconds)
-                evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
-                stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
-                if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
-                    metrics["data_failures"] = share_failures(run)  # every rank's
-                    logger.log(metrics, run.step)
-                    history.append({"step": run.step, **metrics})
-                check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
-                bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
-                bar.update(1)
-                kept = run.position["epoch"] if run.position["batch"] == 0 else None  # epochs just completed
-                kept = kept if kept in t.keep_epochs else None
-                if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
-                    path = save(run)
-                if kept is not None:
-                    dist.on_main(ckpt.keep_of_epoch, path, kept)
-                if stopping is not None:
-                    break
-        logger.close()
-        if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
-            # a resume with nothing left to train: the run was killed after its last checkpoint, before the rest
-            path = ckpt.checkpoint_path(run.out_dir, run.step)
-            if ckpt.list_checkpoints(run.out_dir)[-1] == path:
-                ckpt.rotate(run.out_dir, t.keep_last)
-        counts = run.data.failure_counts()
-        if dist.is_main() and counts.pop("bad list line", 0) < data_failures(run):  # (bad lines: said at the start)
-            log.warning("data: %s videos failed and were replaced: %s (see the warnings above)",
-                        sum(counts.values()), counts)
-        if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
-            plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
+        try:
+            with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", dynamic_ncols=True,
+                                                  disable=not dist.is_main()) as bar:
+                path, stopping, skipped = _steps(run, stream, stop, end, logger, history, bar)
+            path = _last_checkpoint(run, path)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
+                _finish_logs(run, logger, history)
+            raise
+        _finish_logs(run, logger, history)
     if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
                           "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
     return TrainResult(run.out_dir, run.step, path, list(history), skipped, time.perf_counter() - t0)
+
+
+def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: deque, bar
+           ) -> tuple[Path | None, signal.Signals | None, int]:
+    """The steps up to ``end``, or to a stop signal: ``(the last checkpoint written, the signal, steps skipped)``."""
+    t, o = run.cfg.train, run.cfg.optim
+    clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
+    in_a_row, skipped, path, stopping = 0, 0, None, None
+    while run.step < end:
+        tic, epochs_done = time.perf_counter(), run.position["epoch"]
+        lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
+                               run.final_lr)
+        run.model.train()
+        metrics = train_step(run, stream)
+        in_a_row = count_nonfinite(in_a_row, metrics)
+        diverged = in_a_row >= t.max_nonfinite
+        skipped += int(metrics["skipped"])
+        run.step += 1
+        seconds = time.perf_counter() - tic
+        epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
+        metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=epoch,
+                       data_wait=metrics.pop("data_wait_s") / seconds)
+        evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
+        stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
+        if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
+            metrics["data_failures"] = share_failures(run)  # every rank's
+            logger.log(metrics, run.step)
+            history.append({"step": run.step, **metrics})
+        check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
+        bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
+        bar.update(1)
+        kept = run.position["epoch"]  # the epochs done, one more where this step ended one
+        kept = kept if kept > epochs_done and kept in t.keep_epochs else None
+        if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
+            path = save(run)
+        if kept is not None:
+            dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
+        if stopping is not None:
+            break
+    return path, stopping, skipped
+
+
+def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
+    """The run's last checkpoint, and the failed videos said: a resume with nothing left to train (the run was
+    killed after its last checkpoint, before the rest) finishes its rotation."""
+    if path is None and dist.is_main() and ckpt.checkpoint_path(run.out_dir, run.step).is_file():
+        path = ckpt.checkpoint_path(run.out_dir, run.step)
+        if ckpt.list_checkpoints(run.out_dir)[-1] == path:
+            ckpt.rotate(run.out_dir, run.cfg.train.keep_last)
+    counts = run.data.failure_counts()
+    if dist.is_main() and counts.pop("bad list line", 0) < data_failures(run):  # (bad lines: said at the start)
+        log.warning("data: %s videos failed and were replaced: %s (see the warnings above)", sum(counts.values()),
+                    counts)
+    return path
+
+
+def _finish_logs(run: Run, logger, history) -> None:
+    """Close the run's loggers and draw its loss curves."""
+    logger.close()
+    if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
+        plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
 
 
 def _stop_signal(stop: StopRequests, device: torch.device) -> signal.Signals | None:

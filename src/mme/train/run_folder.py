@@ -61,21 +61,21 @@ def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
 def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
     """Refuse a folder that holds another run's checkpoints: for a fresh run any, for a resumed one (``resumed``:
     its checkpoint) those of a run other than the resumed one; ``overwrite`` removes them and their logs first."""
-    found = ckpt.list_checkpoints(out_dir)
+    found = ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
     if not found:
         return
     other = _folder_run(out_dir)
     if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
         return
     if overwrite:
-        for p in found + sorted(out_dir.glob(ckpt.EPOCH_KEPT)) + [out_dir / name for name in RUN_FILES]:
+        for p in found + [out_dir / name for name in RUN_FILES]:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(found),
                     other or "(unknown)", out_dir)
         return
     raise ConfigError(
         f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
-        + (f" ({other})" if other else "") + f", up to step {ckpt.checkpoint_step(found[-1])}: continue that run "
+        + (f" ({other})" if other else "") + f", up to step {max(map(ckpt.checkpoint_step, found))}: continue that run "
         "with train.resume=auto (mme pretrain/finetune ... --resume auto), choose another train.out_dir, or clear "
         "it with train.overwrite=true")
 
@@ -86,7 +86,8 @@ def set_aside_from(out_dir: Path, step: int) -> None:
     with a warning. Kept, they were what ``train.resume=auto`` took next, and rotation deleted the new branch's
     checkpoints before them. Done at the new branch's first checkpoint, not at its start: a rewind that fails
     before it leaves the folder as it was."""
-    later = [p for p in ckpt.list_checkpoints(out_dir) if ckpt.checkpoint_step(p) >= step]
+    later = [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
+             if ckpt.checkpoint_step(p) >= step]  # the kept checkpoints of its epochs too
     if not later:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -96,7 +97,7 @@ def set_aside_from(out_dir: Path, step: int) -> None:
         p.rename(aside / p.name)
     log.warning("this run is at step %d: the %d checkpoint(s) of this folder from that step on (up to step %d) "
                 "belong to a branch it left (it resumed from an earlier checkpoint); moved to %s", step, len(later),
-                ckpt.checkpoint_step(later[-1]), aside)
+                max(map(ckpt.checkpoint_step, later)), aside)
 
 
 def _folder_run(out_dir: Path) -> str | None:
