@@ -322,8 +322,8 @@ def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_pa
     assert [ckpt.load_checkpoint(p)["data"] for p in kept] == [{"epoch": 1, "batch": 0}, {"epoch": 2, "batch": 0}]
     assert ckpt.list_checkpoints(tmp_path) == [res.checkpoint] and res.step == 12  # rotation left them alone
     # a rewind to epoch 1 with another lr: the old branch's epoch 2 is set aside with its later checkpoints
-    rewind = ("train.resume=" + str(kept[0]), "optim.base_lr=5e-4")
-    run(*base[:-1], "train.stop_after=6", *rewind, FP32)
+    rewind = ("train.resume=" + str(kept[0]), "optim.base_lr=5e-4", "train.keep_epochs=[1]", "train.ckpt_every=10")
+    run(*base[:-2], "train.stop_after=10", *rewind, FP32)  # its first checkpoint at 10: epoch 2's at 8 set aside too
     aside = next(tmp_path.glob("abandoned-*"))
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-00000012.pt", "checkpoint-epoch-0002-00000008.pt"]
     assert [p.name for p in ckpt.kept_checkpoints(tmp_path)] == ["checkpoint-epoch-0001-00000004.pt"]
@@ -334,11 +334,12 @@ def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_pa
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=20", "train.batch_size=2", "train.accum_steps=2",
             "train.keep_epochs=[1,2,9]", "train.resume=auto", FP32)
     assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 6), (2, 10)]
-    assert "train.keep_epochs [9]: beyond this run's 5 epochs, never kept" in caplog.text
+    assert "train.keep_epochs [9]: beyond this run's 4.62 epochs, never kept" in caplog.text  # 3 + 17 x 2 batches
     # another run's kept checkpoints alone still make the folder another run's
     for p in ckpt.list_checkpoints(tmp_path):
         p.unlink()
-    with pytest.raises(ConfigError, match="holds 2 checkpoint"):
+    with pytest.raises(ConfigError, match=r"holds 2 checkpoint.*up to step 10: continue that run with "
+                                          r"train.resume=.*checkpoint-epoch-0002-00000010.pt \(kept of an epoch"):
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
     run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", "train.overwrite=true", FP32)  # removed with the rest
     assert not ckpt.kept_checkpoints(tmp_path)

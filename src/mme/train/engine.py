@@ -107,6 +107,8 @@ class Run:
     meta: dict
     step: int = 0
     position: dict = field(default_factory=lambda: {"epoch": 0, "batch": 0})
+    resumed_at: int | None = None
+    """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------
@@ -191,14 +193,15 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "items": len(data),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
-    epochs = total_steps * t.accum_steps / batches_per_epoch
-    if beyond := [e for e in t.keep_epochs if e > epochs]:
-        log.warning("train.keep_epochs %s: beyond this run's %g epochs, never kept", beyond, epochs)
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%d line(s) of the training list are not 'path [label]' and are left out: %s", len(data.bad_lines),
                     "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
     if start.resume is not None:
         restore(run, *start.resume)
+    epochs = run.position["epoch"] + (run.position["batch"] + (total_steps - run.step) * t.accum_steps) / \
+        batches_per_epoch  # where the schedule ends, from where this run starts
+    if (beyond := [e for e in t.keep_epochs if e > epochs]) and dist.is_main():
+        log.warning("train.keep_epochs %s: beyond this run's %.3g epochs, never kept", beyond, epochs)
     dist.check_start_step(run.step, start.device)
     if dist.is_main():
         ckpt.write_run_files(start.out_dir, as_recipe(cfg), run.meta)
@@ -316,7 +319,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         log.info("train.precision=%s: a fresh fp16 grad scaler (the checkpoint's run had none)", run.precision)
     elif saved_scaler:
         run.scaler.load_state_dict(saved_scaler)
-    run.step = int(state["step"])
+    run.step = run.resumed_at = int(state["step"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
     if run.cfg.train.steps is None:
         end_of_epochs(run)

@@ -174,7 +174,9 @@ def _write_checkpoint(run: Run) -> Path:
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
     try:
-        run_folder.set_aside_from(run.out_dir, run.step)
+        if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
+            run_folder.set_aside_from(run.out_dir, run.resumed_at + 1)
+            run.resumed_at = None
         return ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         kept = ckpt.list_checkpoints(run.out_dir)
@@ -230,7 +232,10 @@ def train(run: Run) -> TrainResult:
                                                   disable=not dist.is_main()) as bar:
                 path, stopping, skipped = _steps(run, stream, stop, end, logger, history, bar)
             path = _last_checkpoint(run, path)
-        except BaseException:
+        except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
+            logger.close()
+            raise
+        except Exception:
             with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
                 _finish_logs(run, logger, history)
             raise

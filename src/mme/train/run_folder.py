@@ -73,19 +73,21 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
         log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(found),
                     other or "(unknown)", out_dir)
         return
+    newest = max(found, key=ckpt.checkpoint_step)
+    how = ("train.resume=auto (mme pretrain/finetune ... --resume auto)" if ckpt.list_checkpoints(out_dir) else
+           f"train.resume={newest} (kept of an epoch: --resume auto takes the rotating checkpoints only)")
     raise ConfigError(
         f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
-        + (f" ({other})" if other else "") + f", up to step {max(map(ckpt.checkpoint_step, found))}: continue that run "
-        "with train.resume=auto (mme pretrain/finetune ... --resume auto), choose another train.out_dir, or clear "
-        "it with train.overwrite=true")
+        + (f" ({other})" if other else "") + f", up to step {ckpt.checkpoint_step(newest)}: continue that run "
+        f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
 
 
 def set_aside_from(out_dir: Path, step: int) -> None:
-    """Before a run writes its checkpoint of ``step``: the checkpoints of the folder at that step or later are
-    those of a branch it left, resumed from an earlier checkpoint (a rewind); they go to ``abandoned-<time>/``,
-    with a warning. Kept, they were what ``train.resume=auto`` took next, and rotation deleted the new branch's
-    checkpoints before them. Done at the new branch's first checkpoint, not at its start: a rewind that fails
-    before it leaves the folder as it was."""
+    """Before a resumed run writes its first checkpoint: the checkpoints of the folder at ``step`` (the one after
+    the resumed) or later, rotating and kept ones, are those of a branch it left, resumed from an earlier
+    checkpoint (a rewind); they go to ``abandoned-<time>/``, with a warning. Kept, they were what
+    ``train.resume=auto`` took next, and rotation deleted the new branch's checkpoints before them. Done at the new
+    branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was."""
     later = [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
              if ckpt.checkpoint_step(p) >= step]  # the kept checkpoints of its epochs too
     if not later:
@@ -95,8 +97,8 @@ def set_aside_from(out_dir: Path, step: int) -> None:
     aside.mkdir()
     for p in later:
         p.rename(aside / p.name)
-    log.warning("this run is at step %d: the %d checkpoint(s) of this folder from that step on (up to step %d) "
-                "belong to a branch it left (it resumed from an earlier checkpoint); moved to %s", step, len(later),
+    log.warning("this run resumed at step %d: the %d checkpoint(s) of this folder after it (up to step %d) belong "
+                "to a branch it left (it resumed from an earlier checkpoint); moved to %s", step - 1, len(later),
                 max(map(ckpt.checkpoint_step, later)), aside)
 
 
