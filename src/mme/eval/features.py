@@ -242,9 +242,10 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
         info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if isinstance(info, dict) and info.get("job") == fingerprint and "states" not in info:
+    if not (isinstance(info, dict) and info.get("job") == fingerprint):
+        return None
+    if "states" not in info:
         log.info("embed: %s was made by an earlier mme, without the state of each video; embedding it again", out)
-    if not (isinstance(info, dict) and info.get("job") == fingerprint and "states" in info):
         return None
     shape = (fingerprint["num_videos"], info.get("dim"))
     try:

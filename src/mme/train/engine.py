@@ -299,8 +299,8 @@ def restore(run: Run, source: str, state: dict) -> None:
         changed.append(f"world size: {old_meta['world_size']} -> {world}")
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}" for key, name in (("git", "code"), ("torch", "torch"))
                 if old_meta.get(key, run.meta[key]) != run.meta[key]]
-    if old_meta.get("precision", run.precision) != run.precision and not any(
-            c.startswith("train.precision:") for c in changed):  # train.precision=auto resolved otherwise
+    if old_meta.get("precision", run.precision) != run.precision and \
+            state["config"].get("train", {}).get("precision") == run.cfg.train.precision:  # auto resolved otherwise
         changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
                        f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
     if changed:

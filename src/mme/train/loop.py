@@ -175,7 +175,7 @@ def _write_checkpoint(run: Run) -> Path:
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
     try:
         if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
-            run_folder.set_aside_from(run.out_dir, run.resumed_at + 1)
+            run_folder.set_aside_after(run.out_dir, run.resumed_at)
             run.resumed_at = None
         return ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
@@ -295,7 +295,8 @@ def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
         if ckpt.list_checkpoints(run.out_dir)[-1] == path:
             ckpt.rotate(run.out_dir, run.cfg.train.keep_last)
     counts = run.data.failure_counts()
-    if dist.is_main() and counts.pop("bad list line", 0) < data_failures(run):  # (bad lines: said at the start)
+    counts.pop("bad list line", None)  # said at the start
+    if dist.is_main() and counts:
         log.warning("data: %s videos failed and were replaced: %s (see the warnings above)", sum(counts.values()),
                     counts)
     return path

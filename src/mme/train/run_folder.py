@@ -61,7 +61,8 @@ def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
 def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
     """Refuse a folder that holds another run's checkpoints: for a fresh run any, for a resumed one (``resumed``:
     its checkpoint) those of a run other than the resumed one; ``overwrite`` removes them and their logs first."""
-    found = ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
+    rotating = ckpt.list_checkpoints(out_dir)
+    found = rotating + ckpt.kept_checkpoints(out_dir)
     if not found:
         return
     other = _folder_run(out_dir)
@@ -74,7 +75,7 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
                     other or "(unknown)", out_dir)
         return
     newest = max(found, key=ckpt.checkpoint_step)
-    how = ("train.resume=auto (mme pretrain/finetune ... --resume auto)" if ckpt.list_checkpoints(out_dir) else
+    how = ("train.resume=auto (mme pretrain/finetune ... --resume auto)" if rotating else
            f"train.resume={newest} (kept of an epoch: --resume auto takes the rotating checkpoints only)")
     raise ConfigError(
         f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
@@ -82,14 +83,14 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
         f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
 
 
-def set_aside_from(out_dir: Path, step: int) -> None:
-    """Before a resumed run writes its first checkpoint: the checkpoints of the folder at ``step`` (the one after
-    the resumed) or later, rotating and kept ones, are those of a branch it left, resumed from an earlier
-    checkpoint (a rewind); they go to ``abandoned-<time>/``, with a warning. Kept, they were what
+def set_aside_after(out_dir: Path, resumed: int) -> None:
+    """Before a run resumed at step ``resumed`` writes its first checkpoint: the checkpoints of the folder after
+    that step, rotating and kept ones, are those of a branch it left, resumed from an earlier checkpoint (a
+    rewind); they go to ``abandoned-<time>/``, with a warning. Kept, they were what
     ``train.resume=auto`` took next, and rotation deleted the new branch's checkpoints before them. Done at the new
     branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was."""
     later = [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
-             if ckpt.checkpoint_step(p) >= step]  # the kept checkpoints of its epochs too
+             if ckpt.checkpoint_step(p) > resumed]
     if not later:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -98,7 +99,7 @@ def set_aside_from(out_dir: Path, step: int) -> None:
     for p in later:
         p.rename(aside / p.name)
     log.warning("this run resumed at step %d: the %d checkpoint(s) of this folder after it (up to step %d) belong "
-                "to a branch it left (it resumed from an earlier checkpoint); moved to %s", step - 1, len(later),
+                "to a branch it left (it resumed from an earlier checkpoint); moved to %s", resumed, len(later),
                 max(map(ckpt.checkpoint_step, later)), aside)
 
 
