@@ -187,7 +187,11 @@ def probe_real(encoder: torch.nn.Module, real: RealClips, device: str) -> dict:
     probe fitted on the train source, its L2 chosen on a fifth of it; kNN voting with the train source; both
     scored on the val source: what experiments are judged on) and the test figures (L2 chosen on the val source,
     fitted on train + val; kNN voting with both; scored on the test source), and their means over the folds."""
-    x, y = _features(encoder, batches(real), device)
+    return real_columns(*_features(encoder, batches(real), device), real)
+
+
+def real_columns(x: torch.Tensor, y: torch.Tensor, real: RealClips) -> dict:
+    """:func:`probe_real`'s columns of features ``x`` (one row per clip of ``real``) and labels ``y``."""
     folds = []
     for fold in source_folds(len(real.sources)):
         split = {name: (x[m], y[m]) for name, m in
