@@ -347,6 +347,16 @@ def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_pa
         run(*base[:-2], "train.keep_epochs=[0]", FP32)
 
 
+def test_an_epoch_checkpoint_a_killed_run_had_not_kept_yet_is_kept_on_resume(synth, tmp_path):
+    """A run killed between writing the checkpoint that ended a kept epoch and keeping it lost that epoch's model
+    to the rotation; its resume keeps it (here: the first run ended epoch 1 without keeping it)."""
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.stop_after=4", FP32)  # 4 steps an epoch
+    assert not ckpt.kept_checkpoints(tmp_path)
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.keep_last=1", "train.keep_epochs=[1,2]",
+        "train.resume=auto", FP32)
+    assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 4), (2, 8)]
+
+
 def test_the_data_position_carries_over_by_samples(caplog):
     """A run resumed with another world size or batch per rank read the checkpoint's batch index as its own:
     samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length."""

@@ -198,6 +198,8 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
                     "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
     if start.resume is not None:
         restore(run, *start.resume)
+        if dist.is_main():
+            keep_missed_epoch(run, Path(start.resume[0]), start.resume[1])
     epochs = run.position["epoch"] + (run.position["batch"] + (total_steps - run.step) * t.accum_steps) / \
         batches_per_epoch  # where the schedule ends, from where this run starts
     if (beyond := [e for e in t.keep_epochs if e > epochs]) and dist.is_main():
@@ -206,6 +208,15 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     if dist.is_main():
         ckpt.write_run_files(start.out_dir, as_recipe(cfg), run.meta)
     return run
+
+
+def keep_missed_epoch(run: Run, source: Path, state: dict) -> None:
+    """Keep the resumed checkpoint as its epoch's (``train.keep_epochs``) when it ended that epoch and no kept one
+    exists: the run that wrote it was killed before keeping it."""
+    epoch, batch = state["data"]["epoch"], state["data"]["batch"]
+    if batch == 0 and epoch in run.cfg.train.keep_epochs and source.parent.resolve() == run.out_dir.resolve() and \
+            epoch not in {ckpt.kept_epoch_step(p)[0] for p in ckpt.kept_checkpoints(run.out_dir)}:
+        ckpt.keep_of_epoch(source, epoch, int(state["step"]))
 
 
 def as_recipe(cfg: Any) -> dict:
