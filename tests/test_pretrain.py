@@ -174,6 +174,17 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"  # its loss curve, wanted most (was not drawn)
 
 
+def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_path):
+    """``nonfinite_skipped`` (the final JSON) counted the last resumed part's steps only."""
+    bad = ("train.steps=5", "optim.base_lr=1e35", "optim.warmup_steps=0", "train.max_nonfinite=10",
+           "train.log_every=1", FP32)
+    run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.stop_after=3")
+    res = run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.resume=auto")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert sum(r["skipped"] for r in rows[:3]) > 0 and res.nonfinite_skipped == sum(r["skipped"] for r in rows) == 4
+
+
 def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergence(caplog):
     """fp16's scaler skips a step whose gradient overflowed: it was logged as done (skipped 0). It is now skipped,
     marked as an overflow, which ``train.max_nonfinite`` leaves to the scaler (a few in a row are routine) while its

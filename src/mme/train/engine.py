@@ -109,6 +109,8 @@ class Run:
     position: dict = field(default_factory=lambda: {"epoch": 0, "batch": 0})
     resumed_at: int | None = None
     """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
+    skipped: int = 0
+    """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------
@@ -331,6 +333,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     elif saved_scaler:
         run.scaler.load_state_dict(saved_scaler)
     run.step = run.resumed_at = int(state["step"])
+    run.skipped = int(state.get("skipped", 0))
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
     if run.cfg.train.steps is None:
         end_of_epochs(run)

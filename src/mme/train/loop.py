@@ -57,7 +57,9 @@ class TrainResult:
     history: list[dict]
     """The logged metrics records, the last :data:`HISTORY_KEPT` (``metrics.jsonl`` holds them all)."""
     nonfinite_skipped: int
+    """Over the whole run, resumed parts included."""
     seconds: float
+    """This process's time in the loop."""
 
 
 def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
@@ -172,7 +174,8 @@ def save(run: Run) -> Path:
 def _write_checkpoint(run: Run) -> Path:
     state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
-             "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, **run.job.checkpoint_extra}
+             "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
+             **run.job.checkpoint_extra}
     try:
         if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
             run_folder.set_aside_after(run.out_dir, run.resumed_at)
@@ -230,7 +233,7 @@ def train(run: Run) -> TrainResult:
         try:
             with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", dynamic_ncols=True,
                                                   disable=not dist.is_main()) as bar:
-                path, stopping, skipped = _steps(run, stream, stop, end, logger, history, bar)
+                path, stopping = _steps(run, stream, stop, end, logger, history, bar)
             path = _last_checkpoint(run, path)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
@@ -244,15 +247,15 @@ def train(run: Run) -> TrainResult:
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
                           "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
-    return TrainResult(run.out_dir, run.step, path, list(history), skipped, time.perf_counter() - t0)
+    return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0)
 
 
 def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: deque, bar
-           ) -> tuple[Path | None, signal.Signals | None, int]:
-    """The steps up to ``end``, or to a stop signal: ``(the last checkpoint written, the signal, steps skipped)``."""
+           ) -> tuple[Path | None, signal.Signals | None]:
+    """The steps up to ``end``, or to a stop signal: ``(the last checkpoint written, the signal)``."""
     t, o = run.cfg.train, run.cfg.optim
     clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
-    in_a_row, skipped, path, stopping = 0, 0, None, None
+    in_a_row, path, stopping = 0, None, None
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
         lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
@@ -261,7 +264,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         metrics = train_step(run, stream)
         in_a_row = count_nonfinite(in_a_row, metrics)
         diverged = in_a_row >= t.max_nonfinite
-        skipped += int(metrics["skipped"])
+        run.skipped += int(metrics["skipped"])
         run.step += 1
         seconds = time.perf_counter() - tic
         epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
@@ -284,7 +287,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
         if stopping is not None:
             break
-    return path, stopping, skipped
+    return path, stopping
 
 
 def _last_checkpoint(run: Run, path: Path | None) -> Path | None:

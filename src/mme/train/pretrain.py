@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -200,7 +201,9 @@ def describe(run: Run) -> list[str]:
 
 
 def pretrain(cfg: PretrainConfig) -> TrainResult:
-    """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0)."""
+    """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0):
+    ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's."""
+    t0 = time.perf_counter()
     run = None
     try:
         run = setup(cfg)
@@ -210,7 +213,7 @@ def pretrain(cfg: PretrainConfig) -> TrainResult:
             print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                               "nonfinite_skipped": result.nonfinite_skipped,
-                              "minutes": round(result.seconds / 60, 2)}), flush=True)
+                              "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
         return result
     finally:
         engine.finish(run)
