@@ -112,7 +112,7 @@ def test_every_number_a_flag_takes_has_its_range(capsys):
                        (["synth", "out", "--fps", "0"], "argument --fps: must be at least 1, got 0"),
                        (["synth", "out", "--size", "16"], "argument --size: must be at least 32, got 16"),  # as synth
                        (["embed", "ck", "list.txt", "--out", "x.npy", "--num-workers", "-1"],
-                        "argument --num-workers: must be at least 0, got -1")):
+                        "argument --workers/--num-workers: must be at least 0, got -1")):
         with pytest.raises(SystemExit):
             main(argv)
         assert said in capsys.readouterr().err, argv

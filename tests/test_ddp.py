@@ -58,7 +58,7 @@ from mme.train.loop import share_failures
 d = Path(sys.argv[1])
 dist.init_distributed("cpu")
 out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
-                          str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--num-workers", "0"])}
+                          str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--workers", "0"])}
 rank = dist.get_rank()
 
 

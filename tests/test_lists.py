@@ -559,10 +559,10 @@ def test_lists_check_after_writing(videos, tmp_path, capsys):
     (tmp_path / "trainlist01.txt").write_text("a/good.mp4 1\n")
     (tmp_path / "testlist01.txt").write_text("a/good.mp4\n")
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check"]) == 1
-    assert "give the folder they are in with --video-root" in capsys.readouterr().err
+    assert "give the folder they are in with --root" in capsys.readouterr().err
     assert not (tmp_path / "l2").exists()  # refused before any list is written (they were, then the error)
     assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(tmp_path / "l2"), "--check",
-                     "--video-root", str(videos)]) == 0
+                     "--root", str(videos)]) == 0
 
 
 def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(videos, tmp_path):

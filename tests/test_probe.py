@@ -126,7 +126,7 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     test_list.write_text((r / "test.txt").read_text() + "videos/missing.mp4 1\n")
     args = ["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(test_list), "--root", str(r),
             "--out", str(tmp_path / "probe"), "--classes", str(r / "classes.json"), "--clips", "2", "--stride", "2",
-            "--k", "5", "--num-workers", "0"]
+            "--k", "5", "--workers", "0"]
     assert main(args) == 0
     result = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert result["splits"]["train"]["videos"] == 12 and result["splits"]["test"]["failed"] == 1

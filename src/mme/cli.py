@@ -143,9 +143,9 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                         "(fields: split, normalised as validate -> val, split_as_given, label, label_ with spaces as "
                         "_, label_tv as torchvision's download names class folders, youtube_id, time_start, "
                         "time_end); ssv2: '{id}.webm'")
-    p.add_argument("--video-root", default=None,
+    p.add_argument("--root", "--video-root", dest="video_root", metavar="DIR", default=None,
                    help="folder the list paths are relative to (for --skip-missing and --check)")
-    p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --video-root")
+    p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --root")
     p.add_argument("--classes", default=None, metavar="JSON",
                    help="folder, kinetics: number the classes as this class map does (the classes.json of another "
                         "split built on its own), so a class has one id in both; a class it lacks is an error")
@@ -269,7 +269,8 @@ def _view_args(p: argparse.ArgumentParser) -> None:
 def _encoder_run_args(p: argparse.ArgumentParser) -> None:
     """Batching, workers, device and precision of a frozen-encoder command (probe, embed)."""
     p.add_argument("--batch-size", type=count(), default=4, help="videos per forward pass")
-    p.add_argument("--num-workers", type=count(0), default=2, help="DataLoader workers")
+    p.add_argument("--workers", "--num-workers", dest="num_workers", metavar="N", type=count(0), default=2,
+                   help="data-loading worker processes (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
 

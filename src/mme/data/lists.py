@@ -616,7 +616,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     _keep_ids(out_dir, classes, splits, kind)
     if skip_missing:
         if video_root is None:
-            raise DataError("--skip-missing looks for the videos: give the folder they are in with --video-root")
+            raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
         listed = _found(listed, classes, video_root, kind)
     written = {}
     for name, entries in listed.items():
@@ -788,7 +788,7 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     path, "check": the check's report or None}``."""
     root = video_root or (source if kind == "folder" else None)
     if check and root is None:  # before any list is written
-        raise DataError("--check opens the videos: give the folder they are in with --video-root")
+        raise DataError("--check opens the videos: give the folder they are in with --root")
     written = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
                           skip_missing=skip_missing, classes=classes)
     if not check:

@@ -396,7 +396,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     if out.suffix not in (".npy", ".safetensors"):
         raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
     for name, value, least in (("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1),
-                               ("--clips", clips, 1), ("--crops", crops, 1), ("--num-workers", num_workers, 0)):
+                               ("--clips", clips, 1), ("--crops", crops, 1), ("--workers", num_workers, 0)):
         if value < least:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
     check_output(out, "--out")
