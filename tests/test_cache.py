@@ -638,7 +638,8 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
 def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_cache(tmp_path, capsys):
     """A second --root whose list names its videos as the first's did silently made their cache files again over
     the first's (whose training then skipped them as made from another version); a copy of the first dataset still
-    resumes, and a moved dataset with a changed video has that one made again (the file it was made from is gone)."""
+    resumes. A dataset on a volume not mounted now is not told from a moved one: their videos of the same name and
+    other content are refused too (they were made again, over the other dataset's caches)."""
     for root, dx in (("first", 2.0), ("second", -2.0)):
         (tmp_path / root).mkdir()
         write_video(tmp_path / root / "v.mp4", affine_video(8, 64, 64, dx=dx, seed=3)[0])
@@ -664,9 +665,13 @@ def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_ca
         in err and "its own --out" in err and f"delete their cache files ({made}) and run again" in err, err
     assert extract("copy") == 0 and made.read_bytes() == before  # the same content elsewhere: already complete
     assert extract("second", "--overwrite") == 0 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")
-    (tmp_path / "second").rename(tmp_path / "moved")  # a moved dataset, one of whose videos then changed: made again
-    write_video(tmp_path / "moved" / "v.mp4", affine_video(8, 64, 64, dx=1.0, seed=3)[0])
-    assert extract("moved") == 0 and cache_meta(made)["video"] == str(tmp_path / "moved" / "v.mp4")
+    (tmp_path / "second").rename(tmp_path / "unmounted")  # its volume not mounted now, the first dataset extracted
+    capsys.readouterr()
+    assert extract("first") == 1 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")
+    assert f"made from {tmp_path / 'second' / 'v.mp4'} (not there now: moved, or on a volume not mounted)" in \
+        capsys.readouterr().err
+    (tmp_path / "unmounted").rename(tmp_path / "second")
+    assert extract("second") == 0 and cache_meta(made)["video"] == str(tmp_path / "second" / "v.mp4")  # complete
 
 
 def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(videos, tmp_path):

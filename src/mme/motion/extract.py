@@ -159,8 +159,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     is found by the training read that needs it, which names the file), one made from another version of the file
     ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
     (:func:`mme.motion.cache.enlarged_by_area`): these are made again. A cache made from another file than ``video``
-    that is still there (another path, other content: another dataset's video of the same name) differs in
-    ``video``; one whose file is gone (the dataset moved, then a video changed) is made again."""
+    (another path, other content) differs in ``video``: another dataset's video of the same name, also when that
+    file is gone now (a volume not mounted, which a moved dataset with this video changed cannot be told from)."""
     if not out_path.is_file():
         return None
     try:
@@ -175,9 +175,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
         return None
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
-        made_from = meta.get("video")  # absolute; a file still there: another dataset's (else: the dataset moved)
-        if made_from and os.path.isabs(made_from) and os.path.isfile(made_from) \
-                and os.path.realpath(made_from) != os.path.realpath(video):
+        made_from = meta.get("video")  # absolute (older caches: as listed)
+        if made_from and os.path.isabs(made_from) and os.path.realpath(made_from) != os.path.realpath(video):
             return {"video": (made_from, os.path.abspath(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
@@ -290,11 +289,12 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     if taken:  # two datasets in one --out would replace each other's files of the same name
         path, (theirs, ours) = next(iter(taken.items()))
         files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
+        gone = "" if os.path.isfile(theirs) else " (not there now: moved, or on a volume not mounted)"
         raise ConfigError(
             f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, e.g. "
-            f"{path}: made from {theirs}, this run's is {ours}. Extract each dataset into its own --out; where this "
-            f"dataset is a copy of that one with these videos changed, delete their cache files ({' '.join(files)}) "
-            f"and run again, or pass --overwrite to make every video again")
+            f"{path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into its own --out; where "
+            f"this dataset is a copy of that one with these videos changed, delete their cache files "
+            f"({' '.join(files)}) and run again, or pass --overwrite to make every video again")
     if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
         path, differ = next(iter(clashes.items()))
         said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
