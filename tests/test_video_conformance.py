@@ -71,6 +71,19 @@ def test_read_equals_sequential_decode(corpus, tmp_path, name):
         assert reader.seeking == ("sequential" if name in SEQUENTIAL else "seek"), reader.seeking_reason
 
 
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_a_read_cut_into_runs_equals_sequential_decode(corpus, tmp_path, name, monkeypatch):
+    """A read seeks again at each proven keyframe more than ``SEEK_GAIN`` frames past the wanted frame before; with
+    it 0, every index set of these short files is cut wherever it can be."""
+    monkeypatch.setattr(pyav_reader, "SEEK_GAIN", 0)
+    path = shutil.copy(corpus[name], tmp_path / name)
+    ref = decode_all(path)
+    with open_video(path) as reader:
+        reader.read([len(ref) - 1])  # proves the index
+        for idx in index_sets(len(ref), np.random.default_rng(1), random_sets=8):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {idx.tolist()}")
+
+
 # The corpus's codecs that FFmpeg can decode with NVDEC, and those of them whose decoding their standard makes
 # bit-exact (MPEG-1/2/4 Part 2 and MJPEG specify their inverse DCT to an accuracy only).
 NVDEC = [name for name in AVAILABLE if CORPUS[name][0] in ("libx264", "libx265", "libvpx", "libvpx-vp9", "mpeg4",

@@ -28,7 +28,15 @@ import cv2
 import numpy as np
 
 from mme.data.pyav_reader import PyAVReader, cuda_decoder
-from mme.data.video_reader import ORIENTATIONS, TURN_NAMES, VideoReader, display_angle, display_turn, video_error
+from mme.data.video_reader import (
+    ORIENTATIONS,
+    TURN_NAMES,
+    FrameBuffer,
+    VideoReader,
+    display_angle,
+    display_turn,
+    video_error,
+)
 from mme.errors import VideoError
 from mme.utils import env_int
 
@@ -180,7 +188,7 @@ class _OpenCVReader(VideoReader):
         # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
         # decodes up to it.
         self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
-        out, pos = [], int(indices[0])
+        out, pos = FrameBuffer(indices), int(indices[0])
         for i in indices:
             while pos < i:
                 if not self._cap.grab():
@@ -190,8 +198,8 @@ class _OpenCVReader(VideoReader):
             if not ok:
                 raise video_error(self.path, "decode error", f"frame {i} could not be decoded")
             pos += 1
-            out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        return np.stack(out)
+            out.put(i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        return out.frames
 
     def close(self) -> None:
         self._cap.release()
