@@ -89,3 +89,28 @@ def test_the_waiting_fraction_weighs_each_step_by_its_time():
 
     steps = [{"clips_per_s": 10.0, "data_wait": 0.5}, {"clips_per_s": 1.0, "data_wait": 0.0}]  # 0.1 s, 1 s
     assert waiting_fraction(steps) == 0.05 / 1.1
+
+
+def test_the_loss_curve_of_a_long_log_is_drawn_keeping_its_losses_only(tmp_path):
+    """The end of a run read its whole metrics.jsonl into a list of records (2.1 KB a step: 1.6 GB for 750k steps)
+    to draw the loss curve; a resume read it whole to cut it back. Both go line by line now."""
+    import tracemalloc
+
+    import matplotlib.pyplot  # noqa: F401  (its import's memory is not the curve's)
+    from PIL import Image
+
+    from mme.train.metrics import _keep_until, plot_loss_curves
+
+    other = {f"metric_{k}": 0.5 for k in range(40)}
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step in range(1, 20_001):
+            f.write(json.dumps({"step": step, "loss": 1 / step, "loss_hog": 2 / step, **other}) + "\n")
+    size = (tmp_path / "metrics.jsonl").stat().st_size  # 16 MB
+    tracemalloc.start()
+    plot_loss_curves(tmp_path / "metrics.jsonl", tmp_path / "loss.png")
+    _keep_until(tmp_path / "metrics.jsonl", 19_999, lambda i, line: json.loads(line)["step"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < size / 2, (peak, size)  # matplotlib's paths of the two curves (was 10x the file)
+    assert Image.open(tmp_path / "loss.png").size == (770, 440)
+    assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl")][-2:] == [19_998, 19_999]

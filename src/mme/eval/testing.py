@@ -210,10 +210,12 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     from tqdm import tqdm
 
     from mme.data.dataset import start_workers
+    from mme.train.interrupts import ignore_in_worker
 
     guarded = GuardedTestSet(dataset)
     subset = guarded if indices is None else Subset(guarded, list(indices))
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views)
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
+                        worker_init_fn=ignore_in_worker)
     failed = 0
     bar = tqdm(start_workers(loader), desc=desc, unit="batch", disable=not progress, total=len(loader))
     for batch in bar:
@@ -221,7 +223,9 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
             log.warning("%s: video %d failed: %s", desc, f["index"], f["error"])
         failed += len(batch["failed"])
         bar.set_postfix(failed=failed)
-        yield batch
+        # a worker's tensors are in shared memory, each holding a file descriptor while it lives: callers keep the
+        # labels and indices of every batch (20k descriptors over Kinetics' val set, past `ulimit -n`)
+        yield {**batch, "index": batch["index"].clone(), "label": batch["label"].clone()}
 
 
 class Predictions(NamedTuple):

@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.utils import atomic_path, atomic_write_text
+from mme.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +28,45 @@ class Logger(Protocol):
 def _keep_until(path: Path, step: int, read_step) -> None:
     """Drop the records after ``step`` (written by a run that was killed after its last checkpoint), a last line
     cut short by a crash, and unreadable lines (with a warning), atomically. ``read_step(i, line)``: the line's
-    step, None for a header, ValueError for a line that is not a record."""
+    step, None for a header, ValueError for a line that is not a record. Read line by line, rewritten only where a
+    line goes: a long run's log is hundreds of MB (750k steps)."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = []
-    for i, line in enumerate(lines):
-        if not line.endswith("\n"):
-            continue  # torn by a crash mid-write: our writers end every record with a newline
-        try:
-            s = read_step(i, line)
-        except (ValueError, KeyError, IndexError, TypeError):
-            log.warning("%s:%d: not a metrics record, dropped: %r", path, i + 1, line[:80])
-            continue
-        if s is None or s <= step:
-            kept.append(line)
-    if len(kept) != len(lines):
-        atomic_write_text(path, "".join(kept))
+    dropped = set()
+    with path.open() as f:
+        for i, line in enumerate(f):
+            if not line.endswith("\n"):
+                dropped.add(i)  # torn by a crash mid-write: our writers end every record with a newline
+                continue
+            try:
+                s = read_step(i, line)
+            except (ValueError, KeyError, IndexError, TypeError):
+                log.warning("%s:%d: not a metrics record, dropped: %r", path, i + 1, line[:80])
+                dropped.add(i)
+                continue
+            if s is not None and s > step:
+                dropped.add(i)
+    if dropped:
+        with atomic_path(path) as tmp, path.open() as f, tmp.open("w") as out:
+            out.writelines(line for i, line in enumerate(f) if i not in dropped)
+
+
+def iter_records(jsonl: str | Path) -> Iterator[dict]:
+    """The records of a ``metrics.jsonl``, one at a time, skipping a last line cut short by a crash and (with a
+    warning) any line that is not a JSON record."""
+    with Path(jsonl).open() as f:
+        for i, line in enumerate(f):
+            if not line.strip() or not line.endswith("\n"):
+                continue
+            try:
+                yield dict(json.loads(line))
+            except ValueError:
+                log.warning("%s:%d: not a metrics record, skipped: %r", jsonl, i + 1, line[:80])
 
 
 def read_records(jsonl: str | Path) -> list[dict]:
-    """The records of a ``metrics.jsonl``, skipping a last line cut short by a crash and (with a warning) any
-    line that is not a JSON record."""
-    records = []
-    for i, line in enumerate(Path(jsonl).read_text().splitlines(keepends=True)):
-        if not line.strip() or not line.endswith("\n"):
-            continue
-        try:
-            records.append(dict(json.loads(line)))
-        except ValueError:
-            log.warning("%s:%d: not a metrics record, skipped: %r", jsonl, i + 1, line[:80])
-    return records
+    """:func:`iter_records` as a list."""
+    return list(iter_records(jsonl))
 
 
 def waiting_fraction(records: list[dict]) -> float:
@@ -185,10 +195,17 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
 
 
 def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
-    """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically."""
-    records = read_records(jsonl)
-    keys = sorted({k for r in records for k in r if k.startswith(prefix)})
-    if not records or not keys:
+    """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically. The
+    log is read line by line, keeping the plotted values only (its records took 2.1 KB a step: 1.6 GB at the end of
+    a 750k-step run)."""
+    curves: dict[str, tuple[array, array]] = {}
+    for r in iter_records(jsonl):
+        for k, v in r.items():
+            if k.startswith(prefix) and v is not None and v > 0:
+                steps, values = curves.setdefault(k, (array("d"), array("d")))
+                steps.append(r["step"])
+                values.append(v)
+    if not curves:
         return None
     import matplotlib
 
@@ -196,10 +213,8 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in records if k in r and r[k] is not None and r[k] > 0]
-        if pts:
-            ax.plot(*zip(*pts), label=k, lw=1.2)
+    for k in sorted(curves):
+        ax.plot(*curves[k], label=k, lw=1.2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
