@@ -276,17 +276,21 @@ def test_activation_checkpointing_gives_the_same_training(synth, tmp_path):
     assert max((sa[k] - sb[k]).abs().max().item() for k in sa) <= 1e-6
 
 
-def test_undecodable_videos_are_replaced_and_counted_in_the_log(synth, tmp_path, caplog):
+def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(synth, tmp_path, caplog):
     list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
     root = next(o.split("=", 1)[1] for o in synth if o.startswith("data.root="))
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
     lines = open(list_file).read().splitlines()[:15] + [f"{tmp_path / 'broken.mp4'} 0"]
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}", "data.max_failure_fraction=0.2",
+            "train.seed=1", "data.num_workers=0"]  # epoch 2 reads the broken video (entry 15) in its last batch
     with caplog.at_level("WARNING"):
-        res = run("tiny_cpu_pixel", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={root}",
-                                     "data.max_failure_fraction=0.2"], tmp_path / "run", "train.steps=4")
+        res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=8", "train.stop_after=4")
     assert res.step == 4 and res.history[-1]["data_failures"] == 1.0  # one epoch = all 16 entries read
     assert "data: 1 videos failed and were replaced: {'unreadable': 1}" in caplog.text  # the run's summary
+    # resumed, it counts and skips them from its first step, as the run would have gone on (they started from 0)
+    res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=8", "train.stop_after=5", "train.resume=auto")
+    assert res.history[-1]["data_failures"] == 1.0
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

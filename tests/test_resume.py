@@ -283,17 +283,27 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
                                      f"(auto: {AUTO_ENV}=fp32 in the environment)"]}]
 
 
-def test_a_run_resumed_with_other_code_or_torch_records_it(synth, tmp_path):
-    """run.json kept the resumed run's code and torch versions only, as if the run had had them from the start."""
+def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth, tmp_path):
+    """run.json kept the resumed run's code, torch, device and thread count only, as if the run had had them from
+    the start (device and threads were an info line). The loader's worker count changes nothing a run computes: it
+    is no config change (it was warned about as one). A config whose end is before the checkpoint's step is
+    refused (it ended at once, as finished, its config.yaml saying fewer steps than the model had)."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
-    run(*base, "train.stop_after=1")
+    run(*base, "train.stop_after=1", "data.num_workers=0")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
-    state["meta"].update(git="0" * 40, torch="2.5.0")
+    threads = state["meta"]["threads"]
+    state["meta"].update(git="0" * 40, torch="2.5.0", device_name="NVIDIA H100", threads=threads + 1)
     ckpt.save_checkpoint(state, tmp_path, keep_last=0)
-    run(*base, "train.resume=auto")
+    run(*base, "train.resume=auto", "data.num_workers=1")
     meta = json.loads((tmp_path / "run.json").read_text())
-    assert meta["config_changes"] == [{"from_step": 1, "changes": [f"code: {'0' * 40} -> {meta['git']}",
-                                                                   f"torch: 2.5.0 -> {torch.__version__}"]}]
+    assert meta["config_changes"] == [{"from_step": 1, "changes": [
+        f"code: {'0' * 40} -> {meta['git']}", f"torch: 2.5.0 -> {torch.__version__}",
+        f"device: NVIDIA H100 -> {meta['device_name']} (the same up to float rounding, not bitwise)",
+        f"intra-op threads: {threads + 1} -> {threads} (the same up to float rounding, not bitwise; train.threads "
+        "pins them)"]}]
+    with pytest.raises(ConfigError, match=r"checkpoint-00000002.pt: its run trained 2 steps, past this config's end "
+                                          r"at 1 \(train.steps / train.epochs\).*train.init="):
+        run(*base[:3], "train.steps=1", *base[4:], "train.resume=auto")
 
 
 def test_the_code_of_a_run_is_its_own_commit_or_none(tmp_path):
@@ -355,6 +365,15 @@ def test_an_epoch_checkpoint_a_killed_run_had_not_kept_yet_is_kept_on_resume(syn
     run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.keep_last=1", "train.keep_epochs=[1,2]",
         "train.resume=auto", FP32)
     assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 4), (2, 8)]
+    # a step whose micro-batches straddle the epoch's end (accumulation changed on resume: 8 batches an epoch, from
+    # batch 3 steps 4-6 take 3-4, 5-6, 7 and 0)
+    shutil.rmtree(tmp_path)
+    more = ("train.steps=20", "train.batch_size=2", FP32)
+    run("tiny_cpu_pixel", synth, tmp_path, *more, "train.stop_after=3")
+    run("tiny_cpu_pixel", synth, tmp_path, *more, "train.accum_steps=2", "train.stop_after=6", "train.resume=auto")
+    run("tiny_cpu_pixel", synth, tmp_path, *more, "train.accum_steps=2", "train.stop_after=7", "train.keep_epochs=[1]",
+        "train.resume=auto")
+    assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 6)]
 
 
 def test_the_data_position_carries_over_by_samples(caplog):

@@ -35,7 +35,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from mme.config import flatten
-from mme.errors import CheckpointError, MMEError
+from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import load_state
 from mme.models.vit import count_parameters
 from mme.train import checkpoint as ckpt
@@ -213,10 +213,12 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
 
 
 def keep_missed_epoch(run: Run, source: Path, state: dict) -> None:
-    """Keep the resumed checkpoint as its epoch's (``train.keep_epochs``) when it ended that epoch and no kept one
-    exists: the run that wrote it was killed before keeping it."""
+    """Keep the resumed checkpoint as its epoch's (``train.keep_epochs``) when its step ended that epoch (within its
+    micro-batches, which take a batch each) and no kept one exists: the run that wrote it was killed before keeping
+    it."""
     epoch, batch = state["data"]["epoch"], state["data"]["batch"]
-    if batch == 0 and epoch in run.cfg.train.keep_epochs and source.parent.resolve() == run.out_dir.resolve() and \
+    if batch < state["config"]["train"]["accum_steps"] and epoch in run.cfg.train.keep_epochs and \
+            source.parent.resolve() == run.out_dir.resolve() and \
             epoch not in {ckpt.kept_epoch_step(p)[0] for p in ckpt.kept_checkpoints(run.out_dir)}:
         ckpt.keep_of_epoch(source, epoch, int(state["step"]))
 
@@ -295,8 +297,9 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[s
 
 
 BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite", "train.keep_last",
-               "train.keep_epochs", "train.ckpt_every", "train.log_every")
-"""Keys that change where and how often a run writes, not what it computes: not config changes on resume."""
+               "train.keep_epochs", "train.ckpt_every", "train.log_every", "data.num_workers")
+"""Keys that change where and how often a run writes, or which process makes its items (each item is drawn from its
+own seed), not what it computes: not config changes on resume."""
 
 
 def restore(run: Run, source: str, state: dict) -> None:
@@ -316,16 +319,14 @@ def restore(run: Run, source: str, state: dict) -> None:
             state["config"].get("train", {}).get("precision") == run.cfg.train.precision:  # auto resolved otherwise
         changed.append(f"precision: {old_meta['precision']} ({old_meta.get('precision_reason')}, on "
                        f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
+    changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}{why}" for key, name, why in (
+        ("device_name", "device", " (the same up to float rounding, not bitwise)"),
+        ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
+        if old_meta.get(key, run.meta[key]) != run.meta[key]]
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
         run.meta["config_changes"] = [*run.meta.get("config_changes", []),
                                       {"from_step": int(state["step"]), "changes": changed}]
-    if old_meta.get("device_name", run.meta["device_name"]) != run.meta["device_name"]:
-        log.info("resuming on %s where the checkpoint's run was on %s: the same up to float rounding, not bitwise",
-                 run.meta["device_name"], old_meta["device_name"])
-    if old_meta.get("threads", run.meta["threads"]) != run.meta["threads"]:
-        log.info("resuming with %d intra-op threads where the checkpoint's run had %d: the same up to float "
-                 "rounding, not bitwise (train.threads pins them)", run.meta["threads"], old_meta["threads"])
     load_optimizer(run.optimizer, state["optimizer"], source)
     saved_scaler = state.get("scaler") or {}
     if run.scaler.is_enabled() and not saved_scaler:
@@ -334,9 +335,16 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.scaler.load_state_dict(saved_scaler)
     run.step = run.resumed_at = int(state["step"])
     run.skipped = int(state.get("skipped", 0))
+    failed = state.get("data_failures")
+    if failed is not None and old_meta.get("items") == len(failed) == len(run.data):  # the same list
+        run.data.join_failures(failed)  # counted and skipped as in an uninterrupted run
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
     if run.cfg.train.steps is None:
         end_of_epochs(run)
+    if run.step > run.total_steps:
+        raise ConfigError(f"train.resume {source}: its run trained {run.step} steps, past this config's end at "
+                          f"{run.total_steps} (train.steps / train.epochs): resume with the length it ran, or start "
+                          f"a new run from its weights with train.init={source}")
     group = state["optimizer"]["param_groups"][0]
     ran = group["lr"] / group["lr_scale"]  # the checkpoint's last step's
     now = cosine_schedule(run.step - 1, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)

@@ -175,7 +175,7 @@ def _write_checkpoint(run: Run) -> Path:
     state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
-             **run.job.checkpoint_extra}
+             "data_failures": run.data.failure_codes.clone(), **run.job.checkpoint_extra}
     try:
         if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
             run_folder.set_aside_after(run.out_dir, run.resumed_at)
@@ -282,6 +282,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         kept = run.position["epoch"]  # the epochs done, one more where this step ended one
         kept = kept if kept > epochs_done and kept in t.keep_epochs else None
         if run.step % t.ckpt_every == 0 or run.step == end or stopping is not None or kept is not None:
+            share_failures(run)  # every rank's, for the resumed run to skip them too
             path = save(run)
         if kept is not None:
             dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
