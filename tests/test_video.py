@@ -530,3 +530,30 @@ def test_a_read_seeks_again_at_a_keyframe_past_the_frame_before(tmp_path, monkey
         got = reader.read(idx)
     np.testing.assert_array_equal(got, ref[idx])
     assert decoded == 15 + 60 + 100, decoded  # from each run's keyframe to its last frame (was 300: all)
+
+
+def test_check_reads_alone_only_the_frames_a_seek_reaches(tmp_path, monkeypatch):
+    """`mme check` read each of its probes alone from a reader of its own, also where the probe's keyframe is the
+    file's first frame: a decode from the start, as its counting decode was, so a file of one keyframe was decoded
+    about four times over (16 s against 3 for a long one)."""
+    frames = np.random.default_rng(0).integers(0, 256, (120, 32, 32, 3), np.uint8)
+    path = tmp_path / "one_keyframe.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "x264-params": "keyint=infinite"})
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    decoded = 0
+    real_decode = pyav_reader._decode
+
+    def counting(*args):
+        nonlocal decoded
+        for frame in real_decode(*args):
+            decoded += 1
+            yield frame
+
+    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    report = check_video(str(path))
+    assert report["status"] == "ok" and report["seeking"] == "seek", report
+    assert decoded == 2 * 120, decoded  # proving the index, then counting frames (was 482: each probe from the start)

@@ -405,6 +405,8 @@ class PyAVReader(VideoReader):
             self._pos = None
             counted = self._read_counting(idx, damaged)  # idx ends at the last frame: a whole decode
             for i, frame in zip(idx[::-1], counted[::-1]):
+                if i < keys[keys > 0].min(initial=self.num_frames):
+                    break  # read alone, a frame before the second keyframe is decoded from the start, as counted
                 self._open()  # as a dataset item reads it: from a container of its own
                 if not np.array_equal(self._read_sorted(np.array([i]))[0], frame):
                     self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
