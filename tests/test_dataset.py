@@ -19,7 +19,7 @@ from mme.config import from_dict
 from mme.data import pyav_reader
 from mme.data.dataset import ClassificationDataset, DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
-from mme.data.transforms import apply_geometry, to_clip
+from mme.data.transforms import apply_geometry, to_clip, view_crops
 from mme.data.video import open_video, require_backend
 from mme.errors import ConfigError, DataError
 
@@ -275,6 +275,10 @@ def test_classification_train_and_multi_view_test(videos):
     clips = sample_test_clips(16, 4, 2, 2, 2)
     for v in range(6):
         np.testing.assert_array_equal(frame_index(frames[v]), clips[v // 3].clip)
+    with open_video(videos / "coord.mkv") as reader:  # each view is its crop of the whole frames (made as decoded)
+        raw, geoms = reader.read(np.arange(16)), view_crops(reader.size, 24, 3)
+    expected = [to_clip(apply_geometry(raw[c.clip], g)) for c in clips for g in geoms]
+    assert torch.equal(item["video"], torch.stack(expected))
     left_x = frames[:, 0, 12, 2, 0] / 4  # source x near the left edge of each crop
     assert left_x[0] < left_x[1] < left_x[2] and left_x[3] == left_x[0]  # crops go left -> right per clip
     seg = ClassificationDataset(config(videos, ["coord.mkv 0"], sampling="segments", test_clips=1, test_crops=1),

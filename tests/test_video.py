@@ -333,8 +333,10 @@ def test_display_orientation_shows_frames_as_the_display_matrix_maps_them(tmp_pa
         coded = reader.read(idx)
     with open_video(path, backend, orientation="display") as reader:
         size, shown = reader.size, reader.read(idx)
+        corner = reader.read(idx, each=lambda f: f[:8, :16])  # applied to each frame as shown, as it is decoded
     expected = displayed(ref[idx], *TURNS[turn])
     assert size == (expected.shape[2], expected.shape[1]) and shown.shape == expected.shape
+    np.testing.assert_array_equal(corner, shown[:, :8, :16])
     if backend == "pyav":
         np.testing.assert_array_equal(coded, ref[idx])
         np.testing.assert_array_equal(shown, expected)

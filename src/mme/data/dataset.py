@@ -36,7 +36,7 @@ from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clip
 from mme.data.transforms import (
     MULTISCALE_SCALES,
     Geometry,
-    apply_geometry,
+    geometry_of_each,
     multiscale_crop,
     random_resized_crop,
     to_clip,
@@ -396,11 +396,10 @@ class PretrainDataset(_VideoDataset):
             else:
                 idx = sample_pretrain(reader.num_frames, cfg.num_frames, cfg.stride, cfg.tubelet,
                                       self.track_length, rng, self.track_reads)
-            raw = reader.read(idx.needed)  # (F, H, W, 3): one decoding pass
             geom = self._train_geometry(reader.size, rng)
+            frames = reader.read(idx.needed, each=geometry_of_each(geom))  # (F, h, w, 3): one decoding pass
             source = (*reader.size, reader.num_frames, reader.turn)
-        return Sample(apply_geometry(raw, geom), idx.needed, idx.clip, idx.starts, geom, path, idx.track_length,
-                      source)
+        return Sample(frames, idx.needed, idx.clip, idx.starts, geom, path, idx.track_length, source)
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         sample = self.sample(i, rng)
@@ -436,8 +435,9 @@ class ClassificationDataset(_VideoDataset):
                                           segments=cfg.sampling == "segments")
                 geoms = view_crops(size, cfg.img_size, cfg.test_crops)
             ids = np.unique(np.concatenate([c.needed for c in clips]))
-            raw = reader.read(ids)  # (F, H, W, 3): every view's frames in one pass
-        views = [to_clip(apply_geometry(raw[np.searchsorted(ids, c.clip)], g)) for c in clips for g in geoms]
+            crops = reader.read(ids, each=geometry_of_each(*geoms))  # every view's frames in one pass
+        crops = crops[:, None] if len(geoms) == 1 else crops  # (F, crops, h, w, 3)
+        views = [to_clip(crops[np.searchsorted(ids, c.clip), k]) for c in clips for k in range(len(geoms))]
         video = views[0] if self.mode == "train" else torch.stack(views)  # (3, T, H, W) or (V, 3, T, H, W)
         return {"video": video, "label": self.entries[i].label}
 

@@ -216,13 +216,13 @@ class PyAVReader(VideoReader):
         self._landed = False  # whether the seek's keyframe has come out of that decode
         self._at_end = False  # reopen, never seek: the demuxer may have read the whole file (or a read failed)
 
-    def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
+    def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         counted = self.num_frames
         try:
             if self._index.mode == "seek":
                 for reopened in (False, True):
                     try:
-                        frames = self._read_runs(indices)
+                        frames = self._read_runs(indices, each)
                         break
                     except av.error.FFmpegError as e:
                         if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
@@ -240,7 +240,7 @@ class PyAVReader(VideoReader):
                     raise video_error(self.path, "index out of range", f"asked for frame {indices[-1]}; the video "
                                       f"has {self.num_frames} frames, not the {counted} its packets count",
                                       FrameCountChanged)
-            return self._read_counting(indices)
+            return self._read_counting(indices, each=each)
         except BaseException as e:
             self._pos, self._at_end = None, True  # the decode stopped part-way: the next read reopens the file
             if isinstance(e, av.error.FFmpegError):
@@ -249,9 +249,9 @@ class PyAVReader(VideoReader):
         finally:
             self._index.save()  # what the read proved or found, for other processes
 
-    def _read_runs(self, indices: np.ndarray) -> np.ndarray | None:
+    def _read_runs(self, indices: np.ndarray, each=None) -> np.ndarray | None:
         """:meth:`_read_skipping` of each of :meth:`_runs` into one buffer; None where the file turned sequential."""
-        out = FrameBuffer(indices)
+        out = FrameBuffer(indices, each)
         return out.frames if all(self._read_skipping(run, out) for run in self._runs(indices)) else None
 
     def _runs(self, indices: np.ndarray) -> list[np.ndarray]:
@@ -360,12 +360,12 @@ class PyAVReader(VideoReader):
                 break
         return frame
 
-    def _read_counting(self, indices: np.ndarray, damaged: list[int] | None = None) -> np.ndarray:
+    def _read_counting(self, indices: np.ndarray, damaged: list[int] | None = None, each=None) -> np.ndarray:
         """Count frames from the start of the decode: the definition of frame i. ``damaged``: a list to which the
         index of every frame that FFmpeg flags as decoded with errors is appended."""
         if self._pos is None or self._pos > indices[0]:
             self._open()
-        out = FrameBuffer(indices)
+        out = FrameBuffer(indices, each)
         for frame in self._frames:
             if damaged is not None and frame.is_corrupt:
                 damaged.append(self._pos)

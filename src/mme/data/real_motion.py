@@ -123,10 +123,9 @@ def load_footage(path: Path, span: int, max_short: int) -> Footage | None:
         with open_video(path) as reader:
             n, full_size = min(reader.num_frames, MAX_FRAMES), reader.size
             factor = max(1, min(full_size) // max_short)
-            chunks = [reader.read(np.arange(i, min(i + 32, n))) for i in range(0, n, 32)]  # 720p is not held whole
-            frames = np.stack([cv2.resize(f, (f.shape[1] // factor, f.shape[0] // factor),
-                                          interpolation=cv2.INTER_AREA) if factor > 1 else f
-                               for chunk in chunks for f in chunk])
+            shrink = (lambda f: cv2.resize(f, (f.shape[1] // factor, f.shape[0] // factor),
+                                           interpolation=cv2.INTER_AREA)) if factor > 1 else None
+            frames = reader.read(np.arange(n), each=shrink)  # a 720p video is not held whole
     except VideoError as e:
         log.warning("real footage: skipping %s", e)
         return None

@@ -14,6 +14,7 @@ Coordinates are continuous pixel coordinates with pixel *edges* at integers: pix
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -151,6 +152,15 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
         for f, place in zip(frames, places):
             cv2.warpAffine(f, m, size, dst=place, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(out[:, :, ::-1]) if geom.flip else out
+
+
+def geometry_of_each(*geoms: Geometry) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`apply_geometry` of one frame, for ``VideoReader.read(indices, each=...)``, which then holds its frames
+    at the output size as it decodes them: ``(out_h, out_w, C)`` per frame for one geometry, ``(G, out_h, out_w,
+    C)`` for several (the crops of a test view)."""
+    if len(geoms) == 1:
+        return lambda frame: apply_geometry(frame[None], geoms[0])[0]
+    return lambda frame: np.stack([apply_geometry(frame[None], g)[0] for g in geoms])
 
 
 def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,

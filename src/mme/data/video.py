@@ -184,11 +184,11 @@ class _OpenCVReader(VideoReader):
         st = os.stat(path)
         self.num_frames = _opencv_count(path, st.st_size, st.st_mtime_ns)
 
-    def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
+    def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
         # decodes up to it.
         self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
-        out, pos = FrameBuffer(indices), int(indices[0])
+        out, pos = FrameBuffer(indices, each), int(indices[0])
         for i in indices:
             while pos < i:
                 if not self._cap.grab():
@@ -235,5 +235,8 @@ class _DecordReader(VideoReader):
         H, W = self._vr[0].shape[:2]
         self.size = (int(W), int(H))
 
-    def _read_sorted(self, indices: np.ndarray) -> np.ndarray:
-        return self._vr.get_batch(indices.tolist()).asnumpy()
+    def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
+        out = FrameBuffer(indices, each)
+        for i, frame in zip(indices, self._vr.get_batch(indices.tolist()).asnumpy()):
+            out.put(int(i), frame)
+        return out.frames

@@ -22,7 +22,7 @@ import torch
 
 from mme.data.dataset import DataConfig, Sample
 from mme.data.sampling import window_length
-from mme.data.transforms import apply_geometry, to_video_tensor, view_crops
+from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
@@ -59,7 +59,7 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
         starts = clip[::tubelet]
         ids = np.arange(start, min(start + span, n))
         geometry = view_crops(reader.size, size, 1)[0]
-        frames = apply_geometry(reader.read(ids), geometry)
+        frames = reader.read(ids, each=geometry_of_each(geometry))
     return Sample(frames, ids, clip, starts, geometry, path, length)
 
 
