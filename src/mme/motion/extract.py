@@ -38,8 +38,9 @@ from mme.motion.cache import (
     quantise,
     same_frames,
     same_source,
-    save_tracks,
     source_identity,
+    start_homs,
+    track_writer,
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
@@ -117,39 +118,41 @@ def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None
 
 def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     made_of = source_identity(path) if Path(path).is_file() else {}  # (a missing file: open_video says so)
-    with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader:
+    kept = "the finished cache files are kept, and the same command continues once there is space"
+    with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader, space_for(out_path, kept):
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
         if n < 2:
             raise video_error(path, "too short", f"{n} frame(s); tracks need at least 2")
         w, h = working_size(W0, H0, opts.short_side)
         bound = default_max_disp(h, w) if opts.max_disp is None else opts.max_disp
-        disp = np.zeros((n, opts.length, h // opts.seed_stride, w // opts.seed_stride, 2), np.int16)  # quantised
-        valid = np.zeros((n, h // opts.seed_stride, w // opts.seed_stride), bool)
+        meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
+                    flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n,
+                    video=os.path.abspath(path), orientation=opts.orientation, turn=list(turn), backend=opts.backend,
+                    resize=RESIZE, **made_of)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
         dev = torch.device(opts.device)
-        for a in range(0, n, opts.chunk):
-            b = min(n, a + opts.chunk)  # starts a .. b-1
-            ids = np.arange(a, min(n, b + opts.length))
-            frames = reader.read(ids, each=lambda f: resize(f, (w, h)))  # (a chunk at full size: 4K, 3.8 GB)
-            if opts.batched:  # every start's frame after each step, as a position in `frames` (clamped at the end)
-                at = track_frames(ids.tolist(), list(range(a, b)), opts.length, 1, n - 1, path) - a
-                d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
-                                        opts.seed_stride, bound)
-                disp[a:b], valid[a:b] = quantise(d.cpu().numpy()), v.cpu().numpy()
-            else:
+        grid = (h // opts.seed_stride, w // opts.seed_stride)
+        with track_writer(out_path, meta, n, grid, opts.compensate) as write:  # chunk by chunk: not held whole
+            for a in range(0, n, opts.chunk):
+                b = min(n, a + opts.chunk)  # starts a .. b-1
+                ids = np.arange(a, min(n, b + opts.length))
+                frames = reader.read(ids, each=lambda f: resize(f, (w, h)))  # (a chunk at full size: 4K, 3.8 GB)
+                if opts.batched:  # every start's frame after each step, as a position in `frames` (clamped at the end)
+                    at = track_frames(ids.tolist(), list(range(a, b)), opts.length, 1, n - 1, path) - a
+                    d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
+                                            opts.seed_stride, bound)
+                    write(quantise(d.cpu().numpy()), v.cpu().numpy())
+                    continue
                 tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow,
                            opts.compensate, bound, source=path, flow_cache=flows, clamp=True)
-                disp[a:b], valid[a:b] = quantise(tr.disp), tr.valid
-                for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
-                    hom = flows.pop(pair)[1]
+                for (first, _), (_, hom) in flows.items():  # every pair these starts' tracks took
                     if pair_homs is not None and hom is not None:
-                        pair_homs[pair[0]] = hom
-    meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
-                flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n, video=os.path.abspath(path),
-                orientation=opts.orientation, turn=list(turn), backend=opts.backend, resize=RESIZE, **made_of)
-    with space_for(out_path, "the finished cache files are kept, and the same command continues once there is space"):
-        save_tracks(out_path, disp, valid, pair_homs, meta)
+                        pair_homs[first] = hom
+                write(quantise(tr.disp), tr.valid,
+                      None if pair_homs is None else start_homs(pair_homs, opts.length, np.arange(a, b)))
+                for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
+                    del flows[pair]
 
 
 def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = None) -> dict | None:
