@@ -304,6 +304,10 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
     with pytest.raises(ConfigError, match=r"checkpoint-00000002.pt: its run trained 2 steps, past this config's end "
                                           r"at 1 \(train.steps / train.epochs\).*train.init="):
         run(*base[:3], "train.steps=1", *base[4:], "train.resume=auto")
+    epochs = ("tiny_cpu_pixel", synth, tmp_path / "epochs", "train.steps=null", "model.depth=1", FP32)
+    run(*epochs, "train.epochs=2")  # 16 clips, batch 4: 8 steps
+    with pytest.raises(ConfigError, match=r"its run trained 8 steps, past this config's end at 4"):
+        run(*epochs, "train.epochs=1", "train.resume=auto")
 
 
 def test_the_code_of_a_run_is_its_own_commit_or_none(tmp_path):

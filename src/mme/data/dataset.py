@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import shlex
@@ -249,6 +250,11 @@ class _VideoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    @functools.cached_property
+    def list_digest(self) -> str:
+        """A digest of the listed paths in order: what a failure table carried from another run must match."""
+        return hashlib.sha256("\n".join(e.path for e in self.entries).encode()).hexdigest()[:16]
 
     def count_failures_in(self, other: _VideoDataset) -> None:
         """Keep failures in ``other``'s table (datasets of one list, as repeated augmentation's copies): a video

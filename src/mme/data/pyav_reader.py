@@ -222,7 +222,7 @@ class PyAVReader(VideoReader):
             if self._index.mode == "seek":
                 for reopened in (False, True):
                     try:
-                        frames = self._read_runs(indices, each)
+                        frames = self._read_runs(indices, each, reopened)
                         break
                     except av.error.FFmpegError as e:
                         if not self._seeked or self._landed:  # not at the keyframe sought: the file's own error
@@ -249,10 +249,16 @@ class PyAVReader(VideoReader):
         finally:
             self._index.save()  # what the read proved or found, for other processes
 
-    def _read_runs(self, indices: np.ndarray, each=None) -> np.ndarray | None:
-        """:meth:`_read_skipping` of each of :meth:`_runs` into one buffer; None where the file turned sequential."""
+    def _read_runs(self, indices: np.ndarray, each=None, reopened: bool = False) -> np.ndarray | None:
+        """:meth:`_read_skipping` of each of :meth:`_runs` into one buffer; None where the file turned sequential.
+        ``reopened``: each run from a container opened for it (the retry of a decode that failed after a seek)."""
         out = FrameBuffer(indices, each)
-        return out.frames if all(self._read_skipping(run, out) for run in self._runs(indices)) else None
+        for run in self._runs(indices):
+            if reopened:
+                self._pos, self._at_end = None, True
+            if not self._read_skipping(run, out):
+                return None
+        return out.frames
 
     def _runs(self, indices: np.ndarray) -> list[np.ndarray]:
         """``indices`` cut into runs, each decoded from its own seek: a new run starts at a wanted frame whose

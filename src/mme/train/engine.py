@@ -246,9 +246,9 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
     if warmup >= total:
-        log.warning("the lr warm-up (%d steps) takes the whole run of %d steps: it is shortened to %d, so the lr "
-                    "reaches its peak at the last step and never decays; set optim.warmup_steps or "
-                    "optim.warmup_epochs for a run this short", warmup, total, total)
+        log.warning("the lr warm-up (%d steps) takes the whole run of %d steps%s, so the lr reaches its peak at the "
+                    "last step and never decays; set optim.warmup_steps or optim.warmup_epochs for a run this short",
+                    warmup, total, f": it is shortened to {total}" if warmup > total else "")
     return steps_per_epoch * t.accum_steps, total, min(warmup, total)
 
 
@@ -335,9 +335,11 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.scaler.load_state_dict(saved_scaler)
     run.step = run.resumed_at = int(state["step"])
     run.skipped = int(state.get("skipped", 0))
-    failed = state.get("data_failures")
-    if failed is not None and old_meta.get("items") == len(failed) == len(run.data):  # the same list
-        run.data.join_failures(failed)  # counted and skipped as in an uninterrupted run
+    failed = state.get("data_failures") or {}
+    if failed.get("list") == run.data.list_digest and int(failed["codes"].count_nonzero()):  # the same list
+        log.info("%d video(s) that failed before step %d are skipped and counted, as the run would have gone on",
+                 int(failed["codes"].count_nonzero()), run.step)
+        run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
     if run.cfg.train.steps is None:
         end_of_epochs(run)
@@ -363,8 +365,8 @@ def end_of_epochs(run: Run) -> None:
     epoch`` would have covered more or fewer epochs than asked."""
     t, per_epoch = run.cfg.train, run.batches_per_epoch
     left = (t.epochs - run.position["epoch"]) * per_epoch - min(run.position["batch"], per_epoch)
-    end = run.step + max(left, 0) // t.accum_steps
-    if end != run.total_steps:
+    end = run.step + left // t.accum_steps  # before the checkpoint's step when it is past the epochs: refused
+    if end != run.total_steps and end >= run.step:
         log.info("train.epochs=%d: the checkpoint's %d steps took other batches than this run's; the rest of the "
                  "epochs takes %d steps of %d per epoch, so the run ends at step %d (not %d)", t.epochs, run.step,
                  end - run.step, per_epoch // t.accum_steps, end, run.total_steps)

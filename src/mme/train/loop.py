@@ -175,7 +175,8 @@ def _write_checkpoint(run: Run) -> Path:
     state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
-             "data_failures": run.data.failure_codes.clone(), **run.job.checkpoint_extra}
+             "data_failures": {"list": run.data.list_digest, "codes": run.data.failure_codes.clone()},
+             **run.job.checkpoint_extra}
     try:
         if run.resumed_at is not None:  # a rewind's first checkpoint: every later one is of the branch it left
             run_folder.set_aside_after(run.out_dir, run.resumed_at)
