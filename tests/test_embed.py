@@ -577,6 +577,29 @@ def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup
         "stride"] == 3
 
 
+def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(setup, tmp_path):
+    """A run of ``data.orientation=display`` learned a phone video's frames turned; ``mme embed`` / ``probe`` read
+    them as coded unless told (features off by 0.43 in the audit), and exports did not record it."""
+    import dataclasses
+
+    from mme.models.export import export
+
+    root, _ = setup
+    phone = write_video(tmp_path / "phone.mp4", _moving(1), display=[0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30])
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2, "orientation": "display"}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    exported = export(tmp_path / "run.pt", tmp_path / "exported", "safetensors")
+    kw = dict(num_workers=0, progress=False)
+    rows = {name: read_features(embed(source, phone, tmp_path / f"{name}.npy", **kw, **given))
+            for name, source, given in (("run", tmp_path / "run.pt", {}), ("export", exported, {}),
+                                        ("display", tmp_path / "run.pt", {"orientation": "display"}),
+                                        ("coded", tmp_path / "run.pt", {"orientation": "coded"}))}
+    assert [rows[n][3]["orientation"] for n in rows] == ["display", "display", "display", "coded"]
+    assert np.array_equal(rows["run"][0], rows["display"][0]) and np.array_equal(rows["export"][0], rows["run"][0])
+    assert not np.allclose(rows["coded"][0], rows["display"][0])
+
+
 def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monkeypatch):
     """`mme embed` and `mme probe` under torchrun joined the process group and left it up at exit, where gloo's
     teardown sometimes aborted a rank; the command now leaves the group it joined (a group of one rank here: a

@@ -538,6 +538,13 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
                                                      "data.stride=3")) == 0
     assert json.loads((tmp_path / "ev3" / "test.json").read_text())["stride"] == 3
     assert "clips sampled at stride 3 (the config's, data.stride given on the command line)\n" in caplog.text
+    # its frames' orientation too (phone videos turned by their display matrix), unless given
+    state = torch.load(stride4, weights_only=False)
+    state["config"]["data"]["orientation"] = "display"
+    torch.save(state, tmp_path / "turned.pt")
+    turned = _eval_only(synth, tmp_path / "turned.pt", tmp_path / "ev4").reports["test"]
+    assert turned["orientation"] == "display" and report["orientation"] == "coded"
+    assert f"frames read display, as the run that made {tmp_path / 'turned.pt'} read them" in caplog.text
 
 
 def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):

@@ -249,11 +249,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                   "train.init=ckpt.pth data.root=/k400 train.steps=100", "finetune_tiny_cpu")
 
 
-def _video_args(p: argparse.ArgumentParser) -> None:
-    """How a command reads videos (``data.backend``, ``data.orientation``)."""
+def _video_args(p: argparse.ArgumentParser, of_run: bool = False) -> None:
+    """How a command reads videos (``data.backend``, ``data.orientation``); ``of_run``: a command of a checkpoint,
+    whose run's orientation is the default."""
     p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
-    p.add_argument("--orientation", default="coded", choices=["coded", "display"],
-                   help="frames as coded (default), or turned as the file's display matrix says (phone videos)")
+    p.add_argument("--orientation", default=None if of_run else "coded", choices=["coded", "display"],
+                   help="frames as coded, or turned as the file's display matrix says (phone videos); default: "
+                        + ("the checkpoint's run's data.orientation where recorded, else coded" if of_run else "coded"))
 
 
 def _view_args(p: argparse.ArgumentParser) -> None:
@@ -301,7 +303,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
     p.add_argument("--seed", type=count(0), default=0, help="seed of the carved validation split")
     _encoder_run_args(p)
-    _video_args(p)
+    _video_args(p, of_run=True)
     _calls(p, "mme.eval.probe:run_probe")
 
 
@@ -323,7 +325,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
     p.add_argument("--chunk-batches", type=count(), default=50, help="batches per partial-results file")
     _encoder_run_args(p)
-    _video_args(p)
+    _video_args(p, of_run=True)
     _calls(p, "mme.eval.features:embed")
 
 
@@ -380,6 +382,9 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                         "taken)")
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation")
     p.add_argument("--seed", type=count(0), default=0, help="mask seed (with --checkpoint)")
+    p.add_argument("--orientation", default=None, choices=["coded", "display"],
+                   help="frames as coded, or turned as the file's display matrix says (phone videos); default: with "
+                        "--checkpoint its run's data.orientation where recorded, else coded")
     _calls(p, "mme.motion.viz:draw_picture")
 
 

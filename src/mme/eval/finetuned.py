@@ -88,7 +88,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
                          "list": os.path.abspath(list_file), "root": os.path.abspath(d.root or "."),
                          "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,
                          "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
-                         "clips": d.test_clips, "crops": d.test_crops, "precision": precision}
+                         "clips": d.test_clips, "crops": d.test_crops, "orientation": d.orientation,
+                         "backend": d.backend, "precision": precision}
         if dist.is_main():
             save_report(reports[name], cfg.train.out_dir, name)
     return reports
@@ -99,7 +100,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training. Its clips are
     those it was trained on: frames, size and tubelet from its config, sampling and stride from its run's (where
     the file records that run's config) unless ``given`` (the dotted keys set on the command line) names either:
-    then both are the config's (a stride given for a run of TSN segments would not count otherwise)."""
+    then both are the config's (a stride given for a run of TSN segments would not count otherwise); its frames'
+    orientation likewise, unless ``data.orientation`` is given."""
     from mme.models.checkpoint import build_model, read_checkpoint
 
     if not cfg.train.init:
@@ -125,8 +127,12 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     # run of TSN segments would have no effect, the stride of such a run is one it never used)
     chosen = [f"data.{k}" for k in ("sampling", "stride") if f"data.{k}" in given]
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
+    turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
     data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size,
-                               **taken)
+                               **taken, **turned)
+    if data.orientation != cfg.data.orientation:
+        log.info("task.eval_only: frames read %s, as the run that made %s read them (data.orientation), not the "
+                 "recipe's %s", data.orientation, cfg.train.init, cfg.data.orientation)
     if (data.num_frames, data.img_size, data.tubelet) != (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet):
         log.info("task.eval_only: test clips of %d frames of %d px (tubelet %d), as %s was trained on, not the "
                  "recipe's %d of %d px", m.num_frames, m.img_size, m.tubelet_size, cfg.train.init,

@@ -88,14 +88,21 @@ class Checkpoint:
         return None
 
     @property
+    def clip_orientation(self) -> str | None:
+        """How the run that made it read its frames (``data.orientation``: 'coded', or 'display' as a phone video's
+        display matrix turns them), where a file records it, else None."""
+        data = self.run_config.get("data")
+        return data.get("orientation") if isinstance(data, dict) else None
+
+    @property
     def run_record(self) -> dict:
         """What readers take from the run that made it, carried by every export (``run`` of ours, ``mme_run`` of a
-        Hugging Face config): its clip sampling (``data.sampling`` / ``data.stride``, for ``clip_stride``) and its
-        ``target`` section (``mme viz``)."""
+        Hugging Face config): its clips (``data.sampling`` / ``data.stride``, for ``clip_stride``;
+        ``data.orientation``) and its ``target`` section (``mme viz``)."""
         out = {}
         data = self.run_config.get("data")
         if isinstance(data, dict):
-            out["data"] = {k: data[k] for k in ("sampling", "stride") if k in data}
+            out["data"] = {k: data[k] for k in ("sampling", "stride", "orientation") if k in data}
         if isinstance(self.run_config.get("target"), dict):
             out["target"] = self.run_config["target"]
         return out

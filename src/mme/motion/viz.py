@@ -39,12 +39,12 @@ log = logging.getLogger(__name__)
 
 
 def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int,
-              tubelet: int = 2) -> Sample:
+              tubelet: int = 2, orientation: str = "coded") -> Sample:
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
     need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
     than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
     late for a longer one is refused."""
-    with open_video(path) as reader:
+    with open_video(path, orientation=orientation) as reader:
         n, span = reader.num_frames, window_length(num_frames, stride, tubelet, length)
         if start + span > n:
             tracks = f", with tracks of {length}," if length else ""
@@ -175,11 +175,12 @@ def _wheel_legend(full: float):
 
 
 def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int = 16, stride: int = 4,
-                   size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False) -> Path:
+                   size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False,
+                   orientation: str = "coded") -> Path:
     """PNG: one titled panel per tubelet (its first frame upsampled, the tracks of its L steps) and a colour key.
     GIF / MP4: per tubelet, the raw frames of its tracks (its first frame and the L after it) at their size, the
     tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice)."""
-    c = read_clip(video, start, num_frames, stride, size, length)
+    c = read_clip(video, start, num_frames, stride, size, length, orientation=orientation)
     tr: Tracks = track(c.frames, c.frame_ids, c.starts, length, seed_stride=seed_stride, compensate=compensate,
                        source=video, clamp=True)
     pos = tr.positions().reshape(len(c.starts), length + 1, -1, 2)  # (S, L+1, P, 2)
@@ -243,7 +244,8 @@ def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
 
 
 def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int | None = None,
-                       seed: int = 0, compensate: bool = False, scale: float = 4.0) -> Path:
+                       seed: int = 0, compensate: bool = False, scale: float = 4.0,
+                       orientation: str | None = None) -> Path:
     """PNG, a row per tubelet: its first frame, then what the masked autoencoder's heads predict for the masked
     patches of a clip (the model's mask of seed ``seed``), in one forward pass:
 
@@ -253,7 +255,8 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
       drawn at ``scale`` px (of the model's frame) per unit; position targets in their run's unit.
     - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
-    The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4)."""
+    The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4), its frames as
+    ``orientation`` (default: the run's ``data.orientation``, else as coded)."""
     model, ck = _mae(checkpoint)
     m, traj, pixel = model.cfg, "traj" in model.heads, "pixel" in model.heads
     if compensate and not traj:
@@ -261,7 +264,9 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     if traj:
         cfg, g = _traj_target(checkpoint, ck, model, compensate)
     stride = stride or ck.clip_stride or DataConfig.stride
-    c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size)
+    orientation = orientation or ck.clip_orientation or "coded"
+    c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
+                  orientation)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}
     x = to_video_tensor(c.frames[[at[int(f)] for f in c.clip]])[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
@@ -400,9 +405,10 @@ PICTURES = (".png", ".gif", ".mp4")
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
                  num_frames: int | None = None, stride: int | None = None, size: int | None = None,
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, orientation: str | None = None) -> Path:
     """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``,
-    whose model sets the frames, size, track length and points and whose run the stride unless given (``seed``
+    whose model sets the frames, size, track length and points and whose run the stride and orientation unless
+    given (``seed``
     draws the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
     given); prints and returns the path written."""
     out = Path(out)
@@ -418,12 +424,12 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
                               f"the model's; leave {'it' if len(given) == 1 else 'them'} out")
         if kind != ".png":
             raise ConfigError(f"--out {out}: a picture of predicted motion is a .png, as is a reconstruction")
-        path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate)
+        path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate, orientation=orientation)
     else:
         size = 224 if size is None else size
         if kind == ".mp4" and size % 2:
             raise ConfigError(f"--size {size}: an .mp4 (H.264, 4:2:0) needs an even size")
         path = tracks_picture(video, out, start, num_frames or 16, stride or DataConfig.stride, size, length or 6,
-                              seed_stride or 16, compensate)
+                              seed_stride or 16, compensate, orientation or "coded")
     print(f"viz: wrote {path}")
     return path

@@ -76,6 +76,10 @@ class RepeatedClips(Dataset):
     def failure_codes(self) -> torch.Tensor:
         return self.copies[0].failure_codes
 
+    @property
+    def list_digest(self) -> str:
+        return self.copies[0].list_digest
+
     def join_failures(self, codes: torch.Tensor) -> None:
         self.copies[0].join_failures(codes)
 
@@ -155,7 +159,12 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
         return cfg.model
     from mme.models.checkpoint import read_checkpoint
 
-    src = read_checkpoint(cfg.train.init, encoder_only=True).cfg
+    init = read_checkpoint(cfg.train.init, encoder_only=True)
+    if init.clip_orientation not in (None, cfg.data.orientation):
+        log.warning("train.init %s: its run read frames %s (data.orientation), this run reads them %s; "
+                    "data.orientation=%s reads them as it learned", cfg.train.init, init.clip_orientation,
+                    cfg.data.orientation, init.clip_orientation)
+    src = init.cfg
     arch = {k: getattr(src, k) for k in ARCH_FIELDS}
     changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
     if changed:
