@@ -351,6 +351,21 @@ def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):
         make_target_fn(TargetConfig(kind="mme", track_length=6, cache_dir=str(out)), m).targets(sample)
 
 
+def test_a_cache_that_lacks_the_lists_videos_says_to_extract_them(videos, tmp_path):
+    """Videos without a cache file failed the run with "`mme check LIST` names every video a run cannot read",
+    where `mme check` finds them readable: the advice is now the extraction that makes the missing files."""
+    from mme.errors import DataError
+
+    (tmp_path / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
+    cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(videos), img_size=64, num_frames=8, stride=2,
+                     max_failure_fraction=0.0)
+    m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(tmp_path / "empty")), m)
+    with pytest.raises(DataError, match=rf"`mme extract {tmp_path / 'list.txt'} --root {videos} --out "
+                                        r"TARGET.CACHE_DIR` \(with the settings the cache was made with\) makes"):
+        PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)[0]
+
+
 @pytest.mark.parametrize("kind", ["mme", "mme-released"])
 def test_from_the_cache_a_worker_decodes_only_the_frames_its_targets_read(videos, tmp_path, kind):
     """Online, a worker decodes the L + 1 frames from each start that the flow links; from the cache only the L

@@ -547,6 +547,21 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
     assert f"frames read display, as the run that made {tmp_path / 'turned.pt'} read them" in caplog.text
 
 
+def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):
+    """A recipe's default val list that is not there was said as "list file runs/synth/val.txt: cannot read it",
+    to a user who had set data.list_file only: the setting, and how to set or clear it, are said now."""
+    from mme.errors import DataError
+    from mme.eval.finetuned import finetune
+
+    missing = tmp_path / "no" / "val.txt"
+    with pytest.raises(DataError, match=rf"task.val_list {missing}: cannot read it \(.*\); set task.val_list=PATH, "
+                                        r"or task.val_list= for none"):
+        finetune(_tiny_recipe(synth, tmp_path / "ft", f"task.val_list={missing}"))
+    with pytest.raises(DataError, match=rf"data.list_file {missing}: cannot read it \(.*\); set data.list_file=PATH$"):
+        finetune(_tiny_recipe(synth, tmp_path / "ft", f"data.list_file={missing}", "task.val_list=",
+                              "task.test_list="))
+
+
 def test_eval_only_without_a_list_to_test_is_refused(synth, tmp_path):
     """task.eval_only with neither task.val_list nor task.test_list tested nothing and exited 0."""
     from mme.errors import ConfigError

@@ -240,7 +240,7 @@ class _VideoDataset(Dataset):
         require_backend(cfg.backend)
         if cfg.index_dir is not None:
             check_output(cfg.index_dir, "data.index_dir", folder=True)
-        entries, self.bad_lines = read_list(cfg.list_file, strict=False)
+        entries, self.bad_lines = read_list(cfg.list_file, strict=False, key="data.list_file")
         if need_labels and any(e.label is None for e in entries):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
         self.entries: list[ListEntry] = entries
@@ -304,14 +304,18 @@ class _VideoDataset(Dataset):
             counts, missing = self.failure_counts(), REASONS.index("missing")
             lost = [self.entries[i].path for i in torch.nonzero(self._reason == missing).flatten().tolist()]
             relative = sum(not os.path.isabs(p) for p in lost)
-            check = f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root else ""  # and as the run decodes
-            check += f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1 else ""
+            listed = shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
+                                                             else "")
+            check = listed + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1 else "")
             check += f" --index-dir {shlex.quote(str(self.cfg.index_dir))}" if self.cfg.index_dir else ""
             advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                       "start from?" if 2 * relative > failed else
                       "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
-                      f"`mme check {shlex.quote(str(self.cfg.list_file))}{check}` names every video a run cannot "
-                      "read: leave them out of the list, or raise data.max_failure_fraction")
+                      f"`mme extract {listed} --out TARGET.CACHE_DIR` (with the settings the cache was made with) "
+                      "makes the track cache files these videos lack, and resumes"
+                      if 2 * counts.get("track cache", 0) > failed else
+                      f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
+                      "data.max_failure_fraction")
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
                 f"{self.cfg.max_failure_fraction} ({counts}); e.g. {examples}; {advice}"

@@ -61,14 +61,20 @@ def _is_int(token: str) -> bool:
     return re.fullmatch(r"[+-]?[0-9]+", token) is not None
 
 
-def read_list(list_file: str | Path, strict: bool = True) -> tuple[list[ListEntry], list[BadLine]]:
+def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
+              ) -> tuple[list[ListEntry], list[BadLine]]:
     """Parse a list file. Returns the entries and the bad lines; with ``strict`` the first bad line raises
-    DataError naming the file and line. Blank lines and lines starting with '#' are ignored."""
+    DataError naming the file and line. Blank lines and lines starting with '#' are ignored. ``key``: what named
+    the file, said where it cannot be read: a config setting (a recipe's default may be one the user did not set,
+    so how to set it is said too) or words ("the train list")."""
     list_file = str(list_file)
     try:
         lines = text_lines(Path(list_file).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"list file {list_file}: cannot read it ({e})") from e
+        to_set = ""
+        if key and key.split(".")[0] in ("data", "task"):
+            to_set = f"; set {key}=PATH" + (f", or {key}= for none" if key.startswith("task.") else "")
+        raise DataError(f"{key or 'list file'} {list_file}: cannot read it ({e}){to_set}") from e
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not _is_comment(line)]
     labelled = any(len(t.split()) > 1 and _is_int(t.split()[-1]) for _, t in rows)
     decimal = next(((n, t) for n, t in rows if len(t.split()) > 1 and re.fullmatch(r"[+-]?[0-9]+\.[0-9]*",
@@ -191,7 +197,7 @@ def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[Lis
     """Read a test list strictly (each of its videos is predicted or reported, so a line the parser rejects is
     a DataError naming it) and refuse, naming the video, a missing label or one that a ``num_classes``-class
     model cannot predict. Returns its entries."""
-    entries = read_list(list_file, strict=True)[0]
+    entries = read_list(list_file, strict=True, key=what)[0]
     for e in entries:
         if e.label is None:
             raise DataError(f"{what} {list_file}: {e.path} has no label; a list to score a model on needs one on "

@@ -128,7 +128,8 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     """``task.num_classes``, else the number of class names, else 1 + the largest label; a label the head cannot
     predict is a DataError naming the list file, found before any training."""
-    labels = [e.label for e in read_list(cfg.data.list_file, strict=False)[0] if e.label is not None]
+    labels = [e.label for e in read_list(cfg.data.list_file, strict=False, key="data.list_file")[0]
+              if e.label is not None]
     if len(set(labels)) == 1:  # a head trained on one class learns nothing (its loss is 0) and scores 100 %
         raise DataError(f"list file {cfg.data.list_file}: every video has label {labels[0]}; a classifier needs "
                         f"videos of at least 2 classes")
