@@ -362,7 +362,8 @@ def test_a_cache_that_lacks_the_lists_videos_says_to_extract_them(videos, tmp_pa
     m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
     fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(tmp_path / "empty")), m)
     with pytest.raises(DataError, match=rf"`mme extract {tmp_path / 'list.txt'} --root {videos} --out "
-                                        r"TARGET.CACHE_DIR` \(with the settings the cache was made with\) makes"):
+                                        rf"{tmp_path / 'empty'}` with the run's track length, flow and orientation "
+                                        r"makes the track cache files these videos lack"):
         PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)[0]
 
 

@@ -299,8 +299,8 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
     assert meta["config_changes"] == [{"from_step": 1, "changes": [
         f"code: {'0' * 40} -> {meta['git']}", f"torch: 2.5.0 -> {torch.__version__}",
         f"device: NVIDIA H100 -> {meta['device_name']} (the same up to float rounding, not bitwise)",
-        f"intra-op threads: {threads + 1} -> {threads} (the same up to float rounding, not bitwise; train.threads "
-        "pins them)"]}]
+        f"intra-op threads: {threads + 1} -> {meta['threads']} (the same up to float rounding, not bitwise; "
+        "train.threads pins them)"]}]
     with pytest.raises(ConfigError, match=r"checkpoint-00000002.pt: its run trained 2 steps, past this config's end "
                                           r"at 1 \(train.steps / train.epochs\).*train.init="):
         run(*base[:3], "train.steps=1", *base[4:], "train.resume=auto")

@@ -293,6 +293,9 @@ class _VideoDataset(Dataset):
         cfg = self.cfg
         return open_video(path, cfg.backend, cfg.decode_threads, cfg.index_dir, cfg.orientation)
 
+    cache_dir: str | None = None
+    """The track cache the items' targets read (``target.cache_dir``), named by the failure advice."""
+
     def path(self, i: int) -> str:
         return resolve(self.entries[i], self.cfg.root)
 
@@ -311,8 +314,9 @@ class _VideoDataset(Dataset):
             advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                       "start from?" if 2 * relative > failed else
                       "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
-                      f"`mme extract {listed} --out TARGET.CACHE_DIR` (with the settings the cache was made with) "
-                      "makes the track cache files these videos lack, and resumes"
+                      f"`mme extract {listed} --out {shlex.quote(str(self.cache_dir or 'TARGET.CACHE_DIR'))}` with "
+                      "the run's track length, flow and orientation makes the track cache files these videos lack, "
+                      "and resumes (`--overwrite` remakes stale ones; the warnings above say which)"
                       if 2 * counts.get("track cache", 0) > failed else
                       f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                       "data.max_failure_fraction")
@@ -394,6 +398,7 @@ class PretrainDataset(_VideoDataset):
         self.target_fn = target_fn
         self.track_length = track_length
         self.track_reads = track_reads
+        self.cache_dir = getattr(getattr(target_fn, "cfg", None), "cache_dir", None)
 
     def sample(self, i: int, rng: np.random.Generator) -> Sample:
         """Decode and crop entry ``i`` into a :class:`Sample` (raises VideoError on a bad video)."""

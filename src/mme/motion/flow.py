@@ -40,13 +40,16 @@ _ENGINES: dict[tuple, object] = {}
 def _engine(method: str, shape: tuple[int, ...]):
     """One flow object per process, method and frame size: DIS allocates its pyramids once and reuses them, but
     after frames of another size it returns other flow for the same frames (up to 0.1 px), so an engine only ever
-    sees one size and the flow is a function of the frames alone."""
+    sees one size; and its first flow differs from its later ones for the same frames (up to 0.06 px), so a new
+    engine computes one flow of blank frames first. The flow is a function of the frames alone."""
     key = (os.getpid(), method, shape)
     if key not in _ENGINES:
         if method in DIS_PRESETS:
             _ENGINES[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
             for name, value in DIS_SETTINGS.get(method, {}).items():
                 getattr(_ENGINES[key], f"set{name}")(value)
+            blank = np.zeros(shape[:2], np.uint8)
+            _ENGINES[key].calc(blank, blank, None)
         elif method == "tvl1":
             if not hasattr(cv2, "optflow"):
                 raise ConfigError(

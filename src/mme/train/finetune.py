@@ -161,10 +161,10 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
     from mme.models.checkpoint import read_checkpoint
 
     init = read_checkpoint(cfg.train.init, encoder_only=True)
-    if init.clip_orientation not in (None, cfg.data.orientation):
-        log.warning("train.init %s: its run read frames %s (data.orientation), this run reads them %s; "
-                    "data.orientation=%s reads them as it learned", cfg.train.init, init.clip_orientation,
-                    cfg.data.orientation, init.clip_orientation)
+    if init.clip_orientation not in (None, cfg.data.orientation):  # the same frames without display matrices
+        log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
+                 "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
+                 cfg.data.orientation)
     src = init.cfg
     arch = {k: getattr(src, k) for k in ARCH_FIELDS}
     changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
