@@ -256,6 +256,10 @@ def _video_args(p: argparse.ArgumentParser, of_run: bool = False) -> None:
     p.add_argument("--orientation", default=None if of_run else "coded", choices=["coded", "display"],
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: "
                         + ("the checkpoint's run's data.orientation where recorded, else coded" if of_run else "coded"))
+    if of_run:
+        p.add_argument("--index-dir", default=None, metavar="DIR",
+                       help="frame indices that `mme check --index-dir DIR` proved: a long video's views are read by "
+                            "seeking from its first read (else that read decodes from the start)")
 
 
 def _view_args(p: argparse.ArgumentParser) -> None:

@@ -381,14 +381,16 @@ def read_tokens(path: str | Path) -> np.ndarray:
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
-          orientation: str | None = None, chunk_batches: int = 50, progress: bool = True) -> Path:
+          orientation: str | None = None, index_dir: str | None = None, chunk_batches: int = 50,
+          progress: bool = True) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
     ``clips`` × ``crops`` test views per video (strided clips at ``stride``: default the run's ``data.stride`` for
     our training checkpoints of strided runs and their exports, else 4; or TSN ``segments``), the clip length and
     crop size of the encoder's config; frames read as ``orientation`` (default: the run's ``data.orientation``
-    where the file records it, else as coded). Resumable and sharded over torchrun ranks."""
+    where the file records it, else as coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
+    that a long video's views seek from its first read. Resumable and sharded over torchrun ranks."""
     from mme.models.checkpoint import build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
@@ -413,7 +415,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                  "its run's data.orientation" if ck.clip_orientation else "default")
     dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
-                           root=root, backend=backend, orientation=orientation)
+                           root=root, backend=backend, orientation=orientation, index_dir=index_dir)
     n = len(dataset)
     fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
                    "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
