@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from videos import texture, write_video
+from videos import DecodedFrames, texture, write_keyint_video, write_video
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError
@@ -580,42 +580,23 @@ def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup
 def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, monkeypatch):
     """A video's first read decodes from its start: the test views of a long video (a lecture) decoded it whole
     for every item. With `--index-dir` of a `mme check`, they seek, and the features are the same."""
-    import av
-
     from mme.cli import main
-    from mme.data import pyav_reader
 
     _, ckpt = setup
     frames = np.random.default_rng(0).integers(0, 256, (300, 40, 40, 3), np.uint8)
-    video = tmp_path / "long.mp4"
-    with av.open(str(video), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "x264-params": "keyint=50:scenecut=0"})
-        s.width, s.height, s.pix_fmt = 40, 40, "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
+    video = write_keyint_video(tmp_path / "long.mp4", frames, "50")
     (tmp_path / "list.txt").write_text("long.mp4\n")
     assert main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json"),
                  "--index-dir", str(tmp_path / "index")]) == 0
-    decoded = 0
-    real_decode = pyav_reader._decode
-
-    def counting(*args):
-        nonlocal decoded
-        for frame in real_decode(*args):
-            decoded += 1
-            yield frame
-
-    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    decoded = DecodedFrames(monkeypatch)
     rows, counts = [], []
     for name, more in (("plain", {}), ("indexed", {"index_dir": str(tmp_path / "index")})):
-        decoded = 0
+        decoded.count = 0
         rows.append(read_features(embed(ckpt, video, tmp_path / f"{name}.npy", clips=3, stride=2, num_workers=0,
                                         progress=False, **more))[0])
-        counts.append(decoded)
+        counts.append(decoded.count)
     np.testing.assert_array_equal(rows[0], rows[1])
-    assert counts[1] < counts[0] / 2, counts
-    print(counts)  # 3 clips of 7 frames, from keyframes 50 apart (was: from frame 0)
+    assert counts[1] < counts[0] / 2, counts  # 3 clips of 7 frames, from keyframes 50 apart (was: from frame 0)
 
 
 def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(setup, tmp_path):

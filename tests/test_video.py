@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
-from videos import affine_video, decode_all, write_video
+from videos import DecodedFrames, affine_video, decode_all, write_keyint_video, write_video
 
 from mme.data import pyav_reader
 from mme.data.pyav_reader import rgb24
@@ -506,32 +506,16 @@ def test_a_read_seeks_again_at_a_keyframe_past_the_frame_before(tmp_path, monkey
     """One read decoded every frame from its first wanted frame to its last: segment sampling and the test clips of
     a 10-minute video took 1.5 s per item against 0.2 s."""
     frames = np.random.default_rng(0).integers(0, 256, (300, 48, 64, 3), np.uint8)
-    path = tmp_path / "long_gop.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10",
-                                                      "x264-params": "keyint=100:min-keyint=100:scenecut=0"})
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
+    path = write_keyint_video(tmp_path / "long_gop.mp4", frames, "100")
     ref = decode_all(path)
-    decoded = 0
-    real_decode = pyav_reader._decode
-
-    def counting(*args):
-        nonlocal decoded
-        for frame in real_decode(*args):
-            decoded += 1
-            yield frame
-
-    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    decoded = DecodedFrames(monkeypatch)
     idx = np.concatenate([np.arange(5, 15), np.arange(150, 160), np.arange(290, 300)])  # keyframes at 0, 100, 200
     with open_video(path) as reader:
         reader.read([299])  # proves the index: reads after it seek
-        decoded = 0
+        decoded.count = 0
         got = reader.read(idx)
     np.testing.assert_array_equal(got, ref[idx])
-    assert decoded == 15 + 60 + 100, decoded  # from each run's keyframe to its last frame (was 300: all)
+    assert decoded.count == 15 + 60 + 100, decoded.count  # from each run's keyframe to its last frame (was 300)
 
 
 def test_check_reads_alone_only_the_frames_a_seek_reaches(tmp_path, monkeypatch):
@@ -539,23 +523,8 @@ def test_check_reads_alone_only_the_frames_a_seek_reaches(tmp_path, monkeypatch)
     file's first frame: a decode from the start, as its counting decode was, so a file of one keyframe was decoded
     about four times over (16 s against 3 for a long one)."""
     frames = np.random.default_rng(0).integers(0, 256, (120, 32, 32, 3), np.uint8)
-    path = tmp_path / "one_keyframe.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "x264-params": "keyint=infinite"})
-        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    decoded = 0
-    real_decode = pyav_reader._decode
-
-    def counting(*args):
-        nonlocal decoded
-        for frame in real_decode(*args):
-            decoded += 1
-            yield frame
-
-    monkeypatch.setattr(pyav_reader, "_decode", counting)
+    path = write_keyint_video(tmp_path / "one_keyframe.mp4", frames, "infinite")
+    decoded = DecodedFrames(monkeypatch)
     report = check_video(str(path))
     assert report["status"] == "ok" and report["seeking"] == "seek", report
-    assert decoded == 2 * 120, decoded  # proving the index, then counting frames (was 482: each probe from the start)
+    assert decoded.count == 2 * 120, decoded.count  # proving the index, counting frames (was 482: each probe again)

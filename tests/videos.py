@@ -299,3 +299,35 @@ def cut_mid_gop(src: str | Path, dst: str | Path, drop: int = 3) -> Path:
                 p.stream = stream
                 out.mux(p)
     return Path(dst)
+
+
+def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str) -> Path:
+    """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
+    recordings are encoded (x264's scene cuts off)."""
+    T, H, W, _ = frames.shape
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10",
+                                                      "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
+                                                      if keyint != "infinite" else "keyint=infinite"})
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    return Path(path)
+
+
+class DecodedFrames:
+    """Counts the frames the PyAV reader's decodes yield (``count``), patched in with ``monkeypatch``."""
+
+    def __init__(self, monkeypatch):
+        from mme.data import pyav_reader
+
+        self.count = 0
+        real = pyav_reader._decode
+
+        def counting(*args):
+            for frame in real(*args):
+                self.count += 1
+                yield frame
+
+        monkeypatch.setattr(pyav_reader, "_decode", counting)
