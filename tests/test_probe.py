@@ -131,6 +131,8 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     result = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert result["splits"]["train"]["videos"] == 12 and result["splits"]["test"]["failed"] == 1
     assert result["splits"]["test"]["views"] == 2
+    assert {k: result["splits"]["test"][k] for k in ("stride", "segments", "orientation", "backend")} == {
+        "stride": 2, "segments": False, "orientation": "coded", "backend": "pyav"}  # how its clips were read
     for method in ("linear", "knn"):
         assert result[method]["num_samples"] == 12 and 0.0 <= result[method]["top1"] <= 1.0
         assert list(result[method]["per_class_accuracy"]) == synth.classes

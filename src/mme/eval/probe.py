@@ -228,7 +228,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             raise DataError(f"{list_file}: probing needs a label on every line")
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
-                       "views": meta["views"], "precision": meta["precision"], "features": str(path)}
+                       "views": meta["views"], "stride": meta["stride"], "segments": meta["segments"],
+                       "orientation": meta["orientation"], "backend": meta["backend"], "precision": meta["precision"],
+                       "features": str(path)}
     if not dist.is_main():
         return None
     num_classes = len(names) if names else 1 + int(max(y.max() for _, y in data.values()))
