@@ -18,7 +18,7 @@ import torch
 from videos import DecodedFrames, texture, write_keyint_video, write_video
 
 from mme.data.transforms import normalize_clip
-from mme.errors import DataError
+from mme.errors import ConfigError, DataError
 from mme.eval.features import embed, extract_features, read_features, read_tokens
 from mme.eval.testing import build_test_set
 from mme.models.checkpoint import load_encoder
@@ -597,6 +597,9 @@ def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, mo
         counts.append(decoded.count)
     np.testing.assert_array_equal(rows[0], rows[1])
     assert counts[1] < counts[0] / 2, counts  # 3 clips of 7 frames, from keyframes 50 apart (was: from frame 0)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError, match="--index-dir .*a_file: is a file"):  # (was named data.index_dir)
+        embed(ckpt, video, tmp_path / "x.npy", index_dir=str(tmp_path / "a_file"), num_workers=0, progress=False)
 
 
 def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(setup, tmp_path):

@@ -289,8 +289,11 @@ def test_undecodable_videos_are_replaced_and_counted_in_the_log_over_resumes(syn
     assert res.step == 4 and res.history[-1]["data_failures"] == 1.0  # one epoch = all 16 entries read
     assert "data: 1 videos failed and were replaced: {'unreadable': 1}" in caplog.text  # the run's summary
     # resumed, it counts and skips them from its first step, as the run would have gone on (they started from 0)
-    res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=8", "train.stop_after=5", "train.resume=auto")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        res = run("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=8", "train.stop_after=5", "train.resume=auto")
     assert res.history[-1]["data_failures"] == 1.0
+    assert "1 videos failed and were replaced: {'unreadable': 1} (1 of them before the run resumed)" in caplog.text
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

@@ -403,6 +403,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         if value < least:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
     check_output(out, "--out")
+    if index_dir is not None:
+        check_output(index_dir, "--index-dir", folder=True)
+        if not any(Path(index_dir).iterdir()):
+            log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
+                        index_dir)
     info = dist.init_distributed(choose_device(device).type)
     ck = read_checkpoint(checkpoint, encoder_only=True)
     encoder = build_model(ck)

@@ -111,6 +111,8 @@ class Run:
     """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
+    failures_carried: int = 0
+    """Videos that failed before the run resumed (its checkpoint's), counted with this process's."""
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------
@@ -337,8 +339,9 @@ def restore(run: Run, source: str, state: dict) -> None:
     run.skipped = int(state.get("skipped", 0))
     failed = state.get("data_failures") or {}
     if failed.get("list") == run.data.list_digest and int(failed["codes"].count_nonzero()):  # the same list
-        log.info("%d video(s) that failed before step %d are skipped and counted, as the run would have gone on",
-                 int(failed["codes"].count_nonzero()), run.step)
+        run.failures_carried = int(failed["codes"].count_nonzero())
+        log.info("%d video(s) that failed in the run before it resumed (up to its step %d checkpoint) are skipped "
+                 "and counted, as the run would have gone on", run.failures_carried, run.step)
         run.data.join_failures(failed["codes"])
     run.position = data_position(state, len(run.data), run.cfg.train.batch_size * world)
     if run.cfg.train.steps is None:

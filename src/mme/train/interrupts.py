@@ -82,6 +82,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def ignore_in_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: leave Ctrl-C and group-wide SIGTERMs to the main process, which stops the
-    workers itself (module docstring)."""
+    workers itself (module docstring). Out of the terminal's process group, a worker's write to it would stop the
+    worker where the terminal has ``tostop`` set (SIGTTOU), and the loader wait for it forever: it writes instead."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     os.setpgid(0, 0)

@@ -302,8 +302,11 @@ def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
     counts = run.data.failure_counts()
     counts.pop("bad list line", None)  # said at the start
     if dist.is_main() and counts:
-        log.warning("data: %s videos failed and were replaced: %s (see the warnings above)", sum(counts.values()),
-                    counts)
+        found = sum(counts.values())
+        where = "see the warnings above" if not run.failures_carried else \
+            f"{run.failures_carried} of them before the run resumed" + \
+            ("; the warnings above name the others" if found > run.failures_carried else "")
+        log.warning("data: %s videos failed and were replaced: %s (%s)", found, counts, where)
     return path
 
 
