@@ -147,7 +147,7 @@ class VideoReader:
 
 class FrameBuffer:
     """The frames one read returns, each written into one array as it is decoded, through ``each`` if given (a
-    list of frames stacked at the end held every frame twice: 2.7 GB at the peak for 56 frames of a 4K video)."""
+    list of frames stacked at the end held every frame twice: 2.8 GB for the 56 frames of a 4K video)."""
 
     def __init__(self, indices: np.ndarray, each: Callable[[np.ndarray], np.ndarray] | None = None):
         self.indices = indices
