@@ -604,7 +604,7 @@ def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, mo
 
 def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(setup, tmp_path):
     """A run of ``data.orientation=display`` learned a phone video's frames turned; ``mme embed`` / ``probe`` read
-    them as coded unless told (features off by 0.43 in the audit), and exports did not record it."""
+    them as coded unless told (other features), and exports did not record it."""
     import dataclasses
 
     from mme.models.export import export

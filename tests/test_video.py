@@ -521,7 +521,7 @@ def test_a_read_seeks_again_at_a_keyframe_past_the_frame_before(tmp_path, monkey
 def test_check_reads_alone_only_the_frames_a_seek_reaches(tmp_path, monkeypatch):
     """`mme check` read each of its probes alone from a reader of its own, also where the probe's keyframe is the
     file's first frame: a decode from the start, as its counting decode was, so a file of one keyframe was decoded
-    about four times over (16 s against 3 for a long one)."""
+    about four times over (3.7 s against 2.5 for 6,000 frames)."""
     frames = np.random.default_rng(0).integers(0, 256, (120, 32, 32, 3), np.uint8)
     path = write_keyint_video(tmp_path / "one_keyframe.mp4", frames, "infinite")
     decoded = DecodedFrames(monkeypatch)

@@ -236,7 +236,10 @@ class _DecordReader(VideoReader):
         self.size = (int(W), int(H))
 
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
+        frames = self._vr.get_batch(indices.tolist()).asnumpy()  # decord decodes the batch whole
+        if each is None:
+            return frames
         out = FrameBuffer(indices, each)
-        for i, frame in zip(indices, self._vr.get_batch(indices.tolist()).asnumpy()):
+        for i, frame in zip(indices, frames):
             out.put(int(i), frame)
         return out.frames

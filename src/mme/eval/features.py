@@ -411,13 +411,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     info = dist.init_distributed(choose_device(device).type)
     ck = read_checkpoint(checkpoint, encoder_only=True)
     encoder = build_model(ck)
-    if stride is None:
-        stride = ck.clip_stride or 4
-        log.info("embed: clips at stride %d (%s)", stride, "its run's data.stride" if ck.clip_stride else "default")
-    if orientation is None:
-        orientation = ck.clip_orientation or "coded"
-        log.info("embed: frames read %s (%s)", orientation,
-                 "its run's data.orientation" if ck.clip_orientation else "default")
+    stride, orientation = ck.run_setting(stride, "stride", "embed"), ck.run_setting(orientation, "orientation", "embed")
     dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                            root=root, backend=backend, orientation=orientation, index_dir=index_dir)

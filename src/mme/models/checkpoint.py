@@ -94,6 +94,18 @@ class Checkpoint:
         data = self.run_config.get("data")
         return data.get("orientation") if isinstance(data, dict) else None
 
+    def run_setting(self, given, setting: str, command: str):
+        """``given`` where the command line set it, else the ``data.<setting>`` of the run that made it (``stride``:
+        :attr:`clip_stride`, ``orientation``: :attr:`clip_orientation`), else DataConfig's default; the taken one
+        is said in the log as ``command``'s."""
+        if given is not None:
+            return given
+        recorded, default = {"stride": (self.clip_stride, 4), "orientation": (self.clip_orientation, "coded")}[setting]
+        value = recorded if recorded is not None else default
+        log.info("%s: %s %s (%s)", command, setting, value, f"its run's data.{setting}" if recorded is not None
+                 else "default")
+        return value
+
     @property
     def run_record(self) -> dict:
         """What readers take from the run that made it, carried by every export (``run`` of ours, ``mme_run`` of a

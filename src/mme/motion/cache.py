@@ -193,11 +193,11 @@ def track_writer(path: str | Path, meta: dict, starts: int, grid: tuple[int, int
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.seek(len(MAGIC) + 8 + len(header) + 8 * (starts + 1) + 4)
 
-        def write(q: np.ndarray, valid: np.ndarray, start_homs: np.ndarray | None = None) -> None:
+        def write(q: np.ndarray, valid: np.ndarray, homs: np.ndarray | None = None) -> None:
             valid = np.asarray(valid, bool)
             for k in range(len(q)):
                 record = zlib.compress(q[k].astype("<i2").tobytes() + valid[k].tobytes()
-                                       + (b"" if start_homs is None else start_homs[k].astype("<f4").tobytes()))
+                                       + (b"" if homs is None else homs[k].astype("<f4").tobytes()))
                 f.write(record)
                 sizes.append(len(record))
 

@@ -137,7 +137,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
             for a in range(0, n, opts.chunk):
                 b = min(n, a + opts.chunk)  # starts a .. b-1
                 ids = np.arange(a, min(n, b + opts.length))
-                frames = reader.read(ids, each=lambda f: resize(f, (w, h)))  # (a chunk at full size: 4K, 3.8 GB)
+                frames = reader.read(ids, each=lambda f: resize(f, (w, h)))  # held at the working size
                 if opts.batched:  # every start's frame after each step, as a position in `frames` (clamped at the end)
                     at = track_frames(ids.tolist(), list(range(a, b)), opts.length, 1, n - 1, path) - a
                     d, v, _ = track_in_step(torch.from_numpy(frames).to(dev), torch.from_numpy(at).to(dev),
@@ -146,11 +146,13 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                     continue
                 tr = track(frames, ids, np.arange(a, b), opts.length, 1, opts.seed_stride, opts.flow,
                            opts.compensate, bound, source=path, flow_cache=flows, clamp=True)
-                for (first, _), (_, hom) in flows.items():  # every pair these starts' tracks took
-                    if pair_homs is not None and hom is not None:
-                        pair_homs[first] = hom
-                write(quantise(tr.disp), tr.valid,
-                      None if pair_homs is None else start_homs(pair_homs, opts.length, np.arange(a, b)))
+                homs = None
+                if pair_homs is not None:
+                    for (first, _), (_, hom) in flows.items():  # every pair these starts' tracks took
+                        if hom is not None:
+                            pair_homs[first] = hom
+                    homs = start_homs(pair_homs, opts.length, np.arange(a, b))
+                write(quantise(tr.disp), tr.valid, homs)
                 for pair in [p for p in flows if p[0] < b]:  # the next chunk starts at b: drop older pairs
                     del flows[pair]
 

@@ -40,7 +40,7 @@ _ENGINES: dict[tuple, object] = {}
 def _engine(method: str, shape: tuple[int, ...]):
     """One flow object per process, method and frame size: DIS allocates its pyramids once and reuses them, but
     after frames of another size it returns other flow for the same frames (up to 0.1 px), so an engine only ever
-    sees one size; and its first flow differs from its later ones for the same frames (up to 0.06 px), so a new
+    sees one size; and its first flow differs from its later ones for the same frames (0.04 px in the test), so a new
     engine computes one flow of blank frames first. The flow is a function of the frames alone."""
     key = (os.getpid(), method, shape)
     if key not in _ENGINES:

@@ -263,11 +263,7 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
         raise ConfigError(f"--compensate: {checkpoint} has no 'traj' head; its reconstruction uses no tracks")
     if traj:
         cfg, g = _traj_target(checkpoint, ck, model, compensate)
-    stride = stride or ck.clip_stride or DataConfig.stride
-    if orientation is None:
-        orientation = ck.clip_orientation or "coded"
-        log.info("viz: frames read %s (%s)", orientation,
-                 "its run's data.orientation" if ck.clip_orientation else "default")
+    stride, orientation = ck.run_setting(stride, "stride", "viz"), ck.run_setting(orientation, "orientation", "viz")
     c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
                   orientation)
     at = {int(f): i for i, f in enumerate(c.frame_ids)}

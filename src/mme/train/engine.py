@@ -338,8 +338,8 @@ def restore(run: Run, source: str, state: dict) -> None:
     run.step = run.resumed_at = int(state["step"])
     run.skipped = int(state.get("skipped", 0))
     failed = state.get("data_failures") or {}
-    if failed.get("list") == run.data.list_digest and int(failed["codes"].count_nonzero()):  # the same list
-        run.failures_carried = int(failed["codes"].count_nonzero())
+    if failed.get("list") == run.data.list_digest and (carried := int(failed["codes"].count_nonzero())):
+        run.failures_carried = carried  # of the same list
         log.info("%d video(s) that failed in the run before it resumed (up to its step %d checkpoint) are skipped "
                  "and counted, as the run would have gone on", run.failures_carried, run.step)
         run.data.join_failures(failed["codes"])
