@@ -70,6 +70,26 @@ def test_every_flag_is_a_parameter_of_the_function_its_command_calls():
         assert dests <= params, (name, dests - params)
 
 
+def test_one_setting_has_one_pair_of_names_on_every_command():
+    """The crop side was ``--size`` in viz and the benches but ``--img-size`` in export and bench train (the
+    config's ``data.img_size``), the clip's frames ``--frames`` / ``--num-frames`` likewise, a batch ``--batch`` /
+    ``--batch-size``: every command now takes both spellings of each, for the same setting."""
+    pairs = [("--size", "--img-size"), ("--frames", "--num-frames"), ("--batch", "--batch-size"),
+             ("--clips", "--test-clips"), ("--crops", "--test-crops")]
+    own = {("synth", "--size"),  # the generated videos' side, not a crop
+           ("bench data", "--clips"), ("bench pipeline", "--clips")}  # timed items, not test views
+    seen = set()
+    for name, parser in _subcommands(build_parser()).items():
+        for action in parser._actions:
+            for a, b in pairs:
+                if {a, b} & set(action.option_strings) and not any((name, f) in own for f in (a, b)):
+                    assert {a, b} <= set(action.option_strings), (name, action.option_strings)
+                    seen.add((name, a))
+    assert {("viz", "--size"), ("export", "--size"), ("bench train", "--size"), ("export", "--frames"),
+            ("viz", "--frames"), ("probe", "--clips"), ("embed", "--crops"), ("bench train", "--batch"),
+            ("probe", "--batch")} <= seen
+
+
 def _subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
     """Every (nested) subcommand's parser by its name, e.g. 'bench train'."""
     out = {}
@@ -107,7 +127,7 @@ def test_every_number_a_flag_takes_has_its_range(capsys):
                 low = action.type.least - 1 if action.type.__qualname__.startswith("count") else "nan"
                 with pytest.raises(argparse.ArgumentTypeError):
                     action.type(str(low))
-    for argv, said in ((["bench", "train", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    for argv, said in ((["bench", "train", "--batch", "0"], "argument --batch/--batch-size: must be at least 1, got 0"),
                        (["demo", "--minutes", "nan"], "argument --minutes: must be a finite number > 0, got nan"),
                        (["synth", "out", "--fps", "0"], "argument --fps: must be at least 1, got 0"),
                        (["synth", "out", "--size", "16"], "argument --size: must be at least 32, got 16"),  # as synth

@@ -107,7 +107,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--videos-per-class", type=count(), default=None, help="default 40")
     p.add_argument("--size", type=count(32), default=None, help="frame side in pixels (even, at least 32; default "
                                                                 "112)")
-    p.add_argument("--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
+    p.add_argument("--frames", "--num-frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
                    help="frames per video (default 48)")
     p.add_argument("--fps", type=count(), default=None, help="default 25")
     p.add_argument("--seed", type=count(0), default=None, help="default 0")
@@ -264,8 +264,10 @@ def _video_args(p: argparse.ArgumentParser, of_run: bool = False) -> None:
 
 def _view_args(p: argparse.ArgumentParser) -> None:
     """Test views of a frozen-encoder command (probe, embed): N clips x M crops."""
-    p.add_argument("--clips", type=count(), default=1, help="temporal clips per video (default 1)")
-    p.add_argument("--crops", type=count(), default=1, help="spatial crops per clip, along the long side (default 1)")
+    p.add_argument("--clips", "--test-clips", dest="clips", metavar="N", type=count(), default=1,
+                   help="temporal clips per video, as data.test_clips (default 1)")
+    p.add_argument("--crops", "--test-crops", dest="crops", metavar="N", type=count(), default=1,
+                   help="spatial crops per clip, along the long side, as data.test_crops (default 1)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between sampled frames (default: the run's data.stride for a training "
                         "checkpoint of strided clips or an export of one, else 4)")
@@ -274,7 +276,8 @@ def _view_args(p: argparse.ArgumentParser) -> None:
 
 def _encoder_run_args(p: argparse.ArgumentParser) -> None:
     """Batching, workers, device and precision of a frozen-encoder command (probe, embed)."""
-    p.add_argument("--batch-size", type=count(), default=4, help="videos per forward pass")
+    p.add_argument("--batch-size", "--batch", dest="batch_size", metavar="N", type=count(), default=4,
+                   help="videos per forward pass")
     p.add_argument("--workers", "--num-workers", dest="num_workers", metavar="N", type=count(0), default=2,
                    help="data-loading worker processes (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -348,9 +351,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="encoder attention heads, for checkpoints that do not record them (default: the original "
                         "factories' for ViT-S/B/L/H widths, else 64-d heads; the export records a default as assumed)")
     p.add_argument("--decoder-heads", type=count(), default=None, help="decoder attention heads, likewise")
-    p.add_argument("--img-size", type=count(), default=None,
+    p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(), default=None,
                    help="input side the model expects (original .pth do not record it: 224, recorded as assumed)")
-    p.add_argument("--num-frames", type=count(), default=None, help="frames per clip (original .pth: 16, likewise)")
+    p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
+                   help="frames per clip (original .pth: 16, likewise)")
     p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
                    help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: what "
                         "SRC records, a run's target.norm_pix, else on)")
@@ -372,11 +376,11 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="pre-trained masked autoencoder: draw predicted vs target motion and/or the reconstruction")
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
-    p.add_argument("--num-frames", type=count(), default=None,
+    p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
                    help="frames of the clip (default 16; not with --checkpoint: the model's are taken)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between clip frames (default 4; with --checkpoint: its run's data.stride)")
-    p.add_argument("--size", type=count(16), default=None,
+    p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=None,
                    help="frames are centre-cropped and resized to this side (default 224; not with --checkpoint: the "
                         "model's is taken)")
     p.add_argument("--length", type=count(), default=None,
@@ -417,24 +421,28 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--workers", type=count(0), nargs="+", default=[0, 1, 2],
                        help="DataLoader workers; first = ref.")
         p.add_argument("--clips", type=count(), default=48, help="timed clips per worker count")
-        p.add_argument("--batch", type=count(), default=4)
-        p.add_argument("--frames", type=count(), default=16)
+        p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=4)
+        p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16)
         p.add_argument("--stride", type=count(), default=4)
-        p.add_argument("--size", type=count(16), default=224, help="crop side")
+        p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=224,
+                       help="crop side")
         p.add_argument("--length", type=count(), default=4, help="track length L (raw frames decoded for the tracks)")
         p.add_argument("--backend", default="pyav", help="pyav / pyav-cuda / opencv / decord")
         p.add_argument("--decode-threads", type=count(0), default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
         p.add_argument("--video", default=None, help="video to time (default: a generated 256x256 H.264 clip)")
-        p.add_argument("--frames", type=count(), default=16, help="clip frames")
+        p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16,
+                       help="clip frames")
         p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
-        p.add_argument("--size", type=count(16), default=224, help="crop side")
+        p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=224,
+                       help="crop side")
         p.add_argument("--length", type=count(), default=None,
                        help="track length L (default: the kind's: 6 for mme, 4 for mme-released)")
         p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
         p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
         p.add_argument("--repeat", type=count(), default=3, help="timed repetitions (the median is printed)")
-        p.add_argument("--batch", type=count(), default=8, help="clips per batch of the training step's share")
+        p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=8,
+                       help="clips per batch of the training step's share")
     if kind == "flow":
         p.add_argument("--data", nargs="+", default=None, metavar="DIR",
                        help="mme synth folders to probe the targets on (default: the demo's data and mme synth's "
@@ -450,9 +458,12 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
                                                       "tiny_cpu_pixel, the demo's; batch 4 where its file sets "
                                                       "none); the flags below replace its values")
         p.add_argument("--preset", default=None, help="encoder size: tiny/small/base/large (default small)")
-        p.add_argument("--img-size", type=count(16), default=None, help="default 112")
-        p.add_argument("--frames", type=count(), default=None, help="default 8")
-        p.add_argument("--batch", type=count(), default=None, help="clips per step (default 4)")
+        p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(16), default=None,
+                       help="default 112")
+        p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=None,
+                       help="default 8")
+        p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=None,
+                       help="clips per step (default 4)")
         p.add_argument("--mask-ratio", type=number(), default=None, help="default 0.7")
         p.add_argument("--target", default=None, help="target kind(s) whose heads the model has (default pixel; mme, "
                                                       "...)")
@@ -471,8 +482,10 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
     if kind == "pipeline":
         p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
-        p.add_argument("--size", type=count(16), default=224, help="crop side")
-        p.add_argument("--frames", type=count(), default=16, help="clip frames")
+        p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=224,
+                       help="crop side")
+        p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16,
+                       help="clip frames")
         p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
         p.add_argument("--clips", type=count(), default=8, help="timed dataset items per target")
         p.add_argument("--clips-per-s", type=number(above=True), default=None,
