@@ -349,7 +349,7 @@ def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth
     (["probe", "CKPT", "--train", "LIST", "--out", "OUT", "--temperature", "0"],
      "argument --temperature: must be a finite number > 0, got 0"),
     (["embed", "CKPT", "LIST", "--out", "OUT/f.npy", "--batch-size", "0"],
-     "argument --batch-size: must be at least 1, got 0"),
+     "argument --batch-size/--batch: must be at least 1, got 0"),
     (["embed", "CKPT", "LIST", "--out", "DIR.npy"], "DIR.npy: is a folder; give a file name"),
     (["embed", "CKPT", "LIST", "--out", "FILE/f.npy"], "FILE/f.npy: cannot be written"),
     (["probe", "CKPT", "--train", "LIST", "--out", "FILE/probe"], "FILE/probe: cannot be written"),

@@ -51,7 +51,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
-from mme.errors import ConfigError, FrameCountChanged, VideoError
+from mme.errors import ConfigError, FrameCountChanged
 from mme.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -366,15 +366,25 @@ class PyAVReader(VideoReader):
                 break
         return frame
 
-    def _read_counting(self, indices: np.ndarray, damaged: list[int] | None = None, each=None) -> np.ndarray:
+    def _read_counting(self, indices: np.ndarray, damaged: list[int] | None = None, each=None,
+                       prove: bool = False) -> np.ndarray | None:
         """Count frames from the start of the decode: the definition of frame i. ``damaged``: a list to which the
-        index of every frame that FFmpeg flags as decoded with errors is appended."""
+        index of every frame that FFmpeg flags as decoded with errors is appended. ``prove``: also check that each
+        frame carries the index's next timestamp, which proves it, as a read by seek does; at the first that does
+        not, or a decode that ends before the index's last frame, the file turns sequential and None is returned
+        (the decode goes on to ``indices[-1]`` all the same, for ``damaged``)."""
         if self._pos is None or self._pos > indices[0]:
             self._open()
-        out = FrameBuffer(indices, each)
+        out, index, why = FrameBuffer(indices, each), self._index, None
         for frame in self._frames:
             if damaged is not None and frame.is_corrupt:
                 damaged.append(self._pos)
+            if prove and why is None:
+                if self._pos < len(index.pts) and frame.pts == index.pts[self._pos]:
+                    index.proven = max(index.proven, self._pos + 1)
+                else:
+                    why = (f"frame {self._pos} came out with timestamp {frame.pts}, the index says "
+                           f"{index.pts[self._pos] if self._pos < len(index.pts) else 'no more frames'}")
             if self._pos in out.slot:
                 out.put(self._pos, self._to_rgb(frame))
             self._pos += 1
@@ -382,6 +392,11 @@ class PyAVReader(VideoReader):
                 break
         else:
             self._at_end = True
+            if prove and why is None:
+                why = f"the decode ended before frame {indices[-1]} of the {len(index.pts)} the index lists"
+        if why is not None:
+            self._distrust(why)
+            return None
         missing = out.missing()
         if missing:
             raise video_error(self.path, "decode error", f"frames {missing[:5]} could not be decoded (the decode "
@@ -389,27 +404,32 @@ class PyAVReader(VideoReader):
         return out.frames
 
     def check(self, probes: int = 4) -> dict:
-        """Prove the whole index by a decode from the start (or find it contradicted: the file turns sequential),
-        then compare ``probes`` frames spread over the file, and the keyframe before each, read alone by seeking,
-        each from a freshly opened container as a dataset item reads it, with the same frames counted from the
-        start (a difference turns the file sequential too). Returns its frames, packets, seeking and reason,
+        """Prove the whole index by one decode from the start (or find it contradicted: the file turns sequential)
+        that also counts ``probes`` frames spread over the file, and the keyframe before each; then compare each
+        with the same frame read alone by seeking, from a freshly opened container as a dataset item reads it (a
+        difference turns the file sequential too). Returns its frames, packets, seeking and reason,
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
         conceals differently with other decoder threads, and ``display``: the file's display matrix (phone
         videos; None without), which reads apply only with ``data.orientation=display``."""
         damaged: list[int] = []
-        if self._index.mode == "seek" and self._index.proven < self.num_frames:
-            try:
-                self.read([self.num_frames - 1])
-            except VideoError:
-                if self._index.mode == "seek":
-                    raise  # else the count was wrong: it is right now
-        if self._index.mode == "seek":
+        index = self._index
+        idx = np.array([self.num_frames - 1])
+        if index.mode == "seek":  # and probes spread over the file, and the keyframe each seeks to, read alone
             idx = np.unique(np.linspace(0, self.num_frames - 1, probes).round().astype(np.int64))
-            keys = np.searchsorted(self._index.pts, self._index.key_pts)
-            if len(keys):  # and the keyframe each probe seeks to, read alone
+            keys = np.searchsorted(index.pts, index.key_pts)
+            if len(keys):
                 idx = np.unique(np.concatenate([idx, keys[np.maximum(np.searchsorted(keys, idx, "right") - 1, 0)]]))
-            self._pos = None
-            counted = self._read_counting(idx, damaged)  # idx ends at the last frame: a whole decode
+        self._pos = None
+        try:  # idx ends at the last frame: one whole decode counts, proves the index and finds the damaged frames
+            counted = self._read_counting(idx, damaged, prove=index.mode == "seek" and index.proven < self.num_frames)
+            if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
+                self._read_counting(np.array([self.num_frames - 1]), damaged)
+        except av.error.FFmpegError as e:
+            self._pos, self._at_end = None, True
+            raise video_error(self.path, "decode error", e) from e
+        finally:
+            index.save()
+        if index.mode == "seek":
             for i, frame in zip(idx[::-1], counted[::-1]):
                 if i < keys[keys > 0].min(initial=self.num_frames):
                     break  # read alone, a frame before the second keyframe is decoded from the start, as counted
@@ -417,10 +437,6 @@ class PyAVReader(VideoReader):
                 if not np.array_equal(self._read_sorted(np.array([i]))[0], frame):
                     self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
                     break
-        else:
-            self._pos = None
-            self._read_counting(np.array([self.num_frames - 1]), damaged)
-        index = self._index
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
                 "damaged": damaged, "display": self.display_matrix()}
 
