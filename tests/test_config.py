@@ -50,6 +50,7 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
         "data.list_file=~/lists/train.txt"])
     assert (c.train.out_dir, c.data.root, c.train.init) == ("010", "runs/x #2", "%HOME%")
     assert c.data.index_dir is None and c.target.cache_dir is None and c.target.activation == "none"
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.out_dir=1:30"]).train.out_dir == "1:30"
     assert c.optim.base_lr == 1e-3 and c.target.loss_weights == {"traj": 0.5} and c.train.batch_size == 3
     assert c.data.list_file == str(Path.home() / "lists" / "train.txt")
     for bad, said in (("target.max_disp=nan", "target.max_disp"), ("optim.base_lr=inf", "a finite number"),

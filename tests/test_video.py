@@ -68,6 +68,18 @@ def test_random_indices_equal_sequential_decode(tmp_path, clip_frames, name, cod
     np.testing.assert_array_equal(again, got[::-1])
 
 
+def test_the_opencv_reader_decodes_on_the_threads_asked(tmp_path, clip_frames):
+    """``data.decode_threads`` (``--decode-threads``) reached the OpenCV reader, which ignored it: its decoder ran
+    on every core in each loader worker."""
+    import cv2
+
+    path = write_video(tmp_path / "a.mp4", clip_frames[:11])
+    for threads in (1, 3):
+        with open_video(path, "opencv", threads) as reader:
+            assert reader._cap.get(cv2.CAP_PROP_N_THREADS) == threads
+            np.testing.assert_array_equal(reader.read([10, 3]).shape, (2, 48, 64, 3))
+
+
 def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
     path = write_video(tmp_path / "a.mp4", clip_frames[:11])
     with open_video(path) as reader:

@@ -1,7 +1,8 @@
 """Datasets: list file -> decode -> sample -> one geometry -> tensors (architecture.md, the sample contract).
 
-:class:`PretrainDataset` items: ``{"video": (3, T, H, W) float, "motion": {...}, "index"}`` with ``motion``
-from ``target_fn(Sample)`` run in the data worker (the tracks the training step makes its motion targets from).
+:class:`PretrainDataset` items: ``{"video": (3, T, H, W) uint8, "motion": {...}, "index"}``, the clip normalised
+by the step on its device (``normalize_clip``), ``motion`` from ``target_fn(Sample)`` run in the data worker (the
+tracks the training step makes its motion targets from).
 :class:`ClassificationDataset` items:
 ``{"video", "label", "index"}``, where at test time ``video`` is ``(V, 3, T, H, W)`` for V = clips × crops.
 
@@ -100,7 +101,7 @@ class DataConfig:
     """'coded': frames as coded (frame i; phone videos then lie on their side, as in decord and torchvision), or
     'display': turned and mirrored as the file's display matrix tells players to (docs/data.md)."""
     decode_threads: int = 1
-    """Decoder threads per video (0 = FFmpeg's choice). 1 suits DataLoader workers: on 2 cores one thread
+    """Decoder threads per video (0 = the decoder's choice). 1 suits DataLoader workers: on 2 cores one thread
     decoded a 40-frame clip in 103 ms vs 188 ms with FFmpeg's choice."""
     index_dir: str | None = None
     """Folder where the PyAV reader keeps each video's frame index and how much of it decodes have proven, for every

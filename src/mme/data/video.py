@@ -172,7 +172,8 @@ class _OpenCVReader(VideoReader):
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
-        self._cap = cv2.VideoCapture(os.path.abspath(path))  # not read as a protocol (open_container)
+        # not read as a protocol (open_container); its decoder threads as asked (OpenCV's default: every core)
+        self._cap = cv2.VideoCapture(os.path.abspath(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
         if not self._cap.isOpened():
             raise video_error(path, "unreadable", "OpenCV cannot open it")
         if not self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and self._cap.get(cv2.CAP_PROP_ORIENTATION_META):

@@ -85,8 +85,9 @@ class Compensation:
     """Camera-motion compensation settings (improved dense trajectories, without SURF).
 
     sample_stride: px between flow-sampled correspondences. orb: also match ORB keypoints.
-    min_matches / min_inliers / min_inlier_ratio: the homography is used only above all three (the paper's
-    extractor uses > 50 matches and > 25 inliers; the ratio guards against a homography fitted to a minority).
+    min_matches / min_inliers / min_inlier_ratio: the homography is used only with more matches and inliers than
+    the first two and at least that share of inliers (the paper's extractor uses > 50 matches and > 25 inliers; the
+    share guards against a homography fitted to a minority).
     """
 
     sample_stride: int = 8
