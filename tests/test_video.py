@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
-from videos import DecodedFrames, affine_video, decode_all, write_keyint_video, write_video
+from videos import CORPUS, DecodedFrames, affine_video, decode_all, write_corpus_file, write_keyint_video, write_video
 
 from mme.data import pyav_reader
 from mme.data.pyav_reader import rgb24
@@ -166,6 +166,24 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
         with open_video(path, threads=threads) as reader, pytest.raises(VideoError) as info:
             reader.read([reader.num_frames - 1])
         assert info.value.reason == "decode error" and not isinstance(info.value, FrameCountChanged)
+
+
+def test_a_cut_mpeg_ps_whose_last_packet_is_not_flagged_is_counted_from_the_start(tmp_path, monkeypatch):
+    """A cut MPEG-PS file: its demuxer flags the packets before the last one as corrupt, not the last, so the file
+    kept its read by seek, `mme check` said 'ok', and frame 37, concealed after other references than in the
+    decode from the start, came out 41 levels off it. Any packet flagged corrupt now has the file counted."""
+    monkeypatch.chdir(tmp_path)
+    frames, _ = affine_video(60, 48, 64, dx=0.7, rot_deg=1.0, seed=4)
+    full = write_corpus_file("full.mpg", frames, *CORPUS["mpeg2.mpg"])
+    data = full.read_bytes()
+    (tmp_path / "cut.mpg").write_bytes(data[: int(len(data) * 0.65)])
+    ref = decode_all(tmp_path / "cut.mpg")
+    report = check_video(tmp_path / "cut.mpg")
+    assert (report["status"], report["seeking"], report["frames"]) == ("suspicious", "sequential", len(ref)), report
+    assert "flags" in report["reason"] and "corrupt" in report["reason"]
+    for i in range(len(ref) - 4, len(ref)):
+        with open_video(tmp_path / "cut.mpg", threads=1) as reader:  # each frame read alone
+            np.testing.assert_array_equal(reader.read([i])[0], ref[i])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord not installed (optional backend)")

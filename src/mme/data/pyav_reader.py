@@ -556,8 +556,9 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 2
-"""Of the stored index; 2: a file whose last packet is cut short is counted by a decode (1 counted its packets)."""
+INDEX_VERSION = 3
+"""Of the stored index; 3: a file with any packet its demuxer flags corrupt is counted by a decode (2: only its last
+packet; 1 counted its packets)."""
 
 
 @functools.cache
@@ -620,12 +621,12 @@ def _make_index(path: str) -> _Index:
     try:
         with open_container(path) as container:
             stream = video_stream(container)
-            pts, keys, cut = [], [], False
+            pts, keys, corrupt = [], [], 0
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
                 pts.append(packet.pts)
-                cut = packet.is_corrupt  # the last one's: its data cut short by the end of the file
+                corrupt += packet.is_corrupt  # data cut short by the end of the file, or damaged
                 if packet.is_keyframe:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
@@ -633,11 +634,14 @@ def _make_index(path: str) -> _Index:
             return _sequential_index(path, len(pts), "packets without timestamps")
         if len(set(pts)) < len(pts):
             return _sequential_index(path, len(pts), f"{len(pts)} packets share {len(set(pts))} timestamps")
-        if cut:  # an interrupted download or recording: how many frames decode (fewer than packets, by the frames
+        if corrupt:  # an interrupted download or recording: how many frames decode (fewer than packets, by the frames
             # the decoder held back for reordering too) is known from a decode alone, and a count that a later read
-            # corrects draws other clips in a process that has not read so far (and refuses its track cache)
-            return _sequential_index(path, len(pts), "its last packet is cut short (an interrupted download or "
-                                                     "recording)")
+            # corrects draws other clips in a process that has not read so far (and refuses its track cache). Not
+            # only the last packet: a cut MPEG-PS flags the packets before its last one, and frames that a read by
+            # seek decodes after other references than the decode from the start came out concealed otherwise.
+            return _sequential_index(path, len(pts), f"the demuxer flags {corrupt} of its {len(pts)} packets as "
+                                                     f"corrupt (cut short, as by an interrupted download or "
+                                                     f"recording, or damaged)")
         index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), len(pts),
                        "seek")
         if check:

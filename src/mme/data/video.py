@@ -172,8 +172,7 @@ class _OpenCVReader(VideoReader):
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
-        # not read as a protocol (open_container); its decoder threads as asked (OpenCV's default: every core)
-        self._cap = cv2.VideoCapture(os.path.abspath(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+        self._cap = _opencv_capture(path, threads)
         if not self._cap.isOpened():
             raise video_error(path, "unreadable", "OpenCV cannot open it")
         if not self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and self._cap.get(cv2.CAP_PROP_ORIENTATION_META):
@@ -183,7 +182,7 @@ class _OpenCVReader(VideoReader):
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         st = os.stat(path)
-        self.num_frames = _opencv_count(path, st.st_size, st.st_mtime_ns)
+        self.num_frames = _opencv_count(path, st.st_size, st.st_mtime_ns, threads)
 
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
@@ -206,10 +205,16 @@ class _OpenCVReader(VideoReader):
         self._cap.release()
 
 
+def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
+    """OpenCV's FFmpeg capture of ``path`` (not read as a protocol: open_container), decoding on ``threads``
+    (OpenCV's default: every core, in each loader worker)."""
+    return cv2.VideoCapture(os.path.abspath(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+
+
 @functools.lru_cache(maxsize=4096)
-def _opencv_count(path: str, size: int, mtime_ns: int) -> int:
+def _opencv_count(path: str, size: int, mtime_ns: int, threads: int) -> int:
     """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header."""
-    cap = cv2.VideoCapture(os.path.abspath(path))
+    cap = _opencv_capture(path, threads)
     count = 0
     while cap.grab():
         count += 1
