@@ -19,7 +19,7 @@ import pytest
 import torch
 from training import FP32, TINY, run
 
-from mme.errors import ConfigError, DataError
+from mme.errors import CheckpointError, ConfigError, DataError
 from mme.train import checkpoint as ckpt
 
 
@@ -305,7 +305,6 @@ def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp
     to train.init."""
     import torch
 
-    from mme.errors import CheckpointError
     from mme.models.config import ModelConfig
     from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
@@ -394,6 +393,19 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
         "MiB are free" in last and "Kept: checkpoint-00000001.pt" in last, last
     assert _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 1))["step"] == 1
+
+
+def test_a_checkpoint_write_failing_without_a_message_still_gives_the_checkpoint_line(synth, tmp_path, monkeypatch):
+    """Before: an OSError without errno or message (as some file system layers raise) ended the run with an
+    IndexError from formatting its reason, in place of the line naming the space needed and the kept checkpoint."""
+    def no_message(*args, **kwargs):
+        raise OSError()
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", no_message)
+    with pytest.raises(CheckpointError) as info:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
+    assert str(info.value).startswith(f"{tmp_path}: could not write the checkpoint of step 1 (OSError); it needs "
+                                      f"about ") and "Kept: no earlier checkpoint" in str(info.value), info.value
 
 
 def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):

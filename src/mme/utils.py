@@ -77,6 +77,13 @@ def _umask() -> int:
     return mask
 
 
+def error_reason(e: BaseException) -> str:
+    """The reason an error gives, for a message that names the thing: an OSError's ``strerror``, else the first
+    non-empty line of the message, else the error's type."""
+    text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return text or type(e).__name__
+
+
 @contextlib.contextmanager
 def space_for(path: str | Path, then: str = "") -> Iterator[None]:
     """A write of ``path`` in the block that fails for lack of space (ENOSPC, EDQUOT, EFBIG) is a NoSpaceError naming
@@ -86,7 +93,7 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        raise NoSpaceError(f"{path}: could not be written ({e.strerror})" + (f"; {then}" if then else "")) from e
+        raise NoSpaceError(f"{path}: could not be written ({error_reason(e)})" + (f"; {then}" if then else "")) from e
 
 
 def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
@@ -237,7 +244,7 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"{option} {path}: cannot be written ({e.strerror or e})") from e
+        raise ConfigError(f"{option} {path}: cannot be written ({error_reason(e)})") from e
     return path
 
 
@@ -288,7 +295,7 @@ def lock_folder(folder: str | Path, option: str) -> bool:
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
                               f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
                               f"user (chmod a+w), or remove it when no job runs there") from e
-        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({e.strerror or e})") from e
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
     if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
         with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
             os.fchmod(f.fileno(), 0o644 | (path.stat().st_mode & 0o022))

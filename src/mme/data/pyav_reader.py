@@ -52,7 +52,7 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import atomic_write_text
+from mme.utils import atomic_write_text, error_reason
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +552,7 @@ class _Index:
             atomic_write_text(self.store, json.dumps(record))
             self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
         except OSError as e:
-            _warn_unwritable(self.store.parent.parent, e.strerror or type(e).__name__)
+            _warn_unwritable(self.store.parent.parent, error_reason(e))
             self.store = None
 
 

@@ -39,7 +39,7 @@ from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
 from mme.train import run_folder
-from mme.utils import atomic_path, atomic_write_json, check_output, unlock_folder
+from mme.utils import atomic_path, atomic_write_json, check_output, error_reason, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ def _writing(path: Path, partial: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, SafetensorError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-        raise DataError(f"{path}: could not be written ({reason}; "
+        raise DataError(f"{path}: could not be written ({error_reason(e)}; "
                         f"{shutil.disk_usage(partial).free / 2**20:.0f} MiB free); the videos embedded before are "
                         f"kept in {partial}, and the same command resumes from them") from e
 
@@ -317,10 +316,8 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError, KeyError, SafetensorError) as e:
-        reason = f"no {e} array" if isinstance(e, KeyError) else e.strerror if isinstance(e, OSError) and e.strerror \
-            else str(e).splitlines()[0]
         said = "cannot be read" if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)) else "damaged"
-        raise DataError(f"{path}: {said} ({reason})") from e
+        raise DataError(f"{path}: {said} ({f'no {e} array' if isinstance(e, KeyError) else error_reason(e)})") from e
 
 
 def _sidecar(path: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
+from mme.utils import error_reason
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def torch_load(path: Path):
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
         error = e
     raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(error).__name__}: "
-                          f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from error
+                          f"{error_reason(error)})") from error
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

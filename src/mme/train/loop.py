@@ -39,6 +39,7 @@ from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
+from mme.utils import error_reason
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _write_checkpoint(run: Run) -> Path:
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         kept = ckpt.list_checkpoints(run.out_dir)
         raise CheckpointError(
-            f"{run.out_dir}: could not write the checkpoint of step {run.step} ({str(e).splitlines()[0]}); it "
+            f"{run.out_dir}: could not write the checkpoint of step {run.step} ({error_reason(e)}); it "
             f"needs about {_nbytes(state) / 2**20:.0f} MiB and {shutil.disk_usage(run.out_dir).free / 2**20:.0f} "
             f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
 
