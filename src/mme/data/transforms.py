@@ -2,8 +2,8 @@
 
 Each spatial transform only *chooses* a :class:`Geometry` (a crop box in source pixels, an output size and a
 flip); :func:`apply_geometry` applies it to every frame with one OpenCV resize per frame, and
-:meth:`Geometry.map_points` / :meth:`Geometry.map_vectors` carry points and displacements of the source frames
-(tracks, flow) through the same geometry.
+:meth:`Geometry.affine` (with :meth:`Geometry.map_points` / :meth:`Geometry.map_vectors`) carries points and
+displacements of the source frames (a track cache's tracks) through the same geometry.
 
 Coordinates are continuous pixel coordinates with pixel *edges* at integers: pixel column ``i`` covers
 ``[i, i + 1)`` and its centre is at ``x = i + 0.5``. In this convention a crop-then-resize is exactly
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -105,21 +105,24 @@ class Geometry:
         """Output pixels per source pixel along x and y."""
         return self.out_w / self.w, self.out_h / self.h
 
+    def affine(self, source_scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+        """3×3 affine from the pixel centres ``(x, y, 1)`` of the source frame, or of the source resized by
+        ``source_scale`` (a track cache's working frame), to the output frame's pixel centres: the crop, the resize,
+        then the flip."""
+        (kx, ky), (sx, sy) = source_scale, self.scale
+        fx = -1.0 if self.flip else 1.0
+        # centre -> source edge: (x + 0.5) / k; -> output edge: (e - x0) * s (flipped: out_w - that); -> centre: - 0.5
+        bx = fx * (0.5 / kx - self.x0) * sx + (self.out_w if self.flip else 0.0) - 0.5
+        return np.array([[fx * sx / kx, 0, bx], [0, sy / ky, (0.5 / ky - self.y0) * sy - 0.5], [0, 0, 1]], np.float64)
+
     def map_points(self, xy) -> np.ndarray:
         """Source points ``(..., 2)`` as (x, y) -> the same points in the output frame."""
-        xy = np.asarray(xy, dtype=np.float64)
-        sx, sy = self.scale
-        x = (xy[..., 0] - self.x0) * sx
-        y = (xy[..., 1] - self.y0) * sy
-        if self.flip:
-            x = self.out_w - x
-        return np.stack([x, y], axis=-1)
+        a = self.affine()
+        return (np.asarray(xy, dtype=np.float64) - 0.5) @ a[:2, :2].T + a[:2, 2] + 0.5  # edges -> centres and back
 
     def map_vectors(self, dxy) -> np.ndarray:
         """Source displacements ``(..., 2)`` (dx, dy) -> output displacements (scaled; dx negated by a flip)."""
-        dxy = np.asarray(dxy, dtype=np.float64)
-        sx, sy = self.scale
-        return np.stack([dxy[..., 0] * (-sx if self.flip else sx), dxy[..., 1] * sy], axis=-1)
+        return np.asarray(dxy, dtype=np.float64) @ self.affine()[:2, :2].T
 
 
 def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
@@ -146,9 +149,7 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
         for f, place in zip(frames, places):
             resize(f[y0:y0 + h, x0:x0 + w], size, dst=place)
     else:
-        sx, sy = geom.scale
-        # Edge convention on both sides: x_out = (x - x0) * sx  <=>  OpenCV's centre convention shifted by 0.5.
-        m = np.array([[sx, 0, (0.5 - geom.x0) * sx - 0.5], [0, sy, (0.5 - geom.y0) * sy - 0.5]], np.float64)
+        m = replace(geom, flip=False).affine()[:2]  # pixel centres, as OpenCV's; the flip comes after
         for f, place in zip(frames, places):
             cv2.warpAffine(f, m, size, dst=place, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(out[:, :, ::-1]) if geom.flip else out

@@ -319,18 +319,6 @@ def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return c.disp, c.valid
 
 
-def _output_map(meta: dict, geom) -> np.ndarray:
-    """3×3 affine from working-frame pixel centres to output-frame pixel centres (geometry in edge coords)."""
-    kx = meta["work_size"][0] / meta["src_size"][0]
-    ky = meta["work_size"][1] / meta["src_size"][1]
-    sx, sy = geom.out_w / geom.w, geom.out_h / geom.h
-    # work centre -> src edge: (x + .5)/k ; -> out edge: (e - x0)*s (flipped: out_w - that) ; -> out centre: - .5
-    fx = -1.0 if geom.flip else 1.0
-    ax, bx = fx * sx / kx, fx * (0.5 / kx - geom.x0) * sx + (geom.out_w if geom.flip else 0.0) - 0.5
-    ay, by = sy / ky, (0.5 / ky - geom.y0) * sy - 0.5
-    return np.array([[ax, 0, bx], [0, ay, by], [0, 0, 1]], np.float64)
-
-
 def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float,
              max_disp: float | None = None, source: str = "cache") -> Tracks:
     """Tracks of ``starts`` for ``length`` steps in the output frame of ``geom`` (a mme.data Geometry)."""
@@ -343,7 +331,8 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     if np.any(rows >= len(cached.starts)) or np.any(cached.starts[np.minimum(rows, len(cached.starts) - 1)] != st):
         raise ValueError(f"starts {st.tolist()} were not all read from {source}")
     S = len(st)
-    A = _output_map(meta, geom)
+    k = (meta["work_size"][0] / meta["src_size"][0], meta["work_size"][1] / meta["src_size"][1])
+    A = geom.affine(k)  # working-frame pixel centres -> output-frame pixel centres
     Ainv = np.linalg.inv(A)
     seeds = seed_grid(geom.out_h, geom.out_w, seed_stride)  # (Gh, Gw, 2) output px
     Gh, Gw = seeds.shape[:2]
