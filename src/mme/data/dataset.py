@@ -165,7 +165,7 @@ class Sample:
     a track cache must have been made from (None: unchecked)."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
-        """Frames ``(len(raw_indices), h, w, 3)`` at raw indices that are among ``frame_ids``."""
+        """Frames ``(*raw_indices.shape, h, w, 3)`` at raw indices that are among ``frame_ids``."""
         raw = np.asarray(raw_indices)
         pos = np.searchsorted(self.frame_ids, raw)
         if np.any(pos >= len(self.frame_ids)) or np.any(self.frame_ids[np.minimum(pos, len(self.frame_ids) - 1)]

@@ -29,8 +29,9 @@ class ClipIndices:
     ``reads`` is L + 1 (flow needs every frame a track visits) unless the targets read fewer (cached tracks)."""
 
 
-def _indices(clip_unclamped: np.ndarray, num_video_frames: int, tubelet: int, track_length: int,
-             reads: int | None = None) -> ClipIndices:
+def clip_indices(clip_unclamped: np.ndarray, num_video_frames: int, tubelet: int, track_length: int,
+                 reads: int | None = None) -> ClipIndices:
+    """The :class:`ClipIndices` of a clip's raw indices, clamped to the video (module docstring)."""
     last = num_video_frames - 1
     clip = np.minimum(clip_unclamped, last).astype(np.int64)
     starts = clip[::tubelet]
@@ -57,7 +58,7 @@ def sample_pretrain(num_video_frames: int, num_frames: int, stride: int, tubelet
     """
     span = window_length(num_frames, stride, tubelet, track_length)
     start = int(rng.integers(0, num_video_frames - span + 1)) if num_video_frames >= span else 0
-    return _indices(start + stride * np.arange(num_frames), num_video_frames, tubelet, track_length, reads)
+    return clip_indices(start + stride * np.arange(num_frames), num_video_frames, tubelet, track_length, reads)
 
 
 def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: np.random.Generator | None,
@@ -73,7 +74,7 @@ def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: n
     seg = (before_tracks if before_tracks >= num_frames else num_video_frames) / num_frames
     pos = rng.random(num_frames) if rng is not None else np.full(num_frames, offset)
     clip = np.floor((np.arange(num_frames) + pos) * seg).astype(np.int64)
-    return _indices(clip, num_video_frames, tubelet, track_length, reads)
+    return clip_indices(clip, num_video_frames, tubelet, track_length, reads)
 
 
 def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubelet: int, num_clips: int,
@@ -90,4 +91,4 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
     span = window_length(num_frames, stride, tubelet, 0)
     room = max(num_video_frames - span, 0)
     starts = np.linspace(0, room, num_clips) if num_clips > 1 else np.array([room / 2])
-    return [_indices(int(round(s)) + stride * np.arange(num_frames), num_video_frames, tubelet, 0) for s in starts]
+    return [clip_indices(int(round(s)) + stride * np.arange(num_frames), num_video_frames, tubelet, 0) for s in starts]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mme.data.dataset import DataConfig, Sample
-from mme.data.sampling import window_length
+from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
@@ -55,12 +55,11 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
                     "--start 0 reads it as training reads a video this short, its last frame repeated"))
             log.warning("%s: %d frames; %s: its last frame repeats, as training reads a video this short", path, n,
                         need)
-        clip = np.minimum(start + stride * np.arange(num_frames), n - 1)
-        starts = clip[::tubelet]
+        indices = clip_indices(start + stride * np.arange(num_frames), n, tubelet, length)
         ids = np.arange(start, min(start + span, n))
         geometry = view_crops(reader.size, size, 1)[0]
         frames = reader.read(ids, each=geometry_of_each(geometry))
-    return Sample(frames, ids, clip, starts, geometry, path, length)
+    return Sample(frames, ids, indices.clip, indices.starts, geometry, path, length)
 
 
 MIN_PANEL = 288
@@ -188,15 +187,16 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     moved = np.hypot(*(pos[:, -1] - pos[:, 0]).transpose(2, 0, 1))[valid]
     full = max(float(np.percentile(moved, 90)) if moved.size else 0.0, 1.0)  # most tracks below full colour
     out = Path(out)
-    at, last = {int(f): i for i, f in enumerate(c.frame_ids)}, int(c.frame_ids[-1])  # a short video repeats its last
+    last = int(c.frame_ids[-1])  # a short video repeats its last frame
     if out.suffix.lower() in (".gif", ".mp4"):
-        _save_frames([draw_tracks(c.frames[at[min(int(s) + j, last)]], pos[k], valid[k], full, upto=j)
-                      for k, s in enumerate(c.starts) for j in range(length + 1)], out)
+        shown = c.frames_at(np.minimum(c.starts[:, None] + np.arange(length + 1), last))  # (S, L+1, h, w, 3)
+        _save_frames([draw_tracks(shown[k, j], pos[k], valid[k], full, upto=j)
+                      for k in range(len(c.starts)) for j in range(length + 1)], out)
         return out
     f = _factor(size)
     panels = [(f"frame {s}, tracks to {min(s + length, last)}",
-               draw_tracks(_upsample(c.frames[at[int(s)]], f), _on_upsampled(pos[k], f), valid[k], full=full * f,
-                           thickness=2)) for k, s in enumerate(c.starts)]
+               draw_tracks(_upsample(frame, f), _on_upsampled(pos[k], f), valid[k], full=full * f, thickness=2))
+              for k, (s, frame) in enumerate(zip(c.starts, c.frames_at(c.starts)))]
     title = f"{Path(video).name}: point tracks over {length} frames, one panel per tubelet\nframes {size} px shown x{f}"
     _figure(panels, min(4, len(panels)), title, _wheel_legend(full), out)
     return out
@@ -266,13 +266,12 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     stride, orientation = ck.run_setting(stride, "stride", "viz"), ck.run_setting(orientation, "orientation", "viz")
     c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
                   orientation)
-    at = {int(f): i for i, f in enumerate(c.frame_ids)}
-    x = to_video_tensor(c.frames[[at[int(f)] for f in c.clip]])[None]  # (1, 3, T, H, W)
+    x = to_video_tensor(c.frames_at(c.clip))[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         pred = model.forward_decoder(model.forward_encoder(x, mask), mask)  # {head: (1, N_masked, dim)}
     f = _factor(m.img_size)
-    frames = [_upsample(c.frames[at[int(s)]], f) for s in c.starts]
+    frames = [_upsample(frame, f) for frame in c.frames_at(c.starts)]
     rows = [[(f"frame {s}", im)] for s, im in zip(c.starts, frames)]
     shows, notes = [], [f"frames {m.img_size} px shown x{f}"]
     if traj:
