@@ -130,13 +130,13 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int = 4, segments: bool = False,
-                 root: str = "", backend: str = "pyav", orientation: str = "coded", seed: int = 0,
-                 index_dir: str | None = None) -> Dataset:
+def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
+                   segments: bool = False, root: str = "", backend: str = "pyav", orientation: str | None = None,
+                   seed: int = 0, index_dir: str | None = None) -> Dataset:
     """The multi-view test set of ``source``: a list file (``path [label]`` lines, rows in list order) or one
     video file. Clip length, tubelet and crop size come from the encoder's ``model_cfg``; ``clips`` temporal
-    clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``index_dir``: the
-    PyAV reader's frame indices (``data.index_dir``).
+    clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``stride`` and
+    ``orientation`` default to DataConfig's; ``index_dir``: the PyAV reader's frame indices (``data.index_dir``).
 
     Unlabelled lists and single files get the placeholder label -1. Failures are not capped here (callers
     report them per video)."""
@@ -162,10 +162,11 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
     with tempfile.TemporaryDirectory() as tmp:
         write_list(Path(tmp) / "test.txt", [ListEntry(resolve(e, root), e.label if labelled else 0) for e in entries])
-        cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames, stride=stride,
+        given = {k: v for k, v in (("stride", stride), ("orientation", orientation)) if v is not None}
+        cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames,
                          img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
                          sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
-                         backend=backend, orientation=orientation, index_dir=index_dir, max_failure_fraction=1.0)
+                         backend=backend, index_dir=index_dir, max_failure_fraction=1.0, **given)
         dataset = ClassificationDataset(cfg, mode="test", seed=seed)
     dataset.labelled = labelled
     return dataset

@@ -83,9 +83,11 @@ class Checkpoint:
     def clip_stride(self) -> int | None:
         """The raw frames between a clip's frames in the run that made it (our training checkpoints of runs that
         sampled strided clips), else None."""
+        from mme.data.dataset import DataConfig  # (not at import: it brings the readers)
+
         data = self.run_config.get("data")
-        if isinstance(data, dict) and data.get("sampling", "stride") == "stride":
-            return int(data.get("stride", 4))  # DataConfig's default
+        if isinstance(data, dict) and data.get("sampling", DataConfig.sampling) == "stride":
+            return int(data.get("stride", DataConfig.stride))
         return None
 
     @property
@@ -101,8 +103,10 @@ class Checkpoint:
         is said in the log as ``command``'s."""
         if given is not None:
             return given
-        recorded, default = {"stride": (self.clip_stride, 4), "orientation": (self.clip_orientation, "coded")}[setting]
-        value = recorded if recorded is not None else default
+        from mme.data.dataset import DataConfig
+
+        recorded = {"stride": self.clip_stride, "orientation": self.clip_orientation}[setting]
+        value = recorded if recorded is not None else getattr(DataConfig, setting)
         log.info("%s: %s %s (%s)", command, setting, value, f"its run's data.{setting}" if recorded is not None
                  else "default")
         return value

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int,
-              tubelet: int = 2, orientation: str = "coded") -> Sample:
+              tubelet: int = 2, orientation: str = DataConfig.orientation) -> Sample:
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
     need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
     than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
@@ -173,9 +173,9 @@ def _wheel_legend(full: float):
     return legend
 
 
-def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int = 16, stride: int = 4,
+def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int = 16, stride: int = DataConfig.stride,
                    size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False,
-                   orientation: str = "coded") -> Path:
+                   orientation: str = DataConfig.orientation) -> Path:
     """PNG: one titled panel per tubelet (its first frame upsampled, the tracks of its L steps) and a colour key.
     GIF / MP4: per tubelet, the raw frames of its tracks (its first frame and the L after it) at their size, the
     tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice)."""
@@ -428,6 +428,6 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
         if kind == ".mp4" and size % 2:
             raise ConfigError(f"--size {size}: an .mp4 (H.264, 4:2:0) needs an even size")
         path = tracks_picture(video, out, start, num_frames or 16, stride or DataConfig.stride, size, length or 6,
-                              seed_stride or 16, compensate, orientation or "coded")
+                              seed_stride or 16, compensate, orientation or DataConfig.orientation)
     print(f"viz: wrote {path}")
     return path
