@@ -243,6 +243,16 @@ def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(t
     assert proc.returncode == 1 and "INFO] checking 1 videos of" in proc.stderr, proc.stderr
 
 
+def test_the_log_reads_the_rank_as_the_library_does(tmp_path):
+    """RANK=00 is rank 0 to the library (``launch_ranks``); the CLI compared the text, so its log was a rank's
+    other than 0: warnings only, as 'rank 00'."""
+    (tmp_path / "list.txt").write_text("gone.mp4 0\n")
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",
+                           str(tmp_path), "--out", str(tmp_path / "c.json")], capture_output=True, text=True,
+                          env={**os.environ, "RANK": "00", "WORLD_SIZE": "2"}, timeout=120)
+    assert proc.returncode == 1 and " INFO rank 0] checking 1 videos of" in proc.stderr, proc.stderr
+
+
 def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
     """Rank 1 showed the periodic validation's warning, which every rank raises alike on the joined reports, and
     its last line ('mme finetune: error: ...') did not say it was rank 1's."""

@@ -11,7 +11,6 @@ import argparse
 import importlib
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -521,24 +520,28 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from mme.errors import ConfigError, MMEError
+    from mme.utils import launch_ranks
+
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
-    rank, ranks = os.environ.get("RANK", "").strip() or "0", os.environ.get("WORLD_SIZE", "").strip() or "1"
-    rank = "0" if ranks == "1" else rank  # a RANK left in the environment of a one-process command
+    try:
+        rank, ranks = launch_ranks()
+    except ConfigError:  # a RANK left in the environment of a one-process command; a command that needs it says so
+        rank, ranks = 0, 1
     stderr = logging.StreamHandler()
-    if rank != "0":
+    if rank:
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
-    logging.basicConfig(level=logging.WARNING if rank != "0" else logging.INFO,
-                        format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks != '1' else ''}] "
+    logging.basicConfig(level=logging.WARNING if rank else logging.INFO,
+                        format=f"[mme %(asctime)s %(levelname)s{f' rank {rank}' if ranks > 1 else ''}] "
                                "%(message)s", datefmt="%H:%M:%S", handlers=[stderr])
-    if args.verbose and rank == "0":  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
+    if args.verbose and not rank:  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
         logging.getLogger("mme").setLevel(logging.DEBUG)
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
-    from mme.errors import MMEError
     from mme.train.interrupts import Terminated, sigterm_as_interrupt
 
     group_before = _process_group_up()
     # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
-    who = f"mme {args.command}" + (f" (rank {rank})" if rank != "0" else "")
+    who = f"mme {args.command}" + (f" (rank {rank})" if rank else "")
     try:
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
