@@ -138,8 +138,8 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``stride`` and
     ``orientation`` default to DataConfig's; ``index_dir``: the PyAV reader's frame indices (``data.index_dir``).
 
-    Unlabelled lists and single files get the placeholder label -1. Failures are not capped here (callers
-    report them per video)."""
+    Unlabelled lists and single files read with the placeholder label 0 and ``labelled`` False, which
+    :class:`GuardedTestSet` turns into -1. Failures are not capped here (callers report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
     from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list, resolve, write_list
 
