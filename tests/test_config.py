@@ -293,6 +293,13 @@ def test_optim_config_validation():
         OptimConfig(betas=(0.9, 1.2))
 
 
+def test_a_negative_final_weight_decay_is_refused():
+    """optim.weight_decay_end=-0.5 was taken: the weight decay went negative over the run (0.05, -0.225, -0.5)."""
+    with pytest.raises(ConfigError, match=r"optim.weight_decay_end must be >= 0, got -0.5$"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["optim.weight_decay_end=-0.5"])
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["optim.weight_decay_end=0"]).optim.weight_decay_end == 0
+
+
 def test_the_shuffled_targets_control_needs_two_clips_per_rank():
     """A batch of 1 was trained on its own targets (the roll of one clip): silently not a control."""
     with pytest.raises(ConfigError, match=r"^train.batch_size=1 with target.shuffled=true: .*>= 2 clips"):

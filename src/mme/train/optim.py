@@ -50,9 +50,10 @@ class OptimConfig:
     """Layer-wise lr decay factor per encoder block (fine-tuning); None = off."""
 
     def __post_init__(self):
-        for name in ("base_lr", "min_lr", "eps", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("base_lr", "min_lr", "eps", "weight_decay", "weight_decay_end"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {value}")
         if self.lr_batch_ref <= 0:
             raise ConfigError(f"optim.lr_batch_ref must be positive, got {self.lr_batch_ref}")
         if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
