@@ -300,6 +300,15 @@ def test_a_negative_final_weight_decay_is_refused():
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["optim.weight_decay_end=0"]).optim.weight_decay_end == 0
 
 
+def test_a_final_lr_above_the_peak_is_refused_naming_both():
+    """optim.min_lr=0.01 over base_lr 3e-4 was taken: the cosine 'decay' raised the lr 33x over the run. Both are
+    per optim.lr_batch_ref clips, so they compare as the schedule's peak and final lr do."""
+    with pytest.raises(ConfigError, match=r"^optim.min_lr=0.01 is above optim.base_lr=0.0003: .*lower optim.min_lr"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["optim.min_lr=0.01"])
+    c = load_config(PretrainConfig, "tiny_cpu_mme", ["optim.min_lr=3e-4", "optim.lr_batch_ref=4"])
+    assert c.optim.scaled_lr(8) == (6e-4, 6e-4)  # a constant lr is a schedule
+
+
 def test_the_shuffled_targets_control_needs_two_clips_per_rank():
     """A batch of 1 was trained on its own targets (the roll of one clip): silently not a control."""
     with pytest.raises(ConfigError, match=r"^train.batch_size=1 with target.shuffled=true: .*>= 2 clips"):

@@ -54,6 +54,9 @@ class OptimConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"optim.{name} must be >= 0, got {value}")
+        if self.min_lr > self.base_lr:  # both scale alike with the batch: the cosine would raise the lr
+            raise ConfigError(f"optim.min_lr={self.min_lr:g} is above optim.base_lr={self.base_lr:g}: the cosine "
+                              "decays from base_lr to min_lr; lower optim.min_lr")
         if self.lr_batch_ref <= 0:
             raise ConfigError(f"optim.lr_batch_ref must be positive, got {self.lr_batch_ref}")
         if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
