@@ -61,6 +61,8 @@ class TargetConfig:
         "videomae": dict(kind="pixel"),
         "maskfeat": dict(kind="hog", hog_norm=True),
     }
+    UNSET: ClassVar[dict] = {"kind": "mme", "activation": "none", "hog_norm": False, "hog_style": "skimage"}
+    """What a key left unset by the config and its preset takes."""
 
     preset: str | None = None
     """Named recipe (paper / released / videomae / maskfeat); explicit keys override it."""
@@ -119,8 +121,7 @@ class TargetConfig:
     say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
-        apply_preset(self, "target", self.PRESETS, fallback={"kind": "mme", "activation": "none", "hog_norm": False,
-                                                               "hog_style": "skimage"})
+        apply_preset(self, "target", self.PRESETS, fallback=self.UNSET)
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -147,6 +148,15 @@ class TargetConfig:
             raise ConfigError(f"target.position_unit must be positive, got {self.position_unit}")
         if self.max_disp is not None and self.max_disp <= 0:
             raise ConfigError(f"target.max_disp must be positive, got {self.max_disp}")
+        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        for key, applies, only in (("position_unit", not self.patch_norm, "with target.patch_norm=false"),
+                                   ("std_floor", self.patch_norm, "with target.patch_norm=true"),
+                                   ("hog_norm", "hog" in self.heads, "to a hog head (target.kind hog, mme-released)")):
+            value = getattr(self, key)
+            if not applies and value != unset.get(key, getattr(TargetConfig, key)):  # set here, and not used
+                raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
+                                  f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it "
+                                  f"applies only {only}")
         for name in ("seed_stride", "hog_cell"):
             v = getattr(self, name)
             if v is not None and v <= 0:
