@@ -127,6 +127,34 @@ def test_tvl1_without_contrib_is_a_clear_error():
             raw_flow(frames[0], frames[1], "tvl1")
 
 
+def test_tvl1_without_contrib_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """target.flow=tvl1 without opencv-contrib was refused in the first data item, after the run folder, its
+    config.yaml, run.json and logs were made; mme extract failed every video with it and wrote a failure report."""
+    import cv2
+
+    from mme import cli
+    from mme.config import load_config
+    from mme.motion import bench
+    from mme.train.config import PretrainConfig
+
+    monkeypatch.delattr(cv2, "optflow", raising=False)
+    write_video(tmp_path / "a.mp4", affine_video(12, 32, 32)[0])
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    said = "='tvl1' needs the opencv-contrib build (cv2.optflow)"
+    assert cli.main(["pretrain", "--config", "tiny_cpu_mme", f"data.list_file={tmp_path / 'list.txt'}",
+                     f"data.root={tmp_path}", f"train.out_dir={tmp_path / 'run'}", "train.batch_size=1",
+                     "data.num_workers=0", "target.flow=tvl1"]) == 1
+    assert f"target.flow{said}" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert cli.main(["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "cache"),
+                     "--flow", "tvl1"]) == 1
+    assert f"extract: --flow{said}" in capsys.readouterr().err and not (tmp_path / "cache").exists()
+    monkeypatch.setattr(bench, "_generated_video", lambda *args: pytest.fail("a video was made for the bench"))
+    assert cli.main(["bench", "targets", "--flow", "tvl1"]) == 1
+    assert f"target.flow{said}" in capsys.readouterr().err
+    # tracks read from a cache were made by mme extract: the run's flow is not computed
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["target.flow=tvl1", f"target.cache_dir={tmp_path}"])
+
+
 def test_sparse_frames_need_only_the_pairs_the_tracks_cover():
     frames, _ = affine_video(20, 64, 64, dx=1.0)
     ids = np.array([3, 4, 5, 6, 11, 12, 13, 14])

@@ -32,7 +32,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -45,7 +44,7 @@ from mme.data.transforms import apply_geometry, view_crops
 from mme.data.video import open_video
 from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
-from mme.motion.flow import DEFAULT_FLOW, METHODS, raw_flow
+from mme.motion.flow import DEFAULT_FLOW, METHODS, flow_available, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
 from mme.utils import atomic_write_json, check_output, cpu_name, sets_threads
@@ -67,7 +66,7 @@ RIDGE = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 def available_methods() -> list[str]:
     """The flow methods this OpenCV build provides (TV-L1 needs opencv-contrib)."""
-    return [m for m in METHODS if m != "tvl1" or hasattr(cv2, "optflow")]
+    return [m for m in METHODS if flow_available(m)]
 
 
 # --- analytic motion -------------------------------------------------------------------------------------------

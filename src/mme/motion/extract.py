@@ -42,7 +42,7 @@ from mme.motion.cache import (
     start_homs,
     track_writer,
 )
-from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
+from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
 from mme.utils import (
     atomic_write_text,
@@ -88,6 +88,7 @@ class ExtractOptions:
             raise ConfigError(f"extract: --orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.flow not in METHODS:
             raise ConfigError(f"extract: --flow must be one of {list(METHODS)}, got {self.flow!r}")
+        require_flow(self.flow, "extract: --flow")
         try:
             device = torch.device(self.device)
         except RuntimeError as e:

@@ -37,6 +37,18 @@ step error within 4 % at 0.6x its CPU per pair. The quarter-resolution presets c
 _ENGINES: dict[tuple, object] = {}
 
 
+def flow_available(method: str) -> bool:
+    """Whether this OpenCV build has ``method``: TV-L1 needs the opencv-contrib build (``cv2.optflow``)."""
+    return method != "tvl1" or hasattr(cv2, "optflow")
+
+
+def require_flow(method: str, key: str = "target.flow") -> None:
+    """Refuse a flow this OpenCV build lacks, naming the setting ``key`` that asks for it."""
+    if not flow_available(method):
+        raise ConfigError(f"{key}='tvl1' needs the opencv-contrib build (cv2.optflow); install "
+                          "opencv-contrib-python-headless in place of opencv-python-headless, or use 'dis'")
+
+
 def _engine(method: str, shape: tuple[int, ...]):
     """One flow object per process, method and frame size: DIS allocates its pyramids once and reuses them, but
     after frames of another size it returns other flow for the same frames (up to 0.1 px), so an engine only ever
@@ -51,11 +63,7 @@ def _engine(method: str, shape: tuple[int, ...]):
             blank = np.zeros(shape[:2], np.uint8)
             _ENGINES[key].calc(blank, blank, None)
         elif method == "tvl1":
-            if not hasattr(cv2, "optflow"):
-                raise ConfigError(
-                    "target.flow='tvl1' needs the opencv-contrib build (cv2.optflow); install "
-                    "opencv-contrib-python-headless in place of opencv-python-headless, or use 'dis'"
-                )
+            require_flow(method)
             _ENGINES[key] = cv2.optflow.DualTVL1OpticalFlow_create()
         else:
             raise ConfigError(f"target.flow: unknown optical-flow method {method!r}; choose one of {list(METHODS)}")

@@ -42,7 +42,7 @@ from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
 from mme.motion.cache import cached_tracks
-from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS
+from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.hog import BINS, STYLES, hog_at, hog_cells
 from mme.motion.tracks import Tracks, default_max_disp, track, track_frames, track_in_step
 
@@ -132,6 +132,8 @@ class TargetConfig:
             raise ConfigError(f"target.track_length must be >= 1, got {self.track_length}")
         if self.flow not in METHODS:
             raise ConfigError(f"target.flow must be one of {list(METHODS)}, got {self.flow!r}")
+        if not self.cache_dir:  # tracks read from a cache were made by mme extract, whose flow this is not
+            require_flow(self.flow)
         if self.flow in STEP_FLOWS and not self.cache_dir:
             unsupported = [k for k in ("compensate", "prune") if getattr(self, k)] + \
                 (["interpolate=false"] if not self.interpolate else [])
