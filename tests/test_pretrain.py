@@ -474,6 +474,29 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
         assert level["loss"] == pytest.approx(sum(weights[k] * level[k] for k in weights), rel=1e-6)
 
 
+def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth, tmp_path):
+    """A missing or empty target.cache_dir was refused at the first batch, after the run's config.yaml, run.json
+    and logs, the model and the loader workers were made. A cache that lacks some videos' files still trains."""
+    from mme.motion.extract import extract_cache
+
+    lists = dict(s.split("=", 1) for s in synth)
+    (tmp_path / "empty").mkdir()
+    for cache, said in (("missing", "is not a folder"), ("empty", "holds no track cache file for any of the first 8 "
+                                                                   "videos of .*txt")):
+        with pytest.raises(DataError, match=rf"^target.cache_dir '.*{cache}' {said}.*; `mme extract .* --root .* --out "
+                                            rf".*{cache}` with the run's track length"):
+            run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}")
+        assert not (tmp_path / f"run_{cache}" / "config.yaml").exists() and not (tmp_path / "missing").exists()
+    assert (tmp_path / "empty").is_dir()
+    # the files of every other video, the first's not among them: the run trains, the others failing as videos do
+    half = tmp_path / "half.txt"
+    half.write_text("".join(f"{line}\n" for line in open(lists["data.list_file"]).read().splitlines()[1::2]))
+    extract_cache(str(half), str(tmp_path / "part"), root=lists["data.root"], length=6, short_side=64)
+    r = run("tiny_cpu_mme", synth, tmp_path / "runs", f"target.cache_dir={tmp_path / 'part'}", "train.steps=1",
+            "data.max_failure_fraction=1")
+    assert r.step == 1
+
+
 def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):
     """target.flow does not apply to cached tracks: a run whose cache was extracted with another flow says so; and
     one whose cache was extracted with a decoder that can read other frames (before: no word of it)."""

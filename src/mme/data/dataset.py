@@ -300,6 +300,17 @@ class _VideoDataset(Dataset):
     def path(self, i: int) -> str:
         return resolve(self.entries[i], self.cfg.root)
 
+    def _listed(self) -> str:
+        """The list and its root as a command's arguments."""
+        return shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
+                                                       else "")
+
+    def extract_advice(self) -> str:
+        """What makes the track cache files the list's videos lack."""
+        return (f"`mme extract {self._listed()} --out {shlex.quote(str(self.cache_dir or 'TARGET.CACHE_DIR'))}` "
+                "with the run's track length, flow and orientation makes the track cache files these videos lack, "
+                "and resumes")
+
     def _check_failures(self) -> None:
         failed = int((self._reason > 0).sum()) + len(self.bad_lines)
         total = len(self.entries) + len(self.bad_lines)
@@ -308,16 +319,13 @@ class _VideoDataset(Dataset):
             counts, missing = self.failure_counts(), REASONS.index("missing")
             lost = [self.entries[i].path for i in torch.nonzero(self._reason == missing).flatten().tolist()]
             relative = sum(not os.path.isabs(p) for p in lost)
-            listed = shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
-                                                             else "")
-            check = listed + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1 else "")
+            check = self._listed() + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
+                                      else "")
             check += f" --index-dir {shlex.quote(str(self.cfg.index_dir))}" if self.cfg.index_dir else ""
             advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                       "start from?" if 2 * relative > failed else
                       "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
-                      f"`mme extract {listed} --out {shlex.quote(str(self.cache_dir or 'TARGET.CACHE_DIR'))}` with "
-                      "the run's track length, flow and orientation makes the track cache files these videos lack, "
-                      "and resumes (`--overwrite` remakes stale ones; the warnings above say which)"
+                      f"{self.extract_advice()} (`--overwrite` remakes stale ones; the warnings above say which)"
                       if 2 * counts.get("track cache", 0) > failed else
                       f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                       "data.max_failure_fraction")

@@ -23,7 +23,7 @@ import torch
 from mme.config import load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
-from mme.errors import CheckpointError, DataError, MMEError
+from mme.errors import CheckpointError, DataError, MMEError, VideoError
 from mme.models.checkpoint import load_state, read_checkpoint
 from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
@@ -46,15 +46,35 @@ def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
                            track_reads=target_fn.track_reads)
 
 
-def note_cache_settings(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of the frames its
-    ``--backend`` read: say so where these differ from the run's (judged on the first video's cache file), so that
-    the run's config is not read as its tracks' flow, and a decoder that reads other frames is seen."""
-    if not cfg.target.cache_dir or not len(dataset):
+CACHE_PROBES = 8
+"""How many of the list's first videos :func:`check_cache` looks up in the track cache."""
+
+
+def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Refuse a ``target.cache_dir`` that is not a folder or holds a cache file for none of the list's first
+    ``CACHE_PROBES`` videos (every item would fail; some videos without one are the dataset's failures, within
+    ``data.max_failure_fraction``). Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``,
+    of the frames its ``--backend`` read: say so where these differ from the run's (judged on the first cache file
+    found), so that the run's config is not read as its tracks' flow, and a decoder that reads other frames is
+    seen."""
+    cache = cfg.target.cache_dir
+    if not cache or not len(dataset):
         return
+    if not Path(cache).is_dir():
+        raise DataError(f"target.cache_dir {cache!r} is not a folder; {dataset.extract_advice()}")
+    probed = [dataset.path(i) for i in range(min(len(dataset), CACHE_PROBES))]
+    for path in probed:
+        try:
+            found = find_cache_file(cache, path)
+            break
+        except VideoError:
+            continue
+    else:
+        raise DataError(f"target.cache_dir {cache!r} holds no track cache file for any of the first {len(probed)} "
+                        f"videos of {cfg.data.list_file} (the first: {probed[0]}); {dataset.extract_advice()}")
     try:
-        meta = cache_meta(find_cache_file(cfg.target.cache_dir, dataset.path(0)))
-    except MMEError:  # a missing or unreadable cache is reported per video by the dataset
+        meta = cache_meta(found)
+    except MMEError:  # an unreadable cache file is reported per video by the dataset
         return
     if meta["flow"] != cfg.target.flow:
         log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
@@ -144,7 +164,7 @@ def setup(cfg: PretrainConfig) -> Run:
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise DataError(f"data.root {cfg.data.root!r} is not a folder")
     dataset = pretrain_dataset(cfg)
-    note_cache_settings(cfg, dataset)
+    check_cache(cfg, dataset)
     torch.manual_seed(t.seed)  # the initial weights
     model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
     if t.init and start.resume is None:
