@@ -19,7 +19,7 @@ import pytest
 import torch
 from training import FP32, TINY, run
 
-from mme.errors import CheckpointError, ConfigError, DataError
+from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
 
 
@@ -40,6 +40,12 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
         run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
             "train.seed=1", FP32)
     assert _hashes(tmp_path / "x") == before  # not one file of the first run changed
+    # an overwriting run refused for its data, or its init, removes nothing (before: the folder was cleared first)
+    for bad, said in (("data.root=" + str(tmp_path / "nowhere"), "is not a folder"),
+                      ("train.init=" + str(tmp_path / "none.pt"), "none.pt")):
+        with pytest.raises(MMEError, match=said):
+            run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.overwrite=true", bad, FP32)
+        assert _hashes(tmp_path / "x") == before, bad
     res = run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
               "train.seed=1", "train.overwrite=true", FP32)
     assert _steps(tmp_path / "x") == [2, 3] and res.checkpoint == ckpt.checkpoint_path(tmp_path / "x", 3)

@@ -82,6 +82,8 @@ class Start:
     """``(source, checkpoint state)``, or None for a fresh run."""
     threads: tuple[int, str]
     """The training process's intra-op threads and why (:func:`mme.train.precision.choose_threads`)."""
+    replaced: list[Path]
+    """Another run's checkpoints that ``train.overwrite`` removes once this run is set up (rank 0's)."""
 
 
 @dataclass
@@ -133,11 +135,11 @@ def begin(cfg) -> Start:
     if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
         raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                               f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
-    dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite)
+    replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite)
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
-    return Start(device, info.world_size, out_dir, resume, threads)
+    return Start(device, info.world_size, out_dir, resume, threads, replaced)
 
 
 def _kind(config: dict) -> str:
@@ -210,6 +212,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
         log.warning("train.keep_epochs %s: beyond this run's %.3g epochs, never kept", beyond, epochs)
     dist.check_start_step(run.step, start.device)
     if dist.is_main():
+        run_folder.clear(start.out_dir, start.replaced)
         ckpt.write_run_files(start.out_dir, as_recipe(cfg), run.meta)
     return run
 

@@ -58,22 +58,19 @@ def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
     return {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config_hash": digest}
 
 
-def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
+def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> list[Path]:
     """Refuse a folder that holds another run's checkpoints: for a fresh run any, for a resumed one (``resumed``:
-    its checkpoint) those of a run other than the resumed one; ``overwrite`` removes them and their logs first."""
+    its checkpoint) those of a run other than the resumed one. With ``overwrite`` they are returned instead, for
+    :func:`clear` once the new run has passed every check (a run refused for its data or its init kept them)."""
     rotating = ckpt.list_checkpoints(out_dir)
     found = rotating + ckpt.kept_checkpoints(out_dir)
     if not found:
-        return
+        return []
     other = _folder_run(out_dir)
     if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
-        return
+        return []
     if overwrite:
-        for p in found + [out_dir / name for name in RUN_FILES]:
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(found),
-                    other or "(unknown)", out_dir)
-        return
+        return found
     newest = max(found, key=ckpt.checkpoint_step)
     how = ("train.resume=auto (mme pretrain/finetune ... --resume auto)" if rotating else
            f"train.resume={newest} (kept of an epoch: --resume auto takes the rotating checkpoints only)")
@@ -81,6 +78,17 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> None:
         f"train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of another run"
         + (f" ({other})" if other else "") + f", up to step {ckpt.checkpoint_step(newest)}: continue that run "
         f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
+
+
+def clear(out_dir: Path, checkpoints: list[Path]) -> None:
+    """``train.overwrite``: remove another run's ``checkpoints`` (:func:`check_owner`) and its logs."""
+    if not checkpoints:
+        return
+    other = _folder_run(out_dir)
+    for p in checkpoints + [out_dir / name for name in RUN_FILES]:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(checkpoints),
+                other or "(unknown)", out_dir)
 
 
 def set_aside_after(out_dir: Path, resumed: int) -> None:
