@@ -98,6 +98,10 @@ def test_map_vectors_follow_scale_and_flip():
     np.testing.assert_allclose(g.map_vectors([[2.0, 1.0]]), [[-1.0, 2.0]])
     a, b = np.array([[12.0, 5.0]]), np.array([[14.0, 6.0]])
     np.testing.assert_allclose(g.map_points(b) - g.map_points(a), g.map_vectors(b - a))
+    # each axis alone: a point or vector unknown along one axis stays known along the other (a product with the
+    # map's zeros made both NaN)
+    np.testing.assert_array_equal(g.map_vectors([[2.0, np.nan]]), [[-1.0, np.nan]])
+    np.testing.assert_array_equal(g.map_points([[np.inf, 5.0]])[:, 1], g.map_points([[0.0, 5.0]])[:, 1])
 
 
 def test_multiscale_crop_follows_mme_rules():

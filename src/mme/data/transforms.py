@@ -117,12 +117,12 @@ class Geometry:
 
     def map_points(self, xy) -> np.ndarray:
         """Source points ``(..., 2)`` as (x, y) -> the same points in the output frame."""
-        a = self.affine()
-        return (np.asarray(xy, dtype=np.float64) - 0.5) @ a[:2, :2].T + a[:2, 2] + 0.5  # edges -> centres and back
+        a = self.affine()  # diagonal: each axis alone (a product with its zeros would carry a NaN to the other)
+        return (np.asarray(xy, dtype=np.float64) - 0.5) * a.diagonal()[:2] + a[:2, 2] + 0.5  # edges -> centres, back
 
     def map_vectors(self, dxy) -> np.ndarray:
         """Source displacements ``(..., 2)`` (dx, dy) -> output displacements (scaled; dx negated by a flip)."""
-        return np.asarray(dxy, dtype=np.float64) @ self.affine()[:2, :2].T
+        return np.asarray(dxy, dtype=np.float64) * self.affine().diagonal()[:2]
 
 
 def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:

@@ -187,8 +187,8 @@ def torch_load(path: Path):
         error = e
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
         error = e
-    raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(error).__name__}: "
-                          f"{error_reason(error)})") from error
+    why = type(error).__name__ + (f": {error_reason(error)}" if str(error).strip() else "")
+    raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({why})") from error
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

@@ -186,7 +186,8 @@ def _write_checkpoint(run: Run) -> Path:
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         kept = ckpt.list_checkpoints(run.out_dir)
         raise CheckpointError(
-            f"{run.out_dir}: could not write the checkpoint of step {run.step} ({error_reason(e)}); it "
+            f"{run.out_dir}: could not write the checkpoint of step {run.step} ({error_reason(e)}"
+            f"{f': {e.filename}' if getattr(e, 'filename', None) else ''}); it "
             f"needs about {_nbytes(state) / 2**20:.0f} MiB and {shutil.disk_usage(run.out_dir).free / 2**20:.0f} "
             f"MiB are free. Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
 
