@@ -13,7 +13,16 @@ import cv2
 import numpy as np
 import pytest
 from av.video.reformatter import VideoReformatter
-from videos import CORPUS, DecodedFrames, affine_video, decode_all, write_corpus_file, write_keyint_video, write_video
+from videos import (
+    CORPUS,
+    DecodedFrames,
+    affine_video,
+    cut_mid_gop,
+    decode_all,
+    write_corpus_file,
+    write_keyint_video,
+    write_video,
+)
 
 from mme.data import pyav_reader
 from mme.data.pyav_reader import rgb24
@@ -184,6 +193,18 @@ def test_a_cut_mpeg_ps_whose_last_packet_is_not_flagged_is_counted_from_the_star
     for i in range(len(ref) - 4, len(ref)):
         with open_video(tmp_path / "cut.mpg", threads=1) as reader:  # each frame read alone
             np.testing.assert_array_equal(reader.read([i])[0], ref[i])
+
+
+def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run(tmp_path):
+    """An H.264 stream cut before its only keyframe: `mme check` called it 'short' ("0 frames, fewer than 1"),
+    where a run's open of it says 'unreadable' (no decodable video frames)."""
+    frames = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), np.uint8)
+    cut = cut_mid_gop(write_keyint_video(tmp_path / "one.mp4", frames, "infinite"), tmp_path / "nokey.mkv", drop=1)
+    report = check_video(cut)
+    assert (report["status"], report["frames"], report["packets"]) == ("unreadable", 0, 19), report
+    assert report["reason"] == "no decodable video frames (19 packets)"
+    with pytest.raises(VideoError, match="no decodable video frames"):
+        open_video(cut)  # the same process, its frames counted by the check
 
 
 @pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord not installed (optional backend)")

@@ -137,7 +137,9 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
     out["rotation"] = display_angle(out["display"])
     turned = _turned_how(out["display"], path)
-    if out["frames"] < min_frames:
+    if out["frames"] == 0:  # as a run's open of the file says, once its frames are counted
+        out.update(status="unreadable", reason=f"no decodable video frames ({out['packets']} packets)")
+    elif out["frames"] < min_frames:
         out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
     elif out["damaged"] or turned:
         n = len(out["damaged"])
