@@ -547,6 +547,27 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
     assert f"frames read display, as the run that made {tmp_path / 'turned.pt'} read them" in caplog.text
 
 
+def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth, stride4, tmp_path, caplog, capsys):
+    """A val list none of whose videos decodes ended the final tests in "multi-view test: no video could be tested",
+    naming neither the split nor the list, and the test list was never tested (no test.json), also under
+    task.eval_only: it is warned about, the test list tested and reported, and the command ends in one line."""
+    from mme.cli import main
+
+    (tmp_path / "garbage.mp4").write_bytes(b"not a video")
+    (tmp_path / "val.txt").write_text(f"{tmp_path / 'garbage.mp4'} 1\n")
+    with caplog.at_level("WARNING"):
+        assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+            synth, tmp_path / "ev", f"train.init={stride4}", *EVAL_ONLY, f"task.val_list={tmp_path / 'val.txt'}")]) == 1
+    assert json.loads((tmp_path / "ev" / "test.json").read_text())["num_samples"] == 8
+    assert not (tmp_path / "ev" / "val.json").exists()
+    said = f"task.val_list {tmp_path / 'val.txt'} could not be tested: multi-view test: no video could be tested; " \
+        "failures: [{'index': 0, 'error': "
+    assert f"val: {said}" in caplog.text
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"mme finetune: error: {said}") and last.endswith("; test.json written"), last
+    assert f"{tmp_path / 'garbage.mp4'}: unreadable" in last
+
+
 def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):
     """A recipe's default val list that is not there was said as "list file runs/synth/val.txt: cannot read it",
     to a user who had set data.list_file only: the setting, and how to set or clear it, are said now."""

@@ -76,14 +76,22 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
 def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,
                  names: list[str] | None, checkpoint: str | Path | None) -> dict[str, dict]:
     """The multi-view reports of the val and test lists (those set), written to ``train.out_dir`` with what was
-    tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision."""
-    reports = {}
+    tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision. A list that cannot
+    be tested (none of its videos decodes) is warned about and the other one still tested; DataError naming it
+    once every report is written."""
+    reports, untested = {}, {}
     for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
         if not list_file:
             continue
-        dataset = _test_set(cfg, list_file)
+        try:
+            dataset = _test_set(cfg, list_file)
+            report = evaluate(model, dataset, cfg, device, precision, names, name)
+        except DataError as e:  # (on every rank: the predictions are joined first)
+            untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"
+            log.warning("%s: %s", name, untested[name])
+            continue
         d = dataset.cfg
-        reports[name] = {**evaluate(model, dataset, cfg, device, precision, names, name),
+        reports[name] = {**report,
                          "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
                          "list": os.path.abspath(list_file), "root": os.path.abspath(d.root or "."),
                          "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,
@@ -92,6 +100,9 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
                          "backend": d.backend, "precision": precision}
         if dist.is_main():
             save_report(reports[name], cfg.train.out_dir, name)
+    if untested:
+        written = "".join(f"; {n}.json written" for n in reports)
+        raise DataError("; ".join(untested.values()) + written)
     return reports
 
 
