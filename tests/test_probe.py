@@ -206,6 +206,22 @@ def test_a_label_beyond_the_class_map_is_refused_before_any_embedding(synth, tmp
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_list_without_labels_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """A test list of paths alone was refused only after every split had been embedded ("probing needs a label on
+    every line"), and checked first only with --classes; now every list is, whether or not --classes is given."""
+    from mme.cli import main
+
+    r = synth.root
+    paths = [line.rsplit(maxsplit=1)[0] for line in (r / "test.txt").read_text().splitlines()]
+    (tmp_path / "test.txt").write_text("".join(f"{p}\n" for p in paths))
+    base = ["probe", "unused.ckpt", "--train", str(r / "train.txt"), "--root", str(r), "--out", str(tmp_path / "p")]
+    assert main([*base, "--test", str(tmp_path / "test.txt")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"the test list {tmp_path / 'test.txt'}: {paths[0]} has no label; a list to fit or score a model on needs one "
+        f"on every line")
+    assert not (tmp_path / "p" / "features").exists()
+
+
 @pytest.mark.slow
 def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     """The acceptance check of issue 6 on the demo's design (whole-view camera motion over dead-leaves scenes with

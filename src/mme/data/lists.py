@@ -193,16 +193,16 @@ def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: lis
                       "the names it records are used")
 
 
-def check_labels(list_file: str | Path, num_classes: int, what: str) -> list[ListEntry]:
+def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> list[ListEntry]:
     """Read a test list strictly (each of its videos is predicted or reported, so a line the parser rejects is
     a DataError naming it) and refuse, naming the video, a missing label or one that a ``num_classes``-class
-    model cannot predict. Returns its entries."""
+    model cannot predict (any label, when None). Returns its entries."""
     entries = read_list(list_file, strict=True, key=what)[0]
     for e in entries:
         if e.label is None:
-            raise DataError(f"{what} {list_file}: {e.path} has no label; a list to score a model on needs one on "
-                            f"every line")
-        if e.label >= num_classes:
+            raise DataError(f"{what} {list_file}: {e.path} has no label; a list to fit or score a model on needs one "
+                            f"on every line")
+        if num_classes is not None and e.label >= num_classes:
             raise DataError(f"{what} {list_file}: {e.path} has label {e.label}, not a class of a {num_classes}-class "
                             f"model (labels must be 0..{num_classes - 1})")
     return entries
