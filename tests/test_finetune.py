@@ -205,7 +205,8 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     # printed: top-5 of 5 classes or fewer is 100 % by construction, and said to be nothing (before: "top-5 100.00%")
     assert top5_said(r) == "top-5  50.00%" and top5_said(classification_report(probs, labels[:4] % 3)) == \
         "top-5 -- (3 classes)"
-    votes = classification_report(torch.eye(4)[[0, 1, 0, 3]], torch.arange(4), votes=True)  # class 2: no vote
+    shares = torch.eye(4)[[0, 1, 0, 3]]  # class 2: no vote
+    votes = classification_report(shares, torch.arange(4), voted=shares > 0)
     assert votes["top5"] == 0.75 and top5_said(votes) == "top-5  75.00%"  # a kNN's top-5 of 4 classes says something
 
 
@@ -231,7 +232,7 @@ def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ran
     probs = torch.tensor([[200.0, 0.0, 0.0, 0.0]]).softmax(1)
     assert probs[0, 2] == 0
     assert topk_accuracy(probs, torch.tensor([2])) == {"top1": 0.0, "top5": 1.0}
-    assert topk_accuracy(probs, torch.tensor([2]), votes=True) == {"top1": 0.0, "top5": 0.0}  # no vote: no guess
+    assert topk_accuracy(probs, torch.tensor([2]), voted=probs > 0) == {"top1": 0.0, "top5": 0.0}  # no vote: no guess
     nan = torch.tensor([[0.5, 0.3, 0.2], [float("nan")] * 3, [0.2, float("inf"), 0.0]])
     with pytest.raises(DataError, match="2 of 3 rows of scores are not finite"):
         classification_report(nan, torch.tensor([0, 1, 2]))

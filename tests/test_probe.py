@@ -92,6 +92,28 @@ def test_knn_votes_do_not_overflow_and_unvoted_classes_are_no_prediction():
     assert r["top5"] == r["top1"] < 0.3  # one vote: one predicted class
 
 
+def test_a_class_a_neighbour_voted_for_ranks_however_small_its_vote():
+    """At --temperature 0.01 a far neighbour's weight exp(-1.1 / T) underflowed float32 to 0, and the class it voted
+    for was left out of top-5 as a class nobody voted for; votes are float64, and a class voted for is a guess even
+    where its weight underflows that too (T = 0.001)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((6, 8))  # one row per class
+    query = train[:1] + 0.01 * rng.standard_normal((1, 8))  # nearest to class 0
+    z = (train - train.mean(0)) / train.std(0)
+    sim = z @ ((query[0] - train.mean(0)) / train.std(0)) / np.linalg.norm(z, axis=1)
+    far = sorted(range(1, 6), key=lambda c: -sim[c])  # the other classes, nearest first
+
+    def top5(label: int, k: int, t: float) -> float:
+        return knn_classify(train, np.arange(6), query, np.array([label]), k=k, temperature=t, num_classes=6)["top5"]
+
+    for t in (0.07, 0.01):
+        assert [top5(c, 6, t) for c in far] == [1.0, 1.0, 1.0, 1.0, 0.0], t  # the farthest of six is left out
+    for t in (0.07, 0.01, 0.001):
+        assert [top5(c, 3, t) for c in far] == [1.0, 1.0, 0.0, 0.0, 0.0], t  # three voted: only they are guesses
+
+
 def test_non_finite_feature_rows_are_refused_with_their_rows_named():
     x, y = separable(100)
     x[7] = float("nan")

@@ -153,17 +153,18 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     k = min(k, len(tx))
     mean, std = standardizer(tx)
     bank = F.normalize((tx - mean) / std, dim=1)  # (N_train, D)
-    probs = []
+    probs, voted = [], []
     for q in ((ex - mean) / std).split(chunk):
-        sim, idx = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)  # (n, k), nearest first
+        sim, idx = (F.normalize(q, dim=1) @ bank.T).double().topk(k, dim=1)  # (n, k), nearest first
         if weighting == "softmax":  # exp(sim / T) relative to the nearest: the same shares, no overflow at small T
-            w = ((sim - sim[:, :1]) / temperature).exp()
+            w = ((sim - sim[:, :1]) / temperature).exp()  # (float64: a far vote underflows float32 from T ~ 0.01)
         else:  # one vote each; classes with as many votes are ranked by their summed similarity (under 1/2 vote)
             w = 1 + sim / (4 * k)
-        votes = torch.zeros(len(q), C).scatter_add_(1, ty[idx], w)  # (n, C)
+        votes = torch.zeros(len(q), C, dtype=torch.float64).scatter_add_(1, ty[idx], w)  # (n, C)
         probs.append(votes / votes.sum(1, keepdim=True))
-    return {**classification_report(torch.cat(probs), ey, class_names, votes=True), "method": "knn", "k": k,
-            "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
+        voted.append(torch.zeros(len(q), C, dtype=torch.bool).scatter_(1, ty[idx], True))  # (a weight may still be 0)
+    return {**classification_report(torch.cat(probs), ey, class_names, voted=torch.cat(voted)), "method": "knn",
+            "k": k, "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
 
 
 def _check_disjoint(lists: dict[str, str | Path], root: str) -> None:

@@ -25,18 +25,20 @@ log = logging.getLogger(__name__)
 
 
 def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5),
-                  votes: bool = False) -> dict[str, float]:
+                  voted: torch.Tensor | None = None) -> dict[str, float]:
     """Fraction of rows whose label is among the k highest scores, for each k (k is capped at the number of
     classes, so top-5 of a 4-class problem is 1.0). Of tied scores the lower class id ranks first, as argmax
-    (the confusion matrix's prediction) takes it. With ``votes`` (kNN vote shares) a class scored 0 had no vote
-    and is no prediction; a probability that underflowed to 0 still ranks."""
+    (the confusion matrix's prediction) takes it. ``voted`` (kNN, ``(N, C)`` bool): the classes a neighbour voted
+    for, which rank before the others, those being no prediction; a vote share or a probability that underflowed
+    to 0 still ranks."""
     out = {}
-    order = probs.sort(dim=1, descending=True, stable=True).indices
+    key = probs if voted is None else probs.masked_fill(~voted, -1)
+    order = key.sort(dim=1, descending=True, stable=True).indices
     for k in ks:
         top = order[:, :min(k, probs.shape[1])]  # (N, k)
         hit = top == labels[:, None]
-        if votes:
-            hit &= probs.gather(1, top) > 0
+        if voted is not None:
+            hit &= voted.gather(1, top)
         out[f"top{k}"] = int(hit.any(dim=1).sum()) / len(labels) if len(labels) else float("nan")  # (no float32 noise)
     return out
 
@@ -61,11 +63,11 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 
 def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None = None,
-                          votes: bool = False) -> dict[str, Any]:
+                          voted: torch.Tensor | None = None) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy (recall; None for a class absent from ``labels``), mean class accuracy
     and the confusion matrix of ``probs (N, C)`` against ``labels (N,)``, as JSON-serialisable values
-    (``votes``: see :func:`topk_accuracy`). DataError for non-finite scores, which rank as no class."""
-    probs = torch.as_tensor(probs, dtype=torch.float32)
+    (``voted``: see :func:`topk_accuracy`). DataError for non-finite scores, which rank as no class."""
+    probs = torch.as_tensor(probs, dtype=torch.float64)  # (kNN vote shares below float32's range keep their rank)
     labels = torch.as_tensor(labels, dtype=torch.long)
     bad = int((~torch.isfinite(probs)).any(1).sum())
     if bad:
@@ -78,7 +80,7 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
     per_class = {names[c]: (float(cm[c, c] / support[c]) if support[c] else None) for c in range(num_classes)}
     present = [v for v in per_class.values() if v is not None]
     return {
-        **topk_accuracy(probs, labels, votes=votes),
+        **topk_accuracy(probs, labels, voted=voted),
         "mean_class_accuracy": float(np.mean(present)) if present else float("nan"),
         "num_samples": int(len(labels)),
         "per_class_accuracy": per_class,
