@@ -50,6 +50,15 @@ def test_strong_regularisation_loses_on_validation_and_is_not_chosen():
     assert r["weight_decay"] == 1e-3 and not r["val_carved_from_train"] and r["num_val"] == 100
 
 
+def test_the_validation_top1_of_every_weight_decay_is_an_exact_fraction():
+    """val_top1 per λ in probe.json was a float32 mean (0.3333333432674408 for 1 of 3) where every other top-k is an
+    exact fraction of the videos."""
+    x, y = separable(60, classes=3)
+    wrong = torch.tensor([1, 1, 1, 0, 0, 0, 0])  # three of the seven val labels shifted to another class
+    top1 = linear_probe(x[:40], y[:40], x[40:47], (y[40:47] + wrong) % 3, num_classes=3, max_iter=50)["val_top1"]
+    assert set(top1.values()) - {0.0, 1.0} and set(top1.values()) <= {i / 7 for i in range(8)}, top1
+
+
 def test_stratified_split_keeps_every_class_in_both_parts():
     y = torch.tensor([0] * 10 + [1] * 5 + [2] * 2)
     tr, va = stratified_split(y, 0.2, seed=3)
@@ -169,6 +178,26 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
     assert main(args) == 0
     assert list(json.loads((tmp_path / "probe" / "probe.json").read_text())["knn"]["per_class_accuracy"]) == \
         synth.classes
+
+
+def test_a_failed_train_video_is_said_as_the_train_lists_when_the_scored_videos_are_carved_from_it(synth, tmp_path,
+                                                                                                    capsys):
+    """Without --val and --test the probe scores videos carved from train: a train video that failed was said as
+    one of them, "(4 videos, 1 failed; ...)"."""
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    (tmp_path / "train.txt").write_text((r / "train.txt").read_text() + "videos/missing.mp4 1\n")
+    assert main(["probe", str(ckpt), "--train", str(tmp_path / "train.txt"), "--root", str(r), "--out",
+                 str(tmp_path / "probe"), "--stride", "2", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "(4 videos; 1 of the train list failed; on the split its L2 was chosen on" in out, out
+    assert "(4 videos; 1 of the train list failed)" in out, out
 
 
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):

@@ -114,7 +114,7 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     scores = {}
     for wd in weight_decays:
         logits = fit_linear(sx, ty, C, wd, max_iter)(svx)
-        acc = (logits.argmax(1) == vy).float().mean().item()
+        acc = int((logits.argmax(1) == vy).sum()) / len(vy)  # (an exact fraction, as the reported top-k)
         scores[wd] = (acc, -F.cross_entropy(logits, vy).item())
     best = max(weight_decays, key=lambda wd: scores[wd])
     log.info("linear probe: val top-1 per weight decay %s -> %g",
@@ -249,8 +249,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         result["knn"] = knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
                                      num_classes=num_classes, class_names=names)
     atomic_write_json(out_dir / "probe.json", result)
-    scored = info["test" if test_list else "val" if val_list else "train"]
-    failed = f", {scored['failed']} failed" if scored["failed"] else ""
+    scored = "test" if test_list else "val" if val_list else "train"
+    n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
+    failed = "" if not n else f"; {n} of the train list failed" if scored == "train" else f", {n} failed"
     for method in ("linear", "knn"):
         if method in result:
             r = result[method]
