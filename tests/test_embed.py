@@ -577,6 +577,32 @@ def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup
         "stride"] == 3
 
 
+def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_did(setup, tmp_path, caplog):
+    """``mme embed`` / ``mme probe`` took a run of TSN segments (``data.sampling=segments``, SSv2's) at stride 4,
+    "embed: stride 4 (default)" in the log, while ``task.eval_only`` sampled its segments; its exports alike. A
+    ``--stride`` given still wins."""
+    import dataclasses
+    import logging
+
+    from mme.models.export import export
+
+    caplog.set_level(logging.INFO, logger="mme")
+    root, _ = setup
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"sampling": "segments", "stride": 2}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    kw = dict(num_workers=0, progress=False)
+    asked = read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "asked.npy", segments=True, **kw))
+    for source in (tmp_path / "run.pt", export(tmp_path / "run.pt", tmp_path / "exp", "mme")):
+        x, _, _, meta = read_features(embed(source, root / "v0.mp4", tmp_path / f"{source.name}.npy", **kw))
+        assert (meta["segments"], meta["stride"]) == (True, None), source
+        np.testing.assert_array_equal(x, asked[0])
+    assert "embed: clips by TSN segments (its run's data.sampling)" in caplog.text
+    assert "stride 4 (default)" not in caplog.text
+    meta = read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "3.npy", stride=3, **kw))[3]
+    assert (meta["segments"], meta["stride"]) == (False, 3)
+
+
 def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, monkeypatch):
     """A video's first read decodes from its start: the test views of a long video (a lecture) decoded it whole
     for every item. With `--index-dir` of a `mme check`, they seek, and the features are the same."""

@@ -268,9 +268,12 @@ def _view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", "--test-crops", dest="crops", metavar="N", type=count(), default=1,
                    help="spatial crops per clip, along the long side, as data.test_crops (default 1)")
     p.add_argument("--stride", type=count(), default=None,
-                   help="raw frames between sampled frames (default: the run's data.stride for a training "
-                        "checkpoint of strided clips or an export of one, else 4)")
-    p.add_argument("--segments", action="store_true", help="TSN segment sampling (SSv2) instead of strided clips")
+                   help="strided clips, this many raw frames between sampled frames (default: as the run that made "
+                        "a training checkpoint or an export of one sampled, its data.sampling and data.stride, "
+                        "else stride 4)")
+    p.add_argument("--segments", action="store_true",
+                   help="TSN segment sampling (SSv2) instead of strided clips (default for a checkpoint whose run "
+                        "sampled segments)")
 
 
 def _encoder_run_args(p: argparse.ArgumentParser) -> None:

@@ -383,10 +383,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
-    ``clips`` × ``crops`` test views per video (strided clips at ``stride``: default the run's ``data.stride`` for
-    our training checkpoints of strided runs and their exports, else 4; or TSN ``segments``), the clip length and
-    crop size of the encoder's config; frames read as ``orientation`` (default: the run's ``data.orientation``
-    where the file records it, else as coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
+    ``clips`` × ``crops`` test views per video (TSN ``segments``, or strided clips at ``stride``; neither given: as
+    the run that made the checkpoint sampled, its ``data.sampling`` and ``data.stride``, for our training
+    checkpoints and their exports, else at stride 4), the clip length and crop size of the encoder's config;
+    frames read as ``orientation`` (default: the run's ``data.orientation`` where the file records it, else as
+    coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
     that a long video's views seek from its first read. Resumable and sharded over torchrun ranks."""
     from mme.models.checkpoint import build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
@@ -408,7 +409,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     info = dist.init_distributed(choose_device(device).type)
     ck = read_checkpoint(checkpoint, encoder_only=True)
     encoder = build_model(ck)
-    stride, orientation = ck.run_setting(stride, "stride", "embed"), ck.run_setting(orientation, "orientation", "embed")
+    stride, segments = ck.run_sampling(stride, segments, "embed")
+    orientation = ck.run_setting(orientation, "orientation", "embed")
     dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
     dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                            root=root, backend=backend, orientation=orientation, index_dir=index_dir)

@@ -111,10 +111,21 @@ class Checkpoint:
                  else "default")
         return value
 
+    def run_sampling(self, stride: int | None, segments: bool, command: str) -> tuple[int | None, bool]:
+        """``(stride, segments)`` of ``command``'s clips: TSN ``segments`` or strided clips at ``stride`` where the
+        command line gives either, else TSN segments where the run that made it sampled them (``data.sampling``,
+        said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride; the stride None for
+        segments."""
+        data = self.run_config.get("data")
+        if stride is None and not segments and isinstance(data, dict) and data.get("sampling") == "segments":
+            log.info("%s: clips by TSN segments (its run's data.sampling)", command)
+            return None, True
+        return (None, True) if segments else (self.run_setting(stride, "stride", command), False)
+
     @property
     def run_record(self) -> dict:
         """What readers take from the run that made it, carried by every export (``run`` of ours, ``mme_run`` of a
-        Hugging Face config): its clips (``data.sampling`` / ``data.stride``, for ``clip_stride``;
+        Hugging Face config): its clips (``data.sampling`` / ``data.stride``, for :meth:`run_sampling`;
         ``data.orientation``) and its ``target`` section (``mme viz``)."""
         out = {}
         data = self.run_config.get("data")
