@@ -114,14 +114,23 @@ def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_
                                                  "false"),
                        ({"patch_norm": False, "std_floor": 0.1}, "std_floor=0.1 .* only with target.patch_norm=true"),
                        ({"hog_norm": True}, "hog_norm=true .*heads traj, shape.* only to a hog head")):
-        with pytest.raises(ConfigError, match=rf"^target\.{said}"):
-            from_dict(TargetConfig, data)
+        with pytest.raises(ConfigError, match=rf"^target\.{said}.*; leave it out \(target\."):
+            from_dict(TargetConfig, data).check_settings_used()
     # the default's or the preset's value is no setting of the user's: a run's config.yaml, which writes every
     # value, reads back
     for data in ({"patch_norm": False, "std_floor": 0.05, "position_unit": 1.0}, {"kind": "mme", "hog_norm": False},
                  {"preset": "maskfeat", "kind": "mme"}, {"kind": "mme-released", "hog_norm": True}):
         written = dataclasses.asdict(from_dict(TargetConfig, data))
         assert from_dict(TargetConfig, written) == from_dict(TargetConfig, data)
+        from_dict(TargetConfig, written).check_settings_used()
+    # refused for a run to be trained; a checkpoint's target section that holds one (a run before the check) still
+    # reads (mme viz --checkpoint could not draw it)
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"target\.position_unit=3.0 has no effect"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["target.position_unit=3"])
+    assert from_dict(TargetConfig, {"position_unit": 3.0}).position_unit == 3.0
 
 
 def test_patch_norm_needs_two_points_per_patch():

@@ -150,15 +150,6 @@ class TargetConfig:
             raise ConfigError(f"target.position_unit must be positive, got {self.position_unit}")
         if self.max_disp is not None and self.max_disp <= 0:
             raise ConfigError(f"target.max_disp must be positive, got {self.max_disp}")
-        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
-        for key, applies, only in (("position_unit", not self.patch_norm, "with target.patch_norm=false"),
-                                   ("std_floor", self.patch_norm, "with target.patch_norm=true"),
-                                   ("hog_norm", "hog" in self.heads, "to a hog head (target.kind hog, mme-released)")):
-            value = getattr(self, key)
-            if not applies and value != unset.get(key, getattr(TargetConfig, key)):  # set here, and not used
-                raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
-                                  f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it "
-                                  f"applies only {only}")
         for name in ("seed_stride", "hog_cell"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -172,6 +163,21 @@ class TargetConfig:
         if all(self.loss_weight(h) == 0 for h in self.heads):
             raise ConfigError(f"target.loss_weights: every head's weight is 0 ({self.loss_weights}): the loss is 0, "
                               "nothing is learned, and weight decay alone shrinks the weights")
+
+    def check_settings_used(self) -> None:
+        """Refuse a setting this target does not use that a run's config sets (not the default's nor the preset's
+        value): it would be listed among the run's settings as if it had an effect. Checked for a run to be trained,
+        not for the target section of a checkpoint read later (``mme viz``), which trained as it was."""
+        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        for key, applies, only in (("position_unit", not self.patch_norm, "with target.patch_norm=false"),
+                                   ("std_floor", self.patch_norm, "with target.patch_norm=true"),
+                                   ("hog_norm", "hog" in self.heads, "to a hog head (target.kind hog, mme-released)")):
+            value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
+            if not applies and value != default:
+                raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
+                                  f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it "
+                                  f"applies only {only}; leave it out (target.{key}="
+                                  f"{'null' if default is None else str(default).lower()})")
 
     def loss_weight(self, head: str) -> float:
         return self.loss_weights.get(head, 1.0 / len(self.heads))
