@@ -556,6 +556,8 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
 
     (tmp_path / "garbage.mp4").write_bytes(b"not a video")
     (tmp_path / "val.txt").write_text(f"{tmp_path / 'garbage.mp4'} 1\n")
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "val.json").write_text("{}")  # an earlier test's: it would read as this checkpoint's
     with caplog.at_level("WARNING"):
         assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
             synth, tmp_path / "ev", f"train.init={stride4}", *EVAL_ONLY, f"task.val_list={tmp_path / 'val.txt'}")]) == 1
@@ -567,6 +569,27 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"mme finetune: error: {said}") and last.endswith("; test.json written"), last
     assert f"{tmp_path / 'garbage.mp4'}: unreadable" in last
+
+
+def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports(synth, stride4, tmp_path):
+    """task.eval_only wrote its val.json / test.json into any train.out_dir, over another run's; and
+    train.overwrite left the replaced run's reports beside the new run's checkpoint, whose path they named."""
+    import shutil
+
+    from mme.errors import ConfigError
+    from mme.eval.finetuned import finetune
+
+    own = tmp_path / "own"
+    shutil.copytree(stride4.parent, own)
+    (own / "test.json").write_text('{"top1": 0.5}')
+    before = (own / "test.json").read_text()
+    with pytest.raises(ConfigError, match=r"task.eval_only: train.out_dir .* holds 1 checkpoint\(s\) of another run"
+                                          r".*would replace: choose another train.out_dir"):
+        _eval_only(synth, stride4, own)
+    assert (own / "test.json").read_text() == before
+    assert _eval_only(synth, own / stride4.name, own).reports["test"]["checkpoint"] == str(own / stride4.name)
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=", "task.test_list="))
+    assert not (own / "test.json").exists() and not (own / "test_confusion.png").exists()
 
 
 def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):

@@ -26,7 +26,14 @@ import torch.nn as nn
 from mme.config import flatten, load_config, parse_overrides
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError
-from mme.eval.testing import merge_predictions, multiview_predict, multiview_report, save_report, trivial_top5
+from mme.eval.testing import (
+    merge_predictions,
+    multiview_predict,
+    multiview_report,
+    report_files,
+    save_report,
+    trivial_top5,
+)
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
@@ -89,6 +96,9 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
         except DataError as e:  # (on every rank: the predictions are joined first)
             untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"
             log.warning("%s: %s", name, untested[name])
+            if dist.is_main():  # an earlier report of the split would read as this checkpoint's
+                for stale in report_files(name):
+                    Path(cfg.train.out_dir, stale).unlink(missing_ok=True)
             continue
         d = dataset.cfg
         reports[name] = {**report,
@@ -158,7 +168,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), whence, unlike)
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
-    dist.on_main(run_folder.take, cfg.train.out_dir)
+    out_dir = dist.on_main(run_folder.take, cfg.train.out_dir)
+    dist.on_main(run_folder.check_tested, out_dir, cfg.train.init)
     return _final_tests(model, cfg, device, precision, names, cfg.train.init)
 
 

@@ -294,10 +294,16 @@ def multiview_report(pred: Predictions, dataset: Dataset, class_names: list[str]
             "failures": failures}
 
 
+def report_files(name: str) -> tuple[str, str]:
+    """The files :func:`save_report` writes for the split ``name``: its report and its confusion matrix."""
+    return f"{name}.json", f"{name}_confusion.png"
+
+
 def save_report(report: dict[str, Any], out_dir: str | Path, name: str) -> None:
     """``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``, and a one-line summary in the log."""
     out_dir = Path(out_dir)
-    atomic_write_json(out_dir / f"{name}.json", report)
-    save_confusion_png(report["confusion_matrix"], out_dir / f"{name}_confusion.png", report["class_names"])
+    data, picture = report_files(name)
+    atomic_write_json(out_dir / data, report)
+    save_confusion_png(report["confusion_matrix"], out_dir / picture, report["class_names"])
     log.info("%s: top-1 %.2f%%  %s  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
              top5_said(report), report["num_samples"], report["views_per_video"], len(report["failures"]))

@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from mme.errors import ConfigError
+from mme.eval.testing import report_files
 from mme.train import checkpoint as ckpt
 from mme.utils import lock_folder
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
-"""What a run writes besides its checkpoints, rotating and kept of an epoch (``train.overwrite`` removes these
-too, and nothing else)."""
+RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb",
+             *report_files("val"), *report_files("test"))
+"""What a run writes besides its checkpoints, rotating and kept of an epoch, its fine-tuning's test reports included
+(``train.overwrite`` removes these too, and nothing else)."""
 
 def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
@@ -89,6 +91,17 @@ def clear(out_dir: Path, checkpoints: list[Path]) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(checkpoints),
                 other or "(unknown)", out_dir)
+
+
+def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
+    """``task.eval_only`` writes its reports into ``out_dir``: refuse a folder that holds the checkpoints of a run
+    other than the one ``checkpoint`` is of (its own folder), whose reports this test would replace."""
+    found = ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
+    if found and Path(checkpoint).resolve().parent != out_dir.resolve():
+        other = _folder_run(out_dir)
+        raise ConfigError(f"task.eval_only: train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of "
+                          f"another run{f' ({other})' if other else ''}, whose val.json / test.json this test of "
+                          f"{checkpoint} would replace: choose another train.out_dir")
 
 
 def set_aside_after(out_dir: Path, resumed: int) -> None:
