@@ -481,20 +481,24 @@ def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth,
 
     lists = dict(s.split("=", 1) for s in synth)
     (tmp_path / "empty").mkdir()
-    for cache, said in (("missing", "is not a folder"), ("empty", "holds no track cache file for any of the first 8 "
-                                                                   "videos of .*txt")):
+    for cache, said in (("missing", "is not a folder"), ("empty", r"holds no track cache file for any of \d+ videos "
+                                                                   "spread over .*txt")):
         with pytest.raises(DataError, match=rf"^target.cache_dir '.*{cache}' {said}.*; `mme extract .* --root .* --out "
                                             rf".*{cache}` with the run's track length"):
             run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}")
         assert not (tmp_path / f"run_{cache}" / "config.yaml").exists() and not (tmp_path / "missing").exists()
     assert (tmp_path / "empty").is_dir()
-    # the files of every other video, the first's not among them: the run trains, the others failing as videos do
-    half = tmp_path / "half.txt"
-    half.write_text("".join(f"{line}\n" for line in open(lists["data.list_file"]).read().splitlines()[1::2]))
-    extract_cache(str(half), str(tmp_path / "part"), root=lists["data.root"], length=6, short_side=64)
-    r = run("tiny_cpu_mme", synth, tmp_path / "runs", f"target.cache_dir={tmp_path / 'part'}", "train.steps=1",
-            "data.max_failure_fraction=1")
-    assert r.step == 1
+    # the files of every other video, the first's not among them, or of the second half of the list (an extraction
+    # stopped part-way, of a list read backwards; the first 8 were probed, and refused): the run trains, the others
+    # failing as videos do
+    listed = open(lists["data.list_file"]).read().splitlines()
+    for name, part in (("half", listed[1::2]), ("last", listed[len(listed) // 2:])):
+        (tmp_path / f"{name}.txt").write_text("".join(f"{line}\n" for line in part))
+        extract_cache(str(tmp_path / f"{name}.txt"), str(tmp_path / name), root=lists["data.root"], length=6,
+                      short_side=64)
+        r = run("tiny_cpu_mme", synth, tmp_path / f"runs_{name}", f"target.cache_dir={tmp_path / name}",
+                "train.steps=1", "data.max_failure_fraction=1")
+        assert r.step == 1 and len(listed) > 8
 
 
 def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):

@@ -18,6 +18,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mme.config import load_config
@@ -46,23 +47,25 @@ def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
                            track_reads=target_fn.track_reads)
 
 
-CACHE_PROBES = 8
-"""How many of the list's first videos :func:`check_cache` looks up in the track cache."""
+CACHE_PROBES = 64
+"""How many videos, spread evenly over the list, :func:`check_cache` looks up in the track cache (every one of a
+shorter list)."""
 
 
 def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Refuse a ``target.cache_dir`` that is not a folder or holds a cache file for none of the list's first
-    ``CACHE_PROBES`` videos (every item would fail; some videos without one are the dataset's failures, within
-    ``data.max_failure_fraction``). Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``,
-    of the frames its ``--backend`` read: say so where these differ from the run's (judged on the first cache file
-    found), so that the run's config is not read as its tracks' flow, and a decoder that reads other frames is
-    seen."""
+    """Refuse a ``target.cache_dir`` that is not a folder or holds a cache file for none of ``CACHE_PROBES`` videos
+    spread over the list (every item would fail; some videos without one, say a list whose extraction stopped
+    part-way, are the dataset's failures, within ``data.max_failure_fraction``). Tracks read from a cache are the
+    flow ``mme extract`` used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ
+    from the run's (judged on the first cache file found), so that the run's config is not read as its tracks' flow,
+    and a decoder that reads other frames is seen."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset):
         return
     if not Path(cache).is_dir():
         raise DataError(f"target.cache_dir {cache!r} is not a folder; {dataset.extract_advice()}")
-    probed = [dataset.path(i) for i in range(min(len(dataset), CACHE_PROBES))]
+    spread = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), CACHE_PROBES)).round().astype(int))
+    probed = [dataset.path(int(i)) for i in spread]
     for path in probed:
         try:
             found = find_cache_file(cache, path)
@@ -70,8 +73,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         except VideoError:
             continue
     else:
-        raise DataError(f"target.cache_dir {cache!r} holds no track cache file for any of the first {len(probed)} "
-                        f"videos of {cfg.data.list_file} (the first: {probed[0]}); {dataset.extract_advice()}")
+        raise DataError(f"target.cache_dir {cache!r} holds no track cache file for any of {len(probed)} videos spread "
+                        f"over {cfg.data.list_file} (the first: {probed[0]}); {dataset.extract_advice()}")
     try:
         meta = cache_meta(found)
     except MMEError:  # an unreadable cache file is reported per video by the dataset
