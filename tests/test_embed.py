@@ -601,6 +601,15 @@ def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_di
     assert "stride 4 (default)" not in caplog.text
     meta = read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "3.npy", stride=3, **kw))[3]
     assert (meta["segments"], meta["stride"]) == (False, 3)
+    with pytest.raises(ConfigError, match="embed: --segments and --stride 3: TSN segments take no stride"):
+        embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "both.npy", segments=True, stride=3, **kw)
+    # features of segments an earlier mme recorded with the stride it never used are still this job's
+    side = tmp_path / "asked.npy.json"
+    info = json.loads(side.read_text())
+    side.write_text(json.dumps({**info, "job": {**info["job"], "stride": 4}}))
+    caplog.clear()
+    embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "asked.npy", segments=True, **kw)
+    assert "is up to date" in caplog.text
 
 
 def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, monkeypatch):

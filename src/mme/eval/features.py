@@ -209,7 +209,7 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
     run_folder.take(partial, option="--out (its partial results)")
     meta = partial / "job.json"
     if meta.is_file():
-        found = json.loads(meta.read_text())
+        found = _job(json.loads(meta.read_text()))
         if found == fingerprint:
             _drop_stale(partial, states)
             return
@@ -230,6 +230,14 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
     atomic_write_json(meta, fingerprint)
 
 
+def _job(recorded: Any) -> Any:
+    """A job's fingerprint as recorded, read as this mme writes it: TSN segments take no stride (None; jobs of an
+    earlier mme recorded one they never used, so their features and partial results are still theirs)."""
+    if isinstance(recorded, dict) and recorded.get("segments"):
+        return {**recorded, "stride": None}
+    return recorded
+
+
 def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since)
     and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
@@ -241,7 +249,7 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
         info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if not (isinstance(info, dict) and info.get("job") == fingerprint):
+    if not (isinstance(info, dict) and _job(info.get("job")) == fingerprint):
         return None
     if "states" not in info:
         log.info("embed: %s was made by an earlier mme, without the state of each video; embedding it again", out)

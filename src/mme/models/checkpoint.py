@@ -116,6 +116,8 @@ class Checkpoint:
         command line gives either, else TSN segments where the run that made it sampled them (``data.sampling``,
         said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride; the stride None for
         segments."""
+        if segments and stride is not None:
+            raise ConfigError(f"{command}: --segments and --stride {stride}: TSN segments take no stride; give one")
         data = self.run_config.get("data")
         if stride is None and not segments and isinstance(data, dict) and data.get("sampling") == "segments":
             log.info("%s: clips by TSN segments (its run's data.sampling)", command)
