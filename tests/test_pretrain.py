@@ -311,7 +311,8 @@ def test_bench_train_reports_throughput_against_the_fp32_reference_and_names_the
 
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "train", "--recipe", "tiny_cpu_pixel", "--img-size", "32", "--frames", "4", "--batch",
-                     "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--json", str(out)]) == 0
+                     "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--json", str(out),
+                     "--device", "cpu"]) == 0  # (auto: a GPU where there is one; the machine asserted is the CPU)
     bench = json.loads(out.read_text())
     rows = bench["rows"]
     assert [r["variant"] for r in rows][0] == "fp32 eager" and rows[0]["ratio"] == 1.0
