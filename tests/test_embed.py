@@ -617,10 +617,11 @@ def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_di
     # features of segments an earlier mme recorded with the stride it never used are still this job's
     side = tmp_path / "asked.npy.json"
     info = json.loads(side.read_text())
-    side.write_text(json.dumps({**info, "job": {**info["job"], "stride": 4}}))
+    side.write_text(json.dumps({**info, "stride": 4, "job": {**info["job"], "stride": 4}}))
     caplog.clear()
     embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "asked.npy", segments=True, **kw)
     assert "is up to date" in caplog.text
+    assert read_features(tmp_path / "asked.npy")[3]["stride"] is None  # said as what it is (mme probe copies it)
 
 
 def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, monkeypatch):

@@ -572,24 +572,41 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
 
 
 def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports(synth, stride4, tmp_path):
-    """task.eval_only wrote its val.json / test.json into any train.out_dir, over another run's; and
-    train.overwrite left the replaced run's reports beside the new run's checkpoint, whose path they named."""
+    """task.eval_only wrote its val.json / test.json into any train.out_dir, over another run's (also of a copy of
+    another run's checkpoint put in the folder); train.overwrite left the replaced run's reports beside the new
+    run's checkpoint, whose path they named, and deleted a train.init that lay in the folder; a fresh run in a
+    folder without checkpoints kept an earlier run's reports."""
     import shutil
 
     from mme.errors import ConfigError
     from mme.eval.finetuned import finetune
 
-    own = tmp_path / "own"
-    shutil.copytree(stride4.parent, own)
+    own, elsewhere = tmp_path / "own", tmp_path / "elsewhere"
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
     (own / "test.json").write_text('{"top1": 0.5}')
     before = (own / "test.json").read_text()
-    with pytest.raises(ConfigError, match=r"task.eval_only: train.out_dir .* holds 1 checkpoint\(s\) of another run"
-                                          r".*would replace: choose another train.out_dir"):
-        _eval_only(synth, stride4, own)
-    assert (own / "test.json").read_text() == before
-    assert _eval_only(synth, own / stride4.name, own).reports["test"]["checkpoint"] == str(own / stride4.name)
+    shutil.copy(stride4, own / "downloaded.pt")  # another run's, put in the folder
+    for other in (stride4, own / "downloaded.pt"):
+        with pytest.raises(ConfigError, match=r"task.eval_only: train.out_dir .* holds 1 checkpoint\(s\) of "
+                                              r"another run .*would replace: choose another train.out_dir"):
+            _eval_only(synth, other, own)
+        assert (own / "test.json").read_text() == before
+    (own / "downloaded.pt").unlink()
+    elsewhere.mkdir()
+    shutil.copy(own / "checkpoint-00000001.pt", elsewhere / "mine.pt")  # the run's own, kept elsewhere
+    for mine in (own / "checkpoint-00000001.pt", elsewhere / "mine.pt"):
+        assert _eval_only(synth, mine, own).reports["test"]["checkpoint"] == str(mine)
+    with pytest.raises(ConfigError, match=r"train.init .*checkpoint-00000001.pt is one of the checkpoints in .* that "
+                                          r"train.overwrite removes"):
+        finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=",
+                              "task.test_list=", f"train.init={own / 'checkpoint-00000001.pt'}"))
     finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=", "task.test_list="))
     assert not (own / "test.json").exists() and not (own / "test_confusion.png").exists()
+    (own / "val.json").write_text("{}")  # a report left by a run whose checkpoints are gone
+    for p in own.glob("checkpoint-*.pt"):
+        p.unlink()
+    finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
+    assert not (own / "val.json").exists()
 
 
 def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):

@@ -231,8 +231,9 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
 
 
 def _job(recorded: Any) -> Any:
-    """A job's fingerprint as recorded, read as this mme writes it: TSN segments take no stride (None; jobs of an
-    earlier mme recorded one they never used, so their features and partial results are still theirs)."""
+    """A job's fingerprint (or a sidecar) as recorded, read as this mme writes it: TSN segments take no stride
+    (None; jobs of an earlier mme recorded one they never used, so their features and partial results are still
+    theirs, and said as what they are)."""
     if isinstance(recorded, dict) and recorded.get("segments"):
         return {**recorded, "stride": None}
     return recorded
@@ -356,7 +357,7 @@ def _shapes(path: Path, tokens: bool) -> tuple[tuple[int, ...], tuple[int, ...] 
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
     path = Path(path)
-    info = _sidecar(path)
+    info = _job(_sidecar(path))
     with _reading(path):
         if path.suffix == ".npy":
             x = np.load(path, allow_pickle=False)

@@ -168,8 +168,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), whence, unlike)
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
-    out_dir = dist.on_main(run_folder.take, cfg.train.out_dir)
-    dist.on_main(run_folder.check_tested, out_dir, cfg.train.init)
+    dist.on_main(run_folder.check_tested, Path(cfg.train.out_dir), cfg.train.init)
+    dist.on_main(run_folder.take, cfg.train.out_dir)
     return _final_tests(model, cfg, device, precision, names, cfg.train.init)
 
 

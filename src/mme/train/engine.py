@@ -135,7 +135,7 @@ def begin(cfg) -> Start:
     if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
         raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                               f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
-    replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite)
+    replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite, t.init)
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
@@ -212,7 +212,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
         log.warning("train.keep_epochs %s: beyond this run's %.3g epochs, never kept", beyond, epochs)
     dist.check_start_step(run.step, start.device)
     if dist.is_main():
-        run_folder.clear(start.out_dir, start.replaced)
+        run_folder.clear(start.out_dir, start.replaced, fresh=start.resume is None)
         ckpt.write_run_files(start.out_dir, as_recipe(cfg), run.meta)
     return run
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from mme.errors import ConfigError
+from mme.errors import ConfigError, MMEError
 from mme.eval.testing import report_files
 from mme.train import checkpoint as ckpt
 from mme.utils import lock_folder
@@ -60,10 +61,11 @@ def identity(config: dict[str, Any], resumed: dict | None) -> dict[str, Any]:
     return {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config_hash": digest}
 
 
-def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> list[Path]:
+def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str | None = None) -> list[Path]:
     """Refuse a folder that holds another run's checkpoints: for a fresh run any, for a resumed one (``resumed``:
     its checkpoint) those of a run other than the resumed one. With ``overwrite`` they are returned instead, for
-    :func:`clear` once the new run has passed every check (a run refused for its data or its init kept them)."""
+    :func:`clear` once the new run has passed every check (a run refused for its data or its init kept them),
+    unless the run starts from one of them (``init``: ``train.init``), which it would delete."""
     rotating = ckpt.list_checkpoints(out_dir)
     found = rotating + ckpt.kept_checkpoints(out_dir)
     if not found:
@@ -72,6 +74,9 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> list[Pa
     if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
         return []
     if overwrite:
+        if init and any(os.path.samefile(init, p) for p in found if os.path.exists(init)):
+            raise ConfigError(f"train.init {init} is one of the checkpoints in {out_dir} that train.overwrite "
+                              "removes: move it out of the folder, or choose another train.out_dir")
         return found
     newest = max(found, key=ckpt.checkpoint_step)
     how = ("train.resume=auto (mme pretrain/finetune ... --resume auto)" if rotating else
@@ -82,8 +87,17 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool) -> list[Pa
         f"with {how}, choose another train.out_dir, or clear it with train.overwrite=true")
 
 
-def clear(out_dir: Path, checkpoints: list[Path]) -> None:
-    """``train.overwrite``: remove another run's ``checkpoints`` (:func:`check_owner`) and its logs."""
+def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
+    """``train.overwrite``: remove another run's ``checkpoints`` (:func:`check_owner`) and its logs; and for a
+    ``fresh`` run, the test reports an earlier run left without checkpoints (they would read as this run's, and
+    name its checkpoint's path)."""
+    if fresh and not checkpoints:
+        stale = [out_dir / name for split in ("val", "test") for name in report_files(split)
+                 if (out_dir / name).exists()]
+        for p in stale:
+            p.unlink()
+        if stale:
+            log.warning("removed %s of an earlier run from %s", ", ".join(p.name for p in stale), out_dir)
     if not checkpoints:
         return
     other = _folder_run(out_dir)
@@ -95,10 +109,15 @@ def clear(out_dir: Path, checkpoints: list[Path]) -> None:
 
 def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
     """``task.eval_only`` writes its reports into ``out_dir``: refuse a folder that holds the checkpoints of a run
-    other than the one ``checkpoint`` is of (its own folder), whose reports this test would replace."""
+    other than the one ``checkpoint`` is of, whose reports this test would replace. The run is the checkpoint's
+    recorded one where both record theirs; else (an export, an original file) the checkpoint must lie in the folder."""
     found = ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
-    if found and Path(checkpoint).resolve().parent != out_dir.resolve():
-        other = _folder_run(out_dir)
+    if not found:
+        return
+    other, its = _folder_run(out_dir), _checkpoint_run(Path(checkpoint))
+    same = other == its if other and its else \
+        Path(os.path.abspath(checkpoint)).is_relative_to(os.path.abspath(out_dir))
+    if not same:
         raise ConfigError(f"task.eval_only: train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of "
                           f"another run{f' ({other})' if other else ''}, whose val.json / test.json this test of "
                           f"{checkpoint} would replace: choose another train.out_dir")
@@ -122,6 +141,17 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
     log.warning("this run resumed at step %d: the %d checkpoint(s) of this folder after it (up to step %d) belong "
                 "to a branch it left (it resumed from an earlier checkpoint); moved to %s", resumed, len(later),
                 max(map(ckpt.checkpoint_step, later)), aside)
+
+
+def _checkpoint_run(path: Path) -> str | None:
+    """The run_id a training checkpoint of mme records (None for a folder, another file, or one it cannot read)."""
+    if not path.is_file():
+        return None
+    try:
+        meta = ckpt.load_checkpoint(path).get("meta")
+    except MMEError:  # not one of ours: judged by where it lies
+        return None
+    return meta.get("run_id") if isinstance(meta, dict) else None
 
 
 def _folder_run(out_dir: Path) -> str | None:
