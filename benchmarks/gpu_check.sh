@@ -34,6 +34,7 @@
 # "On a GPU: one prepared call"):
 #   SMOKE=1 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -u
+cd "$(dirname "$0")/.." || exit 1  # the repo root, wherever the script is called from
 OUT=${OUT:-/tmp/gpu_check} SMOKE=${SMOKE:-0} BUDGET=${BUDGET:-420}
 PARTS=${PARTS:-train_mme train_pixel tests_cuda pipeline flow decode runs train_compile tests}
 mkdir -p "$OUT"

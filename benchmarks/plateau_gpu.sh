@@ -14,6 +14,7 @@
 # CPU smoke run of the script itself (7.9 min on a 2-core AMD EPYC, all four jobs to their probe at step 2):
 #   OUT=/tmp/p MINUTES=9 STEPS=2 PROBE_EVERY=2 BATCH=2 VIEWS=1 bash benchmarks/plateau_gpu.sh
 set -u
+cd "$(dirname "$0")/.." || exit 1  # the repo root, wherever the script is called from
 OUT=${OUT:-/tmp/plateau_out} MINUTES=${MINUTES:-7} STEPS=${STEPS:-10000} PROBE_EVERY=${PROBE_EVERY:-1000}
 BATCH=${BATCH:-32} VIEWS=${VIEWS:-8}
 source benchmarks/device_env.sh

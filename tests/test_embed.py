@@ -401,7 +401,7 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
               "sys.exit(cli.main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", script, "embed", str(ckpt), str(root / "list.txt"), "--out", str(out),
                            "--root", str(root), "--stride", "2", "--batch-size", "1", "--chunk-batches", "1",
-                           "--num-workers", "0"], capture_output=True, text=True, timeout=120)
+                           "--num-workers", "0", "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mme embed: error: {partial}/part-000000001-r0.npz: could not be written (File too "

@@ -596,6 +596,10 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     shutil.copy(own / "checkpoint-00000001.pt", elsewhere / "mine.pt")  # the run's own, kept elsewhere
     for mine in (own / "checkpoint-00000001.pt", elsewhere / "mine.pt"):
         assert _eval_only(synth, mine, own).reports["test"]["checkpoint"] == str(mine)
+    # a report of another checkpoint in the folder, of a split this test does not test, is removed
+    (own / "val.json").write_text(json.dumps({"checkpoint": str(stride4)}))
+    _eval_only(synth, own / "checkpoint-00000001.pt", own)
+    assert not (own / "val.json").exists() and (own / "test.json").exists()
     with pytest.raises(ConfigError, match=r"train.init .*checkpoint-00000001.pt is one of the checkpoints in .* that "
                                           r"train.overwrite removes"):
         finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=",

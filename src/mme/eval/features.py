@@ -358,6 +358,8 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     """(features (N, D), valid (N,) bool, labels (N,), info) from a file written by :func:`embed`."""
     path = Path(path)
     info = _job(_sidecar(path))
+    if "job" in info:
+        info["job"] = _job(info["job"])
     with _reading(path):
         if path.suffix == ".npy":
             x = np.load(path, allow_pickle=False)

@@ -87,6 +87,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     be tested (none of its videos decodes) is warned about and the other one still tested; DataError naming it
     once every report is written."""
     reports, untested = {}, {}
+    if dist.is_main():
+        _drop_reports_of_others(Path(cfg.train.out_dir), checkpoint)
     for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
         if not list_file:
             continue
@@ -114,6 +116,22 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
         written = "".join(f"; {n}.json written" for n in reports)
         raise DataError("; ".join(untested.values()) + written)
     return reports
+
+
+def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> None:
+    """Remove the val / test reports in ``out_dir`` of another checkpoint than ``checkpoint`` (an earlier test's,
+    a resumed run's): beside this test's reports they would read as the same checkpoint's."""
+    tested = os.path.abspath(checkpoint) if checkpoint else None
+    for split in ("val", "test"):
+        data, picture = report_files(split)
+        try:
+            other = json.loads((out_dir / data).read_text()).get("checkpoint")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if other != tested:
+            for path in (out_dir / data, out_dir / picture):
+                path.unlink(missing_ok=True)
+            log.warning("removed %s from %s: the report of %s, not of %s, tested now", data, out_dir, other, tested)
 
 
 def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dict[str, dict]:

@@ -19,14 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from mme.errors import ConfigError, MMEError
+import torch
+
+from mme.errors import ConfigError
 from mme.eval.testing import report_files
 from mme.train import checkpoint as ckpt
 from mme.utils import lock_folder
@@ -74,7 +75,7 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
     if resumed is not None and other in (None, resumed.get("meta", {}).get("run_id")):
         return []
     if overwrite:
-        if init and any(os.path.samefile(init, p) for p in found if os.path.exists(init)):
+        if init and Path(init).resolve() in {p.resolve() for p in found}:
             raise ConfigError(f"train.init {init} is one of the checkpoints in {out_dir} that train.overwrite "
                               "removes: move it out of the folder, or choose another train.out_dir")
         return found
@@ -115,12 +116,12 @@ def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
     if not found:
         return
     other, its = _folder_run(out_dir), _checkpoint_run(Path(checkpoint))
-    same = other == its if other and its else \
-        Path(os.path.abspath(checkpoint)).is_relative_to(os.path.abspath(out_dir))
-    if not same:
+    known = bool(other and its)
+    if not (other == its if known else Path(checkpoint).resolve().is_relative_to(out_dir.resolve())):
+        whose = f"another run ({other})" if known else "a run this checkpoint cannot be matched to"
         raise ConfigError(f"task.eval_only: train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of "
-                          f"another run{f' ({other})' if other else ''}, whose val.json / test.json this test of "
-                          f"{checkpoint} would replace: choose another train.out_dir")
+                          f"{whose}, whose val.json / test.json this test of {checkpoint} would replace: choose "
+                          f"another train.out_dir")
 
 
 def set_aside_after(out_dir: Path, resumed: int) -> None:
@@ -144,13 +145,15 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
 
 
 def _checkpoint_run(path: Path) -> str | None:
-    """The run_id a training checkpoint of mme records (None for a folder, another file, or one it cannot read)."""
+    """The run_id a training checkpoint of mme records (None for a folder, another file, or one it cannot read),
+    read from a memory map: not the GBs of its weights and optimizer state."""
     if not path.is_file():
         return None
     try:
-        meta = ckpt.load_checkpoint(path).get("meta")
-    except MMEError:  # not one of ours: judged by where it lies
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # (not torch's zip format, damaged, not a checkpoint) not one of ours: judged by where it lies
         return None
+    meta = state.get("meta") if isinstance(state, dict) else None
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
