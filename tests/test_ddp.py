@@ -184,6 +184,10 @@ def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_adv
         "    dist.init_distributed('cpu')\n"
         "except MMEError as e:\n"
         "    open(f\"{sys.argv[1]}/rank{os.environ['RANK']}-{restart}.txt\", 'w').write(str(e))\n"
+        "import pathlib, time\n"  # torchrun stops a rank when the other exits 1: both say theirs first
+        "deadline = time.time() + 60\n"
+        "while len(list(pathlib.Path(sys.argv[1]).glob(f'rank*-{restart}.txt'))) < 2 and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n"
         "sys.exit(restart == '0')\n")
     _two_ranks(tmp_path / "ranks.py", str(tmp_path), options=["--max-restarts=1"],
                env={**os.environ, "GLOO_SOCKET_IFNAME": "no-such-interface"})
