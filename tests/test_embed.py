@@ -622,6 +622,11 @@ def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_di
     embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "asked.npy", segments=True, **kw)
     assert "is up to date" in caplog.text
     assert read_features(tmp_path / "asked.npy")[3]["stride"] is None  # said as what it is (mme probe copies it)
+    # mme viz draws one strided clip of such a run: the default stride, said as such (was "stride 4 (default)")
+    from mme.models.checkpoint import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "run.pt", encoder_only=True).run_setting(None, "stride", "viz") == 4
+    assert "viz: stride 4 (default; its run sampled TSN segments, which take none)" in caplog.text
 
 
 def test_an_index_folder_lets_the_views_of_a_long_video_seek(setup, tmp_path, monkeypatch):

@@ -91,6 +91,12 @@ class Checkpoint:
         return None
 
     @property
+    def run_segments(self) -> bool:
+        """Whether the run that made it sampled TSN segments (``data.sampling=segments``)."""
+        data = self.run_config.get("data")
+        return isinstance(data, dict) and data.get("sampling") == "segments"
+
+    @property
     def clip_orientation(self) -> str | None:
         """How the run that made it read its frames (``data.orientation``: 'coded', or 'display' as a phone video's
         display matrix turns them), where a file records it, else None."""
@@ -107,8 +113,10 @@ class Checkpoint:
 
         recorded = {"stride": self.clip_stride, "orientation": self.clip_orientation}[setting]
         value = recorded if recorded is not None else getattr(DataConfig, setting)
-        log.info("%s: %s %s (%s)", command, setting, value, f"its run's data.{setting}" if recorded is not None
-                 else "default")
+        why = (f"its run's data.{setting}" if recorded is not None else
+               "default; its run sampled TSN segments, which take none" if setting == "stride" and self.run_segments
+               else "default")
+        log.info("%s: %s %s (%s)", command, setting, value, why)
         return value
 
     def run_sampling(self, stride: int | None, segments: bool, command: str) -> tuple[int | None, bool]:
@@ -118,8 +126,7 @@ class Checkpoint:
         segments."""
         if segments and stride is not None:
             raise ConfigError(f"{command}: --segments and --stride {stride}: TSN segments take no stride; give one")
-        data = self.run_config.get("data")
-        if stride is None and not segments and isinstance(data, dict) and data.get("sampling") == "segments":
+        if stride is None and not segments and self.run_segments:
             log.info("%s: clips by TSN segments (its run's data.sampling)", command)
             return None, True
         return (None, True) if segments else (self.run_setting(stride, "stride", command), False)
