@@ -27,6 +27,8 @@ from mme.config import flatten, load_config, parse_overrides
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import (
+    SPLITS,
+    drop_report,
     merge_predictions,
     multiview_predict,
     multiview_report,
@@ -99,8 +101,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
             untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"
             log.warning("%s: %s", name, untested[name])
             if dist.is_main():  # an earlier report of the split would read as this checkpoint's
-                for stale in report_files(name):
-                    Path(cfg.train.out_dir, stale).unlink(missing_ok=True)
+                drop_report(cfg.train.out_dir, name)
             continue
         d = dataset.cfg
         reports[name] = {**report,
@@ -122,16 +123,14 @@ def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> Non
     """Remove the val / test reports in ``out_dir`` of another checkpoint than ``checkpoint`` (an earlier test's,
     a resumed run's): beside this test's reports they would read as the same checkpoint's."""
     tested = os.path.abspath(checkpoint) if checkpoint else None
-    for split in ("val", "test"):
-        data, picture = report_files(split)
+    for split in SPLITS:
         try:
-            other = json.loads((out_dir / data).read_text()).get("checkpoint")
+            other = json.loads((out_dir / report_files(split)[0]).read_text()).get("checkpoint")
         except (OSError, ValueError, AttributeError):
             continue
         if other != tested:
-            for path in (out_dir / data, out_dir / picture):
-                path.unlink(missing_ok=True)
-            log.warning("removed %s from %s: the report of %s, not of %s, tested now", data, out_dir, other, tested)
+            drop_report(out_dir, split)
+            log.warning("removed the %s report from %s: of %s, not of %s, tested now", split, out_dir, other, tested)
 
 
 def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dict[str, dict]:

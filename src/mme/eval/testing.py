@@ -294,9 +294,23 @@ def multiview_report(pred: Predictions, dataset: Dataset, class_names: list[str]
             "failures": failures}
 
 
+SPLITS = ("val", "test")
+"""The lists a fine-tuning run tests at its end (``task.val_list``, ``task.test_list``), each with its report."""
+
+
 def report_files(name: str) -> tuple[str, str]:
     """The files :func:`save_report` writes for the split ``name``: its report and its confusion matrix."""
     return f"{name}.json", f"{name}_confusion.png"
+
+
+def drop_report(out_dir: str | Path, name: str) -> bool:
+    """Remove the report of the split ``name`` from ``out_dir`` (one that would read as another test's); whether
+    there was one."""
+    paths = [Path(out_dir, f) for f in report_files(name)]
+    there = paths[0].exists()
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return there
 
 
 def save_report(report: dict[str, Any], out_dir: str | Path, name: str) -> None:

@@ -186,9 +186,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another format): {e}") from e
 
 
-def torch_load(path: Path):
+def torch_load(path: Path, mmap: bool = False):
     """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed. Every
-    failure is one CheckpointError naming the file and the reason."""
+    failure is one CheckpointError naming the file and the reason. ``mmap``: tensors stay in the file, read when
+    touched (a zip container's; a legacy pickle is read whole)."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container, or its legacy pickle
@@ -197,7 +198,7 @@ def torch_load(path: Path):
     allowed = torch.serialization.safe_globals([argparse.Namespace])  # outside the try: not a file's fault
     try:
         with allowed:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04")
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             first = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")

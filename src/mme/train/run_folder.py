@@ -25,17 +25,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from mme.errors import ConfigError
-from mme.eval.testing import report_files
+from mme.errors import CheckpointError, ConfigError
+from mme.eval.testing import SPLITS, drop_report, report_files
+from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
 from mme.utils import lock_folder
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb",
-             *report_files("val"), *report_files("test"))
+             *(f for split in SPLITS for f in report_files(split)))
 """What a run writes besides its checkpoints, rotating and kept of an epoch, its fine-tuning's test reports included
 (``train.overwrite`` removes these too, and nothing else)."""
 
@@ -93,12 +92,9 @@ def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
     ``fresh`` run, the test reports an earlier run left without checkpoints (they would read as this run's, and
     name its checkpoint's path)."""
     if fresh and not checkpoints:
-        stale = [out_dir / name for split in ("val", "test") for name in report_files(split)
-                 if (out_dir / name).exists()]
-        for p in stale:
-            p.unlink()
+        stale = [split for split in SPLITS if drop_report(out_dir, split)]
         if stale:
-            log.warning("removed %s of an earlier run from %s", ", ".join(p.name for p in stale), out_dir)
+            log.warning("removed the %s report(s) of an earlier run from %s", " and ".join(stale), out_dir)
     if not checkpoints:
         return
     other = _folder_run(out_dir)
@@ -150,8 +146,8 @@ def _checkpoint_run(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # (not torch's zip format, damaged, not a checkpoint) not one of ours: judged by where it lies
+        state = torch_load(path, mmap=True)
+    except CheckpointError:  # not one of ours: judged by where it lies
         return None
     meta = state.get("meta") if isinstance(state, dict) else None
     return meta.get("run_id") if isinstance(meta, dict) else None
