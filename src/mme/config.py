@@ -180,6 +180,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def path_keys(cls: type, prefix: str = "") -> set[str]:
+    """The dotted keys of config dataclass ``cls`` that name a file or folder (each section's ``PATHS``)."""
+    hints = typing.get_type_hints(cls)
+    keys = {prefix + name for name in getattr(cls, "PATHS", ())}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys |= path_keys(hints[f.name], f"{prefix}{f.name}.")
+    return keys
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones."""
     data = dict(data or {})

@@ -26,6 +26,7 @@ import shlex
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -63,6 +64,8 @@ MAX_ATTEMPTS = 10
 class DataConfig:
     """Where the videos are and how clips are sampled and cropped (defaults: MME's K400 pre-training)."""
 
+    PATHS: ClassVar[tuple[str, ...]] = ("list_file", "root", "index_dir")
+    """The keys that name a file or folder (:func:`mme.config.path_keys`)."""
     list_file: str = ""
     """List file in the VideoMAE format (``path label`` or ``path`` per line)."""
     root: str = ""

@@ -8,8 +8,9 @@ Layout (constant keys; ``mme.models.checkpoint.load_encoder`` reads ``model`` an
     optimizer  AdamW state dict          scaler   GradScaler state dict
     step       optimizer steps done      data     {"epoch", "batch"}: the next micro-batch to read
     rng        {"torch", "numpy", "python", "cuda"} generator states
-    meta       {"git", "torch", "device", "device_name", "precision", "precision_reason", "world_size",
-                "run_id", "started", "config_hash"} (the identity: mme.train.run_folder), and "config_changes":
+    meta       {"git", "torch", "device", "device_name", "precision", "precision_reason", "world_size", "cwd"
+                (the working folder, which the config's relative paths start from), "run_id", "started",
+                "config_hash"} (the identity: mme.train.run_folder), and "config_changes":
                [{"from_step", "changes"}] when a resumption changed the config
     and the job's own: ``heads`` (pre-training: the prediction heads), ``classes`` (fine-tuning with
     ``task.classes``: the class names by id, which exports carry)
@@ -188,7 +189,7 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
     return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
             "device_name": device_name(device), "precision": precision, "precision_reason": precision_reason,
-            "world_size": world_size}
+            "world_size": world_size, "cwd": os.getcwd()}
 
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import dataclasses
 import gc
 import logging
 import math
+import os
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import Dataset
 
-from mme.config import flatten
+from mme.config import flatten, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import load_state
 from mme.models.vit import count_parameters
@@ -290,14 +291,22 @@ ADDED_KEYS = {"target.hog_style": "skimage"}
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG)."""
 
 
-def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: set[str] = frozenset(),
+                   cwds: tuple[str, str] | None = None) -> list[str]:
     """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out; of the keys the
     old config has not, those a later version of mme added, only the :data:`ADDED_KEYS` whose value now differs
-    from what the old run did)."""
+    from what the old run did). With ``cwds``, the working folders of the old and the new config, a key of
+    ``paths`` (:func:`mme.config.path_keys`) differs when it names another file: ``syn`` in /data is /data/syn."""
     old, new = flatten(old), flatten(new)
     before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old)
-            if k not in ignore and old.get(k) != new.get(k)] + \
+
+    def differs(k: str) -> bool:
+        a, b = old.get(k), new.get(k)
+        if cwds and k in paths and isinstance(a, str) and isinstance(b, str) and a and b:
+            return os.path.realpath(os.path.join(cwds[0], a)) != os.path.realpath(os.path.join(cwds[1], b))
+        return a != b
+
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old) if k not in ignore and differs(k)] + \
         [f"{k}: {v!r} (before the key existed) -> {new[k]!r}" for k, v in sorted(before.items()) if new[k] != v]
 
 
@@ -311,10 +320,13 @@ def restore(run: Run, source: str, state: dict) -> None:
     """Load model, optimizer, scaler, step, data position and RNG states into ``run``. A config changed since the
     checkpoint is warned about and recorded with the step it applies from (``config_changes`` of run.json), since
     config.yaml holds the newest config only; so is another world size, and the data position is carried over
-    by the samples it had consumed (and a ``train.epochs`` run's end by the batches left)."""
+    by the samples it had consumed (and a ``train.epochs`` run's end by the batches left). A path key is a change
+    when it names another file, a relative path taken from its run's working folder (``cwd`` of the meta; of a
+    checkpoint that records none: when it is written otherwise)."""
     load_state(run.model, state["model"], f"checkpoint {source}")
     old_meta = state.get("meta", {})
-    changed = config_changes(state["config"], dataclasses.asdict(run.cfg), BOOKKEEPING)
+    changed = config_changes(state["config"], dataclasses.asdict(run.cfg), BOOKKEEPING, path_keys(type(run.cfg)),
+                             (old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     world = run.meta["world_size"]
     if old_meta.get("world_size", world) != world:
         changed.append(f"world size: {old_meta['world_size']} -> {world}")
