@@ -179,3 +179,41 @@ def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "DEBUG] resolved config:" in proc.stderr and (tmp_path / "run" / "loss.png").is_file()
     assert "findfont" not in proc.stderr and proc.stderr.count("DEBUG]") < 10, proc.stderr[-2000:]
+
+
+def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
+    """A shell leaves ``--out=~/x`` (and a quoted ``'~/x'``) as written: ``mme extract``, ``check``, ``embed`` and
+    ``export`` wrote into a folder named ``~`` of the working folder (one that ``rm -rf ~`` invites), where a config
+    key's ``~/`` was the home folder. Every path argument now parses through ``mme.cli.path``, as a config key does;
+    the text options that are no paths are named here."""
+    import torch
+    from videos import affine_video, write_video
+
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    write_video(home / "v.mp4", affine_video(12, 32, 32, dx=1.0, seed=0)[0])
+    (home / "list.txt").write_text("v.mp4 0\n")
+    torch.manual_seed(0)
+    save_pretrained(VisionTransformer(ModelConfig(img_size=32, patch_size=16, num_frames=4, tubelet_size=2,
+                                                  embed_dim=32, depth=1, num_heads=2)), home / "encoder")
+    codes = [main(argv) for argv in (
+        ["check", "~/list.txt", "--root=~/", "--out=~/check.json", "--index-dir=~/index"],
+        ["extract", str(home / "list.txt"), "--root", str(home), "--out=~/cache", "--short-side", "32"],
+        ["embed", "~/encoder", "~/v.mp4", "--out=~/e.npy", "--workers", "0", "--device", "cpu"],
+        ["export", str(home / "encoder"), "~/exported", "--format", "mme"])]
+    assert not (work / "~").exists(), sorted(p.name for p in (work / "~").iterdir())
+    assert codes == [0, 0, 0, 0]
+    assert {"check.json", "index", "cache", "e.npy", "exported"} <= {p.name for p in home.iterdir()}
+    texts = {"backend", "device", "kind", "methods", "overrides", "path_format", "preset", "shard", "target"}
+    for name, parser in _subcommands(build_parser()).items():
+        for action in parser._actions:
+            if action.nargs != 0 and action.type is None and not action.choices and action.dest not in texts | {
+                    "help", "command", "bench"}:
+                raise AssertionError(f"mme {name} {action.option_strings or action.dest}: a path without type=path")

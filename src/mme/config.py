@@ -8,11 +8,12 @@ then among the packaged recipes; never the working folder). An override's value 
 types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
 whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
 ``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with
-``~/`` is under the home folder. A dataclass with a ``preset`` field fills the fields left unset (None) from the
-named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small
-model.depth=6`` works) and a config built in Python gets the same values as one read from YAML. Between layers the
-later one wins: a layer that names another preset (``model.preset=base`` over a recipe that sets
-``model.embed_dim``) drops the keys of that preset which earlier layers set (:func:`merge_layer`).
+``~/`` is under the home folder (:func:`home`, which ``mme``'s path arguments take too). A dataclass with a
+``preset`` field fills the fields left unset (None) from the named preset in its ``__post_init__``
+(:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a config built in
+Python gets the same values as one read from YAML. Between layers the later one wins: a layer that names another
+preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that preset which
+earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -175,9 +176,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             text = str(value).strip() if isinstance(value, _Override) else str(value)
-            return os.path.expanduser(text) if text.startswith("~/") else text
+            return home(text)
         raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
     return value
+
+
+def home(text: str) -> str:
+    """``text`` with a leading ``~/`` under the home folder: a text key's value, or a path argument of ``mme`` (a
+    shell leaves ``--out=~/x`` as written)."""
+    return os.path.expanduser(text) if text.startswith("~/") else text
 
 
 def path_keys(cls: type, prefix: str = "") -> set[str]:
