@@ -39,6 +39,7 @@ from mme.motion.cache import (
     read_cache,
     resample,
     save_tracks,
+    start_homs,
 )
 from mme.motion.extract import ExtractOptions, extract_cache, other_settings, share_name
 from mme.motion.flow import DEFAULT_FLOW
@@ -327,6 +328,18 @@ def test_a_cache_written_chunk_by_chunk_is_the_file_of_one_chunk(videos, tmp_pat
                       ExtractOptions(length=4, short_side=64, compensate=compensate, chunk=chunk))
     assert made[7].read_bytes() == made[64].read_bytes()
     assert read_cache(made[7]).meta["starts"] == 30
+
+
+def test_each_starts_homographies_are_its_pairs_and_the_identity_past_the_last_frame():
+    """Step j of start s is the pair of frames (s + j, s + j + 1); a step past the last frame has no pair and
+    moves nothing (as online tracks, which clamp there), not the last pair's camera motion again."""
+    pair = np.stack([np.eye(3) + 0.1 * (k + 1) * np.eye(3, k=1) for k in range(2)]).astype(np.float32)  # 3 frames
+    eye = np.eye(3, dtype=np.float32)
+    homs = start_homs(pair, 3, [1])
+    assert homs.shape == (1, 3, 3, 3) and homs.dtype == np.float32
+    assert np.array_equal(homs[0], [pair[1], eye, eye])
+    assert np.array_equal(start_homs(pair, 3), [[pair[0], pair[1], eye], [pair[1], eye, eye], [eye, eye, eye]])
+    assert np.array_equal(start_homs(pair[:0], 2, [0]), [[eye, eye]])  # one frame: no pair at all
 
 
 def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):

@@ -12,7 +12,7 @@ from mme.data.video import open_video
 from mme.errors import DataError, MMEError
 from mme.motion import compute_tracks
 from mme.motion.flow import pair_flow, raw_flow
-from mme.motion.tracks import integrate, seed_grid, track
+from mme.motion.tracks import in_frame, integrate, seed_grid, track
 
 
 def encoded(tmp_path, frames, name="v.mp4"):
@@ -67,6 +67,17 @@ def test_points_that_leave_the_frame_are_invalid(tmp_path):
     # stand beside the moving points of their patch
     gone = ~valid[0] & clear
     assert gone.sum() >= 8 and np.abs(disp[0, -1][gone][:, 0] - 6.0).mean() < 1.0
+
+
+def test_a_point_on_the_last_pixel_centre_is_in_the_frame():
+    """The frame spans the pixel centres 0..W-1 and 0..H-1, both ends included: with seeds every 2 px the last
+    column and row of seeds lie on x = W-1 and y = H-1, and do not move in a still video."""
+    points = np.array([[63, 31], [0, 0], [63.01, 5], [5, 31.01], [-0.01, 5], [5, -0.01]], np.float32)
+    assert in_frame(points, 32, 64).tolist() == [True, True, False, False, False, False]
+    frame = texture(32, 64, seed=1)
+    tracks = track(np.stack([frame] * 3), [0, 1, 2], [0], length=2, seed_stride=2)
+    assert tuple(tracks.seeds[-1, -1]) == (63, 31) and np.abs(tracks.disp).max() == 0
+    assert tracks.valid.shape == (1, 16, 32) and tracks.valid.all()
 
 
 @pytest.mark.parametrize("flow", FLOWS)

@@ -18,7 +18,16 @@ from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
 from mme.motion.hog import hog_cells
-from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, patch_std, step_targets
+from mme.motion.targets import (
+    TargetConfig,
+    _to_tokens,
+    batch_targets,
+    head_specs,
+    make_target_fn,
+    motion_targets,
+    patch_std,
+    step_targets,
+)
 
 
 def model_cfg(size=64, frames=8, **kw):
@@ -143,6 +152,29 @@ def test_patch_std_zero_variance_is_zero_and_otherwise_unit():
     z = patch_std(x, floor=0.05)
     assert torch.isfinite(z).all() and z[0].abs().max() == 0 and z[2].abs().max() == 0  # below the floor
     assert torch.isclose(z[1].mean(), torch.tensor(0.0)) and torch.isclose(z[1].std(), torch.tensor(1.0))
+
+
+def test_motion_tokens_are_in_the_patch_embeddings_raster_order_on_a_non_square_grid():
+    """Token (i, j) of a slice is row i, column j of the patch grid, at index i * w + j (the Conv3d's flatten, the
+    masks' (t, h, w) order), its points in raster order. A transposed order (j * h + i) would run without an error
+    on a non-square grid, each token trained on another's motion."""
+    points = torch.arange(24.0).view(1, 1, 4, 6, 1)  # (S, X, Gh, Gw, C): 2 x 3 tokens of 2 x 2 points
+    assert _to_tokens(points, 2).reshape(6, 4).tolist() == [
+        [0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10, 11], [12, 13, 18, 19], [14, 15, 20, 21], [16, 17, 22, 23]]
+    # a 32 x 64 clip (2 x 4 tokens of 16 px, 4 x 8 points): at the first start the top-right quadrant moves and the
+    # bottom-right one has left the frame, at the second the bottom-left quadrant moves
+    disp = torch.zeros(1, 2, 4, 4, 8, 2)  # (B, S, L, Gh, Gw, 2)
+    disp[0, 0, :, :2, 4:] = torch.tensor([1.5, -0.5])
+    disp[0, 1, :, 2:, :4] = torch.tensor([-1.0, 2.0])
+    track_valid = torch.ones(1, 2, 4, 8, dtype=torch.bool)
+    track_valid[0, 0, 2:, 4:] = False
+    cfg = TargetConfig(kind="mme-released", patch_norm=False, position_unit=1.0)
+    targets, valid = motion_targets({"disp": disp, "track_valid": track_valid}, cfg, model_cfg(64, 4), (32, 64))
+    traj = targets["traj"][0].reshape(16, 2, 4, 4)  # (token, coordinate, step, point) in px
+    assert (traj != 0).flatten(1).any(1).nonzero().flatten().tolist() == [2, 3, 12, 13]
+    assert (traj[[2, 3]] == torch.tensor([1.5, -0.5]).view(1, 2, 1, 1)).all()
+    assert (traj[[12, 13]] == torch.tensor([-1.0, 2.0]).view(1, 2, 1, 1)).all()
+    assert (~valid["traj"][0]).nonzero().flatten().tolist() == [6, 7]
 
 
 def test_static_video_gives_all_zero_patch_std_targets():
