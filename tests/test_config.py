@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.train import precision
 from mme.train.config import PretrainConfig
-from mme.train.optim import OptimConfig, cosine_schedule, param_groups
+from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule, param_groups, schedule_step
 from mme.train.precision import AUTO_ENV, BF16_MIN_SPEEDUP, bf16_native, choose_precision, faster_precision
 
 
@@ -284,6 +285,22 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_final():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert cosine_schedule(500, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
     assert cosine_schedule(0, 1, 0, 2.0, 0.5) == 2.0
+
+
+def test_the_weight_decay_schedule_is_a_cosine_from_step_0_on_the_decayed_groups_only():
+    """As VideoMAE's wd_schedule_values (cosine_scheduler without warm-up, written only to the groups that decay):
+    the weight decay falls from step 0 whatever the lr's warm-up, and norms, biases and position tables keep 0."""
+    model = _tiny_mae()
+    cfg = OptimConfig(weight_decay=0.05, weight_decay_end=0.0)
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    assert {g["decay"] for g in opt.param_groups} == {True, False}
+    for step in range(4):
+        lr, wd = schedule_step(opt, cfg, step, 20, 5, 1e-3, 1e-5)
+        assert lr == pytest.approx(1e-3 * (step + 1) / 5)  # the lr warms up over 5 steps
+        assert wd == pytest.approx(0.025 * (1 + math.cos(math.pi * step / 19)))  # 0.05, 0.04966, 0.04865, 0.04699
+        assert [g["weight_decay"] for g in opt.param_groups] == [wd if g["decay"] else 0.0 for g in opt.param_groups]
+        assert all(g["lr"] == lr for g in opt.param_groups)
+    assert schedule_step(opt, cfg, 19, 20, 5, 1e-3, 1e-5) == (pytest.approx(1e-5), pytest.approx(0.0))
 
 
 def test_optim_config_validation():

@@ -13,7 +13,7 @@ from mme.errors import ConfigError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.classifier import VideoClassifier
 from mme.models.config import PRESETS
-from mme.models.masking import make_mask, random_mask, tube_mask
+from mme.models.masking import make_mask, num_masked, random_mask, tube_mask
 from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, sincos_table
 from mme.motion.targets import pixel_target
 
@@ -29,6 +29,9 @@ def test_tube_mask_masks_137_per_slice_with_identical_slices():
     assert (slices == slices[:, :1]).all()
     assert (mask.sum(1) == 1096).all()
     assert not torch.equal(slices[0, 0], slices[1, 0])  # a new spatial pattern per sample
+    # the count is floored as VideoMAE's int(mask_ratio * num_patches_per_frame): 0.9 of an 8 x 8 grid is 57.6 -> 57
+    assert num_masked(64, 0.9) == 57 and num_masked(196, 0.75) == 147
+    assert (tube_mask(2, (4, 8, 8), 0.9, torch.Generator().manual_seed(0)).reshape(2, 4, 64).sum(-1) == 57).all()
 
 
 def test_random_mask_has_exact_count_and_is_not_a_tube():
@@ -194,14 +197,22 @@ def test_mae_heads_weights_validity_and_reductions():
     x = torch.randn(2, 3, 8, 32, 32)
     mask = mae.make_mask(2, torch.Generator().manual_seed(0))
     N = cfg.num_tokens
-    targets = {"a": torch.zeros(2, N, 6), "b": torch.zeros(2, N, 3)}
-    valid = {"a": torch.zeros(2, N, dtype=torch.bool)}
+    targets = {"a": torch.full((2, N, 6), 0.5), "b": torch.zeros(2, N, 3)}
+    valid = {"a": (torch.arange(N) % 3 == 0).expand(2, N)}  # a third of the tokens, masked ones among them
     with torch.no_grad():
         loss, preds, terms = mae(x, mask, targets, valid)
     assert preds["a"].abs().max() < 1 and (preds["b"] > 0).all()
-    assert terms["a"] == 0  # every token invalid
+    # "a": per masked token the squared error summed over its 6 channels, times its validity, averaged over all
+    # masked tokens (valid or not); "b": averaged over its channels and the masked tokens
+    v = valid["a"][mask].view(2, -1)
+    assert 0 < v.sum() < v.numel()
+    sse = ((preds["a"] - 0.5) ** 2).sum(-1)  # (B, N_masked)
+    torch.testing.assert_close(terms["a"], (sse * v).sum() / v.numel())
+    assert terms["a"] > 0.01
     torch.testing.assert_close(terms["b"], (preds["b"] ** 2).mean())
-    torch.testing.assert_close(loss, 0.25 * terms["a"] + terms["b"])
+    torch.testing.assert_close(loss, 0.25 * terms["a"] + terms["b"])  # the weighted sum: "b" weighs 1
+    _, none_valid = mae.forward_loss(preds, targets, mask, {"a": torch.zeros(2, N, dtype=torch.bool)})
+    assert none_valid["a"] == 0 and none_valid["b"] == terms["b"]  # every token invalid
     with pytest.raises(KeyError, match="no target for head 'b'"):
         mae(x, mask, {"a": targets["a"]})
 
