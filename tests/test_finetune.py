@@ -284,6 +284,22 @@ def test_multiview_views_as_configured_and_views_of_an_identical_video_average_t
     assert (per_view - per_view.mean(0)).abs().max() > 1e-3
 
 
+def test_the_shards_of_several_ranks_merge_into_dataset_index_order():
+    """Each rank tests a strided share of the videos; the merged rows, labels with them, are in index order
+    (labels left in rank order would score video 1 against video 2's label)."""
+    from mme.eval.testing import Predictions, merge_predictions
+
+    rank0 = Predictions(torch.tensor([[0.9, 0.1], [0.8, 0.2]]), torch.tensor([0, 0]), torch.tensor([0, 2]), 2,
+                        [{"index": 4, "error": "e4"}])
+    rank1 = Predictions(torch.tensor([[0.3, 0.7]]), torch.tensor([1]), torch.tensor([1]), 2,
+                        [{"index": 3, "error": "e3"}])
+    merged = merge_predictions([rank0, rank1])
+    assert merged.index.tolist() == [0, 1, 2] and merged.labels.tolist() == [0, 1, 0]
+    assert torch.equal(merged.probs, torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.8, 0.2]]))
+    assert merged.views == 2 and [f["index"] for f in merged.failures] == [3, 4]
+    assert classification_report(merged.probs, merged.labels)["top1"] == 1.0
+
+
 class _TinyViews(torch.utils.data.Dataset):
     """Test items of one tiny view each, made in the loader's workers."""
 

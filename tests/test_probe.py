@@ -101,6 +101,26 @@ def test_knn_votes_do_not_overflow_and_unvoted_classes_are_no_prediction():
     assert r["top5"] == r["top1"] < 0.3  # one vote: one predicted class
 
 
+def test_the_temperature_sets_how_much_the_nearest_neighbour_outweighs_farther_ones():
+    """Votes weigh exp(sim / T): the nearest neighbour (class 0, cosine 1) against two of class 1 at cosine
+    cos 25 deg = 0.906 weighs 1 against 2 exp(-0.094 / T): 0.52 at T = 0.07 (class 0 wins), 1.82 at T = 1 (class 1
+    wins); a vote that ignored T would give class 1 at every temperature."""
+    import math
+
+    # unit rows at 0 and +-25 deg, and the same turned by 90, 180 and 270 deg: their mean is 0 and their std the
+    # same in x and y, so standardising keeps the cosines
+    deg = torch.tensor([0.0, 25.0, -25.0])
+    angles = torch.deg2rad((deg[None] + 90.0 * torch.arange(4)[:, None]).flatten())
+    train = torch.stack([angles.cos(), angles.sin()], 1)
+    labels = torch.tensor([0, 1, 1] + [2] * 9)
+    query = torch.tensor([[1.0, 0.0]])
+    assert 2 * math.exp((math.cos(math.radians(25)) - 1) / 0.07) < 1 < 2 * math.exp(math.cos(math.radians(25)) - 1)
+    for t, predicted in ((0.07, 0), (0.1, 0), (1.0, 1)):
+        for label in (0, 1):
+            r = knn_classify(train, labels, query, torch.tensor([label]), k=3, temperature=t, num_classes=3)
+            assert r["top1"] == float(label == predicted), (t, label)
+
+
 def test_a_class_a_neighbour_voted_for_ranks_however_small_its_vote():
     """At --temperature 0.01 a far neighbour's weight exp(-1.1 / T) underflowed float32 to 0, and the class it voted
     for was left out of top-5 as a class nobody voted for; votes are float64, and a class voted for is a guess even

@@ -137,6 +137,21 @@ def test_random_resized_crop_stays_in_range():
         assert not g.flip  # the dataset draws the flip (test_dataset)
 
 
+def test_random_resized_crop_falls_back_to_the_centre_crop_of_the_nearest_ratio():
+    """Ten boxes of the whole area at aspect 3/4..4/3 fit no frame of aspect 1/4 or 4: the fallback is
+    torchvision's, the centre crop of the full short side at the ratio's bound (1/4 -> 3/4: 100 x 133)."""
+    rng = np.random.default_rng(0)
+    tall = random_resized_crop((100, 400), 32, rng, scale=(1, 1))
+    wide = random_resized_crop((400, 100), 32, rng, scale=(1, 1))
+    assert (tall.x0, tall.y0, tall.w, tall.h) == (0, 133, 100, 133)
+    assert (wide.x0, wide.y0, wide.w, wide.h) == (133, 0, 133, 100)
+    # a box that spans a whole side fits: its offset along the other is drawn, not the fallback's centre
+    boxes = [random_resized_crop((100, 400), 32, rng, scale=(0.5, 0.5), ratio=(0.5, 0.5)) for _ in range(20)]
+    assert {(g.x0, g.w, g.h) for g in boxes} == {(0, 100, 200)} and len({g.y0 for g in boxes}) > 10
+    boxes = [random_resized_crop((400, 100), 32, rng, scale=(0.5, 0.5), ratio=(2, 2)) for _ in range(20)]
+    assert {(g.y0, g.w, g.h) for g in boxes} == {(0, 200, 100)} and len({g.x0 for g in boxes}) > 10
+
+
 def test_view_crops_span_the_long_side():
     assert [(g.x0, g.y0, g.w, g.h) for g in view_crops((320, 240), 224, 3)] == [
         (0, 0, 240, 240), (40, 0, 240, 240), (80, 0, 240, 240)]
