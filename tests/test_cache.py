@@ -45,6 +45,7 @@ from mme.motion.extract import ExtractOptions, extract_cache, other_settings, sh
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import seed_grid, track
+from mme.utils import atomic_path
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +278,60 @@ def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_lef
     assert cli(args) == 1
     assert not any(path.exists() for path in stale) and others.exists() and live.exists()
     assert report(out, videos / "list.txt", 0, 2)["skipped"] == 1
+
+
+def test_a_live_writer_whose_pid_means_nothing_here_keeps_its_temporary_file(videos, tmp_path):
+    """Another list's job writing the same video from another PID namespace (a container) or machine: its PID is
+    none of this machine's, but it holds its temporary file's lock, so the share's run leaves the file (before: it
+    was removed, and that job failed its video with FileNotFoundError at the rename)."""
+    out = tmp_path / "cache"
+    (out / "cls").mkdir(parents=True)
+    gone = _dead_pid()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; from mme.utils import atomic_path; "
+         f"os.getpid = lambda: {gone}; "
+         f"w = atomic_path({str(out / 'cls' / 'a.mp4.tracks')!r}); tmp = w.__enter__(); "
+         "tmp.write_bytes(b'tracks'); print(tmp, flush=True); sys.stdin.read(); w.__exit__(None, None, None)"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        live = out / "cls" / f".a.mp4.tracks.tmp{gone}.tracks"
+        assert writer.stdout.readline().strip() == str(live)
+        stale = out / f".bad.mp4.tracks.tmp{gone}.tracks"  # no writer holds it
+        stale.touch()
+        assert cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                    "--short-side", "64", "--shard", "0/2"]) == 1  # a.mp4 and bad.mp4 (undecodable)
+        assert live.read_bytes() == b"tracks" and not stale.exists()
+    finally:
+        writer.communicate("")
+    assert writer.returncode == 0 and cache_file(out, "cls/a.mp4").read_bytes() == b"tracks"
+
+
+def test_writes_of_one_file_under_one_temporary_name_take_turns(tmp_path):
+    """Jobs in containers of their own may have one PID (1, their entry point), so their writes of a video in both
+    their lists have one temporary name (here: two threads). The second waits for the first (before: both wrote
+    the one file, and the rename of the one that ended last failed with FileNotFoundError: the other's had taken
+    it)."""
+    import threading
+
+    target = tmp_path / "a.mp4.tracks"
+    second_in, errors = threading.Event(), []
+
+    def second():
+        try:
+            with atomic_path(target) as tmp:
+                second_in.set()
+                tmp.write_bytes(b"second")
+        except OSError as e:
+            errors.append(e)
+
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"first")
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not second_in.wait(0.5)
+    thread.join(5)
+    assert second_in.is_set() and not errors and target.read_bytes() == b"second"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4.tracks"]
 
 
 @pytest.mark.parametrize("flow", [None, "torch-lk"])  # the default; the step's flow, extracted batched

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -29,23 +29,35 @@ from typing import Any
 from mme.errors import ConfigError, NoSpaceError
 
 
-def stale_temp_of(tmp: Path) -> str | None:
-    """The name of the file whose :func:`atomic_path` write left ``tmp`` (``.<name>.tmp<pid><suffix>``), when the
-    writing process is gone from this machine; None for another file or a live writer's (a writer on another
-    machine of a shared folder is not seen)."""
-    if not tmp.name.startswith(".") or ".tmp" not in tmp.name:
-        return None
-    name, _, rest = tmp.name[1:].rpartition(".tmp")
+def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
+    """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` left it
+    (``.<name>.tmp<pid><suffix>``) and no writer holds it: none holds its lock, and its PID is gone from this
+    machine. The lock tells a live writer in another PID namespace (a container) or, where the file system shares
+    locks (NFS), on another machine, whose PID means nothing here; it is held while the file is removed, so a writer
+    of the same name waits for it and writes anew. Whether it was removed."""
+    name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
     pid = rest.split(".")[0]
-    if not pid.isdigit():
-        return None
+    if not tmp.name.startswith(".") or not dot_tmp or name not in names or not pid.isdigit():
+        return False
     try:
         os.kill(int(pid), 0)
+        return False  # alive on this machine
     except ProcessLookupError:
-        return name
+        pass
     except PermissionError:  # another user's process
-        return None
-    return None
+        return False
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError:  # gone, or not this user's to read
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        tmp.unlink()
+    except OSError:  # held by a live writer (or removed meanwhile)
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 @contextlib.contextmanager
@@ -54,19 +66,42 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     (after an fsync with ``sync``), and it is removed when the block raises, so no reader ever sees a half-written
     file. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib, numpy,
     PyAV), and starts with a dot. The file gets the permissions the umask gives a new file (safetensors writes
-    its files readable by their owner only)."""
+    its files readable by their owner only).
+
+    The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`;
+    a writer that opens it keeps the lock's file (safetensors renames a file of its own onto it: locked until it
+    has written). A write of the same name elsewhere (the same PID in another container) waits for this one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    fd = _locked_file(tmp)
     try:
         yield tmp
-        if tmp.is_file():
-            os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask())
         if sync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _locked_file(path: Path) -> int:
+    """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
+    held it and it is gone since (replaced, or removed as stale), a new file's."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+        held = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            pass
+        finally:
+            if not held:
+                os.close(fd)
+        if held:
+            return fd
 
 
 @functools.cache

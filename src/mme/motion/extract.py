@@ -50,8 +50,8 @@ from mme.utils import (
     in_workers,
     launch_ranks,
     lock_folder,
+    remove_stale_temp,
     space_for,
-    stale_temp_of,
     unlock_folder,
 )
 
@@ -262,14 +262,13 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
 
 def remove_stale_temps(files: set[Path]) -> None:
     """Remove the temporary files that writes of ``files`` killed mid-way left beside them (``.<name>.tmp<pid>...``,
-    :func:`mme.utils.atomic_path`)."""
+    :func:`mme.utils.remove_stale_temp`)."""
     names: dict[Path, set[str]] = {}
     for f in files:
         names.setdefault(f.parent, set()).add(f.name)
     for folder, here in names.items():
         for tmp in folder.glob(".*.tmp*"):
-            if stale_temp_of(tmp) in here:  # not a live writer's (another list's job writing the same video)
-                tmp.unlink(missing_ok=True)
+            if remove_stale_temp(tmp, here):  # not a live writer's (another list's job writing the same video)
                 log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
 
 
@@ -309,7 +308,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
             f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
     report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
     # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
-    # extractions on this --out may be writing now (another machine's writer of a video in both lists is not seen).
+    # extractions on this --out may be writing now.
     remove_stale_temps(targets | {report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(entries), part, parts, skipped, len(jobs), workers)
