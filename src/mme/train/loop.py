@@ -183,7 +183,7 @@ def _write_checkpoint(run: Run) -> Path:
             run_folder.set_aside_after(run.out_dir, run.resumed_at)
             run.resumed_at = None
         return ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+    except (OSError, RuntimeError) as e:  # (RuntimeError: torch.save's own failures)
         kept = ckpt.list_checkpoints(run.out_dir)
         raise CheckpointError(
             f"{run.out_dir}: could not write the checkpoint of step {run.step} ({error_reason(e)}"
