@@ -856,3 +856,35 @@ def test_a_small_video_is_enlarged_as_online_and_a_cache_of_copied_pixels_is_mad
     assert cli(args) == 0 and "1 written, 1 already complete" in capsys.readouterr().out
     assert large.stat().st_mtime_ns == kept and np.abs(load_tracks(small)[0][:6] - online).max() <= QUANT / 2 + 1e-4
     assert fn(data.sample(0, np.random.default_rng(0)))["disp"].shape[1] == 3
+
+
+def test_a_cache_of_an_earlier_tracker_is_made_again_and_refused_by_training(videos, tmp_path, capsys):
+    """Files of tracker revision 1 (a point that left the frame read 0 px from then on, where it now reads the flow
+    at the frame's edge: 3-6 % of a pan's displacements differ) record neither the revision nor their orientation
+    (before: read by training as current, and a resumed extraction counted them "already complete"): training
+    skips and counts the video naming the file and what changed, a resumed extraction makes it again. A file with
+    an orientation but no revision, of the current tracker, is kept as it is."""
+    out, listed = tmp_path / "cache", tmp_path / "b.txt"
+    listed.write_text("b.mp4\n")
+    args = ["extract", str(listed), "--root", str(videos), "--out", str(out), "--length", "3", "--short-side", "64"]
+    assert cli(args) == 0
+    made = cache_file(out, "b.mp4")
+    good, c = made.read_bytes(), read_cache(made)
+    assert c.meta["tracker"] == 2
+    later = ("tracker", "orientation", "turn", "backend", "resize", "fingerprint", "source_stat")  # keys added since
+    save_tracks(made, c.disp, c.valid, None, {k: v for k, v in c.meta.items() if k not in later})
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
+    data = PretrainDataset(DataConfig(list_file=str(listed), root=str(videos), num_frames=4, stride=2, img_size=64),
+                           track_length=3)
+    with pytest.raises(VideoError, match=r"b\.mp4\.tracks: track cache \(its tracks were made by tracker revision 1, "
+                                         r"this mme's is 2; revision 2: a point that leaves the frame reads the flow "
+                                         r"at the frame's edge, where it stopped at 0 px; re-run mme extract"):
+        fn(data.sample(0, np.random.default_rng(0)))
+    capsys.readouterr()
+    assert cli(args) == 0 and "1 written, 0 already complete" in capsys.readouterr().out
+    assert made.read_bytes() == good
+    save_tracks(made, c.disp, c.valid, None, {k: v for k, v in c.meta.items() if k != "tracker"})
+    kept = made.stat().st_mtime_ns
+    assert cli(args) == 0 and "0 written, 1 already complete" in capsys.readouterr().out
+    assert made.stat().st_mtime_ns == kept and fn(data.sample(0, np.random.default_rng(0)))["disp"].shape[1] == 3

@@ -12,11 +12,11 @@ it needs (the cost of a read grows neither with the video's length nor with how 
 
 Layout (little-endian): ``MAGIC``, the header's length (uint64), the header (JSON: format version, source and
 working size, seed stride and grid, L, flow method, compensation, bound, T, decoder, the video file's fingerprint,
-the resize's interpolation, the video's absolute path), T + 1 uint64 offsets of the records from the end of the
-checksum, a CRC-32 of the length, header and offsets (uint32: a damaged header would change the tracks silently,
-where a damaged record fails zlib's own check), the records. Version 2 files (the same without the checksum,
-their quantum checked) and version 1 files (``.tracks.npz``: a zip of 32-start blocks, checked by the zip's CRCs)
-are still read.
+the resize's interpolation, the tracker's revision, the video's absolute path), T + 1 uint64 offsets of the records
+from the end of the checksum, a CRC-32 of the length, header and offsets (uint32: a damaged header would change
+the tracks silently, where a damaged record fails zlib's own check), the records. Version 2 files (the same
+without the checksum, their quantum checked) and version 1 files (``.tracks.npz``: a zip of 32-start blocks,
+checked by the zip's CRCs) are still read.
 
 Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from mme.data.video import video_error
 from mme.errors import ConfigError, VideoError
-from mme.motion.tracks import Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
+from mme.motion.tracks import TRACKER, TRACKER_CHANGES, Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
 from mme.utils import atomic_path
 
 VERSION = 3
@@ -128,10 +128,27 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     return f"{size}:{h.hexdigest()}"
 
 
-def enlarged_by_area(meta: dict) -> bool:
-    """Whether a cache file's working frames were enlarged with INTER_AREA, as before ``resize`` was recorded: its
-    tracks read less motion than there is. Files of frames only shrunk (or kept) are as this mme makes them."""
-    return meta.get("resize") != RESIZE and min(meta["work_size"]) > min(meta["src_size"])
+def tracker_revision(meta: dict) -> int:
+    """The revision of the tracker that made a cache file's tracks (``tracker``, :data:`mme.motion.tracks.TRACKER`).
+    Files made before it was recorded are of revision 1 where they lack ``orientation`` too: all files of revision 1
+    do, as do a few of revision 2, made in between, which are then made again."""
+    return int(meta.get("tracker", 2 if "orientation" in meta else 1))
+
+
+def stale(meta: dict) -> str | None:
+    """Why a cache file's tracks are not those this mme makes of its video, else None: its working frames were
+    enlarged with INTER_AREA, as before ``resize`` was recorded (files of frames only shrunk or kept are as this mme
+    makes them), or another revision of the tracker made them. Training refuses such a file, and a resumed
+    ``mme extract`` makes it again."""
+    (w0, h0), (w, h) = meta["src_size"], meta["work_size"]
+    if meta.get("resize") != RESIZE and min(w, h) > min(w0, h0):
+        return (f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that copied pixels (INTER_AREA), so "
+                f"its tracks read less motion than there is")
+    revision = tracker_revision(meta)
+    if revision != TRACKER:
+        since = "".join(f"; revision {r}: {TRACKER_CHANGES[r]}" for r in range(revision + 1, TRACKER + 1))
+        return f"its tracks were made by tracker revision {revision}, this mme's is {TRACKER}{since}"
+    return None
 
 
 def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
@@ -364,8 +381,8 @@ def _shape_of(source) -> str:
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
     """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
     another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
-    re-encoded or re-downloaded copy) is a VideoError naming both, as is one of frames enlarged with INTER_AREA
-    (:func:`enlarged_by_area`); one whose frames were turned otherwise than this run turns them (``--orientation``
+    re-encoded or re-downloaded copy) is a VideoError naming both, as is one whose tracks this mme would make
+    otherwise (:func:`stale`); one whose frames were turned otherwise than this run turns them (``--orientation``
     and ``data.orientation`` differ, and the video has a display matrix), or whose displacement bound is below this
     run's, a ConfigError."""
     if not cfg.interpolate:
@@ -386,11 +403,8 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same size and frame "
                                               f"count, other content); re-run mme extract (it redoes such files)")
-    if enlarged_by_area(cached.meta):
-        (w0, h0), (w, h) = cached.meta["src_size"], cached.meta["work_size"]
-        raise video_error(path, "track cache", f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that "
-                                              f"copied pixels (INTER_AREA), so its tracks read less motion than there "
-                                              f"is; re-run mme extract (it redoes such files)")
+    if (why := stale(cached.meta)) is not None:
+        raise video_error(path, "track cache", f"{why}; re-run mme extract (it redoes such files)")
     work_w, work_h = cached.meta["work_size"]
     bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
     if float(cached.meta["max_disp"]) < bound * 0.999:

@@ -34,16 +34,16 @@ from mme.motion.cache import (
     cache_backend,
     cache_file,
     cache_meta,
-    enlarged_by_area,
     quantise,
     same_frames,
     same_source,
     source_identity,
+    stale,
     start_homs,
     track_writer,
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
-from mme.motion.tracks import default_max_disp, track, track_frames, track_in_step
+from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, track_in_step
 from mme.utils import (
     atomic_write_text,
     check_output,
@@ -129,7 +129,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
         meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                     flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n,
                     video=os.path.abspath(path), orientation=opts.orientation, turn=list(turn), backend=opts.backend,
-                    resize=RESIZE, **made_of)
+                    resize=RESIZE, tracker=TRACKER, **made_of)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
         dev = torch.device(opts.device)
@@ -163,10 +163,11 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     than ``opts`` (an empty dict: complete with these settings, so a resumed run skips it); None where there is
     no readable cache there (its header, offsets and length checked: a damaged one is warned about; a damaged record
     is found by the training read that needs it, which names the file), one made from another version of the file
-    ``video`` (its fingerprint differs), or one of frames enlarged by INTER_AREA
-    (:func:`mme.motion.cache.enlarged_by_area`): these are made again. A cache made from another file than ``video``
-    (another path, other content) differs in ``video``: another dataset's video of the same name, also when that
-    file is gone now (a volume not mounted, which a moved dataset with this video changed cannot be told from)."""
+    ``video`` (its fingerprint differs), or one whose tracks this mme would make otherwise
+    (:func:`mme.motion.cache.stale`: frames enlarged by INTER_AREA, another tracker): these are made again. A cache
+    made from another file than ``video`` (another path, other content) differs in ``video``: another dataset's video
+    of the same name, also when that file is gone now (a volume not mounted, which a moved dataset with this video
+    changed cannot be told from)."""
     if not out_path.is_file():
         return None
     try:
@@ -186,8 +187,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
             return {"video": (made_from, os.path.abspath(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
-    if enlarged_by_area(meta):
-        log.info("extract: %s was made from frames enlarged by INTER_AREA (copied pixels): made again", out_path)
+    if (why := stale(meta)) is not None:
+        log.info("extract: %s: %s: made again", out_path, why)
         return None
     bound = default_max_disp(work_h, work_w) if opts.max_disp is None else opts.max_disp
     want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate,
