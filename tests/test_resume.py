@@ -192,6 +192,24 @@ def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what
     assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []
 
 
+def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):
+    """Before ``target.hog_norm`` the ``maskfeat`` preset's HOG was not normalised; resumed now, its preset
+    normalises it (the HOG loss jumped, 27-30 -> 36-37): the warning and run.json's ``config_changes`` say so
+    (before: they named the code change alone)."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", "target.preset=maskfeat",
+            "target.kind=hog", FP32)
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    del state["config"]["target"]["hog_norm"]  # as an mme before the key wrote it
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.resume=auto")
+    change = "target.hog_norm: False (before the key existed) -> True"
+    assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [
+        {"from_step": 1, "changes": [change]}]
+    assert change in caplog.text
+
+
 def _steps_in(folder) -> list[int]:
     return [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)]
 
