@@ -383,6 +383,33 @@ def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeyp
     assert [f["index"] for f in read_features(out)[3]["failures"]] == [2]
 
 
+def test_parts_of_an_earlier_mme_are_said_to_be_so_when_embedded_again(own_root, tmp_path, monkeypatch, caplog):
+    """The parts of a stopped job of an earlier mme, without each video's state, are embedded again: the log called
+    their videos changed since (size or modification time); it now says which videos changed and which were
+    written by an earlier mme."""
+    import logging
+    import shutil
+
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), batch_size=5, chunk_batches=1, num_workers=0, progress=False)
+    out, partial = tmp_path / "f.npy", tmp_path / "f.npy.partial"
+    with monkeypatch.context() as m:
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, root / "list.txt", out, **kw)
+    first, second = sorted(partial.glob("part-*.npz"))  # rows 0-4 (2 failed), rows 5-7 (5 failed)
+    with np.load(first) as z:
+        np.savez(first, **{k: z[k] for k in z.files if k != "state"})  # as an earlier mme wrote it
+    shutil.copyfile(root / "v0.mp4", root / "v6.mp4")
+    loads.clear()
+    caplog.set_level(logging.INFO, logger="mme")
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == [0, 1, 2, 3, 4, 5, 6]
+    assert f"embed: {partial}: 1 videos embedded there changed since (size or modification time)" in caplog.text
+    assert f"embed: {partial}: 4 videos embedded there were written by an earlier mme, without each video's " \
+           "state; embedding them again" in caplog.text
+
+
 def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_kept(own_root, tmp_path):
     """The disk filled up (a file-size limit set after the first part makes the writes fail as a full disk would):
     a bare traceback from numpy. Now one line names the part, the reason and what is kept; the rerun resumes."""

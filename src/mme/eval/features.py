@@ -182,12 +182,15 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
     embedded (``states``: every row's :func:`_file_state` now), so that this run embeds them again. A part left
     without rows is removed; the others are named after their first kept row, which no part of this run (named
     after a row it embeds or fails) can take."""
-    changed = 0
+    changed = earlier = 0
     for path in sorted(partial.glob("part-*.npz")):
         part = _read_part(path)
-        # a part of an earlier mme, without the states, is embedded again
-        same = part["state"] == states[part["index"]] if "state" in part else np.zeros(len(part["index"]), bool)
-        changed += int((~same).sum())
+        if "state" in part:
+            same = part["state"] == states[part["index"]]
+            changed += int((~same).sum())
+        else:  # a part of an earlier mme, without the states, is embedded again
+            same = np.zeros(len(part["index"]), bool)
+            earlier += len(same)
         if same.all() and not len(part["failed"]):
             continue
         if same.any():
@@ -198,6 +201,9 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
     if changed:
         log.info("embed: %s: %d videos embedded there changed since (size or modification time): embedding them "
                  "again", partial, changed)
+    if earlier:
+        log.info("embed: %s: %d videos embedded there were written by an earlier mme, without each video's state; "
+                 "embedding them again", partial, earlier)
 
 
 def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | None, states: np.ndarray) -> None:
