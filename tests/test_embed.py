@@ -615,6 +615,39 @@ def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup
         "stride"] == 3
 
 
+def test_an_export_that_records_no_run_is_embedded_at_the_default_stride_with_a_warning(setup, tmp_path, caplog):
+    """An export of a stride-2 run made before exports recorded their run (no ``run`` / ``mme_run``) was embedded
+    at stride 4, said as "stride 4 (default)" in an info line (features off by up to 0.155 from its run's clips):
+    a warning now says that the file records no run and to give --stride or --segments."""
+    import dataclasses
+    import logging
+
+    from mme.models.export import export
+
+    caplog.set_level(logging.INFO, logger="mme")
+    root, _ = setup
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    kw = dict(num_workers=0, progress=False)
+    recorded = export(tmp_path / "run.pt", tmp_path / "recorded", "mme")
+    assert read_features(embed(recorded, root / "v0.mp4", tmp_path / "recorded.npy", **kw))[3]["stride"] == 2
+    assert "records no run" not in caplog.text
+    for fmt, key in (("mme", "run"), ("hf", "mme_run")):
+        exported = export(tmp_path / "run.pt", tmp_path / fmt, fmt)
+        meta = json.loads((exported / "config.json").read_text())
+        assert meta.pop(key)["data"]["stride"] == 2
+        (exported / "config.json").write_text(json.dumps(meta))  # as an export of an earlier mme
+        caplog.clear()
+        assert read_features(embed(exported, root / "v0.mp4", tmp_path / f"{fmt}.npy", **kw))[3]["stride"] == 4
+        (said,) = [r for r in caplog.records if "records no run" in r.getMessage()]
+        assert said.levelno == logging.WARNING
+        assert said.getMessage().startswith(f"embed: stride 4 (default): {exported} (")
+        assert said.getMessage().endswith("records no run (an export made before exports recorded their run's clips, "
+                                          "or a file made otherwise than by an mme run), so its run may have sampled "
+                                          "other clips; give them with --stride or --segments")
+
+
 def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_did(setup, tmp_path, caplog):
     """``mme embed`` / ``mme probe`` took a run of TSN segments (``data.sampling=segments``, SSv2's) at stride 4,
     "embed: stride 4 (default)" in the log, while ``task.eval_only`` sampled its segments; its exports alike. A

@@ -122,13 +122,20 @@ class Checkpoint:
     def run_sampling(self, stride: int | None, segments: bool, command: str) -> tuple[int | None, bool]:
         """``(stride, segments)`` of ``command``'s clips: TSN ``segments`` or strided clips at ``stride`` where the
         command line gives either, else TSN segments where the run that made it sampled them (``data.sampling``,
-        said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride; the stride None for
-        segments."""
+        said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride (a warning where the file
+        records no run, which may have sampled otherwise); the stride None for segments."""
         if segments and stride is not None:
             raise ConfigError(f"{command}: --segments and --stride {stride}: TSN segments take no stride; give one")
         if stride is None and not segments and self.run_segments:
             log.info("%s: clips by TSN segments (its run's data.sampling)", command)
             return None, True
+        if stride is None and not segments and not self.run_config:
+            from mme.data.dataset import DataConfig
+
+            log.warning("%s: stride %d (default): %s records no run (an export made before exports recorded their "
+                        "run's clips, or a file made otherwise than by an mme run), so its run may have sampled "
+                        "other clips; give them with --stride or --segments", command, DataConfig.stride, self.source)
+            return DataConfig.stride, False
         return (None, True) if segments else (self.run_setting(stride, "stride", command), False)
 
     @property
