@@ -1,10 +1,11 @@
 """Exact resume: a run stopped (or SIGKILLed) after N steps and resumed with ``train.resume=auto`` ends with
 bitwise-identical parameters to an uninterrupted run of 2N steps (on CPU, fp32: every kernel here is
 deterministic, so equality is exact, not within a tolerance), also when the resumed half runs in a process with
-another Python hash seed. Checkpoint writes are atomic and resume skips unreadable files."""
+another Python hash seed. Checkpoint writes are atomic; resume skips damaged files and stops at one it cannot open."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -124,6 +125,36 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
         path, state = ckpt.latest_valid(tmp_path)
     assert state["step"] == 1 and path.name == "checkpoint-00000001.pt"
     assert "checkpoint-00000002.pt" in caplog.text and "truncated or corrupt" in caplog.text
+
+
+@pytest.mark.parametrize("cause", ["permission", "io"])
+def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path, monkeypatch, cause):
+    """Before: a traceback (PermissionError, OSError). Skipped like a truncated file, the run would resume from an
+    older checkpoint and set the newest aside as an abandoned branch: it stops, naming the file and the reason."""
+    from mme.train.engine import resume_state
+
+    ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
+    newest = ckpt.save_checkpoint(_state(2), tmp_path, keep_last=0)
+    if cause == "permission":
+        newest.chmod(0)
+        try:
+            newest.open("rb").close()
+            pytest.skip("this process reads a file of mode 000 (root)")
+        except PermissionError:
+            reason = "Permission denied"
+    else:
+        real_open = open
+
+        def failing(file, *args, **kwargs):
+            if Path(file) == newest:
+                raise OSError(errno.EIO, "Input/output error", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", failing)
+        reason = "Input/output error"
+    with pytest.raises(CheckpointError, match=rf"^{newest}: cannot be read \({reason}\)$"):
+        resume_state("auto", tmp_path)
+    assert ckpt.list_checkpoints(tmp_path) == [ckpt.checkpoint_path(tmp_path, 1), newest]
 
 
 def test_resume_auto_refuses_a_folder_none_of_whose_checkpoints_reads(tmp_path, caplog):

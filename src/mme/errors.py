@@ -29,6 +29,11 @@ class CheckpointError(MMEError):
     """A checkpoint cannot be read or does not fit the model."""
 
 
+class CheckpointUnreadable(CheckpointError):
+    """A checkpoint file cannot be opened (permissions, an I/O error): its contents may be whole, so a resumption
+    does not pass it over for an older one."""
+
+
 class DataError(MMEError):
     """A list file line, a dataset, or a cache file is invalid."""
 

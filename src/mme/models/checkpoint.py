@@ -30,7 +30,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from mme.config import from_dict
-from mme.errors import CheckpointError, ConfigError
+from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError
 from mme.models import convert, convert_config
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
@@ -197,8 +197,11 @@ def torch_load(path: Path, mmap: bool = False):
     """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed. Every
     failure is one CheckpointError naming the file and the reason. ``mmap``: tensors stay in the file, read when
     touched (a zip container's; a legacy pickle is read whole)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container, or its legacy pickle
         raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
                               f"directory; it starts with {head!r})")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import yaml
 
-from mme.errors import CheckpointError
+from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import torch_load
 from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha
 
@@ -147,11 +147,14 @@ def missing_keys(state: dict[str, Any]) -> list[str]:
 
 
 def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in ``out_dir`` that loads and has the training keys; unreadable ones (e.g. a file
-    truncated by a crash) are skipped with a warning. None when there is none."""
+    """The newest checkpoint in ``out_dir`` that loads and has the training keys; damaged ones (e.g. a file
+    truncated by a crash) are skipped with a warning. None when there is none. A file that cannot be opened
+    (CheckpointUnreadable) is raised: resuming before it would set it aside as an abandoned branch."""
     for path in reversed(list_checkpoints(out_dir)):
         try:
             state = load_checkpoint(path)
+        except CheckpointUnreadable:
+            raise
         except CheckpointError as e:
             log.warning("skipping %s", e)
             continue
