@@ -208,11 +208,13 @@ def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | No
     return proc
 
 
-def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(synth, tmp_path):
-    """Rank 0 failed its checkpoint write with one line; rank 1 died at the next collective of gloo's lost
-    connection (a traceback), and under NCCL it would have waited for its timeout."""
+@pytest.mark.parametrize("limit,said", [(50_000, "could not write the checkpoint of step 2"),
+                                         (1000, "config.yaml: could not be written")])
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limit, said, synth, tmp_path):
+    """Rank 0 failed its checkpoint write with one line (its run files at set-up: a traceback); rank 1 died at the
+    next collective of gloo's lost connection (a traceback), and under NCCL it would have waited for its timeout."""
     script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-              "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)); sys.exit(cli.main(sys.argv[1:]))")
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.exit(cli.main(sys.argv[1:]))")
     (tmp_path / "limited.py").write_text(script)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
@@ -220,7 +222,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(synt
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("mme pretrain: error:",
                                                                       "mme pretrain (rank 1): error:"))]
-    assert len(errors) == 2 and "could not write the checkpoint of step 2" in errors[0], proc.stderr[-3000:]
+    assert len(errors) == 2 and said in errors[0], proc.stderr[-3000:]
     assert any(ln.startswith("mme pretrain (rank 1): error: rank 0: ") for ln in errors), errors
     assert "Connection closed by peer" not in proc.stderr
 

@@ -404,6 +404,43 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 1))["step"] == 1
 
 
+@pytest.mark.parametrize("fault", ["read-only folder", "full disk"])
+def test_run_files_that_cannot_be_written_are_one_line_and_leave_the_run_as_it_was(fault, synth, tmp_path):
+    """Before: a traceback writing config.yaml at set-up. The folder of a finished run kept from writes (chmod a-w)
+    passed for writable, as the .lock its job left still opened; a full disk (a file-size limit here) failed the
+    write itself."""
+    out = tmp_path / "run"
+    if fault == "read-only folder":
+        probe = tmp_path / "probe"
+        probe.mkdir(mode=0o555)
+        try:
+            (probe / "file").touch()
+            pytest.skip("this process writes into a folder of mode 555 (root)")
+        except PermissionError:
+            pass
+    run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+    before = _hashes(out)
+    if fault == "read-only folder":
+        out.chmod(0o555)
+        try:
+            with pytest.raises(ConfigError, match=rf"^train.out_dir '{out}' is not a writable folder \(Permission "
+                                                  r"denied\)$"):
+                run("tiny_cpu_pixel", synth, out, "train.steps=4", "train.resume=auto", FP32)
+        finally:
+            out.chmod(0o755)
+    else:
+        script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                  "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)); sys.exit(cli.main(sys.argv[1:]))")
+        proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                               f"train.out_dir={out}", "train.steps=4", "--resume", "auto", FP32],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(rf"mme pretrain: error: {out}/config.yaml: could not be written \(File too large; \d+ "
+                            r"MiB free\)", last), last
+    assert _hashes(out) == before
+
+
 def test_a_checkpoint_write_failing_without_a_message_still_gives_the_checkpoint_line(synth, tmp_path, monkeypatch):
     """Before: an OSError without errno or message (as some file system layers raise) ended the run with an
     IndexError from formatting its reason, in place of the line naming the space needed and the kept checkpoint."""

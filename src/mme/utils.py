@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from mme.errors import ConfigError, NoSpaceError
+from mme.errors import ConfigError, MMEError, NoSpaceError
 
 
 def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
@@ -129,6 +130,21 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         raise NoSpaceError(f"{path}: could not be written ({error_reason(e)})" + (f"; {then}" if then else "")) from e
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) -> Iterator[None]:
+    """A write of ``path`` in the block that fails (an OSError, or safetensors' error for the same, which is no
+    OSError) is ``error`` naming the file, the reason and the MiB free there, and ``then`` (what is kept, how to go
+    on)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        free = shutil.disk_usage(next(p for p in Path(path).absolute().parents if p.is_dir())).free / 2**20
+        raise error(f"{path}: could not be written ({error_reason(e)}; {free:.0f} MiB free)"
+                    + (f"; {then}" if then else "")) from e
 
 
 def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
@@ -273,14 +289,19 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     blocking = next((p for p in (where, *where.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
-    probe = where / f".write-test-{os.getpid()}"
     try:
         where.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        _write_probe(where)
     except OSError as e:
         raise ConfigError(f"{option} {path}: cannot be written ({error_reason(e)})") from e
     return path
+
+
+def _write_probe(folder: Path) -> None:
+    """Write and remove an empty file in ``folder``: an OSError when files cannot be made there."""
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def env_int(name: str, default: int, least: int = 0) -> int:
@@ -324,6 +345,7 @@ def lock_folder(folder: str | Path, option: str) -> bool:
     lock = path / FOLDER_LOCK
     try:
         path.mkdir(parents=True, exist_ok=True)
+        _write_probe(path)  # the .lock left by an earlier job opens in a folder that no longer takes files
         f = open(lock, "a+")
     except OSError as e:
         if isinstance(e, PermissionError) and lock.is_file() and os.access(path, os.W_OK):

@@ -20,6 +20,7 @@ restored), they are embedded again, with its failed videos.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
 from mme.train import run_folder
-from mme.utils import atomic_path, atomic_write_json, check_output, error_reason, unlock_folder
+from mme.utils import atomic_path, atomic_write_json, check_output, error_reason, unlock_folder, writing
 
 log = logging.getLogger(__name__)
 
@@ -150,18 +151,10 @@ def _read_part(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-@contextmanager
-def _writing(path: Path, partial: Path) -> Iterator[None]:
-    """A write into or from ``partial`` that failed (a full disk) as a DataError naming ``path``, the reason and
-    what is kept."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except (OSError, SafetensorError) as e:
-        raise DataError(f"{path}: could not be written ({error_reason(e)}; "
-                        f"{shutil.disk_usage(partial).free / 2**20:.0f} MiB free); the videos embedded before are "
-                        f"kept in {partial}, and the same command resumes from them") from e
+def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[None]:
+    """A failed write of ``path`` (a full disk) as a DataError that says the parts in ``partial`` are kept."""
+    return writing(path, f"the videos embedded before are kept in {partial}, and the same command resumes from "
+                         f"them", DataError)
 
 
 def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:

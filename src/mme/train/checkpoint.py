@@ -34,7 +34,7 @@ import yaml
 
 from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import torch_load
-from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha
+from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha, writing
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,9 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
 
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config.yaml`` (the resolved config as a recipe: :func:`mme.train.engine.as_recipe`) and ``run.json``
-    (meta), atomically."""
-    atomic_write_text(Path(out_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    atomic_write_json(Path(out_dir) / "run.json", meta)
+    (meta), atomically; a failed write (a full disk) is an MMEError naming the file."""
+    config_yaml, run_json = Path(out_dir) / "config.yaml", Path(out_dir) / "run.json"
+    with writing(config_yaml):
+        atomic_write_text(config_yaml, yaml.safe_dump(config, sort_keys=False))
+    with writing(run_json):
+        atomic_write_json(run_json, meta)

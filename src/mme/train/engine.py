@@ -214,7 +214,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     dist.check_start_step(run.step, start.device)
     if dist.is_main():
         run_folder.clear(start.out_dir, start.replaced, fresh=start.resume is None)
-        ckpt.write_run_files(start.out_dir, as_recipe(cfg), run.meta)
+    dist.on_main(ckpt.write_run_files, start.out_dir, as_recipe(cfg), run.meta)  # (a full disk stops every rank)
     return run
 
 
