@@ -711,6 +711,36 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
 
 
+def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_made(mae, tmp_path):
+    """The disk fills up (a file-size limit here): safetensors' error, which is no OSError, was a traceback, and the
+    OUT folder the command had made was left empty (also by a SRC that did not read). One line names OUT, the reason
+    and the MiB free; the folders made for OUT are removed, a folder that was there is left as it was."""
+    import re
+    import subprocess
+    import sys
+
+    src = save_pretrained(mae, tmp_path / "src")
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "notes.txt").write_text("kept")
+    jobs = [["export", str(src), str(tmp_path / out), "--format", fmt]
+            for fmt, out in (("hf", "new/hf"), ("mme", "new/mme"), ("safetensors", "new/one"), ("hf", "there"))]
+    script = ("import json, resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+              " resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000)); "
+              "print(json.dumps([cli.main(job) for job in json.loads(sys.argv[1])]))")
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == [1] * len(jobs), proc.stderr[-3000:]
+    said = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme export: error:")]
+    assert "Traceback" not in proc.stderr and len(said) == len(jobs), proc.stderr[-3000:]
+    for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there")):
+        assert re.fullmatch(rf"mme export: error: {tmp_path / out}: could not be written \(.*File too large.*; \d+ "
+                            r"MiB free\)", line), line
+    assert not (tmp_path / "new").exists() and [p.name for p in (tmp_path / "there").iterdir()] == ["notes.txt"]
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert cli_main(["export", str(tmp_path / "bad.pth"), str(tmp_path / "new" / "hf"), "--format", "hf"]) == 1
+    assert not (tmp_path / "new").exists()
+
+
 def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
     """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
     decoder and heads lost), and an export over an earlier one replaced it without a word."""

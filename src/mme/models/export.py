@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ from mme.models.checkpoint import (
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.utils import atomic_path, atomic_write_json, check_output
+from mme.utils import atomic_path, atomic_write_json, check_output, writing
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,14 @@ def describe(model: nn.Module) -> Checkpoint:
 
 def _write_ours(ck: Checkpoint, path: Path) -> Path:
     meta = ck.meta()
-    if path.suffix == ".safetensors":  # one self-describing file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_safetensors(path, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-    atomic_write_json(path / CONFIG, meta, sort_keys=True)
+    with writing(path):
+        if path.suffix == ".safetensors":  # one self-describing file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_safetensors(path, ck.state, {"format": "pt", "mme": json.dumps(meta)})
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
+            atomic_write_json(path / CONFIG, meta, sort_keys=True)
     return path
 
 
@@ -145,10 +147,11 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
-    atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
-    atomic_write_json(out / HF_PREPROCESSOR, hf_preprocessor(cfg.img_size), sort_keys=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
+        atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
+        atomic_write_json(out / HF_PREPROCESSOR, hf_preprocessor(cfg.img_size), sort_keys=True)
     return out
 
 
@@ -207,7 +210,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
     'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
     only; ``classes``: hf classification only (:func:`export_hf`). A checkpoint already at ``out`` is replaced
-    only with ``overwrite``, ``src``'s own files never."""
+    only with ``overwrite``, ``src``'s own files never; the folders made for ``out`` are removed when it fails."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
@@ -225,11 +228,18 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
         raise CheckpointError(f"{out}: --format {format} writes a directory; use --format safetensors for one file "
                               "(ours), or a name without .safetensors")
     _check_replaced(src, out, format != "safetensors", overwrite)
+    where = out if format != "safetensors" else out.parent
+    made = [p for p in (where, *where.parents) if not p.exists()]  # the folders check_output makes
     check_output(out, "out", folder=format != "safetensors")
-    if format == "hf":
-        path = export_hf(src, out, kind or "model", norm_pix, classes, **hints)
-    else:
-        ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
-        path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
+    try:
+        if format == "hf":
+            path = export_hf(src, out, kind or "model", norm_pix, classes, **hints)
+        else:
+            ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
+            path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
+    except BaseException:  # nothing exported: no folder left of it
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
     log.info("exported %s -> %s (%s)", src, path, format)
     return path
