@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
+import types
 from pathlib import Path
 
 import pytest
@@ -388,17 +388,20 @@ def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):
 
 
 @pytest.mark.parametrize("bf16_ms,fp32_ms,expected", [(20, 60, "bf16"), (60, 20, "fp32"), (50, 52, "fp32")])
-def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32_ms, expected):
-    """The measured choice, with steps of known duration: bf16 only when it is BF16_MIN_SPEEDUP times faster."""
+def test_auto_precision_on_a_native_bf16_cpu_takes_the_faster_step(bf16_ms, fp32_ms, expected, monkeypatch):
+    """The measured choice, with steps of known duration (a clock that each step advances: slept steps were
+    timed by a loaded machine's scheduler): bf16 only when it is BF16_MIN_SPEEDUP times faster."""
     w = torch.ones(1, requires_grad=True)
+    clock = [0.0]
+    monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def loss():
-        time.sleep((bf16_ms if torch.is_autocast_enabled("cpu") else fp32_ms) / 1000)
+        clock[0] += (bf16_ms if torch.is_autocast_enabled("cpu") else fp32_ms) / 1000
         return (w * 2).sum()
 
     state = torch.get_rng_state()
-    precision, reason = faster_precision(loss, torch.device("cpu"))
-    assert precision == expected and "measured here" in reason
+    chosen, reason = faster_precision(loss, torch.device("cpu"))
+    assert chosen == expected and "measured here" in reason
     assert torch.equal(torch.get_rng_state(), state)
     assert f"needs {BF16_MIN_SPEEDUP}x" in reason
 
