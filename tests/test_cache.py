@@ -784,8 +784,8 @@ def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(v
             "--short-side", "64"]
     (tmp_path / "other.txt").write_text("b.mp4\n")  # another list into the same --out
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mme.motion import extract; "
-                               "extract.unlock_folder = lambda *a: None; extract._run_share = lambda *a: "
-                               "(print('held', flush=True), sys.stdin.read(), {})[2]; "
+                               "extract.unlock_folder = lambda *a: None; extract._share_jobs = lambda *a: "
+                               "(print('held', flush=True), sys.stdin.read(), ([], 0, set()))[2]; "
                                f"extract.run({str(videos / 'list.txt')!r}, {str(videos)!r}, {str(out)!r}, "
                                "extract.ExtractOptions(length=2, short_side=64))"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -17,6 +17,7 @@ from training import FP32, TINY, run
 from mme.models.config import ModelConfig
 from mme.models.export import save_pretrained
 from mme.models.vit import VisionTransformer
+from mme.motion.extract import share_name
 from mme.utils import lock_folder, unlock_folder
 
 STEPS = 3
@@ -206,6 +207,37 @@ def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | No
                            *options, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops_every_rank(synth, tmp_path):
+    """A video that failed in one rank's share ended that rank with exit 1, and torchrun stopped the others part-way,
+    their reports never written (at every rerun), each rank printing the summary of its own share alone. A share
+    refused (caches of other settings) stopped its rank, while the others extracted until torchrun stopped them."""
+    root, out, listed = tmp_path / "root", tmp_path / "cache", tmp_path / "list.txt"
+    root.mkdir()
+    (root / "videos").symlink_to(Path(synth[1].split("=", 1)[1]) / "videos")
+    (root / "bad.mp4").write_bytes(b"not a video at all")
+    videos = Path(synth[0].split("=", 1)[1]).read_text().splitlines()[:4]
+    listed.write_text("".join(f"bad.mp4 0\n{v}\n" for v in videos))  # rank 0's share: bad.mp4; rank 1's: the videos
+    reports = [out / f"failed-{share_name(str(listed), rank, 2)}.json" for rank in (0, 1)]
+
+    def extract(short_side: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "mme.cli", "extract", str(listed), "--root", str(root), "--out", str(out),
+                               "--length", "2", "--short-side", str(short_side)], capture_output=True, text=True,
+                              timeout=300)
+
+    proc = extract(256)
+    assert proc.returncode == 1 and "stopped by SIGTERM" not in proc.stderr, proc.stderr[-3000:]
+    assert json.loads(reports[1].read_text())["done"] == 4
+    summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("extract: ")]
+    assert summary == [f"extract: 4 written, 0 already complete, 1 failed (see {reports[0]})"], proc.stdout
+    reports[0].unlink()
+    proc = extract(128)  # rank 1's share was made at 256
+    errors = sorted(ln for ln in proc.stderr.splitlines() if ln.startswith("mme extract"))
+    assert proc.returncode == 1 and [ln.split(" 4 video(s) already have caches")[0] for ln in errors] == [
+        "mme extract (rank 1): error: extract:", "mme extract: error: rank 1: extract:"], proc.stderr[-3000:]
+    assert not reports[0].exists()  # rank 0 did no work
 
 
 @pytest.mark.parametrize("limit,said", [(50_000, "could not write the checkpoint of step 2"),

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from mme.motion.cache import (
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, track_in_step
+from mme.train.distributed import all_gather_objects, init_distributed, is_main, raise_together, wait_for_ranks
 from mme.utils import (
     atomic_write_text,
     check_output,
@@ -56,6 +58,10 @@ from mme.utils import (
 )
 
 log = logging.getLogger("mme.extract")
+
+SHARES_WAIT = timedelta(days=365)
+"""How long the torchrun ranks of one extraction wait for each other (their process group's timeout): at the end, a
+rank whose share is done waits for the slowest share, which can take days."""
 
 
 @dataclass(frozen=True)
@@ -241,11 +247,14 @@ def share_name(list_file: str, part: int, parts: int) -> str:
 
 def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int = 1, shard: str | None = None,
         overwrite: bool = False) -> dict:
-    """Extract this process's share of a list; returns the report ``{done, skipped, failed: {path: reason}}``.
+    """Extract this job's share of a list; returns the report ``{done, skipped, failed: {path: reason}, reports}``
+    (``reports``: the report files of its shares that list failures).
 
     The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
     ``i % (n * world) == k * world + rank``. One job per list, share and ``out`` at a time: a second is refused,
-    naming the holder (it would do the same work again).
+    naming the holder (it would do the same work again). Under torchrun, which stops every rank when the first ends
+    with an error, the ranks join a process group: a share refused stops every rank before any work, and each rank
+    waits for the others' shares to end and returns the report of them all.
     """
     require_backend(opts.backend)
     entries, _ = read_list(list_file)
@@ -253,12 +262,17 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
+    init_distributed("cpu", timeout=SHARES_WAIT)
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
-    lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
     try:
-        return _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite)
+        report_file, report = _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite, lock)
     finally:
         unlock_folder(lock)
+    wait_for_ranks()
+    shares = all_gather_objects((str(report_file), report))
+    return {"done": sum(r["done"] for _, r in shares), "skipped": sum(r["skipped"] for _, r in shares),
+            "failed": {path: why for _, r in shares for path, why in r["failed"].items()},
+            "reports": [file for file, r in shares if r["failed"]]}
 
 
 def remove_stale_temps(files: set[Path]) -> None:
@@ -273,9 +287,9 @@ def remove_stale_temps(files: set[Path]) -> None:
                 log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
 
 
-def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
-               workers: int, overwrite: bool) -> dict:
-    mine = [e for i, e in enumerate(entries) if i % parts == part]
+def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite: bool) -> tuple[list, int, set[Path]]:
+    """The jobs of entries ``mine``, how many of them are complete, and their cache files; a ConfigError where caches
+    made from other files or with other settings are there."""
     jobs, skipped, targets, clashes = [], 0, set(), {}
     for e in mine:
         target = cache_file(out, e.path)
@@ -307,6 +321,21 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
         raise ConfigError(
             f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
             f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
+    return jobs, skipped, targets
+
+
+def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
+               workers: int, overwrite: bool, lock: Path) -> tuple[Path, dict]:
+    """Lock share ``part`` of ``parts`` and check its cache files (every rank refuses where one does), then extract it
+    and write its report; returns the report and its file."""
+    mine = [e for i, e in enumerate(entries) if i % parts == part]
+    refused = None
+    try:
+        lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
+        jobs, skipped, targets = _share_jobs(mine, root, out, opts, overwrite)
+    except ConfigError as e:
+        refused = e
+    raise_together(refused)
     report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
     # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
     # extractions on this --out may be writing now.
@@ -323,7 +352,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
               "skipped": skipped, "failed": failed, "options": asdict(opts)}
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
-    return report
+    return report_file, report
 
 
 def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
@@ -336,6 +365,7 @@ def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, sho
                           compensate=compensate, max_disp=max_disp, backend=backend, orientation=orientation,
                           device=device)
     report = run(list_file, root, out, opts, workers, shard, overwrite)
-    print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} failed"
-          + (f" (see {out})" if report["failed"] else ""))
+    if is_main():  # under torchrun, for the shares of every rank
+        print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} "
+              "failed" + (f" (see {', '.join(report['reports'])})" if report["failed"] else ""))
     return report

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -31,14 +33,15 @@ class DistInfo:
     world_size: int
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA); a no-op otherwise."""
+def init_distributed(device_type: str, timeout: timedelta | None = None) -> DistInfo:
+    """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA); a no-op otherwise. ``timeout``:
+    how long a collective waits for the other ranks (default: torch's, 30 minutes on gloo)."""
     world, local_rank = launch_ranks()[1], env_int("LOCAL_RANK", 0)
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         try:
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=timeout)
         except (ValueError, RuntimeError) as e:
             if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
                 raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
@@ -143,19 +146,54 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
             result = fn(*args, **kwargs)
         except MMEError as e:
             error = e
-    said = None if error is None else (type(error), str(error), getattr(error, "exit_code", 1))
-    failed, result = broadcast_object((said, result))
+    failed, result = broadcast_object((_said(error), result))
     if error is not None:
         raise error
     if failed is not None:
-        kind, message, exit_code = failed
-        try:
-            same = kind(f"rank 0: {message}")
-        except TypeError:  # an error of other arguments (Interrupted's exit code)
-            same = MMEError(f"rank 0: {message}")
-        same.exit_code = exit_code
-        raise same
+        raise _same_error(0, *failed)
     return result
+
+
+def raise_together(error: MMEError | None) -> None:
+    """Raise on every rank when any rank has an ``error`` (a check each rank makes of its own share before any work,
+    which torchrun would otherwise end by stopping the others mid-way): a rank its own, the others the same kind of
+    error with the message of the first rank that has one."""
+    wait_for_ranks()  # the checks can take the ranks unequal times
+    said = all_gather_objects(_said(error))
+    if error is not None:
+        raise error
+    for rank, failed in enumerate(said):
+        if failed is not None:
+            raise _same_error(rank, *failed)
+
+
+def _said(error: MMEError | None) -> tuple | None:
+    """What another rank needs to raise ``error`` again (:func:`_same_error`)."""
+    return None if error is None else (type(error), str(error), getattr(error, "exit_code", 1))
+
+
+def _same_error(rank: int, kind: type, message: str, exit_code: int) -> MMEError:
+    """Rank ``rank``'s error on another rank: its kind, its message after ``rank <rank>: ``, its exit code."""
+    try:
+        same = kind(f"rank {rank}: {message}")
+    except TypeError:  # an error of other arguments (Interrupted's exit code)
+        same = MMEError(f"rank {rank}: {message}")
+    same.exit_code = exit_code
+    return same
+
+
+def wait_for_ranks() -> None:
+    """A barrier that Ctrl-C and SIGTERM still stop (a blocking one holds Python's signal handlers off until every
+    rank is there), for ranks whose work ends far apart; a rank that ended meanwhile is an MMEError."""
+    if get_world_size() == 1:
+        return
+    work = dist.barrier(async_op=True)
+    while not work.is_completed():
+        time.sleep(0.2)
+    try:
+        work.wait()
+    except RuntimeError as e:  # gloo's "Connection closed by peer"
+        raise MMEError("another rank ended before it was done (its own lines say why)") from e
 
 
 def shutdown() -> None:
