@@ -240,6 +240,20 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
     assert not reports[0].exists()  # rank 0 did no work
 
 
+def test_a_command_that_does_not_share_its_work_over_ranks_is_refused_under_torchrun(tmp_path, capsys, monkeypatch):
+    """``mme synth``, as every command but ``cli.RANKED``'s, ran whole on every rank: each wrote the same files and
+    printed its summary."""
+    from mme import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "1", "--size", "32",
+                     "--frames", "4", "--workers", "1"]) == 1
+    assert not (tmp_path / "s").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("mme synth (rank 1): error: synth runs as one process: run it without torchrun "), err
+
+
 @pytest.mark.parametrize("limit,said", [(50_000, "could not write the checkpoint of step 2"),
                                          (1000, "config.yaml: could not be written")])
 def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limit, said, synth, tmp_path):
@@ -281,14 +295,18 @@ def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(t
     assert proc.returncode == 1 and "INFO] checking 1 videos of" in proc.stderr, proc.stderr
 
 
-def test_the_log_reads_the_rank_as_the_library_does(tmp_path):
+def test_the_log_reads_the_rank_as_the_library_does():
     """RANK=00 is rank 0 to the library (``launch_ranks``); the CLI compared the text, so its log was a rank's
     other than 0: warnings only, as 'rank 00'."""
-    (tmp_path / "list.txt").write_text("gone.mp4 0\n")
-    proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",
-                           str(tmp_path), "--out", str(tmp_path / "c.json")], capture_output=True, text=True,
-                          env={**os.environ, "RANK": "00", "WORLD_SIZE": "2"}, timeout=120)
-    assert proc.returncode == 1 and " INFO rank 0] checking 1 videos of" in proc.stderr, proc.stderr
+    code = ("import logging, sys\n"
+            "import mme.eval.finetuned as finetuned\n"
+            "from mme import cli\n"
+            "finetuned.main = lambda recipe, overrides: logging.getLogger('mme.eval.testing').info('an info line')\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "finetune", "--config", "finetune_tiny_cpu"],
+                          capture_output=True, text=True, env={**os.environ, "RANK": "00", "WORLD_SIZE": "2"},
+                          timeout=120)
+    assert proc.returncode == 0 and " INFO rank 0] an info line" in proc.stderr, proc.stderr
 
 
 def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():

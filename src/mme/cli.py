@@ -27,6 +27,9 @@ ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.engine", "mme.trai
 """The loggers whose warnings every rank of a DDP run raises alike (of the config, the checkpoint read, the schedule,
 the lists' checks, a periodic validation of the joined reports): shown by rank 0 alone, where the others show their
 own (a video that failed on that rank)."""
+RANKED = ("pretrain", "finetune", "extract", "embed", "probe")
+"""The commands that share their work over torchrun's ranks; the others are refused under torchrun, where every rank
+would do all of it, writing the same files."""
 
 
 def count(least: int = 1) -> Callable[[str], int]:
@@ -559,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
     who = f"mme {args.command}" + (f" (rank {rank})" if rank else "")
     try:
+        if ranks > 1 and args.command not in RANKED:
+            raise ConfigError(f"{args.command} runs as one process: run it without torchrun (WORLD_SIZE={ranks} here: "
+                              f"each rank would do all of its work, writing the same files); {', '.join(RANKED)} are "
+                              f"the commands that share their work over ranks")
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except MMEError as e:
