@@ -53,7 +53,7 @@ from mme.config import from_dict, load_config
 from mme.data.dataset import DataConfig, PretrainDataset
 from mme.errors import VideoError
 from mme.eval.features import embed
-from mme.train import distributed as dist, engine
+from mme.train import checkpoint, distributed as dist, engine
 from mme.train.config import PretrainConfig
 from mme.train.loop import share_failures
 d = Path(sys.argv[1])
@@ -88,6 +88,7 @@ out["joined"] = outcome(share_failures, run)
 for folder in ("locked", "other"):  # train.epochs under the recipe's train.steps: a warning every rank raises
     out[folder] = outcome(engine.begin, load_config(PretrainConfig, "tiny_cpu_pixel", [
         f"train.out_dir={d / folder}", "train.device=cpu", "train.epochs=5"]))
+checkpoint.latest_valid(d / "other")  # what --resume auto reads: its empty file is skipped, with a warning
 out["embed"] = outcome(embed, d / "enc", d / "gone.txt", d / "gone.npy", root=str(d), num_workers=0, progress=False)
 (d / f"rank{rank}.json").write_text(json.dumps(out))
 dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)
@@ -161,7 +162,7 @@ def test_mme_probe_fits_writes_and_reports_on_rank_0_alone(ranks):
 
 def test_rank_0_logs_for_the_run_and_the_other_ranks_their_own_warnings_each_line_naming_its_rank(ranks):
     """Every rank logged every line: each was there once per rank, and a warning did not say whose it was; and
-    the warnings every rank raises alike (the config's) once per rank."""
+    the warnings every rank raises alike (the config's, a checkpoint --resume auto skips) once per rank."""
     _, _, stderr = ranks
     infos = [ln for ln in stderr.splitlines() if " INFO rank " in ln]
     assert infos and all(" INFO rank 0] " in ln for ln in infos), stderr[-3000:]
@@ -169,6 +170,8 @@ def test_rank_0_logs_for_the_run_and_the_other_ranks_their_own_warnings_each_lin
     assert any(" WARNING rank 1] " in ln and "missing.mp4" in ln for ln in stderr.splitlines()), stderr[-3000:]
     alike = [ln for ln in stderr.splitlines() if "train.epochs=5 has no effect" in ln]  # the config's, 2 per rank
     assert len(alike) == 2 and all(" WARNING rank 0] " in ln for ln in alike), alike
+    skipped = [ln for ln in stderr.splitlines() if "] skipping " in ln and "checkpoint-00000002.pt" in ln]  # resume
+    assert len(skipped) == 1 and " WARNING rank 0] " in skipped[0], skipped
 
 
 def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_advice_for_a_hand_set_world_size(

@@ -22,11 +22,11 @@ FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser 
 """mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
 
 
-ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.engine", "mme.train.precision", "mme.train.pretrain",
-                       "mme.train.finetune", "mme.eval.finetuned")
-"""The loggers whose warnings every rank of a DDP run raises alike (of the config, the checkpoint read, the schedule,
-the lists' checks, a periodic validation of the joined reports): shown by rank 0 alone, where the others show their
-own (a video that failed on that rank)."""
+ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.checkpoint", "mme.train.engine", "mme.train.precision",
+                       "mme.train.pretrain", "mme.train.finetune", "mme.eval.finetuned")
+"""The loggers whose warnings every rank of a DDP run raises alike (of the config, the checkpoint read, a checkpoint
+--resume auto skips, the schedule, the lists' checks, a periodic validation of the joined reports): shown by rank 0
+alone, where the others show their own (a video that failed on that rank)."""
 RANKED = ("pretrain", "finetune", "extract", "embed", "probe")
 """The commands that share their work over torchrun's ranks; the others are refused under torchrun, where every rank
 would do all of it, writing the same files."""
