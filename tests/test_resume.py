@@ -363,20 +363,28 @@ def test_a_run_resumed_from_another_working_folder_compares_the_files_its_paths_
     """A run made with relative paths, resumed from another working folder with the same files' absolute paths, was
     warned about and recorded as changed (``data.root: 'syn' -> '/data/syn'``, "the run will not replay exactly"):
     a relative path is now taken from its run's working folder (``cwd`` of run.json and the checkpoints); a path
-    that names another file (a copy of the videos) is still a change."""
+    that names another file (a copy of the videos) is still a change, and so is an unset ``data.root`` (the working
+    folder) in another working folder (it was no change: the run read the other folder's videos unsaid)."""
     data = dict(s.split("=", 1) for s in synth)
-    (tmp_path / "other").mkdir()
-    shutil.copytree(data["data.root"], tmp_path / "other" / "copy")
-    base = ("tiny_cpu_pixel", "train.steps=3", "model.depth=1", FP32)
+    copy = tmp_path / "other" / "copy"
+    shutil.copytree(data["data.root"], copy)
+    base = ("tiny_cpu_pixel", "train.steps=5", "model.depth=1", FP32)
     monkeypatch.chdir(tmp_path)
     run(base[0], [f"data.{k}={os.path.relpath(data[f'data.{k}'])}" for k in ("list_file", "root")], "run", *base[1:],
         "train.stop_after=1")
     monkeypatch.chdir(tmp_path / "other")
     run(base[0], synth, tmp_path / "run", *base[1:], "train.stop_after=2", "train.resume=auto")
     assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
-    run(base[0], [synth[0], "data.root=copy"], tmp_path / "run", *base[1:], "train.resume=auto")
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
-        {"from_step": 2, "changes": [f"data.root: {data['data.root']!r} -> 'copy'"]}]
+    run(base[0], [synth[0], "data.root=copy"], tmp_path / "run", *base[1:], "train.stop_after=3", "train.resume=auto")
+    changed = [{"from_step": 2, "changes": [f"data.root: {data['data.root']!r} -> 'copy'"]}]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == changed
+    monkeypatch.chdir(copy)
+    run(base[0], [synth[0], "data.root="], tmp_path / "run", *base[1:], "train.stop_after=4", "train.resume=auto")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == changed
+    monkeypatch.chdir(data["data.root"])
+    run(base[0], [synth[0], "data.root="], tmp_path / "run", *base[1:], "train.resume=auto")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [*changed, {
+        "from_step": 4, "changes": [f"data.root: '' -> '' (working folder {copy} -> {data['data.root']})"]}]
 
 
 def test_the_code_of_a_run_is_its_own_commit_or_none(tmp_path):

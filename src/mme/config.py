@@ -187,10 +187,11 @@ def home(text: str) -> str:
     return os.path.expanduser(text) if text.startswith("~/") else text
 
 
-def path_keys(cls: type, prefix: str = "") -> set[str]:
-    """The dotted keys of config dataclass ``cls`` that name a file or folder (each section's ``PATHS``)."""
+def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
+    """The dotted keys of config dataclass ``cls`` that name a file or folder, each with what an empty value names
+    (each section's ``PATHS``)."""
     hints = typing.get_type_hints(cls)
-    keys = {prefix + name for name in getattr(cls, "PATHS", ())}
+    keys = {prefix + name: empty for name, empty in getattr(cls, "PATHS", {}).items()}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
             keys |= path_keys(hints[f.name], f"{prefix}{f.name}.")

@@ -64,8 +64,9 @@ MAX_ATTEMPTS = 10
 class DataConfig:
     """Where the videos are and how clips are sampled and cropped (defaults: MME's K400 pre-training)."""
 
-    PATHS: ClassVar[tuple[str, ...]] = ("list_file", "root", "index_dir")
-    """The keys that name a file or folder (:func:`mme.config.path_keys`)."""
+    PATHS: ClassVar[dict[str, str]] = {"list_file": "", "root": ".", "index_dir": "."}
+    """The keys that name a file or folder, each with what an empty value names: '.' the working folder, '' none
+    (:func:`mme.config.path_keys`)."""
     list_file: str = ""
     """List file in the VideoMAE format (``path label`` or ``path`` per line)."""
     root: str = ""

@@ -63,7 +63,7 @@ class TargetConfig:
     }
     UNSET: ClassVar[dict] = {"kind": "mme", "activation": "none", "hog_norm": False, "hog_style": "skimage"}
     """What a key left unset by the config and its preset takes."""
-    PATHS: ClassVar[tuple[str, ...]] = ("cache_dir",)
+    PATHS: ClassVar[dict[str, str]] = {"cache_dir": ""}
     """As :attr:`mme.data.dataset.DataConfig.PATHS`."""
 
     preset: str | None = None

@@ -25,7 +25,7 @@ class TrainConfig:
     """The run: length, batch, precision, seed, output, checkpoints, failure limits."""
 
     SHADOWED_BY: ClassVar[dict[str, str]] = {"epochs": "steps"}
-    PATHS: ClassVar[tuple[str, ...]] = ("out_dir", "init")  # not resume: 'auto' names none
+    PATHS: ClassVar[dict[str, str]] = {"out_dir": ".", "init": ""}  # not resume: 'auto' names none
     epochs: int = 1600
     """Schedule length in epochs (ignored when steps is set); 1600 as the released K400 recipe."""
     steps: int | None = None
@@ -169,7 +169,7 @@ class FinetuneTrain(TrainConfig):
 class TaskConfig:
     """The classification task and its evaluation."""
 
-    PATHS: ClassVar[tuple[str, ...]] = ("classes", "val_list", "test_list")
+    PATHS: ClassVar[dict[str, str]] = {"classes": "", "val_list": "", "test_list": ""}
     num_classes: int | None = None
     """Number of classes; None = 1 + the largest label of the train list."""
     classes: str = ""

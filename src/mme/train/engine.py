@@ -291,22 +291,29 @@ ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False}
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG, ``maskfeat``'s normalised)."""
 
 
-def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: set[str] = frozenset(),
+def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: dict[str, str] | None = None,
                    cwds: tuple[str, str] | None = None) -> list[str]:
     """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out; of the keys the
     old config has not, those a later version of mme added, only the :data:`ADDED_KEYS` whose value now differs
     from what the old run did). With ``cwds``, the working folders of the old and the new config, a key of
-    ``paths`` (:func:`mme.config.path_keys`) differs when it names another file: ``syn`` in /data is /data/syn."""
-    old, new = flatten(old), flatten(new)
+    ``paths`` (:func:`mme.config.path_keys`) differs when it names another file: ``syn`` in /data is /data/syn, and
+    an empty one names what ``paths`` gives for its key (``data.root``: the working folder)."""
+    old, new, paths = flatten(old), flatten(new), paths or {}
     before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
 
     def differs(k: str) -> bool:
         a, b = old.get(k), new.get(k)
-        if cwds and k in paths and isinstance(a, str) and isinstance(b, str) and a and b:
-            return os.path.realpath(os.path.join(cwds[0], a)) != os.path.realpath(os.path.join(cwds[1], b))
+        if cwds and k in paths and isinstance(a, str) and isinstance(b, str):
+            a, b = a or paths[k], b or paths[k]
+            if a and b:
+                return os.path.realpath(os.path.join(cwds[0], a)) != os.path.realpath(os.path.join(cwds[1], b))
         return a != b
 
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old) if k not in ignore and differs(k)] + \
+    def said(k: str) -> str:
+        a, b = old.get(k), new.get(k)
+        return f"{k}: {a!r} -> {b!r}" + (f" (working folder {cwds[0]} -> {cwds[1]})" if a == b else "")
+
+    return [said(k) for k in sorted(old) if k not in ignore and differs(k)] + \
         [f"{k}: {v!r} (before the key existed) -> {new[k]!r}" for k, v in sorted(before.items()) if new[k] != v]
 
 
