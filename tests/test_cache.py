@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -311,8 +312,6 @@ def test_writes_of_one_file_under_one_temporary_name_take_turns(tmp_path):
     their lists have one temporary name (here: two threads). The second waits for the first (before: both wrote
     the one file, and the rename of the one that ended last failed with FileNotFoundError: the other's had taken
     it)."""
-    import threading
-
     target = tmp_path / "a.mp4.tracks"
     second_in, errors = threading.Event(), []
 
@@ -331,6 +330,33 @@ def test_writes_of_one_file_under_one_temporary_name_take_turns(tmp_path):
         assert not second_in.wait(0.5)
     thread.join(5)
     assert second_in.is_set() and not errors and target.read_bytes() == b"second"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4.tracks"]
+
+
+def test_many_writes_of_one_file_under_one_temporary_name_neither_fail_nor_tear(tmp_path):
+    """Four threads (as jobs of one PID) writing one file 100 times each. A write removed its temporary name after
+    its rename too, where the next writer had made and locked its own file by then: that writer failed with
+    FileNotFoundError, or a third one wrote into its file unlocked, and the file read was torn."""
+    target = tmp_path / "a.mp4.tracks"
+    errors, torn = [], []
+
+    def write(k: int):
+        for i in range(100):
+            try:
+                with atomic_path(target) as tmp:
+                    tmp.write_text(f"{k}:{i}\n" * 50)
+            except OSError as e:
+                errors.append(e)
+            lines = target.read_text().splitlines()
+            if len(lines) != 50 or len(set(lines)) != 1:
+                torn.append(lines)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and not torn
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4.tracks"]
 
 

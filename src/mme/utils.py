@@ -71,10 +71,12 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`;
     a writer that opens it keeps the lock's file (safetensors renames a file of its own onto it: locked until it
-    has written). A write of the same name elsewhere (the same PID in another container) waits for this one."""
+    has written). A write of the same name elsewhere (the same PID in another container, another thread) waits for
+    this one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     fd = _locked_file(tmp)
+    held = os.fstat(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
@@ -82,8 +84,14 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except BaseException:
+        # removed only while the name is still this write's: where the block let it go (renamed or removed it),
+        # another writer may hold it now
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(tmp), held):
+                tmp.unlink()
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
         os.close(fd)
 
 
