@@ -10,7 +10,10 @@ these videos: the difference depends on the content (docs/targets.md).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
+import logging
 import os
 import re
 import subprocess
@@ -22,6 +25,7 @@ import pytest
 import torch
 from videos import H264_GOP, affine_video, analytic_positions, cut_mid_gop, decode_all, write_corpus_file, write_video
 
+from mme import utils
 from mme.cli import main as cli
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
@@ -46,7 +50,7 @@ from mme.motion.extract import ExtractOptions, extract_cache, other_settings, sh
 from mme.motion.flow import DEFAULT_FLOW
 from mme.motion.targets import TargetConfig, make_target_fn
 from mme.motion.tracks import seed_grid, track
-from mme.utils import atomic_path
+from mme.utils import atomic_path, atomic_write_text, remove_stale_temp
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +362,25 @@ def test_many_writes_of_one_file_under_one_temporary_name_neither_fail_nor_tear(
         thread.join(30)
     assert not errors and not torn
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4.tracks"]
+
+
+def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, caplog):
+    """Where ``flock`` is not supported (Lustre mounted without it, some FUSE and NFS mounts: ENOLCK), files are
+    written and stale temporary files removed without the lock, as before writes locked them, said once at debug
+    level (before: every write failed, run.json, checkpoints and caches alike, and no stale file was removed)."""
+    def no_flock(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(utils, "_unlocked_devices", set())  # said once per process and file system
+    stale = tmp_path / f".b.json.tmp{_dead_pid()}.json"
+    stale.touch()
+    with caplog.at_level(logging.DEBUG, logger="mme.utils"):
+        atomic_write_text(tmp_path / "a.json", "{}")
+        atomic_write_text(tmp_path / "a.json", "[]")
+        assert remove_stale_temp(stale, ["b.json"]) and not stale.exists()
+    assert (tmp_path / "a.json").read_text() == "[]"
+    assert [r.levelno for r in caplog.records if "takes no flock" in r.message] == [logging.DEBUG]
 
 
 @pytest.mark.parametrize("flow", [None, "torch-lk"])  # the default; the step's flow, extracted batched

@@ -11,6 +11,7 @@ import fcntl
 import functools
 import inspect
 import json
+import logging
 import math
 import os
 import pickle
@@ -29,13 +30,16 @@ from typing import Any
 
 from mme.errors import ConfigError, MMEError, NoSpaceError
 
+log = logging.getLogger(__name__)
+
 
 def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
     """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` left it
     (``.<name>.tmp<pid><suffix>``) and no writer holds it: none holds its lock, and its PID is gone from this
     machine. The lock tells a live writer in another PID namespace (a container) or, where the file system shares
     locks (NFS), on another machine, whose PID means nothing here; it is held while the file is removed, so a writer
-    of the same name waits for it and writes anew. Whether it was removed."""
+    of the same name waits for it and writes anew (a file system without locks: by the PID alone). Whether it was
+    removed."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
     pid = rest.split(".")[0]
     if not tmp.name.startswith(".") or not dot_tmp or name not in names or not pid.isdigit():
@@ -52,7 +56,7 @@ def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
     except OSError:  # gone, or not this user's to read
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, tmp)
         tmp.unlink()
     except OSError:  # held by a live writer (or removed meanwhile)
         return False
@@ -102,7 +106,7 @@ def _locked_file(path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
         held = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, fcntl.LOCK_EX, path)
             held = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
             pass
@@ -111,6 +115,25 @@ def _locked_file(path: Path) -> int:
                 os.close(fd)
         if held:
             return fd
+
+
+_NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+"""What ``flock`` raises on a file system without it (Lustre mounted without ``-o flock``, some FUSE and NFS mounts)."""
+_unlocked_devices: set[int] = set()
+
+
+def _flock(fd: int, how: int, path: Path) -> None:
+    """``flock(fd, how)``; on a file system without it (:data:`_NO_FLOCK`), nothing, said once per file system at debug
+    level: its temporary files are written and removed unlocked, as before :func:`atomic_path` locked them."""
+    try:
+        fcntl.flock(fd, how)
+    except OSError as e:
+        if e.errno not in _NO_FLOCK:
+            raise
+        if (device := os.fstat(fd).st_dev) not in _unlocked_devices:
+            _unlocked_devices.add(device)
+            log.debug("%s: its file system takes no flock (%s); temporary files there are written unlocked", path,
+                      error_reason(e))
 
 
 @functools.cache
