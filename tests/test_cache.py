@@ -383,6 +383,28 @@ def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, 
     assert [r.levelno for r in caplog.records if "takes no flock" in r.message] == [logging.DEBUG]
 
 
+def test_a_file_written_again_inside_its_own_write_is_an_error(tmp_path):
+    """The same thread writing a file inside its own write of it waited for its own lock forever; it is an error
+    naming the file (another thread's write waits its turn:
+    test_writes_of_one_file_under_one_temporary_name_take_turns)."""
+    target, raised = tmp_path / "a.json", []
+
+    def nested():
+        try:
+            with atomic_path(target) as tmp:
+                tmp.write_text("a")
+                atomic_write_text(target, "b")
+        except RuntimeError as e:
+            raised.append(str(e))
+
+    thread = threading.Thread(target=nested, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive() and raised == [f"{target}: written again inside its own atomic_path write in this "
+                                                "thread, which would wait for itself; finish the first write"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("flow", [None, "torch-lk"])  # the default; the step's flow, extracted batched
 def test_load_tracks_equals_compute_tracks_at_the_working_size(videos, tmp_path, flow):
     out = tmp_path / "cache"

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator
@@ -76,11 +77,16 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`;
     a writer that opens it keeps the lock's file (safetensors renames a file of its own onto it: locked until it
     has written). A write of the same name elsewhere (the same PID in another container, another thread) waits for
-    this one."""
+    this one; the same thread's, inside this block, is a RuntimeError (it would wait for itself)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    with contextlib.suppress(FileNotFoundError):
+        if _identity(os.stat(tmp)) in _writing.temps:
+            raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
+                               f"wait for itself; finish the first write")
     fd = _locked_file(tmp)
-    held = os.fstat(fd)
+    held = _identity(os.fstat(fd))
+    _writing.temps.add(held)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
@@ -92,11 +98,26 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         # removed only while the name is still this write's: where the block let it go (renamed or removed it),
         # another writer may hold it now
         with contextlib.suppress(FileNotFoundError):
-            if os.path.samestat(os.stat(tmp), held):
+            if _identity(os.stat(tmp)) == held:
                 tmp.unlink()
         raise
     finally:
+        _writing.temps.discard(held)
         os.close(fd)
+
+
+class _Writing(threading.local):
+    """What :func:`atomic_path` writes in this thread: ``temps``, the (device, inode) of its temporary files."""
+
+    def __init__(self):
+        self.temps: set[tuple[int, int]] = set()
+
+
+_writing = _Writing()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _locked_file(path: Path) -> int:
