@@ -741,6 +741,32 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     assert not (tmp_path / "new").exists()
 
 
+def test_a_failed_export_leaves_what_another_job_wrote_into_the_folders_it_made(mae, tmp_path, monkeypatch):
+    """A failing export removed the topmost folder it had made, whole: an export another job had finished there
+    meanwhile was deleted with it. Its own files go, and the folders it made only where nothing else is in them."""
+    import mme.models.export as export_module
+
+    src = save_pretrained(mae, tmp_path / "src")
+    write, other = export_module._write_ours, []
+
+    def write_then_fail(ck, out):
+        write(ck, out)  # this export's own files, then another job's export into a folder this one made
+        for folder in other:
+            write(ck, folder)
+        raise CheckpointError("failed")
+
+    monkeypatch.setattr(export_module, "_write_ours", write_then_fail)
+    other.append(tmp_path / "exports" / "a")
+    with pytest.raises(CheckpointError, match="failed"):
+        export(src, tmp_path / "exports" / "b", format="mme")
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["a"]
+    assert isinstance(load_model(tmp_path / "exports" / "a"), MaskedAutoencoder)
+    other.clear()
+    with pytest.raises(CheckpointError, match="failed"):
+        export(src, tmp_path / "new" / "b", format="mme")
+    assert not (tmp_path / "new").exists()
+
+
 def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
     """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
     decoder and heads lost), and an export over an earlier one replaced it without a word."""

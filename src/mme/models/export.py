@@ -8,10 +8,10 @@ any checkpoint :func:`~mme.models.checkpoint.read_checkpoint` reads, to either).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -210,7 +210,8 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     (our directory) or 'safetensors' (our single file). ``kind``: 'model' (encoder only), 'pretraining',
     'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
     only; ``classes``: hf classification only (:func:`export_hf`). A checkpoint already at ``out`` is replaced
-    only with ``overwrite``, ``src``'s own files never; the folders made for ``out`` are removed when it fails."""
+    only with ``overwrite``, ``src``'s own files never; when it fails, its files are removed, and the folders
+    made for ``out`` that hold nothing else (another job may have written there meanwhile)."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
@@ -237,9 +238,14 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
         else:
             ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
             path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
-    except BaseException:  # nothing exported: no folder left of it
+    except BaseException:  # nothing exported: none of its files left, nor the folders made for them
         if made:
-            shutil.rmtree(made[-1], ignore_errors=True)
+            for file in [out] if format == "safetensors" else [out / CONFIG, out / WEIGHTS, out / HF_PREPROCESSOR]:
+                with contextlib.suppress(OSError):
+                    file.unlink(missing_ok=True)
+            for folder in made:  # bottom up; one that holds what another job wrote meanwhile stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
     log.info("exported %s -> %s (%s)", src, path, format)
     return path
