@@ -116,6 +116,26 @@ def test_a_lock_on_a_file_system_that_refuses_modes_is_still_taken(tmp_path, mon
     utils.unlock_folder(tmp_path)
 
 
+def test_jobs_sharing_a_pid_probe_one_folder_at_once_and_leave_its_files_alone(tmp_path):
+    """The writability probe of check_output and lock_folder was named by the PID: two jobs sharing one (PID 1 in
+    their containers; here two threads) removed each other's probe, and one was refused, "cannot be written (No
+    such file or directory)"; a user's file of that name was emptied and removed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mme.utils import check_output
+
+    (tmp_path / f".write-test-{os.getpid()}").write_text("the user's")
+
+    def probe(_):
+        for _ in range(1000):
+            check_output(tmp_path, "--out", folder=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(probe, range(2)))
+    assert [p.name for p in tmp_path.iterdir()] == [f".write-test-{os.getpid()}"]
+    assert (tmp_path / f".write-test-{os.getpid()}").read_text() == "the user's"
+
+
 def test_a_run_keeps_its_last_logged_records_in_memory_and_all_in_its_log(synth, tmp_path, monkeypatch):
     """Before: every logged record stayed in memory to the end (about 570 MB over a Kinetics pre-training)."""
     from mme.train import loop

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -350,10 +351,11 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
 
 
 def _write_probe(folder: Path) -> None:
-    """Write and remove an empty file in ``folder``: an OSError when files cannot be made there."""
-    probe = folder / f".write-test-{os.getpid()}"
-    probe.write_bytes(b"")
-    probe.unlink()
+    """Make and remove an empty file in ``folder``: an OSError when files cannot be made there. Its name is
+    unique: jobs sharing a PID (1 in containers) probe one folder at once."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def env_int(name: str, default: int, least: int = 0) -> int:
