@@ -741,6 +741,28 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     assert not (tmp_path / "new").exists()
 
 
+def test_the_mib_free_of_a_failed_write_are_those_of_the_folder_written(tmp_path, monkeypatch):
+    """The MiB free were taken from the first folder above the path, never the path: an export OUT that is a mount
+    point (a full 200k tmpfs) reported the free space of the file system it is mounted on (69763 MiB)."""
+    import errno
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from mme.errors import MMEError
+    from mme.utils import writing
+
+    asked = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: asked.append(Path(p)) or SimpleNamespace(free=0))
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in (out, out / "model.safetensors"):
+        with pytest.raises(MMEError, match=rf"{path}: could not be written \(No space left on device; 0 MiB free\)"):
+            with writing(path):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        assert asked.pop() == out
+
+
 def test_a_failed_export_leaves_what_another_job_wrote_into_the_folders_it_made(mae, tmp_path, monkeypatch):
     """A failing export removed the topmost folder it had made, whole: an export another job had finished there
     meanwhile was deleted with it. Its own files go, and the folders it made only where nothing else is in them."""

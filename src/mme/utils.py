@@ -195,7 +195,8 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) 
     try:
         yield
     except (OSError, SafetensorError) as e:
-        free = shutil.disk_usage(next(p for p in Path(path).absolute().parents if p.is_dir())).free / 2**20
+        where = Path(path).absolute()  # a folder itself: it may be a mount point, its parent another file system
+        free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20
         raise error(f"{path}: could not be written ({error_reason(e)}; {free:.0f} MiB free)"
                     + (f"; {then}" if then else "")) from e
 
