@@ -127,10 +127,11 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     assert "checkpoint-00000002.pt" in caplog.text and "truncated or corrupt" in caplog.text
 
 
-@pytest.mark.parametrize("cause", ["permission", "io"])
+@pytest.mark.parametrize("cause", ["permission", "io", "io in torch.load", "io under a torch RuntimeError"])
 def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path, monkeypatch, cause):
-    """Before: a traceback (PermissionError, OSError). Skipped like a truncated file, the run would resume from an
-    older checkpoint and set the newest aside as an abandoned branch: it stops, naming the file and the reason."""
+    """Before: a traceback (PermissionError, OSError); an I/O error inside torch.load was 'truncated or corrupt'.
+    Skipped like a truncated file, the run would resume from an older checkpoint and set the newest aside as an
+    abandoned branch: it stops, naming the file and the reason."""
     from mme.train.engine import resume_state
 
     ckpt.save_checkpoint(_state(1), tmp_path, keep_last=0)
@@ -142,7 +143,7 @@ def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path
             pytest.skip("this process reads a file of mode 000 (root)")
         except PermissionError:
             reason = "Permission denied"
-    else:
+    elif cause == "io":
         real_open = open
 
         def failing(file, *args, **kwargs):
@@ -151,6 +152,21 @@ def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path
             return real_open(file, *args, **kwargs)
 
         monkeypatch.setattr("builtins.open", failing)
+        reason = "Input/output error"
+    else:  # the first bytes read, the rest not
+        real_load = torch.load
+
+        def failing_load(file, *args, **kwargs):
+            if Path(file) != newest:
+                return real_load(file, *args, **kwargs)
+            try:
+                raise OSError(errno.EIO, "Input/output error")
+            except OSError as e:
+                if cause == "io in torch.load":
+                    raise
+                raise RuntimeError("PytorchStreamReader failed reading file data/0: file read failed") from e
+
+        monkeypatch.setattr("torch.load", failing_load)
         reason = "Input/output error"
     with pytest.raises(CheckpointError, match=rf"^{newest}: cannot be read \({reason}\)$"):
         resume_state("auto", tmp_path)

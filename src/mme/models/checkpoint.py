@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -217,6 +218,10 @@ def torch_load(path: Path, mmap: bool = False):
                                   f"(weights_only=True, as loading them could run code): {first}") from e
         error = e
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
+        # a read's OSError, maybe under torch's RuntimeError; EINVAL is torch seeking before a damaged file's start
+        io_error = e if isinstance(e, OSError) else e.__cause__ or e.__context__
+        if isinstance(io_error, OSError) and io_error.errno != errno.EINVAL:
+            raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(io_error)})") from e
         error = e
     why = type(error).__name__ + (f": {error_reason(error)}" if str(error).strip() else "")
     raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({why})") from error
