@@ -4,8 +4,10 @@ one clear CheckpointError for every bad input."""
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import transformers
 import mme
 from mme.cli import main as cli_main
 from mme.config import from_dict
-from mme.errors import CheckpointError, ConfigError, DataError
+from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError, DataError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model, read_checkpoint
 from mme.models.classifier import VideoClassifier
@@ -489,6 +491,29 @@ def test_truncated_files_name_the_file(mae, tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 1000])
     with pytest.raises(CheckpointError, match=r"w\.safetensors: not a readable safetensors file"):
+        load_encoder(path)
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_an_export_without_read_permission_is_said_so(mae, tmp_path, monkeypatch, layout):
+    """Before: 'not a readable safetensors file (truncated or another format): No such file or directory'."""
+    path = save_pretrained(mae, tmp_path / ("w.safetensors" if layout == "file" else "w"))
+    weights = path if layout == "file" else path / "model.safetensors"
+    weights.chmod(0)
+    try:
+        weights.open("rb").close()
+    except PermissionError:
+        pass
+    else:  # this process reads a file of mode 000 (root): its open refuses it as a file system would
+        real_open = open
+
+        def refusing(file, *args, **kwargs):
+            if Path(file) == weights:
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", refusing)
+    with pytest.raises(CheckpointUnreadable, match=rf"^{weights}: cannot be read \(Permission denied\)$"):
         load_encoder(path)
 
 

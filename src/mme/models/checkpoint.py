@@ -186,7 +186,18 @@ def _read_json(path: Path) -> dict:
     return obj
 
 
+def _head(path: Path) -> bytes:
+    """The first 4 bytes of ``path``; CheckpointUnreadable with the reason where it cannot be opened (safetensors'
+    reader calls a file without read permission another format)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4)
+    except OSError as e:
+        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    _head(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
@@ -198,11 +209,7 @@ def torch_load(path: Path, mmap: bool = False):
     """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed. Every
     failure is one CheckpointError naming the file and the reason. ``mmap``: tensors stay in the file, read when
     touched (a zip container's; a legacy pickle is read whole)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+    head = _head(path)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container, or its legacy pickle
         raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
                               f"directory; it starts with {head!r})")
