@@ -769,6 +769,20 @@ def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
     assert cache_file(out, "b.mp4").is_file()
 
 
+def test_a_video_listed_twice_is_in_one_share(videos, tmp_path):
+    """Before: each share took one of its lines, so two ranks wrote its cache file at once, and the joined count
+    said '2 written, 1 failed' of one good and one broken video, each listed twice."""
+    (videos / "twice2.txt").write_text("b.mp4 0\n./b.mp4 0\nbad.mp4 1\nbad.mp4 1\n")
+    out = tmp_path / "cache"
+    base = ["extract", str(videos / "twice2.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(base + ["--shard", "0/2"]) == 0
+    assert cli(base + ["--shard", "1/2"]) == 1
+    shares = [report(out, videos / "twice2.txt", part, 2) for part in (0, 1)]
+    assert [(r["done"], r["skipped"], list(r["failed"])) for r in shares] == [(1, 0, []),
+                                                                             (0, 0, [str(videos / "bad.mp4")])]
+
+
 def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tmp_path, capsys):
     """A video re-encoded under its name (same size and frames) is extracted again on resume (before: "already
     complete", and training read the old video's tracks); a cache of another --max-disp is a setting that differs

@@ -251,10 +251,11 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     (``reports``: the report files of its shares that list failures).
 
     The share: ``--shard k/n`` times the torchrun ranks (``RANK``/``WORLD_SIZE``), entries ``i`` with
-    ``i % (n * world) == k * world + rank``. One job per list, share and ``out`` at a time: a second is refused,
-    naming the holder (it would do the same work again). Under torchrun, which stops every rank when the first ends
-    with an error, the ranks join a process group: a share refused stops every rank before any work, and each rank
-    waits for the others' shares to end and returns the report of them all.
+    ``i % (n * world) == k * world + rank``, counting a video listed twice (one cache file) once. One job per list,
+    share and ``out`` at a time: a second is refused, naming the holder (it would do the same work again). Under
+    torchrun, which stops every rank when the first ends with an error, the ranks join a process group: a share
+    refused stops every rank before any work, and each rank waits for the others' shares to end and returns the
+    report of them all.
     """
     require_backend(opts.backend)
     entries, _ = read_list(list_file)
@@ -293,8 +294,6 @@ def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite
     jobs, skipped, targets, clashes = [], 0, set(), {}
     for e in mine:
         target = cache_file(out, e.path)
-        if target in targets:  # a video listed twice is extracted once
-            continue
         targets.add(target)
         video = resolve(e, root)
         found = [] if overwrite else [differ for p in (target, cache_file(out, e.path, V1_SUFFIX))
@@ -328,7 +327,10 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
                workers: int, overwrite: bool, lock: Path) -> tuple[Path, dict]:
     """Lock share ``part`` of ``parts`` and check its cache files (every rank refuses where one does), then extract it
     and write its report; returns the report and its file."""
-    mine = [e for i, e in enumerate(entries) if i % parts == part]
+    unique: dict[Path, object] = {}
+    for e in entries:  # a video listed twice is extracted once, by one share
+        unique.setdefault(cache_file(out, e.path), e)
+    mine = [e for i, e in enumerate(unique.values()) if i % parts == part]
     refused = None
     try:
         lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
@@ -341,7 +343,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     # extractions on this --out may be writing now.
     remove_stale_temps(targets | {report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
-             len(mine), len(entries), part, parts, skipped, len(jobs), workers)
+             len(mine), len(unique), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
     done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
     for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video"):
