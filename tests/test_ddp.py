@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -215,18 +216,32 @@ def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | No
 def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops_every_rank(synth, tmp_path):
     """A video that failed in one rank's share ended that rank with exit 1, and torchrun stopped the others part-way,
     their reports never written (at every rerun), each rank printing the summary of its own share alone. A share
-    refused (caches of other settings) stopped its rank, while the others extracted until torchrun stopped them."""
+    refused (caches of other settings) stopped its rank, while the others extracted until torchrun stopped them.
+    Then rank 0's summary, slow to print, was lost: rank 1 exited 1 and torchrun stopped rank 0 first."""
     root, out, listed = tmp_path / "root", tmp_path / "cache", tmp_path / "list.txt"
     root.mkdir()
     (root / "videos").symlink_to(Path(synth[1].split("=", 1)[1]) / "videos")
-    (root / "bad.mp4").write_bytes(b"not a video at all")
     videos = Path(synth[0].split("=", 1)[1]).read_text().splitlines()[:4]
-    listed.write_text("".join(f"bad.mp4 0\n{v}\n" for v in videos))  # rank 0's share: bad.mp4; rank 1's: the videos
-    reports = [out / f"failed-{share_name(str(listed), rank, 2)}.json" for rank in (0, 1)]
+    for i in range(4):
+        (root / f"bad{i}.mp4").write_bytes(b"not a video at all")
+    listed.write_text("".join(f"bad{i}.mp4 0\n{v}\n" for i, v in enumerate(videos)))  # rank 0's share: the bad
+    reports = [out / f"failed-{share_name(str(listed), rank, 2)}.json" for rank in (0, 1)]  # files; rank 1's: videos
+    slow_print = tmp_path / "slow_print.py"  # rank 0's summary takes a while (a stdout that blocks): rank 1 waits
+    slow_print.write_text(textwrap.dedent("""\
+        import builtins, sys, time
+        from mme.cli import main
+        print_now = builtins.print
+        def slow(*args, **kwargs):
+            if str(args[0]).startswith("extract: "):
+                time.sleep(2)
+            print_now(*args, **kwargs)
+        builtins.print = slow
+        sys.exit(main())
+    """))
 
     def extract(short_side: int) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               "-m", "mme.cli", "extract", str(listed), "--root", str(root), "--out", str(out),
+                               str(slow_print), "extract", str(listed), "--root", str(root), "--out", str(out),
                                "--length", "2", "--short-side", str(short_side)], capture_output=True, text=True,
                               timeout=300)
 
@@ -234,7 +249,7 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
     assert proc.returncode == 1 and "stopped by SIGTERM" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(reports[1].read_text())["done"] == 4
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("extract: ")]
-    assert summary == [f"extract: 4 written, 0 already complete, 1 failed (see {reports[0]})"], proc.stdout
+    assert summary == [f"extract: 4 written, 0 already complete, 4 failed (see {reports[0]})"], proc.stdout
     reports[0].unlink()
     proc = extract(128)  # rank 1's share was made at 256
     errors = sorted(ln for ln in proc.stderr.splitlines() if ln.startswith("mme extract"))

@@ -370,4 +370,5 @@ def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, sho
     if is_main():  # under torchrun, for the shares of every rank
         print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} "
               "failed" + (f" (see {', '.join(report['reports'])})" if report["failed"] else ""))
+    wait_for_ranks()  # torchrun stops every rank when the first exits 1: none does before rank 0 has printed
     return report
