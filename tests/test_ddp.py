@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -260,16 +261,22 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
 
 def test_a_command_that_does_not_share_its_work_over_ranks_is_refused_under_torchrun(tmp_path, capsys, monkeypatch):
     """``mme synth``, as every command but ``cli.RANKED``'s, ran whole on every rank: each wrote the same files and
-    printed its summary."""
+    printed its summary. Where WORLD_SIZE comes from the environment without torchrun (a launcher setting it for
+    every process), the refusal said to run it without torchrun."""
     from mme import cli
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    assert cli.main(["synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "1", "--size", "32",
-                     "--frames", "4", "--workers", "1"]) == 1
-    assert not (tmp_path / "s").exists()
-    err = capsys.readouterr().err
-    assert err.startswith("mme synth (rank 1): error: synth runs as one process: run it without torchrun "), err
+    for run_id, how in (("1234", "run it without torchrun"), (None, r"unset WORLD_SIZE \(or set it to 1\)")):
+        if run_id is None:
+            monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+        else:
+            monkeypatch.setenv("TORCHELASTIC_RUN_ID", run_id)
+        assert cli.main(["synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "1", "--size", "32",
+                         "--frames", "4", "--workers", "1"]) == 1
+        assert not (tmp_path / "s").exists()
+        err = capsys.readouterr().err
+        assert re.match(rf"mme synth \(rank 1\): error: synth runs as one process: {how} \(WORLD_SIZE=2 here", err), err
 
 
 @pytest.mark.parametrize("limit,said", [(50_000, "could not write the checkpoint of step 2"),

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -563,9 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     who = f"mme {args.command}" + (f" (rank {rank})" if rank else "")
     try:
         if ranks > 1 and args.command not in RANKED:
-            raise ConfigError(f"{args.command} runs as one process: run it without torchrun (WORLD_SIZE={ranks} here: "
-                              f"each rank would do all of its work, writing the same files); {', '.join(RANKED)} are "
-                              f"the commands that share their work over ranks")
+            how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
+                   "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)
+            raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank would "
+                              f"do all of its work, writing the same files); {', '.join(RANKED)} are the commands that "
+                              f"share their work over ranks")
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except MMEError as e:
