@@ -312,6 +312,46 @@ def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_m
     assert caught.value.exit_code == 143
 
 
+def test_a_loss_curve_rank_0_cannot_write_leaves_every_rank_to_its_tests(synth, tmp_path):
+    """Rank 0's loss.png that could not be written (a full disk; here a folder holds its name) was a traceback there,
+    and rank 1 went on alone into the tests, to die of gloo's lost connection: no val.json or test.json."""
+    root, out = Path(synth[1].split("=", 1)[1]), tmp_path / "ft"
+    (out / "loss.png" / "a folder").mkdir(parents=True)
+    tiny = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
+            "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
+            "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", FP32]
+    lists = [f"task.{key}={synth[0].split('=', 1)[1]}" for key in ("val_list", "test_list")]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "mme.cli", "finetune", "--config", "finetune_tiny_cpu", *synth, *lists,
+                           f"task.classes={root / 'classes.json'}", f"train.out_dir={out}", *tiny],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{out / 'loss.png'}: could not be written (Is a directory)" in proc.stderr
+    assert all((out / f"{split}.json").is_file() for split in ("val", "test"))
+
+
+def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):
+    """Rank 0 shared its MMEErrors only: another error of its write (an OSError) left the other ranks waiting for
+    its word, to die at their next collective of gloo's lost connection (or wait for NCCL's timeout)."""
+    import errno
+
+    from mme.errors import MMEError
+    from mme.train import distributed as dist
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", "loss.png")
+
+    sent = []
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "broadcast_object", lambda obj: sent.append(obj) or obj)
+    with pytest.raises(OSError):  # rank 0 raises its own
+        dist.on_main(full)
+    monkeypatch.setattr(dist, "is_main", lambda: False)  # this process plays rank 1, which gets what rank 0 sent
+    monkeypatch.setattr(dist, "broadcast_object", lambda obj: sent[0])
+    with pytest.raises(MMEError, match=r"^rank 0: OSError: \[Errno 28\] No space left on device: 'loss.png'$"):
+        dist.on_main(full)
+
+
 def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(tmp_path):
     (tmp_path / "list.txt").write_text("gone.mp4 0\n")
     proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",

@@ -417,6 +417,18 @@ def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_e
     assert [p.name for p in sorted((tmp_path / "b").glob("checkpoint-*.pt"))][-1] == "checkpoint-00000004.pt"
 
 
+def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(synth, tmp_path, caplog):
+    """loss.png that could not be written (a full disk; here a folder holds its name) ended the run in a traceback
+    before its tests: no val.json or test.json. It is warned about, as a log that cannot be written."""
+    from mme.eval.finetuned import finetune
+
+    (tmp_path / "ft" / "loss.png" / "a folder").mkdir(parents=True)
+    with caplog.at_level("WARNING"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "data.test_clips=1", "data.test_crops=1"))
+    assert f"{tmp_path / 'ft' / 'loss.png'}: could not be written (Is a directory)" in caplog.text
+    assert set(res.reports) == {"val", "test"} and (tmp_path / "ft" / "test.json").is_file()
+
+
 def test_finetune_resume_is_exact(synth, tmp_path, caplog):
     from mme.eval.finetuned import finetune
 

@@ -473,6 +473,19 @@ def test_an_epoch_checkpoint_a_killed_run_had_not_kept_yet_is_kept_on_resume(syn
     assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 6)]
 
 
+def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path):
+    """A kept checkpoint whose copy could not be written (a full disk without hard links; here a folder holds its
+    name) was a bare OSError: a traceback on rank 0, gloo's on the others."""
+    path = tmp_path / "checkpoint-00000004.pt"
+    path.write_bytes(b"a checkpoint")
+    (tmp_path / "checkpoint-epoch-0001-00000004.pt" / "a folder").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"/checkpoint-epoch-0001-00000004.pt: could not be written \(Is a "
+                                              r"directory; \d+ MiB free\); checkpoint-00000004.pt is kept, and "
+                                              r"--resume auto keeps it as epoch 1's$"):
+        ckpt.keep_of_epoch(path, 1, 4)
+    assert path.read_bytes() == b"a checkpoint"
+
+
 def test_the_data_position_carries_over_by_samples(caplog):
     """A run resumed with another world size or batch per rank read the checkpoint's batch index as its own:
     samples of the epoch were seen twice or skipped, unsaid; so was a list that changed length."""

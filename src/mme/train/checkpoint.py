@@ -59,17 +59,18 @@ def keep_of_epoch(path: Path, epoch: int, step: int) -> Path:
     """The checkpoint ``path`` of ``step``, written after ``epoch`` epochs, kept as
     ``checkpoint-epoch-<epoch>-<step>.pt`` (any earlier one of that epoch replaced), a name the rotation and
     ``--resume auto`` leave alone: a hard link where the filesystem has them (no second copy while both exist),
-    else an atomic copy."""
+    else an atomic copy. A copy that cannot be written (a full disk) is a CheckpointError naming it."""
     path = Path(path)
-    for earlier in kept_checkpoints(path.parent):
-        if kept_epoch_step(earlier)[0] == epoch:
-            earlier.unlink(missing_ok=True)
     kept = path.with_name(f"checkpoint-epoch-{epoch:04d}-{step:08d}.pt")
-    try:
-        os.link(path, kept)
-    except OSError:
-        with atomic_path(kept, sync=True) as tmp:
-            shutil.copyfile(path, tmp)
+    with writing(kept, f"{path.name} is kept, and --resume auto keeps it as epoch {epoch}'s", CheckpointError):
+        for earlier in kept_checkpoints(path.parent):
+            if kept_epoch_step(earlier)[0] == epoch:
+                earlier.unlink(missing_ok=True)
+        try:
+            os.link(path, kept)
+        except OSError:
+            with atomic_path(kept, sync=True) as tmp:
+                shutil.copyfile(path, tmp)
     log.info("kept the checkpoint of epoch %d as %s", epoch, kept)
     return kept
 

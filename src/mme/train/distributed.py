@@ -135,16 +135,16 @@ def broadcast_object(obj):
 
 def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` run by rank 0 alone (a write, a check of the out folder), its result on every rank.
-    An MMEError it raises stops every rank: rank 0 raises it, the others the same kind of error with rank 0's
-    message. A rank left alone at the next collective died of gloo's lost connection (a traceback), or waited
-    for NCCL's timeout."""
+    An error it raises stops every rank: rank 0 raises it, the others an MMEError of the same kind (MMEError for
+    another error, its type in the message) with rank 0's message. A rank left alone at the next collective died of
+    gloo's lost connection (a traceback), or waited for NCCL's timeout."""
     if get_world_size() == 1:
         return fn(*args, **kwargs)
     result, error = None, None
     if is_main():
         try:
             result = fn(*args, **kwargs)
-        except MMEError as e:
+        except Exception as e:
             error = e
     failed, result = broadcast_object((_said(error), result))
     if error is not None:
@@ -167,9 +167,14 @@ def raise_together(error: MMEError | None) -> None:
             raise _same_error(rank, *failed)
 
 
-def _said(error: MMEError | None) -> tuple | None:
-    """What another rank needs to raise ``error`` again (:func:`_same_error`)."""
-    return None if error is None else (type(error), str(error), getattr(error, "exit_code", 1))
+def _said(error: Exception | None) -> tuple | None:
+    """What another rank needs to raise ``error`` again (:func:`_same_error`); an error of another kind than MMEError
+    is an MMEError there, naming its type."""
+    if error is None:
+        return None
+    if isinstance(error, MMEError):
+        return type(error), str(error), getattr(error, "exit_code", 1)
+    return MMEError, f"{type(error).__name__}: {error}", 1
 
 
 def _same_error(rank: int, kind: type, message: str, exit_code: int) -> MMEError:

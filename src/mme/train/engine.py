@@ -205,17 +205,22 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
                     "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
     if start.resume is not None:
         restore(run, *start.resume)
-        if dist.is_main():
-            keep_missed_epoch(run, Path(start.resume[0]), start.resume[1])
     epochs = run.position["epoch"] + (run.position["batch"] + (total_steps - run.step) * t.accum_steps) / \
         batches_per_epoch  # where the schedule ends, from where this run starts
     if (beyond := [e for e in t.keep_epochs if e > epochs]) and dist.is_main():
         log.warning("train.keep_epochs %s: beyond this run's %.3g epochs, never kept", beyond, epochs)
     dist.check_start_step(run.step, start.device)
-    if dist.is_main():
-        run_folder.clear(start.out_dir, start.replaced, fresh=start.resume is None)
-    dist.on_main(ckpt.write_run_files, start.out_dir, as_recipe(cfg), run.meta)  # (a full disk stops every rank)
+    dist.on_main(_prepare_folder, run, start)  # (a full disk stops every rank)
     return run
+
+
+def _prepare_folder(run: Run, start: Start) -> None:
+    """Rank 0's writes before the first step: the resumed checkpoint kept of its epoch where that was missed, the
+    replaced run's files removed (``train.overwrite``), the run files written."""
+    if start.resume is not None:
+        keep_missed_epoch(run, Path(start.resume[0]), start.resume[1])
+    run_folder.clear(start.out_dir, start.replaced, fresh=start.resume is None)
+    ckpt.write_run_files(start.out_dir, as_recipe(run.cfg), run.meta)
 
 
 def keep_missed_epoch(run: Run, source: Path, state: dict) -> None:

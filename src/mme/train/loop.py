@@ -313,10 +313,16 @@ def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
 
 
 def _finish_logs(run: Run, logger, history) -> None:
-    """Close the run's loggers and draw its loss curves."""
+    """Close the run's loggers and draw its loss curves; a curve that cannot be written (a full disk) is warned
+    about, as a log that cannot: the run goes on to what follows (fine-tuning's tests)."""
     logger.close()
     if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
-        plot_loss_curves(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png")
+        png = run.out_dir / "loss.png"
+        try:
+            plot_loss_curves(run.out_dir / "metrics.jsonl", png)
+        except OSError as e:
+            log.warning("%s: could not be written (%s); the run goes on without its loss curve", png,
+                        error_reason(e))
 
 
 def _stop_signal(stop: StopRequests, device: torch.device) -> signal.Signals | None:
