@@ -204,6 +204,21 @@ def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_adv
         assert again.startswith(first) and "restart 1" in again and "--resume auto" in again, again
 
 
+SLOW_RANK_0 = ("import os, signal, sys, time\n"
+               "from mme import cli\n"
+               "from mme.eval import testing\n"
+               "from mme.train import loop\n"
+               "def slowed(write):\n"
+               "    def slow(*args, **kwargs):\n"
+               "        time.sleep(3 if os.environ['RANK'] == '0' else 0)\n"
+               "        return write(*args, **kwargs)\n"
+               "    return slow\n"
+               "loop.plot_loss_curves = slowed(loop.plot_loss_curves)\n"
+               "testing.save_confusion_png = slowed(testing.save_confusion_png)\n")
+"""The start of a script run by torchrun's ranks in which rank 0's pictures at the end of a run (the loss curve, a
+test's confusion matrix) take 3 s more to write, as on a busy file system."""
+
+
 def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | None = None) \
         -> subprocess.CompletedProcess:
     """Run ``script`` with ``args`` on two torchrun ranks (torchrun's ``options`` besides); each rank writes its own
@@ -283,8 +298,10 @@ def test_a_command_that_does_not_share_its_work_over_ranks_is_refused_under_torc
                                          (1000, "config.yaml: could not be written")])
 def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limit, said, synth, tmp_path):
     """Rank 0 failed its checkpoint write with one line (its run files at set-up: a traceback); rank 1 died at the
-    next collective of gloo's lost connection (a traceback), and under NCCL it would have waited for its timeout."""
-    script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    next collective of gloo's lost connection (a traceback), and under NCCL it would have waited for its timeout.
+    Rank 1 then ended while rank 0 drew the loss curve, and torchrun's SIGTERM reached rank 0 there: a false
+    'SIGTERM: stopping after this step', or a traceback of it."""
+    script = (SLOW_RANK_0 + "import resource; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.exit(cli.main(sys.argv[1:]))")
     (tmp_path / "limited.py").write_text(script)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -296,6 +313,35 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limi
     assert len(errors) == 2 and said in errors[0], proc.stderr[-3000:]
     assert any(ln.startswith("mme pretrain (rank 1): error: rank 0: ") for ln in errors), errors
     assert "Connection closed by peer" not in proc.stderr
+    assert "SIGTERM: stopping" not in proc.stderr and "Terminated" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_path):
+    """Rank 1, stopped by its SIGTERM, ended while rank 0 still drew the loss curve, and torchrun's SIGTERM cut
+    rank 0 off there: its warning of a signal of its own, its last line replaced, or a traceback of it."""
+    (tmp_path / "stopped.py").write_text(
+        SLOW_RANK_0 + "import os\n"
+        "from mme.train import loop\n"
+        "step = loop.train_step\n"
+        "def signalled(run, stream):\n"
+        "    if run.step == 2 and os.environ['RANK'] == '1':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return step(run, stream)\n"
+        "loop.train_step = signalled\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2", FP32],
+                          capture_output=True, text=True, timeout=300)
+    ends = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain")]
+    assert sorted(ends) == [
+        f"mme pretrain (rank 1): error: stopped by SIGTERM after step 3 of 20, saved as {tmp_path / 'run'}/"
+        "checkpoint-00000003.pt; the same command with --resume auto (train.resume=auto) continues from there",
+        f"mme pretrain: error: stopped by SIGTERM (sent to another rank) after step 3 of 20, saved as "
+        f"{tmp_path / 'run'}/checkpoint-00000003.pt; the same command with --resume auto (train.resume=auto) "
+        "continues from there"], proc.stderr[-3000:]
+    assert "WARNING rank 0] SIGTERM" not in proc.stderr and "Terminated" not in proc.stderr, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "loss.png").is_file()
 
 
 def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_mme_error(monkeypatch):
@@ -312,22 +358,30 @@ def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_m
     assert caught.value.exit_code == 143
 
 
-def test_a_loss_curve_rank_0_cannot_write_leaves_every_rank_to_its_tests(synth, tmp_path):
+def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synth, tmp_path):
     """Rank 0's loss.png that could not be written (a full disk; here a folder holds its name) was a traceback there,
-    and rank 1 went on alone into the tests, to die of gloo's lost connection: no val.json or test.json."""
+    and rank 1 went on alone into the tests, to die of gloo's lost connection: no val.json or test.json. A val list
+    none of whose videos decodes ended rank 1 while rank 0 still wrote the test's report (slow here), and
+    torchrun's SIGTERM cut rank 0 off: no test_confusion.png, its last line 'stopped by SIGTERM'."""
     root, out = Path(synth[1].split("=", 1)[1]), tmp_path / "ft"
     (out / "loss.png" / "a folder").mkdir(parents=True)
+    for label in (0, 1):
+        (tmp_path / f"broken{label}.mp4").write_bytes(b"not a video")
+    (tmp_path / "val.txt").write_text("".join(f"{tmp_path / f'broken{label}.mp4'} {label}\n" for label in (0, 1)))
+    (tmp_path / "slow.py").write_text(SLOW_RANK_0 + "sys.exit(cli.main(sys.argv[1:]))\n")
     tiny = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
             "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
             "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", FP32]
-    lists = [f"task.{key}={synth[0].split('=', 1)[1]}" for key in ("val_list", "test_list")]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "mme.cli", "finetune", "--config", "finetune_tiny_cpu", *synth, *lists,
+                           str(tmp_path / "slow.py"), "finetune", "--config", "finetune_tiny_cpu", *synth,
+                           f"task.val_list={tmp_path / 'val.txt'}", f"task.test_list={synth[0].split('=', 1)[1]}",
                            f"task.classes={root / 'classes.json'}", f"train.out_dir={out}", *tiny],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{out / 'loss.png'}: could not be written (Is a directory)" in proc.stderr
-    assert all((out / f"{split}.json").is_file() for split in ("val", "test"))
+    assert f"{out / 'loss.png'}: could not be written (Is a directory)" in proc.stderr, proc.stderr[-3000:]
+    ends = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme finetune")]
+    said = f"error: task.val_list {tmp_path / 'val.txt'} could not be tested: multi-view test: no video could be tested"
+    assert len(ends) == 2 and all(said in ln and ln.endswith("; test.json written") for ln in ends), ends
+    assert (out / "test.json").is_file() and (out / "test_confusion.png").is_file()
 
 
 def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):

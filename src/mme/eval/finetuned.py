@@ -89,8 +89,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     be tested (none of its videos decodes) is warned about and the other one still tested; DataError naming it
     once every report is written."""
     reports, untested = {}, {}
-    if dist.is_main():
-        _drop_reports_of_others(Path(cfg.train.out_dir), checkpoint)
+    dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
     for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
         if not list_file:
             continue
@@ -100,8 +99,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
         except DataError as e:  # (on every rank: the predictions are joined first)
             untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"
             log.warning("%s: %s", name, untested[name])
-            if dist.is_main():  # an earlier report of the split would read as this checkpoint's
-                drop_report(cfg.train.out_dir, name)
+            dist.on_main(drop_report, cfg.train.out_dir, name)  # an earlier one would read as this checkpoint's
             continue
         d = dataset.cfg
         reports[name] = {**report,
@@ -111,9 +109,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
                          "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
                          "clips": d.test_clips, "crops": d.test_crops, "orientation": d.orientation,
                          "backend": d.backend, "precision": precision}
-        if dist.is_main():
-            save_report(reports[name], cfg.train.out_dir, name)
-    if untested:
+        dist.on_main(save_report, reports[name], cfg.train.out_dir, name)
+    if untested:  # (rank 0's writes done: torchrun stops the other ranks when one ends with an error)
         written = "".join(f"; {n}.json written" for n in reports)
         raise DataError("; ".join(untested.values()) + written)
     return reports

@@ -24,6 +24,7 @@ from mme.errors import MMEError
 from mme.utils import env_int, launch_ranks
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
             error = e
     failed, result = broadcast_object((_said(error), result))
     if error is not None:
-        raise error
+        raise alike(error)
     if failed is not None:
         raise _same_error(0, *failed)
     return result
@@ -161,7 +162,7 @@ def raise_together(error: MMEError | None) -> None:
     wait_for_ranks()  # the checks can take the ranks unequal times
     said = all_gather_objects(_said(error))
     if error is not None:
-        raise error
+        raise alike(error)
     for rank, failed in enumerate(said):
         if failed is not None:
             raise _same_error(rank, *failed)
@@ -184,7 +185,7 @@ def _same_error(rank: int, kind: type, message: str, exit_code: int) -> MMEError
     except TypeError:  # an error of other arguments (Interrupted's exit code)
         same = MMEError(f"rank {rank}: {message}")
     same.exit_code = exit_code
-    return same
+    return alike(same)
 
 
 def wait_for_ranks() -> None:
@@ -199,6 +200,19 @@ def wait_for_ranks() -> None:
         work.wait()
     except RuntimeError as e:  # gloo's "Connection closed by peer"
         raise MMEError("another rank ended before it was done (its own lines say why)") from e
+
+
+def alike(error: E) -> E:
+    """``error``, marked as one every rank raises at the same point (:func:`on_main`'s, :func:`raise_together`'s):
+    the ranks may still meet before they end (:func:`raised_alike`)."""
+    error.on_every_rank = True
+    return error
+
+
+def raised_alike(error: BaseException) -> bool:
+    """Whether every rank raised ``error`` at the same point (:func:`alike`), so that a collective after it is met by
+    every rank; always in one process."""
+    return get_world_size() == 1 or getattr(error, "on_every_rank", False)
 
 
 def shutdown() -> None:

@@ -241,11 +241,11 @@ def train(run: Run) -> TrainResult:
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
             raise
-        except Exception:
+        except Exception as e:
             with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
-                _finish_logs(run, logger, history)
+                _finish_logs(run, logger, history, together=dist.raised_alike(e))
             raise
-        _finish_logs(run, logger, history)
+        _finish_logs(run, logger, history, together=True)
     if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
@@ -312,11 +312,21 @@ def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
     return path
 
 
-def _finish_logs(run: Run, logger, history) -> None:
-    """Close the run's loggers and draw its loss curves; a curve that cannot be written (a full disk) is warned
-    about, as a log that cannot: the run goes on to what follows (fine-tuning's tests)."""
+def _finish_logs(run: Run, logger, history, together: bool) -> None:
+    """Close the run's loggers and draw its loss curves; ``together``: while the other ranks wait, where every rank
+    ends the run at the same point (torchrun stops the others when a rank ends with an error or a stop: rank 0 was
+    cut off in its writes by a SIGTERM, which replaced its last line)."""
     logger.close()
-    if dist.is_main() and (history or (run.out_dir / "metrics.jsonl").is_file()):
+    if together:
+        dist.on_main(_draw_loss_curves, run, history)
+    elif dist.is_main():
+        _draw_loss_curves(run, history)
+
+
+def _draw_loss_curves(run: Run, history) -> None:
+    """``loss.png``; one that cannot be written (a full disk) is warned about, as a log that cannot: the run goes on
+    to what follows (fine-tuning's tests)."""
+    if history or (run.out_dir / "metrics.jsonl").is_file():
         png = run.out_dir / "loss.png"
         try:
             plot_loss_curves(run.out_dir / "metrics.jsonl", png)
