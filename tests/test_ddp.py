@@ -47,7 +47,7 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
 
 
 RANKS = """\
-import json, sys, types
+import json, resource, signal, sys, types
 from pathlib import Path
 import torch
 from mme import cli
@@ -55,7 +55,7 @@ from mme.config import from_dict, load_config
 from mme.data.dataset import DataConfig, PretrainDataset
 from mme.errors import VideoError
 from mme.eval.features import embed
-from mme.train import checkpoint, distributed as dist, engine
+from mme.train import checkpoint, distributed as dist, engine, pretrain
 from mme.train.config import PretrainConfig
 from mme.train.loop import share_failures
 d = Path(sys.argv[1])
@@ -92,6 +92,18 @@ for folder in ("locked", "other"):  # train.epochs under the recipe's train.step
         f"train.out_dir={d / folder}", "train.device=cpu", "train.epochs=5"]))
 checkpoint.latest_valid(d / "other")  # what --resume auto reads: its empty file is skipped, with a warning
 out["embed"] = outcome(embed, d / "enc", d / "gone.txt", d / "gone.npy", root=str(d), num_workers=0, progress=False)
+# what each rank reads and writes on its own: a data.root one rank does not see (a node without the volume), a part of
+# mme embed one rank cannot write (its node's disk full; here a file-size limit, above the list it writes first)
+out["root"] = outcome(pretrain.setup, load_config(PretrainConfig, "tiny_cpu_pixel", [
+    f"train.out_dir={d / 'root'}", "train.device=cpu", "train.precision=fp32",
+    f"data.list_file={sys.argv[2]}/train.txt", f"data.root={sys.argv[2] if rank == 0 else d / 'unmounted'}"]))
+limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+if rank == 1:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (5000, limits[1]))
+out["part"] = outcome(embed, d / "enc", f"{sys.argv[2]}/train.txt", d / "part.npy", root=sys.argv[2], num_workers=0,
+                      tokens=True, progress=False)
+resource.setrlimit(resource.RLIMIT_FSIZE, limits)
 (d / f"rank{rank}.json").write_text(json.dumps(out))
 dist.shutdown()  # without it, gloo's teardown at exit sometimes aborts a rank (1 run in 7 measured)
 """
@@ -153,6 +165,18 @@ def test_a_check_or_write_of_rank_0_alone_that_fails_stops_every_rank_with_its_m
         first, second = ranks[0][0][what], ranks[0][1][what]
         assert first[0] == second[0] == kind and words in first[1], (first, second)
         assert second[1] == f"rank 0: {first[1]}"
+
+
+def test_a_check_or_write_of_one_rank_alone_that_fails_stops_every_rank_with_its_message(ranks):
+    """Each rank reads its data at set-up (``data.root``, the list, ``train.init``) and writes its share of ``mme
+    embed``'s parts: when one rank failed, it stopped with one line, and the others died at their next collective of
+    gloo's lost connection (a traceback; under NCCL they would have waited for its timeout)."""
+    expected = {"root": ("DataError", "/unmounted' is not a folder"),
+                "part": ("DataError", ": could not be written (File too large; ")}
+    for what, (kind, words) in expected.items():
+        failed, other = ranks[0][1][what], ranks[0][0][what]
+        assert failed[0] == other[0] == kind and words in failed[1], (failed, other)
+        assert other[1] == f"rank 1: {failed[1]}"
 
 
 def test_mme_probe_fits_writes_and_reports_on_rank_0_alone(ranks):
@@ -382,6 +406,27 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     said = f"error: task.val_list {tmp_path / 'val.txt'} could not be tested: multi-view test: no video could be tested"
     assert len(ends) == 2 and all(said in ln and ln.endswith("; test.json written") for ln in ends), ends
     assert (out / "test.json").is_file() and (out / "test_confusion.png").is_file()
+
+
+def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(synth, tmp_path):
+    """A rank whose loader failed (its videos damaged, here rank 1's copy of them) stopped alone, and the others died
+    in their next collective, DDP's in the forward, of gloo's lost connection."""
+    for line in Path(synth[0].split("=", 1)[1]).read_text().splitlines():
+        (tmp_path / "damaged" / line.split()[0]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "damaged" / line.split()[0]).write_bytes(b"not a video")
+    (tmp_path / "damaged.py").write_text(
+        "import os, sys\n"
+        "from mme import cli\n"
+        f"sys.exit(cli.main(sys.argv[1:] + ['data.root={tmp_path / 'damaged'}'] * (os.environ['RANK'] == '1')))\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32],
+                          capture_output=True, text=True, timeout=300)
+    ends = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain")]
+    said = next((ln.split(": error: ", 1)[1] for ln in ends if ln.startswith("mme pretrain (rank 1): error: ")), "")
+    assert "videos in" in said and "failed, more than data.max_failure_fraction" in said, proc.stderr[-3000:]
+    assert sorted(ends) == [f"mme pretrain (rank 1): error: {said}", f"mme pretrain: error: rank 1: {said}"], ends
+    assert "Connection closed by peer" not in proc.stderr
 
 
 def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):

@@ -417,20 +417,21 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
                         index_dir)
     info = dist.init_distributed(choose_device(device).type)
-    ck = read_checkpoint(checkpoint, encoder_only=True)
-    encoder = build_model(ck)
-    stride, segments = ck.run_sampling(stride, segments, "embed")
-    orientation = ck.run_setting(orientation, "orientation", "embed")
-    dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
-    dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
-                           root=root, backend=backend, orientation=orientation, index_dir=index_dir)
-    n = len(dataset)
-    fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
-                   "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
-                   "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
-                   "backend": backend, "orientation": orientation}
-    states = np.array([_file_state(dataset.path(i)) for i in range(n)])
-    finished = _finished(out, fingerprint)
+    with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
+        ck = read_checkpoint(checkpoint, encoder_only=True)
+        encoder = build_model(ck)
+        stride, segments = ck.run_sampling(stride, segments, "embed")
+        orientation = ck.run_setting(orientation, "orientation", "embed")
+        dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
+        dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
+                               root=root, backend=backend, orientation=orientation, index_dir=index_dir)
+        n = len(dataset)
+        fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
+                       "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
+                       "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
+                       "backend": backend, "orientation": orientation}
+        states = np.array([_file_state(dataset.path(i)) for i in range(n)])
+        finished = _finished(out, fingerprint)
     if finished is not None:
         changed = set(np.flatnonzero(np.asarray(finished["states"]) != states).tolist())
         failed = {f["index"] for f in finished["failures"]}
@@ -474,13 +475,13 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             rows.clear()
 
         rows: list = []
-        for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
-                             precision=precision, tokens=tokens, progress=progress and dist.is_main()):
-            rows.append(item)
-            if len(rows) >= chunk_batches:
-                flush(rows)
-        flush(rows)
-        dist.barrier()
+        with dist.agreed():  # every rank's parts written (a write that fails on one rank stops them all)
+            for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
+                                 precision=precision, tokens=tokens, progress=progress and dist.is_main()):
+                rows.append(item)
+                if len(rows) >= chunk_batches:
+                    flush(rows)
+            flush(rows)
         dist.on_main(_assemble, partial, out, source, dataset, fingerprint, states)
     finally:
         unlock_folder(partial)  # held by rank 0 alone, also when the job fails

@@ -147,15 +147,17 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     device = choose_device(cfg.train.device, info.local_rank)
     precision, why = choose_precision(cfg.train.precision, device)
     log.info("task.eval_only: on %s, precision %s (%s)", device, precision, why)
-    ck = read_checkpoint(cfg.train.init)
-    model = build_model(ck)
-    if not isinstance(model, VideoClassifier):
-        raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
-                          "classifier; task.eval_only tests classifiers")
-    names = class_names(cfg, ck.class_names, f"train.init {cfg.train.init}")
-    if names is not None and len(names) != model.num_classes:
-        raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts {model.num_classes}")
-    check_test_lists(cfg, model.num_classes)
+    with dist.agreed():  # each rank reads the checkpoint, classes and lists (a node, its own copies)
+        ck = read_checkpoint(cfg.train.init)
+        model = build_model(ck)
+        if not isinstance(model, VideoClassifier):
+            raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
+                              "classifier; task.eval_only tests classifiers")
+        names = class_names(cfg, ck.class_names, f"train.init {cfg.train.init}")
+        if names is not None and len(names) != model.num_classes:
+            raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
+                              f"{model.num_classes}")
+        check_test_lists(cfg, model.num_classes)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a

@@ -8,10 +8,11 @@ The model never imports this module; devices are passed in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -66,11 +67,6 @@ def get_world_size() -> int:
 def is_main() -> bool:
     """Only the main process writes logs and checkpoints."""
     return get_rank() == 0
-
-
-def barrier() -> None:
-    if get_world_size() > 1:
-        dist.barrier()
 
 
 def any_true(flag: bool, device: torch.device) -> bool:
@@ -155,7 +151,21 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     return result
 
 
-def raise_together(error: MMEError | None) -> None:
+@contextlib.contextmanager
+def agreed() -> Iterator[None]:
+    """A block each rank runs on its own (its set-up's reads and checks: ``data.root``, the lists, ``train.init``;
+    its share of a job's writes), ended together: an error of any rank stops every rank (:func:`raise_together`),
+    where a rank that failed alone left the others to die at their next collective of gloo's lost connection, or
+    wait for NCCL's timeout."""
+    error = None
+    try:
+        yield
+    except Exception as e:
+        error = e
+    raise_together(error)
+
+
+def raise_together(error: Exception | None) -> None:
     """Raise on every rank when any rank has an ``error`` (a check each rank makes of its own share before any work,
     which torchrun would otherwise end by stopping the others mid-way): a rank its own, the others the same kind of
     error with the message of the first rank that has one."""

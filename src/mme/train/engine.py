@@ -132,10 +132,11 @@ def begin(cfg) -> Start:
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
-    resume = resume_state(t.resume, out_dir, t.overwrite)
-    if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
-        raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
-                              f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
+    with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
+        resume = resume_state(t.resume, out_dir, t.overwrite)
+        if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
+            raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
+                                  f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
     replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite, t.init)
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
@@ -189,7 +190,8 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     """The run of ``model`` (on the CPU, with its initial weights) on ``data``: schedule, precision, optimizer,
     resumed state, and the run files, all checked before the first step."""
     t, o = cfg.train, cfg.optim
-    batches_per_epoch, total_steps, warmup = schedule_lengths(len(data), t, o, start.world_size, job.unit)
+    with dist.agreed():  # of each rank's list
+        batches_per_epoch, total_steps, warmup = schedule_lengths(len(data), t, o, start.world_size, job.unit)
     peak_lr, final_lr = o.scaled_lr(t.batch_size * start.world_size * t.accum_steps)
     model.to(start.device)
     precision, why = run_precision(t, start.device, model, job.timing_loss(start.device),
@@ -204,7 +206,8 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
         log.warning("%d line(s) of the training list are not 'path [label]' and are left out: %s", len(data.bad_lines),
                     "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
     if start.resume is not None:
-        restore(run, *start.resume)
+        with dist.agreed():
+            restore(run, *start.resume)
     epochs = run.position["epoch"] + (run.position["batch"] + (total_steps - run.step) * t.accum_steps) / \
         batches_per_epoch  # where the schedule ends, from where this run starts
     if (beyond := [e for e in t.keep_epochs if e > epochs]) and dist.is_main():

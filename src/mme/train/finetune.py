@@ -178,21 +178,23 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
     ``after_step``: the engine's hook, e.g. periodic validation (mme.eval.finetuned)."""
     t = cfg.train
     start = engine.begin(cfg)
-    names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else class_names(cfg)
-    num_classes = _num_classes(cfg, names)
-    if names is not None and len(names) != num_classes:
-        raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
-                          f"{num_classes}")
-    check_test_lists(cfg, num_classes)
-    dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
-    cfg = dataclasses.replace(cfg, model=_model_config(cfg, start.resume))
-    torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
-    model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
-                            head_init_scale=cfg.task.head_init_scale)
-    if t.init and start.resume is None:
-        from mme.models.checkpoint import load_encoder_weights
+    with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
+        names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else \
+            class_names(cfg)
+        num_classes = _num_classes(cfg, names)
+        if names is not None and len(names) != num_classes:
+            raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
+                              f"{num_classes}")
+        check_test_lists(cfg, num_classes)
+        dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
+        cfg = dataclasses.replace(cfg, model=_model_config(cfg, start.resume))
+        torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
+        model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
+                                head_init_scale=cfg.task.head_init_scale)
+        if t.init and start.resume is None:
+            from mme.models.checkpoint import load_encoder_weights
 
-        load_encoder_weights(model.encoder, t.init)
+            load_encoder_weights(model.encoder, t.init)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
                      clips_per_item=cfg.task.repeated_aug, after_step=after_step,
                      checkpoint_extra={"classes": names} if names is not None else {})

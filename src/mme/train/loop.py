@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from mme.data.dataset import collate, start_workers
-from mme.errors import CheckpointError, Interrupted, NonFiniteLossError
+from mme.errors import CheckpointError, Interrupted, MMEError, NonFiniteLossError
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
@@ -130,8 +130,14 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
     waited = 0.0
     for k in range(t.accum_steps):
         tic = time.perf_counter()
-        epoch, i, batch = next(stream)
+        failed = None
+        try:
+            epoch, i, batch = next(stream)
+        except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
+            failed = e
         waited += time.perf_counter() - tic
+        if dist.any_true(failed is not None, run.device):
+            dist.raise_together(failed)
         inputs = run.job.inputs(run, batch, epoch, k)
         seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
         sync = k == t.accum_steps - 1

@@ -164,14 +164,15 @@ def setup(cfg: PretrainConfig) -> Run:
     """Build and check everything (out dir, data, model, checkpoint) before the first step."""
     t = cfg.train
     start = engine.begin(cfg)
-    if cfg.data.root and not Path(cfg.data.root).is_dir():
-        raise DataError(f"data.root {cfg.data.root!r} is not a folder")
-    dataset = pretrain_dataset(cfg)
-    check_cache(cfg, dataset)
-    torch.manual_seed(t.seed)  # the initial weights
-    model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-    if t.init and start.resume is None:
-        _init_weights(model, t.init)
+    with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
+        if cfg.data.root and not Path(cfg.data.root).is_dir():
+            raise DataError(f"data.root {cfg.data.root!r} is not a folder")
+        dataset = pretrain_dataset(cfg)
+        check_cache(cfg, dataset)
+        torch.manual_seed(t.seed)  # the initial weights
+        model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
+        if t.init and start.resume is None:
+            _init_weights(model, t.init)
     if t.activation_checkpointing:
         checkpoint_blocks(model)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
