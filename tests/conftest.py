@@ -14,6 +14,7 @@ header of the run says what ``auto`` resolves to.
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +59,20 @@ def synth(tmp_path_factory) -> list[str]:
     d = generate_synth(tmp_path_factory.mktemp("synth"), num_classes=4, videos_per_class=4, size=64,
                        num_frames=24, workers=1, splits=(1, 0, 0))
     return [f"data.list_file={d.lists['train']}", f"data.root={d.root}"]
+
+
+@pytest.fixture
+def refuse_open(monkeypatch):
+    """``refuse(path, error)``: ``open`` of ``path`` raises ``error``, as a file system refusing it would (root reads
+    a file of mode 000; an I/O error cannot be made on purpose)."""
+    real_open = open
+
+    def refuse(path: Path, error: OSError) -> None:
+        def refusing(file, *args, **kwargs):
+            if Path(file) == path:
+                raise error
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", refusing)
+
+    return refuse

@@ -7,7 +7,6 @@ import dataclasses
 import errno
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -495,7 +494,7 @@ def test_truncated_files_name_the_file(mae, tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["file", "folder"])
-def test_an_export_without_read_permission_is_said_so(mae, tmp_path, monkeypatch, layout):
+def test_an_export_without_read_permission_is_said_so(mae, tmp_path, refuse_open, layout):
     """Before: 'not a readable safetensors file (truncated or another format): No such file or directory'."""
     path = save_pretrained(mae, tmp_path / ("w.safetensors" if layout == "file" else "w"))
     weights = path if layout == "file" else path / "model.safetensors"
@@ -504,15 +503,8 @@ def test_an_export_without_read_permission_is_said_so(mae, tmp_path, monkeypatch
         weights.open("rb").close()
     except PermissionError:
         pass
-    else:  # this process reads a file of mode 000 (root): its open refuses it as a file system would
-        real_open = open
-
-        def refusing(file, *args, **kwargs):
-            if Path(file) == weights:
-                raise PermissionError(errno.EACCES, "Permission denied", str(file))
-            return real_open(file, *args, **kwargs)
-
-        monkeypatch.setattr("builtins.open", refusing)
+    else:  # this process reads a file of mode 000 (root)
+        refuse_open(weights, PermissionError(errno.EACCES, "Permission denied", str(weights)))
     with pytest.raises(CheckpointUnreadable, match=rf"^{weights}: cannot be read \(Permission denied\)$"):
         load_encoder(path)
 

@@ -128,7 +128,8 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("cause", ["permission", "io", "io in torch.load", "io under a torch RuntimeError"])
-def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path, monkeypatch, cause):
+def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path, monkeypatch, refuse_open,
+                                                                         cause):
     """Before: a traceback (PermissionError, OSError); an I/O error inside torch.load was 'truncated or corrupt'.
     Skipped like a truncated file, the run would resume from an older checkpoint and set the newest aside as an
     abandoned branch: it stops, naming the file and the reason."""
@@ -144,14 +145,7 @@ def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path
         except PermissionError:
             reason = "Permission denied"
     elif cause == "io":
-        real_open = open
-
-        def failing(file, *args, **kwargs):
-            if Path(file) == newest:
-                raise OSError(errno.EIO, "Input/output error", str(file))
-            return real_open(file, *args, **kwargs)
-
-        monkeypatch.setattr("builtins.open", failing)
+        refuse_open(newest, OSError(errno.EIO, "Input/output error", str(newest)))
         reason = "Input/output error"
     else:  # the first bytes read, the rest not
         real_load = torch.load
