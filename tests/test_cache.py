@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from videos import H264_GOP, affine_video, analytic_positions, cut_mid_gop, decode_all, write_corpus_file, write_video
+from worker_jobs import fails_on
 
 from mme import utils
 from mme.cli import main as cli
@@ -189,24 +190,6 @@ if __name__ == "__main__":
 """
 
 
-class _TwoArguments(Exception):
-    def __init__(self, message: str, code: int):  # pickles, but does not unpickle as itself
-        super().__init__(f"{message} ({code})")
-
-
-def _fails_on(job: str) -> str:
-    """A worker's job of :func:`mme.utils.in_workers` that raises what a check of an unreadable index could."""
-    if job == "denied":
-        raise PermissionError(13, "Permission denied", "/index/v.json")
-    if job == "cut":
-        raise EOFError("cut short")
-    if job == "odd":
-        raise _TwoArguments("odd", 7)
-    if job.startswith("exit"):
-        os._exit(3)
-    return job.upper()
-
-
 @pytest.mark.parametrize("bad,error,said", [("denied", PermissionError, "Permission denied"),
                                             ("cut", EOFError, "cut short"), ("odd", RuntimeError, "odd \\(7\\)")])
 def test_an_error_in_a_worker_is_raised_as_without_workers(bad, error, said):
@@ -215,10 +198,10 @@ def test_an_error_in_a_worker_is_raised_as_without_workers(bad, error, said):
     exception that does not unpickle as itself came back as unpickling's TypeError."""
     from mme.utils import WorkerError, in_workers
 
-    assert sorted(in_workers(_fails_on, ["a", "b", "c"], 2, lambda job, how: how)) == ["A", "B", "C"]
+    assert sorted(in_workers(fails_on, ["a", "b", "c"], 2, lambda job, how: how)) == ["A", "B", "C"]
     with pytest.raises(error, match=said) as info:
-        list(in_workers(_fails_on, ["a", bad, "c"], 2, lambda job, how: how))
-    assert isinstance(info.value.__cause__, WorkerError) and "in _fails_on" in str(info.value.__cause__)
+        list(in_workers(fails_on, ["a", bad, "c"], 2, lambda job, how: how))
+    assert isinstance(info.value.__cause__, WorkerError) and "in fails_on" in str(info.value.__cause__)
 
 
 def test_the_workers_that_die_leave_no_open_files():
@@ -227,9 +210,9 @@ def test_the_workers_that_die_leave_no_open_files():
     from mme.utils import in_workers
 
     fds = len(os.listdir("/proc/self/fd"))
-    done = in_workers(_fails_on, [f"exit{i}" for i in range(12)] + ["a"], 2, lambda job, how: f"{job}: {how}")
-    said = [next(done) for _ in range(12)]
-    assert sorted(said) == sorted(f"exit{i}: exit status 3" for i in range(12))
+    done = in_workers(fails_on, [f"exit{i}" for i in range(6)] + ["a"], 2, lambda job, how: f"{job}: {how}")
+    said = [next(done) for _ in range(6)]
+    assert sorted(said) == sorted(f"exit{i}: exit status 3" for i in range(6))
     assert len(os.listdir("/proc/self/fd")) <= fds + 6, "descriptors of dead workers left open"  # two live workers
     assert list(done) == ["A"]
 
