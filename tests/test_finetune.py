@@ -3,8 +3,11 @@ testing, and `mme finetune` end to end on synthetic videos (accuracy well above 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -427,6 +430,41 @@ def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(s
         res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "data.test_clips=1", "data.test_crops=1"))
     assert f"{tmp_path / 'ft' / 'loss.png'}: could not be written (Is a directory)" in caplog.text
     assert set(res.reports) == {"val", "test"} and (tmp_path / "ft" / "test.json").is_file()
+
+
+def test_a_report_that_cannot_be_written_is_one_line_after_its_figures(synth, tmp_path, caplog, capsys,
+                                                                        monkeypatch):
+    """A report that could not be written (a full disk) ended the run in a traceback, its figures in no log: they
+    are logged first, the report is one line naming the file, the checkpoint kept and how to test it again; a
+    confusion matrix that cannot be written is a warning, the report whole without it."""
+    import mme.eval.testing
+    from mme.cli import main
+
+    def full(write):
+        def failing(path, *args, **kwargs):
+            if Path(path).name in ("val_confusion.png", "test.json"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(path, *args, **kwargs)
+        return failing
+
+    monkeypatch.setattr(mme.eval.testing, "atomic_path", full(mme.eval.testing.atomic_path))
+    monkeypatch.setattr(mme.eval.testing, "atomic_write_json", full(mme.eval.testing.atomic_write_json))
+    out = tmp_path / "ft"
+    with caplog.at_level("INFO"):
+        assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+            synth, out, "train.steps=1", "data.test_clips=1", "data.test_crops=1")]) == 1
+    checkpoint = out / "checkpoint-00000001.pt"
+    assert checkpoint.is_file() and json.loads((out / "val.json").read_text())["num_samples"] == 8
+    assert not (out / "val_confusion.png").exists() and not (out / "test.json").exists()
+    assert f"{out / 'val_confusion.png'}: could not be written (No space left on device); val.json is whole " \
+        "without it" in caplog.text
+    assert re.search(r"test: top-1 \d+\.\d\d%  top-5 -- \(4 classes\)  mean class accuracy \d+\.\d\d%  \(8 videos x 1 "
+                     r"views, 0 failed\)", caplog.text)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"mme finetune: error: {re.escape(str(out / 'test.json'))}: could not be written \(No space "
+                        rf"left on device; \d+ MiB free\); its figures are in the log above; "
+                        rf"{re.escape(str(checkpoint))} is kept: task.eval_only=true "
+                        rf"train.init={re.escape(str(checkpoint))} tests it again; val.json written", last), last
 
 
 def test_finetune_resume_is_exact(synth, tmp_path, caplog):

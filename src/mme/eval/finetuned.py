@@ -87,7 +87,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     """The multi-view reports of the val and test lists (those set), written to ``train.out_dir`` with what was
     tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision. A list that cannot
     be tested (none of its videos decodes) is warned about and the other one still tested; DataError naming it
-    once every report is written."""
+    once every report is written. A report that cannot be written (a full disk) is an MMEError naming it, after its
+    figures are logged, saying that the checkpoint is kept and how to test it again."""
     reports, untested = {}, {}
     dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
     for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
@@ -109,7 +110,10 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
                          "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
                          "clips": d.test_clips, "crops": d.test_crops, "orientation": d.orientation,
                          "backend": d.backend, "precision": precision}
-        dist.on_main(save_report, reports[name], cfg.train.out_dir, name)
+        then = ["its figures are in the log above", *(f"{n}.json written" for n in reports if n != name)]
+        if checkpoint:
+            then.insert(1, f"{checkpoint} is kept: task.eval_only=true train.init={checkpoint} tests it again")
+        dist.on_main(save_report, reports[name], cfg.train.out_dir, name, "; ".join(then))
     if untested:  # (rank 0's writes done: torchrun stops the other ranks when one ends with an error)
         written = "".join(f"; {n}.json written" for n in reports)
         raise DataError("; ".join(untested.values()) + written)

@@ -7,6 +7,7 @@ into one probability vector per video. Top-1/top-5 and the confusion matrix are 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError, MMEError
-from mme.utils import atomic_path, atomic_write_json
+from mme.utils import atomic_path, atomic_write_json, error_reason, writing
 
 log = logging.getLogger(__name__)
 
@@ -313,11 +314,21 @@ def drop_report(out_dir: str | Path, name: str) -> bool:
     return there
 
 
-def save_report(report: dict[str, Any], out_dir: str | Path, name: str) -> None:
-    """``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``, and a one-line summary in the log."""
+def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: str = "") -> None:
+    """A one-line summary in the log, then ``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``. The summary
+    comes first, so the figures outlive a report that cannot be written (a full disk): an MMEError naming the file,
+    the reason, the MiB free and ``then`` (:func:`mme.utils.writing`). The confusion matrix is a figure only: one
+    that cannot be written is warned about."""
     out_dir = Path(out_dir)
     data, picture = report_files(name)
-    atomic_write_json(out_dir / data, report)
-    save_confusion_png(report["confusion_matrix"], out_dir / picture, report["class_names"])
-    log.info("%s: top-1 %.2f%%  %s  (%d videos x %d views, %d failed)", name, 100 * report["top1"],
-             top5_said(report), report["num_samples"], report["views_per_video"], len(report["failures"]))
+    log.info("%s: top-1 %.2f%%  %s  mean class accuracy %.2f%%  (%d videos x %d views, %d failed)", name,
+             100 * report["top1"], top5_said(report), 100 * report["mean_class_accuracy"], report["num_samples"],
+             report["views_per_video"], len(report["failures"]))
+    with writing(out_dir / data, then):
+        atomic_write_json(out_dir / data, report)
+    try:
+        save_confusion_png(report["confusion_matrix"], out_dir / picture, report["class_names"])
+    except OSError as e:
+        with contextlib.suppress(OSError):  # an earlier test's would read as this one's
+            (out_dir / picture).unlink(missing_ok=True)
+        log.warning("%s: could not be written (%s); %s is whole without it", out_dir / picture, error_reason(e), data)
