@@ -3,6 +3,7 @@ SIGINT / SIGTERM stop a run after its current step with a checkpoint. Each test 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from training import FP32, TINY, run
 
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
+from mme.train import run_folder
 
 
 def _hashes(folder) -> dict[str, str]:
@@ -32,7 +34,8 @@ def _steps(folder) -> list[int]:
     return [int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(folder)]
 
 
-def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overwrite_clears_it(synth, tmp_path):
+def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overwrite_clears_it(synth, tmp_path,
+                                                                                                monkeypatch):
     run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=4", "train.ckpt_every=2", "train.keep_last=0", FP32)
     shutil.copytree(tmp_path / "ref", tmp_path / "x")
     before = _hashes(tmp_path / "x")
@@ -46,6 +49,26 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
         with pytest.raises(MMEError, match=said):
             run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.overwrite=true", bad, FP32)
         assert _hashes(tmp_path / "x") == before, bad
+    # a file it cannot remove (a read-only folder, an immutable file) is one line naming it, before the new run writes
+    # anything (before: a bare PermissionError)
+    first, unlink = ckpt.list_checkpoints(tmp_path / "x")[0], Path.unlink
+
+    def refusing(path: Path, missing_ok: bool = False) -> None:
+        if path == first:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        unlink(path, missing_ok)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", refusing)
+        with pytest.raises(MMEError, match=rf"^{re.escape(str(first))}: could not be removed \(Permission denied\); it "
+                                           r"is a file of another run in train.out_dir .* where this run wrote none of "
+                                           r"its files: make it removable, or choose another train.out_dir$"):
+            run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.overwrite=true", FP32)
+    assert _hashes(tmp_path / "x") == before
+    (tmp_path / "y" / "test.json").mkdir(parents=True)  # the same for the report of an earlier run without checkpoints
+    with pytest.raises(MMEError, match=r"test.json: could not be removed \(Is a directory\); it is a test report of an "
+                                       r"earlier run in train.out_dir"):
+        run_folder.clear(tmp_path / "y", [], fresh=True)
     res = run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
               "train.seed=1", "train.overwrite=true", FP32)
     assert _steps(tmp_path / "x") == [2, 3] and res.checkpoint == ckpt.checkpoint_path(tmp_path / "x", 3)
