@@ -100,6 +100,34 @@ def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp
                "train.resume=auto", FP32).step == len(records) + 1  # the lock went with the first job
 
 
+def test_a_folder_on_a_file_system_without_locks_is_used_with_a_warning(tmp_path, monkeypatch, caplog):
+    """flock refused by the file system (ENOLCK: some NFS, FUSE and Lustre mounts) read as a lock another job held:
+    "in use by another job (another process)", where no job was. The folder is used unlocked with a warning, as
+    atomic_path writes its temporary files there; a refusal for another reason is named as such."""
+    import fcntl
+
+    from mme.utils import lock_folder, unlock_folder
+
+    def refused(code: int):
+        def flock(fd, how):
+            raise OSError(code, os.strerror(code))
+        return flock
+
+    monkeypatch.setattr(fcntl, "flock", refused(errno.ENOLCK))
+    with caplog.at_level("WARNING"):
+        assert lock_folder(tmp_path / "a", "train.out_dir")
+    try:
+        assert f"train.out_dir '{tmp_path / 'a'}': its file system takes no lock (No locks available), so the folder " \
+            "is used unlocked: a second job on it would not be refused" in caplog.text
+        assert (tmp_path / "a" / ".lock").read_text().startswith(f"PID {os.getpid()} on ")
+    finally:
+        unlock_folder(tmp_path / "a")
+    monkeypatch.setattr(fcntl, "flock", refused(errno.EINVAL))
+    with pytest.raises(ConfigError, match=rf"^train.out_dir '{re.escape(str(tmp_path / 'b'))}': its .lock cannot be "
+                                          r"locked \(Invalid argument\)$"):
+        lock_folder(tmp_path / "b", "train.out_dir")
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs a job as another user: needs root")
 def test_a_folder_shared_for_writing_shares_its_lock():
     """A teammate resuming a shared cache or run folder (mode 777) was refused for good: "not a writable folder",

@@ -393,7 +393,8 @@ def lock_folder(folder: str | Path, option: str) -> bool:
     """Create ``folder`` and hold an ``fcntl`` lock on its ``.lock`` for this process (the OS drops it when the
     process dies, however it dies), recording the holder's PID and host there. False if this process holds it
     already. A ConfigError naming ``option`` (the setting that chose the folder) when it is not writable, or
-    locked by another job (naming the holder)."""
+    locked by another job (naming the holder). On a file system without ``flock`` (:data:`_NO_FLOCK`) the folder is
+    used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there."""
     path = Path(folder)
     if path.resolve() in _locked:
         return False
@@ -413,12 +414,19 @@ def lock_folder(folder: str | Path, option: str) -> bool:
             os.fchmod(f.fileno(), 0o644 | (path.stat().st_mode & 0o022))
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
-                          f"or choose another {option}") from None
+    except OSError as e:
+        if e.errno in _NO_FLOCK:
+            log.warning("%s %r: its file system takes no lock (%s), so the folder is used unlocked: a second job on "
+                        "it would not be refused; run one job at a time there", option, str(path), error_reason(e))
+        elif e.errno == errno.EWOULDBLOCK:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
+                              f"or choose another {option}") from None
+        else:
+            f.close()
+            raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked ({error_reason(e)})") from e
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()

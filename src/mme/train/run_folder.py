@@ -2,7 +2,7 @@
 
 - **One job at a time**: rank 0 holds an ``fcntl`` lock on ``<out_dir>/.lock`` for the whole run
   (:func:`mme.utils.lock_folder`; ``unlock_folder`` releases it); a second job on the folder is refused, naming the
-  holder's PID and host.
+  holder's PID and host (on a file system without ``flock``, the folder is used unlocked, with a warning).
 - **One run per folder**: ``run.json`` records the run's identity (``run_id``, start time, seed, config hash) and
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
