@@ -1,5 +1,5 @@
-"""The step's analytic FLOP count (the MFU of ``mme bench train``) against the matmuls a forward pass runs, and the
-matmul peak it is measured against."""
+"""The step's analytic FLOP count (the MFU of ``mme bench train``) against the matmuls a forward and backward pass
+run, and the matmul peak it is measured against."""
 
 import time
 
@@ -15,16 +15,18 @@ from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 
 
 @pytest.mark.parametrize("target, mask_type", [("pixel", "tube"), ("mme", "random")])
-def test_step_flops_are_three_times_the_forwards_matmul_flops(target, mask_type):
+def test_step_flops_are_the_matmul_flops_of_a_forward_and_backward(target, mask_type):
+    """The backward was counted as twice the forward everywhere, the patch embedding's too, which computes no
+    gradient of its input (the clip): MFU 0.1-3 % high."""
     cfg = ModelConfig(img_size=32, num_frames=4, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32,
                       decoder_heads=2, mask_type=mask_type, mask_ratio=0.75)
     heads = head_specs(TargetConfig(kind=target), cfg)  # mme: two heads with a hidden layer
     model = MaskedAutoencoder(cfg, heads)
     targets = {h.name: torch.randn(2, cfg.num_tokens, h.dim) for h in heads}
     # the math backend's attention is made of matmuls the counter sees (it does not count the CPU flash kernel)
-    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-        model(torch.randn(2, 3, 4, 32, 32), model.make_mask(2), targets)
-    assert step_flops(cfg, heads, batch=2) == 3 * counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        model(torch.randn(2, 3, 4, 32, 32), model.make_mask(2), targets)[0].backward()
+    assert step_flops(cfg, heads, batch=2) == counter.get_total_flops()
 
 
 def test_the_matmul_peak_times_every_layout_the_layers_matmuls_run():

@@ -25,7 +25,8 @@ def block_flops(tokens: int, dim: int, mlp_dim: int) -> int:
 
 def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
     """FLOPs of one training step (forward and backward) of the masked autoencoder on ``batch`` clips:
-    ``3 × batch × F``, the backward counted as twice the forward, with the forward per clip
+    ``batch × (3 F − 2 n_v K D)``, the backward counted as twice the forward but for the patch embedding's, which
+    computes no gradient of its input (the clip) and so costs once its forward; with the forward per clip
 
         F = 2 n_v K D                       patch embedding of the visible tokens (K = C t p², as computed)
           + L_e · block(n_v, D, r D)        encoder on the n_v visible tokens
@@ -41,12 +42,13 @@ def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
     n_visible = n - n_masked
     d, dd = cfg.embed_dim, cfg.decoder_dim
     k = cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2
-    forward = (2 * n_visible * k * d
+    embedding = 2 * n_visible * k * d
+    forward = (embedding
                + cfg.depth * block_flops(n_visible, d, int(cfg.mlp_ratio * d))
                + 2 * n_visible * d * dd
                + cfg.decoder_depth * block_flops(n, dd, int(cfg.mlp_ratio * dd))
                + sum(2 * n_masked * (dd * h.hidden + h.hidden * h.dim if h.hidden else dd * h.dim) for h in heads))
-    return 3 * batch * forward
+    return batch * (3 * forward - embedding)
 
 
 LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
