@@ -453,6 +453,41 @@ def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):
         dist.on_main(full)
 
 
+def test_the_errors_every_rank_raises_at_one_step_of_the_loop_are_alike_and_decided_from_joined_values(
+        monkeypatch, tmp_path):
+    """Non-finite losses in a row (counted from steps skipped on any rank) and the failure fraction of the joined
+    failures stop every rank at the same step, but were not marked so: the end of the run took them for one rank's,
+    and rank 0 drew the loss curve while the others ended, torchrun's SIGTERM reaching it there (a false 'SIGTERM:
+    stopping after this step'). The fraction was checked on the rank's own table, which its loader workers may have
+    added to since the ranks joined theirs: a rank could stop alone."""
+    import types
+
+    from mme.config import from_dict
+    from mme.data.dataset import DataConfig, PretrainDataset
+    from mme.errors import DataError, NonFiniteLossError, VideoError
+    from mme.train import distributed as dist
+    from mme.train.loop import check_nonfinite, share_failures
+
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    with pytest.raises(NonFiniteLossError) as diverged:
+        check_nonfinite(2, {"loss": float("nan")}, 5, 2, "fp32")
+    assert dist.raised_alike(diverged.value)
+
+    (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
+    data = PretrainDataset(from_dict(DataConfig, {"list_file": str(tmp_path / "list.txt"),
+                                                  "max_failure_fraction": 0.5}), track_length=2)
+    joined = torch.tensor([2, 0, 0], dtype=torch.int8)  # what the ranks had found when they joined: one of three
+    monkeypatch.setattr(dist, "max_over_ranks", lambda codes, device: joined)
+    data._record_failure(1, VideoError("b.mp4: broken"))  # this rank's worker found a second since
+    run = types.SimpleNamespace(data=data, device=torch.device("cpu"))
+    assert share_failures(run) == 2  # counted, and decided on at the next join, by every rank
+    joined = torch.tensor([2, 2, 0], dtype=torch.int8)
+    with pytest.raises(DataError, match=r"^2 of 3 videos in .* failed, more than data.max_failure_fraction=0.5") \
+            as failed:
+        share_failures(run)
+    assert dist.raised_alike(failed.value)
+
+
 def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(tmp_path):
     (tmp_path / "list.txt").write_text("gone.mp4 0\n")
     proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",

@@ -281,13 +281,17 @@ class _VideoDataset(Dataset):
 
     def join_failures(self, codes: torch.Tensor) -> None:
         """Take in the failures found elsewhere (``codes`` as :attr:`failure_codes`: other ranks', which decode
-        their own share of the videos), so that they are counted here and not opened again."""
-        self._reason.copy_(torch.maximum(self._reason, codes.to(self._reason.dtype)))
-        self._check_failures()
+        their own share of the videos), so that they are counted here and not opened again.
+        ``data.max_failure_fraction`` is checked on ``codes`` alone: ranks that join the same codes decide alike, where
+        this table may hold more, a failure its loader workers found since ``codes`` were joined over the ranks
+        (counted at the next join)."""
+        codes = codes.to(self._reason.dtype)
+        self._reason.copy_(torch.maximum(self._reason, codes))
+        self._check_failures(codes)
 
-    def failure_counts(self) -> dict[str, int]:
-        """Number of failures per reason."""
-        codes = self._reason
+    def failure_counts(self, codes: torch.Tensor | None = None) -> dict[str, int]:
+        """Number of failures per reason (in ``codes``, as :attr:`failure_codes`; default this table's)."""
+        codes = self._reason if codes is None else codes
         counts = Counter(REASONS[int(r)] for r in codes[codes > 0].tolist())
         if self.bad_lines:
             counts["bad list line"] += len(self.bad_lines)
@@ -315,13 +319,16 @@ class _VideoDataset(Dataset):
                 "with the run's track length, flow and orientation makes the track cache files these videos lack, "
                 "and resumes")
 
-    def _check_failures(self) -> None:
-        failed = int((self._reason > 0).sum()) + len(self.bad_lines)
+    def _check_failures(self, codes: torch.Tensor | None = None) -> None:
+        """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
+        :attr:`failure_codes`; default this table's)."""
+        codes = self._reason if codes is None else codes
+        failed = int((codes > 0).sum()) + len(self.bad_lines)
         total = len(self.entries) + len(self.bad_lines)
         if failed > self.cfg.max_failure_fraction * total:
             examples = "; ".join(f"{k}: {v}" for k, v in list(self.failures.items())[:5])
-            counts, missing = self.failure_counts(), REASONS.index("missing")
-            lost = [self.entries[i].path for i in torch.nonzero(self._reason == missing).flatten().tolist()]
+            counts, missing = self.failure_counts(codes), REASONS.index("missing")
+            lost = [self.entries[i].path for i in torch.nonzero(codes == missing).flatten().tolist()]
             relative = sum(not os.path.isabs(p) for p in lost)
             check = self._listed() + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
                                       else "")

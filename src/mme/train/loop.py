@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from mme.data.dataset import collate, start_workers
-from mme.errors import CheckpointError, Interrupted, MMEError, NonFiniteLossError
+from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
@@ -164,12 +164,13 @@ def count_nonfinite(in_a_row: int, metrics: dict) -> int:
 
 def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int, precision: str) -> None:
     """Stop the run with a diagnostic at ``max_nonfinite`` non-finite steps in a row (``step``: the last one's
-    number, as logs and checkpoints count)."""
+    number, as logs and checkpoints count). Every rank raises it at the same step: a step is skipped where it is on
+    any rank (:func:`update`), so the ranks count alike."""
     if in_a_row >= max_nonfinite:
         advice = "Lower optim.base_lr or set optim.clip_grad" + ("" if precision == "fp32" else ", or use fp32")
-        raise NonFiniteLossError(
+        raise dist.alike(NonFiniteLossError(
             f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
-            f"{metrics}. {advice}.")
+            f"{metrics}. {advice}."))
 
 
 def save(run: Run) -> Path:
@@ -219,9 +220,13 @@ def data_failures(run: Run) -> float:
 def share_failures(run: Run) -> float:
     """Join the failures every rank found (each decodes its own share of the videos), so that each rank counts and
     skips them all and ``data.max_failure_fraction`` applies to the run; returns :func:`data_failures`. Every rank
-    must call it at the same step."""
+    must call it at the same step; a DataError of the fraction is then every rank's, decided from the joined codes."""
     if dist.get_world_size() > 1:
-        run.data.join_failures(dist.max_over_ranks(run.data.failure_codes, run.device))
+        try:
+            run.data.join_failures(dist.max_over_ranks(run.data.failure_codes, run.device))
+        except DataError as e:
+            dist.alike(e)
+            raise
     return data_failures(run)
 
 
