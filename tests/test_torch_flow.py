@@ -137,6 +137,23 @@ def test_workers_ship_frames_and_the_step_makes_the_targets_of_the_workers_track
         assert torch.equal(valid["traj"][b], alone_valid["traj"])
 
 
+def test_an_extraction_rank_runs_on_the_gpu_of_its_local_rank(monkeypatch, tmp_path):
+    """``mme extract --device cuda`` under torchrun: every rank ran on the first GPU (``cuda`` without an index)."""
+    from mme.motion import extract
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second rank on this node
+    used = []
+    monkeypatch.setattr(extract, "extract_video", lambda path, out_path, opts: used.append(opts.device))
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    for asked, device in (("cuda", "cuda:1"), ("cuda:0", "cuda:0"), ("cpu", "cpu")):
+        used.clear()
+        report = extract.run(str(tmp_path / "list.txt"), str(tmp_path), str(tmp_path / asked.replace(":", "")),
+                             extract.ExtractOptions(flow="torch-lk", device=asked))
+        assert used == [device] and report["done"] == 1, (asked, used)
+
+
 def test_extraction_on_a_device_that_is_not_there_is_a_clear_error():
     from mme.motion.extract import ExtractOptions
 

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from mme.motion.cache import (
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, track_in_step
 from mme.train.distributed import all_gather_objects, init_distributed, is_main, raise_together, wait_for_ranks
+from mme.train.precision import choose_device
 from mme.utils import (
     atomic_write_text,
     check_output,
@@ -80,8 +81,9 @@ class ExtractOptions:
     orientation: str = "coded"
     """The frames tracked: 'coded' or turned as 'display'ed (``data.orientation``, which training must match)."""
     device: str = "cpu"
-    """Where a flow of the training step (torch-lk) runs, batched over a chunk's frame pairs: cpu, cuda, cuda:1..;
-    the other flows, and torch-lk with compensation, run one pair at a time on the CPU."""
+    """Where a flow of the training step (torch-lk) runs, batched over a chunk's frame pairs: cpu, cuda, cuda:1..
+    (cuda: a torchrun rank's own GPU, as in training, :func:`run`); the other flows, and torch-lk with compensation,
+    run one pair at a time on the CPU."""
 
     def __post_init__(self):
         for name, value, least in (("--length", self.length, 1), ("--short-side", self.short_side, 16),
@@ -255,7 +257,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     share and ``out`` at a time: a second is refused, naming the holder (it would do the same work again). Under
     torchrun, which stops every rank when the first ends with an error, the ranks join a process group: a share
     refused stops every rank before any work, and each rank waits for the others' shares to end and returns the
-    report of them all.
+    report of them all. ``opts.device`` cuda is the rank's GPU, of its ``LOCAL_RANK`` (every rank used the first).
     """
     require_backend(opts.backend)
     entries, _ = read_list(list_file)
@@ -263,7 +265,8 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    init_distributed("cpu", timeout=SHARES_WAIT)
+    info = init_distributed("cpu", timeout=SHARES_WAIT)
+    opts = replace(opts, device=str(choose_device(opts.device, info.local_rank)))
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:
         report_file, report = _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite, lock)
