@@ -488,6 +488,19 @@ def test_the_errors_every_rank_raises_at_one_step_of_the_loop_are_alike_and_deci
     assert dist.raised_alike(failed.value)
 
 
+def test_rank_0_alone_draws_the_progress_bar_of_an_extraction(monkeypatch, tmp_path, capsys):
+    """Every rank of ``mme extract`` under torchrun drew its bar, run together on one line of the shared stderr."""
+    from mme.motion import extract
+
+    monkeypatch.setattr(extract, "extract_video", lambda path, out_path, opts: None)
+    (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\n")
+    for rank in (0, 1):
+        monkeypatch.setattr(extract, "is_main", lambda main=rank == 0: main)  # this process plays that rank
+        extract.run(str(tmp_path / "list.txt"), str(tmp_path), str(tmp_path / f"out{rank}"), extract.ExtractOptions())
+        bar = "extract: 100%" in capsys.readouterr().err
+        assert bar == (rank == 0), rank
+
+
 def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(tmp_path):
     (tmp_path / "list.txt").write_text("gone.mp4 0\n")
     proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",

@@ -349,7 +349,7 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
              len(mine), len(unique), part, parts, skipped, len(jobs), workers)
     failed: dict[str, str] = {}
     done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
-    for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video"):
+    for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):  # rank 0's
         if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
             failed[path] = err
             log.warning("failed: %s", err)
