@@ -501,6 +501,54 @@ def test_rank_0_alone_draws_the_progress_bar_of_an_extraction(monkeypatch, tmp_p
         assert bar == (rank == 0), rank
 
 
+MEET = """\
+import json, sys, time
+from datetime import timedelta
+import torch.distributed as td
+from mme.train import distributed as dist
+dist.init_distributed("cpu")
+td.distributed_c10d._set_pg_timeout(timedelta(seconds=1))  # the process group's (torch's 30 min on gloo), scaled down
+rank = dist.get_rank()
+
+
+def outcome(fn):
+    try:
+        fn()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def set_up():  # rank 1's own work before the ranks meet takes longer than that
+    with dist.agreed():
+        time.sleep(2 * rank)
+
+
+said = {"agreed": outcome(set_up), "on_main": outcome(lambda: dist.on_main(time.sleep, 2))}  # rank 0's, likewise
+print(json.dumps(said), flush=True)
+dist.shutdown()
+"""
+
+
+def test_ranks_meeting_after_work_of_unequal_length_wait_beyond_the_process_groups_timeout(tmp_path):
+    """Ranks met (``agreed``, ``raise_together``, ``on_main``, the gather of shares) in a barrier or collective under
+    the process group's timeout, 30 minutes on gloo, 10 on NCCL: set-up checks, an ``mme embed`` or test share that a
+    rank ended that much later, or a long write of rank 0, ended the run, the rank waiting 'another rank ended before
+    it was done' (false) or a traceback of gloo's (NCCL's watchdog aborts the process)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "meet.py").write_text(MEET)
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, str(tmp_path / "meet.py")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in (0, 1)]
+    for rank in ranks:
+        out, err = rank.communicate(timeout=120)
+        assert rank.returncode == 0 and json.loads(out) == {"agreed": None, "on_main": None}, (out, err[-2000:])
+
+
 def test_a_rank_left_in_the_environment_of_a_one_process_command_keeps_its_log(tmp_path):
     (tmp_path / "list.txt").write_text("gone.mp4 0\n")
     proc = subprocess.run([sys.executable, "-m", "mme.cli", "check", str(tmp_path / "list.txt"), "--root",

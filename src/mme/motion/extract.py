@@ -17,7 +17,6 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +58,6 @@ from mme.utils import (
 )
 
 log = logging.getLogger("mme.extract")
-
-SHARES_WAIT = timedelta(days=365)
-"""How long the torchrun ranks of one extraction wait for each other (their process group's timeout): at the end, a
-rank whose share is done waits for the slowest share, which can take days."""
-
 
 @dataclass(frozen=True)
 class ExtractOptions:
@@ -265,15 +259,14 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    info = init_distributed("cpu", timeout=SHARES_WAIT)
+    info = init_distributed("cpu")
     opts = replace(opts, device=str(choose_device(opts.device, info.local_rank)))
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:
         report_file, report = _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite, lock)
     finally:
         unlock_folder(lock)
-    wait_for_ranks()
-    shares = all_gather_objects((str(report_file), report))
+    shares = all_gather_objects((str(report_file), report))  # once the slowest share is done
     return {"done": sum(r["done"] for _, r in shares), "skipped": sum(r["skipped"] for _, r in shares),
             "failed": {path: why for _, r in shares for path, why in r["failed"].items()},
             "reports": [file for file, r in shares if r["failed"]]}

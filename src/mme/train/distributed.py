@@ -28,6 +28,15 @@ T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 
 
+MEETING_WAIT = timedelta(days=365)
+"""How long a rank waits for the others where they meet (:func:`wait_for_ranks`): as long as the slowest rank's work
+before it takes, a share of an extraction or of ``mme embed`` (hours to days). Torch's timeout of the process group
+(10 minutes on NCCL, 30 on gloo) still bounds the other collectives, which the ranks reach together."""
+
+_meeting: dist.ProcessGroup | None = None
+"""The gloo group of every rank that :func:`wait_for_ranks` meets in, made by :func:`init_distributed`."""
+
+
 @dataclass(frozen=True)
 class DistInfo:
     rank: int
@@ -35,15 +44,17 @@ class DistInfo:
     world_size: int
 
 
-def init_distributed(device_type: str, timeout: timedelta | None = None) -> DistInfo:
-    """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA); a no-op otherwise. ``timeout``:
-    how long a collective waits for the other ranks (default: torch's, 30 minutes on gloo)."""
+def init_distributed(device_type: str) -> DistInfo:
+    """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA), and the gloo group the ranks
+    meet in (:data:`MEETING_WAIT`); a no-op otherwise."""
+    global _meeting
     world, local_rank = launch_ranks()[1], env_int("LOCAL_RANK", 0)
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         try:
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=timeout)
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+            _meeting = dist.new_group(backend="gloo", timeout=MEETING_WAIT)
         except (ValueError, RuntimeError) as e:
             if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
                 raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
@@ -113,18 +124,22 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
 
 
 def all_gather_objects(obj):
-    """Every rank's ``obj`` (picklable), as a list in rank order; ``[obj]`` without a process group."""
+    """Every rank's ``obj`` (picklable), as a list in rank order; ``[obj]`` without a process group. The ranks meet
+    first (:func:`wait_for_ranks`): each may come from work of its own that took it longer (its share of a test)."""
     if get_world_size() == 1:
         return [obj]
+    wait_for_ranks()
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
 
 
 def broadcast_object(obj):
-    """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself without a process group."""
+    """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself without a process group. The ranks meet first
+    (:func:`wait_for_ranks`): rank 0 may come from work of its own (:func:`on_main`'s)."""
     if get_world_size() == 1:
         return obj
+    wait_for_ranks()
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -169,7 +184,6 @@ def raise_together(error: Exception | None) -> None:
     """Raise on every rank when any rank has an ``error`` (a check each rank makes of its own share before any work,
     which torchrun would otherwise end by stopping the others mid-way): a rank its own, the others the same kind of
     error with the message of the first rank that has one."""
-    wait_for_ranks()  # the checks can take the ranks unequal times
     said = all_gather_objects(_said(error))
     if error is not None:
         raise alike(error)
@@ -200,10 +214,12 @@ def _same_error(rank: int, kind: type, message: str, exit_code: int) -> MMEError
 
 def wait_for_ranks() -> None:
     """A barrier that Ctrl-C and SIGTERM still stop (a blocking one holds Python's signal handlers off until every
-    rank is there), for ranks whose work ends far apart; a rank that ended meanwhile is an MMEError."""
+    rank is there), for ranks whose work ends far apart, up to :data:`MEETING_WAIT` (under the process group's
+    timeout, a rank that came 30 minutes (gloo) or 10 (NCCL) after the first ended the run); a rank that ended
+    meanwhile is an MMEError."""
     if get_world_size() == 1:
         return
-    work = dist.barrier(async_op=True)
+    work = dist.barrier(group=_meeting, async_op=True)  # (None: a group started elsewhere, the default one)
     while not work.is_completed():
         time.sleep(0.2)
     try:
@@ -226,6 +242,8 @@ def raised_alike(error: BaseException) -> bool:
 
 
 def shutdown() -> None:
+    global _meeting
+    _meeting = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
