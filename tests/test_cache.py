@@ -347,6 +347,39 @@ def test_many_writes_of_one_file_under_one_temporary_name_neither_fail_nor_tear(
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4.tracks"]
 
 
+def test_a_write_that_fails_after_its_writer_renamed_a_file_in_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The rename that puts the file in place fails (a full folder, a quota), or the block fails after its write
+    (Ctrl-C, the next file of an export): the temporary file was removed only while it was the one ``atomic_path``
+    made, so a file safetensors had renamed onto it (an export's weights) stayed beside the target for good. A file
+    no writer holds goes now; one another writer holds (the same temporary name: jobs of one PID) stays."""
+    from safetensors.torch import save_file
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def next_file_fails(tmp):
+        save_file({"w": torch.ones(8)}, str(tmp))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", full)
+        for write in (lambda tmp: tmp.write_bytes(b"in place"), lambda tmp: save_file({"w": torch.ones(8)}, str(tmp))):
+            with pytest.raises(OSError, match="No space left"), atomic_path(tmp_path / "w.safetensors") as tmp:
+                write(tmp)
+                assert tmp.stat().st_size > 0
+            assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="No space left"), atomic_path(tmp_path / "w.safetensors") as tmp:
+        next_file_fails(tmp)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="No space left"), atomic_path(tmp_path / "w.safetensors") as tmp:
+        save_file({"w": torch.ones(8)}, str(tmp))
+        other = os.open(tmp, os.O_RDONLY)  # another writer took the name and holds it
+        fcntl.flock(other, fcntl.LOCK_EX)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert [p.name for p in tmp_path.iterdir()] == [tmp.name]
+    os.close(other)
+
+
 def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, caplog):
     """Where ``flock`` is not supported (Lustre mounted without it, some FUSE and NFS mounts: ENOLCK), files are
     written and stale temporary files removed without the lock, as before writes locked them, said once at debug

@@ -53,6 +53,12 @@ def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
         pass
     except PermissionError:  # another user's process
         return False
+    return _remove_unheld(tmp)
+
+
+def _remove_unheld(tmp: Path) -> bool:
+    """Remove ``tmp`` unless a writer holds its lock, holding it while it is removed (a writer that opened it
+    meanwhile finds it gone when it gets the lock, and makes a new one). Whether it was removed."""
     try:
         fd = os.open(tmp, os.O_RDONLY)
     except OSError:  # gone, or not this user's to read
@@ -70,10 +76,11 @@ def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends without an error it replaces ``path``
-    (after an fsync with ``sync``), and it is removed when the block raises, so no reader ever sees a half-written
-    file. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib, numpy,
-    PyAV), and starts with a dot. The file gets the permissions the umask gives a new file (safetensors writes
-    its files readable by their owner only).
+    (after an fsync with ``sync``), and it is removed when the block raises or the replacing fails (also where the
+    block's writer renamed a file of its own onto it, unless another writer holds that one), so no reader ever sees
+    a half-written file. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib,
+    numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file (safetensors
+    writes its files readable by their owner only).
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`;
     a writer that opens it keeps the lock's file (safetensors renames a file of its own onto it: locked until it
@@ -96,11 +103,13 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        # removed only while the name is still this write's: where the block let it go (renamed or removed it),
-        # another writer may hold it now
+        # removed while the name is still this write's, or a file no writer holds: one the block's writer renamed
+        # onto it (safetensors); where the block let the name go (renamed or removed it), another writer may hold it
         with contextlib.suppress(FileNotFoundError):
             if _identity(os.stat(tmp)) == held:
                 tmp.unlink()
+            else:
+                _remove_unheld(tmp)
         raise
     finally:
         _writing.temps.discard(held)
