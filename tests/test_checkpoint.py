@@ -750,8 +750,9 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     said = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme export: error:")]
     assert "Traceback" not in proc.stderr and len(said) == len(jobs), proc.stderr[-3000:]
     for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there")):
+        kept = "" if out.endswith(".safetensors") else "; nothing in it is replaced"
         assert re.fullmatch(rf"mme export: error: {tmp_path / out}: could not be written \(.*File too large.*; \d+ "
-                            r"MiB free\)", line), line
+                            rf"MiB free\){kept}", line), line
     assert not (tmp_path / "new").exists() and [p.name for p in (tmp_path / "there").iterdir()] == ["notes.txt"]
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     assert cli_main(["export", str(tmp_path / "bad.pth"), str(tmp_path / "new" / "hf"), "--format", "hf"]) == 1
@@ -804,6 +805,53 @@ def test_a_failed_export_leaves_what_another_job_wrote_into_the_folders_it_made(
     with pytest.raises(CheckpointError, match="failed"):
         export(src, tmp_path / "new" / "b", format="mme")
     assert not (tmp_path / "new").exists()
+
+
+def test_an_overwrite_that_fails_between_files_leaves_no_checkpoint_of_parts_of_two(mae, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """``mme export --overwrite`` whose disk fills after the new ``model.safetensors``, at ``config.json``: the new
+    weights stayed beside the old export's config, a folder that read as a checkpoint of neither, and the line said
+    only that OUT could not be written. Every file is now written before any is replaced, so the old export stays
+    whole; a failure while they are put in place (a rename) leaves no checkpoint there, and the line says which."""
+    import os
+    import re
+    from pathlib import Path
+
+    src = save_pretrained(mae, tmp_path / "src")
+    old = save_pretrained(perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]), seed=7), tmp_path / "old")
+    write_text, replace = Path.write_text, os.replace
+
+    def full_at_config(path, *args, **kwargs):
+        if "config.json" in path.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_text(path, *args, **kwargs)
+
+    def rename_fails_at_config(src_, dst):
+        if Path(dst).name == "config.json":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return replace(src_, dst)
+
+    for fmt in ("hf", "mme"):
+        out = tmp_path / fmt
+        export(old, out, fmt, kind="pretraining")
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        job = ["export", str(src), str(out), "--format", fmt, "--kind", "pretraining", "--overwrite"]
+        with monkeypatch.context() as m:
+            m.setattr(Path, "write_text", full_at_config)
+            assert cli_main(job) == 1
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before, fmt
+        assert re.search(rf"error: {out}: could not be written \(No space left on device; \d+ MiB free\); nothing in "
+                         "it is replaced", capsys.readouterr().err)
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", rename_fails_at_config)
+            assert cli_main(job) == 1
+        names = ", ".join(["config.json", "preprocessor_config.json"][:2 if fmt == "hf" else 1] + ["model.safetensors"])
+        assert re.search(rf"error: {out}: could not be written \(Input/output error; \d+ MiB free\); the checkpoint "
+                         rf"files in it are removed \({names}\)", capsys.readouterr().err)
+        assert list(out.iterdir()) == [], fmt
+        assert cli_main(job) == 0
+        new = load_model(out).encoder.state_dict()
+        assert all(torch.equal(v, new[k]) for k, v in mae.encoder.state_dict().items()), fmt
 
 
 def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):

@@ -327,16 +327,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj, **dumps) -> None:
-    """Write ``obj`` as indented JSON (a trailing newline) atomically, null for NaN and infinities (JSON has none:
-    browsers and jq refuse Python's ``NaN``; a report of no videos, a random init's loss); ``dumps``: more
-    ``json.dumps`` options."""
+    """Write :func:`json_text` of ``obj`` atomically; ``dumps``: more ``json.dumps`` options."""
+    atomic_write_text(path, json_text(obj, **dumps))
+
+
+def json_text(obj, **dumps) -> str:
+    """``obj`` as indented JSON (a trailing newline), null for NaN and infinities (JSON has none: browsers and jq
+    refuse Python's ``NaN``; a report of no videos, a random init's loss); ``dumps``: more ``json.dumps`` options."""
     def nulls(v):
         if isinstance(v, float) and not math.isfinite(v):
             return None
         if isinstance(v, dict):
             return {k: nulls(x) for k, x in v.items()}
         return [nulls(x) for x in v] if isinstance(v, (list, tuple)) else v
-    atomic_write_text(path, json.dumps(nulls(obj), indent=2, allow_nan=False, **dumps) + "\n")
+    return json.dumps(nulls(obj), indent=2, allow_nan=False, **dumps) + "\n"
 
 
 def check_output(path: str | Path, option: str, folder: bool = False) -> Path:

@@ -1,6 +1,7 @@
 """Writing model checkpoints: our format (``save_pretrained``; the layout is described in
 :mod:`mme.models.checkpoint`), Hugging Face VideoMAE directories (``export_hf``), and ``mme export`` (``export``:
-any checkpoint :func:`~mme.models.checkpoint.read_checkpoint` reads, to either). Files are written atomically.
+any checkpoint :func:`~mme.models.checkpoint.read_checkpoint` reads, to either). Files are written atomically, and
+a folder's files replace its old ones together: a failed write replaces none.
 
     save_pretrained(model, "out/model")       # load_model("out/model") rebuilds it
     export_hf(model, "out/hf")                # transformers.VideoMAEModel.from_pretrained("out/hf")
@@ -34,7 +35,7 @@ from mme.models.checkpoint import (
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.utils import atomic_path, atomic_write_json, check_output, writing
+from mme.utils import atomic_path, check_output, json_text, writing
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,36 @@ HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
 HF_PREPROCESSOR = "preprocessor_config.json"
 
 
-def _write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp), metadata=metadata)
+def _save_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path), metadata=metadata)
+
+
+def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[str, str], jsons: dict[str, dict]) \
+        -> None:
+    """Write a checkpoint folder, made if need be: the weights (``model.safetensors``) and ``jsons`` (``config.json``
+    first), each to a temporary file beside it, then all in place, ``config.json`` last. A write that fails (a full
+    disk) leaves the folder as it was, the checkpoint it held whole, never new weights beside an old config (an
+    OSError named as :func:`~mme.utils.writing` names it). The old ``config.json``, without which the folder reads
+    as no checkpoint, goes before the others are replaced, and a failure while they are (an I/O error, Ctrl-C)
+    removes them all: no folder is left that reads as a checkpoint of parts of two."""
+    names = [*jsons, WEIGHTS]  # replaced in the reverse order: config.json last
+    with writing(folder, then="nothing in it is replaced"):
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            temps = {name: stack.enter_context(atomic_path(folder / name)) for name in names}
+            _save_safetensors(temps[WEIGHTS], state, metadata)
+            for name, obj in jsons.items():
+                temps[name].write_text(json_text(obj, sort_keys=True))
+            (folder / CONFIG).unlink(missing_ok=True)
+            placing = stack.pop_all()  # the temporary files, put in place as it closes
+    try:
+        with writing(folder, then=f"the checkpoint files in it are removed ({', '.join(names)})"):
+            placing.close()
+    except BaseException:
+        for name in names:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink(missing_ok=True)
+        raise
 
 
 def _unwrap_module(model: nn.Module) -> nn.Module:
@@ -73,20 +101,20 @@ def describe(model: nn.Module) -> Checkpoint:
 
 def _write_ours(ck: Checkpoint, path: Path) -> Path:
     meta = ck.meta()
-    with writing(path):
-        if path.suffix == ".safetensors":  # one self-describing file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_safetensors(path, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            _write_safetensors(path / WEIGHTS, ck.state, {"format": "pt", "mme": json.dumps(meta)})
-            atomic_write_json(path / CONFIG, meta, sort_keys=True)
+    metadata = {"format": "pt", "mme": json.dumps(meta)}
+    if path.suffix != ".safetensors":
+        _write_folder(path, ck.state, metadata, {CONFIG: meta})
+        return path
+    with writing(path):  # one self-describing file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            _save_safetensors(tmp, ck.state, metadata)
     return path
 
 
 def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save in our format: a directory (``model.safetensors`` + ``config.json``), or one ``.safetensors`` file
-    when ``path`` ends so. Files are written atomically."""
+    when ``path`` ends so. Files are written atomically (a folder's together)."""
     return _write_ours(describe(model), Path(path))
 
 
@@ -147,11 +175,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)
-    with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
-        _write_safetensors(out / WEIGHTS, hf_state, {"format": "pt"})
-        atomic_write_json(out / CONFIG, hf_cfg, sort_keys=True)
-        atomic_write_json(out / HF_PREPROCESSOR, hf_preprocessor(cfg.img_size), sort_keys=True)
+    _write_folder(out, hf_state, {"format": "pt"}, {CONFIG: hf_cfg, HF_PREPROCESSOR: hf_preprocessor(cfg.img_size)})
     return out
 
 
