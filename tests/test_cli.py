@@ -184,8 +184,9 @@ def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
 def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
     """A shell leaves ``--out=~/x`` (and a quoted ``'~/x'``) as written: ``mme extract``, ``check``, ``embed`` and
     ``export`` wrote into a folder named ``~`` of the working folder (one that ``rm -rf ~`` invites), where a config
-    key's ``~/`` was the home folder. Every path argument now parses through ``mme.cli.path``, as a config key does;
-    the text options that are no paths are named here."""
+    key's ``~/`` was the home folder; then a bare ``--root=~`` still was that folder, its videos missing. Every path
+    argument now parses through ``mme.cli.path``, as a config key does; the text options that are no paths are named
+    here."""
     import torch
     from videos import affine_video, write_video
 
@@ -204,7 +205,7 @@ def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, patch_size=16, num_frames=4, tubelet_size=2,
                                                   embed_dim=32, depth=1, num_heads=2)), home / "encoder")
     codes = [main(argv) for argv in (
-        ["check", "~/list.txt", "--root=~/", "--out=~/check.json", "--index-dir=~/index"],
+        ["check", "~/list.txt", "--root=~", "--out=~/check.json", "--index-dir=~/index"],
         ["extract", str(home / "list.txt"), "--root", str(home), "--out=~/cache", "--short-side", "32"],
         ["embed", "~/encoder", "~/v.mp4", "--out=~/e.npy", "--workers", "0", "--device", "cpu"],
         ["export", str(home / "encoder"), "~/exported", "--format", "mme"])]

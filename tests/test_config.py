@@ -54,6 +54,7 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.out_dir=1:30"]).train.out_dir == "1:30"
     assert c.optim.base_lr == 1e-3 and c.target.loss_weights == {"traj": 0.5} and c.train.batch_size == 3
     assert c.data.list_file == str(Path.home() / "lists" / "train.txt")
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ['train.out_dir="~"']).train.out_dir == str(Path.home())
     for bad, said in (("target.max_disp=nan", "target.max_disp"), ("optim.base_lr=inf", "a finite number"),
                       ("target.loss_weights.traj=-1", "must be >= 0"), ("model.drop_path=1.0", "drop_path"),
                       ("model.decoder_heads=0", "decoder_heads must be positive")):

@@ -62,7 +62,8 @@ def number(least: float = 0.0, above: bool = False) -> Callable[[str], float]:
 
 
 def path(text: str) -> str:
-    """argparse type: a file or folder, ``~/`` under the home folder as in a config key (:func:`mme.config.home`)."""
+    """argparse type: a file or folder, ``~`` and ``~/`` the home folder as in a config key
+    (:func:`mme.config.home`)."""
     from mme.config import home
 
     return home(text)

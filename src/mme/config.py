@@ -7,13 +7,13 @@ finite. A recipe may name a base recipe with ``_base_: other.yaml`` or ``other``
 then among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other
 types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
 whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
-``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value starting with
-``~/`` is under the home folder (:func:`home`, which ``mme``'s path arguments take too). A dataclass with a
-``preset`` field fills the fields left unset (None) from the named preset in its ``__post_init__``
-(:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a config built in
-Python gets the same values as one read from YAML. Between layers the later one wins: a layer that names another
-preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that preset which
-earlier layers set (:func:`merge_layer`).
+``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value ``"~"`` (quoted)
+or starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a
+bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset
+in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works)
+and a config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
+that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
+preset which earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -182,9 +182,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def home(text: str) -> str:
-    """``text`` with a leading ``~/`` under the home folder: a text key's value, or a path argument of ``mme`` (a
-    shell leaves ``--out=~/x`` as written)."""
-    return os.path.expanduser(text) if text.startswith("~/") else text
+    """``text`` with ``~`` or a leading ``~/`` the home folder, as the shell expands them: a text key's value (a
+    quoted ``"~"``; a bare ``~`` is YAML's null), or a path argument of ``mme`` (a shell leaves ``--out=~`` and
+    ``--out=~/x`` as written). ``~name`` stays as written: it is another user's home folder only where a user of that
+    name exists (``~backup`` is ``/var/backups`` on Debian)."""
+    return os.path.expanduser(text) if text == "~" or text.startswith("~/") else text
 
 
 def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
