@@ -618,7 +618,8 @@ def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup
 def test_an_export_that_records_no_run_is_embedded_at_the_default_stride_with_a_warning(setup, tmp_path, caplog):
     """An export of a stride-2 run made before exports recorded their run (no ``run`` / ``mme_run``) was embedded
     at stride 4, said as "stride 4 (default)" in an info line (features off by up to 0.155 from its run's clips):
-    a warning now says that the file records no run and to give --stride or --segments."""
+    a warning now says that the file records no run and to give --stride or --segments; it names the orientation
+    taken on trust too (was an info line), as ``mme viz`` does (test_viz.py)."""
     import dataclasses
     import logging
 
@@ -642,10 +643,15 @@ def test_an_export_that_records_no_run_is_embedded_at_the_default_stride_with_a_
         assert read_features(embed(exported, root / "v0.mp4", tmp_path / f"{fmt}.npy", **kw))[3]["stride"] == 4
         (said,) = [r for r in caplog.records if "records no run" in r.getMessage()]
         assert said.levelno == logging.WARNING
-        assert said.getMessage().startswith(f"embed: stride 4 (default): {exported} (")
+        assert said.getMessage().startswith(f"embed: {exported} (")
         assert said.getMessage().endswith("records no run (an export made before exports recorded their run's clips, "
-                                          "or a file made otherwise than by an mme run), so its run may have sampled "
-                                          "other clips; give them with --stride or --segments")
+                                          "or a file made otherwise than by an mme run), so its run may have had "
+                                          "other settings than these, taken on trust: stride 4; orientation coded; "
+                                          "give them with --stride or --segments, --orientation")
+        assert "embed: orientation coded (default)" not in caplog.text  # said in the warning
+        caplog.clear()
+        embed(exported, root / "v0.mp4", tmp_path / f"{fmt}2.npy", segments=True, orientation="coded", **kw)
+        assert "records no run" not in caplog.text
 
 
 def test_clips_are_sampled_by_segments_where_the_run_that_made_the_checkpoint_did(setup, tmp_path, caplog):

@@ -152,6 +152,37 @@ def test_prediction_picture_draws_the_targets_its_run_trained_on(run_target, str
         assert x.median() == pytest.approx(1.0 if run.max_disp else 2.0, abs=0.1)
 
 
+def test_viz_of_a_checkpoint_that_records_no_run_says_what_it_takes_on_trust(tmp_path, caplog):
+    """A checkpoint that records no run (an export made before exports carried their run, an original file) was
+    drawn at stride 4, as coded, with the released traj target (PatchStd of 2 x 2 points) and VideoMAE's pixel
+    normalisation, said in two info lines (stride, orientation) or not at all: the warning ``mme embed`` gives such a
+    file now names each, and the options that set them; what the command line gives is not named."""
+    import logging
+
+    from mme.models.export import save_pretrained
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, head_specs
+
+    frames, _ = affine_video(24, 64, 64, dx=2.0, seed=6)
+    video = str(write_video(tmp_path / "v.mp4", frames))
+    m = tiny_model()
+    torch.manual_seed(0)
+    save_pretrained(MaskedAutoencoder(m, head_specs(TargetConfig(kind=["mme-released", "pixel"]), m)), tmp_path / "ck")
+    caplog.set_level(logging.INFO, logger="mme")
+    prediction_picture(video, str(tmp_path / "ck"), tmp_path / "p.png")
+    (said,) = [r for r in caplog.records if "records no run" in r.getMessage()]
+    assert said.levelno == logging.WARNING and said.getMessage().startswith(f"viz: {tmp_path / 'ck'} (mme mae) ")
+    assert said.getMessage().endswith(
+        "so its run may have had other settings than these, taken on trust: stride 4; orientation coded; the traj "
+        "target of the released layout (PatchStd, 4 points a patch, tracks of 4 steps, flow dis-balanced); pixels "
+        "normalised per patch (VideoMAE's norm_pix_loss default); give them with --stride, --orientation")
+    assert "(default)" not in caplog.text  # no info line besides
+    caplog.clear()
+    prediction_picture(video, str(tmp_path / "ck"), tmp_path / "p.png", stride=2, orientation="coded")
+    (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()]
+    assert "taken on trust: the traj target of the released layout" in said and "give them with" not in said
+
+
 @pytest.mark.parametrize("norm_pix", [True, False])
 def test_the_reconstruction_of_the_exact_pixel_target_is_the_clip(norm_pix):
     """The key identity of the reconstruction picture: fed the exact target of the masked patches in place of the

@@ -420,8 +420,12 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
         ck = read_checkpoint(checkpoint, encoder_only=True)
         encoder = build_model(ck)
+        unset = {"stride": stride is None and not segments, "orientation": orientation is None}
         stride, segments = ck.run_sampling(stride, segments, "embed")
         orientation = ck.run_setting(orientation, "orientation", "embed")
+        ck.warn_no_run("embed", [(f"{name} {value}", option) for name, value, option in (
+            ("stride", stride, "--stride or --segments"), ("orientation", orientation, "--orientation"))
+            if unset[name]])
         dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)

@@ -107,7 +107,7 @@ class Checkpoint:
     def run_setting(self, given, setting: str, command: str):
         """``given`` where the command line set it, else the ``data.<setting>`` of the run that made it (``stride``:
         :attr:`clip_stride`, ``orientation``: :attr:`clip_orientation`), else DataConfig's default; the taken one
-        is said in the log as ``command``'s."""
+        is said in the log as ``command``'s (where the file records no run, by :meth:`warn_no_run`)."""
         if given is not None:
             return given
         from mme.data.dataset import DataConfig
@@ -117,26 +117,32 @@ class Checkpoint:
         why = (f"its run's data.{setting}" if recorded is not None else
                "default; its run sampled TSN segments, which take none" if setting == "stride" and self.run_segments
                else "default")
-        log.info("%s: %s %s (%s)", command, setting, value, why)
+        if self.run_config:
+            log.info("%s: %s %s (%s)", command, setting, value, why)
         return value
+
+    def warn_no_run(self, command: str, taken: list[tuple[str, str | None]]) -> None:
+        """Where the file records no run (an export made before exports recorded their run, an original or Hugging
+        Face file): one warning of ``command`` naming what it takes on trust of that run, ``taken`` (each setting
+        as taken, and the option that gives it, None where none does), which the run may have had otherwise."""
+        if self.run_config or not taken:
+            return
+        options = [option for _, option in taken if option]
+        log.warning("%s: %s records no run (an export made before exports recorded their run's clips, or a file made "
+                    "otherwise than by an mme run), so its run may have had other settings than these, taken on "
+                    "trust: %s%s", command, self.source, "; ".join(setting for setting, _ in taken),
+                    f"; give them with {', '.join(options)}" if options else "")
 
     def run_sampling(self, stride: int | None, segments: bool, command: str) -> tuple[int | None, bool]:
         """``(stride, segments)`` of ``command``'s clips: TSN ``segments`` or strided clips at ``stride`` where the
         command line gives either, else TSN segments where the run that made it sampled them (``data.sampling``,
-        said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride (a warning where the file
-        records no run, which may have sampled otherwise); the stride None for segments."""
+        said in the log as ``command``'s), else strided at :meth:`run_setting`'s stride; the stride None for
+        segments."""
         if segments and stride is not None:
             raise ConfigError(f"{command}: --segments and --stride {stride}: TSN segments take no stride; give one")
         if stride is None and not segments and self.run_segments:
             log.info("%s: clips by TSN segments (its run's data.sampling)", command)
             return None, True
-        if stride is None and not segments and not self.run_config:
-            from mme.data.dataset import DataConfig
-
-            log.warning("%s: stride %d (default): %s records no run (an export made before exports recorded their "
-                        "run's clips, or a file made otherwise than by an mme run), so its run may have sampled "
-                        "other clips; give them with --stride or --segments", command, DataConfig.stride, self.source)
-            return DataConfig.stride, False
         return (None, True) if segments else (self.run_setting(stride, "stride", command), False)
 
     @property

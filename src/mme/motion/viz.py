@@ -256,14 +256,24 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
     The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4), its frames as
-    ``orientation`` (default: the run's ``data.orientation``, else as coded)."""
+    ``orientation`` (default: the run's ``data.orientation``, else as coded). Of a file that records no run, what
+    is taken on trust (these defaults, the released traj target, VideoMAE's pixel normalisation) is said in one
+    warning (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
     model, ck = _mae(checkpoint)
     m, traj, pixel = model.cfg, "traj" in model.heads, "pixel" in model.heads
     if compensate and not traj:
         raise ConfigError(f"--compensate: {checkpoint} has no 'traj' head; its reconstruction uses no tracks")
+    unset = {"stride": stride is None, "orientation": orientation is None}
+    stride, orientation = ck.run_setting(stride, "stride", "viz"), ck.run_setting(orientation, "orientation", "viz")
+    trusted = [(f"{name} {value}", f"--{name}") for name, value in (("stride", stride), ("orientation", orientation))
+               if unset[name]]
     if traj:
         cfg, g = _traj_target(checkpoint, ck, model, compensate)
-    stride, orientation = ck.run_setting(stride, "stride", "viz"), ck.run_setting(orientation, "orientation", "viz")
+        trusted.append((f"the traj target of the released layout (PatchStd, {g.points} points a patch, tracks of "
+                        f"{cfg.track_length} steps, flow {cfg.flow})", None))
+    if pixel and ck.norm_pix is None:
+        trusted.append(("pixels normalised per patch (VideoMAE's norm_pix_loss default)", None))
+    ck.warn_no_run("viz", trusted)
     c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
                   orientation)
     x = to_video_tensor(c.frames_at(c.clip))[None]  # (1, 3, T, H, W)
