@@ -12,6 +12,7 @@ The variable is read by the library (``mme.train.precision``), so it reaches the
 header of the run says what ``auto`` resolves to.
 """
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -74,5 +75,26 @@ def refuse_open(monkeypatch):
             return real_open(file, *args, **kwargs)
 
         monkeypatch.setattr("builtins.open", refusing)
+
+    return refuse
+
+
+@pytest.fixture
+def refuse_removal():
+    """``with refuse_removal(path, code):``, removing or moving ``path`` (``Path.unlink``, ``Path.rename``) raises the
+    OSError of errno ``code``, as an immutable file, another user's in a shared folder or a read-only folder would
+    (root removes any file of a writable folder, whatever its mode)."""
+    unlink, rename = Path.unlink, Path.rename
+
+    @contextlib.contextmanager
+    def refuse(path: Path, code: int):
+        def refused(self: Path) -> None:
+            if self == path:
+                raise OSError(code, os.strerror(code), str(self))
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(Path, "unlink", lambda self, missing_ok=False: refused(self) or unlink(self, missing_ok))
+            m.setattr(Path, "rename", lambda self, target: refused(self) or rename(self, target))
+            yield
 
     return refuse

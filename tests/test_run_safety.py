@@ -23,6 +23,7 @@ from training import FP32, TINY, run
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
+from mme.utils import unlock_folder
 
 
 def _hashes(folder) -> dict[str, str]:
@@ -35,7 +36,7 @@ def _steps(folder) -> list[int]:
 
 
 def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overwrite_clears_it(synth, tmp_path,
-                                                                                                monkeypatch):
+                                                                                                refuse_removal):
     run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=4", "train.ckpt_every=2", "train.keep_last=0", FP32)
     shutil.copytree(tmp_path / "ref", tmp_path / "x")
     before = _hashes(tmp_path / "x")
@@ -51,15 +52,8 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
         assert _hashes(tmp_path / "x") == before, bad
     # a file it cannot remove (a read-only folder, an immutable file) is one line naming it, before the new run writes
     # anything (before: a bare PermissionError)
-    first, unlink = ckpt.list_checkpoints(tmp_path / "x")[0], Path.unlink
-
-    def refusing(path: Path, missing_ok: bool = False) -> None:
-        if path == first:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        unlink(path, missing_ok)
-
-    with monkeypatch.context() as m:
-        m.setattr(Path, "unlink", refusing)
+    first = ckpt.list_checkpoints(tmp_path / "x")[0]
+    with refuse_removal(first, errno.EACCES):
         with pytest.raises(MMEError, match=rf"^{re.escape(str(first))}: could not be removed \(Permission denied\); it "
                                            r"is a file of another run in train.out_dir .* where this run wrote none of "
                                            r"its files: make it removable, or choose another train.out_dir$"):
@@ -249,6 +243,21 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", f"train.stop_after={logged[-1] + 1}",
               "train.resume=auto", FP32)
     assert res.step == logged[-1] + 1 and not list(tmp_path.glob(".*.tmp*"))  # stale temp file removed
+
+
+def test_a_stale_temporary_file_that_cannot_be_removed_is_warned_about_and_left(tmp_path, refuse_removal, caplog):
+    """Taking a folder removes the temporary files of interrupted writes: one it could not remove (an immutable
+    file, another user's in a shared folder) ended the run, or `mme embed`, in a bare PermissionError traceback."""
+    stuck, gone = tmp_path / ".checkpoint-00000003.pt.tmp999.pt", tmp_path / ".run.json.tmp998.json"
+    stuck.write_bytes(b"half a checkpoint")
+    gone.write_text("{")
+    with refuse_removal(stuck, errno.EPERM), caplog.at_level(logging.INFO):
+        assert run_folder.take(tmp_path) == tmp_path
+    unlock_folder(tmp_path)
+    assert stuck.exists() and not gone.exists()
+    assert f"{stuck}: could not be removed (Operation not permitted); it is the temporary file of an interrupted " \
+        "write, left there: nothing reads it" in caplog.text
+    assert f"removed {gone}, the temporary file" in caplog.text and f"removed {stuck}" not in caplog.text
 
 
 def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_path):

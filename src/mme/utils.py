@@ -210,6 +210,21 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) 
                     + (f"; {then}" if then else "")) from e
 
 
+@contextlib.contextmanager
+def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool = False) -> Iterator[None]:
+    """A removal in the block (or what ``done`` says: a move, a folder made) that fails (a read-only folder, an
+    immutable or busy file, another user's in a shared folder) is an MMEError naming the file the error names (else
+    ``path``), the reason and ``then`` (what the file is, what is kept, how to go on); with ``warn``, a warning saying
+    the same, the rest of the block skipped."""
+    try:
+        yield
+    except OSError as e:
+        said = f"{e.filename or path}: could not be {done} ({error_reason(e)})" + (f"; {then}" if then else "")
+        if not warn:
+            raise MMEError(said) from e
+        log.warning("%s", said)
+
+
 def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     """A process of :func:`in_workers`: ``work`` of each job ``conn`` sends, one thread each. Ctrl-C, which a
     terminal sends to the whole process group, is left to the main process, which stops the workers."""

@@ -29,7 +29,7 @@ from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import error_reason, lock_folder
+from mme.utils import error_reason, lock_folder, removing
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,17 @@ RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.pn
 
 def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
-    process (rank 0's, :func:`mme.train.distributed.on_main`); removes stale temporary files. ConfigError naming
-    ``option`` (the setting that chose the folder) when it is not writable or locked."""
+    process (rank 0's, :func:`mme.train.distributed.on_main`); removes stale temporary files (one it cannot remove
+    is warned about and left). ConfigError naming ``option`` (the setting that chose the folder) when it is not
+    writable or locked."""
     path = Path(out_dir)
     if not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
         return path
     for stale in path.glob(".*.tmp*"):
-        stale.unlink(missing_ok=True)
-        log.info("removed %s, the temporary file of an interrupted write", stale)
+        with removing(stale, "it is the temporary file of an interrupted write, left there: nothing reads it",
+                      warn=True):
+            stale.unlink(missing_ok=True)
+            log.info("removed %s, the temporary file of an interrupted write", stale)
     return path
 
 
