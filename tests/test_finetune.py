@@ -614,10 +614,12 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
     assert f"frames read display, as the run that made {tmp_path / 'turned.pt'} read them" in caplog.text
 
 
-def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth, stride4, tmp_path, caplog, capsys):
+def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth, stride4, tmp_path, caplog, capsys,
+                                                                          refuse_removal):
     """A val list none of whose videos decodes ended the final tests in "multi-view test: no video could be tested",
     naming neither the split nor the list, and the test list was never tested (no test.json), also under
-    task.eval_only: it is warned about, the test list tested and reported, and the command ends in one line."""
+    task.eval_only: it is warned about, the test list tested and reported, and the command ends in one line. An
+    earlier report of that list that cannot be removed is one line naming it (it was a PermissionError traceback)."""
     from mme.cli import main
 
     (tmp_path / "garbage.mp4").write_bytes(b"not a video")
@@ -635,16 +637,28 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"mme finetune: error: {said}") and last.endswith("; test.json written"), last
     assert f"{tmp_path / 'garbage.mp4'}: unreadable" in last
+    earlier = tmp_path / "ev" / "val.json"
+    earlier.write_text(json.dumps({"checkpoint": str(stride4)}))  # of this checkpoint: kept until the list fails
+    with refuse_removal(earlier, errno.EACCES):
+        assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+            synth, tmp_path / "ev", f"train.init={stride4}", *EVAL_ONLY, f"task.val_list={tmp_path / 'val.txt'}")]) == 1
+    assert earlier.is_file()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme finetune: error: {earlier}: could not be removed (Permission denied); it is an earlier test's, and would "
+        f"read as this one's; task.val_list could not be tested (above); {stride4} is kept: task.eval_only=true "
+        f"train.init={stride4} tests it again")
 
 
-def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports(synth, stride4, tmp_path):
+def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports(synth, stride4, tmp_path,
+                                                                                 refuse_removal):
     """task.eval_only wrote its val.json / test.json into any train.out_dir, over another run's (also of a copy of
     another run's checkpoint put in the folder); train.overwrite left the replaced run's reports beside the new
     run's checkpoint, whose path they named, and deleted a train.init that lay in the folder; a fresh run in a
-    folder without checkpoints kept an earlier run's reports."""
+    folder without checkpoints kept an earlier run's reports. A report of another checkpoint that cannot be removed
+    was a PermissionError traceback."""
     import shutil
 
-    from mme.errors import ConfigError
+    from mme.errors import ConfigError, MMEError
     from mme.eval.finetuned import finetune
 
     own, elsewhere = tmp_path / "own", tmp_path / "elsewhere"
@@ -664,6 +678,15 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
         assert _eval_only(synth, mine, own).reports["test"]["checkpoint"] == str(mine)
     # a report of another checkpoint in the folder, of a split this test does not test, is removed
     (own / "val.json").write_text(json.dumps({"checkpoint": str(stride4)}))
+    tested, mine = (own / "test.json").read_text(), own / "checkpoint-00000001.pt"
+    # one it cannot remove is one line, before any test
+    with refuse_removal(own / "val.json", errno.EBUSY), pytest.raises(MMEError) as refused:
+        _eval_only(synth, mine, own)
+    assert str(refused.value) == (
+        f"{own / 'val.json'}: could not be removed (Device or resource busy); it is the val report of {stride4}, which "
+        f"beside this test's of {mine} would read as of the same checkpoint: make it removable, or choose another "
+        f"train.out_dir; {mine} is kept: task.eval_only=true train.init={mine} tests it again")
+    assert (own / "test.json").read_text() == tested and (own / "val.json").is_file()
     _eval_only(synth, own / "checkpoint-00000001.pt", own)
     assert not (own / "val.json").exists() and (own / "test.json").exists()
     with pytest.raises(ConfigError, match=r"train.init .*checkpoint-00000001.pt is one of the checkpoints in .* that "

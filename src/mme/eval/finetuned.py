@@ -88,7 +88,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision. A list that cannot
     be tested (none of its videos decodes) is warned about and the other one still tested; DataError naming it
     once every report is written. A report that cannot be written (a full disk) is an MMEError naming it, after its
-    figures are logged, saying that the checkpoint is kept and how to test it again."""
+    figures are logged, saying that the checkpoint is kept and how to test it again; one of an earlier test that
+    cannot be removed likewise."""
     reports, untested = {}, {}
     dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
     for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
@@ -100,7 +101,9 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
         except DataError as e:  # (on every rank: the predictions are joined first)
             untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"
             log.warning("%s: %s", name, untested[name])
-            dist.on_main(drop_report, cfg.train.out_dir, name)  # an earlier one would read as this checkpoint's
+            then = [f"it is an earlier test's, and would read as this one's; task.{name}_list could not be tested "
+                    "(above)", *_tests_again(checkpoint)]
+            dist.on_main(drop_report, cfg.train.out_dir, name, "; ".join(then))
             continue
         d = dataset.cfg
         reports[name] = {**report,
@@ -110,9 +113,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
                          "sampling": d.sampling, "stride": d.stride if d.sampling == "stride" else None,
                          "clips": d.test_clips, "crops": d.test_crops, "orientation": d.orientation,
                          "backend": d.backend, "precision": precision}
-        then = ["its figures are in the log above", *(f"{n}.json written" for n in reports if n != name)]
-        if checkpoint:
-            then.insert(1, f"{checkpoint} is kept: task.eval_only=true train.init={checkpoint} tests it again")
+        then = ["its figures are in the log above", *_tests_again(checkpoint),
+                *(f"{n}.json written" for n in reports if n != name)]
         dist.on_main(save_report, reports[name], cfg.train.out_dir, name, "; ".join(then))
     if untested:  # (rank 0's writes done: torchrun stops the other ranks when one ends with an error)
         written = "".join(f"; {n}.json written" for n in reports)
@@ -120,9 +122,15 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     return reports
 
 
+def _tests_again(checkpoint: str | Path | None) -> list[str]:
+    """How to test ``checkpoint`` again, for a message of a test that failed to write or remove its reports."""
+    return [f"{checkpoint} is kept: task.eval_only=true train.init={checkpoint} tests it again"] if checkpoint else []
+
+
 def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> None:
     """Remove the val / test reports in ``out_dir`` of another checkpoint than ``checkpoint`` (an earlier test's,
-    a resumed run's): beside this test's reports they would read as the same checkpoint's."""
+    a resumed run's): beside this test's reports they would read as the same checkpoint's. One that cannot be
+    removed is an MMEError naming it, before any test."""
     tested = os.path.abspath(checkpoint) if checkpoint else None
     for split in SPLITS:
         try:
@@ -130,7 +138,9 @@ def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> Non
         except (OSError, ValueError, AttributeError):
             continue
         if other != tested:
-            drop_report(out_dir, split)
+            then = [f"it is the {split} report of {other}, which beside this test's of {tested} would read as of the "
+                    "same checkpoint: make it removable, or choose another train.out_dir", *_tests_again(checkpoint)]
+            drop_report(out_dir, split, "; ".join(then))
             log.warning("removed the %s report from %s: of %s, not of %s, tested now", split, out_dir, other, tested)
 
 

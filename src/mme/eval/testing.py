@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError, MMEError
-from mme.utils import atomic_path, atomic_write_json, error_reason, writing
+from mme.utils import atomic_path, atomic_write_json, error_reason, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -304,13 +304,15 @@ def report_files(name: str) -> tuple[str, str]:
     return f"{name}.json", f"{name}_confusion.png"
 
 
-def drop_report(out_dir: str | Path, name: str) -> bool:
+def drop_report(out_dir: str | Path, name: str, then: str) -> bool:
     """Remove the report of the split ``name`` from ``out_dir`` (one that would read as another test's); whether
-    there was one."""
+    there was one. A file that cannot be removed is an MMEError naming it, the reason and ``then`` (what the report
+    is, how to go on: :func:`mme.utils.removing`)."""
     paths = [Path(out_dir, f) for f in report_files(name)]
     there = paths[0].exists()
     for path in paths:
-        path.unlink(missing_ok=True)
+        with removing(path, then):
+            path.unlink(missing_ok=True)
     return there
 
 

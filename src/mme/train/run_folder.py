@@ -25,11 +25,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mme.errors import CheckpointError, ConfigError, MMEError
+from mme.errors import CheckpointError, ConfigError
 from mme.eval.testing import SPLITS, drop_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import error_reason, lock_folder, removing
+from mme.utils import lock_folder, removing
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +94,20 @@ def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
     """``train.overwrite``: remove another run's ``checkpoints`` (:func:`check_owner`) and its logs; and for a
     ``fresh`` run, the test reports an earlier run left without checkpoints (they would read as this run's, and
     name its checkpoint's path). A file that cannot be removed (a read-only folder, an immutable or busy file) is an
-    MMEError naming it and the reason, before this run writes its files."""
-    try:
-        if fresh and not checkpoints:
-            stale = [split for split in SPLITS if drop_report(out_dir, split)]
-            if stale:
-                log.warning("removed the %s report(s) of an earlier run from %s", " and ".join(stale), out_dir)
-        if not checkpoints:
-            return
-        other = _folder_run(out_dir)
+    MMEError naming it and the reason (:func:`mme.utils.removing`), before this run writes its files."""
+    whose = "a file of another run" if checkpoints else "a test report of an earlier run"
+    then = (f"it is {whose} in train.out_dir {str(out_dir)!r}, where this run wrote none of its files: make it "
+            "removable, or choose another train.out_dir")
+    if fresh and not checkpoints:
+        stale = [split for split in SPLITS if drop_report(out_dir, split, then)]
+        if stale:
+            log.warning("removed the %s report(s) of an earlier run from %s", " and ".join(stale), out_dir)
+    if not checkpoints:
+        return
+    other = _folder_run(out_dir)
+    with removing(out_dir, then):
         for p in checkpoints + [out_dir / name for name in RUN_FILES]:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    except OSError as e:
-        whose = "a file of another run" if checkpoints else "a test report of an earlier run"
-        raise MMEError(f"{e.filename or out_dir}: could not be removed ({error_reason(e)}); it is {whose} in "
-                       f"train.out_dir {str(out_dir)!r}, where this run wrote none of its files: make it removable, or "
-                       "choose another train.out_dir") from e
     log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(checkpoints),
                 other or "(unknown)", out_dir)
 
