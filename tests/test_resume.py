@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import torch
 from training import FP32, TINY, run
 
-from mme.errors import CheckpointError, ConfigError
+from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train.distributed import epoch_batches
 
@@ -255,15 +256,26 @@ def _steps_in(folder) -> list[int]:
     return [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)]
 
 
-def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog):
+def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refuse_removal):
     """Resumed from checkpoint 4 of a folder holding 4, 5 and 6: the later ones stayed, so `--resume auto` next
-    took the abandoned step 6 (training nothing), and rotation deleted the new branch's checkpoints first."""
+    took the abandoned step 6 (training nothing), and rotation deleted the new branch's checkpoints first. One that
+    could not be moved aside was "could not write the checkpoint of step 5 ... Kept: checkpoint-00000006.pt", step 5
+    moved and 6 left, which `--resume auto` took next."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.ckpt_every=1", "train.keep_last=3", FP32)
     run(*base, "train.stop_after=6")
     assert _steps_in(tmp_path) == [4, 5, 6]
     with pytest.raises(CheckpointError):  # a rewind that fails before its first checkpoint changes nothing
         run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "model.embed_dim=32")
     assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))
+    with refuse_removal(ckpt.checkpoint_path(tmp_path, 6), errno.EPERM), pytest.raises(MMEError) as refused:
+        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5")
+    folder = re.escape(str(tmp_path))
+    assert re.fullmatch(
+        rf"{folder}/checkpoint-00000006.pt: could not be moved to {folder}/abandoned-[\d-]+ \(Operation not "
+        rf"permitted\); the 2 checkpoint\(s\) after step 4 in {folder} are of a branch this run left \(it resumed "
+        r"from step 4\), and stay there; this run wrote no checkpoint: make them movable, or move them out of the "
+        r"folder, then run this command again", str(refused.value)), refused.value
+    assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))  # step 5 put back
     with caplog.at_level(logging.WARNING):
         run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5")
     assert _steps_in(tmp_path) == [4, 5]

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mme.errors import CheckpointError, ConfigError
+from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
@@ -133,16 +133,31 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
     that step, rotating and kept ones, are those of a branch it left, resumed from an earlier checkpoint (a
     rewind); they go to ``abandoned-<time>/``, with a warning. Kept, they were what
     ``train.resume=auto`` took next, and rotation deleted the new branch's checkpoints before them. Done at the new
-    branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was."""
+    branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was. A
+    checkpoint that cannot be moved (a read-only folder, an immutable or busy file) is an MMEError naming it and the
+    reason, those moved before it put back: else ``train.resume=auto`` took the newest of the branch left."""
     later = [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
              if ckpt.checkpoint_step(p) > resumed]
     if not later:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = next(p for n in range(1000) if not (p := out_dir / f"abandoned-{stamp}{f'-{n}' if n else ''}").exists())
-    aside.mkdir()
-    for p in later:
-        p.rename(aside / p.name)
+    then = (f"the {len(later)} checkpoint(s) after step {resumed} in {out_dir} are of a branch this run left (it "
+            f"resumed from step {resumed}), and stay there; this run wrote no checkpoint: make them movable, or move "
+            f"them out of the folder, then run this command again")
+    with removing(aside, then, done="made"):
+        aside.mkdir()
+    moved: list[Path] = []
+    try:
+        for p in later:
+            with removing(p, then, done=f"moved to {aside}"):
+                p.rename(aside / p.name)
+            moved.append(p)
+    except MMEError:
+        for p in moved:
+            (aside / p.name).rename(p)
+        aside.rmdir()
+        raise
     log.warning("this run resumed at step %d: the %d checkpoint(s) of this folder after it (up to step %d) belong "
                 "to a branch it left (it resumed from an earlier checkpoint); moved to %s", resumed, len(later),
                 max(map(ckpt.checkpoint_step, later)), aside)
