@@ -3,6 +3,7 @@ mask, sidecar JSON), view averaging, token grids, and resume after a killed run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import torch
 from videos import DecodedFrames, texture, write_keyint_video, write_video
 
 from mme.data.transforms import normalize_clip
-from mme.errors import ConfigError, DataError
+from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.features import embed, extract_features, read_features, read_tokens
 from mme.eval.testing import build_test_set
 from mme.models.checkpoint import load_encoder
@@ -363,9 +364,10 @@ def test_failed_videos_of_a_finished_file_are_tried_again_and_its_rows_kept(own_
     assert loads == [] and out.stat().st_mtime_ns == mtime
 
 
-def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeypatch):
+def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeypatch, refuse_removal):
     """The parts of a stopped job counted failed videos as done, so a resume never tried them again. Video 5 (the
-    missing one) is the first row of the second part: the part of its retry must not replace that part's rows."""
+    missing one) is the first row of the second part: the part of its retry must not replace that part's rows. A
+    part that cannot be removed (another user's in a shared folder) was a PermissionError traceback."""
     root, ckpt, loads = own_root
     kw = dict(stride=2, root=str(root), batch_size=5, chunk_batches=1, num_workers=0, progress=False)
     out = tmp_path / "f.npy"
@@ -373,8 +375,17 @@ def test_a_resumed_job_tries_its_failed_videos_again(own_root, tmp_path, monkeyp
         _kill_before_assembly(m)
         with pytest.raises(KeyboardInterrupt):
             embed(ckpt, root / "list.txt", out, **kw)
-    assert not out.exists() and len(list((tmp_path / "f.npy.partial").glob("part-*.npz"))) == 2
+    partial = tmp_path / "f.npy.partial"
+    assert not out.exists() and len(list(partial.glob("part-*.npz"))) == 2
     write_video(root / "v5.mp4", _moving(5))
+    loads.clear()
+    with refuse_removal(partial / "part-000000005-r0.npz", errno.EACCES), pytest.raises(MMEError) as refused:
+        embed(ckpt, root / "list.txt", out, **{**kw, "batch_size": 1})  # its rows 6, 7 written as part-000000006
+    assert str(refused.value) == (
+        f"{partial / 'part-000000005-r0.npz'}: could not be removed (Permission denied); it holds videos to embed "
+        f"again (failed, or changed since), which would be taken as done: make it removable, or delete {partial} to "
+        "embed every video again")
+    assert not out.exists() and not loads  # refused before any video
     loads.clear()
     embed(ckpt, root / "list.txt", out, **{**kw, "batch_size": 1})  # a part per video: part-000000005 again
     assert sorted(loads) == [2, 5]

@@ -40,7 +40,7 @@ from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
 from mme.train import run_folder
-from mme.utils import atomic_path, atomic_write_json, check_output, error_reason, unlock_folder, writing
+from mme.utils import atomic_path, atomic_write_json, check_output, error_reason, removing, unlock_folder, writing
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
     """Drop from the parts in ``partial`` the failed videos and the rows whose video changed since they were
     embedded (``states``: every row's :func:`_file_state` now), so that this run embeds them again. A part left
     without rows is removed; the others are named after their first kept row, which no part of this run (named
-    after a row it embeds or fails) can take."""
+    after a row it embeds or fails) can take. A part that cannot be removed is an MMEError naming it
+    (:func:`mme.utils.removing`): its rows would be taken as done."""
     changed = earlier = 0
     for path in sorted(partial.glob("part-*.npz")):
         part = _read_part(path)
@@ -190,7 +191,9 @@ def _drop_stale(partial: Path, states: np.ndarray) -> None:
             rows = {k: v[same] for k, v in part.items() if k not in ("failed", "error")}
             if _write_part(partial, path.stem.rsplit("-", 1)[1], {**rows, **_no_failures()}) == path:
                 continue
-        path.unlink()
+        with removing(path, "it holds videos to embed again (failed, or changed since), which would be taken as done: "
+                            f"make it removable, or delete {partial} to embed every video again"):
+            path.unlink()
     if changed:
         log.info("embed: %s: %d videos embedded there changed since (size or modification time): embedding them "
                  "again", partial, changed)
@@ -218,7 +221,9 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
                             "or choose another --out")
         log.info("embed: %s: the stopped job there (other %s) embedded no video; started afresh", partial, diff)
         for path in partial.glob("part-*.npz"):
-            path.unlink()
+            with removing(path, f"it is of the stopped job there, which embedded no video: make it removable, or "
+                                f"delete {partial}"):
+                path.unlink()
     if finished is not None:
         x, valid, _, info = read_features(finished)
         rows = np.flatnonzero(valid & (np.asarray(info["states"]) == states))
