@@ -380,6 +380,43 @@ def test_a_write_that_fails_after_its_writer_renamed_a_file_in_leaves_no_tempora
     os.close(other)
 
 
+def test_a_write_that_fails_leaves_the_file_another_thread_renamed_in_under_its_name(tmp_path):
+    """Two threads write one file (one PID: one temporary name). Safetensors renames a file of its own onto the name,
+    which then holds no lock, so a second thread takes the name and renames its own file in; the first thread's
+    block then fails, and its clean-up removed the second's file: the second write ended in FileNotFoundError, the
+    target never written."""
+    from safetensors.torch import load_file, save_file
+
+    target, said = tmp_path / "w.safetensors", {}
+    first_in, second_in, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with pytest.raises(OSError, match="No space left"), atomic_path(target) as tmp:
+            save_file({"w": torch.zeros(4)}, str(tmp))
+            first_in.set()
+            second_in.wait(10)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        first_done.set()
+
+    def second():
+        first_in.wait(10)
+        try:
+            with atomic_path(target) as tmp:
+                save_file({"w": torch.ones(4)}, str(tmp))
+                second_in.set()
+                first_done.wait(10)
+        except OSError as e:
+            said["second"] = e
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert said == {} and torch.equal(load_file(target)["w"], torch.ones(4))
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, caplog):
     """Where ``flock`` is not supported (Lustre mounted without it, some FUSE and NFS mounts: ENOLCK), files are
     written and stale temporary files removed without the lock, as before writes locked them, said once at debug

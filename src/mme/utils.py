@@ -77,7 +77,8 @@ def _remove_unheld(tmp: Path) -> bool:
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends without an error it replaces ``path``
     (after an fsync with ``sync``), and it is removed when the block raises or the replacing fails (also where the
-    block's writer renamed a file of its own onto it, unless another writer holds that one), so no reader ever sees
+    block's writer renamed a file of its own onto it, unless another writer holds that one or another thread of
+    this process writes under the name), so no reader ever sees
     a half-written file. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib,
     numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file (safetensors
     writes its files readable by their owner only).
@@ -95,6 +96,8 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     fd = _locked_file(tmp)
     held = _identity(os.fstat(fd))
     _writing.temps.add(held)
+    with _writers_lock:
+        _writers[tmp] = _writers.get(tmp, 0) + 1
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
@@ -104,16 +107,29 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         # removed while the name is still this write's, or a file no writer holds: one the block's writer renamed
-        # onto it (safetensors); where the block let the name go (renamed or removed it), another writer may hold it
+        # onto it (safetensors), where no other thread writes under the name (its renamed-in file holds no lock:
+        # another thread may have taken the name since); where the block let the name go, another writer may hold it
         with contextlib.suppress(FileNotFoundError):
             if _identity(os.stat(tmp)) == held:
                 tmp.unlink()
             else:
-                _remove_unheld(tmp)
+                with _writers_lock:
+                    alone = _writers[tmp] == 1
+                if alone:
+                    _remove_unheld(tmp)
         raise
     finally:
         _writing.temps.discard(held)
+        with _writers_lock:
+            _writers[tmp] -= 1
+            if not _writers[tmp]:
+                del _writers[tmp]
         os.close(fd)
+
+
+_writers: dict[Path, int] = {}
+"""How many :func:`atomic_path` writes of this process (its threads') are under each temporary name."""
+_writers_lock = threading.Lock()
 
 
 class _Writing(threading.local):
