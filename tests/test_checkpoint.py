@@ -845,10 +845,20 @@ def test_an_overwrite_that_fails_between_files_leaves_no_checkpoint_of_parts_of_
         with monkeypatch.context() as m:
             m.setattr(os, "replace", rename_fails_at_config)
             assert cli_main(job) == 1
-        names = ", ".join(["config.json", "preprocessor_config.json"][:2 if fmt == "hf" else 1] + ["model.safetensors"])
-        assert re.search(rf"error: {out}: could not be written \(Input/output error; \d+ MiB free\); the checkpoint "
-                         rf"files in it are removed \({names}\)", capsys.readouterr().err)
+        names = ", ".join(["preprocessor_config.json"][:1 if fmt == "hf" else 0] + ["model.safetensors"])
+        assert re.search(rf"error: {out}: could not be written \(Input/output error; \d+ MiB free\); its config.json "
+                         rf"and the new files put in place \({names}\) are removed: it holds no checkpoint$",
+                         capsys.readouterr().err.strip())
         assert list(out.iterdir()) == [], fmt
+        export(old, out, fmt, kind="pretraining", overwrite=True)
+        weights = (out / "model.safetensors").read_bytes()
+        with monkeypatch.context() as m:  # the first file put in place fails: the old weights are kept
+            m.setattr(os, "replace", lambda src_, dst: rename_fails_at_config(src_, str(dst).replace(
+                "model.safetensors", "config.json")))
+            assert cli_main(job) == 1
+        assert "); its config.json is removed: it holds no checkpoint; kept of the one it held: " + names \
+               in capsys.readouterr().err
+        assert (out / "model.safetensors").read_bytes() == weights and not (out / "config.json").exists()
         assert cli_main(job) == 0
         new = load_model(out).encoder.state_dict()
         assert all(torch.equal(v, new[k]) for k, v in mae.encoder.state_dict().items()), fmt

@@ -55,7 +55,8 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[s
     disk) leaves the folder as it was, the checkpoint it held whole, never new weights beside an old config (an
     OSError named as :func:`~mme.utils.writing` names it). The old ``config.json``, without which the folder reads
     as no checkpoint, goes before the others are replaced, and a failure while they are (an I/O error, Ctrl-C)
-    removes them all: no folder is left that reads as a checkpoint of parts of two."""
+    removes the new files put in place: no folder is left that reads as a checkpoint of parts of two, and the old
+    files not yet replaced stay (the weights of the export it held)."""
     names = [*jsons, WEIGHTS]  # replaced in the reverse order: config.json last
     with writing(folder, then="nothing in it is replaced"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -64,16 +65,32 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[s
             _save_safetensors(temps[WEIGHTS], state, metadata)
             for name, obj in jsons.items():
                 temps[name].write_text(json_text(obj, sort_keys=True))
+            old = {name: _identity(folder / name) for name in names}
             (folder / CONFIG).unlink(missing_ok=True)
             placing = stack.pop_all()  # the temporary files, put in place as it closes
     try:
-        with writing(folder, then=f"the checkpoint files in it are removed ({', '.join(names)})"):
-            placing.close()
-    except BaseException:
-        for name in names:
+        placing.close()
+    except BaseException as e:
+        placed = [name for name in names if _identity(folder / name) not in (None, old[name])]
+        for name in placed:
             with contextlib.suppress(OSError):
-                (folder / name).unlink(missing_ok=True)
-        raise
+                (folder / name).unlink()
+        kept = [name for name in names if name != CONFIG and old[name] and _identity(folder / name) == old[name]]
+        if not isinstance(e, OSError):
+            raise
+        new = f" and the new files put in place ({', '.join(placed)})" if placed else ""
+        with writing(folder, then=f"its {CONFIG}{new} {'are' if placed else 'is'} removed: it holds no checkpoint"
+                     + (f"; kept of the one it held: {', '.join(kept)}" if kept else "")):
+            raise
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None where there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _unwrap_module(model: nn.Module) -> nn.Module:
