@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
+from training import report_json
 
 from mme.data.transforms import denormalize, normalize, normalize_clip
 from mme.eval.testing import (
@@ -625,7 +626,7 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
     (tmp_path / "garbage.mp4").write_bytes(b"not a video")
     (tmp_path / "val.txt").write_text(f"{tmp_path / 'garbage.mp4'} 1\n")
     (tmp_path / "ev").mkdir()
-    (tmp_path / "ev" / "val.json").write_text("{}")  # an earlier test's: it would read as this checkpoint's
+    (tmp_path / "ev" / "val.json").write_text(report_json())  # an earlier test's: it would read as this checkpoint's
     with caplog.at_level("WARNING"):
         assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
             synth, tmp_path / "ev", f"train.init={stride4}", *EVAL_ONLY, f"task.val_list={tmp_path / 'val.txt'}")]) == 1
@@ -638,7 +639,7 @@ def test_a_list_none_of_whose_videos_decodes_leaves_the_other_list_tested(synth,
     assert last.startswith(f"mme finetune: error: {said}") and last.endswith("; test.json written"), last
     assert f"{tmp_path / 'garbage.mp4'}: unreadable" in last
     earlier = tmp_path / "ev" / "val.json"
-    earlier.write_text(json.dumps({"checkpoint": str(stride4)}))  # of this checkpoint: kept until the list fails
+    earlier.write_text(report_json(checkpoint=str(stride4)))  # of this checkpoint: kept until the list fails
     with refuse_removal(earlier, errno.EACCES):
         assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
             synth, tmp_path / "ev", f"train.init={stride4}", *EVAL_ONLY, f"task.val_list={tmp_path / 'val.txt'}")]) == 1
@@ -663,7 +664,7 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
 
     own, elsewhere = tmp_path / "own", tmp_path / "elsewhere"
     finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
-    (own / "test.json").write_text('{"top1": 0.5}')
+    (own / "test.json").write_text(report_json(top1=0.5))
     before = (own / "test.json").read_text()
     shutil.copy(stride4, own / "downloaded.pt")  # another run's, put in the folder
     for other in (stride4, own / "downloaded.pt"):
@@ -677,7 +678,7 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
     for mine in (own / "checkpoint-00000001.pt", elsewhere / "mine.pt"):
         assert _eval_only(synth, mine, own).reports["test"]["checkpoint"] == str(mine)
     # a report of another checkpoint in the folder, of a split this test does not test, is removed
-    (own / "val.json").write_text(json.dumps({"checkpoint": str(stride4)}))
+    (own / "val.json").write_text(report_json(checkpoint=str(stride4)))
     tested, mine = (own / "test.json").read_text(), own / "checkpoint-00000001.pt"
     # one it cannot remove is one line, before any test
     with refuse_removal(own / "val.json", errno.EBUSY), pytest.raises(MMEError) as refused:
@@ -695,11 +696,12 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
                               "task.test_list=", f"train.init={own / 'checkpoint-00000001.pt'}"))
     finetune(_tiny_recipe(synth, own, "train.steps=1", "train.overwrite=true", "task.val_list=", "task.test_list="))
     assert not (own / "test.json").exists() and not (own / "test_confusion.png").exists()
-    (own / "val.json").write_text("{}")  # a report left by a run whose checkpoints are gone
+    (own / "val.json").write_text(report_json())  # a report left by a run whose checkpoints are gone
+    (own / "test.json").write_text('{"my": "own notes"}')  # no report: a user's file, kept (it was removed)
     for p in own.glob("checkpoint-*.pt"):
         p.unlink()
     finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
-    assert not (own / "val.json").exists()
+    assert not (own / "val.json").exists() and (own / "test.json").read_text() == '{"my": "own notes"}'
 
 
 def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):

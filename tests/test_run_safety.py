@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training import FP32, TINY, run
+from training import FP32, TINY, report_json, run
 
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
@@ -59,10 +59,15 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
                                            r"its files: make it removable, or choose another train.out_dir$"):
             run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.overwrite=true", FP32)
     assert _hashes(tmp_path / "x") == before
-    (tmp_path / "y" / "test.json").mkdir(parents=True)  # the same for the report of an earlier run without checkpoints
-    with pytest.raises(MMEError, match=r"test.json: could not be removed \(Is a directory\); it is a test report of an "
-                                       r"earlier run in train.out_dir"):
+    (tmp_path / "y").mkdir()  # the same for the report of an earlier run without checkpoints
+    (tmp_path / "y" / "test.json").write_text(report_json())
+    with refuse_removal(tmp_path / "y" / "test.json", errno.EACCES), \
+            pytest.raises(MMEError, match=r"test.json: could not be removed \(Permission denied\); it is a test report "
+                                          r"of an earlier run in train.out_dir"):
         run_folder.clear(tmp_path / "y", [], fresh=True)
+    (tmp_path / "y" / "val.json").write_text('{"my": "own notes"}')  # no report: a user's file, left (was removed)
+    run_folder.clear(tmp_path / "y", [], fresh=True)
+    assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["val.json"]
     res = run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
               "train.seed=1", "train.overwrite=true", FP32)
     assert _steps(tmp_path / "x") == [2, 3] and res.checkpoint == ckpt.checkpoint_path(tmp_path / "x", 3)

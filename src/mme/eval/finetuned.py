@@ -32,6 +32,7 @@ from mme.eval.testing import (
     merge_predictions,
     multiview_predict,
     multiview_report,
+    read_report,
     report_files,
     save_report,
     trivial_top5,
@@ -133,10 +134,10 @@ def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> Non
     removed is an MMEError naming it, before any test."""
     tested = os.path.abspath(checkpoint) if checkpoint else None
     for split in SPLITS:
-        try:
-            other = json.loads((out_dir / report_files(split)[0]).read_text()).get("checkpoint")
-        except (OSError, ValueError, AttributeError):
+        report = read_report(out_dir / report_files(split)[0])
+        if report is None:
             continue
+        other = report.get("checkpoint")
         if other != tested:
             then = [f"it is the {split} report of {other}, which beside this test's of {tested} would read as of the "
                     "same checkpoint: make it removable, or choose another train.out_dir", *_tests_again(checkpoint)]

@@ -8,6 +8,7 @@ into one probability vector per video. Top-1/top-5 and the confusion matrix are 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -304,16 +305,32 @@ def report_files(name: str) -> tuple[str, str]:
     return f"{name}.json", f"{name}_confusion.png"
 
 
+REPORT_KEYS = ("top1", "confusion_matrix", "class_names", "views_per_video")
+"""Keys every report of :func:`save_report` holds: a JSON file without them is no test report of mme's."""
+
+
+def read_report(path: str | Path) -> dict | None:
+    """The test report at ``path`` (:func:`save_report`'s); None where there is none, or the file is not one (a
+    user's own ``test.json`` in a folder a run was given: the home folder, a project's)."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and all(k in report for k in REPORT_KEYS) else None
+
+
 def drop_report(out_dir: str | Path, name: str, then: str) -> bool:
     """Remove the report of the split ``name`` from ``out_dir`` (one that would read as another test's); whether
-    there was one. A file that cannot be removed is an MMEError naming it, the reason and ``then`` (what the report
-    is, how to go on: :func:`mme.utils.removing`)."""
+    there was one. A file of that name that is no report (:func:`read_report`) is left, and its confusion matrix's
+    name too. A file that cannot be removed is an MMEError naming it, the reason and ``then`` (what the report is,
+    how to go on: :func:`mme.utils.removing`)."""
     paths = [Path(out_dir, f) for f in report_files(name)]
-    there = paths[0].exists()
+    if read_report(paths[0]) is None:
+        return False
     for path in paths:
         with removing(path, then):
             path.unlink(missing_ok=True)
-    return there
+    return True
 
 
 def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: str = "") -> None:
