@@ -260,10 +260,13 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refus
     """Resumed from checkpoint 4 of a folder holding 4, 5 and 6: the later ones stayed, so `--resume auto` next
     took the abandoned step 6 (training nothing), and rotation deleted the new branch's checkpoints first. One that
     could not be moved aside was "could not write the checkpoint of step 5 ... Kept: checkpoint-00000006.pt", step 5
-    moved and 6 left, which `--resume auto` took next."""
+    moved and 6 left, which `--resume auto` took next. The logs, cut back to step 4 when the rewind started, kept
+    neither the branch left (its steps 5 and 6, not set aside) nor, where the rewind failed, the kept checkpoints'
+    steps (step 5 then the failed rewind's)."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.ckpt_every=1", "train.keep_last=3", FP32)
     run(*base, "train.stop_after=6")
     assert _steps_in(tmp_path) == [4, 5, 6]
+    logs = {name: (tmp_path / name).read_text() for name in ("metrics.jsonl", "metrics.csv")}
     with pytest.raises(CheckpointError):  # a rewind that fails before its first checkpoint changes nothing
         run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "model.embed_dim=32")
     assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))
@@ -276,11 +279,17 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refus
         r"from step 4\), and stay there; this run wrote no checkpoint: make them movable, or move them out of the "
         r"folder, then run this command again", str(refused.value)), refused.value
     assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))  # step 5 put back
+    assert {name: (tmp_path / name).read_text() for name in logs} == logs
     with caplog.at_level(logging.WARNING):
-        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5")
+        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5", "optim.base_lr=0.002")
     assert _steps_in(tmp_path) == [4, 5]
     (aside,) = tmp_path.glob("abandoned-*")
     assert _steps_in(aside) == [5, 6] and "moved to" in caplog.text
+    assert {name: (aside / name).read_text() for name in logs} == logs  # the branch left, up to its step 6
+    kept = logs["metrics.jsonl"].splitlines()[:4]
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines()[:4] == kept  # then this branch's step 5
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert not list(tmp_path.glob(".metrics*"))
     assert run(*base, "train.resume=auto").step == 8  # from step 5 of this branch
 
 
@@ -438,7 +447,8 @@ def test_the_checkpoints_of_train_keep_epochs_outlive_the_rotation(synth, tmp_pa
     rewind = ("train.resume=" + str(kept[0]), "optim.base_lr=5e-4", "train.keep_epochs=[1]", "train.ckpt_every=10")
     run(*base[:-2], "train.stop_after=10", *rewind, FP32)  # its first checkpoint at 10: epoch 2's at 8 set aside too
     aside = next(tmp_path.glob("abandoned-*"))
-    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-00000012.pt", "checkpoint-epoch-0002-00000008.pt"]
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-00000012.pt", "checkpoint-epoch-0002-00000008.pt",
+                                                     "metrics.csv", "metrics.jsonl"]
     assert [p.name for p in ckpt.kept_checkpoints(tmp_path)] == ["checkpoint-epoch-0001-00000004.pt"]
     # an epoch ended inside a step whose micro-batches straddle it (accumulation changed on resume) is kept too
     shutil.rmtree(tmp_path)

@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -29,7 +31,7 @@ from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import lock_folder, removing
+from mme.utils import atomic_path, lock_folder, removing
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,42 @@ def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
                           f"another train.out_dir")
 
 
+LOGS = ("metrics.jsonl", "metrics.csv")
+"""The logs a resumed run cuts back to its step (:func:`mme.train.metrics.build_logger`)."""
+
+
+def _left_copy(out_dir: Path, name: str) -> Path:
+    return out_dir / f".{name}.left"
+
+
+def _later(out_dir: Path, resumed: int) -> list[Path]:
+    """The checkpoints of ``out_dir``, rotating and kept, after step ``resumed``."""
+    return [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
+            if ckpt.checkpoint_step(p) > resumed]
+
+
+def keep_logs_of_rewind(out_dir: Path, resumed: int) -> None:
+    """Before a run resumed at step ``resumed`` cuts its logs back to that step: where the folder holds later
+    checkpoints (a rewind, :func:`set_aside_after`), a copy of the logs as they are, for the branch it leaves
+    (set aside with its checkpoints), or to put back where the rewind ends before it has written a checkpoint
+    (:func:`restore_logs_of_rewind`)."""
+    if not _later(out_dir, resumed):
+        return
+    for name in LOGS:
+        if (out_dir / name).is_file():
+            with atomic_path(_left_copy(out_dir, name)) as tmp:
+                shutil.copyfile(out_dir / name, tmp)
+
+
+def restore_logs_of_rewind(out_dir: Path) -> None:
+    """The logs as :func:`keep_logs_of_rewind` found them, where a rewind ends before its first checkpoint (an error,
+    a checkpoint it could not write or set aside): the folder's logs are then again those of its checkpoints."""
+    for name in LOGS:
+        left = _left_copy(out_dir, name)
+        if left.is_file():
+            os.replace(left, out_dir / name)
+
+
 def set_aside_after(out_dir: Path, resumed: int) -> None:
     """Before a run resumed at step ``resumed`` writes its first checkpoint: the checkpoints of the folder after
     that step, rotating and kept ones, are those of a branch it left, resumed from an earlier checkpoint (a
@@ -136,8 +174,7 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
     branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was. A
     checkpoint that cannot be moved (a read-only folder, an immutable or busy file) is an MMEError naming it and the
     reason, those moved before it put back: else ``train.resume=auto`` took the newest of the branch left."""
-    later = [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
-             if ckpt.checkpoint_step(p) > resumed]
+    later = _later(out_dir, resumed)
     if not later:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -158,6 +195,9 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
             (aside / p.name).rename(p)
         aside.rmdir()
         raise
+    for name in LOGS:  # the branch's logs up to its last step (keep_logs_of_rewind's copies)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(_left_copy(out_dir, name), aside / name)
     log.warning("this run resumed at step %d: the %d checkpoint(s) of this folder after it (up to step %d) belong "
                 "to a branch it left (it resumed from an earlier checkpoint); moved to %s", resumed, len(later),
                 max(map(ckpt.checkpoint_step, later)), aside)
