@@ -16,6 +16,7 @@ from mme.models.config import PRESETS
 from mme.models.masking import make_mask, num_masked, random_mask, tube_mask
 from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, sincos_table
 from mme.motion.targets import pixel_target
+from mme.train.config import TaskConfig
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
             decoder_heads=2)
@@ -298,6 +299,12 @@ def test_initialisation_is_videomaes():
     fc1 = clf.encoder.blocks[0].mlp.fc1.weight
     assert std(fc1) == pytest.approx(0.02, rel=0.05) and top(fc1) < 0.1
     assert std(clf.head.weight) == pytest.approx(0.02 * 0.001, rel=0.1)
+    # task.scratch_init=xavier (finetune_tiny_cpu): the pre-training encoder's, which scales with the width
+    clf = VideoClassifier(cfg, num_classes=5, scratch_init="xavier")
+    assert std(clf.encoder.blocks[0].mlp.fc1.weight) == pytest.approx((2 / (384 + 4 * 384)) ** 0.5, rel=0.05)
+    assert std(clf.head.weight) == pytest.approx(0.02 * 0.001, rel=0.1)
+    with pytest.raises(ConfigError, match=r"task.scratch_init must be one of \('trunc_normal', 'xavier'\), got 'he'"):
+        TaskConfig(scratch_init="he")
 
 
 def test_the_decoder_predicts_the_masked_tokens_only_also_when_there_are_none():

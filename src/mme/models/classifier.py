@@ -19,9 +19,15 @@ POOLS = ("mean", "norm_mean")
 encoder's final LayerNorm before the mean (then fc_norm), for heads on a frozen pre-trained encoder."""
 
 
+SCRATCH_INITS = ("trunc_normal", "xavier")
+"""How a classifier's encoder trained from scratch starts (``task.scratch_init``): 'trunc_normal', VideoMAE's
+fine-tuning ViT (``modeling_finetune``: trunc-normal(0.02) Linear weights, zero biases; its LayerNorms and patch
+embedding as the pre-training encoder's); 'xavier', the pre-training encoder's own (:func:`init_weights`), whose
+Linear weights scale with the width: a 96-wide encoder's are 3-5x trunc-normal(0.02)'s."""
+
+
 def _finetune_init(module: nn.Module) -> None:
-    """VideoMAE's fine-tuning ViT (``modeling_finetune``): trunc-normal(0.02) Linear weights, zero biases; its
-    LayerNorms and patch embedding as the pre-training encoder's."""
+    """VideoMAE's fine-tuning ViT's Linear layers: trunc-normal(0.02) weights, zero biases."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -32,17 +38,20 @@ class VideoClassifier(nn.Module):
     """``forward(x (B, C, T, H, W)) -> logits (B, num_classes)``; ``forward_features(x) -> (B, D)``."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, pool: str = "mean", fc_drop: float = 0.0,
-                 head_init_scale: float = 0.001, fc_norm_eps: float = 1e-6):
+                 head_init_scale: float = 0.001, fc_norm_eps: float = 1e-6, scratch_init: str = "trunc_normal"):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if scratch_init not in SCRATCH_INITS:
+            raise ValueError(f"scratch_init must be one of {SCRATCH_INITS}, got {scratch_init!r}")
         self.cfg = cfg
         self.num_classes = num_classes
         self.pool = pool
         self.encoder = VisionTransformer(cfg)
-        self.encoder.apply(_finetune_init)  # what a classifier trained from scratch starts from (train.init unset)
+        if scratch_init == "trunc_normal":  # what a classifier trained from scratch starts from (train.init unset)
+            self.encoder.apply(_finetune_init)
         if pool == "mean":
             self.encoder.norm = nn.Identity()
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=fc_norm_eps)

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
+from mme.models.classifier import SCRATCH_INITS
 from mme.models.config import ModelConfig
 from mme.models.masking import num_masked
 from mme.motion.targets import TargetConfig
@@ -183,6 +184,10 @@ class TaskConfig:
     """Clips per video per batch (VideoMAE's num_sample), each with its own crop and window."""
     head_init_scale: float = 0.001
     """The head's initial weights are trunc-normal(0.02) times this."""
+    scratch_init: str = "trunc_normal"
+    """The encoder's initial weights where train.init is unset (``mme.models.classifier.SCRATCH_INITS``):
+    'trunc_normal', VideoMAE's (trunc-normal(0.02) Linear weights), or 'xavier', the pre-training encoder's, which
+    scales with the width (a narrow encoder from scratch learns in few steps from it: finetune_tiny_cpu)."""
     fc_drop: float = 0.0
     """Dropout before the head."""
     eval_every: int = 0
@@ -195,6 +200,8 @@ class TaskConfig:
     def __post_init__(self):
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"task.num_classes must be >= 2, got {self.num_classes}")
+        if self.scratch_init not in SCRATCH_INITS:
+            raise ConfigError(f"task.scratch_init must be one of {SCRATCH_INITS}, got {self.scratch_init!r}")
         if self.repeated_aug < 1 or self.eval_batch_size < 1 or self.eval_every < 0:
             raise ConfigError("task.repeated_aug and task.eval_batch_size must be >= 1, task.eval_every >= 0")
 

@@ -190,7 +190,7 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
         cfg = dataclasses.replace(cfg, model=_model_config(cfg, start.resume))
         torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
         model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
-                                head_init_scale=cfg.task.head_init_scale)
+                                head_init_scale=cfg.task.head_init_scale, scratch_init=cfg.task.scratch_init)
         if t.init and start.resume is None:
             from mme.models.checkpoint import load_encoder_weights
 
