@@ -206,7 +206,7 @@ def main() -> None:
     bank.add_argument("--workers", type=int, default=2, help="processes that build the bank")
     bank.add_argument("--out", default="runs/motion_learnability", help="the run's out dir (checkpoint, logs)")
     bank.add_argument("--shuffle-targets", action="store_true",
-                      help="control: train every clip on the targets of the next clip in its batch")
+                      help="control: train every clip on the targets of the previous clip in its batch")
     for q in (ideal, clips):
         q.add_argument("--lr", type=float, default=3e-4)
         q.add_argument("--eval-every", type=int, default=50)

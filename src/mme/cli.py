@@ -84,7 +84,8 @@ def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the embedded default: synth data, pre-train MME vs pixel, probe, report")
+    p = sub.add_parser("demo", help="the embedded default: synth data, pre-train MME, pixel and HOG targets, probe, "
+                                    "report")
     p.add_argument("--out", type=path, default="demo_out",
                    help="output folder (data, runs, results.json/.md, pictures)")
     p.add_argument("--quick", action="store_true",
@@ -141,7 +142,8 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lists", help="build list files for K400 / SSv2 / UCF101 / HMDB51 or a class-folder tree",
                        description="Writes <split>.txt lists ('path label', paths relative to the video root) "
                                    "and classes.json into --out.")
-    p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"])
+    p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"],
+                   help="the dataset's layout (folder: one subfolder of videos per class)")
     p.add_argument("source", type=path,
                    help="folder: the video folder of class sub-folders, or a folder of split folders (train/, val/, "
                         "...: one list each, one class map); ucf101/hmdb51: the split-file folder; kinetics: a CSV or "
@@ -297,7 +299,8 @@ def _encoder_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", "--num-workers", dest="num_workers", metavar="N", type=count(0), default=2,
                    help="data-loading worker processes (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="the encoder's precision (default auto: bf16 where the device runs it natively, else fp32)")
 
 
 def _add_probe(sub: argparse._SubParsersAction) -> None:
@@ -439,9 +442,11 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--workers", type=count(0), nargs="+", default=[0, 1, 2],
                        help="DataLoader workers; first = ref.")
         p.add_argument("--clips", type=count(), default=48, help="timed clips per worker count")
-        p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=4)
-        p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16)
-        p.add_argument("--stride", type=count(), default=4)
+        p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=4,
+                       help="clips per DataLoader batch (default 4)")
+        p.add_argument("--frames", "--num-frames", dest="frames", metavar="FRAMES", type=count(), default=16,
+                       help="frames per clip (default 16)")
+        p.add_argument("--stride", type=count(), default=4, help="raw frames between clip frames (default 4)")
         p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=224,
                        help="crop side")
         p.add_argument("--length", type=count(), default=4, help="track length L (raw frames decoded for the tracks)")
