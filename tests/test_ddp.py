@@ -529,6 +529,22 @@ dist.shutdown()
 """
 
 
+def test_a_gloo_group_that_does_not_start_beside_nccl_leaves_the_ranks_meeting_in_nccls(monkeypatch, caplog):
+    """The ranks' meetings run in a gloo group of their own; beside NCCL, a cluster where gloo cannot connect (its
+    interface not the one NCCL uses) would otherwise not start at all, where NCCL alone did."""
+    from mme.train import distributed
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("Gloo connectFullMesh failed")
+
+    monkeypatch.setattr(distributed.dist, "new_group", refused)
+    with caplog.at_level("WARNING"):
+        assert distributed._meeting_group("cuda") is None
+    assert "gloo group did not start (Gloo connectFullMesh failed; GLOO_SOCKET_IFNAME" in caplog.text
+    with pytest.raises(RuntimeError, match="connectFullMesh"):  # on the CPU gloo is the run's own group too
+        distributed._meeting_group("cpu")
+
+
 def test_ranks_meeting_after_work_of_unequal_length_wait_beyond_the_process_groups_timeout(tmp_path):
     """Ranks met (``agreed``, ``raise_together``, ``on_main``, the gather of shares) in a barrier or collective under
     the process group's timeout, 30 minutes on gloo, 10 on NCCL: set-up checks, an ``mme embed`` or test share that a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from torch.utils.data import DistributedSampler
 
 from mme.errors import MMEError
 from mme.utils import env_int, launch_ranks
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -54,7 +57,7 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         try:
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-            _meeting = dist.new_group(backend="gloo", timeout=MEETING_WAIT)
+            _meeting = _meeting_group(device_type)
         except (ValueError, RuntimeError) as e:
             if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
                 raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "
@@ -65,6 +68,21 @@ def init_distributed(device_type: str) -> DistInfo:
                 "ones do (gloo): launch torchrun afresh, with --resume auto to continue from the last checkpoint"
                 if restart else "")) from e
     return DistInfo(get_rank(), local_rank, get_world_size())
+
+
+def _meeting_group(device_type: str) -> dist.ProcessGroup | None:
+    """The gloo group the ranks meet in (:data:`MEETING_WAIT`). Beside NCCL, where gloo cannot connect (a cluster
+    whose NCCL goes through an interface gloo does not pick: set GLOO_SOCKET_IFNAME), the ranks meet in the NCCL
+    group, under its timeout, with a warning, rather than not starting."""
+    try:
+        return dist.new_group(backend="gloo", timeout=MEETING_WAIT)
+    except (ValueError, RuntimeError) as e:
+        if device_type != "cuda":  # gloo's own group did not start either: init_distributed says so
+            raise
+        log.warning("the ranks' gloo group did not start (%s; GLOO_SOCKET_IFNAME names the network interface it "
+                    "uses): ranks whose work ends far apart (shares of mme embed, a test, a checkpoint) wait for each "
+                    "other under NCCL's timeout", e)
+        return None
 
 
 def get_rank() -> int:
