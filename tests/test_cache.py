@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from videos import H264_GOP, affine_video, analytic_positions, cut_mid_gop, decode_all, write_corpus_file, write_video
-from worker_jobs import fails_on
+from worker_jobs import dead_pid, fails_on
 
 from mme import utils
 from mme.cli import main as cli
@@ -241,12 +241,6 @@ def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos
     assert checked["videos"] == 4 and checked["counts"]["unreadable"] >= 2, checked
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait()
-    return proc.pid
-
-
 def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):
     """A write killed mid-way (kill -9) leaves its temporary file; the share's next run removes those of its own
     videos and report (before: kept for good, about 1 MB each), and leaves those of other shares' videos alone,
@@ -256,7 +250,7 @@ def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_lef
             "--short-side", "64", "--shard", "0/2"]  # a.mp4 and bad.mp4
     assert cli(args) == 1
     name = share_name(str(videos / "list.txt"), 0, 2)
-    gone = _dead_pid()
+    gone = dead_pid()
     stale = [out / "cls" / f".a.mp4.tracks.tmp{gone}.tracks", out / f".bad.mp4.tracks.tmp{gone}.tracks",
              out / f".failed-{name}.json.tmp{gone}.json"]
     others = out / f".b.mp4.tracks.tmp{gone}.tracks"  # share 1/2's video
@@ -274,7 +268,7 @@ def test_a_live_writer_whose_pid_means_nothing_here_keeps_its_temporary_file(vid
     was removed, and that job failed its video with FileNotFoundError at the rename)."""
     out = tmp_path / "cache"
     (out / "cls").mkdir(parents=True)
-    gone = _dead_pid()
+    gone = dead_pid()
     writer = subprocess.Popen(
         [sys.executable, "-c", "import os, sys; from mme.utils import atomic_path; "
          f"os.getpid = lambda: {gone}; "
@@ -426,7 +420,7 @@ def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
     monkeypatch.setattr(utils, "_unlocked_devices", set())  # said once per process and file system
-    stale = tmp_path / f".b.json.tmp{_dead_pid()}.json"
+    stale = tmp_path / f".b.json.tmp{dead_pid()}.json"
     stale.touch()
     with caplog.at_level(logging.DEBUG, logger="mme.utils"):
         atomic_write_text(tmp_path / "a.json", "{}")

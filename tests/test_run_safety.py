@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from training import FP32, TINY, report_json, run
+from worker_jobs import dead_pid
 
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
@@ -244,7 +245,7 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     assert "Traceback" not in err and "--resume auto" in err
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert _steps(tmp_path) == [logged[-1]] and logged[-1] < 500  # the step it finished, saved
-    (tmp_path / f".checkpoint-{logged[-1] + 1:08d}.pt.tmp999.pt").write_bytes(b"half a checkpoint")
+    (tmp_path / f".checkpoint-{logged[-1] + 1:08d}.pt.tmp{dead_pid()}.pt").write_bytes(b"half a checkpoint")
     res = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=500", f"train.stop_after={logged[-1] + 1}",
               "train.resume=auto", FP32)
     assert res.step == logged[-1] + 1 and not list(tmp_path.glob(".*.tmp*"))  # stale temp file removed
@@ -252,14 +253,22 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
 
 def test_a_stale_temporary_file_that_cannot_be_removed_is_warned_about_and_left(tmp_path, refuse_removal, caplog):
     """Taking a folder removes the temporary files of interrupted writes: one it could not remove (an immutable
-    file, another user's in a shared folder) ended the run, or `mme embed`, in a bare PermissionError traceback."""
-    stuck, gone = tmp_path / ".checkpoint-00000003.pt.tmp999.pt", tmp_path / ".run.json.tmp998.json"
+    file, another user's in a shared folder) ended the run, or `mme embed`, in a bare PermissionError traceback.
+    Any hidden name holding ".tmp" was removed, a user's file (``.notes.tmpl``) or folder too, and a live process's
+    temporary file: only those of atomic_path's writes whose process is gone are now."""
+    pid = dead_pid()
+    stuck, gone = tmp_path / f".checkpoint-00000003.pt.tmp{pid}.pt", tmp_path / f".run.json.tmp{pid}.json"
     stuck.write_bytes(b"half a checkpoint")
     gone.write_text("{")
+    kept = [tmp_path / ".notes.tmpl", tmp_path / f".run.json.tmp{os.getpid()}.json", tmp_path / ".x.tmp12.json"]
+    for p in kept:
+        p.write_text("mine")
+    (tmp_path / ".drafts.tmp").mkdir()
+    kept.append(tmp_path / ".drafts.tmp")
     with refuse_removal(stuck, errno.EPERM), caplog.at_level(logging.INFO):
         assert run_folder.take(tmp_path) == tmp_path
     unlock_folder(tmp_path)
-    assert stuck.exists() and not gone.exists()
+    assert stuck.exists() and not gone.exists() and all(p.exists() for p in kept)
     assert f"{stuck}: could not be removed (Operation not permitted); it is the temporary file of an interrupted " \
         "write, left there: nothing reads it" in caplog.text
     assert f"removed {gone}, the temporary file" in caplog.text and f"removed {stuck}" not in caplog.text

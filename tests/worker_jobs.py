@@ -1,10 +1,12 @@
-"""Jobs for the tests of :func:`mme.utils.in_workers`, in a module of their own: its spawned workers import the
-module of their job, and this one imports nothing heavy (a test module's torch and OpenCV took each new worker
-seconds)."""
+"""Processes for the tests: the jobs of :func:`mme.utils.in_workers`' tests, in a module of their own (its spawned
+workers import the module of their job, and this one imports nothing heavy: a test module's torch and OpenCV took
+each new worker seconds), and a PID no process has."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 
 class TwoArguments(Exception):
@@ -23,3 +25,10 @@ def fails_on(job: str) -> str:
     if job.startswith("exit"):
         os._exit(3)
     return job.upper()
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended (a fixed one, 999, may be any live process's)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid

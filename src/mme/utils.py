@@ -35,25 +35,30 @@ from mme.errors import ConfigError, MMEError, NoSpaceError
 log = logging.getLogger(__name__)
 
 
-def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
-    """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` left it
-    (``.<name>.tmp<pid><suffix>``) and no writer holds it: none holds its lock, and its PID is gone from this
-    machine. The lock tells a live writer in another PID namespace (a container) or, where the file system shares
-    locks (NFS), on another machine, whose PID means nothing here; it is held while the file is removed, so a writer
-    of the same name waits for it and writes anew (a file system without locks: by the PID alone). Whether it was
-    removed."""
+def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
+    """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, of a file
+    named in ``names``, any without) whose PID is gone from this machine: not a user's file (``.notes.tmpl``)."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
-    pid = rest.split(".")[0]
-    if not tmp.name.startswith(".") or not dot_tmp or name not in names or not pid.isdigit():
+    pid = rest.removesuffix(Path(name).suffix)
+    if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or rest != pid + Path(name).suffix \
+            or (names is not None and name not in names):
         return False
     try:
         os.kill(int(pid), 0)
         return False  # alive on this machine
     except ProcessLookupError:
-        pass
+        return True
     except PermissionError:  # another user's process
         return False
-    return _remove_unheld(tmp)
+
+
+def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
+    """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` left it (:func:`is_stale_temp`)
+    and no writer holds it: none holds its lock. The lock tells a live writer in another PID namespace (a container)
+    or, where the file system shares locks (NFS), on another machine, whose PID means nothing here; it is held while
+    the file is removed, so a writer of the same name waits for it and writes anew (a file system without locks: by
+    the PID alone). Whether it was removed."""
+    return is_stale_temp(tmp, names) and _remove_unheld(tmp)
 
 
 def _remove_unheld(tmp: Path) -> bool:

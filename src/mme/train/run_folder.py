@@ -31,7 +31,7 @@ from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import atomic_path, lock_folder, removing
+from mme.utils import atomic_path, is_stale_temp, lock_folder, removing
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     path = Path(out_dir)
     if not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
         return path
-    for stale in path.glob(".*.tmp*"):
+    for stale in filter(is_stale_temp, path.glob(".*.tmp*")):
         with removing(stale, "it is the temporary file of an interrupted write, left there: nothing reads it",
                       warn=True):
             stale.unlink(missing_ok=True)
