@@ -489,9 +489,10 @@ def test_an_epoch_checkpoint_a_killed_run_had_not_kept_yet_is_kept_on_resume(syn
     assert [ckpt.kept_epoch_step(p) for p in ckpt.kept_checkpoints(tmp_path)] == [(1, 6)]
 
 
-def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path):
+def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path, refuse_removal, caplog):
     """A kept checkpoint whose copy could not be written (a full disk without hard links; here a folder holds its
-    name) was a bare OSError: a traceback on rank 0, gloo's on the others."""
+    name) was a bare OSError: a traceback on rank 0, gloo's on the others. An earlier one of the epoch that cannot
+    be removed was the same line, naming the new one as not written, with the MiB free."""
     path = tmp_path / "checkpoint-00000004.pt"
     path.write_bytes(b"a checkpoint")
     (tmp_path / "checkpoint-epoch-0001-00000004.pt" / "a folder").mkdir(parents=True)
@@ -500,6 +501,15 @@ def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path)
                                               r"--resume auto keeps it as epoch 1's$"):
         ckpt.keep_of_epoch(path, 1, 4)
     assert path.read_bytes() == b"a checkpoint"
+
+    shutil.rmtree(tmp_path / "checkpoint-epoch-0001-00000004.pt")
+    earlier = tmp_path / "checkpoint-epoch-0001-00000003.pt"
+    earlier.write_bytes(b"an earlier one")
+    with refuse_removal(earlier, errno.EPERM), caplog.at_level(logging.WARNING):
+        kept = ckpt.keep_of_epoch(path, 1, 4)
+    assert f"{earlier}: could not be removed (Operation not permitted); an earlier checkpoint kept of epoch 1, " \
+           "left beside checkpoint-epoch-0001-00000004.pt, which is kept in its place" in caplog.text
+    assert kept.read_bytes() == b"a checkpoint" and earlier.read_bytes() == b"an earlier one"
 
 
 def test_the_data_position_carries_over_by_samples(caplog):

@@ -34,7 +34,7 @@ import yaml
 
 from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import torch_load
-from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha, writing
+from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,17 @@ def keep_of_epoch(path: Path, epoch: int, step: int) -> Path:
     """The checkpoint ``path`` of ``step``, written after ``epoch`` epochs, kept as
     ``checkpoint-epoch-<epoch>-<step>.pt`` (any earlier one of that epoch replaced), a name the rotation and
     ``--resume auto`` leave alone: a hard link where the filesystem has them (no second copy while both exist),
-    else an atomic copy. A copy that cannot be written (a full disk) is a CheckpointError naming it."""
+    else an atomic copy. A copy that cannot be written (a full disk) is a CheckpointError naming it; an earlier one
+    that cannot be removed (an immutable or busy file) is a warning naming it, left beside the new one, as rotation's
+    failed deletions are."""
     path = Path(path)
     kept = path.with_name(f"checkpoint-epoch-{epoch:04d}-{step:08d}.pt")
-    with writing(kept, f"{path.name} is kept, and --resume auto keeps it as epoch {epoch}'s", CheckpointError):
-        for earlier in kept_checkpoints(path.parent):
-            if kept_epoch_step(earlier)[0] == epoch:
+    for earlier in kept_checkpoints(path.parent):
+        if kept_epoch_step(earlier)[0] == epoch:
+            with removing(earlier, f"an earlier checkpoint kept of epoch {epoch}, left beside {kept.name}, which "
+                                   f"is kept in its place", warn=True):
                 earlier.unlink(missing_ok=True)
+    with writing(kept, f"{path.name} is kept, and --resume auto keeps it as epoch {epoch}'s", CheckpointError):
         try:
             os.link(path, kept)
         except OSError:
