@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -24,7 +25,7 @@ from mme.data.lists import (
     split_name,
     write_list,
 )
-from mme.errors import DataError
+from mme.errors import DataError, MMEError
 
 
 def test_read_labelled_unlabelled_and_spaces(tmp_path):
@@ -427,7 +428,7 @@ def test_split_names():
         == ["train", "val", "val", "val", "val", "test", "extra", "holdout"]  # K600's holdout is not its test
 
 
-def test_cli_writes_lists_and_label_map(tmp_path, caplog):
+def test_cli_writes_lists_and_label_map(tmp_path, caplog, refuse_removal):
     (tmp_path / "classInd.txt").write_text("1 A\n2 B\n")
     (tmp_path / "trainlist01.txt").write_text("A/a1.avi 1\nB/b1.avi 2\n")
     (tmp_path / "testlist01.txt").write_text("B/b2.avi\n")
@@ -439,7 +440,14 @@ def test_cli_writes_lists_and_label_map(tmp_path, caplog):
     assert (out / "test.txt").read_text() == "B/b2.avi 1\n"
     assert json.loads((out / "classes.json").read_text()) == ["A", "B"]
     # with --skip-missing: a split with no video found is not written (its list of the build before is removed,
-    # or a later run would read it), and a class with none is named
+    # or a later run would read it; one that cannot be is one line, before any write), and a class with none is named
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with refuse_removal(out / "test.txt", errno.EPERM), pytest.raises(MMEError) as raised:
+        build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
+    assert str(raised.value) == (f"{out / 'test.txt'}: could not be removed (Operation not permitted); the test list "
+                                 "of an earlier build, which this build has no videos for; nothing of this build is "
+                                 "written: make it removable, or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     with caplog.at_level("WARNING"):
         written = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
     assert set(written) == {"train"} and written["train"].read_text() == "A/a1.avi 0\n"

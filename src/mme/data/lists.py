@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_write_text, check_output, in_workers, space_for
+from mme.utils import atomic_write_text, check_output, in_workers, removing, space_for
 
 log = logging.getLogger(__name__)
 
@@ -586,7 +586,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     not under ``video_root`` are left out (and counted in the log); a split with none found is not written,
     classes with none found in a split are named in a warning, and no video found at all is a DataError (a wrong
     ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
-    none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it.
+    none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it, before any
+    write: one that cannot be removed is an MMEError naming it, nothing of this build written.
     """
     source = Path(source)
     out_dir = check_output(out_dir, "--out", folder=True)
@@ -624,6 +625,13 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
         listed = _found(listed, classes, video_root, kind)
+    for name in sorted(splits.keys() - listed.keys()):  # before any write: one left would be read as this build's
+        stale = out_dir / f"{name}.txt"
+        if stale.is_file():
+            with removing(stale, f"the {name} list of an earlier build, which this build has no videos for; nothing "
+                                 f"of this build is written: make it removable, or choose another --out"):
+                stale.unlink()
+            log.warning("removed %s, the %s list of an earlier build: this build has no videos for it", stale, name)
     written = {}
     for name, entries in listed.items():
         written[name] = out_dir / f"{name}.txt"
@@ -631,11 +639,6 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         log.info("wrote %s (%d videos)", written[name], len(entries))
     if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
         write_classes(out_dir / "classes.json", classes)
-    for name in splits.keys() - written.keys():
-        if (out_dir / f"{name}.txt").is_file():
-            (out_dir / f"{name}.txt").unlink()
-            log.warning("removed %s, the %s list of an earlier build: this build has no videos for it",
-                        out_dir / f"{name}.txt", name)
     return written
 
 
