@@ -3,6 +3,7 @@ at chance, while the true motion parameters separate the classes perfectly."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -173,7 +174,7 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
 
 
 def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch,
-                                                                                       caplog):
+                                                                                       caplog, refuse_removal):
     """A run stopped part-way wrote no params.json, so its rerun made every video again; and a rerun with another
     frame count kept the oscillation videos, whose drawn parameters do not depend on it, at the old length."""
     import mme.data.synth as synth
@@ -193,9 +194,15 @@ def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_ever
         generate_synth(tmp_path, seed=3, workers=1, **design)
     monkeypatch.undo()
     stamps = {rel: (tmp_path / rel).stat().st_mtime_ns for rel in made}
+    progress = tmp_path / synth.PROGRESS
+    with refuse_removal(progress, errno.EPERM), caplog.at_level("WARNING", logger="mme.utils"):  # was a traceback
+        data = generate_synth(tmp_path, seed=3, workers=1, **design)
+    assert f"{progress}: could not be removed (Operation not permitted); it holds a run's progress until its " \
+           "params.json, written now: the data is complete" in caplog.text
+    assert len(json.loads(data.params_file.read_text())) == 10 and progress.exists()
     generate_synth(tmp_path, seed=3, workers=1, **design)
     assert all((tmp_path / rel).stat().st_mtime_ns == t for rel, t in stamps.items())
-    assert not (tmp_path / synth.PROGRESS).exists()
+    assert not progress.exists()
     generate_synth(tmp_path, seed=3, workers=1, **{**design, "num_frames": 8})
     for video in tmp_path.rglob("*.mp4"):
         with av.open(str(video)) as c:

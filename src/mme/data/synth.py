@@ -62,7 +62,7 @@ import numpy as np
 
 from mme.data.lists import ListEntry, write_classes, write_list
 from mme.errors import ConfigError
-from mme.utils import atomic_path, atomic_write_text, check_output, cpu_features
+from mme.utils import atomic_path, atomic_write_text, check_output, cpu_features, removing
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
@@ -476,7 +476,9 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
         write_list(lists[split], [ListEntry(rel, p["label"]) for rel, p in params.items() if p["split"] == split])
     write_classes(root / "classes.json", classes)
     atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
-    progress.unlink(missing_ok=True)
+    with removing(progress, "it holds a run's progress until its params.json, written now: the data is complete",
+                  warn=True):
+        progress.unlink(missing_ok=True)
     kept = sum((made.get(rel) or {}).get("sha256") == p["sha256"] for rel, p in params.items())
     log.info("synth: %d videos in %s, %d made, %d kept from an earlier run", len(params), root, len(params) - kept,
              kept)
