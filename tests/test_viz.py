@@ -4,6 +4,11 @@ model's masked input and reconstruction, de-normalised as its target was normali
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +16,7 @@ from PIL import Image
 from videos import affine_video, write_video
 
 from mme.data.transforms import to_video_tensor
+from mme.errors import MMEError
 from mme.motion import viz
 from mme.motion.viz import MIN_PANEL, _direction_rgb, _upsample, prediction_picture, read_clip, tracks_picture
 
@@ -80,6 +86,33 @@ def test_tracks_picture_has_one_upsampled_titled_panel_per_tubelet_coloured_by_m
     for (_, p), start in zip(panels, (0, 8)):  # ~8 px to the side in 4 frames: the tracks in full colour
         under = _upsample(decoded[start], 5)
         assert added(p, under, colour) > 300 and added(p, under, other) == 0
+
+
+def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A GIF was written to a temporary name of its own, then moved: one that could not replace the file there was
+    a bare PermissionError, its temporary file left (under a name no later run removes); so was a PNG or MP4."""
+    frames, _ = affine_video(24, 72, 96, dx=2.0, seed=6)
+    video = str(write_video(tmp_path / "v.mp4", frames))
+    gif = tracks_picture(video, tmp_path / "t.gif", num_frames=4, stride=4, size=64, length=4)
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 2 * 5  # 2 tubelets, each its first frame and the 4 after
+    replace = os.replace
+
+    def refused(src, dst):
+        if Path(dst).parent == tmp_path / "out":
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    (tmp_path / "out").mkdir()
+    for name in ("t.gif", "t.mp4", "t.png"):
+        out = tmp_path / "out" / name
+        out.write_bytes(b"an earlier picture")
+        with pytest.raises(MMEError, match=rf"^{re.escape(str(out))}: could not be written \(Operation not "
+                                           rf"permitted; \d+ MiB free\); nothing is replaced$"):
+            tracks_picture(video, out, num_frames=4, stride=4, size=64, length=4)
+        assert out.read_bytes() == b"an earlier picture"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t.gif", "t.mp4", "t.png"]
 
 
 def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_patches_dimmed(panels, tmp_path):

@@ -26,7 +26,7 @@ from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path, check_output
+from mme.utils import atomic_path, check_output, writing
 
 if TYPE_CHECKING:
     from mme.models.checkpoint import Checkpoint
@@ -118,24 +118,25 @@ def _polyline(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], th
 
 def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None:
     """Animated GIF or H.264 MP4 of the images at ``fps`` (10 by default, which a GIF holds exactly: it counts
-    centiseconds, so 8 fps came out as 120 ms frames); written atomically."""
+    centiseconds, so 8 fps came out as 120 ms frames); written atomically, a failed write an MMEError naming it."""
     from PIL import Image
 
     from mme.data.synth import encode_h264
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".mp4":
-        encode_h264(out, np.stack(images), fps=int(fps))  # atomic itself
-        return
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    frames = [Image.fromarray(im) for im in images]
-    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=10 * max(1, round(100 / fps)), loop=0)
-    tmp.replace(out)
+    with writing(out, "nothing is replaced"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".mp4":
+            encode_h264(out, np.stack(images), fps=int(fps))  # atomic itself
+            return
+        frames = [Image.fromarray(im) for im in images]
+        with atomic_path(out) as tmp:  # PIL takes the format from the suffix, which the temporary name keeps
+            frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=10 * max(1, round(100 / fps)),
+                           loop=0)
 
 
 def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend, out: Path) -> None:
     """PNG of titled panels, row by row at about their pixel size (100 dpi), with a key column on the right that
-    ``legend(subfigure)`` fills; written atomically."""
+    ``legend(subfigure)`` fills; written atomically, a failed write an MMEError naming it."""
     from matplotlib.figure import Figure
 
     rows = -(-len(panels) // cols)
@@ -150,9 +151,10 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
             ax.set_title(name, fontsize=11)
     fig.suptitle(title, fontsize=12)
     legend(key)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    with writing(out, "nothing is replaced"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
 
 
 def _wheel_legend(full: float):
