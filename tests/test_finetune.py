@@ -524,7 +524,9 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
 
 
-def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path):
+def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path, caplog):
+    """A file that records no run (an original fine-tuned file) is tested on the recipe's clip sampling and
+    orientation, taken on trust: said in one warning, as mme embed and mme viz say it (it was an info line)."""
     from mme.eval.finetuned import finetune
     from mme.models.classifier import VideoClassifier
     from mme.models.config import ModelConfig
@@ -534,8 +536,13 @@ def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path
     # trained on clips of other sizes than the recipe's (32 px, 4 frames): it is tested on its own
     clf = VideoClassifier(ModelConfig(**{**TINY, "img_size": 48, "num_frames": 6}), num_classes=4, head_init_scale=1.0)
     src = save_pretrained(clf, tmp_path / "clf")
-    res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
-                                "data.test_clips=1", "data.test_crops=1"))
+    with caplog.at_level("WARNING", logger="mme"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={src}", "task.eval_only=true",
+                                    "data.test_clips=1", "data.test_crops=1"))
+    (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()]
+    assert said.startswith(f"task.eval_only: {src} (mme classifier) records no run (") and said.endswith(
+        "taken on trust: clips sampled at stride 2; orientation coded; give them with data.stride or data.sampling, "
+        "data.orientation"), said
     assert set(res.reports) == {"val", "test"} and res.reports["test"]["views_per_video"] == 1
     # the report is the classifier's own prediction: recompute it for the test split by hand
     from mme.eval.testing import build_test_set
@@ -598,7 +605,7 @@ def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4
     caplog.set_level(logging.INFO, logger="mme")
     report = _eval_only(synth, stride4, tmp_path / "ev").reports["test"]
     assert f"clips sampled at stride 4 (data.sampling and data.stride of the run that made {stride4}), not the " \
-        "recipe's at stride 2" in caplog.text
+        "recipe's at stride 2" in caplog.text and "records no run" not in caplog.text
     assert report["sampling"] == "stride" and report["stride"] == 4
     assert report["checkpoint"] == str(stride4) and report["precision"] == "fp32"
     assert "task.eval_only: on cpu, precision fp32 (requested)" in caplog.text  # (before: in test.json alone)

@@ -151,7 +151,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     those it was trained on: frames, size and tubelet from its config, sampling and stride from its run's (where
     the file records that run's config) unless ``given`` (the dotted keys set on the command line) names either:
     then both are the config's (a stride given for a run of TSN segments would not count otherwise); its frames'
-    orientation likewise, unless ``data.orientation`` is given."""
+    orientation likewise, unless ``data.orientation`` is given. Of a file that records no run, those taken from the
+    config unless given are said in one warning (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
     from mme.models.checkpoint import build_model, read_checkpoint
 
     if not cfg.train.init:
@@ -197,6 +198,9 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
         whence = f"the config's: {cfg.train.init} records no run config to take them from"
     unlike = "" if _sampling(data) == _sampling(cfg.data) else f", not the recipe's {_sampling(cfg.data)}"
     log.info("task.eval_only: clips sampled %s (%s)%s", _sampling(data), whence, unlike)
+    ck.warn_no_run("task.eval_only", [(setting, option) for setting, option, unset in (
+        (f"clips sampled {_sampling(data)}", "data.stride or data.sampling", not chosen),
+        (f"orientation {data.orientation}", "data.orientation", "data.orientation" not in given)) if unset])
     cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     dist.on_main(run_folder.check_tested, Path(cfg.train.out_dir), cfg.train.init)
