@@ -731,7 +731,8 @@ def test_export_refuses_other_head_counts_and_paths_it_cannot_write(mae, tmp_pat
 def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_made(mae, tmp_path):
     """The disk fills up (a file-size limit here): safetensors' error, which is no OSError, was a traceback, and the
     OUT folder the command had made was left empty (also by a SRC that did not read). One line names OUT, the reason
-    and the MiB free; the folders made for OUT are removed, a folder that was there is left as it was."""
+    and the MiB free; the folders made for OUT are removed, a folder that was there is left as it was, and a file
+    that was there (--overwrite) too, which the line of a single file says (it said only that OUT was not written)."""
     import re
     import subprocess
     import sys
@@ -739,8 +740,10 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     src = save_pretrained(mae, tmp_path / "src")
     (tmp_path / "there").mkdir()
     (tmp_path / "there" / "notes.txt").write_text("kept")
+    old = save_pretrained(mae, tmp_path / "old" / "one.safetensors").read_bytes()
     jobs = [["export", str(src), str(tmp_path / out), "--format", fmt]
             for fmt, out in (("hf", "new/hf"), ("mme", "new/mme"), ("safetensors", "new/one"), ("hf", "there"))]
+    jobs.append(["export", str(src), str(tmp_path / "old" / "one"), "--format", "safetensors", "--overwrite"])
     script = ("import json, resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
               " resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000)); "
               "print(json.dumps([cli.main(job) for job in json.loads(sys.argv[1])]))")
@@ -749,11 +752,13 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     assert proc.returncode == 0 and json.loads(proc.stdout) == [1] * len(jobs), proc.stderr[-3000:]
     said = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme export: error:")]
     assert "Traceback" not in proc.stderr and len(said) == len(jobs), proc.stderr[-3000:]
-    for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there")):
-        kept = "" if out.endswith(".safetensors") else "; nothing in it is replaced"
+    for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there", "old/one.safetensors")):
+        kept = "; nothing is replaced" if out.endswith(".safetensors") else "; nothing in it is replaced"
         assert re.fullmatch(rf"mme export: error: {tmp_path / out}: could not be written \(.*File too large.*; \d+ "
                             rf"MiB free\){kept}", line), line
     assert not (tmp_path / "new").exists() and [p.name for p in (tmp_path / "there").iterdir()] == ["notes.txt"]
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["one.safetensors"]
+    assert (tmp_path / "old" / "one.safetensors").read_bytes() == old
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     assert cli_main(["export", str(tmp_path / "bad.pth"), str(tmp_path / "new" / "hf"), "--format", "hf"]) == 1
     assert not (tmp_path / "new").exists()

@@ -122,7 +122,7 @@ def _write_ours(ck: Checkpoint, path: Path) -> Path:
     if path.suffix != ".safetensors":
         _write_folder(path, ck.state, metadata, {CONFIG: meta})
         return path
-    with writing(path):  # one self-describing file
+    with writing(path, then="nothing is replaced"):  # one self-describing file, put in place when whole
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             _save_safetensors(tmp, ck.state, metadata)
