@@ -39,9 +39,8 @@ def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
     """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, of a file
     named in ``names``, any without) whose PID is gone from this machine: not a user's file (``.notes.tmpl``)."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
-    pid = rest.removesuffix(Path(name).suffix)
-    if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or rest != pid + Path(name).suffix \
-            or (names is not None and name not in names):
+    pid = rest.removesuffix(Path(name).suffix)  # digits alone where the rest is the PID and the name's suffix
+    if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or (names is not None and name not in names):
         return False
     try:
         os.kill(int(pid), 0)
@@ -83,10 +82,9 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends without an error it replaces ``path``
     (after an fsync with ``sync``), and it is removed when the block raises or the replacing fails (also where the
     block's writer renamed a file of its own onto it, unless another writer holds that one or another thread of
-    this process writes under the name), so no reader ever sees
-    a half-written file. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib,
-    numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file (safetensors
-    writes its files readable by their owner only).
+    this process writes under the name), so no reader ever sees a half-written file. The temporary name keeps the
+    suffix, for writers that choose the format by it (matplotlib, numpy, PyAV), and starts with a dot. The file gets
+    the permissions the umask gives a new file (safetensors writes its files readable by their owner only).
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`;
     a writer that opens it keeps the lock's file (safetensors renames a file of its own onto it: locked until it
