@@ -149,6 +149,14 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, which a rename onto it changes; None where there is none."""
+    try:
+        return _identity(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def _locked_file(path: Path) -> int:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
     held it and it is gone since (replaced, or removed as stale), a new file's."""

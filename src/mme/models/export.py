@@ -35,7 +35,7 @@ from mme.models.checkpoint import (
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.utils import atomic_path, check_output, json_text, writing
+from mme.utils import atomic_path, check_output, file_identity, json_text, writing
 
 log = logging.getLogger(__name__)
 
@@ -65,32 +65,23 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[s
             _save_safetensors(temps[WEIGHTS], state, metadata)
             for name, obj in jsons.items():
                 temps[name].write_text(json_text(obj, sort_keys=True))
-            old = {name: _identity(folder / name) for name in names}
+            old = {name: file_identity(folder / name) for name in names}
             (folder / CONFIG).unlink(missing_ok=True)
             placing = stack.pop_all()  # the temporary files, put in place as it closes
     try:
         placing.close()
     except BaseException as e:
-        placed = [name for name in names if _identity(folder / name) not in (None, old[name])]
+        placed = [name for name in names if file_identity(folder / name) not in (None, old[name])]
         for name in placed:
             with contextlib.suppress(OSError):
                 (folder / name).unlink()
-        kept = [name for name in names if name != CONFIG and old[name] and _identity(folder / name) == old[name]]
+        kept = [name for name in names if name != CONFIG and old[name] and file_identity(folder / name) == old[name]]
         if not isinstance(e, OSError):
             raise
         new = f" and the new files put in place ({', '.join(placed)})" if placed else ""
         with writing(folder, then=f"its {CONFIG}{new} {'are' if placed else 'is'} removed: it holds no checkpoint"
                      + (f"; kept of the one it held: {', '.join(kept)}" if kept else "")):
             raise
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at ``path``; None where there is none."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _unwrap_module(model: nn.Module) -> nn.Module:
