@@ -122,10 +122,8 @@ def rotate(out_dir: Path, keep_last: int | None) -> None:
     """Delete all but the newest ``keep_last`` checkpoints (None: keep all); a failed deletion only warns."""
     if keep_last:
         for old in list_checkpoints(out_dir)[:-keep_last]:
-            try:
+            with removing(old, f"an old checkpoint, left beside the newest {keep_last} (train.keep_last)", warn=True):
                 old.unlink()
-            except OSError as e:
-                log.warning("could not delete old checkpoint %s: %s", old, e)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
