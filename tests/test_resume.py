@@ -23,6 +23,7 @@ from training import FP32, TINY, run
 
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.train import checkpoint as ckpt
+from mme.train import run_folder
 from mme.train.distributed import epoch_batches
 
 STEPS = 6  # 16 clips / batch 4 = 4 steps per epoch: the resumed part crosses an epoch boundary
@@ -292,6 +293,35 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refus
     assert [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
     assert not list(tmp_path.glob(".metrics*"))
     assert run(*base, "train.resume=auto").step == 8  # from step 5 of this branch
+
+
+def test_a_rewind_killed_before_its_first_checkpoint_leaves_the_logs_of_the_checkpoints_to_the_next_run(synth,
+                                                                                                      tmp_path):
+    """A rewind keeps a copy of the logs for the branch it leaves until its first checkpoint. Killed before it, the
+    copy stayed beside the cut logs: the same rewind again wrote its copy over it (the branch's later steps lost),
+    and an ordinary resume that then failed put the stale copy over its own steps; a rewind with no step left to
+    train left the logs cut."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "train.ckpt_every=1", "train.keep_last=4", FP32)
+    rewind = f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}"
+    run(*base, "train.stop_after=6")
+    jsonl = tmp_path / "metrics.jsonl"
+    lines = jsonl.read_text().splitlines()
+
+    def killed_rewind():  # what a rewind to step 4 killed after its step 5 leaves
+        run_folder.keep_logs_of_rewind(tmp_path, 4)
+        jsonl.write_text("\n".join([*lines[:4], lines[4].replace('"step": 5', '"step": 5, "other": 1')]) + "\n")
+
+    run(*base, rewind, "train.stop_after=4")  # no step left to train: no checkpoint
+    assert jsonl.read_text().splitlines() == lines and not list(tmp_path.glob(".metrics*"))
+    killed_rewind()
+    res = run(*base, "train.resume=auto", "train.stop_after=7")  # the newest checkpoint, 6, with its logs
+    assert res.step == 7 and jsonl.read_text().splitlines()[:6] == lines and not list(tmp_path.glob(".metrics*"))
+    lines = jsonl.read_text().splitlines()
+    killed_rewind()
+    run(*base, rewind, "train.stop_after=5")  # the same rewind again: the branch left keeps its steps up to 7
+    (aside,) = tmp_path.glob("abandoned-*")
+    assert (aside / "metrics.jsonl").read_text().splitlines() == lines
+    assert [json.loads(ln)["step"] for ln in jsonl.read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
 def test_a_finished_run_killed_before_its_last_writes_completes_them_on_resume(synth, tmp_path):

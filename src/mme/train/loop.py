@@ -233,12 +233,21 @@ def share_failures(run: Run) -> float:
 def train(run: Run) -> TrainResult:
     """The loop: lr/wd from the step -> forward/backward/update -> the job's after-step -> log -> maybe
     checkpoint, until ``train.stop_after`` or the end of the schedule."""
+    if run.resumed_at is not None:
+        dist.on_main(run_folder.keep_logs_of_rewind, run.out_dir, run.resumed_at)
+    try:
+        return _train(run)
+    finally:  # without a checkpoint (an error, Ctrl-C, no step left), a rewind leaves the logs it found
+        if run.resumed_at is not None and dist.is_main():
+            with contextlib.suppress(OSError):
+                run_folder.restore_logs_of_rewind(run.out_dir)
+
+
+def _train(run: Run) -> TrainResult:
     from tqdm import tqdm
 
     t = run.cfg.train
     end = min(t.stop_after or run.total_steps, run.total_steps)
-    if run.resumed_at is not None:
-        dist.on_main(run_folder.keep_logs_of_rewind, run.out_dir, run.resumed_at)
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
     stream = micro_batches(run)
     history: deque[dict] = deque(maxlen=HISTORY_KEPT)
@@ -253,12 +262,10 @@ def train(run: Run) -> TrainResult:
             path = _last_checkpoint(run, path)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
-            _restore_logs_of_rewind(run)
             raise
         except Exception as e:
             with contextlib.suppress(Exception):  # the logs of a run that failed: its loss curve is wanted most
                 _finish_logs(run, logger, history, together=dist.raised_alike(e))
-            _restore_logs_of_rewind(run)
             raise
         _finish_logs(run, logger, history, together=True)
     if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
@@ -266,13 +273,6 @@ def train(run: Run) -> TrainResult:
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
                           "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
     return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0)
-
-
-def _restore_logs_of_rewind(run: Run) -> None:
-    """A rewind that ends before its first checkpoint leaves the logs of the checkpoints it found (rank 0's)."""
-    if run.resumed_at is not None and dist.is_main():
-        with contextlib.suppress(OSError):
-            run_folder.restore_logs_of_rewind(run.out_dir)
 
 
 def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: deque, bar

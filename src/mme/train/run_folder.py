@@ -31,7 +31,7 @@ from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import atomic_path, is_stale_temp, lock_folder, removing
+from mme.utils import atomic_path, is_stale_temp, lock_folder, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -145,21 +145,28 @@ def _later(out_dir: Path, resumed: int) -> list[Path]:
 
 
 def keep_logs_of_rewind(out_dir: Path, resumed: int) -> None:
-    """Before a run resumed at step ``resumed`` cuts its logs back to that step: where the folder holds later
-    checkpoints (a rewind, :func:`set_aside_after`), a copy of the logs as they are, for the branch it leaves
-    (set aside with its checkpoints), or to put back where the rewind ends before it has written a checkpoint
-    (:func:`restore_logs_of_rewind`)."""
+    """Before a run resumed at step ``resumed`` cuts its logs back to that step. A copy left by an earlier rewind
+    (killed before its first checkpoint, which would have set it aside) holds the logs of the folder's checkpoints,
+    its logs only the steps that rewind made: it is put back first. Then, where the folder holds later checkpoints
+    (a rewind, :func:`set_aside_after`), a copy of the logs as they are, for the branch it leaves (set aside with its
+    checkpoints), or to put back where the rewind ends before it has written a checkpoint
+    (:func:`restore_logs_of_rewind`). A copy that cannot be written (a full disk) is an MMEError naming it, before
+    the logs are cut."""
+    restore_logs_of_rewind(out_dir)
     if not _later(out_dir, resumed):
         return
     for name in LOGS:
         if (out_dir / name).is_file():
-            with atomic_path(_left_copy(out_dir, name)) as tmp:
-                shutil.copyfile(out_dir / name, tmp)
+            left = _left_copy(out_dir, name)
+            with writing(left, f"the copy of {name} kept for the branch this rewind leaves; nothing is changed"):
+                with atomic_path(left) as tmp:
+                    shutil.copyfile(out_dir / name, tmp)
 
 
 def restore_logs_of_rewind(out_dir: Path) -> None:
     """The logs as :func:`keep_logs_of_rewind` found them, where a rewind ends before its first checkpoint (an error,
-    a checkpoint it could not write or set aside): the folder's logs are then again those of its checkpoints."""
+    a checkpoint it could not write or set aside, Ctrl-C, the end of its steps): the folder's logs are then again
+    those of its checkpoints."""
     for name in LOGS:
         left = _left_copy(out_dir, name)
         if left.is_file():
