@@ -260,7 +260,8 @@ def test_a_stale_temporary_file_that_cannot_be_removed_is_warned_about_and_left(
     stuck, gone = tmp_path / f".checkpoint-00000003.pt.tmp{pid}.pt", tmp_path / f".run.json.tmp{pid}.json"
     stuck.write_bytes(b"half a checkpoint")
     gone.write_text("{")
-    kept = [tmp_path / ".notes.tmpl", tmp_path / f".run.json.tmp{os.getpid()}.json", tmp_path / ".x.tmp12.json"]
+    kept = [tmp_path / ".notes.tmpl", tmp_path / f".run.json.tmp{os.getpid()}.json", tmp_path / ".x.tmp12.json",
+            tmp_path / ".data.csv.tmp20240101", tmp_path / ".notes.tmp20240101"]
     for p in kept:
         p.write_text("mine")
     (tmp_path / ".drafts.tmp").mkdir()

@@ -35,12 +35,19 @@ from mme.errors import ConfigError, MMEError, NoSpaceError
 log = logging.getLogger(__name__)
 
 
+PID_MAX = 2**22
+"""The largest PID Linux gives (``/proc/sys/kernel/pid_max`` at most): a larger number after ``.tmp`` is a user's
+name (a date: ``.notes.tmp20240101``), not a write's."""
+
+
 def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
     """Whether ``tmp`` is the temporary file of an :func:`atomic_path` write (``.<name>.tmp<pid><suffix>``, of a file
     named in ``names``, any without) whose PID is gone from this machine: not a user's file (``.notes.tmpl``)."""
     name, dot_tmp, rest = tmp.name[1:].rpartition(".tmp")
-    pid = rest.removesuffix(Path(name).suffix)  # digits alone where the rest is the PID and the name's suffix
-    if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or (names is not None and name not in names):
+    suffix = Path(name).suffix  # the rest is the PID, then the name's suffix
+    pid = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
+    if not tmp.name.startswith(".") or not dot_tmp or not pid.isdigit() or int(pid) > PID_MAX \
+            or (names is not None and name not in names):
         return False
     try:
         os.kill(int(pid), 0)
