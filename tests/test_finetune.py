@@ -709,6 +709,13 @@ def test_eval_only_refuses_another_runs_folder_and_overwrite_removes_its_reports
         p.unlink()
     finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "task.test_list="))
     assert not (own / "val.json").exists() and (own / "test.json").read_text() == '{"my": "own notes"}'
+    # a run that would write its test report over it is refused before any work (it replaced the user's file)
+    with pytest.raises(ConfigError, match=r"holds test.json, which is no test report of mme's, where this run "
+                                          r"writes its test report: move it, or choose another train.out_dir"):
+        finetune(_tiny_recipe(synth, own, "train.steps=1", "task.val_list=", "train.overwrite=true"))
+    with pytest.raises(ConfigError, match="holds test.json, which is no test report"):
+        _eval_only(synth, own / "checkpoint-00000001.pt", own)
+    assert (own / "test.json").read_text() == '{"my": "own notes"}' and list(own.glob("checkpoint-*.pt"))
 
 
 def test_a_list_that_cannot_be_read_is_named_by_its_setting(synth, tmp_path):

@@ -69,6 +69,10 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
     (tmp_path / "y" / "val.json").write_text('{"my": "own notes"}')  # no report: a user's file, left (was removed)
     run_folder.clear(tmp_path / "y", [], fresh=True)
     assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["val.json"]
+    other = tmp_path / "y" / "checkpoint-00000001.pt"  # train.overwrite of another run's folder: the same
+    other.write_bytes(b"another run's")
+    run_folder.clear(tmp_path / "y", [other], fresh=True)
+    assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["val.json"]
     res = run("tiny_cpu_pixel", synth, tmp_path / "x", "train.steps=3", "train.ckpt_every=2", "train.keep_last=2",
               "train.seed=1", "train.overwrite=true", FP32)
     assert _steps(tmp_path / "x") == [2, 3] and res.checkpoint == ckpt.checkpoint_path(tmp_path / "x", 3)

@@ -205,6 +205,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
         cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
     dist.on_main(run_folder.check_tested, Path(cfg.train.out_dir), cfg.train.init)
     dist.on_main(run_folder.take, cfg.train.out_dir)
+    dist.on_main(run_folder.check_report_names, Path(cfg.train.out_dir), list(cfg.task.tested))
     return _final_tests(model, cfg, device, precision, names, cfg.train.init)
 
 

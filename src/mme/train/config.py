@@ -197,6 +197,11 @@ class TaskConfig:
     eval_only: bool = False
     """Only test the fine-tuned classifier in train.init on val_list / test_list (no training)."""
 
+    @property
+    def tested(self) -> dict[str, str]:
+        """The lists tested at the end of fine-tuning, by split (``val``, ``test``): those set."""
+        return {split: listed for split, listed in (("val", self.val_list), ("test", self.test_list)) if listed}
+
     def __post_init__(self):
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"task.num_classes must be >= 2, got {self.num_classes}")

@@ -38,7 +38,7 @@ from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
 from mme.models.vit import count_parameters
 from mme.train import distributed as dist
-from mme.train import engine
+from mme.train import engine, run_folder
 from mme.train.augment import augment_batch, soft_target_cross_entropy
 from mme.train.config import FinetuneConfig, FinetuneModel
 from mme.train.engine import Run
@@ -178,6 +178,7 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
     ``after_step``: the engine's hook, e.g. periodic validation (mme.eval.finetuned)."""
     t = cfg.train
     start = engine.begin(cfg)
+    dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
     with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
         names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else \
             class_names(cfg)

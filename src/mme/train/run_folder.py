@@ -28,17 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from mme.errors import CheckpointError, ConfigError, MMEError
-from mme.eval.testing import SPLITS, drop_report, report_files
+from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
 from mme.utils import atomic_path, is_stale_temp, lock_folder, removing, writing
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb",
-             *(f for split in SPLITS for f in report_files(split)))
-"""What a run writes besides its checkpoints, rotating and kept of an epoch, its fine-tuning's test reports included
-(``train.overwrite`` removes these too, and nothing else)."""
+RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
+"""What a run writes besides its checkpoints, rotating and kept of an epoch, and its fine-tuning's test reports
+(``train.overwrite`` removes these, the reports where they read as reports, and nothing else)."""
 
 def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
@@ -110,8 +109,20 @@ def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
     with removing(out_dir, then):
         for p in checkpoints + [out_dir / name for name in RUN_FILES]:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    for split in SPLITS:
+        drop_report(out_dir, split, then)
     log.warning("train.overwrite: removed the %d checkpoints and the logs of run %s from %s", len(checkpoints),
                 other or "(unknown)", out_dir)
+
+
+def check_report_names(out_dir: Path, splits: list[str]) -> None:
+    """A run that will write the reports of ``splits`` into ``out_dir``: a file there of a report's name that is no
+    report (a user's own ``test.json``) is a ConfigError naming it, before any work (the report would replace it)."""
+    for split in splits:
+        path = out_dir / report_files(split)[0]
+        if path.exists() and read_report(path) is None:
+            raise ConfigError(f"train.out_dir {str(out_dir)!r} holds {path.name}, which is no test report of mme's, "
+                              f"where this run writes its {split} report: move it, or choose another train.out_dir")
 
 
 def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
