@@ -13,6 +13,7 @@ warped onto frame a and the flow recomputed, so what is left is the motion relat
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -34,7 +35,19 @@ DEFAULT_FLOW = "dis-balanced"
 """The flow of the targets and the track cache unless configured: of the methods that keep the flow's detail
 inside a patch (PatchStd's information), the best accuracy per ms (`mme bench flow`, docs/performance.md): MEDIUM's
 step error within 4 % at 0.6x its CPU per pair. The quarter-resolution presets cost less but lose that detail."""
-_ENGINES: dict[tuple, object] = {}
+
+
+class _PerThread(threading.local):
+    """The OpenCV objects of this thread (:func:`_engine`'s, :func:`_orb_matches`'): one object's buffers are not
+    safe to share between threads, which OpenCV runs without the GIL (two threads tracking videos of one size gave
+    tracks up to 17 px off, or crashed the process)."""
+
+    def __init__(self):
+        self.engines: dict[tuple, object] = {}
+        self.orb: dict[int, tuple[object, object]] = {}
+
+
+_THREAD = _PerThread()
 
 
 def flow_available(method: str) -> bool:
@@ -50,24 +63,25 @@ def require_flow(method: str, key: str = "target.flow") -> None:
 
 
 def _engine(method: str, shape: tuple[int, ...]):
-    """One flow object per process, method and frame size: DIS allocates its pyramids once and reuses them, but
-    after frames of another size it returns other flow for the same frames (up to 0.1 px), so an engine only ever
-    sees one size; and its first flow differs from its later ones for the same frames (0.04 px in the test), so a new
-    engine computes one flow of blank frames first. The flow is a function of the frames alone."""
-    key = (os.getpid(), method, shape)
-    if key not in _ENGINES:
+    """One flow object per process, thread (:class:`_PerThread`), method and frame size: DIS allocates its pyramids
+    once and reuses them, but after frames of another size it returns other flow for the same frames (up to 0.1 px),
+    so an engine only ever sees one size; and its first flow differs from its later ones for the same frames (0.04 px
+    in the test), so a new engine computes one flow of blank frames first. The flow is a function of the frames
+    alone."""
+    engines, key = _THREAD.engines, (os.getpid(), method, shape)
+    if key not in engines:
         if method in DIS_PRESETS:
-            _ENGINES[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
+            engines[key] = cv2.DISOpticalFlow_create(DIS_PRESETS[method])
             for name, value in DIS_SETTINGS.get(method, {}).items():
-                getattr(_ENGINES[key], f"set{name}")(value)
+                getattr(engines[key], f"set{name}")(value)
             blank = np.zeros(shape[:2], np.uint8)
-            _ENGINES[key].calc(blank, blank, None)
+            engines[key].calc(blank, blank, None)
         elif method == "tvl1":
             require_flow(method)
-            _ENGINES[key] = cv2.optflow.DualTVL1OpticalFlow_create()
+            engines[key] = cv2.optflow.DualTVL1OpticalFlow_create()
         else:
             raise ConfigError(f"target.flow: unknown optical-flow method {method!r}; choose one of {list(METHODS)}")
-    return _ENGINES[key]
+    return engines[key]
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -106,14 +120,11 @@ class Compensation:
     ransac_px: float = 1.0
 
 
-_ORB: dict[int, tuple[object, object]] = {}
-
-
 def _orb_matches(ga: np.ndarray, gb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    key = os.getpid()
-    if key not in _ORB:
-        _ORB[key] = (cv2.ORB_create(nfeatures=500), cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True))
-    orb, matcher = _ORB[key]
+    found, key = _THREAD.orb, os.getpid()
+    if key not in found:
+        found[key] = (cv2.ORB_create(nfeatures=500), cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True))
+    orb, matcher = found[key]
     ka, da = orb.detectAndCompute(ga, None)
     kb, db = orb.detectAndCompute(gb, None)
     if da is None or db is None:
