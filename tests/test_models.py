@@ -111,6 +111,24 @@ def test_a_clip_that_does_not_divide_into_tubelets_and_patches_is_refused():
             enc(torch.randn(*shape))
 
 
+def test_a_clip_or_mask_of_another_kind_is_refused_naming_what_the_encoder_takes():
+    """An integer 0/1 mask was read as all visible (``~`` flips an integer's bits), one of another length or with
+    unequal counts per clip embedded other tokens or failed in a reshape, and a uint8 or 4-D clip failed deep in
+    the convolution or in unpacking its shape."""
+    enc = VisionTransformer(ModelConfig(**TINY)).eval()
+    x, mask = torch.randn(2, 3, 8, 32, 32), make_mask("tube", 2, (4, 2, 2), 0.5)  # 16 tokens, 8 masked
+    assert enc(x, mask).shape == (2, 8, 64)
+    unequal = torch.stack([mask[0], torch.zeros_like(mask[0])])
+    for bad, said in ((mask.long(), r"dtype torch.int64: give a \(2, 16\) bool mask"),
+                      (mask[:, :10], r"mask of shape \(2, 10\)"),
+                      (unequal, r"mask: \[8, 16\] visible tokens per clip")):
+        with pytest.raises(ValueError, match=said):
+            enc(x, bad)
+    for clip in ((x * 50 + 100).clamp(0, 255).to(torch.uint8), x[0]):
+        with pytest.raises(ValueError, match="the encoder takes float clips"):
+            enc(clip)
+
+
 def test_presets_have_their_documented_parameter_counts():
     # Built on the meta device: shapes only, no memory, so ViT-L costs nothing.
     expected = {"tiny": 5.63e6, "small": 21.88e6, "base": 86.23e6, "large": 303.86e6}

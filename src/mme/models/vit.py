@@ -198,6 +198,20 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.apply(init_weights)
 
+    @staticmethod
+    def _visible(mask: torch.Tensor, batch: int, tokens: int) -> torch.Tensor:
+        """The numbers of the visible tokens ``(B, N_visible)``, increasing per clip, of a ``(B, N)`` bool ``mask``
+        (True = masked) with the same count per clip; ValueError for another (an integer mask's ``~`` flips its
+        bits: every token read as visible)."""
+        if mask.dtype != torch.bool or tuple(mask.shape) != (batch, tokens):
+            raise ValueError(f"mask of shape {tuple(mask.shape)} and dtype {mask.dtype}: give a ({batch}, {tokens}) "
+                             "bool mask, True for the masked tokens")
+        visible = (~mask).nonzero()
+        counts = torch.bincount(visible[:, 0], minlength=batch)
+        if (counts != counts[0]).any():
+            raise ValueError(f"mask: {counts.tolist()} visible tokens per clip; every clip needs the same count")
+        return visible[:, 1].view(batch, -1)
+
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:
         """The position table for an input clip, interpolated if its token grid differs from the config's. A clip
         that does not divide into tubelets and patches is refused: the patch embedding would drop the rest."""
@@ -211,6 +225,10 @@ class VisionTransformer(nn.Module):
         return interpolate_pos_table(self.pos_embed, c.grid, grid).to(x.dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() != 5 or not x.is_floating_point():
+            raise ValueError(f"a clip of shape {tuple(x.shape)} and dtype {x.dtype}: the encoder takes float clips "
+                             "(B, C, T, H, W), ImageNet-normalised (mme.data.transforms.normalize_clip makes them "
+                             "from uint8 frames)")
         if self.cfg.input_norm == "clip":  # per clip and channel, over (T, H, W) of x (B, C, T, H, W)
             d = deviations(x, (2, 3, 4))
             var = (d * d).sum((2, 3, 4), keepdim=True).div_(d[0, 0].numel() - 1)
@@ -219,7 +237,7 @@ class VisionTransformer(nn.Module):
         if mask is None:
             x = self.patch_embed(x) + pos  # (B, N, D)
         else:  # only the visible tokens are embedded: (B, N_visible, D)
-            index = (~mask).nonzero()[:, 1].view(mask.shape[0], -1)  # their numbers, increasing per clip
+            index = self._visible(mask, x.shape[0], len(pos))
             x = self.patch_embed(x, index) + pos[index]
         for blk in self.blocks:
             x = blk(x)
