@@ -603,6 +603,12 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
         bad.write_bytes(broken)
         with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(not a valid mme track cache: .*{why}"):
             load_tracks(bad)
+    # a video or a list given in its place is no cache file to delete (it said to delete it)
+    with pytest.raises(VideoError, match=r"a\.mp4: track cache \(not a track cache file \(unknown file type\): give a "
+                                         r"\.tracks file of mme extract\)$"):
+        load_tracks(videos / "cls" / "a.mp4")
+    with pytest.raises(VideoError, match=r"track cache \(a folder, not a cache file\)"):
+        load_tracks(videos)
     bad.write_bytes(good.replace(b'"version": 3', b'"version": 4'))
     with pytest.raises(VideoError, match=r"a\.mp4\.tracks: track cache \(track cache version 4, expected 3"):
         read_cache(bad, starts=[0])

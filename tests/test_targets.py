@@ -13,7 +13,7 @@ from videos import affine_video, texture, write_video
 from mme.config import from_dict
 from mme.data.dataset import DataConfig, PretrainDataset, Sample, collate
 from mme.data.sampling import sample_pretrain
-from mme.data.transforms import Geometry, apply_geometry, normalize, normalize_clip, to_video_tensor
+from mme.data.transforms import Geometry, apply_geometry, normalize, normalize_clip, to_clip, to_video_tensor
 from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.models.mae import MaskedAutoencoder
@@ -76,6 +76,9 @@ def test_released_shapes_at_16x224_tubelet2_patch16_L4():
     # release's Sobel HOG (about 4x the default's values)
     ref = hog_cells(video[:, :, 1], 8, style="release")[0, :, :2, :2].reshape(27, 4)
     assert torch.allclose(step["hog"][0, 0].reshape(27, 4), ref)
+    # the dataset's uint8 clip, not normalised, gave targets 57x too large without a word
+    with pytest.raises(TypeError, match="step_targets: a torch.uint8 clip; give the normalised float clip"):
+        step_targets(to_clip(sample.frames_at(sample.clip))[None], cfg, m)
 
 
 def test_a_preset_gives_the_same_config_in_python_as_from_yaml_and_explicit_keys_win():

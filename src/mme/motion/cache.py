@@ -262,7 +262,7 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     it, as for an undecodable video)."""
     path = Path(path)
     if not path.is_file():
-        raise video_error(path, "track cache", "no such file")
+        raise video_error(path, "track cache", "a folder, not a cache file" if path.is_dir() else "no such file")
     try:
         with open(path, "rb") as f:
             magic = f.read(len(MAGIC))
@@ -297,6 +297,10 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
 
 
 def _unreadable(path: Path, err: Exception) -> VideoError:
+    """A cache file that cannot be read; one not named as a cache file (a video, a list, given in its place) is not
+    to be deleted."""
+    if not path.name.endswith((SUFFIX, V1_SUFFIX)):
+        return video_error(path, "track cache", f"not a track cache file ({err}): give a {SUFFIX} file of mme extract")
     return video_error(path, "track cache", f"not a valid mme track cache: {err}; delete it and re-run mme extract")
 
 

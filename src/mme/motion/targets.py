@@ -290,7 +290,11 @@ def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int, l2: boo
 
 def step_targets(video: torch.Tensor, cfg: TargetConfig, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Targets computed in the training step from the normalised clip ``(B, 3, T, H, W)`` (on its device):
-    ``pixel`` and ``hog``, whichever the config asks for. Returns ``{name: (B, N, C)}``."""
+    ``pixel`` and ``hog``, whichever the config asks for. Returns ``{name: (B, N, C)}``. A clip that is not float
+    (the dataset's uint8 frames) is a TypeError: its targets would be 255 x std too large, unsaid."""
+    if not video.is_floating_point():
+        raise TypeError(f"step_targets: a {video.dtype} clip; give the normalised float clip "
+                        "(mme.data.transforms.normalize_clip of the dataset's uint8 frames)")
     g = token_geometry(cfg, model_cfg)
     out = {}
     if "pixel" in cfg.heads:
