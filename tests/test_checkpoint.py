@@ -945,9 +945,13 @@ def test_norm_pix_survives_every_route(tmp_path):
                                                         "target": {"kind": "pixel", "norm_pix": False}},
                 "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
     ours = export(tmp_path / "run.pt", tmp_path / "ours", "mme")
-    for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors")):
+    live = save_pretrained(load_model(tmp_path / "run.pt"), tmp_path / "live")  # a loaded module saved: its record
+    for src in (tmp_path / "hf", ours, export(tmp_path / "hf", tmp_path / "hf_ours", "safetensors"), live):
         out = export(src, tmp_path / f"to_hf_{src.stem}", "hf", kind="pretraining")
         assert json.loads((out / "config.json").read_text())["norm_pix_loss"] is False, src
+    assert read_checkpoint(live).run_config["target"] == {"kind": "pixel", "norm_pix": False}  # (was none)
+    export_hf(load_model(tmp_path / "run.pt"), tmp_path / "live_hf", kind="pretraining")
+    assert json.loads((tmp_path / "live_hf" / "config.json").read_text())["norm_pix_loss"] is False
 
 
 def test_an_export_keeps_its_runs_clip_stride_and_target(tmp_path):

@@ -554,8 +554,15 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
     return enc
 
 
+RECORD = ("run_config", "assumed", "norm_pix", "class_names")
+"""What a Checkpoint records beside its module: :func:`build_model` keeps it on the module (``mme_record``), so that
+``save_pretrained`` / ``export_hf`` of a loaded module write it again (they wrote the module alone: a run's pixel loss
+exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as recorded)."""
+
+
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
-    """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s)."""
+    """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s), and what ``ck``
+    records beside it as ``mme_record`` (:data:`RECORD`)."""
     if ck.assumed:
         values = ", ".join(f"{k}={getattr(ck.cfg, k)}" for k in ck.assumed)
         flags = ", ".join("--" + k.replace("_", "-") for k in ck.assumed)
@@ -570,6 +577,7 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     else:
         model = _encoder(ck)
     load_state(model, ck.state, ck.source, strict)
+    model.mme_record = {name: getattr(ck, name) for name in RECORD}
     return model.eval()
 
 

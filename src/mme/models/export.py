@@ -92,17 +92,19 @@ def _unwrap_module(model: nn.Module) -> nn.Module:
 
 
 def describe(model: nn.Module) -> Checkpoint:
-    """A Checkpoint of a live module (ours: MaskedAutoencoder, VisionTransformer, VideoClassifier)."""
+    """A Checkpoint of a live module (ours: MaskedAutoencoder, VisionTransformer, VideoClassifier), with what the
+    checkpoint it was loaded from records beside it (``mme_record``: :data:`~mme.models.checkpoint.RECORD`)."""
     model = _unwrap_module(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    record = getattr(model, "mme_record", {})
     if isinstance(model, MaskedAutoencoder):
-        return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs))
+        return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs), **record)
     if isinstance(model, VideoClassifier):
         args = dict(num_classes=model.num_classes, pool=model.pool, fc_norm_eps=model.fc_norm.eps,
                     fc_drop=model.fc_dropout.p)
-        return Checkpoint("classifier", model.cfg, state, "model", classifier=args)
+        return Checkpoint("classifier", model.cfg, state, "model", classifier=args, **record)
     if isinstance(model, VisionTransformer):
-        return Checkpoint("encoder", model.cfg, state, "model")
+        return Checkpoint("encoder", model.cfg, state, "model", **record)
     raise CheckpointError(f"cannot save a {type(model).__name__}: expected MaskedAutoencoder, VisionTransformer "
                           "or VideoClassifier")
 
