@@ -9,7 +9,7 @@ import pytest
 from videos import affine_video, analytic_positions, texture, write_video
 
 from mme.data.video import open_video
-from mme.errors import DataError, MMEError
+from mme.errors import ConfigError, DataError, MMEError
 from mme.motion import compute_tracks
 from mme.motion.flow import pair_flow, raw_flow
 from mme.motion.tracks import in_frame, integrate, seed_grid, track
@@ -196,6 +196,13 @@ def test_bad_frame_input_is_a_clear_error():
         compute_tracks(a[None], starts=[0], length=1)  # a single-frame video
     with pytest.raises(DataError, match="too short"):
         compute_tracks(np.stack([a] * 4), starts=[0, 2], length=4)
+    # a start that is no frame index was cut to one (0.7 -> 0) or called 'too short' (-1); a seed stride of 0 was
+    # a ZeroDivisionError
+    for starts in ([0.7], [-1]):
+        with pytest.raises(ConfigError, match=r"starts must be raw frame indices \(whole numbers >= 0\)"):
+            compute_tracks(np.stack([a] * 4), starts=starts, length=1)
+    with pytest.raises(ConfigError, match="seed stride must be > 0 pixels, got 0"):
+        compute_tracks(np.stack([a] * 4), starts=[0], length=1, seed_stride=0)
 
 
 def test_prune_drops_static_tracks_and_keeps_moving_ones():

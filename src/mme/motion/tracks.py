@@ -61,6 +61,8 @@ def default_max_disp(height: int, width: int) -> float:
 
 def seed_grid(height: int, width: int, stride: float) -> np.ndarray:
     """Seeds at cell centres: ``(Gh, Gw, 2)`` float32 (x, y) with Gh = H // stride, Gw = W // stride."""
+    if not stride > 0:
+        raise ConfigError(f"seed stride must be > 0 pixels, got {stride}")
     gh, gw = int(height // stride), int(width // stride)
     if gh == 0 or gw == 0:
         raise ConfigError(f"seed stride {stride} is larger than the {height}x{width} frame")
@@ -173,7 +175,10 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
     if length < 1 or step < 1:
         raise ConfigError(f"track length and step must be >= 1, got {length}, {step}")
     where = {fid: i for i, fid in enumerate(ids)}
-    starts = [int(s) for s in np.asarray(starts).reshape(-1)]
+    given = np.asarray(starts).reshape(-1)
+    if given.size and (given.dtype.kind not in "iu" or given.min() < 0):
+        raise ConfigError(f"{source}: starts must be raw frame indices (whole numbers >= 0), got {given.tolist()}")
+    starts = [int(s) for s in given]
     last = max(ids) if (clamp and ids) else None
     track_frames(ids, starts, length, step, last, source)
     H, W = arr.shape[1:3]
