@@ -11,10 +11,12 @@ _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 __version__ = "0.2.0"
 
 
-def load_encoder(path, **kwargs):
+def load_encoder(path, strict: bool = True, **hints):
     """Load a pre-trained video encoder from any supported checkpoint (ours, original VideoMAE/MME, Hugging Face
     directory). Returns a module whose forward takes ``(B, 3, T, H, W)`` ImageNet-normalised floats and returns
-    tokens ``(B, N, D)``."""
+    tokens ``(B, N, D)``. Hints (``num_heads``, ``decoder_heads``, ``img_size``, ``num_frames``) and clips of other
+    sizes: :func:`mme.models.checkpoint.load_encoder`, which this calls (imported on first use: ``import mme``
+    stays light)."""
     from mme.models.checkpoint import load_encoder as _load
 
-    return _load(path, **kwargs)
+    return _load(path, strict, **hints)
