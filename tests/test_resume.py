@@ -322,6 +322,9 @@ def test_a_rewind_killed_before_its_first_checkpoint_leaves_the_logs_of_the_chec
     (aside,) = tmp_path.glob("abandoned-*")
     assert (aside / "metrics.jsonl").read_text().splitlines() == lines
     assert [json.loads(ln)["step"] for ln in jsonl.read_text().splitlines()] == [1, 2, 3, 4, 5]
+    killed_rewind()  # then a fresh run in the folder: the copy, of another run, goes (a resume put it back)
+    run(*base, "train.overwrite=true", "train.stop_after=2", "train.seed=5")
+    assert not list(tmp_path.glob(".metrics*"))
 
 
 def test_a_finished_run_killed_before_its_last_writes_completes_them_on_resume(synth, tmp_path):

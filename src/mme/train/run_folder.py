@@ -94,11 +94,16 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
 def clear(out_dir: Path, checkpoints: list[Path], fresh: bool) -> None:
     """``train.overwrite``: remove another run's ``checkpoints`` (:func:`check_owner`) and its logs; and for a
     ``fresh`` run, the test reports an earlier run left without checkpoints (they would read as this run's, and
-    name its checkpoint's path). A file that cannot be removed (a read-only folder, an immutable or busy file) is an
-    MMEError naming it and the reason (:func:`mme.utils.removing`), before this run writes its files."""
+    name its checkpoint's path) and a rewind's copy of its logs (:func:`keep_logs_of_rewind`). A file that cannot
+    be removed (a read-only folder, an immutable or busy file) is an MMEError naming it and the reason
+    (:func:`mme.utils.removing`), before this run writes its files."""
     whose = "a file of another run" if checkpoints else "a test report of an earlier run"
     then = (f"it is {whose} in train.out_dir {str(out_dir)!r}, where this run wrote none of its files: make it "
             "removable, or choose another train.out_dir")
+    if fresh:  # a rewind's copy of the logs of another run, which a resume of this one would put back
+        for name in LOGS:
+            with removing(_left_copy(out_dir, name), then):
+                _left_copy(out_dir, name).unlink(missing_ok=True)
     if fresh and not checkpoints:
         stale = [split for split in SPLITS if drop_report(out_dir, split, then)]
         if stale:
