@@ -954,6 +954,22 @@ def test_norm_pix_survives_every_route(tmp_path):
     assert json.loads((tmp_path / "live_hf" / "config.json").read_text())["norm_pix_loss"] is False
 
 
+def test_a_loaded_classifier_keeps_its_class_names_until_its_head_is_replaced(tmp_path):
+    """A loaded module carries its checkpoint's record (``mme_record``) to save_pretrained and export_hf; the class
+    names of a head since replaced (transfer to 3 classes) were written for it, or refused its export."""
+    model = VideoClassifier(ModelConfig(**TINY), num_classes=4)
+    ours = save_pretrained(model, tmp_path / "four")
+    record = load_model(ours).mme_record
+    loaded = load_model(ours)
+    loaded.mme_record = {**record, "class_names": ["push", "pull", "left", "right"]}  # as a fine-tuning run records
+    assert read_checkpoint(save_pretrained(loaded, tmp_path / "kept")).class_names == ["push", "pull", "left", "right"]
+    loaded.head, loaded.num_classes = torch.nn.Linear(64, 3), 3
+    assert read_checkpoint(save_pretrained(loaded, tmp_path / "three")).class_names is None
+    export_hf(loaded, tmp_path / "hf3", kind="classification")
+    labels = json.loads((tmp_path / "hf3" / "config.json").read_text())["id2label"]
+    assert labels == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+
+
 def test_an_export_keeps_its_runs_clip_stride_and_target(tmp_path):
     """An export dropped the run's ``data.stride`` and ``target`` section: ``mme embed`` read its clips at stride 4
     instead of the run's 2 (features off by 0.038 in the audit) and ``mme viz`` drew PatchStd targets for a run

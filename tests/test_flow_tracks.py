@@ -203,6 +203,7 @@ def test_bad_frame_input_is_a_clear_error():
             compute_tracks(np.stack([a] * 4), starts=starts, length=1)
     with pytest.raises(ConfigError, match="seed stride must be > 0 pixels, got 0"):
         compute_tracks(np.stack([a] * 4), starts=[0], length=1, seed_stride=0)
+    assert compute_tracks(np.stack([a] * 4), starts=np.array([0.0, 2.0]), length=1)[0].shape[0] == 2  # whole floats
 
 
 def test_prune_drops_static_tracks_and_keeps_moving_ones():

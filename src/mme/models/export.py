@@ -96,7 +96,10 @@ def describe(model: nn.Module) -> Checkpoint:
     checkpoint it was loaded from records beside it (``mme_record``: :data:`~mme.models.checkpoint.RECORD`)."""
     model = _unwrap_module(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    record = getattr(model, "mme_record", {})
+    record = dict(getattr(model, "mme_record", {}))
+    names = record.get("class_names")
+    if names is not None and len(names) != getattr(model, "num_classes", len(names)):
+        record["class_names"] = None  # of the head the module was loaded with, since replaced
     if isinstance(model, MaskedAutoencoder):
         return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs), **record)
     if isinstance(model, VideoClassifier):

@@ -207,9 +207,10 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"mask of shape {tuple(mask.shape)} and dtype {mask.dtype}: give a ({batch}, {tokens}) "
                              "bool mask, True for the masked tokens")
         visible = (~mask).nonzero()
-        counts = torch.bincount(visible[:, 0], minlength=batch)
-        if (counts != counts[0]).any():
-            raise ValueError(f"mask: {counts.tolist()} visible tokens per clip; every clip needs the same count")
+        if not torch.compiler.is_compiling():  # (a check that reads the device: no graph break for it)
+            counts = torch.bincount(visible[:, 0], minlength=batch)
+            if (counts != counts[0]).any():
+                raise ValueError(f"mask: {counts.tolist()} visible tokens per clip; every clip needs the same count")
         return visible[:, 1].view(batch, -1)
 
     def pos_for(self, x: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,7 @@ def track(frames, frame_ids, starts, length: int, step: int = 1, seed_stride: fl
         raise ConfigError(f"track length and step must be >= 1, got {length}, {step}")
     where = {fid: i for i, fid in enumerate(ids)}
     given = np.asarray(starts).reshape(-1)
-    if given.size and (given.dtype.kind not in "iu" or given.min() < 0):
+    if given.size and (given.dtype.kind not in "iuf" or (given != np.floor(given)).any() or given.min() < 0):
         raise ConfigError(f"{source}: starts must be raw frame indices (whole numbers >= 0), got {given.tolist()}")
     starts = [int(s) for s in given]
     last = max(ids) if (clamp and ids) else None
