@@ -320,6 +320,13 @@ def test_a_command_that_does_not_share_its_work_over_ranks_is_refused_under_torc
         assert re.match(rf"mme synth \(rank 1\): error: synth runs as one process: {how} \(WORLD_SIZE=2 here", err), err
 
 
+def _ends(stderr: str, command: str) -> list[str]:
+    """The ranks' last lines (``mme <command>[ (rank N)]: error: ...``) in their shared stderr, where two may run
+    together on one line (a pass failed on it)."""
+    head = rf"mme {command}(?: \(rank \d+\))?: error: "
+    return re.findall(rf"{head}.*?(?={head}|$)", stderr, re.MULTILINE)
+
+
 @pytest.mark.parametrize("limit,said", [(50_000, "could not write the checkpoint of step 2"),
                                          (1000, "config.yaml: could not be written")])
 def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limit, said, synth, tmp_path):
@@ -334,8 +341,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limi
            str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("mme pretrain: error:",
-                                                                      "mme pretrain (rank 1): error:"))]
+    errors = _ends(proc.stderr, "pretrain")
     assert len(errors) == 2 and said in errors[0], proc.stderr[-3000:]
     assert any(ln.startswith("mme pretrain (rank 1): error: rank 0: ") for ln in errors), errors
     assert "Connection closed by peer" not in proc.stderr
@@ -359,7 +365,7 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
                            str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2", FP32],
                           capture_output=True, text=True, timeout=300)
-    ends = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain")]
+    ends = _ends(proc.stderr, "pretrain")
     assert sorted(ends) == [
         f"mme pretrain (rank 1): error: stopped by SIGTERM after step 3 of 20, saved as {tmp_path / 'run'}/"
         "checkpoint-00000003.pt; the same command with --resume auto (train.resume=auto) continues from there",
@@ -404,7 +410,7 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
                            f"task.classes={root / 'classes.json'}", f"train.out_dir={out}", *tiny],
                           capture_output=True, text=True, timeout=300)
     assert f"{out / 'loss.png'}: could not be written (Is a directory)" in proc.stderr, proc.stderr[-3000:]
-    ends = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme finetune")]
+    ends = _ends(proc.stderr, "finetune")
     said = f"error: task.val_list {tmp_path / 'val.txt'} could not be tested: multi-view test: no video could be tested"
     assert len(ends) == 2 and all(said in ln and ln.endswith("; test.json written") for ln in ends), ends
     assert (out / "test.json").is_file() and (out / "test_confusion.png").is_file()
@@ -424,7 +430,7 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
                            str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32],
                           capture_output=True, text=True, timeout=300)
-    ends = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain")]
+    ends = _ends(proc.stderr, "pretrain")
     said = next((ln.split(": error: ", 1)[1] for ln in ends if ln.startswith("mme pretrain (rank 1): error: ")), "")
     assert "videos in" in said and "failed, more than data.max_failure_fraction" in said, proc.stderr[-3000:]
     assert sorted(ends) == [f"mme pretrain (rank 1): error: {said}", f"mme pretrain: error: rank 1: {said}"], ends
