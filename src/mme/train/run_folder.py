@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.csv", "loss.png", "tb")
 """What a run writes besides its checkpoints, rotating and kept of an epoch, and its fine-tuning's test reports
 (``train.overwrite`` removes these, the reports where they read as reports, and nothing else)."""
+LOGS = ("metrics.jsonl", "metrics.csv")
+"""The logs a resumed run cuts back to its step (:func:`mme.train.metrics.build_logger`)."""
+
+
+def _left_copy(out_dir: Path, name: str) -> Path:
+    """A rewind's copy of the log ``name`` (:func:`keep_logs_of_rewind`)."""
+    return out_dir / f".{name}.left"
+
 
 def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
@@ -144,14 +152,6 @@ def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
         raise ConfigError(f"task.eval_only: train.out_dir {str(out_dir)!r} holds {len(found)} checkpoint(s) of "
                           f"{whose}, whose val.json / test.json this test of {checkpoint} would replace: choose "
                           f"another train.out_dir")
-
-
-LOGS = ("metrics.jsonl", "metrics.csv")
-"""The logs a resumed run cuts back to its step (:func:`mme.train.metrics.build_logger`)."""
-
-
-def _left_copy(out_dir: Path, name: str) -> Path:
-    return out_dir / f".{name}.left"
 
 
 def _later(out_dir: Path, resumed: int) -> list[Path]:
