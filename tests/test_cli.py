@@ -29,6 +29,13 @@ def _choices(command: str, flag: str) -> tuple:
     return tuple(_action(command, flag).choices)
 
 
+def test_python_dash_m_mme_is_the_mme_command():
+    """``python -m mme`` failed: no mme.__main__ (where the mme script is not on PATH)."""
+    proc = subprocess.run([sys.executable, "-m", "mme", "synth", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: mme synth"), proc.stderr[-2000:]
+
+
 def test_cli_choices_are_the_library_ones():
     assert _choices("synth", "--motion") == MOTIONS
     assert _choices("synth", "--texture") == TEXTURES
