@@ -99,10 +99,9 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     this one; the same thread's, inside this block, is a RuntimeError (it would wait for itself)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    with contextlib.suppress(FileNotFoundError):
-        if _identity(os.stat(tmp)) in _writing.temps:
-            raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
-                               f"wait for itself; finish the first write")
+    if file_identity(tmp) in _writing.temps:
+        raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
+                           f"wait for itself; finish the first write")
     fd = _locked_file(tmp)
     held = _identity(os.fstat(fd))
     _writing.temps.add(held)
@@ -119,14 +118,14 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         # removed while the name is still this write's, or a file no writer holds: one the block's writer renamed
         # onto it (safetensors), where no other thread writes under the name (its renamed-in file holds no lock:
         # another thread may have taken the name since); where the block let the name go, another writer may hold it
-        with contextlib.suppress(FileNotFoundError):
-            if _identity(os.stat(tmp)) == held:
-                tmp.unlink()
-            else:
-                with _writers_lock:
-                    alone = _writers[tmp] == 1
-                if alone:
-                    _remove_unheld(tmp)
+        there = file_identity(tmp)
+        if there == held:
+            tmp.unlink(missing_ok=True)
+        elif there is not None:
+            with _writers_lock:
+                alone = _writers[tmp] == 1
+            if alone:
+                _remove_unheld(tmp)
         raise
     finally:
         _writing.temps.discard(held)

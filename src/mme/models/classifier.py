@@ -23,7 +23,7 @@ SCRATCH_INITS = ("trunc_normal", "xavier")
 """How a classifier's encoder trained from scratch starts (``task.scratch_init``): 'trunc_normal', VideoMAE's
 fine-tuning ViT (``modeling_finetune``: trunc-normal(0.02) Linear weights, zero biases; its LayerNorms and patch
 embedding as the pre-training encoder's); 'xavier', the pre-training encoder's own (:func:`init_weights`), whose
-Linear weights scale with the width: a 96-wide encoder's are 3-5x trunc-normal(0.02)'s."""
+Linear weights scale with the width: 2-5x trunc-normal(0.02)'s at the tiny widths (96, 192)."""
 
 
 def _finetune_init(module: nn.Module) -> None:

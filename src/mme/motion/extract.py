@@ -59,6 +59,7 @@ from mme.utils import (
 
 log = logging.getLogger("mme.extract")
 
+
 @dataclass(frozen=True)
 class ExtractOptions:
     """What the cache holds: tracks of ``length`` steps from every raw frame, on the full frame resized to
