@@ -764,6 +764,43 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     assert not (tmp_path / "new").exists()
 
 
+KILLED_WRITE = ("import json, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_DFL); "
+                "resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); resource.setrlimit(resource.RLIMIT_FSIZE, "
+                "(10_000, 10_000)); ")
+"""The start of a child's script whose writes past 10 kB kill it: the file-size limit's signal, whose default
+action ends the process mid-write, where nothing of Python's runs after."""
+
+
+def test_an_export_killed_while_writing_leaves_no_file_after_the_next_one(tmp_path):
+    """A kill during the weights' write left safetensors' own temporary file (``.tmpXXXXXX``: its ``save_file``
+    writes one beside the file, then renames it onto it) behind for good, under a name no cleanup can tell from
+    another program's, and our temporary files beside it, which no later export removed. The weights are written
+    into our temporary file itself, and the next export into the folder removes the ones a killed write left."""
+    import signal
+    import subprocess
+    import sys
+
+    script = KILLED_WRITE + (
+        "from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig; from mme.models.export import "
+        "save_pretrained; save_pretrained(MaskedAutoencoder(ModelConfig(**json.loads(sys.argv[1])), "
+        "[HeadSpec('pixel', 1536)]), sys.argv[2])")
+    model = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+    outs = {tmp_path / "folder": ["config.json", "model.safetensors"],
+            tmp_path / "file" / "one.safetensors": ["one.safetensors"]}
+    procs = [subprocess.Popen([sys.executable, "-c", script, json.dumps(TINY), str(out)], stderr=subprocess.PIPE,
+                              text=True) for out in outs]  # at once: each starts Python and torch
+    for proc in procs:
+        stderr = proc.communicate(timeout=120)[1]
+        assert proc.returncode == -signal.SIGXFSZ, stderr[-3000:]
+    for out, kept in outs.items():
+        folder = out if out.suffix != ".safetensors" else out.parent
+        assert any(p.name.startswith(".") for p in folder.iterdir())  # what the killed write left
+        save_pretrained(model, out)
+        assert sorted(p.name for p in folder.iterdir()) == kept
+        loaded = load_model(out).state_dict()
+        assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
+
+
 def test_the_mib_free_of_a_failed_write_are_those_of_the_folder_written(tmp_path, monkeypatch):
     """The MiB free were taken from the first folder above the path, never the path: an export OUT that is a mount
     point (a full 200k tmpfs) reported the free space of the file system it is mounted on (69763 MiB)."""

@@ -237,6 +237,29 @@ def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_f
     assert np.array_equal(first[0][ok], again[0][ok])
 
 
+def test_features_killed_while_written_leave_no_file_after_the_next_write(tmp_path):
+    """A kill (the file-size limit's signal, whose default action ends the process mid-write) while a
+    ``.safetensors`` features file was written left safetensors' own temporary file (``.tmpXXXXXX``) beside it for
+    good, and ours, which no later write removed. The features are written into our temporary file itself, and the
+    next write removes the ones a killed write left."""
+    from mme.eval.features import write_features
+
+    x, valid, labels = np.arange(100 * 64, dtype=np.float32).reshape(100, 64), np.ones(100, bool), np.arange(100)
+    script = ("import resource, signal, sys; import numpy as np; from pathlib import Path; "
+              "from mme.eval.features import write_features; signal.signal(signal.SIGXFSZ, signal.SIG_DFL); "
+              "resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); resource.setrlimit(resource.RLIMIT_FSIZE, "
+              "(10_000, 10_000)); write_features(Path(sys.argv[1]), np.zeros((100, 64), np.float32), "
+              "np.ones(100, bool), np.arange(100), None, {})")
+    out = tmp_path / "f.safetensors"
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGXFSZ, proc.stderr[-3000:]
+    assert any(p.name.startswith(".") for p in tmp_path.iterdir())  # what the killed write left
+    write_features(out, x, valid, labels, None, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.safetensors", "f.safetensors.json"]
+    features, read_valid = read_features(out)[:2]
+    assert np.array_equal(features, x) and read_valid.all()
+
+
 def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
     """Two jobs on one --out both embedded everything, and the first to finish deleted the parts the other was
     assembling. The partial-results folder is now locked by the job that writes it."""

@@ -229,14 +229,11 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
 
 @contextlib.contextmanager
 def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) -> Iterator[None]:
-    """A write of ``path`` in the block that fails (an OSError, or safetensors' error for the same, which is no
-    OSError) is ``error`` naming the file, the reason and the MiB free there, and ``then`` (what is kept, how to go
-    on)."""
-    from safetensors import SafetensorError
-
+    """A write of ``path`` in the block that fails (an OSError) is ``error`` naming the file, the reason and the MiB
+    free there, and ``then`` (what is kept, how to go on)."""
     try:
         yield
-    except (OSError, SafetensorError) as e:
+    except OSError as e:
         where = Path(path).absolute()  # a folder itself: it may be a mount point, its parent another file system
         free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20
         raise error(f"{path}: could not be written ({error_reason(e)}; {free:.0f} MiB free)"
@@ -365,6 +362,51 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         for proc in procs:  # done, or stopped (Ctrl-C, SIGTERM): no worker outlives the job
             proc.kill()
             proc.join()
+
+
+def remove_stale_temps(files: Collection[Path]) -> None:
+    """Remove the temporary files that writes of ``files`` killed mid-way left beside them (``.<name>.tmp<pid>...``,
+    :func:`remove_stale_temp`: not a live writer's)."""
+    names: dict[Path, set[str]] = {}
+    for f in files:
+        names.setdefault(f.parent, set()).add(f.name)
+    for folder, here in names.items():
+        for tmp in folder.glob(".*.tmp*"):
+            if remove_stale_temp(tmp, here):
+                log.info("removed %s, the temporary file of an interrupted write", tmp)
+
+
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+"""The safetensors names of the torch dtypes :func:`write_safetensors` writes."""
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (torch tensors or numpy arrays) to ``path`` in the safetensors format, as safetensors lays
+    it out: the JSON header padded to 8 bytes, then each tensor's bytes, the widest elements first (so each starts
+    aligned), then by name. Written straight into ``path`` (an :func:`atomic_path` temporary file), one tensor at a
+    time: safetensors' ``save_file`` (0.8) writes a temporary file of its own beside ``path`` first, ``.tmpXXXXXX``,
+    which a kill leaves there under a name no cleanup can tell from another program's, and its ``save`` holds the
+    file twice in memory."""
+    import torch
+
+    tensors = {name: torch.as_tensor(t).detach() for name, t in tensors.items()}
+    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[str(t.dtype).removeprefix("torch.")], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for name in order:
+            f.write(tensors[name].cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -40,7 +40,17 @@ from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.testing import build_test_set, iter_test_batches
 from mme.train import run_folder
-from mme.utils import atomic_path, atomic_write_json, check_output, error_reason, removing, unlock_folder, writing
+from mme.utils import (
+    atomic_path,
+    atomic_write_json,
+    check_output,
+    error_reason,
+    remove_stale_temps,
+    removing,
+    unlock_folder,
+    write_safetensors,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -297,11 +307,11 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     """Write features atomically: ``.npy`` (features, NaN rows for failures; tokens to ``<stem>.tokens.npy``)
     or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``); both get the ``<out>.json`` sidecar
     (``info``: provenance, view counts, failures, labels). The sidecar, which marks the files finished
-    (:func:`_finished`), is removed first and written last: a write killed half-way leaves none."""
-    from safetensors.numpy import save_file
-
+    (:func:`_finished`), is removed first and written last: a write killed half-way leaves none, and its
+    temporary files are removed by the next write (:func:`mme.utils.remove_stale_temps`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     side = out.with_name(out.name + ".json")
+    remove_stale_temps([out, _tokens_file(out), side])
     side.unlink(missing_ok=True)
     if out.suffix == ".npy":
         if tokens is not None:
@@ -316,8 +326,9 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
         if tokens is not None:
             arrays["tokens"] = tokens
         with atomic_path(out) as tmp:
-            save_file(arrays, str(tmp), metadata={"info": json.dumps({k: v for k, v in info.items()
-                                                                      if k not in ("failures", "states", "labels")})})
+            write_safetensors(tmp, arrays, metadata={"info": json.dumps({k: v for k, v in info.items()
+                                                                              if k not in ("failures", "states",
+                                                                                           "labels")})})
     atomic_write_json(side, {**info, "labels": labels.tolist()})
 
 

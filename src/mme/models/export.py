@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from mme.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mme.errors import CheckpointError, ConfigError
@@ -35,7 +34,15 @@ from mme.models.checkpoint import (
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.utils import atomic_path, check_output, file_identity, json_text, writing
+from mme.utils import (
+    atomic_path,
+    check_output,
+    file_identity,
+    json_text,
+    remove_stale_temps,
+    write_safetensors,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +51,23 @@ HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
 HF_PREPROCESSOR = "preprocessor_config.json"
 
 
-def _save_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path), metadata=metadata)
-
-
 def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[str, str], jsons: dict[str, dict]) \
         -> None:
     """Write a checkpoint folder, made if need be: the weights (``model.safetensors``) and ``jsons`` (``config.json``
     first), each to a temporary file beside it, then all in place, ``config.json`` last. A write that fails (a full
     disk) leaves the folder as it was, the checkpoint it held whole, never new weights beside an old config (an
-    OSError named as :func:`~mme.utils.writing` names it). The old ``config.json``, without which the folder reads
+    OSError named as :func:`~mme.utils.writing` names it); the temporary files of a write killed there before are
+    removed (:func:`~mme.utils.remove_stale_temps`). The old ``config.json``, without which the folder reads
     as no checkpoint, goes before the others are replaced, and a failure while they are (an I/O error, Ctrl-C)
     removes the new files put in place: no folder is left that reads as a checkpoint of parts of two, and the old
     files not yet replaced stay (the weights of the export it held)."""
     names = [*jsons, WEIGHTS]  # replaced in the reverse order: config.json last
     with writing(folder, then="nothing in it is replaced"):
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps([folder / name for name in names])
         with contextlib.ExitStack() as stack:
             temps = {name: stack.enter_context(atomic_path(folder / name)) for name in names}
-            _save_safetensors(temps[WEIGHTS], state, metadata)
+            write_safetensors(temps[WEIGHTS], state, metadata)
             for name, obj in jsons.items():
                 temps[name].write_text(json_text(obj, sort_keys=True))
             old = {name: file_identity(folder / name) for name in names}
@@ -120,8 +125,9 @@ def _write_ours(ck: Checkpoint, path: Path) -> Path:
         return path
     with writing(path, then="nothing is replaced"):  # one self-describing file, put in place when whole
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps([path])
         with atomic_path(path) as tmp:
-            _save_safetensors(tmp, ck.state, metadata)
+            write_safetensors(tmp, ck.state, metadata)
     return path
 
 

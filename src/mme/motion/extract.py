@@ -52,7 +52,7 @@ from mme.utils import (
     in_workers,
     launch_ranks,
     lock_folder,
-    remove_stale_temp,
+    remove_stale_temps,
     space_for,
     unlock_folder,
 )
@@ -271,18 +271,6 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     return {"done": sum(r["done"] for _, r in shares), "skipped": sum(r["skipped"] for _, r in shares),
             "failed": {path: why for _, r in shares for path, why in r["failed"].items()},
             "reports": [file for file, r in shares if r["failed"]]}
-
-
-def remove_stale_temps(files: set[Path]) -> None:
-    """Remove the temporary files that writes of ``files`` killed mid-way left beside them (``.<name>.tmp<pid>...``,
-    :func:`mme.utils.remove_stale_temp`)."""
-    names: dict[Path, set[str]] = {}
-    for f in files:
-        names.setdefault(f.parent, set()).add(f.name)
-    for folder, here in names.items():
-        for tmp in folder.glob(".*.tmp*"):
-            if remove_stale_temp(tmp, here):  # not a live writer's (another list's job writing the same video)
-                log.info("extract: removed %s, the temporary file of an interrupted write", tmp)
 
 
 def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite: bool) -> tuple[list, int, set[Path]]:
