@@ -801,6 +801,30 @@ def test_an_export_killed_while_writing_leaves_no_file_after_the_next_one(tmp_pa
         assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
 
 
+def test_a_failed_write_says_the_mib_free_only_where_it_may_have_wanted_space(tmp_path):
+    """Every failed write said the MiB free: a missing folder, a read-only one or an I/O error read as a full disk.
+    The space is said for a full disk, a quota and a file-size limit (and an error that gives no errno) only."""
+    import errno
+    import os
+    import re
+
+    from mme.errors import MMEError
+    from mme.utils import writing
+
+    path = tmp_path / "gone" / "model.safetensors"
+    with pytest.raises(MMEError) as info, writing(path, "nothing is replaced"):
+        path.write_bytes(b"weights")  # its folder is not there
+    assert str(info.value) == f"{path}: could not be written (No such file or directory); nothing is replaced"
+    for code in (errno.EACCES, errno.EROFS, errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        with pytest.raises(MMEError) as info, writing(path):
+            raise OSError(code, os.strerror(code))
+        space = code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        assert re.fullmatch(rf"{path}: could not be written \({re.escape(os.strerror(code))}"
+                            + (r"; \d+ MiB free\)" if space else r"\)"), str(info.value)), info.value
+    with pytest.raises(MMEError, match=r"\(OSError; \d+ MiB free\)$"), writing(path):
+        raise OSError()
+
+
 def test_the_mib_free_of_a_failed_write_are_those_of_the_folder_written(tmp_path, monkeypatch):
     """The MiB free were taken from the first folder above the path, never the path: an export OUT that is a mount
     point (a full 200k tmpfs) reported the free space of the file system it is mounted on (69763 MiB)."""
@@ -888,7 +912,7 @@ def test_an_overwrite_that_fails_between_files_leaves_no_checkpoint_of_parts_of_
             m.setattr(os, "replace", rename_fails_at_config)
             assert cli_main(job) == 1
         names = ", ".join(["preprocessor_config.json"][:1 if fmt == "hf" else 0] + ["model.safetensors"])
-        assert re.search(rf"error: {out}: could not be written \(Input/output error; \d+ MiB free\); its config.json "
+        assert re.search(rf"error: {out}: could not be written \(Input/output error\); its config.json "
                          rf"and the new files put in place \({names}\) are removed: it holds no checkpoint$",
                          capsys.readouterr().err.strip())
         assert list(out.iterdir()) == [], fmt

@@ -531,7 +531,7 @@ def test_an_epoch_checkpoint_that_cannot_be_kept_is_one_line_naming_it(tmp_path,
     path.write_bytes(b"a checkpoint")
     (tmp_path / "checkpoint-epoch-0001-00000004.pt" / "a folder").mkdir(parents=True)
     with pytest.raises(CheckpointError, match=r"/checkpoint-epoch-0001-00000004.pt: could not be written \(Is a "
-                                              r"directory; \d+ MiB free\); checkpoint-00000004.pt is kept, and "
+                                              r"directory\); checkpoint-00000004.pt is kept, and "
                                               r"--resume auto keeps it as epoch 1's$"):
         ckpt.keep_of_epoch(path, 1, 4)
     assert path.read_bytes() == b"a checkpoint"

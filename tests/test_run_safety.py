@@ -553,6 +553,19 @@ def test_a_checkpoint_write_failing_without_a_message_still_gives_the_checkpoint
                                       f"about ") and "Kept: no earlier checkpoint" in str(info.value), info.value
 
 
+def test_a_checkpoint_write_refused_for_another_reason_than_space_says_no_space(synth, tmp_path, monkeypatch):
+    """The line gave the space needed and free whatever the reason: a folder that refuses the write (permission
+    denied) read as a disk too small. The space is said only where the write may have wanted it."""
+    def refused(*args, **kwargs):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "checkpoint-00000001.pt"))
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", refused)
+    with pytest.raises(CheckpointError) as info:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
+    assert str(info.value) == (f"{tmp_path}: could not write the checkpoint of step 1 (Permission denied: "
+                               f"{tmp_path / 'checkpoint-00000001.pt'}). Kept: no earlier checkpoint")
+
+
 def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):
     """The disk fills up during `mme extract` (a file-size limit fails writes as a full disk would): it tracked
     every remaining video and threw each away, warning only "failed: OSError: [Errno 27] File too large", then

@@ -109,7 +109,7 @@ def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_tempor
         out = tmp_path / "out" / name
         out.write_bytes(b"an earlier picture")
         with pytest.raises(MMEError, match=rf"^{re.escape(str(out))}: could not be written \(Operation not "
-                                           rf"permitted; \d+ MiB free\); nothing is replaced$"):
+                                           rf"permitted\); nothing is replaced$"):  # no space said: not its reason
             tracks_picture(video, out, num_frames=4, stride=4, size=64, length=4)
         assert out.read_bytes() == b"an earlier picture"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t.gif", "t.mp4", "t.png"]

@@ -215,29 +215,43 @@ def error_reason(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""The errors of a write that wants space: a full disk, a quota, a file-size limit."""
+
+
+def may_want_space(e: BaseException) -> bool:
+    """Whether the failed write ``e`` may be for want of space, so the space free belongs in its message: one of
+    :data:`NO_SPACE`, or an error without an errno (torch.save's RuntimeError, a bare OSError of a file system
+    layer); not a read-only or missing folder, whose free space says nothing."""
+    return getattr(e, "errno", None) in (None, *NO_SPACE)
+
+
 @contextlib.contextmanager
 def space_for(path: str | Path, then: str = "") -> Iterator[None]:
-    """A write of ``path`` in the block that fails for lack of space (ENOSPC, EDQUOT, EFBIG) is a NoSpaceError naming
-    the file and the reason, and ``then`` (what is kept, how to go on); other errors pass as they are."""
+    """A write of ``path`` in the block that fails for lack of space (:data:`NO_SPACE`) is a NoSpaceError naming the
+    file and the reason, and ``then`` (what is kept, how to go on); other errors pass as they are."""
     try:
         yield
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if e.errno not in NO_SPACE:
             raise
         raise NoSpaceError(f"{path}: could not be written ({error_reason(e)})" + (f"; {then}" if then else "")) from e
 
 
 @contextlib.contextmanager
 def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) -> Iterator[None]:
-    """A write of ``path`` in the block that fails (an OSError) is ``error`` naming the file, the reason and the MiB
-    free there, and ``then`` (what is kept, how to go on)."""
+    """A write of ``path`` in the block that fails (an OSError) is ``error`` naming the file, the reason, the MiB
+    free there where it may be for want of space (:func:`may_want_space`), and ``then`` (what is kept, how to go
+    on)."""
     try:
         yield
     except OSError as e:
-        where = Path(path).absolute()  # a folder itself: it may be a mount point, its parent another file system
-        free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20
-        raise error(f"{path}: could not be written ({error_reason(e)}; {free:.0f} MiB free)"
-                    + (f"; {then}" if then else "")) from e
+        free = ""
+        if may_want_space(e):
+            where = Path(path).absolute()  # a folder itself: it may be a mount point, its parent another file system
+            mib = shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20
+            free = f"; {mib:.0f} MiB free"
+        raise error(f"{path}: could not be written ({error_reason(e)}{free})" + (f"; {then}" if then else "")) from e
 
 
 @contextlib.contextmanager
