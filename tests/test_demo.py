@@ -138,6 +138,50 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
         in report and report.count("| – | – |\n") == 2  # read back as null: random init and chance untimed
 
 
+def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_path, monkeypatch, caplog):
+    """A picture the demo could not write (a full disk here) ended it with an error, exit 1, after every result was
+    computed and written. Each picture that cannot be drawn is a warning naming it and the reason, an earlier run's
+    of its name removed; the others are drawn, and the demo goes on to its table."""
+    import errno
+
+    from matplotlib.figure import Figure
+    from videos import affine_video, write_video
+
+    from mme.demo import DemoSettings, _pictures, _pretrain_config
+
+    s = DemoSettings.quick(tmp_path / "demo")
+    (s.out / "data").mkdir(parents=True)
+    write_video(s.out / "data" / "v.mp4", affine_video(12, 64, 64, dx=1.0, seed=1)[0])
+    (s.out / "data" / "train.txt").write_text("v.mp4 0\n")
+    (s.out / "m.jsonl").write_text("".join(json.dumps({"step": i, "loss": 2.0 / i}) + "\n" for i in range(1, 7)))
+    rows = [{"target": "mme", "seed": 0, "metrics": "m.jsonl"}]
+    cfg = _pretrain_config(s, "mme", 0, s.out / "data" / "train.txt")
+    for name in ("loss_curves.png", "tracks.png"):
+        (s.out / name).write_bytes(b"an earlier run's picture")
+    save, refusals = Figure.savefig, [errno.ENOSPC]  # the first picture's write fails, then the others are drawn
+
+    def savefig(self, *args, **kwargs):
+        if refusals:
+            code = refusals.pop(0)
+            raise OSError(code, os.strerror(code))
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    lists = {"train": s.out / "data" / "train.txt"}
+    with caplog.at_level("WARNING", logger="mme.demo"):
+        assert _pictures(s, rows, lists, cfg.model, cfg.data, cfg.target) == ["loss_curves.png"]
+    assert f"demo: {s.out / 'loss_curves.png'}: not drawn (No space left on device); the results and report are " \
+           "whole without it" in caplog.text
+    assert not (s.out / "loss_curves.png").exists()
+    assert (s.out / "tracks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    refusals += [errno.EROFS, errno.EROFS]  # (the tracks' write: an MMEError naming the picture, its cause the reason)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.demo"):
+        assert _pictures(s, rows, lists, cfg.model, cfg.data, cfg.target) == ["loss_curves.png", "tracks.png"]
+    assert f"demo: {s.out / 'tracks.png'}: not drawn (Read-only file system); the results" in caplog.text
+    assert not (s.out / "tracks.png").exists()
+
+
 def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog, monkeypatch):
     from dataclasses import replace
 

@@ -28,6 +28,7 @@ checkpoint and metrics relative to ``out``, so the folder may be moved or copied
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -48,7 +49,7 @@ from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
 from mme.data.transforms import normalize_clip
 from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
-from mme.errors import ConfigError, DataError
+from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
@@ -60,7 +61,15 @@ from mme.train.config import PretrainConfig
 from mme.train.metrics import read_records
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, lock_folder, unlock_folder
+from mme.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    cpu_name,
+    error_reason,
+    lock_folder,
+    unlock_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -417,24 +426,41 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
                       f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training in {said} on {threads} thread(s) "
                       f"beside {s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
-    plot_losses(rows, s.out, s.out / "loss_curves.png")
-    _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
+    missing = _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
+    pictures = f"pictures but {', '.join(missing)} (see the warnings above)" if missing else "pictures"
     print("\n" + table + "\n" + losses +
-          f"\ntotal {minutes:.1f} min{this_run}; results, tables and pictures in {s.out}/", flush=True)
+          f"\ntotal {minutes:.1f} min{this_run}; results, tables and {pictures} in {s.out}/", flush=True)
     return summary
 
 
-def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_cfg, data_cfg, target_cfg) -> None:
-    """Tracks drawn on one training video, and predicted vs target motion of one masked clip (MME run)."""
+def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_cfg, data_cfg, target_cfg
+              ) -> list[str]:
+    """The loss curves, tracks drawn on one training video, and predicted vs target motion of one masked clip (MME
+    run). They are figures only: one that cannot be drawn or written (a full disk, a read-only file, a checkpoint
+    gone) is a warning naming it and the reason, and an earlier run's of its name is removed (it would read as this
+    run's); the results and report are whole without it. The names of those not drawn."""
     from mme.motion.viz import prediction_picture, tracks_picture
 
     video = str(lists["train"].parent / open(lists["train"]).readline().split()[0])
-    tracks_picture(video, s.out / "tracks.png", num_frames=model_cfg.num_frames, stride=data_cfg.stride,
-                   size=model_cfg.img_size, length=target_cfg.track_length)
+    drawings = {"loss_curves.png": partial(plot_losses, rows, s.out),
+                "tracks.png": partial(tracks_picture, video, num_frames=model_cfg.num_frames, stride=data_cfg.stride,
+                                      size=model_cfg.img_size, length=target_cfg.track_length)}
     mme_rows = [r for r in rows if r["target"] == "mme" and "checkpoint" in r]
     if mme_rows:
-        prediction_picture(video, _in_out(s, mme_rows[0]["checkpoint"]), s.out / "predicted_vs_target.png",
-                           stride=data_cfg.stride)
+        drawings["predicted_vs_target.png"] = partial(prediction_picture, video,
+                                                      _in_out(s, mme_rows[0]["checkpoint"]), stride=data_cfg.stride)
+    missing = []
+    for name, draw in drawings.items():
+        try:
+            draw(s.out / name)
+        except (OSError, MMEError) as e:
+            why = e.__cause__ if isinstance(e, MMEError) and isinstance(e.__cause__, OSError) else e  # (not the path)
+            with contextlib.suppress(OSError):
+                (s.out / name).unlink(missing_ok=True)
+            log.warning("demo: %s: not drawn (%s); the results and report are whole without it", s.out / name,
+                        error_reason(why))
+            missing.append(name)
+    return missing
 
 
 DEFAULT_MINUTES = 9.2

@@ -108,6 +108,8 @@ def plot_losses(rows: list[dict], root: Path, path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:  # (pyplot keeps every figure open until closed)
+        plt.close(fig)
