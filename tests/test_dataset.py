@@ -201,6 +201,30 @@ def test_a_rank_out_of_replacements_says_the_fraction_that_failed(videos, monkey
         PretrainDataset(config(videos, ["missing.mp4", "empty.mp4"], max_failure_fraction=0.5))[0]
 
 
+def test_the_failure_fraction_of_joined_failures_names_examples_of_those(tmp_path):
+    """Under torchrun the ranks join their failure codes and check the fraction on them; the message's examples came
+    from the rank's own table, which may hold failures its workers found since the join: a video named that the
+    count left out, and another example on each rank. Counts and examples are now of the joined codes alone."""
+    from mme.data.dataset import REASONS
+
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4\n" for i in range(10)))
+    cfg = from_dict(DataConfig, {"list_file": str(tmp_path / "list.txt"), "root": str(tmp_path),
+                                 "max_failure_fraction": 0.1})
+    joined = torch.zeros(10, dtype=torch.int8)
+    joined[[5, 6]] = REASONS.index("unreadable")
+    said = []
+    for found_since in (0, 8):  # two ranks, whose workers each found another failure since the join
+        rank = PretrainDataset(cfg)
+        rank.failure_codes[found_since] = REASONS.index("empty")
+        with pytest.raises(DataError) as failed:
+            rank.join_failures(joined)
+        said.append(str(failed.value))
+    assert said[0] == said[1]
+    assert said[0].startswith(f"2 of 10 videos in {tmp_path / 'list.txt'} failed, more than "
+                              f"data.max_failure_fraction=0.1 ({{'unreadable': 2}}); e.g. {tmp_path / 'v5.mp4'}: "
+                              f"unreadable; {tmp_path / 'v6.mp4'}: unreadable; `mme check "), said[0]
+
+
 @pytest.mark.parametrize("context,workers", [("fork", 2), ("spawn", 1)])  # spawn: a fresh interpreter per worker
 def test_dataloader_workers_and_distributed_sampler(videos, context, workers):
     ds = PretrainDataset(config(videos, ["coord.mkv", "missing.mp4", "good.mp4", "coord.mkv", "good.mp4",

@@ -269,9 +269,13 @@ class _VideoDataset(Dataset):
     @property
     def failures(self) -> dict[str, str]:
         """Failed videos and bad list lines so far, across all workers: ``{path or file:line: reason}``."""
+        return self._failures_in(self._reason)
+
+    def _failures_in(self, codes: torch.Tensor) -> dict[str, str]:
+        """The bad list lines and the failed videos of ``codes`` (as :attr:`failure_codes`), as :attr:`failures`."""
         out = {str(b.list_file) + f":{b.line_no}": b.reason for b in self.bad_lines}
-        for i in torch.nonzero(self._reason).flatten().tolist():
-            out[self.path(i)] = REASONS[int(self._reason[i])]
+        for i in torch.nonzero(codes).flatten().tolist():
+            out[self.path(i)] = REASONS[int(codes[i])]
         return out
 
     @property
@@ -321,12 +325,13 @@ class _VideoDataset(Dataset):
 
     def _check_failures(self, codes: torch.Tensor | None = None) -> None:
         """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
-        :attr:`failure_codes`; default this table's)."""
+        :attr:`failure_codes`; default this table's), its counts and examples all of ``codes``: ranks that joined
+        the same codes give the same message."""
         codes = self._reason if codes is None else codes
         failed = int((codes > 0).sum()) + len(self.bad_lines)
         total = len(self.entries) + len(self.bad_lines)
         if failed > self.cfg.max_failure_fraction * total:
-            examples = "; ".join(f"{k}: {v}" for k, v in list(self.failures.items())[:5])
+            examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
             counts, missing = self.failure_counts(codes), REASONS.index("missing")
             lost = [self.entries[i].path for i in torch.nonzero(codes == missing).flatten().tolist()]
             relative = sum(not os.path.isabs(p) for p in lost)
