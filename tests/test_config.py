@@ -335,6 +335,21 @@ def test_the_shuffled_targets_control_needs_two_clips_per_rank():
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.batch_size=1"]).train.batch_size == 1
 
 
+def test_import_mme_puts_mkl_in_its_strict_reproducible_mode_unless_the_user_chose_one():
+    """What README.md and docs/architecture.md say: ``import mme`` sets ``MKL_CBWR=AUTO,STRICT`` before torch is
+    imported (MKL reads it once), and keeps a value the user set."""
+    import os
+    import subprocess
+    import sys
+
+    show = "import os, mme; print(os.environ['MKL_CBWR'])"
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    for given, expected in ((None, "AUTO,STRICT"), ("COMPATIBLE", "COMPATIBLE")):
+        proc = subprocess.run([sys.executable, "-c", show], env={**env, **({"MKL_CBWR": given} if given else {})},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
+
+
 def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch, caplog):
     cpu = torch.device("cpu")
     native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
