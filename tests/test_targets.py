@@ -341,13 +341,18 @@ def test_pixel_target_is_videomaes_norm_pix_of_the_pixels_in_0_1():
         assert pixel_target(normalize_clip(clip), 2, 16).abs().max() == 0
 
 
-@pytest.mark.parametrize("style", ["skimage", "release"])
+@pytest.mark.parametrize("style", ["skimage", "release", "maskfeat"])
 def test_frame_hog_equals_hog_of_the_normalised_frames(style):
     from mme.motion.targets import frame_hog
 
     frames = torch.from_numpy(np.stack([texture(32, 40, seed=s) for s in range(5)]))
     ref = hog_cells(normalize(frames.permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8, style=style)
-    assert torch.allclose(frame_hog(frames, 8, style), ref, atol=1e-5)
+    got = frame_hog(frames, 8, style)
+    if style == "maskfeat":  # whole votes: a Sobel gradient on the 0/180-degree bin edge (gx = 0) is bin 0 from the
+        # raw frames, and bin 0 or 8 from the normalised ones as the sign of their rounding error falls
+        got, ref = (torch.cat([h[:, :, :1] + h[:, :, 8:], h[:, :, 1:8]], 2) for h in (got.unflatten(1, (3, 9)),
+                                                                                       ref.unflatten(1, (3, 9))))
+    assert torch.allclose(got, ref, atol=1e-5)
 
 
 def test_the_released_preset_takes_the_release_hog():
@@ -358,7 +363,7 @@ def test_the_released_preset_takes_the_release_hog():
 
     assert TargetConfig(preset="released").hog_style == "release"
     assert TargetConfig(preset="released", hog_style="skimage").hog_style == "skimage"
-    assert TargetConfig().hog_style == TargetConfig(preset="maskfeat").hog_style == "skimage"
+    assert TargetConfig().hog_style == TargetConfig(preset="videomae").hog_style == "skimage"
     with pytest.raises(ConfigError, match="target.hog_style"):
         TargetConfig(hog_style="sobel")
     clip = torch.from_numpy(np.stack([texture(32, 32, seed=s) for s in range(4)]))  # (T, H, W, 3)
@@ -400,14 +405,23 @@ def test_half_scale_geometry_patch8_tubelet1():
     assert step["pixel"].shape == (1, 108, 192) and step["hog"].shape == (1, 108, 108)
 
 
-def test_the_maskfeat_preset_normalises_each_cells_histograms_as_maskfeat():
-    """MaskFeat L2-normalises every cell's 9-bin histogram of each colour; the MME release's HOG (the hog head of
-    mme-released, and the hog kind unless asked) does not."""
+def test_the_maskfeat_preset_takes_maskfeats_hog_and_normalises_each_cells_histograms():
+    """The maskfeat preset's hog head is MaskFeat's HOG (``hog_style=maskfeat``, checked value by value in
+    test_hog.py) with every cell's 9-bin histogram of each colour L2-normalised, as MaskFeat's; the hog kind
+    unless asked is scikit-image's HOG, unnormalised; an explicit key wins over the preset."""
+    assert (TargetConfig(preset="maskfeat").hog_style, TargetConfig(preset="maskfeat").hog_norm) == ("maskfeat", True)
+    assert TargetConfig(preset="maskfeat", hog_style="skimage").hog_style == "skimage"
     frames, _ = affine_video(8, 64, 64, dx=1.0)
     video = normalize(to_video_tensor(frames))[None]  # (1, 3, 8, 64, 64)
     m = model_cfg(frames=8)
     maskfeat = step_targets(video, from_dict(TargetConfig, {"preset": "maskfeat"}), m)["hog"].reshape(1, 64, 3, 9, 4)
+    cells = hog_cells(video[0, :, 1::2].transpose(0, 1), 8, style="maskfeat")  # each tubelet's 2nd frame
+    cells = cells.reshape(4, 3, 9, 4, 2, 4, 2).permute(0, 3, 5, 1, 2, 4, 6).reshape(1, 64, 3, 9, 4)  # token order
+    norms = cells.norm(dim=3, keepdim=True)
+    assert (norms > 0).all() and (norms - 1).abs().max() > 0.2  # summed, unnormalised
+    torch.testing.assert_close(maskfeat, cells / norms, atol=1e-5, rtol=1e-5)
     plain = step_targets(video, TargetConfig(kind="hog"), m)["hog"].reshape(1, 64, 3, 9, 4)  # (B, N, colour, bin, cell)
-    norms = plain.norm(dim=3, keepdim=True)
-    assert (norms > 0).all() and (norms - 1).abs().max() > 0.2  # mean-pooled, unnormalised
-    assert torch.allclose(maskfeat, plain / norms.clamp_min(1e-12), atol=1e-5)
+    skimage = hog_cells(video[0, :, 1::2].transpose(0, 1), 8)
+    skimage = skimage.reshape(4, 3, 9, 4, 2, 4, 2).permute(0, 3, 5, 1, 2, 4, 6).reshape(1, 64, 3, 9, 4)
+    torch.testing.assert_close(plain, skimage)
+    assert (maskfeat - plain / plain.norm(dim=3, keepdim=True)).abs().max() > 0.1  # another HOG than skimage's

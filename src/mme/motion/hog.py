@@ -1,15 +1,22 @@
 """HOG cell histograms in torch (CPU in data workers, GPU in the training step), and their lookup along tracks.
 
 Per colour channel (each channel is its own grey image, as the release), 9 unsigned orientation bins over
-[0, 180), cells of ``cell`` px, histograms mean-pooled over the cell, no block normalisation (mme-method.md §7.7).
-Two styles (``STYLES``):
+[0, 180), cells of ``cell`` px, no block normalisation (mme-method.md §7.7). Three styles (``STYLES``):
 
 - ``skimage``: central differences, each pixel's magnitude voted into one bin, bin i covering [20i, 20i+20)
-  degrees, exactly scikit-image's convention (its cell histograms are the test oracle) and MaskFeat's.
+  degrees, histograms mean-pooled over the cell: exactly scikit-image's convention (its cell histograms are the
+  test oracle).
 - ``release``: the MME release's ``HOGDescriptorByConv``: 3x3 Sobel gradients (weights 1-2-1, about 4x the
-  central difference) and a linear vote between the two bins centred on multiples of 20 degrees either side.
-  Its conv's random bias (D5) is not reproduced: zero bias, as intended. At an orientation exactly on a bin
-  centre the release gives both bins weight 0, which with its bias never happens; here that bin takes it all.
+  central difference) and a linear vote between the two bins centred on multiples of 20 degrees either side,
+  mean-pooled. Its conv's random bias (D5) is not reproduced: zero bias, as intended. At an orientation exactly
+  on a bin centre the release gives both bins weight 0, which with its bias never happens; here that bin takes it
+  all.
+- ``maskfeat``: MaskFeat's ``HOGLayerC`` (SlowFast) as its video model builds it: reflect-padded 3x3 Sobel, each
+  magnitude voted whole into bin ``floor(9 atan2(gx, gy) / pi) mod 9`` of its conv's outputs (the negated
+  gradients: the angle is measured from the image's y axis, so its bins are not scikit-image's), histograms
+  summed over the cell (64x the mean at 8-px cells). ``HOGLayerC``'s optional Gaussian weighting of the
+  magnitudes is off there (``gaussian_window=0``), as here. Its last step, each cell's histogram of each colour
+  scaled to unit length, is the ``hog`` head's ``target.hog_norm``.
 
 Track positions are accumulated in pixels (D6).
 """
@@ -23,18 +30,18 @@ import torch
 import torch.nn.functional as F
 
 BINS = 9
-STYLES = ("skimage", "release")
+STYLES = ("skimage", "release", "maskfeat")
 
 
 def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS, style: str = "skimage") -> torch.Tensor:
     """HOG of ``(N, C, H, W)`` images -> ``(N, C*bins, H//cell, W//cell)``, channel index ``c*bins + b``.
 
     Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``, or Sobel for the
-    ``release`` style), the magnitude voted into unsigned orientation bins, and scatter-adds into cells per
-    image (bincount-style: the fast path on CPU, see platform-notes; conv gradients are 5x slower). Pixels
-    beyond the last whole cell are ignored. Floating images give cells of their own dtype; uint8 images give
-    float32 cells, bitwise the cells of the same images as float32 (``skimage``: by an exact shortcut,
-    :func:`_integer_votes`).
+    ``release`` and ``maskfeat`` styles), the magnitude voted into unsigned orientation bins, and scatter-adds
+    into cells per image (bincount-style: the fast path on CPU, see platform-notes; conv gradients are 5x
+    slower). Pixels beyond the last whole cell are ignored. Floating images give cells of their own dtype; uint8
+    images give float32 cells, bitwise the cells of the same images as float32 (``skimage``: by an exact
+    shortcut, :func:`_integer_votes`).
     """
     N, C, H, W = images.shape
     hc, wc = H // cell, W // cell
@@ -45,6 +52,8 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS, style: str 
     h, w = hc * cell, wc * cell
     if style == "release":
         hist = _linear_votes(images[..., :h, :w].float().reshape(N * C, h, w), cell, bins)
+    elif style == "maskfeat":
+        hist = _maskfeat_votes(images[..., :h, :w].float().reshape(N * C, h, w), cell, bins)
     elif images.dtype == torch.uint8:
         idx, mag = _integer_votes(images[..., :h, :w].reshape(N * C, h, w), cell, bins)
         hist = torch.zeros(N * C * hc * wc * bins, device=images.device, dtype=torch.float32)
@@ -62,16 +71,23 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS, style: str 
     return hist.reshape(N, C * bins, hc, wc).to(images.dtype if images.is_floating_point() else torch.float32)
 
 
+def _sobel(x: torch.Tensor, padding: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 Sobel gradients ``(gx, gy)`` of float images ``(M, h, w)`` padded by 1 px (``padding``: an ``F.pad``
+    mode): central differences x rightwards (y downwards), smoothed 1-2-1 across them."""
+    p = F.pad(x[:, None], (1, 1, 1, 1), mode=padding)[:, 0]  # (M, h+2, w+2)
+    dx = p[:, :, 2:] - p[:, :, :-2]  # central differences on every padded row, then smoothed 1-2-1 across rows
+    gx = dx[:, :-2] + 2 * dx[:, 1:-1] + dx[:, 2:]
+    dy = p[:, 2:] - p[:, :-2]
+    gy = dy[:, :, :-2] + 2 * dy[:, :, 1:-1] + dy[:, :, 2:]
+    return gx, gy
+
+
 def _linear_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
     """Cell histograms ``(M, cells * bins)`` of float images ``(M, h, w)`` as the release's HOG: replicate-padded
     3x3 Sobel gradients, each magnitude split linearly between the bins centred either side of its orientation
     (bin k centred on ``k * 180 / bins`` degrees), mean-pooled over cells."""
     M, h, w = x.shape
-    p = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]  # (M, h+2, w+2)
-    dx = p[:, :, 2:] - p[:, :, :-2]  # central differences on every padded row, then smoothed 1-2-1 across rows
-    gx = dx[:, :-2] + 2 * dx[:, 1:-1] + dx[:, 2:]
-    dy = p[:, 2:] - p[:, :-2]
-    gy = dy[:, :, :-2] + 2 * dy[:, :, 1:-1] + dy[:, :, 2:]
+    gx, gy = _sobel(x, "replicate")
     mag = torch.hypot(gx, gy)
     s = torch.remainder(torch.atan2(gy, gx).mul_(bins / math.pi), bins)  # [0, bins]: bins itself by rounding
     low = s.floor()
@@ -84,6 +100,20 @@ def _linear_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
     hist.index_add_(0, high.add_(offsets).view(-1), upper.view(-1))
     hist = hist.view(M, -1)
     return hist.div_(cell * cell)
+
+
+def _maskfeat_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
+    """Cell histograms ``(M, cells * bins)`` of float images ``(M, h, w)`` as MaskFeat's HOG: reflect-padded 3x3
+    Sobel gradients, each magnitude voted whole into bin ``floor(bins * atan2(gx, gy) / pi) mod bins`` of
+    MaskFeat's conv outputs (kernels ``[[1, 0, -1], ...]``: the negated gradients), summed over cells."""
+    M, h, w = x.shape
+    gx, gy = _sobel(x, "reflect")
+    mag = torch.hypot(gx, gy)
+    phase = torch.atan2(gx.neg_(), gy.neg_()).div_(math.pi).mul_(bins)  # (-bins, bins]
+    index = phase.floor_().remainder_(bins).to(torch.int32).view(-1)
+    hist = torch.zeros(M * (h // cell) * (w // cell) * bins, device=x.device, dtype=x.dtype)
+    hist.index_add_(0, index.add_(_cell_offsets(M, h, w, cell, bins, x.device)), mag.view(-1))
+    return hist.view(M, -1)
 
 
 def _bin(gx: torch.Tensor, gy: torch.Tensor, bins: int) -> torch.Tensor:

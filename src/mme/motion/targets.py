@@ -59,7 +59,7 @@ class TargetConfig:
         "paper": dict(kind="mme", track_length=6),
         "released": dict(kind="mme-released", track_length=4, activation="release", hog_style="release"),
         "videomae": dict(kind="pixel"),
-        "maskfeat": dict(kind="hog", hog_norm=True),
+        "maskfeat": dict(kind="hog", hog_norm=True, hog_style="maskfeat"),
     }
     UNSET: ClassVar[dict] = {"kind": "mme", "activation": "none", "hog_norm": False, "hog_style": "skimage"}
     """What a key left unset by the config and its preset takes."""
@@ -104,9 +104,11 @@ class TargetConfig:
     """The ``hog`` head's cells L2-normalised, each colour's histogram on its own (MaskFeat's local normalisation;
     the maskfeat preset's); unset: the preset's, else off (MME's release: no normalisation)."""
     hog_style: str | None = None
-    """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel: scikit-image's
-    and MaskFeat's) or 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger
-    values; the released preset's); unset: the preset's, else 'skimage'. docs/targets.md compares them."""
+    """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel, mean-pooled:
+    scikit-image's), 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger values;
+    the released preset's) or 'maskfeat' (MaskFeat's reflect-padded Sobel, its bins from the y axis, one per
+    pixel, sum-pooled; the maskfeat preset's, with ``hog_norm``); unset: the preset's, else 'skimage'.
+    docs/targets.md compares them."""
     activation: str | None = None
     """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
     preset's, else 'none'."""
