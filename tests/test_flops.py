@@ -14,7 +14,7 @@ from mme.motion.targets import TargetConfig, head_specs
 from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 
 
-@pytest.mark.parametrize("target, mask_type", [("pixel", "tube"), ("mme", "random")])
+@pytest.mark.parametrize("target, mask_type", [("pixel", "tube"), ("mme", "random"), ("pixel", "cube")])
 def test_step_flops_are_the_matmul_flops_of_a_forward_and_backward(target, mask_type):
     """The backward was counted as twice the forward everywhere, the patch embedding's too, which computes no
     gradient of its input (the clip): MFU 0.1-3 % high."""

@@ -1,6 +1,7 @@
 """The model core as a specification: masking counts, position tables, encoder token counts, presets, heads,
 the masked autoencoder's loss, and the classifier (mme-method.md §4-6, §10)."""
 
+import random
 import re
 
 import pytest
@@ -13,7 +14,15 @@ from mme.errors import ConfigError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.classifier import VideoClassifier
 from mme.models.config import PRESETS
-from mme.models.masking import make_mask, num_masked, random_mask, tube_mask
+from mme.models.masking import (
+    blockwise_mask,
+    cube_mask,
+    make_mask,
+    masked_per_sample,
+    num_masked,
+    random_mask,
+    tube_mask,
+)
 from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, sincos_table
 from mme.motion.targets import pixel_target
 from mme.train.config import TaskConfig
@@ -43,13 +52,54 @@ def test_random_mask_has_exact_count_and_is_not_a_tube():
 
 
 def test_masks_replay_from_a_generator():
-    for kind in ("tube", "random"):
+    for kind in ("tube", "random", "cube"):
         a = make_mask(kind, 2, (4, 7, 7), 0.75, torch.Generator().manual_seed(5))
         b = make_mask(kind, 2, (4, 7, 7), 0.75, torch.Generator().manual_seed(5))
         c = make_mask(kind, 2, (4, 7, 7), 0.75, torch.Generator().manual_seed(6))
         assert torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(ValueError, match="unknown mask type"):
-        make_mask("cube", 1, (2, 2, 2), 0.5)
+        make_mask("block", 1, (2, 2, 2), 0.5)
+    with pytest.raises(ConfigError, match="model.mask_type must be one of"):
+        ModelConfig(mask_type="block")
+
+
+def test_cube_mask_hides_int_ratio_hw_of_each_slice_in_runs_of_slices_sharing_a_blockwise_mask():
+    """The paper's 40 % cube ablation at 16 x 224²: 78 of each slice's 196 positions, 624 per clip as its tube
+    mask; each slice's mask shared by a run of consecutive slices, never seen again after it; the masked
+    positions in blocks (far fewer masked-visible neighbour pairs than a random mask of the count has)."""
+    grid = (8, 14, 14)
+    mask = cube_mask(64, grid, 0.4, torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and mask.shape == (64, 1568)
+    assert (mask.sum(1) == 624).all() and masked_per_sample("cube", grid, 0.4) == 624
+    slices = mask.reshape(64, 8, 14, 14)
+    assert (slices.sum((2, 3)) == 78).all()
+    runs = []
+    for clip in slices:
+        planes = [clip[0]]
+        for plane in clip[1:]:
+            if not torch.equal(plane, planes[-1]):
+                assert not any(torch.equal(plane, p) for p in planes)  # a run's mask is its own
+                planes.append(plane)
+        runs.append(len(planes))
+    assert max(runs) >= 3 and sum(runs) < 0.75 * 64 * 8  # several masks per clip (not a tube), many over several slices
+
+    def mixed_pairs(m: torch.Tensor) -> int:
+        return int((m[..., 1:, :] ^ m[..., :-1, :]).sum() + (m[..., 1:] ^ m[..., :-1]).sum())
+
+    random_slices = random_mask(64, (8, 1, 196), 0.4, torch.Generator().manual_seed(0)).reshape(64, 8, 14, 14)
+    assert mixed_pairs(slices) < 0.5 * mixed_pairs(random_slices)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_blockwise_mask_adds_blocks_of_the_drawn_area_and_aspect_and_tops_up_to_the_count(seed):
+    """At area bounds [16, 16] and aspect 1 a block is round(sqrt(16)) = 4 x 4, which hides the 16 asked at once;
+    a grid no block fits in (blocks have fewer rows and columns than the grid) is masked at random, to the count."""
+    rng = random.Random(seed)
+    square = torch.from_numpy(blockwise_mask(8, 8, 16, rng, min_aspect=1.0))
+    rows, cols = square.any(1).nonzero()[:, 0], square.any(0).nonzero()[:, 0]
+    assert square.sum() == 16 and rows.tolist() == list(range(rows[0], rows[0] + 4))
+    assert cols.tolist() == list(range(cols[0], cols[0] + 4))
+    assert blockwise_mask(6, 1, 4, rng).sum() == 4
 
 
 def test_encoder_sees_exactly_472_visible_tokens_at_16x224():

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from mme.config import apply_preset
 from mme.errors import ConfigError
+from mme.models.masking import MASKS
 
 # Encoder presets (VideoMAE naming). Parameter counts are for the encoder at 16x224x224, tubelet 2, patch 16.
 PRESETS: dict[str, dict] = {
@@ -45,7 +46,8 @@ class ModelConfig:
     drop_path: float = 0.0
     """Stochastic depth rate at the last block (linearly increasing)."""
     mask_type: str = "tube"
-    """'tube' (same spatial mask on every temporal slice) or 'random'."""
+    """'tube' (same spatial mask on every temporal slice), 'random', or 'cube' (BEiT-style blocks over random runs
+    of slices: the paper's cube ablation, at mask_ratio 0.4 there; :func:`mme.models.masking.cube_mask`)."""
     mask_ratio: float = 0.7
     decoder_dim: int = 192
     decoder_depth: int = 1
@@ -87,8 +89,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}"
             )
-        if self.mask_type not in ("tube", "random"):
-            raise ConfigError(f"model.mask_type must be 'tube' or 'random', got {self.mask_type!r}")
+        if self.mask_type not in MASKS:
+            raise ConfigError(f"model.mask_type must be one of {list(MASKS)}, got {self.mask_type!r}")
         if self.input_norm not in ("dataset", "clip"):
             raise ConfigError(f"model.input_norm must be 'dataset' or 'clip', got {self.input_norm!r}")
         if not 0.0 <= self.mask_ratio < 1.0:

@@ -14,7 +14,7 @@ from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
 from mme.models.classifier import SCRATCH_INITS
 from mme.models.config import ModelConfig
-from mme.models.masking import num_masked
+from mme.models.masking import masked_per_sample
 from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
 from mme.train.optim import OptimConfig
@@ -243,7 +243,6 @@ def check_clips_fit_model(data, model) -> None:
 
 def check_masks_a_token(model: ModelConfig) -> None:
     """The mask must hide a token of the grid (shared by pre-training and ``mme bench train``)."""
-    if num_masked(model.grid[1] * model.grid[2] if model.mask_type == "tube" else model.num_tokens,
-                  model.mask_ratio) == 0:
+    if masked_per_sample(model.mask_type, model.grid, model.mask_ratio) == 0:
         raise ConfigError(f"model.mask_ratio={model.mask_ratio} masks no token of the {model.grid} grid "
                           "(the count rounds down): the model would reconstruct what it sees")

@@ -14,7 +14,7 @@ import torch
 
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
-from mme.models.masking import num_masked
+from mme.models.masking import masked_per_sample
 
 
 def block_flops(tokens: int, dim: int, mlp_dim: int) -> int:
@@ -37,8 +37,7 @@ def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
     (:func:`block_flops`). Matmuls only: normalisation, softmax, activations, the loss, the targets and the
     optimizer are left out, as in the usual MFU count."""
     n = cfg.num_tokens
-    t, h, w = cfg.grid
-    n_masked = num_masked(n, cfg.mask_ratio) if cfg.mask_type == "random" else t * num_masked(h * w, cfg.mask_ratio)
+    n_masked = masked_per_sample(cfg.mask_type, cfg.grid, cfg.mask_ratio)
     n_visible = n - n_masked
     d, dd = cfg.embed_dim, cfg.decoder_dim
     k = cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2
