@@ -825,6 +825,76 @@ def test_a_failed_write_says_the_mib_free_only_where_it_may_have_wanted_space(tm
         raise OSError()
 
 
+SAFETENSORS_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+                      torch.uint32, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                      torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz,
+                      torch.float8_e8m0fnu, torch.float4_e2m1fn_x2, torch.complex64]
+"""Every torch dtype safetensors' ``save_file`` writes (0.8)."""
+
+
+def safetensors_header(path) -> dict:
+    raw = path.read_bytes()
+    return json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+
+
+def test_write_safetensors_writes_every_dtype_safetensors_does(tmp_path):
+    """Only ten dtypes had a safetensors name: uint16/32/64, float8, float4 and complex64 weights (which
+    safetensors' save_file, used before, wrote) were a bare KeyError, ``mme export`` of them a traceback. Each is
+    written with safetensors' own name and shape (a float4 tensor's counts its 4-bit values) and read back with
+    the same bytes; a dtype safetensors has no name for is one line naming the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    from mme.errors import MMEError
+    from mme.utils import write_safetensors
+
+    raw = torch.arange(1, 49, dtype=torch.uint8).reshape(2, 3, 8)
+    tensors = {f"t{i}": raw.clone().view(dtype) for i, dtype in enumerate(SAFETENSORS_DTYPES)}  # 48 bytes each
+    write_safetensors(tmp_path / "ours.safetensors", tensors, {"format": "pt"})
+    save_file(tensors, tmp_path / "theirs.safetensors", {"format": "pt"})
+    ours, theirs = (safetensors_header(tmp_path / f"{who}.safetensors") for who in ("ours", "theirs"))
+    assert ours["__metadata__"] == theirs["__metadata__"] == {"format": "pt"}
+    assert {k: (v["dtype"], v["shape"]) for k, v in ours.items() if k != "__metadata__"} \
+        == {k: (v["dtype"], v["shape"]) for k, v in theirs.items() if k != "__metadata__"}
+    back = load_file(tmp_path / "ours.safetensors")
+    for name, t in tensors.items():
+        assert back[name].dtype == t.dtype and back[name].shape == t.shape
+        assert torch.equal(back[name].view(torch.uint8), raw), name
+    with pytest.raises(MMEError, match=r"^tensor 'w': safetensors has no complex128 type; convert it to one of "):
+        write_safetensors(tmp_path / "c.safetensors", {"v": torch.ones(2), "w": torch.ones(2, dtype=torch.complex128)})
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_write_safetensors_refuses_what_safetensors_would_not_read(tmp_path):
+    """A metadata value that is not a string, a tensor named ``__metadata__`` and a header over safetensors' 100 MB
+    were written, into files safetensors refuses to open ("invalid JSON in header", "header too large"). Each is
+    a ValueError naming it, and nothing is written."""
+    from mme.utils import write_safetensors
+
+    path = tmp_path / "w.safetensors"
+    with pytest.raises(ValueError, match=r"^safetensors metadata 'epoch': its value is of type int; "):
+        write_safetensors(path, {"x": torch.ones(1)}, {"format": "pt", "epoch": 3})
+    with pytest.raises(ValueError, match=r"^tensor '__metadata__': the name safetensors gives its metadata"):
+        write_safetensors(path, {"__metadata__": torch.ones(1)}, {"format": "pt"})
+    with pytest.raises(ValueError, match=r"w\.safetensors: a safetensors header of \d+ bytes, over the 100000000"):
+        write_safetensors(path, {"x": torch.ones(1)}, {"info": "x" * 100_000_000})
+    assert not path.exists()
+
+
+def test_export_of_float8_weights_keeps_them(tmp_path):
+    """``mme export`` of a checkpoint whose weights are float8 was a KeyError traceback: it writes them as they are."""
+    from safetensors.torch import load_file, save_file
+
+    save_pretrained(VisionTransformer(ModelConfig(**TINY)), tmp_path / "enc")
+    weights = tmp_path / "enc" / "model.safetensors"
+    state = {k: v.to(torch.float8_e4m3fn) for k, v in load_file(weights).items()}
+    save_file(state, weights, {"format": "pt"})
+    assert cli_main(["export", str(tmp_path / "enc"), str(tmp_path / "out"), "--format", "mme"]) == 0
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    assert out.keys() == state.keys()
+    assert all(out[k].dtype == torch.float8_e4m3fn and torch.equal(out[k].view(torch.uint8), v.view(torch.uint8))
+               for k, v in state.items())
+
+
 def test_the_mib_free_of_a_failed_write_are_those_of_the_folder_written(tmp_path, monkeypatch):
     """The MiB free were taken from the first folder above the path, never the path: an export OUT that is a mount
     point (a full 200k tmpfs) reported the free space of the file system it is mounted on (69763 MiB)."""

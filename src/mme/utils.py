@@ -391,31 +391,62 @@ def remove_stale_temps(files: Collection[Path]) -> None:
 
 
 _SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
-"""The safetensors names of the torch dtypes :func:`write_safetensors` writes."""
+                      "int32": "I32", "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16",
+                      "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e4m3fnuz": "F8_E4M3FNUZ",
+                      "float8_e5m2": "F8_E5M2", "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e8m0fnu": "F8_E8M0",
+                      "float4_e2m1fn_x2": "F4", "complex64": "C64"}
+"""The safetensors names of the torch dtypes :func:`write_safetensors` writes: those safetensors' ``save_file``
+writes (not complex128, complex32, the sub-byte ints)."""
+_SAFETENSORS_MAX_HEADER = 100_000_000
+"""The largest JSON header, in bytes, safetensors reads (its ``MAX_HEADER_SIZE``)."""
+
+
+def _safetensors_entry(name: str, t: Any, offset: int) -> dict[str, Any]:
+    """The header entry of tensor ``t`` (named ``name``), its bytes from ``offset``; a dtype safetensors has no name
+    for is an MMEError naming the tensor. A float4 tensor's shape counts its 4-bit values, two to each of torch's
+    ``float4_e2m1fn_x2`` elements along the last dimension, as safetensors counts them."""
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype not in _SAFETENSORS_DTYPES:
+        raise MMEError(f"tensor {name!r}: safetensors has no {dtype} type; convert it to one of "
+                       f"{', '.join(_SAFETENSORS_DTYPES)}")
+    shape = list(t.shape)
+    if dtype == "float4_e2m1fn_x2":
+        if not shape:
+            raise MMEError(f"tensor {name!r}: a 0-d {dtype} tensor, whose pair of values safetensors cannot store")
+        shape[-1] *= 2
+    size = t.numel() * t.element_size()
+    return {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": shape, "data_offsets": [offset, offset + size]}
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (torch tensors or numpy arrays) to ``path`` in the safetensors format, as safetensors lays
-    it out: the JSON header padded to 8 bytes, then each tensor's bytes, the widest elements first (so each starts
-    aligned), then by name. Written straight into ``path`` (an :func:`atomic_path` temporary file), one tensor at a
-    time: safetensors' ``save_file`` (0.8) writes a temporary file of its own beside ``path`` first, ``.tmpXXXXXX``,
+    """Write ``tensors`` (torch tensors or numpy arrays) to ``path`` in the safetensors format, a file safetensors
+    reads back: the JSON header padded to 8 bytes, then each tensor's bytes, the widest elements first (so each
+    starts aligned), then by name (safetensors' ``save_file`` orders those of one width by dtype before name: the
+    same tensors, not the same bytes). Written straight into ``path`` (an :func:`atomic_path` temporary file), one
+    tensor at a time: ``save_file`` (0.8) writes a temporary file of its own beside ``path`` first, ``.tmpXXXXXX``,
     which a kill leaves there under a name no cleanup can tell from another program's, and its ``save`` holds the
-    file twice in memory."""
+    file twice in memory. What safetensors would not read is refused before anything is written: a dtype it has
+    no name for (an MMEError naming the tensor), a metadata value that is not a string, a tensor named
+    ``__metadata__``, a header over :data:`_SAFETENSORS_MAX_HEADER` (ValueErrors)."""
     import torch
 
+    if metadata and (bad := next((k for k, v in metadata.items() if not isinstance(v, str)), None)) is not None:
+        raise ValueError(f"safetensors metadata {bad!r}: its value is of type {type(metadata[bad]).__name__}; "
+                         "safetensors' metadata values are strings")
+    if "__metadata__" in tensors:
+        raise ValueError("tensor '__metadata__': the name safetensors gives its metadata; rename the tensor")
     tensors = {name: torch.as_tensor(t).detach() for name, t in tensors.items()}
     order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
     header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
     offset = 0
     for name in order:
-        t = tensors[name]
-        size = t.numel() * t.element_size()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[str(t.dtype).removeprefix("torch.")], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + size]}
-        offset += size
+        header[name] = _safetensors_entry(name, tensors[name], offset)
+        offset = header[name]["data_offsets"][1]
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
+    if len(text) > _SAFETENSORS_MAX_HEADER:
+        raise ValueError(f"{path}: a safetensors header of {len(text)} bytes, over the {_SAFETENSORS_MAX_HEADER} "
+                         "safetensors reads (its metadata, or the names of its tensors)")
     with open(path, "wb") as f:
         f.write(len(text).to_bytes(8, "little"))
         f.write(text)
