@@ -24,7 +24,7 @@ from worker_jobs import dead_pid
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
-from mme.utils import unlock_folder
+from mme.utils import remove_stale_temps, unlock_folder
 
 
 def _hashes(folder) -> dict[str, str]:
@@ -259,7 +259,8 @@ def test_a_stale_temporary_file_that_cannot_be_removed_is_warned_about_and_left(
     """Taking a folder removes the temporary files of interrupted writes: one it could not remove (an immutable
     file, another user's in a shared folder) ended the run, or `mme embed`, in a bare PermissionError traceback.
     Any hidden name holding ".tmp" was removed, a user's file (``.notes.tmpl``) or folder too, and a live process's
-    temporary file: only those of atomic_path's writes whose process is gone are now."""
+    temporary file: only those of atomic_path's writes whose process is gone are now. The cleanup of an export
+    (a cache, features) left one it could not remove without a word: warned about alike."""
     pid = dead_pid()
     stuck, gone = tmp_path / f".checkpoint-00000003.pt.tmp{pid}.pt", tmp_path / f".run.json.tmp{pid}.json"
     stuck.write_bytes(b"half a checkpoint")
@@ -277,6 +278,34 @@ def test_a_stale_temporary_file_that_cannot_be_removed_is_warned_about_and_left(
     assert f"{stuck}: could not be removed (Operation not permitted); it is the temporary file of an interrupted " \
         "write, left there: nothing reads it" in caplog.text
     assert f"removed {gone}, the temporary file" in caplog.text and f"removed {stuck}" not in caplog.text
+    caplog.clear()
+    with refuse_removal(stuck, errno.EPERM), caplog.at_level(logging.INFO):
+        remove_stale_temps([tmp_path / "checkpoint-00000003.pt"])  # an export's, a cache's, features' cleanup
+    assert stuck.exists() and f"{stuck}: could not be removed (Operation not permitted); it is the temporary " \
+        "file of an interrupted write" in caplog.text
+
+
+def test_taking_a_folder_keeps_the_temporary_file_a_live_writer_holds(tmp_path, caplog):
+    """A writer in another PID namespace (another container, a node sharing the file system) has a PID that means
+    nothing here: its temporary file looks stale by the PID, while the lock atomic_path holds on it says it is being
+    written. Taking a folder removed it by the PID alone (an export's cleanup checked the lock), and the writer's
+    file was lost. Held here by this process, on a file named with a dead PID."""
+    import fcntl
+
+    pid = dead_pid()
+    held, stale = tmp_path / f".encoder.safetensors.tmp{pid}.safetensors", tmp_path / f".run.json.tmp{pid}.json"
+    held.write_bytes(b"half the weights")
+    stale.write_text("{")
+    fd = os.open(held, os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with caplog.at_level(logging.INFO):
+            assert run_folder.take(tmp_path) == tmp_path
+        unlock_folder(tmp_path)
+    finally:
+        os.close(fd)
+    assert held.read_bytes() == b"half the weights" and not stale.exists()
+    assert f"removed {stale}" in caplog.text and str(held) not in caplog.text
 
 
 def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_path):

@@ -58,26 +58,28 @@ def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
         return False
 
 
-def remove_stale_temp(tmp: Path, names: Collection[str]) -> bool:
-    """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` left it (:func:`is_stale_temp`)
-    and no writer holds it: none holds its lock. The lock tells a live writer in another PID namespace (a container)
-    or, where the file system shares locks (NFS), on another machine, whose PID means nothing here; it is held while
-    the file is removed, so a writer of the same name waits for it and writes anew (a file system without locks: by
-    the PID alone). Whether it was removed."""
+def remove_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
+    """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` (any without) left it
+    (:func:`is_stale_temp`) and no writer holds it: none holds its lock. The lock tells a live writer in another PID
+    namespace (a container) or, where the file system shares locks (NFS), on another machine, whose PID means
+    nothing here; it is held while the file is removed, so a writer of the same name waits for it and writes anew
+    (a file system without locks: by the PID alone). Whether it was removed; a removal that fails (a read-only
+    folder, an immutable file, another user's) raises its OSError."""
     return is_stale_temp(tmp, names) and _remove_unheld(tmp)
 
 
 def _remove_unheld(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock, holding it while it is removed (a writer that opened it
-    meanwhile finds it gone when it gets the lock, and makes a new one). Whether it was removed."""
+    meanwhile finds it gone when it gets the lock, and makes a new one). Whether it was removed: not where it is
+    held or gone; a failure to open or remove it raises its OSError."""
     try:
         fd = os.open(tmp, os.O_RDONLY)
-    except OSError:  # gone, or not this user's to read
+    except FileNotFoundError:
         return False
     try:
         _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, tmp)
         tmp.unlink()
-    except OSError:  # held by a live writer (or removed meanwhile)
+    except (BlockingIOError, FileNotFoundError):  # held by a live writer, or removed meanwhile
         return False
     finally:
         os.close(fd)
@@ -125,7 +127,8 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
             with _writers_lock:
                 alone = _writers[tmp] == 1
             if alone:
-                _remove_unheld(tmp)
+                with contextlib.suppress(OSError):  # the block's error is the one to raise
+                    _remove_unheld(tmp)
         raise
     finally:
         _writing.temps.discard(held)
@@ -379,14 +382,23 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
 
 
 def remove_stale_temps(files: Collection[Path]) -> None:
-    """Remove the temporary files that writes of ``files`` killed mid-way left beside them (``.<name>.tmp<pid>...``,
-    :func:`remove_stale_temp`: not a live writer's)."""
+    """Remove the temporary files that writes of ``files`` killed mid-way left beside them
+    (:func:`remove_stale_temps_in` their folders)."""
     names: dict[Path, set[str]] = {}
     for f in files:
         names.setdefault(f.parent, set()).add(f.name)
     for folder, here in names.items():
-        for tmp in folder.glob(".*.tmp*"):
-            if remove_stale_temp(tmp, here):
+        remove_stale_temps_in(folder, here)
+
+
+def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) -> None:
+    """Remove the temporary files that writes killed mid-way left in ``folder`` (``.<name>.tmp<pid>...``, of the
+    files named in ``names``, any without), those no live writer holds (:func:`remove_stale_temp`). One that
+    cannot be removed (an immutable file, another user's in a shared folder) is warned about and left."""
+    for tmp in folder.glob(".*.tmp*"):
+        with removing(tmp, "it is the temporary file of an interrupted write, left there: nothing reads it",
+                      warn=True):
+            if remove_stale_temp(tmp, names):
                 log.info("removed %s, the temporary file of an interrupted write", tmp)
 
 

@@ -11,7 +11,7 @@
   (``abandoned-<time>/``) when it writes its first checkpoint, so that neither ``train.resume=auto`` nor rotation
   mixes the two branches.
 - **No stale temporaries**: the temporary files of writes killed mid-way (``.<name>.tmp<pid>...``) are removed
-  when a run takes the folder.
+  when a run takes the folder, those of live writers kept (their lock tells one in another PID namespace).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import atomic_path, is_stale_temp, lock_folder, removing, writing
+from mme.utils import atomic_path, lock_folder, remove_stale_temps_in, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,13 @@ def _left_copy(out_dir: Path, name: str) -> Path:
 
 def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
-    process (rank 0's, :func:`mme.train.distributed.on_main`); removes stale temporary files (one it cannot remove
-    is warned about and left). ConfigError naming ``option`` (the setting that chose the folder) when it is not
-    writable or locked."""
+    process (rank 0's, :func:`mme.train.distributed.on_main`); removes stale temporary files
+    (:func:`mme.utils.remove_stale_temps_in`: not a live writer's, one it cannot remove warned about and left).
+    ConfigError naming ``option`` (the setting that chose the folder) when it is not writable or locked."""
     path = Path(out_dir)
     if not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
         return path
-    for stale in filter(is_stale_temp, path.glob(".*.tmp*")):
-        with removing(stale, "it is the temporary file of an interrupted write, left there: nothing reads it",
-                      warn=True):
-            stale.unlink(missing_ok=True)
-            log.info("removed %s, the temporary file of an interrupted write", stale)
+    remove_stale_temps_in(path)
     return path
 
 
