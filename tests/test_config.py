@@ -335,19 +335,35 @@ def test_the_shuffled_targets_control_needs_two_clips_per_rank():
     assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.batch_size=1"]).train.batch_size == 1
 
 
-def test_import_mme_puts_mkl_in_its_strict_reproducible_mode_unless_the_user_chose_one():
-    """What README.md and docs/architecture.md say: ``import mme`` sets ``MKL_CBWR=AUTO,STRICT`` before torch is
-    imported (MKL reads it once), and keeps a value the user set."""
+MKL_ORDERS = {"mme-first": "import mme, torch; torch.mm(a := torch.randn(64, 64), a)",
+              "torch-first": "import torch; torch.mm(a := torch.randn(64, 64), a); import mme"}
+"""Scripts computing with torch after ``import mme``, and before it."""
+
+
+@pytest.mark.parametrize("order, given", [("mme-first", None), ("torch-first", None), ("mme-first", "COMPATIBLE")])
+def test_import_mme_puts_mkl_in_its_strict_reproducible_mode_unless_the_user_chose_one(order, given):
+    """What README.md and docs/architecture.md say: ``import mme`` sets ``MKL_CBWR=AUTO,STRICT`` and keeps a value
+    the user set. MKL reads it at its first call, so only where mme is imported before any torch computation is
+    MKL strict (as MKL itself says): a script that computed first had the variable set, MKL not strict, and no word
+    of it. A job on the CPU (here: its precision's choice, twice) warns once there."""
     import os
     import subprocess
     import sys
 
-    show = "import os, mme; print(os.environ['MKL_CBWR'])"
+    script = (MKL_ORDERS[order] + "; import logging, os; from mme.train.precision import choose_precision; "
+              "from mme.utils import mkl_strict; logging.basicConfig(); print(os.environ['MKL_CBWR'], mkl_strict()); "
+              "[choose_precision('fp32', torch.device('cpu')) for _ in range(2)]")
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    for given, expected in ((None, "AUTO,STRICT"), ("COMPATIBLE", "COMPATIBLE")):
-        proc = subprocess.run([sys.executable, "-c", show], env={**env, **({"MKL_CBWR": given} if given else {})},
-                              capture_output=True, text=True, timeout=60)
-        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", script], env={**env, **({"MKL_CBWR": given} if given else {})},
+                          capture_output=True, text=True, timeout=60)
+    variable, strict = proc.stdout.split()
+    assert variable == (given or "AUTO,STRICT"), proc.stderr[-2000:]
+    if strict == "None":
+        pytest.skip("this torch has no MKL to ask its mode")
+    assert strict == str(order == "mme-first" and not given)
+    warned = proc.stderr.count("MKL (torch's CPU BLAS) is not in the strict reproducible mode MKL_CBWR=AUTO,STRICT "
+                               "asks for: it read MKL_CBWR at its first call, a torch computation before import mme")
+    assert warned == (order == "torch-first"), proc.stderr[-2000:]
 
 
 def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch, caplog):

@@ -4,8 +4,9 @@ import os as _os
 
 # Bitwise-reproducible BLAS: outside its strict "conditional numerical reproducibility" mode, MKL (torch's CPU BLAS)
 # documents results that may depend on buffer alignment, i.e. on the process's allocation history, which even the
-# Python hash seed changes. MKL reads this at its first call, so it is set before mme imports torch; a value the user
-# set wins. (A 2048² fp32 matmul on a 2-core AMD EPYC: 162 ms with it, 178 ms without.)
+# Python hash seed changes. MKL reads this at its first call, so mme must be imported before any torch computation
+# (a job on the CPU warns otherwise: mme.utils.warn_if_mkl_not_strict); a value the user set wins. (A 2048² fp32
+# matmul on a 2-core AMD EPYC: 162 ms with it, 178 ms without.)
 _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.2.0"

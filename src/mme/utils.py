@@ -679,6 +679,38 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(features)})" if features else name
 
 
+MKL_CBWR_STRICT = 0x10000
+"""The bit of MKL's strict mode in its conditional-numerical-reproducibility settings (``mkl_cbwr_get``)."""
+
+
+def mkl_strict() -> bool | None:
+    """Whether MKL, torch's CPU BLAS, runs in its strict reproducible mode, as MKL itself says (``mkl_cbwr_get``
+    of all its settings: MKL reads ``MKL_CBWR`` once, at its first call, so the variable alone does not tell);
+    None where this torch has no MKL to ask (ARM, builds without MKL, another OS's library names)."""
+    import torch
+
+    try:
+        get = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    return bool(get(-1) & MKL_CBWR_STRICT)  # -1: MKL_CBWR_ALL
+
+
+@functools.cache
+def warn_if_mkl_not_strict() -> None:
+    """Warn, once a process, where ``MKL_CBWR`` asks for MKL's strict mode (``import mme`` sets it, unless the user
+    set it) but MKL runs outside it (:func:`mkl_strict`): it read the variable at its first call, a torch
+    computation before ``import mme``. Its results may then follow the alignment of its buffers, and a run not
+    replay bitwise in another process. Nothing where the user chose another mode, or where there is no MKL."""
+    asked = os.environ.get("MKL_CBWR", "")
+    if "STRICT" in asked.upper() and mkl_strict() is False:
+        log.warning("MKL (torch's CPU BLAS) is not in the strict reproducible mode MKL_CBWR=%s asks for: it read "
+                    "MKL_CBWR at its first call, a torch computation before import mme; its results may vary "
+                    "with memory alignment, and a resumed run not replay bitwise. Import mme before any torch "
+                    "computation, or set MKL_CBWR in the environment", asked)
+
+
 def git_sha() -> str | None:
     """The commit of the source tree this package runs from, ``-dirty`` after it where its files differ from it
     (code of no commit); None where the package is not a tracked part of a git checkout (an installed copy, even

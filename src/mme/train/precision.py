@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
-from mme.utils import cpu_features, env_int
+from mme.utils import cpu_features, env_int, warn_if_mkl_not_strict
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,10 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     ``loss_fn`` computes one representative loss of the job's model (its backward is timed too); without it, a
     CPU with native bf16 gets bf16. ``resumed``: what 'auto' chose for the run being resumed on this kind of
     device, kept unless the environment forces another. Warns when a precision asked for (or forced) will be
-    emulated."""
+    emulated, and on a CPU where MKL is not in the strict mode ``import mme`` asks for
+    (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
+    if device.type == "cpu":
+        warn_if_mkl_not_strict()
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {requested!r}")
     native = bf16_native(device)
