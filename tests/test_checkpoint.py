@@ -801,6 +801,21 @@ def test_an_export_killed_while_writing_leaves_no_file_after_the_next_one(tmp_pa
         assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
 
 
+def test_an_export_removes_what_a_killed_export_of_the_other_format_left(mae, tmp_path):
+    """The next export into a folder removed only the temporary files of its own format's names: a killed
+    ``--format hf`` export's ``.preprocessor_config.json.tmp<pid>.json`` stayed beside an ``mme`` export for good."""
+    from worker_jobs import dead_pid
+
+    pid = dead_pid()
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, suffix in (("config.json", ".json"), ("model.safetensors", ".safetensors"),
+                         ("preprocessor_config.json", ".json")):
+        (out / f".{name}.tmp{pid}{suffix}").write_text("half")
+    save_pretrained(mae, out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
 def test_a_failed_write_says_the_mib_free_only_where_it_may_have_wanted_space(tmp_path):
     """Every failed write said the MiB free: a missing folder, a read-only one or an I/O error read as a full disk.
     The space is said for a full disk, a quota and a file-size limit (and an error that gives no errno) only."""

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 HF_KINDS = {"model": "VideoMAEModel", "pretraining": "VideoMAEForPreTraining",
             "classification": "VideoMAEForVideoClassification"}
 HF_PREPROCESSOR = "preprocessor_config.json"
+FOLDER_FILES = (CONFIG, WEIGHTS, HF_PREPROCESSOR)
+"""What an export folder holds, of any format (ours: the first two)."""
 
 
 def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[str, str], jsons: dict[str, dict]) \
@@ -56,15 +58,15 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[s
     """Write a checkpoint folder, made if need be: the weights (``model.safetensors``) and ``jsons`` (``config.json``
     first), each to a temporary file beside it, then all in place, ``config.json`` last. A write that fails (a full
     disk) leaves the folder as it was, the checkpoint it held whole, never new weights beside an old config (an
-    OSError named as :func:`~mme.utils.writing` names it); the temporary files of a write killed there before are
-    removed (:func:`~mme.utils.remove_stale_temps`). The old ``config.json``, without which the folder reads
-    as no checkpoint, goes before the others are replaced, and a failure while they are (an I/O error, Ctrl-C)
-    removes the new files put in place: no folder is left that reads as a checkpoint of parts of two, and the old
-    files not yet replaced stay (the weights of the export it held)."""
+    OSError named as :func:`~mme.utils.writing` names it); the temporary files of a write killed there before, of
+    either format, are removed (:func:`~mme.utils.remove_stale_temps`). The old ``config.json``, without which the
+    folder reads as no checkpoint, goes before the others are replaced, and a failure while they are (an I/O error,
+    Ctrl-C) removes the new files put in place: no folder is left that reads as a checkpoint of parts of two, and
+    the old files not yet replaced stay (the weights of the export it held)."""
     names = [*jsons, WEIGHTS]  # replaced in the reverse order: config.json last
     with writing(folder, then="nothing in it is replaced"):
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps([folder / name for name in names])
+        remove_stale_temps([folder / name for name in FOLDER_FILES])
         with contextlib.ExitStack() as stack:
             temps = {name: stack.enter_context(atomic_path(folder / name)) for name in names}
             write_safetensors(temps[WEIGHTS], state, metadata)
@@ -283,7 +285,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
             path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
     except BaseException:  # nothing exported: none of its files left, nor the folders made for them
         if made:
-            for file in [out] if format == "safetensors" else [out / CONFIG, out / WEIGHTS, out / HF_PREPROCESSOR]:
+            for file in [out] if format == "safetensors" else [out / name for name in FOLDER_FILES]:
                 with contextlib.suppress(OSError):
                     file.unlink(missing_ok=True)
             for folder in made:  # bottom up; one that holds what another job wrote meanwhile stays
