@@ -7,8 +7,8 @@ not imported).
 For random 16-frame windows at stride 4 of each video (its centre square resized to 224², as the training clips
 are), the loss of the best constant predictor of each head, i.e. each head's target variance summed over its
 dims and averaged over its valid tokens (the release sums over dims per token and weighs both heads 1/2), for
-``target.hog_style`` skimage and release (the MME release's Sobel HOG); also the share of HOG values above 1,
-which the release's Sigmoid HOG head cannot reach.
+each ``target.hog_style``: skimage, release (the MME release's Sobel HOG) and maskfeat (MaskFeat's HOG, its cells
+unit length); also the share of HOG values above 1, which the release's Sigmoid HOG head cannot reach.
 """
 
 from __future__ import annotations

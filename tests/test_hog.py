@@ -141,9 +141,10 @@ def test_release_style_splits_a_vote_between_the_bins_centred_either_side(degree
 
 
 def maskfeat_hog(images: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Tensor:
-    """MaskFeat's HOG (SlowFast's HOGLayerC as its MaskMViT builds it: no Gaussian window) before its L2 step, in
-    float64: reflect pad 1, per channel conv with wx [[1,0,-1],[2,0,-2],[1,0,-1]] and wy its transpose, magnitude
-    |(gx, gy)| voted whole into bin floor(atan2(gx, gy) / pi * bins) mod bins, summed over cell x cell pixels."""
+    """MaskFeat's HOG (SlowFast's HOGLayerC as its MaskMViT builds it: no Gaussian window) in float64: reflect pad
+    1, per channel conv with wx [[1,0,-1],[2,0,-2],[1,0,-1]] and wy its transpose, magnitude |(gx, gy)| voted whole
+    into bin floor(atan2(gx, gy) / pi * bins) mod bins, summed over cell x cell pixels, then F.normalize(p=2) over
+    the bins of each cell and colour."""
     N, C, H, W = images.shape
     wx = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=torch.float64)
     x = torch.nn.functional.pad(images.reshape(N * C, 1, H, W).double(), (1, 1, 1, 1), mode="reflect")
@@ -151,7 +152,8 @@ def maskfeat_hog(images: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Te
     m = g.norm(dim=1)
     b = (torch.atan2(g[:, 0], g[:, 1]) / torch.pi * bins).floor().long() % bins
     out = torch.zeros(N * C, bins, H, W, dtype=torch.float64).scatter_add_(1, b[:, None], m[:, None])
-    return out.unfold(2, cell, cell).unfold(3, cell, cell).sum((-1, -2)).reshape(N, C * bins, H // cell, W // cell)
+    out = torch.nn.functional.normalize(out.unfold(2, cell, cell).unfold(3, cell, cell).sum((-1, -2)), dim=1)
+    return out.reshape(N, C * bins, H // cell, W // cell)
 
 
 def test_maskfeat_style_is_maskfeats_hog_on_random_and_real_frames():
@@ -174,13 +176,14 @@ def test_maskfeat_style_is_maskfeats_hog_on_random_and_real_frames():
                                                                      (135, 6, 6)])
 def test_maskfeat_style_bins_a_ramp_by_its_angle_from_the_y_axis(degrees, maskfeat_bin, skimage_bin):
     """A ramp whose gradient points at ``degrees`` (image y downwards): MaskFeat's bin k takes the orientations at
-    [20k, 20k + 20) degrees from the y axis (90 - ``degrees``, mod 180), whole, summed over each cell."""
+    [20k, 20k + 20) degrees from the y axis (90 - ``degrees``, mod 180), whole, summed over each cell and scaled to
+    unit length."""
     a = np.deg2rad(degrees)
     ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     img = (np.cos(a) * xs + np.sin(a) * ys)[None, None].expand(1, 3, 32, 32).float()
     cells = hog_cells(img, cell=8, style="maskfeat")
     torch.testing.assert_close(cells.double(), maskfeat_hog(img), rtol=1e-5, atol=1e-4)
     want = torch.zeros(9)
-    want[maskfeat_bin] = 8.0 * 64  # |Sobel| of a unit ramp is 8 per px, 64 px per cell
+    want[maskfeat_bin] = 1.0  # every pixel's vote in one bin: after the L2 step, 1
     torch.testing.assert_close(cells[0, :9, 1:-1, 1:-1].permute(1, 2, 0), want.expand(2, 2, 9))  # inner cells
     assert hog_cells(img, cell=8)[0, :9, 1:-1, 1:-1].sum((1, 2)).argmax() == skimage_bin

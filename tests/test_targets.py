@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from videos import affine_video, texture, write_video
 
 from mme.config import from_dict
@@ -121,11 +122,14 @@ def test_bad_config_names_the_key(data, match):
 def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_or_the_presets():
     """target.position_unit with PatchStd on (the default) was ignored without a word: the losses bitwise those
     without it, while the start-up listed it among the settings that differ; so were std_floor without PatchStd and
-    hog_norm without a hog head."""
+    hog_norm without a hog head, or with the maskfeat style, whose cells are normalised already."""
     for data, said in (({"position_unit": 3.0}, "position_unit=3.0 .*patch_norm=true.* only with target.patch_norm="
                                                  "false"),
                        ({"patch_norm": False, "std_floor": 0.1}, "std_floor=0.1 .* only with target.patch_norm=true"),
-                       ({"hog_norm": True}, "hog_norm=true .*heads traj, shape.* only to a hog head")):
+                       ({"hog_norm": True}, "hog_norm=true .*heads traj, shape.* only to a hog head"),
+                       ({"preset": "maskfeat", "hog_norm": False}, "hog_norm=false .*heads hog;.* other than maskfeat"),
+                       ({"kind": "hog", "hog_style": "maskfeat", "hog_norm": True}, "hog_norm=true .* other than "
+                                                                                    "maskfeat")):
         with pytest.raises(ConfigError, match=rf"^target\.{said}.*; leave it out \(target\."):
             from_dict(TargetConfig, data).check_settings_used()
     # the default's or the preset's value is no setting of the user's: a run's config.yaml, which writes every
@@ -349,9 +353,12 @@ def test_frame_hog_equals_hog_of_the_normalised_frames(style):
     ref = hog_cells(normalize(frames.permute(0, 3, 1, 2).float() / 255, channel_dim=1), 8, style=style)
     got = frame_hog(frames, 8, style)
     if style == "maskfeat":  # whole votes: a Sobel gradient on the 0/180-degree bin edge (gx = 0) is bin 0 from the
-        # raw frames, and bin 0 or 8 from the normalised ones as the sign of their rounding error falls
-        got, ref = (torch.cat([h[:, :, :1] + h[:, :, 8:], h[:, :, 1:8]], 2) for h in (got.unflatten(1, (3, 9)),
-                                                                                       ref.unflatten(1, (3, 9))))
+        # raw frames, and bin 0 or 8 from the normalised ones as the sign of their rounding error falls, which
+        # changes the cell's length before its L2 step: the same direction once those two bins are merged
+        norms = got.unflatten(1, (3, 9)).norm(dim=2)
+        torch.testing.assert_close(norms, torch.ones_like(norms))  # unit length, not rescaled to the clip's scale
+        got, ref = (F.normalize(torch.cat([h[:, :, :1] + h[:, :, 8:], h[:, :, 1:8]], 2), dim=2)
+                    for h in (got.unflatten(1, (3, 9)), ref.unflatten(1, (3, 9))))
     assert torch.allclose(got, ref, atol=1e-5)
 
 
@@ -407,8 +414,9 @@ def test_half_scale_geometry_patch8_tubelet1():
 
 def test_the_maskfeat_preset_takes_maskfeats_hog_and_normalises_each_cells_histograms():
     """The maskfeat preset's hog head is MaskFeat's HOG (``hog_style=maskfeat``, checked value by value in
-    test_hog.py) with every cell's 9-bin histogram of each colour L2-normalised, as MaskFeat's; the hog kind
-    unless asked is scikit-image's HOG, unnormalised; an explicit key wins over the preset."""
+    test_hog.py), every cell's 9-bin histogram of each colour L2-normalised as MaskFeat's, its ``hog_norm=true``
+    changing nothing; the hog kind unless asked is scikit-image's HOG, unnormalised; an explicit key wins over the
+    preset."""
     assert (TargetConfig(preset="maskfeat").hog_style, TargetConfig(preset="maskfeat").hog_norm) == ("maskfeat", True)
     assert TargetConfig(preset="maskfeat", hog_style="skimage").hog_style == "skimage"
     frames, _ = affine_video(8, 64, 64, dx=1.0)
@@ -417,11 +425,32 @@ def test_the_maskfeat_preset_takes_maskfeats_hog_and_normalises_each_cells_histo
     maskfeat = step_targets(video, from_dict(TargetConfig, {"preset": "maskfeat"}), m)["hog"].reshape(1, 64, 3, 9, 4)
     cells = hog_cells(video[0, :, 1::2].transpose(0, 1), 8, style="maskfeat")  # each tubelet's 2nd frame
     cells = cells.reshape(4, 3, 9, 4, 2, 4, 2).permute(0, 3, 5, 1, 2, 4, 6).reshape(1, 64, 3, 9, 4)  # token order
-    norms = cells.norm(dim=3, keepdim=True)
-    assert (norms > 0).all() and (norms - 1).abs().max() > 0.2  # summed, unnormalised
-    torch.testing.assert_close(maskfeat, cells / norms, atol=1e-5, rtol=1e-5)
+    assert torch.equal(maskfeat, cells)
+    unnormed = from_dict(TargetConfig, {"preset": "maskfeat", "hog_norm": False})  # refused for a run: no effect
+    assert torch.equal(step_targets(video, unnormed, m)["hog"].reshape(1, 64, 3, 9, 4), maskfeat)
+    torch.testing.assert_close(maskfeat.norm(dim=3), torch.ones(1, 64, 3, 4))
     plain = step_targets(video, TargetConfig(kind="hog"), m)["hog"].reshape(1, 64, 3, 9, 4)  # (B, N, colour, bin, cell)
     skimage = hog_cells(video[0, :, 1::2].transpose(0, 1), 8)
     skimage = skimage.reshape(4, 3, 9, 4, 2, 4, 2).permute(0, 3, 5, 1, 2, 4, 6).reshape(1, 64, 3, 9, 4)
     torch.testing.assert_close(plain, skimage)
     assert (maskfeat - plain / plain.norm(dim=3, keepdim=True)).abs().max() > 0.1  # another HOG than skimage's
+
+
+def test_the_maskfeat_style_normalises_each_cell_on_the_hog_and_the_shape_head():
+    """MaskFeat's HOG ends by scaling each cell's histogram of each colour to unit length (HOGLayerC's
+    F.normalize): the maskfeat style does so on any head. Before, that step was the hog head's hog_norm alone, so
+    the shape head (target.kind=mme) and the released preset's hog head took the summed histograms, in the
+    hundreds: 99.97 % of the loss. The shape head reads bilinear blends of unit cells at the tracked points: at a
+    seed 0.5 px off its cell's centre, >= 0.88 of its own cell, so a length in [0.76, 1]."""
+    frames = np.stack([texture(64, 64, seed=2)] * 24)  # static: the points stay on their seeds
+    m = model_cfg()
+    sample = make_sample(frames, 8, 2, 4)
+    mme = from_dict(TargetConfig, {"kind": "mme", "track_length": 4, "hog_style": "maskfeat"})
+    shape = make_target_fn(mme, m).targets(sample)[0]["shape"].reshape(-1, 4, 4, 3, 9)  # (N, step, point, colour, bin)
+    norms = shape.norm(dim=-1)
+    assert norms.max() <= 1 + 1e-5 and norms.min() >= 0.75
+    video = normalize(to_video_tensor(sample.frames_at(sample.clip)))[None]
+    released = from_dict(TargetConfig, {"preset": "released", "hog_style": "maskfeat"})
+    assert released.hog_norm is False
+    hog = step_targets(video, released, m)["hog"].reshape(1, 64, 3, 9, 4)  # (B, N, colour, bin, cell)
+    torch.testing.assert_close(hog.norm(dim=3), torch.ones(1, 64, 3, 4))

@@ -14,9 +14,9 @@ Per colour channel (each channel is its own grey image, as the release), 9 unsig
 - ``maskfeat``: MaskFeat's ``HOGLayerC`` (SlowFast) as its video model builds it: reflect-padded 3x3 Sobel, each
   magnitude voted whole into bin ``floor(9 atan2(gx, gy) / pi) mod 9`` of its conv's outputs (the negated
   gradients: the angle is measured from the image's y axis, so its bins are not scikit-image's), histograms
-  summed over the cell (64x the mean at 8-px cells). ``HOGLayerC``'s optional Gaussian weighting of the
-  magnitudes is off there (``gaussian_window=0``), as here. Its last step, each cell's histogram of each colour
-  scaled to unit length, is the ``hog`` head's ``target.hog_norm``.
+  summed over the cell, then, as ``HOGLayerC``'s last step, each cell's histogram of each colour scaled to unit
+  length (``NORMALISED_STYLES``: its cells do not depend on the images' scale). ``HOGLayerC``'s optional Gaussian
+  weighting of the magnitudes is off there (``gaussian_window=0``), as here.
 
 Track positions are accumulated in pixels (D6).
 """
@@ -31,6 +31,8 @@ import torch.nn.functional as F
 
 BINS = 9
 STYLES = ("skimage", "release", "maskfeat")
+NORMALISED_STYLES = ("maskfeat",)
+"""Styles whose cells are each L2-normalised per colour: unit length (0 where flat), whatever the images' scale."""
 
 
 def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS, style: str = "skimage") -> torch.Tensor:
@@ -39,9 +41,9 @@ def hog_cells(images: torch.Tensor, cell: int = 8, bins: int = BINS, style: str 
     Gradients by slicing (replicate-padded central differences ``x[i+1] - x[i-1]``, or Sobel for the
     ``release`` and ``maskfeat`` styles), the magnitude voted into unsigned orientation bins, and scatter-adds
     into cells per image (bincount-style: the fast path on CPU, see platform-notes; conv gradients are 5x
-    slower). Pixels beyond the last whole cell are ignored. Floating images give cells of their own dtype; uint8
-    images give float32 cells, bitwise the cells of the same images as float32 (``skimage``: by an exact
-    shortcut, :func:`_integer_votes`).
+    slower); ``maskfeat`` then scales each cell's histogram of each colour to unit length. Pixels beyond the last
+    whole cell are ignored. Floating images give cells of their own dtype; uint8 images give float32 cells,
+    bitwise the cells of the same images as float32 (``skimage``: by an exact shortcut, :func:`_integer_votes`).
     """
     N, C, H, W = images.shape
     hc, wc = H // cell, W // cell
@@ -105,7 +107,8 @@ def _linear_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
 def _maskfeat_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
     """Cell histograms ``(M, cells * bins)`` of float images ``(M, h, w)`` as MaskFeat's HOG: reflect-padded 3x3
     Sobel gradients, each magnitude voted whole into bin ``floor(bins * atan2(gx, gy) / pi) mod bins`` of
-    MaskFeat's conv outputs (kernels ``[[1, 0, -1], ...]``: the negated gradients), summed over cells."""
+    MaskFeat's conv outputs (kernels ``[[1, 0, -1], ...]``: the negated gradients), summed over cells, each cell's
+    histogram scaled to unit length (``F.normalize`` over the bins, as ``HOGLayerC`` ends)."""
     M, h, w = x.shape
     gx, gy = _sobel(x, "reflect")
     mag = torch.hypot(gx, gy)
@@ -113,7 +116,7 @@ def _maskfeat_votes(x: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
     index = phase.floor_().remainder_(bins).to(torch.int32).view(-1)
     hist = torch.zeros(M * (h // cell) * (w // cell) * bins, device=x.device, dtype=x.dtype)
     hist.index_add_(0, index.add_(_cell_offsets(M, h, w, cell, bins, x.device)), mag.view(-1))
-    return hist.view(M, -1)
+    return F.normalize(hist.view(M, -1, bins), dim=-1).view(M, -1)
 
 
 def _bin(gx: torch.Tensor, gy: torch.Tensor, bins: int) -> torch.Tensor:

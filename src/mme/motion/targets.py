@@ -43,7 +43,7 @@ from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec
 from mme.motion.cache import cached_tracks
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
-from mme.motion.hog import BINS, STYLES, hog_at, hog_cells
+from mme.motion.hog import BINS, NORMALISED_STYLES, STYLES, hog_at, hog_cells
 from mme.motion.tracks import Tracks, default_max_disp, track, track_frames, track_in_step
 
 KINDS = ("pixel", "hog", "mme", "mme-released")
@@ -102,12 +102,15 @@ class TargetConfig:
     """HOG cell side in px; default patch/2 (8 px at patch 16)."""
     hog_norm: bool | None = None
     """The ``hog`` head's cells L2-normalised, each colour's histogram on its own (MaskFeat's local normalisation;
-    the maskfeat preset's); unset: the preset's, else off (MME's release: no normalisation)."""
+    the maskfeat preset's); unset: the preset's, else off (MME's release: no normalisation). It applies to the
+    skimage and release styles: the maskfeat style's cells are normalised already, on every head (its preset's
+    ``true`` says so)."""
     hog_style: str | None = None
     """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel, mean-pooled:
     scikit-image's), 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger values;
     the released preset's) or 'maskfeat' (MaskFeat's reflect-padded Sobel, its bins from the y axis, one per
-    pixel, sum-pooled; the maskfeat preset's, with ``hog_norm``); unset: the preset's, else 'skimage'.
+    pixel, sum-pooled, each cell's histogram of each colour scaled to unit length: the maskfeat preset's); unset:
+    the preset's, else 'skimage'.
     docs/targets.md compares them."""
     activation: str | None = None
     """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
@@ -173,9 +176,12 @@ class TargetConfig:
         value): it would be listed among the run's settings as if it had an effect. Checked for a run to be trained,
         not for the target section of a checkpoint read later (``mme viz``), which trained as it was."""
         unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        hog_norm_applies = "hog" in self.heads and self.hog_style not in NORMALISED_STYLES
         for key, applies, only in (("position_unit", not self.patch_norm, "with target.patch_norm=false"),
                                    ("std_floor", self.patch_norm, "with target.patch_norm=true"),
-                                   ("hog_norm", "hog" in self.heads, "to a hog head (target.kind hog, mme-released)")):
+                                   ("hog_norm", hog_norm_applies, "to a hog head (target.kind hog, mme-released) "
+                                    f"of a hog_style other than {', '.join(NORMALISED_STYLES)}, whose cells are "
+                                    "normalised already")):
             value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
             if not applies and value != default:
                 raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
@@ -277,12 +283,13 @@ def hog_target(video: torch.Tensor, tubelet: int, patch: int, cell: int, l2: boo
                style: str = "skimage") -> torch.Tensor:
     """HOG of each tubelet's second frame (the first if tubelet = 1) of a normalised clip ``(B, 3, T, H, W)``:
     ``(B, N, 27 * (patch/cell)²)``, per token ordered (colour·bin, cell row, cell col) as the release; with
-    ``l2`` each cell's histogram of each colour scaled to unit length (MaskFeat); ``style`` as :func:`hog_cells`."""
+    ``l2`` each cell's histogram of each colour scaled to unit length (MaskFeat's; a style of
+    :data:`NORMALISED_STYLES` is already); ``style`` as :func:`hog_cells`."""
     B, C, T, H, W = video.shape
     frames = video[:, :, min(1, tubelet - 1)::tubelet]  # (B, 3, S, H, W)
     S = frames.shape[2]
     cells = hog_cells(frames.transpose(1, 2).reshape(B * S, C, H, W), cell, style=style)  # (B*S, 27, H/c, W/c)
-    if l2:
+    if l2 and style not in NORMALISED_STYLES:
         cells = F.normalize(cells.unflatten(1, (C, -1)), dim=2).flatten(1, 2)
     a = patch // cell
     D, hc, wc = cells.shape[1:]
@@ -346,12 +353,14 @@ def frame_hog(frames: torch.Tensor, cell: int, style: str = "skimage") -> torch.
     hog_cells' exact integer shortcut) and rescaled. On CPU 4 frames at a time: small temporaries are reused by
     the allocator while frame-sized ones are fresh pages every time (measured 2x faster for 48 frames of 224²); on an
     accelerator 256 at a time, which bounds the temporaries (0.15 GB per 4-byte one at 224²) for a batch of any
-    size."""
-    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=frames.device))).repeat_interleave(BINS)
+    size. The cells of a style of :data:`NORMALISED_STYLES` are unit length at any scale: not rescaled."""
     chunk = 4 if frames.device.type == "cpu" else 256
-    out = [hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2), cell, style=style)
-           for i in range(0, len(frames), chunk)]
-    return torch.cat(out).mul_(scale.view(1, -1, 1, 1))  # (F, 3*BINS, hc, wc), channel-major
+    cells = torch.cat([hog_cells(frames[i:i + chunk].permute(0, 3, 1, 2), cell, style=style)
+                       for i in range(0, len(frames), chunk)])  # (F, 3*BINS, hc, wc), channel-major
+    if style in NORMALISED_STYLES:
+        return cells
+    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=frames.device))).repeat_interleave(BINS)
+    return cells.mul_(scale.view(1, -1, 1, 1))
 
 
 def motion_targets(motion: dict[str, torch.Tensor], cfg: TargetConfig, model_cfg: ModelConfig,
