@@ -122,20 +122,25 @@ def test_bad_config_names_the_key(data, match):
 def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_or_the_presets():
     """target.position_unit with PatchStd on (the default) was ignored without a word: the losses bitwise those
     without it, while the start-up listed it among the settings that differ; so were std_floor without PatchStd and
-    hog_norm without a hog head, or with the maskfeat style, whose cells are normalised already."""
+    hog_norm without a hog head, or with the maskfeat style, whose cells are normalised already, and hog_style
+    without a HOG head (hog or shape)."""
     for data, said in (({"position_unit": 3.0}, "position_unit=3.0 .*patch_norm=true.* only with target.patch_norm="
                                                  "false"),
                        ({"patch_norm": False, "std_floor": 0.1}, "std_floor=0.1 .* only with target.patch_norm=true"),
                        ({"hog_norm": True}, "hog_norm=true .*heads traj, shape.* only to a hog head"),
                        ({"preset": "maskfeat", "hog_norm": False}, "hog_norm=false .*heads hog;.* other than maskfeat"),
                        ({"kind": "hog", "hog_style": "maskfeat", "hog_norm": True}, "hog_norm=true .* other than "
-                                                                                    "maskfeat")):
+                                                                                    "maskfeat"),
+                       ({"kind": "pixel", "hog_style": "maskfeat"}, "hog_style=maskfeat .*heads pixel;.* only to a "
+                                                                    "hog or shape head")):
         with pytest.raises(ConfigError, match=rf"^target\.{said}.*; leave it out \(target\."):
             from_dict(TargetConfig, data).check_settings_used()
     # the default's or the preset's value is no setting of the user's: a run's config.yaml, which writes every
     # value, reads back
     for data in ({"patch_norm": False, "std_floor": 0.05, "position_unit": 1.0}, {"kind": "mme", "hog_norm": False},
-                 {"preset": "maskfeat", "kind": "mme"}, {"kind": "mme-released", "hog_norm": True}):
+                 {"preset": "maskfeat", "kind": "mme"}, {"kind": "mme-released", "hog_norm": True},
+                 {"preset": "maskfeat", "kind": "pixel"}, {"preset": "released", "kind": "pixel"},
+                 {"kind": "mme", "hog_style": "release"}, {"kind": "pixel", "hog_style": "skimage"}):
         written = dataclasses.asdict(from_dict(TargetConfig, data))
         assert from_dict(TargetConfig, written) == from_dict(TargetConfig, data)
         from_dict(TargetConfig, written).check_settings_used()

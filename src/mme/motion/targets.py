@@ -181,7 +181,9 @@ class TargetConfig:
                                    ("std_floor", self.patch_norm, "with target.patch_norm=true"),
                                    ("hog_norm", hog_norm_applies, "to a hog head (target.kind hog, mme-released) "
                                     f"of a hog_style other than {', '.join(NORMALISED_STYLES)}, whose cells are "
-                                    "normalised already")):
+                                    "normalised already"),
+                                   ("hog_style", "hog" in self.heads or "shape" in self.heads,
+                                    "to a hog or shape head (target.kind hog, mme, mme-released)")):
             value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
             if not applies and value != default:
                 raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
