@@ -254,6 +254,30 @@ def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_
     assert change in caplog.text
 
 
+def test_a_maskfeat_run_made_before_its_maskfeat_hog_style_records_the_style_change_on_resume(synth, tmp_path, caplog):
+    """Before ``hog_style=maskfeat`` the ``maskfeat`` preset's HOG was scikit-image's (``hog_style: skimage`` in its
+    config); resumed now, its preset gives MaskFeat's: the warning and run.json's ``config_changes`` name it, and
+    ``target.hog_style=skimage`` goes on as the run began, no change."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "model.depth=1", "target.preset=maskfeat",
+            "target.kind=hog", FP32)
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    assert state["config"]["target"]["hog_style"] == "maskfeat"
+    state["config"]["target"]["hog_style"] = "skimage"  # as the preset gave before
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    with caplog.at_level(logging.WARNING):
+        run(*base, "target.hog_style=skimage", "train.stop_after=2", "train.resume=auto")
+    assert "config_changes" not in json.loads((tmp_path / "run.json").read_text())
+    assert "target.hog_style" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.resume=auto")
+    change = "target.hog_style: 'skimage' -> 'maskfeat'"
+    assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [
+        {"from_step": 2, "changes": [change]}]
+    assert change in caplog.text
+
+
 def _steps_in(folder) -> list[int]:
     return [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)]
 
