@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 SAMPLINGS = ("stride", "segments")
 CROPS = ("multiscale", "random_resized", "center")
 # Reasons a list entry can fail; the shared failure table stores an index into this tuple (0 = not failed).
-REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "index out of range", "bad list line",
-           "track cache", "other")
+REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "index out of range",
+           "frame count changed", "bad list line", "track cache", "other")
 MAX_ATTEMPTS = 10
 
 

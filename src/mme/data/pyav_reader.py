@@ -19,7 +19,8 @@ path, size and mtime) and keeps its verdict with the index:
 - *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
   one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
   turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
-  and counts. Until then such a file's ``num_frames`` is its packet count.
+  and counts. Until then such a file's ``num_frames`` is its packet count; a read that changes it raises
+  ``FrameCountChanged`` (its indices were drawn from the old count): the caller draws them again from the new one.
 
 A container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks), as it is
 to rewind and after a read that failed. A decoder once sent a damaged packet fails after a seek, so a decode
@@ -236,10 +237,10 @@ class PyAVReader(VideoReader):
                 if frames is not None:
                     return frames
                 self._pos = None  # the read stopped part-way: count from the start
-                if indices[-1] >= self.num_frames:  # fewer frames than packets (it is sequential now)
-                    raise video_error(self.path, "index out of range", f"asked for frame {indices[-1]}; the video "
-                                      f"has {self.num_frames} frames, not the {counted} its packets count",
-                                      FrameCountChanged)
+                if self.num_frames != counted:  # the indices were drawn from another count (it is sequential now)
+                    raise video_error(self.path, "frame count changed", f"asked for frames {indices[0]}.."
+                                      f"{indices[-1]}; the video has {self.num_frames} frames, not the {counted} "
+                                      f"its packets count", FrameCountChanged)
             return self._read_counting(indices, each=each)
         except BaseException as e:
             self._pos, self._at_end = None, True  # the decode stopped part-way: the next read reopens the file
