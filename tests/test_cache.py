@@ -24,11 +24,22 @@ import av
 import numpy as np
 import pytest
 import torch
-from videos import H264_GOP, affine_video, analytic_positions, cut_mid_gop, decode_all, write_corpus_file, write_video
+from videos import (
+    H264_GOP,
+    affine_video,
+    analytic_positions,
+    cut_mid_gop,
+    decode_all,
+    with_end_of_sequence,
+    write_corpus_file,
+    write_keyint_video,
+    write_video,
+)
 from worker_jobs import dead_pid, fails_on
 
 from mme import utils
 from mme.cli import main as cli
+from mme.data import pyav_reader
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
@@ -941,13 +952,14 @@ def test_a_second_extraction_of_the_same_share_is_refused_while_the_first_runs(v
     assert cli(base) == 1 and cache_file(out, "cls/a.mp4").is_file()
 
 
-def test_a_file_with_fewer_frames_than_packets_is_extracted_with_the_frames_it_has(tmp_path):
+def test_a_file_with_fewer_frames_than_packets_is_extracted_with_the_frames_it_has(tmp_path, monkeypatch):
     """Cut inside its first GOP (a capture or split that starts mid-GOP), the file has fewer frames than packets,
     which its count was until a read found out. The first chunk's read corrected the count within range, without
     a word, and a later chunk asked past the true end: 'index out of range', the video failed (every such file
     longer than one chunk of 64 starts; one of 30 frames failed on its last read, which raised the error the
-    extraction retries). Now any read that changes the count says so, and the video is tracked from its true
-    count: the same tracks as those of the same frames in a file that has no frames to drop."""
+    extraction retries). Now the count is known when the file is indexed; and where a read still finds it (a cause
+    the index does not foresee: here its checks turned off), the read says so, and the video is tracked again from
+    its true count. Either way, the tracks are those of the same frames in a file that has no frames to drop."""
     frames, _ = affine_video(100, 48, 64, dx=0.7, seed=2)
     (tmp_path / "videos").mkdir()
     full = write_corpus_file(tmp_path / "full.mkv", frames, "libx264", H264_GOP, "cfr", "yuv420p", None)
@@ -959,10 +971,41 @@ def test_a_file_with_fewer_frames_than_packets_is_extracted_with_the_frames_it_h
     (tmp_path / "list.txt").write_text("cut.mkv 0\nsame.mkv 0\n")
     assert cli(["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path / "videos"), "--out",
                 str(tmp_path / "cache"), "--length", "2", "--short-side", "32"]) == 0
-    disp, valid = load_tracks(cache_file(tmp_path / "cache", "cut.mkv"))
+    disp, valid = load_tracks(cache_file(tmp_path / "cache", "same.mkv"))
     assert disp.shape[0] == valid.shape[0] == len(ref)
-    np.testing.assert_array_equal(disp, load_tracks(cache_file(tmp_path / "cache", "same.mkv"))[0])
-    np.testing.assert_array_equal(valid, load_tracks(cache_file(tmp_path / "cache", "same.mkv"))[1])
+    monkeypatch.setattr(pyav_reader, "_why_recount", lambda *args: "")  # counted by the read that finds out
+    pyav_reader._pyav_index.cache_clear()
+    (tmp_path / "list.txt").write_text("cut.mkv 0\n")
+    assert cli(["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path / "videos"), "--out",
+                str(tmp_path / "unforeseen"), "--length", "2", "--short-side", "32"]) == 0
+    for out in ("cache", "unforeseen"):
+        np.testing.assert_array_equal(load_tracks(cache_file(tmp_path / out, "cut.mkv"))[0], disp)
+        np.testing.assert_array_equal(load_tracks(cache_file(tmp_path / out, "cut.mkv"))[1], valid)
+
+
+def test_the_track_cache_of_a_video_with_a_frameless_packet_is_taken_as_its_own(tmp_path):
+    """An H.264 file with an end-of-sequence packet (joined recordings) has one frame fewer than packets. Its
+    cache, made by `mme extract`, whose reads cross that packet, records the true count; training in a process
+    whose reads had not crossed it counted the packets, and refused the cache of the unchanged video as "made from
+    another version" (60 frames there, 61 now; `--overwrite` could not help). Now the count is known when the
+    file is indexed, in every process."""
+    frames, _ = affine_video(60, 48, 64, dx=0.7, seed=3)
+    videos, out = tmp_path / "videos", tmp_path / "cache"
+    videos.mkdir()
+    with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames, "8"), videos / "joined.mkv", after=50)
+    (videos / "list.txt").write_text("joined.mkv 0\n")
+    assert cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "3",
+                "--short-side", "32"]) == 0
+    assert cache_meta(cache_file(out, "joined.mkv"))["num_frames"] == len(decode_all(videos / "joined.mkv")) == 60
+    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
+    data = PretrainDataset(DataConfig(list_file=str(videos / "list.txt"), root=str(videos), num_frames=4, stride=2,
+                                      img_size=32), track_length=3)
+    for epoch in range(4):  # clips of 11 frames: most end before the packet, and no read of theirs crosses it
+        pyav_reader._pyav_index.cache_clear()  # a loader worker that has not read the video
+        sample = data.sample(0, np.random.default_rng([0, epoch, 0, 0]))
+        assert fn(sample)["disp"].shape[0] > 0  # the cache's tracks, not refused
+        assert sample.source[2] == 60
 
 
 def test_a_small_video_is_enlarged_as_online_and_a_cache_of_copied_pixels_is_made_again(tmp_path, capsys):

@@ -301,6 +301,30 @@ def cut_mid_gop(src: str | Path, dst: str | Path, drop: int = 3) -> Path:
     return Path(dst)
 
 
+def capture_mid_gop(src: str | Path, dst: str | Path) -> Path:
+    """An MPEG-TS file ``src`` from a 188-byte packet a quarter into it on (a DVB or live capture started inside a
+    GOP): FFmpeg drops the frames before the first keyframe, so the file has fewer frames than packets."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[len(data) // 4 // 188 * 188:])
+    return Path(dst)
+
+
+def with_end_of_sequence(src: str | Path, dst: str | Path, after: int) -> Path:
+    """``src``'s H.264 packets (Matroska without B-frames) remuxed with an end-of-sequence NAL unit in a packet of
+    its own after frame ``after`` (joined recordings): a packet that decodes to no frame."""
+    with av.open(str(src)) as i, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(i.streams.video[0])
+        for k, p in enumerate(p for p in i.demux(video=0) if p.size):
+            p.stream = stream
+            out.mux(p)
+            if k == after:
+                end = av.Packet(b"\x00\x00\x00\x01\x0a")  # a 1-byte NAL unit of type 10, length-prefixed
+                end.stream, end.time_base = stream, p.time_base
+                end.pts = end.dts = p.pts + 1
+                out.mux(end)
+    return Path(dst)
+
+
 def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str) -> Path:
     """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
     recordings are encoded (x264's scene cuts off)."""

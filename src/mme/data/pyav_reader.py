@@ -7,8 +7,12 @@ not-coded frames, an H.264 end of sequence). So the PyAV reader indexes each fil
 path, size and mtime) and keeps its verdict with the index:
 
 - The index is a demux: the sorted packet timestamps and the keyframes. Packets without or sharing timestamps
-  make the file *sequential*. AVI and MPEG-4 Part 2 files are also checked against a whole decode right away:
-  if the frames do not come out with the packets' timestamps in order, the file is *sequential*.
+  make the file *sequential*. A file whose frames may not be its packets one for one is also checked against a
+  whole decode right away: AVI and MPEG-4 Part 2, H.264 / HEVC with a packet that holds no picture, and a file
+  whose decode (its first frame, decoded during the demux) does not start at the earliest packet. If the frames
+  do not come out with the packets' timestamps in order, the file is *sequential*, counted by that decode. (Where
+  it fails part-way, on a damaged packet, a file checked for its count alone keeps the demux's: the reads that
+  reach the damage report it.)
 - Otherwise the file is read by *seek*, from proven keyframes only. A decode from the start proves each frame
   that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
   frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
@@ -41,7 +45,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,7 +164,7 @@ class PyAVReader(VideoReader):
             self.fps = float(rate) if rate else 0.0
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
-            self.num_frames = self._index.num_frames
+            self.num_frames, self.packets = self._index.num_frames, self._index.packets
         except BaseException:
             self.close()
             raise
@@ -557,9 +561,11 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 3
-"""Of the stored index; 3: a file with any packet its demuxer flags corrupt is counted by a decode (2: only its last
-packet; 1 counted its packets)."""
+INDEX_VERSION = 4
+"""Of the stored index; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
+H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
+decode (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file counted by a
+decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -618,16 +624,22 @@ def _make_index(path: str) -> _Index:
     """Index a file by demuxing it. Packets without a timestamp or sharing one make the file sequential, counted by
     a decode. AVI stores no presentation times (its timestamps number the chunks) and MPEG-4 Part 2 packets may
     hold two frames (packed B-frames) or none (not-coded VOPs), so their index is checked against a whole decode
-    at once."""
+    at once; so is that of a file whose frames may not be its packets one for one (:func:`_why_recount`), unless
+    that decode fails part-way: then the reads that reach the damage report it."""
     try:
         with open_container(path) as container:
             stream = video_stream(container)
-            pts, keys, corrupt = [], [], 0
+            holds_picture = _picture_test(stream)
+            first = _FirstFrame()
+            stream.thread_count = 1  # starting decoder threads took 2 ms, decoding a 340x256 frame on one 0.3 ms
+            pts, keys, corrupt, frameless = [], [], 0, 0
             for packet in container.demux(stream):
+                first.feed(packet)
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
                 pts.append(packet.pts)
                 corrupt += packet.is_corrupt  # data cut short by the end of the file, or damaged
+                frameless += holds_picture is not None and not holds_picture(packet)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
@@ -645,15 +657,98 @@ def _make_index(path: str) -> _Index:
                                                      f"recording, or damaged)")
         index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), len(pts),
                        "seek")
-        if check:
-            decoded = _decoded_timestamps(path)
+        recount = _why_recount(frameless, first, int(index.pts[0]) if len(pts) else None)
+        if check or recount:
+            try:
+                decoded = _decoded_timestamps(path)
+            except av.error.FFmpegError:
+                if check:
+                    raise
+                return index
             if decoded != index.pts.tolist():
                 return _sequential_index(path, len(pts), f"the {len(decoded)} decoded frames do not carry the "
-                                                         f"{len(pts)} packets' timestamps in order", len(decoded))
+                                                         f"{len(pts)} packets' timestamps in order"
+                                                         + (f" ({recount})" if recount else ""), len(decoded))
             index.proven = len(decoded)
         return index
     except av.error.FFmpegError as e:
         raise video_error(path, "unreadable", e) from e
+
+
+def _why_recount(frameless: int, first: _FirstFrame, earliest: int | None) -> str:
+    """Why a file's frames may not be its packets one for one ('' where nothing says so), so that it is counted by
+    a decode when it is indexed: a count that a later read corrects drew other clips in a process that had not
+    read so far, and refused a track cache made with the true one. An H.264 or HEVC packet without a picture (an
+    end of sequence, an access unit delimiter alone; ``frameless`` such packets) decodes to no frame; a decode
+    whose first frame is not the earliest packet's (``earliest``: its timestamp) left frames out (a capture or a
+    split that starts inside a GOP: FFmpeg drops the frames before its first keyframe), as does one of no frame."""
+    if frameless:
+        return f"{frameless} packet{'s' * (frameless > 1)} without a picture"
+    if first.ended and not first.found:
+        return "no packet decodes to a frame"
+    if first.found and first.pts != earliest:
+        return f"the decode starts at timestamp {first.pts}, the earliest packet's is {earliest}"
+    return ""
+
+
+class _FirstFrame:
+    """The first frame of a stream's decode, fed the packets of the index's demux (one pass over the file):
+    ``pts``, its timestamp, once ``found``; ``ended``: the decode ended without one. A decode error ends the probe
+    with neither (a read of that frame reports it)."""
+
+    def __init__(self):
+        self.found = self.ended = self.failed = False
+        self.pts: int | None = None
+
+    def feed(self, packet: av.Packet) -> None:
+        if self.found or self.ended or self.failed:
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            self.failed = True
+            return
+        if frames:
+            self.found, self.pts = True, frames[0].pts
+        self.ended = not frames and packet.size == 0  # the flush packet at the end of the demux
+
+
+def _picture_test(stream) -> Callable[[av.Packet], bool] | None:
+    """For an H.264 or HEVC stream: whether a packet holds a coded picture (a slice NAL unit), without which
+    FFmpeg's decoder gives no frame; None for other codecs. Packets are length-prefixed NAL units where the
+    stream's extradata is an avcC / hvcC record (MP4, Matroska), else start-code prefixed (Annex B: MPEG-TS, raw
+    streams)."""
+    ctx = stream.codec_context
+    if ctx is None or ctx.name not in ("h264", "hevc"):
+        return None
+    h264, extra = ctx.name == "h264", bytes(ctx.extradata or b"")
+    if h264:
+        length_size = (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else None
+    else:
+        length_size = (extra[21] & 3) + 1 if len(extra) > 22 and (extra[0] or extra[1] or extra[2] > 1) else None
+
+    def holds_picture(packet: av.Packet) -> bool:
+        for header in _nal_headers(packet, length_size):
+            if (1 <= header & 0x1F <= 5) if h264 else (header >> 1) & 0x3F < 32:  # slices; HEVC's VCL unit types
+                return True
+        return False
+    return holds_picture
+
+
+def _nal_headers(packet: av.Packet, length_size: int | None) -> Iterator[int]:
+    """The first byte of each NAL unit in a packet: after its ``length_size``-byte big-endian length, or (None)
+    after a start code 00 00 01, which no NAL unit's bytes hold."""
+    if length_size is None:
+        data = bytes(packet)
+        at = data.find(b"\0\0\1")
+        while 0 <= at < len(data) - 3:
+            yield data[at + 3]
+            at = data.find(b"\0\0\1", at + 3)
+        return
+    data, at = memoryview(packet), 0
+    while at + length_size < len(data):
+        yield data[at + length_size]
+        at += length_size + int.from_bytes(data[at:at + length_size], "big")
 
 
 def _sequential_index(path: str, packets: int, reason: str, num_frames: int | None = None) -> _Index:

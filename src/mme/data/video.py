@@ -81,13 +81,18 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     try:
         if reader.num_frames <= 0:
-            raise video_error(path, "unreadable", "no decodable video frames")
+            raise video_error(path, "unreadable", no_frames(reader.packets))
         if orientation == "display":
             reader.orient(display_turn(reader.display_matrix(), path))
     except BaseException:
         reader.close()
         raise
     return reader
+
+
+def no_frames(packets: int | None) -> str:
+    """Why a file that decodes to no frame is unreadable, with its packets where the backend counts them."""
+    return "no decodable video frames" + (f" ({packets} packets)" if packets is not None else "")
 
 
 def _missing_hint(path: str) -> str:
@@ -138,7 +143,7 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     out["rotation"] = display_angle(out["display"])
     turned = _turned_how(out["display"], path)
     if out["frames"] == 0:  # as a run's open of the file says, once its frames are counted
-        out.update(status="unreadable", reason=f"no decodable video frames ({out['packets']} packets)")
+        out.update(status="unreadable", reason=no_frames(out["packets"]))
     elif out["frames"] < min_frames:
         out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
     elif out["damaged"] or turned:

@@ -89,6 +89,8 @@ class VideoReader:
     num_frames: int
     fps: float
     size: tuple[int, int]
+    packets: int | None = None
+    """Packets of the video stream, where the backend counts them (PyAV's)."""
 
     def read(self, indices, each: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Frames at ``indices`` in the given order, uint8 ``(N, H, W, 3)``; ``each``: applied to every frame as it
