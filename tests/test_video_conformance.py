@@ -29,11 +29,11 @@ from mme.errors import ConfigError, FrameCountChanged, VideoError
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), packets that decode to no frame, Matroska packets sharing
-# timestamps, a raw stream; and keyframes that are not intra frames (H.264 intra refresh), which a seek cannot tell
-# from a neighbour carrying a keyframe's timestamp.
+# timestamps, a raw stream; keyframes that are not intra frames (H.264 intra refresh), which a seek cannot tell
+# from a neighbour carrying a keyframe's timestamp; and MPEG program streams, whose demuxer labels frames so.
 SEQUENTIAL = {"h264.avi", "mpeg4_packed_xvid.avi", "mpeg4_packed_dx50.avi", "mpeg4_packed_divx.avi",
               "mpeg4_packed_repeated.mkv", "mpeg4_not_coded.avi", "mpeg4_not_coded.mkv", "h264_end_of_sequence.mkv",
-              "h264.h264", "h264_intra_refresh.mkv"}
+              "h264.h264", "h264_intra_refresh.mkv", "mpeg1.mpg", "mpeg2.mpg"}
 AVAILABLE = [name for name, row in CORPUS.items() if row[0] in av.codecs_available]
 
 
@@ -295,12 +295,14 @@ def each_frame_alone_once_proven(path, ref: np.ndarray) -> list[int]:
 
 
 @pytest.mark.parametrize("gop", ["8", "15"])
-def test_a_seek_that_lands_on_a_neighbour_turns_the_file_sequential(tmp_path, gop):
+def test_a_seek_that_lands_on_a_neighbour_turns_the_file_sequential(tmp_path, gop, monkeypatch):
     """MPEG-1 with B-frames in MPEG-PS: after some seeks FFmpeg labels the keyframe sought with the timestamp before
     it and the next frame with the keyframe's, so the timestamps alone would return frame i + 1 in place of frame
     i (frames 27 and 15 of these files, before the check). After a seek a frame carrying a keyframe's timestamp
     must be an intra frame: the file turns sequential, and `mme check` finds it on a fresh index (its probes read
-    the keyframes alone too)."""
+    the keyframes alone too). (Program streams are read by counting from their index on: that rule is turned off
+    here, as for a demuxer it does not name.)"""
+    monkeypatch.setattr(pyav_reader, "COUNTED_FORMATS", {})
     frames, _ = affine_video(30, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
     path = write_corpus_file(tmp_path / "a.mpg", frames, "mpeg1video", {"g": gop, "bf": "2", "b": "600000"}, "cfr",
                              "yuv420p", None)
@@ -312,6 +314,31 @@ def test_a_seek_that_lands_on_a_neighbour_turns_the_file_sequential(tmp_path, go
         assert reader.seeking_reason.endswith(" but is not an intra frame")
     check = check_video(shutil.copy(path, tmp_path / "b.mpg"))
     assert (check["status"], check["seeking"]) == ("suspicious", "sequential")
+
+
+def test_an_mpeg_program_stream_is_read_by_counting_as_mme_check_says(tmp_path, caplog):
+    """MPEG-2 with B-frames in MPEG-PS (a scene cut every 37 frames, noise): `mme check` proved its index and read
+    its probes by seeking, and said 'ok'; a run's first read that sought keyframe 96 found a frame after the seek
+    labelled with the keyframe's timestamp, and turned the file sequential with a warning. Which seeks the
+    demuxer labels wrongly no check of some of them tells, so a program stream is read by counting from its index
+    on, and `mme check` says so."""
+    frames, _ = affine_video(120, 48, 64, dx=1.1, rot_deg=1.5, seed=8)
+    frames[36::37] = 255 - frames[36::37]
+    noise = np.random.default_rng(8).integers(-6, 7, frames.shape)
+    frames = np.clip(frames + noise, 0, 255).astype(np.uint8)
+    path = write_corpus_file(tmp_path / "a.mpg", frames, "mpeg2video", {"g": "15", "bf": "2"}, "cfr", "yuv420p",
+                             None)
+    ref = decode_all(path)
+    report = check_video(path, index_dir=tmp_path / "index")
+    assert (report["status"], report["seeking"], report["frames"]) == ("suspicious", "sequential", 120), report
+    assert report["reason"].startswith("an MPEG program stream")
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
+        for i in (96, 0, 119, 45):
+            pyav_reader._pyav_index.cache_clear()  # a loader worker, with the index `mme check` kept
+            with open_video(path, threads=1, index_dir=tmp_path / "index") as reader:
+                np.testing.assert_array_equal(reader.read([i])[0], ref[i])
+                assert reader.seeking == "sequential"
+    assert caplog.records == []
 
 
 def test_an_avi_chunk_the_demux_skips_does_not_shift_seeks(corpus, tmp_path):

@@ -7,12 +7,12 @@ not-coded frames, an H.264 end of sequence). So the PyAV reader indexes each fil
 path, size and mtime) and keeps its verdict with the index:
 
 - The index is a demux: the sorted packet timestamps and the keyframes. Packets without or sharing timestamps
-  make the file *sequential*. A file whose frames may not be its packets one for one is also checked against a
-  whole decode right away: AVI and MPEG-4 Part 2, H.264 / HEVC with a packet that holds no picture, and a file
-  whose decode (its first frame, decoded during the demux) does not start at the earliest packet. If the frames
-  do not come out with the packets' timestamps in order, the file is *sequential*, counted by that decode. (Where
-  it fails part-way, on a damaged packet, a file checked for its count alone keeps the demux's: the reads that
-  reach the damage report it.)
+  make the file *sequential*, as does an MPEG program stream (``COUNTED_FORMATS``). A file whose frames may not
+  be its packets one for one is also checked against a whole decode right away: AVI and MPEG-4 Part 2, H.264 /
+  HEVC with a packet that holds no picture, and a file whose decode (its first frame, decoded during the demux)
+  does not start at the earliest packet. If the frames do not come out with the packets' timestamps in order,
+  the file is *sequential*, counted by that decode. (Where it fails part-way, on a damaged packet, a file checked
+  for its count alone keeps the demux's: the reads that reach the damage report it.)
 - Otherwise the file is read by *seek*, from proven keyframes only. A decode from the start proves each frame
   that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
   frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
@@ -28,7 +28,7 @@ path, size and mtime) and keeps its verdict with the index:
 
 A container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks), as it is
 to rewind and after a read that failed. A decoder once sent a damaged packet fails after a seek, so a decode
-that fails at the keyframe sought is tried once more from the file reopened. MPEG-PS/TS seeks that land after
+that fails at the keyframe sought is tried once more from the file reopened. MPEG-TS seeks that land after
 their keyframe are retried from earlier keyframes.
 
 A read by seek lets the decoder drop the frames it does not return where that cannot change the others: proven
@@ -66,6 +66,13 @@ SKIP_NONREF_CODECS = frozenset({"h264", "mpeg1video", "mpeg2video", "mpeg4"})
 other frame references (H.264 pictures with nal_ref_idc 0; MPEG-1/2/4 B-frames), so every frame it does decode is
 bitwise the same. HEVC is left out (its sub-layer non-reference pictures may be referenced by higher sub-layers),
 as are VP8/VP9/AV1 (their encoders rarely leave a frame unreferenced)."""
+
+COUNTED_FORMATS = {"mpeg": "an MPEG program stream, whose demuxer labels frames after a seek with their "
+                           "neighbours' timestamps"}
+"""Containers whose files are read by counting whatever their index says, with why. After a seek, FFmpeg's MPEG-PS
+demuxer (.mpg, .vob) labels frames with their neighbours' timestamps: the keyframe sought with the one before it,
+an open GOP's leading B-frame with the keyframe's. A read's checks find it only where that read seeks, so a file
+`mme check` proved turned sequential at the first read of a run that sought another keyframe."""
 
 SEEK_GAIN = 16
 """Frames a seek must save, against decoding on, for one read to seek again (:meth:`PyAVReader._runs`)."""
@@ -354,7 +361,7 @@ class PyAVReader(VideoReader):
 
     def _seek(self, key: int, keys: np.ndarray) -> av.VideoFrame | None:
         """Position the decode at keyframe ``key`` and return the first frame at or after it (None at the end),
-        skipping those before it (an open GOP's leading frames, or a seek that landed early). MPEG-PS/TS seeks can
+        skipping those before it (an open GOP's leading frames, or a seek that landed early). MPEG-TS seeks can
         land after their target: then the seek is retried from the two keyframes before (``keys``: the keyframes
         up to ``key``, sorted)."""
         first = int(self._index.pts[0])
@@ -564,8 +571,8 @@ class _Index:
 INDEX_VERSION = 4
 """Of the stored index; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
 H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
-decode (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file counted by a
-decode; 1 counted its packets)."""
+decode, and an MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only
+a corrupt last packet made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -622,10 +629,11 @@ def _pyav_index(path: str, size: int, mtime_ns: int, index_dir: str | None = Non
 
 def _make_index(path: str) -> _Index:
     """Index a file by demuxing it. Packets without a timestamp or sharing one make the file sequential, counted by
-    a decode. AVI stores no presentation times (its timestamps number the chunks) and MPEG-4 Part 2 packets may
-    hold two frames (packed B-frames) or none (not-coded VOPs), so their index is checked against a whole decode
-    at once; so is that of a file whose frames may not be its packets one for one (:func:`_why_recount`), unless
-    that decode fails part-way: then the reads that reach the damage report it."""
+    a decode, as does its container where :data:`COUNTED_FORMATS` names it. AVI stores no presentation times (its
+    timestamps number the chunks) and MPEG-4 Part 2 packets may hold two frames (packed B-frames) or none
+    (not-coded VOPs), so their index is checked against a whole decode at once; so is that of a file whose frames
+    may not be its packets one for one (:func:`_why_recount`), unless that decode fails part-way: then the reads
+    that reach the damage report it."""
     try:
         with open_container(path) as container:
             stream = video_stream(container)
@@ -643,6 +651,7 @@ def _make_index(path: str) -> _Index:
                 if packet.is_keyframe:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
+            counted = COUNTED_FORMATS.get(container.format.name)
         if None in pts:
             return _sequential_index(path, len(pts), "packets without timestamps")
         if len(set(pts)) < len(pts):
@@ -655,6 +664,8 @@ def _make_index(path: str) -> _Index:
             return _sequential_index(path, len(pts), f"the demuxer flags {corrupt} of its {len(pts)} packets as "
                                                      f"corrupt (cut short, as by an interrupted download or "
                                                      f"recording, or damaged)")
+        if counted:
+            return _sequential_index(path, len(pts), counted)
         index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), len(pts),
                        "seek")
         recount = _why_recount(frameless, first, int(index.pts[0]) if len(pts) else None)
