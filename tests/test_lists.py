@@ -88,6 +88,28 @@ def test_class_folders(tmp_path):
     assert from_class_folders(tmp_path / "events")[1] == ["festival", "protest"]
 
 
+def test_videos_of_every_common_suffix_are_listed_and_other_files_are_said(tmp_path, caplog):
+    """`mme lists folder` left out, without a word, videos whose suffix it did not know (.divx, .dv, .ogg, .m2v,
+    .asf: FFmpeg reads each). They are listed now, and the other files in class folders are said: how many, by
+    suffix, and one of them (a video under an unknown suffix would be among them)."""
+    video = write_video(tmp_path / "v.mkv", affine_video(4, 32, 32)[0])
+    names = ["a/one.divx", "a/two.dv", "a/three.MP4", "b/four.avi", "b/five.ogg", "b/six.m2v", "b/seven.asf",
+             "b/sub/eight.mxf"]
+    for rel in names:
+        (tmp_path / "ds" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(video, tmp_path / "ds" / rel)
+    for rel in ("a/notes.txt", "b/nine.xyz", "b/.hidden.xyz", "b/ten.txt"):
+        (tmp_path / "ds" / rel).write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, classes = from_class_folders(tmp_path / "ds")
+    assert classes == ["a", "b"]
+    assert sorted(e.path for e in splits["all"]) == sorted(names)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"{tmp_path / 'ds'}: 3 file(s) in class folders are not listed, their suffixes not a video's (.txt: 2, "
+        f".xyz: 1), e.g. a/notes.txt; a video among them is listed under a suffix of .mp4/.avi/"), warnings
+
+
 def test_numbered_class_folders_and_unicode_twins_are_said(tmp_path, caplog):
     """Folders 0..11 sort as text (0, 1, 10, 11, 2, ...), as torchvision's ImageFolder sorts them, so class id 2
     is folder 10; and 'café' in NFC and NFD is two classes. Both kept as they are, with a warning (before:

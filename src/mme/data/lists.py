@@ -211,7 +211,10 @@ def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> l
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".ts", ".m2ts", ".mts",
-              ".3gp", ".wmv", ".vob", ".y4m")
+              ".3gp", ".wmv", ".vob", ".y4m", ".divx", ".dv", ".ogg", ".m2v", ".asf", ".qt", ".3g2", ".f4v", ".mxf",
+              ".m2p", ".mod", ".tod", ".rm", ".rmvb")
+"""Suffixes of the video files that `mme lists folder` lists (containers FFmpeg reads; any case). Other files in
+class folders are left out, and said."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
@@ -269,9 +272,11 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
-    videos = _videos_by_folder(root)
+    others: list[Path] = []
+    videos = _videos_by_folder(root, others)
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
+    _warn_of_other_files(root, [f for f in others if f.relative_to(root).parts[0] in holding])
     split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
@@ -345,23 +350,35 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
                     ", ".join(classes[:5]), ", ".join(sorted(nested[0])[:5]), "/".join(sorted(SPLIT_FOLDERS)))
 
 
-def _videos_by_folder(root: Path) -> dict[str, list[Path]]:
+def _warn_of_other_files(root: Path, others: list[Path]) -> None:
+    """Warn of the files in class folders that are not listed, their suffixes not in :data:`VIDEO_EXTS` (a video
+    among them would be left out without a word): how many, by suffix, and one of them."""
+    if others:
+        suffixes = Counter(f.suffix.lower() or "(none)" for f in others).most_common()
+        log.warning("%s: %d file(s) in class folders are not listed, their suffixes not a video's (%s), e.g. %s; a "
+                    "video among them is listed under a suffix of %s", root, len(others),
+                    ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else ""),
+                    min(others).relative_to(root).as_posix(), "/".join(VIDEO_EXTS))
+
+
+def _videos_by_folder(root: Path, others: list[Path] | None = None) -> dict[str, list[Path]]:
     """Each non-hidden sub-folder of ``root`` -> :func:`videos_under` it, not entering the others (a link to
     another class's folder would list its videos under this class). Videos at the top of ``root``, in no
-    sub-folder, are logged."""
+    sub-folder, are logged. ``others``: a list to which the other files in the sub-folders are appended."""
     loose = sorted(f.name for f in root.iterdir() if _is_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     real = {name: os.path.realpath(root / name) for name in folders}
-    return {name: videos_under(root / name, avoid={r for other, r in real.items() if other != name})
+    return {name: videos_under(root / name, avoid={r for other, r in real.items() if other != name}, others=others)
             for name in folders}
 
 
-def videos_under(folder: str | Path, avoid: set[str] = frozenset()) -> list[Path]:
+def videos_under(folder: str | Path, avoid: set[str] = frozenset(), others: list[Path] | None = None) -> list[Path]:
     """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder. A symlinked
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
-    ``folder`` itself or a folder above it, or to a folder of ``avoid`` (real paths): such a link is logged."""
+    ``folder`` itself or a folder above it, or to a folder of ``avoid`` (real paths): such a link is logged.
+    ``others``: a list to which the other files that are not hidden are appended."""
     start = os.path.realpath(folder)
     seen, videos = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
@@ -374,7 +391,11 @@ def videos_under(folder: str | Path, avoid: set[str] = frozenset()) -> list[Path
             continue
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        videos += [Path(top, f) for f in files if _is_video(Path(top, f))]
+        for name in files:
+            if _is_video(Path(top, name)):
+                videos.append(Path(top, name))
+            elif others is not None and not name.startswith("."):
+                others.append(Path(top, name))
     return sorted(videos)
 
 
