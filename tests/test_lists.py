@@ -360,6 +360,16 @@ def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_co
     assert "test.csv" not in caplog.text
 
 
+def test_hidden_files_beside_kinetics_csvs_are_passed_over(tmp_path):
+    """A folder of CSVs copied from a Mac holds '._train.csv', its AppleDouble companion (binary, not UTF-8):
+    before, `mme lists kinetics FOLDER` failed on it as 'not a UTF-8 text file'; HMDB51's split files and class
+    folders already passed such names over."""
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,a1,1,11,train\n")
+    (tmp_path / "._train.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \xb0\xff\x00")
+    assert build_lists("kinetics", tmp_path, tmp_path / "out") == {"train": tmp_path / "out" / "train.txt"}
+    assert read_list(tmp_path / "out" / "train.txt")[0] == [ListEntry("train/abseiling/a1_000001_000011.mp4", 0)]
+
+
 SSV2_LABELS = {"Approaching something with your camera": "0", "Putting something on something": "1"}
 SSV2_SPLITS = {
     "train": [{"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] on [something]",

@@ -222,6 +222,12 @@ SSV2_FORMAT = "{id}.webm"
 Splits = dict[str, list[ListEntry]]
 
 
+def _hidden(name: str) -> bool:
+    """A name starting with '.': macOS's '._' companions (AppleDouble files, which a copy from a Mac onto another
+    file system leaves beside each file) and .DS_Store are never an annotation file, a video or a class folder."""
+    return name.startswith(".")
+
+
 def _need_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
@@ -368,7 +374,7 @@ def _videos_by_folder(root: Path, others: list[Path] | None = None) -> dict[str,
     loose = sorted(f.name for f in root.iterdir() if _is_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
     real = {name: os.path.realpath(root / name) for name in folders}
     return {name: videos_under(root / name, avoid={r for other, r in real.items() if other != name}, others=others)
             for name in folders}
@@ -390,18 +396,18 @@ def videos_under(folder: str | Path, avoid: set[str] = frozenset(), others: list
             dirs.clear()
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
         for name in files:
             if _is_video(Path(top, name)):
                 videos.append(Path(top, name))
-            elif others is not None and not name.startswith("."):
+            elif others is not None and not _hidden(name):
                 others.append(Path(top, name))
     return sorted(videos)
 
 
 def _is_video(path: Path) -> bool:
     """A file with a video suffix, not hidden (macOS's '._' companions are not videos)."""
-    return not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTS and path.is_file()
+    return not _hidden(path.name) and path.suffix.lower() in VIDEO_EXTS and path.is_file()
 
 
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
@@ -437,7 +443,7 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     split, so a class has one id in every split; a class without a file for ``split`` is a DataError."""
     split_dir = Path(split_dir)
     every = [f for f in split_dir.glob("*_test_split*.txt")
-             if not f.name.startswith(".") and re.fullmatch(r".+_test_split[0-9]+\.txt", f.name)]
+             if not _hidden(f.name) and re.fullmatch(r".+_test_split[0-9]+\.txt", f.name)]
     classes = sorted({f.name[: f.name.rindex("_test_split")] for f in every})
     files = sorted(f for f in every if f.name.endswith(f"_test_split{split}.txt"))
     if not files:
@@ -628,7 +634,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     elif kind == "hmdb51":
         splits, classes = from_hmdb51(source, 1 if split is None else split)
     elif kind == "kinetics":
-        csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv") if source.is_dir() else [source]
+        csvs = sorted(f for f in source.iterdir() if f.suffix.lower() == ".csv" and not _hidden(f.name)) \
+            if source.is_dir() else [source]
         if not csvs:
             raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
         splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT, given)
