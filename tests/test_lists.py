@@ -360,6 +360,24 @@ def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_co
     assert "test.csv" not in caplog.text
 
 
+def test_kinetics_csv_errors_name_the_line_the_row_starts_on(tmp_path):
+    """Blank lines and quoted fields that span lines make rows and lines differ: before, errors named the row's
+    number plus one (line 3 for the row on line 5 after two blank lines), so the line named was another row."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    cases = {"blank": (header + "abseiling,a1,1,11,train\n\n\nabseiling,a2,x,11,train\n", 5, "bad time_start"),
+             "quoted": (header + '"air\ndrumming",d1,1,11,train\n,d2,1,11,train\n', 4, "no label"),
+             "spanning": (header + "\nabseiling,a1,1,11,train\n\"air\r\ndrumming\",d1,x,11,train\n", 4, "bad time"),
+             "short": (header + "abseiling,a1,1,11,train\n\nabseiling\n", 4, "bad time_start"),
+             "no id": (header + "abseiling,a1,1,11,train\r\n\r\nabseiling,,1,11,train\r\n", 4, "no youtube_id")}
+    for name, (text, line, reason) in cases.items():
+        (tmp_path / f"{name}.csv").write_bytes(text.encode())
+        with pytest.raises(DataError, match=rf"{name}\.csv:{line}: {reason}"):
+            from_kinetics([tmp_path / f"{name}.csv"])
+    (tmp_path / "ok.csv").write_text(header + '\n"air\ndrumming",d1,1,11,train\n\nzumba,z1,2,12,train\n')
+    assert from_kinetics([tmp_path / "ok.csv"], "{label}/{youtube_id}.mp4") == (
+        {"train": [ListEntry("air\ndrumming/d1.mp4", 0), ListEntry("zumba/z1.mp4", 1)]}, ["air\ndrumming", "zumba"])
+
+
 def test_hidden_files_beside_kinetics_csvs_are_passed_over(tmp_path):
     """A folder of CSVs copied from a Mac holds '._train.csv', its AppleDouble companion (binary, not UTF-8):
     before, `mme lists kinetics FOLDER` failed on it as 'not a UTF-8 text file'; HMDB51's split files and class

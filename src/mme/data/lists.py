@@ -479,27 +479,24 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     rows = []
     for csv_file in csv_files:
         path = _need_file(Path(csv_file), "Kinetics CSV")
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        fields, table = _csv_rows(path)
+        missing = {"youtube_id", "time_start", "time_end"} - fields
+        if missing:
+            raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
+        for n, row in table:
             try:
-                reader = csv.DictReader(fh)
-                reader.fieldnames = [f.strip().lower() for f in reader.fieldnames or []]  # 'Label', ' split'
-                fields, table = set(reader.fieldnames), list(reader)
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
-            missing = {"youtube_id", "time_start", "time_end"} - fields
-            if missing:
-                raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
-            for n, row in enumerate(table, 2):
-                try:
-                    start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-                except (TypeError, ValueError) as e:
-                    raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
-                label = (row.get("label") or "").strip()
-                given = (row.get("split") or "").strip() or path.stem
-                rows.append((split_name(given), label, row["youtube_id"].strip(), start, end, f"{path}:{n}", given))
-            unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
-            if "label" not in fields and unlabelled:
-                log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
+                start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
+            except (TypeError, ValueError) as e:
+                raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
+            yid = (row.get("youtube_id") or "").strip()
+            if not yid:
+                raise DataError(f"{path}:{n}: no youtube_id {row}")
+            label = (row.get("label") or "").strip()
+            given = (row.get("split") or "").strip() or path.stem
+            rows.append((split_name(given), label, yid, start, end, f"{path}:{n}", given))
+        unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
+        if "label" not in fields and unlabelled:
+            log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
     if classes is None:
         classes = sorted({r[1] for r in rows if r[1]})
     unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
@@ -522,6 +519,24 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                            time_end=end)
         out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
     return out, classes
+
+
+def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
+    """A CSV's column names (lower case, stripped: 'Label', ' split') and its rows as {column: value}, each with
+    the line it starts on: blank lines are skipped and a quoted field may span lines, so rows are not lines. A
+    row shorter than the header lacks its last columns."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        try:
+            reader = csv.reader(fh)
+            fields = [f.strip().lower() for f in next(reader, [])]
+            rows, start = [], reader.line_num + 1
+            for values in reader:  # (a blank line is an empty row)
+                if values:
+                    rows.append((start, dict(zip(fields, values))))
+                start = reader.line_num + 1
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
+    return set(fields), rows
 
 
 def _format_path(path_format: str, **fields) -> str:
