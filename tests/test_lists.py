@@ -110,26 +110,66 @@ def test_videos_of_every_common_suffix_are_listed_and_other_files_are_said(tmp_p
         f".xyz: 1), e.g. a/notes.txt; a video among them is listed under a suffix of .mp4/.avi/"), warnings
 
 
-def test_numbered_class_folders_and_unicode_twins_are_said(tmp_path, caplog):
+def test_numbered_class_folders_are_said(tmp_path, caplog):
     """Folders 0..11 sort as text (0, 1, 10, 11, 2, ...), as torchvision's ImageFolder sorts them, so class id 2
-    is folder 10; and 'café' in NFC and NFD is two classes. Both kept as they are, with a warning (before:
-    nothing said)."""
-    for name in [str(i) for i in range(12)] + ["caf\u00e9", "cafe\u0301"]:
-        folder = tmp_path / ("nums" if name.isdigit() else "cafe") / name
-        folder.mkdir(parents=True)
-        (folder / "v.mp4").write_bytes(b"x")
+    is folder 10. Kept as it is, with a warning (before: nothing said)."""
+    for name in [str(i) for i in range(12)]:
+        (tmp_path / "nums" / name).mkdir(parents=True)
+        (tmp_path / "nums" / name / "v.mp4").write_bytes(b"x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert from_class_folders(tmp_path / "nums")[1][:4] == ["0", "1", "10", "11"]
         assert "class folders are numbers, sorted as text as torchvision's ImageFolder sorts them (0, 1, 10, 11, " \
                "2)" in caplog.text
-        assert len(from_class_folders(tmp_path / "cafe")[1]) == 2
-        assert "are one name in different Unicode forms" in caplog.text
         caplog.clear()
         from_class_folders(tmp_path / "nums", classes=[str(i) for i in range(12)])  # a map given: its ids
         shutil.rmtree(tmp_path / "nums" / "10")
         shutil.rmtree(tmp_path / "nums" / "11")
         from_class_folders(tmp_path / "nums")  # 0..9: text order is numeric order
     assert not caplog.text
+
+
+def test_class_folders_spelled_two_ways_are_one_class(tmp_path, caplog):
+    """UCF101 as train/ and test/ folders, train's spelling HandstandPushups (as classInd.txt), test's
+    HandStandPushups (as the file names): before, two classes, ids 2 in train and 1 in test, without a word. Now
+    one class, named as train spells it, with a warning; a split built on its own with train's class map takes
+    it. Two folders of one split so spelled (case, or 'café' in NFC and NFD) are refused, naming both."""
+    for rel in ("train/ApplyEyeMakeup/a1.avi", "train/HandstandPushups/h1.avi", "train/HandstandPushups/h2.avi",
+                "test/ApplyEyeMakeup/a2.avi", "test/HandStandPushups/h3.avi", "test/Zumba/z1.avi"):
+        (tmp_path / "ucf" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ucf" / rel).write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, classes = from_class_folders(tmp_path / "ucf")
+    assert classes == ["ApplyEyeMakeup", "HandstandPushups", "Zumba"]
+    assert splits == {"train": [ListEntry("train/ApplyEyeMakeup/a1.avi", 0),
+                                ListEntry("train/HandstandPushups/h1.avi", 1),
+                                ListEntry("train/HandstandPushups/h2.avi", 1)],
+                      "test": [ListEntry("test/ApplyEyeMakeup/a2.avi", 0), ListEntry("test/HandStandPushups/h3.avi", 1),
+                               ListEntry("test/Zumba/z1.avi", 2)]}
+    assert "split folders spell one class 'HandstandPushups' (in train) and 'HandStandPushups' (in test): one " \
+           "class, named 'HandstandPushups'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):  # test/ built on its own, with train's class map
+        assert from_class_folders(tmp_path / "ucf" / "test", classes=classes)[0]["test"] == [
+            ListEntry("ApplyEyeMakeup/a2.avi", 0), ListEntry("HandStandPushups/h3.avi", 1),
+            ListEntry("Zumba/z1.avi", 2)]
+    assert "spelled otherwise than the given class map, taken as its classes: 'HandStandPushups' as " \
+           "'HandstandPushups'" in caplog.text
+    (tmp_path / "ucf" / "test" / "handstandpushups").mkdir()  # one split, two folders: which is meant is unclear
+    (tmp_path / "ucf" / "test" / "handstandpushups" / "h4.avi").write_bytes(b"x")
+    for folder in (tmp_path / "ucf", tmp_path / "ucf" / "test"):
+        with pytest.raises(DataError, match=rf"{tmp_path / 'ucf' / 'test'}: class folders 'HandStandPushups' and "
+                                            r"'handstandpushups' differ only in case or Unicode form"):
+            from_class_folders(folder)
+    (tmp_path / "ucf" / "test" / "Unused").mkdir()  # a folder without videos is no class: no twin
+    shutil.rmtree(tmp_path / "ucf" / "test" / "handstandpushups")
+    (tmp_path / "ucf" / "test" / "handstandpushups").mkdir()
+    assert from_class_folders(tmp_path / "ucf")[1] == classes
+    for name in ("caf\u00e9", "cafe\u0301"):  # one name in NFC and NFD
+        (tmp_path / "cafe" / name).mkdir(parents=True)
+        (tmp_path / "cafe" / name / "v.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"class folders 'cafe\\u0301' and 'caf\\xe9' differ only in case or "
+                                        r"Unicode form"):
+        from_class_folders(tmp_path / "cafe")
 
 
 def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):

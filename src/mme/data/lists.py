@@ -272,9 +272,10 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     (macOS's '._' companions) are not videos; both are logged.
 
     A root of split folders (train/, val/, ..., each of class sub-folders) gives one list per split, their paths
-    relative to the root, with the classes of all splits, so a class has one id in every split. ``classes`` (the
-    class map of another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it
-    is a DataError."""
+    relative to the root, with the classes of all splits, so a class has one id in every split; folder names that
+    differ only in case or Unicode form are one class (:func:`_class_names`). ``classes`` (the class map of
+    another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it is a
+    DataError."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
@@ -290,43 +291,36 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
                         f"{[n for n in holding if n not in split_dirs]} side by side; give the folder of one split, "
                         f"or a folder of split folders only")
     if split_dirs:
-        named = Counter(split_name(name) for name in split_dirs)
-        if max(named.values()) > 1:
+        splits_named = Counter(split_name(name) for name in split_dirs)
+        if max(splits_named.values()) > 1:
             raise DataError(f"{root}: split folders {split_dirs} name the same split twice "
-                            f"({[s for s, n in named.items() if n > 1]}); merge them or give each split its own name")
+                            f"({[s for s, n in splits_named.items() if n > 1]}); merge them or give each split its "
+                            f"own name")
         if empty:
             log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
-        names = {c for folders in per_split.values() for c, files in folders.items() if files}
+        split_folders = {name: root / name for name in split_dirs}
     else:
         name = root.resolve().name  # (of '.' too)
-        per_split = {name if name.lower() in SPLIT_FOLDERS else "": videos}  # one split's folder
-        names = set(holding)
+        name = name if name.lower() in SPLIT_FOLDERS else ""  # one split's folder
+        per_split, split_folders = {name: videos}, {name: root}
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
         if classes is None:  # (a class map given: a split may hold some of its classes only)
             _warn_of_other_layouts(root, videos, holding)
-    forms = Counter(unicodedata.normalize("NFC", name) for name in names)
-    twins = sorted(name for name in names if forms[unicodedata.normalize("NFC", name)] > 1)
-    if twins:
-        log.warning("%s: class folders %s are one name in different Unicode forms (NFC, NFD), and two classes here; "
-                    "rename one", root, ", ".join(ascii(name) for name in twins))
+    named = _class_names(root, per_split, split_folders)
     if classes is None:
-        classes = sorted(names, key=lambda name: (name.lower(), name))
+        classes = sorted(set(named.values()), key=lambda name: (name.lower(), name))
         if all(_is_int(name) for name in classes) and classes != sorted(classes, key=int):
             log.warning("%s: class folders are numbers, sorted as text as torchvision's ImageFolder sorts them "
                         "(%s): class id i is not folder i; classes.json gives each folder's id", root,
                         ", ".join(classes[:5]))
-    unknown = sorted(names - set(classes))
-    if unknown:
-        raise DataError(f"{root}: class folder(s) {unknown[:5]} not in the given class map of {len(classes)} "
-                        f"classes; build the lists of every split together (a folder of split folders) or use "
-                        f"the class map of the split that has them")
-    index = {name: i for i, name in enumerate(classes)}
+    ids = _class_ids(root, named, classes)
     out: Splits = {}
     for split, folders in per_split.items():
-        entries = [ListEntry(f.relative_to(root).as_posix(), index[name])
-                   for name in sorted(folders.keys() & index.keys(), key=index.get) for f in folders[name]]
+        entries = [ListEntry(f.relative_to(root).as_posix(), ids[split, name])
+                   for name in sorted((n for n in folders if (split, n) in ids), key=lambda n: ids[split, n])
+                   for f in folders[name]]
         if entries:
             out[split_name(split) if split else "all"] = entries
     if not out:
@@ -334,6 +328,68 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     if split_dirs:
         log.info("%s: split folders %s, %d classes over them", root, split_dirs, len(classes))
     return out, classes
+
+
+def _class_key(name: str) -> str:
+    """What tells classes apart by name: neither case nor Unicode form does (UCF101 spells HandstandPushups also
+    HandStandPushups; 'café' may be in NFC or NFD), as a file system that ignores them (macOS's, Windows') holds
+    one folder for both spellings."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def _class_names(root: Path, per_split: dict[str, dict[str, list[Path]]], split_folders: dict[str, Path]
+                 ) -> dict[tuple[str, str], str]:
+    """Each class folder holding videos, as (split, folder name), -> its class's name. Folder names that differ
+    only in case or Unicode form (:func:`_class_key`) are one class: across split folders, named as the first
+    split spells it (train, val, test, then the others by name: as a build of train, then of the others with its
+    class map, names it), with a warning naming the spellings; in one split folder, a DataError naming both (one
+    class in two folders, or two classes that a file system ignoring case cannot hold: the user's to say)."""
+    order = ("train", "val", "test")
+    splits = sorted(per_split, key=lambda s: (order.index(split_name(s)) if split_name(s) in order else 3, s))
+    spellings: dict[str, dict[str, list[str]]] = {}  # class key -> folder name -> the splits spelling it so
+    for split in splits:
+        for name, files in per_split[split].items():
+            if files:
+                spellings.setdefault(_class_key(name), {}).setdefault(name, []).append(split)
+    named = {}
+    for spelt in spellings.values():
+        for split in splits:
+            twins = [name for name, held in spelt.items() if split in held]
+            if len(twins) > 1:
+                raise DataError(f"{split_folders[split]}: class folders {' and '.join(map(ascii, twins))} differ "
+                                f"only in case or Unicode form: merge them into one folder, or rename one (as two "
+                                f"classes, one class's videos would be split between them)")
+        name = next(iter(spelt))  # the first split's spelling
+        if len(spelt) > 1:
+            log.warning("%s: split folders spell one class %s: one class, named %s", root,
+                        " and ".join(f"{ascii(n)} (in {', '.join(held)})" for n, held in spelt.items()), ascii(name))
+        named.update({(split, folder): name for folder, held in spelt.items() for split in held})
+    return named
+
+
+def _class_ids(root: Path, named: dict[tuple[str, str], str], classes: list[str]) -> dict[tuple[str, str], int]:
+    """Each class folder (see :func:`_class_names`) -> its id in ``classes``: that of its name, else of the one
+    name there that differs from it only in case or Unicode form (a class map of a split built on its own,
+    which spells it otherwise), with a warning. A folder of no class there is a DataError."""
+    index = {name: i for i, name in enumerate(classes)}
+    keys = Counter(_class_key(name) for name in classes)
+    by_key = {_class_key(name): i for i, name in enumerate(classes) if keys[_class_key(name)] == 1}
+    ids, respelt = {}, {}
+    for place, name in named.items():
+        i = index[name] if name in index else by_key.get(_class_key(name))
+        if i is not None:
+            ids[place] = i
+            if classes[i] != name:
+                respelt[name] = classes[i]
+    unknown = sorted({folder for split, folder in named if (split, folder) not in ids})
+    if unknown:
+        raise DataError(f"{root}: class folder(s) {unknown[:5]} not in the given class map of {len(classes)} "
+                        f"classes; build the lists of every split together (a folder of split folders) or use "
+                        f"the class map of the split that has them")
+    if respelt:
+        log.warning("%s: class folder(s) spelled otherwise than the given class map, taken as its classes: %s", root,
+                    ", ".join(f"{ascii(a)} as {ascii(b)}" for a, b in sorted(respelt.items())))
+    return ids
 
 
 def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: list[str]) -> None:
@@ -413,7 +469,7 @@ def _is_video(path: Path) -> bool:
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
     """UCF101's official split files: ``classInd.txt`` ('1 ApplyEyeMakeup'), ``trainlist0N.txt`` ('Class/v.avi
     1', 1-based) and ``testlist0N.txt`` ('Class/v.avi'). Labels become 0-based; test labels come from the class
-    folder (matched case-insensitively: the official files spell 'HandstandPushups' two ways)."""
+    folder (matched without regard to case: the official files spell 'HandstandPushups' two ways)."""
     split_dir = Path(split_dir)
     ind = _need_file(split_dir / "classInd.txt", "UCF101 classInd.txt")
     classes = []
@@ -422,14 +478,14 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
         if len(parts) != 2 or not _is_int(parts[0]) or int(parts[0]) != len(classes) + 1:
             raise DataError(f"{ind}:{n}: expected '<id> <class>' with ids 1, 2, ...: {text!r}")
         classes.append(parts[1])
-    by_name = {c.lower(): i for i, c in enumerate(classes)}
+    by_name = {_class_key(c): i for i, c in enumerate(classes)}
     out: Splits = {}
     for name in ("train", "test"):
         path = _need_file(split_dir / f"{name}list{split:02d}.txt", f"UCF101 {name} split {split}")
         entries = []
         for n, text in _read_lines(path):
             video = text.split()[0]
-            folder = video.split("/")[0].lower()
+            folder = _class_key(video.split("/")[0])
             if folder not in by_name:
                 raise DataError(f"{path}:{n}: class folder {video.split('/')[0]!r} is not in {ind}")
             entries.append(ListEntry(video, by_name[folder]))
