@@ -284,6 +284,40 @@ def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, cap
     assert "sub-folders without videos, no list written for them: ['test']" in caplog.text
 
 
+def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_path, caplog):
+    """A link in a class folder to a sub-folder of another class, or to one of its videos: before, their videos
+    were listed under both classes without a word (only a link to the class folder itself was refused). Across
+    split folders too; a link to a video of the same class in another split is listed (no class is wrong)."""
+    for rel in ("d/Archery/a.mp4", "d/Boxing/session1/b1.mp4", "d/Boxing/b2.mp4", "s/train/A/a1.mp4",
+                "s/train/B/sub/b1.mp4", "s/val/A/a2.mp4", "s/val/B/b2.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    d, s = tmp_path / "d", tmp_path / "s"
+    (d / "Archery" / "more").symlink_to("../Boxing/session1", target_is_directory=True)
+    (d / "Archery" / "alias.mp4").symlink_to("../Boxing/b2.mp4")
+    (d / "Archery" / "own.mp4").symlink_to("a.mp4")  # a link within its class: listed
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, classes = from_class_folders(d)
+    assert classes == ["Archery", "Boxing"]
+    assert splits == {"all": [ListEntry("Archery/a.mp4", 0), ListEntry("Archery/own.mp4", 0),
+                              ListEntry("Boxing/b2.mp4", 1), ListEntry("Boxing/session1/b1.mp4", 1)]}
+    assert f"{d / 'Archery' / 'more'}: a link to {d / 'Boxing' / 'session1'}, a folder this walk reaches " \
+           f"otherwise, one holding it or one in another class's folder, is not followed" in caplog.text
+    assert f"{d}: 1 link(s) to videos in other class folders are not listed (each would be listed under two " \
+           f"classes), e.g. {d / 'Archery' / 'alias.mp4'} to {d / 'Boxing' / 'b2.mp4'}" in caplog.text
+    caplog.clear()
+    (s / "val" / "A" / "b.mp4").symlink_to(s / "train" / "B" / "sub" / "b1.mp4")  # another class, another split
+    (s / "val" / "A" / "sub").symlink_to(s / "train" / "B" / "sub", target_is_directory=True)
+    (s / "val" / "A" / "a1.mp4").symlink_to(s / "train" / "A" / "a1.mp4")  # its class in another split: listed
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, _ = from_class_folders(s)
+    assert splits == {"train": [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/sub/b1.mp4", 1)],
+                      "val": [ListEntry("val/A/a1.mp4", 0), ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1)]}
+    assert f"{s}: 1 link(s) to videos in other class folders are not listed (each would be listed under two " \
+           f"classes), e.g. {s / 'val' / 'A' / 'b.mp4'} to" in caplog.text
+    assert caplog.text.count("is not followed") == 1  # val/A/sub; the walk that took the splits for classes is not said
+
+
 def test_ucf101_official_splits(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
     (tmp_path / "trainlist01.txt").write_text(

@@ -279,11 +279,12 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
-    others: list[Path] = []
-    videos = _videos_by_folder(root, others)
+    passed = _PassedOver()
+    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root)}, passed)
+    videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
-    _warn_of_other_files(root, [f for f in others if f.relative_to(root).parts[0] in holding])
+    passed.others = [f for f in passed.others if f.relative_to(root).parts[0] in holding]  # (the others: no class)
     split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
@@ -298,8 +299,11 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
                             f"own name")
         if empty:
             log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
-        per_split = {name: _videos_by_folder(root / name) for name in split_dirs}
         split_folders = {name: root / name for name in split_dirs}
+        folders = {name: _sub_folders(split_folders[name]) for name in split_dirs}
+        passed = _PassedOver()  # (of the walk that lists: the first took the split folders for classes)
+        walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed)
+        per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
     else:
         name = root.resolve().name  # (of '.' too)
         name = name if name.lower() in SPLIT_FOLDERS else ""  # one split's folder
@@ -308,6 +312,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
         if classes is None:  # (a class map given: a split may hold some of its classes only)
             _warn_of_other_layouts(root, videos, holding)
+    passed.say(root)
     named = _class_names(root, per_split, split_folders)
     if classes is None:
         classes = sorted(set(named.values()), key=lambda name: (name.lower(), name))
@@ -412,52 +417,91 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
                     ", ".join(classes[:5]), ", ".join(sorted(nested[0])[:5]), "/".join(sorted(SPLIT_FOLDERS)))
 
 
-def _warn_of_other_files(root: Path, others: list[Path]) -> None:
-    """Warn of the files in class folders that are not listed, their suffixes not in :data:`VIDEO_EXTS` (a video
-    among them would be left out without a word): how many, by suffix, and one of them."""
-    if others:
-        suffixes = Counter(f.suffix.lower() or "(none)" for f in others).most_common()
-        log.warning("%s: %d file(s) in class folders are not listed, their suffixes not a video's (%s), e.g. %s; a "
-                    "video among them is listed under a suffix of %s", root, len(others),
-                    ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else ""),
-                    min(others).relative_to(root).as_posix(), "/".join(VIDEO_EXTS))
+@dataclass
+class _PassedOver:
+    """What a walk for videos leaves out, said by :meth:`say` once it is known to be the walk that lists them (a
+    folder of split folders is walked again, class folder by class folder)."""
+
+    links: list[tuple[str, str]] = field(default_factory=list)  # folder links not followed, and where they lead
+    elsewhere: list[tuple[Path, str]] = field(default_factory=list)  # video links into another class's folder
+    others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
+
+    def say(self, where: str | Path) -> None:
+        for link, real in self.links:
+            log.warning("%s: a link to %s, a folder this walk reaches otherwise, one holding it or one in another "
+                        "class's folder, is not followed", link, real)
+        if self.elsewhere:
+            log.warning("%s: %d link(s) to videos in other class folders are not listed (each would be listed under "
+                        "two classes), e.g. %s to %s", where, len(self.elsewhere), *self.elsewhere[0])
+        if self.others:  # (a video among them would be left out without a word)
+            suffixes = Counter(f.suffix.lower() or "(none)" for f in self.others).most_common()
+            log.warning("%s: %d file(s) in class folders are not listed, their suffixes not a video's (%s), e.g. %s; "
+                        "a video among them is listed under a suffix of %s", where, len(self.others),
+                        ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else ""),
+                        min(self.others).relative_to(where).as_posix(), "/".join(VIDEO_EXTS))
 
 
-def _videos_by_folder(root: Path, others: list[Path] | None = None) -> dict[str, list[Path]]:
-    """Each non-hidden sub-folder of ``root`` -> :func:`videos_under` it, not entering the others (a link to
-    another class's folder would list its videos under this class). Videos at the top of ``root``, in no
-    sub-folder, are logged. ``others``: a list to which the other files in the sub-folders are appended."""
+def _sub_folders(root: Path) -> list[Path]:
+    """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged."""
     loose = sorted(f.name for f in root.iterdir() if _is_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
-    real = {name: os.path.realpath(root / name) for name in folders}
-    return {name: videos_under(root / name, avoid={r for other, r in real.items() if other != name}, others=others)
-            for name in folders}
+    return sorted(d for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
 
 
-def videos_under(folder: str | Path, avoid: set[str] = frozenset(), others: list[Path] | None = None) -> list[Path]:
+def _walk_classes(folders: dict[Path, str], passed: _PassedOver) -> dict[Path, list[Path]]:
+    """Each class folder (-> its :func:`_class_key`) -> :func:`videos_under` it, entering no other class's folder
+    through a link, nor listing a video there (its videos would be listed under this class too)."""
+    real_of_class: dict[str, set[str]] = {}
+    for folder, key in folders.items():
+        real_of_class.setdefault(key, set()).add(os.path.realpath(folder))
+    every = set().union(*real_of_class.values())
+    return {folder: videos_under(folder, every - real_of_class[key], passed) for folder, key in folders.items()}
+
+
+def _within(path: str, folders: set[str]) -> bool:
+    """Whether the real path ``path`` is one of ``folders`` (real paths) or lies inside one."""
+    while path not in folders:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return True
+
+
+def videos_under(folder: str | Path, avoid: set[str] = frozenset(), passed: _PassedOver | None = None
+                 ) -> list[Path]:
     """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder. A symlinked
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
-    ``folder`` itself or a folder above it, or to a folder of ``avoid`` (real paths): such a link is logged.
-    ``others``: a list to which the other files that are not hidden are appended."""
+    ``folder`` itself or a folder above it, or into a folder of ``avoid`` (real paths); a link to a video in a
+    folder of ``avoid`` is not listed. What is left out goes to ``passed`` (other files too), else is logged (links
+    alone: the warning of other files is of class folders)."""
+    say = passed is None
+    passed = _PassedOver() if say else passed
     start = os.path.realpath(folder)
     seen, videos = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if top != str(folder) and (real in seen or real in avoid or start == real or
-                                   start.startswith(real.rstrip(os.sep) + os.sep)):
-            log.warning("%s: a link to %s, which this walk reaches otherwise or which holds it, is not followed",
-                        top, real)
+        if top != str(folder) and (real in seen or _within(real, avoid) or _within(start, {real})):
+            passed.links.append((top, real))
             dirs.clear()
             continue
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not _hidden(d))
         for name in files:
-            if _is_video(Path(top, name)):
-                videos.append(Path(top, name))
-            elif others is not None and not _hidden(name):
-                others.append(Path(top, name))
+            path = Path(top, name)
+            if not _is_video(path):
+                if not _hidden(name):
+                    passed.others.append(path)
+                continue
+            target = os.path.realpath(path) if path.is_symlink() else None
+            if target is not None and _within(target, avoid):
+                passed.elsewhere.append((path, target))
+            else:
+                videos.append(path)
+    if say:
+        passed.others.clear()
+        passed.say(folder)
     return sorted(videos)
 
 
