@@ -318,6 +318,28 @@ def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_pat
     assert caplog.text.count("is not followed") == 1  # val/A/sub; the walk that took the splits for classes is not said
 
 
+def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
+    """Class folders of links into a pool of videos not mounted now, or moved: before, those videos were left out
+    of the lists without a word. Said once per build, for a folder of split folders too (walked twice)."""
+    for rel in ("train/A/a1.mp4", "train/B/b1.mp4", "val/A/a2.mp4", "val/B/b2.mp4"):
+        (tmp_path / "d" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / rel).write_bytes(b"x")
+    train = tmp_path / "d" / "train"
+    (train / "A" / "a3.mp4").symlink_to(tmp_path / "pool" / "A" / "a3.mp4")
+    (train / "B" / "b3.mp4").symlink_to(tmp_path / "pool" / "B" / "b3.mp4")
+    (train / "B" / "more").symlink_to(tmp_path / "pool" / "B" / "more", target_is_directory=True)
+    (train / "B" / "._b3.mp4").symlink_to(tmp_path / "pool" / "._b3.mp4")  # hidden: never a video
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, _ = from_class_folders(tmp_path / "d")
+        assert splits["train"] == [ListEntry("train/A/a1.mp4", 0), ListEntry("train/B/b1.mp4", 1)]
+        assert caplog.text.count("lead to nothing") == 1
+        assert f"{tmp_path / 'd'}: 3 link(s) that lead to nothing (a volume not mounted, a file moved) are not " \
+               f"listed, e.g. {train / 'A' / 'a3.mp4'} to {tmp_path / 'pool' / 'A' / 'a3.mp4'}" in caplog.text
+        caplog.clear()
+        assert [e.label for e in from_class_folders(train)[0]["train"]] == [0, 1]
+        assert f"{train}: 3 link(s) that lead to nothing" in caplog.text
+
+
 def test_ucf101_official_splits(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
     (tmp_path / "trainlist01.txt").write_text(

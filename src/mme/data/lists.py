@@ -425,6 +425,7 @@ class _PassedOver:
     links: list[tuple[str, str]] = field(default_factory=list)  # folder links not followed, and where they lead
     elsewhere: list[tuple[Path, str]] = field(default_factory=list)  # video links into another class's folder
     others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
+    dangling: list[Path] = field(default_factory=list)  # links that lead to nothing
 
     def say(self, where: str | Path) -> None:
         for link, real in self.links:
@@ -439,6 +440,9 @@ class _PassedOver:
                         "a video among them is listed under a suffix of %s", where, len(self.others),
                         ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else ""),
                         min(self.others).relative_to(where).as_posix(), "/".join(VIDEO_EXTS))
+        if self.dangling:
+            log.warning("%s: %d link(s) that lead to nothing (a volume not mounted, a file moved) are not listed, "
+                        "e.g. %s to %s", where, len(self.dangling), self.dangling[0], os.readlink(self.dangling[0]))
 
 
 def _sub_folders(root: Path) -> list[Path]:
@@ -474,8 +478,8 @@ def videos_under(folder: str | Path, avoid: set[str] = frozenset(), passed: _Pas
     """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder. A symlinked
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
     ``folder`` itself or a folder above it, or into a folder of ``avoid`` (real paths); a link to a video in a
-    folder of ``avoid`` is not listed. What is left out goes to ``passed`` (other files too), else is logged (links
-    alone: the warning of other files is of class folders)."""
+    folder of ``avoid`` is not listed, nor is a link that leads to nothing. What is left out goes to ``passed``
+    (other files too), else is logged (links alone: the warning of other files is of class folders)."""
     say = passed is None
     passed = _PassedOver() if say else passed
     start = os.path.realpath(folder)
@@ -492,7 +496,7 @@ def videos_under(folder: str | Path, avoid: set[str] = frozenset(), passed: _Pas
             path = Path(top, name)
             if not _is_video(path):
                 if not _hidden(name):
-                    passed.others.append(path)
+                    (passed.dangling if path.is_symlink() and not path.exists() else passed.others).append(path)
                 continue
             target = os.path.realpath(path) if path.is_symlink() else None
             if target is not None and _within(target, avoid):
