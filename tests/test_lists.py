@@ -21,6 +21,7 @@ from mme.data.lists import (
     from_ssv2,
     from_ucf101,
     read_list,
+    real_path,
     resolve,
     split_name,
     write_list,
@@ -149,9 +150,7 @@ def test_class_folders_spelled_two_ways_are_one_class(tmp_path, caplog):
            "class, named 'HandstandPushups'" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme.data.lists"):  # test/ built on its own, with train's class map
-        assert from_class_folders(tmp_path / "ucf" / "test", classes=classes)[0]["test"] == [
-            ListEntry("ApplyEyeMakeup/a2.avi", 0), ListEntry("HandStandPushups/h3.avi", 1),
-            ListEntry("Zumba/z1.avi", 2)]
+        assert from_class_folders(tmp_path / "ucf" / "test", classes=classes)[0] == {"test": splits["test"]}
     assert "spelled otherwise than the given class map, taken as its classes: 'HandStandPushups' as " \
            "'HandstandPushups'" in caplog.text
     (tmp_path / "ucf" / "test" / "handstandpushups").mkdir()  # one split, two folders: which is meant is unclear
@@ -252,6 +251,31 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
     (root / "extra" / "x.mp4").write_bytes(b"x")
     with pytest.raises(DataError, match=r"split folders \['train', 'validation'\] and class folders \['extra'\]"):
         from_class_folders(root)
+
+
+def test_splits_built_one_at_a_time_give_lists_under_one_root(tmp_path, caplog, monkeypatch):
+    """train/ and validation/ built one at a time into one --out, as docs/data.md shows: before, each list's paths
+    started from its own split folder (a/1.mp4 in both), so under one data.root (train/) the val list named the
+    training videos (scored on them, with a warning only), and the common parent as --root found none. Now their
+    paths start from the split folders' parent, as the lists of a folder of split folders do: the same lists."""
+    root = tmp_path / "d"
+    for rel in ("train/a/1.mp4", "train/b/1.mp4", "validation/a/1.mp4", "validation/b/1.mp4", "validation/b/2.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    together = from_class_folders(root)[0]
+    out = tmp_path / "lists"
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        build_lists("folder", root / "train", out)
+    monkeypatch.chdir(root / "validation")  # '.' is the split folder too; --skip-missing looks from its parent
+    build_lists("folder", ".", out, classes=out / "classes.json", skip_missing=True)
+    lists = {name: read_list(out / f"{name}.txt")[0] for name in ("train", "val")}
+    assert lists == together
+    assert lists["val"] == [ListEntry("validation/a/1.mp4", 0), ListEntry("validation/b/1.mp4", 1),
+                            ListEntry("validation/b/2.mp4", 1)]
+    assert not {real_path(e, root) for e in lists["train"]} & {real_path(e, root) for e in lists["val"]}
+    assert f"{root / 'train'}: a split folder: its list's paths start from {root}" in caplog.text
+    assert build_lists("folder", root / "validation", tmp_path / "l2", video_root=root, skip_missing=True) == {
+        "val": tmp_path / "l2" / "val.txt"}  # the common parent as --root (before: 'no listed video is under')
 
 
 def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):

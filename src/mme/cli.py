@@ -158,7 +158,9 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                         "_, label_tv as torchvision's download names class folders, youtube_id, time_start, "
                         "time_end); ssv2: '{id}.webm'")
     p.add_argument("--root", "--video-root", dest="video_root", metavar="DIR", type=path, default=None,
-                   help="folder the list paths are relative to (for --skip-missing and --check)")
+                   help="folder the list paths are relative to (for --skip-missing and --check); folder lists: "
+                        "default the source, or its parent when the source is a split folder (train/, validation/, "
+                        "...), as its paths then start there")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --root")
     p.add_argument("--classes", type=path, default=None, metavar="JSON",
                    help="folder, kinetics: number the classes as this class map does (the classes.json of another "

@@ -264,9 +264,18 @@ SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", 
 """Folder names that are splits, not classes ('festival' or 'protest' are classes)."""
 
 
+def folder_list_root(folder: str | Path) -> Path:
+    """Where the paths of the lists of ``mme lists folder FOLDER`` start: FOLDER's parent when FOLDER is named as
+    a split (``validation/a/1.mp4``), so that splits built one at a time give lists under one data.root, as a
+    folder of split folders gives; else FOLDER. By the name given (a link named train/ is a split folder)."""
+    folder = Path(os.path.abspath(folder))
+    return folder.parent if folder.name.lower() in SPLIT_FOLDERS else folder
+
+
 def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str]]:
     """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all' (named after its split
-    when the folder is a split folder, e.g. 'val' for ``validation/``), classes sorted by name
+    when the folder is a split folder, e.g. 'val' for ``validation/``, its paths then starting from the folder's
+    parent: :func:`folder_list_root`), classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
     without videos (an unpacked split-file folder, the lists' own folder) are not classes, and hidden files
     (macOS's '._' companions) are not videos; both are logged.
@@ -305,9 +314,12 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed)
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
     else:
-        name = root.resolve().name  # (of '.' too)
+        name = Path(os.path.abspath(root)).name  # (of '.' too)
         name = name if name.lower() in SPLIT_FOLDERS else ""  # one split's folder
         per_split, split_folders = {name: videos}, {name: root}
+        if name:
+            log.info("%s: a split folder: its list's paths start from %s, as those of a folder of split folders "
+                     "do (give it as data.root)", root, folder_list_root(root))
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
         if classes is None:  # (a class map given: a split may hold some of its classes only)
@@ -321,9 +333,10 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
                         "(%s): class id i is not folder i; classes.json gives each folder's id", root,
                         ", ".join(classes[:5]))
     ids = _class_ids(root, named, classes)
+    base = folder_list_root(root)
     out: Splits = {}
     for split, folders in per_split.items():
-        entries = [ListEntry(f.relative_to(root).as_posix(), ids[split, name])
+        entries = [ListEntry(Path(os.path.abspath(f)).relative_to(base).as_posix(), ids[split, name])
                    for name in sorted((n for n in folders if (split, n) in ids), key=lambda n: ids[split, n])
                    for f in folders[name]]
         if entries:
@@ -747,7 +760,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     given = read_classes(classes) if classes is not None else None
     if kind == "folder":
         splits, classes = from_class_folders(source, given)
-        video_root = video_root or source
+        video_root = video_root or folder_list_root(source)
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, 1 if split is None else split)
     elif kind == "hmdb51":
@@ -940,9 +953,9 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
                check: bool = False, min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
                decode_threads: int = 1) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
-    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', the source). Returns ``{"lists": split ->
-    path, "check": the check's report or None}``."""
-    root = video_root or (source if kind == "folder" else None)
+    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', :func:`folder_list_root` of the source).
+    Returns ``{"lists": split -> path, "check": the check's report or None}``."""
+    root = video_root or (folder_list_root(source) if kind == "folder" else None)
     if check and root is None:  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
     written = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
