@@ -122,6 +122,26 @@ def test_a_base_named_without_yaml_is_looked_for_beside_the_recipe_first(tmp_pat
         load_config(PretrainConfig, "mine/other.yaml")
 
 
+def test_a_recipe_that_is_not_utf8_or_cannot_be_read_is_one_line(tmp_path, capsys):
+    """A recipe saved in Latin-1 (an accented comment), itself or as a base, and one that cannot be read (an I/O
+    error) ended the command with a bare UnicodeDecodeError / OSError traceback."""
+    from mme.cli import main
+
+    (tmp_path / "latin1.yaml").write_bytes(b"_base_: tiny_cpu_mme\n# r\xe9glages de l'\xe9quipe\ntrain:\n  steps: 3\n")
+    (tmp_path / "child.yaml").write_text("_base_: latin1.yaml\ntrain:\n  batch_size: 2\n")
+    (tmp_path / "on_io_error.yaml").write_text("_base_: /proc/self/mem\n")  # its read fails with EIO
+    for recipe in ("latin1.yaml", "child.yaml"):
+        with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/latin1\.yaml: not UTF-8 text \(.*byte 0xe9 in "
+                                              r"position 24: invalid continuation byte\); save it as UTF-8$"):
+            load_config(PretrainConfig, tmp_path / recipe)
+    with pytest.raises(ConfigError, match=r"^recipe /proc/self/mem: cannot be read \(Input/output error\)$"):
+        load_config(PretrainConfig, tmp_path / "on_io_error.yaml")
+    assert main(["pretrain", "--config", str(tmp_path / "child.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mme pretrain: error: recipe {tmp_path}/latin1.yaml: not UTF-8 text (") and \
+        err.count("\n") == 1, err
+
+
 def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):
     """YAML keeps the later of two equal keys: a second ``train:`` section dropped the first's steps and out_dir
     (a 300-step run into the base's folder), without a word."""

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError
+from mme.utils import error_reason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -355,7 +356,11 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
                           f"({' -> '.join(p.name for p in (*_chain, path))})")
     try:
-        data = yaml.load(path.read_text(), Loader=_RecipeLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)
+    except UnicodeDecodeError as e:  # (a ValueError, not an OSError)
+        raise ConfigError(f"recipe {path}: not UTF-8 text ({error_reason(e)}); save it as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(f"recipe {path}: cannot be read ({error_reason(e)})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path}: not valid YAML: {e}") from e
     except ConfigError as e:
