@@ -478,6 +478,16 @@ def test_missing_file_and_unknown_formats_name_the_file(tmp_path, capsys):
     # the CLI prints it as one line and exits 1
     assert cli_main(["export", str(tmp_path / "notes.pth"), str(tmp_path / "out")]) == 1
     assert "notes.pth: unknown checkpoint format" in capsys.readouterr().err
+    # a safetensors file named otherwise (.pt) is read as one, by its header (before: "unknown checkpoint format
+    # (not a PyTorch or safetensors file ...)")
+    enc = VisionTransformer(ModelConfig(**dict(TINY, depth=1)))
+    (tmp_path / "weights.pt").write_bytes(save_pretrained(enc, tmp_path / "enc.safetensors").read_bytes())
+    loaded = load_encoder(tmp_path / "weights.pt")
+    assert loaded.state_dict().keys() == enc.state_dict().keys()
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in loaded.state_dict().items())
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "weights.pt").read_bytes()[:20])  # cut inside its header
+    with pytest.raises(CheckpointError, match=r"cut\.pt: unknown checkpoint format"):
+        load_encoder(tmp_path / "cut.pt")
 
 
 def test_truncated_files_name_the_file(mae, tmp_path):
@@ -1017,7 +1027,8 @@ def test_an_overwrite_that_fails_between_files_leaves_no_checkpoint_of_parts_of_
 
 def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_told(mae, tmp_path, capsys):
     """``mme export inplace inplace`` exited 0 and left the encoder alone where the masked autoencoder was (its
-    decoder and heads lost), and an export over an earlier one replaced it without a word."""
+    decoder and heads lost), and an export over an earlier one replaced it without a word; another program's
+    config.json is never replaced."""
     src = save_pretrained(mae, tmp_path / "src")
     before = (src / "model.safetensors").read_bytes()
     for out, flags in ((src, []), (src, ["--overwrite"]), (src, ["--format", "mme", "--overwrite"]),
@@ -1047,6 +1058,18 @@ def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_to
     (tmp_path / "afile").write_text("x")  # a file where a folder is written: said so, not "holds a checkpoint"
     assert cli_main(["export", str(src), str(tmp_path / "afile")]) == 1
     assert "afile: is a file; a folder is needed" in capsys.readouterr().err
+    # a folder holding another program's config.json: not a checkpoint, and never replaced (before: "already holds a
+    # checkpoint (config.json); give --overwrite", which then replaced it)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    for flags in ([], ["--overwrite"]):
+        assert cli_main(["export", str(src), str(tmp_path / "mine"), *flags]) == 1
+        assert capsys.readouterr().err == (f"mme export: error: out {tmp_path / 'mine'}: its config.json is not a "
+                                           "checkpoint's (neither an mme nor a Hugging Face VideoMAE config): another "
+                                           "program's file, which the export would replace; write the export "
+                                           "elsewhere\n")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]
+    assert (tmp_path / "mine" / "config.json").read_text() == '{"my": "settings"}'
 
 
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):

@@ -435,8 +435,8 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth,
 
 def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp_path):
     """A weights-only .pth ({'model': weights}: a bare KeyError before) and an exported .safetensors (called 'not a
-    PyTorch or safetensors file' before) are model weights, not a run's state: one line naming the file, pointing
-    to train.init."""
+    PyTorch or safetensors file' before), also named .pt, are model weights, not a run's state: one line naming the
+    file, pointing to train.init; an empty folder or one of another program's files is not (it was called so)."""
     import torch
 
     from mme.models.config import ModelConfig
@@ -456,6 +456,23 @@ def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp
     torch.save({"model": {}}, tmp_path / "old_run" / "checkpoint-00000002.pt")
     with pytest.raises(CheckpointError, match=r"old_run: a run's folder; resume it with train\.resume=auto"):
         resume_state(str(tmp_path / "old_run"), tmp_path / "run")
+    # weights named otherwise (a .pt) are weights; a folder without a checkpoint, or a file cut inside the header
+    # of its weights, is not called so (before: every folder and every .safetensors name was "a model's weights")
+    (tmp_path / "weights_named.pt").write_bytes(exported.read_bytes())
+    with pytest.raises(CheckpointError, match=r"weights_named\.pt: a model's weights .*; train\.init starts a run"):
+        resume_state(str(tmp_path / "weights_named.pt"), tmp_path / "run")
+    (tmp_path / "cut.safetensors").write_bytes(exported.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors: unknown checkpoint format \(not a PyTorch or "
+                                              r"safetensors file"):
+        resume_state(str(tmp_path / "cut.safetensors"), tmp_path / "run")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    for folder in ("empty", "checkpoint-00000004.pt", "mine"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        with pytest.raises(CheckpointError, match=rf"checkpoint {tmp_path / folder}: a folder holding no checkpoint "
+                                                  r"\(no checkpoint-\*\.pt of a run, no config\.json of a model's "
+                                                  r"weights\)$"):
+            resume_state(str(tmp_path / folder), tmp_path / "run")
 
 
 def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth, tmp_path, capsys):

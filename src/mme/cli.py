@@ -384,7 +384,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="hf classification: the class names (task.classes's JSON) of a classifier that records "
                         "none (default: those it records, else LABEL_<id>)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a checkpoint OUT already holds (never SRC's own files)")
+                   help="replace a checkpoint OUT already holds (never SRC's own files, nor another program's "
+                        "config.json)")
     _calls(p, "mme.models.export:export", outcome=print)
 
 

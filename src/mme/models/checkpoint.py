@@ -202,6 +202,43 @@ def _head(path: Path) -> bytes:
         raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
 
 
+SAFETENSORS_HEADER_MAX = 100_000_000
+"""The largest JSON header safetensors reads (its own limit)."""
+
+
+def safetensors_header(path: Path) -> dict | None:
+    """The JSON header a safetensors file starts with (an 8-byte little-endian length, then a JSON object of that
+    many bytes), whatever the file's name; None where ``path`` does not start so (another format, or a file cut
+    inside its header). CheckpointUnreadable with the reason where it cannot be opened."""
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(9)
+            if len(prefix) < 9 or prefix[8:] != b"{":
+                return None
+            size = int.from_bytes(prefix[:8], "little")
+            if size > SAFETENSORS_HEADER_MAX:
+                return None
+            text = prefix[8:] + f.read(size - 1)
+    except OSError as e:
+        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+    try:
+        header = json.loads(text) if len(text) == size else None
+    except ValueError:  # (json's and the UTF-8 decoder's)
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def checkpoint_config(folder: Path) -> dict | None:
+    """``folder``'s config.json where it is a checkpoint's (an mme or a Hugging Face VideoMAE config), else None:
+    none there, or another program's file (JSON of other keys, or no JSON object at all)."""
+    try:
+        meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ours_or_hf = isinstance(meta, dict) and (meta.get("format") == "mme" or meta.get("model_type") == "videomae")
+    return meta if ours_or_hf else None
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     _head(path)
     try:
@@ -467,7 +504,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
             return _from_hf_dir(path, meta, hints, encoder_only, strict)
         raise CheckpointError(f"{path / CONFIG}: neither an mme nor a Hugging Face VideoMAE config "
                               f"(model_type={meta.get('model_type')!r})")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or safetensors_header(path) is not None:  # (also named otherwise: .pt)
         state, metadata = _read_safetensors(path)
         if "mme" in metadata:
             try:

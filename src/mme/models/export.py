@@ -27,6 +27,7 @@ from mme.models.checkpoint import (
     WEIGHTS,
     Checkpoint,
     build_model,
+    checkpoint_config,
     checkpoint_files,
     read_checkpoint,
     select_part,
@@ -230,7 +231,8 @@ def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]
 
 
 def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: bool) -> None:
-    """Refuse to write over ``src``'s own files, and, unless ``overwrite``, over a checkpoint ``out`` holds."""
+    """Refuse to write over ``src``'s own files, or a ``config.json`` of another program that ``out`` holds, and,
+    unless ``overwrite``, over a checkpoint ``out`` holds."""
     written = [out / CONFIG, out / WEIGHTS] if folder else [out]
     # SRC's files, and for a folder those it would be read from too: a model.safetensors written into a Hugging
     # Face folder of pytorch_model.bin is read in place of its weights (by transformers too)
@@ -239,6 +241,10 @@ def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: 
     if {p.resolve() for p in written} & {p.resolve() for p in read}:
         raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported, or be "
                           "read in their place; write the export elsewhere")
+    if folder and (out / CONFIG).is_file() and checkpoint_config(out) is None:
+        raise ConfigError(f"out {out}: its {CONFIG} is not a checkpoint's (neither an mme nor a Hugging Face VideoMAE "
+                          "config): another program's file, which the export would replace; write the export "
+                          "elsewhere")
     if folder:
         held = [p.name for p in checkpoint_files(out)] if out.is_dir() else []
     else:

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from mme.errors import CheckpointError, CheckpointUnreadable
-from mme.models.checkpoint import torch_load
+from mme.models.checkpoint import CONFIG, checkpoint_config, safetensors_header, torch_load
 from mme.utils import atomic_path, atomic_write_json, atomic_write_text, cpu_name, git_sha, removing, writing
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if path.is_dir() and list_checkpoints(path):
         raise CheckpointError(f"checkpoint {path}: a run's folder; resume it with train.resume=auto and "
                               f"train.out_dir={path}, or name one of its checkpoint-*.pt")
-    if path.is_dir() or path.suffix == ".safetensors":
-        raise CheckpointError(f"checkpoint {path}: a model's weights (as mme export writes them), not a training "
-                              f"run's state; train.init starts a run from weights")
+    weights = (f"checkpoint {path}: a model's weights (as mme export writes them), not a training run's state; "
+               "train.init starts a run from weights")
+    if path.is_dir():
+        if checkpoint_config(path) is None:
+            raise CheckpointError(f"checkpoint {path}: a folder holding no checkpoint (no checkpoint-*.pt of a run, "
+                                  f"no {CONFIG} of a model's weights)")
+        raise CheckpointError(weights)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if safetensors_header(path) is not None:
+        raise CheckpointError(weights)
     state = torch_load(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")

@@ -331,6 +331,11 @@ BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir"
 own seed), not what it computes: not config changes on resume."""
 
 
+MODEL_SECTIONS = ("model.", "target.")
+"""The config sections whose keys build a run's model (a target's heads): a change of theirs may make a checkpoint
+not fit it."""
+
+
 def restore(run: Run, source: str, state: dict) -> None:
     """Load model, optimizer, scaler, step, data position and RNG states into ``run``. A config changed since the
     checkpoint is warned about and recorded with the step it applies from (``config_changes`` of run.json), since
@@ -338,10 +343,17 @@ def restore(run: Run, source: str, state: dict) -> None:
     by the samples it had consumed (and a ``train.epochs`` run's end by the batches left). A path key is a change
     when it names another file, a relative path taken from its run's working folder (``cwd`` of the meta; of a
     checkpoint that records none: when it is written otherwise)."""
-    load_state(run.model, state["model"], f"checkpoint {source}")
     old_meta = state.get("meta", {})
     changed = config_changes(state["config"], dataclasses.asdict(run.cfg), BOOKKEEPING, path_keys(type(run.cfg)),
                              (old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
+    try:
+        load_state(run.model, state["model"], f"checkpoint {source}")
+    except CheckpointError as e:  # the config's keys that build the model, where they changed, say why
+        built = [c for c in changed if c.startswith(MODEL_SECTIONS)]
+        if not built:
+            raise
+        raise CheckpointError(f"{e}; the config changed since its run ({'; '.join(built)}): resume with the run's "
+                              "values") from e
     world = run.meta["world_size"]
     if old_meta.get("world_size", world) != world:
         changed.append(f"world size: {old_meta['world_size']} -> {world}")
