@@ -3,6 +3,7 @@ testing, and `mme finetune` end to end on synthetic videos (accuracy well above 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -522,6 +523,65 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
             assert torch.equal(own[k], v), k
     groups = run.optimizer.param_groups
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
+
+
+def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tmp_path, caplog):
+    """An original VideoMAE/MME .pth records no head count: fine-tuning and task.eval_only took the guess from its
+    width (64-d heads: 1 for width 64) over the config's model.num_heads=4, said at info only, so the same weights
+    computed something else. The config's count is taken where its model.embed_dim is the file's width; else the
+    guess, warned about, naming the keys that give it."""
+    from mme.eval.finetuned import finetune
+    from mme.models import convert
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+    from mme.models.vit import VisionTransformer
+    from mme.train import engine
+    from mme.train.finetune import setup
+
+    true = ModelConfig(**{**TINY, "embed_dim": 64, "num_heads": 4})  # 4 heads of 16; guessed: 1 of 64
+    torch.manual_seed(3)
+    enc = VisionTransformer(true).eval()
+    torch.save({"model": {f"encoder.{k}": v for k, v in enc.state_dict().items()}}, tmp_path / "pre.pth")
+    tokens = torch.randn(1, 8, 64)
+    with torch.no_grad():
+        truth = enc.blocks[0](tokens)
+    for extra, heads in ((["model.embed_dim=64", "model.num_heads=4"], 4), ([], 1)):  # the recipe's width: 32
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme"):
+            run = setup(_tiny_recipe(synth, tmp_path / f"ft{heads}", "train.steps=1", f"train.init={tmp_path}/pre.pth",
+                                     "train.precision=fp32", *extra))
+        engine.finish(run)
+        assert run.cfg.model.num_heads == run.model.encoder.blocks[0].attn.num_heads == heads
+        with torch.no_grad():
+            same = torch.equal(run.model.encoder.blocks[0].eval()(tokens), truth)
+        assert same == (heads == 4)
+    assert f"train.init {tmp_path}/pre.pth records no head count: num_heads=1 guessed from its width 64 (the " \
+        "config's model.num_heads=2 counts the heads of model.embed_dim=32); if it was trained with another count, " \
+        "give it with model.embed_dim=64 model.num_heads=N" in [r.getMessage() for r in caplog.records
+                                                                if r.levelname == "WARNING"]
+    # task.eval_only of an original fine-tuned file: the classifier of the config's head count
+    torch.manual_seed(4)  # the file records no clip either: 16 frames of 224 px, taken on trust
+    clip = {"img_size": 224, "num_frames": 16}
+    clf = VideoClassifier(dataclasses.replace(true, **clip), num_classes=4, head_init_scale=1.0).eval()
+    torch.save({"module": convert.rename(clf.state_dict(), convert.invert(convert.FINETUNED))[0]}, tmp_path / "ft.pth")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ev", f"train.init={tmp_path}/ft.pth", "task.eval_only=true",
+                                    "task.val_list=", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32",
+                                    "model.embed_dim=64", "model.num_heads=4"))
+    assert "(original VideoMAE/MME fine-tuned): not recorded by the file it comes from, so taken on trust: " \
+        "img_size=224, num_frames=16 (" in caplog.text  # (the head count not among them: it was num_heads=1)
+    from mme.eval.testing import build_test_set
+
+    ds = build_test_set(synth.lists["test"], clf.cfg, clips=1, crops=1, stride=2, root=str(synth.root))
+    def confusion(model):
+        matrix = np.zeros((4, 4), dtype=int)
+        with torch.no_grad():
+            for i in range(len(ds)):
+                matrix[ds[i]["label"], model(normalize_clip(ds[i]["video"])).argmax(-1).item()] += 1
+        return matrix.tolist()
+
+    assert res.reports["test"]["confusion_matrix"] == confusion(clf)
 
 
 def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path, caplog):

@@ -158,6 +158,12 @@ class Checkpoint:
             out["target"] = self.run_config["target"]
         return out
 
+    def with_head_counts(self, **counts: int) -> Checkpoint:
+        """This checkpoint with the head counts ``counts`` (``num_heads``, ``decoder_heads``) in place of those it
+        took on trust, as read_checkpoint's hints (ConfigError for a count other than the file records)."""
+        return dataclasses.replace(self, cfg=_with_hints(self.cfg, counts, self.assumed),
+                                   assumed=tuple(k for k in self.assumed if k not in counts))
+
     @property
     def final_norm(self) -> bool:
         """Whether the encoder has its final LayerNorm (not the case after mean-pooled fine-tuning)."""

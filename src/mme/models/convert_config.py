@@ -35,7 +35,8 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
     """A ModelConfig for our ``kind`` state dict, read from the weights' shapes.
 
     Head counts are not in the weights: ``num_heads`` and ``decoder_heads`` default to the original factories'
-    values for the encoder width (ViT-B: 12 and 6), else to 64-d heads; both are logged. ``img_size`` /
+    values for the encoder width (ViT-B: 12 and 6), else to 64-d heads; both are logged (at info: whoever builds a
+    model of them warns, naming how to give them, as ``Checkpoint.assumed`` carries them). ``img_size`` /
     ``num_frames`` are not in the weights either (the position table is fixed): pass them in ``fields``, else
     224 / 16."""
     enc = encoder_part(state, kind)
@@ -55,8 +56,7 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
         if num_heads is None:
             raise CheckpointError(f"cannot infer the number of attention heads for width {D}: pass num_heads")
         why = f"the original factories' value for width {D}" if D in ORIGINAL_HEADS else "assuming 64-d heads"
-        log.warning("number of attention heads is not stored in this checkpoint: num_heads=%d (%s; pass num_heads if "
-                    "that is wrong)", num_heads, why)
+        log.info("number of attention heads is not stored in this checkpoint: num_heads=%d (%s)", num_heads, why)
     cfg = dict(embed_dim=D, in_chans=C, tubelet_size=t, patch_size=p, depth=depth, num_heads=num_heads,
                mlp_ratio=hidden / D, qkv_bias="blocks.0.attn.q_bias" in enc,
                layer_scale_init=_layer_scale(enc.get("blocks.0.gamma_1")))
@@ -75,8 +75,8 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
                 raise CheckpointError(f"cannot infer the decoder's attention heads for width {dd}: pass decoder_heads")
             why = (f"the original factories' value for width {D}" if D in ORIGINAL_DECODER_HEADS
                    else "assuming 64-d heads")
-            log.warning("decoder attention heads are not stored in this checkpoint: decoder_heads=%d (%s; pass "
-                        "decoder_heads if that is wrong)", decoder_heads, why)
+            log.info("decoder attention heads are not stored in this checkpoint: decoder_heads=%d (%s)", decoder_heads,
+                     why)
         cfg["decoder_heads"] = decoder_heads
         hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
         if hidden_sizes:

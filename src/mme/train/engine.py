@@ -37,7 +37,8 @@ from torch.utils.data import Dataset
 
 from mme.config import flatten, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
-from mme.models.checkpoint import load_state
+from mme.models.checkpoint import Checkpoint, load_state, read_checkpoint
+from mme.models.config import ModelConfig
 from mme.models.vit import count_parameters
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -184,6 +185,33 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
         raise CheckpointError(f"train.resume {resume}: not a training checkpoint of mme (it lacks {missing}); "
                               f"train.init starts a run from a file's weights")
     return resume, state
+
+
+HEAD_WIDTHS = {"num_heads": "embed_dim", "decoder_heads": "decoder_dim"}
+"""Each head count of a model config, and the width whose heads it counts."""
+
+
+def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Checkpoint:
+    """``train.init`` read (any checkpoint mme reads), with the head counts of the config's ``model`` where the file
+    records none (``Checkpoint.assumed``: an original VideoMAE/MME ``.pth``) and the config's width is the file's (a
+    count given for another width says nothing of this one); a count still guessed from the width is warned about,
+    naming the keys that give it."""
+    ck = read_checkpoint(path, encoder_only=encoder_only)
+    given = {}
+    for heads, width in HEAD_WIDTHS.items():
+        if heads not in ck.assumed:
+            continue
+        guessed, theirs, ours = getattr(ck.cfg, heads), getattr(ck.cfg, width), getattr(model, width)
+        if ours == theirs:
+            given[heads] = getattr(model, heads)
+            log.info("train.init %s records no head count: model.%s=%d (its guess from the width %d: %d)", path,
+                     heads, given[heads], theirs, guessed)
+        else:
+            log.warning("train.init %s records no head count: %s=%d guessed from its width %d (the config's "
+                        "model.%s=%d counts the heads of model.%s=%d); if it was trained with another count, give it "
+                        "with model.%s=%d model.%s=N", path, heads, guessed, theirs, heads, getattr(model, heads),
+                        width, ours, width, theirs, heads)
+    return ck.with_head_counts(**given) if given else ck
 
 
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:

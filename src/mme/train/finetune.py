@@ -158,9 +158,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
         return model
     if not cfg.train.init:
         return cfg.model
-    from mme.models.checkpoint import read_checkpoint
-
-    init = read_checkpoint(cfg.train.init, encoder_only=True)
+    init = engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
     if init.clip_orientation not in (None, cfg.data.orientation):  # the same frames without display matrices
         log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
                  "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
