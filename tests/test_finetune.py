@@ -525,6 +525,30 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
 
 
+def test_the_tubelet_of_train_init_is_its_clips_too(synth, tmp_path, caplog):
+    """The tubelet is taken from train.init with its architecture, but the clips kept the recipe's data.tubelet, so
+    the run stopped at once ("data.tubelet=2 differs from model.tubelet_size=1 ... set both"), the user having set
+    neither. The clips take the model's tubelet, said in the log; its tests, periodic validation and resumes too."""
+    from mme.eval.finetuned import finetune
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(1)
+    src = save_pretrained(VisionTransformer(ModelConfig(**{**TINY, "tubelet_size": 1})), tmp_path / "pre")
+    with caplog.at_level("INFO", logger="mme"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={src}", "task.eval_every=1",
+                                    "train.precision=fp32"))
+    assert f"clips of 4 frames of 32 px, tubelet 1, as the model of train.init {src} takes them, not the recipe's 4 " \
+        "of 32 px, tubelet 2" in caplog.text
+    assert "val_top1_1view" in res.history[-1]
+    assert [r["tubelet"] for r in res.reports.values()] == [1, 1]
+    saved = torch.load(tmp_path / "ft" / "checkpoint-00000001.pt", weights_only=True)["config"]
+    assert (saved["data"]["tubelet"], saved["model"]["tubelet_size"]) == (1, 1)
+    assert finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=2", "train.resume=auto",
+                                 "train.precision=fp32")).reports["test"]["tubelet"] == 1
+
+
 def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tmp_path, caplog):
     """An original VideoMAE/MME .pth records no head count: fine-tuning and task.eval_only took the guess from its
     width (64-d heads: 1 for width 64) over the config's model.num_heads=4, said at info only, so the same weights

@@ -40,7 +40,7 @@ from mme.eval.testing import (
 from mme.models.classifier import VideoClassifier
 from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
-from mme.train.config import FinetuneConfig
+from mme.train.config import FinetuneConfig, clips_for
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, setup
 from mme.train.precision import choose_device, choose_precision
@@ -181,15 +181,14 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     chosen = [f"data.{k}" for k in ("sampling", "stride") if f"data.{k}" in given]
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
-    data = dataclasses.replace(cfg.data, img_size=m.img_size, num_frames=m.num_frames, tubelet=m.tubelet_size,
-                               **taken, **turned)
+    its_clip = dataclasses.replace(cfg.model, img_size=m.img_size, num_frames=m.num_frames,
+                                   tubelet_size=m.tubelet_size)
+    tested = clips_for(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taken, **turned)), its_clip,
+                       f"task.eval_only's train.init {cfg.train.init}")
+    data = tested.data
     if data.orientation != cfg.data.orientation:
         log.info("task.eval_only: frames read %s, as the run that made %s read them (data.orientation), not the "
                  "recipe's %s", data.orientation, cfg.train.init, cfg.data.orientation)
-    if (data.num_frames, data.img_size, data.tubelet) != (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet):
-        log.info("task.eval_only: test clips of %d frames of %d px (tubelet %d), as %s was trained on, not the "
-                 "recipe's %d of %d px", m.num_frames, m.img_size, m.tubelet_size, cfg.train.init,
-                 cfg.data.num_frames, cfg.data.img_size)
     if taken:
         whence = f"{' and '.join(f'data.{k}' for k in taken)} of the run that made {cfg.train.init}"
     elif chosen:
@@ -201,8 +200,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     ck.warn_no_run("task.eval_only", [(setting, option) for setting, option, unset in (
         (f"clips sampled {_sampling(data)}", "data.stride or data.sampling", not chosen),
         (f"orientation {data.orientation}", "data.orientation", "data.orientation" not in given)) if unset])
-    cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(
-        cfg.model, img_size=m.img_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size))
+    cfg = tested
     dist.on_main(run_folder.check_tested, Path(cfg.train.out_dir), cfg.train.init)
     dist.on_main(run_folder.take, cfg.train.out_dir)
     dist.on_main(run_folder.check_report_names, Path(cfg.train.out_dir), list(cfg.task.tested))
@@ -236,7 +234,7 @@ def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg, given)
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
-        run = setup(cfg, _validation(cfg))
+        run = setup(cfg, _validation)
         engine.print_summary(run, describe(run))
         trained = loop.train(run)
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),

@@ -7,6 +7,8 @@ e.g. ``mme pretrain --config tiny_cpu_mme train.steps=50 model.mask_ratio=0.9``.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -19,6 +21,8 @@ from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
 from mme.train.optim import OptimConfig
 from mme.train.precision import PRECISIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -227,6 +231,20 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
+
+
+def clips_for(cfg, model: ModelConfig, source: str):
+    """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
+    section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet); where these differ from
+    the recipe's, said in the log as those of ``source``'s model."""
+    data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
+                               tubelet=model.tubelet_size)
+    clip = (data.num_frames, data.img_size, data.tubelet)
+    recipe = (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet)
+    if clip != recipe:
+        log.info("clips of %d frames of %d px, tubelet %d, as the model of %s takes them, not the recipe's %d of %d "
+                 "px, tubelet %d", *clip, source, *recipe)
+    return dataclasses.replace(cfg, data=data, model=model)
 
 
 def check_clips_fit_model(data, model) -> None:

@@ -40,7 +40,7 @@ from mme.models.vit import count_parameters
 from mme.train import distributed as dist
 from mme.train import engine, run_folder
 from mme.train.augment import augment_batch, soft_target_cross_entropy
-from mme.train.config import FinetuneConfig, FinetuneModel
+from mme.train.config import FinetuneConfig, FinetuneModel, clips_for
 from mme.train.engine import Run
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,9 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
 
 
 def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> FinetuneModel:
-    """The run's encoder config: from the resumed run, else the architecture of ``train.init`` with this
-    config's clip geometry and drop path, else the config as is (training from scratch)."""
+    """The run's encoder config: from the resumed run, else the architecture of ``train.init`` (its tubelet too,
+    which the run's clips then take: :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop
+    path, else the config as is (training from scratch)."""
     if resume is not None:
         model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
         ignored = [f"model.{f.name}={getattr(cfg.model, f.name)!r} (the run's: {getattr(model, f.name)!r})"
@@ -171,9 +172,10 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
     return dataclasses.replace(cfg.model, preset=None, **arch)
 
 
-def setup(cfg: FinetuneConfig, after_step=None) -> Run:
+def setup(cfg: FinetuneConfig, validation=None) -> Run:
     """Build and check everything (out dir, data, model, init/resume checkpoint) before the first step;
-    ``after_step``: the engine's hook, e.g. periodic validation (mme.eval.finetuned)."""
+    ``validation``: ``cfg -> `` the engine's hook for the run's config (its clips fit to its model), e.g. periodic
+    validation (mme.eval.finetuned)."""
     t = cfg.train
     start = engine.begin(cfg)
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
@@ -185,8 +187,9 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
             raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
                               f"{num_classes}")
         check_test_lists(cfg, num_classes)
+        cfg = clips_for(cfg, _model_config(cfg, start.resume),
+                        f"the resumed run ({start.resume[0]})" if start.resume else f"train.init {t.init}")
         dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
-        cfg = dataclasses.replace(cfg, model=_model_config(cfg, start.resume))
         torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
         model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
                                 head_init_scale=cfg.task.head_init_scale, scratch_init=cfg.task.scratch_init)
@@ -195,7 +198,7 @@ def setup(cfg: FinetuneConfig, after_step=None) -> Run:
 
             load_encoder_weights(model.encoder, t.init)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
-                     clips_per_item=cfg.task.repeated_aug, after_step=after_step,
+                     clips_per_item=cfg.task.repeated_aug, after_step=validation(cfg) if validation else None,
                      checkpoint_extra={"classes": names} if names is not None else {})
     return engine.setup(cfg, job, model, dataset, start)
 
