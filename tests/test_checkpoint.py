@@ -291,9 +291,9 @@ def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys, 
     ``load_encoder``, ``mme export --kind model``, fine-tuning and pre-training from it. Its encoder loads; the
     model, which has one joint decoder, is refused by name."""
     from mme.config import load_config
-    from mme.train.config import FinetuneConfig
+    from mme.train.config import FinetuneConfig, PretrainConfig
     from mme.train.finetune import _model_config
-    from mme.train.pretrain import _init_weights
+    from mme.train.pretrain import load_init, read_init
 
     src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=6)
     state = mme_layout(src)
@@ -318,7 +318,8 @@ def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys, 
     fresh = MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL])  # pre-training from it: the encoder, a fresh decoder
     decoder = {k: v.clone() for k, v in fresh.state_dict().items() if not k.startswith("encoder.")}
     with caplog.at_level(logging.WARNING, logger="mme"):
-        _init_weights(fresh, str(tmp_path / "sep.pth"))
+        pre = load_config(PretrainConfig, "tiny_cpu_pixel", [f"train.init={tmp_path / 'sep.pth'}"])
+        load_init(fresh, read_init(pre), pre.train.init)
     assert "has separate decoders (--decoder_num 2)" in caplog.text
     with torch.no_grad():
         assert torch.equal(fresh.encoder(x), src.encoder(x))

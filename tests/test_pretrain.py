@@ -241,14 +241,15 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="train.out_dir.*file/run.*not a writable folder"):
         run("tiny_cpu_pixel", synth, tmp_path / "file" / "run")
-    # a checkpoint of another architecture, to resume from and to initialise from
+    # a checkpoint of other heads than the config's target makes, to resume from and to initialise from (its
+    # architecture is taken: test_init_and_resume_take_the_architecture_of_their_checkpoint)
     ref = run("tiny_cpu_pixel", synth, tmp_path / "ref", "train.steps=1")
     for key in ("resume", "init"):
-        out = tmp_path / f"deeper_{key}"
+        out = tmp_path / f"other_heads_{key}"
         named = "checkpoint" if key == "resume" else "train.init"
         with pytest.raises(CheckpointError, match=rf"^{named} .*checkpoint-00000001.pt.*does not fit the model: "
-                                                  r"missing keys \['encoder.blocks.2") as info:
-            run("tiny_cpu_pixel", synth, out, "model.depth=3", f"train.{key}={ref.checkpoint}")
+                                                  r"missing keys \['heads.hog.") as info:
+            run("tiny_cpu_pixel", synth, out, "target.kind=[pixel,hog]", f"train.{key}={ref.checkpoint}")
         assert _no_training_happened(out)
         if key == "init":  # a masked autoencoder of another shape: how to start from its encoder alone
             assert str(info.value).endswith("--kind model, then train.init=encoder.safetensors")
@@ -384,6 +385,40 @@ def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
             f"train.init={a.checkpoint}", "train.seed=7")
     sa, sb = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_path, caplog):
+    """train.init loaded a masked autoencoder trained with other head counts and another input norm into the
+    config's architecture (the shapes match), without a word: its encoder computed something else (off by 0.31).
+    The architecture the file records is taken, as fine-tuning takes it, said in the log; a resume keeps the run's
+    own, the values given otherwise warned about as ignored. The clips take the tubelet taken."""
+    from mme.models.checkpoint import load_model
+
+    other = ("model.num_heads=4", "model.decoder_heads=4", "model.input_norm=clip", "model.decoder_norm_eps=1e-5",
+             "model.tubelet_size=1", "data.tubelet=1")
+    a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1", FP32, *other)
+    frozen = ("optim.base_lr=0", "optim.min_lr=0")  # AdamW leaves the weights as loaded
+    with caplog.at_level("INFO", logger="mme"):
+        b = run("tiny_cpu_pixel", synth, tmp_path / "b", "train.steps=1", FP32, f"train.init={a.checkpoint}", *frozen)
+    x = torch.randn(2, 3, 8, 64, 64, generator=torch.Generator().manual_seed(0))
+    mae_a, mae_b = load_model(a.checkpoint), load_model(b.checkpoint)
+    mask = mae_a.make_mask(2, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(mae_b.forward_decoder(mae_b.forward_encoder(x, mask), mask)["pixel"],
+                           mae_a.forward_decoder(mae_a.forward_encoder(x, mask), mask)["pixel"])
+    ran = torch.load(b.checkpoint, weights_only=True)["config"]["model"]
+    assert (ran["num_heads"], ran["decoder_heads"], ran["input_norm"], ran["decoder_norm_eps"]) == (4, 4, "clip", 1e-5)
+    assert ran["tubelet_size"] == torch.load(b.checkpoint, weights_only=True)["config"]["data"]["tubelet"] == 1
+    assert f"architecture from {a.checkpoint}: {{'num_heads': 4, 'tubelet_size': 1, 'input_norm': 'clip', " \
+        "'decoder_heads': 4, 'decoder_norm_eps': 1e-05}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        c = run("tiny_cpu_pixel", synth, tmp_path / "b", "train.steps=2", FP32, "train.resume=auto", *frozen)
+    assert torch.load(c.checkpoint, weights_only=True)["config"]["model"] == ran
+    assert f"resuming {b.checkpoint}: the model's architecture is the run's own, so these are ignored: " \
+        "model.num_heads=2 (the run's: 4), model.tubelet_size=2 (the run's: 1), model.input_norm='dataset' (the " \
+        "run's: 'clip'), model.decoder_heads=2 (the run's: 4), model.decoder_norm_eps=1e-06 (the run's: 1e-05)" \
+        in caplog.text
 
 
 @pytest.mark.parametrize("target", [[], ["target.seed_stride=4", "target.patch_norm=false",

@@ -294,7 +294,7 @@ def test_a_rewind_sets_the_abandoned_branch_aside(synth, tmp_path, caplog, refus
     assert _steps_in(tmp_path) == [4, 5, 6]
     logs = {name: (tmp_path / name).read_text() for name in ("metrics.jsonl", "metrics.csv")}
     with pytest.raises(CheckpointError):  # a rewind that fails before its first checkpoint changes nothing
-        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "model.embed_dim=32")
+        run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "target.kind=[pixel,hog]")  # other heads
     assert _steps_in(tmp_path) == [4, 5, 6] and not list(tmp_path.glob("abandoned-*"))
     with refuse_removal(ckpt.checkpoint_path(tmp_path, 6), errno.EPERM), pytest.raises(MMEError) as refused:
         run(*base, f"train.resume={ckpt.checkpoint_path(tmp_path, 4)}", "train.stop_after=5")

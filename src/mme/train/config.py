@@ -72,7 +72,9 @@ class TrainConfig:
     """Let a fresh run take an out_dir that holds another run's checkpoints, deleting them and its logs first
     (without it such a run is refused: mme.train.run_folder)."""
     init: str | None = None
-    """Initial model weights from a training checkpoint (the optimizer and step start fresh)."""
+    """Initial model weights from any checkpoint mme reads (the optimizer and step start fresh); the model's
+    architecture is the one it records (``mme.models.config.ENCODER_FIELDS``, of a masked autoencoder's decoder too),
+    and its clips take its tubelet."""
     max_nonfinite: int = 5
     """Stop with a diagnostic after this many non-finite losses in a row (each one skips its step)."""
     threads: int | None = None

@@ -214,6 +214,16 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     return ck.with_head_counts(**given) if given else ck
 
 
+def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[str, ...], source: str) -> ModelConfig:
+    """``model`` (a run's model config) with the architecture ``source``'s weights record (``fields`` of
+    ``recorded``), those that differ from ``model``'s said in the log."""
+    arch = {k: getattr(recorded, k) for k in fields}
+    changed = {k: v for k, v in arch.items() if getattr(model, k) != v}
+    if changed:
+        log.info("architecture from %s: %s", source, changed)
+    return dataclasses.replace(model, preset=None, **arch)
+
+
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:
     """The run of ``model`` (on the CPU, with its initial weights) on ``data``: schedule, precision, optimizer,
     resumed state, and the run files, all checked before the first step."""

@@ -36,6 +36,7 @@ from mme.data.lists import agreeing_classes, check_labels, listed_once, read_cla
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.classifier import VideoClassifier
+from mme.models.config import ENCODER_FIELDS
 from mme.models.vit import count_parameters
 from mme.train import distributed as dist
 from mme.train import engine, run_folder
@@ -44,12 +45,6 @@ from mme.train.config import FinetuneConfig, FinetuneModel, clips_for
 from mme.train.engine import Run
 
 log = logging.getLogger(__name__)
-
-ARCH_FIELDS = ("in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
-               "patch_size", "tubelet_size", "input_norm")
-"""Encoder fields taken from the ``train.init`` checkpoint: the weights fix them, and ``input_norm`` is how the
-weights learned to see a clip."""
-
 
 class RepeatedClips(Dataset):
     """Repeated augmentation: item i is ``repeats`` training clips of video i, ``{"video": (R, 3, T, H, W),
@@ -151,7 +146,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
     if resume is not None:
         model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
         ignored = [f"model.{f.name}={getattr(cfg.model, f.name)!r} (the run's: {getattr(model, f.name)!r})"
-                   for f in dataclasses.fields(model) if f.name not in (*ARCH_FIELDS, "preset")
+                   for f in dataclasses.fields(model) if f.name not in (*ENCODER_FIELDS, "preset")
                    and getattr(cfg.model, f.name) != getattr(model, f.name)]
         if ignored:
             log.warning("resuming %s: the model is the run's own, so these are ignored: %s", resume[0],
@@ -164,12 +159,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
         log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
                  "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
                  cfg.data.orientation)
-    src = init.cfg
-    arch = {k: getattr(src, k) for k in ARCH_FIELDS}
-    changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
-    if changed:
-        log.info("architecture from %s: %s", cfg.train.init, {k: v for k, (_, v) in changed.items()})
-    return dataclasses.replace(cfg.model, preset=None, **arch)
+    return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init)
 
 
 def setup(cfg: FinetuneConfig, validation=None) -> Run:

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mme.config import load_config
+from mme.config import from_dict, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError, MMEError, VideoError
-from mme.models.checkpoint import load_state, read_checkpoint
+from mme.models.checkpoint import Checkpoint, load_state
+from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.vit import count_parameters
@@ -33,7 +34,7 @@ from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_fr
 from mme.motion.targets import batch_targets, head_specs, make_target_fn
 from mme.train import distributed as dist
 from mme.train import engine, loop
-from mme.train.config import PretrainConfig
+from mme.train.config import PretrainConfig, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
 
@@ -167,12 +168,14 @@ def setup(cfg: PretrainConfig) -> Run:
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
         if cfg.data.root and not Path(cfg.data.root).is_dir():
             raise DataError(f"data.root {cfg.data.root!r} is not a folder")
+        init = read_init(cfg) if t.init and start.resume is None else None
+        cfg = _with_architecture(cfg, start.resume, init)
         dataset = pretrain_dataset(cfg)
         check_cache(cfg, dataset)
         torch.manual_seed(t.seed)  # the initial weights
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-        if t.init and start.resume is None:
-            _init_weights(model, t.init)
+        if init is not None:
+            load_init(model, init, t.init)
     if t.activation_checkpointing:
         checkpoint_blocks(model)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
@@ -180,15 +183,42 @@ def setup(cfg: PretrainConfig) -> Run:
     return engine.setup(cfg, job, model, dataset, start)
 
 
-def _init_weights(model: MaskedAutoencoder, path: str) -> None:
-    """Initial weights from any checkpoint mme reads (ours, the original VideoMAE/MME release, Hugging Face):
-    the whole masked autoencoder when the file has one, else the encoder only (decoder and heads stay fresh)."""
+def read_init(cfg: PretrainConfig) -> Checkpoint:
+    """``train.init`` read (any checkpoint mme reads: ours, the original VideoMAE/MME release, Hugging Face): the
+    whole masked autoencoder where the file has one, else the encoder only (decoder and heads start fresh)."""
     try:
-        ck = read_checkpoint(path)
+        return engine.read_init(cfg.train.init, cfg.model)
     except SeparateDecoders:
         log.warning("train.init %s has separate decoders (--decoder_num 2), which mme's joint decoder cannot take: "
-                    "starting from its encoder, the decoder and heads fresh", path)
-        ck = read_checkpoint(path, encoder_only=True)
+                    "starting from its encoder, the decoder and heads fresh", cfg.train.init)
+        return engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
+
+
+def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, init: Checkpoint | None) -> PretrainConfig:
+    """``cfg`` with the architecture of its model, as fine-tuning takes it (``ENCODER_FIELDS``; of a masked
+    autoencoder's decoder too, ``DECODER_FIELDS``): a resumed run's own (values given otherwise are warned about as
+    ignored), else the one ``init`` records (the same weights compute something else in another: other heads,
+    another input norm), else the config's; its clips fit to that model (:func:`~mme.train.config.clips_for`)."""
+    fields = ENCODER_FIELDS + DECODER_FIELDS
+    if resume is not None:
+        runs = from_dict(ModelConfig, resume[1]["config"]["model"], prefix="model.")
+        ignored = [f"model.{k}={getattr(cfg.model, k)!r} (the run's: {getattr(runs, k)!r})" for k in fields
+                   if getattr(cfg.model, k) != getattr(runs, k)]
+        if ignored:
+            log.warning("resuming %s: the model's architecture is the run's own, so these are ignored: %s", resume[0],
+                        ", ".join(ignored))
+        model = dataclasses.replace(cfg.model, preset=None, **{k: getattr(runs, k) for k in fields})
+        return clips_for(cfg, model, f"the resumed run ({resume[0]})")
+    if init is None:
+        return cfg
+    model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
+                                     cfg.train.init)
+    return clips_for(cfg, model, f"train.init {cfg.train.init}")
+
+
+def load_init(model: MaskedAutoencoder, ck: Checkpoint, path: str) -> None:
+    """The weights of ``train.init`` ``path`` (``ck``: :func:`read_init`'s) into the run's ``model``: the whole masked
+    autoencoder, or its encoder."""
     if ck.kind == "mae":
         try:
             load_state(model, ck.state, f"train.init {ck.source}")
