@@ -421,6 +421,38 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         in caplog.text
 
 
+def test_init_from_hugging_face_pretraining_without_a_final_norm_starts_that_norm_fresh(synth, tmp_path, caplog):
+    """A Hugging Face VideoMAEForPreTraining saved with use_mean_pooling=true (transformers' default: no final encoder
+    LayerNorm) was refused as train.init for the missing encoder.norm, and the advice given (export its encoder,
+    start from that) met the same refusal. Its weights load, the run's encoder.norm fresh, with a warning."""
+    import transformers
+
+    from mme.models.checkpoint import load_model
+    from mme.models.export import export
+
+    hf_cfg = transformers.VideoMAEConfig(image_size=64, num_frames=8, hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=256, decoder_hidden_size=32,
+                                         decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                                         decoder_intermediate_size=128)
+    assert hf_cfg.use_mean_pooling
+    torch.manual_seed(0)
+    transformers.VideoMAEForPreTraining(hf_cfg).save_pretrained(tmp_path / "hf")
+    theirs = load_model(tmp_path / "hf").state_dict()  # (its encoder without a final norm)
+    export(tmp_path / "hf", tmp_path / "encoder.safetensors", "safetensors", "model")
+    frozen = ("train.steps=1", "optim.base_lr=0", "optim.min_lr=0", FP32)  # AdamW leaves the weights as loaded
+    for init, prefix in ((tmp_path / "hf", ""), (tmp_path / "encoder.safetensors", "encoder.")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme"):
+            res = run("tiny_cpu_pixel", synth, tmp_path / init.stem, f"train.init={init}", *frozen)
+        ours = torch.load(res.checkpoint, weights_only=True)["model"]
+        assert all(torch.equal(ours[k], v) for k, v in theirs.items() if k.startswith(prefix)), init
+        assert torch.equal(ours["encoder.norm.weight"], torch.ones(64))
+        assert torch.equal(ours["encoder.norm.bias"], torch.zeros(64))
+        said = f"train.init {init} has no final encoder LayerNorm (Hugging Face's use_mean_pooling, or a classifier " \
+            "fine-tuned with mean pooling): this run's encoder.norm starts fresh (weight 1, bias 0)"
+        assert said + (", which its decoder did not see in its training" if not prefix else "") in caplog.text
+
+
 @pytest.mark.parametrize("target", [[], ["target.seed_stride=4", "target.patch_norm=false",
                                          "target.position_unit=1", "target.track_length=3"]])
 def test_prediction_picture_follows_the_runs_target_layout(target, synth, tmp_path, monkeypatch):

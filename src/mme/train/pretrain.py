@@ -218,15 +218,24 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
 
 def load_init(model: MaskedAutoencoder, ck: Checkpoint, path: str) -> None:
     """The weights of ``train.init`` ``path`` (``ck``: :func:`read_init`'s) into the run's ``model``: the whole masked
-    autoencoder, or its encoder."""
-    if ck.kind == "mae":
+    autoencoder, or its encoder. An encoder without its final LayerNorm (Hugging Face's ``use_mean_pooling``, the
+    default of its pre-training too; a classifier's) gets the run's fresh one, with a warning."""
+    whole = ck.kind == "mae"
+    state = ck.state if whole else ck.encoder_state
+    if not ck.final_norm:
+        log.warning("train.init %s has no final encoder LayerNorm (Hugging Face's use_mean_pooling, or a classifier "
+                    "fine-tuned with mean pooling): this run's encoder.norm starts fresh (weight 1, bias 0)%s", path,
+                    ", which its decoder did not see in its training" if whole else "")
+        fresh = model.encoder.norm.state_dict()
+        state = {**state, **{("encoder.norm." if whole else "norm.") + k: v for k, v in fresh.items()}}
+    if whole:
         try:
-            load_state(model, ck.state, f"train.init {ck.source}")
+            load_state(model, state, f"train.init {ck.source}")
         except CheckpointError as e:  # e.g. a pixel MAE for an MME run: other target heads
             raise CheckpointError(f"{e}. To start from its encoder alone: mme export {path} encoder.safetensors "
                                   f"--format safetensors --kind model, then train.init=encoder.safetensors") from e
     else:
-        load_state(model.encoder, ck.encoder_state, f"train.init {ck.source}")
+        load_state(model.encoder, state, f"train.init {ck.source}")
     log.info("initial weights from %s (%s)", ck.source, "whole model" if ck.kind == "mae" else "encoder only")
 
 
