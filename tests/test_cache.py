@@ -423,6 +423,32 @@ def test_a_write_that_fails_leaves_the_file_another_thread_renamed_in_under_its_
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+def test_a_stale_temporary_file_replaced_under_its_name_while_it_is_locked_keeps_the_new_one(tmp_path, monkeypatch):
+    """A writer in another PID namespace (its PID means nothing here) renames its temporary file into place and
+    makes its next one under the same name between the cleanup's open of the first and its lock: the lock is then
+    on the renamed file, no writer's, and the cleanup removed the name, the writer's new file (its write failed
+    with FileNotFoundError at the rename). The name is removed only while it names the file locked."""
+    target = tmp_path / "x.json"
+    tmp = tmp_path / f".x.json.tmp{dead_pid()}.json"
+    tmp.write_text("first")
+    flock, writer = utils._flock, []
+
+    def swapped_then_locked(fd, how, path):
+        os.replace(tmp, target)  # the writer's rename, then its next write under the name, held as atomic_path does
+        writer.append(os.open(tmp, os.O_WRONLY | os.O_CREAT))
+        fcntl.flock(writer[0], fcntl.LOCK_EX)
+        os.write(writer[0], b"second")
+        flock(fd, how, path)
+
+    monkeypatch.setattr(utils, "_flock", swapped_then_locked)
+    try:
+        assert not remove_stale_temp(tmp, ["x.json"])
+        assert tmp.read_text() == "second" and target.read_text() == "first"
+    finally:
+        for fd in writer:
+            os.close(fd)
+
+
 def test_a_file_system_without_flock_is_written_unlocked(tmp_path, monkeypatch, caplog):
     """Where ``flock`` is not supported (Lustre mounted without it, some FUSE and NFS mounts: ENOLCK), files are
     written and stale temporary files removed without the lock, as before writes locked them, said once at debug

@@ -70,14 +70,18 @@ def remove_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
 
 def _remove_unheld(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock, holding it while it is removed (a writer that opened it
-    meanwhile finds it gone when it gets the lock, and makes a new one). Whether it was removed: not where it is
-    held or gone; a failure to open or remove it raises its OSError."""
+    meanwhile finds it gone when it gets the lock, and makes a new one), and only while the name still names the
+    file locked (a writer may have renamed that one into place and made a new one under the name since it was
+    opened). Whether it was removed: not where it is held or gone; a failure to open or remove it raises its
+    OSError."""
     try:
         fd = os.open(tmp, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
         _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, tmp)
+        if not os.path.samestat(os.fstat(fd), os.lstat(tmp)):  # another file now: a writer's new one
+            return False
         tmp.unlink()
     except (BlockingIOError, FileNotFoundError):  # held by a live writer, or removed meanwhile
         return False
