@@ -308,6 +308,38 @@ def test_taking_a_folder_keeps_the_temporary_file_a_live_writer_holds(tmp_path, 
     assert f"removed {stale}" in caplog.text and str(held) not in caplog.text
 
 
+def test_taking_a_shared_folder_removes_another_users_stale_temporary_file_it_may_not_read():
+    """Another user's killed write left its temporary file, readable by its owner only, in a folder all may write:
+    this user may remove it but not open it for its lock, and taking the folder warned and left it for good (as it
+    did not before writes locked their files). It is decided by its PID alone, as on a file system without locks.
+    As root, the folder is taken as another user (nobody); else the file is the user's own, mode 000."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        folder = base / "shared"
+        folder.mkdir()
+        folder.chmod(0o777)
+        stale = folder / f".checkpoint-00000010.pt.tmp{dead_pid()}.pt"
+        stale.write_bytes(b"half a checkpoint")
+        stale.chmod(0o000)
+        take = ("import logging, os, sys\n"
+                "from mme.train import run_folder\n"
+                "from mme.utils import unlock_folder\n"
+                "logging.basicConfig(level=logging.INFO)\n"
+                "if os.geteuid() == 0:  # (imported first: Python's own files may be root's only)\n"
+                "    os.setgid(65534)\n"
+                "    os.setuid(65534)\n"
+                "run_folder.take(sys.argv[1])\n"
+                "unlock_folder(sys.argv[1])\n")
+        proc = subprocess.run([sys.executable, "-c", take, str(folder)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert not stale.exists() and f"removed {stale}, the temporary file of an interrupted write" in proc.stderr
+    finally:
+        shutil.rmtree(base)
+
+
 def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_path):
     """A scheduler's SIGTERM before the training loop (set-up reads a long list) ended the job without a word."""
     code = ("import sys, time; import mme.train.engine as engine; "

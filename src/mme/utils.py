@@ -63,8 +63,8 @@ def remove_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
     (:func:`is_stale_temp`) and no writer holds it: none holds its lock. The lock tells a live writer in another PID
     namespace (a container) or, where the file system shares locks (NFS), on another machine, whose PID means
     nothing here; it is held while the file is removed, so a writer of the same name waits for it and writes anew
-    (a file system without locks: by the PID alone). Whether it was removed; a removal that fails (a read-only
-    folder, an immutable file, another user's) raises its OSError."""
+    (a file system without locks, or a file this user may not open: by the PID alone). Whether it was removed; a
+    removal that fails (a read-only folder, an immutable file, another user's) raises its OSError."""
     return is_stale_temp(tmp, names) and _remove_unheld(tmp)
 
 
@@ -72,21 +72,26 @@ def _remove_unheld(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock, holding it while it is removed (a writer that opened it
     meanwhile finds it gone when it gets the lock, and makes a new one), and only while the name still names the
     file locked (a writer may have renamed that one into place and made a new one under the name since it was
-    opened). Whether it was removed: not where it is held or gone; a failure to open or remove it raises its
-    OSError."""
+    opened). One this user may not open (another user's, kept to themselves) is removed by its PID alone, as on a
+    file system without locks. Whether it was removed: not where it is held or gone; a failure to remove it raises
+    its OSError."""
     try:
         fd = os.open(tmp, os.O_RDONLY)
+    except PermissionError:
+        fd = None
     except FileNotFoundError:
         return False
     try:
-        _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, tmp)
-        if not os.path.samestat(os.fstat(fd), os.lstat(tmp)):  # another file now: a writer's new one
-            return False
+        if fd is not None:
+            _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, tmp)
+            if not os.path.samestat(os.fstat(fd), os.lstat(tmp)):  # another file now: a writer's new one
+                return False
         tmp.unlink()
     except (BlockingIOError, FileNotFoundError):  # held by a live writer, or removed meanwhile
         return False
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     return True
 
 
