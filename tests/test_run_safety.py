@@ -3,6 +3,7 @@ SIGINT / SIGTERM stop a run after its current step with a checkpoint. Each test 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -24,7 +25,7 @@ from worker_jobs import dead_pid
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
-from mme.utils import remove_stale_temps, unlock_folder
+from mme.utils import remove_stale_temps, remove_stale_temps_in, unlock_folder
 
 
 def _hashes(folder) -> dict[str, str]:
@@ -338,6 +339,47 @@ def test_taking_a_shared_folder_removes_another_users_stale_temporary_file_it_ma
         assert not stale.exists() and f"removed {stale}, the temporary file of an interrupted write" in proc.stderr
     finally:
         shutil.rmtree(base)
+
+
+def test_a_fifo_or_symlink_named_like_a_stale_temporary_file_is_removed_unopened(tmp_path):
+    """A FIFO named like a stale temporary file (or a symlink to one) was opened for its lock, and that open waits
+    for a writer forever: taking the folder hung. What is not a regular file is no write's, removed without opening
+    it (a symlink itself, not what it names)."""
+    import threading
+
+    pid = dead_pid()
+    fifo, to_fifo, to_file = (tmp_path / f".{name}.tmp{pid}.pt" for name in ("a.pt", "b.pt", "c.pt"))
+    os.mkfifo(fifo)
+    os.mkfifo(tmp_path / "pipe")
+    to_fifo.symlink_to(tmp_path / "pipe")
+    (tmp_path / "mine.txt").write_text("mine")
+    to_file.symlink_to(tmp_path / "mine.txt")
+    cleanup = threading.Thread(target=remove_stale_temps_in, args=(tmp_path,), daemon=True)
+    cleanup.start()
+    cleanup.join(10)
+    hung = cleanup.is_alive()
+    for pipe in (fifo, tmp_path / "pipe"):  # a writer's end lets a hung open go on
+        with contextlib.suppress(OSError):
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    assert not hung
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt", "pipe"]
+    assert (tmp_path / "mine.txt").read_text() == "mine"
+
+
+def test_stale_temporary_files_of_a_folder_that_is_gone_are_none(tmp_path, monkeypatch):
+    """A folder removed by another process while its stale temporary files were looked for (after the glob found
+    it a folder, before it listed it) raised FileNotFoundError."""
+    folder, scandir = tmp_path / "gone", os.scandir
+    folder.mkdir()
+
+    def removed_first(path="."):
+        if Path(path) == folder:
+            folder.rmdir()
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", removed_first)
+    remove_stale_temps_in(folder)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_path):

@@ -19,6 +19,7 @@ import platform
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -72,12 +73,14 @@ def _remove_unheld(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock, holding it while it is removed (a writer that opened it
     meanwhile finds it gone when it gets the lock, and makes a new one), and only while the name still names the
     file locked (a writer may have renamed that one into place and made a new one under the name since it was
-    opened). One this user may not open (another user's, kept to themselves) is removed by its PID alone, as on a
-    file system without locks. Whether it was removed: not where it is held or gone; a failure to remove it raises
-    its OSError."""
+    opened). One this user may not open (another user's, kept to themselves), or that is no write's file as it is
+    not a regular one (a symlink, a FIFO, whose opening may wait forever), is removed without it, by its PID alone,
+    as on a file system without locks. Whether it was removed: not where it is held or gone; a failure to remove it
+    raises its OSError."""
     try:
-        fd = os.open(tmp, os.O_RDONLY)
-    except PermissionError:
+        regular = stat.S_ISREG(os.lstat(tmp).st_mode)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NONBLOCK) if regular else None  # (a FIFO put there since: no wait)
+    except PermissionError:  # another user's, kept to themselves
         fd = None
     except FileNotFoundError:
         return False
@@ -403,8 +406,13 @@ def remove_stale_temps(files: Collection[Path]) -> None:
 def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) -> None:
     """Remove the temporary files that writes killed mid-way left in ``folder`` (``.<name>.tmp<pid>...``, of the
     files named in ``names``, any without), those no live writer holds (:func:`remove_stale_temp`). One that
-    cannot be removed (an immutable file, another user's in a shared folder) is warned about and left."""
-    for tmp in folder.glob(".*.tmp*"):
+    cannot be removed (an immutable file, another user's in a shared folder) is warned about and left; a folder that
+    is not there has none."""
+    try:
+        temps = list(folder.glob(".*.tmp*"))
+    except FileNotFoundError:  # the folder is gone (removed by another process meanwhile)
+        return
+    for tmp in temps:
         with removing(tmp, "it is the temporary file of an interrupted write, left there: nothing reads it",
                       warn=True):
             if remove_stale_temp(tmp, names):
