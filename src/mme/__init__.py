@@ -7,7 +7,10 @@ import os as _os
 # Python hash seed changes. MKL reads this at its first call, so mme must be imported before any torch computation
 # (a job on the CPU warns otherwise: mme.utils.warn_if_mkl_not_strict); a value the user set wins. (A 2048² fp32
 # matmul on a 2-core AMD EPYC: 162 ms with it, 178 ms without.)
-_os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+MKL_CBWR_SET = None if "MKL_CBWR" in _os.environ else "AUTO,STRICT"
+"""The ``MKL_CBWR`` that ``import mme`` set; None where the user had set one (a value MKL may not take)."""
+if MKL_CBWR_SET:
+    _os.environ["MKL_CBWR"] = MKL_CBWR_SET
 
 __version__ = "0.2.0"
 

@@ -716,16 +716,26 @@ def mkl_strict() -> bool | None:
 
 @functools.cache
 def warn_if_mkl_not_strict() -> None:
-    """Warn, once a process, where ``MKL_CBWR`` asks for MKL's strict mode (``import mme`` sets it, unless the user
-    set it) but MKL runs outside it (:func:`mkl_strict`): it read the variable at its first call, a torch
-    computation before ``import mme``. Its results may then follow the alignment of its buffers, and a run not
-    replay bitwise in another process. Nothing where the user chose another mode, or where there is no MKL."""
+    """Warn, once a process, where ``MKL_CBWR`` asks for MKL's strict mode (a ``STRICT`` among its values) but MKL
+    runs outside it (:func:`mkl_strict`), saying why: where ``import mme`` set it, MKL read the variable at its first
+    call, a torch computation before ``import mme``; where the user set it, MKL did not take their value (it is
+    case-sensitive and wants a branch: ``AUTO,STRICT``, not ``STRICT``). Its results may then follow the alignment
+    of its buffers, and a run not replay bitwise in another process. Nothing where the user chose another mode, or
+    where there is no MKL."""
+    import mme
+
     asked = os.environ.get("MKL_CBWR", "")
-    if "STRICT" in asked.upper() and mkl_strict() is False:
-        log.warning("MKL (torch's CPU BLAS) is not in the strict reproducible mode MKL_CBWR=%s asks for: it read "
-                    "MKL_CBWR at its first call, a torch computation before import mme; its results may vary "
-                    "with memory alignment, and a resumed run not replay bitwise. Import mme before any torch "
-                    "computation, or set MKL_CBWR in the environment", asked)
+    if "STRICT" not in (value.strip().upper() for value in asked.split(",")) or mkl_strict() is not False:
+        return
+    if asked == mme.MKL_CBWR_SET:
+        reason = "it read MKL_CBWR at its first call, a torch computation before import mme"
+        remedy = "Import mme before any torch computation, or set MKL_CBWR in the environment"
+    else:
+        reason = ("MKL did not take that value (MKL reads it once, at its first call, and takes it in capitals with "
+                  "a branch before STRICT, as AUTO,STRICT)")
+        remedy = "Set MKL_CBWR=AUTO,STRICT in the environment, or leave it unset for import mme to set"
+    log.warning("MKL (torch's CPU BLAS) is not in the strict reproducible mode MKL_CBWR=%s asks for: %s; its results "
+                "may vary with memory alignment, and a resumed run not replay bitwise. %s", asked, reason, remedy)
 
 
 def git_sha() -> str | None:
