@@ -240,6 +240,33 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
 
 
+def test_a_target_setting_goes_to_the_demos_targets_that_use_it(tmp_path):
+    """The demo's overrides went to every pre-training run, so ``mme demo target.hog_style=release`` was refused:
+    the pixel target's run does not use a HOG style. A target setting goes to the targets that use it, the others'
+    runs as without it (said once, at the demo's start); one that none of them uses is refused, as by any run."""
+    from dataclasses import asdict
+
+    from mme import demo
+    from mme.demo import _pretrain_config, demo_settings
+    from mme.errors import ConfigError
+
+    train = tmp_path / "data" / "train.txt"
+    style = demo_settings(tmp_path, overrides=["target.hog_style=release"])
+    assert {t: _pretrain_config(style, t, 0, train).target.hog_style for t in style.targets} == \
+        {"mme": "release", "pixel": "skimage", "hog": "release"}
+    assert demo.unused_overrides(style) == {"mme": {}, "hog": {}, "pixel": {
+        "target.hog_style=release": "to a hog or shape head (target.kind hog, mme, mme-released)"}}
+    assert asdict(_pretrain_config(style, "pixel", 0, train)) == \
+        asdict(_pretrain_config(demo_settings(tmp_path), "pixel", 0, train))
+    norm = demo_settings(tmp_path, overrides=["target.hog_norm=true"])  # the hog target's alone
+    assert {t: _pretrain_config(norm, t, 0, train).target.hog_norm for t in norm.targets} == \
+        {"mme": False, "pixel": False, "hog": True}
+    quick = demo_settings(tmp_path, quick=True, overrides=["target.hog_norm=true"])  # mme and pixel: neither
+    assert demo.unused_overrides(quick) == {"mme": {}, "pixel": {}}
+    with pytest.raises(ConfigError, match=r"^target.hog_norm=true has no effect on this target \(heads traj, shape;"):
+        _pretrain_config(quick, "mme", 0, train)
+
+
 def test_a_second_demo_on_an_out_in_use_is_refused_before_any_work(tmp_path, capsys):
     """Was: the second made the data again under the running one, then failed on a train.out_dir it never set."""
     import subprocess

