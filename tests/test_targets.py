@@ -122,15 +122,15 @@ def test_bad_config_names_the_key(data, match):
 def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_or_the_presets():
     """target.position_unit with PatchStd on (the default) was ignored without a word: the losses bitwise those
     without it, while the start-up listed it among the settings that differ; so were std_floor without PatchStd and
-    hog_norm without a hog head, or with the maskfeat style, whose cells are normalised already, and hog_style
-    without a HOG head (hog or shape)."""
+    hog_norm without a hog head, or false with the maskfeat style, whose cells are normalised already, and
+    hog_style without a HOG head (hog or shape)."""
     for data, said in (({"position_unit": 3.0}, "position_unit=3.0 .*patch_norm=true.* only with target.patch_norm="
                                                  "false"),
                        ({"patch_norm": False, "std_floor": 0.1}, "std_floor=0.1 .* only with target.patch_norm=true"),
                        ({"hog_norm": True}, "hog_norm=true .*heads traj, shape.* only to a hog head"),
                        ({"preset": "maskfeat", "hog_norm": False}, "hog_norm=false .*heads hog;.* other than maskfeat"),
-                       ({"kind": "hog", "hog_style": "maskfeat", "hog_norm": True}, "hog_norm=true .* other than "
-                                                                                    "maskfeat"),
+                       ({"kind": "hog", "hog_style": "maskfeat", "hog_norm": False}, "hog_norm=false .* other than "
+                                                                                     "maskfeat"),
                        ({"kind": "pixel", "hog_style": "maskfeat"}, "hog_style=maskfeat .*heads pixel;.* only to a "
                                                                     "hog or shape head")):
         with pytest.raises(ConfigError, match=rf"^target\.{said}.*; leave it out \(target\."):
@@ -152,6 +152,30 @@ def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_
     with pytest.raises(ConfigError, match=r"target\.position_unit=3.0 has no effect"):
         load_config(PretrainConfig, "tiny_cpu_mme", ["target.position_unit=3"])
     assert from_dict(TargetConfig, {"position_unit": 3.0}).position_unit == 3.0
+
+
+def test_a_hog_head_of_the_maskfeat_style_takes_hog_norm_true_set_or_left_out():
+    """The maskfeat style's cells are normalised already, so target.hog_norm changes nothing on its hog head. A run
+    set up as the docs gave MaskFeat's HOG before its preset took the style (kind=hog hog_style=maskfeat
+    hog_norm=true) was refused with its own command (hog_norm=true had no effect), and left out, hog_norm resolved
+    false: resuming it recorded a change, 'target.hog_norm: True -> False', that changed nothing. Unset, it is true
+    there, as the preset's; true is taken, false refused."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+    from mme.train.engine import config_changes
+
+    command = ["target.kind=hog", "target.hog_style=maskfeat"]
+    set_up = load_config(PretrainConfig, "tiny_cpu_mme", [*command, "target.hog_norm=true"])
+    left_out = load_config(PretrainConfig, "tiny_cpu_mme", command)
+    assert set_up.target.hog_norm is True and left_out.target.hog_norm is True
+    assert config_changes(dataclasses.asdict(set_up), dataclasses.asdict(left_out)) == []
+    assert from_dict(TargetConfig, {"preset": "maskfeat"}) == from_dict(TargetConfig, {"preset": "maskfeat",
+                                                                                          "hog_norm": True})
+    with pytest.raises(ConfigError, match=r"^target\.hog_norm=false has no effect .* leave it out "
+                                          r"\(target\.hog_norm=true\)$"):
+        load_config(PretrainConfig, "tiny_cpu_mme", [*command, "target.hog_norm=false"])
+    assert from_dict(TargetConfig, {"kind": "hog"}).hog_norm is False  # the skimage style: off unless set
+    assert from_dict(TargetConfig, {"kind": "mme", "hog_style": "maskfeat"}).hog_norm is False  # no hog head
 
 
 def test_patch_norm_needs_two_points_per_patch():
@@ -455,7 +479,7 @@ def test_the_maskfeat_style_normalises_each_cell_on_the_hog_and_the_shape_head()
     norms = shape.norm(dim=-1)
     assert norms.max() <= 1 + 1e-5 and norms.min() >= 0.75
     video = normalize(to_video_tensor(sample.frames_at(sample.clip)))[None]
-    released = from_dict(TargetConfig, {"preset": "released", "hog_style": "maskfeat"})
-    assert released.hog_norm is False
+    assert from_dict(TargetConfig, {"preset": "released", "hog_style": "maskfeat"}).hog_norm is True  # says so
+    released = from_dict(TargetConfig, {"preset": "released", "hog_style": "maskfeat", "hog_norm": False})
     hog = step_targets(video, released, m)["hog"].reshape(1, 64, 3, 9, 4)  # (B, N, colour, bin, cell)
-    torch.testing.assert_close(hog.norm(dim=3), torch.ones(1, 64, 3, 4))
+    torch.testing.assert_close(hog.norm(dim=3), torch.ones(1, 64, 3, 4))  # by the style, hog_norm off

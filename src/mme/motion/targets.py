@@ -62,7 +62,7 @@ class TargetConfig:
         "maskfeat": dict(kind="hog", hog_norm=True, hog_style="maskfeat"),
     }
     UNSET: ClassVar[dict] = {"kind": "mme", "activation": "none", "hog_norm": False, "hog_style": "skimage"}
-    """What a key left unset by the config and its preset takes."""
+    """What a key left unset by the config and its preset takes (but hog_norm: :meth:`unset_values`)."""
     PATHS: ClassVar[dict[str, str]] = {"cache_dir": ""}
     """As :attr:`mme.data.dataset.DataConfig.PATHS`."""
 
@@ -102,9 +102,9 @@ class TargetConfig:
     """HOG cell side in px; default patch/2 (8 px at patch 16)."""
     hog_norm: bool | None = None
     """The ``hog`` head's cells L2-normalised, each colour's histogram on its own (MaskFeat's local normalisation;
-    the maskfeat preset's); unset: the preset's, else off (MME's release: no normalisation). It applies to the
-    skimage and release styles: the maskfeat style's cells are normalised already, on every head (its preset's
-    ``true`` says so)."""
+    the maskfeat preset's); unset: the preset's, else on with the maskfeat style, else off (MME's release: no
+    normalisation). It applies to the skimage and release styles: the maskfeat style's cells are normalised
+    already, on every head, which ``true`` says (``false`` is refused for a hog head of that style)."""
     hog_style: str | None = None
     """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel, mean-pooled:
     scikit-image's), 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger values;
@@ -128,7 +128,9 @@ class TargetConfig:
     say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
+        hog_norm = self.hog_norm
         apply_preset(self, "target", self.PRESETS, fallback=self.UNSET)
+        self.hog_norm = self.unset_values()["hog_norm"] if hog_norm is None else hog_norm
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -183,12 +185,21 @@ class TargetConfig:
             ("hog_style", "hog" in self.heads or "shape" in self.heads,
              "to a hog or shape head (target.kind hog, mme, mme-released)")) if not applies}
 
+    def unset_values(self) -> dict:
+        """What a key left unset takes: its preset's value, else :attr:`UNSET`'s; but ``hog_norm`` true where the
+        hog head's style normalises its cells already (:data:`NORMALISED_STYLES`), as it then says what the head
+        does (a run set up with ``hog_norm=true`` resumes without it as unchanged)."""
+        values = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        if "hog" in self.heads and self.hog_style in NORMALISED_STYLES:
+            values["hog_norm"] = True
+        return values
+
     def check_settings_used(self) -> None:
         """Refuse a setting this target does not use (:meth:`settings_without_effect`) that a run's config sets
         (not the default's nor the preset's value): it would be listed among the run's settings as if it had an
         effect. Checked for a run to be trained, not for the target section of a checkpoint read later (``mme
         viz``), which trained as it was."""
-        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        unset = self.unset_values()
         for key, only in self.settings_without_effect().items():
             value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
             if value != default:
