@@ -7,11 +7,14 @@ import json
 import logging
 import shutil
 
+import av
+import numpy as np
 import pytest
 from videos import CORPUS, affine_video, write_corpus_file, write_video
 
 from mme.cli import main as cli_main
 from mme.data.lists import (
+    VIDEO_EXTS,
     ListEntry,
     build_lists,
     check_lists,
@@ -107,8 +110,45 @@ def test_videos_of_every_common_suffix_are_listed_and_other_files_are_said(tmp_p
     assert sorted(e.path for e in splits["all"]) == sorted(names)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and warnings[0].startswith(
-        f"{tmp_path / 'ds'}: 3 file(s) in class folders are not listed, their suffixes not a video's (.txt: 2, "
-        f".xyz: 1), e.g. a/notes.txt; a video among them is listed under a suffix of .mp4/.avi/"), warnings
+        f"{tmp_path / 'ds'}: 3 file(s) in class folders are not listed: 3 whose suffixes are not a video's (.txt: 2, "
+        f".xyz: 1), e.g. a/notes.txt (a video among them is listed under a suffix of .mp4/.avi/"), warnings
+
+
+def write_audio(path, codec: str = "flac") -> None:
+    """A second of silence, the only stream of ``path`` (a clip's sound track kept beside it)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=16000)
+        for i in range(16):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1000), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_video(tmp_path, caplog):
+    """.ogg names Ogg Vorbis/Opus/FLAC audio as often as Ogg video (.mxf, .rm, .asf and .mod also name files
+    without one): each clip's sound track kept beside it as .ogg was listed as a video, and failed every read
+    ('no video stream'), stopping a run at data.max_failure_fraction. Such a file is listed only where FFmpeg finds
+    a video stream in it, else counted, by suffix, in the warning of files not listed."""
+    frames = affine_video(4, 32, 32)[0]
+    for cls in ("jump", "run"):
+        (tmp_path / "ds" / cls).mkdir(parents=True)
+        write_video(tmp_path / "ds" / cls / "clip.mp4", frames)
+        write_audio(tmp_path / "ds" / cls / "clip.ogg")
+    write_video(tmp_path / "ds" / "run" / "vp8.ogg", frames, codec="libvpx")  # an Ogg video: listed
+    write_audio(tmp_path / "ds" / "run" / "track.asf", "pcm_s16le")
+    (tmp_path / "ds" / "run" / "song.mod").write_bytes(b"M.K." * 300)  # a tracker module FFmpeg does not read
+    (tmp_path / "ds" / "run" / "notes.txt").write_text("x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        splits, classes = from_class_folders(tmp_path / "ds")
+    assert classes == ["jump", "run"]
+    assert [(e.path, e.label) for e in splits["all"]] == [("jump/clip.mp4", 0), ("run/clip.mp4", 1),
+                                                          ("run/vp8.ogg", 1)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'ds'}: 5 file(s) in class folders are not listed: 1 whose suffixes are not a video's (.txt: 1), "
+        f"e.g. run/notes.txt (a video among them is listed under a suffix of {'/'.join(VIDEO_EXTS)}); 4 in which "
+        f"FFmpeg finds no video stream (.ogg: 2, .asf: 1, .mod: 1: audio alone, or no file it reads), e.g. "
+        f"jump/clip.ogg"]
 
 
 def test_numbered_class_folders_are_said(tmp_path, caplog):

@@ -19,6 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+
+from mme.data.pyav_reader import open_container, video_stream
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
 from mme.utils import atomic_write_text, check_output, in_workers, removing, space_for
@@ -215,6 +218,10 @@ VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", 
               ".m2p", ".mod", ".tod", ".rm", ".rmvb")
 """Suffixes of the video files that `mme lists folder` lists (containers FFmpeg reads; any case). Other files in
 class folders are left out, and said."""
+AUDIO_TOO_EXTS = (".ogg", ".mxf", ".rm", ".asf", ".mod")
+"""Video suffixes that as often name files without a video (Ogg Vorbis or Opus audio, an MXF file of one audio
+track, RealAudio, WMA in ASF, a tracker module): such a file is listed only where FFmpeg finds a video stream in it
+(:func:`_holds_video`)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
@@ -293,7 +300,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
-    passed.others = [f for f in passed.others if f.relative_to(root).parts[0] in holding]  # (the others: no class)
+    passed.of_classes(root, holding)
     split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
@@ -438,7 +445,13 @@ class _PassedOver:
     links: list[tuple[str, str]] = field(default_factory=list)  # folder links not followed, and where they lead
     elsewhere: list[tuple[Path, str]] = field(default_factory=list)  # video links into another class's folder
     others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
+    videoless: list[Path] = field(default_factory=list)  # files of AUDIO_TOO_EXTS without a video stream
     dangling: list[Path] = field(default_factory=list)  # links that lead to nothing
+
+    def of_classes(self, root: Path, classes: list[str]) -> None:
+        """Keep, of the files not listed, those in the folders ``classes`` of ``root`` (the others are in no class)."""
+        self.others = [f for f in self.others if f.relative_to(root).parts[0] in classes]
+        self.videoless = [f for f in self.videoless if f.relative_to(root).parts[0] in classes]
 
     def say(self, where: str | Path) -> None:
         for link, real in self.links:
@@ -447,20 +460,31 @@ class _PassedOver:
         if self.elsewhere:
             log.warning("%s: %d link(s) to videos in other class folders are not listed (each would be listed under "
                         "two classes), e.g. %s to %s", where, len(self.elsewhere), *self.elsewhere[0])
-        if self.others:  # (a video among them would be left out without a word)
-            suffixes = Counter(f.suffix.lower() or "(none)" for f in self.others).most_common()
-            log.warning("%s: %d file(s) in class folders are not listed, their suffixes not a video's (%s), e.g. %s; "
-                        "a video among them is listed under a suffix of %s", where, len(self.others),
-                        ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else ""),
-                        min(self.others).relative_to(where).as_posix(), "/".join(VIDEO_EXTS))
+        why = []  # (a video among the others would be left out without a word)
+        if self.others:
+            why.append(f"{len(self.others)} whose suffixes are not a video's ({_by_suffix(self.others)}), e.g. "
+                       f"{min(self.others).relative_to(where).as_posix()} (a video among them is listed under a "
+                       f"suffix of {'/'.join(VIDEO_EXTS)})")
+        if self.videoless:
+            why.append(f"{len(self.videoless)} in which FFmpeg finds no video stream ({_by_suffix(self.videoless)}: "
+                       f"audio alone, or no file it reads), e.g. {min(self.videoless).relative_to(where).as_posix()}")
+        if why:
+            log.warning("%s: %d file(s) in class folders are not listed: %s", where,
+                        len(self.others) + len(self.videoless), "; ".join(why))
         if self.dangling:
             log.warning("%s: %d link(s) that lead to nothing (a volume not mounted, a file moved) are not listed, "
                         "e.g. %s to %s", where, len(self.dangling), self.dangling[0], os.readlink(self.dangling[0]))
 
 
+def _by_suffix(files: list[Path]) -> str:
+    """How many of ``files`` have each suffix, the five commonest first, ties by name ('.txt: 2, .xyz: 1')."""
+    suffixes = sorted(Counter(f.suffix.lower() or "(none)" for f in files).items(), key=lambda sn: (-sn[1], sn[0]))
+    return ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else "")
+
+
 def _sub_folders(root: Path) -> list[Path]:
     """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged."""
-    loose = sorted(f.name for f in root.iterdir() if _is_video(f))
+    loose = sorted(f.name for f in root.iterdir() if _is_video(f) and _holds_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
     return sorted(d for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
@@ -514,10 +538,13 @@ def videos_under(folder: str | Path, avoid: set[str] = frozenset(), passed: _Pas
             target = os.path.realpath(path) if path.is_symlink() else None
             if target is not None and _within(target, avoid):
                 passed.elsewhere.append((path, target))
+            elif not _holds_video(path):
+                passed.videoless.append(path)
             else:
                 videos.append(path)
     if say:
         passed.others.clear()
+        passed.videoless.clear()
         passed.say(folder)
     return sorted(videos)
 
@@ -525,6 +552,18 @@ def videos_under(folder: str | Path, avoid: set[str] = frozenset(), passed: _Pas
 def _is_video(path: Path) -> bool:
     """A file with a video suffix, not hidden (macOS's '._' companions are not videos)."""
     return not _hidden(path.name) and path.suffix.lower() in VIDEO_EXTS and path.is_file()
+
+
+def _holds_video(path: Path) -> bool:
+    """Whether a file of a video suffix holds a video: for :data:`AUDIO_TOO_EXTS`, whether FFmpeg finds a video
+    stream among the container's streams (a file it cannot open holds none it reads); any other, by its suffix."""
+    if path.suffix.lower() not in AUDIO_TOO_EXTS:
+        return True
+    try:
+        with open_container(str(path)) as container:
+            return video_stream(container) is not None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return False
 
 
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
