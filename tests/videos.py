@@ -325,6 +325,46 @@ def with_end_of_sequence(src: str | Path, dst: str | Path, after: int) -> Path:
     return Path(dst)
 
 
+def write_open_gop_hevc(path: str | Path, frames: np.ndarray) -> Path:
+    """HEVC (x265, Matroska) with open GOPs: a CRA every 8 frames, whose leading B-frames (RASL) reference the GOP
+    before it."""
+    T, H, W, _ = frames.shape
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx265", rate=25, options={
+            "x265-params": "log-level=none:keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"})
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    return Path(path)
+
+
+def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
+    """``src``'s HEVC packets (:func:`write_open_gop_hevc`: length-prefixed NAL units) remuxed with the stream
+    restarting at its second keyframe, a CRA: ``how`` 'bla' relabels that CRA's slices BLA_W_LP (a spliced stream),
+    'end_of_sequence' appends an end-of-sequence NAL unit to the packet before it (joined recordings). FFmpeg then
+    drops the CRA's leading frames: the file has fewer frames than packets."""
+    with av.open(str(src)) as i, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(i.streams.video[0])
+        packets = [p for p in i.demux(video=0) if p.size]
+        restart = [k for k, p in enumerate(packets) if p.is_keyframe][1]
+        for k, p in enumerate(packets):
+            data = bytearray(bytes(p))
+            if how == "bla" and k == restart:
+                at = 0
+                while at < len(data):
+                    if (data[at + 4] >> 1) & 0x3F == 21:  # CRA_NUT -> BLA_W_LP, the layer id bit kept
+                        data[at + 4] = (16 << 1) | (data[at + 4] & 1)
+                    at += 4 + int.from_bytes(data[at:at + 4], "big")
+            elif how == "end_of_sequence" and k == restart - 1:
+                data += b"\x00\x00\x00\x02\x48\x01"  # a 2-byte NAL unit of type 36
+            packet = av.Packet(bytes(data))
+            packet.stream, packet.time_base = stream, p.time_base
+            packet.pts, packet.dts, packet.is_keyframe = p.pts, p.dts, p.is_keyframe
+            out.mux(packet)
+    return Path(dst)
+
+
 def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str) -> Path:
     """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
     recordings are encoded (x264's scene cuts off)."""

@@ -9,10 +9,11 @@ path, size and mtime) and keeps its verdict with the index:
 - The index is a demux: the sorted packet timestamps and the keyframes. Packets without or sharing timestamps
   make the file *sequential*, as does an MPEG program stream (``COUNTED_FORMATS``). A file whose frames may not
   be its packets one for one is also checked against a whole decode right away: AVI and MPEG-4 Part 2, H.264 /
-  HEVC with a packet that holds no picture, and a file whose decode (its first frame, decoded during the demux)
-  does not start at the earliest packet. If the frames do not come out with the packets' timestamps in order,
-  the file is *sequential*, counted by that decode. (Where it fails part-way, on a damaged packet, a file checked
-  for its count alone keeps the demux's: the reads that reach the damage report it.)
+  HEVC with a packet that holds no picture, HEVC with a random access point whose leading frames FFmpeg drops (a
+  BLA picture, a CRA after an end of sequence), and a file whose decode (its first frame, decoded during the
+  demux) does not start at the earliest packet. If the frames do not come out with the packets' timestamps in
+  order, the file is *sequential*, counted by that decode. (Where it fails part-way, on a damaged packet, a file
+  checked for its count alone keeps the demux's: the reads that reach the damage report it.)
 - Otherwise the file is read by *seek*, from proven keyframes only. A decode from the start proves each frame
   that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
   frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
@@ -45,7 +46,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -568,11 +569,12 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 4
-"""Of the stored index; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
-H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
-decode, and an MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only
-a corrupt last packet made a file counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 5
+"""Of the stored index; 5: so is an HEVC file with a random access point whose leading frames FFmpeg may drop (a
+BLA picture, a CRA after an end of sequence); 4: a file whose frames may not be its packets one for one
+(:func:`_why_recount`: an H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is
+checked against a whole decode, and an MPEG program stream is read by counting (3: until a read found out, it
+counted its packets; 2: only a corrupt last packet made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -637,17 +639,18 @@ def _make_index(path: str) -> _Index:
     try:
         with open_container(path) as container:
             stream = video_stream(container)
-            holds_picture = _picture_test(stream)
+            nals = _nal_scan(stream)
             first = _FirstFrame()
             stream.thread_count = 1  # starting decoder threads took 2 ms, decoding a 340x256 frame on one 0.3 ms
-            pts, keys, corrupt, frameless = [], [], 0, 0
+            pts, keys, corrupt = [], [], 0
             for packet in container.demux(stream):
                 first.feed(packet)
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
                 pts.append(packet.pts)
                 corrupt += packet.is_corrupt  # data cut short by the end of the file, or damaged
-                frameless += holds_picture is not None and not holds_picture(packet)
+                if nals is not None:
+                    nals.feed(packet)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
@@ -668,7 +671,7 @@ def _make_index(path: str) -> _Index:
             return _sequential_index(path, len(pts), counted)
         index = _Index(np.sort(np.asarray(pts, np.int64)), np.sort(np.asarray(keys, np.int64)), len(pts), len(pts),
                        "seek")
-        recount = _why_recount(frameless, first, int(index.pts[0]) if len(pts) else None)
+        recount = _why_recount(nals, first, int(index.pts[0]) if len(pts) else None)
         if check or recount:
             try:
                 decoded = _decoded_timestamps(path)
@@ -686,15 +689,19 @@ def _make_index(path: str) -> _Index:
         raise video_error(path, "unreadable", e) from e
 
 
-def _why_recount(frameless: int, first: _FirstFrame, earliest: int | None) -> str:
+def _why_recount(nals: _NalScan | None, first: _FirstFrame, earliest: int | None) -> str:
     """Why a file's frames may not be its packets one for one ('' where nothing says so), so that it is counted by
     a decode when it is indexed: a count that a later read corrects drew other clips in a process that had not
-    read so far, and refused a track cache made with the true one. An H.264 or HEVC packet without a picture (an
-    end of sequence, an access unit delimiter alone; ``frameless`` such packets) decodes to no frame; a decode
-    whose first frame is not the earliest packet's (``earliest``: its timestamp) left frames out (a capture or a
-    split that starts inside a GOP: FFmpeg drops the frames before its first keyframe), as does one of no frame."""
-    if frameless:
-        return f"{frameless} packet{'s' * (frameless > 1)} without a picture"
+    read so far, and refused a track cache made with the true one. What the NAL units of an H.264 or HEVC stream
+    say (``nals``: a packet without a picture, an HEVC random access point whose leading frames FFmpeg drops); a
+    decode whose first frame is not the earliest packet's (``earliest``: its timestamp) left frames out (a capture
+    or a split that starts inside a GOP: FFmpeg drops the frames before its first keyframe), as does one of no
+    frame."""
+    if nals is not None and nals.frameless:
+        return f"{nals.frameless} packet{'s' * (nals.frameless > 1)} without a picture"
+    if nals is not None and nals.restarts:
+        return (f"{nals.restarts} HEVC random access point{'s' * (nals.restarts > 1)} whose leading frames FFmpeg "
+                f"may drop: a BLA picture or a CRA after an end of sequence")
     if first.ended and not first.found:
         return "no packet decodes to a frame"
     if first.found and first.pts != earliest:
@@ -724,26 +731,46 @@ class _FirstFrame:
         self.ended = not frames and packet.size == 0  # the flush packet at the end of the demux
 
 
-def _picture_test(stream) -> Callable[[av.Packet], bool] | None:
-    """For an H.264 or HEVC stream: whether a packet holds a coded picture (a slice NAL unit), without which
-    FFmpeg's decoder gives no frame; None for other codecs. Packets are length-prefixed NAL units where the
-    stream's extradata is an avcC / hvcC record (MP4, Matroska), else start-code prefixed (Annex B: MPEG-TS, raw
-    streams)."""
+def _nal_scan(stream) -> _NalScan | None:
+    """The scan of an H.264 or HEVC stream's NAL units (:class:`_NalScan`); None for other codecs."""
     ctx = stream.codec_context
-    if ctx is None or ctx.name not in ("h264", "hevc"):
-        return None
-    h264, extra = ctx.name == "h264", bytes(ctx.extradata or b"")
-    if h264:
-        length_size = (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else None
-    else:
-        length_size = (extra[21] & 3) + 1 if len(extra) > 22 and (extra[0] or extra[1] or extra[2] > 1) else None
+    return None if ctx is None or ctx.name not in ("h264", "hevc") else _NalScan(ctx)
 
-    def holds_picture(packet: av.Packet) -> bool:
-        for header in _nal_headers(packet, length_size):
-            if (1 <= header & 0x1F <= 5) if h264 else (header >> 1) & 0x3F < 32:  # slices; HEVC's VCL unit types
-                return True
-        return False
-    return holds_picture
+
+class _NalScan:
+    """What the NAL units of an H.264 or HEVC stream's packets, fed in decode order (the index's demux), say of its
+    frames. ``frameless``: packets without a coded picture (no slice NAL unit: an end of sequence, an HEVC access
+    unit delimiter alone), from which FFmpeg's decoder gives no frame. ``restarts``: HEVC random access points
+    after which it drops the leading pictures that reference pictures before them (RASL): a BLA picture (types
+    16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37, in the packet of
+    the picture before it or alone: joined recordings); an x265 file's CRAs are neither. Packets are
+    length-prefixed NAL units where the stream's extradata is an avcC / hvcC record (MP4, Matroska), else
+    start-code prefixed (Annex B: MPEG-TS, raw streams)."""
+
+    def __init__(self, ctx):
+        self.hevc, extra = ctx.name == "hevc", bytes(ctx.extradata or b"")
+        if self.hevc:
+            self.length_size = (extra[21] & 3) + 1 if len(extra) > 22 and (extra[0] or extra[1] or extra[2] > 1) \
+                else None
+        else:
+            self.length_size = (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else None
+        self.frameless = self.restarts = 0
+        self._ended = False  # an end of sequence or bitstream not yet followed by a picture
+
+    def feed(self, packet: av.Packet) -> None:
+        headers = _nal_headers(packet, self.length_size)
+        if not self.hevc:
+            self.frameless += not any(1 <= header & 0x1F <= 5 for header in headers)  # slices
+            return
+        types = {(header >> 1) & 0x3F for header in headers}
+        if not any(t < 32 for t in types):  # HEVC's VCL unit types
+            self.frameless += 1
+        elif types & {16, 17, 18} or (self._ended and 21 in types):
+            self.restarts += 1
+        if types & {36, 37}:
+            self._ended = True
+        elif any(t < 32 for t in types):
+            self._ended = False
 
 
 def _nal_headers(packet: av.Packet, length_size: int | None) -> Iterator[int]:
