@@ -19,6 +19,7 @@ from videos import (
     affine_video,
     cut_mid_gop,
     decode_all,
+    with_end_of_sequence,
     write_corpus_file,
     write_keyint_video,
     write_video,
@@ -581,3 +582,47 @@ def test_check_reads_alone_only_the_frames_a_seek_reaches(tmp_path, monkeypatch)
     report = check_video(str(path))
     assert report["status"] == "ok" and report["seeking"] == "seek", report
     assert decoded.count == 120, decoded.count  # counting frames proves the index (was 240; before, 482)
+
+
+def test_every_reader_of_a_clip_draws_it_again_from_the_count_its_read_corrects(tmp_path, monkeypatch):
+    """An H.264 file with an end-of-sequence packet (41 packets, 40 frames), the index's check of such packets
+    turned off, as for a cause it does not foresee: the first read corrects the count and raises FrameCountChanged.
+    `mme viz` (read_clip), the real footage of the motion probe (load_footage) and the bench commands let it out:
+    viz failed on every run of such a file, the footage was skipped. Now each reads again, choosing its frames by
+    the true count (with_true_count), as a dataset item and `mme extract` did."""
+    from mme.data.bench import _stages
+    from mme.data.dataset import DataConfig
+    from mme.data.real_motion import load_footage
+    from mme.data.sampling import sample_pretrain
+    from mme.data.transforms import apply_geometry
+    from mme.motion.bench import run as bench_targets_run
+    from mme.motion.viz import read_clip
+
+    frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
+    video = with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames, "8"), tmp_path / "joined.mkv", 10)
+    ref = decode_all(video)
+    monkeypatch.setattr(pyav_reader, "_why_recount", lambda *args: "")
+
+    def unaware() -> None:
+        """As a process that has not read the file: its count is the packets'."""
+        pyav_reader._pyav_index.cache_clear()
+        with open_video(video) as reader:
+            assert (reader.num_frames, len(ref)) == (41, 40)
+
+    unaware()
+    clip = read_clip(str(video), 20, 4, 4, 48, 0)
+    np.testing.assert_array_equal(clip.frame_ids, np.arange(20, 33))
+    np.testing.assert_array_equal(clip.frames, apply_geometry(ref[20:33], clip.geometry))
+    unaware()
+    with pytest.raises(VideoError, match=r"joined\.mkv: too short \(40 frames; 4 frames at stride 4 from frame 28 "
+                                         r"need 41; --start 27 is the last that fits\)"):
+        read_clip(str(video), 28, 4, 4, 48, 0)  # fits the packets' count, not the frames'
+    unaware()
+    np.testing.assert_array_equal(load_footage(video, 8, 48).frames, ref)
+    unaware()
+    cfg = DataConfig(num_frames=8, stride=4, img_size=32)
+    assert _stages(str(video), cfg, 2, repeat=1)["decoded_frames"] > 0
+    unaware()
+    drawn = sample_pretrain(40, 8, 4, 2, 2, np.random.default_rng(0))
+    figures = bench_targets_run(str(video), frames=8, stride=4, size=32, length=2, repeat=1)
+    assert figures["frames_decoded"] == len(drawn.needed)

@@ -23,7 +23,8 @@ class VideoError(MMEError):
 class FrameCountChanged(VideoError):
     """A read found that a video has another number of frames than the count its indices were drawn from (the
     packets', until a decode proves it otherwise), whether or not they are in range of the new one: the caller
-    draws again from the corrected ``num_frames`` of its reader, as a process that knew the count draws."""
+    draws again from the corrected ``num_frames`` of its reader, as a process that knew the count draws
+    (:func:`mme.data.video.with_true_count`)."""
 
 
 class CheckpointError(MMEError):

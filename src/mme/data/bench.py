@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from mme.data.dataset import DataConfig, PretrainDataset, collate, start_workers
-from mme.data.sampling import sample_pretrain, window_length
+from mme.data.sampling import ClipIndices, sample_pretrain, window_length
 from mme.data.synth import encode_h264
-from mme.data.transforms import apply_geometry, multiscale_crop, to_clip
-from mme.data.video import open_video
+from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
+from mme.data.video import open_video, with_true_count
 from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, sets_threads
 
 
@@ -45,14 +45,18 @@ def _stages(path: str, cfg: DataConfig, track_length: int, repeat: int = 5) -> d
     crops each frame as it is decoded, the same work)."""
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {"open": [], "decode": [], "geometry": [], "to_tensor": []}
-    for _ in range(repeat):
+
+    def read() -> tuple[float, float, float, ClipIndices, np.ndarray, Geometry]:  # timed at open, read, end
         t0 = time.perf_counter()
         with open_video(path, cfg.backend, cfg.decode_threads) as reader:
             t1 = time.perf_counter()
             idx = sample_pretrain(reader.num_frames, cfg.num_frames, cfg.stride, cfg.tubelet, track_length, rng)
             raw = reader.read(idx.needed)
             t2 = time.perf_counter()
-            geom = multiscale_crop(reader.size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
+            return t0, t1, t2, idx, raw, multiscale_crop(reader.size, cfg.img_size, rng, cfg.scales, cfg.max_distort)
+
+    for _ in range(repeat):
+        t0, t1, t2, idx, raw, geom = with_true_count(read)
         frames = apply_geometry(raw, geom)
         t3 = time.perf_counter()
         to_clip(frames[np.searchsorted(idx.needed, idx.clip)])

@@ -45,9 +45,9 @@ from mme.data.transforms import (
     to_clip,
     view_crops,
 )
-from mme.data.video import BACKENDS, open_video, require_backend
+from mme.data.video import BACKENDS, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, FrameCountChanged, VideoError
+from mme.errors import ConfigError, DataError, VideoError
 from mme.utils import check_output, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
@@ -371,17 +371,17 @@ class _VideoDataset(Dataset):
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
             return (int(rng.integers(len(self.entries))) if attempt > 0 else index), rng
 
+        def load(attempt: int) -> dict:  # from its draws, made again where the read corrects the count
+            return self._load(*draws(attempt))
+
         for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
-            i, rng = draws(attempt)
+            i = draws(attempt)[0]
             if self._reason[i] != 0:
                 if not self.substitutes:
                     raise video_error(self.path(i), REASONS[int(self._reason[i])], "failed before, not reopened")
                 continue
             try:
-                try:
-                    item = self._load(i, rng)
-                except FrameCountChanged:  # drawn from the packets' count, which the read corrected: the same
-                    item = self._load(i, draws(attempt)[1])  # draws again, as a process that knew the count makes
+                item = with_true_count(functools.partial(load, attempt))
             except VideoError as e:
                 self._record_failure(i, e)
                 if not self.substitutes:

@@ -39,7 +39,7 @@ from mme.data.lists import videos_under
 from mme.data.sampling import sample_test_clips
 from mme.data.synth import CLASSES, draw_params, motion_at, scene_view
 from mme.data.transforms import apply_geometry, to_clip, view_crops
-from mme.data.video import open_video
+from mme.data.video import open_video, with_true_count
 from mme.errors import DataError, VideoError
 
 log = logging.getLogger(__name__)
@@ -119,17 +119,20 @@ def load_footage(path: Path, span: int, max_short: int) -> Footage | None:
     """``path``'s frames, shrunk by the integer factor (OpenCV's fast pixel-area path) that keeps the short side
     at least ``max_short``, and its cut-free windows of ``span`` frames; None (logged) when it has none or does
     not decode."""
-    try:
+    def read() -> tuple[np.ndarray, tuple[int, int]]:
         with open_video(path) as reader:
-            n, full_size = min(reader.num_frames, MAX_FRAMES), reader.size
-            factor = max(1, min(full_size) // max_short)
+            factor = max(1, min(reader.size) // max_short)
             shrink = (lambda f: cv2.resize(f, (f.shape[1] // factor, f.shape[0] // factor),
                                            interpolation=cv2.INTER_AREA)) if factor > 1 else None
-            frames = reader.read(np.arange(n), each=shrink)  # a 720p video is not held whole
+            n = min(reader.num_frames, MAX_FRAMES)
+            return reader.read(np.arange(n), each=shrink), reader.size  # a 720p video is not held whole
+
+    try:
+        frames, full_size = with_true_count(read)
     except VideoError as e:
         log.warning("real footage: skipping %s", e)
         return None
-    starts = np.arange(max(n - span + 1, 0))
+    starts = np.arange(max(len(frames) - span + 1, 0))
     for cut in scene_cuts(frames):
         starts = starts[(starts > cut) | (starts + span - 1 <= cut)]
     if not len(starts):

@@ -22,7 +22,9 @@ import functools
 import importlib.util
 import os
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -37,7 +39,7 @@ from mme.data.video_reader import (
     display_turn,
     video_error,
 )
-from mme.errors import VideoError
+from mme.errors import FrameCountChanged, VideoError
 from mme.utils import env_int
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
@@ -88,6 +90,20 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         reader.close()
         raise
     return reader
+
+
+T = TypeVar("T")
+
+
+def with_true_count(read: Callable[[], T]) -> T:
+    """``read()``, a function that opens a video and reads frames it chose by the reader's ``num_frames``, done once
+    more where its read found that count wrong (FrameCountChanged): this process's index of the file holds the
+    true count from then on, so the second ``read()`` chooses as one that knew it (the same dataset item, clip or
+    picture in every process). A second change is the file's error."""
+    try:
+        return read()
+    except FrameCountChanged:
+        return read()
 
 
 def no_frames(packets: int | None) -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from mme.data.dataset import Sample, collate
-from mme.data.sampling import sample_pretrain
-from mme.data.transforms import apply_geometry, view_crops
-from mme.data.video import open_video
+from mme.data.sampling import ClipIndices, sample_pretrain
+from mme.data.transforms import Geometry, apply_geometry, view_crops
+from mme.data.video import open_video, with_true_count
 from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
 from mme.motion.targets import TargetConfig, make_target_fn, motion_targets, token_geometry
@@ -63,16 +63,20 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
     L = cfg.track_length
     with tempfile.TemporaryDirectory() as tmp:
         path = video or _generated_video(Path(tmp), frames * stride + L + 8)
-        with open_video(path) as r:
-            n, src = r.num_frames, r.size
-        idx = sample_pretrain(n, frames, stride, m.tubelet_size, L, np.random.default_rng(0))
-        geom = view_crops(src, size, 1)[0]
 
-        def decode():
-            with open_video(path, threads=threads or 0) as reader:
-                return apply_geometry(reader.read(idx.needed), geom)
+        def decoded() -> tuple[ClipIndices, Geometry, float, np.ndarray]:  # the clip, its crop, ms, the window
+            with open_video(path) as r:
+                n, src = r.num_frames, r.size
+            idx = sample_pretrain(n, frames, stride, m.tubelet_size, L, np.random.default_rng(0))
+            geom = view_crops(src, size, 1)[0]
 
-        t_decode, window = _time(decode, repeat)
+            def decode():
+                with open_video(path, threads=threads or 0) as reader:
+                    return apply_geometry(reader.read(idx.needed), geom)
+
+            return idx, geom, *_time(decode, repeat)
+
+        idx, geom, t_decode, window = with_true_count(decoded)
     sample = Sample(window, idx.needed, idx.clip, idx.starts, geom, path, L)
     at = {int(f): i for i, f in enumerate(idx.needed)}
     last = int(idx.needed[-1])

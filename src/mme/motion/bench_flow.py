@@ -25,6 +25,7 @@ The methods are ranked by accuracy per millisecond, ``1 / (EPE per step x ms per
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import tempfile
@@ -41,7 +42,7 @@ from mme.data.lists import read_list, resolve
 from mme.data.sampling import sample_pretrain
 from mme.data.synth import SPLITS, draw_params, encode_h264, generate_synth, motion_at, render
 from mme.data.transforms import apply_geometry, view_crops
-from mme.data.video import open_video
+from mme.data.video import open_video, with_true_count
 from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, METHODS, flow_available, raw_flow
@@ -190,14 +191,16 @@ def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO
     feats = {s: {m: {"px": [], "patchstd": []} for m in methods} for s in lists}
     labels, ms = {s: [] for s in lists}, {m: [] for m in methods}
     rng = np.random.default_rng(seed)
+
+    def clip(path: str) -> Sample:
+        with open_video(path) as r:
+            idx = sample_pretrain(r.num_frames, frames, stride, model.tubelet_size, L, rng)
+            geom = view_crops(r.size, model.img_size, 1)[0]
+            return Sample(apply_geometry(r.read(idx.needed), geom), idx.needed, idx.clip, idx.starts, geom, path, L)
+
     for split, entries in lists.items():
         for e in entries:
-            path = resolve(e, data_dir)
-            with open_video(path) as r:
-                idx = sample_pretrain(r.num_frames, frames, stride, model.tubelet_size, L, rng)
-                geom = view_crops(r.size, model.img_size, 1)[0]
-                sample = Sample(apply_geometry(r.read(idx.needed), geom), idx.needed, idx.clip, idx.starts, geom,
-                                path, L)
+            sample = with_true_count(functools.partial(clip, resolve(e, data_dir)))
             labels[split].append(e.label)
             for m, fn in fns.items():
                 t0 = time.process_time()

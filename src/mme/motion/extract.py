@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from mme.data.lists import read_list, resolve
 from mme.data.transforms import resize
-from mme.data.video import open_video, require_backend, video_error
+from mme.data.video import open_video, require_backend, video_error, with_true_count
 from mme.data.video_reader import ORIENTATIONS
-from mme.errors import ConfigError, FrameCountChanged, MMEError, NoSpaceError
+from mme.errors import ConfigError, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
     V1_SUFFIX,
@@ -114,10 +114,7 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video). A file
     that has fewer frames than packets, found by a read, is tracked again with the count it has."""
-    try:
-        _extract_video(path, out_path, opts)
-    except FrameCountChanged:
-        _extract_video(path, out_path, opts)
+    with_true_count(lambda: _extract_video(path, out_path, opts))
 
 
 def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:

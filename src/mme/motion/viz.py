@@ -23,7 +23,7 @@ import torch
 from mme.data.dataset import DataConfig, Sample
 from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
-from mme.data.video import open_video, video_error
+from mme.data.video import open_video, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
 from mme.utils import atomic_path, check_output, writing
@@ -43,23 +43,26 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
     need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
     than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
-    late for a longer one is refused."""
-    with open_video(path, orientation=orientation) as reader:
-        n, span = reader.num_frames, window_length(num_frames, stride, tubelet, length)
-        if start + span > n:
-            tracks = f", with tracks of {length}," if length else ""
-            need = f"{num_frames} frames at stride {stride} from frame {start}{tracks} need {start + span}"
-            if start > 0 or n == 0:
-                raise video_error(path, "too short", f"{n} frames; {need}; " + (
-                    f"--start {n - span} is the last that fits" if n >= span else
-                    "--start 0 reads it as training reads a video this short, its last frame repeated"))
-            log.warning("%s: %d frames; %s: its last frame repeats, as training reads a video this short", path, n,
-                        need)
-        indices = clip_indices(start + stride * np.arange(num_frames), n, tubelet, length)
-        ids = np.arange(start, min(start + span, n))
-        geometry = view_crops(reader.size, size, 1)[0]
-        frames = reader.read(ids, each=geometry_of_each(geometry))
-    return Sample(frames, ids, indices.clip, indices.starts, geometry, path, length)
+    late for a longer one is refused. Its frames are chosen by the video's true count (:func:`with_true_count`)."""
+
+    def read() -> Sample:
+        with open_video(path, orientation=orientation) as reader:
+            n, span = reader.num_frames, window_length(num_frames, stride, tubelet, length)
+            if start + span > n:
+                tracks = f", with tracks of {length}," if length else ""
+                need = f"{num_frames} frames at stride {stride} from frame {start}{tracks} need {start + span}"
+                if start > 0 or n == 0:
+                    raise video_error(path, "too short", f"{n} frames; {need}; " + (
+                        f"--start {n - span} is the last that fits" if n >= span else
+                        "--start 0 reads it as training reads a video this short, its last frame repeated"))
+                log.warning("%s: %d frames; %s: its last frame repeats, as training reads a video this short", path,
+                            n, need)
+            indices = clip_indices(start + stride * np.arange(num_frames), n, tubelet, length)
+            ids = np.arange(start, min(start + span, n))
+            geometry = view_crops(reader.size, size, 1)[0]
+            frames = reader.read(ids, each=geometry_of_each(geometry))
+        return Sample(frames, ids, indices.clip, indices.starts, geometry, path, length)
+    return with_true_count(read)
 
 
 MIN_PANEL = 288
