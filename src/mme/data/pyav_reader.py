@@ -739,8 +739,10 @@ def _nal_scan(stream) -> _NalScan | None:
 
 class _NalScan:
     """What the NAL units of an H.264 or HEVC stream's packets, fed in decode order (the index's demux), say of its
-    frames. ``frameless``: packets without a coded picture (no slice NAL unit: an end of sequence, an HEVC access
-    unit delimiter alone), from which FFmpeg's decoder gives no frame. ``restarts``: HEVC random access points
+    frames. ``frameless``: packets without a coded picture (no slice NAL unit), from which FFmpeg's decoder gives
+    no frame (an end of sequence alone; an HEVC access unit delimiter alone) or which it refuses (an H.264 access
+    unit delimiter or SEI alone: "no frame!", so the whole decode at indexing fails and the file keeps the
+    packets' count, a read that reaches the packet reporting the error). ``restarts``: HEVC random access points
     after which it drops the leading pictures that reference pictures before them (RASL): a BLA picture (types
     16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37, in the packet of
     the picture before it or alone: joined recordings); an x265 file's CRAs are neither. Packets are
