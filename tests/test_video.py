@@ -461,6 +461,24 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
     assert stored.display == tuple(matrix(*TURNS["cw 90"])) and stored.proven == 12
 
 
+def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp_path, clip_frames, monkeypatch):
+    """An mme of another index version (one that indexes files otherwise) sharing data.index_dir: both stored the
+    file's index in one file, each taking the other's as not of its version, so each process indexed the file
+    again and overwrote the other's. Now each version keeps its own, read by its later processes."""
+    path = write_video(tmp_path / "a.mp4", clip_frames[:12])
+    made, make = [], pyav_reader._make_index
+    monkeypatch.setattr(pyav_reader, "_make_index", lambda p: made.append(pyav_reader.INDEX_VERSION) or make(p))
+    version = pyav_reader.INDEX_VERSION
+    for each in (version, version - 1, version, version - 1):  # processes of either version, by turns
+        monkeypatch.setattr(pyav_reader, "INDEX_VERSION", each)
+        pyav_reader._pyav_index.cache_clear()
+        with open_video(path, index_dir=tmp_path / "index") as reader:
+            np.testing.assert_array_equal(reader.read([7]), decode_all(path)[[7]])
+    assert made == [version, version - 1]
+    stored = sorted(json.loads(p.read_text())["version"] for p in (tmp_path / "index").rglob("*.json"))
+    assert stored == [version - 1, version]
+
+
 def _stat(path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns

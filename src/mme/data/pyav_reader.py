@@ -585,8 +585,10 @@ def _warn_unwritable(index_dir: Path, why: str) -> None:
 
 def _index_store(index_dir: str, path: str, size: int, mtime_ns: int) -> Path:
     """Where ``index_dir`` keeps the index of this version of a file (its absolute path, size, modification time
-    and the PyAV build, whose FFmpeg decodes it)."""
-    key = hashlib.sha1(f"{os.path.abspath(path)}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
+    and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`: processes of mme versions that
+    index otherwise, sharing the folder, keep one each (one file, each rewrote the other's as not of its version)."""
+    key = f"{os.path.abspath(path)}\0{size}\0{mtime_ns}\0{av.__version__}\0{INDEX_VERSION}"
+    key = hashlib.sha1(key.encode()).hexdigest()
     return Path(index_dir) / key[:2] / f"{key[2:]}.json"
 
 
