@@ -23,6 +23,7 @@ from mme.data.lists import (
     from_kinetics,
     from_ssv2,
     from_ucf101,
+    make_lists,
     read_list,
     real_path,
     resolve,
@@ -314,8 +315,29 @@ def test_splits_built_one_at_a_time_give_lists_under_one_root(tmp_path, caplog, 
                             ListEntry("validation/b/2.mp4", 1)]
     assert not {real_path(e, root) for e in lists["train"]} & {real_path(e, root) for e in lists["val"]}
     assert f"{root / 'train'}: a split folder: its list's paths start from {root}" in caplog.text
-    assert build_lists("folder", root / "validation", tmp_path / "l2", video_root=root, skip_missing=True) == {
-        "val": tmp_path / "l2" / "val.txt"}  # the common parent as --root (before: 'no listed video is under')
+    assert build_lists("folder", root / "validation", tmp_path / "l2", video_root=root, skip_missing=True) == (
+        {"val": tmp_path / "l2" / "val.txt"}, root)  # the common parent as --root (before: 'no listed video is under')
+
+
+def test_a_folder_of_split_folders_named_as_a_split_writes_paths_from_itself(tmp_path, caplog):
+    """A folder of split folders that is itself named as a split (a scratch folder test/ holding train/ and val/):
+    before, its lists' paths started from its parent (test/train/a/1.mp4), against docs/data.md, without a word.
+    Now from the folder, as every folder of split folders' do, that folder the default --root of --skip-missing and
+    --check."""
+    root = tmp_path / "test"
+    for rel in ("train/a/1.mp4", "train/b/1.mp4", "val/a/1.mp4", "val/b/2.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        assert from_class_folders(root)[0] == {
+            "train": [ListEntry("train/a/1.mp4", 0), ListEntry("train/b/1.mp4", 1)],
+            "val": [ListEntry("val/a/1.mp4", 0), ListEntry("val/b/2.mp4", 1)]}
+    assert "a split folder" not in caplog.text
+    written, video_root = build_lists("folder", root, tmp_path / "lists", skip_missing=True)
+    assert (sorted(written), video_root) == (["train", "val"], root)
+    report = make_lists("folder", root, tmp_path / "checked", check=True)["check"]
+    assert (report["root"], report["videos"]) == (str(root), 4)
+    assert "missing" not in report["counts"]  # (each found: 'x' is no video, but there)
 
 
 def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):
@@ -544,7 +566,7 @@ def test_hidden_files_beside_kinetics_csvs_are_passed_over(tmp_path):
     folders already passed such names over."""
     (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,a1,1,11,train\n")
     (tmp_path / "._train.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \xb0\xff\x00")
-    assert build_lists("kinetics", tmp_path, tmp_path / "out") == {"train": tmp_path / "out" / "train.txt"}
+    assert build_lists("kinetics", tmp_path, tmp_path / "out") == ({"train": tmp_path / "out" / "train.txt"}, None)
     assert read_list(tmp_path / "out" / "train.txt")[0] == [ListEntry("train/abseiling/a1_000001_000011.mp4", 0)]
 
 
@@ -659,7 +681,7 @@ def test_cli_writes_lists_and_label_map(tmp_path, caplog, refuse_removal):
                                  "written: make it removable, or choose another --out")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     with caplog.at_level("WARNING"):
-        written = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
+        written, _ = build_lists("ucf101", tmp_path, out, video_root=tmp_path / "videos", skip_missing=True)
     assert set(written) == {"train"} and written["train"].read_text() == "A/a1.avi 0\n"
     assert not (out / "test.txt").exists() and "removed" in caplog.text
     assert "train: no video of 1 class(es) found" in caplog.text and "['B']" in caplog.text

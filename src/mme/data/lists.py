@@ -271,18 +271,25 @@ SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "validate", 
 """Folder names that are splits, not classes ('festival' or 'protest' are classes)."""
 
 
-def folder_list_root(folder: str | Path) -> Path:
-    """Where the paths of the lists of ``mme lists folder FOLDER`` start: FOLDER's parent when FOLDER is named as
-    a split (``validation/a/1.mp4``), so that splits built one at a time give lists under one data.root, as a
-    folder of split folders gives; else FOLDER. By the name given (a link named train/ is a split folder)."""
+def _split_folder(folder: str | Path) -> tuple[str, Path]:
+    """The split name of a folder of class folders given to ``mme lists folder`` and the folder its list's paths
+    start from: its name and its parent where it is named as a split (``validation/a/1.mp4``), so that splits built
+    one at a time give lists under one data.root, as a folder of split folders gives; else '' and the folder. By the
+    name given (a link named train/ is a split folder)."""
     folder = Path(os.path.abspath(folder))
-    return folder.parent if folder.name.lower() in SPLIT_FOLDERS else folder
+    return (folder.name, folder.parent) if folder.name.lower() in SPLIT_FOLDERS else ("", folder)
 
 
 def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str]]:
+    """The lists and class names of :func:`folder_lists`, as the other builders give them."""
+    splits, classes, _ = folder_lists(root, classes)
+    return splits, classes
+
+
+def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str], Path]:
     """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all' (named after its split
     when the folder is a split folder, e.g. 'val' for ``validation/``, its paths then starting from the folder's
-    parent: :func:`folder_list_root`), classes sorted by name
+    parent: :func:`_split_folder`), classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
     without videos (an unpacked split-file folder, the lists' own folder) are not classes, and hidden files
     (macOS's '._' companions) are not videos; both are logged.
@@ -291,7 +298,8 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     relative to the root, with the classes of all splits, so a class has one id in every split; folder names that
     differ only in case or Unicode form are one class (:func:`_class_names`). ``classes`` (the class map of
     another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it is a
-    DataError."""
+    DataError. Returns the lists, the class names and the folder the lists' paths start from (the default --root
+    of their build)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
@@ -320,13 +328,13 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         passed = _PassedOver()  # (of the walk that lists: the first took the split folders for classes)
         walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed)
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
+        base, prefix = Path(os.path.abspath(root)), ""  # (the split folders' names begin the paths)
     else:
-        name = Path(os.path.abspath(root)).name  # (of '.' too)
-        name = name if name.lower() in SPLIT_FOLDERS else ""  # one split's folder
-        per_split, split_folders = {name: videos}, {name: root}
+        name, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
+        per_split, split_folders, prefix = {name: videos}, {name: root}, name
         if name:
-            log.info("%s: a split folder: its list's paths start from %s, as those of a folder of split folders "
-                     "do (give it as data.root)", root, folder_list_root(root))
+            log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
+                     "folders do (give it as data.root)", root, base, prefix)
         if empty:
             log.warning("%s: sub-folders without videos are not classes: %s", root, empty)
         if classes is None:  # (a class map given: a split may hold some of its classes only)
@@ -340,10 +348,9 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
                         "(%s): class id i is not folder i; classes.json gives each folder's id", root,
                         ", ".join(classes[:5]))
     ids = _class_ids(root, named, classes)
-    base = folder_list_root(root)
     out: Splits = {}
     for split, folders in per_split.items():
-        entries = [ListEntry(Path(os.path.abspath(f)).relative_to(base).as_posix(), ids[split, name])
+        entries = [ListEntry((Path(prefix) / f.relative_to(root)).as_posix(), ids[split, name])
                    for name in sorted((n for n in folders if (split, n) in ids), key=lambda n: ids[split, n])
                    for f in folders[name]]
         if entries:
@@ -352,7 +359,7 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
         raise DataError(f"{root}: no videos ({'/'.join(VIDEO_EXTS)}) in class sub-folders")
     if split_dirs:
         log.info("%s: split folders %s, %d classes over them", root, split_dirs, len(classes))
-    return out, classes
+    return out, classes, base
 
 
 def _class_key(name: str) -> str:
@@ -773,8 +780,10 @@ def _read_json(path: Path):
 
 def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | None = None,
                 path_format: str | None = None, video_root: str | Path | None = None, skip_missing: bool = False,
-                classes: str | Path | None = None) -> dict[str, Path]:
-    """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source.
+                classes: str | Path | None = None) -> tuple[dict[str, Path], Path | None]:
+    """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source. Returns the
+    lists written (split -> file) and the folder their paths start from: ``video_root``, by default for folder
+    lists the one :func:`folder_lists` gives (None for the others).
 
     ``kind``: 'folder' (source = the video folder, or a folder of split folders), 'ucf101' / 'hmdb51' (source =
     the split-file folder), 'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation
@@ -798,8 +807,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                         f"annotations")
     given = read_classes(classes) if classes is not None else None
     if kind == "folder":
-        splits, classes = from_class_folders(source, given)
-        video_root = video_root or folder_list_root(source)
+        splits, classes, base = folder_lists(source, given)
+        video_root = video_root or base
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, 1 if split is None else split)
     elif kind == "hmdb51":
@@ -838,7 +847,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         log.info("wrote %s (%d videos)", written[name], len(entries))
     if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
         write_classes(out_dir / "classes.json", classes)
-    return written
+    return written, video_root
 
 
 def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:
@@ -992,13 +1001,12 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
                check: bool = False, min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
                decode_threads: int = 1) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
-    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', :func:`folder_list_root` of the source).
+    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', by default where the lists' paths start).
     Returns ``{"lists": split -> path, "check": the check's report or None}``."""
-    root = video_root or (folder_list_root(source) if kind == "folder" else None)
-    if check and root is None:  # before any list is written
+    if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
-    written = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
-                          skip_missing=skip_missing, classes=classes)
+    written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
+                                skip_missing=skip_missing, classes=classes)
     if not check:
         return {"lists": written, "check": None}
     report = check_lists(list(written.values()), root, Path(out_dir) / "check.json", min_frames, workers,
