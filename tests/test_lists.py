@@ -278,7 +278,8 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
     assert cli_main(["lists", "folder", str(root / "train"), "--out", str(tmp_path / "v")]) == 0
     assert cli_main(["lists", "folder", str(root / "validation"), "--out", str(tmp_path / "v"),
                      "--classes", str(tmp_path / "v" / "classes.json")]) == 0
-    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "train.txt", "val.txt"]
+    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "sources.json", "train.txt",
+                                                                   "val.txt"]
     assert [e.label for e in read_list(tmp_path / "v" / "val.txt")[0]] == [0, 2, 2]
     # a class the map lacks is refused
     with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
@@ -338,6 +339,48 @@ def test_a_folder_of_split_folders_named_as_a_split_writes_paths_from_itself(tmp
     report = make_lists("folder", root, tmp_path / "checked", check=True)["check"]
     assert (report["root"], report["videos"]) == (str(root), 4)
     assert "missing" not in report["counts"]  # (each found: 'x' is no video, but there)
+
+
+def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tmp_path, caplog):
+    """home/ucf_train -> data/ucf/train and home/ucf_test -> data/ucf/test built one at a time into one --out:
+    before, neither was taken for a split folder (by the name given alone), both were written as all.txt, the
+    second replacing the first without a word, their paths from each link (a/tr1.mp4). Now a folder not named as a
+    split is one by its real name: train.txt and test.txt, paths from the real parent (train/a/tr1.mp4), as a
+    folder of split folders gives. Two sources that do give one list (folders not named as splits: all.txt) are
+    refused, naming the list and what it was built from; the same source again, or one holding it, replaces it."""
+    ucf, home = tmp_path / "data" / "ucf", tmp_path / "home"
+    for rel in ("train/a/tr1.mp4", "train/b/tr2.mp4", "test/a/te1.mp4", "test/b/te2.mp4", "one/a/1.mp4",
+                "one/b/1.mp4", "two/c/1.mp4", "two/d/1.mp4"):
+        (ucf / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ucf / rel).write_bytes(b"x")
+    home.mkdir()
+    for split in ("train", "test"):
+        (home / f"ucf_{split}").symlink_to(ucf / split, target_is_directory=True)
+    out = tmp_path / "lists"
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        assert build_lists("folder", home / "ucf_train", out, skip_missing=True) == ({"train": out / "train.txt"},
+                                                                                   ucf)
+    assert f"{home / 'ucf_train'}: a split folder: its list's paths start from {ucf} (train/...)" in caplog.text
+    build_lists("folder", home / "ucf_test", out, classes=out / "classes.json")
+    lists = {name: read_list(out / f"{name}.txt")[0] for name in ("train", "test")}
+    assert lists == {"train": [ListEntry("train/a/tr1.mp4", 0), ListEntry("train/b/tr2.mp4", 1)],
+                     "test": [ListEntry("test/a/te1.mp4", 0), ListEntry("test/b/te2.mp4", 1)]}
+    build_lists("folder", ucf / "train", out)  # the same data by another path: its list replaced
+    other = tmp_path / "other"
+    build_lists("folder", ucf / "one", other)
+    before = {f.name: f.read_bytes() for f in other.iterdir()}
+    with pytest.raises(DataError) as raised:
+        build_lists("folder", ucf / "two", other)
+    assert str(raised.value) == (f"{other / 'all.txt'}: the list of `mme lists folder {ucf / 'one'}`, which this "
+                                 f"build of {ucf / 'two'} would replace: choose another --out, or remove that list to "
+                                 f"replace it")
+    assert {f.name: f.read_bytes() for f in other.iterdir()} == before
+    (other / "all.txt").unlink()  # removed by the user: replaced
+    assert read_list(build_lists("folder", ucf / "two", other)[0]["all"])[0] == [ListEntry("c/1.mp4", 0),
+                                                                                 ListEntry("d/1.mp4", 1)]
+    build_lists("folder", ucf / "two", other)  # the same source again
+    with pytest.raises(DataError, match="would replace"):  # (a list removed by --skip-missing alike)
+        build_lists("folder", ucf / "one", other)
 
 
 def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):

@@ -141,8 +141,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 def _add_lists(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lists", help="build list files for K400 / SSv2 / UCF101 / HMDB51 or a class-folder tree",
-                       description="Writes <split>.txt lists ('path label', paths relative to the video root) "
-                                   "and classes.json into --out.")
+                       description="Writes <split>.txt lists ('path label', paths relative to the video root), "
+                                   "classes.json and sources.json (what each list was built from) into --out.")
     p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"],
                    help="the dataset's layout (folder: one subfolder of videos per class)")
     p.add_argument("source", type=path,
@@ -161,7 +161,7 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", "--video-root", dest="video_root", metavar="DIR", type=path, default=None,
                    help="folder the list paths are relative to (for --skip-missing and --check); folder lists: "
                         "default the source, or its parent when the source is a split folder (train/, validation/, "
-                        "...), as its paths then start there")
+                        "...; of a link named otherwise, the real folder's parent), as its paths then start there")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --root")
     p.add_argument("--classes", type=path, default=None, metavar="JSON",
                    help="folder, kinetics: number the classes as this class map does (the classes.json of another "

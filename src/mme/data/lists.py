@@ -223,6 +223,9 @@ AUDIO_TOO_EXTS = (".ogg", ".mxf", ".rm", ".asf", ".mod")
 track, RealAudio, WMA in ASF, a tracker module): such a file is listed only where FFmpeg finds a video stream in it
 (:func:`_holds_video`)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
+SOURCES = "sources.json"
+"""The file of an ``mme lists`` --out folder that records what each list there was built from, as ``{list file:
+{"kind": kind, "source": its real path}}`` (:func:`_keep_others_lists`)."""
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 
@@ -275,9 +278,12 @@ def _split_folder(folder: str | Path) -> tuple[str, Path]:
     """The split name of a folder of class folders given to ``mme lists folder`` and the folder its list's paths
     start from: its name and its parent where it is named as a split (``validation/a/1.mp4``), so that splits built
     one at a time give lists under one data.root, as a folder of split folders gives; else '' and the folder. By the
-    name given (a link named train/ is a split folder)."""
-    folder = Path(os.path.abspath(folder))
-    return (folder.name, folder.parent) if folder.name.lower() in SPLIT_FOLDERS else ("", folder)
+    name given (a link named train/ is a split folder), else by its real name (a link ``ucf_train`` to
+    ``/data/ucf/train`` is the train split, its paths starting from ``/data/ucf``)."""
+    for path in (Path(os.path.abspath(folder)), Path(os.path.realpath(folder))):
+        if path.name.lower() in SPLIT_FOLDERS:
+            return path.name, path.parent
+    return "", Path(os.path.abspath(folder))
 
 
 def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str]]:
@@ -794,7 +800,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     classes with none found in a split are named in a warning, and no video found at all is a DataError (a wrong
     ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
     none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it, before any
-    write: one that cannot be removed is an MMEError naming it, nothing of this build written.
+    write: one that cannot be removed is an MMEError naming it, nothing of this build written. A list there that
+    a build of other data wrote is a DataError, before any write (:func:`_keep_others_lists`).
     """
     source = Path(source)
     out_dir = check_output(out_dir, "--out", folder=True)
@@ -829,6 +836,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     if not listed:
         raise DataError(f"{source}: lists no videos")
     _keep_ids(out_dir, classes, splits, kind)
+    sources = _keep_others_lists(out_dir, splits, kind, source)
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
@@ -847,7 +855,33 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         log.info("wrote %s (%d videos)", written[name], len(entries))
     if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
         write_classes(out_dir / "classes.json", classes)
+    for name in splits:
+        sources.pop(f"{name}.txt", None)
+    sources.update({path.name: {"kind": kind, "source": os.path.realpath(source)} for path in written.values()})
+    atomic_write_text(out_dir / SOURCES, json.dumps(sources, indent=1, sort_keys=True) + "\n")
     return written, video_root
+
+
+def _keep_others_lists(out_dir: Path, splits: Splits, kind: str, source: Path) -> dict[str, dict[str, str]]:
+    """Refuse to replace, or remove, a list of ``out_dir`` that a build of another source wrote, as :data:`SOURCES`
+    records (two folders not named as splits both give all.txt: built into one --out, the second replaced the first
+    without a word); a source holding the other, or held by it (a folder of split folders, then one of them), is
+    the same data. Returns the records (none for a list of a build that kept none)."""
+    try:
+        records = json.loads((out_dir / SOURCES).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # (none kept, or unreadable: they tell nothing)
+        records = {}
+    records = {name: was for name, was in records.items() if isinstance(was, dict) and
+               isinstance(was.get("source"), str)} if isinstance(records, dict) else {}
+    here = os.path.realpath(source)
+    for name in sorted(splits):
+        was = records.get(f"{name}.txt")
+        if was and (out_dir / f"{name}.txt").is_file() and not (_within(here, {was["source"]}) or
+                                                                 _within(was["source"], {here})):
+            raise DataError(f"{out_dir / name}.txt: the list of `mme lists {was.get('kind', kind)} {was['source']}`, "
+                            f"which this build of {here} would replace: choose another --out, or remove that list "
+                            f"to replace it")
+    return records
 
 
 def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:
