@@ -469,6 +469,34 @@ def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
         assert f"{train}: 3 link(s) that lead to nothing" in caplog.text
 
 
+def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path):
+    """Class folders linked into pools of videos, one pool not mounted: before, its class was left out without a
+    word, and every later class took another id (classes.json ['a', 'c'], c class 1). Now one line naming the link
+    and its target, for a split folder so linked too; a link named as a video at the top is no class folder."""
+    for rel in ("pool/a/1.mp4", "pool/c/1.mp4", "s/test/a/2.mp4", "s/test/b/2.mp4", "s/test/c/2.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    data, s, gone = tmp_path / "data", tmp_path / "s", tmp_path / "unmounted"
+    for top in (data, s / "train"):
+        top.mkdir()
+        for name in ("a", "b", "c"):
+            (top / name).symlink_to((gone if name == "b" else tmp_path / "pool") / name, target_is_directory=True)
+    for root, link in ((data, data / "b"), (s, s / "train" / "b"), (s / "train", s / "train" / "b")):
+        with pytest.raises(DataError) as raised:
+            from_class_folders(root)
+        assert str(raised.value) == (f"{link}: a link to {gone / 'b'}, which leads to nothing (a volume not mounted, "
+                                     f"a folder moved), where class or split folders are: left out, the classes in "
+                                     f"it would be missing and later classes take other ids; mount it, or remove the "
+                                     f"link")
+    (s / "train" / "b").unlink()
+    (s / "val").symlink_to(gone / "val", target_is_directory=True)
+    with pytest.raises(DataError, match=rf"^{s / 'val'}: a link to {gone / 'val'}, which leads to nothing"):
+        from_class_folders(s)
+    (data / "b").unlink()
+    (data / "b.mp4").symlink_to(gone / "b.mp4")  # (a video outside class folders: not listed either way)
+    assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]}, ["a", "c"])
+
+
 def test_ucf101_official_splits(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
     (tmp_path / "trainlist01.txt").write_text(

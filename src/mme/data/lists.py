@@ -500,7 +500,17 @@ def _sub_folders(root: Path) -> list[Path]:
     loose = sorted(f.name for f in root.iterdir() if _is_video(f) and _holds_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
-    return sorted(d for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
+    return sorted(d for d in root.iterdir() if not _hidden(d.name) and _is_folder(d))
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; a link named as one (not as a video) that leads to nothing is a DataError naming
+    it and its target: a class folder left out would shift the id of every later class."""
+    if path.is_symlink() and not path.exists() and path.suffix.lower() not in VIDEO_EXTS:
+        raise DataError(f"{path}: a link to {os.readlink(path)}, which leads to nothing (a volume not mounted, a "
+                        f"folder moved), where class or split folders are: left out, the classes in it would be "
+                        f"missing and later classes take other ids; mount it, or remove the link")
+    return path.is_dir()
 
 
 def _walk_classes(folders: dict[Path, str], passed: _PassedOver) -> dict[Path, list[Path]]:
