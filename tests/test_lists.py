@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import shutil
+import time
 
 import av
 import numpy as np
@@ -467,6 +468,25 @@ def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
         caplog.clear()
         assert [e.label for e in from_class_folders(train)[0]["train"]] == [0, 1]
         assert f"{train}: 3 link(s) that lead to nothing" in caplog.text
+
+
+def test_walking_class_folders_takes_time_linear_in_their_number(tmp_path):
+    """Each class folder's walk avoided the folders of the other classes by a set built for it (all but its own),
+    quadratic in class folders: 16 000 took 5 s, 8 times the folders of 2 000 35 times as long. Now one set, tested
+    against: about 8 times (CPU time; the least of three runs of the few)."""
+    def cost(n: int, runs: int) -> float:
+        for i in range(n):
+            (tmp_path / str(n) / f"c{i:05d}").mkdir(parents=True)
+            (tmp_path / str(n) / f"c{i:05d}" / "v.mp4").write_bytes(b"x")
+        took = []
+        for _ in range(runs):
+            start = time.process_time()
+            assert len(from_class_folders(tmp_path / str(n))[1]) == n
+            took.append(time.process_time() - start)
+        return min(took)
+
+    few, many = cost(2000, 3), cost(16000, 1)
+    assert many < 18 * few, (few, many)
 
 
 def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path):

@@ -16,6 +16,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -520,10 +521,22 @@ def _walk_classes(folders: dict[Path, str], passed: _PassedOver) -> dict[Path, l
     for folder, key in folders.items():
         real_of_class.setdefault(key, set()).add(os.path.realpath(folder))
     every = set().union(*real_of_class.values())
-    return {folder: videos_under(folder, every - real_of_class[key], passed) for folder, key in folders.items()}
+    return {folder: videos_under(folder, _Others(every, real_of_class[key]), passed) for folder, key in folders.items()}
 
 
-def _within(path: str, folders: set[str]) -> bool:
+@dataclass(frozen=True)
+class _Others:
+    """The folders of ``every`` but ``own`` (real paths), to test paths against: those of the other classes, not
+    built as a set for each class folder (a set difference each was quadratic: 16 000 class folders took 5 s)."""
+
+    every: set[str]
+    own: set[str]
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.every and path not in self.own
+
+
+def _within(path: str, folders: Container[str]) -> bool:
     """Whether the real path ``path`` is one of ``folders`` (real paths) or lies inside one."""
     while path not in folders:
         parent = os.path.dirname(path)
@@ -533,7 +546,7 @@ def _within(path: str, folders: set[str]) -> bool:
     return True
 
 
-def videos_under(folder: str | Path, avoid: set[str] = frozenset(), passed: _PassedOver | None = None
+def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed: _PassedOver | None = None
                  ) -> list[Path]:
     """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder. A symlinked
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
