@@ -470,6 +470,36 @@ def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
         assert f"{train}: 3 link(s) that lead to nothing" in caplog.text
 
 
+def test_a_class_folder_that_is_a_link_into_another_class_or_above_the_root_is_refused(tmp_path, caplog):
+    """A class folder that is itself a link was never checked: b -> a listed a's videos under both classes; b ->
+    a/sub left a's sub-folder out of a with a warning that named the wrong link; train/a -> the root listed a test
+    video in train. Now each is one line naming the link and where it leads; links to a pool elsewhere are fine."""
+    for rel in ("alias/a/1.mp4", "sub/a/1.mp4", "sub/a/in/2.mp4", "up/train/b/1.mp4", "up/test/a/t1.mp4",
+                "up/test/b/t2.mp4", "pool/outer/a/1.mp4", "pool/outer/b/2.mp4", "pool/c/3.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "alias" / "b").symlink_to("a", target_is_directory=True)
+    (tmp_path / "sub" / "b").symlink_to("a/in", target_is_directory=True)
+    (tmp_path / "up" / "train" / "a").symlink_to(tmp_path / "up", target_is_directory=True)
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "a").symlink_to(tmp_path / "pool" / "outer" / "a", target_is_directory=True)
+    (tmp_path / "held" / "c").symlink_to(tmp_path / "pool" / "c", target_is_directory=True)  # a pool: fine
+    assert from_class_folders(tmp_path / "held")[0] == {"all": [ListEntry("a/1.mp4", 0), ListEntry("c/3.mp4", 1)]}
+    (tmp_path / "held" / "b").symlink_to(tmp_path / "pool", target_is_directory=True)
+    twice = "its videos would be listed twice, under two classes (or splits); link it to a folder of its own videos " \
+            "alone"
+    for root, link, leads in (
+            ("alias", "alias/b", f"{tmp_path / 'alias' / 'a'}, as {tmp_path / 'alias' / 'a'} does"),
+            ("sub", "sub/b", f"{tmp_path / 'sub' / 'a' / 'in'}, inside {tmp_path / 'sub' / 'a'}"),
+            ("up", "up/train/a", f"{tmp_path / 'up'}, which is {tmp_path / 'up'}, the folder listed"),
+            ("up/train", "up/train/a", f"{tmp_path / 'up'}, which holds {tmp_path / 'up' / 'train'}, the folder "
+                                       f"listed"),
+            ("held", "held/b", f"{tmp_path / 'pool'}, which holds {tmp_path / 'held' / 'a'}")):
+        with pytest.raises(DataError) as raised:
+            from_class_folders(tmp_path / root)
+        assert str(raised.value) == f"{tmp_path / link}: leads to {leads}: {twice}"
+
+
 def test_walking_class_folders_takes_time_linear_in_their_number(tmp_path):
     """Each class folder's walk avoided the folders of the other classes by a set built for it (all but its own),
     quadratic in class folders: 16 000 took 5 s, 8 times the folders of 2 000 35 times as long. Now one set, tested

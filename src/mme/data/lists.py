@@ -16,7 +16,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,7 +311,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
-    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root)}, passed)
+    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root)}, passed, root)
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
@@ -333,7 +333,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         split_folders = {name: root / name for name in split_dirs}
         folders = {name: _sub_folders(split_folders[name]) for name in split_dirs}
         passed = _PassedOver()  # (of the walk that lists: the first took the split folders for classes)
-        walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed)
+        walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed, root)
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
         base, prefix = Path(os.path.abspath(root)), ""  # (the split folders' names begin the paths)
     else:
@@ -514,14 +514,59 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir()
 
 
-def _walk_classes(folders: dict[Path, str], passed: _PassedOver) -> dict[Path, list[Path]]:
-    """Each class folder (-> its :func:`_class_key`) -> :func:`videos_under` it, entering no other class's folder
-    through a link, nor listing a video there (its videos would be listed under this class too)."""
+def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path) -> dict[Path, list[Path]]:
+    """Each class folder (-> its :func:`_class_key`) of ``root`` -> :func:`videos_under` it, entering no other
+    class's folder through a link, nor listing a video there (its videos would be listed under this class too); a
+    class folder that is such a link is refused first (:func:`_refuse_class_folders_in_others`)."""
+    real = {folder: os.path.realpath(folder) for folder in folders}
+    _refuse_class_folders_in_others(folders, real, root)
     real_of_class: dict[str, set[str]] = {}
     for folder, key in folders.items():
-        real_of_class.setdefault(key, set()).add(os.path.realpath(folder))
+        real_of_class.setdefault(key, set()).add(real[folder])
     every = set().union(*real_of_class.values())
     return {folder: videos_under(folder, _Others(every, real_of_class[key]), passed) for folder, key in folders.items()}
+
+
+def _refuse_class_folders_in_others(folders: dict[Path, str], real: dict[Path, str], root: Path) -> None:
+    """A class folder (-> its key) that leads through a link (``real``: the real paths) to another class's folder,
+    into one, to a folder holding one, or to one holding ``root``, is a DataError naming it and where it leads (its
+    videos would be listed under two classes, or the whole tree's under one; the walk of a class folder follows no
+    link there, but this link is the class folder); one to a pool of videos elsewhere is fine. A folder reached by
+    no link is in no other (they are siblings), so the links alone are looked at."""
+    at: dict[str, dict[str, Path]] = {}  # a class folder's real path -> {key: class folder} of those there
+    under: dict[str, dict[str, Path]] = {}  # a folder above class folders -> {key: class folder}, two keys at most
+    for folder, key in folders.items():
+        at.setdefault(real[folder], {}).setdefault(key, folder)
+        for above in _folders_above(real[folder]):
+            if len(under.setdefault(above, {})) < 2:
+                under[above].setdefault(key, folder)
+    top, linked = os.path.realpath(root), [f for f in folders if real[f] != os.path.abspath(f)]
+    for folder in linked:  # first those holding another's folder: the links to change (the other may be a link too)
+        path, key = real[folder], folders[folder]
+        if _within(top, {path}):
+            raise _listed_twice(folder, path, f"which {'is' if path == top else 'holds'} {root}, the folder listed")
+        held = next((f for k, f in under.get(path, {}).items() if k != key), None)
+        if held:
+            raise _listed_twice(folder, path, f"which holds {held}")
+    for folder in linked:
+        path, key = real[folder], folders[folder]
+        into = next(((p, f) for p in (path, *_folders_above(path)) for k, f in at.get(p, {}).items() if k != key),
+                    None)
+        if into:
+            raise _listed_twice(folder, path, f"as {into[1]} does" if into[0] == path else f"inside {into[1]}")
+
+
+def _listed_twice(folder: Path, path: str, what: str) -> DataError:
+    """The error of a class folder that leads to ``path``, ``what`` (see :func:`_refuse_class_folders_in_others`)."""
+    return DataError(f"{folder}: leads to {path}, {what}: its videos would be listed twice, under two classes (or "
+                     f"splits); link it to a folder of its own videos alone")
+
+
+def _folders_above(path: str) -> Iterator[str]:
+    """The folders holding the real path ``path``, nearest first."""
+    while (parent := os.path.dirname(path)) != path:
+        yield parent
+        path = parent
 
 
 @dataclass(frozen=True)
