@@ -448,6 +448,31 @@ def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_pat
     assert caplog.text.count("is not followed") == 1  # val/A/sub; the walk that took the splits for classes is not said
 
 
+def test_a_split_built_on_its_own_lists_no_link_into_another_splits_class(tmp_path, caplog):
+    """val/A/b.mp4 -> train/B/sub/b1.mp4 and val/A/sub -> train/B/sub: built with train, not listed under A (with
+    warnings); built on its own, as docs/data.md shows, listed under A, the split folders beside it not looked at.
+    Now as when built together, also through a link named otherwise to the split folder; a link to its own class
+    in another split is listed."""
+    d = tmp_path / "d"
+    for rel in ("train/A/a1.mp4", "train/B/sub/b1.mp4", "val/A/a2.mp4", "val/B/b2.mp4"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(b"x")
+    (d / "val" / "A" / "b.mp4").symlink_to(d / "train" / "B" / "sub" / "b1.mp4")
+    (d / "val" / "A" / "sub").symlink_to(d / "train" / "B" / "sub", target_is_directory=True)
+    (d / "val" / "A" / "a1.mp4").symlink_to(d / "train" / "A" / "a1.mp4")
+    (tmp_path / "my_val").symlink_to(d / "val", target_is_directory=True)
+    together = from_class_folders(d)[0]["val"]
+    assert together == [ListEntry("val/A/a1.mp4", 0), ListEntry("val/A/a2.mp4", 0), ListEntry("val/B/b2.mp4", 1)]
+    for root in (d / "val", tmp_path / "my_val"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.lists"):
+            assert from_class_folders(root, classes=["A", "B"]) == ({"val": together}, ["A", "B"])
+        assert f"{root}: 1 link(s) to videos in other class folders are not listed (each would be listed under two " \
+               f"classes), e.g. {root / 'A' / 'b.mp4'} to {d / 'train' / 'B' / 'sub' / 'b1.mp4'}" in caplog.text
+        assert f"{root / 'A' / 'sub'}: a link to {d / 'train' / 'B' / 'sub'}, a folder this walk reaches otherwise, " \
+               f"one holding it or one in another class's folder, is not followed" in caplog.text
+
+
 def test_links_that_lead_to_nothing_are_counted_in_a_warning(tmp_path, caplog):
     """Class folders of links into a pool of videos not mounted now, or moved: before, those videos were left out
     of the lists without a word. Said once per build, for a folder of split folders too (walked twice)."""

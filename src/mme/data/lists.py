@@ -311,7 +311,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
-    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root)}, passed, root)
+    own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
+    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root)}, passed, root,
+                           _class_folders_beside(root, base) if own_split else {})
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
@@ -333,13 +335,13 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         split_folders = {name: root / name for name in split_dirs}
         folders = {name: _sub_folders(split_folders[name]) for name in split_dirs}
         passed = _PassedOver()  # (of the walk that lists: the first took the split folders for classes)
-        walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed, root)
+        walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed, root,
+                               {})
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
         base, prefix = Path(os.path.abspath(root)), ""  # (the split folders' names begin the paths)
     else:
-        name, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
-        per_split, split_folders, prefix = {name: videos}, {name: root}, name
-        if name:
+        per_split, split_folders, prefix = {own_split: videos}, {own_split: root}, own_split
+        if own_split:
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
         if empty:
@@ -514,28 +516,33 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir()
 
 
-def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path) -> dict[Path, list[Path]]:
+def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, others: dict[Path, str]
+                  ) -> dict[Path, list[Path]]:
     """Each class folder (-> its :func:`_class_key`) of ``root`` -> :func:`videos_under` it, entering no other
-    class's folder through a link, nor listing a video there (its videos would be listed under this class too); a
-    class folder that is such a link is refused first (:func:`_refuse_class_folders_in_others`)."""
-    real = {folder: os.path.realpath(folder) for folder in folders}
-    _refuse_class_folders_in_others(folders, real, root)
+    class's folder through a link, nor listing a video there (its videos would be listed under this class too), nor
+    one of ``others`` (class folders not walked, -> their keys: those of the split folders beside a split built on
+    its own, :func:`_class_folders_beside`); a class folder that is such a link is refused first
+    (:func:`_refuse_class_folders_in_others`)."""
+    real = {folder: os.path.realpath(folder) for folder in [*folders, *others]}
+    _refuse_class_folders_in_others(folders, others, real, root)
     real_of_class: dict[str, set[str]] = {}
-    for folder, key in folders.items():
+    for folder, key in [*folders.items(), *others.items()]:
         real_of_class.setdefault(key, set()).add(real[folder])
     every = set().union(*real_of_class.values())
     return {folder: videos_under(folder, _Others(every, real_of_class[key]), passed) for folder, key in folders.items()}
 
 
-def _refuse_class_folders_in_others(folders: dict[Path, str], real: dict[Path, str], root: Path) -> None:
-    """A class folder (-> its key) that leads through a link (``real``: the real paths) to another class's folder,
-    into one, to a folder holding one, or to one holding ``root``, is a DataError naming it and where it leads (its
-    videos would be listed under two classes, or the whole tree's under one; the walk of a class folder follows no
-    link there, but this link is the class folder); one to a pool of videos elsewhere is fine. A folder reached by
-    no link is in no other (they are siblings), so the links alone are looked at."""
+def _refuse_class_folders_in_others(folders: dict[Path, str], others: dict[Path, str], real: dict[Path, str],
+                                    root: Path) -> None:
+    """A class folder (-> its key) that leads through a link (``real``: the real paths) to another class's folder
+    (of ``folders`` or ``others``), into one, to a folder holding one, or to one holding ``root``, is a DataError
+    naming it and where it leads (its videos would be listed under two classes, or the whole tree's under one; the
+    walk of a class folder follows no link there, but this link is the class folder); one to a pool of videos
+    elsewhere is fine. A folder reached by no link is in no other (they are siblings), so the links alone are
+    looked at."""
     at: dict[str, dict[str, Path]] = {}  # a class folder's real path -> {key: class folder} of those there
     under: dict[str, dict[str, Path]] = {}  # a folder above class folders -> {key: class folder}, two keys at most
-    for folder, key in folders.items():
+    for folder, key in [*folders.items(), *others.items()]:
         at.setdefault(real[folder], {}).setdefault(key, folder)
         for above in _folders_above(real[folder]):
             if len(under.setdefault(above, {})) < 2:
@@ -567,6 +574,19 @@ def _folders_above(path: str) -> Iterator[str]:
     while (parent := os.path.dirname(path)) != path:
         yield parent
         path = parent
+
+
+def _class_folders_beside(root: Path, base: Path) -> dict[Path, str]:
+    """The class folders (-> their keys) of the split folders in ``base`` beside ``root``, a split folder built on
+    its own: a link in ``root`` into one of another class is not followed, as where the splits are built together.
+    A folder that cannot be read has none to see."""
+    try:
+        splits = [d for d in sorted(base.iterdir()) if d.name.lower() in SPLIT_FOLDERS and not _hidden(d.name) and
+                  d.is_dir() and os.path.realpath(d) != os.path.realpath(root)]
+        return {f: _class_key(f.name) for split in splits for f in sorted(split.iterdir())
+                if not _hidden(f.name) and f.is_dir()}
+    except OSError:
+        return {}
 
 
 @dataclass(frozen=True)
