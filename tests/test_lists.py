@@ -706,6 +706,31 @@ def test_kinetics_csv_errors_name_the_line_the_row_starts_on(tmp_path):
         {"train": [ListEntry("air\ndrumming/d1.mp4", 0), ListEntry("zumba/z1.mp4", 1)]}, ["air\ndrumming", "zumba"])
 
 
+def test_a_kinetics_csv_with_an_unclosed_quote_is_one_line_naming_where_it_opens(tmp_path):
+    """A quote not closed made one field of the rest of the file: in a big CSV, a bare '_csv.Error: field larger
+    than field limit' traceback; in a small one, 'bad time_start/time_end' printing a row of every later line; a
+    quote closed lines later, a youtube_id holding rows. Now one line naming the line the row starts on."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    rows = "".join(f"abseiling,v{i:06d},1,11,train\n" for i in range(5000))  # > the csv module's 131072 bytes
+    cases = {"small": (header + 'abseiling,"abc,1,11,train\nabseiling,def,2,12,train\n', 2,
+                       r"not a CSV row \(unexpected end of data\): an unclosed quote, or text after a closing one\?"),
+             "big": (header + "abseiling,a1,1,11,train\n" + 'abseiling,"x0,1,11,train\n' + rows, 3,
+                     r"not a CSV row \(field larger than field limit \(131072\)\): an unclosed quote"),
+             "after": (header + 'abseiling,"a"b,1,11,train\n', 2, r"not a CSV row \(',' expected after '\"'\)"),
+             "later": (header + 'abseiling,"x0,1,11,train\nabseiling,y0",2,12,train\n', 2,
+                       r"youtube_id 'x0,1,11,train\\nabseiling,y0' holds a line break: a quote closed on a later "
+                       r"line\?")}
+    for name, (text, line, reason) in cases.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}\.csv:{line}: {reason}"):
+            from_kinetics([tmp_path / f"{name}.csv"])
+        assert cli_main(["lists", "kinetics", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / name)]) == 1
+    (tmp_path / "ok.csv").write_text(header + 'abseiling,a"b,1,11,train\n"air, drumming",d1,1,11,train\n')
+    assert from_kinetics([tmp_path / "ok.csv"], "{label}/{youtube_id}.mp4") == (  # a quote inside a field: as written
+        {"train": [ListEntry('abseiling/a"b.mp4', 0), ListEntry("air, drumming/d1.mp4", 1)]},
+        ["abseiling", "air, drumming"])
+
+
 def test_hidden_files_beside_kinetics_csvs_are_passed_over(tmp_path):
     """A folder of CSVs copied from a Mac holds '._train.csv', its AppleDouble companion (binary, not UTF-8):
     before, `mme lists kinetics FOLDER` failed on it as 'not a UTF-8 text file'; HMDB51's split files and class

@@ -741,11 +741,14 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
         for n, row in table:
+            yid = (row.get("youtube_id") or "").strip()
+            if "\n" in yid or "\r" in yid:  # (a quote closed lines later: fields of many rows in one)
+                raise DataError(f"{path}:{n}: youtube_id {yid[:40]!r}{'...' if len(yid) > 40 else ''} holds a line "
+                                f"break: a quote closed on a later line?")
             try:
                 start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
             except (TypeError, ValueError) as e:
                 raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
-            yid = (row.get("youtube_id") or "").strip()
             if not yid:
                 raise DataError(f"{path}:{n}: no youtube_id {row}")
             label = (row.get("label") or "").strip()
@@ -781,10 +784,12 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     """A CSV's column names (lower case, stripped: 'Label', ' split') and its rows as {column: value}, each with
     the line it starts on: blank lines are skipped and a quoted field may span lines, so rows are not lines. A
-    row shorter than the header lacks its last columns."""
+    row shorter than the header lacks its last columns. A row the csv module reads only by guessing (a quote not
+    closed, or text after a closing quote) is a DataError naming the line it starts on."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
+        start = 1
         try:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, strict=True)
             fields = [f.strip().lower() for f in next(reader, [])]
             rows, start = [], reader.line_num + 1
             for values in reader:  # (a blank line is an empty row)
@@ -793,6 +798,9 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
                 start = reader.line_num + 1
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
+        except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
+            raise DataError(f"{path}:{start}: not a CSV row ({e}): an unclosed quote, or text after a closing "
+                            f"one?") from e
     return set(fields), rows
 
 
