@@ -213,6 +213,21 @@ def test_class_folders_spelled_two_ways_are_one_class(tmp_path, caplog):
         from_class_folders(tmp_path / "cafe")
 
 
+def test_class_folders_that_differ_in_more_than_case_letter_by_letter_are_two_classes(tmp_path):
+    """Straße and Strasse: two folders a file system ignoring case holds apart (it folds case letter by letter), and
+    two classes; before, full case folding made them one spelling, and the split was refused as two folders of
+    one class. Twins by case alone stay refused."""
+    for name in ("Stra\u00dfe", "Strasse", "STRASSE"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        (tmp_path / "d" / name / "v.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"class folders 'STRASSE' and 'Strasse' differ only in case"):
+        from_class_folders(tmp_path / "d")
+    shutil.rmtree(tmp_path / "d" / "STRASSE")
+    assert from_class_folders(tmp_path / "d") == ({"all": [ListEntry("Strasse/v.mp4", 0),
+                                                           ListEntry("Stra\u00dfe/v.mp4", 1)]},
+                                                  ["Strasse", "Stra\u00dfe"])
+
+
 def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
     """One class folder (the folder of class folders is one level down), or class folders that all hold the same
     sub-folders (splits under names not taken as splits, fold1/ fold2/): lists were written without a word, the

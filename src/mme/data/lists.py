@@ -374,8 +374,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
 def _class_key(name: str) -> str:
     """What tells classes apart by name: neither case nor Unicode form does (UCF101 spells HandstandPushups also
     HandStandPushups; 'café' may be in NFC or NFD), as a file system that ignores them (macOS's, Windows') holds
-    one folder for both spellings."""
-    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+    one folder for both spellings. Case is folded letter by letter (``str.lower``), as those file systems fold it:
+    they hold 'Straße' and 'Strasse' apart, which full case folding (``str.casefold``) would make one."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).lower())
 
 
 def _class_names(root: Path, per_split: dict[str, dict[str, list[Path]]], split_folders: dict[str, Path]
