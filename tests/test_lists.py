@@ -257,6 +257,17 @@ def test_class_folders_that_look_like_another_layout_are_said(tmp_path, caplog):
     assert caplog.text.strip().endswith("one class folder, walk: a list of one class, which no classifier learns from")
 
 
+def test_a_folder_without_videos_is_one_line(tmp_path):
+    """An empty folder, or one of empty sub-folders: before, an IndexError traceback (looking for another layout
+    among no class folders)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "subs" / "a").mkdir(parents=True)
+    for folder in ("empty", "subs"):
+        with pytest.raises(DataError, match=rf"^{tmp_path / folder}: no videos \(\.mp4/"):
+            from_class_folders(tmp_path / folder)
+        assert cli_main(["lists", "folder", str(tmp_path / folder), "--out", str(tmp_path / "lists")]) == 1
+
+
 def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
     """``mme lists folder ... --split 3`` wrote the folder's lists without a word, as if split 3 had been taken
     (``--path-format`` was already said to be for kinetics and ssv2)."""

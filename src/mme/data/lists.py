@@ -448,7 +448,7 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
     subs = {name: {f.relative_to(root / name).parts[0] for f in videos[name] if f.parent != root / name}
             for name in classes}
     nested = [subs[name] for name in classes if all(f.parent != root / name for f in videos[name])]
-    if len(nested) == len(classes) and all(s == nested[0] for s in nested) and len(nested[0]) > len(classes):
+    if nested and len(nested) == len(classes) and all(s == nested[0] for s in nested) and len(nested[0]) > len(classes):
         log.warning("%s: every class folder (%s) holds the same sub-folders (%s) and no video of its own: are they "
                     "split folders under other names? Folders named %s are taken as splits", root,
                     ", ".join(classes[:5]), ", ".join(sorted(nested[0])[:5]), "/".join(sorted(SPLIT_FOLDERS)))
