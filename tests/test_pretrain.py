@@ -421,6 +421,19 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         in caplog.text
 
 
+def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
+    """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
+    with model.preset=tiny, resumed by the same command, warned of a changed config and recorded
+    "model.preset: 'tiny' -> None" though nothing changed. It keeps the run's preset."""
+    run("tiny_cpu_pixel", synth, tmp_path, "model.preset=tiny", "train.steps=2", "train.stop_after=1", FP32)
+    with caplog.at_level("WARNING", logger="mme"):
+        res = run("tiny_cpu_pixel", synth, tmp_path, "model.preset=tiny", "train.steps=2", "train.resume=auto", FP32)
+    assert "changed config" not in caplog.text
+    assert "config_changes" not in json.loads((tmp_path / "run.json").read_text())
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["preset"] == "tiny"
+    assert torch.load(res.checkpoint, weights_only=True)["config"]["model"]["preset"] == "tiny"
+
+
 def test_init_from_hugging_face_pretraining_without_a_final_norm_starts_that_norm_fresh(synth, tmp_path, caplog):
     """A Hugging Face VideoMAEForPreTraining saved with use_mean_pooling=true (transformers' default: no final encoder
     LayerNorm) was refused as train.init for the missing encoder.norm, and the advice given (export its encoder,

@@ -207,7 +207,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
         if ignored:
             log.warning("resuming %s: the model's architecture is the run's own, so these are ignored: %s", resume[0],
                         ", ".join(ignored))
-        model = dataclasses.replace(cfg.model, preset=None, **{k: getattr(runs, k) for k in fields})
+        model = dataclasses.replace(cfg.model, preset=runs.preset, **{k: getattr(runs, k) for k in fields})
         return clips_for(cfg, model, f"the resumed run ({resume[0]})")
     if init is None:
         return cfg
