@@ -504,6 +504,32 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
         "has 0.002 there" in caplog.text
 
 
+def test_a_resumption_names_the_architecture_given_on_the_command_line_as_ignored(synth, tmp_path, caplog):
+    """A resumed fine-tuning run keeps its own model and named the model keys given otherwise as ignored, but not
+    those of its architecture (ENCODER_FIELDS): model.depth=3 model.num_heads=4 were dropped unsaid. They are named
+    where the command line gives them; the architecture a run took from its train.init is not named where nothing
+    gives it (the recipe's need not be the file's)."""
+    from mme.eval.finetuned import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    extra = ("task.val_list=", "task.test_list=", "train.precision=fp32", "train.steps=2")
+    assert main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "a", *extra, "train.stop_after=1")) == 0
+    with caplog.at_level("WARNING", logger="mme"):
+        main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "a", *extra, "train.resume=auto",
+                                                  "model.depth=3", "model.num_heads=4"))
+    assert f"resuming {tmp_path}/a/checkpoint-00000001.pt: its model is the run's own, so these are ignored: " \
+        "model.depth=3 (the run's: 2), model.num_heads=4 (the run's: 2)\n" in caplog.text
+    src = save_pretrained(VisionTransformer(ModelConfig(**{**TINY, "input_norm": "clip"})), tmp_path / "pre")
+    given = (*extra, f"train.init={src}")
+    main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "b", *given, "train.stop_after=1"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "b", *given, "train.resume=auto"))
+    assert "ignored" not in caplog.text
+
+
 def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):
     from mme.models.config import ModelConfig
     from mme.models.export import save_pretrained

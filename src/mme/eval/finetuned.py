@@ -226,15 +226,15 @@ class FinetuneResult:
 
 
 def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult:
-    """Set up (failing fast on bad input), print the run summary, train, then multi-view test; ``given``: see
-    :func:`evaluate_checkpoint`."""
+    """Set up (failing fast on bad input), print the run summary, train, then multi-view test; ``given``: the dotted
+    keys set on the command line (see :func:`evaluate_checkpoint` and :func:`mme.train.finetune.setup`)."""
     t0 = time.perf_counter()
     run = None
     try:
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg, given)
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
-        run = setup(cfg, _validation)
+        run = setup(cfg, _validation, given)
         engine.print_summary(run, describe(run))
         trained = loop.train(run)
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),

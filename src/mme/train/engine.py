@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from mme.config import flatten, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import Checkpoint, load_state, read_checkpoint
-from mme.models.config import ModelConfig
+from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.vit import count_parameters
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -222,6 +222,26 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     if changed:
         log.info("architecture from %s: %s", source, changed)
     return dataclasses.replace(model, preset=None, **arch)
+
+
+FROM_INIT = ("preset", *ENCODER_FIELDS, *DECODER_FIELDS)
+"""The model fields a run begun from ``train.init`` may have taken from that file (:func:`architecture_from`, the
+preset set aside with them): its recipe's values of these need not be the run's."""
+
+
+def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterable[str], given: Collection[str],
+                           resume: tuple[str, dict]) -> None:
+    """Warn of the config's model values (``ours``) that a resumed run ignores, keeping its own (``runs``, of its
+    checkpoint) for ``fields``: those that differ, but of a run begun from ``train.init`` the :data:`FROM_INIT`
+    fields only where the command line gives them (``given``, dotted keys): its recipe's would differ on every
+    resume, nothing having been given."""
+    source, state = resume
+    from_init = bool(state["config"]["train"].get("init"))
+    ignored = [f"model.{k}={getattr(ours, k)!r} (the run's: {getattr(runs, k)!r})" for k in fields
+               if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not from_init or
+                                                            k not in FROM_INIT)]
+    if ignored:
+        log.warning("resuming %s: its model is the run's own, so these are ignored: %s", source, ", ".join(ignored))
 
 
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:

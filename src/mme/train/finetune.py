@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -139,18 +140,15 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     return n
 
 
-def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> FinetuneModel:
-    """The run's encoder config: from the resumed run, else the architecture of ``train.init`` (its tubelet too,
-    which the run's clips then take: :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop
-    path, else the config as is (training from scratch)."""
+def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, given: Collection[str] = ()) -> FinetuneModel:
+    """The run's encoder config: from the resumed run (the config's values it ignores warned about: those of its
+    architecture only where ``given`` on the command line, :func:`~mme.train.engine.warn_ignored_on_resume`), else
+    the architecture of ``train.init`` (its tubelet too, which the run's clips then take:
+    :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop path, else the config as is
+    (training from scratch)."""
     if resume is not None:
         model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
-        ignored = [f"model.{f.name}={getattr(cfg.model, f.name)!r} (the run's: {getattr(model, f.name)!r})"
-                   for f in dataclasses.fields(model) if f.name not in (*ENCODER_FIELDS, "preset")
-                   and getattr(cfg.model, f.name) != getattr(model, f.name)]
-        if ignored:
-            log.warning("resuming %s: the model is the run's own, so these are ignored: %s", resume[0],
-                        ", ".join(ignored))
+        engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given, resume)
         return model
     if not cfg.train.init:
         return cfg.model
@@ -162,10 +160,10 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None) -> Finet
     return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init)
 
 
-def setup(cfg: FinetuneConfig, validation=None) -> Run:
+def setup(cfg: FinetuneConfig, validation=None, given: Collection[str] = ()) -> Run:
     """Build and check everything (out dir, data, model, init/resume checkpoint) before the first step;
     ``validation``: ``cfg -> `` the engine's hook for the run's config (its clips fit to its model), e.g. periodic
-    validation (mme.eval.finetuned)."""
+    validation (mme.eval.finetuned); ``given``: the dotted keys the command line sets."""
     t = cfg.train
     start = engine.begin(cfg)
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
@@ -177,7 +175,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
             raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
                               f"{num_classes}")
         check_test_lists(cfg, num_classes)
-        cfg = clips_for(cfg, _model_config(cfg, start.resume),
+        cfg = clips_for(cfg, _model_config(cfg, start.resume, given),
                         f"the resumed run ({start.resume[0]})" if start.resume else f"train.init {t.init}")
         dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
         torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
