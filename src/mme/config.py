@@ -281,6 +281,11 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def given_keys(overrides: list[str]) -> set[str]:
+    """The dotted keys a command line's ``key=value`` overrides set (each key of a mapping value)."""
+    return set(flatten(parse_overrides(overrides)))
+
+
 def differences(a: dict, b: dict) -> list[str]:
     """The dotted keys whose values differ between two nested mappings (a key only one has included), sorted."""
     fa, fb = flatten(a), flatten(b)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mme.config import flatten, load_config, parse_overrides
+from mme.config import given_keys, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import (
@@ -247,7 +247,7 @@ def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme finetune --config RECIPE key=value ...``."""
-    result = finetune(load_config(FinetuneConfig, recipe, overrides), flatten(parse_overrides(overrides)))
+    result = finetune(load_config(FinetuneConfig, recipe, overrides), given_keys(overrides))
     if result.rank == 0:
         summary = {name: {"top1": r["top1"], "top5": None if trivial_top5(r) else r["top5"],
                           "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"]}

@@ -16,12 +16,13 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mme.config import from_dict, load_config
+from mme.config import from_dict, given_keys, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError, MMEError, VideoError
@@ -161,15 +162,17 @@ def _timing_loss(model: MaskedAutoencoder, cfg: PretrainConfig):
     return make
 
 
-def setup(cfg: PretrainConfig) -> Run:
-    """Build and check everything (out dir, data, model, checkpoint) before the first step."""
+def setup(cfg: PretrainConfig, given: Collection[str] = ()) -> Run:
+    """Build and check everything (out dir, data, model, checkpoint) before the first step; ``given``: the dotted
+    keys set on the command line, those of a resumed run's architecture named as ignored
+    (:func:`~mme.train.engine.warn_ignored_on_resume`)."""
     t = cfg.train
     start = engine.begin(cfg)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
         if cfg.data.root and not Path(cfg.data.root).is_dir():
             raise DataError(f"data.root {cfg.data.root!r} is not a folder")
         init = read_init(cfg) if t.init and start.resume is None else None
-        cfg = _with_architecture(cfg, start.resume, init)
+        cfg = _with_architecture(cfg, start.resume, init, given)
         dataset = pretrain_dataset(cfg)
         check_cache(cfg, dataset)
         torch.manual_seed(t.seed)  # the initial weights
@@ -194,20 +197,19 @@ def read_init(cfg: PretrainConfig) -> Checkpoint:
         return engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
 
 
-def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, init: Checkpoint | None) -> PretrainConfig:
+def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, init: Checkpoint | None,
+                       given: Collection[str] = ()) -> PretrainConfig:
     """``cfg`` with the architecture of its model, as fine-tuning takes it (``ENCODER_FIELDS``; of a masked
-    autoencoder's decoder too, ``DECODER_FIELDS``): a resumed run's own (values given otherwise are warned about as
-    ignored), else the one ``init`` records (the same weights compute something else in another: other heads,
-    another input norm), else the config's; its clips fit to that model (:func:`~mme.train.config.clips_for`)."""
+    autoencoder's decoder too, ``DECODER_FIELDS``): a resumed run's own, its preset too (values ``given`` otherwise
+    warned about as ignored, :func:`~mme.train.engine.warn_ignored_on_resume`), else the one ``init`` records (the
+    same weights compute something else in another: other heads, another input norm), else the config's; its clips
+    fit to that model (:func:`~mme.train.config.clips_for`)."""
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = from_dict(ModelConfig, resume[1]["config"]["model"], prefix="model.")
-        ignored = [f"model.{k}={getattr(cfg.model, k)!r} (the run's: {getattr(runs, k)!r})" for k in fields
-                   if getattr(cfg.model, k) != getattr(runs, k)]
-        if ignored:
-            log.warning("resuming %s: the model's architecture is the run's own, so these are ignored: %s", resume[0],
-                        ", ".join(ignored))
-        model = dataclasses.replace(cfg.model, preset=runs.preset, **{k: getattr(runs, k) for k in fields})
+        kept = ("preset", *fields)
+        engine.warn_ignored_on_resume(cfg.model, runs, kept, given, resume)
+        model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in kept})
         return clips_for(cfg, model, f"the resumed run ({resume[0]})")
     if init is None:
         return cfg
@@ -263,13 +265,14 @@ def describe(run: Run) -> list[str]:
                                                                       if c.target.shuffled else "")]
 
 
-def pretrain(cfg: PretrainConfig) -> TrainResult:
+def pretrain(cfg: PretrainConfig, given: Collection[str] = ()) -> TrainResult:
     """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0):
-    ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's."""
+    ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's; ``given``: the dotted
+    keys set on the command line (:func:`setup`)."""
     t0 = time.perf_counter()
     run = None
     try:
-        run = setup(cfg)
+        run = setup(cfg, given)
         engine.print_summary(run, describe(run))
         result = loop.train(run)
         if dist.is_main():
@@ -284,5 +287,5 @@ def pretrain(cfg: PretrainConfig) -> TrainResult:
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme pretrain --config RECIPE key=value ...``."""
-    pretrain(load_config(PretrainConfig, recipe, overrides))
+    pretrain(load_config(PretrainConfig, recipe, overrides), given_keys(overrides))
     return 0
