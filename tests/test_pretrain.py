@@ -426,6 +426,20 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         "4), model.decoder_heads=2 (the run's: 4)"]
 
 
+def test_init_from_a_masked_autoencoder_takes_the_hidden_width_of_its_heads(synth, tmp_path, caplog):
+    """Pre-training from an MME masked autoencoder whose model.head_hidden (64) was not the recipe's (32) was refused
+    for the shapes of its heads, with advice to start from its encoder alone (its decoder and heads thrown away),
+    though the file records that width. It is taken with its decoder's architecture, the heads loaded."""
+    frozen = ("train.steps=1", "optim.base_lr=0", "optim.min_lr=0", FP32)  # AdamW leaves the weights as loaded
+    a = run("tiny_cpu_mme", synth, tmp_path / "a", *frozen)
+    with caplog.at_level("INFO", logger="mme"):
+        b = run("tiny_cpu_mme", synth, tmp_path / "b", f"train.init={a.checkpoint}", "model.head_hidden=32", *frozen)
+    theirs, ours = (torch.load(r.checkpoint, weights_only=True) for r in (a, b))
+    assert ours["config"]["model"]["head_hidden"] == 64 and ours["model"]["heads.traj.fc1.weight"].shape == (64, 32)
+    assert all(torch.equal(ours["model"][k], v) for k, v in theirs["model"].items())
+    assert f"architecture from {a.checkpoint}: {{'head_hidden': 64}}" in caplog.text
+
+
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
     with model.preset=tiny, resumed by the same command, warned of a changed config and recorded

@@ -22,8 +22,10 @@ ENCODER_FIELDS = ("in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "q
                   "patch_size", "tubelet_size", "input_norm")
 """The encoder's architecture: the fields its weights fix (``input_norm``: how the weights learned to see a clip),
 which a run starting from a checkpoint (``train.init``) takes from it."""
-DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_layer_scale_init", "decoder_norm_eps")
-"""The decoder's architecture, likewise (its final norm's eps: Hugging Face's is 1e-5)."""
+DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_layer_scale_init", "decoder_norm_eps",
+                  "head_hidden")
+"""The decoder's architecture and its prediction heads' hidden width, likewise (its final norm's eps: Hugging
+Face's is 1e-5)."""
 
 
 @dataclass

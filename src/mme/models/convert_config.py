@@ -79,8 +79,7 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
                      why)
         cfg["decoder_heads"] = decoder_heads
         hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
-        if hidden_sizes:
-            cfg["head_hidden"] = hidden_sizes[0]
+        cfg["head_hidden"] = hidden_sizes[0] if hidden_sizes else 0  # (0: single Linear heads, VideoMAE's pixel head)
     cfg.update({k: v for k, v in fields.items() if v is not None})
     return ModelConfig(**cfg)
 

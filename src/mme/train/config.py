@@ -73,7 +73,8 @@ class TrainConfig:
     (without it such a run is refused: mme.train.run_folder)."""
     init: str | None = None
     """Initial model weights from any checkpoint mme reads (the optimizer and step start fresh); the model's
-    architecture is the one it records (``mme.models.config.ENCODER_FIELDS``, of a masked autoencoder's decoder too),
+    architecture is the one it records (``mme.models.config.ENCODER_FIELDS``, of a masked autoencoder's decoder and
+    heads too),
     and its clips take its tubelet."""
     max_nonfinite: int = 5
     """Stop with a diagnostic after this many non-finite losses in a row (each one skips its step)."""
