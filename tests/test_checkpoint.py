@@ -625,6 +625,36 @@ def test_head_counts_of_the_original_widths():
         assert (cfg.num_heads, cfg.decoder_heads) == (heads, decoder_heads), width
 
 
+def test_a_width_with_no_head_count_guess_says_how_to_give_the_count(tmp_path):
+    """An original file of a width with no guess (96: no original model's, nor of 64-d heads) was refused with "pass
+    num_heads", which mme embed, probe and viz have no way to pass. The line says how: mme export with --num-heads,
+    whose export then reads; it names each width with no guess, and carries them (HeadCountUnknown.widths)."""
+    import re
+
+    enc = perturbed(VisionTransformer(ModelConfig(**dict(TINY, embed_dim=96, num_heads=3))), seed=2)
+    torch.save({"model": {f"encoder.{k}": v for k, v in enc.state_dict().items()}}, tmp_path / "w96.pth")
+    with pytest.raises(CheckpointError, match="^" + re.escape(
+            f"{tmp_path}/w96.pth: it records no head count, and no guess fits its width 96 (an original model's count, "
+            "or 64-d heads): give the count it was trained with to mme export (--num-heads N) and use the export (in "
+            "Python: num_heads=N)") + "$"):
+        load_encoder(tmp_path / "w96.pth", img_size=32, num_frames=8)
+    export(tmp_path / "w96.pth", tmp_path / "w96", "mme", "model", num_heads=3, img_size=32, num_frames=8)
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(load_encoder(tmp_path / "w96")(x), enc(x))
+    from mme.models.convert_config import HeadCountUnknown, infer_config
+
+    meta = {"encoder.patch_embed.proj.weight": torch.empty(96, 3, 2, 16, 16, device="meta"),
+            "encoder.blocks.0.mlp.fc1.weight": torch.empty(384, 96, device="meta"),
+            "encoder_to_decoder.weight": torch.empty(40, 96, device="meta"),
+            "decoder_blocks.0.mlp.fc1.weight": torch.empty(160, 40, device="meta")}
+    said = r"no guess fits its width 96 nor its decoder width 40 .*\(--num-heads N --decoder-heads N\) .*" \
+        r"\(in Python: num_heads=N, decoder_heads=N\)$"
+    with pytest.raises(HeadCountUnknown, match=said) as e:
+        infer_config(meta, "mae")
+    assert e.value.widths == {"num_heads": 96, "decoder_heads": 40}
+
+
 def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
     """Original files do not record the clip: the one taken (224², 16 frames) is said when the model is built,
     and a stored position table, one row per token, must fit it."""

@@ -634,6 +634,33 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
     assert res.reports["test"]["confusion_matrix"] == confusion(clf)
 
 
+def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_path):
+    """An original .pth of a width with no guess (96: no original model's, nor of 64-d heads) was refused ("cannot
+    infer the number of attention heads for width 96: pass num_heads", which fine-tuning has no way to pass), also
+    where the config gives that width and the count. The config's count is taken where its model.embed_dim is the
+    file's width; else one line naming the keys that give it."""
+    from mme.errors import CheckpointError
+    from mme.eval.finetuned import finetune
+    from mme.models.config import ModelConfig
+    from mme.models.vit import VisionTransformer
+    from mme.train import engine
+    from mme.train.finetune import setup
+
+    torch.manual_seed(3)
+    enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 96, "num_heads": 3})).eval()  # 3 heads of 32
+    torch.save({"model": {f"encoder.{k}": v for k, v in enc.state_dict().items()}}, tmp_path / "pre.pth")
+    init = (f"train.init={tmp_path}/pre.pth", "train.steps=1", "train.precision=fp32")
+    run = setup(_tiny_recipe(synth, tmp_path / "ft", *init, "model.embed_dim=96", "model.num_heads=3"))
+    engine.finish(run)
+    tokens = torch.randn(1, 8, 96)
+    with torch.no_grad():
+        assert torch.equal(run.model.encoder.blocks[0].eval()(tokens), enc.blocks[0](tokens))
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"train.init {tmp_path}/pre.pth records no head count, and no guess fits its width (an original model's "
+            "count, or 64-d heads): give the count it was trained with, model.embed_dim=96 model.num_heads=N")):
+        finetune(_tiny_recipe(synth, tmp_path / "ft2", *init))  # the recipe's width: 32
+
+
 def test_eval_only_tests_a_finetuned_classifier_checkpoint_as_is(synth, tmp_path, caplog):
     """A file that records no run (an original fine-tuned file) is tested on the recipe's clip sampling and
     orientation, taken on trust: said in one warning, as mme embed and mme viz say it (it was an info line)."""

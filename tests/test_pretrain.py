@@ -426,6 +426,30 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         "4), model.decoder_heads=2 (the run's: 4)"]
 
 
+def test_init_of_a_decoder_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_path):
+    """An original VideoMAE .pth whose decoder width has no guess (32: not of 64-d heads) was refused as train.init
+    ("cannot infer the decoder's attention heads for width 32: pass decoder_heads", which pre-training has no way
+    to pass), though the config gives that width and the count. The config's count is taken where its
+    model.decoder_dim is the file's width; else one line naming the keys that give it."""
+    from mme.models import convert
+    from mme.models.config import ModelConfig
+    from mme.models.mae import HeadSpec, MaskedAutoencoder
+
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(ModelConfig(img_size=64, num_frames=8, embed_dim=64, depth=2, num_heads=2, decoder_dim=32,
+                                        decoder_heads=2, head_hidden=0), [HeadSpec("pixel", 2 * 16 * 16 * 3)])
+    torch.save({"model": convert.rename(mae.state_dict(), convert.invert(convert.VIDEOMAE_PRETRAIN))[0]},
+               tmp_path / "pre.pth")
+    frozen = ("train.steps=1", "optim.base_lr=0", "optim.min_lr=0", FP32)  # AdamW leaves the weights as loaded
+    res = run("tiny_cpu_pixel", synth, tmp_path / "a", f"train.init={tmp_path}/pre.pth", *frozen)
+    ran = torch.load(res.checkpoint, weights_only=True)
+    assert ran["config"]["model"]["decoder_heads"] == 2
+    assert all(torch.equal(ran["model"][k], v) for k, v in mae.state_dict().items())
+    with pytest.raises(CheckpointError, match=f"train.init {tmp_path}/pre.pth records no head count, .*: give the "
+                                              "count it was trained with, model.decoder_dim=32 model.decoder_heads=N$"):
+        run("tiny_cpu_pixel", synth, tmp_path / "b", f"train.init={tmp_path}/pre.pth", "model.decoder_dim=64", *frozen)
+
+
 def test_init_from_a_masked_autoencoder_takes_the_hidden_width_of_its_heads(synth, tmp_path, caplog):
     """Pre-training from an MME masked autoencoder whose model.head_hidden (64) was not the recipe's (32) was refused
     for the shapes of its heads, with advice to start from its encoder alone (its decoder and heads thrown away),

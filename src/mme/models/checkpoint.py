@@ -361,8 +361,10 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             if hf:
                 ck.classifier["fc_norm_eps"] = 1e-5  # HF's fc_norm is nn.LayerNorm's default
         return ck
-    except (CheckpointError, ConfigError) as e:  # the kind kept for callers that act on it (SeparateDecoders)
-        raise (type(e) if isinstance(e, CheckpointError) else CheckpointError)(f"{path}: {e}") from e
+    except (CheckpointError, ConfigError) as e:  # the kind kept for callers that act on it, with what it carries
+        located = (type(e) if isinstance(e, CheckpointError) else CheckpointError)(f"{path}: {e}")
+        located.__dict__.update(vars(e))  # (SeparateDecoders; HeadCountUnknown's widths)
+        raise located from e
     except (KeyError, ValueError) as e:  # a tensor that a layout has missing, or of another rank
         raise CheckpointError(f"{path}: incomplete or foreign weights for the {layout} layout "
                               f"({type(e).__name__}: {e})") from e

@@ -23,6 +23,15 @@ ORIGINAL_HEADS = {384: 6, 768: 12, 1024: 16, 1280: 16}
 ORIGINAL_DECODER_HEADS = {384: 3, 768: 6, 1024: 8, 1280: 8}
 
 
+class HeadCountUnknown(CheckpointError):
+    """A file records no head count, and its width has no guess (:func:`infer_config`): ``widths`` = the width of
+    each count concerned (``{"num_heads": 96}``), so that a caller may give them (``mme.train.engine.read_init``)."""
+
+    def __init__(self, message: str, widths: dict[str, int] | None = None):
+        super().__init__(message)
+        self.widths = widths or {}
+
+
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     idx = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
     if idx != set(range(len(idx))):
@@ -36,9 +45,9 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
 
     Head counts are not in the weights: ``num_heads`` and ``decoder_heads`` default to the original factories'
     values for the encoder width (ViT-B: 12 and 6), else to 64-d heads; both are logged (at info: whoever builds a
-    model of them warns, naming how to give them, as ``Checkpoint.assumed`` carries them). ``img_size`` /
-    ``num_frames`` are not in the weights either (the position table is fixed): pass them in ``fields``, else
-    224 / 16."""
+    model of them warns, naming how to give them, as ``Checkpoint.assumed`` carries them). A width of neither (96)
+    is a :class:`HeadCountUnknown`. ``img_size`` / ``num_frames`` are not in the weights either (the position table
+    is fixed): pass them in ``fields``, else 224 / 16."""
     enc = encoder_part(state, kind)
     if "patch_embed.proj.weight" not in enc:
         raise CheckpointError("state dict has no patch_embed.proj.weight: not a ViT encoder")
@@ -51,12 +60,6 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
     if "blocks.0.mlp.fc1.weight" not in enc:
         raise CheckpointError("state dict has no blocks.0.mlp.fc1.weight: its encoder blocks are incomplete")
     hidden = enc["blocks.0.mlp.fc1.weight"].shape[0]
-    if num_heads is None:
-        num_heads = ORIGINAL_HEADS.get(D, D // 64 if D % 64 == 0 else None)
-        if num_heads is None:
-            raise CheckpointError(f"cannot infer the number of attention heads for width {D}: pass num_heads")
-        why = f"the original factories' value for width {D}" if D in ORIGINAL_HEADS else "assuming 64-d heads"
-        log.info("number of attention heads is not stored in this checkpoint: num_heads=%d (%s)", num_heads, why)
     cfg = dict(embed_dim=D, in_chans=C, tubelet_size=t, patch_size=p, depth=depth, num_heads=num_heads,
                mlp_ratio=hidden / D, qkv_bias="blocks.0.attn.q_bias" in enc,
                layer_scale_init=_layer_scale(enc.get("blocks.0.gamma_1")))
@@ -65,23 +68,47 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
             if key not in state and (key.startswith("encoder") or any(k.startswith("decoder_blocks.") for k in state)):
                 raise CheckpointError(f"a pre-training state dict without {key}: incomplete")
         dd = state["encoder_to_decoder.weight"].shape[0]
-        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."),
+        cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."), decoder_heads=decoder_heads,
                    decoder_layer_scale_init=_layer_scale(state.get("decoder_blocks.0.gamma_1")))
         if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != round(dd * hidden / D):
             raise CheckpointError("decoder MLP ratio differs from the encoder's: not supported by ModelConfig")
-        if decoder_heads is None:
-            decoder_heads = ORIGINAL_DECODER_HEADS.get(D, dd // 64 if dd % 64 == 0 else None)
-            if decoder_heads is None or dd % decoder_heads:
-                raise CheckpointError(f"cannot infer the decoder's attention heads for width {dd}: pass decoder_heads")
-            why = (f"the original factories' value for width {D}" if D in ORIGINAL_DECODER_HEADS
-                   else "assuming 64-d heads")
-            log.info("decoder attention heads are not stored in this checkpoint: decoder_heads=%d (%s)", decoder_heads,
-                     why)
-        cfg["decoder_heads"] = decoder_heads
         hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
         cfg["head_hidden"] = hidden_sizes[0] if hidden_sizes else 0  # (0: single Linear heads, VideoMAE's pixel head)
+    cfg.update(_guessed_heads(cfg))
     cfg.update({k: v for k, v in fields.items() if v is not None})
     return ModelConfig(**cfg)
+
+
+GUESSES = {"num_heads": ("embed_dim", ORIGINAL_HEADS, "number of attention heads"),
+           "decoder_heads": ("decoder_dim", ORIGINAL_DECODER_HEADS, "decoder attention heads")}
+"""Each head count :func:`infer_config` guesses: the width whose heads it counts, the original factories' counts
+(by the encoder's width), and its name in messages."""
+
+
+def _guessed_heads(cfg: dict) -> dict[str, int]:
+    """The head counts ``cfg`` (:func:`infer_config`'s) leaves unset, guessed from the widths and logged at info; a
+    :class:`HeadCountUnknown` where a width has no guess."""
+    guessed, unknown = {}, {}
+    for key, (width, table, _) in GUESSES.items():
+        if cfg.get(key, 0) is not None:  # given, or not of this kind's
+            continue
+        count = table.get(cfg["embed_dim"], cfg[width] // 64 if cfg[width] % 64 == 0 else None)
+        if count is None or cfg[width] % count:
+            unknown[key] = cfg[width]
+        else:
+            guessed[key] = count
+    if unknown:
+        widths = " nor ".join(f"{'its decoder' if key == 'decoder_heads' else 'its'} width {w}"
+                              for key, w in unknown.items())
+        options = " ".join("--" + key.replace("_", "-") + " N" for key in unknown)
+        raise HeadCountUnknown(f"it records no head count, and no guess fits {widths} (an original model's count, "
+                               f"or 64-d heads): give the count it was trained with to mme export ({options}) and "
+                               f"use the export (in Python: {', '.join(k + '=N' for k in unknown)})", unknown)
+    for key, count in guessed.items():
+        why = (f"the original factories' value for width {cfg['embed_dim']}" if cfg["embed_dim"] in GUESSES[key][1]
+               else "assuming 64-d heads")
+        log.info("%s not stored in this checkpoint: %s=%d (%s)", GUESSES[key][2], key, count, why)
+    return guessed
 
 
 def _layer_scale(gamma: torch.Tensor | None) -> float:

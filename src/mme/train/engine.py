@@ -39,6 +39,7 @@ from mme.config import flatten, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import Checkpoint, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
+from mme.models.convert_config import HeadCountUnknown
 from mme.models.vit import count_parameters
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -195,8 +196,19 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     """``train.init`` read (any checkpoint mme reads), with the head counts of the config's ``model`` where the file
     records none (``Checkpoint.assumed``: an original VideoMAE/MME ``.pth``) and the config's width is the file's (a
     count given for another width says nothing of this one); a count still guessed from the width is warned about,
-    naming the keys that give it."""
-    ck = read_checkpoint(path, encoder_only=encoder_only)
+    naming the keys that give it, and one of a width with no guess (96) is one line naming them."""
+    try:
+        ck = read_checkpoint(path, encoder_only=encoder_only)
+    except HeadCountUnknown as e:  # read again with the config's counts, where its widths are the file's
+        other = {heads: width for heads, width in e.widths.items() if getattr(model, HEAD_WIDTHS[heads]) != width}
+        if other:
+            keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in other.items())
+            raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
+                                  f"model's count, or 64-d heads): give the count it was trained with, {keys}") from e
+        counts = {heads: getattr(model, heads) for heads in e.widths}
+        log.info("train.init %s records no head count, and no guess fits its width: the config's %s", path,
+                 " ".join(f"model.{heads}={n}" for heads, n in counts.items()))
+        ck = read_checkpoint(path, encoder_only=encoder_only, **counts)
     given = {}
     for heads, width in HEAD_WIDTHS.items():
         if heads not in ck.assumed:

@@ -184,7 +184,8 @@ def setup(cfg: FinetuneConfig, validation=None, given: Collection[str] = ()) -> 
         if t.init and start.resume is None:
             from mme.models.checkpoint import load_encoder_weights
 
-            load_encoder_weights(model.encoder, t.init)
+            # the run's head count, for a file that records none (whose width may have no guess)
+            load_encoder_weights(model.encoder, t.init, num_heads=cfg.model.num_heads)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
                      clips_per_item=cfg.task.repeated_aug, after_step=validation(cfg) if validation else None,
                      checkpoint_extra={"classes": names} if names is not None else {})
