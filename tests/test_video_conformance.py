@@ -580,13 +580,15 @@ def test_a_file_with_fewer_frames_than_packets_is_read_not_dropped(corpus, tmp_p
     assert torch.equal(PretrainDataset(cfg, track_length=2)[1]["video"], fresh["video"])
 
 
-@pytest.mark.parametrize("how", ["bla", "end_of_sequence"])
+@pytest.mark.parametrize("how", ["bla", "end_of_sequence", "end_of_sequence_in_cra_packet"])
 def test_an_hevc_restart_whose_leading_frames_ffmpeg_drops_is_counted_when_indexed(tmp_path, how):
-    """HEVC with open GOPs restarting at its second CRA (a spliced stream's BLA picture; an end of sequence in the
-    packet before, as joined recordings have): FFmpeg drops that CRA's leading frames, so the file has fewer frames
-    than packets. The index's scan of NAL units saw only packets without a picture: the file was read by seek with
-    the packets' count until a read found out (FrameCountChanged; `mme viz` failed in every process). Now it is
-    counted by a decode when indexed, and said why; an x265 file's own CRAs are read by seek, with no decode."""
+    """HEVC with open GOPs restarting at its second CRA (a spliced stream's BLA picture; an end of sequence, as
+    joined recordings have, in the packet before or at the start of the CRA's own, where FFmpeg's HEVC parser puts
+    it): FFmpeg drops that CRA's leading frames, so the file has fewer frames than packets. The index's scan of NAL
+    units saw only packets without a picture, then (an end of sequence at the start of the CRA's packet) only one
+    in an earlier packet: the file was read by seek with the packets' count until a read found out
+    (FrameCountChanged; `mme viz` failed in every process). Now it is counted by a decode when indexed, and said
+    why; an x265 file's own CRAs are read by seek, with no decode."""
     whole = write_open_gop_hevc(tmp_path / "whole.mkv", affine_video(40, 48, 64, dx=0.7, seed=3)[0])
     path = hevc_restarted(whole, tmp_path / f"{how}.mkv", how)
     ref = decode_all(path)

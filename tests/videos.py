@@ -345,11 +345,17 @@ def write_open_gop_hevc(path: str | Path, frames: np.ndarray) -> Path:
     return Path(path)
 
 
+END_OF_SEQUENCE = b"\x00\x00\x00\x02\x48\x01"
+"""An HEVC end-of-sequence NAL unit (type 36, 2 bytes) after its 4-byte length."""
+
+
 def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
     """``src``'s HEVC packets (:func:`write_open_gop_hevc`: length-prefixed NAL units) remuxed with the stream
     restarting at its second keyframe, a CRA: ``how`` 'bla' relabels that CRA's slices BLA_W_LP (a spliced stream),
-    'end_of_sequence' appends an end-of-sequence NAL unit to the packet before it (joined recordings). FFmpeg then
-    drops the CRA's leading frames: the file has fewer frames than packets."""
+    'end_of_sequence' appends an end-of-sequence NAL unit to the packet before it (joined recordings),
+    'end_of_sequence_in_cra_packet' puts it at the start of the CRA's packet, where FFmpeg's HEVC parser does
+    (``ffmpeg -i joined.hevc -c copy joined.mp4``). FFmpeg then drops the CRA's leading frames: the file has fewer
+    frames than packets."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
         packets = [p for p in i.demux(video=0) if p.size]
@@ -363,7 +369,9 @@ def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
                         data[at + 4] = (16 << 1) | (data[at + 4] & 1)
                     at += 4 + int.from_bytes(data[at:at + 4], "big")
             elif how == "end_of_sequence" and k == restart - 1:
-                data += b"\x00\x00\x00\x02\x48\x01"  # a 2-byte NAL unit of type 36
+                data += END_OF_SEQUENCE
+            elif how == "end_of_sequence_in_cra_packet" and k == restart:
+                data[:0] = END_OF_SEQUENCE
             packet = av.Packet(bytes(data))
             packet.stream, packet.time_base = stream, p.time_base
             packet.pts, packet.dts, packet.is_keyframe = p.pts, p.dts, p.is_keyframe

@@ -569,12 +569,14 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 5
-"""Of the stored index; 5: so is an HEVC file with a random access point whose leading frames FFmpeg may drop (a
-BLA picture, a CRA after an end of sequence); 4: a file whose frames may not be its packets one for one
-(:func:`_why_recount`: an H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is
-checked against a whole decode, and an MPEG program stream is read by counting (3: until a read found out, it
-counted its packets; 2: only a corrupt last packet made a file counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 6
+"""Of the stored index; 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC
+parser puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a
+random access point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked
+against a whole decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
+H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
+decode, and an MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only a
+corrupt last packet made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -746,8 +748,9 @@ class _NalScan:
     unit delimiter or SEI alone: "no frame!", so the whole decode at indexing fails and the file keeps the
     packets' count, a read that reaches the packet reporting the error). ``restarts``: HEVC random access points
     after which it drops the leading pictures that reference pictures before them (RASL): a BLA picture (types
-    16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37, in the packet of
-    the picture before it or alone: joined recordings); an x265 file's CRAs are neither. Packets are
+    16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37: joined recordings; at
+    the end of the packet of the picture before it, alone, or at the start of the CRA's packet, where FFmpeg's HEVC
+    parser puts it, as in ``ffmpeg -i joined.hevc -c copy joined.mp4``); an x265 file's CRAs are neither. Packets are
     length-prefixed NAL units where the stream's extradata is an avcC / hvcC record (MP4, Matroska), else
     start-code prefixed (Annex B: MPEG-TS, raw streams)."""
 
@@ -766,15 +769,17 @@ class _NalScan:
         if not self.hevc:
             self.frameless += not any(1 <= header & 0x1F <= 5 for header in headers)  # slices
             return
-        types = {(header >> 1) & 0x3F for header in headers}
-        if not any(t < 32 for t in types):  # HEVC's VCL unit types
-            self.frameless += 1
-        elif types & {16, 17, 18} or (self._ended and 21 in types):
-            self.restarts += 1
-        if types & {36, 37}:
-            self._ended = True
-        elif any(t < 32 for t in types):
-            self._ended = False
+        picture = restart = False
+        # in order: FFmpeg's HEVC parser puts an end of sequence at the start of the next packet, before the slices
+        for nal_type in ((header >> 1) & 0x3F for header in headers):
+            if nal_type in (36, 37):
+                self._ended = True
+            elif nal_type < 32:  # a slice (VCL unit) of the packet's picture
+                picture = True
+                restart |= nal_type in (16, 17, 18) or (self._ended and nal_type == 21)
+                self._ended = False
+        self.frameless += not picture
+        self.restarts += restart
 
 
 def _nal_headers(packet: av.Packet, length_size: int | None) -> Iterator[int]:
