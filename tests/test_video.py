@@ -607,7 +607,9 @@ def test_every_reader_of_a_clip_draws_it_again_from_the_count_its_read_corrects(
     turned off, as for a cause it does not foresee: the first read corrects the count and raises FrameCountChanged.
     `mme viz` (read_clip), the real footage of the motion probe (load_footage) and the bench commands let it out:
     viz failed on every run of such a file, the footage was skipped. Now each reads again, choosing its frames by
-    the true count (with_true_count), as a dataset item and `mme extract` did."""
+    the true count (with_true_count), as a dataset item and `mme extract` did. A viz start too late even for the
+    packets' count was refused by it, naming as the last that fits a start that failed too (41 frames; --start
+    28); now the last frame is read first, so the refusal names the true count."""
     from mme.data.bench import _stages
     from mme.data.dataset import DataConfig
     from mme.data.real_motion import load_footage
@@ -635,6 +637,10 @@ def test_every_reader_of_a_clip_draws_it_again_from_the_count_its_read_corrects(
     with pytest.raises(VideoError, match=r"joined\.mkv: too short \(40 frames; 4 frames at stride 4 from frame 28 "
                                          r"need 41; --start 27 is the last that fits\)"):
         read_clip(str(video), 28, 4, 4, 48, 0)  # fits the packets' count, not the frames'
+    unaware()
+    with pytest.raises(VideoError, match=r"joined\.mkv: too short \(40 frames; 4 frames at stride 4 from frame 29 "
+                                         r"need 42; --start 27 is the last that fits\)"):
+        read_clip(str(video), 29, 4, 4, 48, 0)  # fits neither: refused by the frames' count, not the packets'
     unaware()
     np.testing.assert_array_equal(load_footage(video, 8, 48).frames, ref)
     unaware()

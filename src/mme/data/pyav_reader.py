@@ -191,6 +191,11 @@ class PyAVReader(VideoReader):
         return self._index.mode
 
     @property
+    def count_may_change(self) -> bool:
+        """Whether ``num_frames`` is the packets' count, not yet proven by a decode up to the last frame."""
+        return self._index.mode == "seek" and self._index.proven < self.num_frames
+
+    @property
     def seeking_reason(self) -> str:
         """Why the file is read sequentially ('' otherwise)."""
         return self._index.reason

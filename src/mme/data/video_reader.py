@@ -91,6 +91,9 @@ class VideoReader:
     size: tuple[int, int]
     packets: int | None = None
     """Packets of the video stream, where the backend counts them (PyAV's)."""
+    count_may_change = False
+    """Whether a read may still find ``num_frames`` wrong and raise FrameCountChanged (PyAV's count of packets that
+    no decode has proven yet); other backends' counts are their own, never corrected."""
 
     def read(self, indices, each: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Frames at ``indices`` in the given order, uint8 ``(N, H, W, 3)``; ``each``: applied to every frame as it

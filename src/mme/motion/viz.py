@@ -43,11 +43,15 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
     need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
     than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
-    late for a longer one is refused. Its frames are chosen by the video's true count (:func:`with_true_count`)."""
+    late for a longer one is refused. Its frames are chosen by the video's true count (:func:`with_true_count`); a
+    refusal by a count that no decode has proven (the packets') reads the last frame first, so that it names the
+    true count and a ``--start`` that fits."""
 
     def read() -> Sample:
         with open_video(path, orientation=orientation) as reader:
             n, span = reader.num_frames, window_length(num_frames, stride, tubelet, length)
+            if start + span > n and reader.count_may_change and n > 0:
+                reader.read([n - 1])  # a count it corrects raises FrameCountChanged: read() again, by the truth
             if start + span > n:
                 tracks = f", with tracks of {length}," if length else ""
                 need = f"{num_frames} frames at stride {stride} from frame {start}{tracks} need {start + span}"
