@@ -464,7 +464,9 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
 def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp_path, clip_frames, monkeypatch):
     """An mme of another index version (one that indexes files otherwise) sharing data.index_dir: both stored the
     file's index in one file, each taking the other's as not of its version, so each process indexed the file
-    again and overwrote the other's. Now each version keeps its own, read by its later processes."""
+    again and overwrote the other's. Now each version keeps its own, read by its later processes, in a folder of
+    its version (the version was in the hashed file name alone: an older version's files could not be told apart
+    from the current one's, to remove them)."""
     path = write_video(tmp_path / "a.mp4", clip_frames[:12])
     made, make = [], pyav_reader._make_index
     monkeypatch.setattr(pyav_reader, "_make_index", lambda p: made.append(pyav_reader.INDEX_VERSION) or make(p))
@@ -475,8 +477,9 @@ def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp
         with open_video(path, index_dir=tmp_path / "index") as reader:
             np.testing.assert_array_equal(reader.read([7]), decode_all(path)[[7]])
     assert made == [version, version - 1]
-    stored = sorted(json.loads(p.read_text())["version"] for p in (tmp_path / "index").rglob("*.json"))
-    assert stored == [version - 1, version]
+    stored = sorted((p.relative_to(tmp_path / "index").parts[0], json.loads(p.read_text())["version"])
+                    for p in (tmp_path / "index").rglob("*.json"))
+    assert stored == [(f"v{version - 1}", version - 1), (f"v{version}", version)]
 
 
 def _stat(path) -> tuple[int, int]:

@@ -570,7 +570,7 @@ class _Index:
             atomic_write_text(self.store, json.dumps(record))
             self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
         except OSError as e:
-            _warn_unwritable(self.store.parent.parent, error_reason(e))
+            _warn_unwritable(self.store.parent.parent.parent, error_reason(e))  # DIR/v<version>/<2 hex>/<hash>.json
             self.store = None
 
 
@@ -592,11 +592,11 @@ def _warn_unwritable(index_dir: Path, why: str) -> None:
 
 def _index_store(index_dir: str, path: str, size: int, mtime_ns: int) -> Path:
     """Where ``index_dir`` keeps the index of this version of a file (its absolute path, size, modification time
-    and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`: processes of mme versions that
-    index otherwise, sharing the folder, keep one each (one file, each rewrote the other's as not of its version)."""
-    key = f"{os.path.abspath(path)}\0{size}\0{mtime_ns}\0{av.__version__}\0{INDEX_VERSION}"
-    key = hashlib.sha1(key.encode()).hexdigest()
-    return Path(index_dir) / key[:2] / f"{key[2:]}.json"
+    and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
+    version, so that processes of mme versions that index otherwise, sharing the folder, keep one each (one file,
+    each rewrote the other's as not of its version), and an older version's indices are one folder to remove."""
+    key = hashlib.sha1(f"{os.path.abspath(path)}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
+    return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
 
 
 def _load_index(store: Path) -> _Index | None:
