@@ -153,6 +153,29 @@ def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_vid
         f"jump/clip.ogg"]
 
 
+def test_each_file_of_a_suffix_that_names_audio_too_is_opened_once_in_a_folder_of_split_folders(tmp_path,
+                                                                                                 monkeypatch):
+    """A folder of split folders is walked twice (its split folders first taken for classes): each .ogg file was
+    opened twice to look for a video stream (one at the top of a split folder too). Now once per build."""
+    from mme.data import lists
+
+    frames = affine_video(4, 32, 32)[0]
+    for split in ("train", "val"):
+        for cls in ("jump", "run"):
+            (tmp_path / "ds" / split / cls).mkdir(parents=True)
+            write_video(tmp_path / "ds" / split / cls / "clip.ogg", frames, codec="libvpx")
+            write_audio(tmp_path / "ds" / split / cls / "clip_sound.ogg")
+    write_audio(tmp_path / "ds" / "train" / "loose.ogg")
+    opened = []
+    real_open = lists.open_container
+    monkeypatch.setattr(lists, "open_container", lambda path, **kw: opened.append(path) or real_open(path, **kw))
+    splits, classes = from_class_folders(tmp_path / "ds")
+    assert classes == ["jump", "run"]
+    assert {split: [(e.path, e.label) for e in entries] for split, entries in splits.items()} == {
+        split: [(f"{split}/jump/clip.ogg", 0), (f"{split}/run/clip.ogg", 1)] for split in ("train", "val")}
+    assert sorted(opened) == sorted(str(p) for p in (tmp_path / "ds").rglob("*.ogg"))  # 9, each once
+
+
 def test_numbered_class_folders_are_said(tmp_path, caplog):
     """Folders 0..11 sort as text (0, 1, 10, 11, 2, ...), as torchvision's ImageFolder sorts them, so class id 2
     is folder 10. Kept as it is, with a warning (before: nothing said)."""

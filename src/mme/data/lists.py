@@ -222,7 +222,7 @@ class folders are left out, and said."""
 AUDIO_TOO_EXTS = (".ogg", ".mxf", ".rm", ".asf", ".mod")
 """Video suffixes that as often name files without a video (Ogg Vorbis or Opus audio, an MXF file of one audio
 track, RealAudio, WMA in ASF, a tracker module): such a file is listed only where FFmpeg finds a video stream in it
-(:func:`_holds_video`)."""
+(:meth:`_PassedOver.holds_video`)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
 SOURCES = "sources.json"
 """The file of an ``mme lists`` --out folder that records what each list there was built from, as ``{list file:
@@ -312,7 +312,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
     own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
-    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root)}, passed, root,
+    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root, passed)}, passed, root,
                            _class_folders_beside(root, base) if own_split else {})
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
@@ -333,8 +333,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         if empty:
             log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         split_folders = {name: root / name for name in split_dirs}
-        folders = {name: _sub_folders(split_folders[name]) for name in split_dirs}
-        passed = _PassedOver()  # (of the walk that lists: the first took the split folders for classes)
+        folders = {name: _sub_folders(split_folders[name], passed) for name in split_dirs}
+        passed = _PassedOver(streams=passed.streams)  # (of the walk that lists: the first took the split folders
+        # for classes; what it found of each file's streams holds)
         walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed, root,
                                {})
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
@@ -464,6 +465,19 @@ class _PassedOver:
     others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
     videoless: list[Path] = field(default_factory=list)  # files of AUDIO_TOO_EXTS without a video stream
     dangling: list[Path] = field(default_factory=list)  # links that lead to nothing
+    streams: dict[str, bool] = field(default_factory=dict)  # an AUDIO_TOO_EXTS file's real path -> whether FFmpeg
+    # finds a video stream in it (:meth:`holds_video`), so that the walks of one build open each file once
+
+    def holds_video(self, path: Path) -> bool:
+        """Whether a file of a video suffix holds a video: for :data:`AUDIO_TOO_EXTS`, whether FFmpeg finds a video
+        stream in it (:func:`_finds_video_stream`, each file opened once, by its real path); any other, by its
+        suffix."""
+        if path.suffix.lower() not in AUDIO_TOO_EXTS:
+            return True
+        real = os.path.realpath(path)
+        if real not in self.streams:
+            self.streams[real] = _finds_video_stream(path)
+        return self.streams[real]
 
     def of_classes(self, root: Path, classes: list[str]) -> None:
         """Keep, of the files not listed, those in the folders ``classes`` of ``root`` (the others are in no class)."""
@@ -499,9 +513,9 @@ def _by_suffix(files: list[Path]) -> str:
     return ", ".join(f"{s}: {n}" for s, n in suffixes[:5]) + (", ..." if len(suffixes) > 5 else "")
 
 
-def _sub_folders(root: Path) -> list[Path]:
+def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
     """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged."""
-    loose = sorted(f.name for f in root.iterdir() if _is_video(f) and _holds_video(f))
+    loose = sorted(f.name for f in root.iterdir() if _is_video(f) and passed.holds_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
     return sorted(d for d in root.iterdir() if not _hidden(d.name) and _is_folder(d))
@@ -640,7 +654,7 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
             target = os.path.realpath(path) if path.is_symlink() else None
             if target is not None and _within(target, avoid):
                 passed.elsewhere.append((path, target))
-            elif not _holds_video(path):
+            elif not passed.holds_video(path):
                 passed.videoless.append(path)
             else:
                 videos.append(path)
@@ -656,11 +670,9 @@ def _is_video(path: Path) -> bool:
     return not _hidden(path.name) and path.suffix.lower() in VIDEO_EXTS and path.is_file()
 
 
-def _holds_video(path: Path) -> bool:
-    """Whether a file of a video suffix holds a video: for :data:`AUDIO_TOO_EXTS`, whether FFmpeg finds a video
-    stream among the container's streams (a file it cannot open holds none it reads); any other, by its suffix."""
-    if path.suffix.lower() not in AUDIO_TOO_EXTS:
-        return True
+def _finds_video_stream(path: Path) -> bool:
+    """Whether FFmpeg finds a video stream among the file's container's streams (a file it cannot open holds none
+    it reads)."""
     try:
         with open_container(str(path)) as container:
             return video_stream(container) is not None
