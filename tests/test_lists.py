@@ -73,7 +73,7 @@ def test_write_read_round_trip(tmp_path):
 
 
 def test_class_folders(tmp_path):
-    for rel in ("walk/v1.avi", "walk/v2.mp4", "jump/sub/v3.webm", "jump/readme.txt"):
+    for rel in ("walk/v1.avi", "walk/v2.mp4", "jump/sub/v3.mkv", "jump/readme.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "jump" / "._v4.avi").write_bytes(b"x")  # macOS's companion of a copied file: not a video
@@ -81,7 +81,7 @@ def test_class_folders(tmp_path):
     (tmp_path / "splits" / "walk_test_split1.txt").write_text("v1.avi 1\n")
     splits, classes = from_class_folders(tmp_path)
     assert classes == ["jump", "walk"]
-    assert splits["all"] == [ListEntry("jump/sub/v3.webm", 0), ListEntry("walk/v1.avi", 1),
+    assert splits["all"] == [ListEntry("jump/sub/v3.mkv", 0), ListEntry("walk/v1.avi", 1),
                              ListEntry("walk/v2.mp4", 1)]
     # classes sorted without regard to case, as UCF101's classInd.txt (35 Hammering, 36 HammerThrow)
     for name in ("HammerThrow", "Hammering", "JumpRope", "JumpingJack"):
@@ -128,10 +128,11 @@ def write_audio(path, codec: str = "flac") -> None:
 
 
 def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_video(tmp_path, caplog):
-    """.ogg names Ogg Vorbis/Opus/FLAC audio as often as Ogg video (.mxf, .rm, .asf and .mod also name files
-    without one): each clip's sound track kept beside it as .ogg was listed as a video, and failed every read
-    ('no video stream'), stopping a run at data.max_failure_fraction. Such a file is listed only where FFmpeg finds
-    a video stream in it, else counted, by suffix, in the warning of files not listed."""
+    """.ogg names Ogg Vorbis/Opus/FLAC audio as often as Ogg video (.mxf, .rm, .asf, .mod and .webm also name files
+    without one: yt-dlp's bestaudio download is an Opus .webm): each clip's sound track kept beside it as .ogg was
+    listed as a video, and failed every read ('no video stream'), stopping a run at data.max_failure_fraction (an
+    audio .webm still was). Such a file is listed only where FFmpeg finds a video stream in it, else counted, by
+    suffix, in the warning of files not listed."""
     frames = affine_video(4, 32, 32)[0]
     for cls in ("jump", "run"):
         (tmp_path / "ds" / cls).mkdir(parents=True)
@@ -139,17 +140,19 @@ def test_files_of_a_suffix_that_names_audio_too_are_listed_where_they_hold_a_vid
         write_audio(tmp_path / "ds" / cls / "clip.ogg")
     write_video(tmp_path / "ds" / "run" / "vp8.ogg", frames, codec="libvpx")  # an Ogg video: listed
     write_audio(tmp_path / "ds" / "run" / "track.asf", "pcm_s16le")
+    write_audio(tmp_path / "ds" / "run" / "clip.f251.webm", "libopus")  # yt-dlp's bestaudio download
+    write_video(tmp_path / "ds" / "run" / "vp9.webm", frames, codec="libvpx-vp9")  # a WebM video: listed
     (tmp_path / "ds" / "run" / "song.mod").write_bytes(b"M.K." * 300)  # a tracker module FFmpeg does not read
     (tmp_path / "ds" / "run" / "notes.txt").write_text("x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         splits, classes = from_class_folders(tmp_path / "ds")
     assert classes == ["jump", "run"]
     assert [(e.path, e.label) for e in splits["all"]] == [("jump/clip.mp4", 0), ("run/clip.mp4", 1),
-                                                          ("run/vp8.ogg", 1)]
+                                                          ("run/vp8.ogg", 1), ("run/vp9.webm", 1)]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'ds'}: 5 file(s) in class folders are not listed: 1 whose suffixes are not a video's (.txt: 1), "
-        f"e.g. run/notes.txt (a video among them is listed under a suffix of {'/'.join(VIDEO_EXTS)}); 4 in which "
-        f"FFmpeg finds no video stream (.ogg: 2, .asf: 1, .mod: 1: audio alone, or no file it reads), e.g. "
+        f"{tmp_path / 'ds'}: 6 file(s) in class folders are not listed: 1 whose suffixes are not a video's (.txt: 1), "
+        f"e.g. run/notes.txt (a video among them is listed under a suffix of {'/'.join(VIDEO_EXTS)}); 5 in which "
+        f"FFmpeg finds no video stream (.ogg: 2, .asf: 1, .mod: 1, .webm: 1: audio alone, or no file it reads), e.g. "
         f"jump/clip.ogg"]
 
 
