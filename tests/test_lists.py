@@ -331,8 +331,7 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
     assert cli_main(["lists", "folder", str(root / "train"), "--out", str(tmp_path / "v")]) == 0
     assert cli_main(["lists", "folder", str(root / "validation"), "--out", str(tmp_path / "v"),
                      "--classes", str(tmp_path / "v" / "classes.json")]) == 0
-    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "sources.json", "train.txt",
-                                                                   "val.txt"]
+    assert sorted(f.name for f in (tmp_path / "v").iterdir()) == ["classes.json", "train.txt", "val.txt"]
     assert [e.label for e in read_list(tmp_path / "v" / "val.txt")[0]] == [0, 2, 2]
     # a class the map lacks is refused
     with pytest.raises(DataError, match=r"class folder\(s\) \['bowling'\] not in the given class map"):
@@ -399,8 +398,10 @@ def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tm
     before, neither was taken for a split folder (by the name given alone), both were written as all.txt, the
     second replacing the first without a word, their paths from each link (a/tr1.mp4). Now a folder not named as a
     split is one by its real name: train.txt and test.txt, paths from the real parent (train/a/tr1.mp4), as a
-    folder of split folders gives. Two sources that do give one list (folders not named as splits: all.txt) are
-    refused, naming the list and what it was built from; the same source again, or one holding it, replaces it."""
+    folder of split folders gives. Two sources that do give one list (folders not named as splits: all.txt): the
+    second replaces it with a warning naming the list and what it held; the same list again, without one. The
+    --out folder holds the lists and classes.json alone: a file of the user's there (sources.json) is left as it
+    was (a build once recorded its sources there, rewriting it, and refused the same data moved elsewhere)."""
     ucf, home = tmp_path / "data" / "ucf", tmp_path / "home"
     for rel in ("train/a/tr1.mp4", "train/b/tr2.mp4", "test/a/te1.mp4", "test/b/te2.mp4", "one/a/1.mp4",
                 "one/b/1.mp4", "two/c/1.mp4", "two/d/1.mp4"):
@@ -418,22 +419,23 @@ def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tm
     lists = {name: read_list(out / f"{name}.txt")[0] for name in ("train", "test")}
     assert lists == {"train": [ListEntry("train/a/tr1.mp4", 0), ListEntry("train/b/tr2.mp4", 1)],
                      "test": [ListEntry("test/a/te1.mp4", 0), ListEntry("test/b/te2.mp4", 1)]}
-    build_lists("folder", ucf / "train", out)  # the same data by another path: its list replaced
+    assert sorted(f.name for f in out.iterdir()) == ["classes.json", "test.txt", "train.txt"]
     other = tmp_path / "other"
+    other.mkdir()
+    (other / "sources.json").write_text('{"notes": "scraped 2024"}\n')
     build_lists("folder", ucf / "one", other)
-    before = {f.name: f.read_bytes() for f in other.iterdir()}
-    with pytest.raises(DataError) as raised:
-        build_lists("folder", ucf / "two", other)
-    assert str(raised.value) == (f"{other / 'all.txt'}: the list of `mme lists folder {ucf / 'one'}`, which this "
-                                 f"build of {ucf / 'two'} would replace: choose another --out, or remove that list to "
-                                 f"replace it")
-    assert {f.name: f.read_bytes() for f in other.iterdir()} == before
-    (other / "all.txt").unlink()  # removed by the user: replaced
-    assert read_list(build_lists("folder", ucf / "two", other)[0]["all"])[0] == [ListEntry("c/1.mp4", 0),
-                                                                                 ListEntry("d/1.mp4", 1)]
-    build_lists("folder", ucf / "two", other)  # the same source again
-    with pytest.raises(DataError, match="would replace"):  # (a list removed by --skip-missing alike)
-        build_lists("folder", ucf / "one", other)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert read_list(build_lists("folder", ucf / "two", other)[0]["all"])[0] == [ListEntry("c/1.mp4", 0),
+                                                                                     ListEntry("d/1.mp4", 1)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"replacing {other / 'all.txt'}, which held another list: 2 lines, the first 'a/1.mp4 0'"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        build_lists("folder", ucf / "two", other)  # the same list again
+    assert caplog.records == []
+    assert (other / "sources.json").read_text() == '{"notes": "scraped 2024"}\n'
+    assert sorted(f.name for f in other.iterdir()) == ["all.txt", "classes.json", "sources.json"]
 
 
 def test_symlinked_folders_are_walked_and_videos_left_out_are_said(tmp_path, caplog):

@@ -141,8 +141,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 def _add_lists(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lists", help="build list files for K400 / SSv2 / UCF101 / HMDB51 or a class-folder tree",
-                       description="Writes <split>.txt lists ('path label', paths relative to the video root), "
-                                   "classes.json and sources.json (what each list was built from) into --out.")
+                       description="Writes <split>.txt lists ('path label', paths relative to the video root) "
+                                   "and classes.json into --out.")
     p.add_argument("kind", choices=["folder", "ucf101", "hmdb51", "kinetics", "ssv2"],
                    help="the dataset's layout (folder: one subfolder of videos per class)")
     p.add_argument("source", type=path,

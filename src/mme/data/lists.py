@@ -142,15 +142,20 @@ def listed_once(list_file: str | Path, entries: list[ListEntry], root: str | Pat
 
 
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:
-    """Write entries in the VideoMAE format (atomically). A path that the format cannot hold, one with a line
-    break or space at either end (which :func:`read_list` strips), is a DataError naming it."""
+    """Write entries in the VideoMAE format (atomically): :func:`list_text`."""
+    atomic_write_text(path, list_text(path, entries))
+
+
+def list_text(path: str | Path, entries: list[ListEntry]) -> str:
+    """The text of list file ``path`` holding ``entries`` in the VideoMAE format. A path that the format cannot hold,
+    one with a line break or space at either end (which :func:`read_list` strips), is a DataError naming it."""
     for e in entries:
         if e.path != e.path.strip() or len(text_lines(e.path + "\n")) != 1:
             raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
                             f"or spaces at its ends; rename the file or folder")
     paths = [f"./{e.path}" if _is_comment(e.path) else e.path for e in entries]  # '# misc/a.mp4' read as a comment
     lines = [p if e.label is None else f"{p} {e.label}" for p, e in zip(paths, entries)]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines)
 
 
 def write_classes(path: str | Path, classes: list[str]) -> None:
@@ -225,9 +230,6 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
-SOURCES = "sources.json"
-"""The file of an ``mme lists`` --out folder that records what each list there was built from, as ``{list file:
-{"kind": kind, "source": its real path}}`` (:func:`_keep_others_lists`)."""
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 
@@ -911,7 +913,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
     none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it, before any
     write: one that cannot be removed is an MMEError naming it, nothing of this build written. A list there that
-    a build of other data wrote is a DataError, before any write (:func:`_keep_others_lists`).
+    differs from this build's is replaced with a warning naming it and what it held (:func:`_replacing`).
     """
     source = Path(source)
     out_dir = check_output(out_dir, "--out", folder=True)
@@ -946,7 +948,6 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     if not listed:
         raise DataError(f"{source}: lists no videos")
     _keep_ids(out_dir, classes, splits, kind)
-    sources = _keep_others_lists(out_dir, splits, kind, source)
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
@@ -961,37 +962,27 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     written = {}
     for name, entries in listed.items():
         written[name] = out_dir / f"{name}.txt"
-        write_list(written[name], entries)
+        text = list_text(written[name], entries)
+        _replacing(written[name], text)
+        atomic_write_text(written[name], text)
         log.info("wrote %s (%d videos)", written[name], len(entries))
     if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
         write_classes(out_dir / "classes.json", classes)
-    for name in splits:
-        sources.pop(f"{name}.txt", None)
-    sources.update({path.name: {"kind": kind, "source": os.path.realpath(source)} for path in written.values()})
-    atomic_write_text(out_dir / SOURCES, json.dumps(sources, indent=1, sort_keys=True) + "\n")
     return written, video_root
 
 
-def _keep_others_lists(out_dir: Path, splits: Splits, kind: str, source: Path) -> dict[str, dict[str, str]]:
-    """Refuse to replace, or remove, a list of ``out_dir`` that a build of another source wrote, as :data:`SOURCES`
-    records (two folders not named as splits both give all.txt: built into one --out, the second replaced the first
-    without a word); a source holding the other, or held by it (a folder of split folders, then one of them), is
-    the same data. Returns the records (none for a list of a build that kept none)."""
+def _replacing(path: Path, text: str) -> None:
+    """Warn where ``path`` holds a list other than ``text``, which is to replace it (a build of other data into
+    one --out, two folders not named as splits both giving all.txt), naming what it held."""
     try:
-        records = json.loads((out_dir / SOURCES).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # (none kept, or unreadable: they tell nothing)
-        records = {}
-    records = {name: was for name, was in records.items() if isinstance(was, dict) and
-               isinstance(was.get("source"), str)} if isinstance(records, dict) else {}
-    here = os.path.realpath(source)
-    for name in sorted(splits):
-        was = records.get(f"{name}.txt")
-        if was and (out_dir / f"{name}.txt").is_file() and not (_within(here, {was["source"]}) or
-                                                                 _within(was["source"], {here})):
-            raise DataError(f"{out_dir / name}.txt: the list of `mme lists {was.get('kind', kind)} {was['source']}`, "
-                            f"which this build of {here} would replace: choose another --out, or remove that list "
-                            f"to replace it")
-    return records
+        held = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else text
+    except OSError as e:
+        log.warning("replacing %s, which could not be read (%s)", path, e)
+        return
+    if held != text:
+        lines = [line for line in text_lines(held) if line.strip()]
+        log.warning("replacing %s, which held another list: %d lines%s", path, len(lines),
+                    f", the first {lines[0]!r}" if lines else "")
 
 
 def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:
