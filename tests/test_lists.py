@@ -785,6 +785,26 @@ def test_a_kinetics_csv_with_an_unclosed_quote_is_one_line_naming_where_it_opens
         ["abseiling", "air, drumming"])
 
 
+def test_a_kinetics_csv_written_with_comma_space_separators_reads_its_quoted_labels(tmp_path):
+    """A CSV written with ', ' separators (its column names with spaces are matched): a quoted label after the space
+    kept its quotes, '"air drumming"' a class of its own beside the val CSV's 'air drumming', without a word. Now
+    the spaces after a comma are skipped and the quotes read; a label still beginning or ending with a quote (a tab
+    before it) is one line naming the line."""
+    (tmp_path / "train.csv").write_text('youtube_id, label, time_start, time_end, split\n'
+                                        'abc, "air drumming", 1, 11, train\ndef, zumba, 2, 12, train\n')
+    (tmp_path / "val.csv").write_text('youtube_id,label,time_start,time_end,split\nghi,"air drumming",1,11,val\n'
+                                      'jkl,zumba,2,12,val\n')
+    assert from_kinetics([tmp_path / "train.csv", tmp_path / "val.csv"], "{label}/{youtube_id}.mp4") == (
+        {"train": [ListEntry("air drumming/abc.mp4", 0), ListEntry("zumba/def.mp4", 1)],
+         "val": [ListEntry("air drumming/ghi.mp4", 0), ListEntry("zumba/jkl.mp4", 1)]}, ["air drumming", "zumba"])
+    (tmp_path / "tab.csv").write_text('youtube_id,label,time_start,time_end,split\nabc,zumba,2,12,train\n'
+                                      'def,\t"air drumming",1,11,train\n')
+    with pytest.raises(DataError) as raised:
+        from_kinetics([tmp_path / "tab.csv"])
+    assert str(raised.value) == (f"{tmp_path / 'tab.csv'}:3: label '\"air drumming\"' begins or ends with a quote: a "
+                                 f"quoted field after other text (a tab before its quote)?")
+
+
 def test_hidden_files_beside_kinetics_csvs_are_passed_over(tmp_path):
     """A folder of CSVs copied from a Mac holds '._train.csv', its AppleDouble companion (binary, not UTF-8):
     before, `mme lists kinetics FOLDER` failed on it as 'not a UTF-8 text file'; HMDB51's split files and class

@@ -768,6 +768,9 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
             if not yid:
                 raise DataError(f"{path}:{n}: no youtube_id {row}")
             label = (row.get("label") or "").strip()
+            if label[:1] == '"' or label[-1:] == '"':  # (its quotes kept: a class of its own, beside the unquoted)
+                raise DataError(f"{path}:{n}: label {label!r} begins or ends with a quote: a quoted field after other "
+                                f"text (a tab before its quote)?")
             given = (row.get("split") or "").strip() or path.stem
             rows.append((split_name(given), label, yid, start, end, f"{path}:{n}", given))
         unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
@@ -799,13 +802,14 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
 
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     """A CSV's column names (lower case, stripped: 'Label', ' split') and its rows as {column: value}, each with
-    the line it starts on: blank lines are skipped and a quoted field may span lines, so rows are not lines. A
+    the line it starts on: blank lines are skipped and a quoted field may span lines, so rows are not lines; spaces
+    after a comma are skipped, so a field after them may be quoted (', "air drumming"'). A
     row shorter than the header lacks its last columns. A row the csv module reads only by guessing (a quote not
     closed, or text after a closing quote) is a DataError naming the line it starts on."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
-            reader = csv.reader(fh, strict=True)
+            reader = csv.reader(fh, strict=True, skipinitialspace=True)  # (', "air drumming"': its quotes read)
             fields = [f.strip().lower() for f in next(reader, [])]
             rows, start = [], reader.line_num + 1
             for values in reader:  # (a blank line is an empty row)
