@@ -757,10 +757,13 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
         for n, row in table:
+            broken = next((c for c, v in row.items() if ("\n" in v or "\r" in v) and
+                           (c != "label" or len(row) < len(fields))), None)
+            if broken:  # (a quote not closed took the rest of the file, or one closed lines later their rows)
+                value = row[broken]
+                raise DataError(f"{path}:{n}: {broken} {value[:40]!r}{'...' if len(value) > 40 else ''} holds a line "
+                                f"break: a quote not closed, or closed on a later line?")
             yid = (row.get("youtube_id") or "").strip()
-            if "\n" in yid or "\r" in yid:  # (a quote closed lines later: fields of many rows in one)
-                raise DataError(f"{path}:{n}: youtube_id {yid[:40]!r}{'...' if len(yid) > 40 else ''} holds a line "
-                                f"break: a quote closed on a later line?")
             try:
                 start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
             except (TypeError, ValueError) as e:
@@ -803,13 +806,14 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     """A CSV's column names (lower case, stripped: 'Label', ' split') and its rows as {column: value}, each with
     the line it starts on: blank lines are skipped and a quoted field may span lines, so rows are not lines; spaces
-    after a comma are skipped, so a field after them may be quoted (', "air drumming"'). A
-    row shorter than the header lacks its last columns. A row the csv module reads only by guessing (a quote not
-    closed, or text after a closing quote) is a DataError naming the line it starts on."""
+    after a comma are skipped, so a field after them may be quoted (', "air drumming"'), and those after a closing
+    quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its last
+    columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
+    starts on."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
-            reader = csv.reader(fh, strict=True, skipinitialspace=True)  # (', "air drumming"': its quotes read)
+            reader = csv.reader(fh, skipinitialspace=True)  # (', "air drumming"': its quotes read)
             fields = [f.strip().lower() for f in next(reader, [])]
             rows, start = [], reader.line_num + 1
             for values in reader:  # (a blank line is an empty row)
@@ -819,8 +823,7 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not a UTF-8 text file ({e}); save it as UTF-8") from e
         except csv.Error as e:  # (a quote not closed makes one field of the rest of the file)
-            raise DataError(f"{path}:{start}: not a CSV row ({e}): an unclosed quote, or text after a closing "
-                            f"one?") from e
+            raise DataError(f"{path}:{start}: not a CSV row ({e}): a quote not closed?") from e
     return set(fields), rows
 
 
