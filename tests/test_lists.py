@@ -598,10 +598,11 @@ def test_walking_class_folders_takes_time_linear_in_their_number(tmp_path):
     assert many < 18 * few, (few, many)
 
 
-def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path):
+def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
     """Class folders linked into pools of videos, one pool not mounted: before, its class was left out without a
     word, and every later class took another id (classes.json ['a', 'c'], c class 1). Now one line naming the link
-    and its target, for a split folder so linked too; a link named as a video at the top is no class folder."""
+    and its target, for a split folder so linked too; a link named as a file at the top (a video, README.txt) is no
+    class folder: named in a warning (a link to a file once refused the whole build)."""
     for rel in ("pool/a/1.mp4", "pool/c/1.mp4", "s/test/a/2.mp4", "s/test/b/2.mp4", "s/test/c/2.mp4"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
@@ -622,8 +623,17 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path):
     with pytest.raises(DataError, match=rf"^{s / 'val'}: a link to {gone / 'val'}, which leads to nothing"):
         from_class_folders(s)
     (data / "b").unlink()
+    (data / "Mr. B").symlink_to(gone / "Mr. B", target_is_directory=True)  # (a dot, but no file's suffix)
+    with pytest.raises(DataError, match=rf"^{data / 'Mr. B'}: a link to {gone / 'Mr. B'}, which leads to nothing"):
+        from_class_folders(data)
+    (data / "Mr. B").unlink()
     (data / "b.mp4").symlink_to(gone / "b.mp4")  # (a video outside class folders: not listed either way)
-    assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]}, ["a", "c"])
+    (data / "README.txt").symlink_to(gone / "README.txt")  # a file's link: refused the build (a class folder's)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]},
+                                            ["a", "c"])
+    assert f"{data / 'README.txt'}: a link to {gone / 'README.txt'}, which leads to nothing, is left out (a file, " \
+           f"by its name)" in caplog.text
 
 
 def test_ucf101_official_splits(tmp_path):

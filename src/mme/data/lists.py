@@ -525,9 +525,14 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
 
 
 def _is_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder; a link named as one (not as a video) that leads to nothing is a DataError naming
-    it and its target: a class folder left out would shift the id of every later class."""
-    if path.is_symlink() and not path.exists() and path.suffix.lower() not in VIDEO_EXTS:
+    """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target where it
+    is named as a folder, with no file suffix (a class folder left out would shift the id of every later class),
+    else (README.txt, a video) named in a warning."""
+    if path.is_symlink() and not path.exists():
+        if re.fullmatch(r"\.[0-9A-Za-z]+", path.suffix):  # ('Mr. Bean' is no file's name)
+            log.warning("%s: a link to %s, which leads to nothing, is left out (a file, by its name)", path,
+                        os.readlink(path))
+            return False
         raise DataError(f"{path}: a link to {os.readlink(path)}, which leads to nothing (a volume not mounted, a "
                         f"folder moved), where class or split folders are: left out, the classes in it would be "
                         f"missing and later classes take other ids; mount it, or remove the link")
