@@ -502,6 +502,29 @@ def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_pat
     assert caplog.text.count("is not followed") == 1  # val/A/sub; the walk that took the splits for classes is not said
 
 
+def test_a_split_built_on_its_own_is_not_refused_for_a_link_of_the_split_beside_it(tmp_path, caplog):
+    """train/A -> pool/A, train/B -> pool/B, and val/misc -> pool (a link of the val split holding train's class
+    folders): train built on its own was refused, the error naming train/A. Now val/misc is passed over with a
+    warning naming it, train listed in full; a build of both splits still refuses val/misc."""
+    for rel in ("pool/A/1.mp4", "pool/B/2.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    d, pool = tmp_path / "d", tmp_path / "pool"
+    for split in ("train", "val"):
+        (d / split).mkdir(parents=True)
+    for name in ("A", "B"):
+        (d / "train" / name).symlink_to(pool / name, target_is_directory=True)
+    (d / "val" / "misc").symlink_to(pool, target_is_directory=True)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(d / "train") == ({"train": [ListEntry("train/A/1.mp4", 0),
+                                                              ListEntry("train/B/2.mp4", 1)]}, ["A", "B"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{d / 'val' / 'misc'}: a class folder of a split beside {d / 'train'}, leads to {pool}, at, in or over "
+        f"{d / 'train' / 'A'}: passed over (a build of the splits together refuses it)"]
+    with pytest.raises(DataError, match=rf"^{d / 'val' / 'misc'}: leads to {pool}, which holds {d / 'train' / 'A'}"):
+        from_class_folders(d)
+
+
 def test_a_split_built_on_its_own_lists_no_link_into_another_splits_class(tmp_path, caplog):
     """val/A/b.mp4 -> train/B/sub/b1.mp4 and val/A/sub -> train/B/sub: built with train, not listed under A (with
     warnings); built on its own, as docs/data.md shows, listed under A, the split folders beside it not looked at.

@@ -547,12 +547,41 @@ def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, oth
     its own, :func:`_class_folders_beside`); a class folder that is such a link is refused first
     (:func:`_refuse_class_folders_in_others`)."""
     real = {folder: os.path.realpath(folder) for folder in [*folders, *others]}
+    others = _without_links_here(others, folders, real, root)
     _refuse_class_folders_in_others(folders, others, real, root)
     real_of_class: dict[str, set[str]] = {}
     for folder, key in [*folders.items(), *others.items()]:
         real_of_class.setdefault(key, set()).add(real[folder])
     every = set().union(*real_of_class.values())
     return {folder: videos_under(folder, _Others(every, real_of_class[key]), passed) for folder, key in folders.items()}
+
+
+def _without_links_here(others: dict[Path, str], folders: dict[Path, str], real: dict[Path, str], root: Path
+                        ) -> dict[Path, str]:
+    """``others`` (the class folders beside a split built on its own, -> their keys) but those that are links to a
+    class folder of ``folders`` of another key, into one, to a folder holding one, or to one holding ``root``, each
+    named in a warning: the neighbour split's link is at fault (a build of the splits together refuses it), and
+    kept among ``others`` it would refuse this split's class folders, or keep their videos out."""
+    at: dict[str, dict[str, Path]] = {}  # as in _refuse_class_folders_in_others, of ``folders`` alone
+    under: dict[str, dict[str, Path]] = {}
+    for folder, key in folders.items():
+        at.setdefault(real[folder], {}).setdefault(key, folder)
+        for above in _folders_above(real[folder]):
+            if len(under.setdefault(above, {})) < 2:
+                under[above].setdefault(key, folder)
+    top, kept = os.path.realpath(root), {}
+    for other, key in others.items():
+        path = real[other]
+        here = other.is_symlink() and (
+            root if _within(top, {path}) else
+            next((f for k, f in under.get(path, {}).items() if k != key), None) or
+            next((f for p in (path, *_folders_above(path)) for k, f in at.get(p, {}).items() if k != key), None))
+        if here:
+            log.warning("%s: a class folder of a split beside %s, leads to %s, at, in or over %s: passed over (a "
+                        "build of the splits together refuses it)", other, root, path, here)
+        else:
+            kept[other] = key
+    return kept
 
 
 def _refuse_class_folders_in_others(folders: dict[Path, str], others: dict[Path, str], real: dict[Path, str],
