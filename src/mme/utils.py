@@ -59,13 +59,19 @@ def is_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
         return False
 
 
+class LockUntestable(PermissionError):
+    """A temporary file that looks stale by its PID which this user may not open to test its lock (another user's,
+    kept to themselves): a live writer elsewhere may hold it, so it is not removed."""
+
+
 def remove_stale_temp(tmp: Path, names: Collection[str] | None = None) -> bool:
     """Remove ``tmp`` if an :func:`atomic_path` write of a file named in ``names`` (any without) left it
     (:func:`is_stale_temp`) and no writer holds it: none holds its lock. The lock tells a live writer in another PID
     namespace (a container) or, where the file system shares locks (NFS), on another machine, whose PID means
     nothing here; it is held while the file is removed, so a writer of the same name waits for it and writes anew
-    (a file system without locks, or a file this user may not open: by the PID alone). Whether it was removed; a
-    removal that fails (a read-only folder, an immutable file, another user's) raises its OSError."""
+    (a file system without locks: by the PID alone). Whether it was removed; one this user may not open to test its
+    lock is a :class:`LockUntestable`; a removal that fails (a read-only folder, an immutable file, another user's)
+    raises its OSError."""
     return is_stale_temp(tmp, names) and _remove_unheld(tmp)
 
 
@@ -73,15 +79,16 @@ def _remove_unheld(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock, holding it while it is removed (a writer that opened it
     meanwhile finds it gone when it gets the lock, and makes a new one), and only while the name still names the
     file locked (a writer may have renamed that one into place and made a new one under the name since it was
-    opened). One this user may not open (another user's, kept to themselves), or that is no write's file as it is
-    not a regular one (a symlink, a FIFO, whose opening may wait forever), is removed without it, by its PID alone,
-    as on a file system without locks. Whether it was removed: not where it is held or gone; a failure to remove it
-    raises its OSError."""
+    opened). One that is no write's file as it is not a regular one (a symlink, a FIFO, whose opening may wait
+    forever) is removed without it, by its PID alone, as on a file system without locks. One this user may not open
+    (another user's, kept to themselves) is a :class:`LockUntestable`, left: its PID, dead here, tells nothing of a
+    writer in another container or on another machine. Whether it was removed: not where it is held or gone; a
+    failure to remove it raises its OSError."""
     try:
         regular = stat.S_ISREG(os.lstat(tmp).st_mode)
         fd = os.open(tmp, os.O_RDONLY | os.O_NONBLOCK) if regular else None  # (a FIFO put there since: no wait)
-    except PermissionError:  # another user's, kept to themselves
-        fd = None
+    except PermissionError as e:
+        raise LockUntestable(e.errno, e.strerror, e.filename) from e
     except FileNotFoundError:
         return False
     try:
@@ -406,8 +413,8 @@ def remove_stale_temps(files: Collection[Path]) -> None:
 def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) -> None:
     """Remove the temporary files that writes killed mid-way left in ``folder`` (``.<name>.tmp<pid>...``, of the
     files named in ``names``, any without), those no live writer holds (:func:`remove_stale_temp`). One that
-    cannot be removed (an immutable file, another user's in a shared folder) is warned about and left; a folder that
-    is not there has none."""
+    cannot be removed (an immutable file, another user's in a shared folder), or opened to test its lock (another
+    user's, kept to themselves), is warned about and left; a folder that is not there has none."""
     try:
         temps = list(folder.glob(".*.tmp*"))
     except FileNotFoundError:  # the folder is gone (removed by another process meanwhile)
@@ -415,7 +422,14 @@ def remove_stale_temps_in(folder: Path, names: Collection[str] | None = None) ->
     for tmp in temps:
         with removing(tmp, "it is the temporary file of an interrupted write, left there: nothing reads it",
                       warn=True):
-            if remove_stale_temp(tmp, names):
+            try:
+                removed = remove_stale_temp(tmp, names)
+            except LockUntestable as e:
+                log.warning("%s: could not be opened to test its lock (%s), which a live writer in another container "
+                            "or on another machine may hold; it is the temporary file of a write, left there: its "
+                            "owner may remove it", tmp, error_reason(e))
+                continue
+            if removed:
                 log.info("removed %s, the temporary file of an interrupted write", tmp)
 
 
