@@ -267,6 +267,29 @@ def test_a_target_setting_goes_to_the_demos_targets_that_use_it(tmp_path):
         _pretrain_config(quick, "mme", 0, train)
 
 
+def test_a_demo_whose_targets_leave_out_mme_starts(tmp_path, monkeypatch):
+    """``DemoSettings(targets=("pixel", "hog"))`` (as docs/experiments.md runs it) stopped at its start with a bare
+    KeyError: 'mme', its data's settings read from the MME run's config. They are the first target's where MME does
+    not run (the same for every target); stopped here at the real-footage probe, the first thing they go to."""
+    from dataclasses import replace
+
+    from mme import demo
+    from mme.demo import DemoSettings, _pretrain_config
+
+    class Probed(Exception):
+        pass
+
+    def probe_set(real_dir, design, num_frames, stride, tubelet, img_size, *args, **kwargs):
+        raise Probed(num_frames, stride, tubelet, img_size)
+
+    monkeypatch.setattr(demo, "probe_set", probe_set)
+    s = replace(DemoSettings.quick(tmp_path), targets=("pixel", "hog"))
+    with pytest.raises(Probed) as probed:
+        demo.demo(s)
+    d = _pretrain_config(s, "pixel", 0, tmp_path / "data" / "train.txt").data
+    assert probed.value.args == (d.num_frames, d.stride, d.tubelet, d.img_size) == (8, 2, 2, 64)
+
+
 def test_a_second_demo_on_an_out_in_use_is_refused_before_any_work(tmp_path, capsys):
     """Was: the second made the data again under the running one, then failed on a train.out_dir it never set."""
     import subprocess

@@ -419,7 +419,9 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
                      override, target, only)
     _check_saved_rows(s, overwrite)
     design = s.data_design()
-    probe_cfg = _pretrain_config(s, "mme", s.seeds[0], s.out / "data" / "train.txt")  # every target's data section
+    # every target's data section; MME's track length for the tracks picture where MME runs
+    probe_target = "mme" if "mme" in s.targets else s.targets[0]
+    probe_cfg = _pretrain_config(s, probe_target, s.seeds[0], s.out / "data" / "train.txt")
     d = probe_cfg.data  # footage given with --real-dir that gives no columns stops the demo before the data
     real, real_line = probe_set(s.real_dir, design, d.num_frames, d.stride, d.tubelet, d.img_size,
                                 s.real_clips_per_class, required=s.real_dir is not None)
