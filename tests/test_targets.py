@@ -122,15 +122,12 @@ def test_bad_config_names_the_key(data, match):
 def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_or_the_presets():
     """target.position_unit with PatchStd on (the default) was ignored without a word: the losses bitwise those
     without it, while the start-up listed it among the settings that differ; so were std_floor without PatchStd and
-    hog_norm without a hog head, or false with the maskfeat style, whose cells are normalised already, and
-    hog_style without a HOG head (hog or shape)."""
+    hog_norm without a hog head, and hog_style without a HOG head (hog or shape). hog_norm on a hog head of the
+    maskfeat style, whose cells are normalised already, is taken true or false (the next test)."""
     for data, said in (({"position_unit": 3.0}, "position_unit=3.0 .*patch_norm=true.* only with target.patch_norm="
                                                  "false"),
                        ({"patch_norm": False, "std_floor": 0.1}, "std_floor=0.1 .* only with target.patch_norm=true"),
                        ({"hog_norm": True}, "hog_norm=true .*heads traj, shape.* only to a hog head"),
-                       ({"preset": "maskfeat", "hog_norm": False}, "hog_norm=false .*heads hog;.* other than maskfeat"),
-                       ({"kind": "hog", "hog_style": "maskfeat", "hog_norm": False}, "hog_norm=false .* other than "
-                                                                                     "maskfeat"),
                        ({"kind": "pixel", "hog_style": "maskfeat"}, "hog_style=maskfeat .*heads pixel;.* only to a "
                                                                     "hog or shape head")):
         with pytest.raises(ConfigError, match=rf"^target\.{said}.*; leave it out \(target\."):
@@ -154,12 +151,14 @@ def test_a_setting_this_target_does_not_use_is_refused_unless_it_is_the_default_
     assert from_dict(TargetConfig, {"position_unit": 3.0}).position_unit == 3.0
 
 
-def test_a_hog_head_of_the_maskfeat_style_takes_hog_norm_true_set_or_left_out():
+def test_a_hog_head_of_the_maskfeat_style_takes_hog_norm_either_way_and_its_resume_records_no_change():
     """The maskfeat style's cells are normalised already, so target.hog_norm changes nothing on its hog head. A run
     set up as the docs gave MaskFeat's HOG before its preset took the style (kind=hog hog_style=maskfeat
     hog_norm=true) was refused with its own command (hog_norm=true had no effect), and left out, hog_norm resolved
     false: resuming it recorded a change, 'target.hog_norm: True -> False', that changed nothing. Unset, it is true
-    there, as the preset's; true is taken, false refused."""
+    there, as the preset's. A run made while it resolved false (its config.yaml holds hog_norm: false) was then
+    refused with its own command and config.yaml, and resumed without it recorded 'target.hog_norm: False -> True',
+    that changed nothing: true and false are both taken, and a change of a key without effect is none."""
     from mme.config import load_config
     from mme.train.config import PretrainConfig
     from mme.train.engine import config_changes
@@ -171,9 +170,14 @@ def test_a_hog_head_of_the_maskfeat_style_takes_hog_norm_true_set_or_left_out():
     assert config_changes(dataclasses.asdict(set_up), dataclasses.asdict(left_out)) == []
     assert from_dict(TargetConfig, {"preset": "maskfeat"}) == from_dict(TargetConfig, {"preset": "maskfeat",
                                                                                           "hog_norm": True})
-    with pytest.raises(ConfigError, match=r"^target\.hog_norm=false has no effect .* leave it out "
-                                          r"\(target\.hog_norm=true\)$"):
-        load_config(PretrainConfig, "tiny_cpu_mme", [*command, "target.hog_norm=false"])
+    made_false = load_config(PretrainConfig, "tiny_cpu_mme", [*command, "target.hog_norm=false"])
+    assert made_false.target.hog_norm is False
+    assert from_dict(PretrainConfig, dataclasses.asdict(made_false)) == made_false  # its config.yaml reads back
+    assert config_changes(dataclasses.asdict(made_false), dataclasses.asdict(left_out)) == []
+    assert from_dict(TargetConfig, {"preset": "maskfeat", "hog_norm": False}).check_settings_used() is None
+    skimage = load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=hog", "target.hog_norm=true"])
+    assert config_changes(dataclasses.asdict(skimage), dataclasses.asdict(  # there it normalises: a change
+        load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=hog"]))) == ["target.hog_norm: True -> False"]
     assert from_dict(TargetConfig, {"kind": "hog"}).hog_norm is False  # the skimage style: off unless set
     assert from_dict(TargetConfig, {"kind": "mme", "hog_style": "maskfeat"}).hog_norm is False  # no hog head
 

@@ -104,7 +104,7 @@ class TargetConfig:
     """The ``hog`` head's cells L2-normalised, each colour's histogram on its own (MaskFeat's local normalisation;
     the maskfeat preset's); unset: the preset's, else on with the maskfeat style, else off (MME's release: no
     normalisation). It applies to the skimage and release styles: the maskfeat style's cells are normalised
-    already, on every head, which ``true`` says (``false`` is refused for a hog head of that style)."""
+    already, on every head, which ``true`` says; ``false`` is taken too, as it changes nothing either."""
     hog_style: str | None = None
     """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel, mean-pooled:
     scikit-image's), 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger values;
@@ -173,10 +173,16 @@ class TargetConfig:
             raise ConfigError(f"target.loss_weights: every head's weight is 0 ({self.loss_weights}): the loss is 0, "
                               "nothing is learned, and weight decay alone shrinks the weights")
 
+    @property
+    def normalised_hog_head(self) -> bool:
+        """Whether this target has a hog head whose style normalises its cells already (:data:`NORMALISED_STYLES`),
+        on which ``hog_norm``, true or false, changes nothing."""
+        return "hog" in self.heads and self.hog_style in NORMALISED_STYLES
+
     def settings_without_effect(self) -> dict[str, str]:
         """The settings this target does not use (for its heads, ``patch_norm`` and ``hog_style``), each with where
         it applies."""
-        hog_norm_applies = "hog" in self.heads and self.hog_style not in NORMALISED_STYLES
+        hog_norm_applies = "hog" in self.heads and not self.normalised_hog_head
         return {key: only for key, applies, only in (
             ("position_unit", not self.patch_norm, "with target.patch_norm=false"),
             ("std_floor", self.patch_norm, "with target.patch_norm=true"),
@@ -190,19 +196,21 @@ class TargetConfig:
         hog head's style normalises its cells already (:data:`NORMALISED_STYLES`), as it then says what the head
         does (a run set up with ``hog_norm=true`` resumes without it as unchanged)."""
         values = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
-        if "hog" in self.heads and self.hog_style in NORMALISED_STYLES:
+        if self.normalised_hog_head:
             values["hog_norm"] = True
         return values
 
     def check_settings_used(self) -> None:
         """Refuse a setting this target does not use (:meth:`settings_without_effect`) that a run's config sets
         (not the default's nor the preset's value): it would be listed among the run's settings as if it had an
-        effect. Checked for a run to be trained, not for the target section of a checkpoint read later (``mme
-        viz``), which trained as it was."""
+        effect. ``hog_norm`` on a hog head that normalises its cells already is taken either way: ``true`` says what
+        the head does, ``false`` what a run set up before that style's cells were normalised recorded (its
+        ``config.yaml`` reads back). Checked for a run to be trained, not for the target section of a checkpoint read
+        later (``mme viz``), which trained as it was."""
         unset = self.unset_values()
         for key, only in self.settings_without_effect().items():
             value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
-            if value != default:
+            if value != default and not (key == "hog_norm" and self.normalised_hog_head):
                 raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
                                   f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it "
                                   f"applies only {only}; leave it out (target.{key}="

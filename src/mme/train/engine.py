@@ -35,12 +35,13 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import Dataset
 
-from mme.config import flatten, path_keys
+from mme.config import flatten, from_dict, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import Checkpoint, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HeadCountUnknown
 from mme.models.vit import count_parameters
+from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
@@ -371,11 +372,16 @@ another value is a change (the ``released`` preset's HOG became the release's So
 
 def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: dict[str, str] | None = None,
                    cwds: tuple[str, str] | None = None) -> list[str]:
-    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out; of the keys the
-    old config has not, those a later version of mme added, only the :data:`ADDED_KEYS` whose value now differs
-    from what the old run did). With ``cwds``, the working folders of the old and the new config, a key of
-    ``paths`` (:func:`mme.config.path_keys`) differs when it names another file: ``syn`` in /data is /data/syn, and
-    an empty one names what ``paths`` gives for its key (``data.root``: the working folder)."""
+    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out, and the target
+    settings the new config's target does not use, :meth:`~mme.motion.targets.TargetConfig.settings_without_effect`,
+    whose value changes nothing; of the keys the old config has not, those a later version of mme added, only the
+    :data:`ADDED_KEYS` whose value now differs from what the old run did). With ``cwds``, the working folders of the
+    old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it names another file:
+    ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key (``data.root``: the
+    working folder)."""
+    if "target" in new:
+        unused = from_dict(TargetConfig, new["target"], "target.").settings_without_effect()
+        ignore = (*ignore, *(f"target.{key}" for key in unused))
     old, new, paths = flatten(old), flatten(new), paths or {}
     before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
 
