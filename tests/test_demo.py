@@ -215,6 +215,37 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
     assert "seed0/pixel.json is unreadable" in caplog.text
 
 
+def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, caplog):
+    """Every row's fingerprint held all of the demo's overrides, so one the demo gives to the HOG target alone
+    (target.hog_norm=true) made the MME and pixel rows, trained without it, "rows made with other settings": refused
+    unless --overwrite, then computed again. Each row holds the overrides its target was given (random init: those
+    of the target whose config it builds); a row made before, which held them all, is still reused."""
+    from dataclasses import replace
+
+    from mme.demo import DemoSettings, _check_saved_rows, _save_row, _saved_row
+    from mme.errors import ConfigError
+
+    s = DemoSettings(out=tmp_path)
+    norm = replace(s, overrides=[*s.overrides, "target.hog_norm=true"])
+    targets = (*s.targets, "random init")
+    for target in targets:
+        _save_row(s, {"target": target, "seed": 0, "linear_top1": 50.0})
+    assert {t: _saved_row(norm, 0, t) is not None for t in targets} == \
+        {"mme": True, "pixel": True, "hog": False, "random init": False}  # (random init: the hog target's config)
+    with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/hog.json, seed0/random_init"
+                                          r".json; they differ in config.target.hog_norm, overrides\)"):
+        _check_saved_rows(norm, overwrite=False)
+    _save_row(norm, {"target": "mme", "seed": 0, "linear_top1": 50.0})
+    row = tmp_path / "seed0" / "mme.json"
+    saved = json.loads(row.read_text())
+    assert saved["settings"]["overrides"] == s.overrides
+    saved["settings"]["overrides"] = norm.overrides  # as the demo wrote it before
+    row.write_text(json.dumps(saved))
+    with caplog.at_level("INFO", logger="mme.demo"):
+        assert _saved_row(norm, 0, "mme") == {"target": "mme", "seed": 0, "linear_top1": 50.0, "reused": True}
+    assert "computing it again" not in caplog.text
+
+
 def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys):
     """Was: ``mme demo --quick`` after a full run in the same --out retrained and replaced its rows and
     checkpoints without a word."""
