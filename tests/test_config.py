@@ -371,30 +371,38 @@ def test_the_shuffled_targets_control_needs_two_clips_per_rank():
 
 
 MKL_ORDERS = {"mme-first": "import mme, torch; torch.mm(a := torch.randn(64, 64), a)",
-              "torch-first": "import torch; torch.mm(a := torch.randn(64, 64), a); import mme"}
-"""Scripts computing with torch after ``import mme``, and before it."""
+              "torch-first": "import torch; torch.mm(a := torch.randn(64, 64), a); import mme",
+              "set-late": "import os, torch; torch.mm(a := torch.randn(64, 64), a); "
+                          "os.environ['MKL_CBWR'] = 'AUTO,STRICT'; import mme"}
+"""Scripts computing with torch after ``import mme``, and before it (and before setting ``MKL_CBWR`` themselves)."""
 
 
 MKL_REASONS = {"computed first": ("it read MKL_CBWR at its first call, a torch computation before import mme",
                                   "Import mme before any torch computation, or set MKL_CBWR in the environment"),
+               "set late": ("it read MKL_CBWR at its first call, a torch computation before the variable was set",
+                            "Set MKL_CBWR in the environment, or leave it unset and import mme before any torch "
+                            "computation"),
                "not taken": ("MKL did not take that value (MKL reads it once, at its first call, and takes it in "
                              "capitals with a branch before STRICT, as AUTO,STRICT)",
                              "Set MKL_CBWR=AUTO,STRICT in the environment, or leave it unset for import mme to set")}
-"""Why MKL is not in the strict mode ``MKL_CBWR`` asks for, and what to do: where ``import mme`` set it, and where
-the user did."""
+"""Why MKL is not in the strict mode ``MKL_CBWR`` asks for, and what to do: where ``import mme`` set it, where the
+user's script set a value MKL takes after a computation, and where the user set one MKL does not take."""
 
 
 @pytest.mark.parametrize("order, given, reason", [("mme-first", None, None), ("torch-first", None, "computed first"),
                                                   ("mme-first", "COMPATIBLE", None),
                                                   ("mme-first", "auto,strict", "not taken"),
-                                                  ("mme-first", "STRICT", "not taken")])
+                                                  ("mme-first", "STRICT", "not taken"),
+                                                  ("set-late", None, "set late")])
 def test_import_mme_puts_mkl_in_its_strict_reproducible_mode_unless_the_user_chose_one(order, given, reason):
     """What README.md and docs/architecture.md say: ``import mme`` sets ``MKL_CBWR=AUTO,STRICT`` and keeps a value
     the user set. MKL reads it at its first call, so only where mme is imported before any torch computation is
     MKL strict (as MKL itself says): a script that computed first had the variable set, MKL not strict, and no word
     of it. A job on the CPU (here: its precision's choice, twice) warns once there. A value of the user's that asks
     for the strict mode in a form MKL does not take (it is case-sensitive, and wants a branch) was said to be read
-    late, by a torch computation before import mme: the warning says MKL did not take it."""
+    late, by a torch computation before import mme: the warning says MKL did not take it. Then a script that
+    computed first and set AUTO,STRICT itself was told MKL did not take the value it recommends: a value in a form
+    MKL takes that is not in effect was set after a computation, as the warning says."""
     import os
     import subprocess
     import sys
@@ -416,6 +424,16 @@ def test_import_mme_puts_mkl_in_its_strict_reproducible_mode_unless_the_user_cho
         "results may vary with memory alignment, and a resumed run not replay bitwise. {}".format(variable,
                                                                                                 *MKL_REASONS[reason])]
     assert warnings == said, proc.stderr[-2000:]
+
+
+def test_the_mkl_cbwr_values_mkl_takes_as_its_strict_mode_are_told_apart():
+    """Those this MKL took as its strict mode (measured with mkl_strict, each set before the first computation)."""
+    from mme.utils import mkl_takes_strict
+
+    taken = ["AUTO,STRICT", "AVX2,STRICT", "COMPATIBLE,STRICT", "SSE4_2,STRICT", "AVX512_MIC_E1,STRICT", "AUTO, STRICT"]
+    refused = ["auto,strict", "Auto,STRICT", "STRICT", "STRICT,AUTO", " AUTO,STRICT", "AUTO ,STRICT", "AUTO,STRICT ",
+               "FOO,STRICT", "AUTO,STRICT,AVX2", "AUTO", ""]
+    assert [v for v in taken + refused if mkl_takes_strict(v)] == taken
 
 
 def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch, caplog):

@@ -714,6 +714,19 @@ MKL_CBWR_STRICT = 0x10000
 """The bit of MKL's strict mode in its conditional-numerical-reproducibility settings (``mkl_cbwr_get``)."""
 
 
+MKL_BRANCHES = ("AUTO", "COMPATIBLE", "SSE2", "SSE3", "SSSE3", "SSE4_1", "SSE4_2", "AVX", "AVX2", "AVX512",
+                "AVX512_E1", "AVX512_MIC", "AVX512_MIC_E1")
+"""The code branches ``MKL_CBWR`` may name (MKL's documented values)."""
+
+
+def mkl_takes_strict(value: str) -> bool:
+    """Whether MKL takes ``value`` of ``MKL_CBWR`` as its strict mode: a branch of :data:`MKL_BRANCHES` then
+    ``,STRICT``, in capitals (spaces after the comma, which MKL skips, and nothing else: ``auto,strict``,
+    ``STRICT`` and `` AUTO,STRICT`` leave MKL in its default mode)."""
+    branch, comma, mode = value.partition(",")
+    return branch in MKL_BRANCHES and bool(comma) and mode.lstrip(" ") == "STRICT"
+
+
 def mkl_strict() -> bool | None:
     """Whether MKL, torch's CPU BLAS, runs in its strict reproducible mode, as MKL itself says (``mkl_cbwr_get``
     of all its settings: MKL reads ``MKL_CBWR`` once, at its first call, so the variable alone does not tell);
@@ -731,11 +744,11 @@ def mkl_strict() -> bool | None:
 @functools.cache
 def warn_if_mkl_not_strict() -> None:
     """Warn, once a process, where ``MKL_CBWR`` asks for MKL's strict mode (a ``STRICT`` among its values) but MKL
-    runs outside it (:func:`mkl_strict`), saying why: where ``import mme`` set it, MKL read the variable at its first
-    call, a torch computation before ``import mme``; where the user set it, MKL did not take their value (it is
-    case-sensitive and wants a branch: ``AUTO,STRICT``, not ``STRICT``). Its results may then follow the alignment
-    of its buffers, and a run not replay bitwise in another process. Nothing where the user chose another mode, or
-    where there is no MKL."""
+    runs outside it (:func:`mkl_strict`), saying why: where the value is one MKL takes (:func:`mkl_takes_strict`),
+    MKL read the variable at its first call, a torch computation before ``import mme`` set it, or before the
+    user's script did; else MKL did not take the value (it is case-sensitive and wants a branch: ``AUTO,STRICT``,
+    not ``STRICT``). Its results may then follow the alignment of its buffers, and a run not replay bitwise in
+    another process. Nothing where the user chose another mode, or where there is no MKL."""
     import mme
 
     asked = os.environ.get("MKL_CBWR", "")
@@ -744,6 +757,9 @@ def warn_if_mkl_not_strict() -> None:
     if asked == mme.MKL_CBWR_SET:
         reason = "it read MKL_CBWR at its first call, a torch computation before import mme"
         remedy = "Import mme before any torch computation, or set MKL_CBWR in the environment"
+    elif mkl_takes_strict(asked):  # set in the process after a computation (in the environment, MKL would take it)
+        reason = "it read MKL_CBWR at its first call, a torch computation before the variable was set"
+        remedy = "Set MKL_CBWR in the environment, or leave it unset and import mme before any torch computation"
     else:
         reason = ("MKL did not take that value (MKL reads it once, at its first call, and takes it in capitals with "
                   "a branch before STRICT, as AUTO,STRICT)")
