@@ -401,7 +401,8 @@ def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tm
     folder of split folders gives. Two sources that do give one list (folders not named as splits: all.txt): the
     second replaces it with a warning naming the list and what it held; the same list again, without one. The
     --out folder holds the lists and classes.json alone: a file of the user's there (sources.json) is left as it
-    was (a build once recorded its sources there, rewriting it, and refused the same data moved elsewhere)."""
+    was (a build once recorded its sources there, rewriting it, and refused the same data moved elsewhere). The
+    same data rebuilt with a video added replaces its list with an info line only (it was a warning each time)."""
     ucf, home = tmp_path / "data" / "ucf", tmp_path / "home"
     for rel in ("train/a/tr1.mp4", "train/b/tr2.mp4", "test/a/te1.mp4", "test/b/te2.mp4", "one/a/1.mp4",
                 "one/b/1.mp4", "two/c/1.mp4", "two/d/1.mp4"):
@@ -434,6 +435,11 @@ def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tm
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         build_lists("folder", ucf / "two", other)  # the same list again
     assert caplog.records == []
+    (ucf / "two" / "c" / "2.mp4").write_bytes(b"x")
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        build_lists("folder", ucf / "two", other)  # the same data, a video added: logged, no warning
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "replacing" in r.getMessage()] == [
+        ("INFO", f"replacing {other / 'all.txt'}: 2 of its 2 lines kept")]
     assert (other / "sources.json").read_text() == '{"notes": "scraped 2024"}\n'
     assert sorted(f.name for f in other.iterdir()) == ["all.txt", "classes.json", "sources.json"]
 
@@ -625,7 +631,8 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
     """Class folders linked into pools of videos, one pool not mounted: before, its class was left out without a
     word, and every later class took another id (classes.json ['a', 'c'], c class 1). Now one line naming the link
     and its target, for a split folder so linked too; a link named as a file at the top (a video, README.txt) is no
-    class folder: named in a warning (a link to a file once refused the whole build)."""
+    class folder: named in a warning (a link to a file once refused the whole build), but one of a folder's name
+    with a dot (St.Bernard, v1.0) is refused as a class folder's (it was left out as a file's, shifting the ids)."""
     for rel in ("pool/a/1.mp4", "pool/c/1.mp4", "s/test/a/2.mp4", "s/test/b/2.mp4", "s/test/c/2.mp4"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
@@ -646,10 +653,11 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
     with pytest.raises(DataError, match=rf"^{s / 'val'}: a link to {gone / 'val'}, which leads to nothing"):
         from_class_folders(s)
     (data / "b").unlink()
-    (data / "Mr. B").symlink_to(gone / "Mr. B", target_is_directory=True)  # (a dot, but no file's suffix)
-    with pytest.raises(DataError, match=rf"^{data / 'Mr. B'}: a link to {gone / 'Mr. B'}, which leads to nothing"):
-        from_class_folders(data)
-    (data / "Mr. B").unlink()
+    for name in ("Mr. B", "St.Bernard", "v1.0"):  # a dot, but no file's suffix
+        (data / name).symlink_to(gone / name, target_is_directory=True)
+        with pytest.raises(DataError, match=rf"^{data / name}: a link to {gone / name}, which leads to nothing"):
+            from_class_folders(data)
+        (data / name).unlink()
     (data / "b.mp4").symlink_to(gone / "b.mp4")  # (a video outside class folders: not listed either way)
     (data / "README.txt").symlink_to(gone / "README.txt")  # a file's link: refused the build (a class folder's)
     with caplog.at_level("WARNING", logger="mme.data.lists"):

@@ -230,6 +230,10 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
+FILE_EXTS = (*VIDEO_EXTS, *LIST_EXTS, ".md", ".json", ".pdf", ".html", ".yaml", ".yml", ".zip", ".tar", ".gz", ".jpg",
+             ".png")
+"""Suffixes that name a file, not a folder, beside class folders: a link of such a name that leads to nothing is
+left out with a warning (a class folder may have a dot in its name: St.Bernard, v1.0)."""
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 
@@ -525,11 +529,11 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
 
 
 def _is_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target where it
-    is named as a folder, with no file suffix (a class folder left out would shift the id of every later class),
-    else (README.txt, a video) named in a warning."""
+    """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target (a class
+    folder left out would shift the id of every later class), but where it is named as a file (:data:`FILE_EXTS`:
+    README.txt, a video), named in a warning."""
     if path.is_symlink() and not path.exists():
-        if re.fullmatch(r"\.[0-9A-Za-z]+", path.suffix):  # ('Mr. Bean' is no file's name)
+        if path.suffix.lower() in FILE_EXTS:
             log.warning("%s: a link to %s, which leads to nothing, is left out (a file, by its name)", path,
                         os.readlink(path))
             return False
@@ -1013,8 +1017,9 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
 
 
 def _replacing(path: Path, text: str) -> None:
-    """Warn where ``path`` holds a list other than ``text``, which is to replace it (a build of other data into
-    one --out, two folders not named as splits both giving all.txt), naming what it held."""
+    """Warn where ``path`` holds a list of other data than ``text``, which is to replace it (a build of other data
+    into one --out, two folders not named as splits both giving all.txt), naming what it held: fewer than half its
+    lines are in ``text``. The same data rebuilt (videos added or gone) is only logged."""
     try:
         held = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else text
     except OSError as e:
@@ -1022,6 +1027,10 @@ def _replacing(path: Path, text: str) -> None:
         return
     if held != text:
         lines = [line for line in text_lines(held) if line.strip()]
+        kept = len(set(lines) & set(text_lines(text)))
+        if kept * 2 >= len(lines):  # the same data, rebuilt (videos added or gone): no warning
+            log.info("replacing %s: %d of its %d lines kept", path, kept, len(lines))
+            return
         log.warning("replacing %s, which held another list: %d lines%s", path, len(lines),
                     f", the first {lines[0]!r}" if lines else "")
 
