@@ -464,17 +464,29 @@ def test_init_from_a_masked_autoencoder_takes_the_hidden_width_of_its_heads(synt
     assert f"architecture from {a.checkpoint}: {{'head_hidden': 64}}" in caplog.text
 
 
+INIT = "checkpoint-00000002.pt"
+"""The last checkpoint of a run of 2 steps."""
+
+
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
     with model.preset=tiny, resumed by the same command, warned of a changed config and recorded
-    "model.preset: 'tiny' -> None" though nothing changed. It keeps the run's preset."""
-    run("tiny_cpu_pixel", synth, tmp_path, "model.preset=tiny", "train.steps=2", "train.stop_after=1", FP32)
-    with caplog.at_level("WARNING", logger="mme"):
-        res = run("tiny_cpu_pixel", synth, tmp_path, "model.preset=tiny", "train.steps=2", "train.resume=auto", FP32)
-    assert "changed config" not in caplog.text
-    assert "config_changes" not in json.loads((tmp_path / "run.json").read_text())
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["preset"] == "tiny"
-    assert torch.load(res.checkpoint, weights_only=True)["config"]["model"]["preset"] == "tiny"
+    "model.preset: 'tiny' -> None" though nothing changed. It keeps the run's preset; so does a run begun from a
+    train.init of the preset's sizes (it set the preset aside, and a resume repeating model.preset warned of it as
+    ignored), while one whose file has other sizes than the preset's sets it aside."""
+    for out, init in ((tmp_path / "a", ()), (tmp_path / "b", (f"train.init={tmp_path / 'a' / INIT}",))):
+        run("tiny_cpu_pixel", synth, out, "model.preset=tiny", *init, "train.steps=2", "train.stop_after=1", FP32)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme"):
+            res = run("tiny_cpu_pixel", synth, out, "model.preset=tiny", *init, "train.steps=2", "train.resume=auto",
+                      FP32)
+        assert "changed config" not in caplog.text and "ignored" not in caplog.text, caplog.text
+        assert "config_changes" not in json.loads((out / "run.json").read_text())
+        assert yaml.safe_load((out / "config.yaml").read_text())["model"]["preset"] == "tiny"
+        assert torch.load(res.checkpoint, weights_only=True)["config"]["model"]["preset"] == "tiny"
+    c = run("tiny_cpu_pixel", synth, tmp_path / "c", "model.preset=tiny", "model.embed_dim=96", "train.steps=1",
+            "model.num_heads=2", f"train.init={res.checkpoint}", FP32)  # the file is 64 wide, not 96
+    assert torch.load(c.checkpoint, weights_only=True)["config"]["model"]["preset"] is None
 
 
 def test_init_from_hugging_face_pretraining_without_a_final_norm_starts_that_norm_fresh(synth, tmp_path, caplog):

@@ -229,12 +229,14 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
 
 def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[str, ...], source: str) -> ModelConfig:
     """``model`` (a run's model config) with the architecture ``source``'s weights record (``fields`` of
-    ``recorded``), those that differ from ``model``'s said in the log."""
+    ``recorded``), those that differ from ``model``'s said in the log; its preset kept where the weights agree with
+    each size it sets here (none of those changed: a resume repeating it then ignores nothing), else set aside."""
     arch = {k: getattr(recorded, k) for k in fields}
     changed = {k: v for k, v in arch.items() if getattr(model, k) != v}
     if changed:
         log.info("architecture from %s: %s", source, changed)
-    return dataclasses.replace(model, preset=None, **arch)
+    preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
+    return dataclasses.replace(model, preset=preset, **arch)
 
 
 FROM_INIT = ("preset", *ENCODER_FIELDS, *DECODER_FIELDS)
