@@ -219,7 +219,8 @@ def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, 
     """Every row's fingerprint held all of the demo's overrides, so one the demo gives to the HOG target alone
     (target.hog_norm=true) made the MME and pixel rows, trained without it, "rows made with other settings": refused
     unless --overwrite, then computed again. Each row holds the overrides its target was given (random init: those
-    of the target whose config it builds); a row made before, which held them all, is still reused."""
+    of the target whose config it builds, less the target settings: its model alone counts); a row made before,
+    which held them all, is still reused."""
     from dataclasses import replace
 
     from mme.demo import DemoSettings, _check_saved_rows, _save_row, _saved_row
@@ -231,9 +232,9 @@ def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, 
     for target in targets:
         _save_row(s, {"target": target, "seed": 0, "linear_top1": 50.0})
     assert {t: _saved_row(norm, 0, t) is not None for t in targets} == \
-        {"mme": True, "pixel": True, "hog": False, "random init": False}  # (random init: the hog target's config)
-    with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/hog.json, seed0/random_init"
-                                          r".json; they differ in config.target.hog_norm, overrides\)"):
+        {"mme": True, "pixel": True, "hog": False, "random init": True}
+    with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/hog.json; they differ in "
+                                          r"config.target.hog_norm, overrides\)"):
         _check_saved_rows(norm, overwrite=False)
     _save_row(norm, {"target": "mme", "seed": 0, "linear_top1": 50.0})
     row = tmp_path / "seed0" / "mme.json"

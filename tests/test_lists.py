@@ -402,7 +402,8 @@ def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tm
     second replaces it with a warning naming the list and what it held; the same list again, without one. The
     --out folder holds the lists and classes.json alone: a file of the user's there (sources.json) is left as it
     was (a build once recorded its sources there, rewriting it, and refused the same data moved elsewhere). The
-    same data rebuilt with a video added replaces its list with an info line only (it was a warning each time)."""
+    same data rebuilt with a video added replaces its list with an info line only (it was a warning each time),
+    but a list of other data with most lines alike (a class of another name under id 1) with the warning."""
     ucf, home = tmp_path / "data" / "ucf", tmp_path / "home"
     for rel in ("train/a/tr1.mp4", "train/b/tr2.mp4", "test/a/te1.mp4", "test/b/te2.mp4", "one/a/1.mp4",
                 "one/b/1.mp4", "two/c/1.mp4", "two/d/1.mp4"):
@@ -439,7 +440,15 @@ def test_split_folders_reached_through_links_named_otherwise_keep_their_lists(tm
     with caplog.at_level("INFO", logger="mme.data.lists"):
         build_lists("folder", ucf / "two", other)  # the same data, a video added: logged, no warning
     assert [(r.levelname, r.getMessage()) for r in caplog.records if "replacing" in r.getMessage()] == [
-        ("INFO", f"replacing {other / 'all.txt'}: 2 of its 2 lines kept")]
+        ("INFO", f"replacing {other / 'all.txt'}: 2 lines before, 3 now")]
+    for rel in ("three/c/1.mp4", "three/c/2.mp4", "three/e/1.mp4"):  # most lines alike, class 1 another class
+        (ucf / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ucf / rel).write_bytes(b"x")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        build_lists("folder", ucf / "three", other)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "replacing" in r.getMessage()] == [
+        ("WARNING", f"replacing {other / 'all.txt'}, which held another list: 3 lines, the first 'c/1.mp4 0'")]
     assert (other / "sources.json").read_text() == '{"notes": "scraped 2024"}\n'
     assert sorted(f.name for f in other.iterdir()) == ["all.txt", "classes.json", "sources.json"]
 
@@ -659,12 +668,14 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
             from_class_folders(data)
         (data / name).unlink()
     (data / "b.mp4").symlink_to(gone / "b.mp4")  # (a video outside class folders: not listed either way)
-    (data / "README.txt").symlink_to(gone / "README.txt")  # a file's link: refused the build (a class folder's)
+    for name in ("README.txt", "UCF101.rar", "notes.jpeg"):  # a file's link: refused the build (a class folder's)
+        (data / name).symlink_to(gone / name)
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]},
                                             ["a", "c"])
-    assert f"{data / 'README.txt'}: a link to {gone / 'README.txt'}, which leads to nothing, is left out (a file, " \
-           f"by its name)" in caplog.text
+    for name in ("README.txt", "UCF101.rar", "notes.jpeg"):
+        assert f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)" \
+            in caplog.text
 
 
 def test_ucf101_official_splits(tmp_path):

@@ -317,13 +317,14 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
     worker count or the real footage, whose columns carry their own digest: _with_real; of the overrides, those
     its target's run is given, :func:`unused_overrides`), the target's resolved pre-training config less the keys
     the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the settings hold the rest), or for random
-    init the model it builds (the last target's, as :func:`run_seed`, whose overrides it records), the version of
-    mme that made it and the CPU its minutes were measured on."""
+    init the model it builds (the last target's, as :func:`run_seed`, whose overrides it records, but the target
+    settings'), the version of mme that made it and the CPU its minutes were measured on."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class")}
     random_init = target == "random init"
     config_target = s.targets[-1] if random_init else target
-    settings["overrides"] = [o for o in settings["overrides"] if o not in unused_overrides(s)[config_target]]
+    settings["overrides"] = [o for o in settings["overrides"] if o not in unused_overrides(s)[config_target]
+                             and not (random_init and o.startswith("target."))]  # (its model alone counts)
     config = asdict(_pretrain_config(s, config_target, 0, s.out / "data" / "train.txt"))
     if random_init:
         config = {"model": config["model"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import mimetypes
 import os
 import re
 import string
@@ -230,10 +231,12 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
-FILE_EXTS = (*VIDEO_EXTS, *LIST_EXTS, ".md", ".json", ".pdf", ".html", ".yaml", ".yml", ".zip", ".tar", ".gz", ".jpg",
-             ".png")
-"""Suffixes that name a file, not a folder, beside class folders: a link of such a name that leads to nothing is
-left out with a warning (a class folder may have a dot in its name: St.Bernard, v1.0)."""
+FILE_EXTS = (*VIDEO_EXTS, *LIST_EXTS, ".md", ".json", ".yaml", ".yml", ".npy", ".npz", ".pt", ".pth", ".log", ".rar",
+             ".7z", ".gz", ".xz", ".bz2", ".zst")
+"""Suffixes that name a file, not a folder, beside class folders, with those Python's own table of types names
+(:func:`_named_as_file`: .jpeg, .zip, .py, ...): a link of such a name that leads to nothing is left out with a
+warning (a class folder may have a dot in its name: St.Bernard, v1.0)."""
+_TYPES = mimetypes.MimeTypes()  # Python's table alone, not the machine's mime.types: the same answer everywhere
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 
@@ -528,12 +531,17 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
     return sorted(d for d in root.iterdir() if not _hidden(d.name) and _is_folder(d))
 
 
+def _named_as_file(name: str) -> bool:
+    """Whether ``name`` has a file's suffix (:data:`FILE_EXTS`, or a type Python's table knows)."""
+    return Path(name).suffix.lower() in FILE_EXTS or _TYPES.guess_type(name, strict=False)[0] is not None
+
+
 def _is_folder(path: Path) -> bool:
     """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target (a class
     folder left out would shift the id of every later class), but where it is named as a file (:data:`FILE_EXTS`:
     README.txt, a video), named in a warning."""
     if path.is_symlink() and not path.exists():
-        if path.suffix.lower() in FILE_EXTS:
+        if _named_as_file(path.name):
             log.warning("%s: a link to %s, which leads to nothing, is left out (a file, by its name)", path,
                         os.readlink(path))
             return False
@@ -1018,8 +1026,9 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
 
 def _replacing(path: Path, text: str) -> None:
     """Warn where ``path`` holds a list of other data than ``text``, which is to replace it (a build of other data
-    into one --out, two folders not named as splits both giving all.txt), naming what it held: fewer than half its
-    lines are in ``text``. The same data rebuilt (videos added or gone) is only logged."""
+    into one --out, two folders not named as splits both giving all.txt), naming what it held. The same data
+    rebuilt, videos only added or only gone (each line of one list in the other: the class ids unchanged), is only
+    logged."""
     try:
         held = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else text
     except OSError as e:
@@ -1027,9 +1036,9 @@ def _replacing(path: Path, text: str) -> None:
         return
     if held != text:
         lines = [line for line in text_lines(held) if line.strip()]
-        kept = len(set(lines) & set(text_lines(text)))
-        if kept * 2 >= len(lines):  # the same data, rebuilt (videos added or gone): no warning
-            log.info("replacing %s: %d of its %d lines kept", path, kept, len(lines))
+        old, new = set(lines), {line for line in text_lines(text) if line.strip()}
+        if old <= new or new <= old:  # the same data rebuilt, videos added or gone, under the same class ids
+            log.info("replacing %s: %d lines before, %d now", path, len(old), len(new))
             return
         log.warning("replacing %s, which held another list: %d lines%s", path, len(lines),
                     f", the first {lines[0]!r}" if lines else "")
