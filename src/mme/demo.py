@@ -323,8 +323,9 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class")}
     random_init = target == "random init"
     config_target = s.targets[-1] if random_init else target
-    settings["overrides"] = [o for o in settings["overrides"] if o not in unused_overrides(s)[config_target]
-                             and not (random_init and o.startswith("target."))]  # (its model alone counts)
+    unused = unused_overrides(s)[config_target]
+    settings["overrides"] = [o for o in settings["overrides"]
+                             if o not in unused and not (random_init and o.startswith("target."))]  # (model alone)
     config = asdict(_pretrain_config(s, config_target, 0, s.out / "data" / "train.txt"))
     if random_init:
         config = {"model": config["model"]}

@@ -440,7 +440,7 @@ _SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bf
                       "float4_e2m1fn_x2": "F4", "complex64": "C64"}
 """The safetensors names of the torch dtypes :func:`write_safetensors` writes: those safetensors' ``save_file``
 writes (not complex128, complex32, the sub-byte ints)."""
-_SAFETENSORS_MAX_HEADER = 100_000_000
+SAFETENSORS_HEADER_MAX = 100_000_000
 """The largest JSON header, in bytes, safetensors reads (its ``MAX_HEADER_SIZE``)."""
 
 
@@ -470,7 +470,7 @@ def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[
     which a kill leaves there under a name no cleanup can tell from another program's, and its ``save`` holds the
     file twice in memory. What safetensors would not read is refused before anything is written: a dtype it has
     no name for (an MMEError naming the tensor), a metadata value that is not a string, a tensor named
-    ``__metadata__``, a header over :data:`_SAFETENSORS_MAX_HEADER` (ValueErrors)."""
+    ``__metadata__``, a header over :data:`SAFETENSORS_HEADER_MAX` (ValueErrors)."""
     import torch
 
     if metadata and (bad := next((k for k, v in metadata.items() if not isinstance(v, str)), None)) is not None:
@@ -487,8 +487,8 @@ def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[
         offset = header[name]["data_offsets"][1]
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    if len(text) > _SAFETENSORS_MAX_HEADER:
-        raise ValueError(f"{path}: a safetensors header of {len(text)} bytes, over the {_SAFETENSORS_MAX_HEADER} "
+    if len(text) > SAFETENSORS_HEADER_MAX:
+        raise ValueError(f"{path}: a safetensors header of {len(text)} bytes, over the {SAFETENSORS_HEADER_MAX} "
                          "safetensors reads (its metadata, or the names of its tensors)")
     with open(path, "wb") as f:
         f.write(len(text).to_bytes(8, "little"))

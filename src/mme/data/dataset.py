@@ -371,9 +371,6 @@ class _VideoDataset(Dataset):
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
             return (int(rng.integers(len(self.entries))) if attempt > 0 else index), rng
 
-        def load(attempt: int) -> dict:  # from its draws, made again where the read corrects the count
-            return self._load(*draws(attempt))
-
         for attempt in range(MAX_ATTEMPTS if self.substitutes else 1):
             i = draws(attempt)[0]
             if self._reason[i] != 0:
@@ -381,7 +378,7 @@ class _VideoDataset(Dataset):
                     raise video_error(self.path(i), REASONS[int(self._reason[i])], "failed before, not reopened")
                 continue
             try:
-                item = with_true_count(functools.partial(load, attempt))
+                item = with_true_count(lambda a=attempt: self._load(*draws(a)))  # drawn again on a corrected count
             except VideoError as e:
                 self._record_failure(i, e)
                 if not self.substitutes:

@@ -17,7 +17,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Container, Iterator
+from collections.abc import Collection, Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -308,8 +308,8 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     when the folder is a split folder, e.g. 'val' for ``validation/``, its paths then starting from the folder's
     parent: :func:`_split_folder`), classes sorted by name
     without regard to case, as UCF101's official classInd.txt is ('Hammering' before 'HammerThrow'). Sub-folders
-    without videos (an unpacked split-file folder, the lists' own folder) are not classes, and hidden files
-    (macOS's '._' companions) are not videos; both are logged.
+    without videos (an unpacked split-file folder, the lists' own folder) are not classes (logged), and hidden
+    files (macOS's '._' companions) are not videos.
 
     A root of split folders (train/, val/, ..., each of class sub-folders) gives one list per split, their paths
     relative to the root, with the classes of all splits, so a class has one id in every split; folder names that
@@ -327,7 +327,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
-    passed.of_classes(root, holding)
+    passed.of_classes(root, set(holding))
     split_dirs = [name for name in holding if name.lower() in SPLIT_FOLDERS and
                   any(f.parent != root / name for f in videos[name])]  # videos in class sub-folders
     if split_dirs and len(split_dirs) < len(holding):
@@ -489,7 +489,7 @@ class _PassedOver:
             self.streams[real] = _finds_video_stream(path)
         return self.streams[real]
 
-    def of_classes(self, root: Path, classes: list[str]) -> None:
+    def of_classes(self, root: Path, classes: Collection[str]) -> None:
         """Keep, of the files not listed, those in the folders ``classes`` of ``root`` (the others are in no class)."""
         self.others = [f for f in self.others if f.relative_to(root).parts[0] in classes]
         self.videoless = [f for f in self.videoless if f.relative_to(root).parts[0] in classes]
@@ -525,10 +525,11 @@ def _by_suffix(files: list[Path]) -> str:
 
 def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
     """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged."""
-    loose = sorted(f.name for f in root.iterdir() if _is_video(f) and passed.holds_video(f))
+    entries = list(root.iterdir())
+    loose = sorted(f.name for f in entries if _is_video(f) and passed.holds_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
-    return sorted(d for d in root.iterdir() if not _hidden(d.name) and _is_folder(d))
+    return sorted(d for d in entries if not _hidden(d.name) and _is_folder(d))
 
 
 def _named_as_file(name: str) -> bool:
@@ -611,7 +612,7 @@ def _refuse_class_folders_in_others(folders: dict[Path, str], others: dict[Path,
         for above in _folders_above(real[folder]):
             if len(under.setdefault(above, {})) < 2:
                 under[above].setdefault(key, folder)
-    top, linked = os.path.realpath(root), [f for f in folders if real[f] != os.path.abspath(f)]
+    top, linked = os.path.realpath(root), [f for f in folders if f.is_symlink()]
     for folder in linked:  # first those holding another's folder: the links to change (the other may be a link too)
         path, key = real[folder], folders[folder]
         if _within(top, {path}):
@@ -1029,19 +1030,22 @@ def _replacing(path: Path, text: str) -> None:
     into one --out, two folders not named as splits both giving all.txt), naming what it held. The same data
     rebuilt, videos only added or only gone (each line of one list in the other: the class ids unchanged), is only
     logged."""
+    if not path.is_file():
+        return
     try:
-        held = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else text
+        held = path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         log.warning("replacing %s, which could not be read (%s)", path, e)
         return
-    if held != text:
-        lines = [line for line in text_lines(held) if line.strip()]
-        old, new = set(lines), {line for line in text_lines(text) if line.strip()}
-        if old <= new or new <= old:  # the same data rebuilt, videos added or gone, under the same class ids
-            log.info("replacing %s: %d lines before, %d now", path, len(old), len(new))
-            return
-        log.warning("replacing %s, which held another list: %d lines%s", path, len(lines),
-                    f", the first {lines[0]!r}" if lines else "")
+    if held == text:
+        return
+    lines = [line for line in text_lines(held) if line.strip()]
+    old, new = set(lines), {line for line in text_lines(text) if line.strip()}
+    if old <= new or new <= old:  # the same data rebuilt, videos added or gone, under the same class ids
+        log.info("replacing %s: %d lines before, %d now", path, len(lines), len(new))
+        return
+    log.warning("replacing %s, which held another list: %d lines%s", path, len(lines),
+                f", the first {lines[0]!r}" if lines else "")
 
 
 def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:

@@ -311,9 +311,10 @@ class PyAVReader(VideoReader):
         """Decode from the last proven keyframe at or before the first wanted frame (the first frame if none is
         proven yet), mapping frames to indices by timestamp and checking that each carries the index's next one,
         which proves it. In a decode that began with a seek, a frame that carries a keyframe's timestamp must also
-        be an intra frame: some demuxers label the frames after a seek with their neighbours' timestamps (MPEG-1
-        in MPEG-PS with B-frames; an AVI whose index counts a damaged chunk that its sequential demux skips), which
-        would pass the first check. Fills ``out``; False (the file turned sequential) at the first disagreement."""
+        be an intra frame: some demuxers label the frames after a seek with their neighbours' timestamps (an AVI
+        whose index counts a damaged chunk that its sequential demux skips; MPEG-PS, read by counting now:
+        ``COUNTED_FORMATS``), which would pass the first check. Fills ``out``; False (the file turned sequential)
+        at the first disagreement."""
         index = self._index
         pts = index.pts
         anchor = min(int(indices[0]), max(index.proven - 1, 0))
@@ -439,7 +440,7 @@ class PyAVReader(VideoReader):
                 idx = np.unique(np.concatenate([idx, keys[np.maximum(np.searchsorted(keys, idx, "right") - 1, 0)]]))
         self._pos = None
         try:  # idx ends at the last frame: one whole decode counts, proves the index and finds the damaged frames
-            counted = self._read_counting(idx, damaged, prove=index.mode == "seek" and index.proven < self.num_frames)
+            counted = self._read_counting(idx, damaged, prove=self.count_may_change)
             if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
                 self._read_counting(np.array([self.num_frames - 1]), damaged)
         except av.error.FFmpegError as e:

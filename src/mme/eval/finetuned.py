@@ -93,9 +93,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     cannot be removed likewise."""
     reports, untested = {}, {}
     dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
-    for name, list_file in (("val", cfg.task.val_list), ("test", cfg.task.test_list)):
-        if not list_file:
-            continue
+    for name, list_file in cfg.task.tested.items():
         try:
             dataset = _test_set(cfg, list_file)
             report = evaluate(model, dataset, cfg, device, precision, names, name)

@@ -37,7 +37,7 @@ from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
-from mme.utils import error_reason
+from mme.utils import SAFETENSORS_HEADER_MAX, error_reason
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +206,6 @@ def _head(path: Path) -> bytes:
             return f.read(4)
     except OSError as e:
         raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
-
-
-SAFETENSORS_HEADER_MAX = 100_000_000
-"""The largest JSON header safetensors reads (its own limit)."""
 
 
 def safetensors_header(path: Path) -> dict | None:

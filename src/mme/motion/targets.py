@@ -62,7 +62,8 @@ class TargetConfig:
         "maskfeat": dict(kind="hog", hog_norm=True, hog_style="maskfeat"),
     }
     UNSET: ClassVar[dict] = {"kind": "mme", "activation": "none", "hog_norm": False, "hog_style": "skimage"}
-    """What a key left unset by the config and its preset takes (but hog_norm: :meth:`unset_values`)."""
+    """What a key left unset by the config and its preset takes (but hog_norm: true on a hog head whose style
+    normalises its cells already, :data:`~mme.motion.hog.NORMALISED_STYLES`, as it then says what the head does)."""
     PATHS: ClassVar[dict[str, str]] = {"cache_dir": ""}
     """As :attr:`mme.data.dataset.DataConfig.PATHS`."""
 
@@ -128,9 +129,10 @@ class TargetConfig:
     say nothing about the clip (docs/experiments.md)."""
 
     def __post_init__(self):
-        hog_norm = self.hog_norm
+        hog_norm_unset = self.hog_norm is None
         apply_preset(self, "target", self.PRESETS, fallback=self.UNSET)
-        self.hog_norm = self.unset_values()["hog_norm"] if hog_norm is None else hog_norm
+        if hog_norm_unset and self.normalised_hog_head:
+            self.hog_norm = True
         kinds = self.kinds
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -191,15 +193,6 @@ class TargetConfig:
             ("hog_style", "hog" in self.heads or "shape" in self.heads,
              "to a hog or shape head (target.kind hog, mme, mme-released)")) if not applies}
 
-    def unset_values(self) -> dict:
-        """What a key left unset takes: its preset's value, else :attr:`UNSET`'s; but ``hog_norm`` true where the
-        hog head's style normalises its cells already (:data:`NORMALISED_STYLES`), as it then says what the head
-        does (a run set up with ``hog_norm=true`` resumes without it as unchanged)."""
-        values = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
-        if self.normalised_hog_head:
-            values["hog_norm"] = True
-        return values
-
     def check_settings_used(self) -> None:
         """Refuse a setting this target does not use (:meth:`settings_without_effect`) that a run's config sets
         (not the default's nor the preset's value): it would be listed among the run's settings as if it had an
@@ -207,7 +200,7 @@ class TargetConfig:
         the head does, ``false`` what a run set up before that style's cells were normalised recorded (its
         ``config.yaml`` reads back). Checked for a run to be trained, not for the target section of a checkpoint read
         later (``mme viz``), which trained as it was."""
-        unset = self.unset_values()
+        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
         for key, only in self.settings_without_effect().items():
             value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
             if value != default and not (key == "hog_norm" and self.normalised_hog_head):

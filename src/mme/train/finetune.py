@@ -102,10 +102,8 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
     train = set()
     if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
         train = {real_path(e, cfg.data.root) for e in read_list(cfg.data.list_file, strict=False)[0]}
-    for key in ("val_list", "test_list"):
-        list_file = getattr(cfg.task, key)
-        if not list_file:
-            continue
+    for split, list_file in cfg.task.tested.items():
+        key = f"{split}_list"
         entries = check_labels(list_file, num_classes, f"task.{key}")
         shared = sorted(listed_once(list_file, entries, cfg.data.root, f"task.{key}").keys() & train)
         if shared:

@@ -30,6 +30,7 @@ from mme.models.checkpoint import Checkpoint, load_state
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
+from mme.models.masking import masked_per_sample
 from mme.models.vit import count_parameters
 from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_frames
 from mme.motion.targets import batch_targets, head_specs, make_target_fn
@@ -207,9 +208,8 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = from_dict(ModelConfig, resume[1]["config"]["model"], prefix="model.")
-        kept = ("preset", *fields)
-        engine.warn_ignored_on_resume(cfg.model, runs, kept, given, resume)
-        model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in kept})
+        engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume)
+        model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
         return clips_for(cfg, model, f"the resumed run ({resume[0]})")
     if init is None:
         return cfg
@@ -255,7 +255,7 @@ def describe(run: Run) -> list[str]:
     c, t = run.cfg, run.cfg.train
     clips = t.batch_size * dist.get_world_size() * t.accum_steps
     n = c.model.num_tokens
-    n_masked = int(run.model.make_mask(1, torch.Generator()).sum())  # (a private generator: the run's RNG is untouched)
+    n_masked = masked_per_sample(c.model.mask_type, c.model.grid, c.model.mask_ratio)
     enc = count_parameters(run.model.encoder)
     heads = ", ".join(f"{h.name}:{h.dim}" for h in run.model.head_specs)
     return [f"  tokens per clip {n} (grid {c.model.grid}): {n - n_masked} visible, {n_masked} masked"
