@@ -107,17 +107,17 @@ def _remove_unheld(tmp: Path) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; when the block ends without an error it replaces ``path``
-    (after an fsync with ``sync``), and it is removed when the block raises or the replacing fails (also where the
-    block's writer renamed a file of its own onto it, unless another writer holds that one or another thread of
-    this process writes under the name), so no reader ever sees a half-written file. The temporary name keeps the
-    suffix, for writers that choose the format by it (matplotlib, numpy, PyAV), and starts with a dot. The file gets
-    the permissions the umask gives a new file (safetensors writes its files readable by their owner only).
+    """A temporary path beside ``path`` to write into; when the block ends without an error it replaces ``path``
+    (after an fsync with ``sync``), and it is removed when the block raises or the replacing fails, so no reader
+    ever sees a half-written file. The block writes into the file made here, not a file of its own renamed onto it
+    (safetensors' ``save_file``: :func:`write_safetensors` instead), which would hold no lock and be left behind by
+    a failed write. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib,
+    numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file, also where the
+    name was there before (a killed write's of the same PID, made under another umask).
 
-    The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`;
-    a writer that opens it keeps the lock's file (safetensors renames a file of its own onto it: locked until it
-    has written). A write of the same name elsewhere (the same PID in another container, another thread) waits for
-    this one; the same thread's, inside this block, is a RuntimeError (it would wait for itself)."""
+    The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`.
+    A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
+    same thread's, inside this block, is a RuntimeError (it would wait for itself)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     if file_identity(tmp) in _writing.temps:
@@ -126,8 +126,6 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     fd = _locked_file(tmp)
     held = _identity(os.fstat(fd))
     _writing.temps.add(held)
-    with _writers_lock:
-        _writers[tmp] = _writers.get(tmp, 0) + 1
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
@@ -136,31 +134,12 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        # removed while the name is still this write's, or a file no writer holds: one the block's writer renamed
-        # onto it (safetensors), where no other thread writes under the name (its renamed-in file holds no lock:
-        # another thread may have taken the name since); where the block let the name go, another writer may hold it
-        there = file_identity(tmp)
-        if there == held:
+        if file_identity(tmp) == held:  # (where the block let the name go, another writer may hold it now)
             tmp.unlink(missing_ok=True)
-        elif there is not None:
-            with _writers_lock:
-                alone = _writers[tmp] == 1
-            if alone:
-                with contextlib.suppress(OSError):  # the block's error is the one to raise
-                    _remove_unheld(tmp)
         raise
     finally:
         _writing.temps.discard(held)
-        with _writers_lock:
-            _writers[tmp] -= 1
-            if not _writers[tmp]:
-                del _writers[tmp]
         os.close(fd)
-
-
-_writers: dict[Path, int] = {}
-"""How many :func:`atomic_path` writes of this process (its threads') are under each temporary name."""
-_writers_lock = threading.Lock()
 
 
 class _Writing(threading.local):
