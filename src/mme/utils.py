@@ -227,6 +227,13 @@ def may_want_space(e: BaseException) -> bool:
     return getattr(e, "errno", None) in (None, *NO_SPACE)
 
 
+def mib_free(path: str | Path) -> str:
+    """``N MiB free`` on the file system of ``path``, as a failed write's message says it: that of the first folder
+    at or above it (a folder itself: it may be a mount point, its parent another file system)."""
+    where = Path(path).absolute()
+    return f"{shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20:.0f} MiB free"
+
+
 @contextlib.contextmanager
 def space_for(path: str | Path, then: str = "") -> Iterator[None]:
     """A write of ``path`` in the block that fails for lack of space (:data:`NO_SPACE`) is a NoSpaceError naming the
@@ -247,11 +254,7 @@ def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) 
     try:
         yield
     except OSError as e:
-        free = ""
-        if may_want_space(e):
-            where = Path(path).absolute()  # a folder itself: it may be a mount point, its parent another file system
-            mib = shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20
-            free = f"; {mib:.0f} MiB free"
+        free = f"; {mib_free(path)}" if may_want_space(e) else ""
         raise error(f"{path}: could not be written ({error_reason(e)}{free})" + (f"; {then}" if then else "")) from e
 
 

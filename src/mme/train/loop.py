@@ -17,7 +17,6 @@ import dataclasses
 import itertools
 import logging
 import math
-import shutil
 import signal
 import time
 from collections import deque
@@ -39,7 +38,7 @@ from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
-from mme.utils import error_reason, may_want_space
+from mme.utils import error_reason, may_want_space, mib_free
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +191,8 @@ def _write_checkpoint(run: Run) -> Path:
         return ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
     except (OSError, RuntimeError) as e:  # (RuntimeError: torch.save's own failures)
         kept = ckpt.list_checkpoints(run.out_dir)
-        space = (f"; it needs about {_nbytes(state) / 2**20:.0f} MiB and "
-                 f"{shutil.disk_usage(run.out_dir).free / 2**20:.0f} MiB are free" if may_want_space(e) else "")
+        needed = _nbytes(state) / 2**20
+        space = f"; it needs about {needed:.0f} MiB, {mib_free(run.out_dir)}" if may_want_space(e) else ""
         raise CheckpointError(
             f"{run.out_dir}: could not write the checkpoint of step {run.step} ({error_reason(e)}"
             f"{f': {e.filename}' if getattr(e, 'filename', None) else ''}){space}. "
