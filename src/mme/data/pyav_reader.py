@@ -571,7 +571,7 @@ class _Index:
             atomic_write_text(self.store, json.dumps(record))
             self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
         except OSError as e:
-            _warn_unwritable(self.store.parent.parent.parent, error_reason(e))  # DIR/v<version>/<2 hex>/<hash>.json
+            _warn_unwritable(_index_dir_of(self.store), error_reason(e))
             self.store = None
 
 
@@ -598,6 +598,11 @@ def _index_store(index_dir: str, path: str, size: int, mtime_ns: int) -> Path:
     each rewrote the other's as not of its version), and an older version's indices are one folder to remove."""
     key = hashlib.sha1(f"{os.path.abspath(path)}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
     return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
+
+
+def _index_dir_of(store: Path) -> Path:
+    """The index folder that keeps ``store``, a path :func:`_index_store` made (``DIR/v<version>/<2 hex>/...``)."""
+    return store.parents[2]
 
 
 def _load_index(store: Path) -> _Index | None:
