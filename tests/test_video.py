@@ -653,3 +653,50 @@ def test_every_reader_of_a_clip_draws_it_again_from_the_count_its_read_corrects(
     drawn = sample_pretrain(40, 8, 4, 2, 2, np.random.default_rng(0))
     figures = bench_targets_run(str(video), frames=8, stride=4, size=32, length=2, repeat=1)
     assert figures["frames_decoded"] == len(drawn.needed)
+
+
+def test_a_bench_read_again_on_a_corrected_count_draws_the_clip_a_process_that_knew_it_draws(tmp_path, monkeypatch):
+    """A file whose first read corrects its count (41 packets, 40 frames) is read again by the true count; the
+    benchmarks drew that read's clip from a generator the first read had advanced, so they measured another clip
+    than a process that knew the count: `mme bench data`'s stages another window and crop, each of its rounds yet
+    another; the target-feature probe of `mme bench flow` another window for that video and for every one after
+    it in its lists. Now the read again, and every round of the stages, draws as the first read did."""
+    from mme.data import bench
+    from mme.data.dataset import DataConfig
+    from mme.data.sampling import sample_pretrain
+    from mme.data.transforms import multiscale_crop
+    from mme.motion import bench_flow
+
+    frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
+    video = with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames, "8"), tmp_path / "joined.mkv", 10)
+    write_keyint_video(tmp_path / "other.mkv", affine_video(40, 48, 64, dx=-0.5, seed=4)[0], "8")
+    monkeypatch.setattr(pyav_reader, "_why_recount", lambda *args: "")
+    needed, crops = [], []
+
+    def sampled(n, *args):
+        idx = sample_pretrain(n, *args)
+        needed.append((n, idx.needed.tolist()))
+        return idx
+
+    def cropped(*args):
+        crops.append(multiscale_crop(*args))
+        return crops[-1]
+
+    monkeypatch.setattr(bench, "sample_pretrain", sampled)
+    monkeypatch.setattr(bench, "multiscale_crop", cropped)
+    cfg = DataConfig(num_frames=8, stride=2, img_size=32)
+    pyav_reader._pyav_index.cache_clear()  # as a process that has not read the file: its count is the packets'
+    bench._stages(str(video), cfg, 2, repeat=3)
+    rng = np.random.default_rng(0)
+    clip = sample_pretrain(40, 8, 2, 2, 2, rng).needed.tolist()
+    crop = multiscale_crop((64, 48), 32, rng, cfg.scales, cfg.max_distort)
+    first = sample_pretrain(41, 8, 2, 2, 2, np.random.default_rng(0)).needed.tolist()
+    assert needed == [(41, first)] + [(40, clip)] * 3 and crops == [crop] * 3, (needed, crops)
+
+    (tmp_path / "train.txt").write_text("joined.mkv 0\nother.mkv 1\n")
+    (tmp_path / "val.txt").write_text("full.mkv 0\n")
+    pyav_reader._pyav_index.cache_clear()
+    unaware = bench_flow.target_features(tmp_path, ["dis"])[0]
+    aware = bench_flow.target_features(tmp_path, ["dis"])[0]  # (this process's index now holds the true count)
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(unaware[split]["dis"]["px"], aware[split]["dis"]["px"])

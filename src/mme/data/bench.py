@@ -42,11 +42,13 @@ def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (34
 
 def _stages(path: str, cfg: DataConfig, track_length: int, repeat: int = 5) -> dict[str, float]:
     """Median milliseconds per stage of one clip, in this process: decode and geometry timed apart (a dataset item
-    crops each frame as it is decoded, the same work)."""
-    rng = np.random.default_rng(0)
+    crops each frame as it is decoded, the same work). Every round, and a read again on a corrected count, draws
+    the clip and its crop from the same seed: the rounds time one clip, the one a process that knew the count
+    would."""
     times: dict[str, list[float]] = {"open": [], "decode": [], "geometry": [], "to_tensor": []}
 
     def read() -> tuple[float, float, float, ClipIndices, np.ndarray, Geometry]:  # timed at open, read, end
+        rng = np.random.default_rng(0)
         t0 = time.perf_counter()
         with open_video(path, cfg.backend, cfg.decode_threads) as reader:
             t1 = time.perf_counter()

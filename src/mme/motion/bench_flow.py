@@ -192,7 +192,8 @@ def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO
     labels, ms = {s: [] for s in lists}, {m: [] for m in methods}
     rng = np.random.default_rng(seed)
 
-    def clip(path: str) -> Sample:
+    def clip(path: str, drawn_from: dict) -> Sample:
+        rng.bit_generator.state = drawn_from  # read again on a corrected count: drawn as a process that knew it
         with open_video(path) as r:
             idx = sample_pretrain(r.num_frames, frames, stride, model.tubelet_size, L, rng)
             geom = view_crops(r.size, model.img_size, 1)[0]
@@ -200,7 +201,7 @@ def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO
 
     for split, entries in lists.items():
         for e in entries:
-            sample = with_true_count(functools.partial(clip, resolve(e, data_dir)))
+            sample = with_true_count(functools.partial(clip, resolve(e, data_dir), rng.bit_generator.state))
             labels[split].append(e.label)
             for m, fn in fns.items():
                 t0 = time.process_time()
