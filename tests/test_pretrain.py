@@ -656,3 +656,79 @@ def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synt
             assert "extracted with flow dis;" in said[0] and "target.flow=dis-balanced is not used" in said[0]
             assert "extracted with --backend opencv, this run decodes with data.backend=pyav" in said[1]
             assert "extract again with --backend pyav --overwrite, or set data.backend=opencv" in said[1]
+
+
+def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:
+    """The masks of ``indices`` as the training step's process drew them before the data workers did (the former
+    ``pretrain.masks_for``, kept here only): a mask of a given (seed, epoch, index) must stay the same across
+    versions, or a resumed run and a rerun of a recorded one would train on other masks."""
+    from mme.models.masking import make_mask
+    from mme.train.distributed import sample_seed
+
+    g = torch.Generator()
+    rows = []
+    for i in indices:
+        g.manual_seed(sample_seed(seed, epoch, i, "mask"))
+        rows.append(make_mask(model_cfg.mask_type, 1, model_cfg.grid, model_cfg.mask_ratio, g))
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("kind", ["tube", "random", "cube"])
+def test_each_item_brings_the_mask_of_its_seed_epoch_and_video_as_drawn_before(kind, synth, tmp_path):
+    """Drawn in the data worker with the item, of the video read (a replaced entry's replacement), the same mask as
+    the training step drew for it itself, on several seeds, ratios and grids."""
+    from training import tiny_config
+
+    from mme.train.pretrain import pretrain_dataset
+
+    list_file = next(o.split("=", 1)[1] for o in synth if o.startswith("data.list_file="))
+    lines = open(list_file).read().splitlines()
+    (tmp_path / "list.txt").write_text("\n".join(lines[:5] + [f"{tmp_path / 'missing.mp4'} 0"] + lines[5:]) + "\n")
+    root = next(o for o in synth if o.startswith("data.root="))
+    data = [f"data.list_file={tmp_path / 'list.txt'}", root, "data.max_failure_fraction=0.5"]
+    for seed, ratio, patch in [(0, 0.9, 16), (3, 0.5, 8), (7, 0.75, 16)]:  # grids (4, 4, 4) and (4, 8, 8)
+        cfg = tiny_config("tiny_cpu_pixel", data, tmp_path, f"model.mask_type={kind}", f"model.mask_ratio={ratio}",
+                          f"train.seed={seed}", f"model.patch_size={patch}")
+        dataset = pretrain_dataset(cfg)
+        for epoch, index in [(0, 2), (2, 11), (1, 5)]:  # entry 5: the missing file, replaced by another
+            item = dataset[(epoch, index)]
+            assert (item["index"] != 5) if index == 5 else (item["index"] == index)
+            assert item["mask"].shape == (cfg.model.num_tokens,)
+            assert torch.equal(item["mask"], _masks_as_drawn_before(cfg.model, [item["index"]], epoch, seed)[0])
+
+
+def test_sample_masks_stay_those_of_earlier_versions():
+    """Masked tokens of a few (seed, epoch, index), recorded from the step's own draws before the data workers drew
+    the masks: the seeding and the three mask generators must keep them."""
+    from mme.models.config import ModelConfig
+    from mme.train.pretrain import sample_mask
+
+    recorded = {("tube", 0.5, 0, 0, 3): [0, 1, 2, 3, 5, 8, 11, 12, 16, 17, 18, 19, 21, 24, 27, 28],
+                ("random", 0.75, 1, 2, 7): [0, 1, 2, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16, 17, 18, 20, 21, 22, 24, 25,
+                                            27, 28, 29, 30],
+                ("cube", 0.4, 5, 1, 11): [0, 1, 4, 5, 8, 9, 18, 19, 22, 23, 26, 27]}
+    for (kind, ratio, seed, epoch, index), masked in recorded.items():
+        cfg = ModelConfig(img_size=32, patch_size=8, num_frames=4, tubelet_size=2, mask_type=kind, mask_ratio=ratio)
+        assert cfg.grid == (2, 4, 4)
+        assert sample_mask(cfg, seed, epoch, index).nonzero().flatten().tolist() == masked, kind
+
+
+def test_the_step_takes_the_masks_the_loader_workers_drew(synth, tmp_path, monkeypatch):
+    """With loader workers, the training step's process only moves each batch's masks (stacked by the workers) to
+    the device: those the step drew itself before, for every clip of every step."""
+    from mme.train import pretrain
+
+    inputs, seen = pretrain._inputs, []
+
+    def recording(run_, batch, epoch, k):
+        out = inputs(run_, batch, epoch, k)
+        seen.append((epoch, batch["index"].tolist(), batch["mask"], out[1], run_.cfg))
+        return out
+
+    monkeypatch.setattr(pretrain, "_inputs", recording)
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=5", FP32, "data.num_workers=2", "model.mask_type=cube",
+        "model.mask_ratio=0.9", "train.seed=4")
+    assert [e for e, *_ in seen] == [0, 0, 0, 0, 1]
+    for epoch, indices, shipped, used, cfg in seen:
+        assert torch.equal(used, shipped)
+        assert torch.equal(used, _masks_as_drawn_before(cfg.model, indices, epoch, cfg.train.seed))

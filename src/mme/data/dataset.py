@@ -1,8 +1,9 @@
 """Datasets: list file -> decode -> sample -> one geometry -> tensors (architecture.md, the sample contract).
 
-:class:`PretrainDataset` items: ``{"video": (3, T, H, W) uint8, "motion": {...}, "index"}``, the clip normalised
-by the step on its device (``normalize_clip``), ``motion`` from ``target_fn(Sample)`` run in the data worker (the
-tracks the training step makes its motion targets from).
+:class:`PretrainDataset` items: ``{"video": (3, T, H, W) uint8, "motion": {...}, "mask", "index"}``, the clip
+normalised by the step on its device (``normalize_clip``), ``motion`` from ``target_fn(Sample)`` and ``mask`` from
+``mask_fn(epoch, index)`` run in the data worker (the tracks the training step makes its motion targets from; the
+clip's token mask, off the step's path).
 :class:`ClassificationDataset` items:
 ``{"video", "label", "index"}``, where at test time ``video`` is ``(V, 3, T, H, W)`` for V = clips × crops.
 
@@ -230,6 +231,11 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def _epoch_and_index(key: int | tuple[int, int]) -> tuple[int, int]:
+    """A dataset key, ``(epoch, index)`` or an index in epoch 0, as ``(epoch, index)``."""
+    return key if isinstance(key, tuple) else (0, key)
+
+
 class _VideoDataset(Dataset):
     """The list, the failure bookkeeping and the deterministic replacement shared by both datasets."""
 
@@ -365,7 +371,7 @@ class _VideoDataset(Dataset):
         again), which gives the same result as retrying them, so the item does not depend on which worker found a
         bad file first. The epoch travels with the index so that workers can live across epochs
         (mme.train.loop.micro_batches)."""
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = _epoch_and_index(key)
 
         def draws(attempt: int) -> tuple[int, np.random.Generator]:
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
@@ -405,22 +411,33 @@ class _VideoDataset(Dataset):
 
 
 class PretrainDataset(_VideoDataset):
-    """Pre-training clips with the raw frames their tracks need, and the ``motion`` of ``target_fn``.
+    """Pre-training clips with the raw frames their tracks need, the ``motion`` of ``target_fn`` and the ``mask``
+    of ``mask_fn``.
 
     ``track_length`` is the target's L (0 = only the clip's frames are decoded); ``track_reads`` the raw frames
     decoded from each tubelet start (default L + 1, every frame the tracks visit; fewer when the tracks come from
     a cache); ``target_fn(sample) -> motion`` (a dict of tensors) runs here, in the worker
-    (``mme.motion.targets.make_target_fn``). An item's ``video`` is the uint8 clip ``(3, T, H, W)``; the training
-    step normalises it on its device (:func:`mme.data.transforms.normalize_clip`).
+    (``mme.motion.targets.make_target_fn``), and so does ``mask_fn(epoch, index) -> (N,) bool`` of the video read
+    (``mme.train.pretrain.sample_mask``; a cube mask takes a Python loop per clip, which the training step's
+    process would otherwise run for every clip of its batch). An item's ``video`` is the uint8 clip
+    ``(3, T, H, W)``; the training step normalises it on its device (:func:`mme.data.transforms.normalize_clip`).
     """
 
     def __init__(self, cfg: DataConfig, target_fn: Callable[[Sample], dict] | None = None,
-                 track_length: int = 0, seed: int = 0, track_reads: int | None = None):
+                 track_length: int = 0, seed: int = 0, track_reads: int | None = None,
+                 mask_fn: Callable[[int, int], torch.Tensor] | None = None):
         super().__init__(cfg, seed)
         self.target_fn = target_fn
+        self.mask_fn = mask_fn
         self.track_length = track_length
         self.track_reads = track_reads
         self.cache_dir = getattr(getattr(target_fn, "cfg", None), "cache_dir", None)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        item = super().__getitem__(key)
+        if self.mask_fn is not None:  # of the video read: a replacement's index, as its draws
+            item["mask"] = self.mask_fn(_epoch_and_index(key)[0], item["index"])
+        return item
 
     def sample(self, i: int, rng: np.random.Generator) -> Sample:
         """Decode and crop entry ``i`` into a :class:`Sample` (raises VideoError on a bad video)."""

@@ -5,14 +5,16 @@
     torchrun --standalone --nproc_per_node=8 -m mme.cli pretrain --config mme_k400_released ...
     mme pretrain --config R train.out_dir=runs/x --resume auto   # continue exactly where it stopped
 
-A micro-batch: the clips and their worker-made tracks (and the frames the shape features read) go to the device,
-each clip gets its mask from a generator seeded by (seed, epoch, sample index), every target is made there,
-batched (mme.motion.targets.batch_targets), and the loss is the model's (masked tokens only, one term per head).
+A micro-batch: the clips, their worker-made tracks (and the frames the shape features read) and their worker-made
+masks (each from a generator seeded by (seed, epoch, sample index), :func:`sample_mask`) go to the device, every
+target is made there, batched (mme.motion.targets.batch_targets), and the loss is the model's (masked tokens only,
+one term per head).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -30,7 +32,7 @@ from mme.models.checkpoint import Checkpoint, load_state
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
-from mme.models.masking import masked_per_sample
+from mme.models.masking import make_mask, masked_per_sample
 from mme.models.vit import count_parameters
 from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_frames
 from mme.motion.targets import batch_targets, head_specs, make_target_fn
@@ -44,10 +46,18 @@ log = logging.getLogger(__name__)
 
 
 def pretrain_dataset(cfg: PretrainConfig) -> PretrainDataset:
-    """The run's training clips with their worker-made tracks, as pre-training reads them."""
+    """The run's training clips with their worker-made tracks and masks, as pre-training reads them."""
     target_fn = make_target_fn(cfg.target, cfg.model)
     return PretrainDataset(cfg.data, target_fn, target_fn.track_length, seed=cfg.train.seed,
-                           track_reads=target_fn.track_reads)
+                           track_reads=target_fn.track_reads,
+                           mask_fn=functools.partial(sample_mask, cfg.model, cfg.train.seed))
+
+
+def sample_mask(model: ModelConfig, seed: int, epoch: int, index: int) -> torch.Tensor:
+    """The mask of sample ``index`` in ``epoch``, ``(N,)`` bool, from a generator seeded by (seed, epoch, index):
+    the same on any rank, worker and resume point, drawn in the data worker (:class:`PretrainDataset`)."""
+    generator = torch.Generator().manual_seed(dist.sample_seed(seed, epoch, index, "mask"))
+    return make_mask(model.mask_type, 1, model.grid, model.mask_ratio, generator)[0]
 
 
 CACHE_PROBES = 64
@@ -123,21 +133,11 @@ def mean_prediction_loss(model: MaskedAutoencoder, cfg: PretrainConfig, items: l
     return terms
 
 
-def masks_for(model: MaskedAutoencoder, indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
-    """One mask per sample from a generator seeded by (seed, epoch, index): ``(B, N)`` bool."""
-    g = torch.Generator()
-    rows = []
-    for i in indices.tolist():
-        g.manual_seed(dist.sample_seed(seed, epoch, i, "mask"))
-        rows.append(model.make_mask(1, g))
-    return torch.cat(rows)
-
-
 def _inputs(run: Run, batch: dict, epoch: int, k: int) -> tuple:
     """Clip, masks, targets and their validity on the device, where the targets are made."""
     dev, cfg = run.device, run.cfg
     video = normalize_clip(batch["video"].to(dev, non_blocking=True))
-    mask = masks_for(run.model, batch["index"], epoch, cfg.train.seed).to(dev)
+    mask = batch["mask"].to(dev, non_blocking=True)
     motion = {n: v.to(dev, non_blocking=True) for n, v in batch["motion"].items()}
     targets, valid = batch_targets(video, motion, cfg.target, cfg.model)
     if cfg.target.shuffled:  # the control: each clip gets the previous clip's targets
