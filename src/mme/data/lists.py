@@ -575,20 +575,10 @@ def _without_links_here(others: dict[Path, str], folders: dict[Path, str], real:
     class folder of ``folders`` of another key, into one, to a folder holding one, or to one holding ``root``, each
     named in a warning: the neighbour split's link is at fault (a build of the splits together refuses it), and
     kept among ``others`` it would refuse this split's class folders, or keep their videos out."""
-    at: dict[str, dict[str, Path]] = {}  # as in _refuse_class_folders_in_others, of ``folders`` alone
-    under: dict[str, dict[str, Path]] = {}
-    for folder, key in folders.items():
-        at.setdefault(real[folder], {}).setdefault(key, folder)
-        for above in _folders_above(real[folder]):
-            if len(under.setdefault(above, {})) < 2:
-                under[above].setdefault(key, folder)
-    top, kept = os.path.realpath(root), {}
+    index, kept = _ClassFolderIndex(folders, real, root), {}
     for other, key in others.items():
         path = real[other]
-        here = other.is_symlink() and (
-            root if _within(top, {path}) else
-            next((f for k, f in under.get(path, {}).items() if k != key), None) or
-            next((f for p in (path, *_folders_above(path)) for k, f in at.get(p, {}).items() if k != key), None))
+        here = other.is_symlink() and (index.holding(path, key) or index.into(path, key))
         if here:
             log.warning("%s: a class folder of a split beside %s, leads to %s, at, in or over %s: passed over (a "
                         "build of the splits together refuses it)", other, root, path, here)
@@ -605,27 +595,49 @@ def _refuse_class_folders_in_others(folders: dict[Path, str], others: dict[Path,
     walk of a class folder follows no link there, but this link is the class folder); one to a pool of videos
     elsewhere is fine. A folder reached by no link is in no other (they are siblings), so the links alone are
     looked at."""
-    at: dict[str, dict[str, Path]] = {}  # a class folder's real path -> {key: class folder} of those there
-    under: dict[str, dict[str, Path]] = {}  # a folder above class folders -> {key: class folder}, two keys at most
-    for folder, key in [*folders.items(), *others.items()]:
-        at.setdefault(real[folder], {}).setdefault(key, folder)
-        for above in _folders_above(real[folder]):
-            if len(under.setdefault(above, {})) < 2:
-                under[above].setdefault(key, folder)
-    top, linked = os.path.realpath(root), [f for f in folders if f.is_symlink()]
+    index, linked = _ClassFolderIndex({**folders, **others}, real, root), [f for f in folders if f.is_symlink()]
     for folder in linked:  # first those holding another's folder: the links to change (the other may be a link too)
-        path, key = real[folder], folders[folder]
-        if _within(top, {path}):
-            raise _listed_twice(folder, path, f"which {'is' if path == top else 'holds'} {root}, the folder listed")
-        held = next((f for k, f in under.get(path, {}).items() if k != key), None)
+        path = real[folder]
+        held = index.holding(path, folders[folder])
+        if held == root:
+            raise _listed_twice(folder, path, f"which {'is' if path == index.top else 'holds'} {root}, the folder "
+                                              f"listed")
         if held:
             raise _listed_twice(folder, path, f"which holds {held}")
     for folder in linked:
-        path, key = real[folder], folders[folder]
-        into = next(((p, f) for p in (path, *_folders_above(path)) for k, f in at.get(p, {}).items() if k != key),
-                    None)
+        path = real[folder]
+        into = index.into(path, folders[folder])
         if into:
-            raise _listed_twice(folder, path, f"as {into[1]} does" if into[0] == path else f"inside {into[1]}")
+            raise _listed_twice(folder, path, f"as {into} does" if real[into] == path else f"inside {into}")
+
+
+class _ClassFolderIndex:
+    """Class folders (-> their keys) by real path (``real``), to tell what a folder a link leads to holds or lies in
+    of another class than the link's (see :func:`_refuse_class_folders_in_others`)."""
+
+    def __init__(self, folders: dict[Path, str], real: dict[Path, str], root: Path):
+        self.root, self.top = root, os.path.realpath(root)
+        self.at: dict[str, dict[str, Path]] = {}  # a class folder's real path -> {key: class folder} of those there
+        self.under: dict[str, dict[str, Path]] = {}  # a folder above class folders -> {key: class folder}, two keys
+        # at most (one of another key than a link's is all that is looked for)
+        for folder, key in folders.items():
+            self.at.setdefault(real[folder], {}).setdefault(key, folder)
+            for above in _folders_above(real[folder]):
+                if len(self.under.setdefault(above, {})) < 2:
+                    self.under[above].setdefault(key, folder)
+
+    def holding(self, path: str, key: str) -> Path | None:
+        """What the folder at the real path ``path`` holds that is not of class ``key``: ``root`` (it is ``root``
+        or holds it), else a class folder of another key, else None."""
+        if _within(self.top, {path}):
+            return self.root
+        return next((f for k, f in self.under.get(path, {}).items() if k != key), None)
+
+    def into(self, path: str, key: str) -> Path | None:
+        """The class folder of another key than ``key`` that the real path ``path`` is, or lies in (the nearest),
+        else None."""
+        return next((f for p in (path, *_folders_above(path)) for k, f in self.at.get(p, {}).items() if k != key),
+                    None)
 
 
 def _listed_twice(folder: Path, path: str, what: str) -> DataError:
