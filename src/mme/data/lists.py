@@ -475,6 +475,8 @@ class _PassedOver:
     others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
     videoless: list[Path] = field(default_factory=list)  # files of AUDIO_TOO_EXTS without a video stream
     dangling: list[Path] = field(default_factory=list)  # links that lead to nothing
+    files: bool = True  # whether the files not listed (others, videoless) are kept, to be said: those of class
+    # folders; a walk of other folders says its links alone
     streams: dict[str, bool] = field(default_factory=dict)  # an AUDIO_TOO_EXTS file's real path -> whether FFmpeg
     # finds a video stream in it (:meth:`holds_video`), so that the walks of one build open each file once
 
@@ -693,10 +695,12 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
     """The videos under ``folder`` at any depth, none hidden, sorted, named through the folder. A symlinked
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
     ``folder`` itself or a folder above it, or into a folder of ``avoid`` (real paths); a link to a video in a
-    folder of ``avoid`` is not listed, nor is a link that leads to nothing. What is left out goes to ``passed``
-    (other files too), else is logged (links alone: the warning of other files is of class folders)."""
-    say = passed is None
-    passed = _PassedOver() if say else passed
+    folder of ``avoid`` is not listed, nor is a link that leads to nothing. What is left out goes to ``passed``,
+    for its caller to say (the walks of class folders); without one, this walk says the links it leaves out and
+    keeps no other file (the warning of files not listed is of class folders: :attr:`_PassedOver.files`)."""
+    said_here = passed is None
+    if said_here:
+        passed = _PassedOver(files=False)
     start = os.path.realpath(folder)
     seen, videos = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
@@ -710,19 +714,21 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
         for name in files:
             path = Path(top, name)
             if not _is_video(path):
-                if not _hidden(name):
-                    (passed.dangling if path.is_symlink() and not path.exists() else passed.others).append(path)
+                if _hidden(name):
+                    continue
+                if path.is_symlink() and not path.exists():
+                    passed.dangling.append(path)
+                elif passed.files:
+                    passed.others.append(path)
                 continue
             target = os.path.realpath(path) if path.is_symlink() else None
             if target is not None and _within(target, avoid):
                 passed.elsewhere.append((path, target))
-            elif not passed.holds_video(path):
-                passed.videoless.append(path)
-            else:
+            elif passed.holds_video(path):
                 videos.append(path)
-    if say:
-        passed.others.clear()
-        passed.videoless.clear()
+            elif passed.files:
+                passed.videoless.append(path)
+    if said_here:
         passed.say(folder)
     return sorted(videos)
 
