@@ -678,6 +678,35 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
             in caplog.text
 
 
+def test_a_dangling_link_is_a_files_by_python_s_own_table_of_types_and_compressions(tmp_path, caplog):
+    """A link that leads to nothing beside class folders is left out with a warning where its name is a file's:
+    FILE_EXTS (.rar, .7z, what Python's table lacks), a type of the table (.jpeg) or a compression of it (.gz,
+    .br: before, the compressions FILE_EXTS did not name were refused as a class folder's); the table is Python's
+    own, whatever the machine's mime.types names (St.Bernard is refused wherever .bernard is a type)."""
+    import mimetypes
+
+    data, gone = tmp_path / "data", tmp_path / "gone"
+    for rel in ("a/1.mp4", "c/1.mp4"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x")
+    files = ("clip.rar", "a.jpeg", "x.7z", "notes.md", "frames.gz", "frames.br", "frames.Z")
+    for name in files:
+        (data / name).symlink_to(gone / name)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]}, ["a", "c"])
+    for name in files:
+        assert f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)" \
+            in caplog.text
+    (data / "St.Bernard").symlink_to(gone / "St.Bernard", target_is_directory=True)
+    mimetypes.add_type("application/x-bernard", ".bernard")  # as a machine's mime.types may name it
+    try:
+        with pytest.raises(DataError, match=rf"^{data / 'St.Bernard'}: a link to {gone / 'St.Bernard'}, which leads "
+                                            rf"to nothing"):
+            from_class_folders(data)
+    finally:
+        mimetypes.init()  # the module's table as it was: Python's and the machine's files
+
+
 def test_ucf101_official_splits(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
     (tmp_path / "trainlist01.txt").write_text(

@@ -231,12 +231,13 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
-FILE_EXTS = (*VIDEO_EXTS, *LIST_EXTS, ".md", ".json", ".yaml", ".yml", ".npy", ".npz", ".pt", ".pth", ".log", ".rar",
-             ".7z", ".gz", ".xz", ".bz2", ".zst")
-"""Suffixes that name a file, not a folder, beside class folders, with those Python's own table of types names
-(:func:`_named_as_file`: .jpeg, .zip, .py, ...): a link of such a name that leads to nothing is left out with a
-warning (a class folder may have a dot in its name: St.Bernard, v1.0)."""
-_TYPES = mimetypes.MimeTypes()  # Python's table alone, not the machine's mime.types: the same answer everywhere
+FILE_EXTS = (".md", ".yaml", ".yml", ".npy", ".npz", ".pt", ".pth", ".log", ".rar", ".7z", ".zst")
+"""Suffixes of files found beside class folders (notes, configs, arrays, weights, logs, archives) that Python's own
+table of types (:data:`_TYPES`) lacks (that of
+Python 3.10 on: .md is in it from 3.13); with it and the suffixes of videos and lists, they tell that a link that
+leads to nothing names a file, not a class folder (:func:`_named_as_file`)."""
+_TYPES = mimetypes.MimeTypes(filenames=())  # Python's built-in table alone: the module's own functions read the
+# machine's mime.types too (/etc/mime.types), which differ from machine to machine
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 
@@ -535,14 +536,16 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
 
 
 def _named_as_file(name: str) -> bool:
-    """Whether ``name`` has a file's suffix (:data:`FILE_EXTS`, or a type Python's table knows)."""
-    return Path(name).suffix.lower() in FILE_EXTS or _TYPES.guess_type(name, strict=False)[0] is not None
+    """Whether ``name`` has a file's suffix: a video's, a list's, one of :data:`FILE_EXTS`, or a type or compression
+    Python's table knows (.jpeg, .zip, .gz, .br: a class folder may have a dot in its name: St.Bernard, v1.0)."""
+    return Path(name).suffix.lower() in (*VIDEO_EXTS, *LIST_EXTS, *FILE_EXTS) or \
+        any(_TYPES.guess_type(name, strict=False))
 
 
 def _is_folder(path: Path) -> bool:
     """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target (a class
-    folder left out would shift the id of every later class), but where it is named as a file (:data:`FILE_EXTS`:
-    README.txt, a video), named in a warning."""
+    folder left out would shift the id of every later class), but where it is named as a file
+    (:func:`_named_as_file`: README.txt, a video), named in a warning."""
     if path.is_symlink() and not path.exists():
         if _named_as_file(path.name):
             log.warning("%s: a link to %s, which leads to nothing, is left out (a file, by its name)", path,
