@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import mimetypes
+import os
 import shutil
 import time
 
@@ -517,6 +519,62 @@ def test_a_link_into_another_class_folder_is_not_listed_under_this_class(tmp_pat
     assert caplog.text.count("is not followed") == 1  # val/A/sub; the walk that took the splits for classes is not said
 
 
+def test_a_split_folder_that_is_another_splits_videos_is_refused(tmp_path, capsys):
+    """A split folder whose videos are all another split's files, through a link to its folder, a bind mount or a
+    copy of hard links: before, its list was written (but for a link given with the other split, which the walk
+    refuses as a class folder's), so val scored the model on its training videos. Now one line naming both splits
+    and folders, before any list is written, built together or one at a time; val and test too (the val figures
+    again, as test's). Files of the same names that are not the same files are other videos."""
+    d = tmp_path / "d"
+    for rel in ("train/a/1.mp4", "train/a/2.mp4", "train/b/1.mp4"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(b"x")
+
+    def copy(split: str, of: str, link=os.link) -> None:
+        for f in sorted((d / of).rglob("*.mp4")):
+            (d / split / f.relative_to(d / of)).parent.mkdir(parents=True, exist_ok=True)
+            link(f, d / split / f.relative_to(d / of))
+
+    copy("val", "train")  # a copy of hard links
+    fit_on = (f"{d / 'val'}: every video of split val (3) is one of split train's, the same file in {d / 'train'} "
+              f"(through a link, a bind mount or hard links): a model would be scored on videos it was fit on; give "
+              f"each split a folder of its own videos")
+    with pytest.raises(DataError) as raised:
+        from_class_folders(d)
+    assert str(raised.value) == fit_on
+    out = tmp_path / "lists"
+    assert cli_main(["lists", "folder", str(d / "train"), "--out", str(out)]) == 1  # (its videos are val's too)
+    shutil.rmtree(d / "val")
+    copy("val", "train", lambda f, to: to.write_bytes(f.read_bytes()))  # the same names, other files: a split
+    assert from_class_folders(d)[0]["val"] == [ListEntry("val/a/1.mp4", 0), ListEntry("val/a/2.mp4", 0),
+                                               ListEntry("val/b/1.mp4", 1)]
+    copy("test", "val")
+    with pytest.raises(DataError, match=rf"^{d / 'test'}: every video of split test \(3\) is one of split val's, "
+                                        rf"the same file in {d / 'val'} \(.*\): the test figures would be the val "
+                                        rf"figures again; give each split a folder of its own videos$"):
+        from_class_folders(d)
+    shutil.rmtree(d / "test")
+    shutil.rmtree(d / "val")
+    assert cli_main(["lists", "folder", str(d / "train"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    for alias in ("link", "hard links"):
+        if alias == "link":
+            (d / "val").symlink_to("train", target_is_directory=True)
+        else:
+            copy("val", "train")
+        assert cli_main(["lists", "folder", str(d / "val"), "--out", str(out), "--classes",
+                         str(out / "classes.json")]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"mme lists: error: {fit_on}"
+        assert sorted(f.name for f in out.iterdir()) == ["classes.json", "train.txt"]
+        if alias == "link":
+            (d / "val").unlink()
+        else:
+            shutil.rmtree(d / "val")
+    (d / "val").symlink_to("train", target_is_directory=True)  # given with train: refused as a class folder's link
+    with pytest.raises(DataError, match=rf"^{d / 'val'}: leads to {d / 'train'}, as {d / 'train'} does"):
+        from_class_folders(d)
+
+
 def test_a_split_built_on_its_own_is_not_refused_for_a_link_of_the_split_beside_it(tmp_path, caplog):
     """train/A -> pool/A, train/B -> pool/B, and val/misc -> pool (a link of the val split holding train's class
     folders): train built on its own was refused, the error naming train/A. Now val/misc is passed over with a
@@ -683,8 +741,6 @@ def test_a_dangling_link_is_a_files_by_python_s_own_table_of_types_and_compressi
     FILE_EXTS (.rar, .7z, what Python's table lacks), a type of the table (.jpeg) or a compression of it (.gz,
     .br: before, the compressions FILE_EXTS did not name were refused as a class folder's); the table is Python's
     own, whatever the machine's mime.types names (St.Bernard is refused wherever .bernard is a type)."""
-    import mimetypes
-
     data, gone = tmp_path / "data", tmp_path / "gone"
     for rel in ("a/1.mp4", "c/1.mp4"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -316,8 +316,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     relative to the root, with the classes of all splits, so a class has one id in every split; folder names that
     differ only in case or Unicode form are one class (:func:`_class_names`). ``classes`` (the class map of
     another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it is a
-    DataError. Returns the lists, the class names and the folder the lists' paths start from (the default --root
-    of their build)."""
+    DataError. A split folder whose videos are all another split's files (beside it, where built on its own) is a
+    DataError too (:func:`_refuse_split_copy`). Returns the lists, the class names and the folder the lists' paths
+    start from (the default --root of their build)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
@@ -341,6 +342,9 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
             raise DataError(f"{root}: split folders {split_dirs} name the same split twice "
                             f"({[s for s, n in splits_named.items() if n > 1]}); merge them or give each split its "
                             f"own name")
+        for name in sorted(split_dirs, key=lambda n: ("test", "val", "train").index(split_name(n))):  # (so that
+            # the error names val or test the copy of train, and test that of val)
+            _refuse_split_copy(name, root / name, videos[name], {n: root / n for n in split_dirs})
         if empty:
             log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         split_folders = {name: root / name for name in split_dirs}
@@ -354,6 +358,8 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     else:
         per_split, split_folders, prefix = {own_split: videos}, {own_split: root}, own_split
         if own_split:
+            _refuse_split_copy(own_split, root, [f for files in videos.values() for f in files],
+                               _split_folders_in(base))
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
         if empty:
@@ -662,13 +668,49 @@ def _class_folders_beside(root: Path, base: Path) -> dict[Path, str]:
     """The class folders (-> their keys) of the split folders in ``base`` beside ``root``, a split folder built on
     its own: a link in ``root`` into one of another class is not followed, as where the splits are built together.
     A folder that cannot be read has none to see."""
+    splits = [d for d in _split_folders_in(base).values() if os.path.realpath(d) != os.path.realpath(root)]
     try:
-        splits = [d for d in sorted(base.iterdir()) if d.name.lower() in SPLIT_FOLDERS and not _hidden(d.name) and
-                  d.is_dir() and os.path.realpath(d) != os.path.realpath(root)]
         return {f: _class_key(f.name) for split in splits for f in sorted(split.iterdir())
                 if not _hidden(f.name) and f.is_dir()}
     except OSError:
         return {}
+
+
+def _split_folders_in(base: Path) -> dict[str, Path]:
+    """The folders of ``base`` named as splits (:data:`SPLIT_FOLDERS`), by name; none where it cannot be read."""
+    try:
+        return {d.name: d for d in sorted(base.iterdir())
+                if d.name.lower() in SPLIT_FOLDERS and not _hidden(d.name) and d.is_dir()}
+    except OSError:
+        return {}
+
+
+def _refuse_split_copy(name: str, folder: Path, videos: list[Path], split_folders: dict[str, Path]) -> None:
+    """Refuse the folder ``folder`` of split folder ``name`` where each of its ``videos`` is the file of its path
+    in a folder of ``split_folders`` (name -> folder) of another split: the same file (a link to it, a folder
+    linked or bind-mounted, a copy of hard links), so the lists of both splits would name the same videos. A
+    DataError naming both splits and folders, also for val and test (a copy of val as test gives the val figures
+    again, as test's: a run scores each list it is given, so val needs no test folder to be scored)."""
+    if not videos:
+        return
+    split = split_name(name)
+    for other_name, other in split_folders.items():
+        other_split = split_name(other_name)
+        if other_split == split or not all(_same_file(f, other / f.relative_to(folder)) for f in videos):
+            continue
+        why = "a model would be scored on videos it was fit on" if "train" in (split, other_split) else \
+            f"the {split} figures would be the {other_split} figures again"
+        raise DataError(f"{folder}: every video of split {split} ({len(videos)}) is one of split {other_split}'s, the "
+                        f"same file in {other} (through a link, a bind mount or hard links): {why}; give each split a "
+                        f"folder of its own videos")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (device and inode, links followed); False where either is none."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
