@@ -655,6 +655,49 @@ def test_a_width_with_no_head_count_guess_says_how_to_give_the_count(tmp_path):
     assert e.value.widths == {"num_heads": 96, "decoder_heads": 40}
 
 
+def test_train_init_takes_the_configs_head_counts_in_one_read(tmp_path, monkeypatch, caplog):
+    """train.init of an original file whose widths have no head-count guess (96, a decoder's 32), under a config of
+    those widths, read the whole file twice: refused for the counts, then read again with the config's. The config's
+    counts are read_checkpoint's fallback (``fallback_heads``), taken in the one read; so are they for the counts an
+    export of an original file records as assumed (the guess of 1 head for width 64)."""
+    from mme.models import checkpoint
+    from mme.train.engine import read_init
+
+    reads = []
+
+    def counted(read):
+        def reading(path, *args, **kwargs):
+            reads.append(path)
+            return read(path, *args, **kwargs)
+        return reading
+
+    for name in ("torch_load", "_read_safetensors"):  # every read of a file's tensors
+        monkeypatch.setattr(checkpoint, name, counted(getattr(checkpoint, name)))
+    wide = ModelConfig(**dict(TINY, embed_dim=96, num_heads=3))  # 3 heads of 32; its decoder: 2 of 16
+    src = perturbed(MaskedAutoencoder(wide, [PIXEL]), seed=5)
+    torch.save({"model": videomae_layout(src)}, tmp_path / "w96.pth")
+    with caplog.at_level(logging.INFO, logger="mme"):
+        ck = read_init(str(tmp_path / "w96.pth"), wide)
+    assert reads == [tmp_path / "w96.pth"]
+    assert (ck.cfg.num_heads, ck.cfg.decoder_heads, ck.assumed) == (3, 2, ("img_size", "num_frames"))
+    assert f"train.init {tmp_path}/w96.pth records no head count, and no guess fits its width: the config's " \
+        "model.num_heads=3 model.decoder_heads=2" in caplog.messages
+    tokens = torch.randn(1, 8, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(checkpoint.build_model(ck).encoder.blocks[0](tokens), src.encoder.blocks[0](tokens))
+    narrow = ModelConfig(**TINY)  # 4 heads of 16, guessed 1 of 64
+    torch.save({"model": videomae_layout(perturbed(MaskedAutoencoder(narrow, [PIXEL]), seed=6))},
+               tmp_path / "w64.pth")
+    out = export(tmp_path / "w64.pth", tmp_path / "guessed.safetensors", "safetensors", "model")
+    reads.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mme"):
+        ck = read_init(str(out), narrow)
+    assert reads == [out] and (ck.cfg.num_heads, ck.assumed) == (4, ("img_size", "num_frames"))
+    assert f"train.init {out} records no head count: model.num_heads=4 (its guess from the width 64: 1)" \
+        in caplog.messages
+
+
 def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
     """Original files do not record the clip: the one taken (224², 16 frames) is said when the model is built,
     and a stored position table, one row per token, must fit it."""

@@ -68,7 +68,10 @@ class Checkpoint:
     assumed: tuple[str, ...] = ()
     """ModelConfig fields taken on trust because no file on the way recorded them (the clip geometry and head
     counts of original ``.pth`` files): said when a module is built, carried by every export (so a converted file
-    does not pass a guess off as a record), and replaced by hints."""
+    does not pass a guess off as a record), and replaced by hints and by read_checkpoint's ``fallback_heads``."""
+    from_fallback: tuple[str, ...] = ()
+    """The head counts the file records none of that were taken from read_checkpoint's ``fallback_heads`` (its width
+    being the file's), in place of a guess from the width."""
     norm_pix: bool | None = None
     """mae only: whether its pixel loss normalises each patch (VideoMAE's ``norm_pix_loss``), where a file records
     it (our training checkpoints and exports, Hugging Face configs)."""
@@ -157,12 +160,6 @@ class Checkpoint:
         if isinstance(self.run_config.get("target"), dict):
             out["target"] = self.run_config["target"]
         return out
-
-    def with_head_counts(self, **counts: int) -> Checkpoint:
-        """This checkpoint with the head counts ``counts`` (``num_heads``, ``decoder_heads``) in place of those it
-        took on trust, as read_checkpoint's hints (ConfigError for a count other than the file records)."""
-        return dataclasses.replace(self, cfg=_with_hints(self.cfg, counts, self.assumed),
-                                   assumed=tuple(k for k in self.assumed if k not in counts))
 
     @property
     def final_norm(self) -> bool:
@@ -308,6 +305,17 @@ def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) ->
         raise ConfigError(str(e)) from e
 
 
+def _with_recorded_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...], fallback: ModelConfig | None
+                         ) -> tuple[ModelConfig, tuple[str, ...], tuple[str, ...]]:
+    """``cfg`` recorded in a file with the hints (:func:`_with_hints`) and, for the head counts it took on trust
+    (``assumed``) that no hint gives, ``fallback``'s where its width is the file's
+    (:func:`~mme.models.convert_config.fallback_counts`); with the fields it still takes on trust, and the counts
+    taken from ``fallback``."""
+    unhinted = tuple(k for k in assumed if hints.get(k) is None)
+    taken = convert_config.fallback_counts(fallback, vars(cfg), unhinted)
+    return _with_hints(cfg, {**hints, **taken}, assumed), tuple(k for k in unhinted if k not in taken), tuple(taken)
+
+
 def _check_position_tables(state: dict[str, torch.Tensor]) -> None:
     """Our models use VideoMAE's fixed sin-cos position tables, which its files do not store. A file that stores
     one (``use_learnable_pos_emb``) learned its own: refused unless it is the sin-cos table, since the weights
@@ -323,12 +331,12 @@ def _check_position_tables(state: dict[str, torch.Tensor]) -> None:
 
 def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
                 heads: list[HeadSpec] | None = None, encoder_only: bool = False, strict: bool = True,
-                assumed: tuple[str, ...] = ()) -> Checkpoint:
+                assumed: tuple[str, ...] = (), fallback: ModelConfig | None = None) -> Checkpoint:
     """Convert a bare state dict of any known layout; infer the config from the weights unless given (for the
     encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known; ``assumed``: the
-    fields of a given config that its file took on trust). Tensors that have no place in the model (of the
-    encoder, with ``encoder_only``) are refused when ``strict``: the model would compute something else without
-    them."""
+    fields of a given config that its file took on trust; ``fallback``: read_checkpoint's ``fallback_heads``).
+    Tensors that have no place in the model (of the encoder, with ``encoder_only``) are refused when ``strict``: the
+    model would compute something else without them."""
     layout = "detected"
     try:
         kind, ours, unexpected, layout = convert.to_ours(state, encoder_only)
@@ -340,16 +348,17 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             kind, ours = "encoder", convert.encoder_part(ours, kind)
         hf = layout.startswith("Hugging Face")
         if cfg is None:
-            cfg = convert_config.infer_config(ours, kind, **hints)
+            cfg = convert_config.infer_config(ours, kind, fallback_heads=fallback, **hints)
             if hf:
                 cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
             inferred = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
+            unhinted = tuple(k for k in inferred if hints.get(k) is None)
+            taken = tuple(convert_config.fallback_counts(fallback, vars(cfg), unhinted))  # (as infer_config took)
+            assumed = tuple(k for k in unhinted if k not in taken)
         else:
-            cfg = _with_hints(cfg, hints, assumed)
-            inferred = assumed
+            cfg, assumed, taken = _with_recorded_hints(cfg, hints, assumed, fallback)
         _check_grid(state, cfg)
-        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})",
-                        assumed=tuple(k for k in inferred if hints.get(k) is None))
+        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})", assumed=assumed, from_fallback=taken)
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
@@ -399,20 +408,21 @@ def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
             "pool": "norm_mean" if "encoder.norm.weight" in state else "mean"}
 
 
-def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: dict) -> Checkpoint:
+def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: dict,
+               fallback: ModelConfig | None) -> Checkpoint:
     if meta.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {meta['version']} is newer than this mme ({FORMAT_VERSION})")
     kind = meta.get("kind")
     if kind not in KINDS:
         raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
-    assumed = _assumed(meta, path)
     try:
-        cfg = _with_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints, assumed)
+        cfg, assumed, taken = _with_recorded_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."),
+                                                   hints, _assumed(meta, path), fallback)
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
     return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})),
-                      run_config=_run(meta, path), assumed=tuple(k for k in assumed if hints.get(k) is None),
+                      run_config=_run(meta, path), assumed=assumed, from_fallback=taken,
                       norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"))
 
 
@@ -435,7 +445,8 @@ def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
     return tuple(names)
 
 
-def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: bool) -> Checkpoint:
+def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: bool,
+                 fallback: ModelConfig | None) -> Checkpoint:
     if (path / WEIGHTS).is_file():
         state, _ = _read_safetensors(path / WEIGHTS)
     elif (path / HF_BIN).is_file():
@@ -449,7 +460,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
         raise CheckpointError(f"{path / CONFIG}: {e}") from e
     ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
                                                                   * cfg.in_chans)], encoder_only=encoder_only,
-                     strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"))
+                     strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"), fallback=fallback)
     ck.run_config = _run(hf, path / CONFIG, "mme_run")
     if ck.kind == "mae":
         ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
@@ -462,14 +473,17 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
                     img_size: int | None = None, num_frames: int | None = None,
-                    encoder_only: bool = False, strict: bool = True) -> Checkpoint:
+                    encoder_only: bool = False, strict: bool = True,
+                    fallback_heads: ModelConfig | None = None) -> Checkpoint:
     """Read any supported checkpoint into our layout (only its encoder with ``encoder_only``).
 
     The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
-    override what it does. ``strict``: a tensor of the file that the model has no place for is an error (else it is
-    dropped with a warning)."""
+    override what it does. ``fallback_heads`` (a run's model config) gives the head counts a file records none of
+    and no hint gives, where its width is the file's (``Checkpoint.from_fallback``), in place of the guess from the
+    width (a HeadCountUnknown where none fits). ``strict``: a tensor of the file that the model has no place for is
+    an error (else it is dropped with a warning)."""
     hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
-    ck = _read(Path(path), hints, encoder_only, strict)
+    ck = _read(Path(path), hints, encoder_only, strict, fallback_heads)
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))
@@ -486,7 +500,7 @@ def checkpoint_files(path: str | os.PathLike) -> list[Path]:
     return [path / name for name in (CONFIG, WEIGHTS, HF_BIN) if (path / name).is_file()]
 
 
-def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoint:
+def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: ModelConfig | None) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -503,9 +517,9 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
         if meta.get("format") == "mme":
             if not (path / WEIGHTS).is_file():
                 raise CheckpointError(f"{path / WEIGHTS}: missing (the directory has a {CONFIG} but no weights)")
-            return _from_ours(meta, _read_safetensors(path / WEIGHTS)[0], path, hints)
+            return _from_ours(meta, _read_safetensors(path / WEIGHTS)[0], path, hints, fallback)
         if meta.get("model_type") == "videomae":
-            return _from_hf_dir(path, meta, hints, encoder_only, strict)
+            return _from_hf_dir(path, meta, hints, encoder_only, strict, fallback)
         raise CheckpointError(f"{path / CONFIG}: neither an mme nor a Hugging Face VideoMAE config "
                               f"(model_type={meta.get('model_type')!r})")
     if path.suffix == ".safetensors" or safetensors_header(path) is not None:  # (also named otherwise: .pt)
@@ -517,8 +531,8 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
                 raise CheckpointError(f"{path}: its 'mme' metadata is not valid JSON ({e})") from e
             if not isinstance(meta, dict):
                 raise CheckpointError(f"{path}: its 'mme' metadata is not a JSON object")
-            return _from_ours(meta, state, path, hints)
-        return _from_state(state, path, hints, encoder_only=encoder_only, strict=strict)
+            return _from_ours(meta, state, path, hints, fallback)
+        return _from_state(state, path, hints, encoder_only=encoder_only, strict=strict, fallback=fallback)
     obj = torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
             and isinstance(obj.get("model"), dict):  # our training checkpoint
@@ -526,7 +540,8 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
             cfg = from_dict(ModelConfig, obj["config"]["model"], prefix="model.")
         except ConfigError as e:
             raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
-        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict)
+        ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict,
+                         fallback=fallback)
         ck.run_config = obj["config"]
         target = obj["config"].get("target")
         if ck.kind == "mae" and isinstance(target, dict) and "norm_pix" in target:
@@ -534,7 +549,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool) -> Checkpoi
         if ck.kind == "classifier" and isinstance(obj.get("classes"), list):
             ck.class_names = [str(n) for n in obj["classes"]]
         return ck
-    return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict)
+    return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict, fallback=fallback)
 
 
 def _run_heads(obj: dict) -> list[HeadSpec] | None:
@@ -554,7 +569,8 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
     'classification' = the classifier."""
     if kind == "model":
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
-                          assumed=tuple(k for k in ck.assumed if k != "decoder_heads"))
+                          assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
+                          from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"))
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:
         held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
 import torch
 
@@ -24,8 +25,9 @@ ORIGINAL_DECODER_HEADS = {384: 3, 768: 6, 1024: 8, 1280: 8}
 
 
 class HeadCountUnknown(CheckpointError):
-    """A file records no head count, and its width has no guess (:func:`infer_config`): ``widths`` = the width of
-    each count concerned (``{"num_heads": 96}``), so that a caller may give them (``mme.train.engine.read_init``)."""
+    """A file records no head count, and its width has no guess nor a fallback's count (:func:`infer_config`):
+    ``widths`` = the width of each count concerned (``{"num_heads": 96}``), for the caller's message
+    (``mme.train.engine.read_init``)."""
 
     def __init__(self, message: str, widths: dict[str, int] | None = None):
         super().__init__(message)
@@ -40,14 +42,16 @@ def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | None = None,
-                 decoder_heads: int | None = None, **fields) -> ModelConfig:
+                 decoder_heads: int | None = None, fallback_heads: ModelConfig | None = None,
+                 **fields) -> ModelConfig:
     """A ModelConfig for our ``kind`` state dict, read from the weights' shapes.
 
-    Head counts are not in the weights: ``num_heads`` and ``decoder_heads`` default to the original factories'
-    values for the encoder width (ViT-B: 12 and 6), else to 64-d heads; both are logged (at info: whoever builds a
-    model of them warns, naming how to give them, as ``Checkpoint.assumed`` carries them). A width of neither (96)
-    is a :class:`HeadCountUnknown`. ``img_size`` / ``num_frames`` are not in the weights either (the position table
-    is fixed): pass them in ``fields``, else 224 / 16."""
+    Head counts are not in the weights: ``num_heads`` and ``decoder_heads`` default to ``fallback_heads``' counts
+    where its width is the weights' (:func:`fallback_counts`), else to the original factories' values for the
+    encoder width (ViT-B: 12 and 6), else to 64-d heads; a guess is logged (at info: whoever builds a model of it
+    warns, naming how to give it, as ``Checkpoint.assumed`` carries it). A width of none of these (96) is a
+    :class:`HeadCountUnknown`. ``img_size`` / ``num_frames`` are not in the weights either (the position table is
+    fixed): pass them in ``fields``, else 224 / 16."""
     enc = encoder_part(state, kind)
     if "patch_embed.proj.weight" not in enc:
         raise CheckpointError("state dict has no patch_embed.proj.weight: not a ViT encoder")
@@ -74,27 +78,49 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
             raise CheckpointError("decoder MLP ratio differs from the encoder's: not supported by ModelConfig")
         hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
         cfg["head_hidden"] = hidden_sizes[0] if hidden_sizes else 0  # (0: single Linear heads, VideoMAE's pixel head)
-    cfg.update(_guessed_heads(cfg))
+    cfg.update(_head_counts(cfg, fallback_heads))
     cfg.update({k: v for k, v in fields.items() if v is not None})
     return ModelConfig(**cfg)
 
 
-GUESSES = {"num_heads": ("embed_dim", ORIGINAL_HEADS, "number of attention heads"),
-           "decoder_heads": ("decoder_dim", ORIGINAL_DECODER_HEADS, "decoder attention heads")}
-"""Each head count :func:`infer_config` guesses: the width whose heads it counts, the original factories' counts
-(by the encoder's width), and its name in messages."""
+HEAD_WIDTHS = {"num_heads": "embed_dim", "decoder_heads": "decoder_dim"}
+"""Each head count of a model config, and the width whose heads it counts."""
+
+GUESSES = {"num_heads": (ORIGINAL_HEADS, "number of attention heads"),
+           "decoder_heads": (ORIGINAL_DECODER_HEADS, "decoder attention heads")}
+"""Each head count :func:`infer_config` guesses: the original factories' counts (by the encoder's width), and its
+name in messages."""
 
 
-def _guessed_heads(cfg: dict) -> dict[str, int]:
-    """The head counts ``cfg`` (:func:`infer_config`'s) leaves unset, guessed from the widths and logged at info; a
-    :class:`HeadCountUnknown` where a width has no guess."""
+def head_guess(key: str, embed_dim: int, width: int) -> int | None:
+    """The count :func:`infer_config` guesses for the head count ``key`` of a file of encoder width ``embed_dim``
+    whose heads divide ``width`` (:data:`HEAD_WIDTHS`): the original factories' for that encoder width, else 64-d
+    heads; None where neither divides the width."""
+    count = GUESSES[key][0].get(embed_dim, width // 64 if width % 64 == 0 else None)
+    return None if count is None or width % count else count
+
+
+def fallback_counts(fallback: ModelConfig | None, file_cfg: dict, keys: Iterable[str]) -> dict[str, int]:
+    """The head counts among ``keys`` (config fields) of ``fallback`` (a run's model config) whose width is the one
+    in ``file_cfg`` (a file's config fields): a count given for another width says nothing of the file's."""
+    if fallback is None:
+        return {}
+    return {key: getattr(fallback, key) for key in keys
+            if key in HEAD_WIDTHS and getattr(fallback, HEAD_WIDTHS[key]) == file_cfg[HEAD_WIDTHS[key]]}
+
+
+def _head_counts(cfg: dict, fallback: ModelConfig | None) -> dict[str, int]:
+    """The head counts ``cfg`` (:func:`infer_config`'s) leaves unset: ``fallback``'s where its width is the file's,
+    else guessed from the widths and logged at info; a :class:`HeadCountUnknown` where a width has neither."""
+    unset = [key for key in GUESSES if cfg.get(key, 0) is None]  # (0: not of this kind's)
+    taken = fallback_counts(fallback, cfg, unset)
     guessed, unknown = {}, {}
-    for key, (width, table, _) in GUESSES.items():
-        if cfg.get(key, 0) is not None:  # given, or not of this kind's
+    for key in unset:
+        if key in taken:
             continue
-        count = table.get(cfg["embed_dim"], cfg[width] // 64 if cfg[width] % 64 == 0 else None)
-        if count is None or cfg[width] % count:
-            unknown[key] = cfg[width]
+        count = head_guess(key, cfg["embed_dim"], cfg[HEAD_WIDTHS[key]])
+        if count is None:
+            unknown[key] = cfg[HEAD_WIDTHS[key]]
         else:
             guessed[key] = count
     if unknown:
@@ -105,10 +131,10 @@ def _guessed_heads(cfg: dict) -> dict[str, int]:
                                f"or 64-d heads): give the count it was trained with to mme export ({options}) and "
                                f"use the export (in Python: {', '.join(k + '=N' for k in unknown)})", unknown)
     for key, count in guessed.items():
-        why = (f"the original factories' value for width {cfg['embed_dim']}" if cfg["embed_dim"] in GUESSES[key][1]
+        why = (f"the original factories' value for width {cfg['embed_dim']}" if cfg["embed_dim"] in GUESSES[key][0]
                else "assuming 64-d heads")
-        log.info("%s not stored in this checkpoint: %s=%d (%s)", GUESSES[key][2], key, count, why)
-    return guessed
+        log.info("%s not stored in this checkpoint: %s=%d (%s)", GUESSES[key][1], key, count, why)
+    return {**guessed, **taken}
 
 
 def _layer_scale(gamma: torch.Tensor | None) -> float:

@@ -39,7 +39,7 @@ from mme.config import flatten, from_dict, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import Checkpoint, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
-from mme.models.convert_config import HeadCountUnknown
+from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
 from mme.motion.targets import TargetConfig
 from mme.train import checkpoint as ckpt
@@ -189,42 +189,34 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
     return resume, state
 
 
-HEAD_WIDTHS = {"num_heads": "embed_dim", "decoder_heads": "decoder_dim"}
-"""Each head count of a model config, and the width whose heads it counts."""
-
-
 def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Checkpoint:
     """``train.init`` read (any checkpoint mme reads), with the head counts of the config's ``model`` where the file
-    records none (``Checkpoint.assumed``: an original VideoMAE/MME ``.pth``) and the config's width is the file's (a
-    count given for another width says nothing of this one); a count still guessed from the width is warned about,
-    naming the keys that give it, and one of a width with no guess (96) is one line naming them."""
+    records none (an original VideoMAE/MME ``.pth``) and the config's width is the file's (read_checkpoint's
+    ``fallback_heads``: a count given for another width says nothing of this one); a count still guessed from the
+    width is warned about, naming the keys that give it, and one of a width with no guess (96) is one line naming
+    them."""
     try:
-        ck = read_checkpoint(path, encoder_only=encoder_only)
-    except HeadCountUnknown as e:  # read again with the config's counts, where its widths are the file's
-        other = {heads: width for heads, width in e.widths.items() if getattr(model, HEAD_WIDTHS[heads]) != width}
-        if other:
-            keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in other.items())
-            raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
-                                  f"model's count, or 64-d heads): give the count it was trained with, {keys}") from e
-        counts = {heads: getattr(model, heads) for heads in e.widths}
+        ck = read_checkpoint(path, encoder_only=encoder_only, fallback_heads=model)
+    except HeadCountUnknown as e:  # of a width with no guess, not the config's
+        keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
+        raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
+                              f"model's count, or 64-d heads): give the count it was trained with, {keys}") from e
+    guesses = {heads: head_guess(heads, ck.cfg.embed_dim, getattr(ck.cfg, HEAD_WIDTHS[heads]))
+               for heads in ck.from_fallback}
+    if unguessed := [heads for heads, guess in guesses.items() if guess is None]:
         log.info("train.init %s records no head count, and no guess fits its width: the config's %s", path,
-                 " ".join(f"model.{heads}={n}" for heads, n in counts.items()))
-        ck = read_checkpoint(path, encoder_only=encoder_only, **counts)
-    given = {}
+                 " ".join(f"model.{heads}={getattr(model, heads)}" for heads in unguessed))
     for heads, width in HEAD_WIDTHS.items():
-        if heads not in ck.assumed:
-            continue
-        guessed, theirs, ours = getattr(ck.cfg, heads), getattr(ck.cfg, width), getattr(model, width)
-        if ours == theirs:
-            given[heads] = getattr(model, heads)
+        theirs = getattr(ck.cfg, width)
+        if guesses.get(heads) is not None:
             log.info("train.init %s records no head count: model.%s=%d (its guess from the width %d: %d)", path,
-                     heads, given[heads], theirs, guessed)
-        else:
+                     heads, getattr(model, heads), theirs, guesses[heads])
+        elif heads in ck.assumed:
             log.warning("train.init %s records no head count: %s=%d guessed from its width %d (the config's "
                         "model.%s=%d counts the heads of model.%s=%d); if it was trained with another count, give it "
-                        "with model.%s=%d model.%s=N", path, heads, guessed, theirs, heads, getattr(model, heads),
-                        width, ours, width, theirs, heads)
-    return ck.with_head_counts(**given) if given else ck
+                        "with model.%s=%d model.%s=N", path, heads, getattr(ck.cfg, heads), theirs, heads,
+                        getattr(model, heads), width, getattr(model, width), width, theirs, heads)
+    return ck
 
 
 def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[str, ...], source: str) -> ModelConfig:
