@@ -551,6 +551,34 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
 
 
+def test_a_finetune_run_reads_train_init_once(synth, tmp_path, monkeypatch):
+    """``mme finetune`` read its train.init twice: for the architecture, then again for the weights (a third time
+    where its width had no head-count guess). It is read once, and that read's weights are the run's initial ones."""
+    from mme.cli import main
+    from mme.models import checkpoint
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(1)
+    enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 48, "num_heads": 3}))
+    src = save_pretrained(enc, tmp_path / "pre")
+    reads = []
+    read = checkpoint._read_safetensors
+
+    def reading(path):
+        reads.append(path)
+        return read(path)
+
+    monkeypatch.setattr(checkpoint, "_read_safetensors", reading)
+    frozen = ("train.steps=1", "optim.base_lr=0", "optim.min_lr=0", "train.precision=fp32")  # the weights as loaded
+    assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+        synth, tmp_path / "ft", f"train.init={src}", *frozen, "data.test_clips=1", "data.test_crops=1")]) == 0
+    assert reads == [src / "model.safetensors"]
+    ran = torch.load(tmp_path / "ft" / "checkpoint-00000001.pt", weights_only=True)["model"]
+    assert all(torch.equal(ran[f"encoder.{k}"], v) for k, v in enc.state_dict().items() if not k.startswith("norm."))
+
+
 def test_the_tubelet_of_train_init_is_its_clips_too(synth, tmp_path, caplog):
     """The tubelet is taken from train.init with its architecture, but the clips kept the recipe's data.tubelet, so
     the run stopped at once ("data.tubelet=2 differs from model.tubelet_size=1 ... set both"), the user having set

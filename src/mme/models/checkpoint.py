@@ -660,8 +660,13 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, st
     """Load a checkpoint's encoder weights into an existing encoder (e.g. ``VideoClassifier.encoder`` before
     fine-tuning). A pre-trained final norm is dropped when ``encoder.norm`` is Identity (VideoMAE fine-tuning
     does the same); shapes must match (CheckpointError naming the key otherwise)."""
-    ck = read_checkpoint(path, encoder_only=True, strict=strict, **hints)
-    state = ck.state
+    load_checkpoint_encoder(encoder, read_checkpoint(path, encoder_only=True, strict=strict, **hints), strict)
+
+
+def load_checkpoint_encoder(encoder: VisionTransformer, ck: Checkpoint, strict: bool = True) -> None:
+    """The encoder weights of a checkpoint already read (``ck``) into ``encoder``, as :func:`load_encoder_weights`
+    loads them (a pre-trained final norm dropped where ``encoder.norm`` is Identity)."""
+    state = ck.encoder_state
     if isinstance(encoder.norm, nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}
     load_state(encoder, state, ck.source, strict)

@@ -36,6 +36,7 @@ from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import agreeing_classes, check_labels, listed_once, read_classes, read_list, real_path, resolve
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
+from mme.models.checkpoint import Checkpoint, load_checkpoint_encoder
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ENCODER_FIELDS
 from mme.models.vit import count_parameters
@@ -138,19 +139,19 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     return n
 
 
-def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, given: Collection[str] = ()) -> FinetuneModel:
+def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Checkpoint | None,
+                  given: Collection[str] = ()) -> FinetuneModel:
     """The run's encoder config: from the resumed run (the config's values it ignores warned about: those of its
     architecture only where ``given`` on the command line, :func:`~mme.train.engine.warn_ignored_on_resume`), else
-    the architecture of ``train.init`` (its tubelet too, which the run's clips then take:
+    the architecture of ``init`` (``train.init`` read; its tubelet too, which the run's clips then take:
     :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop path, else the config as is
     (training from scratch)."""
     if resume is not None:
         model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
         engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given, resume)
         return model
-    if not cfg.train.init:
+    if init is None:
         return cfg.model
-    init = engine.read_init(cfg.train.init, cfg.model, encoder_only=True)
     if init.clip_orientation not in (None, cfg.data.orientation):  # the same frames without display matrices
         log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
                  "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
@@ -173,17 +174,15 @@ def setup(cfg: FinetuneConfig, validation=None, given: Collection[str] = ()) -> 
             raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
                               f"{num_classes}")
         check_test_lists(cfg, num_classes)
-        cfg = clips_for(cfg, _model_config(cfg, start.resume, given),
+        init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
+        cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
                         f"the resumed run ({start.resume[0]})" if start.resume else f"train.init {t.init}")
         dataset = RepeatedClips(cfg.data, cfg.task.repeated_aug, t.seed)
         torch.manual_seed(t.seed)  # the head's initial weights (and the encoder's when training from scratch)
         model = VideoClassifier(cfg.model, num_classes, fc_drop=cfg.task.fc_drop,
                                 head_init_scale=cfg.task.head_init_scale, scratch_init=cfg.task.scratch_init)
-        if t.init and start.resume is None:
-            from mme.models.checkpoint import load_encoder_weights
-
-            # the run's head count, for a file that records none (whose width may have no guess)
-            load_encoder_weights(model.encoder, t.init, num_heads=cfg.model.num_heads)
+        if init is not None:
+            load_checkpoint_encoder(model.encoder, init)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
                      clips_per_item=cfg.task.repeated_aug, after_step=validation(cfg) if validation else None,
                      checkpoint_extra={"classes": names} if names is not None else {})
