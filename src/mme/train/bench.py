@@ -32,6 +32,7 @@ its warm-up steps (none with ``--warmup 0``), with what the variants built befor
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -149,10 +150,13 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     scaler = make_scaler(precision, device)
     motion = random_motion(target_cfg, model_cfg, batch, device)
     c = model_cfg
+    # drawn before timing, as the loader workers draw a run's masks off the step's path (a cube mask's loop costs
+    # tens of ms a batch); a few, taken in turn, so the step does not see one mask only
+    masks = itertools.cycle([make_mask(c.mask_type, batch, c.grid, c.mask_ratio).to(device) for _ in range(4)])
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        mask = make_mask(c.mask_type, batch, c.grid, c.mask_ratio).to(device)
+        mask = next(masks)
         with autocast(precision, device):
             if peer:
                 loss = step_model(peer_clip, bool_masked_pos=mask).loss
