@@ -530,6 +530,45 @@ def test_a_file_whose_only_picture_is_its_cover_is_no_video(tmp_path):
         open_video(path)
 
 
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_text_and_still_pictures_are_no_videos_though_ffmpeg_opens_them(tmp_path, clip_frames, backend):
+    """FFmpeg's tty demuxer opens any .txt (a list file, a README) as a video of ANSI-art frames, and its picture
+    demuxers a PNG or JPEG as a one-frame one: each is unreadable, naming the demuxer, to a run as to mme check.
+    Other non-videos stay unreadable as FFmpeg says, and an animated GIF is a clip, read."""
+    (tmp_path / "train.txt").write_text("videos/a.mp4 0\nvideos/b.mp4 1\n" * 20)
+    (tmp_path / "README.txt").write_text("These videos are kept for the tests, one folder a class.\n" * 10)
+    (tmp_path / "classes.json").write_text(json.dumps({"run": 0, "jump": 1}))
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "script.py").write_text("print('hello')\n")
+    (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n")
+    cv2.imwrite(str(tmp_path / "frame.png"), clip_frames[0])
+    cv2.imwrite(str(tmp_path / "frame.jpg"), clip_frames[0])
+    with av.open(str(tmp_path / "train.txt")) as c:  # FFmpeg's own reading, which a run took for a video
+        assert c.format.name == "tty" and sum(1 for _ in c.decode(video=0)) > 0
+    refused = {"train.txt": "tty, text drawn as frames", "README.txt": "tty, text drawn as frames",
+               "frame.png": "png_pipe, a still picture", "frame.jpg": "jpeg_pipe, a still picture"}
+    for name, how in refused.items():
+        with pytest.raises(VideoError, match=rf"/{name}: unreadable \(not a video: FFmpeg read it as {how}\)$"):
+            open_video(str(tmp_path / name), backend)
+        report = check_video(tmp_path / name)
+        assert (report["status"], report["frames"]) == ("unreadable", 0)
+        assert report["reason"].endswith(f"not a video: FFmpeg read it as {how})")
+    for name in ("classes.json", "table.csv", "script.py", "paper.pdf"):
+        with pytest.raises(VideoError, match=rf"{name}: unreadable") as info:
+            open_video(tmp_path / name, backend)
+        assert info.value.reason == "unreadable"
+    gif = tmp_path / "clip.gif"
+    with av.open(str(gif), "w") as c:
+        s = c.add_stream("gif", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "rgb8"
+        for f in clip_frames[:6]:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="rgb8")))
+        c.mux(s.encode())
+    with open_video(gif, backend) as reader:
+        assert (reader.num_frames, reader.size) == (6, (64, 48))
+        assert reader.read([5]).shape == (1, 48, 64, 3)
+
+
 def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, clip_frames):
     """A list written on Windows ('\') or with accents composed otherwise than on this disk (macOS writes
     decomposed names) names files that look missing: the error says which spelling exists."""

@@ -142,6 +142,38 @@ def video_stream(container) -> av.video.stream.VideoStream | None:
     return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
 
 
+TEXT_DEMUXERS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
+"""FFmpeg's demuxers of text art, which draw any text they open as frames: ``tty`` takes every file named .txt
+(a list file, a README) as a video of a few ANSI-art frames."""
+
+PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix"})
+"""FFmpeg's demuxers of still pictures (with every ``<codec>_pipe`` one: png_pipe, jpeg_pipe, ...), which open
+a single PNG or JPEG as a one-frame video. An animated GIF (the ``gif`` demuxer) is a clip, and is read."""
+
+
+def not_a_video(path: str, demuxer: str) -> None:
+    """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` where that reads text or still pictures
+    (:data:`TEXT_DEMUXERS`, :data:`PICTURE_DEMUXERS`), not a video container."""
+    if demuxer in TEXT_DEMUXERS:
+        what = "text drawn as frames"
+    elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):
+        what = "a still picture"
+    else:
+        return
+    raise video_error(path, "unreadable", f"not a video: FFmpeg read it as {demuxer}, {what}")
+
+
+@functools.lru_cache(maxsize=4096)
+def probed_demuxer(path: str, size: int, mtime_ns: int) -> str:
+    """The demuxer FFmpeg (PyAV's) opens the file with ('' where it opens none), for the backends that do not say
+    (cached per process by path, size and mtime)."""
+    try:
+        with open_container(path) as container:
+            return container.format.name
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
+        return ""
+
+
 class PyAVReader(VideoReader):
     """Frame i exactly (module docstring), seeking where the file's timestamps are proven; threaded decoding.
     ``gpu``: decode on that CUDA device (:func:`cuda_decoder`) instead of the CPU."""
@@ -158,6 +190,7 @@ class PyAVReader(VideoReader):
         self._leave = _Leave()
         self._open()
         try:
+            not_a_video(path, self._container.format.name)
             if self._stream is None:
                 covers = len(self._container.streams.video)
                 raise video_error(path, "unreadable", "no video stream" + (f", only {covers} attached picture"

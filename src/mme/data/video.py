@@ -29,7 +29,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from mme.data.pyav_reader import PyAVReader, cuda_decoder
+from mme.data.pyav_reader import PyAVReader, cuda_decoder, not_a_video, probed_demuxer
 from mme.data.video_reader import (
     ORIENTATIONS,
     TURN_NAMES,
@@ -64,7 +64,8 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     where the PyAV reader keeps frame indices for every process (``data.index_dir``); ``orientation``
     (``data.orientation``): 'coded' frames, or turned as 'display'ed (:mod:`mme.data.video_reader`).
 
-    Raises VideoError for a missing, empty, unreadable or frameless file.
+    Raises VideoError for a missing, empty, unreadable or frameless file, and for one FFmpeg reads as text or a
+    still picture (:func:`mme.data.pyav_reader.not_a_video`).
     """
     path = str(path)
     if backend not in BACKENDS:
@@ -79,7 +80,9 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         raise video_error(path, "empty", "zero-byte file")
     if backend in ("pyav", "pyav-cuda"):
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
-    else:
+    else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
+        st = os.stat(path)
+        not_a_video(path, probed_demuxer(path, st.st_size, st.st_mtime_ns))
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     try:
         if reader.num_frames <= 0:
