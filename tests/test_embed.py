@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_f
                                                                                         monkeypatch):
     """The data files and the ``.json`` sidecar that marks them finished were replaced one after the other: a job
     killed before its sidecar left another checkpoint's features beside the first job's sidecar, and the first job
-    rerun called them up to date. The sidecar goes first now and comes back last."""
+    rerun called them up to date. The sidecar is marked unfinished first now, and written whole last."""
     import shutil
 
     import mme.eval.features as features
@@ -219,10 +220,10 @@ def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_f
     out, kw = tmp_path / "f.npy", dict(stride=2, root=str(root), num_workers=0, progress=False, tokens=True)
     first = read_features(embed(ckpt, root / "list.txt", out, **kw))
 
-    def killed(path, *a, **k):
-        if Path(path) == out.with_name(out.name + ".json"):
-            raise KeyboardInterrupt  # the kill, just before the sidecar
-        return write_json(path, *a, **k)
+    def killed(path, obj, *a, **k):
+        if Path(path) == out.with_name(out.name + ".json") and not obj.get("unfinished"):
+            raise KeyboardInterrupt  # the kill, just before the finished sidecar
+        return write_json(path, obj, *a, **k)
 
     write_json = features.atomic_write_json
     monkeypatch.setattr(features, "atomic_write_json", killed)
@@ -545,6 +546,57 @@ def test_features_written_into_the_checkpoint_folder_are_a_cache_of_it(own_root,
     loads.clear()
     np.testing.assert_array_equal(read_features(embed(folder, root / "list.txt", out, **kw))[0], first)
     assert loads == []  # a cache hit: its failed videos unchanged since
+
+
+def test_files_at_out_that_mme_embed_did_not_write_are_replaced_only_with_overwrite(own_root, tmp_path, monkeypatch):
+    """--out results.npy replaced the user's results.npy and results.npy.json without a word, and deleted an
+    unrelated results.tokens.npy. Files of those names are mme embed's where its sidecar is (finished, or marked
+    unfinished by a write stopped half-way) or its partial folder; others are refused in one line, kept, unless
+    --overwrite. A job stopped after --overwrite resumes without it, and a token file not mme's is never removed."""
+    root, ckpt, loads = own_root
+    (root / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    here = tmp_path / "out"
+    here.mkdir()
+    out, kw = here / "results.npy", dict(stride=2, root=str(root), num_workers=0, progress=False)
+    np.save(out, np.arange(10.0))
+    (here / "results.npy.json").write_text('{"my": "notes"}')
+    np.save(here / "results.tokens.npy", np.ones(3))
+    mine = {p.name: p.read_bytes() for p in here.iterdir()}
+    with pytest.raises(ConfigError, match=rf"^--out {out}: already holds files mme embed did not write \(results\.npy, "
+                                          r"results\.npy\.json\); give --overwrite to replace them, or another --out$"):
+        embed(ckpt, root / "list.txt", out, **kw)
+    assert {p.name: p.read_bytes() for p in here.iterdir()} == mine and loads == []
+    _kill_before_assembly(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        embed(ckpt, root / "list.txt", out, overwrite=True, **kw)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in here.iterdir() if p.is_file()} == mine
+    loads.clear()
+    x = read_features(embed(ckpt, root / "list.txt", out, **kw))[0]  # the stopped job resumed, without --overwrite
+    assert loads == [] and x.shape == (2, CFG["embed_dim"]) and np.isfinite(x).all()
+    assert (here / "results.tokens.npy").read_bytes() == mine["results.tokens.npy"]
+    with pytest.raises(ConfigError, match=r"did not write \(results\.tokens\.npy\); give --overwrite"):
+        embed(ckpt, root / "list.txt", out, tokens=True, **kw)
+    grids = read_tokens(embed(ckpt, root / "list.txt", out, tokens=True, overwrite=True, **kw))
+    assert grids.shape[0] == 2 and np.isfinite(grids).all()
+
+    import mme.eval.features as features
+
+    def killed(path, obj, *a, **k):  # a write stopped after it marked the files unfinished
+        if Path(path) == here / "results.npy.json" and not obj.get("unfinished"):
+            raise KeyboardInterrupt
+        return write_json(path, obj, *a, **k)
+
+    write_json = features.atomic_write_json
+    monkeypatch.setattr(features, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        embed(ckpt, root / "list.txt", out, **kw)  # without tokens now: a changed job, written again
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=rf"^{out}: written part-way \(mme embed stopped while it wrote the file\)"):
+        read_features(out)
+    shutil.rmtree(here / "results.npy.partial")
+    np.testing.assert_array_equal(read_features(embed(ckpt, root / "list.txt", out, **kw))[0], x)
+    assert not (here / "results.tokens.npy").exists()  # the grids of mme's earlier job, which its sidecar named
 
 
 def test_a_token_file_gone_is_made_again(own_root, tmp_path):

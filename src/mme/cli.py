@@ -354,6 +354,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     _view_args(p)
     p.add_argument("--tokens", action="store_true", help="also save the view-averaged token grid (N, t, h, w, D)")
     p.add_argument("--chunk-batches", type=count(), default=50, help="batches per partial-results file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files OUT, OUT.json (and OUT_STEM.tokens.npy with --tokens) that mme embed did not "
+                        "write")
     _encoder_run_args(p)
     _video_args(p, of_run=True)
     _calls(p, "mme.eval.features:embed")

@@ -257,14 +257,8 @@ def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since)
     and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
     video, else None (with a warning when the files are damaged)."""
-    side = out.with_name(out.name + ".json")
-    if not (out.is_file() and side.is_file()):
-        return None
-    try:
-        info = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not (isinstance(info, dict) and _job(info.get("job")) == fingerprint):
+    info = _embed_sidecar(out) if out.is_file() else None
+    if info is None or info.get("unfinished") or _job(info.get("job")) != fingerprint:
         return None
     if "states" not in info:
         log.info("embed: %s was made by an earlier mme, without the state of each video; embedding it again", out)
@@ -302,23 +296,59 @@ def _tokens_file(out: Path) -> Path:
     return out.with_name(out.stem + ".tokens.npy")
 
 
+def _sidecar_file(out: Path) -> Path:
+    """Where a features file keeps its sidecar: ``<out>.json``."""
+    return out.with_name(out.name + ".json")
+
+
+def _embed_sidecar(out: Path) -> dict[str, Any] | None:
+    """The sidecar ``<out>.json`` where it is mme embed's (recording its job), finished or not
+    (:func:`write_features`), else None (none there, or a file of the user's by that name)."""
+    try:
+        info = json.loads(_sidecar_file(out).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("job"), dict) else None
+
+
+def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write. The features file, its
+    sidecar and (a ``.npy`` with ``tokens``) its token grids are an earlier mme embed's where the sidecar is one
+    (the grids where it records them), or where a job's partial folder is (a job begun there, which a rerun
+    resumes); any other file of those names is the user's."""
+    side = _sidecar_file(out)
+    written = [out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])]
+    present = [p for p in written if p.exists()]
+    if not present or overwrite or (out.with_name(out.name + ".partial") / "job.json").is_file():
+        return
+    earlier = _embed_sidecar(out)
+    ours = set() if earlier is None else {out, side, *([_tokens_file(out)] if earlier.get("tokens") else [])}
+    theirs = [p.name for p in present if p not in ours]
+    if theirs:
+        raise ConfigError(f"--out {out}: already holds files mme embed did not write ({', '.join(theirs)}); give "
+                          "--overwrite to replace them, or another --out")
+
+
 def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,
                    info: dict[str, Any]) -> None:
     """Write features atomically: ``.npy`` (features, NaN rows for failures; tokens to ``<stem>.tokens.npy``)
     or ``.safetensors`` (``features``, ``valid``, ``labels``, ``tokens``); both get the ``<out>.json`` sidecar
-    (``info``: provenance, view counts, failures, labels). The sidecar, which marks the files finished
-    (:func:`_finished`), is removed first and written last: a write killed half-way leaves none, and its
-    temporary files are removed by the next write (:func:`mme.utils.remove_stale_temps`)."""
+    (``info``: provenance, view counts, failures, labels); a ``.npy``'s token file is removed without tokens where
+    the sidecar there recorded some (else it is not mme's). The sidecar, which marks the files finished
+    (:func:`_finished`), is first replaced by one that marks them unfinished, yet mme embed's (a rerun replaces
+    them without --overwrite), and written whole last: a write killed half-way leaves no file taken as finished,
+    and its temporary files are removed by the next write (:func:`mme.utils.remove_stale_temps`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    side = out.with_name(out.name + ".json")
+    side = _sidecar_file(out)
     remove_stale_temps([out, _tokens_file(out), side])
-    side.unlink(missing_ok=True)
+    earlier = _embed_sidecar(out)
+    if out.suffix == ".npy" and tokens is None and earlier is not None and earlier.get("tokens"):
+        _tokens_file(out).unlink(missing_ok=True)  # an earlier job's grids, of another encoder or list
+    atomic_write_json(side, {"job": info.get("job"), "tokens": tokens is not None, "unfinished": True})
     if out.suffix == ".npy":
         if tokens is not None:
             with atomic_path(_tokens_file(out)) as tmp:
                 np.save(tmp, tokens)
-        else:  # an earlier job's grids, of another encoder or list
-            _tokens_file(out).unlink(missing_ok=True)
         with atomic_path(out) as tmp:
             np.save(tmp, x)
     else:
@@ -345,11 +375,14 @@ def _reading(path: Path) -> Iterator[None]:
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
-    side = path.with_name(path.name + ".json")
+    side = _sidecar_file(path)
     if not path.is_file() or not side.is_file():
         raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
     with _reading(side):
-        return json.loads(side.read_text())
+        info = json.loads(side.read_text())
+    if isinstance(info, dict) and info.get("unfinished"):
+        raise DataError(f"{path}: written part-way (mme embed stopped while it wrote the file); rerun it to finish")
+    return info
 
 
 def _shapes(path: Path, tokens: bool) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
@@ -405,7 +438,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
           orientation: str | None = None, index_dir: str | None = None, chunk_batches: int = 50,
-          progress: bool = True) -> Path:
+          overwrite: bool = False, progress: bool = True) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -414,7 +447,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     checkpoints and their exports, else at stride 4), the clip length and crop size of the encoder's config;
     frames read as ``orientation`` (default: the run's ``data.orientation`` where the file records it, else as
     coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
-    that a long video's views seek from its first read. Resumable and sharded over torchrun ranks."""
+    that a long video's views seek from its first read. Resumable and sharded over torchrun ranks. Files at
+    ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`_check_replaced`)."""
     from mme.models.checkpoint import build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
@@ -427,6 +461,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         if value < least:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
     check_output(out, "--out")
+    _check_replaced(out, tokens, overwrite)
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
         if not any(Path(index_dir).iterdir()):
