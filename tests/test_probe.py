@@ -293,6 +293,27 @@ def test_a_list_without_labels_is_refused_before_any_embedding(synth, tmp_path, 
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_probe_without_the_linear_probe_and_knn_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """--no-linear --no-knn embedded every split, then replaced an earlier probe.json by one without results."""
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "probe.json").write_text('{"linear": {"top1": 0.5}}')
+    assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"), "--root",
+                 str(r), "--out", str(tmp_path / "p"), "--no-linear", "--no-knn", "--workers", "0"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "mme probe: error: --no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them (mme "
+        "embed makes the features alone)")
+    assert (tmp_path / "p" / "probe.json").read_text() == '{"linear": {"top1": 0.5}}'
+    assert not (tmp_path / "p" / "features").exists()
+
+
 @pytest.mark.slow
 def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     """The acceptance check of issue 6 on the demo's design (whole-view camera motion over dead-leaves scenes with

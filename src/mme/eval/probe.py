@@ -210,6 +210,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     from mme.eval.features import embed, read_features
     from mme.train import distributed as dist
 
+    if not (linear or knn):
+        raise ConfigError("--no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them "
+                          "(mme embed makes the features alone)")
     if knn:
         check_knn(k, temperature, weighting)
     out_dir = check_output(out_dir, "--out", folder=True)
