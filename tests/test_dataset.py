@@ -83,6 +83,20 @@ def test_short_video_repeats_its_last_frame():
     assert c.needed.max() == 29 and c.starts[-1] == 29  # a track past the end stays on the last frame: zero motion
 
 
+@pytest.mark.parametrize("frames,clips,starts", [(24, 1, [4]), (26, 1, [5]), (24, 3, [0, 4, 9]), (26, 3, [0, 5, 11]),
+                                                 (29, 5, [0, 3, 7, 10, 14]), (31, 5, [0, 4, 8, 12, 16]),
+                                                 (76, 8, [0, 8, 17, 26, 34, 43, 52, 61])])
+def test_test_view_starts_are_rounded_down_whatever_their_parity(frames, clips, starts):
+    """A strided test view starts at k/(N-1) of the room, rounded down as VideoMAE's int(chunk_nb * temporal_step)
+    (one view: at half the room, rounded down). Python's round() took halves to the even start, so a 5.5 went up
+    and a 4.5 down, as the room's parity fell (8 frames at stride 2: a 15-frame window). Starts are exact: the
+    last of 8 views in a room of 61 frames starts at 61, where the float product 7 * (61 / 7) falls short of it."""
+    views = sample_test_clips(frames, 8, 2, 2, clips)
+    assert [int(v.clip[0]) for v in views] == starts
+    assert all(np.array_equal(v.clip, s + 2 * np.arange(8)) for v, s in zip(views, starts))
+    assert views[-1].clip[-1] == (frames - 1 if clips > 1 else starts[0] + 14)
+
+
 def test_segment_and_test_sampling():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -90,7 +104,7 @@ def test_segment_and_test_sampling():
         assert all(np.floor(i * 12.5) <= c.clip[i] <= np.floor((i + 1) * 12.5) for i in range(8)) and c.clip[-1] < 100
     np.testing.assert_array_equal(sample_segments(100, 8, 2, None).clip, np.floor((np.arange(8) + 0.5) * 12.5))
     clips = sample_test_clips(100, 8, 4, 2, 3)
-    assert [int(c.clip[0]) for c in clips] == [0, 36, 71] and clips[-1].clip[-1] == 99
+    assert [int(c.clip[0]) for c in clips] == [0, 35, 71] and clips[-1].clip[-1] == 99
     # VideoMAE's SSv2 views: every segment's first frame and its centre (were the frames at 1/4 and 3/4)
     seg = sample_test_clips(48, 16, 4, 2, 2, segments=True)
     assert [list(c.clip[:3]) for c in seg] == [[0, 3, 6], [1, 4, 7]] and seg[1].clip[-1] == 46

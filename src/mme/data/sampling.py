@@ -81,8 +81,10 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
                       segments: bool = False) -> list[ClipIndices]:
     """``num_clips`` evenly spaced temporal views for multi-view testing (VideoMAE's test protocol).
 
-    Strided clips: window starts evenly spaced from the first to the last possible start. Segment clips: one
-    clip takes every segment's centre frame (VideoMAE's validation); several take the frame at fraction
+    Strided clips: window starts evenly spaced from the first to the last possible start, each rounded down, as
+    VideoMAE's ``int(chunk_nb * temporal_step)`` (one clip: the centre start, rounded down as its validation's
+    integer division); exact in integers, so a start is never a float's rounding off. Segment clips: one clip
+    takes every segment's centre frame (VideoMAE's validation); several take the frame at fraction
     ``k / num_clips`` of every segment (VideoMAE's two SSv2 test clips: the segments' first and centre frames).
     """
     if segments:
@@ -90,5 +92,5 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
         return [sample_segments(num_video_frames, num_frames, tubelet, None, offset=o) for o in offsets]
     span = window_length(num_frames, stride, tubelet, 0)
     room = max(num_video_frames - span, 0)
-    starts = np.linspace(0, room, num_clips) if num_clips > 1 else np.array([room / 2])
-    return [clip_indices(int(round(s)) + stride * np.arange(num_frames), num_video_frames, tubelet, 0) for s in starts]
+    starts = [k * room // (num_clips - 1) for k in range(num_clips)] if num_clips > 1 else [room // 2]
+    return [clip_indices(s + stride * np.arange(num_frames), num_video_frames, tubelet, 0) for s in starts]
