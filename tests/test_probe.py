@@ -3,6 +3,8 @@ test split never influences model selection), and the end-to-end `mme probe` on 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -222,7 +224,9 @@ def test_a_failed_train_video_is_said_as_the_train_lists_when_the_scored_videos_
 
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):
     """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself); a
-    test list naming a train video through a symlink is the same video (before: compared by spelling, probed)."""
+    test list naming a train video through a symlink is the same video (before: compared by spelling, probed), and
+    so is one naming a hard link of it, or a copy of its folder bind-mounted elsewhere (before: compared by real
+    path, probed: 100 % on the one video). A list naming one video twice, by two hard links, is refused too."""
     from mme.cli import main
 
     r = synth.root
@@ -234,7 +238,21 @@ def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_pa
     (tmp_path / "link.mp4").symlink_to(r / first[0])
     (tmp_path / "test.txt").write_text(f"{tmp_path / 'link.mp4'} {first[1]}\n")
     assert main([*base, "--test", str(tmp_path / "test.txt")]) == 1
-    assert f"share 1 video(s), e.g. {(r / first[0]).resolve()}" in capsys.readouterr().err
+    assert f"share 1 video(s), e.g. {(r / first[0]).resolve()}:" in capsys.readouterr().err
+    os.link(r / first[0], tmp_path / "copy.mp4")  # one file under two names, as a bind mount shows it
+    (tmp_path / "test.txt").write_text(f"{tmp_path / 'copy.mp4'} {first[1]}\n")
+    assert main([*base, "--test", str(tmp_path / "test.txt")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"share 1 video(s), e.g. {(r / first[0]).resolve()} (as {tmp_path / 'copy.mp4'}: the same file): a probe must "
+        f"score videos it was not fit on")
+    second = (r / "test.txt").read_text().splitlines()[1].rsplit(maxsplit=1)
+    os.link(r / second[0], tmp_path / "again.mp4")
+    (tmp_path / "twice.txt").write_text(f"{r / second[0]} {second[1]}\n{tmp_path / 'again.mp4'} {second[1]}\n")
+    assert main(["probe", "unused.ckpt", "--train", str(tmp_path / "twice.txt"), "--out", str(tmp_path / "p")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"the train list {tmp_path / 'twice.txt'}: lines 1 and 2 list the same video {(r / second[0]).resolve()} (as "
+        f"{tmp_path / 'again.mp4'}: the same file); list each video once (twice, it is scored twice, or fit on and "
+        f"scored)")
     assert not (tmp_path / "p" / "features").exists()
 
 

@@ -751,7 +751,9 @@ def test_a_runs_config_yaml_is_a_recipe_without_the_settings_of_its_call(synth, 
 
 def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_path, caplog):
     """``mme finetune`` scored a test list equal to its training list without a word (``mme probe`` refuses it);
-    a test list naming a training video through a symlink shares it too (before: compared by spelling)."""
+    a test list naming a training video through a symlink shares it too (before: compared by spelling), and so
+    does one naming a hard link of it, as a bind mount shows one file under another path (before: compared by
+    real path, nothing said)."""
     import logging
 
     from mme.config import load_config
@@ -763,7 +765,10 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
     first = d.lists["train"].read_text().splitlines()[0].rsplit(maxsplit=1)
     (tmp_path / "link.mp4").symlink_to(d.root / first[0])
     (tmp_path / "linked.txt").write_text(f"{tmp_path / 'link.mp4'} {first[1]}\n")
-    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False), (tmp_path / "linked.txt", True)):
+    os.link(d.root / first[0], tmp_path / "copy.mp4")
+    (tmp_path / "copied.txt").write_text(f"{tmp_path / 'copy.mp4'} {first[1]}\n")
+    for test_list, shared in ((d.lists["train"], True), (d.lists["test"], False), (tmp_path / "linked.txt", True),
+                              (tmp_path / "copied.txt", True)):
         cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
             f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.classes=", "task.val_list=",
             f"task.test_list={test_list}"])
@@ -771,6 +776,8 @@ def test_val_or_test_videos_shared_with_the_training_list_are_warned_about(tmp_p
         with caplog.at_level(logging.WARNING):
             check_test_lists(cfg, 2)
         assert ("shares" in caplog.text and "with the training list" in caplog.text) == shared, caplog.text
+    assert f"(e.g. {tmp_path / 'copy.mp4'} (as {(d.root / first[0]).resolve()}: the same file)): its figures" in \
+        caplog.text, caplog.text
 
 
 def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):

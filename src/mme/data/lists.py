@@ -26,7 +26,7 @@ import av
 from mme.data.pyav_reader import open_container, video_stream
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_write_text, check_output, in_workers, removing, space_for
+from mme.utils import atomic_write_text, check_output, file_identity, in_workers, removing, space_for
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +123,52 @@ def resolve(entry: ListEntry, root: str | Path) -> str:
 
 
 def real_path(entry: ListEntry, root: str | Path) -> str:
-    """The file of an entry by its real path, one however it is spelt ('./a.mp4', 'x/../a.mp4', a symlink to it):
-    what lists that must not share videos are compared by."""
+    """The file of an entry by its real path, one however it is spelt ('./a.mp4', 'x/../a.mp4', a symlink to it)."""
     return os.path.realpath(resolve(entry, root))
 
 
-def listed_once(list_file: str | Path, entries: list[ListEntry], root: str | Path, what: str) -> dict[str, ListEntry]:
-    """The entries of a list that is scored (or carved into a split that is), by :func:`real_path`; a video listed
-    twice is a DataError naming the list, the video and both lines: it would count twice, or be fit on in one
-    copy and scored in the other."""
-    videos: dict[str, ListEntry] = {}
+def video_identity(entry: ListEntry, root: str | Path) -> tuple[int, int] | str:
+    """What lists that must not share videos compare an entry by: its file's (device, inode) where it is there, one
+    however it is reached (a symlink, a hard link, a bind mount of its folder); else its :func:`real_path`."""
+    try:
+        found = file_identity(resolve(entry, root))
+    except OSError:  # a path through a file, a folder it may not search
+        found = None
+    return real_path(entry, root) if found is None else found
+
+
+def same_video(first: ListEntry, second: ListEntry, root: str | Path) -> str:
+    """A video two entries list (:func:`video_identity`), named by its real path, and by both where they differ (a
+    hard link, a bind mount)."""
+    a, b = real_path(first, root), real_path(second, root)
+    return a if a == b else f"{a} (as {b}: the same file)"
+
+
+def listed_once(list_file: str | Path, entries: list[ListEntry], root: str | Path,
+                what: str) -> dict[tuple[int, int] | str, ListEntry]:
+    """The entries of a list that is scored (or carved into a split that is), by :func:`video_identity`; a video
+    listed twice is a DataError naming the list, the video and both lines: it would count twice, or be fit on in
+    one copy and scored in the other."""
+    videos: dict[tuple[int, int] | str, ListEntry] = {}
     for e in entries:
-        path = real_path(e, root)
-        if path in videos:
-            raise DataError(f"{what} {list_file}: lines {videos[path].line_no} and {e.line_no} list the same video "
-                            f"{path}; list each video once (twice, it is scored twice, or fit on and scored)")
-        videos[path] = e
+        key = video_identity(e, root)
+        if key in videos:
+            raise DataError(f"{what} {list_file}: lines {videos[key].line_no} and {e.line_no} list the same video "
+                            f"{same_video(videos[key], e, root)}; list each video once (twice, it is scored twice, "
+                            f"or fit on and scored)")
+        videos[key] = e
     return videos
+
+
+def shared_video(scored: dict[tuple[int, int] | str, ListEntry], other: dict[tuple[int, int] | str, ListEntry],
+                 root: str | Path) -> tuple[int, str]:
+    """How many videos two lists share (by :func:`video_identity`, maps as :func:`listed_once` makes) and one of
+    them named (:func:`same_video`; the first by the real path ``scored`` gives it), ``(0, '')`` for none."""
+    shared = scored.keys() & other.keys()
+    if not shared:
+        return 0, ""
+    first = min(shared, key=lambda key: real_path(scored[key], root))
+    return len(shared), same_video(scored[first], other[first], root)
 
 
 def write_list(path: str | Path, entries: list[ListEntry]) -> None:

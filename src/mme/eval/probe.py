@@ -170,16 +170,16 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
 def _check_disjoint(lists: dict[str, str | Path], root: str) -> None:
     """Refuse a list that names a video twice, or splits that share videos: a probe would score videos it was fit
     on (kNN finds each one itself; a split carved from train, the copy in the other part)."""
-    from mme.data.lists import listed_once, read_list
+    from mme.data.lists import listed_once, read_list, shared_video
 
     videos = {split: listed_once(f, read_list(f)[0], root, f"the {split} list") for split, f in lists.items()}
     names = list(videos)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            shared = videos[a].keys() & videos[b].keys()
+            shared, named = shared_video(videos[a], videos[b], root)
             if shared:
-                raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share {len(shared)} "
-                                  f"video(s), e.g. {sorted(shared)[0]}: a probe must score videos it was not fit on")
+                raise ConfigError(f"the {a} list {lists[a]} and the {b} list {lists[b]} share {shared} video(s), "
+                                  f"e.g. {named}: a probe must score videos it was not fit on")
 
 
 def check_knn(k: int, temperature: float, weighting: str) -> None:

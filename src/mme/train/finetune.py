@@ -33,7 +33,16 @@ from torch.utils.data import Dataset
 
 from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.data.lists import agreeing_classes, check_labels, listed_once, read_classes, read_list, real_path, resolve
+from mme.data.lists import (
+    agreeing_classes,
+    check_labels,
+    listed_once,
+    read_classes,
+    read_list,
+    resolve,
+    shared_video,
+    video_identity,
+)
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
 from mme.models.checkpoint import Checkpoint, load_checkpoint_encoder
@@ -100,17 +109,18 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
     (it would be scored twice), and videos they share with the training list are warned about (the figures would
     score videos the model was trained on). The training list may repeat a video (oversampling it)."""
-    train = set()
+    train = {}
     if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
-        train = {real_path(e, cfg.data.root) for e in read_list(cfg.data.list_file, strict=False)[0]}
+        train = {video_identity(e, cfg.data.root): e for e in read_list(cfg.data.list_file, strict=False)[0]}
     for split, list_file in cfg.task.tested.items():
         key = f"{split}_list"
         entries = check_labels(list_file, num_classes, f"task.{key}")
-        shared = sorted(listed_once(list_file, entries, cfg.data.root, f"task.{key}").keys() & train)
+        shared, named = shared_video(listed_once(list_file, entries, cfg.data.root, f"task.{key}"), train,
+                                     cfg.data.root)
         if shared:
             log.warning("task.%s %s shares %d of its %d videos with the training list %s (e.g. %s): its figures "
-                        "score videos the model was trained on", key, list_file, len(shared), len(entries),
-                        cfg.data.list_file, shared[0])
+                        "score videos the model was trained on", key, list_file, shared, len(entries),
+                        cfg.data.list_file, named)
         missing = [e.path for e in entries if not os.path.isfile(resolve(e, cfg.data.root))]
         if len(missing) == len(entries):
             raise DataError(f"task.{key} {list_file}: none of its {len(entries)} videos is under data.root "
