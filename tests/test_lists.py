@@ -570,9 +570,54 @@ def test_a_split_folder_that_is_another_splits_videos_is_refused(tmp_path, capsy
             (d / "val").unlink()
         else:
             shutil.rmtree(d / "val")
-    (d / "val").symlink_to("train", target_is_directory=True)  # given with train: refused as a class folder's link
-    with pytest.raises(DataError, match=rf"^{d / 'val'}: leads to {d / 'train'}, as {d / 'train'} does"):
+    (d / "val").symlink_to("train", target_is_directory=True)  # given with train too
+    with pytest.raises(DataError) as raised:
         from_class_folders(d)
+    assert str(raised.value) == fit_on
+
+
+def test_a_split_folder_of_links_to_another_splits_videos_is_refused_built_with_it(tmp_path, capsys, caplog):
+    """val/a/1.mp4 -> ../../train/a/1.mp4 for each video (a farm of links), or val/a -> ../train/a: built with
+    train, val was left out with a warning that it held no videos, exit 0 (built on its own, refused as train's
+    copy): the walk that takes the split folders for classes passed over each link into train. Now the line of a
+    split's copy, built together or on its own. A val of its own videos and one link to a train video of its class
+    was listed without a word: now listed with a warning counting such links and naming the first."""
+    d, out = tmp_path / "d", tmp_path / "lists"
+    videos = ("a/1.mp4", "a/2.mp4", "b/1.mp4")
+    for rel in videos:
+        (d / "train" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / "train" / rel).write_bytes(b"x")
+        (d / "val" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / "val" / rel).symlink_to(os.path.join("..", "..", "train", rel))
+    fit_on = (f"{d / 'val'}: every video of split val (3) is one of split train's, the same file in {d / 'train'} "
+              f"(through a link, a bind mount or hard links): a model would be scored on videos it was fit on; give "
+              f"each split a folder of its own videos")
+    for links in ("of videos", "of class folders"):
+        for root in (d, d / "val"):
+            with pytest.raises(DataError) as raised:
+                from_class_folders(root, classes=["a", "b"])
+            assert str(raised.value) == fit_on, links
+        assert cli_main(["lists", "folder", str(d), "--out", str(out)]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"mme lists: error: {fit_on}"
+        assert list(out.iterdir()) == []  # (no list written)
+        shutil.rmtree(d / "val")
+        for name in ("a", "b"):
+            (d / "val").mkdir(exist_ok=True)
+            (d / "val" / name).symlink_to(os.path.join("..", "train", name), target_is_directory=True)
+    shutil.rmtree(d / "val")
+    for rel in ("a/5.mp4", "b/6.mp4"):
+        (d / "val" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / "val" / rel).write_bytes(b"y")
+    (d / "val" / "a" / "x.mp4").symlink_to(os.path.join("..", "..", "train", "a", "1.mp4"))
+    for root in (d, d / "val"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.lists"):
+            splits = from_class_folders(root, classes=["a", "b"])[0]
+        assert splits["val"] == [ListEntry("val/a/5.mp4", 0), ListEntry("val/a/x.mp4", 0), ListEntry("val/b/6.mp4", 1)]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{d / 'val'}: 1 of the 3 videos of split val are links to videos of split train, in {d / 'train'}, "
+            f"listed in both splits (a model would be scored on videos it was fit on), e.g. "
+            f"{d / 'val' / 'a' / 'x.mp4'} to {d / 'train' / 'a' / '1.mp4'}"]
 
 
 def test_a_split_built_on_its_own_is_not_refused_for_a_link_of_the_split_beside_it(tmp_path, caplog):

@@ -333,6 +333,17 @@ def from_class_folders(root: str | Path, classes: list[str] | None = None) -> tu
     return splits, classes
 
 
+def _may_be_split_folder(folder: Path) -> bool:
+    """Whether ``folder`` is named as a split (:data:`SPLIT_FOLDERS`) and holds a sub-folder (a class folder): so
+    named, a folder of videos alone is a class's. False where it cannot be read."""
+    if folder.name.lower() not in SPLIT_FOLDERS:
+        return False
+    try:
+        return any(not _hidden(d.name) and d.is_dir() for d in folder.iterdir())
+    except OSError:
+        return False
+
+
 def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Splits, list[str], Path]:
     """A folder of class sub-folders of videos (UCF101/HMDB51 style): one list 'all' (named after its split
     when the folder is a split folder, e.g. 'val' for ``validation/``, its paths then starting from the folder's
@@ -346,15 +357,19 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     differ only in case or Unicode form are one class (:func:`_class_names`). ``classes`` (the class map of
     another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it is a
     DataError. A split folder whose videos are all another split's files (beside it, where built on its own) is a
-    DataError too (:func:`_refuse_split_copy`). Returns the lists, the class names and the folder the lists' paths
-    start from (the default --root of their build)."""
+    DataError too, also where they are links to them; where some of its videos are, a warning
+    (:func:`_check_other_splits_videos`). Returns the lists, the class names and the folder the lists' paths start
+    from (the default --root of their build)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
     own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
-    walked = _walk_classes({f: _class_key(f.name) for f in _sub_folders(root, passed)}, passed, root,
-                           _class_folders_beside(root, base) if own_split else {})
+    keys = {f: "" if _may_be_split_folder(f) else _class_key(f.name) for f in _sub_folders(root, passed)}
+    # (split folders are one class to this walk, which takes them for classes: a split of links to another's videos
+    # or class folders holds those videos, so it is a split folder, checked against the other; as two classes, it
+    # held none)
+    walked = _walk_classes(keys, passed, root, _class_folders_beside(root, base) if own_split else {})
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
@@ -371,11 +386,6 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
             raise DataError(f"{root}: split folders {split_dirs} name the same split twice "
                             f"({[s for s, n in splits_named.items() if n > 1]}); merge them or give each split its "
                             f"own name")
-        for name in sorted(split_dirs, key=lambda n: ("test", "val", "train").index(split_name(n))):  # (so that
-            # the error names val or test the copy of train, and test that of val)
-            _refuse_split_copy(name, root / name, videos[name], {n: root / n for n in split_dirs})
-        if empty:
-            log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         split_folders = {name: root / name for name in split_dirs}
         folders = {name: _sub_folders(split_folders[name], passed) for name in split_dirs}
         passed = _PassedOver(streams=passed.streams)  # (of the walk that lists: the first took the split folders
@@ -383,12 +393,18 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed, root,
                                {})
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
+        for name in sorted(split_dirs, key=lambda n: ("test", "val", "train").index(split_name(n))):  # (so that
+            # the error names val or test the copy of train, and test that of val)
+            _check_other_splits_videos(name, split_folders[name], [f for found in per_split[name].values()
+                                                                   for f in found], split_folders, passed)
+        if empty:
+            log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         base, prefix = Path(os.path.abspath(root)), ""  # (the split folders' names begin the paths)
     else:
         per_split, split_folders, prefix = {own_split: videos}, {own_split: root}, own_split
         if own_split:
-            _refuse_split_copy(own_split, root, [f for files in videos.values() for f in files],
-                               _split_folders_in(base))
+            _check_other_splits_videos(own_split, root, [f for files in videos.values() for f in files],
+                                       _split_folders_in(base), passed)
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
         if empty:
@@ -504,13 +520,15 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
 @dataclass
 class _PassedOver:
     """What a walk for videos leaves out, said by :meth:`say` once it is known to be the walk that lists them (a
-    folder of split folders is walked again, class folder by class folder)."""
+    folder of split folders is walked again, class folder by class folder), and where the videos it lists lie."""
 
     links: list[tuple[str, str]] = field(default_factory=list)  # folder links not followed, and where they lead
     elsewhere: list[tuple[Path, str]] = field(default_factory=list)  # video links into another class's folder
     others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
     videoless: list[Path] = field(default_factory=list)  # files of AUDIO_TOO_EXTS without a video stream
     dangling: list[Path] = field(default_factory=list)  # links that lead to nothing
+    real_folders: dict[str, list[Path]] = field(default_factory=dict)  # the real folder of each video listed (its
+    # target's, for a link) -> those videos: the split check looks at those in another split's folder
     files: bool = True  # whether the files not listed (others, videoless) are kept, to be said: those of class
     # folders; a walk of other folders says its links alone
     streams: dict[str, bool] = field(default_factory=dict)  # an AUDIO_TOO_EXTS file's real path -> whether FFmpeg
@@ -594,10 +612,11 @@ def _is_folder(path: Path) -> bool:
 
 def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, others: dict[Path, str]
                   ) -> dict[Path, list[Path]]:
-    """Each class folder (-> its :func:`_class_key`) of ``root`` -> :func:`videos_under` it, entering no other
-    class's folder through a link, nor listing a video there (its videos would be listed under this class too), nor
-    one of ``others`` (class folders not walked, -> their keys: those of the split folders beside a split built on
-    its own, :func:`_class_folders_beside`); a class folder that is such a link is refused first
+    """Each class folder (-> its key: its :func:`_class_key`, or one key that split folders share where
+    :func:`folder_lists` takes them for classes) of ``root`` -> :func:`videos_under` it, entering no other class's
+    folder through a link, nor listing a video there (its videos would be listed under this class too), nor one of
+    ``others`` (class folders not walked, -> their keys: those of the split folders beside a split built on its
+    own, :func:`_class_folders_beside`); a class folder that is such a link is refused first
     (:func:`_refuse_class_folders_in_others`)."""
     real = {folder: os.path.realpath(folder) for folder in [*folders, *others]}
     others = _without_links_here(others, folders, real, root)
@@ -714,24 +733,36 @@ def _split_folders_in(base: Path) -> dict[str, Path]:
         return {}
 
 
-def _refuse_split_copy(name: str, folder: Path, videos: list[Path], split_folders: dict[str, Path]) -> None:
-    """Refuse the folder ``folder`` of split folder ``name`` where each of its ``videos`` is the file of its path
-    in a folder of ``split_folders`` (name -> folder) of another split: the same file (a link to it, a folder
-    linked or bind-mounted, a copy of hard links), so the lists of both splits would name the same videos. A
-    DataError naming both splits and folders, also for val and test (a copy of val as test gives the val figures
-    again, as test's: a run scores each list it is given, so val needs no test folder to be scored)."""
+def _check_other_splits_videos(name: str, folder: Path, videos: list[Path], split_folders: dict[str, Path],
+                               passed: _PassedOver) -> None:
+    """Refuse the folder ``folder`` of split folder ``name`` where each of its ``videos`` (listed by the walk that
+    filled ``passed``) is the file of its path in a folder of ``split_folders`` (name -> folder) of another split,
+    or lies in that folder: the same file (a link to it, a folder linked or bind-mounted, a copy of hard links),
+    so the lists of both splits would name the same videos. A DataError naming both splits and folders, also for
+    val and test (a copy of val as test gives the val figures again, as test's: a run scores each list it is
+    given, so val needs no test folder to be scored). Where some of them lie in the other's folder (links to its
+    videos, of their own class: they are listed), a warning counting them and naming the first."""
     if not videos:
         return
     split = split_name(name)
     for other_name, other in split_folders.items():
         other_split = split_name(other_name)
-        if other_split == split or not all(_same_file(f, other / f.relative_to(folder)) for f in videos):
+        if other_split == split:
             continue
-        why = "a model would be scored on videos it was fit on" if "train" in (split, other_split) else \
-            f"the {split} figures would be the {other_split} figures again"
-        raise DataError(f"{folder}: every video of split {split} ({len(videos)}) is one of split {other_split}'s, the "
-                        f"same file in {other} (through a link, a bind mount or hard links): {why}; give each split a "
-                        f"folder of its own videos")
+        inside = {os.path.realpath(other)}
+        linked = sorted(f for real, found in passed.real_folders.items() if _within(real, inside)
+                        for f in found if f.is_relative_to(folder))
+        fit_on = "a model would be scored on videos it was fit on" if "train" in (split, other_split) else ""
+        if len(linked) == len(videos) or all(_same_file(f, other / f.relative_to(folder)) for f in videos):
+            why = fit_on or f"the {split} figures would be the {other_split} figures again"
+            raise DataError(f"{folder}: every video of split {split} ({len(videos)}) is one of split {other_split}'s, "
+                            f"the same file in {other} (through a link, a bind mount or hard links): {why}; give each "
+                            f"split a folder of its own videos")
+        if linked:
+            log.warning("%s: %d of the %d videos of split %s are links to videos of split %s, in %s, listed in both "
+                        "splits (%s), e.g. %s to %s", folder, len(linked), len(videos), split, other_split, other,
+                        fit_on or f"the {split} and {other_split} figures would both count them", linked[0],
+                        os.path.realpath(linked[0]))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -770,8 +801,9 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
     ``folder`` itself or a folder above it, or into a folder of ``avoid`` (real paths); a link to a video in a
     folder of ``avoid`` is not listed, nor is a link that leads to nothing. What is left out goes to ``passed``,
-    for its caller to say (the walks of class folders); without one, this walk says the links it leaves out and
-    keeps no other file (the warning of files not listed is of class folders: :attr:`_PassedOver.files`)."""
+    for its caller to say (the walks of class folders), with the real folder of each video listed; without one,
+    this walk says the links it leaves out and keeps no other file (the warning of files not listed is of class
+    folders: :attr:`_PassedOver.files`)."""
     said_here = passed is None
     if said_here:
         passed = _PassedOver(files=False)
@@ -800,6 +832,7 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
                 passed.elsewhere.append((path, target))
             elif passed.holds_video(path):
                 videos.append(path)
+                passed.real_folders.setdefault(real if target is None else os.path.dirname(target), []).append(path)
             elif passed.files:
                 passed.videoless.append(path)
     if said_here:
