@@ -783,14 +783,14 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
 
 def test_a_dangling_link_is_a_files_by_python_s_own_table_of_types_and_compressions(tmp_path, caplog):
     """A link that leads to nothing beside class folders is left out with a warning where its name is a file's:
-    FILE_EXTS (.rar, .7z, what Python's table lacks), a type of the table (.jpeg) or a compression of it (.gz,
-    .br: before, the compressions FILE_EXTS did not name were refused as a class folder's); the table is Python's
-    own, whatever the machine's mime.types names (St.Bernard is refused wherever .bernard is a type)."""
+    FILE_EXTS (.rar, .7z, .gz, what Python's table of types lacks) or a type of the table (.jpeg, also compressed:
+    .tar.br); the table is Python's own, whatever the machine's mime.types names (St.Bernard is refused wherever
+    .bernard is a type)."""
     data, gone = tmp_path / "data", tmp_path / "gone"
     for rel in ("a/1.mp4", "c/1.mp4"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         (data / rel).write_bytes(b"x")
-    files = ("clip.rar", "a.jpeg", "x.7z", "notes.md", "frames.gz", "frames.br", "frames.Z")
+    files = ("clip.rar", "a.jpeg", "x.7z", "notes.md", "frames.gz", "frames.tar.br", "notes.txt.Z")
     for name in files:
         (data / name).symlink_to(gone / name)
     with caplog.at_level("WARNING", logger="mme.data.lists"):
@@ -806,6 +806,32 @@ def test_a_dangling_link_is_a_files_by_python_s_own_table_of_types_and_compressi
             from_class_folders(data)
     finally:
         mimetypes.init()  # the module's table as it was: Python's and the machine's files
+
+
+def test_a_dangling_link_is_a_files_by_a_compression_in_any_case_but_jay_z_is_a_class_folders(tmp_path, caplog):
+    """A link that leads to nothing beside class folders named FRAMES.GZ, backup.tar.GZ, notes.BZ2 or clips.XZ was
+    refused as a class folder's (Python's table matches its compressions in their case alone), and one named Jay.Z
+    or x.br, a class folder's, was left out as a file's (the table's .Z and .br), every later class taking another
+    id. Now the common compressions (FILE_EXTS) name a file in any case; .Z and .br do after a type's suffix alone."""
+    data, gone = tmp_path / "data", tmp_path / "gone"
+    for rel in ("a/1.mp4", "c/1.mp4"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x")
+    files = ("FRAMES.GZ", "backup.tar.GZ", "notes.BZ2", "clips.XZ", "dump.ZST", "notes.txt.Z", "clips.TAR.br")
+    for name in files:
+        (data / name).symlink_to(gone / name)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]}, ["a", "c"])
+    assert sorted(r.getMessage() for r in caplog.records) == sorted(
+        f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)"
+        for name in files)
+    for name in ("Jay.Z", "x.br", "frames.Z", "frames.br"):
+        (data / name).symlink_to(gone / name, target_is_directory=True)
+        with pytest.raises(DataError) as raised:
+            from_class_folders(data)
+        assert str(raised.value).startswith(f"{data / name}: a link to {gone / name}, which leads to nothing (a "
+                                            f"volume not mounted, a folder moved), where class or split folders are")
+        (data / name).unlink()
 
 
 def test_ucf101_official_splits(tmp_path):

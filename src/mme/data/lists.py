@@ -260,11 +260,14 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
-FILE_EXTS = (".md", ".yaml", ".yml", ".npy", ".npz", ".pt", ".pth", ".log", ".rar", ".7z", ".zst")
-"""Suffixes of files found beside class folders (notes, configs, arrays, weights, logs, archives) that Python's own
-table of types (:data:`_TYPES`) lacks (that of
-Python 3.10 on: .md is in it from 3.13); with it and the suffixes of videos and lists, they tell that a link that
-leads to nothing names a file, not a class folder (:func:`_named_as_file`)."""
+FILE_EXTS = (".md", ".yaml", ".yml", ".npy", ".npz", ".pt", ".pth", ".log", ".rar", ".7z", ".gz", ".bz2", ".xz",
+             ".zst")
+"""Suffixes of files found beside class folders (notes, configs, arrays, weights, logs, archives, compressed
+files) that Python's own table of types (:data:`_TYPES`) lacks (that of Python 3.10 on: .md is in it from 3.13);
+with its types and the suffixes of videos and lists, they tell that a link that leads to nothing names a file, not
+a class folder (:func:`_named_as_file`). The common compressions are here, to be matched in any case as the others
+are (``FRAMES.GZ``): the table's compressions are matched in their case alone, and its .Z and .br end class names
+too (``Jay.Z``), so they name a file only after a type's suffix (``notes.txt.Z``, ``clips.tar.br``)."""
 _TYPES = mimetypes.MimeTypes(filenames=())  # Python's built-in table alone: the module's own functions read the
 # machine's mime.types too (/etc/mime.types), which differ from machine to machine
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
@@ -589,10 +592,11 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
 
 
 def _named_as_file(name: str) -> bool:
-    """Whether ``name`` has a file's suffix: a video's, a list's, one of :data:`FILE_EXTS`, or a type or compression
-    Python's table knows (.jpeg, .zip, .gz, .br: a class folder may have a dot in its name: St.Bernard, v1.0)."""
+    """Whether ``name`` has a file's suffix, in any case: a video's, a list's, one of :data:`FILE_EXTS`, or a type
+    Python's table knows, also compressed (.jpeg, .zip, .tar.br: a class folder may have a dot in its name:
+    St.Bernard, v1.0, Jay.Z)."""
     return Path(name).suffix.lower() in (*VIDEO_EXTS, *LIST_EXTS, *FILE_EXTS) or \
-        any(_TYPES.guess_type(name, strict=False))
+        _TYPES.guess_type(name, strict=False)[0] is not None
 
 
 def _is_folder(path: Path) -> bool:
