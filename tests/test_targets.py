@@ -431,6 +431,25 @@ def test_bench_targets_reports_every_stage(tmp_path):
     assert r["ratio_total_decode"] == pytest.approx(r["total_ms"] / r["decode_ms"])
 
 
+def test_bench_targets_refuses_a_target_without_motion_heads(tmp_path, capsys):
+    """`mme bench targets --kind pixel` (or hog) printed DIS flow and tracking times, over a track window, that
+    these targets never spend: they have no motion head. Refused in one line before any work, naming the pipeline
+    benchmark that times the pixel target; nothing is written to --json."""
+    from mme.cli import main
+
+    video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
+    for kind in ("pixel", "hog", "pixel,hog"):
+        argv = ["bench", "targets", "--kind", kind, "--video", video, "--frames", "4", "--stride", "2", "--size",
+                "64", "--length", "2", "--repeat", "1", "--json", str(tmp_path / "b.json")]
+        assert main(argv) == 1, kind
+        out, err = capsys.readouterr()
+        heads = ", ".join(TargetConfig(kind=kind).heads)
+        assert out == "" and err.splitlines() == [
+            f"mme bench: error: --kind {kind} has no motion head (its heads: {heads}), so no flow nor tracks to time; "
+            "`mme bench pipeline` times the pixel target (a hog target's data worker decodes as pixel's does)"], kind
+        assert not (tmp_path / "b.json").exists()
+
+
 def test_half_scale_geometry_patch8_tubelet1():
     """§14's half-scale knob: patch 8 -> seed stride 4 and HOG cell 4 keep 2x2 points and cells per patch."""
     m = ModelConfig(img_size=48, num_frames=3, tubelet_size=1, patch_size=8, embed_dim=32, depth=1, num_heads=2,

@@ -469,7 +469,8 @@ def _bench_args(kind: str, p: argparse.ArgumentParser) -> None:
                        help="crop side")
         p.add_argument("--length", type=count(), default=None,
                        help="track length L (default: the kind's: 6 for mme, 4 for mme-released)")
-        p.add_argument("--kind", default="mme", help="target kind (mme, mme-released, ...)")
+        p.add_argument("--kind", default="mme", help="target kind with motion heads: mme or mme-released (either "
+                                                     "may be combined with pixel or hog: mme,pixel)")
         p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
         p.add_argument("--repeat", type=count(), default=3, help="timed repetitions (the median is printed)")
         p.add_argument("--batch", "--batch-size", dest="batch", metavar="N", type=count(), default=8,

@@ -9,7 +9,8 @@ function (flow, tracks and what it ships) as a check. Then the training step's s
 tracks, PatchStd and the token layout, made batched (``--batch`` clips) on this CPU. With a flow of the training
 step (``--flow torch-lk``) the flow and the tracks are part of the step's share, and the worker's targets are its
 target function (picking the frames to ship); the per-pair flow and tracking stages are still timed, on this CPU.
-Goal: worker targets <= 2x decode.
+Goal: worker targets <= 2x decode. A target without motion heads (pixel, hog) has no flow nor tracks to time and is
+refused; ``mme bench pipeline`` times the pixel target.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from mme.data.dataset import Sample, collate
 from mme.data.sampling import ClipIndices, sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry, view_crops
 from mme.data.video import open_video, with_true_count
+from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
-from mme.motion.targets import TargetConfig, make_target_fn, motion_targets, token_geometry
+from mme.motion.targets import MOTION_TARGETS, TargetConfig, make_target_fn, motion_targets, token_geometry
 from mme.motion.tracks import track
 from mme.utils import atomic_write_json, check_output, cpu_name, sets_threads
 
@@ -58,6 +60,10 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
         kind: str = "mme", repeat: int = 3, threads: int | None = 1, flow: str = DEFAULT_FLOW, batch: int = 8) -> dict:
     """Median ms per stage over ``repeat`` runs on one clip; returns the figures."""
     cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
+    if not set(cfg.heads) & set(MOTION_TARGETS):
+        raise ConfigError(f"--kind {kind} has no motion head (its heads: {', '.join(cfg.heads)}), so no flow nor "
+                          "tracks to time; `mme bench pipeline` times the pixel target (a hog target's data worker "
+                          "decodes as pixel's does)")
     m = ModelConfig(img_size=size, num_frames=frames)
     g = token_geometry(cfg, m)
     L = cfg.track_length
