@@ -319,3 +319,57 @@ def test_a_mover_moves_on_its_own_at_its_drawn_velocity():
     travel = (centroid[1] - centroid[0]) / (frames - 1)
     assert np.allclose(travel, (m["vx"], m["vy"]), atol=0.1), (travel, m)
     assert np.array_equal(still[0], still[-1])  # the scene itself is still: only the mover moved
+
+
+def background_shifts(frames: np.ndarray, p: dict) -> np.ndarray:
+    """(T - 1, 2): the x, y px by which the background of each frame after the first is moved against the first
+    (grey frames of an object-motion video of params ``p``), by ECC, sub-pixel; the object's discs, grown by the
+    sway, are left out."""
+    import cv2
+
+    from mme.data.synth import motion_at
+
+    y, x = np.mgrid[:p["size"], :p["size"]]
+
+    def around_object(t: int) -> np.ndarray:
+        dx, dy, log_scale, _ = motion_at(p, t, len(frames))
+        r = p["radius"] * np.exp(log_scale) + p["camera_jitter"] + 3
+        return (x - p["cx"] - dx) ** 2 + (y - p["cy"] - dy) ** 2 < r ** 2
+
+    shifts = []
+    for t in range(1, len(frames)):
+        background = (~(around_object(0) | around_object(t))).astype(np.uint8)
+        _, warp = cv2.findTransformECC(frames[0], frames[t], np.eye(2, 3, dtype=np.float32), cv2.MOTION_TRANSLATION,
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6), background, 1)
+        shifts.append(warp[:, 2])  # frame t's content is frame 0's moved by this
+    return np.array(shifts)
+
+
+def test_object_motion_sways_the_view_sub_pixel_as_params_json_records(tmp_path):
+    """`--camera-jitter` with object motion cut the view out of the canvas at whole pixels: under 0.5 px the view
+    never moved (while params.json recorded the jitter), at 1 px it jumped by 0, 1 or 2 px. Now the view sways
+    smoothly as in scene motion: the background of each decoded frame is moved against frame 0 by the difference
+    of the sway params.json records (``camera_jitter`` times a sine per axis of its ``camera_sway``), to a tenth of
+    a pixel; and a rerun makes again a swayed video recorded without its sway (an earlier mme's, whole pixels)."""
+    design = dict(num_classes=2, videos_per_class=1, size=96, num_frames=24, seed=1, splits=(1, 0, 0),
+                  texture="dead_leaves", workers=1)
+    for jitter in (0.4, 1.0):
+        data = generate_synth(tmp_path / str(jitter), camera_jitter=jitter, **design)
+        params = json.loads(data.params_file.read_text())
+        for rel, p in params.items():
+            with av.open(str(data.root / rel)) as container:
+                f = np.stack([x.to_ndarray(format="gray").astype(np.float32) for x in container.decode(video=0)])
+            shifts = background_shifts(f, p)
+            off_grid = np.abs(shifts - shifts.round()) > 0.15
+            assert off_grid.mean() > 0.4, (jitter, rel, shifts.round(2).tolist())  # was 0: whole pixels
+            t = np.arange(len(f))[:, None]
+            sway = jitter * np.sin(np.array(p["camera_sway"]["freq"]) * t + np.array(p["camera_sway"]["phase"]))
+            error = np.abs(shifts - (sway[1:] - sway[0]))
+            assert error.max() < 0.15 and error.mean() < 0.07, (jitter, rel, error.max(), error.mean())
+    older, kept = sorted(params)
+    data.params_file.write_text(json.dumps({**params, older: {k: v for k, v in params[older].items()
+                                                              if k != "camera_sway"}}))
+    stamps = {rel: (data.root / rel).stat().st_mtime_ns for rel in params}
+    again = json.loads(generate_synth(data.root, camera_jitter=1.0, **design).params_file.read_text())
+    assert (data.root / older).stat().st_mtime_ns != stamps[older] and again[older] == params[older]
+    assert (data.root / kept).stat().st_mtime_ns == stamps[kept]

@@ -25,7 +25,8 @@ Output (``out_dir``)::
     videos/<class>/<class>_<k>.mp4   H.264 (PyAV), ``size``² pixels, ``num_frames`` frames
     train.txt val.txt test.txt       VideoMAE lists, paths relative to out_dir
     classes.json                     class names, index = label
-    params.json                      the true motion (and appearance) of every video, keyed by its list path
+    params.json                      the true motion (and appearance) of every video, keyed by its list path;
+                                     with a camera jitter, its sway too (``camera_sway``, :func:`sway_at`)
 
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
@@ -231,7 +232,7 @@ def scene_view(still: np.ndarray, origin: tuple[float, float], size: int, dx: fl
     """The ``size``² view of a camera that pans by ``(dx, dy)`` px, zooms by ``exp(log_scale)`` and rolls by
     ``angle`` degrees (clockwise) about the centre of the middle frame's view, whose top-left corner is at
     ``origin`` in ``still``; borders reflect. The scene motion of :func:`render` and of the real-footage clips
-    (mme.data.real_motion), so both are one motion."""
+    (mme.data.real_motion), so both are one motion, and the camera sway of :func:`render`'s object motion."""
     # Content at still point q appears at c + R(angle) * s * (q - c') + (dx, dy), c' = origin + c: the scene
     # pans by (dx, dy), zooms by s and rolls by `angle` about the frame centre.
     c = size / 2
@@ -239,6 +240,17 @@ def scene_view(still: np.ndarray, origin: tuple[float, float], size: int, dx: fl
     a = cv2.getRotationMatrix2D((c + ox, c + oy), -angle, math.exp(log_scale))
     a[:, 2] += (dx - ox, dy - oy)
     return cv2.warpAffine(still, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def draw_sway(rng: np.random.Generator) -> dict:
+    """The camera sway's angular frequencies (rad/frame) and phases, x then y, for :func:`sway_at`."""
+    return {"freq": rng.uniform(0.05, 0.2, 2).tolist(), "phase": rng.uniform(0, 2 * np.pi, 2).tolist()}
+
+
+def sway_at(sway: dict, camera_jitter: float, t: int) -> np.ndarray:
+    """The ``(x, y)`` px by which the camera sway of :func:`draw_sway` moves the view's content at frame ``t``:
+    ``camera_jitter`` times a sine per axis, smooth and sub-pixel."""
+    return camera_jitter * np.sin(np.asarray(sway["freq"]) * t + np.asarray(sway["phase"]))
 
 
 def draw_movers(size: int, num_frames: int, count: int, rng: np.random.Generator) -> list[dict]:
@@ -260,7 +272,9 @@ def draw_movers(size: int, num_frames: int, count: int, rng: np.random.Generator
 def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
     """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``): the object
     moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene");
-    the distractors ``p["movers"]`` (:func:`draw_movers`) move over it on their own."""
+    the distractors ``p["movers"]`` (:func:`draw_movers`) move over it on their own. A ``camera_jitter`` sways
+    the view, object and background alike (:func:`sway_at`); the sway it drew is then recorded in
+    ``p["camera_sway"]``."""
     scene_motion = p.get("motion", "object") == "scene"
     margin = int(math.ceil(camera_jitter)) + 1
     # A scene is seen through a moving window: 3x the frame covers its pans (<= 0.25 size each way), rolls and a
@@ -268,21 +282,21 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
     canvas = 3 * size if scene_motion else size + 2 * margin
     bg = _texture(canvas, canvas, rng, p.get("texture", "two_colour")).astype(np.float32)
     tex, alpha = _sprite(p, rng)
-    cam_freq = rng.uniform(0.05, 0.2, 2)
-    cam_phase = rng.uniform(0, 2 * np.pi, 2)
+    sway = draw_sway(rng)  # drawn whatever the jitter, so the draws after it are the same
+    if camera_jitter:
+        p["camera_sway"] = sway
     if scene_motion:  # the middle frame's view sits in the canvas centre, offset by `size`
         still = _place(tex, alpha, p, bg, p["cx"] + size, p["cy"] + size, 0.0, 0.0)
     movers = [(m, *_sprite({**m, "texture": p.get("texture", "two_colour")}, rng)) for m in p.get("movers", ())]
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for t in range(num_frames):
         dx, dy, log_scale, angle = motion_at(p, t, num_frames)
-        jx, jy = camera_jitter * np.sin(cam_freq * t + cam_phase)
+        jx, jy = sway_at(sway, camera_jitter, t)
         if scene_motion:
             view = scene_view(still, (size, size), size, dx + jx, dy + jy, log_scale, angle)
         else:
             scene = _place(tex, alpha, p, bg, p["cx"] + dx + margin, p["cy"] + dy + margin, log_scale, angle)
-            ox, oy = int(round(margin + jx)), int(round(margin + jy))
-            view = scene[oy:oy + size, ox:ox + size]
+            view = scene_view(scene, (margin, margin), size, jx, jy, 0.0, 0.0)
         tm = t - (num_frames - 1) / 2
         for m, m_tex, m_alpha in movers:
             view = _place(m_tex, m_alpha, m, view, m["cx"] + m["vx"] * tm, m["cy"] + m["vy"] * tm, 0.0,
@@ -326,9 +340,12 @@ def _make_video(job: tuple) -> tuple[str, dict]:
     if objects:
         p["movers"] = draw_movers(size, num_frames, objects, rng)
     path = Path(root) / rel
-    if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256")} == \
-            json.loads(json.dumps(p)) and path.is_file() and _sha256(path) == made.get("sha256"):
-        return rel, {**p, "sha256": made["sha256"]}  # made by an earlier run of this design
+    # The sway render draws is recorded where there is one; a swayed video recorded without it is of an earlier
+    # mme, whose object-motion sway moved in whole pixels
+    if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256", "camera_sway")} \
+            == json.loads(json.dumps(p)) and ("camera_sway" in made) == bool(camera_jitter) and path.is_file() \
+            and _sha256(path) == made.get("sha256"):
+        return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
     encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
     return rel, {**p, "sha256": _sha256(path)}
@@ -434,9 +451,9 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
 
     Arguments left at None take the ``preset``'s value (:data:`PRESETS`, e.g. "demo"), else :data:`DEFAULTS`.
     ``splits``: fractions of each class's videos for train/val/test; ``camera_jitter``: amplitude in pixels of
-    a smooth camera sway shared by object and background; ``motion``: "object" or "scene" (what the class
-    motion moves); ``texture``: "two_colour", "high_contrast" or "dead_leaves" (see ``_texture``); ``objects``:
-    distractors that move on their own (:func:`draw_movers`); ``workers``: processes
+    a smooth, sub-pixel camera sway shared by object and background (:func:`sway_at`); ``motion``: "object" or
+    "scene" (what the class motion moves); ``texture``: "two_colour", "high_contrast" or "dead_leaves" (see
+    ``_texture``); ``objects``: distractors that move on their own (:func:`draw_movers`); ``workers``: processes
     (default: CPU count; the bytes do not depend on it).
     """
     d = synth_design(preset, num_classes=num_classes, videos_per_class=videos_per_class, size=size,
