@@ -244,6 +244,33 @@ def test_bad_arguments_are_refused_naming_the_option(tmp_path):
             generate_synth(tmp_path / "h", **bad)
 
 
+def test_scene_motion_refuses_a_sway_beyond_what_its_canvas_holds(tmp_path):
+    """A scene-motion view is cut from a canvas 3x its side, and any jitter up to the size was taken: a view zoomed
+    out and swayed past the canvas showed the scene mirrored, moving against the class motion. The limit is the
+    largest sway the canvas holds at the strongest zoom out: there the view's canvas coordinates run straight to
+    its edge, a fifth of a pixel beyond they are the canvas's edge repeated; a jitter above it is one line."""
+    import math
+
+    import mme.data.synth as synth
+
+    small = dict(num_classes=2, videos_per_class=1, num_frames=4, workers=1)
+    with pytest.raises(ConfigError) as refused:
+        generate_synth(tmp_path / "scene", motion="scene", size=64, camera_jitter=28.72, **small)
+    assert str(refused.value) == ("synth camera_jitter must be <= 28.71 px with motion=scene at size 64 (the view, "
+                                  "zoomed out and swayed, must stay in its 3x canvas, else it shows the scene "
+                                  "mirrored), got 28.72")
+    assert not (tmp_path / "scene").exists()
+    generate_synth(tmp_path / "object", size=32, camera_jitter=32, **small)  # its canvas has the sway's margin
+    limit = synth.max_scene_jitter(64)
+    assert limit == pytest.approx(3 * 32 / math.sqrt(2.5) - 32)  # 28.72
+    y, x = np.mgrid[:synth.SCENE_CANVAS * 64, :synth.SCENE_CANVAS * 64].astype(np.float32)
+    canvas = np.stack([x, y], -1)  # each pixel holds its own coordinates
+    for jitter, inside in ((limit, True), (limit + 0.2, False)):  # swayed down-right: the corner (0, 0) goes out
+        view = synth.scene_view(canvas, (64, 64), 64, jitter, jitter, -math.log(synth.ZOOM_RANGE[1]) / 2, 0.0)
+        bends = max(np.abs(np.diff(view[..., 0], 2, axis=1)).max(), np.abs(np.diff(view[..., 1], 2, axis=0)).max())
+        assert (bends < 0.1) == inside, (jitter, bends)  # 1/32 px: warpAffine's coordinate steps
+
+
 def test_scene_motion_moves_the_whole_view_by_the_class_motion():
     """motion="scene": each frame is the previous one shifted by the drawn velocity (the shift that best maps one
     frame onto the next, among 0, v/2, v and 3v/2), where motion="object" leaves the background still (0 fits

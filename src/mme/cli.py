@@ -128,7 +128,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", type=number(), nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="default 0.7 0.15 0.15")
     p.add_argument("--camera-jitter", type=number(), default=None,
-                   help="amplitude in pixels of a smooth, sub-pixel camera sway (default 0; params.json records it)")
+                   help="amplitude in pixels of a smooth, sub-pixel camera sway (default 0; params.json records it): "
+                        "at most the size, with --motion scene 0.44 of it (what its canvas holds)")
     p.add_argument("--motion", choices=("object", "scene"), default=None,
                    help="what the class motion moves: one object (default), or the whole view (camera pan/roll/zoom)")
     p.add_argument("--texture", choices=("two_colour", "high_contrast", "dead_leaves"), default=None,

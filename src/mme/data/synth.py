@@ -155,6 +155,11 @@ def two_colours(pattern: np.ndarray, rng: np.random.Generator, texture: str = "t
     return (c1 * (1 - mix[..., None]) + c2 * mix[..., None]).astype(np.uint8)
 
 
+ZOOM_RANGE = (1.6, 2.5)
+"""The zoom of the grow and shrink classes over a whole video (its last frame's scale over its first's), drawn in
+this range: half of it, in log scale, on each side of the middle frame."""
+
+
 def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator) -> dict:
     """Appearance and motion of one video. Every draw is made for every class (so appearance is identically
     distributed across classes); the label only selects which motion is switched on and its sign."""
@@ -173,7 +178,7 @@ def draw_params(label: int, size: int, num_frames: int, rng: np.random.Generator
     }
     speed = rng.uniform(0.3, 0.5) * size / span  # px/frame
     omega = rng.uniform(90, 270) / span  # deg/frame
-    rate = math.log(rng.uniform(1.6, 2.5)) / span  # log-scale per frame
+    rate = math.log(rng.uniform(*ZOOM_RANGE)) / span  # log-scale per frame
     amp = rng.uniform(0.1, 0.2) * size  # px
     if name.startswith("translate"):
         p["vx"], p["vy"] = {"right": (speed, 0.0), "left": (-speed, 0.0), "up": (0.0, -speed),
@@ -269,6 +274,18 @@ def draw_movers(size: int, num_frames: int, count: int, rng: np.random.Generator
     return out
 
 
+SCENE_CANVAS = 3
+"""A scene-motion view is cut from a still canvas this many times its side, centred on the middle frame's view."""
+
+
+def max_scene_jitter(size: int) -> float:
+    """The largest ``camera_jitter`` (px) whose sway keeps a scene-motion view of side ``size`` inside its canvas:
+    at the strongest zoom out, by 1/sqrt(max zoom) at a video's ends, the view's half side plus the sway, enlarged
+    by it, must fit in the canvas's half side. The other classes' views fit then too: pans (<= 0.4 size each way:
+    an oscillation's two amplitudes) and rolls (corners at sqrt(2) (size/2 + sway) from the centre)."""
+    return SCENE_CANVAS * size / 2 / math.sqrt(ZOOM_RANGE[1]) - size / 2
+
+
 def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
     """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``): the object
     moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene");
@@ -277,9 +294,8 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
     ``p["camera_sway"]``."""
     scene_motion = p.get("motion", "object") == "scene"
     margin = int(math.ceil(camera_jitter)) + 1
-    # A scene is seen through a moving window: 3x the frame covers its pans (<= 0.25 size each way), rolls and a
-    # zoom out to 1/sqrt(2.5) (corners at <= 1.12 size from the centre).
-    canvas = 3 * size if scene_motion else size + 2 * margin
+    # A scene is seen through a moving window over its canvas, which holds the sway up to max_scene_jitter
+    canvas = SCENE_CANVAS * size if scene_motion else size + 2 * margin
     bg = _texture(canvas, canvas, rng, p.get("texture", "two_colour")).astype(np.float32)
     tex, alpha = _sprite(p, rng)
     sway = draw_sway(rng)  # drawn whatever the jitter, so the draws after it are the same
@@ -413,6 +429,10 @@ def _check_design(d: dict) -> None:
         raise ConfigError(f"synth needs fps >= 1 and seed >= 0, got {d['fps']} and {d['seed']}")
     if not 0 <= d["camera_jitter"] <= d["size"]:  # the background is drawn with the sway's margin around the frame
         raise ConfigError(f"synth camera_jitter must be in [0, size={d['size']}] px, got {d['camera_jitter']}")
+    if d["motion"] == "scene" and d["camera_jitter"] > max_scene_jitter(d["size"]):
+        raise ConfigError(f"synth camera_jitter must be <= {math.floor(max_scene_jitter(d['size']) * 100) / 100} px "
+                          f"with motion=scene at size {d['size']} (the view, zoomed out and swayed, must stay in its "
+                          f"{SCENE_CANVAS}x canvas, else it shows the scene mirrored), got {d['camera_jitter']}")
     splits = d["splits"]
     if len(splits) != 3 or not all(math.isfinite(f) and f >= 0 for f in splits) or sum(splits) <= 0:
         raise ConfigError(f"synth splits must be three non-negative fractions (train, val, test), got {splits}")
