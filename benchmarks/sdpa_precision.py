@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--lengths", type=int, nargs="+", default=[48, 144, 392, 512, 784, 1568])
     ap.add_argument("--heads", type=str, nargs="+", default=["6x32", "6x64", "12x64"],
-                    help="heads x head dim (the demo's decoder 6x32, ViT-S 6x64, ViT-B 12x64)")
+                    help="heads x head dim (6x32: heads as wide as the demo's decoder's, which is 4x32; ViT-S 6x64; "
+                         "ViT-B 12x64)")
     ap.add_argument("--seconds", type=float, default=3.0, help="per shape, at least 5 rounds")
     args = ap.parse_args()
     if args.threads:

@@ -243,6 +243,27 @@ def test_short_sequences_attend_in_fp32_under_cpu_autocast(kind, beyond, monkeyp
     assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
 
 
+def test_the_attention_benchmark_names_the_demos_decoder_as_its_recipe_makes_it(capsys, monkeypatch):
+    """benchmarks/sdpa_precision.py called its 6x32 heads the demo's decoder, which tiny_cpu_mme makes 4x32
+    (decoder_dim 128, decoder_heads 4)."""
+    import importlib.util
+    from pathlib import Path
+
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    path = Path(__file__).parents[1] / "benchmarks" / "sdpa_precision.py"
+    spec = importlib.util.spec_from_file_location("sdpa_precision", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    monkeypatch.setattr("sys.argv", [str(path), "--help"])
+    with pytest.raises(SystemExit):
+        benchmark.main()
+    model = load_config(PretrainConfig, "tiny_cpu_mme").model
+    decoder = f"{model.decoder_heads}x{model.decoder_dim // model.decoder_heads}"
+    assert f"the demo's decoder's, which is {decoder};" in " ".join(capsys.readouterr().out.split())
+
+
 def test_mae_pixel_loss_is_mse_over_masked_tokens():
     cfg = ModelConfig(**TINY)
     torch.manual_seed(0)
