@@ -442,13 +442,38 @@ def test_the_display_matrix_is_kept_with_the_index(tmp_path, clip_frames, monkey
         np.testing.assert_array_equal(reader.read([2]), first)
 
 
+def test_the_display_matrix_is_the_one_of_the_first_frame_the_index_decodes(tmp_path, clip_frames, monkeypatch):
+    """The index's demux decodes the file's first frame (to find where its decode starts); its display matrix was
+    dropped there and read by a decode of its own, which opened the file once more, for every file a process opened
+    turned (``data.orientation=display``) and every file `mme check` reported on. Now the index keeps it: a phone
+    video opened turned is opened twice (the index's demux, the reader's decode), and `mme check` reports its
+    rotation with no decode of the matrix's own."""
+    path = write_video(tmp_path / "phone.mp4", clip_frames[:12], display=matrix(*TURNS["cw 90"]))
+    ref = decode_all(path)
+    opened = []
+    plain = pyav_reader.open_container
+    monkeypatch.setattr(pyav_reader, "open_container", lambda p, **options: opened.append(p) or plain(p, **options))
+    with open_video(path, orientation="display") as reader:
+        assert reader.size == (48, 64)
+        np.testing.assert_array_equal(reader.read([0, 11]), displayed(ref[[0, 11]], *TURNS["cw 90"]))
+    assert opened == [str(path)] * 2
+
+    def no_decode(path):
+        raise AssertionError("the display matrix was read by a decode of its own")
+
+    monkeypatch.setattr(pyav_reader, "read_display_matrix", no_decode)
+    pyav_reader._pyav_index.cache_clear()  # as in another process
+    check = check_video(path)
+    assert (check["status"], check["rotation"], check["display"]) == ("rotated", -90, tuple(matrix(*TURNS["cw 90"])))
+
+
 def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip_frames):
-    """Two processes that loaded a file's index before either asked for the display matrix: the one that saves
-    last (after proving fewer frames) keeps the other's matrix and proven frames in the store."""
+    """Two processes that loaded a file's index: the one that saves last (after proving fewer frames) keeps the
+    other's proven frames and the display matrix in the store."""
     path = write_video(tmp_path / "phone.mp4", clip_frames[:12], display=matrix(*TURNS["cw 90"]))
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
-        pass  # the index is stored, without a display matrix
+        pass  # the index is stored, with the display matrix of the first frame its demux decoded
     older = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir))
     pyav_reader._pyav_index.cache_clear()  # another process
     with open_video(path, orientation="display", index_dir=index_dir) as reader:

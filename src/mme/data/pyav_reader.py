@@ -211,7 +211,8 @@ class PyAVReader(VideoReader):
             raise
 
     def display_matrix(self) -> tuple[int, ...] | None:
-        """The file's display matrix (:func:`display_matrix`), kept with its index."""
+        """The file's display matrix, kept with its index: its first frame's, decoded when the file was indexed
+        (:func:`read_display_matrix` where that decode gave no frame)."""
         index = self._index
         if index.display is None:
             index.display = tuple(read_display_matrix(self.path) or ())
@@ -569,7 +570,8 @@ class _Index:
     store: Path | None = None
     """The file in an index folder that keeps this index for other processes (None: kept in this one only)."""
     display: tuple[int, ...] | None = None
-    """The display matrix (:func:`display_matrix`; ``()`` for none), once a reader asked for it."""
+    """The first frame's display matrix (:func:`frame_display_matrix`; ``()`` for none), decoded when the file was
+    indexed; None where that decode gave no frame, until a reader asks (:meth:`PyAVReader.display_matrix`)."""
     stored: tuple | None = None
     """(proven, mode, display) as last written to ``store``."""
     seen: int | None = None
@@ -678,17 +680,26 @@ def _pyav_index(path: str, size: int, mtime_ns: int, index_dir: str | None = Non
 
 
 def _make_index(path: str) -> _Index:
-    """Index a file by demuxing it. Packets without a timestamp or sharing one make the file sequential, counted by
-    a decode, as does its container where :data:`COUNTED_FORMATS` names it. AVI stores no presentation times (its
-    timestamps number the chunks) and MPEG-4 Part 2 packets may hold two frames (packed B-frames) or none
-    (not-coded VOPs), so their index is checked against a whole decode at once; so is that of a file whose frames
-    may not be its packets one for one (:func:`_why_recount`), unless that decode fails part-way: then the reads
-    that reach the damage report it."""
+    """Index a file by demuxing it (:func:`_demux_index`), with the display matrix of its first frame, decoded
+    during the demux: a reader turning the file's frames (``data.orientation=display``) or `mme check` reporting the
+    matrix opens and decodes nothing more for it."""
+    first = _FirstFrame()
+    index = _demux_index(path, first)
+    index.display = first.display
+    return index
+
+
+def _demux_index(path: str, first: _FirstFrame) -> _Index:
+    """A file's index from its demux, which feeds ``first`` its packets. Packets without a timestamp or sharing one
+    make the file sequential, counted by a decode, as does its container where :data:`COUNTED_FORMATS` names it. AVI
+    stores no presentation times (its timestamps number the chunks) and MPEG-4 Part 2 packets may hold two frames
+    (packed B-frames) or none (not-coded VOPs), so their index is checked against a whole decode at once; so is that
+    of a file whose frames may not be its packets one for one (:func:`_why_recount`), unless that decode fails
+    part-way: then the reads that reach the damage report it."""
     try:
         with open_container(path) as container:
             stream = video_stream(container)
             nals = _nal_scan(stream)
-            first = _FirstFrame()
             stream.thread_count = 1  # starting decoder threads took 2 ms, decoding a 340x256 frame on one 0.3 ms
             pts, keys, corrupt = [], [], 0
             for packet in container.demux(stream):
@@ -759,12 +770,14 @@ def _why_recount(nals: _NalScan | None, first: _FirstFrame, earliest: int | None
 
 class _FirstFrame:
     """The first frame of a stream's decode, fed the packets of the index's demux (one pass over the file):
-    ``pts``, its timestamp, once ``found``; ``ended``: the decode ended without one. A decode error ends the probe
-    with neither (a read of that frame reports it)."""
+    ``pts``, its timestamp, and ``display``, its display matrix (:func:`frame_display_matrix`), once ``found``;
+    ``ended``: the decode ended without one. A decode error ends the probe with neither (a read of that frame
+    reports it)."""
 
     def __init__(self):
         self.found = self.ended = self.failed = False
         self.pts: int | None = None
+        self.display: tuple[int, ...] | None = None
 
     def feed(self, packet: av.Packet) -> None:
         if self.found or self.ended or self.failed:
@@ -775,7 +788,7 @@ class _FirstFrame:
             self.failed = True
             return
         if frames:
-            self.found, self.pts = True, frames[0].pts
+            self.found, self.pts, self.display = True, frames[0].pts, frame_display_matrix(frames[0])
         self.ended = not frames and packet.size == 0  # the flush packet at the end of the demux
 
 
@@ -851,17 +864,23 @@ def _sequential_index(path: str, packets: int, reason: str, num_frames: int | No
 
 
 def read_display_matrix(path: str) -> tuple[int, ...] | None:
-    """The display matrix FFmpeg attaches to the file's decoded frames (from the stream's: phone videos, the MP4
-    track header's), as 9 int32 (:func:`mme.data.video_reader.display_turn`); None when there is none. PyAV
-    reads it only from a frame, so this decodes the first."""
+    """The display matrix of the file's first decoded frame (:func:`frame_display_matrix`); None when there is
+    none. PyAV reads it only from a frame, so this decodes the first (the PyAV reader keeps the one its index's
+    demux decoded)."""
     try:
         with open_container(path) as container:
             stream = video_stream(container)
             frame = None if stream is None else next(container.decode(stream), None)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise video_error(path, "unreadable", e) from e
-    side = None if frame is None else frame.side_data.get("DISPLAYMATRIX")
-    return None if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
+    return (frame_display_matrix(frame) or None) if frame is not None else None
+
+
+def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
+    """The display matrix FFmpeg attaches to a decoded frame (from the stream's: phone videos, the MP4 track
+    header's), as 9 int32 (:func:`mme.data.video_reader.display_turn`); ``()`` when there is none."""
+    side = frame.side_data.get("DISPLAYMATRIX")
+    return () if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
 def _decoded_timestamps(path: str) -> list[int | None]:
