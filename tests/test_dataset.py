@@ -18,8 +18,9 @@ from videos import (
     affine_video,
     capture_mid_gop,
     coordinate_video,
-    with_end_of_sequence,
+    hevc_restarted,
     write_keyint_video,
+    write_open_gop_hevc,
     write_video,
 )
 
@@ -307,16 +308,17 @@ def test_an_index_folder_serves_loader_workers_and_changes_no_item(videos, tmp_p
 
 
 def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monkeypatch):
-    """Files with fewer frames than packets: an MPEG-TS capture that starts inside a GOP (90 packets, 60 frames)
-    and an H.264 file with an end-of-sequence packet (41, 40). A process that had not read them drew from the
-    packets' count, and a read that found the true count within range returned normally: the same item (seed,
-    epoch, index) and the same test views differed between a fresh loader worker and one that had read the file,
-    and with an index folder (`mme embed` gave other features with `--index-dir`). Now the count is known when the
-    file is indexed, and an index folder holds it. A read that still finds it (a cause the index does not foresee:
-    here its checks turned off) says so, and the item is drawn again from it, as a process that knew it draws."""
+    """Files with fewer frames than packets: an MPEG-TS capture that starts inside a GOP (90 packets, 60 frames) and
+    an HEVC file joined at an open GOP's CRA, whose leading frames FFmpeg drops (40, 37). A process that had not
+    read them drew from the packets' count, and a read that found the true count within range returned normally: the
+    same item (seed, epoch, index) and the same test views differed between a fresh loader worker and one that had
+    read the file, and with an index folder (`mme embed` gave other features with `--index-dir`). Now the count is
+    known when the file is indexed, and an index folder holds it. A read that still finds it (a cause the index does
+    not foresee: here its checks turned off) says so, and the item is drawn again from it, as a process that knew it
+    draws."""
     frames, _ = affine_video(120, 48, 64, dx=0.7, seed=3)
     capture_mid_gop(write_keyint_video(tmp_path / "full.ts", frames, "60"), tmp_path / "capture.ts")
-    with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames[:40], "8"), tmp_path / "joined.mkv", 30)
+    hevc_restarted(write_open_gop_hevc(tmp_path / "full.mkv", frames[:40]), tmp_path / "joined.mkv", "end_of_sequence")
     (tmp_path / "list.txt").write_text("capture.ts 0\njoined.mkv 1\n")
     cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), num_frames=4, stride=2, img_size=32,
                      crop="center", test_clips=2, test_crops=1, num_workers=0)
@@ -336,24 +338,24 @@ def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monke
 
     plain = items(cfg)
     with open_video(tmp_path / "capture.ts") as reader, open_video(tmp_path / "joined.mkv") as other:
-        assert (reader.num_frames, other.num_frames) == (60, 40)
+        assert (reader.num_frames, other.num_frames) == (60, 37)
     pyav_reader._pyav_index.cache_clear()
     index_dir = tmp_path / "index"
     for name in ("capture.ts", "joined.mkv"):
         assert check_video(tmp_path / name, index_dir=index_dir)["status"] == "suspicious"  # as `mme check` fills it
-    assert sorted(json.loads(p.read_text())["num_frames"] for p in index_dir.rglob("*.json")) == [40, 60]
+    assert sorted(json.loads(p.read_text())["num_frames"] for p in index_dir.rglob("*.json")) == [37, 60]
     with_index = items(dataclasses.replace(cfg, index_dir=str(index_dir)))
     assert all(torch.equal(a, b) for a, b in zip(plain, with_index, strict=True))
     stale = tmp_path / "stale"  # an index that an earlier mme kept: the packets' count, until a read found out
     with monkeypatch.context() as earlier:
         earlier.setattr(pyav_reader, "_why_recount", lambda *args: "")
         with open_video(tmp_path / "joined.mkv", index_dir=stale) as reader:
-            assert reader.num_frames == 41
+            assert reader.num_frames == 40
     store = next(stale.rglob("*.json"))
     store.write_text(store.read_text().replace(f'"version": {pyav_reader.INDEX_VERSION}', '"version": 3'))
     pyav_reader._pyav_index.cache_clear()
     with open_video(tmp_path / "joined.mkv", index_dir=stale) as reader:
-        assert reader.num_frames == 40  # made again
+        assert reader.num_frames == 37  # made again
 
     monkeypatch.setattr(pyav_reader, "_why_recount", lambda *args: "")  # counted by the reads that find out
     unforeseen = items(cfg, indices=(0,))  # capture.ts: every first read finds its first frames missing

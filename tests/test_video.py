@@ -688,7 +688,7 @@ def test_every_reader_of_a_clip_draws_it_again_from_the_count_its_read_corrects(
     frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
     video = with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames, "8"), tmp_path / "joined.mkv", 10)
     ref = decode_all(video)
-    monkeypatch.setattr(pyav_reader, "_why_recount", lambda *args: "")
+    monkeypatch.setattr(pyav_reader, "_nal_scan", lambda stream: None)
 
     def unaware() -> None:
         """As a process that has not read the file: its count is the packets'."""
@@ -734,7 +734,7 @@ def test_a_bench_read_again_on_a_corrected_count_draws_the_clip_a_process_that_k
     frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
     video = with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames, "8"), tmp_path / "joined.mkv", 10)
     write_keyint_video(tmp_path / "other.mkv", affine_video(40, 48, 64, dx=-0.5, seed=4)[0], "8")
-    monkeypatch.setattr(pyav_reader, "_why_recount", lambda *args: "")
+    monkeypatch.setattr(pyav_reader, "_nal_scan", lambda stream: None)
     needed, crops = [], []
 
     def sampled(n, *args):

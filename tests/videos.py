@@ -331,13 +331,15 @@ def with_nal_alone(src: str | Path, dst: str | Path, after: int, nal: bytes) -> 
     return Path(dst)
 
 
-def write_aud_video(path: str | Path, frames: np.ndarray) -> Path:
+def write_aud_video(path: str | Path, frames: np.ndarray, headers: bool = False) -> Path:
     """H.264 (x264 with access unit delimiters, ``aud=1``; B-frames, a keyframe every 8 frames) in MP4: each packet
-    an access unit delimiter and its picture's slices, the first packet x264's SEI (its version) too."""
+    an access unit delimiter and its picture's slices, the first packet x264's SEI (its version) too; ``headers``:
+    each keyframe's its parameter sets too (``repeat-headers=1``)."""
     T, H, W, _ = frames.shape
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=25, options={"preset": "medium", "crf": "20", "bf": "3",
-                                                      "x264-params": "aud=1:keyint=8:min-keyint=8:scenecut=0"})
+                                                      "x264-params": f"aud=1:repeat-headers={int(headers)}:keyint=8:"
+                                                                     "min-keyint=8:scenecut=0"})
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         for f in frames:
             c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
@@ -345,12 +347,14 @@ def write_aud_video(path: str | Path, frames: np.ndarray) -> Path:
     return Path(path)
 
 
-def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int | None = None) -> Path:
-    """``src``'s H.264 packets (:func:`write_aud_video`: MP4, length-prefixed NAL units) remuxed with each one's
-    access unit delimiter and SEI in a packet of their own before it (only the first ``packets`` packets' where
-    given), as some recorders and muxers write them: a packet without a picture, which FFmpeg's H.264 decoder
-    refuses alone ("no frame!"). ``timing``: 'own', that packet timed 1 tick (1/12800 s in MP4) before its
-    picture's; 'shared', at its picture's timestamps (Matroska's milliseconds merge the two anyway)."""
+def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int | None = None,
+                     types: tuple[int, ...] = (6, 9)) -> Path:
+    """``src``'s H.264 packets (:func:`write_aud_video`: MP4, length-prefixed NAL units) remuxed with each one's NAL
+    units of ``types`` (SEI 6, parameter sets 7 and 8, access unit delimiter 9) in a packet of their own before it
+    (only the first ``packets`` packets' where given), as some recorders and muxers write them: a packet without a
+    picture, which FFmpeg's H.264 decoder refuses alone ("no frame!"). ``timing``: 'own', that packet timed 1 tick
+    (1/12800 s in MP4) before its picture's; 'shared', at its picture's timestamps (Matroska's milliseconds merge
+    the two anyway)."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
         for k, p in enumerate(p for p in i.demux(video=0) if p.size):
@@ -358,7 +362,7 @@ def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int
             while data:
                 size = 4 + int.from_bytes(data[:4], "big")
                 units, data = units + [data[:size]], data[size:]
-            apart = [u for u in units if u[4] & 0x1F in (6, 9)] if packets is None or k < packets else []
+            apart = [u for u in units if u[4] & 0x1F in types] if packets is None or k < packets else []
             for part, key, tick in ((apart, False, timing == "own"), ([u for u in units if u not in apart],
                                                                       p.is_keyframe, 0)):
                 if part:

@@ -6,14 +6,17 @@ timestamps (raw streams, some Matroska), and a packet may hold two frames or non
 frames, an H.264 end of sequence, access unit delimiter or SEI alone). So the PyAV reader indexes each file once per
 process (cached by path, size and mtime) and keeps its verdict with the index:
 
-- The index is a demux: the sorted packet timestamps and the keyframes. Packets without or sharing timestamps
-  make the file *sequential*, as does an MPEG program stream (``COUNTED_FORMATS``). A file whose frames may not
-  be its packets one for one is also checked against a whole decode right away: AVI and MPEG-4 Part 2, H.264 /
-  HEVC with a packet that holds no picture, HEVC with a random access point whose leading frames FFmpeg drops (a
-  BLA picture, a CRA after an end of sequence), and a file whose decode (its first frame, decoded during the
-  demux) does not start at the earliest packet. If the frames do not come out with the packets' timestamps in
-  order, the file is *sequential*, counted by that decode. (Where it fails part-way, on a damaged packet, a file
-  checked for its count alone keeps the demux's: the reads that reach the damage report it.)
+- The index is a demux: the sorted packet timestamps and the keyframes, less the H.264 / HEVC packets that hold no
+  picture nor parameter sets (by their NAL units: an end of sequence, access unit delimiter or SEI alone), which
+  decode to no frame.
+  Packets without or sharing timestamps make the file *sequential*, as does an MPEG program stream
+  (``COUNTED_FORMATS``). A file whose frames may not be its packets one for one is also checked against a whole
+  decode right away: AVI and MPEG-4 Part 2, H.264 / HEVC with a packet that holds no picture, HEVC with a random
+  access point whose leading frames FFmpeg drops (a BLA picture, a CRA after an end of sequence), and a file whose
+  decode (its first frame, decoded during the demux) does not start at the earliest packet. If the frames do not
+  come out with the packets' timestamps in order, the file is *sequential*, counted by that decode. (Where it fails
+  part-way, on a damaged packet, a file checked for its count alone keeps the demux's: the reads that reach the
+  damage report it.)
 - Otherwise the file is read by *seek*, from proven keyframes only. A decode from the start proves each frame
   that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
   frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
@@ -568,7 +571,8 @@ class _Index:
     """Sorted timestamps of the keyframes."""
     num_frames: int
     packets: int
-    """Packets the demux found (empty ones and those an edit list cuts left out)."""
+    """Packets the demux found (empty ones, those an edit list cuts and H.264 / HEVC ones without a picture or
+    parameter sets left out)."""
     mode: str
     """'seek' or 'sequential'."""
     reason: str = ""
@@ -620,16 +624,16 @@ class _Index:
 
 
 INDEX_VERSION = 7
-"""Of the stored index; 7: an H.264 packet without a picture that FFmpeg's decoder refuses alone (an access unit
-delimiter or SEI alone) is decoded with leave to skip frames, so the decode at indexing counts the file (6 kept its
-packets' count, that decode failing there, and could not index one whose packets share timestamps); 6: an HEVC CRA
-after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts it, counts as a restart (5
-read such a file by seek with its packets' count); 5: an HEVC file with a random access point whose leading frames
-FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole decode too; 4: a file
-whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a picture, a
-decode that starts after the earliest packet) is checked against a whole decode, and an MPEG program stream is read
-by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file counted by
-a decode; 1 counted its packets)."""
+"""Of the stored index; 7: an H.264 / HEVC packet without a picture or parameter sets is left out of the index (6
+listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses an access
+unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept its
+packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser
+puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random
+access point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against
+a whole decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC
+packet without a picture, a decode that starts after the earliest packet) is checked against a whole decode, and an
+MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last
+packet made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -718,10 +722,10 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
                 first.feed(packet, nals)
                 if packet.size == 0 or packet.is_discard:
                     continue  # flush packets / frames cut by an edit list
+                if nals is not None and not nals.feed(packet):
+                    continue  # no frame: its timestamp (a picture's too, or one between) is no frame's
                 pts.append(packet.pts)
                 corrupt += packet.is_corrupt  # data cut short by the end of the file, or damaged
-                if nals is not None:
-                    nals.feed(packet)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
             check = container.format.name == "avi" or stream.codec_context.name == "mpeg4"
@@ -812,14 +816,15 @@ def _nal_scan(stream) -> _NalScan | None:
 
 class _NalScan:
     """What the NAL units of an H.264 or HEVC stream's packets, fed in decode order (the index's demux), say of its
-    frames. ``frameless``: packets without a coded picture (no slice NAL unit), from which FFmpeg's decoder gives no
-    frame (an end of sequence alone; an access unit delimiter or SEI alone, which its H.264 decoder is left to skip:
-    :meth:`refused_alone`). ``restarts``: HEVC random access points after which it drops the leading pictures that
-    reference pictures before them (RASL): a BLA picture (types 16-18: a spliced stream), and a CRA after an end of
-    sequence or of bitstream (types 36, 37: joined recordings; at the end of the packet of the picture before it,
-    alone, or at the start of the CRA's packet, where FFmpeg's HEVC parser puts it, as in ``ffmpeg -i joined.hevc -c
-    copy joined.mp4``); an x265 file's CRAs are neither. Packets are length-prefixed NAL units where the stream's
-    extradata is an avcC / hvcC record (MP4, Matroska), else start-code prefixed (Annex B: MPEG-TS, raw streams)."""
+    frames. ``frameless``: packets without a coded picture (no slice NAL unit; left out of the index unless they
+    hold parameter sets), from which FFmpeg's decoder gives no frame (an end of sequence alone; an access unit
+    delimiter or SEI alone, which its H.264 decoder is left to skip: :meth:`refused_alone`). ``restarts``: HEVC
+    random access points after which it drops the leading pictures that reference pictures before them (RASL): a BLA
+    picture (types 16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37:
+    joined recordings; at the end of the packet of the picture before it, alone, or at the start of the CRA's
+    packet, where FFmpeg's HEVC parser puts it, as in ``ffmpeg -i joined.hevc -c copy joined.mp4``); an x265 file's
+    CRAs are neither. Packets are length-prefixed NAL units where the stream's extradata is an avcC / hvcC record
+    (MP4, Matroska), else start-code prefixed (Annex B: MPEG-TS, raw streams)."""
 
     def __init__(self, ctx):
         self.hevc, extra = ctx.name == "hevc", bytes(ctx.extradata or b"")
@@ -842,22 +847,30 @@ class _NalScan:
         sequence gives the frames held back for reordering either way)."""
         return not self.hevc and packet.size > 0 and not self._h264_picture(_nal_headers(packet, self.length_size))
 
-    def feed(self, packet: av.Packet) -> None:
+    def feed(self, packet: av.Packet) -> bool:
+        """Scan the next packet; whether the index lists it: it holds a picture (where its NAL units do not parse,
+        it is taken to), or parameter sets, which a seek to the picture after it would leave out (the decode at
+        indexing then counts the file)."""
         headers = _nal_headers(packet, self.length_size)
         if not self.hevc:
-            self.frameless += not self._h264_picture(headers)
-            return
-        picture = restart = False
+            picture = self._h264_picture(headers)
+            self.frameless += not picture
+            return picture or any(header & 0x1F in (7, 8, 13, 15) for header in headers)  # SPS, PPS, their kin
+        picture = restart = parameters = False
         # in order: FFmpeg's HEVC parser puts an end of sequence at the start of the next packet, before the slices
         for nal_type in ((header >> 1) & 0x3F for header in headers or ()):
             if nal_type in (36, 37):
                 self._ended = True
+            elif nal_type in (32, 33, 34):  # VPS, SPS, PPS
+                parameters = True
             elif nal_type < 32:  # a slice (VCL unit) of the packet's picture
                 picture = True
                 restart |= nal_type in (16, 17, 18) or (self._ended and nal_type == 21)
                 self._ended = False
-        self.frameless += headers is not None and not picture
+        picture |= headers is None
+        self.frameless += not picture
         self.restarts += restart
+        return picture or parameters
 
 
 def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None:
