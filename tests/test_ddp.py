@@ -437,6 +437,43 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
     assert "Connection closed by peer" not in proc.stderr
 
 
+KILLED_AT = ("import os, signal, sys\n"
+             "from mme import cli\n"
+             "from mme.train import loop\n"
+             "where = sys.argv.pop(1)\n"
+             "real, calls = getattr(loop, where), []\n"
+             "def killing(*args, **kwargs):\n"
+             "    calls.append(where)\n"
+             "    if os.environ['RANK'] == '1' and len(calls) == 3:\n"
+             "        os.kill(os.getpid(), signal.SIGKILL)\n"
+             "    return real(*args, **kwargs)\n"
+             "setattr(loop, where, killing)\n"
+             "sys.exit(cli.main(sys.argv[1:]))\n")
+"""A script run by torchrun's ranks in which rank 1 kills itself (SIGKILL, as the out-of-memory killer does) at its
+third call of ``mme.train.loop.<first argument>``."""
+
+
+@pytest.mark.parametrize("where", ["train_step", "autocast", "share_failures"])
+def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_path):
+    """A rank killed with kill -9 (the out-of-memory killer) left rank 0 with a traceback of gloo's "Connection
+    closed by peer" from the collective it was in, here the check of the step's batches (any_true), DDP's all-reduce
+    in the backward, or the join of failed videos (max_over_ranks), where a meeting of the ranks (wait_for_ranks)
+    said it in one line."""
+    (tmp_path / "killed.py").write_text(KILLED_AT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "killed.py"), where, "pretrain", "--config", "tiny_cpu_pixel", *TINY,
+                           *synth, f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2",
+                           "train.ckpt_every=1", FP32], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "exitcode  : -9" in proc.stderr, proc.stderr[-3000:]
+    assert _ends(proc.stderr, "pretrain") == [
+        "mme pretrain: error: another rank ended before this one was done: torchrun's report names it, with its "
+        "signal where it was killed (SIGKILL: the out-of-memory killer, or kill -9); otherwise its own last line says "
+        "why; what was written is kept (the same command with --resume auto continues from the run's newest "
+        "checkpoint, if it wrote one)"], proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and "/mme/" not in proc.stderr, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoint-00000001.pt").is_file()
+
+
 def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):
     """Rank 0 shared its MMEErrors only: another error of its write (an OSError) left the other ranks waiting for
     its word, to die at their next collective of gloo's lost connection (or wait for NCCL's timeout)."""

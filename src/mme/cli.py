@@ -548,6 +548,11 @@ RESUMES = {**dict.fromkeys(("pretrain", "finetune"), "the same command with --re
 """What continues an interrupted command (the others start again)."""
 
 
+def _resumes(command: str) -> str:
+    """What continues ``command`` stopped mid-way (interrupted, or a process it needed lost): :data:`RESUMES`."""
+    return RESUMES.get(command, "run it again")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may also follow options (argparse alone gives a nargs="*" positional only one place)
@@ -556,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from mme.errors import ConfigError, MMEError
+    from mme.errors import ConfigError, MMEError, ProcessLost
     from mme.utils import launch_ranks
 
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
@@ -588,12 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except MMEError as e:
-        print(f"{who}: error: {e}", file=sys.stderr)
+        kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
+        print(f"{who}: error: {e}{kept}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:
         how = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
-        print(f"{who}: {how}; what was written is kept ({RESUMES.get(args.command, 'run it again')})",
-              file=sys.stderr)
+        print(f"{who}: {how}; what was written is kept ({_resumes(args.command)})", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:
         if _process_group_up() and not group_before:  # the command joined it (under torchrun): leave it, as

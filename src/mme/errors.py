@@ -53,6 +53,12 @@ class NonFiniteLossError(MMEError):
     """Too many non-finite losses in a row: the run diverged."""
 
 
+class ProcessLost(MMEError):
+    """A process the command depends on ended under it (another rank of a torchrun job, a data loader worker):
+    killed (the out-of-memory killer's SIGKILL) or crashed. What was written is kept: the CLI says what continues the
+    command."""
+
+
 class Interrupted(MMEError):
     """A run stopped on a signal after saving what it had done; ``exit_code`` = 128 + the signal number."""
 

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from mme.errors import MMEError
+from mme.errors import MMEError, ProcessLost
 from mme.utils import env_int, launch_ranks
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,35 @@ before it takes, a share of an extraction or of ``mme embed`` (hours to days). T
 
 _meeting: dist.ProcessGroup | None = None
 """The gloo group of every rank that :func:`wait_for_ranks` meets in, made by :func:`init_distributed`."""
+
+
+LOST_RANK_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote process exited",
+                   "NCCL communicator was aborted")
+"""What the error of a collective says where another rank is gone: gloo's socket's (its peer's end closed, reset, a
+write into it), NCCL's (its remote error, "remote process exited or there was a network error"; its watchdog's abort
+of the communicators after a collective failed). Not a timeout: a rank alive but slow or stuck is no lost rank."""
+
+
+def lost_rank(error: BaseException) -> bool:
+    """Whether ``error``, of a collective, says that another rank ended under it (killed, crashed): torch's
+    DistNetworkError, or a RuntimeError (gloo's plain one, NCCL's DistBackendError) saying :data:`LOST_RANK_SIGNS`."""
+    return isinstance(error, dist.DistNetworkError) or (
+        isinstance(error, RuntimeError) and any(sign in str(error) for sign in LOST_RANK_SIGNS))
+
+
+@contextlib.contextmanager
+def rank_lost_said() -> Iterator[None]:
+    """A collective in the block (or the function it decorates) that fails because another rank ended
+    (:func:`lost_rank`) is a ProcessLost of one line (torchrun's report names that rank and how it ended); other
+    errors pass as they are."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not lost_rank(e):
+            raise
+        raise ProcessLost("another rank ended before this one was done: torchrun's report names it, with its signal "
+                          "where it was killed (SIGKILL: the out-of-memory killer, or kill -9); otherwise its own last "
+                          "line says why") from e
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,7 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
+@rank_lost_said()
 def any_true(flag: bool, device: torch.device) -> bool:
     """True if ``flag`` is set on any rank (so every rank takes the same branch, e.g. skipping a step)."""
     if get_world_size() == 1:
@@ -107,6 +137,7 @@ def any_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+@rank_lost_said()
 def max_over_ranks(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The element-wise maximum of integer tensor ``t`` over the ranks (``t`` itself in one process), on the CPU."""
     if get_world_size() == 1:
@@ -116,6 +147,7 @@ def max_over_ranks(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return out.cpu()
 
 
+@rank_lost_said()
 def check_same(value: int, device: torch.device, what: str) -> None:
     """Raise on every rank unless all ranks hold the same integer ``value`` (e.g. the step they resume at)."""
     if get_world_size() == 1:
@@ -132,6 +164,7 @@ def check_start_step(step: int, device: torch.device) -> None:
     check_same(step, device, "the step to start at (multi-node resume needs train.out_dir on a shared filesystem)")
 
 
+@rank_lost_said()
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar metrics over ranks (for logging)."""
     if get_world_size() == 1 or not values:
@@ -141,6 +174,7 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(values, (t / get_world_size()).tolist()))
 
 
+@rank_lost_said()
 def all_gather_objects(obj):
     """Every rank's ``obj`` (picklable), as a list in rank order; ``[obj]`` without a process group. The ranks meet
     first (:func:`wait_for_ranks`): each may come from work of its own that took it longer (its share of a test)."""
@@ -152,6 +186,7 @@ def all_gather_objects(obj):
     return out
 
 
+@rank_lost_said()
 def broadcast_object(obj):
     """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself without a process group. The ranks meet first
     (:func:`wait_for_ranks`): rank 0 may come from work of its own (:func:`on_main`'s)."""
@@ -242,10 +277,8 @@ def wait_for_ranks() -> None:
     while not work.is_completed():
         time.sleep(pause)
         pause = min(2 * pause, 0.2)
-    try:
+    with rank_lost_said():
         work.wait()
-    except RuntimeError as e:  # gloo's "Connection closed by peer"
-        raise MMEError("another rank ended before it was done (its own lines say why)") from e
 
 
 def alike(error: E) -> E:

@@ -140,10 +140,11 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
         inputs = run.job.inputs(run, batch, epoch, k)
         seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
         sync = k == t.accum_steps - 1
-        with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
-                autocast(run.precision, run.device):
-            loss, values = run.job.forward(run, inputs)
-        run.scaler.scale(loss * (1.0 / t.accum_steps)).backward()
+        with dist.rank_lost_said():  # DDP's collectives: the all-reduce in the backward, a broadcast of buffers
+            with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
+                    autocast(run.precision, run.device):
+                loss, values = run.job.forward(run, inputs)
+            run.scaler.scale(loss * (1.0 / t.accum_steps)).backward()
         for key, v in {"loss": loss, **values}.items():
             sums[key] = sums.get(key, 0.0) + v.item() / t.accum_steps
     run.position = {"epoch": epoch + 1, "batch": 0} if i + 1 >= run.batches_per_epoch else \
