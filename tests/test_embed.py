@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from videos import DecodedFrames, texture, write_keyint_video, write_video
+from worker_jobs import killing_a_worker_after
 
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
@@ -320,6 +321,30 @@ def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, 
     embed(ckpt, many, out, stride=2, num_workers=0, progress=False)
     np.testing.assert_array_equal(np.load(out), np.load(reference))
     assert not partial.exists()
+
+
+def test_a_loader_worker_killed_mid_embedding_is_one_line_and_the_same_command_continues(setup, tmp_path,
+                                                                                         monkeypatch):
+    """A loader worker killed (the out-of-memory killer) raised torch's RuntimeError wherever the job was, here
+    while it wrote a finished chunk: a traceback."""
+    from mme.errors import ProcessLost
+    from mme.eval import features
+
+    root, ckpt = setup
+    reference = embed(ckpt, root / "list.txt", tmp_path / "ref.npy", stride=2, root=str(root), num_workers=0,
+                      progress=False)
+    out, killed = tmp_path / "f.npy", []
+    monkeypatch.setattr(features, "_write_part", killing_a_worker_after(features._write_part, lambda *_: True, killed))
+    with pytest.raises(ProcessLost) as info:
+        embed(ckpt, root / "list.txt", out, stride=2, root=str(root), batch_size=1, chunk_batches=1, num_workers=1,
+              progress=False)
+    assert str(info.value) == (f"data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed "
+                               "by the out-of-memory killer: lower data.num_workers (mme embed and probe: --workers) "
+                               "or the batch size")
+    assert len(list((tmp_path / "f.npy.partial").glob("part-*.npz"))) >= 1 and not out.exists()
+    monkeypatch.undo()
+    embed(ckpt, root / "list.txt", out, stride=2, root=str(root), num_workers=0, progress=False)
+    np.testing.assert_array_equal(np.load(out), np.load(reference))
 
 
 def test_a_list_or_a_video_is_told_apart_whatever_its_names(setup, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from training import FP32, TINY, report_json, run
-from worker_jobs import dead_pid
+from worker_jobs import dead_pid, killing_a_worker_after
 
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.train import checkpoint as ckpt
@@ -689,6 +689,29 @@ def test_a_checkpoint_write_refused_for_another_reason_than_space_says_no_space(
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
     assert str(info.value) == (f"{tmp_path}: could not write the checkpoint of step 1 (Permission denied: "
                                f"{tmp_path / 'checkpoint-00000001.pt'}). Kept: no earlier checkpoint")
+
+
+def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_called_lost(synth, tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A loader worker killed (the out-of-memory killer's SIGKILL) raised torch's RuntimeError at whatever line the
+    run was at, from torch's SIGCHLD handler: a traceback, or, killed just after a checkpoint was written, the false
+    line "could not write the checkpoint of step 2 (DataLoader worker (pid N) is killed by signal: Killed.) ...
+    Kept: checkpoint-00000002.pt", the write's error handler taking it for the write's."""
+    from mme import cli
+
+    killed: list[int] = []
+    monkeypatch.setattr(ckpt, "save_checkpoint", killing_a_worker_after(ckpt.save_checkpoint,
+                                                                        lambda state, *_: state["step"] == 2, killed))
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={tmp_path}",
+                     "data.num_workers=1", "train.steps=20", "train.ckpt_every=1", FP32])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        f"mme pretrain: error: data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed by "
+        "the out-of-memory killer: lower data.num_workers (mme embed and probe: --workers) or the batch size; what was "
+        "written is kept (the same command with --resume auto continues from the run's newest checkpoint, if it "
+        "wrote one)"), err[-3000:]
+    assert "Traceback" not in err and "could not write" not in err, err[-3000:]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 2))["step"] == 2
 
 
 def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_path):

@@ -1,12 +1,16 @@
 """Processes for the tests: the jobs of :func:`mme.utils.in_workers`' tests, in a module of their own (its spawned
 workers import the module of their job, and this one imports nothing heavy: a test module's torch and OpenCV took
-each new worker seconds), and a PID no process has."""
+each new worker seconds), a PID no process has, and a loader worker killed."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 
 class TwoArguments(Exception):
@@ -32,3 +36,21 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()
     return proc.pid
+
+
+def killing_a_worker_after(write: Callable, when: Callable[..., bool], killed: list[int]) -> Callable:
+    """``write`` (a function of the run), then, the first time ``when`` holds of its arguments, SIGKILL to a worker
+    process this process started since (a loader's: the out-of-memory killer's kill), its PID appended to
+    ``killed``, and a second's wait, in which torch's SIGCHLD handler runs."""
+    others = set(multiprocessing.active_children())
+
+    def killing(*args, **kwargs):
+        result = write(*args, **kwargs)
+        if not killed and when(*args, **kwargs):
+            worker = next(p for p in multiprocessing.active_children() if p not in others)
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
+            time.sleep(1)
+        return result
+
+    return killing

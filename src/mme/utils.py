@@ -321,6 +321,12 @@ class WorkerError(Exception):
     """The traceback of an error raised in a worker process of :func:`in_workers`."""
 
 
+def how_it_ended(exitcode: int) -> str:
+    """How a process that ended with multiprocessing's ``exitcode`` (minus the signal that killed it) ended:
+    ``signal 9: Killed``, ``exit status 1``."""
+    return f"signal {-exitcode}: {signal.strsignal(-exitcode)}" if exitcode < 0 else f"exit status {exitcode}"
+
+
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                died: Callable[[Any, str], Any]) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order). A worker that
@@ -338,7 +344,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         code = proc.exitcode
         procs.remove(proc)
         proc.close()
-        return f"signal {-code}: {signal.strsignal(-code)}" if code < 0 else f"exit status {code}"
+        return how_it_ended(code)
 
     try:
         while todo or busy:

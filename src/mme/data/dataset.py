@@ -18,15 +18,19 @@ sampler, e.g. torch's DistributedSampler.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import logging
 import os
 import shlex
+import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import ClassVar
 
 import cv2
@@ -48,8 +52,8 @@ from mme.data.transforms import (
 )
 from mme.data.video import BACKENDS, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, VideoError
-from mme.utils import check_output, keep_freed_memory, launch_ranks
+from mme.errors import ConfigError, DataError, ProcessLost, VideoError
+from mme.utils import check_output, how_it_ended, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +184,9 @@ class Sample:
 
 
 def start_workers(loader: DataLoader) -> Iterator:
-    """``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch sets itself there,
-    and with malloc keeping freed memory (:func:`mme.utils.keep_freed_memory`: a worker frees and allocates the
-    same frame-sized arrays for every item); the loader's own ``worker_init_fn``, if any, runs after.
+    """The batches of ``iter(loader)``, its worker processes started with OpenCV on one thread in each, as torch
+    sets itself there, and with malloc keeping freed memory (:func:`mme.utils.keep_freed_memory`: a worker frees and
+    allocates the same frame-sized arrays for every item); the loader's own ``worker_init_fn``, if any, runs after.
 
     OpenCV's default, a thread per core in every worker, takes cores from the training step without making the
     workers faster: its pthreads pool spins (a DIS flow of a 96² pair took 2.4 ms of CPU on 2 threads against 1.2
@@ -191,16 +195,79 @@ def start_workers(loader: DataLoader) -> Iterator:
     process that had used it hangs (in ``pthread_cond_destroy``). So this process drops to one thread while the
     workers fork, which they inherit, and goes back after; workers started fresh (spawn, forkserver) set it
     themselves (:func:`_worker_start`). Where this process decodes on a GPU (``data.backend=pyav-cuda``), the
-    workers start by spawn: a CUDA context does not survive a fork."""
+    workers start by spawn: a CUDA context does not survive a fork.
+
+    A worker that dies (the out-of-memory killer, a crash) is a ProcessLost naming it, raised by the batch that
+    waits for it (:func:`_batches`), not where this process happened to be (:func:`_defer_worker_deaths`)."""
     loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn)
     if loader.num_workers and decodes_on_cuda():
         loader.multiprocessing_context = "spawn"
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        return iter(loader)
+        batches = iter(loader)
     finally:
         cv2.setNumThreads(before)
+    if loader.num_workers:
+        _defer_worker_deaths()
+    return _batches(batches)
+
+
+def _defer_worker_deaths() -> None:
+    """Keep torch's SIGCHLD handler from raising a dead loader worker's RuntimeError at whatever line this process
+    runs: inside a checkpoint's write, which then read as failed though it was written; inside a collective, the
+    other ranks left in it. The loader finds the worker dead itself, at the batch that waits for it (within torch's
+    MP_STATUS_CHECK_INTERVAL, 5 s). Once per process, from the main thread (the only one torch sets it from)."""
+    handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(handler) or getattr(handler, "defers_worker_deaths", False) \
+            or threading.current_thread() is not threading.main_thread():
+        return
+
+    def deferring(signum, frame) -> None:
+        with contextlib.suppress(RuntimeError):  # torch's "DataLoader worker (pid N) is killed by signal: ..."
+            handler(signum, frame)
+
+    deferring.defers_worker_deaths = True
+    signal.signal(signal.SIGCHLD, deferring)
+
+
+WORKER_DEATHS = {-signal.SIGKILL: "most likely killed by the out-of-memory killer: lower data.num_workers (mme embed "
+                                  "and probe: --workers) or the batch size",
+                 -signal.SIGBUS: "most likely for want of shared memory (/dev/shm): give it more, or lower "
+                                 "data.num_workers (mme embed and probe: --workers)"}
+"""What a loader worker's exit code (minus the signal that killed it) most likely says, and what to do."""
+
+
+def _batches(batches: Iterator) -> Iterator:
+    """The batches of a DataLoader's iterator; a worker of its that died is a ProcessLost naming the worker and how
+    it ended (torch's traceback of "DataLoader worker (pid(s) N) exited unexpectedly" before, or of the pipe it cut
+    mid-batch, an EOFError, a ConnectionResetError)."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (RuntimeError, EOFError, ConnectionError) as e:
+            # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker still exits)
+            died = _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0)
+            if died is None:
+                raise
+            raise died from e
+        yield batch
+
+
+def _dead_worker(batches: Iterator, wait_s: float) -> ProcessLost | None:
+    """The first of the loader iterator's worker processes (torch's ``_workers``, by worker id) that ended, waited
+    for up to ``wait_s``, as a ProcessLost saying how (:data:`WORKER_DEATHS`); None while all live."""
+    workers = getattr(batches, "_workers", [])
+    ended = wait([w.sentinel for w in workers], timeout=wait_s)
+    for i, worker in enumerate(workers):
+        if worker.sentinel in ended:
+            worker.join()  # (its exit code, once its exit, which closed the sentinel, is done)
+            guess = WORKER_DEATHS.get(worker.exitcode)
+            return ProcessLost(f"data loader worker {i} (pid {worker.pid}) died ({how_it_ended(worker.exitcode)})"
+                               + (f", {guess}" if guess else ""))
+    return None
 
 
 def _worker_start(then: Callable[[int], None] | None, worker_id: int) -> None:

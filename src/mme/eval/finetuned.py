@@ -77,9 +77,10 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
     """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world); ``name``: the
     split, whose progress rank 0 shows."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
-                             batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
-                             precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
+    with dist.agreed():  # a rank's share that fails (a loader worker killed) stops every rank, saying why
+        pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
+                                 batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
+                                 precision=precision, progress=dist.is_main() and bool(name), desc=name or "val")
     return multiview_report(merge_predictions(dist.all_gather_objects(pred)), dataset, names)
 
 

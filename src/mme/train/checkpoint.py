@@ -104,8 +104,9 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 
 def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None) -> Path:
     """Write ``state`` as ``checkpoint-<step>.pt`` atomically (temp file, fsync, rename), then delete all but
-    the newest ``keep_last`` checkpoints; a failed deletion only warns. A failed write raises its OSError (a full
-    disk's errno), for which torch's writer raises a RuntimeError of its own, without the reason."""
+    the newest ``keep_last`` checkpoints; a failed deletion only warns. A failed write raises an OSError: the
+    write's own (a full disk's errno), for which torch's writer raises a RuntimeError of its own, without the reason,
+    else one of the writer's message."""
     path = checkpoint_path(out_dir, int(state["step"]))
     with atomic_path(path, sync=True) as tmp, open(tmp, "wb") as f:
         try:
@@ -113,7 +114,7 @@ def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None)
         except RuntimeError as e:  # torch's writer, ending after the write to ``f`` that raised
             if isinstance(e.__context__, OSError):
                 raise e.__context__ from None
-            raise
+            raise OSError(str(e)) from e
     rotate(out_dir, keep_last)
     return path
 
