@@ -544,6 +544,28 @@ def test_rank_0_alone_draws_the_progress_bar_of_an_extraction(monkeypatch, tmp_p
         assert bar == (rank == 0), rank
 
 
+def test_rank_0_s_progress_bar_of_a_test_says_it_counts_its_share(monkeypatch, capsys):
+    """Under torchrun rank 0's bar of the tests after fine-tuning (and of mme embed) read "val: 1/1 batch" where the
+    whole test was 2 batches, one per rank: it counts rank 0's share, and now says so."""
+    from mme.eval.testing import iter_test_batches
+    from mme.train import distributed as dist
+
+    class Videos(torch.utils.data.Dataset):
+        substitutes = False
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"video": torch.zeros(1, 3, 2, 4, 4), "label": i}
+
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)  # this process plays rank 0 of 2
+    batches = list(iter_test_batches(Videos(), range(0, 2, 2), batch_size=1, num_workers=0, desc="val"))
+    assert [b["index"].tolist() for b in batches] == [[0]]
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert bar.startswith("val (rank 0's share of 2): 100%") and " 1/1 " in bar, bar
+
+
 MEET = """\
 import json, sys, time
 from datetime import timedelta

@@ -213,18 +213,21 @@ def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
 def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_workers: int, desc: str = "test",
                  progress: bool = True):
     """Batches (see :func:`collate_views`) of ``dataset`` items at ``indices`` (default all), in order, with a
-    progress bar counting failures; each failure is logged as a warning."""
+    progress bar counting failures; each failure is logged as a warning. Under torchrun a rank's ``indices`` are its
+    share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts."""
     from tqdm import tqdm
 
     from mme.data.dataset import start_workers
+    from mme.train.distributed import get_rank, get_world_size
     from mme.train.interrupts import ignore_in_worker
 
     guarded = GuardedTestSet(dataset)
     subset = guarded if indices is None else Subset(guarded, list(indices))
     loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
                         worker_init_fn=ignore_in_worker)
-    failed = 0
-    bar = tqdm(start_workers(loader), desc=desc, unit="batch", disable=not progress, total=len(loader))
+    failed, world = 0, get_world_size()
+    counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"
+    bar = tqdm(start_workers(loader), desc=counted, unit="batch", disable=not progress, total=len(loader))
     for batch in bar:
         for f in batch["failed"]:
             log.warning("%s: video %d failed: %s", desc, f["index"], f["error"])

@@ -4,7 +4,8 @@ and DDP's ``no_sync``, non-finite steps, logs, progress, checkpoints, and a clea
     setup -> loop.train(run): per step, lr/wd from the step -> forward/backward/update -> the job's after-step
     -> log -> maybe checkpoint, until ``train.stop_after`` or the end of the schedule.
 
-Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s``, ``epoch`` (of
+Besides the job's metrics every step logs ``lr``, ``weight_decay``, ``grad_norm``, ``clips_per_s`` (the run's, not
+a rank's: the clips of every rank's step over rank 0's time of it; the progress bar's ``clips_s`` too), ``epoch`` (of
 the step's last batch), ``data_failures`` (videos replaced so far, found by any rank, prefetching included, and
 the list's unreadable lines) and ``data_wait``: the fraction of the step spent waiting for batches (rank 0's),
 which says whether the data workers keep up with the model.
