@@ -658,6 +658,35 @@ def test_a_damaged_features_file_is_named_and_made_again(name, cut, own_root, tm
     np.testing.assert_array_equal(read_features(out)[0], first)
 
 
+@pytest.mark.parametrize("name,damage", [("f.npy", "cut"), ("f.safetensors", "cut"), ("f.safetensors", "gone")])
+def test_a_damaged_or_missing_sidecar_beside_embedded_features_is_named_and_made_again(name, damage, own_root,
+                                                                                       tmp_path, caplog):
+    """A sidecar cut short (a copy stopped half-way), or gone beside a .safetensors file whose header records mme
+    embed's job, made the rerun refuse the files as not written by mme embed, naming --overwrite (which mme probe
+    lacks). They are mme embed's, damaged: the rerun warns, naming the sidecar, and makes them again. A .npy
+    without a sidecar records no job: it may be the user's, and is still refused."""
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    out = embed(ckpt, root / "list.txt", tmp_path / name, **kw)
+    first = read_features(out)[0]
+    side = tmp_path / f"{name}.json"
+    if damage == "cut":
+        side.write_bytes(side.read_bytes()[:100])
+    else:
+        side.unlink()
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    said = f"{side}: damaged (" if damage == "cut" else f"{side} is missing"
+    assert f"embed: {said}" in caplog.text and f"beside the features mme embed wrote in {name}; making them again" \
+        in caplog.text
+    assert sorted(loads) == list(range(8))
+    np.testing.assert_array_equal(read_features(out)[0], first)
+    if name == "f.npy":
+        side.unlink()
+        with pytest.raises(ConfigError, match=rf"^--out {out}: already holds files mme embed did not write \(f\.npy\)"):
+            embed(ckpt, root / "list.txt", out, **kw)
+
+
 def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_path):
     """A job without --tokens left the .tokens.npy of an earlier one on the same --out (another encoder), and
     read_tokens returned those grids beside the later features. They are removed, and read_tokens goes by the

@@ -332,6 +332,37 @@ def test_a_probe_without_the_linear_probe_and_knn_is_refused_before_any_embeddin
     assert not (tmp_path / "p" / "features").exists()
 
 
+@pytest.mark.parametrize("damage", ["cut", "gone"])
+def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(damage, synth, tmp_path, caplog):
+    """A rerun of mme probe where a split's sidecar was cut short or lost stopped at embed's "already holds files
+    mme embed did not write ... give --overwrite", a flag mme probe lacks. features/ is the probe's own folder:
+    the features are made again there, with a warning naming the sidecar, and the probe's results are the same."""
+    import json
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r, probe = synth.root, tmp_path / "probe"
+    args = ["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"), "--root", str(r),
+            "--out", str(probe), "--stride", "2", "--k", "3", "--workers", "0", "--precision", "fp32"]
+    assert main(args) == 0
+    first = json.loads((probe / "probe.json").read_text())
+    side = probe / "features" / "test.safetensors.json"
+    if damage == "cut":
+        side.write_bytes(side.read_bytes()[:100])
+    else:
+        side.unlink()
+    assert main(args) == 0
+    assert f"embed: {side}" in caplog.text and "beside the features mme embed wrote in test.safetensors; making them " \
+        "again" in caplog.text
+    assert json.loads((probe / "probe.json").read_text()) == first
+
+
 @pytest.mark.slow
 def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     """The acceptance check of issue 6 on the demo's design (whole-view camera motion over dead-leaves scenes with

@@ -311,15 +311,57 @@ def _embed_sidecar(out: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("job"), dict) else None
 
 
+def _sidecar_damage(out: Path) -> str | None:
+    """What is wrong with the sidecar of ``out`` where it does not parse (cut short: a full disk, a copy stopped
+    half-way) or, beside a ``.safetensors`` file, is gone, while ``out`` holds features as mme embed writes them
+    (:func:`_holds_embedded_features`): such files are mme embed's, damaged, not the user's. None otherwise."""
+    side = _sidecar_file(out)
+    try:
+        json.loads(side.read_text())
+        return None
+    except FileNotFoundError:
+        if out.suffix == ".npy":
+            return None  # a .npy records no job: without a sidecar, it may be any array of the user's
+        damage = f"{side} is missing"
+    except ValueError as e:
+        damage = f"{side}: damaged ({error_reason(e)})"
+    except OSError:
+        return None
+    return damage if _holds_embedded_features(out) else None
+
+
+def _holds_embedded_features(out: Path) -> bool:
+    """``out`` is shaped as mme embed writes features: a ``.safetensors`` file whose header records mme embed's
+    job, or a ``.npy`` of float32 rows (N, D)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        if out.suffix == ".npy":
+            x = np.load(out, mmap_mode="r")
+            return isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype == np.float32
+        with safe_open(str(out), framework="numpy") as f:
+            info = json.loads((f.metadata() or {}).get("info", "null"))
+        return isinstance(info, dict) and isinstance(info.get("job"), dict)
+    except (OSError, ValueError, SafetensorError):
+        return False
+
+
 def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
     """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write. The features file, its
     sidecar and (a ``.npy`` with ``tokens``) its token grids are an earlier mme embed's where the sidecar is one
     (the grids where it records them), or where a job's partial folder is (a job begun there, which a rerun
-    resumes); any other file of those names is the user's."""
+    resumes), or where its sidecar is damaged beside features mme embed wrote (:func:`_sidecar_damage`: warned,
+    made again); any other file of those names is the user's."""
     side = _sidecar_file(out)
     written = [out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])]
     present = [p for p in written if p.exists()]
-    if not present or overwrite or (out.with_name(out.name + ".partial") / "job.json").is_file():
+    if not present or (out.with_name(out.name + ".partial") / "job.json").is_file():
+        return
+    damage = _sidecar_damage(out)
+    if damage:
+        log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
+        return
+    if overwrite:
         return
     earlier = _embed_sidecar(out)
     ours = set() if earlier is None else {out, side, *([_tokens_file(out)] if earlier.get("tokens") else [])}

@@ -226,7 +226,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     for split, list_file in splits.items():
         if not list_file:
             continue
-        path = embed(checkpoint, list_file, out_dir / "features" / f"{split}.safetensors", **embed_kwargs)
+        # features/ is the probe's own folder: what is there and not this job's cache (damaged) is made again
+        path = embed(checkpoint, list_file, out_dir / "features" / f"{split}.safetensors", overwrite=True,
+                     **embed_kwargs)
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
