@@ -687,6 +687,44 @@ def test_a_damaged_or_missing_sidecar_beside_embedded_features_is_named_and_made
             embed(ckpt, root / "list.txt", out, **kw)
 
 
+def test_features_read_by_an_earlier_reading_rule_are_made_again(own_root, tmp_path, monkeypatch, caplog):
+    """Features cached by an mme whose test views started elsewhere (rounded, not rounded down) or that gave a still
+    picture a row were reused as up to date by the later rule, and a stopped job of it was resumed, mixing rows of
+    both: their job records no reading version (1). Both are named as read by an earlier rule and made again."""
+    import logging
+    import re
+
+    caplog.set_level(logging.INFO, logger="mme")
+    root, ckpt, loads = own_root
+    kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    earlier = r" read its videos by an earlier rule \(reading version 1, now \d+: "
+    out = embed(ckpt, root / "list.txt", tmp_path / "f.npy", **kw)
+    fresh = read_features(out)[0]
+    side = tmp_path / "f.npy.json"
+    info = json.loads(side.read_text())
+    info.pop("reading", None)  # as an earlier mme recorded it
+    info["job"].pop("reading", None)
+    side.write_text(json.dumps(info))
+    loads.clear()
+    embed(ckpt, root / "list.txt", out, **kw)
+    assert sorted(loads) == list(range(8)) and re.search(f"embed: {re.escape(str(out))}{earlier}", caplog.text)
+    np.testing.assert_array_equal(read_features(out)[0], fresh)
+
+    stopped = tmp_path / "g.npy"
+    with monkeypatch.context() as m:
+        _kill_before_assembly(m)
+        with pytest.raises(KeyboardInterrupt):
+            embed(ckpt, root / "list.txt", stopped, **kw)
+    job = tmp_path / "g.npy.partial" / "job.json"
+    job.write_text(json.dumps({k: v for k, v in json.loads(job.read_text()).items() if k != "reading"}))
+    loads.clear()
+    embed(ckpt, root / "list.txt", stopped, **kw)
+    assert sorted(loads) == list(range(8))
+    assert re.search(f"embed: {re.escape(str(tmp_path / 'g.npy.partial'))}: the stopped job there{earlier}",
+                     caplog.text)
+    np.testing.assert_array_equal(read_features(stopped)[0], fresh)
+
+
 def test_token_grids_of_an_earlier_job_are_not_read_as_a_later_jobs(setup, tmp_path):
     """A job without --tokens left the .tokens.npy of an earlier one on the same --out (another encoder), and
     read_tokens returned those grids beside the later features. They are removed, and read_tokens goes by the

@@ -156,7 +156,8 @@ a single PNG or JPEG as a one-frame video. An animated GIF (the ``gif`` demuxer)
 
 def not_a_video(path: str, demuxer: str) -> None:
     """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` where that reads text or still pictures
-    (:data:`TEXT_DEMUXERS`, :data:`PICTURE_DEMUXERS`), not a video container."""
+    (:data:`TEXT_DEMUXERS`, :data:`PICTURE_DEMUXERS`), not a video container. A change of what is refused bumps
+    :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
         what = "text drawn as frames"
     elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):

@@ -86,6 +86,7 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
     integer division); exact in integers, so a start is never a float's rounding off. Segment clips: one clip
     takes every segment's centre frame (VideoMAE's validation); several take the frame at fraction
     ``k / num_clips`` of every segment (VideoMAE's two SSv2 test clips: the segments' first and centre frames).
+    A change of these views bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier ones).
     """
     if segments:
         offsets = [0.5] if num_clips == 1 else [k / num_clips for k in range(num_clips)]

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from mme.config import differences
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
-from mme.eval.testing import build_test_set, iter_test_batches
+from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches
 from mme.train import run_folder
 from mme.utils import (
     atomic_path,
@@ -226,13 +226,15 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
             _drop_stale(partial, states)
             return
         diff = differences(found, fingerprint)
-        if any(len(p["index"]) for p in _read_parts(partial)):
+        earlier = _read_earlier(found)
+        if not earlier and any(len(p["index"]) for p in _read_parts(partial)):
             raise DataError(f"{partial}: partial results of a different job (differs in {diff}); delete the folder "
                             "or choose another --out")
-        log.info("embed: %s: the stopped job there (other %s) embedded no video; started afresh", partial, diff)
+        why = earlier or f"embedded no video (other {diff})"
+        log.info("embed: %s: the stopped job there %s; started afresh", partial, why)
         for path in partial.glob("part-*.npz"):
-            with removing(path, f"it is of the stopped job there, which embedded no video: make it removable, or "
-                                f"delete {partial}"):
+            with removing(path, f"it is of the stopped job there, which {why}: make it removable, or delete "
+                                f"{partial}"):
                 path.unlink()
     if finished is not None:
         x, valid, _, info = read_features(finished)
@@ -253,12 +255,24 @@ def _job(recorded: Any) -> Any:
     return recorded
 
 
+def _read_earlier(job: Any) -> str | None:
+    """How a recorded job read its videos where that was by an earlier rule than this mme's (:data:`READING_VERSION`):
+    its features are not these, nor can the job be resumed."""
+    found = job.get("reading", 1) if isinstance(job, dict) else 1
+    if found == READING_VERSION:
+        return None
+    return f"read its videos by an earlier rule (reading version {found}, now {READING_VERSION}: other test views " \
+           "or files refused)"
+
+
 def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since)
     and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
     video, else None (with a warning when the files are damaged)."""
     info = _embed_sidecar(out) if out.is_file() else None
     if info is None or info.get("unfinished") or _job(info.get("job")) != fingerprint:
+        if info is not None and (earlier := _read_earlier(info["job"])):
+            log.info("embed: %s %s; embedding it again", out, earlier)
         return None
     if "states" not in info:
         log.info("embed: %s was made by an earlier mme, without the state of each video; embedding it again", out)
@@ -525,6 +539,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         n = len(dataset)
         fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
                        "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
+                       "reading": READING_VERSION,
                        "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
                        "backend": backend, "orientation": orientation}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
