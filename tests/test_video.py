@@ -594,6 +594,28 @@ def test_text_and_still_pictures_are_no_videos_though_ffmpeg_opens_them(tmp_path
         assert reader.read([5]).shape == (1, 48, 64, 3)
 
 
+def test_an_animated_webp_is_read_where_the_backend_decodes_its_frames(tmp_path, clip_frames):
+    """FFmpeg opens an animated WebP with webp_pipe, a picture demuxer: the opencv backend, which reads its frames,
+    refused it as "a still picture". A picture is refused where the backend reading it counts one frame: the
+    opencv backend reads the animated file's frames as Pillow wrote them (lossless); PyAV, whose FFmpeg decodes
+    none, names it an animated WebP, not a still; a one-frame WebP is a still picture to both."""
+    from PIL import Image
+
+    frames = [Image.fromarray(f) for f in clip_frames[:6]]
+    frames[0].save(tmp_path / "clip.webp", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    frames[0].save(tmp_path / "still.webp", lossless=True)
+    with open_video(tmp_path / "clip.webp", "opencv") as reader:
+        assert reader.num_frames == 6
+        np.testing.assert_array_equal(reader.read(list(range(6))), np.stack(clip_frames[:6]))
+    with pytest.raises(VideoError, match=r"clip\.webp: unreadable \(FFmpeg read it as webp_pipe: an animated WebP, "
+                                         r"whose frames this backend does not decode\)$"):
+        open_video(tmp_path / "clip.webp", "pyav")
+    for backend in ("pyav", "opencv"):
+        with pytest.raises(VideoError, match=r"still\.webp: unreadable \(not a video: FFmpeg read it as webp_pipe, a "
+                                             r"still picture\)$"):
+            open_video(tmp_path / "still.webp", backend)
+
+
 def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, clip_frames):
     """A list written on Windows ('\') or with accents composed otherwise than on this disk (macOS writes
     decomposed names) names files that look missing: the error says which spelling exists."""

@@ -150,21 +150,32 @@ TEXT_DEMUXERS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
 (a list file, a README) as a video of a few ANSI-art frames."""
 
 PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix"})
-"""FFmpeg's demuxers of still pictures (with every ``<codec>_pipe`` one: png_pipe, jpeg_pipe, ...), which open
+"""FFmpeg's demuxers of pictures (with every ``<codec>_pipe`` one: png_pipe, jpeg_pipe, webp_pipe, ...), which open
 a single PNG or JPEG as a one-frame video. An animated GIF (the ``gif`` demuxer) is a clip, and is read."""
 
 
-def not_a_video(path: str, demuxer: str) -> None:
-    """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` where that reads text or still pictures
-    (:data:`TEXT_DEMUXERS`, :data:`PICTURE_DEMUXERS`), not a video container. A change of what is refused bumps
-    :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
+def not_a_video(path: str, demuxer: str, frames: int = 1) -> None:
+    """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` where that reads text (:data:`TEXT_DEMUXERS`),
+    or pictures (:data:`PICTURE_DEMUXERS`) and the backend reading the file counts ``frames`` 1 or fewer (PyAV's
+    reader: one packet): a still picture, or an animated WebP whose frames that backend does not decode (FFmpeg's
+    WebP decoder reads none; OpenCV's build may read them all, and the file is read). A change of what is refused
+    bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
-        what = "text drawn as frames"
-    elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):
-        what = "a still picture"
-    else:
+        what = "not a video: FFmpeg read it as {}, text drawn as frames"
+    elif (demuxer not in PICTURE_DEMUXERS and not demuxer.endswith("_pipe")) or frames > 1:
         return
-    raise video_error(path, "unreadable", f"not a video: FFmpeg read it as {demuxer}, {what}")
+    elif demuxer == "webp_pipe" and _animated_webp(path):
+        what = "FFmpeg read it as {}: an animated WebP, whose frames this backend does not decode"
+    else:
+        what = "not a video: FFmpeg read it as {}, a still picture"
+    raise video_error(path, "unreadable", what.format(demuxer))
+
+
+def _animated_webp(path: str) -> bool:
+    """The WebP file's header (RIFF, WEBP, then the extended VP8X chunk) sets its animation flag."""
+    with open(path, "rb") as f:
+        head = f.read(21)
+    return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) == 21 and bool(head[20] & 0x02)
 
 
 @functools.lru_cache(maxsize=4096)

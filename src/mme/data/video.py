@@ -31,7 +31,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from mme.data.pyav_reader import PyAVReader, cuda_decoder, not_a_video, probed_demuxer
+from mme.data.pyav_reader import TEXT_DEMUXERS, PyAVReader, cuda_decoder, not_a_video, probed_demuxer
 from mme.data.video_reader import (
     ORIENTATIONS,
     TURN_NAMES,
@@ -80,13 +80,17 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         raise video_error(path, "unreadable", "is a folder (mme reads video files, not folders of frames)")
     if os.path.getsize(path) == 0:
         raise video_error(path, "empty", "zero-byte file")
+    demuxer = ""
     if backend in ("pyav", "pyav-cuda"):
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
         st = os.stat(path)
-        not_a_video(path, probed_demuxer(path, st.st_size, st.st_mtime_ns))
+        demuxer = probed_demuxer(path, st.st_size, st.st_mtime_ns)
+        if demuxer in TEXT_DEMUXERS:
+            not_a_video(path, demuxer)
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     try:
+        not_a_video(path, demuxer, reader.num_frames)  # a picture: refused where this backend reads one frame
         if reader.num_frames <= 0:
             raise video_error(path, "unreadable", no_frames(reader.packets))
         if orientation == "display":
