@@ -616,6 +616,35 @@ def test_an_animated_webp_is_read_where_the_backend_decodes_its_frames(tmp_path,
             open_video(tmp_path / "still.webp", backend)
 
 
+def test_the_opencv_backend_probes_with_pyav_only_files_that_may_be_text_or_pictures(tmp_path, clip_frames,
+                                                                                      monkeypatch):
+    """The opencv (and decord) backend asked PyAV's probe how FFmpeg opens every file it opened (several ms, cached
+    for 4,096 files a process: paid per item on a bigger list read in random order). Only a file whose name or
+    first bytes may be text or a picture is probed now: a video container never, while a list file, a PNG named
+    .mp4 and a JPEG are still refused, each after its probe."""
+    import mme.data.video as video
+
+    probed = []
+    probe = video.probed_demuxer
+    monkeypatch.setattr(video, "probed_demuxer", lambda path, *args: probed.append(os.path.basename(path))
+                        or probe(path, *args))
+    for name, codec in (("h264.mp4", "libx264"), ("h264.mkv", "libx264"), ("h264.ts", "libx264"),
+                        ("mpeg4.avi", "mpeg4"), ("vp9.webm", "libvpx-vp9")):
+        write_video(tmp_path / name, clip_frames[:8], codec=codec, quality="low")
+        with open_video(tmp_path / name, "opencv") as reader:
+            assert reader.num_frames == 8 and reader.read([7]).shape == (1, 48, 64, 3)
+    assert probed == []
+    (tmp_path / "list.txt").write_text("videos/a.mp4 0\nvideos/b.mp4 1\n" * 20)
+    cv2.imwrite(str(tmp_path / "frame.png"), clip_frames[0])
+    os.replace(tmp_path / "frame.png", tmp_path / "frame.mp4")
+    cv2.imwrite(str(tmp_path / "frame.jpg"), clip_frames[0])
+    for name, how in (("list.txt", "tty, text drawn as frames"), ("frame.mp4", "png_pipe, a still picture"),
+                      ("frame.jpg", "jpeg_pipe, a still picture")):
+        with pytest.raises(VideoError, match=rf"/{name}: unreadable \(not a video: FFmpeg read it as {how}\)$"):
+            open_video(tmp_path / name, "opencv")
+    assert probed == ["list.txt", "frame.mp4", "frame.jpg"]
+
+
 def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, clip_frames):
     """A list written on Windows ('\') or with accents composed otherwise than on this disk (macOS writes
     decomposed names) names files that look missing: the error says which spelling exists."""

@@ -178,10 +178,40 @@ def _animated_webp(path: str) -> bool:
     return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) == 21 and bool(head[20] & 0x02)
 
 
-@functools.lru_cache(maxsize=4096)
-def probed_demuxer(path: str, size: int, mtime_ns: int) -> str:
+NAMED_TEXT_AND_PICTURES = frozenset(ext for name in (TEXT_DEMUXERS | PICTURE_DEMUXERS) & av.formats_available
+                                    for ext in av.ContainerFormat(name).extensions)
+"""The suffixes (without the dot) FFmpeg opens with a demuxer of text or pictures by the file's name (tty's .txt,
+image2's .png, .tga, ...), whatever it holds."""
+
+PICTURE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"II*\0", b"MM\0*", b"qoif", b"8BPS", b"v/1\x01",
+                      b"DDS ", b"\xff\x0a", b"\0\0\0\x0cJXL ", b"\0\0\0\x0cjP  ", b"\xff\x4f\xff\x51", b"XBIN\x1a",
+                      *(b"P%d" % kind for kind in range(1, 8)))
+"""How the files FFmpeg opens with a demuxer of pictures (or XBIN text art) by their contents begin: PNG, JPEG,
+BMP, GIF, TIFF, QOI, PSD, OpenEXR, DDS, JPEG XL, JPEG 2000, XBIN, Netpbm; a WebP is ``RIFF....WEBP``."""
+
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\f\r\x1b" + bytes(range(0x80, 0x100))
+"""Bytes of text: printable ASCII, white space, ANSI art's escape and any byte of UTF-8 or a code page."""
+
+
+def may_be_text_or_picture(path: str) -> bool:
+    """Whether FFmpeg may open the file with a demuxer of text or pictures (:func:`not_a_video`), from its name
+    (:data:`NAMED_TEXT_AND_PICTURES`) and its first 512 bytes (:data:`PICTURE_SIGNATURES`, a WebP's, or text
+    alone), without opening it with FFmpeg: the backends that do not say how FFmpeg opened a file ask PyAV's probe
+    (:func:`probed_demuxer`, several ms) of these files only, never of a video container."""
+    if os.path.splitext(path)[1][1:].lower() in NAMED_TEXT_AND_PICTURES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:  # the backend, which cannot read it either, says why
+        return False
+    return (head.startswith(PICTURE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or not head.translate(None, _TEXT_BYTES))
+
+
+def probed_demuxer(path: str) -> str:
     """The demuxer FFmpeg (PyAV's) opens the file with ('' where it opens none), for the backends that do not say
-    (cached per process by path, size and mtime)."""
+    (:func:`may_be_text_or_picture` tells which files to ask about)."""
     try:
         with open_container(path) as container:
             return container.format.name

@@ -31,7 +31,14 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from mme.data.pyav_reader import TEXT_DEMUXERS, PyAVReader, cuda_decoder, not_a_video, probed_demuxer
+from mme.data.pyav_reader import (
+    TEXT_DEMUXERS,
+    PyAVReader,
+    cuda_decoder,
+    may_be_text_or_picture,
+    not_a_video,
+    probed_demuxer,
+)
 from mme.data.video_reader import (
     ORIENTATIONS,
     TURN_NAMES,
@@ -84,8 +91,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     if backend in ("pyav", "pyav-cuda"):
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
-        st = os.stat(path)
-        demuxer = probed_demuxer(path, st.st_size, st.st_mtime_ns)
+        demuxer = probed_demuxer(path) if may_be_text_or_picture(path) else ""
         if demuxer in TEXT_DEMUXERS:
             not_a_video(path, demuxer)
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
