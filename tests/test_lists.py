@@ -615,9 +615,49 @@ def test_a_split_folder_of_links_to_another_splits_videos_is_refused_built_with_
             splits = from_class_folders(root, classes=["a", "b"])[0]
         assert splits["val"] == [ListEntry("val/a/5.mp4", 0), ListEntry("val/a/x.mp4", 0), ListEntry("val/b/6.mp4", 1)]
         assert [r.getMessage() for r in caplog.records] == [
-            f"{d / 'val'}: 1 of the 3 videos of split val are links to videos of split train, in {d / 'train'}, "
-            f"listed in both splits (a model would be scored on videos it was fit on), e.g. "
-            f"{d / 'val' / 'a' / 'x.mp4'} to {d / 'train' / 'a' / '1.mp4'}"]
+            f"{d / 'val'}: 1 of the 3 videos of split val are split train's, the same files in {d / 'train'} "
+            f"(through links, a bind mount or hard links), listed in both splits (a model would be scored on videos it "
+            f"was fit on), e.g. {d / 'val' / 'a' / 'x.mp4'} as {d / 'train' / 'a' / '1.mp4'}"]
+
+
+def test_a_split_of_links_to_videos_of_a_split_whose_class_folders_link_into_a_pool_is_refused(tmp_path, caplog):
+    """train/A -> ../../pool/A, train/B -> ../../pool/B, and val/A/val_0.mp4 -> ../../train/A/a.mp4 (renamed): val
+    was listed without a word, exit 0: the check asked whether a video's real folder (pool/A) lay in train's real
+    folder, and where not, whether val/A/val_0.mp4 was the file of train/A/val_0.mp4. Now the split's videos are
+    compared by file identity with those the other split lists: the line of a split's copy, built together or on
+    its own; some shared (a link into the pool, a hard link of a pool video), a warning counting them."""
+    d, pool = tmp_path / "d", tmp_path / "pool"
+    for rel in ("A/a.mp4", "A/b.mp4", "B/c.mp4", "B/d.mp4"):
+        (pool / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pool / rel).write_bytes(rel.encode())
+    (d / "train").mkdir(parents=True)
+    for name in ("A", "B"):
+        (d / "train" / name).symlink_to(os.path.join("..", "..", "pool", name), target_is_directory=True)
+        (d / "val" / name).mkdir(parents=True)
+    (d / "val" / "A" / "val_0.mp4").symlink_to(os.path.join("..", "..", "train", "A", "a.mp4"))
+    (d / "val" / "B" / "val_1.mp4").symlink_to(os.path.join("..", "..", "train", "B", "c.mp4"))
+    fit_on = (f"{d / 'val'}: every video of split val (2) is one of split train's, the same file in {d / 'train'} "
+              f"(through a link, a bind mount or hard links): a model would be scored on videos it was fit on; give "
+              f"each split a folder of its own videos")
+    for root in (d, d / "val"):
+        with pytest.raises(DataError) as raised:
+            from_class_folders(root, classes=["A", "B"])
+        assert str(raised.value) == fit_on
+    for name in ("val_0.mp4", "val_1.mp4"):
+        next((d / "val").glob(f"*/{name}")).unlink()
+    (d / "val" / "A" / "own.mp4").write_bytes(b"own")
+    (d / "val" / "A" / "b.mp4").symlink_to(pool / "A" / "b.mp4")  # into the pool, past train's links
+    os.link(pool / "B" / "d.mp4", d / "val" / "B" / "hard.mp4")
+    for root in (d, d / "val"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.lists"):
+            splits = from_class_folders(root, classes=["A", "B"])[0]
+        assert splits["val"] == [ListEntry("val/A/b.mp4", 0), ListEntry("val/A/own.mp4", 0),
+                                 ListEntry("val/B/hard.mp4", 1)]
+        assert [r.getMessage() for r in caplog.records if "split val" in r.getMessage()] == [
+            f"{d / 'val'}: 2 of the 3 videos of split val are split train's, the same files in {d / 'train'} (through "
+            f"links, a bind mount or hard links), listed in both splits (a model would be scored on videos it was fit "
+            f"on), e.g. {d / 'val' / 'A' / 'b.mp4'} as {d / 'train' / 'A' / 'b.mp4'}"]
 
 
 def test_a_split_built_on_its_own_is_not_refused_for_a_link_of_the_split_beside_it(tmp_path, caplog):

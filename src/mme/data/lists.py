@@ -9,11 +9,13 @@ every listed video before a long run (``mme check``, ``mme lists --check``).
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import mimetypes
 import os
 import re
+import stat
 import string
 import unicodedata
 from collections import Counter
@@ -359,10 +361,10 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     relative to the root, with the classes of all splits, so a class has one id in every split; folder names that
     differ only in case or Unicode form are one class (:func:`_class_names`). ``classes`` (the class map of
     another list, e.g. the train split's built on its own) fixes the ids: a class folder not in it is a
-    DataError. A split folder whose videos are all another split's files (beside it, where built on its own) is a
-    DataError too, also where they are links to them; where some of its videos are, a warning
-    (:func:`_check_other_splits_videos`). Returns the lists, the class names and the folder the lists' paths start
-    from (the default --root of their build)."""
+    DataError. A split folder whose videos are all another split's files (beside it, where built on its own: its
+    class folders are walked for that) is a DataError too, through links, hard links or a bind mount; where some of
+    its videos are, a warning (:func:`_check_other_splits_videos`). Returns the lists, the class names and the
+    folder the lists' paths start from (the default --root of their build)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder not found: {root}")
@@ -372,7 +374,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     # (split folders are one class to this walk, which takes them for classes: a split of links to another's videos
     # or class folders holds those videos, so it is a split folder, checked against the other; as two classes, it
     # held none)
-    walked = _walk_classes(keys, passed, root, _class_folders_beside(root, base) if own_split else {})
+    walked, beside = _walk_classes(keys, passed, root, _class_folders_beside(root, base) if own_split else {})
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
@@ -394,20 +396,20 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         passed = _PassedOver(streams=passed.streams)  # (of the walk that lists: the first took the split folders
         # for classes; what it found of each file's streams holds)
         walked = _walk_classes({f: _class_key(f.name) for split in folders.values() for f in split}, passed, root,
-                               {})
+                               {})[0]
         per_split = {name: {f.name: walked[f] for f in folders[name]} for name in split_dirs}
-        for name in sorted(split_dirs, key=lambda n: ("test", "val", "train").index(split_name(n))):  # (so that
-            # the error names val or test the copy of train, and test that of val)
-            _check_other_splits_videos(name, split_folders[name], [f for found in per_split[name].values()
-                                                                   for f in found], split_folders, passed)
+        _check_other_splits_videos({name: (split_folders[name], [f for found in per_split[name].values()
+                                                                 for f in found]) for name in split_dirs}, split_dirs,
+                                   passed.identities)
         if empty:
             log.warning("%s: sub-folders without videos, no list written for them: %s", root, empty)
         base, prefix = Path(os.path.abspath(root)), ""  # (the split folders' names begin the paths)
     else:
         per_split, split_folders, prefix = {own_split: videos}, {own_split: root}, own_split
         if own_split:
-            _check_other_splits_videos(own_split, root, [f for files in videos.values() for f in files],
-                                       _split_folders_in(base), passed)
+            listed = [f for files in videos.values() for f in files]
+            _check_other_splits_videos({**_splits_beside(root, base, own_split, listed, beside),
+                                        own_split: (root, listed)}, [own_split], passed.identities)
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
         if empty:
@@ -523,25 +525,28 @@ def _warn_of_other_layouts(root: Path, videos: dict[str, list[Path]], classes: l
 @dataclass
 class _PassedOver:
     """What a walk for videos leaves out, said by :meth:`say` once it is known to be the walk that lists them (a
-    folder of split folders is walked again, class folder by class folder), and where the videos it lists lie."""
+    folder of split folders is walked again, class folder by class folder)."""
 
     links: list[tuple[str, str]] = field(default_factory=list)  # folder links not followed, and where they lead
     elsewhere: list[tuple[Path, str]] = field(default_factory=list)  # video links into another class's folder
     others: list[Path] = field(default_factory=list)  # files not hidden whose suffixes are not a video's
     videoless: list[Path] = field(default_factory=list)  # files of AUDIO_TOO_EXTS without a video stream
     dangling: list[Path] = field(default_factory=list)  # links that lead to nothing
-    real_folders: dict[str, list[Path]] = field(default_factory=dict)  # the real folder of each video listed (its
-    # target's, for a link) -> those videos: the split check looks at those in another split's folder
     files: bool = True  # whether the files not listed (others, videoless) are kept, to be said: those of class
     # folders; a walk of other folders says its links alone
     streams: dict[str, bool] = field(default_factory=dict)  # an AUDIO_TOO_EXTS file's real path -> whether FFmpeg
     # finds a video stream in it (:meth:`holds_video`), so that the walks of one build open each file once
+    identities: dict[Path, tuple[int, int]] = field(default_factory=dict)  # each video listed (or found in a split
+    # folder beside) -> its file's (device, inode), by the walk's own stat (:func:`_video_file`): the split check
+    # compares them
+    opens: bool = True  # whether :meth:`holds_video` opens files to look; the walk of the split folders beside one
+    # built on its own, for their videos' identities, does not: a file of this split that is one of them is the same
 
     def holds_video(self, path: Path) -> bool:
         """Whether a file of a video suffix holds a video: for :data:`AUDIO_TOO_EXTS`, whether FFmpeg finds a video
-        stream in it (:func:`_finds_video_stream`, each file opened once, by its real path); any other, by its
-        suffix."""
-        if path.suffix.lower() not in AUDIO_TOO_EXTS:
+        stream in it (:func:`_finds_video_stream`, each file opened once, by its real path); any other, and any
+        where it :attr:`opens` none, by its suffix."""
+        if not self.opens or path.suffix.lower() not in AUDIO_TOO_EXTS:
             return True
         real = os.path.realpath(path)
         if real not in self.streams:
@@ -615,13 +620,16 @@ def _is_folder(path: Path) -> bool:
 
 
 def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, others: dict[Path, str]
-                  ) -> dict[Path, list[Path]]:
+                  ) -> tuple[dict[Path, list[Path]], dict[Path, list[Path]]]:
     """Each class folder (-> its key: its :func:`_class_key`, or one key that split folders share where
     :func:`folder_lists` takes them for classes) of ``root`` -> :func:`videos_under` it, entering no other class's
     folder through a link, nor listing a video there (its videos would be listed under this class too), nor one of
-    ``others`` (class folders not walked, -> their keys: those of the split folders beside a split built on its
+    ``others`` (class folders not listed, -> their keys: those of the split folders beside a split built on its
     own, :func:`_class_folders_beside`); a class folder that is such a link is refused first
-    (:func:`_refuse_class_folders_in_others`)."""
+    (:func:`_refuse_class_folders_in_others`). Then each of ``others`` but those passed over
+    (:func:`_without_links_here`) -> the files of a video suffix under it, walked alike, nothing said nor opened
+    but their identities kept in ``passed``: the videos their split would list, for
+    :func:`_check_other_splits_videos`."""
     real = {folder: os.path.realpath(folder) for folder in [*folders, *others]}
     others = _without_links_here(others, folders, real, root)
     _refuse_class_folders_in_others(folders, others, real, root)
@@ -629,7 +637,9 @@ def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, oth
     for folder, key in [*folders.items(), *others.items()]:
         real_of_class.setdefault(key, set()).add(real[folder])
     every = set().union(*real_of_class.values())
-    return {folder: videos_under(folder, _Others(every, real_of_class[key]), passed) for folder, key in folders.items()}
+    beside = _PassedOver(files=False, identities=passed.identities, opens=False)
+    return ({f: videos_under(f, _Others(every, real_of_class[key]), passed) for f, key in folders.items()},
+            {f: videos_under(f, _Others(every, real_of_class[key]), beside) for f, key in others.items()})
 
 
 def _without_links_here(others: dict[Path, str], folders: dict[Path, str], real: dict[Path, str], root: Path
@@ -728,6 +738,18 @@ def _class_folders_beside(root: Path, base: Path) -> dict[Path, str]:
         return {}
 
 
+def _splits_beside(root: Path, base: Path, own_split: str, listed: list[Path], beside: dict[Path, list[Path]]
+                   ) -> dict[str, tuple[Path, list[Path]]]:
+    """The split folders in ``base`` beside ``root``, split ``own_split`` built on its own, by name -> (the folder,
+    its videos: those of its class folders in ``beside``, walked by :func:`_walk_classes`; ``listed``, root's, where
+    it is ``root`` under another name, a link to it)."""
+    near = {name: (folder, listed if os.path.realpath(folder) == os.path.realpath(root) else [])
+            for name, folder in _split_folders_in(base).items() if name != own_split}
+    for folder, found in beside.items():
+        near[folder.parent.name][1].extend(found)
+    return near
+
+
 def _split_folders_in(base: Path) -> dict[str, Path]:
     """The folders of ``base`` named as splits (:data:`SPLIT_FOLDERS`), by name; none where it cannot be read."""
     try:
@@ -737,44 +759,44 @@ def _split_folders_in(base: Path) -> dict[str, Path]:
         return {}
 
 
-def _check_other_splits_videos(name: str, folder: Path, videos: list[Path], split_folders: dict[str, Path],
-                               passed: _PassedOver) -> None:
-    """Refuse the folder ``folder`` of split folder ``name`` where each of its ``videos`` (listed by the walk that
-    filled ``passed``) is the file of its path in a folder of ``split_folders`` (name -> folder) of another split,
-    or lies in that folder: the same file (a link to it, a folder linked or bind-mounted, a copy of hard links),
+def _check_other_splits_videos(splits: dict[str, tuple[Path, list[Path]]], judged: Collection[str],
+                               identities: dict[Path, tuple[int, int]]) -> None:
+    """Refuse a split folder of ``judged`` (names of ``splits``: split folder name -> (the folder, the videos listed
+    in it)) each of whose videos is one of another split's, the same file by (device, inode) (``identities``, the
+    walk's: :attr:`_PassedOver.identities`; a link to it, a folder linked or bind-mounted, a copy of hard links),
     so the lists of both splits would name the same videos. A DataError naming both splits and folders, also for
-    val and test (a copy of val as test gives the val figures again, as test's: a run scores each list it is
-    given, so val needs no test folder to be scored). Where some of them lie in the other's folder (links to its
-    videos, of their own class: they are listed), a warning counting them and naming the first."""
-    if not videos:
-        return
-    split = split_name(name)
-    for other_name, other in split_folders.items():
-        other_split = split_name(other_name)
-        if other_split == split:
-            continue
-        inside = {os.path.realpath(other)}
-        linked = sorted(f for real, found in passed.real_folders.items() if _within(real, inside)
-                        for f in found if f.is_relative_to(folder))
-        fit_on = "a model would be scored on videos it was fit on" if "train" in (split, other_split) else ""
-        if len(linked) == len(videos) or all(_same_file(f, other / f.relative_to(folder)) for f in videos):
-            why = fit_on or f"the {split} figures would be the {other_split} figures again"
-            raise DataError(f"{folder}: every video of split {split} ({len(videos)}) is one of split {other_split}'s, "
-                            f"the same file in {other} (through a link, a bind mount or hard links): {why}; give each "
-                            f"split a folder of its own videos")
-        if linked:
-            log.warning("%s: %d of the %d videos of split %s are links to videos of split %s, in %s, listed in both "
-                        "splits (%s), e.g. %s to %s", folder, len(linked), len(videos), split, other_split, other,
-                        fit_on or f"the {split} and {other_split} figures would both count them", linked[0],
-                        os.path.realpath(linked[0]))
+    val and test (a copy of val as test gives the val figures again, as test's: a run scores each list it is given,
+    so val needs no test folder to be scored); the splits are judged test, val, then train, so that it names val
+    or test the copy of train, and test that of val. Where some of its videos are, a warning counting them and
+    naming the first, once for two splits."""
+    identity = {name: {f: identities[f] for f in videos} for name, (_, videos) in splits.items()}
+    first = {name: {key: f for f, key in reversed(held.items())} for name, held in identity.items()}  # (as listed)
+    order = ("test", "val", "train")
+    shared = {(name, other): sorted(f for f, key in identity[name].items() if key in first[other])
+              for name in sorted(judged, key=lambda n: order.index(split_name(n)))
+              for other in sorted(splits) if split_name(other) != split_name(name)}
+    for (name, other), found in shared.items():
+        if found and len(found) == len(identity[name]):
+            split, other_split = split_name(name), split_name(other)
+            why = _fit_on(split, other_split) or f"the {split} figures would be the {other_split} figures again"
+            raise DataError(f"{splits[name][0]}: every video of split {split} ({len(found)}) is one of split "
+                            f"{other_split}'s, the same file in {splits[other][0]} (through a link, a bind mount or "
+                            f"hard links): {why}; give each split a folder of its own videos")
+    said = set()
+    for (name, other), found in shared.items():
+        if found and frozenset((name, other)) not in said:
+            said.add(frozenset((name, other)))
+            split, other_split = split_name(name), split_name(other)
+            log.warning("%s: %d of the %d videos of split %s are split %s's, the same files in %s (through links, a "
+                        "bind mount or hard links), listed in both splits (%s), e.g. %s as %s", splits[name][0],
+                        len(found), len(identity[name]), split, other_split, splits[other][0],
+                        _fit_on(split, other_split) or f"the {split} and {other_split} figures would both count them",
+                        found[0], first[other][identity[name][found[0]]])
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` are one file (device and inode, links followed); False where either is none."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+def _fit_on(split: str, other_split: str) -> str:
+    """What two splits sharing videos do where one is train (else '')."""
+    return "a model would be scored on videos it was fit on" if "train" in (split, other_split) else ""
 
 
 @dataclass(frozen=True)
@@ -805,9 +827,9 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
     sub-folder is followed (``Path.rglob`` does not), unless it leads to a folder walked already (a loop), to
     ``folder`` itself or a folder above it, or into a folder of ``avoid`` (real paths); a link to a video in a
     folder of ``avoid`` is not listed, nor is a link that leads to nothing. What is left out goes to ``passed``,
-    for its caller to say (the walks of class folders), with the real folder of each video listed; without one,
-    this walk says the links it leaves out and keeps no other file (the warning of files not listed is of class
-    folders: :attr:`_PassedOver.files`)."""
+    for its caller to say (the walks of class folders), with each video's (device, inode); without one, this walk
+    says the links it leaves out and keeps no other file (the warning of files not listed is of class folders:
+    :attr:`_PassedOver.files`)."""
     said_here = passed is None
     if said_here:
         passed = _PassedOver(files=False)
@@ -823,7 +845,8 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
         dirs[:] = sorted(d for d in dirs if not _hidden(d))
         for name in files:
             path = Path(top, name)
-            if not _is_video(path):
+            identity = _video_file(path)
+            if identity is None:
                 if _hidden(name):
                     continue
                 if path.is_symlink() and not path.exists():
@@ -836,7 +859,7 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
                 passed.elsewhere.append((path, target))
             elif passed.holds_video(path):
                 videos.append(path)
-                passed.real_folders.setdefault(real if target is None else os.path.dirname(target), []).append(path)
+                passed.identities[path] = identity
             elif passed.files:
                 passed.videoless.append(path)
     if said_here:
@@ -845,8 +868,22 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
 
 
 def _is_video(path: Path) -> bool:
-    """A file with a video suffix, not hidden (macOS's '._' companions are not videos)."""
-    return not _hidden(path.name) and path.suffix.lower() in VIDEO_EXTS and path.is_file()
+    """A file (links followed) with a video suffix, not hidden (macOS's '._' companions are not videos)."""
+    return _video_file(path) is not None
+
+
+def _video_file(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of ``path`` where it is a video (:func:`_is_video`), by one stat; else None (as for
+    ``Path.is_file``, a stat finding nothing there, or a link loop, is no file)."""
+    if _hidden(path.name) or path.suffix.lower() not in VIDEO_EXTS:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return None
+        raise
+    return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
 def _finds_video_stream(path: Path) -> bool:
