@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import mimetypes
 import os
 import shutil
 import time
@@ -821,38 +820,42 @@ def test_a_class_folder_link_that_leads_to_nothing_is_refused(tmp_path, caplog):
             in caplog.text
 
 
-def test_a_dangling_link_is_a_files_by_python_s_own_table_of_types_and_compressions(tmp_path, caplog):
-    """A link that leads to nothing beside class folders is left out with a warning where its name is a file's:
-    FILE_EXTS (.rar, .7z, .gz, what Python's table of types lacks) or a type of the table (.jpeg, also compressed:
-    .tar.br); the table is Python's own, whatever the machine's mime.types names (St.Bernard is refused wherever
-    .bernard is a type)."""
-    data, gone = tmp_path / "data", tmp_path / "gone"
-    for rel in ("a/1.mp4", "c/1.mp4"):
+def test_a_dangling_link_is_a_files_by_a_listed_suffix_and_vitamin_c_a_class_folders(tmp_path, caplog, capsys):
+    """A link that leads to nothing beside class folders named Vitamin.C, Mr.T (or .h, .a, .pl, .ai: suffixes that
+    Python's table of types knows, in any case) was left out as a file's, every later class taking another id;
+    notes.txt.z or clips.tar.BR (a compression after a type, not in the table's case) refused the build as a class
+    folder's. Now a name is a file's by a suffix of videos, lists or FILE_EXTS, in any case, also followed by a
+    compression in any case; any other name, with a dot or not, is a class folder's."""
+    data, gone, out = tmp_path / "data", tmp_path / "gone", tmp_path / "lists"
+    for rel in ("Apple/1.mp4", "Zebra/1.mp4"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         (data / rel).write_bytes(b"x")
-    files = ("clip.rar", "a.jpeg", "x.7z", "notes.md", "frames.gz", "frames.tar.br", "notes.txt.Z")
+    files = ("README.txt", "clip.rar", "a.jpeg", "x.7z", "frames.gz", "FRAMES.GZ", "backup.tar.GZ", "notes.md",
+             "frames.tar.br", "notes.txt.Z", "notes.txt.z", "clips.tar.BR", "model.PKL")
     for name in files:
         (data / name).symlink_to(gone / name)
     with caplog.at_level("WARNING", logger="mme.data.lists"):
-        assert from_class_folders(data) == ({"all": [ListEntry("a/1.mp4", 0), ListEntry("c/1.mp4", 1)]}, ["a", "c"])
-    for name in files:
-        assert f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)" \
-            in caplog.text
-    (data / "St.Bernard").symlink_to(gone / "St.Bernard", target_is_directory=True)
-    mimetypes.add_type("application/x-bernard", ".bernard")  # as a machine's mime.types may name it
-    try:
-        with pytest.raises(DataError, match=rf"^{data / 'St.Bernard'}: a link to {gone / 'St.Bernard'}, which leads "
-                                            rf"to nothing"):
-            from_class_folders(data)
-    finally:
-        mimetypes.init()  # the module's table as it was: Python's and the machine's files
+        assert from_class_folders(data) == ({"all": [ListEntry("Apple/1.mp4", 0), ListEntry("Zebra/1.mp4", 1)]},
+                                            ["Apple", "Zebra"])
+    assert sorted(r.getMessage() for r in caplog.records) == sorted(
+        f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)"
+        for name in files)
+    for name in ("Vitamin.C", "Mr.T", "Jay.Z", "St.Bernard", "U.S.A", "Spider.Man"):
+        (data / name).symlink_to(gone / name, target_is_directory=True)
+        assert cli_main(["lists", "folder", str(data), "--out", str(out)]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"mme lists: error: {data / name}: a link to {gone / name}, which leads to nothing (a volume not mounted, "
+            f"a folder moved), where class or split folders are: left out, the classes in it would be missing and "
+            f"later classes take other ids; mount it, or remove the link")
+        assert list(out.glob("*")) == []  # (no list written)
+        (data / name).unlink()
 
 
 def test_a_dangling_link_is_a_files_by_a_compression_in_any_case_but_jay_z_is_a_class_folders(tmp_path, caplog):
     """A link that leads to nothing beside class folders named FRAMES.GZ, backup.tar.GZ, notes.BZ2 or clips.XZ was
     refused as a class folder's (Python's table matches its compressions in their case alone), and one named Jay.Z
     or x.br, a class folder's, was left out as a file's (the table's .Z and .br), every later class taking another
-    id. Now the common compressions (FILE_EXTS) name a file in any case; .Z and .br do after a type's suffix alone."""
+    id. Now the common compressions (FILE_EXTS) name a file in any case; .Z and .br do after a file's suffix alone."""
     data, gone = tmp_path / "data", tmp_path / "gone"
     for rel in ("a/1.mp4", "c/1.mp4"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ import csv
 import errno
 import json
 import logging
-import mimetypes
 import os
 import re
 import stat
@@ -262,16 +261,19 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
-FILE_EXTS = (".md", ".yaml", ".yml", ".npy", ".npz", ".pt", ".pth", ".log", ".rar", ".7z", ".gz", ".bz2", ".xz",
-             ".zst")
-"""Suffixes of files found beside class folders (notes, configs, arrays, weights, logs, archives, compressed
-files) that Python's own table of types (:data:`_TYPES`) lacks (that of Python 3.10 on: .md is in it from 3.13);
-with its types and the suffixes of videos and lists, they tell that a link that leads to nothing names a file, not
-a class folder (:func:`_named_as_file`). The common compressions are here, to be matched in any case as the others
-are (``FRAMES.GZ``): the table's compressions are matched in their case alone, and its .Z and .br end class names
-too (``Jay.Z``), so they name a file only after a type's suffix (``notes.txt.Z``, ``clips.tar.br``)."""
-_TYPES = mimetypes.MimeTypes(filenames=())  # Python's built-in table alone: the module's own functions read the
-# machine's mime.types too (/etc/mime.types), which differ from machine to machine
+FILE_EXTS = (".md", ".pdf", ".html", ".htm", ".json", ".jsonl", ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg",
+             ".log", ".tsv", ".xls", ".xlsx", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".wav",
+             ".mp3", ".m4a", ".flac", ".aac", ".srt", ".vtt", ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5",
+             ".parquet", ".tfrecord", ".db", ".sqlite", ".mdb", ".pt", ".pth", ".ckpt", ".safetensors", ".onnx", ".py",
+             ".sh", ".ipynb", ".zip", ".tar", ".tgz", ".rar", ".7z", ".gz", ".bz2", ".xz", ".zst", ".lz4")
+"""Suffixes of files found beside class folders (notes, configs, tables, logs, images, sound, subtitles, arrays,
+weights, scripts, archives, compressed files); with the suffixes of videos and lists, in any case, they tell that a
+link that leads to nothing names a file, not a class folder (:func:`_named_as_file`). A list, not Python's table of
+types: its suffixes end class names too (.c, .t, .a, .man: ``Vitamin.C``, ``Mr.T``, ``U.S.A``, ``Spider.Man``),
+and it differs from one Python to the next."""
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".br")
+"""Suffixes of compressed files, matched in any case after one of a file (``notes.txt.Z``, ``clips.tar.BR``); alone,
+only those of :data:`FILE_EXTS` name a file (``frames.gz``; ``Jay.Z`` and ``x.br`` may be class folders)."""
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
 
@@ -597,11 +599,12 @@ def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
 
 
 def _named_as_file(name: str) -> bool:
-    """Whether ``name`` has a file's suffix, in any case: a video's, a list's, one of :data:`FILE_EXTS`, or a type
-    Python's table knows, also compressed (.jpeg, .zip, .tar.br: a class folder may have a dot in its name:
-    St.Bernard, v1.0, Jay.Z)."""
-    return Path(name).suffix.lower() in (*VIDEO_EXTS, *LIST_EXTS, *FILE_EXTS) or \
-        _TYPES.guess_type(name, strict=False)[0] is not None
+    """Whether ``name`` is a file's by its suffix, in any case: a video's, a list's or one of :data:`FILE_EXTS`,
+    also followed by one of :data:`COMPRESSIONS` (``README.txt``, ``FRAMES.GZ``, ``notes.txt.z``); any other name
+    may be a class folder's, which may have a dot in it (``St.Bernard``, ``Vitamin.C``, ``Jay.Z``, ``v1.0``)."""
+    files = (*VIDEO_EXTS, *LIST_EXTS, *FILE_EXTS)
+    suffix, before = Path(name).suffix.lower(), Path(Path(name).stem).suffix.lower()
+    return suffix in files or (suffix in COMPRESSIONS and before in files)
 
 
 def _is_folder(path: Path) -> bool:
