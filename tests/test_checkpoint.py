@@ -659,8 +659,8 @@ def test_a_width_with_no_head_count_guess_says_how_to_give_the_count(tmp_path):
 def test_train_init_takes_the_configs_head_counts_in_one_read(tmp_path, monkeypatch, caplog):
     """train.init of an original file whose widths have no head-count guess (96, a decoder's 32), under a config of
     those widths, read the whole file twice: refused for the counts, then read again with the config's. The config's
-    counts are read_checkpoint's fallback (``fallback_heads``), taken in the one read; so are they for the counts an
-    export of an original file records as assumed (the guess of 1 head for width 64)."""
+    counts are read_checkpoint's ``fallback``, taken in the one read; so are they for the counts an export of an
+    original file records as assumed (the guess of 1 head for width 64)."""
     from mme.models import checkpoint
     from mme.train.engine import read_init
 
@@ -720,6 +720,48 @@ def test_the_clip_a_file_does_not_record_is_said_or_checked(tmp_path, caplog):
                                               r"frames of 224x224 make 1568 tokens"):
         load_encoder(tmp_path / "table.pth")
     assert load_encoder(tmp_path / "table.pth", img_size=32, num_frames=8) is not None
+
+
+def test_a_runs_clip_is_taken_where_the_file_records_none(tmp_path, caplog):
+    """An original .pth records no clip: the readers of a run's config (task.eval_only, train.init) took 224² x 16
+    whatever the config said, and a stored position table of another clip was refused naming flags they do not
+    have. The config's clip (``fallback``) is taken where the file stores no table or one that fits it, still as
+    taken on trust; a table of 224² x 16 keeps that clip (fine-tuning at another size); one that fits neither is one
+    line naming the config's keys. An export that took the clip on trust records none either."""
+    from mme.models.checkpoint import build_model
+    from mme.models.vit import sincos_table
+
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=4)  # 8 frames of 32 px: 16 tokens
+    table = {"encoder.pos_embed": sincos_table(src.cfg.num_tokens, 128)[None]}
+    torch.save({"model": videomae_layout(src)}, tmp_path / "plain.pth")
+    torch.save({"model": {**videomae_layout(src), **table}}, tmp_path / "table.pth")
+    export(tmp_path / "plain.pth", tmp_path / "exported", num_heads=2, decoder_heads=2)  # (clip: 224² x 16, assumed)
+    run = ModelConfig(**WIDE)
+    x = clip()
+    for name in ("plain.pth", "table.pth", "exported"):
+        ck = read_checkpoint(tmp_path / name, encoder_only=True, fallback=run)
+        assert (ck.cfg.num_frames, ck.cfg.img_size) == (8, 32) and ck.assumed == ("img_size", "num_frames")
+        assert ck.from_fallback == (() if name == "exported" else ("num_heads",))  # (the export records its count)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), torch.no_grad():
+            assert torch.equal(build_model(ck, given_as={"img_size": "model.img_size"})(x), src.encoder(x))
+        assert "so taken on trust: img_size=32, num_frames=8 (if the model was trained otherwise, give " \
+            "model.img_size; for num_frames, write a file that records them: mme export with --num-frames)" \
+            in caplog.text
+    wider = ModelConfig(**{**WIDE, "img_size": 64})
+    assert read_checkpoint(tmp_path / "plain.pth", encoder_only=True, fallback=wider).cfg.img_size == 64
+    with pytest.raises(CheckpointError, match=r"table\.pth: its position table has 16 rows, one per token, but "
+                                              r"neither 8 frames of 64x64 \(64 tokens\) nor 16 frames of 224x224 "
+                                              r"\(1568 tokens\) make as many: give the clip it was trained on \(the "
+                                              r"config's model\.num_frames and model\.img_size\)$"):
+        read_checkpoint(tmp_path / "table.pth", encoder_only=True, fallback=wider)
+    torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": sincos_table(1568, 128)[None]}},
+               tmp_path / "table224.pth")
+    with caplog.at_level(logging.INFO):
+        ck = read_checkpoint(tmp_path / "table224.pth", encoder_only=True, fallback=run)
+    assert (ck.cfg.num_frames, ck.cfg.img_size) == (16, 224)
+    assert "its position table of 1568 rows fits 16 frames of 224 px, not the config's 8 of 32 px " \
+        "(model.num_frames, model.img_size): those taken for it" in caplog.text
 
 
 @pytest.mark.parametrize("case, message", [

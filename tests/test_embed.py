@@ -776,6 +776,32 @@ def test_a_yuv4mpeg_video_is_read_as_a_video(tmp_path):
         assert len(test_set) == 1 and test_set.entries[0].path == str(tmp_path / name)
 
 
+def test_the_clip_of_a_file_that_records_none_is_given_with_img_size_and_num_frames(setup, tmp_path, capsys):
+    """An original .pth records no clip: mme embed / mme probe took 16 frames of 224 px, with no way to give
+    another, and a file whose position table says otherwise was refused naming --img-size / --num-frames, which they
+    did not have. They have them now: the encoder built for that clip embeds as the trained one."""
+    from mme.cli import main
+    from mme.models.vit import sincos_table
+
+    root, _ = setup
+    cfg = ModelConfig(**{**CFG, "embed_dim": 64, "num_heads": 1})  # (1 head of 64: what a file without a count takes)
+    torch.manual_seed(1)
+    enc = VisionTransformer(cfg).eval()
+    table = {"encoder.pos_embed": sincos_table(cfg.num_tokens, 64)[None]}  # 8 rows: 4 frames of 32 px
+    torch.save({"model": {**{f"encoder.{k}": v for k, v in enc.state_dict().items()}, **table}}, tmp_path / "o.pth")
+    args = ["embed", str(tmp_path / "o.pth"), str(root / "v0.mp4"), "--out", str(tmp_path / "f.npy"), "--workers",
+            "0", "--precision", "fp32"]
+    assert main(args) == 1
+    assert capsys.readouterr().err.endswith("o.pth: its position table has 8 rows, one per token, but 16 frames of "
+                                            "224x224 make 1568 tokens: give the clip it was trained on (img_size / "
+                                            "num_frames, --img-size / --num-frames)\n")
+    assert main([*args, "--img-size", "32", "--num-frames", "4"]) == 0
+    view = build_test_set(root / "v0.mp4", cfg, clips=1, crops=1, stride=4)[0]["video"]
+    with torch.no_grad():
+        assert np.allclose(np.load(tmp_path / "f.npy"), enc(normalize_clip(view)).mean(1).numpy(), rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "f.npy.json").read_text())["job"]["img_size"] == 32
+
+
 def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup, tmp_path):
     """``mme embed`` / ``mme probe`` took clips at stride 4 whatever the run's: the tiny recipes train at 2, so the
     README's probe saw clips twice as long in time as the encoder was trained on."""

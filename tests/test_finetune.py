@@ -3,7 +3,6 @@ testing, and `mme finetune` end to end on synthetic videos (accuracy well above 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -638,9 +637,8 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
         "give it with model.embed_dim=64 model.num_heads=N" in [r.getMessage() for r in caplog.records
                                                                 if r.levelname == "WARNING"]
     # task.eval_only of an original fine-tuned file: the classifier of the config's head count
-    torch.manual_seed(4)  # the file records no clip either: 16 frames of 224 px, taken on trust
-    clip = {"img_size": 224, "num_frames": 16}
-    clf = VideoClassifier(dataclasses.replace(true, **clip), num_classes=4, head_init_scale=1.0).eval()
+    torch.manual_seed(4)  # the file records no clip either: the config's, taken on trust
+    clf = VideoClassifier(true, num_classes=4, head_init_scale=1.0).eval()
     torch.save({"module": convert.rename(clf.state_dict(), convert.invert(convert.FINETUNED))[0]}, tmp_path / "ft.pth")
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme"):
@@ -648,7 +646,7 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
                                     "task.val_list=", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32",
                                     "model.embed_dim=64", "model.num_heads=4"))
     assert "(original VideoMAE/MME fine-tuned): not recorded by the file it comes from, so taken on trust: " \
-        "img_size=224, num_frames=16 (" in caplog.text  # (the head count not among them: it was num_heads=1)
+        "img_size=32, num_frames=4 (" in caplog.text  # (the head count not among them: it was num_heads=1)
     from mme.eval.testing import build_test_set
 
     ds = build_test_set(synth.lists["test"], clf.cfg, clips=1, crops=1, stride=2, root=str(synth.root))
@@ -660,6 +658,49 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
         return matrix.tolist()
 
     assert res.reports["test"]["confusion_matrix"] == confusion(clf)
+
+
+def test_the_configs_clip_is_taken_where_train_init_records_none(synth, tmp_path, caplog):
+    """An original fine-tuned .pth records no clip: task.eval_only built its classifier for 16 frames of 224 px
+    whatever model.num_frames / model.img_size said (val top-1 50 % -> 25 % on the same weights), and a file that
+    stores its position table (of its own clip) was refused naming --img-size / --num-frames, which mme finetune
+    does not have; train.init likewise. The config's clip is taken where the file records none, its table agreeing;
+    a table that fits neither it nor 224² x 16 is one line naming the config's keys."""
+    from mme.errors import CheckpointError
+    from mme.eval.finetuned import finetune
+    from mme.eval.testing import build_test_set
+    from mme.models import convert
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+    from mme.models.vit import sincos_table
+    from mme.train import engine
+    from mme.train.finetune import setup
+
+    torch.manual_seed(5)
+    clf = VideoClassifier(ModelConfig(**TINY), num_classes=4, head_init_scale=1.0).eval()  # 4 frames of 32 px
+    state = convert.rename(clf.state_dict(), convert.invert(convert.FINETUNED))[0]
+    torch.save({"module": {**state, "pos_embed": sincos_table(clf.cfg.num_tokens, 32)[None]}}, tmp_path / "ft.pth")
+    tested = ("task.eval_only=true", f"train.init={tmp_path}/ft.pth", "task.val_list=", "data.test_clips=1",
+              "data.test_crops=1", "train.precision=fp32")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        res = finetune(_tiny_recipe(synth, tmp_path / "ev", *tested))
+    assert "so taken on trust: img_size=32, num_frames=4 (if the model was trained otherwise, give model.img_size, " \
+        "model.num_frames)" in caplog.text
+    ds = build_test_set(synth.lists["test"], clf.cfg, clips=1, crops=1, stride=2, root=str(synth.root))
+    matrix = np.zeros((4, 4), dtype=int)
+    with torch.no_grad():
+        for i in range(len(ds)):
+            matrix[ds[i]["label"], clf(normalize_clip(ds[i]["video"])).argmax(-1).item()] += 1
+    assert res.reports["test"]["confusion_matrix"] == matrix.tolist()
+    run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={tmp_path}/ft.pth"))
+    engine.finish(run)
+    assert all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in run.model.encoder.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"ft\.pth: its position table has 8 rows, one per token, but neither 4 "
+                                              r"frames of 64x64 \(32 tokens\) nor 16 frames of 224x224 \(1568 tokens\) "
+                                              r"make as many: give the clip it was trained on \(the config's "
+                                              r"model\.num_frames and model\.img_size\)$"):
+        finetune(_tiny_recipe(synth, tmp_path / "ev64", *tested, "model.img_size=64", "data.img_size=64"))
 
 
 def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_path):

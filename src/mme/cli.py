@@ -297,6 +297,17 @@ def _view_args(p: argparse.ArgumentParser) -> None:
                         "sampled segments)")
 
 
+def _clip_args(p: argparse.ArgumentParser) -> None:
+    """The clip a frozen-encoder command (probe, embed) builds the encoder for, which an original .pth does not
+    record."""
+    p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(), default=None,
+                   help="input side the encoder is built for, the side of its crops (default: the checkpoint's; an "
+                        "original VideoMAE/MME .pth records none: 224, with a warning)")
+    p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
+                   help="frames per clip the encoder is built for (default: the checkpoint's; an original .pth: 16, "
+                        "likewise)")
+
+
 def _encoder_run_args(p: argparse.ArgumentParser) -> None:
     """Batching, workers, device and precision of a frozen-encoder command (probe, embed)."""
     p.add_argument("--batch-size", "--batch", dest="batch_size", metavar="N", type=count(), default=4,
@@ -334,6 +345,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-linear", dest="linear", action="store_false", help="skip the linear probe")
     p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
     p.add_argument("--seed", type=count(0), default=0, help="seed of the carved validation split")
+    _clip_args(p)
     _encoder_run_args(p)
     _video_args(p, of_run=True)
     _calls(p, "mme.eval.probe:run_probe")
@@ -359,6 +371,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace files OUT, OUT.json (and OUT_STEM.tokens.npy with --tokens) that mme embed did not "
                         "write")
+    _clip_args(p)
     _encoder_run_args(p)
     _video_args(p, of_run=True)
     _calls(p, "mme.eval.features:embed")

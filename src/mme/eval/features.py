@@ -493,8 +493,9 @@ def read_tokens(path: str | Path) -> np.ndarray:
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
-          orientation: str | None = None, index_dir: str | None = None, chunk_batches: int = 50,
-          overwrite: bool = False, progress: bool = True) -> Path:
+          orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
+          num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True
+          ) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -503,9 +504,10 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     checkpoints and their exports, else at stride 4), the clip length and crop size of the encoder's config;
     frames read as ``orientation`` (default: the run's ``data.orientation`` where the file records it, else as
     coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
-    that a long video's views seek from its first read. Resumable and sharded over torchrun ranks. Files at
-    ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`_check_replaced`)."""
-    from mme.models.checkpoint import build_model, checkpoint_files, read_checkpoint
+    that a long video's views seek from its first read; ``img_size`` / ``num_frames``: the clip the encoder is built
+    for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
+    Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`_check_replaced`)."""
+    from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
 
@@ -525,8 +527,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                         index_dir)
     info = dist.init_distributed(choose_device(device).type)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
-        ck = read_checkpoint(checkpoint, encoder_only=True)
-        encoder = build_model(ck)
+        ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames)
+        encoder = build_model(ck, given_as={k: "--" + k.replace("_", "-") for k in CLIP})
         unset = {"stride": stride is None and not segments, "orientation": orientation is None}
         stride, segments = ck.run_sampling(stride, segments, "embed")
         orientation = ck.run_setting(orientation, "orientation", "embed")
@@ -541,7 +543,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                        "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
                        "reading": READING_VERSION,
                        "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
-                       "backend": backend, "orientation": orientation}
+                       "backend": backend, "orientation": orientation,
+                       # (a clip given only: the files embedded without one stay this job's)
+                       **{k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None}}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
         finished = _finished(out, fingerprint)
     if finished is not None:

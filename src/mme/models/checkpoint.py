@@ -17,6 +17,7 @@ one CheckpointError naming the file and the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -68,9 +69,10 @@ class Checkpoint:
     assumed: tuple[str, ...] = ()
     """ModelConfig fields taken on trust because no file on the way recorded them (the clip geometry and head
     counts of original ``.pth`` files): said when a module is built, carried by every export (so a converted file
-    does not pass a guess off as a record), and replaced by hints and by read_checkpoint's ``fallback_heads``."""
+    does not pass a guess off as a record), and replaced by hints and by read_checkpoint's ``fallback``'s head
+    counts (its clip, taken where the file records none, stays here)."""
     from_fallback: tuple[str, ...] = ()
-    """The head counts the file records none of that were taken from read_checkpoint's ``fallback_heads`` (its width
+    """The head counts the file records none of that were taken from read_checkpoint's ``fallback`` (its width
     being the file's), in place of a guess from the width."""
     norm_pix: bool | None = None
     """mae only: whether its pixel loss normalises each patch (VideoMAE's ``norm_pix_loss``), where a file records
@@ -334,9 +336,9 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                 assumed: tuple[str, ...] = (), fallback: ModelConfig | None = None) -> Checkpoint:
     """Convert a bare state dict of any known layout; infer the config from the weights unless given (for the
     encoder alone with ``encoder_only``, so nothing about a discarded decoder needs to be known; ``assumed``: the
-    fields of a given config that its file took on trust; ``fallback``: read_checkpoint's ``fallback_heads``).
-    Tensors that have no place in the model (of the encoder, with ``encoder_only``) are refused when ``strict``: the
-    model would compute something else without them."""
+    fields of a given config that its file took on trust; ``fallback``: read_checkpoint's, for the head counts and
+    clip the file records none of). Tensors that have no place in the model (of the encoder, with ``encoder_only``)
+    are refused when ``strict``: the model would compute something else without them."""
     layout = "detected"
     try:
         kind, ours, unexpected, layout = convert.to_ours(state, encoder_only)
@@ -357,8 +359,9 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             assumed = tuple(k for k in unhinted if k not in taken)
         else:
             cfg, assumed, taken = _with_recorded_hints(cfg, hints, assumed, fallback)
-        _check_grid(state, cfg)
-        ck = Checkpoint(kind, cfg, ours, f"{path} ({layout})", assumed=assumed, from_fallback=taken)
+        table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
+        ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
+                        assumed=assumed, from_fallback=taken)
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
@@ -390,15 +393,38 @@ def _check_dropped(keys: list[str], layout: str, encoder_only: bool, strict: boo
                     path, len(keys), layout, keys[:10])
 
 
-def _check_grid(state: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
-    """A stored (sin-cos) position table has one row per token: it must fit the config's clip."""
-    table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
-    tokens = (cfg.num_frames // cfg.tubelet_size) * (cfg.img_size // cfg.patch_size) ** 2
-    if table is not None and table.reshape(-1, table.shape[-1]).shape[0] != tokens:
-        raise CheckpointError(f"its position table has {table.reshape(-1, table.shape[-1]).shape[0]} rows, one per "
-                              f"token, but {cfg.num_frames} frames of {cfg.img_size}x{cfg.img_size} make {tokens} "
-                              f"tokens: give the clip it was trained on (img_size / num_frames, --img-size / "
-                              f"--num-frames)")
+CLIP = ("num_frames", "img_size")
+"""The clip geometry: not in an original ``.pth`` file's weights (its sin-cos position table is fixed)."""
+
+
+def _fit_clip(cfg: ModelConfig, table: torch.Tensor | None, unrecorded: tuple[str, ...],
+              fallback: ModelConfig | None, path: Path) -> ModelConfig:
+    """``cfg`` with the clip fields it takes on trust (of ``unrecorded``: no file recorded them, no hint gave them)
+    the ``fallback``'s (read_checkpoint's) where the file stores no position table (``table``, one row per token) or
+    one that fits that clip, else as they are (224² x 16) where the table fits those. A table that fits neither is
+    one line naming what gives the clip: the fallback's config keys, else the keyword arguments and the flags of
+    mme embed / probe / export."""
+    taken = {k: getattr(fallback, k) for k in CLIP if k in unrecorded} if fallback is not None else {}
+    candidates = [cfg]
+    if taken and any(getattr(cfg, k) != v for k, v in taken.items()):
+        with contextlib.suppress(ConfigError):  # (a clip the file's patch or tubelet does not divide fits nothing)
+            candidates.insert(0, dataclasses.replace(cfg, **taken))
+    rows = None if table is None else table.reshape(-1, table.shape[-1]).shape[0]
+    fitting = next((c for c in candidates if rows is None or c.num_tokens == rows), None)
+    if fitting is None:
+        sizes = [f"{c.num_frames} frames of {c.img_size}x{c.img_size}" for c in candidates]
+        make = (f"{sizes[0]} make {cfg.num_tokens} tokens" if len(sizes) == 1 else
+                "neither " + " nor ".join(f"{size} ({c.num_tokens} tokens)" for size, c in zip(sizes, candidates))
+                + " make as many")
+        options = ("the config's model.num_frames and model.img_size" if fallback is not None else
+                   "img_size / num_frames, --img-size / --num-frames")
+        raise CheckpointError(f"its position table has {rows} rows, one per token, but {make}: give the clip it was "
+                              f"trained on ({options})")
+    if len(candidates) > 1 and fitting is cfg:
+        log.info("%s: its position table of %d rows fits %d frames of %d px, not the config's %d of %d px "
+                 "(model.num_frames, model.img_size): those taken for it", path, rows, cfg.num_frames, cfg.img_size,
+                 candidates[0].num_frames, candidates[0].img_size)
+    return fitting
 
 
 def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
@@ -421,9 +447,9 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
-    return Checkpoint(kind, cfg, state, f"{path} (mme {kind})", heads, dict(meta.get("classifier", {})),
-                      run_config=_run(meta, path), assumed=assumed, from_fallback=taken,
-                      norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"))
+    return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
+                      dict(meta.get("classifier", {})), run_config=_run(meta, path), assumed=assumed,
+                      from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"))
 
 
 def _run(meta: dict, path: Path, key: str = "run") -> dict:
@@ -474,16 +500,19 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
                     img_size: int | None = None, num_frames: int | None = None,
                     encoder_only: bool = False, strict: bool = True,
-                    fallback_heads: ModelConfig | None = None) -> Checkpoint:
+                    fallback: ModelConfig | None = None) -> Checkpoint:
     """Read any supported checkpoint into our layout (only its encoder with ``encoder_only``).
 
     The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
-    override what it does. ``fallback_heads`` (a run's model config) gives the head counts a file records none of
-    and no hint gives, where its width is the file's (``Checkpoint.from_fallback``), in place of the guess from the
-    width (a HeadCountUnknown where none fits). ``strict``: a tensor of the file that the model has no place for is
-    an error (else it is dropped with a warning)."""
+    override what it does. ``fallback``, the run's model config: its head counts and clip are taken where the file
+    records none, no hint gives them, and they fit: a head count where its width is the file's
+    (``Checkpoint.from_fallback``), in place of the guess from the width (a HeadCountUnknown where none fits); the
+    clip where the file stores no position table or one that fits it (else 224² x 16, where its table fits that; one
+    line naming model.num_frames and model.img_size where it fits neither), still one the file took on trust
+    (``Checkpoint.assumed``). ``strict``: a tensor of the file that the model has no place for is an error (else it
+    is dropped with a warning)."""
     hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
-    ck = _read(Path(path), hints, encoder_only, strict, fallback_heads)
+    ck = _read(Path(path), hints, encoder_only, strict, fallback)
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))
@@ -617,15 +646,22 @@ RECORD = ("run_config", "assumed", "norm_pix", "class_names")
 exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as recorded)."""
 
 
-def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
+def build_model(ck: Checkpoint, strict: bool = True, given_as: dict[str, str] | None = None) -> nn.Module:
     """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s), and what ``ck``
-    records beside it as ``mme_record`` (:data:`RECORD`)."""
+    records beside it as ``mme_record`` (:data:`RECORD`). The fields it took on trust are said in a warning, naming
+    how to give them: ``given_as`` (a field's flag or config key in the command that reads), else keyword arguments
+    of the same names, or mme export's flags."""
     if ck.assumed:
+        given_as = given_as or {}
         values = ", ".join(f"{k}={getattr(ck.cfg, k)}" for k in ck.assumed)
-        flags = ", ".join("--" + k.replace("_", "-") for k in ck.assumed)
+        named = ", ".join(given_as[k] for k in ck.assumed if k in given_as)
+        others = [k for k in ck.assumed if k not in given_as]
+        export = "write a file that records them: mme export with " + ", ".join("--" + k.replace("_", "-")
+                                                                                for k in others)
+        advice = (f"give the keyword arguments of the same names, or {export}" if not named else
+                  f"give {named}" + (f"; for {', '.join(others)}, {export}" if others else ""))
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
-                    "otherwise, give the keyword arguments of the same names, or write a file that records them: "
-                    "mme export with %s)", ck.source, values, flags)
+                    "otherwise, %s)", ck.source, values, advice)
     if ck.kind == "mae":
         model = MaskedAutoencoder(ck.cfg, ck.heads)
         _encoder(ck, model.encoder)

@@ -190,13 +190,14 @@ def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> 
 
 
 def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Checkpoint:
-    """``train.init`` read (any checkpoint mme reads), with the head counts of the config's ``model`` where the file
-    records none (an original VideoMAE/MME ``.pth``) and the config's width is the file's (read_checkpoint's
-    ``fallback_heads``: a count given for another width says nothing of this one); a count still guessed from the
-    width is warned about, naming the keys that give it, and one of a width with no guess (96) is one line naming
-    them."""
+    """``train.init`` read (any checkpoint mme reads) with the config's ``model`` as read_checkpoint's ``fallback``,
+    for what the file records none of (an original VideoMAE/MME ``.pth``): its head counts where the config's width
+    is the file's (a count given for another width says nothing of this one), and its clip (``model.num_frames``,
+    ``model.img_size``) where the file stores no position table or one that fits it. A head count still guessed
+    from the width is warned about, naming the keys that give it, and one of a width with no guess (96) is one line
+    naming them; the clip taken stays in ``Checkpoint.assumed`` (a model built of it warns)."""
     try:
-        ck = read_checkpoint(path, encoder_only=encoder_only, fallback_heads=model)
+        ck = read_checkpoint(path, encoder_only=encoder_only, fallback=model)
     except HeadCountUnknown as e:  # of a width with no guess, not the config's
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
         raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
