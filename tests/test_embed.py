@@ -802,6 +802,33 @@ def test_the_clip_of_a_file_that_records_none_is_given_with_img_size_and_num_fra
     assert json.loads((tmp_path / "f.npy.json").read_text())["job"]["img_size"] == 32
 
 
+def test_the_features_of_a_classifier_are_what_its_head_sees(setup, tmp_path):
+    """The features of a fine-tuned classifier were the mean of its encoder's tokens, without the fc_norm its head
+    sees (its encoder has no final LayerNorm): rows of other norms and means than the head's inputs. Each view's
+    mean now goes through fc_norm (VideoMAE's forward_features of a mean-pooled classifier), then the views are
+    averaged; ours and an original .pth alike."""
+    from mme.models import convert
+    from mme.models.classifier import VideoClassifier
+
+    root, _ = setup
+    cfg = ModelConfig(**{**CFG, "embed_dim": 64, "num_heads": 1})  # (1 head of 64: what a file without a count takes)
+    torch.manual_seed(2)
+    clf = VideoClassifier(cfg, num_classes=3, head_init_scale=1.0).eval()
+    with torch.no_grad():
+        clf.fc_norm.weight.uniform_(0.5, 2.0)
+        clf.fc_norm.bias.uniform_(-1.0, 1.0)
+    save_pretrained(clf, tmp_path / "ours")
+    torch.save({"module": convert.rename(clf.state_dict(), convert.invert(convert.FINETUNED))[0]}, tmp_path / "o.pth")
+    views = build_test_set(root / "list.txt", cfg, clips=2, crops=1, stride=2, root=str(root))
+    with torch.no_grad():
+        want = np.stack([clf.forward_features(normalize_clip(views[i]["video"])).mean(0).numpy() for i in (0, 1)])
+    for name in ("ours", "o.pth"):
+        out = embed(tmp_path / name, root / "list.txt", tmp_path / f"{name}.npy", clips=2, stride=2, root=str(root),
+                    num_workers=0, precision="fp32", img_size=32, num_frames=4, progress=False)
+        assert np.allclose(np.load(out)[:2], want, rtol=0, atol=1e-5), name
+        assert json.loads(Path(f"{out}.json").read_text())["job"]["fc_norm"] is True
+
+
 def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup, tmp_path):
     """``mme embed`` / ``mme probe`` took clips at stride 4 whatever the run's: the tiny recipes train at 2, so the
     README's probe saw clips twice as long in time as the encoder was trained on."""

@@ -354,10 +354,11 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed", help="features of a frozen encoder for a list of videos or one file",
-        description="Mean-pooled encoder tokens averaged over CLIPS x CROPS test views, one row per video in list "
-                    "order. Failed videos get a NaN row (valid=0) and are listed in OUT.json; a rerun of the same "
-                    "command tries them again. Resumable: rerun the same command after an interruption. Shards "
-                    "over ranks under torchrun.")
+        description="Mean-pooled encoder tokens (of a fine-tuned classifier, through its fc_norm, as its head sees "
+                    "them) averaged over CLIPS x CROPS test views, one row per video in list order. Failed videos "
+                    "get a NaN row (valid=0) and are listed in OUT.json; a rerun of the same command tries them "
+                    "again. Resumable: rerun the same command after an interruption. Shards over ranks under "
+                    "torchrun.")
     p.add_argument("checkpoint", type=path, help="encoder checkpoint: ours (dir, .safetensors, training .pt), original "
                                       "VideoMAE/MME .pth, or a Hugging Face VideoMAE directory")
     p.add_argument("source", type=path, help="list file ('path [label]' per line) or one video file")

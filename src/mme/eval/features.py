@@ -1,8 +1,9 @@
 """Features of a frozen encoder: ``extract_features`` (in memory) and ``embed`` (``mme embed``: to a file,
 resumable, sharded over torchrun ranks).
 
-A video's feature is the mean of the encoder's output tokens, averaged over its test views (N temporal clips
-× M spatial crops); optionally also the token grid ``(t, h, w, D)`` averaged over the views. A video that
+A video's feature is the mean of the encoder's output tokens (of a fine-tuned classifier's encoder, through the
+classifier's ``fc_norm``: what its head sees), averaged over its test views (N temporal clips × M spatial crops);
+optionally also the token grid ``(t, h, w, D)`` averaged over the views. A video that
 cannot be decoded is never dropped: its row is NaN, ``valid`` is False and the failure (index, path, reason)
 is listed in the ``<out>.json`` sidecar.
 
@@ -78,20 +79,23 @@ def _token_grid(encoder: torch.nn.Module, clip_shape: torch.Size) -> tuple[int, 
 
 
 @torch.no_grad()
-def embed_batch(encoder: torch.nn.Module, video: torch.Tensor, tokens: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``video (B, V, 3, T, H, W)`` -> view-averaged mean-pooled features ``(B, D)`` and, with ``tokens``, the
+def embed_batch(encoder: torch.nn.Module, video: torch.Tensor, tokens: bool = False,
+                pooled_norm: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``video (B, V, 3, T, H, W)`` -> view-averaged mean-pooled features ``(B, D)`` (each view's through
+    ``pooled_norm`` where given: a classifier's ``fc_norm``, ``Checkpoint.pooled_norm``) and, with ``tokens``, the
     view-averaged token grid ``(B, t, h, w, D)``."""
     B, V = video.shape[:2]
     out = encoder(video.flatten(0, 1)).float()  # (B*V, N, D)
-    feats = out.mean(1).reshape(B, V, -1).mean(1)  # (B, D)
+    pooled = out.mean(1) if pooled_norm is None else pooled_norm(out.mean(1)).float()
+    feats = pooled.reshape(B, V, -1).mean(1)  # (B, D)
     if not tokens:
         return feats, None
     grid = _token_grid(encoder, video.shape[2:])
     return feats, out.reshape(B, V, *grid, out.shape[-1]).mean(1)  # (B, t, h, w, D)
 
 
-def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress):
+def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress,
+              pooled_norm=None):
     """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``
     without their clips, which a caller keeping batches until it writes them would hold: a loader worker's, in
     shared memory; features None when every video of the batch failed)."""
@@ -103,7 +107,8 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
         video = batch.pop("video")
         if video is not None:
             with autocast(precision, device):
-                feats, toks = embed_batch(encoder, normalize_clip(video.to(device, non_blocking=True)), tokens)
+                feats, toks = embed_batch(encoder, normalize_clip(video.to(device, non_blocking=True)), tokens,
+                                          pooled_norm)
             del video
             feats = feats.cpu()
             toks = toks.cpu() if toks is not None else None
@@ -536,6 +541,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             ("stride", stride, "--stride or --segments"), ("orientation", orientation, "--orientation"))
             if unset[name]])
         dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
+        pooled_norm = None if ck.pooled_norm is None else ck.pooled_norm.to(dev)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)
         n = len(dataset)
@@ -545,7 +551,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                        "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
                        "backend": backend, "orientation": orientation,
                        # (a clip given only: the files embedded without one stay this job's)
-                       **{k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None}}
+                       **{k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None},
+                       **({"fc_norm": True} if pooled_norm is not None else {})}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
         finished = _finished(out, fingerprint)
     if finished is not None:
@@ -593,7 +600,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         rows: list = []
         with dist.agreed():  # every rank's parts written (a write that fails on one rank stops them all)
             for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
-                                 precision=precision, tokens=tokens, progress=progress and dist.is_main()):
+                                 precision=precision, tokens=tokens, progress=progress and dist.is_main(),
+                                 pooled_norm=pooled_norm):
                 rows.append(item)
                 if len(rows) >= chunk_batches:
                     flush(rows)

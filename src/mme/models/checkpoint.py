@@ -34,7 +34,7 @@ from safetensors import safe_open
 from mme.config import from_dict
 from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError
 from mme.models import convert, convert_config
-from mme.models.classifier import VideoClassifier
+from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
@@ -63,6 +63,10 @@ class Checkpoint:
     """mae only: the prediction heads."""
     classifier: dict = field(default_factory=dict)
     """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
+    pooled_norm: nn.LayerNorm | None = None
+    """encoder only, read from a classifier (``encoder_only``): the classifier's ``fc_norm``, the LayerNorm of its
+    pooled tokens, which its head sees; that classifier's features go through it (``mme embed``), as VideoMAE's
+    ``forward_features`` of a mean-pooled classifier."""
     run_config: dict = field(default_factory=dict)
     """The config sections of the run that made it: all of them (``model``, ``target``, ``data``, ...) from our
     training checkpoints; from our exports and mme's Hugging Face ones, the parts readers use (``run_record``)."""
@@ -344,11 +348,15 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
         kind, ours, unexpected, layout = convert.to_ours(state, encoder_only)
         _check_position_tables(state)
         _check_dropped(unexpected, layout, encoder_only, strict, path)
+        hf = layout.startswith("Hugging Face")
+        fc_norm_eps = 1e-5 if hf else FC_NORM_EPS  # (HF's fc_norm is nn.LayerNorm's default)
+        pooled_norm = None
         if encoder_only and kind != "encoder":
             log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,
                      len(ours) - len(convert.encoder_part(ours, kind)))
+            if "fc_norm.weight" in ours:  # a classifier's
+                pooled_norm = _pooled_norm(ours, fc_norm_eps)
             kind, ours = "encoder", convert.encoder_part(ours, kind)
-        hf = layout.startswith("Hugging Face")
         if cfg is None:
             cfg = convert_config.infer_config(ours, kind, fallback_heads=fallback, **hints)
             if hf:
@@ -361,13 +369,11 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             cfg, assumed, taken = _with_recorded_hints(cfg, hints, assumed, fallback)
         table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
         ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
-                        assumed=assumed, from_fallback=taken)
+                        assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm)
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
-            ck.classifier = _classifier_args(ours)
-            if hf:
-                ck.classifier["fc_norm_eps"] = 1e-5  # HF's fc_norm is nn.LayerNorm's default
+            ck.classifier = {**_classifier_args(ours), **({"fc_norm_eps": fc_norm_eps} if hf else {})}
         return ck
     except (CheckpointError, ConfigError) as e:  # the kind kept for callers that act on it, with what it carries
         located = (type(e) if isinstance(e, CheckpointError) else CheckpointError)(f"{path}: {e}")
@@ -432,6 +438,13 @@ def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
         raise CheckpointError("classifier without fc_norm (token pooling) is not supported; load its encoder")
     return {"num_classes": state["head.weight"].shape[0],
             "pool": "norm_mean" if "encoder.norm.weight" in state else "mean"}
+
+
+def _pooled_norm(state: dict[str, torch.Tensor], eps: float) -> nn.LayerNorm:
+    """The ``fc_norm`` of our classifier ``state``, in eval mode."""
+    norm = nn.LayerNorm(state["fc_norm.weight"].shape[0], eps=eps)
+    norm.load_state_dict({"weight": state["fc_norm.weight"], "bias": state["fc_norm.bias"]})
+    return norm.eval()
 
 
 def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: dict,
@@ -599,7 +612,9 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
     if kind == "model":
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
-                          from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"))
+                          from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
+                          pooled_norm=_pooled_norm(ck.state, ck.classifier.get("fc_norm_eps", FC_NORM_EPS))
+                          if ck.kind == "classifier" else None)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:
         held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]

@@ -19,6 +19,9 @@ POOLS = ("mean", "norm_mean")
 encoder's final LayerNorm before the mean (then fc_norm), for heads on a frozen pre-trained encoder."""
 
 
+FC_NORM_EPS = 1e-6
+"""eps of ``fc_norm``, VideoMAE's (a Hugging Face classifier's is 1e-5, nn.LayerNorm's default)."""
+
 SCRATCH_INITS = ("trunc_normal", "xavier")
 """How a classifier's encoder trained from scratch starts (``task.scratch_init``): 'trunc_normal', VideoMAE's
 fine-tuning ViT (``modeling_finetune``: trunc-normal(0.02) Linear weights, zero biases; its LayerNorms and patch
@@ -38,7 +41,7 @@ class VideoClassifier(nn.Module):
     """``forward(x (B, C, T, H, W)) -> logits (B, num_classes)``; ``forward_features(x) -> (B, D)``."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, pool: str = "mean", fc_drop: float = 0.0,
-                 head_init_scale: float = 0.001, fc_norm_eps: float = 1e-6, scratch_init: str = "trunc_normal"):
+                 head_init_scale: float = 0.001, fc_norm_eps: float = FC_NORM_EPS, scratch_init: str = "trunc_normal"):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
