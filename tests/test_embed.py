@@ -48,7 +48,8 @@ def on_the_cpu(monkeypatch):
 
     choose = precision.choose_device
     monkeypatch.setattr(precision, "choose_device",
-                        lambda device="auto", *args: choose("cpu" if device == "auto" else device, *args))
+                        lambda device="auto", *args, **kwargs: choose("cpu" if device == "auto" else device, *args,
+                                                                      **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -827,6 +828,38 @@ def test_the_features_of_a_classifier_are_what_its_head_sees(setup, tmp_path):
                     num_workers=0, precision="fp32", img_size=32, num_frames=4, progress=False)
         assert np.allclose(np.load(out)[:2], want, rtol=0, atol=1e-5), name
         assert json.loads(Path(f"{out}.json").read_text())["job"]["fc_norm"] is True
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--backend", "decord"], "--backend decord: the 'decord' backend is not installed (pip install decord)"),
+    (["--backend", "pyav-cuda"], "--backend pyav-cuda: this PyAV's FFmpeg has no CUDA device type (it has [])"),
+    (["--device", "cuda"], "--device: 'cuda' requested but torch sees no CUDA device")])
+@pytest.mark.parametrize("command", ["embed", "probe"])
+def test_a_backend_or_device_this_machine_lacks_is_one_line_naming_the_flag(command, flags, said, setup, tmp_path,
+                                                                            monkeypatch, capsys):
+    """``mme embed --device cuda`` without one said ``train.device: ...``, ``--backend pyav-cuda``
+    ``data.backend=pyav-cuda: ...``, keys these commands do not have; ``--backend decord`` without decord failed
+    every video, then stopped: "all N videos failed". Each is now one line naming the command's flag, before any
+    work (no output folder made)."""
+    import importlib.util
+
+    from mme.cli import main
+    from mme.data import pyav_reader
+
+    root, ckpt = setup
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "decord" else
+                        find_spec(name, *args))
+    monkeypatch.setattr(pyav_reader, "hwdevices_available", lambda: [])
+    monkeypatch.setattr(pyav_reader, "_CUDA_DECODERS", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    args = {"embed": [str(ckpt), str(root / "list.txt"), "--out", str(out / "f.npy")],
+            "probe": [str(ckpt), "--train", str(root / "list.txt"), "--out", str(out)]}[command]
+    assert main([command, *args, "--root", str(root), "--workers", "0", *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"mme {command}: error: {said}" and "failed=" not in err
+    assert not out.exists()
 
 
 def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup, tmp_path):

@@ -183,7 +183,7 @@ def decode_probe_clips(data_cfg: DataConfig, lists: dict[str, Path]) -> dict[str
 @torch.no_grad()
 def _features(encoder: torch.nn.Module, probe_batches, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled tokens and labels of probe batches (``video`` (B, V, 3, T, H, W), ``label`` (B,))."""
-    device = choose_device(device)
+    device = choose_device(device, option="--device")
     encoder = encoder.eval().to(device)
     probe_batches = list(probe_batches)
     return (torch.cat([embed_batch(encoder, normalize_clip(b["video"].to(device)))[0].cpu() for b in probe_batches]),
@@ -422,7 +422,8 @@ def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
 
 
 def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
-    choose_device(s.device)  # a bad device or override stops the demo now, not after the data are made
+    # a bad device or override stops the demo now, not after the data are made
+    choose_device(s.device, option="--device")
     for target in s.targets:
         _pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt")
     for target, unused in unused_overrides(s).items():

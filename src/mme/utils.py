@@ -509,6 +509,12 @@ def json_text(obj, **dumps) -> str:
     return json.dumps(nulls(obj), indent=2, allow_nan=False, **dumps) + "\n"
 
 
+def as_given(option: str, value: object) -> str:
+    """``option`` set to ``value`` as a user gives it, for messages: a command's flag ``--backend decord``, a config
+    key ``data.backend=decord``."""
+    return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
+
+
 def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder). Creates the

@@ -61,7 +61,7 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import atomic_write_text, error_reason
+from mme.utils import as_given, atomic_write_text, error_reason
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +98,22 @@ def rgb24(frame: av.VideoFrame, rgb: VideoReformatter, planar: VideoReformatter 
 _CUDA_DECODERS: dict[int, tuple[HWAccel, HWAccel]] = {}
 
 
-def cuda_decoder(gpu: int) -> HWAccel:
+def cuda_decoder(gpu: int, option: str = "data.backend") -> HWAccel:
     """FFmpeg's NVDEC decoders on GPU ``gpu`` (its CUDA hwaccel, which PyAV's wheels carry) in the device's primary
     CUDA context, the one torch uses. The context is opened once per process and kept, so a file opened costs no
     new one. A stream NVDEC cannot decode (a codec or profile it lacks) is decoded on the CPU. Raises ConfigError,
-    naming the reason, where this PyAV or machine cannot decode on that GPU."""
+    naming ``option`` (the config key, or a command's flag) and the reason, where this PyAV or machine cannot decode
+    on that GPU."""
     if gpu not in _CUDA_DECODERS:
         if "cuda" not in hwdevices_available():
-            raise ConfigError(f"data.backend=pyav-cuda: this PyAV's FFmpeg has no CUDA device type (it has "
+            raise ConfigError(f"{as_given(option, 'pyav-cuda')}: this PyAV's FFmpeg has no CUDA device type (it has "
                               f"{hwdevices_available()})")
         hw = HWAccel("cuda", device=str(gpu), allow_software_fallback=True, options={"primary_ctx": "1"})
         try:
             _CUDA_DECODERS[gpu] = hw, hw.create(av.Codec("h264", "r"))
         except (av.error.FFmpegError, OSError, NotImplementedError) as e:
-            raise ConfigError(f"data.backend=pyav-cuda: FFmpeg cannot decode on CUDA device {gpu} ({e})") from e
+            raise ConfigError(f"{as_given(option, 'pyav-cuda')}: FFmpeg cannot decode on CUDA device {gpu} ({e})") \
+                from e
     return _CUDA_DECODERS[gpu][0]
 
 
@@ -123,7 +125,7 @@ def _cpu_fallback(codec: str, path: str) -> None:
     decoding on the GPU would not be one)."""
     if codec not in _CPU_CODECS:
         _CPU_CODECS.add(codec)
-        log.warning("data.backend=pyav-cuda: NVDEC does not decode %s streams (e.g. %s): decoded on the CPU", codec,
+        log.warning("the pyav-cuda backend: NVDEC does not decode %s streams (e.g. %s): decoded on the CPU", codec,
                     path)
 
 

@@ -48,8 +48,8 @@ from mme.data.video_reader import (
     display_turn,
     video_error,
 )
-from mme.errors import FrameCountChanged, VideoError
-from mme.utils import env_int
+from mme.errors import ConfigError, FrameCountChanged, VideoError
+from mme.utils import as_given, env_int
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
@@ -61,10 +61,18 @@ def decode_gpu() -> int:
     return env_int("LOCAL_RANK", 0)
 
 
-def require_backend(backend: str) -> None:
-    """Refuse, before any work, a backend this process cannot use: ConfigError naming the reason."""
+def require_backend(backend: str, option: str = "data.backend") -> None:
+    """Refuse, before any work, a backend this process cannot use: ConfigError naming ``option`` (the config key, or
+    a command's flag) and the reason."""
     if backend == "pyav-cuda":
-        cuda_decoder(decode_gpu())
+        cuda_decoder(decode_gpu(), option)
+    elif backend == "decord" and (missing := _decord_missing()):
+        raise ConfigError(f"{as_given(option, backend)}: {missing}")
+
+
+def _decord_missing() -> str | None:
+    """Why the optional decord backend cannot be used here (it is not installed), else None."""
+    return None if importlib.util.find_spec("decord") else "the 'decord' backend is not installed (pip install decord)"
 
 
 def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
@@ -265,8 +273,8 @@ class _DecordReader(VideoReader):
     it can shadow PyAV's codecs, so it is imported only here, on first use."""
 
     def __init__(self, path: str, threads: int = 0):
-        if importlib.util.find_spec("decord") is None:
-            raise VideoError(f"{path}: the 'decord' backend is not installed (pip install decord)")
+        if missing := _decord_missing():
+            raise VideoError(f"{path}: {missing}")
         import decord
 
         self.path = path

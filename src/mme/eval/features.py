@@ -495,6 +495,16 @@ def read_tokens(path: str | Path) -> np.ndarray:
         return f.get_tensor("tokens")
 
 
+def check_decoding(backend: str = "pyav", device: str = "auto") -> None:
+    """The video backend and device of a frozen-encoder command (embed, probe) are usable here: else one line naming
+    its flag (--backend, --device), before any work."""
+    from mme.data.video import require_backend
+    from mme.train.precision import choose_device
+
+    require_backend(backend, "--backend")
+    choose_device(device, option="--device")
+
+
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
@@ -523,6 +533,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                                ("--clips", clips, 1), ("--crops", crops, 1), ("--workers", num_workers, 0)):
         if value < least:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
+    check_decoding(backend, device)
     check_output(out, "--out")
     _check_replaced(out, tokens, overwrite)
     if index_dir is not None:
@@ -530,7 +541,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         if not any(Path(index_dir).iterdir()):
             log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
                         index_dir)
-    info = dist.init_distributed(choose_device(device).type)
+    info = dist.init_distributed(choose_device(device, option="--device").type)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
         ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames)
         encoder = build_model(ck, given_as={k: "--" + k.replace("_", "-") for k in CLIP})
@@ -540,7 +551,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ck.warn_no_run("embed", [(f"{name} {value}", option) for name, value, option in (
             ("stride", stride, "--stride or --segments"), ("orientation", orientation, "--orientation"))
             if unset[name]])
-        dev, precision = _prepare(encoder, choose_device(device, info.local_rank), precision)
+        dev, precision = _prepare(encoder, choose_device(device, info.local_rank, "--device"), precision)
         pooled_norm = None if ck.pooled_norm is None else ck.pooled_norm.to(dev)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)

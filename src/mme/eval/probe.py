@@ -207,7 +207,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes
-    from mme.eval.features import embed, read_features
+    from mme.eval.features import check_decoding, embed, read_features
     from mme.train import distributed as dist
 
     if not (linear or knn):
@@ -215,6 +215,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                           "(mme embed makes the features alone)")
     if knn:
         check_knn(k, temperature, weighting)
+    check_decoding(**{name: value for name, value in embed_kwargs.items() if name in ("backend", "device")})
     out_dir = check_output(out_dir, "--out", folder=True)
     splits = {"train": train_list, "val": val_list, "test": test_list}
     names = read_classes(classes, "--classes") if classes else None

@@ -251,14 +251,14 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     refused stops every rank before any work, and each rank waits for the others' shares to end and returns the
     report of them all. ``opts.device`` cuda is the rank's GPU, of its ``LOCAL_RANK`` (every rank used the first).
     """
-    require_backend(opts.backend)
+    require_backend(opts.backend, "--backend")
     entries, _ = read_list(list_file)
     k, n = parse_shard(shard)
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
     info = init_distributed("cpu")
-    opts = replace(opts, device=str(choose_device(opts.device, info.local_rank)))
+    opts = replace(opts, device=str(choose_device(opts.device, info.local_rank, "--device")))
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:
         report_file, report = _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite, lock)

@@ -269,7 +269,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     part's best round)."""
     if json_path:
         check_output(json_path, "--json")  # before the benchmark, not after it
-    dev = choose_device(device)
+    dev = choose_device(device, option="--device")
     model_cfg, target_cfg, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
     c = model_cfg
     heads = head_specs(target_cfg, model_cfg)

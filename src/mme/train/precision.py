@@ -38,18 +38,20 @@ KEPT = "auto: the resumed run's, on the same device"
 """The reason of a precision kept from the run being resumed."""
 
 
-def choose_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' = this rank's CUDA device when there is one, else CPU; 'cuda' = this rank's CUDA device."""
+def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.device") -> torch.device:
+    """'auto' = this rank's CUDA device when there is one, else CPU; 'cuda' = this rank's CUDA device. A name that
+    is not a device, or 'cuda' without one, is a ConfigError naming ``option`` (the config key, or a command's
+    flag)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device: 'cuda' requested but torch sees no CUDA device")
+            raise ConfigError(f"{option}: 'cuda' requested but torch sees no CUDA device")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     try:
         return torch.device(name)
     except RuntimeError as e:
-        raise ConfigError(f"train.device: {name!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from e
+        raise ConfigError(f"{option}: {name!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from e
 
 
 def bf16_native(device: torch.device) -> bool:
