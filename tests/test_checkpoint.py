@@ -739,12 +739,12 @@ def test_a_runs_clip_is_taken_where_the_file_records_none(tmp_path, caplog):
     run = ModelConfig(**WIDE)
     x = clip()
     for name in ("plain.pth", "table.pth", "exported"):
-        ck = read_checkpoint(tmp_path / name, encoder_only=True, fallback=run)
+        ck = read_checkpoint(tmp_path / name, encoder_only=True, fallback=run, given_as={"img_size": "model.img_size"})
         assert (ck.cfg.num_frames, ck.cfg.img_size) == (8, 32) and ck.assumed == ("img_size", "num_frames")
         assert ck.from_fallback == (() if name == "exported" else ("num_heads",))  # (the export records its count)
         caplog.clear()
         with caplog.at_level(logging.WARNING), torch.no_grad():
-            assert torch.equal(build_model(ck, given_as={"img_size": "model.img_size"})(x), src.encoder(x))
+            assert torch.equal(build_model(ck)(x), src.encoder(x))
         assert "so taken on trust: img_size=32, num_frames=8 (if the model was trained otherwise, give " \
             "model.img_size; for num_frames, write a file that records them: mme export with --num-frames)" \
             in caplog.text
@@ -752,8 +752,8 @@ def test_a_runs_clip_is_taken_where_the_file_records_none(tmp_path, caplog):
     assert read_checkpoint(tmp_path / "plain.pth", encoder_only=True, fallback=wider).cfg.img_size == 64
     with pytest.raises(CheckpointError, match=r"table\.pth: its position table has 16 rows, one per token, but "
                                               r"neither 8 frames of 64x64 \(64 tokens\) nor 16 frames of 224x224 "
-                                              r"\(1568 tokens\) make as many: give the clip it was trained on \(the "
-                                              r"config's model\.num_frames and model\.img_size\)$"):
+                                              r"\(1568 tokens\) make as many: give the clip it was trained on "
+                                              r"\(num_frames=N / img_size=N\)$"):
         read_checkpoint(tmp_path / "table.pth", encoder_only=True, fallback=wider)
     torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": sincos_table(1568, 128)[None]}},
                tmp_path / "table224.pth")
@@ -762,6 +762,41 @@ def test_a_runs_clip_is_taken_where_the_file_records_none(tmp_path, caplog):
     assert (ck.cfg.num_frames, ck.cfg.img_size) == (16, 224)
     assert "its position table of 1568 rows fits 16 frames of 224 px, not the config's 8 of 32 px " \
         "(model.num_frames, model.img_size): those taken for it" in caplog.text
+
+
+def test_what_a_file_does_not_record_is_asked_for_in_the_reading_commands_own_terms(tmp_path, capsys, caplog):
+    """A position table that fits no clip was refused asking for "img_size / num_frames, --img-size / --num-frames"
+    whoever read the file (Python's keyword arguments and the flags both), and mme export's warning of what it took
+    on trust asked for keyword arguments or "mme export with --num-heads, ...", the command itself. Each reader now
+    names its own: keyword arguments in Python, mme export its flags, train.init the config's keys."""
+    from mme.models.checkpoint import build_model
+    from mme.models.vit import sincos_table
+    from mme.train.engine import read_init
+
+    src = perturbed(MaskedAutoencoder(ModelConfig(**WIDE), [PIXEL]), seed=4)  # 8 frames of 32 px: 16 tokens
+    table = {"encoder.pos_embed": sincos_table(src.cfg.num_tokens, 128)[None]}
+    torch.save({"model": {**videomae_layout(src), **table}}, tmp_path / "table.pth")
+    torch.save({"model": videomae_layout(src)}, tmp_path / "plain.pth")
+    refused = "table.pth: its position table has 16 rows, one per token, but 16 frames of 224x224 make 1568 tokens: " \
+              "give the clip it was trained on ({})"
+    with pytest.raises(CheckpointError) as e:
+        load_encoder(tmp_path / "table.pth")
+    assert str(e.value).endswith(refused.format("num_frames=N / img_size=N"))
+    assert cli_main(["export", str(tmp_path / "table.pth"), str(tmp_path / "out"), "--kind", "model"]) == 1
+    assert capsys.readouterr().err.endswith(refused.format("--num-frames / --img-size") + "\n")
+    with pytest.raises(CheckpointError) as e:
+        read_init(str(tmp_path / "table.pth"), ModelConfig(**{**WIDE, "img_size": 64}), encoder_only=True)
+    assert str(e.value).endswith("make as many: give the clip it was trained on (model.num_frames / model.img_size)")
+    with caplog.at_level(logging.WARNING):
+        export(tmp_path / "plain.pth", tmp_path / "exported", kind="model")
+    assert "so taken on trust: num_heads=2, img_size=224, num_frames=16 (if the model was trained otherwise, give " \
+        "--num-heads, --img-size, --num-frames)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a command with clip flags alone (mme embed): no keyword arguments
+        build_model(read_checkpoint(tmp_path / "plain.pth", img_size=32, num_frames=8, encoder_only=True,
+                                    given_as={"img_size": "--img-size", "num_frames": "--num-frames"}))
+    assert "so taken on trust: num_heads=2 (if the model was trained otherwise, write a file that records them: " \
+        "mme export with --num-heads)" in caplog.text
 
 
 @pytest.mark.parametrize("case, message", [

@@ -794,8 +794,8 @@ def test_the_clip_of_a_file_that_records_none_is_given_with_img_size_and_num_fra
             "0", "--precision", "fp32"]
     assert main(args) == 1
     assert capsys.readouterr().err.endswith("o.pth: its position table has 8 rows, one per token, but 16 frames of "
-                                            "224x224 make 1568 tokens: give the clip it was trained on (img_size / "
-                                            "num_frames, --img-size / --num-frames)\n")
+                                            "224x224 make 1568 tokens: give the clip it was trained on (--num-frames "
+                                            "/ --img-size)\n")
     assert main([*args, "--img-size", "32", "--num-frames", "4"]) == 0
     view = build_test_set(root / "v0.mp4", cfg, clips=1, crops=1, stride=4)[0]["video"]
     with torch.no_grad():

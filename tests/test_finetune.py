@@ -698,8 +698,8 @@ def test_the_configs_clip_is_taken_where_train_init_records_none(synth, tmp_path
     assert all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in run.model.encoder.state_dict().items())
     with pytest.raises(CheckpointError, match=r"ft\.pth: its position table has 8 rows, one per token, but neither 4 "
                                               r"frames of 64x64 \(32 tokens\) nor 16 frames of 224x224 \(1568 tokens\) "
-                                              r"make as many: give the clip it was trained on \(the config's "
-                                              r"model\.num_frames and model\.img_size\)$"):
+                                              r"make as many: give the clip it was trained on \(model\.num_frames / "
+                                              r"model\.img_size\)$"):
         finetune(_tiny_recipe(synth, tmp_path / "ev64", *tested, "model.img_size=64", "data.img_size=64"))
 
 

@@ -509,6 +509,11 @@ def json_text(obj, **dumps) -> str:
     return json.dumps(nulls(obj), indent=2, allow_nan=False, **dumps) + "\n"
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a parameter or config field: ``num_frames`` -> ``--num-frames``."""
+    return "--" + name.replace("_", "-")
+
+
 def as_given(option: str, value: object) -> str:
     """``option`` set to ``value`` as a user gives it, for messages: a command's flag ``--backend decord``, a config
     key ``data.backend=decord``."""

@@ -46,6 +46,7 @@ from mme.utils import (
     atomic_write_json,
     check_output,
     error_reason,
+    flag,
     remove_stale_temps,
     removing,
     unlock_folder,
@@ -543,8 +544,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                         index_dir)
     info = dist.init_distributed(choose_device(device, option="--device").type)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
-        ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames)
-        encoder = build_model(ck, given_as={k: "--" + k.replace("_", "-") for k in CLIP})
+        ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
+                             given_as={k: flag(k) for k in CLIP})
+        encoder = build_model(ck)
         unset = {"stride": stride is None and not segments, "orientation": orientation is None}
         stride, segments = ck.run_sampling(stride, segments, "embed")
         orientation = ck.run_setting(orientation, "orientation", "embed")

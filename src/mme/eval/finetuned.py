@@ -152,7 +152,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     then both are the config's (a stride given for a run of TSN segments would not count otherwise); its frames'
     orientation likewise, unless ``data.orientation`` is given. Of a file that records no run, those taken from the
     config unless given are said in one warning (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
-    from mme.models.checkpoint import CLIP, build_model
+    from mme.models.checkpoint import build_model
 
     if not cfg.train.init:
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
@@ -164,7 +164,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
     log.info("task.eval_only: on %s, precision %s (%s)", device, precision, why)
     with dist.agreed():  # each rank reads the checkpoint, classes and lists (a node, its own copies)
         ck = engine.read_init(cfg.train.init, cfg.model)
-        model = build_model(ck, given_as={k: f"model.{k}" for k in CLIP})  # (the clip of a file that records none)
+        model = build_model(ck)
         if not isinstance(model, VideoClassifier):
             raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
                               "classifier; task.eval_only tests classifiers")

@@ -38,7 +38,7 @@ from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
-from mme.utils import SAFETENSORS_HEADER_MAX, error_reason
+from mme.utils import SAFETENSORS_HEADER_MAX, error_reason, flag
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ class Checkpoint:
     class_names: list[str] | None = None
     """classifier only: its classes' names by id, where a file records them (a fine-tuning run's ``task.classes``,
     our exports)."""
+    given_as: dict[str, str] = field(default_factory=dict)
+    """How the command that read it gives the ModelConfig fields a file may not record: its flags or config keys
+    (``{"img_size": "--img-size"}``, read_checkpoint's ``given_as``), for messages; empty where it was read in
+    Python, whose keyword arguments the messages name."""
 
     @property
     def encoder_state(self) -> dict[str, torch.Tensor]:
@@ -403,13 +407,17 @@ CLIP = ("num_frames", "img_size")
 """The clip geometry: not in an original ``.pth`` file's weights (its sin-cos position table is fixed)."""
 
 
+class _NoClipFits(CheckpointError):
+    """A stored position table that fits no clip the reader has (:func:`_fit_clip`): read_checkpoint says how to
+    give one, in the reading command's terms (its ``given_as``)."""
+
+
 def _fit_clip(cfg: ModelConfig, table: torch.Tensor | None, unrecorded: tuple[str, ...],
               fallback: ModelConfig | None, path: Path) -> ModelConfig:
     """``cfg`` with the clip fields it takes on trust (of ``unrecorded``: no file recorded them, no hint gave them)
     the ``fallback``'s (read_checkpoint's) where the file stores no position table (``table``, one row per token) or
-    one that fits that clip, else as they are (224² x 16) where the table fits those. A table that fits neither is
-    one line naming what gives the clip: the fallback's config keys, else the keyword arguments and the flags of
-    mme embed / probe / export."""
+    one that fits that clip, else as they are (224² x 16) where the table fits those. A table that fits neither is a
+    :class:`_NoClipFits`."""
     taken = {k: getattr(fallback, k) for k in CLIP if k in unrecorded} if fallback is not None else {}
     candidates = [cfg]
     if taken and any(getattr(cfg, k) != v for k, v in taken.items()):
@@ -422,10 +430,7 @@ def _fit_clip(cfg: ModelConfig, table: torch.Tensor | None, unrecorded: tuple[st
         make = (f"{sizes[0]} make {cfg.num_tokens} tokens" if len(sizes) == 1 else
                 "neither " + " nor ".join(f"{size} ({c.num_tokens} tokens)" for size, c in zip(sizes, candidates))
                 + " make as many")
-        options = ("the config's model.num_frames and model.img_size" if fallback is not None else
-                   "img_size / num_frames, --img-size / --num-frames")
-        raise CheckpointError(f"its position table has {rows} rows, one per token, but {make}: give the clip it was "
-                              f"trained on ({options})")
+        raise _NoClipFits(f"its position table has {rows} rows, one per token, but {make}")
     if len(candidates) > 1 and fitting is cfg:
         log.info("%s: its position table of %d rows fits %d frames of %d px, not the config's %d of %d px "
                  "(model.num_frames, model.img_size): those taken for it", path, rows, cfg.num_frames, cfg.img_size,
@@ -513,7 +518,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
 def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decoder_heads: int | None = None,
                     img_size: int | None = None, num_frames: int | None = None,
                     encoder_only: bool = False, strict: bool = True,
-                    fallback: ModelConfig | None = None) -> Checkpoint:
+                    fallback: ModelConfig | None = None, given_as: dict[str, str] | None = None) -> Checkpoint:
     """Read any supported checkpoint into our layout (only its encoder with ``encoder_only``).
 
     The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
@@ -521,15 +526,23 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     records none, no hint gives them, and they fit: a head count where its width is the file's
     (``Checkpoint.from_fallback``), in place of the guess from the width (a HeadCountUnknown where none fits); the
     clip where the file stores no position table or one that fits it (else 224² x 16, where its table fits that; one
-    line naming model.num_frames and model.img_size where it fits neither), still one the file took on trust
+    line naming what gives the clip where it fits neither), still one the file took on trust
     (``Checkpoint.assumed``). ``strict``: a tensor of the file that the model has no place for is an error (else it
-    is dropped with a warning)."""
+    is dropped with a warning). ``given_as``: how the reading command gives these fields (its flags or config keys,
+    ``{"img_size": "--img-size"}``; default: keyword arguments), named in the messages of the read and of the model
+    built (``Checkpoint.given_as``)."""
     hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
-    ck = _read(Path(path), hints, encoder_only, strict, fallback)
+    given_as = dict(given_as or {})
+    try:
+        ck = _read(Path(path), hints, encoder_only, strict, fallback)
+    except _NoClipFits as e:
+        how = " / ".join(given_as.get(k, f"{k}=N") for k in CLIP)
+        raise CheckpointError(f"{e}: give the clip it was trained on ({how})") from e
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))
         ck = select_part(ck, "model")
+    ck.given_as = given_as
     return ck
 
 
@@ -613,6 +626,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
+                          given_as=ck.given_as,
                           pooled_norm=_pooled_norm(ck.state, ck.classifier.get("fc_norm_eps", FC_NORM_EPS))
                           if ck.kind == "classifier" else None)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
@@ -661,20 +675,23 @@ RECORD = ("run_config", "assumed", "norm_pix", "class_names")
 exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as recorded)."""
 
 
-def build_model(ck: Checkpoint, strict: bool = True, given_as: dict[str, str] | None = None) -> nn.Module:
+def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s), and what ``ck``
     records beside it as ``mme_record`` (:data:`RECORD`). The fields it took on trust are said in a warning, naming
-    how to give them: ``given_as`` (a field's flag or config key in the command that reads), else keyword arguments
-    of the same names, or mme export's flags."""
+    how to give them: ``ck.given_as`` (a field's flag or config key in the command that read it; keyword arguments
+    of the same names where it read none, in Python), or mme export's flags for the others."""
     if ck.assumed:
-        given_as = given_as or {}
+        given_as = ck.given_as
         values = ", ".join(f"{k}={getattr(ck.cfg, k)}" for k in ck.assumed)
         named = ", ".join(given_as[k] for k in ck.assumed if k in given_as)
         others = [k for k in ck.assumed if k not in given_as]
-        export = "write a file that records them: mme export with " + ", ".join("--" + k.replace("_", "-")
-                                                                                for k in others)
-        advice = (f"give the keyword arguments of the same names, or {export}" if not named else
-                  f"give {named}" + (f"; for {', '.join(others)}, {export}" if others else ""))
+        export = "write a file that records them: mme export with " + ", ".join(flag(k) for k in others)
+        if not given_as:  # read in Python
+            advice = f"give the keyword arguments of the same names, or {export}"
+        elif not others or not named:
+            advice = f"give {named}" if named else export
+        else:
+            advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
     if ck.kind == "mae":

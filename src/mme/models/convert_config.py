@@ -15,6 +15,7 @@ from mme.errors import CheckpointError
 from mme.models.config import ModelConfig
 from mme.models.convert import RELEASE_HEADS, encoder_part
 from mme.models.mae import HeadSpec
+from mme.utils import flag
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def _head_counts(cfg: dict, fallback: ModelConfig | None) -> dict[str, int]:
     if unknown:
         widths = " nor ".join(f"{'its decoder' if key == 'decoder_heads' else 'its'} width {w}"
                               for key, w in unknown.items())
-        options = " ".join("--" + key.replace("_", "-") + " N" for key in unknown)
+        options = " ".join(flag(key) + " N" for key in unknown)
         raise HeadCountUnknown(f"it records no head count, and no guess fits {widths} (an original model's count, "
                                f"or 64-d heads): give the count it was trained with to mme export ({options}) and "
                                f"use the export (in Python: {', '.join(k + '=N' for k in unknown)})", unknown)

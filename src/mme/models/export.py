@@ -22,6 +22,7 @@ from mme.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mme.errors import CheckpointError, ConfigError
 from mme.models import convert, convert_config
 from mme.models.checkpoint import (
+    CLIP,
     CONFIG,
     HF_BIN,
     WEIGHTS,
@@ -39,6 +40,7 @@ from mme.utils import (
     atomic_path,
     check_output,
     file_identity,
+    flag,
     json_text,
     remove_stale_temps,
     write_safetensors,
@@ -283,11 +285,12 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     where = out if format != "safetensors" else out.parent
     made = [p for p in (where, *where.parents) if not p.exists()]  # the folders check_output makes
     check_output(out, "out", folder=format != "safetensors")
+    given_as = {k: flag(k) for k in (*convert_config.HEAD_WIDTHS, *CLIP)}  # (read_checkpoint's hints, as its flags)
     try:
         if format == "hf":
-            path = export_hf(src, out, kind or "model", norm_pix, classes, **hints)
+            path = export_hf(src, out, kind or "model", norm_pix, classes, given_as=given_as, **hints)
         else:
-            ck = read_checkpoint(src, encoder_only=kind == "model", **hints)
+            ck = read_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
             path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
     except BaseException:  # nothing exported: none of its files left, nor the folders made for them
         if made:

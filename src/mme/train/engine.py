@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from mme.config import flatten, from_dict, path_keys
 from mme.errors import CheckpointError, ConfigError, MMEError
-from mme.models.checkpoint import Checkpoint, load_state, read_checkpoint
+from mme.models.checkpoint import CLIP, Checkpoint, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
@@ -195,9 +195,11 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     is the file's (a count given for another width says nothing of this one), and its clip (``model.num_frames``,
     ``model.img_size``) where the file stores no position table or one that fits it. A head count still guessed
     from the width is warned about, naming the keys that give it, and one of a width with no guess (96) is one line
-    naming them; the clip taken stays in ``Checkpoint.assumed`` (a model built of it warns)."""
+    naming them; the clip taken stays in ``Checkpoint.assumed`` (a model built of it warns), and a position table
+    that fits no clip is one line naming model.num_frames and model.img_size."""
     try:
-        ck = read_checkpoint(path, encoder_only=encoder_only, fallback=model)
+        ck = read_checkpoint(path, encoder_only=encoder_only, fallback=model,
+                             given_as={k: f"model.{k}" for k in CLIP})
     except HeadCountUnknown as e:  # of a width with no guess, not the config's
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
         raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
