@@ -50,10 +50,13 @@ def test_cli_choices_are_the_library_ones():
 
 
 def test_viz_help_says_the_options_a_checkpoint_fixes_are_refused_with_it():
-    """``mme viz --help`` gave --size and the like a value "with --checkpoint: the model's", where that pair is
-    refused ("leave it out")."""
-    for flag in ("--size", "--num-frames", "--length", "--seed-stride"):
+    """``mme viz --help`` gave --length and the like a value "with --checkpoint: the model's", where that pair is
+    refused ("leave it out"); --size and --num-frames give the clip the model is built for."""
+    for flag in ("--length", "--seed-stride"):
         assert "not with --checkpoint: the model's" in _action("viz", flag).help, flag
+    for flag, what in (("--size", "the side"), ("--num-frames", "the clip")):
+        assert f"with --checkpoint: {what} the model is built for, default the checkpoint's" in _action("viz",
+                                                                                                        flag).help
     assert "with --checkpoint: its run's data.stride" in _action("viz", "--stride").help  # taken with one
 
 
@@ -155,8 +158,8 @@ def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):
     (tmp_path / "adir").mkdir()
     for argv, said in (
             (["viz", video, "--out", str(tmp_path / "p.jpg")], "the picture is written as its suffix says"),
-            (["viz", video, "--out", str(tmp_path / "p.png"), "--checkpoint", "ck", "--size", "64"],
-             "--size: with --checkpoint the clip, size, track length and points are the model's"),
+            (["viz", video, "--out", str(tmp_path / "p.png"), "--checkpoint", "ck", "--length", "4"],
+             "--length: with --checkpoint the track length and points are the model's; leave it out"),
             (["viz", video, "--out", str(tmp_path / "p.gif"), "--checkpoint", "ck"],
              "a picture of predicted motion is a .png"),
             (["viz", video, "--out", str(tmp_path / "p.mp4"), "--size", "33"], "an .mp4 (H.264, 4:2:0) needs an even"),

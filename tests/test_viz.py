@@ -311,6 +311,45 @@ def test_a_checkpoint_with_traj_and_pixel_heads_draws_both_on_one_mask(panels, t
         assert dimmed[grey].mean() > 0.8 and not dimmed[~grey & (frame.min(-1) > 10)].any()
 
 
+def test_viz_of_an_original_file_draws_the_clip_given_with_size_and_num_frames(panels, tmp_path, caplog):
+    """An original .pth records no clip: mme viz --checkpoint built its model for 16 frames of 224 px and refused
+    --size / --num-frames with --checkpoint, so a model trained on another clip could not be drawn as trained. They
+    give the clip the model is built for: the file draws what an export recording that clip draws, and the warning
+    of what it takes on trust names them."""
+    import logging
+
+    from mme.cli import main
+    from mme.models import convert
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.mae import HeadSpec, MaskedAutoencoder
+
+    video = str(write_video(tmp_path / "v.mp4", affine_video(24, 64, 64, dx=2.0, seed=6)[0]))
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=64, depth=1, num_heads=1, decoder_dim=64, decoder_heads=1)
+    torch.manual_seed(0)  # (1 head of 64 wide: what a file without a count takes)
+    model = MaskedAutoencoder(m, [HeadSpec("pixel", 2 * 16 * 16 * 3)])
+    torch.save({"model": convert.rename(model.state_dict(), convert.invert(convert.VIDEOMAE_PRETRAIN))[0]},
+               tmp_path / "orig.pth")
+    save_pretrained(model, tmp_path / "ours")
+    prediction_picture(video, str(tmp_path / "ours"), tmp_path / "ours.png", stride=4, seed=3)
+    recorded = list(panels)
+    panels.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["viz", video, "--checkpoint", str(tmp_path / "orig.pth"), "--out", str(tmp_path / "p.png"),
+                     "--stride", "4", "--seed", "3", "--size", "64", "--num-frames", "4"]) == 0
+    names = ("", "masked input, ", "reconstruction, ")
+    assert [t for t, _ in panels] == [t for t, _ in recorded] == [f"{n}frame {s}" for s in (0, 8) for n in names]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(panels, recorded))
+    assert "taken on trust: num_heads=1, decoder_heads=1 (if the model was trained otherwise, write a file that " \
+        "records them: mme export with --num-heads, --decoder-heads)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["viz", video, "--checkpoint", str(tmp_path / "orig.pth"), "--out", str(tmp_path / "p.png")]) == 0
+    assert "taken on trust: num_heads=1, img_size=224, num_frames=16, decoder_heads=1 (if the model was trained " \
+        "otherwise, give --size, --num-frames; for num_heads, decoder_heads, write a file that records them: mme " \
+        "export with --num-heads, --decoder-heads)" in caplog.text
+
+
 @pytest.mark.parametrize("held, options, said", [
     ("hog", [], "holds a masked autoencoder with the head(s) 'hog'; nothing to draw (mme viz --checkpoint draws "
                 "the predicted motion of a 'traj' head and the reconstruction of a 'pixel' head)"),

@@ -211,11 +211,14 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
     return out
 
 
-def _mae(checkpoint: str) -> tuple[MaskedAutoencoder, Checkpoint]:
-    """The checkpoint's masked autoencoder, refused unless it has a head to draw ('traj' or 'pixel')."""
+def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = None
+         ) -> tuple[MaskedAutoencoder, Checkpoint]:
+    """The checkpoint's masked autoencoder (built for the clip ``img_size`` / ``num_frames`` where given: mme viz's
+    --size / --num-frames, read_checkpoint's hints), refused unless it has a head to draw ('traj' or 'pixel')."""
     from mme.models.checkpoint import build_model, read_checkpoint
 
-    ck = read_checkpoint(checkpoint)
+    ck = read_checkpoint(checkpoint, img_size=img_size, num_frames=num_frames,
+                         given_as={"img_size": "--size", "num_frames": "--num-frames"})
     names = [h.name for h in ck.heads] if ck.kind == "mae" else []
     if not {"traj", "pixel"} & set(names):
         held = (f"a masked autoencoder with the head(s) {', '.join(repr(n) for n in names)}" if ck.kind == "mae"
@@ -253,8 +256,8 @@ def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
 
 
 def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int | None = None,
-                       seed: int = 0, compensate: bool = False, scale: float = 4.0,
-                       orientation: str | None = None) -> Path:
+                       seed: int = 0, compensate: bool = False, scale: float = 4.0, orientation: str | None = None,
+                       img_size: int | None = None, num_frames: int | None = None) -> Path:
     """PNG, a row per tubelet: its first frame, then what the masked autoencoder's heads predict for the masked
     patches of a clip (the model's mask of seed ``seed``), in one forward pass:
 
@@ -265,10 +268,12 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
     The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4), its frames as
-    ``orientation`` (default: the run's ``data.orientation``, else as coded). Of a file that records no run, what
-    is taken on trust (these defaults, the released traj target, VideoMAE's pixel normalisation) is said in one
-    warning (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
-    model, ck = _mae(checkpoint)
+    ``orientation`` (default: the run's ``data.orientation``, else as coded), ``num_frames`` of ``img_size``² (the
+    clip the model is built for; default: the checkpoint's, which an original ``.pth`` does not record: 16 of 224²,
+    with a warning). Of a file that records no run, what is taken on trust (these defaults, the released traj
+    target, VideoMAE's pixel normalisation) is said in one warning
+    (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
+    model, ck = _mae(checkpoint, img_size, num_frames)
     m, traj, pixel = model.cfg, "traj" in model.heads, "pixel" in model.heads
     if compensate and not traj:
         raise ConfigError(f"--compensate: {checkpoint} has no 'traj' head; its reconstruction uses no tracks")
@@ -424,8 +429,8 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
                  seed: int = 0, orientation: str | None = None) -> Path:
     """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``,
-    whose model sets the frames, size, track length and points and whose run the stride and orientation unless
-    given (``seed``
+    whose model sets the track length and points, and the frames and size unless given (the clip it is built for,
+    which an original ``.pth`` does not record), and whose run the stride and orientation unless given (``seed``
     draws the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
     given); prints and returns the path written."""
     out = Path(out)
@@ -434,14 +439,14 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
     check_output(out, "--out")
     if checkpoint:
-        given = [name for name, v in (("--num-frames", num_frames), ("--size", size), ("--length", length),
-                                      ("--seed-stride", seed_stride)) if v is not None]
+        given = [name for name, v in (("--length", length), ("--seed-stride", seed_stride)) if v is not None]
         if given:
-            raise ConfigError(f"{', '.join(given)}: with --checkpoint the clip, size, track length and points are "
-                              f"the model's; leave {'it' if len(given) == 1 else 'them'} out")
+            raise ConfigError(f"{', '.join(given)}: with --checkpoint the track length and points are the model's; "
+                              f"leave {'it' if len(given) == 1 else 'them'} out")
         if kind != ".png":
             raise ConfigError(f"--out {out}: a picture of predicted motion is a .png, as is a reconstruction")
-        path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate, orientation=orientation)
+        path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate, orientation=orientation,
+                                  img_size=size, num_frames=num_frames)
     else:
         size = 224 if size is None else size
         if kind == ".mp4" and size % 2:
