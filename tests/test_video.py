@@ -20,6 +20,7 @@ from videos import (
     cut_mid_gop,
     decode_all,
     with_end_of_sequence,
+    with_ends_of_sequence_before_keyframes,
     write_corpus_file,
     write_keyint_video,
     write_video,
@@ -510,6 +511,31 @@ def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp
 def _stat(path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
+
+
+def test_an_index_stored_as_version_7_is_made_again(tmp_path, monkeypatch):
+    """Two mme versions that indexed otherwise stored indices as version 7, and the H.264 end of sequence alone,
+    which no decode passes over now, changes again what the index of such a file holds: H.264 with B-frames without
+    pyramid and an end of sequence alone before each IDR, whose index the last of them stored as read by seek with
+    its 48 pictures, proven, was taken, and its count changed at the first read (FrameCountChanged: 18 frames). It is
+    indexed again, in a folder of version 8, the stored one left as it was."""
+    src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", "bframes=1")
+    path = with_ends_of_sequence_before_keyframes(src, tmp_path / "joined.mkv")
+    with av.open(str(src)) as container:
+        pictures = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
+    with monkeypatch.context() as patch:
+        patch.setattr(pyav_reader, "INDEX_VERSION", 7)
+        stale = pyav_reader._index_store(str(tmp_path / "index"), str(path), *_stat(path))
+    record = {"version": 7, "pts": sorted(pts for pts, _ in pictures), "key_pts": [pts for pts, key in pictures if key],
+              "num_frames": 48, "packets": 48, "mode": "seek", "reason": "", "proven": 48, "display": []}
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps(record))
+    with open_video(path, index_dir=tmp_path / "index") as reader:
+        assert (reader.num_frames, reader.seeking) == (18, "sequential")
+        np.testing.assert_array_equal(reader.read(np.arange(18)), decode_all(path))
+    assert json.loads(stale.read_text()) == record
+    stored = [p.relative_to(tmp_path / "index").parts[0] for p in (tmp_path / "index").rglob("*.json")]
+    assert sorted(stored) == ["v7", "v8"]
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])

@@ -667,17 +667,20 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 7
-"""Of the stored index; 7: an H.264 / HEVC packet without a picture or parameter sets is left out of the index (6
-listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses an access
-unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept its
-packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser
-puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random
-access point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against
-a whole decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC
-packet without a picture, a decode that starts after the earliest packet) is checked against a whole decode, and an
-MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last
-packet made a file counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 8
+"""Of the stored index; 8: an H.264 packet without a picture that holds an end of sequence goes to the decoder as it is,
+in the decode at indexing too (7 let the decoder pass over it, so that a file with B-frames that no picture references
+was read by seek with its pictures' count, more than its decode's frames; and 7 was the version of two indexings: the
+first listed the timestamps of the packets without a picture, the second left them out); 7: an H.264 / HEVC packet
+without a picture or parameter sets is left out of the index (6 listed its timestamp, so that such a file was read by
+counting; in H.264, where FFmpeg's decoder refuses an access unit delimiter or SEI alone unless it may skip frames, the
+decode at indexing failed there and the file kept its packets' count); 6: an HEVC CRA after an end of sequence at the
+start of its own packet, where FFmpeg's HEVC parser puts it, counts as a restart (5 read such a file by seek with its
+packets' count); 5: an HEVC file with a random access point whose leading frames FFmpeg may drop (a BLA picture, a CRA
+after an end of sequence) is checked against a whole decode too; 4: a file whose frames may not be its packets one for
+one (:func:`_why_recount`: an H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is
+checked against a whole decode, and an MPEG program stream is read by counting (3: until a read found out, it counted
+its packets; 2: only a corrupt last packet made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
