@@ -416,6 +416,56 @@ def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once()
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def test_a_second_ctrl_c_during_a_checkpoint_write_stops_at_once(synth, tmp_path, monkeypatch, capsys):
+    """Ctrl-C twice while the checkpoint of step 2 is written: torch's writer replaces the KeyboardInterrupt raised in
+    its write to the file by a RuntimeError of its own, which read as a disk too small: 'could not write the
+    checkpoint of step 2 ([enforce fail at inline_container.cc:672] . unexpected pos 46 vs 0); it needs about 3 MiB,
+    N MiB free', exit 1. It stops as interrupted, exit 130, the checkpoint of step 1 kept, no temporary file left."""
+    from mme import cli
+
+    real_save, saves = torch.save, iter(range(1, 100))
+
+    class CtrlCTwiceAtItsThirdWrite:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # the first asks the loop to stop after this step
+                os.kill(os.getpid(), signal.SIGINT)  # the second raises here, in the write torch's writer called
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(ckpt.torch, "save", lambda obj, f: real_save(obj, CtrlCTwiceAtItsThirdWrite(f) if
+                                                                      next(saves) == 2 else f))
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={tmp_path}",
+                     "train.steps=4", "train.ckpt_every=1", FP32])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip().splitlines()[-1] == (
+        "mme pretrain: interrupted; what was written is kept (the same command with --resume auto continues from "
+        "the run's newest checkpoint, if it wrote one)"), err[-2000:]
+    assert "could not write" not in err and _steps(tmp_path) == [1] and not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_a_checkpoint_torch_fails_to_save_for_another_reason_than_a_write_says_no_space(synth, tmp_path, monkeypatch):
+    """torch's own RuntimeError in torch.save, none of its writes' (no memory for a GPU tensor's copy), was made an
+    OSError without errno, so the line gave the space needed and free, as for a full disk."""
+    def no_memory(obj, f):
+        torch.empty(2**50, dtype=torch.uint8)  # torch's allocator refuses a PiB: its RuntimeError, as torch.save's
+
+    monkeypatch.setattr(ckpt.torch, "save", no_memory)
+    with pytest.raises(CheckpointError) as info:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
+    assert re.fullmatch(rf"{re.escape(str(tmp_path))}: could not write the checkpoint of step 1 \(\[enforce fail at "
+                        r"alloc_cpu\.cpp:\d+\] .*DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                        r"\d+ bytes\. Error code 12 \(Cannot allocate memory\)\)\. Kept: no earlier checkpoint",
+                        str(info.value)), info.value
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
 def test_a_rank_stopped_by_another_ranks_signal_ends_as_interrupted(synth, tmp_path, monkeypatch):
     """Under torchrun a signal may reach some ranks only: the others stopped after the same step, but returned as
     finished (exit 0), so fine-tuning would have gone on to its tests alone. Another rank's SIGTERM at step 2 is

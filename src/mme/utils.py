@@ -221,10 +221,10 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def may_want_space(e: BaseException) -> bool:
-    """Whether the failed write ``e`` may be for want of space, so the space free belongs in its message: one of
-    :data:`NO_SPACE`, or an error without an errno (torch.save's RuntimeError, a bare OSError of a file system
-    layer); not a read-only or missing folder, whose free space says nothing."""
-    return getattr(e, "errno", None) in (None, *NO_SPACE)
+    """Whether the failed write ``e`` may be for want of space, so the space free belongs in its message: an OSError
+    of :data:`NO_SPACE`, or one without an errno (a bare OSError of a file system layer); not a read-only or missing
+    folder, whose free space says nothing, nor an error that is not the write's (torch.save's own RuntimeError)."""
+    return isinstance(e, OSError) and e.errno in (None, *NO_SPACE)
 
 
 def mib_free(path: str | Path) -> str:

@@ -104,17 +104,19 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 
 def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None) -> Path:
     """Write ``state`` as ``checkpoint-<step>.pt`` atomically (temp file, fsync, rename), then delete all but
-    the newest ``keep_last`` checkpoints; a failed deletion only warns. A failed write raises an OSError: the
-    write's own (a full disk's errno), for which torch's writer raises a RuntimeError of its own, without the reason,
-    else one of the writer's message."""
+    the newest ``keep_last`` checkpoints; a failed deletion only warns. A write to the file that fails raises its
+    own error, which torch's writer replaces by a RuntimeError of its own, without the reason ('unexpected pos A vs
+    B'): an OSError (a full disk's errno), or a KeyboardInterrupt (a second Ctrl-C, SIGTERM's ``Terminated``), which
+    stops the command as an interrupt. torch's own failures (no memory for a GPU tensor's copy) raise its
+    RuntimeError."""
     path = checkpoint_path(out_dir, int(state["step"]))
     with atomic_path(path, sync=True) as tmp, open(tmp, "wb") as f:
         try:
             torch.save(state, f)
         except RuntimeError as e:  # torch's writer, ending after the write to ``f`` that raised
-            if isinstance(e.__context__, OSError):
+            if isinstance(e.__context__, (OSError, KeyboardInterrupt)):
                 raise e.__context__ from None
-            raise OSError(str(e)) from e
+            raise
     rotate(out_dir, keep_last)
     return path
 

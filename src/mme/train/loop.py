@@ -191,7 +191,7 @@ def _write_checkpoint(run: Run) -> Path:
             run_folder.set_aside_after(run.out_dir, run.resumed_at)
             run.resumed_at = None
         return ckpt.save_checkpoint(state, run.out_dir, run.cfg.train.keep_last)
-    except OSError as e:  # (torch.save's writes' too: save_checkpoint raises theirs, not torch's RuntimeError)
+    except (OSError, RuntimeError) as e:  # (torch.save's writes': their OSError; RuntimeError: torch's own)
         kept = ckpt.list_checkpoints(run.out_dir)
         needed = _nbytes(state) / 2**20
         space = f"; it needs about {needed:.0f} MiB, {mib_free(run.out_dir)}" if may_want_space(e) else ""
