@@ -474,6 +474,35 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
     assert (tmp_path / "run" / "checkpoint-00000001.pt").is_file()
 
 
+NCCL_ABORTED = "NCCL communicator was aborted on rank 0.  Original reason for failure was: "
+"""The start of the error NCCL's collectives raise once its watchdog aborted the communicator (torch's getNcclComm),
+the abort's reason after it."""
+
+
+@pytest.mark.parametrize("text, lost", [
+    (NCCL_ABORTED + "[Rank 0] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=42, OpType=ALLREDUCE, "
+     "NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600012 milliseconds before timing out.", False),
+    (NCCL_ABORTED + "NCCL error: remote process exited or there was a network error, NCCL version 2.21.5\n"
+     "ncclRemoteError: A call failed possibly due to a network error or a remote process exiting prematurely.", True),
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:45678", True),
+    ("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 1800000ms for recv operation "
+     "to complete", False)])
+def test_a_collective_that_timed_out_is_no_lost_rank(text, lost):
+    """NCCL's watchdog aborts the communicator after a collective timed out too, on ranks all alive (one slow or
+    stuck), and the error then starts as after a lost rank's: it was said as 'another rank ended before this one was
+    done', sending the user to look for a killed rank torchrun's report does not name."""
+    from torch.distributed import DistBackendError
+
+    from mme.errors import ProcessLost
+    from mme.train import distributed as dist
+
+    error = DistBackendError(text)
+    assert dist.lost_rank(error) is lost
+    with pytest.raises(ProcessLost if lost else DistBackendError) as info, dist.rank_lost_said():
+        raise error
+    assert (info.value.__cause__ is error) if lost else (info.value is error)
+
+
 def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):
     """Rank 0 shared its MMEErrors only: another error of its write (an OSError) left the other ranks waiting for
     its word, to die at their next collective of gloo's lost connection (or wait for NCCL's timeout)."""

@@ -44,14 +44,22 @@ LOST_RANK_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Bro
                    "NCCL communicator was aborted")
 """What the error of a collective says where another rank is gone: gloo's socket's (its peer's end closed, reset, a
 write into it), NCCL's (its remote error, "remote process exited or there was a network error"; its watchdog's abort
-of the communicators after a collective failed). Not a timeout: a rank alive but slow or stuck is no lost rank."""
+of the communicators after a collective failed, whose reason follows: :data:`TIMEOUT_SIGNS` where it timed out)."""
+
+TIMEOUT_SIGNS = ("collective operation timeout", "timed out", "timing out")
+"""What an error says where a wait ran out (lower case): NCCL's watchdog's ("Watchdog caught collective operation
+timeout: WorkNCCL(...) ran for N milliseconds before timing out", also the reason of the abort it makes), gloo's
+("Timed out waiting 1800000ms for recv operation to complete"). A rank alive but slow or stuck is no lost rank."""
 
 
 def lost_rank(error: BaseException) -> bool:
     """Whether ``error``, of a collective, says that another rank ended under it (killed, crashed): torch's
-    DistNetworkError, or a RuntimeError (gloo's plain one, NCCL's DistBackendError) saying :data:`LOST_RANK_SIGNS`."""
-    return isinstance(error, dist.DistNetworkError) or (
-        isinstance(error, RuntimeError) and any(sign in str(error) for sign in LOST_RANK_SIGNS))
+    DistNetworkError, or a RuntimeError (gloo's plain one, NCCL's DistBackendError) saying :data:`LOST_RANK_SIGNS`;
+    not where it says a timeout (:data:`TIMEOUT_SIGNS`)."""
+    text = str(error)
+    said = isinstance(error, dist.DistNetworkError) or (
+        isinstance(error, RuntimeError) and any(sign in text for sign in LOST_RANK_SIGNS))
+    return said and not any(sign in text.lower() for sign in TIMEOUT_SIGNS)
 
 
 @contextlib.contextmanager
