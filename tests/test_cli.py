@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+from training import FP32, TINY
+
 from mme.cli import build_parser, main
 from mme.data.synth import MOTIONS, PRESETS, TEXTURES, generate_synth
 from mme.data.video import BACKENDS
@@ -118,6 +121,40 @@ def test_mme_synth_preset_with_a_flag_replacing_its_value(tmp_path, capsys):
                                        "'test': 0}; classes.json, params.json)\n")
     params = json.loads((tmp_path / "params.json").read_text())
     assert {(p["motion"], p["texture"], len(p["movers"])) for p in params.values()} == {("scene", "dead_leaves", 2)}
+
+
+def _with_reader_gone(*argv: str, stderr_too: bool = False) -> tuple[int, str]:
+    """``mme ARGV | head -0``: the exit status and stderr of the command, whose stdout's reader went before it printed
+    a line (with ``stderr_too``, ``2>&1 | head -0``: stderr went with it, and the text is empty)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mme.cli", *argv], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc.stdout.close()
+    err = "" if stderr_too else proc.stderr.read()
+    return proc.wait(timeout=300), err
+
+
+@pytest.mark.parametrize("stderr_too", [False, True])
+def test_a_run_whose_output_s_reader_has_gone_trains_on_and_writes_its_files(stderr_too, synth, tmp_path):
+    """``mme pretrain ... | head -0`` (``| true``): the summary printed before step 1 raised BrokenPipeError, a
+    traceback that ended the run, exit 1, nothing trained; with stderr in the pipe (``2>&1 | head``) the progress bar
+    would have. What a run prints is no part of its work: the output goes to /dev/null and the run trains on."""
+    from mme.train import checkpoint as ckpt
+
+    code, err = _with_reader_gone("pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                                  f"train.out_dir={tmp_path}", "train.steps=3", FP32, stderr_too=stderr_too)
+    assert code == 0 and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-00000003.pt"]
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_command_whose_output_s_reader_has_gone_ends_quietly(tmp_path):
+    """``mme synth ... | head -0``: its summary, printed as it ends, raised BrokenPipeError, a traceback and exit 1
+    after its videos were written."""
+    code, err = _with_reader_gone("synth", str(tmp_path), "--classes", "2", "--videos-per-class", "1", "--size", "32",
+                                  "--frames", "4", "--workers", "1")
+    assert code == 0 and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert len(json.loads((tmp_path / "params.json").read_text())) == 2
 
 
 def test_every_number_a_flag_takes_has_its_range(capsys):

@@ -8,12 +8,13 @@ broken optional dependency only affects the command that needs it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _PARSER_KEYS = ("command", "verbose", "func", "bench")
@@ -569,7 +570,61 @@ def _resumes(command: str) -> str:
     return RESUMES.get(command, "run it again")
 
 
+class _ReaderMayGo:
+    """A standard stream (stdout, stderr) whose reader may go before the command ends (``mme finetune ... | head``,
+    ``| true``): a write or flush that finds the pipe closed (EPIPE) points the stream's descriptor at /dev/null, as
+    Python's "Note on SIGPIPE" advises, and the command goes on without a word: what it printed is no part of its
+    work, its files are (a run keeps training and writing its checkpoints). Other attributes are the stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        self._stream.flush()  # what it held goes to /dev/null, not into an error at exit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _readers_may_go() -> Iterator[None]:
+    """stdout and stderr as :class:`_ReaderMayGo` while the command runs, flushed as it ends (a short output is
+    written then, at the latest); the streams they were after it."""
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_ReaderMayGo(s) if s is not None else s for s in before)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        sys.stdout, sys.stderr = before
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _readers_may_go():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     # key=value overrides may also follow options (argparse alone gives a nargs="*" positional only one place)
     args, extra = parser.parse_known_args(argv)
