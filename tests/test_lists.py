@@ -32,7 +32,7 @@ from mme.data.lists import (
     split_name,
     write_list,
 )
-from mme.errors import DataError, MMEError
+from mme.errors import ConfigError, DataError, MMEError
 
 
 def test_read_labelled_unlabelled_and_spaces(tmp_path):
@@ -1320,6 +1320,47 @@ def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(vi
     (tmp_path / "folder").mkdir()
     with pytest.raises(Exception, match="--out"):
         check_lists([tmp_path / "train.txt"], videos, tmp_path / "folder")
+
+
+def test_check_out_replaces_a_check_report_a_users_file_with_overwrite_and_never_an_input(videos, tmp_path,
+                                                                                           capsys):
+    """`mme check --out F` replaced any file F with its report: the list it checked, another list, a listed video, a
+    user's notes. An input (a list, a listed video, however reached: a link, a hard link) is refused in one line, a
+    file that is not a check report unless --overwrite; a check report is replaced as before."""
+    (tmp_path / "v").mkdir()
+    shutil.copy(videos / "a" / "good.mp4", tmp_path / "v" / "good.mp4")
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    train.write_text("v/good.mp4 0\n")
+    val.write_text("v/good.mp4 0\n")
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "v" / "good.mp4")
+    os.link(tmp_path / "v" / "good.mp4", tmp_path / "hard.mp4")
+    (tmp_path / "notes.json").write_text('{"my": "notes"}\n')
+    held = {p: p.read_bytes() for p in (train, val, tmp_path / "v" / "good.mp4", tmp_path / "notes.json")}
+    for out, said in [(train, f"is the list {train}, which this check reads; write the report elsewhere"),
+                      (tmp_path / "link.mp4", f"is {tmp_path / 'v/good.mp4'}, a video the list {train} names"),
+                      (tmp_path / "hard.mp4", f"is {tmp_path / 'v/good.mp4'}, a video the list {train} names"),
+                      (val, "already holds a file mme check did not write (not a check report); give --overwrite to "
+                            "replace it, or another --out"),
+                      (tmp_path / "notes.json", "already holds a file mme check did not write")]:
+        assert cli_main(["check", str(train), "--root", str(tmp_path), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"mme check: error: --out {out}: {said}") and len(err.splitlines()) == 1, err
+    for out in (train, tmp_path / "link.mp4"):  # an input, with --overwrite too
+        with pytest.raises(ConfigError, match="write the report elsewhere"):
+            check_lists([train], tmp_path, out, overwrite=True)
+    assert {p: p.read_bytes() for p in held} == held
+    notes = tmp_path / "notes.json"
+    assert cli_main(["check", str(train), "--root", str(tmp_path), "--out", str(notes), "--overwrite"]) == 0
+    assert json.loads(notes.read_text())["counts"] == {"ok": 1}
+    (tmp_path / "v" / "good.mp4").unlink()  # a check report is replaced without --overwrite
+    assert check_lists([train], tmp_path, notes)["counts"] == {"missing": 1}
+    assert json.loads(notes.read_text())["counts"] == {"missing": 1}
+    (tmp_path / "lists").mkdir()  # mme lists --check: a check.json of the user's refused before any list is written
+    (tmp_path / "lists" / "check.json").write_text("mine\n")
+    shutil.copytree(videos / "a", tmp_path / "folder" / "a")
+    assert cli_main(["lists", "folder", str(tmp_path / "folder"), "--out", str(tmp_path / "lists"), "--check"]) == 1
+    assert "its check.json is a file mme check did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "lists").iterdir()) == ["check.json"]
 
 
 def test_malformed_annotations_are_one_line_naming_the_file(tmp_path):

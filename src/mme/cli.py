@@ -201,6 +201,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="the JSON report (default check.json)")
     p.add_argument("--index-dir", type=path, default=None, metavar="DIR",
                    help="keep each video's proven frame index here, for training with data.index_dir=DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a file OUT that is not a check report (a report of mme check is replaced without "
+                        "it; a list or video the check reads, never)")
     _check_args(p)
     _calls(p, "mme.data.lists:check_lists", outcome=lambda report: report["failing"] > 0)
 

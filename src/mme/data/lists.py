@@ -131,11 +131,17 @@ def real_path(entry: ListEntry, root: str | Path) -> str:
 def video_identity(entry: ListEntry, root: str | Path) -> tuple[int, int] | str:
     """What lists that must not share videos compare an entry by: its file's (device, inode) where it is there, one
     however it is reached (a symlink, a hard link, a bind mount of its folder); else its :func:`real_path`."""
-    try:
-        found = file_identity(resolve(entry, root))
-    except OSError:  # a path through a file, a folder it may not search
-        found = None
+    found = identity_or_none(resolve(entry, root))
     return real_path(entry, root) if found is None else found
+
+
+def identity_or_none(path: str | Path) -> tuple[int, int] | None:
+    """:func:`mme.utils.file_identity`, None also where the path cannot be searched (through a file, a folder it may
+    not search)."""
+    try:
+        return file_identity(path)
+    except OSError:
+        return None
 
 
 def same_video(first: ListEntry, second: ListEntry, root: str | Path) -> str:
@@ -1279,11 +1285,14 @@ SHOWN = 5
 
 
 def check_lists(list_files: list[str | Path], root: str | Path, report_path: str | Path, min_frames: int = 16,
-                workers: int = 1, index_dir: str | Path | None = None, decode_threads: int = 1) -> dict:
+                workers: int = 1, index_dir: str | Path | None = None, decode_threads: int = 1,
+                overwrite: bool = False) -> dict:
     """Open and decode every video the lists name (:func:`mme.data.video.check_video`) and write a JSON report:
     per-status counts and every video that is not 'ok' (unreadable, short, suspicious, ...; bad list lines too).
     With ``index_dir``, each video's index, proven by the whole decode, is kept there (``data.index_dir``);
-    ``decode_threads``: the decoder's, as the run's ``data.decode_threads``."""
+    ``decode_threads``: the decoder's, as the run's ``data.decode_threads``. The report replaces a file at
+    ``report_path`` that is a check report, another only with ``overwrite``, a list or video it checks never
+    (:func:`_check_replaced`)."""
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
@@ -1294,6 +1303,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
         listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
+    _check_replaced(Path(report_path), list_files, listed, overwrite)
     first = {}  # each file (by its real path, so './a.mp4' and 'x/../a.mp4' are 'a.mp4') -> its first spelling
     for path, _, _ in listed:
         first.setdefault(os.path.realpath(path), path)
@@ -1325,6 +1335,44 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     if len(skipped) > SHOWN:
         log.warning("... and %d more a run skips, each in %s", len(skipped) - SHOWN, report_path)
     return report
+
+
+REPORT_KEYS = ("lists", "counts", "problems")
+"""Keys every report of mme check holds: what tells one from another file at ``--out``."""
+
+
+def is_check_report(path: str | Path) -> bool:
+    """Whether ``path`` holds a report of mme check (a JSON object with :data:`REPORT_KEYS`); a file that does not
+    start as one (a video) is not read further."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read(1) != "{":
+                return False
+            f.seek(0)
+            report = json.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
+
+
+def _check_replaced(out: Path, list_files: list[str | Path], listed: list[tuple[str, int | None, str]],
+                    overwrite: bool) -> None:
+    """Refuse a report that would replace a list the check reads or a video it lists (the same file however reached:
+    a link, another spelling), or, unless ``overwrite``, a file that is not a check report (a user's notes)."""
+    held = identity_or_none(out)
+    if held is None:
+        return
+    for list_file in list_files:
+        if identity_or_none(list_file) == held:
+            raise ConfigError(f"--out {out}: is the list {list_file}, which this check reads; write the report "
+                              "elsewhere")
+    for video, _, list_file in listed:
+        if identity_or_none(video) == held:
+            raise ConfigError(f"--out {out}: is {video}, a video the list {list_file} names; write the report "
+                              "elsewhere")
+    if not overwrite and not is_check_report(out):
+        raise ConfigError(f"--out {out}: already holds a file mme check did not write (not a check report); give "
+                          "--overwrite to replace it, or another --out")
 
 
 def _check_job(job: tuple) -> dict:
@@ -1372,10 +1420,14 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     Returns ``{"lists": split -> path, "check": the check's report or None}``."""
     if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
+    report_path = Path(out_dir) / "check.json"
+    if check and report_path.is_file() and not is_check_report(report_path):
+        raise ConfigError(f"--out {out_dir}: its check.json is a file mme check did not write (not a check report), "
+                          "which --check would replace; move it, or choose another --out")
     written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
                                 skip_missing=skip_missing, classes=classes)
     if not check:
         return {"lists": written, "check": None}
-    report = check_lists(list(written.values()), root, Path(out_dir) / "check.json", min_frames, workers,
+    report = check_lists(list(written.values()), root, report_path, min_frames, workers,
                          decode_threads=decode_threads)
     return {"lists": written, "check": report}
