@@ -44,7 +44,7 @@ from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
 from mme.data.video import open_video
-from mme.errors import ConfigError, VideoError
+from mme.errors import ConfigError, DataError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
 from mme.motion.cache import (
@@ -531,8 +531,6 @@ def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):
 def test_a_cache_that_lacks_the_lists_videos_says_to_extract_them(videos, tmp_path):
     """Videos without a cache file failed the run with "`mme check LIST` names every video a run cannot read",
     where `mme check` finds them readable: the advice is now the extraction that makes the missing files."""
-    from mme.errors import DataError
-
     (tmp_path / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
     cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(videos), img_size=64, num_frames=8, stride=2,
                      max_failure_fraction=0.0)
@@ -861,6 +859,50 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
                                           r"run's 5.71429 \(target.max_disp\)"):
         make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)(sample)
     assert make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out), max_disp=0.5), m)(sample)
+
+
+def test_a_changed_videos_cache_advises_the_plain_rerun_that_makes_it_again(tmp_path, capsys):
+    """A video replaced by a resized copy: training's refusal advised `mme extract --overwrite`, which makes every file
+    of the share again, where a plain re-run makes that file alone again, as the refusal of a same-size change said.
+    A file that records no fingerprint of its video (an earlier mme's), which a re-run keeps, is to be deleted."""
+    root, out = tmp_path / "videos", tmp_path / "cache"
+    root.mkdir()
+    frames = affine_video(12, 64, 80, dx=2.0, seed=3)[0]
+    write_video(root / "pan.mp4", frames)
+    write_video(root / "still.mp4", affine_video(12, 64, 64, seed=1)[0])
+    (root / "list.txt").write_text("pan.mp4\nstill.mp4\n")
+    args = ["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args) == 0
+    made, kept = cache_file(out, "pan.mp4"), cache_file(out, "still.mp4")
+    kept_mtime = kept.stat().st_mtime_ns
+    write_video(root / "pan.mp4", np.ascontiguousarray(frames[:, ::2, ::2]))  # resized: 40x32
+    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=32,
+                      max_failure_fraction=0.0)
+    dataset = PretrainDataset(data, fn, fn.track_length, track_reads=fn.track_reads)
+    with pytest.raises(VideoError, match=r"made from another version of .*pan\.mp4: 80x64, 12 frames there, 40x32, "
+                                         r"12 frames now; re-run mme extract \(it redoes such files\)\)$"):
+        fn(dataset.sample(0, np.random.default_rng(0)))
+    with pytest.raises(DataError, match=r"and resumes; a re-run also makes again the files of videos changed since "
+                                        r"\(the warnings above name each file\)$") as refused:
+        dataset[0]
+    assert "--overwrite" not in str(refused.value)
+    capsys.readouterr()
+    assert cli(args) == 0 and "1 written, 1 already complete" in capsys.readouterr().out  # as advised
+    assert kept.stat().st_mtime_ns == kept_mtime and cache_meta(made)["src_size"] == [40, 32]
+    assert fn(dataset.sample(0, np.random.default_rng(0)))["disp"].shape[0] == 2
+    c = read_cache(made)  # as an mme that recorded no fingerprint wrote it
+    meta = {k: v for k, v in c.meta.items() if k not in ("fingerprint", "source_stat", "version", "quant", "starts",
+                                                       "grid", "homs")}
+    save_tracks(made, c.disp, c.valid, None, meta)
+    write_video(root / "pan.mp4", frames)
+    with pytest.raises(VideoError, match=r"40x32, 12 frames there, 80x64, 12 frames now; delete it and re-run mme "
+                                         r"extract \(the file records no fingerprint of its video: a re-run keeps "
+                                         r"it\)\)$"):
+        fn(PretrainDataset(data, track_length=2).sample(0, np.random.default_rng(0)))
+    assert cli(args) == 0 and "0 written, 2 already complete" in capsys.readouterr().out  # kept, as said
 
 
 def test_a_dataset_whose_videos_have_another_datasets_names_is_refused_in_its_cache(tmp_path, capsys):

@@ -414,7 +414,8 @@ class _VideoDataset(Dataset):
             advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
                       "start from?" if 2 * relative > failed else
                       "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
-                      f"{self.extract_advice()} (`--overwrite` remakes stale ones; the warnings above say which)"
+                      f"{self.extract_advice()}; a re-run also makes again the files of videos changed since (the "
+                      "warnings above name each file)"
                       if 2 * counts.get("track cache", 0) > failed else
                       f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                       "data.max_failure_fraction")

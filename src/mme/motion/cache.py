@@ -378,6 +378,20 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     return tracks
 
 
+REMADE = "re-run mme extract (it redoes such files)"
+"""What makes a cache file of a changed video, or a :func:`stale` one, again: a plain re-run of the extraction, which
+redoes such files alone (``--overwrite`` would redo every file of its share)."""
+
+
+def _remaking(meta: dict) -> str:
+    """What makes again the cache file of ``meta`` made from another version of its video: :data:`REMADE`, but for a
+    file that records no fingerprint of its video (made before they were), which a re-run takes as made from any
+    file of its path, so keeps."""
+    if meta.get("fingerprint") is None:
+        return "delete it and re-run mme extract (the file records no fingerprint of its video: a re-run keeps it)"
+    return REMADE
+
+
 def _shape_of(source) -> str:
     return f"{source[0]}x{source[1]}, {source[2]} frames"
 
@@ -402,13 +416,13 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
                           f"than this run's data.orientation; extract it with the run's")
     if sample.source is not None and tuple(sample.source[:3]) != made_from:
         raise video_error(path, "track cache", f"made from another version of {sample.path}: "
-                                              f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; re-run "
-                                              f"mme extract with --overwrite")
+                                              f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; "
+                                              f"{_remaking(cached.meta)}")
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same size and frame "
-                                              f"count, other content); re-run mme extract (it redoes such files)")
+                                              f"count, other content); {REMADE}")
     if (why := stale(cached.meta)) is not None:
-        raise video_error(path, "track cache", f"{why}; re-run mme extract (it redoes such files)")
+        raise video_error(path, "track cache", f"{why}; {REMADE}")
     work_w, work_h = cached.meta["work_size"]
     bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
     if float(cached.meta["max_disp"]) < bound * 0.999:
