@@ -35,7 +35,7 @@ from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.masking import make_mask, masked_per_sample
 from mme.models.vit import count_parameters
 from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_frames
-from mme.motion.targets import batch_targets, head_specs, make_target_fn
+from mme.motion.targets import batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
 from mme.train import engine, loop
 from mme.train.config import PretrainConfig, clips_for
@@ -71,7 +71,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     part-way, are the dataset's failures, within ``data.max_failure_fraction``). Tracks read from a cache are the
     flow ``mme extract`` used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ
     from the run's (judged on the first cache file found), so that the run's config is not read as its tracks' flow,
-    and a decoder that reads other frames is seen."""
+    and a decoder that reads other frames is seen; and where its tracks are coarser than the run's targets
+    (:func:`_coarser_cache`)."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset):
         return
@@ -102,6 +103,28 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
                     "MPEG-PS/TS and some Matroska files, docs/data.md), and then its tracks are not of its clip's "
                     "frames; extract again with --backend %s --overwrite, or set data.backend=%s",
                     cfg.target.cache_dir, made_with, backend, backend, made_with)
+    if (coarser := _coarser_cache(meta, cfg)) is not None:
+        log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
+
+
+def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
+    """How a cache file of ``meta`` is coarser than the run's targets, else None: its seeds lie farther apart in the
+    run's pixels than ``target.seed_stride``, or its flow read smaller frames than the run's, even where a crop spans
+    a frame's whole short side (a smaller crop, enlarged more, spreads them further). Its tracks are then read between
+    its seeds (:func:`mme.motion.cache.resample`), less fine than online ones."""
+    short, stride = min(meta["work_size"]), meta["seed_stride"]
+    size, seed = cfg.data.img_size, token_geometry(cfg.target, cfg.model).seed_stride
+    spacing = stride * size / short
+    sparse, small = spacing > seed * 1.001, short < size
+    if not (sparse or small):
+        return None
+    said = [f"its seeds lie {spacing:.3g} px apart in the run's {size} px clips (a crop of a frame's whole short "
+            f"side; further apart in a smaller one), where target.seed_stride is {seed}"] if sparse else []
+    said += [f"its flow read frames {short} px on their short side, the run's clips are {size} px"] if small else []
+    wanted = max(short, size)
+    return (f"extracted at --short-side {short} --seed-stride {stride}: {'; '.join(said)}; its targets are less fine "
+            f"than online ones. Extract again with --short-side {wanted} --seed-stride "
+            f"{max(1, int(seed * wanted / size))} --overwrite, or unset target.cache_dir")
 
 
 @torch.no_grad()
