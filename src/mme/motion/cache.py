@@ -18,7 +18,8 @@ the tracks silently, where a damaged record fails zlib's own check), the records
 without the checksum, their quantum checked) and version 1 files (``.tracks.npz``: a zip of 32-start blocks,
 checked by the zip's CRCs) are still read.
 
-Tracks that run past the last frame see zero motion there (the dataset's convention for short videos). To
+Tracks that run past the last frame see zero motion there (the dataset's convention for short videos; a video of
+one frame is one start whose tracks stand still). To
 serve a sample, :func:`resample` applies the sample's crop/resize/flip to the cached maps: the output seed grid
 is mapped into working coordinates and the maps are read there bilinearly (exact sub-cell positions, not the
 release's crop floored to the 1/8 grid, §12 D12), displacements are rescaled to output pixels, homographies

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from mme.data.lists import read_list, resolve
 from mme.data.transforms import resize
-from mme.data.video import open_video, require_backend, video_error, with_true_count
+from mme.data.video import open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, MMEError, NoSpaceError
 from mme.motion.cache import (
@@ -113,7 +113,8 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> None:
     """Track every raw start frame of one video and write its cache file (raises MMEError on a bad video). A file
-    that has fewer frames than packets, found by a read, is tracked again with the count it has."""
+    that has fewer frames than packets, found by a read, is tracked again with the count it has. Frames past the last
+    read as the last, as online: a video of one frame has one start, whose tracks stand still."""
     with_true_count(lambda: _extract_video(path, out_path, opts))
 
 
@@ -122,8 +123,6 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
     kept = "the finished cache files are kept, and the same command continues once there is space"
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader, space_for(out_path, kept):
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
-        if n < 2:
-            raise video_error(path, "too short", f"{n} frame(s); tracks need at least 2")
         w, h = working_size(W0, H0, opts.short_side)
         bound = default_max_disp(h, w) if opts.max_disp is None else opts.max_disp
         meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
