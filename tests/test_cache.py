@@ -131,6 +131,28 @@ def test_a_one_frame_video_is_cached_as_online_training_tracks_it(videos, tmp_pa
     assert item["index"] == 0 and not item["motion"]["disp"].any()
 
 
+def test_a_bad_list_line_is_skipped_and_reported_as_training_skips_it(videos, tmp_path, capsys, caplog):
+    """One line that is not `path [label]` stopped all of `mme extract`, where training and `mme check` skip and count
+    it. It is skipped, warned about and listed in the report of share 0 as failed; the videos are made."""
+    list_file = tmp_path / "list.txt"
+    list_file.write_text("b.mp4 1\nb.mp4 1.5\none.mp4 0\ncls/a.mp4 -2\n")
+    args = ["extract", str(list_file), "--root", str(videos), "--out", str(tmp_path / "cache"), "--length", "2",
+            "--short-side", "64"]
+    with caplog.at_level("WARNING", logger="mme.extract"):
+        assert cli(args + ["--shard", "1/2"]) == 0  # share 1 (one.mp4) does not list them
+        assert cli(args + ["--shard", "0/2"]) == 1
+    made = report(tmp_path / "cache", list_file, 0, 2)
+    assert made["done"] == 1 and cache_file(tmp_path / "cache", "b.mp4").is_file()
+    assert made["failed"] == {f"{list_file}:2": f"{list_file}:2: bad label '1.5' (expected a class id >= 0 at the "
+                                                "end of the line): 'b.mp4 1.5'",
+                              f"{list_file}:4": f"{list_file}:4: negative label -2: 'cls/a.mp4 -2'"}
+    assert report(tmp_path / "cache", list_file, 1, 2)["failed"] == {}
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert said == [f"2 line(s) of {list_file} are not 'path [label]' and are left out: "
+                    f"{made['failed'][f'{list_file}:2']}; {made['failed'][f'{list_file}:4']}"], said
+    assert "1 written, 0 already complete, 2 failed" in capsys.readouterr().out
+
+
 def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, capsys):
     """Finished caches made with other settings (e.g. the flow of an earlier default) are not silently made again:
     the run stops and names one file and the settings that differ, until --overwrite says to redo them."""

@@ -55,6 +55,12 @@ class BadLine:
         return f"{self.list_file}:{self.line_no}: {self.reason}: {self.text!r}"
 
 
+def left_out(bad: list[BadLine], what: str) -> str:
+    """What a command that skips the ``bad`` lines of ``what`` (a list) says of them: their count and the first 5."""
+    return (f"{len(bad)} line(s) of {what} are not 'path [label]' and are left out: "
+            + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
+
+
 def text_lines(text: str) -> list[str]:
     """The lines of a text as a file read in text mode has them: split at \\n, \\r\\n or \\r only
     (``str.splitlines`` also splits at U+2028, U+0085 and other characters file names may hold)."""

@@ -6,7 +6,8 @@
 
 Each file is written atomically, so an interrupted run resumes by skipping the files that are already there
 and complete (same settings, readable). Videos that fail are listed with their reason in
-``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`); the others are unaffected.
+``<out>/failed-<list>-<hash>[-<k>-of-<n>].json`` (:func:`share_name`); the others are unaffected. List lines that
+are not ``path [label]`` are skipped, as training skips them, and listed in share 0's report as ``<list>:<line>``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mme.data.lists import read_list, resolve
+from mme.data.lists import BadLine, left_out, read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS
@@ -251,7 +252,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     report of them all. ``opts.device`` cuda is the rank's GPU, of its ``LOCAL_RANK`` (every rank used the first).
     """
     require_backend(opts.backend, "--backend")
-    entries, _ = read_list(list_file)
+    entries, bad_lines = read_list(list_file, strict=False)
     k, n = parse_shard(shard)
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
@@ -260,7 +261,8 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     opts = replace(opts, device=str(choose_device(opts.device, info.local_rank, "--device")))
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:
-        report_file, report = _run_share(entries, part, parts, list_file, root, out, opts, workers, overwrite, lock)
+        report_file, report = _run_share(entries, bad_lines if part == 0 else [], part, parts, list_file, root, out,
+                                         opts, workers, overwrite, lock)
     finally:
         unlock_folder(lock)
     shares = all_gather_objects((str(report_file), report))  # once the slowest share is done
@@ -304,10 +306,11 @@ def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite
     return jobs, skipped, targets
 
 
-def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, out: str, opts: ExtractOptions,
-               workers: int, overwrite: bool, lock: Path) -> tuple[Path, dict]:
+def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, list_file: str, root: str, out: str,
+               opts: ExtractOptions, workers: int, overwrite: bool, lock: Path) -> tuple[Path, dict]:
     """Lock share ``part`` of ``parts`` and check its cache files (every rank refuses where one does), then extract it
-    and write its report; returns the report and its file."""
+    and write its report, which lists ``bad_lines`` (the list's lines that are no entry, skipped: share 0's) as
+    failed; returns the report and its file."""
     unique: dict[Path, object] = {}
     for e in entries:  # a video listed twice is extracted once, by one share
         unique.setdefault(cache_file(out, e.path), e)
@@ -325,6 +328,8 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
     remove_stale_temps(targets | {report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(unique), part, parts, skipped, len(jobs), workers)
+    if bad_lines:  # as training and mme check skip and count them
+        log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
     done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
     for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):  # rank 0's
@@ -332,7 +337,8 @@ def _run_share(entries: list, part: int, parts: int, list_file: str, root: str, 
             failed[path] = err
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
-              "skipped": skipped, "failed": failed, "options": asdict(opts)}
+              "skipped": skipped, "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
+              "options": asdict(opts)}
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
     return report_file, report

@@ -36,6 +36,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from mme.config import flatten, from_dict, path_keys
+from mme.data.lists import left_out
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
@@ -271,8 +272,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
                "threads": start.threads[0], "threads_reason": start.threads[1], "items": len(data),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
-        log.warning("%d line(s) of the training list are not 'path [label]' and are left out: %s", len(data.bad_lines),
-                    "; ".join(map(str, data.bad_lines[:5])) + (" ..." if len(data.bad_lines) > 5 else ""))
+        log.warning("%s", left_out(data.bad_lines, "the training list"))
     if start.resume is not None:
         with dist.agreed():
             restore(run, *start.resume)
