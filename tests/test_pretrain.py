@@ -658,6 +658,54 @@ def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synt
             assert "extract again with --backend pyav --overwrite, or set data.backend=opencv" in said[1]
 
 
+def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_any_work(synth, tmp_path):
+    """A cache of shorter tracks, a lower displacement bound, another compensation, or a phone video's frames turned
+    otherwise than the run's data.orientation was refused by the first batch's read, after the run's config.yaml,
+    run.json and logs, the model and the loader workers were made. The first cache file's header is checked
+    before any of them (each read still checks its own); a video without a display matrix serves either
+    orientation."""
+    from training import tiny_config
+    from videos import affine_video, write_video
+
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"]
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    frames = affine_video(12, 48, 64, dx=1.5, seed=6)[0]
+    write_video(phone / "phone.mp4", frames, display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+    write_video(phone / "plain.mp4", frames)
+    for name in ("phone", "plain"):
+        (phone / f"{name}.txt").write_text(f"{name}.mp4\n")
+    cases = [("length", dict(length=4), data, [], r"target\.track_length=6 but the track cache .*\.tracks holds only 4 "
+                                                  r"steps$"),
+             ("bound", dict(max_disp=1.0), data, [], r"holds displacements bounded at 1 px per frame \(mme extract "
+                                                     r"--max-disp\), below this run's 5\.71429 \(target\.max_disp\)"),
+             ("compensate", dict(compensate=True), data, [], r"^target\.compensate=False but the track cache "
+                                                             r".*\.tracks was extracted with compensate=True$"),
+             ("phone", {}, [f"data.list_file={phone / 'phone.txt'}", f"data.root={phone}"],
+              ["data.orientation=display"], r"phone\.mp4\.tracks was extracted with --orientation coded, which reads "
+                                            r"this video's frames otherwise than this run's data\.orientation")]
+    for name, extracted, run_data, more, refused in cases:
+        list_file = dict(s.split("=", 1) for s in run_data)["data.list_file"]
+        extract_cache(list_file, str(tmp_path / name), root=run_data[1].split("=", 1)[1],
+                      **{"length": 6, "short_side": 64, **extracted})
+        with pytest.raises(ConfigError, match=refused):
+            run("tiny_cpu_mme", run_data, tmp_path / f"run_{name}", f"target.cache_dir={tmp_path / name}",
+                "train.batch_size=1", *more)
+        assert not (tmp_path / f"run_{name}" / "config.yaml").exists(), name
+    pixel = tiny_config("tiny_cpu_pixel", data, tmp_path / "run_pixel", f"target.cache_dir={tmp_path / 'bound'}")
+    check_cache(pixel, pretrain_dataset(pixel))  # a target of no tracks reads none of the cache
+    extract_cache(str(phone / "plain.txt"), str(tmp_path / "plain"), root=str(phone), length=6, short_side=64)
+    r = run("tiny_cpu_mme", [f"data.list_file={phone / 'plain.txt'}", f"data.root={phone}"], tmp_path / "run_plain",
+            f"target.cache_dir={tmp_path / 'plain'}", "data.orientation=display", "train.steps=1", "train.batch_size=1")
+    assert r.step == 1
+
+
 def test_a_track_cache_coarser_than_the_runs_targets_is_warned_about(synth, tmp_path, caplog):
     """A cache extracted at a smaller --short-side or a wider --seed-stride than the run's targets need was read
     without a word, its tracks read between its seeds (PatchStd trajectories off by > 0.5 on 27.7 % of the values

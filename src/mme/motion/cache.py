@@ -347,7 +347,7 @@ def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float
     meta = cached.meta
     T, (_, Lc, gh, gw, _) = cached.num_starts, cached.disp.shape
     if length > Lc:
-        raise ConfigError(f"target.track_length={length} but the track cache {source} holds only {Lc} steps")
+        raise _too_few_steps(length, Lc, source)
     st = np.clip(np.asarray(starts, np.int64), 0, T - 1)
     rows = np.searchsorted(cached.starts, st)
     if np.any(rows >= len(cached.starts)) or np.any(cached.starts[np.minimum(rows, len(cached.starts) - 1)] != st):
@@ -397,24 +397,53 @@ def _shape_of(source) -> str:
     return f"{source[0]}x{source[1]}, {source[2]} frames"
 
 
+def _too_few_steps(length: int, held: int, source) -> ConfigError:
+    return ConfigError(f"target.track_length={length} but the track cache {source} holds only {held} steps")
+
+
+def check_orientation(meta: dict, path: str | Path, turn) -> None:
+    """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where its frames were turned otherwise than
+    ``turn``, the run's of the video (:attr:`mme.data.video_reader.VideoReader.turn`: ``--orientation`` and
+    ``data.orientation`` differ, and the video has a display matrix)."""
+    if tuple(turn) != tuple(meta.get("turn", (False, False, False))):
+        raise ConfigError(f"the track cache {path} was extracted with --orientation "
+                          f"{meta.get('orientation', 'coded')}, which reads this video's frames otherwise than this "
+                          f"run's data.orientation; extract it with the run's")
+
+
+def check_settings(meta: dict, path: str | Path, cfg, length: int) -> None:
+    """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where it was extracted with settings the run's
+    target ``cfg`` (a TargetConfig) cannot read for tracks of ``length`` steps: a displacement bound below the run's,
+    another compensation, fewer steps. Every file of a cache is made alike, so a run checks its first file's before
+    any work, and each read its own."""
+    work_w, work_h = meta["work_size"]
+    bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
+    if float(meta["max_disp"]) < bound * 0.999:
+        raise ConfigError(f"the track cache {path} holds displacements bounded at {meta['max_disp']:g} px per "
+                          f"frame (mme extract --max-disp), below this run's {bound:g} (target.max_disp); extract "
+                          f"again with --max-disp {bound:g}, or set target.max_disp={meta['max_disp']:g}")
+    if bool(meta.get("compensate")) != bool(cfg.compensate):
+        raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
+                          f"compensate={meta.get('compensate')}")
+    if length > int(meta["length"]):
+        raise _too_few_steps(length, int(meta["length"]), path)
+
+
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
     """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
     another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
     re-encoded or re-downloaded copy) is a VideoError naming both, as is one whose tracks this mme would make
-    otherwise (:func:`stale`); one whose frames were turned otherwise than this run turns them (``--orientation``
-    and ``data.orientation`` differ, and the video has a display matrix), or whose displacement bound is below this
-    run's, a ConfigError."""
+    otherwise (:func:`stale`); one whose frames were turned otherwise than this run turns them
+    (:func:`check_orientation`), or extracted with settings this run cannot read (:func:`check_settings`: a lower
+    displacement bound, another compensation, fewer steps), a ConfigError."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
     path = find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
     made_from = (*cached.meta["src_size"], cached.num_starts)
-    turn = tuple(cached.meta.get("turn", (False, False, False)))
-    if sample.source is not None and tuple(sample.source[3]) != turn:  # a phone video, in another orientation
-        raise ConfigError(f"the track cache {path} was extracted with --orientation "
-                          f"{cached.meta.get('orientation', 'coded')}, which reads this video's frames otherwise "
-                          f"than this run's data.orientation; extract it with the run's")
+    if sample.source is not None:  # a phone video, in another orientation
+        check_orientation(cached.meta, path, sample.source[3])
     if sample.source is not None and tuple(sample.source[:3]) != made_from:
         raise video_error(path, "track cache", f"made from another version of {sample.path}: "
                                               f"{_shape_of(made_from)} there, {_shape_of(sample.source)} now; "
@@ -424,15 +453,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
                                               f"count, other content); {REMADE}")
     if (why := stale(cached.meta)) is not None:
         raise video_error(path, "track cache", f"{why}; {REMADE}")
-    work_w, work_h = cached.meta["work_size"]
-    bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
-    if float(cached.meta["max_disp"]) < bound * 0.999:
-        raise ConfigError(f"the track cache {path} holds displacements bounded at {cached.meta['max_disp']:g} px per "
-                          f"frame (mme extract --max-disp), below this run's {bound:g} (target.max_disp); extract "
-                          f"again with --max-disp {bound:g}, or set target.max_disp={cached.meta['max_disp']:g}")
-    if bool(cached.meta.get("compensate")) != bool(cfg.compensate):
-        raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
-                          f"compensate={cached.meta.get('compensate')}")
+    check_settings(cached.meta, path, cfg, length)
     tracks = resample(cached, sample.starts, length, sample.geometry, seed_stride, cfg.max_disp, str(path))
     if cfg.prune:
         tracks.valid = prune_tracks(tracks)

@@ -13,6 +13,7 @@ one term per head).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -34,7 +35,7 @@ from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.masking import make_mask, masked_per_sample
 from mme.models.vit import count_parameters
-from mme.motion.cache import cache_backend, cache_meta, find_cache_file, same_frames
+from mme.motion.cache import cache_backend, cache_meta, check_orientation, check_settings, find_cache_file, same_frames
 from mme.motion.targets import batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
 from mme.train import engine, loop
@@ -68,11 +69,14 @@ shorter list)."""
 def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a ``target.cache_dir`` that is not a folder or holds a cache file for none of ``CACHE_PROBES`` videos
     spread over the list (every item would fail; some videos without one, say a list whose extraction stopped
-    part-way, are the dataset's failures, within ``data.max_failure_fraction``). Tracks read from a cache are the
+    part-way, are the dataset's failures, within ``data.max_failure_fraction``), or whose first file found was
+    extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`, and the orientation of
+    its video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's
+    files, model and loader workers are made. Tracks read from a cache are the
     flow ``mme extract`` used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ
     from the run's (judged on the first cache file found), so that the run's config is not read as its tracks' flow,
     and a decoder that reads other frames is seen; and where its tracks are coarser than the run's targets
-    (:func:`_coarser_cache`)."""
+    (:func:`_coarser_cache`). A target of no tracks (pixel, hog) reads no cache file: only the folder is checked."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset):
         return
@@ -89,10 +93,16 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     else:
         raise DataError(f"target.cache_dir {cache!r} holds no track cache file for any of {len(probed)} videos spread "
                         f"over {cfg.data.list_file} (the first: {probed[0]}); {dataset.extract_advice()}")
+    if not dataset.track_length:  # a target of no tracks (pixel, hog) reads none of the cache
+        return
     try:
         meta = cache_meta(found)
     except MMEError:  # an unreadable cache file is reported per video by the dataset
         return
+    check_settings(meta, found, cfg.target, dataset.track_length)  # as each read does: here before any work
+    if meta.get("orientation", "coded") != cfg.data.orientation:  # the same turn either way without a display matrix
+        with contextlib.suppress(VideoError), dataset.open(path) as reader:  # (a bad video: the dataset's failure)
+            check_orientation(meta, found, reader.turn)
     if meta["flow"] != cfg.target.flow:
         log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
                     "cache's)", cfg.target.cache_dir, meta["flow"], cfg.target.flow)
