@@ -688,6 +688,48 @@ def test_a_damaged_or_missing_sidecar_beside_embedded_features_is_named_and_made
             embed(ckpt, root / "list.txt", out, **kw)
 
 
+def test_float32_rows_of_the_users_beside_their_own_json_lines_are_not_taken_for_mme_embeds(own_root, tmp_path,
+                                                                                              monkeypatch, caplog):
+    """--out feats.npy replaced the user's own feats.npy (float32 rows) and feats.npy.json (JSON Lines, which
+    json.loads refuses) without --overwrite, called "damaged, beside the features mme embed wrote". A sidecar that
+    does not parse is mme embed's only where it begins as mme embed writes one: the user's files are refused, kept;
+    mme embed's own sidecar cut short, the finished one or the unfinished one of a stopped write, is made again."""
+    root, ckpt, loads = own_root
+    (root / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    out, side, kw = tmp_path / "feats.npy", tmp_path / "feats.npy.json", dict(stride=2, root=str(root),
+                                                                             num_workers=0, progress=False)
+    np.save(out, np.random.default_rng(0).random((100, 768), dtype=np.float32))
+    side.write_text('{"video": "a.mp4", "label": 0}\n{"video": "b.mp4", "label": 1}\n')
+    mine = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=rf"^--out {out}: already holds files mme embed did not write \(feats\.npy, "
+                                          r"feats\.npy\.json\); give --overwrite to replace them, or another --out$"):
+        embed(ckpt, root / "list.txt", out, **kw)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == mine and loads == []
+    assert "making them again" not in caplog.text
+    x = read_features(embed(ckpt, root / "list.txt", out, overwrite=True, **kw))[0]
+
+    import mme.eval.features as features
+
+    def killed(path, obj, *a, **k):  # a write stopped after it marked the files unfinished
+        if Path(path) == side and not obj.get("unfinished"):
+            raise KeyboardInterrupt
+        return write_json(path, obj, *a, **k)
+
+    write_json = features.atomic_write_json
+    for stopped in (False, True):
+        if stopped:
+            with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+                m.setattr(features, "atomic_write_json", killed)
+                embed(ckpt, root / "list.txt", out, clips=2, **kw)  # another job, written again
+            shutil.rmtree(tmp_path / "feats.npy.partial")
+            assert json.loads(side.read_text())["unfinished"]
+        side.write_bytes(side.read_bytes()[:60])
+        caplog.clear()
+        loads.clear()
+        np.testing.assert_array_equal(read_features(embed(ckpt, root / "list.txt", out, **kw))[0], x)
+        assert f"embed: {side}: damaged (" in caplog.text and sorted(loads) == [0, 1]
+
+
 def test_features_read_by_an_earlier_reading_rule_are_made_again(own_root, tmp_path, monkeypatch, caplog):
     """Features cached by an mme whose test views started elsewhere (rounded, not rounded down) or that gave a still
     picture a row were reused as up to date by the later rule, and a stopped job of it was resumed, mixing rows of

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from mme.errors import DataError
-from mme.eval.probe import knn_classify, linear_probe, stratified_split
+from mme.errors import ConfigError, DataError
+from mme.eval.probe import knn_classify, linear_probe, run_probe, stratified_split
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
 
@@ -363,6 +363,40 @@ def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(dam
     assert json.loads((probe / "probe.json").read_text()) == first
 
 
+def test_a_probe_refuses_files_of_the_users_in_its_features_folder_before_any_embedding(synth, tmp_path):
+    """mme probe embedded with --overwrite into OUT/features/, so a user's own features/train.safetensors (another
+    encoder's, no sidecar) was replaced without a word. Only mme embed's files there (its cache, or damaged ones)
+    are made again: the user's are refused in one line naming them, before any embedding, and kept."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r, probe = synth.root, tmp_path / "probe"
+    (probe / "features").mkdir(parents=True)
+    mine = probe / "features" / "test.safetensors"
+    save_file({"features": np.ones((5, 8), np.float32)}, str(mine), metadata={"model": "clip-vit-b16"})
+    (probe / "features" / "test.safetensors.json").write_text('{"video": "a.mp4"}\n{"video": "b.mp4"}\n')
+    kept = {p.name: p.read_bytes() for p in (probe / "features").iterdir()}
+    kw = dict(test_list=str(r / "test.txt"), root=str(r), stride=2, k=3, num_workers=0, precision="fp32")
+    with pytest.raises(ConfigError, match=rf"^--out {probe}: {probe / 'features'} holds files mme probe did not "
+                                          r"write \(test\.safetensors, test\.safetensors\.json\); move them away, "
+                                          r"or give another --out$"):
+        run_probe(ckpt, r / "train.txt", probe, **kw)
+    assert {p.name: p.read_bytes() for p in (probe / "features").iterdir()} == kept  # train's not embedded either
+    mine.unlink()  # its JSON beside no features: still the user's
+    with pytest.raises(ConfigError, match=r"holds files mme probe did not write \(test\.safetensors\.json\);"):
+        run_probe(ckpt, r / "train.txt", probe, **kw)
+    (probe / "features" / "test.safetensors.json").unlink()
+    assert run_probe(ckpt, r / "train.txt", probe, **kw)["knn"]["num_samples"] == 12
+    assert sorted(p.name for p in (probe / "features").iterdir()) == [
+        "test.safetensors", "test.safetensors.json", "train.safetensors", "train.safetensors.json"]
+
+
 @pytest.mark.slow
 def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     """The acceptance check of issue 6 on the demo's design (whole-view camera motion over dead-leaves scenes with
@@ -373,7 +407,6 @@ def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
     from mme.config import load_config
     from mme.data.synth import generate_synth
     from mme.demo import TARGETS, DemoSettings
-    from mme.eval.probe import run_probe
     from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
     from mme.train.config import PretrainConfig

@@ -331,34 +331,42 @@ def _embed_sidecar(out: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("job"), dict) else None
 
 
+SIDECAR_STARTS = (b'{\n  "checkpoint": "', b'{\n  "job": {\n    "checkpoint": "')
+"""How the sidecars :func:`write_features` writes begin: the finished one with its job's first key, the unfinished
+one with the job (indented JSON, :func:`mme.utils.json_text`). A sidecar cut short is mme embed's only where it
+begins so."""
+
+
 def _sidecar_damage(out: Path) -> str | None:
     """What is wrong with the sidecar of ``out`` where it does not parse (cut short: a full disk, a copy stopped
-    half-way) or, beside a ``.safetensors`` file, is gone, while ``out`` holds features as mme embed writes them
-    (:func:`_holds_embedded_features`): such files are mme embed's, damaged, not the user's. None otherwise."""
+    half-way) or is gone, while the files are mme embed's by what they hold (:func:`_written_by_embed`): such files
+    are mme embed's, damaged, not the user's. None otherwise."""
     side = _sidecar_file(out)
     try:
-        json.loads(side.read_text())
+        text = side.read_bytes()
+        json.loads(text)
         return None
     except FileNotFoundError:
-        if out.suffix == ".npy":
-            return None  # a .npy records no job: without a sidecar, it may be any array of the user's
-        damage = f"{side} is missing"
+        text, damage = None, f"{side} is missing"
     except ValueError as e:
         damage = f"{side}: damaged ({error_reason(e)})"
     except OSError:
         return None
-    return damage if _holds_embedded_features(out) else None
+    return damage if _written_by_embed(out, text) else None
 
 
-def _holds_embedded_features(out: Path) -> bool:
-    """``out`` is shaped as mme embed writes features: a ``.safetensors`` file whose header records mme embed's
-    job, or a ``.npy`` of float32 rows (N, D)."""
+def _written_by_embed(out: Path, sidecar: bytes | None) -> bool:
+    """Whether ``out`` and its damaged or missing sidecar (its bytes, None where gone) are mme embed's: a
+    ``.safetensors`` file whose header records mme embed's job, or a ``.npy`` of float32 rows (N, D) beside a
+    sidecar that begins as mme embed's do (:data:`SIDECAR_STARTS`). A ``.npy`` records no job: without that
+    sidecar it may be any array of the user's."""
     from safetensors import SafetensorError, safe_open
 
     try:
         if out.suffix == ".npy":
             x = np.load(out, mmap_mode="r")
-            return isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype == np.float32
+            return (sidecar is not None and sidecar.startswith(SIDECAR_STARTS) and isinstance(x, np.ndarray)
+                    and x.ndim == 2 and x.dtype == np.float32)
         with safe_open(str(out), framework="numpy") as f:
             info = json.loads((f.metadata() or {}).get("info", "null"))
         return isinstance(info, dict) and isinstance(info.get("job"), dict)
@@ -366,29 +374,30 @@ def _holds_embedded_features(out: Path) -> bool:
         return False
 
 
-def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
-    """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write. The features file, its
-    sidecar and (a ``.npy`` with ``tokens``) its token grids are an earlier mme embed's where the sidecar is one
-    (the grids where it records them), or where a job's partial folder is (a job begun there, which a rerun
-    resumes), or where its sidecar is damaged beside features mme embed wrote (:func:`_sidecar_damage`: warned,
-    made again); any other file of those names is the user's."""
+def unowned_files(out: Path, tokens: bool = False) -> list[Path]:
+    """The files at ``out`` (the features file, its sidecar and, a ``.npy`` with ``tokens``, its token grids) that
+    mme embed did not write. They are an earlier mme embed's where the sidecar is one (the grids where it records
+    them), or where a job's partial folder is (a job begun there, which a rerun resumes), or where its sidecar is
+    damaged or gone beside features mme embed wrote (:func:`_sidecar_damage`); any other file of those names is
+    the user's."""
     side = _sidecar_file(out)
-    written = [out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])]
-    present = [p for p in written if p.exists()]
-    if not present or (out.with_name(out.name + ".partial") / "job.json").is_file():
-        return
-    damage = _sidecar_damage(out)
-    if damage:
-        log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
-        return
-    if overwrite:
-        return
+    present = [p for p in (out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])) if p.exists()]
+    if not present or (out.with_name(out.name + ".partial") / "job.json").is_file() or _sidecar_damage(out):
+        return []
     earlier = _embed_sidecar(out)
     ours = set() if earlier is None else {out, side, *([_tokens_file(out)] if earlier.get("tokens") else [])}
-    theirs = [p.name for p in present if p not in ours]
-    if theirs:
-        raise ConfigError(f"--out {out}: already holds files mme embed did not write ({', '.join(theirs)}); give "
-                          "--overwrite to replace them, or another --out")
+    return [p for p in present if p not in ours]
+
+
+def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write (:func:`unowned_files`);
+    mme embed's own with a damaged or missing sidecar are warned about and made again."""
+    if damage := _sidecar_damage(out):
+        log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
+    theirs = unowned_files(out, tokens)
+    if theirs and not overwrite:
+        raise ConfigError(f"--out {out}: already holds files mme embed did not write "
+                          f"({', '.join(p.name for p in theirs)}); give --overwrite to replace them, or another --out")
 
 
 def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,

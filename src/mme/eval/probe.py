@@ -207,7 +207,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes
-    from mme.eval.features import check_decoding, embed, read_features
+    from mme.eval.features import check_decoding, embed, read_features, unowned_files
     from mme.train import distributed as dist
 
     if not (linear or knn):
@@ -223,16 +223,17 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         if list_file:
             check_labels(list_file, len(names) if names else None, f"the {split} list")
     _check_disjoint({s: f for s, f in splits.items() if f}, embed_kwargs.get("root", ""))
+    features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
+    for path in features.values():  # before any embedding: mme embed's files (a cache, damaged) alone are replaced
+        if theirs := unowned_files(path):
+            raise ConfigError(f"--out {out_dir}: {path.parent} holds files mme probe did not write "
+                              f"({', '.join(p.name for p in theirs)}); move them away, or give another --out")
     data, info = {}, {}
-    for split, list_file in splits.items():
-        if not list_file:
-            continue
-        # features/ is the probe's own folder: what is there and not this job's cache (damaged) is made again
-        path = embed(checkpoint, list_file, out_dir / "features" / f"{split}.safetensors", overwrite=True,
-                     **embed_kwargs)
+    for split, path in features.items():
+        embed(checkpoint, splits[split], path, **embed_kwargs)
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
-        info[split] = {"list": str(list_file), "videos": len(x), "failed": int((~valid).sum()),
+        info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
                        "views": meta["views"], "stride": meta["stride"], "segments": meta["segments"],
                        "orientation": meta["orientation"], "backend": meta["backend"], "precision": meta["precision"],
                        "features": str(path)}
