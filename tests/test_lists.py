@@ -682,6 +682,36 @@ def test_a_split_built_on_its_own_is_not_refused_for_a_link_of_the_split_beside_
         from_class_folders(d)
 
 
+def test_a_split_beside_whose_class_folder_cannot_be_searched_is_passed_over(tmp_path, monkeypatch, capsys):
+    """val built on its own beside a train/A that can be read but not searched (mode 644: no file in it can be
+    looked at) ended in a PermissionError traceback from the walk of train's videos (for their identities). A file
+    beside that cannot be looked at is passed over, as one in a folder that cannot be read; one of the split listed
+    is one line naming it and the reason. (Simulated: root reads any folder.)"""
+    d = tmp_path / "d"
+    for rel in ("train/A/train_A.mp4", "train/A/notes.txt", "train/B/train_B.mp4", "val/A/val_A.mp4",
+                "val/B/val_B.mp4"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(b"x")
+    shut = str(d / "train" / "A")
+
+    def searched(real):
+        def stat(path, *args, **kwargs):
+            if os.path.dirname(os.path.abspath(os.fspath(path))) == shut:
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real(path, *args, **kwargs)
+        return stat
+
+    monkeypatch.setattr(os, "stat", searched(os.stat))
+    monkeypatch.setattr(os, "lstat", searched(os.lstat))
+    assert from_class_folders(d / "val") == ({"val": [ListEntry("val/A/val_A.mp4", 0),
+                                                      ListEntry("val/B/val_B.mp4", 1)]}, ["A", "B"])
+    capsys.readouterr()
+    for listed in (d / "train", d):
+        assert cli_main(["lists", "folder", str(listed), "--out", str(tmp_path / "lists")]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"mme lists: error: {d / 'train' / 'A' / 'train_A.mp4'}: cannot be read (Permission denied)"]
+
+
 def test_a_split_built_on_its_own_lists_no_link_into_another_splits_class(tmp_path, caplog):
     """val/A/b.mp4 -> train/B/sub/b1.mp4 and val/A/sub -> train/B/sub: built with train, not listed under A (with
     warnings); built on its own, as docs/data.md shows, listed under A, the split folders beside it not looked at.

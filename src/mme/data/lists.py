@@ -27,7 +27,7 @@ import av
 from mme.data.pyav_reader import open_container, video_stream
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_write_text, check_output, file_identity, in_workers, removing, space_for
+from mme.utils import atomic_write_text, check_output, error_reason, file_identity, in_workers, removing, space_for
 
 log = logging.getLogger(__name__)
 
@@ -553,14 +553,16 @@ class _PassedOver:
     identities: dict[Path, tuple[int, int]] = field(default_factory=dict)  # each video listed (or found in a split
     # folder beside) -> its file's (device, inode), by the walk's own stat (:func:`_video_file`): the split check
     # compares them
-    opens: bool = True  # whether :meth:`holds_video` opens files to look; the walk of the split folders beside one
-    # built on its own, for their videos' identities, does not: a file of this split that is one of them is the same
+    lists: bool = True  # whether the walk lists the videos it finds; the walk of the split folders beside one built
+    # on its own, for their videos' identities alone, does not: :meth:`holds_video` opens no file there (a file of
+    # this split that is one of them is the same), and a file it cannot look at (its folder not searchable, a stale
+    # mount) is passed over, as one in a folder it cannot read
 
     def holds_video(self, path: Path) -> bool:
         """Whether a file of a video suffix holds a video: for :data:`AUDIO_TOO_EXTS`, whether FFmpeg finds a video
         stream in it (:func:`_finds_video_stream`, each file opened once, by its real path); any other, and any
-        where it :attr:`opens` none, by its suffix."""
-        if not self.opens or path.suffix.lower() not in AUDIO_TOO_EXTS:
+        of a walk that :attr:`lists` none, by its suffix."""
+        if not self.lists or path.suffix.lower() not in AUDIO_TOO_EXTS:
             return True
         real = os.path.realpath(path)
         if real not in self.streams:
@@ -652,7 +654,7 @@ def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, oth
     for folder, key in [*folders.items(), *others.items()]:
         real_of_class.setdefault(key, set()).add(real[folder])
     every = set().union(*real_of_class.values())
-    beside = _PassedOver(files=False, identities=passed.identities, opens=False)
+    beside = _PassedOver(files=False, identities=passed.identities, lists=False)
     return ({f: videos_under(f, _Others(every, real_of_class[key]), passed) for f, key in folders.items()},
             {f: videos_under(f, _Others(every, real_of_class[key]), beside) for f, key in others.items()})
 
@@ -860,11 +862,16 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
         dirs[:] = sorted(d for d in dirs if not _hidden(d))
         for name in files:
             path = Path(top, name)
-            identity = _video_file(path)
+            try:
+                identity = _video_file(path)
+            except DataError:
+                if passed.lists:
+                    raise
+                continue
             if identity is None:
                 if _hidden(name):
                     continue
-                if path.is_symlink() and not path.exists():
+                if os.path.islink(path) and not os.path.exists(path):  # (False where it cannot be looked at)
                     passed.dangling.append(path)
                 elif passed.files:
                     passed.others.append(path)
@@ -889,7 +896,8 @@ def _is_video(path: Path) -> bool:
 
 def _video_file(path: Path) -> tuple[int, int] | None:
     """The (device, inode) of ``path`` where it is a video (:func:`_is_video`), by one stat; else None (as for
-    ``Path.is_file``, a stat finding nothing there, or a link loop, is no file)."""
+    ``Path.is_file``, a stat finding nothing there, or a link loop, is no file). A stat that fails otherwise (its
+    folder not searchable, a stale mount, an I/O error) is a DataError naming the file and the reason."""
     if _hidden(path.name) or path.suffix.lower() not in VIDEO_EXTS:
         return None
     try:
@@ -897,7 +905,7 @@ def _video_file(path: Path) -> tuple[int, int] | None:
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
             return None
-        raise
+        raise DataError(f"{path}: cannot be read ({error_reason(e)})") from e
     return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
