@@ -642,12 +642,21 @@ def test_an_animated_webp_is_read_where_the_backend_decodes_its_frames(tmp_path,
             open_video(tmp_path / "still.webp", backend)
 
 
-def test_the_opencv_backend_probes_with_pyav_only_files_that_may_be_text_or_pictures(tmp_path, clip_frames,
-                                                                                      monkeypatch):
-    """The opencv (and decord) backend asked PyAV's probe how FFmpeg opens every file it opened (several ms, cached
-    for 4,096 files a process: paid per item on a bigger list read in random order). Only a file whose name or
-    first bytes may be text or a picture is probed now: a video container never, while a list file, a PNG named
-    .mp4 and a JPEG are still refused, each after its probe."""
+def _picture(codec: str, pix_fmt: str, frame: np.ndarray) -> bytes:
+    """``frame`` (RGB) as a picture file of FFmpeg's ``codec`` (dpx, sgi, pcx, xwd, ...)."""
+    context = av.CodecContext.create(codec, "w")
+    context.width, context.height, context.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
+    picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
+    return b"".join(bytes(packet) for packet in [*context.encode(picture), *context.encode(None)])
+
+
+def test_the_opencv_backend_probes_with_pyav_every_file_but_a_video_container(tmp_path, clip_frames, monkeypatch):
+    """The opencv (and decord) backend asked PyAV's probe how FFmpeg opens every file it opened (several ms: paid
+    per item on a big list read in random order), then only files whose name or first bytes said a picture of a
+    short list or text, so a still picture of another of FFmpeg's picture demuxers named .mp4 (Sun raster,
+    Radiance HDR, PFM, DPX, SGI, PCX, XWD) was read as a one-frame video. Every file is probed now but one whose
+    first bytes are a video container's or a raw stream's: those never, while a list file and every picture are
+    refused, each after its probe."""
     import mme.data.video as video
 
     probed = []
@@ -655,20 +664,27 @@ def test_the_opencv_backend_probes_with_pyav_only_files_that_may_be_text_or_pict
     monkeypatch.setattr(video, "probed_demuxer", lambda path, *args: probed.append(os.path.basename(path))
                         or probe(path, *args))
     for name, codec in (("h264.mp4", "libx264"), ("h264.mkv", "libx264"), ("h264.ts", "libx264"),
-                        ("mpeg4.avi", "mpeg4"), ("vp9.webm", "libvpx-vp9")):
+                        ("mpeg4.avi", "mpeg4"), ("vp9.webm", "libvpx-vp9"), ("h264.m2ts", "libx264"),
+                        ("h264.h264", "libx264"), ("mpeg2.mpg", "mpeg2video"), ("wmv2.wmv", "wmv2")):
         write_video(tmp_path / name, clip_frames[:8], codec=codec, quality="low")
         with open_video(tmp_path / name, "opencv") as reader:
             assert reader.num_frames == 8 and reader.read([7]).shape == (1, 48, 64, 3)
     assert probed == []
     (tmp_path / "list.txt").write_text("videos/a.mp4 0\nvideos/b.mp4 1\n" * 20)
-    cv2.imwrite(str(tmp_path / "frame.png"), clip_frames[0])
-    os.replace(tmp_path / "frame.png", tmp_path / "frame.mp4")
     cv2.imwrite(str(tmp_path / "frame.jpg"), clip_frames[0])
-    for name, how in (("list.txt", "tty, text drawn as frames"), ("frame.mp4", "png_pipe, a still picture"),
-                      ("frame.jpg", "jpeg_pipe, a still picture")):
+    refused = {"list.txt": "tty, text drawn as frames", "frame.jpg": "jpeg_pipe, a still picture"}
+    for suffix, demuxer in ((".png", "png_pipe"), (".ras", "sunrast_pipe"), (".hdr", "hdr_pipe"), (".pfm", "pfm_pipe")):
+        cv2.imwrite(str(tmp_path / f"frame{suffix}"), clip_frames[0] / np.float32(255) if suffix in (".hdr", ".pfm")
+                    else clip_frames[0])
+        os.replace(tmp_path / f"frame{suffix}", tmp_path / f"{demuxer}.mp4")
+        refused[f"{demuxer}.mp4"] = f"{demuxer}, a still picture"
+    for codec, pix_fmt in (("dpx", "rgb24"), ("sgi", "rgb24"), ("pcx", "rgb24"), ("xwd", "rgb24")):
+        (tmp_path / f"{codec}.mp4").write_bytes(_picture(codec, pix_fmt, clip_frames[0]))
+        refused[f"{codec}.mp4"] = f"{codec}_pipe, a still picture"
+    for name, how in refused.items():
         with pytest.raises(VideoError, match=rf"/{name}: unreadable \(not a video: FFmpeg read it as {how}\)$"):
             open_video(tmp_path / name, "opencv")
-    assert probed == ["list.txt", "frame.mp4", "frame.jpg"]
+    assert probed == list(refused)
 
 
 def test_a_missing_file_that_is_there_under_another_spelling_says_so(tmp_path, clip_frames):

@@ -185,35 +185,58 @@ NAMED_TEXT_AND_PICTURES = frozenset(ext for name in (TEXT_DEMUXERS | PICTURE_DEM
 """The suffixes (without the dot) FFmpeg opens with a demuxer of text or pictures by the file's name (tty's .txt,
 image2's .png, .tga, ...), whatever it holds."""
 
-PICTURE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"II*\0", b"MM\0*", b"qoif", b"8BPS", b"v/1\x01",
-                      b"DDS ", b"\xff\x0a", b"\0\0\0\x0cJXL ", b"\0\0\0\x0cjP  ", b"\xff\x4f\xff\x51", b"XBIN\x1a",
-                      *(b"P%d" % kind for kind in range(1, 8)))
-"""How the files FFmpeg opens with a demuxer of pictures (or XBIN text art) by their contents begin: PNG, JPEG,
-BMP, GIF, TIFF, QOI, PSD, OpenEXR, DDS, JPEG XL, JPEG 2000, XBIN, Netpbm; a WebP is ``RIFF....WEBP``."""
+VIDEO_SIGNATURES = (b"\x1a\x45\xdf\xa3", b"OggS", b"FLV", b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", b"\x06\x0e\x2b\x34",
+                    b"DKIF", b".RMF")
+"""How video containers begin: Matroska and WebM (EBML), Ogg, FLV, ASF (WMV), MXF, IVF, RealMedia."""
+
+MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+"""The boxes an MP4, MOV or 3GP file begins with (its type at offset 4): ``ftyp``, or an old QuickTime file's."""
 
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\f\r\x1b" + bytes(range(0x80, 0x100))
 """Bytes of text: printable ASCII, white space, ANSI art's escape and any byte of UTF-8 or a code page."""
 
 
-def may_be_text_or_picture(path: str) -> bool:
-    """Whether FFmpeg may open the file with a demuxer of text or pictures (:func:`not_a_video`), from its name
-    (:data:`NAMED_TEXT_AND_PICTURES`) and its first 512 bytes (:data:`PICTURE_SIGNATURES`, a WebP's, or text
-    alone), without opening it with FFmpeg: the backends that do not say how FFmpeg opened a file ask PyAV's probe
-    (:func:`probed_demuxer`, several ms) of these files only, never of a video container."""
+def video_by_its_bytes(path: str) -> bool:
+    """Whether the file is a video container or a raw video stream by its first 512 bytes, without opening it with
+    FFmpeg: an MP4 (:data:`MP4_BOXES`), an AVI (``RIFF....AVI``), MPEG-TS (:func:`_mpeg_ts`), MPEG-PS, raw MPEG,
+    H.264 or HEVC (a start code, ``00 00 01`` or ``00 00 00 01``, then a unit that is not 0, which an ICO picture's
+    is), or one of :data:`VIDEO_SIGNATURES`; never where they are text alone (a list file; YUV4MPEG2 begins so),
+    nor where its name is one FFmpeg opens with a demuxer of text or pictures (:data:`NAMED_TEXT_AND_PICTURES`).
+    The backends that do not say how FFmpeg opened a file ask PyAV's probe (:func:`probed_demuxer`) of every
+    other file, which may be text or a still picture of any of FFmpeg's picture demuxers (Sun raster, Radiance
+    HDR, PFM, DPX, SGI, PCX, XWD, ...): a video container's probe is spared, a picture's never."""
     if os.path.splitext(path)[1][1:].lower() in NAMED_TEXT_AND_PICTURES:
-        return True
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError:  # the backend, which cannot read it either, says why
+        return True
+    if not head.translate(None, _TEXT_BYTES):
         return False
-    return (head.startswith(PICTURE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-            or not head.translate(None, _TEXT_BYTES))
+    unit = 3 if head.startswith(b"\0\0\x01") else 4 if head.startswith(b"\0\0\0\x01") else 0
+    return (head.startswith(VIDEO_SIGNATURES) or head[4:8] in MP4_BOXES
+            or head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX") or _mpeg_ts(head)
+            or unit > 0 and head[unit:unit + 1] not in (b"", b"\0"))
+
+
+def _mpeg_ts(head: bytes) -> bool:
+    """Whether ``head`` begins with three MPEG-TS packets: a sync byte (``G``) every 188 bytes, or every 192 from
+    offset 4 (M2TS, Blu-ray's, a time code before each packet)."""
+    return any(all(head[at + k * size:at + k * size + 1] == b"G" for k in range(3)) for at, size in ((0, 188),
+                                                                                                    (4, 192)))
 
 
 def probed_demuxer(path: str) -> str:
     """The demuxer FFmpeg (PyAV's) opens the file with ('' where it opens none), for the backends that do not say
-    (:func:`may_be_text_or_picture` tells which files to ask about)."""
+    (of files that are no video container by their first bytes, :func:`video_by_its_bytes`: rare in a list, each
+    probed once a process while it is unchanged, by path, size and mtime)."""
+    st = os.stat(path)
+    return _probed_demuxer(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probed_demuxer(path: str, size: int, mtime_ns: int) -> str:
     try:
         with open_container(path) as container:
             return container.format.name

@@ -36,9 +36,9 @@ from mme.data.pyav_reader import (
     TEXT_DEMUXERS,
     PyAVReader,
     cuda_decoder,
-    may_be_text_or_picture,
     not_a_video,
     probed_demuxer,
+    video_by_its_bytes,
 )
 from mme.data.video_reader import (
     ORIENTATIONS,
@@ -100,7 +100,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     if backend in ("pyav", "pyav-cuda"):
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
-        demuxer = probed_demuxer(path) if may_be_text_or_picture(path) else ""
+        demuxer = "" if video_by_its_bytes(path) else probed_demuxer(path)
         if demuxer in TEXT_DEMUXERS:
             not_a_video(path, demuxer)
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
