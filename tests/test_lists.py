@@ -854,14 +854,17 @@ def test_a_dangling_link_is_a_files_by_a_listed_suffix_and_vitamin_c_a_class_fol
     """A link that leads to nothing beside class folders named Vitamin.C, Mr.T (or .h, .a, .pl, .ai: suffixes that
     Python's table of types knows, in any case) was left out as a file's, every later class taking another id;
     notes.txt.z or clips.tar.BR (a compression after a type, not in the table's case) refused the build as a class
-    folder's. Now a name is a file's by a suffix of videos, lists or FILE_EXTS, in any case, also followed by a
-    compression in any case; any other name, with a dot or not, is a class folder's."""
+    folder's, and so did fig.svg, IMG_0001.HEIC, report.doc or list.m3u8 (images and documents FILE_EXTS lacked).
+    Now a name is a file's by a suffix of videos, lists or FILE_EXTS, in any case, also followed by a compression
+    in any case; any other name, with a dot or not, is a class folder's (Recycle.Bin, Node.js)."""
     data, gone, out = tmp_path / "data", tmp_path / "gone", tmp_path / "lists"
     for rel in ("Apple/1.mp4", "Zebra/1.mp4"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         (data / rel).write_bytes(b"x")
     files = ("README.txt", "clip.rar", "a.jpeg", "x.7z", "frames.gz", "FRAMES.GZ", "backup.tar.GZ", "notes.md",
-             "frames.tar.br", "notes.txt.Z", "notes.txt.z", "clips.tar.BR", "model.PKL")
+             "frames.tar.br", "notes.txt.Z", "notes.txt.z", "clips.tar.BR", "model.PKL", "fig.svg", "IMG_0001.HEIC",
+             "a.avif", "b.jfif", "favicon.ico", "report.doc", "paper.docx", "slides.pptx", "notes.rtf", "paper.tex",
+             "style.css", "list.m3u8", "setup.exe")
     for name in files:
         (data / name).symlink_to(gone / name)
     with caplog.at_level("WARNING", logger="mme.data.lists"):
@@ -870,7 +873,8 @@ def test_a_dangling_link_is_a_files_by_a_listed_suffix_and_vitamin_c_a_class_fol
     assert sorted(r.getMessage() for r in caplog.records) == sorted(
         f"{data / name}: a link to {gone / name}, which leads to nothing, is left out (a file, by its name)"
         for name in files)
-    for name in ("Vitamin.C", "Mr.T", "Jay.Z", "St.Bernard", "U.S.A", "Spider.Man"):
+    for name in ("Vitamin.C", "Mr.T", "Jay.Z", "St.Bernard", "U.S.A", "Spider.Man", "Recycle.Bin", "Node.js",
+                 "Lib.so", "Header.h"):
         (data / name).symlink_to(gone / name, target_is_directory=True)
         assert cli_main(["lists", "folder", str(data), "--out", str(out)]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1] == (

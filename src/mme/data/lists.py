@@ -273,16 +273,19 @@ track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's 
 its video): such a file is listed only where FFmpeg finds a video stream in it (:meth:`_PassedOver.holds_video`;
 opening a WebM VP9 video to look takes about 0.8 ms, its audio alone 0.15 ms)."""
 LIST_EXTS = (".txt", ".csv", ".lst")  # names a list file goes by
-FILE_EXTS = (".md", ".pdf", ".html", ".htm", ".json", ".jsonl", ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg",
-             ".log", ".tsv", ".xls", ".xlsx", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".wav",
-             ".mp3", ".m4a", ".flac", ".aac", ".srt", ".vtt", ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5",
-             ".parquet", ".tfrecord", ".db", ".sqlite", ".mdb", ".pt", ".pth", ".ckpt", ".safetensors", ".onnx", ".py",
-             ".sh", ".ipynb", ".zip", ".tar", ".tgz", ".rar", ".7z", ".gz", ".bz2", ".xz", ".zst", ".lz4")
-"""Suffixes of files found beside class folders (notes, configs, tables, logs, images, sound, subtitles, arrays,
-weights, scripts, archives, compressed files); with the suffixes of videos and lists, in any case, they tell that a
-link that leads to nothing names a file, not a class folder (:func:`_named_as_file`). A list, not Python's table of
-types: its suffixes end class names too (.c, .t, .a, .man: ``Vitamin.C``, ``Mr.T``, ``U.S.A``, ``Spider.Man``),
-and it differs from one Python to the next."""
+FILE_EXTS = (".md", ".pdf", ".doc", ".docx", ".rtf", ".tex", ".pptx", ".html", ".htm", ".css", ".json", ".jsonl",
+             ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".log", ".tsv", ".xls", ".xlsx", ".jpg", ".jpeg",
+             ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg", ".ico", ".heic", ".avif", ".wav",
+             ".mp3", ".m4a", ".flac", ".aac", ".srt", ".vtt", ".m3u8", ".npy", ".npz", ".pkl", ".pickle", ".h5",
+             ".hdf5", ".parquet", ".tfrecord", ".db", ".sqlite", ".mdb", ".pt", ".pth", ".ckpt", ".safetensors",
+             ".onnx", ".py", ".sh", ".ipynb", ".exe", ".zip", ".tar", ".tgz", ".rar", ".7z", ".gz", ".bz2", ".xz",
+             ".zst", ".lz4")
+"""Suffixes of files found beside class folders (documents, notes, web pages, configs, tables, logs, images, sound,
+subtitles, playlists, arrays, weights, scripts, programs, archives, compressed files); with the suffixes of videos
+and lists, in any case, they tell that a link that leads to nothing names a file, not a class folder
+(:func:`_named_as_file`). A list, not Python's table of types: its suffixes end class names too (.c, .t, .a, .man,
+.bin, .js: ``Vitamin.C``, ``Mr.T``, ``U.S.A``, ``Spider.Man``, ``Recycle.Bin``, ``Node.js``), and it differs from
+one Python to the next."""
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".br")
 """Suffixes of compressed files, matched in any case after one of a file (``notes.txt.Z``, ``clips.tar.BR``); alone,
 only those of :data:`FILE_EXTS` name a file (``frames.gz``; ``Jay.Z`` and ``x.br`` may be class folders)."""
