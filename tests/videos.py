@@ -118,6 +118,19 @@ def decode_all(path: str | Path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)])
 
 
+def decode_as_ffmpeg(path: str | Path) -> np.ndarray:
+    """:func:`decode_all` as ``ffmpeg`` decodes, passing over a packet's decode error (FFmpeg's H.264 decoder
+    refuses a packet without a picture, "no frame!", where PyAV's plain decode stops)."""
+    frames = []
+    with av.open(str(path)) as c:
+        for packet in c.demux(video=0):
+            try:
+                frames += [frame.to_ndarray(format="rgb24") for frame in packet.decode()]
+            except av.error.InvalidDataError:
+                pass
+    return np.stack(frames)
+
+
 # ---- the conformance corpus: codecs x containers x timings, tiny files ------------------------------------------
 
 H264_GOP = {"g": "8", "bf": "3", "preset": "medium", "crf": "20"}  # short GOPs with B-frames: seeking is not trivial
@@ -319,15 +332,26 @@ def with_end_of_sequence(src: str | Path, dst: str | Path, after: int | Collecti
 def with_ends_of_sequence_before_keyframes(src: str | Path, dst: str | Path) -> Path:
     """``src``'s H.264 packets (Matroska) remuxed with an end of sequence in a packet of its own before each keyframe
     but the first (recordings joined at their IDRs)."""
+    return with_nals_before_keyframes(src, dst, [b"\x0a"])
+
+
+def with_nals_before_keyframes(src: str | Path, dst: str | Path, nals: list[bytes]) -> Path:
+    """``src``'s H.264 packets (Matroska) remuxed with the NAL units ``nals`` in one packet of their own before each
+    keyframe but the first (:func:`with_nals_alone`)."""
     with av.open(str(src)) as container:
         keys = [k for k, packet in enumerate(p for p in container.demux(video=0) if p.size) if packet.is_keyframe]
-    return with_end_of_sequence(src, dst, [k - 1 for k in keys[1:]])
+    return with_nals_alone(src, dst, [k - 1 for k in keys[1:]], nals)
 
 
 def with_nal_alone(src: str | Path, dst: str | Path, after: int | Collection[int], nal: bytes) -> Path:
     """``src``'s H.264 or HEVC packets (Matroska: length-prefixed NAL units) remuxed with the NAL unit ``nal`` in a
     packet of its own after the packet ``after`` (or each of them; in decode order), timed (and decoded) 1 tick
     after it."""
+    return with_nals_alone(src, dst, after, [nal])
+
+
+def with_nals_alone(src: str | Path, dst: str | Path, after: int | Collection[int], nals: list[bytes]) -> Path:
+    """:func:`with_nal_alone` of several NAL units, ``nals``, in that order in one packet."""
     after = {after} if isinstance(after, int) else set(after)
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
@@ -335,7 +359,7 @@ def with_nal_alone(src: str | Path, dst: str | Path, after: int | Collection[int
             p.stream = stream
             out.mux(p)
             if k in after:
-                alone = av.Packet(len(nal).to_bytes(4, "big") + nal)
+                alone = av.Packet(b"".join(len(nal).to_bytes(4, "big") + nal for nal in nals))
                 alone.stream, alone.time_base = stream, p.time_base
                 alone.pts, alone.dts = p.pts + 1, p.dts + 1
                 out.mux(alone)

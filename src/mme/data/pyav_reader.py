@@ -915,16 +915,13 @@ class _NalScan:
     def may_skip(self, packet: av.Packet, leave: bool) -> bool:
         """Whether FFmpeg's decoder is let skip frames (``skip_frame`` NONREF) on the packet: one with a picture (or
         whose NAL units do not parse) where ``leave`` says so (a read's, to drop the picture if no other references
-        it: :class:`_Leave`; an end of sequence in such a packet acts on nothing either way); an H.264 one without a
-        picture where each of its NAL units is read alike so (:func:`_h264_read_alike`: an access unit delimiter,
-        SEI or parameter sets alone), which the decoder refuses otherwise ("no frame!", which ``ffmpeg`` passes
-        over). Never one without a picture that holds an end of sequence (nal_ref_idc 0): passed over, it did not
-        make the decoder give the frames it holds for reordering, as a plain decode does there (with x264's
-        B-frames without pyramid, the reader's decode gave 48 frames where the plain decode gives 18)."""
+        it: :class:`_Leave`); an H.264 one without a picture where the decoder gives so what ``ffmpeg`` gets from
+        it (:func:`_h264_skips_alike`), which the decoder refuses otherwise ("no frame!"), unless it ends with an
+        end of sequence."""
         headers = _nal_headers(packet, self.length_size)
         if self.hevc or self._h264_picture(headers):
             return leave
-        return all(_h264_read_alike(header) for header in headers)
+        return _h264_skips_alike(headers)
 
     def feed(self, packet: av.Packet) -> bool:
         """Scan the next packet; whether the index lists it: it holds a picture (where its NAL units do not parse,
@@ -952,18 +949,26 @@ class _NalScan:
         return picture or parameters
 
 
-H264_READ_ALIKE_TYPES = frozenset({6, 9, 11, 12})
+H264_READ_ALIKE_TYPES = frozenset({6, 9, 10, 11, 12, 13, 15})
 """NAL unit types that FFmpeg's H.264 decoder reads alike whether it may skip frames or not, whatever their
 nal_ref_idc (h264dec.c, decode_nal_units): SEI (6), which it reads even then, and an access unit delimiter (9), an
-end of stream (11) and filler data (12), which it reads to no effect. Not an end of sequence (10): read, it makes
-the decoder give the frames it holds for reordering."""
+end of sequence (10) or of stream (11), filler data (12), a sequence parameter set extension (13) and a subset
+sequence parameter set (15), which it reads to no effect; an end of sequence acts only as the last NAL unit the
+decoder reads of a packet without a picture (:func:`_h264_skips_alike`). Not parameter sets (7, 8), which change
+the decode: one with nal_ref_idc 0 (which the standard forbids) it would pass over."""
 
 
-def _h264_read_alike(header: int) -> bool:
-    """Whether FFmpeg's H.264 decoder reads a NAL unit (its first byte, ``header``) alike when it may skip frames
-    (``skip_frame`` NONREF), under which it passes over every one whose nal_ref_idc is 0 but SEI: one of
-    :data:`H264_READ_ALIKE_TYPES`, or one with nal_ref_idc > 0 (parameter sets), which it reads even then."""
-    return header & 0x1F in H264_READ_ALIKE_TYPES or header & 0x60 != 0
+def _h264_skips_alike(headers: list[int]) -> bool:
+    """Whether FFmpeg's H.264 decoder, let skip frames (``skip_frame`` NONREF), gives from a packet without a
+    picture (its NAL units' first bytes, ``headers``) what ``ffmpeg``'s decode gets from it, which does not let it
+    and passes over its error: let so, the decoder passes over every NAL unit whose nal_ref_idc is 0 but SEI, so
+    each of those must be one it reads to no effect (:data:`H264_READ_ALIKE_TYPES`); and the packet must not end
+    with an end of sequence, after which the decoder gives the frames it holds for reordering (h264dec.c,
+    h264_decode_frame: where the last NAL unit it read is one), which it would pass over. Ended otherwise (an end of
+    sequence then an end of stream, as joined recordings have), the packet gives nothing, with "no frame!" unless
+    the decoder may skip."""
+    return headers[-1] & 0x1F != 10 and all(header & 0x60 or header & 0x1F in H264_READ_ALIKE_TYPES
+                                           for header in headers)
 
 
 def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None:

@@ -4,8 +4,8 @@
 order: ``list(av.open(path).decode(video=0))[i]``; a stream that is an attached picture (cover art) is not a
 video and is passed over. ``num_frames`` is the length of that decode. An H.264 packet without a picture gives no
 frame, which FFmpeg's decoder says with an error that ``ffmpeg`` passes over and PyAV's plain decode stops at
-(:func:`mme.data.pyav_reader._decode_packet`), but one with an end of sequence, which gives the frames the decoder
-holds for reordering. The default
+(:func:`mme.data.pyav_reader._decode_packet`), but one that ends with an end of sequence, which gives the frames
+the decoder holds for reordering. The default
 PyAV reader returns exactly those frames for any index set, in any order, on every file it opens
 (``VideoReader.exact``). The OpenCV reader is not exact: its seeking (CAP_PROP_POS_FRAMES) returns wrong frames
 on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not checked. Neither is the
