@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import weakref
+from pathlib import Path
 
 import av
 import cv2
@@ -21,6 +22,7 @@ from videos import (
     decode_all,
     with_end_of_sequence,
     with_ends_of_sequence_before_keyframes,
+    with_nals_before_keyframes,
     write_corpus_file,
     write_keyint_video,
     write_video,
@@ -513,29 +515,55 @@ def _stat(path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def test_an_index_stored_as_version_7_is_made_again(tmp_path, monkeypatch):
+def _stored_by_an_earlier_version(index_dir, path, src, **record) -> tuple[Path, dict]:
+    """Store, as an mme of INDEX_VERSION ``record["version"]`` kept it in ``index_dir``, the index of ``path``
+    (``src`` remuxed with packets without a picture: its pictures' timestamps and keyframes) holding ``record``.
+    Returns the file and the record written."""
+    with av.open(str(src)) as container:
+        pictures = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pyav_reader, "INDEX_VERSION", record["version"])
+        store = pyav_reader._index_store(str(index_dir), str(path), *_stat(path))
+    record = {"version": record.pop("version"), "pts": sorted(pts for pts, _ in pictures),
+              "key_pts": [pts for pts, key in pictures if key], **record, "display": []}
+    store.parent.mkdir(parents=True)
+    store.write_text(json.dumps(record))
+    return store, record
+
+
+def test_an_index_stored_as_version_7_is_made_again(tmp_path):
     """Two mme versions that indexed otherwise stored indices as version 7, and the H.264 end of sequence alone,
     which no decode passes over now, changes again what the index of such a file holds: H.264 with B-frames without
     pyramid and an end of sequence alone before each IDR, whose index the last of them stored as read by seek with
     its 48 pictures, proven, was taken, and its count changed at the first read (FrameCountChanged: 18 frames). It is
-    indexed again, in a folder of version 8, the stored one left as it was."""
+    indexed again, in a folder of the current version, the stored one left as it was."""
     src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", "bframes=1")
     path = with_ends_of_sequence_before_keyframes(src, tmp_path / "joined.mkv")
-    with av.open(str(src)) as container:
-        pictures = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
-    with monkeypatch.context() as patch:
-        patch.setattr(pyav_reader, "INDEX_VERSION", 7)
-        stale = pyav_reader._index_store(str(tmp_path / "index"), str(path), *_stat(path))
-    record = {"version": 7, "pts": sorted(pts for pts, _ in pictures), "key_pts": [pts for pts, key in pictures if key],
-              "num_frames": 48, "packets": 48, "mode": "seek", "reason": "", "proven": 48, "display": []}
-    stale.parent.mkdir(parents=True)
-    stale.write_text(json.dumps(record))
+    stale, record = _stored_by_an_earlier_version(tmp_path / "index", path, src, version=7, num_frames=48, packets=48,
+                                                  mode="seek", reason="", proven=48)
     with open_video(path, index_dir=tmp_path / "index") as reader:
         assert (reader.num_frames, reader.seeking) == (18, "sequential")
         np.testing.assert_array_equal(reader.read(np.arange(18)), decode_all(path))
     assert json.loads(stale.read_text()) == record
     stored = [p.relative_to(tmp_path / "index").parts[0] for p in (tmp_path / "index").rglob("*.json")]
-    assert sorted(stored) == ["v7", "v8"]
+    assert sorted(stored) == ["v7", f"v{pyav_reader.INDEX_VERSION}"]
+
+
+def test_an_index_stored_as_version_8_is_made_again(tmp_path):
+    """Version 8 let FFmpeg's decoder skip frames on an H.264 packet of an end of sequence of nal_ref_idc 3 then an
+    access unit delimiter, where it reads the end of sequence as the packet's last NAL unit and gives the frames it
+    holds for reordering, which ``ffmpeg`` does not: with B-frames without pyramid and such a packet before each
+    IDR, it stored the file as read by counting 18 frames, 10 of them not ``ffmpeg``'s, which was taken, the file
+    opened so. It is indexed again: such a packet goes to the decoder as it is now, whose error at indexing makes
+    the file unreadable; the stored index is left as it was."""
+    src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", "bframes=1")
+    path = with_nals_before_keyframes(src, tmp_path / "joined.mkv", [b"\x6a", b"\x09\xf0"])
+    stale, record = _stored_by_an_earlier_version(
+        tmp_path / "index", path, src, version=8, num_frames=18, packets=48, mode="sequential", proven=0,
+        reason="the 18 decoded frames do not carry the 48 packets' timestamps in order (5 packets without a picture)")
+    with pytest.raises(VideoError, match=r"joined\.mkv: unreadable \(.*Invalid data found"):
+        open_video(path, index_dir=tmp_path / "index")
+    assert json.loads(stale.read_text()) == record
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])

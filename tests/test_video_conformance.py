@@ -641,6 +641,7 @@ SEI_ALONE = b"\x06\x05\x11" + b"\x11" * 17 + b"\x80"  # user data unregistered: 
     pytest.param("bframes=1", [b"\x0b"], 48, "seek", "NONREF", id="end-of-stream"),
     pytest.param("bframes=1", [b"\x0a", b"\x0b"], 48, "seek", "NONREF", id="eos-end-of-stream"),
     pytest.param("bframes=1", [b"\x09\xf0", b"\x0a", SEI_ALONE], 48, "seek", "NONREF", id="aud-eos-sei"),
+    pytest.param("bframes=1", [b"\x6a", b"\x09\xf0"], 48, "unreadable", "DEFAULT", id="eos-ref-idc-3-aud"),
 ])
 def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path, monkeypatch, x264_params, nals,
                                                                         num_frames, seeking, mode):
@@ -654,11 +655,20 @@ def test_an_h264_end_of_sequence_alone_is_decoded_as_ffmpeg_decodes_it(tmp_path,
     decode's. An end of sequence acts only as the last NAL unit the decoder reads of a packet (h264dec.c): followed
     by an end of stream (recordings each ended so) or by an AUD and SEI, FFmpeg's decoder refuses the packet ("no
     frame!"), which ``ffmpeg`` passes over and the reader's decode lets it skip: 48 frames, read by seek (the
-    packet went to the decoder as it is, and every read that crossed it was a decode error)."""
+    packet went to the decoder as it is, and every read that crossed it was a decode error). An end of sequence of
+    nal_ref_idc 3 (which the standard forbids) then an AUD: let skip, the decoder passes over the AUD and gives the
+    frames it holds there, 18 where ``ffmpeg`` gives 48, 10 of them not ``ffmpeg``'s (the file was read by
+    counting them); it goes to the decoder as it is now, whose error ("no frame!") at indexing makes the file
+    unreadable."""
     src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", x264_params)
     path = with_nals_before_keyframes(src, tmp_path / "joined.mkv", nals)
     ref = decode_as_ffmpeg(path)
     assert (len(decode_all(src)), len(ref)) == (48, num_frames)
+    if seeking == "unreadable":
+        with pytest.raises(VideoError, match=r"joined\.mkv: unreadable \(.*Invalid data found"):
+            open_video(path)
+        assert check_video(path)["status"] == "unreadable"
+        return
     alone, decode_packet, modes = b"".join(len(nal).to_bytes(4, "big") + nal for nal in nals), \
         pyav_reader._decode_packet, set()
 

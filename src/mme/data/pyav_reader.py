@@ -15,8 +15,8 @@ process (cached by path, size and mtime) and keeps its verdict with the index:
   access point whose leading frames FFmpeg drops (a BLA picture, a CRA after an end of sequence), and a file whose
   decode (its first frame, decoded during the demux) does not start at the earliest packet. If the frames do not
   come out with the packets' timestamps in order, the file is *sequential*, counted by that decode. (Where it fails
-  part-way, on a damaged packet, a file checked for its count alone keeps the demux's: the reads that reach the
-  damage report it.)
+  part-way, on a damaged packet, the file is unreadable: its packets' count would be kept, and every read past the
+  damage would fail.)
 - Otherwise the file is read by *seek*, from proven keyframes only. A decode from the start proves each frame
   that comes out carrying the index's next timestamp; a read seeks to the last keyframe at or before its first
   frame that is proven (the first frame when none is), decodes on, and checks and proves every frame up to its
@@ -690,20 +690,25 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 8
-"""Of the stored index; 8: an H.264 packet without a picture that holds an end of sequence goes to the decoder as it is,
-in the decode at indexing too (7 let the decoder pass over it, so that a file with B-frames that no picture references
-was read by seek with its pictures' count, more than its decode's frames; and 7 was the version of two indexings: the
-first listed the timestamps of the packets without a picture, the second left them out); 7: an H.264 / HEVC packet
-without a picture or parameter sets is left out of the index (6 listed its timestamp, so that such a file was read by
-counting; in H.264, where FFmpeg's decoder refuses an access unit delimiter or SEI alone unless it may skip frames, the
-decode at indexing failed there and the file kept its packets' count); 6: an HEVC CRA after an end of sequence at the
-start of its own packet, where FFmpeg's HEVC parser puts it, counts as a restart (5 read such a file by seek with its
-packets' count); 5: an HEVC file with a random access point whose leading frames FFmpeg may drop (a BLA picture, a CRA
-after an end of sequence) is checked against a whole decode too; 4: a file whose frames may not be its packets one for
-one (:func:`_why_recount`: an H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is
-checked against a whole decode, and an MPEG program stream is read by counting (3: until a read found out, it counted
-its packets; 2: only a corrupt last packet made a file counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 9
+"""Of the stored index; 9: a file whose decode at indexing fails is unreadable (8 kept its packets' count, read by seek,
+and every read past the failure failed), and an H.264 packet without a picture goes to the decoder as it is where the
+last NAL unit the decoder reads when it may skip frames is an end of sequence and the packet's last one is not (8 let it
+skip there: from an end of sequence of nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for
+reordering, which ``ffmpeg``'s does not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8:
+an H.264 packet without a picture that holds an end of sequence goes to the decoder as it is, in the decode at indexing
+too (7 let the decoder pass over it, so that a file with B-frames that no picture references was read by seek with its
+pictures' count, more than its decode's frames; and 7 was the version of two indexings: the first listed the timestamps
+of the packets without a picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter
+sets is left out of the index (6 listed its timestamp, so that such a file was read by counting; in H.264, where
+FFmpeg's decoder refuses an access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed
+there and the file kept its packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet,
+where FFmpeg's HEVC parser puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC
+file with a random access point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is
+checked against a whole decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
+H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
+decode, and an MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only a
+corrupt last packet made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -780,8 +785,8 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
     make the file sequential, counted by a decode, as does its container where :data:`COUNTED_FORMATS` names it. AVI
     stores no presentation times (its timestamps number the chunks) and MPEG-4 Part 2 packets may hold two frames
     (packed B-frames) or none (not-coded VOPs), so their index is checked against a whole decode at once; so is that
-    of a file whose frames may not be its packets one for one (:func:`_why_recount`), unless that decode fails
-    part-way: then the reads that reach the damage report it."""
+    of a file whose frames may not be its packets one for one (:func:`_why_recount`); a decode error there makes
+    the file unreadable."""
     try:
         with open_container(path) as container:
             stream = video_stream(container)
@@ -818,12 +823,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
                        "seek")
         recount = _why_recount(nals, first, int(index.pts[0]) if len(pts) else None)
         if check or recount:
-            try:
-                decoded = _decoded_timestamps(path)
-            except av.error.FFmpegError:
-                if check:
-                    raise
-                return index
+            decoded = _decoded_timestamps(path)
             if decoded != index.pts.tolist():
                 return _sequential_index(path, len(pts), f"the {len(decoded)} decoded frames do not carry the "
                                                          f"{len(pts)} packets' timestamps in order"
@@ -959,16 +959,19 @@ the decode: one with nal_ref_idc 0 (which the standard forbids) it would pass ov
 
 
 def _h264_skips_alike(headers: list[int]) -> bool:
-    """Whether FFmpeg's H.264 decoder, let skip frames (``skip_frame`` NONREF), gives from a packet without a
-    picture (its NAL units' first bytes, ``headers``) what ``ffmpeg``'s decode gets from it, which does not let it
-    and passes over its error: let so, the decoder passes over every NAL unit whose nal_ref_idc is 0 but SEI, so
-    each of those must be one it reads to no effect (:data:`H264_READ_ALIKE_TYPES`); and the packet must not end
-    with an end of sequence, after which the decoder gives the frames it holds for reordering (h264dec.c,
-    h264_decode_frame: where the last NAL unit it read is one), which it would pass over. Ended otherwise (an end of
-    sequence then an end of stream, as joined recordings have), the packet gives nothing, with "no frame!" unless
-    the decoder may skip."""
-    return headers[-1] & 0x1F != 10 and all(header & 0x60 or header & 0x1F in H264_READ_ALIKE_TYPES
-                                           for header in headers)
+    """Whether FFmpeg's H.264 decoder, let skip frames (``skip_frame`` NONREF), gives from a packet without a picture
+    (its NAL units' first bytes, ``headers``) what ``ffmpeg``'s decode gets from it, which does not let it and passes
+    over its error. Let so, the decoder passes over every NAL unit whose nal_ref_idc is 0 but SEI, so each of those must
+    be one it reads to no effect (:data:`H264_READ_ALIKE_TYPES`). And it gives the frames it holds for reordering where
+    the last NAL unit it read is an end of sequence (h264dec.c, h264_decode_frame), else nothing, with "no frame!"
+    unless it may skip: the last one it reads let skip must be an end of sequence exactly where the packet's last one
+    is. An end of sequence then an end of stream (recordings joined, each ended so) gives nothing either way; an end of
+    sequence alone, the frames held either way where its nal_ref_idc is not 0, else only as it is; an end of sequence of
+    nal_ref_idc 3 then an access unit delimiter, nothing as it is, the frames held let skip."""
+    read = [header for header in headers if header & 0x60 or header & 0x1F == 6]
+    ends_read = bool(read) and read[-1] & 0x1F == 10
+    return (ends_read == (headers[-1] & 0x1F == 10)
+            and all(header & 0x60 or header & 0x1F in H264_READ_ALIKE_TYPES for header in headers))
 
 
 def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None:
