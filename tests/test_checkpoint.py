@@ -752,8 +752,9 @@ def test_a_runs_clip_is_taken_where_the_file_records_none(tmp_path, caplog):
     assert read_checkpoint(tmp_path / "plain.pth", encoder_only=True, fallback=wider).cfg.img_size == 64
     with pytest.raises(CheckpointError, match=r"table\.pth: its position table has 16 rows, one per token, but "
                                               r"neither 8 frames of 64x64 \(64 tokens\) nor 16 frames of 224x224 "
-                                              r"\(1568 tokens\) make as many: give the clip it was trained on "
-                                              r"\(num_frames=N / img_size=N\)$"):
+                                              r"\(1568 tokens\) make as many, and more than one clip of 8 frames or "
+                                              r"of 64x64 does \(2 frames of 64x64, 8 frames of 32x32\): give the "
+                                              r"clip it was trained on \(num_frames=N / img_size=N\)$"):
         read_checkpoint(tmp_path / "table.pth", encoder_only=True, fallback=wider)
     torch.save({"model": {**videomae_layout(src), "encoder.pos_embed": sincos_table(1568, 128)[None]}},
                tmp_path / "table224.pth")
@@ -768,7 +769,8 @@ def test_what_a_file_does_not_record_is_asked_for_in_the_reading_commands_own_te
     """A position table that fits no clip was refused asking for "img_size / num_frames, --img-size / --num-frames"
     whoever read the file (Python's keyword arguments and the flags both), and mme export's warning of what it took
     on trust asked for keyword arguments or "mme export with --num-heads, ...", the command itself. Each reader now
-    names its own: keyword arguments in Python, mme export its flags, train.init the config's keys."""
+    names its own: keyword arguments in Python, mme export its flags; train.init, whose config keys set the
+    run's clip, mme export's flags."""
     from mme.models.checkpoint import build_model
     from mme.models.vit import sincos_table
     from mme.train.engine import read_init
@@ -786,7 +788,9 @@ def test_what_a_file_does_not_record_is_asked_for_in_the_reading_commands_own_te
     assert capsys.readouterr().err.endswith(refused.format("--num-frames / --img-size") + "\n")
     with pytest.raises(CheckpointError) as e:
         read_init(str(tmp_path / "table.pth"), ModelConfig(**{**WIDE, "img_size": 64}), encoder_only=True)
-    assert str(e.value).endswith("make as many: give the clip it was trained on (model.num_frames / model.img_size)")
+    assert str(e.value).endswith(f"does (2 frames of 64x64, 8 frames of 32x32): write a file that records the clip "
+                                 f"it was trained on, mme export {tmp_path}/table.pth OUT --num-frames N --img-size N, "
+                                 f"then train.init=OUT")  # (the config's keys would set the run's clip)
     with caplog.at_level(logging.WARNING):
         export(tmp_path / "plain.pth", tmp_path / "exported", kind="model")
     assert "so taken on trust: num_heads=2, img_size=224, num_frames=16 (if the model was trained otherwise, give " \

@@ -696,11 +696,49 @@ def test_the_configs_clip_is_taken_where_train_init_records_none(synth, tmp_path
     run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={tmp_path}/ft.pth"))
     engine.finish(run)
     assert all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in run.model.encoder.state_dict().items())
-    with pytest.raises(CheckpointError, match=r"ft\.pth: its position table has 8 rows, one per token, but neither 4 "
-                                              r"frames of 64x64 \(32 tokens\) nor 16 frames of 224x224 \(1568 tokens\) "
-                                              r"make as many: give the clip it was trained on \(model\.num_frames / "
-                                              r"model\.img_size\)$"):
-        finetune(_tiny_recipe(synth, tmp_path / "ev64", *tested, "model.img_size=64", "data.img_size=64"))
+    with pytest.raises(CheckpointError, match=r"ft\.pth: its position table has 8 rows, one per token, but neither 6 "
+                                              r"frames of 48x48 \(27 tokens\) nor 16 frames of 224x224 \(1568 tokens\) "
+                                              r"make as many, nor any clip of 6 frames or of 48x48: write a file that "
+                                              r"records the clip it was trained on, mme export \S+ft\.pth OUT "
+                                              r"--num-frames N --img-size N, then train\.init=OUT$"):
+        finetune(_tiny_recipe(synth, tmp_path / "ev48", *tested, "model.img_size=48", "data.img_size=48",
+                              "model.num_frames=6", "data.num_frames=6"))
+
+
+def test_train_init_of_a_position_table_of_another_clip_fine_tunes_at_the_configs_clip(synth, tmp_path, caplog):
+    """An original .pth that stores its position table (4 frames of 32 px) fine-tuned at 64 px was refused asking
+    for model.num_frames / model.img_size, which set the new run's clip: the one clip of the config's frames that
+    the table fits is taken for the file, and the run fine-tunes at 64 px from the same weights as from an export
+    that records the file's clip."""
+    from mme.cli import main as cli_main
+    from mme.models import convert
+    from mme.models.classifier import VideoClassifier
+    from mme.models.config import ModelConfig
+    from mme.models.vit import sincos_table
+    from mme.train import engine, loop
+    from mme.train.finetune import setup
+
+    torch.manual_seed(5)
+    clf = VideoClassifier(ModelConfig(**TINY), num_classes=4, head_init_scale=1.0).eval()  # 4 frames of 32 px
+    state = convert.rename(clf.state_dict(), convert.invert(convert.FINETUNED))[0]
+    torch.save({"module": {**state, "pos_embed": sincos_table(clf.cfg.num_tokens, 32)[None]}}, tmp_path / "ft.pth")
+    assert cli_main(["export", str(tmp_path / "ft.pth"), str(tmp_path / "exported"), "--kind", "model",
+                     "--num-frames", "4", "--img-size", "32", "--num-heads", "2"]) == 0
+    at64 = ("train.steps=1", "model.img_size=64", "data.img_size=64", "train.precision=fp32")
+    encoders = []
+    for init in ("ft.pth", "exported"):
+        with caplog.at_level("INFO", logger="mme"):
+            run = setup(_tiny_recipe(synth, tmp_path / f"ft_{init}", f"train.init={tmp_path / init}", *at64))
+        try:
+            loop.train(run)
+        finally:
+            engine.finish(run)
+        assert run.cfg.model.img_size == 64 and run.model.cfg.num_tokens == 32
+        encoders.append(run.model.encoder.state_dict())
+    assert "its position table of 8 rows fits 4 frames of 32 px, not the config's 4 of 64 px" in caplog.text
+    assert encoders[0].keys() == encoders[1].keys()
+    assert all(torch.equal(v, encoders[1][k]) for k, v in encoders[0].items())
+    assert not all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in encoders[0].items())  # (it trained)
 
 
 def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_path):

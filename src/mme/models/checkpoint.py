@@ -22,6 +22,7 @@ import dataclasses
 import errno
 import json
 import logging
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -407,17 +408,20 @@ CLIP = ("num_frames", "img_size")
 """The clip geometry: not in an original ``.pth`` file's weights (its sin-cos position table is fixed)."""
 
 
-class _NoClipFits(CheckpointError):
+class NoClipFits(CheckpointError):
     """A stored position table that fits no clip the reader has (:func:`_fit_clip`): read_checkpoint says how to
-    give one, in the reading command's terms (its ``given_as``)."""
+    give one, in the reading command's terms (its ``given_as``); ``reason`` is the message without that advice."""
+
+    reason = ""
 
 
 def _fit_clip(cfg: ModelConfig, table: torch.Tensor | None, unrecorded: tuple[str, ...],
               fallback: ModelConfig | None, path: Path) -> ModelConfig:
     """``cfg`` with the clip fields it takes on trust (of ``unrecorded``: no file recorded them, no hint gave them)
     the ``fallback``'s (read_checkpoint's) where the file stores no position table (``table``, one row per token) or
-    one that fits that clip, else as they are (224² x 16) where the table fits those. A table that fits neither is a
-    :class:`_NoClipFits`."""
+    one that fits that clip, else as they are (224² x 16) where the table fits those, else the one clip of the
+    fallback's frames or size that the table fits (:func:`_clips_of_table`). A table that fits none is a
+    :class:`NoClipFits`."""
     taken = {k: getattr(fallback, k) for k in CLIP if k in unrecorded} if fallback is not None else {}
     candidates = [cfg]
     if taken and any(getattr(cfg, k) != v for k, v in taken.items()):
@@ -425,17 +429,35 @@ def _fit_clip(cfg: ModelConfig, table: torch.Tensor | None, unrecorded: tuple[st
             candidates.insert(0, dataclasses.replace(cfg, **taken))
     rows = None if table is None else table.reshape(-1, table.shape[-1]).shape[0]
     fitting = next((c for c in candidates if rows is None or c.num_tokens == rows), None)
-    if fitting is None:
+    found = _clips_of_table(candidates[0], rows, tuple(taken)) if fitting is None and taken else []
+    if fitting is None and len(found) != 1:
         sizes = [f"{c.num_frames} frames of {c.img_size}x{c.img_size}" for c in candidates]
         make = (f"{sizes[0]} make {cfg.num_tokens} tokens" if len(sizes) == 1 else
                 "neither " + " nor ".join(f"{size} ({c.num_tokens} tokens)" for size, c in zip(sizes, candidates))
                 + " make as many")
-        raise _NoClipFits(f"its position table has {rows} rows, one per token, but {make}")
-    if len(candidates) > 1 and fitting is cfg:
+        if taken:
+            ours = f"{candidates[0].num_frames} frames or of {candidates[0].img_size}x{candidates[0].img_size}"
+            make += (f", nor any clip of {ours}" if not found else f", and more than one clip of {ours} does ("
+                     + ", ".join(f"{c.num_frames} frames of {c.img_size}x{c.img_size}" for c in found) + ")")
+        raise NoClipFits(f"its position table has {rows} rows, one per token, but {make}")
+    fitting = fitting or found[0]
+    if fitting is not candidates[0]:
         log.info("%s: its position table of %d rows fits %d frames of %d px, not the config's %d of %d px "
-                 "(model.num_frames, model.img_size): those taken for it", path, rows, cfg.num_frames, cfg.img_size,
-                 candidates[0].num_frames, candidates[0].img_size)
+                 "(model.num_frames, model.img_size): those taken for it", path, rows, fitting.num_frames,
+                 fitting.img_size, candidates[0].num_frames, candidates[0].img_size)
     return fitting
+
+
+def _clips_of_table(cfg: ModelConfig, rows: int, free: tuple[str, ...]) -> list[ModelConfig]:
+    """The clips of a position table of ``rows`` rows that keep ``cfg``'s size (another number of frames, a multiple
+    of its tubelet) or its frames (another square size, a multiple of its patch), of the ``free`` fields alone."""
+    steps, side = cfg.num_frames // cfg.tubelet_size, cfg.img_size // cfg.patch_size
+    found = []
+    if "num_frames" in free and rows % (side * side) == 0:
+        found.append(dataclasses.replace(cfg, num_frames=rows // (side * side) * cfg.tubelet_size))
+    if "img_size" in free and rows % steps == 0 and math.isqrt(rows // steps) ** 2 == rows // steps:
+        found.append(dataclasses.replace(cfg, img_size=math.isqrt(rows // steps) * cfg.patch_size))
+    return found
 
 
 def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
@@ -525,8 +547,9 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     override what it does. ``fallback``, the run's model config: its head counts and clip are taken where the file
     records none, no hint gives them, and they fit: a head count where its width is the file's
     (``Checkpoint.from_fallback``), in place of the guess from the width (a HeadCountUnknown where none fits); the
-    clip where the file stores no position table or one that fits it (else 224² x 16, where its table fits that; one
-    line naming what gives the clip where it fits neither), still one the file took on trust
+    clip where the file stores no position table or one that fits it (else 224² x 16, where its table fits that, else
+    the one clip of its frames or of its size that the table fits; a :class:`NoClipFits` naming what gives the clip
+    where none or several do), still one the file took on trust
     (``Checkpoint.assumed``). ``strict``: a tensor of the file that the model has no place for is an error (else it
     is dropped with a warning). ``given_as``: how the reading command gives these fields (its flags or config keys,
     ``{"img_size": "--img-size"}``; default: keyword arguments), named in the messages of the read and of the model
@@ -535,9 +558,11 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     given_as = dict(given_as or {})
     try:
         ck = _read(Path(path), hints, encoder_only, strict, fallback)
-    except _NoClipFits as e:
+    except NoClipFits as e:
         how = " / ".join(given_as.get(k, f"{k}=N") for k in CLIP)
-        raise CheckpointError(f"{e}: give the clip it was trained on ({how})") from e
+        advised = NoClipFits(f"{e}: give the clip it was trained on ({how})")
+        advised.reason = str(e)
+        raise advised from e
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from mme.config import flatten, from_dict, path_keys
 from mme.data.lists import left_out
 from mme.errors import CheckpointError, ConfigError, MMEError
-from mme.models.checkpoint import CLIP, Checkpoint, load_state, read_checkpoint
+from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
@@ -196,11 +196,17 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     is the file's (a count given for another width says nothing of this one), and its clip (``model.num_frames``,
     ``model.img_size``) where the file stores no position table or one that fits it. A head count still guessed
     from the width is warned about, naming the keys that give it, and one of a width with no guess (96) is one line
-    naming them; the clip taken stays in ``Checkpoint.assumed`` (a model built of it warns), and a position table
-    that fits no clip is one line naming model.num_frames and model.img_size."""
+    naming them; the clip taken stays in ``Checkpoint.assumed`` (a model built of it warns). A stored position table
+    that fits neither the config's clip nor 224² x 16 gives the clip where exactly one of the config's frames or of
+    its size fits it (a training run builds its model of the config all the same: that clip only checks the
+    table); where none or several do, one line naming mme export's flags, since the config's keys set the run's
+    clip."""
     try:
         ck = read_checkpoint(path, encoder_only=encoder_only, fallback=model,
                              given_as={k: f"model.{k}" for k in CLIP})
+    except NoClipFits as e:
+        raise CheckpointError(f"train.init {e.reason}: write a file that records the clip it was trained on, mme "
+                              f"export {path} OUT --num-frames N --img-size N, then train.init=OUT") from e
     except HeadCountUnknown as e:  # of a width with no guess, not the config's
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
         raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
