@@ -350,6 +350,30 @@ def test_viz_of_an_original_file_draws_the_clip_given_with_size_and_num_frames(p
         "export with --num-heads, --decoder-heads)" in caplog.text
 
 
+def test_viz_of_a_file_that_records_its_clip_refuses_another_size_or_frame_count(panels, tmp_path, capsys):
+    """--size / --num-frames with --checkpoint of a file that records its clip (4 frames of 64 px) rebuilt its model
+    for a clip it was never trained on (a fresh sin-cos table), the picture written without a word. They are refused
+    there, nothing written; the recorded values themselves are taken."""
+    from mme.cli import main
+    from mme.models.export import save_pretrained
+    from mme.models.mae import HeadSpec, MaskedAutoencoder
+
+    video = str(write_video(tmp_path / "v.mp4", affine_video(24, 96, 96, dx=2.0, seed=6)[0]))
+    torch.manual_seed(0)
+    save_pretrained(MaskedAutoencoder(tiny_model(), [HeadSpec("pixel", 2 * 16 * 16 * 3)]), tmp_path / "ours")
+    args = ["viz", video, "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "p.png"), "--stride", "4"]
+    assert main([*args, "--size", "96"]) == 1
+    assert capsys.readouterr().err.endswith(f"error: --size 96: {tmp_path / 'ours'} records the clip its model was "
+                                            f"trained on (img_size=64), which is drawn; leave it out\n")
+    assert main([*args, "--size", "96", "--num-frames", "8"]) == 1
+    assert capsys.readouterr().err.endswith("records the clip its model was trained on (num_frames=4, img_size=64), "
+                                            "which is drawn; leave them out\n")
+    assert not (tmp_path / "p.png").exists() and not panels
+    assert main([*args, "--size", "64", "--num-frames", "4"]) == 0
+    assert [t for t, _ in panels] == [f"{n}frame {s}" for s in (0, 8) for n in ("", "masked input, ",
+                                                                               "reconstruction, ")]
+
+
 @pytest.mark.parametrize("held, options, said", [
     ("hog", [], "holds a masked autoencoder with the head(s) 'hog'; nothing to draw (mme viz --checkpoint draws "
                 "the predicted motion of a 'traj' head and the reconstruction of a 'pixel' head)"),

@@ -425,13 +425,14 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=count(0), default=0, help="first raw frame")
     p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
                    help="frames of the clip (default 16; with --checkpoint: the clip the model is built for, default "
-                        "the checkpoint's; an original .pth records none: 16, with a warning)")
+                        "the checkpoint's, which no other replaces; an original .pth records none: 16, with a "
+                        "warning)")
     p.add_argument("--stride", type=count(), default=None,
                    help="raw frames between clip frames (default 4; with --checkpoint: its run's data.stride)")
     p.add_argument("--size", "--img-size", dest="size", metavar="SIZE", type=count(16), default=None,
                    help="frames are centre-cropped and resized to this side (default 224; with --checkpoint: the side "
-                        "the model is built for, default the checkpoint's; an original .pth records none: 224, "
-                        "likewise)")
+                        "the model is built for, default the checkpoint's, which no other replaces; an original .pth "
+                        "records none: 224, likewise)")
     p.add_argument("--length", type=count(), default=None,
                    help="track length L (default 6; not with --checkpoint: the model's is taken)")
     p.add_argument("--seed-stride", type=count(), default=None,

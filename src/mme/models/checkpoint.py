@@ -85,6 +85,9 @@ class Checkpoint:
     class_names: list[str] | None = None
     """classifier only: its classes' names by id, where a file records them (a fine-tuning run's ``task.classes``,
     our exports)."""
+    replaced: dict[str, int] = field(default_factory=dict)
+    """The clip fields the file records that hints replaced, with the recorded values: the model runs on other clips
+    (``mme embed``), but is no longer the one trained (``mme viz`` refuses them)."""
     given_as: dict[str, str] = field(default_factory=dict)
     """How the command that read it gives the ModelConfig fields a file may not record: its flags or config keys
     (``{"img_size": "--img-size"}``, read_checkpoint's ``given_as``), for messages; empty where it was read in
@@ -317,14 +320,16 @@ def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) ->
 
 
 def _with_recorded_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...], fallback: ModelConfig | None
-                         ) -> tuple[ModelConfig, tuple[str, ...], tuple[str, ...]]:
+                         ) -> tuple[ModelConfig, tuple[str, ...], tuple[str, ...], dict[str, int]]:
     """``cfg`` recorded in a file with the hints (:func:`_with_hints`) and, for the head counts it took on trust
     (``assumed``) that no hint gives, ``fallback``'s where its width is the file's
-    (:func:`~mme.models.convert_config.fallback_counts`); with the fields it still takes on trust, and the counts
-    taken from ``fallback``."""
+    (:func:`~mme.models.convert_config.fallback_counts`); with the fields it still takes on trust, the counts
+    taken from ``fallback``, and the recorded clip fields that hints replaced (``Checkpoint.replaced``)."""
     unhinted = tuple(k for k in assumed if hints.get(k) is None)
     taken = convert_config.fallback_counts(fallback, vars(cfg), unhinted)
-    return _with_hints(cfg, {**hints, **taken}, assumed), tuple(k for k in unhinted if k not in taken), tuple(taken)
+    replaced = {k: getattr(cfg, k) for k in CLIP if hints.get(k) not in (None, getattr(cfg, k)) and k not in assumed}
+    return (_with_hints(cfg, {**hints, **taken}, assumed), tuple(k for k in unhinted if k not in taken), tuple(taken),
+            replaced)
 
 
 def _check_position_tables(state: dict[str, torch.Tensor]) -> None:
@@ -369,12 +374,12 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             inferred = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
             unhinted = tuple(k for k in inferred if hints.get(k) is None)
             taken = tuple(convert_config.fallback_counts(fallback, vars(cfg), unhinted))  # (as infer_config took)
-            assumed = tuple(k for k in unhinted if k not in taken)
+            assumed, replaced = tuple(k for k in unhinted if k not in taken), {}
         else:
-            cfg, assumed, taken = _with_recorded_hints(cfg, hints, assumed, fallback)
+            cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback)
         table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
         ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
-                        assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm)
+                        assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm, replaced=replaced)
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
@@ -482,14 +487,15 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     if kind not in KINDS:
         raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
     try:
-        cfg, assumed, taken = _with_recorded_hints(from_dict(ModelConfig, meta.get("model", {}), prefix="model."),
-                                                   hints, _assumed(meta, path), fallback)
+        cfg, assumed, taken, replaced = _with_recorded_hints(
+            from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints, _assumed(meta, path), fallback)
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
     return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
                       dict(meta.get("classifier", {})), run_config=_run(meta, path), assumed=assumed,
-                      from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"))
+                      from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"),
+                      replaced=replaced)
 
 
 def _run(meta: dict, path: Path, key: str = "run") -> dict:
@@ -651,7 +657,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
         return Checkpoint("encoder", ck.cfg, ck.encoder_state, ck.source, run_config=ck.run_config,
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
-                          given_as=ck.given_as,
+                          given_as=ck.given_as, replaced=ck.replaced,
                           pooled_norm=_pooled_norm(ck.state, ck.classifier.get("fc_norm_eps", FC_NORM_EPS))
                           if ck.kind == "classifier" else None)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]

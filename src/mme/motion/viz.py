@@ -214,11 +214,17 @@ def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int 
 def _mae(checkpoint: str, img_size: int | None = None, num_frames: int | None = None
          ) -> tuple[MaskedAutoencoder, Checkpoint]:
     """The checkpoint's masked autoencoder (built for the clip ``img_size`` / ``num_frames`` where given: mme viz's
-    --size / --num-frames, read_checkpoint's hints), refused unless it has a head to draw ('traj' or 'pixel')."""
+    --size / --num-frames, read_checkpoint's hints, for a file that records no clip; one that records its clip is
+    drawn at it, those flags refused), refused unless it has a head to draw ('traj' or 'pixel')."""
     from mme.models.checkpoint import build_model, read_checkpoint
 
-    ck = read_checkpoint(checkpoint, img_size=img_size, num_frames=num_frames,
-                         given_as={"img_size": "--size", "num_frames": "--num-frames"})
+    flags = {"img_size": "--size", "num_frames": "--num-frames"}
+    ck = read_checkpoint(checkpoint, img_size=img_size, num_frames=num_frames, given_as=flags)
+    if ck.replaced:
+        recorded = ", ".join(f"{k}={v}" for k, v in ck.replaced.items())
+        raise ConfigError(f"{', '.join(f'{flags[k]} {getattr(ck.cfg, k)}' for k in ck.replaced)}: {checkpoint} "
+                          f"records the clip its model was trained on ({recorded}), which is drawn; leave "
+                          f"{'it' if len(ck.replaced) == 1 else 'them'} out")
     names = [h.name for h in ck.heads] if ck.kind == "mae" else []
     if not {"traj", "pixel"} & set(names):
         held = (f"a masked autoencoder with the head(s) {', '.join(repr(n) for n in names)}" if ck.kind == "mae"
