@@ -872,6 +872,32 @@ def test_the_features_of_a_classifier_are_what_its_head_sees(setup, tmp_path):
         assert json.loads(Path(f"{out}.json").read_text())["job"]["fc_norm"] is True
 
 
+def test_extract_features_of_a_classifier_with_its_pooled_norm_are_mme_embeds(setup, tmp_path):
+    """mme embed put a fine-tuned classifier's token means through its fc_norm, while the Python route,
+    extract_features of its encoder, had no way to: other features from the same file (off by 3.0). extract_features
+    takes the fc_norm as ``pooled_norm`` (``Checkpoint.pooled_norm``), and gives mme embed's features with it."""
+    from mme.eval.features import extract_features
+    from mme.models.checkpoint import build_model, read_checkpoint
+    from mme.models.classifier import VideoClassifier
+
+    root, _ = setup
+    cfg = ModelConfig(**{**CFG, "embed_dim": 64, "num_heads": 1})
+    torch.manual_seed(2)
+    clf = VideoClassifier(cfg, num_classes=3, head_init_scale=1.0).eval()
+    with torch.no_grad():
+        clf.fc_norm.weight.uniform_(0.5, 2.0)
+        clf.fc_norm.bias.uniform_(-1.0, 1.0)
+    save_pretrained(clf, tmp_path / "ours")
+    out = embed(tmp_path / "ours", root / "list.txt", tmp_path / "f.npy", clips=2, stride=2, root=str(root),
+                num_workers=0, precision="fp32", progress=False)
+    ck = read_checkpoint(tmp_path / "ours", encoder_only=True)
+    views = build_test_set(root / "list.txt", cfg, clips=2, crops=1, stride=2, root=str(root))
+    got = extract_features(build_model(ck), views, precision="fp32", progress=False, pooled_norm=ck.pooled_norm)
+    assert got.valid.sum() >= 2 and np.array_equal(got.x.numpy(), np.load(out), equal_nan=True)
+    raw = extract_features(build_model(ck), views, precision="fp32", progress=False).x.numpy()
+    assert np.nanmax(np.abs(raw - np.load(out))) > 0.1  # (the token means alone: not the head's inputs)
+
+
 @pytest.mark.parametrize("flags, said", [
     (["--backend", "decord"], "--backend decord: the 'decord' backend is not installed (pip install decord)"),
     (["--backend", "pyav-cuda"], "--backend pyav-cuda: this PyAV's FFmpeg has no CUDA device type (it has [])"),

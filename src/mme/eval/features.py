@@ -2,10 +2,10 @@
 resumable, sharded over torchrun ranks).
 
 A video's feature is the mean of the encoder's output tokens (of a fine-tuned classifier's encoder, through the
-classifier's ``fc_norm``: what its head sees), averaged over its test views (N temporal clips × M spatial crops);
-optionally also the token grid ``(t, h, w, D)`` averaged over the views. A video that
-cannot be decoded is never dropped: its row is NaN, ``valid`` is False and the failure (index, path, reason)
-is listed in the ``<out>.json`` sidecar.
+classifier's ``fc_norm``: what its head sees; ``extract_features`` takes it as ``pooled_norm``), averaged over its
+test views (N temporal clips × M spatial crops); optionally also the token grid ``(t, h, w, D)`` averaged over
+the views. A video that cannot be decoded is never dropped: its row is NaN, ``valid`` is False and the failure
+(index, path, reason) is listed in the ``<out>.json`` sidecar.
 
 Resume: ``embed`` writes finished rows in chunks to ``<out>.partial/`` (one atomically written ``.npz`` per
 chunk and rank, with the size and modification time each row's video had); a rerun with the same arguments
@@ -116,26 +116,34 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
         yield batch, feats, toks
 
 
-def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: str) -> tuple[torch.device, str]:
+def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: str,
+             pooled_norm: torch.nn.Module | None) -> tuple[torch.device, str, torch.nn.Module | None]:
+    """The encoder and the ``pooled_norm`` (a classifier's ``fc_norm``) in eval mode on ``device``; the device and
+    the precision to embed in."""
     from mme.train.precision import choose_precision
 
     device = torch.device(device)
     encoder.eval().to(device)
-    return device, choose_precision(precision, device)[0]
+    norm = None if pooled_norm is None else pooled_norm.eval().to(device)
+    return device, choose_precision(precision, device)[0], norm
 
 
 def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
                      device: str | torch.device = "cpu", precision: str = "auto", tokens: bool = False,
-                     progress: bool = True) -> Features:
+                     progress: bool = True, pooled_norm: torch.nn.Module | None = None) -> Features:
     """Features of every item of a test ``dataset`` (items ``{"video": (V, 3, T, H, W), "label", "index"}``)
     in dataset order, in memory (the encoder is put in eval mode on ``device``). Failed videos get NaN rows,
-    ``valid=False`` and an entry in ``failures``."""
-    device, precision = _prepare(encoder, device, precision)
+    ``valid=False`` and an entry in ``failures``. ``pooled_norm``: the LayerNorm each view's token mean goes
+    through, for a fine-tuned classifier's features as ``mme embed`` gives them (its ``fc_norm``:
+    ``Checkpoint.pooled_norm`` of ``read_checkpoint(path, encoder_only=True)``, whose encoder is ``build_model``'s;
+    ``load_encoder`` gives the encoder alone, its features the raw token means)."""
+    device, precision, pooled_norm = _prepare(encoder, device, precision, pooled_norm)
     n = len(dataset)
     x = labels = valid = grid = None
     failures: list[dict[str, Any]] = []
     for batch, feats, toks in _embedded(encoder, dataset, range(n), batch_size=batch_size, num_workers=num_workers,
-                                       device=device, precision=precision, tokens=tokens, progress=progress):
+                                       device=device, precision=precision, tokens=tokens, progress=progress,
+                                       pooled_norm=pooled_norm):
         failures += batch["failed"]
         if feats is None:
             continue
@@ -562,8 +570,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ck.warn_no_run("embed", [(f"{name} {value}", option) for name, value, option in (
             ("stride", stride, "--stride or --segments"), ("orientation", orientation, "--orientation"))
             if unset[name]])
-        dev, precision = _prepare(encoder, choose_device(device, info.local_rank, "--device"), precision)
-        pooled_norm = None if ck.pooled_norm is None else ck.pooled_norm.to(dev)  # (a classifier's fc_norm)
+        dev, precision, pooled_norm = _prepare(encoder, choose_device(device, info.local_rank, "--device"), precision,
+                                               ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)
         n = len(dataset)
