@@ -101,6 +101,29 @@ def test_bench_data_returns_clips_per_second(tiny, keep_threads):
     assert figures["clips_per_s"]["0"] > 0 and figures["img_size"] == 64
 
 
+@pytest.mark.parametrize("backend, said", [
+    ("decord", "--backend decord: the 'decord' backend is not installed (pip install decord)"),
+    ("pyav-cuda", "--backend pyav-cuda: this PyAV's FFmpeg has no CUDA device type (it has [])")])
+def test_bench_data_refuses_a_backend_this_machine_lacks_before_making_its_video(backend, said, monkeypatch, capsys):
+    """``mme bench data --backend decord`` without decord made its test video, then failed naming it as a temp path
+    ('/tmp/.../bench.mp4: the 'decord' backend is not installed'), and --backend pyav-cuda without NVDEC named
+    data.backend: one line naming --backend now, before the video is made."""
+    import importlib.util
+
+    from mme.cli import main
+    from mme.data import bench, pyav_reader
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "decord" else
+                        find_spec(name, *args))
+    monkeypatch.setattr(pyav_reader, "hwdevices_available", lambda: [])
+    monkeypatch.setattr(pyav_reader, "_CUDA_DECODERS", {})
+    made, generated_video = [], bench.generated_video
+    monkeypatch.setattr(bench, "generated_video", lambda folder: made.append(generated_video(folder)) or made[-1])
+    assert main(["bench", "data", "--backend", backend, "--clips", "2", "--workers", "0"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"mme bench: error: {said}" and made == []
+
+
 class _Sleeps(torch.utils.data.Dataset):
     """The items of a list, 0.2 s each (a sleep: the rate of ``w`` workers is 5 w clips/s, on a busy machine too)."""
 

@@ -24,7 +24,7 @@ from mme.data.dataset import DataConfig, PretrainDataset, collate, start_workers
 from mme.data.sampling import ClipIndices, sample_pretrain, window_length
 from mme.data.synth import encode_h264
 from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
-from mme.data.video import open_video, with_true_count
+from mme.data.video import open_video, require_backend, with_true_count
 from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, sets_threads
 
 
@@ -101,6 +101,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
     stages of one clip, printed (and written to ``json_path``); returns the figures."""
     if json_path:
         check_output(json_path, "--json")  # before the benchmark, not after it
+    require_backend(backend, "--backend")  # before a video is made
     threads = threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
