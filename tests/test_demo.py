@@ -361,6 +361,20 @@ def test_bad_seeds_and_too_few_real_sources_are_refused_before_the_data(tmp_path
     assert not (out / "data").exists()
 
 
+def test_a_backend_this_machine_lacks_is_refused_before_the_data(tmp_path, monkeypatch, capsys):
+    """Was: ``mme demo ... data.backend=decord`` without decord made its 24 videos, then stopped on the backend."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "decord" else
+                        find_spec(name, *args))
+    out = tmp_path / "out"
+    assert main([*QUICK, "--out", str(out), "data.backend=decord"]) == 1
+    assert capsys.readouterr().err == ("mme demo: error: data.backend=decord: the 'decord' backend is not installed "
+                                       "(pip install decord)\n")
+    assert not (out / "data").exists()
+
+
 def test_the_table_says_its_spread_is_the_population_standard_deviation_and_reads_null_as_untimed():
     """Was: ± unlabelled in the report, and docs/results.md called it the standard deviation over seeds."""
     from mme.demo_report import REAL_KEYS, markdown_table, summarise

@@ -48,6 +48,7 @@ from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
 from mme.data.transforms import normalize_clip
+from mme.data.video import require_backend
 from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.features import embed_batch
@@ -422,10 +423,10 @@ def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
 
 
 def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
-    # a bad device or override stops the demo now, not after the data are made
+    # a bad device, backend or override stops the demo now, not after the data are made
     choose_device(s.device, option="--device")
     for target in s.targets:
-        _pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt")
+        require_backend(_pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt").data.backend)
     for target, unused in unused_overrides(s).items():
         for override, only in unused.items():
             log.info("demo: %s is not given to the %s target, which does not use it (it applies only %s)",
