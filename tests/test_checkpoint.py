@@ -1354,3 +1354,28 @@ def test_loaded_models_are_in_eval_mode(tmp_path):
     x = clip()
     with torch.no_grad():
         assert torch.equal(loaded(x), loaded(x))
+
+
+def test_a_clip_given_that_the_patch_or_tubelet_does_not_divide_is_named_as_given(tmp_path, capsys):
+    """``mme embed --num-frames 5``, ``mme viz --size 70``, ``mme export --num-frames 5`` said "model.num_frames 5 is
+    not a multiple of tubelet_size 2", a config key these commands do not have: each names its own flag now, and
+    Python its keyword argument."""
+    src = MaskedAutoencoder(ModelConfig(**{**TINY, "num_heads": 1, "decoder_dim": 64, "decoder_heads": 1}), [PIXEL])
+    save_pretrained(src, tmp_path / "ours")  # records 8 frames of 32 px, tubelet 2, patch 16 (64-d heads: guessed)
+    torch.save({"model": videomae_layout(src)}, tmp_path / "orig.pth")  # records none
+    with pytest.raises(CheckpointError, match=r"ours: num_frames=5 is not a multiple of tubelet_size 2$"):
+        read_checkpoint(tmp_path / "ours", num_frames=5)
+    with pytest.raises(CheckpointError, match=r"orig\.pth: img_size=70 is not a multiple of patch_size 16$"):
+        read_checkpoint(tmp_path / "orig.pth", img_size=70)
+    commands = [(["export", str(tmp_path / "ours"), str(tmp_path / "out"), "--num-frames", "5"],
+                 "--num-frames 5 is not a multiple of tubelet_size 2"),
+                (["embed", str(tmp_path / "orig.pth"), str(tmp_path / "list.txt"), "--out", str(tmp_path / "f.npy"),
+                  "--num-frames", "5"], "--num-frames 5 is not a multiple of tubelet_size 2"),
+                (["viz", str(tmp_path / "v.mp4"), "--checkpoint", str(tmp_path / "orig.pth"), "--out",
+                  str(tmp_path / "p.png"), "--size", "70"], "--size 70 is not a multiple of patch_size 16")]
+    (tmp_path / "list.txt").write_text("v.mp4\n")
+    for args, said in commands:
+        assert cli_main(args) == 1
+        err = capsys.readouterr().err
+        assert err.endswith(f"{said}\n") and "model." not in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "p.png").exists()

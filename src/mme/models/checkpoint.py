@@ -39,7 +39,7 @@ from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
-from mme.utils import SAFETENSORS_HEADER_MAX, error_reason, flag
+from mme.utils import SAFETENSORS_HEADER_MAX, as_given, error_reason, flag
 
 log = logging.getLogger(__name__)
 
@@ -487,11 +487,14 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     if kind not in KINDS:
         raise CheckpointError(f"{path}: config kind {kind!r} is not one of {KINDS}")
     try:
-        cfg, assumed, taken, replaced = _with_recorded_hints(
-            from_dict(ModelConfig, meta.get("model", {}), prefix="model."), hints, _assumed(meta, path), fallback)
+        recorded = from_dict(ModelConfig, meta.get("model", {}), prefix="model.")
         heads = [HeadSpec(**h) for h in meta.get("heads", [])]
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
+    try:  # (the hints' faults are not the file's)
+        cfg, assumed, taken, replaced = _with_recorded_hints(recorded, hints, _assumed(meta, path), fallback)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from e
     return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
                       dict(meta.get("classifier", {})), run_config=_run(meta, path), assumed=assumed,
                       from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"),
@@ -569,6 +572,13 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         advised = NoClipFits(f"{e}: give the clip it was trained on ({how})")
         advised.reason = str(e)
         raise advised from e
+    except CheckpointError as e:  # a clip given that the file's patch or tubelet does not divide: named as given
+        said = str(e)
+        for k in (k for k in CLIP if hints[k] is not None):
+            said = said.replace(f"model.{k} {hints[k]} ", f"{as_given(given_as.get(k, k), hints[k])} ")
+        if said == str(e):
+            raise
+        raise type(e)(said) from e
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))
