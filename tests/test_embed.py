@@ -845,22 +845,30 @@ def test_the_clip_of_a_file_that_records_none_is_given_with_img_size_and_num_fra
     assert json.loads((tmp_path / "f.npy.json").read_text())["job"]["img_size"] == 32
 
 
+def _classifier_with_a_telling_fc_norm(out: Path) -> tuple[ModelConfig, torch.nn.Module]:
+    """A fine-tuned classifier saved at ``out`` whose fc_norm is far from the identity (so features with and without
+    it differ); 1 head of 64, what a file without a count takes."""
+    from mme.models.classifier import VideoClassifier
+
+    cfg = ModelConfig(**{**CFG, "embed_dim": 64, "num_heads": 1})
+    torch.manual_seed(2)
+    clf = VideoClassifier(cfg, num_classes=3, head_init_scale=1.0).eval()
+    with torch.no_grad():
+        clf.fc_norm.weight.uniform_(0.5, 2.0)
+        clf.fc_norm.bias.uniform_(-1.0, 1.0)
+    save_pretrained(clf, out)
+    return cfg, clf
+
+
 def test_the_features_of_a_classifier_are_what_its_head_sees(setup, tmp_path):
     """The features of a fine-tuned classifier were the mean of its encoder's tokens, without the fc_norm its head
     sees (its encoder has no final LayerNorm): rows of other norms and means than the head's inputs. Each view's
     mean now goes through fc_norm (VideoMAE's forward_features of a mean-pooled classifier), then the views are
     averaged; ours and an original .pth alike."""
     from mme.models import convert
-    from mme.models.classifier import VideoClassifier
 
     root, _ = setup
-    cfg = ModelConfig(**{**CFG, "embed_dim": 64, "num_heads": 1})  # (1 head of 64: what a file without a count takes)
-    torch.manual_seed(2)
-    clf = VideoClassifier(cfg, num_classes=3, head_init_scale=1.0).eval()
-    with torch.no_grad():
-        clf.fc_norm.weight.uniform_(0.5, 2.0)
-        clf.fc_norm.bias.uniform_(-1.0, 1.0)
-    save_pretrained(clf, tmp_path / "ours")
+    cfg, clf = _classifier_with_a_telling_fc_norm(tmp_path / "ours")
     torch.save({"module": convert.rename(clf.state_dict(), convert.invert(convert.FINETUNED))[0]}, tmp_path / "o.pth")
     views = build_test_set(root / "list.txt", cfg, clips=2, crops=1, stride=2, root=str(root))
     with torch.no_grad():
@@ -878,16 +886,9 @@ def test_extract_features_of_a_classifier_with_its_pooled_norm_are_mme_embeds(se
     takes the fc_norm as ``pooled_norm`` (``Checkpoint.pooled_norm``), and gives mme embed's features with it."""
     from mme.eval.features import extract_features
     from mme.models.checkpoint import build_model, read_checkpoint
-    from mme.models.classifier import VideoClassifier
 
     root, _ = setup
-    cfg = ModelConfig(**{**CFG, "embed_dim": 64, "num_heads": 1})
-    torch.manual_seed(2)
-    clf = VideoClassifier(cfg, num_classes=3, head_init_scale=1.0).eval()
-    with torch.no_grad():
-        clf.fc_norm.weight.uniform_(0.5, 2.0)
-        clf.fc_norm.bias.uniform_(-1.0, 1.0)
-    save_pretrained(clf, tmp_path / "ours")
+    cfg, clf = _classifier_with_a_telling_fc_norm(tmp_path / "ours")
     out = embed(tmp_path / "ours", root / "list.txt", tmp_path / "f.npy", clips=2, stride=2, root=str(root),
                 num_workers=0, precision="fp32", progress=False)
     ck = read_checkpoint(tmp_path / "ours", encoder_only=True)
