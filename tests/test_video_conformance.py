@@ -738,3 +738,41 @@ def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):
     with pytest.raises(VideoError, match=r"unknown\.avi: unreadable \(this FFmpeg has no decoder for its video"):
         open_video(tmp_path / "unknown.avi")
     assert check_video(tmp_path / "unknown.avi")["status"] == "unreadable"
+
+
+def damaged_packet_head(src, dst, k: int):
+    """``src`` with the first bytes of its ``k``-th packet with data inverted (a NAL unit FFmpeg refuses)."""
+    with av.open(str(src)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][k]
+    data = bytearray(src.read_bytes())
+    data[pos:pos + min(8, size)] = bytes(b ^ 0xFF for b in data[pos:pos + min(8, size)])
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("from_end", [2, 3])
+def test_damage_near_the_end_has_one_verdict_whatever_the_decoders_threads(corpus, tmp_path, monkeypatch, from_end):
+    """H.264 cut inside its first GOP (checked against a decode at indexing), a packet near its end damaged. With
+    frame threads a packet's decode error surfaces packets later, or not at all once the packets have run out: the
+    file was unreadable on a machine with few cores and, with FFmpeg's automatic count on more, read by counting
+    the frames before the damage (the error taken for the file's cut end, or lost). Now the decode on one thread
+    decides, whatever the count."""
+    cut = cut_mid_gop(corpus["h264.mp4"], tmp_path / "cut.mp4")
+    with av.open(str(cut)) as c:
+        packets = sum(1 for p in c.demux(video=0) if p.size)
+    path = damaged_packet_head(cut, tmp_path / "damaged.mp4", packets - from_end)
+    stream_of = pyav_reader.video_stream
+    verdicts = []
+    for thread_count in (1, 9):  # 9: FFmpeg's automatic count on 8 cores
+        def stream_on_threads(container, thread_count=thread_count):
+            stream = stream_of(container)
+            stream.thread_count = thread_count
+            return stream
+        monkeypatch.setattr(pyav_reader, "video_stream", stream_on_threads)
+        try:
+            index = pyav_reader._make_index(str(path))
+            verdicts.append((index.mode, index.num_frames))
+        except VideoError as e:
+            verdicts.append((e.reason, str(e)))
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0][0] == "unreadable"

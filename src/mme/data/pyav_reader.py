@@ -584,13 +584,15 @@ class PyAVReader(VideoReader):
 class _Leave:
     """The frames a read lets the decoder drop: proven ones (timestamps below ``below``) that it does not want
     (``wanted``); none while ``below`` is None. ``used``: whether a packet went to the decoder with that leave since
-    the decode began. Shared by a reader and its decode, which must not hold the reader: a reader in a reference
-    cycle is freed by the garbage collector, which may run in a forked loader worker, where freeing the swscale
-    context of a reader made before the fork hangs on its thread pool."""
+    the decode began; ``cut_end``: whether the decode ended at the file's cut end (:func:`_decode`). Shared by a
+    reader and its decode, which must not hold the reader: a reader in a reference cycle is freed by the garbage
+    collector, which may run in a forked loader worker, where freeing the swscale context of a reader made before
+    the fork hangs on its thread pool."""
 
     below: int | None = None
     wanted: set[int] = field(default_factory=set)
     used: bool = False
+    cut_end: bool = False
 
     def allows(self, pts: int | None) -> bool:
         return self.below is not None and pts is not None and pts < self.below and pts not in self.wanted
@@ -612,6 +614,7 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
         except av.error.FFmpegError:
             if any(p.size for p in packets):  # data after it: the file's own error
                 raise
+            leave.cut_end = True
             return
         yield from frames
 
@@ -823,7 +826,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
                        "seek")
         recount = _why_recount(nals, first, int(index.pts[0]) if len(pts) else None)
         if check or recount:
-            decoded = _decoded_timestamps(path)
+            decoded = _decoded_timestamps(path, len(pts))
             if decoded != index.pts.tolist():
                 return _sequential_index(path, len(pts), f"the {len(decoded)} decoded frames do not carry the "
                                                          f"{len(pts)} packets' timestamps in order"
@@ -1002,7 +1005,7 @@ def _sequential_index(path: str, packets: int, reason: str, num_frames: int | No
     """The index of a file read by counting: its frame count from a decode (unless given)."""
     log.debug("%s: %s; its frames are counted from the start of the decode", path, reason)
     if num_frames is None:
-        num_frames = len(_decoded_timestamps(path))
+        num_frames = len(_decoded_timestamps(path, packets))
     return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason)
 
 
@@ -1026,10 +1029,31 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
     return () if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
-def _decoded_timestamps(path: str) -> list[int | None]:
-    """The timestamp of every frame of a full decode, in order, from a container of its own (one demuxed to its
-    end may refuse to seek back)."""
+def _decoded_timestamps(path: str, packets: int | None = None) -> list[int | None]:
+    """The timestamp of every frame of a full decode, in order. Where the decode on frame threads meets a decode
+    error, or (``packets`` given) gives fewer frames than packets, the decode on one thread decides: frame threads
+    report a packet's error packets later, or not at all once the packets have run out, so damage in a file's last
+    packets read as its cut end (:func:`_decode`) or as nothing with more threads (cores) and as a decode error
+    with fewer. ``packets``: the demux's count, where the file is being indexed."""
+    try:
+        timestamps, cut_end = _decode_timestamps(path, [])
+        if not cut_end and len(timestamps) >= (packets or 0):
+            return timestamps
+    except av.error.FFmpegError:
+        pass
+    return _decode_timestamps(path, [], thread_count=1)[0]
+
+
+def _decode_timestamps(path: str, timestamps: list, thread_count: int | None = None) -> tuple[list, bool]:
+    """``timestamps`` with those of a full decode's frames appended, from a container of its own (one demuxed to its
+    end may refuse to seek back), and whether the decode ended at the file's cut end; on ``thread_count`` threads
+    (None: the stream's own, FFmpeg's automatic count)."""
     with open_container(path) as container:
         stream = video_stream(container)
         stream.thread_type = "AUTO"
-        return [frame.pts for frame in _decode(container, stream, _Leave())]
+        if thread_count is not None:
+            stream.thread_count = thread_count
+        leave = _Leave()
+        for frame in _decode(container, stream, leave):
+            timestamps.append(frame.pts)
+        return timestamps, leave.cut_end
