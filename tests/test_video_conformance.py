@@ -776,3 +776,21 @@ def test_damage_near_the_end_has_one_verdict_whatever_the_decoders_threads(corpu
             verdicts.append((e.reason, str(e)))
     assert verdicts[0] == verdicts[1]
     assert verdicts[0][0] == "unreadable"
+
+
+def test_damage_the_decode_at_indexing_fails_on_is_named_with_how_far_it_got(corpus, tmp_path):
+    """H.264 cut inside its first GOP (checked against a decode at indexing), its 11th packet damaged: `mme check`
+    called it `unreadable` with FFmpeg's bare message (Invalid data found when processing input), which reads as a
+    file FFmpeg cannot open, where the same damage in a file read by seek reads as a decode error. Now the message
+    says the decode at indexing failed, after how many frames of how many packets."""
+    cut = cut_mid_gop(corpus["h264.mp4"], tmp_path / "cut.mp4")
+    path = damaged_packet_head(cut, tmp_path / "damaged.mp4", 10)
+    frames = 0
+    with av.open(str(path)) as c, pytest.raises(av.error.FFmpegError):
+        c.streams.video[0].thread_count = 1
+        for _ in c.decode(video=0):
+            frames += 1
+    check = check_video(path)
+    assert check["status"] == "unreadable"
+    assert check["reason"].startswith(f"{path}: unreadable (the decode at indexing failed after {frames} frames of "
+                                      f"its 27 packets: [Errno 1094995529] Invalid data found when processing input")

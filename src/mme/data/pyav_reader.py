@@ -1034,14 +1034,24 @@ def _decoded_timestamps(path: str, packets: int | None = None) -> list[int | Non
     error, or (``packets`` given) gives fewer frames than packets, the decode on one thread decides: frame threads
     report a packet's error packets later, or not at all once the packets have run out, so damage in a file's last
     packets read as its cut end (:func:`_decode`) or as nothing with more threads (cores) and as a decode error
-    with fewer. ``packets``: the demux's count, where the file is being indexed."""
+    with fewer. ``packets``: the demux's count, where the file is being indexed: a decode error is then its
+    VideoError 'unreadable', saying how far the decode got; otherwise the FFmpegError is raised."""
     try:
         timestamps, cut_end = _decode_timestamps(path, [])
         if not cut_end and len(timestamps) >= (packets or 0):
             return timestamps
     except av.error.FFmpegError:
         pass
-    return _decode_timestamps(path, [], thread_count=1)[0]
+    timestamps = []
+    try:
+        _decode_timestamps(path, timestamps, thread_count=1)
+    except av.error.FFmpegError as e:
+        if packets is None:
+            raise
+        frames = len(timestamps)
+        raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
+                                              f" of its {packets} packets: {e}") from e
+    return timestamps
 
 
 def _decode_timestamps(path: str, timestamps: list, thread_count: int | None = None) -> tuple[list, bool]:
