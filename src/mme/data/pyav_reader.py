@@ -693,8 +693,12 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 9
-"""Of the stored index; 9: a file whose decode at indexing fails is unreadable (8 kept its packets' count, read by seek,
+INDEX_VERSION = 10
+"""Of the stored index; 10: where the decode at indexing on frame threads fails, ends as at a cut end or gives fewer
+frames than packets, a decode on one thread gives the verdict (9 took the threads' verdict, which depended on the
+machine's cores: damage in a file's last packets was its cut end on a many-core machine, read by counting the frames
+before it, and `unreadable` on a 2-core one); 9: a file whose decode at indexing fails is unreadable (8 kept its
+packets' count, read by seek,
 and every read past the failure failed), and an H.264 packet without a picture goes to the decoder as it is where the
 last NAL unit the decoder reads when it may skip frames is an end of sequence and the packet's last one is not (8 let it
 skip there: from an end of sequence of nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for
