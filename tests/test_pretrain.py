@@ -655,7 +655,9 @@ def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synt
         if warned:
             assert "extracted with flow dis;" in said[0] and "target.flow=dis-balanced is not used" in said[0]
             assert "extracted with --backend opencv, this run decodes with data.backend=pyav" in said[1]
-            assert "extract again with --backend pyav --overwrite, or set data.backend=opencv" in said[1]
+            assert said[1].endswith("extract again with --length 6 --short-side 64 --seed-stride 8 --flow "
+                                    "dis-balanced --orientation coded --backend pyav --overwrite, or set "
+                                    "data.backend=opencv"), said[1]
 
 
 def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_any_work(synth, tmp_path):
@@ -722,8 +724,9 @@ def test_a_track_cache_coarser_than_the_runs_targets_is_warned_about(synth, tmp_
     data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"]
     seeds = "its seeds lie 16 px apart in the run's 64 px clips (a crop of a frame's whole short side; further apart " \
             "in a smaller one), where target.seed_stride is 8"
-    advice = "its targets are less fine than online ones. Extract again with --short-side 64 --seed-stride 8 " \
-             "--overwrite, or unset target.cache_dir"
+    advice = "its targets are less fine than online ones. Extract again with --length 6 --short-side 64 " \
+             "--seed-stride 8 --flow dis-balanced --orientation coded --backend pyav --overwrite, or unset " \
+             "target.cache_dir"
     for short, stride, said in ((64, 8, None), (128, 16, None),
                                 (32, 8, f"{seeds}; its flow read frames 32 px on their short side, the run's clips "
                                         f"are 64 px; {advice}"),
@@ -739,6 +742,39 @@ def test_a_track_cache_coarser_than_the_runs_targets_is_warned_about(synth, tmp_
         assert warned == ([] if said is None else [f"the track cache {cache} is coarser than this run's targets: "
                                                    f"extracted at --short-side {short} --seed-stride {stride}: "
                                                    f"{said}"]), warned
+
+
+def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(synth, tmp_path, caplog):
+    """The coarse-cache warning advised only --short-side, --seed-stride and --overwrite: followed as given, it threw
+    away a cache of compensated 8-step tracks bounded at 7 px and made one of extract's defaults, which the run
+    refuses (target.compensate=True but ... compensate=False). The advice names every extract setting the run
+    reads; run through mme extract as given, it makes a cache the run accepts, and no longer calls coarse."""
+    import re
+
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    cache = tmp_path / "cache"
+    extract = ["extract", str(tmp_path / "list.txt"), "--root", lists["data.root"], "--out", str(cache)]
+    assert cli.main(extract + ["--short-side", "32", "--length", "8", "--compensate", "--max-disp", "7"]) == 0
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
+                      tmp_path / "run", f"target.cache_dir={cache}", "target.compensate=true",
+                      "target.track_length=8", "target.max_disp=7")
+    with caplog.at_level("WARNING"):
+        check_cache(cfg, pretrain_dataset(cfg))
+    warned = [r.getMessage() for r in caplog.records if "coarser" in r.getMessage()]
+    advice = re.search(r"Extract again with (.*), or unset target\.cache_dir$", warned[0]).group(1)
+    assert advice == ("--length 8 --short-side 64 --seed-stride 8 --flow dis-balanced --compensate --max-disp 7 "
+                      "--orientation coded --backend pyav --overwrite")
+    assert cli.main(extract + advice.split()) == 0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_cache(cfg, pretrain_dataset(cfg))  # before: ConfigError, target.compensate=True but ... False
+    assert not [r.getMessage() for r in caplog.records if "track cache" in r.getMessage()]
 
 
 def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:

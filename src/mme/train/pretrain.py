@@ -111,8 +111,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         log.warning("the track cache %s was extracted with --backend %s, this run decodes with data.backend=%s: "
                     "the two can read other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, "
                     "MPEG-PS/TS and some Matroska files, docs/data.md), and then its tracks are not of its clip's "
-                    "frames; extract again with --backend %s --overwrite, or set data.backend=%s",
-                    cfg.target.cache_dir, made_with, backend, backend, made_with)
+                    "frames; extract again with %s, or set data.backend=%s", cfg.target.cache_dir, made_with,
+                    backend, _extract_flags(cfg, min(meta["work_size"]), meta["seed_stride"]), made_with)
     if (coarser := _coarser_cache(meta, cfg)) is not None:
         log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
 
@@ -133,8 +133,21 @@ def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
     said += [f"its flow read frames {short} px on their short side, the run's clips are {size} px"] if small else []
     wanted = max(short, size)
     return (f"extracted at --short-side {short} --seed-stride {stride}: {'; '.join(said)}; its targets are less fine "
-            f"than online ones. Extract again with --short-side {wanted} --seed-stride "
-            f"{max(1, int(seed * wanted / size))} --overwrite, or unset target.cache_dir")
+            f"than online ones. Extract again with {_extract_flags(cfg, wanted, max(1, int(seed * wanted / size)))}, "
+            "or unset target.cache_dir")
+
+
+def _extract_flags(cfg: PretrainConfig, short_side: int, seed_stride: int) -> str:
+    """The ``mme extract`` flags that make again, at ``short_side`` and ``seed_stride``, a track cache this run reads
+    (:func:`~mme.motion.cache.check_settings`): the run's track length, flow, compensation, displacement bound,
+    orientation and decoder, with ``--overwrite``; advice that named only the changed flags made, followed as given,
+    a cache of extract's defaults, which the run refuses."""
+    target, data = cfg.target, cfg.data
+    flags = [f"--length {target.track_length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}",
+             f"--flow {target.flow}"]
+    flags += ["--compensate"] if target.compensate else []
+    flags += [f"--max-disp {target.max_disp:g}"] if target.max_disp is not None else []
+    return " ".join(flags + [f"--orientation {data.orientation}", f"--backend {data.backend}", "--overwrite"])
 
 
 @torch.no_grad()
