@@ -1397,6 +1397,39 @@ def test_check_out_replaces_a_check_report_a_users_file_with_overwrite_and_never
     assert sorted(p.name for p in (tmp_path / "lists").iterdir()) == ["check.json"]
 
 
+def test_an_out_that_is_a_pipe_or_a_link_to_one_is_refused_not_waited_on(videos, tmp_path):
+    """`mme check --out X` hung for ever where X was a FIFO or a link to a pipe (/dev/stdout of a pipeline): the
+    check of what X held read it; with --overwrite the report replaced the FIFO or the link with a file. Both are
+    refused in one line, with or without --overwrite, and left as they were; so is a check.json of mme lists --check,
+    before any list is written. Run in a child whose stdout is a pipe, with a timeout, so a hang fails."""
+    import stat
+    import subprocess
+    import sys
+
+    (tmp_path / "v").mkdir()
+    shutil.copy(videos / "a" / "good.mp4", tmp_path / "v" / "good.mp4")
+    (tmp_path / "train.txt").write_text("v/good.mp4 0\n")
+    fifo, link = tmp_path / "fifo", tmp_path / "stdout"
+    os.mkfifo(fifo)
+    link.symlink_to("/proc/self/fd/1")
+    shutil.copytree(videos / "a", tmp_path / "folder" / "a")
+    (tmp_path / "lists").mkdir()
+    os.mkfifo(tmp_path / "lists" / "check.json")
+    check = ["check", str(tmp_path / "train.txt"), "--root", str(tmp_path), "--out"]
+    cases = [check + [str(out), *more] for out in (fifo, link) for more in ([], ["--overwrite"])]
+    cases += [["lists", "folder", str(tmp_path / "folder"), "--out", str(tmp_path / "lists"), "--check"]]
+    child = "import json, sys; from mme.cli import main; print(json.dumps([main(c) for c in json.loads(sys.argv[1])]))"
+    proc = subprocess.run([sys.executable, "-c", child, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=30)
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert json.loads(proc.stdout.splitlines()[-1]) == [1] * 5, proc.stderr[-2000:]
+    said = "not a regular file (a pipe, terminal or device); give a file name"
+    assert errors == [f"mme check: error: --out {out}: {said}" for out in (fifo, fifo, link, link)] + \
+        [f"mme lists: error: --out {tmp_path / 'lists' / 'check.json'}: {said}"], proc.stderr[-2000:]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.readlink(link) == "/proc/self/fd/1"
+    assert [p.name for p in (tmp_path / "lists").iterdir()] == ["check.json"]
+
+
 def test_malformed_annotations_are_one_line_naming_the_file(tmp_path):
     """A folder without Kinetics CSVs, a Kinetics split that mixes labelled and unlabelled rows (a list its own
     reader rejects), and SSv2 lists that are not lists of videos: DataErrors naming the file (and row)."""

@@ -523,12 +523,16 @@ def as_given(option: str, value: object) -> str:
 def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder). Creates the
-    folder (``folder``) or the file's folder."""
+    folder (``folder``) or the file's folder. A file ``path`` that is there, its links followed, is a regular file:
+    a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds, and the atomic write replaces it
+    (:func:`atomic_path`)."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; a folder is needed")
     if not folder and path.is_dir():
         raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    if not folder and path.exists() and not path.is_file():
+        raise ConfigError(f"{option} {path}: not a regular file (a pipe, terminal or device); give a file name")
     where = path if folder else path.parent
     blocking = next((p for p in (where, *where.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():

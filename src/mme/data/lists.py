@@ -1438,6 +1438,8 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
     report_path = Path(out_dir) / "check.json"
+    if check and report_path.exists():  # before any list is written
+        check_output(report_path, "--out")  # a regular file, not a pipe is_check_report would wait on
     if check and report_path.is_file() and not is_check_report(report_path):
         raise ConfigError(f"--out {out_dir}: its check.json is a file mme check did not write (not a check report), "
                           "which --check would replace; move it, or choose another --out")
