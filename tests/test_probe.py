@@ -332,11 +332,14 @@ def test_a_probe_without_the_linear_probe_and_knn_is_refused_before_any_embeddin
     assert not (tmp_path / "p" / "features").exists()
 
 
-@pytest.mark.parametrize("damage", ["cut", "gone"])
+@pytest.mark.parametrize("damage", ["cut", "gone", "both cut", "features cut, sidecar gone",
+                                    "features gone, sidecar cut"])
 def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(damage, synth, tmp_path, caplog):
     """A rerun of mme probe where a split's sidecar was cut short or lost stopped at embed's "already holds files
     mme embed did not write ... give --overwrite", a flag mme probe lacks. features/ is the probe's own folder:
-    the features are made again there, with a warning naming the sidecar, and the probe's results are the same."""
+    the features are made again there, with a warning naming the sidecar, and the probe's results are the same;
+    so too where the features file is cut short or gone as well, on the evidence of either file (a sidecar or a
+    header that begins as mme embed writes them)."""
     import json
 
     from mme.cli import main
@@ -353,7 +356,12 @@ def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(dam
     assert main(args) == 0
     first = json.loads((probe / "probe.json").read_text())
     side = probe / "features" / "test.safetensors.json"
-    if damage == "cut":
+    features = side.with_suffix("")
+    if "features cut" in damage or damage == "both cut":
+        features.write_bytes(features.read_bytes()[:1000])
+    if "features gone" in damage:
+        features.unlink()
+    if damage in ("cut", "both cut") or "sidecar cut" in damage:
         side.write_bytes(side.read_bytes()[:100])
     else:
         side.unlink()

@@ -344,6 +344,10 @@ SIDECAR_STARTS = (b'{\n  "checkpoint": "', b'{\n  "job": {\n    "checkpoint": "'
 one with the job (indented JSON, :func:`mme.utils.json_text`). A sidecar cut short is mme embed's only where it
 begins so."""
 
+SAFETENSORS_STARTS = b'{"__metadata__":{"info":"{\\"checkpoint\\": \\"'
+"""How the header of a ``.safetensors`` file :func:`write_features` writes begins, after its 8-byte length: its
+metadata's ``info``, the job's first key first. A file cut inside its header is mme embed's only where it begins so."""
+
 
 def _sidecar_damage(out: Path) -> str | None:
     """What is wrong with the sidecar of ``out`` where it does not parse (cut short: a full disk, a copy stopped
@@ -364,22 +368,36 @@ def _sidecar_damage(out: Path) -> str | None:
 
 
 def _written_by_embed(out: Path, sidecar: bytes | None) -> bool:
-    """Whether ``out`` and its damaged or missing sidecar (its bytes, None where gone) are mme embed's: a
-    ``.safetensors`` file whose header records mme embed's job, or a ``.npy`` of float32 rows (N, D) beside a
-    sidecar that begins as mme embed's do (:data:`SIDECAR_STARTS`). A ``.npy`` records no job: without that
-    sidecar it may be any array of the user's."""
+    """Whether ``out`` and its damaged or missing sidecar (its bytes, None where gone) are mme embed's, on the
+    evidence of either file: a sidecar that begins as mme embed's do (:data:`SIDECAR_STARTS`), or a ``.safetensors``
+    whose header records mme embed's job or, cut short, begins as its headers do (:data:`SAFETENSORS_STARTS`). Both
+    may be cut (a copy stopped half-way, a full disk), ``out`` may be gone; a file that reads and is not mme embed's
+    (a ``.safetensors`` recording no job, a ``.npy`` not of float32 rows (N, D)) is the user's whatever its sidecar.
+    A ``.npy`` records no job: without that sidecar it may be any array of the user's."""
     from safetensors import SafetensorError, safe_open
 
-    try:
-        if out.suffix == ".npy":
+    sidecar_ours = sidecar is not None and sidecar.startswith(SIDECAR_STARTS)
+    if not out.is_file():
+        return sidecar_ours
+    if out.suffix == ".npy":
+        try:
             x = np.load(out, mmap_mode="r")
-            return (sidecar is not None and sidecar.startswith(SIDECAR_STARTS) and isinstance(x, np.ndarray)
-                    and x.ndim == 2 and x.dtype == np.float32)
+        except (OSError, ValueError, EOFError):
+            return sidecar_ours
+        return sidecar_ours and isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype == np.float32
+    try:
         with safe_open(str(out), framework="numpy") as f:
-            info = json.loads((f.metadata() or {}).get("info", "null"))
-        return isinstance(info, dict) and isinstance(info.get("job"), dict)
-    except (OSError, ValueError, SafetensorError):
+            metadata = f.metadata() or {}
+    except SafetensorError:  # cut short, or not a safetensors file
+        with open(out, "rb") as f:
+            return sidecar_ours or f.read(8 + len(SAFETENSORS_STARTS))[8:] == SAFETENSORS_STARTS
+    except OSError:
+        return sidecar_ours
+    try:
+        info = json.loads(metadata.get("info", "null"))
+    except ValueError:
         return False
+    return isinstance(info, dict) and isinstance(info.get("job"), dict)
 
 
 def unowned_files(out: Path, tokens: bool = False) -> list[Path]:
