@@ -712,6 +712,52 @@ def test_a_split_beside_whose_class_folder_cannot_be_searched_is_passed_over(tmp
             f"mme lists: error: {d / 'train' / 'A' / 'train_A.mp4'}: cannot be read (Permission denied)"]
 
 
+def test_a_folder_or_entry_of_the_split_listed_that_cannot_be_looked_at_or_listed_is_one_line(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """In the split listed, a class folder or a file beside them that cannot be looked at (a stale mount: ESTALE,
+    EACCES) was a PermissionError/OSError traceback, and a class folder that cannot be listed (mode 000) was taken
+    for an empty one: its videos left out, or its class dropped and later ids shifted. Each is one line naming it and
+    the reason, nothing written; the same folders in a split beside, walked for its videos' identities alone, are
+    passed over. (Simulated: root reads any folder.)"""
+    d = tmp_path / "d"
+    for rel in ("train/A/train_A.mp4", "train/B/train_B.mp4", "train/C/train_C.mp4", "val/A/val_A.mp4",
+                "val/B/val_B.mp4", "val/C/val_C.mp4", "val/README.md"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(rel.encode())
+    out = tmp_path / "lists"
+
+    def failing(real, paths, err):
+        def call(path=".", *args, **kwargs):
+            if os.fspath(path) in paths:
+                raise OSError(err, os.strerror(err), os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    def lists(listed) -> int:
+        code = cli_main(["lists", "folder", str(listed), "--out", str(out)])
+        assert code == 0 or not any(out.iterdir())  # nothing written
+        return code
+
+    for looked_at in (d / "val" / "B", d / "val" / "README.md"):  # os.lstat / os.stat fail on it
+        with monkeypatch.context() as m:
+            m.setattr(os, "stat", failing(os.stat, {str(looked_at)}, errno.ESTALE))
+            m.setattr(os, "lstat", failing(os.lstat, {str(looked_at)}, errno.ESTALE))
+            assert lists(d / "val") == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"mme lists: error: {looked_at}: cannot be read (Stale file handle)"]
+    for unlisted, listed in ((d / "val" / "B", d / "val"), (d / "train" / "B", d)):  # os.scandir fails on it
+        with monkeypatch.context() as m:
+            m.setattr(os, "scandir", failing(os.scandir, {str(unlisted)}, errno.EACCES))
+            assert lists(listed) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"mme lists: error: {unlisted}: cannot be read (Permission denied)"]
+    with monkeypatch.context() as m:  # a split beside: passed over
+        m.setattr(os, "scandir", failing(os.scandir, {str(d / "train" / "B")}, errno.EACCES))
+        assert from_class_folders(d / "val") == ({"val": [ListEntry("val/A/val_A.mp4", 0),
+                                                          ListEntry("val/B/val_B.mp4", 1),
+                                                          ListEntry("val/C/val_C.mp4", 2)]}, ["A", "B", "C"])
+
+
 def test_a_split_built_on_its_own_lists_no_link_into_another_splits_class(tmp_path, caplog):
     """val/A/b.mp4 -> train/B/sub/b1.mp4 and val/A/sub -> train/B/sub: built with train, not listed under A (with
     warnings); built on its own, as docs/data.md shows, listed under A, the split folders beside it not looked at.

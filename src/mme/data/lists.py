@@ -607,8 +607,12 @@ def _by_suffix(files: list[Path]) -> str:
 
 
 def _sub_folders(root: Path, passed: _PassedOver) -> list[Path]:
-    """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged."""
-    entries = list(root.iterdir())
+    """The non-hidden sub-folders of ``root``, sorted; videos at its top, in no sub-folder, are logged. ``root`` or
+    an entry of it that cannot be looked at is a DataError (:func:`_cannot_read`)."""
+    try:
+        entries = list(root.iterdir())
+    except OSError as e:
+        raise _cannot_read(root, e) from e
     loose = sorted(f.name for f in entries if _is_video(f) and passed.holds_video(f))
     if loose:
         log.warning("%s: %d video(s) outside class folders are not listed, e.g. %s", root, len(loose), loose[0])
@@ -627,8 +631,14 @@ def _named_as_file(name: str) -> bool:
 def _is_folder(path: Path) -> bool:
     """Whether ``path`` is a folder; a link that leads to nothing is a DataError naming it and its target (a class
     folder left out would shift the id of every later class), but where it is named as a file
-    (:func:`_named_as_file`: README.txt, a video), named in a warning."""
-    if path.is_symlink() and not path.exists():
+    (:func:`_named_as_file`: README.txt, a video), named in a warning. One that cannot be looked at is a DataError
+    (:func:`_cannot_read`)."""
+    try:
+        dangling = path.is_symlink() and not path.exists()
+        folder = path.is_dir()
+    except OSError as e:
+        raise _cannot_read(path, e) from e
+    if dangling:
         if _named_as_file(path.name):
             log.warning("%s: a link to %s, which leads to nothing, is left out (a file, by its name)", path,
                         os.readlink(path))
@@ -636,7 +646,14 @@ def _is_folder(path: Path) -> bool:
         raise DataError(f"{path}: a link to {os.readlink(path)}, which leads to nothing (a volume not mounted, a "
                         f"folder moved), where class or split folders are: left out, the classes in it would be "
                         f"missing and later classes take other ids; mount it, or remove the link")
-    return path.is_dir()
+    return folder
+
+
+def _cannot_read(path: str | Path, e: OSError) -> DataError:
+    """A file or folder of the split being listed that cannot be looked at or listed (not searchable, a stale
+    mount, an I/O error), named with the reason: passed over, its videos would be missing, or its class, and later
+    classes take other ids."""
+    return DataError(f"{path}: cannot be read ({error_reason(e)})")
 
 
 def _walk_classes(folders: dict[Path, str], passed: _PassedOver, root: Path, others: dict[Path, str]
@@ -849,13 +866,19 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
     folder of ``avoid`` is not listed, nor is a link that leads to nothing. What is left out goes to ``passed``,
     for its caller to say (the walks of class folders), with each video's (device, inode); without one, this walk
     says the links it leaves out and keeps no other file (the warning of files not listed is of class folders:
-    :attr:`_PassedOver.files`)."""
+    :attr:`_PassedOver.files`). A folder that cannot be listed is a DataError where the walk lists its videos
+    (:func:`_cannot_read`), else passed over."""
     said_here = passed is None
     if said_here:
         passed = _PassedOver(files=False)
     start = os.path.realpath(folder)
     seen, videos = set(), []
-    for top, dirs, files in os.walk(folder, followlinks=True):
+
+    def unlisted(e: OSError) -> None:
+        if passed.lists:
+            raise _cannot_read(e.filename, e) from e
+
+    for top, dirs, files in os.walk(folder, onerror=unlisted, followlinks=True):
         real = os.path.realpath(top)
         if top != str(folder) and (real in seen or _within(real, avoid) or _within(start, {real})):
             passed.links.append((top, real))
@@ -908,7 +931,7 @@ def _video_file(path: Path) -> tuple[int, int] | None:
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
             return None
-        raise DataError(f"{path}: cannot be read ({error_reason(e)})") from e
+        raise _cannot_read(path, e) from e
     return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
