@@ -688,6 +688,25 @@ def test_a_damaged_or_missing_sidecar_beside_embedded_features_is_named_and_made
             embed(ckpt, root / "list.txt", out, **kw)
 
 
+@pytest.mark.parametrize("kept", [0, 18])
+def test_a_npy_sidecar_cut_too_short_to_tell_is_refused_as_such(kept, own_root, tmp_path):
+    """mme embed's own .npy sidecar cut before the bytes that tell it mme embed's (0 B after a full disk) was refused
+    as files mme embed "did not write". It is named as damaged, too little to tell, with --overwrite; kept."""
+    root, ckpt, _ = own_root
+    kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    out = embed(ckpt, root / "list.txt", tmp_path / "f.npy", **kw)
+    side = tmp_path / "f.npy.json"
+    side.write_bytes(side.read_bytes()[:kept])
+    how = "empty" if kept == 0 else rf"cut short \({kept} B\)"
+    with pytest.raises(ConfigError, match=rf"^--out {out}: its sidecar f\.npy\.json is {how}, too little to tell "
+                                          r"whether mme embed wrote it \(a full disk, a copy stopped half-way\); "
+                                          r"give --overwrite to replace f\.npy, f\.npy\.json, or another --out$"):
+        embed(ckpt, root / "list.txt", out, **kw)
+    assert len(side.read_bytes()) == kept
+    embed(ckpt, root / "list.txt", out, overwrite=True, **kw)
+    assert json.loads(side.read_text())["job"]
+
+
 def test_float32_rows_of_the_users_beside_their_own_json_lines_are_not_taken_for_mme_embeds(own_root, tmp_path,
                                                                                               monkeypatch, caplog):
     """--out feats.npy replaced the user's own feats.npy (float32 rows) and feats.npy.json (JSON Lines, which

@@ -422,8 +422,24 @@ def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
         log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
     theirs = unowned_files(out, tokens)
     if theirs and not overwrite:
+        if (cut := _sidecar_cut_too_short(out)) is not None:
+            raise ConfigError(f"--out {out}: its sidecar {_sidecar_file(out).name} is {cut}, too little to tell "
+                              f"whether mme embed wrote it (a full disk, a copy stopped half-way); give --overwrite "
+                              f"to replace {', '.join(p.name for p in theirs)}, or another --out")
         raise ConfigError(f"--out {out}: already holds files mme embed did not write "
                           f"({', '.join(p.name for p in theirs)}); give --overwrite to replace them, or another --out")
+
+
+def _sidecar_cut_too_short(out: Path) -> str | None:
+    """How the sidecar of ``out`` is damaged where it is cut before the bytes that tell mme embed's
+    (:data:`SIDECAR_STARTS`), which it begins as: 'empty' or 'cut short (N B)'; None otherwise."""
+    try:
+        text = _sidecar_file(out).read_bytes()
+    except OSError:
+        return None
+    if not any(len(text) < len(start) and start.startswith(text) for start in SIDECAR_STARTS):
+        return None
+    return f"cut short ({len(text)} B)" if text else "empty"
 
 
 def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarray, tokens: np.ndarray | None,
