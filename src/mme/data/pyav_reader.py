@@ -925,8 +925,10 @@ class _NalScan:
         it: :class:`_Leave`); an H.264 one without a picture where the decoder gives so what ``ffmpeg`` gets from
         it (:func:`_h264_skips_alike`), which the decoder refuses otherwise ("no frame!"), unless it ends with an
         end of sequence."""
+        if self.hevc:  # (HEVC's decoder gives packets without a picture no error: no parse needed)
+            return leave
         headers = _nal_headers(packet, self.length_size)
-        if self.hevc or self._h264_picture(headers):
+        if self._h264_picture(headers):
             return leave
         return _h264_skips_alike(headers)
 

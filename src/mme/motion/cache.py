@@ -442,7 +442,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     path = find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
     made_from = (*cached.meta["src_size"], cached.num_starts)
-    if sample.source is not None:  # a phone video, in another orientation
+    if sample.source is not None:  # the video's size, frames and display matrix, as the sample read them
         check_orientation(cached.meta, path, sample.source[3])
     if sample.source is not None and tuple(sample.source[:3]) != made_from:
         raise video_error(path, "track cache", f"made from another version of {sample.path}: "

@@ -210,7 +210,7 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` run by rank 0 alone (a write, a check of the out folder), its result on every rank.
     An error it raises stops every rank: rank 0 raises it, the others an MMEError of the same kind (MMEError for
     another error, its type in the message) with rank 0's message. A rank left alone at the next collective died of
-    gloo's lost connection (a traceback), or waited for NCCL's timeout."""
+    gloo's lost connection (a one-line ProcessLost: :func:`rank_lost_said`), or waited for NCCL's timeout."""
     if get_world_size() == 1:
         return fn(*args, **kwargs)
     result, error = None, None

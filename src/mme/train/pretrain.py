@@ -76,7 +76,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     flow ``mme extract`` used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ
     from the run's (judged on the first cache file found), so that the run's config is not read as its tracks' flow,
     and a decoder that reads other frames is seen; and where its tracks are coarser than the run's targets
-    (:func:`_coarser_cache`). A target of no tracks (pixel, hog) reads no cache file: only the folder is checked."""
+    (:func:`_coarser_cache`). A target of no tracks (pixel, hog) reads no cache file: only the folder, and that it holds
+    a file of the list, are checked."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset):
         return
