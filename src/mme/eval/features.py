@@ -418,8 +418,9 @@ def unowned_files(out: Path, tokens: bool = False) -> list[Path]:
 def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
     """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write (:func:`unowned_files`);
     mme embed's own with a damaged or missing sidecar are warned about and made again."""
-    if damage := _sidecar_damage(out):
+    if damage := _sidecar_damage(out):  # (mme embed's own files: unowned_files would find none)
         log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
+        return
     theirs = unowned_files(out, tokens)
     if theirs and not overwrite:
         if (cut := _sidecar_cut_too_short(out)) is not None:
