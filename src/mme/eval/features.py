@@ -548,14 +548,14 @@ def read_tokens(path: str | Path) -> np.ndarray:
         return f.get_tensor("tokens")
 
 
-def check_decoding(backend: str = "pyav", device: str = "auto") -> None:
+def check_decoding(backend: str = "pyav", device: str = "auto") -> torch.device:
     """The video backend and device of a frozen-encoder command (embed, probe) are usable here: else one line naming
-    its flag (--backend, --device), before any work."""
+    its flag (--backend, --device), before any work. Returns the device."""
     from mme.data.video import require_backend
     from mme.train.precision import choose_device
 
     require_backend(backend, "--backend")
-    choose_device(device, option="--device")
+    return choose_device(device, option="--device")
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
@@ -586,7 +586,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                                ("--clips", clips, 1), ("--crops", crops, 1), ("--workers", num_workers, 0)):
         if value < least:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
-    check_decoding(backend, device)
+    on = check_decoding(backend, device)
     check_output(out, "--out")
     _check_replaced(out, tokens, overwrite)
     if index_dir is not None:
@@ -594,7 +594,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         if not any(Path(index_dir).iterdir()):
             log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
                         index_dir)
-    info = dist.init_distributed(choose_device(device, option="--device").type)
+    info = dist.init_distributed(on.type)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
         ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
                              given_as={k: flag(k) for k in CLIP})
