@@ -794,3 +794,37 @@ def test_damage_the_decode_at_indexing_fails_on_is_named_with_how_far_it_got(cor
     assert check["status"] == "unreadable"
     assert check["reason"].startswith(f"{path}: unreadable (the decode at indexing failed after {frames} frames of "
                                       f"its 27 packets: [Errno 1094995529] Invalid data found when processing input")
+
+
+def test_a_read_past_damage_near_the_end_has_one_verdict_whatever_the_decoders_threads(corpus, tmp_path,
+                                                                                       monkeypatch):
+    """H.264 with B-frames, read by seek (no decode at indexing), the first bytes of its third packet from the end
+    damaged. A read past it on frame threads finds the decode ended early and counts the file again; that count,
+    on FFmpeg's automatic threads (many on a many-core machine), passed over the damage unseen, so the file turned
+    sequential with fewer frames (FrameCountChanged, then read) where on one thread the read was a decode error.
+    The count is decided on one thread as at indexing: the same frames before the damage and the same refusal
+    after it on 1 and on 4 threads."""
+    with av.open(str(corpus["h264.mp4"])) as c:
+        packets = sum(1 for p in c.demux(video=0) if p.size)
+    src = damaged_packet_head(corpus["h264.mp4"], tmp_path / "damaged.mp4", packets - 3)
+    stream_of = pyav_reader.video_stream
+
+    def stream_on_many_threads(container):  # FFmpeg's automatic count on 8 cores (a reader sets its own after)
+        stream = stream_of(container)
+        stream.thread_count = 9
+        return stream
+    monkeypatch.setattr(pyav_reader, "video_stream", stream_on_many_threads)
+    verdicts = {}
+    for threads in (1, 4):
+        for i in (0, packets - 6, packets - 1):
+            path = tmp_path / f"damaged_{threads}_{i}.mp4"  # a copy each: no index known to the process
+            shutil.copyfile(src, path)
+            try:
+                with open_video(path, threads=threads) as reader:
+                    verdicts[threads, i] = ("read", reader.read([i])[0].tobytes(), reader.num_frames)
+            except VideoError as e:
+                verdicts[threads, i] = (e.reason, type(e).__name__)
+    assert {i: verdicts[4, i] for i in (0, packets - 6, packets - 1)} == \
+        {i: verdicts[1, i] for i in (0, packets - 6, packets - 1)}
+    assert verdicts[1, 0][0] == verdicts[1, packets - 6][0] == "read"
+    assert verdicts[1, packets - 1] == ("decode error", "VideoError")

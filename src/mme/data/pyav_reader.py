@@ -565,11 +565,12 @@ class PyAVReader(VideoReader):
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
-        count from a decode; logged once per file. A decode error in that count is the file's: raised, the verdict
-        unchanged."""
+        count from a decode, decided as at indexing (on one thread where the decode on frame threads fails or gives
+        fewer frames than packets: :func:`_decoded_timestamps`); logged once per file. A decode error in that count
+        is the file's: raised, the verdict unchanged."""
         index = self._index
         if index.mode != "sequential":
-            num_frames = len(_decoded_timestamps(self.path))
+            num_frames = len(_decoded_timestamps(self.path, index.packets, indexing=False))
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
             index.mode, index.reason, index.num_frames = "sequential", why, num_frames
@@ -693,29 +694,32 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 10
-"""Of the stored index; 10: where the decode at indexing on frame threads fails, ends as at a cut end or gives fewer
-frames than packets, a decode on one thread gives the verdict (9 took the threads' verdict, which depended on the
-machine's cores: damage in a file's last packets was its cut end on a many-core machine, read by counting the frames
-before it, and `unreadable` on a 2-core one); 9: a file whose decode at indexing fails is unreadable (8 kept its
-packets' count, read by seek,
-and every read past the failure failed), and an H.264 packet without a picture goes to the decoder as it is where the
-last NAL unit the decoder reads when it may skip frames is an end of sequence and the packet's last one is not (8 let it
-skip there: from an end of sequence of nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for
-reordering, which ``ffmpeg``'s does not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8:
-an H.264 packet without a picture that holds an end of sequence goes to the decoder as it is, in the decode at indexing
-too (7 let the decoder pass over it, so that a file with B-frames that no picture references was read by seek with its
-pictures' count, more than its decode's frames; and 7 was the version of two indexings: the first listed the timestamps
-of the packets without a picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter
-sets is left out of the index (6 listed its timestamp, so that such a file was read by counting; in H.264, where
-FFmpeg's decoder refuses an access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed
-there and the file kept its packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet,
-where FFmpeg's HEVC parser puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC
-file with a random access point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is
-checked against a whole decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an
-H.264 / HEVC packet without a picture, a decode that starts after the earliest packet) is checked against a whole
-decode, and an MPEG program stream is read by counting (3: until a read found out, it counted its packets; 2: only a
-corrupt last packet made a file counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 11
+"""Of the stored index; 11: where a read finds a file's index contradicted, its count is decided as at indexing (on one
+thread where the decode on frame threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's
+automatic threads: on a many-core machine, a file damaged in its last packets turned sequential with the frames before
+the damage, where on one thread the count failed and the file kept its index); 10: where the decode at indexing on frame
+threads fails, ends as at a cut end or gives fewer frames than packets, a decode on one thread gives the verdict (9 took
+the threads' verdict, which depended on the machine's cores: damage in a file's last packets was its cut end on a
+many-core machine, read by counting the frames before it, and `unreadable` on a 2-core one); 9: a file whose decode at
+indexing fails is unreadable (8 kept its packets' count, read by seek, and every read past the failure failed), and an
+H.264 packet without a picture goes to the decoder as it is where the last NAL unit the decoder reads when it may skip
+frames is an end of sequence and the packet's last one is not (8 let it skip there: from an end of sequence of
+nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for reordering, which ``ffmpeg``'s does
+not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet without a picture
+that holds an end of sequence goes to the decoder as it is, in the decode at indexing too (7 let the decoder pass over
+it, so that a file with B-frames that no picture references was read by seek with its pictures' count, more than its
+decode's frames; and 7 was the version of two indexings: the first listed the timestamps of the packets without a
+picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter sets is left out of the
+index (6 listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses an
+access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept its
+packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts
+it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random access point
+whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole decode
+too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a
+picture, a decode that starts after the earliest packet) is checked against a whole decode, and an MPEG program stream
+is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file
+counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -1035,16 +1039,16 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
     return () if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
-def _decoded_timestamps(path: str, packets: int | None = None) -> list[int | None]:
+def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> list[int | None]:
     """The timestamp of every frame of a full decode, in order. Where the decode on frame threads meets a decode
-    error, or (``packets`` given) gives fewer frames than packets, the decode on one thread decides: frame threads
+    error, or gives fewer frames than ``packets`` (the demux's count), the decode on one thread decides: frame threads
     report a packet's error packets later, or not at all once the packets have run out, so damage in a file's last
     packets read as its cut end (:func:`_decode`) or as nothing with more threads (cores) and as a decode error
-    with fewer. ``packets``: the demux's count, where the file is being indexed: a decode error is then its
-    VideoError 'unreadable', saying how far the decode got; otherwise the FFmpegError is raised."""
+    with fewer. A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable',
+    saying how far the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
     try:
         timestamps, cut_end = _decode_timestamps(path, [])
-        if not cut_end and len(timestamps) >= (packets or 0):
+        if not cut_end and len(timestamps) >= packets:
             return timestamps
     except av.error.FFmpegError:
         pass
@@ -1052,7 +1056,7 @@ def _decoded_timestamps(path: str, packets: int | None = None) -> list[int | Non
     try:
         _decode_timestamps(path, timestamps, thread_count=1)
     except av.error.FFmpegError as e:
-        if packets is None:
+        if not indexing:
             raise
         frames = len(timestamps)
         raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
