@@ -23,7 +23,7 @@ from worker_jobs import killing_a_worker_after
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.eval.features import embed, extract_features, read_features, read_tokens
-from mme.eval.testing import build_test_set
+from mme.eval.testing import READING_VERSION, build_test_set
 from mme.models.checkpoint import load_encoder
 from mme.models.config import ModelConfig
 from mme.models.export import save_pretrained
@@ -749,19 +749,20 @@ def test_float32_rows_of_the_users_beside_their_own_json_lines_are_not_taken_for
         assert f"embed: {side}: damaged (" in caplog.text and sorted(loads) == [0, 1]
 
 
-@pytest.mark.parametrize("recorded", [1, 2])
+@pytest.mark.parametrize("recorded", [1, 2, 3])
 def test_features_read_by_an_earlier_reading_rule_are_made_again(recorded, own_root, tmp_path, monkeypatch, caplog):
     """Features cached by an mme whose test views started elsewhere (rounded, not rounded down) or that gave a still
     picture a row were reused as up to date by the later rule, and a stopped job of it was resumed, mixing rows of
-    both: their job records no reading version (1), or 2 where the opencv and decord backends gave a still picture
-    of a demuxer outside a short list a row. Both are named as read by an earlier rule and made again."""
+    both: their job records no reading version (1), 2 where the opencv and decord backends gave a still picture
+    of a demuxer outside a short list a row, or 3 where an ICO or a still AVIF had one. Each is named as read by an
+    earlier rule and made again."""
     import logging
     import re
 
     caplog.set_level(logging.INFO, logger="mme")
     root, ckpt, loads = own_root
     kw = dict(stride=2, root=str(root), num_workers=0, progress=False)
-    earlier = rf" read its videos by an earlier rule \(reading version {recorded}, now 3: "
+    earlier = rf" read its videos by an earlier rule \(reading version {recorded}, now {READING_VERSION}: "
 
     def as_recorded(job: dict) -> dict:
         """``job`` as an earlier mme recorded it: reading version 1 recorded none."""

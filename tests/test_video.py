@@ -671,6 +671,37 @@ def test_an_animated_webp_is_read_where_the_backend_decodes_its_frames(tmp_path,
             open_video(tmp_path / "still.webp", backend)
 
 
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_an_ico_or_a_still_avif_named_as_a_video_is_no_video(tmp_path, clip_frames, backend):
+    """FFmpeg opens an ICO with its ico demuxer (a one-frame stream per size) and a still AVIF with its MP4 demuxer
+    (one AV1 frame), so either named .mp4 was read as a one-frame video: a run trained on it, `mme embed` gave it a
+    row. Both are refused as still pictures now, with either backend; a real one-frame video (an MP4 of one H.264
+    frame) is still read."""
+    from PIL import Image
+
+    Image.fromarray(clip_frames[0]).save(tmp_path / "icon.ico")  # four sizes, up to 64x48
+    (tmp_path / "icon.mp4").write_bytes((tmp_path / "icon.ico").read_bytes())
+    with av.open(str(tmp_path / "still.mp4"), "w", format="avif") as c:  # FFmpeg's AVIF muxer: a still picture
+        s = c.add_stream("libsvtav1" if "libsvtav1" in av.codecs_available else "libaom-av1", rate=1)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        c.mux(s.encode(av.VideoFrame.from_ndarray(clip_frames[0], format="rgb24")))
+        c.mux(s.encode())
+    for name, demuxer in (("icon.mp4", "ico"), ("still.mp4", "mov,mp4,m4a,3gp,3g2,mj2")):
+        with av.open(str(tmp_path / name)) as c:  # FFmpeg's own reading: one frame
+            assert c.format.name == demuxer and sum(1 for _ in c.decode(video=0)) == 1
+    with pytest.raises(VideoError, match=r"/icon\.mp4: unreadable \(not a video: FFmpeg read it as ico, a still "
+                                         r"picture\)$"):
+        open_video(tmp_path / "icon.mp4", backend)
+    with pytest.raises(VideoError, match=r"/still\.mp4: unreadable \(not a video: a still picture of brand avif "
+                                         r"\(AVIF\), which FFmpeg reads as one frame\)$"):
+        open_video(tmp_path / "still.mp4", backend)
+    assert check_video(tmp_path / "still.mp4")["status"] == "unreadable"
+    one = write_video(tmp_path / "one.mp4", clip_frames[:1])
+    with open_video(one, backend) as reader:
+        assert reader.num_frames == 1
+        np.testing.assert_array_equal(reader.read([0]), decode_all(one))
+
+
 def _picture(codec: str, pix_fmt: str, frame: np.ndarray) -> bytes:
     """``frame`` (RGB) as a picture file of FFmpeg's ``codec`` (dpx, sgi, pcx, xwd, ...)."""
     context = av.CodecContext.create(codec, "w")

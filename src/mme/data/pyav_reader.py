@@ -151,26 +151,52 @@ TEXT_DEMUXERS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
 """FFmpeg's demuxers of text art, which draw any text they open as frames: ``tty`` takes every file named .txt
 (a list file, a README) as a video of a few ANSI-art frames."""
 
-PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix"})
+PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix", "ico"})
 """FFmpeg's demuxers of pictures (with every ``<codec>_pipe`` one: png_pipe, jpeg_pipe, webp_pipe, ...), which open
-a single PNG or JPEG as a one-frame video. An animated GIF (the ``gif`` demuxer) is a clip, and is read."""
+a single PNG or JPEG as a one-frame video, and an ICO's pictures as one-frame videos, one a size. An animated GIF (the
+``gif`` demuxer) is a clip, and is read."""
+
+PICTURE_BRANDS = frozenset({b"avif"})
+"""The major brands (an ``ftyp`` box's, at offset 8) of still pictures that FFmpeg's MP4 demuxer opens as a one-frame
+video: AVIF's (an image sequence's is ``avis``)."""
 
 
 def not_a_video(path: str, demuxer: str, frames: int = 1) -> None:
-    """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` where that reads text (:data:`TEXT_DEMUXERS`),
-    or pictures (:data:`PICTURE_DEMUXERS`) and the backend reading the file counts ``frames`` 1 or fewer (PyAV's
-    reader: one packet): a still picture, or an animated WebP whose frames that backend does not decode (FFmpeg's
-    WebP decoder reads none; OpenCV's build may read them all, and the file is read). A change of what is refused
-    bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
+    """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` ('' where a backend did not ask) where that reads
+    text (:data:`TEXT_DEMUXERS`), or where the backend reading the file counts ``frames`` 1 or fewer (PyAV's reader:
+    one packet) and it is a picture: opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still picture or an
+    animated WebP whose frames that backend does not decode (FFmpeg's WebP decoder reads none; OpenCV's build may
+    read them all, and the file is read), or by the MP4 demuxer (or unasked), an MP4 box of a picture's brand
+    (:data:`PICTURE_BRANDS`: a still AVIF). A change of what is refused bumps
+    :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
         what = "not a video: FFmpeg read it as {}, text drawn as frames"
-    elif (demuxer not in PICTURE_DEMUXERS and not demuxer.endswith("_pipe")) or frames > 1:
+    elif frames > 1:
         return
-    elif demuxer == "webp_pipe" and _animated_webp(path):
-        what = "FFmpeg read it as {}: an animated WebP, whose frames this backend does not decode"
+    elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):
+        if demuxer == "webp_pipe" and _animated_webp(path):
+            what = "FFmpeg read it as {}: an animated WebP, whose frames this backend does not decode"
+        else:
+            what = "not a video: FFmpeg read it as {}, a still picture"
+    elif demuxer in ("", MP4_DEMUXER) and (brand := _picture_brand(path)):
+        what = f"not a video: a still picture of brand {brand} (AVIF), which FFmpeg reads as one frame"
     else:
-        what = "not a video: FFmpeg read it as {}, a still picture"
+        return
     raise video_error(path, "unreadable", what.format(demuxer))
+
+
+MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
+"""The name of FFmpeg's demuxer of MP4, MOV and their kin (HEIF pictures: AVIF)."""
+
+
+def _picture_brand(path: str) -> str:
+    """The file's major brand ('' where it is none of :data:`PICTURE_BRANDS`): its first box an ``ftyp``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:  # the backend, which cannot read it either, says why
+        return ""
+    return head[8:12].decode() if head[4:8] == b"ftyp" and head[8:12] in PICTURE_BRANDS else ""
 
 
 def _animated_webp(path: str) -> bool:

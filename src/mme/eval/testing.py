@@ -134,10 +134,12 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-READING_VERSION = 3
+READING_VERSION = 4
 """Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features
 so that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives
-a video other views or another verdict (the frames of the test views, which files are refused). 3: the opencv and
+a video other views or another verdict (the frames of the test views, which files are refused). 4: an ICO and a
+still AVIF are refused as still pictures (:func:`mme.data.pyav_reader.not_a_video`; before: read as one-frame
+videos, given a row); 3: the opencv and
 decord backends probe with PyAV every file but one that begins as a video container or raw stream
 (:func:`mme.data.pyav_reader.video_by_its_bytes`), so a still picture of any of FFmpeg's picture demuxers (Sun
 raster, Radiance HDR, DPX, ...) named as a video is refused (before: only those of a short list of signatures; the
