@@ -497,6 +497,24 @@ def atomic_write_json(path: str | Path, obj, **dumps) -> None:
     atomic_write_text(path, json_text(obj, **dumps))
 
 
+def read_json_object(path: str | Path, keys: Collection[str]) -> dict | None:
+    """The JSON object in the file at ``path`` where it holds every one of ``keys`` (a report of mme's); None where
+    there is none, or the file is not such an object (a user's notes). A file that does not begin as an object
+    (past JSON's white space: a video, a list) is not read further."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.read(1)
+            while first and first in " \t\r\n":
+                first = f.read(1)
+            if first != "{":
+                return None
+            f.seek(0)
+            found = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and all(key in found for key in keys) else None
+
+
 def json_text(obj, **dumps) -> str:
     """``obj`` as indented JSON (a trailing newline), null for NaN and infinities (JSON has none: browsers and jq
     refuse Python's ``NaN``; a report of no videos, a random init's loss); ``dumps``: more ``json.dumps`` options."""

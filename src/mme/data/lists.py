@@ -27,7 +27,16 @@ import av
 from mme.data.pyav_reader import open_container, video_stream
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_write_text, check_output, error_reason, file_identity, in_workers, removing, space_for
+from mme.utils import (
+    atomic_write_text,
+    check_output,
+    error_reason,
+    file_identity,
+    in_workers,
+    read_json_object,
+    removing,
+    space_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -1382,17 +1391,9 @@ REPORT_KEYS = ("lists", "counts", "problems")
 
 
 def is_check_report(path: str | Path) -> bool:
-    """Whether ``path`` holds a report of mme check (a JSON object with :data:`REPORT_KEYS`); a file that does not
-    start as one (a video) is not read further."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read(1) != "{":
-                return False
-            f.seek(0)
-            report = json.loads(f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
+    """Whether ``path`` holds a report of mme check (a JSON object with :data:`REPORT_KEYS`:
+    :func:`mme.utils.read_json_object`)."""
+    return read_json_object(path, REPORT_KEYS) is not None
 
 
 def _check_replaced(out: Path, list_files: list[str | Path], listed: list[tuple[str, int | None, str]],
@@ -1471,5 +1472,5 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     if not check:
         return {"lists": written, "check": None}
     report = check_lists(list(written.values()), root, report_path, min_frames, workers,
-                         decode_threads=decode_threads)
+                         decode_threads=decode_threads, overwrite=True)  # (check.json was judged above)
     return {"lists": written, "check": report}

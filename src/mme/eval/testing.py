@@ -8,7 +8,6 @@ into one probability vector per video. Top-1/top-5 and the confusion matrix are 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError, MMEError
-from mme.utils import atomic_path, atomic_write_json, error_reason, removing, writing
+from mme.utils import atomic_path, atomic_write_json, error_reason, read_json_object, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -329,11 +328,7 @@ REPORT_KEYS = ("top1", "confusion_matrix", "class_names", "views_per_video")
 def read_report(path: str | Path) -> dict | None:
     """The test report at ``path`` (:func:`save_report`'s); None where there is none, or the file is not one (a
     user's own ``test.json`` in a folder a run was given: the home folder, a project's)."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) and all(k in report for k in REPORT_KEYS) else None
+    return read_json_object(path, REPORT_KEYS)
 
 
 def drop_report(out_dir: str | Path, name: str, then: str) -> bool:
