@@ -124,7 +124,7 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
                            f"wait for itself; finish the first write")
     fd = _locked_file(tmp)
-    held = _identity(os.fstat(fd))
+    held = stat_identity(os.fstat(fd))
     _writing.temps.add(held)
     try:
         yield tmp
@@ -152,14 +152,15 @@ class _Writing(threading.local):
 _writing = _Writing()
 
 
-def _identity(st: os.stat_result) -> tuple[int, int]:
+def stat_identity(st: os.stat_result) -> tuple[int, int]:
+    """(device, inode) of a stat: what tells one file from another, however it is reached (a link, a hard link)."""
     return st.st_dev, st.st_ino
 
 
 def file_identity(path: str | Path) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path``, which a rename onto it changes; None where there is none."""
     try:
-        return _identity(os.stat(path))
+        return stat_identity(os.stat(path))
     except FileNotFoundError:
         return None
 

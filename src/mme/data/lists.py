@@ -36,6 +36,7 @@ from mme.utils import (
     read_json_object,
     removing,
     space_for,
+    stat_identity,
 )
 
 log = logging.getLogger(__name__)
@@ -941,7 +942,7 @@ def _video_file(path: Path) -> tuple[int, int] | None:
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
             return None
         raise _cannot_read(path, e) from e
-    return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
+    return stat_identity(found) if stat.S_ISREG(found.st_mode) else None
 
 
 def _finds_video_stream(path: Path) -> bool:
