@@ -373,6 +373,30 @@ def test_splits_built_one_at_a_time_give_lists_under_one_root(tmp_path, caplog, 
         {"val": tmp_path / "l2" / "val.txt"}, root)  # the common parent as --root (before: 'no listed video is under')
 
 
+def test_a_split_built_on_its_own_lists_each_folder_once(tmp_path, monkeypatch):
+    """A split folder built on its own (val/) has the folder holding it listed for the split folders beside it: it
+    was listed twice, once for their class folders (the walk) and once for their videos (the split check). Each
+    folder of the tree is listed once now, the lists the same."""
+    root = tmp_path / "d"
+    for rel in ("train/a/1.mp4", "train/b/1.mp4", "val/a/1.mp4", "val/b/1.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    listed = []
+
+    def counted(real):
+        def listing(path="."):
+            listed.append(os.path.relpath(path, root))
+            return real(path)
+        return listing
+
+    for name in ("listdir", "scandir"):  # (Path.iterdir lists with one or the other, by Python version)
+        monkeypatch.setattr(os, name, counted(getattr(os, name)))
+    written, _ = build_lists("folder", root / "val", tmp_path / "lists")
+    monkeypatch.undo()
+    assert sorted(listed) == [".", "train", "train/a", "train/b", "val", "val/a", "val/b"]
+    assert read_list(written["val"])[0] == [ListEntry("val/a/1.mp4", 0), ListEntry("val/b/1.mp4", 1)]
+
+
 def test_a_folder_of_split_folders_named_as_a_split_writes_paths_from_itself(tmp_path, caplog):
     """A folder of split folders that is itself named as a split (a scratch folder test/ holding train/ and val/):
     before, its lists' paths started from its parent (test/train/a/1.mp4), against docs/data.md, without a word.

@@ -397,11 +397,12 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         raise DataError(f"video folder not found: {root}")
     passed = _PassedOver()
     own_split, base = _split_folder(root)  # one split's folder, or '' (of '.' too)
+    near = _split_folders_in(base) if own_split else {}  # (base listed once: the walk and the split check read it)
     keys = {f: "" if _may_be_split_folder(f) else _class_key(f.name) for f in _sub_folders(root, passed)}
     # (split folders are one class to this walk, which takes them for classes: a split of links to another's videos
     # or class folders holds those videos, so it is a split folder, checked against the other; as two classes, it
     # held none)
-    walked, beside = _walk_classes(keys, passed, root, _class_folders_beside(root, base) if own_split else {})
+    walked, beside = _walk_classes(keys, passed, root, _class_folders_beside(root, near))
     videos = {folder.name: found for folder, found in walked.items()}
     holding = [name for name in videos if videos[name]]
     empty = [name for name in videos if not videos[name]]
@@ -435,7 +436,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         per_split, split_folders, prefix = {own_split: videos}, {own_split: root}, own_split
         if own_split:
             listed = [f for files in videos.values() for f in files]
-            _check_other_splits_videos({**_splits_beside(root, base, own_split, listed, beside),
+            _check_other_splits_videos({**_splits_beside(root, near, own_split, listed, beside),
                                         own_split: (root, listed)}, [own_split], passed.identities)
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
@@ -773,11 +774,11 @@ def _folders_above(path: str) -> Iterator[str]:
         path = parent
 
 
-def _class_folders_beside(root: Path, base: Path) -> dict[Path, str]:
-    """The class folders (-> their keys) of the split folders in ``base`` beside ``root``, a split folder built on
-    its own: a link in ``root`` into one of another class is not followed, as where the splits are built together.
-    A folder that cannot be read has none to see."""
-    splits = [d for d in _split_folders_in(base).values() if os.path.realpath(d) != os.path.realpath(root)]
+def _class_folders_beside(root: Path, near: dict[str, Path]) -> dict[Path, str]:
+    """The class folders (-> their keys) of the split folders ``near`` (:func:`_split_folders_in` the folder holding
+    ``root``, a split folder built on its own) beside ``root``: a link in ``root`` into one of another class is not
+    followed, as where the splits are built together. A folder that cannot be read has none to see."""
+    splits = [d for d in near.values() if os.path.realpath(d) != os.path.realpath(root)]
     try:
         return {f: _class_key(f.name) for split in splits for f in sorted(split.iterdir())
                 if not _hidden(f.name) and f.is_dir()}
@@ -785,16 +786,16 @@ def _class_folders_beside(root: Path, base: Path) -> dict[Path, str]:
         return {}
 
 
-def _splits_beside(root: Path, base: Path, own_split: str, listed: list[Path], beside: dict[Path, list[Path]]
-                   ) -> dict[str, tuple[Path, list[Path]]]:
-    """The split folders in ``base`` beside ``root``, split ``own_split`` built on its own, by name -> (the folder,
-    its videos: those of its class folders in ``beside``, walked by :func:`_walk_classes`; ``listed``, root's, where
-    it is ``root`` under another name, a link to it)."""
-    near = {name: (folder, listed if os.path.realpath(folder) == os.path.realpath(root) else [])
-            for name, folder in _split_folders_in(base).items() if name != own_split}
+def _splits_beside(root: Path, near: dict[str, Path], own_split: str, listed: list[Path],
+                   beside: dict[Path, list[Path]]) -> dict[str, tuple[Path, list[Path]]]:
+    """The split folders ``near`` (:func:`_split_folders_in` the folder holding ``root``) beside ``root``, split
+    ``own_split`` built on its own, by name -> (the folder, its videos: those of its class folders in ``beside``,
+    walked by :func:`_walk_classes`; ``listed``, root's, where it is ``root`` under another name, a link to it)."""
+    splits = {name: (folder, listed if os.path.realpath(folder) == os.path.realpath(root) else [])
+              for name, folder in near.items() if name != own_split}
     for folder, found in beside.items():
-        near[folder.parent.name][1].extend(found)
-    return near
+        splits[folder.parent.name][1].extend(found)
+    return splits
 
 
 def _split_folders_in(base: Path) -> dict[str, Path]:
