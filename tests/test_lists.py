@@ -1463,8 +1463,30 @@ def test_check_out_replaces_a_check_report_a_users_file_with_overwrite_and_never
     (tmp_path / "lists" / "check.json").write_text("mine\n")
     shutil.copytree(videos / "a", tmp_path / "folder" / "a")
     assert cli_main(["lists", "folder", str(tmp_path / "folder"), "--out", str(tmp_path / "lists"), "--check"]) == 1
-    assert "its check.json is a file mme check did not write" in capsys.readouterr().err
+    assert "its check.json already holds a file mme check did not write" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "lists").iterdir()) == ["check.json"]
+
+
+def test_lists_check_replaces_a_users_check_json_with_overwrite_as_check_out_does(videos, tmp_path, capsys, caplog):
+    """`mme lists --check` refused a check.json of the user's in its --out with no way past it but moving the file:
+    it had no --overwrite, which `mme check --out` has. It takes the flag now, with the same refusal and message;
+    without --check, the flag is said to be for it."""
+    shutil.copytree(videos / "a", tmp_path / "folder" / "a")
+    out = tmp_path / "lists"
+    out.mkdir()
+    (out / "check.json").write_text("mine\n")
+    args = ["lists", "folder", str(tmp_path / "folder"), "--out", str(out), "--check"]
+    assert cli_main(args) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"mme lists: error: --out {out}: its check.json already holds a file mme check did not write (not a check "
+        f"report); give --overwrite to replace it, or another --out")
+    assert sorted(p.name for p in out.iterdir()) == ["check.json"] and (out / "check.json").read_text() == "mine\n"
+    assert cli_main([*args, "--overwrite"]) == 0
+    report = json.loads((out / "check.json").read_text())
+    assert report["counts"] == {"ok": 1, "short": 1} and report["lists"] == [str(out / "all.txt")]
+    assert read_list(out / "all.txt")[0] == [ListEntry("a/good.mp4", 0), ListEntry("a/short.mp4", 0)]
+    assert cli_main([*args[:-1], "--overwrite"]) == 0
+    assert "--overwrite is for --check (a check.json in --out that is not a check report)" in caplog.text
 
 
 def test_an_out_that_is_a_pipe_or_a_link_to_one_is_refused_not_waited_on(videos, tmp_path):

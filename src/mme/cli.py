@@ -177,6 +177,10 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
 
 def _check_args(p: argparse.ArgumentParser) -> None:
     """Flags of the video check (``mme check``, ``mme lists --check``)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report's file (mme check: OUT; mme lists --check: OUT/check.json) where it is not "
+                        "a check report (a report of mme check is replaced without it; a list or video the check "
+                        "reads, never)")
     p.add_argument("--min-frames", type=count(), default=16, help="videos with fewer frames are reported 'short'")
     p.add_argument("--workers", type=count(), default=1, help="parallel processes")
     p.add_argument("--decode-threads", type=count(0), default=1,
@@ -201,9 +205,6 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="the JSON report (default check.json)")
     p.add_argument("--index-dir", type=path, default=None, metavar="DIR",
                    help="keep each video's proven frame index here, for training with data.index_dir=DIR")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a file OUT that is not a check report (a report of mme check is replaced without "
-                        "it; a list or video the check reads, never)")
     _check_args(p)
     _calls(p, "mme.data.lists:check_lists", outcome=lambda report: report["failing"] > 0)
 

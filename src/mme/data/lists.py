@@ -1413,9 +1413,17 @@ def _check_replaced(out: Path, list_files: list[str | Path], listed: list[tuple[
         if identity_or_none(video) == held:
             raise ConfigError(f"--out {out}: is {video}, a video the list {list_file} names; write the report "
                               "elsewhere")
-    if not overwrite and not is_check_report(out):
-        raise ConfigError(f"--out {out}: already holds a file mme check did not write (not a check report); give "
-                          "--overwrite to replace it, or another --out")
+    _keep_users_file(out, overwrite)
+
+
+def _keep_users_file(report: Path, overwrite: bool, out_dir: Path | None = None) -> None:
+    """Refuse, unless ``overwrite``, a report that would replace the file at ``report`` where it is not a check report
+    (a user's notes). ``out_dir``: the --out of mme lists --check, the folder of its ``report``."""
+    if overwrite or is_check_report(report):
+        return
+    where = f"--out {report}:" if out_dir is None else f"--out {out_dir}: its {report.name}"
+    raise ConfigError(f"{where} already holds a file mme check did not write (not a check report); give --overwrite "
+                      "to replace it, or another --out")
 
 
 def _check_job(job: tuple) -> dict:
@@ -1457,18 +1465,20 @@ def _repeats(listed: list[tuple[str, int | None, str]]) -> dict[str, list]:
 def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | None = None,
                path_format: str | None = None, video_root: str | Path | None = None, skip_missing: bool = False,
                check: bool = False, min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
-               decode_threads: int = 1) -> dict:
+               decode_threads: int = 1, overwrite: bool = False) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
-    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', by default where the lists' paths start).
+    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', by default where the lists' paths start),
+    which replaces a file there that is not a check report only with ``overwrite``, as ``mme check --out`` does.
     Returns ``{"lists": split -> path, "check": the check's report or None}``."""
     if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
+    if overwrite and not check:
+        log.warning("--overwrite is for --check (a check.json in --out that is not a check report); the lists are "
+                    "replaced without it")
     report_path = Path(out_dir) / "check.json"
     if check and report_path.exists():  # before any list is written
         check_output(report_path, "--out")  # a regular file, not a pipe is_check_report would wait on
-    if check and report_path.is_file() and not is_check_report(report_path):
-        raise ConfigError(f"--out {out_dir}: its check.json is a file mme check did not write (not a check report), "
-                          "which --check would replace; move it, or choose another --out")
+        _keep_users_file(report_path, overwrite, Path(out_dir))
     written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
                                 skip_missing=skip_missing, classes=classes)
     if not check:
