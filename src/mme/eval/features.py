@@ -416,19 +416,31 @@ def unowned_files(out: Path, tokens: bool = False) -> list[Path]:
 
 
 def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
-    """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write (:func:`unowned_files`);
-    mme embed's own with a damaged or missing sidecar are warned about and made again."""
+    """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write
+    (:func:`refuse_unowned`); mme embed's own with a damaged or missing sidecar are warned about and made again."""
     if damage := _sidecar_damage(out):  # (mme embed's own files: unowned_files would find none)
         log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
         return
+    refuse_unowned(out, tokens, overwrite)
+
+
+def refuse_unowned(out: Path, tokens: bool = False, overwrite: bool = False, probe_out: Path | None = None) -> None:
+    """Unless ``overwrite``, a ConfigError naming the files at ``out`` that mme embed did not write
+    (:func:`unowned_files`), before any embedding. ``probe_out``: the --out of mme probe, in whose features/ folder
+    ``out`` is (mme probe has no --overwrite: the way on is to move them)."""
     theirs = unowned_files(out, tokens)
-    if theirs and not overwrite:
-        if (cut := _sidecar_cut_too_short(out)) is not None:
-            raise ConfigError(f"--out {out}: its sidecar {_sidecar_file(out).name} is {cut}, too little to tell "
-                              f"whether mme embed wrote it (a full disk, a copy stopped half-way); give --overwrite "
-                              f"to replace {', '.join(p.name for p in theirs)}, or another --out")
-        raise ConfigError(f"--out {out}: already holds files mme embed did not write "
-                          f"({', '.join(p.name for p in theirs)}); give --overwrite to replace them, or another --out")
+    if not theirs or overwrite:
+        return
+    names = ", ".join(p.name for p in theirs)
+    if probe_out is not None:
+        raise ConfigError(f"--out {probe_out}: {out.parent} holds files mme probe did not write ({names}); move them "
+                          f"away, or give another --out")
+    if (cut := _sidecar_cut_too_short(out)) is not None:
+        raise ConfigError(f"--out {out}: its sidecar {_sidecar_file(out).name} is {cut}, too little to tell whether "
+                          f"mme embed wrote it (a full disk, a copy stopped half-way); give --overwrite to replace "
+                          f"{names}, or another --out")
+    raise ConfigError(f"--out {out}: already holds files mme embed did not write ({names}); give --overwrite to "
+                      f"replace them, or another --out")
 
 
 def _sidecar_cut_too_short(out: Path) -> str | None:

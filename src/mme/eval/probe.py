@@ -207,7 +207,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes
-    from mme.eval.features import check_decoding, embed, read_features, unowned_files
+    from mme.eval.features import check_decoding, embed, read_features, refuse_unowned
     from mme.train import distributed as dist
 
     if not (linear or knn):
@@ -225,9 +225,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     _check_disjoint({s: f for s, f in splits.items() if f}, embed_kwargs.get("root", ""))
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     for path in features.values():  # before any embedding: mme embed's files (a cache, damaged) alone are replaced
-        if theirs := unowned_files(path):
-            raise ConfigError(f"--out {out_dir}: {path.parent} holds files mme probe did not write "
-                              f"({', '.join(p.name for p in theirs)}); move them away, or give another --out")
+        refuse_unowned(path, probe_out=out_dir)
     data, info = {}, {}
     for split, path in features.items():
         embed(checkpoint, splits[split], path, **embed_kwargs)
