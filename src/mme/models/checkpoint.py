@@ -321,8 +321,8 @@ def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) ->
 
 def _with_recorded_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...], fallback: ModelConfig | None
                          ) -> tuple[ModelConfig, tuple[str, ...], tuple[str, ...], dict[str, int]]:
-    """``cfg`` recorded in a file with the hints (:func:`_with_hints`) and, for the head counts it took on trust
-    (``assumed``) that no hint gives, ``fallback``'s where its width is the file's
+    """``cfg`` recorded in a file (or inferred from its weights) with the hints (:func:`_with_hints`) and, for the
+    head counts it took on trust (``assumed``) that no hint gives, ``fallback``'s where its width is the file's
     (:func:`~mme.models.convert_config.fallback_counts`); with the fields it still takes on trust, the counts
     taken from ``fallback``, and the recorded clip fields that hints replaced (``Checkpoint.replaced``)."""
     unhinted = tuple(k for k in assumed if hints.get(k) is None)
@@ -367,16 +367,13 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             if "fc_norm.weight" in ours:  # a classifier's
                 pooled_norm = _pooled_norm(ours, fc_norm_eps)
             kind, ours = "encoder", convert.encoder_part(ours, kind)
-        if cfg is None:
+        if cfg is None:  # what the weights do not give is taken on trust: hints and fallback as of a recorded config
             cfg = convert_config.infer_config(ours, kind, fallback_heads=fallback, **hints)
             if hf:
                 cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
-            inferred = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
-            unhinted = tuple(k for k in inferred if hints.get(k) is None)
-            taken = tuple(convert_config.fallback_counts(fallback, vars(cfg), unhinted))  # (as infer_config took)
-            assumed, replaced = tuple(k for k in unhinted if k not in taken), {}
-        else:
-            cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback)
+            assumed = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
+            hints = {k: v for k, v in hints.items() if k in assumed}  # (no decoder_heads where there is no decoder)
+        cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback)
         table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
         ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
                         assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm, replaced=replaced)
