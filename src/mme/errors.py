@@ -44,6 +44,16 @@ class ConfigError(MMEError, ValueError):
     """A configuration key or value is invalid."""
 
 
+class ClipNotDivisible(ConfigError):
+    """A model's clip side or length (``field``: img_size, num_frames, of ``value``) that its patch or tubelet does
+    not divide; ``reason``: the message after the field and its value, for a reader that took the value from a
+    command's flag to name it so (``read_checkpoint``'s ``given_as``: ``--num-frames 5``)."""
+
+    def __init__(self, message: str, field: str = "", value: int = 0, reason: str = ""):
+        super().__init__(message)
+        self.field, self.value, self.reason = field, value, reason
+
+
 class NoSpaceError(MMEError):
     """A file could not be written for lack of space (a full disk, a quota, a file-size limit): every later write
     would fail alike, so the job stops (:func:`mme.utils.space_for`)."""

@@ -33,7 +33,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from mme.config import from_dict
-from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError
+from mme.errors import CheckpointError, CheckpointUnreadable, ClipNotDivisible, ConfigError
 from mme.models import convert, convert_config
 from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
@@ -570,12 +570,11 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         advised.reason = str(e)
         raise advised from e
     except CheckpointError as e:  # a clip given that the file's patch or tubelet does not divide: named as given
-        said = str(e)
-        for k in (k for k in CLIP if hints[k] is not None):
-            said = said.replace(f"model.{k} {hints[k]} ", f"{as_given(given_as.get(k, k), hints[k])} ")
-        if said == str(e):
+        fault = e.__cause__
+        if not isinstance(fault, ClipNotDivisible) or hints[fault.field] != fault.value:
             raise
-        raise type(e)(said) from e
+        given = as_given(given_as.get(fault.field, fault.field), fault.value)
+        raise CheckpointError(f"{Path(path)}: {given} {fault.reason}") from e
     if encoder_only and ck.kind != "encoder":
         log.info("%s: using the encoder; %d decoder/classifier tensors dropped", ck.source,
                  len(ck.state) - len(ck.encoder_state))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from mme.config import apply_preset
-from mme.errors import ConfigError
+from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.masking import MASKS
 
 # Encoder presets (VideoMAE naming). Parameter counts are for the encoder at 16x224x224, tubelet 2, patch 16.
@@ -87,12 +87,11 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
-        if self.img_size % self.patch_size:
-            raise ConfigError(f"model.img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
-        if self.num_frames % self.tubelet_size:
-            raise ConfigError(
-                f"model.num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}"
-            )
+        for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):
+            value, size = getattr(self, name), getattr(self, unit)
+            if value % size:
+                reason = f"is not a multiple of {unit} {size}"
+                raise ClipNotDivisible(f"model.{name} {value} {reason}", name, value, reason)
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"model.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.decoder_dim % self.decoder_heads:
