@@ -359,13 +359,13 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
         _check_position_tables(state)
         _check_dropped(unexpected, layout, encoder_only, strict, path)
         hf = layout.startswith("Hugging Face")
-        fc_norm_eps = 1e-5 if hf else FC_NORM_EPS  # (HF's fc_norm is nn.LayerNorm's default)
+        eps_arg = {"fc_norm_eps": 1e-5} if hf else {}  # a classifier's: HF's fc_norm has nn.LayerNorm's default
         pooled_norm = None
         if encoder_only and kind != "encoder":
             log.info("%s: using the encoder; %d decoder/classifier tensors dropped", path,
                      len(ours) - len(convert.encoder_part(ours, kind)))
             if "fc_norm.weight" in ours:  # a classifier's
-                pooled_norm = _pooled_norm(ours, fc_norm_eps)
+                pooled_norm = _pooled_norm(ours, eps_arg)
             kind, ours = "encoder", convert.encoder_part(ours, kind)
         if cfg is None:  # what the weights do not give is taken on trust: hints and fallback as of a recorded config
             cfg = convert_config.infer_config(ours, kind, fallback_heads=fallback, **hints)
@@ -380,7 +380,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
         if kind == "mae":
             ck.heads = heads or convert_config.infer_heads(ours, release=layout == convert.MME_LAYOUT)
         if kind == "classifier":
-            ck.classifier = {**_classifier_args(ours), **({"fc_norm_eps": fc_norm_eps} if hf else {})}
+            ck.classifier = {**_classifier_args(ours), **eps_arg}
         return ck
     except (CheckpointError, ConfigError) as e:  # the kind kept for callers that act on it, with what it carries
         located = (type(e) if isinstance(e, CheckpointError) else CheckpointError)(f"{path}: {e}")
@@ -469,9 +469,10 @@ def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
             "pool": "norm_mean" if "encoder.norm.weight" in state else "mean"}
 
 
-def _pooled_norm(state: dict[str, torch.Tensor], eps: float) -> nn.LayerNorm:
-    """The ``fc_norm`` of our classifier ``state``, in eval mode."""
-    norm = nn.LayerNorm(state["fc_norm.weight"].shape[0], eps=eps)
+def _pooled_norm(state: dict[str, torch.Tensor], classifier: dict) -> nn.LayerNorm:
+    """The ``fc_norm`` of our classifier ``state``, in eval mode, of the eps its VideoClassifier arguments give
+    (``classifier``, as ``Checkpoint.classifier``), else VideoClassifier's."""
+    norm = nn.LayerNorm(state["fc_norm.weight"].shape[0], eps=classifier.get("fc_norm_eps", FC_NORM_EPS))
     norm.load_state_dict({"weight": state["fc_norm.weight"], "bias": state["fc_norm.bias"]})
     return norm.eval()
 
@@ -664,7 +665,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
                           assumed=tuple(k for k in ck.assumed if k != "decoder_heads"),
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
                           given_as=ck.given_as, replaced=ck.replaced,
-                          pooled_norm=_pooled_norm(ck.state, ck.classifier.get("fc_norm_eps", FC_NORM_EPS))
+                          pooled_norm=_pooled_norm(ck.state, ck.classifier)
                           if ck.kind == "classifier" else None)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:
