@@ -211,21 +211,24 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
         raise CheckpointError(f"train.init {path} records no head count, and no guess fits its width (an original "
                               f"model's count, or 64-d heads): give the count it was trained with, {keys}") from e
-    guesses = {heads: head_guess(heads, ck.cfg.embed_dim, getattr(ck.cfg, HEAD_WIDTHS[heads]))
-               for heads in ck.from_fallback}
-    if unguessed := [heads for heads, guess in guesses.items() if guess is None]:
-        log.info("train.init %s records no head count, and no guess fits its width: the config's %s", path,
-                 " ".join(f"model.{heads}={getattr(model, heads)}" for heads in unguessed))
+    unguessed = []
     for heads, width in HEAD_WIDTHS.items():
         theirs = getattr(ck.cfg, width)
-        if guesses.get(heads) is not None:
-            log.info("train.init %s records no head count: model.%s=%d (its guess from the width %d: %d)", path,
-                     heads, getattr(model, heads), theirs, guesses[heads])
+        if heads in ck.from_fallback:
+            guess = head_guess(heads, ck.cfg.embed_dim, theirs)
+            if guess is None:
+                unguessed.append(f"model.{heads}={getattr(model, heads)}")
+            else:
+                log.info("train.init %s records no head count: model.%s=%d (its guess from the width %d: %d)", path,
+                         heads, getattr(model, heads), theirs, guess)
         elif heads in ck.assumed:
             log.warning("train.init %s records no head count: %s=%d guessed from its width %d (the config's "
                         "model.%s=%d counts the heads of model.%s=%d); if it was trained with another count, give it "
                         "with model.%s=%d model.%s=N", path, heads, getattr(ck.cfg, heads), theirs, heads,
                         getattr(model, heads), width, getattr(model, width), width, theirs, heads)
+    if unguessed:
+        log.info("train.init %s records no head count, and no guess fits its width: the config's %s", path,
+                 " ".join(unguessed))
     return ck
 
 
