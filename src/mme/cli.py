@@ -302,15 +302,21 @@ def _view_args(p: argparse.ArgumentParser) -> None:
                         "sampled segments)")
 
 
-def _clip_args(p: argparse.ArgumentParser) -> None:
-    """The clip a frozen-encoder command (probe, embed) builds the encoder for, which an original .pth does not
-    record."""
-    p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(), default=None,
-                   help="input side the encoder is built for, the side of its crops (default: the checkpoint's; an "
-                        "original VideoMAE/MME .pth records none: 224, with a warning)")
+def _clip_args(p: argparse.ArgumentParser, of_export: bool = False) -> None:
+    """The clip a command builds a checkpoint's model for (read_checkpoint's hints), which an original .pth does not
+    record: the encoder of a frozen-encoder command (probe, embed), or the model mme export writes
+    (``of_export``)."""
+    if of_export:
+        size_help = "input side the model expects (original .pth do not record it: 224, recorded as assumed)"
+        frames_help = "frames per clip (original .pth: 16, likewise)"
+    else:
+        size_help = ("input side the encoder is built for, the side of its crops (default: the checkpoint's; an "
+                     "original VideoMAE/MME .pth records none: 224, with a warning)")
+        frames_help = ("frames per clip the encoder is built for (default: the checkpoint's; an original .pth: 16, "
+                       "likewise)")
+    p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(), default=None, help=size_help)
     p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
-                   help="frames per clip the encoder is built for (default: the checkpoint's; an original .pth: 16, "
-                        "likewise)")
+                   help=frames_help)
 
 
 def _encoder_run_args(p: argparse.ArgumentParser) -> None:
@@ -398,10 +404,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="encoder attention heads, for checkpoints that do not record them (default: the original "
                         "factories' for ViT-S/B/L/H widths, else 64-d heads; the export records a default as assumed)")
     p.add_argument("--decoder-heads", type=count(), default=None, help="decoder attention heads, likewise")
-    p.add_argument("--img-size", "--size", dest="img_size", metavar="SIZE", type=count(), default=None,
-                   help="input side the model expects (original .pth do not record it: 224, recorded as assumed)")
-    p.add_argument("--num-frames", "--frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
-                   help="frames per clip (original .pth: 16, likewise)")
+    _clip_args(p, of_export=True)
     p.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
                    help="hf pre-training: the pixel loss on per-patch normalised pixels (norm_pix_loss; default: what "
                         "SRC records, a run's target.norm_pix, else on)")
