@@ -21,7 +21,6 @@ from videos import (
     cut_mid_gop,
     decode_all,
     with_end_of_sequence,
-    with_ends_of_sequence_before_keyframes,
     with_nals_before_keyframes,
     write_corpus_file,
     write_keyint_video,
@@ -539,7 +538,7 @@ def test_an_index_stored_as_version_7_is_made_again(tmp_path):
     its 48 pictures, proven, was taken, and its count changed at the first read (FrameCountChanged: 18 frames). It is
     indexed again, in a folder of the current version, the stored one left as it was."""
     src = write_keyint_video(tmp_path / "src.mkv", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8", "bframes=1")
-    path = with_ends_of_sequence_before_keyframes(src, tmp_path / "joined.mkv")
+    path = with_nals_before_keyframes(src, tmp_path / "joined.mkv", [b"\x0a"])  # an end of sequence
     stale, record = _stored_by_an_earlier_version(tmp_path / "index", path, src, version=7, num_frames=48, packets=48,
                                                   mode="seek", reason="", proven=48)
     with open_video(path, index_dir=tmp_path / "index") as reader:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from collections.abc import Collection
 from fractions import Fraction
 from pathlib import Path
 
@@ -323,42 +322,38 @@ def capture_mid_gop(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def with_end_of_sequence(src: str | Path, dst: str | Path, after: int | Collection[int]) -> Path:
+def with_end_of_sequence(src: str | Path, dst: str | Path, after: int) -> Path:
     """``src``'s H.264 packets (Matroska) remuxed with an end-of-sequence NAL unit in a packet of its own after
-    packet ``after`` (or each of them; in decode order: joined recordings): a packet whose timestamp is no frame's."""
+    packet ``after`` (in decode order: joined recordings): a packet whose timestamp is no frame's."""
     return with_nal_alone(src, dst, after, b"\x0a")  # a 1-byte NAL unit of type 10
 
 
-def with_ends_of_sequence_before_keyframes(src: str | Path, dst: str | Path) -> Path:
-    """``src``'s H.264 packets (Matroska) remuxed with an end of sequence in a packet of its own before each keyframe
-    but the first (recordings joined at their IDRs)."""
-    return with_nals_before_keyframes(src, dst, [b"\x0a"])
+def with_nal_alone(src: str | Path, dst: str | Path, after: int, nal: bytes) -> Path:
+    """``src``'s H.264 or HEVC packets (Matroska: length-prefixed NAL units) remuxed with the NAL unit ``nal`` in a
+    packet of its own after the packet ``after`` (in decode order), timed (and decoded) 1 tick after it."""
+    return _with_nals_alone(src, dst, [nal], after)
 
 
 def with_nals_before_keyframes(src: str | Path, dst: str | Path, nals: list[bytes]) -> Path:
     """``src``'s H.264 packets (Matroska) remuxed with the NAL units ``nals`` in one packet of their own before each
-    keyframe but the first (:func:`with_nals_alone`)."""
-    with av.open(str(src)) as container:
-        keys = [k for k, packet in enumerate(p for p in container.demux(video=0) if p.size) if packet.is_keyframe]
-    return with_nals_alone(src, dst, [k - 1 for k in keys[1:]], nals)
+    keyframe but the first (recordings joined at their IDRs; ``[b"\\x0a"]``: an end of sequence), timed as
+    :func:`with_nal_alone`'s."""
+    return _with_nals_alone(src, dst, nals, None)
 
 
-def with_nal_alone(src: str | Path, dst: str | Path, after: int | Collection[int], nal: bytes) -> Path:
-    """``src``'s H.264 or HEVC packets (Matroska: length-prefixed NAL units) remuxed with the NAL unit ``nal`` in a
-    packet of its own after the packet ``after`` (or each of them; in decode order), timed (and decoded) 1 tick
-    after it."""
-    return with_nals_alone(src, dst, after, [nal])
-
-
-def with_nals_alone(src: str | Path, dst: str | Path, after: int | Collection[int], nals: list[bytes]) -> Path:
-    """:func:`with_nal_alone` of several NAL units, ``nals``, in that order in one packet."""
-    after = {after} if isinstance(after, int) else set(after)
+def _with_nals_alone(src: str | Path, dst: str | Path, nals: list[bytes], after: int | None) -> Path:
+    """``src``'s packets remuxed with the NAL units ``nals``, in that order, in one packet of their own after the
+    packet ``after`` (in decode order), or, where None, before each keyframe but the first; timed (and decoded) 1
+    tick after the packet before it."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as out:
         stream = out.add_stream_from_template(i.streams.video[0])
-        for k, p in enumerate(p for p in i.demux(video=0) if p.size):
+        packets = [p for p in i.demux(video=0) if p.size]
+        keys = [k for k, p in enumerate(packets) if p.is_keyframe]
+        insert_after = {after} if after is not None else {k - 1 for k in keys[1:]}
+        for k, p in enumerate(packets):
             p.stream = stream
             out.mux(p)
-            if k in after:
+            if k in insert_after:
                 alone = av.Packet(b"".join(len(nal).to_bytes(4, "big") + nal for nal in nals))
                 alone.stream, alone.time_base = stream, p.time_base
                 alone.pts, alone.dts = p.pts + 1, p.dts + 1
@@ -369,17 +364,9 @@ def with_nals_alone(src: str | Path, dst: str | Path, after: int | Collection[in
 def write_aud_video(path: str | Path, frames: np.ndarray, headers: bool = False) -> Path:
     """H.264 (x264 with access unit delimiters, ``aud=1``; B-frames, a keyframe every 8 frames) in MP4: each packet
     an access unit delimiter and its picture's slices, the first packet x264's SEI (its version) too; ``headers``:
-    each keyframe's its parameter sets too (``repeat-headers=1``)."""
-    T, H, W, _ = frames.shape
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "medium", "crf": "20", "bf": "3",
-                                                      "x264-params": f"aud=1:repeat-headers={int(headers)}:keyint=8:"
-                                                                     "min-keyint=8:scenecut=0"})
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    return Path(path)
+    each keyframe's its parameter sets too (``repeat-headers=1``). The corpus's H.264 settings otherwise."""
+    params = f"aud=1:repeat-headers={int(headers)}:keyint=8:min-keyint=8:scenecut=0"
+    return write_corpus_file(path, frames, "libx264", {**H264_GOP, "x264-params": params}, "cfr", "yuv420p", None)
 
 
 def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int | None = None,
