@@ -218,7 +218,7 @@ def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_ever
 def test_encoding_the_same_frames_gives_the_same_bytes_every_time(label, k, tmp_path):
     # x264's own AVX-512 code changed the bytes in 11 of 60 encodes of the first clip (mme.data.synth._x264_options)
     rng = np.random.default_rng([3, label, k])
-    frames = render(draw_params(label, 32, 6, rng), 32, 6, rng)
+    frames, _ = render(draw_params(label, 32, 6, rng), 32, 6, rng)
     encodings, held = set(), []
     for n in range(30):
         held.append([np.empty(size) for size in rng.integers(1, 5000, 20)])  # another allocation history each time
@@ -289,7 +289,7 @@ def test_scene_motion_moves_the_whole_view_by_the_class_motion():
         for motion in ("object", "scene"):
             rng = np.random.default_rng([0, CLASSES.index(name), 1])
             p = {**draw_params(CLASSES.index(name), 96, 12, rng), "motion": motion, "texture": "high_contrast"}
-            f = render(p, 96, 12, rng).astype(np.float32).mean(-1)
+            f = render(p, 96, 12, rng)[0].astype(np.float32).mean(-1)
             v = np.array([p["vx"], p["vy"]])
             best[motion] = min((0.0, 0.5, 1.0, 1.5), key=lambda k: misfit(f, k * v))
         assert best == {"object": 0.0, "scene": 1.0}, (name, best)
@@ -337,8 +337,8 @@ def test_a_mover_moves_on_its_own_at_its_drawn_velocity():
     p["movers"] = draw_movers(size, frames, 1, rng)
     m = p["movers"][0]
     m.update(omega=0.0, cx=size / 2, cy=size / 2)  # centred and not turning, so it stays whole in view
-    still = render({**p, "movers": []}, size, frames, np.random.default_rng(9)).astype(np.int16)
-    moved = render(p, size, frames, np.random.default_rng(9)).astype(np.int16)  # same scene, with the mover
+    still = render({**p, "movers": []}, size, frames, np.random.default_rng(9))[0].astype(np.int16)
+    moved = render(p, size, frames, np.random.default_rng(9))[0].astype(np.int16)  # same scene, with the mover
     silhouette = np.abs(moved - still).max(-1) > 12
     area = silhouette.mean((1, 2))
     assert 0.2 < area.min() / (np.pi * m["radius"] ** 2 * m["aspect"] / size ** 2) < 1.2, area
@@ -370,6 +370,23 @@ def background_shifts(frames: np.ndarray, p: dict) -> np.ndarray:
                                        (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6), background, 1)
         shifts.append(warp[:, 2])  # frame t's content is frame 0's moved by this
     return np.array(shifts)
+
+
+def test_render_leaves_the_params_it_is_given_as_they_are():
+    """render wrote the sway it drew into the caller's ``p`` (``p["camera_sway"]``); it returns it now, ``p`` left
+    as it is, so the same ``p`` and seed render the same frames and sway again."""
+    from mme.data.synth import draw_movers
+
+    rng = np.random.default_rng(4)
+    p = {**draw_params(CLASSES.index("rotate_cw"), 32, 6, rng), "movers": draw_movers(32, 6, 1, rng)}
+    given = json.loads(json.dumps(p))
+    first = render(p, 32, 6, np.random.default_rng(5), camera_jitter=1.5)
+    assert p == given  # was given a "camera_sway"
+    frames, sway = render(p, 32, 6, np.random.default_rng(5), camera_jitter=1.5)
+    assert p == given and frames.shape == (6, 32, 32, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames, first[0])
+    assert sway == first[1] and len(sway["freq"]) == len(sway["phase"]) == 2
+    assert all(0.05 <= f <= 0.2 for f in sway["freq"]) and all(0 <= a <= 2 * np.pi for a in sway["phase"])
 
 
 def test_object_motion_sways_the_view_sub_pixel_as_params_json_records(tmp_path):

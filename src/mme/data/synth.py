@@ -286,12 +286,13 @@ def max_scene_jitter(size: int) -> float:
     return SCENE_CANVAS * size / 2 / math.sqrt(ZOOM_RANGE[1]) - size / 2
 
 
-def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera_jitter: float = 0.0) -> np.ndarray:
-    """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``): the object
-    moves over a still background (``p["motion"]`` "object", the default) or the whole view moves ("scene");
-    the distractors ``p["movers"]`` (:func:`draw_movers`) move over it on their own. A ``camera_jitter`` sways
-    the view, object and background alike (:func:`sway_at`); the sway it drew is then recorded in
-    ``p["camera_sway"]``."""
+def render(p: dict, size: int, num_frames: int, rng: np.random.Generator,
+           camera_jitter: float = 0.0) -> tuple[np.ndarray, dict]:
+    """Frames (T, size, size, 3) uint8 of the video described by ``p`` (textures drawn from ``rng``), and the
+    camera sway it drew (:func:`draw_sway`): the object moves over a still background (``p["motion"]`` "object",
+    the default) or the whole view moves ("scene"); the distractors ``p["movers"]`` (:func:`draw_movers`) move
+    over it on their own. A ``camera_jitter`` sways the view, object and background alike (:func:`sway_at`);
+    without one the sway moves nothing. ``p`` is left as it is."""
     scene_motion = p.get("motion", "object") == "scene"
     margin = int(math.ceil(camera_jitter)) + 1
     # A scene is seen through a moving window over its canvas, which holds the sway up to max_scene_jitter
@@ -299,8 +300,6 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
     bg = _texture(canvas, canvas, rng, p.get("texture", "two_colour")).astype(np.float32)
     tex, alpha = _sprite(p, rng)
     sway = draw_sway(rng)  # drawn whatever the jitter, so the draws after it are the same
-    if camera_jitter:
-        p["camera_sway"] = sway
     if scene_motion:  # the middle frame's view sits in the canvas centre, offset by `size`
         still = _place(tex, alpha, p, bg, p["cx"] + size, p["cy"] + size, 0.0, 0.0)
     movers = [(m, *_sprite({**m, "texture": p.get("texture", "two_colour")}, rng)) for m in p.get("movers", ())]
@@ -318,7 +317,7 @@ def render(p: dict, size: int, num_frames: int, rng: np.random.Generator, camera
             view = _place(m_tex, m_alpha, m, view, m["cx"] + m["vx"] * tm, m["cy"] + m["vy"] * tm, 0.0,
                           m["omega"] * tm)
         frames[t] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
-    return frames
+    return frames, sway
 
 
 @functools.cache
@@ -363,8 +362,9 @@ def _make_video(job: tuple) -> tuple[str, dict]:
             and _sha256(path) == made.get("sha256"):
         return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
-    encode_h264(path, render(p, size, num_frames, rng, camera_jitter), fps)
-    return rel, {**p, "sha256": _sha256(path)}
+    frames, sway = render(p, size, num_frames, rng, camera_jitter)
+    encode_h264(path, frames, fps)
+    return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path)}
 
 
 def _sha256(path: Path) -> str:

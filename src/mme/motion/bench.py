@@ -40,7 +40,7 @@ def _generated_video(folder: Path, frames: int) -> str:
 
     rng = np.random.default_rng(0)
     path = folder / "bench.mp4"
-    encode_h264(path, render(draw_params(0, 256, frames, rng), 256, frames, rng, camera_jitter=2.0))
+    encode_h264(path, render(draw_params(0, 256, frames, rng), 256, frames, rng, camera_jitter=2.0)[0])
     return str(path)
 
 

@@ -93,7 +93,7 @@ def analytic_video(motion: str, size: int, num_frames: int, seed: int = 0) -> tu
         if k in rates:
             rates[k] *= size
     p.update(rates)
-    frames = render(p, size, num_frames, rng)
+    frames, _ = render(p, size, num_frames, rng)
     views = [_view_map(p, t, num_frames, size) for t in range(num_frames)]
     return frames, np.stack([v @ np.linalg.inv(views[0]) for v in views])
 
