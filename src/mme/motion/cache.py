@@ -343,11 +343,10 @@ def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def resample(cached: CachedTracks, starts, length: int, geom, seed_stride: float,
              max_disp: float | None = None, source: str = "cache") -> Tracks:
-    """Tracks of ``starts`` for ``length`` steps in the output frame of ``geom`` (a mme.data Geometry)."""
+    """Tracks of ``starts`` for ``length`` steps in the output frame of ``geom`` (a mme.data Geometry); ``length`` at
+    most the steps the cache holds, as :func:`check_settings` checks before."""
     meta = cached.meta
-    T, (_, Lc, gh, gw, _) = cached.num_starts, cached.disp.shape
-    if length > Lc:
-        raise _too_few_steps(length, Lc, source)
+    T, (_, _, gh, gw, _) = cached.num_starts, cached.disp.shape
     st = np.clip(np.asarray(starts, np.int64), 0, T - 1)
     rows = np.searchsorted(cached.starts, st)
     if np.any(rows >= len(cached.starts)) or np.any(cached.starts[np.minimum(rows, len(cached.starts) - 1)] != st):
