@@ -101,14 +101,7 @@ def coordinate_video(path: str | Path, T: int = 8, H: int = 48, W: int = 64) -> 
         raise ValueError("coordinate_video encodes 4x, 4y and 16t in uint8: W, H <= 64 and T <= 16")
     y, x = np.mgrid[0:H, 0:W]
     frames = np.stack([np.stack([4 * x, 4 * y, np.full_like(x, 16 * t)], -1) for t in range(T)]).astype(np.uint8)
-    path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "bgr0"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path, frames
+    return write_corpus_file(path, frames, "ffv1", {}, "cfr", "bgr0", None), frames
 
 
 def decode_all(path: str | Path) -> np.ndarray:
@@ -398,15 +391,8 @@ def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int
 def write_open_gop_hevc(path: str | Path, frames: np.ndarray) -> Path:
     """HEVC (x265, Matroska) with open GOPs: a CRA every 8 frames, whose leading B-frames (RASL) reference the GOP
     before it."""
-    T, H, W, _ = frames.shape
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx265", rate=25, options={
-            "x265-params": "log-level=none:keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"})
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    return Path(path)
+    options = {"x265-params": "log-level=none:keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"}
+    return write_corpus_file(path, frames, "libx265", options, "cfr", "yuv420p", None)
 
 
 END_OF_SEQUENCE = b"\x00\x00\x00\x02\x48\x01"
@@ -447,16 +433,9 @@ def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str, x264_p
     """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
     recordings are encoded (x264's scene cuts off); ``x264_params``: more of x264's options (``bframes=1``; the
     preset, ultrafast, has none)."""
-    T, H, W, _ = frames.shape
     params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0" if keyint != "infinite" else "keyint=infinite"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10",
-                                                      "x264-params": f"{params}:{x264_params}".rstrip(":")})
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    return Path(path)
+    options = {"preset": "ultrafast", "crf": "10", "x264-params": f"{params}:{x264_params}".rstrip(":")}
+    return write_corpus_file(path, frames, "libx264", options, "cfr", "yuv420p", None)
 
 
 class DecodedFrames:
