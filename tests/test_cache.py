@@ -30,6 +30,7 @@ from videos import (
     analytic_positions,
     cut_mid_gop,
     decode_all,
+    read_all,
     with_end_of_sequence,
     write_corpus_file,
     write_keyint_video,
@@ -43,7 +44,6 @@ from mme.data import pyav_reader
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
-from mme.data.video import open_video
 from mme.errors import ConfigError, DataError, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
@@ -83,11 +83,6 @@ def videos(tmp_path_factory):
 def report(out, list_file, part=0, parts=1) -> dict:
     """The report that extracting share ``part`` of ``parts`` of ``list_file`` into ``out`` wrote."""
     return json.loads((out / f"failed-{share_name(str(list_file), part, parts)}.json").read_text())
-
-
-def decoded(path):
-    with open_video(path) as r:
-        return r.read(range(r.num_frames))
 
 
 def test_extract_writes_resumes_and_reports_failures(videos, tmp_path):
@@ -494,7 +489,7 @@ def test_load_tracks_equals_compute_tracks_at_the_working_size(videos, tmp_path,
     out = tmp_path / "cache"
     cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "3",
          "--short-side", "96", *(["--flow", flow] if flow else [])])
-    frames = decoded(videos / "b.mp4")  # 96x96 already: the working frames are the decoded ones
+    frames = read_all(videos / "b.mp4")  # 96x96 already: the working frames are the decoded ones
     disp, valid = load_tracks(cache_file(out, "b.mp4"))
     ref_disp, ref_valid = compute_tracks(frames, starts=np.arange(9), length=3, flow=flow or DEFAULT_FLOW)
     assert np.abs(disp[:9] - ref_disp).max() <= QUANT / 2 + 1e-4
@@ -512,7 +507,7 @@ def test_cached_tracks_match_online_tracks_for_any_crop(videos, tmp_path, compen
             "--short-side", "120"] + (["--compensate"] if compensate else [])
     cli(args)
     cached = read_cache(cache_file(out, "cls/a.mp4"))
-    raw = decoded(videos / "cls" / "a.mp4")  # (30, 120, 150, 3): the working size is the source size
+    raw = read_all(videos / "cls" / "a.mp4")  # (30, 120, 150, 3): the working size is the source size
     starts = np.array([2, 6, 10, 14, 25])
     for geom, mean_tol, p95_tol in [(Geometry(0, 0, 150, 120, 150, 120), QUANT / 2, QUANT / 2),
                                     (Geometry(20, 8, 100, 100, 80, 80), 0.1, 0.15),
@@ -556,7 +551,7 @@ def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):
     out = tmp_path / "cache"
     cli(["extract", str(videos / "list.txt"), "--root", str(videos), "--out", str(out), "--length", "4",
          "--short-side", "120"])
-    raw = decoded(videos / "cls" / "a.mp4")
+    raw = read_all(videos / "cls" / "a.mp4")
     idx = sample_pretrain(30, 8, 2, 2, 4, np.random.default_rng(1))
     geom = Geometry(30, 10, 96, 96, 64, 64)
     sample = Sample(apply_geometry(raw[idx.needed], geom), idx.needed, idx.clip, idx.starts, geom,
@@ -1093,7 +1088,7 @@ def test_a_small_video_is_enlarged_as_online_and_a_cache_of_copied_pixels_is_mad
     small, large = cache_file(out, "small.mp4"), cache_file(out, "large.mp4")
     seeds = seed_grid(144, 192, 8)
     truth = np.diff(analytic_positions(maps, range(6), 3, (seeds + 0.5) / 3 - 0.5), axis=1) * 3  # working px
-    online = compute_tracks(apply_geometry(decoded(root / "small.mp4"), Geometry(0, 0, 64, 48, 192, 144)),
+    online = compute_tracks(apply_geometry(read_all(root / "small.mp4"), Geometry(0, 0, 64, 48, 192, 144)),
                             starts=range(6), length=3)[0]
     inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # the border sees content entering
     err_cache, err_online = (np.abs(d - truth)[inner].mean() for d in (load_tracks(small)[0][:6], online))

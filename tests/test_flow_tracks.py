@@ -6,21 +6,13 @@ import re
 
 import numpy as np
 import pytest
-from videos import affine_video, analytic_positions, texture, write_video
+from videos import affine_video, analytic_positions, encoded, texture, write_video
 
 from mme.data.video import open_video
 from mme.errors import ConfigError, DataError, MMEError
 from mme.motion import compute_tracks
 from mme.motion.flow import pair_flow, raw_flow
 from mme.motion.tracks import in_frame, integrate, seed_grid, track
-
-
-def encoded(tmp_path, frames, name="v.mp4"):
-    """Frames after a real H.264 encode and decode."""
-    path = write_video(tmp_path / name, frames)
-    with open_video(path) as r:
-        return r.read(range(r.num_frames))
-
 
 FLOWS = ("dis-balanced", "torch-lk")  # the default and the training step's flow
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 from test_targets import make_sample
 from training import run
-from videos import affine_video, write_video
+from videos import affine_video, encoded, write_video
 
 from mme.data.dataset import DataConfig, PretrainDataset, collate
-from mme.data.video import open_video
 from mme.errors import ConfigError, DataError
 from mme.models.config import ModelConfig
 from mme.motion.flow import raw_flow
@@ -21,12 +20,6 @@ from mme.motion.torch_flow import grey, lk_flow
 from mme.motion.tracks import track, track_in_step
 
 pytestmark = pytest.mark.numerics
-
-
-def encoded(tmp_path, frames, name="v.mp4"):
-    path = write_video(tmp_path / name, frames)
-    with open_video(path) as r:
-        return r.read(range(r.num_frames))
 
 
 def test_grey_is_bt601_in_fixed_point_and_within_a_level_of_opencv():

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from videos import coordinate_video
+from videos import coordinate_video, read_all
 
 from mme.data.transforms import (
     Geometry,
@@ -22,14 +22,12 @@ from mme.data.transforms import (
     to_video_tensor,
     view_crops,
 )
-from mme.data.video import open_video
 
 
 @pytest.fixture(scope="module")
 def coord_frames(tmp_path_factory):
     path, frames = coordinate_video(tmp_path_factory.mktemp("coord") / "coord.mkv", T=8, H=48, W=64)
-    with open_video(path) as reader:
-        decoded = reader.read(np.arange(reader.num_frames))
+    decoded = read_all(path)
     np.testing.assert_array_equal(decoded, frames)  # the codec is lossless: the coordinates survive exactly
     return decoded
 

@@ -110,6 +110,19 @@ def decode_all(path: str | Path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)])
 
 
+def read_all(path: str | Path) -> np.ndarray:
+    """Every frame of ``path`` as mme's reader reads it (``open_video``; :func:`decode_all` is FFmpeg's own)."""
+    from mme.data.video import open_video
+
+    with open_video(path) as reader:
+        return reader.read(range(reader.num_frames))
+
+
+def encoded(folder: str | Path, frames: np.ndarray, name: str = "v.mp4") -> np.ndarray:
+    """``frames`` after a real H.264 encode (:func:`write_video`, to ``folder / name``) and mme's decode."""
+    return read_all(write_video(Path(folder) / name, frames))
+
+
 def decode_as_ffmpeg(path: str | Path) -> np.ndarray:
     """:func:`decode_all` as ``ffmpeg`` decodes, passing over a packet's decode error (FFmpeg's H.264 decoder
     refuses a packet without a picture, "no frame!", where PyAV's plain decode stops)."""
