@@ -213,7 +213,6 @@ def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_f
     rerun called them up to date. The sidecar is marked unfinished first now, and written whole last."""
     import shutil
 
-    import mme.eval.features as features
     from mme.errors import DataError
 
     root, ckpt = setup
@@ -222,13 +221,7 @@ def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_f
     out, kw = tmp_path / "f.npy", dict(stride=2, root=str(root), num_workers=0, progress=False, tokens=True)
     first = read_features(embed(ckpt, root / "list.txt", out, **kw))
 
-    def killed(path, obj, *a, **k):
-        if Path(path) == out.with_name(out.name + ".json") and not obj.get("unfinished"):
-            raise KeyboardInterrupt  # the kill, just before the finished sidecar
-        return write_json(path, obj, *a, **k)
-
-    write_json = features.atomic_write_json
-    monkeypatch.setattr(features, "atomic_write_json", killed)
+    _kill_before_the_finished_sidecar(monkeypatch, out.with_name(out.name + ".json"))
     with pytest.raises(KeyboardInterrupt):
         embed(other, root / "list.txt", out, **kw)
     monkeypatch.undo()
@@ -386,6 +379,21 @@ def _kill_before_assembly(monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(features, "_assemble", killed)
+
+
+def _kill_before_the_finished_sidecar(monkeypatch, sidecar: Path) -> None:
+    """Stop ``embed`` just before it writes ``sidecar`` as finished, once it has marked its files unfinished, as a
+    kill between its data and its sidecar would."""
+    import mme.eval.features as features
+
+    write_json = features.atomic_write_json
+
+    def killed(path, obj, *args, **kwargs):
+        if Path(path) == sidecar and not obj.get("unfinished"):
+            raise KeyboardInterrupt
+        return write_json(path, obj, *args, **kwargs)
+
+    monkeypatch.setattr(features, "atomic_write_json", killed)
 
 
 def test_failed_videos_of_a_finished_file_are_tried_again_and_its_rows_kept(own_root, tmp_path):
@@ -606,15 +614,7 @@ def test_files_at_out_that_mme_embed_did_not_write_are_replaced_only_with_overwr
     grids = read_tokens(embed(ckpt, root / "list.txt", out, tokens=True, overwrite=True, **kw))
     assert grids.shape[0] == 2 and np.isfinite(grids).all()
 
-    import mme.eval.features as features
-
-    def killed(path, obj, *a, **k):  # a write stopped after it marked the files unfinished
-        if Path(path) == here / "results.npy.json" and not obj.get("unfinished"):
-            raise KeyboardInterrupt
-        return write_json(path, obj, *a, **k)
-
-    write_json = features.atomic_write_json
-    monkeypatch.setattr(features, "atomic_write_json", killed)
+    _kill_before_the_finished_sidecar(monkeypatch, here / "results.npy.json")
     with pytest.raises(KeyboardInterrupt):
         embed(ckpt, root / "list.txt", out, **kw)  # without tokens now: a changed job, written again
     monkeypatch.undo()
@@ -727,18 +727,10 @@ def test_float32_rows_of_the_users_beside_their_own_json_lines_are_not_taken_for
     assert "making them again" not in caplog.text
     x = read_features(embed(ckpt, root / "list.txt", out, overwrite=True, **kw))[0]
 
-    import mme.eval.features as features
-
-    def killed(path, obj, *a, **k):  # a write stopped after it marked the files unfinished
-        if Path(path) == side and not obj.get("unfinished"):
-            raise KeyboardInterrupt
-        return write_json(path, obj, *a, **k)
-
-    write_json = features.atomic_write_json
     for stopped in (False, True):
         if stopped:
             with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
-                m.setattr(features, "atomic_write_json", killed)
+                _kill_before_the_finished_sidecar(m, side)
                 embed(ckpt, root / "list.txt", out, clips=2, **kw)  # another job, written again
             shutil.rmtree(tmp_path / "feats.npy.partial")
             assert json.loads(side.read_text())["unfinished"]
