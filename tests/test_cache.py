@@ -840,6 +840,10 @@ def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
     assert find_cache_file(out, str(videos / "cls" / "a.mp4")) == old
     cli(args)
     assert not new.exists() and report(out, videos / "list.txt")["skipped"] == 3
+    longer = tmp_path / "longer.tracks.npz"  # meta says more steps than its arrays hold
+    write_version_1(longer, quantise(full.disp), full.valid, None, {**meta, "length": meta["length"] + 1})
+    with pytest.raises(VideoError, match="inconsistent arrays"):
+        read_cache(longer, starts)
 
 
 def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
