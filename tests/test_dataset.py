@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -116,6 +117,22 @@ def test_segment_and_test_sampling():
         c = sample_segments(48, 16, 2, rng, track_length=4)
         assert c.starts.max() + 4 <= 47 and c.needed.max() <= 47
     assert sample_segments(18, 16, 2, rng, track_length=4).needed.max() == 17
+
+
+
+def test_segment_test_views_take_exactly_the_frame_at_their_fraction_of_each_segment():
+    """evaluation.md's rule, ⌊(i + k/N)·F/T⌋ (N = 1: the centre, ⌊(i + 1/2)·F/T⌋), was computed as a float product
+    that fell just under some whole numbers: 72 frames, T = 8, the view at 2/3 took frame 14 for 15. Now exact for
+    every video length, clip length and number of views; with tracks, of the first F − L frames."""
+    for T in (8, 12, 16, 24, 32):
+        for F in range(T, 601):
+            for N in range(1, 6):
+                fractions = [Fraction(1, 2)] if N == 1 else [Fraction(k, N) for k in range(N)]
+                views = sample_test_clips(F, T, 4, 2, N, segments=True)
+                assert [v.clip.tolist() for v in views] == [[(i + o) * F // T for i in range(T)] for o in fractions]
+    assert sample_test_clips(72, 8, 4, 2, 3, segments=True)[2].clip.tolist() == [6, 15, 24, 33, 42, 51, 60, 69]
+    assert sample_segments(76, 8, 2, None, track_length=4, offset=Fraction(2, 3)).clip.tolist() == \
+        [6, 15, 24, 33, 42, 51, 60, 69]
 
 
 # ---- config --------------------------------------------------------------------------------------------------

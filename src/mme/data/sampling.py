@@ -10,6 +10,7 @@ frames as zero motion (the flow between two copies of a frame is zero).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -62,18 +63,22 @@ def sample_pretrain(num_video_frames: int, num_frames: int, stride: int, tubelet
 
 
 def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: np.random.Generator | None,
-                    track_length: int = 0, offset: float = 0.5, reads: int | None = None) -> ClipIndices:
+                    track_length: int = 0, offset: Fraction = Fraction(1, 2), reads: int | None = None) -> ClipIndices:
     """TSN segment sampling (SSv2 fine-tuning): split the video into T equal segments, one frame from each.
 
     Training (``rng`` given): a uniformly random frame per segment. Testing (``rng=None``): the frame at
-    fraction ``offset`` of each segment (0.5 = the centre frame). With tracks (``track_length`` L), the segments
-    split all but the last L frames when the video has them, so every track runs on real frames (else the
-    last tracks would stand still on the repeated last frame).
+    fraction ``offset`` of each segment (1/2 = the centre frame), ⌊(i + offset)·F/T⌋ computed in integers, so a
+    frame is never a float's rounding off. With tracks (``track_length`` L), the segments split all but the last
+    L frames when the video has them, so every track runs on real frames (else the last tracks would stand
+    still on the repeated last frame).
     """
     before_tracks = num_video_frames - track_length
-    seg = (before_tracks if before_tracks >= num_frames else num_video_frames) / num_frames
-    pos = rng.random(num_frames) if rng is not None else np.full(num_frames, offset)
-    clip = np.floor((np.arange(num_frames) + pos) * seg).astype(np.int64)
+    split = before_tracks if before_tracks >= num_frames else num_video_frames
+    if rng is not None:
+        clip = np.floor((np.arange(num_frames) + rng.random(num_frames)) * (split / num_frames)).astype(np.int64)
+    else:
+        steps = np.arange(num_frames, dtype=np.int64) * offset.denominator + offset.numerator
+        clip = steps * split // (num_frames * offset.denominator)
     return clip_indices(clip, num_video_frames, tubelet, track_length, reads)
 
 
@@ -85,11 +90,12 @@ def sample_test_clips(num_video_frames: int, num_frames: int, stride: int, tubel
     VideoMAE's ``int(chunk_nb * temporal_step)`` (one clip: the centre start, rounded down as its validation's
     integer division); exact in integers, so a start is never a float's rounding off. Segment clips: one clip
     takes every segment's centre frame (VideoMAE's validation); several take the frame at fraction
-    ``k / num_clips`` of every segment (VideoMAE's two SSv2 test clips: the segments' first and centre frames).
+    ``k / num_clips`` of every segment (VideoMAE's two SSv2 test clips: the segments' first and centre frames),
+    in integers as well (:func:`sample_segments`).
     A change of these views bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier ones).
     """
     if segments:
-        offsets = [0.5] if num_clips == 1 else [k / num_clips for k in range(num_clips)]
+        offsets = [Fraction(1, 2)] if num_clips == 1 else [Fraction(k, num_clips) for k in range(num_clips)]
         return [sample_segments(num_video_frames, num_frames, tubelet, None, offset=o) for o in offsets]
     span = window_length(num_frames, stride, tubelet, 0)
     room = max(num_video_frames - span, 0)
