@@ -31,7 +31,7 @@ def test_linear_probe_reaches_99_percent_on_linearly_separable_features():
     assert r["top1"] >= 0.99, r["top1"]
     assert r["top5"] == 1.0  # 5 classes: top-5 covers all
     assert r["evaluated_on"] == "test" and r["val_carved_from_train"]
-    assert r["num_train"] + r["num_val"] == 1600
+    assert r["num_select_train"] + r["num_select_val"] == 1600 == r["num_fit"]
     assert len(r["confusion_matrix"]) == 5 and sum(map(sum, r["confusion_matrix"])) == 800
 
 
@@ -49,7 +49,23 @@ def test_strong_regularisation_loses_on_validation_and_is_not_chosen():
     x, y = separable(800, seed=2)
     r = linear_probe(x[:600], y[:600], x[600:700], y[600:700], x[700:], y[700:], weight_decays=(1e-3, 100.0))
     assert r["val_top1"]["100"] < r["val_top1"]["0.001"]
-    assert r["weight_decay"] == 1e-3 and not r["val_carved_from_train"] and r["num_val"] == 100
+    assert r["weight_decay"] == 1e-3 and not r["val_carved_from_train"] and r["num_select_val"] == 100
+
+
+def test_the_linear_entry_counts_the_rows_its_reported_head_was_fitted_on_apart_from_the_selection_splits():
+    """probe.json's linear ``num_train`` / ``num_val`` were the sizes of the split each λ was fitted and scored on,
+    while the head reported on the test split is refitted on train ∪ val (36 + 12 rows fitted, 36 said). ``num_fit``
+    is the rows of the reported head, ``num_select_train`` / ``num_select_val`` those of the selection."""
+    x, y = separable(90, classes=3)
+    kw = dict(num_classes=3, weight_decays=(1e-3, 1e-1), max_iter=20)
+    given = linear_probe(x[:36], y[:36], x[36:48], y[36:48], x[48:], y[48:], **kw)
+    assert (given["num_fit"], given["num_select_train"], given["num_select_val"]) == (48, 36, 12)
+    carved = linear_probe(x[:48], y[:48], test_x=x[48:], test_y=y[48:], **kw)
+    assert carved["num_fit"] == 48 == carved["num_select_train"] + carved["num_select_val"]
+    assert carved["num_select_val"] > 0
+    no_test = linear_probe(x[:36], y[:36], x[36:48], y[36:48], **kw)  # reported on val: the selection's own fit
+    assert (no_test["num_fit"], no_test["num_select_train"], no_test["num_select_val"]) == (36, 36, 12)
+    assert "num_train" not in given and "num_val" not in given
 
 
 def test_the_validation_top1_of_every_weight_decay_is_an_exact_fraction():

@@ -94,7 +94,9 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     train when no val split is given, refits on train ∪ val, and reports on the test split (or on val when no
     test split is given). Returns a JSON-serialisable dict: ``top1``, ``top5``, per-class accuracy and the
     confusion matrix of the evaluated split (see ``classification_report``), plus ``weight_decay`` (chosen),
-    ``val_top1`` per candidate, ``evaluated_on`` and the split sizes."""
+    ``val_top1`` per candidate, ``evaluated_on``, ``num_fit`` (the rows the reported head was fitted on: train ∪
+    val where a test split is given) and ``num_select_train`` / ``num_select_val`` (the rows each λ was fitted on
+    and scored on)."""
     tx, ty = _as_tensors(train_x, train_y, "train")
     if val_x is None:
         tr, va = stratified_split(ty, val_fraction, seed)
@@ -134,8 +136,9 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
         "val_top1": {f"{wd:g}": a for wd, (a, _) in scores.items()},
         "val_carved_from_train": carved,
         "evaluated_on": evaluated,
-        "num_train": len(tx),
-        "num_val": len(vx),
+        "num_fit": len(fx),
+        "num_select_train": len(tx),
+        "num_select_val": len(vx),
     }
 
 
