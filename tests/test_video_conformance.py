@@ -740,6 +740,29 @@ def test_a_video_codec_without_decoder_is_unreadable(corpus, tmp_path):
     assert check_video(tmp_path / "unknown.avi")["status"] == "unreadable"
 
 
+
+def test_an_mp4_cut_before_its_codec_is_described_is_told_from_a_codec_without_decoder(corpus, tmp_path):
+    """An H.264 MP4 cut short inside its ``moov`` box, before its sample description (``stsd``), so that PyAV finds no
+    codec parameters, was said to be of a codec this FFmpeg has no decoder for, though any FFmpeg decodes the whole
+    file. It is said as cut short or damaged; an MP4 whose sample entry is EVC's (``evc1``: FFmpeg knows the codec,
+    this build has no decoder), its packets there, is still one of a codec without decoder."""
+    data = corpus["h264.mp4"].read_bytes()
+    description = data.index(b"stsd", data.index(b"moov"))
+    (tmp_path / "cut.mp4").write_bytes(data[:description])
+    with av.open(str(tmp_path / "cut.mp4")) as c:
+        assert c.streams.video[0].codec_context is None  # the case: a video stream, no codec
+    with pytest.raises(VideoError, match=r"cut\.mp4: unreadable \(no codec parameters and no packets for its video "
+                                         r"stream: the file is cut short or damaged \(container mov,mp4"):
+        open_video(tmp_path / "cut.mp4")
+    assert check_video(tmp_path / "cut.mp4")["status"] == "unreadable"
+
+    assert "evc" not in av.codecs_available
+    entry = data.index(b"avc1", description)
+    (tmp_path / "evc.mp4").write_bytes(data[:entry] + b"evc1" + data[entry + 4:])
+    with pytest.raises(VideoError, match=r"evc\.mp4: unreadable \(this FFmpeg has no decoder for its video codec "
+                                         r"\(container mov,mp4"):
+        open_video(tmp_path / "evc.mp4")
+
 def damaged_packet_head(src, dst, k: int):
     """``src`` with the first bytes of its ``k``-th packet with data inverted (a NAL unit FFmpeg refuses)."""
     with av.open(str(src)) as c:

@@ -270,6 +270,19 @@ def _probed_demuxer(path: str, size: int, mtime_ns: int) -> str:
         return ""
 
 
+def _why_no_decoder(container, stream) -> str:
+    """Why FFmpeg gave the video ``stream`` no decoder: a codec it has none for (the stream's packets are there: an
+    EVC file, a fourcc it does not know), or no codec parameters, the file cut short or damaged before the
+    stream's description (an MP4 cut inside its ``moov`` box, so that PyAV finds no codec and no packet)."""
+    try:
+        has_packets = any(packet.size for packet in container.demux(stream))  # (stops at the first)
+    except (av.error.FFmpegError, ValueError):
+        has_packets = False
+    if has_packets:
+        return "this FFmpeg has no decoder for its video codec"
+    return "no codec parameters and no packets for its video stream: the file is cut short or damaged"
+
+
 class PyAVReader(VideoReader):
     """Frame i exactly (module docstring), seeking where the file's timestamps are proven; threaded decoding.
     ``gpu``: decode on that CUDA device (:func:`cuda_decoder`) instead of the CPU."""
@@ -294,7 +307,7 @@ class PyAVReader(VideoReader):
                                                                            if covers else ""))
             ctx = self._stream.codec_context
             if ctx is None:
-                raise video_error(path, "unreadable", f"this FFmpeg has no decoder for its video codec (container "
+                raise video_error(path, "unreadable", f"{_why_no_decoder(self._container, self._stream)} (container "
                                                       f"{self._container.format.name})")
             self.size = self._coded_size = (int(ctx.width), int(ctx.height))
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
