@@ -752,7 +752,8 @@ def test_an_mp4_cut_before_its_codec_is_described_is_told_from_a_codec_without_d
     with av.open(str(tmp_path / "cut.mp4")) as c:
         assert c.streams.video[0].codec_context is None  # the case: a video stream, no codec
     with pytest.raises(VideoError, match=r"cut\.mp4: unreadable \(no codec parameters and no packets for its video "
-                                         r"stream: the file is cut short or damaged \(container mov,mp4"):
+                                         r"stream: the file is cut short or damaged, or its video track is empty "
+                                         r"\(container mov,mp4"):
         open_video(tmp_path / "cut.mp4")
     assert check_video(tmp_path / "cut.mp4")["status"] == "unreadable"
 

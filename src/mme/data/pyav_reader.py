@@ -273,14 +273,16 @@ def _probed_demuxer(path: str, size: int, mtime_ns: int) -> str:
 def _why_no_decoder(container, stream) -> str:
     """Why FFmpeg gave the video ``stream`` no decoder: a codec it has none for (the stream's packets are there: an
     EVC file, a fourcc it does not know), or no codec parameters, the file cut short or damaged before the
-    stream's description (an MP4 cut inside its ``moov`` box, so that PyAV finds no codec and no packet)."""
+    stream's description (an MP4 cut inside its ``moov`` box, so that PyAV finds no codec and no packet). PyAV
+    does not tell the latter from a whole file's empty track of a codec without decoder: the message names both."""
     try:
         has_packets = any(packet.size for packet in container.demux(stream))  # (stops at the first)
     except (av.error.FFmpegError, ValueError):
         has_packets = False
     if has_packets:
         return "this FFmpeg has no decoder for its video codec"
-    return "no codec parameters and no packets for its video stream: the file is cut short or damaged"
+    return ("no codec parameters and no packets for its video stream: the file is cut short or damaged, or its video "
+            "track is empty")
 
 
 class PyAVReader(VideoReader):
