@@ -842,7 +842,8 @@ def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
     assert not new.exists() and report(out, videos / "list.txt")["skipped"] == 3
     longer = tmp_path / "longer.tracks.npz"  # meta says more steps than its arrays hold
     write_version_1(longer, quantise(full.disp), full.valid, None, {**meta, "length": meta["length"] + 1})
-    with pytest.raises(VideoError, match="inconsistent arrays"):
+    with pytest.raises(VideoError, match=f"inconsistent arrays: its meta says {meta['length'] + 1} steps, its "
+                                         f"arrays hold {meta['length']}"):
         read_cache(longer, starts)
 
 

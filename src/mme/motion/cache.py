@@ -328,8 +328,11 @@ def _read_v1(path: Path, starts) -> CachedTracks:
         raise _unreadable(path, e) from e
     if meta.get("version") != 1:
         raise video_error(path, "track cache", f"track cache version {meta.get('version')} in a version 1 file")
-    if disp.ndim != 5 or disp.shape[1] != L or disp.shape[2:4] != grid:
+    if disp.ndim != 5 or disp.shape[2:4] != grid:
         raise video_error(path, "track cache", f"inconsistent arrays disp {disp.shape}, valid {valid.shape}")
+    if disp.shape[1] != L:
+        raise video_error(path, "track cache", f"inconsistent arrays: its meta says {L} steps, its arrays hold "
+                                               f"{disp.shape[1]}")
     homs = None if pair_homs is None else start_homs(pair_homs, L)[st]
     return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid[st], homs, meta, T)
 
