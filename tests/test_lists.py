@@ -1487,6 +1487,15 @@ def test_lists_check_replaces_a_users_check_json_with_overwrite_as_check_out_doe
     assert read_list(out / "all.txt")[0] == [ListEntry("a/good.mp4", 0), ListEntry("a/short.mp4", 0)]
     assert cli_main([*args[:-1], "--overwrite"]) == 0
     assert "--overwrite is for --check (a check.json in --out that is not a check report)" in caplog.text
+    (out / "check.json").unlink()  # a link to a video the build lists: refused before any list, --overwrite or not
+    (out / "check.json").hardlink_to(tmp_path / "folder" / "a" / "good.mp4")
+    (out / "all.txt").write_text("earlier/x.mp4 0\n")
+    for given in (args, [*args, "--overwrite"]):
+        assert cli_main(given) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"mme lists: error: --out {out}: its check.json is {tmp_path / 'folder' / 'a' / 'good.mp4'}, a video the "
+            f"list {out / 'all.txt'} names; write the report elsewhere")
+        assert (out / "all.txt").read_text() == "earlier/x.mp4 0\n"
 
 
 def test_an_out_that_is_a_pipe_or_a_link_to_one_is_refused_not_waited_on(videos, tmp_path):

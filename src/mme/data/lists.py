@@ -18,8 +18,9 @@ import stat
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Collection, Container, Iterator
+from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import av
@@ -1178,7 +1179,8 @@ def _read_json(path: Path):
 
 def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | None = None,
                 path_format: str | None = None, video_root: str | Path | None = None, skip_missing: bool = False,
-                classes: str | Path | None = None) -> tuple[dict[str, Path], Path | None]:
+                classes: str | Path | None = None, before_writing: Callable[[list, list], None] | None = None
+                ) -> tuple[dict[str, Path], Path | None]:
     """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source. Returns the
     lists written (split -> file) and the folder their paths start from: ``video_root``, by default for folder
     lists the one :func:`folder_lists` gives (None for the others).
@@ -1194,6 +1196,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it, before any
     write: one that cannot be removed is an MMEError naming it, nothing of this build written. A list there that
     differs from this build's is replaced with a warning naming it and what it held (:func:`_replacing`).
+    ``before_writing``: called before any write with this build's list files and its (video, label, list file)
+    entries (mme lists --check judges its report's place there, :func:`_check_replaced`).
     """
     source = Path(source)
     out_dir = check_output(out_dir, "--out", folder=True)
@@ -1232,6 +1236,10 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
         listed = _found(listed, classes, video_root, kind)
+    if before_writing is not None:
+        paths = {name: out_dir / f"{name}.txt" for name in listed}
+        before_writing(list(paths.values()), [(resolve(e, video_root), e.label, str(paths[name]))
+                                              for name, entries in listed.items() for e in entries])
     for name in sorted(splits.keys() - listed.keys()):  # before any write: one left would be read as this build's
         stale = out_dir / f"{name}.txt"
         if stale.is_file():
@@ -1354,7 +1362,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
         listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
-    _check_replaced(Path(report_path), list_files, listed, overwrite)
+    _check_replaced(Path(report_path), overwrite, list_files, listed)
     first = {}  # each file (by its real path, so './a.mp4' and 'x/../a.mp4' are 'a.mp4') -> its first spelling
     for path, _, _ in listed:
         first.setdefault(os.path.realpath(path), path)
@@ -1398,32 +1406,24 @@ def is_check_report(path: str | Path) -> bool:
     return read_json_object(path, REPORT_KEYS) is not None
 
 
-def _check_replaced(out: Path, list_files: list[str | Path], listed: list[tuple[str, int | None, str]],
-                    overwrite: bool) -> None:
+def _check_replaced(out: Path, overwrite: bool, list_files: list[str | Path],
+                    listed: list[tuple[str, int | None, str]], named: str | None = None) -> None:
     """Refuse a report that would replace a list the check reads or a video it lists (the same file however reached:
-    a link, another spelling), or, unless ``overwrite``, a file that is not a check report (a user's notes)."""
+    a link, another spelling), or, unless ``overwrite``, a file that is not a check report (a user's notes).
+    ``named``: how messages name the report (``--out OUT: its check.json`` for mme lists --check)."""
     held = identity_or_none(out)
     if held is None:
         return
+    named = named or f"--out {out}:"
     for list_file in list_files:
         if identity_or_none(list_file) == held:
-            raise ConfigError(f"--out {out}: is the list {list_file}, which this check reads; write the report "
-                              "elsewhere")
+            raise ConfigError(f"{named} is the list {list_file}, which this check reads; write the report elsewhere")
     for video, _, list_file in listed:
         if identity_or_none(video) == held:
-            raise ConfigError(f"--out {out}: is {video}, a video the list {list_file} names; write the report "
-                              "elsewhere")
-    _keep_users_file(out, overwrite)
-
-
-def _keep_users_file(report: Path, overwrite: bool, out_dir: Path | None = None) -> None:
-    """Refuse, unless ``overwrite``, a report that would replace the file at ``report`` where it is not a check report
-    (a user's notes). ``out_dir``: the --out of mme lists --check, the folder of its ``report``."""
-    if overwrite or is_check_report(report):
-        return
-    where = f"--out {report}:" if out_dir is None else f"--out {out_dir}: its {report.name}"
-    raise ConfigError(f"{where} already holds a file mme check did not write (not a check report); give --overwrite "
-                      "to replace it, or another --out")
+            raise ConfigError(f"{named} is {video}, a video the list {list_file} names; write the report elsewhere")
+    if not (overwrite or is_check_report(out)):
+        raise ConfigError(f"{named} already holds a file mme check did not write (not a check report); give "
+                          "--overwrite to replace it, or another --out")
 
 
 def _check_job(job: tuple) -> dict:
@@ -1478,11 +1478,12 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     report_path = Path(out_dir) / "check.json"
     if check and report_path.exists():  # before any list is written
         check_output(report_path, "--out")  # a regular file, not a pipe is_check_report would wait on
-        _keep_users_file(report_path, overwrite, Path(out_dir))
     written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
-                                skip_missing=skip_missing, classes=classes)
+                                skip_missing=skip_missing, classes=classes,
+                                before_writing=partial(_check_replaced, report_path, overwrite,
+                                                       named=f"--out {out_dir}: its check.json") if check else None)
     if not check:
         return {"lists": written, "check": None}
     report = check_lists(list(written.values()), root, report_path, min_frames, workers,
-                         decode_threads=decode_threads, overwrite=True)  # (check.json was judged above)
+                         decode_threads=decode_threads, overwrite=True)  # (judged before any list was written)
     return {"lists": written, "check": report}
