@@ -741,13 +741,14 @@ def test_float32_rows_of_the_users_beside_their_own_json_lines_are_not_taken_for
         assert f"embed: {side}: damaged (" in caplog.text and sorted(loads) == [0, 1]
 
 
-@pytest.mark.parametrize("recorded", [1, 2, 3, 4])
+@pytest.mark.parametrize("recorded", [1, 2, 3, 4, 5])
 def test_features_read_by_an_earlier_reading_rule_are_made_again(recorded, own_root, tmp_path, monkeypatch, caplog):
     """Features cached by an mme whose test views started elsewhere (rounded, not rounded down) or that gave a still
     picture a row were reused as up to date by the later rule, and a stopped job of it was resumed, mixing rows of
     both: their job records no reading version (1), 2 where the opencv and decord backends gave a still picture
-    of a demuxer outside a short list a row, 3 where an ICO or a still AVIF had one, or 4 where segment views' frames
-    were a float product's (a frame early for some). Each is named as read by an earlier rule and made again."""
+    of a demuxer outside a short list a row, 3 where an ICO or a still AVIF had one, 4 where segment views' frames
+    were a float product's (a frame early for some), or 5 where pyav refused a file of several frames opened by a
+    picture demuxer. Each is named as read by an earlier rule and made again."""
     import logging
     import re
 

@@ -701,6 +701,30 @@ def test_an_ico_or_a_still_avif_named_as_a_video_is_no_video(tmp_path, clip_fram
         np.testing.assert_array_equal(reader.read([0]), decode_all(one))
 
 
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_a_picture_is_refused_only_where_the_backend_counts_one_frame(tmp_path, clip_frames, backend):
+    """The PyAV reader asked whether a file was a still picture before it counted its frames, as if it had one:
+    four PNGs one after another (FFmpeg's png_pipe reads them as four frames) and an 8-frame H.264 MP4 whose
+    ftyp's major brand says avif were refused as still pictures by pyav, and read by opencv. Both backends read
+    them now, each frame i; a single PNG stays a still picture."""
+    pngs = tmp_path / "pngs.mp4"
+    pngs.write_bytes(b"".join(cv2.imencode(".png", f[..., ::-1])[1].tobytes() for f in clip_frames[:4]))
+    h264 = write_video(tmp_path / "h264.mp4", clip_frames[:8]).read_bytes()
+    (tmp_path / "avif.mp4").write_bytes(h264[:8] + b"avif" + h264[12:])
+    with av.open(str(pngs)) as c:
+        assert c.format.name == "png_pipe"
+    for path, n in ((pngs, 4), (tmp_path / "avif.mp4", 8)):
+        with open_video(path, backend) as reader:
+            assert reader.num_frames == n
+            got = reader.read(list(range(n)))
+        np.testing.assert_array_equal(got, decode_all(path))
+    np.testing.assert_array_equal(decode_all(pngs), np.stack(clip_frames[:4]))
+    pngs.write_bytes(cv2.imencode(".png", clip_frames[0])[1].tobytes())
+    with pytest.raises(VideoError, match=r"pngs\.mp4: unreadable \(not a video: FFmpeg read it as png_pipe, a still "
+                                         r"picture\)$"):
+        open_video(pngs, backend)
+
+
 def _picture(codec: str, pix_fmt: str, frame: np.ndarray) -> bytes:
     """``frame`` (RGB) as a picture file of FFmpeg's ``codec`` (dpx, sgi, pcx, xwd, ...)."""
     context = av.CodecContext.create(codec, "w")

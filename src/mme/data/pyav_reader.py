@@ -161,17 +161,17 @@ PICTURE_BRANDS = frozenset({b"avif"})
 video: AVIF's (an image sequence's is ``avis``)."""
 
 
-def not_a_video(path: str, demuxer: str, frames: int = 1) -> None:
+def not_a_video(path: str, demuxer: str, frames: int | None = None) -> None:
     """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` ('' where a backend did not ask) where that reads
     text (:data:`TEXT_DEMUXERS`), or where the backend reading the file counts ``frames`` 1 or fewer (PyAV's reader:
-    one packet) and it is a picture: opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still picture or an
-    animated WebP whose frames that backend does not decode (FFmpeg's WebP decoder reads none; OpenCV's build may
-    read them all, and the file is read), or by the MP4 demuxer (or unasked), an MP4 box of a picture's brand
-    (:data:`PICTURE_BRANDS`: a still AVIF). A change of what is refused bumps
-    :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
+    one packet; None where it has not counted them yet: then only text is refused) and it is a picture: opened by a
+    picture demuxer (:data:`PICTURE_DEMUXERS`), a still picture or an animated WebP whose frames that backend does
+    not decode (FFmpeg's WebP decoder reads none; OpenCV's build may read them all, and the file is read), or by the
+    MP4 demuxer (or unasked), an MP4 box of a picture's brand (:data:`PICTURE_BRANDS`: a still AVIF). A change of
+    what is refused bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
         what = "not a video: FFmpeg read it as {}, text drawn as frames"
-    elif frames > 1:
+    elif frames is None or frames > 1:
         return
     elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):
         if demuxer == "webp_pipe" and _animated_webp(path):
@@ -301,7 +301,7 @@ class PyAVReader(VideoReader):
         self._leave = _Leave()
         self._open()
         try:
-            not_a_video(path, self._container.format.name)
+            not_a_video(path, self._container.format.name)  # text, refused before it is indexed
             if self._stream is None:
                 covers = len(self._container.streams.video)
                 raise video_error(path, "unreadable", "no video stream" + (f", only {covers} attached picture"
@@ -317,6 +317,7 @@ class PyAVReader(VideoReader):
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
             self.num_frames, self.packets = self._index.num_frames, self._index.packets
+            not_a_video(path, self._container.format.name, self.num_frames)  # a picture, where it counts one frame
         except BaseException:
             self.close()
             raise

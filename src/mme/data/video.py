@@ -33,7 +33,6 @@ import cv2
 import numpy as np
 
 from mme.data.pyav_reader import (
-    TEXT_DEMUXERS,
     PyAVReader,
     cuda_decoder,
     not_a_video,
@@ -101,8 +100,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
         demuxer = "" if video_by_its_bytes(path) else probed_demuxer(path)
-        if demuxer in TEXT_DEMUXERS:
-            not_a_video(path, demuxer)
+        not_a_video(path, demuxer)  # text, refused before the backend opens it
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     try:
         not_a_video(path, demuxer, reader.num_frames)  # a picture: refused where this backend reads one frame

@@ -133,12 +133,15 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-READING_VERSION = 5
+READING_VERSION = 6
 """Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features
 so that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives
-a video other views or another verdict (the frames of the test views, which files are refused). 5: segment views'
-frames computed in integers (:func:`mme.data.sampling.sample_segments`; before: a float product, a frame early
-where ⌊(i + k/N)·F/T⌋ is a whole number the product fell just under, e.g. frame 14 for 15); 4: an ICO and a
+a video other views or another verdict (the frames of the test views, which files are refused). 6: the pyav backend
+refuses a picture only where it counts one frame (:func:`mme.data.pyav_reader.not_a_video`; before: a file of
+several frames opened by a picture demuxer, several PNGs one after another, or an MP4 whose major brand is avif,
+was refused unread); 5: segment views' frames computed in integers (:func:`mme.data.sampling.sample_segments`;
+before: a float product, a frame early where ⌊(i + k/N)·F/T⌋ is a whole number the product fell just under, e.g.
+frame 14 for 15); 4: an ICO and a
 still AVIF are refused as still pictures (:func:`mme.data.pyav_reader.not_a_video`; before: read as one-frame
 videos, given a row); 3: the opencv and
 decord backends probe with PyAV every file but one that begins as a video container or raw stream
