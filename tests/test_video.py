@@ -670,6 +670,23 @@ def test_an_animated_webp_is_read_where_the_backend_decodes_its_frames(tmp_path,
             open_video(tmp_path / "still.webp", backend)
 
 
+def write_avif(path: Path, frames: np.ndarray) -> Path:
+    """``frames`` as an AVIF by FFmpeg's muxer: a still picture of one frame, else an animated AVIF (brand avis),
+    which FFmpeg opens as two video streams: the still main image (the first frame) and the sequence."""
+    with av.open(str(path), "w", format="avif") as c:
+        s = c.add_stream("libsvtav1" if "libsvtav1" in av.codecs_available else "libaom-av1", rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
+STILL_AVIF = (r"unreadable \(not a video: a still picture \(a HEIF image item: AVIF, HEIC\), which FFmpeg reads as "
+              r"one frame\)")
+"""How a still AVIF is refused, as a pattern."""
+
+
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
 def test_an_ico_or_a_still_avif_named_as_a_video_is_no_video(tmp_path, clip_frames, backend):
     """FFmpeg opens an ICO with its ico demuxer (a one-frame stream per size) and a still AVIF with its MP4 demuxer
@@ -680,25 +697,53 @@ def test_an_ico_or_a_still_avif_named_as_a_video_is_no_video(tmp_path, clip_fram
 
     Image.fromarray(clip_frames[0]).save(tmp_path / "icon.ico")  # four sizes, up to 64x48
     (tmp_path / "icon.mp4").write_bytes((tmp_path / "icon.ico").read_bytes())
-    with av.open(str(tmp_path / "still.mp4"), "w", format="avif") as c:  # FFmpeg's AVIF muxer: a still picture
-        s = c.add_stream("libsvtav1" if "libsvtav1" in av.codecs_available else "libaom-av1", rate=1)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        c.mux(s.encode(av.VideoFrame.from_ndarray(clip_frames[0], format="rgb24")))
-        c.mux(s.encode())
+    write_avif(tmp_path / "still.mp4", clip_frames[:1])
     for name, demuxer in (("icon.mp4", "ico"), ("still.mp4", "mov,mp4,m4a,3gp,3g2,mj2")):
         with av.open(str(tmp_path / name)) as c:  # FFmpeg's own reading: one frame
             assert c.format.name == demuxer and sum(1 for _ in c.decode(video=0)) == 1
     with pytest.raises(VideoError, match=r"/icon\.mp4: unreadable \(not a video: FFmpeg read it as ico, a still "
                                          r"picture\)$"):
         open_video(tmp_path / "icon.mp4", backend)
-    with pytest.raises(VideoError, match=r"/still\.mp4: unreadable \(not a video: a still picture of brand avif "
-                                         r"\(AVIF\), which FFmpeg reads as one frame\)$"):
+    with pytest.raises(VideoError, match=rf"/still\.mp4: {STILL_AVIF}$"):
         open_video(tmp_path / "still.mp4", backend)
     assert check_video(tmp_path / "still.mp4")["status"] == "unreadable"
     one = write_video(tmp_path / "one.mp4", clip_frames[:1])
     with open_video(one, backend) as reader:
         assert reader.num_frames == 1
         np.testing.assert_array_equal(reader.read([0]), decode_all(one))
+
+
+def test_an_animated_avif_is_read_as_its_sequence_not_its_still_picture(tmp_path, clip_frames):
+    """FFmpeg opens an animated AVIF (named .mp4) with its MP4 demuxer as two video streams, the still main image
+    first (one frame, no duration), then the 8-frame sequence: the first was read, a one-frame video that mme check
+    called ok. The pyav backend reads the sequence, each frame i as PyAV's plain decode of that stream gives it;
+    OpenCV, which reads the first video stream, refuses it, naming pyav. A still AVIF whose major brand is mif1
+    (avif among its compatible brands) is a still picture too, and an MP4 of one H.264 frame whose major brand says
+    avif is a video."""
+    path = write_avif(tmp_path / "animated.mp4", clip_frames[:8])
+    with av.open(str(path)) as c:
+        assert [s.frames for s in c.streams.video] == [1, 8]
+        sequence = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=1)])
+    with open_video(path) as reader:
+        assert reader.num_frames == 8
+        np.testing.assert_array_equal(reader.read([7, 2, 5, 0]), sequence[[7, 2, 5, 0]])
+        np.testing.assert_array_equal(reader.read(list(range(8))), sequence)
+    report = check_video(path)
+    assert (report["status"], report["frames"]) == ("ok", 8)
+    with pytest.raises(VideoError, match=r"animated\.mp4: unreadable \(its first video stream is a still picture, "
+                                         r"before its image sequence \(an animated AVIF\), and this backend reads that "
+                                         r"one frame: read it with the pyav backend\)$"):
+        open_video(path, "opencv")
+    still = write_avif(tmp_path / "still.mp4", clip_frames[:1]).read_bytes()
+    assert still[8:12] == b"avif" and b"mif1" in still[16:32]
+    (tmp_path / "mif1.mp4").write_bytes(still[:8] + b"mif1" + still[12:])
+    h264 = write_video(tmp_path / "h264.mp4", clip_frames[:1]).read_bytes()
+    (tmp_path / "h264_avif.mp4").write_bytes(h264[:8] + b"avif" + h264[12:])
+    for backend in ("pyav", "opencv"):
+        with pytest.raises(VideoError, match=rf"mif1\.mp4: {STILL_AVIF}$"):
+            open_video(tmp_path / "mif1.mp4", backend)
+        with open_video(tmp_path / "h264_avif.mp4", backend) as reader:
+            np.testing.assert_array_equal(reader.read([0]), decode_all(tmp_path / "h264.mp4"))
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
@@ -743,8 +788,8 @@ def test_the_opencv_backend_probes_with_pyav_every_file_but_a_video_container(tm
     import mme.data.video as video
 
     probed = []
-    probe = video.probed_demuxer
-    monkeypatch.setattr(video, "probed_demuxer", lambda path, *args: probed.append(os.path.basename(path))
+    probe = video.probe_video
+    monkeypatch.setattr(video, "probe_video", lambda path, *args: probed.append(os.path.basename(path))
                         or probe(path, *args))
     for name, codec in (("h264.mp4", "libx264"), ("h264.mkv", "libx264"), ("h264.ts", "libx264"),
                         ("mpeg4.avi", "mpeg4"), ("vp9.webm", "libvpx-vp9"), ("h264.m2ts", "libx264"),

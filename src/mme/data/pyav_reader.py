@@ -143,8 +143,36 @@ def open_container(path: str, **options) -> av.container.InputContainer:
 
 def video_stream(container) -> av.video.stream.VideoStream | None:
     """The file's video: its first video stream that is not an attached picture (a cover image, which FFmpeg lists
-    as a one-frame video stream, before or after the video); None if there is none."""
-    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+    as a one-frame video stream, before or after the video), nor a still image where the file holds another video
+    (:func:`still_image`: an animated AVIF's main image, before its sequence); None if there is none."""
+    videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return next((s for s in videos if not still_image(s)), next(iter(videos), None))
+
+
+MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
+"""The name of FFmpeg's demuxer of MP4, MOV and their kin (HEIF pictures: AVIF, HEIC)."""
+
+
+def still_image(stream: av.video.stream.VideoStream) -> bool:
+    """Whether FFmpeg's MP4 demuxer lists ``stream`` for a HEIF image item (an AVIF's or a HEIC's picture, and an
+    animated AVIF's main image beside its sequence track): one frame, a time base of a second and no duration, where
+    a track, of one frame too, has its media header's duration."""
+    return (stream.container.format.name == MP4_DEMUXER and stream.frames == 1 and stream.duration is None
+            and stream.time_base == 1)
+
+
+STILL_PICTURE = "a still picture"
+""":func:`still_read` of a file whose only video is a still image."""
+
+
+def still_read(container, stream: av.video.stream.VideoStream | None) -> str:
+    """What ``stream``, the video stream of ``container`` a backend reads, is where it is a still image
+    (:func:`still_image`): :data:`STILL_PICTURE` where the file holds no other video, 'a still picture before its
+    sequence' where it holds one (an animated AVIF's main image: what a backend that reads the first video stream
+    reads, OpenCV's); '' where it is none."""
+    if stream is None or not still_image(stream):
+        return ""
+    return STILL_PICTURE if still_image(video_stream(container)) else "a still picture before its sequence"
 
 
 TEXT_DEMUXERS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
@@ -156,47 +184,33 @@ PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix"
 a single PNG or JPEG as a one-frame video, and an ICO's pictures as one-frame videos, one a size. An animated GIF (the
 ``gif`` demuxer) is a clip, and is read."""
 
-PICTURE_BRANDS = frozenset({b"avif"})
-"""The major brands (an ``ftyp`` box's, at offset 8) of still pictures that FFmpeg's MP4 demuxer opens as a one-frame
-video: AVIF's (an image sequence's is ``avis``)."""
 
-
-def not_a_video(path: str, demuxer: str, frames: int | None = None) -> None:
+def not_a_video(path: str, demuxer: str, frames: int | None = None, still: str = "") -> None:
     """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` ('' where a backend did not ask) where that reads
     text (:data:`TEXT_DEMUXERS`), or where the backend reading the file counts ``frames`` 1 or fewer (PyAV's reader:
-    one packet; None where it has not counted them yet: then only text is refused) and it is a picture: opened by a
-    picture demuxer (:data:`PICTURE_DEMUXERS`), a still picture or an animated WebP whose frames that backend does
-    not decode (FFmpeg's WebP decoder reads none; OpenCV's build may read them all, and the file is read), or by the
-    MP4 demuxer (or unasked), an MP4 box of a picture's brand (:data:`PICTURE_BRANDS`: a still AVIF). A change of
-    what is refused bumps :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
+    one packet; None where it has not counted them yet: then only text is refused) and it is a picture: the still
+    image of a HEIF file (``still``, :func:`still_read`: a still AVIF, or an animated one's main image that a backend
+    reads in its sequence's place), or opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still picture or an
+    animated WebP whose frames that backend does not decode (FFmpeg's WebP decoder reads none; OpenCV's build may
+    read them all, and the file is read). A change of what is refused bumps
+    :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
         what = "not a video: FFmpeg read it as {}, text drawn as frames"
     elif frames is None or frames > 1:
         return
+    elif still == STILL_PICTURE:
+        what = "not a video: a still picture (a HEIF image item: AVIF, HEIC), which FFmpeg reads as one frame"
+    elif still:
+        what = ("its first video stream is a still picture, before its image sequence (an animated AVIF), and this "
+                "backend reads that one frame: read it with the pyav backend")
     elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):
         if demuxer == "webp_pipe" and _animated_webp(path):
             what = "FFmpeg read it as {}: an animated WebP, whose frames this backend does not decode"
         else:
             what = "not a video: FFmpeg read it as {}, a still picture"
-    elif demuxer in ("", MP4_DEMUXER) and (brand := _picture_brand(path)):
-        what = f"not a video: a still picture of brand {brand} (AVIF), which FFmpeg reads as one frame"
     else:
         return
     raise video_error(path, "unreadable", what.format(demuxer))
-
-
-MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
-"""The name of FFmpeg's demuxer of MP4, MOV and their kin (HEIF pictures: AVIF)."""
-
-
-def _picture_brand(path: str) -> str:
-    """The file's major brand ('' where it is none of :data:`PICTURE_BRANDS`): its first box an ``ftyp``."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:  # the backend, which cannot read it either, says why
-        return ""
-    return head[8:12].decode() if head[4:8] == b"ftyp" and head[8:12] in PICTURE_BRANDS else ""
 
 
 def _animated_webp(path: str) -> bool:
@@ -218,17 +232,22 @@ VIDEO_SIGNATURES = (b"\x1a\x45\xdf\xa3", b"OggS", b"FLV", b"\x30\x26\xb2\x75\x8e
 MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
 """The boxes an MP4, MOV or 3GP file begins with (its type at offset 4): ``ftyp``, or an old QuickTime file's."""
 
+HEIF_BRANDS = frozenset({b"mif1", b"msf1", b"avif", b"avis", b"heic", b"heix"})
+"""The ``ftyp`` brands of HEIF files (ISO/IEC 23008-12's of image items and of image sequences, AVIF's and HEIC's
+own), whose still images FFmpeg's MP4 demuxer lists as video streams (:func:`still_image`)."""
+
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\f\r\x1b" + bytes(range(0x80, 0x100))
 """Bytes of text: printable ASCII, white space, ANSI art's escape and any byte of UTF-8 or a code page."""
 
 
 def video_by_its_bytes(path: str) -> bool:
     """Whether the file is a video container or a raw video stream by its first 512 bytes, without opening it with
-    FFmpeg: an MP4 (:data:`MP4_BOXES`), an AVI (``RIFF....AVI``), MPEG-TS (:func:`_mpeg_ts`), MPEG-PS, raw MPEG,
-    H.264 or HEVC (a start code, ``00 00 01`` or ``00 00 00 01``, then a unit that is not 0, which an ICO picture's
-    is), or one of :data:`VIDEO_SIGNATURES`; never where they are text alone (a list file; YUV4MPEG2 begins so),
-    nor where its name is one FFmpeg opens with a demuxer of text or pictures (:data:`NAMED_TEXT_AND_PICTURES`).
-    The backends that do not say how FFmpeg opened a file ask PyAV's probe (:func:`probed_demuxer`) of every
+    FFmpeg: an MP4 (:data:`MP4_BOXES`) but a HEIF one (:data:`HEIF_BRANDS`: a picture, or an image sequence whose
+    first video stream may be its still picture), an AVI (``RIFF....AVI``), MPEG-TS (:func:`_mpeg_ts`), MPEG-PS, raw
+    MPEG, H.264 or HEVC (a start code, ``00 00 01`` or ``00 00 00 01``, then a unit that is not 0, which an ICO
+    picture's is), or one of :data:`VIDEO_SIGNATURES`; never where they are text alone (a list file; YUV4MPEG2 begins
+    so), nor where its name is one FFmpeg opens with a demuxer of text or pictures (:data:`NAMED_TEXT_AND_PICTURES`).
+    The backends that do not say how FFmpeg opened a file ask PyAV's probe (:func:`probe_video`) of every
     other file, which may be text or a still picture of any of FFmpeg's picture demuxers (Sun raster, Radiance
     HDR, PFM, DPX, SGI, PCX, XWD, ...): a video container's probe is spared, a picture's never."""
     if os.path.splitext(path)[1][1:].lower() in NAMED_TEXT_AND_PICTURES:
@@ -241,9 +260,18 @@ def video_by_its_bytes(path: str) -> bool:
     if not head.translate(None, _TEXT_BYTES):
         return False
     unit = 3 if head.startswith(b"\0\0\x01") else 4 if head.startswith(b"\0\0\0\x01") else 0
-    return (head.startswith(VIDEO_SIGNATURES) or head[4:8] in MP4_BOXES
+    return (head.startswith(VIDEO_SIGNATURES) or head[4:8] in MP4_BOXES and not _heif(head)
             or head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX") or _mpeg_ts(head)
             or unit > 0 and head[unit:unit + 1] not in (b"", b"\0"))
+
+
+def _heif(head: bytes) -> bool:
+    """Whether ``head`` begins with an ``ftyp`` box that names a HEIF brand (:data:`HEIF_BRANDS`), its major brand or
+    a compatible one."""
+    if head[4:8] != b"ftyp":
+        return False
+    end = min(int.from_bytes(head[:4], "big"), len(head))
+    return not HEIF_BRANDS.isdisjoint([head[8:12]] + [head[at:at + 4] for at in range(16, end - 3, 4)])
 
 
 def _mpeg_ts(head: bytes) -> bool:
@@ -253,21 +281,22 @@ def _mpeg_ts(head: bytes) -> bool:
                                                                                                     (4, 192)))
 
 
-def probed_demuxer(path: str) -> str:
-    """The demuxer FFmpeg (PyAV's) opens the file with ('' where it opens none), for the backends that do not say
-    (of files that are no video container by their first bytes, :func:`video_by_its_bytes`: rare in a list, each
-    probed once a process while it is unchanged, by path, size and mtime)."""
+def probe_video(path: str) -> tuple[str, str]:
+    """How FFmpeg (PyAV's) opens the file, for the backends that do not say (of files that are no video container by
+    their first bytes, :func:`video_by_its_bytes`: rare in a list, each probed once a process while it is unchanged,
+    by path, size and mtime): the demuxer ('' where it opens none) and what its first video stream, which those
+    backends read, is where it is a still image (:func:`still_read`)."""
     st = os.stat(path)
-    return _probed_demuxer(path, st.st_size, st.st_mtime_ns)
+    return _probe_video(path, st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4096)
-def _probed_demuxer(path: str, size: int, mtime_ns: int) -> str:
+def _probe_video(path: str, size: int, mtime_ns: int) -> tuple[str, str]:
     try:
         with open_container(path) as container:
-            return container.format.name
+            return container.format.name, still_read(container, next(iter(container.streams.video), None))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
-        return ""
+        return "", ""
 
 
 def _why_no_decoder(container, stream) -> str:
@@ -317,7 +346,8 @@ class PyAVReader(VideoReader):
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
             self.num_frames, self.packets = self._index.num_frames, self._index.packets
-            not_a_video(path, self._container.format.name, self.num_frames)  # a picture, where it counts one frame
+            not_a_video(path, self._container.format.name, self.num_frames,  # a picture, where it counts one frame
+                        still_read(self._container, self._stream))
         except BaseException:
             self.close()
             raise

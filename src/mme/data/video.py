@@ -2,10 +2,11 @@
 
 **Frame i** is the i-th frame of FFmpeg's sequential decode of the file's first video stream, in presentation
 order: ``list(av.open(path).decode(video=0))[i]``; a stream that is an attached picture (cover art) is not a
-video and is passed over. ``num_frames`` is the length of that decode. An H.264 packet without a picture gives no
-frame, which FFmpeg's decoder says with an error that ``ffmpeg`` passes over and PyAV's plain decode stops at
-(:func:`mme.data.pyav_reader._decode_packet`), but one that ends with an end of sequence, which gives the frames
-the decoder holds for reordering. The default
+video and is passed over, and so is a still image beside an image sequence (an animated AVIF's main image, which
+FFmpeg's MP4 demuxer lists first: :func:`mme.data.pyav_reader.still_image`). ``num_frames`` is the length of that
+decode. An H.264 packet without a picture gives no frame, which FFmpeg's decoder says with an error that
+``ffmpeg`` passes over and PyAV's plain decode stops at (:func:`mme.data.pyav_reader._decode_packet`), but one
+that ends with an end of sequence, which gives the frames the decoder holds for reordering. The default
 PyAV reader returns exactly those frames for any index set, in any order, on every file it opens
 (``VideoReader.exact``). The OpenCV reader is not exact: its seeking (CAP_PROP_POS_FRAMES) returns wrong frames
 on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not checked. Neither is the
@@ -36,7 +37,7 @@ from mme.data.pyav_reader import (
     PyAVReader,
     cuda_decoder,
     not_a_video,
-    probed_demuxer,
+    probe_video,
     video_by_its_bytes,
 )
 from mme.data.video_reader import (
@@ -95,15 +96,16 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         raise video_error(path, "unreadable", "is a folder (mme reads video files, not folders of frames)")
     if os.path.getsize(path) == 0:
         raise video_error(path, "empty", "zero-byte file")
-    demuxer = ""
+    demuxer = still = ""
     if backend in ("pyav", "pyav-cuda"):
         reader = PyAVReader(path, threads, index_dir, gpu=decode_gpu() if backend == "pyav-cuda" else None)
     else:  # their FFmpeg opens text and pictures as PyAV's does, without saying how
-        demuxer = "" if video_by_its_bytes(path) else probed_demuxer(path)
+        if not video_by_its_bytes(path):
+            demuxer, still = probe_video(path)
         not_a_video(path, demuxer)  # text, refused before the backend opens it
         reader = {"opencv": _OpenCVReader, "decord": _DecordReader}[backend](path, threads)
     try:
-        not_a_video(path, demuxer, reader.num_frames)  # a picture: refused where this backend reads one frame
+        not_a_video(path, demuxer, reader.num_frames, still)  # a picture: refused where this backend reads one frame
         if reader.num_frames <= 0:
             raise video_error(path, "unreadable", no_frames(reader.packets))
         if orientation == "display":
