@@ -748,8 +748,8 @@ def test_features_read_by_an_earlier_reading_rule_are_made_again(recorded, own_r
     both: their job records no reading version (1), 2 where the opencv and decord backends gave a still picture
     of a demuxer outside a short list a row, 3 where an ICO or a still AVIF had one, 4 where segment views' frames
     were a float product's (a frame early for some), or 5 where pyav refused a file of several frames opened by a
-    picture demuxer and an animated AVIF was read as its still image. Each is named as read by an earlier rule and
-    made again."""
+    picture demuxer, an animated AVIF was read as its still image and a GIF of one frame had a row. Each is named as
+    read by an earlier rule and made again."""
     import logging
     import re
 

@@ -648,6 +648,48 @@ def test_text_and_still_pictures_are_no_videos_though_ffmpeg_opens_them(tmp_path
         assert reader.read([5]).shape == (1, 48, 64, 3)
 
 
+def _one_frame_apng(png: bytes) -> bytes:
+    """The PNG ``png`` as an APNG of one frame: an animation control chunk (acTL) saying so, and the frame's control
+    chunk (fcTL) before its image data, after the header (IHDR, the first 33 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    width, height = struct.unpack(">II", png[16:24])
+    return (png[:33] + chunk(b"acTL", struct.pack(">II", 1, 0))
+            + chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, width, height, 0, 0, 1, 25, 0, 0)) + png[33:])
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_a_gif_or_an_apng_of_one_frame_is_a_still_picture(tmp_path, clip_frames, backend):
+    """FFmpeg opens a GIF with its gif demuxer and an APNG with its apng demuxer, whatever their frames: one of one
+    frame named .mp4 was read as a one-frame video by both backends. Each is a still picture now, as a PNG is; an
+    animated GIF or APNG is a clip, read, each frame as FFmpeg decodes it."""
+    from PIL import Image
+
+    with av.open(str(tmp_path / "gif.mp4"), "w", format="gif") as c:
+        s = c.add_stream("gif", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "rgb8"
+        c.mux(s.encode(av.VideoFrame.from_ndarray(clip_frames[0], format="rgb24").reformat(format="rgb8")))
+        c.mux(s.encode())
+    (tmp_path / "apng.mp4").write_bytes(_one_frame_apng(cv2.imencode(".png", clip_frames[0])[1].tobytes()))
+    frames = [Image.fromarray(f) for f in clip_frames[:3]]
+    frames[0].save(tmp_path / "clip.png", save_all=True, append_images=frames[1:], duration=40)
+    os.replace(tmp_path / "clip.png", tmp_path / "clip.mp4")
+    for name, demuxer, n in (("gif.mp4", "gif", 1), ("apng.mp4", "apng", 1), ("clip.mp4", "apng", 3)):
+        with av.open(str(tmp_path / name)) as c:  # FFmpeg's own reading
+            assert c.format.name == demuxer and sum(1 for _ in c.decode(video=0)) == n
+    for name, demuxer in (("gif.mp4", "gif"), ("apng.mp4", "apng")):
+        with pytest.raises(VideoError, match=rf"/{name}: unreadable \(not a video: FFmpeg read it as {demuxer}, a "
+                                             rf"still picture\)$"):
+            open_video(tmp_path / name, backend)
+    with open_video(tmp_path / "clip.mp4", backend) as reader:
+        assert reader.num_frames == 3
+        np.testing.assert_array_equal(reader.read([2, 0, 1]), np.stack(clip_frames[:3])[[2, 0, 1]])
+
+
 def test_an_animated_webp_is_read_where_the_backend_decodes_its_frames(tmp_path, clip_frames):
     """FFmpeg opens an animated WebP with webp_pipe, a picture demuxer: the opencv backend, which reads its frames,
     refused it as "a still picture". A picture is refused where the backend reading it counts one frame: the

@@ -179,10 +179,10 @@ TEXT_DEMUXERS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
 """FFmpeg's demuxers of text art, which draw any text they open as frames: ``tty`` takes every file named .txt
 (a list file, a README) as a video of a few ANSI-art frames."""
 
-PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix", "ico"})
+PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix", "ico", "gif", "apng"})
 """FFmpeg's demuxers of pictures (with every ``<codec>_pipe`` one: png_pipe, jpeg_pipe, webp_pipe, ...), which open
-a single PNG or JPEG as a one-frame video, and an ICO's pictures as one-frame videos, one a size. An animated GIF (the
-``gif`` demuxer) is a clip, and is read."""
+a single PNG or JPEG as a one-frame video, an ICO's pictures as one-frame videos, one a size, and a GIF or an APNG
+of one frame as a one-frame video. An animated GIF or APNG (more frames) is a clip, and is read."""
 
 
 def not_a_video(path: str, demuxer: str, frames: int | None = None, still: str = "") -> None:

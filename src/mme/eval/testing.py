@@ -142,9 +142,10 @@ several frames opened by a picture demuxer, several PNGs one after another, or a
 was refused unread), an animated AVIF is read as its sequence by pyav and refused by opencv, and a still AVIF is
 refused by what FFmpeg's MP4 demuxer lists (:func:`mme.data.pyav_reader.still_image`), whatever its brand (before:
 the animated one read as its still main image, one frame; one of major brand mif1 read as a one-frame video, an
-MP4 of one H.264 frame whose major brand says avif refused); 5: segment views' frames computed in integers (:func:`mme.data.sampling.sample_segments`;
-before: a float product, a frame early where ⌊(i + k/N)·F/T⌋ is a whole number the product fell just under, e.g.
-frame 14 for 15); 4: an ICO and a
+MP4 of one H.264 frame whose major brand says avif refused), and a GIF or an APNG of one frame is refused as a
+still picture (before: read as a one-frame video, given a row); 5: segment views' frames computed in integers
+(:func:`mme.data.sampling.sample_segments`; before: a float product, a frame early where ⌊(i + k/N)·F/T⌋ is a
+whole number the product fell just under, e.g. frame 14 for 15); 4: an ICO and a
 still AVIF are refused as still pictures (:func:`mme.data.pyav_reader.not_a_video`; before: read as one-frame
 videos, given a row); 3: the opencv and
 decord backends probe with PyAV every file but one that begins as a video container or raw stream
