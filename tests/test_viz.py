@@ -115,6 +115,23 @@ def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_tempor
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t.gif", "t.mp4", "t.png"]
 
 
+def test_viz_refuses_an_out_that_is_the_video_drawn_however_it_is_reached(tmp_path, capsys):
+    """--out naming the video (itself, a symbolic link to it, a hard link) replaced the video with the picture,
+    exit 0, and later runs read the drawing as the video."""
+    from mme.cli import main
+
+    video = write_video(tmp_path / "v.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    held = video.read_bytes()
+    (tmp_path / "link.gif").symlink_to(video)
+    os.link(video, tmp_path / "hard.png")
+    for out in (video, tmp_path / "link.gif", tmp_path / "hard.png"):
+        assert main(["viz", str(video), "--out", str(out), "--num-frames", "4", "--stride", "2", "--size", "64"]) == 1
+        assert capsys.readouterr().err == (f"mme viz: error: --out {out}: is {video}, the video drawn; write the "
+                                           "picture elsewhere\n")
+        assert video.read_bytes() == held
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.png", "link.gif", "v.mp4"]
+
+
 def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_patches_dimmed(panels, tmp_path):
     from mme.models.export import save_pretrained
     from mme.models.mae import MaskedAutoencoder

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mme.data.dataset import DataConfig, Sample
+from mme.data.lists import identity_or_none
 from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
@@ -430,6 +431,17 @@ def _prediction_legend(heads: list[str]):
 PICTURES = (".png", ".gif", ".mp4")
 
 
+def _keep_what_is_read(out: Path, video: str, checkpoint: str | None) -> None:
+    """Refuse an ``out`` that is the video drawn or the checkpoint read (the same file however reached: a link, a
+    hard link, another spelling): the picture would replace it, and later runs read the drawing as a video."""
+    held = identity_or_none(out)
+    if held is None:
+        return
+    for what, path in (("the video drawn", video), ("the checkpoint whose predictions are drawn", checkpoint)):
+        if path is not None and identity_or_none(path) == held:
+            raise ConfigError(f"--out {out}: is {path}, {what}; write the picture elsewhere")
+
+
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
                  num_frames: int | None = None, stride: int | None = None, size: int | None = None,
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
@@ -444,6 +456,7 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
     if kind not in PICTURES:
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
     check_output(out, "--out")
+    _keep_what_is_read(out, video, checkpoint)
     if checkpoint:
         given = [name for name, v in (("--length", length), ("--seed-stride", seed_stride)) if v is not None]
         if given:
