@@ -98,3 +98,19 @@ def refuse_removal():
             yield
 
     return refuse
+
+
+@pytest.fixture
+def drawn_text(monkeypatch) -> dict[str, bool]:
+    """Each text the next pictures draw (matplotlib's Agg renderer), mapped to whether it was drawn as maths."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    drawn: dict[str, bool] = {}
+    draw = RendererAgg.draw_text
+
+    def record(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        drawn[s] = bool(ismath)
+        return draw(self, gc, x, y, s, prop, angle, ismath, mtext)
+
+    monkeypatch.setattr(RendererAgg, "draw_text", record)
+    return drawn

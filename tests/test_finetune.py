@@ -245,6 +245,20 @@ def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ran
         multiview_report(pred, dataset=None)
 
 
+def test_class_names_are_drawn_as_spelt_in_the_confusion_matrix(tmp_path, drawn_text):
+    """A class name holding two '$' was read by matplotlib as maths: a parse error after the run's training and its
+    test.json, exit 1 and no picture (or, where it parsed, the name drawn without its '$')."""
+    from mme.eval.testing import save_report
+
+    names = ["bikes", "deal_$5_and_$10", "cost $5 vs $6"]
+    report = {**classification_report(torch.eye(3)[[0, 1, 2, 1]], torch.tensor([0, 1, 2, 2]), names),
+              "views_per_video": 1, "failures": []}
+    save_report(report, tmp_path, "test")
+    assert json.loads((tmp_path / "test.json").read_text())["class_names"] == names
+    assert Image.open(tmp_path / "test_confusion.png").size == (305, 305)
+    assert {name: drawn_text.get(name) for name in names} == dict.fromkeys(names, False)  # each label, as text
+
+
 def test_confusion_png_is_written(tmp_path):
     import cv2
 

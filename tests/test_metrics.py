@@ -91,6 +91,18 @@ def test_the_waiting_fraction_weighs_each_step_by_its_time():
     assert waiting_fraction(steps) == 0.05 / 1.1
 
 
+def test_the_loss_curve_is_titled_with_its_run_folder_as_spelt(tmp_path, drawn_text):
+    """A run folder named with two '$' was read by matplotlib as maths: a parse error at the end of the run, or a
+    title without its '$'."""
+    from mme.train.metrics import plot_loss_curves
+
+    run = tmp_path / "lr_$1e-3$_x"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
+    assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
+    assert drawn_text.get("lr_$1e-3$_x") is False  # drawn, as text
+
+
 def test_the_loss_curve_of_a_long_log_is_drawn_keeping_its_losses_only(tmp_path):
     """The end of a run read its whole metrics.jsonl into a list of records (158 MB for this 16 MB log)
     to draw the loss curve; a resume read it whole to cut it back. Both go line by line now."""

@@ -88,6 +88,17 @@ def test_tracks_picture_has_one_upsampled_titled_panel_per_tubelet_coloured_by_m
         assert added(p, under, colour) > 300 and added(p, under, other) == 0
 
 
+@pytest.mark.parametrize("name", ["deal_$5_and_$10.mp4", "cost $5 vs $6_x.mp4"], ids=["no-maths", "maths"])
+def test_a_video_name_is_drawn_as_spelt(name, tmp_path, drawn_text):
+    """A file name holding two '$' was read by matplotlib as maths: a parse error (exit 1, no picture), or where it
+    parsed, a title without its '$' ('cost 5vs6_x.mp4', in italics)."""
+    video = write_video(tmp_path / name, affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    out = tracks_picture(str(video), tmp_path / "t.png", num_frames=4, stride=2, size=64, length=2)
+    assert Image.open(out).format == "PNG"
+    title = f"{name}: point tracks over 2 frames, one panel per tubelet"
+    assert drawn_text.get(title) is False  # drawn, as text
+
+
 def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     """A GIF was written to a temporary name of its own, then moved: one that could not replace the file there was
     a bare PermissionError, its temporary file left (under a name no later run removes); so was a PNG or MP4."""

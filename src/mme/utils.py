@@ -667,6 +667,17 @@ def no_tf32() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def literal_text() -> Iterator[None]:
+    """Matplotlib text made and drawn inside the block shows as it is spelt (a decorator too): names (a video's, a
+    class's, a run folder's) are the user's, and matplotlib reads the text between two '$' as maths
+    (``deal_$5_and_$10.mp4`` was a parse error, ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4')."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
+
+
 def sets_threads(fn):
     """Decorator: ``fn``'s ``threads`` argument (None: unchanged) sets torch's and OpenCV's thread counts for the
     call, and the previous ones are restored after it. A benchmark called as a library function must not leave

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError, MMEError
-from mme.utils import atomic_path, atomic_write_json, error_reason, read_json_object, removing, writing
+from mme.utils import atomic_path, atomic_write_json, error_reason, literal_text, read_json_object, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
     }
 
 
+@literal_text()  # class names are the user's
 def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: list[str] | None = None,
                        title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG (rows: true class, columns: predicted), written atomically."""

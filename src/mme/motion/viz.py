@@ -27,7 +27,7 @@ from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path, check_output, writing
+from mme.utils import atomic_path, check_output, literal_text, writing
 
 if TYPE_CHECKING:
     from mme.models.checkpoint import Checkpoint
@@ -142,6 +142,7 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None
                            loop=0)
 
 
+@literal_text()  # names are the user's
 def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend, out: Path) -> None:
     """PNG of titled panels, row by row at about their pixel size (100 dpi), with a key column on the right that
     ``legend(subfigure)`` fills; written atomically, a failed write an MMEError naming it."""

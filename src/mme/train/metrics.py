@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.utils import atomic_path
+from mme.utils import atomic_path, literal_text
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     return MetricLogger(loggers)
 
 
+@literal_text()  # the run folder's name is the user's
 def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
     """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically. The
     log is read line by line, keeping the plotted values only (its records as a list took 158 MB for the 16 MB log of
