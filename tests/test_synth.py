@@ -173,6 +173,31 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
     assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
 
 
+def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_own(tmp_path):
+    """`mme synth OUT` into a folder holding the train.txt / test.txt / classes.json of `mme lists` replaced them
+    without a word."""
+    small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
+    users = {"train.txt": "train/bikes/a.mp4 0\ntrain/bunny/b.mp4 1\n", "test.txt": "test/bikes/c.mp4 0\n",
+             "classes.json": '["bikes", "bunny"]\n'}
+    for name, text in users.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds train.txt, test.txt, classes.json, which mme "
+                                          r"synth did not write \(not lists of its videos, nor its class names\) "
+                                          r"and would replace; choose another folder, or move them$"):
+        generate_synth(tmp_path, **small)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users  # no video made
+    own = tmp_path / "own"
+    generate_synth(own, **{**small, "num_classes": 3})
+    generate_synth(own, **small)  # its own lists, of an earlier design, replaced
+    assert json.loads((own / "classes.json").read_text()) == list(CLASSES[:2])
+    assert [e.path for e in read_list(own / "val.txt")[0]] == ["videos/translate_right/translate_right_0001.mp4",
+                                                               "videos/translate_left/translate_left_0001.mp4"]
+    with open(own / "train.txt", "a") as f:
+        f.write("my_clips/jump.mp4 1\n")  # a line of the user's: no longer synth's list
+    with pytest.raises(ConfigError, match=r"holds train.txt, which mme synth did not write"):
+        generate_synth(own, **small)
+
+
 def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch,
                                                                                        caplog, refuse_removal):
     """A run stopped part-way wrote no params.json, so its rerun made every video again; and a rerun with another

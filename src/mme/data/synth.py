@@ -31,7 +31,8 @@ Output (``out_dir``)::
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
 make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
-made again.
+made again. Its lists and ``classes.json`` replace an earlier run's; a folder holding ones it did not write (a
+user's, of ``mme lists``) is refused before any video is made.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -61,8 +62,8 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, write_classes, write_list
-from mme.errors import ConfigError
+from mme.data.lists import ListEntry, read_classes, read_list, write_classes, write_list
+from mme.errors import ConfigError, DataError
 from mme.utils import atomic_path, atomic_write_text, check_output, cpu_features, removing
 
 MOTIONS = ("object", "scene")
@@ -461,6 +462,41 @@ def split_sizes(n: int, fractions: tuple[float, ...]) -> list[int]:
     return sizes.tolist()
 
 
+def _video_path(name: str, k: int) -> str:
+    """The list path of the ``k``-th video of class ``name``: where it lies under the dataset's folder."""
+    return f"videos/{name}/{name}_{k:04d}.mp4"
+
+
+def _written_by_synth(path: Path) -> bool:
+    """Whether the list or class map at ``path`` is one mme synth writes: a list of its videos only, each under its
+    class id (:func:`_video_path`), or its class names in its order."""
+    if path.stat().st_size == 0:  # its list of a split left without videos
+        return True
+    try:
+        if path.name == "classes.json":
+            names = read_classes(path)
+            return names == list(CLASSES[:len(names)])
+        entries, _ = read_list(path)
+    except DataError:  # unreadable, or no list: a file of another's
+        return False
+    for e in entries:
+        name = CLASSES[e.label] if e.label is not None and e.label < len(CLASSES) else None
+        k = e.path.rsplit("_", 1)[-1].removesuffix(".mp4")
+        if name is None or not k.isdigit() or e.path != _video_path(name, int(k)):
+            return False
+    return True
+
+
+def _keep_others_lists(root: Path) -> None:
+    """Refuse, before any video is made, a folder holding lists or a class map that synth would replace and did not
+    write (a user's, of `mme lists`); synth's own, of an earlier run into the folder, are replaced."""
+    others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json")
+              if (root / name).is_file() and not _written_by_synth(root / name)]
+    if others:
+        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists of its "
+                          "videos, nor its class names) and would replace; choose another folder, or move them")
+
+
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
                    size: int | None = None, num_frames: int | None = None, fps: int | None = None,
                    seed: int | None = None, splits: tuple[float, ...] | None = None,
@@ -481,6 +517,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                      camera_jitter=camera_jitter, motion=motion, texture=texture, objects=objects)
     _check_design(d)
     root = check_output(out_dir, "out", folder=True)
+    _keep_others_lists(root)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
@@ -489,7 +526,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
         for k in range(n):
-            rel = f"videos/{name}/{name}_{k:04d}.mp4"
+            rel = _video_path(name, k)
             split_of[rel] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
             jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
                          d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel)))
