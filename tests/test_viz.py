@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,18 @@ def test_a_video_name_is_drawn_as_spelt(name, tmp_path, drawn_text):
     assert Image.open(out).format == "PNG"
     title = f"{name}: point tracks over 2 frames, one panel per tubelet"
     assert drawn_text.get(title) is False  # drawn, as text
+
+
+def test_a_name_in_characters_the_font_lacks_is_drawn_without_a_warning_of_each(tmp_path, drawn_text):
+    """A CJK file name: matplotlib's fonts have no glyph for it, and each missing glyph was a UserWarning pointing at
+    a line of mme; the name is drawn (as boxes) and the picture written."""
+    video = write_video(tmp_path / "自転車.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = tracks_picture(str(video), tmp_path / "t.png", num_frames=4, stride=2, size=64, length=2)
+    assert [str(w.message) for w in caught] == []
+    assert Image.open(out).format == "PNG"
+    assert drawn_text.get("自転車.mp4: point tracks over 2 frames, one panel per tubelet") is False
 
 
 def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
