@@ -766,8 +766,10 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 11
-"""Of the stored index; 11: where a read finds a file's index contradicted, its count is decided as at indexing (on one
+INDEX_VERSION = 12
+"""Of the stored index; 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg lists
+first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame);
+11: where a read finds a file's index contradicted, its count is decided as at indexing (on one
 thread where the decode on frame threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's
 automatic threads: on a many-core machine, a file damaged in its last packets turned sequential with the frames before
 the damage, where on one thread the count failed and the file kept its index); 10: where the decode at indexing on frame
