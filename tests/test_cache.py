@@ -901,10 +901,49 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
     data = DataConfig(list_file=str(root / "in" / "list.txt"), root=str(root / "in"), num_frames=4, stride=2,
                       img_size=64)
     sample = PretrainDataset(data, track_length=2).sample(0, np.random.default_rng(0))
-    with pytest.raises(ConfigError, match=r"bounded at 0.5 px per frame \(mme extract --max-disp\), below this "
-                                          r"run's 5.71429 \(target.max_disp\)"):
+    with pytest.raises(ConfigError, match=r"bounded at 0.5 px per frame in its 64 px working frames \(mme extract "
+                                          r"--max-disp\), 0.5 px in this run's 64 px clips of a frame's whole short "
+                                          r"side, below this run's 5.71429 \(target.max_disp\); extract again with "
+                                          r"--max-disp 6 at --short-side 64, or set target.max_disp=0.5$"):
         make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)(sample)
     assert make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out), max_disp=0.5), m)(sample)
+
+
+def test_a_cache_bound_below_the_runs_in_its_clips_pixels_is_refused_and_the_advised_extract_reads_as_online(
+        tmp_path):
+    """--max-disp is in the cache's working px, target.max_disp in the run's clip px; they were compared as one unit.
+    A 6 px/frame pan on 192x144, cached at --short-side 144 --max-disp 5, is 4 px/frame in a 96 px clip of the whole
+    short side, where the cache bounds it at 5 * 96 / 144 = 3.33 px: accepted at target.max_disp=5, its tracks read
+    3.33 px/frame against the online path's 4.00, without a word (and the refusal of --max-disp 4 advised
+    --max-disp 5). Refused now, in the run's px, advising --max-disp 8, which reads as online does."""
+    root, out = tmp_path / "videos", tmp_path / "cache"
+    root.mkdir()
+    write_video(root / "fast.mp4", affine_video(10, 144, 192, dx=6.0, seed=11)[0])
+    (root / "list.txt").write_text("fast.mp4\n")
+    extract = ["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "4",
+               "--short-side", "144"]
+    assert cli(extract + ["--max-disp", "5"]) == 0
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=96,
+                      crop="center")
+    sample = PretrainDataset(data, track_length=4).sample(0, np.random.default_rng(0))
+    assert sample.geometry == Geometry(24.0, 0.0, 144.0, 144.0, 96, 96)  # the whole short side
+    m = ModelConfig(img_size=96, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    target = TargetConfig(kind="mme", track_length=4, max_disp=5.0)
+    cached = dataclasses.replace(target, cache_dir=str(out))
+    with pytest.raises(ConfigError, match=r"bounded at 5 px per frame in its 144 px working frames \(mme extract "
+                                          r"--max-disp\), 3\.33333 px in this run's 96 px clips of a frame's whole "
+                                          r"short side, below this run's 5 \(target\.max_disp\); extract again with "
+                                          r"--max-disp 8 at --short-side 144, or set target\.max_disp=3\.33333$"):
+        make_target_fn(cached, m)(sample)
+    assert cli(extract + ["--max-disp", "8", "--overwrite"]) == 0
+
+    def mean_dx(motion: dict) -> float:
+        valid = np.broadcast_to(motion["track_valid"].numpy()[:, None], motion["disp"].shape[:-1])
+        return float(motion["disp"].numpy()[..., 0][valid].mean())
+
+    online, from_cache = mean_dx(make_target_fn(target, m)(sample)), mean_dx(make_target_fn(cached, m)(sample))
+    assert online == pytest.approx(4.0, abs=0.1)
+    assert from_cache == pytest.approx(online, abs=0.1)  # before: 3.33
 
 
 def test_a_changed_videos_cache_advises_the_plain_rerun_that_makes_it_again(tmp_path, capsys):

@@ -665,7 +665,8 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
     otherwise than the run's data.orientation was refused by the first batch's read, after the run's config.yaml,
     run.json and logs, the model and the loader workers were made. The first cache file's header is checked
     before any of them (each read still checks its own); a video without a display matrix serves either
-    orientation."""
+    orientation. The bound is judged in the run's px: --max-disp 5 at --short-side 128 bounds the run's 64 px clips
+    at 2.5 px, below target.max_disp=5 (before: taken as 5, and read without a word)."""
     from training import tiny_config
     from videos import affine_video, write_video
 
@@ -685,8 +686,15 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
         (phone / f"{name}.txt").write_text(f"{name}.mp4\n")
     cases = [("length", dict(length=4), data, [], r"target\.track_length=6 but the track cache .*\.tracks holds only 4 "
                                                   r"steps$"),
-             ("bound", dict(max_disp=1.0), data, [], r"holds displacements bounded at 1 px per frame \(mme extract "
-                                                     r"--max-disp\), below this run's 5\.71429 \(target\.max_disp\)"),
+             ("bound", dict(max_disp=1.0), data, [], r"holds displacements bounded at 1 px per frame in its 64 px "
+                                                     r"working frames \(mme extract --max-disp\), 1 px in this run's "
+                                                     r"64 px clips of a frame's whole short side, below this run's "
+                                                     r"5\.71429 \(target\.max_disp\); extract again with --max-disp 6 "
+                                                     r"at --short-side 64, or set target\.max_disp=1$"),
+             ("bound_in_run_px", dict(short_side=128, max_disp=5.0), data, ["target.max_disp=5"],
+              r"bounded at 5 px per frame in its 128 px working frames \(mme extract --max-disp\), 2\.5 px in this "
+              r"run's 64 px clips of a frame's whole short side, below this run's 5 \(target\.max_disp\); extract "
+              r"again with --max-disp 10 at --short-side 128, or set target\.max_disp=2\.5$"),
              ("compensate", dict(compensate=True), data, [], r"^target\.compensate=False but the track cache "
                                                              r".*\.tracks was extracted with compensate=True$"),
              ("phone", {}, [f"data.list_file={phone / 'phone.txt'}", f"data.root={phone}"],
@@ -744,11 +752,18 @@ def test_a_track_cache_coarser_than_the_runs_targets_is_warned_about(synth, tmp_
                                                    f"{said}"]), warned
 
 
-def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(synth, tmp_path, caplog):
+@pytest.mark.parametrize("made, advised", [
+    ("--short-side 32 --max-disp 7", "--short-side 64 --seed-stride 8 --flow dis-balanced --compensate --max-disp 7"),
+    ("--short-side 128 --seed-stride 32 --max-disp 14",
+     "--short-side 128 --seed-stride 16 --flow dis-balanced --compensate --max-disp 14")])
+def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(synth, tmp_path, caplog, made,
+                                                                              advised):
     """The coarse-cache warning advised only --short-side, --seed-stride and --overwrite: followed as given, it threw
     away a cache of compensated 8-step tracks bounded at 7 px and made one of extract's defaults, which the run
     refuses (target.compensate=True but ... compensate=False). The advice names every extract setting the run
-    reads; run through mme extract as given, it makes a cache the run accepts, and no longer calls coarse."""
+    reads; run through mme extract as given, it makes a cache the run accepts, and no longer calls coarse. Its
+    --max-disp is in the working px of its --short-side: 7 px in the run's 64 px clips is 14 at 128 (before: 7,
+    which bounds those clips at 3.5 px)."""
     import re
 
     from training import tiny_config
@@ -760,7 +775,7 @@ def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(s
     (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
     cache = tmp_path / "cache"
     extract = ["extract", str(tmp_path / "list.txt"), "--root", lists["data.root"], "--out", str(cache)]
-    assert cli.main(extract + ["--short-side", "32", "--length", "8", "--compensate", "--max-disp", "7"]) == 0
+    assert cli.main(extract + made.split() + ["--length", "8", "--compensate"]) == 0
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
                       tmp_path / "run", f"target.cache_dir={cache}", "target.compensate=true",
                       "target.track_length=8", "target.max_disp=7")
@@ -768,8 +783,7 @@ def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(s
         check_cache(cfg, pretrain_dataset(cfg))
     warned = [r.getMessage() for r in caplog.records if "coarser" in r.getMessage()]
     advice = re.search(r"Extract again with (.*), or unset target\.cache_dir$", warned[0]).group(1)
-    assert advice == ("--length 8 --short-side 64 --seed-stride 8 --flow dis-balanced --compensate --max-disp 7 "
-                      "--orientation coded --backend pyav --overwrite")
+    assert advice == f"--length 8 {advised} --orientation coded --backend pyav --overwrite"
     assert cli.main(extract + advice.split()) == 0
     caplog.clear()
     with caplog.at_level("WARNING"):

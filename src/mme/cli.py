@@ -224,7 +224,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")
     p.add_argument("--max-disp", type=number(above=True), default=None,
-                   help="displacement bound in working px (default 20 at a 224 short side, scaled)")
+                   help="displacement bound in working px (default 20 at a 224 short side, scaled); a run's "
+                        "target.max_disp, in its clip px, needs target.max_disp x --short-side / data.img_size")
     _video_args(p)
     p.add_argument("--workers", type=count(), default=1, help="parallel processes")
     p.add_argument("--shard", default=None, help="k/n: process only share k (0-based) of n")

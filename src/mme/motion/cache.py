@@ -33,6 +33,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -413,17 +414,34 @@ def check_orientation(meta: dict, path: str | Path, turn) -> None:
                           f"run's data.orientation; extract it with the run's")
 
 
-def check_settings(meta: dict, path: str | Path, cfg, length: int) -> None:
+def bound_in_run_px(meta: dict, img_size: int) -> float:
+    """The displacement bound of the cache file of ``meta`` (``mme extract --max-disp``, in its working px) in a run's
+    ``img_size`` px clips of a crop of a frame's whole short side. That is a run's largest crop (but for a
+    random-resized box wider than the short side, docs/targets.md), the one that enlarges the working px least."""
+    return float(meta["max_disp"]) * img_size / min(meta["work_size"])
+
+
+def extract_max_disp(run_max_disp: float, short_side: int, img_size: int) -> int:
+    """The ``mme extract --max-disp`` at ``--short-side short_side`` that bounds a run's ``img_size`` px clips at
+    ``run_max_disp`` px or more (:func:`bound_in_run_px`), rounded up to a whole px."""
+    return math.ceil(round(run_max_disp * short_side / img_size, 6))
+
+
+def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int) -> None:
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where it was extracted with settings the run's
-    target ``cfg`` (a TargetConfig) cannot read for tracks of ``length`` steps: a displacement bound below the run's,
-    another compensation, fewer steps. Every file of a cache is made alike, so a run checks its first file's before
-    any work, and each read its own."""
-    work_w, work_h = meta["work_size"]
-    bound = default_max_disp(work_h, work_w) if cfg.max_disp is None else cfg.max_disp
-    if float(meta["max_disp"]) < bound * 0.999:
-        raise ConfigError(f"the track cache {path} holds displacements bounded at {meta['max_disp']:g} px per "
-                          f"frame (mme extract --max-disp), below this run's {bound:g} (target.max_disp); extract "
-                          f"again with --max-disp {bound:g}, or set target.max_disp={meta['max_disp']:g}")
+    target ``cfg`` (a TargetConfig) cannot read for tracks of ``length`` steps in ``img_size`` px clips: a
+    displacement bound below the run's in the run's px (:func:`bound_in_run_px`), another compensation, fewer steps.
+    Every file of a cache is made alike, so a run checks its first file's before any work, and each read its own."""
+    bound = default_max_disp(img_size, img_size) if cfg.max_disp is None else cfg.max_disp
+    held = bound_in_run_px(meta, img_size)
+    if held < bound * 0.999:
+        short = min(meta["work_size"])
+        needed = extract_max_disp(bound, short, img_size)
+        raise ConfigError(f"the track cache {path} holds displacements bounded at {meta['max_disp']:g} px per frame "
+                          f"in its {short} px working frames (mme extract --max-disp), {held:g} px in this run's "
+                          f"{img_size} px clips of a frame's whole short side, below this run's {bound:g} "
+                          f"(target.max_disp); extract again with --max-disp {needed} at "
+                          f"--short-side {short}, or set target.max_disp={held:g}")
     if bool(meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={meta.get('compensate')}")
@@ -455,7 +473,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
                                               f"count, other content); {REMADE}")
     if (why := stale(cached.meta)) is not None:
         raise video_error(path, "track cache", f"{why}; {REMADE}")
-    check_settings(cached.meta, path, cfg, length)
+    check_settings(cached.meta, path, cfg, length, min(sample.geometry.out_w, sample.geometry.out_h))
     tracks = resample(cached, sample.starts, length, sample.geometry, seed_stride, cfg.max_disp, str(path))
     if cfg.prune:
         tracks.valid = prune_tracks(tracks)

@@ -35,7 +35,15 @@ from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.masking import make_mask, masked_per_sample
 from mme.models.vit import count_parameters
-from mme.motion.cache import cache_backend, cache_meta, check_orientation, check_settings, find_cache_file, same_frames
+from mme.motion.cache import (
+    cache_backend,
+    cache_meta,
+    check_orientation,
+    check_settings,
+    extract_max_disp,
+    find_cache_file,
+    same_frames,
+)
 from mme.motion.targets import batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
 from mme.train import engine, loop
@@ -100,7 +108,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         meta = cache_meta(found)
     except MMEError:  # an unreadable cache file is reported per video by the dataset
         return
-    check_settings(meta, found, cfg.target, dataset.track_length)  # as each read does: here before any work
+    check_settings(meta, found, cfg.target, dataset.track_length, cfg.data.img_size)  # as each read: before any work
     if meta.get("orientation", "coded") != cfg.data.orientation:  # the same turn either way without a display matrix
         with contextlib.suppress(VideoError), dataset.open(path) as reader:  # (a bad video: the dataset's failure)
             check_orientation(meta, found, reader.turn)
@@ -147,7 +155,8 @@ def _extract_flags(cfg: PretrainConfig, short_side: int, seed_stride: int) -> st
     flags = [f"--length {target.track_length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}",
              f"--flow {target.flow}"]
     flags += ["--compensate"] if target.compensate else []
-    flags += [f"--max-disp {target.max_disp:g}"] if target.max_disp is not None else []
+    if target.max_disp is not None:  # in the working px of short_side
+        flags.append(f"--max-disp {extract_max_disp(target.max_disp, short_side, data.img_size)}")
     return " ".join(flags + [f"--orientation {data.orientation}", f"--backend {data.backend}", "--overwrite"])
 
 
