@@ -571,15 +571,17 @@ def test_training_reads_the_cache_and_matches_online_targets(videos, tmp_path):
 
 def test_a_cache_that_lacks_the_lists_videos_says_to_extract_them(videos, tmp_path):
     """Videos without a cache file failed the run with "`mme check LIST` names every video a run cannot read",
-    where `mme check` finds them readable: the advice is now the extraction that makes the missing files."""
+    where `mme check` finds them readable: the advice is now the extraction that makes the missing files, with every
+    setting the run reads."""
     (tmp_path / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
     cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(videos), img_size=64, num_frames=8, stride=2,
                      max_failure_fraction=0.0)
     m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
     fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(tmp_path / "empty")), m)
     with pytest.raises(DataError, match=rf"`mme extract {tmp_path / 'list.txt'} --root {videos} --out "
-                                        rf"{tmp_path / 'empty'}` with the run's track length, flow and orientation "
-                                        r"makes the track cache files these videos lack"):
+                                        rf"{tmp_path / 'empty'} --length 4 --short-side 224 --seed-stride 28 --flow "
+                                        r"dis-balanced --orientation coded --backend pyav` makes the track cache "
+                                        r"files these videos lack"):
         PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)[0]
 
 

@@ -620,7 +620,7 @@ def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth,
     for cache, said in (("missing", "is not a folder"), ("empty", r"holds no track cache file for any of \d+ videos "
                                                                    "spread over .*txt")):
         with pytest.raises(DataError, match=rf"^target.cache_dir '.*{cache}' {said}.*; `mme extract .* --root .* --out "
-                                            rf".*{cache}` with the run's track length"):
+                                            rf".*{cache} --length 6 .*` makes the track cache files"):
             run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}")
         assert not (tmp_path / f"run_{cache}" / "config.yaml").exists() and not (tmp_path / "missing").exists()
     assert (tmp_path / "empty").is_dir()
@@ -789,6 +789,37 @@ def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(s
     with caplog.at_level("WARNING"):
         check_cache(cfg, pretrain_dataset(cfg))  # before: ConfigError, target.compensate=True but ... False
     assert not [r.getMessage() for r in caplog.records if "track cache" in r.getMessage()]
+
+
+def test_the_missing_files_advice_followed_as_given_makes_a_cache_the_run_reads(synth, tmp_path, caplog):
+    """A run whose target.cache_dir lacks the list's files advised `mme extract LIST --root R --out C` "with the run's
+    track length, flow and orientation": followed as given, it made a cache of extract's defaults, which a run of
+    compensated tracks bounded at 3 px refused (target.compensate=True but ... compensate=False). The advice is the
+    whole command, its flags those of the coarse-cache advice (every extract setting the run reads); run as given,
+    it makes a cache the run accepts without a word."""
+    import re
+    import shlex
+
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    cache = tmp_path / "cache"
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
+                      tmp_path / "run", f"target.cache_dir={cache}", "target.compensate=true", "target.max_disp=3")
+    with pytest.raises(DataError, match="is not a folder") as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    advised = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
+    assert cli.main(shlex.split(advised)[1:]) == 0
+    with caplog.at_level("WARNING"):
+        check_cache(cfg, pretrain_dataset(cfg))  # before: ConfigError, target.compensate=True but ... False
+    assert not [r.getMessage() for r in caplog.records if "track cache" in r.getMessage()]
+    assert advised == (f"mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {cache} --length 6 "
+                       "--short-side 224 --seed-stride 28 --flow dis-balanced --compensate --max-disp 11 "
+                       "--orientation coded --backend pyav")
 
 
 def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:

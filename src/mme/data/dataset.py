@@ -379,9 +379,6 @@ class _VideoDataset(Dataset):
         cfg = self.cfg
         return open_video(path, cfg.backend, cfg.decode_threads, cfg.index_dir, cfg.orientation)
 
-    cache_dir: str | None = None
-    """The track cache the items' targets read (``target.cache_dir``), named by the failure advice."""
-
     def path(self, i: int) -> str:
         return resolve(self.entries[i], self.cfg.root)
 
@@ -389,12 +386,6 @@ class _VideoDataset(Dataset):
         """The list and its root as a command's arguments."""
         return shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
                                                        else "")
-
-    def extract_advice(self) -> str:
-        """What makes the track cache files the list's videos lack."""
-        return (f"`mme extract {self._listed()} --out {shlex.quote(str(self.cache_dir or 'TARGET.CACHE_DIR'))}` "
-                "with the run's track length, flow and orientation makes the track cache files these videos lack, "
-                "and resumes")
 
     def _check_failures(self, codes: torch.Tensor | None = None) -> None:
         """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
@@ -416,7 +407,7 @@ class _VideoDataset(Dataset):
                       "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
                       f"{self.extract_advice()}; a re-run also makes again the files of videos changed since (the "
                       "warnings above name each file)"
-                      if 2 * counts.get("track cache", 0) > failed else
+                      if 2 * counts.get("track cache", 0) > failed else  # a PretrainDataset's: it reads the cache
                       f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                       "data.max_failure_fraction")
             raise DataError(
@@ -499,7 +490,18 @@ class PretrainDataset(_VideoDataset):
         self.mask_fn = mask_fn
         self.track_length = track_length
         self.track_reads = track_reads
-        self.cache_dir = getattr(getattr(target_fn, "cfg", None), "cache_dir", None)
+
+    def extract_advice(self) -> str:
+        """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
+        of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) as this run reads them: at extract's default
+        ``--short-side``, or the run's clip size where larger, every other setting the run's (the coarse-cache
+        warning's advice, without ``--overwrite``)."""
+        from mme.motion.cache import extract_flags_as_fine  # mme.motion.targets imports this module
+
+        target = self.target_fn.cfg
+        flags = extract_flags_as_fine(target, self.cfg, self.target_fn.geom.seed_stride, overwrite=False)
+        return (f"`mme extract {self._listed()} --out {shlex.quote(str(target.cache_dir))} {flags}` makes the track "
+                "cache files these videos lack, and resumes")
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         item = super().__getitem__(key)

@@ -60,6 +60,8 @@ _READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, 
                 zipfile.BadZipFile, zlib.error, json.JSONDecodeError, UnicodeDecodeError)
 FINGERPRINT_BYTES = 1 << 16
 """Bytes read at each end of a video for its fingerprint."""
+SHORT_SIDE = 224
+"""``mme extract``'s default working short side (``--short-side``)."""
 RESIZE = "area shrinking, else linear"
 """How a file's working frames were resized (``resize`` in its header: :func:`mme.data.transforms.resize`)."""
 
@@ -425,6 +427,31 @@ def extract_max_disp(run_max_disp: float, short_side: int, img_size: int) -> int
     """The ``mme extract --max-disp`` at ``--short-side short_side`` that bounds a run's ``img_size`` px clips at
     ``run_max_disp`` px or more (:func:`bound_in_run_px`), rounded up to a whole px."""
     return math.ceil(round(run_max_disp * short_side / img_size, 6))
+
+
+def extract_flags(target, data, short_side: int, seed_stride: int, overwrite: bool = True) -> str:
+    """The ``mme extract`` flags that make, at ``short_side`` and ``seed_stride``, a track cache that a run of
+    ``target`` and ``data`` (its TargetConfig and DataConfig) reads: every setting its checks read
+    (:func:`check_settings`, :func:`check_orientation`, :func:`same_frames`), from the run's own: its track length,
+    flow, compensation, displacement bound (in the working px of ``short_side``), orientation and decoder; with
+    ``--overwrite`` where ``overwrite`` (a cache there made again). Advice that named only some of them made, followed
+    as given, a cache of extract's defaults for the others, which the run refuses."""
+    flags = [f"--length {target.track_length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}",
+             f"--flow {target.flow}"]
+    flags += ["--compensate"] if target.compensate else []
+    if target.max_disp is not None:
+        flags.append(f"--max-disp {extract_max_disp(target.max_disp, short_side, data.img_size)}")
+    flags += [f"--orientation {data.orientation}", f"--backend {data.backend}"]
+    return " ".join(flags + ["--overwrite"] * overwrite)
+
+
+def extract_flags_as_fine(target, data, run_seed_stride: int, short_side: int = SHORT_SIDE,
+                          overwrite: bool = True) -> str:
+    """:func:`extract_flags` at ``short_side``, or ``data.img_size`` where larger, with seeds no farther apart in the
+    run's clips of a frame's whole short side than its targets' (``run_seed_stride``): a cache the run does not find
+    coarser than its targets."""
+    wanted = max(short_side, data.img_size)
+    return extract_flags(target, data, wanted, max(1, int(run_seed_stride * wanted / data.img_size)), overwrite)
 
 
 def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int) -> None:

@@ -31,6 +31,7 @@ from mme.data.video_reader import ORIENTATIONS
 from mme.errors import ConfigError, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
+    SHORT_SIDE,
     V1_SUFFIX,
     cache_backend,
     cache_file,
@@ -67,7 +68,7 @@ class ExtractOptions:
     ``short_side``, seeds every ``seed_stride`` working px."""
 
     length: int = 6
-    short_side: int = 224
+    short_side: int = SHORT_SIDE
     seed_stride: int = 8
     flow: str = DEFAULT_FLOW
     compensate: bool = False
@@ -344,7 +345,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     return report_file, report
 
 
-def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = 224,
+def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, short_side: int = SHORT_SIDE,
                   seed_stride: int = 8, flow: str | None = None, compensate: bool = False,
                   max_disp: float | None = None, backend: str = "pyav", orientation: str = "coded", workers: int = 1,
                   shard: str | None = None, overwrite: bool = False, device: str = "cpu") -> dict:

@@ -40,7 +40,8 @@ from mme.motion.cache import (
     cache_meta,
     check_orientation,
     check_settings,
-    extract_max_disp,
+    extract_flags,
+    extract_flags_as_fine,
     find_cache_file,
     same_frames,
 )
@@ -120,8 +121,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         log.warning("the track cache %s was extracted with --backend %s, this run decodes with data.backend=%s: "
                     "the two can read other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, "
                     "MPEG-PS/TS and some Matroska files, docs/data.md), and then its tracks are not of its clip's "
-                    "frames; extract again with %s, or set data.backend=%s", cfg.target.cache_dir, made_with,
-                    backend, _extract_flags(cfg, min(meta["work_size"]), meta["seed_stride"]), made_with)
+                    "frames; extract again with %s, or set data.backend=%s", cfg.target.cache_dir, made_with, backend,
+                    extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"]), made_with)
     if (coarser := _coarser_cache(meta, cfg)) is not None:
         log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
 
@@ -140,24 +141,9 @@ def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
     said = [f"its seeds lie {spacing:.3g} px apart in the run's {size} px clips (a crop of a frame's whole short "
             f"side; further apart in a smaller one), where target.seed_stride is {seed}"] if sparse else []
     said += [f"its flow read frames {short} px on their short side, the run's clips are {size} px"] if small else []
-    wanted = max(short, size)
     return (f"extracted at --short-side {short} --seed-stride {stride}: {'; '.join(said)}; its targets are less fine "
-            f"than online ones. Extract again with {_extract_flags(cfg, wanted, max(1, int(seed * wanted / size)))}, "
+            f"than online ones. Extract again with {extract_flags_as_fine(cfg.target, cfg.data, seed, short)}, "
             "or unset target.cache_dir")
-
-
-def _extract_flags(cfg: PretrainConfig, short_side: int, seed_stride: int) -> str:
-    """The ``mme extract`` flags that make again, at ``short_side`` and ``seed_stride``, a track cache this run reads
-    (:func:`~mme.motion.cache.check_settings`): the run's track length, flow, compensation, displacement bound,
-    orientation and decoder, with ``--overwrite``; advice that named only the changed flags made, followed as given,
-    a cache of extract's defaults, which the run refuses."""
-    target, data = cfg.target, cfg.data
-    flags = [f"--length {target.track_length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}",
-             f"--flow {target.flow}"]
-    flags += ["--compensate"] if target.compensate else []
-    if target.max_disp is not None:  # in the working px of short_side
-        flags.append(f"--max-disp {extract_max_disp(target.max_disp, short_side, data.img_size)}")
-    return " ".join(flags + [f"--orientation {data.orientation}", f"--backend {data.backend}", "--overwrite"])
 
 
 @torch.no_grad()
