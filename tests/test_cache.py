@@ -52,6 +52,7 @@ from mme.motion.cache import (
     V1_SUFFIX,
     cache_file,
     cache_meta,
+    check_settings,
     find_cache_file,
     quantise,
     read_cache,
@@ -905,8 +906,9 @@ def test_extract_redoes_a_changed_video_and_keeps_to_its_bound_and_its_folder(tm
     sample = PretrainDataset(data, track_length=2).sample(0, np.random.default_rng(0))
     with pytest.raises(ConfigError, match=r"bounded at 0.5 px per frame in its 64 px working frames \(mme extract "
                                           r"--max-disp\), 0.5 px in this run's 64 px clips of a frame's whole short "
-                                          r"side, below this run's 5.71429 \(target.max_disp\); extract again with "
-                                          r"--max-disp 6 at --short-side 64, or set target.max_disp=0.5$"):
+                                          r"side, below this run's default bound 5.71429 \(target.max_disp unset: "
+                                          r"the release's, scaled to its clips\); extract again with --max-disp 6 at "
+                                          r"--short-side 64, or set target.max_disp=0.5$"):
         make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)(sample)
     assert make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out), max_disp=0.5), m)(sample)
 
@@ -946,6 +948,27 @@ def test_a_cache_bound_below_the_runs_in_its_clips_pixels_is_refused_and_the_adv
     online, from_cache = mean_dx(make_target_fn(target, m)(sample)), mean_dx(make_target_fn(cached, m)(sample))
     assert online == pytest.approx(4.0, abs=0.1)
     assert from_cache == pytest.approx(online, abs=0.1)  # before: 3.33
+
+
+def test_a_cache_bound_below_the_default_bound_says_it_is_the_default(tmp_path):
+    """With target.max_disp unset the run bounds its clips at the default (20 px at a 224 short side, scaled: 5.71 px
+    in 64 px clips); a cache below it was refused as below "this run's 5.71429 (target.max_disp)", a key the run
+    does not set. The refusal says it is the default bound, and the key that sets another."""
+    root, out = tmp_path / "videos", tmp_path / "cache"
+    root.mkdir()
+    write_video(root / "pan.mp4", affine_video(4, 64, 80, dx=1.0, seed=2)[0])
+    (root / "list.txt").write_text("pan.mp4\n")
+    assert cli(["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "2",
+                "--short-side", "64", "--max-disp", "1"]) == 0
+    file = cache_file(out, "pan.mp4")
+    meta = cache_meta(file)
+    with pytest.raises(ConfigError, match=r"1 px in this run's 64 px clips of a frame's whole short side, below this "
+                                          r"run's default bound 5\.71429 \(target\.max_disp unset: the release's, "
+                                          r"scaled to its clips\); extract again with --max-disp 6 at --short-side 64, "
+                                          r"or set target\.max_disp=1$"):
+        check_settings(meta, file, TargetConfig(kind="mme", track_length=2), 2, 64)
+    with pytest.raises(ConfigError, match=r"below this run's 3 \(target\.max_disp\); extract again with --max-disp 3 "):
+        check_settings(meta, file, TargetConfig(kind="mme", track_length=2, max_disp=3.0), 2, 64)
 
 
 def test_a_changed_videos_cache_advises_the_plain_rerun_that_makes_it_again(tmp_path, capsys):

@@ -689,7 +689,8 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
              ("bound", dict(max_disp=1.0), data, [], r"holds displacements bounded at 1 px per frame in its 64 px "
                                                      r"working frames \(mme extract --max-disp\), 1 px in this run's "
                                                      r"64 px clips of a frame's whole short side, below this run's "
-                                                     r"5\.71429 \(target\.max_disp\); extract again with --max-disp 6 "
+                                                     r"default bound 5\.71429 \(target\.max_disp unset: the release's, "
+                                                     r"scaled to its clips\); extract again with --max-disp 6 "
                                                      r"at --short-side 64, or set target\.max_disp=1$"),
              ("bound_in_run_px", dict(short_side=128, max_disp=5.0), data, ["target.max_disp=5"],
               r"bounded at 5 px per frame in its 128 px working frames \(mme extract --max-disp\), 2\.5 px in this "

@@ -464,11 +464,12 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
     if held < bound * 0.999:
         short = min(meta["work_size"])
         needed = extract_max_disp(bound, short, img_size)
+        runs = (f"{bound:g} (target.max_disp)" if cfg.max_disp is not None else
+                f"default bound {bound:g} (target.max_disp unset: the release's, scaled to its clips)")
         raise ConfigError(f"the track cache {path} holds displacements bounded at {meta['max_disp']:g} px per frame "
                           f"in its {short} px working frames (mme extract --max-disp), {held:g} px in this run's "
-                          f"{img_size} px clips of a frame's whole short side, below this run's {bound:g} "
-                          f"(target.max_disp); extract again with --max-disp {needed} at "
-                          f"--short-side {short}, or set target.max_disp={held:g}")
+                          f"{img_size} px clips of a frame's whole short side, below this run's {runs}; extract again "
+                          f"with --max-disp {needed} at --short-side {short}, or set target.max_disp={held:g}")
     if bool(meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={meta.get('compensate')}")
