@@ -1280,6 +1280,33 @@ def test_norm_pix_survives_every_route(tmp_path):
     assert json.loads((tmp_path / "live_hf" / "config.json").read_text())["norm_pix_loss"] is False
 
 
+def test_a_decoder_heads_hint_is_ignored_by_every_route_to_a_file_without_a_decoder(mae, tmp_path):
+    """An encoder or classifier exported by mme (our folder, our .safetensors, a Hugging Face folder, a fine-tune's
+    training checkpoint) records decoder_heads=2 though it has no decoder: `mme embed --decoder-heads 3` was refused
+    ("it records decoder_heads=2 ..."), where an original .pth encoder ignored the hint. A hint of a part the file
+    does not have is ignored by every route; the encoder read is the file's."""
+    clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=3))
+    torch.save({"model": videomae_layout(mae)}, tmp_path / "orig.pth")
+    torch.save({"model": {f"module.{k}": v for k, v in clf.state_dict().items()},
+                "config": {"model": dataclasses.asdict(clf.cfg), "task": {"num_classes": 3}}}, tmp_path / "tuned.pt")
+    routes = {"our folder": (save_pretrained(mae.encoder, tmp_path / "enc"), mae.encoder),
+              "our .safetensors": (save_pretrained(clf, tmp_path / "clf.safetensors"), clf.encoder),
+              "Hugging Face folder": (export_hf(mae.encoder, tmp_path / "hf_enc"), mae.encoder),
+              "Hugging Face classifier": (export_hf(clf, tmp_path / "hf_clf", kind="classification"), clf.encoder),
+              "fine-tune's training checkpoint": (tmp_path / "tuned.pt", clf.encoder),
+              "original .pth of a pre-training": (tmp_path / "orig.pth", mae.encoder)}
+    x = clip()
+    for route, (path, source) in routes.items():
+        hints = dict(num_heads=4, img_size=32, num_frames=8) if route.startswith("original") else {}
+        encoder = load_encoder(path, decoder_heads=3, **hints)  # before: 'it records decoder_heads=2 ...'
+        with torch.no_grad():
+            assert torch.equal(encoder(x), source(x)), route
+        if "classifier" in route or "fine-tune" in route or ".safetensors" in route:
+            assert isinstance(load_model(path, decoder_heads=3), VideoClassifier), route
+    with pytest.raises(CheckpointError, match=r"it records decoder_heads=2; .* not 3"):
+        load_model(save_pretrained(mae, tmp_path / "mae"), decoder_heads=3)  # a decoder of 2 heads: the hint differs
+
+
 def test_a_loaded_classifier_keeps_its_class_names_until_its_head_is_replaced(tmp_path):
     """A loaded module carries its checkpoint's record (``mme_record``) to save_pretrained and export_hf; the class
     names of a head since replaced (transfer to 3 classes) were written for it, or refused its export."""

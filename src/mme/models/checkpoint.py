@@ -319,12 +319,16 @@ def _with_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...] = ()) ->
         raise ConfigError(str(e)) from e
 
 
-def _with_recorded_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...], fallback: ModelConfig | None
-                         ) -> tuple[ModelConfig, tuple[str, ...], tuple[str, ...], dict[str, int]]:
-    """``cfg`` recorded in a file (or inferred from its weights) with the hints (:func:`_with_hints`) and, for the
-    head counts it took on trust (``assumed``) that no hint gives, ``fallback``'s where its width is the file's
-    (:func:`~mme.models.convert_config.fallback_counts`); with the fields it still takes on trust, the counts
-    taken from ``fallback``, and the recorded clip fields that hints replaced (``Checkpoint.replaced``)."""
+def _with_recorded_hints(cfg: ModelConfig, hints: dict, assumed: tuple[str, ...], fallback: ModelConfig | None,
+                         kind: str) -> tuple[ModelConfig, tuple[str, ...], tuple[str, ...], dict[str, int]]:
+    """``cfg`` recorded in a file (or inferred from its weights) of a model of ``kind`` with the hints
+    (:func:`_with_hints`) and, for the head counts it took on trust (``assumed``) that no hint gives, ``fallback``'s
+    where its width is the file's (:func:`~mme.models.convert_config.fallback_counts`); with the fields it still takes
+    on trust, the counts taken from ``fallback``, and the recorded clip fields that hints replaced
+    (``Checkpoint.replaced``). A ``decoder_heads`` hint is ignored where the model has no decoder (an encoder or a
+    classifier, which records the decoder_heads of the run that made it)."""
+    if kind != "mae":
+        hints = {**hints, "decoder_heads": None}
     unhinted = tuple(k for k in assumed if hints.get(k) is None)
     taken = convert_config.fallback_counts(fallback, vars(cfg), unhinted)
     replaced = {k: getattr(cfg, k) for k in CLIP if hints.get(k) not in (None, getattr(cfg, k)) and k not in assumed}
@@ -372,8 +376,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
             if hf:
                 cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
             assumed = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
-            hints = {k: v for k, v in hints.items() if k in assumed}  # (no decoder_heads where there is no decoder)
-        cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback)
+        cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback, kind)
         table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
         ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
                         assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm, replaced=replaced)
@@ -490,7 +493,7 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from e
     try:  # (the hints' faults are not the file's)
-        cfg, assumed, taken, replaced = _with_recorded_hints(recorded, hints, _assumed(meta, path), fallback)
+        cfg, assumed, taken, replaced = _with_recorded_hints(recorded, hints, _assumed(meta, path), fallback, kind)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from e
     return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
