@@ -156,6 +156,37 @@ def test_viz_refuses_an_out_that_is_the_video_drawn_however_it_is_reached(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.png", "link.gif", "v.mp4"]
 
 
+def test_viz_replaces_its_own_picture_and_another_file_only_with_overwrite(tmp_path, capsys):
+    """`mme viz a.mp4 --out b.mp4` replaced b.mp4, another video of the user's, exit 0, and later runs read the
+    drawing as data; its own pictures (PNG, GIF, MP4) are replaced by a rerun as before."""
+    from mme.cli import main
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    other = write_video(tmp_path / "b.mp4", affine_video(40, 64, 64, dy=1.0, seed=7)[0])
+    held = other.read_bytes()
+    notes = tmp_path / "notes.png"
+    Image.new("RGB", (8, 8)).save(notes)
+    args = ["--num-frames", "4", "--stride", "2", "--size", "64"]
+    for out in (other, notes):
+        before = out.read_bytes()
+        assert main(["viz", str(video), "--out", str(out), *args]) == 1
+        assert capsys.readouterr().err == (f"mme viz: error: --out {out}: already holds a file mme viz did not write "
+                                           "(not a picture of its own); give --overwrite to replace it, or another "
+                                           "--out\n")
+        assert out.read_bytes() == before
+    assert other.read_bytes() == held
+    for name in ("t.png", "t.gif", "t.mp4"):
+        out = tmp_path / name
+        for _ in range(2):  # the rerun replaces the picture it wrote
+            assert main(["viz", str(video), "--out", str(out), *args]) == 0
+            assert capsys.readouterr().out == f"viz: wrote {out}\n"
+    assert main(["viz", str(video), "--out", str(other), *args, "--overwrite"]) == 0
+    assert other.read_bytes() != held and viz._drawn_by_viz(other)
+    assert main(["viz", str(video), "--out", str(video), *args, "--overwrite"]) == 1  # the video drawn, never
+    assert capsys.readouterr().err.endswith(f"--out {video}: is {video}, the video drawn; write the picture "
+                                            "elsewhere\n")
+
+
 def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_patches_dimmed(panels, tmp_path):
     from mme.models.export import save_pretrained
     from mme.models.mae import MaskedAutoencoder

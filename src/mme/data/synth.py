@@ -332,10 +332,12 @@ def _x264_options() -> dict[str, str]:
     return {"threads": "1", **({"x264-params": "asm=AVX2"} if "AVX-512" in cpu_features() else {})}
 
 
-def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:
+def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, comment: str | None = None) -> None:
     """Write frames as H.264 (yuv420p) with x264's options that make the bytes reproducible (:func:`_x264_options`);
-    atomic."""
+    atomic. ``comment``: the container's comment metadata (none by default)."""
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
+        if comment is not None:
+            container.metadata["comment"] = comment
         stream = container.add_stream("libx264", rate=fps,
                                       options={"crf": str(crf), "preset": "veryfast", **_x264_options()})
         stream.width, stream.height = frames.shape[2], frames.shape[1]

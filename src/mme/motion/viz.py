@@ -7,7 +7,9 @@ patches of a clip: its trajectories against the targets, its reconstruction of t
                                                           # (a 'traj' head) | masked input | reconstruction (a
                                                           # 'pixel' head)
 
-PNG panels are upsampled to at least MIN_PANEL px and come with a key to their colours.
+PNG panels are upsampled to at least MIN_PANEL px and come with a key to their colours. Each picture carries a mark
+of mme viz (:data:`DRAWN_BY`): a rerun replaces its own picture at ``--out``, and any other file there (a video of the
+user's) only with ``--overwrite``; the video drawn or the checkpoint read, never.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -124,6 +127,12 @@ def _polyline(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], th
         cv2.circle(img, end, 4 * (t + 1), c, -1, cv2.LINE_AA, shift=2)
 
 
+DRAWN_BY = "drawn by mme viz"
+"""The mark mme viz writes into each picture (a PNG's ``Comment`` text, a GIF's comment, an MP4's ``comment``
+metadata), by which a later run tells its own picture at ``--out`` from a file of the user's
+(:func:`_drawn_by_viz`)."""
+
+
 def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None:
     """Animated GIF or H.264 MP4 of the images at ``fps`` (10 by default, which a GIF holds exactly: it counts
     centiseconds, so 8 fps came out as 120 ms frames); written atomically, a failed write an MMEError naming it."""
@@ -134,12 +143,12 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None
     with writing(out, "nothing is replaced"):
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".mp4":
-            encode_h264(out, np.stack(images), fps=int(fps))  # atomic itself
+            encode_h264(out, np.stack(images), fps=int(fps), comment=DRAWN_BY)  # atomic itself
             return
         frames = [Image.fromarray(im) for im in images]
         with atomic_path(out) as tmp:  # PIL takes the format from the suffix, which the temporary name keeps
             frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=10 * max(1, round(100 / fps)),
-                           loop=0)
+                           loop=0, comment=DRAWN_BY.encode())
 
 
 @literal_text()  # names are the user's
@@ -163,7 +172,7 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
     with writing(out, "nothing is replaced"):
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", metadata={"Comment": DRAWN_BY})
 
 
 def _wheel_legend(full: float):
@@ -443,21 +452,47 @@ def _keep_what_is_read(out: Path, video: str, checkpoint: str | None) -> None:
             raise ConfigError(f"--out {out}: is {path}, {what}; write the picture elsewhere")
 
 
+def _drawn_by_viz(path: Path) -> bool:
+    """Whether the file at ``path`` is a picture mme viz wrote: it holds :data:`DRAWN_BY`, read from its header
+    without decoding a frame (a file that cannot be read as a picture or video is not)."""
+    from PIL import Image
+
+    try:
+        if path.suffix.lower() == ".mp4":
+            with av.open(str(path)) as container:
+                return container.metadata.get("comment") == DRAWN_BY
+        with Image.open(path) as image:
+            mark = image.info.get("Comment", image.info.get("comment"))
+    except (OSError, av.FFmpegError, Image.DecompressionBombError):
+        return False
+    return mark in (DRAWN_BY, DRAWN_BY.encode())
+
+
+def _keep_others_file(out: Path, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, an ``out`` that holds a file mme viz did not write (another video of the
+    user's, a picture of theirs): the picture would replace it; one of viz's own is replaced."""
+    if not overwrite and out.is_file() and not _drawn_by_viz(out):
+        raise ConfigError(f"--out {out}: already holds a file mme viz did not write (not a picture of its own); give "
+                          "--overwrite to replace it, or another --out")
+
+
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
                  num_frames: int | None = None, stride: int | None = None, size: int | None = None,
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
-                 seed: int = 0, orientation: str | None = None) -> Path:
+                 seed: int = 0, orientation: str | None = None, overwrite: bool = False) -> Path:
     """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``,
     whose model sets the track length and points, and the frames and size unless given (the clip it is built for,
     which an original ``.pth`` does not record), and whose run the stride and orientation unless given (``seed``
     draws the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
-    given); prints and returns the path written."""
+    given); prints and returns the path written. A file at ``out`` that is not a picture of viz's is replaced only
+    with ``overwrite``; the video drawn or the checkpoint read, never."""
     out = Path(out)
     kind = out.suffix.lower()
     if kind not in PICTURES:
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
     check_output(out, "--out")
     _keep_what_is_read(out, video, checkpoint)
+    _keep_others_file(out, overwrite)
     if checkpoint:
         given = [name for name, v in (("--length", length), ("--seed-stride", seed_stride)) if v is not None]
         if given:
