@@ -4,6 +4,7 @@ run (steps 1-5, the resumed values for 4-5)."""
 import csv
 import json
 import logging
+from types import SimpleNamespace
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -101,6 +102,47 @@ def test_the_loss_curve_is_titled_with_its_run_folder_as_spelt(tmp_path, drawn_t
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
     assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
     assert drawn_text.get("lr_$1e-3$_x") is False  # drawn, as text
+
+
+def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_error_is_a_warning(tmp_path, drawn_text,
+                                                                                                 monkeypatch, caplog):
+    """A user's matplotlibrc with text.usetex: True sent every text to LaTeX: without it, loss.png ended a run with
+    rc 1 and a traceback after training, and the confusion matrix too. Pictures draw their text without LaTeX; a
+    drawing error that still comes (matplotlib's RuntimeError) is a warning, the reports whole."""
+    import matplotlib
+    import torch
+
+    from mme.eval.testing import classification_report, save_report
+    from mme.train import loop
+    from mme.train.metrics import plot_loss_curves
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no latex to be found, whatever the machine has
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
+    report = {**classification_report(torch.eye(2)[[0, 1, 1]], torch.tensor([0, 1, 0]), ["bikes", "runs"]),
+              "views_per_video": 1, "failures": []}
+    with matplotlib.rc_context({"text.usetex": True}):
+        assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
+        save_report(report, run, "test")
+        assert matplotlib.rcParams["text.usetex"] is True  # the user's setting, outside the pictures
+    assert drawn_text.get("run") is False and drawn_text.get("bikes") is False  # drawn, as text
+    assert sorted(p.name for p in run.iterdir()) == ["loss.png", "metrics.jsonl", "test.json", "test_confusion.png"]
+
+    def latex_missing(*args, **kwargs):
+        raise RuntimeError("Failed to process string with tex because latex could not be found")
+
+    monkeypatch.setattr(loop, "plot_loss_curves", latex_missing)
+    monkeypatch.setattr("mme.eval.testing.save_confusion_png", latex_missing)
+    with caplog.at_level("WARNING"):
+        loop._draw_loss_curves(SimpleNamespace(out_dir=run), history=[1])
+        save_report(report, run, "val")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{run / 'loss.png'}: could not be written (Failed to process string with tex because latex could not be "
+        "found); the run goes on without its loss curve",
+        f"{run / 'val_confusion.png'}: could not be written (Failed to process string with tex because latex could "
+        "not be found); val.json is whole without it"]
+    assert (run / "val.json").is_file()
 
 
 def test_the_loss_curve_of_a_long_log_is_drawn_keeping_its_losses_only(tmp_path):

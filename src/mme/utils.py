@@ -672,12 +672,13 @@ def no_tf32() -> Iterator[None]:
 def literal_text() -> Iterator[None]:
     """Matplotlib text made and drawn inside the block shows as it is spelt (a decorator too): names (a video's, a
     class's, a run folder's) are the user's, and matplotlib reads the text between two '$' as maths
-    (``deal_$5_and_$10.mp4`` was a parse error, ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'). A character its
-    fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without matplotlib's
-    warning of each glyph, which named a line of mme as the fault."""
+    (``deal_$5_and_$10.mp4`` was a parse error, ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'), and a user's
+    matplotlibrc with ``text.usetex`` hands all text to LaTeX (without LaTeX installed, every picture failed). A
+    character its fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without
+    matplotlib's warning of each glyph, which named a line of mme as the fault."""
     import matplotlib
 
-    with matplotlib.rc_context({"text.parse_math": False}), warnings.catch_warnings():
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}), warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from (current )?font", UserWarning)
         yield
 

@@ -359,7 +359,7 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: st
     """A one-line summary in the log, then ``<name>.json`` and ``<name>_confusion.png`` in ``out_dir``. The summary
     comes first, so the figures outlive a report that cannot be written (a full disk): an MMEError naming the file,
     the reason, the MiB free and ``then`` (:func:`mme.utils.writing`). The confusion matrix is a figure only: one
-    that cannot be written is warned about."""
+    that cannot be written or drawn is warned about."""
     out_dir = Path(out_dir)
     data, picture = report_files(name)
     log.info("%s: top-1 %.2f%%  %s  mean class accuracy %.2f%%  (%d videos x %d views, %d failed)", name,
@@ -369,7 +369,7 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: st
         atomic_write_json(out_dir / data, report)
     try:
         save_confusion_png(report["confusion_matrix"], out_dir / picture, report["class_names"])
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a LaTeX or font error)
         with contextlib.suppress(OSError):  # an earlier test's would read as this one's
             (out_dir / picture).unlink(missing_ok=True)
         log.warning("%s: could not be written (%s); %s is whole without it", out_dir / picture, error_reason(e), data)

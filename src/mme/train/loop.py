@@ -348,13 +348,13 @@ def _finish_logs(run: Run, logger, history, together: bool) -> None:
 
 
 def _draw_loss_curves(run: Run, history) -> None:
-    """``loss.png``; one that cannot be written (a full disk) is warned about, as a log that cannot: the run goes on
-    to what follows (fine-tuning's tests)."""
+    """``loss.png``; one that cannot be written (a full disk) or drawn (matplotlib's RuntimeError) is warned about,
+    as a log that cannot: the run goes on to what follows (fine-tuning's tests)."""
     if history or (run.out_dir / "metrics.jsonl").is_file():
         png = run.out_dir / "loss.png"
         try:
             plot_loss_curves(run.out_dir / "metrics.jsonl", png)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a LaTeX or font error)
             log.warning("%s: could not be written (%s); the run goes on without its loss curve", png,
                         error_reason(e))
 
