@@ -198,6 +198,16 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
         generate_synth(own, **small)
 
 
+def test_synth_refuses_a_list_whose_video_number_is_a_digit_of_another_script(tmp_path):
+    """A list line `videos/translate_right/translate_right_².mp4 0`: '²' is a digit to str.isdigit and not to int(),
+    and mme synth ended in a ValueError traceback; it is a list synth did not write, refused in one line."""
+    line = "videos/translate_right/translate_right_\u00b2.mp4 0\n"
+    (tmp_path / "train.txt").write_text(line)
+    with pytest.raises(ConfigError, match=r"holds train.txt, which mme synth did not write"):
+        generate_synth(tmp_path, num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["train.txt"] and (tmp_path / "train.txt").read_text() == line
+
+
 def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_every_video(tmp_path, monkeypatch,
                                                                                        caplog, refuse_removal):
     """A run stopped part-way wrote no params.json, so its rerun made every video again; and a rerun with another

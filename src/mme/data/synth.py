@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -484,7 +485,7 @@ def _written_by_synth(path: Path) -> bool:
     for e in entries:
         name = CLASSES[e.label] if e.label is not None and e.label < len(CLASSES) else None
         k = e.path.rsplit("_", 1)[-1].removesuffix(".mp4")
-        if name is None or not k.isdigit() or e.path != _video_path(name, int(k)):
+        if name is None or not re.fullmatch(r"[0-9]+", k) or e.path != _video_path(name, int(k)):  # '²' is a digit
             return False
     return True
 
