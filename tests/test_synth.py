@@ -182,8 +182,8 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
     for name, text in users.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds train.txt, test.txt, classes.json, which mme "
-                                          r"synth did not write \(not lists of its videos, nor its class names\) "
-                                          r"and would replace; choose another folder, or move them$"):
+                                          r"synth did not write \(not the lists its params.json records, nor its "
+                                          r"class names\) and would replace; choose another folder, or move them$"):
         generate_synth(tmp_path, **small)
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users  # no video made
     own = tmp_path / "own"
@@ -196,6 +196,36 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
         f.write("my_clips/jump.mp4 1\n")  # a line of the user's: no longer synth's list
     with pytest.raises(ConfigError, match=r"holds train.txt, which mme synth did not write"):
         generate_synth(own, **small)
+
+
+def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply(tmp_path, monkeypatch):
+    """A list whose every line is one of synth's videos counted as synth's: a hand-picked test.txt (a subset of its
+    videos) or a train.txt with a comment line of the user's was replaced without a word. A list is synth's where it
+    is the one its params.json (or an interrupted run's progress) records."""
+    import mme.data.synth as synth
+
+    small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
+    generate_synth(tmp_path, **small)
+    train = (tmp_path / "train.txt").read_text()
+    edited = {"train.txt": "# fixed by hand, keep it\n" + train, "test.txt": train.splitlines()[0] + "\n"}
+    for name, text in edited.items():
+        held = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds {name}, which mme synth did not write"):
+            generate_synth(tmp_path, **small)
+        assert (tmp_path / name).read_text() == text
+        (tmp_path / name).write_text(held)
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "write_classes", stopped)  # a run of another design stopped after its lists
+    with pytest.raises(KeyboardInterrupt):
+        generate_synth(tmp_path, **{**small, "videos_per_class": 4})
+    assert (tmp_path / "train.txt").read_text() != train
+    monkeypatch.undo()
+    generate_synth(tmp_path, **small)  # its lists, of the stopped run, replaced
+    assert (tmp_path / "train.txt").read_text() == train
 
 
 def test_synth_refuses_a_list_whose_video_number_is_a_digit_of_another_script(tmp_path):

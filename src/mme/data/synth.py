@@ -31,8 +31,9 @@ Output (``out_dir``)::
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
 make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
-made again. Its lists and ``classes.json`` replace an earlier run's; a folder holding ones it did not write (a
-user's, of ``mme lists``) is refused before any video is made.
+made again. Its lists and ``classes.json`` replace an earlier run's (a list its records, ``params.json`` or the
+progress, imply); a folder holding ones it did not write (a user's, of ``mme lists``, a list of synth's edited: a
+subset, a comment line) is refused before any video is made.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -63,7 +64,7 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, read_classes, read_list, write_classes, write_list
+from mme.data.lists import ListEntry, list_text, read_classes, write_classes, write_list
 from mme.errors import ConfigError, DataError
 from mme.utils import atomic_path, atomic_write_text, check_output, cpu_features, removing
 
@@ -470,34 +471,46 @@ def _video_path(name: str, k: int) -> str:
     return f"videos/{name}/{name}_{k:04d}.mp4"
 
 
-def _written_by_synth(path: Path) -> bool:
-    """Whether the list or class map at ``path`` is one mme synth writes: a list of its videos only, each under its
-    class id (:func:`_video_path`), or its class names in its order."""
-    if path.stat().st_size == 0:  # its list of a split left without videos
-        return True
+def _lists_recorded(records: dict) -> dict[str, bytes]:
+    """The bytes of each list file (``train.txt`` ...) synth writes for the videos of ``records`` (a params.json or
+    its progress: each video's split and label), in its order: by class, then by number. A record of another form
+    (edited by hand) is left out, so no list is taken for one synth wrote from it."""
+    entries = {split: [] for split in SPLITS}
+    for rel, p in records.items():
+        number = re.search(r"_([0-9]+)\.mp4$", rel)  # ASCII digits: '²' is a digit to str.isdigit
+        label = p.get("label") if isinstance(p, dict) else None
+        if number and type(label) is int and 0 <= label < len(CLASSES) and p.get("split") in entries \
+                and rel == _video_path(CLASSES[label], int(number[1])):
+            entries[p["split"]].append((label, int(number[1]), rel))
+    return {f"{split}.txt": list_text(f"{split}.txt", [ListEntry(rel, label) for label, _, rel in sorted(found)])
+            .encode() for split, found in entries.items()}
+
+
+def _written_by_synth(path: Path, recorded: list[dict[str, bytes]]) -> bool:
+    """Whether the list or class map at ``path`` is one mme synth wrote: a list that is, byte for byte, the one
+    the records of one of its runs imply (``recorded``: :func:`_lists_recorded` of each), so a user's subset of
+    its videos or a line of their own is not; or its class names in its order."""
     try:
         if path.name == "classes.json":
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
-        entries, _ = read_list(path)
-    except DataError:  # unreadable, or no list: a file of another's
+        held = path.read_bytes()
+    except (DataError, OSError):  # unreadable, or no class map: a file of another's
         return False
-    for e in entries:
-        name = CLASSES[e.label] if e.label is not None and e.label < len(CLASSES) else None
-        k = e.path.rsplit("_", 1)[-1].removesuffix(".mp4")
-        if name is None or not re.fullmatch(r"[0-9]+", k) or e.path != _video_path(name, int(k)):  # '²' is a digit
-            return False
-    return True
+    return any(held == lists[path.name] for lists in recorded)
 
 
 def _keep_others_lists(root: Path) -> None:
     """Refuse, before any video is made, a folder holding lists or a class map that synth would replace and did not
-    write (a user's, of `mme lists`); synth's own, of an earlier run into the folder, are replaced."""
+    write (a user's, of `mme lists`, a list of synth's edited); synth's own, of an earlier run into the folder of
+    any design, are replaced: the lists its ``params.json`` (or an interrupted run's progress) implies."""
+    recorded = [_lists_recorded(_made_before(root / name)) for name in ("params.json", PROGRESS)]
     others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json")
-              if (root / name).is_file() and not _written_by_synth(root / name)]
+              if (root / name).is_file() and not _written_by_synth(root / name, recorded)]
     if others:
-        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists of its "
-                          "videos, nor its class names) and would replace; choose another folder, or move them")
+        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not the lists its "
+                          "params.json records, nor its class names) and would replace; choose another folder, or move "
+                          "them")
 
 
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
@@ -547,6 +560,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
             if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
                 atomic_write_text(progress, json.dumps({**made, **params}))
                 saved = time.monotonic()
+    atomic_write_text(progress, json.dumps(params))  # the records of the lists written next, should it stop there
     lists = {}
     for split in SPLITS:
         lists[split] = root / f"{split}.txt"
