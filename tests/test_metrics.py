@@ -145,6 +145,41 @@ def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_err
     assert (run / "val.json").is_file()
 
 
+def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():
+    """Two literal_text blocks overlapping in two threads (pictures drawn by a thread pool): the one left last put
+    back what the other had set, so text.parse_math stayed off and the glyph warning hidden for the rest of the
+    process."""
+    import threading
+    import warnings
+
+    import matplotlib
+
+    from mme.utils import literal_text
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with literal_text():
+            first_in.set()
+            second_in.wait(timeout=1)  # the second waits for this block to end, or enters now (before)
+        first_out.set()
+
+    def second():
+        first_in.wait()
+        with literal_text():
+            second_in.set()
+            first_out.wait(timeout=5)
+
+    filters = list(warnings.filters)
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert matplotlib.rcParams["text.parse_math"] is True and matplotlib.rcParams["text.usetex"] is False
+    assert warnings.filters == filters
+
+
 def test_the_loss_curve_of_a_long_log_is_drawn_keeping_its_losses_only(tmp_path):
     """The end of a run read its whole metrics.jsonl into a list of records (158 MB for this 16 MB log)
     to draw the loss curve; a resume read it whole to cut it back. Both go line by line now."""

@@ -668,6 +668,11 @@ def no_tf32() -> Iterator[None]:
         yield
 
 
+_LITERAL_TEXT = threading.RLock()
+"""Held by a :func:`literal_text` block: the settings it changes are the process's (matplotlib's rcParams, the
+warnings filters), and a block that began in one thread and ended in another's restored the other's changes."""
+
+
 @contextlib.contextmanager
 def literal_text() -> Iterator[None]:
     """Matplotlib text made and drawn inside the block shows as it is spelt (a decorator too): names (a video's, a
@@ -675,10 +680,12 @@ def literal_text() -> Iterator[None]:
     (``deal_$5_and_$10.mp4`` was a parse error, ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'), and a user's
     matplotlibrc with ``text.usetex`` hands all text to LaTeX (without LaTeX installed, every picture failed). A
     character its fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without
-    matplotlib's warning of each glyph, which named a line of mme as the fault."""
+    matplotlib's warning of each glyph, which named a line of mme as the fault. One block at a time in the process
+    (:data:`_LITERAL_TEXT`)."""
     import matplotlib
 
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}), warnings.catch_warnings():
+    with _LITERAL_TEXT, matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}), \
+            warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from (current )?font", UserWarning)
         yield
 
