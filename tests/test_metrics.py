@@ -180,6 +180,34 @@ def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings
     assert warnings.filters == filters
 
 
+def test_pictures_leave_the_processs_matplotlib_backend_and_its_figures_as_they_were(tmp_path):
+    """The loss curve, the confusion matrix and the demo's loss curves switched the process's matplotlib backend to
+    Agg (a notebook's, for the rest of its session) and drew with pyplot, beside the user's figures."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from mme.demo_report import plot_losses
+    from mme.eval.testing import save_confusion_png
+    from mme.train.metrics import plot_loss_curves
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
+    backend = matplotlib.get_backend()
+    matplotlib.use("pdf")  # stands for a notebook's backend
+    try:
+        users = plt.figure()
+        plot_loss_curves(run / "metrics.jsonl", run / "loss.png")
+        save_confusion_png([[2, 0], [1, 1]], run / "confusion.png", ["bikes", "runs"])
+        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png")
+        assert matplotlib.get_backend() == "pdf" and plt.get_fignums() == [users.number]
+    finally:
+        plt.close("all")
+        matplotlib.use(backend)
+    assert [Image.open(run / name).format for name in ("loss.png", "confusion.png", "losses.png")] == ["PNG"] * 3
+
+
 def test_the_loss_curve_of_a_long_log_is_drawn_keeping_its_losses_only(tmp_path):
     """The end of a run read its whole metrics.jsonl into a list of records (158 MB for this 16 MB log)
     to draw the loss curve; a resume read it whole to cut it back. Both go line by line now."""

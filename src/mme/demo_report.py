@@ -87,13 +87,11 @@ def markdown_loss_table(summary: list[dict]) -> str:
 def plot_losses(rows: list[dict], root: Path, path: Path) -> None:
     """One panel per pre-trained target: every loss term against the step (first seed), per batch (faint) and
     as a running mean. The rows' metrics paths are relative to ``root``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
 
     runs = [r for r in rows if "metrics" in r and r["seed"] == rows[0]["seed"]]
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(runs), 3.2))
+    axes = fig.subplots(1, len(runs), squeeze=False)
     for ax, r in zip(axes[0], runs):
         records = read_records(root / r["metrics"])
         steps = [rec["step"] for rec in records]
@@ -108,8 +106,5 @@ def plot_losses(rows: list[dict], root: Path, path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:  # (pyplot keeps every figure open until closed)
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

@@ -94,16 +94,14 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
 def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: list[str] | None = None,
                        title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG (rows: true class, columns: predicted), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
 
     cm = np.asarray(cm, dtype=np.float64)
     n = cm.shape[0]
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     side = min(2 + 0.35 * n, 30)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     im = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xlabel("predicted")
@@ -121,8 +119,7 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
                                 color="white" if rows[i, j] > 0.5 else "black")
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+        fig.savefig(tmp, format="png", dpi=100)
     return Path(path)
 
 

@@ -208,12 +208,10 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
                 values.append(v)
     if not curves:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for k in sorted(curves):
         ax.plot(*curves[k], label=k, lw=1.2)
     ax.set_xlabel("optimizer step")
@@ -224,6 +222,5 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
     ax.set_title(Path(jsonl).parent.name)
     fig.tight_layout()
     with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+        fig.savefig(tmp, format="png", dpi=110)
     return Path(png)
