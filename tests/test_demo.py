@@ -163,7 +163,7 @@ def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_
     def savefig(self, *args, **kwargs):
         if refusals:
             code = refusals.pop(0)
-            raise OSError(code, os.strerror(code))
+            raise code if isinstance(code, Exception) else OSError(code, os.strerror(code))
         return save(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)
@@ -180,6 +180,12 @@ def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_
         assert _pictures(s, rows, lists, cfg.model, cfg.data, cfg.target) == ["loss_curves.png", "tracks.png"]
     assert f"demo: {s.out / 'tracks.png'}: not drawn (Read-only file system); the results" in caplog.text
     assert not (s.out / "tracks.png").exists()
+    refusals.append(RuntimeError("Failed to process string with tex because latex could not be found"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.demo"):
+        assert _pictures(s, rows, lists, cfg.model, cfg.data, cfg.target) == ["loss_curves.png"]
+    assert f"demo: {s.out / 'loss_curves.png'}: not drawn (Failed to process string with tex because latex could " \
+           "not be found); the results" in caplog.text
 
 
 def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path, caplog, monkeypatch):

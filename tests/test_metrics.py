@@ -112,6 +112,7 @@ def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_err
     import matplotlib
     import torch
 
+    from mme.demo_report import plot_losses
     from mme.eval.testing import classification_report, save_report
     from mme.train import loop
     from mme.train.metrics import plot_loss_curves
@@ -125,9 +126,11 @@ def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_err
     with matplotlib.rc_context({"text.usetex": True}):
         assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
         save_report(report, run, "test")
+        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png")
         assert matplotlib.rcParams["text.usetex"] is True  # the user's setting, outside the pictures
     assert drawn_text.get("run") is False and drawn_text.get("bikes") is False  # drawn, as text
-    assert sorted(p.name for p in run.iterdir()) == ["loss.png", "metrics.jsonl", "test.json", "test_confusion.png"]
+    assert sorted(p.name for p in run.iterdir()) == ["loss.png", "losses.png", "metrics.jsonl", "test.json",
+                                                     "test_confusion.png"]
 
     def latex_missing(*args, **kwargs):
         raise RuntimeError("Failed to process string with tex because latex could not be found")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mme.train.metrics import read_records
-from mme.utils import atomic_path
+from mme.utils import atomic_path, literal_text
 
 REAL_KEYS = ("real_val_linear_top1", "real_val_knn_top1", "real_test_linear_top1", "real_test_knn_top1")
 """The real-footage columns of a row, means over the folds (mme.demo.probe_real): on each fold's validation
@@ -84,6 +84,7 @@ def markdown_loss_table(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(reading) + "\n"
 
 
+@literal_text()  # under a user's text.usetex, its loss names ('loss_hog') went to LaTeX
 def plot_losses(rows: list[dict], root: Path, path: Path) -> None:
     """One panel per pre-trained target: every loss term against the step (first seed), per batch (faint) and
     as a running mean. The rows' metrics paths are relative to ``root``."""
