@@ -236,6 +236,21 @@ def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what
     assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []
 
 
+def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):
+    """``target.loss_weights`` is a mapping, empty by default, which flattens to no key: a weight given on resume was
+    applied but neither warned about nor recorded (only the old config's keys were compared), and a fresh run's
+    summary left it out of the settings that differ from the defaults."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "optim.warmup_steps=1", FP32)
+    run(*base, "train.stop_after=1")
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.resume=auto", "target.loss_weights.pixel=2")
+    change = "target.loss_weights.pixel: None -> 2.0"
+    assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [{"from_step": 1, "changes": [change]}]
+    assert change in caplog.text
+    assert re.search(r"^  target: .*loss_weights\.pixel=2\.0", capsys.readouterr().out, re.M)
+
+
 def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):
     """Before ``target.hog_norm`` the ``maskfeat`` preset's HOG was not normalised; resumed now, its preset
     normalises it (the HOG loss jumped, 27-30 -> 36-37): the warning and run.json's ``config_changes`` say so

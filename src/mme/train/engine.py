@@ -380,16 +380,20 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
                    cwds: tuple[str, str] | None = None) -> list[str]:
     """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out, and the target
     settings the new config's target does not use, :meth:`~mme.motion.targets.TargetConfig.settings_without_effect`,
-    whose value changes nothing; of the keys the old config has not, those a later version of mme added, only the
-    :data:`ADDED_KEYS` whose value now differs from what the old run did). With ``cwds``, the working folders of the
+    whose value changes nothing). A key only one config has is compared too, as an entry of a mapping
+    (``target.loss_weights.traj``: an empty mapping flattens to no key) of a ``section.field`` both have; a field the
+    old config has not is one a later version of mme added: only the :data:`ADDED_KEYS` whose value now differs
+    from what the old run did are changes. With ``cwds``, the working folders of the
     old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it names another file:
     ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key (``data.root``: the
     working folder)."""
     if "target" in new:
         unused = from_dict(TargetConfig, new["target"], "target.").settings_without_effect()
         ignore = (*ignore, *(f"target.{key}" for key in unused))
+    old_fields = {f"{section}.{name}" for section, fields in old.items() if isinstance(fields, dict) for name in fields}
     old, new, paths = flatten(old), flatten(new), paths or {}
     before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
+    compared = [k for k in sorted(old.keys() | new.keys()) if k in old or ".".join(k.split(".")[:2]) in old_fields]
 
     def differs(k: str) -> bool:
         a, b = old.get(k), new.get(k)
@@ -403,7 +407,7 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
         a, b = old.get(k), new.get(k)
         return f"{k}: {a!r} -> {b!r}" + (f" (working folder {cwds[0]} -> {cwds[1]})" if a == b else "")
 
-    return [said(k) for k in sorted(old) if k not in ignore and differs(k)] + \
+    return [said(k) for k in compared if k not in ignore and differs(k)] + \
         [f"{k}: {v!r} (before the key existed) -> {new[k]!r}" for k, v in sorted(before.items()) if new[k] != v]
 
 
