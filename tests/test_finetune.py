@@ -543,6 +543,40 @@ def test_a_resumption_names_the_architecture_given_on_the_command_line_as_ignore
     assert "ignored" not in caplog.text
 
 
+def test_a_run_begun_from_train_init_keeps_it_on_resume(synth, tmp_path, caplog, capsys):
+    """Resumed with the plain resume command (no train.init), a run begun from train.init said "init random (from
+    scratch)" and wrote ``init: null`` into config.yaml and its later checkpoints, so its next resume warned that the
+    recipe's architecture was ignored, nothing having been given. Its train.init is its checkpoint's, as its
+    architecture is; another file named is warned about as ignored."""
+    import yaml
+
+    from mme.eval.finetuned import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    src = str(save_pretrained(VisionTransformer(ModelConfig(**{**TINY, "depth": 1})), tmp_path / "pre"))
+    extra = ("task.val_list=", "task.test_list=", "train.precision=fp32", "train.steps=3")
+    assert main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "ft", *extra, f"train.init={src}",
+                                                     "train.stop_after=1")) == 0
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="mme"):
+        main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "ft", *extra, "train.resume=auto",
+                                                  "train.stop_after=2"))
+    assert f"drop path 0.1; init {src}\n" in capsys.readouterr().out
+    assert yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["train"]["init"] == src
+    state = torch.load(tmp_path / "ft" / "checkpoint-00000002.pt", weights_only=True)
+    assert state["config"]["train"]["init"] == src and state["config"]["model"]["depth"] == 1
+    assert "config_changes" not in json.loads((tmp_path / "ft" / "run.json").read_text())
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        main("finetune_tiny_cpu", _tiny_overrides(synth, tmp_path / "ft", *extra, "train.resume=auto",
+                                                  f"train.init={tmp_path / 'other.pt'}"))
+    assert [r.getMessage() for r in caplog.records if "train.init" in r.getMessage()] == [
+        f"resuming {tmp_path}/ft/checkpoint-00000002.pt: train.init={tmp_path}/other.pt is ignored: the run's "
+        f"weights are its checkpoint's (it began from train.init {src})"]
+
+
 def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_architecture(synth, tmp_path):
     from mme.models.config import ModelConfig
     from mme.models.export import save_pretrained

@@ -468,6 +468,17 @@ INIT = "checkpoint-00000002.pt"
 """The last checkpoint of a run of 2 steps."""
 
 
+def test_a_pretraining_run_begun_from_train_init_keeps_it_on_resume(synth, tmp_path):
+    """Resumed without train.init (the plain resume command), a run begun from one recorded ``init: null`` in its
+    config.yaml and later checkpoints (as fine-tuning did: test_finetune.py)."""
+    a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1", FP32)
+    b = tmp_path / "b"
+    run("tiny_cpu_pixel", synth, b, f"train.init={a.checkpoint}", "train.steps=2", "train.stop_after=1", FP32)
+    res = run("tiny_cpu_pixel", synth, b, "train.steps=2", "train.resume=auto", FP32)
+    assert yaml.safe_load((b / "config.yaml").read_text())["train"]["init"] == str(a.checkpoint)
+    assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == str(a.checkpoint)
+
+
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
     with model.preset=tiny, resumed by the same command, warned of a changed config and recorded

@@ -74,8 +74,8 @@ class TrainConfig:
     init: str | None = None
     """Initial model weights from any checkpoint mme reads (the optimizer and step start fresh); the model's
     architecture is the one it records (``mme.models.config.ENCODER_FIELDS``, of a masked autoencoder's decoder and
-    heads too),
-    and its clips take its tubelet."""
+    heads too), and its clips take its tubelet. A resumed run keeps the one it began from (its checkpoint's, as
+    its architecture)."""
     max_nonfinite: int = 5
     """Stop with a diagnostic after this many non-finite losses in a row (each one skips its step)."""
     threads: int | None = None

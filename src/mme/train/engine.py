@@ -264,6 +264,21 @@ def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterabl
         log.warning("resuming %s: its model is the run's own, so these are ignored: %s", source, ", ".join(ignored))
 
 
+def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
+    """``cfg`` with the ``train.init`` of the run it resumes (``resume``, or None), as it takes that run's
+    architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
+    say what the run began from, whatever this config gives. Another file the config names is warned about as
+    ignored."""
+    if resume is None:
+        return cfg
+    source, state = resume
+    runs, ours = state["config"]["train"].get("init"), cfg.train.init
+    if ours and (not runs or os.path.realpath(ours) != os.path.realpath(runs)):
+        log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's (it began %s)",
+                    source, ours, f"from train.init {runs}" if runs else "without train.init")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=runs))
+
+
 def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> Run:
     """The run of ``model`` (on the CPU, with its initial weights) on ``data``: schedule, precision, optimizer,
     resumed state, and the run files, all checked before the first step."""

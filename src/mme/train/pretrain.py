@@ -211,6 +211,7 @@ def setup(cfg: PretrainConfig, given: Collection[str] = ()) -> Run:
     (:func:`~mme.train.engine.warn_ignored_on_resume`)."""
     t = cfg.train
     start = engine.begin(cfg)
+    cfg = engine.resumed_init(cfg, start.resume)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
         if cfg.data.root and not Path(cfg.data.root).is_dir():
             raise DataError(f"data.root {cfg.data.root!r} is not a folder")
