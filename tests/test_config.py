@@ -263,6 +263,24 @@ def test_wrong_type_and_bad_values_name_the_key():
         load_config(PretrainConfig, None, ["optim.clip_grad=-1"])
 
 
+def test_a_seed_numpy_or_torch_would_refuse_is_one_line_before_the_run(tmp_path, capsys):
+    """train.seed=-1 or 2**64 passed validation and died with a traceback in the first batch (np.random.default_rng,
+    torch.manual_seed), a negative one after the run's files were written; one rule for every command's seed."""
+    from mme.cli import main
+    from mme.train.config import FinetuneConfig
+
+    for seed in (-1, 2**63, 2**64):
+        for cls in (PretrainConfig, FinetuneConfig):
+            with pytest.raises(ConfigError) as info:
+                load_config(cls, None, [f"train.seed={seed}"])
+            assert str(info.value) == f"train.seed: a seed must be in [0, 2**63 - 1], got {seed}"
+    assert load_config(PretrainConfig, None, [f"train.seed={2**63 - 1}"]).train.seed == 2**63 - 1
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={out}", "train.seed=-1"]) == 1
+    assert capsys.readouterr().err == "mme pretrain: error: train.seed: a seed must be in [0, 2**63 - 1], got -1\n"
+    assert not out.exists()
+
+
 def test_data_and_model_must_agree_on_clip_shape():
     with pytest.raises(ConfigError, match="data.img_size=224 differs from model.img_size=64"):
         load_config(PretrainConfig, None, ["model.img_size=64"])

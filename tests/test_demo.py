@@ -356,7 +356,7 @@ def test_bad_seeds_and_too_few_real_sources_are_refused_before_the_data(tmp_path
 
     out = tmp_path / "out"
     assert main([*QUICK, "--out", str(out), "--seeds", "0", str(2**64)]) == 1
-    assert capsys.readouterr().err == f"mme demo: error: --seeds 0 {2**64}: each seed must be in [0, 2**63 - 1]\n"
+    assert capsys.readouterr().err == f"mme demo: error: --seeds: a seed must be in [0, 2**63 - 1], got {2**64}\n"
     footage = tmp_path / "footage"
     footage.mkdir()
     for seed in (0, 1):

@@ -66,6 +66,7 @@ from mme.utils import (
     atomic_write_json,
     atomic_write_text,
     check_output,
+    check_seed,
     cpu_name,
     error_reason,
     lock_folder,
@@ -508,10 +509,6 @@ DEFAULT_MINUTES = 9.2
 ``--minutes`` scales the steps from (docs/results.md)."""
 
 
-MAX_SEED = 2**63 - 1
-"""The largest seed: training seeds torch generators with it plus the epoch, which must fit 64 bits."""
-
-
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
                   steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
                   overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> DemoSettings:
@@ -526,8 +523,8 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     if seeds and len(set(seeds)) < len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
                           f"rows, which would show as seeds that agree)")
-    if seeds and not all(0 <= seed <= MAX_SEED for seed in seeds):
-        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: each seed must be in [0, 2**63 - 1]")
+    for seed in seeds or ():
+        check_seed(seed, "--seeds")
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
     owned = sorted({o.split("=", 1)[0].strip() for o in overrides} & DEMO_KEYS)

@@ -37,6 +37,18 @@ from mme.errors import ConfigError, MMEError, NoSpaceError
 log = logging.getLogger(__name__)
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed: numpy's SeedSequence takes no negative one, torch's generators none past 2**64 - 1, and a
+training run seeds them with it plus the epoch."""
+
+
+def check_seed(seed: int, given: str) -> None:
+    """Refuse a seed outside [0, :data:`MAX_SEED`] in one line naming it as ``given`` (its key or flag): numpy or
+    torch would refuse it with a traceback once the work had begun."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{given}: a seed must be in [0, 2**63 - 1], got {seed}")
+
+
 PID_MAX = 2**22
 """The largest PID Linux gives (``/proc/sys/kernel/pid_max`` at most): a larger number after ``.tmp`` is a user's
 name (a date: ``.notes.tmp20240101``), not a write's."""

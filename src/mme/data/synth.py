@@ -66,7 +66,7 @@ import numpy as np
 
 from mme.data.lists import ListEntry, list_text, read_classes, write_classes, write_list
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_path, atomic_write_text, check_output, cpu_features, removing
+from mme.utils import atomic_path, atomic_write_text, check_output, check_seed, cpu_features, removing
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
@@ -430,8 +430,9 @@ def _check_design(d: dict) -> None:
         raise ConfigError(f"synth objects must be >= 0, got {d['objects']}")
     if d["num_frames"] < 2 or d["videos_per_class"] < 1:
         raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
-    if d["fps"] < 1 or d["seed"] < 0:
-        raise ConfigError(f"synth needs fps >= 1 and seed >= 0, got {d['fps']} and {d['seed']}")
+    if d["fps"] < 1:
+        raise ConfigError(f"synth needs fps >= 1, got {d['fps']}")
+    check_seed(d["seed"], "synth seed")
     if not 0 <= d["camera_jitter"] <= d["size"]:  # the background is drawn with the sway's margin around the frame
         raise ConfigError(f"synth camera_jitter must be in [0, size={d['size']}] px, got {d['camera_jitter']}")
     if d["motion"] == "scene" and d["camera_jitter"] > max_scene_jitter(d["size"]):

@@ -21,6 +21,7 @@ from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
 from mme.train.optim import OptimConfig
 from mme.train.precision import PRECISIONS
+from mme.utils import check_seed
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be positive or null, got {getattr(self, name)}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
+        check_seed(self.seed, "train.seed")
         if any(e <= 0 for e in self.keep_epochs):
             raise ConfigError(f"train.keep_epochs must be positive epoch counts, got {list(self.keep_epochs)}")
         if self.precision not in PRECISIONS:
