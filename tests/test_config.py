@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import types
 from pathlib import Path
 
@@ -452,6 +453,36 @@ def test_the_mkl_cbwr_values_mkl_takes_as_its_strict_mode_are_told_apart():
     refused = ["auto,strict", "Auto,STRICT", "STRICT", "STRICT,AUTO", " AUTO,STRICT", "AUTO ,STRICT", "AUTO,STRICT ",
                "FOO,STRICT", "AUTO,STRICT,AVX2", "AUTO", ""]
     assert [v for v in taken + refused if mkl_takes_strict(v)] == taken
+
+
+def test_a_device_this_machine_lacks_is_one_line_naming_the_key_or_flag(tmp_path, capsys, monkeypatch):
+    """train.device=cuda:0 (the form --device's help gives), mps or xpu on a machine without them passed
+    choose_device and failed at model.to() with a traceback; only a bare 'cuda' was one line. So did mme embed and
+    mme probe --device cuda:0."""
+    from mme.cli import main
+
+    past = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    lacks = (f"torch sees {past} CUDA device(s), cuda:0 to cuda:{past - 1}" if past else "torch sees no CUDA device")
+    with pytest.raises(ConfigError, match=rf"^train\.device: 'cuda:{past}' requested but {re.escape(lacks)}$"):
+        precision.choose_device(f"cuda:{past}")
+    for name in ("xpu", "mps"):
+        if not getattr(torch, name).is_available():
+            with pytest.raises(ConfigError, match=rf"^--device: '{name}' cannot be used here \(.+\)$"):
+                precision.choose_device(name, option="--device")
+    assert precision.choose_device("cpu") == torch.device("cpu")
+    with monkeypatch.context() as m:  # a machine of one GPU
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        m.setattr(torch.cuda, "device_count", lambda: 1)
+        assert precision.choose_device("cuda:0") == torch.device("cuda", 0)
+        with pytest.raises(ConfigError, match=r"^train\.device: 'cuda:1' requested but torch sees 1 CUDA device\(s\), "
+                                              r"cuda:0 to cuda:0$"):
+            precision.choose_device("cuda:1")
+    assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={tmp_path / 'run'}", "train.device=xpu"]) == 1
+    assert capsys.readouterr().err.startswith("mme pretrain: error: train.device: 'xpu' cannot be used here (")
+    assert not (tmp_path / "run").exists()
+    assert main(["embed", str(tmp_path / "x.pt"), str(tmp_path / "list.txt"), "--out", str(tmp_path / "e.npy"),
+                 "--device", f"cuda:{past}"]) == 1
+    assert capsys.readouterr().err == f"mme embed: error: --device: 'cuda:{past}' requested but {lacks}\n"
 
 
 def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can_pin_it(monkeypatch, caplog):

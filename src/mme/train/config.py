@@ -54,7 +54,8 @@ class TrainConfig:
     seed: int = 0
     """Seeds the initial weights, the data order, the augmentations and the masks."""
     device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda'."""
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' (each rank's own GPU), 'cuda:1', or another torch device
+    that this machine has (mme.train.precision.choose_device)."""
     out_dir: str = "runs/pretrain"
     """Folder for config.yaml, run.json, metrics, checkpoints and the loss-curve PNG."""
     log_every: int = 1

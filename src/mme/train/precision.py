@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
-from mme.utils import cpu_features, env_int, warn_if_mkl_not_strict
+from mme.utils import cpu_features, env_int, error_reason, warn_if_mkl_not_strict
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,31 @@ KEPT = "auto: the resumed run's, on the same device"
 
 
 def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.device") -> torch.device:
-    """'auto' = this rank's CUDA device when there is one, else CPU; 'cuda' = this rank's CUDA device. A name that
-    is not a device, or 'cuda' without one, is a ConfigError naming ``option`` (the config key, or a command's
-    flag)."""
+    """'auto' = this rank's CUDA device when there is one, else CPU; 'cuda' = this rank's CUDA device; 'cuda:N' that
+    one. A name that is not a device, a CUDA device torch does not see (none, or an index past its count), or
+    another device a tiny allocation fails on (``mps``, ``xpu`` where torch has none) is a ConfigError naming
+    ``option`` (the config key, or a command's flag), before any work."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{option}: 'cuda' requested but torch sees no CUDA device")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"{option}: {name!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{option}: {name!r} requested but torch sees no CUDA device")
+        count = torch.cuda.device_count()
+        if device.index is None:
+            return torch.device("cuda", local_rank % count)
+        if device.index >= count:
+            raise ConfigError(f"{option}: {name!r} requested but torch sees {count} CUDA device(s), cuda:0 to "
+                              f"cuda:{count - 1}")
+    elif device.type != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except Exception as e:  # each backend fails its own way: AssertionError, NotImplementedError, ImportError
+            raise ConfigError(f"{option}: {name!r} cannot be used here ({error_reason(e)})") from e
+    return device
 
 
 def bf16_native(device: torch.device) -> bool:
