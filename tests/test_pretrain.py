@@ -720,7 +720,8 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
             run("tiny_cpu_mme", run_data, tmp_path / f"run_{name}", f"target.cache_dir={tmp_path / name}",
                 "train.batch_size=1", *more)
         assert not (tmp_path / f"run_{name}" / "config.yaml").exists(), name
-    pixel = tiny_config("tiny_cpu_pixel", data, tmp_path / "run_pixel", f"target.cache_dir={tmp_path / 'bound'}")
+    pixel = tiny_config("tiny_cpu_pixel", data, tmp_path / "run_pixel")
+    pixel.target.cache_dir = str(tmp_path / "bound")  # as a resumed run's config may hold it (refused to a fresh one)
     check_cache(pixel, pretrain_dataset(pixel))  # a target of no tracks reads none of the cache
     extract_cache(str(phone / "plain.txt"), str(tmp_path / "plain"), root=str(phone), length=6, short_side=64)
     r = run("tiny_cpu_mme", [f"data.list_file={phone / 'plain.txt'}", f"data.root={phone}"], tmp_path / "run_plain",

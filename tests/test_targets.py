@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -180,6 +182,49 @@ def test_a_hog_head_of_the_maskfeat_style_takes_hog_norm_either_way_and_its_resu
         load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=hog"]))) == ["target.hog_norm: True -> False"]
     assert from_dict(TargetConfig, {"kind": "hog"}).hog_norm is False  # the skimage style: off unless set
     assert from_dict(TargetConfig, {"kind": "mme", "hog_style": "maskfeat"}).hog_norm is False  # no hog head
+
+
+def test_every_setting_a_target_does_not_use_is_refused_and_a_resumed_run_is_warned(synth, tmp_path, caplog):
+    """Beyond position_unit, std_floor, hog_norm and hog_style, the track settings on a target without a traj or
+    shape head, hog_cell without a HOG head, activation on a pixel target and norm_pix without one were taken and
+    listed among the settings that differ, the losses bitwise those without them. A fresh run is refused them; a
+    run resumed from the folder of an earlier version that took them (its config.yaml holds them) is warned about
+    each and resumes, writing them back as they were."""
+    from training import FP32, run
+
+    from mme.config import load_config
+    from mme.train import checkpoint as ckpt
+    from mme.train.config import PretrainConfig
+
+    unused = {"pixel": ["flow=farneback", "compensate=true", "prune=true", "seed_stride=4", "max_disp=3",
+                        "activation=release", "track_length=3", "interpolate=false", "cache_dir=/tmp", "hog_cell=4",
+                        "patch_norm=false"],
+              "mme": ["norm_pix=false"], "hog": ["norm_pix=false", "flow=dis", "track_length=4", "patch_norm=false"]}
+    for kind, settings in unused.items():
+        for setting in settings:
+            key = setting.split("=")[0]
+            with pytest.raises(ConfigError, match=rf"^target\.{key}=.* has no effect on this target \(heads "
+                                                  r".*; leave it out \(target\."):
+                load_config(PretrainConfig, "tiny_cpu_mme", [f"target.kind={kind}", f"target.{setting}"])
+    # what the preset and kind give unset is no setting: every shipped recipe, and a run's config.yaml, read back
+    for recipe in sorted(p.stem for p in (Path(__file__).parents[1] / "src/mme/configs").glob("[!f]*.yaml")):
+        cfg = load_config(PretrainConfig, recipe)
+        assert from_dict(PretrainConfig, dataclasses.asdict(cfg)) == cfg
+    for data in ({"preset": "released", "kind": "pixel"}, {"kind": "hog", "hog_cell": 4},
+                 {"kind": "mme", "track_length": 3, "norm_pix": True}, {"kind": "pixel", "track_length": 6}):
+        from_dict(TargetConfig, data).check_settings_used()
+    # a run an earlier version made with them resumes, each warned about
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "optim.warmup_steps=1", FP32)
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    state["config"]["target"].update(flow="farneback", activation="release")  # as such a version wrote them
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    with caplog.at_level("WARNING", logger="mme"):
+        res = run(*base, "train.resume=auto", "target.flow=farneback", "target.activation=release")
+    assert res.step == 2
+    assert [r.getMessage().split(" (heads")[0] for r in caplog.records if "has no effect" in r.getMessage()] == [
+        "target.flow=farneback has no effect on this target", "target.activation=release has no effect on this target"]
+    assert "config_changes" not in json.loads((tmp_path / "run.json").read_text())
 
 
 def test_patch_norm_needs_two_points_per_patch():

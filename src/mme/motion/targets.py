@@ -27,6 +27,7 @@ only amplifies noise (§7.6). Without PatchStd the target is the displacement di
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -49,6 +50,8 @@ from mme.motion.tracks import Tracks, default_max_disp, track, track_frames, tra
 KINDS = ("pixel", "hog", "mme", "mme-released")
 HEADS_OF_KIND = {"pixel": ("pixel",), "hog": ("hog",), "mme": ("traj", "shape"), "mme-released": ("traj", "hog")}
 MOTION_TARGETS = ("traj", "shape")  # made from the tracks (and frames) the data workers ship
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -184,30 +187,45 @@ class TargetConfig:
     def settings_without_effect(self) -> dict[str, str]:
         """The settings this target does not use (for its heads, ``patch_norm`` and ``hog_style``), each with where
         it applies."""
-        hog_norm_applies = "hog" in self.heads and not self.normalised_hog_head
+        heads = set(self.heads)
+        motion = bool(heads & set(MOTION_TARGETS))
+        hog_norm_applies = "hog" in heads and not self.normalised_hog_head
+        tracks = "to a traj or shape head (target.kind mme, mme-released)"
+        hog_or_shape = "to a hog or shape head (target.kind hog, mme, mme-released)"
         return {key: only for key, applies, only in (
-            ("position_unit", not self.patch_norm, "with target.patch_norm=false"),
-            ("std_floor", self.patch_norm, "with target.patch_norm=true"),
+            ("position_unit", motion and not self.patch_norm, f"with target.patch_norm=false, {tracks}"),
+            ("std_floor", motion and self.patch_norm, f"with target.patch_norm=true, {tracks}"),
             ("hog_norm", hog_norm_applies, "to a hog head (target.kind hog, mme-released) of a hog_style other than "
              f"{', '.join(NORMALISED_STYLES)}, whose cells are normalised already"),
-            ("hog_style", "hog" in self.heads or "shape" in self.heads,
-             "to a hog or shape head (target.kind hog, mme, mme-released)")) if not applies}
+            ("hog_style", bool(heads & {"hog", "shape"}), hog_or_shape),
+            ("hog_cell", bool(heads & {"hog", "shape"}), hog_or_shape),
+            *((key, motion, tracks) for key in ("patch_norm", "track_length", "seed_stride", "flow", "compensate",
+                                                "interpolate", "max_disp", "prune", "cache_dir")),
+            ("activation", bool(heads - {"pixel"}), "to a hog, traj or shape head (target.kind hog, mme, "
+             "mme-released)"),
+            ("norm_pix", "pixel" in heads, "to a pixel head (target.kind pixel)")) if not applies}
 
-    def check_settings_used(self) -> None:
+    def check_settings_used(self, resumed: bool = False) -> None:
         """Refuse a setting this target does not use (:meth:`settings_without_effect`) that a run's config sets
-        (not the default's nor the preset's value): it would be listed among the run's settings as if it had an
-        effect. ``hog_norm`` on a hog head that normalises its cells already is taken either way: ``true`` says what
-        the head does, ``false`` what a run set up before that style's cells were normalised recorded (its
-        ``config.yaml`` reads back). Checked for a run to be trained, not for the target section of a checkpoint read
-        later (``mme viz``), which trained as it was."""
-        unset = {**self.UNSET, **self.PRESETS.get(self.preset, {})}
+        (not the value the target's preset and kind give it unset): it would be listed among the run's settings as
+        if it had an effect. ``hog_norm`` on a hog head that normalises its cells already is taken either way:
+        ``true`` says what the head does, ``false`` what a run set up before that style's cells were normalised
+        recorded (its ``config.yaml`` reads back). A ``resumed`` run's are warned about instead: an earlier version
+        of mme took them, and its run folder's config.yaml, which holds them, resumes the run. Checked for a run to
+        be trained, not for the target section of a checkpoint read later (``mme viz``), which trained as it was."""
+        unset = TargetConfig(preset=self.preset, kind=self.kind)
         for key, only in self.settings_without_effect().items():
-            value, default = getattr(self, key), unset.get(key, getattr(TargetConfig, key))
+            value, default = getattr(self, key), getattr(unset, key)
+            if key in self.PATHS:  # empty: none, as unset
+                value = value or None
             if value != default and not (key == "hog_norm" and self.normalised_hog_head):
-                raise ConfigError(f"target.{key}={str(value).lower()} has no effect on this target (heads "
-                                  f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it "
-                                  f"applies only {only}; leave it out (target.{key}="
-                                  f"{'null' if default is None else str(default).lower()})")
+                said = (f"target.{key}={str(value).lower()} has no effect on this target (heads "
+                        f"{', '.join(self.heads)}; target.patch_norm={str(self.patch_norm).lower()}): it applies only "
+                        f"{only}")
+                if not resumed:
+                    raise ConfigError(f"{said}; leave it out (target.{key}="
+                                      f"{'null' if default is None else str(default).lower()})")
+                log.warning("%s; the resumed run trains without it, as it did", said)
 
     def loss_weight(self, head: str) -> float:
         return self.loss_weights.get(head, 1.0 / len(self.heads))

@@ -332,9 +332,11 @@ def keep_missed_epoch(run: Run, source: Path, state: dict) -> None:
 def as_recipe(cfg: Any) -> dict:
     """The run's config as its ``config.yaml`` keeps it, a recipe for later runs: without the settings of this one
     call (``train.resume``, ``train.overwrite``, ``train.stop_after``), which reused would resume another run,
-    clear another run's folder or stop early."""
-    train = dataclasses.replace(cfg.train, resume=None, overwrite=False, stop_after=None)
-    return dataclasses.asdict(dataclasses.replace(cfg, train=train))
+    clear another run's folder or stop early. (The dict is edited, not the config: a resumed run's config may hold
+    what only a resumed run is let keep, :meth:`~mme.motion.targets.TargetConfig.check_settings_used`.)"""
+    recipe = dataclasses.asdict(cfg)
+    recipe["train"].update(resume=None, overwrite=False, stop_after=None)
+    return recipe
 
 
 def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size: int,

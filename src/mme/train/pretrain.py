@@ -212,6 +212,8 @@ def setup(cfg: PretrainConfig, given: Collection[str] = ()) -> Run:
     t = cfg.train
     start = engine.begin(cfg)
     cfg = engine.resumed_init(cfg, start.resume)
+    if t.resume:  # a fresh run is refused a setting its target does not use, a resumed one warned
+        cfg.target.check_settings_used(resumed=start.resume is not None)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
         if cfg.data.root and not Path(cfg.data.root).is_dir():
             raise DataError(f"data.root {cfg.data.root!r} is not a folder")
