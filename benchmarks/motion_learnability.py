@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.config import load_config
+from mme.config import layered, load_config
 from mme.data.transforms import normalize_clip
 from mme.train.config import PretrainConfig
 from mme.train.precision import choose_device
@@ -160,11 +160,11 @@ def run_bank(args) -> None:
     from mme.train.pretrain import mean_prediction_loss, setup
 
     root = Path(args.root)
-    cfg = load_config(PretrainConfig, args.recipe, [
+    cfg = load_config(PretrainConfig, args.recipe, layered([
         f"data.list_file={root / 'train.txt'}", f"data.root={root}", "data.num_workers=0",
         f"train.batch_size={args.batch}", f"train.steps={args.steps}", f"train.out_dir={args.out}",
         f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.log_every=1", f"train.device={args.device}",
-        f"target.shuffled={args.shuffle_targets}", *args.overrides])
+        f"target.shuffled={args.shuffle_targets}"], args.overrides))
     run = setup(cfg)
     print(f"device {run.device}, precision {run.precision}", flush=True)
     t0 = time.perf_counter()

@@ -97,14 +97,14 @@ def fit(model, cfg, batches, steps: int, lr: float) -> None:
 
 
 def overfit(args) -> None:
-    from mme.config import load_config
+    from mme.config import layered, load_config
     from mme.train.config import PretrainConfig
     from mme.train.pretrain import setup
 
     root = Path(args.root)
-    cfg = load_config(PretrainConfig, args.recipe, [
+    cfg = load_config(PretrainConfig, args.recipe, layered([
         f"data.list_file={root / 'train.txt'}", f"data.root={root}", "data.num_workers=0", "train.device=cpu",
-        f"train.out_dir={args.out}", *DemoSettings().overrides, *args.overrides])
+        f"train.out_dir={args.out}", *DemoSettings().overrides], args.overrides))
     run = setup(cfg)
     print(f"{cpu_name()}, {torch.get_num_threads()} threads; recipe {args.recipe}, {args.batch} clips", flush=True)
     video = normalize_clip(torch.stack([run.data[i]["video"] for i in range(args.batch)]))

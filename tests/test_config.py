@@ -154,6 +154,38 @@ def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):
             load_config(PretrainConfig, tmp_path / f"{name}.yaml")
 
 
+def test_a_key_given_twice_on_the_command_line_is_refused_naming_both(tmp_path, capsys):
+    """``train.steps=5 train.steps=7`` took the later one unsaid, while a section override or a recipe holding a key
+    twice was refused; ``--resume auto train.resume=X`` resumed auto unsaid (the flag's override comes last). A
+    command's own overrides under the user's (mme demo's) are layers: the user's key replaces the command's."""
+    from mme.cli import main
+
+    for given, again, first in ((["train.steps=5", "train.steps=7"], "train.steps=7", "train.steps=5"),
+                                (["train.steps=5", "train={steps: 7, out_dir: x}"], "train={steps: 7, out_dir: x}",
+                                 "train.steps=5"),
+                                (["target.loss_weights.traj=2", "target.loss_weights=null"], "target.loss_weights=null",
+                                 "target.loss_weights.traj=2")):
+        key = "target.loss_weights" if "null" in again else "train.steps"
+        with pytest.raises(ConfigError) as info:
+            load_config(PretrainConfig, "tiny_cpu_mme", given)
+        assert str(info.value) == (f"override {again!r}: key '{key}' is given twice (also by {first!r}), the later "
+                                   "would win unsaid: give it once")
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["target.loss_weights.traj=2", "target.loss_weights.shape=1",
+                                                       "train={steps: 7}", "train.out_dir=x"])
+    assert cfg.target.loss_weights == {"traj": 2.0, "shape": 1.0} and (cfg.train.steps, cfg.train.out_dir) == (7, "x")
+    for flags, said in ((["--resume", "auto", f"train.resume={tmp_path / 'x.pt'}"],
+                         f"--resume auto and train.resume={tmp_path / 'x.pt'} both set train.resume: give one"),
+                        (["train.overwrite=false", "--overwrite"],
+                         "--overwrite and train.overwrite=false both set train.overwrite: give one")):
+        assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={tmp_path / 'run'}", *flags]) == 1
+        assert capsys.readouterr().err == f"mme pretrain: error: {said}\n"
+    assert not (tmp_path / "run").exists()
+    from mme.config import layered
+
+    assert layered(["model.input_norm=clip", "train.steps=5"], ["train.steps=7"]) == ["model.input_norm=clip",
+                                                                                       "train.steps=7"]
+
+
 def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):
     """``train.epochs=5`` on a recipe that sets ``train.steps`` changed nothing without a word (steps win); the
     same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting both, or the

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training import FP32, TINY, run
+from training import FP32, run, tiny
 
 from mme.models.config import ModelConfig
 from mme.models.export import save_pretrained
@@ -29,8 +29,8 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
     single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4", FP32)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
-           f"train.steps={STEPS}", "train.batch_size=2", FP32]
+           "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}",
+           f"train.steps={STEPS}", "train.batch_size=2", FP32)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in proc.stdout and "effective batch 4 = 2/rank x 2 ranks x 1 accum" in proc.stdout
@@ -338,8 +338,8 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limi
               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.exit(cli.main(sys.argv[1:]))")
     (tmp_path / "limited.py").write_text(script)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32]
+           str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
+           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     errors = _ends(proc.stderr, "pretrain")
     assert len(errors) == 2 and said in errors[0], proc.stderr[-3000:]
@@ -362,8 +362,8 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
         "loop.train_step = signalled\n"
         "sys.exit(cli.main(sys.argv[1:]))\n")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2", FP32],
+                           str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2", FP32)],
                           capture_output=True, text=True, timeout=300)
     ends = _ends(proc.stderr, "pretrain")
     assert sorted(ends) == [
@@ -425,10 +425,13 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
     (tmp_path / "damaged.py").write_text(
         "import os, sys\n"
         "from mme import cli\n"
-        f"sys.exit(cli.main(sys.argv[1:] + ['data.root={tmp_path / 'damaged'}'] * (os.environ['RANK'] == '1')))\n")
+        "args = sys.argv[1:]\n"
+        "if os.environ['RANK'] == '1':  # its own data.root in place of the others'\n"
+        f"    args = ['data.root={tmp_path / 'damaged'}' if a.startswith('data.root=') else a for a in args]\n"
+        "sys.exit(cli.main(args))\n")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32],
+                           str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)],
                           capture_output=True, text=True, timeout=300)
     ends = _ends(proc.stderr, "pretrain")
     said = next((ln.split(": error: ", 1)[1] for ln in ends if ln.startswith("mme pretrain (rank 1): error: ")), "")
@@ -461,9 +464,9 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
     said it in one line."""
     (tmp_path / "killed.py").write_text(KILLED_AT)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "killed.py"), where, "pretrain", "--config", "tiny_cpu_pixel", *TINY,
+                           str(tmp_path / "killed.py"), where, "pretrain", "--config", "tiny_cpu_pixel", *tiny(
                            *synth, f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2",
-                           "train.ckpt_every=1", FP32], capture_output=True, text=True, timeout=300)
+                           "train.ckpt_every=1", FP32)], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "exitcode  : -9" in proc.stderr, proc.stderr[-3000:]
     assert _ends(proc.stderr, "pretrain") == [
         "mme pretrain: error: another rank ended before this one was done: torchrun's report names it, with its "

@@ -365,12 +365,14 @@ def synth(tmp_path_factory):
 
 
 def _tiny_overrides(synth, out_dir, *extra: str) -> list[str]:
+    from mme.config import layered
+
     r = synth.root
-    return [f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
+    return layered([f"data.list_file={r}/train.txt", f"data.root={r}", f"task.classes={r}/classes.json",
             f"task.val_list={r}/val.txt", f"task.test_list={r}/test.txt", f"train.out_dir={out_dir}",
             "model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
             "model.depth=2", "model.num_heads=2", "data.num_workers=0", "train.batch_size=4", "optim.lr_batch_ref=4",
-            "optim.warmup_steps=2", "train.log_every=1", *extra]
+            "optim.warmup_steps=2", "train.log_every=1"], *([e] for e in extra))  # each test's settings win
 
 
 def _tiny_recipe(synth, out_dir, *extra: str):

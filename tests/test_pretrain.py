@@ -11,7 +11,7 @@ import multiprocessing
 import pytest
 import torch
 import yaml
-from training import FP32, run
+from training import FP32, run, tiny
 
 from mme import cli
 from mme.config import load_config
@@ -394,7 +394,6 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
     own, the values given otherwise on its command line warned about as ignored (not the recipe's that the file's
     replaced: before, those were said on every resume, nothing having been given). The clips take the tubelet
     taken."""
-    from training import TINY
 
     from mme.models.checkpoint import load_model
     from mme.train.pretrain import main
@@ -418,8 +417,8 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         "'decoder_heads': 4, 'decoder_norm_eps': 1e-05}" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme"):  # the command line gives TINY's head counts, not the others
-        main("tiny_cpu_pixel", [*TINY, *synth, f"train.out_dir={tmp_path / 'b'}", "train.steps=2", FP32,
-                                "train.resume=auto", *frozen])
+        main("tiny_cpu_pixel", tiny(*synth, f"train.out_dir={tmp_path / 'b'}", "train.steps=2", FP32,
+                                "train.resume=auto", *frozen))
     assert torch.load(tmp_path / "b" / "checkpoint-00000002.pt", weights_only=True)["config"]["model"] == ran
     assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
         f"resuming {b.checkpoint}: its model is the run's own, so these are ignored: model.num_heads=2 (the run's: "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training import FP32, TINY, run
+from training import FP32, run, tiny
 
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.train import checkpoint as ckpt
@@ -35,8 +35,8 @@ def cli_pretrain(recipe: str, synth: list[str], out, *extra: str, hash_seed: int
                  **popen) -> subprocess.Popen:
     """``mme pretrain`` of the tiny recipe in a new process with Python hash seed ``hash_seed`` (started, not
     waited for)."""
-    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", recipe, *TINY, *synth, f"train.out_dir={out}",
-           FP32, *extra]
+    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", recipe, *tiny(*synth, f"train.out_dir={out}",
+           FP32, *extra)]
     return subprocess.Popen(cmd, env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}, **popen)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training import FP32, TINY, report_json, run
+from training import FP32, TINY, report_json, run, tiny
 from worker_jobs import dead_pid, killing_a_worker_after
 
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError
@@ -84,9 +84,9 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
 
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+    first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                               f"train.out_dir={out}", "train.steps=500", "train.ckpt_every=1", "train.keep_last=2",
-                              FP32], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              FP32)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not _steps(out) and time.monotonic() < deadline:
@@ -235,8 +235,8 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     """The signal goes to the job's whole process group, as a terminal sends Ctrl-C and Slurm or torchrun send
     SIGTERM: the loader workers must not die under the step that is finishing (a group SIGTERM killed them, and
     the step failed without a checkpoint)."""
-    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-           f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32]
+    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
+           f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log, deadline = tmp_path / "metrics.jsonl", time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
@@ -441,8 +441,8 @@ def test_a_second_ctrl_c_during_a_checkpoint_write_stops_at_once(synth, tmp_path
 
     monkeypatch.setattr(ckpt.torch, "save", lambda obj, f: real_save(obj, CtrlCTwiceAtItsThirdWrite(f) if
                                                                       next(saves) == 2 else f))
-    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={tmp_path}",
-                     "train.steps=4", "train.ckpt_every=1", FP32])
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}",
+                     "train.steps=4", "train.ckpt_every=1", FP32)])
     err = capsys.readouterr().err
     assert code == 130 and err.strip().splitlines()[-1] == (
         "mme pretrain: interrupted; what was written is kept (the same command with --resume auto continues from "
@@ -486,9 +486,9 @@ def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     for i in range(8):
         (tmp_path / f"v{i}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video" * 4)
     (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 0\n" for i in range(8)))
-    proc = subprocess.run([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY,
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(
                            f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}", "data.num_workers=2",
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2"],
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")]
@@ -612,7 +612,8 @@ def test_overrides_may_follow_the_options_and_an_unknown_option_is_refused(synth
     assert cli.main(args) == 0 and _steps(tmp_path) == [1]
     out = capsys.readouterr().out  # TINY's 5 warm-up steps; the lr never reaches a final one
     assert "warm-up 1 of 1 steps: no decay" in out and "  lr up to " in out and " -> " not in out
-    assert cli.main([*args[:3], "--overwrite", *args[5:], "train.steps=3", "optim.warmup_steps=2"]) == 0
+    again = tiny(*synth, f"train.out_dir={tmp_path}", FP32, "train.steps=3", "optim.warmup_steps=2")
+    assert cli.main([*args[:3], "--overwrite", *again]) == 0
     assert "warm-up 2 of 3 steps: no decay" in capsys.readouterr().out  # its one step after is at the peak
     assert cli.main([*args[:3], "--overwrite", *args[5:]]) == 0  # a fresh run clears the finished one
     assert json.loads((tmp_path / "run.json").read_text())["run_id"] == torch.load(
@@ -666,9 +667,9 @@ def test_a_checkpoint_that_cannot_be_written_names_the_folder_and_keeps_the_prev
     run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.stop_after=1", FP32)
     script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
               "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)); sys.exit(cli.main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
-                           f"train.out_dir={tmp_path}", "train.steps=4", "train.ckpt_every=1", "--resume", "auto",
-                           FP32], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", "tiny_cpu_pixel", "--resume", "auto",
+                           *tiny(*synth, f"train.out_dir={tmp_path}", "train.steps=4", "train.ckpt_every=1", FP32)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme pretrain: error:")][-1]
     assert re.fullmatch(rf"mme pretrain: error: {re.escape(str(tmp_path))}: could not write the checkpoint of step 2 "
@@ -752,8 +753,8 @@ def test_a_loader_worker_killed_is_one_line_and_a_checkpoint_written_is_not_call
     killed: list[int] = []
     monkeypatch.setattr(ckpt, "save_checkpoint", killing_a_worker_after(ckpt.save_checkpoint,
                                                                         lambda state, *_: state["step"] == 2, killed))
-    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={tmp_path}",
-                     "data.num_workers=1", "train.steps=20", "train.ckpt_every=1", FP32])
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path}",
+                     "data.num_workers=1", "train.steps=20", "train.ckpt_every=1", FP32)])
     err = capsys.readouterr().err
     assert code == 1 and err.strip().splitlines()[-1] == (
         f"mme pretrain: error: data loader worker 0 (pid {killed[0]}) died (signal 9: Killed), most likely killed by "

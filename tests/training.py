@@ -3,7 +3,7 @@ fixture of conftest.py)."""
 
 from __future__ import annotations
 
-from mme.config import load_config
+from mme.config import layered, load_config
 from mme.train.config import PretrainConfig
 from mme.train.loop import TrainResult
 from mme.train.pretrain import pretrain
@@ -18,8 +18,14 @@ TINY = ["optim.base_lr=1e-3", "model.img_size=64", "data.img_size=64", "model.nu
 FP32 = "train.precision=fp32"
 
 
+def tiny(*overrides: str) -> list[str]:
+    """:data:`TINY` and ``overrides``, a key given again replacing the earlier one (mme refuses a key given twice
+    in one list): each test's settings over the tiny ones."""
+    return layered(*([o] for o in (*TINY, *overrides)))
+
+
 def tiny_config(recipe: str, data: list[str], out, *extra: str) -> PretrainConfig:
-    return load_config(PretrainConfig, recipe, [*TINY, *data, f"train.out_dir={out}", *extra])
+    return load_config(PretrainConfig, recipe, tiny(*data, f"train.out_dir={out}", *extra))
 
 
 def run(recipe: str, data: list[str], out, *extra: str) -> TrainResult:

@@ -251,6 +251,14 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
 
     def run(a):
+        from mme.config import given_keys
+        from mme.errors import ConfigError
+
+        for key, flag in (("train.resume", a.resume and f"--resume {a.resume}"), ("train.overwrite", a.overwrite and
+                                                                                 "--overwrite")):
+            also = [o for o in a.overrides if key in given_keys([o])]
+            if flag and also:  # the flag's, appended last, would win unsaid
+                raise ConfigError(f"{flag} and {also[0]} both set {key}: give one")
         overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else []) \
             + (["train.overwrite=true"] if a.overwrite else [])
         return importlib.import_module(module).main(a.config, overrides)

@@ -233,10 +233,18 @@ def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dic
             setattr(cfg, name, value)
 
 
+def _same_key(a: str, b: str) -> bool:
+    """Whether two dotted keys set the same value: one is the other, or a section or mapping holding it."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
-    a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them)."""
+    a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them).
+    A key given twice (``train.steps=5 train.steps=7``, or ``train={steps: 5}`` beside it) is a ConfigError, as in a
+    recipe: the later one would win unsaid (:func:`layered` puts one list of overrides over another)."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # each dotted key set so far -> the override that set it
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -262,6 +270,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         else:
             value = _Override(raw)
             value.parsed = getattr(parsed, "parsed", parsed)
+        keys = flatten(value, f"{key.strip()}.") if isinstance(value, dict) else {key.strip(): value}
+        for k in keys:
+            again = next((e for e in given if _same_key(k, e)), None)
+            if again is not None:
+                raise ConfigError(f"override {item!r}: key '{k}' is given twice (also by {given[again]!r}), the later "
+                                  "would win unsaid: give it once")
+            given[k] = item
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -284,6 +299,17 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def given_keys(overrides: list[str]) -> set[str]:
     """The dotted keys a command line's ``key=value`` overrides set (each key of a mapping value)."""
     return set(flatten(parse_overrides(overrides)))
+
+
+def layered(*layers: list[str]) -> list[str]:
+    """Lists of ``key=value`` overrides, each a layer over those before it: an earlier override of a key a later
+    layer gives is dropped (a command's own settings under the user's, which :func:`parse_overrides` would refuse as
+    a key given twice)."""
+    out: list[str] = []
+    for layer in layers:
+        keys = given_keys(layer)
+        out = [o for o in out if not any(_same_key(k, g) for k in given_keys([o]) for g in keys)] + list(layer)
+    return out
 
 
 def differences(a: dict, b: dict) -> list[str]:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from mme import __version__
-from mme.config import differences, from_dict, load_config, load_recipe, merge_layer, parse_overrides
+from mme.config import differences, from_dict, layered, load_config, load_recipe, merge_layer, parse_overrides
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
@@ -144,13 +144,12 @@ DEMO_KEYS = {"data.list_file", "data.root", "data.num_workers", "train.steps", "
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
     recipe, extra = TARGETS[target]
     unused = unused_overrides(s)[target]
-    overrides = [
+    overrides = layered([
         f"data.list_file={train_list}", f"data.root={train_list.parent}", f"data.num_workers={s.workers}",
         f"train.steps={s.steps}", f"train.batch_size={s.batch_size}", f"train.seed={seed}",
         f"train.device={s.device}", f"train.out_dir={s.out / f'seed{seed}' / target}",
         f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true", *extra,
-        *(o for o in s.overrides if o not in unused),
-    ]
+    ], [o for o in s.overrides if o not in unused])
     return load_config(PretrainConfig, recipe, overrides)
 
 
@@ -162,7 +161,7 @@ def unused_overrides(s: DemoSettings) -> dict[str, dict[str, str]]:
     for target in s.targets:
         recipe, extra = TARGETS[target]
         layers = merge_layer(PretrainConfig, load_recipe(recipe, PretrainConfig),
-                             parse_overrides([*extra, *s.overrides]), level=logging.DEBUG)
+                             parse_overrides(layered(extra, s.overrides)), level=logging.DEBUG)
         target_cfg = from_dict(TargetConfig, layers.get("target", {}), "target.")
         without_effect = {f"target.{key}": only for key, only in target_cfg.settings_without_effect().items()}
         unused[target] = {o: without_effect[key] for o in s.overrides
@@ -530,7 +529,7 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     owned = sorted({o.split("=", 1)[0].strip() for o in overrides} & DEMO_KEYS)
     if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
         raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
-    s.overrides = [*s.overrides, *overrides]
+    s.overrides = layered(s.overrides, list(overrides))
     s.real_dir = None if real_dir is None else str(real_dir)
     return s
 
