@@ -44,6 +44,19 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(autouse=True)
+def _threads_as_they_were():
+    """A test that sets torch's or OpenCV's thread counts (a benchmark called as a library function, a test of
+    thread-count independence) leaves them as it found them: a later test in the same worker process would reduce
+    over other threads, and a bitwise-resume test compares runs whose reductions must round alike."""
+    import cv2
+
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    yield
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+
+
+@pytest.fixture(autouse=True)
 def _no_gpu_decoders_left_behind():
     """A test that opened NVDEC (data.backend=pyav-cuda) leaves its decoders in the process, and a process with them
     starts its loader workers by spawn: each test starts without them, whichever tests ran before it."""

@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
 
@@ -20,15 +19,6 @@ def tiny(tmp_path_factory):
     engine per process, computes other flows for the same frames after it has seen 32² ones.)"""
     return generate_synth(tmp_path_factory.mktemp("tiny"), num_classes=2, videos_per_class=1, size=64,
                           num_frames=16, workers=1)
-
-
-@pytest.fixture
-def keep_threads():
-    """The benchmarks set torch/OpenCV thread counts for the process: put them back."""
-    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    yield
-    torch.set_num_threads(torch_threads)
-    cv2.setNumThreads(cv2_threads)
 
 
 def test_a_preset_is_its_arguments_and_given_arguments_replace_its_values(tmp_path):
@@ -82,7 +72,7 @@ def test_draw_picture_writes_the_tracks_picture(tiny, tmp_path, capsys):
     assert path.read_bytes()[:4] == b"\x89PNG" and f"viz: wrote {path}" in capsys.readouterr().out
 
 
-def test_bench_targets_returns_the_figures_it_prints(tmp_path, capsys, keep_threads):
+def test_bench_targets_returns_the_figures_it_prints(tmp_path, capsys):
     from videos import affine_video, write_video
 
     from mme.motion.bench import bench_targets
@@ -93,7 +83,7 @@ def test_bench_targets_returns_the_figures_it_prints(tmp_path, capsys, keep_thre
     assert "total / decode" in capsys.readouterr().out
 
 
-def test_bench_data_returns_clips_per_second(tiny, keep_threads):
+def test_bench_data_returns_clips_per_second(tiny):
     from mme.data.bench import bench_data
 
     video = str(tiny.root / tiny.lists["train"].read_text().split()[0])
@@ -138,7 +128,7 @@ class _Sleeps(torch.utils.data.Dataset):
         return {"index": i}
 
 
-def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, keep_threads, monkeypatch):
+def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch):
     """The clock started at the first batch, which the workers made at once with the others of their first round,
     and the last round could have fewer batches than workers: 4 workers read 2.3x the clips/s they made."""
     from mme.data import bench
@@ -156,7 +146,7 @@ def _eager_variants() -> list[str]:
     return ["fp32 eager"] + ["bf16 eager"] * bf16_native(torch.device("cpu"))
 
 
-def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_threads, tmp_path, capsys):
+def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(tmp_path, capsys):
     from mme.train.bench import bench_train
 
     out = tmp_path / "bench.json"
@@ -182,7 +172,7 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(keep_thread
     assert "peer check" in printed and "where the step goes (torch.profiler: self CPU time of each op)" in printed
 
 
-def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threads, monkeypatch):
+def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(monkeypatch):
     from mme.train import bench
 
     # seconds per step of (fp32, bf16, fp16), round by round: the machine 4x slower in round 2
@@ -199,7 +189,7 @@ def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(keep_threa
 
 @pytest.mark.parametrize("target, hide_transformers, why", [("mme", False, "predicts pixels only"),
                                                              ("pixel", True, "transformers is not installed")])
-def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why, keep_threads, monkeypatch,
+def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why, monkeypatch,
                                                   capsys):
     from mme.train.bench import bench_train
 
@@ -244,7 +234,7 @@ def test_bench_train_profile_table_keeps_long_variant_names_apart():
     assert len({len(line) for line in lines[1:]}) == 1 and lines[-1].split()[-1] == f"{len(PROFILE_PARTS):.1f}"
 
 
-def test_bench_data_says_when_the_video_is_shorter_than_the_clips_window(tiny, keep_threads, capsys):
+def test_bench_data_says_when_the_video_is_shorter_than_the_clips_window(tiny, capsys):
     from mme.data.bench import bench_data
 
     video = str(tiny.root / tiny.lists["train"].read_text().split()[0])  # 16 frames
