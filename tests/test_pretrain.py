@@ -834,6 +834,46 @@ def test_the_missing_files_advice_followed_as_given_makes_a_cache_the_run_reads(
                        "--orientation coded --backend pyav")
 
 
+@pytest.mark.parametrize("made, run_settings, advised", [
+    ((), (), "--length 6 --short-side 224 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav"),
+    (("--length", "8", "--short-side", "96", "--seed-stride", "4", "--max-disp", "7.5", "--compensate"),
+     ("target.compensate=true", "target.max_disp=3"),
+     "--length 8 --short-side 96 --seed-stride 4 --flow dis-balanced --compensate --max-disp 7.5 --orientation coded "
+     "--backend pyav")])
+def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_settings(synth, tmp_path, made,
+                                                                                   run_settings, advised):
+    """A cache that holds some of the list's files (an extraction stopped part-way, a list that grew) was advised the
+    extraction at the run's finest settings (--short-side 224 --seed-stride 28 ...), without --overwrite, "and
+    resumes": run as given, mme extract refused the files there as made with other settings. The advice takes the
+    settings of a file of the cache that the run reads, so the command resumes it, and the run then reads every
+    file."""
+    import re
+    import shlex
+
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    (tmp_path / "part.txt").write_text(f"{listed[0]}\n")
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    cache = tmp_path / "cache"
+    assert cli.main(["extract", str(tmp_path / "part.txt"), "--root", lists["data.root"], "--out", str(cache),
+                     *made]) == 0
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
+                      tmp_path / "run", f"target.cache_dir={cache}", "data.max_failure_fraction=0", *run_settings)
+    dataset = pretrain_dataset(cfg)
+    check_cache(cfg, dataset)  # the first video's file: read
+    with pytest.raises(DataError, match="makes the track cache files these videos lack") as refused:
+        dataset[1]
+    command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
+    assert cli.main(shlex.split(command)[1:]) == 0  # before: refused, made with other settings (seed_stride 8 ...)
+    assert command == f"mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {cache} {advised}"
+    dataset = pretrain_dataset(cfg)
+    assert [dataset[i]["index"] for i in range(2)] == [0, 1]
+
+
 def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:
     """The masks of ``indices`` as the training step's process drew them before the data workers did (the former
     ``pretrain.masks_for``, kept here only): a mask of a given (seed, epoch, index) must stay the same across

@@ -52,7 +52,7 @@ from mme.data.transforms import (
 )
 from mme.data.video import BACKENDS, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, ProcessLost, VideoError
+from mme.errors import ConfigError, DataError, MMEError, ProcessLost, VideoError
 from mme.utils import check_output, how_it_ended, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ CROPS = ("multiscale", "random_resized", "center")
 REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "index out of range",
            "frame count changed", "bad list line", "track cache", "other")
 MAX_ATTEMPTS = 10
+CACHE_PROBES = 64
+"""How many videos, spread evenly over the list, a pre-training run looks up in its track cache before any work
+(every one of a shorter list: :meth:`PretrainDataset.cache_probes`)."""
 
 
 @dataclass
@@ -491,17 +494,47 @@ class PretrainDataset(_VideoDataset):
         self.track_length = track_length
         self.track_reads = track_reads
 
-    def extract_advice(self) -> str:
-        """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
-        of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) as this run reads them: at extract's default
-        ``--short-side``, or the run's clip size where larger, every other setting the run's (the coarse-cache
-        warning's advice, without ``--overwrite``)."""
-        from mme.motion.cache import extract_flags_as_fine  # mme.motion.targets imports this module
+    def cache_probes(self) -> list[str]:
+        """The paths of :data:`CACHE_PROBES` videos spread evenly over the list (every one of a shorter list), on
+        which the track cache is judged."""
+        spread = np.unique(np.linspace(0, len(self) - 1, min(len(self), CACHE_PROBES)).round().astype(int))
+        return [self.path(int(i)) for i in spread]
+
+    def _cache_file_read(self) -> tuple[str, dict] | None:
+        """The first cache file of the probed videos (:meth:`cache_probes`) that this run reads, and its meta: made by
+        this mme's tracker, in the run's orientation, with settings the run can read
+        (:func:`mme.motion.cache.check_settings`); None where the cache holds none."""
+        from mme.motion.cache import cache_meta, check_settings, find_cache_file, stale
 
         target = self.target_fn.cfg
+        for path in self.cache_probes():
+            try:
+                found = find_cache_file(target.cache_dir, path)
+                meta = cache_meta(found)
+                if stale(meta) is not None or meta.get("orientation", "coded") != self.cfg.orientation:
+                    continue
+                if self.track_length:  # (a target of no tracks reads none of its settings)
+                    check_settings(meta, found, target, self.track_length, self.cfg.img_size)
+            except MMEError:
+                continue
+            return str(found), meta
+        return None
+
+    def extract_advice(self) -> str:
+        """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
+        of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of a file
+        of it that the run reads (:meth:`_cache_file_read`), since a resumed extraction refuses files made with other
+        settings; where it holds none, as this run reads them, at extract's default ``--short-side``, or the run's
+        clip size where larger (the coarse-cache warning's advice, without ``--overwrite``)."""
+        from mme.motion.cache import extract_flags_as_fine, resume_flags  # mme.motion.targets imports this module
+
+        target = self.target_fn.cfg
+        command = f"mme extract {self._listed()} --out {shlex.quote(str(target.cache_dir))}"
+        if (held := self._cache_file_read()) is not None:
+            return (f"`{command} {resume_flags(held[1], self.cfg.backend)}` makes the track cache files these videos "
+                    f"lack with the settings of the cache's {held[0]}, and resumes")
         flags = extract_flags_as_fine(target, self.cfg, self.target_fn.geom.seed_stride, overwrite=False)
-        return (f"`mme extract {self._listed()} --out {shlex.quote(str(target.cache_dir))} {flags}` makes the track "
-                "cache files these videos lack, and resumes")
+        return f"`{command} {flags}` makes the track cache files these videos lack, and resumes"
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         item = super().__getitem__(key)

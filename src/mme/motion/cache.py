@@ -429,6 +429,16 @@ def extract_max_disp(run_max_disp: float, short_side: int, img_size: int) -> int
     return math.ceil(round(run_max_disp * short_side / img_size, 6))
 
 
+def _command_flags(length: int, short_side: int, seed_stride: int, flow: str, compensate: bool,
+                   max_disp: float | None, orientation: str, backend: str, overwrite: bool) -> str:
+    """The ``mme extract`` flags of these settings, ``--max-disp`` only where given (else extract's default bound)."""
+    flags = [f"--length {length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}", f"--flow {flow}"]
+    flags += ["--compensate"] if compensate else []
+    flags += [f"--max-disp {max_disp:.10g}"] if max_disp is not None else []
+    flags += [f"--orientation {orientation}", f"--backend {backend}"]
+    return " ".join(flags + ["--overwrite"] * overwrite)
+
+
 def extract_flags(target, data, short_side: int, seed_stride: int, overwrite: bool = True) -> str:
     """The ``mme extract`` flags that make, at ``short_side`` and ``seed_stride``, a track cache that a run of
     ``target`` and ``data`` (its TargetConfig and DataConfig) reads: every setting its checks read
@@ -436,13 +446,21 @@ def extract_flags(target, data, short_side: int, seed_stride: int, overwrite: bo
     flow, compensation, displacement bound (in the working px of ``short_side``), orientation and decoder; with
     ``--overwrite`` where ``overwrite`` (a cache there made again). Advice that named only some of them made, followed
     as given, a cache of extract's defaults for the others, which the run refuses."""
-    flags = [f"--length {target.track_length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}",
-             f"--flow {target.flow}"]
-    flags += ["--compensate"] if target.compensate else []
-    if target.max_disp is not None:
-        flags.append(f"--max-disp {extract_max_disp(target.max_disp, short_side, data.img_size)}")
-    flags += [f"--orientation {data.orientation}", f"--backend {data.backend}"]
-    return " ".join(flags + ["--overwrite"] * overwrite)
+    max_disp = None if target.max_disp is None else extract_max_disp(target.max_disp, short_side, data.img_size)
+    return _command_flags(target.track_length, short_side, seed_stride, target.flow, target.compensate, max_disp,
+                          data.orientation, data.backend, overwrite)
+
+
+def resume_flags(meta: dict, backend: str) -> str:
+    """The ``mme extract`` flags of the settings the cache file of ``meta`` was made with, which a resumed extraction
+    into its cache takes (it refuses files made with others): ``--max-disp`` where the file's is not extract's default
+    for its working frames, its decoder (``backend`` where it records none)."""
+    w, h = meta["work_size"]
+    held = float(meta["max_disp"])
+    max_disp = None if round(held, 4) == round(default_max_disp(h, w), 4) else held
+    return _command_flags(int(meta["length"]), min(w, h), int(meta["seed_stride"]), meta["flow"],
+                          bool(meta["compensate"]), max_disp,
+                          meta.get("orientation", "coded"), cache_backend(meta) or backend, overwrite=False)
 
 
 def extract_flags_as_fine(target, data, run_seed_stride: int, short_side: int = SHORT_SIDE,

@@ -22,7 +22,6 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mme.config import from_dict, given_keys, load_config
@@ -70,18 +69,13 @@ def sample_mask(model: ModelConfig, seed: int, epoch: int, index: int) -> torch.
     return make_mask(model.mask_type, 1, model.grid, model.mask_ratio, generator)[0]
 
 
-CACHE_PROBES = 64
-"""How many videos, spread evenly over the list, :func:`check_cache` looks up in the track cache (every one of a
-shorter list)."""
-
-
 def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Refuse a ``target.cache_dir`` that is not a folder or holds a cache file for none of ``CACHE_PROBES`` videos
-    spread over the list (every item would fail; some videos without one, say a list whose extraction stopped
-    part-way, are the dataset's failures, within ``data.max_failure_fraction``), or whose first file found was
-    extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`, and the orientation of
-    its video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's
-    files, model and loader workers are made. Tracks read from a cache are the
+    """Refuse a ``target.cache_dir`` that is not a folder or holds a cache file for none of the videos it is judged
+    on (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every item would fail; some videos without one, say a
+    list whose extraction stopped part-way, are the dataset's failures, within ``data.max_failure_fraction``), or
+    whose first file found was extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`,
+    and the orientation of its video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first
+    batch, after the run's files, model and loader workers are made. Tracks read from a cache are the
     flow ``mme extract`` used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ
     from the run's (judged on the first cache file found), so that the run's config is not read as its tracks' flow,
     and a decoder that reads other frames is seen; and where its tracks are coarser than the run's targets
@@ -92,8 +86,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         return
     if not Path(cache).is_dir():
         raise DataError(f"target.cache_dir {cache!r} is not a folder; {dataset.extract_advice()}")
-    spread = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), CACHE_PROBES)).round().astype(int))
-    probed = [dataset.path(int(i)) for i in spread]
+    probed = dataset.cache_probes()
     for path in probed:
         try:
             found = find_cache_file(cache, path)
