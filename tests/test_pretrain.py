@@ -677,6 +677,8 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
     before any of them (each read still checks its own); a video without a display matrix serves either
     orientation. The bound is judged in the run's px: --max-disp 5 at --short-side 128 bounds the run's 64 px clips
     at 2.5 px, below target.max_disp=5 (before: taken as 5, and read without a word)."""
+    import re
+
     from training import tiny_config
     from videos import affine_video, write_video
 
@@ -694,18 +696,25 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
     write_video(phone / "plain.mp4", frames)
     for name in ("phone", "plain"):
         (phone / f"{name}.txt").write_text(f"{name}.mp4\n")
+
+    def remake(cache: str, flags: str) -> str:  # the whole command, at the cache's --short-side and --seed-stride
+        return re.escape(f"`mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {tmp_path / cache} "
+                         f"--length 6 {flags} --orientation coded --backend pyav --overwrite`")
+
     cases = [("length", dict(length=4), data, [], r"target\.track_length=6 but the track cache .*\.tracks holds only 4 "
                                                   r"steps$"),
              ("bound", dict(max_disp=1.0), data, [], r"holds displacements bounded at 1 px per frame in its 64 px "
                                                      r"working frames \(mme extract --max-disp\), 1 px in this run's "
                                                      r"64 px clips of a frame's whole short side, below this run's "
                                                      r"default bound 5\.71429 \(target\.max_disp unset: the release's, "
-                                                     r"scaled to its clips\); extract again with --max-disp 6 "
-                                                     r"at --short-side 64, or set target\.max_disp=1$"),
+                                                     r"scaled to its clips\); extract again with "
+                                                     + remake("bound", "--short-side 64 --seed-stride 8 --flow "
+                                                              "dis-balanced") + r", or set target\.max_disp=1$"),
              ("bound_in_run_px", dict(short_side=128, max_disp=5.0), data, ["target.max_disp=5"],
               r"bounded at 5 px per frame in its 128 px working frames \(mme extract --max-disp\), 2\.5 px in this "
               r"run's 64 px clips of a frame's whole short side, below this run's 5 \(target\.max_disp\); extract "
-              r"again with --max-disp 10 at --short-side 128, or set target\.max_disp=2\.5$"),
+              r"again with " + remake("bound_in_run_px", "--short-side 128 --seed-stride 8 --flow dis-balanced "
+                                                         "--max-disp 10") + r", or set target\.max_disp=2\.5$"),
              ("compensate", dict(compensate=True), data, [], r"^target\.compensate=False but the track cache "
                                                              r".*\.tracks was extracted with compensate=True$"),
              ("phone", {}, [f"data.list_file={phone / 'phone.txt'}", f"data.root={phone}"],
@@ -801,6 +810,37 @@ def test_the_coarse_cache_advice_followed_as_given_makes_a_cache_the_run_reads(s
     with caplog.at_level("WARNING"):
         check_cache(cfg, pretrain_dataset(cfg))  # before: ConfigError, target.compensate=True but ... False
     assert not [r.getMessage() for r in caplog.records if "track cache" in r.getMessage()]
+
+
+def test_the_bound_below_refusal_followed_as_given_makes_a_cache_the_run_reads(synth, tmp_path):
+    """A cache of the run's settings but for its bound (compensated, --max-disp 5 at --short-side 128: 2.5 px in the
+    run's 64 px clips, below target.max_disp=5) was refused advising "extract again with --max-disp 10 at
+    --short-side 128": typed as given, mme extract refused the files there as made with other settings, and with
+    --overwrite made uncompensated ones, which the run refused in turn. The refusal gives the whole command, the
+    run's settings at the cache's --short-side and --seed-stride with --overwrite; run as given, the run reads it."""
+    import re
+    import shlex
+
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    cache = tmp_path / "cache"
+    extract = ["extract", str(tmp_path / "list.txt"), "--root", lists["data.root"], "--out", str(cache)]
+    assert cli.main(extract + ["--short-side", "128", "--seed-stride", "16", "--compensate", "--max-disp", "5"]) == 0
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
+                      tmp_path / "run", f"target.cache_dir={cache}", "target.compensate=true", "target.max_disp=5")
+    with pytest.raises(ConfigError, match="below this run's 5") as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    command = re.search(r"`(mme extract [^`]*)`", str(refused.value))  # before: only --max-disp 10 at --short-side 128
+    assert command is not None and cli.main(shlex.split(command.group(1))[1:]) == 0
+    check_cache(cfg, pretrain_dataset(cfg))  # before, with --overwrite: target.compensate=True but ... False
+    assert command.group(1) == (f"mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {cache} "
+                                "--length 6 --short-side 128 --seed-stride 16 --flow dis-balanced --compensate "
+                                "--max-disp 10 --orientation coded --backend pyav --overwrite")
 
 
 def test_the_missing_files_advice_followed_as_given_makes_a_cache_the_run_reads(synth, tmp_path, caplog):

@@ -528,13 +528,15 @@ class PretrainDataset(_VideoDataset):
         clip size where larger (the coarse-cache warning's advice, without ``--overwrite``)."""
         from mme.motion.cache import extract_flags_as_fine, resume_flags  # mme.motion.targets imports this module
 
-        target = self.target_fn.cfg
-        command = f"mme extract {self._listed()} --out {shlex.quote(str(target.cache_dir))}"
         if (held := self._cache_file_read()) is not None:
-            return (f"`{command} {resume_flags(held[1], self.cfg.backend)}` makes the track cache files these videos "
-                    f"lack with the settings of the cache's {held[0]}, and resumes")
-        flags = extract_flags_as_fine(target, self.cfg, self.target_fn.geom.seed_stride, overwrite=False)
-        return f"`{command} {flags}` makes the track cache files these videos lack, and resumes"
+            return (f"`{self.extract_command(resume_flags(held[1], self.cfg.backend))}` makes the track cache files "
+                    f"these videos lack with the settings of the cache's {held[0]}, and resumes")
+        flags = extract_flags_as_fine(self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride, overwrite=False)
+        return f"`{self.extract_command(flags)}` makes the track cache files these videos lack, and resumes"
+
+    def extract_command(self, flags: str) -> str:
+        """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""
+        return f"mme extract {self._listed()} --out {shlex.quote(str(self.target_fn.cfg.cache_dir))} {flags}"
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         item = super().__getitem__(key)

@@ -472,11 +472,13 @@ def extract_flags_as_fine(target, data, run_seed_stride: int, short_side: int = 
     return extract_flags(target, data, wanted, max(1, int(run_seed_stride * wanted / data.img_size)), overwrite)
 
 
-def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int) -> None:
+def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int, remake: str | None = None) -> None:
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where it was extracted with settings the run's
     target ``cfg`` (a TargetConfig) cannot read for tracks of ``length`` steps in ``img_size`` px clips: a
     displacement bound below the run's in the run's px (:func:`bound_in_run_px`), another compensation, fewer steps.
-    Every file of a cache is made alike, so a run checks its first file's before any work, and each read its own."""
+    Every file of a cache is made alike, so a run checks its first file's before any work, and each read its own.
+    The bound's refusal advises ``remake``, the whole ``mme extract`` that makes the cache again with the run's
+    settings, where the caller knows them (a run before any work), else the ``--max-disp`` that meets the bound."""
     bound = default_max_disp(img_size, img_size) if cfg.max_disp is None else cfg.max_disp
     held = bound_in_run_px(meta, img_size)
     if held < bound * 0.999:
@@ -484,10 +486,11 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
         needed = extract_max_disp(bound, short, img_size)
         runs = (f"{bound:g} (target.max_disp)" if cfg.max_disp is not None else
                 f"default bound {bound:g} (target.max_disp unset: the release's, scaled to its clips)")
+        again = f"`{remake}`" if remake else f"--max-disp {needed} at --short-side {short}"
         raise ConfigError(f"the track cache {path} holds displacements bounded at {meta['max_disp']:g} px per frame "
                           f"in its {short} px working frames (mme extract --max-disp), {held:g} px in this run's "
                           f"{img_size} px clips of a frame's whole short side, below this run's {runs}; extract again "
-                          f"with --max-disp {needed} at --short-side {short}, or set target.max_disp={held:g}")
+                          f"with {again}, or set target.max_disp={held:g}")
     if bool(meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={meta.get('compensate')}")

@@ -102,7 +102,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         meta = cache_meta(found)
     except MMEError:  # an unreadable cache file is reported per video by the dataset
         return
-    check_settings(meta, found, cfg.target, dataset.track_length, cfg.data.img_size)  # as each read: before any work
+    remake = extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"])  # at the cache's
+    check_settings(meta, found, cfg.target, dataset.track_length, cfg.data.img_size,  # as each read: before any work
+                   dataset.extract_command(remake))
     if meta.get("orientation", "coded") != cfg.data.orientation:  # the same turn either way without a display matrix
         with contextlib.suppress(VideoError), dataset.open(path) as reader:  # (a bad video: the dataset's failure)
             check_orientation(meta, found, reader.turn)
@@ -115,7 +117,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
                     "the two can read other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, "
                     "MPEG-PS/TS and some Matroska files, docs/data.md), and then its tracks are not of its clip's "
                     "frames; extract again with %s, or set data.backend=%s", cfg.target.cache_dir, made_with, backend,
-                    extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"]), made_with)
+                    remake, made_with)
     if (coarser := _coarser_cache(meta, cfg)) is not None:
         log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
 
