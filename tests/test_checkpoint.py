@@ -1307,6 +1307,28 @@ def test_a_decoder_heads_hint_is_ignored_by_every_route_to_a_file_without_a_deco
         load_model(save_pretrained(mae, tmp_path / "mae"), decoder_heads=3)  # a decoder of 2 heads: the hint differs
 
 
+def test_a_decoder_heads_hint_is_ignored_where_the_decoder_is_not_read(mae, tmp_path):
+    """A pre-training MAE (a decoder of 2 heads) read for its encoder alone (load_encoder, mme export --kind model)
+    with decoder_heads=3 was read from a Hugging Face folder, the hint ignored, but refused from mme's own formats
+    (a training checkpoint, our folder, our .safetensors): 'it records decoder_heads=2 ... not 3'. One rule, by
+    what is read: the decoder is not read, so the hint is ignored; a read of the whole model still refuses it."""
+    torch.save({"model": mae.state_dict(), "config": {"model": dataclasses.asdict(mae.cfg),
+                                                      "target": {"kind": "pixel"}},
+                "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
+    routes = {"training checkpoint": tmp_path / "run.pt", "our folder": save_pretrained(mae, tmp_path / "ours"),
+              "our .safetensors": save_pretrained(mae, tmp_path / "ours.safetensors"),
+              "Hugging Face folder": export_hf(mae, tmp_path / "hf", kind="pretraining")}
+    x = clip()
+    for route, path in routes.items():
+        encoder = load_encoder(path, decoder_heads=3)  # before: 'it records decoder_heads=2 ...' but for HF
+        with torch.no_grad():
+            assert torch.equal(encoder(x), mae.encoder(x)), route
+        out = export(path, tmp_path / f"enc_{path.name.replace('.', '_')}", "hf", kind="model", decoder_heads=3)
+        assert torch.equal(load_encoder(out).patch_embed.proj.weight, mae.encoder.patch_embed.proj.weight), route
+        with pytest.raises(CheckpointError, match=r"it records decoder_heads=2; .* not 3"):
+            load_model(path, decoder_heads=3)  # the decoder read: 2 heads, not 3
+
+
 def test_a_loaded_classifier_keeps_its_class_names_until_its_head_is_replaced(tmp_path):
     """A loaded module carries its checkpoint's record (``mme_record``) to save_pretrained and export_hf; the class
     names of a head since replaced (transfer to 3 classes) were written for it, or refused its export."""

@@ -554,16 +554,17 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     """Read any supported checkpoint into our layout (only its encoder with ``encoder_only``).
 
     The hints fill in what a file does not record (head counts, clip geometry of original ``.pth`` files) and
-    override what it does. ``fallback``, the run's model config: its head counts and clip are taken where the file
-    records none, no hint gives them, and they fit: a head count where its width is the file's
+    override what it does; ``decoder_heads`` is ignored where no decoder is read (``encoder_only``, or a file without
+    one: :func:`_with_recorded_hints`). ``fallback``, the run's model config: its head counts and clip are taken where
+    the file records none, no hint gives them, and they fit: a head count where its width is the file's
     (``Checkpoint.from_fallback``), in place of the guess from the width (a HeadCountUnknown where none fits); the
     clip where the file stores no position table or one that fits it (else 224² x 16, where its table fits that, else
     the one clip of its frames or of its size that the table fits; a :class:`NoClipFits` naming what gives the clip
-    where none or several do), still one the file took on trust
-    (``Checkpoint.assumed``). ``strict``: a tensor of the file that the model has no place for is an error (else it
-    is dropped with a warning). ``given_as``: how the reading command gives these fields (its flags or config keys,
-    ``{"img_size": "--img-size"}``; default: keyword arguments), named in the messages of the read and of the model
-    built (``Checkpoint.given_as``)."""
+    where none or several do), still one the file took on trust (``Checkpoint.assumed``). ``strict``: a tensor of
+    the file that the model has no place for is an error (else it is dropped with a warning). ``given_as``: how the
+    reading command gives these fields (its flags or config keys, ``{"img_size": "--img-size"}``; default: keyword
+    arguments), named in the messages of the read and of the model built (``Checkpoint.given_as``)."""
+    decoder_heads = None if encoder_only else decoder_heads  # (no decoder is read: the hint is ignored, every route)
     hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
     given_as = dict(given_as or {})
     try:
