@@ -988,3 +988,26 @@ def test_the_step_takes_the_masks_the_loader_workers_drew(synth, tmp_path, monke
     for epoch, indices, shipped, used, cfg in seen:
         assert torch.equal(used, shipped)
         assert torch.equal(used, _masks_as_drawn_before(cfg.model, indices, epoch, cfg.train.seed))
+
+
+def test_the_learnability_benchmarks_bank_trains_and_probes_at_its_stops(tmp_path, monkeypatch, capsys):
+    """benchmarks/motion_learnability.py bank (docs/experiments.md) ended at its first stop with AttributeError: its
+    bank of clips lacked the list digest and failure codes that pre-training's checkpoints record."""
+    import importlib.util
+    from pathlib import Path
+
+    from mme.data.synth import generate_synth
+
+    data = generate_synth(tmp_path / "syn", num_classes=2, videos_per_class=4, size=32, num_frames=16, workers=1,
+                          splits=(0.5, 0.25, 0.25))
+    path = Path(__file__).parents[1] / "benchmarks" / "motion_learnability.py"
+    spec = importlib.util.spec_from_file_location("motion_learnability", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    monkeypatch.setattr("sys.argv", [str(path), "bank", str(data.root), "--views", "1", "--workers", "0",
+                                     "--probe-every", "1", "--steps", "2", "--batch", "2", "--out",
+                                     str(tmp_path / "run"), "--recipe", "tiny_cpu_pixel", FP32,
+                                     "data.img_size=32", "model.img_size=32"])
+    benchmark.main()
+    out = capsys.readouterr().out
+    assert out.count("probe at step") == 2 and (tmp_path / "run" / "checkpoint-00000002.pt").is_file(), out
