@@ -104,6 +104,30 @@ def test_the_loss_curve_is_titled_with_its_run_folder_as_spelt(tmp_path, drawn_t
     assert drawn_text.get("lr_$1e-3$_x") is False  # drawn, as text
 
 
+def test_a_log_axis_is_labelled_in_maths_beside_a_name_drawn_as_spelt(tmp_path, drawn_text):
+    """The loss curves' log axis is labelled by matplotlib in maths text ('$\\mathdefault{10^{0}}$'): with maths off
+    for the whole picture, so that a name with two '$' was drawn as spelt, the ticks showed that source. Maths stays
+    on, even under a user's text.parse_math: False; the name alone is drawn literally."""
+    import matplotlib
+
+    from mme.demo_report import plot_losses
+    from mme.train.metrics import plot_loss_curves
+
+    run = tmp_path / "lr_$1e-3$_x"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 10 / s}) + "\n" for s in range(1, 30)))
+    with matplotlib.rc_context({"text.parse_math": False}):
+        plot_loss_curves(run / "metrics.jsonl", run / "loss.png")
+        loss_png = dict(drawn_text)
+        drawn_text.clear()
+        plot_losses([{"metrics": "lr_$1e-3$_x/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path,
+                    tmp_path / "loss_curves.png")
+        assert matplotlib.rcParams["text.parse_math"] is False  # the user's setting, outside the pictures
+    ticks = [r"$\mathdefault{10^{0}}$", r"$\mathdefault{10^{1}}$"]
+    assert {s: loss_png.get(s) for s in ticks} == {s: drawn_text.get(s) for s in ticks} == dict.fromkeys(ticks, True)
+    assert loss_png.get("lr_$1e-3$_x") is False  # the title, drawn as text
+
+
 def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_error_is_a_warning(tmp_path, drawn_text,
                                                                                                  monkeypatch, caplog):
     """A user's matplotlibrc with text.usetex: True sent every text to LaTeX: without it, loss.png ended a run with

@@ -687,19 +687,26 @@ warnings filters), and a block that began in one thread and ended in another's r
 
 @contextlib.contextmanager
 def literal_text() -> Iterator[None]:
-    """Matplotlib text made and drawn inside the block shows as it is spelt (a decorator too): names (a video's, a
-    class's, a run folder's) are the user's, and matplotlib reads the text between two '$' as maths
-    (``deal_$5_and_$10.mp4`` was a parse error, ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'), and a user's
-    matplotlibrc with ``text.usetex`` hands all text to LaTeX (without LaTeX installed, every picture failed). A
-    character its fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without
+    """Matplotlib text made and drawn inside the block without LaTeX (a decorator too): a user's matplotlibrc with
+    ``text.usetex`` hands all text to LaTeX (without LaTeX installed, every picture failed). Matplotlib's own maths
+    text (a log axis's ticks, ``10^0``) is drawn as maths, whatever the user's ``text.parse_math``; a user's text (a
+    name) goes through :func:`literal`.
+    A character its fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without
     matplotlib's warning of each glyph, which named a line of mme as the fault. One block at a time in the process
     (:data:`_LITERAL_TEXT`)."""
     import matplotlib
 
-    with _LITERAL_TEXT, matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}), \
+    with _LITERAL_TEXT, matplotlib.rc_context({"text.parse_math": True, "text.usetex": False}), \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from (current )?font", UserWarning)
         yield
+
+
+def literal(text: str) -> str:
+    """``text`` for matplotlib to draw as it is spelt: a name (a video's, a class's, a run folder's) is the user's,
+    and matplotlib reads the text between two unescaped '$' as maths (``deal_$5_and_$10.mp4`` was a parse error,
+    ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'); an escaped '$' is drawn as '$'."""
+    return text.replace("$", r"\$")
 
 
 def sets_threads(fn):

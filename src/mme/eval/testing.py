@@ -20,7 +20,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.data.transforms import normalize_clip
 from mme.errors import DataError, MMEError
-from mme.utils import atomic_path, atomic_write_json, error_reason, literal_text, read_json_object, removing, writing
+from mme.utils import (
+    atomic_path,
+    atomic_write_json,
+    error_reason,
+    literal,
+    literal_text,
+    read_json_object,
+    removing,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +99,7 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
     }
 
 
-@literal_text()  # class names are the user's
+@literal_text()
 def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: list[str] | None = None,
                        title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG (rows: true class, columns: predicted), written atomically."""
@@ -106,9 +115,9 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or f"confusion ({int(cm.sum())} videos, row-normalised)")
+    ax.set_title(literal(title) or f"confusion ({int(cm.sum())} videos, row-normalised)")
     if n <= 60:  # beyond that labels are unreadable
-        names = class_names or [str(c) for c in range(n)]
+        names = [literal(c) for c in class_names] if class_names else [str(c) for c in range(n)]  # the user's
         ax.set_xticks(range(n), names, rotation=90, fontsize=7)
         ax.set_yticks(range(n), names, fontsize=7)
         if n <= 20:

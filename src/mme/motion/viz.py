@@ -30,7 +30,7 @@ from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path, check_output, literal_text, writing
+from mme.utils import atomic_path, check_output, literal, literal_text, writing
 
 if TYPE_CHECKING:
     from mme.models.checkpoint import Checkpoint
@@ -151,7 +151,7 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None
                            loop=0, comment=DRAWN_BY.encode())
 
 
-@literal_text()  # names are the user's
+@literal_text()
 def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend, out: Path) -> None:
     """PNG of titled panels, row by row at about their pixel size (100 dpi), with a key column on the right that
     ``legend(subfigure)`` fills; written atomically, a failed write an MMEError naming it."""
@@ -166,8 +166,8 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
         ax.set_axis_off()
         if img is not None:
             ax.imshow(img, interpolation="nearest")
-            ax.set_title(name, fontsize=11)
-    fig.suptitle(title, fontsize=12)
+            ax.set_title(literal(name), fontsize=11)  # names are the user's
+    fig.suptitle(literal(title), fontsize=12)
     legend(key)
     with writing(out, "nothing is replaced"):
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.utils import atomic_path, literal_text
+from mme.utils import atomic_path, literal, literal_text
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     return MetricLogger(loggers)
 
 
-@literal_text()  # the run folder's name is the user's
+@literal_text()
 def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
     """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically. The
     log is read line by line, keeping the plotted values only (its records as a list took 158 MB for the 16 MB log of
@@ -213,13 +213,13 @@ def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | Non
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     for k in sorted(curves):
-        ax.plot(*curves[k], label=k, lw=1.2)
+        ax.plot(*curves[k], label=literal(k), lw=1.2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(Path(jsonl).parent.name)
+    ax.set_title(literal(Path(jsonl).parent.name))  # the run folder's name is the user's
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
