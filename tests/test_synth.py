@@ -153,7 +153,7 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
                    check=True, env=env, timeout=120)
     c = generate_synth(tmp_path / "c", seed=4, workers=1, **kwargs)
     files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
-    assert len(files) == 4 + 3 + 2
+    assert len(files) == 4 + 3 + 3  # videos; classes.json, params.json, lists; their record
     for other in (b.root, tmp_path / "other"):
         for f in files:
             assert (a.root / f).read_bytes() == (other / f).read_bytes(), (other, f)
@@ -182,8 +182,8 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
     for name, text in users.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds train.txt, test.txt, classes.json, which mme "
-                                          r"synth did not write \(not the lists its params.json records, nor its "
-                                          r"class names\) and would replace; choose another folder, or move them$"):
+                                          r"synth did not write \(not lists it wrote, nor its class names\) and would "
+                                          r"replace; choose another folder, or move them$"):
         generate_synth(tmp_path, **small)
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users  # no video made
     own = tmp_path / "own"
@@ -200,8 +200,8 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
 
 def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply(tmp_path, monkeypatch):
     """A list whose every line is one of synth's videos counted as synth's: a hand-picked test.txt (a subset of its
-    videos) or a train.txt with a comment line of the user's was replaced without a word. A list is synth's where it
-    is the one its params.json (or an interrupted run's progress) records."""
+    videos) or a train.txt with a comment line of the user's was replaced without a word. A list is synth's where
+    its sha256 is one its runs recorded."""
     import mme.data.synth as synth
 
     small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
@@ -226,6 +226,58 @@ def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply
     monkeypatch.undo()
     generate_synth(tmp_path, **small)  # its lists, of the stopped run, replaced
     assert (tmp_path / "train.txt").read_text() == train
+
+
+def test_synth_takes_its_lists_after_interrupted_runs_and_an_earlier_mmes_without_records(tmp_path, monkeypatch):
+    """Synth refused its own lists where its params.json and progress did not imply them: a run of other --splits
+    stopped after its lists, then one stopped among its videos (its progress mixing the two runs' records); or the
+    lists of an earlier mme's run stopped before its params.json. Each list it writes is recorded (its sha256) and
+    the record carried forward; a folder without one, of an earlier mme, keeps the earlier rule: a list of its
+    videos only."""
+    import mme.data.synth as synth
+
+    small = dict(num_classes=2, videos_per_class=4, size=32, num_frames=4, workers=1, splits=(0.5, 0.25, 0.25))
+    other_splits = {**small, "splits": (0.25, 0.25, 0.5)}
+    generate_synth(tmp_path, **small)
+    lists = {name: (tmp_path / name).read_text() for name in ("train.txt", "val.txt", "test.txt")}
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "write_classes", stopped)  # other splits, stopped after its lists
+    with pytest.raises(KeyboardInterrupt):
+        generate_synth(tmp_path, **other_splits)
+    theirs = {name: (tmp_path / name).read_text() for name in lists}
+    assert theirs != lists
+    monkeypatch.undo()
+    made, make = [], synth._make_video
+
+    def stopped_at_the_fourth(job):
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        made.append(job[1])
+        return make(job)
+
+    monkeypatch.setattr(synth, "PROGRESS_EVERY_S", -1.0)  # its progress saved after each video
+    monkeypatch.setattr(synth, "_make_video", stopped_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synth(tmp_path, **small)
+    monkeypatch.undo()
+    generate_synth(tmp_path, **small)  # the stopped run's lists are synth's: replaced
+    assert {name: (tmp_path / name).read_text() for name in lists} == lists
+    (tmp_path / "test.txt").write_text(lists["test.txt"].splitlines()[0] + "\n")  # a subset: still refused
+    with pytest.raises(ConfigError, match=r"holds test.txt, which mme synth did not write"):
+        generate_synth(tmp_path, **small)
+
+    for name, text in theirs.items():  # an earlier mme's lists, of a run stopped before its params.json
+        (tmp_path / name).write_text(text)
+    (tmp_path / synth.LISTS_WRITTEN).unlink()
+    generate_synth(tmp_path, **small)
+    assert {name: (tmp_path / name).read_text() for name in lists} == lists
+    (tmp_path / synth.LISTS_WRITTEN).unlink()
+    (tmp_path / "train.txt").write_text("my_clips/jump.mp4 1\n")  # not a video of synth's: refused there too
+    with pytest.raises(ConfigError, match=r"holds train.txt, which mme synth did not write"):
+        generate_synth(tmp_path, **small)
 
 
 def test_synth_refuses_a_list_whose_video_number_is_a_digit_of_another_script(tmp_path):

@@ -27,13 +27,15 @@ Output (``out_dir``)::
     classes.json                     class names, index = label
     params.json                      the true motion (and appearance) of every video, keyed by its list path;
                                      with a camera jitter, its sway too (``camera_sway``, :func:`sway_at`)
+    .lists-written.json              the sha256 of the lists synth wrote there (:data:`LISTS_WRITTEN`)
 
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
 make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
-made again. Its lists and ``classes.json`` replace an earlier run's (a list its records, ``params.json`` or the
-progress, imply); a folder holding ones it did not write (a user's, of ``mme lists``, a list of synth's edited: a
-subset, a comment line) is refused before any video is made.
+made again. Its lists and ``classes.json`` replace an earlier run's (a list whose sha256 its runs record in
+``.lists-written.json``; in a folder without that record, of an earlier mme, a list of its videos only); a folder
+holding ones it did not write (a user's, of ``mme lists``, a list of synth's edited: a subset, a comment line) is
+refused before any video is made.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -64,7 +66,7 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, list_text, read_classes, write_classes, write_list
+from mme.data.lists import ListEntry, list_text, read_classes, read_list, write_classes
 from mme.errors import ConfigError, DataError
 from mme.utils import atomic_path, atomic_write_text, check_output, check_seed, cpu_features, removing
 
@@ -472,46 +474,65 @@ def _video_path(name: str, k: int) -> str:
     return f"videos/{name}/{name}_{k:04d}.mp4"
 
 
-def _lists_recorded(records: dict) -> dict[str, bytes]:
-    """The bytes of each list file (``train.txt`` ...) synth writes for the videos of ``records`` (a params.json or
-    its progress: each video's split and label), in its order: by class, then by number. A record of another form
-    (edited by hand) is left out, so no list is taken for one synth wrote from it."""
-    entries = {split: [] for split in SPLITS}
-    for rel, p in records.items():
-        number = re.search(r"_([0-9]+)\.mp4$", rel)  # ASCII digits: '²' is a digit to str.isdigit
-        label = p.get("label") if isinstance(p, dict) else None
-        if number and type(label) is int and 0 <= label < len(CLASSES) and p.get("split") in entries \
-                and rel == _video_path(CLASSES[label], int(number[1])):
-            entries[p["split"]].append((label, int(number[1]), rel))
-    return {f"{split}.txt": list_text(f"{split}.txt", [ListEntry(rel, label) for label, _, rel in sorted(found)])
-            .encode() for split, found in entries.items()}
+LISTS_WRITTEN = ".lists-written.json"
+"""The sha256 of each list synth wrote into the folder and may have left there, by list name, kept across its runs
+(an interrupted run's lists stay where its params.json is another run's): a list is synth's where its digest is
+recorded, so one of its lists edited by hand (a subset, a comment line) is not."""
 
 
-def _written_by_synth(path: Path, recorded: list[dict[str, bytes]]) -> bool:
-    """Whether the list or class map at ``path`` is one mme synth wrote: a list that is, byte for byte, the one
-    the records of one of its runs imply (``recorded``: :func:`_lists_recorded` of each), so a user's subset of
-    its videos or a line of their own is not; or its class names in its order."""
+def _lists_written(root: Path) -> dict[str, list[str]] | None:
+    """The digests :data:`LISTS_WRITTEN` records by list name; None where the folder holds no such record (no run
+    of this mme's wrote lists there) or it is unreadable."""
+    written = _made_before(root / LISTS_WRITTEN)
+    if not written or not all(isinstance(v, list) for v in written.values()):
+        return None
+    return written
+
+
+def _lines_name_synths_videos(path: Path) -> bool:
+    """The rule of a folder whose lists an earlier mme wrote, which recorded no digests: every line of the list is
+    one of synth's videos under its class number (:func:`_video_path`); its list of a split left without videos is
+    empty."""
+    if path.stat().st_size == 0:
+        return True
+    try:
+        entries, _ = read_list(path)
+    except DataError:  # unreadable, or no list: a file of another's
+        return False
+    for e in entries:
+        name = CLASSES[e.label] if e.label is not None and e.label < len(CLASSES) else None
+        k = e.path.rsplit("_", 1)[-1].removesuffix(".mp4")
+        if name is None or not re.fullmatch(r"[0-9]+", k) or e.path != _video_path(name, int(k)):  # '²' is a digit
+            return False
+    return True
+
+
+def _written_by_synth(path: Path, written: dict[str, list[str]] | None) -> bool:
+    """Whether the list or class map at ``path`` is one mme synth wrote: a list whose sha256 ``written``
+    (:func:`_lists_written`) records, or where no run recorded any, a list of its videos
+    (:func:`_lines_name_synths_videos`); or its class names in its order."""
     try:
         if path.name == "classes.json":
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
-        held = path.read_bytes()
+        if written is None:
+            return _lines_name_synths_videos(path)
+        return _sha256(path) in written.get(path.name, [])
     except (DataError, OSError):  # unreadable, or no class map: a file of another's
         return False
-    return any(held == lists[path.name] for lists in recorded)
 
 
-def _keep_others_lists(root: Path) -> None:
+def _keep_others_lists(root: Path) -> dict[str, str]:
     """Refuse, before any video is made, a folder holding lists or a class map that synth would replace and did not
     write (a user's, of `mme lists`, a list of synth's edited); synth's own, of an earlier run into the folder of
-    any design, are replaced: the lists its ``params.json`` (or an interrupted run's progress) implies."""
-    recorded = [_lists_recorded(_made_before(root / name)) for name in ("params.json", PROGRESS)]
+    any design, are replaced. Returns the sha256 of each of its lists there, to record with those it writes."""
+    written = _lists_written(root)
     others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json")
-              if (root / name).is_file() and not _written_by_synth(root / name, recorded)]
+              if (root / name).is_file() and not _written_by_synth(root / name, written)]
     if others:
-        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not the lists its "
-                          "params.json records, nor its class names) and would replace; choose another folder, or move "
-                          "them")
+        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists it "
+                          "wrote, nor its class names) and would replace; choose another folder, or move them")
+    return {f"{split}.txt": _sha256(root / f"{split}.txt") for split in SPLITS if (root / f"{split}.txt").is_file()}
 
 
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
@@ -534,7 +555,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                      camera_jitter=camera_jitter, motion=motion, texture=texture, objects=objects)
     _check_design(d)
     root = check_output(out_dir, "out", folder=True)
-    _keep_others_lists(root)
+    found = _keep_others_lists(root)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
@@ -561,11 +582,16 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
             if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
                 atomic_write_text(progress, json.dumps({**made, **params}))
                 saved = time.monotonic()
-    atomic_write_text(progress, json.dumps(params))  # the records of the lists written next, should it stop there
-    lists = {}
-    for split in SPLITS:
-        lists[split] = root / f"{split}.txt"
-        write_list(lists[split], [ListEntry(rel, p["label"]) for rel, p in params.items() if p["split"] == split])
+    atomic_write_text(progress, json.dumps(params))  # every video's record, should it stop before params.json
+    lists = {split: root / f"{split}.txt" for split in SPLITS}
+    texts = {split: list_text(path, [ListEntry(rel, p["label"]) for rel, p in params.items() if p["split"] == split])
+             for split, path in lists.items()}
+    # The lists found and those written next are synth's, whichever it leaves should it stop between them
+    atomic_write_text(root / LISTS_WRITTEN, json.dumps(
+        {path.name: sorted({found.get(path.name), hashlib.sha256(texts[split].encode()).hexdigest()} - {None})
+         for split, path in lists.items()}))
+    for split, path in lists.items():
+        atomic_write_text(path, texts[split])
     write_classes(root / "classes.json", classes)
     atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
     with removing(progress, "it holds a run's progress until its params.json, written now: the data is complete",
