@@ -187,6 +187,37 @@ def test_viz_replaces_its_own_picture_and_another_file_only_with_overwrite(tmp_p
                                             "elsewhere\n")
 
 
+def test_viz_refuses_a_users_png_whose_text_pillow_will_not_read_in_one_line(tmp_path, capsys, monkeypatch):
+    """A user's PNG holding more text than Pillow reads (a zTXt of 2 MB unpacked, text chunks past its memory
+    limit): looking for viz's mark in it was a ValueError traceback from Pillow; it is a file viz did not write."""
+    import struct
+    import zlib
+
+    from PIL import PngImagePlugin
+
+    from mme.cli import main
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    plain = (tmp_path / "plain.png").read_bytes()
+    header = 8 + 25  # the signature and IHDR: text chunks follow
+    texts = {"xmp.png": chunk(b"zTXt", b"XML:com.adobe.xmp\0\0" + zlib.compress(b" " * 2_000_000)),
+             "notes.png": b"".join(chunk(b"tEXt", b"note%d\0" % i + b"x" * 1000) for i in range(5))}
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", 4000)  # Pillow's 64 MB, met by 5 kB here
+    for name, text in texts.items():
+        out = tmp_path / name
+        out.write_bytes(plain[:header] + text + plain[header:])
+        before = out.read_bytes()
+        assert main(["viz", str(video), "--out", str(out), "--num-frames", "4", "--stride", "2", "--size", "64"]) == 1
+        assert capsys.readouterr().err == (f"mme viz: error: --out {out}: already holds a file mme viz did not write "
+                                           "(not a picture of its own); give --overwrite to replace it, or another "
+                                           "--out\n")
+        assert out.read_bytes() == before
+
+
 def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_patches_dimmed(panels, tmp_path):
     from mme.models.export import save_pretrained
     from mme.models.mae import MaskedAutoencoder

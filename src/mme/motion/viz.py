@@ -454,7 +454,8 @@ def _keep_what_is_read(out: Path, video: str, checkpoint: str | None) -> None:
 
 def _drawn_by_viz(path: Path) -> bool:
     """Whether the file at ``path`` is a picture mme viz wrote: it holds :data:`DRAWN_BY`, read from its header
-    without decoding a frame (a file that cannot be read as a picture or video is not)."""
+    without decoding a frame (a file that cannot be read as a picture or video is not, nor one whose header Pillow
+    refuses to read: a PNG with more text than its limits, its ValueError)."""
     from PIL import Image
 
     try:
@@ -463,7 +464,7 @@ def _drawn_by_viz(path: Path) -> bool:
                 return container.metadata.get("comment") == DRAWN_BY
         with Image.open(path) as image:
             mark = image.info.get("Comment", image.info.get("comment"))
-    except (OSError, av.FFmpegError, Image.DecompressionBombError):
+    except (OSError, ValueError, av.FFmpegError, Image.DecompressionBombError):
         return False
     return mark in (DRAWN_BY, DRAWN_BY.encode())
 
