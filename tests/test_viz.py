@@ -10,12 +10,14 @@ import re
 import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from videos import affine_video, write_video
 
+from mme.data.synth import encode_h264
 from mme.data.transforms import to_video_tensor
 from mme.errors import MMEError
 from mme.motion import viz
@@ -185,6 +187,48 @@ def test_viz_replaces_its_own_picture_and_another_file_only_with_overwrite(tmp_p
     assert main(["viz", str(video), "--out", str(video), *args, "--overwrite"]) == 1  # the video drawn, never
     assert capsys.readouterr().err.endswith(f"--out {video}: is {video}, the video drawn; write the picture "
                                             "elsewhere\n")
+
+
+def test_a_picture_made_from_vizs_keeps_its_comment_and_is_not_taken_for_vizs(tmp_path, capsys):
+    """A GIF made from viz's (every other frame, half size, saved by Pillow), an MP4 cut from viz's (its comment
+    copied) and a PNG of viz's edited in place kept viz's mark: viz replaced the user's edit without --overwrite.
+    The mark holds the digest of the frames viz wrote."""
+    from PIL import ImageSequence
+
+    from mme.cli import main
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    args = ["--num-frames", "4", "--stride", "2", "--size", "64"]
+    for name in ("t.gif", "t.mp4", "t.png"):
+        assert main(["viz", str(video), "--out", str(tmp_path / name), *args]) == 0
+        assert viz._drawn_by_viz(tmp_path / name)
+    with Image.open(tmp_path / "t.gif") as im:
+        frames = [f.convert("RGB").resize((f.width // 2, f.height // 2)) for f in ImageSequence.Iterator(im)][::2]
+        comment = im.info["comment"]
+    frames[0].save(tmp_path / "edit.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    assert Image.open(tmp_path / "edit.gif").info["comment"] == comment  # Pillow carries it over
+    with av.open(str(tmp_path / "t.mp4")) as container:
+        cut = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:3]
+        comment = container.metadata["comment"]
+    encode_h264(tmp_path / "edit.mp4", np.stack(cut), fps=10, comment=comment)
+    with Image.open(tmp_path / "t.png") as im:
+        edited, comment = im.convert("RGB"), im.info["Comment"]
+    edited.putpixel((0, 0), (255, 0, 0))
+    edited.save(tmp_path / "edit.png", pnginfo=_png_comment(comment))
+    for out in (tmp_path / "edit.gif", tmp_path / "edit.mp4", tmp_path / "edit.png"):
+        before = out.read_bytes()
+        assert main(["viz", str(video), "--out", str(out), *args]) == 1
+        assert capsys.readouterr().err.startswith(f"mme viz: error: --out {out}: already holds a file mme viz did "
+                                                  "not write")
+        assert out.read_bytes() == before
+
+
+def _png_comment(text: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", text)
+    return info
 
 
 def test_viz_refuses_a_users_png_whose_text_pillow_will_not_read_in_one_line(tmp_path, capsys, monkeypatch):

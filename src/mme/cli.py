@@ -457,8 +457,8 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: with "
                         "--checkpoint its run's data.orientation where recorded, else coded")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a file OUT that is not a picture mme viz wrote (one of its own is replaced without "
-                        "it; the video drawn or the checkpoint read, never)")
+                   help="replace a file OUT that is not a picture mme viz wrote (one of its own, its frames as viz "
+                        "wrote them, is replaced without it; the video drawn or the checkpoint read, never)")
     _calls(p, "mme.motion.viz:draw_picture")
 
 

@@ -8,13 +8,17 @@ patches of a clip: its trajectories against the targets, its reconstruction of t
                                                           # 'pixel' head)
 
 PNG panels are upsampled to at least MIN_PANEL px and come with a key to their colours. Each picture carries a mark
-of mme viz (:data:`DRAWN_BY`): a rerun replaces its own picture at ``--out``, and any other file there (a video of the
-user's) only with ``--overwrite``; the video drawn or the checkpoint read, never.
+of mme viz (:data:`DRAWN_BY` and the digest of the frames it holds): a rerun replaces its own picture at ``--out``,
+and any other file there (a video of the user's, a picture made from viz's, which keeps its comment) only with
+``--overwrite``; the video drawn or the checkpoint read, never.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,8 +133,37 @@ def _polyline(img: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int], th
 
 DRAWN_BY = "drawn by mme viz"
 """The mark mme viz writes into each picture (a PNG's ``Comment`` text, a GIF's comment, an MP4's ``comment``
-metadata), by which a later run tells its own picture at ``--out`` from a file of the user's
-(:func:`_drawn_by_viz`)."""
+metadata), followed by the digest of its frames (:func:`_frames_digest`), by which a later run tells its own picture
+at ``--out`` from a file of the user's (:func:`_drawn_by_viz`)."""
+
+
+def _frames_digest(path: Path) -> str:
+    """sha256 of the frames the picture at ``path`` decodes to (a PNG's one, a GIF's or an MP4's each, with its
+    size): what viz's mark carries, so that a file made from one of its pictures (cut, resized, re-encoded), which
+    keeps its comment, is not taken for it."""
+    from PIL import Image, ImageSequence
+
+    digest = hashlib.sha256()
+    with contextlib.ExitStack() as stack:
+        if path.suffix.lower() == ".mp4":
+            container = stack.enter_context(av.open(str(path)))
+            frames = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+        else:
+            image = stack.enter_context(Image.open(path))
+            frames = (np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(image))
+        for frame in frames:  # one at a time: a user's file may be long
+            digest.update(repr(frame.shape).encode() + frame.tobytes())
+    return digest.hexdigest()
+
+
+def _write_marked(out: Path, write: Callable[[Path, str], None]) -> None:
+    """Write the picture at ``out`` with ``write(path, mark)`` atomically, a failed write an MMEError naming it: twice,
+    as its mark holds the digest of the frames written (a comment changes none of them)."""
+    with writing(out, "nothing is replaced"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:  # its suffix kept: PIL takes the format from it
+            write(tmp, DRAWN_BY)
+            write(tmp, f"{DRAWN_BY} {_frames_digest(tmp)}")
 
 
 def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None:
@@ -140,15 +173,12 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None
 
     from mme.data.synth import encode_h264
 
-    with writing(out, "nothing is replaced"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".mp4":
-            encode_h264(out, np.stack(images), fps=int(fps), comment=DRAWN_BY)  # atomic itself
-            return
-        frames = [Image.fromarray(im) for im in images]
-        with atomic_path(out) as tmp:  # PIL takes the format from the suffix, which the temporary name keeps
-            frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=10 * max(1, round(100 / fps)),
-                           loop=0, comment=DRAWN_BY.encode())
+    if out.suffix.lower() == ".mp4":
+        _write_marked(out, lambda path, mark: encode_h264(path, np.stack(images), fps=int(fps), comment=mark))
+        return
+    frames = [Image.fromarray(im) for im in images]
+    _write_marked(out, lambda path, mark: frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
+                                                         duration=10 * max(1, round(100 / fps)), comment=mark.encode()))
 
 
 @literal_text()
@@ -169,10 +199,19 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
             ax.set_title(literal(name), fontsize=11)  # names are the user's
     fig.suptitle(literal(title), fontsize=12)
     legend(key)
-    with writing(out, "nothing is replaced"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", metadata={"Comment": DRAWN_BY})
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image, PngImagePlugin
+
+    canvas = FigureCanvasAgg(fig)  # drawn once: a constrained layout drawn again may move by a pixel
+    canvas.draw()
+    picture = Image.fromarray(np.asarray(canvas.buffer_rgba()))
+
+    def write(path: Path, mark: str) -> None:
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Comment", mark)
+        picture.save(path, format="png", pnginfo=text)
+
+    _write_marked(out, write)
 
 
 def _wheel_legend(full: float):
@@ -453,20 +492,24 @@ def _keep_what_is_read(out: Path, video: str, checkpoint: str | None) -> None:
 
 
 def _drawn_by_viz(path: Path) -> bool:
-    """Whether the file at ``path`` is a picture mme viz wrote: it holds :data:`DRAWN_BY`, read from its header
-    without decoding a frame (a file that cannot be read as a picture or video is not, nor one whose header Pillow
-    refuses to read: a PNG with more text than its limits, its ValueError)."""
+    """Whether the file at ``path`` is a picture mme viz wrote: it holds :data:`DRAWN_BY`, read from its header, and
+    the digest of the frames it decodes to (decoded only where the mark is there). A file that cannot be read as a
+    picture or video is not, nor one whose header Pillow refuses to read (a PNG with more text than its limits, its
+    ValueError)."""
     from PIL import Image
 
     try:
         if path.suffix.lower() == ".mp4":
             with av.open(str(path)) as container:
-                return container.metadata.get("comment") == DRAWN_BY
-        with Image.open(path) as image:
-            mark = image.info.get("Comment", image.info.get("comment"))
+                mark = container.metadata.get("comment")
+        else:
+            with Image.open(path) as image:
+                mark = image.info.get("Comment", image.info.get("comment"))
+        if isinstance(mark, bytes):
+            mark = mark.decode("utf-8", "replace")
+        return isinstance(mark, str) and mark.startswith(DRAWN_BY) and mark == f"{DRAWN_BY} {_frames_digest(path)}"
     except (OSError, ValueError, av.FFmpegError, Image.DecompressionBombError):
         return False
-    return mark in (DRAWN_BY, DRAWN_BY.encode())
 
 
 def _keep_others_file(out: Path, overwrite: bool) -> None:
