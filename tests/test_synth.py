@@ -228,6 +228,23 @@ def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply
     assert (tmp_path / "train.txt").read_text() == train
 
 
+
+def stop_at_the_fourth_video(monkeypatch) -> list:
+    """mme synth's making of videos stopped (Ctrl-C) at its fourth; returns the names of the three made."""
+    import mme.data.synth as synth
+
+    made, make = [], synth._make_video
+
+    def stopped_at_the_fourth(job):
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        made.append(job[1])
+        return make(job)
+
+    monkeypatch.setattr(synth, "_make_video", stopped_at_the_fourth)
+    return made
+
+
 def test_synth_takes_its_lists_after_interrupted_runs_and_an_earlier_mmes_without_records(tmp_path, monkeypatch):
     """Synth refused its own lists where its params.json and progress did not imply them: a run of other --splits
     stopped after its lists, then one stopped among its videos (its progress mixing the two runs' records); or the
@@ -250,16 +267,8 @@ def test_synth_takes_its_lists_after_interrupted_runs_and_an_earlier_mmes_withou
     theirs = {name: (tmp_path / name).read_text() for name in lists}
     assert theirs != lists
     monkeypatch.undo()
-    made, make = [], synth._make_video
-
-    def stopped_at_the_fourth(job):
-        if len(made) == 3:
-            raise KeyboardInterrupt
-        made.append(job[1])
-        return make(job)
-
     monkeypatch.setattr(synth, "PROGRESS_EVERY_S", -1.0)  # its progress saved after each video
-    monkeypatch.setattr(synth, "_make_video", stopped_at_the_fourth)
+    stop_at_the_fourth_video(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         generate_synth(tmp_path, **small)
     monkeypatch.undo()
@@ -296,16 +305,8 @@ def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_ever
     frame count kept the oscillation videos, whose drawn parameters do not depend on it, at the old length."""
     import mme.data.synth as synth
 
-    made, make = [], synth._make_video
-
-    def stopped_at_the_fourth(job):
-        if len(made) == 3:
-            raise KeyboardInterrupt
-        made.append(job[1])
-        return make(job)
-
     monkeypatch.setattr(synth, "PROGRESS_EVERY_S", 0.0)
-    monkeypatch.setattr(synth, "_make_video", stopped_at_the_fourth)
+    made = stop_at_the_fourth_video(monkeypatch)
     design = dict(num_classes=10, videos_per_class=1, size=32, num_frames=6)
     with pytest.raises(KeyboardInterrupt):
         generate_synth(tmp_path, seed=3, workers=1, **design)
