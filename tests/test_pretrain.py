@@ -478,6 +478,30 @@ def test_a_pretraining_run_begun_from_train_init_keeps_it_on_resume(synth, tmp_p
     assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == str(a.checkpoint)
 
 
+def test_a_relative_train_init_is_the_runs_from_its_working_folder_on_resume(synth, tmp_path, caplog, monkeypatch):
+    """A run begun from a relative train.init and resumed from another folder compared the paths in the resuming
+    folder: the same command line named a missing file unsaid, the same file by its path from there was warned about
+    as another, and config.yaml kept the relative path, which named another file from there. The run's path is taken
+    from its own working folder and recorded absolute."""
+    a = run("tiny_cpu_pixel", synth, tmp_path / "pre", "train.steps=1", FP32)
+    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
+    (tmp_path / "A" / "init.pt").write_bytes(a.checkpoint.read_bytes())
+    out, init = tmp_path / "run", str(tmp_path / "A" / "init.pt")
+    monkeypatch.chdir(tmp_path / "A")
+    run("tiny_cpu_pixel", synth, out, "train.init=init.pt", "train.steps=3", "train.stop_after=1", FP32)
+    monkeypatch.chdir(tmp_path / "B")
+    for given, stop, ignored in (("init.pt", 2, True), ("../A/init.pt", 3, False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme"):
+            run("tiny_cpu_pixel", synth, out, f"train.init={given}", "train.steps=3", f"train.stop_after={stop}",
+                "train.resume=auto", FP32)
+        assert [r.getMessage() for r in caplog.records if "train.init" in r.getMessage()] == ([
+            f"resuming {out}/checkpoint-0000000{stop - 1}.pt: train.init={given} is ignored: the run's weights are "
+            f"its checkpoint's (it began from train.init {init})"] if ignored else [])
+        assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"] == init
+        assert torch.load(out / f"checkpoint-0000000{stop}.pt", weights_only=True)["config"]["train"]["init"] == init
+
+
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
     with model.preset=tiny, resumed by the same command, warned of a changed config and recorded

@@ -77,7 +77,7 @@ class TrainConfig:
     """Initial model weights from any checkpoint mme reads (the optimizer and step start fresh); the model's
     architecture is the one it records (``mme.models.config.ENCODER_FIELDS``, of a masked autoencoder's decoder and
     heads too), and its clips take its tubelet. A resumed run keeps the one it began from (its checkpoint's, as
-    its architecture)."""
+    its architecture; a relative path from that run's working folder, recorded absolute)."""
     max_nonfinite: int = 5
     """Stop with a diagnostic after this many non-finite losses in a row (each one skips its step)."""
     threads: int | None = None

@@ -267,12 +267,15 @@ def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterabl
 def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     """``cfg`` with the ``train.init`` of the run it resumes (``resume``, or None), as it takes that run's
     architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
-    say what the run began from, whatever this config gives. Another file the config names is warned about as
-    ignored."""
+    say what the run began from, whatever this config gives. A relative path is the run's from its working folder
+    (``cwd`` of its checkpoint's meta; of one that records none, this process's) and is recorded absolute, so it
+    names that file from any folder. Another file the config names is warned about as ignored."""
     if resume is None:
         return cfg
     source, state = resume
     runs, ours = state["config"]["train"].get("init"), cfg.train.init
+    if runs:
+        runs = os.path.abspath(os.path.join(state.get("meta", {}).get("cwd", os.getcwd()), runs))
     if ours and (not runs or os.path.realpath(ours) != os.path.realpath(runs)):
         log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's (it began %s)",
                     source, ours, f"from train.init {runs}" if runs else "without train.init")
