@@ -227,6 +227,18 @@ def test_every_setting_a_target_does_not_use_is_refused_and_a_resumed_run_is_war
     assert "config_changes" not in json.loads((tmp_path / "run.json").read_text())
 
 
+def test_an_empty_train_resume_is_a_fresh_run_refused_a_setting_without_effect():
+    """train.resume='' starts a fresh run (mme.train.engine.resume_state), but PretrainConfig took it for a resume and
+    left the check to setup, which checks only a run given train.resume: the setting passed both and the run trained
+    with it, listed among its settings. Both read an empty train.resume as none."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    for resume in ("''", "null"):
+        with pytest.raises(ConfigError, match=r"^target\.position_unit=3\.0 has no effect on this target"):
+            load_config(PretrainConfig, "tiny_cpu_mme", ["target.position_unit=3", f"train.resume={resume}"])
+
+
 def test_patch_norm_needs_two_points_per_patch():
     with pytest.raises(ConfigError, match="patch_norm"):
         head_specs(TargetConfig(seed_stride=16), ModelConfig())

@@ -122,7 +122,7 @@ class PretrainConfig:
 
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
-        if self.train.resume is None:  # else once its checkpoint is found (mme.train.pretrain.setup)
+        if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
             self.target.check_settings_used()
         if self.target.shuffled and self.train.batch_size < 2:
             raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
