@@ -245,10 +245,35 @@ def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(sy
     capsys.readouterr()
     with caplog.at_level(logging.WARNING):
         run(*base, "train.resume=auto", "target.loss_weights.pixel=2")
-    change = "target.loss_weights.pixel: None -> 2.0"
+    change = "target.loss_weights.pixel: 1.0 -> 2.0"
     assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [{"from_step": 1, "changes": [change]}]
     assert change in caplog.text
     assert re.search(r"^  target: .*loss_weights\.pixel=2\.0", capsys.readouterr().out, re.M)
+
+
+def test_a_loss_weight_on_resume_is_compared_and_said_as_the_weight_the_head_has():
+    """A weight given on resume equal to the one the head had (a head left out weighs 1/number of heads) was warned
+    about and recorded as a change ('None -> 0.5'), and one dropped on resume was said as '2.0 -> None' where the
+    head went on at 0.5. Each is the head's weight in its config (TargetConfig.loss_weight)."""
+    import dataclasses
+
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+    from mme.train.engine import BOOKKEEPING, config_changes
+
+    def weighted(*weights: str) -> dict:
+        given = [f"target.loss_weights.{w}" for w in weights]
+        return dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_mme", given))
+
+    unweighted = weighted()
+    assert config_changes(unweighted, weighted("traj=0.5"), BOOKKEEPING) == []
+    assert config_changes(unweighted, weighted("traj=0.5", "shape=0.5"), BOOKKEEPING) == []
+    assert config_changes(weighted("traj=2"), unweighted, BOOKKEEPING) == ["target.loss_weights.traj: 2.0 -> 0.5"]
+    assert config_changes(unweighted, weighted("traj=2", "shape=0.5"), BOOKKEEPING) == [
+        "target.loss_weights.traj: 0.5 -> 2.0"]
+    pixel = dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_pixel", ["target.loss_weights.pixel=2"]))
+    assert [c for c in config_changes(unweighted, pixel) if "loss_weights" in c] == [  # a head the other has not
+        "target.loss_weights.pixel: None -> 2.0"]
 
 
 def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):

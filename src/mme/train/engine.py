@@ -406,7 +406,10 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     from what the old run did are changes. With ``cwds``, the working folders of the
     old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it names another file:
     ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key (``data.root``: the
-    working folder)."""
+    working folder). A head's loss weight (``target.loss_weights.<head>``) is compared and said as the weight it
+    has (:meth:`~mme.motion.targets.TargetConfig.loss_weight`: a head left out weighs 1/number of heads), None
+    where that config's target has no such head."""
+    targets = (old.get("target"), new.get("target"))
     if "target" in new:
         unused = from_dict(TargetConfig, new["target"], "target.").settings_without_effect()
         ignore = (*ignore, *(f"target.{key}" for key in unused))
@@ -414,6 +417,11 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     old, new, paths = flatten(old), flatten(new), paths or {}
     before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
     compared = [k for k in sorted(old.keys() | new.keys()) if k in old or ".".join(k.split(".")[:2]) in old_fields]
+    weights = [k for k in compared if k.startswith("target.loss_weights.")]
+    if weights:  # only the heads a config weighs: a target of another kind (the summary's defaults) has other heads
+        for flat, target in zip((old, new), (from_dict(TargetConfig, t, "target.") for t in targets), strict=True):
+            flat.update({k: target.loss_weight(head) if (head := k.rsplit(".", 1)[1]) in target.heads else None
+                         for k in weights})
 
     def differs(k: str) -> bool:
         a, b = old.get(k), new.get(k)
