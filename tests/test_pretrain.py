@@ -502,6 +502,31 @@ def test_a_relative_train_init_is_the_runs_from_its_working_folder_on_resume(syn
         assert torch.load(out / f"checkpoint-0000000{stop}.pt", weights_only=True)["config"]["train"]["init"] == init
 
 
+def test_a_run_whose_checkpoint_records_no_train_init_takes_the_one_given_on_resume(synth, tmp_path, caplog):
+    """An earlier version recorded ``init: null`` on resume; resumed again by the command that began it, such a run
+    was told that the file given is ignored "(it began without train.init)", which is false, and its architecture
+    taken from that file (depth 1) was warned about as ignoring the recipe's (depth 2). The file given is recorded
+    as the one it began from, and said."""
+    from mme.train import checkpoint as ckpt
+
+    a = run("tiny_cpu_pixel", synth, tmp_path / "pre", "model.depth=1", "train.steps=1", FP32)
+    out, given = tmp_path / "run", ("tiny_cpu_pixel", synth, tmp_path / "run", f"train.init={a.checkpoint}",
+                                    "train.steps=3", FP32)
+    run(*given, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1])
+    state["config"]["train"]["init"] = None  # as the earlier version's resume wrote it
+    ckpt.save_checkpoint(state, out, keep_last=0)
+    with caplog.at_level("INFO", logger="mme"):
+        res = run(*given, "train.stop_after=2", "train.resume=auto")
+    assert [r.levelname for r in caplog.records if "ignored" in r.getMessage()] == []
+    assert [r.getMessage() for r in caplog.records if "train.init=" in r.getMessage()] == [
+        f"resuming {out}/checkpoint-00000001.pt: its checkpoint records no train.init (a run begun from scratch, or "
+        f"resumed by an earlier version of mme, which recorded none): train.init={a.checkpoint} is recorded as the "
+        "file the run began from; its weights are the checkpoint's"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"] == str(a.checkpoint)
+    assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == str(a.checkpoint)
+
+
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
     with model.preset=tiny, resumed by the same command, warned of a changed config and recorded

@@ -250,16 +250,13 @@ preset set aside with them): its recipe's values of these need not be the run's.
 
 
 def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterable[str], given: Collection[str],
-                           resume: tuple[str, dict]) -> None:
-    """Warn of the config's model values (``ours``) that a resumed run ignores, keeping its own (``runs``, of its
-    checkpoint) for ``fields``: those that differ, but of a run begun from ``train.init`` the :data:`FROM_INIT`
-    fields only where the command line gives them (``given``, dotted keys): its recipe's would differ on every
-    resume, nothing having been given."""
-    source, state = resume
-    from_init = bool(state["config"]["train"].get("init"))
+                           source: str, init: str | None) -> None:
+    """Warn of the config's model values (``ours``) that a run resumed from ``source`` ignores, keeping its own
+    (``runs``, of its checkpoint) for ``fields``: those that differ, but of a run begun from a ``train.init`` (``init``:
+    the run's, :func:`resumed_init`'s) the :data:`FROM_INIT` fields only where the command line gives them (``given``,
+    dotted keys): its recipe's would differ on every resume, nothing having been given."""
     ignored = [f"model.{k}={getattr(ours, k)!r} (the run's: {getattr(runs, k)!r})" for k in fields
-               if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not from_init or
-                                                            k not in FROM_INIT)]
+               if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not init or k not in FROM_INIT)]
     if ignored:
         log.warning("resuming %s: its model is the run's own, so these are ignored: %s", source, ", ".join(ignored))
 
@@ -269,16 +266,22 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
     say what the run began from, whatever this config gives. A relative path is the run's from its working folder
     (``cwd`` of its checkpoint's meta; of one that records none, this process's) and is recorded absolute, so it
-    names that file from any folder. Another file the config names is warned about as ignored."""
+    names that file from any folder. Another file the config names is warned about as ignored; where the checkpoint
+    records none, the file the config names is taken as the one the run began from, and said."""
     if resume is None:
         return cfg
     source, state = resume
     runs, ours = state["config"]["train"].get("init"), cfg.train.init
     if runs:
         runs = os.path.abspath(os.path.join(state.get("meta", {}).get("cwd", os.getcwd()), runs))
-    if ours and (not runs or os.path.realpath(ours) != os.path.realpath(runs)):
-        log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's (it began %s)",
-                    source, ours, f"from train.init {runs}" if runs else "without train.init")
+    if ours and not runs:
+        runs = os.path.abspath(ours)
+        log.info("resuming %s: its checkpoint records no train.init (a run begun from scratch, or resumed by an "
+                 "earlier version of mme, which recorded none): train.init=%s is recorded as the file the run began "
+                 "from; its weights are the checkpoint's", source, ours)
+    elif ours and os.path.realpath(ours) != os.path.realpath(runs):
+        log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's (it began from "
+                    "train.init %s)", source, ours, runs)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=runs))
 
 
