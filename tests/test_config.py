@@ -314,6 +314,28 @@ def test_a_seed_numpy_or_torch_would_refuse_is_one_line_before_the_run(tmp_path,
     assert not out.exists()
 
 
+def test_a_seed_is_a_plain_integer_and_anything_else_is_one_line():
+    """A numpy integer seed (of np.arange over seeds, through the Python API) passed and the run died writing its
+    config.yaml, which YAML cannot write it into, leaving a folder with only its lock; '5' and None died with a
+    TypeError traceback, and True and 2.5 were taken (as 1 and 2 by numpy and torch)."""
+    import numpy as np
+    import yaml
+
+    from mme.train.config import TrainConfig
+    from mme.utils import check_seed
+
+    for seed in (np.int64(3), np.uint8(3), 3):
+        train = dataclasses.replace(TrainConfig(), seed=seed)
+        assert type(train.seed) is int and train.seed == 3
+        assert yaml.safe_load(yaml.safe_dump(dataclasses.asdict(train)))["seed"] == 3
+    for seed in (True, 2.5, 3.0, "5", None, np.float64(3)):
+        with pytest.raises(ConfigError) as info:
+            TrainConfig(seed=seed)
+        assert str(info.value) == f"train.seed: a seed must be an integer, got {seed!r}"
+    with pytest.raises(ConfigError, match=r"^--seeds: a seed must be an integer, got False$"):
+        check_seed(False, "--seeds")
+
+
 def test_data_and_model_must_agree_on_clip_shape():
     with pytest.raises(ConfigError, match="data.img_size=224 differs from model.img_size=64"):
         load_config(PretrainConfig, None, ["model.img_size=64"])

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import math
+import operator
 import os
 import pickle
 import platform
@@ -42,11 +43,21 @@ MAX_SEED = 2**63 - 1
 training run seeds them with it plus the epoch."""
 
 
-def check_seed(seed: int, given: str) -> None:
-    """Refuse a seed outside [0, :data:`MAX_SEED`] in one line naming it as ``given`` (its key or flag): numpy or
-    torch would refuse it with a traceback once the work had begun."""
-    if not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"{given}: a seed must be in [0, 2**63 - 1], got {seed}")
+def check_seed(seed: Any, given: str) -> int:
+    """``seed`` as a plain int (of a numpy integer too, which YAML cannot write into a run's config.yaml); one that
+    is not an integer (a bool, a float, a string, None) or is outside [0, :data:`MAX_SEED`] is refused in one line
+    naming it as ``given`` (its key or flag): numpy or torch would refuse it with a traceback once the work had
+    begun, or take True as 1 and 2.5 as 2."""
+    not_integer = ConfigError(f"{given}: a seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool):  # an int to Python, not a seed to whoever wrote it
+        raise not_integer
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        raise not_integer from None
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{given}: a seed must be in [0, 2**63 - 1], got {value}")
+    return value
 
 
 PID_MAX = 2**22

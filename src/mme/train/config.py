@@ -93,7 +93,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be positive or null, got {getattr(self, name)}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
-        check_seed(self.seed, "train.seed")
+        self.seed = check_seed(self.seed, "train.seed")
         if any(e <= 0 for e in self.keep_epochs):
             raise ConfigError(f"train.keep_epochs must be positive epoch counts, got {list(self.keep_epochs)}")
         if self.precision not in PRECISIONS:
