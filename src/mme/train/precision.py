@@ -40,9 +40,10 @@ KEPT = "auto: the resumed run's, on the same device"
 
 def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.device") -> torch.device:
     """'auto' = this rank's CUDA device when there is one, else CPU; 'cuda' = this rank's CUDA device; 'cuda:N' that
-    one. A name that is not a device, a CUDA device torch does not see (none, or an index past its count), or
-    another device a tiny allocation fails on (``mps``, ``xpu`` where torch has none) is a ConfigError naming
-    ``option`` (the config key, or a command's flag), before any work."""
+    one. A name that is not a device, ``meta`` (shapes without data: nothing trains on it), a CUDA device torch does
+    not see (none, or an index past its count), a device whose backend says it is not available (torch's
+    ``is_available`` of ``mps``, ``xpu``, ...), or another a tiny allocation fails on (the reason's first sentence)
+    is a ConfigError naming ``option`` (the config key, or a command's flag), before any work."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -58,11 +59,18 @@ def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.
         if device.index >= count:
             raise ConfigError(f"{option}: {name!r} requested but torch sees {count} CUDA device(s), cuda:0 to "
                               f"cuda:{count - 1}")
+    elif device.type == "meta":
+        raise ConfigError(f"{option}: {name!r} holds shapes without data, which no run trains on; use 'auto', 'cpu' "
+                          "or 'cuda'")
     elif device.type != "cpu":
+        available = getattr(getattr(torch, device.type, None), "is_available", None)
+        if available is not None and not available():
+            raise ConfigError(f"{option}: {name!r} requested but torch sees no {device.type} device")
         try:
             torch.empty(1, device=device)
         except Exception as e:  # each backend fails its own way: AssertionError, NotImplementedError, ImportError
-            raise ConfigError(f"{option}: {name!r} cannot be used here ({error_reason(e)})") from e
+            reason = error_reason(e).split(". ")[0]  # torch's dispatcher goes on for ~1,200 characters
+            raise ConfigError(f"{option}: {name!r} cannot be used here ({reason})") from e
     return device
 
 
