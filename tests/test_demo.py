@@ -392,3 +392,54 @@ def test_the_table_says_its_spread_is_the_population_standard_deviation_and_read
     assert "| random init | 45.0 ± 5.0 | 45.0 ± 5.0 | – | – | – | – | – | – |" in table  # n, not n - 1 (7.1)
     assert table.endswith("\n(mean ± population standard deviation (n) over seeds.)\n")
     assert "over seeds" not in markdown_table(summarise(rows[:1]), 25.0, False)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Terminated
+def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_demo_with_its_row_kept(
+        tmp_path, monkeypatch, capsys):
+    """One Ctrl-C or SIGTERM was lost and the demo went on to its next target, exit 0: one on a run's last step (the
+    run finished and returned as if not stopped), and one whose KeyboardInterrupt or Terminated was raised where
+    Python drops it (here a ``__del__``; the garbage collector's weakref callbacks just after a run ends). Either
+    stops the demo after the row at hand, the row kept, with exit 130 or 143; a rerun goes on from there."""
+    import signal
+
+    import mme.demo
+    import mme.train.loop
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
+    out = tmp_path / "demo"
+    real_step, real_pretrain, pretrained = mme.train.loop.train_step, mme.demo.pretrain, []
+
+    def step_stopped_on_the_last(run, stream):
+        if run.step == run.total_steps - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(run, stream)
+
+    monkeypatch.setattr(mme.train.loop, "train_step", step_stopped_on_the_last)
+    assert main([*QUICK, "--out", str(out)]) == 130
+    assert capsys.readouterr().err.endswith("mme demo: error: stopped by SIGINT after the mme target's pre-training "
+                                            "(seed 0); the same command continues, keeping the rows it finished\n")
+    assert json.loads((out / "seed0" / "mme.json").read_text())["row"]["checkpoint"] == \
+        "seed0/mme/checkpoint-00000006.pt" and not (out / "seed0" / "pixel").exists()
+
+    class DroppedOnDeletion:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # its Terminated printed as "Exception ignored", not raised
+
+    def pretrain_then_a_dropped_sigterm(cfg):
+        pretrained.append(Path(cfg.train.out_dir).name)
+        result = real_pretrain(cfg)
+        DroppedOnDeletion()
+        return result
+
+    monkeypatch.setattr(mme.train.loop, "train_step", real_step)
+    monkeypatch.setattr(mme.demo, "pretrain", pretrain_then_a_dropped_sigterm)
+    assert main([*QUICK, "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "mme demo: error: stopped by SIGTERM after the pixel target's pre-training (seed 0); the same command "
+        "continues, keeping the rows it finished\n")
+    assert pretrained == ["pixel"] and (out / "seed0" / "pixel.json").is_file()
+    assert "linear_top1" in json.loads((out / "seed0" / "mme.json").read_text())["row"]  # probed in the rerun

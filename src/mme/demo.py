@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -50,7 +51,7 @@ from mme.data.synth import SynthDataset, generate_synth, synth_design
 from mme.data.transforms import normalize_clip
 from mme.data.video import require_backend
 from mme.demo_report import REAL_KEYS, markdown_loss_table, markdown_table, plot_losses, summarise
-from mme.errors import ConfigError, DataError, MMEError
+from mme.errors import ConfigError, DataError, Interrupted, MMEError
 from mme.eval.features import embed_batch
 from mme.eval.probe import knn_classify, linear_probe
 from mme.eval.testing import iter_test_batches
@@ -59,6 +60,7 @@ from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
 from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
+from mme.train.interrupts import StageStops
 from mme.train.metrics import read_records
 from mme.train.precision import choose_device
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
@@ -265,11 +267,11 @@ def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64)
 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
-             classes: list[str], real: RealClips | None = None) -> list[dict]:
+             classes: list[str], real: RealClips | None = None, stops: StageStops | None = None) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder, on the synthetic clips and on
     ``real``; one row per encoder. Each row is saved as it is made, its pre-training first, and a rerun with the
     same settings reuses it (an interrupted demo resumes; one interrupted while probing does not pre-train
-    again)."""
+    again). A stop signal (``stops``, or one a run took on its last step) stops it after the row at hand."""
     rows = []
     cfg = None
     for target in s.targets:
@@ -283,12 +285,14 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": trained / result.seconds, "threads": ran["threads"], "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
+            _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", result.stopped_by)
         if "linear_top1" not in row:  # pre-trained, not yet probed
             row = _save_row(s, {**row, **loss_against_mean(cfg, read_records(_in_out(s, row["metrics"])),
                                                            s.level_clips),
                                 **probe_encoder(load_encoder(_in_out(s, row["checkpoint"])), clips, s.device,
                                                 classes)})
         rows.append(_with_real(s, row, real, partial(load_encoder, _in_out(s, row["checkpoint"]))))
+        _stop_if_asked(stops, f"the {target} row (seed {seed})")
     row = _saved_row(s, seed, "random init")
     if row is None:
         untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
@@ -296,7 +300,17 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         row = _save_row(s, {"target": "random init", "seed": seed, **untrained,
                             **probe_encoder(_random_encoder(cfg, seed), clips, s.device, classes)})
     rows.append(_with_real(s, row, real, partial(_random_encoder, cfg, seed)))
+    _stop_if_asked(stops, f"the random init row (seed {seed})")
     return rows
+
+
+def _stop_if_asked(stops: StageStops | None, after: str, signum: signal.Signals | None = None) -> None:
+    """Stop the demo, its rows so far kept, where a signal asked it to: ``signum`` (one a run took on its last
+    step) or one ``stops`` recorded (its exception may have been dropped: :class:`StageStops`)."""
+    signum = signum or (stops.received if stops is not None else None)
+    if signum is not None:
+        raise Interrupted(f"stopped by {signum.name} after {after}; the same command continues, keeping the rows "
+                          "it finished", 128 + int(signum))
 
 
 def _row_path(s: DemoSettings, seed: int, target: str) -> Path:
@@ -417,12 +431,13 @@ def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
     check_output(s.out, "--out", folder=True)
     lock_folder(s.out, "--out")  # a second demo on it would make the data again under this one
     try:
-        return _demo(s, overwrite, t0)
+        with StageStops() as stops:
+            return _demo(s, overwrite, t0, stops)
     finally:
         unlock_folder(s.out)
 
 
-def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
+def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> list[dict]:
     # a bad device, backend or override stops the demo now, not after the data are made
     choose_device(s.device, option="--device")
     for target in s.targets:
@@ -445,7 +460,8 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float) -> list[dict]:
     synth = s.generate_data(s.out / "data")
     lists = {k: Path(v) for k, v in synth.lists.items()}
     clips = decode_probe_clips(d, lists)
-    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes, real)]
+    _stop_if_asked(stops, "making the data")
+    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes, real, stops)]
     summary = summarise(rows)
     table = markdown_table(summary, 100 / len(synth.classes), real is not None) + "\n" + real_line + "\n"
     losses = markdown_loss_table(summary)

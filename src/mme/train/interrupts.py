@@ -1,14 +1,15 @@
 """Stopping a run cleanly on Ctrl-C (SIGINT) or a scheduler's pre-emption (SIGTERM).
 
-The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and
-ends with :class:`~mme.errors.Interrupted`, whose message says how to resume. A second Ctrl-C stops at once
-(KeyboardInterrupt); a repeated SIGTERM does not: torchrun forwards each one it gets and a scheduler signals every
-process of the job, torchrun too, so a rank gets two a few ms apart; the sender's SIGKILL after its grace period
-stops at once. Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C, which
-the terminal sends to the whole group, and a scheduler's or torchrun's SIGTERM, sent to the whole group too,
-reach the main process only, so the workers are not killed under the step that is finishing (a killed worker
-failed that step, and its checkpoint with it). They still end with the main process: it stops them, and they
-watch it. They keep SIGTERM, by which the loader (and Python at exit) stops a worker that does not end by itself.
+The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and ends
+with :class:`~mme.errors.Interrupted`, whose message says how to resume (on the run's last step, the run is
+finished: it returns, its ``TrainResult.stopped_by`` the signal, for its caller to stop after it). A second Ctrl-C
+stops at once (KeyboardInterrupt); a repeated SIGTERM does not: torchrun forwards each one it gets and a scheduler
+signals every process of the job, torchrun too, so a rank gets two a few ms apart; the sender's SIGKILL after its
+grace period stops at once. Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C,
+which the terminal sends to the whole group, and a scheduler's or torchrun's SIGTERM, sent to the whole group too,
+reach the main process only, so the workers are not killed under the step that is finishing (a killed worker failed
+that step, and its checkpoint with it). They still end with the main process: it stops them, and they watch it. They
+keep SIGTERM, by which the loader (and Python at exit) stops a worker that does not end by itself.
 """
 
 from __future__ import annotations
@@ -45,6 +46,35 @@ class StopRequests:
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._catch) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class StageStops:
+    """While entered (from the main thread), a SIGINT or SIGTERM that a Python handler takes (Ctrl-C's
+    KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
+    handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
+    by the garbage collector, which prints "Exception ignored") is still there for a command that checks
+    ``received`` between its stages. A training loop's :class:`StopRequests` takes them while a run trains."""
+
+    def __init__(self):
+        self.received: signal.Signals | None = None
+        self._previous: dict = {}
+        self._pid = os.getpid()
+
+    def _catch(self, signum, frame) -> None:
+        if os.getpid() == self._pid:  # (not in a forked worker, which handles it as before)
+            self.received = self.received or signal.Signals(signum)
+        self._previous[signum](signum, frame)
+
+    def __enter__(self) -> StageStops:
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                if callable(signal.getsignal(s)):
+                    self._previous[s] = signal.signal(s, self._catch)
         return self
 
     def __exit__(self, *exc) -> None:

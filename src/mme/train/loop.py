@@ -61,6 +61,9 @@ class TrainResult:
     """Over the whole run, resumed parts included."""
     seconds: float
     """This process's time in the loop."""
+    stopped_by: signal.Signals | None = None
+    """The signal that asked the run to stop on its last step: it finished, and its caller stops after it (a
+    stop before the last step raises :class:`~mme.errors.Interrupted`)."""
 
 
 def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
@@ -274,7 +277,7 @@ def _train(run: Run) -> TrainResult:
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
                           "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
-    return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0)
+    return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0, stopping)
 
 
 def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: deque, bar
