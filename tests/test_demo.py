@@ -443,3 +443,16 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
         "continues, keeping the rows it finished\n")
     assert pretrained == ["pixel"] and (out / "seed0" / "pixel.json").is_file()
     assert "linear_top1" in json.loads((out / "seed0" / "mme.json").read_text())["row"]  # probed in the rerun
+
+
+def test_an_override_of_what_a_row_is_is_refused_before_any_work(tmp_path, capsys):
+    """Was: ``mme demo target.kind=mme`` trained every target on MME's targets, its rows labelled mme and pixel
+    (target.preset alike; train.init started each row from a checkpoint, target.shuffled made a control)."""
+    out = tmp_path / "out"
+    for overrides in (["target.kind=mme"], ["target.preset=videomae", "train.init=x.pt"], ["target.shuffled=true"]):
+        assert main([*QUICK, "--out", str(out), *overrides]) == 1
+        keys = ", ".join(sorted(o.split("=")[0] for o in overrides))
+        assert capsys.readouterr().err == (
+            f"mme demo: error: {keys}: mme demo sets what each row is (the target its label names, mme, pixel, "
+            "hog, pre-trained from random weights); mme pretrain runs other targets\n")
+    assert not out.exists()

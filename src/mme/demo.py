@@ -142,6 +142,10 @@ DEMO_KEYS = {"data.list_file", "data.root", "data.num_workers", "train.steps", "
              "train.device", "train.out_dir", "train.ckpt_every", "train.keep_last", "train.overwrite"}
 """The keys each of the demo's runs sets (:func:`_pretrain_config`), which its overrides may not."""
 
+ROW_KEYS = {"target.kind", "target.preset", "target.shuffled", "train.init"}
+"""The keys that decide what a row is, which the demo's overrides may not set either: the target its label names
+(:data:`TARGETS`), not a shuffled control, pre-trained from random weights."""
+
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
     recipe, extra = TARGETS[target]
@@ -542,9 +546,14 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         check_seed(seed, "--seeds")
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
-    owned = sorted({o.split("=", 1)[0].strip() for o in overrides} & DEMO_KEYS)
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    owned = sorted(keys & DEMO_KEYS)
     if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
         raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
+    labelled = sorted(keys & ROW_KEYS)
+    if labelled:
+        raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
+                          f"{', '.join(TARGETS)}, pre-trained from random weights); mme pretrain runs other targets")
     s.overrides = layered(s.overrides, list(overrides))
     s.real_dir = None if real_dir is None else str(real_dir)
     return s
