@@ -106,7 +106,9 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     first = {r["target"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    (out / "seed0" / "pixel.json").unlink()  # as if the run had stopped during the pixel target
+    saved = json.loads((out / "seed0" / "pixel.json").read_text())  # as if the run had stopped during the pixel
+    saved["row"] = {"target": "pixel", "seed": 0, "run": "seed0/pixel"}  # target, which the row names as it starts
+    (out / "seed0" / "pixel.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "mme.json").read_text())  # or after pre-training mme, before its probes
     pretraining = ("target", "seed", "minutes", "clips_per_s", "threads", "precision", "checkpoint", "metrics")
     saved["row"] = {k: saved["row"][k] for k in pretraining}
@@ -456,3 +458,34 @@ def test_an_override_of_what_a_row_is_is_refused_before_any_work(tmp_path, capsy
             f"mme demo: error: {keys}: mme demo sets what each row is (the target its label names, mme, pixel, "
             "hog, pre-trained from random weights); mme pretrain runs other targets\n")
     assert not out.exists()
+
+
+def test_files_of_the_demos_names_that_it_did_not_write_are_refused_before_any_work(tmp_path, capsys):
+    """Was: ``mme demo --out D`` replaced the user's results.md, results.json and pictures in D without a word, and
+    removed the user's own run in D/seed0/mme (each demo run is given train.overwrite=true). A run folder is the
+    demo's where a saved row names it (its checkpoint, or the run while it pre-trains: a stopped run's rerun
+    pre-trains it again), a report or picture where the demo's results.json is beside it."""
+    out = tmp_path / "out"
+    mine = {"results.md": "my notes", "results.json": '{"mine": 1}', "tracks.png": "my picture", "notes.txt": "keep",
+            "seed0/mme/checkpoint-00000002.pt": "my run", "seed0/mme/run.json": "{}"}
+    for name, text in mine.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    assert main([*QUICK, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"mme demo: error: --out {out} holds seed0/mme, results.json, results.md, "
+                                       "tracks.png, which mme demo did not write and would replace: move them, or "
+                                       "give another --out\n")
+    assert {name: (out / name).read_text() for name in mine} == mine and not (out / "data").exists()
+    from mme.demo import DemoSettings, _check_own_files, _save_row, _saved_row
+    from mme.errors import ConfigError
+
+    s = DemoSettings.quick(out)
+    (out / "results.json").write_text(json.dumps({"settings": {}, "rows": [], "summary": []}))  # the demo's
+    _save_row(s, {"target": "mme", "seed": 0, "run": "seed0/mme"})  # as the demo saves it before pre-training
+    _check_own_files(s)
+    assert _saved_row(s, 0, "mme") is None  # not finished: pre-trained again
+    _save_row(s, {"target": "mme", "seed": 0, "checkpoint": str(tmp_path / "moved" / "seed0/mme/c.pt")})
+    _check_own_files(s)  # (a row of an earlier version names it absolute, of the folder before it was moved)
+    _save_row(s, {"target": "mme", "seed": 0, "checkpoint": "seed0/hog/checkpoint-00000002.pt"})
+    with pytest.raises(ConfigError, match=r"holds seed0/mme, which mme demo did not write"):
+        _check_own_files(s)

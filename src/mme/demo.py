@@ -22,8 +22,10 @@ Commands::
 
 Each row (a target, or random init, for one seed) is saved under ``out/seed<N>/`` as it is made; a rerun with
 the same settings reuses it, so an interrupted demo resumes and added seeds run alone. A rerun with other settings
-is refused before any work when it would replace such rows (``--overwrite`` replaces them). Rows name their
-checkpoint and metrics relative to ``out``, so the folder may be moved or copied.
+is refused before any work when it would replace such rows (``--overwrite`` replaces them), and so, with
+``--overwrite`` too, is an ``out`` holding files of the names the demo writes that it did not write: a run folder
+no saved row names, a report or picture beside no results.json of the demo's. Rows name their checkpoint and
+metrics relative to ``out``, so the folder may be moved or copied.
 """
 
 from __future__ import annotations
@@ -283,6 +285,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         row = _saved_row(s, seed, target)
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
+            _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
             result = pretrain(cfg)
             trained, ran = s.steps * s.batch_size, json.loads((result.out_dir / "run.json").read_text())
             row = _save_row(s, {
@@ -404,6 +407,47 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
                           f"or another --out")
 
 
+REPORT = ("results.json", "results.md")
+PICTURES = ("loss_curves.png", "tracks.png", "predicted_vs_target.png")
+
+
+def _check_own_files(s: DemoSettings) -> None:
+    """Refuse to run where ``s.out`` holds files of the names the demo writes that it did not write, which it would
+    replace: a run folder of this run's seeds and targets that no saved row names (a row names its run's checkpoint,
+    or, while it pre-trains, the run), or a report or picture beside no results.json of the demo's."""
+    foreign = []
+    for seed in s.seeds:
+        for target in s.targets:
+            run = Path(f"seed{seed}") / target
+            if (s.out / run).is_dir() and any(p.name != ".lock" for p in (s.out / run).iterdir()) \
+                    and _named_run(s, seed, target) != run.as_posix():
+                foreign.append(run.as_posix())
+    if not _demo_results(s.out / "results.json"):
+        foreign += [name for name in (*REPORT, *PICTURES) if (s.out / name).exists()]
+    if foreign:
+        raise ConfigError(f"--out {s.out} holds {', '.join(foreign)}, which mme demo did not write and would "
+                          "replace: move them, or give another --out")
+
+
+def _named_run(s: DemoSettings, seed: int, target: str) -> str | None:
+    """The run folder that the saved row of ``seed`` and ``target`` names, as ``seed<N>/<target>`` (a row of a
+    moved folder, whose paths an earlier version wrote absolute, too), else None."""
+    try:
+        _, row = _read_saved(_row_path(s, seed, target))
+        named = Path(row["run"]) if "run" in row else Path(row["checkpoint"]).parent
+    except UNREADABLE:
+        return None
+    return "/".join(named.parts[-2:])
+
+
+def _demo_results(path: Path) -> bool:
+    """Whether ``path`` is a results.json the demo wrote (a JSON object with its keys)."""
+    try:
+        return {"settings", "rows", "summary"} <= json.loads(path.read_text()).keys()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
     """The row an earlier run saved for this seed and target, if it was made with the same settings and its
     checkpoint is still there."""
@@ -418,6 +462,9 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
     if not _made_with(settings, _fingerprint(s, target), s):
         log.info("demo: %s was made %s; computing it again", path,
                  "with other settings" if "config" in settings else "by an earlier version of mme")
+        return None
+    if "run" in row:
+        log.info("demo: the run of %s did not finish; pre-training it again", path)
         return None
     if "checkpoint" in row and not _in_out(s, row["checkpoint"]).exists():
         log.info("demo: the checkpoint of %s is gone; computing it again", path)
@@ -450,6 +497,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
         for override, only in unused.items():
             log.info("demo: %s is not given to the %s target, which does not use it (it applies only %s)",
                      override, target, only)
+    _check_own_files(s)
     _check_saved_rows(s, overwrite)
     design = s.data_design()
     # every target's data section; MME's track length for the tracks picture where MME runs
@@ -478,11 +526,12 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads,
               "pretrain_precisions": sorted({p for _, p in ran})}
-    atomic_write_json(s.out / "results.json", result)  # NaN as null: summarise reads it back as NaN
+    results_json, results_md = REPORT
+    atomic_write_json(s.out / results_json, result)  # NaN as null: summarise reads it back as NaN
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     threads = "/".join(map(str, pretrain_threads)) or "?"
     said = ", ".join(f"{t} {p}" for t, p in ran) if len({p for _, p in ran}) > 1 else ran[0][1] if ran else "?"
-    atomic_write_text(s.out / "results.md", f"# mme demo\n\n{table}\nPre-training loss against the loss of "
+    atomic_write_text(s.out / results_md, f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
                       f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training in {said} on {threads} thread(s) "
                       f"beside {s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
@@ -502,13 +551,14 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
     from mme.motion.viz import prediction_picture, tracks_picture
 
     video = str(lists["train"].parent / open(lists["train"]).readline().split()[0])
-    drawings = {"loss_curves.png": partial(plot_losses, rows, s.out),
-                "tracks.png": partial(tracks_picture, video, num_frames=model_cfg.num_frames, stride=data_cfg.stride,
+    loss_curves, tracks, predicted_vs_target = PICTURES
+    drawings = {loss_curves: partial(plot_losses, rows, s.out),
+                tracks: partial(tracks_picture, video, num_frames=model_cfg.num_frames, stride=data_cfg.stride,
                                       size=model_cfg.img_size, length=target_cfg.track_length)}
     mme_rows = [r for r in rows if r["target"] == "mme" and "checkpoint" in r]
     if mme_rows:
-        drawings["predicted_vs_target.png"] = partial(prediction_picture, video,
-                                                      _in_out(s, mme_rows[0]["checkpoint"]), stride=data_cfg.stride)
+        drawings[predicted_vs_target] = partial(prediction_picture, video, _in_out(s, mme_rows[0]["checkpoint"]),
+                                                stride=data_cfg.stride)
     missing = []
     for name, draw in drawings.items():
         try:
