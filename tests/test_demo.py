@@ -451,12 +451,14 @@ def test_an_override_of_what_a_row_is_is_refused_before_any_work(tmp_path, capsy
     """Was: ``mme demo target.kind=mme`` trained every target on MME's targets, its rows labelled mme and pixel
     (target.preset alike; train.init started each row from a checkpoint, target.shuffled made a control)."""
     out = tmp_path / "out"
-    for overrides in (["target.kind=mme"], ["target.preset=videomae", "train.init=x.pt"], ["target.shuffled=true"]):
+    for overrides in (["target.kind=mme"], ["target.preset=videomae", "train.init=x.pt"], ["target.shuffled=true"],
+                      ["train.stop_after=3", "train.resume=auto"]):
         assert main([*QUICK, "--out", str(out), *overrides]) == 1
         keys = ", ".join(sorted(o.split("=")[0] for o in overrides))
         assert capsys.readouterr().err == (
             f"mme demo: error: {keys}: mme demo sets what each row is (the target its label names, mme, pixel, "
-            "hog, pre-trained from random weights); mme pretrain runs other targets\n")
+            "hog, pre-trained from random weights for --steps steps in one run; a stopped demo resumes by its rows); "
+            "mme pretrain runs others\n")
     assert not out.exists()
 
 

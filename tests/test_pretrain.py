@@ -1060,3 +1060,13 @@ def test_the_learnability_benchmarks_bank_trains_and_probes_at_its_stops(tmp_pat
     benchmark.main()
     out = capsys.readouterr().out
     assert out.count("probe at step") == 2 and (tmp_path / "run" / "checkpoint-00000002.pt").is_file(), out
+
+
+def test_a_runs_result_counts_the_clips_this_process_trained_on(synth, tmp_path):
+    """mme demo's clips/s was its steps x batch over the run's seconds: half the rate with train.accum_steps=2
+    (each step two micro-batches), and a run's full length where it stopped early or resumed. The result counts
+    what the loop ran: the steps of this process x batch x accumulated micro-batches."""
+    first = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.accum_steps=2", "train.stop_after=1", FP32)
+    assert (first.step, first.clips) == (1, 1 * 4 * 2)
+    rest = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.accum_steps=2", "train.resume=auto", FP32)
+    assert (rest.step, rest.clips) == (4, 3 * 4 * 2) and rest.seconds > 0

@@ -144,9 +144,10 @@ DEMO_KEYS = {"data.list_file", "data.root", "data.num_workers", "train.steps", "
              "train.device", "train.out_dir", "train.ckpt_every", "train.keep_last", "train.overwrite"}
 """The keys each of the demo's runs sets (:func:`_pretrain_config`), which its overrides may not."""
 
-ROW_KEYS = {"target.kind", "target.preset", "target.shuffled", "train.init"}
+ROW_KEYS = {"target.kind", "target.preset", "target.shuffled", "train.init", "train.stop_after", "train.resume"}
 """The keys that decide what a row is, which the demo's overrides may not set either: the target its label names
-(:data:`TARGETS`), not a shuffled control, pre-trained from random weights."""
+(:data:`TARGETS`), not a shuffled control, pre-trained from random weights for ``steps`` steps in one run (a stopped
+demo resumes by its rows)."""
 
 
 def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) -> PretrainConfig:
@@ -287,10 +288,10 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
             result = pretrain(cfg)
-            trained, ran = s.steps * s.batch_size, json.loads((result.out_dir / "run.json").read_text())
+            ran = json.loads((result.out_dir / "run.json").read_text())
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
-                "clips_per_s": trained / result.seconds, "threads": ran["threads"], "precision": ran["precision"],
+                "clips_per_s": result.clips / result.seconds, "threads": ran["threads"], "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
             _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", result.stopped_by)
         if "linear_top1" not in row:  # pre-trained, not yet probed
@@ -603,7 +604,8 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     labelled = sorted(keys & ROW_KEYS)
     if labelled:
         raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
-                          f"{', '.join(TARGETS)}, pre-trained from random weights); mme pretrain runs other targets")
+                          f"{', '.join(TARGETS)}, pre-trained from random weights for --steps steps in one run; a "
+                          "stopped demo resumes by its rows); mme pretrain runs others")
     s.overrides = layered(s.overrides, list(overrides))
     s.real_dir = None if real_dir is None else str(real_dir)
     return s

@@ -61,6 +61,8 @@ class TrainResult:
     """Over the whole run, resumed parts included."""
     seconds: float
     """This process's time in the loop."""
+    clips: int = 0
+    """Clips trained on in this process's steps (:func:`clips_per_step`): over ``seconds``, its rate."""
     stopped_by: signal.Signals | None = None
     """The signal that asked the run to stop on its last step: it finished, and its caller stops after it (a
     stop before the last step raises :class:`~mme.errors.Interrupted`)."""
@@ -256,7 +258,7 @@ def _train(run: Run) -> TrainResult:
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
     stream = micro_batches(run)
     history: deque[dict] = deque(maxlen=HISTORY_KEPT)
-    t0 = time.perf_counter()
+    t0, first_step = time.perf_counter(), run.step
     # the loader's workers stop, and the run's files are finished, while a repeated SIGTERM is absorbed (else it
     # raised in the loader's shutdown, a traceback from its __del__, or replaced the message saying what was saved)
     with StopRequests() as stop:
@@ -277,14 +279,21 @@ def _train(run: Run) -> TrainResult:
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
                           "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
-    return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0, stopping)
+    return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
+                       clips=(run.step - first_step) * clips_per_step(run), stopped_by=stopping)
+
+
+def clips_per_step(run: Run) -> int:
+    """Clips one optimizer step trains on: every rank's micro-batches, each item's repeated augmentations."""
+    t = run.cfg.train
+    return t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
 
 
 def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: deque, bar
            ) -> tuple[Path | None, signal.Signals | None]:
     """The steps up to ``end``, or to a stop signal: ``(the last checkpoint written, the signal)``."""
     t, o = run.cfg.train, run.cfg.optim
-    clips_per_step = t.batch_size * dist.get_world_size() * t.accum_steps * run.job.clips_per_item
+    clips = clips_per_step(run)
     in_a_row, path, stopping = 0, None, None
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
@@ -298,7 +307,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         run.step += 1
         seconds = time.perf_counter() - tic
         epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
-        metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips_per_step / seconds, epoch=epoch,
+        metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips / seconds, epoch=epoch,
                        data_wait=metrics.pop("data_wait_s") / seconds)
         evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
         stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
