@@ -491,3 +491,36 @@ def test_files_of_the_demos_names_that_it_did_not_write_are_refused_before_any_w
     _save_row(s, {"target": "mme", "seed": 0, "checkpoint": "seed0/hog/checkpoint-00000002.pt"})
     with pytest.raises(ConfigError, match=r"holds seed0/mme, which mme demo did not write"):
         _check_own_files(s)
+
+
+def test_a_stop_during_a_targets_pre_training_says_what_a_rerun_of_the_demo_does(synth, tmp_path, monkeypatch):
+    """Was: the run's own line, 'the same command with --resume auto (train.resume=auto) continues from there':
+    mme demo has no --resume, and train.resume=auto made its rows with other settings. The same command continues:
+    it keeps the finished rows and pre-trains the stopped target again (its row names the run, unfinished)."""
+    import signal
+    from dataclasses import replace
+
+    import mme.train.loop
+    from mme import demo
+    from mme.demo import DemoSettings, _saved_row, run_seed
+    from mme.errors import Interrupted
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    real_step = mme.train.loop.train_step
+
+    def step_stopped_after_the_second(run, stream):
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(run, stream)
+
+    monkeypatch.setattr(mme.train.loop, "train_step", step_stopped_after_the_second)
+    s = replace(DemoSettings.quick(tmp_path), workers=0)
+    with pytest.raises(Interrupted) as stopped:
+        run_seed(s, 0, {"train": Path(synth[0].split("=", 1)[1])}, {}, [])
+    assert str(stopped.value) == ("stopped by SIGINT during the mme target's pre-training (seed 0); the same command "
+                                  "continues, keeping the rows it finished and pre-training the mme target again "
+                                  "from its start") and stopped.value.exit_code == 130
+    assert (tmp_path / "seed0" / "mme" / "checkpoint-00000003.pt").is_file()
+    demo._check_own_files(s)
+    assert _saved_row(s, 0, "mme") is None  # pre-trained again

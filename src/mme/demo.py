@@ -287,7 +287,13 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
-            result = pretrain(cfg)
+            try:
+                result = pretrain(cfg)
+            except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
+                raise Interrupted(f"stopped by {signal.Signals(e.exit_code - 128).name} during the {target} target's "
+                                  f"pre-training (seed {seed}); the same command continues, keeping the rows it "
+                                  f"finished and pre-training the {target} target again from its start",
+                                  e.exit_code) from e
             ran = json.loads((result.out_dir / "run.json").read_text())
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
