@@ -242,12 +242,12 @@ def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, 
     assert {t: _saved_row(norm, 0, t) is not None for t in targets} == \
         {"mme": True, "pixel": True, "hog": False, "random init": True}
     with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/hog.json; they differ in "
-                                          r"config.target.hog_norm, overrides\)"):
+                                          r"config.target.hog_norm\)"):
         _check_saved_rows(norm, overwrite=False)
     _save_row(norm, {"target": "mme", "seed": 0, "linear_top1": 50.0})
     row = tmp_path / "seed0" / "mme.json"
     saved = json.loads(row.read_text())
-    assert saved["settings"]["overrides"] == s.overrides
+    assert "overrides" not in saved["settings"]  # the config holds them resolved
     saved["settings"]["overrides"] = norm.overrides  # as the demo wrote it before
     row.write_text(json.dumps(saved))
     with caplog.at_level("INFO", logger="mme.demo"):
@@ -524,3 +524,31 @@ def test_a_stop_during_a_targets_pre_training_says_what_a_rerun_of_the_demo_does
     assert (tmp_path / "seed0" / "mme" / "checkpoint-00000003.pt").is_file()
     demo._check_own_files(s)
     assert _saved_row(s, 0, "mme") is None  # pre-trained again
+
+
+def test_a_row_is_reused_where_its_resolved_device_and_config_are_this_runs(tmp_path):
+    """Valid rows were refused as made with other settings: rows of ``--device cpu`` for a run with the default
+    device, auto, on a machine without a GPU, and rows of a run without an override for one that gives the value
+    the recipe has (their fingerprints held the device and the overrides as given). Rows made before, with those,
+    are reused where they resolve to this run's."""
+    import torch
+
+    from mme.demo import DemoSettings, _check_saved_rows, _pretrain_config, _save_row, _saved_row, demo_settings
+
+    auto = DemoSettings(out=tmp_path)
+    cpu = demo_settings(tmp_path, device="cpu")
+    for target in (*cpu.targets, "random init"):
+        _save_row(cpu, {"target": target, "seed": 0, "linear_top1": 50.0})
+    no_gpu = not torch.cuda.is_available()
+    assert all((_saved_row(auto, 0, t) is not None) == no_gpu for t in (*auto.targets, "random init"))
+    depth = _pretrain_config(cpu, "mme", 0, tmp_path / "train.txt").model.depth
+    same = demo_settings(tmp_path, device="cpu", overrides=[f"model.depth={depth}"])
+    assert all(_saved_row(same, 0, t) is not None for t in (*same.targets, "random init"))
+    _check_saved_rows(same, overwrite=False)
+    deeper = demo_settings(tmp_path, device="cpu", overrides=[f"model.depth={depth + 1}"])
+    assert _saved_row(deeper, 0, "mme") is None
+    row = tmp_path / "seed0" / "pixel.json"  # as the demo wrote it before: the device and overrides as given
+    saved = json.loads(row.read_text())
+    row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "device": "auto",
+                                                     "overrides": cpu.overrides}}))
+    assert (_saved_row(cpu, 0, "pixel") is not None) == no_gpu

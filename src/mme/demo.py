@@ -343,19 +343,16 @@ def _in_out(s: DemoSettings, stored: str) -> Path:
 
 def _fingerprint(s: DemoSettings, target: str) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
-    worker count or the real footage, whose columns carry their own digest: _with_real; of the overrides, those
-    its target's run is given, :func:`unused_overrides`), the target's resolved pre-training config less the keys
+    worker count or the real footage, whose columns carry their own digest: _with_real; nor the overrides, which
+    the config holds resolved), the device resolved, the target's resolved pre-training config less the keys
     the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the settings hold the rest), or for random
-    init the model it builds (the last target's, as :func:`run_seed`, whose overrides it records, but the target
-    settings'), the version of mme that made it and the CPU its minutes were measured on."""
+    init the model it builds (the last target's, as :func:`run_seed`), the version of mme that made it and the
+    CPU its minutes were measured on."""
     settings = {k: v for k, v in s.record().items()
-                if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class")}
+                if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class", "overrides")}
+    settings["device"] = _resolved_device(s.device)
     random_init = target == "random init"
-    config_target = s.targets[-1] if random_init else target
-    unused = unused_overrides(s)[config_target]
-    settings["overrides"] = [o for o in settings["overrides"]
-                             if o not in unused and not (random_init and o.startswith("target."))]  # (model alone)
-    config = asdict(_pretrain_config(s, config_target, 0, s.out / "data" / "train.txt"))
+    config = asdict(_pretrain_config(s, s.targets[-1] if random_init else target, 0, s.out / "data" / "train.txt"))
     if random_init:
         config = {"model": config["model"]}
     else:
@@ -365,11 +362,26 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
     return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "cpu": cpu_name()}
 
 
-def _made_with(saved: dict, settings: dict, s: DemoSettings) -> bool:
-    """Whether a saved row's fingerprint is ``settings`` (:func:`_fingerprint` of ``s``), or that with all of ``s``'s
-    overrides, as rows made before a fingerprint held only those its target was given hold them (the rest, the
-    resolved config among it, the same)."""
-    return saved in (settings, {**settings, "overrides": s.record()["overrides"]})
+def _resolved_device(device: str) -> str:
+    """``device`` as this machine resolves it (``auto``: ``cpu`` without a GPU); one it lacks as given."""
+    try:
+        return str(choose_device(device, option="--device"))
+    except ConfigError:
+        return device
+
+
+def _as_written_now(saved: dict) -> dict:
+    """A saved row's fingerprint as :func:`_fingerprint` writes it now: rows made before held the overrides (their
+    config holds them resolved) and the device as given."""
+    now = {k: v for k, v in saved.items() if k != "overrides"}
+    if "device" in now:
+        now["device"] = _resolved_device(now["device"])
+    return now
+
+
+def _made_with(saved: dict, settings: dict) -> bool:
+    """Whether a saved row's fingerprint is ``settings`` (:func:`_fingerprint`), as written now."""
+    return _as_written_now(saved) == settings
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
@@ -404,9 +416,9 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
                 saved, _ = _read_saved(path)
             except UNREADABLE:
                 continue  # none, or unreadable: computed again (_saved_row says why)
-            if not _made_with(saved, settings, s) and "config" in saved:  # (rows of earlier versions name a recipe)
+            if not _made_with(saved, settings) and "config" in saved:  # (rows of earlier versions name a recipe)
                 stale.append(path.relative_to(s.out).as_posix())
-                keys.update(differences(saved, settings))
+                keys.update(differences(_as_written_now(saved), settings))
     if stale:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise ConfigError(f"--out {s.out} holds rows made with other settings ({', '.join(stale[:3])}{more}; "
@@ -466,7 +478,7 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
     except UNREADABLE as e:
         log.warning("demo: %s is unreadable (%s); computing its row again", path, e)
         return None
-    if not _made_with(settings, _fingerprint(s, target), s):
+    if not _made_with(settings, _fingerprint(s, target)):
         log.info("demo: %s was made %s; computing it again", path,
                  "with other settings" if "config" in settings else "by an earlier version of mme")
         return None
