@@ -552,3 +552,30 @@ def test_a_row_is_reused_where_its_resolved_device_and_config_are_this_runs(tmp_
     row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "device": "auto",
                                                      "overrides": cpu.overrides}}))
     assert (_saved_row(cpu, 0, "pixel") is not None) == no_gpu
+
+
+def test_a_row_pre_trained_in_another_precision_than_a_pinned_one_is_not_reused(tmp_path, monkeypatch, caplog):
+    """Was: with MME_AUTO_PRECISION=fp32 (auto pinned to fp32) a rerun reused the rows that auto had pre-trained in
+    bf16, and its report said 'pre-training in mme fp32, pixel bf16'. A row whose run took another precision than
+    the one this run's is settled to is made with other settings; auto's timing of the two, where it is not
+    settled, may take either."""
+    from mme.demo import DemoSettings, _check_saved_rows, _save_row, _saved_row
+    from mme.errors import ConfigError
+    from mme.train.precision import AUTO_ENV
+
+    s = DemoSettings.quick(tmp_path)
+    for target, precision in (("mme", "fp32"), ("pixel", "bf16")):
+        _save_row(s, {"target": target, "seed": 0, "precision": precision, "linear_top1": 50.0})
+    _save_row(s, {"target": "random init", "seed": 0, "linear_top1": 25.0})
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/pixel.json; they differ in "
+                                          r"precision\)"):
+        _check_saved_rows(s, overwrite=False)
+    with caplog.at_level("INFO", logger="mme.demo"):
+        assert [_saved_row(s, 0, t) is not None for t in ("mme", "pixel", "random init")] == [True, False, True]
+    assert "seed0/pixel.json was pre-trained in bf16, this run's precision is fp32; computing it again" in caplog.text
+    monkeypatch.setenv(AUTO_ENV, "bf16")
+    assert [_saved_row(s, 0, t) is not None for t in ("mme", "pixel")] == [False, True]
+    pinned = DemoSettings.quick(tmp_path)
+    pinned.overrides = [*pinned.overrides, "train.precision=fp32"]  # asked for: in the config, as before
+    assert _saved_row(pinned, 0, "mme") is None

@@ -64,7 +64,7 @@ from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
 from mme.train.interrupts import StageStops
 from mme.train.metrics import read_records
-from mme.train.precision import choose_device
+from mme.train.precision import choose_device, settled_precision
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import (
     atomic_write_json,
@@ -384,6 +384,17 @@ def _made_with(saved: dict, settings: dict) -> bool:
     return _as_written_now(saved) == settings
 
 
+def _other_precision(s: DemoSettings, row: dict) -> str | None:
+    """The precision this run pre-trains ``row``'s target in, where that is settled before the run
+    (:func:`~mme.train.precision.settled_precision`: ``MME_AUTO_PRECISION`` pins auto) and the row's run took
+    another; else None (a row not pre-trained, or auto timing bf16 against fp32, which may choose either)."""
+    if "precision" not in row:
+        return None
+    cfg = _pretrain_config(s, row["target"], row["seed"], s.out / "data" / "train.txt")
+    settled = settled_precision(cfg.train.precision, choose_device(s.device, option="--device"))
+    return settled if settled not in (None, row["precision"]) else None
+
+
 def _save_row(s: DemoSettings, row: dict) -> dict:
     """Save ``row`` (less its ``reused`` mark: :func:`_saved_row` sets it on reading) and return it as given."""
     seed, target = row["seed"], row["target"]
@@ -413,12 +424,15 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
         for seed in s.seeds:
             path = _row_path(s, seed, target)
             try:
-                saved, _ = _read_saved(path)
+                saved, row = _read_saved(path)
             except UNREADABLE:
                 continue  # none, or unreadable: computed again (_saved_row says why)
-            if not _made_with(saved, settings) and "config" in saved:  # (rows of earlier versions name a recipe)
+            if "config" not in saved:  # (rows of earlier versions name a recipe: computed again)
+                continue
+            other_precision = _other_precision(s, row)
+            if not _made_with(saved, settings) or other_precision:
                 stale.append(path.relative_to(s.out).as_posix())
-                keys.update(differences(_as_written_now(saved), settings))
+                keys.update(differences(_as_written_now(saved), settings), ["precision"] if other_precision else [])
     if stale:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise ConfigError(f"--out {s.out} holds rows made with other settings ({', '.join(stale[:3])}{more}; "
@@ -484,6 +498,10 @@ def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
         return None
     if "run" in row:
         log.info("demo: the run of %s did not finish; pre-training it again", path)
+        return None
+    if precision := _other_precision(s, row):
+        log.info("demo: %s was pre-trained in %s, this run's precision is %s; computing it again", path,
+                 row["precision"], precision)
         return None
     if "checkpoint" in row and not _in_out(s, row["checkpoint"]).exists():
         log.info("demo: the checkpoint of %s is gone; computing it again", path)

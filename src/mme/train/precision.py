@@ -143,6 +143,20 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     return faster_precision(loss_fn, device)
 
 
+def settled_precision(requested: str, device: torch.device) -> str | None:
+    """What :func:`choose_precision` resolves ``requested`` to for a fresh run on ``device``, where that is settled
+    before the run (asked for, forced by :data:`AUTO_ENV`, auto without native bf16 or off a CPU); None where auto
+    times the two on the run's model (a CPU with native bf16)."""
+    if requested != "auto":
+        return requested
+    if forced := os.environ.get(AUTO_ENV):
+        return forced
+    native = bf16_native(device)
+    if native and device.type == "cpu":
+        return None
+    return "bf16" if native else "fp32"
+
+
 def emulated(precision: str, device: torch.device, native: bool | None = None) -> bool:
     """Whether ``precision`` runs emulated on ``device``: bf16 without native support, fp16 on any CPU."""
     if precision == "bf16":
