@@ -639,6 +639,10 @@ def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):
 
     with pytest.raises(ConfigError, match=r"mme demo sets \['train.seed'\] itself; use --seeds"):
         demo_settings(tmp_path, overrides=["train.seed=3", "model.depth=2"])
+    with pytest.raises(ConfigError, match=r"mme demo sets \['train.out_dir', 'train.seed'\] itself"):
+        demo_settings(tmp_path, overrides=["train={seed: 5, out_dir: /tmp/elsewhere}"])  # a mapping sets them too
+    with pytest.raises(ConfigError, match=r"^target.kind: mme demo sets what each row is"):
+        demo_settings(tmp_path, overrides=["target={kind: mme}"])
     (tmp_path / "list.txt").write_text("a.mp4\n")
     with pytest.raises(SystemExit):
         main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "c"), "--max-disp", "-1"])

@@ -46,7 +46,16 @@ import numpy as np
 import torch
 
 from mme import __version__
-from mme.config import differences, from_dict, layered, load_config, load_recipe, merge_layer, parse_overrides
+from mme.config import (
+    differences,
+    from_dict,
+    given_keys,
+    layered,
+    load_config,
+    load_recipe,
+    merge_layer,
+    parse_overrides,
+)
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
 from mme.data.synth import SynthDataset, generate_synth, synth_design
@@ -633,7 +642,7 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         check_seed(seed, "--seeds")
     s.seeds = tuple(seeds) if seeds else s.seeds
     s.device = device
-    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    keys = given_keys(list(overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
     owned = sorted(keys & DEMO_KEYS)
     if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
         raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
