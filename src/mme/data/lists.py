@@ -1236,10 +1236,10 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
         listed = _found(listed, classes, video_root, kind)
+    written = {name: out_dir / f"{name}.txt" for name in listed}
     if before_writing is not None:
-        paths = {name: out_dir / f"{name}.txt" for name in listed}
-        before_writing(list(paths.values()), [(resolve(e, video_root), e.label, str(paths[name]))
-                                              for name, entries in listed.items() for e in entries])
+        before_writing(list(written.values()), [(resolve(e, video_root), e.label, str(written[name]))
+                                                for name, entries in listed.items() for e in entries])
     for name in sorted(splits.keys() - listed.keys()):  # before any write: one left would be read as this build's
         stale = out_dir / f"{name}.txt"
         if stale.is_file():
@@ -1247,9 +1247,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                                  f"of this build is written: make it removable, or choose another --out"):
                 stale.unlink()
             log.warning("removed %s, the %s list of an earlier build: this build has no videos for it", stale, name)
-    written = {}
     for name, entries in listed.items():
-        written[name] = out_dir / f"{name}.txt"
         text = list_text(written[name], entries)
         _replacing(written[name], text)
         atomic_write_text(written[name], text)

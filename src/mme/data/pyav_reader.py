@@ -161,18 +161,17 @@ def still_image(stream: av.video.stream.VideoStream) -> bool:
             and stream.time_base == 1)
 
 
-STILL_PICTURE = "a still picture"
-""":func:`still_read` of a file whose only video is a still image."""
-
-
 def still_read(container, stream: av.video.stream.VideoStream | None) -> str:
-    """What ``stream``, the video stream of ``container`` a backend reads, is where it is a still image
-    (:func:`still_image`): :data:`STILL_PICTURE` where the file holds no other video, 'a still picture before its
-    sequence' where it holds one (an animated AVIF's main image: what a backend that reads the first video stream
-    reads, OpenCV's); '' where it is none."""
+    """Why a backend reading ``stream``, the video stream of ``container`` it reads, reads no video where that is a
+    still image (:func:`still_image`): the file holds no other video (a still AVIF or HEIC), or it holds one, an
+    animated AVIF's sequence, beside the main image a backend that reads the first video stream reads (OpenCV's);
+    '' where it is none."""
     if stream is None or not still_image(stream):
         return ""
-    return STILL_PICTURE if still_image(video_stream(container)) else "a still picture before its sequence"
+    if still_image(video_stream(container)):
+        return "not a video: a still picture (a HEIF image item: AVIF, HEIC), which FFmpeg reads as one frame"
+    return ("its first video stream is a still picture, before its image sequence (an animated AVIF), and this "
+            "backend reads that one frame: read it with the pyav backend")
 
 
 TEXT_DEMUXERS = frozenset({"tty", "bin", "adf", "idf", "xbin"})
@@ -189,20 +188,17 @@ def not_a_video(path: str, demuxer: str, frames: int | None = None, still: str =
     """Refuse, as unreadable, a file FFmpeg opened with ``demuxer`` ('' where a backend did not ask) where that reads
     text (:data:`TEXT_DEMUXERS`), or where the backend reading the file counts ``frames`` 1 or fewer (PyAV's reader:
     one packet; None where it has not counted them yet: then only text is refused) and it is a picture: the still
-    image of a HEIF file (``still``, :func:`still_read`: a still AVIF, or an animated one's main image that a backend
-    reads in its sequence's place), or opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still picture or an
-    animated WebP whose frames that backend does not decode (FFmpeg's WebP decoder reads none; OpenCV's build may
-    read them all, and the file is read). A change of what is refused bumps
+    image of a HEIF file (``still``, :func:`still_read`'s reason: a still AVIF, or an animated one's main image that a
+    backend reads in its sequence's place), or opened by a picture demuxer (:data:`PICTURE_DEMUXERS`), a still
+    picture or an animated WebP whose frames that backend does not decode (FFmpeg's WebP decoder reads none;
+    OpenCV's build may read them all, and the file is read). A change of what is refused bumps
     :data:`mme.eval.testing.READING_VERSION` (features cached with the earlier verdicts)."""
     if demuxer in TEXT_DEMUXERS:
         what = "not a video: FFmpeg read it as {}, text drawn as frames"
     elif frames is None or frames > 1:
         return
-    elif still == STILL_PICTURE:
-        what = "not a video: a still picture (a HEIF image item: AVIF, HEIC), which FFmpeg reads as one frame"
     elif still:
-        what = ("its first video stream is a still picture, before its image sequence (an animated AVIF), and this "
-                "backend reads that one frame: read it with the pyav backend")
+        what = still
     elif demuxer in PICTURE_DEMUXERS or demuxer.endswith("_pipe"):
         if demuxer == "webp_pipe" and _animated_webp(path):
             what = "FFmpeg read it as {}: an animated WebP, whose frames this backend does not decode"
