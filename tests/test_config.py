@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import re
@@ -314,7 +315,7 @@ def test_a_seed_numpy_or_torch_would_refuse_is_one_line_before_the_run(tmp_path,
     assert not out.exists()
 
 
-def test_a_seed_is_a_plain_integer_and_anything_else_is_one_line():
+def test_a_seed_is_a_plain_integer_and_anything_else_is_one_line(tmp_path):
     """A numpy integer seed (of np.arange over seeds, through the Python API) passed and the run died writing its
     config.yaml, which YAML cannot write it into, leaving a folder with only its lock; '5' and None died with a
     TypeError traceback, and True and 2.5 were taken (as 1 and 2 by numpy and torch)."""
@@ -334,6 +335,16 @@ def test_a_seed_is_a_plain_integer_and_anything_else_is_one_line():
         assert str(info.value) == f"train.seed: a seed must be an integer, got {seed!r}"
     with pytest.raises(ConfigError, match=r"^--seeds: a seed must be an integer, got False$"):
         check_seed(False, "--seeds")
+    from mme.data.synth import _check_design, synth_design
+    from mme.demo import demo_settings
+
+    seeds = demo_settings(tmp_path, seeds=[np.int64(1), np.int64(2)]).seeds  # mme demo's rows and synth's params
+    assert seeds == (1, 2) and all(type(s) is int for s in seeds)  # are JSON, which takes no numpy integer
+    with pytest.raises(ConfigError, match=r"^--seeds: a seed must be an integer, got True$"):  # (not 'repeated')
+        demo_settings(tmp_path, seeds=[True, 1])
+    design = {**synth_design(), "seed": np.int64(3)}
+    _check_design(design)
+    assert type(design["seed"]) is int and json.dumps(design)
 
 
 def test_data_and_model_must_agree_on_clip_shape():

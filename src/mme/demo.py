@@ -635,12 +635,11 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         s.steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     if steps is not None:
         s.steps = steps
-    if seeds and len(set(seeds)) < len(seeds):
+    seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
+    if len(set(seeds)) < len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
                           f"rows, which would show as seeds that agree)")
-    for seed in seeds or ():
-        check_seed(seed, "--seeds")
-    s.seeds = tuple(seeds) if seeds else s.seeds
+    s.seeds = seeds or s.seeds
     s.device = device
     keys = given_keys(list(overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
     owned = sorted(keys & DEMO_KEYS)

@@ -420,6 +420,7 @@ def synth_design(preset: str | None = None, **given) -> dict:
 
 
 def _check_design(d: dict) -> None:
+    """Refuse a design synth cannot make, in one line naming the setting; its seed is made a plain int in ``d``."""
     if d["motion"] not in MOTIONS:
         raise ConfigError(f"synth motion must be one of {MOTIONS}, got {d['motion']!r}")
     if d["texture"] not in TEXTURES:
@@ -434,7 +435,7 @@ def _check_design(d: dict) -> None:
         raise ConfigError("synth needs num_frames >= 2 and videos_per_class >= 1")
     if d["fps"] < 1:
         raise ConfigError(f"synth needs fps >= 1, got {d['fps']}")
-    check_seed(d["seed"], "synth seed")
+    d["seed"] = check_seed(d["seed"], "synth seed")  # a plain int, which its params.json holds
     if not 0 <= d["camera_jitter"] <= d["size"]:  # the background is drawn with the sway's margin around the frame
         raise ConfigError(f"synth camera_jitter must be in [0, size={d['size']}] px, got {d['camera_jitter']}")
     if d["motion"] == "scene" and d["camera_jitter"] > max_scene_jitter(d["size"]):
