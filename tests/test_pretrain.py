@@ -928,14 +928,18 @@ def test_the_missing_files_advice_followed_as_given_makes_a_cache_the_run_reads(
     (("--length", "8", "--short-side", "96", "--seed-stride", "4", "--max-disp", "7.5", "--compensate"),
      ("target.compensate=true", "target.max_disp=3"),
      "--length 8 --short-side 96 --seed-stride 4 --flow dis-balanced --compensate --max-disp 7.5 --orientation coded "
-     "--backend pyav")])
+     "--backend pyav"),
+    ((), ("data.orientation=display",),
+     "--length 6 --short-side 224 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav")])
 def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_settings(synth, tmp_path, made,
                                                                                    run_settings, advised):
     """A cache that holds some of the list's files (an extraction stopped part-way, a list that grew) was advised the
     extraction at the run's finest settings (--short-side 224 --seed-stride 28 ...), without --overwrite, "and
     resumes": run as given, mme extract refused the files there as made with other settings. The advice takes the
     settings of a file of the cache that the run reads, so the command resumes it, and the run then reads every
-    file."""
+    file. A file extracted at --orientation coded of a video without a display matrix is one a run at display reads
+    (the same turn): its --orientation is kept (before: the file was passed over, and the finest settings at
+    --orientation display advised, which mme extract refused)."""
     import re
     import shlex
 

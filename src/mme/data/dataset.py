@@ -500,10 +500,21 @@ class PretrainDataset(_VideoDataset):
         spread = np.unique(np.linspace(0, len(self) - 1, min(len(self), CACHE_PROBES)).round().astype(int))
         return [self.path(int(i)) for i in spread]
 
+    def check_cache_orientation(self, meta: dict, found: str | os.PathLike, path: str) -> None:
+        """Refuse (ConfigError) the cache file ``found`` (of ``meta``) of the video at ``path`` where its frames were
+        turned otherwise than this run turns them (:func:`mme.motion.cache.check_orientation`). The video is opened
+        only where the file's ``--orientation`` is not ``data.orientation``: without a display matrix both turn it
+        alike, so the run reads the file (a video that will not open: VideoError)."""
+        from mme.motion.cache import check_orientation
+
+        if meta.get("orientation", "coded") != self.cfg.orientation:
+            with self.open(path) as reader:
+                check_orientation(meta, found, reader.turn)
+
     def _cache_file_read(self) -> tuple[str, dict] | None:
         """The first cache file of the probed videos (:meth:`cache_probes`) that this run reads, and its meta: made by
-        this mme's tracker, in the run's orientation, with settings the run can read
-        (:func:`mme.motion.cache.check_settings`); None where the cache holds none."""
+        this mme's tracker, its video's frames turned as the run turns them (:meth:`check_cache_orientation`), with
+        settings the run can read (:func:`mme.motion.cache.check_settings`); None where the cache holds none."""
         from mme.motion.cache import cache_meta, check_settings, find_cache_file, stale
 
         target = self.target_fn.cfg
@@ -511,8 +522,9 @@ class PretrainDataset(_VideoDataset):
             try:
                 found = find_cache_file(target.cache_dir, path)
                 meta = cache_meta(found)
-                if stale(meta) is not None or meta.get("orientation", "coded") != self.cfg.orientation:
+                if stale(meta) is not None:
                     continue
+                self.check_cache_orientation(meta, found, path)
                 if self.track_length:  # (a target of no tracks reads none of its settings)
                     check_settings(meta, found, target, self.track_length, self.cfg.img_size)
             except MMEError:

@@ -37,7 +37,6 @@ from mme.models.vit import count_parameters
 from mme.motion.cache import (
     cache_backend,
     cache_meta,
-    check_orientation,
     check_settings,
     extract_flags,
     extract_flags_as_fine,
@@ -105,9 +104,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     remake = extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"])  # at the cache's
     check_settings(meta, found, cfg.target, dataset.track_length, cfg.data.img_size,  # as each read: before any work
                    dataset.extract_command(remake))
-    if meta.get("orientation", "coded") != cfg.data.orientation:  # the same turn either way without a display matrix
-        with contextlib.suppress(VideoError), dataset.open(path) as reader:  # (a bad video: the dataset's failure)
-            check_orientation(meta, found, reader.turn)
+    with contextlib.suppress(VideoError):  # (a bad video: the dataset's failure)
+        dataset.check_cache_orientation(meta, found, path)
     if meta["flow"] != cfg.target.flow:
         log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
                     "cache's)", cfg.target.cache_dir, meta["flow"], cfg.target.flow)
