@@ -967,6 +967,44 @@ def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_setti
     assert [dataset[i]["index"] for i in range(2)] == [0, 1]
 
 
+def test_the_missing_files_advice_for_a_mixed_cache_makes_it_again_with_the_runs_settings(synth, tmp_path):
+    """A cache holding files of two settings the run reads each (extractions of two parts of the list) was advised
+    the resumed extraction of its first file's settings, which mme extract refused for the other's. The advice says
+    the cache is mixed, naming two files and their settings, and gives the run's command with --overwrite; run as
+    given, the run reads every file."""
+    import re
+    import shlex
+
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:3]
+    cache = tmp_path / "cache"
+    for i, made in enumerate([(), ("--seed-stride", "4")]):
+        (tmp_path / f"part{i}.txt").write_text(f"{listed[i]}\n")
+        assert cli.main(["extract", str(tmp_path / f"part{i}.txt"), "--root", lists["data.root"], "--out", str(cache),
+                         *made]) == 0
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
+                      tmp_path / "run", f"target.cache_dir={cache}", "data.max_failure_fraction=0")
+    dataset = pretrain_dataset(cfg)
+    check_cache(cfg, dataset)
+    with pytest.raises(DataError, match="mme extract") as refused:
+        dataset[2]
+    command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
+    assert cli.main(shlex.split(command)[1:]) == 0  # before: refused, made with other settings (seed_stride 4 ...)
+    files = [cache / (line.split()[0] + ".tracks") for line in listed[:2]]
+    assert (f"the cache is mixed: {files[0]} was made with seed_stride 8, {files[1]} with seed_stride 4"
+            in str(refused.value))
+    assert command == (f"mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {cache} --length 6 "
+                       "--short-side 224 --seed-stride 28 --flow dis-balanced --orientation coded --backend pyav "
+                       "--overwrite")
+    dataset = pretrain_dataset(cfg)
+    assert [dataset[i]["index"] for i in range(3)] == [0, 1, 2]
+
+
 def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:
     """The masks of ``indices`` as the training step's process drew them before the data workers did (the former
     ``pretrain.masks_for``, kept here only): a mask of a given (seed, epoch, index) must stay the same across

@@ -511,40 +511,62 @@ class PretrainDataset(_VideoDataset):
             with self.open(path) as reader:
                 check_orientation(meta, found, reader.turn)
 
-    def _cache_file_read(self) -> tuple[str, dict] | None:
-        """The first cache file of the probed videos (:meth:`cache_probes`) that this run reads, and its meta: made by
-        this mme's tracker, its video's frames turned as the run turns them (:meth:`check_cache_orientation`), with
-        settings the run can read (:func:`mme.motion.cache.check_settings`); None where the cache holds none."""
-        from mme.motion.cache import cache_meta, check_settings, find_cache_file, stale
+    def _cache_files_made(self) -> list[tuple[str, str, dict]]:
+        """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file a resumed
+        extraction compares its settings with: readable, made by this mme's tracker (a :func:`~mme.motion.cache.stale`
+        one it makes again)."""
+        from mme.motion.cache import cache_meta, find_cache_file, stale
 
-        target = self.target_fn.cfg
+        made = []
         for path in self.cache_probes():
             try:
-                found = find_cache_file(target.cache_dir, path)
+                found = find_cache_file(self.target_fn.cfg.cache_dir, path)
                 meta = cache_meta(found)
-                if stale(meta) is not None:
-                    continue
-                self.check_cache_orientation(meta, found, path)
-                if self.track_length:  # (a target of no tracks reads none of its settings)
-                    check_settings(meta, found, target, self.track_length, self.cfg.img_size)
             except MMEError:
                 continue
-            return str(found), meta
-        return None
+            if stale(meta) is None:
+                made.append((path, str(found), meta))
+        return made
+
+    def _reads_cache_file(self, path: str, found: str, meta: dict) -> bool:
+        """Whether this run reads the cache file ``found`` (of ``meta``) of the video at ``path``: its video's frames
+        turned as the run turns them (:meth:`check_cache_orientation`), with settings the run can read
+        (:func:`mme.motion.cache.check_settings`)."""
+        from mme.motion.cache import check_settings
+
+        try:
+            self.check_cache_orientation(meta, found, path)
+            if self.track_length:  # (a target of no tracks reads none of its settings)
+                check_settings(meta, found, self.target_fn.cfg, self.track_length, self.cfg.img_size)
+        except MMEError:
+            return False
+        return True
 
     def extract_advice(self) -> str:
         """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
-        of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of a file
-        of it that the run reads (:meth:`_cache_file_read`), since a resumed extraction refuses files made with other
-        settings; where it holds none, as this run reads them, at extract's default ``--short-side``, or the run's
-        clip size where larger (the coarse-cache warning's advice, without ``--overwrite``)."""
-        from mme.motion.cache import extract_flags_as_fine, resume_flags  # mme.motion.targets imports this module
+        of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of its
+        files (:meth:`_cache_files_made`), since a resumed extraction refuses files made with others, where the run
+        reads one of them; where it holds none the run reads, as this run reads them, at extract's default
+        ``--short-side``, or the run's clip size where larger (the coarse-cache warning's advice, without
+        ``--overwrite``). A cache whose files were made with other settings each (a mixed cache) no resumed extraction
+        takes: that command with ``--overwrite``, naming two of its files and their settings."""
+        from mme.motion.cache import extract_flags_as_fine, resume_flags, resume_settings
 
-        if (held := self._cache_file_read()) is not None:
-            return (f"`{self.extract_command(resume_flags(held[1], self.cfg.backend))}` makes the track cache files "
-                    f"these videos lack with the settings of the cache's {held[0]}, and resumes")
-        flags = extract_flags_as_fine(self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride, overwrite=False)
-        return f"`{self.extract_command(flags)}` makes the track cache files these videos lack, and resumes"
+        made = self._cache_files_made()
+        settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
+        fine = functools.partial(extract_flags_as_fine, self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride)
+        for (_, other, _), theirs in zip(made[1:], settings[1:]):
+            if differ := [key for key in settings[0] if theirs[key] != settings[0][key]]:
+                said = [", ".join(f"{key} {held[key]}" for key in differ) for held in (settings[0], theirs)]
+                return (f"the cache is mixed: {made[0][1]} was made with {said[0]}, {other} with {said[1]}, and a "
+                        f"resumed extraction refuses files of other settings; `{self.extract_command(fine())}` makes "
+                        f"every file again with this run's settings")
+        held = next((found for path, found, meta in made if self._reads_cache_file(path, found, meta)), None)
+        if held is not None:
+            return (f"`{self.extract_command(resume_flags(made[0][2], self.cfg.backend))}` makes the track cache "
+                    f"files these videos lack with the settings of the cache's {held}, and resumes")
+        return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
+                "and resumes")
 
     def extract_command(self, flags: str) -> str:
         """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""

@@ -451,16 +451,21 @@ def extract_flags(target, data, short_side: int, seed_stride: int, overwrite: bo
                           data.orientation, data.backend, overwrite)
 
 
-def resume_flags(meta: dict, backend: str) -> str:
-    """The ``mme extract`` flags of the settings the cache file of ``meta`` was made with, which a resumed extraction
-    into its cache takes (it refuses files made with others): ``--max-disp`` where the file's is not extract's default
-    for its working frames, its decoder (``backend`` where it records none)."""
+def resume_settings(meta: dict, backend: str) -> dict:
+    """The settings the cache file of ``meta`` was made with, as :func:`_command_flags` takes them, which a resumed
+    extraction into its cache takes (it refuses files made with others): ``max_disp`` None where the file's is
+    extract's default for its working frames, its decoder (``backend`` where it records none)."""
     w, h = meta["work_size"]
     held = float(meta["max_disp"])
     max_disp = None if round(held, 4) == round(default_max_disp(h, w), 4) else held
-    return _command_flags(int(meta["length"]), min(w, h), int(meta["seed_stride"]), meta["flow"],
-                          bool(meta["compensate"]), max_disp,
-                          meta.get("orientation", "coded"), cache_backend(meta) or backend, overwrite=False)
+    return dict(length=int(meta["length"]), short_side=min(w, h), seed_stride=int(meta["seed_stride"]),
+                flow=meta["flow"], compensate=bool(meta["compensate"]), max_disp=max_disp,
+                orientation=meta.get("orientation", "coded"), backend=cache_backend(meta) or backend)
+
+
+def resume_flags(meta: dict, backend: str) -> str:
+    """The ``mme extract`` flags of :func:`resume_settings`, without ``--overwrite``."""
+    return _command_flags(**resume_settings(meta, backend), overwrite=False)
 
 
 def extract_flags_as_fine(target, data, run_seed_stride: int, short_side: int = SHORT_SIDE,
