@@ -923,15 +923,17 @@ def test_the_missing_files_advice_followed_as_given_makes_a_cache_the_run_reads(
                        "--orientation coded --backend pyav")
 
 
-@pytest.mark.parametrize("made, run_settings, advised", [
-    ((), (), "--length 6 --short-side 224 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav"),
-    (("--length", "8", "--short-side", "96", "--seed-stride", "4", "--max-disp", "7.5", "--compensate"),
+@pytest.mark.parametrize("made, recorded, run_settings, advised", [
+    ((), {}, (), "--length 6 --short-side 224 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav"),
+    (("--length", "8", "--short-side", "96", "--seed-stride", "4", "--max-disp", "7.5", "--compensate"), {},
      ("target.compensate=true", "target.max_disp=3"),
      "--length 8 --short-side 96 --seed-stride 4 --flow dis-balanced --compensate --max-disp 7.5 --orientation coded "
      "--backend pyav"),
-    ((), ("data.orientation=display",),
+    ((), {}, ("data.orientation=display",),
+     "--length 6 --short-side 224 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav"),
+    ((), {"backend": "pyav-cuda"}, (),
      "--length 6 --short-side 224 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav")])
-def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_settings(synth, tmp_path, made,
+def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_settings(synth, tmp_path, made, recorded,
                                                                                    run_settings, advised):
     """A cache that holds some of the list's files (an extraction stopped part-way, a list that grew) was advised the
     extraction at the run's finest settings (--short-side 224 --seed-stride 28 ...), without --overwrite, "and
@@ -939,12 +941,15 @@ def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_setti
     settings of a file of the cache that the run reads, so the command resumes it, and the run then reads every
     file. A file extracted at --orientation coded of a video without a display matrix is one a run at display reads
     (the same turn): its --orientation is kept (before: the file was passed over, and the finest settings at
-    --orientation display advised, which mme extract refused)."""
+    --orientation display advised, which mme extract refused). A file made with --backend pyav-cuda (``recorded`` in
+    its meta: a GPU's extraction) is resumed with the run's pyav, which reads its frames (before: --backend
+    pyav-cuda, which a machine without CUDA refused)."""
     import re
     import shlex
 
     from training import tiny_config
 
+    from mme.motion.cache import quantise, read_cache, track_writer
     from mme.train.pretrain import check_cache, pretrain_dataset
 
     lists = dict(s.split("=", 1) for s in synth)
@@ -954,6 +959,11 @@ def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_setti
     cache = tmp_path / "cache"
     assert cli.main(["extract", str(tmp_path / "part.txt"), "--root", lists["data.root"], "--out", str(cache),
                      *made]) == 0
+    if recorded:
+        made_file = cache / (listed[0].split()[0] + ".tracks")
+        held = read_cache(made_file)
+        with track_writer(made_file, {**held.meta, **recorded}, held.num_starts, held.disp.shape[2:4], False) as write:
+            write(quantise(held.disp), held.valid)
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
                       tmp_path / "run", f"target.cache_dir={cache}", "data.max_failure_fraction=0", *run_settings)
     dataset = pretrain_dataset(cfg)
