@@ -279,10 +279,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             given[k] = item
         node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for part in parts[:-1]:  # (a value given at a prefix of this key was refused above as the same key)
             node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
         old = node.get(parts[-1])
         node[parts[-1]] = merge(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
     return out
