@@ -412,22 +412,23 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     working folder). A head's loss weight (``target.loss_weights.<head>``) is compared and said as the weight it
     has (:meth:`~mme.motion.targets.TargetConfig.loss_weight`: a head left out weighs 1/number of heads), None
     where that config's target has no such head."""
-    targets = (old.get("target"), new.get("target"))
-    if "target" in new:
-        unused = from_dict(TargetConfig, new["target"], "target.").settings_without_effect()
-        ignore = (*ignore, *(f"target.{key}" for key in unused))
+    new_target = from_dict(TargetConfig, new["target"], "target.") if "target" in new else None
+    if new_target is not None:
+        ignore = (*ignore, *(f"target.{key}" for key in new_target.settings_without_effect()))
     old_fields = {f"{section}.{name}" for section, fields in old.items() if isinstance(fields, dict) for name in fields}
-    old, new, paths = flatten(old), flatten(new), paths or {}
-    before = {k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}
-    compared = [k for k in sorted(old.keys() | new.keys()) if k in old or ".".join(k.split(".")[:2]) in old_fields]
+    flat_old, flat_new, paths = flatten(old), flatten(new), paths or {}
+    before = {k: v for k, v in ADDED_KEYS.items() if k not in flat_old and k in flat_new}
+    compared = [k for k in sorted(flat_old.keys() | flat_new.keys())
+                if k in flat_old or ".".join(k.split(".")[:2]) in old_fields]
     weights = [k for k in compared if k.startswith("target.loss_weights.")]
     if weights:  # only the heads a config weighs: a target of another kind (the summary's defaults) has other heads
-        for flat, target in zip((old, new), (from_dict(TargetConfig, t, "target.") for t in targets), strict=True):
+        old_target = from_dict(TargetConfig, old["target"], "target.")
+        for flat, target in ((flat_old, old_target), (flat_new, new_target)):
             flat.update({k: target.loss_weight(head) if (head := k.rsplit(".", 1)[1]) in target.heads else None
                          for k in weights})
 
     def differs(k: str) -> bool:
-        a, b = old.get(k), new.get(k)
+        a, b = flat_old.get(k), flat_new.get(k)
         if cwds and k in paths and isinstance(a, str) and isinstance(b, str):
             a, b = a or paths[k], b or paths[k]
             if a and b:
@@ -435,11 +436,12 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
         return a != b
 
     def said(k: str) -> str:
-        a, b = old.get(k), new.get(k)
+        a, b = flat_old.get(k), flat_new.get(k)
         return f"{k}: {a!r} -> {b!r}" + (f" (working folder {cwds[0]} -> {cwds[1]})" if a == b else "")
 
     return [said(k) for k in compared if k not in ignore and differs(k)] + \
-        [f"{k}: {v!r} (before the key existed) -> {new[k]!r}" for k, v in sorted(before.items()) if new[k] != v]
+        [f"{k}: {v!r} (before the key existed) -> {flat_new[k]!r}" for k, v in sorted(before.items())
+         if flat_new[k] != v]
 
 
 BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite", "train.keep_last",
