@@ -78,8 +78,12 @@ class Job:
 
 @dataclass
 class Start:
-    """What every run knows before it builds anything: where it runs, its folder, and what it resumes."""
+    """What every run knows before it builds anything: where it runs, its folder, what it resumes, and its config
+    as resumed."""
 
+    cfg: Any
+    """The run's config with the ``train.init`` of the run it resumes (:func:`resumed_init`): what the kind of
+    training builds its run of."""
     device: torch.device
     world_size: int
     out_dir: Path
@@ -131,7 +135,8 @@ _THREADS_BEFORE: list[int] = []
 
 def begin(cfg) -> Start:
     """Join the process group (under torchrun), pick the device, check the out folder, read what to resume (a run
-    of the kind of ``cfg``: pre-training or fine-tuning), and set the process's threads beside the loader workers."""
+    of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader workers, and
+    take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info = dist.init_distributed(choose_device(t.device).type)
     device = choose_device(t.device, info.local_rank)
@@ -145,7 +150,7 @@ def begin(cfg) -> Start:
     threads = choose_threads(t.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
-    return Start(device, info.world_size, out_dir, resume, threads, replaced)
+    return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
 
 
 def _kind(config: dict) -> str:

@@ -176,7 +176,7 @@ def setup(cfg: FinetuneConfig, validation=None, given: Collection[str] = ()) -> 
     validation (mme.eval.finetuned); ``given``: the dotted keys the command line sets."""
     t = cfg.train
     start = engine.begin(cfg)
-    cfg = engine.resumed_init(cfg, start.resume)
+    cfg = start.cfg
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
     with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
         names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else \

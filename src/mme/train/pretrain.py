@@ -204,7 +204,7 @@ def setup(cfg: PretrainConfig, given: Collection[str] = ()) -> Run:
     (:func:`~mme.train.engine.warn_ignored_on_resume`)."""
     t = cfg.train
     start = engine.begin(cfg)
-    cfg = engine.resumed_init(cfg, start.resume)
+    cfg = start.cfg
     if t.resume:  # a fresh run is refused a setting its target does not use, a resumed one warned
         cfg.target.check_settings_used(resumed=start.resume is not None)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
