@@ -255,13 +255,15 @@ preset set aside with them): its recipe's values of these need not be the run's.
 
 
 def warn_ignored_on_resume(ours: ModelConfig, runs: ModelConfig, fields: Iterable[str], given: Collection[str],
-                           source: str, init: str | None) -> None:
+                           source: str, from_init: bool) -> None:
     """Warn of the config's model values (``ours``) that a run resumed from ``source`` ignores, keeping its own
-    (``runs``, of its checkpoint) for ``fields``: those that differ, but of a run begun from a ``train.init`` (``init``:
-    the run's, :func:`resumed_init`'s) the :data:`FROM_INIT` fields only where the command line gives them (``given``,
-    dotted keys): its recipe's would differ on every resume, nothing having been given."""
+    (``runs``, of its checkpoint) for ``fields``: those that differ, but of a run begun from a ``train.init``
+    (``from_init``: the resumed run's train.init is set, :func:`resumed_init`) the :data:`FROM_INIT` fields only where
+    the command line gives them (``given``, dotted keys): its recipe's would differ on every resume, nothing having
+    been given."""
     ignored = [f"model.{k}={getattr(ours, k)!r} (the run's: {getattr(runs, k)!r})" for k in fields
-               if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not init or k not in FROM_INIT)]
+               if getattr(ours, k) != getattr(runs, k) and (f"model.{k}" in given or not from_init
+                                                            or k not in FROM_INIT)]
     if ignored:
         log.warning("resuming %s: its model is the run's own, so these are ignored: %s", source, ", ".join(ignored))
 

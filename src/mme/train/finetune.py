@@ -159,7 +159,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
     if resume is not None:
         model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
         engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given,
-                                      resume[0], cfg.train.init)
+                                      resume[0], bool(cfg.train.init))
         return model
     if init is None:
         return cfg.model

@@ -246,7 +246,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = from_dict(ModelConfig, resume[1]["config"]["model"], prefix="model.")
-        engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], cfg.train.init)
+        engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
         return clips_for(cfg, model, f"the resumed run ({resume[0]})")
     if init is None:
