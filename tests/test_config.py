@@ -177,7 +177,9 @@ def test_a_key_given_twice_on_the_command_line_is_refused_naming_both(tmp_path, 
     for flags, said in ((["--resume", "auto", f"train.resume={tmp_path / 'x.pt'}"],
                          f"--resume auto and train.resume={tmp_path / 'x.pt'} both set train.resume: give one"),
                         (["train.overwrite=false", "--overwrite"],
-                         "--overwrite and train.overwrite=false both set train.overwrite: give one")):
+                         "--overwrite and train.overwrite=false both set train.overwrite: give one"),
+                        (["train=null", "--overwrite"],  # a section sets each of its keys (config's rule)
+                         "--overwrite and train=null both set train.overwrite: give one")):
         assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={tmp_path / 'run'}", *flags]) == 1
         assert capsys.readouterr().err == f"mme pretrain: error: {said}\n"
     assert not (tmp_path / "run").exists()

@@ -251,16 +251,17 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
 
     def run(a):
-        from mme.config import given_keys
+        from mme.config import _same_key, given_keys
         from mme.errors import ConfigError
 
-        for key, flag in (("train.resume", a.resume and f"--resume {a.resume}"), ("train.overwrite", a.overwrite and
-                                                                                 "--overwrite")):
-            also = [o for o in a.overrides if key in given_keys([o])]
-            if flag and also:  # the flag's, appended last, would win unsaid
-                raise ConfigError(f"{flag} and {also[0]} both set {key}: give one")
-        overrides = a.overrides + ([f"train.resume={a.resume}"] if a.resume else []) \
-            + (["train.overwrite=true"] if a.overwrite else [])
+        flags = [(flag, key, value) for given, flag, key, value in (
+            (a.resume, f"--resume {a.resume}", "train.resume", a.resume),
+            (a.overwrite, "--overwrite", "train.overwrite", "true")) if given]
+        for flag, key, _ in flags:  # the flag's override, appended last, would win unsaid
+            also = next((o for o in a.overrides if any(_same_key(key, k) for k in given_keys([o]))), None)
+            if also is not None:
+                raise ConfigError(f"{flag} and {also} both set {key}: give one")
+        overrides = a.overrides + [f"{key}={value}" for _, key, value in flags]
         return importlib.import_module(module).main(a.config, overrides)
 
     p.set_defaults(func=run)
