@@ -375,7 +375,7 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: st
         atomic_write_json(out_dir / data, report)
     try:
         save_confusion_png(report["confusion_matrix"], out_dir / picture, report["class_names"])
-    except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a LaTeX or font error)
+    except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a font error, ...)
         with contextlib.suppress(OSError):  # an earlier test's would read as this one's
             (out_dir / picture).unlink(missing_ok=True)
         log.warning("%s: could not be written (%s); %s is whole without it", out_dir / picture, error_reason(e), data)

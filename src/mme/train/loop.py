@@ -366,7 +366,7 @@ def _draw_loss_curves(run: Run, history) -> None:
         png = run.out_dir / "loss.png"
         try:
             plot_loss_curves(run.out_dir / "metrics.jsonl", png)
-        except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a LaTeX or font error)
+        except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a font error, ...)
             log.warning("%s: could not be written (%s); the run goes on without its loss curve", png,
                         error_reason(e))
 
