@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,7 +143,6 @@ def _frames_digest(path: Path) -> str:
     keeps its comment, is not taken for it."""
     from PIL import Image, ImageSequence
 
-    digest = hashlib.sha256()
     with contextlib.ExitStack() as stack:
         if path.suffix.lower() == ".mp4":
             container = stack.enter_context(av.open(str(path)))
@@ -151,19 +150,29 @@ def _frames_digest(path: Path) -> str:
         else:
             image = stack.enter_context(Image.open(path))
             frames = (np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(image))
-        for frame in frames:  # one at a time: a user's file may be long
-            digest.update(repr(frame.shape).encode() + frame.tobytes())
+        return _digest(frames)
+
+
+def _digest(frames: Iterable[np.ndarray]) -> str:
+    """sha256 of ``frames``, each with its shape, taken one at a time (a user's file may be long)."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(repr(frame.shape).encode() + frame.tobytes())
     return digest.hexdigest()
 
 
-def _write_marked(out: Path, write: Callable[[Path, str], None]) -> None:
-    """Write the picture at ``out`` with ``write(path, mark)`` atomically, a failed write an MMEError naming it: twice,
-    as its mark holds the digest of the frames written (a comment changes none of them)."""
+def _write_marked(out: Path, write: Callable[[Path, str], None], frames_digest: str | None = None) -> None:
+    """Write the picture at ``out`` with ``write(path, mark)`` atomically, a failed write an MMEError naming it. Its
+    mark holds ``frames_digest``, of the frames a lossless picture decodes to (a PNG's, known before it is written);
+    without it, of the frames written (a GIF's colours are reduced, an MP4 encoded with loss): written twice, the
+    digest read from the first (a comment changes none of its frames)."""
     with writing(out, "nothing is replaced"):
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:  # its suffix kept: PIL takes the format from it
-            write(tmp, DRAWN_BY)
-            write(tmp, f"{DRAWN_BY} {_frames_digest(tmp)}")
+            if frames_digest is None:
+                write(tmp, DRAWN_BY)
+                frames_digest = _frames_digest(tmp)
+            write(tmp, f"{DRAWN_BY} {frames_digest}")
 
 
 def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None:
@@ -174,7 +183,8 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None
     from mme.data.synth import encode_h264
 
     if out.suffix.lower() == ".mp4":
-        _write_marked(out, lambda path, mark: encode_h264(path, np.stack(images), fps=int(fps), comment=mark))
+        clip = np.stack(images)
+        _write_marked(out, lambda path, mark: encode_h264(path, clip, fps=int(fps), comment=mark))
         return
     frames = [Image.fromarray(im) for im in images]
     _write_marked(out, lambda path, mark: frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
@@ -204,14 +214,15 @@ def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend,
 
     canvas = FigureCanvasAgg(fig)  # drawn once: a constrained layout drawn again may move by a pixel
     canvas.draw()
-    picture = Image.fromarray(np.asarray(canvas.buffer_rgba()))
+    pixels = np.asarray(canvas.buffer_rgba())
+    picture = Image.fromarray(pixels)
 
     def write(path: Path, mark: str) -> None:
         text = PngImagePlugin.PngInfo()
         text.add_text("Comment", mark)
         picture.save(path, format="png", pnginfo=text)
 
-    _write_marked(out, write)
+    _write_marked(out, write, _digest([pixels]))  # a PNG decodes to the RGBA pixels it holds
 
 
 def _wheel_legend(full: float):
