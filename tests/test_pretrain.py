@@ -500,13 +500,23 @@ def test_a_relative_train_init_is_the_runs_from_its_working_folder_on_resume(syn
             f"its checkpoint's (it began from train.init {init})"] if ignored else [])
         assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"] == init
         assert torch.load(out / f"checkpoint-0000000{stop}.pt", weights_only=True)["config"]["train"]["init"] == init
+    moved = tmp_path / "run2"  # a run whose folders moved (A to M), resumed by its own command from the new one
+    monkeypatch.chdir(tmp_path / "A")
+    run("tiny_cpu_pixel", synth, moved, "train.init=init.pt", "train.steps=2", "train.stop_after=1", FP32)
+    (tmp_path / "A").rename(tmp_path / "M")
+    monkeypatch.chdir(tmp_path / "M")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme"):
+        run("tiny_cpu_pixel", synth, moved, "train.init=init.pt", "train.steps=2", "train.resume=auto", FP32)
+    assert "train.init" not in caplog.text, caplog.text
+    assert yaml.safe_load((moved / "config.yaml").read_text())["train"]["init"] == str(tmp_path / "M" / "init.pt")
 
 
-def test_a_run_whose_checkpoint_records_no_train_init_takes_the_one_given_on_resume(synth, tmp_path, caplog):
-    """An earlier version recorded ``init: null`` on resume; resumed again by the command that began it, such a run
-    was told that the file given is ignored "(it began without train.init)", which is false, and its architecture
-    taken from that file (depth 1) was warned about as ignoring the recipe's (depth 2). The file given is recorded
-    as the one it began from, and said."""
+def test_a_train_init_given_to_a_run_whose_checkpoint_records_none_is_ignored_and_said(synth, tmp_path, caplog):
+    """A checkpoint that records ``init: null`` (a run begun from scratch, or one an earlier version resumed, which
+    recorded none) cannot tell which it is: a train.init given on resume is warned about as ignored, saying both,
+    and not recorded (recording it made a scratch run's config.yaml replay from those weights, a file that does not
+    exist recorded too); before that, the warning said "(it began without train.init)", false for the second."""
     from mme.train import checkpoint as ckpt
 
     a = run("tiny_cpu_pixel", synth, tmp_path / "pre", "model.depth=1", "train.steps=1", FP32)
@@ -514,17 +524,19 @@ def test_a_run_whose_checkpoint_records_no_train_init_takes_the_one_given_on_res
                                     "train.steps=3", FP32)
     run(*given, "train.stop_after=1")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1])
-    state["config"]["train"]["init"] = None  # as the earlier version's resume wrote it
+    state["config"]["train"]["init"] = None  # as the earlier version's resume wrote it, or a run from scratch
     ckpt.save_checkpoint(state, out, keep_last=0)
-    with caplog.at_level("INFO", logger="mme"):
-        res = run(*given, "train.stop_after=2", "train.resume=auto")
-    assert [r.levelname for r in caplog.records if "ignored" in r.getMessage()] == []
-    assert [r.getMessage() for r in caplog.records if "train.init=" in r.getMessage()] == [
-        f"resuming {out}/checkpoint-00000001.pt: its checkpoint records no train.init (a run begun from scratch, or "
-        f"resumed by an earlier version of mme, which recorded none): train.init={a.checkpoint} is recorded as the "
-        "file the run began from; its weights are the checkpoint's"]
-    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"] == str(a.checkpoint)
-    assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == str(a.checkpoint)
+    for init, stop in ((a.checkpoint, 2), (tmp_path / "no_such.pt", 3)):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme"):
+            res = run(*given[:3], f"train.init={init}", "train.steps=3", FP32, f"train.stop_after={stop}",
+                      "train.resume=auto")
+        assert [r.getMessage() for r in caplog.records if "train.init=" in r.getMessage()] == [
+            f"resuming {out}/checkpoint-0000000{stop - 1}.pt: train.init={init} is ignored: the run's weights are "
+            "its checkpoint's, which records no train.init (a run begun from scratch, or resumed by an earlier "
+            "version of mme, which recorded none)"]
+        assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"] is None
+        assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] is None
 
 
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):

@@ -272,8 +272,12 @@ def test_a_loss_weight_on_resume_is_compared_and_said_as_the_weight_the_head_has
     assert config_changes(unweighted, weighted("traj=2", "shape=0.5"), BOOKKEEPING) == [
         "target.loss_weights.traj: 0.5 -> 2.0"]
     pixel = dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_pixel", ["target.loss_weights.pixel=2"]))
-    assert [c for c in config_changes(unweighted, pixel) if "loss_weights" in c] == [  # a head the other has not
-        "target.loss_weights.pixel: None -> 2.0"]
+    assert [c for c in config_changes(unweighted, pixel) if "loss_weights" in c] == [  # the old weights on the new
+        "target.loss_weights.pixel: 1.0 -> 2.0"]  # target's heads: the start's summary, against the defaults' target
+    three = dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=pixel,mme",
+                                                                             "target.loss_weights.traj=0.5"]))
+    assert [c for c in config_changes(unweighted, three) if "loss_weights" in c] == [  # 0.5 of three heads, not
+        f"target.loss_weights.traj: {1 / 3!r} -> 0.5"]  # of the default target's two: a setting that differs
 
 
 def test_a_maskfeat_run_made_before_hog_norm_existed_records_its_hog_normalised_on_resume(synth, tmp_path, caplog):

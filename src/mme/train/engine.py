@@ -273,19 +273,23 @@ def resumed_init(cfg: Any, resume: tuple[str, dict] | None) -> Any:
     architecture: a resumed run's weights are its checkpoint's, so its summary, config.yaml and later checkpoints
     say what the run began from, whatever this config gives. A relative path is the run's from its working folder
     (``cwd`` of its checkpoint's meta; of one that records none, this process's) and is recorded absolute, so it
-    names that file from any folder. Another file the config names is warned about as ignored; where the checkpoint
-    records none, the file the config names is taken as the one the run began from, and said."""
+    names that file from any folder (a relative one given as the run recorded it, where the run's folder no longer
+    holds it: the folders moved, the file's of this one). Another file the config names is warned about as ignored,
+    as is one given where the checkpoint records none (a run begun from scratch cannot be told from one an earlier
+    mme resumed, which recorded none: neither is recorded as begun from it)."""
     if resume is None:
         return cfg
     source, state = resume
     runs, ours = state["config"]["train"].get("init"), cfg.train.init
     if runs:
-        runs = os.path.abspath(os.path.join(state.get("meta", {}).get("cwd", os.getcwd()), runs))
+        recorded = os.path.join(state.get("meta", {}).get("cwd", os.getcwd()), runs)
+        if not os.path.exists(recorded) and ours == runs and os.path.exists(ours):  # the run's folders moved
+            recorded = ours
+        runs = os.path.abspath(recorded)
     if ours and not runs:
-        runs = os.path.abspath(ours)
-        log.info("resuming %s: its checkpoint records no train.init (a run begun from scratch, or resumed by an "
-                 "earlier version of mme, which recorded none): train.init=%s is recorded as the file the run began "
-                 "from; its weights are the checkpoint's", source, ours)
+        log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's, which records no "
+                    "train.init (a run begun from scratch, or resumed by an earlier version of mme, which recorded "
+                    "none)", source, ours)
     elif ours and os.path.realpath(ours) != os.path.realpath(runs):
         log.warning("resuming %s: train.init=%s is ignored: the run's weights are its checkpoint's (it began from "
                     "train.init %s)", source, ours, runs)
@@ -417,8 +421,8 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     old and the new config, a key of ``paths`` (:func:`mme.config.path_keys`) differs when it names another file:
     ``syn`` in /data is /data/syn, and an empty one names what ``paths`` gives for its key (``data.root``: the
     working folder). A head's loss weight (``target.loss_weights.<head>``) is compared and said as the weight it
-    has (:meth:`~mme.motion.targets.TargetConfig.loss_weight`: a head left out weighs 1/number of heads), None
-    where that config's target has no such head."""
+    has on the new config's target (:meth:`~mme.motion.targets.TargetConfig.loss_weight`: a head left out weighs
+    1/number of heads), None where it has no such head."""
     new_target = from_dict(TargetConfig, new["target"], "target.") if "target" in new else None
     if new_target is not None:
         ignore = (*ignore, *(f"target.{key}" for key in new_target.settings_without_effect()))
@@ -428,8 +432,10 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     compared = [k for k in sorted(flat_old.keys() | flat_new.keys())
                 if k in flat_old or ".".join(k.split(".")[:2]) in old_fields]
     weights = [k for k in compared if k.startswith("target.loss_weights.")]
-    if weights:  # only the heads a config weighs: a target of another kind (the summary's defaults) has other heads
-        old_target = from_dict(TargetConfig, old["target"], "target.")
+    if weights:  # the old weights on the new target's heads (the same on resume; the summary's defaults are of
+        # another kind, whose heads weigh otherwise): a weight left out is 1/number of this target's heads
+        old_target = from_dict(TargetConfig, {**new["target"], "loss_weights": old["target"].get("loss_weights")},
+                               "target.")
         for flat, target in ((flat_old, old_target), (flat_new, new_target)):
             flat.update({k: target.loss_weight(head) if (head := k.rsplit(".", 1)[1]) in target.heads else None
                          for k in weights})
