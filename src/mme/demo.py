@@ -609,7 +609,7 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
     for name, draw in drawings.items():
         try:
             draw(s.out / name)
-        except (OSError, MMEError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (LaTeX, a font)
+        except (OSError, MMEError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a font error, ...)
             why = e.__cause__ if isinstance(e, MMEError) and isinstance(e.__cause__, OSError) else e  # (not the path)
             with contextlib.suppress(OSError):
                 (s.out / name).unlink(missing_ok=True)
