@@ -597,6 +597,8 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native_and_the_environment_can
     monkeypatch.setenv(AUTO_ENV, "fp64")
     with pytest.raises(ConfigError, match=AUTO_ENV):
         choose_precision("auto", cpu)
+    with pytest.raises(ConfigError, match=AUTO_ENV):  # mme demo's check of its rows' precision, before any work
+        precision.settled_precision("auto", cpu)
 
 
 def test_a_cpu_run_takes_the_cores_its_loader_workers_leave(monkeypatch):

@@ -147,6 +147,7 @@ def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_
     import errno
 
     from matplotlib.figure import Figure
+    from PIL import Image
     from videos import affine_video, write_video
 
     from mme.demo import DemoSettings, _pictures, _pretrain_config
@@ -169,6 +170,15 @@ def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_
         return save(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)
+    image_save = Image.Image.save  # (mme viz's PNG is saved by Pillow)
+
+    def save_image(self, *args, **kwargs):
+        if refusals:
+            code = refusals.pop(0)
+            raise code if isinstance(code, Exception) else OSError(code, os.strerror(code))
+        return image_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_image)
     lists = {"train": s.out / "data" / "train.txt"}
     with caplog.at_level("WARNING", logger="mme.demo"):
         assert _pictures(s, rows, lists, cfg.model, cfg.data, cfg.target) == ["loss_curves.png"]
@@ -266,8 +276,8 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     _check_saved_rows(full, overwrite=False)  # the same settings resume
     assert main([*QUICK, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"mme demo: error: --out {tmp_path} holds rows made with other settings (seed0/mme.json, "
-                          "seed0/random_init.json; they differ in ") and err.count("\n") == 1
+    assert err.startswith(f"mme demo: error: --out {tmp_path} holds rows made with other settings (seed0/mme.json; "
+                          "they differ in ") and err.count("\n") == 1  # (random init's, no pre-training: made again)
     differ = err.split("they differ in ")[1].split("):")[0].split(", ")
     assert {"steps", "batch_size", "data_design.size", "config.model.img_size"} <= set(differ)
     assert "give --overwrite to compute them again, or another --out" in err
@@ -278,6 +288,19 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     (tmp_path / "seed0" / "mme.json").write_text(json.dumps(row))
     (tmp_path / "seed0" / "random_init.json").unlink()
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
+    _save_row(full, {"target": "mme", "seed": 0, "run": "seed0/mme"})  # an unfinished run's, no result: made again
+    _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
+
+
+def test_a_random_init_row_depends_on_the_clips_it_is_probed_on(tmp_path):
+    """A random init row's fingerprint held its model alone: reused after data.stride=3, which changes the clips
+    every row is probed on, it gave the table a random-init kNN of stride 2 (0.0, where stride 3 gives 50.0)."""
+    from mme.demo import _fingerprint, demo_settings
+
+    plain, strided = (_fingerprint(demo_settings(tmp_path, quick=True, overrides=given), "random init")
+                      for given in ((), ["data.stride=3"]))
+    assert plain["config"]["data"]["stride"] == 2 and strided["config"]["data"]["stride"] == 3
+    assert "list_file" not in plain["config"]["data"]  # the demo's own keys left out, as for the other rows
 
 
 def test_a_target_setting_goes_to_the_demos_targets_that_use_it(tmp_path):
@@ -298,6 +321,9 @@ def test_a_target_setting_goes_to_the_demos_targets_that_use_it(tmp_path):
         "target.hog_style=release": "to a hog or shape head (target.kind hog, mme, mme-released)"}}
     assert asdict(_pretrain_config(style, "pixel", 0, train)) == \
         asdict(_pretrain_config(demo_settings(tmp_path), "pixel", 0, train))
+    mapping = demo_settings(tmp_path, overrides=["target={hog_style: release}"])  # given as a mapping: alike
+    assert {t: _pretrain_config(mapping, t, 0, train).target.hog_style for t in mapping.targets} == \
+        {"mme": "release", "pixel": "skimage", "hog": "release"}
     norm = demo_settings(tmp_path, overrides=["target.hog_norm=true"])  # the hog target's alone
     assert {t: _pretrain_config(norm, t, 0, train).target.hog_norm for t in norm.targets} == \
         {"mme": False, "pixel": False, "hog": True}

@@ -182,8 +182,8 @@ def unused_overrides(s: DemoSettings) -> dict[str, dict[str, str]]:
                              parse_overrides(layered(extra, s.overrides)), level=logging.DEBUG)
         target_cfg = from_dict(TargetConfig, layers.get("target", {}), "target.")
         without_effect = {f"target.{key}": only for key, only in target_cfg.settings_without_effect().items()}
-        unused[target] = {o: without_effect[key] for o in s.overrides
-                          if (key := o.split("=", 1)[0].strip()) in without_effect}
+        unused[target] = {o: without_effect[min(keys)] for o in s.overrides  # (each key of a mapping value)
+                          if (keys := given_keys([o])) and keys <= without_effect.keys()}
     return {target: {o: only for o, only in left.items() if not all(o in other for other in unused.values())}
             for target, left in unused.items()}
 
@@ -355,20 +355,34 @@ def _fingerprint(s: DemoSettings, target: str) -> dict:
     worker count or the real footage, whose columns carry their own digest: _with_real; nor the overrides, which
     the config holds resolved), the device resolved, the target's resolved pre-training config less the keys
     the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the settings hold the rest), or for random
-    init the model it builds (the last target's, as :func:`run_seed`), the version of mme that made it and the
+    init the model it builds (the last target's, as :func:`run_seed`) and the data its probe clips are read by
+    (:func:`_probe_config`'s, less those keys), the version of mme that made it and the
     CPU its minutes were measured on."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class", "overrides")}
     settings["device"] = _resolved_device(s.device)
     random_init = target == "random init"
-    config = asdict(_pretrain_config(s, s.targets[-1] if random_init else target, 0, s.out / "data" / "train.txt"))
-    if random_init:
-        config = {"model": config["model"]}
-    else:
-        for key in DEMO_KEYS:
-            section, name = key.split(".")
-            del config[section][name]
+    train_list = s.out / "data" / "train.txt"
+    config = _without_demo_keys(_pretrain_config(s, s.targets[-1] if random_init else target, 0, train_list))
+    if random_init:  # its model, probed on the probe target's clips
+        config = {"model": config["model"], "data": _without_demo_keys(_probe_config(s, train_list))["data"]}
     return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "cpu": cpu_name()}
+
+
+def _without_demo_keys(cfg: PretrainConfig) -> dict:
+    """``cfg`` as a dict less the keys the demo sets per run (:data:`DEMO_KEYS`)."""
+    config = asdict(cfg)
+    for key in DEMO_KEYS:
+        section, name = key.split(".")
+        del config[section][name]
+    return config
+
+
+def _probe_config(s: DemoSettings, train_list: str | Path) -> PretrainConfig:
+    """The config whose data section every row's probe clips are read by, and whose track length the tracks picture
+    draws: MME's where it runs."""
+    target = "mme" if "mme" in s.targets else s.targets[0]
+    return _pretrain_config(s, target, s.seeds[0], train_list)
 
 
 def _resolved_device(device: str) -> str:
@@ -428,7 +442,7 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
     if overwrite:
         return
     stale, keys = [], set()
-    for target in (*s.targets, "random init"):
+    for target in s.targets:  # (a random init row, no pre-training, is computed again where it differs)
         settings = _fingerprint(s, target)
         for seed in s.seeds:
             path = _row_path(s, seed, target)
@@ -436,8 +450,8 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
                 saved, row = _read_saved(path)
             except UNREADABLE:
                 continue  # none, or unreadable: computed again (_saved_row says why)
-            if "config" not in saved:  # (rows of earlier versions name a recipe: computed again)
-                continue
+            if "config" not in saved or "run" in row:  # rows of earlier versions name a recipe, and an
+                continue  # unfinished run's has no result: computed again
             other_precision = _other_precision(s, row)
             if not _made_with(saved, settings) or other_precision:
                 stale.append(path.relative_to(s.out).as_posix())
@@ -547,8 +561,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
     _check_saved_rows(s, overwrite)
     design = s.data_design()
     # every target's data section; MME's track length for the tracks picture where MME runs
-    probe_target = "mme" if "mme" in s.targets else s.targets[0]
-    probe_cfg = _pretrain_config(s, probe_target, s.seeds[0], s.out / "data" / "train.txt")
+    probe_cfg = _probe_config(s, s.out / "data" / "train.txt")
     d = probe_cfg.data  # footage given with --real-dir that gives no columns stops the demo before the data
     real, real_line = probe_set(s.real_dir, design, d.num_frames, d.stride, d.tubelet, d.img_size,
                                 s.real_clips_per_class, required=s.real_dir is not None)

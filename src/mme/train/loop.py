@@ -280,7 +280,8 @@ def _train(run: Run) -> TrainResult:
         raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
                           "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
     return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
-                       clips=(run.step - first_step) * clips_per_step(run), stopped_by=stopping)
+                       clips=(run.step - first_step) * clips_per_step(run),
+                       stopped_by=stopping or stop.received)  # (one after the last step's check too)
 
 
 def clips_per_step(run: Run) -> int:

@@ -128,10 +128,8 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     if requested != "auto":
         _warn_if_emulated(requested, device, native, "requested")
         return requested, "requested"
-    forced = os.environ.get(AUTO_ENV)
+    forced = _forced()
     if forced:
-        if forced not in PRECISIONS[1:]:
-            raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
         _warn_if_emulated(forced, device, native, f"forced by {AUTO_ENV}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if resumed is not None:
@@ -143,13 +141,21 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     return faster_precision(loss_fn, device)
 
 
+def _forced() -> str:
+    """The precision :data:`AUTO_ENV` forces on auto ('' where unset), refused in one line where it names none."""
+    forced = os.environ.get(AUTO_ENV, "")
+    if forced and forced not in PRECISIONS[1:]:
+        raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
+    return forced
+
+
 def settled_precision(requested: str, device: torch.device) -> str | None:
     """What :func:`choose_precision` resolves ``requested`` to for a fresh run on ``device``, where that is settled
     before the run (asked for, forced by :data:`AUTO_ENV`, auto without native bf16 or off a CPU); None where auto
     times the two on the run's model (a CPU with native bf16)."""
     if requested != "auto":
         return requested
-    if forced := os.environ.get(AUTO_ENV):
+    if forced := _forced():
         return forced
     native = bf16_native(device)
     if native and device.type == "cpu":
