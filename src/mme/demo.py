@@ -83,6 +83,7 @@ from mme.utils import (
     cpu_name,
     error_reason,
     lock_folder,
+    read_json_object,
     unlock_folder,
 )
 
@@ -498,10 +499,7 @@ def _named_run(s: DemoSettings, seed: int, target: str) -> str | None:
 
 def _demo_results(path: Path) -> bool:
     """Whether ``path`` is a results.json the demo wrote (a JSON object with its keys)."""
-    try:
-        return {"settings", "rows", "summary"} <= json.loads(path.read_text()).keys()
-    except (OSError, ValueError, AttributeError):
-        return False
+    return read_json_object(path, ("settings", "rows", "summary")) is not None
 
 
 def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:

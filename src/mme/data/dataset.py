@@ -550,7 +550,7 @@ class PretrainDataset(_VideoDataset):
         ``--short-side``, or the run's clip size where larger (the coarse-cache warning's advice, without
         ``--overwrite``). A cache whose files were made with other settings each (a mixed cache) no resumed extraction
         takes: that command with ``--overwrite``, naming two of its files and their settings."""
-        from mme.motion.cache import extract_flags_as_fine, resume_flags, resume_settings
+        from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
 
         made = self._cache_files_made()
         settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
@@ -563,7 +563,7 @@ class PretrainDataset(_VideoDataset):
                         f"every file again with this run's settings")
         held = next((found for path, found, meta in made if self._reads_cache_file(path, found, meta)), None)
         if held is not None:
-            return (f"`{self.extract_command(resume_flags(made[0][2], self.cfg.backend))}` makes the track cache "
+            return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track cache "
                     f"files these videos lack with the settings of the cache's {held}, and resumes")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")

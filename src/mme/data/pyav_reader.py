@@ -997,8 +997,8 @@ class _NalScan:
         """Whether FFmpeg's decoder is let skip frames (``skip_frame`` NONREF) on the packet: one with a picture (or
         whose NAL units do not parse) where ``leave`` says so (a read's, to drop the picture if no other references
         it: :class:`_Leave`); an H.264 one without a picture where the decoder gives so what ``ffmpeg`` gets from
-        it (:func:`_h264_skips_alike`), which the decoder refuses otherwise ("no frame!"), unless it ends with an
-        end of sequence."""
+        it (:func:`_h264_skips_alike`: where the last NAL unit the decoder reads when it may skip is an end of
+        sequence exactly where the packet's last one is), which the decoder refuses otherwise ("no frame!")."""
         if self.hevc:  # (HEVC's decoder gives packets without a picture no error: no parse needed)
             return leave
         headers = _nal_headers(packet, self.length_size)

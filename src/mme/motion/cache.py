@@ -429,7 +429,7 @@ def extract_max_disp(run_max_disp: float, short_side: int, img_size: int) -> int
     return math.ceil(round(run_max_disp * short_side / img_size, 6))
 
 
-def _command_flags(length: int, short_side: int, seed_stride: int, flow: str, compensate: bool,
+def command_flags(length: int, short_side: int, seed_stride: int, flow: str, compensate: bool,
                    max_disp: float | None, orientation: str, backend: str, overwrite: bool) -> str:
     """The ``mme extract`` flags of these settings, ``--max-disp`` only where given (else extract's default bound)."""
     flags = [f"--length {length}", f"--short-side {short_side}", f"--seed-stride {seed_stride}", f"--flow {flow}"]
@@ -447,12 +447,12 @@ def extract_flags(target, data, short_side: int, seed_stride: int, overwrite: bo
     ``--overwrite`` where ``overwrite`` (a cache there made again). Advice that named only some of them made, followed
     as given, a cache of extract's defaults for the others, which the run refuses."""
     max_disp = None if target.max_disp is None else extract_max_disp(target.max_disp, short_side, data.img_size)
-    return _command_flags(target.track_length, short_side, seed_stride, target.flow, target.compensate, max_disp,
+    return command_flags(target.track_length, short_side, seed_stride, target.flow, target.compensate, max_disp,
                           data.orientation, data.backend, overwrite)
 
 
 def resume_settings(meta: dict, backend: str) -> dict:
-    """The settings the cache file of ``meta`` was made with, as :func:`_command_flags` takes them, which a resumed
+    """The settings the cache file of ``meta`` was made with, as :func:`command_flags` takes them, which a resumed
     extraction into its cache takes (it refuses files made with others): ``max_disp`` None where the file's is
     extract's default for its working frames; the decoder ``backend`` (the run's) where it reads the file's frames
     (:func:`same_frames`: a file made with pyav-cuda on a GPU is resumed with pyav on a machine without one), else
@@ -464,11 +464,6 @@ def resume_settings(meta: dict, backend: str) -> dict:
                 flow=meta["flow"], compensate=bool(meta["compensate"]), max_disp=max_disp,
                 orientation=meta.get("orientation", "coded"),
                 backend=backend if same_frames(cache_backend(meta), backend) else cache_backend(meta))
-
-
-def resume_flags(meta: dict, backend: str) -> str:
-    """The ``mme extract`` flags of :func:`resume_settings`, without ``--overwrite``."""
-    return _command_flags(**resume_settings(meta, backend), overwrite=False)
 
 
 def extract_flags_as_fine(target, data, run_seed_stride: int, short_side: int = SHORT_SIDE,

@@ -174,9 +174,9 @@ def setup(cfg: FinetuneConfig, validation=None, given: Collection[str] = ()) -> 
     """Build and check everything (out dir, data, model, init/resume checkpoint) before the first step;
     ``validation``: ``cfg -> `` the engine's hook for the run's config (its clips fit to its model), e.g. periodic
     validation (mme.eval.finetuned); ``given``: the dotted keys the command line sets."""
-    t = cfg.train
     start = engine.begin(cfg)
-    cfg = start.cfg
+    cfg = start.cfg  # (its train.init the resumed run's)
+    t = cfg.train
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
     with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
         names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else \

@@ -202,9 +202,9 @@ def setup(cfg: PretrainConfig, given: Collection[str] = ()) -> Run:
     """Build and check everything (out dir, data, model, checkpoint) before the first step; ``given``: the dotted
     keys set on the command line, those of a resumed run's architecture named as ignored
     (:func:`~mme.train.engine.warn_ignored_on_resume`)."""
-    t = cfg.train
     start = engine.begin(cfg)
-    cfg = start.cfg
+    cfg = start.cfg  # (its train.init the resumed run's)
+    t = cfg.train
     if t.resume:  # a fresh run is refused a setting its target does not use, a resumed one warned
         cfg.target.check_settings_used(resumed=start.resume is not None)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
