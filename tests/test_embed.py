@@ -291,8 +291,9 @@ def _sigint_as_from_a_shell() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_or_interrupted_embedding_resumes_where_it_stopped(sig, setup, tmp_path):
     root, ckpt = setup
-    many = tmp_path / "many.txt"  # 480 rows (the 8 videos repeated): the run still going when killed, also when a
-    rows = (root / "list.txt").read_text().splitlines() * 60  # loaded machine leaves this process waiting a second
+    many = tmp_path / "many.txt"  # 1,200 rows (the 8 videos repeated): the run still going when killed, also when
+    rows = (root / "list.txt").read_text().splitlines() * 150  # a loaded machine leaves this process waiting (480
+    # rows were embedded whole, in 2 s, before this process, under xdist beside another worker, saw 3 parts)
     many.write_text("\n".join(str(root / r) for r in rows) + "\n")
     reference = embed(ckpt, many, tmp_path / "ref.npy", stride=2, num_workers=0, progress=False)
     out = tmp_path / "f.npy"
