@@ -852,3 +852,39 @@ def test_a_read_past_damage_near_the_end_has_one_verdict_whatever_the_decoders_t
         {i: verdicts[1, i] for i in (0, packets - 6, packets - 1)}
     assert verdicts[1, 0][0] == verdicts[1, packets - 6][0] == "read"
     assert verdicts[1, packets - 1] == ("decode error", "VideoError")
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "mpeg4_xvid.avi"])
+def test_a_damaged_last_packet_keeps_the_frames_held_for_reordering_whatever_the_threads(corpus, tmp_path,
+                                                                                          monkeypatch, name):
+    """H.264 (read by seek) and Xvid in AVI (checked against a decode at indexing), both with B-frames, the first
+    bytes of the last packet with data damaged. ``ffmpeg`` passes over that packet's error and flushes the frames
+    the decoder holds for reordering; the reader ended its decode at the error, so those frames were lost (27 and
+    28 frames where ``ffmpeg`` decodes 29). Frame threads lose them too, silently: the file is decoded on one thread,
+    and every frame of the decode as ``ffmpeg``'s is read, on 1, 4 and FFmpeg's automatic 9 threads alike."""
+    with av.open(str(corpus[name])) as c:
+        packets = sum(1 for p in c.demux(video=0) if p.size)
+    src = damaged_packet_head(corpus[name], tmp_path / f"damaged_{name}", packets - 1)
+    ref = decode_as_ffmpeg(src)
+    assert len(ref) == packets - 1
+    stream_of = pyav_reader.video_stream
+
+    def stream_on_many_threads(container):  # FFmpeg's automatic count on 8 cores (a reader sets its own after)
+        stream = stream_of(container)
+        stream.thread_count = 9
+        return stream
+    monkeypatch.setattr(pyav_reader, "video_stream", stream_on_many_threads)
+    for threads in (1, 4):
+        path = tmp_path / f"{threads}_{name}"  # a copy each: no index known to the process
+        shutil.copyfile(src, path)
+        with open_video(path, threads=threads) as reader:
+            try:
+                frames = reader.read(np.arange(reader.num_frames))
+            except FrameCountChanged:  # a read by seek finds the count of packets wrong at the damage
+                frames = reader.read(np.arange(reader.num_frames))
+            assert (reader.num_frames, reader.seeking) == (len(ref), "sequential")
+            for i in range(len(ref)):
+                np.testing.assert_array_equal(frames[i], ref[i], err_msg=f"frame {i}, {threads} threads")
+        shutil.copyfile(src, path)
+        pyav_reader._pyav_index.cache_clear()
+        assert check_video(path, threads=threads)["frames"] == len(ref)

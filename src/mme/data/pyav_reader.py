@@ -33,7 +33,9 @@ process (cached by path, size and mtime) and keeps its verdict with the index:
 A container is never seeked once decoded to its end: it is reopened (FFmpeg refuses some such seeks), as it is
 to rewind and after a read that failed. A decoder once sent a damaged packet fails after a seek, so a decode
 that fails at the keyframe sought is tried once more from the file reopened. MPEG-TS seeks that land after
-their keyframe are retried from earlier keyframes.
+their keyframe are retried from earlier keyframes. A decode error on the last packet with data is passed over, as
+``ffmpeg`` passes it over, and the frames held for reordering flushed, which only a decoder on one thread gives: a
+file whose count met such an error is decoded on one thread by every reader (:attr:`_Index.one_thread`).
 
 A read by seek lets the decoder drop the frames it does not return where that cannot change the others: proven
 frames that no other frame references (``SKIP_NONREF_CODECS``), but never the frame its seek looks for. With long
@@ -322,7 +324,7 @@ class PyAVReader(VideoReader):
         self._hwaccel = None if gpu is None else cuda_decoder(gpu)
         self._rgb = VideoReformatter()
         self._planar = None if gpu is None else VideoReformatter()
-        self._container = None
+        self._container = self._index = None
         self._leave = _Leave()
         self._open()
         try:
@@ -342,6 +344,8 @@ class PyAVReader(VideoReader):
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
             self.num_frames, self.packets = self._index.num_frames, self._index.packets
+            if self._index.one_thread:
+                self._open()  # on one thread
             not_a_video(path, self._container.format.name, self.num_frames,  # a picture, where it counts one frame
                         still_read(self._container, self._stream))
         except BaseException:
@@ -385,8 +389,12 @@ class PyAVReader(VideoReader):
             _cpu_fallback(ctx.name, self.path)
         if self._stream is not None:
             self._stream.thread_type = "AUTO"
-            self._stream.thread_count = self._threads
+            self._stream.thread_count = self._decoder_threads()
             self._start_decode(0)
+
+    def _decoder_threads(self) -> int:
+        """The decoder's threads: the reader's, but one where the file's index says so (:attr:`_Index.one_thread`)."""
+        return 1 if self._index is not None and self._index.one_thread else self._threads
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame as (H, W, 3) uint8 RGB (:func:`rgb24`), refused when its size is not the stream's."""
@@ -557,19 +565,19 @@ class PyAVReader(VideoReader):
                 break
         return frame
 
-    def _read_counting(self, indices: np.ndarray, damaged: list[int] | None = None, each=None,
+    def _read_counting(self, indices: np.ndarray, damaged: set[int] | None = None, each=None,
                        prove: bool = False) -> np.ndarray | None:
-        """Count frames from the start of the decode: the definition of frame i. ``damaged``: a list to which the
-        index of every frame that FFmpeg flags as decoded with errors is appended. ``prove``: also check that each
+        """Count frames from the start of the decode: the definition of frame i. ``damaged``: a set to which the
+        index of every frame that FFmpeg flags as decoded with errors is added. ``prove``: also check that each
         frame carries the index's next timestamp, which proves it, as a read by seek does; at the first that does
         not, or a decode that ends before the index's last frame, the file turns sequential and None is returned
         (the decode goes on to ``indices[-1]`` all the same, for ``damaged``)."""
-        if self._pos is None or self._pos > indices[0]:
-            self._open()
+        if self._pos is None or self._pos > indices[0] or self._stream.thread_count != self._decoder_threads():
+            self._open()  # (the file was found to need one thread since the decode began)
         out, index, why = FrameBuffer(indices, each), self._index, None
         for frame in self._frames:
             if damaged is not None and frame.is_corrupt:
-                damaged.append(self._pos)
+                damaged.add(self._pos)
             if prove and why is None:
                 if self._pos < len(index.pts) and frame.pts == index.pts[self._pos]:
                     index.proven = max(index.proven, self._pos + 1)
@@ -602,7 +610,7 @@ class PyAVReader(VideoReader):
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
         conceals differently with other decoder threads, and ``display``: the file's display matrix (phone
         videos; None without), which reads apply only with ``data.orientation=display``."""
-        damaged: list[int] = []
+        damaged: set[int] = set()
         index = self._index
         idx = np.array([self.num_frames - 1])
         if index.mode == "seek":  # and probes spread over the file, and the keyframe each seeks to, read alone
@@ -629,7 +637,7 @@ class PyAVReader(VideoReader):
                     self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
                     break
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
-                "damaged": damaged, "display": self.display_matrix()}
+                "damaged": sorted(damaged), "display": self.display_matrix()}
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
@@ -638,10 +646,11 @@ class PyAVReader(VideoReader):
         is the file's: raised, the verdict unchanged."""
         index = self._index
         if index.mode != "sequential":
-            num_frames = len(_decoded_timestamps(self.path, index.packets, indexing=False))
+            timestamps, one_thread = _decoded_timestamps(self.path, index.packets, indexing=False)
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
-            index.mode, index.reason, index.num_frames = "sequential", why, num_frames
+            index.mode, index.reason, index.num_frames, index.one_thread = "sequential", why, len(timestamps), \
+                one_thread
         self.num_frames = index.num_frames
 
     def close(self) -> None:
@@ -671,8 +680,11 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     """The stream's frames, as ``container.decode``, packet by packet (:func:`_decode_packet`), a packet that
     ``leave`` allows going to the decoder with leave to drop its frame if no other frame references it (where its
     NAL units let it: :meth:`_NalScan.may_skip`). A decode
-    error on a packet that no other packet with data follows ends the frames: the cut end of a file (an interrupted
-    download or recording), which FFmpeg's decoder reports on one thread and passes over silently on several."""
+    error on a packet that no other packet with data follows is passed over, as ``ffmpeg`` passes it over: the cut
+    end of a file (an interrupted download or recording) or its last packet damaged, after which the decoder's flush
+    gives the frames it holds for reordering. FFmpeg's decoder reports that error on one thread and passes over it
+    silently on several, and only on one thread does the flush then give those frames (frame threads lose them:
+    :attr:`_Index.one_thread`)."""
     nals = _nal_scan(stream)
     packets = container.demux(stream)
     for packet in packets:
@@ -684,8 +696,20 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
             if any(p.size for p in packets):  # data after it: the file's own error
                 raise
             leave.cut_end = True
-            return
+            frames = _flushed(stream)
         yield from frames
+
+
+def _flushed(stream) -> list[av.VideoFrame]:
+    """The frames the stream's decoder holds for reordering, flushed after a decode error on the last packet with data
+    (the demux's flush packet went by in the check that none follows); none where the flush fails too (on frame
+    threads the error may come out there)."""
+    ctx = stream.codec_context
+    ctx.skip_frame = "DEFAULT"
+    try:
+        return ctx.decode(None)
+    except av.error.FFmpegError:
+        return []
 
 
 def _decode_packet(packet: av.Packet, nals: _NalScan | None, skip: bool = False) -> list[av.VideoFrame]:
@@ -721,6 +745,10 @@ class _Index:
     index's timestamps in order."""
     store: Path | None = None
     """The file in an index folder that keeps this index for other processes (None: kept in this one only)."""
+    one_thread: bool = False
+    """Whether the file is decoded on one thread, whatever a reader's threads: its decode on one thread passed over a
+    decode error on its last packet with data, after which only a decoder on one thread gives the frames it held for
+    reordering (:func:`_decode`; frame threads lose them, so a read of those frames on them would be refused)."""
     display: tuple[int, ...] | None = None
     """The first frame's display matrix (:func:`frame_display_matrix`; ``()`` for none), decoded when the file was
     indexed; None where that decode gave no frame, until a reader asks (:meth:`PyAVReader.display_matrix`)."""
@@ -753,7 +781,7 @@ class _Index:
                 self.proven = max(self.proven, kept.proven)
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
-                  "proven": self.proven, "display": self.display}
+                  "proven": self.proven, "one_thread": self.one_thread, "display": self.display}
         try:
             atomic_write_text(self.store, json.dumps(record))
             self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
@@ -762,34 +790,37 @@ class _Index:
             self.store = None
 
 
-INDEX_VERSION = 12
-"""Of the stored index; 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg lists
-first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame);
-11: where a read finds a file's index contradicted, its count is decided as at indexing (on one
-thread where the decode on frame threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's
-automatic threads: on a many-core machine, a file damaged in its last packets turned sequential with the frames before
-the damage, where on one thread the count failed and the file kept its index); 10: where the decode at indexing on frame
-threads fails, ends as at a cut end or gives fewer frames than packets, a decode on one thread gives the verdict (9 took
-the threads' verdict, which depended on the machine's cores: damage in a file's last packets was its cut end on a
-many-core machine, read by counting the frames before it, and `unreadable` on a 2-core one); 9: a file whose decode at
-indexing fails is unreadable (8 kept its packets' count, read by seek, and every read past the failure failed), and an
-H.264 packet without a picture goes to the decoder as it is where the last NAL unit the decoder reads when it may skip
-frames is an end of sequence and the packet's last one is not (8 let it skip there: from an end of sequence of
-nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for reordering, which ``ffmpeg``'s does
-not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet without a picture
-that holds an end of sequence goes to the decoder as it is, in the decode at indexing too (7 let the decoder pass over
-it, so that a file with B-frames that no picture references was read by seek with its pictures' count, more than its
-decode's frames; and 7 was the version of two indexings: the first listed the timestamps of the packets without a
-picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter sets is left out of the
-index (6 listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses an
-access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept its
-packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts
-it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random access point
-whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole decode
-too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a
-picture, a decode that starts after the earliest packet) is checked against a whole decode, and an MPEG program stream
-is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file
-counted by a decode; 1 counted its packets)."""
+INDEX_VERSION = 13
+"""Of the stored index; 13: a decode passes over a decode error on the last packet with data and flushes the frames the
+decoder holds for reordering, as ``ffmpeg`` does, and a file whose decode on one thread did so is decoded on one thread
+(``one_thread``, stored; 12 ended the decode at the error: a file whose last packet is damaged, with B-frames, was
+counted and read without the frames held, 27 where ``ffmpeg`` decodes 29); 12: an animated AVIF's video stream is its
+image sequence, not the still main image FFmpeg lists first (:func:`still_image`; 11 indexed the still, one frame, and a
+stored index of it kept the file one frame); 11: where a read finds a file's index contradicted, its count is decided as
+at indexing (on one thread where the decode on frame threads fails or gives fewer frames than packets; 10 stored the
+count of FFmpeg's automatic threads: on a many-core machine, a file damaged in its last packets turned sequential with
+the frames before the damage, where on one thread the count failed and the file kept its index); 10: where the decode at
+indexing on frame threads fails, ends as at a cut end or gives fewer frames than packets, a decode on one thread gives
+the verdict (9 took the threads' verdict, which depended on the machine's cores: damage in a file's last packets was its
+cut end on a many-core machine, read by counting the frames before it, and `unreadable` on a 2-core one); 9: a file
+whose decode at indexing fails is unreadable (8 kept its packets' count, read by seek, and every read past the failure
+failed), and an H.264 packet without a picture goes to the decoder as it is where the last NAL unit the decoder reads
+when it may skip frames is an end of sequence and the packet's last one is not (8 let it skip there: from an end of
+sequence of nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for reordering, which
+``ffmpeg``'s does not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet
+without a picture that holds an end of sequence goes to the decoder as it is, in the decode at indexing too (7 let the
+decoder pass over it, so that a file with B-frames that no picture references was read by seek with its pictures' count,
+more than its decode's frames; and 7 was the version of two indexings: the first listed the timestamps of the packets
+without a picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter sets is left out
+of the index (6 listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses
+an access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept
+its packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser
+puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random access
+point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole
+decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet
+without a picture, a decode that starts after the earliest packet) is checked against a whole decode, and an MPEG
+program stream is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet
+made a file counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -820,7 +851,7 @@ def _load_index(store: Path) -> _Index | None:
             return None
         index = _Index(np.asarray(record["pts"], np.int64), np.asarray(record["key_pts"], np.int64),
                        int(record["num_frames"]), int(record["packets"]), record["mode"], record["reason"],
-                       int(record["proven"]), store)
+                       int(record["proven"]), store, bool(record["one_thread"]))
         display = record.get("display")
         index.display = None if display is None else tuple(int(v) for v in display)
     except (OSError, ValueError, KeyError, TypeError):
@@ -904,12 +935,12 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
                        "seek")
         recount = _why_recount(nals, first, int(index.pts[0]) if len(pts) else None)
         if check or recount:
-            decoded = _decoded_timestamps(path, len(pts))
+            decoded, one_thread = _decoded_timestamps(path, len(pts))
             if decoded != index.pts.tolist():
                 return _sequential_index(path, len(pts), f"the {len(decoded)} decoded frames do not carry the "
                                                          f"{len(pts)} packets' timestamps in order"
-                                                         + (f" ({recount})" if recount else ""), len(decoded))
-            index.proven = len(decoded)
+                                                         + (f" ({recount})" if recount else ""), (decoded, one_thread))
+            index.proven, index.one_thread = len(decoded), one_thread
         return index
     except av.error.FFmpegError as e:
         raise video_error(path, "unreadable", e) from e
@@ -1081,12 +1112,16 @@ def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None
     return None if not headers or any(header & 0x80 for header in headers) else headers
 
 
-def _sequential_index(path: str, packets: int, reason: str, num_frames: int | None = None) -> _Index:
-    """The index of a file read by counting: its frame count from a decode (unless given)."""
+def _sequential_index(path: str, packets: int, reason: str,
+                      decoded: tuple[list[int | None], bool] | None = None) -> _Index:
+    """The index of a file read by counting: its frame count from a decode (:func:`_decoded_timestamps`'s, unless
+    ``decoded`` gives it)."""
     log.debug("%s: %s; its frames are counted from the start of the decode", path, reason)
-    if num_frames is None:
-        num_frames = len(_decoded_timestamps(path, packets))
-    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason)
+    if decoded is None:
+        decoded = _decoded_timestamps(path, packets)
+    timestamps, one_thread = decoded
+    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), len(timestamps), packets, "sequential", reason,
+                  one_thread=one_thread)
 
 
 def read_display_matrix(path: str) -> tuple[int, ...] | None:
@@ -1109,29 +1144,31 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
     return () if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
-def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> list[int | None]:
-    """The timestamp of every frame of a full decode, in order. Where the decode on frame threads meets a decode
-    error, or gives fewer frames than ``packets`` (the demux's count), the decode on one thread decides: frame threads
-    report a packet's error packets later, or not at all once the packets have run out, so damage in a file's last
-    packets read as its cut end (:func:`_decode`) or as nothing with more threads (cores) and as a decode error
-    with fewer. A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable',
-    saying how far the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
+def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple[list[int | None], bool]:
+    """The timestamp of every frame of a full decode, in order, and whether the file must be decoded on one thread
+    (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data). Where the decode
+    on frame threads meets a decode error, or gives fewer frames than ``packets`` (the demux's count), the decode on
+    one thread decides: frame threads report a packet's error packets later, or not at all once the packets have run
+    out, so damage in a file's last packets read as its cut end (:func:`_decode`) or as nothing with more threads
+    (cores) and as a decode error with fewer. A decode error is, where the file is being indexed (``indexing``), its
+    VideoError 'unreadable', saying how far the decode got; otherwise (a read's recount:
+    :meth:`PyAVReader._distrust`) the FFmpegError."""
     try:
         timestamps, cut_end = _decode_timestamps(path, [])
         if not cut_end and len(timestamps) >= packets:
-            return timestamps
+            return timestamps, False
     except av.error.FFmpegError:
         pass
     timestamps = []
     try:
-        _decode_timestamps(path, timestamps, thread_count=1)
+        _, cut_end = _decode_timestamps(path, timestamps, thread_count=1)
     except av.error.FFmpegError as e:
         if not indexing:
             raise
         frames = len(timestamps)
         raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
                                               f" of its {packets} packets: {e}") from e
-    return timestamps
+    return timestamps, cut_end
 
 
 def _decode_timestamps(path: str, timestamps: list, thread_count: int | None = None) -> tuple[list, bool]:

@@ -6,7 +6,9 @@ video and is passed over, and so is a still image beside an image sequence (an a
 FFmpeg's MP4 demuxer lists first: :func:`mme.data.pyav_reader.still_image`). ``num_frames`` is the length of that
 decode. An H.264 packet without a picture gives no frame, which FFmpeg's decoder says with an error that
 ``ffmpeg`` passes over and PyAV's plain decode stops at (:func:`mme.data.pyav_reader._decode_packet`), but one
-that ends with an end of sequence, which gives the frames the decoder holds for reordering. The default
+that ends with an end of sequence, which gives the frames the decoder holds for reordering; and a decode error
+on the last packet with data (a file cut short, or its last packet damaged), which ``ffmpeg`` passes over too,
+flushing the frames the decoder holds (:func:`mme.data.pyav_reader._decode`). The default
 PyAV reader returns exactly those frames for any index set, in any order, on every file it opens
 (``VideoReader.exact``). The OpenCV reader is not exact: its seeking (CAP_PROP_POS_FRAMES) returns wrong frames
 on variable-frame-rate files, MPEG-PS/TS and some Matroska files; decord is not checked. Neither is the

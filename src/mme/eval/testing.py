@@ -140,10 +140,12 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-READING_VERSION = 6
+READING_VERSION = 7
 """Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features
 so that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives
-a video other views or another verdict (the frames of the test views, which files are refused). 6: the pyav backend
+a video other views or another verdict (the frames of the test views, which files are refused). 7: a file whose last
+packet with data fails to decode has the frames the decoder held for reordering after it, as ``ffmpeg``'s decode
+(:func:`mme.data.pyav_reader._decode`; before: fewer frames, so other views); 6: the pyav backend
 refuses a picture only where it counts one frame (:func:`mme.data.pyav_reader.not_a_video`; before: a file of
 several frames opened by a picture demuxer, several PNGs one after another, or an MP4 whose major brand is avif,
 was refused unread), an animated AVIF is read as its sequence by pyav and refused by opencv, and a still AVIF is
