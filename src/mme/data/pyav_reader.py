@@ -662,7 +662,7 @@ class PyAVReader(VideoReader):
 class _Leave:
     """The frames a read lets the decoder drop: proven ones (timestamps below ``below``) that it does not want
     (``wanted``); none while ``below`` is None. ``used``: whether a packet went to the decoder with that leave since
-    the decode began; ``cut_end``: whether the decode ended at the file's cut end (:func:`_decode`). Shared by a
+    the decode began. Shared by a
     reader and its decode, which must not hold the reader: a reader in a reference cycle is freed by the garbage
     collector, which may run in a forked loader worker, where freeing the swscale context of a reader made before
     the fork hangs on its thread pool."""
@@ -670,13 +670,13 @@ class _Leave:
     below: int | None = None
     wanted: set[int] = field(default_factory=set)
     used: bool = False
-    cut_end: bool = False
 
     def allows(self, pts: int | None) -> bool:
         return self.below is not None and pts is not None and pts < self.below and pts not in self.wanted
 
 
-def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
+def _decode(container, stream, leave: _Leave, cut_end: list[av.error.FFmpegError] | None = None
+            ) -> Iterator[av.VideoFrame]:
     """The stream's frames, as ``container.decode``, packet by packet (:func:`_decode_packet`), a packet that
     ``leave`` allows going to the decoder with leave to drop its frame if no other frame references it (where its
     NAL units let it: :meth:`_NalScan.may_skip`). A decode
@@ -684,7 +684,7 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     end of a file (an interrupted download or recording) or its last packet damaged, after which the decoder's flush
     gives the frames it holds for reordering. FFmpeg's decoder reports that error on one thread and passes over it
     silently on several, and only on one thread does the flush then give those frames (frame threads lose them:
-    :attr:`_Index.one_thread`)."""
+    :attr:`_Index.one_thread`). ``cut_end``: where given, the error passed over is appended to it."""
     nals = _nal_scan(stream)
     packets = container.demux(stream)
     for packet in packets:
@@ -692,10 +692,11 @@ def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
         leave.used |= skip
         try:
             frames = _decode_packet(packet, nals, skip)
-        except av.error.FFmpegError:
+        except av.error.FFmpegError as e:
             if any(p.size for p in packets):  # data after it: the file's own error
                 raise
-            leave.cut_end = True
+            if cut_end is not None:
+                cut_end.append(e)
             frames = _flushed(stream)
         yield from frames
 
@@ -1173,14 +1174,15 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
 
 def _decode_timestamps(path: str, timestamps: list, thread_count: int | None = None) -> tuple[list, bool]:
     """``timestamps`` with those of a full decode's frames appended, from a container of its own (one demuxed to its
-    end may refuse to seek back), and whether the decode ended at the file's cut end; on ``thread_count`` threads
+    end may refuse to seek back), and whether it passed over a decode error at the file's cut end (:func:`_decode`);
+    on ``thread_count`` threads
     (None: the stream's own, FFmpeg's automatic count)."""
     with open_container(path) as container:
         stream = video_stream(container)
         stream.thread_type = "AUTO"
         if thread_count is not None:
             stream.thread_count = thread_count
-        leave = _Leave()
-        for frame in _decode(container, stream, leave):
+        cut_end = []
+        for frame in _decode(container, stream, _Leave(), cut_end):
             timestamps.append(frame.pts)
-        return timestamps, leave.cut_end
+        return timestamps, bool(cut_end)
