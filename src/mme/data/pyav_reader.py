@@ -641,8 +641,8 @@ class PyAVReader(VideoReader):
 
     def _distrust(self, why: str) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
-        count from a decode, decided as at indexing (on one thread where the decode on frame threads fails or gives
-        fewer frames than packets: :func:`_decoded_timestamps`); logged once per file. A decode error in that count
+        count from a decode on one thread, as at indexing (:func:`_decoded_timestamps`); logged once per file. A
+        decode error in that count
         is the file's: raised, the verdict unchanged."""
         index = self._index
         if index.mode != "sequential":
@@ -795,33 +795,35 @@ INDEX_VERSION = 13
 """Of the stored index; 13: a decode passes over a decode error on the last packet with data and flushes the frames the
 decoder holds for reordering, as ``ffmpeg`` does, and a file whose decode on one thread did so is decoded on one thread
 (``one_thread``, stored; 12 ended the decode at the error: a file whose last packet is damaged, with B-frames, was
-counted and read without the frames held, 27 where ``ffmpeg`` decodes 29); 12: an animated AVIF's video stream is its
-image sequence, not the still main image FFmpeg lists first (:func:`still_image`; 11 indexed the still, one frame, and a
-stored index of it kept the file one frame); 11: where a read finds a file's index contradicted, its count is decided as
-at indexing (on one thread where the decode on frame threads fails or gives fewer frames than packets; 10 stored the
-count of FFmpeg's automatic threads: on a many-core machine, a file damaged in its last packets turned sequential with
-the frames before the damage, where on one thread the count failed and the file kept its index); 10: where the decode at
-indexing on frame threads fails, ends as at a cut end or gives fewer frames than packets, a decode on one thread gives
-the verdict (9 took the threads' verdict, which depended on the machine's cores: damage in a file's last packets was its
-cut end on a many-core machine, read by counting the frames before it, and `unreadable` on a 2-core one); 9: a file
-whose decode at indexing fails is unreadable (8 kept its packets' count, read by seek, and every read past the failure
-failed), and an H.264 packet without a picture goes to the decoder as it is where the last NAL unit the decoder reads
-when it may skip frames is an end of sequence and the packet's last one is not (8 let it skip there: from an end of
-sequence of nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for reordering, which
-``ffmpeg``'s does not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet
-without a picture that holds an end of sequence goes to the decoder as it is, in the decode at indexing too (7 let the
-decoder pass over it, so that a file with B-frames that no picture references was read by seek with its pictures' count,
-more than its decode's frames; and 7 was the version of two indexings: the first listed the timestamps of the packets
-without a picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter sets is left out
-of the index (6 listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses
-an access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept
-its packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser
-puts it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random access
-point whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole
-decode too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet
-without a picture, a decode that starts after the earliest packet) is checked against a whole decode, and an MPEG
-program stream is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet
-made a file counted by a decode; 1 counted its packets)."""
+counted and read without the frames held, 27 where ``ffmpeg`` decodes 29), and a file's count is decided by one decode,
+on one thread (12 decoded on frame threads first, and on one thread where that failed or gave fewer frames than
+packets); 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg lists first
+(:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame); 11: where a
+read finds a file's index contradicted, its count is decided as at indexing (on one thread where the decode on frame
+threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's automatic threads: on a many-core
+machine, a file damaged in its last packets turned sequential with the frames before the damage, where on one thread the
+count failed and the file kept its index); 10: where the decode at indexing on frame threads fails, ends as at a cut end
+or gives fewer frames than packets, a decode on one thread gives the verdict (9 took the threads' verdict, which
+depended on the machine's cores: damage in a file's last packets was its cut end on a many-core machine, read by
+counting the frames before it, and `unreadable` on a 2-core one); 9: a file whose decode at indexing fails is unreadable
+(8 kept its packets' count, read by seek, and every read past the failure failed), and an H.264 packet without a picture
+goes to the decoder as it is where the last NAL unit the decoder reads when it may skip frames is an end of sequence and
+the packet's last one is not (8 let it skip there: from an end of sequence of nal_ref_idc 3 then an access unit
+delimiter, the decode gave the frames held for reordering, which ``ffmpeg``'s does not, and such a file was read by
+counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet without a picture that holds an end of sequence goes
+to the decoder as it is, in the decode at indexing too (7 let the decoder pass over it, so that a file with B-frames
+that no picture references was read by seek with its pictures' count, more than its decode's frames; and 7 was the
+version of two indexings: the first listed the timestamps of the packets without a picture, the second left them out);
+7: an H.264 / HEVC packet without a picture or parameter sets is left out of the index (6 listed its timestamp, so that
+such a file was read by counting; in H.264, where FFmpeg's decoder refuses an access unit delimiter or SEI alone unless
+it may skip frames, the decode at indexing failed there and the file kept its packets' count); 6: an HEVC CRA after an
+end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts it, counts as a restart (5 read such a
+file by seek with its packets' count); 5: an HEVC file with a random access point whose leading frames FFmpeg may drop
+(a BLA picture, a CRA after an end of sequence) is checked against a whole decode too; 4: a file whose frames may not be
+its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a picture, a decode that starts after the
+earliest packet) is checked against a whole decode, and an MPEG program stream is read by counting (3: until a read
+found out, it counted its packets; 2: only a corrupt last packet made a file counted by a decode; 1 counted its
+packets)."""
 
 
 @functools.cache
@@ -1146,43 +1148,25 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
 
 
 def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple[list[int | None], bool]:
-    """The timestamp of every frame of a full decode, in order, and whether the file must be decoded on one thread
-    (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data). Where the decode
-    on frame threads meets a decode error, or gives fewer frames than ``packets`` (the demux's count), the decode on
-    one thread decides: frame threads report a packet's error packets later, or not at all once the packets have run
+    """The timestamp of every frame of a full decode on one thread, in order, and whether the file must be decoded on
+    one thread (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data). On
+    one thread, since frame threads report a packet's error packets later, or not at all once the packets have run
     out, so damage in a file's last packets read as its cut end (:func:`_decode`) or as nothing with more threads
-    (cores) and as a decode error with fewer. A decode error is, where the file is being indexed (``indexing``), its
-    VideoError 'unreadable', saying how far the decode got; otherwise (a read's recount:
-    :meth:`PyAVReader._distrust`) the FFmpegError."""
+    (cores) and as a decode error with fewer; and a decode on frame threads first, trusted where it met no error and
+    gave as many frames as ``packets`` (the demux's count), decoded twice every file with fewer frames than packets.
+    A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
+    the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
+    timestamps, cut_end = [], []
     try:
-        timestamps, cut_end = _decode_timestamps(path, [])
-        if not cut_end and len(timestamps) >= packets:
-            return timestamps, False
-    except av.error.FFmpegError:
-        pass
-    timestamps = []
-    try:
-        _, cut_end = _decode_timestamps(path, timestamps, thread_count=1)
+        with open_container(path) as container:  # its own: one demuxed to its end may refuse to seek back
+            stream = video_stream(container)
+            stream.thread_count = 1
+            for frame in _decode(container, stream, _Leave(), cut_end):
+                timestamps.append(frame.pts)
     except av.error.FFmpegError as e:
         if not indexing:
             raise
         frames = len(timestamps)
         raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
                                               f" of its {packets} packets: {e}") from e
-    return timestamps, cut_end
-
-
-def _decode_timestamps(path: str, timestamps: list, thread_count: int | None = None) -> tuple[list, bool]:
-    """``timestamps`` with those of a full decode's frames appended, from a container of its own (one demuxed to its
-    end may refuse to seek back), and whether it passed over a decode error at the file's cut end (:func:`_decode`);
-    on ``thread_count`` threads
-    (None: the stream's own, FFmpeg's automatic count)."""
-    with open_container(path) as container:
-        stream = video_stream(container)
-        stream.thread_type = "AUTO"
-        if thread_count is not None:
-            stream.thread_count = thread_count
-        cut_end = []
-        for frame in _decode(container, stream, _Leave(), cut_end):
-            timestamps.append(frame.pts)
-        return timestamps, bool(cut_end)
+    return timestamps, bool(cut_end)
