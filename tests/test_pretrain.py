@@ -688,8 +688,8 @@ def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth,
 
     lists = dict(s.split("=", 1) for s in synth)
     (tmp_path / "empty").mkdir()
-    for cache, said in (("missing", "is not a folder"), ("empty", r"holds no track cache file for any of \d+ videos "
-                                                                   "spread over .*txt")):
+    for cache, said in (("missing", "is not a folder"), ("empty", r"holds no track cache file for any of the 16 "
+                                                                   r"videos of .*txt \(the first: .*\)")):
         with pytest.raises(DataError, match=rf"^target.cache_dir '.*{cache}' {said}.*; `mme extract .* --root .* --out "
                                             rf".*{cache} --length 6 .*` makes the track cache files"):
             run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}")
@@ -706,6 +706,48 @@ def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth,
         r = run("tiny_cpu_mme", synth, tmp_path / f"runs_{name}", f"target.cache_dir={tmp_path / name}",
                 "train.steps=1", "data.max_failure_fraction=1")
         assert r.step == 1 and len(listed) > 8
+
+
+def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_any_work(synth, tmp_path):
+    """Only 64 videos spread over the list were looked up in target.cache_dir: a cache holding their files alone
+    started the run, which stopped mid-run once more than data.max_failure_fraction of the list had failed; one
+    holding every file but theirs was refused as holding none, advised the run's finest settings, which mme extract
+    refused for the files there. The whole list is looked up, in one listing of the folder: both are refused
+    before any work, the advice resuming with the settings of the files there; within the fraction, the run starts."""
+    import shutil
+
+    import numpy as np
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    first = open(lists["data.list_file"]).read().split()[0]
+    (tmp_path / "one.txt").write_text(f"{first}\n")
+    extract_cache(str(tmp_path / "one.txt"), str(tmp_path / "made"), root=lists["data.root"], length=6,
+                  short_side=64, seed_stride=4)
+    (tmp_path / "list.txt").write_text("".join(f"v/{i:03d}.mp4\n" for i in range(200)))
+    probed = set(np.linspace(0, 199, 64).round().astype(int).tolist())  # the 64 videos looked up before
+    for name, held in (("probed", probed), ("others", set(range(200)) - probed)):
+        for i in held:
+            cache_file(tmp_path / name, f"v/{i:03d}.mp4").parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cache_file(tmp_path / "made", first), cache_file(tmp_path / name, f"v/{i:03d}.mp4"))
+        data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}"]
+        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={tmp_path / name}")
+        lacking = 200 - len(held)
+        with pytest.raises(DataError) as refused:  # before: started ("probed"), or refused as holding none
+            check_cache(cfg, pretrain_dataset(cfg))
+        assert str(refused.value) == (
+            f"target.cache_dir '{tmp_path / name}' lacks the track cache files of {lacking} of the 200 videos of "
+            f"{tmp_path / 'list.txt'} (the first: {tmp_path}/v/{min(set(range(200)) - held):03d}.mp4), more than "
+            f"data.max_failure_fraction=0.01 of them; `mme extract {tmp_path / 'list.txt'} --root {tmp_path} --out "
+            f"{tmp_path / name} --length 6 --short-side 64 --seed-stride 4 --flow dis-balanced --orientation coded "
+            f"--backend pyav` makes the track cache files these videos lack with the settings of the cache's "
+            f"{cache_file(tmp_path / name, f'v/{min(held):03d}.mp4')}, and resumes")
+        cfg.data.max_failure_fraction = lacking / 200
+        check_cache(cfg, pretrain_dataset(cfg))  # as many as the run may skip: it starts
 
 
 def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):
@@ -979,10 +1021,12 @@ def test_the_missing_files_advice_resumes_a_part_made_cache_with_its_files_setti
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
                       tmp_path / "run", f"target.cache_dir={cache}", "data.max_failure_fraction=0", *run_settings)
     dataset = pretrain_dataset(cfg)
-    check_cache(cfg, dataset)  # the first video's file: read
     with pytest.raises(DataError, match="makes the track cache files these videos lack") as refused:
-        dataset[1]
+        check_cache(cfg, dataset)  # the first video's file read; the second's lacking, before any work
     command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
+    with pytest.raises(DataError, match="makes the track cache files these videos lack") as failed:
+        dataset[1]
+    assert re.search(r"`(mme extract [^`]*)`", str(failed.value)).group(1) == command  # as the run's failures advise
     assert cli.main(shlex.split(command)[1:]) == 0  # before: refused, made with other settings (seed_stride 8 ...)
     assert command == f"mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {cache} {advised}"
     dataset = pretrain_dataset(cfg)
@@ -1012,9 +1056,8 @@ def test_the_missing_files_advice_for_a_mixed_cache_makes_it_again_with_the_runs
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
                       tmp_path / "run", f"target.cache_dir={cache}", "data.max_failure_fraction=0")
     dataset = pretrain_dataset(cfg)
-    check_cache(cfg, dataset)
     with pytest.raises(DataError, match="mme extract") as refused:
-        dataset[2]
+        check_cache(cfg, dataset)
     command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
     assert cli.main(shlex.split(command)[1:]) == 0  # before: refused, made with other settings (seed_stride 4 ...)
     files = [cache / (line.split()[0] + ".tracks") for line in listed[:2]]

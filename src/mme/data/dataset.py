@@ -64,8 +64,8 @@ REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "i
            "frame count changed", "bad list line", "track cache", "other")
 MAX_ATTEMPTS = 10
 CACHE_PROBES = 64
-"""How many videos, spread evenly over the list, a pre-training run looks up in its track cache before any work
-(every one of a shorter list: :meth:`PretrainDataset.cache_probes`)."""
+"""How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
+files reads the settings of (every one where fewer: :meth:`PretrainDataset.cache_probes`)."""
 
 
 @dataclass
@@ -390,14 +390,19 @@ class _VideoDataset(Dataset):
         return shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
                                                        else "")
 
+    def too_many_failures(self, videos: int) -> bool:
+        """Whether ``videos`` failed videos of the list, with its bad lines, are more than ``data.max_failure_fraction``
+        of it: where the dataset stops the run."""
+        return len(self.bad_lines) + videos > self.cfg.max_failure_fraction * (len(self.entries) + len(self.bad_lines))
+
     def _check_failures(self, codes: torch.Tensor | None = None) -> None:
         """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
         :attr:`failure_codes`; default this table's), its counts and examples all of ``codes``: ranks that joined
         the same codes give the same message."""
         codes = self._reason if codes is None else codes
-        failed = int((codes > 0).sum()) + len(self.bad_lines)
-        total = len(self.entries) + len(self.bad_lines)
-        if failed > self.cfg.max_failure_fraction * total:
+        videos = int((codes > 0).sum())
+        if self.too_many_failures(videos):
+            failed, total = videos + len(self.bad_lines), len(self.entries) + len(self.bad_lines)
             examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
             counts, missing = self.failure_counts(codes), REASONS.index("missing")
             lost = [self.entries[i].path for i in torch.nonzero(codes == missing).flatten().tolist()]
@@ -494,11 +499,30 @@ class PretrainDataset(_VideoDataset):
         self.track_length = track_length
         self.track_reads = track_reads
 
-    def cache_probes(self) -> list[str]:
-        """The paths of :data:`CACHE_PROBES` videos spread evenly over the list (every one of a shorter list), on
-        which the track cache is judged."""
-        spread = np.unique(np.linspace(0, len(self) - 1, min(len(self), CACHE_PROBES)).round().astype(int))
-        return [self.path(int(i)) for i in spread]
+    @functools.cached_property
+    def cache_files(self) -> list[str | None]:
+        """The track cache file (``target.cache_dir`` of ``target_fn``) of each video of the list, None where it has
+        none, looked up in one listing of the folder (:func:`mme.motion.cache.listed_files`), not in its files'
+        content. Judged once, as the run starts (:func:`mme.train.pretrain.check_cache`); its failure advice later
+        reads the same (:meth:`extract_advice`)."""
+        from mme.motion.cache import find_cache_file, listed_files
+
+        cache_dir = self.target_fn.cfg.cache_dir
+        listed = listed_files(cache_dir)
+        found: list[str | None] = []
+        for i in range(len(self)):
+            try:
+                found.append(str(find_cache_file(cache_dir, self.path(i), listed)))
+            except VideoError:
+                found.append(None)
+        return found
+
+    def cache_probes(self) -> list[tuple[str, str]]:
+        """The video path and cache file of :data:`CACHE_PROBES` videos spread evenly over those of the list with a
+        cache file (:attr:`cache_files`; every one where fewer), on which the cache's settings are judged."""
+        held = [i for i, found in enumerate(self.cache_files) if found is not None]
+        spread = np.unique(np.linspace(0, len(held) - 1, min(len(held), CACHE_PROBES)).round().astype(int))
+        return [(self.path(held[k]), self.cache_files[held[k]]) for k in spread.tolist()]
 
     def check_cache_orientation(self, meta: dict, found: str | os.PathLike, path: str) -> None:
         """Refuse (ConfigError) the cache file ``found`` (of ``meta``) of the video at ``path`` where its frames were
@@ -515,17 +539,16 @@ class PretrainDataset(_VideoDataset):
         """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file a resumed
         extraction compares its settings with: readable, made by this mme's tracker (a :func:`~mme.motion.cache.stale`
         one it makes again)."""
-        from mme.motion.cache import cache_meta, find_cache_file, stale
+        from mme.motion.cache import cache_meta, stale
 
         made = []
-        for path in self.cache_probes():
+        for path, found in self.cache_probes():
             try:
-                found = find_cache_file(self.target_fn.cfg.cache_dir, path)
                 meta = cache_meta(found)
             except MMEError:
                 continue
             if stale(meta) is None:
-                made.append((path, str(found), meta))
+                made.append((path, found, meta))
         return made
 
     def _reads_cache_file(self, path: str, found: str, meta: dict) -> bool:

@@ -83,10 +83,14 @@ class CachedTracks:
 def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir`` (``suffix``
     ``V1_SUFFIX``: where a version 1 file of it would be)."""
-    rel = Path(video)
-    rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
-    rel = Path(*[part if part != ".." else "%2E%2E" for part in rel.parts])  # '../x.mp4' stays under out_dir
-    return Path(out_dir) / (str(rel) + suffix)
+    return Path(out_dir) / (str(Path(*_under_cache(video))) + suffix)
+
+
+def _under_cache(video: str | Path) -> tuple[str, ...]:
+    """The parts of the path of ``video``'s cache file under the cache folder, but for the suffix: its anchor
+    dropped, '..' escaped ('../x.mp4' stays under the folder)."""
+    path = Path(video)
+    return tuple(part if part != ".." else "%2E%2E" for part in path.parts[path.is_absolute():])
 
 
 def cache_backend(meta: dict) -> str | None:
@@ -155,16 +159,29 @@ def stale(meta: dict) -> str | None:
     return None
 
 
-def find_cache_file(cache_dir: str | Path, video_path: str) -> Path:
+def listed_files(cache_dir: str | Path) -> frozenset[tuple[str, ...]]:
+    """The parts of the path of every file under ``cache_dir`` (none where it is not a folder), from one walk of it:
+    what :func:`find_cache_file` looks a whole list's videos up in (10,000 lookups on disk, each of a path of each
+    length, take seconds)."""
+    listed = set()
+    for folder, _, names in os.walk(cache_dir, followlinks=True):
+        rel = os.path.relpath(folder, cache_dir)
+        listed.update((*(() if rel == "." else rel.split(os.sep)), name) for name in names)
+    return frozenset(listed)
+
+
+def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tuple[str, ...]] | None = None) -> Path:
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
-    (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one."""
-    parts = Path(video_path).parts
+    (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one.
+    ``listed``: the files under ``cache_dir`` (:func:`listed_files`), looked up there rather than on disk."""
+    parts, names = Path(video_path).parts, _under_cache(video_path)
     for k in range(len(parts)):
-        for suffix in (SUFFIX, V1_SUFFIX):
-            candidate = cache_file(cache_dir, str(Path(*parts[k:])), suffix)
-            if candidate.is_file():
-                return candidate
-        if ".." in parts[k:]:  # where extractions before '..' was kept under cache_dir wrote it
+        tail = names[max(k - (len(parts) - len(names)), 0):]  # (:func:`cache_file` of parts[k:])
+        for suffix in (SUFFIX, V1_SUFFIX) if tail else ():
+            candidate = (*tail[:-1], tail[-1] + suffix)
+            if Path(cache_dir, *candidate).is_file() if listed is None else candidate in listed:
+                return Path(cache_dir, *candidate)
+        if ".." in parts[k:]:  # where extractions before '..' was kept under cache_dir wrote it (maybe outside it)
             legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
             if legacy.is_file():
                 return legacy
