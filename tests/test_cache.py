@@ -586,6 +586,31 @@ def test_a_cache_that_lacks_the_lists_videos_says_to_extract_them(videos, tmp_pa
         PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)[0]
 
 
+def test_the_missing_files_advice_reads_the_caches_files_once(videos, tmp_path, monkeypatch):
+    """The advice for a cache that lacks files looked the probed videos up and read their files' headers each time
+    it was given: by the run's check before any work, then again by every failure check past the fraction (each
+    worker's, each join of the ranks'). They are looked up in one listing of the folder, and read once."""
+    from mme.motion import cache
+
+    (tmp_path / "one.txt").write_text("cls/a.mp4 0\n")
+    (tmp_path / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\n")
+    cli(["extract", str(tmp_path / "one.txt"), "--root", str(videos), "--out", str(tmp_path / "cache"), "--length",
+         "4", "--short-side", "64"])
+    cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(videos), img_size=64, num_frames=8, stride=2,
+                     max_failure_fraction=0.0)
+    m = ModelConfig(img_size=64, num_frames=8, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=4, cache_dir=str(tmp_path / "cache")), m)
+    dataset = PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)
+    read = []
+    monkeypatch.setattr(cache, "cache_meta", lambda path: read.append(str(path)) or cache.read_cache(path).meta)
+    advice = [dataset.extract_advice() for _ in range(3)]
+    assert advice == [f"`mme extract {tmp_path / 'list.txt'} --root {videos} --out {tmp_path / 'cache'} --length 4 "
+                      f"--short-side 64 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav` makes "
+                      f"the track cache files these videos lack with the settings of the cache's "
+                      f"{cache.cache_file(tmp_path / 'cache', 'cls/a.mp4')}, and resumes"] * 3
+    assert read == [str(cache.cache_file(tmp_path / "cache", "cls/a.mp4"))]  # before: 3 reads
+
+
 @pytest.mark.parametrize("kind", ["mme", "mme-released"])
 def test_from_the_cache_a_worker_decodes_only_the_frames_its_targets_read(videos, tmp_path, kind):
     """Online, a worker decodes the L + 1 frames from each start that the flow links; from the cache only the L

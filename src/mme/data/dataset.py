@@ -535,10 +535,12 @@ class PretrainDataset(_VideoDataset):
             with self.open(path) as reader:
                 check_orientation(meta, found, reader.turn)
 
+    @functools.cached_property
     def _cache_files_made(self) -> list[tuple[str, str, dict]]:
         """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file a resumed
         extraction compares its settings with: readable, made by this mme's tracker (a :func:`~mme.motion.cache.stale`
-        one it makes again)."""
+        one it makes again). Read once, as :attr:`cache_files` is listed once: each failure check past the fraction
+        gives the advice again."""
         from mme.motion.cache import cache_meta, stale
 
         made = []
@@ -568,14 +570,14 @@ class PretrainDataset(_VideoDataset):
     def extract_advice(self) -> str:
         """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
         of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of its
-        files (:meth:`_cache_files_made`), since a resumed extraction refuses files made with others, where the run
+        files (:attr:`_cache_files_made`), since a resumed extraction refuses files made with others, where the run
         reads one of them; where it holds none the run reads, as this run reads them, at extract's default
         ``--short-side``, or the run's clip size where larger (the coarse-cache warning's advice, without
         ``--overwrite``). A cache whose files were made with other settings each (a mixed cache) no resumed extraction
         takes: that command with ``--overwrite``, naming two of its files and their settings."""
         from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
 
-        made = self._cache_files_made()
+        made = self._cache_files_made
         settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
         fine = functools.partial(extract_flags_as_fine, self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride)
         for (_, other, _), theirs in zip(made[1:], settings[1:]):
