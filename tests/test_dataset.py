@@ -381,6 +381,23 @@ def test_an_item_does_not_depend_on_what_the_process_read_before(tmp_path, monke
 
 # ---- classification ------------------------------------------------------------------------------------------
 
+def test_track_cache_failures_joined_by_a_classification_dataset_are_advised_as_any_failures(videos):
+    """Only a pre-training dataset reads a track cache, but the advice for track cache failures lived in the datasets'
+    shared failure check, which called PretrainDataset.extract_advice: a classification dataset that took in such
+    codes (a failure table joined from elsewhere) ended in an AttributeError. It gives the advice of any dataset."""
+    from mme.data.dataset import REASONS
+
+    data = ClassificationDataset(config(videos, ["coord.mkv 3", "coord.mkv 1"], max_failure_fraction=0.0), "train")
+    codes = torch.tensor([REASONS.index("track cache"), 0], dtype=torch.int8)
+    with pytest.raises(DataError) as stopped:  # before: AttributeError, no attribute 'extract_advice'
+        data.join_failures(codes)
+    assert str(stopped.value) == (
+        f"1 of 2 videos in {videos / 'list.txt'} failed, more than data.max_failure_fraction=0.0 "
+        f"({{'track cache': 1}}); e.g. {videos / 'coord.mkv'}: track cache; `mme check {videos / 'list.txt'} --root "
+        f"{videos}` names every video a run cannot read: leave them out of the list, or raise "
+        "data.max_failure_fraction")
+
+
 def test_classification_train_and_multi_view_test(videos):
     cfg = config(videos, ["coord.mkv 3", "coord.mkv 1"], crop="random_resized", flip=True, test_clips=2,
                  test_crops=3)

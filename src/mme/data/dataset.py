@@ -404,24 +404,27 @@ class _VideoDataset(Dataset):
         if self.too_many_failures(videos):
             failed, total = videos + len(self.bad_lines), len(self.entries) + len(self.bad_lines)
             examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
-            counts, missing = self.failure_counts(codes), REASONS.index("missing")
-            lost = [self.entries[i].path for i in torch.nonzero(codes == missing).flatten().tolist()]
-            relative = sum(not os.path.isabs(p) for p in lost)
-            check = self._listed() + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
-                                      else "")
-            check += f" --index-dir {shlex.quote(str(self.cfg.index_dir))}" if self.cfg.index_dir else ""
-            advice = (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
-                      "start from?" if 2 * relative > failed else
-                      "do the listed absolute paths exist here (a volume not mounted)?" if 2 * len(lost) > failed else
-                      f"{self.extract_advice()}; a re-run also makes again the files of videos changed since (the "
-                      "warnings above name each file)"
-                      if 2 * counts.get("track cache", 0) > failed else  # a PretrainDataset's: it reads the cache
-                      f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
-                      "data.max_failure_fraction")
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
-                f"{self.cfg.max_failure_fraction} ({counts}); e.g. {examples}; {advice}"
+                f"{self.cfg.max_failure_fraction} ({self.failure_counts(codes)}); e.g. {examples}; "
+                f"{self._failure_advice(codes, failed)}"
             )
+
+    def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
+        """What to do where ``failed`` failures by ``codes`` (as :attr:`failure_codes`) stop the run: for videos missing
+        (most of the failures), the folder of their paths; else `mme check`, which names every video a run cannot
+        read."""
+        lost = [self.entries[i].path for i in torch.nonzero(codes == REASONS.index("missing")).flatten().tolist()]
+        if 2 * sum(not os.path.isabs(p) for p in lost) > failed:
+            return (f"is data.root ({self.cfg.root or 'unset: the working folder'}) the folder its relative paths "
+                    "start from?")
+        if 2 * len(lost) > failed:
+            return "do the listed absolute paths exist here (a volume not mounted)?"
+        check = self._listed() + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
+                                  else "")
+        check += f" --index-dir {shlex.quote(str(self.cfg.index_dir))}" if self.cfg.index_dir else ""
+        return (f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
+                "data.max_failure_fraction")
 
     def _record_failure(self, i: int, err: Exception) -> None:
         reason = getattr(err, "reason", "other")
@@ -592,6 +595,14 @@ class PretrainDataset(_VideoDataset):
                     f"files these videos lack with the settings of the cache's {held}, and resumes")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
+
+    def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
+        """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else
+        the advice of any dataset."""
+        if 2 * self.failure_counts(codes).get("track cache", 0) > failed:
+            return (f"{self.extract_advice()}; a re-run also makes again the files of videos changed since (the "
+                    "warnings above name each file)")
+        return super()._failure_advice(codes, failed)
 
     def extract_command(self, flags: str) -> str:
         """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""
