@@ -1118,12 +1118,12 @@ def test_a_file_with_fewer_frames_than_packets_is_extracted_with_the_frames_it_h
     its true count. Either way, the tracks are those of the same frames in a file that has no frames to drop."""
     frames, _ = affine_video(100, 48, 64, dx=0.7, seed=2)
     (tmp_path / "videos").mkdir()
-    full = write_corpus_file(tmp_path / "full.mkv", frames, "libx264", H264_GOP, "cfr", "yuv420p", None)
+    full = write_corpus_file(tmp_path / "full.mkv", frames, "libx264", H264_GOP)
     cut = cut_mid_gop(full, tmp_path / "videos" / "cut.mkv")
     ref = decode_all(cut)
     with av.open(str(cut)) as c:
         assert sum(1 for p in c.demux(video=0) if p.size) == 97 > len(ref) > 64 + 2
-    write_corpus_file(tmp_path / "videos" / "same.mkv", ref, "ffv1", {}, "cfr", "bgr0", None)  # its frames, lossless
+    write_corpus_file(tmp_path / "videos" / "same.mkv", ref, "ffv1", {}, pix_fmt="bgr0")  # its frames, lossless
     (tmp_path / "list.txt").write_text("cut.mkv 0\nsame.mkv 0\n")
     assert cli(["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path / "videos"), "--out",
                 str(tmp_path / "cache"), "--length", "2", "--short-side", "32"]) == 0

@@ -101,7 +101,7 @@ def coordinate_video(path: str | Path, T: int = 8, H: int = 48, W: int = 64) -> 
         raise ValueError("coordinate_video encodes 4x, 4y and 16t in uint8: W, H <= 64 and T <= 16")
     y, x = np.mgrid[0:H, 0:W]
     frames = np.stack([np.stack([4 * x, 4 * y, np.full_like(x, 16 * t)], -1) for t in range(T)]).astype(np.uint8)
-    return write_corpus_file(path, frames, "ffv1", {}, "cfr", "bgr0", None), frames
+    return write_corpus_file(path, frames, "ffv1", {}, pix_fmt="bgr0"), frames
 
 
 def decode_all(path: str | Path) -> np.ndarray:
@@ -260,9 +260,10 @@ class _Unseekable(io.RawIOBase):
         return self.fh.write(b)
 
 
-def write_corpus_file(path: str | Path, frames: np.ndarray, codec: str, options: dict, timing: str, pix_fmt: str,
-                      tag: str | None) -> Path:
-    """Encode ``frames`` (T, H, W, 3) with one CORPUS row's settings to ``path``."""
+def write_corpus_file(path: str | Path, frames: np.ndarray, codec: str, options: dict, timing: str = "cfr",
+                      pix_fmt: str = "yuv420p", tag: str | None = None) -> Path:
+    """Encode ``frames`` (T, H, W, 3) with one CORPUS row's settings to ``path`` (by default constant frame rate,
+    yuv420p, the codec's own tag)."""
     path = Path(path)
     stamps = corpus_timestamps(timing, len(frames))
     with open(path, "wb") as fh:
@@ -372,7 +373,7 @@ def write_aud_video(path: str | Path, frames: np.ndarray, headers: bool = False)
     an access unit delimiter and its picture's slices, the first packet x264's SEI (its version) too; ``headers``:
     each keyframe's its parameter sets too (``repeat-headers=1``). The corpus's H.264 settings otherwise."""
     params = f"aud=1:repeat-headers={int(headers)}:keyint=8:min-keyint=8:scenecut=0"
-    return write_corpus_file(path, frames, "libx264", {**H264_GOP, "x264-params": params}, "cfr", "yuv420p", None)
+    return write_corpus_file(path, frames, "libx264", {**H264_GOP, "x264-params": params})
 
 
 def with_units_apart(src: str | Path, dst: str | Path, timing: str, packets: int | None = None,
@@ -405,7 +406,7 @@ def write_open_gop_hevc(path: str | Path, frames: np.ndarray) -> Path:
     """HEVC (x265, Matroska) with open GOPs: a CRA every 8 frames, whose leading B-frames (RASL) reference the GOP
     before it."""
     options = {"x265-params": "log-level=none:keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"}
-    return write_corpus_file(path, frames, "libx265", options, "cfr", "yuv420p", None)
+    return write_corpus_file(path, frames, "libx265", options)
 
 
 END_OF_SEQUENCE = b"\x00\x00\x00\x02\x48\x01"
@@ -448,7 +449,7 @@ def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str, x264_p
     preset, ultrafast, has none)."""
     params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0" if keyint != "infinite" else "keyint=infinite"
     options = {"preset": "ultrafast", "crf": "10", "x264-params": f"{params}:{x264_params}".rstrip(":")}
-    return write_corpus_file(path, frames, "libx264", options, "cfr", "yuv420p", None)
+    return write_corpus_file(path, frames, "libx264", options)
 
 
 class DecodedFrames:
