@@ -122,23 +122,36 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     (:func:`~mme.utils.warn_if_mkl_not_strict`)."""
     if device.type == "cpu":
         warn_if_mkl_not_strict()
+    settled = _settled(requested, device, bf16_native(device), resumed, warn=True)
+    if settled is not None:
+        return settled
+    if loss_fn is None:
+        return "bf16", f"auto: native bf16 on this {device.type}"
+    return faster_precision(loss_fn, device)
+
+
+def _settled(requested: str, device: torch.device, native: bool, resumed: str | None = None,
+             warn: bool = False) -> tuple[str, str] | None:
+    """:func:`choose_precision`'s ``(precision, reason)`` where no timing decides it, None where auto times the two
+    on the run's model (a CPU with native bf16, ``native``); ``warn``: say when a precision asked for or forced by
+    :data:`AUTO_ENV` will be emulated."""
     if requested not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {requested!r}")
-    native = bf16_native(device)
     if requested != "auto":
-        _warn_if_emulated(requested, device, native, "requested")
+        if warn:
+            _warn_if_emulated(requested, device, native, "requested")
         return requested, "requested"
-    forced = _forced()
-    if forced:
-        _warn_if_emulated(forced, device, native, f"forced by {AUTO_ENV}")
+    if forced := _forced():
+        if warn:
+            _warn_if_emulated(forced, device, native, f"forced by {AUTO_ENV}")
         return forced, f"auto: {AUTO_ENV}={forced} in the environment"
     if resumed is not None:
         return resumed, KEPT
     if not native:
         return "fp32", f"auto: no native bf16 on this {device.type}, where emulated bf16 is far slower than fp32"
-    if device.type != "cpu" or loss_fn is None:
+    if device.type != "cpu":
         return "bf16", f"auto: native bf16 on this {device.type}"
-    return faster_precision(loss_fn, device)
+    return None
 
 
 def _forced() -> str:
@@ -153,14 +166,8 @@ def settled_precision(requested: str, device: torch.device) -> str | None:
     """What :func:`choose_precision` resolves ``requested`` to for a fresh run on ``device``, where that is settled
     before the run (asked for, forced by :data:`AUTO_ENV`, auto without native bf16 or off a CPU); None where auto
     times the two on the run's model (a CPU with native bf16)."""
-    if requested != "auto":
-        return requested
-    if forced := _forced():
-        return forced
-    native = bf16_native(device)
-    if native and device.type == "cpu":
-        return None
-    return "bf16" if native else "fp32"
+    settled = _settled(requested, device, bf16_native(device))
+    return None if settled is None else settled[0]
 
 
 def emulated(precision: str, device: torch.device, native: bool | None = None) -> bool:
