@@ -189,6 +189,20 @@ def test_a_key_given_twice_on_the_command_line_is_refused_naming_both(tmp_path, 
                                                                                        "train.steps=7"]
 
 
+def test_a_later_layer_drops_each_earlier_override_setting_the_same_key_mapping_values_too():
+    """A layer drops an earlier override of a key it sets, of a section or mapping holding it, or of one it holds,
+    each override's keys read once (``train={...}`` sets each of its keys), and keeps the others in their order."""
+    from mme.config import layered, same_key_in
+
+    earlier = ["train={steps: 5, seed: 1}", "train.out_dir=a=b", "target.loss_weights.traj=2", "train.seeds=x"]
+    assert layered(earlier, ["train.seed=2", "target.loss_weights={shape: 1}"], ["train.out_dir=c"]) == [
+        "target.loss_weights.traj=2", "train.seeds=x", "train.seed=2", "target.loss_weights={shape: 1}",
+        "train.out_dir=c"]
+    assert layered(["train.seed=1", "data.root=r"], ["train={seed: 2}"]) == ["data.root=r", "train={seed: 2}"]
+    assert (same_key_in("train", ["data.root", "train.seed"]), same_key_in("train.seed", ["train.seeds"])) == (
+        "train.seed", None)
+
+
 def test_a_key_that_an_earlier_layer_overrides_is_warned_about(tmp_path, caplog):
     """``train.epochs=5`` on a recipe that sets ``train.steps`` changed nothing without a word (steps win); the
     same for ``optim.warmup_epochs`` under ``warmup_steps``, and for a recipe over its base. Setting both, or the

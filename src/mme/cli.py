@@ -251,14 +251,14 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
 
     def run(a):
-        from mme.config import _same_key, given_keys
+        from mme.config import given_keys, same_key_in
         from mme.errors import ConfigError
 
         flags = [(flag, key, value) for given, flag, key, value in (
             (a.resume, f"--resume {a.resume}", "train.resume", a.resume),
             (a.overwrite, "--overwrite", "train.overwrite", "true")) if given]
         for flag, key, _ in flags:  # the flag's override, appended last, would win unsaid
-            also = next((o for o in a.overrides if any(_same_key(key, k) for k in given_keys([o]))), None)
+            also = next((o for o in a.overrides if same_key_in(key, given_keys([o])) is not None), None)
             if also is not None:
                 raise ConfigError(f"{flag} and {also} both set {key}: give one")
         overrides = a.overrides + [f"{key}={value}" for _, key, value in flags]

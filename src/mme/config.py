@@ -24,6 +24,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,9 +234,10 @@ def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dic
             setattr(cfg, name, value)
 
 
-def _same_key(a: str, b: str) -> bool:
-    """Whether two dotted keys set the same value: one is the other, or a section or mapping holding it."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+def same_key_in(key: str, keys: Iterable[str]) -> str | None:
+    """The first of the dotted ``keys`` that sets the same value as ``key`` (it is ``key``, or a section or mapping
+    holding it, or one ``key`` holds), None where none does."""
+    return next((k for k in keys if k == key or k.startswith(key + ".") or key.startswith(k + ".")), None)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -244,6 +246,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     A key given twice (``train.steps=5 train.steps=7``, or ``train={steps: 5}`` beside it) is a ConfigError, as in a
     recipe: the later one would win unsaid (:func:`layered` puts one list of overrides over another)."""
     out: dict[str, Any] = {}
+    for key, value, _ in _parsed(items):
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:  # (a value given at a prefix of this key was refused as the same key)
+            node = node.setdefault(part, {})
+        old = node.get(parts[-1])
+        node[parts[-1]] = merge(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+    return out
+
+
+def override_keys(items: list[str]) -> list[set[str]]:
+    """The dotted keys each of the ``key=value`` overrides sets (each key of a mapping value), refused as
+    :func:`parse_overrides` refuses them."""
+    return [keys for _, _, keys in _parsed(items)]
+
+
+def _parsed(items: list[str]) -> Iterator[tuple[str, Any, set[str]]]:
+    """Each override's ``(key, value, the dotted keys it sets)``; a key given twice is a ConfigError."""
     given: dict[str, str] = {}  # each dotted key set so far -> the override that set it
     for item in items:
         if "=" not in item:
@@ -270,20 +290,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         else:
             value = _Override(raw)
             value.parsed = getattr(parsed, "parsed", parsed)
-        keys = flatten(value, f"{key.strip()}.") if isinstance(value, dict) else {key.strip(): value}
+        key = key.strip()
+        keys = set(flatten(value, f"{key}.") if isinstance(value, dict) else {key: value})
         for k in keys:
-            again = next((e for e in given if _same_key(k, e)), None)
+            again = same_key_in(k, given)
             if again is not None:
                 raise ConfigError(f"override {item!r}: key '{k}' is given twice (also by {given[again]!r}), the later "
                                   "would win unsaid: give it once")
             given[k] = item
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:  # (a value given at a prefix of this key was refused above as the same key)
-            node = node.setdefault(part, {})
-        old = node.get(parts[-1])
-        node[parts[-1]] = merge(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
-    return out
+        yield key, value, keys
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -296,18 +311,20 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def given_keys(overrides: list[str]) -> set[str]:
     """The dotted keys a command line's ``key=value`` overrides set (each key of a mapping value)."""
-    return set(flatten(parse_overrides(overrides)))
+    return set().union(*override_keys(overrides))
 
 
 def layered(*layers: list[str]) -> list[str]:
     """Lists of ``key=value`` overrides, each a layer over those before it: an earlier override of a key a later
     layer gives is dropped (a command's own settings under the user's, which :func:`parse_overrides` would refuse as
     a key given twice)."""
-    out: list[str] = []
+    kept: list[tuple[str, set[str]]] = []  # each override with the keys it sets, each layer parsed once
     for layer in layers:
-        keys = given_keys(layer)
-        out = [o for o in out if not any(_same_key(k, g) for k in given_keys([o]) for g in keys)] + list(layer)
-    return out
+        keys = override_keys(layer)
+        given = set().union(*keys)
+        kept = [(o, sets) for o, sets in kept if all(same_key_in(k, given) is None for k in sets)]
+        kept += zip(layer, keys)
+    return [o for o, _ in kept]
 
 
 def differences(a: dict, b: dict) -> list[str]:
