@@ -567,6 +567,23 @@ def test_a_device_this_machine_lacks_is_one_line_naming_the_key_or_flag(tmp_path
     assert capsys.readouterr().err == f"mme embed: error: --device: 'cuda:{past}' requested but {lacks}\n"
 
 
+def test_a_run_chooses_its_device_once_by_its_rank_on_the_node(monkeypatch):
+    """A run's start (and task.eval_only's) chooses its device once, before joining the process group: this rank's
+    CUDA device by LOCAL_RANK for 'auto' on a machine of two GPUs."""
+    from mme.train import engine
+
+    chosen = []
+    choose = engine.choose_device
+    monkeypatch.setattr(engine, "choose_device", lambda *args: chosen.append(args) or choose(*args))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info, device = engine.join("auto")
+    assert (device, info.local_rank, info.world_size, chosen) == (torch.device("cuda", 1), 1, 1, [("auto", 1)])
+
+
 def test_a_device_no_run_trains_on_is_refused_by_name_in_a_short_line(monkeypatch):
     """mps on a machine without it (Linux) was refused with ~1,250 characters of torch's dispatcher text, and 'meta'
     (shapes without data) passed, the run dying later with a traceback. A backend torch has an availability check

@@ -43,7 +43,7 @@ from mme.train import engine, loop, run_folder
 from mme.train.config import FinetuneConfig, clips_for
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, setup
-from mme.train.precision import choose_device, choose_precision
+from mme.train.precision import choose_precision
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dic
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
     if not (cfg.task.val_list or cfg.task.test_list):
         raise ConfigError("task.eval_only needs task.val_list or task.test_list: the videos to test on")
-    info = dist.init_distributed(choose_device(cfg.train.device).type)
-    device = choose_device(cfg.train.device, info.local_rank)
+    device = engine.join(cfg.train.device)[1]
     precision, why = choose_precision(cfg.train.precision, device)
     log.info("task.eval_only: on %s, precision %s (%s)", device, precision, why)
     with dist.agreed():  # each rank reads the checkpoint, classes and lists (a node, its own copies)

@@ -84,11 +84,16 @@ class DistInfo:
     world_size: int
 
 
+def rank_on_node() -> int:
+    """This process's rank among those torchrun started on its node (LOCAL_RANK; 0 without torchrun)."""
+    return env_int("LOCAL_RANK", 0)
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA), and the gloo group the ranks
     meet in (:data:`MEETING_WAIT`); a no-op otherwise."""
     global _meeting
-    world, local_rank = launch_ranks()[1], env_int("LOCAL_RANK", 0)
+    world, local_rank = launch_ranks()[1], rank_on_node()
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank % torch.cuda.device_count())

@@ -138,8 +138,7 @@ def begin(cfg) -> Start:
     of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader workers, and
     take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
-    info = dist.init_distributed(choose_device(t.device).type)
-    device = choose_device(t.device, info.local_rank)
+    info, device = join(t.device)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
@@ -151,6 +150,13 @@ def begin(cfg) -> Start:
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
+
+
+def join(device_name: str) -> tuple[dist.DistInfo, torch.device]:
+    """The process group this rank joins (under torchrun) and its device of ``train.device`` (``device_name``),
+    chosen once, before either: a device that cannot be used is refused before any work."""
+    device = choose_device(device_name, dist.rank_on_node())
+    return dist.init_distributed(device.type), device
 
 
 def _kind(config: dict) -> str:
