@@ -46,11 +46,11 @@ class ConfigError(MMEError, ValueError):
 
 class ClipNotDivisible(ConfigError):
     """A model's clip side or length (``field``: img_size, num_frames, of ``value``) that its patch or tubelet does
-    not divide; ``reason``: the message after the field and its value, for a reader that took the value from a
-    command's flag to name it so (``read_checkpoint``'s ``given_as``: ``--num-frames 5``)."""
+    not divide, ``model.<field> <value> <reason>``; a reader that took the value from a command's flag names it so
+    (``read_checkpoint``'s ``given_as``: ``--num-frames 5``)."""
 
-    def __init__(self, message: str, field: str = "", value: int = 0, reason: str = ""):
-        super().__init__(message)
+    def __init__(self, field: str, value: int, reason: str):
+        super().__init__(f"model.{field} {value} {reason}")
         self.field, self.value, self.reason = field, value, reason
 
 

@@ -415,9 +415,7 @@ CLIP = ("num_frames", "img_size")
 
 class NoClipFits(CheckpointError):
     """A stored position table that fits no clip the reader has (:func:`_fit_clip`): read_checkpoint says how to
-    give one, in the reading command's terms (its ``given_as``); ``reason`` is the message without that advice."""
-
-    reason = ""
+    give one, in the reading command's terms (its ``given_as``), raised from the message without that advice."""
 
 
 def _fit_clip(cfg: ModelConfig, table: torch.Tensor | None, unrecorded: tuple[str, ...],
@@ -571,9 +569,7 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
         ck = _read(Path(path), hints, encoder_only, strict, fallback)
     except NoClipFits as e:
         how = " / ".join(given_as.get(k, f"{k}=N") for k in CLIP)
-        advised = NoClipFits(f"{e}: give the clip it was trained on ({how})")
-        advised.reason = str(e)
-        raise advised from e
+        raise NoClipFits(f"{e}: give the clip it was trained on ({how})") from e
     except CheckpointError as e:  # a clip given that the file's patch or tubelet does not divide: named as given
         fault = e.__cause__
         if not isinstance(fault, ClipNotDivisible) or hints[fault.field] != fault.value:

@@ -90,8 +90,7 @@ class ModelConfig:
         for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):
             value, size = getattr(self, name), getattr(self, unit)
             if value % size:
-                reason = f"is not a multiple of {unit} {size}"
-                raise ClipNotDivisible(f"model.{name} {value} {reason}", name, value, reason)
+                raise ClipNotDivisible(name, value, f"is not a multiple of {unit} {size}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"model.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.decoder_dim % self.decoder_heads:

@@ -216,7 +216,7 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
         ck = read_checkpoint(path, encoder_only=encoder_only, fallback=model,
                              given_as={k: f"model.{k}" for k in CLIP})
     except NoClipFits as e:
-        raise CheckpointError(f"train.init {e.reason}: write a file that records the clip it was trained on, mme "
+        raise CheckpointError(f"train.init {e.__cause__}: write a file that records the clip it was trained on, mme "
                               f"export {path} OUT --num-frames N --img-size N, then train.init=OUT") from e
     except HeadCountUnknown as e:  # of a width with no guess, not the config's
         keys = " ".join(f"model.{HEAD_WIDTHS[heads]}={width} model.{heads}=N" for heads, width in e.widths.items())
