@@ -64,6 +64,33 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
             load_config(PretrainConfig, "tiny_cpu_mme", [bad])
 
 
+def test_a_path_yaml_would_read_as_a_block_mapping_or_list_is_a_text_keys_value_as_written(tmp_path, capsys):
+    """``train.out_dir=runs/exp: 2`` (a path holding ': '), ``- x`` or ``D:`` was read as YAML's block mapping or
+    list and refused ("{'runs/exp': 2} matches none of ...", also a path given to --resume); a text key takes it as
+    written. Other keys still refuse it in one line naming the key, and a collection in brackets is read as one."""
+    from mme.cli import main
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    c = load_config(PretrainConfig, "tiny_cpu_mme", [f"train.out_dir={tmp_path}/exp: 2", "train.init=- a.pt",
+                                                     "data.root=D:", "target.cache_dir=? x", "train.keep_epochs=[1,2]",
+                                                     "target.loss_weights={traj: 2}"])
+    assert (c.train.out_dir, c.train.init, c.data.root, c.target.cache_dir) == (f"{tmp_path}/exp: 2", "- a.pt", "D:",
+                                                                               "? x")
+    assert (c.train.keep_epochs, c.target.loss_weights) == ((1, 2), {"traj": 2.0})
+    for bad, said in (("train.steps=- 1", "config key 'train.steps': '- 1' matches none of ['int', 'NoneType']"),
+                      ("train=steps: 5", "config key 'train': expected a mapping of TrainConfig fields, got "
+                                         "'steps: 5'")):
+        with pytest.raises(ConfigError) as info:
+            load_config(PretrainConfig, "tiny_cpu_mme", [bad])
+        assert str(info.value) == said
+    missing = tmp_path / "run: 1" / "checkpoint-5.pt"
+    assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={tmp_path / 'out'}", "train.device=cpu",
+                 "--resume", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mme pretrain: error: ") and str(missing) in err and "matches none" not in err, err
+
+
 def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
     """A section given whole was read by plain YAML: ``train={out_dir: 010}`` wrote into '8', ``2024_01`` into
     '202401', and ``on`` or a date were refused as not text, where the dotted form and a recipe keep the text; a

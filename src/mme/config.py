@@ -242,7 +242,8 @@ def same_key_in(key: str, keys: Iterable[str]) -> str | None:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
-    a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them).
+    a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them; a
+    value YAML reads as a block mapping or list, ``runs/exp: 2`` or ``- x``, is text, which only a text key takes).
     A key given twice (``train.steps=5 train.steps=7``, or ``train={steps: 5}`` beside it) is a ConfigError, as in a
     recipe: the later one would win unsaid (:func:`layered` puts one list of overrides over another)."""
     out: dict[str, Any] = {}
@@ -273,7 +274,10 @@ def _parsed(items: list[str]) -> Iterator[tuple[str, Any, set[str]]]:
         try:
             loader = _RecipeLoader(raw)  # refuses characters YAML cannot hold (a path's undecodable bytes)
             node = loader.get_single_node()
-            parsed = "" if node is None else loader.construct_document(node)
+            if isinstance(node, yaml.CollectionNode) and not node.flow_style:
+                node, parsed = None, raw  # 'runs/exp: 2', '- x': text, as a path may be (collections: [...], {...})
+            else:
+                parsed = "" if node is None else loader.construct_document(node)
         except yaml.YAMLError:
             # '%HOME%', '*best.pt', a path's undecodable bytes: text, which only a text key takes (quoted: the text
             # inside the quotes, as YAML reads a quoted scalar)
