@@ -141,6 +141,34 @@ def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_tempor
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t.gif", "t.mp4", "t.png"]
 
 
+def test_a_picture_that_cannot_be_drawn_is_one_line_and_keeps_the_picture_there(tmp_path, monkeypatch, capsys):
+    """A RuntimeError of the drawing (matplotlib's, a font it cannot load; Pillow's writing a GIF) was a traceback
+    from mme viz, whose picture is its only output: one line naming the picture and the reason, the earlier picture
+    at --out kept."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from mme.cli import main
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    args = ["--num-frames", "4", "--stride", "2", "--size", "64"]
+    reason = "In FT2Font: Could not set the fontsize (error code 0x17)"
+
+    def fails(*_, **__):
+        raise RuntimeError(reason)
+
+    for name, where, attribute in (("t.png", FigureCanvasAgg, "draw"), ("t.gif", Image.Image, "save")):
+        out = tmp_path / name
+        assert main(["viz", str(video), "--out", str(out), *args]) == 0
+        held = out.read_bytes()
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            m.setattr(where, attribute, fails)
+            assert main(["viz", str(video), "--out", str(out), *args]) == 1
+        assert capsys.readouterr().err == f"mme viz: error: {out}: could not be drawn ({reason}); nothing is replaced\n"
+        assert out.read_bytes() == held
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "t.gif", "t.png"]
+
+
 def test_viz_refuses_an_out_that_is_the_video_drawn_however_it_is_reached(tmp_path, capsys):
     """--out naming the video (itself, a symbolic link to it, a hard link) replaced the video with the picture,
     exit 0, and later runs read the drawing as the video."""

@@ -621,7 +621,8 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
         try:
             draw(s.out / name)
         except (OSError, MMEError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a font error, ...)
-            why = e.__cause__ if isinstance(e, MMEError) and isinstance(e.__cause__, OSError) else e  # (not the path)
+            # the reason, not the path: a viz picture's failed write or drawing names it, its cause the reason
+            why = e.__cause__ if isinstance(e, MMEError) and isinstance(e.__cause__, (OSError, RuntimeError)) else e
             with contextlib.suppress(OSError):
                 (s.out / name).unlink(missing_ok=True)
             log.warning("demo: %s: not drawn (%s); the results and report are whole without it", s.out / name,

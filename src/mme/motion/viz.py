@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +34,7 @@ from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path, check_output, literal, literal_text, writing
+from mme.utils import atomic_path, check_output, error_reason, literal, literal_text, writing
 
 if TYPE_CHECKING:
     from mme.models.checkpoint import Checkpoint
@@ -175,54 +175,69 @@ def _write_marked(out: Path, write: Callable[[Path, str], None], frames_digest: 
             write(tmp, f"{DRAWN_BY} {frames_digest}")
 
 
+@contextlib.contextmanager
+def _drawing(out: Path) -> Iterator[None]:
+    """A RuntimeError drawing or writing the picture at ``out`` (matplotlib's: a font it cannot load, ...; Pillow's,
+    PyAV's) is an MMEError naming the picture and the reason, as a failed write is: the picture is mme viz's only
+    output, and nothing of it is written."""
+    try:
+        yield
+    except RuntimeError as e:
+        raise MMEError(f"{out}: could not be drawn ({error_reason(e)}); nothing is replaced") from e
+
+
 def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None:
     """Animated GIF or H.264 MP4 of the images at ``fps`` (10 by default, which a GIF holds exactly: it counts
-    centiseconds, so 8 fps came out as 120 ms frames); written atomically, a failed write an MMEError naming it."""
+    centiseconds, so 8 fps came out as 120 ms frames); written atomically, a failed write or drawing an MMEError
+    naming it (:func:`_drawing`)."""
     from PIL import Image
 
     from mme.data.synth import encode_h264
 
-    if out.suffix.lower() == ".mp4":
-        clip = np.stack(images)
-        _write_marked(out, lambda path, mark: encode_h264(path, clip, fps=int(fps), comment=mark))
-        return
-    frames = [Image.fromarray(im) for im in images]
-    _write_marked(out, lambda path, mark: frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
-                                                         duration=10 * max(1, round(100 / fps)), comment=mark.encode()))
+    with _drawing(out):
+        if out.suffix.lower() == ".mp4":
+            clip = np.stack(images)
+            _write_marked(out, lambda path, mark: encode_h264(path, clip, fps=int(fps), comment=mark))
+            return
+        frames = [Image.fromarray(im) for im in images]
+        _write_marked(out, lambda path, mark: frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
+                                                             duration=10 * max(1, round(100 / fps)),
+                                                             comment=mark.encode()))
 
 
 @literal_text()
 def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend, out: Path) -> None:
     """PNG of titled panels, row by row at about their pixel size (100 dpi), with a key column on the right that
-    ``legend(subfigure)`` fills; written atomically, a failed write an MMEError naming it."""
-    from matplotlib.figure import Figure
-
-    rows = -(-len(panels) // cols)
-    side = panels[0][1].shape[0] / 100  # inches
-    fig = Figure(figsize=(cols * (side + 0.15) + 2.6, rows * (side + 0.4) + 0.5), dpi=100, layout="constrained")
-    grid, key = fig.subfigures(1, 2, width_ratios=[cols * (side + 0.15), 2.6])
-    for ax, (name, img) in zip(grid.subplots(rows, cols, squeeze=False).flat, panels + [("", None)] * cols):
-        # cells past the last panel stay blank
-        ax.set_axis_off()
-        if img is not None:
-            ax.imshow(img, interpolation="nearest")
-            ax.set_title(literal(name), fontsize=11)  # names are the user's
-    fig.suptitle(literal(title), fontsize=12)
-    legend(key)
+    ``legend(subfigure)`` fills; written atomically, a failed write or drawing an MMEError naming it
+    (:func:`_drawing`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from PIL import Image, PngImagePlugin
 
-    canvas = FigureCanvasAgg(fig)  # drawn once: a constrained layout drawn again may move by a pixel
-    canvas.draw()
-    pixels = np.asarray(canvas.buffer_rgba())
-    picture = Image.fromarray(pixels)
+    with _drawing(out):
+        rows = -(-len(panels) // cols)
+        side = panels[0][1].shape[0] / 100  # inches
+        fig = Figure(figsize=(cols * (side + 0.15) + 2.6, rows * (side + 0.4) + 0.5), dpi=100, layout="constrained")
+        grid, key = fig.subfigures(1, 2, width_ratios=[cols * (side + 0.15), 2.6])
+        for ax, (name, img) in zip(grid.subplots(rows, cols, squeeze=False).flat, panels + [("", None)] * cols):
+            # cells past the last panel stay blank
+            ax.set_axis_off()
+            if img is not None:
+                ax.imshow(img, interpolation="nearest")
+                ax.set_title(literal(name), fontsize=11)  # names are the user's
+        fig.suptitle(literal(title), fontsize=12)
+        legend(key)
+        canvas = FigureCanvasAgg(fig)  # drawn once: a constrained layout drawn again may move by a pixel
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())
+        picture = Image.fromarray(pixels)
 
-    def write(path: Path, mark: str) -> None:
-        text = PngImagePlugin.PngInfo()
-        text.add_text("Comment", mark)
-        picture.save(path, format="png", pnginfo=text)
+        def write(path: Path, mark: str) -> None:
+            text = PngImagePlugin.PngInfo()
+            text.add_text("Comment", mark)
+            picture.save(path, format="png", pnginfo=text)
 
-    _write_marked(out, write, _digest([pixels]))  # a PNG decodes to the RGBA pixels it holds
+        _write_marked(out, write, _digest([pixels]))  # a PNG decodes to the RGBA pixels it holds
 
 
 def _wheel_legend(full: float):
