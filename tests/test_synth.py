@@ -4,6 +4,7 @@ at chance, while the true motion parameters separate the classes perfectly."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -182,8 +183,8 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
     for name, text in users.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds train.txt, test.txt, classes.json, which mme "
-                                          r"synth did not write \(not lists it wrote, nor its class names\) and would "
-                                          r"replace; choose another folder, or move them$"):
+                                          r"synth did not write \(not lists or parameters it wrote, nor its class "
+                                          r"names\) and would replace; choose another folder, or move them$"):
         generate_synth(tmp_path, **small)
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == users  # no video made
     own = tmp_path / "own"
@@ -196,6 +197,42 @@ def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_
         f.write("my_clips/jump.mp4 1\n")  # a line of the user's: no longer synth's list
     with pytest.raises(ConfigError, match=r"holds train.txt, which mme synth did not write"):
         generate_synth(own, **small)
+
+
+def test_synth_refuses_a_params_json_it_did_not_write_and_replaces_its_own(tmp_path):
+    """`mme synth OUT` replaced a params.json of the user's in OUT without a word, its lists protected. Its params.json
+    is synth's where its sha256 is recorded with the lists' (.lists-written.json), or, where the record holds none,
+    an earlier mme's, where it is the records of synth's videos."""
+    import mme.data.synth as synth
+
+    small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
+    users = '{"lr": 0.1, "note": "my sweep"}\n'
+    (tmp_path / "params.json").write_text(users)
+    with pytest.raises(ConfigError, match=rf"^out {tmp_path}: holds params.json, which mme synth did not write"):
+        generate_synth(tmp_path, **small)
+    assert [p.name for p in tmp_path.iterdir()] == ["params.json"]  # no video made
+    assert (tmp_path / "params.json").read_text() == users
+    own = tmp_path / "own"
+    generate_synth(own, **small)
+    made = (own / "params.json").read_text()
+    recorded = json.loads((own / synth.LISTS_WRITTEN).read_text())
+    assert recorded["params.json"] == [hashlib.sha256(made.encode()).hexdigest()]
+    generate_synth(own, **small)  # its own, replaced
+    assert (own / "params.json").read_text() == made
+    edited = json.loads(made)
+    edited[next(iter(edited))]["note"] = "blurry"
+    (own / "params.json").write_text(json.dumps(edited))
+    with pytest.raises(ConfigError, match=r"holds params.json, which mme synth did not write"):
+        generate_synth(own, **small)
+    del recorded["params.json"]  # an earlier mme's record, of the lists alone: its params.json by what it holds
+    (own / synth.LISTS_WRITTEN).write_text(json.dumps(recorded))
+    generate_synth(own, **small)
+    assert (own / "params.json").read_text() == made
+    (own / synth.LISTS_WRITTEN).write_text(json.dumps(recorded))  # the earlier mme's record again
+    (own / "params.json").write_text(users)
+    with pytest.raises(ConfigError, match=r"holds params.json, which mme synth did not write"):
+        generate_synth(own, **small)
+    assert (own / "params.json").read_text() == users
 
 
 def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply(tmp_path, monkeypatch):
@@ -513,6 +550,8 @@ def test_object_motion_sways_the_view_sub_pixel_as_params_json_records(tmp_path)
     smoothly as in scene motion: the background of each decoded frame is moved against frame 0 by the difference
     of the sway params.json records (``camera_jitter`` times a sine per axis of its ``camera_sway``), to a tenth of
     a pixel; and a rerun makes again a swayed video recorded without its sway (an earlier mme's, whole pixels)."""
+    import mme.data.synth as synth
+
     design = dict(num_classes=2, videos_per_class=1, size=96, num_frames=24, seed=1, splits=(1, 0, 0),
                   texture="dead_leaves", workers=1)
     for jitter in (0.4, 1.0):
@@ -531,6 +570,8 @@ def test_object_motion_sways_the_view_sub_pixel_as_params_json_records(tmp_path)
     older, kept = sorted(params)
     data.params_file.write_text(json.dumps({**params, older: {k: v for k, v in params[older].items()
                                                               if k != "camera_sway"}}))
+    record = data.root / synth.LISTS_WRITTEN  # an earlier mme's, which records no digest of its params.json
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "params.json"}))
     stamps = {rel: (data.root / rel).stat().st_mtime_ns for rel in params}
     again = json.loads(generate_synth(data.root, camera_jitter=1.0, **design).params_file.read_text())
     assert (data.root / older).stat().st_mtime_ns != stamps[older] and again[older] == params[older]

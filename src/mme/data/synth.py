@@ -27,15 +27,15 @@ Output (``out_dir``)::
     classes.json                     class names, index = label
     params.json                      the true motion (and appearance) of every video, keyed by its list path;
                                      with a camera jitter, its sway too (``camera_sway``, :func:`sway_at`)
-    .lists-written.json              the sha256 of the lists synth wrote there (:data:`LISTS_WRITTEN`)
+    .lists-written.json              the sha256 of the lists and params.json synth wrote there (:data:`LISTS_WRITTEN`)
 
 A rerun into the same folder keeps each video whose recorded parameters and file hash (``params.json``'s
 ``sha256``, or those an interrupted run kept every few seconds in ``.params-progress.json``) are those it would
 make, so an interrupted ``mme synth`` or ``mme demo`` resumes without encoding them again; any other file there is
-made again. Its lists and ``classes.json`` replace an earlier run's (a list whose sha256 its runs record in
-``.lists-written.json``; in a folder without that record, of an earlier mme, a list of its videos only); a folder
-holding ones it did not write (a user's, of ``mme lists``, a list of synth's edited: a subset, a comment line) is
-refused before any video is made.
+made again. Its lists, ``classes.json`` and ``params.json`` replace an earlier run's (a list or params.json whose
+sha256 its runs record in ``.lists-written.json``; where that record holds none, of an earlier mme, a list of its
+videos only, a params.json of its videos' records only); a folder holding ones it did not write (a user's, of
+``mme lists``, a list of synth's edited: a subset, a comment line) is refused before any video is made.
 
 Deterministic for a seed: the same arguments and package versions give the same bytes whatever the worker count,
 thread settings or process: one RNG per video, single-threaded x264 with its SIMD capped at AVX2 (its AVX-512 code
@@ -476,13 +476,15 @@ def _video_path(name: str, k: int) -> str:
 
 
 LISTS_WRITTEN = ".lists-written.json"
-"""The sha256 of each list synth wrote into the folder and may have left there, by list name, kept across its runs
-(an interrupted run's lists stay where its params.json is another run's): a list is synth's where its digest is
-recorded, so one of its lists edited by hand (a subset, a comment line) is not."""
+"""The sha256 of each list and ``params.json`` synth wrote into the folder and may have left there, by file name,
+kept across its runs (an interrupted run's lists stay where its params.json is another run's): such a file is
+synth's where its digest is recorded, so one of its lists edited by hand (a subset, a comment line) is not."""
+RECORDED = (*(f"{split}.txt" for split in SPLITS), "params.json")
+"""The files whose sha256 :data:`LISTS_WRITTEN` records."""
 
 
 def _lists_written(root: Path) -> dict[str, list[str]] | None:
-    """The digests :data:`LISTS_WRITTEN` records by list name; None where the folder holds no such record (no run
+    """The digests :data:`LISTS_WRITTEN` records by file name; None where the folder holds no such record (no run
     of this mme's wrote lists there) or it is unreadable."""
     written = _made_before(root / LISTS_WRITTEN)
     if not written or not all(isinstance(v, list) for v in written.values()):
@@ -490,50 +492,64 @@ def _lists_written(root: Path) -> dict[str, list[str]] | None:
     return written
 
 
+def _names_synths_video(rel: str, label: object) -> bool:
+    """Whether ``rel`` under class number ``label`` is one of synth's videos (:func:`_video_path`), numbered in ASCII
+    digits ('²' is a digit to str.isdigit, not to int())."""
+    name = CLASSES[label] if isinstance(label, int) and 0 <= label < len(CLASSES) else None
+    k = rel.rsplit("_", 1)[-1].removesuffix(".mp4")
+    return name is not None and re.fullmatch(r"[0-9]+", k) is not None and rel == _video_path(name, int(k))
+
+
 def _lines_name_synths_videos(path: Path) -> bool:
     """The rule of a folder whose lists an earlier mme wrote, which recorded no digests: every line of the list is
-    one of synth's videos under its class number (:func:`_video_path`); its list of a split left without videos is
-    empty."""
+    one of synth's videos under its class number (:func:`_names_synths_video`); its list of a split left without
+    videos is empty."""
     if path.stat().st_size == 0:
         return True
     try:
         entries, _ = read_list(path)
     except DataError:  # unreadable, or no list: a file of another's
         return False
-    for e in entries:
-        name = CLASSES[e.label] if e.label is not None and e.label < len(CLASSES) else None
-        k = e.path.rsplit("_", 1)[-1].removesuffix(".mp4")
-        if name is None or not re.fullmatch(r"[0-9]+", k) or e.path != _video_path(name, int(k)):  # '²' is a digit
-            return False
-    return True
+    return all(_names_synths_video(e.path, e.label) for e in entries)
+
+
+def _records_synths_videos(path: Path) -> bool:
+    """The rule of a params.json an earlier mme wrote, which recorded no digest of it: a JSON object of records,
+    each keyed by one of synth's videos under the class number it records (:func:`_names_synths_video`)."""
+    made = _made_before(path)
+    return bool(made) and all(isinstance(p, dict) and _names_synths_video(rel, p.get("label"))
+                              for rel, p in made.items())
 
 
 def _written_by_synth(path: Path, written: dict[str, list[str]] | None) -> bool:
-    """Whether the list or class map at ``path`` is one mme synth wrote: a list whose sha256 ``written``
-    (:func:`_lists_written`) records, or where no run recorded any, a list of its videos
-    (:func:`_lines_name_synths_videos`); or its class names in its order."""
+    """Whether the list, params.json or class map at ``path`` is one mme synth wrote: a list or params.json whose
+    sha256 ``written`` (:func:`_lists_written`) records, or where it records none of that name (an earlier mme's),
+    a list of its videos (:func:`_lines_name_synths_videos`), a params.json of their records
+    (:func:`_records_synths_videos`); or its class names in its order."""
     try:
         if path.name == "classes.json":
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
-        if written is None:
-            return _lines_name_synths_videos(path)
-        return _sha256(path) in written.get(path.name, [])
+        if written is None or path.name not in written:
+            return _records_synths_videos(path) if path.name == "params.json" else _lines_name_synths_videos(path)
+        return _sha256(path) in written[path.name]
     except (DataError, OSError):  # unreadable, or no class map: a file of another's
         return False
 
 
-def _keep_others_lists(root: Path) -> dict[str, str]:
-    """Refuse, before any video is made, a folder holding lists or a class map that synth would replace and did not
-    write (a user's, of `mme lists`, a list of synth's edited); synth's own, of an earlier run into the folder of
-    any design, are replaced. Returns the sha256 of each of its lists there, to record with those it writes."""
+def _keep_others_files(root: Path) -> dict[str, str]:
+    """Refuse, before any video is made, a folder holding lists, a params.json or a class map that synth would
+    replace and did not write (a user's, of `mme lists`, a list of synth's edited); synth's own, of an earlier run
+    into the folder of any design, are replaced. Returns the sha256 of each of its :data:`RECORDED` files there, to
+    record with those it writes."""
     written = _lists_written(root)
-    others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json")
+    others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json", "params.json")
               if (root / name).is_file() and not _written_by_synth(root / name, written)]
     if others:
-        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists it "
-                          "wrote, nor its class names) and would replace; choose another folder, or move them")
-    return {f"{split}.txt": _sha256(root / f"{split}.txt") for split in SPLITS if (root / f"{split}.txt").is_file()}
+        raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists or "
+                          "parameters it wrote, nor its class names) and would replace; choose another folder, or "
+                          "move them")
+    return {name: _sha256(root / name) for name in RECORDED if (root / name).is_file()}
 
 
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
@@ -556,7 +572,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                      camera_jitter=camera_jitter, motion=motion, texture=texture, objects=objects)
     _check_design(d)
     root = check_output(out_dir, "out", folder=True)
-    found = _keep_others_lists(root)
+    found = _keep_others_files(root)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
@@ -585,16 +601,17 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                 saved = time.monotonic()
     atomic_write_text(progress, json.dumps(params))  # every video's record, should it stop before params.json
     lists = {split: root / f"{split}.txt" for split in SPLITS}
-    texts = {split: list_text(path, [ListEntry(rel, p["label"]) for rel, p in params.items() if p["split"] == split])
-             for split, path in lists.items()}
-    # The lists found and those written next are synth's, whichever it leaves should it stop between them
+    texts = {path.name: list_text(path, [ListEntry(rel, p["label"]) for rel, p in params.items()
+                                         if p["split"] == split]) for split, path in lists.items()}
+    texts["params.json"] = json.dumps(params, indent=1, sort_keys=True) + "\n"
+    # The files found and those written next are synth's, whichever it leaves should it stop between them
     atomic_write_text(root / LISTS_WRITTEN, json.dumps(
-        {path.name: sorted({found.get(path.name), hashlib.sha256(texts[split].encode()).hexdigest()} - {None})
-         for split, path in lists.items()}))
-    for split, path in lists.items():
-        atomic_write_text(path, texts[split])
+        {name: sorted({found.get(name), hashlib.sha256(texts[name].encode()).hexdigest()} - {None})
+         for name in RECORDED}))
+    for path in lists.values():
+        atomic_write_text(path, texts[path.name])
     write_classes(root / "classes.json", classes)
-    atomic_write_text(root / "params.json", json.dumps(params, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(root / "params.json", texts["params.json"])
     with removing(progress, "it holds a run's progress until its params.json, written now: the data is complete",
                   warn=True):
         progress.unlink(missing_ok=True)
