@@ -348,6 +348,28 @@ def test_a_probe_without_the_linear_probe_and_knn_is_refused_before_any_embeddin
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_seed_out_of_range_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """--seed 2**64 (argparse's count takes any whole number >= 0) embedded every split, then ended in torch's
+    ValueError traceback at the carved validation split (Overflow when unpacking long long); --seed goes through
+    check_seed, as mme demo's and mme synth's do."""
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--root", str(r), "--out", str(tmp_path / "p"),
+                 "--seed", str(2**64), "--workers", "0"]) == 1
+    assert capsys.readouterr().err == ("mme probe: error: --seed: a seed must be in [0, 2**63 - 1], got "
+                                       "18446744073709551616\n")
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(ConfigError, match=r"^--seed: a seed must be an integer, got 2\.5$"):
+        run_probe(ckpt, r / "train.txt", tmp_path / "p", seed=2.5, root=str(r), num_workers=0)
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("damage", ["cut", "gone", "both cut", "features cut, sidecar gone",
                                     "features gone, sidecar cut"])
 def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(damage, synth, tmp_path, caplog):

@@ -169,6 +169,23 @@ def test_a_picture_that_cannot_be_drawn_is_one_line_and_keeps_the_picture_there(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "t.gif", "t.png"]
 
 
+def test_a_seed_out_of_range_is_refused_before_any_work(tmp_path, capsys):
+    """--seed 2**64 (argparse's count takes any whole number >= 0) was taken, and with --checkpoint ended in torch's
+    ValueError traceback at the mask's draw (Overflow when unpacking long long), once the model was read; --seed
+    goes through check_seed, as mme demo's and mme synth's do."""
+    from mme.cli import main
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    out = tmp_path / "t.png"
+    assert main(["viz", str(video), "--out", str(out), "--seed", str(2**64), "--num-frames", "4", "--stride", "2",
+                 "--size", "64"]) == 1
+    assert capsys.readouterr().err == ("mme viz: error: --seed: a seed must be in [0, 2**63 - 1], got "
+                                       "18446744073709551616\n")
+    assert not out.exists()
+    with pytest.raises(MMEError, match=r"^--seed: a seed must be an integer, got True$"):
+        viz.draw_picture(str(video), out, seed=True)
+
+
 def test_viz_refuses_an_out_that_is_the_video_drawn_however_it_is_reached(tmp_path, capsys):
     """--out naming the video (itself, a symbolic link to it, a hard link) replaced the video with the picture,
     exit 0, and later runs read the drawing as the video."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import classification_report, top5_said
-from mme.utils import atomic_write_json, check_output
+from mme.utils import atomic_write_json, check_output, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     from mme.eval.features import check_decoding, embed, read_features, refuse_unowned
     from mme.train import distributed as dist
 
+    seed = check_seed(seed, "--seed")
     if not (linear or knn):
         raise ConfigError("--no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them "
                           "(mme embed makes the features alone)")

@@ -34,7 +34,7 @@ from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path, check_output, error_reason, literal, literal_text, writing
+from mme.utils import atomic_path, check_output, check_seed, error_reason, literal, literal_text, writing
 
 if TYPE_CHECKING:
     from mme.models.checkpoint import Checkpoint
@@ -560,6 +560,7 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
     kind = out.suffix.lower()
     if kind not in PICTURES:
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
+    seed = check_seed(seed, "--seed")
     check_output(out, "--out")
     _keep_what_is_read(out, video, checkpoint)
     _keep_others_file(out, overwrite)
