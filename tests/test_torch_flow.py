@@ -151,11 +151,32 @@ def test_extraction_on_a_device_that_is_not_there_is_a_clear_error():
     from mme.motion.extract import ExtractOptions
 
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--device cuda.*no CUDA device"):
+        with pytest.raises(ConfigError, match=r"^--device: 'cuda' requested but torch sees no CUDA device$"):
             ExtractOptions(flow="torch-lk", device="cuda")
-    with pytest.raises(ConfigError, match="--device 'gpu0' is not a device"):
+    with pytest.raises(ConfigError, match=r"^--device: 'gpu0' is not a device"):
         ExtractOptions(flow="torch-lk", device="gpu0")
     assert ExtractOptions(flow="torch-lk").batched and not ExtractOptions(flow="torch-lk", compensate=True).batched
+
+
+def test_extraction_checks_its_device_as_training_does(monkeypatch, tmp_path):
+    """ExtractOptions had a device check of its own: `mme extract --device auto`, which every other command takes,
+    was refused as no device, and `meta` (shapes without data), `cuda:N` past the GPUs torch sees or an `mps` it
+    does not were taken, to fail later. It checks with choose_device, as train.device and --device elsewhere are."""
+    from mme.motion import extract
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    used = []
+    monkeypatch.setattr(extract, "extract_video", lambda path, out_path, opts: used.append(opts.device))
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    report = extract.run(str(tmp_path / "list.txt"), str(tmp_path), str(tmp_path / "out"),
+                         extract.ExtractOptions(flow="torch-lk", device="auto"))
+    assert used == ["cpu"] and report["done"] == 1
+    with pytest.raises(ConfigError, match=r"^--device: 'meta' holds shapes without data, which no run trains on"):
+        extract.ExtractOptions(flow="torch-lk", device="meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"^--device: 'cuda:1' requested but torch sees 1 CUDA device\(s\)"):
+        extract.ExtractOptions(flow="torch-lk", device="cuda:1")
 
 
 def test_a_step_flow_refuses_what_only_worker_tracks_do():

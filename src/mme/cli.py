@@ -232,8 +232,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="recompute files that are already complete or were made with other settings (without it, "
                         "such files stop the run before any work)")
-    p.add_argument("--device", default="cpu", help="where the torch-lk flow runs, batched (cpu, cuda, cuda:1, ...); "
-                   "the other flows run on the CPU")
+    p.add_argument("--device", default="cpu", help="where the torch-lk flow runs, batched (cpu, auto, cuda, cuda:1, "
+                   "...); the other flows run on the CPU")
     _calls(p, "mme.motion.extract:extract_cache", outcome=lambda report: bool(report["failed"]))
 
 

@@ -78,9 +78,10 @@ class ExtractOptions:
     orientation: str = "coded"
     """The frames tracked: 'coded' or turned as 'display'ed (``data.orientation``, which training must match)."""
     device: str = "cpu"
-    """Where a flow of the training step (torch-lk) runs, batched over a chunk's frame pairs: cpu, cuda, cuda:1..
-    (cuda: a torchrun rank's own GPU, as in training, :func:`run`); the other flows, and torch-lk with compensation,
-    run one pair at a time on the CPU."""
+    """Where a flow of the training step (torch-lk) runs, batched over a chunk's frame pairs: auto, cpu, cuda,
+    cuda:1.., checked as training's ``train.device`` (:func:`~mme.train.precision.choose_device`; cuda: a torchrun
+    rank's own GPU, as in training, :func:`run`); the other flows, and torch-lk with compensation, run one pair at a
+    time on the CPU."""
 
     def __post_init__(self):
         for name, value, least in (("--length", self.length, 1), ("--short-side", self.short_side, 16),
@@ -94,12 +95,7 @@ class ExtractOptions:
         if self.flow not in METHODS:
             raise ConfigError(f"extract: --flow must be one of {list(METHODS)}, got {self.flow!r}")
         require_flow(self.flow, "extract: --flow")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as e:
-            raise ConfigError(f"extract: --device {self.device!r} is not a device (cpu, cuda, cuda:1, ...)") from e
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"extract: --device {self.device} asked for, but torch sees no CUDA device")
+        choose_device(self.device, option="--device")  # checked here, resolved by run (a bare cuda: the rank's GPU)
 
     @property
     def batched(self) -> bool:
