@@ -189,6 +189,25 @@ def file_identity(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
+def identity_or_none(path: str | Path) -> tuple[int, int] | None:
+    """:func:`file_identity`, None also where the path cannot be searched (through a file, a folder it may not
+    search)."""
+    try:
+        return file_identity(path)
+    except OSError:
+        return None
+
+
+def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None:
+    """A test of whether another path (None: none) names the file at ``path``, however either is reached (a symbolic
+    or hard link, another spelling: one :func:`identity_or_none`); None where nothing is at ``path``, so that a
+    writer that would replace nothing looks at no other path (a check's thousands of videos)."""
+    held = identity_or_none(path)
+    if held is None:
+        return None
+    return lambda other: other is not None and identity_or_none(other) == held
+
+
 def _locked_file(path: Path) -> int:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
     held it and it is gone since (replaced, or removed as stale), a new file's."""

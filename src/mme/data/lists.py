@@ -32,10 +32,11 @@ from mme.utils import (
     atomic_write_text,
     check_output,
     error_reason,
-    file_identity,
+    identity_or_none,
     in_workers,
     read_json_object,
     removing,
+    same_file_as,
     space_for,
     stat_identity,
 )
@@ -150,15 +151,6 @@ def video_identity(entry: ListEntry, root: str | Path) -> tuple[int, int] | str:
     however it is reached (a symlink, a hard link, a bind mount of its folder); else its :func:`real_path`."""
     found = identity_or_none(resolve(entry, root))
     return real_path(entry, root) if found is None else found
-
-
-def identity_or_none(path: str | Path) -> tuple[int, int] | None:
-    """:func:`mme.utils.file_identity`, None also where the path cannot be searched (through a file, a folder it may
-    not search)."""
-    try:
-        return file_identity(path)
-    except OSError:
-        return None
 
 
 def same_video(first: ListEntry, second: ListEntry, root: str | Path) -> str:
@@ -1409,15 +1401,15 @@ def _check_replaced(out: Path, overwrite: bool, list_files: list[str | Path],
     """Refuse a report that would replace a list the check reads or a video it lists (the same file however reached:
     a link, another spelling), or, unless ``overwrite``, a file that is not a check report (a user's notes).
     ``named``: how messages name the report (``--out OUT: its check.json`` for mme lists --check)."""
-    held = identity_or_none(out)
-    if held is None:
+    is_out = same_file_as(out)
+    if is_out is None:
         return
     named = named or f"--out {out}:"
     for list_file in list_files:
-        if identity_or_none(list_file) == held:
+        if is_out(list_file):
             raise ConfigError(f"{named} is the list {list_file}, which this check reads; write the report elsewhere")
     for video, _, list_file in listed:
-        if identity_or_none(video) == held:
+        if is_out(video):
             raise ConfigError(f"{named} is {video}, a video the list {list_file} names; write the report elsewhere")
     if not (overwrite or is_check_report(out)):
         raise ConfigError(f"{named} already holds a file mme check did not write (not a check report); give "

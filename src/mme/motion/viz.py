@@ -28,13 +28,21 @@ import numpy as np
 import torch
 
 from mme.data.dataset import DataConfig, Sample
-from mme.data.lists import identity_or_none
 from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
-from mme.utils import atomic_path, check_output, check_seed, error_reason, literal, literal_text, writing
+from mme.utils import (
+    atomic_path,
+    check_output,
+    check_seed,
+    error_reason,
+    literal,
+    literal_text,
+    same_file_as,
+    writing,
+)
 
 if TYPE_CHECKING:
     from mme.models.checkpoint import Checkpoint
@@ -509,11 +517,11 @@ PICTURES = (".png", ".gif", ".mp4")
 def _keep_what_is_read(out: Path, video: str, checkpoint: str | None) -> None:
     """Refuse an ``out`` that is the video drawn or the checkpoint read (the same file however reached: a link, a
     hard link, another spelling): the picture would replace it, and later runs read the drawing as a video."""
-    held = identity_or_none(out)
-    if held is None:
+    is_out = same_file_as(out)
+    if is_out is None:
         return
     for what, path in (("the video drawn", video), ("the checkpoint whose predictions are drawn", checkpoint)):
-        if path is not None and identity_or_none(path) == held:
+        if is_out(path):
             raise ConfigError(f"--out {out}: is {path}, {what}; write the picture elsewhere")
 
 
