@@ -234,6 +234,29 @@ def test_viz_replaces_its_own_picture_and_another_file_only_with_overwrite(tmp_p
                                             "elsewhere\n")
 
 
+def test_a_picture_of_vizs_is_told_from_one_opening(tmp_path, monkeypatch):
+    """Its mark and the digest of its frames are read from one opening of the file (an MP4 was opened twice)."""
+    from PIL import Image
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    opened = []
+
+    def counted(module):
+        real = module.open
+
+        def open_(*args, **kwargs):
+            opened.append(module.__name__)
+            return real(*args, **kwargs)
+        return open_
+
+    for name, module in (("t.mp4", av), ("t.png", Image)):
+        tracks_picture(str(video), tmp_path / name, num_frames=4, stride=2, size=64, length=2)
+        with monkeypatch.context() as m:
+            m.setattr(module, "open", counted(module))
+            assert viz._drawn_by_viz(tmp_path / name)
+    assert opened == ["av", "PIL.Image"]
+
+
 def test_a_picture_made_from_vizs_keeps_its_comment_and_is_not_taken_for_vizs(tmp_path, capsys):
     """A GIF made from viz's (every other frame, half size, saved by Pillow), an MP4 cut from viz's (its comment
     copied) and a PNG of viz's edited in place kept viz's mark: viz replaced the user's edit without --overwrite.

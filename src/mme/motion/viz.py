@@ -145,19 +145,30 @@ metadata), followed by the digest of its frames (:func:`_frames_digest`), by whi
 at ``--out`` from a file of the user's (:func:`_drawn_by_viz`)."""
 
 
-def _frames_digest(path: Path) -> str:
-    """sha256 of the frames the picture at ``path`` decodes to (a PNG's one, a GIF's or an MP4's each, with its
-    size): what viz's mark carries, so that a file made from one of its pictures (cut, resized, re-encoded), which
-    keeps its comment, is not taken for it."""
+@contextlib.contextmanager
+def _opened_picture(path: Path) -> Iterator[tuple[str | None, Iterator[np.ndarray]]]:
+    """The picture at ``path`` opened once: the comment of its header (a PNG's ``Comment`` text, a GIF's comment, an
+    MP4's ``comment`` metadata; None without one) and its frames (a PNG's one, a GIF's or an MP4's each), decoded as
+    they are taken."""
     from PIL import Image, ImageSequence
 
     with contextlib.ExitStack() as stack:
         if path.suffix.lower() == ".mp4":
             container = stack.enter_context(av.open(str(path)))
+            comment = container.metadata.get("comment")
             frames = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
         else:
             image = stack.enter_context(Image.open(path))
+            comment = image.info.get("Comment", image.info.get("comment"))
             frames = (np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(image))
+        yield comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment, frames
+
+
+def _frames_digest(path: Path) -> str:
+    """sha256 of the frames the picture at ``path`` decodes to (a PNG's one, a GIF's or an MP4's each, with its
+    size): what viz's mark carries, so that a file made from one of its pictures (cut, resized, re-encoded), which
+    keeps its comment, is not taken for it."""
+    with _opened_picture(path) as (_, frames):
         return _digest(frames)
 
 
@@ -533,15 +544,8 @@ def _drawn_by_viz(path: Path) -> bool:
     from PIL import Image
 
     try:
-        if path.suffix.lower() == ".mp4":
-            with av.open(str(path)) as container:
-                mark = container.metadata.get("comment")
-        else:
-            with Image.open(path) as image:
-                mark = image.info.get("Comment", image.info.get("comment"))
-        if isinstance(mark, bytes):
-            mark = mark.decode("utf-8", "replace")
-        return isinstance(mark, str) and mark.startswith(DRAWN_BY) and mark == f"{DRAWN_BY} {_frames_digest(path)}"
+        with _opened_picture(path) as (mark, frames):
+            return isinstance(mark, str) and mark.startswith(DRAWN_BY) and mark == f"{DRAWN_BY} {_digest(frames)}"
     except (OSError, ValueError, av.FFmpegError, Image.DecompressionBombError):
         return False
 
