@@ -235,6 +235,24 @@ def test_synth_refuses_a_params_json_it_did_not_write_and_replaces_its_own(tmp_p
     assert (own / "params.json").read_text() == users
 
 
+def test_a_rerun_hashes_each_file_it_judges_once(tmp_path, monkeypatch):
+    """Judging the lists and params.json a rerun finds hashed each list twice (to judge it, then to record it)."""
+    import mme.data.synth as synth
+
+    small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
+    generate_synth(tmp_path, **small)
+    hashed, sha256 = [], synth._sha256
+
+    def counted(path):
+        hashed.append(path.name)
+        return sha256(path)
+
+    monkeypatch.setattr(synth, "_sha256", counted)
+    generate_synth(tmp_path, **small)
+    assert sorted(name for name in hashed if not name.endswith(".mp4")) == ["params.json", "test.txt", "train.txt",
+                                                                           "val.txt"]
+
+
 def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply(tmp_path, monkeypatch):
     """A list whose every line is one of synth's videos counted as synth's: a hand-picked test.txt (a subset of its
     videos) or a train.txt with a comment line of the user's was replaced without a word. A list is synth's where

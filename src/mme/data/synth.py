@@ -521,20 +521,31 @@ def _records_synths_videos(path: Path) -> bool:
                               for rel, p in made.items())
 
 
-def _written_by_synth(path: Path, written: dict[str, list[str]] | None) -> bool:
+def _written_by_synth(path: Path, written: dict[str, list[str]] | None, digest: str | None) -> bool:
     """Whether the list, params.json or class map at ``path`` is one mme synth wrote: a list or params.json whose
-    sha256 ``written`` (:func:`_lists_written`) records, or where it records none of that name (an earlier mme's),
-    a list of its videos (:func:`_lines_name_synths_videos`), a params.json of their records
-    (:func:`_records_synths_videos`); or its class names in its order."""
+    sha256 ``digest`` (None: unreadable) ``written`` (:func:`_lists_written`) records, or where it records none of
+    that name (an earlier mme's), a list of its videos (:func:`_lines_name_synths_videos`), a params.json of their
+    records (:func:`_records_synths_videos`); or its class names in its order."""
     try:
         if path.name == "classes.json":
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
         if written is None or path.name not in written:
             return _records_synths_videos(path) if path.name == "params.json" else _lines_name_synths_videos(path)
-        return _sha256(path) in written[path.name]
+        return digest in written[path.name]
     except (DataError, OSError):  # unreadable, or no class map: a file of another's
         return False
+
+
+def _readable_digests(root: Path) -> dict[str, str]:
+    """The sha256 of each :data:`RECORDED` file in ``root`` that is there, a regular file (not a FIFO, whose read
+    would wait), and can be read."""
+    digests = {}
+    for name in RECORDED:
+        with contextlib.suppress(OSError):
+            if (root / name).is_file():
+                digests[name] = _sha256(root / name)
+    return digests
 
 
 def _keep_others_files(root: Path) -> dict[str, str]:
@@ -542,14 +553,14 @@ def _keep_others_files(root: Path) -> dict[str, str]:
     replace and did not write (a user's, of `mme lists`, a list of synth's edited); synth's own, of an earlier run
     into the folder of any design, are replaced. Returns the sha256 of each of its :data:`RECORDED` files there, to
     record with those it writes."""
-    written = _lists_written(root)
+    written, digests = _lists_written(root), _readable_digests(root)
     others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json", "params.json")
-              if (root / name).is_file() and not _written_by_synth(root / name, written)]
+              if (root / name).is_file() and not _written_by_synth(root / name, written, digests.get(name))]
     if others:
         raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists or "
                           "parameters it wrote, nor its class names) and would replace; choose another folder, or "
                           "move them")
-    return {name: _sha256(root / name) for name in RECORDED if (root / name).is_file()}
+    return digests
 
 
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
