@@ -1412,6 +1412,24 @@ def test_lists_check_after_writing(videos, tmp_path, capsys):
                      "--root", str(videos)]) == 0
 
 
+def test_lists_check_judges_its_reports_place_once(videos, tmp_path, monkeypatch):
+    """`mme lists --check` judged its check.json's place before writing its lists, then again in the check."""
+    from mme.data import lists
+
+    (tmp_path / "v" / "a").mkdir(parents=True)
+    shutil.copy(videos / "a/good.mp4", tmp_path / "v" / "a" / "good.mp4")
+    judged, judge = [], lists._check_replaced
+
+    def counted(out, *args, **kwargs):
+        judged.append(out)
+        judge(out, *args, **kwargs)
+
+    monkeypatch.setattr(lists, "_check_replaced", counted)
+    assert cli_main(["lists", "folder", str(tmp_path / "v"), "--out", str(tmp_path / "lists"), "--check"]) == 0
+    assert judged == [tmp_path / "lists" / "check.json"]
+    assert json.loads((tmp_path / "lists" / "check.json").read_text())["counts"] == {"ok": 1}
+
+
 def test_check_names_videos_listed_more_than_once_and_refuses_a_bad_out_first(videos, tmp_path):
     """Repeated videos are checked once, and the report says which: twice in a list, with two labels, or in two
     lists (a video in both train and test). An --out that is a folder is refused before any video is decoded."""

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 
@@ -1345,6 +1346,23 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
+    read = _read_lists(list_files, root)
+    _check_replaced(Path(report_path), overwrite, list_files, read.listed)
+    return _check_read(list_files, root, report_path, read, min_frames, workers, index_dir, decode_threads)
+
+
+class _ReadLists(NamedTuple):
+    """The lines of the lists a check reads (:func:`_read_lists`)."""
+
+    entries_of: dict[str | Path, list[ListEntry]]
+    bad_lines: list[dict]
+    """The report's line of each bad one."""
+    listed: list[tuple[str, int | None, str]]
+    """Each entry as (video under the root, label, list file)."""
+
+
+def _read_lists(list_files: list[str | Path], root: str | Path) -> _ReadLists:
+    """The lines of the lists a check reads, their relative paths from ``root``."""
     bad_lines, listed, entries_of = [], [], {}
     for list_file in list_files:
         entries, bad = read_list(list_file, strict=False)
@@ -1352,7 +1370,13 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
         bad_lines += [{"path": f"{b.list_file}:{b.line_no}", "status": "bad list line", "reason": b.reason}
                       for b in bad]
         listed += [(resolve(e, root), e.label, str(list_file)) for e in entries]
-    _check_replaced(Path(report_path), overwrite, list_files, listed)
+    return _ReadLists(entries_of, bad_lines, listed)
+
+
+def _check_read(list_files: list[str | Path], root: str | Path, report_path: str | Path, read: _ReadLists,
+                min_frames: int, workers: int, index_dir: str | Path | None, decode_threads: int) -> dict:
+    """:func:`check_lists` of the lists :func:`_read_lists` ``read``, its report's place judged."""
+    entries_of, bad_lines, listed = read
     first = {}  # each file (by its real path, so './a.mp4' and 'x/../a.mp4' are 'a.mp4') -> its first spelling
     for path, _, _ in listed:
         first.setdefault(os.path.realpath(path), path)
@@ -1474,6 +1498,6 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
                                                        named=f"--out {out_dir}: its check.json") if check else None)
     if not check:
         return {"lists": written, "check": None}
-    report = check_lists(list(written.values()), root, report_path, min_frames, workers,
-                         decode_threads=decode_threads, overwrite=True)  # (judged before any list was written)
+    lists = list(written.values())  # the report's place judged before any list was written
+    report = _check_read(lists, root, report_path, _read_lists(lists, root), min_frames, workers, None, decode_threads)
     return {"lists": written, "check": report}
