@@ -409,6 +409,29 @@ def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(dam
     assert json.loads((probe / "probe.json").read_text()) == first
 
 
+def test_a_probe_judges_each_features_file_once(synth, tmp_path, monkeypatch):
+    """mme probe judged whether its features files were mme embed's before any embedding, then embed judged each
+    again (its sidecar read again); embed is told they were judged."""
+    from mme.eval import features
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    judged, judge = [], features.refuse_unowned
+
+    def counted(out, *args, **kwargs):
+        judged.append(out.name)
+        judge(out, *args, **kwargs)
+
+    monkeypatch.setattr(features, "refuse_unowned", counted)
+    r = synth.root
+    run_probe(ckpt, r / "train.txt", tmp_path / "p", test_list=str(r / "test.txt"), root=str(r), stride=2, k=3,
+              num_workers=0, precision="fp32")
+    assert judged == ["train.safetensors", "test.safetensors"]
+
+
 def test_a_probe_refuses_files_of_the_users_in_its_features_folder_before_any_embedding(synth, tmp_path):
     """mme probe embedded with --overwrite into OUT/features/, so a user's own features/train.safetensors (another
     encoder's, no sidecar) was replaced without a word. Only mme embed's files there (its cache, or damaged ones)

@@ -400,35 +400,30 @@ def _written_by_embed(out: Path, sidecar: bytes | None) -> bool:
     return isinstance(info, dict) and isinstance(info.get("job"), dict)
 
 
-def unowned_files(out: Path, tokens: bool = False) -> list[Path]:
+def _unowned_files(out: Path, tokens: bool = False) -> list[Path]:
     """The files at ``out`` (the features file, its sidecar and, a ``.npy`` with ``tokens``, its token grids) that
-    mme embed did not write. They are an earlier mme embed's where the sidecar is one (the grids where it records
-    them), or where a job's partial folder is (a job begun there, which a rerun resumes), or where its sidecar is
-    damaged or gone beside features mme embed wrote (:func:`_sidecar_damage`); any other file of those names is
-    the user's."""
+    mme embed did not write, its sidecar whole or not there beside features of the user's (:func:`refuse_unowned`
+    takes damaged ones first). They are an earlier mme embed's where the sidecar is one (the grids where it records
+    them), or where a job's partial folder is (a job begun there, which a rerun resumes); any other file of those
+    names is the user's."""
     side = _sidecar_file(out)
     present = [p for p in (out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])) if p.exists()]
-    if not present or (out.with_name(out.name + ".partial") / "job.json").is_file() or _sidecar_damage(out):
+    if not present or (out.with_name(out.name + ".partial") / "job.json").is_file():
         return []
     earlier = _embed_sidecar(out)
     ours = set() if earlier is None else {out, side, *([_tokens_file(out)] if earlier.get("tokens") else [])}
     return [p for p in present if p not in ours]
 
 
-def _check_replaced(out: Path, tokens: bool, overwrite: bool) -> None:
-    """Refuse, unless ``overwrite``, to replace files at ``out`` that mme embed did not write
-    (:func:`refuse_unowned`); mme embed's own with a damaged or missing sidecar are warned about and made again."""
-    if damage := _sidecar_damage(out):  # (mme embed's own files: unowned_files would find none)
-        log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
-        return
-    refuse_unowned(out, tokens, overwrite)
-
-
 def refuse_unowned(out: Path, tokens: bool = False, overwrite: bool = False, probe_out: Path | None = None) -> None:
     """Unless ``overwrite``, a ConfigError naming the files at ``out`` that mme embed did not write
-    (:func:`unowned_files`), before any embedding. ``probe_out``: the --out of mme probe, in whose features/ folder
-    ``out`` is (mme probe has no --overwrite: the way on is to move them)."""
-    theirs = unowned_files(out, tokens)
+    (:func:`_unowned_files`), before any embedding; mme embed's own with a damaged or missing sidecar
+    (:func:`_sidecar_damage`) are warned about and made again. ``probe_out``: the --out of mme probe, in whose
+    features/ folder ``out`` is (mme probe has no --overwrite: the way on is to move them)."""
+    if damage := _sidecar_damage(out):
+        log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
+        return
+    theirs = _unowned_files(out, tokens)
     if not theirs or overwrite:
         return
     names = ", ".join(p.name for p in theirs)
@@ -574,8 +569,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
           orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
-          num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True
-          ) -> Path:
+          num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True,
+          judged: bool = False) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -586,7 +581,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
     that a long video's views seek from its first read; ``img_size`` / ``num_frames``: the clip the encoder is built
     for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
-    Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`_check_replaced`)."""
+    Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
+    ``judged``: they were judged so already (mme probe judges its features files before it embeds any split)."""
     from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
@@ -600,7 +596,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
     on = check_decoding(backend, device)
     check_output(out, "--out")
-    _check_replaced(out, tokens, overwrite)
+    if not judged:
+        refuse_unowned(out, tokens, overwrite)
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
         if not any(Path(index_dir).iterdir()):

@@ -232,7 +232,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         refuse_unowned(path, probe_out=out_dir)
     data, info = {}, {}
     for split, path in features.items():
-        embed(checkpoint, splits[split], path, **embed_kwargs)
+        embed(checkpoint, splits[split], path, judged=True, **embed_kwargs)
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
