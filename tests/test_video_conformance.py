@@ -917,3 +917,20 @@ def test_a_file_with_fewer_frames_than_packets_is_decoded_once_on_one_thread_whe
     index = pyav_reader._make_index(str(path))
     assert (index.mode, index.num_frames, index.packets) == ("sequential", 30, 33)
     assert len(decoded) == 30
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_reads_in_order_of_a_sequential_file_decode_on_at_any_threads(corpus, tmp_path, decoded, threads):
+    """An Xvid AVI with not-coded frames (read by counting) read in 6 clips of 5 frames in order by one reader, as a
+    test view reads. Each read continues the previous one's decode; on FFmpeg's automatic threads (0, open_video's
+    default and a valid data.decode_threads) every read reopened the file and decoded from frame 0 (105 frames
+    decoded for 30), since a started decoder reports the count 0 resolved to, never 0."""
+    path = tmp_path / "not_coded.avi"
+    shutil.copyfile(corpus["mpeg4_not_coded.avi"], path)
+    ref = decode_all(path)
+    with open_video(path, threads=threads) as reader:
+        assert reader.seeking == "sequential"
+        decoded.clear()
+        for start in range(0, 30, 5):
+            np.testing.assert_array_equal(reader.read(np.arange(start, start + 5)), ref[start:start + 5])
+    assert len(decoded) == 30

@@ -387,9 +387,10 @@ class PyAVReader(VideoReader):
         ctx = None if self._stream is None else self._stream.codec_context  # None: no decoder (refused by __init__)
         if ctx is not None and self._hwaccel is not None and not ctx.is_hwaccel:
             _cpu_fallback(ctx.name, self.path)
+        self._opened_threads = self._decoder_threads()  # as set: once started, PyAV reports 0's resolved count
         if self._stream is not None:
             self._stream.thread_type = "AUTO"
-            self._stream.thread_count = self._decoder_threads()
+            self._stream.thread_count = self._opened_threads
             self._start_decode(0)
 
     def _decoder_threads(self) -> int:
@@ -572,7 +573,7 @@ class PyAVReader(VideoReader):
         frame carries the index's next timestamp, which proves it, as a read by seek does; at the first that does
         not, or a decode that ends before the index's last frame, the file turns sequential and None is returned
         (the decode goes on to ``indices[-1]`` all the same, for ``damaged``)."""
-        if self._pos is None or self._pos > indices[0] or self._stream.thread_count != self._decoder_threads():
+        if self._pos is None or self._pos > indices[0] or self._opened_threads != self._decoder_threads():
             self._open()  # (the file was found to need one thread since the decode began)
         out, index, why = FrameBuffer(indices, each), self._index, None
         for frame in self._frames:
