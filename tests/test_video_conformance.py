@@ -15,6 +15,7 @@ import pytest
 import torch
 from videos import (
     CORPUS,
+    H264_GOP,
     affine_video,
     conformance_corpus,
     cut_mid_gop,
@@ -387,6 +388,50 @@ def test_check_names_a_file_with_frames_decoded_with_errors(tmp_path):
     check = check_video(damaged)
     assert (check["status"], check["frames"], check["damaged"]) == ("damaged", 30, [5])
     assert check["reason"].startswith("FFmpeg decoded 1 frame with errors and concealed them: [5]")
+
+
+
+def decode_on_one_thread(path) -> np.ndarray:
+    """Every frame of FFmpeg's sequential decode on one thread (the reference where frames are concealed: frame
+    threads conceal otherwise)."""
+    with av.open(str(path)) as c:
+        c.streams.video[0].thread_count = 1
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)])
+
+
+@pytest.mark.parametrize("name,options,timing", [("b_frames.mp4", H264_GOP, "vfr"),
+                                                 ("no_b_frames.mkv", {**H264_GOP, "bf": "0"}, "cfr")])
+def test_a_file_with_a_frame_ffmpeg_conceals_is_read_as_its_sequential_decode_by_every_read(tmp_path, name, options,
+                                                                                           timing):
+    """H.264 (40 frames), with and without B-frames, 16 bytes in the middle of its last packet's data inverted: no
+    decode error, FFmpeg conceals the damage and flags the frame. The first read of the last frames decoded from
+    the start, as the sequential decode; the same read again sought the keyframe before them, and FFmpeg concealed
+    otherwise: another frame i (up to 7 levels apart here), silently, and `mme check` (which compares only probe
+    frames and keyframes read by seek) left the file read by seek. Now a frame flagged as concealed turns the file
+    sequential, in a read and in `mme check`."""
+    frames, _ = affine_video(40, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    clean = write_corpus_file(tmp_path / name, frames, "libx264", options, timing, "yuv420p", None)
+    with av.open(str(clean)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][-1]
+    data = bytearray(clean.read_bytes())
+    data[pos + size // 2:pos + size // 2 + 16] = bytes(b ^ 0xFF for b in data[pos + size // 2:pos + size // 2 + 16])
+    src = tmp_path / f"damaged_{name}"
+    src.write_bytes(bytes(data))
+    ref = decode_on_one_thread(src)
+    last = np.arange(len(ref) - 4, len(ref))
+    path = shutil.copyfile(src, tmp_path / f"read_{name}")
+    with open_video(path, threads=1) as reader:
+        assert reader.num_frames == len(ref)
+        for idx in (last, last, last[2:], [len(ref) - 9, len(ref) - 2]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {list(idx)}")
+        assert reader.seeking == "sequential"
+        assert reader.seeking_reason.startswith("FFmpeg concealed errors in frame ")
+    path = shutil.copyfile(src, tmp_path / f"check_{name}")
+    check = check_video(path, threads=1)
+    assert (check["status"], check["seeking"], check["frames"]) == ("damaged", "sequential", len(ref))
+    with open_video(path, threads=1) as reader:  # after the check, in the same process
+        for idx in (last, last[::-1]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {list(idx)}")
 
 
 def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):

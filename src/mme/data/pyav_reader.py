@@ -23,7 +23,8 @@ process (cached by path, size and mtime) and keeps its verdict with the index:
   last one. So the first read of a file decodes from the start, and a packet that decodes to no frame cannot
   shift a later read: the read that crosses it finds a timestamp missing. After a seek, a frame carrying a
   keyframe's timestamp must also be an intra frame: some demuxers label the frames after a seek with their
-  neighbours' timestamps.
+  neighbours' timestamps. A frame FFmpeg flags as decoded with errors, which it conceals from the frames decoded
+  before it, turns the file sequential: a read by seek, from a keyframe, conceals otherwise.
 - *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
   one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
   turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
@@ -525,6 +526,9 @@ class PyAVReader(VideoReader):
                 self._distrust(f"after a seek, frame {pos} came out with the timestamp of a keyframe ({frame.pts}) "
                                f"but is not an intra frame")
                 return False
+            if frame.is_corrupt:
+                self._distrust(_concealed(pos))
+                return False
             index.proven = max(index.proven, pos + 1)
             if pos in out.slot:
                 out.put(pos, self._to_rgb(frame))
@@ -609,8 +613,9 @@ class PyAVReader(VideoReader):
         with the same frame read alone by seeking, from a freshly opened container as a dataset item reads it (a
         difference turns the file sequential too). Returns its frames, packets, seeking and reason,
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
-        conceals differently with other decoder threads, and ``display``: the file's display matrix (phone
-        videos; None without), which reads apply only with ``data.orientation=display``."""
+        conceals differently with other decoder threads and from another start (such a file turns sequential), and
+        ``display``: the file's display matrix (phone videos; None without), which reads apply only with
+        ``data.orientation=display``."""
         damaged: set[int] = set()
         index = self._index
         idx = np.array([self.num_frames - 1])
@@ -624,6 +629,8 @@ class PyAVReader(VideoReader):
             counted = self._read_counting(idx, damaged, prove=self.count_may_change)
             if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
                 self._read_counting(np.array([self.num_frames - 1]), damaged)
+            if damaged and index.mode == "seek":
+                self._distrust(_concealed(min(damaged)))
         except av.error.FFmpegError as e:
             self._pos, self._at_end = None, True
             raise video_error(self.path, "decode error", e) from e
@@ -657,6 +664,13 @@ class PyAVReader(VideoReader):
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
+
+
+def _concealed(pos: int) -> str:
+    """Why a file with frame ``pos`` decoded with errors is read by counting: FFmpeg conceals the errors from the
+    frames decoded before it, so a read by seek, from a keyframe, conceals them otherwise than the decode from the
+    start (a damaged last packet: up to 21 levels apart)."""
+    return f"FFmpeg concealed errors in frame {pos}, which a decode from another start conceals otherwise"
 
 
 @dataclass
@@ -796,16 +810,17 @@ INDEX_VERSION = 13
 """Of the stored index; 13: a decode passes over a decode error on the last packet with data and flushes the frames the
 decoder holds for reordering, as ``ffmpeg`` does, and a file whose decode on one thread did so is decoded on one thread
 (``one_thread``, stored; 12 ended the decode at the error: a file whose last packet is damaged, with B-frames, was
-counted and read without the frames held, 27 where ``ffmpeg`` decodes 29), and a file's count is decided by one decode,
-on one thread (12 decoded on frame threads first, and on one thread where that failed or gave fewer frames than
-packets); 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg lists first
-(:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame); 11: where a
-read finds a file's index contradicted, its count is decided as at indexing (on one thread where the decode on frame
-threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's automatic threads: on a many-core
-machine, a file damaged in its last packets turned sequential with the frames before the damage, where on one thread the
-count failed and the file kept its index); 10: where the decode at indexing on frame threads fails, ends as at a cut end
-or gives fewer frames than packets, a decode on one thread gives the verdict (9 took the threads' verdict, which
-depended on the machine's cores: damage in a file's last packets was its cut end on a many-core machine, read by
+counted and read without the frames held, 27 where ``ffmpeg`` decodes 29), a file with a frame FFmpeg decodes with
+errors and conceals is read by counting (12 read it by seek, where a seek concealed otherwise), and a file's count is
+decided by one decode, on one thread (12 decoded on frame threads first, and on one thread where that failed or gave
+fewer frames than packets); 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg
+lists first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame);
+11: where a read finds a file's index contradicted, its count is decided as at indexing (on one thread where the decode
+on frame threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's automatic threads: on a
+many-core machine, a file damaged in its last packets turned sequential with the frames before the damage, where on one
+thread the count failed and the file kept its index); 10: where the decode at indexing on frame threads fails, ends as
+at a cut end or gives fewer frames than packets, a decode on one thread gives the verdict (9 took the threads' verdict,
+which depended on the machine's cores: damage in a file's last packets was its cut end on a many-core machine, read by
 counting the frames before it, and `unreadable` on a 2-core one); 9: a file whose decode at indexing fails is unreadable
 (8 kept its packets' count, read by seek, and every read past the failure failed), and an H.264 packet without a picture
 goes to the decoder as it is where the last NAL unit the decoder reads when it may skip frames is an end of sequence and
