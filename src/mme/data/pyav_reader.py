@@ -1170,6 +1170,7 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
     out, so damage in a file's last packets read as its cut end (:func:`_decode`) or as nothing with more threads
     (cores) and as a decode error with fewer; and a decode on frame threads first, trusted where it met no error and
     gave as many frames as ``packets`` (the demux's count), decoded twice every file with fewer frames than packets.
+    One thread also costs less CPU than frame threads, if more wall time for one file alone (docs/data.md).
     A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
     the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
     timestamps, cut_end = [], []
