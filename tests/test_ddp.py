@@ -418,7 +418,8 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
 
 def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(synth, tmp_path):
     """A rank whose loader failed (its videos damaged, here rank 1's copy of them) stopped alone, and the others died
-    in their next collective, DDP's in the forward, of gloo's lost connection."""
+    in their next collective, DDP's in the forward, of gloo's lost connection. The ranks agree on it once a step,
+    before its last micro-batch: rank 1 fails on its first, while rank 0 trains on it without a collective."""
     for line in Path(synth[0].split("=", 1)[1]).read_text().splitlines():
         (tmp_path / "damaged" / line.split()[0]).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "damaged" / line.split()[0]).write_bytes(b"not a video")
@@ -431,7 +432,8 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
         "sys.exit(cli.main(args))\n")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
-                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)],
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2",
+                           "train.accum_steps=2", FP32)],
                           capture_output=True, text=True, timeout=300)
     ends = _ends(proc.stderr, "pretrain")
     said = next((ln.split(": error: ", 1)[1] for ln in ends if ln.startswith("mme pretrain (rank 1): error: ")), "")

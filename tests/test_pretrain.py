@@ -143,6 +143,57 @@ def test_gradient_accumulation_equals_the_big_batch(synth, tmp_path):
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
 
 
+def test_a_step_agrees_once_and_copies_its_metrics_to_the_host_once_whatever_its_micro_batches(synth, tmp_path,
+                                                                                                 monkeypatch):
+    """train_step agreed on a data failure (a collective) and copied every metric to the host (a GPU sync) on every
+    micro-batch; now once a step, logging the same values: the float64 mean of the micro-batches' own."""
+    from mme.train import distributed as dist
+    from mme.train import loop
+    from mme.train import pretrain as pretraining
+
+    counted = {"any_true": 0, "item": 0}
+    real_any_true, real_item, real_step, real_forward = dist.any_true, torch.Tensor.item, loop.train_step, \
+        pretraining._forward
+    per_step, losses = [], []
+
+    def any_true(*args):
+        counted["any_true"] += 1
+        return real_any_true(*args)
+
+    def item(self):
+        counted["item"] += 1
+        return real_item(self)
+
+    def step(run, stream):
+        before = dict(counted)
+        metrics = real_step(run, stream)
+        per_step.append({k: counted[k] - before[k] for k in counted})
+        return metrics
+
+    def forward(run, inputs):
+        loss, values = real_forward(run, inputs)
+        losses.append(loss.detach().clone())
+        return loss, values
+
+    monkeypatch.setattr(dist, "any_true", any_true)
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(pretraining, "_forward", forward)
+    counts = {}
+    for accum in (1, 4):
+        per_step.clear(), losses.clear()
+        result = run("tiny_cpu_pixel", synth, tmp_path / f"accum{accum}", "train.steps=2", "train.batch_size=2",
+                     f"train.accum_steps={accum}", FP32)
+        counts[accum] = list(per_step)
+        assert [c["any_true"] for c in per_step] == [2, 2]  # the data's agreement and update's (a skip)
+        for step_losses, record in zip((losses[:accum], losses[accum:]), result.history, strict=True):
+            mean = 0.0
+            for loss in step_losses:  # what the loop summed in Python floats
+                mean += real_item(loss) / accum
+            assert record["loss"] == mean
+    assert counts[4] == counts[1]
+
+
 @pytest.mark.parametrize("device,precision", [
     ("cpu", "bf16"),
     pytest.param("cuda", "bf16", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),

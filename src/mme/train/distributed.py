@@ -178,13 +178,16 @@ def check_start_step(step: int, device: torch.device) -> None:
 
 
 @rank_lost_said()
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalar metrics over ranks (for logging)."""
-    if get_world_size() == 1 or not values:
-        return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return dict(zip(values, (t / get_world_size()).tolist()))
+def mean_over_ranks(values: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    """Scalar metric tensors averaged over ranks (for logging), in float64, as floats: one all-reduce and one copy to
+    the host for all of them."""
+    if not values:
+        return {}
+    t = torch.stack([v.to(device=device, dtype=torch.float64) for v in values.values()])
+    if get_world_size() > 1:
+        dist.all_reduce(t)
+        t = t / get_world_size()
+    return dict(zip(values, t.tolist()))
 
 
 @rank_lost_said()

@@ -127,11 +127,15 @@ def seed_dropout(seed: int, step: int, micro_batch: int) -> None:
 def train_step(run: Run, stream: Iterator) -> dict[str, float]:
     """One optimizer step over ``accum_steps`` micro-batches (DDP's gradient all-reduce only on the last). Returns
     the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
-    on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches."""
+    on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches.
+
+    The ranks agree on a data failure once per step, before the last micro-batch (:func:`data_failed_together`),
+    and the metrics stay tensors on the device until the step's one copy of them to the host
+    (:func:`~mme.train.distributed.mean_over_ranks`)."""
     t = run.cfg.train
     ddp = isinstance(run.step_model, nn.parallel.DistributedDataParallel)
     run.optimizer.zero_grad(set_to_none=True)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     waited = 0.0
     for k in range(t.accum_steps):
         tic = time.perf_counter()
@@ -141,25 +145,36 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
         except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
             failed = e
         waited += time.perf_counter() - tic
-        if dist.any_true(failed is not None, run.device):
-            dist.raise_together(failed)
+        sync = k == t.accum_steps - 1
+        if sync or failed is not None:
+            data_failed_together(failed, run.device)
         inputs = run.job.inputs(run, batch, epoch, k)
         seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
-        sync = k == t.accum_steps - 1
-        with dist.rank_lost_said():  # DDP's collectives: the all-reduce in the backward, a broadcast of buffers
+        with dist.rank_lost_said():  # DDP's collective: the all-reduce in the last micro-batch's backward
             with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
                     autocast(run.precision, run.device):
                 loss, values = run.job.forward(run, inputs)
             run.scaler.scale(loss * (1.0 / t.accum_steps)).backward()
-        for key, v in {"loss": loss, **values}.items():
-            sums[key] = sums.get(key, 0.0) + v.item() / t.accum_steps
+        for key, v in {"loss": loss, **values}.items():  # float64, as the sum of Python floats it replaced
+            share = v.detach().double() / t.accum_steps
+            sums[key] = sums[key] + share if key in sums else share
     run.position = {"epoch": epoch + 1, "batch": 0} if i + 1 >= run.batches_per_epoch else \
         {"epoch": epoch, "batch": i + 1}
+    metrics = dist.mean_over_ranks(sums, run.device)
     grad_norm, skipped, overflow = update(run.model, run.optimizer, run.scaler, run.cfg.optim.clip_grad,
-                                          math.isfinite(sums["loss"]))
+                                          math.isfinite(metrics["loss"]))  # (the mean: finite on every rank)
     scaler = {"grad_overflow": float(overflow)} if run.scaler.is_enabled() else {}
-    return {**dist.mean_over_ranks(sums, run.device), "grad_norm": grad_norm, "skipped": float(skipped), **scaler,
-            "data_wait_s": waited}
+    return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), **scaler, "data_wait_s": waited}
+
+
+def data_failed_together(failed: MMEError | None, device: torch.device) -> None:
+    """Stop every rank with the data failure of any (:func:`~mme.train.distributed.raise_together`). Called once
+    per step, before the last micro-batch's forward, and by a rank at its failure: the micro-batches before the
+    last run under DDP's ``no_sync`` without a collective (its buffers are not broadcast:
+    :func:`~mme.train.engine.build_step`), so a rank that failed on an earlier one meets the others there, and
+    none has begun the backward's all-reduce."""
+    if dist.any_true(failed is not None, device):
+        dist.raise_together(failed)
 
 
 def count_nonfinite(in_a_row: int, metrics: dict) -> int:
