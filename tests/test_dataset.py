@@ -531,3 +531,32 @@ def test_loader_workers_reuse_the_memory_of_the_last_item(tmp_path, context):
         assert done.returncode == 0, done.stderr[-2000:]
         faults[start] = json.loads(done.stdout.strip().splitlines()[-1])
     assert max(faults["start_workers"]) < 100 and min(faults["plain"]) > 500, faults
+
+
+@pytest.mark.parametrize("text, said", [
+    ("DataLoader worker (pid(s) 4242) exited unexpectedly", True),
+    ("DataLoader worker (pid(s) 4242, 4243) exited unexpectedly", True),
+    ("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):", False)])
+def test_a_dead_loader_worker_is_one_line_where_torch_lists_no_worker_processes(text, said):
+    """How a dead worker ended is read from torch's private ``_workers`` of the loader's iterator; an iterator without
+    that list (another torch version) left torch's own error of the death as it was, a traceback: it is one line now,
+    and an error that is no death (a worker's own) still passes as it is."""
+    from mme.data.dataset import _batches
+    from mme.errors import ProcessLost
+
+    class Batches:  # a multi-process loader's iterator of a torch that keeps its workers elsewhere
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            raise RuntimeError(text)
+
+    with pytest.raises(ProcessLost if said else RuntimeError) as info:
+        next(_batches(Batches()))
+    if said:
+        assert str(info.value) == (
+            f"{text} (how, this version of torch does not say): where the out-of-memory killer ended it, lower "
+            "data.num_workers (mme embed and probe: --workers) or the batch size")
+        assert str(info.value.__cause__) == text
+    else:
+        assert str(info.value) == text

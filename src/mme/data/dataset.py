@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from typing import ClassVar
 
 import cv2
@@ -252,17 +253,25 @@ def _batches(batches: Iterator) -> Iterator:
             return
         except (RuntimeError, EOFError, ConnectionError) as e:
             # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker still exits)
-            died = _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0)
+            died = _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
             if died is None:
                 raise
             raise died from e
         yield batch
 
 
-def _dead_worker(batches: Iterator, wait_s: float) -> ProcessLost | None:
-    """The first of the loader iterator's worker processes (torch's ``_workers``, by worker id) that ended, waited
-    for up to ``wait_s``, as a ProcessLost saying how (:data:`WORKER_DEATHS`); None while all live."""
-    workers = getattr(batches, "_workers", [])
+def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | None:
+    """The first of the loader iterator's worker processes that ended, waited for up to ``wait_s``, as a ProcessLost
+    saying how (:data:`WORKER_DEATHS`); None while all live. Torch names them nowhere public: this reads its
+    iterator's ``_workers`` (by worker id), and where a torch version has no such list of processes, falls back on
+    torch's own ``error``: its "DataLoader worker (pid(s) N) exited unexpectedly", said in one line without how."""
+    workers = getattr(batches, "_workers", None)
+    if not isinstance(workers, list) or not all(isinstance(w, BaseProcess) for w in workers):
+        said = str(error).splitlines()[0] if str(error) else ""
+        if not (said.startswith("DataLoader worker") and "exited unexpectedly" in said):
+            return None  # (a loader without workers, or another error)
+        return ProcessLost(f"{said} (how, this version of torch does not say): where the out-of-memory killer ended "
+                           "it, lower data.num_workers (mme embed and probe: --workers) or the batch size")
     ended = wait([w.sentinel for w in workers], timeout=wait_s)
     for i, worker in enumerate(workers):
         if worker.sentinel in ended:
