@@ -508,6 +508,46 @@ def test_a_collective_that_timed_out_is_no_lost_rank(text, lost):
     assert (info.value.__cause__ is error) if lost else (info.value is error)
 
 
+LOST_RANK_SAID = ("another rank ended before this one was done: torchrun's report names it, with its signal where it "
+                  "was killed (SIGKILL: the out-of-memory killer, or kill -9); otherwise its own last line says why")
+
+
+@pytest.mark.parametrize("kind, text, lost", [
+    ("DistNetworkError", "failed to recv, got 0 bytes", True),  # the store's socket, rank 0's process gone
+    ("DistBackendError", "NCCL error in: ProcessGroupNCCL.cpp:1970, remote process exited or there was a network "
+     "error, NCCL version 2.21.5\nncclRemoteError: A call failed possibly due to a network error or a remote process "
+     "exiting prematurely.\nLast error:\nsocketProgress: Connection closed by remote peer 10.0.0.2<41234>", True),
+    ("DistBackendError", NCCL_ABORTED + "NCCL error: remote process exited or there was a network error", True),
+    ("RuntimeError", "[../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection reset by peer", True),
+    ("RuntimeError", "[../third_party/gloo/gloo/transport/tcp/pair.cc:446] write: Broken pipe", True),
+    ("DistBackendError", "NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with NCCL_DEBUG=INFO "
+     "for details), NCCL version 2.21.5\nncclUnhandledCudaError: Call to CUDA function failed.", False),
+    ("DistStoreError", "Timed out after 901 seconds waiting for clients. 1/2 clients joined.", False),
+    ("RuntimeError", "CUDA out of memory. Tried to allocate 2.00 GiB", False)])
+def test_the_error_torch_raises_where_another_rank_ended_is_one_line(kind, text, lost, monkeypatch):
+    """What each backend's collective raises where another rank is gone (gloo's socket errors, NCCL's remote error
+    and the abort it causes, the store's lost connection) is the one line of ProcessLost, from a decorated collective
+    as from the block; this rank's own errors and waits that ran out pass as torch raised them."""
+    import torch.distributed as torch_dist
+
+    from mme.errors import ProcessLost
+    from mme.train import distributed as dist
+
+    error = getattr(torch_dist, kind, RuntimeError)(text)
+
+    def all_reduce(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist.dist, "all_reduce", all_reduce)
+    with pytest.raises(ProcessLost if lost else type(error)) as info:
+        dist.any_true(True, torch.device("cpu"))
+    if lost:
+        assert str(info.value) == LOST_RANK_SAID and info.value.__cause__ is error
+    else:
+        assert info.value is error
+
+
 def test_any_error_of_rank_0_alone_reaches_every_rank(monkeypatch):
     """Rank 0 shared its MMEErrors only: another error of its write (an OSError) left the other ranks waiting for
     its word, to die at their next collective of gloo's lost connection (or wait for NCCL's timeout)."""
