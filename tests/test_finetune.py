@@ -411,6 +411,37 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
     assert list(config["id2label"].values()) == synth.classes and config["label2id"][synth.classes[1]] == 1
 
 
+def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_and_resume_runs_them(
+        synth, tmp_path, monkeypatch, capsys):
+    """Was: a SIGTERM (or Ctrl-C) on the run's last step let fine-tuning go on to its tests and end with exit 0. It
+    now stops there, exit 143, saying that the training is finished and how to run the tests."""
+    import signal
+
+    from mme.cli import main
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def signalled_on_the_last_step(run, stream):
+        if run.step == run.total_steps - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", signalled_on_the_last_step)
+    out = tmp_path / "ft"
+    given = ["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+        synth, out, "train.steps=2", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32")]
+    assert main(given) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"mme finetune: error: stopped by SIGTERM after step 2 of 2, its last: the run's training is finished, saved "
+        f"as {out / 'checkpoint-00000002.pt'}; its tests are not run: the same command with --resume auto "
+        "(train.resume=auto) runs them")
+    assert not (out / "val.json").exists() and not (out / "test.json").exists()
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert main([*given, "--resume", "auto"]) == 0
+    assert json.loads((out / "test.json").read_text())["checkpoint"] == str(out / "checkpoint-00000002.pt")
+
+
 def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,
                                                                                             caplog):
     """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3

@@ -481,6 +481,39 @@ def test_a_rank_stopped_by_another_ranks_signal_ends_as_interrupted(synth, tmp_p
     assert info.value.exit_code == 143 and ckpt.list_checkpoints(tmp_path)[-1].name == "checkpoint-00000002.pt"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_on_the_last_step_or_after_it_ends_the_command_as_stopped(sig, synth, tmp_path, monkeypatch, capsys):
+    """Was: a Ctrl-C or SIGTERM on a run's last step (or while its last checkpoint was written) let the run finish
+    and the command end with exit 0, so ``mme pretrain ... && mme finetune ...`` went on after the user's Ctrl-C.
+    The command now ends as stopped, exit 130 / 143, its one line saying that the run is finished and saved."""
+    from mme import cli
+    from mme.train import loop
+
+    real_step, real_save = loop.train_step, loop.save
+
+    def signalled_on_the_last_step(run, stream):
+        if run.step == run.total_steps - 1:
+            os.kill(os.getpid(), sig)
+        return real_step(run, stream)
+
+    def signalled_while_the_last_checkpoint_is_written(run):  # after the step's check of the signals
+        os.kill(os.getpid(), sig)
+        return real_save(run)
+
+    for case, patch in (("on", ("train_step", signalled_on_the_last_step)),
+                        ("after", ("save", signalled_while_the_last_checkpoint_is_written))):
+        monkeypatch.setattr(loop, *patch)
+        out = tmp_path / case
+        code = cli.main(["pretrain", "--config", "tiny_cpu_pixel",
+                         *tiny(*synth, f"train.out_dir={out}", "train.steps=3", FP32)])
+        monkeypatch.undo()
+        err = capsys.readouterr().err
+        assert code == 128 + sig and err.splitlines()[-1] == (
+            f"mme pretrain: error: stopped by {sig.name} after step 3 of 3, its last: the run's training is finished, "
+            f"saved as {out / 'checkpoint-00000003.pt'}"), err[-2000:]
+        assert _steps(out) == [3] and (out / "loss.png").is_file()
+
+
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     """Too many undecodable videos with data.num_workers=2 (the recipes' default)."""
     for i in range(8):

@@ -297,19 +297,22 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
+            stopped_by = None
             try:
                 result = pretrain(cfg)
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
-                raise Interrupted(f"stopped by {signal.Signals(e.exit_code - 128).name} during the {target} target's "
-                                  f"pre-training (seed {seed}); the same command continues, keeping the rows it "
-                                  f"finished and pre-training the {target} target again from its start",
-                                  e.exit_code) from e
+                stopped_by = signal.Signals(e.exit_code - 128)
+                if e.finished is None:
+                    raise Interrupted(f"stopped by {stopped_by.name} during the {target} target's pre-training (seed "
+                                      f"{seed}); the same command continues, keeping the rows it finished and "
+                                      f"pre-training the {target} target again from its start", e.exit_code) from e
+                result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             ran = json.loads((result.out_dir / "run.json").read_text())
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": result.clips / result.seconds, "threads": ran["threads"], "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
-            _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", result.stopped_by)
+            _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", stopped_by)
         if "linear_top1" not in row:  # pre-trained, not yet probed
             row = _save_row(s, {**row, **loss_against_mean(cfg, read_records(_in_out(s, row["metrics"])),
                                                            s.level_clips),

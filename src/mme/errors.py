@@ -70,8 +70,12 @@ class ProcessLost(MMEError):
 
 
 class Interrupted(MMEError):
-    """A run stopped on a signal after saving what it had done; ``exit_code`` = 128 + the signal number."""
+    """A run stopped on a signal after saving what it had done; ``exit_code`` = 128 + the signal number.
+    ``finished``: the result of a run stopped on its last step (it did all its steps), for a caller that keeps it
+    before it stops too (the demo's row); else None. Every signal ends the command so, with 130 or 143: a script's
+    next command must not run after the user's Ctrl-C."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int, finished: object = None):
         super().__init__(message)
         self.exit_code = exit_code
+        self.finished = finished

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from mme.config import given_keys, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
-from mme.errors import ConfigError, DataError
+from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
     SPLITS,
     drop_report,
@@ -234,7 +234,13 @@ def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
         run = setup(cfg, _validation, given)
         engine.print_summary(run, describe(run))
-        trained = loop.train(run)
+        try:
+            trained = loop.train(run)
+        except Interrupted as e:  # stopped on the last step: the tests are left, as the user asked
+            if e.finished is None or run.step < run.total_steps or not cfg.task.tested:
+                raise
+            raise Interrupted(f"{e}; its tests are not run: the same command with --resume auto (train.resume=auto) "
+                              "runs them", e.exit_code) from e
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),
                                trained.checkpoint) if run.step >= run.total_steps else {}
         return FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,

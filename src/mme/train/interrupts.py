@@ -1,8 +1,8 @@
 """Stopping a run cleanly on Ctrl-C (SIGINT) or a scheduler's pre-emption (SIGTERM).
 
 The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and ends
-with :class:`~mme.errors.Interrupted`, whose message says how to resume (on the run's last step, the run is
-finished: it returns, its ``TrainResult.stopped_by`` the signal, for its caller to stop after it). A second Ctrl-C
+with :class:`~mme.errors.Interrupted`, whose message says how to resume (on the run's last step, or after it, that
+the run is finished: the exception carries its result, for a caller that keeps it before it stops too). A second Ctrl-C
 stops at once (KeyboardInterrupt); a repeated SIGTERM does not: torchrun forwards each one it gets and a scheduler
 signals every process of the job, torchrun too, so a rank gets two a few ms apart; the sender's SIGKILL after its
 grace period stops at once. Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C,

@@ -63,9 +63,6 @@ class TrainResult:
     """This process's time in the loop."""
     clips: int = 0
     """Clips trained on in this process's steps (:func:`clips_per_step`): over ``seconds``, its rate."""
-    stopped_by: signal.Signals | None = None
-    """The signal that asked the run to stop on its last step: it finished, and its caller stops after it (a
-    stop before the last step raises :class:`~mme.errors.Interrupted`)."""
 
 
 def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
@@ -290,13 +287,16 @@ def _train(run: Run) -> TrainResult:
                 _finish_logs(run, logger, history, together=dist.raised_alike(e))
             raise
         _finish_logs(run, logger, history, together=True)
-    if stopping is not None and run.step < end:  # also on a rank that stopped for another's signal
+    result = TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
+                         clips=(run.step - first_step) * clips_per_step(run))
+    stopping = stopping or stop.received  # (one after the last step's check too)
+    if stopping is not None:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
-        raise Interrupted(f"stopped by {by} after step {run.step} of {end}, saved as {path}; the same command with "
-                          "--resume auto (train.resume=auto) continues from there", 128 + int(stopping))
-    return TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
-                       clips=(run.step - first_step) * clips_per_step(run),
-                       stopped_by=stopping or stop.received)  # (one after the last step's check too)
+        saved = f"stopped by {by} after step {run.step} of {end}"
+        saved += f", its last: the run's training is finished, saved as {path}" if run.step >= run.total_steps else \
+            f", saved as {path}; the same command with --resume auto (train.resume=auto) continues from there"
+        raise Interrupted(saved, 128 + int(stopping), finished=result if run.step >= end else None)
+    return result
 
 
 def clips_per_step(run: Run) -> int:
