@@ -552,6 +552,37 @@ def test_a_stop_during_a_targets_pre_training_says_what_a_rerun_of_the_demo_does
     assert _saved_row(s, 0, "mme") is None  # pre-trained again
 
 
+def test_a_rows_clips_per_s_counts_its_steps_time_not_its_final_writes(synth, tmp_path, monkeypatch):
+    """Was: the clips a run trained on over its whole time in the loop, the end-of-run checkpoint and loss curve
+    included. It is the rate of the steps alone, on the clock of the run's logged clips_per_s."""
+    import time
+    from dataclasses import replace
+
+    import mme.train.loop
+    from mme import demo
+    from mme.demo import DemoSettings, run_seed
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    real_draw = mme.train.loop._draw_loss_curves
+
+    def slow_drawing(run, history):
+        time.sleep(1.0)
+        real_draw(run, history)
+
+    monkeypatch.setattr(mme.train.loop, "_draw_loss_curves", slow_drawing)
+    monkeypatch.setattr(demo, "loss_against_mean", lambda *args: {})  # (time: only the row's timing is checked)
+    monkeypatch.setattr(demo, "probe_encoder", lambda *args: {"linear_top1": 0.0})
+    quick = DemoSettings.quick(tmp_path)
+    s = replace(quick, workers=0, targets=("pixel",), overrides=[*quick.overrides, "train.log_every=1"])
+    run_seed(s, 0, {"train": Path(synth[0].split("=", 1)[1])}, {}, [])
+    row = json.loads((tmp_path / "seed0" / "pixel.json").read_text())["row"]
+    step_seconds = [s.batch_size / json.loads(line)["clips_per_s"]
+                    for line in (tmp_path / "seed0" / "pixel" / "metrics.jsonl").read_text().splitlines()]
+    assert len(step_seconds) == s.steps and row["minutes"] * 60 > 1.0
+    assert row["clips_per_s"] == pytest.approx(s.steps * s.batch_size / sum(step_seconds), rel=1e-6)
+
+
 def test_a_row_is_reused_where_its_resolved_device_and_config_are_this_runs(tmp_path):
     """Valid rows were refused as made with other settings: rows of ``--device cpu`` for a run with the default
     device, auto, on a machine without a GPU, and rows of a run without an override for one that gives the value

@@ -310,7 +310,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             ran = json.loads((result.out_dir / "run.json").read_text())
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
-                "clips_per_s": result.clips / result.seconds, "threads": ran["threads"], "precision": ran["precision"],
+                "clips_per_s": result.clips_per_s, "threads": ran["threads"], "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
             _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", stopped_by)
         if "linear_top1" not in row:  # pre-trained, not yet probed

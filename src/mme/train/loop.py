@@ -62,7 +62,15 @@ class TrainResult:
     seconds: float
     """This process's time in the loop."""
     clips: int = 0
-    """Clips trained on in this process's steps (:func:`clips_per_step`): over ``seconds``, its rate."""
+    """Clips trained on in this process's steps (:func:`clips_per_step`)."""
+    step_seconds: float = 0.0
+    """The time of those steps alone, each timed as its logged ``clips_per_s`` (its wait for batches included, not
+    the checkpoints, logs and loss curve written after it)."""
+
+    @property
+    def clips_per_s(self) -> float:
+        """The run's training rate: its clips over its steps' time (NaN without a step)."""
+        return self.clips / self.step_seconds if self.step_seconds else math.nan
 
 
 def micro_batches(run: Run) -> Iterator[tuple[int, int, dict]]:
@@ -277,7 +285,7 @@ def _train(run: Run) -> TrainResult:
         try:
             with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", dynamic_ncols=True,
                                                   disable=not dist.is_main()) as bar:
-                path, stopping = _steps(run, stream, stop, end, logger, history, bar)
+                path, stopping, step_seconds = _steps(run, stream, stop, end, logger, history, bar)
             path = _last_checkpoint(run, path)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
@@ -288,7 +296,7 @@ def _train(run: Run) -> TrainResult:
             raise
         _finish_logs(run, logger, history, together=True)
     result = TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
-                         clips=(run.step - first_step) * clips_per_step(run))
+                         clips=(run.step - first_step) * clips_per_step(run), step_seconds=step_seconds)
     stopping = stopping or stop.received  # (one after the last step's check too)
     if stopping is not None:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
@@ -306,11 +314,12 @@ def clips_per_step(run: Run) -> int:
 
 
 def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: deque, bar
-           ) -> tuple[Path | None, signal.Signals | None]:
-    """The steps up to ``end``, or to a stop signal: ``(the last checkpoint written, the signal)``."""
+           ) -> tuple[Path | None, signal.Signals | None, float]:
+    """The steps up to ``end``, or to a stop signal: ``(the last checkpoint written, the signal, the steps' seconds
+    as their clips_per_s counts them)``."""
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
-    in_a_row, path, stopping = 0, None, None
+    in_a_row, path, stopping, step_seconds = 0, None, None, 0.0
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
         lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
@@ -322,6 +331,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         run.skipped += int(metrics["skipped"])
         run.step += 1
         seconds = time.perf_counter() - tic
+        step_seconds += seconds
         epoch = run.position["epoch"] - (run.position["batch"] == 0)  # the step's own, not the next one's
         metrics.update(lr=lr, weight_decay=wd, clips_per_s=clips / seconds, epoch=epoch,
                        data_wait=metrics.pop("data_wait_s") / seconds)
@@ -343,7 +353,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             dist.on_main(ckpt.keep_of_epoch, path, kept, run.step)
         if stopping is not None:
             break
-    return path, stopping
+    return path, stopping, step_seconds
 
 
 def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
