@@ -233,6 +233,47 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
     assert "seed0/pixel.json is unreadable" in caplog.text
 
 
+def test_the_refusal_and_the_reuse_of_saved_rows_follow_one_judgement(tmp_path, caplog):
+    """The rules for a saved row were written twice, for the check before any work and for the reuse of each row:
+    both now follow :func:`mme.demo._judged_row`. Each kind of row: whether it is reused, why it is made again, and
+    whether it stops the demo without --overwrite (only a finished pre-training made with other settings)."""
+    from dataclasses import replace
+
+    from mme.demo import DemoSettings, _check_saved_rows, _judged_row, _save_row, _saved_row
+    from mme.errors import ConfigError
+
+    s = DemoSettings.quick(tmp_path)
+    other = replace(s, steps=s.steps + 1)
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "c.pt").write_bytes(b"")
+    _save_row(other, {"target": "mme", "seed": 0, "checkpoint": "seed0/c.pt", "linear_top1": 1.0})  # finished
+    _save_row(other, {"target": "pixel", "seed": 0, "run": "seed0/pixel"})  # unfinished
+    _save_row(other, {"target": "random init", "seed": 0, "linear_top1": 1.0})  # no pre-training
+    _save_row(s, {"target": "mme", "seed": 1, "checkpoint": "seed0/c.pt", "linear_top1": 1.0})  # this run's
+    _save_row(s, {"target": "pixel", "seed": 1, "checkpoint": "seed1/gone.pt", "linear_top1": 1.0})
+    (tmp_path / "seed1" / "random_init.json").write_text('{"settings": ')  # cut short by a crash
+    s = replace(s, seeds=(0, 1))
+    judged = {(seed, t): _judged_row(s, seed, t) for seed in s.seeds for t in ("mme", "pixel", "random init")}
+    row = tmp_path / "seed{}" / "{}.json"
+    assert {key: (j.row is not None, j.why_again, "steps" in j.differs) for key, j in judged.items()} == {
+        (0, "mme"): (False, f"{str(row).format(0, 'mme')} was made with other settings; computing it again", True),
+        (0, "pixel"): (False, f"{str(row).format(0, 'pixel')} was made with other settings; computing it again",
+                       False),
+        (0, "random init"): (False, f"{str(row).format(0, 'random_init')} was made with other settings; computing it "
+                                    "again", False),
+        (1, "mme"): (True, None, False),
+        (1, "pixel"): (False, f"the checkpoint of {str(row).format(1, 'pixel')} is gone; computing it again", False),
+        (1, "random init"): (False, f"{str(row).format(1, 'random_init')} is unreadable (Expecting value: line 1 "
+                                    "column 14 (char 13)); computing its row again", False)}
+    with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/mme.json; they differ in "
+                                          r"steps\)"):
+        _check_saved_rows(s, overwrite=False)
+    with caplog.at_level("INFO", logger="mme.demo"):
+        reused = {key: _saved_row(s, *key) is not None for key in judged}
+    assert reused == {key: j.row is not None for key, j in judged.items()}
+    assert all(f"demo: {j.why_again}" in caplog.text for j in judged.values() if j.why_again)
+
+
 def test_an_override_given_to_one_target_keeps_the_other_targets_rows(tmp_path, caplog):
     """Every row's fingerprint held all of the demo's overrides, so one the demo gives to the HOG target alone
     (target.hog_norm=true) made the MME and pixel rows, trained without it, "rows made with other settings": refused

@@ -441,30 +441,67 @@ def _read_saved(path: Path) -> tuple[dict, dict]:
 
 
 def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
-    """Refuse, unless ``overwrite``, to run when ``s.out`` holds rows of this run's seeds and targets made with
-    other settings: they, their checkpoints and the report would be replaced."""
+    """Refuse, unless ``overwrite``, to run when ``s.out`` holds rows of this run's seeds and targets that it would
+    replace, with their checkpoints and the report (:attr:`SavedRow.differs`)."""
     if overwrite:
         return
     stale, keys = [], set()
-    for target in s.targets:  # (a random init row, no pre-training, is computed again where it differs)
-        settings = _fingerprint(s, target)
+    for target in (*s.targets, "random init"):
         for seed in s.seeds:
-            path = _row_path(s, seed, target)
-            try:
-                saved, row = _read_saved(path)
-            except UNREADABLE:
-                continue  # none, or unreadable: computed again (_saved_row says why)
-            if "config" not in saved or "run" in row:  # rows of earlier versions name a recipe, and an
-                continue  # unfinished run's has no result: computed again
-            other_precision = _other_precision(s, row)
-            if not _made_with(saved, settings) or other_precision:
-                stale.append(path.relative_to(s.out).as_posix())
-                keys.update(differences(_as_written_now(saved), settings), ["precision"] if other_precision else [])
+            if differs := _judged_row(s, seed, target).differs:
+                stale.append(_row_path(s, seed, target).relative_to(s.out).as_posix())
+                keys.update(differs)
     if stale:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise ConfigError(f"--out {s.out} holds rows made with other settings ({', '.join(stale[:3])}{more}; "
                           f"they differ in {', '.join(sorted(keys))}): give --overwrite to compute them again, "
                           f"or another --out")
+
+
+@dataclass
+class SavedRow:
+    """The row an earlier run saved for a seed and target, as this run takes it (:func:`_judged_row`)."""
+
+    row: dict | None = None
+    """The row, where this run reuses it."""
+    why_again: str | None = None
+    """Where a row was saved and is not reused: why it is made again."""
+    level: int = logging.INFO
+    """The log level that says ``why_again``."""
+    differs: list[str] = field(default_factory=list)
+    """Where the row holds a finished pre-training made with other settings: the settings it differs in
+    (``precision``: the one its run took), which only ``--overwrite`` lets this run replace."""
+
+
+def _judged_row(s: DemoSettings, seed: int, target: str) -> SavedRow:
+    """The demo's rules for a saved row, in one place: reused where it was made with this run's settings and
+    precision, its run finished and its checkpoint still there; else made again, and refused without
+    ``--overwrite`` where its finished pre-training would be lost (not a row of an earlier version, which names a
+    recipe, an unfinished run's, which has no result, or a random init row, which has no pre-training)."""
+    path = _row_path(s, seed, target)
+    if not path.exists():
+        return SavedRow()
+    try:
+        saved, row = _read_saved(path)
+    except UNREADABLE as e:
+        return SavedRow(why_again=f"{path} is unreadable ({e}); computing its row again", level=logging.WARNING)
+    settings = _fingerprint(s, target)
+    other_precision = _other_precision(s, row)
+    made_with = _made_with(saved, settings)
+    differs = []
+    if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
+        differs = sorted({*differences(_as_written_now(saved), settings), *(["precision"] if other_precision else [])})
+    if not made_with:
+        made = "with other settings" if "config" in saved else "by an earlier version of mme"
+        return SavedRow(why_again=f"{path} was made {made}; computing it again", differs=differs)
+    if "run" in row:
+        return SavedRow(why_again=f"the run of {path} did not finish; pre-training it again")
+    if other_precision:
+        return SavedRow(why_again=f"{path} was pre-trained in {row['precision']}, this run's precision is "
+                                  f"{other_precision}; computing it again", differs=differs)
+    if "checkpoint" in row and not _in_out(s, row["checkpoint"]).exists():
+        return SavedRow(why_again=f"the checkpoint of {path} is gone; computing it again")
+    return SavedRow(row)
 
 
 REPORT = ("results.json", "results.md")
@@ -506,32 +543,15 @@ def _demo_results(path: Path) -> bool:
 
 
 def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
-    """The row an earlier run saved for this seed and target, if it was made with the same settings and its
-    checkpoint is still there."""
-    path = _row_path(s, seed, target)
-    if not path.exists():
+    """The row an earlier run saved for this seed and target, marked ``reused``, where this run reuses it
+    (:func:`_judged_row`, whose reason for making it again is logged)."""
+    judged = _judged_row(s, seed, target)
+    if judged.why_again:
+        log.log(judged.level, "demo: %s", judged.why_again)
+    if judged.row is None:
         return None
-    try:
-        settings, row = _read_saved(path)
-    except UNREADABLE as e:
-        log.warning("demo: %s is unreadable (%s); computing its row again", path, e)
-        return None
-    if not _made_with(settings, _fingerprint(s, target)):
-        log.info("demo: %s was made %s; computing it again", path,
-                 "with other settings" if "config" in settings else "by an earlier version of mme")
-        return None
-    if "run" in row:
-        log.info("demo: the run of %s did not finish; pre-training it again", path)
-        return None
-    if precision := _other_precision(s, row):
-        log.info("demo: %s was pre-trained in %s, this run's precision is %s; computing it again", path,
-                 row["precision"], precision)
-        return None
-    if "checkpoint" in row and not _in_out(s, row["checkpoint"]).exists():
-        log.info("demo: the checkpoint of %s is gone; computing it again", path)
-        return None
-    log.info("demo seed %d: reusing the %s row of an earlier run (%s)", seed, target, path)
-    return {**row, "reused": True}
+    log.info("demo seed %d: reusing the %s row of an earlier run (%s)", seed, target, _row_path(s, seed, target))
+    return {**judged.row, "reused": True}
 
 
 def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
