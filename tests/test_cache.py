@@ -536,6 +536,18 @@ def test_a_cache_written_chunk_by_chunk_is_the_file_of_one_chunk(videos, tmp_pat
     assert read_cache(made[7]).meta["starts"] == 30
 
 
+def test_a_video_extracted_from_python_with_device_auto_is_its_file_made_on_the_cpu(videos, tmp_path, monkeypatch):
+    """ExtractOptions takes --device auto (as choose_device does); extract_video called from Python with it, not
+    through run (which resolves the device per rank), ended in torch's 'Expected one of cpu, cuda, ...' traceback."""
+    from mme.motion.extract import extract_video
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    made = {device: tmp_path / f"{device}.tracks" for device in ("auto", "cpu")}
+    for device, path in made.items():
+        extract_video(str(videos / "cls" / "a.mp4"), path, ExtractOptions(length=4, short_side=64, device=device))
+    assert made["auto"].read_bytes() == made["cpu"].read_bytes()
+
+
 def test_each_starts_homographies_are_its_pairs_and_the_identity_past_the_last_frame():
     """Step j of start s is the pair of frames (s + j, s + j + 1); a step past the last frame has no pair and
     moves nothing (as online tracks, which clamp there), not the last pair's camera motion again."""

@@ -129,7 +129,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                     resize=RESIZE, tracker=TRACKER, **made_of)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
-        dev = torch.device(opts.device)
+        dev = choose_device(opts.device, option="--device")  # auto or cuda from a caller other than run: resolved
         grid = (h // opts.seed_stride, w // opts.seed_stride)
         with track_writer(out_path, meta, n, grid, opts.compensate) as write:  # chunk by chunk: not held whole
             for a in range(0, n, opts.chunk):
