@@ -1428,3 +1428,46 @@ def test_a_clip_given_that_the_patch_or_tubelet_does_not_divide_is_named_as_give
         err = capsys.readouterr().err
         assert err.endswith(f"{said}\n") and "model." not in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_it(tmp_path, caplog):
+    """`mme export CLF OUT --kind model` wrote the encoder without the classifier's fc_norm: `mme embed OUT` gave the
+    raw token mean, not the fc_norm'ed one `mme embed CLF` gives (off by 3.4 in the audit), said by an info line
+    alone. Our format keeps it (``pooled_norm``), so every route gives the classifier's features; Hugging Face's
+    VideoMAEModel has no place for it: the export warns that it and the head are dropped."""
+    from mme.models.checkpoint import build_model
+
+    clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=3))
+    with torch.no_grad():
+        clf.fc_norm.weight.uniform_(0.5, 2.0)
+        clf.fc_norm.bias.uniform_(-1.0, 1.0)
+    save_pretrained(clf, tmp_path / "clf")
+    x = clip()
+    with torch.no_grad():
+        want = clf.forward_features(x)
+
+    def features(path):  # as mme embed computes them of a view
+        ck = read_checkpoint(path, encoder_only=True)
+        with torch.no_grad():
+            return ck.pooled_norm(build_model(ck)(x).mean(1))
+
+    assert torch.equal(features(tmp_path / "clf"), want)
+    routes = [export(tmp_path / "clf", tmp_path / "enc", "mme", kind="model"),
+              export(tmp_path / "clf", tmp_path / "enc1", "safetensors", kind="model")]
+    routes += [export(routes[0], tmp_path / "enc_again", "safetensors", kind="model"),
+               save_pretrained(load_encoder(routes[1]), tmp_path / "loaded")]
+    for path in routes:
+        assert torch.equal(features(path), want), path
+        assert isinstance(load_model(path), VisionTransformer), path
+    said = "has no place for its fc_norm"
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["export", str(tmp_path / "clf"), str(tmp_path / "hf")]) == 0  # --format hf --kind model
+    assert said in caplog.text and "--kind classification" in caplog.text, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["export", str(routes[0]), str(tmp_path / "hf2"), "--format", "hf"]) == 0
+    assert said in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["export", str(tmp_path / "clf"), str(tmp_path / "hf3"), "--kind", "classification"]) == 0
+    assert said not in caplog.text

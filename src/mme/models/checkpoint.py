@@ -3,7 +3,8 @@ Hugging Face VideoMAE. Writing them (our format, Hugging Face export) is in :mod
 
 Our format: a directory with ``model.safetensors`` + ``config.json`` (``{"format": "mme", "version", "kind":
 "mae" | "encoder" | "classifier", "model": ModelConfig fields, "heads": [HeadSpec fields], "run": the record of
-the run that made it, ...}``), or one ``.safetensors`` file carrying the same JSON in its metadata. Readers
+the run that made it, "pooled_norm": {"eps"} of a classifier's encoder, whose ``fc_norm.*`` the weights keep,
+...}``), or one ``.safetensors`` file carrying the same JSON in its metadata. Readers
 accept, besides: our training checkpoints (a torch file with ``model`` = our state dict and ``config`` = the run
 config with a ``model`` section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or
 ``module``, or bare) and Hugging Face VideoMAE directories (``config.json`` + ``model.safetensors`` or
@@ -47,6 +48,8 @@ FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 HF_BIN = "pytorch_model.bin"  # a Hugging Face directory's weights when it has no WEIGHTS
 KINDS = ("mae", "encoder", "classifier")
+POOLED_NORM = "fc_norm"
+"""The classifier's LayerNorm of its pooled tokens (``Checkpoint.pooled_norm``): its tensors' prefix in our files."""
 
 
 @dataclass
@@ -65,9 +68,9 @@ class Checkpoint:
     classifier: dict = field(default_factory=dict)
     """classifier only: VideoClassifier keyword arguments (num_classes, pool, fc_norm_eps, fc_drop)."""
     pooled_norm: nn.LayerNorm | None = None
-    """encoder only, read from a classifier (``encoder_only``): the classifier's ``fc_norm``, the LayerNorm of its
-    pooled tokens, which its head sees; that classifier's features go through it (``mme embed``), as VideoMAE's
-    ``forward_features`` of a mean-pooled classifier."""
+    """encoder only, read from a classifier (``encoder_only``), or from our export of its encoder, which keeps it: the
+    classifier's ``fc_norm``, the LayerNorm of its pooled tokens, which its head sees; that classifier's features go
+    through it (``mme embed``), as VideoMAE's ``forward_features`` of a mean-pooled classifier."""
     run_config: dict = field(default_factory=dict)
     """The config sections of the run that made it: all of them (``model``, ``target``, ``data``, ...) from our
     training checkpoints; from our exports and mme's Hugging Face ones, the parts readers use (``run_record``)."""
@@ -176,6 +179,14 @@ class Checkpoint:
         return out
 
     @property
+    def file_state(self) -> dict[str, torch.Tensor]:
+        """The tensors its file holds: :attr:`state`, and an encoder's :attr:`pooled_norm` under the classifier's
+        names (``fc_norm.*``), which our format keeps beside the encoder (``pooled_norm`` of :meth:`meta`)."""
+        if self.pooled_norm is None:
+            return self.state
+        return {**self.state, **{f"{POOLED_NORM}.{k}": v.detach() for k, v in self.pooled_norm.state_dict().items()}}
+
+    @property
     def final_norm(self) -> bool:
         """Whether the encoder has its final LayerNorm (not the case after mean-pooled fine-tuning)."""
         return "norm.weight" in self.encoder_state
@@ -190,6 +201,8 @@ class Checkpoint:
             out["heads"] = [dataclasses.asdict(h) for h in self.heads]
             if self.norm_pix is not None:
                 out["norm_pix"] = self.norm_pix
+        if self.pooled_norm is not None:
+            out["pooled_norm"] = {"eps": self.pooled_norm.eps}
         if self.kind == "classifier":
             out["classifier"] = dict(self.classifier)
             if self.class_names is not None:
@@ -494,10 +507,29 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
         cfg, assumed, taken, replaced = _with_recorded_hints(recorded, hints, _assumed(meta, path), fallback, kind)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from e
+    state, pooled_norm = _stored_pooled_norm(meta, state, kind, path)
     return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
                       dict(meta.get("classifier", {})), run_config=_run(meta, path), assumed=assumed,
                       from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"),
-                      replaced=replaced)
+                      replaced=replaced, pooled_norm=pooled_norm)
+
+
+def _stored_pooled_norm(meta: dict, state: dict[str, torch.Tensor], kind: str, path: Path) \
+        -> tuple[dict[str, torch.Tensor], nn.LayerNorm | None]:
+    """The encoder's ``state`` apart from the classifier's ``fc_norm`` an encoder file of ours keeps beside it
+    (``pooled_norm`` of its config: its eps), and that norm; None where it keeps none (files written before)."""
+    recorded = meta.get("pooled_norm")
+    if recorded is None:
+        return state, None
+    eps = recorded.get("eps") if isinstance(recorded, dict) else None
+    if kind != "encoder" or isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise CheckpointError(f"{path}: its 'pooled_norm' is not an encoder's {{\"eps\": positive number}}: "
+                              f"{recorded!r}")
+    names = [f"{POOLED_NORM}.weight", f"{POOLED_NORM}.bias"]
+    if any(name not in state for name in names):
+        raise CheckpointError(f"{path}: its config records a pooled_norm, but its weights lack {names}")
+    norm = _pooled_norm(state, {"fc_norm_eps": float(eps)})
+    return {k: v for k, v in state.items() if k not in names}, norm
 
 
 def _run(meta: dict, path: Path, key: str = "run") -> dict:
@@ -666,7 +698,7 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
                           from_fallback=tuple(k for k in ck.from_fallback if k != "decoder_heads"),
                           given_as=ck.given_as, replaced=ck.replaced,
                           pooled_norm=_pooled_norm(ck.state, ck.classifier)
-                          if ck.kind == "classifier" else None)
+                          if ck.kind == "classifier" else ck.pooled_norm)
     need = {"pretraining": "mae", "classification": "classifier"}[kind]
     if ck.kind != need:
         held = {"mae": "a masked autoencoder", "encoder": "an encoder", "classifier": "a classifier"}[ck.kind]
@@ -707,10 +739,11 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
     return enc
 
 
-RECORD = ("run_config", "assumed", "norm_pix", "class_names")
+RECORD = ("run_config", "assumed", "norm_pix", "class_names", "pooled_norm")
 """What a Checkpoint records beside its module: :func:`build_model` keeps it on the module (``mme_record``), so that
 ``save_pretrained`` / ``export_hf`` of a loaded module write it again (they wrote the module alone: a run's pixel loss
-exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as recorded)."""
+exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as recorded; a classifier's
+encoder saved without its ``fc_norm``)."""
 
 
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:

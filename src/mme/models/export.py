@@ -125,14 +125,15 @@ def describe(model: nn.Module) -> Checkpoint:
 def _write_ours(ck: Checkpoint, path: Path) -> Path:
     meta = ck.meta()
     metadata = {"format": "pt", "mme": json.dumps(meta)}
+    state = ck.file_state
     if path.suffix != ".safetensors":
-        _write_folder(path, ck.state, metadata, {CONFIG: meta})
+        _write_folder(path, state, metadata, {CONFIG: meta})
         return path
     with writing(path, then="nothing is replaced"):  # one self-describing file, put in place when whole
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps([path])
         with atomic_path(path) as tmp:
-            write_safetensors(tmp, ck.state, metadata)
+            write_safetensors(tmp, state, metadata)
     return path
 
 
@@ -175,6 +176,11 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
     if not isinstance(model_or_path, nn.Module):  # a live module's weights fill it by construction
         _checked(ck)
+    if ck.pooled_norm is not None:
+        log.warning("%s: a classifier's encoder: Hugging Face's VideoMAEModel has no place for its fc_norm (the "
+                    "LayerNorm of its pooled tokens, which mme embed applies) nor its head, so both are dropped and "
+                    "the export's features differ from the classifier's; kind 'classification' (--kind "
+                    "classification) keeps them", ck.source)
     if norm_pix is None:
         norm_pix = True if ck.norm_pix is None else ck.norm_pix
     cfg, state, labels = ck.cfg, dict(ck.state), None
