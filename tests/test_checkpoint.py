@@ -1471,3 +1471,33 @@ def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_i
     with caplog.at_level(logging.WARNING):
         assert cli_main(["export", str(tmp_path / "clf"), str(tmp_path / "hf3"), "--kind", "classification"]) == 0
     assert said not in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["mme", "safetensors", "hf"])
+def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_path, capsys, fmt):
+    """`mme export RUN.pt OUT --num-frames 16` of a run trained on 8 frames wrote 16 as the model's clip: `mme viz` of
+    the export drew at 16 without refusal and `task.eval_only` tested at it, the trained clip lost from the record.
+    A clip hint is for files that record none: one that records its clip refuses another, naming it, and writes
+    nothing; the recorded clip itself, and hints to a file that records none, are taken."""
+    run = {"model": dataclasses.asdict(mae.cfg), "target": {"kind": "pixel"}}
+    torch.save({"model": mae.state_dict(), "config": run, "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
+    kind = ["--kind", "pretraining"] if fmt == "hf" else []
+    for src in (tmp_path / "run.pt", save_pretrained(mae, tmp_path / "ours")):
+        out = tmp_path / f"out_{src.stem}"
+        args = ["export", str(src), str(out), "--format", fmt, *kind]
+        assert cli_main([*args, "--num-frames", "16", "--img-size", "64"]) == 1
+        err = capsys.readouterr().err
+        assert err.endswith(f"error: --num-frames 16, --img-size 64: {src} records the clip its model was trained on "
+                            "(num_frames=8, img_size=32), which its export records; leave them out (readers build the "
+                            "model for other clips: mme embed's --num-frames / --img-size)\n"), err
+        assert not out.exists() and not out.with_name(out.name + ".safetensors").exists()
+        assert cli_main([*args, "--num-frames", "8"]) == 0
+        written = out.with_name(out.name + ".safetensors") if fmt == "safetensors" else out
+        ck = read_checkpoint(written)
+        assert (ck.cfg.num_frames, ck.cfg.img_size, ck.assumed) == (8, 32, ()), src
+    with pytest.raises(ConfigError, match=r"^num_frames=4: .* \(num_frames=8\)"):
+        export_hf(tmp_path / "ours", tmp_path / "py", kind="pretraining", num_frames=4)
+    torch.save({"model": videomae_layout(mae)}, tmp_path / "orig.pth")  # records no clip: the hint is its clip
+    out = export(tmp_path / "orig.pth", tmp_path / "orig", fmt, "pretraining", num_heads=4, decoder_heads=2,
+                 num_frames=8, img_size=32)
+    assert (read_checkpoint(out).cfg.num_frames, read_checkpoint(out).assumed) == (8, ())

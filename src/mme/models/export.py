@@ -37,6 +37,7 @@ from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
 from mme.utils import (
+    as_given,
     atomic_path,
     check_output,
     file_identity,
@@ -144,9 +145,19 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
 
 
 def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
+    """The checkpoint an export writes. A clip given (``img_size`` / ``num_frames``) for a file that records the clip
+    its model was trained on is a ConfigError: the export would record the hint as that clip, and readers (``mme
+    viz``, ``task.eval_only``) would take it for the trained one."""
     if isinstance(model_or_path, nn.Module):
         return describe(model_or_path)
-    return read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
+    ck = read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
+    if ck.replaced:
+        given = ", ".join(as_given(ck.given_as.get(k, k), getattr(ck.cfg, k)) for k in ck.replaced)
+        recorded = ", ".join(f"{k}={v}" for k, v in ck.replaced.items())
+        raise ConfigError(f"{given}: {model_or_path} records the clip its model was trained on ({recorded}), which "
+                          f"its export records; leave {'it' if len(ck.replaced) == 1 else 'them'} out (readers "
+                          "build the model for other clips: mme embed's --num-frames / --img-size)")
+    return ck
 
 
 def _checked(ck: Checkpoint) -> Checkpoint:
@@ -270,7 +281,9 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
     'classification'; default: 'model' for hf, what the source holds otherwise. ``norm_pix``: hf pre-training
     only; ``classes``: hf classification only (:func:`export_hf`). A checkpoint already at ``out`` is replaced
     only with ``overwrite``, ``src``'s own files never; when it fails, its files are removed, and the folders
-    made for ``out`` that hold nothing else (another job may have written there meanwhile)."""
+    made for ``out`` that hold nothing else (another job may have written there meanwhile). The clip hints
+    (``img_size`` / ``num_frames``) give the clip of a file that records none: another than a file records is
+    refused (:func:`_as_checkpoint`)."""
     if kind is not None and kind not in HF_KINDS:
         raise CheckpointError(f"unknown export kind {kind!r}; available: {sorted(HF_KINDS)}")
     if norm_pix is not None and (format != "hf" or kind != "pretraining"):
@@ -296,7 +309,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
         if format == "hf":
             path = export_hf(src, out, kind or "model", norm_pix, classes, given_as=given_as, **hints)
         else:
-            ck = read_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
+            ck = _as_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
             path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
     except BaseException:  # nothing exported: none of its files left, nor the folders made for them
         if made:
