@@ -1501,3 +1501,28 @@ def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_p
     out = export(tmp_path / "orig.pth", tmp_path / "orig", fmt, "pretraining", num_heads=4, decoder_heads=2,
                  num_frames=8, img_size=32)
     assert (read_checkpoint(out).cfg.num_frames, read_checkpoint(out).assumed) == (8, ())
+
+
+def test_a_vit_g_shaped_model_exports_to_hf_without_a_decoder_of_its_mlp_ratio(tmp_path):
+    """VideoMAE V2's ViT-g (1408 wide, an MLP of 6144: ratio 48/11) could not be exported to Hugging Face as a model
+    or classifier: the export also wanted the decoder width its config records (384) times that ratio to be an
+    integer, where the weights hold no decoder. The decoder's MLP width is written, and checked, only with a decoder;
+    a message names the width that fails. ViT-g's ratio on a narrow model (88 wide, an MLP of 384) to stay small."""
+    cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=88, depth=1, num_heads=4, mlp_ratio=384 / 88)
+    clf = perturbed(VideoClassifier(cfg, num_classes=3))
+    assert clf.encoder.blocks[0].mlp.fc1.weight.shape[0] == 384
+    x = clip(frames=4)
+    export_hf(clf, tmp_path / "clf", kind="classification")
+    export_hf(clf, tmp_path / "enc", kind="model")
+    hf_clf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "clf").eval()
+    hf_enc = transformers.VideoMAEModel.from_pretrained(tmp_path / "enc").eval()
+    assert hf_clf.config.intermediate_size == 384
+    assert "decoder_intermediate_size" not in json.loads((tmp_path / "enc" / "config.json").read_text())
+    with torch.no_grad():
+        assert (hf_clf(hf_input(x)).logits - clf(x)).abs().max() <= 1e-4
+        assert (hf_enc(hf_input(x)).last_hidden_state - clf.encoder(x)).abs().max() <= 1e-5
+        assert torch.equal(load_model(tmp_path / "clf").head.weight, clf.head.weight)
+    mae = MaskedAutoencoder(dataclasses.replace(cfg, decoder_dim=32, decoder_heads=2), [HeadSpec("pixel", 1536)])
+    with pytest.raises(CheckpointError, match=r"mlp_ratio 4\.36\d* gives decoder_dim 32 a non-integer MLP width "
+                                              r"\(139\.6\d*\)$"):
+        export_hf(mae, tmp_path / "mae", kind="pretraining")

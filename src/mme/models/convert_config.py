@@ -193,31 +193,43 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     )
 
 
+def _mlp_width(cfg: ModelConfig, width: str) -> int:
+    """The MLP width of the blocks of width ``width`` (a config field: ``embed_dim``, ``decoder_dim``) at
+    ``cfg.mlp_ratio``; a CheckpointError naming the width where that is no integer (a Hugging Face config records
+    the MLP width itself)."""
+    hidden = getattr(cfg, width) * cfg.mlp_ratio
+    if hidden != int(hidden):
+        raise CheckpointError(f"mlp_ratio {cfg.mlp_ratio} gives {width} {getattr(cfg, width)} a non-integer MLP width "
+                              f"({hidden:g})")
+    return int(hidden)
+
+
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
-                 labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None) -> dict:
+                 labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None,
+                 decoder: bool = True) -> dict:
     """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``labels``: a classifier's
     class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
     record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
-    ``mme_`` keys, mme reads them back."""
+    ``mme_`` keys, mme reads them back. ``decoder``: whether the weights hold a decoder; its MLP width
+    (``decoder_intermediate_size``) is written only then (an encoder's or classifier's config records the decoder
+    width of the run that made it, at whose MLP ratio it may have none: VideoMAE V2's ViT-g, 1408 wide with an MLP of
+    6144)."""
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
-    hidden = cfg.embed_dim * cfg.mlp_ratio
-    dec_hidden = cfg.decoder_dim * cfg.mlp_ratio
-    if hidden != int(hidden) or dec_hidden != int(dec_hidden):
-        raise CheckpointError(f"mlp_ratio {cfg.mlp_ratio} gives a non-integer MLP width")
     out = {
         "architectures": [architecture], "model_type": "videomae",
         "image_size": cfg.img_size, "patch_size": cfg.patch_size, "num_channels": cfg.in_chans,
         "num_frames": cfg.num_frames, "tubelet_size": cfg.tubelet_size,
         "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
-        "intermediate_size": int(hidden), "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+        "intermediate_size": _mlp_width(cfg, "embed_dim"), "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": 1e-6,
         "qkv_bias": cfg.qkv_bias, "use_mean_pooling": use_mean_pooling,
         "decoder_num_attention_heads": cfg.decoder_heads, "decoder_hidden_size": cfg.decoder_dim,
-        "decoder_num_hidden_layers": cfg.decoder_depth, "decoder_intermediate_size": int(dec_hidden),
-        "norm_pix_loss": norm_pix, "torch_dtype": "float32",
+        "decoder_num_hidden_layers": cfg.decoder_depth, "norm_pix_loss": norm_pix, "torch_dtype": "float32",
     }
+    if decoder:
+        out["decoder_intermediate_size"] = _mlp_width(cfg, "decoder_dim")
     if assumed:
         out["mme_assumed"] = list(assumed)
     if run:
