@@ -1526,3 +1526,30 @@ def test_a_vit_g_shaped_model_exports_to_hf_without_a_decoder_of_its_mlp_ratio(t
     with pytest.raises(CheckpointError, match=r"mlp_ratio 4\.36\d* gives decoder_dim 32 a non-integer MLP width "
                                               r"\(139\.6\d*\)$"):
         export_hf(mae, tmp_path / "mae", kind="pretraining")
+
+
+@pytest.mark.parametrize("edit, said", [
+    ({"hidden_size": "64"}, 'hidden_size is "64": expected an integer of at least 1'),
+    ({"intermediate_size": None}, "intermediate_size is null: expected an integer of at least 1"),
+    ({"num_frames": "4"}, 'num_frames is "4": expected an integer of at least 1'),
+    ({"image_size": None}, "image_size is null: expected an integer of at least 1"),
+    ({"num_hidden_layers": 1.0}, "num_hidden_layers is 1.0: expected an integer of at least 1"),
+    ({"image_size": [32, 48]}, "image_size is [32, 48]: expected one side (non-square images are not supported)"),
+    ({"qv_bias": "false"}, 'qv_bias is "false": expected true or false'),  # (was read as true)
+])
+def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and_key(tmp_path, capsys, edit, said):
+    """A Hugging Face config.json with ``"hidden_size": "192"``, ``"intermediate_size": null``, ``"num_frames": "8"``
+    or ``"image_size": null`` gave TypeError tracebacks from mme export (and every reader): config_from_hf checked
+    no types. Each is one line naming the file and the key; nothing is written."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=256)
+    transformers.VideoMAEModel(hf_cfg).save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, **edit}))
+    capsys.readouterr()  # (transformers' progress bar)
+    assert cli_main(["export", str(tmp_path / "hf"), str(tmp_path / "out"), "--format", "mme"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"mme export: error: {tmp_path / 'hf' / 'config.json'}: {said}\n", err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(CheckpointError, match="config.json: " + said.split(" ")[0]):
+        load_encoder(tmp_path / "hf")

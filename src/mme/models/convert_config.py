@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -161,35 +162,51 @@ def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[H
     return specs
 
 
+def _hf_integer(key: str, value, least: int = 1) -> int:
+    """``value`` of a Hugging Face config's ``key``: an integer of at least ``least``, else a CheckpointError naming
+    the key (JSON's ``"192"``, ``null`` and ``8.0`` are none)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise CheckpointError(f"{key} is {json.dumps(value)}: expected an integer of at least {least}")
+    return value
+
+
 def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its decoder norm eps is 1e-5). ``decoder``: whether
     the weights hold a decoder; a VideoMAEConfig always has decoder fields (transformers' defaults in a
     ``VideoMAEModel``'s), which are only checked when they describe weights."""
+    def count(key, default, least=1):
+        return _hf_integer(key, hf.get(key, default), least)
+
     def side(key, default):
         v = hf.get(key, default)
-        if isinstance(v, (list, tuple)):
-            if len(set(v)) != 1:
-                raise CheckpointError(f"non-square {key} {v} is not supported")
-            v = v[0]
-        return int(v)
+        if not isinstance(v, (list, tuple)):
+            return count(key, default)
+        sides = {_hf_integer(key, x) for x in v}
+        if len(sides) != 1:
+            raise CheckpointError(f"{key} is {json.dumps(v)}: expected one side (non-square images are not supported)")
+        return sides.pop()
     if hf.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"hidden_act {hf['hidden_act']!r} is not supported (ours is exact GELU)")
-    D = hf.get("hidden_size", 768)
-    ratio = hf.get("intermediate_size", 3072) / D
-    dec_ratio = hf.get("decoder_intermediate_size", 1536) / hf.get("decoder_hidden_size", 384)
+    D = count("hidden_size", 768)
+    ratio = count("intermediate_size", 3072) / D
+    dec_ratio = count("decoder_intermediate_size", 1536) / count("decoder_hidden_size", 384)
     if decoder and "decoder_hidden_size" in hf and dec_ratio != ratio:
         raise CheckpointError(f"decoder MLP ratio {dec_ratio} differs from the encoder's {ratio}: not supported")
+    qkv_bias = hf.get("qv_bias", hf.get("qkv_bias", True))
+    if not isinstance(qkv_bias, bool):
+        raise CheckpointError(f"{'qv_bias' if 'qv_bias' in hf else 'qkv_bias'} is {json.dumps(qkv_bias)}: expected "
+                              "true or false")
     eps = hf.get("layer_norm_eps", 1e-12)
     if eps != 1e-6:
         log.info("Hugging Face layer_norm_eps is %g; our encoder LayerNorms use 1e-6 as the original VideoMAE "
                  "(outputs differ by ~1e-6)", eps)
     return ModelConfig(
-        img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=hf.get("num_frames", 16),
-        tubelet_size=hf.get("tubelet_size", 2), in_chans=hf.get("num_channels", 3), embed_dim=D,
-        depth=hf.get("num_hidden_layers", 12), num_heads=hf.get("num_attention_heads", 12), mlp_ratio=ratio,
-        qkv_bias=bool(hf.get("qv_bias", hf.get("qkv_bias", True))), decoder_dim=hf.get("decoder_hidden_size", 384),
-        decoder_depth=hf.get("decoder_num_hidden_layers", 4), decoder_heads=hf.get("decoder_num_attention_heads", 6),
-        decoder_norm_eps=1e-5, head_hidden=0,
+        img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=count("num_frames", 16),
+        tubelet_size=count("tubelet_size", 2), in_chans=count("num_channels", 3), embed_dim=D,
+        depth=count("num_hidden_layers", 12), num_heads=count("num_attention_heads", 12), mlp_ratio=ratio,
+        qkv_bias=qkv_bias, decoder_dim=count("decoder_hidden_size", 384),
+        decoder_depth=count("decoder_num_hidden_layers", 4, least=0),
+        decoder_heads=count("decoder_num_attention_heads", 6), decoder_norm_eps=1e-5, head_hidden=0,
     )
 
 
