@@ -1536,6 +1536,7 @@ def test_a_vit_g_shaped_model_exports_to_hf_without_a_decoder_of_its_mlp_ratio(t
     ({"num_hidden_layers": 1.0}, "num_hidden_layers is 1.0: expected an integer of at least 1"),
     ({"image_size": [32, 48]}, "image_size is [32, 48]: expected one side (non-square images are not supported)"),
     ({"qv_bias": "false"}, 'qv_bias is "false": expected true or false'),  # (was read as true)
+    ({"layer_norm_eps": "1e-12"}, 'layer_norm_eps is "1e-12": expected a positive number'),
 ])
 def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and_key(tmp_path, capsys, edit, said):
     """A Hugging Face config.json with ``"hidden_size": "192"``, ``"intermediate_size": null``, ``"num_frames": "8"``
@@ -1553,3 +1554,41 @@ def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and
     assert not (tmp_path / "out").exists()
     with pytest.raises(CheckpointError, match="config.json: " + said.split(" ")[0]):
         load_encoder(tmp_path / "hf")
+
+
+def test_a_hf_layer_norm_eps_is_honoured_and_written_back(tmp_path):
+    """Our encoder's LayerNorms had eps 1e-6 whatever a Hugging Face config's ``layer_norm_eps`` said (info line
+    only): a classifier of eps 1e-2 gave other logits than transformers', and HF -> mme -> HF turned 1e-12 into
+    1e-6. The model config carries it (``norm_eps``: the encoder's and the decoder blocks' LayerNorms) and exports
+    write it back; a file that records none keeps 1e-6."""
+    common = dict(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=256)
+    x = clip(frames=4)
+    for eps in (1e-2, 1e-12):
+        torch.manual_seed(0)
+        hf = perturbed(transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(
+            **common, layer_norm_eps=eps, num_labels=3)))
+        hf.save_pretrained(tmp_path / f"hf{eps}")
+        ours = load_model(tmp_path / f"hf{eps}")
+        with torch.no_grad():
+            assert (ours(x) - hf(hf_input(x)).logits).abs().max() <= 1e-5, eps
+        assert ours.encoder.blocks[1].norm2.eps == eps
+        back = export(export(tmp_path / f"hf{eps}", tmp_path / f"ours{eps}", "mme"), tmp_path / f"back{eps}", "hf",
+                      kind="classification")
+        assert json.loads((back / "config.json").read_text())["layer_norm_eps"] == eps
+    hf_mae = perturbed(transformers.VideoMAEForPreTraining(transformers.VideoMAEConfig(
+        **common, layer_norm_eps=1e-2, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2, decoder_intermediate_size=128)))
+    hf_mae.save_pretrained(tmp_path / "mae")
+    mae = load_model(tmp_path / "mae")
+    assert mae.decoder_blocks[0].norm1.eps == 1e-2 and mae.decoder_norm.eps == 1e-5  # (HF's decoder final norm)
+    mask = mae.make_mask(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = hf_mae(hf_input(x), bool_masked_pos=mask)
+        _, preds, _ = mae(x, mask, {"pixel": pixel_target(x, 2, 16)})
+    assert (preds["pixel"] - out.logits).abs().max() <= 1e-5
+    old = save_pretrained(VideoClassifier(ModelConfig(**TINY), num_classes=3), tmp_path / "old")
+    meta = json.loads((old / "config.json").read_text())
+    del meta["model"]["norm_eps"]  # as written before the field
+    (old / "config.json").write_text(json.dumps(meta))
+    assert load_model(old).encoder.blocks[0].norm1.eps == 1e-6

@@ -19,7 +19,7 @@ PRESETS: dict[str, dict] = {
 
 
 ENCODER_FIELDS = ("in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
-                  "patch_size", "tubelet_size", "input_norm")
+                  "norm_eps", "patch_size", "tubelet_size", "input_norm")
 """The encoder's architecture: the fields its weights fix (``input_norm``: how the weights learned to see a clip),
 which a run starting from a checkpoint (``train.init``) takes from it."""
 DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_layer_scale_init", "decoder_norm_eps",
@@ -53,6 +53,9 @@ class ModelConfig:
     """q and v biases (no k bias) in the encoder and decoder blocks, as in VideoMAE."""
     layer_scale_init: float = 0.0
     """Initial layer-scale value; 0 disables layer scale."""
+    norm_eps: float = 1e-6
+    """eps of the LayerNorms of the encoder and of the decoder's blocks: 1e-6 as VideoMAE/MME (and files that record
+    none); a Hugging Face directory's ``layer_norm_eps`` (transformers' default 1e-12), which its export writes back."""
     drop_path: float = 0.0
     """Stochastic depth rate at the last block (linearly increasing)."""
     mask_type: str = "tube"
@@ -79,7 +82,7 @@ class ModelConfig:
     def __post_init__(self):
         apply_preset(self, "model", self.PRESETS, fallback=PRESETS["base"])
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
-                     "decoder_dim", "decoder_heads", "mlp_ratio"):
+                     "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         for name in ("decoder_depth", "head_hidden"):

@@ -171,7 +171,8 @@ def _hf_integer(key: str, value, least: int = 1) -> int:
 
 
 def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
-    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its decoder norm eps is 1e-5). ``decoder``: whether
+    """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its ``layer_norm_eps`` that of the LayerNorms of the
+    encoder and of the decoder's blocks; its decoder's final norm's eps is 1e-5). ``decoder``: whether
     the weights hold a decoder; a VideoMAEConfig always has decoder fields (transformers' defaults in a
     ``VideoMAEModel``'s), which are only checked when they describe weights."""
     def count(key, default, least=1):
@@ -196,15 +197,14 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     if not isinstance(qkv_bias, bool):
         raise CheckpointError(f"{'qv_bias' if 'qv_bias' in hf else 'qkv_bias'} is {json.dumps(qkv_bias)}: expected "
                               "true or false")
-    eps = hf.get("layer_norm_eps", 1e-12)
-    if eps != 1e-6:
-        log.info("Hugging Face layer_norm_eps is %g; our encoder LayerNorms use 1e-6 as the original VideoMAE "
-                 "(outputs differ by ~1e-6)", eps)
+    eps = hf.get("layer_norm_eps", 1e-12)  # (transformers' default)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise CheckpointError(f"layer_norm_eps is {json.dumps(eps)}: expected a positive number")
     return ModelConfig(
         img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=count("num_frames", 16),
         tubelet_size=count("tubelet_size", 2), in_chans=count("num_channels", 3), embed_dim=D,
         depth=count("num_hidden_layers", 12), num_heads=count("num_attention_heads", 12), mlp_ratio=ratio,
-        qkv_bias=qkv_bias, decoder_dim=count("decoder_hidden_size", 384),
+        qkv_bias=qkv_bias, norm_eps=float(eps), decoder_dim=count("decoder_hidden_size", 384),
         decoder_depth=count("decoder_num_hidden_layers", 4, least=0),
         decoder_heads=count("decoder_num_attention_heads", 6), decoder_norm_eps=1e-5, head_hidden=0,
     )
@@ -224,7 +224,7 @@ def _mlp_width(cfg: ModelConfig, width: str) -> int:
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
                  labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None,
                  decoder: bool = True) -> dict:
-    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps 1e-6 as ours); ``labels``: a classifier's
+    """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps: ``cfg.norm_eps``); ``labels``: a classifier's
     class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
     record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
     ``mme_`` keys, mme reads them back. ``decoder``: whether the weights hold a decoder; its MLP width
@@ -240,7 +240,7 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
         "num_frames": cfg.num_frames, "tubelet_size": cfg.tubelet_size,
         "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
         "intermediate_size": _mlp_width(cfg, "embed_dim"), "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": 1e-6,
+        "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": cfg.norm_eps,
         "qkv_bias": cfg.qkv_bias, "use_mean_pooling": use_mean_pooling,
         "decoder_num_attention_heads": cfg.decoder_heads, "decoder_hidden_size": cfg.decoder_dim,
         "decoder_num_hidden_layers": cfg.decoder_depth, "norm_pix_loss": norm_pix, "torch_dtype": "float32",

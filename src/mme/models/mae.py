@@ -87,7 +87,8 @@ class MaskedAutoencoder(nn.Module):
         self.register_buffer("decoder_pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
         rates = [cfg.drop_path * i / max(cfg.decoder_depth - 1, 1) for i in range(cfg.decoder_depth)]  # as VideoMAE's
         self.decoder_blocks = nn.ModuleList(
-            Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.decoder_layer_scale_init, r)
+            Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.decoder_layer_scale_init, r,
+                  cfg.norm_eps)
             for r in rates
         )
         self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=cfg.decoder_norm_eps)
