@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from training import FP32, TINY, report_json, run, tiny
 from worker_jobs import dead_pid, killing_a_worker_after
 
-from mme.errors import CheckpointError, ConfigError, DataError, MMEError
+from mme.errors import CheckpointError, ConfigError, DataError, FolderReplaced, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
 from mme.utils import remove_stale_temps, remove_stale_temps_in, unlock_folder
@@ -103,6 +104,64 @@ def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp
     assert all(torch.load(p, weights_only=True)["meta"]["run_id"] == run_id for p in ckpt.list_checkpoints(out))
     assert run("tiny_cpu_pixel", synth, out, "train.steps=500", f"train.stop_after={len(records) + 1}",
                "train.resume=auto", FP32).step == len(records) + 1  # the lock went with the first job
+
+
+def test_a_run_whose_folder_is_removed_and_made_again_by_another_job_writes_nothing_there(synth, tmp_path,
+                                                                                          monkeypatch):
+    """A run's train.out_dir removed (rm -rf) mid-run and made again by a second run, which locks a new .lock: the
+    first run's lock held only the removed file, so it went on writing its checkpoints by path into the second's
+    folder, and its rotation deleted the second's checkpoints. It stops at its next write with one line, and the
+    folder holds the second run's files alone, as they were."""
+    from mme.train import metrics
+
+    out = tmp_path / "run"
+    theirs = {"checkpoint-00000001.pt": b"the second run's", "run.json": b'{"run_id": "second"}',
+              ".lock": b"PID 1 on another host\n"}
+    real_log = metrics.JSONLLogger.log
+
+    def replaced_at_step_3(self, values, step):
+        if step == 3:
+            shutil.rmtree(out)
+            out.mkdir()
+            for name, data in theirs.items():
+                (out / name).write_bytes(data)
+        real_log(self, values, step)
+
+    monkeypatch.setattr(metrics.JSONLLogger, "log", replaced_at_step_3)
+    with pytest.raises(FolderReplaced) as info:
+        run("tiny_cpu_pixel", synth, out, "train.steps=5", "train.ckpt_every=1", "train.keep_last=2", FP32)
+    assert str(info.value) == (f"train.out_dir {out} was removed or replaced while this run used it; nothing written "
+                               "there (what this run wrote there before is kept only where the folder still holds it)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs
+
+
+def test_a_folder_whose_lock_file_was_replaced_is_no_longer_written_by_its_job(tmp_path):
+    """Only the .lock made anew (the folder kept): the job's checkpoints, rotation and partial results of an embedding
+    refuse it, removing and writing nothing; a folder this process does not lock is not checked."""
+    from mme.eval.features import _write_part
+
+    out, partial = run_folder.take(tmp_path / "run"), run_folder.take(tmp_path / "e.npy.partial", "--out (its partial "
+                                                                                                  "results)")
+    try:
+        old = ckpt.checkpoint_path(out, 1)
+        old.write_bytes(b"this run's")
+        for folder in (out, partial):
+            (folder / ".lock").unlink()
+            (folder / ".lock").write_text("PID 1 on another host\n")
+        replaced = r" was removed or replaced while this run used it; nothing written there"
+        with pytest.raises(FolderReplaced, match=rf"^train.out_dir {re.escape(str(out))}{replaced}"):
+            ckpt.rotate(out, 1)
+        with pytest.raises(FolderReplaced, match=rf"^train.out_dir {re.escape(str(out))}{replaced}"):
+            ckpt.save_checkpoint({"step": 2}, out, keep_last=1)
+        with pytest.raises(FolderReplaced, match=rf"^--out \(its partial results\) {re.escape(str(partial))}"
+                                                 rf"{replaced}"):
+            _write_part(partial, "r0", {"index": np.arange(2), "failed": np.zeros(0, np.int64)})
+        assert sorted(p.name for p in out.iterdir()) == [".lock", old.name] and old.read_bytes() == b"this run's"
+        assert sorted(p.name for p in partial.iterdir()) == [".lock"]
+    finally:
+        unlock_folder()
+    ckpt.save_checkpoint({"step": 2}, out, keep_last=1)  # unlocked: written, and the rotation removes step 1
+    assert ckpt.list_checkpoints(out) == [ckpt.checkpoint_path(out, 2)]
 
 
 def test_a_folder_on_a_file_system_without_locks_is_used_with_a_warning(tmp_path, monkeypatch, caplog):

@@ -59,6 +59,12 @@ class NoSpaceError(MMEError):
     would fail alike, so the job stops (:func:`mme.utils.space_for`)."""
 
 
+class FolderReplaced(MMEError):
+    """The folder a job locked (:func:`mme.utils.lock_folder`) was removed or replaced while it ran (``rm -rf``, then
+    another job made one of that name and locked it): the job writes nothing more there, where it would mix its
+    files with the other's and delete the other's in its rotation."""
+
+
 class NonFiniteLossError(MMEError):
     """Too many non-finite losses in a row: the run diverged."""
 

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from mme.errors import ConfigError, MMEError, NoSpaceError
+from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError
 
 log = logging.getLogger(__name__)
 
@@ -642,7 +642,15 @@ def launch_ranks() -> tuple[int, int]:
 
 
 FOLDER_LOCK = ".lock"
-_locked: dict[Path, Any] = {}  # folder -> the open lock file of this process
+
+
+@dataclasses.dataclass(frozen=True)
+class _HeldLock:
+    file: Any  # the open .lock, holding the flock
+    option: str  # the setting that chose the folder, for messages
+
+
+_locked: dict[Path, _HeldLock] = {}  # folder -> the lock this process holds there
 
 
 def lock_folder(folder: str | Path, option: str) -> bool:
@@ -686,16 +694,41 @@ def lock_folder(folder: str | Path, option: str) -> bool:
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
-    _locked[path.resolve()] = f
+    _locked[path.resolve()] = _HeldLock(f, option)
     return True
 
 
 def unlock_folder(folder: str | Path | None = None) -> None:
     """Unlock ``folder`` (every folder this process holds when None)."""
     for path in [Path(folder).resolve()] if folder is not None else list(_locked):
-        f = _locked.pop(path, None)
-        if f is not None:
-            f.close()
+        held = _locked.pop(path, None)
+        if held is not None:
+            held.file.close()
+
+
+def folder_replaced(folder: str | Path) -> bool:
+    """Whether ``folder``, locked by this process (:func:`lock_folder`), was removed or replaced since: its
+    ``.lock`` is gone or another file (device and inode) than the one this process holds; the lock holds only while
+    its file is there, so a second job may have made the folder anew and locked it. False for a folder this process
+    does not lock (another rank's, a library caller's). One ``stat``: cheap before every write."""
+    held = _locked.get(Path(folder).resolve())
+    if held is None:
+        return False
+    try:
+        now = os.stat(Path(folder) / FOLDER_LOCK)
+    except OSError:
+        return True
+    return not os.path.samestat(now, os.fstat(held.file.fileno()))
+
+
+def check_folder_held(folder: str | Path) -> None:
+    """Before a write or removal by path in ``folder``: a :class:`~mme.errors.FolderReplaced` when it was removed or
+    replaced since this process locked it (:func:`folder_replaced`), so that nothing of this job is written into
+    another's folder, nor any of its files removed."""
+    if folder_replaced(folder):
+        held = _locked[Path(folder).resolve()]
+        raise FolderReplaced(f"{held.option} {folder} was removed or replaced while this run used it; nothing written "
+                             f"there (what this run wrote there before is kept only where the folder still holds it)")
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ from mme.train import run_folder
 from mme.utils import (
     atomic_path,
     atomic_write_json,
+    check_folder_held,
     check_output,
     error_reason,
     flag,
@@ -183,6 +184,7 @@ def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[Non
 
 def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write one part atomically as ``part-<first row>-<tag>.npz`` (``tag``: the writing rank, ``r0``, ...)."""
+    check_folder_held(partial)
     first = min(np.concatenate([arrays["index"], arrays["failed"]]))
     path = partial / f"part-{first:09d}-{tag}.npz"
     with _writing(path, partial), atomic_path(path) as tmp:
@@ -692,6 +694,7 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     of every row's video (``states``, taken before any was decoded) in the sidecar. When every video failed,
     DataError, and the partial folder (failures only) is removed: a corrected command (another --root) is not
     taken for a different job's."""
+    check_folder_held(partial)  # (another job's parts, where another job made the folder anew)
     n = len(dataset)
     parts = _read_parts(partial)
     with_rows = [p for p in parts if "x" in p]

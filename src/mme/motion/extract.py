@@ -50,6 +50,7 @@ from mme.train.distributed import all_gather_objects, init_distributed, is_main,
 from mme.train.precision import choose_device
 from mme.utils import (
     atomic_write_text,
+    check_folder_held,
     check_output,
     in_workers,
     launch_ranks,
@@ -330,12 +331,14 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     failed: dict[str, str] = {}
     done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
     for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):  # rank 0's
+        check_folder_held(lock)  # (--out removed: the next videos' files would go into another job's)
         if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
             failed[path] = err
             log.warning("failed: %s", err)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
               "skipped": skipped, "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
               "options": asdict(opts)}
+    check_folder_held(lock)
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
     return report_file, report

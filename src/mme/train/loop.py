@@ -39,7 +39,7 @@ from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
-from mme.utils import error_reason, may_want_space, mib_free
+from mme.utils import check_folder_held, error_reason, may_want_space, mib_free
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +390,7 @@ def _draw_loss_curves(run: Run, history) -> None:
     as a log that cannot: the run goes on to what follows (fine-tuning's tests)."""
     if history or (run.out_dir / "metrics.jsonl").is_file():
         png = run.out_dir / "loss.png"
+        check_folder_held(run.out_dir)
         try:
             plot_loss_curves(run.out_dir / "metrics.jsonl", png)
         except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a font error, ...)

@@ -2,7 +2,10 @@
 
 - **One job at a time**: rank 0 holds an ``fcntl`` lock on ``<out_dir>/.lock`` for the whole run
   (:func:`mme.utils.lock_folder`; ``unlock_folder`` releases it); a second job on the folder is refused, naming the
-  holder's PID and host (on a file system without ``flock``, the folder is used unlocked, with a warning).
+  holder's PID and host (on a file system without ``flock``, the folder is used unlocked, with a warning). The lock
+  holds only while its file is there: before each write or removal by path the run checks that the folder's
+  ``.lock`` is still the one it holds (:func:`mme.utils.check_folder_held`), and stops where the folder was removed
+  and made again by another job.
 - **One run per folder**: ``run.json`` records the run's identity (``run_id``, start time, seed, config hash) and
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
   offers ``train.resume=auto`` or another folder, and ``train.overwrite=true`` clears the other run's files first.
@@ -31,7 +34,15 @@ from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.eval.testing import SPLITS, drop_report, read_report, report_files
 from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
-from mme.utils import atomic_path, lock_folder, remove_stale_temps_in, removing, writing
+from mme.utils import (
+    atomic_path,
+    check_folder_held,
+    folder_replaced,
+    lock_folder,
+    remove_stale_temps_in,
+    removing,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +189,9 @@ def keep_logs_of_rewind(out_dir: Path, resumed: int) -> None:
 def restore_logs_of_rewind(out_dir: Path) -> None:
     """The logs as :func:`keep_logs_of_rewind` found them, where a rewind ends before its first checkpoint (an error,
     a checkpoint it could not write or set aside, Ctrl-C, the end of its steps): the folder's logs are then again
-    those of its checkpoints."""
+    those of its checkpoints; nothing where the folder was replaced since (:func:`mme.utils.folder_replaced`)."""
+    if folder_replaced(out_dir):
+        return
     for name in LOGS:
         left = _left_copy(out_dir, name)
         if left.is_file():
@@ -193,6 +206,7 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
     branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was. A
     checkpoint that cannot be moved (a read-only folder, an immutable or busy file) is an MMEError naming it and the
     reason, those moved before it put back: else ``train.resume=auto`` took the newest of the branch left."""
+    check_folder_held(out_dir)
     later = _later(out_dir, resumed)
     if not later:
         return
