@@ -4,6 +4,9 @@ run (steps 1-5, the resumed values for 4-5)."""
 import csv
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 from types import SimpleNamespace
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -69,6 +72,51 @@ def test_a_logger_that_cannot_write_is_dropped_and_the_others_go_on(tmp_path, ca
     logger.close()
     assert [r["step"] for r in read_records(tmp_path / "m.jsonl")] == [1, 2]
     assert caplog.text.count("stopped logging at step 1: [Errno 27] File too large") == 1
+
+
+def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_traceback(tmp_path):
+    """TensorBoard's writer writes from a thread of its own: a full disk printed that thread's OSError traceback (17
+    lines) before the warning that the logger stopped. A 24 KiB tmpfs where this user may mount one; else the writer's
+    appends raise ENOSPC past their first."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(full)],
+                             capture_output=True).returncode == 0
+    script = textwrap.dedent(f"""
+        import errno, logging, os, sys
+        from pathlib import Path
+        from tensorboard.compat.tensorflow_stub.io import gfile
+        from mme.train.metrics import MetricLogger, TensorBoardLogger
+
+        if not {mounted}:
+            real, appends = gfile.LocalFileSystem.append, iter(range(10**6))
+
+            def append(self, *args, **kwargs):
+                if next(appends):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real(self, *args, **kwargs)
+
+            gfile.LocalFileSystem.append = append
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logger = MetricLogger([TensorBoardLogger(Path({str(full / "tb")!r}))])
+        for step in range(1, 3001):
+            logger.log({{"loss": 1.0 / step, "lr": 1e-3, "grad_norm": 2.0, "clips_per_s": 9.5}}, step)
+            if not logger.loggers:
+                break
+        logger.close()
+        print("steps logged", step)
+        """)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(full)], check=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr[-3000:]
+    warned = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(warned) == 1 and warned[0].startswith("TensorBoardLogger stopped logging at step ") and \
+        "[Errno 28] No space left on device (the run goes on" in warned[0], done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) < 3000  # it stopped where the disk was full
 
 
 def test_a_fresh_run_hides_the_tensorboard_events_of_one_killed_before_its_first_checkpoint(tmp_path):

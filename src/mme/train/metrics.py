@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import threading
+import weakref
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -135,19 +137,43 @@ class CSVLogger:
         self.file.close()
 
 
+_quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_excepthook_before: Callable = threading.excepthook
+
+
+def _excepthook(args) -> None:
+    """``threading.excepthook``, silent for an OSError of a TensorBoard writer's thread (a full disk), which its
+    writer raises again in :meth:`TensorBoardLogger.log` (it keeps it), where it is warned about."""
+    if not (args.thread in _quiet_threads and isinstance(args.exc_value, OSError)):
+        _excepthook_before(args)
+
+
+def _quiet_os_errors_of(threads: set[threading.Thread]) -> None:
+    global _excepthook_before
+    _quiet_threads.update(threads)
+    if threading.excepthook is not _excepthook:  # (put back by whoever set one since: a test runner)
+        _excepthook_before, threading.excepthook = threading.excepthook, _excepthook
+
+
 class TensorBoardLogger:
     """Scalars under ``log_dir``; TensorBoard hides the events of earlier runs past ``resume_step`` (``purge_step``;
-    all of them for a fresh run)."""
+    all of them for a fresh run). The writer writes from a thread of its own: each :meth:`log` waits for it to
+    write, so that a failure (a full disk) is raised at that step, in the caller's thread, and that thread's own
+    traceback of it is not printed (:func:`_quiet_os_errors_of`): the warning of :class:`MetricLogger` alone is."""
 
     def __init__(self, log_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
 
+        before = set(threading.enumerate())
         # a fresh run hides the events of one killed before its first checkpoint, as metrics.jsonl drops them
         self.writer = SummaryWriter(str(log_dir), purge_step=(resume_step or 0) + 1)
+        _quiet_os_errors_of({t for t in set(threading.enumerate()) - before
+                             if type(t).__module__.startswith("tensorboard.")})
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for k, v in metrics.items():
             self.writer.add_scalar(k, v, step)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
