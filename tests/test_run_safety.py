@@ -654,6 +654,20 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth,
         f"mme pretrain: error: {tmp_path / 'random.pt'}: unknown checkpoint format"), proc.stderr[-1000:]
 
 
+def test_resuming_a_checkpoint_of_a_later_mme_names_it(synth, tmp_path):
+    """--resume auto of a checkpoint whose config has a model key this mme lacks (a later mme's) said only "unknown
+    config key(s) ['model.rope']", not which file, where train.init and mme embed name it."""
+    run("tiny_cpu_pixel", synth, tmp_path, "train.steps=1", FP32)
+    path = ckpt.checkpoint_path(tmp_path, 1)
+    state = torch.load(path, weights_only=True)
+    state["config"]["model"]["rope"] = True
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: invalid model config in the training "
+                                              r"checkpoint, perhaps of a later mme: unknown config key\(s\) "
+                                              r"\['model.rope'\]; valid keys under 'model': "):
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "train.resume=auto", FP32)
+
+
 def test_resuming_from_model_weights_says_to_start_from_them_with_train_init(tmp_path):
     """A weights-only .pth ({'model': weights}: a bare KeyError before) and an exported .safetensors (called 'not a
     PyTorch or safetensors file' before), also named .pt, are model weights, not a run's state: one line naming the

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mme.errors import ConfigError
+from mme.errors import ConfigError, UnknownConfigKeys
 from mme.utils import error_reason
 
 T = TypeVar("T")
@@ -210,7 +210,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         other = [why for k, why in getattr(cls, "OTHER_KINDS", {}).items() if k in unknown]
-        raise ConfigError(
+        raise UnknownConfigKeys(
             f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
             f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
         )

@@ -44,6 +44,10 @@ class ConfigError(MMEError, ValueError):
     """A configuration key or value is invalid."""
 
 
+class UnknownConfigKeys(ConfigError):
+    """A config mapping has keys its section lacks: a typo, or a file (a checkpoint's config) of a later mme."""
+
+
 class ClipNotDivisible(ConfigError):
     """A model's clip side or length (``field``: img_size, num_frames, of ``value``) that its patch or tubelet does
     not divide, ``model.<field> <value> <reason>``; a reader that took the value from a command's flag names it so

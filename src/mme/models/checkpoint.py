@@ -34,7 +34,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from mme.config import from_dict
-from mme.errors import CheckpointError, CheckpointUnreadable, ClipNotDivisible, ConfigError
+from mme.errors import CheckpointError, CheckpointUnreadable, ClipNotDivisible, ConfigError, UnknownConfigKeys
 from mme.models import convert, convert_config
 from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
@@ -661,10 +661,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
     obj = torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj["config"].get("model"), dict) \
             and isinstance(obj.get("model"), dict):  # our training checkpoint
-        try:
-            cfg = from_dict(ModelConfig, obj["config"]["model"], prefix="model.")
-        except ConfigError as e:
-            raise CheckpointError(f"{path}: invalid model config in the training checkpoint: {e}") from e
+        cfg = run_model_config(ModelConfig, obj["config"]["model"], path)
         ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict,
                          fallback=fallback)
         ck.run_config = obj["config"]
@@ -675,6 +672,16 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
             ck.class_names = [str(n) for n in obj["classes"]]
         return ck
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict, fallback=fallback)
+
+
+def run_model_config(cls: type, model: dict, path: str | Path):
+    """The model section ``model`` of the config a training checkpoint ``path`` records, as ``cls``; one this mme
+    cannot read is a CheckpointError naming the file, and, for keys it lacks, that the file may be of a later mme."""
+    try:
+        return from_dict(cls, model, prefix="model.")
+    except ConfigError as e:
+        later = ", perhaps of a later mme" if isinstance(e, UnknownConfigKeys) else ""
+        raise CheckpointError(f"{path}: invalid model config in the training checkpoint{later}: {e}") from e
 
 
 def _run_heads(obj: dict) -> list[HeadSpec] | None:

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mme.config import from_dict
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import (
     agreeing_classes,
@@ -45,7 +44,7 @@ from mme.data.lists import (
 )
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError
-from mme.models.checkpoint import Checkpoint, load_checkpoint_encoder
+from mme.models.checkpoint import Checkpoint, load_checkpoint_encoder, run_model_config
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ENCODER_FIELDS
 from mme.models.vit import count_parameters
@@ -157,7 +156,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
     :func:`~mme.train.config.clips_for`) with this config's clip geometry and drop path, else the config as is
     (training from scratch)."""
     if resume is not None:
-        model = from_dict(FinetuneModel, resume[1]["config"]["model"], prefix="model.")
+        model = run_model_config(FinetuneModel, resume[1]["config"]["model"], resume[0])
         engine.warn_ignored_on_resume(cfg.model, model, [f.name for f in dataclasses.fields(model)], given,
                                       resume[0], bool(cfg.train.init))
         return model

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from mme.config import from_dict, given_keys, load_config
+from mme.config import given_keys, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError, MMEError, VideoError
-from mme.models.checkpoint import Checkpoint, load_state
+from mme.models.checkpoint import Checkpoint, load_state, run_model_config
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
@@ -243,7 +243,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     fit to that model (:func:`~mme.train.config.clips_for`)."""
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
-        runs = from_dict(ModelConfig, resume[1]["config"]["model"], prefix="model.")
+        runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0])
         engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
         return clips_for(cfg, model, f"the resumed run ({resume[0]})")
