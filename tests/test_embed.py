@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -508,6 +509,28 @@ def test_a_disk_full_while_writing_a_part_is_one_line_and_the_parts_before_are_k
     loads.clear()
     embed(ckpt, root / "list.txt", out, root=str(root), stride=2, num_workers=0, progress=False)
     assert sorted(loads) == list(range(1, 8)) and read_features(out)[1].sum() == 6
+
+
+def test_a_full_disk_under_the_final_features_file_says_so_plainly(tmp_path):
+    """numpy writes a .npy's data with one write, and a full disk took part of it: the line gave numpy's text, 'could
+    not be written (10368 requested and 992 written; 0 MiB free)'. A 24 KiB tmpfs, where this user may mount one."""
+    from mme.eval.features import _writing, write_features
+
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(full)], capture_output=True).returncode:
+        pytest.skip("no tmpfs can be mounted here (not root)")
+    out, partial = full / "e.npy", tmp_path / "e.npy.partial"
+    try:
+        with pytest.raises(DataError) as info, _writing(out, partial):
+            write_features(out, np.zeros((64, 1024), np.float32), np.ones(64, bool), np.zeros(64, np.int64), None,
+                           {"dim": 1024})
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert re.fullmatch(rf"{re.escape(str(out))}: could not be written \(No space left on device, or a quota reached "
+                        r"\(a short write: \d+ of 65536 items written\); 0 MiB free\); the videos embedded before are "
+                        rf"kept in {re.escape(str(partial))}, and the same command resumes from them",
+                        str(info.value)), info.value
 
 
 @pytest.mark.parametrize("stage", ["finished", "resumed"])

@@ -17,6 +17,7 @@ import operator
 import os
 import pickle
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -253,10 +254,16 @@ def _umask() -> int:
     return mask
 
 
+_SHORT_WRITE = re.compile(r"^(\d+) requested and (\d+) written$")
+"""numpy's OSError (no errno) for a write the file system took only part of (``ndarray.tofile``, ``np.save``)."""
+
+
 def error_reason(e: BaseException) -> str:
     """The reason an error gives, for a message that names the thing: an OSError's ``strerror``, else the first
-    non-empty line of the message, else the error's type."""
+    non-empty line of the message (numpy's short write said plainly), else the error's type."""
     text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    if isinstance(e, OSError) and (short := _SHORT_WRITE.match(text)):
+        return f"No space left on device, or a quota reached (a short write: {short[2]} of {short[1]} items written)"
     return text or type(e).__name__
 
 
