@@ -763,8 +763,9 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
     """Only 64 videos spread over the list were looked up in target.cache_dir: a cache holding their files alone
     started the run, which stopped mid-run once more than data.max_failure_fraction of the list had failed; one
     holding every file but theirs was refused as holding none, advised the run's finest settings, which mme extract
-    refused for the files there. The whole list is looked up, in one listing of the folder: both are refused
-    before any work, the advice resuming with the settings of the files there; within the fraction, the run starts."""
+    refused for the files there. The whole list is looked up, in one listing of the folder (a video it misses then
+    on disk, until more lack a file than the run may skip): both are refused before any work, the advice resuming
+    with the settings of the files there; within the fraction, the run starts."""
     import shutil
 
     import numpy as np
@@ -791,14 +792,79 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
         with pytest.raises(DataError) as refused:  # before: started ("probed"), or refused as holding none
             check_cache(cfg, pretrain_dataset(cfg))
         assert str(refused.value) == (
-            f"target.cache_dir '{tmp_path / name}' lacks the track cache files of {lacking} of the 200 videos of "
-            f"{tmp_path / 'list.txt'} (the first: {tmp_path}/v/{min(set(range(200)) - held):03d}.mp4), more than "
+            f"target.cache_dir '{tmp_path / name}' lacks the track cache files of 3 of the 200 videos of "
+            f"{tmp_path / 'list.txt'} (the first: {tmp_path}/v/{min(set(range(200)) - held):03d}.mp4), and its "
+            f"listing lacks those of {lacking - 3} more (not looked up one by one), more than "
             f"data.max_failure_fraction=0.01 of them; `mme extract {tmp_path / 'list.txt'} --root {tmp_path} --out "
             f"{tmp_path / name} --length 6 --short-side 64 --seed-stride 4 --flow dis-balanced --orientation coded "
             f"--backend pyav` makes the track cache files these videos lack with the settings of the cache's "
             f"{cache_file(tmp_path / name, f'v/{min(held):03d}.mp4')}, and resumes")
         cfg.data.max_failure_fraction = lacking / 200
         check_cache(cfg, pretrain_dataset(cfg))  # as many as the run may skip: it starts
+
+
+def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(synth, tmp_path, monkeypatch):
+    """The whole list was judged on one walk of target.cache_dir, taken as the whole truth: a shared cache whose
+    folders can be entered but not listed (mode 0711, another owner's; the walk passed them over without a word) was
+    refused, though each read finds its files by path; a cache of links to a volume not mounted passed (the walk
+    listed the links as files), the run then stopping at its first batch after making its run folder; a link back up
+    the folder (latest -> .) made the start hang. The listing now serves hits alone: a hit is a file (a link only
+    where it leads to one), a folder met again is walked once, and a video it misses is looked up on disk."""
+    import errno
+    import os
+    import shutil
+    import threading
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    first = open(lists["data.list_file"]).read().split()[0]
+    (tmp_path / "one.txt").write_text(f"{first}\n")
+    extract_cache(str(tmp_path / "one.txt"), str(tmp_path / "made"), root=lists["data.root"], length=6,
+                  short_side=64)
+    videos = [f"v/a/{i:02d}.mp4" for i in range(20)]
+    (tmp_path / "list.txt").write_text("".join(f"{v}\n" for v in videos))
+    for name in ("shared", "loop"):
+        for v in videos:
+            cache_file(tmp_path / name, v).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cache_file(tmp_path / "made", first), cache_file(tmp_path / name, v))
+    for v in videos:  # links to where a volume is not mounted
+        cache_file(tmp_path / "unmounted", v).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(tmp_path / "not-mounted" / v, cache_file(tmp_path / "unmounted", v))
+    for link in ("latest", "current"):
+        os.symlink(".", tmp_path / "loop" / link)
+
+    def dataset(name: str):
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}"],
+                          tmp_path / "run", f"target.cache_dir={tmp_path / name}")
+        return cfg, pretrain_dataset(cfg)
+
+    def unlistable(real):  # mode 0711 of another owner (root lists any folder: simulated)
+        def scandir(path="."):
+            if os.fspath(path).startswith(str(tmp_path / "shared" / "v")):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real(path)
+        return scandir
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "scandir", unlistable(os.scandir))
+        cfg, data = dataset("shared")
+        check_cache(cfg, data)  # before: refused, holding no file for any video
+        assert data.cache_lookup.files == [str(cache_file(tmp_path / "shared", v)) for v in videos]
+    cfg, data = dataset("unmounted")
+    with pytest.raises(DataError, match=rf"^target.cache_dir '{tmp_path / 'unmounted'}' holds no track cache file for "
+                                        rf"any of the 20 videos of .*list.txt \(the first: {tmp_path}/v/a/00.mp4\);"):
+        check_cache(cfg, data)  # before: passed, the run stopping at its first batch
+    cfg, data = dataset("loop")
+    checked = threading.Thread(target=check_cache, args=(cfg, data), daemon=True)
+    checked.start()
+    checked.join(timeout=10)
+    assert not checked.is_alive()  # before: a walk through latest/current/latest/... without end
+    assert data.cache_lookup.files == [str(cache_file(tmp_path / "loop", v)) for v in videos]
 
 
 def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):

@@ -489,6 +489,17 @@ class _VideoDataset(Dataset):
         return dataclasses.replace(geom, flip=True) if cfg.flip and rng.random() < 0.5 else geom
 
 
+@dataclass(frozen=True)
+class CacheLookup:
+    """Where the list's videos have their track cache files (:attr:`PretrainDataset.cache_lookup`): ``files``, each
+    video's, None where it has none or was not looked up; ``lacking``, the videos without one; ``unsought``, how many
+    more the folder's listing misses, not looked up on disk once ``lacking`` were more than the run may skip."""
+
+    files: list[str | None]
+    lacking: list[int]
+    unsought: int
+
+
 class PretrainDataset(_VideoDataset):
     """Pre-training clips with the raw frames their tracks need, the ``motion`` of ``target_fn`` and the ``mask``
     of ``mask_fn``.
@@ -512,29 +523,45 @@ class PretrainDataset(_VideoDataset):
         self.track_reads = track_reads
 
     @functools.cached_property
-    def cache_files(self) -> list[str | None]:
-        """The track cache file (``target.cache_dir`` of ``target_fn``) of each video of the list, None where it has
-        none, looked up in one listing of the folder (:func:`mme.motion.cache.listed_files`), not in its files'
-        content. Judged once, as the run starts (:func:`mme.train.pretrain.check_cache`); its failure advice later
-        reads the same (:meth:`extract_advice`)."""
-        from mme.motion.cache import find_cache_file, listed_files
+    def cache_lookup(self) -> CacheLookup:
+        """Where each video of the list has its track cache file (``target.cache_dir`` of ``target_fn``), not in its
+        files' content: looked up in one listing of the folder (:func:`mme.motion.cache.listed_files`), a video it
+        misses then on disk, as each read looks, until more videos lack one than the run may skip
+        (:meth:`too_many_failures`: the refusal needs no more). Judged once, as the run starts
+        (:func:`mme.train.pretrain.check_cache`); its failure advice later reads the same (:meth:`extract_advice`)."""
+        from mme.motion.cache import listed_files
 
         cache_dir = self.target_fn.cfg.cache_dir
-        listed = listed_files(cache_dir)
-        found: list[str | None] = []
-        for i in range(len(self)):
-            try:
-                found.append(str(find_cache_file(cache_dir, self.path(i), listed)))
-            except VideoError:
-                found.append(None)
-        return found
+        listed, whole = listed_files(cache_dir)
+        files = [self._cache_file(cache_dir, i, listed) for i in range(len(self))]
+        missed = [i for i, found in enumerate(files) if found is None]
+        if whole and not listed:  # a whole listing of no file: none on disk either
+            return CacheLookup(files, missed, 0)
+        lacking: list[int] = []
+        for k, i in enumerate(missed):
+            files[i] = self._cache_file(cache_dir, i)
+            if files[i] is None:
+                lacking.append(i)
+                if self.too_many_failures(len(lacking)):
+                    return CacheLookup(files, lacking, len(missed) - k - 1)
+        return CacheLookup(files, lacking, 0)
+
+    def _cache_file(self, cache_dir: str, i: int, listed: frozenset[tuple[str, ...]] | None = None) -> str | None:
+        """The track cache file of video ``i`` under ``cache_dir`` (in ``listed``, else on disk), None where none."""
+        from mme.motion.cache import find_cache_file
+
+        try:
+            return str(find_cache_file(cache_dir, self.path(i), listed))
+        except VideoError:
+            return None
 
     def cache_probes(self) -> list[tuple[str, str]]:
         """The video path and cache file of :data:`CACHE_PROBES` videos spread evenly over those of the list with a
-        cache file (:attr:`cache_files`; every one where fewer), on which the cache's settings are judged."""
-        held = [i for i, found in enumerate(self.cache_files) if found is not None]
+        cache file (:attr:`cache_lookup`; every one where fewer), on which the cache's settings are judged."""
+        files = self.cache_lookup.files
+        held = [i for i, found in enumerate(files) if found is not None]
         spread = np.unique(np.linspace(0, len(held) - 1, min(len(held), CACHE_PROBES)).round().astype(int))
-        return [(self.path(held[k]), self.cache_files[held[k]]) for k in spread.tolist()]
+        return [(self.path(held[k]), files[held[k]]) for k in spread.tolist()]
 
     def check_cache_orientation(self, meta: dict, found: str | os.PathLike, path: str) -> None:
         """Refuse (ConfigError) the cache file ``found`` (of ``meta``) of the video at ``path`` where its frames were
@@ -551,7 +578,7 @@ class PretrainDataset(_VideoDataset):
     def _cache_files_made(self) -> list[tuple[str, str, dict]]:
         """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file a resumed
         extraction compares its settings with: readable, made by this mme's tracker (a :func:`~mme.motion.cache.stale`
-        one it makes again). Read once, as :attr:`cache_files` is listed once: each failure check past the fraction
+        one it makes again). Read once, as :attr:`cache_lookup` is made once: each failure check past the fraction
         gives the advice again."""
         from mme.motion.cache import cache_meta, stale
 

@@ -159,21 +159,39 @@ def stale(meta: dict) -> str | None:
     return None
 
 
-def listed_files(cache_dir: str | Path) -> frozenset[tuple[str, ...]]:
-    """The parts of the path of every file under ``cache_dir`` (none where it is not a folder), from one walk of it:
-    what :func:`find_cache_file` looks a whole list's videos up in (10,000 lookups on disk, each of a path of each
-    length, take seconds)."""
-    listed = set()
-    for folder, _, names in os.walk(cache_dir, followlinks=True):
-        rel = os.path.relpath(folder, cache_dir)
-        listed.update((*(() if rel == "." else rel.split(os.sep)), name) for name in names)
-    return frozenset(listed)
+def listed_files(cache_dir: str | Path) -> tuple[frozenset[tuple[str, ...]], bool]:
+    """The parts of the path of every file under ``cache_dir`` (a link only where it leads to a file), from one walk of
+    it, and whether the walk listed every folder it met: where :func:`find_cache_file` looks a whole list's videos up
+    first (10,000 lookups on disk, each of a path of each length, take seconds). A hit only: a folder that cannot be
+    listed (a shared cache's, mode 0711), or cannot be at all (``cache_dir`` not a folder), is passed over, and a name
+    cased otherwise on a case-insensitive disk is missed, where a lookup on disk finds the file. A folder met again
+    through a link (``latest -> .``) is walked once."""
+    listed: set[tuple[str, ...]] = set()
+    walked: set[tuple[int, int]] = set()
+    folders: list[tuple[str, ...]] = [()]
+    whole = True
+    while folders:
+        parts = folders.pop()
+        try:
+            st = os.stat(os.path.join(cache_dir, *parts))
+            if (st.st_dev, st.st_ino) in walked:
+                continue
+            walked.add((st.st_dev, st.st_ino))
+            with os.scandir(os.path.join(cache_dir, *parts)) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        folders.append((*parts, entry.name))
+                    elif entry.is_file():
+                        listed.add((*parts, entry.name))
+        except OSError:
+            whole = False
+    return frozenset(listed), whole
 
 
 def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tuple[str, ...]] | None = None) -> Path:
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
     (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one.
-    ``listed``: the files under ``cache_dir`` (:func:`listed_files`), looked up there rather than on disk."""
+    ``listed``: the files under ``cache_dir`` (:func:`listed_files`'s), looked up there rather than on disk."""
     parts, names = Path(video_path).parts, _under_cache(video_path)
     for k in range(len(parts)):
         tail = names[max(k - (len(parts) - len(names)), 0):]  # (:func:`cache_file` of parts[k:])

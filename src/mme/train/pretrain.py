@@ -68,31 +68,34 @@ def sample_mask(model: ModelConfig, seed: int, epoch: int, index: int) -> torch.
 
 
 def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Refuse a ``target.cache_dir`` that is not a folder, or lacks the cache files of more of the list's videos than
-    ``data.max_failure_fraction`` lets the run skip, or of all of them (:attr:`~mme.data.dataset.PretrainDataset.
-    cache_files`, one listing of the folder: the run would stop at the first batch, or mid-run once it had tried
-    them; fewer, say of an extraction stopped part-way, are the dataset's failures), or whose first file was
-    extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`,
-    and the orientation of its video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first
-    batch, after the run's files, model and loader workers are made. Tracks read from a cache are the
-    flow ``mme extract`` used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ
-    from the run's (judged on the first cache file), so that the run's config is not read as its tracks' flow,
-    and a decoder that reads other frames is seen; and where its tracks are coarser than the run's targets
-    (:func:`_coarser_cache`). A target of no tracks (pixel, hog) reads no cache file: only the folder, and that it holds
-    the list's files, are checked."""
+    """Refuse a ``target.cache_dir`` that is not a folder, or lacks the cache files of more of the list's videos
+    than ``data.max_failure_fraction`` lets the run skip, or of all of them
+    (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
+    on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
+    stopped part-way, are the dataset's failures), or whose first file was extracted with settings the run cannot
+    read (:func:`~mme.motion.cache.check_settings`, and the orientation of its video:
+    :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's files,
+    model and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not
+    ``target.flow``, of the frames its ``--backend`` read: say so where these differ from the run's (judged on the
+    first cache file), so that the run's config is not read as its tracks' flow, and a decoder that reads other
+    frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`). A target of no
+    tracks (pixel, hog) reads no cache file: only the folder, and that it holds the list's files, are checked."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset):
         return
     if not Path(cache).is_dir():
         raise DataError(f"target.cache_dir {cache!r} is not a folder; {dataset.extract_advice()}")
-    lacking = [i for i, found in enumerate(dataset.cache_files) if found is None]
-    if len(lacking) == len(dataset) or dataset.too_many_failures(len(lacking)):
-        every = len(lacking) == len(dataset)
-        held = "holds no track cache file for any" if every else f"lacks the track cache files of {len(lacking)}"
+    lookup = dataset.cache_lookup
+    lacking = len(lookup.lacking)
+    if lacking == len(dataset) or dataset.too_many_failures(lacking):
+        every = lacking == len(dataset)
+        held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
+        unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one)"
+                    if lookup.unsought else "")
         beyond = "" if every else f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them"
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
-                        f"first: {dataset.path(lacking[0])}){beyond}; {dataset.extract_advice()}")
-    path, found = next((dataset.path(i), found) for i, found in enumerate(dataset.cache_files) if found is not None)
+                        f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
+    path, found = next((dataset.path(i), found) for i, found in enumerate(lookup.files) if found is not None)
     if not dataset.track_length:  # a target of no tracks (pixel, hog) reads none of the cache
         return
     try:
