@@ -867,6 +867,22 @@ def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(syn
     assert data.cache_lookup.files == [str(cache_file(tmp_path / "loop", v)) for v in videos]
 
 
+def test_a_resumed_run_of_a_target_without_tracks_is_not_refused_for_the_cache_it_does_not_read(synth, tmp_path):
+    """A pixel run resumed from the folder of an earlier version that took a target.cache_dir (its checkpoint's
+    config holds it) resumes without it, warned; the cache's whole-list check ran before the check that the target
+    reads no tracks, and refused the run for a cache it never reads (here an empty folder)."""
+    from mme.train import checkpoint as ckpt
+
+    (tmp_path / "cache").mkdir()
+    base = ("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=2", "optim.warmup_steps=1", FP32)
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "run")[-1])
+    state["config"]["target"]["cache_dir"] = str(tmp_path / "cache")  # as such a version wrote it
+    ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
+    res = run(*base, "train.resume=auto", f"target.cache_dir={tmp_path / 'cache'}")  # before: DataError, no file
+    assert res.step == 2
+
+
 def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):
     """target.flow does not apply to cached tracks: a run whose cache was extracted with another flow says so; and
     one whose cache was extracted with a decoder that can read other frames (before: no word of it)."""

@@ -79,9 +79,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     ``target.flow``, of the frames its ``--backend`` read: say so where these differ from the run's (judged on the
     first cache file), so that the run's config is not read as its tracks' flow, and a decoder that reads other
     frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`). A target of no
-    tracks (pixel, hog) reads no cache file: only the folder, and that it holds the list's files, are checked."""
+    tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
     cache = cfg.target.cache_dir
-    if not cache or not len(dataset):
+    if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
         return
     if not Path(cache).is_dir():
         raise DataError(f"target.cache_dir {cache!r} is not a folder; {dataset.extract_advice()}")
@@ -96,8 +96,6 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
     path, found = next((dataset.path(i), found) for i, found in enumerate(lookup.files) if found is not None)
-    if not dataset.track_length:  # a target of no tracks (pixel, hog) reads none of the cache
-        return
     try:
         meta = cache_meta(found)
     except MMEError:  # an unreadable cache file is reported per video by the dataset
