@@ -883,6 +883,34 @@ def test_a_resumed_run_of_a_target_without_tracks_is_not_refused_for_the_cache_i
     assert res.step == 2
 
 
+def test_the_refusal_of_a_track_cache_lacking_files_counts_the_lists_bad_lines_as_the_fraction_does(synth, tmp_path):
+    """The failure fraction counts the list's bad lines with the videos that lack a cache file; the refusal said
+    '1 of the 8 videos ..., more than data.max_failure_fraction=0.2' where 2 of the list's 9 lines fail. It names
+    both; without bad lines, as before."""
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    videos = [f"v/a/{i}.mp4" for i in range(8)]
+    for v in videos[1:]:  # (the files' content is not read by the check of which are there)
+        cache_file(tmp_path / "cache", v).parent.mkdir(parents=True, exist_ok=True)
+        cache_file(tmp_path / "cache", v).write_bytes(b"")
+    for name, bad in (("bad", ["v/a/x.mp4 notanumber extra\n"]), ("good", [])):
+        (tmp_path / f"{name}.txt").write_text("".join(f"{v} 0\n" for v in videos) + "".join(bad))
+        fraction = 0.2 if bad else 0.1
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / name}.txt", f"data.root={tmp_path}"],
+                          tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}",
+                          f"data.max_failure_fraction={fraction}")
+        counted = ", which with its 1 bad line(s) are 2 of its 9 lines" if bad else ""
+        with pytest.raises(DataError) as refused:
+            check_cache(cfg, pretrain_dataset(cfg))
+        assert str(refused.value).startswith(
+            f"target.cache_dir '{tmp_path / 'cache'}' lacks the track cache files of 1 of the 8 videos of "
+            f"{tmp_path / name}.txt (the first: {tmp_path}/v/a/0.mp4){counted}, more than "
+            f"data.max_failure_fraction={fraction} of them; `mme extract "), str(refused.value)
+
+
 def test_a_run_on_a_track_cache_says_which_flow_and_decoder_made_its_tracks(synth, tmp_path, caplog):
     """target.flow does not apply to cached tracks: a run whose cache was extracted with another flow says so; and
     one whose cache was extracted with a decoder that can read other frames (before: no word of it)."""

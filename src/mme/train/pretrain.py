@@ -92,7 +92,11 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
         unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one)"
                     if lookup.unsought else "")
-        beyond = "" if every else f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them"
+        bad = len(dataset.bad_lines)  # (the failure fraction counts them too)
+        counted = (f", which with its {bad} bad line(s) are {lacking + bad} of its {len(dataset) + bad} lines"
+                   if bad else "")
+        fraction = f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them"
+        beyond = "" if every else counted + fraction
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
     path, found = next((dataset.path(i), found) for i, found in enumerate(lookup.files) if found is not None)
