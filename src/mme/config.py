@@ -49,6 +49,22 @@ class _Override(str):
     parsed: Any
 
 
+class _Block:
+    """A collection an override wrote in YAML's block style (``runs/exp: 2``, ``- a.pt``, ``D:``): the collection
+    for a key of another type (``train=steps: 5``, ``train.keep_epochs=- 1``), its text as ``written`` for a text
+    key, as a path may read (:func:`_coerce`)."""
+
+    written: str
+
+
+class _BlockMapping(dict, _Block):
+    pass
+
+
+class _BlockList(list, _Block):
+    pass
+
+
 NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
@@ -176,6 +192,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return number
         raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
     if tp is str:
+        if isinstance(value, _Block):
+            return home(value.written.strip())
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             text = str(value).strip() if isinstance(value, _Override) else str(value)
             return home(text)
@@ -243,7 +261,8 @@ def same_key_in(key: str, keys: Iterable[str]) -> str | None:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested mapping of the values (:class:`_Override`: as written, and read as YAML;
     a mapping value, ``section={...}``, and a quoted text, ``'"runs/my run"'``, are kept as a recipe reads them; a
-    value YAML reads as a block mapping or list, ``runs/exp: 2`` or ``- x``, is text, which only a text key takes).
+    value YAML reads as a block mapping or list, ``runs/exp: 2`` or ``- x``, is that collection, which a text key
+    takes as written: :class:`_Block`).
     A key given twice (``train.steps=5 train.steps=7``, or ``train={steps: 5}`` beside it) is a ConfigError, as in a
     recipe: the later one would win unsaid (:func:`layered` puts one list of overrides over another)."""
     out: dict[str, Any] = {}
@@ -274,10 +293,10 @@ def _parsed(items: list[str]) -> Iterator[tuple[str, Any, set[str]]]:
         try:
             loader = _RecipeLoader(raw)  # refuses characters YAML cannot hold (a path's undecodable bytes)
             node = loader.get_single_node()
-            if isinstance(node, yaml.CollectionNode) and not node.flow_style:
-                node, parsed = None, raw  # 'runs/exp: 2', '- x': text, as a path may be (collections: [...], {...})
-            else:
-                parsed = "" if node is None else loader.construct_document(node)
+            parsed = "" if node is None else loader.construct_document(node)
+            if isinstance(node, yaml.CollectionNode) and not node.flow_style:  # (collections: [...], {...})
+                parsed = (_BlockMapping if isinstance(parsed, dict) else _BlockList)(parsed)
+                parsed.written = raw
         except yaml.YAMLError:
             # '%HOME%', '*best.pt', a path's undecodable bytes: text, which only a text key takes (quoted: the text
             # inside the quotes, as YAML reads a quoted scalar)
