@@ -119,6 +119,35 @@ def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_tr
     assert int(done.stdout.split()[-1]) < 3000  # it stopped where the disk was full
 
 
+def test_a_tensorboard_logger_leaves_threading_excepthook_as_it_found_it_and_a_hook_set_meanwhile_works(tmp_path):
+    """The hook quieting TensorBoard's writer threads stayed set after the run, and a caller's hook set since that
+    calls the hook it found (the usual chaining) then called it back without end: a thread's error became ~500 frames
+    and a RecursionError, the error itself never reported."""
+    import threading
+
+    from mme.train.metrics import TensorBoardLogger
+
+    before = threading.excepthook
+    logger = TensorBoardLogger(tmp_path / "tb")
+    seen = []
+    found = threading.excepthook
+
+    def mine(args):  # a notebook's hook, set while the run logs
+        seen.append(args.exc_type)
+        found(args)
+
+    threading.excepthook = mine
+    try:
+        failing = threading.Thread(target=lambda: 1 / 0)
+        failing.start()
+        failing.join()
+    finally:
+        threading.excepthook = found
+    logger.close()
+    assert seen == [ZeroDivisionError]
+    assert threading.excepthook is before
+
+
 def test_a_fresh_run_hides_the_tensorboard_events_of_one_killed_before_its_first_checkpoint(tmp_path):
     from mme.train.metrics import TensorBoardLogger
 

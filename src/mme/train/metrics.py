@@ -139,13 +139,24 @@ class CSVLogger:
 
 _quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _excepthook_before: Callable = threading.excepthook
+_in_hook = threading.local()
 
 
 def _excepthook(args) -> None:
-    """``threading.excepthook``, silent for an OSError of a TensorBoard writer's thread (a full disk), which its
-    writer raises again in :meth:`TensorBoardLogger.log` (it keeps it), where it is warned about."""
-    if not (args.thread in _quiet_threads and isinstance(args.exc_value, OSError)):
+    """``threading.excepthook`` while a TensorBoard writer lives, silent for an OSError of its threads (a full disk),
+    which its writer raises again in :meth:`TensorBoardLogger.log` (it keeps it), where it is warned about. Any
+    other thread's error goes to the hook found when it was set; a hook set since that calls the hook it found (this
+    one) back gets Python's own (it would otherwise be called again without end)."""
+    if args.thread in _quiet_threads and isinstance(args.exc_value, OSError):
+        return
+    if getattr(_in_hook, "active", False):
+        threading.__excepthook__(args)
+        return
+    _in_hook.active = True
+    try:
         _excepthook_before(args)
+    finally:
+        _in_hook.active = False
 
 
 def _quiet_os_errors_of(threads: set[threading.Thread]) -> None:
@@ -153,6 +164,13 @@ def _quiet_os_errors_of(threads: set[threading.Thread]) -> None:
     _quiet_threads.update(threads)
     if threading.excepthook is not _excepthook:  # (put back by whoever set one since: a test runner)
         _excepthook_before, threading.excepthook = threading.excepthook, _excepthook
+
+
+def _hook_back_when_quiet() -> None:
+    """Put back the hook :func:`_quiet_os_errors_of` found once no writer's thread it quiets lives: a library
+    caller's process is left as it was."""
+    if threading.excepthook is _excepthook and not any(t.is_alive() for t in _quiet_threads):
+        threading.excepthook = _excepthook_before
 
 
 class TensorBoardLogger:
@@ -176,7 +194,10 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        finally:
+            _hook_back_when_quiet()
 
 
 class MetricLogger:
