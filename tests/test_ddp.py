@@ -418,8 +418,8 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
 
 def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(synth, tmp_path):
     """A rank whose loader failed (its videos damaged, here rank 1's copy of them) stopped alone, and the others died
-    in their next collective, DDP's in the forward, of gloo's lost connection. The ranks agree on it once a step,
-    before its last micro-batch: rank 1 fails on its first, while rank 0 trains on it without a collective."""
+    in their next collective, DDP's in the forward, of gloo's lost connection. The ranks agree on it before every
+    micro-batch: rank 1 fails on its first."""
     for line in Path(synth[0].split("=", 1)[1]).read_text().splitlines():
         (tmp_path / "damaged" / line.split()[0]).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "damaged" / line.split()[0]).write_bytes(b"not a video")
@@ -440,6 +440,41 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
     assert "videos in" in said and "failed, more than data.max_failure_fraction" in said, proc.stderr[-3000:]
     assert sorted(ends) == [f"mme pretrain (rank 1): error: {said}", f"mme pretrain: error: rank 1: {said}"], ends
     assert "Connection closed by peer" not in proc.stderr
+
+
+FAILS_AT_SECOND_STEP = (
+    "import faulthandler, os, sys\n"
+    "from mme import cli\n"
+    "from mme.errors import DataError\n"
+    "from mme.train import loop\n"
+    "faulthandler.dump_traceback_later(90, exit=True)  # a rank that hangs ends, and torchrun ends the other\n"
+    "real = loop.micro_batches\n"
+    "def failing(run):\n"
+    "    for n, item in enumerate(real(run)):\n"
+    "        if os.environ['RANK'] == '1' and n == 2:\n"
+    "            raise DataError('no readable video for item 5')\n"
+    "        yield item\n"
+    "loop.micro_batches = failing\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n")
+"""A script run by torchrun's ranks in which rank 1's data fails at its third micro-batch: with ``accum_steps=2``, the
+first of the second step."""
+
+
+def test_a_rank_whose_data_fails_on_the_first_micro_batch_of_a_later_step_stops_every_rank(synth, tmp_path):
+    """The ranks agreed on a data failure once a step, before its last micro-batch, trusting DDP to hold no collective
+    in the others: but after the first synchronised backward, DDP rebuilds its gradient buckets in the next forward
+    (a broadcast from rank 0, under ``no_sync`` too), where rank 0 waited while rank 1 waited in the agreement, for
+    ever (SIGTERM did not end them). Here a hang ends in the script's timer, a traceback, not in the two lines."""
+    (tmp_path / "fails.py").write_text(FAILS_AT_SECOND_STEP)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "fails.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=3", "train.batch_size=2",
+                           "train.accum_steps=2", "train.log_every=1", FP32)],
+                          capture_output=True, text=True, timeout=300)
+    said = "no readable video for item 5"
+    assert sorted(_ends(proc.stderr, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
+                                                      f"mme pretrain: error: rank 1: {said}"], proc.stderr[-3000:]
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 KILLED_AT = ("import os, signal, sys\n"

@@ -409,9 +409,8 @@ def build_step(model: nn.Module, o: OptimConfig, t: TrainConfig, device: torch.d
         step_model = nn.parallel.DistributedDataParallel(
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
         # The models' buffers are constants every rank computes alike (sincos position tables): broadcasting them
-        # was a collective in the forward after each synchronised one, where a rank whose data failed met the others
-        # on another collective (mme.train.loop.data_failed_together). Set as the attribute: torch 2.13 deprecates
-        # the argument, and earlier versions lack its replacement (forward_sync_buffers).
+        # would be a collective in a forward of every step for nothing. Set as the attribute: torch 2.13 deprecates the
+        # argument, and earlier versions lack its replacement (forward_sync_buffers).
         step_model.broadcast_buffers = False
     return optimizer, scaler, step_model
 

@@ -134,8 +134,8 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
     the metrics, averaged over micro-batches and ranks; ``skipped`` = 1 when the loss or gradient was not finite
     on some rank (no update then); ``data_wait_s``: this rank's seconds spent waiting for its batches.
 
-    The ranks agree on a data failure once per step, before the last micro-batch (:func:`data_failed_together`),
-    and the metrics stay tensors on the device until the step's one copy of them to the host
+    The ranks agree on a data failure before every micro-batch (:func:`data_failed_together`), and the metrics stay
+    tensors on the device until the step's one copy of them to the host
     (:func:`~mme.train.distributed.mean_over_ranks`)."""
     t = run.cfg.train
     ddp = isinstance(run.step_model, nn.parallel.DistributedDataParallel)
@@ -150,12 +150,11 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
         except MMEError as e:  # this rank's alone (no readable video for an item): every rank stops with it
             failed = e
         waited += time.perf_counter() - tic
+        data_failed_together(failed, run.device)
         sync = k == t.accum_steps - 1
-        if sync or failed is not None:
-            data_failed_together(failed, run.device)
         inputs = run.job.inputs(run, batch, epoch, k)
         seed_dropout(t.seed, run.step, dist.get_rank() * t.accum_steps + k)
-        with dist.rank_lost_said():  # DDP's collective: the all-reduce in the last micro-batch's backward
+        with dist.rank_lost_said():  # DDP's collectives: the last micro-batch's all-reduce, any in the forward
             with (run.step_model.no_sync() if ddp and not sync else contextlib.nullcontext()), \
                     autocast(run.precision, run.device):
                 loss, values = run.job.forward(run, inputs)
@@ -173,11 +172,11 @@ def train_step(run: Run, stream: Iterator) -> dict[str, float]:
 
 
 def data_failed_together(failed: MMEError | None, device: torch.device) -> None:
-    """Stop every rank with the data failure of any (:func:`~mme.train.distributed.raise_together`). Called once
-    per step, before the last micro-batch's forward, and by a rank at its failure: the micro-batches before the
-    last run under DDP's ``no_sync`` without a collective (its buffers are not broadcast:
-    :func:`~mme.train.engine.build_step`), so a rank that failed on an earlier one meets the others there, and
-    none has begun the backward's all-reduce."""
+    """Stop every rank with the data failure of any (:func:`~mme.train.distributed.raise_together`). Called before
+    every micro-batch's forward, not once a step: DDP may hold a collective in a forward under ``no_sync`` too (the
+    rebuild of its gradient buckets after the first synchronised backward, a static graph's, unused parameters'
+    search), which a rank that failed, waiting here, would never meet. In one process it costs nothing
+    (:func:`~mme.train.distributed.any_true` returns the flag)."""
     if dist.any_true(failed is not None, device):
         dist.raise_together(failed)
 
