@@ -588,6 +588,23 @@ def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     assert "Caught" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_run_failed_by_its_data_stops_its_workers_and_frees_its_folder_for_the_next_call(synth, tmp_path):
+    """A notebook's cell: pre-training fails in its loop (too many missing videos) with loader workers, the user
+    keeps the error (as an interactive shell keeps the last one), fixes the list and calls again on the same folder.
+    The error's traceback held the loader's iterator, whose forked workers shared the folder's lock: the second
+    call was refused as "in use by another job" naming this process."""
+    import multiprocessing
+
+    (tmp_path / "bad.txt").write_text("nope/missing.mp4 0\n" * 4)
+    out, root = tmp_path / "run", synth[1]
+    with pytest.raises(DataError, match="failed, more than data.max_failure_fraction") as failed:
+        run("tiny_cpu_pixel", [f"data.list_file={tmp_path / 'bad.txt'}", root], out, "train.steps=2",
+            "data.num_workers=2", "train.batch_size=2", FP32)
+    assert failed.value.__traceback__ is not None and multiprocessing.active_children() == []
+    assert run("tiny_cpu_pixel", synth, out, "train.steps=2", "data.num_workers=2", FP32).step == 2
+    assert multiprocessing.active_children() == []
+
+
 def test_an_empty_recipe_and_a_base_chain_that_comes_back_are_refused(tmp_path):
     from mme.config import load_config
     from mme.train.config import PretrainConfig

@@ -706,10 +706,13 @@ def lock_folder(folder: str | Path, option: str) -> bool:
 
 
 def unlock_folder(folder: str | Path | None = None) -> None:
-    """Unlock ``folder`` (every folder this process holds when None)."""
+    """Unlock ``folder`` (every folder this process holds when None). Unlocked before it is closed: a child forked
+    meanwhile (a loader worker) shares the open file, and closing it alone left the lock held while the child lived."""
     for path in [Path(folder).resolve()] if folder is not None else list(_locked):
         held = _locked.pop(path, None)
         if held is not None:
+            with contextlib.suppress(OSError):  # (a file system without flock: never locked)
+                fcntl.flock(held.file, fcntl.LOCK_UN)
             held.file.close()
 
 

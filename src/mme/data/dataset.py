@@ -245,19 +245,27 @@ WORKER_DEATHS = {-signal.SIGKILL: "most likely killed by the out-of-memory kille
 def _batches(batches: Iterator) -> Iterator:
     """The batches of a DataLoader's iterator; a worker of its that died is a ProcessLost naming the worker and how
     it ended (torch's traceback of "DataLoader worker (pid(s) N) exited unexpectedly" before, or of the pipe it cut
-    mid-batch, an EOFError, a ConnectionResetError)."""
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (RuntimeError, EOFError, ConnectionError) as e:
-            # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker still exits)
-            died = _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
-            if died is None:
-                raise
-            raise died from e
-        yield batch
+    mid-batch, an EOFError, a ConnectionResetError).
+
+    Its workers stop when the batches end, however they end (an error, the caller closing them): an error's
+    traceback holds the iterator, whose workers (each holding this process's open files, a run folder's lock among
+    them) otherwise lived on as long as the error did (in a notebook, for good)."""
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (RuntimeError, EOFError, ConnectionError) as e:
+                # (torch's own error comes once it found the worker dead; a pipe cut short, while the worker exits)
+                died = _dead_worker(batches, 0 if isinstance(e, RuntimeError) else 1.0, e)
+                if died is None:
+                    raise
+                raise died from e
+            yield batch
+    finally:
+        if hasattr(batches, "_shutdown_workers"):  # (torch's multi-process iterator; idempotent)
+            batches._shutdown_workers()
 
 
 def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | None:
