@@ -161,6 +161,25 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
     assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
 
 
+def test_a_script_calling_synth_with_workers_without_a_main_guard_is_told_to_add_it(tmp_path):
+    """docs/experiments.md's snippets saved as a script: each spawned worker imports the script, so runs it again
+    (before: multiprocessing's RuntimeError from every worker, then a BrokenProcessPool traceback)."""
+    call = f"from mme.data.synth import generate_synth\ngenerate_synth({str(tmp_path / 'data')!r}, workers=2, " \
+           f"num_classes=2, videos_per_class=2, size=32, num_frames=8)\n"
+    (tmp_path / "unguarded.py").write_text(call)
+    (tmp_path / "guarded.py").write_text('if __name__ == "__main__":\n' + "".join(f"    {ln}\n"
+                                                                              for ln in call.splitlines()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, tmp_path / "unguarded.py"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 1 and "RuntimeError" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == ('mme.errors.UnguardedScript: worker processes ran the calling script '
+                                            'again (spawned workers import it): call mme in a script under `if '
+                                            '__name__ == "__main__":`, or pass workers=1')
+    subprocess.run([sys.executable, tmp_path / "guarded.py"], check=True, env=env, timeout=120)
+    assert len(read_list(tmp_path / "data" / "train.txt")[0]) == 4
+
+
 def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_path):
     """An interrupted `mme synth` or `mme demo` encoded every video again on its rerun (800 for the demo)."""
     generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)

@@ -79,6 +79,15 @@ class ProcessLost(MMEError):
     command."""
 
 
+class UnguardedScript(MMEError):
+    """A script started worker processes from its top level: each spawned worker imports the script, so it ran
+    the script again."""
+
+    def __init__(self) -> None:
+        super().__init__('worker processes ran the calling script again (spawned workers import it): call mme in a '
+                         'script under `if __name__ == "__main__":`, or pass workers=1')
+
+
 class Interrupted(MMEError):
     """A run stopped on a signal after saving what it had done; ``exit_code`` = 128 + the signal number.
     ``finished``: the result of a run stopped on its last step (it did all its steps), for a caller that keeps it

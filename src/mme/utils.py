@@ -29,12 +29,12 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Collection, Iterator
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError
+from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript
 
 log = logging.getLogger(__name__)
 
@@ -378,12 +378,23 @@ def how_it_ended(exitcode: int) -> str:
     return f"signal {-exitcode}: {signal.strsignal(-exitcode)}" if exitcode < 0 else f"exit status {exitcode}"
 
 
+SCRIPT_RERUN_EXIT = 86
+"""The exit status of a spawned worker that found itself running its parent's script again (:func:`in_workers`)."""
+
+
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                died: Callable[[Any, str], Any]) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order). A worker that
     dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
     place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises stops them all
-    and is raised here, as a sequential run raises it (its cause: the worker's traceback)."""
+    and is raised here, as a sequential run raises it (its cause: the worker's traceback).
+
+    Called by a script without ``if __name__ == "__main__":``, each spawned worker runs the script again, which
+    calls this again while the worker starts: that call ends the worker quietly (:data:`SCRIPT_RERUN_EXIT`; it
+    raised multiprocessing's RuntimeError, and its parent counted every job as one whose worker died), and the
+    parent raises :class:`UnguardedScript`."""
+    if getattr(current_process(), "_inheriting", False):  # (multiprocessing's mark of a spawned worker's start)
+        raise SystemExit(SCRIPT_RERUN_EXIT)
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
@@ -395,6 +406,8 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         code = proc.exitcode
         procs.remove(proc)
         proc.close()
+        if code == SCRIPT_RERUN_EXIT:
+            raise UnguardedScript()
         return how_it_ended(code)
 
     try:

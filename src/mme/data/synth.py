@@ -57,9 +57,7 @@ import math
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import av
@@ -68,7 +66,7 @@ import numpy as np
 
 from mme.data.lists import ListEntry, list_text, read_classes, read_list, write_classes
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_path, atomic_write_text, check_output, check_seed, cpu_features, removing
+from mme.utils import atomic_path, atomic_write_text, check_output, check_seed, cpu_features, in_workers, removing
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
@@ -351,6 +349,11 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, co
         container.mux(stream.encode())
 
 
+def _died_making(job: tuple, how: str) -> tuple[str, dict]:
+    """A worker that died making a video (the OOM killer) stops the run: no list may name a video not made."""
+    raise DataError(f"synth: a worker process died making {job[1]} ({how}); run it again with fewer workers")
+
+
 def _make_video(job: tuple) -> tuple[str, dict]:
     root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made = job
     cv2.setNumThreads(1)
@@ -599,17 +602,14 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     if workers is None:
         workers = os.cpu_count() or 1
     params, saved = {}, time.monotonic()
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(jobs) > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=get_context("spawn")))
-            results = pool.map(_make_video, jobs, chunksize=4)
-        else:
-            results = map(_make_video, jobs)
-        for rel, p in results:
-            params[rel] = {**p, "split": split_of[rel]}
-            if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
-                atomic_write_text(progress, json.dumps({**made, **params}))
-                saved = time.monotonic()
+    results = in_workers(_make_video, jobs, workers, _died_making) if workers > 1 and len(jobs) > 1 else \
+        map(_make_video, jobs)
+    for rel, p in results:
+        params[rel] = {**p, "split": split_of[rel]}
+        if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
+            atomic_write_text(progress, json.dumps({**made, **params}))
+            saved = time.monotonic()
+    params = {rel: params[rel] for rel in split_of}  # in the jobs' order (the workers' finish in any)
     atomic_write_text(progress, json.dumps(params))  # every video's record, should it stop before params.json
     lists = {split: root / f"{split}.txt" for split in SPLITS}
     texts = {path.name: list_text(path, [ListEntry(rel, p["label"]) for rel, p in params.items()
