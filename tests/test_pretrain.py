@@ -96,6 +96,24 @@ def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_thr
         set_threads(before)
 
 
+def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_as_it_was(synth, tmp_path):
+    """A notebook seeds torch, calls pre-training, then draws: the run seeded the global generator for its weights
+    and dropout and left it so, so the caller's draws no longer followed its seed (also after a failed run)."""
+    from mme.demo import _random_encoder
+
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    run("tiny_cpu_pixel", synth, tmp_path / "ok", "train.steps=2", FP32)
+    assert torch.equal(torch.get_rng_state(), before)
+    (tmp_path / "missing.txt").write_text("nope.mp4 0\n" * 4)
+    with pytest.raises(DataError, match="failed, more than data.max_failure_fraction"):  # in the loop
+        run("tiny_cpu_pixel", [f"data.list_file={tmp_path / 'missing.txt'}", synth[1]], tmp_path / "bad",
+            "train.steps=2", FP32)
+    assert torch.equal(torch.get_rng_state(), before)
+    _random_encoder(load_config(PretrainConfig, "tiny_cpu_mme", tiny()), 0)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     res = run("tiny_cpu_mme", synth, tmp_path, "train.steps=20", "train.ckpt_every=5", "train.keep_last=2")
     for term in ("loss_traj", "loss_shape"):  # e.g. traj 23.9 -> 13.7, shape 23.0 -> 4.8 (first/last 4 steps)

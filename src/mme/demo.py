@@ -265,8 +265,9 @@ def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder) -> d
 
 
 def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
-    torch.manual_seed(seed)
-    return VisionTransformer(cfg.model)
+    with torch.random.fork_rng(devices=[]):  # (built on the CPU; the caller's generator left as it was)
+        torch.manual_seed(seed)
+        return VisionTransformer(cfg.model)
 
 
 def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64) -> dict[str, float]:

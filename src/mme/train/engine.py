@@ -131,6 +131,9 @@ class Run:
 
 _THREADS_BEFORE: list[int] = []
 """The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
+_RNG_BEFORE: list[tuple[torch.Tensor, torch.device, torch.Tensor | None]] = []
+"""torch's global generator states (CPU's; the run's CUDA device's) before :func:`begin`: a run seeds them for its
+weights and dropout, and :func:`finish` puts them back, so a library caller's later draws follow its own seed."""
 
 
 def begin(cfg) -> Start:
@@ -139,6 +142,8 @@ def begin(cfg) -> Start:
     take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
+    _RNG_BEFORE.append((torch.get_rng_state(), device,
+                        torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
@@ -166,8 +171,9 @@ def _kind(config: dict) -> str:
 
 def finish(run: Run | None = None) -> None:
     """The end of every run, however it ends: unlock its folder, leave the process group, and give the process
-    back its threads (a library caller goes on with its own). The run's DDP wrapper goes first: destroyed after
-    the process group, its gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung)."""
+    back its threads and its global generators' states (a library caller goes on with its own). The run's DDP
+    wrapper goes first: destroyed after the process group, its gloo threads and the interpreter deadlocked at exit
+    (a finished 2-rank run hung)."""
     if run is not None:
         run.step_model = None
         gc.collect()
@@ -175,6 +181,11 @@ def finish(run: Run | None = None) -> None:
     dist.shutdown()
     if _THREADS_BEFORE:
         torch.set_num_threads(_THREADS_BEFORE.pop())
+    if _RNG_BEFORE:
+        cpu, device, cuda = _RNG_BEFORE.pop()
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
 
 
 def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> tuple[str, dict] | None:
