@@ -151,6 +151,29 @@ def test_views_are_averaged_and_the_token_grid_matches_the_features(setup, preci
     torch.testing.assert_close(feats.x[0], by_hand, rtol=rtol, atol=atol)
 
 
+def test_the_documented_python_route_gives_the_features_mme_embed_gives(synth, tmp_path):
+    """docs/evaluation.md's route (read_checkpoint, build_model, build_test_set with ``checkpoint=``,
+    extract_features) samples the clips as the checkpoint's run did, as ``mme embed`` does: its data.stride=2 here,
+    where DataConfig's default is 4 (before: the documented route took the default, other features)."""
+    from training import FP32, run
+
+    from mme.models.checkpoint import build_model, read_checkpoint
+
+    ckpt = run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=1", FP32).checkpoint
+    lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()[:4]
+    (tmp_path / "four.txt").write_text("\n".join(lines) + "\n")
+    root = synth[1].split("=", 1)[1]
+    out = embed(ckpt, tmp_path / "four.txt", tmp_path / "cli.npy", clips=2, root=root, num_workers=0,
+                precision="fp32", progress=False)
+    ck = read_checkpoint(ckpt, encoder_only=True)
+    encoder = build_model(ck)
+    documented = build_test_set(tmp_path / "four.txt", encoder.cfg, clips=2, crops=1, root=root, checkpoint=ck)
+    features = extract_features(encoder, documented, precision="fp32", progress=False, pooled_norm=ck.pooled_norm)
+    assert documented.cfg.stride == 2 and np.array_equal(features.x.numpy(), read_features(out)[0])
+    default = build_test_set(tmp_path / "four.txt", encoder.cfg, clips=2, crops=1, root=root)
+    assert default.cfg.stride == 4  # (without the checkpoint, DataConfig's: the clips the route took before)
+
+
 def test_safetensors_output_carries_the_valid_mask_and_labels(setup, tmp_path):
     root, ckpt = setup
     out = embed(ckpt, root / "list.txt", tmp_path / "f.safetensors", stride=2, root=str(root), tokens=True,

@@ -610,12 +610,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
                              given_as={k: flag(k) for k in CLIP})
         encoder = build_model(ck)
-        unset = {"stride": stride is None and not segments, "orientation": orientation is None}
-        stride, segments = ck.run_sampling(stride, segments, "embed")
-        orientation = ck.run_setting(orientation, "orientation", "embed")
-        ck.warn_no_run("embed", [(f"{name} {value}", option) for name, value, option in (
-            ("stride", stride, "--stride or --segments"), ("orientation", orientation, "--orientation"))
-            if unset[name]])
+        stride, segments, orientation = ck.run_views(stride, segments, orientation, "embed")
         dev, precision, pooled_norm = _prepare(encoder, choose_device(device, info.local_rank, "--device"), precision,
                                                ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,

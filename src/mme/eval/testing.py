@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from mme.utils import (
     removing,
     writing,
 )
+
+if TYPE_CHECKING:
+    from mme.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +173,22 @@ pictures refused (:func:`mme.data.video.open_video`; before: read as frames); 1:
 
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
                    segments: bool = False, root: str = "", backend: str = "pyav", orientation: str | None = None,
-                   seed: int = 0, index_dir: str | None = None) -> Dataset:
+                   seed: int = 0, index_dir: str | None = None, checkpoint: Checkpoint | None = None) -> Dataset:
     """The multi-view test set of ``source``: a list file (``path [label]`` lines, rows in list order) or one
     video file. Clip length, tubelet and crop size come from the encoder's ``model_cfg``; ``clips`` temporal
-    clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``stride`` and
-    ``orientation`` default to DataConfig's; ``index_dir``: the PyAV reader's frame indices (``data.index_dir``).
+    clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``stride`` (or
+    ``segments``) and ``orientation`` not given are those of the run that made ``checkpoint`` (read by
+    ``read_checkpoint``), as ``mme embed`` takes them, else DataConfig's; ``index_dir``: the PyAV reader's frame
+    indices (``data.index_dir``).
 
     Unlabelled lists and single files read with the placeholder label 0 and ``labelled`` False, which
     :class:`GuardedTestSet` turns into -1. Failures are not capped here (callers report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
     from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list, resolve, write_list
 
+    if checkpoint is not None:
+        stride, segments, orientation = checkpoint.run_views(stride, segments, orientation, "build_test_set",
+                                                             ("stride= or segments=", "orientation="))
     source = Path(source)
     if source.is_dir():
         raise DataError(f"{source}: a folder, not a list file or video (`mme lists folder` lists a folder of class "

@@ -165,6 +165,19 @@ class Checkpoint:
             return None, True
         return (None, True) if segments else (self.run_setting(stride, "stride", command), False)
 
+    def run_views(self, stride: int | None, segments: bool, orientation: str | None, command: str,
+                  options: tuple[str, str] = ("--stride or --segments", "--orientation")
+                  ) -> tuple[int | None, bool, str]:
+        """``(stride, segments, orientation)`` of ``command``'s test clips, each as given, else as the run that made
+        it read its clips (:meth:`run_sampling`, :meth:`run_setting`); what was taken on trust of a file that
+        records no run is said in one warning naming ``options`` (those of stride or segments, of orientation)."""
+        unset = {"stride": stride is None and not segments, "orientation": orientation is None}
+        stride, segments = self.run_sampling(stride, segments, command)
+        orientation = self.run_setting(orientation, "orientation", command)
+        self.warn_no_run(command, [(f"{name} {value}", option) for name, value, option in (
+            ("stride", stride, options[0]), ("orientation", orientation, options[1])) if unset[name]])
+        return stride, segments, orientation
+
     @property
     def run_record(self) -> dict:
         """What readers take from the run that made it, carried by every export (``run`` of ours, ``mme_run`` of a
