@@ -920,6 +920,15 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
                               f"task.classes={tmp_path}/rev.json"))
 
 
+def test_eval_only_called_from_python_takes_the_stride_its_overrides_give_as_the_command_line_does(synth, stride4,
+                                                                                                   tmp_path):
+    """``finetune(load_config(..., ["data.stride=3", ...]))`` from Python: the CLI passed the keys its overrides
+    gave, a library call none, so the stride given was dropped for the checkpoint's run's (4) (load_config records
+    them now: mme.config.given_in)."""
+    report = _eval_only(synth, stride4, tmp_path / "ev", "data.stride=3").reports["test"]
+    assert (report["sampling"], report["stride"]) == ("stride", 3)
+
+
 def test_eval_only_samples_clips_as_the_run_of_the_checkpoint_did(synth, stride4, tmp_path, caplog):
     """task.eval_only took the frames, size and tubelet from the checkpoint but the stride from the recipe (2, where
     the classifier was trained at 4), unsaid; a stride given on the command line still wins."""

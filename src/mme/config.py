@@ -451,7 +451,21 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
 
 
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """defaults <- recipe <- overrides, as a typed dataclass."""
+    """defaults <- recipe <- overrides, as a typed dataclass, which records the keys the overrides set
+    (:func:`given_in`)."""
     data = load_recipe(recipe, cls) if recipe else {}
-    data = merge_layer(cls, data, parse_overrides(overrides or []))
-    return from_dict(cls, data)
+    update = parse_overrides(overrides or [])
+    cfg = from_dict(cls, merge_layer(cls, data, update))
+    setattr(cfg, _GIVEN, frozenset(flatten(update)))
+    return cfg
+
+
+_GIVEN = "_given_keys"
+
+
+def given_in(cfg: Any) -> frozenset[str]:
+    """The dotted keys the overrides of the :func:`load_config` that made ``cfg`` set (each key of a mapping value;
+    none for a config made otherwise): what a run takes as given on the command line (a stride chosen over the
+    checkpoint's run's, a value warned about as ignored on resume), so that a call from Python behaves as the
+    command with the same overrides."""
+    return getattr(cfg, _GIVEN, frozenset())

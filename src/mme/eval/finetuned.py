@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mme.config import given_keys, load_config
+from mme.config import given_in, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
@@ -223,11 +223,13 @@ class FinetuneResult:
     """This process's rank (the process group is gone when the result is returned)."""
 
 
-def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult:
-    """Set up (failing fast on bad input), print the run summary, train, then multi-view test; ``given``: the dotted
-    keys set on the command line (see :func:`evaluate_checkpoint` and :func:`mme.train.finetune.setup`)."""
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Set up (failing fast on bad input), print the run summary, train, then multi-view test. The keys that
+    ``load_config``'s overrides set are those given on the command line (the ``given`` of
+    :func:`evaluate_checkpoint` and :func:`mme.train.finetune.setup`)."""
     t0 = time.perf_counter()
     run = None
+    given = given_in(cfg)
     try:
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg, given)
@@ -251,7 +253,7 @@ def finetune(cfg: FinetuneConfig, given: Collection[str] = ()) -> FinetuneResult
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme finetune --config RECIPE key=value ...``."""
-    result = finetune(load_config(FinetuneConfig, recipe, overrides), given_keys(overrides))
+    result = finetune(load_config(FinetuneConfig, recipe, overrides))
     if result.rank == 0:
         summary = {name: {"top1": r["top1"], "top5": None if trivial_top5(r) else r["top5"],
                           "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"]}

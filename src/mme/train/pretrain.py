@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mme.config import given_keys, load_config
+from mme.config import given_in, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError, MMEError, VideoError
@@ -306,14 +306,14 @@ def describe(run: Run) -> list[str]:
                                                                       if c.target.shuffled else "")]
 
 
-def pretrain(cfg: PretrainConfig, given: Collection[str] = ()) -> TrainResult:
+def pretrain(cfg: PretrainConfig) -> TrainResult:
     """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0):
-    ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's; ``given``: the dotted
-    keys set on the command line (:func:`setup`)."""
+    ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
+    ``load_config``'s overrides set are those given on the command line (:func:`setup`'s ``given``)."""
     t0 = time.perf_counter()
     run = None
     try:
-        run = setup(cfg, given)
+        run = setup(cfg, given_in(cfg))
         engine.print_summary(run, describe(run))
         result = loop.train(run)
         if dist.is_main():
@@ -328,5 +328,5 @@ def pretrain(cfg: PretrainConfig, given: Collection[str] = ()) -> TrainResult:
 
 def main(recipe: str, overrides: list[str]) -> int:
     """``mme pretrain --config RECIPE key=value ...``."""
-    pretrain(load_config(PretrainConfig, recipe, overrides), given_keys(overrides))
+    pretrain(load_config(PretrainConfig, recipe, overrides))
     return 0
