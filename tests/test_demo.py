@@ -16,6 +16,7 @@ import mme
 from mme.cli import main
 from mme.data.real_motion import default_real_dir
 from mme.demo_report import LEARNED_RATIO
+from mme.errors import ConfigError
 
 QUICK = ["demo", "--quick", "--device", "cpu"]
 
@@ -331,6 +332,33 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
     _save_row(full, {"target": "mme", "seed": 0, "run": "seed0/mme"})  # an unfinished run's, no result: made again
     _check_saved_rows(DemoSettings.quick(tmp_path), overwrite=False)
+
+
+@pytest.mark.parametrize("given, message", [
+    (dict(steps=0), "DemoSettings.steps must be an integer of at least 1, got 0"),
+    (dict(batch_size=2.5), "DemoSettings.batch_size must be an integer of at least 1, got 2.5"),
+    (dict(targets=("mmee",)), "DemoSettings.targets: unknown ['mmee']; choose from ['mme', 'pixel', 'hog']"),
+    (dict(targets="mme"), "DemoSettings.targets: a non-empty tuple, got 'mme'"),
+    (dict(targets=()), "DemoSettings.targets: a non-empty tuple, got ()"),
+    (dict(seeds=0), "DemoSettings.seeds: a non-empty tuple, got 0"),
+    (dict(seeds=(0, "1")), "DemoSettings.seeds: a seed must be an integer, got '1'"),
+    (dict(out=3), "DemoSettings.out: a folder path, got 3"),
+])
+def test_demo_settings_from_python_are_refused_in_one_line_naming_the_field(given, message, tmp_path):
+    """DemoSettings given from Python: a wrong value was a KeyError of a letter (targets="mme"), a TypeError (out
+    as text), or a ConfigError of train.ckpt_every (steps=0) once the data were made."""
+    from mme.demo import DemoSettings
+
+    with pytest.raises(ConfigError) as refused:
+        DemoSettings(**{"out": tmp_path, **given})
+    assert str(refused.value) == message and not any(tmp_path.iterdir())
+
+
+def test_demo_settings_take_an_out_given_as_text_and_targets_as_a_list(tmp_path):
+    from mme.demo import DemoSettings
+
+    s = DemoSettings(out=str(tmp_path), targets=["pixel"], real_dir=tmp_path)
+    assert (s.out, s.targets, s.real_dir) == (tmp_path, ("pixel",), str(tmp_path))
 
 
 def test_a_random_init_row_depends_on_the_clips_it_is_probed_on(tmp_path):

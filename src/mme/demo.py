@@ -128,6 +128,32 @@ class DemoSettings:
     real_clips_per_class: int = 16
     """Real-footage clips per class and source video."""
 
+    def __post_init__(self) -> None:
+        """Settings given from Python checked as ``mme demo``'s flags are, each refused in one line naming it (a
+        KeyError of a letter of ``targets="mme"``, a TypeError of ``out`` given as text, ``steps=0`` said as
+        ``train.ckpt_every``, once the data were made); ``out`` and ``real_dir`` may be text or paths."""
+        if not isinstance(self.out, str | os.PathLike):
+            raise ConfigError(f"DemoSettings.out: a folder path, got {self.out!r}")
+        self.out = Path(self.out)
+        if self.real_dir is not None:
+            if not isinstance(self.real_dir, str | os.PathLike):
+                raise ConfigError(f"DemoSettings.real_dir: a folder path or None, got {self.real_dir!r}")
+            self.real_dir = str(self.real_dir)
+        for name, least in (("steps", 1), ("batch_size", 1), ("workers", 0), ("level_clips", 1),
+                            ("real_clips_per_class", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"DemoSettings.{name} must be an integer of at least {least}, got {value!r}")
+        for name in ("targets", "seeds"):
+            value = getattr(self, name)
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+                raise ConfigError(f"DemoSettings.{name}: a non-empty tuple, got {value!r}")
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown:
+            raise ConfigError(f"DemoSettings.targets: unknown {unknown}; choose from {list(TARGETS)}")
+        self.targets = tuple(self.targets)
+        self.seeds = tuple(check_seed(seed, "DemoSettings.seeds") for seed in self.seeds)
+
     @staticmethod
     def quick(out: Path) -> DemoSettings:
         """The default's design on a handful of small videos, for a few steps (it checks the pipeline only)."""
