@@ -327,6 +327,19 @@ def test_an_mme_file_with_separate_decoders_gives_its_encoder(tmp_path, capsys, 
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in decoder.items())
 
 
+def test_a_hint_given_from_python_that_is_no_integer_is_one_line_naming_it(tmp_path):
+    """load_encoder(path, img_size="96") was a CheckpointError of '<=' between str and int, as if the file were at
+    fault."""
+    path = save_pretrained(VisionTransformer(ModelConfig(img_size=32, patch_size=16, num_frames=4, tubelet_size=2,
+                                                         embed_dim=32, depth=1, num_heads=2)), tmp_path / "enc")
+    for hint, said in ((dict(img_size="96"), "img_size must be an integer of at least 1, got '96'"),
+                       (dict(num_heads=0), "num_heads must be an integer of at least 1, got 0")):
+        with pytest.raises(ConfigError) as refused:
+            load_encoder(path, **hint)
+        assert str(refused.value) == said
+    assert load_encoder(path, num_frames=np.int64(8)).cfg.num_frames == 8  # (a numpy integer is one)
+
+
 def test_num_heads_hint_for_non_64d_heads(tmp_path):
     src = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))  # 4 heads of 16
     torch.save({"model": videomae_layout(src)}, tmp_path / "ckpt.pth")

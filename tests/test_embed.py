@@ -174,6 +174,18 @@ def test_the_documented_python_route_gives_the_features_mme_embed_gives(synth, t
     assert default.cfg.stride == 4  # (without the checkpoint, DataConfig's: the clips the route took before)
 
 
+@pytest.mark.parametrize("given, said", [(dict(clips="2"), "--clips must be an integer of at least 1, got '2'"),
+                                         (dict(crops=2.5), "--crops must be an integer of at least 1, got 2.5"),
+                                         (dict(batch_size=0), "--batch-size must be an integer of at least 1, got 0")])
+def test_counts_given_from_python_that_are_no_integers_are_one_line_naming_the_argument(setup, tmp_path, given,
+                                                                                        said):
+    """embed(clips="2") from Python was a TypeError of '<' between str and int."""
+    root, ckpt = setup
+    with pytest.raises(ConfigError) as refused:
+        embed(ckpt, root / "list.txt", tmp_path / "f.npy", root=str(root), num_workers=0, progress=False, **given)
+    assert str(refused.value) == said and not (tmp_path / "f.npy").exists()
+
+
 def test_safetensors_output_carries_the_valid_mask_and_labels(setup, tmp_path):
     root, ckpt = setup
     out = embed(ckpt, root / "list.txt", tmp_path / "f.safetensors", stride=2, root=str(root), tokens=True,

@@ -78,6 +78,7 @@ from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import (
     atomic_write_json,
     atomic_write_text,
+    check_count,
     check_output,
     check_seed,
     cpu_name,
@@ -141,9 +142,7 @@ class DemoSettings:
             self.real_dir = str(self.real_dir)
         for name, least in (("steps", 1), ("batch_size", 1), ("workers", 0), ("level_clips", 1),
                             ("real_clips_per_class", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"DemoSettings.{name} must be an integer of at least {least}, got {value!r}")
+            setattr(self, name, check_count(getattr(self, name), least, f"DemoSettings.{name}"))
         for name in ("targets", "seeds"):
             value = getattr(self, name)
             if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:

@@ -44,6 +44,16 @@ MAX_SEED = 2**63 - 1
 training run seeds them with it plus the epoch."""
 
 
+def check_count(value: Any, least: int, given: str) -> int:
+    """``value`` as a plain int of at least ``least``; anything else (a bool, a float, text, a smaller one) refused in
+    one line naming it as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            if (count := operator.index(value)) >= least:
+                return count
+    raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
+
+
 def check_seed(seed: Any, given: str) -> int:
     """``seed`` as a plain int (of a numpy integer too, which YAML cannot write into a run's config.yaml); one that
     is not an integer (a bool, a float, a string, None) or is outside [0, :data:`MAX_SEED`] is refused in one line

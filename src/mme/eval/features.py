@@ -44,6 +44,7 @@ from mme.train import run_folder
 from mme.utils import (
     atomic_path,
     atomic_write_json,
+    check_count,
     check_folder_held,
     check_output,
     error_reason,
@@ -592,10 +593,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     out = Path(out)
     if out.suffix not in (".npy", ".safetensors"):
         raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
-    for name, value, least in (("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1),
-                               ("--clips", clips, 1), ("--crops", crops, 1), ("--workers", num_workers, 0)):
-        if value < least:
-            raise ConfigError(f"{name} must be at least {least}, got {value}")
+    batch_size, chunk_batches, clips, crops, num_workers = (check_count(value, least, name) for name, value, least in (
+        ("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1), ("--clips", clips, 1),
+        ("--crops", crops, 1), ("--workers", num_workers, 0)))
     on = check_decoding(backend, device)
     check_output(out, "--out")
     if not judged:

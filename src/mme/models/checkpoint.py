@@ -40,7 +40,7 @@ from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
-from mme.utils import SAFETENSORS_HEADER_MAX, as_given, error_reason, flag
+from mme.utils import SAFETENSORS_HEADER_MAX, as_given, check_count, error_reason, flag
 
 log = logging.getLogger(__name__)
 
@@ -608,8 +608,9 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
     reading command gives these fields (its flags or config keys, ``{"img_size": "--img-size"}``; default: keyword
     arguments), named in the messages of the read and of the model built (``Checkpoint.given_as``)."""
     decoder_heads = None if encoder_only else decoder_heads  # (no decoder is read: the hint is ignored, every route)
-    hints = dict(num_heads=num_heads, decoder_heads=decoder_heads, img_size=img_size, num_frames=num_frames)
     given_as = dict(given_as or {})
+    hints = {k: v if v is None else check_count(v, 1, given_as.get(k, k)) for k, v in (
+        ("num_heads", num_heads), ("decoder_heads", decoder_heads), ("img_size", img_size), ("num_frames", num_frames))}
     try:
         ck = _read(Path(path), hints, encoder_only, strict, fallback)
     except NoClipFits as e:
