@@ -168,6 +168,19 @@ def test_non_finite_feature_rows_are_refused_with_their_rows_named():
         linear_probe(x, y)
 
 
+def test_rows_of_an_unlabelled_list_are_refused_with_their_rows_named():
+    """Features of an unlabelled list (mme embed gives its rows the label -1) given to linear_probe or kNN: an
+    IndexError of cross_entropy ("Target -1 is out of bounds"), or a silent wrong score."""
+    x, y = separable(100)
+    unlabelled = y.clone()
+    unlabelled[[3, 9]] = -1
+    said = r"^test: 2 rows have a negative label \(-1: a video of an unlabelled list\), first rows \[3, 9\]; "
+    with pytest.raises(DataError, match=said.replace("test", "train")):
+        linear_probe(x, unlabelled)
+    with pytest.raises(DataError, match=said):
+        knn_classify(x, y, x, unlabelled)
+
+
 # ---- mme probe end to end on synthetic videos ----------------------------------------------------------------
 
 

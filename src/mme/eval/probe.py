@@ -41,6 +41,10 @@ def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         bad = (~torch.isfinite(x).all(1)).nonzero().flatten().tolist()
         raise DataError(f"{name}: {len(bad)} feature rows are not finite (failed videos?), first rows {bad[:10]}; "
                         "drop them with the extraction's valid mask first")
+    if (y < 0).any():
+        bad = (y < 0).nonzero().flatten().tolist()
+        raise DataError(f"{name}: {len(bad)} rows have a negative label (-1: a video of an unlabelled list), first "
+                        f"rows {bad[:10]}; a probe takes labels 0 .. C-1 (label the list, or drop those rows)")
     return x, y
 
 
