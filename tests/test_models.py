@@ -179,6 +179,22 @@ def test_a_clip_or_mask_of_another_kind_is_refused_naming_what_the_encoder_takes
             enc(clip)
 
 
+def test_a_clip_of_another_float_dtype_than_the_weights_is_refused_naming_both():
+    """A float64 clip (numpy's default, through torch.from_numpy) failed deep in the convolution: "Input type
+    (double) and bias type (float) should be the same", under autocast too; autocast casts a bf16 clip itself."""
+    enc = VisionTransformer(ModelConfig(**TINY)).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    for autocast in (False, True):
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast), pytest.raises(ValueError) as refused:
+            enc(x.double())
+        assert str(refused.value) == ("a clip of dtype torch.float64 for an encoder of torch.float32 weights: give "
+                                      "x.to(torch.float32)")
+    with pytest.raises(ValueError, match=r"^a clip of dtype torch.bfloat16 for an encoder of torch.float32 weights"):
+        enc(x.bfloat16())
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        assert enc(x.bfloat16()).shape == (1, 16, 64)
+
+
 def test_presets_have_their_documented_parameter_counts():
     # Built on the meta device: shapes only, no memory, so ViT-L costs nothing.
     expected = {"tiny": 5.63e6, "small": 21.88e6, "base": 86.23e6, "large": 303.86e6}

@@ -230,6 +230,10 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"a clip of shape {tuple(x.shape)} and dtype {x.dtype}: the encoder takes float clips "
                              "(B, C, T, H, W), ImageNet-normalised (mme.data.transforms.normalize_clip makes them "
                              "from uint8 frames)")
+        weights = next(self.patch_embed.parameters()).dtype
+        if x.dtype != weights and (x.dtype == torch.float64 or not torch.is_autocast_enabled(x.device.type)):
+            # (autocast casts a float32 or half clip itself, not a float64 one)
+            raise ValueError(f"a clip of dtype {x.dtype} for an encoder of {weights} weights: give x.to({weights})")
         if self.cfg.input_norm == "clip":  # per clip and channel, over (T, H, W) of x (B, C, T, H, W)
             d = deviations(x, (2, 3, 4))
             var = (d * d).sum((2, 3, 4), keepdim=True).div_(d[0, 0].numel() - 1)
