@@ -376,6 +376,40 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
     assert (tmp_path / "run" / "loss.png").is_file()
 
 
+@pytest.mark.parametrize("where,rank", [("save", "1"), ("_draw_loss_curves", "0")])
+def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stopped(where, rank, synth, tmp_path):
+    """A SIGTERM reaching one rank after the last step's shared check (while the last checkpoint is written, or rank 0
+    draws the loss curve) ended that rank alone as stopped, exit 143; the others finished, exit 0 (pre-training
+    printed its summary; fine-tuning went on to its tests alone and died of the lost rank)."""
+    (tmp_path / "stopped.py").write_text(
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from mme import cli\n"
+        "from mme.train import loop\n"
+        f"write = loop.{where}\n"
+        "def signalled(run, *args):\n"
+        f"    if run.step == run.total_steps and os.environ['RANK'] == '{rank}':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return write(run, *args)\n"
+        f"loop.{where} = signalled\n"
+        "code = cli.main(sys.argv[1:])\n"
+        f"Path('{tmp_path}', 'rank' + os.environ['RANK']).write_text(str(code))\n"
+        "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
+                           f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)],
+                          capture_output=True, text=True, timeout=300)
+    said = (f"after step 2 of 2, its last: the run's training is finished, saved as {tmp_path / 'run'}/"
+            "checkpoint-00000002.pt")
+    signalled, other = ("mme pretrain (rank 1)", "mme pretrain") if rank == "1" else ("mme pretrain", "mme pretrain "
+                                                                                       "(rank 1)")
+    assert sorted(_ends(proc.stderr, "pretrain")) == sorted([
+        f"{signalled}: error: stopped by SIGTERM {said}",
+        f"{other}: error: stopped by SIGTERM (sent to another rank) {said}"]), proc.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in "01"] == ["143", "143"]
+    assert '"checkpoint"' not in proc.stdout and (tmp_path / "run" / "loss.png").is_file()
+
+
 def test_an_error_of_rank_0_that_other_ranks_cannot_rebuild_reaches_them_as_an_mme_error(monkeypatch):
     """Another rank rebuilt rank 0's error from its message alone: an error of other arguments (Interrupted, with
     its exit code) would have been a TypeError there."""

@@ -294,9 +294,10 @@ def _train(run: Run) -> TrainResult:
                 _finish_logs(run, logger, history, together=dist.raised_alike(e))
             raise
         _finish_logs(run, logger, history, together=True)
+        # a signal after the last step's check (in the final writes), agreed where every rank meets once more
+        stopping = stopping or _stop_signal(stop, run.device)
     result = TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
                          clips=(run.step - first_step) * clips_per_step(run), step_seconds=step_seconds)
-    stopping = stopping or stop.received  # (one after the last step's check too)
     if stopping is not None:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         saved = f"stopped by {by} after step {run.step} of {end}"
