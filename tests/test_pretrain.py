@@ -448,6 +448,32 @@ def test_bench_pipeline_reports_the_workers_cost_per_target_and_the_cores_a_step
     assert "cores needed" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("at", [1, 3])
+def test_bench_pipeline_stopped_during_its_run_says_nothing_is_kept(at, tmp_path, capsys, monkeypatch):
+    """A Ctrl-C during the benchmark's pre-training run (mid-run, or on its last step) named a checkpoint in the
+    temporary folder removed on the way out, and advised ``--resume auto``, which ``mme bench`` does not take."""
+    import os
+    import signal
+
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def signalled(run, stream):
+        if run.step == at - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", signalled)
+    out = tmp_path / "pipeline.json"
+    assert cli.main(["bench", "pipeline", "--size", "64", "--frames", "8", "--stride", "2", "--clips", "1",
+                     "--steps", "3", "--workers", "0", "--clips-per-s", "100", "--json", str(out)]) == 130
+    ends = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mme bench")]
+    assert ends == ["mme bench: error: stopped by SIGINT during the benchmark's 3-step pre-training run; nothing is "
+                    "kept: run it again"]
+    assert not out.exists()
+
+
 def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
     a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=1")
     # lr 0: AdamW leaves the weights as loaded, so the result must be exactly run a's weights

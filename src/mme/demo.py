@@ -327,7 +327,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             try:
                 result = pretrain(cfg)
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
-                stopped_by = signal.Signals(e.exit_code - 128)
+                stopped_by = e.signal
                 if e.finished is None:
                     raise Interrupted(f"stopped by {stopped_by.name} during the {target} target's pre-training (seed "
                                       f"{seed}); the same command continues, keeping the rows it finished and "

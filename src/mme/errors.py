@@ -1,5 +1,8 @@
 """User-facing errors: the message names the thing (file, key, checkpoint) and the reason."""
 
+import signal
+
+
 class MMEError(Exception):
     """Base class of errors reported to the user without a traceback.
 
@@ -98,3 +101,8 @@ class Interrupted(MMEError):
         super().__init__(message)
         self.exit_code = exit_code
         self.finished = finished
+
+    @property
+    def signal(self) -> signal.Signals:
+        """The signal that stopped the run."""
+        return signal.Signals(self.exit_code - 128)

@@ -32,6 +32,7 @@ from mme.data.bench import generated_video
 from mme.data.dataset import collate
 from mme.data.transforms import normalize_clip
 from mme.data.video import open_video
+from mme.errors import Interrupted
 from mme.motion.extract import extract_cache
 from mme.motion.targets import batch_targets
 from mme.train.bench import seconds_per_step
@@ -122,7 +123,11 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         parts = _variants_ms(cfgs, clips, device)
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
-        run = pretrain(run_cfg)
+        try:
+            run = pretrain(run_cfg)
+        except Interrupted as e:  # its advice (its checkpoint, --resume auto) is of a folder removed on the way out
+            raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
+                              "nothing is kept: run it again", e.exit_code) from e
         run_meta = json.loads((tmp / "run" / "run.json").read_text())
     late = run.history[2:] or run.history  # the first steps include the workers' start
     measured = clips_per_s is None
