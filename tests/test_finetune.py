@@ -442,6 +442,32 @@ def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_an
     assert json.loads((out / "test.json").read_text())["checkpoint"] == str(out / "checkpoint-00000002.pt")
 
 
+def test_finetune_stopped_on_its_last_step_hands_back_its_finished_training(synth, tmp_path, monkeypatch):
+    """finetune() re-raised the loop's Interrupted with its tests' advice, without ``finished``: a Python caller lost
+    the result of the training the run did finish."""
+    import signal
+
+    from mme.errors import Interrupted
+    from mme.eval.finetuned import finetune
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def signalled_on_the_last_step(run, stream):
+        if run.step == run.total_steps - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", signalled_on_the_last_step)
+    out = tmp_path / "ft"
+    with pytest.raises(Interrupted, match="its tests are not run") as info:
+        finetune(_tiny_recipe(synth, out, "train.steps=2", "data.test_clips=1", "data.test_crops=1",
+                              "train.precision=fp32"))
+    got = info.value.finished
+    assert info.value.exit_code == 143 and got is not None, info.value
+    assert (got.step, got.checkpoint, [r["step"] for r in got.history]) == (2, out / "checkpoint-00000002.pt", [1, 2])
+
+
 def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,
                                                                                             caplog):
     """val top-1 every task.eval_every steps, whatever train.log_every says (at eval_every 3, log_every 2: steps 3

@@ -573,6 +573,29 @@ def test_a_signal_on_the_last_step_or_after_it_ends_the_command_as_stopped(sig, 
         assert _steps(out) == [3] and (out / "loss.png").is_file()
 
 
+def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(synth, tmp_path, monkeypatch):
+    """``Interrupted.finished`` (a run that did all its steps, whose result a caller keeps) was also set on a stop at
+    ``train.stop_after``, a run that ``--resume auto`` continues."""
+    from mme.errors import Interrupted
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def signalled_on_the_step_it_stops_after(run, stream):
+        if run.step == run.cfg.train.stop_after - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", signalled_on_the_step_it_stops_after)
+    for stop_after, finished in ((2, None), (3, 3)):
+        out = tmp_path / f"stop_after{stop_after}"
+        with pytest.raises(Interrupted, match=f"stopped by SIGINT after step {stop_after} of {stop_after}, ") as info:
+            run("tiny_cpu_pixel", synth, out, "train.steps=3", f"train.stop_after={stop_after}", FP32)
+        got = info.value.finished
+        assert (None if got is None else (got.step, got.checkpoint)) == (
+            None if finished is None else (finished, out / f"checkpoint-0000000{finished}.pt"))
+
+
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):
     """Too many undecodable videos with data.num_workers=2 (the recipes' default)."""
     for i in range(8):

@@ -239,10 +239,10 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         try:
             trained = loop.train(run)
         except Interrupted as e:  # stopped on the last step: the tests are left, as the user asked
-            if e.finished is None or run.step < run.total_steps or not cfg.task.tested:
+            if e.finished is None or not cfg.task.tested:
                 raise
             raise Interrupted(f"{e}; its tests are not run: the same command with --resume auto (train.resume=auto) "
-                              "runs them", e.exit_code) from e
+                              "runs them", e.exit_code, finished=e.finished) from e
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),
                                trained.checkpoint) if run.step >= run.total_steps else {}
         return FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,

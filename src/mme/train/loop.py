@@ -300,10 +300,11 @@ def _train(run: Run) -> TrainResult:
                          clips=(run.step - first_step) * clips_per_step(run), step_seconds=step_seconds)
     if stopping is not None:  # also on a rank that stopped for another's signal
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
+        finished = run.step >= run.total_steps  # (not a stop at train.stop_after, which --resume auto continues)
         saved = f"stopped by {by} after step {run.step} of {end}"
-        saved += f", its last: the run's training is finished, saved as {path}" if run.step >= run.total_steps else \
+        saved += f", its last: the run's training is finished, saved as {path}" if finished else \
             f", saved as {path}; the same command with --resume auto (train.resume=auto) continues from there"
-        raise Interrupted(saved, 128 + int(stopping), finished=result if run.step >= end else None)
+        raise Interrupted(saved, 128 + int(stopping), finished=result if finished else None)
     return result
 
 
