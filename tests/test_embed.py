@@ -242,6 +242,26 @@ def test_a_checkpoint_folder_whose_weights_change_in_place_is_embedded_again(set
     assert not np.allclose(first[0][ok], second[0][ok])
 
 
+def test_features_made_before_a_checkpoints_layer_norm_eps_was_read_are_made_again(setup, tmp_path):
+    """A checkpoint's LayerNorm eps (model.norm_eps; a Hugging Face folder's layer_norm_eps) was fixed at 1e-6 before
+    it was read: features of such a checkpoint (eps 1e-2 here) made then were kept as up to date, though the file
+    computes others now. Its job records the eps where it is not the default: a job without it is embedded again."""
+    root, _ = setup
+    torch.manual_seed(2)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(**{**CFG, "norm_eps": 1e-2})), tmp_path / "eps")
+    out = tmp_path / "f.npy"
+    kwargs = dict(stride=2, root=str(root), num_workers=0, progress=False)
+    first = read_features(embed(ckpt, root / "list.txt", out, **kwargs))[0]
+    sidecar = out.with_name(out.name + ".json")
+    info = json.loads(sidecar.read_text())
+    assert info["job"]["norm_eps"] == 1e-2
+    del info["job"]["norm_eps"]  # as written before the eps was read
+    sidecar.write_text(json.dumps(info))
+    np.save(out, np.zeros_like(np.load(out)))  # (the features it would keep)
+    again = read_features(embed(ckpt, root / "list.txt", out, **kwargs))[0]
+    np.testing.assert_array_equal(again, first)
+
+
 def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_finished(setup, tmp_path,
                                                                                         monkeypatch):
     """The data files and the ``.json`` sidecar that marks them finished were replaced one after the other: a job

@@ -587,6 +587,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
     ``judged``: they were judged so already (mme probe judges its features files before it embeds any split)."""
     from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
+    from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
     from mme.train.precision import choose_device
 
@@ -623,7 +624,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                        "backend": backend, "orientation": orientation,
                        # (a clip given only: the files embedded without one stay this job's)
                        **{k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None},
-                       **({"fc_norm": True} if pooled_norm is not None else {})}
+                       **({"fc_norm": True} if pooled_norm is not None else {}),
+                       # (files embedded before a checkpoint's LayerNorm eps was read stay this job's at the default)
+                       **({"norm_eps": encoder.cfg.norm_eps} if encoder.cfg.norm_eps != DEFAULT_NORM_EPS else {})}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
         finished = _finished(out, fingerprint)
     if finished is not None:

@@ -22,6 +22,8 @@ ENCODER_FIELDS = ("in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "q
                   "norm_eps", "patch_size", "tubelet_size", "input_norm")
 """The encoder's architecture: the fields its weights fix (``input_norm``: how the weights learned to see a clip),
 which a run starting from a checkpoint (``train.init``) takes from it."""
+DEFAULT_NORM_EPS = 1e-6
+"""VideoMAE's and MME's LayerNorm eps (:attr:`ModelConfig.norm_eps`)."""
 DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_layer_scale_init", "decoder_norm_eps",
                   "head_hidden")
 """The decoder's architecture and its prediction heads' hidden width, likewise (its final norm's eps: Hugging
@@ -53,7 +55,7 @@ class ModelConfig:
     """q and v biases (no k bias) in the encoder and decoder blocks, as in VideoMAE."""
     layer_scale_init: float = 0.0
     """Initial layer-scale value; 0 disables layer scale."""
-    norm_eps: float = 1e-6
+    norm_eps: float = DEFAULT_NORM_EPS
     """eps of the LayerNorms of the encoder and of the decoder's blocks: 1e-6 as VideoMAE/MME (and files that record
     none); a Hugging Face directory's ``layer_norm_eps`` (transformers' default 1e-12), which its export writes back."""
     drop_path: float = 0.0

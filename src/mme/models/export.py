@@ -188,10 +188,10 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     if not isinstance(model_or_path, nn.Module):  # a live module's weights fill it by construction
         _checked(ck)
     if ck.pooled_norm is not None:
-        log.warning("%s: a classifier's encoder: Hugging Face's VideoMAEModel has no place for its fc_norm (the "
-                    "LayerNorm of its pooled tokens, which mme embed applies) nor its head, so both are dropped and "
-                    "the export's features differ from the classifier's; kind 'classification' (--kind "
-                    "classification) keeps them", ck.source)
+        log.warning("%s: a classifier's encoder: Hugging Face's VideoMAEModel has no place for the classifier's "
+                    "fc_norm (the LayerNorm of its pooled tokens, which mme embed applies), so it is dropped and the "
+                    "export's features differ from mme embed's of this file; the classifier itself exported as "
+                    "kind 'classification' (--kind classification) keeps it, with its head", ck.source)
     if norm_pix is None:
         norm_pix = True if ck.norm_pix is None else ck.norm_pix
     cfg, state, labels = ck.cfg, dict(ck.state), None
