@@ -1472,7 +1472,7 @@ def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_i
     for path in routes:
         assert torch.equal(features(path), want), path
         assert isinstance(load_model(path), VisionTransformer), path
-    said = "has no place for its fc_norm"
+    said = "has no place for the classifier's fc_norm"
     with caplog.at_level(logging.WARNING):
         assert cli_main(["export", str(tmp_path / "clf"), str(tmp_path / "hf")]) == 0  # --format hf --kind model
     assert said in caplog.text and "--kind classification" in caplog.text, caplog.text
