@@ -112,6 +112,21 @@ def test_a_block_collection_is_a_non_text_keys_collection_and_a_text_keys_text(t
     assert str(info.value) == "config key 'optim.betas[1]': expected a finite number, got 'x'"
 
 
+def test_a_block_list_for_a_key_that_is_text_or_a_list_is_the_list():
+    """``target.kind`` is a text or a list of texts: a block list given to it (``- pixel``) was taken as the text
+    ``'- pixel'``, the union's text member tried first, and refused as an unknown target. A block collection is tried
+    on the union's other members first, its text taken only where none of them takes it."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    for written, kinds in (("- pixel", ["pixel"]), ("- mme\n- pixel", ["mme", "pixel"]), ("pixel", "pixel")):
+        assert load_config(PretrainConfig, "tiny_cpu_mme", [f"target.kind={written}"]).target.kind == kinds
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=mme: 2"])
+    assert str(info.value) == ("target.kind: unknown target(s) ['mme: 2']; choose from ['pixel', 'hog', 'mme', "
+                               "'mme-released']")
+
+
 def test_section_and_quoted_overrides_read_text_keys_as_a_recipe_does():
     """A section given whole was read by plain YAML: ``train={out_dir: 010}`` wrote into '8', ``2024_01`` into
     '202401', and ``on`` or a date were refused as not text, where the dotted form and a recipe keep the text; a

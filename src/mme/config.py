@@ -51,8 +51,8 @@ class _Override(str):
 
 class _Block:
     """A collection an override wrote in YAML's block style (``runs/exp: 2``, ``- a.pt``, ``D:``): the collection
-    for a key of another type (``train=steps: 5``, ``train.keep_epochs=- 1``), its text as ``written`` for a text
-    key, as a path may read (:func:`_coerce`)."""
+    for a key of another type (``train=steps: 5``, ``train.keep_epochs=- 1``; ``target.kind=- pixel``, a text or a
+    list), its text as ``written`` for a text key, as a path may read (:func:`_coerce`)."""
 
     written: str
 
@@ -126,9 +126,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        members = [arg for arg in args if arg is not type(None)]
+        if isinstance(value, _Block):  # the collection for any member that takes it; the text only failing that
+            members.sort(key=lambda arg: arg is str)
+        for arg in members:
             try:
                 return _coerce(value, arg, key)
             except ConfigError:
