@@ -467,6 +467,34 @@ def test_a_file_found_concealed_is_read_on_one_thread_whatever_the_readers_threa
                     np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{path.name}: {threads=}")
 
 
+def test_a_file_read_by_counting_already_and_found_concealed_is_read_on_one_thread_by_later_processes(tmp_path):
+    """A raw Annex B stream (the damaged H.264 file remuxed: packets without timestamps) is read by counting from
+    its indexing. `mme check` found its concealed frame but set one thread only for a file it turned sequential then,
+    so this one went on being decoded on frame threads (3 levels off the decode on one thread), and its stored index
+    never recorded the verdict. Now the check sets one thread whatever the mode and stores it for other processes."""
+    src = damaged_in_its_last_packet(tmp_path, "no_b_frames.mkv", {**H264_GOP, "bf": "0"}, "cfr")
+    raw = tmp_path / "damaged.h264"
+    with av.open(str(src)) as demuxed, av.open(str(raw), "w", format="h264") as muxed:
+        stream = muxed.add_stream_from_template(demuxed.streams.video[0])
+        for packet in demuxed.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                muxed.mux(packet)
+    ref = decode_on_one_thread(raw)
+    last = np.arange(len(ref) - 4, len(ref))
+    index_dir = tmp_path / "index"
+    check = check_video(raw, index_dir=index_dir)
+    assert (check["status"], check["seeking"], check["damaged"]) == ("damaged", "sequential", [len(ref) - 1])
+    [stored] = index_dir.rglob("*.json")
+    assert json.loads(stored.read_text())["one_thread"] is True
+    pyav_reader._pyav_index.cache_clear()  # as in a new process
+    for threads in (0, 4):
+        with open_video(raw, threads=threads, index_dir=index_dir) as reader:
+            assert reader.seeking_reason == "packets without timestamps"
+            for idx in (last, last):
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{threads=}")
+
+
 def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):
     """Phone videos store portrait footage as landscape frames and a display matrix (the MP4 track header's) that
     players apply. Frame i is the coded frame, as FFmpeg decodes it (and VideoMAE-style loaders read it), so

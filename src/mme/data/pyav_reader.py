@@ -614,7 +614,8 @@ class PyAVReader(VideoReader):
         with the same frame read alone by seeking, from a freshly opened container as a dataset item reads it (a
         difference turns the file sequential too). Returns its frames, packets, seeking and reason,
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
-        conceals differently with other decoder threads and from another start (such a file turns sequential), and
+        conceals differently with other decoder threads and from another start (such a file turns sequential, and
+        every reader decodes it on one thread, a file read by counting already too), and
         ``display``: the file's display matrix (phone videos; None without), which reads apply only with
         ``data.orientation=display``."""
         damaged: set[int] = set()
@@ -630,7 +631,7 @@ class PyAVReader(VideoReader):
             counted = self._read_counting(idx, damaged, prove=self.count_may_change)
             if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
                 self._read_counting(np.array([self.num_frames - 1]), damaged)
-            if damaged and index.mode == "seek":
+            if damaged:
                 self._distrust(_concealed(min(damaged)), one_thread=True)
         except av.error.FFmpegError as e:
             self._pos, self._at_end = None, True
@@ -652,15 +653,15 @@ class PyAVReader(VideoReader):
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
         count from a decode on one thread, as at indexing (:func:`_decoded_timestamps`); logged once per file. A
         decode error in that count is the file's: raised, the verdict unchanged. ``one_thread``: every later read
-        decodes on one thread too (:attr:`_Index.one_thread`), as for concealed frames, which FFmpeg conceals
-        otherwise from one read to the next on frame threads."""
+        decodes on one thread too (:attr:`_Index.one_thread`, a file sequential already too), as for concealed
+        frames, which FFmpeg conceals otherwise from one read to the next on frame threads."""
         index = self._index
         if index.mode != "sequential":
             timestamps, cut_end = _decoded_timestamps(self.path, index.packets, indexing=False)
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
-            index.mode, index.reason, index.num_frames, index.one_thread = "sequential", why, len(timestamps), \
-                cut_end or one_thread
+            index.mode, index.reason, index.num_frames, index.one_thread = "sequential", why, len(timestamps), cut_end
+        index.one_thread = index.one_thread or one_thread
         self.num_frames = index.num_frames
 
     def close(self) -> None:
@@ -774,7 +775,7 @@ class _Index:
     """The first frame's display matrix (:func:`frame_display_matrix`; ``()`` for none), decoded when the file was
     indexed; None where that decode gave no frame, until a reader asks (:meth:`PyAVReader.display_matrix`)."""
     stored: tuple | None = None
-    """(proven, mode, display) as last written to ``store``."""
+    """:meth:`state` as last written to ``store``."""
     seen: int | None = None
     """The modification time of ``store`` when this process last read or wrote it: another time means another
     process wrote it since."""
@@ -784,28 +785,33 @@ class _Index:
         """``key_pts`` as a set, for the check of every frame after a seek (:meth:`PyAVReader._read_seeking`)."""
         return frozenset(self.key_pts.tolist())
 
+    def state(self) -> tuple:
+        """What :meth:`save` writes when it changes: (proven, mode, display, one_thread)."""
+        return self.proven, self.mode, self.display, self.one_thread
+
     def save(self) -> None:
         """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned), joined
         with what other processes wrote there meanwhile: the most frames proven, the display matrix, and a
-        sequential verdict, which no process reverses. A store that cannot be written is dropped with a warning:
-        the index stays this process's."""
-        if self.store is None or self.stored == (self.proven, self.mode, self.display):
+        sequential or one-thread verdict, which no process reverses. A store that cannot be written is dropped with
+        a warning: the index stays this process's."""
+        if self.store is None or self.stored == self.state():
             return
         kept = _load_index(self.store) if _mtime(self.store) != self.seen else None
         if kept is not None:
             if self.display is None:
                 self.display = kept.display
             if kept.mode == "sequential" and self.mode == "seek":  # this process checks every frame it reads
-                self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
+                self.stored, self.seen = self.state(), _mtime(self.store)
                 return
             if kept.mode == self.mode:
                 self.proven = max(self.proven, kept.proven)
+                self.one_thread = self.one_thread or kept.one_thread
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
                   "proven": self.proven, "one_thread": self.one_thread, "display": self.display}
         try:
             atomic_write_text(self.store, json.dumps(record))
-            self.stored, self.seen = (self.proven, self.mode, self.display), _mtime(self.store)
+            self.stored, self.seen = self.state(), _mtime(self.store)
         except OSError as e:
             _warn_unwritable(_index_dir_of(self.store), error_reason(e))
             self.store = None
@@ -816,8 +822,8 @@ INDEX_VERSION = 13
 decoder holds for reordering, as ``ffmpeg`` does, and a file whose decode on one thread did so is decoded on one thread
 (``one_thread``, stored; 12 ended the decode at the error: a file whose last packet is damaged, with B-frames, was
 counted and read without the frames held, 27 where ``ffmpeg`` decodes 29), a file with a frame FFmpeg decodes with
-errors and conceals is read by counting on one thread (12 read it by seek, where a seek concealed otherwise, and frame
-threads otherwise from one read to the next), and a file's count is
+errors and conceals is read by counting on one thread, one read by counting from its indexing too (12 read it by seek,
+where a seek concealed otherwise, and frame threads otherwise from one read to the next), and a file's count is
 decided by one decode, on one thread (12 decoded on frame threads first, and on one thread where that failed or gave
 fewer frames than packets); 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg
 lists first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame);
@@ -881,7 +887,7 @@ def _load_index(store: Path) -> _Index | None:
         index.display = None if display is None else tuple(int(v) for v in display)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    index.stored, index.seen = (index.proven, index.mode, index.display), _mtime(store)
+    index.stored, index.seen = index.state(), _mtime(store)
     return index
 
 

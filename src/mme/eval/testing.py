@@ -150,8 +150,9 @@ so that those read by an earlier rule are made again, not reused as up to date: 
 a video other views or another verdict (the frames of the test views, which files are refused). 7: a file whose last
 packet with data fails to decode has the frames the decoder held for reordering after it, as ``ffmpeg``'s decode
 (:func:`mme.data.pyav_reader._decode`; before: fewer frames, so other views), and a file with a frame FFmpeg
-decodes with errors and conceals is read by counting, on one thread (before: by seek, a view's concealed frame up to
-21 levels off the sequential decode's, and on frame threads otherwise from one read to the next); 6: the pyav backend
+decodes with errors and conceals is read by counting, on one thread, one read by counting from its indexing too
+(before: by seek, a view's concealed frame up to 21 levels off the sequential decode's, and on frame threads
+otherwise from one read to the next); 6: the pyav backend
 refuses a picture only where it counts one frame (:func:`mme.data.pyav_reader.not_a_video`; before: a file of
 several frames opened by a picture demuxer, several PNGs one after another, or an MP4 whose major brand is avif,
 was refused unread), an animated AVIF is read as its sequence by pyav and refused by opencv, and a still AVIF is
