@@ -912,6 +912,45 @@ def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(syn
     assert data.cache_lookup.files == [str(cache_file(tmp_path / "loop", v)) for v in videos]
 
 
+def test_the_refusal_of_a_track_cache_says_where_its_listing_could_not_list_folders(tmp_path, monkeypatch):
+    """A cache lacking more files than the run may skip is refused, naming how many more its listing misses, not
+    looked up one by one; where folders of it could not be listed (a shared cache's, mode 0711, another owner's),
+    those files may be there, which the refusal did not say. Now it does, and only then."""
+    import errno
+    import os
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    videos = [f"v/a/{i:02d}.mp4" for i in range(20)]
+    (tmp_path / "list.txt").write_text("".join(f"{v}\n" for v in videos))
+    for v in videos[:2]:
+        cache_file(tmp_path / "cache", v).parent.mkdir(parents=True, exist_ok=True)
+        cache_file(tmp_path / "cache", v).write_bytes(b"")
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}"],
+                      tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}")
+    real = os.scandir
+
+    def scandir(path="."):  # mode 0711 of another owner (root lists any folder: simulated)
+        if os.fspath(path).startswith(str(tmp_path / "cache" / "v")):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+
+    said = (f"target.cache_dir '{tmp_path / 'cache'}' lacks the track cache files of 1 of the 20 videos of "
+            f"{tmp_path / 'list.txt'} (the first: {tmp_path}/v/a/02.mp4), and its listing lacks those of 17 more (not "
+            "looked up one by one{})")
+    for unlisted, why in ((True, "; some of its folders could not be listed, and they may be there"), (False, "")):
+        with monkeypatch.context() as m:
+            if unlisted:
+                m.setattr(os, "scandir", scandir)
+            with pytest.raises(DataError) as refused:
+                check_cache(cfg, pretrain_dataset(cfg))
+        assert str(refused.value).startswith(said.format(why) + ", more than data.max_failure_fraction=0.01"), \
+            str(refused.value)
+
+
 def test_a_resumed_run_of_a_target_without_tracks_is_not_refused_for_the_cache_it_does_not_read(synth, tmp_path):
     """A pixel run resumed from the folder of an earlier version that took a target.cache_dir (its checkpoint's
     config holds it) resumes without it, warned; the cache's whole-list check ran before the check that the target

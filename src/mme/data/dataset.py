@@ -501,11 +501,14 @@ class _VideoDataset(Dataset):
 class CacheLookup:
     """Where the list's videos have their track cache files (:attr:`PretrainDataset.cache_lookup`): ``files``, each
     video's, None where it has none or was not looked up; ``lacking``, the videos without one; ``unsought``, how many
-    more the folder's listing misses, not looked up on disk once ``lacking`` were more than the run may skip."""
+    more the folder's listing misses, not looked up on disk once ``lacking`` were more than the run may skip;
+    ``whole``, whether the listing listed every folder (:func:`mme.motion.cache.listed_files`): where it did not, the
+    unsought videos' files may be in those it could not list."""
 
     files: list[str | None]
     lacking: list[int]
     unsought: int
+    whole: bool
 
 
 class PretrainDataset(_VideoDataset):
@@ -544,15 +547,15 @@ class PretrainDataset(_VideoDataset):
         files = [self._cache_file(cache_dir, i, listed) for i in range(len(self))]
         missed = [i for i, found in enumerate(files) if found is None]
         if whole and not listed:  # a whole listing of no file: none on disk either
-            return CacheLookup(files, missed, 0)
+            return CacheLookup(files, missed, 0, whole)
         lacking: list[int] = []
         for k, i in enumerate(missed):
             files[i] = self._cache_file(cache_dir, i)
             if files[i] is None:
                 lacking.append(i)
                 if self.too_many_failures(len(lacking)):
-                    return CacheLookup(files, lacking, len(missed) - k - 1)
-        return CacheLookup(files, lacking, 0)
+                    return CacheLookup(files, lacking, len(missed) - k - 1, whole)
+        return CacheLookup(files, lacking, 0, whole)
 
     def _cache_file(self, cache_dir: str, i: int, listed: frozenset[tuple[str, ...]] | None = None) -> str | None:
         """The track cache file of video ``i`` under ``cache_dir`` (in ``listed``, else on disk), None where none."""

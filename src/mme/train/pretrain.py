@@ -90,7 +90,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     if lacking == len(dataset) or dataset.too_many_failures(lacking):
         every = lacking == len(dataset)
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
-        unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one)"
+        unlisted = "" if lookup.whole else "; some of its folders could not be listed, and they may be there"
+        unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one{unlisted})"
                     if lookup.unsought else "")
         bad = len(dataset.bad_lines)  # (the failure fraction counts them too)
         counted = (f", which with its {bad} bad line(s) are {lacking + bad} of its {len(dataset) + bad} lines"
