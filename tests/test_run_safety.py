@@ -575,7 +575,8 @@ def test_a_signal_on_the_last_step_or_after_it_ends_the_command_as_stopped(sig, 
 
 def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(synth, tmp_path, monkeypatch):
     """``Interrupted.finished`` (a run that did all its steps, whose result a caller keeps) was also set on a stop at
-    ``train.stop_after``, a run that ``--resume auto`` continues."""
+    ``train.stop_after``, a run that ``--resume auto`` continues; whose line advised 'the same command with --resume
+    auto', which trains nothing there (stop_after stops it again)."""
     from mme.errors import Interrupted
     from mme.train import loop
 
@@ -594,6 +595,9 @@ def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(syn
         got = info.value.finished
         assert (None if got is None else (got.step, got.checkpoint)) == (
             None if finished is None else (finished, out / f"checkpoint-0000000{finished}.pt"))
+        # (stopped where train.stop_after ends it anyway: the same command would train nothing)
+        assert ("train.stop_after raised or unset continues" in str(info.value)) == (finished is None)
+        assert "the same command" not in str(info.value)
 
 
 def test_a_data_error_in_a_loader_worker_is_the_same_one_line_message(tmp_path):

@@ -302,8 +302,13 @@ def _train(run: Run) -> TrainResult:
         by = stopping.name + ("" if stop.received == stopping else " (sent to another rank)")
         finished = run.step >= run.total_steps  # (not a stop at train.stop_after, which --resume auto continues)
         saved = f"stopped by {by} after step {run.step} of {end}"
-        saved += f", its last: the run's training is finished, saved as {path}" if finished else \
-            f", saved as {path}; the same command with --resume auto (train.resume=auto) continues from there"
+        if finished:
+            saved += f", its last: the run's training is finished, saved as {path}"
+        elif run.step >= end:  # the same command would train nothing
+            saved += (f", where train.stop_after={t.stop_after} ends it anyway, saved as {path}; --resume auto "
+                      "(train.resume=auto) with train.stop_after raised or unset continues from there")
+        else:
+            saved += f", saved as {path}; the same command with --resume auto (train.resume=auto) continues from there"
         raise Interrupted(saved, 128 + int(stopping), finished=result if finished else None)
     return result
 
