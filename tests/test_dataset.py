@@ -552,7 +552,7 @@ def test_a_dead_loader_worker_is_one_line_where_torch_lists_no_worker_processes(
             raise RuntimeError(text)
 
     with pytest.raises(ProcessLost if said else RuntimeError) as info:
-        next(_batches(Batches()))
+        next(_batches(Batches(), persistent_workers=False))
     if said:
         assert str(info.value) == (
             f"{text} (how, this version of torch does not say): where the out-of-memory killer ended it, lower "
@@ -560,3 +560,17 @@ def test_a_dead_loader_worker_is_one_line_where_torch_lists_no_worker_processes(
         assert str(info.value.__cause__) == text
     else:
         assert str(info.value) == text
+
+
+def test_a_loader_with_persistent_workers_serves_every_epoch_under_start_workers():
+    """A loader's ``persistent_workers`` serve its next ``iter()`` through the same iterator: start_workers stopped
+    them at the end of each pass (or a pass left early), so the next epoch failed ("Queue ... is closed")."""
+    loader = DataLoader(list(range(8)), batch_size=2, num_workers=1, persistent_workers=True,
+                        multiprocessing_context="fork")
+    whole = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [b.tolist() for b in start_workers(loader)] == whole
+    for batch in start_workers(loader):  # left after its first batch: the generator closed early
+        assert batch.tolist() == [0, 1]
+        break
+    assert [b.tolist() for b in start_workers(loader)] == whole
+    assert [b.tolist() for b in start_workers(loader)] == whole

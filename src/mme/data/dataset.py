@@ -214,7 +214,7 @@ def start_workers(loader: DataLoader) -> Iterator:
         cv2.setNumThreads(before)
     if loader.num_workers:
         _defer_worker_deaths()
-    return _batches(batches)
+    return _batches(batches, loader.persistent_workers)
 
 
 def _defer_worker_deaths() -> None:
@@ -242,14 +242,16 @@ WORKER_DEATHS = {-signal.SIGKILL: "most likely killed by the out-of-memory kille
 """What a loader worker's exit code (minus the signal that killed it) most likely says, and what to do."""
 
 
-def _batches(batches: Iterator) -> Iterator:
+def _batches(batches: Iterator, persistent_workers: bool) -> Iterator:
     """The batches of a DataLoader's iterator; a worker of its that died is a ProcessLost naming the worker and how
     it ended (torch's traceback of "DataLoader worker (pid(s) N) exited unexpectedly" before, or of the pipe it cut
     mid-batch, an EOFError, a ConnectionResetError).
 
-    Its workers stop when the batches end, however they end (an error, the caller closing them): an error's
-    traceback holds the iterator, whose workers (each holding this process's open files, a run folder's lock among
-    them) otherwise lived on as long as the error did (in a notebook, for good)."""
+    Its workers stop when the batches end early (an error, the caller closing them): an error's traceback holds the
+    iterator, whose workers (each holding this process's open files, a run folder's lock among them) otherwise lived
+    on as long as the error did (in a notebook, for good). At the batches' end torch stops them itself. A loader's
+    ``persistent_workers`` are left alone: the loader keeps them, and its iterator, for its next ``iter()``, which
+    fails on workers stopped ("Queue ... is closed")."""
     try:
         while True:
             try:
@@ -263,9 +265,10 @@ def _batches(batches: Iterator) -> Iterator:
                     raise
                 raise died from e
             yield batch
-    finally:
-        if hasattr(batches, "_shutdown_workers"):  # (torch's multi-process iterator; idempotent)
+    except BaseException:  # (GeneratorExit where the caller closed them)
+        if not persistent_workers and hasattr(batches, "_shutdown_workers"):  # (torch's multi-process iterator)
             batches._shutdown_workers()
+        raise
 
 
 def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessLost | None:
