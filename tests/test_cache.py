@@ -44,7 +44,7 @@ from mme.data import pyav_reader
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
-from mme.errors import ConfigError, DataError, VideoError
+from mme.errors import ConfigError, DataError, UnguardedScript, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, load_tracks
 from mme.motion.cache import (
@@ -293,6 +293,22 @@ def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos
     assert {p["path"]: p["reason"] for p in checked["problems"]}[str(videos / "b.mp4")] == \
         "a worker process died checking it (signal 9: Killed)", checked
     assert checked["videos"] == 4 and checked["counts"]["unreadable"] >= 2, checked
+
+
+def test_a_script_extracting_with_workers_without_a_main_guard_is_told_to_add_it(videos, tmp_path):
+    """Each spawned worker imports the unguarded script, so extracts again, and its share's lock is the parent's: it
+    ends there (before: each worker died on the lock, exit 1, every video was reported failed and the script went
+    on, exit 0)."""
+    out = tmp_path / "cache"
+    (tmp_path / "unguarded.py").write_text(
+        "from mme.motion.extract import extract_cache\n"
+        f"extract_cache({str(videos / 'list.txt')!r}, {str(out)!r}, root={str(videos)!r}, length=2, short_side=64, "
+        "workers=2)\nprint('done')\n")
+    proc = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and "done" not in proc.stdout, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == f"mme.errors.UnguardedScript: {UnguardedScript()}", proc.stderr[-2000:]
+    assert not list(out.glob("failed-*.json"))  # no report of videos failed
 
 
 def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):

@@ -16,7 +16,7 @@ import mme
 from mme.cli import main
 from mme.data.real_motion import default_real_dir
 from mme.demo_report import LEARNED_RATIO
-from mme.errors import ConfigError
+from mme.errors import ConfigError, UnguardedScript
 
 QUICK = ["demo", "--quick", "--device", "cpu"]
 
@@ -423,6 +423,21 @@ def test_a_demo_whose_targets_leave_out_mme_starts(tmp_path, monkeypatch):
         demo.demo(s)
     d = _pretrain_config(s, "pixel", 0, tmp_path / "data" / "train.txt").data
     assert probed.value.args == (d.num_frames, d.stride, d.tubelet, d.img_size) == (8, 2, 2, 64)
+
+
+def test_a_script_calling_the_demo_without_a_main_guard_is_told_to_add_it(tmp_path):
+    """Each worker that makes the demo's data imports the unguarded script, so runs the demo again, and its --out is
+    locked by the parent: it ends there (before: each worker died on the lock, and the demo stopped with a DataError
+    advising fewer workers)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "unguarded.py").write_text(
+        f"from mme.demo import run_demo\nrun_demo({str(tmp_path / 'out')!r}, quick=True, device='cpu')\n")
+    proc = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and "DataError" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == f"mme.errors.UnguardedScript: {UnguardedScript()}", proc.stderr[-2000:]
 
 
 def test_a_second_demo_on_an_out_in_use_is_refused_before_any_work(tmp_path, capsys):

@@ -389,7 +389,17 @@ def how_it_ended(exitcode: int) -> str:
 
 
 SCRIPT_RERUN_EXIT = 86
-"""The exit status of a spawned worker that found itself running its parent's script again (:func:`in_workers`)."""
+"""The exit status of a spawned worker that found itself running its parent's script again
+(:func:`exit_if_script_rerun`)."""
+
+
+def exit_if_script_rerun() -> None:
+    """End this process quietly, :data:`SCRIPT_RERUN_EXIT`, where it is a spawned worker still starting: it runs its
+    parent's script again (one without ``if __name__ == "__main__":``), which called mme. Its parent's
+    :func:`in_workers` then raises :class:`UnguardedScript`. Called by ``in_workers`` and :func:`lock_folder` (the
+    script's job locks its folder before it reaches its workers: locked by the parent, so the worker failed there)."""
+    if getattr(current_process(), "_inheriting", False):  # (multiprocessing's mark of a spawned worker's start)
+        raise SystemExit(SCRIPT_RERUN_EXIT)
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
@@ -400,11 +410,10 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     and is raised here, as a sequential run raises it (its cause: the worker's traceback).
 
     Called by a script without ``if __name__ == "__main__":``, each spawned worker runs the script again, which
-    calls this again while the worker starts: that call ends the worker quietly (:data:`SCRIPT_RERUN_EXIT`; it
+    calls mme again while the worker starts: that call ends the worker quietly (:func:`exit_if_script_rerun`; it
     raised multiprocessing's RuntimeError, and its parent counted every job as one whose worker died), and the
     parent raises :class:`UnguardedScript`."""
-    if getattr(current_process(), "_inheriting", False):  # (multiprocessing's mark of a spawned worker's start)
-        raise SystemExit(SCRIPT_RERUN_EXIT)
+    exit_if_script_rerun()
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
@@ -688,7 +697,9 @@ def lock_folder(folder: str | Path, option: str) -> bool:
     process dies, however it dies), recording the holder's PID and host there. False if this process holds it
     already. A ConfigError naming ``option`` (the setting that chose the folder) when it is not writable, or
     locked by another job (naming the holder). On a file system without ``flock`` (:data:`_NO_FLOCK`) the folder is
-    used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there."""
+    used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there. A spawned worker still
+    starting, which runs its parent's unguarded script again, ends there (:func:`exit_if_script_rerun`)."""
+    exit_if_script_rerun()
     path = Path(folder)
     if path.resolve() in _locked:
         return False
