@@ -151,6 +151,18 @@ def test_views_are_averaged_and_the_token_grid_matches_the_features(setup, preci
     torch.testing.assert_close(feats.x[0], by_hand, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("as_path", [str, Path])
+def test_build_test_set_given_a_checkpoints_path_says_to_read_it(tmp_path, as_path):
+    """``checkpoint=`` takes what read_checkpoint returns; its file's path was an AttributeError of run_views."""
+    write_video(tmp_path / "a.mp4", np.stack([texture(32, 32, seed=i) for i in range(8)]))
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    with pytest.raises(ConfigError) as refused:
+        build_test_set(tmp_path / "list.txt", ModelConfig(), clips=1, crops=1, root=str(tmp_path),
+                       checkpoint=as_path(tmp_path / "checkpoint.pt"))
+    assert str(refused.value) == ("build_test_set: checkpoint= takes a Checkpoint, what read_checkpoint(path) "
+                                  f"returns, got {as_path(tmp_path / 'checkpoint.pt')!r}")
+
+
 def test_the_documented_python_route_gives_the_features_mme_embed_gives(synth, tmp_path):
     """docs/evaluation.md's route (read_checkpoint, build_model, build_test_set with ``checkpoint=``,
     extract_features) samples the clips as the checkpoint's run did, as ``mme embed`` does: its data.stride=2 here,

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mme.data.transforms import normalize_clip
-from mme.errors import DataError, MMEError
+from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
     atomic_path,
     atomic_write_json,
@@ -186,8 +186,12 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     :class:`GuardedTestSet` turns into -1. Failures are not capped here (callers report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
     from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list, resolve, write_list
+    from mme.models.checkpoint import Checkpoint
 
     if checkpoint is not None:
+        if not isinstance(checkpoint, Checkpoint):  # (a path: the file, not what it records)
+            raise ConfigError(f"build_test_set: checkpoint= takes a Checkpoint, what read_checkpoint(path) returns, "
+                              f"got {checkpoint!r}")
         stride, segments, orientation = checkpoint.run_views(stride, segments, orientation, "build_test_set",
                                                              ("stride= or segments=", "orientation="))
     source = Path(source)
