@@ -175,7 +175,8 @@ def test_a_script_calling_synth_with_workers_without_a_main_guard_is_told_to_add
     assert proc.returncode == 1 and "RuntimeError" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.splitlines()[-1] == ('mme.errors.UnguardedScript: worker processes ran the calling script '
                                             'again (spawned workers import it): call mme in a script under `if '
-                                            '__name__ == "__main__":`, or pass workers=1')
+                                            '__name__ == "__main__":`, or, where the call takes workers, pass '
+                                            'workers=1')
     subprocess.run([sys.executable, tmp_path / "guarded.py"], check=True, env=env, timeout=120)
     assert len(read_list(tmp_path / "data" / "train.txt")[0]) == 4
 

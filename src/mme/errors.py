@@ -88,7 +88,7 @@ class UnguardedScript(MMEError):
 
     def __init__(self) -> None:
         super().__init__('worker processes ran the calling script again (spawned workers import it): call mme in a '
-                         'script under `if __name__ == "__main__":`, or pass workers=1')
+                         'script under `if __name__ == "__main__":`, or, where the call takes workers, pass workers=1')
 
 
 class Interrupted(MMEError):
