@@ -411,13 +411,10 @@ def test_finetune_writes_multiview_reports_with_per_class_accuracy(synth, tmp_pa
     assert list(config["id2label"].values()) == synth.classes and config["label2id"][synth.classes[1]] == 1
 
 
-def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_and_resume_runs_them(
-        synth, tmp_path, monkeypatch, capsys):
-    """Was: a SIGTERM (or Ctrl-C) on the run's last step let fine-tuning go on to its tests and end with exit 0. It
-    now stops there, exit 143, saying that the training is finished and how to run the tests."""
+def _sigterm_on_the_last_step(monkeypatch):
+    """A SIGTERM to this process as its run's last step begins; the real step is returned."""
     import signal
 
-    from mme.cli import main
     from mme.train import loop
 
     real_step = loop.train_step
@@ -428,6 +425,17 @@ def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_an
         return real_step(run, stream)
 
     monkeypatch.setattr(loop, "train_step", signalled_on_the_last_step)
+    return real_step
+
+
+def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_and_resume_runs_them(
+        synth, tmp_path, monkeypatch, capsys):
+    """Was: a SIGTERM (or Ctrl-C) on the run's last step let fine-tuning go on to its tests and end with exit 0. It
+    now stops there, exit 143, saying that the training is finished and how to run the tests."""
+    from mme.cli import main
+    from mme.train import loop
+
+    real_step = _sigterm_on_the_last_step(monkeypatch)
     out = tmp_path / "ft"
     given = ["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
         synth, out, "train.steps=2", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32")]
@@ -445,20 +453,10 @@ def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_an
 def test_finetune_stopped_on_its_last_step_hands_back_its_finished_training(synth, tmp_path, monkeypatch):
     """finetune() re-raised the loop's Interrupted with its tests' advice, without ``finished``: a Python caller lost
     the result of the training the run did finish."""
-    import signal
-
     from mme.errors import Interrupted
     from mme.eval.finetuned import finetune
-    from mme.train import loop
 
-    real_step = loop.train_step
-
-    def signalled_on_the_last_step(run, stream):
-        if run.step == run.total_steps - 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(run, stream)
-
-    monkeypatch.setattr(loop, "train_step", signalled_on_the_last_step)
+    _sigterm_on_the_last_step(monkeypatch)
     out = tmp_path / "ft"
     with pytest.raises(Interrupted, match="its tests are not run") as info:
         finetune(_tiny_recipe(synth, out, "train.steps=2", "data.test_clips=1", "data.test_crops=1",

@@ -926,6 +926,17 @@ def test_damage_the_decode_at_indexing_fails_on_is_named_with_how_far_it_got(cor
                                       f"its 27 packets: [Errno 1094995529] Invalid data found when processing input")
 
 
+def _streams_open_on_many_threads(monkeypatch) -> None:
+    """Streams open on FFmpeg's automatic count of 8 cores, 9 threads (a reader sets its own after)."""
+    stream_of = pyav_reader.video_stream
+
+    def stream_on_many_threads(container):
+        stream = stream_of(container)
+        stream.thread_count = 9
+        return stream
+    monkeypatch.setattr(pyav_reader, "video_stream", stream_on_many_threads)
+
+
 def test_a_read_past_damage_near_the_end_has_one_verdict_whatever_the_decoders_threads(corpus, tmp_path,
                                                                                        monkeypatch):
     """H.264 with B-frames, read by seek (no decode at indexing), the first bytes of its third packet from the end
@@ -937,13 +948,7 @@ def test_a_read_past_damage_near_the_end_has_one_verdict_whatever_the_decoders_t
     with av.open(str(corpus["h264.mp4"])) as c:
         packets = sum(1 for p in c.demux(video=0) if p.size)
     src = damaged_packet_head(corpus["h264.mp4"], tmp_path / "damaged.mp4", packets - 3)
-    stream_of = pyav_reader.video_stream
-
-    def stream_on_many_threads(container):  # FFmpeg's automatic count on 8 cores (a reader sets its own after)
-        stream = stream_of(container)
-        stream.thread_count = 9
-        return stream
-    monkeypatch.setattr(pyav_reader, "video_stream", stream_on_many_threads)
+    _streams_open_on_many_threads(monkeypatch)
     verdicts = {}
     for threads in (1, 4):
         for i in (0, packets - 6, packets - 1):
@@ -973,13 +978,7 @@ def test_a_damaged_last_packet_keeps_the_frames_held_for_reordering_whatever_the
     src = damaged_packet_head(corpus[name], tmp_path / f"damaged_{name}", packets - 1)
     ref = decode_as_ffmpeg(src)
     assert len(ref) == packets - 1
-    stream_of = pyav_reader.video_stream
-
-    def stream_on_many_threads(container):  # FFmpeg's automatic count on 8 cores (a reader sets its own after)
-        stream = stream_of(container)
-        stream.thread_count = 9
-        return stream
-    monkeypatch.setattr(pyav_reader, "video_stream", stream_on_many_threads)
+    _streams_open_on_many_threads(monkeypatch)
     for threads in (1, 4):
         path = tmp_path / f"{threads}_{name}"  # a copy each: no index known to the process
         shutil.copyfile(src, path)
