@@ -7,8 +7,10 @@ import ast
 import gc
 import json
 import multiprocessing
+import random
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -99,7 +101,8 @@ def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_thr
 
 def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_as_it_was(synth, tmp_path):
     """A notebook seeds torch, calls pre-training, then draws: the run seeded the global generator for its weights
-    and dropout and left it so, so the caller's draws no longer followed its seed (also after a failed run)."""
+    and dropout and left it so, so the caller's draws no longer followed its seed (also after a failed run; numpy's
+    and Python's after a resumed run, which sets them from its checkpoint)."""
     from mme.demo import _random_encoder
 
     torch.manual_seed(1)
@@ -113,6 +116,13 @@ def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_a
     assert torch.equal(torch.get_rng_state(), before)
     _random_encoder(load_config(PretrainConfig, "tiny_cpu_mme", tiny()), 0)
     assert torch.equal(torch.get_rng_state(), before)
+    # a resumed run sets numpy's and Python's generators too, from its checkpoint: put back as well
+    np.random.seed(3)
+    random.seed(3)
+    state = (np.random.get_state()[1].copy(), random.getstate())
+    run("tiny_cpu_pixel", synth, tmp_path / "ok", "train.steps=3", "train.resume=auto", FP32)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert np.array_equal(np.random.get_state()[1], state[0]) and random.getstate() == state[1]
 
 
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):

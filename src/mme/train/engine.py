@@ -131,9 +131,10 @@ class Run:
 
 _THREADS_BEFORE: list[int] = []
 """The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
-_RNG_BEFORE: list[tuple[torch.Tensor, torch.device, torch.Tensor | None]] = []
-"""torch's global generator states (CPU's; the run's CUDA device's) before :func:`begin`: a run seeds them for its
-weights and dropout, and :func:`finish` puts them back, so a library caller's later draws follow its own seed."""
+_RNG_BEFORE: list[dict] = []
+"""The global generators' states (torch's, CUDA's, numpy's, Python's: :func:`~mme.train.checkpoint.rng_state`) before
+:func:`begin`: a run seeds them for its weights and dropout (a resumed one sets them all from its checkpoint), and
+:func:`finish` puts them back, so a library caller's later draws follow its own seed."""
 
 
 def begin(cfg) -> Start:
@@ -142,8 +143,7 @@ def begin(cfg) -> Start:
     take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
-    _RNG_BEFORE.append((torch.get_rng_state(), device,
-                        torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
+    _RNG_BEFORE.append(ckpt.rng_state())
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
@@ -182,10 +182,7 @@ def finish(run: Run | None = None) -> None:
     if _THREADS_BEFORE:
         torch.set_num_threads(_THREADS_BEFORE.pop())
     if _RNG_BEFORE:
-        cpu, device, cuda = _RNG_BEFORE.pop()
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, device)
+        ckpt.set_rng_state(_RNG_BEFORE.pop())
 
 
 def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> tuple[str, dict] | None:
