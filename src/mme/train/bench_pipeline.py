@@ -19,8 +19,6 @@ loader workers reports the fraction of its step time spent waiting for data.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import statistics
 import tempfile
@@ -125,9 +123,8 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         parts = _variants_ms(cfgs, clips, device)
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
         step_ms = {v: step for v, (_, _, step) in parts.items()}
-        try:  # its printed summary and JSON line name a temporary folder, removed on the way out: not the bench's
-            with contextlib.redirect_stdout(io.StringIO()):
-                run = pretrain(run_cfg)
+        try:  # (its summaries would name a temporary folder, removed on the way out)
+            run = pretrain(run_cfg, printed=False)
         except Interrupted as e:  # its advice (its checkpoint, --resume auto) is of a folder removed on the way out
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
                               "nothing is kept: run it again", e.exit_code) from e

@@ -307,17 +307,19 @@ def describe(run: Run) -> list[str]:
                                                                       if c.target.shuffled else "")]
 
 
-def pretrain(cfg: PretrainConfig) -> TrainResult:
+def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0):
     ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
-    ``load_config``'s overrides set are those given on the command line (:func:`setup`'s ``given``)."""
+    ``load_config``'s overrides set are those given on the command line (:func:`setup`'s ``given``). ``printed``
+    False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
     t0 = time.perf_counter()
     run = None
     try:
         run = setup(cfg, given_in(cfg))
-        engine.print_summary(run, describe(run))
+        if printed:
+            engine.print_summary(run, describe(run))
         result = loop.train(run)
-        if dist.is_main():
+        if printed and dist.is_main():
             print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                               "nonfinite_skipped": result.nonfinite_skipped,
