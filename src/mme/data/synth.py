@@ -59,6 +59,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import av
 import cv2
@@ -349,7 +350,7 @@ def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, co
         container.mux(stream.encode())
 
 
-def _died_making(job: tuple, how: str) -> tuple[str, dict]:
+def _died_making(job: tuple, how: str) -> NoReturn:
     """A worker that died making a video (the OOM killer) stops the run: no list may name a video not made."""
     raise DataError(f"synth: a worker process died making {job[1]} ({how}); run it again with fewer workers")
 

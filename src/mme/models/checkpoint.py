@@ -499,8 +499,9 @@ def _classifier_args(state: dict[str, torch.Tensor]) -> dict:
 def _pooled_norm(state: dict[str, torch.Tensor], classifier: dict) -> nn.LayerNorm:
     """The ``fc_norm`` of our classifier ``state``, in eval mode, of the eps its VideoClassifier arguments give
     (``classifier``, as ``Checkpoint.classifier``), else VideoClassifier's."""
-    norm = nn.LayerNorm(state["fc_norm.weight"].shape[0], eps=classifier.get("fc_norm_eps", FC_NORM_EPS))
-    norm.load_state_dict({"weight": state["fc_norm.weight"], "bias": state["fc_norm.bias"]})
+    weight, bias = state[f"{POOLED_NORM}.weight"], state[f"{POOLED_NORM}.bias"]
+    norm = nn.LayerNorm(weight.shape[0], eps=classifier.get("fc_norm_eps", FC_NORM_EPS))
+    norm.load_state_dict({"weight": weight, "bias": bias})
     return norm.eval()
 
 

@@ -174,7 +174,8 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
     """Our ModelConfig from a Hugging Face VideoMAEConfig dict (its ``layer_norm_eps`` that of the LayerNorms of the
     encoder and of the decoder's blocks; its decoder's final norm's eps is 1e-5). ``decoder``: whether
     the weights hold a decoder; a VideoMAEConfig always has decoder fields (transformers' defaults in a
-    ``VideoMAEModel``'s), which are only checked when they describe weights."""
+    ``VideoMAEModel``'s): each must be a whole number (or a positive eps) either way, their ratio to the encoder's
+    width only where they describe weights."""
     def count(key, default, least=1):
         return _hf_integer(key, hf.get(key, default), least)
 
