@@ -471,7 +471,8 @@ def test_a_file_read_by_counting_already_and_found_concealed_is_read_on_one_thre
     """A raw Annex B stream (the damaged H.264 file remuxed: packets without timestamps) is read by counting from
     its indexing. `mme check` found its concealed frame but set one thread only for a file it turned sequential then,
     so this one went on being decoded on frame threads (3 levels off the decode on one thread), and its stored index
-    never recorded the verdict. Now the check sets one thread whatever the mode and stores it for other processes."""
+    never recorded the verdict. Now the check sets one thread whatever the mode and stores it for other processes;
+    and its indexing, whose decode on one thread sees the concealed frame, sets it before any check."""
     src = damaged_in_its_last_packet(tmp_path, "no_b_frames.mkv", {**H264_GOP, "bf": "0"}, "cfr")
     raw = tmp_path / "damaged.h264"
     with av.open(str(src)) as demuxed, av.open(str(raw), "w", format="h264") as muxed:
@@ -482,6 +483,11 @@ def test_a_file_read_by_counting_already_and_found_concealed_is_read_on_one_thre
                 muxed.mux(packet)
     ref = decode_on_one_thread(raw)
     last = np.arange(len(ref) - 4, len(ref))
+    fresh = tmp_path / "fresh.h264"  # its own path: no index known to the process
+    shutil.copyfile(raw, fresh)
+    for threads in (0, 4):  # no check: its indexing's decode on one thread finds the frame FFmpeg concealed
+        with open_video(fresh, threads=threads) as reader:
+            np.testing.assert_array_equal(reader.read(last), ref[last], err_msg=f"{threads=}")
     index_dir = tmp_path / "index"
     check = check_video(raw, index_dir=index_dir)
     assert (check["status"], check["seeking"], check["damaged"]) == ("damaged", "sequential", [len(ref) - 1])

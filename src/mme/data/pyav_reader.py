@@ -346,8 +346,8 @@ class PyAVReader(VideoReader):
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
             self.num_frames, self.packets = self._index.num_frames, self._index.packets
-            if self._index.one_thread:
-                self._open()  # on one thread
+            if self._index.one_thread:  # (no packet decoded yet: the codec opens at the first)
+                self._stream.thread_count = self._opened_threads = 1
             not_a_video(path, self._container.format.name, self.num_frames,  # a picture, where it counts one frame
                         still_read(self._container, self._stream))
         except BaseException:
@@ -1177,7 +1177,8 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
 
 def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple[list[int | None], bool]:
     """The timestamp of every frame of a full decode on one thread, in order, and whether the file must be decoded on
-    one thread (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data). On
+    one thread (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data, or
+    FFmpeg concealed errors in a frame of it, which frame threads conceal otherwise from read to read). On
     one thread, since frame threads report a packet's error packets later, or not at all once the packets have run
     out, so damage in a file's last packets read as its cut end (:func:`_decode`) or as nothing with more threads
     (cores) and as a decode error with fewer; and a decode on frame threads first, trusted where it met no error and
@@ -1185,17 +1186,18 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
     One thread also costs less CPU than frame threads, if more wall time for one file alone (docs/data.md).
     A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
     the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
-    timestamps, cut_end = [], []
+    timestamps, cut_end, concealed = [], [], False
     try:
         with open_container(path) as container:  # its own: one demuxed to its end may refuse to seek back
             stream = video_stream(container)
             stream.thread_count = 1
             for frame in _decode(container, stream, _Leave(), cut_end):
                 timestamps.append(frame.pts)
+                concealed |= frame.is_corrupt  # (FFmpeg's flag, reliable on one thread: :func:`_concealed`)
     except av.error.FFmpegError as e:
         if not indexing:
             raise
         frames = len(timestamps)
         raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
                                               f" of its {packets} packets: {e}") from e
-    return timestamps, bool(cut_end)
+    return timestamps, bool(cut_end) or concealed
