@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,16 +143,17 @@ def _drop_reports_of_others(out_dir: Path, checkpoint: str | Path | None) -> Non
             log.warning("removed the %s report from %s: of %s, not of %s, tested now", split, out_dir, other, tested)
 
 
-def evaluate_checkpoint(cfg: FinetuneConfig, given: Collection[str] = ()) -> dict[str, dict]:
+def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     """``task.eval_only``: multi-view test of the fine-tuned classifier in ``train.init`` (ours, or an original
     VideoMAE/MME / Hugging Face fine-tuned checkpoint) on the val and test lists, without training. Its clips are
     those it was trained on: frames, size and tubelet from its config, sampling and stride from its run's (where
-    the file records that run's config) unless ``given`` (the dotted keys set on the command line) names either:
+    the file records that run's config) unless the command line gives either (:func:`~mme.config.given_in`):
     then both are the config's (a stride given for a run of TSN segments would not count otherwise); its frames'
     orientation likewise, unless ``data.orientation`` is given. Of a file that records no run, those taken from the
     config unless given are said in one warning (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
     from mme.models.checkpoint import build_model
 
+    given = given_in(cfg)
     if not cfg.train.init:
         raise ConfigError("task.eval_only needs train.init: the fine-tuned checkpoint to test")
     if not (cfg.task.val_list or cfg.task.test_list):
@@ -225,16 +225,15 @@ class FinetuneResult:
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Set up (failing fast on bad input), print the run summary, train, then multi-view test. The keys that
-    ``load_config``'s overrides set are those given on the command line (the ``given`` of
-    :func:`evaluate_checkpoint` and :func:`mme.train.finetune.setup`)."""
+    ``load_config``'s overrides set are those given on the command line (:func:`evaluate_checkpoint`,
+    :func:`mme.train.finetune.setup`)."""
     t0 = time.perf_counter()
     run = None
-    given = given_in(cfg)
     try:
         if cfg.task.eval_only:
-            reports = evaluate_checkpoint(cfg, given)
+            reports = evaluate_checkpoint(cfg)
             return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
-        run = setup(cfg, _validation, given)
+        run = setup(cfg, _validation)
         engine.print_summary(run, describe(run))
         try:
             trained = loop.train(run)

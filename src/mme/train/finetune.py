@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mme.config import given_in
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import (
     agreeing_classes,
@@ -169,10 +170,12 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
     return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init)
 
 
-def setup(cfg: FinetuneConfig, validation=None, given: Collection[str] = ()) -> Run:
+def setup(cfg: FinetuneConfig, validation=None) -> Run:
     """Build and check everything (out dir, data, model, init/resume checkpoint) before the first step;
     ``validation``: ``cfg -> `` the engine's hook for the run's config (its clips fit to its model), e.g. periodic
-    validation (mme.eval.finetuned); ``given``: the dotted keys the command line sets."""
+    validation (mme.eval.finetuned). The keys that ``load_config``'s overrides set (:func:`~mme.config.given_in`)
+    are those the command line gives."""
+    given = given_in(cfg)  # (recorded on this config, not on the copies made of it below)
     start = engine.begin(cfg)
     cfg = start.cfg  # (its train.init the resumed run's)
     t = cfg.train

@@ -202,10 +202,11 @@ def _timing_loss(model: MaskedAutoencoder, cfg: PretrainConfig):
     return make
 
 
-def setup(cfg: PretrainConfig, given: Collection[str] = ()) -> Run:
-    """Build and check everything (out dir, data, model, checkpoint) before the first step; ``given``: the dotted
-    keys set on the command line, those of a resumed run's architecture named as ignored
-    (:func:`~mme.train.engine.warn_ignored_on_resume`)."""
+def setup(cfg: PretrainConfig) -> Run:
+    """Build and check everything (out dir, data, model, checkpoint) before the first step; the keys that
+    ``load_config``'s overrides set (:func:`~mme.config.given_in`) are those given on the command line, those of a
+    resumed run's architecture named as ignored (:func:`~mme.train.engine.warn_ignored_on_resume`)."""
+    given = given_in(cfg)  # (recorded on this config, not on the copies made of it below)
     start = engine.begin(cfg)
     cfg = start.cfg  # (its train.init the resumed run's)
     t = cfg.train
@@ -310,12 +311,12 @@ def describe(run: Run) -> list[str]:
 def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     """Set up (failing fast on bad input), print the run summary, train, print a one-line JSON summary (rank 0):
     ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
-    ``load_config``'s overrides set are those given on the command line (:func:`setup`'s ``given``). ``printed``
+    ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
     t0 = time.perf_counter()
     run = None
     try:
-        run = setup(cfg, given_in(cfg))
+        run = setup(cfg)
         if printed:
             engine.print_summary(run, describe(run))
         result = loop.train(run)
