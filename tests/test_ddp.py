@@ -59,7 +59,7 @@ from mme.train import checkpoint, distributed as dist, engine, pretrain
 from mme.train.config import PretrainConfig
 from mme.train.loop import share_failures
 d = Path(sys.argv[1])
-dist.init_distributed("cpu")
+dist.init_distributed(torch.device("cpu"))
 out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
                           str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--workers", "0"])}
 rank = dist.get_rank()
@@ -207,11 +207,12 @@ def test_a_process_group_that_does_not_start_under_torchrun_says_why_without_adv
     gloo has no network interface to start on, first and on the restart (the first try exits 1 to get one)."""
     (tmp_path / "ranks.py").write_text(
         "import os, sys\n"
+        "import torch\n"
         "from mme.errors import MMEError\n"
         "from mme.train import distributed as dist\n"
         "restart = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
         "try:\n"
-        "    dist.init_distributed('cpu')\n"
+        "    dist.init_distributed(torch.device('cpu'))\n"
         "except MMEError as e:\n"
         "    open(f\"{sys.argv[1]}/rank{os.environ['RANK']}-{restart}.txt\", 'w').write(str(e))\n"
         "import pathlib, time\n"  # torchrun stops a rank when the other exits 1: both say theirs first
@@ -712,9 +713,10 @@ def test_rank_0_s_progress_bar_of_a_test_says_it_counts_its_share(monkeypatch, c
 MEET = """\
 import json, sys, time
 from datetime import timedelta
+import torch
 import torch.distributed as td
 from mme.train import distributed as dist
-dist.init_distributed("cpu")
+dist.init_distributed(torch.device("cpu"))
 td.distributed_c10d._set_pg_timeout(timedelta(seconds=1))  # the process group's (torch's 30 min on gloo), scaled down
 rank = dist.get_rank()
 

@@ -1196,7 +1196,7 @@ def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monk
     from mme.cli import main
     from mme.train import distributed
 
-    def join(device_type):
+    def join(device):
         td.init_process_group("gloo", rank=0, world_size=1, store=td.HashStore())
         return distributed.DistInfo(0, 0, 1)
 

@@ -560,12 +560,13 @@ def read_tokens(path: str | Path) -> np.ndarray:
 
 def check_decoding(backend: str = "pyav", device: str = "auto") -> torch.device:
     """The video backend and device of a frozen-encoder command (embed, probe) are usable here: else one line naming
-    its flag (--backend, --device), before any work. Returns the device."""
+    its flag (--backend, --device), before any work. Returns the device, this rank's (under torchrun)."""
     from mme.data.video import require_backend
+    from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
 
     require_backend(backend, "--backend")
-    return choose_device(device, option="--device")
+    return choose_device(device, rank_on_node(), "--device")
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
@@ -589,7 +590,6 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
-    from mme.train.precision import choose_device
 
     out = Path(out)
     if out.suffix not in (".npy", ".safetensors"):
@@ -606,13 +606,13 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         if not any(Path(index_dir).iterdir()):
             log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
                         index_dir)
-    info = dist.init_distributed(on.type)
+    info = dist.init_distributed(on)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
         ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
                              given_as={k: flag(k) for k in CLIP})
         encoder = build_model(ck)
         stride, segments, orientation = ck.run_views(stride, segments, orientation, "embed")
-        dev, precision, pooled_norm = _prepare(encoder, choose_device(device, info.local_rank, "--device"), precision,
+        dev, precision, pooled_norm = _prepare(encoder, on, precision,
                                                ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)

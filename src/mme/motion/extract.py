@@ -255,7 +255,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     check_output(out, "--out", folder=True)
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
-    info = init_distributed("cpu")
+    info = init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
     opts = replace(opts, device=str(choose_device(opts.device, info.local_rank, "--device")))
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:

@@ -89,17 +89,18 @@ def rank_on_node() -> int:
     return env_int("LOCAL_RANK", 0)
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Start the process group when launched by torchrun (gloo on CPU, NCCL on CUDA), and the gloo group the ranks
-    meet in (:data:`MEETING_WAIT`); a no-op otherwise."""
+def init_distributed(device: torch.device) -> DistInfo:
+    """Start the process group when launched by torchrun (NCCL on a CUDA ``device``, the rank's own, which it makes
+    this process's current one; gloo otherwise), and the gloo group the ranks meet in (:data:`MEETING_WAIT`); a no-op
+    otherwise."""
     global _meeting
     world, local_rank = launch_ranks()[1], rank_on_node()
     if world > 1 and not dist.is_initialized():
-        if device_type == "cuda":
-            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         try:
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-            _meeting = _meeting_group(device_type)
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            _meeting = _meeting_group(device.type)
         except (ValueError, RuntimeError) as e:
             if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
                 raise MMEError(f"WORLD_SIZE={world} in the environment, but the process group did not start ({e}); "

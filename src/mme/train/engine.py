@@ -161,7 +161,7 @@ def join(device_name: str) -> tuple[dist.DistInfo, torch.device]:
     """The process group this rank joins (under torchrun) and its device of ``train.device`` (``device_name``),
     chosen once, before either: a device that cannot be used is refused before any work."""
     device = choose_device(device_name, dist.rank_on_node())
-    return dist.init_distributed(device.type), device
+    return dist.init_distributed(device), device
 
 
 def _kind(config: dict) -> str:
