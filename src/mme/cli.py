@@ -257,8 +257,10 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
         flags = [(flag, key, value) for given, flag, key, value in (
             (a.resume, f"--resume {a.resume}", "train.resume", a.resume),
             (a.overwrite, "--overwrite", "train.overwrite", "true")) if given]
+        # each override's keys, read alone: a key two overrides give is load_config's to refuse, after the flags'
+        sets = [given_keys([o]) for o in a.overrides] if flags else []
         for flag, key, _ in flags:  # the flag's override, appended last, would win unsaid
-            also = next((o for o in a.overrides if same_key_in(key, given_keys([o])) is not None), None)
+            also = next((o for o, keys in zip(a.overrides, sets) if same_key_in(key, keys) is not None), None)
             if also is not None:
                 raise ConfigError(f"{flag} and {also} both set {key}: give one")
         overrides = a.overrides + [f"{key}={value}" for _, key, value in flags]

@@ -54,6 +54,7 @@ from mme.config import (
     load_config,
     load_recipe,
     merge_layer,
+    override_keys,
     parse_overrides,
 )
 from mme.data.dataset import ClassificationDataset, DataConfig
@@ -202,14 +203,15 @@ def unused_overrides(s: DemoSettings) -> dict[str, dict[str, str]]:
     target, which its run would refuse) that another target uses, each with where it applies: they go to the
     targets that use them. One that no target uses is given to all, whose runs refuse it, as any run does."""
     unused = {}
+    sets = override_keys(s.overrides)  # the keys each override sets (each key of a mapping value)
     for target in s.targets:
         recipe, extra = TARGETS[target]
         layers = merge_layer(PretrainConfig, load_recipe(recipe, PretrainConfig),
                              parse_overrides(layered(extra, s.overrides)), level=logging.DEBUG)
         target_cfg = from_dict(TargetConfig, layers.get("target", {}), "target.")
         without_effect = {f"target.{key}": only for key, only in target_cfg.settings_without_effect().items()}
-        unused[target] = {o: without_effect[min(keys)] for o in s.overrides  # (each key of a mapping value)
-                          if (keys := given_keys([o])) and keys <= without_effect.keys()}
+        unused[target] = {o: without_effect[min(keys)] for o, keys in zip(s.overrides, sets)
+                          if keys and keys <= without_effect.keys()}
     return {target: {o: only for o, only in left.items() if not all(o in other for other in unused.values())}
             for target, left in unused.items()}
 
