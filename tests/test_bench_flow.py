@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mme.data.synth import generate_synth
+from mme.errors import DataError
 from mme.motion import bench_flow
 from mme.motion.flow import DEFAULT_FLOW
 
@@ -87,3 +88,12 @@ def test_bench_flow_refuses_sizes_that_judge_no_token_of_the_target(tmp_path):
         still = np.repeat(bench_flow.analytic_video("translate", size, 8)[0][:1], 8, axis=0)
         e = bench_flow.track_errors(still, np.repeat(np.eye(3)[None], 8, axis=0), "dis", 4)
         assert (e["tokens"] > 0) == judged and e["points"] > 0, size
+
+
+def test_an_empty_split_list_is_no_split_of_the_probe(tmp_path):
+    """`mme synth --splits 0.8 0 0.2` writes an empty val.txt (docs/evaluation.md's pan4 folder): read_list refused
+    it ('no videos listed') before the probe's own message; a split of no videos is none, as for test.txt."""
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    (tmp_path / "val.txt").write_text("")
+    with pytest.raises(DataError, match="the probe needs videos in train.txt and val.txt"):
+        bench_flow.target_features(tmp_path, ["dis"])

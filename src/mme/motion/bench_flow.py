@@ -176,10 +176,10 @@ def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO
     """Flattened trajectory targets of one clip per video (random window drawn with ``seed``, centre crop) for
     every method, in px (the demo's target) and under PatchStd: ``{split: {method: {"px" | "patchstd": (N, D)}}}``;
     labels ``{split: (N,)}``; the median CPU ms of the workers' tracks per clip (flow and tracking) per method.
-    Splits: the folder's train.txt, val.txt (both needed) and test.txt (if it lists videos)."""
-    lists = {s: read_list(Path(data_dir) / f"{s}.txt")[0] for s in SPLITS
-             if s != "test" or (Path(data_dir) / "test.txt").is_file()}
-    lists = {s: e for s, e in lists.items() if e}
+    Splits: the folder's train.txt, val.txt (both needed) and test.txt (if it lists videos); an empty list file is
+    none (what `mme synth --splits 0.8 0 0.2` writes for a split of no videos)."""
+    files = {s: Path(data_dir) / f"{s}.txt" for s in SPLITS}
+    lists = {s: read_list(f)[0] for s, f in files.items() if f.is_file() and f.stat().st_size}
     if "train" not in lists or "val" not in lists:
         raise DataError(f"{data_dir}: the probe needs videos in train.txt and val.txt (an `mme synth` folder)")
     model, target, data = recipe_configs(recipe, overrides)
