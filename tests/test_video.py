@@ -935,6 +935,25 @@ def test_check_reads_alone_only_the_frames_a_seek_reaches(tmp_path, monkeypatch)
     assert decoded.count == 120, decoded.count  # counting frames proves the index (was 240; before, 482)
 
 
+def test_check_stores_the_verdict_of_its_reads_by_seeking_in_the_index_folder(tmp_path, monkeypatch):
+    """`mme check --index-dir` saved the index before its reads by seeking: where a frame read alone by seeking
+    differed from the decode from the start, the report said sequential and the stored index kept 'seek', so a run
+    with that data.index_dir read the file by the seeks the check had caught. The difference is simulated."""
+    path = write_keyint_video(tmp_path / "v.mp4", affine_video(48, 48, 64, dx=0.7, seed=3)[0], "8")
+    real = pyav_reader.PyAVReader._read_sorted
+
+    def other_frame_by_seek(self, indices, each=None):
+        out = real(self, indices, each)
+        return out ^ 1 if len(indices) == 1 and self._seeked else out  # a probe read alone, after a seek
+
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_read_sorted", other_frame_by_seek)
+    report = check_video(str(path), index_dir=tmp_path / "index")
+    assert report["status"] == "suspicious" and report["seeking"] == "sequential", report
+    stored = json.loads(next((tmp_path / "index").rglob("*.json")).read_text())
+    assert (stored["mode"], stored["reason"]) == ("sequential", report["reason"])
+    assert report["reason"] == "frame 47 read by seeking differs from frame 47 decoded from the start"  # the last first
+
+
 def test_every_reader_of_a_clip_draws_it_again_from_the_count_its_read_corrects(tmp_path, monkeypatch):
     """An H.264 file with an end-of-sequence packet (41 packets, 40 frames), the index's check of such packets
     turned off, as for a cause it does not foresee: the first read corrects the count and raises FrameCountChanged.

@@ -627,25 +627,26 @@ class PyAVReader(VideoReader):
             if len(keys):
                 idx = np.unique(np.concatenate([idx, keys[np.maximum(np.searchsorted(keys, idx, "right") - 1, 0)]]))
         self._pos = None
-        try:  # idx ends at the last frame: one whole decode counts, proves the index and finds the damaged frames
-            counted = self._read_counting(idx, damaged, prove=self.count_may_change)
-            if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
-                self._read_counting(np.array([self.num_frames - 1]), damaged)
-            if damaged:
-                self._distrust(_concealed(min(damaged)), one_thread=True)
-        except av.error.FFmpegError as e:
-            self._pos, self._at_end = None, True
-            raise video_error(self.path, "decode error", e) from e
+        try:  # saved after the reads by seeking too: the verdict they give is the stored one, as the report's
+            try:  # idx ends at the last frame: one whole decode counts, proves the index and finds the damaged frames
+                counted = self._read_counting(idx, damaged, prove=self.count_may_change)
+                if counted is None and self._pos < self.num_frames:  # turned sequential: count on to its last frame
+                    self._read_counting(np.array([self.num_frames - 1]), damaged)
+                if damaged:
+                    self._distrust(_concealed(min(damaged)), one_thread=True)
+            except av.error.FFmpegError as e:
+                self._pos, self._at_end = None, True
+                raise video_error(self.path, "decode error", e) from e
+            if index.mode == "seek":
+                for i, frame in zip(idx[::-1], counted[::-1]):
+                    if i < keys[keys > 0].min(initial=self.num_frames):
+                        break  # read alone, a frame before the second keyframe is decoded from the start, as counted
+                    self._open()  # as a dataset item reads it: from a container of its own
+                    if not np.array_equal(self._read_sorted(np.array([i]))[0], frame):
+                        self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
+                        break
         finally:
             index.save()
-        if index.mode == "seek":
-            for i, frame in zip(idx[::-1], counted[::-1]):
-                if i < keys[keys > 0].min(initial=self.num_frames):
-                    break  # read alone, a frame before the second keyframe is decoded from the start, as counted
-                self._open()  # as a dataset item reads it: from a container of its own
-                if not np.array_equal(self._read_sorted(np.array([i]))[0], frame):
-                    self._distrust(f"frame {i} read by seeking differs from frame {i} decoded from the start")
-                    break
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
                 "damaged": sorted(damaged), "display": self.display_matrix()}
 
