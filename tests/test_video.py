@@ -6,6 +6,8 @@ import gc
 import importlib.util
 import json
 import os
+import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -489,6 +491,44 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
     older.save()
     stored = pyav_reader._load_index(older.store)
     assert stored.display == tuple(matrix(*TURNS["cw 90"])) and stored.proven == 12
+
+
+@pytest.mark.parametrize("other", ["turns sequential", "proves more"])
+def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wrote(tmp_path, clip_frames,
+                                                                                    monkeypatch, other):
+    """A save read the stored index, joined it and replaced it without a lock: another process's write landing
+    between the read and the replace was lost (a sequential verdict turned back to seek, proven frames lowered).
+    Here the first save pauses before its write, standing for any scheduling delay, while the other process saves."""
+    path = write_video(tmp_path / "v.mp4", clip_frames[:12])
+    index_dir = tmp_path / "index"
+    with open_video(path, index_dir=index_dir):
+        pass  # the index is stored, seek, proven 0
+    first = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir))
+    second = pyav_reader._load_index(first.store)  # another process's copy
+    first.proven, writing = 3, threading.Event()
+    real = pyav_reader.atomic_write_text
+
+    def paused(file, text):
+        if threading.current_thread() is not threading.main_thread():
+            writing.set()  # the first save has read the store
+            time.sleep(0.5)
+        real(file, text)
+
+    monkeypatch.setattr(pyav_reader, "atomic_write_text", paused)
+    saving = threading.Thread(target=first.save)
+    saving.start()
+    assert writing.wait(10)
+    if other == "turns sequential":
+        second.mode, second.reason = "sequential", "found out by the other process"
+    else:
+        second.proven = 12
+    second.save()
+    saving.join()
+    stored = pyav_reader._load_index(first.store)
+    if other == "turns sequential":
+        assert (stored.mode, stored.reason) == ("sequential", "found out by the other process")
+    else:
+        assert (stored.mode, stored.proven) == ("seek", 12)
 
 
 def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp_path, clip_frames, monkeypatch):

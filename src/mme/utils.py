@@ -177,6 +177,18 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the file at ``path`` (made if need be, and left there) for the block: one holder at
+    a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
+    (:func:`_flock`)."""
+    fd = _locked_file(Path(path))
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 class _Writing(threading.local):
     """What :func:`atomic_path` writes in this thread: ``temps``, the (device, inode) of its temporary files."""
 

@@ -65,7 +65,7 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import as_given, atomic_write_text, error_reason
+from mme.utils import as_given, atomic_write_text, error_reason, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -777,9 +777,6 @@ class _Index:
     indexed; None where that decode gave no frame, until a reader asks (:meth:`PyAVReader.display_matrix`)."""
     stored: tuple | None = None
     """:meth:`state` as last written to ``store``."""
-    seen: int | None = None
-    """The modification time of ``store`` when this process last read or wrote it: another time means another
-    process wrote it since."""
 
     @functools.cached_property
     def key_set(self) -> frozenset[int]:
@@ -792,17 +789,29 @@ class _Index:
 
     def save(self) -> None:
         """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned), joined
-        with what other processes wrote there meanwhile: the most frames proven, the display matrix, and a
-        sequential or one-thread verdict, which no process reverses. A store that cannot be written is dropped with
-        a warning: the index stays this process's."""
+        with what other processes wrote there: the most frames proven, the display matrix, and a sequential or
+        one-thread verdict, which no process reverses. The store is read, joined and replaced under an exclusive lock
+        on the folder's :data:`INDEX_LOCK`, so that no other process's write lands between the read and the
+        replace, to be lost. A store that cannot be written is dropped with a warning: the index stays this
+        process's."""
         if self.store is None or self.stored == self.state():
             return
-        kept = _load_index(self.store) if _mtime(self.store) != self.seen else None
+        try:
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            with exclusive_lock(self.store.parent / INDEX_LOCK):
+                self._join_and_write()
+        except OSError as e:
+            _warn_unwritable(_index_dir_of(self.store), error_reason(e))
+            self.store = None
+
+    def _join_and_write(self) -> None:
+        """:meth:`save`'s join with the stored index and its write, under the lock."""
+        kept = _load_index(self.store)
         if kept is not None:
             if self.display is None:
                 self.display = kept.display
             if kept.mode == "sequential" and self.mode == "seek":  # this process checks every frame it reads
-                self.stored, self.seen = self.state(), _mtime(self.store)
+                self.stored = self.state()
                 return
             if kept.mode == self.mode:
                 self.proven = max(self.proven, kept.proven)
@@ -810,12 +819,14 @@ class _Index:
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
                   "proven": self.proven, "one_thread": self.one_thread, "display": self.display}
-        try:
-            atomic_write_text(self.store, json.dumps(record))
-            self.stored, self.seen = self.state(), _mtime(self.store)
-        except OSError as e:
-            _warn_unwritable(_index_dir_of(self.store), error_reason(e))
-            self.store = None
+        atomic_write_text(self.store, json.dumps(record))
+        self.stored = self.state()
+
+
+INDEX_LOCK = ".lock"
+"""The lock file of each folder of stored indices: only the process or thread holding its lock reads, joins and
+replaces an index there (:meth:`_Index.save`). One per folder of the hash's first two hex digits, not one per
+index: saves are few (a read that proves more frames or turns a verdict), so they seldom wait for each other."""
 
 
 INDEX_VERSION = 13
@@ -888,15 +899,8 @@ def _load_index(store: Path) -> _Index | None:
         index.display = None if display is None else tuple(int(v) for v in display)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    index.stored, index.seen = index.state(), _mtime(store)
+    index.stored = index.state()
     return index
-
-
-def _mtime(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
 
 
 @functools.lru_cache(maxsize=4096)
