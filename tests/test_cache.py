@@ -46,7 +46,7 @@ from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
 from mme.errors import ConfigError, DataError, UnguardedScript, VideoError
 from mme.models.config import ModelConfig
-from mme.motion import compute_tracks, load_tracks
+from mme.motion import compute_tracks, extract, load_tracks
 from mme.motion.cache import (
     QUANT,
     V1_SUFFIX,
@@ -168,6 +168,37 @@ def test_resuming_with_other_settings_stops_before_any_work(videos, tmp_path, ca
     assert cli(args + ["--flow", "dis-fast", "--overwrite"]) == 1
     assert cache_meta(a)["flow"] == "dis-fast"
     assert report(out, videos / "list.txt")["done"] == 3
+
+
+def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_before_each_video(videos, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """Two extractions of overlapping lists into one --out, with other settings, at once: the refusal of files made
+    otherwise ran once, at the start, so both went on and left a cache of mixed settings, each saying every file
+    written. Now each video looks at its file again just before it is made: one the other job made otherwise fails
+    that video with the start's refusal (the other job's file kept), one made with these settings is skipped."""
+    (videos / "bo.txt").write_text("b.mp4\none.mp4\n")
+    out = tmp_path / "cache"
+    ours = ExtractOptions(length=2, short_side=64)
+    real, made = extract._share_jobs, {}
+
+    def other_job_writes_meanwhile(*args):
+        found = real(*args)  # the start's check: nothing there yet
+        extract.extract_video(str(videos / "b.mp4"), cache_file(out, "b.mp4"), dataclasses.replace(ours, seed_stride=4))
+        extract.extract_video(str(videos / "one.mp4"), cache_file(out, "one.mp4"), ours)
+        made["one"] = cache_file(out, "one.mp4").stat().st_mtime_ns
+        return found
+
+    monkeypatch.setattr(extract, "_share_jobs", other_job_writes_meanwhile)
+    assert cli(["extract", str(videos / "bo.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                "--short-side", "64"]) == 1
+    assert "0 written, 1 already complete, 1 failed" in capsys.readouterr().out
+    failed = report(out, videos / "bo.txt")["failed"]
+    assert list(failed) == [str(videos / "b.mp4")]
+    assert failed[str(videos / "b.mp4")] == (
+        f"extract: 1 video(s) already have caches in {out} made with other settings, e.g. b.mp4: seed_stride 4 (this "
+        f"run: 8). Resume with the settings they were made with, or pass --overwrite to make them again")
+    assert cache_meta(cache_file(out, "b.mp4"))["seed_stride"] == 4  # the other job's files, as it made them
+    assert cache_file(out, "one.mp4").stat().st_mtime_ns == made["one"]
 
 
 def test_a_cache_records_its_decoder_and_a_resume_with_another_is_refused(videos, tmp_path, capsys):

@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -199,21 +200,42 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     return differ
 
 
-def _died(job: tuple[str, str, ExtractOptions], how: str) -> tuple[str, str]:
-    return job[0], f"{job[0]}: a worker process died extracting it ({how})"
+class _Job(NamedTuple):
+    """One video to extract: its file, its cache file (``target``) and the settings; ``listed``: its path as the
+    list gives it, under ``out``; ``recheck``: whether to look at ``target`` again just before the video is made
+    (not with ``--overwrite``)."""
+
+    video: str
+    target: str
+    opts: ExtractOptions
+    listed: str
+    out: str
+    recheck: bool
 
 
-def _work(job: tuple[str, str, ExtractOptions]) -> tuple[str, str | None]:
-    path, out_path, opts = job
+def _died(job: _Job, how: str) -> tuple[str, str | None, bool]:
+    return job.video, f"{job.video}: a worker process died extracting it ({how})", False
+
+
+def _work(job: _Job) -> tuple[str, str | None, bool]:
+    """Make one video's cache file: (its path, the error or None, whether it was made). Another job on the same
+    ``--out`` (another list sharing videos) may have made the file since this one's start: one made with these
+    settings is skipped, one made otherwise fails the video with the start's refusal."""
     try:
-        extract_video(path, out_path, opts)
-        return path, None
+        if job.recheck:
+            found = _caches_there(job.out, job.listed, job.opts, job.video)
+            if {} in found:
+                return job.video, None, False
+            if found:
+                return job.video, _refusal(job.out, {job.listed: found[0]}), False
+        extract_video(job.video, job.target, job.opts)
+        return job.video, None, True
     except NoSpaceError:  # not this video's fault: the job stops
         raise
     except MMEError as e:
-        return path, str(e)
+        return job.video, str(e), False
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
-        return path, f"{type(e).__name__}: {e}"
+        return job.video, f"{type(e).__name__}: {e}", False
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -269,6 +291,33 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
             "reports": [file for file, r in shares if r["failed"]]}
 
 
+def _caches_there(out: str, listed: str, opts: ExtractOptions, video: str) -> list[dict]:
+    """:func:`other_settings` of each readable cache of ``listed`` under ``out`` (the current file, a version 1 one):
+    ``{}`` among them where one is complete with these settings."""
+    return [differ for p in (cache_file(out, listed), cache_file(out, listed, V1_SUFFIX))
+            if (differ := other_settings(p, opts, video)) is not None]
+
+
+def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
+    """Why caches in ``out`` of videos ``clashes`` ({listed path: :func:`other_settings`'s differences}), made from
+    other files or with other settings, are not made again; None where there are none."""
+    taken = {path: differ["video"] for path, differ in clashes.items() if "video" in differ}
+    if taken:  # two datasets in one --out would replace each other's files of the same name
+        path, (theirs, ours) = next(iter(taken.items()))
+        files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
+        gone = "" if os.path.isfile(theirs) else " (not there now: moved, or on a volume not mounted)"
+        return (f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, "
+                f"e.g. {path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into its own "
+                f"--out; where this dataset is a copy of that one with these videos changed, delete their cache files "
+                f"({' '.join(files)}) and run again, or pass --overwrite to make every video again")
+    if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
+        path, differ = next(iter(clashes.items()))
+        said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
+        return (f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
+                f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
+    return None
+
+
 def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite: bool) -> tuple[list, int, set[Path]]:
     """The jobs of entries ``mine``, how many of them are complete, and their cache files; a ConfigError where caches
     made from other files or with other settings are there."""
@@ -277,30 +326,15 @@ def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite
         target = cache_file(out, e.path)
         targets.add(target)
         video = resolve(e, root)
-        found = [] if overwrite else [differ for p in (target, cache_file(out, e.path, V1_SUFFIX))
-                                      if (differ := other_settings(p, opts, video)) is not None]
+        found = [] if overwrite else _caches_there(out, e.path, opts, video)
         if {} in found:
             skipped += 1
             continue
         if found:
             clashes[e.path] = found[0]
-        jobs.append((video, str(target), opts))
-    taken = {path: differ["video"] for path, differ in clashes.items() if "video" in differ}
-    if taken:  # two datasets in one --out would replace each other's files of the same name
-        path, (theirs, ours) = next(iter(taken.items()))
-        files = [str(cache_file(out, p)) for p in list(taken)[:5]] + ["..."] * (len(taken) > 5)
-        gone = "" if os.path.isfile(theirs) else " (not there now: moved, or on a volume not mounted)"
-        raise ConfigError(
-            f"extract: {len(taken)} video(s) already have caches in {out} made from other files of the same name, e.g. "
-            f"{path}: made from {theirs}{gone}, this run's is {ours}. Extract each dataset into its own --out; where "
-            f"this dataset is a copy of that one with these videos changed, delete their cache files "
-            f"({' '.join(files)}) and run again, or pass --overwrite to make every video again")
-    if clashes:  # resuming with other settings (e.g. a changed default) would silently redo finished work
-        path, differ = next(iter(clashes.items()))
-        said = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
-        raise ConfigError(
-            f"extract: {len(clashes)} video(s) already have caches in {out} made with other settings, e.g. {path}: "
-            f"{said}. Resume with the settings they were made with, or pass --overwrite to make them again")
+        jobs.append(_Job(video, str(target), opts, e.path, out, not overwrite))
+    if (why := _refusal(out, clashes)) is not None:
+        raise ConfigError(why)
     return jobs, skipped, targets
 
 
@@ -329,14 +363,17 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     if bad_lines:  # as training and mme check skip and count them
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
+    made = 0
     done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
-    for path, err in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):  # rank 0's
+    for path, err, written in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):
         check_folder_held(lock)  # (--out removed: the next videos' files would go into another job's)
+        made += written
         if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
             failed[path] = err
             log.warning("failed: %s", err)
-    report = {"list": str(list_file), "share": f"{part}/{parts}", "done": len(jobs) - len(failed),
-              "skipped": skipped, "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
+    report = {"list": str(list_file), "share": f"{part}/{parts}", "done": made,
+              "skipped": skipped + len(jobs) - made - len(failed),
+              "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
               "options": asdict(opts)}
     check_folder_held(lock)
     with space_for(report_file):
