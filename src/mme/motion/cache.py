@@ -192,9 +192,9 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
     (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one.
     ``listed``: the files under ``cache_dir`` (:func:`listed_files`'s), looked up there rather than on disk."""
-    parts, names = Path(video_path).parts, _under_cache(video_path)
+    parts = Path(video_path).parts
     for k in range(len(parts)):
-        tail = names[max(k - (len(parts) - len(names)), 0):]  # (:func:`cache_file` of parts[k:])
+        tail = _under_cache(Path(*parts[k:]))  # (:func:`cache_file` of parts[k:])
         for suffix in (SUFFIX, V1_SUFFIX) if tail else ():
             candidate = (*tail[:-1], tail[-1] + suffix)
             if Path(cache_dir, *candidate).is_file() if listed is None else candidate in listed:
