@@ -658,10 +658,11 @@ class PyAVReader(VideoReader):
         frames, which FFmpeg conceals otherwise from one read to the next on frame threads."""
         index = self._index
         if index.mode != "sequential":
-            timestamps, cut_end = _decoded_timestamps(self.path, index.packets, indexing=False)
+            timestamps, count_one_thread = _decoded_timestamps(self.path, index.packets, indexing=False)
             log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
                         self.path, why)
-            index.mode, index.reason, index.num_frames, index.one_thread = "sequential", why, len(timestamps), cut_end
+            index.mode, index.reason, index.num_frames = "sequential", why, len(timestamps)
+            index.one_thread = count_one_thread
         index.one_thread = index.one_thread or one_thread
         self.num_frames = index.num_frames
 
@@ -682,7 +683,8 @@ def _concealed(pos: int) -> str:
 class _Leave:
     """The frames a read lets the decoder drop: proven ones (timestamps below ``below``) that it does not want
     (``wanted``); none while ``below`` is None. ``used``: whether a packet went to the decoder with that leave since
-    the decode began. Shared by a
+    the decode began. ``cut_end``: whether the decode passed over a decode error at the file's cut end
+    (:func:`_decode`; read by the count's decode, :func:`_decoded_timestamps`, which makes its own leave). Shared by a
     reader and its decode, which must not hold the reader: a reader in a reference cycle is freed by the garbage
     collector, which may run in a forked loader worker, where freeing the swscale context of a reader made before
     the fork hangs on its thread pool."""
@@ -690,13 +692,13 @@ class _Leave:
     below: int | None = None
     wanted: set[int] = field(default_factory=set)
     used: bool = False
+    cut_end: bool = False
 
     def allows(self, pts: int | None) -> bool:
         return self.below is not None and pts is not None and pts < self.below and pts not in self.wanted
 
 
-def _decode(container, stream, leave: _Leave, cut_end: list[av.error.FFmpegError] | None = None
-            ) -> Iterator[av.VideoFrame]:
+def _decode(container, stream, leave: _Leave) -> Iterator[av.VideoFrame]:
     """The stream's frames, as ``container.decode``, packet by packet (:func:`_decode_packet`), a packet that
     ``leave`` allows going to the decoder with leave to drop its frame if no other frame references it (where its
     NAL units let it: :meth:`_NalScan.may_skip`). A decode
@@ -704,7 +706,7 @@ def _decode(container, stream, leave: _Leave, cut_end: list[av.error.FFmpegError
     end of a file (an interrupted download or recording) or its last packet damaged, after which the decoder's flush
     gives the frames it holds for reordering. FFmpeg's decoder reports that error on one thread and passes over it
     silently on several, and only on one thread does the flush then give those frames (frame threads lose them:
-    :attr:`_Index.one_thread`). ``cut_end``: where given, the error passed over is appended to it."""
+    :attr:`_Index.one_thread`), and ``leave.cut_end`` is set."""
     nals = _nal_scan(stream)
     packets = container.demux(stream)
     for packet in packets:
@@ -712,11 +714,10 @@ def _decode(container, stream, leave: _Leave, cut_end: list[av.error.FFmpegError
         leave.used |= skip
         try:
             frames = _decode_packet(packet, nals, skip)
-        except av.error.FFmpegError as e:
+        except av.error.FFmpegError:
             if any(p.size for p in packets):  # data after it: the file's own error
                 raise
-            if cut_end is not None:
-                cut_end.append(e)
+            leave.cut_end = True
             frames = _flushed(stream)
         yield from frames
 
@@ -973,9 +974,9 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
         if check or recount:
             decoded, one_thread = _decoded_timestamps(path, len(pts))
             if decoded != index.pts.tolist():
-                return _sequential_index(path, len(pts), f"the {len(decoded)} decoded frames do not carry the "
-                                                         f"{len(pts)} packets' timestamps in order"
-                                                         + (f" ({recount})" if recount else ""), (decoded, one_thread))
+                why = (f"the {len(decoded)} decoded frames do not carry the {len(pts)} packets' timestamps in order"
+                       + (f" ({recount})" if recount else ""))
+                return _sequential_index(path, len(pts), why, (len(decoded), one_thread))
             index.proven, index.one_thread = len(decoded), one_thread
         return index
     except av.error.FFmpegError as e:
@@ -1149,14 +1150,15 @@ def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None
 
 
 def _sequential_index(path: str, packets: int, reason: str,
-                      decoded: tuple[list[int | None], bool] | None = None) -> _Index:
-    """The index of a file read by counting: its frame count from a decode (:func:`_decoded_timestamps`'s, unless
-    ``decoded`` gives it)."""
+                      decoded: tuple[int, bool] | None = None) -> _Index:
+    """The index of a file read by counting: its frame count and whether it is decoded on one thread from a decode
+    (:func:`_decoded_timestamps`'s, unless ``decoded`` gives them)."""
     log.debug("%s: %s; its frames are counted from the start of the decode", path, reason)
     if decoded is None:
-        decoded = _decoded_timestamps(path, packets)
-    timestamps, one_thread = decoded
-    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), len(timestamps), packets, "sequential", reason,
+        timestamps, one_thread = _decoded_timestamps(path, packets)
+        decoded = len(timestamps), one_thread
+    num_frames, one_thread = decoded
+    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason,
                   one_thread=one_thread)
 
 
@@ -1191,12 +1193,12 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
     One thread also costs less CPU than frame threads, if more wall time for one file alone (docs/data.md).
     A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
     the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
-    timestamps, cut_end, concealed = [], [], False
+    timestamps, leave, concealed = [], _Leave(), False
     try:
         with open_container(path) as container:  # its own: one demuxed to its end may refuse to seek back
             stream = video_stream(container)
             stream.thread_count = 1
-            for frame in _decode(container, stream, _Leave(), cut_end):
+            for frame in _decode(container, stream, leave):
                 timestamps.append(frame.pts)
                 concealed |= frame.is_corrupt  # (FFmpeg's flag, reliable on one thread: :func:`_concealed`)
     except av.error.FFmpegError as e:
@@ -1205,4 +1207,4 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
         frames = len(timestamps)
         raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
                                               f" of its {packets} packets: {e}") from e
-    return timestamps, bool(cut_end) or concealed
+    return timestamps, leave.cut_end or concealed
