@@ -410,10 +410,15 @@ class _VideoDataset(Dataset):
         return shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
                                                        else "")
 
+    def _failed_of(self, videos: int) -> tuple[int, int]:
+        """``videos`` failed videos of the list with its bad lines, and the list's lines (its entries and bad lines)."""
+        return videos + len(self.bad_lines), len(self.entries) + len(self.bad_lines)
+
     def too_many_failures(self, videos: int) -> bool:
         """Whether ``videos`` failed videos of the list, with its bad lines, are more than ``data.max_failure_fraction``
         of it: where the dataset stops the run."""
-        return len(self.bad_lines) + videos > self.cfg.max_failure_fraction * (len(self.entries) + len(self.bad_lines))
+        failed, total = self._failed_of(videos)
+        return failed > self.cfg.max_failure_fraction * total
 
     def _check_failures(self, codes: torch.Tensor | None = None) -> None:
         """DataError where more than ``data.max_failure_fraction`` of the list failed, by ``codes`` (as
@@ -422,7 +427,7 @@ class _VideoDataset(Dataset):
         codes = self._reason if codes is None else codes
         videos = int((codes > 0).sum())
         if self.too_many_failures(videos):
-            failed, total = videos + len(self.bad_lines), len(self.entries) + len(self.bad_lines)
+            failed, total = self._failed_of(videos)
             examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="
