@@ -416,7 +416,8 @@ def exit_if_script_rerun() -> None:
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                died: Callable[[Any, str], Any]) -> Iterator[Any]:
-    """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order). A worker that
+    """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order); in this process, in
+    the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A worker that
     dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
     place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises stops them all
     and is raised here, as a sequential run raises it (its cause: the worker's traceback).
@@ -425,6 +426,9 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     calls mme again while the worker starts: that call ends the worker quietly (:func:`exit_if_script_rerun`; it
     raised multiprocessing's RuntimeError, and its parent counted every job as one whose worker died), and the
     parent raises :class:`UnguardedScript`."""
+    if workers < 2 or len(jobs) < 2:
+        yield from map(work, jobs)
+        return
     exit_if_script_rerun()
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)

@@ -1383,11 +1383,8 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
     repeats = _repeats([(first[os.path.realpath(p)], label, f) for p, label, f in listed])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
     log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
-    if workers > 1 and len(jobs) > 1:
-        by_path = {r["path"]: r for r in in_workers(_check_job, jobs, workers, _died_checking)}
-        results = [by_path[str(path)] for path, *_ in jobs]
-    else:
-        results = [_check_job(job) for job in jobs]
+    by_path = {r["path"]: r for r in in_workers(_check_job, jobs, workers, _died_checking)}  # (as they finish)
+    results = [by_path[str(path)] for path, *_ in jobs]
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():
         _hint_root(list_file, [e for e in entries if not os.path.isabs(e.path)], root, found)

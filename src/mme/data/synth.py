@@ -603,9 +603,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     if workers is None:
         workers = os.cpu_count() or 1
     params, saved = {}, time.monotonic()
-    results = in_workers(_make_video, jobs, workers, _died_making) if workers > 1 and len(jobs) > 1 else \
-        map(_make_video, jobs)
-    for rel, p in results:
+    for rel, p in in_workers(_make_video, jobs, workers, _died_making):
         params[rel] = {**p, "split": split_of[rel]}
         if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
             atomic_write_text(progress, json.dumps({**made, **params}))

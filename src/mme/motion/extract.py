@@ -364,7 +364,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
     made = 0
-    done = in_workers(_work, jobs, workers, _died) if workers > 1 and len(jobs) > 1 else map(_work, jobs)
+    done = in_workers(_work, jobs, workers, _died)
     for path, err, written in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):
         check_folder_held(lock)  # (--out removed: the next videos' files would go into another job's)
         made += written
