@@ -370,16 +370,16 @@ def _make_video(job: tuple) -> tuple[str, dict]:
     # mme, whose object-motion sway moved in whole pixels
     if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256", "camera_sway")} \
             == json.loads(json.dumps(p)) and ("camera_sway" in made) == bool(camera_jitter) and path.is_file() \
-            and _sha256(path) == made.get("sha256"):
+            and _sha256(path.read_bytes()) == made.get("sha256"):
         return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
     frames, sway = render(p, size, num_frames, rng, camera_jitter)
     encode_h264(path, frames, fps)
-    return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path)}
+    return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 PROGRESS, PROGRESS_EVERY_S = ".params-progress.json", 5.0
@@ -389,8 +389,16 @@ PROGRESS, PROGRESS_EVERY_S = ".params-progress.json", 5.0
 def _made_before(params_file: Path) -> dict:
     """The ``params.json`` (or progress) of an earlier run in the folder ({} without a readable one)."""
     try:
-        made = json.loads(params_file.read_text())
-    except (OSError, ValueError):
+        return _json_object(params_file.read_bytes())
+    except OSError:
+        return {}
+
+
+def _json_object(data: bytes | None) -> dict:
+    """The JSON object ``data`` holds ({} for none, or other JSON)."""
+    try:
+        made = json.loads(data) if data is not None else {}
+    except ValueError:
         return {}
     return made if isinstance(made, dict) else {}
 
@@ -517,54 +525,58 @@ def _lines_name_synths_videos(path: Path) -> bool:
     return all(_names_synths_video(e.path, e.label) for e in entries)
 
 
-def _records_synths_videos(path: Path) -> bool:
-    """The rule of a params.json an earlier mme wrote, which recorded no digest of it: a JSON object of records,
-    each keyed by one of synth's videos under the class number it records (:func:`_names_synths_video`)."""
-    made = _made_before(path)
+def _records_synths_videos(made: dict) -> bool:
+    """The rule of a params.json an earlier mme wrote, which recorded no digest of it: a JSON object of records
+    (``made``, as read), each keyed by one of synth's videos under the class number it records
+    (:func:`_names_synths_video`)."""
     return bool(made) and all(isinstance(p, dict) and _names_synths_video(rel, p.get("label"))
                               for rel, p in made.items())
 
 
-def _written_by_synth(path: Path, written: dict[str, list[str]] | None, digest: str | None) -> bool:
+def _written_by_synth(path: Path, written: dict[str, list[str]] | None, digest: str | None, params: dict) -> bool:
     """Whether the list, params.json or class map at ``path`` is one mme synth wrote: a list or params.json whose
     sha256 ``digest`` (None: unreadable) ``written`` (:func:`_lists_written`) records, or where it records none of
     that name (an earlier mme's), a list of its videos (:func:`_lines_name_synths_videos`), a params.json of their
-    records (:func:`_records_synths_videos`); or its class names in its order."""
+    records (``params``, its JSON object as read: :func:`_records_synths_videos`); or its class names in its
+    order."""
     try:
         if path.name == "classes.json":
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
         if written is None or path.name not in written:
-            return _records_synths_videos(path) if path.name == "params.json" else _lines_name_synths_videos(path)
+            return _records_synths_videos(params) if path.name == "params.json" else _lines_name_synths_videos(path)
         return digest in written[path.name]
     except (DataError, OSError):  # unreadable, or no class map: a file of another's
         return False
 
 
-def _readable_digests(root: Path) -> dict[str, str]:
-    """The sha256 of each :data:`RECORDED` file in ``root`` that is there, a regular file (not a FIFO, whose read
+def _readable_recorded(root: Path) -> dict[str, bytes]:
+    """The bytes of each :data:`RECORDED` file in ``root`` that is there, a regular file (not a FIFO, whose read
     would wait), and can be read."""
-    digests = {}
+    found = {}
     for name in RECORDED:
         with contextlib.suppress(OSError):
             if (root / name).is_file():
-                digests[name] = _sha256(root / name)
-    return digests
+                found[name] = (root / name).read_bytes()
+    return found
 
 
-def _keep_others_files(root: Path) -> dict[str, str]:
+def _keep_others_files(root: Path) -> tuple[dict[str, str], dict]:
     """Refuse, before any video is made, a folder holding lists, a params.json or a class map that synth would
     replace and did not write (a user's, of `mme lists`, a list of synth's edited); synth's own, of an earlier run
     into the folder of any design, are replaced. Returns the sha256 of each of its :data:`RECORDED` files there, to
-    record with those it writes."""
-    written, digests = _lists_written(root), _readable_digests(root)
-    others = [name for name in (*(f"{split}.txt" for split in SPLITS), "classes.json", "params.json")
-              if (root / name).is_file() and not _written_by_synth(root / name, written, digests.get(name))]
+    record with those it writes, and its params.json's object (the videos made before: {} for none), each read
+    once."""
+    written, found = _lists_written(root), _readable_recorded(root)
+    digests = {name: _sha256(data) for name, data in found.items()}
+    params = _json_object(found.get("params.json"))
+    others = [name for name in (*RECORDED, "classes.json")
+              if (root / name).is_file() and not _written_by_synth(root / name, written, digests.get(name), params)]
     if others:
         raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists or "
                           "parameters it wrote, nor its class names) and would replace; choose another folder, or "
                           "move them")
-    return digests
+    return digests, params
 
 
 def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_per_class: int | None = None,
@@ -587,12 +599,12 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                      camera_jitter=camera_jitter, motion=motion, texture=texture, objects=objects)
     _check_design(d)
     root = check_output(out_dir, "out", folder=True)
-    found = _keep_others_files(root)
+    found, made_params = _keep_others_files(root)
     classes = list(CLASSES[:d["num_classes"]])
     n = d["videos_per_class"]
     _, n_val, n_test = split_sizes(n, d["splits"])
     progress = root / PROGRESS
-    made = {**_made_before(root / "params.json"), **_made_before(progress)}
+    made = {**made_params, **_made_before(progress)}
     jobs, split_of = [], {}
     for label, name in enumerate(classes):
         for k in range(n):
