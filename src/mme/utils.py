@@ -54,6 +54,11 @@ def check_count(value: Any, least: int, given: str) -> int:
     raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
 
 
+def is_positive_number(value: Any) -> bool:
+    """Whether a value read from JSON is a number above 0 (not a bool, which is an int; not NaN)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
 def check_seed(seed: Any, given: str) -> int:
     """``seed`` as a plain int (of a numpy integer too, which YAML cannot write into a run's config.yaml); one that
     is not an integer (a bool, a float, a string, None) or is outside [0, :data:`MAX_SEED`] is refused in one line

@@ -40,7 +40,7 @@ from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
-from mme.utils import SAFETENSORS_HEADER_MAX, as_given, check_count, error_reason, flag
+from mme.utils import SAFETENSORS_HEADER_MAX, as_given, check_count, error_reason, flag, is_positive_number
 
 log = logging.getLogger(__name__)
 
@@ -536,7 +536,7 @@ def _stored_pooled_norm(meta: dict, state: dict[str, torch.Tensor], kind: str, p
     if recorded is None:
         return state, None
     eps = recorded.get("eps") if isinstance(recorded, dict) else None
-    if kind != "encoder" or isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+    if kind != "encoder" or not is_positive_number(eps):
         raise CheckpointError(f"{path}: its 'pooled_norm' is not an encoder's {{\"eps\": positive number}}: "
                               f"{recorded!r}")
     names = [f"{POOLED_NORM}.weight", f"{POOLED_NORM}.bias"]

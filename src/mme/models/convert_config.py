@@ -16,7 +16,7 @@ from mme.errors import CheckpointError
 from mme.models.config import ModelConfig
 from mme.models.convert import RELEASE_HEADS, encoder_part
 from mme.models.mae import HeadSpec
-from mme.utils import flag
+from mme.utils import flag, is_positive_number
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
         raise CheckpointError(f"{'qv_bias' if 'qv_bias' in hf else 'qkv_bias'} is {json.dumps(qkv_bias)}: expected "
                               "true or false")
     eps = hf.get("layer_norm_eps", 1e-12)  # (transformers' default)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+    if not is_positive_number(eps):
         raise CheckpointError(f"layer_norm_eps is {json.dumps(eps)}: expected a positive number")
     return ModelConfig(
         img_size=side("image_size", 224), patch_size=side("patch_size", 16), num_frames=count("num_frames", 16),
