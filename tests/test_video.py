@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib.util
 import json
@@ -529,6 +530,32 @@ def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wr
         assert (stored.mode, stored.reason) == ("sequential", "found out by the other process")
     else:
         assert (stored.mode, stored.proven) == ("seek", 12)
+
+
+def test_a_lock_file_of_another_user_in_a_shared_index_folder_still_locks_a_save(tmp_path, clip_frames, monkeypatch):
+    """An index folder shared by users (made writable to all): the lock a save takes was opened for writing, so one
+    user's .lock (0644, another owner: refused as for any user but root, which the test stands in for by refusing a
+    write open of it) dropped every other user's saves, 'cannot keep frame indices', though the folder is theirs to
+    write. A lock needs the file open for reading alone."""
+    path = write_video(tmp_path / "v.mp4", clip_frames[:12])
+    index_dir = tmp_path / "index"
+    with open_video(path, index_dir=index_dir):
+        pass
+    [stored] = index_dir.rglob("*.json")
+    [lock] = index_dir.rglob(".lock")
+    stored.unlink()  # as if another user had made only the folder's lock
+    real_open = os.open
+
+    def as_another_user(file, flags, *args):
+        if Path(file) == lock and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", as_another_user)
+    pyav_reader._pyav_index.cache_clear()  # as in a new process
+    with open_video(path, index_dir=index_dir):
+        pass
+    assert [p.name for p in index_dir.rglob("*.json")] == [stored.name]
 
 
 def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp_path, clip_frames, monkeypatch):

@@ -238,9 +238,10 @@ def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None
 
 def _locked_file(path: Path) -> int:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
-    held it and it is gone since (replaced, or removed as stale), a new file's."""
+    held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, which ``flock``
+    needs alone: another user's lock file (0644) in a folder shared with this one locks as this user's."""
     while True:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
         held = False
         try:
             _flock(fd, fcntl.LOCK_EX, path)
