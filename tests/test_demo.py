@@ -359,10 +359,13 @@ def test_demo_settings_from_python_are_refused_in_one_line_naming_the_field(give
     (dict(steps="3"), "DemoSettings.steps must be an integer of at least 1, got '3'"),
     (dict(real_dir=5), "DemoSettings.real_dir: a folder path or None, got 5"),
     (dict(out=5), "DemoSettings.out: a folder path, got 5"),  # (was a TypeError of Path(5))
+    (dict(minutes=0), "minutes must be a positive number of minutes, got 0"),  # (ran one step)
+    (dict(minutes=-5.0), "minutes must be a positive number of minutes, got -5.0"),
 ])
 def test_run_demo_from_python_checks_its_arguments_as_demo_settings_does(given, message, tmp_path):
     """run_demo's arguments were set on the settings after their check: steps=0 was refused as train.ckpt_every
-    once the data were made, steps="3" as a TypeError, real_dir=5 taken as the folder "5"."""
+    once the data were made, steps="3" as a TypeError, real_dir=5 taken as the folder "5"; minutes=0 or below ran
+    one step (the command's --minutes refuses them)."""
     from mme.demo import run_demo
 
     with pytest.raises(ConfigError) as refused:

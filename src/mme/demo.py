@@ -84,6 +84,7 @@ from mme.utils import (
     check_seed,
     cpu_name,
     error_reason,
+    is_positive_number,
     lock_folder,
     read_json_object,
     unlock_folder,
@@ -696,6 +697,8 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     :meth:`DemoSettings.__post_init__` checks what is given (``steps=0``, ``real_dir=5``) as for settings made
     directly."""
     s = DemoSettings.quick(out) if quick else DemoSettings(out=out)  # (__post_init__ checks and makes it a Path)
+    if minutes is not None and not (is_positive_number(minutes) and math.isfinite(minutes)):
+        raise ConfigError(f"minutes must be a positive number of minutes, got {minutes!r}")
     if steps is None and minutes is not None:  # scale the pre-training length with the time budget
         steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
