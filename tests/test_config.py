@@ -752,6 +752,12 @@ def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):
         demo_settings(tmp_path, overrides=["train={seed: 5, out_dir: /tmp/elsewhere}"])  # a mapping sets them too
     with pytest.raises(ConfigError, match=r"^target.kind: mme demo sets what each row is"):
         demo_settings(tmp_path, overrides=["target={kind: mme}"])
+    from mme.demo import DemoSettings  # the Python route of docs/experiments.md: demo(DemoSettings(...)), checked alike
+
+    with pytest.raises(ConfigError, match=r"mme demo sets \['train.seed'\] itself; use --seeds"):
+        DemoSettings(out=tmp_path, overrides=["train.seed=5"])  # (was taken: every seed's row trained with seed 5)
+    with pytest.raises(ConfigError, match=r"^train.stop_after: mme demo sets what each row is"):
+        DemoSettings(out=tmp_path, overrides=["train.stop_after=1"])
     (tmp_path / "list.txt").write_text("a.mp4\n")
     with pytest.raises(SystemExit):
         main(["extract", str(tmp_path / "list.txt"), "--out", str(tmp_path / "c"), "--max-disp", "-1"])

@@ -154,6 +154,15 @@ class DemoSettings:
             raise ConfigError(f"DemoSettings.targets: unknown {unknown}; choose from {list(TARGETS)}")
         self.targets = tuple(self.targets)
         self.seeds = tuple(check_seed(seed, "DemoSettings.seeds") for seed in self.seeds)
+        keys = given_keys(list(self.overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
+        owned = sorted(keys & DEMO_KEYS)
+        if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
+            raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
+        labelled = sorted(keys & ROW_KEYS)
+        if labelled:
+            raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
+                              f"{', '.join(TARGETS)}, pre-trained from random weights for --steps steps in one run; "
+                              "a stopped demo resumes by its rows); mme pretrain runs others")
 
     @staticmethod
     def quick(out: str | os.PathLike) -> DemoSettings:
@@ -705,15 +714,6 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
                           f"rows, which would show as seeds that agree)")
-    keys = given_keys(list(overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
-    owned = sorted(keys & DEMO_KEYS)
-    if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
-        raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
-    labelled = sorted(keys & ROW_KEYS)
-    if labelled:
-        raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
-                          f"{', '.join(TARGETS)}, pre-trained from random weights for --steps steps in one run; a "
-                          "stopped demo resumes by its rows); mme pretrain runs others")
     return replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
                    overrides=layered(s.overrides, list(overrides)), real_dir=real_dir)
 
