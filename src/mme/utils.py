@@ -44,13 +44,20 @@ MAX_SEED = 2**63 - 1
 training run seeds them with it plus the epoch."""
 
 
+def _plain_int(value: Any) -> int | None:
+    """``value`` as a plain int (of a numpy integer too); None for a bool (an int to Python, not a count or a seed to
+    whoever wrote it) or anything that is not an integer."""
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)
+    return None
+
+
 def check_count(value: Any, least: int, given: str) -> int:
     """``value`` as a plain int of at least ``least``; anything else (a bool, a float, text, a smaller one) refused in
     one line naming it as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
-    if not isinstance(value, bool):
-        with contextlib.suppress(TypeError):
-            if (count := operator.index(value)) >= least:
-                return count
+    if (count := _plain_int(value)) is not None and count >= least:
+        return count
     raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
 
 
@@ -64,13 +71,8 @@ def check_seed(seed: Any, given: str) -> int:
     is not an integer (a bool, a float, a string, None) or is outside [0, :data:`MAX_SEED`] is refused in one line
     naming it as ``given`` (its key or flag): numpy or torch would refuse it with a traceback once the work had
     begun, or take True as 1 and 2.5 as 2."""
-    not_integer = ConfigError(f"{given}: a seed must be an integer, got {seed!r}")
-    if isinstance(seed, bool):  # an int to Python, not a seed to whoever wrote it
-        raise not_integer
-    try:
-        value = operator.index(seed)
-    except TypeError:
-        raise not_integer from None
+    if (value := _plain_int(seed)) is None:
+        raise ConfigError(f"{given}: a seed must be an integer, got {seed!r}")
     if not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{given}: a seed must be in [0, 2**63 - 1], got {value}")
     return value
@@ -777,22 +779,27 @@ def folder_replaced(folder: str | Path) -> bool:
     ``.lock`` is gone or another file (device and inode) than the one this process holds; the lock holds only while
     its file is there, so a second job may have made the folder anew and locked it. False for a folder this process
     does not lock (another rank's, a library caller's). One ``stat``: cheap before every write."""
-    held = _locked.get(Path(folder).resolve())
+    return _replaced_lock(folder) is not None
+
+
+def _replaced_lock(folder: str | Path):
+    """The lock this process holds on ``folder`` where the folder was removed or replaced since
+    (:func:`folder_replaced`), else None."""
+    held = _locked.get(Path(folder).resolve()) if _locked else None
     if held is None:
-        return False
+        return None
     try:
         now = os.stat(Path(folder) / FOLDER_LOCK)
     except OSError:
-        return True
-    return not os.path.samestat(now, os.fstat(held.file.fileno()))
+        return held
+    return None if os.path.samestat(now, os.fstat(held.file.fileno())) else held
 
 
 def check_folder_held(folder: str | Path) -> None:
     """Before a write or removal by path in ``folder``: a :class:`~mme.errors.FolderReplaced` when it was removed or
     replaced since this process locked it (:func:`folder_replaced`), so that nothing of this job is written into
     another's folder, nor any of its files removed."""
-    if folder_replaced(folder):
-        held = _locked[Path(folder).resolve()]
+    if (held := _replaced_lock(folder)) is not None:
         raise FolderReplaced(f"{held.option} {folder} was removed or replaced while this run used it; nothing written "
                              f"there (what this run wrote there before is kept only where the folder still holds it)")
 

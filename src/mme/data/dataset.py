@@ -235,8 +235,8 @@ def _defer_worker_deaths() -> None:
     signal.signal(signal.SIGCHLD, deferring)
 
 
-WORKER_DEATHS = {-signal.SIGKILL: "most likely killed by the out-of-memory killer: lower data.num_workers (mme embed "
-                                  "and probe: --workers) or the batch size",
+_FEWER_WORKERS = "lower data.num_workers (mme embed and probe: --workers) or the batch size"
+WORKER_DEATHS = {-signal.SIGKILL: f"most likely killed by the out-of-memory killer: {_FEWER_WORKERS}",
                  -signal.SIGBUS: "most likely for want of shared memory (/dev/shm): give it more, or lower "
                                  "data.num_workers (mme embed and probe: --workers)"}
 """What a loader worker's exit code (minus the signal that killed it) most likely says, and what to do."""
@@ -282,7 +282,7 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
         if not (said.startswith("DataLoader worker") and "exited unexpectedly" in said):
             return None  # (a loader without workers, or another error)
         return ProcessLost(f"{said} (how, this version of torch does not say): where the out-of-memory killer ended "
-                           "it, lower data.num_workers (mme embed and probe: --workers) or the batch size")
+                           f"it, {_FEWER_WORKERS}")
     ended = wait([w.sentinel for w in workers], timeout=wait_s)
     for i, worker in enumerate(workers):
         if worker.sentinel in ended:
@@ -410,14 +410,16 @@ class _VideoDataset(Dataset):
         return shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
                                                        else "")
 
-    def _failed_of(self, videos: int) -> tuple[int, int]:
+    def failed_of(self, videos: int) -> tuple[int, int]:
         """``videos`` failed videos of the list with its bad lines, and the list's lines (its entries and bad lines)."""
         return videos + len(self.bad_lines), len(self.entries) + len(self.bad_lines)
 
     def too_many_failures(self, videos: int) -> bool:
         """Whether ``videos`` failed videos of the list, with its bad lines, are more than ``data.max_failure_fraction``
         of it: where the dataset stops the run."""
-        failed, total = self._failed_of(videos)
+        return self._past_fraction(*self.failed_of(videos))
+
+    def _past_fraction(self, failed: int, total: int) -> bool:
         return failed > self.cfg.max_failure_fraction * total
 
     def _check_failures(self, codes: torch.Tensor | None = None) -> None:
@@ -426,8 +428,8 @@ class _VideoDataset(Dataset):
         the same codes give the same message."""
         codes = self._reason if codes is None else codes
         videos = int((codes > 0).sum())
-        if self.too_many_failures(videos):
-            failed, total = self._failed_of(videos)
+        failed, total = self.failed_of(videos)
+        if self._past_fraction(failed, total):
             examples = "; ".join(f"{k}: {v}" for k, v in list(self._failures_in(codes).items())[:5])
             raise DataError(
                 f"{failed} of {total} videos in {self.cfg.list_file} failed, more than data.max_failure_fraction="

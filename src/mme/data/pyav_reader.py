@@ -346,8 +346,9 @@ class PyAVReader(VideoReader):
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
             self.num_frames, self.packets = self._index.num_frames, self._index.packets
-            if self._index.one_thread:  # (no packet decoded yet: the codec opens at the first)
-                self._stream.thread_count = self._opened_threads = 1
+            # the index's threads (one where it says so: _decoder_threads); no packet decoded yet, the codec opens
+            # at the first
+            self._stream.thread_count = self._opened_threads = self._decoder_threads()
             not_a_video(path, self._container.format.name, self.num_frames,  # a picture, where it counts one frame
                         still_read(self._container, self._stream))
         except BaseException:

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mme.data.transforms import deviations
-from mme.models.config import ModelConfig
+from mme.models.config import DEFAULT_NORM_EPS, ModelConfig
 from mme.utils import cpu_features
 
 
@@ -145,7 +145,7 @@ class Block(nn.Module):
     """Pre-LN transformer block, optional layer scale (gamma_1/gamma_2) and drop path."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 layer_scale_init: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6):
+                 layer_scale_init: float = 0.0, drop_path: float = 0.0, norm_eps: float = DEFAULT_NORM_EPS):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)

@@ -94,8 +94,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one{unlisted})"
                     if lookup.unsought else "")
         bad = len(dataset.bad_lines)  # (the failure fraction counts them too)
-        counted = (f", which with its {bad} bad line(s) are {lacking + bad} of its {len(dataset) + bad} lines"
-                   if bad else "")
+        failed, lines = dataset.failed_of(lacking)
+        counted = f", which with its {bad} bad line(s) are {failed} of its {lines} lines" if bad else ""
         fraction = f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of them"
         beyond = "" if every else counted + fraction
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
