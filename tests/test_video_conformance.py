@@ -467,6 +467,17 @@ def test_a_file_found_concealed_is_read_on_one_thread_whatever_the_readers_threa
                     np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{path.name}: {threads=}")
 
 
+def as_raw_h264(src: Path, raw: Path) -> Path:
+    """``src``'s H.264 packets remuxed as a raw Annex B stream (packets without timestamps: read by counting)."""
+    with av.open(str(src)) as demuxed, av.open(str(raw), "w", format="h264") as muxed:
+        stream = muxed.add_stream_from_template(demuxed.streams.video[0])
+        for packet in demuxed.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                muxed.mux(packet)
+    return raw
+
+
 def test_a_file_read_by_counting_already_and_found_concealed_is_read_on_one_thread_by_later_processes(tmp_path):
     """A raw Annex B stream (the damaged H.264 file remuxed: packets without timestamps) is read by counting from
     its indexing. `mme check` found its concealed frame but set one thread only for a file it turned sequential then,
@@ -474,13 +485,7 @@ def test_a_file_read_by_counting_already_and_found_concealed_is_read_on_one_thre
     never recorded the verdict. Now the check sets one thread whatever the mode and stores it for other processes;
     and its indexing, whose decode on one thread sees the concealed frame, sets it before any check."""
     src = damaged_in_its_last_packet(tmp_path, "no_b_frames.mkv", {**H264_GOP, "bf": "0"}, "cfr")
-    raw = tmp_path / "damaged.h264"
-    with av.open(str(src)) as demuxed, av.open(str(raw), "w", format="h264") as muxed:
-        stream = muxed.add_stream_from_template(demuxed.streams.video[0])
-        for packet in demuxed.demux(video=0):
-            if packet.size:
-                packet.stream = stream
-                muxed.mux(packet)
+    raw = as_raw_h264(src, tmp_path / "damaged.h264")
     ref = decode_on_one_thread(raw)
     last = np.arange(len(ref) - 4, len(ref))
     fresh = tmp_path / "fresh.h264"  # its own path: no index known to the process
@@ -499,6 +504,33 @@ def test_a_file_read_by_counting_already_and_found_concealed_is_read_on_one_thre
             assert reader.seeking_reason == "packets without timestamps"
             for idx in (last, last):
                 np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{threads=}")
+
+
+def test_a_file_read_by_counting_whose_frame_threads_meet_a_concealed_frame_turns_to_one_thread(tmp_path,
+                                                                                                 monkeypatch):
+    """A file read by counting whose decode on one thread, at indexing, did not see a concealed frame (here made so:
+    that decode's verdict is set aside), and that a read on frame threads then meets flagged as concealed. It stayed
+    on frame threads, whose concealment differs from the decode on one thread (7 levels off in this file with
+    B-frames), and from one read to the next. Now that read turns the file to one thread, as a read by seek does,
+    reads its frames again on one thread, and stores the verdict in its index."""
+    src = damaged_in_its_last_packet(tmp_path, "b_frames.mp4", H264_GOP, "vfr")
+    raw = as_raw_h264(src, tmp_path / "damaged.h264")
+    ref = decode_on_one_thread(raw)
+    last = np.arange(len(ref) - 4, len(ref))
+    decoded_timestamps = pyav_reader._decoded_timestamps
+    monkeypatch.setattr(pyav_reader, "_decoded_timestamps",
+                        lambda *args, **kwargs: (decoded_timestamps(*args, **kwargs)[0], False))
+    index_dir = tmp_path / "index"
+    with open_video(raw, threads=4, index_dir=index_dir) as reader:
+        assert (reader.seeking, reader.seeking_reason) == ("sequential", "packets without timestamps")
+        for idx in (last, last, last[2:]):
+            np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"frames {list(idx)}")
+    [stored] = index_dir.rglob("*.json")
+    assert json.loads(stored.read_text())["one_thread"] is True
+    monkeypatch.undo()
+    pyav_reader._pyav_index.cache_clear()  # as in a new process: the stored verdict
+    with open_video(raw, threads=4, index_dir=index_dir) as reader:
+        np.testing.assert_array_equal(reader.read(last), ref[last])
 
 
 def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_path):

@@ -578,13 +578,20 @@ class PyAVReader(VideoReader):
         index of every frame that FFmpeg flags as decoded with errors is added. ``prove``: also check that each
         frame carries the index's next timestamp, which proves it, as a read by seek does; at the first that does
         not, or a decode that ends before the index's last frame, the file turns sequential and None is returned
-        (the decode goes on to ``indices[-1]`` all the same, for ``damaged``)."""
+        (the decode goes on to ``indices[-1]`` all the same, for ``damaged``). A frame FFmpeg flags as concealed in
+        a file not yet decoded on one thread turns it so (:meth:`_distrust`), as a read by seek does, and the read
+        starts again on one thread: frame threads conceal otherwise from one read to the next."""
         if self._pos is None or self._pos > indices[0] or self._opened_threads != self._decoder_threads():
             self._open()  # (the file was found to need one thread since the decode began)
         out, index, why = FrameBuffer(indices, each), self._index, None
         for frame in self._frames:
             if damaged is not None and frame.is_corrupt:
                 damaged.add(self._pos)
+            if frame.is_corrupt and not index.one_thread:  # met on frame threads: concealed otherwise every read
+                self._distrust(_concealed(self._pos), one_thread=True)
+                if self._opened_threads != 1:  # read again from the start, on one thread (reopened)
+                    self._pos = None
+                    return self._read_counting(indices, damaged, each)
             if prove and why is None:
                 if self._pos < len(index.pts) and frame.pts == index.pts[self._pos]:
                     index.proven = max(index.proven, self._pos + 1)
