@@ -30,6 +30,7 @@ from videos import (
     write_aud_video,
     write_corpus_file,
     write_keyint_video,
+    write_late_video_ts,
     write_open_gop_hevc,
 )
 
@@ -569,6 +570,25 @@ def test_check_names_a_file_whose_display_matrix_turns_its_frames(corpus, tmp_pa
                                    "top to bottom or across a diagonal: they are read as coded, and "
                                    "data.orientation=display refuses the file")
     assert check_video(corpus["h264.mp4"])["rotation"] == 0
+
+
+def test_a_transport_stream_whose_video_starts_after_the_probe_takes_its_size_from_its_first_frame(tmp_path):
+    """An MPEG-TS whose first video packet comes 8 s into the file, after FFmpeg's stream probe: the stream's codec
+    parameters give it no size (0x0), and every frame was refused as a size change from 0x0 to 64x48 (`mme check`
+    called it unreadable). Its size is its first frame's, kept in its index for later processes too."""
+    frames, _ = affine_video(8, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_late_video_ts(tmp_path / "late.ts", frames)
+    with av.open(str(path)) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (0, 0)
+    ref = decode_all(path)
+    assert ref.shape == (8, 48, 64, 3)
+    check = check_video(path, index_dir=tmp_path / "index")
+    assert (check["status"], check["frames"], check["reason"]) == ("ok", 8, ""), check
+    pyav_reader._pyav_index.cache_clear()  # another process, with the index `mme check` kept
+    with open_video(path, index_dir=tmp_path / "index", orientation="display") as reader:
+        assert reader.size == (64, 48)
+        np.testing.assert_array_equal(reader.read(np.arange(8)), ref)
+        np.testing.assert_array_equal(reader.read([5, 2]), ref[[5, 2]])
 
 
 def test_reads_after_the_end_reopen(corpus, tmp_path):

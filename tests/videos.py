@@ -443,6 +443,30 @@ def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
     return Path(dst)
 
 
+def write_late_video_ts(path: str | Path, frames: np.ndarray, lead: float = 8.0) -> Path:
+    """An MPEG-TS of H.264 ``frames`` whose first video packet comes ``lead`` seconds after its audio starts (silent
+    16 kHz MP2), past FFmpeg's stream probe, which so gives the video stream no size (0x0) in its codec parameters."""
+    rate, samples = 16000, 1152
+    with av.open(str(path), "w", format="mpegts") as c:
+        video = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        audio = c.add_stream("mp2", rate=rate)
+        audio.layout = "mono"
+        packets = [p for f in frames for p in video.encode(av.VideoFrame.from_ndarray(f, format="rgb24"))]
+        packets += video.encode()
+        for p in packets:
+            p.pts, p.dts = p.pts + round(lead * 25), p.dts + round(lead * 25)
+        silence = np.zeros((1, samples), np.int16)
+        for k in range(int((lead + len(frames) / 25) * rate / samples) + 1):
+            af = av.AudioFrame.from_ndarray(silence, format="s16", layout="mono")
+            af.sample_rate, af.pts = rate, k * samples
+            packets += audio.encode(af)
+        packets += audio.encode()
+        for p in sorted(packets, key=lambda p: float(p.dts * p.time_base)):
+            c.mux(p)
+    return Path(path)
+
+
 def write_keyint_video(path: str | Path, frames: np.ndarray, keyint: str, x264_params: str = "") -> Path:
     """H.264 (yuv420p) with a keyframe every ``keyint`` frames exactly ("infinite": the first only), as long
     recordings are encoded (x264's scene cuts off); ``x264_params``: more of x264's options (``bframes=1``; the

@@ -340,11 +340,14 @@ class PyAVReader(VideoReader):
             if ctx is None:
                 raise video_error(path, "unreadable", f"{_why_no_decoder(self._container, self._stream)} (container "
                                                       f"{self._container.format.name})")
-            self.size = self._coded_size = (int(ctx.width), int(ctx.height))
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
             st = os.stat(path)
             self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
+            # a stream FFmpeg's probe met no packet of (an MPEG-TS / PS whose video starts after its probe window) has
+            # no size in its codec parameters: its first frame's, decoded when the file was indexed
+            self.size = self._coded_size = ((int(ctx.width), int(ctx.height)) if ctx.width and ctx.height
+                                            else self._index.size or (0, 0))
             self.num_frames, self.packets = self._index.num_frames, self._index.packets
             # the index's threads (one where it says so: _decoder_threads); no packet decoded yet, the codec opens
             # at the first
@@ -784,6 +787,9 @@ class _Index:
     display: tuple[int, ...] | None = None
     """The first frame's display matrix (:func:`frame_display_matrix`; ``()`` for none), decoded when the file was
     indexed; None where that decode gave no frame, until a reader asks (:meth:`PyAVReader.display_matrix`)."""
+    size: tuple[int, int] | None = None
+    """The first frame's (W, H), decoded when the file was indexed (None where that decode gave no frame): the
+    video's size where its codec parameters give none (:class:`PyAVReader`)."""
     stored: tuple | None = None
     """:meth:`state` as last written to ``store``."""
 
@@ -827,7 +833,8 @@ class _Index:
                 self.one_thread = self.one_thread or kept.one_thread
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
-                  "proven": self.proven, "one_thread": self.one_thread, "display": self.display}
+                  "proven": self.proven, "one_thread": self.one_thread, "display": self.display,
+                  "size": self.size}
         atomic_write_text(self.store, json.dumps(record))
         self.stored = self.state()
 
@@ -838,41 +845,43 @@ replaces an index there (:meth:`_Index.save`). One per folder of the hash's firs
 index: saves are few (a read that proves more frames or turns a verdict), so they seldom wait for each other."""
 
 
-INDEX_VERSION = 13
-"""Of the stored index; 13: a decode passes over a decode error on the last packet with data and flushes the frames the
-decoder holds for reordering, as ``ffmpeg`` does, and a file whose decode on one thread did so is decoded on one thread
-(``one_thread``, stored; 12 ended the decode at the error: a file whose last packet is damaged, with B-frames, was
-counted and read without the frames held, 27 where ``ffmpeg`` decodes 29), a file with a frame FFmpeg decodes with
-errors and conceals is read by counting on one thread, one read by counting from its indexing too (12 read it by seek,
-where a seek concealed otherwise, and frame threads otherwise from one read to the next), and a file's count is
-decided by one decode, on one thread (12 decoded on frame threads first, and on one thread where that failed or gave
-fewer frames than packets); 12: an animated AVIF's video stream is its image sequence, not the still main image FFmpeg
-lists first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of it kept the file one frame);
-11: where a read finds a file's index contradicted, its count is decided as at indexing (on one thread where the decode
-on frame threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's automatic threads: on a
-many-core machine, a file damaged in its last packets turned sequential with the frames before the damage, where on one
-thread the count failed and the file kept its index); 10: where the decode at indexing on frame threads fails, ends as
-at a cut end or gives fewer frames than packets, a decode on one thread gives the verdict (9 took the threads' verdict,
-which depended on the machine's cores: damage in a file's last packets was its cut end on a many-core machine, read by
-counting the frames before it, and `unreadable` on a 2-core one); 9: a file whose decode at indexing fails is unreadable
-(8 kept its packets' count, read by seek, and every read past the failure failed), and an H.264 packet without a picture
-goes to the decoder as it is where the last NAL unit the decoder reads when it may skip frames is an end of sequence and
-the packet's last one is not (8 let it skip there: from an end of sequence of nal_ref_idc 3 then an access unit
-delimiter, the decode gave the frames held for reordering, which ``ffmpeg``'s does not, and such a file was read by
-counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet without a picture that holds an end of sequence goes
-to the decoder as it is, in the decode at indexing too (7 let the decoder pass over it, so that a file with B-frames
-that no picture references was read by seek with its pictures' count, more than its decode's frames; and 7 was the
-version of two indexings: the first listed the timestamps of the packets without a picture, the second left them out);
-7: an H.264 / HEVC packet without a picture or parameter sets is left out of the index (6 listed its timestamp, so that
-such a file was read by counting; in H.264, where FFmpeg's decoder refuses an access unit delimiter or SEI alone unless
-it may skip frames, the decode at indexing failed there and the file kept its packets' count); 6: an HEVC CRA after an
-end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts it, counts as a restart (5 read such a
-file by seek with its packets' count); 5: an HEVC file with a random access point whose leading frames FFmpeg may drop
-(a BLA picture, a CRA after an end of sequence) is checked against a whole decode too; 4: a file whose frames may not be
-its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a picture, a decode that starts after the
-earliest packet) is checked against a whole decode, and an MPEG program stream is read by counting (3: until a read
-found out, it counted its packets; 2: only a corrupt last packet made a file counted by a decode; 1 counted its
-packets)."""
+INDEX_VERSION = 14
+"""Of the stored index; 14: it keeps the size of the first frame, decoded when the file was indexed, which is the
+video's where its codec parameters give none (13 had no size to give: an MPEG-TS whose video starts after FFmpeg's probe
+window, its stream 0x0, was refused as a frame size that changes from 0x0); 13: a decode passes over a decode error on
+the last packet with data and flushes the frames the decoder holds for reordering, as ``ffmpeg`` does, and a file whose
+decode on one thread did so is decoded on one thread (``one_thread``, stored; 12 ended the decode at the error: a file
+whose last packet is damaged, with B-frames, was counted and read without the frames held, 27 where ``ffmpeg`` decodes
+29), a file with a frame FFmpeg decodes with errors and conceals is read by counting on one thread, one read by counting
+from its indexing too (12 read it by seek, where a seek concealed otherwise, and frame threads otherwise from one read
+to the next), and a file's count is decided by one decode, on one thread (12 decoded on frame threads first, and on one
+thread where that failed or gave fewer frames than packets); 12: an animated AVIF's video stream is its image sequence,
+not the still main image FFmpeg lists first (:func:`still_image`; 11 indexed the still, one frame, and a stored index of
+it kept the file one frame); 11: where a read finds a file's index contradicted, its count is decided as at indexing (on
+one thread where the decode on frame threads fails or gives fewer frames than packets; 10 stored the count of FFmpeg's
+automatic threads: on a many-core machine, a file damaged in its last packets turned sequential with the frames before
+the damage, where on one thread the count failed and the file kept its index); 10: where the decode at indexing on frame
+threads fails, ends as at a cut end or gives fewer frames than packets, a decode on one thread gives the verdict (9 took
+the threads' verdict, which depended on the machine's cores: damage in a file's last packets was its cut end on a
+many-core machine, read by counting the frames before it, and `unreadable` on a 2-core one); 9: a file whose decode at
+indexing fails is unreadable (8 kept its packets' count, read by seek, and every read past the failure failed), and an
+H.264 packet without a picture goes to the decoder as it is where the last NAL unit the decoder reads when it may skip
+frames is an end of sequence and the packet's last one is not (8 let it skip there: from an end of sequence of
+nal_ref_idc 3 then an access unit delimiter, the decode gave the frames held for reordering, which ``ffmpeg``'s does
+not, and such a file was read by counting them, 18 of 48, some not ``ffmpeg``'s); 8: an H.264 packet without a picture
+that holds an end of sequence goes to the decoder as it is, in the decode at indexing too (7 let the decoder pass over
+it, so that a file with B-frames that no picture references was read by seek with its pictures' count, more than its
+decode's frames; and 7 was the version of two indexings: the first listed the timestamps of the packets without a
+picture, the second left them out); 7: an H.264 / HEVC packet without a picture or parameter sets is left out of the
+index (6 listed its timestamp, so that such a file was read by counting; in H.264, where FFmpeg's decoder refuses an
+access unit delimiter or SEI alone unless it may skip frames, the decode at indexing failed there and the file kept its
+packets' count); 6: an HEVC CRA after an end of sequence at the start of its own packet, where FFmpeg's HEVC parser puts
+it, counts as a restart (5 read such a file by seek with its packets' count); 5: an HEVC file with a random access point
+whose leading frames FFmpeg may drop (a BLA picture, a CRA after an end of sequence) is checked against a whole decode
+too; 4: a file whose frames may not be its packets one for one (:func:`_why_recount`: an H.264 / HEVC packet without a
+picture, a decode that starts after the earliest packet) is checked against a whole decode, and an MPEG program stream
+is read by counting (3: until a read found out, it counted its packets; 2: only a corrupt last packet made a file
+counted by a decode; 1 counted its packets)."""
 
 
 @functools.cache
@@ -906,6 +915,8 @@ def _load_index(store: Path) -> _Index | None:
                        int(record["proven"]), store, bool(record["one_thread"]))
         display = record.get("display")
         index.display = None if display is None else tuple(int(v) for v in display)
+        size = record["size"]
+        index.size = None if size is None else (int(size[0]), int(size[1]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     index.stored = index.state()
@@ -928,12 +939,12 @@ def _pyav_index(path: str, size: int, mtime_ns: int, index_dir: str | None = Non
 
 
 def _make_index(path: str) -> _Index:
-    """Index a file by demuxing it (:func:`_demux_index`), with the display matrix of its first frame, decoded
-    during the demux: a reader turning the file's frames (``data.orientation=display``) or `mme check` reporting the
-    matrix opens and decodes nothing more for it."""
+    """Index a file by demuxing it (:func:`_demux_index`), with the display matrix and the size of its first frame,
+    decoded during the demux: a reader turning the file's frames (``data.orientation=display``) or `mme check`
+    reporting the matrix opens and decodes nothing more for it."""
     first = _FirstFrame()
     index = _demux_index(path, first)
-    index.display = first.display
+    index.display, index.size = first.display, first.size
     return index
 
 
@@ -1014,13 +1025,14 @@ def _why_recount(nals: _NalScan | None, first: _FirstFrame, earliest: int | None
 class _FirstFrame:
     """The first frame of a stream's decode, fed the packets of the index's demux (one pass over the file) with the
     stream's scan (:func:`_decode_packet`): ``pts``, its timestamp, and ``display``, its display matrix
-    (:func:`frame_display_matrix`), once ``found``; ``ended``: the decode ended without one. A decode error ends
-    the probe with neither (a read of that frame reports it)."""
+    (:func:`frame_display_matrix`), and ``size``, its (W, H), once ``found``; ``ended``: the decode ended without
+    one. A decode error ends the probe with neither (a read of that frame reports it)."""
 
     def __init__(self):
         self.found = self.ended = self.failed = False
         self.pts: int | None = None
         self.display: tuple[int, ...] | None = None
+        self.size: tuple[int, int] | None = None
 
     def feed(self, packet: av.Packet, nals: _NalScan | None) -> None:
         if self.found or self.ended or self.failed:
@@ -1032,6 +1044,7 @@ class _FirstFrame:
             return
         if frames:
             self.found, self.pts, self.display = True, frames[0].pts, frame_display_matrix(frames[0])
+            self.size = (frames[0].width, frames[0].height)
         self.ended = not frames and packet.size == 0  # the flush packet at the end of the demux
 
 

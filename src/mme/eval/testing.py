@@ -144,32 +144,32 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-READING_VERSION = 7
-"""Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features
-so that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives
-a video other views or another verdict (the frames of the test views, which files are refused). 7: a file whose last
-packet with data fails to decode has the frames the decoder held for reordering after it, as ``ffmpeg``'s decode
-(:func:`mme.data.pyav_reader._decode`; before: fewer frames, so other views), and a file with a frame FFmpeg
-decodes with errors and conceals is read by counting, on one thread, one read by counting from its indexing too
-(before: by seek, a view's concealed frame up to 21 levels off the sequential decode's, and on frame threads
-otherwise from one read to the next); 6: the pyav backend
-refuses a picture only where it counts one frame (:func:`mme.data.pyav_reader.not_a_video`; before: a file of
-several frames opened by a picture demuxer, several PNGs one after another, or an MP4 whose major brand is avif,
-was refused unread), an animated AVIF is read as its sequence by pyav and refused by opencv, and a still AVIF is
-refused by what FFmpeg's MP4 demuxer lists (:func:`mme.data.pyav_reader.still_image`), whatever its brand (before:
-the animated one read as its still main image, one frame; one of major brand mif1 read as a one-frame video, an
-MP4 of one H.264 frame whose major brand says avif refused), and a GIF or an APNG of one frame is refused as a
-still picture (before: read as a one-frame video, given a row); 5: segment views' frames computed in integers
-(:func:`mme.data.sampling.sample_segments`; before: a float product, a frame early where ⌊(i + k/N)·F/T⌋ is a
-whole number the product fell just under, e.g. frame 14 for 15); 4: an ICO and a
-still AVIF are refused as still pictures (:func:`mme.data.pyav_reader.not_a_video`; before: read as one-frame
-videos, given a row); 3: the opencv and
-decord backends probe with PyAV every file but one that begins as a video container or raw stream
-(:func:`mme.data.pyav_reader.video_by_its_bytes`), so a still picture of any of FFmpeg's picture demuxers (Sun
-raster, Radiance HDR, DPX, ...) named as a video is refused (before: only those of a short list of signatures; the
+READING_VERSION = 8
+"""Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features so
+that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives a video
+other views or another verdict (the frames of the test views, which files are refused). 8: an MPEG-TS or MPEG-PS whose
+stream's codec parameters give no size (its video starts after FFmpeg's probe window) is read at its first frame's size
+(:attr:`mme.data.pyav_reader._Index.size`; before: refused, its features a NaN row); 7: a file whose last packet with
+data fails to decode has the frames the decoder held for reordering after it, as ``ffmpeg``'s decode
+(:func:`mme.data.pyav_reader._decode`; before: fewer frames, so other views), and a file with a frame FFmpeg decodes
+with errors and conceals is read by counting, on one thread, one read by counting from its indexing too (before: by
+seek, a view's concealed frame up to 21 levels off the sequential decode's, and on frame threads otherwise from one read
+to the next); 6: the pyav backend refuses a picture only where it counts one frame
+(:func:`mme.data.pyav_reader.not_a_video`; before: a file of several frames opened by a picture demuxer, several PNGs
+one after another, or an MP4 whose major brand is avif, was refused unread), an animated AVIF is read as its sequence by
+pyav and refused by opencv, and a still AVIF is refused by what FFmpeg's MP4 demuxer lists
+(:func:`mme.data.pyav_reader.still_image`), whatever its brand (before: the animated one read as its still main image,
+one frame; one of major brand mif1 read as a one-frame video, an MP4 of one H.264 frame whose major brand says avif
+refused), and a GIF or an APNG of one frame is refused as a still picture (before: read as a one-frame video, given a
+row); 5: segment views' frames computed in integers (:func:`mme.data.sampling.sample_segments`; before: a float product,
+a frame early where ⌊(i + k/N)·F/T⌋ is a whole number the product fell just under, e.g. frame 14 for 15); 4: an ICO and
+a still AVIF are refused as still pictures (:func:`mme.data.pyav_reader.not_a_video`; before: read as one-frame videos,
+given a row); 3: the opencv and decord backends probe with PyAV every file but one that begins as a video container or
+raw stream (:func:`mme.data.pyav_reader.video_by_its_bytes`), so a still picture of any of FFmpeg's picture demuxers
+(Sun raster, Radiance HDR, DPX, ...) named as a video is refused (before: only those of a short list of signatures; the
 others read as one-frame videos, given a row); 2: strided view starts rounded down
-(:func:`mme.data.sampling.sample_test_clips`; before: to the nearest, halves to even), and text files and still
-pictures refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded by no version."""
+(:func:`mme.data.sampling.sample_test_clips`; before: to the nearest, halves to even), and text files and still pictures
+refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded by no version."""
 
 
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
