@@ -255,6 +255,35 @@ def test_rgb_conversion_equals_to_ndarray_on_any_thread_count(tmp_path, codec, p
             np.testing.assert_array_equal(reader.read([4, 1]), ref[[4, 1]], err_msg=f"{threads} threads, seeking")
 
 
+@pytest.mark.parametrize("matrix,name", [(8, "YCgCo"), (10, "BT.2020 CL"), (14, "ICtCp")])
+def test_a_colour_matrix_ffmpeg_cannot_convert_to_rgb_is_refused_naming_it_not_as_a_decode_error(tmp_path,
+                                                                                                clip_frames,
+                                                                                                matrix, name):
+    """An H.264 stream tagged with a colour matrix swscale does not convert to RGB decodes, and its conversion fails
+    (ENOTSUP): the file is unreadable, naming the matrix, in a read and in `mme check` (before: "decode error
+    ([Errno 95] Operation not supported)"). No other matrix is put in its place: that would give wrong colours."""
+    path = tmp_path / "tagged.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.colorspace = matrix
+        for f in clip_frames[:4]:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))  # the decode works
+        assert (frame.colorspace, frame.width, frame.height) == (matrix, 64, 48)
+        with pytest.raises(av.error.FFmpegError) as raised:
+            frame.to_ndarray(format="rgb24")
+        assert raised.value.errno == errno.ENOTSUP
+    reason = f"unreadable (FFmpeg cannot convert its colour matrix {name} to RGB)"
+    with open_video(path) as reader, pytest.raises(VideoError) as refused:
+        reader.read([0])
+    assert str(refused.value) == f"{path}: {reason}"
+    check = check_video(path)
+    assert (check["status"], check["reason"]) == ("unreadable", f"{path}: {reason}")
+
+
 def test_a_video_whose_frame_size_changes_is_refused_naming_both_sizes(tmp_path, clip_frames):
     """Two H.264 streams of other sizes joined into one Matroska file (concatenated recordings, captures): every
     read that meets the second size is a VideoError naming the file and both sizes, never frames of a size the

@@ -47,6 +47,7 @@ took a quarter less CPU (docs/data.md).
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import itertools
@@ -97,6 +98,27 @@ def rgb24(frame: av.VideoFrame, rgb: VideoReformatter, planar: VideoReformatter 
     if planar is not None and frame.format.name == "nv12":
         frame = planar.reformat(frame, format="yuv420p")
     return rgb.reformat(frame, format="rgb24", threads=threads).to_ndarray()
+
+
+COLOUR_MATRICES = {0: "RGB", 1: "BT.709", 2: "unspecified", 4: "FCC", 5: "BT.470BG", 6: "SMPTE 170M",
+                   7: "SMPTE 240M", 8: "YCgCo", 9: "BT.2020 NCL", 10: "BT.2020 CL", 11: "SMPTE 2085",
+                   12: "chroma-derived NCL", 13: "chroma-derived CL", 14: "ICtCp", 15: "IPT-C2", 16: "YCgCo-R even",
+                   17: "YCgCo-R odd"}
+"""FFmpeg's colour matrices (AVColorSpace: H.273's MatrixCoefficients) by number, as a refusal names them."""
+
+SWSCALE_MATRICES = frozenset({0, 1, 2, 4, 5, 6, 7, 9})
+"""The colour matrices swscale converts to RGB (those its coefficient tables hold, and RGB's); a frame tagged with
+another one (YCgCo, BT.2020 CL, SMPTE 2085, chroma-derived, ICtCp, ...) it refuses (ENOTSUP). Converting it as
+another matrix would give wrong colours, so such a file is refused (:func:`rgb_refusal`)."""
+
+
+def rgb_refusal(frame: av.VideoFrame) -> str:
+    """Why swscale refused (ENOTSUP) to convert a decoded ``frame`` to RGB: its colour matrix, where that is none of
+    :data:`SWSCALE_MATRICES`; else its pixel format and matrix together."""
+    matrix = COLOUR_MATRICES.get(frame.colorspace, f"number {frame.colorspace}")
+    if frame.colorspace not in SWSCALE_MATRICES:
+        return f"FFmpeg cannot convert its colour matrix {matrix} to RGB"
+    return f"FFmpeg cannot convert its frames ({frame.format.name}, colour matrix {matrix}) to RGB"
 
 
 _CUDA_DECODERS: dict[int, tuple[HWAccel, HWAccel]] = {}
@@ -404,12 +426,18 @@ class PyAVReader(VideoReader):
         return 1 if self._index is not None and self._index.one_thread else self._threads
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """The frame as (H, W, 3) uint8 RGB (:func:`rgb24`), refused when its size is not the stream's."""
+        """The frame as (H, W, 3) uint8 RGB (:func:`rgb24`), refused when its size is not the stream's, or where
+        FFmpeg cannot convert it to RGB (:func:`rgb_refusal`: the frame decoded, so it is no decode error)."""
         if (frame.width, frame.height) != self._coded_size:  # a stream whose size changes (joined or captured)
             W, H = self._coded_size
             raise video_error(self.path, "unreadable", f"its frame size changes from {W}x{H} to "
                                                        f"{frame.width}x{frame.height}")
-        return rgb24(frame, self._rgb, self._planar, self._threads)
+        try:
+            return rgb24(frame, self._rgb, self._planar, self._threads)
+        except av.error.FFmpegError as e:
+            if e.errno != errno.ENOTSUP:
+                raise
+            raise video_error(self.path, "unreadable", rgb_refusal(frame)) from e
 
     def _start_decode(self, pos: int | None) -> None:
         """Decode on from the container's current position; ``pos`` = index of the next frame (None right after a
