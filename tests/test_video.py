@@ -276,7 +276,7 @@ def test_a_colour_matrix_ffmpeg_cannot_convert_to_rgb_is_refused_naming_it_not_a
         with pytest.raises(av.error.FFmpegError) as raised:
             frame.to_ndarray(format="rgb24")
         assert raised.value.errno == errno.ENOTSUP
-    reason = f"unreadable (FFmpeg cannot convert its colour matrix {name} to RGB)"
+    reason = f"unreadable (FFmpeg cannot convert its colour matrix {name} (yuv420p) to RGB)"
     with open_video(path) as reader, pytest.raises(VideoError) as refused:
         reader.read([0])
     assert str(refused.value) == f"{path}: {reason}"

@@ -106,19 +106,13 @@ COLOUR_MATRICES = {0: "RGB", 1: "BT.709", 2: "unspecified", 4: "FCC", 5: "BT.470
                    17: "YCgCo-R odd"}
 """FFmpeg's colour matrices (AVColorSpace: H.273's MatrixCoefficients) by number, as a refusal names them."""
 
-SWSCALE_MATRICES = frozenset({0, 1, 2, 4, 5, 6, 7, 9})
-"""The colour matrices swscale converts to RGB (those its coefficient tables hold, and RGB's); a frame tagged with
-another one (YCgCo, BT.2020 CL, SMPTE 2085, chroma-derived, ICtCp, ...) it refuses (ENOTSUP). Converting it as
-another matrix would give wrong colours, so such a file is refused (:func:`rgb_refusal`)."""
-
 
 def rgb_refusal(frame: av.VideoFrame) -> str:
-    """Why swscale refused (ENOTSUP) to convert a decoded ``frame`` to RGB: its colour matrix, where that is none of
-    :data:`SWSCALE_MATRICES`; else its pixel format and matrix together."""
+    """Why swscale refused (ENOTSUP) to convert a decoded ``frame`` to RGB: its colour matrix (swscale's coefficient
+    tables hold only some: not YCgCo, BT.2020 CL, SMPTE 2085, the chroma-derived ones, ICtCp). Converting it as another
+    matrix would give wrong colours, so such a file is refused."""
     matrix = COLOUR_MATRICES.get(frame.colorspace, f"number {frame.colorspace}")
-    if frame.colorspace not in SWSCALE_MATRICES:
-        return f"FFmpeg cannot convert its colour matrix {matrix} to RGB"
-    return f"FFmpeg cannot convert its frames ({frame.format.name}, colour matrix {matrix}) to RGB"
+    return f"FFmpeg cannot convert its colour matrix {matrix} ({frame.format.name}) to RGB"
 
 
 _CUDA_DECODERS: dict[int, tuple[HWAccel, HWAccel]] = {}
