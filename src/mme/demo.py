@@ -322,16 +322,19 @@ def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64)
 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
-             classes: list[str], real: RealClips | None = None, stops: StageStops | None = None) -> list[dict]:
+             classes: list[str], real: RealClips | None = None, stops: StageStops | None = None,
+             judged: dict[tuple[int, str], SavedRow] | None = None) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder, on the synthetic clips and on
     ``real``; one row per encoder. Each row is saved as it is made, its pre-training first, and a rerun with the
     same settings reuses it (an interrupted demo resumes; one interrupted while probing does not pre-train
-    again). A stop signal (``stops``, or one a run took on its last step) stops it after the row at hand."""
+    again). A stop signal (``stops``, or one a run took on its last step) stops it after the row at hand.
+    ``judged``: the saved rows as the demo judged them at its start (:func:`_judged_rows`); a row not in it is
+    judged here."""
     rows = []
     cfg = None
     for target in s.targets:
         cfg = _pretrain_config(s, target, seed, lists["train"])
-        row = _saved_row(s, seed, target)
+        row = _saved_row(s, seed, target, (judged or {}).get((seed, target)))
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
@@ -392,22 +395,27 @@ def _in_out(s: DemoSettings, stored: str) -> Path:
     return s.out / stored
 
 
-def _fingerprint(s: DemoSettings, target: str) -> dict:
+def _row_config(s: DemoSettings, target: str) -> PretrainConfig:
+    """The pre-training config a row depends on (seed 0: :func:`_fingerprint` drops the keys the demo sets per run):
+    its target's, or for random init the last target's, whose model :func:`run_seed` builds."""
+    return _pretrain_config(s, s.targets[-1] if target == "random init" else target, 0, s.out / "data" / "train.txt")
+
+
+def _fingerprint(s: DemoSettings, target: str, cfg: PretrainConfig | None = None) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
     worker count or the real footage, whose columns carry their own digest: _with_real; nor the overrides, which
     the config holds resolved), the device resolved, the target's resolved pre-training config less the keys
     the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the settings hold the rest), or for random
     init the model it builds (the last target's, as :func:`run_seed`) and the data its probe clips are read by
     (:func:`_probe_config`'s, less those keys), the version of mme that made it and the
-    CPU its minutes were measured on."""
+    CPU its minutes were measured on. ``cfg``: :func:`_row_config`, where the caller has built it."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class", "overrides")}
     settings["device"] = _resolved_device(s.device)
-    random_init = target == "random init"
-    train_list = s.out / "data" / "train.txt"
-    config = _without_demo_keys(_pretrain_config(s, s.targets[-1] if random_init else target, 0, train_list))
-    if random_init:  # its model, probed on the probe target's clips
-        config = {"model": config["model"], "data": _without_demo_keys(_probe_config(s, train_list))["data"]}
+    config = _without_demo_keys(cfg or _row_config(s, target))
+    if target == "random init":  # its model, probed on the probe target's clips
+        config = {"model": config["model"],
+                  "data": _without_demo_keys(_probe_config(s, s.out / "data" / "train.txt"))["data"]}
     return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "cpu": cpu_name()}
 
 
@@ -449,13 +457,13 @@ def _made_with(saved: dict, settings: dict) -> bool:
     return _as_written_now(saved) == settings
 
 
-def _other_precision(s: DemoSettings, row: dict) -> str | None:
-    """The precision this run pre-trains ``row``'s target in, where that is settled before the run
-    (:func:`~mme.train.precision.settled_precision`: ``MME_AUTO_PRECISION`` pins auto) and the row's run took
-    another; else None (a row not pre-trained, or auto timing bf16 against fp32, which may choose either)."""
+def _other_precision(s: DemoSettings, row: dict, cfg: PretrainConfig) -> str | None:
+    """The precision this run pre-trains ``row``'s target in (its config ``cfg``: :func:`_row_config`), where that
+    is settled before the run (:func:`~mme.train.precision.settled_precision`: ``MME_AUTO_PRECISION`` pins auto)
+    and the row's run took another; else None (a row not pre-trained, or auto timing bf16 against fp32, which may
+    choose either)."""
     if "precision" not in row:
         return None
-    cfg = _pretrain_config(s, row["target"], row["seed"], s.out / "data" / "train.txt")
     settled = settled_precision(cfg.train.precision, choose_device(s.device, option="--device"))
     return settled if settled not in (None, row["precision"]) else None
 
@@ -478,15 +486,18 @@ def _read_saved(path: Path) -> tuple[dict, dict]:
     return saved["settings"], saved["row"]
 
 
-def _check_saved_rows(s: DemoSettings, overwrite: bool) -> None:
+def _check_saved_rows(s: DemoSettings, overwrite: bool,
+                      judged: dict[tuple[int, str], SavedRow] | None = None) -> None:
     """Refuse, unless ``overwrite``, to run when ``s.out`` holds rows of this run's seeds and targets that it would
-    replace, with their checkpoints and the report (:attr:`SavedRow.differs`)."""
+    replace, with their checkpoints and the report (:attr:`SavedRow.differs`); ``judged``: those rows as
+    :func:`_judged_rows` gives them (None: judged here)."""
     if overwrite:
         return
+    judged = judged or _judged_rows(s)
     stale, keys = [], set()
     for target in s.targets:  # (a random init row is made again, never refused: nothing of the user's is in it)
         for seed in s.seeds:
-            if differs := _judged_row(s, seed, target).differs:
+            if differs := judged[seed, target].differs:
                 stale.append(_row_path(s, seed, target).relative_to(s.out).as_posix())
                 keys.update(differs)
     if stale:
@@ -511,6 +522,13 @@ class SavedRow:
     (``precision``: the one its run took), which only ``--overwrite`` lets this run replace."""
 
 
+def _judged_rows(s: DemoSettings) -> dict[tuple[int, str], SavedRow]:
+    """The saved row of each of this run's seeds and targets judged once, at the demo's start (:func:`_judged_row`):
+    the refusal of rows made with other settings and each row's reuse read this one judgement (nothing but this
+    run, which holds the folder's lock, writes them meanwhile)."""
+    return {(seed, target): _judged_row(s, seed, target) for seed in s.seeds for target in s.targets}
+
+
 def _judged_row(s: DemoSettings, seed: int, target: str) -> SavedRow:
     """The demo's rules for a saved row, in one place: reused where it was made with this run's settings and
     precision, its run finished and its checkpoint still there; else made again, and refused without
@@ -523,8 +541,9 @@ def _judged_row(s: DemoSettings, seed: int, target: str) -> SavedRow:
         saved, row = _read_saved(path)
     except UNREADABLE as e:
         return SavedRow(why_again=f"{path} is unreadable ({e}); computing its row again", level=logging.WARNING)
-    settings = _fingerprint(s, target)
-    other_precision = _other_precision(s, row)
+    cfg = _row_config(s, target)
+    settings = _fingerprint(s, target, cfg)
+    other_precision = _other_precision(s, row, cfg)
     made_with = _made_with(saved, settings)
     differs = []
     if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
@@ -580,10 +599,10 @@ def _demo_results(path: Path) -> bool:
     return read_json_object(path, ("settings", "rows", "summary")) is not None
 
 
-def _saved_row(s: DemoSettings, seed: int, target: str) -> dict | None:
+def _saved_row(s: DemoSettings, seed: int, target: str, judged: SavedRow | None = None) -> dict | None:
     """The row an earlier run saved for this seed and target, marked ``reused``, where this run reuses it
-    (:func:`_judged_row`, whose reason for making it again is logged)."""
-    judged = _judged_row(s, seed, target)
+    (``judged``, else :func:`_judged_row` now; its reason for making it again is logged)."""
+    judged = judged or _judged_row(s, seed, target)
     if judged.why_again:
         log.log(judged.level, "demo: %s", judged.why_again)
     if judged.row is None:
@@ -617,7 +636,8 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
             log.info("demo: %s is not given to the %s target, which does not use it (it applies only %s)",
                      override, target, only)
     _check_own_files(s)
-    _check_saved_rows(s, overwrite)
+    judged = _judged_rows(s)
+    _check_saved_rows(s, overwrite, judged)
     design = s.data_design()
     # every target's data section; MME's track length for the tracks picture where MME runs
     probe_cfg = _probe_config(s, s.out / "data" / "train.txt")
@@ -631,7 +651,8 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
     lists = {k: Path(v) for k, v in synth.lists.items()}
     clips = decode_probe_clips(d, lists)
     _stop_if_asked(stops, "making the data")
-    rows = [row for seed in s.seeds for row in run_seed(s, seed, lists, clips, synth.classes, real, stops)]
+    rows = [row for seed in s.seeds
+            for row in run_seed(s, seed, lists, clips, synth.classes, real, stops, judged)]
     summary = summarise(rows)
     table = markdown_table(summary, 100 / len(synth.classes), real is not None) + "\n" + real_line + "\n"
     losses = markdown_loss_table(summary)
