@@ -100,6 +100,11 @@ def read_list(list_file: str | Path, strict: bool = True, key: str | None = None
         if key and key.split(".")[0] in ("data", "task"):
             to_set = f"; set {key}=PATH" + (f", or {key}= for none" if key.startswith("task.") else "")
         raise DataError(f"{key or 'list file'} {list_file}: cannot read it ({e}){to_set}") from e
+    return parse_list(lines, list_file, strict)
+
+
+def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[list[ListEntry], list[BadLine]]:
+    """:func:`read_list` of a list's lines (:func:`text_lines`) already read; ``list_file`` names it in errors."""
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not _is_comment(line)]
     labelled = any(len(t.split()) > 1 and _is_int(t.split()[-1]) for _, t in rows)
     decimal = next(((n, t) for n, t in rows if len(t.split()) > 1 and re.fullmatch(r"[+-]?[0-9]+\.[0-9]*",

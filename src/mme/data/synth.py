@@ -65,7 +65,7 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, list_text, read_classes, read_list, write_classes
+from mme.data.lists import ListEntry, list_text, parse_list, read_classes, text_lines, write_classes
 from mme.errors import ConfigError, DataError
 from mme.utils import atomic_path, atomic_write_text, check_output, check_seed, cpu_features, in_workers, removing
 
@@ -512,15 +512,17 @@ def _names_synths_video(rel: str, label: object) -> bool:
     return name is not None and re.fullmatch(r"[0-9]+", k) is not None and rel == _video_path(name, int(k))
 
 
-def _lines_name_synths_videos(path: Path) -> bool:
-    """The rule of a folder whose lists an earlier mme wrote, which recorded no digests: every line of the list is
-    one of synth's videos under its class number (:func:`_names_synths_video`); its list of a split left without
-    videos is empty."""
-    if path.stat().st_size == 0:
+def _lines_name_synths_videos(path: Path, data: bytes | None) -> bool:
+    """The rule of a folder whose lists an earlier mme wrote, which recorded no digests: every line of the list at
+    ``path`` (``data``, its bytes as read; None: unreadable) is one of synth's videos under its class number
+    (:func:`_names_synths_video`); its list of a split left without videos is empty."""
+    if data is None:  # unreadable: an empty one is still the list of a split left without videos
+        return path.stat().st_size == 0
+    if not data:
         return True
     try:
-        entries, _ = read_list(path)
-    except DataError:  # unreadable, or no list: a file of another's
+        entries, _ = parse_list(text_lines(data.decode("utf-8-sig")), str(path))
+    except (DataError, UnicodeDecodeError):  # no list: a file of another's
         return False
     return all(_names_synths_video(e.path, e.label) for e in entries)
 
@@ -533,18 +535,21 @@ def _records_synths_videos(made: dict) -> bool:
                               for rel, p in made.items())
 
 
-def _written_by_synth(path: Path, written: dict[str, list[str]] | None, digest: str | None, params: dict) -> bool:
+def _written_by_synth(path: Path, written: dict[str, list[str]] | None, data: bytes | None, digest: str | None,
+                      params: dict) -> bool:
     """Whether the list, params.json or class map at ``path`` is one mme synth wrote: a list or params.json whose
     sha256 ``digest`` (None: unreadable) ``written`` (:func:`_lists_written`) records, or where it records none of
-    that name (an earlier mme's), a list of its videos (:func:`_lines_name_synths_videos`), a params.json of their
-    records (``params``, its JSON object as read: :func:`_records_synths_videos`); or its class names in its
-    order."""
+    that name (an earlier mme's), a list of its videos (its bytes ``data`` as read: :func:`_lines_name_synths_videos`),
+    a params.json of their records (``params``, its JSON object as read: :func:`_records_synths_videos`); or its
+    class names in its order."""
     try:
         if path.name == "classes.json":
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
         if written is None or path.name not in written:
-            return _records_synths_videos(params) if path.name == "params.json" else _lines_name_synths_videos(path)
+            if path.name == "params.json":
+                return _records_synths_videos(params)
+            return _lines_name_synths_videos(path, data)
         return digest in written[path.name]
     except (DataError, OSError):  # unreadable, or no class map: a file of another's
         return False
@@ -571,7 +576,8 @@ def _keep_others_files(root: Path) -> tuple[dict[str, str], dict]:
     digests = {name: _sha256(data) for name, data in found.items()}
     params = _json_object(found.get("params.json"))
     others = [name for name in (*RECORDED, "classes.json")
-              if (root / name).is_file() and not _written_by_synth(root / name, written, digests.get(name), params)]
+              if (root / name).is_file()
+              and not _written_by_synth(root / name, written, found.get(name), digests.get(name), params)]
     if others:
         raise ConfigError(f"out {root}: holds {', '.join(others)}, which mme synth did not write (not lists or "
                           "parameters it wrote, nor its class names) and would replace; choose another folder, or "
@@ -628,7 +634,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     texts["params.json"] = json.dumps(params, indent=1, sort_keys=True) + "\n"
     # The files found and those written next are synth's, whichever it leaves should it stop between them
     atomic_write_text(root / LISTS_WRITTEN, json.dumps(
-        {name: sorted({found.get(name), hashlib.sha256(texts[name].encode()).hexdigest()} - {None})
+        {name: sorted({found.get(name), _sha256(texts[name].encode())} - {None})
          for name in RECORDED}))
     for path in lists.values():
         atomic_write_text(path, texts[path.name])
