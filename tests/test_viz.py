@@ -291,6 +291,23 @@ def test_a_picture_made_from_vizs_keeps_its_comment_and_is_not_taken_for_vizs(tm
         assert out.read_bytes() == before
 
 
+def test_a_marked_video_is_encoded_once_and_holds_the_digest_of_its_frames(tmp_path, monkeypatch):
+    """The marked MP4 was encoded twice (a first time for the digest of its frames, a second for its mark) and the
+    GIF saved twice: each is written once, and its mark holds the digest of the frames it decodes to."""
+    import mme.data.synth as synth
+
+    images = [np.full((32, 32, 3), 10 * k, np.uint8) for k in range(6)]
+    encoded, encode = [], synth.encode_h264
+    monkeypatch.setattr(synth, "encode_h264", lambda *a, **k: encoded.append(k["comment"]) or encode(*a, **k))
+    saved, save = [], Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", lambda im, path, *a, **k: saved.append(path) or save(im, path, *a, **k))
+    for name in ("t.mp4", "t.gif"):
+        viz._save_frames(images, tmp_path / name)
+        with viz._opened_picture(tmp_path / name) as (mark, frames):
+            assert mark == f"{viz.DRAWN_BY} {viz._digest(frames)}"
+    assert len(encoded) == 1 and len(saved) == 1
+
+
 def _png_comment(text: str):
     from PIL import PngImagePlugin
 

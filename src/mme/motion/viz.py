@@ -183,15 +183,20 @@ def _digest(frames: Iterable[np.ndarray]) -> str:
 def _write_marked(out: Path, write: Callable[[Path, str], None], frames_digest: str | None = None) -> None:
     """Write the picture at ``out`` with ``write(path, mark)`` atomically, a failed write an MMEError naming it. Its
     mark holds ``frames_digest``, of the frames a lossless picture decodes to (a PNG's, known before it is written);
-    without it, of the frames written (a GIF's colours are reduced, an MP4 encoded with loss): written twice, the
-    digest read from the first (a comment changes none of its frames)."""
+    without it, of the frames written (a GIF's colours are reduced, an MP4 encoded with loss): written and encoded
+    once, with a placeholder of the digest's length that the digest of its frames then replaces in its bytes (a
+    GIF's comment and an MP4's metadata hold the mark as it is, under no checksum; a comment changes none of the
+    frames)."""
     with writing(out, "nothing is replaced"):
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:  # its suffix kept: PIL takes the format from it
-            if frames_digest is None:
-                write(tmp, DRAWN_BY)
-                frames_digest = _frames_digest(tmp)
-            write(tmp, f"{DRAWN_BY} {frames_digest}")
+            if frames_digest is not None:
+                write(tmp, f"{DRAWN_BY} {frames_digest}")
+            else:
+                placeholder = f"{DRAWN_BY} {'0' * 64}"  # (a sha256 hex digest's length)
+                write(tmp, placeholder)
+                mark = f"{DRAWN_BY} {_frames_digest(tmp)}"
+                tmp.write_bytes(tmp.read_bytes().replace(placeholder.encode(), mark.encode()))
 
 
 @contextlib.contextmanager
