@@ -180,11 +180,11 @@ def check_start_step(step: int, device: torch.device) -> None:
 
 @rank_lost_said()
 def mean_over_ranks(values: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
-    """Scalar metric tensors averaged over ranks (for logging), in float64, as floats: one all-reduce and one copy to
-    the host for all of them."""
+    """Scalar float64 metric tensors (the training loop's sums, cast once as they are summed) averaged over ranks
+    (for logging), as floats: one all-reduce and one copy to the host for all of them."""
     if not values:
         return {}
-    t = torch.stack([v.to(device=device, dtype=torch.float64) for v in values.values()])
+    t = torch.stack([v.to(device) for v in values.values()])
     if get_world_size() > 1:
         dist.all_reduce(t)
         t = t / get_world_size()
