@@ -1017,7 +1017,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
             if decoded != index.pts.tolist():
                 why = (f"the {len(decoded)} decoded frames do not carry the {len(pts)} packets' timestamps in order"
                        + (f" ({recount})" if recount else ""))
-                return _sequential_index(path, len(pts), why, (len(decoded), one_thread))
+                return _sequential_index(path, len(pts), why, decoded, one_thread)
             index.proven, index.one_thread = len(decoded), one_thread
         return index
     except av.error.FFmpegError as e:
@@ -1192,16 +1192,14 @@ def _nal_headers(packet: av.Packet, length_size: int | None) -> list[int] | None
     return None if not headers or any(header & 0x80 for header in headers) else headers
 
 
-def _sequential_index(path: str, packets: int, reason: str,
-                      decoded: tuple[int, bool] | None = None) -> _Index:
+def _sequential_index(path: str, packets: int, reason: str, decoded: list[int | None] | None = None,
+                      one_thread: bool = False) -> _Index:
     """The index of a file read by counting: its frame count and whether it is decoded on one thread from a decode
-    (:func:`_decoded_timestamps`'s, unless ``decoded`` gives them)."""
+    (:func:`_decoded_timestamps`: its timestamps ``decoded`` and ``one_thread`` where the caller has decoded it)."""
     log.debug("%s: %s; its frames are counted from the start of the decode", path, reason)
     if decoded is None:
-        timestamps, one_thread = _decoded_timestamps(path, packets)
-        decoded = len(timestamps), one_thread
-    num_frames, one_thread = decoded
-    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), num_frames, packets, "sequential", reason,
+        decoded, one_thread = _decoded_timestamps(path, packets)
+    return _Index(np.zeros(0, np.int64), np.zeros(0, np.int64), len(decoded), packets, "sequential", reason,
                   one_thread=one_thread)
 
 
