@@ -1547,6 +1547,7 @@ def test_a_vit_g_shaped_model_exports_to_hf_without_a_decoder_of_its_mlp_ratio(t
     ({"num_frames": "4"}, 'num_frames is "4": expected an integer of at least 1'),
     ({"image_size": None}, "image_size is null: expected an integer of at least 1"),
     ({"num_hidden_layers": 1.0}, "num_hidden_layers is 1.0: expected an integer of at least 1"),
+    ({"num_attention_heads": True}, "num_attention_heads is true: expected an integer of at least 1"),
     ({"image_size": [32, 48]}, "image_size is [32, 48]: expected one side (non-square images are not supported)"),
     ({"qv_bias": "false"}, 'qv_bias is "false": expected true or false'),  # (was read as true)
     ({"layer_norm_eps": "1e-12"}, 'layer_norm_eps is "1e-12": expected a positive number'),

@@ -53,10 +53,18 @@ def _plain_int(value: Any) -> int | None:
     return None
 
 
+def as_count(value: Any, least: int) -> int | None:
+    """``value`` as a plain int (:func:`_plain_int`) of at least ``least``; None for anything else (a bool, a float,
+    text, a smaller one). The check of :func:`check_count`, and of callers that say its refusal in their own words
+    (a Hugging Face config's key)."""
+    count = _plain_int(value)
+    return count if count is not None and count >= least else None
+
+
 def check_count(value: Any, least: int, given: str) -> int:
-    """``value`` as a plain int of at least ``least``; anything else (a bool, a float, text, a smaller one) refused in
-    one line naming it as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
-    if (count := _plain_int(value)) is not None and count >= least:
+    """``value`` as a plain int of at least ``least`` (:func:`as_count`); anything else refused in one line naming it
+    as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
+    if (count := as_count(value, least)) is not None:
         return count
     raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
 

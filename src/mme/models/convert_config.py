@@ -16,7 +16,7 @@ from mme.errors import CheckpointError
 from mme.models.config import ModelConfig
 from mme.models.convert import RELEASE_HEADS, encoder_part
 from mme.models.mae import HeadSpec
-from mme.utils import flag, is_positive_number
+from mme.utils import as_count, flag, is_positive_number
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +164,10 @@ def infer_heads(state: dict[str, torch.Tensor], release: bool = False) -> list[H
 
 def _hf_integer(key: str, value, least: int = 1) -> int:
     """``value`` of a Hugging Face config's ``key``: an integer of at least ``least``, else a CheckpointError naming
-    the key (JSON's ``"192"``, ``null`` and ``8.0`` are none)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    the key (JSON's ``"192"``, ``null`` and ``8.0`` are none: :func:`~mme.utils.as_count`)."""
+    if (count := as_count(value, least)) is None:
         raise CheckpointError(f"{key} is {json.dumps(value)}: expected an integer of at least {least}")
-    return value
+    return count
 
 
 def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
