@@ -20,6 +20,7 @@ from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError, DataE
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
 from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model, read_checkpoint
 from mme.models.classifier import VideoClassifier
+from mme.models.convert_config import config_from_hf
 from mme.models.export import export, export_hf, save_pretrained
 from mme.motion.targets import pixel_target
 
@@ -1568,6 +1569,17 @@ def test_a_hf_config_of_a_mistyped_or_null_field_is_one_line_naming_the_file_and
     assert not (tmp_path / "out").exists()
     with pytest.raises(CheckpointError, match="config.json: " + said.split(" ")[0]):
         load_encoder(tmp_path / "hf")
+
+
+def test_a_hf_config_of_numpy_integers_from_python_is_checked_in_one_line():
+    """A VideoMAEConfig dict built in Python may hold numpy integers: one of them below the least was a TypeError
+    (json.dumps of the refusal), not the refusal naming the key."""
+    hf = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
+                                     num_attention_heads=4, intermediate_size=256).to_dict()
+    said = r'^num_hidden_layers is "np\.int64\(0\)": expected an integer of at least 1$'
+    with pytest.raises(CheckpointError, match=said):
+        config_from_hf({**hf, "num_hidden_layers": np.int64(0)})
+    assert config_from_hf({**hf, "num_hidden_layers": np.int64(2)}).depth == 2
 
 
 def test_a_hf_layer_norm_eps_is_honoured_and_written_back(tmp_path):

@@ -166,7 +166,7 @@ def _hf_integer(key: str, value, least: int = 1) -> int:
     """``value`` of a Hugging Face config's ``key``: an integer of at least ``least``, else a CheckpointError naming
     the key (JSON's ``"192"``, ``null`` and ``8.0`` are none: :func:`~mme.utils.as_count`)."""
     if (count := as_count(value, least)) is None:
-        raise CheckpointError(f"{key} is {json.dumps(value)}: expected an integer of at least {least}")
+        raise CheckpointError(f"{key} is {json.dumps(value, default=repr)}: expected an integer of at least {least}")
     return count
 
 
