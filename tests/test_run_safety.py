@@ -143,8 +143,9 @@ def test_a_folder_whose_lock_file_was_replaced_is_no_longer_written_by_its_job(t
     out, partial = run_folder.take(tmp_path / "run"), run_folder.take(tmp_path / "e.npy.partial", "--out (its partial "
                                                                                                   "results)")
     try:
-        old = ckpt.checkpoint_path(out, 1)
-        old.write_bytes(b"this run's")
+        old = [ckpt.checkpoint_path(out, step) for step in (1, 2)]
+        for p in old:
+            p.write_bytes(b"this run's")
         for folder in (out, partial):
             (folder / ".lock").unlink()
             (folder / ".lock").write_text("PID 1 on another host\n")
@@ -152,16 +153,44 @@ def test_a_folder_whose_lock_file_was_replaced_is_no_longer_written_by_its_job(t
         with pytest.raises(FolderReplaced, match=rf"^train.out_dir {re.escape(str(out))}{replaced}"):
             ckpt.rotate(out, 1)
         with pytest.raises(FolderReplaced, match=rf"^train.out_dir {re.escape(str(out))}{replaced}"):
-            ckpt.save_checkpoint({"step": 2}, out, keep_last=1)
+            ckpt.save_checkpoint({"step": 3}, out, keep_last=1)
         with pytest.raises(FolderReplaced, match=rf"^--out \(its partial results\) {re.escape(str(partial))}"
                                                  rf"{replaced}"):
             _write_part(partial, "r0", {"index": np.arange(2), "failed": np.zeros(0, np.int64)})
-        assert sorted(p.name for p in out.iterdir()) == [".lock", old.name] and old.read_bytes() == b"this run's"
+        assert sorted(p.name for p in out.iterdir()) == [".lock", *(p.name for p in old)]
+        assert {p.read_bytes() for p in old} == {b"this run's"}
         assert sorted(p.name for p in partial.iterdir()) == [".lock"]
     finally:
         unlock_folder()
-    ckpt.save_checkpoint({"step": 2}, out, keep_last=1)  # unlocked: written, and the rotation removes step 1
-    assert ckpt.list_checkpoints(out) == [ckpt.checkpoint_path(out, 2)]
+    ckpt.save_checkpoint({"step": 3}, out, keep_last=1)  # unlocked: written, and the rotation removes steps 1, 2
+    assert ckpt.list_checkpoints(out) == [ckpt.checkpoint_path(out, 3)]
+
+
+def test_log_rewrites_and_a_rewinds_log_copy_refuse_a_folder_taken_by_another_job(tmp_path):
+    """The logs cut back at a resume (metrics.jsonl, metrics.csv), the table widened by a new column and a rewind's
+    copy of the logs are written through atomic_path, which checks the folder's lock (before: they wrote into a folder
+    another job had made anew, as no check was called for them)."""
+    from mme.train.metrics import CSVLogger, JSONLLogger
+
+    out = run_folder.take(tmp_path / "run")
+    try:
+        table = CSVLogger(out / "metrics.csv")
+        table.log({"loss": 1.0}, 1)
+        (out / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+        ckpt.checkpoint_path(out, 2).write_bytes(b"a later checkpoint")
+        (out / ".lock").unlink()
+        (out / ".lock").write_text("PID 1 on another host\n")
+        theirs = {p.name: p.read_bytes() for p in out.iterdir()}
+        replaced = rf"^train.out_dir {re.escape(str(out))} was removed or replaced while this run used it"
+        with pytest.raises(FolderReplaced, match=replaced):
+            JSONLLogger(out / "metrics.jsonl", resume_step=1)
+        with pytest.raises(FolderReplaced, match=replaced):
+            table.log({"loss": 0.5, "val_top1": 0.25}, 2)
+        with pytest.raises(FolderReplaced, match=replaced):
+            run_folder.keep_logs_of_rewind(out, 1)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs
+    finally:
+        unlock_folder()
 
 
 def test_a_folder_on_a_file_system_without_locks_is_used_with_a_warning(tmp_path, monkeypatch, caplog):

@@ -167,8 +167,10 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`.
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
-    same thread's, inside this block, is a RuntimeError (it would wait for itself)."""
+    same thread's, inside this block, is a RuntimeError (it would wait for itself). Nothing is written into a folder
+    this process locked that was removed or replaced since (:func:`check_path_held`)."""
     path = Path(path)
+    check_path_held(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     if file_identity(tmp) in _writing.temps:
         raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
@@ -339,7 +341,9 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
 def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) -> Iterator[None]:
     """A write of ``path`` in the block that fails (an OSError) is ``error`` naming the file, the reason, the MiB
     free there where it may be for want of space (:func:`may_want_space`), and ``then`` (what is kept, how to go
-    on)."""
+    on). Nothing is written into a folder this process locked that was removed or replaced since
+    (:func:`check_path_held`)."""
+    check_path_held(path)
     try:
         yield
     except OSError as e:
@@ -352,7 +356,9 @@ def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool
     """A removal in the block (or what ``done`` says: a move, a folder made) that fails (a read-only folder, an
     immutable or busy file, another user's in a shared folder) is an MMEError naming the file the error names (else
     ``path``), the reason and ``then`` (what the file is, what is kept, how to go on); with ``warn``, a warning saying
-    the same, the rest of the block skipped."""
+    the same, the rest of the block skipped. Nothing is removed from a folder this process locked that was removed
+    or replaced since (:func:`check_path_held`)."""
+    check_path_held(path)
     try:
         yield
     except OSError as e:
@@ -810,6 +816,18 @@ def check_folder_held(folder: str | Path) -> None:
     if (held := _replaced_lock(folder)) is not None:
         raise FolderReplaced(f"{held.option} {folder} was removed or replaced while this run used it; nothing written "
                              f"there (what this run wrote there before is kept only where the folder still holds it)")
+
+
+def check_path_held(path: str | Path) -> None:
+    """:func:`check_folder_held` of each folder this process locked that is ``path`` or holds it: what every write
+    and removal by path goes through (:func:`atomic_path`, :func:`writing`, :func:`removing`). Nothing is looked up
+    where the process locks no folder."""
+    if not _locked:
+        return
+    where = Path(path).resolve()
+    for folder in list(_locked):
+        if folder == where or folder in where.parents:
+            check_folder_held(folder)
 
 
 @contextlib.contextmanager

@@ -185,7 +185,6 @@ def _writing(path: Path, partial: Path) -> contextlib.AbstractContextManager[Non
 
 def _write_part(partial: Path, tag: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write one part atomically as ``part-<first row>-<tag>.npz`` (``tag``: the writing rank, ``r0``, ...)."""
-    check_folder_held(partial)
     first = min(np.concatenate([arrays["index"], arrays["failed"]]))
     path = partial / f"part-{first:09d}-{tag}.npz"
     with _writing(path, partial), atomic_path(path) as tmp:

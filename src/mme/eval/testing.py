@@ -23,7 +23,6 @@ from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
     atomic_path,
     atomic_write_json,
-    check_folder_held,
     error_reason,
     literal,
     literal_text,
@@ -389,7 +388,6 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: st
     log.info("%s: top-1 %.2f%%  %s  mean class accuracy %.2f%%  (%d videos x %d views, %d failed)", name,
              100 * report["top1"], top5_said(report), 100 * report["mean_class_accuracy"], report["num_samples"],
              report["views_per_video"], len(report["failures"]))
-    check_folder_held(out_dir)
     with writing(out_dir / data, then):
         atomic_write_json(out_dir / data, report)
     try:

@@ -366,7 +366,8 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     made = 0
     done = in_workers(_work, jobs, workers, _died)
     for path, err, written in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):
-        check_folder_held(lock)  # (--out removed: the next videos' files would go into another job's)
+        # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
+        check_folder_held(lock)
         made += written
         if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
             failed[path] = err
@@ -375,7 +376,6 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
               "skipped": skipped + len(jobs) - made - len(failed),
               "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
               "options": asdict(opts)}
-    check_folder_held(lock)
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
     return report_file, report

@@ -38,7 +38,6 @@ from mme.utils import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
-    check_folder_held,
     cpu_name,
     git_sha,
     removing,
@@ -72,7 +71,6 @@ def keep_of_epoch(path: Path, epoch: int, step: int) -> Path:
     that cannot be removed (an immutable or busy file) is a warning naming it, left beside the new one, as rotation's
     failed deletions are."""
     path = Path(path)
-    check_folder_held(path.parent)
     kept = path.with_name(f"checkpoint-epoch-{epoch:04d}-{step:08d}.pt")
     for earlier in kept_checkpoints(path.parent):
         if kept_epoch_step(earlier)[0] == epoch:
@@ -119,8 +117,7 @@ def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None)
     B'): an OSError (a full disk's errno), or a KeyboardInterrupt (a second Ctrl-C, SIGTERM's ``Terminated``), which
     stops the command as an interrupt. torch's own failures (no memory for a GPU tensor's copy) raise its
     RuntimeError. Nothing is written, nor removed, in an ``out_dir`` that was removed or replaced since this process
-    locked it (:func:`mme.utils.check_folder_held`)."""
-    check_folder_held(out_dir)
+    locked it (:func:`mme.utils.check_path_held`)."""
     path = checkpoint_path(out_dir, int(state["step"]))
     with atomic_path(path, sync=True) as tmp, open(tmp, "wb") as f:
         try:
@@ -136,7 +133,6 @@ def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None)
 def rotate(out_dir: Path, keep_last: int | None) -> None:
     """Delete all but the newest ``keep_last`` checkpoints (None: keep all); a failed deletion only warns."""
     if keep_last:
-        check_folder_held(out_dir)  # (another job's checkpoints, where another job made the folder anew)
         for old in list_checkpoints(out_dir)[:-keep_last]:
             with removing(old, f"an old checkpoint, left beside the newest {keep_last} (train.keep_last)", warn=True):
                 old.unlink()
@@ -229,7 +225,6 @@ def run_meta(device: torch.device, precision: str, precision_reason: str, world_
 def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config.yaml`` (the resolved config as a recipe: :func:`mme.train.engine.as_recipe`) and ``run.json``
     (meta), atomically; a failed write (a full disk) is an MMEError naming the file."""
-    check_folder_held(out_dir)
     config_yaml, run_json = Path(out_dir) / "config.yaml", Path(out_dir) / "run.json"
     with writing(config_yaml):
         atomic_write_text(config_yaml, yaml.safe_dump(config, sort_keys=False))

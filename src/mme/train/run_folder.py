@@ -4,7 +4,8 @@
   (:func:`mme.utils.lock_folder`; ``unlock_folder`` releases it); a second job on the folder is refused, naming the
   holder's PID and host (on a file system without ``flock``, the folder is used unlocked, with a warning). The lock
   holds only while its file is there: before each write or removal by path the run checks that the folder's
-  ``.lock`` is still the one it holds (:func:`mme.utils.check_folder_held`), and stops where the folder was removed
+  ``.lock`` is still the one it holds (:func:`mme.utils.check_path_held`, which
+  ``atomic_path``, ``writing`` and ``removing`` call), and stops where the folder was removed
   and made again by another job.
 - **One run per folder**: ``run.json`` records the run's identity (``run_id``, start time, seed, config hash) and
   every checkpoint carries the ``run_id``. A fresh run refuses a folder that holds another run's checkpoints: it
@@ -36,7 +37,6 @@ from mme.models.checkpoint import torch_load
 from mme.train import checkpoint as ckpt
 from mme.utils import (
     atomic_path,
-    check_folder_held,
     folder_replaced,
     lock_folder,
     remove_stale_temps_in,
@@ -206,7 +206,6 @@ def set_aside_after(out_dir: Path, resumed: int) -> None:
     branch's first checkpoint, not at its start: a rewind that fails before it leaves the folder as it was. A
     checkpoint that cannot be moved (a read-only folder, an immutable or busy file) is an MMEError naming it and the
     reason, those moved before it put back: else ``train.resume=auto`` took the newest of the branch left."""
-    check_folder_held(out_dir)
     later = _later(out_dir, resumed)
     if not later:
         return
