@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import av
 import numpy as np
@@ -199,6 +200,54 @@ def test_caches_another_job_makes_after_the_start_check_are_looked_at_again_befo
         f"run: 8). Resume with the settings they were made with, or pass --overwrite to make them again")
     assert cache_meta(cache_file(out, "b.mp4"))["seed_stride"] == 4  # the other job's files, as it made them
     assert cache_file(out, "one.mp4").stat().st_mtime_ns == made["one"]
+
+
+def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monkeypatch):
+    """Two extractions into one --out starting the same video at the same instant: each looked at its file just
+    before making it, found none, and both made it. Its making holds the file's lock: the second waits, then finds
+    it made and skips it; no lock file is left."""
+    from mme.data.lists import read_list
+
+    (videos / "b1.txt").write_text("b.mp4\n")
+    out = tmp_path / "cache"
+    opts = ExtractOptions(length=2, short_side=64)
+    jobs = [extract._share_jobs(read_list(str(videos / "b1.txt"))[0], str(videos), str(out), opts, False)[0][0]
+            for _ in range(2)]
+    real, made = extract.extract_video, []
+
+    def slow(*args):  # the making takes a while: the other job starts meanwhile
+        made.append(threading.current_thread().name)
+        time.sleep(0.5)
+        real(*args)
+
+    monkeypatch.setattr(extract, "extract_video", slow)
+    results = {}
+    threads = [threading.Thread(target=lambda j=j, n=n: results.__setitem__(n, extract._work(j)), name=n)
+               for n, j in zip(("first", "second"), jobs)]
+    threads[0].start()
+    time.sleep(0.2)
+    threads[1].start()
+    for t in threads:
+        t.join(30)
+    assert made == ["first"]
+    assert results == {"first": (str(videos / "b.mp4"), None, True), "second": (str(videos / "b.mp4"), None, False)}
+    assert other_settings(cache_file(out, "b.mp4"), opts) == {}
+    assert sorted(p.name for p in cache_file(out, "b.mp4").parent.iterdir()) == ["b.mp4.tracks"]
+
+
+def test_a_damaged_cache_file_to_make_again_is_read_and_warned_about_once(videos, tmp_path, caplog):
+    """A damaged cache file is made again: it was read and warned about at the start's look and again at the look
+    just before the video is made; the second look reads only a file made since the first."""
+    (videos / "b1.txt").write_text("b.mp4\n")
+    out = tmp_path / "cache"
+    cache_file(out, "b.mp4").parent.mkdir(parents=True)
+    cache_file(out, "b.mp4").write_bytes(b"not a cache")
+    with caplog.at_level(logging.WARNING, logger="mme.extract"):
+        assert cli(["extract", str(videos / "b1.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+                    "--short-side", "64"]) == 0
+    said = [r.getMessage() for r in caplog.records if "not a valid mme track cache" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"extract: {cache_file(out, 'b.mp4')}: not a valid"), said
+    assert other_settings(cache_file(out, "b.mp4"), ExtractOptions(length=2, short_side=64)) == {}
 
 
 def test_a_cache_records_its_decoder_and_a_resume_with_another_is_refused(videos, tmp_path, capsys):

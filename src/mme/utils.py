@@ -195,14 +195,20 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the file at ``path`` (made if need be, and left there) for the block: one holder at
+def exclusive_lock(path: str | Path, remove: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on the file at ``path`` (made if need be, its folder too) for the block: one holder at
     a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
-    (:func:`_flock`)."""
-    fd = _locked_file(Path(path))
+    (:func:`_flock`). The file is left there, or with ``remove`` removed at the block's end while it is held (a
+    waiter then makes and locks a new one: :func:`_locked_file`); one a killed holder left locks nothing (the
+    kernel releases a dead process's ``flock``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _locked_file(path)
     try:
         yield
     finally:
+        if remove:
+            path.unlink(missing_ok=True)
         os.close(fd)
 
 

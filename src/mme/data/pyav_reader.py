@@ -834,7 +834,6 @@ class _Index:
         if self.store is None or self.stored == self.state():
             return
         try:
-            self.store.parent.mkdir(parents=True, exist_ok=True)
             with exclusive_lock(self.store.parent / INDEX_LOCK):
                 self._join_and_write()
         except OSError as e:

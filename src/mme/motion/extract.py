@@ -53,6 +53,8 @@ from mme.utils import (
     atomic_write_text,
     check_folder_held,
     check_output,
+    exclusive_lock,
+    identity_or_none,
     in_workers,
     launch_ranks,
     lock_folder,
@@ -100,6 +102,14 @@ class ExtractOptions:
         choose_device(self.device, option="--device")  # checked here, resolved by run (a bare cuda: the rank's GPU)
 
     @property
+    def torch_device(self) -> torch.device:
+        """``device`` as torch's: one device named (run's resolved one) is taken as checked at construction, so a
+        job's videos do not check it again; 'auto' or a bare 'cuda' (a caller other than run) is resolved."""
+        if self.device != "auto" and ((named := torch.device(self.device)).type != "cuda" or named.index is not None):
+            return named
+        return choose_device(self.device, option="--device")
+
+    @property
     def batched(self) -> bool:
         """Whether the tracks are made batched on ``device`` (:func:`mme.motion.tracks.track_in_step`)."""
         return self.flow in STEP_FLOWS and not self.compensate
@@ -131,7 +141,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
                     resize=RESIZE, tracker=TRACKER, **made_of)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
-        dev = choose_device(opts.device, option="--device")  # auto or cuda from a caller other than run: resolved
+        dev = opts.torch_device
         grid = (h // opts.seed_stride, w // opts.seed_stride)
         with track_writer(out_path, meta, n, grid, opts.compensate) as write:  # chunk by chunk: not held whole
             for a in range(0, n, opts.chunk):
@@ -201,16 +211,21 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
 
 
 class _Job(NamedTuple):
-    """One video to extract: its file, its cache file (``target``) and the settings; ``listed``: its path as the
-    list gives it, under ``out``; ``recheck``: whether to look at ``target`` again just before the video is made
-    (not with ``--overwrite``)."""
+    """One video to extract: its file, its path as the list gives it (``listed``, whose cache file under ``out`` is
+    :attr:`target`) and the settings; ``recheck``: whether to look at ``target`` again just before the video is made
+    (not with ``--overwrite``), where it is another file than the start looked at (``seen``, its device and inode;
+    None: none there), so that a file the start read (and warned about) is not read again."""
 
     video: str
-    target: str
-    opts: ExtractOptions
     listed: str
     out: str
+    opts: ExtractOptions
     recheck: bool
+    seen: tuple[int, int] | None
+
+    @property
+    def target(self) -> Path:
+        return cache_file(self.out, self.listed)
 
 
 def _died(job: _Job, how: str) -> tuple[str, str | None, bool]:
@@ -220,15 +235,19 @@ def _died(job: _Job, how: str) -> tuple[str, str | None, bool]:
 def _work(job: _Job) -> tuple[str, str | None, bool]:
     """Make one video's cache file: (its path, the error or None, whether it was made). Another job on the same
     ``--out`` (another list sharing videos) may have made the file since this one's start: one made with these
-    settings is skipped, one made otherwise fails the video with the start's refusal."""
+    settings is skipped, one made otherwise fails the video with the start's refusal. The look and the making hold
+    the file's lock (:func:`mme.utils.exclusive_lock`), so that a job that starts the video while another makes it
+    waits, then finds it made."""
+    target = job.target
     try:
-        if job.recheck:
-            found = _caches_there(job.out, job.listed, job.opts, job.video)
-            if {} in found:
-                return job.video, None, False
-            if found:
-                return job.video, _refusal(job.out, {job.listed: found[0]}), False
-        extract_video(job.video, job.target, job.opts)
+        with exclusive_lock(target.with_name(f".{target.name}.lock"), remove=True):
+            if job.recheck and identity_or_none(target) != job.seen:
+                differ = other_settings(target, job.opts, job.video)
+                if differ == {}:
+                    return job.video, None, False
+                if differ:
+                    return job.video, _refusal(job.out, {job.listed: differ}), False
+            extract_video(job.video, target, job.opts)
         return job.video, None, True
     except NoSpaceError:  # not this video's fault: the job stops
         raise
@@ -326,13 +345,14 @@ def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite
         target = cache_file(out, e.path)
         targets.add(target)
         video = resolve(e, root)
+        seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
         found = [] if overwrite else _caches_there(out, e.path, opts, video)
         if {} in found:
             skipped += 1
             continue
         if found:
             clashes[e.path] = found[0]
-        jobs.append(_Job(video, str(target), opts, e.path, out, not overwrite))
+        jobs.append(_Job(video, e.path, out, opts, not overwrite, seen))
     if (why := _refusal(out, clashes)) is not None:
         raise ConfigError(why)
     return jobs, skipped, targets
