@@ -250,6 +250,24 @@ def test_a_damaged_cache_file_to_make_again_is_read_and_warned_about_once(videos
     assert other_settings(cache_file(out, "b.mp4"), ExtractOptions(length=2, short_side=64)) == {}
 
 
+def test_a_cache_files_settings_are_read_by_one_helper_for_the_resume_check_and_the_advice(videos, tmp_path):
+    """made_settings: what extract's resume check (other_settings) and a run's advice (resume_settings) read of a
+    file; the advice leaves out a default bound and takes the run's decoder where it reads the same frames."""
+    from mme.motion.cache import made_settings, resume_settings
+
+    made = cache_file(tmp_path, "b.mp4")
+    opts = ExtractOptions(length=2, short_side=64, seed_stride=4)
+    extract.extract_video(str(videos / "b.mp4"), made, opts)
+    meta = cache_meta(made)
+    settings = made_settings(meta)
+    assert settings == {"length": 2, "short_side": 64, "seed_stride": 4, "flow": DEFAULT_FLOW, "compensate": False,
+                        "max_disp": float(meta["max_disp"]), "orientation": "coded", "backend": "pyav"}
+    assert resume_settings(meta, "pyav-cuda") == {**settings, "max_disp": None, "backend": "pyav-cuda"}
+    assert other_settings(made, opts) == {}
+    assert other_settings(made, dataclasses.replace(opts, seed_stride=8, max_disp=1.0)) == {
+        "seed_stride": (4, 8), "max_disp": (round(settings["max_disp"], 4), 1.0)}
+
+
 def test_a_cache_records_its_decoder_and_a_resume_with_another_is_refused(videos, tmp_path, capsys):
     """OpenCV reads other frames than PyAV on some files (docs/data.md): a cache made with one is a setting that
     differs for a resume with the other (before: "already complete"). PyAV on the GPU reads the CPU's frames; a file

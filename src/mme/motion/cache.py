@@ -486,19 +486,29 @@ def extract_flags(target, data, short_side: int, seed_stride: int, overwrite: bo
                           data.orientation, data.backend, overwrite)
 
 
+def made_settings(meta: dict) -> dict:
+    """The extraction settings the cache file of ``meta`` was made with: ``length``, ``short_side`` (of its working
+    frames), ``seed_stride``, ``flow``, ``compensate``, ``max_disp`` (as held), ``orientation`` (older files:
+    coded) and ``backend`` (:func:`cache_backend`). A KeyError, TypeError or ValueError where ``meta`` lacks one."""
+    w, h = meta["work_size"]
+    return dict(length=int(meta["length"]), short_side=min(w, h), seed_stride=int(meta["seed_stride"]),
+                flow=meta["flow"], compensate=bool(meta["compensate"]), max_disp=float(meta["max_disp"]),
+                orientation=meta.get("orientation", "coded"), backend=cache_backend(meta))
+
+
 def resume_settings(meta: dict, backend: str) -> dict:
     """The settings the cache file of ``meta`` was made with, as :func:`command_flags` takes them, which a resumed
     extraction into its cache takes (it refuses files made with others): ``max_disp`` None where the file's is
     extract's default for its working frames; the decoder ``backend`` (the run's) where it reads the file's frames
     (:func:`same_frames`: a file made with pyav-cuda on a GPU is resumed with pyav on a machine without one), else
     the file's."""
+    made = made_settings(meta)
     w, h = meta["work_size"]
-    held = float(meta["max_disp"])
-    max_disp = None if round(held, 4) == round(default_max_disp(h, w), 4) else held
-    return dict(length=int(meta["length"]), short_side=min(w, h), seed_stride=int(meta["seed_stride"]),
-                flow=meta["flow"], compensate=bool(meta["compensate"]), max_disp=max_disp,
-                orientation=meta.get("orientation", "coded"),
-                backend=backend if same_frames(cache_backend(meta), backend) else cache_backend(meta))
+    if round(made["max_disp"], 4) == round(default_max_disp(h, w), 4):
+        made["max_disp"] = None
+    if same_frames(made["backend"], backend):
+        made["backend"] = backend
+    return made
 
 
 def extract_flags_as_fine(target, data, run_seed_stride: int, short_side: int = SHORT_SIDE,

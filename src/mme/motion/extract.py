@@ -34,9 +34,9 @@ from mme.motion.cache import (
     RESIZE,
     SHORT_SIDE,
     V1_SUFFIX,
-    cache_backend,
     cache_file,
     cache_meta,
+    made_settings,
     quantise,
     same_frames,
     same_source,
@@ -181,11 +181,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
         return None
     try:
         meta = cache_meta(out_path)
-        work_w, work_h = meta["work_size"]
-        have = dict(short_side=min(work_w, work_h), seed_stride=meta["seed_stride"], flow=meta["flow"],
-                    compensate=meta["compensate"], orientation=meta.get("orientation", "coded"),
-                    max_disp=round(float(meta["max_disp"]), 4))
-        length, backend = int(meta["length"]), cache_backend(meta)
+        have = made_settings(meta)
     except (MMEError, KeyError, TypeError, ValueError) as e:
         why = e.__cause__ if isinstance(e, MMEError) and e.__cause__ is not None else e  # (not the advice to re-run)
         log.warning("extract: %s: not a valid mme track cache (%s: %s); made again", out_path, type(why).__name__, why)
@@ -199,14 +195,16 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     if (why := stale(meta)) is not None:
         log.info("extract: %s: %s: made again", out_path, why)
         return None
+    work_w, work_h = meta["work_size"]
     bound = default_max_disp(work_h, work_w) if opts.max_disp is None else opts.max_disp
+    have["max_disp"] = round(have["max_disp"], 4)
     want = dict(short_side=opts.short_side, seed_stride=opts.seed_stride, flow=opts.flow, compensate=opts.compensate,
                 orientation=opts.orientation, max_disp=round(bound, 4))
-    differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
-    if length < opts.length:
-        differ["length"] = (length, opts.length)
-    if not same_frames(backend, opts.backend):
-        differ["backend"] = (backend, opts.backend)
+    differ = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+    if have["length"] < opts.length:
+        differ["length"] = (have["length"], opts.length)
+    if not same_frames(have["backend"], opts.backend):
+        differ["backend"] = (have["backend"], opts.backend)
     return differ
 
 
