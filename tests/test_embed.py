@@ -779,6 +779,24 @@ def test_a_damaged_or_missing_sidecar_beside_embedded_features_is_named_and_made
             embed(ckpt, root / "list.txt", out, **kw)
 
 
+def test_the_refusal_of_files_mme_embed_did_not_write_reads_their_sidecar_once(tmp_path, monkeypatch):
+    """The refusal of a user's features and sidecar cut short read the sidecar three times (its damage, whose files
+    they are, how it is cut): it is read once and each check goes by what was read."""
+    from mme.eval import features
+
+    out, side = tmp_path / "f.npy", tmp_path / "f.npy.json"
+    np.save(out, np.zeros((2, 3), np.float32))
+    side.write_bytes(b'{\n  "jo')
+    reads, read_bytes, read_text = [], Path.read_bytes, Path.read_text
+    monkeypatch.setattr(Path, "read_bytes", lambda p: (reads.append(p), read_bytes(p))[1])
+    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: (reads.append(p), read_text(p, *a, **k))[1])
+    with pytest.raises(ConfigError, match=rf"^--out {out}: its sidecar f\.npy\.json is cut short \(7 B\), too little "
+                                          r"to tell whether mme embed wrote it .* give --overwrite to replace f\.npy, "
+                                          r"f\.npy\.json, or another --out$"):
+        features.refuse_unowned(out)
+    assert reads == [side]
+
+
 @pytest.mark.parametrize("kept", [0, 18])
 def test_a_npy_sidecar_cut_too_short_to_tell_is_refused_as_such(kept, own_root, tmp_path):
     """mme embed's own .npy sidecar cut before the bytes that tell it mme embed's (0 B after a full disk) was refused

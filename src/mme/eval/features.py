@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -334,11 +334,33 @@ def _sidecar_file(out: Path) -> Path:
 def _embed_sidecar(out: Path) -> dict[str, Any] | None:
     """The sidecar ``<out>.json`` where it is mme embed's (recording its job), finished or not
     (:func:`write_features`), else None (none there, or a file of the user's by that name)."""
+    return _embed_info(_read_sidecar(out).text)
+
+
+def _embed_info(sidecar: bytes | None) -> dict[str, Any] | None:
+    """:func:`_embed_sidecar` of a sidecar's bytes (None: not read)."""
     try:
-        info = json.loads(_sidecar_file(out).read_text())
-    except (OSError, ValueError):
+        info = json.loads(sidecar) if sidecar is not None else None
+    except ValueError:
         return None
     return info if isinstance(info, dict) and isinstance(info.get("job"), dict) else None
+
+
+class _Sidecar(NamedTuple):
+    """The sidecar of a features file as read once (:func:`_read_sidecar`): its bytes, None where they could not be
+    read; ``gone``: there is none."""
+
+    text: bytes | None
+    gone: bool
+
+
+def _read_sidecar(out: Path) -> _Sidecar:
+    try:
+        return _Sidecar(_sidecar_file(out).read_bytes(), False)
+    except FileNotFoundError:
+        return _Sidecar(None, True)
+    except OSError:  # (unreadable: a folder of that name, another user's file kept to themselves)
+        return _Sidecar(None, False)
 
 
 SIDECAR_STARTS = (b'{\n  "checkpoint": "', b'{\n  "job": {\n    "checkpoint": "')
@@ -351,22 +373,22 @@ SAFETENSORS_STARTS = b'{"__metadata__":{"info":"{\\"checkpoint\\": \\"'
 metadata's ``info``, the job's first key first. A file cut inside its header is mme embed's only where it begins so."""
 
 
-def _sidecar_damage(out: Path) -> str | None:
-    """What is wrong with the sidecar of ``out`` where it does not parse (cut short: a full disk, a copy stopped
+def _sidecar_damage(out: Path, sidecar: _Sidecar) -> str | None:
+    """What is wrong with the ``sidecar`` of ``out`` where it does not parse (cut short: a full disk, a copy stopped
     half-way) or is gone, while the files are mme embed's by what they hold (:func:`_written_by_embed`): such files
     are mme embed's, damaged, not the user's. None otherwise."""
     side = _sidecar_file(out)
-    try:
-        text = side.read_bytes()
-        json.loads(text)
+    if sidecar.gone:
+        damage = f"{side} is missing"
+    elif sidecar.text is None:
         return None
-    except FileNotFoundError:
-        text, damage = None, f"{side} is missing"
-    except ValueError as e:
-        damage = f"{side}: damaged ({error_reason(e)})"
-    except OSError:
-        return None
-    return damage if _written_by_embed(out, text) else None
+    else:
+        try:
+            json.loads(sidecar.text)
+            return None
+        except ValueError as e:
+            damage = f"{side}: damaged ({error_reason(e)})"
+    return damage if _written_by_embed(out, sidecar.text) else None
 
 
 def _written_by_embed(out: Path, sidecar: bytes | None) -> bool:
@@ -402,17 +424,17 @@ def _written_by_embed(out: Path, sidecar: bytes | None) -> bool:
     return isinstance(info, dict) and isinstance(info.get("job"), dict)
 
 
-def _unowned_files(out: Path, tokens: bool = False) -> list[Path]:
-    """The files at ``out`` (the features file, its sidecar and, a ``.npy`` with ``tokens``, its token grids) that
-    mme embed did not write, its sidecar whole or not there beside features of the user's (:func:`refuse_unowned`
-    takes damaged ones first). They are an earlier mme embed's where the sidecar is one (the grids where it records
-    them), or where a job's partial folder is (a job begun there, which a rerun resumes); any other file of those
-    names is the user's."""
+def _unowned_files(out: Path, tokens: bool, sidecar: bytes | None) -> list[Path]:
+    """The files at ``out`` (the features file, its ``sidecar``, as read, and, a ``.npy`` with ``tokens``, its token
+    grids) that mme embed did not write, its sidecar whole or not there beside features of the user's
+    (:func:`refuse_unowned` takes damaged ones first). They are an earlier mme embed's where the sidecar is one (the
+    grids where it records them), or where a job's partial folder is (a job begun there, which a rerun resumes); any
+    other file of those names is the user's."""
     side = _sidecar_file(out)
     present = [p for p in (out, side, *([_tokens_file(out)] if tokens and out.suffix == ".npy" else [])) if p.exists()]
     if not present or (out.with_name(out.name + ".partial") / "job.json").is_file():
         return []
-    earlier = _embed_sidecar(out)
+    earlier = _embed_info(sidecar)
     ours = set() if earlier is None else {out, side, *([_tokens_file(out)] if earlier.get("tokens") else [])}
     return [p for p in present if p not in ours]
 
@@ -422,17 +444,18 @@ def refuse_unowned(out: Path, tokens: bool = False, overwrite: bool = False, pro
     (:func:`_unowned_files`), before any embedding; mme embed's own with a damaged or missing sidecar
     (:func:`_sidecar_damage`) are warned about and made again. ``probe_out``: the --out of mme probe, in whose
     features/ folder ``out`` is (mme probe has no --overwrite: the way on is to move them)."""
-    if damage := _sidecar_damage(out):
+    sidecar = _read_sidecar(out)  # (once: the checks below all go by it)
+    if damage := _sidecar_damage(out, sidecar):
         log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
         return
-    theirs = _unowned_files(out, tokens)
+    theirs = _unowned_files(out, tokens, sidecar.text)
     if not theirs or overwrite:
         return
     names = ", ".join(p.name for p in theirs)
     if probe_out is not None:
         raise ConfigError(f"--out {probe_out}: {out.parent} holds files mme probe did not write ({names}); move them "
                           f"away, or give another --out")
-    if (cut := _sidecar_cut_too_short(out)) is not None:
+    if (cut := _sidecar_cut_too_short(sidecar.text)) is not None:
         raise ConfigError(f"--out {out}: its sidecar {_sidecar_file(out).name} is {cut}, too little to tell whether "
                           f"mme embed wrote it (a full disk, a copy stopped half-way); give --overwrite to replace "
                           f"{names}, or another --out")
@@ -440,12 +463,10 @@ def refuse_unowned(out: Path, tokens: bool = False, overwrite: bool = False, pro
                       f"replace them, or another --out")
 
 
-def _sidecar_cut_too_short(out: Path) -> str | None:
-    """How the sidecar of ``out`` is damaged where it is cut before the bytes that tell mme embed's
+def _sidecar_cut_too_short(text: bytes | None) -> str | None:
+    """How a sidecar (its bytes, None: not read) is damaged where it is cut before the bytes that tell mme embed's
     (:data:`SIDECAR_STARTS`), which it begins as: 'empty' or 'cut short (N B)'; None otherwise."""
-    try:
-        text = _sidecar_file(out).read_bytes()
-    except OSError:
+    if text is None:
         return None
     if not any(len(text) < len(start) and start.startswith(text) for start in SIDECAR_STARTS):
         return None
