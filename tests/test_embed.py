@@ -1227,3 +1227,25 @@ def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monk
     finally:
         if td.is_initialized():  # left up: not for the later tests of this process
             td.destroy_process_group()
+
+
+def test_extract_features_records_and_logs_the_precision_auto_resolved_to(setup, monkeypatch, caplog):
+    """extract_features' default precision 'auto' gives bf16 where bf16 is native (AMX CPUs) and fp32 elsewhere:
+    the same script's features differed between the two kinds of CPU (max rel. diff 0.003), and nothing said which
+    was used. ``Features.precision`` records it and one INFO line gives it with its reason, as mme embed's does
+    (auto pinned by MME_AUTO_PRECISION here, so the test holds on either kind of CPU)."""
+    root, ckpt = setup
+    enc = load_encoder(ckpt)
+    ds = build_test_set(root / "list.txt", enc.cfg, clips=1, crops=1, stride=2, root=str(root))
+    for pinned in ("fp32", "bf16"):
+        monkeypatch.setenv("MME_AUTO_PRECISION", pinned)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme.eval.features"):
+            features = extract_features(enc, ds, batch_size=4, progress=False)
+        assert features.precision == pinned
+        said = [r.getMessage() for r in caplog.records if r.name == "mme.eval.features"]
+        assert said == [f"extract_features: 8 videos; cpu, precision {pinned} (auto: MME_AUTO_PRECISION={pinned} in "
+                        f"the environment)"]
+    asked = extract_features(enc, ds, batch_size=4, progress=False, precision="fp32")
+    assert asked.precision == "fp32"
+    assert not torch.equal(asked.x[asked.valid], features.x[features.valid])  # bf16's rows are not fp32's

@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,6 +73,8 @@ class Features:
     """``{"index", "error"}`` for every failed video."""
     tokens: torch.Tensor | None = None
     """(N, t, h, w, D) token grid averaged over views, when requested."""
+    precision: str = field(kw_only=True)
+    """The precision the encoder ran in ('fp32', 'bf16', 'fp16'): what ``precision='auto'`` resolved to here."""
 
 
 def _token_grid(encoder: torch.nn.Module, clip_shape: torch.Size) -> tuple[int, int, int]:
@@ -119,15 +121,20 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
 
 
 def _prepare(encoder: torch.nn.Module, device: str | torch.device, precision: str,
-             pooled_norm: torch.nn.Module | None) -> tuple[torch.device, str, torch.nn.Module | None]:
-    """The encoder and the ``pooled_norm`` (a classifier's ``fc_norm``) in eval mode on ``device``; the device and
-    the precision to embed in."""
+             pooled_norm: torch.nn.Module | None) -> tuple[torch.device, str, str, torch.nn.Module | None]:
+    """The encoder and the ``pooled_norm`` (a classifier's ``fc_norm``) in eval mode on ``device``; the device, the
+    precision to embed in and why (``choose_precision``'s reason: auto gives another one on another kind of CPU)."""
     from mme.train.precision import choose_precision
 
     device = torch.device(device)
     encoder.eval().to(device)
     norm = None if pooled_norm is None else pooled_norm.eval().to(device)
-    return device, choose_precision(precision, device)[0], norm
+    return device, *choose_precision(precision, device), norm
+
+
+def _device_and_precision(device: torch.device, precision: str, why: str) -> str:
+    """How ``mme embed`` and ``extract_features`` log where and in which precision they embed."""
+    return f"{device}, precision {precision} ({why})"
 
 
 def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
@@ -139,8 +146,9 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
     through, for a fine-tuned classifier's features as ``mme embed`` gives them (its ``fc_norm``:
     ``Checkpoint.pooled_norm`` of ``read_checkpoint(path, encoder_only=True)``, whose encoder is ``build_model``'s;
     ``load_encoder`` gives the encoder alone, its features the raw token means)."""
-    device, precision, pooled_norm = _prepare(encoder, device, precision, pooled_norm)
+    device, precision, why, pooled_norm = _prepare(encoder, device, precision, pooled_norm)
     n = len(dataset)
+    log.info("extract_features: %d videos; %s", n, _device_and_precision(device, precision, why))
     x = labels = valid = grid = None
     failures: list[dict[str, Any]] = []
     for batch, feats, toks in _embedded(encoder, dataset, range(n), batch_size=batch_size, num_workers=num_workers,
@@ -162,7 +170,7 @@ def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: 
     if x is None:
         raise DataError(f"extract_features: all {n} videos failed; first error: "
                         f"{failures[0]['error'] if failures else 'empty dataset'}")
-    return Features(x, labels, valid, sorted(failures, key=lambda f: f["index"]), grid)
+    return Features(x, labels, valid, sorted(failures, key=lambda f: f["index"]), grid, precision=precision)
 
 
 # ---- mme embed: to a file, resumable -------------------------------------------------------------------------
@@ -632,8 +640,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                              given_as={k: flag(k) for k in CLIP})
         encoder = build_model(ck)
         stride, segments, orientation = ck.run_views(stride, segments, orientation, "embed")
-        dev, precision, pooled_norm = _prepare(encoder, on, precision,
-                                               ck.pooled_norm)  # (a classifier's fc_norm)
+        dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
+                                                    ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)
         n = len(dataset)
@@ -672,8 +680,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                      f" and its {len(failed - changed)} other failed videos" if failed - changed else "")
         done = {int(i) for p in _read_parts(partial) for i in p["index"]}  # failed rows are tried again
         todo = [i for i in range(n) if i not in done and i % info.world_size == info.rank]
-        log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s, %s",
-                 n, clips * crops, clips, crops, len(done), len(todo), dev, precision)
+        log.info("embed: %d videos, %d views each (%d clips x %d crops), %d done before, %d for this rank; %s",
+                 n, clips * crops, clips, crops, len(done), len(todo), _device_and_precision(dev, precision, why))
 
         def flush(rows: list) -> None:
             if not rows:

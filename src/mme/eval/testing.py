@@ -303,7 +303,9 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None,
                       progress: bool = True, desc: str = "test") -> Predictions:
     """Softmax-averaged multi-view probabilities of the items at ``indices`` (default all) of a test
     ``dataset`` (items ``{"video": (V, 3, T, H, W), "label", "index"}``), in that order; failed videos are
-    listed, not replaced (``probs`` is empty, 1-D, when no video was predicted)."""
+    listed, not replaced (``probs`` is empty, 1-D, when no video was predicted). ``precision``: one already
+    chosen ('fp32', 'bf16', 'fp16'; the tests after fine-tuning pass their run's), not 'auto', which
+    ``extract_features`` and the CLI resolve: fp32 by default, the same predictions on every kind of CPU."""
     from mme.train.precision import autocast
 
     device = torch.device(device)
