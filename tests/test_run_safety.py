@@ -602,6 +602,46 @@ def test_a_signal_on_the_last_step_or_after_it_ends_the_command_as_stopped(sig, 
         assert _steps(out) == [3] and (out / "loss.png").is_file()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_the_loops_last_check_of_the_signals_says_no_step_follows_and_ends_as_stopped(
+        sig, synth, tmp_path, monkeypatch, capsys, caplog):
+    """A signal after the loop's last join of the signals (after the loss curve), before the loop ended, was caught
+    with the warning ``SIGTERM: stopping after this step with a checkpoint``, though no step followed, and then
+    dropped: the run ended as finished, exit 0. It now says once that no step follows and how the run ends, and the
+    command ends as stopped, exit 130 / 143, as a signal an instant later does (the rank's own, not agreed)."""
+    from mme import cli
+    from mme.train import loop
+
+    real_finish, real_check = loop._finish_logs, loop._stop_signal
+    finished_logs = []
+
+    def logs_finished(*args, **kwargs):
+        real_finish(*args, **kwargs)
+        finished_logs.append(True)
+
+    def signalled_after_the_last_check(stop, device):
+        agreed = real_check(stop, device)
+        if finished_logs:  # the loop's last check, after the loss curve
+            os.kill(os.getpid(), sig)
+        return agreed
+
+    monkeypatch.setattr(loop, "_finish_logs", logs_finished)
+    monkeypatch.setattr(loop, "_stop_signal", signalled_after_the_last_check)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="mme.train.interrupts"):
+        code = cli.main(["pretrain", "--config", "tiny_cpu_pixel",
+                         *tiny(*synth, f"train.out_dir={out}", "train.steps=2", FP32)])
+    assert finished_logs == [True]
+    said = [r.getMessage() for r in caplog.records if r.name == "mme.train.interrupts"]
+    assert said == [f"{sig.name} after the run's last step: no step follows; it ends as stopped (exit {128 + sig}), "
+                    "its last checkpoint kept"]
+    err = capsys.readouterr().err
+    assert code == 128 + sig and err.splitlines()[-1] == (
+        f"mme pretrain: error: stopped by {sig.name} after step 2 of 2, its last: the run's training is finished, "
+        f"saved as {out / 'checkpoint-00000002.pt'}"), err[-2000:]
+    assert _steps(out) == [2] and (out / "loss.png").is_file()
+
+
 def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(synth, tmp_path, monkeypatch):
     """``Interrupted.finished`` (a run that did all its steps, whose result a caller keeps) was also set on a stop at
     ``train.stop_after``, a run that ``--resume auto`` continues; whose line advised 'the same command with --resume

@@ -28,10 +28,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class StopRequests:
     """While entered (from the main thread; elsewhere it does nothing), ``received`` is the first signal caught,
-    or None."""
+    or None. ``steps_over``: the loop's steps are done, so one caught now is said to end the run as stopped, with no
+    step after it."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
+        self.steps_over = False
         self._previous: dict = {}
 
     def _catch(self, signum, frame) -> None:
@@ -40,8 +42,12 @@ class StopRequests:
                 raise KeyboardInterrupt
             return  # a repeated SIGTERM (module docstring)
         self.received = signal.Signals(signum)
-        log.warning("%s: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
-                    self.received.name)
+        if self.steps_over:
+            log.warning("%s after the run's last step: no step follows; it ends as stopped (exit %d), its last "
+                        "checkpoint kept", self.received.name, 128 + signum)
+        else:
+            log.warning("%s: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
+                        self.received.name)
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():

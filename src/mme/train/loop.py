@@ -285,6 +285,7 @@ def _train(run: Run) -> TrainResult:
             with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", dynamic_ncols=True,
                                                   disable=not dist.is_main()) as bar:
                 path, stopping, step_seconds = _steps(run, stream, stop, end, logger, history, bar)
+                stop.steps_over = True
             path = _last_checkpoint(run, path)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
@@ -296,6 +297,7 @@ def _train(run: Run) -> TrainResult:
         _finish_logs(run, logger, history, together=True)
         # a signal after the last step's check (in the final writes), agreed where every rank meets once more
         stopping = stopping or _stop_signal(stop, run.device)
+    stopping = stopping or stop.received  # one after that join: this rank's alone, which ends as stopped too
     result = TrainResult(run.out_dir, run.step, path, list(history), run.skipped, time.perf_counter() - t0,
                          clips=(run.step - first_step) * clips_per_step(run), step_seconds=step_seconds)
     if stopping is not None:  # also on a rank that stopped for another's signal
