@@ -353,6 +353,18 @@ def test_multiview_testing_holds_no_file_descriptor_per_batch():
     assert max(model.open_fds[10:]) - min(model.open_fds[10:]) <= 4, model.open_fds  # (was +2 per batch: 100)
 
 
+def test_multiview_predict_refuses_a_precision_not_chosen_in_one_line():
+    """multiview_predict takes a precision already chosen; 'auto' (which extract_features takes) was a KeyError
+    from autocast's table, a typo alike."""
+    from mme.errors import ConfigError
+    from mme.eval.testing import multiview_predict
+
+    for precision in ("auto", "bf61"):
+        with pytest.raises(ConfigError, match=rf"^multiview_predict's precision must be one of \['fp32', 'bf16', "
+                                              rf"'fp16'\] \(one already chosen\), got '{precision}'$"):
+            multiview_predict(_CountingDescriptors(), _TinyViews(), precision=precision, progress=False)
+
+
 # ---- mme finetune end to end ---------------------------------------------------------------------------------
 
 
