@@ -862,6 +862,67 @@ def test_a_track_cache_lacking_files_beyond_the_probed_videos_is_refused_before_
         check_cache(cfg, pretrain_dataset(cfg))  # as many as the run may skip: it starts
 
 
+def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_why(synth, tmp_path, caplog):
+    """A cache whose files an earlier mme made (mme.motion.cache.stale: here of tracker revision 1) started the run
+    with a warning that its flow is used, and stopped it at the first batch as "1 of 6 videos failed ({'track
+    cache': 1})" with advice to make the files "these videos lack", at the run's default flow. It is refused before
+    any work, in one line counting the stale files (of a large cache: among those probed), saying why and how to make
+    them again with their own settings; within data.max_failure_fraction the run starts."""
+    import logging
+    import shutil
+
+    import numpy as np
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file, read_cache, save_tracks, stale
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    first = open(lists["data.list_file"]).read().split()[0]
+    (tmp_path / "one.txt").write_text(f"{first}\n")
+    extract_cache(str(tmp_path / "one.txt"), str(tmp_path / "made"), root=lists["data.root"], length=6,
+                  short_side=64, seed_stride=4, flow="dis")
+    made = read_cache(cache_file(tmp_path / "made", first))
+    old = tmp_path / "old.tracks"
+    save_tracks(old, made.disp, made.valid, None, {**made.meta, "tracker": 1})
+    why = stale(read_cache(old).meta)
+    assert why.startswith("its tracks were made by tracker revision 1, this mme's is 2")
+
+    def refusal(videos: int, stale_every: int, *extra: str) -> str | None:
+        name = f"c{videos}_{stale_every}"
+        (tmp_path / f"{name}.txt").write_text("".join(f"v/{i:03d}.mp4\n" for i in range(videos)))
+        for i in range(videos):
+            cache_file(tmp_path / name, f"v/{i:03d}.mp4").parent.mkdir(parents=True, exist_ok=True)
+            made_by = old if i % stale_every == 0 else cache_file(tmp_path / "made", first)
+            shutil.copy(made_by, cache_file(tmp_path / name, f"v/{i:03d}.mp4"))
+        data = [f"data.list_file={tmp_path / name}.txt", f"data.root={tmp_path}", "data.max_failure_fraction=0.01"]
+        cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={tmp_path / name}", *extra)
+        try:
+            check_cache(cfg, pretrain_dataset(cfg))
+        except DataError as e:
+            return str(e)
+        return None
+
+    remake = "--length 6 --short-side 64 --seed-stride 4 --flow dis --orientation coded --backend pyav"
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        said = refusal(20, 1)  # every file stale; the run's target.flow (the default) is not the cache's
+    assert said == (f"target.cache_dir '{tmp_path / 'c20_1'}': 20 of its 20 track cache files of the videos of "
+                    f"{tmp_path / 'c20_1'}.txt were made by an earlier mme, which this run does not read (the first, "
+                    f"{cache_file(tmp_path / 'c20_1', 'v/000.mp4')}: {why}); `mme extract {tmp_path / 'c20_1'}.txt "
+                    f"--root {tmp_path} --out {tmp_path / 'c20_1'} {remake}` makes them again with their settings, "
+                    f"and resumes")
+    assert "is not used" not in caplog.text  # (the flow warning: of a cache about to be refused)
+    probed = np.unique(np.linspace(0, 199, 64).round().astype(int))
+    in_probes = int((probed % 2 == 0).sum())
+    assert refusal(200, 2).startswith(  # half stale, of more files than are probed
+        f"target.cache_dir '{tmp_path / 'c200_2'}': {in_probes} of the 64 read (spread over its 200: about "
+        f"{round(in_probes * 200 / 64)} in all) of the track cache files of the videos of {tmp_path / 'c200_2'}.txt "
+        f"were made by an earlier mme, more than data.max_failure_fraction=0.01 of the list, which this run does not "
+        f"read (the first, {cache_file(tmp_path / 'c200_2', 'v/000.mp4')}: {why}); `mme extract")
+    assert refusal(20, 20, "data.max_failure_fraction=0.05") is None  # one of 20 stale: the run may skip it
+
+
 def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(synth, tmp_path, monkeypatch):
     """The whole list was judged on one walk of target.cache_dir, taken as the whole truth: a shared cache whose
     folders can be entered but not listed (mode 0711, another owner's; the walk passed them over without a word) was

@@ -66,7 +66,8 @@ REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "i
 MAX_ATTEMPTS = 10
 CACHE_PROBES = 64
 """How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
-files reads the settings of (every one where fewer: :meth:`PretrainDataset.cache_probes`)."""
+files reads the settings of, and the start of a run judges for files an earlier mme made (every one where fewer:
+:meth:`PretrainDataset.cache_probes`)."""
 
 
 @dataclass
@@ -596,22 +597,36 @@ class PretrainDataset(_VideoDataset):
                 check_orientation(meta, found, reader.turn)
 
     @functools.cached_property
-    def _cache_files_made(self) -> list[tuple[str, str, dict]]:
-        """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file a resumed
-        extraction compares its settings with: readable, made by this mme's tracker (a :func:`~mme.motion.cache.stale`
-        one it makes again). Read once, as :attr:`cache_lookup` is made once: each failure check past the fraction
-        gives the advice again."""
-        from mme.motion.cache import cache_meta, stale
+    def _probed_metas(self) -> list[tuple[str, str, dict]]:
+        """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file is
+        readable (an unreadable one is the dataset's failure of its video). Read once, as :attr:`cache_lookup` is made
+        once: each failure check past the fraction gives the advice again."""
+        from mme.motion.cache import cache_meta
 
-        made = []
+        metas = []
         for path, found in self.cache_probes():
             try:
-                meta = cache_meta(found)
+                metas.append((path, found, cache_meta(found)))
             except MMEError:
                 continue
-            if stale(meta) is None:
-                made.append((path, found, meta))
-        return made
+        return metas
+
+    @property
+    def _cache_files_made(self) -> list[tuple[str, str, dict]]:
+        """Those of :attr:`_probed_metas` whose cache file a resumed extraction compares its settings with: made by
+        this mme (a :func:`~mme.motion.cache.stale` one it makes again)."""
+        from mme.motion.cache import stale
+
+        return [(path, found, meta) for path, found, meta in self._probed_metas if stale(meta) is None]
+
+    @property
+    def stale_probes(self) -> list[tuple[str, str, dict, str]]:
+        """The video path, cache file, meta and :func:`~mme.motion.cache.stale` reason of each probed cache file
+        (:attr:`_probed_metas`) made by an earlier mme, which training refuses and a resumed extraction makes again."""
+        from mme.motion.cache import stale
+
+        return [(path, found, meta, why) for path, found, meta in self._probed_metas
+                if (why := stale(meta)) is not None]
 
     def _reads_cache_file(self, path: str, found: str, meta: dict) -> bool:
         """Whether this run reads the cache file ``found`` (of ``meta``) of the video at ``path``: its video's frames

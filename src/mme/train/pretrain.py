@@ -38,8 +38,10 @@ from mme.motion.cache import (
     cache_backend,
     cache_meta,
     check_settings,
+    command_flags,
     extract_flags,
     extract_flags_as_fine,
+    resume_settings,
     same_frames,
 )
 from mme.motion.targets import batch_targets, head_specs, make_target_fn, token_geometry
@@ -72,7 +74,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     than ``data.max_failure_fraction`` lets the run skip, or of all of them
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
     on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
-    stopped part-way, are the dataset's failures), or whose first file was extracted with settings the run cannot
+    stopped part-way, are the dataset's failures), or holds too many files an earlier mme made (:func:`_check_stale`),
+    or whose first file was extracted with settings the run cannot
     read (:func:`~mme.motion.cache.check_settings`, and the orientation of its video:
     :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's files,
     model and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not
@@ -100,6 +103,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         beyond = "" if every else counted + fraction
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
+    _check_stale(cfg, dataset)
     path, found = next((dataset.path(i), found) for i, found in enumerate(lookup.files) if found is not None)
     try:
         meta = cache_meta(found)
@@ -122,6 +126,33 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
                     remake, made_with)
     if (coarser := _coarser_cache(meta, cfg)) is not None:
         log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
+
+
+def _check_stale(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Refuse a track cache whose files an earlier mme made (:func:`~mme.motion.cache.stale`, which every read of one
+    refuses) where they, with the files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before
+    the run's flow warning and first step. Judged on the probed files
+    (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``,
+    else their share of the whole, without reading each header of a large cache)."""
+    stale = dataset.stale_probes
+    if not stale:
+        return
+    held = sum(found is not None for found in dataset.cache_lookup.files)
+    probed = len(dataset.cache_probes())
+    count = len(stale) if probed == held else round(len(stale) * held / probed)
+    lacking = len(dataset.cache_lookup.lacking)
+    if not dataset.too_many_failures(lacking + count):
+        return
+    of = (f"{count} of its {held}" if probed == held
+          else f"{len(stale)} of the {probed} read (spread over its {held}: about {count} in all) of the")
+    also = f", with the {lacking} it lacks" if lacking else ""
+    beyond = (f"{also}, more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
+              if count + lacking < len(dataset) else "")
+    _, found, meta, why = stale[0]
+    remake = dataset.extract_command(command_flags(**resume_settings(meta, cfg.data.backend), overwrite=False))
+    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {of} track cache files of the videos of "
+                    f"{cfg.data.list_file} were made by an earlier mme{beyond}, which this run does not read (the "
+                    f"first, {found}: {why}); `{remake}` makes them again with their settings, and resumes")
 
 
 def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
