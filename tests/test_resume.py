@@ -236,6 +236,29 @@ def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what
     assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []
 
 
+def test_a_flow_the_run_does_not_use_for_reading_a_track_cache_is_no_change_on_resume(synth, tmp_path, caplog):
+    """A run that reads its tracks from target.cache_dir (made with --flow dis), resumed with another target.flow
+    (a new default), was warned about as "resuming ... with a changed config (the run will not replay exactly):
+    target.flow: 'dis' -> 'dis-balanced'" and recorded so in run.json, though the cache's tracks are read either
+    way. A run that computes its tracks online still reports the flow it changed."""
+    from mme.motion.extract import extract_cache
+    from mme.train.engine import config_changes
+
+    lists = dict(s.split("=", 1) for s in synth)
+    extract_cache(lists["data.list_file"], str(tmp_path / "cache"), root=lists["data.root"], length=6,
+                  short_side=64, flow="dis")
+    cached = (f"target.cache_dir={tmp_path / 'cache'}", FP32, "train.steps=2", "train.ckpt_every=1")
+    assert run("tiny_cpu_mme", synth, tmp_path / "run", *cached, "target.flow=dis", "train.stop_after=1").step == 1
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        resumed = run("tiny_cpu_mme", synth, tmp_path / "run", *cached, "target.flow=dis-balanced",
+                      "train.resume=auto")
+    assert resumed.step == 2 and "changed config" not in caplog.text
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    online = {"target": {"kind": "mme", "flow": "dis", "cache_dir": None}}
+    assert config_changes(online, {"target": {**online["target"], "flow": "dis-balanced"}}) == [
+        "target.flow: 'dis' -> 'dis-balanced'"]
+
+
 def test_a_loss_weight_given_on_resume_is_a_change_and_a_setting_that_differs(synth, tmp_path, caplog, capsys):
     """``target.loss_weights`` is a mapping, empty by default, which flattens to no key: a weight given on resume was
     applied but neither warned about nor recorded (only the old config's keys were compared), and a fresh run's

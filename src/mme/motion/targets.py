@@ -205,6 +205,12 @@ class TargetConfig:
              "mme-released)"),
             ("norm_pix", "pixel" in heads, "to a pixel head (target.kind pixel)")) if not applies}
 
+    def settings_from_the_cache(self) -> tuple[str, ...]:
+        """The settings a run reading its tracks from ``cache_dir`` takes from the cache's files, not from this config
+        (``flow``: the one ``mme extract`` used; the others are checked against the files'): none computing them
+        online. Not among :meth:`settings_without_effect`, as a config may set them for the extraction it advises."""
+        return ("flow",) if self.cache_dir else ()
+
     def check_settings_used(self, resumed: bool = False) -> None:
         """Refuse a setting this target does not use (:meth:`settings_without_effect`) that a run's config sets
         (not the value the target's preset and kind give it unset): it would be listed among the run's settings as

@@ -432,7 +432,8 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
                    cwds: tuple[str, str] | None = None) -> list[str]:
     """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out, and the target
     settings the new config's target does not use, :meth:`~mme.motion.targets.TargetConfig.settings_without_effect`,
-    whose value changes nothing). A key only one config has is compared too, as an entry of a mapping
+    or takes from its track cache, :meth:`~mme.motion.targets.TargetConfig.settings_from_the_cache`, whose value
+    changes nothing). A key only one config has is compared too, as an entry of a mapping
     (``target.loss_weights.traj``: an empty mapping flattens to no key) of a ``section.field`` both have; a field the
     old config has not is one a later version of mme added: only the :data:`ADDED_KEYS` whose value now differs
     from what the old run did are changes. With ``cwds``, the working folders of the
@@ -443,7 +444,8 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
     1/number of heads), None where it has no such head."""
     new_target = from_dict(TargetConfig, new["target"], "target.") if "target" in new else None
     if new_target is not None:
-        ignore = (*ignore, *(f"target.{key}" for key in new_target.settings_without_effect()))
+        unused = (*new_target.settings_without_effect(), *new_target.settings_from_the_cache())
+        ignore = (*ignore, *(f"target.{key}" for key in unused))
     old_fields = {f"{section}.{name}" for section, fields in old.items() if isinstance(fields, dict) for name in fields}
     flat_old, flat_new, paths = flatten(old), flatten(new), paths or {}
     before = {k: v for k, v in ADDED_KEYS.items() if k not in flat_old and k in flat_new}
