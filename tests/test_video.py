@@ -6,6 +6,7 @@ import errno
 import gc
 import importlib.util
 import json
+import logging
 import os
 import threading
 import time
@@ -607,6 +608,29 @@ def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp
               for p in (tmp_path / "index").rglob("*.json")}
     assert len(list((tmp_path / "index").rglob("*.json"))) == 2
     assert stored == {(f"v{version - 1}", version - 1), (f"v{version}", version)}
+
+
+def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, clip_frames, caplog):
+    """data.index_dir / --index-dir holding the indices of an earlier mme (DIR/v12/ beside this version's folder)
+    re-indexed every file in silence. It is said once per process and folder (INFO), naming the versions this mme
+    does not read and their folders to remove; a folder of this version alone says nothing."""
+    version = pyav_reader.INDEX_VERSION
+    a, b = write_video(tmp_path / "a.mp4", clip_frames[:6]), write_video(tmp_path / "b.mp4", clip_frames[:8])
+    old = tmp_path / "index" / f"v{version - 2}" / "ab"
+    old.mkdir(parents=True)
+    (old / "cd.json").write_text(json.dumps({"version": version - 2}))
+    (tmp_path / "index" / "v1x").mkdir()  # not a version's folder
+    (tmp_path / "own" / f"v{version}").mkdir(parents=True)
+    with caplog.at_level(logging.INFO, logger="mme"):
+        for path in (a, b):
+            for index_dir in ("index", "own"):
+                with open_video(path, index_dir=tmp_path / index_dir) as reader:
+                    assert reader.num_frames == len(decode_all(path))
+    said = [r.getMessage() for r in caplog.records if "index version" in r.getMessage()]
+    assert said == [f"{tmp_path / 'index'} holds frame indices of index version(s) {version - 2}, which this mme "
+                    f"(index version {version}) does not read: v{version - 2}/ can be removed where no mme of that "
+                    f"version shares the folder"]
+    assert all(r.levelno == logging.INFO for r in caplog.records if "index version" in r.getMessage())
 
 
 def _stat(path) -> tuple[int, int]:

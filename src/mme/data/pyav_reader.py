@@ -911,6 +911,25 @@ def _warn_unwritable(index_dir: Path, why: str) -> None:
     log.warning("cannot keep frame indices in %s (%s); each process indexes for itself", index_dir, why)
 
 
+@functools.cache
+def _note_other_versions(index_dir: str) -> None:
+    """Say once per process and folder (INFO) which index versions other than this :data:`INDEX_VERSION` keep their
+    indices in ``index_dir`` (its ``v<version>/`` folders, :func:`_index_store`): this mme neither reads nor
+    removes them, as an mme of that version may share the folder; a folder that cannot be listed says nothing."""
+    try:
+        with os.scandir(index_dir) as entries:
+            others = sorted(int(e.name[1:]) for e in entries
+                            if e.name[:1] == "v" and e.name[1:].isdigit() and int(e.name[1:]) != INDEX_VERSION
+                            and e.is_dir())
+    except OSError:
+        return
+    if others:
+        folders = ", ".join(f"v{version}/" for version in others)
+        log.info("%s holds frame indices of index version(s) %s, which this mme (index version %d) does not read: "
+                 "%s can be removed where no mme of that version shares the folder", index_dir,
+                 ", ".join(map(str, others)), INDEX_VERSION, folders)
+
+
 def _index_store(index_dir: str, path: str, size: int, mtime_ns: int) -> Path:
     """Where ``index_dir`` keeps the index of this version of a file (its absolute path, size, modification time
     and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
@@ -950,6 +969,7 @@ def _pyav_index(path: str, size: int, mtime_ns: int, index_dir: str | None = Non
     every process (:meth:`_Index.save`)."""
     if index_dir is None:
         return _make_index(path)
+    _note_other_versions(index_dir)
     store = _index_store(index_dir, path, size, mtime_ns)
     index = _load_index(store)
     if index is None:
