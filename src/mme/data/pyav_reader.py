@@ -109,8 +109,8 @@ COLOUR_MATRICES = {0: "RGB", 1: "BT.709", 2: "unspecified", 4: "FCC", 5: "BT.470
 
 def rgb_refusal(frame: av.VideoFrame) -> str:
     """Why swscale refused (ENOTSUP) to convert a decoded ``frame`` to RGB: its colour matrix (swscale's coefficient
-    tables hold only some: not YCgCo, BT.2020 CL, SMPTE 2085, the chroma-derived ones, ICtCp). Converting it as another
-    matrix would give wrong colours, so such a file is refused."""
+    tables hold only some: not YCgCo, BT.2020 CL, SMPTE 2085, the chroma-derived ones, ICtCp, IPT-C2, YCgCo-R).
+    Converting it as another matrix would give wrong colours, so such a file is refused."""
     matrix = COLOUR_MATRICES.get(frame.colorspace, f"number {frame.colorspace}")
     return f"FFmpeg cannot convert its colour matrix {matrix} ({frame.format.name}) to RGB"
 
@@ -605,14 +605,15 @@ class PyAVReader(VideoReader):
         not, or a decode that ends before the index's last frame, the file turns sequential and None is returned
         (the decode goes on to ``indices[-1]`` all the same, for ``damaged``). A frame FFmpeg flags as concealed in
         a file not yet decoded on one thread turns it so (:meth:`_distrust`), as a read by seek does, and the read
-        starts again on one thread: frame threads conceal otherwise from one read to the next."""
+        starts again on one thread: frame threads conceal otherwise from one read to the next (:meth:`check`, which
+        passes ``damaged``, turns it once its decode is over, not decoding twice)."""
         if self._pos is None or self._pos > indices[0] or self._opened_threads != self._decoder_threads():
             self._open()  # (the file was found to need one thread since the decode began)
         out, index, why = FrameBuffer(indices, each), self._index, None
         for frame in self._frames:
             if damaged is not None and frame.is_corrupt:
                 damaged.add(self._pos)
-            if frame.is_corrupt and not index.one_thread:  # met on frame threads: concealed otherwise every read
+            if frame.is_corrupt and damaged is None and not index.one_thread:  # (check() turns it after its decode)
                 self._distrust(_concealed(self._pos), one_thread=True)
                 if self._opened_threads != 1:  # read again from the start, on one thread (reopened)
                     self._pos = None
