@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -45,7 +46,7 @@ from mme.data import pyav_reader
 from mme.data.dataset import DataConfig, PretrainDataset, Sample
 from mme.data.sampling import sample_pretrain
 from mme.data.transforms import Geometry, apply_geometry
-from mme.errors import ConfigError, DataError, UnguardedScript, VideoError
+from mme.errors import ConfigError, DataError, FolderReplaced, UnguardedScript, VideoError
 from mme.models.config import ModelConfig
 from mme.motion import compute_tracks, extract, load_tracks
 from mme.motion.cache import (
@@ -232,7 +233,38 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
     assert made == ["first"]
     assert results == {"first": (str(videos / "b.mp4"), None, True), "second": (str(videos / "b.mp4"), None, False)}
     assert other_settings(cache_file(out, "b.mp4"), opts) == {}
-    assert sorted(p.name for p in cache_file(out, "b.mp4").parent.iterdir()) == ["b.mp4.tracks"]
+    assert sorted(p.name for p in out.iterdir()) == [".locks", "b.mp4.tracks"]
+    assert not any((out / ".locks").rglob("*.lock"))
+
+
+def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
+    """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
+    the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""
+    (videos / "missing.txt").write_text("nope/sub/missing.mp4\nb.mp4\n")
+    out = tmp_path / "cache"
+    report = extract.extract_cache(str(videos / "missing.txt"), str(out), root=str(videos), length=2, short_side=64)
+    assert list(report["failed"]) == [str(videos / "nope" / "sub" / "missing.mp4")] and report["done"] == 1
+    assert not (out / "nope").exists() and cache_file(out, "b.mp4").is_file()
+
+
+def test_an_extraction_whose_out_another_job_took_writes_no_report_there(videos, tmp_path, monkeypatch):
+    """--out removed and made anew by another job while an extraction that finds every file done starts: its report,
+    outside the share's lock folder, was written into the other job's folder (no video ran the check before it)."""
+    (videos / "b1.txt").write_text("b.mp4\n")
+    out = tmp_path / "cache"
+    extract.extract_cache(str(videos / "b1.txt"), str(out), root=str(videos), length=2, short_side=64)
+    remove_stale_temps = extract.remove_stale_temps
+
+    def another_job_takes_out(files):
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / "theirs").write_text("x")
+        return remove_stale_temps(files)
+
+    monkeypatch.setattr(extract, "remove_stale_temps", another_job_takes_out)
+    with pytest.raises(FolderReplaced, match="was removed or replaced while this run used it"):
+        extract.extract_cache(str(videos / "b1.txt"), str(out), root=str(videos), length=2, short_side=64)
+    assert sorted(p.name for p in out.iterdir()) == ["theirs"]
 
 
 def test_a_damaged_cache_file_to_make_again_is_read_and_warned_about_once(videos, tmp_path, caplog):

@@ -205,7 +205,7 @@ def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):
             (["bench", "targets", "--json", str(tmp_path / "adir"), "--video", video], "is a folder; give a file"),
             (["bench", "flow", "--sizes", "34", "35"], "--sizes [35]: the analytic videos are H.264"),
             (["demo", "--quick", "--out", str(tmp_path / "afile")], "--out " + str(tmp_path / "afile") + ": is a file"),
-            (["demo", "--quick", "--seeds", "0", "0"], "--seeds 0 0: give each seed once"),
+            (["demo", "--quick", "--seeds", "0", "0"], "--seeds 0 0: give each once"),
             (["demo", "--quick", "--out", str(tmp_path / "d"), "model.depth=x"], "model.depth"),
             (["demo", "--quick", "--out", str(tmp_path / "d"), "--device", "tpu"], "'tpu' is not a device")):
         assert main(argv) == 1, argv

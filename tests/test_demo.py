@@ -343,6 +343,11 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys
     (dict(seeds=0), "DemoSettings.seeds: a non-empty tuple, got 0"),
     (dict(seeds=(0, "1")), "DemoSettings.seeds: a seed must be an integer, got '1'"),
     (dict(out=3), "DemoSettings.out: a folder path, got 3"),
+    # (a repeated seed or target trained its row again, its earlier row's checkpoint removed by train.overwrite)
+    (dict(seeds=(0, 0)), "--seeds 0 0: give each once (a repeated one repeats its rows, which would show as rows "
+                         "that agree)"),
+    (dict(targets=("pixel", "pixel")), "DemoSettings.targets pixel pixel: give each once (a repeated one repeats "
+                                       "its rows, which would show as rows that agree)"),
 ])
 def test_demo_settings_from_python_are_refused_in_one_line_naming_the_field(given, message, tmp_path):
     """DemoSettings given from Python: a wrong value was a KeyError of a letter (targets="mme"), a TypeError (out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -133,6 +134,23 @@ def test_a_run_whose_folder_is_removed_and_made_again_by_another_job_writes_noth
     assert str(info.value) == (f"train.out_dir {out} was removed or replaced while this run used it; nothing written "
                                "there (what this run wrote there before is kept only where the folder still holds it)")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs
+
+
+def test_a_run_inside_a_folder_its_caller_holds_leaves_that_folder_held(synth, tmp_path):
+    """mme demo holds its --out around the rows it pre-trains in sub-folders: the end of each run unlocked every
+    folder of the process, the demo's too, so a second mme demo on that --out went on beside the first (and the
+    folder-held check no longer covered the demo's writes). The run's end unlocks only the run's own folder."""
+    from mme.utils import held_folders, lock_folder
+
+    outer = tmp_path / "demo"
+    assert lock_folder(outer, "--out")
+    try:
+        run("tiny_cpu_pixel", synth, outer / "seed0", "train.steps=1", "train.ckpt_every=1", FP32)
+        assert held_folders() == {outer.resolve()}
+        with open(outer / ".lock") as other, pytest.raises(BlockingIOError):  # (another open file: another job's)
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        unlock_folder(outer)
 
 
 def test_a_folder_whose_lock_file_was_replaced_is_no_longer_written_by_its_job(tmp_path):

@@ -154,6 +154,10 @@ class DemoSettings:
             raise ConfigError(f"DemoSettings.targets: unknown {unknown}; choose from {list(TARGETS)}")
         self.targets = tuple(self.targets)
         self.seeds = tuple(check_seed(seed, "DemoSettings.seeds") for seed in self.seeds)
+        for name, value in (("--seeds", self.seeds), ("DemoSettings.targets", self.targets)):
+            if len(set(value)) < len(value):  # (and each row is judged once, at the start: _judged_rows)
+                raise ConfigError(f"{name} {' '.join(map(str, value))}: give each once (a repeated one repeats its "
+                                  "rows, which would show as rows that agree)")
         keys = given_keys(list(self.overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
         owned = sorted(keys & DEMO_KEYS)
         if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
@@ -732,9 +736,6 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
     if steps is None and minutes is not None:  # scale the pre-training length with the time budget
         steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
-    if len(set(seeds)) < len(seeds):
-        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: give each seed once (a repeated seed repeats its "
-                          f"rows, which would show as seeds that agree)")
     return replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
                    overrides=layered(s.overrides, list(overrides)), real_dir=real_dir)
 

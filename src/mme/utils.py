@@ -783,6 +783,11 @@ def lock_folder(folder: str | Path, option: str) -> bool:
     return True
 
 
+def held_folders() -> set[Path]:
+    """The folders this process holds (:func:`lock_folder`), resolved."""
+    return set(_locked)
+
+
 def unlock_folder(folder: str | Path | None = None) -> None:
     """Unlock ``folder`` (every folder this process holds when None). Unlocked before it is closed: a child forked
     meanwhile (a loader worker) shares the open file, and closing it alone left the lock held while the child lived."""

@@ -225,6 +225,13 @@ class _Job(NamedTuple):
     def target(self) -> Path:
         return cache_file(self.out, self.listed)
 
+    @property
+    def lock(self) -> Path:
+        """The lock of :attr:`target`'s making, in ``out``'s ``.locks`` (beside the file, a video that fails before
+        its file is made would leave its folders made, empty: a wrong --root the list's whole tree)."""
+        which = hashlib.blake2b(str(self.target.relative_to(self.out)).encode(), digest_size=12).hexdigest()
+        return Path(self.out) / ".locks" / "videos" / f"{which}.lock"
+
 
 def _died(job: _Job, how: str) -> tuple[str, str | None, bool]:
     return job.video, f"{job.video}: a worker process died extracting it ({how})", False
@@ -238,7 +245,7 @@ def _work(job: _Job) -> tuple[str, str | None, bool]:
     waits, then finds it made."""
     target = job.target
     try:
-        with exclusive_lock(target.with_name(f".{target.name}.lock"), remove=True):
+        with exclusive_lock(job.lock, remove=True):
             if job.recheck and identity_or_none(target) != job.seen:
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
@@ -394,6 +401,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
               "skipped": skipped + len(jobs) - made - len(failed),
               "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},
               "options": asdict(opts)}
+    check_folder_held(lock)  # (the report is outside the share's lock folder; every video may have been done)
     with space_for(report_file):
         atomic_write_text(report_file, json.dumps(report, indent=1))
     return report_file, report

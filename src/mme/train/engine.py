@@ -49,7 +49,7 @@ from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
-from mme.utils import unlock_folder
+from mme.utils import held_folders, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,9 @@ class Run:
 
 _THREADS_BEFORE: list[int] = []
 """The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
+_HELD_BEFORE: list[set[Path]] = []
+"""The folders this process held before :func:`begin` (a caller's, as mme demo's --out): :func:`finish` unlocks
+only those the run took."""
 _RNG_BEFORE: list[dict] = []
 """The global generators' states (torch's, CUDA's, numpy's, Python's: :func:`~mme.train.checkpoint.rng_state`) before
 :func:`begin`: a run seeds them for its weights and dropout (a resumed one sets them all from its checkpoint), and
@@ -142,6 +145,7 @@ def begin(cfg) -> Start:
     of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader workers, and
     take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
+    _HELD_BEFORE.append(held_folders())
     info, device = join(t.device)
     _RNG_BEFORE.append(ckpt.rng_state())
     out_dir = dist.on_main(run_folder.take, t.out_dir)
@@ -170,14 +174,16 @@ def _kind(config: dict) -> str:
 
 
 def finish(run: Run | None = None) -> None:
-    """The end of every run, however it ends: unlock its folder, leave the process group, and give the process
-    back its threads and its global generators' states (a library caller goes on with its own). The run's DDP
-    wrapper goes first: destroyed after the process group, its gloo threads and the interpreter deadlocked at exit
-    (a finished 2-rank run hung)."""
+    """The end of every run, however it ends: unlock its folder (not one its caller holds), leave the process
+    group, and give the process back its threads and its global generators' states (a library caller goes on with
+    its own). The run's DDP wrapper goes first: destroyed after the process group, its gloo threads and the
+    interpreter deadlocked at exit (a finished 2-rank run hung)."""
     if run is not None:
         run.step_model = None
         gc.collect()
-    unlock_folder()
+    if _HELD_BEFORE:  # the run's folder, not a caller's
+        for folder in held_folders() - _HELD_BEFORE.pop():
+            unlock_folder(folder)
     dist.shutdown()
     if _THREADS_BEFORE:
         torch.set_num_threads(_THREADS_BEFORE.pop())
