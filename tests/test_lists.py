@@ -1363,6 +1363,21 @@ def test_check_reports_what_a_run_would_meet(videos, tmp_path, caplog):
     assert json.loads(out.read_text())["problems"] == report["problems"]
 
 
+def test_check_shows_its_progress_and_the_problems_so_far(videos, tmp_path, capsys, caplog):
+    """mme check and mme lists --check said nothing between 'checking N videos' and the summary (hours on a real
+    dataset); they draw mme extract's progress bar now, the problems so far in its postfix, and say what they do
+    before finding each entry's file (a minute at 240k lines)."""
+    (tmp_path / "train.txt").write_text("a/good.mp4 0\na/short.mp4 0\nb/gone.mp4 1\n")
+    with caplog.at_level(logging.INFO, logger="mme.data.lists"):
+        report = check_lists([tmp_path / "train.txt"], videos, tmp_path / "check.json")
+    assert report["counts"] == {"ok": 1, "short": 1, "missing": 1}
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert bar.startswith("check: 100%") and "3/3 [" in bar and bar.rstrip().endswith("problems=2]"), bar
+    said = [r.getMessage() for r in caplog.records]
+    assert said[:2] == [f"checking the 3 entries of {tmp_path / 'train.txt'}: finding the file each names",
+                        f"checking 3 videos of {tmp_path / 'train.txt'} with 1 worker(s)"], said
+
+
 def test_check_decodes_with_the_threads_a_run_decodes_with(videos, tmp_path, monkeypatch):
     """A damaged or cut file can decode differently with other decoder threads: the check opened every video with
     FFmpeg's automatic threads where a run uses ``data.decode_threads`` (1 by default). It uses the run's now."""

@@ -28,11 +28,13 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from multiprocessing import current_process, get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript
 
@@ -440,6 +442,12 @@ def exit_if_script_rerun() -> None:
     script's job locks its folder before it reaches its workers: locked by the parent, so the worker failed there)."""
     if getattr(current_process(), "_inheriting", False):  # (multiprocessing's mark of a spawned worker's start)
         raise SystemExit(SCRIPT_RERUN_EXIT)
+
+
+def progress_bar(items: Iterable, total: int, desc: str, unit: str, show: bool = True) -> tqdm:
+    """The progress bar on stderr of a long pass over ``items`` (``mme extract``'s videos, ``mme check``'s), drawn
+    where ``show`` (rank 0 alone under torchrun)."""
+    return tqdm(items, total=total, desc=desc, unit=unit, disable=not show)
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,

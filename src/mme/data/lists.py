@@ -35,6 +35,7 @@ from mme.utils import (
     error_reason,
     identity_or_none,
     in_workers,
+    progress_bar,
     read_json_object,
     removing,
     same_file_as,
@@ -1382,13 +1383,22 @@ def _check_read(list_files: list[str | Path], root: str | Path, report_path: str
                 min_frames: int, workers: int, index_dir: str | Path | None, decode_threads: int) -> dict:
     """:func:`check_lists` of the lists :func:`_read_lists` ``read``, its report's place judged."""
     entries_of, bad_lines, listed = read
+    named = ", ".join(map(str, list_files))
+    log.info("checking the %d entries of %s: finding the file each names", len(listed), named)  # (a minute at 240k)
+    reals = [os.path.realpath(path) for path, _, _ in listed]
     first = {}  # each file (by its real path, so './a.mp4' and 'x/../a.mp4' are 'a.mp4') -> its first spelling
-    for path, _, _ in listed:
-        first.setdefault(os.path.realpath(path), path)
-    repeats = _repeats([(first[os.path.realpath(p)], label, f) for p, label, f in listed])
+    for real, (path, _, _) in zip(reals, listed):
+        first.setdefault(real, path)
+    repeats = _repeats([(first[real], label, f) for real, (_, label, f) in zip(reals, listed)])
     jobs = [(path, min_frames, index_dir, decode_threads) for path in first.values()]
-    log.info("checking %d videos of %s with %d worker(s)", len(jobs), ", ".join(map(str, list_files)), workers)
-    by_path = {r["path"]: r for r in in_workers(_check_job, jobs, workers, _died_checking)}  # (as they finish)
+    log.info("checking %d videos of %s with %d worker(s)", len(jobs), named, workers)
+    by_path, problems_so_far = {}, 0
+    with progress_bar(in_workers(_check_job, jobs, workers, _died_checking), len(jobs), "check", "video") as bar:
+        for r in bar:  # (as they finish)
+            by_path[r["path"]] = r
+            if r["status"] != "ok":
+                problems_so_far += 1
+                bar.set_postfix(problems=problems_so_far, refresh=False)
     results = [by_path[str(path)] for path, *_ in jobs]
     found = {real: r["status"] != "missing" for real, r in zip(first, results)}
     for list_file, entries in entries_of.items():

@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from mme.data.lists import BadLine, left_out, read_list, resolve
 from mme.data.transforms import resize
@@ -58,6 +57,7 @@ from mme.utils import (
     in_workers,
     launch_ranks,
     lock_folder,
+    progress_bar,
     remove_stale_temps,
     space_for,
     unlock_folder,
@@ -390,7 +390,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     failed: dict[str, str] = {}
     made = 0
     done = in_workers(_work, jobs, workers, _died)
-    for path, err, written in tqdm(done, total=len(jobs), desc="extract", unit="video", disable=not is_main()):
+    for path, err, written in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
         # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
         check_folder_held(lock)
         made += written
