@@ -19,8 +19,10 @@ sampler, e.g. torch's DistributedSampler.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -209,9 +211,11 @@ def start_workers(loader: DataLoader) -> Iterator:
         loader.multiprocessing_context = "spawn"
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    gc.freeze()  # a forked worker's collections then leave this process's objects (the list's entries) unwritten
     try:
         batches = iter(loader)
     finally:
+        gc.unfreeze()
         cv2.setNumThreads(before)
     if loader.num_workers:
         _defer_worker_deaths()
@@ -358,10 +362,13 @@ class _VideoDataset(Dataset):
         """A digest of the listed paths in order: what a failure table carried from another run must match."""
         return hashlib.sha256("\n".join(e.path for e in self.entries).encode()).hexdigest()[:16]
 
-    def count_failures_in(self, other: _VideoDataset) -> None:
-        """Keep failures in ``other``'s table (datasets of one list, as repeated augmentation's copies): a video
-        that failed for one is not opened, nor warned about, again by the others."""
-        self._reason = other._reason
+    def with_seed(self, seed: int) -> _VideoDataset:
+        """This dataset drawing its clips and replacements by ``seed`` (repeated augmentation's copies): its list
+        and failure table are shared, not read again, so a video that failed for one is not opened, nor warned
+        about, again by the others."""
+        twin = copy.copy(self)
+        twin.seed = seed
+        return twin
 
     @property
     def failures(self) -> dict[str, str]:

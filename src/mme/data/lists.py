@@ -46,10 +46,11 @@ from mme.utils import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListEntry:
     """One video of a list: its path as written in the list, its class id (None when unlabelled) and the line it
-    was read from (0 when not read from a file; not compared)."""
+    was read from (0 when not read from a file; not compared). Slotted: a list of 240k entries is held by every
+    loader worker, which touches each (no ``__dict__`` per entry, fewer pages that copy-on-write copies)."""
 
     path: str
     label: int | None = None

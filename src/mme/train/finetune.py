@@ -60,13 +60,12 @@ log = logging.getLogger(__name__)
 class RepeatedClips(Dataset):
     """Repeated augmentation: item i is ``repeats`` training clips of video i, ``{"video": (R, 3, T, H, W),
     "label": (R,), "index": (R,)}``, each from its own ClassificationDataset copy (own seed), so the copies
-    differ in crop, flip and temporal window. The copies keep one failure table; each draws its own replacement
-    for a failed video."""
+    differ in crop, flip and temporal window. The copies share one list, read once, and one failure table
+    (:meth:`~mme.data.dataset.ClassificationDataset.with_seed`); each draws its own replacement for a failed video."""
 
     def __init__(self, cfg: DataConfig, repeats: int, seed: int):
-        self.copies = [ClassificationDataset(cfg, "train", seed=seed * repeats + k) for k in range(repeats)]
-        for copy in self.copies[1:]:
-            copy.count_failures_in(self.copies[0])
+        first = ClassificationDataset(cfg, "train", seed=seed * repeats)
+        self.copies = [first] + [first.with_seed(seed * repeats + k) for k in range(1, repeats)]
 
     def __len__(self) -> int:
         return len(self.copies[0])
