@@ -105,6 +105,29 @@ def test_extract_writes_resumes_and_reports_failures(videos, tmp_path):
     assert not list(out.rglob(".*tmp*"))  # no temporary files left behind
 
 
+def test_a_resumed_extraction_says_it_looks_and_reads_each_files_header_alone(videos, tmp_path, monkeypatch,
+                                                                             capsys, caplog):
+    """A resumed mme extract over a finished cache printed nothing until it had opened every cache file (47 s at
+    240k lines), each read as a whole cache with no record (read_cache), its path built four times. It says what it
+    looks at, with a progress bar, reads each file's header, offsets and length alone (cache_meta), and builds each
+    video's cache file once."""
+    import mme.motion.cache as cache
+
+    (tmp_path / "list.txt").write_text("b.mp4 1\none.mp4 1\n")
+    out = tmp_path / "cache"
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["done"] == 2
+    built, read, read_cache = [], [], cache.read_cache
+    monkeypatch.setattr(extract, "cache_file", lambda *a: built.append(a[1]) or cache_file(*a))
+    monkeypatch.setattr(cache, "read_cache", lambda *a, **k: read.append(a[0]) or read_cache(*a, **k))
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="mme.extract"):
+        assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["skipped"] == 2
+    assert built == ["b.mp4", "one.mp4"] and read == []
+    assert f"extract: looking at the cache files of the 2 videos of share 0/1 in {out}" in caplog.messages
+    assert "look:   0%|          | 0/2 [" in capsys.readouterr().err  # (cleared when done)
+
+
 def test_a_one_frame_video_is_cached_as_online_training_tracks_it(videos, tmp_path):
     """A video of one frame trains online (tracks that stand still: frames past the last read as the last), but
     `mme extract` failed it as too short, and training from the cache then failed it, advising the `mme extract`
@@ -212,8 +235,8 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
     (videos / "b1.txt").write_text("b.mp4\n")
     out = tmp_path / "cache"
     opts = ExtractOptions(length=2, short_side=64)
-    jobs = [extract._share_jobs(read_list(str(videos / "b1.txt"))[0], str(videos), str(out), opts, False)[0][0]
-            for _ in range(2)]
+    mine = {cache_file(out, e.path): e for e in read_list(str(videos / "b1.txt"))[0]}
+    jobs = [extract._share_jobs(mine, str(videos), str(out), opts, False)[0][0] for _ in range(2)]
     real, made = extract.extract_video, []
 
     def slow(*args):  # the making takes a while: the other job starts meanwhile

@@ -444,10 +444,10 @@ def exit_if_script_rerun() -> None:
         raise SystemExit(SCRIPT_RERUN_EXIT)
 
 
-def progress_bar(items: Iterable, total: int, desc: str, unit: str, show: bool = True) -> tqdm:
+def progress_bar(items: Iterable, total: int, desc: str, unit: str, show: bool = True, keep: bool = True) -> tqdm:
     """The progress bar on stderr of a long pass over ``items`` (``mme extract``'s videos, ``mme check``'s), drawn
-    where ``show`` (rank 0 alone under torchrun)."""
-    return tqdm(items, total=total, desc=desc, unit=unit, disable=not show)
+    where ``show`` (rank 0 alone under torchrun); one not ``keep`` is cleared when done (a step before the work)."""
+    return tqdm(items, total=total, desc=desc, unit=unit, disable=not show, leave=keep)
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,

@@ -40,6 +40,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -84,6 +85,11 @@ def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     """Where the cache of ``video`` (its path as written in the list) lives under ``out_dir`` (``suffix``
     ``V1_SUFFIX``: where a version 1 file of it would be)."""
     return Path(out_dir) / (str(Path(*_under_cache(video))) + suffix)
+
+
+def version_1_file(current: Path) -> Path:
+    """Where the version 1 file beside a video's current cache file ``current`` (:func:`cache_file`) would be."""
+    return current.with_name(current.name[:-len(SUFFIX)] + V1_SUFFIX)
 
 
 def _under_cache(video: str | Path) -> tuple[str, ...]:
@@ -291,8 +297,11 @@ def _read_header(f, path: Path) -> tuple[dict, np.ndarray]:
 
 
 def cache_meta(path: str | Path) -> dict:
-    """The meta of one cache file (its header only; a version 1 file's meta)."""
-    return read_cache(path, starts=[]).meta
+    """The meta of one cache file, checked as :func:`read_cache` checks it (its header, offsets and length), no
+    record read (a version 1 file's meta): what a resumed extraction and a run's check compare."""
+    path = Path(path)
+    with _opened_cache(path) as f:
+        return _read_v1(path, []).meta if f is None else _checked_header(f, path)[0]
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
@@ -300,39 +309,56 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     A missing, truncated or foreign file is a VideoError naming it (so a dataset skips that video and reports
     it, as for an undecodable video)."""
     path = Path(path)
+    with _opened_cache(path) as f:
+        if f is None:
+            return _read_v1(path, starts)
+        meta, offsets = _checked_header(f, path)
+        T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
+        base = f.tell()
+        st = _starts(starts, T)
+        nd, nv = L * gh * gw * 2 * 2, gh * gw
+        record_size = nd + nv + (L * 36 if meta["homs"] else 0)
+        disp = np.empty((len(st), L, gh, gw, 2), np.int16)
+        valid = np.empty((len(st), gh, gw), bool)
+        homs = np.empty((len(st), L, 3, 3), np.float32) if meta["homs"] else None
+        for i, s in enumerate(st.tolist()):
+            f.seek(base + offsets[s])
+            record = zlib.decompress(f.read(offsets[s + 1] - offsets[s]))
+            if len(record) != record_size:
+                raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {record_size}")
+            disp[i] = np.frombuffer(record, "<i2", L * gh * gw * 2).reshape(L, gh, gw, 2)
+            valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
+            if homs is not None:
+                homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
+        quant = float(meta["quant"])
+    return CachedTracks(disp.astype(np.float32) * quant, st, valid, homs, meta, T)
+
+
+@contextlib.contextmanager
+def _opened_cache(path: Path) -> Iterator[BinaryIO | None]:
+    """A cache file open past its magic (None for a version 1 file, a zip read by :func:`_read_v1`); a missing or
+    foreign file, or a read error inside the block, is a VideoError naming it (:func:`_unreadable`)."""
     if not path.is_file():
         raise video_error(path, "track cache", "a folder, not a cache file" if path.is_dir() else "no such file")
     try:
         with open(path, "rb") as f:
             magic = f.read(len(MAGIC))
-            if magic[:4] == b"PK\x03\x04":
-                return _read_v1(path, starts)
-            if magic != MAGIC:
+            if magic[:4] != b"PK\x03\x04" and magic != MAGIC:
                 raise ValueError("unknown file type")
-            meta, offsets = _read_header(f, path)
-            T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
-            base, size = f.tell(), os.fstat(f.fileno()).st_size
-            if len(offsets) != T + 1 or size != base + offsets[-1] or np.any(np.diff(offsets) < 0):
-                raise ValueError(f"{size} bytes, which the header's {T} starts and the offsets do not describe")
-            st = _starts(starts, T)
-            nd, nv = L * gh * gw * 2 * 2, gh * gw
-            record_size = nd + nv + (L * 36 if meta["homs"] else 0)
-            disp = np.empty((len(st), L, gh, gw, 2), np.int16)
-            valid = np.empty((len(st), gh, gw), bool)
-            homs = np.empty((len(st), L, 3, 3), np.float32) if meta["homs"] else None
-            for i, s in enumerate(st.tolist()):
-                f.seek(base + offsets[s])
-                record = zlib.decompress(f.read(offsets[s + 1] - offsets[s]))
-                if len(record) != record_size:
-                    raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {record_size}")
-                disp[i] = np.frombuffer(record, "<i2", L * gh * gw * 2).reshape(L, gh, gw, 2)
-                valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
-                if homs is not None:
-                    homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
-            quant = float(meta["quant"])
+            yield None if magic[:4] == b"PK\x03\x04" else f
     except _READ_ERRORS as e:
         raise _unreadable(path, e) from e
-    return CachedTracks(disp.astype(np.float32) * quant, st, valid, homs, meta, T)
+
+
+def _checked_header(f: BinaryIO, path: Path) -> tuple[dict, np.ndarray]:
+    """:func:`_read_header` of an open file, its starts, length and grid read and the offsets held to the file's
+    length (a truncated file): the file positioned at its first record."""
+    meta, offsets = _read_header(f, path)
+    T, _, (_, _) = int(meta["starts"]), int(meta["length"]), meta["grid"]  # (a damaged header fails here, as one)
+    size = os.fstat(f.fileno()).st_size
+    if len(offsets) != T + 1 or size != f.tell() + offsets[-1] or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"{size} bytes, which the header's {T} starts and the offsets do not describe")
+    return meta, offsets
 
 
 def _unreadable(path: Path, err: Exception) -> VideoError:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mme.data.lists import BadLine, left_out, read_list, resolve
+from mme.data.lists import BadLine, ListEntry, left_out, read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS
@@ -32,7 +32,6 @@ from mme.errors import ConfigError, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
     SHORT_SIDE,
-    V1_SUFFIX,
     cache_file,
     cache_meta,
     made_settings,
@@ -43,6 +42,7 @@ from mme.motion.cache import (
     stale,
     start_homs,
     track_writer,
+    version_1_file,
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, track_in_step
@@ -315,11 +315,10 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
             "reports": [file for file, r in shares if r["failed"]]}
 
 
-def _caches_there(out: str, listed: str, opts: ExtractOptions, video: str) -> list[dict]:
-    """:func:`other_settings` of each readable cache of ``listed`` under ``out`` (the current file, a version 1 one):
-    ``{}`` among them where one is complete with these settings."""
-    return [differ for p in (cache_file(out, listed), cache_file(out, listed, V1_SUFFIX))
-            if (differ := other_settings(p, opts, video)) is not None]
+def _caches_there(target: Path, opts: ExtractOptions, video: str) -> list[dict]:
+    """:func:`other_settings` of each readable cache of ``video`` (the current file ``target``, a version 1 one
+    beside it): ``{}`` among them where one is complete with these settings."""
+    return [differ for p in (target, version_1_file(target)) if (differ := other_settings(p, opts, video)) is not None]
 
 
 def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
@@ -342,16 +341,17 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
     return None
 
 
-def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite: bool) -> tuple[list, int, set[Path]]:
-    """The jobs of entries ``mine``, how many of them are complete, and their cache files; a ConfigError where caches
-    made from other files or with other settings are there."""
-    jobs, skipped, targets, clashes = [], 0, set(), {}
-    for e in mine:
-        target = cache_file(out, e.path)
-        targets.add(target)
+def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractOptions, overwrite: bool
+                ) -> tuple[list, int, set[Path]]:
+    """The jobs of entries ``mine`` (by their cache files), how many of them are complete, and their cache files; a
+    ConfigError where caches made from other files or with other settings are there. Each file's header is read
+    (minutes for a finished cache of a large list): a progress bar counts them."""
+    jobs, skipped, clashes = [], 0, {}
+    for target, e in progress_bar(mine.items(), len(mine), "look", "video", show=is_main() and not overwrite,
+                                 keep=False):
         video = resolve(e, root)
         seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
-        found = [] if overwrite else _caches_there(out, e.path, opts, video)
+        found = [] if overwrite else _caches_there(target, opts, video)
         if {} in found:
             skipped += 1
             continue
@@ -360,7 +360,7 @@ def _share_jobs(mine: list, root: str, out: str, opts: ExtractOptions, overwrite
         jobs.append(_Job(video, e.path, out, opts, not overwrite, seen))
     if (why := _refusal(out, clashes)) is not None:
         raise ConfigError(why)
-    return jobs, skipped, targets
+    return jobs, skipped, set(mine)
 
 
 def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, list_file: str, root: str, out: str,
@@ -368,13 +368,16 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     """Lock share ``part`` of ``parts`` and check its cache files (every rank refuses where one does), then extract it
     and write its report, which lists ``bad_lines`` (the list's lines that are no entry, skipped: share 0's) as
     failed; returns the report and its file."""
-    unique: dict[Path, object] = {}
+    unique: dict[Path, ListEntry] = {}
     for e in entries:  # a video listed twice is extracted once, by one share
         unique.setdefault(cache_file(out, e.path), e)
-    mine = [e for i, e in enumerate(unique.values()) if i % parts == part]
+    mine = {target: e for i, (target, e) in enumerate(unique.items()) if i % parts == part}
     refused = None
     try:
         lock_folder(lock, f"--out (share {part}/{parts} of its extraction)")
+        if not overwrite:
+            log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
+                     parts, out)
         jobs, skipped, targets = _share_jobs(mine, root, out, opts, overwrite)
     except ConfigError as e:
         refused = e
