@@ -95,7 +95,7 @@ def version_1_file(current: Path) -> Path:
 def _under_cache(video: str | Path) -> tuple[str, ...]:
     """The parts of the path of ``video``'s cache file under the cache folder, but for the suffix: its anchor
     dropped, '..' escaped ('../x.mp4' stays under the folder)."""
-    path = Path(video)
+    path = video if isinstance(video, Path) else Path(video)  # (a Path made again costs a parse)
     return tuple(part if part != ".." else "%2E%2E" for part in path.parts[path.is_absolute():])
 
 
@@ -198,14 +198,16 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
     (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one.
     ``listed``: the files under ``cache_dir`` (:func:`listed_files`'s), looked up there rather than on disk."""
-    parts = Path(video_path).parts
+    path = Path(video_path)
+    parts, under = path.parts, _under_cache(path)  # under: parts without the anchor, '..' escaped
+    anchored, last_up = int(path.is_absolute()), max((k for k, p in enumerate(parts) if p == ".."), default=-1)
     for k in range(len(parts)):
-        tail = _under_cache(Path(*parts[k:]))  # (:func:`cache_file` of parts[k:])
+        tail = under[max(k - anchored, 0):]  # (:func:`cache_file` of parts[k:], as tuples: no Path per suffix)
         for suffix in (SUFFIX, V1_SUFFIX) if tail else ():
             candidate = (*tail[:-1], tail[-1] + suffix)
             if Path(cache_dir, *candidate).is_file() if listed is None else candidate in listed:
                 return Path(cache_dir, *candidate)
-        if ".." in parts[k:]:  # where extractions before '..' was kept under cache_dir wrote it (maybe outside it)
+        if k <= last_up:  # where extractions before '..' was kept under cache_dir wrote it (maybe outside it)
             legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
             if legacy.is_file():
                 return legacy
