@@ -731,6 +731,7 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
     from mme.models.vit import VisionTransformer
     from mme.train import engine
     from mme.train.finetune import setup
+    from mme.utils import held_folders
 
     true = ModelConfig(**{**TINY, "embed_dim": 64, "num_heads": 4})  # 4 heads of 16; guessed: 1 of 64
     torch.manual_seed(3)
@@ -744,7 +745,7 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
         with caplog.at_level("INFO", logger="mme"):
             run = setup(_tiny_recipe(synth, tmp_path / f"ft{heads}", "train.steps=1", f"train.init={tmp_path}/pre.pth",
                                      "train.precision=fp32", *extra))
-        engine.finish(run)
+        engine.finish(run, set())
         assert run.cfg.model.num_heads == run.model.encoder.blocks[0].attn.num_heads == heads
         with torch.no_grad():
             same = torch.equal(run.model.encoder.blocks[0].eval()(tokens), truth)
@@ -764,6 +765,7 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
                                     "model.embed_dim=64", "model.num_heads=4"))
     assert "(original VideoMAE/MME fine-tuned): not recorded by the file it comes from, so taken on trust: " \
         "img_size=32, num_frames=4 (" in caplog.text  # (the head count not among them: it was num_heads=1)
+    assert held_folders() == set()  # its folder unlocked: a later job may use it
     from mme.eval.testing import build_test_set
 
     ds = build_test_set(synth.lists["test"], clf.cfg, clips=1, crops=1, stride=2, root=str(synth.root))
@@ -811,7 +813,7 @@ def test_the_configs_clip_is_taken_where_train_init_records_none(synth, tmp_path
             matrix[ds[i]["label"], clf(normalize_clip(ds[i]["video"])).argmax(-1).item()] += 1
     assert res.reports["test"]["confusion_matrix"] == matrix.tolist()
     run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={tmp_path}/ft.pth"))
-    engine.finish(run)
+    engine.finish(run, set())
     assert all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in run.model.encoder.state_dict().items())
     with pytest.raises(CheckpointError, match=r"ft\.pth: its position table has 8 rows, one per token, but neither 6 "
                                               r"frames of 48x48 \(27 tokens\) nor 16 frames of 224x224 \(1568 tokens\) "
@@ -849,7 +851,7 @@ def test_train_init_of_a_position_table_of_another_clip_fine_tunes_at_the_config
         try:
             loop.train(run)
         finally:
-            engine.finish(run)
+            engine.finish(run, set())
         assert run.cfg.model.img_size == 64 and run.model.cfg.num_tokens == 32
         encoders.append(run.model.encoder.state_dict())
     assert "its position table of 8 rows fits 4 frames of 32 px, not the config's 4 of 64 px" in caplog.text
@@ -875,7 +877,7 @@ def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_pat
     torch.save({"model": {f"encoder.{k}": v for k, v in enc.state_dict().items()}}, tmp_path / "pre.pth")
     init = (f"train.init={tmp_path}/pre.pth", "train.steps=1", "train.precision=fp32")
     run = setup(_tiny_recipe(synth, tmp_path / "ft", *init, "model.embed_dim=96", "model.num_heads=3"))
-    engine.finish(run)
+    engine.finish(run, set())
     tokens = torch.randn(1, 8, 96)
     with torch.no_grad():
         assert torch.equal(run.model.encoder.blocks[0].eval()(tokens), enc.blocks[0](tokens))

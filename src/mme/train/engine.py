@@ -131,9 +131,6 @@ class Run:
 
 _THREADS_BEFORE: list[int] = []
 """The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
-_HELD_BEFORE: list[set[Path]] = []
-"""The folders this process held before :func:`begin` (a caller's, as mme demo's --out): :func:`finish` unlocks
-only those the run took."""
 _RNG_BEFORE: list[dict] = []
 """The global generators' states (torch's, CUDA's, numpy's, Python's: :func:`~mme.train.checkpoint.rng_state`) before
 :func:`begin`: a run seeds them for its weights and dropout (a resumed one sets them all from its checkpoint), and
@@ -145,7 +142,6 @@ def begin(cfg) -> Start:
     of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader workers, and
     take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
-    _HELD_BEFORE.append(held_folders())
     info, device = join(t.device)
     _RNG_BEFORE.append(ckpt.rng_state())
     out_dir = dist.on_main(run_folder.take, t.out_dir)
@@ -173,17 +169,17 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def finish(run: Run | None = None) -> None:
-    """The end of every run, however it ends: unlock its folder (not one its caller holds), leave the process
-    group, and give the process back its threads and its global generators' states (a library caller goes on with
-    its own). The run's DDP wrapper goes first: destroyed after the process group, its gloo threads and the
-    interpreter deadlocked at exit (a finished 2-rank run hung)."""
+def finish(run: Run | None, held_before: set[Path]) -> None:
+    """The end of every run, however it ends: unlock its folder (those the process holds and did not hold in
+    ``held_before``, :func:`mme.utils.held_folders` at the job's start: not a caller's, as mme demo's --out), leave
+    the process group, and give the process back its threads and its global generators' states (a library caller
+    goes on with its own). The run's DDP wrapper goes first: destroyed after the process group, its gloo threads and
+    the interpreter deadlocked at exit (a finished 2-rank run hung)."""
     if run is not None:
         run.step_model = None
         gc.collect()
-    if _HELD_BEFORE:  # the run's folder, not a caller's
-        for folder in held_folders() - _HELD_BEFORE.pop():
-            unlock_folder(folder)
+    for folder in held_folders() - held_before:
+        unlock_folder(folder)
     dist.shutdown()
     if _THREADS_BEFORE:
         torch.set_num_threads(_THREADS_BEFORE.pop())

@@ -43,6 +43,7 @@ from mme.motion.cache import (
     extract_flags_as_fine,
     resume_settings,
     same_frames,
+    stale,
 )
 from mme.motion.targets import batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
@@ -50,6 +51,7 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
+from mme.utils import held_folders
 
 log = logging.getLogger(__name__)
 
@@ -132,27 +134,41 @@ def _check_stale(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache whose files an earlier mme made (:func:`~mme.motion.cache.stale`, which every read of one
     refuses) where they, with the files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before
     the run's flow warning and first step. Judged on the probed files
-    (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``,
-    else their share of the whole, without reading each header of a large cache)."""
-    stale = dataset.stale_probes
-    if not stale:
+    (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``),
+    and, where their share of a larger cache would pass the fraction, on every file's header (a few stale files among
+    the probed ones of a large cache may be fewer than the fraction)."""
+    stale_probed = dataset.stale_probes
+    if not stale_probed:
         return
-    held = sum(found is not None for found in dataset.cache_lookup.files)
-    probed = len(dataset.cache_probes())
-    count = len(stale) if probed == held else round(len(stale) * held / probed)
+    files = [found for found in dataset.cache_lookup.files if found is not None]
     lacking = len(dataset.cache_lookup.lacking)
+    count = len(stale_probed)
+    if len(dataset.cache_probes()) < len(files):
+        if not dataset.too_many_failures(lacking + round(count * len(files) / len(dataset.cache_probes()))):
+            return
+        log.info("target.cache_dir %s: reading the headers of its %d files to count those an earlier mme made",
+                 cfg.target.cache_dir, len(files))
+        count = sum(_made_by_an_earlier_mme(found) for found in files)
     if not dataset.too_many_failures(lacking + count):
         return
-    of = (f"{count} of its {held}" if probed == held
-          else f"{len(stale)} of the {probed} read (spread over its {held}: about {count} in all) of the")
+    of = f"{count} of its {len(files)}"
     also = f", with the {lacking} it lacks" if lacking else ""
     beyond = (f"{also}, more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
-    _, found, meta, why = stale[0]
+    _, found, meta, why = stale_probed[0]
     remake = dataset.extract_command(command_flags(**resume_settings(meta, cfg.data.backend), overwrite=False))
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {of} track cache files of the videos of "
                     f"{cfg.data.list_file} were made by an earlier mme{beyond}, which this run does not read (the "
                     f"first, {found}: {why}); `{remake}` makes them again with their settings, and resumes")
+
+
+def _made_by_an_earlier_mme(found: str) -> bool:
+    """Whether the cache file ``found`` is :func:`~mme.motion.cache.stale` (an unreadable one is its video's failure,
+    counted as the run meets it)."""
+    try:
+        return stale(cache_meta(found)) is not None
+    except MMEError:
+        return False
 
 
 def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
@@ -344,7 +360,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
     ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
-    t0 = time.perf_counter()
+    t0, held = time.perf_counter(), held_folders()
     run = None
     try:
         run = setup(cfg)
@@ -358,7 +374,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
         return result
     finally:
-        engine.finish(run)
+        engine.finish(run, held)
 
 
 def main(recipe: str, overrides: list[str]) -> int:
