@@ -613,19 +613,27 @@ def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp
 def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, clip_frames, caplog):
     """data.index_dir / --index-dir holding the indices of an earlier mme (DIR/v12/ beside this version's folder)
     re-indexed every file in silence. It is said once per process and folder (INFO), naming the versions this mme
-    does not read and their folders to remove; a folder of this version alone says nothing."""
+    does not read and their folders to remove, where a job takes the folder (mme check, a dataset: in the main
+    process, not by each loader worker's reads, once per worker); a folder of this version alone says nothing."""
+    from mme.data.lists import check_lists
+
     version = pyav_reader.INDEX_VERSION
-    a, b = write_video(tmp_path / "a.mp4", clip_frames[:6]), write_video(tmp_path / "b.mp4", clip_frames[:8])
+    a = write_video(tmp_path / "a.mp4", clip_frames[:6])
+    write_video(tmp_path / "b.mp4", clip_frames[:8])
     old = tmp_path / "index" / f"v{version - 2}" / "ab"
     old.mkdir(parents=True)
     (old / "cd.json").write_text(json.dumps({"version": version - 2}))
     (tmp_path / "index" / "v1x").mkdir()  # not a version's folder
     (tmp_path / "own" / f"v{version}").mkdir(parents=True)
+    (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\n")
+    (tmp_path / "link").symlink_to(tmp_path / "index")
     with caplog.at_level(logging.INFO, logger="mme"):
-        for path in (a, b):
-            for index_dir in ("index", "own"):
-                with open_video(path, index_dir=tmp_path / index_dir) as reader:
-                    assert reader.num_frames == len(decode_all(path))
+        for index_dir in ("index", "own", "link"):  # (link: the same folder)
+            report = check_lists([tmp_path / "list.txt"], tmp_path, tmp_path / f"{index_dir}.json",
+                                 min_frames=4, index_dir=tmp_path / index_dir, overwrite=True)
+            assert report["counts"] == {"ok": 2}, report
+        with open_video(a, index_dir=tmp_path / "index") as reader:  # (a read alone: not said again)
+            assert reader.num_frames == len(decode_all(a))
     said = [r.getMessage() for r in caplog.records if "index version" in r.getMessage()]
     assert said == [f"{tmp_path / 'index'} holds frame indices of index version(s) {version - 2}, which this mme "
                     f"(index version {version}) does not read: v{version - 2}/ can be removed where no mme of that "

@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mme.data.lists import ListEntry, read_list, resolve
-from mme.data.pyav_reader import decodes_on_cuda
+from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips
 from mme.data.transforms import (
     MULTISCALE_SCALES,
@@ -346,6 +346,7 @@ class _VideoDataset(Dataset):
         require_backend(cfg.backend)
         if cfg.index_dir is not None:
             check_output(cfg.index_dir, "data.index_dir", folder=True)
+            note_other_index_versions(cfg.index_dir)
         entries, self.bad_lines = read_list(cfg.list_file, strict=False, key="data.list_file")
         if need_labels and any(e.label is None for e in entries):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")

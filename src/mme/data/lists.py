@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import av
 
-from mme.data.pyav_reader import open_container, video_stream
+from mme.data.pyav_reader import note_other_index_versions, open_container, video_stream
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
 from mme.utils import (
@@ -1353,6 +1353,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
+        note_other_index_versions(index_dir)
     read = _read_lists(list_files, root)
     _check_replaced(Path(report_path), overwrite, list_files, read.listed)
     return _check_read(list_files, root, report_path, read, min_frames, workers, index_dir, decode_threads)

@@ -912,11 +912,17 @@ def _warn_unwritable(index_dir: Path, why: str) -> None:
     log.warning("cannot keep frame indices in %s (%s); each process indexes for itself", index_dir, why)
 
 
-@functools.cache
-def _note_other_versions(index_dir: str) -> None:
+def note_other_index_versions(index_dir: str | os.PathLike) -> None:
     """Say once per process and folder (INFO) which index versions other than this :data:`INDEX_VERSION` keep their
     indices in ``index_dir`` (its ``v<version>/`` folders, :func:`_index_store`): this mme neither reads nor
-    removes them, as an mme of that version may share the folder; a folder that cannot be listed says nothing."""
+    removes them, as an mme of that version may share the folder; a folder that cannot be listed says nothing.
+    Called where a job takes its index folder (a dataset, mme check), in the main process: not by each loader
+    worker's reads."""
+    _note_other_versions(os.path.realpath(index_dir))
+
+
+@functools.cache
+def _note_other_versions(index_dir: str) -> None:
     try:
         with os.scandir(index_dir) as entries:
             others = sorted(int(e.name[1:]) for e in entries
@@ -970,7 +976,6 @@ def _pyav_index(path: str, size: int, mtime_ns: int, index_dir: str | None = Non
     every process (:meth:`_Index.save`)."""
     if index_dir is None:
         return _make_index(path)
-    _note_other_versions(index_dir)
     store = _index_store(index_dir, path, size, mtime_ns)
     index = _load_index(store)
     if index is None:
