@@ -1164,3 +1164,29 @@ def test_each_rank_draws_its_own_drop_path_masks_and_a_resumed_run_the_same():
     assert torch.equal(out(3, 0), out(3, 0))  # one rank, resumed or not
     assert not torch.equal(out(3, 0), out(3, 1))  # rank 0 and rank 1 (one micro-batch per step)
     assert not torch.equal(out(3, 0), out(4, 0))  # the next step
+
+
+def test_val_and_test_videos_of_a_class_the_training_list_lacks_are_warned_about(synth, tmp_path, caplog):
+    """``mme finetune`` with UCF101's trainlist01.txt (labels 1..N) as data.list_file and a 0-based test list
+    built an N+1-class head and scored class 0, never trained, without a word; now one warning before any
+    training names the classes and their counts in each list, and says the training list looks 1-based."""
+    import logging
+
+    from mme.cli import main
+
+    r = synth.root
+    train = [line.rsplit(maxsplit=1) for line in (r / "train.txt").read_text().splitlines()]
+    (tmp_path / "one_based.txt").write_text("".join(f"{p} {int(label) + 1}\n" for p, label in train))
+    counts = {s: sum(line.endswith(" 0") for line in (r / f"{s}.txt").read_text().splitlines()) for s in ("val",
+                                                                                                         "test")}
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert main(["finetune", "--config", "finetune_tiny_cpu",
+                     *_tiny_overrides(synth, tmp_path / "ft", f"data.list_file={tmp_path / 'one_based.txt'}",
+                                      "task.classes=", f"train.init={tmp_path / 'none.pt'}")]) == 1
+    said = [rec.getMessage() for rec in caplog.records if "has none of" in rec.getMessage()]
+    assert said == [
+        f"task.val_list {r}/val.txt has videos of class(es) 0 ({counts['val']} videos); task.test_list {r}/test.txt "
+        f"has videos of class(es) 0 ({counts['test']} videos) that the training list {tmp_path / 'one_based.txt'} "
+        f"has none of: no model fit on it predicts them, so the scores of those videos cannot be right; its labels "
+        f"are 1..4 with no 0: it looks 1-based (as UCF101's trainlist0N.txt: make the lists with `mme lists ucf101`)"]
+    assert counts["val"] > 0 and counts["test"] > 0

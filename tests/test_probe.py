@@ -514,3 +514,38 @@ def test_briefly_pretrained_encoder_probes_above_a_random_one(tmp_path):
         top1[name] = r["linear"]["top1"]
     assert top1["random"] <= 0.5, top1  # 4 classes: chance is 0.25
     assert top1["trained"] >= top1["random"] + 0.3, top1
+
+
+def test_scored_videos_of_a_class_the_train_list_lacks_are_warned_about(synth, tmp_path, caplog):
+    """UCF101's trainlist01.txt (labels 1..N) beside a 0-based test list was probed as N+1 classes without a word
+    (class 0 scored, never fit: 10 % top-1 for 45 %); now one warning names the classes and their counts before
+    any embedding, and says that a train list of labels 1..N looks 1-based. A subset lacking a class is warned
+    about (not refused) without that hint."""
+    import logging
+
+    from mme.cli import main
+
+    r = synth.root
+    train = [line.rsplit(maxsplit=1) for line in (r / "train.txt").read_text().splitlines()]
+    (tmp_path / "one_based.txt").write_text("".join(f"{p} {int(label) + 1}\n" for p, label in train))
+    (tmp_path / "no_class_3.txt").write_text("".join(f"{p} {label}\n" for p, label in train if label != "3"))
+    test_list = r / "test.txt"
+    counts = [sum(line.endswith(f" {c}") for line in test_list.read_text().splitlines()) for c in (0, 3)]
+    said = {}
+    for name in ("one_based.txt", "no_class_3.txt", "train.txt"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            assert main(["probe", str(tmp_path / "unused.ckpt"), "--train", str(tmp_path / name if name != "train.txt"
+                         else r / name), "--test", str(test_list), "--root", str(r), "--out", str(tmp_path / "p")]) == 1
+        said[name] = [rec.getMessage() for rec in caplog.records if "has none of" in rec.getMessage()]
+    assert said["one_based.txt"] == [
+        f"the test list {test_list} has videos of class(es) 0 ({counts[0]} videos) that the training list "
+        f"{tmp_path / 'one_based.txt'} has none of: no model fit on it predicts them, so the scores of those videos "
+        f"cannot be right; its labels are 1..4 with no 0: it looks 1-based (as UCF101's trainlist0N.txt: make the "
+        f"lists with `mme lists ucf101`)"]
+    assert said["no_class_3.txt"] == [
+        f"the test list {test_list} has videos of class(es) 3 ({counts[1]} videos) that the training list "
+        f"{tmp_path / 'no_class_3.txt'} has none of: no model fit on it predicts them, so the scores of those videos "
+        f"cannot be right"]
+    assert said["train.txt"] == []
+    assert counts[0] > 0 and counts[1] > 0

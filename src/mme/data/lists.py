@@ -271,6 +271,30 @@ def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> l
     return entries
 
 
+def untrained_classes(train_file: str | Path, train: list[ListEntry],
+                      scored: dict[str, tuple[str | Path, list[ListEntry]]]) -> str | None:
+    """The warning, or None, where a scored split (``{what: (list_file, entries)}``: a val or test list) has
+    videos of a class the training list has none of, naming those classes and their video counts: no model fit on
+    that list predicts them, so their scores cannot be right. Not refused: a small subset may lack a class. A
+    training list labelled 1..N (no 0) is said to look 1-based (UCF101's trainlist0N.txt beside a 0-based test
+    list). Returned, not logged: the caller logs it once (rank 0 alone under torchrun)."""
+    trained = Counter(e.label for e in train if e.label is not None)
+    found = []
+    for what, (list_file, entries) in scored.items():
+        untrained = Counter(e.label for e in entries if e.label is not None and e.label not in trained)
+        if trained and untrained:
+            counts = ", ".join(f"{label} ({n} videos)" for label, n in sorted(untrained.items()))
+            found.append(f"{what} {list_file} has videos of class(es) {counts}")
+    if not found:
+        return None
+    top = max(trained)
+    one_based = ("" if 0 in trained or len(trained) != top else
+                 f"; its labels are 1..{top} with no 0: it looks 1-based (as UCF101's trainlist0N.txt: make the "
+                 f"lists with `mme lists ucf101`)")
+    return (f"{'; '.join(found)} that the training list {train_file} has none of: no model fit on it predicts "
+            f"them, so the scores of those videos cannot be right{one_based}")
+
+
 # ---- builders: official annotation files -> {split: entries}, class names ------------------------------------
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".ts", ".m2ts", ".mts",

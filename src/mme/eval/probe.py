@@ -213,7 +213,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
 
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
-    from mme.data.lists import check_labels, read_classes
+    from mme.data.lists import check_labels, read_classes, untrained_classes
     from mme.eval.features import check_decoding, embed, read_features, refuse_unowned
     from mme.train import distributed as dist
 
@@ -227,9 +227,12 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     out_dir = check_output(out_dir, "--out", folder=True)
     splits = {"train": train_list, "val": val_list, "test": test_list}
     names = read_classes(classes, "--classes") if classes else None
-    for split, list_file in splits.items():  # before any embedding: a label on every line, a class of the map
-        if list_file:
-            check_labels(list_file, len(names) if names else None, f"the {split} list")
+    entries = {split: check_labels(list_file, len(names) if names else None, f"the {split} list")
+               for split, list_file in splits.items() if list_file}  # before any embedding: labels, of the map
+    note = untrained_classes(train_list, entries["train"],
+                             {f"the {s} list": (splits[s], entries[s]) for s in ("val", "test") if s in entries})
+    if note and dist.is_main():
+        log.warning("%s", note)
     _check_disjoint({s: f for s, f in splits.items() if f}, embed_kwargs.get("root", ""))
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     for path in features.values():  # before any embedding: mme embed's files (a cache, damaged) alone are replaced

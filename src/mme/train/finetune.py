@@ -41,6 +41,7 @@ from mme.data.lists import (
     read_list,
     resolve,
     shared_video,
+    untrained_classes,
     video_identity,
 )
 from mme.data.transforms import normalize_clip
@@ -107,13 +108,17 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
     (it would be scored twice), and videos they share with the training list are warned about (the figures would
-    score videos the model was trained on). The training list may repeat a video (oversampling it)."""
-    train = {}
+    score videos the model was trained on), as are their videos of classes the training list has none of
+    (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a video (oversampling it)."""
+    trained = []
     if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
-        train = {video_identity(e, cfg.data.root): e for e in read_list(cfg.data.list_file, strict=False)[0]}
+        trained = read_list(cfg.data.list_file, strict=False)[0]
+    train = {video_identity(e, cfg.data.root): e for e in trained}
+    tested = {}
     for split, list_file in cfg.task.tested.items():
         key = f"{split}_list"
         entries = check_labels(list_file, num_classes, f"task.{key}")
+        tested[f"task.{key}"] = list_file, entries
         shared, named = shared_video(listed_once(list_file, entries, cfg.data.root, f"task.{key}"), train,
                                      cfg.data.root)
         if shared:
@@ -127,6 +132,9 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
         if missing:
             log.warning("task.%s %s: %d of its %d videos are not under data.root (e.g. %s); the tests report them "
                         "as failed", key, list_file, len(missing), len(entries), missing[0])
+    note = untrained_classes(cfg.data.list_file, trained, tested)
+    if note:
+        log.warning("%s", note)
 
 
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
