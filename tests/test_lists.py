@@ -997,6 +997,28 @@ def test_ucf101_official_splits(tmp_path):
         from_ucf101(tmp_path, 2)
 
 
+def test_a_ucf101_trainlist_label_that_classind_names_otherwise_is_refused(tmp_path, capsys):
+    """`mme lists ucf101` took each video's class from its folder and never read the trainlist's label: a
+    classInd.txt in another order than the trainlist's labels was written without a word (the class map then
+    named every id wrongly); now the line, its label and both classes are named, and nothing is written."""
+    (tmp_path / "classInd.txt").write_text("1 Archery\r\n2 ApplyEyeMakeup\r\n3 YoYo\r\n")
+    (tmp_path / "trainlist01.txt").write_text("Archery/v_Archery_g08_c01.avi 2\nApplyEyeMakeup/v_a.avi 1\n")
+    (tmp_path / "testlist01.txt").write_text("YoYo/v_YoYo_g01_c01.avi\n")
+    out = tmp_path / "lists"
+    assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"mme lists: error: {tmp_path / 'trainlist01.txt'}:1: label 2 is 'ApplyEyeMakeup' in "
+        f"{tmp_path / 'classInd.txt'}, but the video's folder is class 1 'Archery' there: "
+        "'Archery/v_Archery_g08_c01.avi 2'; use the classInd.txt of these split files")
+    assert not {"train.txt", "test.txt", "classes.json"} & {p.name for p in out.iterdir()}
+    (tmp_path / "trainlist01.txt").write_text("Archery/v_Archery_g08_c01.avi 4\n")
+    with pytest.raises(DataError, match=r"trainlist01.txt:1: label '4' is not a class id of .*classInd.txt \(1..3\)"):
+        from_ucf101(tmp_path, 1)
+    (tmp_path / "trainlist01.txt").write_text("archery/v_Archery_g08_c01.avi 1\nYoYo/v_YoYo_g02_c01.avi 3\n")
+    assert from_ucf101(tmp_path, 1)[0]["train"] == [ListEntry("archery/v_Archery_g08_c01.avi", 0),
+                                                     ListEntry("YoYo/v_YoYo_g02_c01.avi", 2)]
+
+
 def test_hmdb51_official_splits(tmp_path):
     (tmp_path / "brush_hair_test_split1.txt").write_text("April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \n"
                                                          "Blonde_brush_hair_f_nm_np2_le_goo_1.avi 2 \n"

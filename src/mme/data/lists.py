@@ -983,8 +983,9 @@ def _finds_video_stream(path: Path) -> bool:
 
 def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
     """UCF101's official split files: ``classInd.txt`` ('1 ApplyEyeMakeup'), ``trainlist0N.txt`` ('Class/v.avi
-    1', 1-based) and ``testlist0N.txt`` ('Class/v.avi'). Labels become 0-based; test labels come from the class
-    folder (matched without regard to case: the official files spell 'HandstandPushups' two ways)."""
+    1', 1-based) and ``testlist0N.txt`` ('Class/v.avi'). Labels become 0-based and come from the class folder
+    (matched without regard to case: the official files spell 'HandstandPushups' two ways); a line's label (the
+    trainlist's) must name that folder's class in classInd.txt."""
     split_dir = Path(split_dir)
     ind = _need_file(split_dir / "classInd.txt", "UCF101 classInd.txt")
     classes = []
@@ -999,13 +1000,29 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
         path = _need_file(split_dir / f"{name}list{split:02d}.txt", f"UCF101 {name} split {split}")
         entries = []
         for n, text in _read_lines(path):
-            video = text.split()[0]
+            video, *label = text.split()
             folder = _class_key(video.split("/")[0])
             if folder not in by_name:
                 raise DataError(f"{path}:{n}: class folder {video.split('/')[0]!r} is not in {ind}")
+            if label:
+                _check_ucf101_label(path, n, text, label[0], by_name[folder], classes, ind)
             entries.append(ListEntry(video, by_name[folder]))
         out[name] = entries
     return out, classes
+
+
+def _check_ucf101_label(path: Path, line_no: int, text: str, label: str, class_id: int, classes: list[str],
+                        ind: Path) -> None:
+    """A split file line's label (1-based, the trainlist's) names the class of its video's folder in classInd.txt:
+    a classInd.txt in another order than the trainlist's labels is a DataError naming the line, its label and both
+    classes (the lists are labelled by folder, so another order would pass unseen)."""
+    if not _is_int(label) or not 1 <= int(label) <= len(classes):
+        raise DataError(f"{path}:{line_no}: label {label!r} is not a class id of {ind} (1..{len(classes)}): "
+                        f"{text!r}")
+    if int(label) - 1 != class_id:
+        raise DataError(f"{path}:{line_no}: label {label} is {classes[int(label) - 1]!r} in {ind}, but the video's "
+                        f"folder is class {class_id + 1} {classes[class_id]!r} there: {text!r}; use the classInd.txt "
+                        f"of these split files")
 
 
 def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str]]:
