@@ -909,6 +909,44 @@ def test_a_damaged_header_is_refused_and_a_resume_makes_a_damaged_file_again(vid
         assert f"extract: {made}: not a valid mme track cache (ValueError: {why}" in caplog.text
         assert "; made again" in caplog.text and "re-run" not in caplog.text
 
+def test_a_version_2_header_missing_or_negative_fields_is_refused_by_a_resume_and_made_again(videos, tmp_path,
+                                                                                             caplog):
+    """A version 2 file has no checksum of its header. Its header was checked by a resume (cache_meta) for its
+    starts and offsets alone: one without "homs", or with a negative length or grid, was counted complete and the
+    training read refused it. The header is checked for every field the read takes, in one place."""
+    out = tmp_path / "cache"
+    (tmp_path / "b.txt").write_text("b.mp4\n")
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "b.txt"), str(out), **args)["done"] == 1
+    made = cache_file(out, "b.mp4")
+    good, tracks = made.read_bytes(), read_cache(made)
+    length = int.from_bytes(good[8:16], "little")
+    meta = json.loads(good[16:16 + length])
+    offsets = good[16 + length:16 + length + 8 * (meta["starts"] + 1)]
+    records = good[16 + length + len(offsets) + 4:]  # past the checksum, which version 2 lacks
+
+    def version_2(damaged: dict) -> bytes:
+        header = json.dumps({**damaged, "version": 2}).encode()
+        return good[:8] + len(header).to_bytes(8, "little") + header + offsets + records
+
+    without_homs = {k: v for k, v in meta.items() if k != "homs"}
+    for damaged, why in ((without_homs, "'homs'"),
+                         ({**meta, "length": -1}, f"{meta['starts']} starts of -1 steps on a"),
+                         ({**meta, "grid": [-1, 4]}, "on a -1x4 grid")):
+        made.write_bytes(version_2(damaged))
+        with pytest.raises(VideoError, match=re.escape(f"{made}: track cache (not a valid mme track cache: ")) as e:
+            cache_meta(made)
+        assert why in str(e.value)
+        with pytest.raises(VideoError, match=re.escape(why)):
+            read_cache(made)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert extract_cache(str(tmp_path / "b.txt"), str(out), **args)["done"] == 1
+        assert made.read_bytes() == good and "; made again" in caplog.text
+    made.write_bytes(version_2(meta))
+    assert cache_meta(made)["version"] == 2 and np.array_equal(read_cache(made).disp, tracks.disp)  # intact: read
+
+
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):
     """The cache of a video, then a resized, a trimmed and a re-encoded copy (same size and frame count, other
     motion) under the same name: their frames are not the ones the tracks were made on, so each is a VideoError

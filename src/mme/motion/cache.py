@@ -34,13 +34,14 @@ import functools
 import hashlib
 import json
 import math
+import operator
 import os
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -303,7 +304,7 @@ def cache_meta(path: str | Path) -> dict:
     record read (a version 1 file's meta): what a resumed extraction and a run's check compare."""
     path = Path(path)
     with _opened_cache(path) as f:
-        return _read_v1(path, []).meta if f is None else _checked_header(f, path)[0]
+        return _read_v1(path, []).meta if f is None else _checked_header(f, path).meta
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
@@ -314,15 +315,15 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     with _opened_cache(path) as f:
         if f is None:
             return _read_v1(path, starts)
-        meta, offsets = _checked_header(f, path)
-        T, L, (gh, gw) = int(meta["starts"]), int(meta["length"]), meta["grid"]
+        head = _checked_header(f, path)
+        meta, offsets, T, L, (gh, gw) = head.meta, head.offsets, head.starts, head.length, head.grid
         base = f.tell()
         st = _starts(starts, T)
         nd, nv = L * gh * gw * 2 * 2, gh * gw
-        record_size = nd + nv + (L * 36 if meta["homs"] else 0)
+        record_size = nd + nv + (L * 36 if head.homs else 0)
         disp = np.empty((len(st), L, gh, gw, 2), np.int16)
         valid = np.empty((len(st), gh, gw), bool)
-        homs = np.empty((len(st), L, 3, 3), np.float32) if meta["homs"] else None
+        homs = np.empty((len(st), L, 3, 3), np.float32) if head.homs else None
         for i, s in enumerate(st.tolist()):
             f.seek(base + offsets[s])
             record = zlib.decompress(f.read(offsets[s + 1] - offsets[s]))
@@ -332,8 +333,7 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
             valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
             if homs is not None:
                 homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
-        quant = float(meta["quant"])
-    return CachedTracks(disp.astype(np.float32) * quant, st, valid, homs, meta, T)
+    return CachedTracks(disp.astype(np.float32) * head.quant, st, valid, homs, meta, T)
 
 
 @contextlib.contextmanager
@@ -352,15 +352,32 @@ def _opened_cache(path: Path) -> Iterator[BinaryIO | None]:
         raise _unreadable(path, e) from e
 
 
-def _checked_header(f: BinaryIO, path: Path) -> tuple[dict, np.ndarray]:
-    """:func:`_read_header` of an open file, its starts, length and grid read and the offsets held to the file's
-    length (a truncated file): the file positioned at its first record."""
+class _Header(NamedTuple):
+    """The header of a version 2 or 3 file as :func:`read_cache` reads its records by it."""
+    meta: dict
+    offsets: np.ndarray
+    starts: int
+    length: int
+    grid: tuple[int, int]
+    homs: bool
+    quant: float
+
+
+def _checked_header(f: BinaryIO, path: Path) -> _Header:
+    """:func:`_read_header` of an open file, every field :func:`read_cache` reads by taken (none missing, none
+    negative) and the offsets held to the file's length (a truncated file): the file positioned at its first record.
+    A version 2 file has no checksum, so a damaged header is found here alone, before any record is read."""
     meta, offsets = _read_header(f, path)
-    T, _, (_, _) = int(meta["starts"]), int(meta["length"]), meta["grid"]  # (a damaged header fails here, as one)
+    gh, gw = (operator.index(n) for n in meta["grid"])
+    head = _Header(meta, offsets, int(meta["starts"]), int(meta["length"]), (gh, gw), bool(meta["homs"]),
+                   float(meta["quant"]))
+    if min(head.starts, head.length, gh, gw) < 0:
+        raise ValueError(f"negative dimensions in the header: {head.starts} starts of {head.length} steps on a "
+                         f"{gh}x{gw} grid")
     size = os.fstat(f.fileno()).st_size
-    if len(offsets) != T + 1 or size != f.tell() + offsets[-1] or np.any(np.diff(offsets) < 0):
-        raise ValueError(f"{size} bytes, which the header's {T} starts and the offsets do not describe")
-    return meta, offsets
+    if len(offsets) != head.starts + 1 or size != f.tell() + offsets[-1] or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"{size} bytes, which the header's {head.starts} starts and the offsets do not describe")
+    return head
 
 
 def _unreadable(path: Path, err: Exception) -> VideoError:
