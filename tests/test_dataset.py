@@ -4,6 +4,7 @@ distributed sampler. Pixels of the coordinate video encode (x, y, t), so every c
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -14,7 +15,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from videos import (
     affine_video,
     capture_mid_gop,
@@ -306,6 +307,31 @@ def test_workers_start_by_spawn_where_this_process_decodes_on_a_gpu(videos, monk
     batch = next(start_workers(loader))
     assert loader.multiprocessing_context.get_start_method() == "spawn"
     assert batch["video"].shape == (2, 3, 4, 24, 24) and sorted(batch["index"].tolist()) == [0, 1]
+
+
+def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):
+    """``start_workers`` froze this process's objects while its workers forked and unfroze them after, releasing
+    those a caller (a server, a notebook) had frozen itself before. It freezes only where nothing is frozen and the
+    workers start by fork, and unfreezes only what it froze."""
+    froze, freeze = [], gc.freeze
+    monkeypatch.setattr(gc, "freeze", lambda: froze.append(gc.get_freeze_count()) or freeze())
+    numbers = TensorDataset(torch.arange(4))
+    forking = DataLoader(numbers, batch_size=2, num_workers=1, multiprocessing_context="fork")
+    assert gc.get_freeze_count() == 0
+    assert [b.tolist() for (b,) in start_workers(forking)] == [[0, 1], [2, 3]]
+    assert froze == [0] and gc.get_freeze_count() == 0  # frozen while the worker forked, unfrozen after
+    froze.clear()
+    assert [b.tolist() for (b,) in start_workers(DataLoader(numbers, batch_size=2))] == [[0, 1], [2, 3]]
+    assert froze == []  # no worker: nothing to freeze for
+    callers = [[i] for i in range(1000)]
+    freeze()  # as a caller does before forking processes of its own
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(callers)
+        assert [b.tolist() for (b,) in start_workers(forking)] == [[0, 1], [2, 3]]
+        assert froze == [] and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_an_index_folder_serves_loader_workers_and_changes_no_item(videos, tmp_path):

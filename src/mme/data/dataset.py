@@ -25,6 +25,7 @@ import functools
 import gc
 import hashlib
 import logging
+import multiprocessing
 import os
 import shlex
 import signal
@@ -211,15 +212,25 @@ def start_workers(loader: DataLoader) -> Iterator:
         loader.multiprocessing_context = "spawn"
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    gc.freeze()  # a forked worker's collections then leave this process's objects (the list's entries) unwritten
+    # A forked worker's collections then leave this process's objects (the list's entries) unwritten. Not where the
+    # caller froze objects itself (a server, a notebook): unfreezing would release those too.
+    freezing = gc.get_freeze_count() == 0 and _forks_workers(loader)
+    if freezing:
+        gc.freeze()
     try:
         batches = iter(loader)
     finally:
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()
         cv2.setNumThreads(before)
     if loader.num_workers:
         _defer_worker_deaths()
     return _batches(batches, loader.persistent_workers)
+
+
+def _forks_workers(loader: DataLoader) -> bool:
+    """Whether ``loader`` starts worker processes by fork (its own context's start method, else this process's)."""
+    return loader.num_workers > 0 and (loader.multiprocessing_context or multiprocessing).get_start_method() == "fork"
 
 
 def _defer_worker_deaths() -> None:
