@@ -122,11 +122,36 @@ def test_a_resumed_extraction_says_it_looks_and_reads_each_files_header_alone(vi
     monkeypatch.setattr(extract, "cache_file", lambda *a: built.append(a[1]) or cache_file(*a))
     monkeypatch.setattr(cache, "read_cache", lambda *a, **k: read.append(a[0]) or read_cache(*a, **k))
     capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the look's bar is drawn on a terminal alone
     with caplog.at_level(logging.INFO, logger="mme.extract"):
         assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["skipped"] == 2
     assert built == ["b.mp4", "one.mp4"] and read == []
     assert f"extract: looking at the cache files of the 2 videos of share 0/1 in {out}" in caplog.messages
     assert "look:   0%|          | 0/2 [" in capsys.readouterr().err  # (cleared when done)
+
+
+def test_a_resumed_extractions_log_in_a_file_has_each_line_start_with_mme(videos, tmp_path):
+    """The look's bar, cleared when done, and the extraction's bar leave their line open: in a file (a CI log, not a
+    terminal) a warning logged while one was drawn, and the count after the look, followed the bar's text on its
+    line, missed by a search for lines that start with ``[mme``. The look's bar is drawn on a terminal alone, and a
+    line logged after a bar starts a line of its own."""
+    out = tmp_path / "cache"
+    (tmp_path / "list.txt").write_text("b.mp4 1\none.mp4 1\nbad.mp4 0\n")
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "list.txt"), str(out), **args)["done"] == 2
+    cut = cache_file(out, "one.mp4")
+    cut.write_bytes(cut.read_bytes()[:100])
+    with open(tmp_path / "err.txt", "w") as err:
+        subprocess.run([sys.executable, "-m", "mme.cli", "extract", str(tmp_path / "list.txt"), "--root", str(videos),
+                        "--out", str(out), "--length", "2", "--short-side", "64"], stdout=subprocess.DEVNULL,
+                       stderr=err, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    logged = [line for line in (tmp_path / "err.txt").read_text().split("\n") if "[mme " in line]
+    assert all(line.startswith("[mme ") for line in logged), logged
+    said = "\n".join(logged)
+    assert f"WARNING] extract: {cut}: not a valid mme track cache" in said and "look:" not in said
+    assert "INFO] extract: 3 of 3 videos in share 0/1, 1 already done, 2 to do" in said
+    assert f"WARNING] failed: {videos / 'bad.mp4'}: unreadable" in said  # logged while the bar was drawn
+    assert "extract: 100%" in (tmp_path / "err.txt").read_text()  # the extraction's bar is still drawn
 
 
 def test_a_one_frame_video_is_cached_as_online_training_tracks_it(videos, tmp_path):

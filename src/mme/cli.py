@@ -656,14 +656,14 @@ def _main(argv: list[str] | None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from mme.errors import ConfigError, MMEError, ProcessLost
-    from mme.utils import launch_ranks
+    from mme.utils import LinesAfterBars, launch_ranks
 
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     try:
         rank, ranks = launch_ranks()
     except ConfigError:  # a RANK left in the environment of a one-process command; a command that needs it says so
         rank, ranks = 0, 1
-    stderr = logging.StreamHandler()
+    stderr = LinesAfterBars()
     if rank:
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
     logging.basicConfig(level=logging.WARNING if rank else logging.INFO,
