@@ -6,8 +6,10 @@ import errno
 import json
 import logging
 import os
+import pickle
 import shutil
 import time
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from videos import CORPUS, affine_video, write_corpus_file, write_video
 
 from mme.cli import main as cli_main
+from mme.data import lists
 from mme.data.lists import (
     VIDEO_EXTS,
     ListEntry,
@@ -1631,3 +1634,24 @@ def test_class_maps_as_published(tmp_path):
 
     (tmp_path / "ssv2.json").write_text(json.dumps({"Pushing something": "1", "Approaching something": "0"}))
     assert read_classes(tmp_path / "ssv2.json") == ["Approaching something", "Pushing something"]
+
+
+def test_a_list_entry_pickled_before_entries_were_slotted_loads_as_it_was(monkeypatch):
+    """A ListEntry pickled before the class was slotted holds its ``__dict__``, which the slotted dataclass's own
+    ``__setstate__`` read as its keys: ListEntry(path='path', label='label'). Both states load as pickled."""
+
+    @dataclass(frozen=True)
+    class Unslotted:  # the class as it was before it was slotted, pickled under its name
+        path: str
+        label: int | None = None
+        line_no: int = field(default=0, compare=False, repr=False)
+
+    Unslotted.__module__, Unslotted.__qualname__ = lists.__name__, "ListEntry"
+    with monkeypatch.context() as m:
+        m.setattr(lists, "ListEntry", Unslotted)
+        pickled = pickle.dumps([Unslotted("videos/a.mp4", 3, 7), Unslotted("b.mp4")])
+    loaded = pickle.loads(pickled)
+    assert all(type(e) is lists.ListEntry for e in loaded)
+    assert [(e.path, e.label, e.line_no) for e in loaded] == [("videos/a.mp4", 3, 7), ("b.mp4", None, 0)]
+    again = pickle.loads(pickle.dumps(loaded))  # as this class pickles them
+    assert [(e.path, e.label, e.line_no) for e in again] == [("videos/a.mp4", 3, 7), ("b.mp4", None, 0)]

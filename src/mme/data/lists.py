@@ -19,7 +19,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -55,6 +55,14 @@ class ListEntry:
     path: str
     label: int | None = None
     line_no: int = field(default=0, compare=False, repr=False)
+
+    def __setstate__(self, state: list | tuple | dict) -> None:
+        """The state this class pickles (its fields' values, in order) or the one it pickled before it was slotted
+        (its ``__dict__``), which the slotted dataclass's own read as its keys: ``ListEntry(path='path', ...)``."""
+        if isinstance(state, dict):
+            state = [state[f.name] if f.default is MISSING else state.get(f.name, f.default) for f in fields(self)]
+        for f, value in zip(fields(self), state, strict=True):
+            object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True)
