@@ -1190,3 +1190,30 @@ def test_val_and_test_videos_of_a_class_the_training_list_lacks_are_warned_about
         f"has none of: no model fit on it predicts them, so the scores of those videos cannot be right; its labels "
         f"are 1..4 with no 0: it looks 1-based (as UCF101's trainlist0N.txt: make the lists with `mme lists ucf101`)"]
     assert counts["val"] > 0 and counts["test"] > 0
+
+
+def test_activation_checkpointing_wraps_the_classifiers_blocks_and_trains_the_same(synth, tmp_path, monkeypatch):
+    """train.activation_checkpointing was read by pre-training alone: fine-tuning listed and recorded it, and
+    checkpointed nothing."""
+    import torch.utils.checkpoint
+
+    from mme.eval.finetuned import finetune
+    from mme.train import loop
+
+    calls, grads = [], []
+    checkpoint, update = torch.utils.checkpoint.checkpoint, loop.update
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+
+    def keeping_gradients(model, *args):
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        return update(model, *args)
+
+    monkeypatch.setattr(loop, "update", keeping_gradients)
+    extra = ("train.steps=1", "task.val_list=", "task.test_list=", "train.precision=fp32")
+    plain = finetune(_tiny_recipe(synth, tmp_path / "a", *extra))
+    assert calls == []
+    wrapped = finetune(_tiny_recipe(synth, tmp_path / "b", *extra, "train.activation_checkpointing=true"))
+    assert len(calls) == 2  # one step through the 2 blocks (model.depth=2)
+    assert wrapped.history[0]["loss"] == plain.history[0]["loss"]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10  # parameter names unchanged by the wrapping
+    assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) <= 1e-6

@@ -249,6 +249,15 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
 
+def checkpoint_blocks(module: nn.Module) -> None:
+    """Activation checkpointing of each of ``module.blocks`` (an encoder's; ``train.activation_checkpointing``):
+    the forward is replaced per instance, so parameter names (and checkpoints) are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    for blk in module.blocks:
+        blk.forward = lambda x, f=blk.forward: checkpoint(f, x, use_reentrant=False)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Parameters of ``module``, as every run summary and benchmark reports them."""
     return sum(p.numel() for p in module.parameters())

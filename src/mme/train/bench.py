@@ -47,14 +47,13 @@ from mme.models.convert import HF_ALIASES, to_hf
 from mme.models.convert_config import config_to_hf
 from mme.models.mae import MaskedAutoencoder
 from mme.models.masking import make_mask
-from mme.models.vit import count_parameters
+from mme.models.vit import checkpoint_blocks, count_parameters
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
 from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
 from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, emulated, make_scaler
-from mme.train.pretrain import checkpoint_blocks
 from mme.utils import atomic_write_json, check_output, cpu_name, no_tf32, sets_threads
 
 PEER = "HF"
@@ -143,7 +142,7 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
     model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
     net = _peer_model(model, target_cfg.norm_pix).to(device) if peer else model
     if checkpointing:
-        checkpoint_blocks(model)
+        checkpoint_blocks(model.encoder)
     step_model = torch.compile(net) if compile_ else net
     optimizer = build_optimizer(net, OptimConfig(), device)
     set_schedule(optimizer, 1e-4, 0.05)

@@ -49,7 +49,7 @@ from mme.errors import ConfigError, DataError
 from mme.models.checkpoint import Checkpoint, load_checkpoint_encoder, run_model_config
 from mme.models.classifier import VideoClassifier
 from mme.models.config import ENCODER_FIELDS
-from mme.models.vit import count_parameters
+from mme.models.vit import checkpoint_blocks, count_parameters
 from mme.train import distributed as dist
 from mme.train import engine, run_folder
 from mme.train.augment import augment_batch, soft_target_cross_entropy
@@ -204,6 +204,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                                 head_init_scale=cfg.task.head_init_scale, scratch_init=cfg.task.scratch_init)
         if init is not None:
             load_checkpoint_encoder(model.encoder, init)
+    if t.activation_checkpointing:
+        checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
                      clips_per_item=cfg.task.repeated_aug, after_step=validation(cfg) if validation else None,
                      checkpoint_extra={"classes": names} if names is not None else {})

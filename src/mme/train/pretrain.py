@@ -33,7 +33,7 @@ from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
 from mme.models.mae import MaskedAutoencoder, gather_masked
 from mme.models.masking import make_mask, masked_per_sample
-from mme.models.vit import count_parameters
+from mme.models.vit import checkpoint_blocks, count_parameters
 from mme.motion.cache import (
     cache_backend,
     cache_meta,
@@ -271,7 +271,7 @@ def setup(cfg: PretrainConfig) -> Run:
         if init is not None:
             load_init(model, init, t.init)
     if t.activation_checkpointing:
-        checkpoint_blocks(model)
+        checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
                      checkpoint_extra={"heads": [dataclasses.asdict(h) for h in model.head_specs]})
     return engine.setup(cfg, job, model, dataset, start)
@@ -329,15 +329,6 @@ def load_init(model: MaskedAutoencoder, ck: Checkpoint, path: str) -> None:
     else:
         load_state(model.encoder, state, f"train.init {ck.source}")
     log.info("initial weights from %s (%s)", ck.source, "whole model" if ck.kind == "mae" else "encoder only")
-
-
-def checkpoint_blocks(model: MaskedAutoencoder) -> None:
-    """Activation checkpointing of every encoder block; the forward is replaced per instance, so parameter
-    names (and checkpoints) are unchanged."""
-    from torch.utils.checkpoint import checkpoint
-
-    for blk in model.encoder.blocks:
-        blk.forward = lambda x, f=blk.forward: checkpoint(f, x, use_reentrant=False)
 
 
 def describe(run: Run) -> list[str]:
