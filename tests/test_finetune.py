@@ -1217,3 +1217,22 @@ def test_activation_checkpointing_wraps_the_classifiers_blocks_and_trains_the_sa
     assert wrapped.history[0]["loss"] == plain.history[0]["loss"]
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10  # parameter names unchanged by the wrapping
     assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) <= 1e-6
+
+
+def test_eval_only_tests_on_the_threads_a_run_tests_on_and_gives_them_back(synth, tmp_path, monkeypatch):
+    """task.eval_only set no threads (engine.begin, which sets a run's, is not called): its tests ran on whatever
+    torch had, not train.threads nor the automatic rule."""
+    import mme.eval.finetuned as finetuned
+
+    seen = []
+    predict = finetuned.multiview_predict
+    monkeypatch.setattr(finetuned, "multiview_predict",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or predict(*a, **k))
+    before = torch.get_num_threads()
+    tested = ("task.val_list=", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32")
+    trained = finetuned.finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", "train.threads=2", *tested))
+    assert seen == [2] and torch.get_num_threads() == before
+    seen.clear()
+    finetuned.finetune(_tiny_recipe(synth, tmp_path / "ev", "task.eval_only=true", f"train.init={trained.out_dir}/"
+                                    "checkpoint-00000001.pt", "train.threads=2", *tested))
+    assert seen == [2] and torch.get_num_threads() == before

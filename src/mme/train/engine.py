@@ -151,10 +151,18 @@ def begin(cfg) -> Start:
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
     replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite, t.init)
-    threads = choose_threads(t.threads, device, cfg.data.num_workers)
+    threads = set_threads(cfg, device)
+    return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
+
+
+def set_threads(cfg, device: torch.device) -> tuple[int, str]:
+    """Set the process's intra-op threads for a job of ``cfg`` on ``device`` (``train.threads``, else chosen beside
+    its loader workers: :func:`~mme.train.precision.choose_threads`), keeping the count before for :func:`finish`.
+    Returns ``(threads, why)``."""
+    threads = choose_threads(cfg.train.threads, device, cfg.data.num_workers)
     _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
-    return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
+    return threads
 
 
 def join(device_name: str) -> tuple[dist.DistInfo, torch.device]:
