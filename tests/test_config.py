@@ -811,3 +811,40 @@ def test_a_recipe_of_the_other_kind_is_named_as_such():
     for recipe in ("mme_k400_paper", "tiny_cpu_mme", "tiny_cpu_pixel", "videomae_k400_pixel"):
         with pytest.raises(ConfigError, match=r"\['target'\].*a pre-training recipe, for mme pretrain"):
             load_config(FinetuneConfig, recipe)
+
+
+def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog):
+    """``task.eval_every`` without ``task.val_list`` (no validation runs), a crop's keys under another crop, the
+    stride of TSN segments, test views in pre-training, the mixup/cutmix switch with one of them off: each was taken
+    without a word. A recipe's own values are not warned about, nor a key that takes effect."""
+    from mme.train.config import FinetuneConfig
+
+    cases = [(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "task.val_list="],
+              "task.eval_every=5 has no effect: it validates on task.val_list, which is unset"),
+             (FinetuneConfig, "finetune_tiny_cpu", ["data.scales=[0.5]", "data.rrc_scale=[0.5,1]"],
+              "data.scales=[0.5] has no effect: it is the multiscale crop's, and data.crop=random_resized"),
+             (PretrainConfig, "tiny_cpu_mme", ["data.rrc_ratio=[1,2]"],
+              "data.rrc_ratio=[1,2] has no effect: it is the random_resized crop's, and data.crop=multiscale"),
+             (PretrainConfig, "tiny_cpu_mme", ["data.crop=center", "data.max_distort=2"],
+              "data.max_distort=2 has no effect: it is the multiscale crop's, and data.crop=center"),
+             (PretrainConfig, "tiny_cpu_mme", ["data.sampling=segments", "data.stride=7"],
+              "data.stride=7 has no effect: data.sampling=segments takes one frame per segment"),
+             (PretrainConfig, "tiny_cpu_mme", ["data.test_clips=5"], "data.test_clips=5 has no effect: pre-training"),
+             (FinetuneConfig, "finetune_tiny_cpu", ["augment.mix_switch_prob=0.9"],
+              "augment.mix_switch_prob=0.9 has no effect: it chooses between mixup and cutmix where both are on, "
+              "and augment.mixup_alpha=0.0 augment.cutmix_alpha=0.0")]
+    for cls, recipe, overrides, said in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme.config"):
+            load_config(cls, recipe, overrides)
+        said_once = [r.getMessage() for r in caplog.records]
+        assert len(said_once) == 1 and said_once[0].startswith(f"config: {said}"), (overrides, said_once)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme.config"):  # each takes effect, or is the recipe's
+        load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "data.rrc_scale=[0.5,1]",
+                                                          "augment.mix_switch_prob=0.9", "augment.mixup_alpha=0.8",
+                                                          "augment.cutmix_alpha=1.0", "data.test_clips=2"])
+        load_config(PretrainConfig, "tiny_cpu_mme", ["data.scales=[0.5]", "data.stride=2"])
+        load_config(FinetuneConfig, "finetune_ssv2", ["task.val_list="])  # its TSN segments' stride: the recipe's
+        load_config(PretrainConfig, "tiny_cpu_mme")  # its test views: the defaults
+    assert not caplog.text

@@ -457,8 +457,26 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     data = load_recipe(recipe, cls) if recipe else {}
     update = parse_overrides(overrides or [])
     cfg = from_dict(cls, merge_layer(cls, data, update))
-    setattr(cfg, _GIVEN, frozenset(flatten(update)))
+    given = flatten(update)
+    setattr(cfg, _GIVEN, frozenset(given))
+    unused = keys_without_effect(cfg)
+    for key in sorted(given.keys() & unused.keys()):
+        log.warning("config: %s=%s has no effect: %s", key, given[key], unused[key])
     return cfg
+
+
+def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """``{dotted key: why it has no effect}`` over ``cfg`` and its sections, each section's from its own
+    ``keys_without_effect()`` where it has one (``data.scales`` beside ``data.crop=random_resized``):
+    :func:`load_config` warns about those the overrides give, as :func:`merge_layer` does about a key an earlier
+    layer's overrides."""
+    own = cfg.keys_without_effect() if hasattr(cfg, "keys_without_effect") else {}
+    out = {f"{prefix}{k}": why for k, why in own.items()}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(keys_without_effect(value, f"{prefix}{f.name}."))
+    return out
 
 
 _GIVEN = "_given_keys"

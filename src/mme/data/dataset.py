@@ -157,6 +157,17 @@ class DataConfig:
         if not 0.0 <= self.max_failure_fraction <= 1.0:
             raise ConfigError(f"data.max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
 
+    def keys_without_effect(self) -> dict[str, str]:
+        """The keys the other values leave unused (:func:`mme.config.keys_without_effect`): those of the crops not
+        chosen, the stride of TSN segments."""
+        unused = {}
+        for crop, keys in (("random_resized", ("rrc_scale", "rrc_ratio")), ("multiscale", ("scales", "max_distort"))):
+            if self.crop != crop:
+                unused |= dict.fromkeys(keys, f"it is the {crop} crop's, and data.crop={self.crop}")
+        if self.sampling == "segments":
+            unused["stride"] = "data.sampling=segments takes one frame per segment, at no stride"
+        return unused
+
 
 @dataclass
 class Sample:

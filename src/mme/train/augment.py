@@ -60,6 +60,13 @@ class AugmentConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"augment.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
+    def keys_without_effect(self) -> dict[str, str]:
+        """:func:`mme.config.keys_without_effect`: the choice between mixup and cutmix where one is off."""
+        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
+            return {}
+        return {"mix_switch_prob": "it chooses between mixup and cutmix where both are on, and augment.mixup_alpha="
+                                   f"{self.mixup_alpha} augment.cutmix_alpha={self.cutmix_alpha} (0 turns one off)"}
+
 
 # ---- RandAugment ops on one clip ``x (T, 3, H, W)`` in [0, 1]; ``m`` is the magnitude in [0, 1] -----------------
 

@@ -120,6 +120,12 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Length, batch, precision, checkpoints (above)."""
 
+    @staticmethod
+    def keys_without_effect() -> dict[str, str]:
+        """:func:`mme.config.keys_without_effect`: the test views (of mme finetune), which pre-training never takes."""
+        return dict.fromkeys(("data.test_clips", "data.test_crops"), "pre-training tests nothing (the test views "
+                                                                     "are mme finetune's)")
+
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
@@ -207,6 +213,10 @@ class TaskConfig:
     """Videos per forward pass at test time (each with clips x crops views)."""
     eval_only: bool = False
     """Only test the fine-tuned classifier in train.init on val_list / test_list (no training)."""
+
+    def keys_without_effect(self) -> dict[str, str]:
+        """:func:`mme.config.keys_without_effect`: periodic validation without a list to validate on."""
+        return {} if self.val_list else {"eval_every": "it validates on task.val_list, which is unset"}
 
     @property
     def tested(self) -> dict[str, str]:
