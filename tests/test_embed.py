@@ -1060,6 +1060,33 @@ def test_a_backend_or_device_this_machine_lacks_is_one_line_naming_the_flag(comm
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["embed", "probe"])
+def test_an_index_folder_beside_a_backend_that_keeps_no_index_is_refused_naming_both(command, setup, tmp_path,
+                                                                                     capsys):
+    """``data.index_dir`` / ``--index-dir`` went to the PyAV reader alone: with opencv or decord it was taken,
+    recorded and never written or read, without a word. Refused in one line, before any work."""
+    from mme.cli import main
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    root, ckpt = setup
+    index = tmp_path / "index"
+    for backend in ("opencv", "decord"):
+        with pytest.raises(ConfigError) as e:
+            load_config(PretrainConfig, "tiny_cpu_pixel", [f"data.backend={backend}", f"data.index_dir={index}"])
+        assert str(e.value) == (f"data.index_dir={index} with data.backend={backend}: only the PyAV reader (pyav, "
+                                "pyav-cuda) keeps frame indices; leave out data.index_dir or read with pyav")
+    assert load_config(PretrainConfig, "tiny_cpu_pixel", ["data.backend=pyav-cuda", f"data.index_dir={index}"])
+    out = tmp_path / "out"
+    args = {"embed": [str(ckpt), str(root / "list.txt"), "--out", str(out / "f.npy")],
+            "probe": [str(ckpt), "--train", str(root / "list.txt"), "--out", str(out)]}[command]
+    assert main([command, *args, "--root", str(root), "--backend", "opencv", "--index-dir", str(index)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"mme {command}: error: --index-dir {index} with --backend opencv: only the PyAV reader (pyav, pyav-cuda) "
+        "keeps frame indices; leave out --index-dir or read with pyav")
+    assert not out.exists() and not index.exists()
+
+
 def test_clips_are_taken_at_the_stride_of_the_run_that_made_the_checkpoint(setup, tmp_path):
     """``mme embed`` / ``mme probe`` took clips at stride 4 whatever the run's: the tiny recipes train at 2, so the
     README's probe saw clips twice as long in time as the encoder was trained on."""

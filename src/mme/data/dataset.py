@@ -54,7 +54,7 @@ from mme.data.transforms import (
     to_clip,
     view_crops,
 )
-from mme.data.video import BACKENDS, open_video, require_backend, with_true_count
+from mme.data.video import BACKENDS, check_index_dir, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, MMEError, ProcessLost, VideoError
 from mme.utils import check_output, how_it_ended, keep_freed_memory, launch_ranks
@@ -124,7 +124,8 @@ class DataConfig:
     """Folder where the PyAV reader keeps each video's frame index and how much of it decodes have proven, for every
     process that reads the list (loader workers, ranks, later runs): a video's first read in a worker then needs
     no demux, and its decoder may drop the frames the read does not return (docs/data.md). For lists larger than
-    a worker's in-memory index cache (4,096 videos). None: each process indexes for itself."""
+    a worker's in-memory index cache (4,096 videos). None: each process indexes for itself. Refused with the
+    backends that keep no index (opencv, decord)."""
     max_failure_fraction: float = 0.01
     """Stop with an error once more than this fraction of the list has failed (bad or unreadable videos)."""
     num_workers: int = 2
@@ -150,6 +151,7 @@ class DataConfig:
             raise ConfigError(f"data.rrc_ratio must be (min, max) with 0 < min <= max, got {self.rrc_ratio}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"data.backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_index_dir(self.backend, self.index_dir)
         if self.orientation not in ORIENTATIONS:
             raise ConfigError(f"data.orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.decode_threads < 0 or self.num_workers < 0:

@@ -58,6 +58,20 @@ BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
 
 
+INDEXING_BACKENDS = ("pyav", "pyav-cuda")
+"""The backends whose reader keeps frame indices in an index folder (``data.index_dir``, ``--index-dir``)."""
+
+
+def check_index_dir(backend: str, index_dir: str | Path | None, backend_option: str = "data.backend",
+                    index_option: str = "data.index_dir") -> None:
+    """Refuse an index folder beside a backend that keeps no index (it would be taken and never used): ConfigError
+    naming both options, the config keys or a command's flags."""
+    if index_dir is not None and backend not in INDEXING_BACKENDS:
+        raise ConfigError(f"{as_given(index_option, index_dir)} with {as_given(backend_option, backend)}: only the "
+                          f"PyAV reader ({', '.join(INDEXING_BACKENDS)}) keeps frame indices; leave out {index_option} "
+                          "or read with pyav")
+
+
 def decode_gpu() -> int:
     """The CUDA device the 'pyav-cuda' backend decodes on: this process's ``LOCAL_RANK`` (torchrun's; 0 without),
     which loader workers inherit."""

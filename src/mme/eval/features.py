@@ -586,14 +586,16 @@ def read_tokens(path: str | Path) -> np.ndarray:
         return f.get_tensor("tokens")
 
 
-def check_decoding(backend: str = "pyav", device: str = "auto") -> torch.device:
-    """The video backend and device of a frozen-encoder command (embed, probe) are usable here: else one line naming
-    its flag (--backend, --device), before any work. Returns the device, this rank's (under torchrun)."""
-    from mme.data.video import require_backend
+def check_decoding(backend: str = "pyav", device: str = "auto", index_dir: str | None = None) -> torch.device:
+    """The video backend and device of a frozen-encoder command (embed, probe) are usable here, with its index
+    folder where one is given: else one line naming its flag (--backend, --device, --index-dir), before any work.
+    Returns the device, this rank's (under torchrun)."""
+    from mme.data.video import check_index_dir, require_backend
     from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
 
     require_backend(backend, "--backend")
+    check_index_dir(backend, index_dir, "--backend", "--index-dir")
     return choose_device(device, rank_on_node(), "--device")
 
 
@@ -625,7 +627,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     batch_size, chunk_batches, clips, crops, num_workers = (check_count(value, least, name) for name, value, least in (
         ("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1), ("--clips", clips, 1),
         ("--crops", crops, 1), ("--workers", num_workers, 0)))
-    on = check_decoding(backend, device)
+    on = check_decoding(backend, device, index_dir)
     check_output(out, "--out")
     if not judged:
         refuse_unowned(out, tokens, overwrite)

@@ -223,7 +223,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                           "(mme embed makes the features alone)")
     if knn:
         check_knn(k, temperature, weighting)
-    check_decoding(**{name: value for name, value in embed_kwargs.items() if name in ("backend", "device")})
+    check_decoding(**{name: value for name, value in embed_kwargs.items()
+                      if name in ("backend", "device", "index_dir")})
     out_dir = check_output(out_dir, "--out", folder=True)
     splits = {"train": train_list, "val": val_list, "test": test_list}
     names = read_classes(classes, "--classes") if classes else None
