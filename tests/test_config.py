@@ -746,15 +746,15 @@ def test_commands_refuse_settings_they_own_or_cannot_use(tmp_path, capsys):
     from mme.cli import main
     from mme.demo import demo_settings
 
-    with pytest.raises(ConfigError, match=r"mme demo sets \['train.seed'\] itself; use --seeds"):
+    with pytest.raises(ConfigError, match=r"^mme demo sets these keys of its runs itself: train.seed \(use --seeds\)$"):
         demo_settings(tmp_path, overrides=["train.seed=3", "model.depth=2"])
-    with pytest.raises(ConfigError, match=r"mme demo sets \['train.out_dir', 'train.seed'\] itself"):
+    with pytest.raises(ConfigError, match=r"itself: train.out_dir \(use --out\), train.seed \(use --seeds\)$"):
         demo_settings(tmp_path, overrides=["train={seed: 5, out_dir: /tmp/elsewhere}"])  # a mapping sets them too
     with pytest.raises(ConfigError, match=r"^target.kind: mme demo sets what each row is"):
         demo_settings(tmp_path, overrides=["target={kind: mme}"])
     from mme.demo import DemoSettings  # the Python route of docs/experiments.md: demo(DemoSettings(...)), checked alike
 
-    with pytest.raises(ConfigError, match=r"mme demo sets \['train.seed'\] itself; use --seeds"):
+    with pytest.raises(ConfigError, match=r"^mme demo sets these keys of its runs itself: train.seed \(use --seeds\)$"):
         DemoSettings(out=tmp_path, overrides=["train.seed=5"])  # (was taken: every seed's row trained with seed 5)
     with pytest.raises(ConfigError, match=r"^train.stop_after: mme demo sets what each row is"):
         DemoSettings(out=tmp_path, overrides=["train.stop_after=1"])

@@ -744,3 +744,26 @@ def test_a_row_pre_trained_in_another_precision_than_a_pinned_one_is_not_reused(
     pinned = DemoSettings.quick(tmp_path)
     pinned.overrides = [*pinned.overrides, "train.precision=fp32"]  # asked for: in the config, as before
     assert _saved_row(pinned, 0, "mme") is None
+
+
+def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_workers_have_one(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """The demo refused data.num_workers, train.batch_size and train.device with "use --seeds, --steps or
+    --minutes and --out instead", flags that set none of them, and a small machine had no way to lower the
+    loader workers: each key is named with its own flag (--workers now), or as the demo's fixed setting."""
+    import mme.demo
+    from mme.demo import _pretrain_config
+
+    out = tmp_path / "d"
+    for override, instead in (("data.num_workers=0", "use --workers"), ("train.device=cpu", "use --device"),
+                              ("train.batch_size=4", "fixed: the same in every row")):
+        assert main(["demo", "--quick", "--out", str(out), override]) == 1
+        key = override.split("=")[0]
+        assert capsys.readouterr().err.splitlines()[-1] == \
+            f"mme demo: error: mme demo sets these keys of its runs itself: {key} ({instead})"
+    assert not out.exists()
+    ran = []
+    monkeypatch.setattr(mme.demo, "demo", lambda s, overwrite: ran.append(s) or [])
+    assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
+    assert ran[0].workers == 0 and _pretrain_config(ran[0], "mme", 0, out / "train.txt").data.num_workers == 0
+    assert main(["demo", "--quick", "--out", str(out)]) == 0 and ran[1].workers == 2  # the default

