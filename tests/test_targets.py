@@ -488,6 +488,34 @@ def test_bench_targets_reports_every_stage(tmp_path):
     assert r["ratio_total_decode"] == pytest.approx(r["total_ms"] / r["decode_ms"])
 
 
+def test_bench_targets_times_and_names_what_the_training_step_makes(tmp_path, capsys, monkeypatch):
+    """The step's share of `mme bench targets` timed only the motion targets and was named "HOG along the tracks"
+    for every kind: mme-released makes none of those, and its HOG of the clip (a pixel target alike) went untimed.
+    It times the step's own batch_targets on the batch's uint8 clip and names what the kind's heads make."""
+    from mme.motion.bench import bench_targets
+    from mme.train import bench_pipeline
+
+    made = []
+
+    def counted(video, motion, cfg, model_cfg):
+        targets, valid = batch_targets(video, motion, cfg, model_cfg)
+        made.append((tuple(video.shape), video.dtype, sorted(targets)))
+        return targets, valid
+
+    monkeypatch.setattr(bench_pipeline, "batch_targets", counted)
+    torch.set_num_threads(1)
+    video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
+    expected = {"mme-released": ("HOG of the clip + assembly", ["hog", "traj"]),
+                "mme,pixel": ("pixel target, HOG along the tracks + assembly", ["pixel", "shape", "traj"])}
+    for kind, (label, heads) in expected.items():
+        made.clear()
+        r = bench_targets(video, frames=4, stride=2, size=64, length=2, kind=kind, repeat=2, batch=3)
+        assert made == [((3, 3, 4, 64, 64), torch.float32, heads)] * 2, kind
+        assert r["step_ms"] > 0 and r["step_makes"] == label
+        assert capsys.readouterr().out.splitlines()[-1].startswith(
+            f"  training step, per clip (batch 3, this CPU): {label} "), kind
+
+
 def test_bench_targets_refuses_a_target_without_motion_heads(tmp_path, capsys):
     """`mme bench targets --kind pixel` (or hog) printed DIS flow and tracking times, over a track window, that
     these targets never spend: they have no motion head. Refused in one line before any work, naming the pipeline

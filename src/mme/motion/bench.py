@@ -5,10 +5,12 @@
 
 The data worker's stages are timed separately on one sample: decode (the window's needed raw frames + the
 crop/resize), flow (every frame pair the tracks cover), tracking (bilinear lookups), and the worker's whole target
-function (flow, tracks and what it ships) as a check. Then the training step's share, per clip: HOG along the
-tracks, PatchStd and the token layout, made batched (``--batch`` clips) on this CPU. With a flow of the training
-step (``--flow torch-lk``) the flow and the tracks are part of the step's share, and the worker's targets are its
-target function (picking the frames to ship); the per-pair flow and tracking stages are still timed, on this CPU.
+function (flow, tracks and what it ships) as a check. Then the training step's share, per clip: every target it
+makes of a batch (``--batch`` clips, on this CPU, as ``mme bench pipeline`` times it), named from the kind's heads:
+HOG along the tracks (shape), PatchStd and the token layout, and the clip's pixel or HOG target where the kind has
+one (``mme-released``: HOG of the clip, none along the tracks). With a flow of the training step (``--flow
+torch-lk``) the flow and the tracks are part of the step's share, and the worker's targets are its target function
+(picking the frames to ship); the per-pair flow and tracking stages are still timed, on this CPU.
 Goal: worker targets <= 2x decode. A target without motion heads (pixel, hog) has no flow nor tracks to time and is
 refused; ``mme bench pipeline`` times the pixel target.
 """
@@ -21,16 +23,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mme.data.dataset import Sample, collate
 from mme.data.sampling import ClipIndices, sample_pretrain
-from mme.data.transforms import Geometry, apply_geometry, view_crops
+from mme.data.transforms import Geometry, apply_geometry, to_clip, view_crops
 from mme.data.video import open_video, with_true_count
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
-from mme.motion.targets import MOTION_TARGETS, TargetConfig, make_target_fn, motion_targets, token_geometry
+from mme.motion.targets import MOTION_TARGETS, TargetConfig, make_target_fn, token_geometry
 from mme.motion.tracks import track
+from mme.train.bench_pipeline import make_step_targets
 from mme.utils import atomic_write_json, check_output, cpu_name, sets_threads
 
 
@@ -42,6 +46,14 @@ def _generated_video(folder: Path, frames: int) -> str:
     path = folder / "bench.mp4"
     encode_h264(path, render(draw_params(0, 256, frames, rng), 256, frames, rng, camera_jitter=2.0)[0])
     return str(path)
+
+
+def _step_makes(cfg: TargetConfig, flow_in_step: bool) -> str:
+    """What the training step makes of this target, in words: the label of its timed share."""
+    heads = cfg.heads
+    parts = [*(["flow, tracks"] if flow_in_step else []), *(["pixel target"] if "pixel" in heads else []),
+             *(["HOG of the clip"] if "hog" in heads else []), *(["HOG along the tracks"] if "shape" in heads else [])]
+    return ", ".join(parts) + " + assembly"
 
 
 def _time(fn, repeat: int) -> tuple[float, object]:
@@ -102,8 +114,9 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
     t_track, _ = _time(tracking, repeat)
     fn = make_target_fn(cfg, m)
     t_fn, motion = _time(lambda: fn(sample), repeat)
-    shipped = collate([{"motion": motion}] * batch)["motion"]
-    t_step, _ = _time(lambda: motion_targets(shipped, cfg, m, (size, size)), repeat)
+    item = {"video": to_clip(sample.frames_at(sample.clip)), "motion": motion}  # a pre-training item's
+    shipped = collate([item] * batch)
+    t_step, _ = _time(lambda: make_step_targets(shipped, cfg, m, torch.device("cpu")), repeat)
     t_step /= batch
     in_step = flow in STEP_FLOWS
     total = t_fn if in_step else t_flow + t_track
@@ -112,7 +125,7 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
         "kind": kind, "flow": flow, "track_length": L, "threads": threads, "frames_decoded": len(idx.needed),
         "flow_pairs": len(pairs), "cpu": cpu_name(), "decode_ms": t_decode, "flow_ms": t_flow, "tracking_ms": t_track,
         "total_ms": total, "target_fn_ms": t_fn, "batch": batch, "step_ms": t_step,
-        "flow_in": "training step" if in_step else "data worker",
+        "flow_in": "training step" if in_step else "data worker", "step_makes": _step_makes(cfg, in_step),
         "ratio_total_decode": total / t_decode,
     }
 
@@ -137,8 +150,7 @@ def bench_targets(video: str | None = None, frames: int = 16, stride: int = 4, s
         print(f"  {key[:-3]:<14} {r[key]:8.1f} ms")
     print(f"  total / decode {r['ratio_total_decode']:8.2f}x   (goal <= 2x; total: the worker's "
           + ("target function)" if in_step else "flow and tracking)"))
-    print(f"  training step, per clip (batch {r['batch']}, this CPU): "
-          + ("flow, tracks, " if in_step else "") + f"HOG along the tracks + assembly {r['step_ms']:.1f} ms")
+    print(f"  training step, per clip (batch {r['batch']}, this CPU): {r['step_makes']} {r['step_ms']:.1f} ms")
     if json_path:
         atomic_write_json(json_path, r)
     return r

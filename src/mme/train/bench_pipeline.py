@@ -33,8 +33,9 @@ from mme.data.dataset import collate
 from mme.data.transforms import normalize_clip
 from mme.data.video import open_video
 from mme.errors import Interrupted
+from mme.models.config import ModelConfig
 from mme.motion.extract import extract_cache
-from mme.motion.targets import batch_targets
+from mme.motion.targets import TargetConfig, batch_targets
 from mme.train.bench import seconds_per_step
 from mme.train.config import PretrainConfig
 from mme.train.metrics import waiting_fraction
@@ -87,12 +88,18 @@ def _variants_ms(cfgs: dict[str, PretrainConfig], clips: int, device: torch.devi
     return out
 
 
+def make_step_targets(batch: dict, target_cfg: TargetConfig, model_cfg: ModelConfig, device: torch.device) -> None:
+    """Make a collated batch's targets as the training step does: its clip and motion moved to ``device``, the
+    clip normalised there, and every target of the config (:func:`mme.motion.targets.batch_targets`)."""
+    motion = {n: t.to(device, non_blocking=True) for n, t in batch["motion"].items()}
+    batch_targets(normalize_clip(batch["video"].to(device, non_blocking=True)), motion, target_cfg, model_cfg)
+
+
 def _step_share_ms(batch: dict, cfg: PretrainConfig, device: torch.device) -> float:
     """ms to make a collated batch's targets as the training step does, on ``device``: on a CPU this thread's CPU
     time; on an accelerator the wall time of the batch's transfer and targets, after one untimed run."""
     def make():
-        motion = {n: t.to(device, non_blocking=True) for n, t in batch["motion"].items()}
-        batch_targets(normalize_clip(batch["video"].to(device, non_blocking=True)), motion, cfg.target, cfg.model)
+        make_step_targets(batch, cfg.target, cfg.model, device)
 
     if device.type == "cpu":
         t0 = time.process_time()
