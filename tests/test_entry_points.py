@@ -128,6 +128,31 @@ class _Sleeps(torch.utils.data.Dataset):
         return {"index": i}
 
 
+def test_bench_data_runs_its_reference_on_the_threads_it_prints(tmp_path, monkeypatch, capsys):
+    """Without --threads the header printed torch's count while the 0-worker reference decoded with OpenCV's own
+    (2 where torch had 1): this process runs both on the count printed, and the caller's counts come back after."""
+    import cv2
+    from videos import affine_video, write_video
+
+    from mme.data import bench
+
+    used = []
+    monkeypatch.setattr(bench, "_throughput", lambda ds, w, b, c: used.append(
+        (torch.get_num_threads(), cv2.getNumThreads())) or 1.0)
+    video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(2)
+    try:
+        figures = bench.bench_data(video=video, workers=[0], clips=1, batch=1, frames=4, stride=2, size=64, length=2)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 2)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+    assert used == [(1, 1)] and figures["threads"] == 1
+    assert " | 1 thread(s) in this process, 1 per worker | " in capsys.readouterr().out.splitlines()[0]
+
+
 def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch):
     """The clock started at the first batch, which the workers made at once with the others of their first round,
     and the last round could have fewer batches than workers: 4 workers read 2.3x the clips/s they made."""

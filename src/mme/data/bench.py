@@ -2,7 +2,8 @@
 
 Times a :class:`PretrainDataset` (16 frames at stride 4, multi-scale crop to 224², tracks of L raw frames, so
 about 40 raw frames are decoded per clip) through a DataLoader with 0, 1 and 2 workers, and prints each against
-the 0-worker figure measured in the same run, plus a per-stage breakdown of one clip in this process.
+the 0-worker figure measured in the same run, plus a per-stage breakdown of one clip in this process. This process
+(the stages, and 0 workers) runs torch and OpenCV on ``threads`` (default: torch's count), each loader worker on one.
 
     mme bench data                       # a generated 340x256 H.264 video, 300 frames
     mme bench data --video bikes.mp4 --workers 0 2 --clips 64 --json data_bench.json
@@ -103,6 +104,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         check_output(json_path, "--json")  # before the benchmark, not after it
     require_backend(backend, "--backend")  # before a video is made
     threads = threads or torch.get_num_threads()
+    cv2.setNumThreads(threads)  # the reference decodes in this process: OpenCV on the count printed, as torch is
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = Path(video) if video else generated_video(tmp)
@@ -118,7 +120,8 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         ds = PretrainDataset(cfg, track_length=length)
         rates = {w: _throughput(ds, w, batch, clips) for w in workers}
     ref = rates[workers[0]]
-    print(f"mme bench data | {cpu_name()} | {threads} thread(s) | {info} | backend {cfg.backend}")
+    print(f"mme bench data | {cpu_name()} | {threads} thread(s) in this process, 1 per worker | {info} | "
+          f"backend {cfg.backend}")
     print(f"clip: {cfg.num_frames} frames at stride {cfg.stride}, tracks L={length} -> "
           f"{stages['decoded_frames']} raw frames decoded, multi-scale crop to {cfg.img_size}²")
     if short:
