@@ -153,6 +153,20 @@ def test_bench_data_runs_its_reference_on_the_threads_it_prints(tmp_path, monkey
     assert " | 1 thread(s) in this process, 1 per worker | " in capsys.readouterr().out.splitlines()[0]
 
 
+def test_bench_data_refuses_a_worker_count_given_twice(tmp_path, monkeypatch, capsys):
+    """`--workers 0 1 0 1` timed four loaders and printed two rows, each repeat's figure in place of the first's:
+    refused in one line before any work."""
+    from mme.cli import main
+    from mme.data import bench
+
+    monkeypatch.setattr(bench, "generated_video", lambda folder: pytest.fail("a video made before the refusal"))
+    assert main(["bench", "data", "--workers", "0", "1", "0", "1", "--json", str(tmp_path / "d.json")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == ["mme bench: error: --workers 0 1 0 1: give each count once (a repeated "
+                                              "one is timed again and only its last figure kept)"]
+    assert not (tmp_path / "d.json").exists()
+
+
 def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch):
     """The clock started at the first batch, which the workers made at once with the others of their first round,
     and the last round could have fewer batches than workers: 4 workers read 2.3x the clips/s they made."""
