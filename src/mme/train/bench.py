@@ -22,8 +22,8 @@ ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`: the fastest of the operand layouts the layers' matmuls run), which
 takes its turn in every round too (its best round); the peer is credited with the same FLOPs, though it embeds all
-the clip's patches, not only the visible ones (about 10 GFLOP more per ViT-B 16x224² clip at mask 0.9, against our
-98), so its MFU reads a little low.
+the clip's patches, not only the visible ones (its step counted by torch's ``FlopCounterMode``: 104.2 GFLOP per
+ViT-B 16x224² clip at mask 0.9, 6.6 more than our 97.6), so its MFU reads a little low.
 
 Memory (CUDA): each variant's own peak, its weights, gradients, optimizer state and its step's activations, over
 its warm-up steps (none with ``--warmup 0``), with what the variants built before it hold counted out.
