@@ -265,3 +265,38 @@ def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path
             if action.nargs != 0 and action.type is None and not action.choices and action.dest not in texts | {
                     "help", "command", "bench"}:
                 raise AssertionError(f"mme {name} {action.option_strings or action.dest}: a path without type=path")
+
+
+def test_a_line_logged_while_a_bar_is_drawn_starts_a_line_of_its_own():
+    """A progress bar leaves its line open (redrawn after a carriage return); the tests' bars of mme embed, probe
+    and finetune are redrawn by set_postfix after each failed video's warning, which the handler did not see as a
+    drawing: in a log file the next warnings followed the bar's text on its line. The CLI's handler starts a record
+    on a new line where the stream's last write left one open, and adds none after a whole line."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from mme.cli import _LinesAfterBars, _ReaderMayGo
+
+    stream = _ReaderMayGo(io.StringIO())
+    handler = _LinesAfterBars(stream)
+    handler.setFormatter(logging.Formatter("[mme] %(message)s"))
+    log = logging.getLogger("mme.test_bars")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("before")
+        bar = tqdm(total=3, file=stream, mininterval=0, desc="test")
+        for i in range(3):
+            bar.update()
+            log.warning("video %d failed", i)
+            bar.set_postfix(failed=i + 1)
+        bar.close()
+        log.warning("after")
+    finally:
+        log.removeHandler(handler)
+    text = stream._stream.getvalue()
+    logged = [line for line in text.split("\n") if "[mme]" in line]
+    assert logged == ["[mme] before", *(f"[mme] video {i} failed" for i in range(3)), "[mme] after"], text
+    assert "\n\n" not in text  # (no empty line where none was open)

@@ -813,11 +813,15 @@ def test_a_recipe_of_the_other_kind_is_named_as_such():
             load_config(FinetuneConfig, recipe)
 
 
-def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog):
+def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog, monkeypatch):
     """``task.eval_every`` without ``task.val_list`` (no validation runs), a crop's keys under another crop, the
     stride of TSN segments, test views in pre-training, the mixup/cutmix switch with one of them off: each was taken
-    without a word. A recipe's own values are not warned about, nor a key that takes effect."""
+    without a word. A recipe's own values are not warned about, nor a key that takes effect; each warning is said once
+    in a process (mme demo loads the configs of its rows, of the same overrides, 17 times in a quick run)."""
+    import mme.config
     from mme.train.config import FinetuneConfig
+
+    monkeypatch.setattr(mme.config, "_SAID_WITHOUT_EFFECT", set())
 
     cases = [(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "task.val_list="],
               "task.eval_every=5 has no effect: it validates on task.val_list, which is unset"),
@@ -836,6 +840,7 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
     for cls, recipe, overrides, said in cases:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="mme.config"):
+            load_config(cls, recipe, overrides)
             load_config(cls, recipe, overrides)
         said_once = [r.getMessage() for r in caplog.records]
         assert len(said_once) == 1 and said_once[0].startswith(f"config: {said}"), (overrides, said_once)

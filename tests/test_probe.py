@@ -529,10 +529,11 @@ def test_scored_videos_of_a_class_the_train_list_lacks_are_warned_about(synth, t
     train = [line.rsplit(maxsplit=1) for line in (r / "train.txt").read_text().splitlines()]
     (tmp_path / "one_based.txt").write_text("".join(f"{p} {int(label) + 1}\n" for p, label in train))
     (tmp_path / "no_class_3.txt").write_text("".join(f"{p} {label}\n" for p, label in train if label != "3"))
+    (tmp_path / "no_class_0.txt").write_text("".join(f"{p} {label}\n" for p, label in train if label != "0"))
     test_list = r / "test.txt"
     counts = [sum(line.endswith(f" {c}") for line in test_list.read_text().splitlines()) for c in (0, 3)]
     said = {}
-    for name in ("one_based.txt", "no_class_3.txt", "train.txt"):
+    for name in ("one_based.txt", "no_class_3.txt", "no_class_0.txt", "train.txt"):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="mme"):
             assert main(["probe", str(tmp_path / "unused.ckpt"), "--train", str(tmp_path / name if name != "train.txt"
@@ -546,6 +547,10 @@ def test_scored_videos_of_a_class_the_train_list_lacks_are_warned_about(synth, t
     assert said["no_class_3.txt"] == [
         f"the test list {test_list} has videos of class(es) 3 ({counts[1]} videos) that the training list "
         f"{tmp_path / 'no_class_3.txt'} has none of: no model fit on it predicts them, so the scores of those videos "
+        f"cannot be right"]
+    assert said["no_class_0.txt"] == [  # labels 1..3 of a 0-based subset (its test list scores class 3): no hint
+        f"the test list {test_list} has videos of class(es) 0 ({counts[0]} videos) that the training list "
+        f"{tmp_path / 'no_class_0.txt'} has none of: no model fit on it predicts them, so the scores of those videos "
         f"cannot be right"]
     assert said["train.txt"] == []
     assert counts[0] > 0 and counts[1] > 0

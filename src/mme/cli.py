@@ -604,8 +604,12 @@ class _ReaderMayGo:
 
     def __init__(self, stream):
         self._stream = stream
+        self.line_open = False
+        """Whether the last write left its line open (a progress bar's, redrawn after a carriage return)."""
 
     def write(self, text: str) -> int:
+        if text:
+            self.line_open = not text.endswith("\n")
         try:
             return self._stream.write(text)
         except BrokenPipeError:
@@ -628,6 +632,16 @@ class _ReaderMayGo:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class _LinesAfterBars(logging.StreamHandler):
+    """The CLI's log handler on stderr (a :class:`_ReaderMayGo`): a record starts a line of its own where the last
+    write left one open, a progress bar's, so that a warning logged while a bar is drawn is not glued to its text (in
+    a log file, missed by a search for lines that start with ``[mme``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return "\n" + text if getattr(self.stream, "line_open", False) else text
 
 
 @contextlib.contextmanager
@@ -659,14 +673,14 @@ def _main(argv: list[str] | None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from mme.errors import ConfigError, MMEError, ProcessLost
-    from mme.utils import LinesAfterBars, launch_ranks
+    from mme.utils import launch_ranks
 
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     try:
         rank, ranks = launch_ranks()
     except ConfigError:  # a RANK left in the environment of a one-process command; a command that needs it says so
         rank, ranks = 0, 1
-    stderr = LinesAfterBars()
+    stderr = _LinesAfterBars()
     if rank:
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))
     logging.basicConfig(level=logging.WARNING if rank else logging.INFO,

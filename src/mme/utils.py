@@ -453,23 +453,6 @@ def progress_bar(items: Iterable, total: int, desc: str, unit: str, show: bool =
     return tqdm(items, total=total, desc=desc, unit=unit, disable=not show or not (keep or on_terminal), leave=keep)
 
 
-class LinesAfterBars(logging.StreamHandler):
-    """A stream handler whose record starts a line of its own where a progress bar was drawn since its last one:
-    a bar leaves its line open, so a warning logged while it was drawn was glued to its text (missed by a search
-    of a log for lines that start with ``[mme``)."""
-
-    def __init__(self, stream=None):
-        super().__init__(stream)
-        self._last_line_at = 0.0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        drawn = [getattr(bar, "last_print_t", 0.0) for bar in list(tqdm._instances) if not bar.disable]
-        if any(t >= self._last_line_at for t in drawn):
-            self.stream.write("\n")
-        super().emit(record)
-        self._last_line_at = time.time()
-
-
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                died: Callable[[Any, str], Any]) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order); in this process, in

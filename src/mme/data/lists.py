@@ -284,19 +284,22 @@ def untrained_classes(train_file: str | Path, train: list[ListEntry],
     """The warning, or None, where a scored split (``{what: (list_file, entries)}``: a val or test list) has
     videos of a class the training list has none of, naming those classes and their video counts: no model fit on
     that list predicts them, so their scores cannot be right. Not refused: a small subset may lack a class. A
-    training list labelled 1..N (no 0) is said to look 1-based (UCF101's trainlist0N.txt beside a 0-based test
-    list). Returned, not logged: the caller logs it once (rank 0 alone under torchrun)."""
+    training list labelled 1..N (no 0) beside scored lists labelled 0..N-1 at most is said to look 1-based
+    (UCF101's trainlist0N.txt beside a 0-based test list; a 0-based subset lacking class 0 scores its top class).
+    Returned, not logged: the caller logs it once (rank 0 alone under torchrun)."""
     trained = Counter(e.label for e in train if e.label is not None)
-    found = []
+    found, scored_top = [], -1
     for what, (list_file, entries) in scored.items():
-        untrained = Counter(e.label for e in entries if e.label is not None and e.label not in trained)
+        labels = [e.label for e in entries if e.label is not None]
+        scored_top = max(labels, default=scored_top)
+        untrained = Counter(label for label in labels if label not in trained)
         if trained and untrained:
             counts = ", ".join(f"{label} ({n} videos)" for label, n in sorted(untrained.items()))
             found.append(f"{what} {list_file} has videos of class(es) {counts}")
     if not found:
         return None
     top = max(trained)
-    one_based = ("" if 0 in trained or len(trained) != top else
+    one_based = ("" if 0 in trained or len(trained) != top or scored_top >= top else
                  f"; its labels are 1..{top} with no 0: it looks 1-based (as UCF101's trainlist0N.txt: make the "
                  f"lists with `mme lists ucf101`)")
     return (f"{'; '.join(found)} that the training list {train_file} has none of: no model fit on it predicts "
