@@ -329,7 +329,8 @@ def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):
         frozen = gc.get_freeze_count()
         assert frozen >= len(callers)
         assert [b.tolist() for (b,) in start_workers(forking)] == [[0, 1], [2, 3]]
-        assert froze == [] and gc.get_freeze_count() == frozen
+        # (the caller's objects, alive, still frozen: the count falls only by frozen objects freed meanwhile)
+        assert froze == [] and gc.get_freeze_count() >= len(callers) and callers
     finally:
         gc.unfreeze()
 
