@@ -1493,7 +1493,7 @@ def test_a_cache_of_an_earlier_tracker_is_made_again_and_refused_by_training(vid
     assert cli(args) == 0
     made = cache_file(out, "b.mp4")
     good, c = made.read_bytes(), read_cache(made)
-    assert c.meta["tracker"] == 2
+    assert c.meta["tracker"] == 3
     later = ("tracker", "orientation", "turn", "backend", "resize", "fingerprint", "source_stat")  # keys added since
     save_tracks(made, c.disp, c.valid, None, {k: v for k, v in c.meta.items() if k not in later})
     m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
@@ -1501,7 +1501,7 @@ def test_a_cache_of_an_earlier_tracker_is_made_again_and_refused_by_training(vid
     data = PretrainDataset(DataConfig(list_file=str(listed), root=str(videos), num_frames=4, stride=2, img_size=64),
                            track_length=3)
     with pytest.raises(VideoError, match=r"b\.mp4\.tracks: track cache \(its tracks were made by tracker revision 1, "
-                                         r"this mme's is 2; revision 2: a point that leaves the frame reads the flow "
+                                         r"this mme's is 3; revision 2: a point that leaves the frame reads the flow "
                                          r"at the frame's edge, where it stopped at 0 px; re-run mme extract"):
         fn(data.sample(0, np.random.default_rng(0)))
     capsys.readouterr()
@@ -1511,3 +1511,17 @@ def test_a_cache_of_an_earlier_tracker_is_made_again_and_refused_by_training(vid
     kept = made.stat().st_mtime_ns
     assert cli(args) == 0 and "0 written, 1 already complete" in capsys.readouterr().out
     assert made.stat().st_mtime_ns == kept and fn(data.sample(0, np.random.default_rng(0)))["disp"].shape[1] == 3
+
+
+def test_a_revision_of_one_flow_makes_that_flows_files_stale_only():
+    """Revision 3 changed torch-lk's tracks only (samples read outside the frame): its files of revision 2 are made
+    again, a DIS file of revision 2 is still this mme's tracks (none of its work is redone)."""
+    from mme.motion.cache import RESIZE, stale
+
+    meta = {"src_size": (64, 64), "work_size": (64, 64), "resize": RESIZE, "tracker": 2}
+    assert stale({**meta, "flow": "dis"}) is None
+    assert stale({**meta, "flow": "torch-lk"}) == (
+        "its tracks were made by tracker revision 2, this mme's is 3; revision 3: torch-lk gives no weight to samples "
+        "read outside the frame, where it under-read the motion")
+    assert stale({**meta, "flow": "dis", "tracker": 1}).startswith("its tracks were made by tracker revision 1, "
+                                                                   "this mme's is 3; revision 2: a point")

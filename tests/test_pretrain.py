@@ -885,7 +885,7 @@ def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_
     old = tmp_path / "old.tracks"
     save_tracks(old, made.disp, made.valid, None, {**made.meta, "tracker": 1})
     why = stale(read_cache(old).meta)
-    assert why.startswith("its tracks were made by tracker revision 1, this mme's is 2")
+    assert why.startswith("its tracks were made by tracker revision 1, this mme's is 3")
 
     def refusal(videos: int, stale_every: int, *extra: str) -> str | None:
         name = f"c{videos}_{stale_every}"

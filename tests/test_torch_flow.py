@@ -48,12 +48,15 @@ def test_a_pair_gets_the_same_flow_alone_in_a_batch_and_under_autocast(tmp_path)
 
 @pytest.mark.parametrize("h, w", [(48, 48), (50, 70), (62, 62)])
 def test_small_frames_read_the_whole_motion(h, w, tmp_path):
-    """Frames under 64 px had a pyramid of two levels and read a 1.5 px translation as 1.34-1.45 px."""
+    """Frames under 64 px had a pyramid of two levels and read a 1.5 px translation as 1.34-1.45 px. Judged on the
+    median flow of four textures: one texture's moves by a few hundredths of a px with any change to the flow."""
     from mme.motion.torch_flow import _pyramid
 
-    frames = encoded(tmp_path, affine_video(2, h, w, dx=1.5, dy=-0.8, seed=4)[0])
-    flow = raw_flow(frames[0], frames[1], "torch-lk")[6:-6, 6:-6]
-    assert np.abs(np.median(flow.reshape(-1, 2), 0) - [1.5, -0.8]).max() < 0.04
+    medians = []
+    for seed in range(4):
+        frames = encoded(tmp_path, affine_video(2, h, w, dx=1.5, dy=-0.8, seed=seed)[0])
+        medians.append(np.median(raw_flow(frames[0], frames[1], "torch-lk")[6:-6, 6:-6].reshape(-1, 2), 0))
+    assert np.abs(np.mean(medians, 0) - [1.5, -0.8]).max() < 0.04, medians
     # three levels, down to 8 px; frames of 64 px and more keep the levels they had (coarsest >= 16 px)
     sides = {s: [level.shape[-1] for level in _pyramid(torch.zeros(1, 1, s, s))] for s in (48, 62, 64, 112, 224)}
     assert sides == {48: [48, 24, 12], 62: [62, 31, 16], 64: [64, 32, 16], 112: [112, 56, 28],
@@ -66,11 +69,13 @@ def test_the_accelerators_blur_is_the_cpus_and_gives_the_same_flow(tmp_path, mon
 
     x = torch.rand(3, 5, 37, 50) * 255
     for sigma in (0.8, 2.0, 3.0):
-        assert (torch_flow._blur(x, sigma, shifted=False) - torch_flow._blur(x, sigma, shifted=True)).abs().max() < 1e-3
+        for outside in ("replicate", "constant"):
+            conv, shifted = (torch_flow._blur(x, sigma, shifted=s, outside=outside) for s in (False, True))
+            assert (conv - shifted).abs().max() < 1e-3
     g = grey(torch.from_numpy(encoded(tmp_path, affine_video(3, 64, 80, dx=1.2, rot_deg=1.5)[0])))
     shifted = lk_flow(g[:2], g[1:])
     blur = torch_flow._blur
-    monkeypatch.setattr(torch_flow, "_blur", lambda x, sigma: blur(x, sigma, shifted=False))
+    monkeypatch.setattr(torch_flow, "_blur", lambda x, sigma, **kw: blur(x, sigma, shifted=False, **kw))
     assert (lk_flow(g[:2], g[1:]) - shifted).abs().max() < 1e-3
 
 
@@ -203,3 +208,20 @@ def test_pretraining_with_the_step_flow_learns_its_targets(synth, tmp_path):
     traj = [r["loss_traj"] for r in res.history]
     assert all(np.isfinite(traj)) and np.mean(traj[-3:]) < 0.8 * np.mean(traj[:3])
     assert all(0.5 < r["valid_traj"] <= 1.0 for r in res.history)
+
+
+def test_a_rigid_pan_gives_border_tokens_no_patchstd_motion_with_torch_lk():
+    """A translation moves every patch rigidly: its PatchStd traj target is 0 everywhere. torch-lk's windows and warps
+    read the replicated border near the edge the content moves towards, under-read the flow there (0.3 px of 1.3 at
+    the last column) and gave 33 % of the border ring's traj values |z| > 0.5 (interior 0); dis-balanced 0."""
+    frames, _ = affine_video(19, 96, 96, dx=1.3, dy=-0.7)
+    m = ModelConfig(img_size=96, num_frames=8, embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_heads=2)
+    sample = make_sample(frames, 8, 2, 6)
+    share = {}
+    for flow in ("dis-balanced", "torch-lk"):
+        z = TargetFn(TargetConfig(kind="mme", flow=flow, track_length=6), m).targets(sample)[0]["traj"]
+        big = (z.reshape(4, 6, 6, -1).abs() > 0.5).float().mean(-1).mean(0)  # per token position (rows, columns)
+        interior = big[1:-1, 1:-1].sum()
+        share[flow] = ((big.sum() - interior) / 20).item(), (interior / 16).item()
+    assert share["dis-balanced"][0] < 0.02 and share["dis-balanced"][1] == 0.0, share
+    assert share["torch-lk"][0] < 0.02 and share["torch-lk"][1] == 0.0, share

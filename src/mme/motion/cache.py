@@ -49,7 +49,16 @@ import torch.nn.functional as F
 
 from mme.data.video import video_error
 from mme.errors import ConfigError, VideoError
-from mme.motion.tracks import TRACKER, TRACKER_CHANGES, Tracks, default_max_disp, in_frame, prune_tracks, seed_grid
+from mme.motion.tracks import (
+    REVISION_FLOWS,
+    TRACKER,
+    TRACKER_CHANGES,
+    Tracks,
+    default_max_disp,
+    in_frame,
+    prune_tracks,
+    seed_grid,
+)
 from mme.utils import atomic_path
 
 VERSION = 3
@@ -160,8 +169,9 @@ def stale(meta: dict) -> str | None:
         return (f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that copied pixels (INTER_AREA), so "
                 f"its tracks read less motion than there is")
     revision = tracker_revision(meta)
-    if revision != TRACKER:
-        since = "".join(f"; revision {r}: {TRACKER_CHANGES[r]}" for r in range(revision + 1, TRACKER + 1))
+    changed = [r for r in range(revision + 1, TRACKER + 1) if meta["flow"] in REVISION_FLOWS.get(r, (meta["flow"],))]
+    if changed or revision > TRACKER:
+        since = "".join(f"; revision {r}: {TRACKER_CHANGES[r]}" for r in changed)
         return f"its tracks were made by tracker revision {revision}, this mme's is {TRACKER}{since}"
     return None
 

@@ -1,22 +1,22 @@
-"""``torch-lk``: a dense coarse-to-fine Lucas-Kanade optical flow in torch, batched over frame pairs, for the
-training step on the accelerator (no weights, nothing downloaded).
+"""``torch-lk``: a dense coarse-to-fine Lucas-Kanade optical flow in torch, batched over frame pairs, for the training
+step on the accelerator (no weights, nothing downloaded).
 
-OpenCV's DIS runs one pair at a time on one CPU core in the data workers, and its 48 pairs per 16 x 224² clip
-are most of a worker's CPU for online MME targets (docs/performance.md). This flow runs wherever the batch is:
-every pair of a batch at once on the GPU, so online targets need only decoding from the workers.
+OpenCV's DIS runs one pair at a time on one CPU core in the data workers, and its 48 pairs per 16 x 224² clip are most
+of a worker's CPU for online MME targets (docs/performance.md). This flow runs wherever the batch is: every pair of a
+batch at once on the GPU, so online targets need only decoding from the workers.
 
-Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least :data:`MIN_SIZE`
-px on its short side, or down to :data:`SMALLEST` px for :data:`MIN_LEVELS` levels): both frames smoothed by a
-Gaussian of :data:`PRE_SIGMA` px; then :data:`ITERATIONS` Gauss-Newton steps of a translation per pixel, fitted over
-a Gaussian window of :data:`WINDOW_SIGMA` px: first (on the finest level only before the first two) the flow of the
-pixels :data:`PROPAGATE` px away is tried at every pixel (see there), then frame b warped by the flow (bilinear),
-the symmetric gradient (the mean of both frames' gradients), residuals weighted robustly (:data:`ROBUST`), the 2 x 2
-system damped by :data:`DAMPING` (a quarter of it per level up, as the gradients' energy falls; it keeps the update
-small where the window has no texture, so the coarser level's flow stays there), each step at most :data:`MAX_STEP`
-px, and the flow smoothed by a Gaussian of :data:`SMOOTH` px after each step (DIS's variational refinement plays
-this part). The settings were chosen on ``mme bench flow``'s analytic motions and its object set's PatchStd probe,
-where the flow's detail inside a patch counts, and the propagation on objects moving over real footage
-(``benchmarks/flow_real_footage.py``; docs/performance.md). """
+Per pyramid level, coarse to fine (each level half the size of the one below, the coarsest at least :data:`MIN_SIZE` px
+on its short side, or down to :data:`SMALLEST` px for :data:`MIN_LEVELS` levels): both frames smoothed by a Gaussian of
+:data:`PRE_SIGMA` px; then :data:`ITERATIONS` Gauss-Newton steps of a translation per pixel, fitted over a Gaussian
+window of :data:`WINDOW_SIGMA` px: first (on the finest level only before the first two) the flow of the pixels
+:data:`PROPAGATE` px away is tried at every pixel (see there), then frame b warped by the flow (bilinear), the symmetric
+gradient (the mean of both frames' gradients), residuals weighted robustly (:data:`ROBUST`), the 2 x 2 system damped by
+:data:`DAMPING` (a quarter of it per level up, as the gradients' energy falls; it keeps the update small where the
+window has no texture, so the coarser level's flow stays there), each step at most :data:`MAX_STEP` px, and the flow
+smoothed by a Gaussian of :data:`SMOOTH` px after each step (DIS's variational refinement plays this part); samples read
+at the frame's edge or beyond it get no weight (:data:`EDGE_MARGIN`). The settings were chosen on ``mme bench flow``'s
+analytic motions and its object set's PatchStd probe, where the flow's detail inside a patch counts, and the propagation
+on objects moving over real footage (``benchmarks/flow_real_footage.py``; docs/performance.md). """
 
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ MIN_LEVELS = 3
 have three levels by :data:`MIN_SIZE`."""
 SMALLEST = 8
 """Short side of the coarsest level that :data:`MIN_LEVELS` may add, px (at least)."""
+EDGE_MARGIN = 1.0
+"""The fit weighs only the samples of frame b read at least this many px inside its edge (:func:`_inside`), and its
+windows sum the frame's samples only: beyond the last pixel centre the warp reads the border replicated, and next to
+it the smoothing and the gradient read it; neither moves with the content, and weighed like the others they
+under-read the flow near the edge the content moves towards (a 1.3 px translation on 96² by 0.31 px at the last
+column, 0.03 px inside: 7-25 % of PatchStd's traj values |z| > 0.5 on a pan, whose targets are 0; now 0.06 px).
+Chosen on analytic motions: with 0 px the translation was under-read by 0.11 px at the last column; the mask costs a
+1.5° rotation's outermost pixels a little (0.23 px error against 0.21 px before it, from 16 px inside 0.025 px)."""
 GREY_WEIGHTS = (4899, 9617, 1868)
 """RGB -> grey with ITU-R BT.601's weights in fixed point (``(r w_r + g w_g + b w_b + 2^13) >> 14``): integer
 arithmetic gives the same grey frames on every device (``cv2.cvtColor`` differs by one level on a few pixels)."""
@@ -90,20 +98,21 @@ def _gaussian(sigma: float, device: torch.device) -> torch.Tensor:
     return k / k.sum()
 
 
-def _blur(x: torch.Tensor, sigma: float, shifted: bool | None = None) -> torch.Tensor:
-    """Separable Gaussian of every channel of ``(P, C, H, W)``, borders replicated. On a CPU (``shifted`` None)
-    as a sum of shifted copies (1.4-5x faster there than torch's depthwise convolution, measured on 2 to 5
+def _blur(x: torch.Tensor, sigma: float, shifted: bool | None = None, outside: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian of every channel of ``(P, C, H, W)``, the samples outside the frame ``outside``: replicated
+    (``"replicate"``) or zero (``"constant"``: a windowed sum of the frame's samples only). On a CPU (``shifted``
+    None) as a sum of shifted copies (1.4-5x faster there than torch's depthwise convolution, measured on 2 to 5
     channels of 96² and 224²); elsewhere as two depthwise convolutions (two passes over memory instead of one per
     tap)."""
     k = _gaussian(sigma, x.device)
     r, C = len(k) // 2, x.shape[1]
     if not (x.device.type == "cpu" if shifted is None else shifted):
-        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-        return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=outside), k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode=outside), k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
     taps = k.tolist()
     for dim in (-1, -2):
         n = x.shape[dim]
-        padded = F.pad(x, (r, r, 0, 0) if dim == -1 else (0, 0, r, r), mode="replicate")
+        padded = F.pad(x, (r, r, 0, 0) if dim == -1 else (0, 0, r, r), mode=outside)
         x = padded.narrow(dim, 0, n) * taps[0]
         for i, w in enumerate(taps[1:], 1):
             x.add_(padded.narrow(dim, i, n), alpha=w)
@@ -135,6 +144,29 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
                          align_corners=True)
 
 
+@functools.lru_cache(maxsize=32)
+def _flow_bounds(H: int, W: int, device: torch.device, n: int) -> tuple[torch.Tensor, ...]:
+    """The least and the largest flow of every pixel, x then y, that reads :data:`EDGE_MARGIN` px or more inside
+    an ``H x W`` frame: float32 ``(n H, W)`` each, n times along the rows."""
+    ys, xs = _pixel_grid(H, W, device, n)
+    return EDGE_MARGIN - xs, W - 1 - EDGE_MARGIN - xs, EDGE_MARGIN - ys, H - 1 - EDGE_MARGIN - ys
+
+
+def _inside(flow: torch.Tensor, H: int) -> torch.Tensor:
+    """Whether ``x + flow(x)`` lies :data:`EDGE_MARGIN` px or more inside the ``H x W`` frame: bool ``(P, H, W)`` of
+    a flow ``(P, 2, H, W)``, or ``(P, n H, W)`` of n flows stacked along the rows (as :func:`warp` takes them). The
+    fit gives the other samples no weight."""
+    x_low, x_high, y_low, y_high = _flow_bounds(H, flow.shape[-1], flow.device, flow.shape[-2] // H)
+    dx, dy = flow[:, 0], flow[:, 1]
+    return (dx >= x_low) & (dx <= x_high) & (dy >= y_low) & (dy <= y_high)
+
+
+@functools.lru_cache(maxsize=32)
+def _window_share(H: int, W: int, device: torch.device) -> torch.Tensor:
+    """``(1, H, W)``: the share of each pixel's window (:data:`WINDOW_SIGMA`) inside an ``H x W`` frame."""
+    return _blur(torch.ones(1, 1, H, W, device=device), WINDOW_SIGMA, outside="constant")[:, 0]
+
+
 def _shifted(flow: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``flow`` read ``(dy, dx)`` px away: the flow of pixel ``(y + dy, x + dx)`` at ``(y, x)``, borders replicated."""
     r = max(abs(dy), abs(dx))
@@ -153,7 +185,12 @@ def _propagate(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, vertical:
     offsets = ((d, 0), (-d, 0)) if vertical else ((0, d), (0, -d))
     candidates = torch.cat([flow, *(_shifted(flow, dy, dx) for dy, dx in offsets)], 2)  # (P, 2, 3 H, W)
     moved = warp(i1, candidates)  # (P, 1, 3 H, W)
-    cost = _blur((1.0 + ((moved.unflatten(2, (3, H)) - i0[:, :, None]) / ROBUST) ** 2).sqrt_()[:, 0], WINDOW_SIGMA)
+    inside = _inside(candidates, H).unflatten(1, (3, H))  # (P, 3, H, W)
+    residual = (1.0 + ((moved.unflatten(2, (3, H)) - i0[:, :, None]) / ROBUST) ** 2).sqrt_()[:, 0]
+    # a sample a candidate reads at the frame's edge costs what the current flow's does (the least cost, 1, where
+    # that is at the edge too): it favours no candidate
+    residual = torch.where(inside, residual, torch.where(inside[:, :1], residual[:, :1], 1.0))
+    cost = _blur(residual, WINDOW_SIGMA, outside="constant")
     if margin:
         cost[:, 0] *= 1.0 - margin
     # the first of equal costs, as argmin, by comparisons (argmin over a middle axis of 3 is slow on a CPU)
@@ -203,11 +240,13 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                     moved = warp(i1, flow)
                 g1x, g1y = _gradient(moved)
                 gx, gy, e = (g0x + g1x) * 0.5, (g0y + g1y) * 0.5, moved - i0
-                root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25  # each product below carries the weight once
+                # each product below carries the weight once; samples read at the frame's edge (_inside) none
+                root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25 * _inside(flow, H)[:, None]
                 gx, gy, e = gx * root_weight, gy * root_weight, e * root_weight
                 sxx, sxy, syy, sxe, sye = _blur(torch.cat([gx * gx, gx * gy, gy * gy, gx * e, gy * e], 1),
-                                                WINDOW_SIGMA).unbind(1)
-                damping = DAMPING / 4 ** level
+                                                WINDOW_SIGMA, outside="constant").unbind(1)
+                # the windows sum the frame's samples only: the damping in proportion, as against a whole window
+                damping = DAMPING / 4 ** level * _window_share(H, W, i0.device)
                 sxx, syy = sxx + damping, syy + damping
                 det = sxx * syy - sxy * sxy
                 step = torch.stack([syy * sxe - sxy * sye, sxx * sye - sxy * sxe], 1) / det[:, None]

@@ -26,11 +26,16 @@ from mme.errors import ConfigError, DataError
 from mme.motion.flow import DEFAULT_FLOW, Compensation, pair_flow
 from mme.motion.torch_flow import grey, lk_flow
 
-TRACKER_CHANGES = {2: "a point that leaves the frame reads the flow at the frame's edge, where it stopped at 0 px"}
+TRACKER_CHANGES = {2: "a point that leaves the frame reads the flow at the frame's edge, where it stopped at 0 px",
+                   3: "torch-lk gives no weight to samples read outside the frame, where it under-read the motion"}
 """What each revision of the tracker changed in its tracks. A change to what :func:`track`, :func:`track_in_step`
 or the flows they read give for the same frames and settings adds the next revision here: a track cache records
 the revision that made it (``tracker``), and a file of another one is made again by a resumed ``mme extract`` and
-refused by training (:func:`mme.motion.cache.stale`)."""
+refused by training (:func:`mme.motion.cache.stale`), unless every later revision changed other flows only
+(:data:`REVISION_FLOWS`)."""
+REVISION_FLOWS = {3: ("torch-lk",)}
+"""The flows whose tracks a revision changed, where it changed some only (others: every flow): a file of another
+flow made before it is still this mme's tracks."""
 TRACKER = max(TRACKER_CHANGES)
 
 
