@@ -63,9 +63,12 @@ def test_points_that_leave_the_frame_are_invalid(tmp_path):
 
 def test_a_point_on_the_last_pixel_centre_is_in_the_frame():
     """The frame spans the pixel centres 0..W-1 and 0..H-1, both ends included: with seeds every 2 px the last
-    column and row of seeds lie on x = W-1 and y = H-1, and do not move in a still video."""
-    points = np.array([[63, 31], [0, 0], [63.01, 5], [5, 31.01], [-0.01, 5], [5, -0.01]], np.float32)
-    assert in_frame(points, 32, 64).tolist() == [True, True, False, False, False, False]
+    column and row of seeds lie on x = W-1 and y = H-1, and do not move in a still video. A point past the last
+    centre is out, also within the last pixel (x = W-0.5), which the release's [0, W) keeps (docs/targets.md: its
+    bilinear lookup would read flow replicated beyond the frame)."""
+    points = np.array([[63, 31], [0, 0], [63.01, 5], [5, 31.01], [-0.01, 5], [5, -0.01], [63.5, 5], [5, 31.5]],
+                      np.float32)
+    assert in_frame(points, 32, 64).tolist() == [True, True, False, False, False, False, False, False]
     frame = texture(32, 64, seed=1)
     tracks = track(np.stack([frame] * 3), [0, 1, 2], [0], length=2, seed_stride=2)
     assert tuple(tracks.seeds[-1, -1]) == (63, 31) and np.abs(tracks.disp).max() == 0

@@ -95,7 +95,10 @@ def integrate(seeds: np.ndarray, disp: np.ndarray, homs: np.ndarray | None = Non
 
 
 def in_frame(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Whether points ``(..., 2)`` lie inside the frame (pixel centres 0..W-1, 0..H-1)."""
+    """Whether points ``(..., 2)`` lie inside the frame: between its first and last pixel centres, 0..W-1 and 0..H-1.
+    Deliberately narrower than the release's [0, W) x [0, H) (mme-method.md §7.3), which reads the flow at the
+    truncated integer position: a bilinear lookup past the last pixel centre reads flow replicated beyond the frame
+    (docs/targets.md)."""
     x, y = points[..., 0], points[..., 1]
     return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
 
