@@ -177,9 +177,10 @@ def _shifted(flow: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def _propagate(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, vertical: bool,
-               margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """:data:`PROPAGATE`'s step: the flow after it ``(P, 2, H, W)`` and ``i1`` warped by that flow ``(P, 1, H, W)``;
-    a neighbour's flow must lower the residual by more than the fraction ``margin``. The three candidates are
+               margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:data:`PROPAGATE`'s step: the flow after it ``(P, 2, H, W)``, ``i1`` warped by that flow ``(P, 1, H, W)`` and
+    where it reads inside the frame (:func:`_inside`, ``(P, 1, H, W)``); a neighbour's flow must lower the residual
+    by more than the fraction ``margin``. The three candidates are
     warped by one ``grid_sample`` (stacked along the rows: the frame is not copied)."""
     d, H = PROPAGATE, flow.shape[-2]
     offsets = ((d, 0), (-d, 0)) if vertical else ((0, d), (0, -d))
@@ -201,7 +202,8 @@ def _propagate(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, vertical:
         return x[:, :, k * H:(k + 1) * H]
 
     return (torch.where(second, block(candidates, 2), torch.where(first, block(candidates, 1), flow)),
-            torch.where(second, block(moved, 2), torch.where(first, block(moved, 1), block(moved, 0))))
+            torch.where(second, block(moved, 2), torch.where(first, block(moved, 1), block(moved, 0))),
+            torch.where(second, inside[:, 2:], torch.where(first, inside[:, 1:2], inside[:, :1])))
 
 
 def _pyramid(x: torch.Tensor) -> list[torch.Tensor]:
@@ -233,20 +235,21 @@ def lk_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 flow[:, 0] *= W / w
                 flow[:, 1] *= H / h
             g0x, g0y = _gradient(i0)
+            # the windows sum the frame's samples only: the damping in proportion, as against a whole window
+            damping = DAMPING / 4 ** level * _window_share(H, W, i0.device)
             for it in range(ITERATIONS):
                 if level > 0 or it < FINEST_PROPAGATIONS:
-                    flow, moved = _propagate(i0, i1, flow, it % 2 == 1, FINEST_MARGIN if level == 0 else 0.0)
+                    flow, moved, inside = _propagate(i0, i1, flow, it % 2 == 1,
+                                                     FINEST_MARGIN if level == 0 else 0.0)
                 else:
-                    moved = warp(i1, flow)
+                    moved, inside = warp(i1, flow), _inside(flow, H)[:, None]
                 g1x, g1y = _gradient(moved)
                 gx, gy, e = (g0x + g1x) * 0.5, (g0y + g1y) * 0.5, moved - i0
                 # each product below carries the weight once; samples read at the frame's edge (_inside) none
-                root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25 * _inside(flow, H)[:, None]
+                root_weight = (1.0 + (e / ROBUST) ** 2) ** -0.25 * inside
                 gx, gy, e = gx * root_weight, gy * root_weight, e * root_weight
                 sxx, sxy, syy, sxe, sye = _blur(torch.cat([gx * gx, gx * gy, gy * gy, gx * e, gy * e], 1),
                                                 WINDOW_SIGMA, outside="constant").unbind(1)
-                # the windows sum the frame's samples only: the damping in proportion, as against a whole window
-                damping = DAMPING / 4 ** level * _window_share(H, W, i0.device)
                 sxx, syy = sxx + damping, syy + damping
                 det = sxx * syy - sxy * sxy
                 step = torch.stack([syy * sxe - sxy * sye, sxx * sye - sxy * sxe], 1) / det[:, None]
