@@ -476,7 +476,8 @@ def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
     """``{dotted key: why it has no effect}`` over ``cfg`` and its sections, each section's from its own
     ``keys_without_effect()`` where it has one (``data.scales`` beside ``data.crop=random_resized``):
     :func:`load_config` warns about those the overrides give, as :func:`merge_layer` does about a key an earlier
-    layer's overrides."""
+    layer's overrides. (The target's keys that its kind does not use are refused instead, before any work:
+    ``TargetConfig.settings_without_effect``, as a target of other settings gives other targets.)"""
     own = cfg.keys_without_effect() if hasattr(cfg, "keys_without_effect") else {}
     out = {f"{prefix}{k}": why for k, why in own.items()}
     for f in dataclasses.fields(cfg):

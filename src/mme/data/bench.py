@@ -108,7 +108,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
         check_output(json_path, "--json")  # before the benchmark, not after it
     require_backend(backend, "--backend")  # before a video is made
     threads = threads or torch.get_num_threads()
-    cv2.setNumThreads(threads)  # the reference decodes in this process: OpenCV on the count printed, as torch is
+    cv2.setNumThreads(threads)  # (the reference decodes here: OpenCV on the count printed; @sets_threads puts it back)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = Path(video) if video else generated_video(tmp)
