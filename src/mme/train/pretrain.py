@@ -38,10 +38,8 @@ from mme.motion.cache import (
     cache_backend,
     cache_meta,
     check_settings,
-    command_flags,
     extract_flags,
     extract_flags_as_fine,
-    resume_settings,
     same_frames,
     stale,
 )
@@ -141,14 +139,15 @@ def _check_stale(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     if not stale_probed:
         return
     files = [found for found in dataset.cache_lookup.files if found is not None]
+    probed = {found for _, found in dataset.cache_probes()}
     lacking = len(dataset.cache_lookup.lacking)
     count = len(stale_probed)
-    if len(dataset.cache_probes()) < len(files):
-        if not dataset.too_many_failures(lacking + round(count * len(files) / len(dataset.cache_probes()))):
+    if len(probed) < len(files):
+        if not dataset.too_many_failures(lacking + round(count * len(files) / len(probed))):
             return
         log.info("target.cache_dir %s: reading the headers of its %d files to count those an earlier mme made",
                  cfg.target.cache_dir, len(files))
-        count = sum(_made_by_an_earlier_mme(found) for found in files)
+        count += sum(_made_by_an_earlier_mme(found) for found in files if found not in probed)
     if not dataset.too_many_failures(lacking + count):
         return
     of = f"{count} of its {len(files)}"
@@ -156,7 +155,7 @@ def _check_stale(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     beyond = (f"{also}, more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
     _, found, meta, why = stale_probed[0]
-    remake = dataset.extract_command(command_flags(**resume_settings(meta, cfg.data.backend), overwrite=False))
+    remake = dataset.resume_command(meta)
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {of} track cache files of the videos of "
                     f"{cfg.data.list_file} were made by an earlier mme{beyond}, which this run does not read (the "
                     f"first, {found}: {why}); `{remake}` makes them again with their settings, and resumes")
