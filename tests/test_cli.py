@@ -300,3 +300,21 @@ def test_a_line_logged_while_a_bar_is_drawn_starts_a_line_of_its_own():
     logged = [line for line in text.split("\n") if "[mme]" in line]
     assert logged == ["[mme] before", *(f"[mme] video {i} failed" for i in range(3)), "[mme] after"], text
     assert "\n\n" not in text  # (no empty line where none was open)
+    stream.write("\rlook: 50%|\r    \r")  # a bar cleared (on a terminal): the next line overwrites it
+    assert not stream.line_open
+
+
+def test_a_second_command_in_one_process_warns_as_the_first(tmp_path, caplog):
+    """mme.cli.main called twice in one process (a notebook, a script): the second command's warning of a key given
+    without effect was not said (said once per process; each command says its own)."""
+    import logging
+
+    argv = ["pretrain", "--config", "tiny_cpu_pixel", "data.test_clips=3", "data.list_file=/nowhere/list.txt",
+            f"train.out_dir={tmp_path / 'run'}"]
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme.config"):
+            assert main(argv) == 1
+        assert [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage()] == [
+            "config: data.test_clips=3 has no effect: pre-training tests nothing (the test views are mme "
+            "finetune's)"], caplog.text

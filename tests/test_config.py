@@ -821,7 +821,7 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
     import mme.config
     from mme.train.config import FinetuneConfig
 
-    monkeypatch.setattr(mme.config, "_SAID_WITHOUT_EFFECT", set())
+    monkeypatch.setattr(mme.config, "SAID_WITHOUT_EFFECT", set())
 
     cases = [(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "task.val_list="],
               "task.eval_every=5 has no effect: it validates on task.val_list, which is unset"),

@@ -1655,3 +1655,21 @@ def test_a_list_entry_pickled_before_entries_were_slotted_loads_as_it_was(monkey
     assert [(e.path, e.label, e.line_no) for e in loaded] == [("videos/a.mp4", 3, 7), ("b.mp4", None, 0)]
     again = pickle.loads(pickle.dumps(loaded))  # as this class pickles them
     assert [(e.path, e.label, e.line_no) for e in again] == [("videos/a.mp4", 3, 7), ("b.mp4", None, 0)]
+
+
+def test_the_one_based_hint_reads_every_scored_list_whatever_their_order():
+    """A 0-based training subset lacking class 0 (labels 1..3) beside a val list of 0..3 and a test list of 0..2:
+    the hint that the training list looks 1-based took the top label of the last scored list, so it came with val
+    before test and not after. It reads every scored list: here none."""
+    from mme.data.lists import ListEntry, untrained_classes
+
+    def entries(labels):
+        return [ListEntry(f"v{i}.mp4", label) for i, label in enumerate(labels)]
+
+    train, val, test = entries([1, 2, 3]), entries([0, 1, 2, 3]), entries([0, 1, 2])
+    for scored in ({"val": ("val.txt", val), "test": ("test.txt", test)},
+                   {"test": ("test.txt", test), "val": ("val.txt", val)}):
+        said = untrained_classes("train.txt", train, scored)
+        assert said is not None and "1-based" not in said, said
+    said = untrained_classes("train.txt", entries([1, 2, 3, 4]), {"test": ("test.txt", entries([0, 1, 2, 3]))})
+    assert "its labels are 1..4 with no 0: it looks 1-based" in said

@@ -608,8 +608,8 @@ class _ReaderMayGo:
         """Whether the last write left its line open (a progress bar's, redrawn after a carriage return)."""
 
     def write(self, text: str) -> int:
-        if text:
-            self.line_open = not text.endswith("\n")
+        if text:  # (a bar cleared ends on a carriage return: the next line overwrites it)
+            self.line_open = not text.endswith(("\n", "\r"))
         try:
             return self._stream.write(text)
         except BrokenPipeError:
@@ -635,9 +635,19 @@ class _ReaderMayGo:
 
 
 class _LinesAfterBars(logging.StreamHandler):
-    """The CLI's log handler on stderr (a :class:`_ReaderMayGo`): a record starts a line of its own where the last
+    """The CLI's log handler on stderr (a :class:`_ReaderMayGo`; without ``stream``, the current ``sys.stderr``
+    at each record, so a later command of the process logs to its own): a record starts a line of its own where the last
     write left one open, a progress bar's, so that a warning logged while a bar is drawn is not glued to its text (in
     a log file, missed by a search for lines that start with ``[mme``)."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self._follows_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follows_stderr and self.stream is not sys.stderr:  # (a later command of the process: its own
+            self.setStream(sys.stderr)  # stderr, which its bars write to)
+        super().emit(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -672,8 +682,11 @@ def _main(argv: list[str] | None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from mme.config import SAID_WITHOUT_EFFECT
     from mme.errors import ConfigError, MMEError, ProcessLost
     from mme.utils import launch_ranks
+
+    SAID_WITHOUT_EFFECT.clear()  # (each command says its own)
 
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     try:

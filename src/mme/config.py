@@ -462,14 +462,15 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     unused = keys_without_effect(cfg)
     for key in sorted(given.keys() & unused.keys()):
         said = f"config: {key}={given[key]} has no effect: {unused[key]}"
-        if said not in _SAID_WITHOUT_EFFECT:  # (mme demo loads a config of the same overrides for each row)
-            _SAID_WITHOUT_EFFECT.add(said)
+        if said not in SAID_WITHOUT_EFFECT:  # (mme demo loads a config of the same overrides for each row)
+            SAID_WITHOUT_EFFECT.add(said)
             log.warning("%s", said)
     return cfg
 
 
-_SAID_WITHOUT_EFFECT: set[str] = set()
-"""The warnings of :func:`load_config` about keys given without effect said in this process: each once."""
+SAID_WITHOUT_EFFECT: set[str] = set()
+"""The warnings of :func:`load_config` about keys given without effect said in this process: each once (a command
+of the CLI clears it as it starts)."""
 
 
 def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:

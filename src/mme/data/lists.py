@@ -291,7 +291,7 @@ def untrained_classes(train_file: str | Path, train: list[ListEntry],
     found, scored_top = [], -1
     for what, (list_file, entries) in scored.items():
         labels = [e.label for e in entries if e.label is not None]
-        scored_top = max(labels, default=scored_top)
+        scored_top = max([scored_top, *labels])
         untrained = Counter(label for label in labels if label not in trained)
         if trained and untrained:
             counts = ", ".join(f"{label} ({n} videos)" for label, n in sorted(untrained.items()))
