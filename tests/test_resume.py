@@ -225,6 +225,17 @@ def test_data_order_depends_on_seed_and_epoch_only_and_shards_like_one_big_batch
         assert sorted(ranks[0][k] + ranks[1][k]) == sorted(big)
 
 
+def test_no_two_seeds_share_an_epochs_data_order():
+    """Seed s's epoch e was seed s+1's epoch e-1 (torch's DistributedSampler seeds by seed + epoch): a spread over
+    seeds left out the variance of the data order."""
+    orders = {(seed, epoch): epoch_batches(1000, 8, seed, epoch, rank=0, world_size=1)
+              for seed in range(3) for epoch in range(10)}
+    assert len({str(order) for order in orders.values()}) == len(orders)
+    dealt = [epoch_batches(10, 1, seed=0, epoch=1, rank=r, world_size=4) for r in range(4)]
+    assert [len(batches) for batches in dealt] == [2] * 4  # as DistributedSampler(drop_last=True): 8 of 10 dealt
+    assert len({i for batches in dealt for b in batches for i in b}) == 8
+
+
 def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what_the_run_did():
     """A ``released``-preset run made before ``target.hog_style`` existed trained on the scikit-image HOG; resumed
     now, its preset gives the release's: a change to warn about (keys added with the old behaviour are not)."""
@@ -510,6 +521,7 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
     threads = state["meta"]["threads"]
     state["meta"].update(git="0" * 40, torch="2.5.0", device_name="NVIDIA H100", threads=threads + 1)
+    del state["meta"]["order"]  # a checkpoint of the data order before ORDER_VERSION 2
     ckpt.save_checkpoint(state, tmp_path, keep_last=0)
     run(*base, "train.resume=auto", "data.num_workers=1")
     meta = json.loads((tmp_path / "run.json").read_text())
@@ -517,7 +529,8 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
         f"code: {'0' * 40} -> {meta['git']}", f"torch: 2.5.0 -> {torch.__version__}",
         f"device: NVIDIA H100 -> {meta['device_name']} (the same up to float rounding, not bitwise)",
         f"intra-op threads: {threads + 1} -> {meta['threads']} (the same up to float rounding, not bitwise; "
-        "train.threads pins them)"]}]
+        "train.threads pins them)", "data order: version 1 -> 2 (other batches for its remaining "
+        "epochs: mme.train.distributed.ORDER_VERSION)"]}]
     with pytest.raises(ConfigError, match=r"checkpoint-00000002.pt: its run trained 2 steps, past this config's end "
                                           r"at 1 \(train.steps / train.epochs\).*train.init="):
         run(*base[:3], "train.steps=1", *base[4:], "train.resume=auto")

@@ -13,7 +13,7 @@ and the dataset raises DataError only when more than ``max_failure_fraction`` of
 torchrun, when the ranks join what each found, :func:`mme.train.loop.share_failures`: a rank that stopped alone
 left the others to die at their next collective). The failure flags live in shared memory, so counts from all
 DataLoader workers (fork or spawn) are visible in the main process through :attr:`failures`. Both work with any
-sampler, e.g. torch's DistributedSampler.
+sampler (mme.train.distributed.epoch_batches, torch's DistributedSampler).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
 
 from mme.errors import MMEError, ProcessLost
 from mme.utils import env_int, launch_ranks
@@ -318,19 +317,26 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+ORDER_VERSION = 2
+"""The rule of :func:`epoch_batches`' orders, recorded in every checkpoint's meta: a run resumed from a checkpoint of
+another version takes other orders for its remaining epochs (version 1, torch's DistributedSampler seeded by seed +
+epoch, gave seed s's epoch e the order of seed s+1's epoch e-1)."""
+
+
 def epoch_batches(num_samples: int, batch_per_rank: int, seed: int, epoch: int, rank: int | None = None,
                   world_size: int | None = None) -> list[list[int]]:
-    """This rank's batches of dataset indices for ``epoch``: a permutation that depends only on
-    (seed, epoch), dealt round-robin to the ranks (DistributedSampler), cut into full batches.
+    """This rank's batches of dataset indices for ``epoch``: a permutation drawn from :func:`sample_seed` of (seed,
+    epoch), so that no two seeds share an epoch's order, dealt to the ranks as torch's DistributedSampler deals
+    (the tail that leaves a rank short dropped, then round-robin), cut into full batches.
 
     With R ranks of batch b, the k-th batches of all ranks together hold the same samples as the k-th batch
     of one process with batch R*b, which is what makes DDP and single-process runs agree. Resuming mid-epoch
     drops the first batches of this list without decoding them."""
     world_size = get_world_size() if world_size is None else world_size
-    sampler = DistributedSampler(range(num_samples), num_replicas=world_size,
-                                 rank=get_rank() if rank is None else rank, shuffle=True, seed=seed, drop_last=True)
-    sampler.set_epoch(epoch)
-    order = list(sampler)
+    rank = get_rank() if rank is None else rank
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0, "order"))
+    dealt = num_samples // world_size * world_size
+    order = torch.randperm(num_samples, generator=generator)[:dealt][rank::world_size].tolist()
     return [order[i:i + batch_per_rank] for i in range(0, len(order) - batch_per_rank + 1, batch_per_rank)]
 
 

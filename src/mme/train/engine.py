@@ -334,7 +334,8 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
     run = Run(cfg, job, model, data, start.device, precision, step_model, optimizer, scaler, batches_per_epoch,
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
-               "threads": start.threads[0], "threads_reason": start.threads[1], "items": len(data),
+               "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
+               "items": len(data),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%s", left_out(data.bad_lines, "the training list"))
@@ -529,6 +530,9 @@ def restore(run: Run, source: str, state: dict) -> None:
         ("device_name", "device", " (the same up to float rounding, not bitwise)"),
         ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
         if old_meta.get(key, run.meta[key]) != run.meta[key]]
+    if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
+        changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
+                       "epochs: mme.train.distributed.ORDER_VERSION)")
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
         run.meta["config_changes"] = [*run.meta.get("config_changes", []),
