@@ -309,6 +309,40 @@ def test_workers_start_by_spawn_where_this_process_decodes_on_a_gpu(videos, monk
     assert batch["video"].shape == (2, 3, 4, 24, 24) and sorted(batch["index"].tolist()) == [0, 1]
 
 
+class _OpenLocks(torch.utils.data.Dataset):
+    """Item: the ``.lock`` files the worker process that reads it has open."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        fds = [os.path.join("/proc/self/fd", fd) for fd in os.listdir("/proc/self/fd")]
+        return [target for target in map(_link_target, fds) if target.endswith("/.lock")]
+
+
+def _link_target(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # the listing's own descriptor, closed by now
+        return ""
+
+
+def test_a_forked_loader_worker_holds_no_folder_lock_of_its_parent(tmp_path):
+    """A worker shared the parent's open ``.lock``, and with it the ``flock``: workers orphaned by a kill -9 of their
+    run kept its folder locked for a while, and ``--resume auto`` at once was refused as "in use by another job"
+    (``mme embed``'s workers start alike)."""
+    from mme.utils import held_folders, lock_folder, unlock_folder
+
+    assert lock_folder(tmp_path, "train.out_dir")
+    try:
+        loader = DataLoader(_OpenLocks(), batch_size=None, num_workers=1, multiprocessing_context="fork")
+        assert list(start_workers(loader)) == [[]]
+        assert tmp_path.resolve() in held_folders()  # the parent keeps its lock
+        assert os.path.realpath(tmp_path / ".lock") in _OpenLocks()[0]
+    finally:
+        unlock_folder(tmp_path)
+
+
 def test_start_workers_leaves_the_objects_its_caller_froze_frozen(monkeypatch):
     """``start_workers`` froze this process's objects while its workers forked and unfroze them after, releasing
     those a caller (a server, a notebook) had frozen itself before. It freezes only where nothing is frozen and the

@@ -810,6 +810,16 @@ def unlock_folder(folder: str | Path | None = None) -> None:
             held.file.close()
 
 
+def close_inherited_folder_locks() -> None:
+    """In a forked child (a loader worker), close its copies of the ``.lock`` files its parent holds, leaving the
+    locks to the parent: an ``flock`` belongs to the open file, which the child shares, so a worker that outlived a
+    killed parent kept the folder locked until it ended, and ``--resume auto`` at once was refused. Closed, not
+    unlocked, which would release the parent's lock too."""
+    for held in _locked.values():
+        held.file.close()
+    _locked.clear()
+
+
 def folder_replaced(folder: str | Path) -> bool:
     """Whether ``folder``, locked by this process (:func:`lock_folder`), was removed or replaced since: its
     ``.lock`` is gone or another file (device and inode) than the one this process holds; the lock holds only while
