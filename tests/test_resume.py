@@ -540,6 +540,23 @@ def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth,
         run(*epochs, "train.epochs=1", "train.resume=auto")
 
 
+def test_a_run_resumed_in_another_mkl_mode_records_it(synth, tmp_path):
+    """MKL outside its strict mode (``MKL_CBWR``) sums in another order: the resumed run went on, not bitwise, with
+    nothing said or recorded."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    mode = state["meta"]["mkl_mode"]
+    other = "default" if mode == "strict" else "strict"
+    state["meta"]["mkl_mode"] = other
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    run(*base, "train.resume=auto")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["mkl_mode"] == mode and meta["config_changes"] == [{"from_step": 1, "changes": [
+        f"MKL mode: {other} -> {mode} (the same up to float rounding, not bitwise; MKL_CBWR=AUTO,STRICT, which import "
+        "mme sets, pins it)"]}]
+
+
 def test_a_run_resumed_from_another_working_folder_compares_the_files_its_paths_name(synth, tmp_path, monkeypatch):
     """A run made with relative paths, resumed from another working folder with the same files' absolute paths, was
     warned about and recorded as changed (``data.root: 'syn' -> '/data/syn'``, "the run will not replay exactly"):

@@ -999,6 +999,13 @@ def mkl_strict() -> bool | None:
     return bool(get(-1) & MKL_CBWR_STRICT)  # -1: MKL_CBWR_ALL
 
 
+def mkl_mode() -> str | None:
+    """The mode MKL runs in, ``"strict"`` or ``"default"`` (:func:`mkl_strict`); None where there is no MKL to ask.
+    A run resumed in the other mode goes on the same up to float rounding, not bitwise."""
+    strict = mkl_strict()
+    return None if strict is None else "strict" if strict else "default"
+
+
 @functools.cache
 def warn_if_mkl_not_strict() -> None:
     """Warn, once a process, where ``MKL_CBWR`` asks for MKL's strict mode (a ``STRICT`` among its values) but MKL

@@ -40,6 +40,7 @@ from mme.utils import (
     atomic_write_text,
     cpu_name,
     git_sha,
+    mkl_mode,
     removing,
     writing,
 )
@@ -216,9 +217,11 @@ def device_name(device: torch.device) -> str:
 
 
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
-    """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint."""
+    """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint. ``mkl_mode``
+    (:func:`mme.utils.mkl_mode`) on a CPU alone, whose steps MKL computes."""
     return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
-            "device_name": device_name(device), "precision": precision, "precision_reason": precision_reason,
+            "device_name": device_name(device), "mkl_mode": mkl_mode() if device.type == "cpu" else None,
+            "precision": precision, "precision_reason": precision_reason,
             "world_size": world_size, "cwd": os.getcwd()}
 
 

@@ -528,6 +528,8 @@ def restore(run: Run, source: str, state: dict) -> None:
                        f"{old_meta.get('device_name')}) -> {run.precision} ({run.meta['precision_reason']})")
     changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}{why}" for key, name, why in (
         ("device_name", "device", " (the same up to float rounding, not bitwise)"),
+        ("mkl_mode", "MKL mode", " (the same up to float rounding, not bitwise; MKL_CBWR=AUTO,STRICT, which import "
+         "mme sets, pins it)"),
         ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
         if old_meta.get(key, run.meta[key]) != run.meta[key]]
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
