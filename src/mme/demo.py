@@ -26,6 +26,10 @@ is refused before any work when it would replace such rows (``--overwrite`` repl
 ``--overwrite`` too, is an ``out`` holding files of the names the demo writes that it did not write: a run folder
 no saved row names, a report or picture beside no results.json of the demo's. Rows name their checkpoint and
 metrics relative to ``out``, so the folder may be moved or copied.
+
+Every row pre-trains in one precision: where ``train.precision=auto`` times the two (a CPU with native bf16), the
+first row's run chooses, its choice is recorded in ``out/pretrain_precision.json``, and later rows and reruns take
+it (:func:`_demo_precision`), so that a close timing does not set rows of one table apart.
 """
 
 from __future__ import annotations
@@ -352,8 +356,10 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
             stopped_by = None
+            timed = settled_precision(cfg.train.precision, choose_device(s.device, option="--device")) is None
+            chosen = _recorded_precision(s) if timed else None  # the first row's, for every row
             try:
-                result = pretrain(cfg)
+                result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train, precision=chosen)))
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
                 stopped_by = e.signal
                 if e.finished is None:
@@ -362,6 +368,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             ran = json.loads((result.out_dir / "run.json").read_text())
+            if timed and chosen is None:
+                _record_precision(s, ran)
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": result.clips_per_s, "threads": ran["threads"], "precision": ran["precision"],
@@ -470,15 +478,40 @@ def _made_with(saved: dict, settings: dict) -> bool:
     return _as_written_now(saved) == settings
 
 
+PRECISION_FILE = "pretrain_precision.json"
+"""Where the demo records the precision auto's timing chose for its first pre-training (:func:`_recorded_precision`)."""
+
+
+def _demo_precision(s: DemoSettings, cfg: PretrainConfig) -> str | None:
+    """The precision the demo pre-trains in with config ``cfg``: where it is settled before the run
+    (:func:`~mme.train.precision.settled_precision`: asked for, ``MME_AUTO_PRECISION`` pinning auto), that one; where
+    auto times the two, the choice of the demo's first row (:func:`_recorded_precision`); else None."""
+    return settled_precision(cfg.train.precision, choose_device(s.device, option="--device")) or \
+        _recorded_precision(s)
+
+
+def _recorded_precision(s: DemoSettings) -> str | None:
+    """The precision auto's timing chose for the demo's first row, recorded in :data:`PRECISION_FILE` (None before
+    it ran)."""
+    recorded = read_json_object(s.out / PRECISION_FILE, ("precision", "reason"))
+    return None if recorded is None else recorded["precision"]
+
+
+def _record_precision(s: DemoSettings, ran: dict) -> None:
+    """Record the precision auto's timing chose for a row's run (its ``run.json``, ``ran``) for the later rows."""
+    atomic_write_json(s.out / PRECISION_FILE, {"precision": ran["precision"], "reason": ran["precision_reason"]})
+    log.info("demo: pre-training in %s for every row (%s; recorded in %s)", ran["precision"], ran["precision_reason"],
+             PRECISION_FILE)
+
+
 def _other_precision(s: DemoSettings, row: dict, cfg: PretrainConfig) -> str | None:
-    """The precision this run pre-trains ``row``'s target in (its config ``cfg``: :func:`_row_config`), where that
-    is settled before the run (:func:`~mme.train.precision.settled_precision`: ``MME_AUTO_PRECISION`` pins auto)
-    and the row's run took another; else None (a row not pre-trained, or auto timing bf16 against fp32, which may
-    choose either)."""
+    """The precision this run pre-trains ``row``'s target in (its config ``cfg``: :func:`_row_config`;
+    :func:`_demo_precision`), where the row's run took another; else None (a row not pre-trained, or no precision
+    chosen yet)."""
     if "precision" not in row:
         return None
-    settled = settled_precision(cfg.train.precision, choose_device(s.device, option="--device"))
-    return settled if settled not in (None, row["precision"]) else None
+    precision = _demo_precision(s, cfg)
+    return precision if precision not in (None, row["precision"]) else None
 
 
 def _save_row(s: DemoSettings, row: dict) -> dict:
@@ -673,7 +706,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
     reused = sum(bool(r.get("reused")) for r in rows)
     this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
     pretrain_threads = sorted({r["threads"] for r in rows if "threads" in r})
-    ran = sorted({(r["target"], r["precision"]) for r in rows if "precision" in r})  # auto may choose per run
+    ran = sorted({(r["target"], r["precision"]) for r in rows if "precision" in r})  # an earlier mme's rows may differ
     result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads,
