@@ -774,6 +774,29 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     assert [_saved_row(s, 0, t) is not None for t in ("pixel", "hog")] == [False, False]
 
 
+def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(tmp_path, monkeypatch):
+    """Rows made while the precision was settled before the run (MME_AUTO_PRECISION, a CPU without native bf16)
+    recorded none, so a later rerun with a seed added, where auto times the two, took its own: one table of fp32
+    and bf16 rows. The first pre-trained row's precision is recorded however it was chosen."""
+    from dataclasses import replace
+
+    import mme.train.precision
+    from mme import demo
+    from mme.demo import DemoSettings
+
+    monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)
+    monkeypatch.setattr(mme.train.precision, "faster_precision", lambda loss_fn, device: ("bf16", "auto: measured"))
+    monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
+    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,))
+    monkeypatch.setenv(mme.train.precision.AUTO_ENV, "fp32")
+    demo.demo(s)
+    monkeypatch.delenv(mme.train.precision.AUTO_ENV)
+    demo.demo(replace(s, seeds=(0, 1)))
+    result = json.loads((s.out / "results.json").read_text())
+    assert [(r["seed"], r.get("precision")) for r in result["rows"] if r["target"] == "pixel"] == [(0, "fp32"),
+                                                                                                  (1, "fp32")]
+
+
 def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_workers_have_one(tmp_path, capsys,
                                                                                            monkeypatch):
     """The demo refused data.num_workers, train.batch_size and train.device with "use --seeds, --steps or

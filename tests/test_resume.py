@@ -555,6 +555,15 @@ def test_a_run_resumed_in_another_mkl_mode_records_it(synth, tmp_path):
     assert meta["mkl_mode"] == mode and meta["config_changes"] == [{"from_step": 1, "changes": [
         f"MKL mode: {other} -> {mode} (the same up to float rounding, not bitwise; MKL_CBWR=AUTO,STRICT, which import "
         "mme sets, pins it)"]}]
+    # a GPU's run records no MKL mode: resumed on a CPU, the device's change alone is said
+    state["meta"].update(mkl_mode=None, step=1)
+    (tmp_path / "run.json").unlink()
+    for path in ckpt.list_checkpoints(tmp_path):
+        path.unlink()
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    run(*base, "train.resume=auto")
+    assert not any("MKL mode" in change for entry in json.loads((tmp_path / "run.json").read_text()).get(
+        "config_changes", []) for change in entry["changes"])
 
 
 def test_a_run_resumed_from_another_working_folder_compares_the_files_its_paths_name(synth, tmp_path, monkeypatch):

@@ -368,8 +368,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             ran = json.loads((result.out_dir / "run.json").read_text())
-            if timed and chosen is None:
-                _record_precision(s, ran)
+            if chosen is None and _recorded_precision(s) is None:  # (settled or timed: the rows' one precision,
+                _record_precision(s, ran)  # which a later row that times takes)
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": result.clips_per_s, "threads": ran["threads"], "precision": ran["precision"],
@@ -479,7 +479,8 @@ def _made_with(saved: dict, settings: dict) -> bool:
 
 
 PRECISION_FILE = "pretrain_precision.json"
-"""Where the demo records the precision auto's timing chose for its first pre-training (:func:`_recorded_precision`)."""
+"""Where the demo records the precision of its first pre-trained row, settled or timed (:func:`_recorded_precision`),
+which a later row whose auto would time the two takes."""
 
 
 def _demo_precision(s: DemoSettings, cfg: PretrainConfig) -> str | None:
@@ -491,14 +492,13 @@ def _demo_precision(s: DemoSettings, cfg: PretrainConfig) -> str | None:
 
 
 def _recorded_precision(s: DemoSettings) -> str | None:
-    """The precision auto's timing chose for the demo's first row, recorded in :data:`PRECISION_FILE` (None before
-    it ran)."""
+    """The precision of the demo's first pre-trained row, recorded in :data:`PRECISION_FILE` (None before it ran)."""
     recorded = read_json_object(s.out / PRECISION_FILE, ("precision", "reason"))
     return None if recorded is None else recorded["precision"]
 
 
 def _record_precision(s: DemoSettings, ran: dict) -> None:
-    """Record the precision auto's timing chose for a row's run (its ``run.json``, ``ran``) for the later rows."""
+    """Record the precision of a row's run (its ``run.json``, ``ran``) for the later rows."""
     atomic_write_json(s.out / PRECISION_FILE, {"precision": ran["precision"], "reason": ran["precision_reason"]})
     log.info("demo: pre-training in %s for every row (%s; recorded in %s)", ran["precision"], ran["precision_reason"],
              PRECISION_FILE)

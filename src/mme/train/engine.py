@@ -531,7 +531,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         ("mkl_mode", "MKL mode", " (the same up to float rounding, not bitwise; MKL_CBWR=AUTO,STRICT, which import "
          "mme sets, pins it)"),
         ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
-        if old_meta.get(key, run.meta[key]) != run.meta[key]]
+        if None not in (old_meta.get(key), run.meta[key]) and old_meta[key] != run.meta[key]]  # (no MKL on a GPU)
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
                        "epochs: mme.train.distributed.ORDER_VERSION)")
