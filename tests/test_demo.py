@@ -754,7 +754,8 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
 
     import mme.train.precision
     from mme import demo
-    from mme.demo import DemoSettings, _saved_row
+    from mme.demo import DemoSettings, _recorded_precision, _saved_row
+    from mme.utils import cpu_name
 
     timings = iter(["fp32", "bf16", "bf16"])
     monkeypatch.delenv(mme.train.precision.AUTO_ENV, raising=False)
@@ -768,10 +769,13 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     assert {r["target"]: r.get("precision") for r in result["rows"]} == {"pixel": "fp32", "hog": "fp32",
                                                                           "random init": None}
     assert json.loads((s.out / "pretrain_precision.json").read_text()) == {
-        "precision": "fp32", "reason": "auto: measured here, fp32 faster"}
+        "precision": "fp32", "reason": "auto: measured here, fp32 faster", "cpu": cpu_name()}
     assert [_saved_row(s, 0, t) is not None for t in ("pixel", "hog")] == [True, True]  # a rerun reuses them
     (s.out / "pretrain_precision.json").write_text(json.dumps({"precision": "bf16", "reason": "auto: measured"}))
     assert [_saved_row(s, 0, t) is not None for t in ("pixel", "hog")] == [False, False]
+    # a record of another CPU (the folder copied) is not this CPU's choice
+    (s.out / "pretrain_precision.json").write_text(json.dumps({"precision": "bf16", "cpu": "another CPU"}))
+    assert _recorded_precision(s) is None
 
 
 def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(tmp_path, monkeypatch):

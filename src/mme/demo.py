@@ -356,8 +356,9 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
             stopped_by = None
+            recorded = _recorded_precision(s)
             timed = settled_precision(cfg.train.precision, choose_device(s.device, option="--device")) is None
-            chosen = _recorded_precision(s) if timed else None  # the first row's, for every row
+            chosen = recorded if timed else None  # the first row's, for every row
             try:
                 result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train, precision=chosen)))
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
@@ -368,8 +369,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             ran = json.loads((result.out_dir / "run.json").read_text())
-            if chosen is None and _recorded_precision(s) is None:  # (settled or timed: the rows' one precision,
-                _record_precision(s, ran)  # which a later row that times takes)
+            if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
+                _record_precision(s, ran)
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": result.clips_per_s, "threads": ran["threads"], "precision": ran["precision"],
@@ -492,14 +493,16 @@ def _demo_precision(s: DemoSettings, cfg: PretrainConfig) -> str | None:
 
 
 def _recorded_precision(s: DemoSettings) -> str | None:
-    """The precision of the demo's first pre-trained row, recorded in :data:`PRECISION_FILE` (None before it ran)."""
-    recorded = read_json_object(s.out / PRECISION_FILE, ("precision", "reason"))
-    return None if recorded is None else recorded["precision"]
+    """The precision of the demo's first pre-trained row, recorded in :data:`PRECISION_FILE` (None before it ran, or
+    where it ran on another CPU: the folder copied, whose rows this CPU makes again)."""
+    recorded = read_json_object(s.out / PRECISION_FILE, ("precision",))
+    return None if recorded is None or recorded.get("cpu", cpu_name()) != cpu_name() else recorded["precision"]
 
 
 def _record_precision(s: DemoSettings, ran: dict) -> None:
     """Record the precision of a row's run (its ``run.json``, ``ran``) for the later rows."""
-    atomic_write_json(s.out / PRECISION_FILE, {"precision": ran["precision"], "reason": ran["precision_reason"]})
+    atomic_write_json(s.out / PRECISION_FILE, {"precision": ran["precision"], "reason": ran["precision_reason"],
+                                               "cpu": cpu_name()})
     log.info("demo: pre-training in %s for every row (%s; recorded in %s)", ran["precision"], ran["precision_reason"],
              PRECISION_FILE)
 

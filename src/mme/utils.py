@@ -810,14 +810,17 @@ def unlock_folder(folder: str | Path | None = None) -> None:
             held.file.close()
 
 
-def close_inherited_folder_locks() -> None:
-    """In a forked child (a loader worker), close its copies of the ``.lock`` files its parent holds, leaving the
-    locks to the parent: an ``flock`` belongs to the open file, which the child shares, so a worker that outlived a
-    killed parent kept the folder locked until it ended, and ``--resume auto`` at once was refused. Closed, not
-    unlocked, which would release the parent's lock too."""
+def _close_inherited_folder_locks() -> None:
+    """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`), close its copies of
+    the ``.lock`` files its parent holds, leaving the locks to the parent: an ``flock`` belongs to the open file,
+    which the child shares, so a worker that outlived a killed parent kept the folder locked until it ended, and
+    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too."""
     for held in _locked.values():
         held.file.close()
     _locked.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_folder_locks)
 
 
 def folder_replaced(folder: str | Path) -> bool:

@@ -57,7 +57,7 @@ from mme.data.transforms import (
 from mme.data.video import BACKENDS, check_index_dir, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, MMEError, ProcessLost, VideoError
-from mme.utils import check_output, close_inherited_folder_locks, how_it_ended, keep_freed_memory, launch_ranks
+from mme.utils import check_output, how_it_ended, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +324,8 @@ def _dead_worker(batches: Iterator, wait_s: float, error: Exception) -> ProcessL
 
 def _worker_start(then: Callable[[int], None] | None, worker_id: int) -> None:
     """A worker's init under :func:`start_workers`: OpenCV on one thread where the worker started fresh (a forked
-    one has it already and must not reconfigure it), malloc keeping freed memory, the parent's folder locks closed
-    in a forked one (:func:`mme.utils.close_inherited_folder_locks`), then the loader's own ``worker_init_fn``."""
-    close_inherited_folder_locks()
+    one has it already and must not reconfigure it), malloc keeping freed memory, then the loader's own
+    ``worker_init_fn``."""
     if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
     keep_freed_memory()
