@@ -625,7 +625,7 @@ def test_a_split_folder_of_links_to_another_splits_videos_is_refused_built_with_
             assert str(raised.value) == fit_on, links
         assert cli_main(["lists", "folder", str(d), "--out", str(out)]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1] == f"mme lists: error: {fit_on}"
-        assert list(out.iterdir()) == []  # (no list written)
+        assert not out.exists()  # (no list written, no folder made)
         shutil.rmtree(d / "val")
         for name in ("a", "b"):
             (d / "val").mkdir(exist_ok=True)
@@ -762,7 +762,7 @@ def test_a_folder_or_entry_of_the_split_listed_that_cannot_be_looked_at_or_liste
 
     def lists(listed) -> int:
         code = cli_main(["lists", "folder", str(listed), "--out", str(out)])
-        assert code == 0 or not any(out.iterdir())  # nothing written
+        assert code == 0 or not out.exists()  # nothing written, no folder made
         return code
 
     for looked_at in (d / "val" / "B", d / "val" / "README.md"):  # os.lstat / os.stat fail on it
@@ -1000,6 +1000,22 @@ def test_ucf101_official_splits(tmp_path):
         from_ucf101(tmp_path, 2)
 
 
+def test_a_refused_build_leaves_no_out_folder(tmp_path, capsys):
+    """`mme lists` made --out before reading the annotations: a refused build (here no classInd.txt) left an
+    empty folder behind. The folder is made only once the lists are about to be written."""
+    (tmp_path / "trainlist01.txt").write_text("Archery/v_Archery_g08_c01.avi 1\n")
+    (tmp_path / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
+    out = tmp_path / "lists" / "ucf"
+    assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"mme lists: error: UCF101 classInd.txt not found: {tmp_path / 'classInd.txt'}")
+    assert not (tmp_path / "lists").exists()
+    (tmp_path / "classInd.txt").write_text("1 Archery\n")
+    assert cli_main(["lists", "ucf101", str(tmp_path), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["classes.json", "test.txt", "train.txt"]
+    assert (out / "train.txt").read_text() == "Archery/v_Archery_g08_c01.avi 0\n"
+
+
 def test_a_ucf101_trainlist_label_that_classind_names_otherwise_is_refused(tmp_path, capsys):
     """`mme lists ucf101` took each video's class from its folder and never read the trainlist's label: a
     classInd.txt in another order than the trainlist's labels was written without a word (the class map then
@@ -1013,7 +1029,7 @@ def test_a_ucf101_trainlist_label_that_classind_names_otherwise_is_refused(tmp_p
         f"mme lists: error: {tmp_path / 'trainlist01.txt'}:1: label 2 is 'ApplyEyeMakeup' in "
         f"{tmp_path / 'classInd.txt'}, but the video's folder is class 1 'Archery' there: "
         "'Archery/v_Archery_g08_c01.avi 2'; use the classInd.txt of these split files")
-    assert not {"train.txt", "test.txt", "classes.json"} & {p.name for p in out.iterdir()}
+    assert not out.exists()
     (tmp_path / "trainlist01.txt").write_text("Archery/v_Archery_g08_c01.avi 4\n")
     with pytest.raises(DataError, match=r"trainlist01.txt:1: label '4' is not a class id of .*classInd.txt \(1..3\)"):
         from_ucf101(tmp_path, 1)

@@ -676,12 +676,13 @@ def as_given(option: str, value: object) -> str:
     return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
 
 
-def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
+def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder). Creates the
-    folder (``folder``) or the file's folder. A file ``path`` that is there, its links followed, is a regular file:
-    a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds, and the atomic write replaces it
-    (:func:`atomic_path`)."""
+    folder (``folder``) or the file's folder; ``make=False`` checks only what needs nothing made, for a command
+    that makes the folder once its inputs are read (a refused run leaves none). A file ``path`` that is there, its
+    links followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds,
+    and the atomic write replaces it (:func:`atomic_path`)."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; a folder is needed")
@@ -693,6 +694,8 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> Path:
     blocking = next((p for p in (where, *where.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
+    if not make:
+        return path
     try:
         where.mkdir(parents=True, exist_ok=True)
         _write_probe(where)

@@ -1249,10 +1249,11 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     write: one that cannot be removed is an MMEError naming it, nothing of this build written. A list there that
     differs from this build's is replaced with a warning naming it and what it held (:func:`_replacing`).
     ``before_writing``: called before any write with this build's list files and its (video, label, list file)
-    entries (mme lists --check judges its report's place there, :func:`_check_replaced`).
+    entries (mme lists --check judges its report's place there, :func:`_check_replaced`). ``out_dir`` is made
+    only after the annotations are read and checked: a refused build leaves no folder behind.
     """
     source = Path(source)
-    out_dir = check_output(out_dir, "--out", folder=True)
+    out_dir = check_output(out_dir, "--out", folder=True, make=False)  # made once the build is known to write
     if path_format and kind not in ("kinetics", "ssv2"):
         log.warning("--path-format is for kinetics and ssv2 lists; %s lists name the videos as their files do", kind)
     if split is not None and kind not in ("ucf101", "hmdb51"):
@@ -1288,6 +1289,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
         listed = _found(listed, classes, video_root, kind)
+    check_output(out_dir, "--out", folder=True)
     written = {name: out_dir / f"{name}.txt" for name in listed}
     if before_writing is not None:
         before_writing(list(written.values()), [(resolve(e, video_root), e.label, str(written[name]))
