@@ -285,6 +285,22 @@ def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_pa
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_probe_of_a_missing_or_unreadable_checkpoint_leaves_no_out(synth, tmp_path, capsys):
+    """`mme probe` made OUT/features before reading the checkpoint: a missing or unreadable one left empty folders
+    behind. They are made only once the checkpoint and the lists are read."""
+    from mme.cli import main
+
+    r = synth.root
+    out = tmp_path / "probe" / "run"
+    base = ["--train", str(r / "train.txt"), "--root", str(r), "--out", str(out), "--device", "cpu"]
+    assert main(["probe", str(tmp_path / "gone.pt"), *base]) == 1
+    assert capsys.readouterr().err.strip() == f"mme probe: error: {tmp_path / 'gone.pt'}: no such file or directory"
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["probe", str(tmp_path / "junk.pt"), *base]) == 1
+    assert capsys.readouterr().err.startswith(f"mme probe: error: {tmp_path / 'junk.pt'}")
+    assert not (tmp_path / "probe").exists()
+
+
 def test_a_list_that_names_a_video_twice_is_refused_before_any_embedding(synth, tmp_path, capsys):
     """A train list of 24 videos each listed twice probed a random encoder at 77.8 % (33.3 % listed once): a copy
     in the split carved from train found its twin in the other part. A val or test list would score it twice."""

@@ -628,7 +628,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1), ("--clips", clips, 1),
         ("--crops", crops, 1), ("--workers", num_workers, 0)))
     on = check_decoding(backend, device, index_dir)
-    check_output(out, "--out")
+    check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
     if not judged:
         refuse_unowned(out, tokens, overwrite)
     if index_dir is not None:
@@ -647,6 +647,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)
         n = len(dataset)
+        check_output(out, "--out")
         fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
                        "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
                        "reading": READING_VERSION,

@@ -225,7 +225,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         check_knn(k, temperature, weighting)
     check_decoding(**{name: value for name, value in embed_kwargs.items()
                       if name in ("backend", "device", "index_dir")})
-    out_dir = check_output(out_dir, "--out", folder=True)
+    out_dir = check_output(out_dir, "--out", folder=True, make=False)  # made by embed, the checkpoint read
     splits = {"train": train_list, "val": val_list, "test": test_list}
     names = read_classes(classes, "--classes") if classes else None
     entries = {split: check_labels(list_file, len(names) if names else None, f"the {split} list")
