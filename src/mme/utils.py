@@ -831,29 +831,37 @@ def folder_replaced(folder: str | Path) -> bool:
     ``.lock`` is gone or another file (device and inode) than the one this process holds; the lock holds only while
     its file is there, so a second job may have made the folder anew and locked it. False for a folder this process
     does not lock (another rank's, a library caller's). One ``stat``: cheap before every write."""
-    return _replaced_lock(folder) is not None
+    held = _held_lock(folder)
+    return held is not None and _lock_replaced(folder, held)
 
 
-def _replaced_lock(folder: str | Path):
-    """The lock this process holds on ``folder`` where the folder was removed or replaced since
-    (:func:`folder_replaced`), else None."""
-    held = _locked.get(Path(folder).resolve()) if _locked else None
-    if held is None:
-        return None
+def _held_lock(folder: str | Path) -> _HeldLock | None:
+    """The lock this process holds on ``folder``, None where it holds none (nothing resolved where it holds none)."""
+    return _locked.get(Path(folder).resolve()) if _locked else None
+
+
+def _lock_replaced(folder: str | Path, held: _HeldLock) -> bool:
+    """Whether ``folder``'s ``.lock`` is gone or another file than ``held``, the lock this process holds there."""
     try:
         now = os.stat(Path(folder) / FOLDER_LOCK)
     except OSError:
-        return held
-    return None if os.path.samestat(now, os.fstat(held.file.fileno())) else held
+        return True
+    return not os.path.samestat(now, os.fstat(held.file.fileno()))
+
+
+def _refuse_replaced(folder: str | Path, held: _HeldLock) -> None:
+    """A :class:`~mme.errors.FolderReplaced` naming ``folder`` where its lock ``held`` was replaced since."""
+    if _lock_replaced(folder, held):
+        raise FolderReplaced(f"{held.option} {folder} was removed or replaced while this run used it; nothing written "
+                             f"there (what this run wrote there before is kept only where the folder still holds it)")
 
 
 def check_folder_held(folder: str | Path) -> None:
     """Before a write or removal by path in ``folder``: a :class:`~mme.errors.FolderReplaced` when it was removed or
     replaced since this process locked it (:func:`folder_replaced`), so that nothing of this job is written into
     another's folder, nor any of its files removed."""
-    if (held := _replaced_lock(folder)) is not None:
-        raise FolderReplaced(f"{held.option} {folder} was removed or replaced while this run used it; nothing written "
-                             f"there (what this run wrote there before is kept only where the folder still holds it)")
+    if (held := _held_lock(folder)) is not None:
+        _refuse_replaced(folder, held)
 
 
 def check_path_held(path: str | Path) -> None:
@@ -863,9 +871,9 @@ def check_path_held(path: str | Path) -> None:
     if not _locked:
         return
     where = Path(path).resolve()
-    for folder in list(_locked):
+    for folder, held in list(_locked.items()):
         if folder == where or folder in where.parents:
-            check_folder_held(folder)
+            _refuse_replaced(folder, held)
 
 
 @contextlib.contextmanager
