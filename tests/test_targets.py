@@ -493,7 +493,7 @@ def test_bench_targets_times_and_names_what_the_training_step_makes(tmp_path, ca
     for every kind: mme-released makes none of those, and its HOG of the clip (a pixel target alike) went untimed.
     It times the step's own batch_targets on the batch's uint8 clip and names what the kind's heads make."""
     from mme.motion.bench import bench_targets
-    from mme.train import bench_pipeline
+    from mme.train import pretrain
 
     made = []
 
@@ -502,7 +502,7 @@ def test_bench_targets_times_and_names_what_the_training_step_makes(tmp_path, ca
         made.append((tuple(video.shape), video.dtype, sorted(targets)))
         return targets, valid
 
-    monkeypatch.setattr(bench_pipeline, "batch_targets", counted)
+    monkeypatch.setattr(pretrain, "batch_targets", counted)
     torch.set_num_threads(1)
     video = str(write_video(tmp_path / "b.mp4", affine_video(24, 64, 64, dx=1.0)[0]))
     expected = {"mme-released": ("HOG of the clip + assembly", ["hog", "traj"]),

@@ -470,13 +470,6 @@ class _VideoDataset(Dataset):
                 f"{self._failure_advice(codes, failed)}"
             )
 
-    def resume_command(self, meta: dict) -> str:
-        """The ``mme extract`` command that resumes the cache with the settings of a cache file of ``meta`` (and
-        makes again those an earlier mme made)."""
-        from mme.motion.cache import command_flags, resume_settings
-
-        return self.extract_command(command_flags(**resume_settings(meta, self.cfg.backend), overwrite=False))
-
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """What to do where ``failed`` failures by ``codes`` (as :attr:`failure_codes`) stop the run: for videos missing
         (most of the failures), the folder of their paths; else `mme check`, which names every video a run cannot
@@ -689,7 +682,7 @@ class PretrainDataset(_VideoDataset):
         ``--short-side``, or the run's clip size where larger (the coarse-cache warning's advice, without
         ``--overwrite``). A cache whose files were made with other settings each (a mixed cache) no resumed extraction
         takes: that command with ``--overwrite``, naming two of its files and their settings."""
-        from mme.motion.cache import extract_flags_as_fine, resume_settings
+        from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
 
         made = self._cache_files_made
         settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
@@ -702,8 +695,8 @@ class PretrainDataset(_VideoDataset):
                         f"every file again with this run's settings")
         held = next((found for path, found, meta in made if self._reads_cache_file(path, found, meta)), None)
         if held is not None:
-            return (f"`{self.resume_command(made[0][2])}` makes the track cache files these videos lack with the "
-                    f"settings of the cache's {held}, and resumes")
+            return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track cache "
+                    f"files these videos lack with the settings of the cache's {held}, and resumes")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
 

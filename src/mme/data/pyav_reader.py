@@ -617,7 +617,7 @@ class PyAVReader(VideoReader):
                 self._distrust(_concealed(self._pos), one_thread=True)
                 if self._opened_threads != 1:  # read again from the start, on one thread (reopened)
                     self._pos = None
-                    return self._read_counting(indices, damaged, each)
+                    return self._read_counting(indices, damaged, each, prove)
             if prove and why is None:
                 if self._pos < len(index.pts) and frame.pts == index.pts[self._pos]:
                     index.proven = max(index.proven, self._pos + 1)

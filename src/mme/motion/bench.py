@@ -34,7 +34,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
 from mme.motion.targets import MOTION_TARGETS, TargetConfig, make_target_fn, token_geometry
 from mme.motion.tracks import track
-from mme.train.bench_pipeline import make_step_targets
+from mme.train.pretrain import make_step_targets
 from mme.utils import atomic_write_json, check_output, cpu_name, sets_threads
 
 

@@ -169,7 +169,8 @@ def stale(meta: dict) -> str | None:
         return (f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that copied pixels (INTER_AREA), so "
                 f"its tracks read less motion than there is")
     revision = tracker_revision(meta)
-    changed = [r for r in range(revision + 1, TRACKER + 1) if meta["flow"] in REVISION_FLOWS.get(r, (meta["flow"],))]
+    changed = [r for r in range(revision + 1, TRACKER + 1)
+               if r not in REVISION_FLOWS or meta["flow"] in REVISION_FLOWS[r]]
     if changed or revision > TRACKER:
         since = "".join(f"; revision {r}: {TRACKER_CHANGES[r]}" for r in changed)
         return f"its tracks were made by tracker revision {revision}, this mme's is {TRACKER}{since}"

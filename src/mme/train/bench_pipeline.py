@@ -30,17 +30,14 @@ import torch
 from mme.config import load_config
 from mme.data.bench import generated_video
 from mme.data.dataset import collate
-from mme.data.transforms import normalize_clip
 from mme.data.video import open_video
 from mme.errors import Interrupted
-from mme.models.config import ModelConfig
 from mme.motion.extract import extract_cache
-from mme.motion.targets import TargetConfig, batch_targets
 from mme.train.bench import seconds_per_step
 from mme.train.config import PretrainConfig
 from mme.train.metrics import waiting_fraction
 from mme.train.precision import choose_device
-from mme.train.pretrain import pretrain, pretrain_dataset
+from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
 from mme.utils import atomic_write_json, check_output, cpu_name, keep_freed_memory, sets_threads
 
 VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
@@ -86,13 +83,6 @@ def _variants_ms(cfgs: dict[str, PretrainConfig], clips: int, device: torch.devi
             step.append(_step_share_ms(b, cfg, device) / batch)
         out[v] = (statistics.median(times[v]), statistics.median(collating), statistics.median(step))
     return out
-
-
-def make_step_targets(batch: dict, target_cfg: TargetConfig, model_cfg: ModelConfig, device: torch.device) -> None:
-    """Make a collated batch's targets as the training step does: its clip and motion moved to ``device``, the
-    clip normalised there, and every target of the config (:func:`mme.motion.targets.batch_targets`)."""
-    motion = {n: t.to(device, non_blocking=True) for n, t in batch["motion"].items()}
-    batch_targets(normalize_clip(batch["video"].to(device, non_blocking=True)), motion, target_cfg, model_cfg)
 
 
 def _step_share_ms(batch: dict, cfg: PretrainConfig, device: torch.device) -> float:

@@ -43,7 +43,7 @@ from mme.motion.cache import (
     same_frames,
     stale,
 )
-from mme.motion.targets import batch_targets, head_specs, make_target_fn, token_geometry
+from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
 from mme.train import engine, loop
 from mme.train.config import PretrainConfig, clips_for
@@ -218,13 +218,20 @@ def mean_prediction_loss(model: MaskedAutoencoder, cfg: PretrainConfig, items: l
     return terms
 
 
+def make_step_targets(batch: dict, target_cfg: TargetConfig, model_cfg: ModelConfig,
+                      device: torch.device) -> tuple[torch.Tensor, dict, dict]:
+    """A collated batch's clip moved to ``device`` and normalised there, and every target of the config with its
+    validity (:func:`mme.motion.targets.batch_targets`), as the training step makes them (and the benches time)."""
+    video = normalize_clip(batch["video"].to(device, non_blocking=True))
+    motion = {n: v.to(device, non_blocking=True) for n, v in batch["motion"].items()}
+    return video, *batch_targets(video, motion, target_cfg, model_cfg)
+
+
 def _inputs(run: Run, batch: dict, epoch: int, k: int) -> tuple:
     """Clip, masks, targets and their validity on the device, where the targets are made."""
-    dev, cfg = run.device, run.cfg
-    video = normalize_clip(batch["video"].to(dev, non_blocking=True))
-    mask = batch["mask"].to(dev, non_blocking=True)
-    motion = {n: v.to(dev, non_blocking=True) for n, v in batch["motion"].items()}
-    targets, valid = batch_targets(video, motion, cfg.target, cfg.model)
+    cfg = run.cfg
+    video, targets, valid = make_step_targets(batch, cfg.target, cfg.model, run.device)
+    mask = batch["mask"].to(run.device, non_blocking=True)
     if cfg.target.shuffled:  # the control: each clip gets the previous clip's targets
         targets, valid = ({n: v.roll(1, 0) for n, v in d.items()} for d in (targets, valid))
     return video, mask, targets, valid
