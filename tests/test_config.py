@@ -813,15 +813,14 @@ def test_a_recipe_of_the_other_kind_is_named_as_such():
             load_config(FinetuneConfig, recipe)
 
 
-def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog, monkeypatch):
+def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog):
     """``task.eval_every`` without ``task.val_list`` (no validation runs), a crop's keys under another crop, the
     stride of TSN segments, test views in pre-training, the mixup/cutmix switch with one of them off: each was taken
     without a word. A recipe's own values are not warned about, nor a key that takes effect; each warning is said once
-    in a process (mme demo loads the configs of its rows, of the same overrides, 17 times in a quick run)."""
-    import mme.config
+    within warnings_once (mme demo loads the configs of its rows, of the same overrides, 17 times in a quick run),
+    and at each load outside it (a second pretrain() of a notebook)."""
+    from mme.config import warnings_once
     from mme.train.config import FinetuneConfig
-
-    monkeypatch.setattr(mme.config, "SAID_WITHOUT_EFFECT", set())
 
     cases = [(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "task.val_list="],
               "task.eval_every=5 has no effect: it validates on task.val_list, which is unset"),
@@ -839,11 +838,14 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
               "and augment.mixup_alpha=0.0 augment.cutmix_alpha=0.0")]
     for cls, recipe, overrides, said in cases:
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="mme.config"):
+        with caplog.at_level(logging.WARNING, logger="mme.config"), warnings_once():
             load_config(cls, recipe, overrides)
             load_config(cls, recipe, overrides)
         said_once = [r.getMessage() for r in caplog.records]
         assert len(said_once) == 1 and said_once[0].startswith(f"config: {said}"), (overrides, said_once)
+        with caplog.at_level(logging.WARNING, logger="mme.config"):
+            load_config(cls, recipe, overrides)
+        assert len(caplog.records) == 2  # (outside warnings_once: said again)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mme.config"):  # each takes effect, or is the recipe's
         load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "data.rrc_scale=[0.5,1]",

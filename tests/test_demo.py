@@ -778,6 +778,14 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     assert _recorded_precision(s) is None
 
 
+def test_demo_settings_take_minutes_of_a_numpy_float(tmp_path):
+    """minutes=np.float32(2) from Python was refused as not "a positive number of minutes"."""
+    from mme.demo import DemoSettings, demo_settings
+
+    assert demo_settings(tmp_path / "d", minutes=np.float32(2)).steps == demo_settings(tmp_path / "d", minutes=2).steps
+    assert demo_settings(tmp_path / "d", minutes=2).steps != DemoSettings(out=tmp_path / "d").steps
+
+
 def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(tmp_path, monkeypatch):
     """Rows made while the precision was settled before the run (MME_AUTO_PRECISION, a CPU without native bf16)
     recorded none, so a later rerun with a seed added, where auto times the two, took its own: one table of fp32
@@ -799,6 +807,12 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
     result = json.loads((s.out / "results.json").read_text())
     assert [(r["seed"], r.get("precision")) for r in result["rows"] if r["target"] == "pixel"] == [(0, "fp32"),
                                                                                                   (1, "fp32")]
+    # a folder of rows and no record (an mme before it): its saved rows' precision is recorded before any judgement
+    (s.out / "pretrain_precision.json").unlink()
+    demo.demo(replace(s, seeds=(0, 1, 2)))
+    result = json.loads((s.out / "results.json").read_text())
+    assert [r.get("precision") for r in result["rows"] if r["target"] == "pixel"] == ["fp32"] * 3
+    assert json.loads((s.out / "pretrain_precision.json").read_text())["precision"] == "fp32"
 
 
 def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_workers_have_one(tmp_path, capsys,

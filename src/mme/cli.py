@@ -682,11 +682,8 @@ def _main(argv: list[str] | None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from mme.config import SAID_WITHOUT_EFFECT
     from mme.errors import ConfigError, MMEError, ProcessLost
     from mme.utils import launch_ranks
-
-    SAID_WITHOUT_EFFECT.clear()  # (each command says its own)
 
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     try:

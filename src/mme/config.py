@@ -18,6 +18,7 @@ preset which earlier layers set (:func:`merge_layer`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -462,15 +463,28 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     unused = keys_without_effect(cfg)
     for key in sorted(given.keys() & unused.keys()):
         said = f"config: {key}={given[key]} has no effect: {unused[key]}"
-        if said not in SAID_WITHOUT_EFFECT:  # (mme demo loads a config of the same overrides for each row)
-            SAID_WITHOUT_EFFECT.add(said)
+        if _said_once is None or said not in _said_once:
             log.warning("%s", said)
+            if _said_once is not None:
+                _said_once.add(said)
     return cfg
 
 
-SAID_WITHOUT_EFFECT: set[str] = set()
-"""The warnings of :func:`load_config` about keys given without effect said in this process: each once (a command
-of the CLI clears it as it starts)."""
+_said_once: set[str] | None = None
+"""Within :func:`warnings_once`, the warnings of :func:`load_config` about keys given without effect said so far."""
+
+
+@contextlib.contextmanager
+def warnings_once() -> Iterator[None]:
+    """Within the block, :func:`load_config` says each warning of a key given without effect once: a job that loads
+    configs of the same overrides again and again (mme demo, one per row) says its user's once."""
+    global _said_once
+    before, _said_once = _said_once, set() if _said_once is None else _said_once
+    try:
+        yield
+    finally:
+        _said_once = before
+
 
 
 def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:

@@ -35,6 +35,7 @@ it (:func:`_demo_precision`), so that a close timing does not set rows of one ta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -60,6 +61,7 @@ from mme.config import (
     merge_layer,
     override_keys,
     parse_overrides,
+    warnings_once,
 )
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.real_motion import RealClips, batches, probe_set, source_folds
@@ -574,7 +576,19 @@ class SavedRow:
 def _judged_rows(s: DemoSettings) -> dict[tuple[int, str], SavedRow]:
     """The saved row of each of this run's seeds and targets judged once, at the demo's start (:func:`_judged_row`):
     the refusal of rows made with other settings and each row's reuse read this one judgement (nothing but this
-    run, which holds the folder's lock, writes them meanwhile)."""
+    run, which holds the folder's lock, writes them meanwhile). A folder that records no precision yet (rows of an
+    mme before the record) takes its first saved pre-trained row's first, so the rows judged and those made hold to
+    one."""
+    if _recorded_precision(s) is None:
+        for seed, target in itertools.product(s.seeds, s.targets):
+            try:
+                precision = _read_saved(_row_path(s, seed, target))[1].get("precision")
+            except UNREADABLE:
+                continue
+            if precision:
+                _record_precision(s, {"precision": precision, "precision_reason": f"its saved {target} row's "
+                                                                                  f"(seed {seed})"})
+                break
     return {(seed, target): _judged_row(s, seed, target) for seed in s.seeds for target in s.targets}
 
 
@@ -669,7 +683,7 @@ def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
     check_output(s.out, "--out", folder=True)
     lock_folder(s.out, "--out")  # a second demo on it would make the data again under this one
     try:
-        with StageStops() as stops:
+        with StageStops() as stops, warnings_once():  # (a config of the same overrides per row)
             return _demo(s, overwrite, t0, stops)
     finally:
         unlock_folder(s.out)

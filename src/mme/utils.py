@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 import operator
 import os
 import pickle
@@ -73,8 +74,9 @@ def check_count(value: Any, least: int, given: str) -> int:
 
 
 def is_positive_number(value: Any) -> bool:
-    """Whether a value read from JSON is a number above 0 (not a bool, which is an int; not NaN)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    """Whether a value (read from JSON, or given from Python: a numpy float too) is a number above 0 (not a bool,
+    which is an int; not NaN)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and value > 0
 
 
 def check_seed(seed: Any, given: str) -> int:
@@ -804,7 +806,8 @@ def held_folders() -> set[Path]:
 
 def unlock_folder(folder: str | Path | None = None) -> None:
     """Unlock ``folder`` (every folder this process holds when None). Unlocked before it is closed: a child forked
-    meanwhile (a loader worker) shares the open file, and closing it alone left the lock held while the child lived."""
+    meanwhile shares the open file, and closing it alone would leave the lock held while the child lived (a fork
+    that passes over Python's fork hooks keeps its copy: :func:`_close_inherited_folder_locks`)."""
     for path in [Path(folder).resolve()] if folder is not None else list(_locked):
         held = _locked.pop(path, None)
         if held is not None:
