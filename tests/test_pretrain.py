@@ -1194,6 +1194,35 @@ def test_a_track_cache_coarser_than_the_runs_targets_is_warned_about(synth, tmp_
                                                    f"{said}"]), warned
 
 
+def test_a_track_cache_of_settings_the_run_cannot_read_is_refused_though_its_first_file_is_unreadable(synth,
+                                                                                                         tmp_path):
+    """The check of a cache's settings read its first file again and, where that was unreadable (a damaged file:
+    its video's failure), checked nothing: a cache of 2-step tracks under a run of 6 started, and stopped at its
+    first batch once its folder, model and loader workers were made. The settings are judged on the first readable
+    file of those probed (read once), as each read would judge them."""
+    import re
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    cache = tmp_path / "cache"
+    extract_cache(str(tmp_path / "list.txt"), str(cache), root=lists["data.root"], length=2, short_side=64)
+    cache_file(cache, listed[0].split()[0]).write_bytes(b"damaged")
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}",
+                                       "data.max_failure_fraction=0.5"], tmp_path / "run", f"target.cache_dir={cache}",
+                      "target.track_length=6")
+    second = cache_file(cache, listed[1].split()[0])
+    with pytest.raises(ConfigError, match=f"^target.track_length=6 but the track cache {re.escape(str(second))} holds "
+                                          "only 2 steps"):
+        check_cache(cfg, pretrain_dataset(cfg))  # before: passed
+
+
 @pytest.mark.parametrize("made, advised", [
     ("--short-side 32 --max-disp 7", "--short-side 64 --seed-stride 8 --flow dis-balanced --compensate --max-disp 7"),
     ("--short-side 128 --seed-stride 32 --max-disp 14",

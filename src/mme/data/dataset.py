@@ -629,10 +629,11 @@ class PretrainDataset(_VideoDataset):
                 check_orientation(meta, found, reader.turn)
 
     @functools.cached_property
-    def _probed_metas(self) -> list[tuple[str, str, dict]]:
+    def probed_metas(self) -> list[tuple[str, str, dict]]:
         """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file is
-        readable (an unreadable one is the dataset's failure of its video). Read once, as :attr:`cache_lookup` is made
-        once: each failure check past the fraction gives the advice again."""
+        readable (an unreadable one is the dataset's failure of its video), in the list's order: the run's check of
+        the cache judges its settings on the first (:func:`mme.train.pretrain.check_cache`). Read once, as
+        :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice again."""
         from mme.motion.cache import cache_meta
 
         metas = []
@@ -645,19 +646,19 @@ class PretrainDataset(_VideoDataset):
 
     @property
     def _cache_files_made(self) -> list[tuple[str, str, dict]]:
-        """Those of :attr:`_probed_metas` whose cache file a resumed extraction compares its settings with: made by
+        """Those of :attr:`probed_metas` whose cache file a resumed extraction compares its settings with: made by
         this mme (a :func:`~mme.motion.cache.stale` one it makes again)."""
         from mme.motion.cache import stale
 
-        return [(path, found, meta) for path, found, meta in self._probed_metas if stale(meta) is None]
+        return [(path, found, meta) for path, found, meta in self.probed_metas if stale(meta) is None]
 
     @property
     def stale_probes(self) -> list[tuple[str, str, dict, str]]:
         """The video path, cache file, meta and :func:`~mme.motion.cache.stale` reason of each probed cache file
-        (:attr:`_probed_metas`) made by an earlier mme, which training refuses and a resumed extraction makes again."""
+        (:attr:`probed_metas`) made by an earlier mme, which training refuses and a resumed extraction makes again."""
         from mme.motion.cache import stale
 
-        return [(path, found, meta, why) for path, found, meta in self._probed_metas
+        return [(path, found, meta, why) for path, found, meta in self.probed_metas
                 if (why := stale(meta)) is not None]
 
     def _reads_cache_file(self, path: str, found: str, meta: dict) -> bool:
