@@ -209,21 +209,19 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
 
 
 class _Job(NamedTuple):
-    """One video to extract: its file, its path as the list gives it (``listed``, whose cache file under ``out`` is
-    :attr:`target`) and the settings; ``recheck``: whether to look at ``target`` again just before the video is made
-    (not with ``--overwrite``), where it is another file than the start looked at (``seen``, its device and inode;
-    None: none there), so that a file the start read (and warned about) is not read again."""
+    """One video to extract: its file, its path as the list gives it (``listed``), its cache file ``target`` under
+    ``out`` (:func:`~mme.motion.cache.cache_file`) and the settings; ``recheck``: whether to look at ``target`` again
+    just before the video is made (not with ``--overwrite``), where it is another file than the start looked at
+    (``seen``, its device and inode; None: none there), so that a file the start read (and warned about) is not read
+    again."""
 
     video: str
     listed: str
     out: str
+    target: Path
     opts: ExtractOptions
     recheck: bool
     seen: tuple[int, int] | None
-
-    @property
-    def target(self) -> Path:
-        return cache_file(self.out, self.listed)
 
     @property
     def lock(self) -> Path:
@@ -357,7 +355,7 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
             continue
         if found:
             clashes[e.path] = found[0]
-        jobs.append(_Job(video, e.path, out, opts, not overwrite, seen))
+        jobs.append(_Job(video, e.path, out, target, opts, not overwrite, seen))
     if (why := _refusal(out, clashes)) is not None:
         raise ConfigError(why)
     return jobs, skipped, set(mine)
