@@ -1120,6 +1120,28 @@ def test_version_1_files_are_still_read_as_the_same_tracks(videos, tmp_path):
         read_cache(longer, starts)
 
 
+def test_a_damaged_current_file_beside_a_complete_version_1_file_is_made_again(videos, tmp_path, caplog):
+    """A resumed extraction looked at a video's version 1 file beside its current one, which every read prefers:
+    with the current file damaged and the version 1 file complete, it warned "made again" and skipped the video,
+    whose damaged file each run then failed. The version 1 file is looked at only where there is no current file."""
+    (videos / "a1.txt").write_text("cls/a.mp4\n")
+    out = tmp_path / "cache"
+    args = ["extract", str(videos / "a1.txt"), "--root", str(videos), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args) == 0
+    new = cache_file(out, "cls/a.mp4")
+    full = read_cache(new)
+    meta = {k: v for k, v in full.meta.items() if k not in ("version", "quant", "starts", "grid", "homs")}
+    write_version_1(cache_file(out, "cls/a.mp4", V1_SUFFIX), quantise(full.disp), full.valid, None, meta)
+    new.write_bytes(b"damaged")
+    with caplog.at_level("WARNING"):
+        assert cli(args) == 0
+    assert f"extract: {new}: not a valid mme track cache" in caplog.text
+    assert (report(out, videos / "a1.txt")["done"], report(out, videos / "a1.txt")["skipped"]) == (1, 0)  # before: 0, 1
+    again = read_cache(find_cache_file(out, str(videos / "cls" / "a.mp4")))
+    assert np.array_equal(again.disp, full.disp) and np.array_equal(again.valid, full.valid)
+
+
 def test_a_video_listed_twice_is_extracted_once(videos, tmp_path):
     (videos / "twice.txt").write_text("b.mp4 0\nb.mp4 1\n")
     out = tmp_path / "cache"

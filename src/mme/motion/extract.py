@@ -211,7 +211,8 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
 class _Job(NamedTuple):
     """One video to extract: its file, its path as the list gives it (``listed``), its cache file ``target`` under
     ``out`` (:func:`~mme.motion.cache.cache_file`) and the settings; ``recheck``: whether to look at ``target`` again
-    just before the video is made (not with ``--overwrite``), where it is another file than the start looked at
+    (the file a run reads; no job writes a version 1 file beside it, which the start judged) just before the video
+    is made (not with ``--overwrite``), where it is another file than the start looked at
     (``seen``, its device and inode; None: none there), so that a file the start read (and warned about) is not read
     again."""
 
@@ -313,10 +314,11 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
             "reports": [file for file, r in shares if r["failed"]]}
 
 
-def _caches_there(target: Path, opts: ExtractOptions, video: str) -> list[dict]:
-    """:func:`other_settings` of each readable cache of ``video`` (the current file ``target``, a version 1 one
-    beside it): ``{}`` among them where one is complete with these settings."""
-    return [differ for p in (target, version_1_file(target)) if (differ := other_settings(p, opts, video)) is not None]
+def _cache_there(target: Path, opts: ExtractOptions, video: str) -> dict | None:
+    """:func:`other_settings` of the cache of ``video`` that a run reads: the current file ``target``, else (none
+    there) a version 1 one beside it (:func:`~mme.motion.cache.find_cache_file`): a current file made again
+    (damaged, stale: None) is made again whatever version 1 file is beside it."""
+    return other_settings(target if target.is_file() else version_1_file(target), opts, video)
 
 
 def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
@@ -349,12 +351,12 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
                                  keep=False):
         video = resolve(e, root)
         seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
-        found = [] if overwrite else _caches_there(target, opts, video)
-        if {} in found:
+        differ = None if overwrite else _cache_there(target, opts, video)
+        if differ == {}:
             skipped += 1
             continue
-        if found:
-            clashes[e.path] = found[0]
+        if differ:
+            clashes[e.path] = differ
         jobs.append(_Job(video, e.path, out, target, opts, not overwrite, seen))
     if (why := _refusal(out, clashes)) is not None:
         raise ConfigError(why)
