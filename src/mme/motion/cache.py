@@ -314,8 +314,8 @@ def cache_meta(path: str | Path) -> dict:
     """The meta of one cache file, checked as :func:`read_cache` checks it (its header, offsets and length), no
     record read (a version 1 file's meta): what a resumed extraction and a run's check compare."""
     path = Path(path)
-    with _opened_cache(path) as f:
-        return _read_v1(path, []).meta if f is None else _checked_header(f, path).meta
+    with _opened_cache(path) as (f, version_1):
+        return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
@@ -323,9 +323,9 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     A missing, truncated or foreign file is a VideoError naming it (so a dataset skips that video and reports
     it, as for an undecodable video)."""
     path = Path(path)
-    with _opened_cache(path) as f:
-        if f is None:
-            return _read_v1(path, starts)
+    with _opened_cache(path) as (f, version_1):
+        if version_1:
+            return _read_v1(f, path, starts)
         head = _checked_header(f, path)
         meta, offsets, T, L, (gh, gw) = head.meta, head.offsets, head.starts, head.length, head.grid
         base = f.tell()
@@ -348,9 +348,10 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
 
 
 @contextlib.contextmanager
-def _opened_cache(path: Path) -> Iterator[BinaryIO | None]:
-    """A cache file open past its magic (None for a version 1 file, a zip read by :func:`_read_v1`); a missing or
-    foreign file, or a read error inside the block, is a VideoError naming it (:func:`_unreadable`)."""
+def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
+    """A cache file open past its magic, and whether it is a version 1 file (a zip, which :func:`_read_v1` reads from
+    its start); a missing or foreign file, or a read error inside the block, is a VideoError naming it
+    (:func:`_unreadable`)."""
     if not path.is_file():
         raise video_error(path, "track cache", "a folder, not a cache file" if path.is_dir() else "no such file")
     try:
@@ -358,7 +359,7 @@ def _opened_cache(path: Path) -> Iterator[BinaryIO | None]:
             magic = f.read(len(MAGIC))
             if magic[:4] != b"PK\x03\x04" and magic != MAGIC:
                 raise ValueError("unknown file type")
-            yield None if magic[:4] == b"PK\x03\x04" else f
+            yield f, magic[:4] == b"PK\x03\x04"
     except _READ_ERRORS as e:
         raise _unreadable(path, e) from e
 
@@ -404,11 +405,12 @@ def _starts(starts, T: int) -> np.ndarray:
     return np.arange(T) if starts is None else np.unique(np.clip(np.asarray(starts, np.int64), 0, T - 1))
 
 
-def _read_v1(path: Path, starts) -> CachedTracks:
+def _read_v1(f: BinaryIO, path: Path, starts) -> CachedTracks:
     """A version 1 file (zip: ``disp_<k>`` int16 blocks of 32 starts, ``valid (T, gh, gw)``, ``pair_homs``,
-    ``meta``) as :func:`read_cache` returns it."""
+    ``meta``), open as ``f``, as :func:`read_cache` returns it."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        f.seek(0)
+        with np.load(f, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             valid = z["valid"].astype(bool)
             T = len(valid)
