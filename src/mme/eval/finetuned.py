@@ -43,7 +43,6 @@ from mme.train.config import FinetuneConfig, clips_for
 from mme.train.engine import Run
 from mme.train.finetune import check_test_lists, class_names, describe, setup
 from mme.train.precision import choose_precision
-from mme.utils import held_folders
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +228,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Set up (failing fast on bad input), print the run summary, train, then multi-view test. The keys that
     ``load_config``'s overrides set are those given on the command line (:func:`evaluate_checkpoint`,
     :func:`mme.train.finetune.setup`)."""
-    t0, held = time.perf_counter(), held_folders()
+    t0, before = time.perf_counter(), engine.before_job()
     run = None
     try:
         if cfg.task.eval_only:
@@ -249,7 +248,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         return FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
                               dist.get_rank())
     finally:
-        engine.finish(run, held)
+        engine.finish(run, before)
 
 
 def main(recipe: str, overrides: list[str]) -> int:

@@ -129,12 +129,23 @@ class Run:
 # ---- setup -------------------------------------------------------------------------------------------------------
 
 
-_THREADS_BEFORE: list[int] = []
-"""The process's thread count before :func:`begin` set the run's; :func:`finish` puts it back."""
-_RNG_BEFORE: list[dict] = []
-"""The global generators' states (torch's, CUDA's, numpy's, Python's: :func:`~mme.train.checkpoint.rng_state`) before
-:func:`begin`: a run seeds them for its weights and dropout (a resumed one sets them all from its checkpoint), and
-:func:`finish` puts them back, so a library caller's later draws follow its own seed."""
+@dataclass(frozen=True)
+class Before:
+    """What a job (a run, ``task.eval_only``) changes in the process, as it was at the job's start
+    (:func:`before_job`), for :func:`finish` to give back: a run seeds the global generators for its weights and
+    dropout (a resumed one sets them all from its checkpoint) and sets the intra-op threads, so a library caller's
+    later draws and threads would be the run's."""
+
+    held: frozenset[Path]
+    """The folders the process held (:func:`mme.utils.held_folders`): a caller's, as mme demo's --out, stay held."""
+    threads: int
+    rng: dict
+    """The global generators' states: torch's, CUDA's, numpy's, Python's (:func:`~mme.train.checkpoint.rng_state`)."""
+
+
+def before_job() -> Before:
+    """The process as a job finds it: take it first thing, and pass it to :func:`finish` however the job ends."""
+    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state())
 
 
 def begin(cfg) -> Start:
@@ -143,7 +154,6 @@ def begin(cfg) -> Start:
     take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
-    _RNG_BEFORE.append(ckpt.rng_state())
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
@@ -157,10 +167,9 @@ def begin(cfg) -> Start:
 
 def set_threads(cfg, device: torch.device) -> tuple[int, str]:
     """Set the process's intra-op threads for a job of ``cfg`` on ``device`` (``train.threads``, else chosen beside
-    its loader workers: :func:`~mme.train.precision.choose_threads`), keeping the count before for :func:`finish`.
-    Returns ``(threads, why)``."""
+    its loader workers: :func:`~mme.train.precision.choose_threads`), given back by :func:`finish`. Returns
+    ``(threads, why)``."""
     threads = choose_threads(cfg.train.threads, device, cfg.data.num_workers)
-    _THREADS_BEFORE.append(torch.get_num_threads())
     torch.set_num_threads(threads[0])
     return threads
 
@@ -177,22 +186,20 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def finish(run: Run | None, held_before: set[Path]) -> None:
-    """The end of every run, however it ends: unlock its folder (those the process holds and did not hold in
-    ``held_before``, :func:`mme.utils.held_folders` at the job's start: not a caller's, as mme demo's --out), leave
-    the process group, and give the process back its threads and its global generators' states (a library caller
-    goes on with its own). The run's DDP wrapper goes first: destroyed after the process group, its gloo threads and
-    the interpreter deadlocked at exit (a finished 2-rank run hung)."""
+def finish(run: Run | None, before: Before) -> None:
+    """The end of every job, however it ends: unlock its folder (those the process holds and did not hold
+    ``before``: not a caller's, as mme demo's --out), leave the process group, and give the process back its threads
+    and its global generators' states (a library caller goes on with its own). The run's DDP wrapper goes first:
+    destroyed after the process group, its gloo threads and the interpreter deadlocked at exit (a finished 2-rank run
+    hung)."""
     if run is not None:
         run.step_model = None
         gc.collect()
-    for folder in held_folders() - held_before:
+    for folder in held_folders() - before.held:
         unlock_folder(folder)
     dist.shutdown()
-    if _THREADS_BEFORE:
-        torch.set_num_threads(_THREADS_BEFORE.pop())
-    if _RNG_BEFORE:
-        ckpt.set_rng_state(_RNG_BEFORE.pop())
+    torch.set_num_threads(before.threads)
+    ckpt.set_rng_state(before.rng)
 
 
 def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> tuple[str, dict] | None:

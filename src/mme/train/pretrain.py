@@ -49,7 +49,6 @@ from mme.train import engine, loop
 from mme.train.config import PretrainConfig, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
-from mme.utils import held_folders
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +354,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
     ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
-    t0, held = time.perf_counter(), held_folders()
+    t0, before = time.perf_counter(), engine.before_job()
     run = None
     try:
         run = setup(cfg)
@@ -369,7 +368,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
         return result
     finally:
-        engine.finish(run, held)
+        engine.finish(run, before)
 
 
 def main(recipe: str, overrides: list[str]) -> int:
