@@ -388,9 +388,9 @@ def test_demo_settings_take_an_out_given_as_text_and_targets_as_a_list(tmp_path)
 def test_a_random_init_row_depends_on_the_clips_it_is_probed_on(tmp_path):
     """A random init row's fingerprint held its model alone: reused after data.stride=3, which changes the clips
     every row is probed on, it gave the table a random-init kNN of stride 2 (0.0, where stride 3 gives 50.0)."""
-    from mme.demo import _fingerprint, demo_settings
+    from mme.demo import _row_config, demo_settings
 
-    plain, strided = (_fingerprint(demo_settings(tmp_path, quick=True, overrides=given), "random init")
+    plain, strided = (_row_config(demo_settings(tmp_path, quick=True, overrides=given), "random init").settings
                       for given in ((), ["data.stride=3"]))
     assert plain["config"]["data"]["stride"] == 2 and strided["config"]["data"]["stride"] == 3
     assert "list_file" not in plain["config"]["data"]  # the demo's own keys left out, as for the other rows

@@ -309,15 +309,15 @@ def real_columns(x: torch.Tensor, y: torch.Tensor, real: RealClips) -> dict:
             "real_set": real.fingerprint}
 
 
-def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder) -> dict:
+def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder, settings: dict) -> dict:
     """``row`` with the real-footage columns of ``real``: as saved when the row was probed on this very set with
-    every column, else probed now on ``encoder()`` and saved with the row (a row from before the set or one of
-    its columns, or from other footage); "–" without real footage."""
+    every column, else probed now on ``encoder()`` and saved with the row and its fingerprint ``settings`` (a row
+    from before the set or one of its columns, or from other footage); "–" without real footage."""
     if real is None:
         return {**{k: v for k, v in row.items() if not k.startswith("real_")}, **dict.fromkeys(REAL_KEYS, math.nan)}
     if row.get("real_set") == real.fingerprint and all(k in row for k in REAL_KEYS):
         return row
-    return _save_row(s, {**row, **probe_real(encoder(), real, s.device)})
+    return _save_row(s, {**row, **probe_real(encoder(), real, s.device)}, settings)
 
 
 def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
@@ -342,21 +342,25 @@ def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64)
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
              classes: list[str], real: RealClips | None = None, stops: StageStops | None = None,
-             judged: dict[tuple[int, str], SavedRow] | None = None) -> list[dict]:
+             judged: dict[tuple[int, str], SavedRow] | None = None,
+             configs: dict[str, RowConfig] | None = None) -> list[dict]:
     """Pre-train every target for one seed and probe it and a random encoder, on the synthetic clips and on
     ``real``; one row per encoder. Each row is saved as it is made, its pre-training first, and a rerun with the
     same settings reuses it (an interrupted demo resumes; one interrupted while probing does not pre-train
     again). A stop signal (``stops``, or one a run took on its last step) stops it after the row at hand.
     ``judged``: the saved rows as the demo judged them at its start (:func:`_judged_rows`); a row not in it is
-    judged here."""
+    judged here. ``configs``: each target's row config (:func:`_row_configs`; None: built here)."""
+    configs = configs or _row_configs(s)
     rows = []
     cfg = None
     for target in s.targets:
         cfg = _pretrain_config(s, target, seed, lists["train"])
+        settings = configs[target].settings
         row = _saved_row(s, seed, target, (judged or {}).get((seed, target)))
         if row is None:
             log.info("demo seed %d: pre-training the %s target for %d steps", seed, target, s.steps)
-            _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))})  # (its own)
+            _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))},  # (its own)
+                      settings)
             stopped_by = None
             recorded = _recorded_precision(s)
             timed = settled_precision(cfg.train.precision, choose_device(s.device, option="--device")) is None
@@ -376,22 +380,24 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
                 "clips_per_s": result.clips_per_s, "threads": ran["threads"], "precision": ran["precision"],
-                "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")})
+                "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")},
+                settings)
             _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", stopped_by)
         if "linear_top1" not in row:  # pre-trained, not yet probed
             row = _save_row(s, {**row, **loss_against_mean(cfg, read_records(_in_out(s, row["metrics"])),
                                                            s.level_clips),
                                 **probe_encoder(load_encoder(_in_out(s, row["checkpoint"])), clips, s.device,
-                                                classes)})
-        rows.append(_with_real(s, row, real, partial(load_encoder, _in_out(s, row["checkpoint"]))))
+                                                classes)}, settings)
+        rows.append(_with_real(s, row, real, partial(load_encoder, _in_out(s, row["checkpoint"])), settings))
         _stop_if_asked(stops, f"the {target} row (seed {seed})")
-    row = _saved_row(s, seed, "random init")
+    settings = configs["random init"].settings
+    row = _saved_row(s, seed, "random init", _judged_row(s, seed, "random init", configs["random init"]))
     if row is None:
         untrained = dict.fromkeys(("minutes", "clips_per_s", "final_loss", "mean_prediction_loss", "loss_ratio"),
                                   math.nan)
         row = _save_row(s, {"target": "random init", "seed": seed, **untrained,
-                            **probe_encoder(_random_encoder(cfg, seed), clips, s.device, classes)})
-    rows.append(_with_real(s, row, real, partial(_random_encoder, cfg, seed)))
+                            **probe_encoder(_random_encoder(cfg, seed), clips, s.device, classes)}, settings)
+    rows.append(_with_real(s, row, real, partial(_random_encoder, cfg, seed), settings))
     _stop_if_asked(stops, f"the random init row (seed {seed})")
     return rows
 
@@ -419,24 +425,39 @@ def _in_out(s: DemoSettings, stored: str) -> Path:
     return s.out / stored
 
 
-def _row_config(s: DemoSettings, target: str) -> PretrainConfig:
-    """The pre-training config a row depends on (seed 0: :func:`_fingerprint` drops the keys the demo sets per run):
-    its target's, or for random init the last target's, whose model :func:`run_seed` builds."""
-    return _pretrain_config(s, s.targets[-1] if target == "random init" else target, 0, s.out / "data" / "train.txt")
+@dataclass(frozen=True)
+class RowConfig:
+    """What the rows of a target depend on, the same for every seed: built once per demo (:func:`_row_configs`)."""
+
+    cfg: PretrainConfig
+    """The pre-training config (seed 0's: :func:`_fingerprint` drops the keys the demo sets per run): the target's,
+    or for random init the last target's, whose model :func:`run_seed` builds."""
+    settings: dict
+    """Its fingerprint (:func:`_fingerprint`), which each row is saved with and judged by."""
 
 
-def _fingerprint(s: DemoSettings, target: str, cfg: PretrainConfig | None = None) -> dict:
+def _row_config(s: DemoSettings, target: str) -> RowConfig:
+    cfg = _pretrain_config(s, s.targets[-1] if target == "random init" else target, 0, s.out / "data" / "train.txt")
+    return RowConfig(cfg, _fingerprint(s, target, cfg))
+
+
+def _row_configs(s: DemoSettings) -> dict[str, RowConfig]:
+    """The row config of each of the demo's targets and of random init."""
+    return {target: _row_config(s, target) for target in (*s.targets, "random init")}
+
+
+def _fingerprint(s: DemoSettings, target: str, cfg: PretrainConfig) -> dict:
     """What a row depends on: the settings (not where it is written, which other seeds or targets run, the
     worker count or the real footage, whose columns carry their own digest: _with_real; nor the overrides, which
     the config holds resolved), the device resolved, the target's resolved pre-training config less the keys
     the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the settings hold the rest), or for random
     init the model it builds (the last target's, as :func:`run_seed`) and the data its probe clips are read by
     (:func:`_probe_config`'s, less those keys), the version of mme that made it and the
-    CPU its minutes were measured on. ``cfg``: :func:`_row_config`, where the caller has built it."""
+    CPU its minutes were measured on. ``cfg``: the row's config (:attr:`RowConfig.cfg`)."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class", "overrides")}
     settings["device"] = _resolved_device(s.device)
-    config = _without_demo_keys(cfg or _row_config(s, target))
+    config = _without_demo_keys(cfg)
     if target == "random init":  # its model, probed on the probe target's clips
         config = {"model": config["model"],
                   "data": _without_demo_keys(_probe_config(s, s.out / "data" / "train.txt"))["data"]}
@@ -510,7 +531,7 @@ def _record_precision(s: DemoSettings, ran: dict) -> None:
 
 
 def _other_precision(s: DemoSettings, row: dict, cfg: PretrainConfig) -> str | None:
-    """The precision this run pre-trains ``row``'s target in (its config ``cfg``: :func:`_row_config`;
+    """The precision this run pre-trains ``row``'s target in (its config ``cfg``: :attr:`RowConfig.cfg`;
     :func:`_demo_precision`), where the row's run took another; else None (a row not pre-trained, or no precision
     chosen yet)."""
     if "precision" not in row:
@@ -519,11 +540,13 @@ def _other_precision(s: DemoSettings, row: dict, cfg: PretrainConfig) -> str | N
     return precision if precision not in (None, row["precision"]) else None
 
 
-def _save_row(s: DemoSettings, row: dict) -> dict:
-    """Save ``row`` (less its ``reused`` mark: :func:`_saved_row` sets it on reading) and return it as given."""
+def _save_row(s: DemoSettings, row: dict, settings: dict | None = None) -> dict:
+    """Save ``row`` (less its ``reused`` mark: :func:`_saved_row` sets it on reading) with its fingerprint
+    ``settings`` (:attr:`RowConfig.settings`; None: built here) and return it as given."""
     seed, target = row["seed"], row["target"]
     saved = {k: v for k, v in row.items() if k != "reused"}
-    atomic_write_json(_row_path(s, seed, target), {"settings": _fingerprint(s, target), "row": saved})
+    settings = settings or _row_config(s, target).settings
+    atomic_write_json(_row_path(s, seed, target), {"settings": settings, "row": saved})
     return row
 
 
@@ -573,12 +596,12 @@ class SavedRow:
     (``precision``: the one its run took), which only ``--overwrite`` lets this run replace."""
 
 
-def _judged_rows(s: DemoSettings) -> dict[tuple[int, str], SavedRow]:
+def _judged_rows(s: DemoSettings, configs: dict[str, RowConfig] | None = None) -> dict[tuple[int, str], SavedRow]:
     """The saved row of each of this run's seeds and targets judged once, at the demo's start (:func:`_judged_row`):
     the refusal of rows made with other settings and each row's reuse read this one judgement (nothing but this
     run, which holds the folder's lock, writes them meanwhile). A folder that records no precision yet (rows of an
     mme before the record) takes its first saved pre-trained row's first, so the rows judged and those made hold to
-    one."""
+    one. ``configs``: each target's row config (:func:`_row_configs`; None: built here)."""
     if _recorded_precision(s) is None:
         for seed, target in itertools.product(s.seeds, s.targets):
             try:
@@ -589,14 +612,16 @@ def _judged_rows(s: DemoSettings) -> dict[tuple[int, str], SavedRow]:
                 _record_precision(s, {"precision": precision, "precision_reason": f"its saved {target} row's "
                                                                                   f"(seed {seed})"})
                 break
-    return {(seed, target): _judged_row(s, seed, target) for seed in s.seeds for target in s.targets}
+    configs = configs or _row_configs(s)
+    return {(seed, target): _judged_row(s, seed, target, configs[target]) for seed in s.seeds for target in s.targets}
 
 
-def _judged_row(s: DemoSettings, seed: int, target: str) -> SavedRow:
+def _judged_row(s: DemoSettings, seed: int, target: str, config: RowConfig | None = None) -> SavedRow:
     """The demo's rules for a saved row, in one place: reused where it was made with this run's settings and
     precision, its run finished and its checkpoint still there; else made again, and refused without
     ``--overwrite`` where its finished pre-training would be lost (not a row of an earlier version, which names a
-    recipe, an unfinished run's, which has no result, or a random init row, which has no pre-training)."""
+    recipe, an unfinished run's, which has no result, or a random init row, which has no pre-training).
+    ``config``: the target's row config (None: built here)."""
     path = _row_path(s, seed, target)
     if not path.exists():
         return SavedRow()
@@ -604,9 +629,9 @@ def _judged_row(s: DemoSettings, seed: int, target: str) -> SavedRow:
         saved, row = _read_saved(path)
     except UNREADABLE as e:
         return SavedRow(why_again=f"{path} is unreadable ({e}); computing its row again", level=logging.WARNING)
-    cfg = _row_config(s, target)
-    settings = _fingerprint(s, target, cfg)
-    other_precision = _other_precision(s, row, cfg)
+    config = config or _row_config(s, target)
+    settings = config.settings
+    other_precision = _other_precision(s, row, config.cfg)
     made_with = _made_with(saved, settings)
     differs = []
     if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
@@ -692,14 +717,15 @@ def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
 def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> list[dict]:
     # a bad device, backend or override stops the demo now, not after the data are made
     choose_device(s.device, option="--device")
+    configs = _row_configs(s)
     for target in s.targets:
-        require_backend(_pretrain_config(s, target, s.seeds[0], s.out / "data" / "train.txt").data.backend)
+        require_backend(configs[target].cfg.data.backend)
     for target, unused in unused_overrides(s).items():
         for override, only in unused.items():
             log.info("demo: %s is not given to the %s target, which does not use it (it applies only %s)",
                      override, target, only)
     _check_own_files(s)
-    judged = _judged_rows(s)
+    judged = _judged_rows(s, configs)
     _check_saved_rows(s, overwrite, judged)
     design = s.data_design()
     # every target's data section; MME's track length for the tracks picture where MME runs
@@ -715,7 +741,7 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
     clips = decode_probe_clips(d, lists)
     _stop_if_asked(stops, "making the data")
     rows = [row for seed in s.seeds
-            for row in run_seed(s, seed, lists, clips, synth.classes, real, stops, judged)]
+            for row in run_seed(s, seed, lists, clips, synth.classes, real, stops, judged, configs)]
     summary = summarise(rows)
     table = markdown_table(summary, 100 / len(synth.classes), real is not None) + "\n" + real_line + "\n"
     losses = markdown_loss_table(summary)
