@@ -306,11 +306,11 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None,
     listed, not replaced (``probs`` is empty, 1-D, when no video was predicted). ``precision``: one already
     chosen ('fp32', 'bf16', 'fp16'; the tests after fine-tuning pass their run's), not 'auto', which
     ``extract_features`` and the CLI resolve: fp32 by default, the same predictions on every kind of CPU."""
-    from mme.train.precision import PRECISIONS, autocast
+    from mme.train.precision import CHOSEN_PRECISIONS, autocast
 
-    if precision not in PRECISIONS[1:]:
-        raise ConfigError(f"multiview_predict's precision must be one of {list(PRECISIONS[1:])} (one already chosen), "
-                          f"got {precision!r}")
+    if precision not in CHOSEN_PRECISIONS:
+        raise ConfigError(f"multiview_predict's precision must be one of {list(CHOSEN_PRECISIONS)} (one already "
+                          f"chosen), got {precision!r}")
     device = torch.device(device)
     model.eval().to(device)
     probs, labels, index, failures, views = [], [], [], [], 0

@@ -29,7 +29,9 @@ from mme.utils import cpu_features, env_int, error_reason, warn_if_mkl_not_stric
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHOSEN_PRECISIONS = ("fp32", "bf16", "fp16")
+"""The precisions a job runs in: those ``auto`` chooses among, which :data:`AUTO_ENV` may force."""
+PRECISIONS = ("auto", *CHOSEN_PRECISIONS)
 AUTO_ENV = "MME_AUTO_PRECISION"
 BF16_MIN_SPEEDUP = 1.1
 """On a CPU, ``auto`` takes bf16 only when its measured step is at least this much faster than fp32's."""
@@ -157,8 +159,8 @@ def _settled(requested: str, device: torch.device, native: bool, resumed: str | 
 def _forced() -> str:
     """The precision :data:`AUTO_ENV` forces on auto ('' where unset), refused in one line where it names none."""
     forced = os.environ.get(AUTO_ENV, "")
-    if forced and forced not in PRECISIONS[1:]:
-        raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(PRECISIONS[1:])}")
+    if forced and forced not in CHOSEN_PRECISIONS:
+        raise ConfigError(f"{AUTO_ENV}={forced!r} in the environment: choose one of {list(CHOSEN_PRECISIONS)}")
     return forced
 
 
