@@ -30,8 +30,8 @@ from videos import (
     write_aud_video,
     write_corpus_file,
     write_keyint_video,
-    write_late_video_ts,
     write_open_gop_hevc,
+    write_ts_with_audio,
 )
 
 from mme.data import pyav_reader
@@ -577,7 +577,7 @@ def test_a_transport_stream_whose_video_starts_after_the_probe_takes_its_size_fr
     parameters give it no size (0x0), and every frame was refused as a size change from 0x0 to 64x48 (`mme check`
     called it unreadable). Its size is its first frame's, kept in its index for later processes too."""
     frames, _ = affine_video(8, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
-    path = write_late_video_ts(tmp_path / "late.ts", frames)
+    path = write_ts_with_audio(tmp_path / "late.ts", frames, lead=8.0)
     with av.open(str(path)) as c:
         assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (0, 0)
     ref = decode_all(path)
@@ -589,6 +589,29 @@ def test_a_transport_stream_whose_video_starts_after_the_probe_takes_its_size_fr
         assert reader.size == (64, 48)
         np.testing.assert_array_equal(reader.read(np.arange(8)), ref)
         np.testing.assert_array_equal(reader.read([5, 2]), ref[[5, 2]])
+
+
+def test_a_seek_ffmpeg_refuses_turns_the_file_sequential(tmp_path):
+    """A 3-frame MPEG-2 TS with one B-frame and a 48 kHz audio track: FFmpeg's MPEG-TS seek gives up on it (-1, which
+    PyAV raises as PermissionError), though its sequential decode has every frame. Each read that sought was a
+    'decode error', and `mme check` called the file one with 0 frames. The refused seek turns the file sequential,
+    the verdict kept in its index for later processes, and every read is frame i."""
+    frames, _ = affine_video(3, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_ts_with_audio(tmp_path / "a.ts", frames, codec="mpeg2video", options={"g": "2", "bf": "1"},
+                               rate=48000)
+    ref = decode_all(path)
+    assert len(ref) == 3
+    index = tmp_path / "index"
+    with open_video(path, index_dir=index) as reader:
+        np.testing.assert_array_equal(reader.read([0, 1, 2]), ref)
+        np.testing.assert_array_equal(reader.read([2]), ref[[2]])
+        assert reader.seeking == "sequential" and reader.seeking_reason.startswith("FFmpeg refused a seek to frame ")
+    pyav_reader._pyav_index.cache_clear()  # another process, with the index kept
+    with open_video(path, index_dir=index) as reader:
+        assert reader.seeking == "sequential"
+        np.testing.assert_array_equal(reader.read([1]), ref[[1]])
+    check = check_video(shutil.copy(path, tmp_path / "b.ts"))
+    assert (check["status"], check["frames"], check["seeking"]) == ("suspicious", 3, "sequential"), check
 
 
 def test_reads_after_the_end_reopen(corpus, tmp_path):

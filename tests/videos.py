@@ -443,12 +443,14 @@ def hevc_restarted(src: str | Path, dst: str | Path, how: str) -> Path:
     return Path(dst)
 
 
-def write_late_video_ts(path: str | Path, frames: np.ndarray, lead: float = 8.0) -> Path:
-    """An MPEG-TS of H.264 ``frames`` whose first video packet comes ``lead`` seconds after its audio starts (silent
-    16 kHz MP2), past FFmpeg's stream probe, which so gives the video stream no size (0x0) in its codec parameters."""
-    rate, samples = 16000, 1152
+def write_ts_with_audio(path: str | Path, frames: np.ndarray, lead: float = 0.0, codec: str = "libx264",
+                        options: dict | None = None, rate: int = 16000) -> Path:
+    """An MPEG-TS of ``frames`` (H.264 by default) with a silent MP2 track of ``rate`` Hz, its first video packet
+    ``lead`` seconds after its audio starts: 8 s is past FFmpeg's stream probe, which so gives the video stream no
+    size (0x0) in its codec parameters."""
+    samples = 1152
     with av.open(str(path), "w", format="mpegts") as c:
-        video = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
+        video = c.add_stream(codec, rate=25, options=options or {"preset": "ultrafast", "crf": "10"})
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         audio = c.add_stream("mp2", rate=rate)
         audio.layout = "mono"

@@ -582,14 +582,21 @@ class PyAVReader(VideoReader):
         """Position the decode at keyframe ``key`` and return the first frame at or after it (None at the end),
         skipping those before it (an open GOP's leading frames, or a seek that landed early). MPEG-TS seeks can
         land after their target: then the seek is retried from the two keyframes before (``keys``: the keyframes
-        up to ``key``, sorted)."""
+        up to ``key``, sorted). A seek that FFmpeg refuses (its MPEG-TS search gives up on some short files) turns
+        the file sequential (:meth:`_distrust`) and returns None: no decode of the file failed."""
         first = int(self._index.pts[0])
         self._leave.wanted.add(key)  # frame 0 when no keyframe is before: a B-frame the decoder may drop otherwise
         for target in [int(k) for k in keys[::-1][:3]] or [first]:
             if target == first or self._at_end:
                 self._open()
             if target != first:
-                self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+                try:
+                    self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+                except av.error.FFmpegError as e:
+                    self._at_end = True  # where the demuxer stopped is unknown: the next read reopens
+                    self._distrust(f"FFmpeg refused a seek to frame {int(np.searchsorted(self._index.pts, target))} "
+                                   f"(timestamp {target}): {e}")
+                    return None
                 self._start_decode(None)
             frame = next((f for f in self._frames if f.pts is None or f.pts >= key), None)
             self._at_end = frame is None
