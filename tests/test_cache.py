@@ -296,6 +296,30 @@ def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     assert not (out / "nope").exists() and cache_file(out, "b.mp4").is_file()
 
 
+def test_an_extraction_refused_by_its_ranks_leaves_no_out_folder(tmp_path, monkeypatch, capsys):
+    """`mme extract` made --out before reading the torchrun ranks and choosing the device: a refusal there (a RANK
+    left in the environment beyond WORLD_SIZE) left an empty folder behind. --out is made once they are known; a
+    folder the user had stays, and holds nothing of the refused run."""
+    listed = tmp_path / "train.txt"
+    listed.write_text("a.mp4 0\n")
+    out = tmp_path / "caches" / "train"
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    refused = ("mme extract: error: RANK=3 in the environment is not below WORLD_SIZE=2 (torchrun sets both; unset "
+               "them to run as one process)")
+    assert cli(["extract", str(listed), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == refused
+    assert not (tmp_path / "caches").exists()
+    out.mkdir(parents=True)
+    assert cli(["extract", str(listed), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == refused
+    assert out.is_dir() and list(out.iterdir()) == []
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert cli(["extract", str(listed), "--root", str(tmp_path), "--out", str(out)]) == 1  # (a.mp4 is missing)
+    assert [p.name for p in out.glob("failed-*.json")] == [f"failed-{share_name(str(listed), 0, 1)}.json"]
+
+
 def test_an_extraction_whose_out_another_job_took_writes_no_report_there(videos, tmp_path, monkeypatch):
     """--out removed and made anew by another job while an extraction that finds every file done starts: its report,
     outside the share's lock folder, was written into the other job's folder (no video ran the check before it)."""

@@ -815,6 +815,21 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
     assert json.loads((s.out / "pretrain_precision.json").read_text())["precision"] == "fp32"
 
 
+def test_a_demo_refused_by_its_settings_leaves_no_out_folder(tmp_path, capsys):
+    """`mme demo` made --out, and locked it (its .lock), before it checked its device and overrides: a refusal there
+    left a folder holding only .lock, also in a folder the user had. --out is made once they are checked; a folder
+    the user had stays as it was."""
+    out = tmp_path / "runs" / "demo"
+    for given, said in ((["--device", "tpu"], "--device: 'tpu' is not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)"),
+                        (["model.nokey=1"], "unknown config key(s) ['model.nokey']; valid keys under 'model': ")):
+        assert main([*QUICK, "--out", str(out), *given]) == 1
+        assert capsys.readouterr().err.startswith(f"mme demo: error: {said}")
+        assert not (tmp_path / "runs").exists(), given
+    out.mkdir(parents=True)
+    assert main([*QUICK, "--out", str(out), "model.nokey=1"]) == 1
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
 def test_an_override_of_a_key_the_demo_sets_names_its_flag_and_the_loader_workers_have_one(tmp_path, capsys,
                                                                                            monkeypatch):
     """The demo refused data.num_workers, train.batch_size and train.device with "use --seeds, --steps or

@@ -701,21 +701,25 @@ def _saved_row(s: DemoSettings, seed: int, target: str, judged: SavedRow | None 
 
 def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
     """Run the demo (module docstring); ``overwrite``: compute again the rows that ``s.out`` holds from a run with
-    other settings (without it they stop the demo before any work)."""
+    other settings (without it they stop the demo before any work). ``s.out`` is made once the settings are checked
+    (:func:`_check_settings`): a demo they refuse leaves no folder."""
     t0 = time.perf_counter()
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
-    check_output(s.out, "--out", folder=True)
-    lock_folder(s.out, "--out")  # a second demo on it would make the data again under this one
-    try:
-        with StageStops() as stops, warnings_once():  # (a config of the same overrides per row)
-            return _demo(s, overwrite, t0, stops)
-    finally:
-        unlock_folder(s.out)
+    check_output(s.out, "--out", folder=True, make=False)
+    with StageStops() as stops, warnings_once():  # (a config of the same overrides per row)
+        configs = _check_settings(s)
+        check_output(s.out, "--out", folder=True)
+        lock_folder(s.out, "--out")  # a second demo on it would make the data again under this one
+        try:
+            return _demo(s, overwrite, t0, stops, configs)
+        finally:
+            unlock_folder(s.out)
 
 
-def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> list[dict]:
-    # a bad device, backend or override stops the demo now, not after the data are made
+def _check_settings(s: DemoSettings) -> dict[str, RowConfig]:
+    """Stop the demo on a bad device, backend or override before ``s.out`` is made, not after the data are; returns
+    each target's row config (:func:`_row_configs`)."""
     choose_device(s.device, option="--device")
     configs = _row_configs(s)
     for target in s.targets:
@@ -724,6 +728,11 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops) -> lis
         for override, only in unused.items():
             log.info("demo: %s is not given to the %s target, which does not use it (it applies only %s)",
                      override, target, only)
+    return configs
+
+
+def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
+          configs: dict[str, RowConfig]) -> list[dict]:
     _check_own_files(s)
     judged = _judged_rows(s, configs)
     _check_saved_rows(s, overwrite, judged)

@@ -297,11 +297,12 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     require_backend(opts.backend, "--backend")
     entries, bad_lines = read_list(list_file, strict=False)
     k, n = parse_shard(shard)
-    check_output(out, "--out", folder=True)
+    check_output(out, "--out", folder=True, make=False)  # made once the ranks and the device are known
     rank, world = launch_ranks()
     part, parts = k * world + rank, n * world
     info = init_distributed(torch.device("cpu"))  # (gloo: the ranks exchange reports, whatever device flows on)
     opts = replace(opts, device=str(choose_device(opts.device, info.local_rank, "--device")))
+    check_output(out, "--out", folder=True)
     lock = Path(out) / ".locks" / share_name(list_file, part, parts)
     try:
         report_file, report = _run_share(entries, bad_lines if part == 0 else [], part, parts, list_file, root, out,
