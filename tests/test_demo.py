@@ -778,6 +778,59 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     assert _recorded_precision(s) is None
 
 
+def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(tmp_path, monkeypatch):
+    """--overwrite made the rows again but kept the precision their first row had recorded, so the new rows took it
+    untimed: rows of other settings (another model, whose bf16 gain differs) and, in a folder copied from another
+    CPU, that CPU's precision (adopted from its rows as this CPU's). The record goes with the rows it replaces,
+    and a folder without one takes only the precision of a row this run keeps; a run that keeps its rows keeps it."""
+    from dataclasses import replace
+
+    import mme.train.precision
+    from mme import demo
+    from mme.demo import PRECISION_FILE, DemoSettings, _demo_precision, _pretrain_config, _save_row
+    from mme.utils import cpu_name
+
+    class DataStart(Exception):
+        """The demo got past its judgement of the saved rows."""
+
+    monkeypatch.delenv(mme.train.precision.AUTO_ENV, raising=False)
+    monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)  # (auto times the two)
+    monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))
+    monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out: (_ for _ in ()).throw(DataStart()))
+    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), device="cpu")
+    record = s.out / PRECISION_FILE
+
+    def saved(made_by: DemoSettings, cpu: str | None = None, precision: str = "bf16") -> None:
+        """A finished pixel row of ``made_by`` (on ``cpu``), pre-trained in ``precision``, which it recorded."""
+        (s.out / "seed0" / "pixel").mkdir(parents=True, exist_ok=True)
+        (s.out / "seed0" / "pixel" / "c.pt").write_bytes(b"")
+        _save_row(made_by, {"target": "pixel", "seed": 0, "precision": precision, "linear_top1": 50.0,
+                            "checkpoint": "seed0/pixel/c.pt"})
+        if cpu is not None:
+            row = json.loads((s.out / "seed0" / "pixel.json").read_text())
+            row["settings"]["cpu"] = cpu
+            (s.out / "seed0" / "pixel.json").write_text(json.dumps(row))
+        record.write_text(json.dumps({"precision": precision, "reason": "auto: measured", "cpu": cpu or cpu_name()}))
+
+    def next_row_takes(overwrite: bool) -> str | None:
+        with pytest.raises(DataStart):
+            demo.demo(s, overwrite)
+        return _demo_precision(s, _pretrain_config(s, "pixel", 0, s.out / "data" / "train.txt"))
+
+    saved(s, cpu="another CPU")  # the folder copied from another CPU
+    with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/pixel.json; they differ in "
+                                          r"cpu\)"):
+        demo.demo(s)
+    assert json.loads(record.read_text())["cpu"] == "another CPU"  # (refused: not taken as this CPU's)
+    assert next_row_takes(overwrite=True) is None and not record.exists()  # the first new row times the two
+    saved(replace(s, steps=s.steps + 1))  # rows of other settings on this CPU
+    assert next_row_takes(overwrite=True) is None and not record.exists()
+    saved(s)  # rows this run reuses: their record stays, --overwrite or not
+    assert next_row_takes(overwrite=True) == "bf16" and json.loads(record.read_text())["precision"] == "bf16"
+    record.unlink()  # (a folder of an mme before the record: its reused row's precision is recorded)
+    assert next_row_takes(overwrite=False) == "bf16" and json.loads(record.read_text())["precision"] == "bf16"
+
+
 def test_demo_settings_take_minutes_of_a_numpy_float(tmp_path):
     """minutes=np.float32(2) from Python was refused as not "a positive number of minutes"."""
     from mme.demo import DemoSettings, demo_settings

@@ -29,13 +29,13 @@ metrics relative to ``out``, so the folder may be moved or copied.
 
 Every row pre-trains in one precision: where ``train.precision=auto`` times the two (a CPU with native bf16), the
 first row's run chooses, its choice is recorded in ``out/pretrain_precision.json``, and later rows and reruns take
-it (:func:`_demo_precision`), so that a close timing does not set rows of one table apart.
+it (:func:`_demo_precision`), so that a close timing does not set rows of one table apart. ``--overwrite`` that
+replaces the rows it came from, keeping no pre-trained row, replaces it with them (:func:`_judged_rows`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
@@ -93,6 +93,7 @@ from mme.utils import (
     is_positive_number,
     lock_folder,
     read_json_object,
+    removing,
     unlock_folder,
 )
 
@@ -596,23 +597,38 @@ class SavedRow:
     (``precision``: the one its run took), which only ``--overwrite`` lets this run replace."""
 
 
-def _judged_rows(s: DemoSettings, configs: dict[str, RowConfig] | None = None) -> dict[tuple[int, str], SavedRow]:
+def _judged_rows(s: DemoSettings, overwrite: bool = False,
+                 configs: dict[str, RowConfig] | None = None) -> dict[tuple[int, str], SavedRow]:
     """The saved row of each of this run's seeds and targets judged once, at the demo's start (:func:`_judged_row`):
     the refusal of rows made with other settings and each row's reuse read this one judgement (nothing but this
-    run, which holds the folder's lock, writes them meanwhile). A folder that records no precision yet (rows of an
-    mme before the record) takes its first saved pre-trained row's first, so the rows judged and those made hold to
-    one. ``configs``: each target's row config (:func:`_row_configs`; None: built here)."""
-    if _recorded_precision(s) is None:
-        for seed, target in itertools.product(s.seeds, s.targets):
-            try:
-                precision = _read_saved(_row_path(s, seed, target))[1].get("precision")
-            except UNREADABLE:
-                continue
-            if precision:
-                _record_precision(s, {"precision": precision, "precision_reason": f"its saved {target} row's "
-                                                                                  f"(seed {seed})"})
-                break
+    run, which holds the folder's lock, writes them meanwhile). The precision record (:data:`PRECISION_FILE`) follows
+    the rows kept: ``overwrite`` that replaces rows and keeps none pre-trained removes it with them, so the first row
+    it pre-trains chooses again, for these settings on this CPU; a folder that records none for this CPU (rows of an
+    mme before the record, a folder copied from another CPU) takes the precision of the first pre-trained row this
+    run reuses, so the rows judged and those made hold to one. ``configs``: each target's row config
+    (:func:`_row_configs`; None: built here)."""
     configs = configs or _row_configs(s)
+    judged = _judged_each(s, configs)
+    if overwrite and any(j.differs for j in judged.values()) and not any(
+            j.row is not None and "precision" in j.row for j in judged.values()):
+        record = s.out / PRECISION_FILE
+        with removing(record, "it records the precision of the rows this run replaces; remove it, or give another "
+                              "--out"):
+            record.unlink(missing_ok=True)
+        judged = _judged_each(s, configs)
+    if _recorded_precision(s) is None:
+        kept = next(((seed, target, j.row) for (seed, target), j in judged.items()
+                     if j.row is not None and j.row.get("precision")), None)
+        if kept is not None:
+            seed, target, row = kept
+            _record_precision(s, {"precision": row["precision"],
+                                   "precision_reason": f"its saved {target} row's (seed {seed})"})
+            judged = _judged_each(s, configs)
+    return judged
+
+
+def _judged_each(s: DemoSettings, configs: dict[str, RowConfig]) -> dict[tuple[int, str], SavedRow]:
+    """:func:`_judged_row` of each of this run's seeds and targets, in the order they run."""
     return {(seed, target): _judged_row(s, seed, target, configs[target]) for seed in s.seeds for target in s.targets}
 
 
@@ -734,7 +750,7 @@ def _check_settings(s: DemoSettings) -> dict[str, RowConfig]:
 def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
           configs: dict[str, RowConfig]) -> list[dict]:
     _check_own_files(s)
-    judged = _judged_rows(s, configs)
+    judged = _judged_rows(s, overwrite, configs)
     _check_saved_rows(s, overwrite, judged)
     design = s.data_design()
     # every target's data section; MME's track length for the tracks picture where MME runs
