@@ -1199,7 +1199,7 @@ def test_a_track_cache_of_settings_the_run_cannot_read_is_refused_though_its_fir
     """The check of a cache's settings read its first file again and, where that was unreadable (a damaged file:
     its video's failure), checked nothing: a cache of 2-step tracks under a run of 6 started, and stopped at its
     first batch once its folder, model and loader workers were made. The settings are judged on the first readable
-    file of those probed (read once), as each read would judge them."""
+    file this mme made of those probed (read once), as each read would judge them."""
     import re
 
     from training import tiny_config
@@ -1221,6 +1221,43 @@ def test_a_track_cache_of_settings_the_run_cannot_read_is_refused_though_its_fir
     with pytest.raises(ConfigError, match=f"^target.track_length=6 but the track cache {re.escape(str(second))} holds "
                                           "only 2 steps"):
         check_cache(cfg, pretrain_dataset(cfg))  # before: passed
+
+
+def test_a_track_cache_is_judged_on_its_first_probed_file_the_run_reads_not_a_stale_one(synth, tmp_path, caplog):
+    """The settings were judged on the first readable file of those probed, which may be one an earlier mme made
+    (stale): each read fails such a file as its video's failure before its settings count, so a cache whose stale
+    file held 2-step tracks was refused under a run of 6 that trains on the others, and one whose stale file was of
+    another flow was warned about as extracted with that flow. They are judged on the first file this mme made."""
+    import logging
+    import shutil
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file, read_cache, save_tracks
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:4]]
+    (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in videos))
+    for length in (2, 6):
+        extract_cache(str(tmp_path / "list.txt"), str(tmp_path / f"made{length}"), root=lists["data.root"],
+                      length=length, short_side=64)
+    for stale_length in (2, 6):  # the stale file's tracks too short for the run, or of its flow (dis: not the run's)
+        cache = tmp_path / f"stale{stale_length}"
+        shutil.copytree(tmp_path / "made6", cache)
+        cache_file(cache, videos[0]).write_bytes(b"damaged")
+        made = read_cache(cache_file(tmp_path / f"made{stale_length}", videos[1]))
+        save_tracks(cache_file(cache, videos[1]), made.disp, made.valid, None,
+                    {**made.meta, "tracker": 1, "flow": "dis"})
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}",
+                                           f"data.root={lists['data.root']}", "data.max_failure_fraction=0.5"],
+                          tmp_path / "run", f"target.cache_dir={cache}", "target.track_length=6")
+        assert cfg.target.flow == "dis-balanced"  # the flow of the files made now
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme"):
+            check_cache(cfg, pretrain_dataset(cfg))  # before: ConfigError "... holds only 2 steps" (stale2)
+        assert caplog.text == ""  # before: "extracted with flow dis; target.flow=dis-balanced is not used" (stale6)
 
 
 @pytest.mark.parametrize("made, advised", [

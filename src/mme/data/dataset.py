@@ -631,8 +631,7 @@ class PretrainDataset(_VideoDataset):
     @functools.cached_property
     def probed_metas(self) -> list[tuple[str, str, dict]]:
         """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file is
-        readable (an unreadable one is the dataset's failure of its video), in the list's order: the run's check of
-        the cache judges its settings on the first (:func:`mme.train.pretrain.check_cache`). Read once, as
+        readable (an unreadable one is the dataset's failure of its video), in the list's order. Read once, as
         :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice again."""
         from mme.motion.cache import cache_meta
 
@@ -645,9 +644,11 @@ class PretrainDataset(_VideoDataset):
         return metas
 
     @property
-    def _cache_files_made(self) -> list[tuple[str, str, dict]]:
-        """Those of :attr:`probed_metas` whose cache file a resumed extraction compares its settings with: made by
-        this mme (a :func:`~mme.motion.cache.stale` one it makes again)."""
+    def current_probes(self) -> list[tuple[str, str, dict]]:
+        """Those of :attr:`probed_metas` whose cache file this mme made (not :func:`~mme.motion.cache.stale`, which
+        every read fails as its video's failure before its settings count, and a resumed extraction makes again): the
+        files whose settings the run reads, judged on the first (:func:`mme.train.pretrain.check_cache`), and a
+        resumed extraction compares its settings with."""
         from mme.motion.cache import stale
 
         return [(path, found, meta) for path, found, meta in self.probed_metas if stale(meta) is None]
@@ -678,14 +679,14 @@ class PretrainDataset(_VideoDataset):
     def extract_advice(self) -> str:
         """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
         of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of its
-        files (:attr:`_cache_files_made`), since a resumed extraction refuses files made with others, where the run
+        files (:attr:`current_probes`), since a resumed extraction refuses files made with others, where the run
         reads one of them; where it holds none the run reads, as this run reads them, at extract's default
         ``--short-side``, or the run's clip size where larger (the coarse-cache warning's advice, without
         ``--overwrite``). A cache whose files were made with other settings each (a mixed cache) no resumed extraction
         takes: that command with ``--overwrite``, naming two of its files and their settings."""
         from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
 
-        made = self._cache_files_made
+        made = self.current_probes
         settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
         fine = functools.partial(extract_flags_as_fine, self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride)
         for (_, other, _), theirs in zip(made[1:], settings[1:]):

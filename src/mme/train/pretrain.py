@@ -74,14 +74,16 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
     on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
     stopped part-way, are the dataset's failures), or holds too many files an earlier mme made (:func:`_check_stale`),
-    or whose first readable file of those probed (:attr:`~mme.data.dataset.PretrainDataset.probed_metas`, read
-    once) was extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`, and the
-    orientation of its video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch,
-    after the run's files, model and loader workers are made. Tracks read from a cache are the flow ``mme extract``
-    used, not ``target.flow``, of the frames its ``--backend`` read: say so where these differ from the run's
-    (judged on that file), so that the run's config is not read as its tracks' flow, and a decoder that reads other
-    frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`). A target of no
-    tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
+    or whose first file of those probed that this mme made and can read
+    (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once: an unreadable or stale file is its video's
+    failure at each read, before its settings count) was extracted with settings the run cannot read
+    (:func:`~mme.motion.cache.check_settings`, and the orientation of its video:
+    :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's files, model
+    and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of
+    the frames its ``--backend`` read: say so where these differ from the run's (judged on that file), so that the
+    run's config is not read as its tracks' flow, and a decoder that reads other frames is seen; and where its tracks
+    are coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel, hog), as a resumed run
+    whose config holds a cache it does not read, checks nothing of it."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
         return
@@ -103,9 +105,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
     _check_stale(cfg, dataset)
-    if not dataset.probed_metas:  # (an unreadable cache file is reported per video by the dataset)
+    if not dataset.current_probes:  # (an unreadable or stale cache file is reported per video by the dataset)
         return
-    path, found, meta = dataset.probed_metas[0]
+    path, found, meta = dataset.current_probes[0]
     remake = extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"])  # at the cache's
     check_settings(meta, found, cfg.target, dataset.track_length, cfg.data.img_size,  # as each read: before any work
                    dataset.extract_command(remake))
