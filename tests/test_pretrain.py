@@ -865,8 +865,9 @@ def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_
     """A cache whose files an earlier mme made (mme.motion.cache.stale: here of tracker revision 1) started the run
     with a warning that its flow is used, and stopped it at the first batch as "1 of 6 videos failed ({'track
     cache': 1})" with advice to make the files "these videos lack", at the run's default flow. It is refused before
-    any work, in one line counting the stale files (of a large cache: among those probed), saying why and how to make
-    them again with their own settings; within data.max_failure_fraction the run starts."""
+    any work, in one line counting the stale files (of a large cache: among those probed), saying why and that a
+    resumed mme extract makes them again (the missing files' advice: here, of no file the run reads, at the run's
+    settings); within data.max_failure_fraction the run starts."""
     import logging
     import shutil
 
@@ -902,23 +903,91 @@ def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_
             return str(e)
         return None
 
-    remake = "--length 6 --short-side 64 --seed-stride 4 --flow dis --orientation coded --backend pyav"
+    remake = "--length 6 --short-side 224 --seed-stride 28 --flow dis-balanced --orientation coded --backend pyav"
     with caplog.at_level(logging.WARNING, logger="mme"):
         said = refusal(20, 1)  # every file stale; the run's target.flow (the default) is not the cache's
     assert said == (f"target.cache_dir '{tmp_path / 'c20_1'}': 20 of its 20 track cache files of the videos of "
-                    f"{tmp_path / 'c20_1'}.txt were made by an earlier mme, which this run does not read (the first, "
-                    f"{cache_file(tmp_path / 'c20_1', 'v/000.mp4')}: {why}); `mme extract {tmp_path / 'c20_1'}.txt "
-                    f"--root {tmp_path} --out {tmp_path / 'c20_1'} {remake}` makes them again with their settings, "
-                    f"and resumes")
+                    f"{tmp_path / 'c20_1'}.txt were made by an earlier mme, which each read fails as its video's "
+                    f"failure (the first, {cache_file(tmp_path / 'c20_1', 'v/000.mp4')}: {why}); a resumed mme "
+                    f"extract makes them again: `mme extract {tmp_path / 'c20_1'}.txt --root {tmp_path} --out "
+                    f"{tmp_path / 'c20_1'} {remake}` makes the track cache files these videos lack, and resumes")
     assert "is not used" not in caplog.text  # (the flow warning: of a cache about to be refused)
     assert refusal(200, 2).startswith(  # half stale, of more files than are probed: counted on every header
         f"target.cache_dir '{tmp_path / 'c200_2'}': 100 of its 200 track cache files of the videos of "
         f"{tmp_path / 'c200_2'}.txt were made by an earlier mme, more than data.max_failure_fraction=0.01 of the list, "
-        f"which this run does not read (the first, {cache_file(tmp_path / 'c200_2', 'v/000.mp4')}: {why}); "
-        "`mme extract")
+        f"which each read fails as its video's failure (the first, {cache_file(tmp_path / 'c200_2', 'v/000.mp4')}: "
+        f"{why}); a resumed mme extract makes them again: `mme extract")
     assert refusal(20, 20, "data.max_failure_fraction=0.05") is None  # one of 20 stale: the run may skip it
     # one stale among the probes of 200 (1.5 % of them: over the fraction, as a share of the whole), 1 of 200 in all
     assert refusal(200, 1000, "data.max_failure_fraction=0.01") is None
+
+
+def test_a_track_cache_of_unreadable_files_is_refused_before_any_work_as_stale_ones_are(synth, tmp_path):
+    """A cache none of whose probed files could be read (damaged) was not judged: the run made its folder, model and
+    loader workers, and stopped at its first batch over data.max_failure_fraction. Unreadable files are counted with
+    those an earlier mme made, as each read fails both before their settings count (of a large cache: among those
+    probed, then on every file's header), and refused past the fraction before any work, with the mme extract that
+    resumes the cache, making them again."""
+    import shutil
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file, read_cache, save_tracks
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:4]]
+    (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in videos))
+    data = [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"]
+    made = tmp_path / "made"
+    extract_cache(str(tmp_path / "list.txt"), str(made), root=lists["data.root"], length=6, short_side=64)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(made, damaged)
+    for video in videos:
+        cache_file(damaged, video).write_bytes(b"damaged")
+    listed = f"{tmp_path / 'list.txt'} --root {lists['data.root']}"
+    with pytest.raises(DataError) as refused:  # before: the run started, and stopped at its first batch
+        run("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={damaged}", FP32)
+    assert str(refused.value) == (
+        f"target.cache_dir '{damaged}': 4 of its 4 track cache files of the videos of {tmp_path / 'list.txt'} are "
+        f"unreadable, which each read fails as its video's failure (the first, {cache_file(damaged, videos[0])}: "
+        f"unreadable (unknown file type)); a resumed mme extract makes them again: `mme extract {listed} --out "
+        f"{damaged} --length 6 --short-side 224 --seed-stride 28 --flow dis-balanced --orientation coded --backend "
+        "pyav` makes the track cache files these videos lack, and resumes")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    # one unreadable and one stale of 4, past a fraction of a quarter (before: passed, each alone within it)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(made, mixed)
+    cache_file(mixed, videos[0]).write_bytes(b"damaged")
+    current = read_cache(cache_file(made, videos[1]))
+    save_tracks(cache_file(mixed, videos[1]), current.disp, current.valid, None, {**current.meta, "tracker": 1})
+    cfg = tiny_config("tiny_cpu_mme", data, tmp_path / "run", f"target.cache_dir={mixed}",
+                      "data.max_failure_fraction=0.25")
+    with pytest.raises(DataError) as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    assert str(refused.value).startswith(
+        f"target.cache_dir '{mixed}': 2 of its 4 track cache files of the videos of {tmp_path / 'list.txt'} are "
+        "unreadable (1) or were made by an earlier mme (1), more than data.max_failure_fraction=0.25 of the list, "
+        f"which each read fails as its video's failure (the first, {cache_file(mixed, videos[0])}: unreadable "
+        f"(unknown file type)); a resumed mme extract makes them again: `mme extract {listed} --out {mixed} --length 6 "
+        f"--short-side 64 --seed-stride 8 --flow dis-balanced --orientation coded --backend pyav` makes the track "
+        f"cache files these videos lack with the settings of the cache's {cache_file(mixed, videos[2])}, and resumes")
+    # a large cache, every other file damaged: counted among the probed files, then on every file's header
+    (tmp_path / "many.txt").write_text("".join(f"v/{i:03d}.mp4\n" for i in range(200)))
+    for i in range(200):
+        cache_file(tmp_path / "many", f"v/{i:03d}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cache_file(made, videos[0]), cache_file(tmp_path / "many", f"v/{i:03d}.mp4"))
+        if i % 2:
+            cache_file(tmp_path / "many", f"v/{i:03d}.mp4").write_bytes(b"damaged")
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'many.txt'}", f"data.root={tmp_path}"],
+                      tmp_path / "run", f"target.cache_dir={tmp_path / 'many'}", "data.max_failure_fraction=0.4")
+    with pytest.raises(DataError, match=r"^target.cache_dir '.*many': 100 of its 200 track cache files of the videos "
+                                        r"of .*many.txt are unreadable, more than data.max_failure_fraction=0.4 of "
+                                        r"the list, which each"):
+        check_cache(cfg, pretrain_dataset(cfg))
+    cfg.data.max_failure_fraction = 0.5  # as many as the run may skip: it starts
+    check_cache(cfg, pretrain_dataset(cfg))
 
 
 def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(synth, tmp_path, monkeypatch):

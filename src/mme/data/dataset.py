@@ -69,8 +69,8 @@ REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "i
 MAX_ATTEMPTS = 10
 CACHE_PROBES = 64
 """How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
-files reads the settings of, and the start of a run judges for files an earlier mme made (every one where fewer:
-:meth:`PretrainDataset.cache_probes`)."""
+files reads the settings of, and the start of a run judges for files each read fails (unreadable, or made by an
+earlier mme) and for settings it cannot read (every one where fewer: :meth:`PretrainDataset.cache_probes`)."""
 
 
 @dataclass
@@ -629,38 +629,28 @@ class PretrainDataset(_VideoDataset):
                 check_orientation(meta, found, reader.turn)
 
     @functools.cached_property
-    def probed_metas(self) -> list[tuple[str, str, dict]]:
-        """The video path, cache file and meta of each probed video (:meth:`cache_probes`) whose cache file is
-        readable (an unreadable one is the dataset's failure of its video), in the list's order. Read once, as
-        :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice again."""
-        from mme.motion.cache import cache_meta
+    def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None]]:
+        """The video path and cache file of each probed video (:meth:`cache_probes`), in the list's order, with the
+        file's meta and why each read fails it before its settings count
+        (:func:`~mme.motion.cache.cache_meta_and_refusal`). Read once, as :attr:`cache_lookup` is made once: each
+        failure check past the fraction gives the advice again."""
+        from mme.motion.cache import cache_meta_and_refusal
 
-        metas = []
-        for path, found in self.cache_probes():
-            try:
-                metas.append((path, found, cache_meta(found)))
-            except MMEError:
-                continue
-        return metas
+        return [(path, found, *cache_meta_and_refusal(found)) for path, found in self.cache_probes()]
 
     @property
     def current_probes(self) -> list[tuple[str, str, dict]]:
-        """Those of :attr:`probed_metas` whose cache file this mme made (not :func:`~mme.motion.cache.stale`, which
-        every read fails as its video's failure before its settings count, and a resumed extraction makes again): the
+        """The video path, cache file and meta of each probed video whose cache file this mme made and can read: the
         files whose settings the run reads, judged on the first (:func:`mme.train.pretrain.check_cache`), and a
         resumed extraction compares its settings with."""
-        from mme.motion.cache import stale
-
-        return [(path, found, meta) for path, found, meta in self.probed_metas if stale(meta) is None]
+        return [(path, found, meta) for path, found, meta, why in self._probe_reads if why is None]
 
     @property
-    def stale_probes(self) -> list[tuple[str, str, dict, str]]:
-        """The video path, cache file, meta and :func:`~mme.motion.cache.stale` reason of each probed cache file
-        (:attr:`probed_metas`) made by an earlier mme, which training refuses and a resumed extraction makes again."""
-        from mme.motion.cache import stale
-
-        return [(path, found, meta, why) for path, found, meta in self.probed_metas
-                if (why := stale(meta)) is not None]
+    def refused_probes(self) -> list[tuple[str, dict | None, str]]:
+        """The cache file, meta (None: unreadable) and reason of each probed one that each read fails as its video's
+        failure before its settings count (unreadable, or made by an earlier mme), and a resumed extraction makes
+        again."""
+        return [(found, meta, why) for _, found, meta, why in self._probe_reads if why is not None]
 
     def _reads_cache_file(self, path: str, found: str, meta: dict) -> bool:
         """Whether this run reads the cache file ``found`` (of ``meta``) of the video at ``path``: its video's frames
@@ -701,13 +691,6 @@ class PretrainDataset(_VideoDataset):
                     f"files these videos lack with the settings of the cache's {held}, and resumes")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
-
-    def resume_command(self, meta: dict) -> str:
-        """The ``mme extract`` command that resumes the cache with the settings of a cache file of ``meta`` (and
-        makes again those an earlier mme made)."""
-        from mme.motion.cache import command_flags, resume_settings
-
-        return self.extract_command(command_flags(**resume_settings(meta, self.cfg.backend), overwrite=False))
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else

@@ -318,6 +318,18 @@ def cache_meta(path: str | Path) -> dict:
         return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
 
 
+def cache_meta_and_refusal(path: str | Path) -> tuple[dict | None, str | None]:
+    """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) and why each training read fails
+    it as its video's failure before its settings count (:func:`cached_tracks`): unreadable (damaged, truncated), or
+    made by an earlier mme (:func:`stale`); None where the read goes on to its settings. A resumed ``mme extract``
+    makes such a file again."""
+    try:
+        meta = cache_meta(path)
+    except VideoError as e:
+        return None, f"unreadable ({e.__cause__ or e})"
+    return meta, stale(meta)
+
+
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
     """Read and check one cache file, the records of ``starts`` only (clamped to the video; default all).
     A missing, truncated or foreign file is a VideoError naming it (so a dataset skips that video and reports

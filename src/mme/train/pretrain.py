@@ -27,7 +27,7 @@ import torch
 from mme.config import given_in, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
-from mme.errors import CheckpointError, DataError, MMEError, VideoError
+from mme.errors import CheckpointError, DataError, VideoError
 from mme.models.checkpoint import Checkpoint, load_state, run_model_config
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
@@ -36,12 +36,11 @@ from mme.models.masking import make_mask, masked_per_sample
 from mme.models.vit import checkpoint_blocks, count_parameters
 from mme.motion.cache import (
     cache_backend,
-    cache_meta,
+    cache_meta_and_refusal,
     check_settings,
     extract_flags,
     extract_flags_as_fine,
     same_frames,
-    stale,
 )
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
@@ -73,17 +72,16 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     than ``data.max_failure_fraction`` lets the run skip, or of all of them
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
     on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
-    stopped part-way, are the dataset's failures), or holds too many files an earlier mme made (:func:`_check_stale`),
-    or whose first file of those probed that this mme made and can read
-    (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once: an unreadable or stale file is its video's
-    failure at each read, before its settings count) was extracted with settings the run cannot read
-    (:func:`~mme.motion.cache.check_settings`, and the orientation of its video:
-    :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's files, model
-    and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of
-    the frames its ``--backend`` read: say so where these differ from the run's (judged on that file), so that the
-    run's config is not read as its tracks' flow, and a decoder that reads other frames is seen; and where its tracks
-    are coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel, hog), as a resumed run
-    whose config holds a cache it does not read, checks nothing of it."""
+    stopped part-way, are the dataset's failures), or holds too many files each read fails before their settings
+    count (unreadable, or made by an earlier mme: :func:`_check_refused_files`), or whose first file of those probed
+    that this mme made and can read (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was
+    extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`, and the orientation of its
+    video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's files,
+    model and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not
+    ``target.flow``, of the frames its ``--backend`` read: say so where these differ from the run's (judged on that
+    file), so that the run's config is not read as its tracks' flow, and a decoder that reads other frames is seen;
+    and where its tracks are coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel,
+    hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
         return
@@ -104,7 +102,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         beyond = "" if every else counted + fraction
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
-    _check_stale(cfg, dataset)
+    _check_refused_files(cfg, dataset)
     if not dataset.current_probes:  # (an unreadable or stale cache file is reported per video by the dataset)
         return
     path, found, meta = dataset.current_probes[0]
@@ -127,46 +125,42 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
 
 
-def _check_stale(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
-    """Refuse a track cache whose files an earlier mme made (:func:`~mme.motion.cache.stale`, which every read of one
-    refuses) where they, with the files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before
-    the run's flow warning and first step. Judged on the probed files
+def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
+    """Refuse a track cache whose files each read fails as its video's failure before their settings count
+    (:func:`~mme.motion.cache.cache_meta_and_refusal`: unreadable, or made by an earlier mme) where they, with the
+    files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before the run's flow warning and
+    first step (the run would stop at its first batch). Judged on the probed files
     (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``),
-    and, where their share of a larger cache would pass the fraction, on every file's header (a few stale files among
+    and, where their share of a larger cache would pass the fraction, on every file's header (a few such files among
     the probed ones of a large cache may be fewer than the fraction)."""
-    stale_probed = dataset.stale_probes
-    if not stale_probed:
+    refused = dataset.refused_probes
+    if not refused:
         return
     files = [found for found in dataset.cache_lookup.files if found is not None]
     probed = {found for _, found in dataset.cache_probes()}
     lacking = len(dataset.cache_lookup.lacking)
-    count = len(stale_probed)
+    unreadable = sum(meta is None for _, meta, _ in refused)
+    made_before = len(refused) - unreadable
     if len(probed) < len(files):
-        if not dataset.too_many_failures(lacking + round(count * len(files) / len(probed))):
+        if not dataset.too_many_failures(lacking + round(len(refused) * len(files) / len(probed))):
             return
-        log.info("target.cache_dir %s: reading the headers of its %d files to count those an earlier mme made",
+        log.info("target.cache_dir %s: reading the headers of its %d files to count those the run cannot read",
                  cfg.target.cache_dir, len(files))
-        count += sum(_made_by_an_earlier_mme(found) for found in files if found not in probed)
+        for meta, why in (cache_meta_and_refusal(found) for found in files if found not in probed):
+            unreadable += meta is None
+            made_before += meta is not None and why is not None
+    count = unreadable + made_before
     if not dataset.too_many_failures(lacking + count):
         return
-    of = f"{count} of its {len(files)}"
+    kinds = {"are unreadable": unreadable, "were made by an earlier mme": made_before}
+    are = " or ".join(f"{kind} ({n})" if unreadable and made_before else kind for kind, n in kinds.items() if n)
     also = f", with the {lacking} it lacks" if lacking else ""
     beyond = (f"{also}, more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
-    _, found, meta, why = stale_probed[0]
-    remake = dataset.resume_command(meta)
-    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {of} track cache files of the videos of "
-                    f"{cfg.data.list_file} were made by an earlier mme{beyond}, which this run does not read (the "
-                    f"first, {found}: {why}); `{remake}` makes them again with their settings, and resumes")
-
-
-def _made_by_an_earlier_mme(found: str) -> bool:
-    """Whether the cache file ``found`` is :func:`~mme.motion.cache.stale` (an unreadable one is its video's failure,
-    counted as the run meets it)."""
-    try:
-        return stale(cache_meta(found)) is not None
-    except MMEError:
-        return False
+    found, _, why = refused[0]
+    raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
+                    f"videos of {cfg.data.list_file} {are}{beyond}, which each read fails as its video's failure (the "
+                    f"first, {found}: {why}); a resumed mme extract makes them again: {dataset.extract_advice()}")
 
 
 def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
