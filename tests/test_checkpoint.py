@@ -565,6 +565,23 @@ def test_load_encoder_weights_into_a_classifier_drops_the_pretrained_final_norm(
     assert torch.equal(clf.encoder.blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
 
 
+def test_loading_a_model_leaves_the_callers_global_generator_as_it_was(mae, tmp_path):
+    """load_model / load_encoder built the module of a checkpoint with its default initial weights, drawn from the
+    global generator before the file's replaced them: a notebook seeded, loaded a model and drew other numbers
+    than its seed gives. The module is built under a fork of the generator: the same weights, the caller's state
+    as it was."""
+    paths = [save_pretrained(mae, tmp_path / "pre"),
+             save_pretrained(VideoClassifier(ModelConfig(**TINY), num_classes=4), tmp_path / "clf")]
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    for load in (load_model, load_encoder):
+        for path in paths:
+            torch.manual_seed(0)
+            load(path)
+            assert torch.equal(torch.rand(3), expected), (load.__name__, path.name)
+    assert torch.equal(load_encoder(paths[0]).blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
+
+
 def test_exports_that_hf_cannot_represent_are_refused(mae, tmp_path):
     scaled = VisionTransformer(ModelConfig(**TINY, layer_scale_init=0.1))
     with pytest.raises(CheckpointError, match="no layer scale"):

@@ -570,3 +570,24 @@ def test_scored_videos_of_a_class_the_train_list_lacks_are_warned_about(synth, t
         f"cannot be right"]
     assert said["train.txt"] == []
     assert counts[0] > 0 and counts[1] > 0
+
+
+def test_a_probe_leaves_the_callers_global_generator_as_it_was(synth, tmp_path):
+    """run_probe (and embed under it) drew from the global generator: the encoder's default initial weights before
+    the checkpoint's replaced them, each test loader's seed for its workers, the linear head's default initial
+    weights before they were zeroed. A notebook that seeded torch drew other numbers after a probe than its seed
+    gives; now it draws the same."""
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    r = synth.root
+    result = run_probe(ckpt, r / "train.txt", tmp_path / "p", test_list=str(r / "test.txt"), root=str(r), stride=2,
+                       k=3, num_workers=0, precision="fp32", progress=False, weight_decays=(1e-3, 1e-1))
+    assert result["linear"]["num_samples"] == result["knn"]["num_samples"] == 12
+    assert torch.equal(torch.rand(3), expected)

@@ -71,7 +71,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay:
                max_iter: int = 500) -> torch.nn.Linear:
     """Multinomial logistic regression on standardised ``x (N, D)``: mean cross-entropy + ``weight_decay`` ·
     ½‖W‖², minimised full-batch by L-BFGS with a strong-Wolfe line search (deterministic, no lr to tune)."""
-    head = torch.nn.Linear(x.shape[1], num_classes)
+    head = torch.nn.utils.skip_init(torch.nn.Linear, x.shape[1], num_classes)  # (no draw of the caller's generator)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
     opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20,

@@ -269,8 +269,10 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
 
     guarded = GuardedTestSet(dataset)
     subset = guarded if indices is None else Subset(guarded, list(indices))
+    # (a test's views draw nothing: the loader's seed for its workers comes from a generator of its own, not the
+    # caller's global one)
     loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
-                        worker_init_fn=ignore_in_worker)
+                        worker_init_fn=ignore_in_worker, generator=torch.Generator())
     failed, world = 0, get_world_size()
     counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"
     bar = tqdm(start_workers(loader), desc=counted, unit="batch", disable=not progress, total=len(loader))

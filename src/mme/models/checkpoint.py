@@ -770,9 +770,10 @@ encoder saved without its ``fc_norm``)."""
 
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
     """The module ``ck`` holds, with its weights loaded, in eval mode (as ``from_pretrained``'s), and what ``ck``
-    records beside it as ``mme_record`` (:data:`RECORD`). The fields it took on trust are said in a warning, naming
-    how to give them: ``ck.given_as`` (a field's flag or config key in the command that read it; keyword arguments
-    of the same names where it read none, in Python), or mme export's flags for the others."""
+    records beside it as ``mme_record`` (:data:`RECORD`); built without advancing the caller's global generator.
+    The fields it took on trust are said in a warning, naming how to give them: ``ck.given_as`` (a field's flag or
+    config key in the command that read it; keyword arguments of the same names where it read none, in Python), or
+    mme export's flags for the others."""
     if ck.assumed:
         given_as = ck.given_as
         values = ", ".join(f"{k}={getattr(ck.cfg, k)}" for k in ck.assumed)
@@ -787,13 +788,14 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
-    if ck.kind == "mae":
-        model = MaskedAutoencoder(ck.cfg, ck.heads)
-        _encoder(ck, model.encoder)
-    elif ck.kind == "classifier":
-        model = VideoClassifier(ck.cfg, **ck.classifier)
-    else:
-        model = _encoder(ck)
+    with torch.random.fork_rng(devices=[]):  # (its initial weights, replaced: the caller's generator left as it was)
+        if ck.kind == "mae":
+            model = MaskedAutoencoder(ck.cfg, ck.heads)
+            _encoder(ck, model.encoder)
+        elif ck.kind == "classifier":
+            model = VideoClassifier(ck.cfg, **ck.classifier)
+        else:
+            model = _encoder(ck)
     load_state(model, ck.state, ck.source, strict)
     model.mme_record = {name: getattr(ck, name) for name in RECORD}
     return model.eval()
