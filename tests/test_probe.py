@@ -591,3 +591,33 @@ def test_a_probe_leaves_the_callers_global_generator_as_it_was(synth, tmp_path):
                        k=3, num_workers=0, precision="fp32", progress=False, weight_decays=(1e-3, 1e-1))
     assert result["linear"]["num_samples"] == result["knn"]["num_samples"] == 12
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_probe_reads_its_checkpoint_once_and_says_its_warnings_once(synth, tmp_path, monkeypatch, caplog):
+    """mme probe read the checkpoint and built its encoder once per split, so a file that records no run had its
+    warning said once per split (three times with train, val and test), and a large checkpoint was read as often.
+    It is read once, before the first split, and every split embeds with that encoder."""
+    import logging
+
+    from mme.models import checkpoint
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")  # records no run
+    reads, read = [], checkpoint.read_checkpoint
+
+    def counted(path, *args, **kwargs):
+        reads.append(path)
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "read_checkpoint", counted)
+    r = synth.root
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        result = run_probe(ckpt, r / "train.txt", tmp_path / "p", test_list=str(r / "test.txt"), root=str(r),
+                           stride=2, k=3, num_workers=0, precision="fp32", progress=False, weight_decays=(1e-3,))
+    assert reads == [ckpt]
+    said = [rec.getMessage() for rec in caplog.records if "records no run" in rec.getMessage()]
+    assert len(said) == 1 and said[0].endswith("taken on trust: orientation coded; give them with --orientation")
+    assert result["splits"]["train"]["videos"] == result["splits"]["test"]["videos"] == 12

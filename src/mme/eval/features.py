@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from mme.utils import (
     write_safetensors,
     writing,
 )
+
+if TYPE_CHECKING:
+    from mme.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -601,12 +604,34 @@ def check_decoding(backend: str = "pyav", device: str = "auto", index_dir: str |
     return choose_device(device, rank_on_node(), "--device")
 
 
+class EncoderRead(NamedTuple):
+    """A checkpoint read for embedding (:func:`read_encoder`): the file read, its encoder, and the views of its
+    clips (stride, segments, orientation: as given, else as its run read them)."""
+    checkpoint: Checkpoint
+    encoder: torch.nn.Module
+    stride: int | None
+    segments: bool
+    orientation: str
+
+
+def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_frames: int | None = None,
+                 stride: int | None = None, segments: bool = False, orientation: str | None = None) -> EncoderRead:
+    """The checkpoint :func:`embed` embeds with, read and its encoder built, with the options of the same names
+    (what it takes on trust said once); mme probe reads it once for all its splits."""
+    from mme.models.checkpoint import CLIP, build_model, read_checkpoint
+
+    ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
+                         given_as={k: flag(k) for k in CLIP})
+    encoder = build_model(ck)
+    return EncoderRead(ck, encoder, *ck.run_views(stride, segments, orientation, "embed"))
+
+
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
           orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
           num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True,
-          judged: bool = False) -> Path:
+          judged: bool = False, read: EncoderRead | None = None) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -618,8 +643,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     that a long video's views seek from its first read; ``img_size`` / ``num_frames``: the clip the encoder is built
     for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
-    ``judged``: they were judged so already (mme probe judges its features files before it embeds any split)."""
-    from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
+    ``judged``: they were judged so already (mme probe judges its features files before it embeds any split);
+    ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split)."""
+    from mme.models.checkpoint import checkpoint_files
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
 
@@ -643,10 +669,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                         index_dir)
     info = dist.init_distributed(on)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
-        ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
-                             given_as={k: flag(k) for k in CLIP})
-        encoder = build_model(ck)
-        stride, segments, orientation = ck.run_views(stride, segments, orientation, "embed")
+        ck, encoder, stride, segments, orientation = read or read_encoder(
+            checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
+            orientation=orientation)
         dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
                                                     ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,

@@ -214,7 +214,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes, untrained_classes
-    from mme.eval.features import check_decoding, embed, read_features, refuse_unowned
+    from mme.eval.features import check_decoding, embed, read_encoder, read_features, refuse_unowned
     from mme.train import distributed as dist
 
     seed = check_seed(seed, "--seed")
@@ -223,8 +223,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                           "(mme embed makes the features alone)")
     if knn:
         check_knn(k, temperature, weighting)
-    check_decoding(**{name: value for name, value in embed_kwargs.items()
-                      if name in ("backend", "device", "index_dir")})
+    on = check_decoding(**{name: value for name, value in embed_kwargs.items()
+                           if name in ("backend", "device", "index_dir")})
     out_dir = check_output(out_dir, "--out", folder=True, make=False)  # made by embed, the checkpoint read
     splits = {"train": train_list, "val": val_list, "test": test_list}
     names = read_classes(classes, "--classes") if classes else None
@@ -238,9 +238,13 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     for path in features.values():  # before any embedding: mme embed's files (a cache, damaged) alone are replaced
         refuse_unowned(path, probe_out=out_dir)
+    dist.init_distributed(on)
+    with dist.agreed():  # read once for every split (its warnings said once), by each rank
+        read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
+            "img_size", "num_frames", "stride", "segments", "orientation")})
     data, info = {}, {}
     for split, path in features.items():
-        embed(checkpoint, splits[split], path, judged=True, **embed_kwargs)
+        embed(checkpoint, splits[split], path, judged=True, read=read, **embed_kwargs)
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
