@@ -181,6 +181,31 @@ def test_rows_of_an_unlabelled_list_are_refused_with_their_rows_named():
         knn_classify(x, y, x, unlabelled)
 
 
+def test_labels_beyond_the_classes_given_are_refused_naming_both():
+    """linear_probe / knn_classify trusted num_classes: a label past it was a bare IndexError of cross_entropy or a
+    RuntimeError of the kNN's vote, and a test label past it widened the linear probe's head unsaid (4 classes
+    reported for num_classes=3). Now a DataError names num_classes and the largest label; class_names must name as
+    many classes, and give their count where num_classes is not given."""
+    x, y = separable(60, classes=4)
+    beyond = r"^{}: num_classes=3, but the largest label is 3; labels must be 0 \.\. 2$"
+    fast = dict(weight_decays=(1e-3,), max_iter=20)
+    below_3 = y[:40] < 3
+    for tx, ty in ((x[:40], y[:40]), (x[:40][below_3], y[:40][below_3])):  # label 3 in train and test, in test alone
+        with pytest.raises(DataError, match=beyond.format("linear probe")):
+            linear_probe(tx, ty, test_x=x[40:], test_y=y[40:], num_classes=3, **fast)
+        with pytest.raises(DataError, match=beyond.format("kNN")):
+            knn_classify(tx, ty, x[40:], y[40:], num_classes=3)
+    names = ["a", "b", "c", "d"]
+    with pytest.raises(DataError, match=r"^kNN: class_names has 4 names for num_classes=5; give one name per class$"):
+        knn_classify(x[:40], y[:40], x[40:], y[40:], num_classes=5, class_names=names)
+    with pytest.raises(DataError, match=r"^linear probe: class_names names 3 classes, but the largest label is 3; "):
+        linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], class_names=names[:3], **fast)
+    r = knn_classify(x[:40], y[:40], x[40:], y[40:], num_classes=4, class_names=names, k=5)
+    assert r["class_names"] == names and len(r["confusion_matrix"]) == 4
+    wider = linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], num_classes=6, **fast)  # classes unseen: kept
+    assert len(wider["confusion_matrix"]) == 6 and wider["num_samples"] == 20
+
+
 # ---- mme probe end to end on synthetic videos ----------------------------------------------------------------
 
 

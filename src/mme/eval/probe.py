@@ -48,6 +48,24 @@ def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _num_classes(method: str, num_classes: int | None, class_names: list[str] | None,
+                 labels: list[torch.Tensor]) -> int:
+    """The classes of a probe: ``num_classes``, else as many as ``class_names``, else 1 + the largest label; a
+    DataError where a label is beyond them or ``class_names`` names another count (a label past num_classes was a
+    bare IndexError, or widened the linear probe's head unsaid)."""
+    largest = max((int(y.max()) for y in labels if len(y)), default=-1)
+    if num_classes is None and class_names is None:
+        return largest + 1
+    if num_classes is not None and class_names is not None and len(class_names) != num_classes:
+        raise DataError(f"{method}: class_names has {len(class_names)} names for num_classes={num_classes}; give one "
+                        "name per class")
+    count = len(class_names) if num_classes is None else num_classes
+    if largest >= count:
+        given = f"num_classes={count}" if num_classes is not None else f"class_names names {count} classes"
+        raise DataError(f"{method}: {given}, but the largest label is {largest}; labels must be 0 .. {count - 1}")
+    return count
+
+
 def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std ``(D,)`` of ``x (N, D)``; apply as ``(x - mean) / std``."""
     return x.mean(0), x.std(0, unbiased=False).clamp_min(eps)
@@ -100,7 +118,8 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     confusion matrix of the evaluated split (see ``classification_report``), plus ``weight_decay`` (chosen),
     ``val_top1`` per candidate, ``evaluated_on``, ``num_fit`` (the rows the reported head was fitted on: train ∪
     val where a test split is given) and ``num_select_train`` / ``num_select_val`` (the rows each λ was fitted on
-    and scored on)."""
+    and scored on). Labels run 0 .. ``num_classes`` - 1 (default: as many as ``class_names``, else 1 + the largest
+    label; a DataError where a label is beyond them)."""
     tx, ty = _as_tensors(train_x, train_y, "train")
     if val_x is None:
         tr, va = stratified_split(ty, val_fraction, seed)
@@ -110,10 +129,9 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
         (tx, ty), (vx, vy), carved = (tx[tr], ty[tr]), (tx[va], ty[va]), True
     else:
         (vx, vy), carved = _as_tensors(val_x, val_y, "val"), False
-    C = num_classes or int(max(ty.max(), vy.max()) + 1)
     if test_x is not None:
         ex, ey = _as_tensors(test_x, test_y, "test")
-        C = max(C, int(ey.max()) + 1)
+    C = _num_classes("linear probe", num_classes, class_names, [ty, vy] + ([ey] if test_x is not None else []))
 
     mean, std = standardizer(tx)
     sx, svx = (tx - mean) / std, (vx - mean) / std
@@ -151,12 +169,12 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
                  class_names: list[str] | None = None) -> dict[str, Any]:
     """kNN on cosine similarity of standardised features. ``weighting``: 'softmax' (vote weight
     ``exp(sim / temperature)``, DINO) or 'majority' (weight 1, a tie going to the nearer class by summed
-    similarity). ``k`` is capped at the number of train rows.
+    similarity). ``k`` is capped at the number of train rows; classes as :func:`linear_probe`'s.
     Returns the ``classification_report`` of the test split plus ``k``, ``weighting``, ``temperature``."""
     check_knn(k, temperature, weighting)
     tx, ty = _as_tensors(train_x, train_y, "train")
     ex, ey = _as_tensors(test_x, test_y, "test")
-    C = num_classes or int(max(ty.max(), ey.max()) + 1)
+    C = _num_classes("kNN", num_classes, class_names, [ty, ey])
     k = min(k, len(tx))
     mean, std = standardizer(tx)
     bank = F.normalize((tx - mean) / std, dim=1)  # (N_train, D)
