@@ -292,11 +292,11 @@ def _read_earlier(job: Any) -> str | None:
            "or files refused)"
 
 
-def _finished(out: Path, fingerprint: dict[str, Any], sidecar: _Sidecar) -> dict[str, Any] | None:
-    """The ``sidecar`` of ``out`` (as the command read it) when it holds the features of exactly this job
-    (checkpoint and list unchanged since) and the state of every row's video, and ``out`` (and its token file when
-    tokens are asked for) a row for each video, else None (with a warning when the files are damaged)."""
-    info = _embed_info(sidecar.text) if out.is_file() else None
+def _finished(out: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The sidecar of ``out`` when it holds the features of exactly this job (checkpoint and list unchanged since)
+    and the state of every row's video, and ``out`` (and its token file when tokens are asked for) a row for each
+    video, else None (with a warning when the files are damaged)."""
+    info = _embed_sidecar(out) if out.is_file() else None
     if info is None or info.get("unfinished") or _job(info.get("job")) != fingerprint:
         if info is not None and (earlier := _read_earlier(info["job"])):
             log.info("embed: %s %s; embedding it again", out, earlier)
@@ -450,14 +450,12 @@ def _unowned_files(out: Path, tokens: bool, sidecar: bytes | None) -> list[Path]
     return [p for p in present if p not in ours]
 
 
-def refuse_unowned(out: Path, tokens: bool = False, overwrite: bool = False, probe_out: Path | None = None,
-                   sidecar: _Sidecar | None = None) -> None:
+def refuse_unowned(out: Path, tokens: bool = False, overwrite: bool = False, probe_out: Path | None = None) -> None:
     """Unless ``overwrite``, a ConfigError naming the files at ``out`` that mme embed did not write
     (:func:`_unowned_files`), before any embedding; mme embed's own with a damaged or missing sidecar
     (:func:`_sidecar_damage`) are warned about and made again. ``probe_out``: the --out of mme probe, in whose
-    features/ folder ``out`` is (mme probe has no --overwrite: the way on is to move them). ``sidecar``: the
-    sidecar of ``out`` as the caller read it (:func:`_read_sidecar`; None: read here), which every check goes by."""
-    sidecar = sidecar or _read_sidecar(out)
+    features/ folder ``out`` is (mme probe has no --overwrite: the way on is to move them)."""
+    sidecar = _read_sidecar(out)  # (once: the checks below all go by it)
     if damage := _sidecar_damage(out, sidecar):
         log.warning("embed: %s, beside the features mme embed wrote in %s; making them again", damage, out.name)
         return
@@ -657,11 +655,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         ("--crops", crops, 1), ("--workers", num_workers, 0)))
     on = check_decoding(backend, device, index_dir)
     check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
-    # read once for the checks of ownership and of a finished job; write_features reads it again as it writes, under
-    # the partial folder's lock (another job on this --out may have finished before this one took it)
-    sidecar = _read_sidecar(out)
     if not judged:
-        refuse_unowned(out, tokens, overwrite, sidecar=sidecar)
+        refuse_unowned(out, tokens, overwrite)
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
         if not any(Path(index_dir).iterdir()):
@@ -689,7 +684,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                        # (files embedded before a checkpoint's LayerNorm eps was read stay this job's at the default)
                        **({"norm_eps": encoder.cfg.norm_eps} if encoder.cfg.norm_eps != DEFAULT_NORM_EPS else {})}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
-        finished = _finished(out, fingerprint, sidecar)
+        finished = _finished(out, fingerprint)
     if finished is not None:
         changed = set(np.flatnonzero(np.asarray(finished["states"]) != states).tolist())
         failed = {f["index"] for f in finished["failures"]}
