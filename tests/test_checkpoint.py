@@ -1635,21 +1635,3 @@ def test_a_hf_layer_norm_eps_is_honoured_and_written_back(tmp_path):
     del meta["model"]["norm_eps"]  # as written before the field
     (old / "config.json").write_text(json.dumps(meta))
     assert load_model(old).encoder.blocks[0].norm1.eps == 1e-6
-
-
-def test_the_generators_state_leaves_cuda_uninitialised(monkeypatch):
-    """A job takes the generators' states at its start, before its rank chooses its GPU: reading CUDA's there would
-    initialise CUDA on every GPU of the node (here: a node with GPUs where nothing has used CUDA yet)."""
-    from mme.train.checkpoint import rng_state, set_rng_state
-
-    def initialises(*args):
-        raise AssertionError("CUDA's generators read before CUDA was initialised")
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", initialises)
-    state = rng_state()
-    assert state["cuda"] == []
-    torch.rand(3)
-    set_rng_state(state)  # the CPU generators given back all the same
-    assert torch.equal(torch.get_rng_state(), state["torch"])

@@ -189,14 +189,12 @@ def latest_valid(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The global generators' states as tensors / plain values (weights_only-loadable). CUDA's only once CUDA is
-    initialised: reading them initialises it on every GPU of the node, which a job's start (before its rank has
-    chosen its GPU) and a CPU run must not do."""
+    """The global generators' states as tensors / plain values (weights_only-loadable)."""
     np_state = np.random.get_state()
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": [version, list(internal), gauss],
     }
