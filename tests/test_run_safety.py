@@ -153,6 +153,24 @@ def test_a_run_inside_a_folder_its_caller_holds_leaves_that_folder_held(synth, t
         unlock_folder(outer)
 
 
+def test_a_run_inside_a_process_group_its_caller_started_leaves_that_group_up(synth, tmp_path):
+    """A script under torchrun that starts its process group, then calls ``pretrain()``: the run's end destroyed the
+    caller's group, whose next collective failed ("Default process group has not been initialized"). The run's end
+    leaves only a group the run started (a group of one rank here, started by the test)."""
+    import torch.distributed as td
+
+    td.init_process_group("gloo", rank=0, world_size=1, store=td.HashStore())
+    try:
+        assert run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=1", FP32).step == 1
+        assert td.is_initialized()
+        total = torch.tensor([3.0])
+        td.all_reduce(total)  # the caller's own collective
+        assert total.item() == 3.0
+    finally:
+        if td.is_initialized():  # not for the later tests of this process
+            td.destroy_process_group()
+
+
 def test_a_folder_whose_lock_file_was_replaced_is_no_longer_written_by_its_job(tmp_path):
     """Only the .lock made anew (the folder kept): the job's checkpoints, rotation and partial results of an embedding
     refuse it, removing and writing nothing; a folder this process does not lock is not checked."""

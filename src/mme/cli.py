@@ -683,7 +683,7 @@ def _main(argv: list[str] | None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from mme.errors import ConfigError, MMEError, ProcessLost
-    from mme.utils import launch_ranks
+    from mme.utils import launch_ranks, process_group_up
 
     # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
     try:
@@ -701,7 +701,7 @@ def _main(argv: list[str] | None) -> int:
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
     from mme.train.interrupts import Terminated, sigterm_as_interrupt
 
-    group_before = _process_group_up()
+    group_before = process_group_up()
     # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
     who = f"mme {args.command}" + (f" (rank {rank})" if rank else "")
     try:
@@ -722,15 +722,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"{who}: {how}; what was written is kept ({_resumes(args.command)})", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:
-        if _process_group_up() and not group_before:  # the command joined it (under torchrun): leave it, as
-            from mme.train.distributed import shutdown  # gloo's teardown at exit with it up sometimes aborted a rank
+        # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it): leave
+        # it, as gloo's teardown at exit with it up sometimes aborted a rank
+        if process_group_up() and not group_before:
+            from mme.train.distributed import shutdown
             shutdown()
-
-
-def _process_group_up() -> bool:
-    """Whether torch.distributed's process group is up, without importing torch for the commands that need none."""
-    d = sys.modules.get("torch.distributed")
-    return d is not None and d.is_available() and d.is_initialized()
 
 
 if __name__ == "__main__":

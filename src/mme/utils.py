@@ -740,6 +740,14 @@ def launch_ranks() -> tuple[int, int]:
     return rank, world
 
 
+def process_group_up() -> bool:
+    """Whether torch.distributed's process group is up, without importing torch for the commands that need none.
+    Taken before a job or command joins the group (under torchrun), it says whether the group is its caller's: the
+    job leaves only a group it joined itself."""
+    d = sys.modules.get("torch.distributed")
+    return d is not None and d.is_available() and d.is_initialized()
+
+
 FOLDER_LOCK = ".lock"
 
 

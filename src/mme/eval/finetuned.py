@@ -221,7 +221,7 @@ class FinetuneResult:
     """Final multi-view reports by split name ('val', 'test')."""
     seconds: float
     rank: int
-    """This process's rank (the process group is gone when the result is returned)."""
+    """This process's rank (a process group the run started is gone when the result is returned)."""
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:

@@ -49,7 +49,7 @@ from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
-from mme.utils import held_folders, unlock_folder
+from mme.utils import held_folders, process_group_up, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +133,22 @@ class Run:
 class Before:
     """What a job (a run, ``task.eval_only``) changes in the process, as it was at the job's start
     (:func:`before_job`), for :func:`finish` to give back: a run seeds the global generators for its weights and
-    dropout (a resumed one sets them all from its checkpoint) and sets the intra-op threads, so a library caller's
-    later draws and threads would be the run's."""
+    dropout (a resumed one sets them all from its checkpoint), sets the intra-op threads and, under torchrun, starts
+    the process group where none is up, so a library caller's later draws and threads would be the run's."""
 
     held: frozenset[Path]
     """The folders the process held (:func:`mme.utils.held_folders`): a caller's, as mme demo's --out, stay held."""
     threads: int
     rng: dict
     """The global generators' states: torch's, CUDA's, numpy's, Python's (:func:`~mme.train.checkpoint.rng_state`)."""
+    group_up: bool
+    """A process group was up (:func:`mme.utils.process_group_up`): the caller's (a script under torchrun that started
+    it, then calls ``pretrain()``), which the job joins as it is and leaves up for the caller's own collectives."""
 
 
 def before_job() -> Before:
     """The process as a job finds it: take it first thing, and pass it to :func:`finish` however the job ends."""
-    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state())
+    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
 
 
 def begin(cfg) -> Start:
@@ -188,16 +191,17 @@ def _kind(config: dict) -> str:
 
 def finish(run: Run | None, before: Before) -> None:
     """The end of every job, however it ends: unlock its folder (those the process holds and did not hold
-    ``before``: not a caller's, as mme demo's --out), leave the process group, and give the process back its threads
-    and its global generators' states (a library caller goes on with its own). The run's DDP wrapper goes first:
-    destroyed after the process group, its gloo threads and the interpreter deadlocked at exit (a finished 2-rank run
-    hung)."""
+    ``before``: not a caller's, as mme demo's --out), leave the process group it started (not a caller's: its script
+    goes on with its own collectives), and give the process back its threads and its global generators' states (a
+    library caller goes on with its own). The run's DDP wrapper goes first: destroyed after the process group, its
+    gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung)."""
     if run is not None:
         run.step_model = None
         gc.collect()
     for folder in held_folders() - before.held:
         unlock_folder(folder)
-    dist.shutdown()
+    if not before.group_up:
+        dist.shutdown()
     torch.set_num_threads(before.threads)
     ckpt.set_rng_state(before.rng)
 
