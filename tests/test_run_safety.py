@@ -678,6 +678,45 @@ def test_a_signal_after_the_loops_last_check_of_the_signals_says_no_step_follows
     assert _steps(out) == [2] and (out / "loss.png").is_file()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (before: the dropped exception)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_runs_teardown_ends_the_command_as_stopped(sig, synth, tmp_path, monkeypatch, capsys):
+    """A signal once the run has ended (its summary line printed), while ``engine.finish`` collects the run's
+    garbage: its KeyboardInterrupt or Terminated was raised inside a weakref callback of the garbage collector, which
+    dropped it ("Exception ignored ... Terminated"), and the command ended as finished, exit 0. The teardown records
+    it and ends, and the command ends as stopped, exit 130 / 143."""
+    import weakref
+
+    from mme import cli
+    from mme.train import engine
+    from mme.utils import held_folders
+
+    real_finish, callbacks = engine.finish, []
+
+    class Cycle:
+        pass
+
+    def finish_whose_collection_takes_a_signal(run, before):
+        garbage = Cycle()
+        garbage.itself = garbage  # freed by the collection alone
+        callbacks.append(weakref.ref(garbage, lambda _: signal.raise_signal(sig)))
+        del garbage
+        real_finish(run, before)
+
+    monkeypatch.setattr(engine, "finish", finish_whose_collection_takes_a_signal)
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=2",
+                                                                     "train.threads=1", FP32)])
+    printed = capsys.readouterr()
+    assert callbacks[0]() is None  # the collection ran the callback
+    how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+    assert code == 128 + sig and printed.err.splitlines()[-1] == (
+        f"mme pretrain: {how}; what was written is kept (the same command with --resume auto continues from the "
+        "run's newest checkpoint, if it wrote one)"), printed.err[-2000:]
+    assert json.loads(printed.out.splitlines()[-1])["step"] == 2 and _steps(out) == [2]
+    assert out.resolve() not in held_folders() and torch.get_num_threads() == threads  # the teardown went on
+
+
 def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(synth, tmp_path, monkeypatch):
     """``Interrupted.finished`` (a run that did all its steps, whose result a caller keeps) was also set on a stop at
     ``train.stop_after``, a run that ``--resume auto`` continues; whose line advised 'the same command with --resume

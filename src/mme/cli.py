@@ -13,6 +13,7 @@ import importlib
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -699,7 +700,7 @@ def _main(argv: list[str] | None) -> int:
     if args.verbose and not rank:  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
         logging.getLogger("mme").setLevel(logging.DEBUG)
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
-    from mme.train.interrupts import Terminated, sigterm_as_interrupt
+    from mme.train.interrupts import StageStops, Terminated, sigterm_as_interrupt
 
     group_before = process_group_up()
     # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
@@ -711,22 +712,32 @@ def _main(argv: list[str] | None) -> int:
             raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank would "
                               f"do all of its work, writing the same files); {', '.join(RANKED)} are the commands that "
                               f"share their work over ranks")
-        with sigterm_as_interrupt():
-            return int(args.func(args) or 0)
+        with sigterm_as_interrupt(), StageStops() as stops:
+            status = int(args.func(args) or 0)
+        if stops.received is None:
+            return status
+        # a signal whose exception was not raised: one during a job's teardown (engine.finish records it), or one
+        # Python dropped (raised in a garbage collector's callback)
+        return _stopped(who, args.command, stops.received)
     except MMEError as e:
         kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
         print(f"{who}: error: {e}{kept}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:
-        how = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
-        print(f"{who}: {how}; what was written is kept ({_resumes(args.command)})", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        return _stopped(who, args.command, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     finally:
         # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it): leave
         # it, as gloo's teardown at exit with it up sometimes aborted a rank
         if process_group_up() and not group_before:
             from mme.train.distributed import shutdown
             shutdown()
+
+
+def _stopped(who: str, command: str, signum: signal.Signals) -> int:
+    """Say that the command stopped on ``signum`` (SIGINT: Ctrl-C) and what is kept; its exit status."""
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
+    print(f"{who}: {how}; what was written is kept ({_resumes(command)})", file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

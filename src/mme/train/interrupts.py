@@ -64,7 +64,8 @@ class StageStops:
     KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
     handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
     by the garbage collector, which prints "Exception ignored") is still there for a command that checks
-    ``received`` between its stages. A training loop's :class:`StopRequests` takes them while a run trains."""
+    ``received`` between its stages. Under :func:`recorded_only` (a job's teardown) it is recorded alone. A training
+    loop's :class:`StopRequests` takes them while a run trains."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
@@ -74,6 +75,8 @@ class StageStops:
     def _catch(self, signum, frame) -> None:
         if os.getpid() == self._pid:  # (not in a forked worker, which handles it as before)
             self.received = self.received or signal.Signals(signum)
+            if _recorded_only:
+                return
         self._previous[signum](signum, frame)
 
     def __enter__(self) -> StageStops:
@@ -86,6 +89,24 @@ class StageStops:
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+_recorded_only = False
+"""Set by :func:`recorded_only`."""
+
+
+@contextlib.contextmanager
+def recorded_only() -> Iterator[None]:
+    """While entered, a signal that a :class:`StageStops` takes is recorded there and not raised, for the command
+    that entered it to end as stopped once its stage is over: a job's teardown (:func:`mme.train.engine.finish`),
+    where its exception would be raised inside the garbage collector's weakref callbacks, which drop it, or cut the
+    teardown short."""
+    global _recorded_only
+    before, _recorded_only = _recorded_only, True
+    try:
+        yield
+    finally:
+        _recorded_only = before
 
 
 class Terminated(KeyboardInterrupt):
