@@ -67,6 +67,8 @@ class ModelConfig:
     decoder_dim: int = 192
     decoder_depth: int = 1
     decoder_heads: int = 6
+    """Decoder attention heads. The presets set the encoder alone: the release's small model (``preset=small``) has
+    a 192-d decoder of 3 heads, ``model.decoder_heads=3``."""
     decoder_layer_scale_init: float = 0.0
     """Initial layer-scale value of the decoder blocks; 0 disables it (VideoMAE's ``init_values`` sets both)."""
     decoder_norm_eps: float = 1e-6
