@@ -1559,6 +1559,33 @@ def test_a_cache_of_an_earlier_tracker_is_made_again_and_refused_by_training(vid
     assert made.stat().st_mtime_ns == kept and fn(data.sample(0, np.random.default_rng(0)))["disp"].shape[1] == 3
 
 
+def test_a_stale_file_of_a_phone_video_turned_otherwise_is_its_videos_failure_not_the_runs(tmp_path):
+    """A file of tracker revision 1 records no orientation, so read as coded: where the run turns its phone video
+    otherwise, its read says it is stale (a VideoError the dataset skips and counts, as the start check counts it;
+    a re-run of extract makes it again), before its orientation (before: a ConfigError that stopped the run)."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_video(root / "phone.mp4", affine_video(12, 48, 64, dx=1.5, seed=6)[0],
+                display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+    (root / "list.txt").write_text("phone.mp4\n")
+    out = tmp_path / "cache"
+    assert cli(["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "3",
+                "--short-side", "48"]) == 0
+    made = cache_file(out, "phone.mp4")
+    c = read_cache(made)
+    save_tracks(made, c.disp, c.valid, None, {k: v for k, v in c.meta.items()
+                                              if k not in ("tracker", "orientation", "turn")})
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=48,
+                      orientation="display")
+    sample = PretrainDataset(data, track_length=3).sample(0, np.random.default_rng(0))
+    assert sample.source[3] == (True, True, False)  # the run turns it; the file was read as coded
+    m = ModelConfig(img_size=48, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=3, cache_dir=str(out)), m)
+    with pytest.raises(VideoError, match=r"phone\.mp4\.tracks: track cache \(its tracks were made by tracker "
+                                         r"revision 1, this mme's is 3; .*re-run mme extract"):
+        fn(sample)
+
+
 def test_a_revision_of_one_flow_makes_that_flows_files_stale_only():
     """Revision 3 changed torch-lk's tracks only (samples read outside the frame): its files of revision 2 are made
     again, a DIS file of revision 2 is still this mme's tracks (none of its work is redone)."""

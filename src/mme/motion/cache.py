@@ -620,14 +620,17 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
     another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
     re-encoded or re-downloaded copy) is a VideoError naming both, as is one whose tracks this mme would make
-    otherwise (:func:`stale`); one whose frames were turned otherwise than this run turns them
-    (:func:`check_orientation`), or extracted with settings this run cannot read (:func:`check_settings`: a lower
-    displacement bound, another compensation, fewer steps), a ConfigError."""
+    otherwise (:func:`stale`, judged first: a re-run of ``mme extract`` makes such a file again whatever else it
+    holds, so it is its video's failure, as the run's start check counts it); one whose frames were turned otherwise
+    than this run turns them (:func:`check_orientation`), or extracted with settings this run cannot read
+    (:func:`check_settings`: a lower displacement bound, another compensation, fewer steps), a ConfigError."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
     path = find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
+    if (why := stale(cached.meta)) is not None:  # before the checks of what it records (revision 1: no orientation)
+        raise video_error(path, "track cache", f"{why}; {REMADE}")
     made_from = (*cached.meta["src_size"], cached.num_starts)
     if sample.source is not None:  # the video's size, frames and display matrix, as the sample read them
         check_orientation(cached.meta, path, sample.source[3])
@@ -638,8 +641,6 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     if not same_source(cached.meta, sample.path):
         raise video_error(path, "track cache", f"made from another version of {sample.path} (same size and frame "
                                               f"count, other content); {REMADE}")
-    if (why := stale(cached.meta)) is not None:
-        raise video_error(path, "track cache", f"{why}; {REMADE}")
     check_settings(cached.meta, path, cfg, length, min(sample.geometry.out_w, sample.geometry.out_h))
     tracks = resample(cached, sample.starts, length, sample.geometry, seed_stride, cfg.max_disp, str(path))
     if cfg.prune:
