@@ -1292,6 +1292,55 @@ def test_a_track_cache_of_settings_the_run_cannot_read_is_refused_though_its_fir
         check_cache(cfg, pretrain_dataset(cfg))  # before: passed
 
 
+def test_a_cache_of_settings_the_run_cannot_read_beside_files_to_make_again_is_advised_what_makes_it_read(synth,
+                                                                                                        tmp_path):
+    """A cache of 2-step tracks under a run of 6, beside a damaged file (or a missing one), was refused for the file
+    to make again, advising a resumed extraction at the run's settings without --overwrite, which mme extract refused
+    for the 2-step files ("made with other settings"): the run refused again, a loop. The 2-step file is judged
+    first (the accurate line), and where files are missing the advice makes every file again (--overwrite, saying
+    why); followed as given, the run reads the cache."""
+    import re
+    import shlex
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:2]]
+    (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in videos))
+    (tmp_path / "part.txt").write_text(f"{videos[1]}\n")
+    for name, listed in (("damaged", "list.txt"), ("missing", "part.txt")):
+        extract_cache(str(tmp_path / listed), str(tmp_path / name), root=lists["data.root"], length=2, short_side=64)
+    cache_file(tmp_path / "damaged", videos[0]).write_bytes(b"damaged")
+    made = cache_file(tmp_path / "damaged", videos[1])
+
+    def check(cache: str):
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}",
+                                           f"data.root={lists['data.root']}", "data.max_failure_fraction=0"],
+                          tmp_path / "run", f"target.cache_dir={tmp_path / cache}", "target.track_length=6")
+        check_cache(cfg, pretrain_dataset(cfg))
+
+    with pytest.raises(ConfigError) as refused:  # before: DataError, 1 of its 2 files unreadable, and the loop
+        check("damaged")
+    assert str(refused.value) == f"target.track_length=6 but the track cache {made} holds only 2 steps"
+    with pytest.raises(DataError) as refused:
+        check("missing")
+    command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
+    assert str(refused.value).endswith(
+        f"more than data.max_failure_fraction=0.0 of them; the cache's files were made with settings this run cannot "
+        f"read (target.track_length=6 but the track cache {cache_file(tmp_path / 'missing', videos[1])} holds only 2 "
+        f"steps), and a resumed extraction refuses files of other settings; `{command}` makes every file again with "
+        "this run's settings")
+    assert command == (f"mme extract {tmp_path / 'list.txt'} --root {lists['data.root']} --out {tmp_path / 'missing'} "
+                       "--length 6 --short-side 224 --seed-stride 28 --flow dis-balanced --orientation coded "
+                       "--backend pyav --overwrite")
+    assert cli.main(shlex.split(command)[1:]) == 0  # before: refused, made with other settings (length 2 ...)
+    check("missing")
+
+
 def test_a_track_cache_is_judged_on_its_first_probed_file_the_run_reads_not_a_stale_one(synth, tmp_path, caplog):
     """The settings were judged on the first readable file of those probed, which may be one an earlier mme made
     (stale): each read fails such a file as its video's failure before its settings count, so a cache whose stale

@@ -652,28 +652,29 @@ class PretrainDataset(_VideoDataset):
         again."""
         return [(found, meta, why) for _, found, meta, why in self._probe_reads if why is not None]
 
-    def _reads_cache_file(self, path: str, found: str, meta: dict) -> bool:
-        """Whether this run reads the cache file ``found`` (of ``meta``) of the video at ``path``: its video's frames
-        turned as the run turns them (:meth:`check_cache_orientation`), with settings the run can read
-        (:func:`mme.motion.cache.check_settings`)."""
+    def _cache_file_refusal(self, path: str, found: str, meta: dict) -> str | None:
+        """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None: its
+        video's frames turned otherwise than the run turns them (:meth:`check_cache_orientation`), or settings the run
+        cannot read (:func:`mme.motion.cache.check_settings`)."""
         from mme.motion.cache import check_settings
 
         try:
             self.check_cache_orientation(meta, found, path)
             if self.track_length:  # (a target of no tracks reads none of its settings)
                 check_settings(meta, found, self.target_fn.cfg, self.track_length, self.cfg.img_size)
-        except MMEError:
-            return False
-        return True
+        except MMEError as e:
+            return str(e)
+        return None
 
     def extract_advice(self) -> str:
         """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
         of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of its
         files (:attr:`current_probes`), since a resumed extraction refuses files made with others, where the run
-        reads one of them; where it holds none the run reads, as this run reads them, at extract's default
-        ``--short-side``, or the run's clip size where larger (the coarse-cache warning's advice, without
-        ``--overwrite``). A cache whose files were made with other settings each (a mixed cache) no resumed extraction
-        takes: that command with ``--overwrite``, naming two of its files and their settings."""
+        reads one of them; where it holds none, as this run reads them, at extract's default ``--short-side``, or the
+        run's clip size where larger (the coarse-cache warning's advice, without ``--overwrite``). Where it holds
+        such files but the run reads none (2-step tracks under a run of 6), which that resumed extraction would refuse,
+        that command with ``--overwrite``, saying why the first is not read; and so for a cache whose files were made
+        with other settings each (a mixed cache, which no resumed extraction takes), naming two and their settings."""
         from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
 
         made = self.current_probes
@@ -685,10 +686,16 @@ class PretrainDataset(_VideoDataset):
                 return (f"the cache is mixed: {made[0][1]} was made with {said[0]}, {other} with {said[1]}, and a "
                         f"resumed extraction refuses files of other settings; `{self.extract_command(fine())}` makes "
                         f"every file again with this run's settings")
-        held = next((found for path, found, meta in made if self._reads_cache_file(path, found, meta)), None)
-        if held is not None:
-            return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track cache "
-                    f"files these videos lack with the settings of the cache's {held}, and resumes")
+        first_refusal = None
+        for path, found, meta in made:
+            if (refusal := self._cache_file_refusal(path, found, meta)) is None:
+                return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track "
+                        f"cache files these videos lack with the settings of the cache's {found}, and resumes")
+            first_refusal = first_refusal or refusal
+        if first_refusal is not None:
+            return (f"the cache's files were made with settings this run cannot read ({first_refusal}), and a resumed "
+                    f"extraction refuses files of other settings; `{self.extract_command(fine())}` makes every file "
+                    "again with this run's settings")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
 

@@ -72,12 +72,13 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     than ``data.max_failure_fraction`` lets the run skip, or of all of them
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
     on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
-    stopped part-way, are the dataset's failures), or holds too many files each read fails before their settings
-    count (unreadable, or made by an earlier mme: :func:`_check_refused_files`), or whose first file of those probed
-    that this mme made and can read (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was
-    extracted with settings the run cannot read (:func:`~mme.motion.cache.check_settings`, and the orientation of its
-    video: :func:`~mme.motion.cache.check_orientation`), as each read would at the first batch, after the run's files,
-    model and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not
+    stopped part-way, are the dataset's failures), or whose first file of those probed that this mme made and can
+    read (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with settings the run
+    cannot read (:func:`~mme.motion.cache.check_settings`, and the orientation of its video:
+    :func:`~mme.motion.cache.check_orientation`), or holds too many files each read fails before their settings count
+    (unreadable, or made by an earlier mme: :func:`_check_refused_files`, judged after the settings: their advice, a
+    resumed extraction, would be refused for files of other settings), as each read would at the first batch, after
+    the run's files, model and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not
     ``target.flow``, of the frames its ``--backend`` read: say so where these differ from the run's (judged on that
     file), so that the run's config is not read as its tracks' flow, and a decoder that reads other frames is seen;
     and where its tracks are coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel,
@@ -102,8 +103,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         beyond = "" if every else counted + fraction
         raise DataError(f"target.cache_dir {cache!r} {held} of the {len(dataset)} videos of {cfg.data.list_file} (the "
                         f"first: {dataset.path(lookup.lacking[0])}){unsought}{beyond}; {dataset.extract_advice()}")
-    _check_refused_files(cfg, dataset)
     if not dataset.current_probes:  # (an unreadable or stale cache file is reported per video by the dataset)
+        _check_refused_files(cfg, dataset)
         return
     path, found, meta = dataset.current_probes[0]
     remake = extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"])  # at the cache's
@@ -111,6 +112,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
                    dataset.extract_command(remake))
     with contextlib.suppress(VideoError):  # (a bad video: the dataset's failure)
         dataset.check_cache_orientation(meta, found, path)
+    _check_refused_files(cfg, dataset)  # after: its advice resumes with settings of files the run reads
     if meta["flow"] != cfg.target.flow:
         log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
                     "cache's)", cfg.target.cache_dir, meta["flow"], cfg.target.flow)
