@@ -990,6 +990,46 @@ def test_a_track_cache_of_unreadable_files_is_refused_before_any_work_as_stale_o
     check_cache(cfg, pretrain_dataset(cfg))
 
 
+def test_the_refused_files_of_a_list_that_repeats_videos_are_counted_per_entry_as_the_dataset_counts(synth,
+                                                                                                      tmp_path):
+    """A damaged file of a video listed 40 times of 100 entries was counted once per probe that met it (26 of the
+    64), its share estimated over the 6 distinct files: the start check passed a fraction of 0.3 and the run stopped
+    at its first steps, over the fraction. Refused files are counted per entry of the list, as the dataset counts
+    its failures (each file read once): refused past 0.3, passed at 0.4."""
+    import shutil
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    first = open(lists["data.list_file"]).read().split()[0]
+    (tmp_path / "one.txt").write_text(f"{first}\n")
+    extract_cache(str(tmp_path / "one.txt"), str(tmp_path / "made"), root=lists["data.root"], length=6,
+                  short_side=64)
+    entries = [0] * 40 + [1 + k % 5 for k in range(60)]
+    (tmp_path / "list.txt").write_text("".join(f"v/{i:03d}.mp4\n" for i in entries))
+    for i in range(6):
+        cache_file(tmp_path / "cache", f"v/{i:03d}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cache_file(tmp_path / "made", first), cache_file(tmp_path / "cache", f"v/{i:03d}.mp4"))
+    damaged = cache_file(tmp_path / "cache", "v/000.mp4")
+    damaged.write_bytes(b"damaged")
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path}",
+                                       "data.max_failure_fraction=0.3"], tmp_path / "run",
+                      f"target.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(DataError) as refused:  # before: passed (26 of the probes counted)
+        check_cache(cfg, pretrain_dataset(cfg))
+    assert str(refused.value).startswith(
+        f"target.cache_dir '{tmp_path / 'cache'}': 40 of its 100 track cache files of the videos of "
+        f"{tmp_path / 'list.txt'} (entries of the list: 6 files, some listed more than once) are unreadable, more than "
+        f"data.max_failure_fraction=0.3 of the list, which each read fails as its video's failure (the first, "
+        f"{damaged}: unreadable (unknown file type)); a resumed mme extract makes them again: `mme extract")
+    cfg.data.max_failure_fraction = 0.4  # as many as the run may skip: it starts
+    check_cache(cfg, pretrain_dataset(cfg))
+
+
 def test_the_list_is_looked_up_in_a_track_cache_as_each_read_finds_its_files(synth, tmp_path, monkeypatch):
     """The whole list was judged on one walk of target.cache_dir, taken as the whole truth: a shared cache whose
     folders can be entered but not listed (mode 0711, another owner's; the walk passed them over without a word) was

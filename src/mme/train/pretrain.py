@@ -131,26 +131,30 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     """Refuse a track cache whose files each read fails as its video's failure before their settings count
     (:func:`~mme.motion.cache.cache_meta_and_refusal`: unreadable, or made by an earlier mme) where they, with the
     files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before the run's flow warning and
-    first step (the run would stop at its first batch). Judged on the probed files
+    first step (the run would stop at its first batch). Counted per entry of the list, as the dataset counts its
+    failures (a video listed twice fails twice), each file read once. Judged on the probed files
     (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``),
-    and, where their share of a larger cache would pass the fraction, on every file's header (a few such files among
-    the probed ones of a large cache may be fewer than the fraction)."""
-    refused = dataset.refused_probes
-    if not refused:
+    and, where their share of the list's entries would pass the fraction, on every file's header (a few such files
+    among the probed ones of a large cache may be fewer than the fraction)."""
+    if not dataset.refused_probes:
         return
-    files = [found for found in dataset.cache_lookup.files if found is not None]
-    probed = {found for _, found in dataset.cache_probes()}
+    files = [found for found in dataset.cache_lookup.files if found is not None]  # one for each entry that has one
+    probes = dataset.cache_probes()
+    refused = {found: meta for found, meta, _ in dataset.refused_probes}  # (meta None: unreadable)
     lacking = len(dataset.cache_lookup.lacking)
-    unreadable = sum(meta is None for _, meta, _ in refused)
-    made_before = len(refused) - unreadable
-    if len(probed) < len(files):
-        if not dataset.too_many_failures(lacking + round(len(refused) * len(files) / len(probed))):
+    if len(probes) < len(files):
+        if not dataset.too_many_failures(lacking + round(len(dataset.refused_probes) * len(files) / len(probes))):
             return
+        probed = {found for _, found in probes}
+        unread = [found for found in dict.fromkeys(files) if found not in probed]
         log.info("target.cache_dir %s: reading the headers of its %d files to count those the run cannot read",
-                 cfg.target.cache_dir, len(files))
-        for meta, why in (cache_meta_and_refusal(found) for found in files if found not in probed):
-            unreadable += meta is None
-            made_before += meta is not None and why is not None
+                 cfg.target.cache_dir, len(unread))
+        for found in unread:
+            meta, why = cache_meta_and_refusal(found)
+            if why is not None:
+                refused[found] = meta
+    unreadable = sum(found in refused and refused[found] is None for found in files)
+    made_before = sum(found in refused for found in files) - unreadable
     count = unreadable + made_before
     if not dataset.too_many_failures(lacking + count):
         return
@@ -159,10 +163,13 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     also = f", with the {lacking} it lacks" if lacking else ""
     beyond = (f"{also}, more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
-    found, _, why = refused[0]
+    distinct = len(set(files))
+    repeated = f" (entries of the list: {distinct} files, some listed more than once)" if distinct < len(files) else ""
+    found, _, why = dataset.refused_probes[0]
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
-                    f"videos of {cfg.data.list_file} {are}{beyond}, which each read fails as its video's failure (the "
-                    f"first, {found}: {why}); a resumed mme extract makes them again: {dataset.extract_advice()}")
+                    f"videos of {cfg.data.list_file}{repeated} {are}{beyond}, which each read fails as its video's "
+                    f"failure (the first, {found}: {why}); a resumed mme extract makes them again: "
+                    f"{dataset.extract_advice()}")
 
 
 def _coarser_cache(meta: dict, cfg: PretrainConfig) -> str | None:
