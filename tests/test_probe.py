@@ -646,3 +646,47 @@ def test_a_probe_reads_its_checkpoint_once_and_says_its_warnings_once(synth, tmp
     said = [rec.getMessage() for rec in caplog.records if "records no run" in rec.getMessage()]
     assert len(said) == 1 and said[0].endswith("taken on trust: orientation coded; give them with --orientation")
     assert result["splits"]["train"]["videos"] == result["splits"]["test"]["videos"] == 12
+
+
+def test_a_checkpoint_replaced_while_a_probe_embeds_is_not_taken_for_the_file_read(synth, tmp_path, monkeypatch):
+    """mme probe reads its checkpoint once, but each split's embed took the file's identity (path, size, mtime) at its
+    own start: a checkpoint replaced while the train split embedded (another export into the same folder) left the
+    test split embedded by the first file's encoder under the second file's identity, and a later probe of the
+    second file reused those features. The identity is taken before the read, and the features record it."""
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from mme.eval import features
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    def encoder(seed: int, folder: str):
+        torch.manual_seed(seed)
+        return save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                             num_heads=2)), tmp_path / folder)
+
+    ckpt, second = encoder(0, "enc"), encoder(1, "second")
+    real_embed, embedded = features.embed, []
+
+    def replaced_after_the_first_split(*args, **kwargs):
+        out = real_embed(*args, **kwargs)
+        if not embedded:
+            for f in second.iterdir():
+                shutil.copy(f, ckpt / f.name)
+        embedded.append(out)
+        return out
+
+    r = synth.root
+    kw = dict(test_list=str(r / "test.txt"), root=str(r), stride=2, k=3, num_workers=0, precision="fp32",
+              progress=False, weight_decays=(1e-3,))
+    monkeypatch.setattr(features, "embed", replaced_after_the_first_split)
+    run_probe(ckpt, r / "train.txt", tmp_path / "p", **kw)
+    monkeypatch.setattr(features, "embed", real_embed)
+    run_probe(ckpt, r / "train.txt", tmp_path / "p", **kw)  # the file there now: the second encoder
+    run_probe(second, r / "train.txt", tmp_path / "ref", **kw)
+    for split in ("train", "test"):
+        again, ref = (load_file(str(p / "features" / f"{split}.safetensors"))["features"]
+                      for p in (tmp_path / "p", tmp_path / "ref"))
+        assert (again == ref).all(), split

@@ -603,25 +603,34 @@ def check_decoding(backend: str = "pyav", device: str = "auto", index_dir: str |
 
 
 class EncoderRead(NamedTuple):
-    """A checkpoint read for embedding (:func:`read_encoder`): the file read, its encoder, and the views of its
-    clips (stride, segments, orientation: as given, else as its run read them)."""
+    """A checkpoint read for embedding (:func:`read_encoder`): the file read, its encoder, the views of its clips
+    (stride, segments, orientation: as given, else as its run read them), and its files' identity (:func:`_file_id`)
+    taken before they were read, which the features embedded with it record."""
     checkpoint: Checkpoint
     encoder: torch.nn.Module
     stride: int | None
     segments: bool
     orientation: str
+    file_id: str | None
 
 
 def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_frames: int | None = None,
                  stride: int | None = None, segments: bool = False, orientation: str | None = None) -> EncoderRead:
     """The checkpoint :func:`embed` embeds with, read and its encoder built, with the options of the same names
-    (what it takes on trust said once); mme probe reads it once for all its splits."""
-    from mme.models.checkpoint import CLIP, build_model, read_checkpoint
+    (what it takes on trust said once); mme probe reads it once for all its splits. Its identity is taken before
+    the read: a file replaced since (during the read, or while mme probe embeds an earlier split) makes features
+    recorded as of the file read, which a later job of the new file embeds again, never the new file's identity
+    over the old file's features."""
+    from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
 
+    try:
+        file_id = _file_id(checkpoint_files(checkpoint))
+    except OSError:  # no file (read_checkpoint says so); None matches no features file's identity
+        file_id = None
     ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
                          given_as={k: flag(k) for k in CLIP})
     encoder = build_model(ck)
-    return EncoderRead(ck, encoder, *ck.run_views(stride, segments, orientation, "embed"))
+    return EncoderRead(ck, encoder, *ck.run_views(stride, segments, orientation, "embed"), file_id)
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
@@ -643,7 +652,6 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
     ``judged``: they were judged so already (mme probe judges its features files before it embeds any split);
     ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split)."""
-    from mme.models.checkpoint import checkpoint_files
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
 
@@ -664,7 +672,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                         index_dir)
     info = dist.init_distributed(on)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
-        ck, encoder, stride, segments, orientation = read or read_encoder(
+        ck, encoder, stride, segments, orientation, checkpoint_id = read or read_encoder(
             checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
             orientation=orientation)
         dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
@@ -673,7 +681,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                                root=root, backend=backend, orientation=orientation, index_dir=index_dir)
         n = len(dataset)
         check_output(out, "--out")
-        fingerprint = {"checkpoint": _file_id(checkpoint_files(checkpoint)), "source": _file_id([Path(source)]),
+        fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),
                        "clips": clips, "crops": crops, "stride": stride, "segments": segments, "tokens": tokens,
                        "reading": READING_VERSION,
                        "num_videos": n, "root": os.path.abspath(root or "."), "precision": precision,
