@@ -690,3 +690,32 @@ def test_a_checkpoint_replaced_while_a_probe_embeds_is_not_taken_for_the_file_re
         again, ref = (load_file(str(p / "features" / f"{split}.safetensors"))["features"]
                       for p in (tmp_path / "p", tmp_path / "ref"))
         assert (again == ref).all(), split
+
+
+def test_options_each_split_embeds_with_are_refused_before_the_checkpoint_is_read(synth, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Once mme probe read its checkpoint ahead of every split's embed, an --index-dir that is a file, or a count
+    out of range given through the Python API, was refused by the first embed, after the whole checkpoint was read.
+    embed's checks of its options (check_embed_options) run in mme probe before the read, in one line."""
+    from mme.cli import main
+    from mme.models import checkpoint
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    reads, read = [], checkpoint.read_checkpoint
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda path, *args, **kwargs: reads.append(path) or read(
+        path, *args, **kwargs))
+    r, index = synth.root, tmp_path / "index"
+    index.write_text("a file, not a folder")
+    out = tmp_path / "p"
+    assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"), "--root", str(r),
+                 "--out", str(out), "--workers", "0", "--index-dir", str(index)]) == 1
+    assert capsys.readouterr().err == f"mme probe: error: --index-dir {index}: is a file; a folder is needed\n"
+    for name, flag, least in (("batch_size", "--batch-size", 1), ("clips", "--clips", 1), ("crops", "--crops", 1),
+                              ("chunk_batches", "--chunk-batches", 1), ("num_workers", "--workers", 0)):
+        with pytest.raises(ConfigError, match=rf"^{flag} must be an integer of at least {least}, got -1$"):
+            run_probe(ckpt, r / "train.txt", out, root=str(r), **{"num_workers": 0, name: -1})
+    assert reads == [] and not out.exists()

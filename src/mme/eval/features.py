@@ -589,17 +589,31 @@ def read_tokens(path: str | Path) -> np.ndarray:
         return f.get_tensor("tokens")
 
 
-def check_decoding(backend: str = "pyav", device: str = "auto", index_dir: str | None = None) -> torch.device:
-    """The video backend and device of a frozen-encoder command (embed, probe) are usable here, with its index
-    folder where one is given: else one line naming its flag (--backend, --device, --index-dir), before any work.
-    Returns the device, this rank's (under torchrun)."""
+EMBED_COUNTS = {"batch_size": ("--batch-size", 1), "chunk_batches": ("--chunk-batches", 1), "clips": ("--clips", 1),
+                "crops": ("--crops", 1), "num_workers": ("--workers", 0)}
+"""The counts among :func:`embed`'s options: each one's flag and least value."""
+
+
+def check_embed_options(out: Path, backend: str = "pyav", device: str = "auto", index_dir: str | None = None,
+                        **counts: Any) -> tuple[torch.device, dict[str, int]]:
+    """:func:`embed`'s options that need no input read, checked before any is (mme probe's before it reads its
+    checkpoint): the features file ``out``, the counts given (:data:`EMBED_COUNTS`), the video backend and device
+    usable here, and the index folder (made where missing); else one line naming the flag. Returns the device,
+    this rank's (under torchrun), and the counts as plain ints."""
     from mme.data.video import check_index_dir, require_backend
     from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
 
+    if out.suffix not in (".npy", ".safetensors"):
+        raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
+    counts = {name: check_count(value, EMBED_COUNTS[name][1], EMBED_COUNTS[name][0]) for name, value in counts.items()}
     require_backend(backend, "--backend")
     check_index_dir(backend, index_dir, "--backend", "--index-dir")
-    return choose_device(device, rank_on_node(), "--device")
+    on = choose_device(device, rank_on_node(), "--device")
+    check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
+    if index_dir is not None:
+        check_output(index_dir, "--index-dir", folder=True)
+    return on, counts
 
 
 class EncoderRead(NamedTuple):
@@ -656,19 +670,13 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     from mme.train import distributed as dist
 
     out = Path(out)
-    if out.suffix not in (".npy", ".safetensors"):
-        raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
-    batch_size, chunk_batches, clips, crops, num_workers = (check_count(value, least, name) for name, value, least in (
-        ("--batch-size", batch_size, 1), ("--chunk-batches", chunk_batches, 1), ("--clips", clips, 1),
-        ("--crops", crops, 1), ("--workers", num_workers, 0)))
-    on = check_decoding(backend, device, index_dir)
-    check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
+    on, counts = check_embed_options(out, backend, device, index_dir, batch_size=batch_size,
+                                     chunk_batches=chunk_batches, clips=clips, crops=crops, num_workers=num_workers)
+    batch_size, chunk_batches, clips, crops, num_workers = counts.values()
     if not judged:
         refuse_unowned(out, tokens, overwrite)
-    if index_dir is not None:
-        check_output(index_dir, "--index-dir", folder=True)
-        if not any(Path(index_dir).iterdir()):
-            log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
+    if index_dir is not None and not any(Path(index_dir).iterdir()):
+        log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
                         index_dir)
     info = dist.init_distributed(on)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)

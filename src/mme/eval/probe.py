@@ -232,7 +232,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
     from mme.data.lists import check_labels, read_classes, untrained_classes
-    from mme.eval.features import check_decoding, embed, read_encoder, read_features, refuse_unowned
+    from mme.eval.features import EMBED_COUNTS, check_embed_options, embed, read_encoder, read_features, refuse_unowned
     from mme.train import distributed as dist
 
     seed = check_seed(seed, "--seed")
@@ -241,8 +241,6 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                           "(mme embed makes the features alone)")
     if knn:
         check_knn(k, temperature, weighting)
-    on = check_decoding(**{name: value for name, value in embed_kwargs.items()
-                           if name in ("backend", "device", "index_dir")})
     out_dir = check_output(out_dir, "--out", folder=True, make=False)  # made by embed, the checkpoint read
     splits = {"train": train_list, "val": val_list, "test": test_list}
     names = read_classes(classes, "--classes") if classes else None
@@ -254,8 +252,11 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         log.warning("%s", note)
     _check_disjoint({s: f for s, f in splits.items() if f}, embed_kwargs.get("root", ""))
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
-    for path in features.values():  # before any embedding: mme embed's files (a cache, damaged) alone are replaced
-        refuse_unowned(path, probe_out=out_dir)
+    options = {name: value for name, value in embed_kwargs.items()
+               if name in ("backend", "device", "index_dir", *EMBED_COUNTS)}
+    for path in features.values():  # before the checkpoint is read: each split's embed's options, and its files
+        on, _ = check_embed_options(path, **options)
+        refuse_unowned(path, probe_out=out_dir)  # (mme embed's, a cache or damaged, alone are replaced)
     dist.init_distributed(on)
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
