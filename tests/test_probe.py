@@ -206,6 +206,19 @@ def test_labels_beyond_the_classes_given_are_refused_naming_both():
     assert len(wider["confusion_matrix"]) == 6 and wider["num_samples"] == 20
 
 
+
+def test_a_number_of_classes_below_one_is_refused_in_one_line():
+    """num_classes=0 (or negative) given to linear_probe / knn_classify was refused as labels beyond the classes,
+    "labels must be 0 .. -1"; it is refused as what it is, a count of classes below 1 (check_count's line)."""
+    x, y = separable(60, classes=4)
+    for given in (0, -2):
+        with pytest.raises(ConfigError, match=rf"^linear probe: num_classes must be an integer of at least 1, got "
+                                              rf"{given}$"):
+            linear_probe(x[:40], y[:40], test_x=x[40:], test_y=y[40:], num_classes=given, weight_decays=(1e-3,))
+        with pytest.raises(ConfigError, match=rf"^kNN: num_classes must be an integer of at least 1, got {given}$"):
+            knn_classify(x[:40], y[:40], x[40:], y[40:], num_classes=given)
+    assert len(knn_classify(x[:40], y[:40], x[40:], y[40:], num_classes=torch.tensor(4), k=5)["confusion_matrix"]) == 4
+
 # ---- mme probe end to end on synthetic videos ----------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import classification_report, top5_said
-from mme.utils import atomic_write_json, check_output, check_seed
+from mme.utils import atomic_write_json, check_count, check_output, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,11 @@ def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _num_classes(method: str, num_classes: int | None, class_names: list[str] | None,
                  labels: list[torch.Tensor]) -> int:
-    """The classes of a probe: ``num_classes``, else as many as ``class_names``, else 1 + the largest label; a
-    DataError where a label is beyond them or ``class_names`` names another count (a label past num_classes was a
-    bare IndexError, or widened the linear probe's head unsaid)."""
+    """The classes of a probe: ``num_classes`` (an integer of at least 1, else a ConfigError), else as many as
+    ``class_names``, else 1 + the largest label; a DataError where a label is beyond them or ``class_names`` names
+    another count (a label past num_classes was a bare IndexError, or widened the linear probe's head unsaid)."""
+    if num_classes is not None:
+        num_classes = check_count(num_classes, 1, f"{method}: num_classes")
     largest = max((int(y.max()) for y in labels if len(y)), default=-1)
     if num_classes is None and class_names is None:
         return largest + 1
