@@ -63,6 +63,18 @@ def _threads_as_they_were():
 
 
 @pytest.fixture(autouse=True)
+def _no_folders_left_locked():
+    """A test that builds a run (``setup``) without ending it leaves its folder locked in the process: unlocked after
+    it, so a later test in the same worker that checks what a job leaves held (mme.utils.held_folders) sees its own."""
+    from mme.utils import held_folders, unlock_folder
+
+    before = held_folders()
+    yield
+    for folder in held_folders() - before:
+        unlock_folder(folder)
+
+
+@pytest.fixture(autouse=True)
 def _no_gpu_decoders_left_behind():
     """A test that opened NVDEC (data.backend=pyav-cuda) leaves its decoders in the process, and a process with them
     starts its loader workers by spawn: each test starts without them, whichever tests ran before it."""
