@@ -1719,3 +1719,38 @@ def test_a_runs_result_counts_the_clips_this_process_trained_on(synth, tmp_path)
     assert (first.step, first.clips) == (1, 1 * 4 * 2)
     rest = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", "train.accum_steps=2", "train.resume=auto", FP32)
     assert (rest.step, rest.clips) == (4, 3 * 4 * 2) and rest.seconds > 0
+
+
+def test_a_video_that_will_not_open_is_not_taken_for_settings_the_run_cannot_read(synth, tmp_path):
+    """A cache of the run's settings whose first probed video will not open (damaged after extraction), under a run
+    of data.orientation=display (which opens it to compare its turn), beside a damaged cache file, was advised as
+    "made with settings this run cannot read ([the video]: unreadable ...)" with --overwrite, making every file
+    again. The video is its own failure, the run's to skip: the advice resumes the cache with its files' settings."""
+    import shutil
+
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:2]]
+    for video in videos:
+        (tmp_path / "data" / video).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f"{lists['data.root']}/{video}", tmp_path / "data" / video)
+    (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in videos))
+    extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path / "data"), length=6,
+                  short_side=64)
+    (tmp_path / "data" / videos[0]).write_bytes(b"not a video")
+    cache_file(tmp_path / "cache", videos[1]).write_bytes(b"damaged")
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={tmp_path / 'data'}",
+                                       "data.max_failure_fraction=0"], tmp_path / "run",
+                      f"target.cache_dir={tmp_path / 'cache'}", "data.orientation=display")
+    with pytest.raises(DataError) as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    assert str(refused.value).endswith(  # before: "made with settings this run cannot read (...: unreadable ...)"
+        f"a resumed mme extract makes them again: `mme extract {tmp_path / 'list.txt'} --root {tmp_path / 'data'} "
+        f"--out {tmp_path / 'cache'} --length 6 --short-side 64 --seed-stride 8 --flow dis-balanced --orientation "
+        f"coded --backend pyav` makes the track cache files these videos lack with the settings of the cache's "
+        f"{cache_file(tmp_path / 'cache', videos[0])}, and resumes")

@@ -56,7 +56,7 @@ from mme.data.transforms import (
 )
 from mme.data.video import BACKENDS, check_index_dir, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
-from mme.errors import ConfigError, DataError, MMEError, ProcessLost, VideoError
+from mme.errors import ConfigError, DataError, ProcessLost, VideoError
 from mme.utils import check_output, how_it_ended, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
@@ -655,14 +655,16 @@ class PretrainDataset(_VideoDataset):
     def _cache_file_refusal(self, path: str, found: str, meta: dict) -> str | None:
         """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None: its
         video's frames turned otherwise than the run turns them (:meth:`check_cache_orientation`), or settings the run
-        cannot read (:func:`mme.motion.cache.check_settings`)."""
+        cannot read (:func:`mme.motion.cache.check_settings`). A video that will not open is its video's failure,
+        skipped by the run, not a setting of the cache: it refuses nothing here, as in the run's start check."""
         from mme.motion.cache import check_settings
 
         try:
-            self.check_cache_orientation(meta, found, path)
+            with contextlib.suppress(VideoError):
+                self.check_cache_orientation(meta, found, path)
             if self.track_length:  # (a target of no tracks reads none of its settings)
                 check_settings(meta, found, self.target_fn.cfg, self.track_length, self.cfg.img_size)
-        except MMEError as e:
+        except ConfigError as e:
             return str(e)
         return None
 
