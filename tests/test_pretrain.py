@@ -1754,3 +1754,40 @@ def test_a_video_that_will_not_open_is_not_taken_for_settings_the_run_cannot_rea
         f"--out {tmp_path / 'cache'} --length 6 --short-side 64 --seed-stride 8 --flow dis-balanced --orientation "
         f"coded --backend pyav` makes the track cache files these videos lack with the settings of the cache's "
         f"{cache_file(tmp_path / 'cache', videos[0])}, and resumes")
+
+
+def test_the_advice_makes_every_file_again_where_one_probed_file_is_not_read(tmp_path):
+    """A coded cache of a plain video and a phone video (display matrix), a third video's file missing, under a run of
+    data.orientation=display: the advice resumed the cache as soon as one probed file (the plain video's) was read,
+    keeping the phone video's, which the run refuses: followed as given, the run was refused again. Where any probed
+    file is not read, the advice makes every file again with the run's settings; followed, the run reads the cache."""
+    import re
+    import shlex
+
+    from training import tiny_config
+    from videos import affine_video, write_video
+
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    frames = affine_video(12, 48, 64, dx=1.5, seed=6)[0]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("plain", "other"):
+        write_video(data / f"{name}.mp4", frames)
+    write_video(data / "phone.mp4", frames, display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+    (tmp_path / "made.txt").write_text("plain.mp4\nphone.mp4\n")
+    (tmp_path / "list.txt").write_text("plain.mp4\nphone.mp4\nother.mp4\n")
+    extract_cache(str(tmp_path / "made.txt"), str(tmp_path / "cache"), root=str(data), length=6, short_side=64)
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={data}",
+                                       "data.max_failure_fraction=0"], tmp_path / "run",
+                      f"target.cache_dir={tmp_path / 'cache'}", "data.orientation=display")
+    with pytest.raises(DataError) as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)
+    assert "phone.mp4.tracks was extracted with --orientation coded" in str(refused.value)  # before: resumed
+    assert command == (f"mme extract {tmp_path / 'list.txt'} --root {data} --out {tmp_path / 'cache'} --length 6 "
+                       "--short-side 224 --seed-stride 28 --flow dis-balanced --orientation display --backend pyav "
+                       "--overwrite")
+    assert cli.main(shlex.split(command)[1:]) == 0
+    check_cache(cfg, pretrain_dataset(cfg))

@@ -673,10 +673,11 @@ class PretrainDataset(_VideoDataset):
         of ``target_fn``, a :class:`mme.motion.targets.TargetFn`) and resumes the cache: with the settings of its
         files (:attr:`current_probes`), since a resumed extraction refuses files made with others, where the run
         reads one of them; where it holds none, as this run reads them, at extract's default ``--short-side``, or the
-        run's clip size where larger (the coarse-cache warning's advice, without ``--overwrite``). Where it holds
-        such files but the run reads none (2-step tracks under a run of 6), which that resumed extraction would refuse,
-        that command with ``--overwrite``, saying why the first is not read; and so for a cache whose files were made
-        with other settings each (a mixed cache, which no resumed extraction takes), naming two and their settings."""
+        run's clip size where larger (the coarse-cache warning's advice, without ``--overwrite``). Where the run does
+        not read one of them (2-step tracks under a run of 6, a phone video's file turned otherwise), which that
+        resumed extraction would keep or refuse, that command with ``--overwrite``, saying why the first is not read;
+        and so for a cache whose files were made with other settings each (a mixed cache, which no resumed extraction
+        takes), naming two and their settings."""
         from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
 
         made = self.current_probes
@@ -688,16 +689,13 @@ class PretrainDataset(_VideoDataset):
                 return (f"the cache is mixed: {made[0][1]} was made with {said[0]}, {other} with {said[1]}, and a "
                         f"resumed extraction refuses files of other settings; `{self.extract_command(fine())}` makes "
                         f"every file again with this run's settings")
-        first_refusal = None
-        for path, found, meta in made:
-            if (refusal := self._cache_file_refusal(path, found, meta)) is None:
-                return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track "
-                        f"cache files these videos lack with the settings of the cache's {found}, and resumes")
-            first_refusal = first_refusal or refusal
-        if first_refusal is not None:
-            return (f"the cache's files were made with settings this run cannot read ({first_refusal}), and a resumed "
+        if (refusal := next(filter(None, (self._cache_file_refusal(*probe) for probe in made)), None)) is not None:
+            return (f"the cache's files were made with settings this run cannot read ({refusal}), and a resumed "
                     f"extraction refuses files of other settings; `{self.extract_command(fine())}` makes every file "
                     "again with this run's settings")
+        if made:
+            return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track cache "
+                    f"files these videos lack with the settings of the cache's {made[0][1]}, and resumes")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
 
