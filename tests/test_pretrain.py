@@ -1791,3 +1791,38 @@ def test_the_advice_makes_every_file_again_where_one_probed_file_is_not_read(tmp
                        "--overwrite")
     assert cli.main(shlex.split(command)[1:]) == 0
     check_cache(cfg, pretrain_dataset(cfg))
+
+
+def test_a_phone_video_later_in_the_list_is_judged_before_any_work(tmp_path):
+    """A coded cache of a plain video and, after it in the list, a phone video (display matrix), under a run of
+    data.orientation=display: the orientation was judged on the first probed file alone (the plain video's), so the
+    check passed and the run stopped at the phone video's first read. Every probed file's orientation is judged
+    (opening only the videos of files whose --orientation is not the run's), refused before any work with the cache
+    made again; followed as given, the run reads the cache."""
+    import shlex
+
+    from training import tiny_config
+    from videos import affine_video, write_video
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    frames = affine_video(12, 48, 64, dx=1.5, seed=6)[0]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_video(data / "plain.mp4", frames)
+    write_video(data / "phone.mp4", frames, display=[0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30])
+    (tmp_path / "list.txt").write_text("plain.mp4\nphone.mp4\n")
+    extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(data), length=6, short_side=64)
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={data}"],
+                      tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}", "data.orientation=display")
+    with pytest.raises(ConfigError) as refused:  # before: passed
+        check_cache(cfg, pretrain_dataset(cfg))
+    command = (f"mme extract {tmp_path / 'list.txt'} --root {data} --out {tmp_path / 'cache'} --length 6 --short-side "
+               "64 --seed-stride 8 --flow dis-balanced --orientation display --backend pyav --overwrite")
+    assert str(refused.value) == (
+        f"the track cache {cache_file(tmp_path / 'cache', 'phone.mp4')} was extracted with --orientation coded, which "
+        f"reads this video's frames otherwise than this run's data.orientation; extract again with `{command}`")
+    assert cli.main(shlex.split(command)[1:]) == 0
+    check_cache(cfg, pretrain_dataset(cfg))

@@ -617,17 +617,6 @@ class PretrainDataset(_VideoDataset):
         spread = np.unique(np.linspace(0, len(held) - 1, min(len(held), CACHE_PROBES)).round().astype(int))
         return [(self.path(held[k]), files[held[k]]) for k in spread.tolist()]
 
-    def check_cache_orientation(self, meta: dict, found: str | os.PathLike, path: str) -> None:
-        """Refuse (ConfigError) the cache file ``found`` (of ``meta``) of the video at ``path`` where its frames were
-        turned otherwise than this run turns them (:func:`mme.motion.cache.check_orientation`). The video is opened
-        only where the file's ``--orientation`` is not ``data.orientation``: without a display matrix both turn it
-        alike, so the run reads the file (a video that will not open: VideoError)."""
-        from mme.motion.cache import check_orientation
-
-        if meta.get("orientation", "coded") != self.cfg.orientation:
-            with self.open(path) as reader:
-                check_orientation(meta, found, reader.turn)
-
     @functools.cached_property
     def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None]]:
         """The video path and cache file of each probed video (:meth:`cache_probes`), in the list's order, with the
@@ -641,8 +630,8 @@ class PretrainDataset(_VideoDataset):
     @property
     def current_probes(self) -> list[tuple[str, str, dict]]:
         """The video path, cache file and meta of each probed video whose cache file this mme made and can read: the
-        files whose settings the run reads, judged on the first (:func:`mme.train.pretrain.check_cache`), and a
-        resumed extraction compares its settings with."""
+        files whose settings and orientation the run reads, judged on each (:func:`mme.train.pretrain.check_cache`), and
+        a resumed extraction compares its settings with."""
         return [(path, found, meta) for path, found, meta, why in self._probe_reads if why is None]
 
     @property
@@ -652,20 +641,22 @@ class PretrainDataset(_VideoDataset):
         again."""
         return [(found, meta, why) for _, found, meta, why in self._probe_reads if why is not None]
 
-    def _cache_file_refusal(self, path: str, found: str, meta: dict) -> str | None:
-        """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None: its
-        video's frames turned otherwise than the run turns them (:meth:`check_cache_orientation`), or settings the run
-        cannot read (:func:`mme.motion.cache.check_settings`). A video that will not open is its video's failure,
-        skipped by the run, not a setting of the cache: it refuses nothing here, as in the run's start check."""
-        from mme.motion.cache import check_settings
+    def cache_file_refusal(self, path: str, found: str, meta: dict, remake: str | None = None) -> ConfigError | None:
+        """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None:
+        settings the run cannot read (:func:`mme.motion.cache.check_settings`), or its video's frames turned otherwise
+        than the run turns them (:func:`mme.motion.cache.check_orientation`), advising ``remake`` where given. The
+        video is opened only where the file's ``--orientation`` is not ``data.orientation``: without a display matrix
+        both turn it alike. A video that will not open is its own failure, skipped by the run, not the cache's."""
+        from mme.motion.cache import check_orientation, check_settings
 
         try:
-            with contextlib.suppress(VideoError):
-                self.check_cache_orientation(meta, found, path)
             if self.track_length:  # (a target of no tracks reads none of its settings)
-                check_settings(meta, found, self.target_fn.cfg, self.track_length, self.cfg.img_size)
+                check_settings(meta, found, self.target_fn.cfg, self.track_length, self.cfg.img_size, remake)
+            if meta.get("orientation", "coded") != self.cfg.orientation:
+                with contextlib.suppress(VideoError), self.open(path) as reader:
+                    check_orientation(meta, found, reader.turn, remake)
         except ConfigError as e:
-            return str(e)
+            return e
         return None
 
     def extract_advice(self) -> str:
@@ -689,7 +680,7 @@ class PretrainDataset(_VideoDataset):
                 return (f"the cache is mixed: {made[0][1]} was made with {said[0]}, {other} with {said[1]}, and a "
                         f"resumed extraction refuses files of other settings; `{self.extract_command(fine())}` makes "
                         f"every file again with this run's settings")
-        if (refusal := next(filter(None, (self._cache_file_refusal(*probe) for probe in made)), None)) is not None:
+        if (refusal := next(filter(None, (self.cache_file_refusal(*probe) for probe in made)), None)) is not None:
             return (f"the cache's files were made with settings this run cannot read ({refusal}), and a resumed "
                     f"extraction refuses files of other settings; `{self.extract_command(fine())}` makes every file "
                     "again with this run's settings")

@@ -511,14 +511,15 @@ def _too_few_steps(length: int, held: int, source) -> ConfigError:
     return ConfigError(f"target.track_length={length} but the track cache {source} holds only {held} steps")
 
 
-def check_orientation(meta: dict, path: str | Path, turn) -> None:
+def check_orientation(meta: dict, path: str | Path, turn, remake: str | None = None) -> None:
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where its frames were turned otherwise than
     ``turn``, the run's of the video (:attr:`mme.data.video_reader.VideoReader.turn`: ``--orientation`` and
-    ``data.orientation`` differ, and the video has a display matrix)."""
+    ``data.orientation`` differ, and the video has a display matrix), advising ``remake`` as :func:`check_settings`."""
     if tuple(turn) != tuple(meta.get("turn", (False, False, False))):
+        again = f"extract again with `{remake}`" if remake else "extract it with the run's"
         raise ConfigError(f"the track cache {path} was extracted with --orientation "
                           f"{meta.get('orientation', 'coded')}, which reads this video's frames otherwise than this "
-                          f"run's data.orientation; extract it with the run's")
+                          f"run's data.orientation; {again}")
 
 
 def bound_in_run_px(meta: dict, img_size: int) -> float:

@@ -13,7 +13,6 @@ one term per head).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -27,7 +26,7 @@ import torch
 from mme.config import given_in, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
-from mme.errors import CheckpointError, DataError, VideoError
+from mme.errors import CheckpointError, DataError
 from mme.models.checkpoint import Checkpoint, load_state, run_model_config
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert import SeparateDecoders
@@ -37,7 +36,6 @@ from mme.models.vit import checkpoint_blocks, count_parameters
 from mme.motion.cache import (
     cache_backend,
     cache_meta_and_refusal,
-    check_settings,
     extract_flags,
     extract_flags_as_fine,
     same_frames,
@@ -72,17 +70,18 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     than ``data.max_failure_fraction`` lets the run skip, or of all of them
     (:attr:`~mme.data.dataset.PretrainDataset.cache_lookup`, one listing of the folder, then the videos it misses
     on disk: the run would stop at the first batch, or mid-run once it had tried them; fewer, say of an extraction
-    stopped part-way, are the dataset's failures), or whose first file of those probed that this mme made and can
-    read (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with settings the run
-    cannot read (:func:`~mme.motion.cache.check_settings`, and the orientation of its video:
-    :func:`~mme.motion.cache.check_orientation`), or holds too many files each read fails before their settings count
-    (unreadable, or made by an earlier mme: :func:`_check_refused_files`, judged after the settings: their advice, a
-    resumed extraction, would be refused for files of other settings), as each read would at the first batch, after
-    the run's files, model and loader workers are made. Tracks read from a cache are the flow ``mme extract`` used, not
-    ``target.flow``, of the frames its ``--backend`` read: say so where these differ from the run's (judged on that
-    file), so that the run's config is not read as its tracks' flow, and a decoder that reads other frames is seen;
-    and where its tracks are coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel,
-    hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
+    stopped part-way, are the dataset's failures), or one of whose probed files that this mme made and can read
+    (:attr:`~mme.data.dataset.PretrainDataset.current_probes`, read once) was extracted with settings the run cannot
+    read, or turned its video otherwise (:meth:`~mme.data.dataset.PretrainDataset.cache_file_refusal`, advising the
+    cache made again at its ``--short-side``; videos outside the probes are judged at their read), or holds too many
+    files each read fails before their settings count (unreadable, or made by an earlier mme:
+    :func:`_check_refused_files`, judged after the settings: their advice, a resumed extraction, would be refused for
+    files of other settings), as each read would at the first batch, after the run's files, model and loader workers
+    are made. Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of the frames its
+    ``--backend`` read: say so where these differ from the run's (judged on its first such file), so that the run's
+    config is not read as its tracks' flow, and a decoder that reads other frames is seen; and where its tracks are
+    coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel, hog), as a resumed run
+    whose config holds a cache it does not read, checks nothing of it."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
         return
@@ -106,12 +105,11 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     if not dataset.current_probes:  # (an unreadable or stale cache file is reported per video by the dataset)
         _check_refused_files(cfg, dataset)
         return
-    path, found, meta = dataset.current_probes[0]
+    meta = dataset.current_probes[0][2]
     remake = extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"])  # at the cache's
-    check_settings(meta, found, cfg.target, dataset.track_length, cfg.data.img_size,  # as each read: before any work
-                   dataset.extract_command(remake))
-    with contextlib.suppress(VideoError):  # (a bad video: the dataset's failure)
-        dataset.check_cache_orientation(meta, found, path)
+    for probe in dataset.current_probes:  # as each read: before any work (the orientation is each video's)
+        if (refusal := dataset.cache_file_refusal(*probe, dataset.extract_command(remake))) is not None:
+            raise refusal
     _check_refused_files(cfg, dataset)  # after: its advice resumes with settings of files the run reads
     if meta["flow"] != cfg.target.flow:
         log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
