@@ -1232,7 +1232,9 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
                          f"--length 6 {flags} --orientation coded --backend pyav --overwrite`")
 
     cases = [("length", dict(length=4), data, [], r"target\.track_length=6 but the track cache .*\.tracks holds only 4 "
-                                                  r"steps$"),
+                                                  r"steps; extract again with " + remake("length", "--short-side 64 "
+                                                                                         "--seed-stride 8 --flow "
+                                                                                         "dis-balanced") + "$"),
              ("bound", dict(max_disp=1.0), data, [], r"holds displacements bounded at 1 px per frame in its 64 px "
                                                      r"working frames \(mme extract --max-disp\), 1 px in this run's "
                                                      r"64 px clips of a frame's whole short side, below this run's "
@@ -1246,7 +1248,10 @@ def test_a_track_cache_made_with_settings_the_run_cannot_read_is_refused_before_
               r"again with " + remake("bound_in_run_px", "--short-side 128 --seed-stride 8 --flow dis-balanced "
                                                          "--max-disp 10") + r", or set target\.max_disp=2\.5$"),
              ("compensate", dict(compensate=True), data, [], r"^target\.compensate=False but the track cache "
-                                                             r".*\.tracks was extracted with compensate=True$"),
+                                                             r".*\.tracks was extracted with compensate=True; extract "
+                                                             r"again with " + remake("compensate", "--short-side 64 "
+                                                                                     "--seed-stride 8 --flow "
+                                                                                     "dis-balanced") + "$"),
              ("phone", {}, [f"data.list_file={phone / 'phone.txt'}", f"data.root={phone}"],
               ["data.orientation=display"], r"phone\.mp4\.tracks was extracted with --orientation coded, which reads "
                                             r"this video's frames otherwise than this run's data\.orientation")]
@@ -1365,7 +1370,10 @@ def test_a_cache_of_settings_the_run_cannot_read_beside_files_to_make_again_is_a
 
     with pytest.raises(ConfigError) as refused:  # before: DataError, 1 of its 2 files unreadable, and the loop
         check("damaged")
-    assert str(refused.value) == f"target.track_length=6 but the track cache {made} holds only 2 steps"
+    assert str(refused.value) == (  # the cache made again at its --short-side
+        f"target.track_length=6 but the track cache {made} holds only 2 steps; extract again with `mme extract "
+        f"{tmp_path / 'list.txt'} --root {lists['data.root']} --out {tmp_path / 'damaged'} --length 6 --short-side 64 "
+        "--seed-stride 8 --flow dis-balanced --orientation coded --backend pyav --overwrite`")
     with pytest.raises(DataError) as refused:
         check("missing")
     command = re.search(r"`(mme extract [^`]*)`", str(refused.value)).group(1)

@@ -507,10 +507,6 @@ def _shape_of(source) -> str:
     return f"{source[0]}x{source[1]}, {source[2]} frames"
 
 
-def _too_few_steps(length: int, held: int, source) -> ConfigError:
-    return ConfigError(f"target.track_length={length} but the track cache {source} holds only {held} steps")
-
-
 def check_orientation(meta: dict, path: str | Path, turn, remake: str | None = None) -> None:
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where its frames were turned otherwise than
     ``turn``, the run's of the video (:attr:`mme.data.video_reader.VideoReader.turn`: ``--orientation`` and
@@ -596,8 +592,8 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
     target ``cfg`` (a TargetConfig) cannot read for tracks of ``length`` steps in ``img_size`` px clips: a
     displacement bound below the run's in the run's px (:func:`bound_in_run_px`), another compensation, fewer steps.
     Every file of a cache is made alike, so a run checks its first file's before any work, and each read its own.
-    The bound's refusal advises ``remake``, the whole ``mme extract`` that makes the cache again with the run's
-    settings, where the caller knows them (a run before any work), else the ``--max-disp`` that meets the bound."""
+    Each refusal advises ``remake``, the whole ``mme extract`` that makes the cache again with the run's settings,
+    where the caller knows them (a run before any work); else the bound's says the ``--max-disp`` that meets it."""
     bound = default_max_disp(img_size, img_size) if cfg.max_disp is None else cfg.max_disp
     held = bound_in_run_px(meta, img_size)
     if held < bound * 0.999:
@@ -610,11 +606,13 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
                           f"in its {short} px working frames (mme extract --max-disp), {held:g} px in this run's "
                           f"{img_size} px clips of a frame's whole short side, below this run's {runs}; extract again "
                           f"with {again}, or set target.max_disp={held:g}")
+    remade = f"; extract again with `{remake}`" if remake else ""
     if bool(meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
-                          f"compensate={meta.get('compensate')}")
+                          f"compensate={meta.get('compensate')}{remade}")
     if length > int(meta["length"]):
-        raise _too_few_steps(length, int(meta["length"]), path)
+        raise ConfigError(f"target.track_length={length} but the track cache {path} holds only {int(meta['length'])} "
+                          f"steps{remade}")
 
 
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
