@@ -1834,3 +1834,28 @@ def test_a_phone_video_later_in_the_list_is_judged_before_any_work(tmp_path):
         f"reads this video's frames otherwise than this run's data.orientation; extract again with `{command}`")
     assert cli.main(shlex.split(command)[1:]) == 0
     check_cache(cfg, pretrain_dataset(cfg))
+
+
+def test_a_track_cache_files_header_is_read_once_where_the_list_repeats_its_video(synth, tmp_path, monkeypatch):
+    """The start check read a file's header once per probe that met it: a video listed 5 times of 6 entries had its
+    file read 5 times (on a share, an open each). Each file of the probes is read once."""
+    from training import tiny_config
+
+    import mme.motion.cache
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:2]]
+    (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in [videos[0]] * 5 + [videos[1]]))
+    extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=lists["data.root"], length=6,
+                  short_side=64)
+    reads = []
+    real = mme.motion.cache.cache_meta_and_refusal
+    monkeypatch.setattr(mme.motion.cache, "cache_meta_and_refusal", lambda found: reads.append(found) or real(found))
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
+                      tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}")
+    dataset = pretrain_dataset(cfg)
+    check_cache(cfg, dataset)
+    assert len(dataset.current_probes) == 6
+    assert sorted(reads) == sorted({found for _, found, _ in dataset.current_probes})  # before: 6 reads of 2 files

@@ -621,11 +621,13 @@ class PretrainDataset(_VideoDataset):
     def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None]]:
         """The video path and cache file of each probed video (:meth:`cache_probes`), in the list's order, with the
         file's meta and why each read fails it before its settings count
-        (:func:`~mme.motion.cache.cache_meta_and_refusal`). Read once, as :attr:`cache_lookup` is made once: each
-        failure check past the fraction gives the advice again."""
+        (:func:`~mme.motion.cache.cache_meta_and_refusal`). Each file read once, a file of a video the list repeats
+        too, as :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice again."""
         from mme.motion.cache import cache_meta_and_refusal
 
-        return [(path, found, *cache_meta_and_refusal(found)) for path, found in self.cache_probes()]
+        probes = self.cache_probes()
+        read = {found: cache_meta_and_refusal(found) for found in dict.fromkeys(found for _, found in probes)}
+        return [(path, found, *read[found]) for path, found in probes]
 
     @property
     def current_probes(self) -> list[tuple[str, str, dict]]:
