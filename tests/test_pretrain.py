@@ -1859,3 +1859,32 @@ def test_a_track_cache_files_header_is_read_once_where_the_list_repeats_its_vide
     check_cache(cfg, dataset)
     assert len(dataset.current_probes) == 6
     assert sorted(reads) == sorted({found for _, found, _ in dataset.current_probes})  # before: 6 reads of 2 files
+
+
+def test_the_refused_files_message_names_the_missing_ones_where_every_entry_fails(synth, tmp_path):
+    """A cache of two videos, one file damaged and the other missing, under data.max_failure_fraction=0.6 (the
+    missing one alone is within it): the refusal said "1 of its 1 track cache files ... are unreadable" and dropped
+    the missing file, which counts with it. It says "with the 1 it lacks" whether or not every entry fails."""
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:2]]
+    (tmp_path / "list.txt").write_text("".join(f"{video}\n" for video in videos))
+    (tmp_path / "one.txt").write_text(f"{videos[0]}\n")
+    extract_cache(str(tmp_path / "one.txt"), str(tmp_path / "cache"), root=lists["data.root"], length=6,
+                  short_side=64)
+    damaged = cache_file(tmp_path / "cache", videos[0])
+    damaged.write_bytes(b"damaged")
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}",
+                                       "data.max_failure_fraction=0.6"], tmp_path / "run",
+                      f"target.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(DataError) as refused:
+        check_cache(cfg, pretrain_dataset(cfg))
+    assert str(refused.value).startswith(  # before: "... are unreadable, which each read fails ..."
+        f"target.cache_dir '{tmp_path / 'cache'}': 1 of its 1 track cache files of the videos of "
+        f"{tmp_path / 'list.txt'} are unreadable, with the 1 it lacks, which each read fails as its video's failure "
+        f"(the first, {damaged}: unreadable (unknown file type)); a resumed mme extract makes them again: `mme extract")

@@ -158,15 +158,15 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         return
     kinds = {"are unreadable": unreadable, "were made by an earlier mme": made_before}
     are = " or ".join(f"{kind} ({n})" if unreadable and made_before else kind for kind, n in kinds.items() if n)
-    also = f", with the {lacking} it lacks" if lacking else ""
-    beyond = (f"{also}, more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
+    lacks = f", with the {lacking} it lacks" if lacking else ""
+    beyond = (f", more than data.max_failure_fraction={cfg.data.max_failure_fraction} of the list"
               if count + lacking < len(dataset) else "")
     distinct = len(set(files))
     repeated = f" (entries of the list: {distinct} files, some listed more than once)" if distinct < len(files) else ""
     found, _, why = dataset.refused_probes[0]
     raise DataError(f"target.cache_dir {cfg.target.cache_dir!r}: {count} of its {len(files)} track cache files of the "
-                    f"videos of {cfg.data.list_file}{repeated} {are}{beyond}, which each read fails as its video's "
-                    f"failure (the first, {found}: {why}); a resumed mme extract makes them again: "
+                    f"videos of {cfg.data.list_file}{repeated} {are}{lacks}{beyond}, which each read fails as its "
+                    f"video's failure (the first, {found}: {why}); a resumed mme extract makes them again: "
                     f"{dataset.extract_advice()}")
 
 
