@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import hashlib
 import importlib.util
 import json
 import logging
@@ -33,6 +34,7 @@ from videos import (
 )
 
 from mme.data import pyav_reader
+from mme.data.lists import ListEntry, resolve
 from mme.data.pyav_reader import rgb24
 from mme.data.video import check_video, open_video
 from mme.errors import FrameCountChanged, VideoError
@@ -1177,3 +1179,27 @@ def test_a_bench_read_again_on_a_corrected_count_draws_the_clip_a_process_that_k
     aware = bench_flow.target_features(tmp_path, ["dis"])[0]  # (this process's index now holds the true count)
     for split in ("train", "val"):
         np.testing.assert_array_equal(unaware[split]["dis"]["px"], aware[split]["dis"]["px"])
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_a_path_through_a_symlinked_root_and_up_opens_the_file_the_os_names(tmp_path, clip_frames, monkeypatch,
+                                                                             backend):
+    """A list line '../other/x.mp4' under a data.root that is a symlink (R -> real/deep/root) names, to the OS,
+    real/deep/other/x.mp4 ('..' after the link is followed). It is what is opened, and its frame index is kept
+    apart from other/x.mp4's (before, '..' was removed by text: other/x.mp4 was decoded, or called missing). A
+    path without '..' keeps the index key it had (no file indexed again)."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("real/deep/root", "real/deep/other", "other"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "R").symlink_to("real/deep/root")
+    named = write_video(tmp_path / "real/deep/other/x.mp4", clip_frames[:10])
+    write_video(tmp_path / "other" / "x.mp4", clip_frames[::-1][:6])
+    path = resolve(ListEntry("../other/x.mp4"), "R")
+    with open_video(path, backend, index_dir=tmp_path / "index") as reader:
+        assert reader.num_frames == 10
+        got = reader.read([9, 2])
+    assert np.abs(got.astype(int) - decode_all(named)[[9, 2]]).mean() < (1e-9 if backend == "pyav" else 2)
+    plain = "real/./deep//other/x.mp4"
+    key = hashlib.sha1(f"{os.path.abspath(plain)}\0{1}\0{2}\0{av.__version__}".encode()).hexdigest()
+    assert pyav_reader._index_store("ix", plain, 1, 2) == Path("ix") / f"v{pyav_reader.INDEX_VERSION}" / key[:2] / \
+        f"{key[2:]}.json"

@@ -678,6 +678,13 @@ def as_given(option: str, value: object) -> str:
     return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
 
 
+def absolute_path(path: str | os.PathLike) -> str:
+    """``path`` from the root, its '..' kept, for a library to open: os.path.abspath removes 'a/..' by text, where
+    the OS follows a symlink 'a' first (another file). An absolute name is not read as a protocol by FFmpeg
+    ('2020-01-01T10:00:00.mp4', 'pipe:0'); a path without '..' is spelt as os.path.abspath spells it."""
+    return str(Path(path).absolute())
+
+
 def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder). Creates the

@@ -30,6 +30,7 @@ from mme.data.pyav_reader import note_other_index_versions, open_container, vide
 from mme.data.video import check_video, video_check
 from mme.errors import ConfigError, DataError
 from mme.utils import (
+    absolute_path,
     atomic_write_text,
     check_output,
     error_reason,
@@ -1522,7 +1523,7 @@ def _hint_root(list_file: str | Path, relative: list[ListEntry], root: str | Pat
     own folder holds them (every video reported missing says nothing of where relative paths start)."""
     if not relative or any(found[real_path(e, root)] for e in relative):
         return
-    beside = os.path.dirname(os.path.abspath(list_file))
+    beside = os.path.dirname(absolute_path(list_file))
     if any(os.path.isfile(os.path.join(beside, e.path)) for e in relative):
         log.warning("%s: none of its %d videos is under %s, where its relative paths start (--root); the list's "
                     "own folder holds them: give --root %s", list_file, len(relative),

@@ -66,7 +66,7 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import as_given, atomic_write_text, error_reason, exclusive_lock
+from mme.utils import absolute_path, as_given, atomic_write_text, error_reason, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,9 @@ def decodes_on_cuda() -> bool:
 
 
 def open_container(path: str, **options) -> av.container.InputContainer:
-    """``av.open`` of a file by its absolute path: FFmpeg reads a name such as '2020-01-01T10:00:00.mp4' or
-    'pipe:0' as a protocol and what follows its colon as that protocol's address."""
-    return av.open(os.path.abspath(path), **options)
+    """``av.open`` of a file by its absolute path (:func:`~mme.utils.absolute_path`): FFmpeg reads a name such as
+    '2020-01-01T10:00:00.mp4' or 'pipe:0' as a protocol and what follows its colon as that protocol's address."""
+    return av.open(absolute_path(path), **options)
 
 
 def video_stream(container) -> av.video.stream.VideoStream | None:
@@ -949,7 +949,7 @@ def _index_store(index_dir: str, path: str, size: int, mtime_ns: int) -> Path:
     and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
     version, so that processes of mme versions that index otherwise, sharing the folder, keep one each (one file,
     each rewrote the other's as not of its version), and an older version's indices are one folder to remove."""
-    key = hashlib.sha1(f"{os.path.abspath(path)}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
+    key = hashlib.sha1(f"{absolute_path(path)}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
     return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
 
 

@@ -52,7 +52,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import as_given, env_int
+from mme.utils import absolute_path, as_given, env_int
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
@@ -271,7 +271,7 @@ class _OpenCVReader(VideoReader):
 def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
     """OpenCV's FFmpeg capture of ``path`` (not read as a protocol: open_container), decoding on ``threads``
     (OpenCV's default: every core, in each loader worker)."""
-    return cv2.VideoCapture(os.path.abspath(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+    return cv2.VideoCapture(absolute_path(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -296,7 +296,7 @@ class _DecordReader(VideoReader):
 
         self.path = path
         try:
-            self._vr = decord.VideoReader(os.path.abspath(path), num_threads=threads)
+            self._vr = decord.VideoReader(absolute_path(path), num_threads=threads)
         except (decord.DECORDError, RuntimeError) as e:  # decord raises RuntimeError for files it cannot open
             raise video_error(path, "unreadable", e) from e
         self.num_frames = len(self._vr)

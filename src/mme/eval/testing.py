@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
+    absolute_path,
     atomic_path,
     atomic_write_json,
     error_reason,
@@ -207,7 +207,7 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     is_list = suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head
                                       and not head.startswith(b"YUV4MPEG2"))
     # a video named on the command line is where it says, not under ``root``
-    entries = read_list(source, strict=True)[0] if is_list else [ListEntry(os.path.abspath(source))]
+    entries = read_list(source, strict=True)[0] if is_list else [ListEntry(absolute_path(source))]
     labelled = all(e.label is not None for e in entries)
     # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,6 +49,7 @@ from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, tr
 from mme.train.distributed import all_gather_objects, init_distributed, is_main, raise_together, wait_for_ranks
 from mme.train.precision import choose_device
 from mme.utils import (
+    absolute_path,
     atomic_write_text,
     check_folder_held,
     check_output,
@@ -137,7 +138,7 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
         bound = default_max_disp(h, w) if opts.max_disp is None else opts.max_disp
         meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
                     flow=opts.flow, compensate=opts.compensate, max_disp=bound, num_frames=n,
-                    video=os.path.abspath(path), orientation=opts.orientation, turn=list(turn), backend=opts.backend,
+                    video=absolute_path(path), orientation=opts.orientation, turn=list(turn), backend=opts.backend,
                     resize=RESIZE, tracker=TRACKER, **made_of)
         pair_homs = np.tile(np.eye(3, dtype=np.float32), (n - 1, 1, 1)) if opts.compensate else None
         flows: dict = {}
@@ -189,7 +190,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
     if video is not None and os.path.isfile(video) and not same_source(meta, video):
         made_from = meta.get("video")  # absolute (older caches: as listed)
         if made_from and os.path.isabs(made_from) and os.path.realpath(made_from) != os.path.realpath(video):
-            return {"video": (made_from, os.path.abspath(video))}
+            return {"video": (made_from, absolute_path(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
     if (why := stale(meta)) is not None:
