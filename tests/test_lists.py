@@ -1689,3 +1689,20 @@ def test_the_one_based_hint_reads_every_scored_list_whatever_their_order():
         assert said is not None and "1-based" not in said, said
     said = untrained_classes("train.txt", entries([1, 2, 3, 4]), {"test": ("test.txt", entries([0, 1, 2, 3]))})
     assert "its labels are 1..4 with no 0: it looks 1-based" in said
+
+
+@pytest.mark.parametrize("command", ["check", "extract"])
+def test_a_list_holding_a_nul_byte_is_refused_in_one_line_naming_it(tmp_path, capsys, command):
+    """A list saved as UTF-16 without a byte-order mark, or a file of zeros (a write cut short by a power loss),
+    holds NUL bytes, which no path can: one line naming the list, its line and the likely cause, nothing written
+    (before: a ValueError traceback, 'embedded null byte')."""
+    (tmp_path / "u16.txt").write_bytes("a.mp4 0\n".encode("utf-16-le"))
+    (tmp_path / "zeros.txt").write_bytes(bytes(64))
+    for name in ("u16.txt", "zeros.txt"):
+        out = tmp_path / f"{command}-{name}"
+        assert cli_main([command, str(tmp_path / name), "--root", str(tmp_path), "--out", str(out),
+                         "--workers", "1"]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"mme {command}: error: list file {tmp_path / name}: line 1 holds a NUL byte: not UTF-8 text (saved as "
+            "UTF-16 without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
+        assert not out.exists()
