@@ -615,3 +615,15 @@ def test_object_motion_sways_the_view_sub_pixel_as_params_json_records(tmp_path)
     again = json.loads(generate_synth(data.root, camera_jitter=1.0, **design).params_file.read_text())
     assert (data.root / older).stat().st_mtime_ns != stamps[older] and again[older] == params[older]
     assert (data.root / kept).stat().st_mtime_ns == stamps[kept]
+
+
+def test_a_relative_out_folder_with_a_colon_in_its_first_part_is_written(tmp_path, monkeypatch):
+    """FFmpeg reads the part of a relative name before a colon as a protocol ('run:1', a time stamp): the videos
+    are written by their absolute paths (before: ProtocolNotFoundError, a traceback, and no dataset)."""
+    monkeypatch.chdir(tmp_path)
+    d = generate_synth("run:1", num_classes=2, videos_per_class=1, size=32, num_frames=4, workers=1)
+    entries = read_list(d.lists["train"])[0]  # (one video per class: none for val or test)
+    assert len(entries) == 2
+    for entry in entries:
+        with open_video(tmp_path / "run:1" / entry.path) as reader:
+            assert reader.num_frames == 4 and reader.size == (32, 32)

@@ -631,3 +631,19 @@ def test_viz_refuses_in_one_line_a_checkpoint_without_a_head_to_draw(held, optio
     err = capsys.readouterr().err
     assert said in err and str(tmp_path / "ck") in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p.png").exists()
+
+
+def test_a_relative_mp4_out_named_with_a_colon_is_written_and_drawn_over(tmp_path, monkeypatch):
+    """FFmpeg reads the part of a relative name before a colon as a protocol (a time stamp
+    '2024-05-01T10:00.mp4'): the picture is written, and read back as viz's own to be drawn over, by its absolute
+    path (before: ProtocolNotFoundError, a traceback; a picture written by its absolute path was then called the
+    user's file)."""
+    from mme.cli import main
+
+    video = write_video(tmp_path / "a.mp4", affine_video(12, 64, 64, dx=2.0, seed=6)[0])
+    monkeypatch.chdir(tmp_path)
+    name = "2024-05-01T10:00.mp4"
+    for _ in range(2):
+        assert main(["viz", str(video), "--out", name, "--num-frames", "4", "--stride", "2", "--size", "64"]) == 0
+        with av.open(str(tmp_path / name)) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 0

@@ -67,7 +67,16 @@ import numpy as np
 
 from mme.data.lists import ListEntry, list_text, parse_list, read_classes, text_lines, write_classes
 from mme.errors import ConfigError, DataError
-from mme.utils import atomic_path, atomic_write_text, check_output, check_seed, cpu_features, in_workers, removing
+from mme.utils import (
+    absolute_path,
+    atomic_path,
+    atomic_write_text,
+    check_output,
+    check_seed,
+    cpu_features,
+    in_workers,
+    removing,
+)
 
 MOTIONS = ("object", "scene")
 TEXTURES = ("two_colour", "high_contrast", "dead_leaves")
@@ -337,8 +346,9 @@ def _x264_options() -> dict[str, str]:
 
 def encode_h264(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18, comment: str | None = None) -> None:
     """Write frames as H.264 (yuv420p) with x264's options that make the bytes reproducible (:func:`_x264_options`);
-    atomic. ``comment``: the container's comment metadata (none by default)."""
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
+    atomic. ``comment``: the container's comment metadata (none by default). Opened by its absolute path: FFmpeg
+    reads the part of a relative name before a colon ('run:1/...') as a protocol."""
+    with atomic_path(path) as tmp, av.open(absolute_path(tmp), mode="w") as container:
         if comment is not None:
             container.metadata["comment"] = comment
         stream = container.add_stream("libx264", rate=fps,

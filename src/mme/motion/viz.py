@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from mme.data.dataset import DataConfig, Sample
+from mme.data.pyav_reader import open_container
 from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
 from mme.data.video import open_video, video_error, with_true_count
@@ -154,7 +155,7 @@ def _opened_picture(path: Path) -> Iterator[tuple[str | None, Iterator[np.ndarra
 
     with contextlib.ExitStack() as stack:
         if path.suffix.lower() == ".mp4":
-            container = stack.enter_context(av.open(str(path)))
+            container = stack.enter_context(open_container(path))
             comment = container.metadata.get("comment")
             frames = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
         else:
