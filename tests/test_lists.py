@@ -1706,3 +1706,12 @@ def test_a_list_holding_a_nul_byte_is_refused_in_one_line_naming_it(tmp_path, ca
             f"mme {command}: error: list file {tmp_path / name}: line 1 holds a NUL byte: not UTF-8 text (saved as "
             "UTF-16 without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
         assert not out.exists()
+
+
+def test_lists_saved_with_a_bom_and_joined_read_each_path_without_it(tmp_path):
+    """Two lists saved with a UTF-8 byte-order mark (Notepad), joined with cat: the second BOM starts a line inside
+    the file. Its path is read without it (before: kept, U+FEFF first, so the video was reported missing), as a
+    comment after one is a comment."""
+    parts = ["a.mp4 0\r\n", "my videos/b.mp4 1\r\n", "# from part 3\r\n"]
+    (tmp_path / "joined.txt").write_bytes(b"".join("\ufeff".encode() + part.encode() for part in parts))
+    assert read_list(tmp_path / "joined.txt")[0] == [ListEntry("a.mp4", 0), ListEntry("my videos/b.mp4", 1)]

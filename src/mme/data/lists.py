@@ -120,6 +120,7 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
     if (nul := next((n for n, line in enumerate(lines, 1) if "\0" in line), None)) is not None:
         raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: not UTF-8 text (saved as UTF-16 "
                         "without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
+    lines = [line.removeprefix("\ufeff") for line in lines]  # a BOM inside: lists saved with one, joined by cat
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not _is_comment(line)]
     labelled = any(len(t.split()) > 1 and _is_int(t.split()[-1]) for _, t in rows)
     decimal = next(((n, t) for n, t in rows if len(t.split()) > 1 and re.fullmatch(r"[+-]?[0-9]+\.[0-9]*",
