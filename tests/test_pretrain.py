@@ -1888,3 +1888,23 @@ def test_the_refused_files_message_names_the_missing_ones_where_every_entry_fail
         f"target.cache_dir '{tmp_path / 'cache'}': 1 of its 1 track cache files of the videos of "
         f"{tmp_path / 'list.txt'} are unreadable, with the 1 it lacks, which each read fails as its video's failure "
         f"(the first, {damaged}: unreadable (unknown file type)); a resumed mme extract makes them again: `mme extract")
+
+
+def test_the_extract_advice_for_names_starting_with_a_dash_runs_as_given(synth, tmp_path, monkeypatch):
+    """A list, data.root and target.cache_dir named '-train.txt', '-data', '-cache' (relative): the advice is a
+    command argparse takes ('./-train.txt', '--root=-data', '--out=-cache'), and run as given it fills the cache
+    (before: '--root -data' was refused, 'expected one argument')."""
+    import shlex
+
+    lists = dict(s.split("=", 1) for s in synth)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-data").symlink_to(lists["data.root"])
+    (tmp_path / "-train.txt").write_text("".join(open(lists["data.list_file"]).readlines()[:2]))
+    (tmp_path / "-cache").mkdir()
+    with pytest.raises(DataError, match="holds no track cache file") as refused:
+        run("tiny_cpu_mme", ["data.list_file=-train.txt", "data.root=-data"], tmp_path / "run",
+            "target.cache_dir=-cache")
+    advice = str(refused.value).split("`")[1]
+    assert advice.startswith("mme extract ./-train.txt --root=-data --out=-cache --length 6 ")
+    assert cli.main(shlex.split(advice)[1:] + ["--workers", "1"]) == 0
+    assert len(list((tmp_path / "-cache").rglob("*.tracks"))) == 2

@@ -19,6 +19,7 @@ import os
 import pickle
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -683,6 +684,20 @@ def absolute_path(path: str | os.PathLike) -> str:
     the OS follows a symlink 'a' first (another file). An absolute name is not read as a protocol by FFmpeg
     ('2020-01-01T10:00:00.mp4', 'pipe:0'); a path without '..' is spelt as os.path.abspath spells it."""
     return str(Path(path).absolute())
+
+
+def command_option(option: str, value: object) -> str:
+    """``option`` and ``value`` as arguments of a command to run, quoted for a shell: ``--root DIR``, or
+    ``--root=-DIR`` where the value starts with '-', which argparse would take for an option."""
+    text = str(value)
+    return f"{option}={shlex.quote(text)}" if text.startswith("-") else f"{option} {shlex.quote(text)}"
+
+
+def command_path(path: str | Path) -> str:
+    """``path`` as a positional argument of a command to run, quoted for a shell: './-train.txt' where it starts
+    with '-', which argparse would take for an option."""
+    text = str(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True) -> Path:

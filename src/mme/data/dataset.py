@@ -27,7 +27,6 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import shlex
 import signal
 import threading
 from collections import Counter
@@ -57,7 +56,7 @@ from mme.data.transforms import (
 from mme.data.video import BACKENDS, check_index_dir, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, ProcessLost, VideoError
-from mme.utils import check_output, how_it_ended, keep_freed_memory, launch_ranks
+from mme.utils import check_output, command_option, command_path, how_it_ended, keep_freed_memory, launch_ranks
 
 log = logging.getLogger(__name__)
 
@@ -440,8 +439,8 @@ class _VideoDataset(Dataset):
 
     def _listed(self) -> str:
         """The list and its root as a command's arguments."""
-        return shlex.quote(str(self.cfg.list_file)) + (f" --root {shlex.quote(self.cfg.root)}" if self.cfg.root
-                                                       else "")
+        return command_path(self.cfg.list_file) + (f" {command_option('--root', self.cfg.root)}" if self.cfg.root
+                                                   else "")
 
     def failed_of(self, videos: int) -> tuple[int, int]:
         """``videos`` failed videos of the list with its bad lines, and the list's lines (its entries and bad lines)."""
@@ -482,7 +481,7 @@ class _VideoDataset(Dataset):
             return "do the listed absolute paths exist here (a volume not mounted)?"
         check = self._listed() + (f" --decode-threads {self.cfg.decode_threads}" if self.cfg.decode_threads != 1
                                   else "")
-        check += f" --index-dir {shlex.quote(str(self.cfg.index_dir))}" if self.cfg.index_dir else ""
+        check += f" {command_option('--index-dir', self.cfg.index_dir)}" if self.cfg.index_dir else ""
         return (f"`mme check {check}` names every video a run cannot read: leave them out of the list, or raise "
                 "data.max_failure_fraction")
 
@@ -702,7 +701,7 @@ class PretrainDataset(_VideoDataset):
 
     def extract_command(self, flags: str) -> str:
         """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""
-        return f"mme extract {self._listed()} --out {shlex.quote(str(self.target_fn.cfg.cache_dir))} {flags}"
+        return f"mme extract {self._listed()} {command_option('--out', self.target_fn.cfg.cache_dir)} {flags}"
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         item = super().__getitem__(key)
