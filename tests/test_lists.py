@@ -1715,3 +1715,16 @@ def test_lists_saved_with_a_bom_and_joined_read_each_path_without_it(tmp_path):
     parts = ["a.mp4 0\r\n", "my videos/b.mp4 1\r\n", "# from part 3\r\n"]
     (tmp_path / "joined.txt").write_bytes(b"".join("\ufeff".encode() + part.encode() for part in parts))
     assert read_list(tmp_path / "joined.txt")[0] == [ListEntry("a.mp4", 0), ListEntry("my videos/b.mp4", 1)]
+
+
+def test_check_out_ending_in_a_separator_is_refused_not_written_as_a_file(tmp_path, capsys):
+    """`mme check --out reports/` (a folder meant, not there yet) is refused in one line before any video is
+    opened (before: the report was written to a file named reports)."""
+    write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    out = f"{tmp_path / 'reports'}/"
+    assert cli_main(["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", out,
+                     "--workers", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme check: error: --out {out}: ends in '/', a folder's name; give a file name")
+    assert not (tmp_path / "reports").exists()
