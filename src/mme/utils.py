@@ -680,10 +680,15 @@ def as_given(option: str, value: object) -> str:
 
 
 def absolute_path(path: str | os.PathLike) -> str:
-    """``path`` from the root, its '..' kept, for a library to open: os.path.abspath removes 'a/..' by text, where
-    the OS follows a symlink 'a' first (another file). An absolute name is not read as a protocol by FFmpeg
-    ('2020-01-01T10:00:00.mp4', 'pipe:0'); a path without '..' is spelt as os.path.abspath spells it."""
-    return str(Path(path).absolute())
+    """``path`` from the root for a library to open, as os.path.abspath spells it (the name frame indexes and track
+    caches are keyed and recorded by) unless that removes an 'a/..' by text where the OS follows a symlink 'a' first
+    to another file: then with its '..' kept. An absolute name is not read as a protocol by FFmpeg
+    ('2020-01-01T10:00:00.mp4', 'pipe:0')."""
+    plain = os.path.abspath(path)
+    if ".." not in Path(path).parts:
+        return plain
+    kept = str(Path(path).absolute())
+    return plain if os.path.realpath(plain) == os.path.realpath(kept) else kept
 
 
 def command_option(option: str, value: object) -> str:
