@@ -717,6 +717,50 @@ def test_a_signal_during_the_runs_teardown_ends_the_command_as_stopped(sig, synt
     assert out.resolve() not in held_folders() and torch.get_num_threads() == threads  # the teardown went on
 
 
+@pytest.mark.parametrize("where", ["garbage collection", "leaving the process group"])
+def test_a_ctrl_c_during_a_library_runs_teardown_is_raised_once_the_caller_has_its_state_back(where, synth, tmp_path,
+                                                                                                monkeypatch):
+    """From Python (no CLI): a Ctrl-C while ``engine.finish`` tears the run down was dropped, raised inside a weakref
+    callback of the garbage collector (the run returned as finished), or cut the teardown short, leaving the caller
+    with the run's threads and generators. It waits until the teardown is done, then the caller's KeyboardInterrupt
+    is raised with its threads and its generators' states back."""
+    import weakref
+
+    from mme.train import distributed as dist
+    from mme.train import engine
+
+    real_finish, real_shutdown, callbacks = engine.finish, dist.shutdown, []
+
+    class Cycle:
+        pass
+
+    def finish_whose_collection_takes_a_signal(run, before):
+        garbage = Cycle()
+        garbage.itself = garbage  # freed by the collection alone
+        callbacks.append(weakref.ref(garbage, lambda _: signal.raise_signal(signal.SIGINT)))
+        del garbage
+        real_finish(run, before)
+
+    def shutdown_that_takes_a_signal():
+        signal.raise_signal(signal.SIGINT)
+        real_shutdown()
+
+    if where == "garbage collection":
+        monkeypatch.setattr(engine, "finish", finish_whose_collection_takes_a_signal)
+    else:
+        monkeypatch.setattr(dist, "shutdown", shutdown_that_takes_a_signal)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # the caller's, not the run's train.threads=1
+    rng = torch.get_rng_state()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=2", "train.threads=1", "train.seed=7", FP32)
+        assert torch.get_num_threads() == threads + 1 and torch.equal(torch.get_rng_state(), rng)
+    finally:
+        torch.set_num_threads(threads)
+    assert _steps(tmp_path / "run") == [2]
+
+
 def test_a_run_stopped_on_its_last_step_alone_hands_back_its_finished_result(synth, tmp_path, monkeypatch):
     """``Interrupted.finished`` (a run that did all its steps, whose result a caller keeps) was also set on a stop at
     ``train.stop_after``, a run that ``--resume auto`` continues; whose line advised 'the same command with --resume

@@ -716,8 +716,7 @@ def _main(argv: list[str] | None) -> int:
             status = int(args.func(args) or 0)
         if stops.received is None:
             return status
-        # a signal whose exception was not raised: one during a job's teardown (engine.finish records it), or one
-        # Python dropped (raised in a garbage collector's callback)
+        # a signal whose exception Python dropped (raised in a garbage collector's callback)
         return _stopped(who, args.command, stops.received)
     except MMEError as e:
         kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""

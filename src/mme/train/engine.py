@@ -47,7 +47,7 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.config import TrainConfig
-from mme.train.interrupts import recorded_only
+from mme.train.interrupts import held_back
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
 from mme.utils import held_folders, process_group_up, unlock_folder
@@ -195,9 +195,10 @@ def finish(run: Run | None, before: Before) -> None:
     ``before``: not a caller's, as mme demo's --out), leave the process group it started (not a caller's: its script
     goes on with its own collectives), and give the process back its threads and its global generators' states (a
     library caller goes on with its own). The run's DDP wrapper goes first: destroyed after the process group, its
-    gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung). A signal meanwhile is recorded,
-    not raised (:func:`~mme.train.interrupts.recorded_only`): the command ends as stopped once the job has ended."""
-    with recorded_only():
+    gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung). A signal meanwhile waits until
+    all of it is done (:func:`~mme.train.interrupts.held_back`): a library caller's KeyboardInterrupt is raised as
+    finish returns, and the command ends as stopped."""
+    with held_back():
         if run is not None:
             run.step_model = None
             gc.collect()

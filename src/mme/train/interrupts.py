@@ -64,8 +64,7 @@ class StageStops:
     KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
     handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
     by the garbage collector, which prints "Exception ignored") is still there for a command that checks
-    ``received`` between its stages. Under :func:`recorded_only` (a job's teardown) it is recorded alone. A training
-    loop's :class:`StopRequests` takes them while a run trains."""
+    ``received`` between its stages. A training loop's :class:`StopRequests` takes them while a run trains."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
@@ -75,8 +74,6 @@ class StageStops:
     def _catch(self, signum, frame) -> None:
         if os.getpid() == self._pid:  # (not in a forked worker, which handles it as before)
             self.received = self.received or signal.Signals(signum)
-            if _recorded_only:
-                return
         self._previous[signum](signum, frame)
 
     def __enter__(self) -> StageStops:
@@ -91,22 +88,22 @@ class StageStops:
             signal.signal(s, handler)
 
 
-_recorded_only = False
-"""Set by :func:`recorded_only`."""
-
-
 @contextlib.contextmanager
-def recorded_only() -> Iterator[None]:
-    """While entered, a signal that a :class:`StageStops` takes is recorded there and not raised, for the command
-    that entered it to end as stopped once its stage is over: a job's teardown (:func:`mme.train.engine.finish`),
-    where its exception would be raised inside the garbage collector's weakref callbacks, which drop it, or cut the
-    teardown short."""
-    global _recorded_only
-    before, _recorded_only = _recorded_only, True
+def held_back() -> Iterator[None]:
+    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are blocked: one sent
+    meanwhile waits, and is taken by whatever handler is installed as the block ends (a library caller's
+    KeyboardInterrupt, raised there; the CLI's, which ends the command as stopped), once the work under it is done.
+    For a job's teardown (:func:`mme.train.engine.finish`), where its exception would be raised inside the garbage
+    collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
+    threads and generators. A teardown that hangs there is ended by SIGKILL alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         yield
     finally:
-        _recorded_only = before
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Terminated(KeyboardInterrupt):
