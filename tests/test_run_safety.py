@@ -171,6 +171,41 @@ def test_a_run_inside_a_process_group_its_caller_started_leaves_that_group_up(sy
             td.destroy_process_group()
 
 
+def test_a_second_job_that_would_start_the_process_group_again_is_refused_before_any_work(synth, tmp_path,
+                                                                                           monkeypatch):
+    """A script under torchrun that calls ``pretrain()`` twice, letting each run start the process group: the second
+    start did not connect (torchrun's rendezvous is once per process), and the run hung or failed at its first
+    collective with "another rank ended before this one was done" (false). The second job is refused with one line
+    that says to start the group in the script, before any work. A group of one rank here, started by the first run
+    (its start taken for torchrun's: ``launch_ranks`` says 2 ranks, the environment's group has 1)."""
+    import socket
+
+    import torch.distributed as td
+
+    from mme.train import distributed as dist
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(dist, "launch_ranks", lambda: (0, 2))
+    monkeypatch.setattr(dist, "_started_here", False, raising=False)  # (no earlier test's start counts)
+    try:
+        assert run("tiny_cpu_pixel", synth, tmp_path / "first", "train.steps=1", FP32).step == 1
+        assert not td.is_initialized()  # the first run started the group and left it
+        with pytest.raises(ConfigError) as info:
+            run("tiny_cpu_pixel", synth, tmp_path / "second", "train.steps=1", FP32)
+    finally:
+        if td.is_initialized():  # not for the later tests of this process
+            td.destroy_process_group()
+    assert str(info.value) == (
+        "the process group was started by an earlier job of this process and left at its end: it does not start again "
+        "under torchrun; to run several jobs in one script, start it there first "
+        "(torch.distributed.init_process_group()): each job then uses it and leaves it up")
+    assert not (tmp_path / "second").exists()
+
+
 def test_a_folder_whose_lock_file_was_replaced_is_no_longer_written_by_its_job(tmp_path):
     """Only the .lock made anew (the folder kept): the job's checkpoints, rotation and partial results of an embedding
     refuse it, removing and writing nothing; a folder this process does not lock is not checked."""

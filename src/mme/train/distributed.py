@@ -21,7 +21,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from mme.errors import MMEError, ProcessLost
+from mme.errors import ConfigError, MMEError, ProcessLost
 from mme.utils import env_int, launch_ranks
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ before it takes, a share of an extraction or of ``mme embed`` (hours to days). T
 
 _meeting: dist.ProcessGroup | None = None
 """The gloo group of every rank that :func:`wait_for_ranks` meets in, made by :func:`init_distributed`."""
+
+_started_here = False
+"""Whether :func:`init_distributed` has started a process group in this process: one started again after
+:func:`shutdown` under torchrun (a script calling ``pretrain()`` twice) did not connect, and its job hung or failed
+at its first collective."""
 
 
 LOST_RANK_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote process exited",
@@ -91,14 +96,21 @@ def rank_on_node() -> int:
 def init_distributed(device: torch.device) -> DistInfo:
     """Start the process group when launched by torchrun (NCCL on a CUDA ``device``, the rank's own, which it makes
     this process's current one; gloo otherwise), and the gloo group the ranks meet in (:data:`MEETING_WAIT`); a no-op
-    otherwise."""
-    global _meeting
+    otherwise, and where a group is up (the caller's). Refused where this process started one before
+    (:data:`_started_here`)."""
+    global _meeting, _started_here
     world, local_rank = launch_ranks()[1], rank_on_node()
     if world > 1 and not dist.is_initialized():
+        if _started_here:
+            raise ConfigError("the process group was started by an earlier job of this process and left at its end: "
+                              "it does not start again under torchrun; to run several jobs in one script, start it "
+                              "there first (torch.distributed.init_process_group()): each job then uses it and "
+                              "leaves it up")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         try:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            _started_here = True
             _meeting = _meeting_group(device.type)
         except (ValueError, RuntimeError) as e:
             if "TORCHELASTIC_RUN_ID" not in os.environ:  # WORLD_SIZE set by hand, without torchrun's rendezvous
