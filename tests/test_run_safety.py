@@ -24,7 +24,7 @@ import torch
 from training import FP32, TINY, report_json, run, tiny
 from worker_jobs import dead_pid, killing_a_worker_after
 
-from mme.errors import CheckpointError, ConfigError, DataError, FolderReplaced, MMEError
+from mme.errors import CheckpointError, ConfigError, DataError, FolderReplaced, Interrupted, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
 from mme.utils import remove_stale_temps, remove_stale_temps_in, unlock_folder
@@ -713,86 +713,88 @@ def test_a_signal_after_the_loops_last_check_of_the_signals_says_no_step_follows
     assert _steps(out) == [2] and (out / "loss.png").is_file()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (before: the dropped exception)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_the_runs_teardown_ends_the_command_as_stopped(sig, synth, tmp_path, monkeypatch, capsys):
-    """A signal once the run has ended (its summary line printed), while ``engine.finish`` collects the run's
-    garbage: its KeyboardInterrupt or Terminated was raised inside a weakref callback of the garbage collector, which
-    dropped it ("Exception ignored ... Terminated"), and the command ended as finished, exit 0. The teardown records
-    it and ends, and the command ends as stopped, exit 130 / 143."""
+def _finish_whose_collection_takes_a_signal(monkeypatch, sig: signal.Signals) -> list:
+    """``engine.finish`` whose garbage collection runs a weakref callback that sends ``sig`` to the process, as a
+    user's Ctrl-C or a scheduler's SIGTERM sends it (any thread may take it: tqdm's monitor is alive); the callbacks
+    made, to check that the collection ran them."""
     import weakref
 
-    from mme import cli
     from mme.train import engine
-    from mme.utils import held_folders
 
     real_finish, callbacks = engine.finish, []
 
     class Cycle:
         pass
 
-    def finish_whose_collection_takes_a_signal(run, before):
+    def finish(run, before, finished=None):
         garbage = Cycle()
         garbage.itself = garbage  # freed by the collection alone
-        callbacks.append(weakref.ref(garbage, lambda _: signal.raise_signal(sig)))
+        callbacks.append(weakref.ref(garbage, lambda _: os.kill(os.getpid(), sig)))
         del garbage
-        real_finish(run, before)
+        real_finish(run, before, finished)
 
-    monkeypatch.setattr(engine, "finish", finish_whose_collection_takes_a_signal)
+    monkeypatch.setattr(engine, "finish", finish)
+    return callbacks
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (before: the dropped exception)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_runs_teardown_ends_the_command_as_stopped(sig, synth, tmp_path, monkeypatch, capsys):
+    """A signal once the run has ended (its summary line printed), while ``engine.finish`` collects the run's
+    garbage: its KeyboardInterrupt or Terminated was raised inside a weakref callback of the garbage collector, which
+    dropped it ("Exception ignored ... Terminated"), and the command ended as finished, exit 0. The teardown holds
+    it back and ends, and the command ends as stopped, exit 130 / 143, saying the run's work is done and kept."""
+    from mme import cli
+    from mme.utils import held_folders
+
+    callbacks = _finish_whose_collection_takes_a_signal(monkeypatch, sig)
     out, threads = tmp_path / "run", torch.get_num_threads()
     code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}", "train.steps=2",
                                                                      "train.threads=1", FP32)])
     printed = capsys.readouterr()
     assert callbacks[0]() is None  # the collection ran the callback
-    how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+    assert "Exception ignored" not in printed.err
     assert code == 128 + sig and printed.err.splitlines()[-1] == (
-        f"mme pretrain: {how}; what was written is kept (the same command with --resume auto continues from the "
-        "run's newest checkpoint, if it wrote one)"), printed.err[-2000:]
+        f"mme pretrain: error: stopped by {sig.name} as the job ended, its work done: what it wrote is kept in "
+        f"{out}"), printed.err[-2000:]
     assert json.loads(printed.out.splitlines()[-1])["step"] == 2 and _steps(out) == [2]
     assert out.resolve() not in held_folders() and torch.get_num_threads() == threads  # the teardown went on
 
 
 @pytest.mark.parametrize("where", ["garbage collection", "leaving the process group"])
-def test_a_ctrl_c_during_a_library_runs_teardown_is_raised_once_the_caller_has_its_state_back(where, synth, tmp_path,
-                                                                                                monkeypatch):
+@pytest.mark.parametrize("steps", ["finished", "stopped at train.stop_after"])
+def test_a_ctrl_c_during_a_library_runs_teardown_is_raised_once_the_caller_has_its_state_back(where, steps, synth,
+                                                                                                tmp_path, monkeypatch):
     """From Python (no CLI): a Ctrl-C while ``engine.finish`` tears the run down was dropped, raised inside a weakref
     callback of the garbage collector (the run returned as finished), or cut the teardown short, leaving the caller
-    with the run's threads and generators. It waits until the teardown is done, then the caller's KeyboardInterrupt
-    is raised with its threads and its generators' states back."""
-    import weakref
-
+    with the run's threads and generators. It waits until the teardown is done, then stops the caller with its
+    threads and its generators' states back: a run that did all its steps as one stopped after its last step
+    (Interrupted, its result kept: mme demo keeps its row), else by the caller's KeyboardInterrupt."""
     from mme.train import distributed as dist
-    from mme.train import engine
 
-    real_finish, real_shutdown, callbacks = engine.finish, dist.shutdown, []
-
-    class Cycle:
-        pass
-
-    def finish_whose_collection_takes_a_signal(run, before):
-        garbage = Cycle()
-        garbage.itself = garbage  # freed by the collection alone
-        callbacks.append(weakref.ref(garbage, lambda _: signal.raise_signal(signal.SIGINT)))
-        del garbage
-        real_finish(run, before)
+    real_shutdown = dist.shutdown
 
     def shutdown_that_takes_a_signal():
-        signal.raise_signal(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
         real_shutdown()
 
     if where == "garbage collection":
-        monkeypatch.setattr(engine, "finish", finish_whose_collection_takes_a_signal)
+        _finish_whose_collection_takes_a_signal(monkeypatch, signal.SIGINT)
     else:
         monkeypatch.setattr(dist, "shutdown", shutdown_that_takes_a_signal)
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)  # the caller's, not the run's train.threads=1
     rng = torch.get_rng_state()
+    finished = steps == "finished"
     try:
-        with pytest.raises(KeyboardInterrupt):
-            run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=2", "train.threads=1", "train.seed=7", FP32)
+        with pytest.raises(Interrupted if finished else KeyboardInterrupt) as stopped:
+            run("tiny_cpu_pixel", synth, tmp_path / "run", "train.steps=2", "train.threads=1", "train.seed=7", FP32,
+                *([] if finished else ["train.stop_after=2", "train.steps=3"]))
         assert torch.get_num_threads() == threads + 1 and torch.equal(torch.get_rng_state(), rng)
     finally:
         torch.set_num_threads(threads)
+    if finished:
+        assert stopped.value.exit_code == 130 and stopped.value.finished.step == 2
     assert _steps(tmp_path / "run") == [2]
 
 

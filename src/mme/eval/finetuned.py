@@ -229,11 +229,13 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     ``load_config``'s overrides set are those given on the command line (:func:`evaluate_checkpoint`,
     :func:`mme.train.finetune.setup`)."""
     t0, before = time.perf_counter(), engine.before_job()
-    run = None
+    run = result = None
     try:
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg)
-            return FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0, dist.get_rank())
+            result = FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0,
+                                    dist.get_rank())
+            return result
         run = setup(cfg, _validation)
         engine.print_summary(run, describe(run))
         try:
@@ -245,10 +247,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                               "runs them", e.exit_code, finished=e.finished) from e
         reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),
                                trained.checkpoint) if run.step >= run.total_steps else {}
-        return FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
-                              dist.get_rank())
+        result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
+                                dist.get_rank())
+        return result
     finally:
-        engine.finish(run, before)
+        done = result is not None and (run is None or run.step >= run.total_steps)  # (not a stop at stop_after)
+        engine.finish(run, before, finished=result if done else None)
 
 
 def main(recipe: str, overrides: list[str]) -> int:

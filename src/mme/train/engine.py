@@ -24,6 +24,8 @@ import gc
 import logging
 import math
 import os
+import signal
+import sys
 import textwrap
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from torch.utils.data import Dataset
 
 from mme.config import flatten, from_dict, path_keys
 from mme.data.lists import left_out
-from mme.errors import CheckpointError, ConfigError, MMEError
+from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
@@ -190,15 +192,18 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def finish(run: Run | None, before: Before) -> None:
+def finish(run: Run | None, before: Before, finished: Any = None) -> None:
     """The end of every job, however it ends: unlock its folder (those the process holds and did not hold
     ``before``: not a caller's, as mme demo's --out), leave the process group it started (not a caller's: its script
     goes on with its own collectives), and give the process back its threads and its global generators' states (a
     library caller goes on with its own). The run's DDP wrapper goes first: destroyed after the process group, its
     gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung). A signal meanwhile waits until
-    all of it is done (:func:`~mme.train.interrupts.held_back`): a library caller's KeyboardInterrupt is raised as
-    finish returns, and the command ends as stopped."""
-    with held_back():
+    all of it is done (:func:`~mme.train.interrupts.held_back`), then stops the job as one after its last step does:
+    :class:`~mme.errors.Interrupted` carrying ``finished`` (the result of a job that did all its work, which a caller
+    keeps: mme demo's row); with none, the signal goes to the handler installed (a library caller's
+    KeyboardInterrupt; the CLI's, which ends the command as stopped); a job already ending by an exception ends by
+    it (a repeated SIGTERM, a second signal of the same stop)."""
+    with held_back() as held:
         if run is not None:
             run.step_model = None
             gc.collect()
@@ -208,6 +213,12 @@ def finish(run: Run | None, before: Before) -> None:
             dist.shutdown()
         torch.set_num_threads(before.threads)
         ckpt.set_rng_state(before.rng)
+    if held.received is None or sys.exc_info()[0] is not None:
+        return
+    if finished is not None:
+        raise Interrupted(f"stopped by {held.received.name} as the job ended, its work done: what it wrote is kept "
+                          f"in {finished.out_dir}", 128 + int(held.received), finished=finished)
+    signal.raise_signal(held.received)
 
 
 def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> tuple[str, dict] | None:

@@ -88,22 +88,34 @@ class StageStops:
             signal.signal(s, handler)
 
 
+class HeldBack:
+    """:func:`held_back`'s record: ``received``, the first signal that came meanwhile, or None."""
+
+    received: signal.Signals | None = None
+
+
 @contextlib.contextmanager
-def held_back() -> Iterator[None]:
-    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are blocked: one sent
-    meanwhile waits, and is taken by whatever handler is installed as the block ends (a library caller's
-    KeyboardInterrupt, raised there; the CLI's, which ends the command as stopped), once the work under it is done.
-    For a job's teardown (:func:`mme.train.engine.finish`), where its exception would be raised inside the garbage
-    collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
-    threads and generators. A teardown that hangs there is ended by SIGKILL alone."""
+def held_back() -> Iterator[HeldBack]:
+    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in the
+    record it yields and nothing else: the caller acts on it once the work under it is done. For a job's teardown
+    (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage collector's
+    weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's threads and
+    generators. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches whichever of
+    its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread all the same."""
+    held = HeldBack()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield held
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+    def record(signum, frame) -> None:
+        held.received = held.received or signal.Signals(signum)
+
+    previous = {s: signal.signal(s, record) for s in SIGNALS}
     try:
-        yield
+        yield held
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Terminated(KeyboardInterrupt):

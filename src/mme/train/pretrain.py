@@ -358,7 +358,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
     t0, before = time.perf_counter(), engine.before_job()
-    run = None
+    run = result = None
     try:
         run = setup(cfg)
         if printed:
@@ -371,7 +371,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
         return result
     finally:
-        engine.finish(run, before)
+        engine.finish(run, before, finished=result if result is not None and run.step >= run.total_steps else None)
 
 
 def main(recipe: str, overrides: list[str]) -> int:
