@@ -59,9 +59,15 @@ def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(t
     assert load_config(PretrainConfig, "tiny_cpu_mme", ['train.out_dir="~"']).train.out_dir == str(Path.home())
     for bad, said in (("target.max_disp=nan", "target.max_disp"), ("optim.base_lr=inf", "a finite number"),
                       ("target.loss_weights.traj=-1", "must be >= 0"), ("model.drop_path=1.0", "drop_path"),
-                      ("model.decoder_heads=0", "decoder_heads must be positive")):
+                      ("model.decoder_heads=0", "decoder_heads must be positive"),
+                      ("model.decoder_norm_eps=-1", "decoder_norm_eps must be positive")):  # (a NaN loss from step 1)
         with pytest.raises(ConfigError, match=said):
             load_config(PretrainConfig, "tiny_cpu_mme", [bad])
+    from mme.train.config import FinetuneConfig
+
+    for fc_drop in ("1.5", "-1"):  # (a traceback of torch's Dropout at the classifier's build)
+        with pytest.raises(ConfigError, match=rf"task.fc_drop must be in \[0, 1\), got {fc_drop}"):
+            load_config(FinetuneConfig, "finetune_tiny_cpu", [f"task.fc_drop={fc_drop}"])
 
 
 def test_a_path_yaml_would_read_as_a_block_mapping_or_list_is_a_text_keys_value_as_written(tmp_path, capsys):

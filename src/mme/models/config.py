@@ -86,7 +86,7 @@ class ModelConfig:
     def __post_init__(self):
         apply_preset(self, "model", self.PRESETS, fallback=PRESETS["base"])
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
-                     "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps"):
+                     "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps", "decoder_norm_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         for name in ("decoder_depth", "head_hidden"):

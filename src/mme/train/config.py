@@ -230,6 +230,8 @@ class TaskConfig:
             raise ConfigError(f"task.scratch_init must be one of {SCRATCH_INITS}, got {self.scratch_init!r}")
         if self.repeated_aug < 1 or self.eval_batch_size < 1 or self.eval_every < 0:
             raise ConfigError("task.repeated_aug and task.eval_batch_size must be >= 1, task.eval_every >= 0")
+        if not 0.0 <= self.fc_drop < 1.0:
+            raise ConfigError(f"task.fc_drop must be in [0, 1), got {self.fc_drop}")
 
 
 @dataclass
