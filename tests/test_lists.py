@@ -1728,3 +1728,24 @@ def test_check_out_ending_in_a_separator_is_refused_not_written_as_a_file(tmp_pa
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"mme check: error: --out {out}: ends in '/', a folder's name; give a file name")
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("bad", ["a file", "missing"])
+@pytest.mark.parametrize("command", ["check", "extract", "embed", "probe", "lists"])
+def test_a_root_that_is_not_a_folder_is_refused_before_any_work(command, bad, tmp_path, capsys):
+    """A --root that is a file or is not there is refused in one line, as pretrain's data.root is (before: every
+    video 'missing', a report, a failure file or lists written)."""
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    write_video(tmp_path / "videos" / "a" / "1.mp4", affine_video(T=4, H=32, W=32)[0])
+    listed = tmp_path / "list.txt"
+    listed.write_text("a/1.mp4 0\n")
+    root = str(listed if bad == "a file" else tmp_path / "nowhere")
+    out = tmp_path / "out"
+    args = {"check": ["check", str(listed), "--out", str(out / "check.json")],
+            "extract": ["extract", str(listed), "--out", str(out), "--short-side", "32"],
+            "embed": ["embed", str(tmp_path / "ck.pt"), str(listed), "--out", str(out / "f.npy")],
+            "probe": ["probe", str(tmp_path / "ck.pt"), "--train", str(listed), "--out", str(out)],
+            "lists": ["lists", "folder", str(tmp_path / "videos"), "--out", str(out), "--check"]}[command]
+    assert cli_main([*args, "--root", root]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"mme {command}: error: --root {root!r} is not a folder"
+    assert not out.exists()

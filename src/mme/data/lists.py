@@ -163,6 +163,13 @@ def resolve(entry: ListEntry, root: str | Path) -> str:
     return entry.path if os.path.isabs(entry.path) or not root else os.path.join(str(root), entry.path)
 
 
+def check_root(root: str | Path, option: str) -> None:
+    """Refuse a ``root`` (the folder list paths start from; '' the working folder) that is not a folder, a file or
+    missing, in one line naming ``option``: every video under it would be missing."""
+    if root and not Path(root).is_dir():
+        raise DataError(f"{option} {os.fspath(root)!r} is not a folder")
+
+
 def real_path(entry: ListEntry, root: str | Path) -> str:
     """The file of an entry by its real path, one however it is spelt ('./a.mp4', 'x/../a.mp4', a symlink to it)."""
     return os.path.realpath(resolve(entry, root))
@@ -1410,6 +1417,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     ``decode_threads``: the decoder's, as the run's ``data.decode_threads``. The report replaces a file at
     ``report_path`` that is a check report, another only with ``overwrite``, a list or video it checks never
     (:func:`_check_replaced`)."""
+    check_root(root, "--root")
     check_output(report_path, "--out")
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
@@ -1558,6 +1566,8 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     ``out_dir/check.json`` (videos under ``video_root``; for 'folder', by default where the lists' paths start),
     which replaces a file there that is not a check report only with ``overwrite``, as ``mme check --out`` does.
     Returns ``{"lists": split -> path, "check": the check's report or None}``."""
+    if video_root is not None:
+        check_root(video_root, "--root")
     if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
     if overwrite and not check:

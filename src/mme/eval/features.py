@@ -666,9 +666,11 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
     ``judged``: they were judged so already (mme probe judges its features files before it embeds any split);
     ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split)."""
+    from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
 
+    check_root(root, "--root")
     out = Path(out)
     on, counts = check_embed_options(out, backend, device, index_dir, batch_size=batch_size,
                                      chunk_batches=chunk_batches, clips=clips, crops=crops, num_workers=num_workers)

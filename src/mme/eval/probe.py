@@ -233,11 +233,12 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
 
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
     ``val_fraction`` of train (same ``seed``)."""
-    from mme.data.lists import check_labels, read_classes, untrained_classes
+    from mme.data.lists import check_labels, check_root, read_classes, untrained_classes
     from mme.eval.features import EMBED_COUNTS, check_embed_options, embed, read_encoder, read_features, refuse_unowned
     from mme.train import distributed as dist
 
     seed = check_seed(seed, "--seed")
+    check_root(embed_kwargs.get("root", ""), "--root")
     if not (linear or knn):
         raise ConfigError("--no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them "
                           "(mme embed makes the features alone)")

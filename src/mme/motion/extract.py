@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mme.data.lists import BadLine, ListEntry, left_out, read_list, resolve
+from mme.data.lists import BadLine, ListEntry, check_root, left_out, read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS
@@ -296,6 +296,7 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
     report of them all. ``opts.device`` cuda is the rank's GPU, of its ``LOCAL_RANK`` (every rank used the first).
     """
     require_backend(opts.backend, "--backend")
+    check_root(root, "--root")
     entries, bad_lines = read_list(list_file, strict=False)
     k, n = parse_shard(shard)
     check_output(out, "--out", folder=True, make=False)  # made once the ranks and the device are known
