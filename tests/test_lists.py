@@ -1749,3 +1749,20 @@ def test_a_root_that_is_not_a_folder_is_refused_before_any_work(command, bad, tm
     assert cli_main([*args, "--root", root]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"mme {command}: error: --root {root!r} is not a folder"
     assert not out.exists()
+
+
+def test_folder_lists_refuse_a_root_other_than_where_their_paths_start(tmp_path, capsys):
+    """Folder lists' paths start at the source (a split folder's parent): a --root elsewhere is refused in one line
+    naming both, where --check called every video missing (the same folder spelt otherwise is taken)."""
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    write_video(tmp_path / "videos" / "a" / "1.mp4", affine_video(T=16, H=32, W=32)[0])
+    source, out = tmp_path / "videos", tmp_path / "lists"
+    assert cli_main(["lists", "folder", str(source), "--out", str(out), "--root", str(tmp_path), "--check"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme lists: error: --root {tmp_path}: folder lists' paths start at {source}; give --root {source} or leave "
+        f"it out")
+    assert not out.exists()
+    assert cli_main(["lists", "folder", str(source), "--out", str(out), "--root", f"{tmp_path}/videos/../videos",
+                     "--check"]) == 0
+    assert (out / "all.txt").read_text() == "a/1.mp4 0\n"
+    assert json.loads((out / "check.json").read_text())["failing"] == 0

@@ -167,8 +167,9 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                         "time_end); ssv2: '{id}.webm'")
     p.add_argument("--root", "--video-root", dest="video_root", metavar="DIR", type=path, default=None,
                    help="folder the list paths are relative to (for --skip-missing and --check); folder lists: "
-                        "default the source, or its parent when the source is a split folder (train/, validation/, "
-                        "...; of a link named otherwise, the real folder's parent), as its paths then start there")
+                        "the source, or its parent when the source is a split folder (train/, validation/, "
+                        "...; of a link named otherwise, the real folder's parent), as its paths start there (the "
+                        "default; another folder is refused)")
     p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --root")
     p.add_argument("--classes", type=path, default=None, metavar="JSON",
                    help="folder, kinetics: number the classes as this class map does (the classes.json of another "

@@ -1247,8 +1247,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                 classes: str | Path | None = None, before_writing: Callable[[list, list], None] | None = None
                 ) -> tuple[dict[str, Path], Path | None]:
     """Write ``<split>.txt`` lists and ``classes.json`` into ``out_dir`` from one annotation source. Returns the
-    lists written (split -> file) and the folder their paths start from: ``video_root``, by default for folder
-    lists the one :func:`folder_lists` gives (None for the others).
+    lists written (split -> file) and the folder their paths start from: ``video_root``, for folder lists the
+    one :func:`folder_lists` gives, another ``video_root`` a DataError (None for the others).
 
     ``kind``: 'folder' (source = the video folder, or a folder of split folders), 'ucf101' / 'hmdb51' (source =
     the split-file folder), 'kinetics' (source = a CSV or a folder of CSVs), 'ssv2' (source = the annotation
@@ -1277,7 +1277,10 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     given = read_classes(classes) if classes is not None else None
     if kind == "folder":
         splits, classes, base = folder_lists(source, given)
-        video_root = video_root or base
+        if video_root is not None and os.path.realpath(video_root) != os.path.realpath(base):
+            raise DataError(f"--root {os.fspath(video_root)}: folder lists' paths start at {base}; give --root {base} "
+                            f"or leave it out")
+        video_root = base
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, 1 if split is None else split)
     elif kind == "hmdb51":
