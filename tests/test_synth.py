@@ -627,3 +627,25 @@ def test_a_relative_out_folder_with_a_colon_in_its_first_part_is_written(tmp_pat
     for entry in entries:
         with open_video(tmp_path / "run:1" / entry.path) as reader:
             assert reader.num_frames == 4 and reader.size == (32, 32)
+
+
+@pytest.mark.parametrize("command", [["synth", "", "--classes", "2", "--videos-per-class", "1", "--size", "32",
+                                      "--frames", "2"], ["lists", "folder", "videos", "--out", ""],
+                                     ["extract", "list.txt", "--out", ""]])
+def test_an_empty_out_is_refused_not_taken_for_the_working_folder(command, tmp_path, monkeypatch, capsys):
+    """`mme synth ""` (an unset shell variable) is refused in one line, as `mme extract` / `mme lists` with
+    `--out ''` are (before: the videos, lists or failure files written into the working folder)."""
+    from videos import affine_video, write_video
+
+    from mme.cli import main as cli_main
+
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    write_video(tmp_path / "videos" / "a" / "1.mp4", affine_video(T=4, H=32, W=32)[0])
+    (tmp_path / "list.txt").write_text("a/1.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert cli_main([*command, "--workers", "1"]) == 1
+    option = "out" if command[0] == "synth" else "--out"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme {command[0]}: error: {option} is empty; give a folder name")
+    assert sorted(os.listdir(tmp_path)) == before

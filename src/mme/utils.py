@@ -712,7 +712,10 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     that makes the folder once its inputs are read (a refused run leaves none). A file ``path`` that is there, its
     links followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds,
     and the atomic write replaces it (:func:`atomic_path`). A file ``path`` given ending in a separator names a
-    folder (``reports/``): refused, where ``Path`` would drop the separator and write a file of the folder's name."""
+    folder (``reports/``): refused, where ``Path`` would drop the separator and write a file of the folder's name. An
+    empty ``path`` (an unset shell variable) is refused, where ``Path`` would take it for the working folder."""
+    if isinstance(path, str) and not path:
+        raise ConfigError(f"{option} is empty; give a {'folder' if folder else 'file'} name")
     if not folder and isinstance(path, str) and path.endswith(("/", os.sep)):
         raise ConfigError(f"{option} {path}: ends in '{path[-1]}', a folder's name; give a file name")
     path = Path(path)
