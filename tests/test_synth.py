@@ -649,3 +649,21 @@ def test_an_empty_out_is_refused_not_taken_for_the_working_folder(command, tmp_p
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"mme {command[0]}: error: {option} is empty; give a folder name")
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_killed_synths_temporary_files_are_removed_by_its_rerun_not_called_videos(tmp_path, caplog):
+    """A synth killed while it wrote a video (or a list) left its temporary file (``.<name>.tmp<pid>.mp4``), which
+    its rerun never removed and called, on every rerun, a video of an earlier run that no list names."""
+    from worker_jobs import dead_pid
+
+    design = dict(num_classes=2, videos_per_class=2, size=32, num_frames=4, seed=3, workers=1)
+    generate_synth(tmp_path, **design)
+    pid = dead_pid()
+    video = tmp_path / "videos" / CLASSES[0] / f".{CLASSES[0]}_0000.mp4.tmp{pid}.mp4"
+    listed = tmp_path / f".train.txt.tmp{pid}.txt"
+    video.write_bytes(b"half a video")
+    listed.write_text("half a list")
+    with caplog.at_level("INFO"):
+        generate_synth(tmp_path, **design)
+    assert not video.exists() and not listed.exists()
+    assert "not of this design" not in caplog.text

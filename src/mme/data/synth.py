@@ -75,6 +75,7 @@ from mme.utils import (
     check_seed,
     cpu_features,
     in_workers,
+    remove_stale_temps,
     removing,
 )
 
@@ -630,6 +631,9 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                          d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel)))
     if workers is None:
         workers = os.cpu_count() or 1
+    # what a killed run was writing (its videos and records), which the same command's rerun makes again
+    remove_stale_temps([*(root / rel for rel in split_of),
+                        *(root / name for name in (*RECORDED, "classes.json", PROGRESS, LISTS_WRITTEN))])
     params, saved = {}, time.monotonic()
     for rel, p in in_workers(_make_video, jobs, workers, _died_making):
         params[rel] = {**p, "split": split_of[rel]}
@@ -656,7 +660,8 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     kept = sum((made.get(rel) or {}).get("sha256") == p["sha256"] for rel, p in params.items())
     log.info("synth: %d videos in %s, %d made, %d kept from an earlier run", len(params), root, len(params) - kept,
              kept)
-    others = sorted({p.relative_to(root).as_posix() for p in (root / "videos").rglob("*.mp4")} - set(params))
+    others = sorted({p.relative_to(root).as_posix() for p in (root / "videos").rglob("*.mp4")
+                     if not p.name.startswith(".")} - set(params))  # (not a write's temporary file)
     if others:
         log.warning("synth: %d videos in %s are not of this design (an earlier run's, e.g. %s): no list names them; "
                     "remove them before listing the folder otherwise", len(others), root / "videos", others[0])
