@@ -726,12 +726,12 @@ def _finish_whose_collection_takes_a_signal(monkeypatch, sig: signal.Signals) ->
     class Cycle:
         pass
 
-    def finish(run, before, finished=None):
+    def finish(run, before, result=None):
         garbage = Cycle()
         garbage.itself = garbage  # freed by the collection alone
         callbacks.append(weakref.ref(garbage, lambda _: os.kill(os.getpid(), sig)))
         del garbage
-        real_finish(run, before, finished)
+        real_finish(run, before, result)
 
     monkeypatch.setattr(engine, "finish", finish)
     return callbacks

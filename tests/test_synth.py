@@ -652,7 +652,7 @@ def test_an_empty_out_is_refused_not_taken_for_the_working_folder(command, tmp_p
 
 
 def test_a_killed_synths_temporary_files_are_removed_by_its_rerun_not_called_videos(tmp_path, caplog):
-    """A synth killed while it wrote a video (or a list) left its temporary file (``.<name>.tmp<pid>.mp4``), which
+    """A synth killed while it wrote a video (or a list) left its temporary file (``.<name>.mp4.tmp<pid>.mp4``), which
     its rerun never removed and called, on every rerun, a video of an earlier run that no list names."""
     from worker_jobs import dead_pid
 

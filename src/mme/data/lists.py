@@ -33,6 +33,7 @@ from mme.utils import (
     absolute_path,
     atomic_write_text,
     check_output,
+    command_option,
     error_reason,
     identity_or_none,
     in_workers,
@@ -163,9 +164,9 @@ def resolve(entry: ListEntry, root: str | Path) -> str:
     return entry.path if os.path.isabs(entry.path) or not root else os.path.join(str(root), entry.path)
 
 
-def check_root(root: str | Path, option: str) -> None:
-    """Refuse a ``root`` (the folder list paths start from; '' the working folder) that is not a folder, a file or
-    missing, in one line naming ``option``: every video under it would be missing."""
+def check_root(root: str | Path | None, option: str) -> None:
+    """Refuse a ``root`` (the folder list paths start from; '' or None the working folder) that is not a folder,
+    a file or missing, in one line naming ``option``: every video under it would be missing."""
     if root and not Path(root).is_dir():
         raise DataError(f"{option} {os.fspath(root)!r} is not a folder")
 
@@ -1278,8 +1279,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     if kind == "folder":
         splits, classes, base = folder_lists(source, given)
         if video_root is not None and os.path.realpath(video_root) != os.path.realpath(base):
-            raise DataError(f"--root {os.fspath(video_root)}: folder lists' paths start at {base}; give --root {base} "
-                            f"or leave it out")
+            raise DataError(f"--root {os.fspath(video_root)}: folder lists' paths start at {base}; give "
+                            f"{command_option('--root', base)} or leave it out")
         video_root = base
     elif kind == "ucf101":
         splits, classes = from_ucf101(source, 1 if split is None else split)
@@ -1569,8 +1570,7 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     ``out_dir/check.json`` (videos under ``video_root``; for 'folder', by default where the lists' paths start),
     which replaces a file there that is not a check report only with ``overwrite``, as ``mme check --out`` does.
     Returns ``{"lists": split -> path, "check": the check's report or None}``."""
-    if video_root is not None:
-        check_root(video_root, "--root")
+    check_root(video_root, "--root")
     if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")
     if overwrite and not check:

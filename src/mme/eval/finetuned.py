@@ -251,8 +251,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                 dist.get_rank())
         return result
     finally:
-        done = result is not None and (run is None or run.step >= run.total_steps)  # (not a stop at stop_after)
-        engine.finish(run, before, finished=result if done else None)
+        engine.finish(run, before, result)
 
 
 def main(recipe: str, overrides: list[str]) -> int:

@@ -507,12 +507,18 @@ def _shape_of(source) -> str:
     return f"{source[0]}x{source[1]}, {source[2]} frames"
 
 
+def _extract_again(remake: str | None, otherwise: str = "") -> str:
+    """The advice of a track cache's refusal: ``remake``, the whole ``mme extract`` that makes it again (where the
+    caller knows it), else what ``otherwise`` says."""
+    return f"extract again with `{remake}`" if remake else otherwise
+
+
 def check_orientation(meta: dict, path: str | Path, turn, remake: str | None = None) -> None:
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where its frames were turned otherwise than
     ``turn``, the run's of the video (:attr:`mme.data.video_reader.VideoReader.turn`: ``--orientation`` and
     ``data.orientation`` differ, and the video has a display matrix), advising ``remake`` as :func:`check_settings`."""
     if tuple(turn) != tuple(meta.get("turn", (False, False, False))):
-        again = f"extract again with `{remake}`" if remake else "extract it with the run's"
+        again = _extract_again(remake, "extract it with the run's")
         raise ConfigError(f"the track cache {path} was extracted with --orientation "
                           f"{meta.get('orientation', 'coded')}, which reads this video's frames otherwise than this "
                           f"run's data.orientation; {again}")
@@ -591,9 +597,10 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
     """Refuse (ConfigError) the cache file of ``meta`` at ``path`` where it was extracted with settings the run's
     target ``cfg`` (a TargetConfig) cannot read for tracks of ``length`` steps in ``img_size`` px clips: a
     displacement bound below the run's in the run's px (:func:`bound_in_run_px`), another compensation, fewer steps.
-    Every file of a cache is made alike, so a run checks its first file's before any work, and each read its own.
-    Each refusal advises ``remake``, the whole ``mme extract`` that makes the cache again with the run's settings,
-    where the caller knows them (a run before any work); else the bound's says the ``--max-disp`` that meets it."""
+    A run checks each probed file's before any work (:meth:`mme.data.dataset.PretrainDataset.cache_file_refusal`),
+    and each read its own. Each refusal advises ``remake``, the whole ``mme extract`` that makes the cache again with
+    the run's settings, where the caller knows them (a run before any work); else the bound's says the
+    ``--max-disp`` that meets it."""
     bound = default_max_disp(img_size, img_size) if cfg.max_disp is None else cfg.max_disp
     held = bound_in_run_px(meta, img_size)
     if held < bound * 0.999:
@@ -601,12 +608,12 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
         needed = extract_max_disp(bound, short, img_size)
         runs = (f"{bound:g} (target.max_disp)" if cfg.max_disp is not None else
                 f"default bound {bound:g} (target.max_disp unset: the release's, scaled to its clips)")
-        again = f"`{remake}`" if remake else f"--max-disp {needed} at --short-side {short}"
+        again = _extract_again(remake, f"extract again with --max-disp {needed} at --short-side {short}")
         raise ConfigError(f"the track cache {path} holds displacements bounded at {meta['max_disp']:g} px per frame "
                           f"in its {short} px working frames (mme extract --max-disp), {held:g} px in this run's "
-                          f"{img_size} px clips of a frame's whole short side, below this run's {runs}; extract again "
-                          f"with {again}, or set target.max_disp={held:g}")
-    remade = f"; extract again with `{remake}`" if remake else ""
+                          f"{img_size} px clips of a frame's whole short side, below this run's {runs}; {again}, or "
+                          f"set target.max_disp={held:g}")
+    remade = f"; {_extract_again(remake)}" if remake else ""
     if bool(meta.get("compensate")) != bool(cfg.compensate):
         raise ConfigError(f"target.compensate={cfg.compensate} but the track cache {path} was extracted with "
                           f"compensate={meta.get('compensate')}{remade}")

@@ -49,7 +49,7 @@ from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
 from mme.train import run_folder
 from mme.train.config import TrainConfig
-from mme.train.interrupts import held_back
+from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
 from mme.utils import held_folders, process_group_up, unlock_folder
@@ -192,18 +192,18 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def finish(run: Run | None, before: Before, finished: Any = None) -> None:
+def finish(run: Run | None, before: Before, result: Any = None) -> None:
     """The end of every job, however it ends: unlock its folder (those the process holds and did not hold
     ``before``: not a caller's, as mme demo's --out), leave the process group it started (not a caller's: its script
     goes on with its own collectives), and give the process back its threads and its global generators' states (a
     library caller goes on with its own). The run's DDP wrapper goes first: destroyed after the process group, its
     gloo threads and the interpreter deadlocked at exit (a finished 2-rank run hung). A signal meanwhile waits until
-    all of it is done (:func:`~mme.train.interrupts.held_back`), then stops the job as one after its last step does:
-    :class:`~mme.errors.Interrupted` carrying ``finished`` (the result of a job that did all its work, which a caller
-    keeps: mme demo's row); with none, the signal goes to the handler installed (a library caller's
-    KeyboardInterrupt; the CLI's, which ends the command as stopped); a job already ending by an exception ends by
-    it (a repeated SIGTERM, a second signal of the same stop)."""
-    with held_back() as held:
+    all of it is done (:class:`~mme.train.interrupts.HeldBack`), then stops the job as one after its last step does:
+    :class:`~mme.errors.Interrupted` carrying ``result``, the job's, where it did all its work (not a run stopped at
+    its ``train.stop_after``), which a caller keeps (mme demo's row); else the signal goes to the handler installed
+    (a library caller's KeyboardInterrupt; the CLI's, which ends the command as stopped); a job already ending by an
+    exception ends by it (a repeated SIGTERM, a second signal of the same stop)."""
+    with HeldBack() as held:
         if run is not None:
             run.step_model = None
             gc.collect()
@@ -215,9 +215,9 @@ def finish(run: Run | None, before: Before, finished: Any = None) -> None:
         ckpt.set_rng_state(before.rng)
     if held.received is None or sys.exc_info()[0] is not None:
         return
-    if finished is not None:
+    if result is not None and (run is None or run.step >= run.total_steps):
         raise Interrupted(f"stopped by {held.received.name} as the job ended, its work done: what it wrote is kept "
-                          f"in {finished.out_dir}", 128 + int(held.received), finished=finished)
+                          f"in {result.out_dir}", 128 + int(held.received), finished=result)
     signal.raise_signal(held.received)
 
 

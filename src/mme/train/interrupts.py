@@ -89,32 +89,27 @@ class StageStops:
 
 
 class HeldBack:
-    """:func:`held_back`'s record: ``received``, the first signal that came meanwhile, or None."""
+    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in
+    ``received`` (the first) and nothing else: the caller acts on it once the work under it is done. For a job's
+    teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage
+    collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
+    threads and generators. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
+    whichever of its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
 
-    received: signal.Signals | None = None
+    def __init__(self):
+        self.received: signal.Signals | None = None
+        self._previous: dict = {}
 
+    def _catch(self, signum, frame) -> None:
+        self.received = self.received or signal.Signals(signum)
 
-@contextlib.contextmanager
-def held_back() -> Iterator[HeldBack]:
-    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in the
-    record it yields and nothing else: the caller acts on it once the work under it is done. For a job's teardown
-    (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage collector's
-    weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's threads and
-    generators. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches whichever of
-    its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread all the same."""
-    held = HeldBack()
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
+    def __enter__(self) -> HeldBack:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._catch) for s in SIGNALS}
+        return self
 
-    def record(signum, frame) -> None:
-        held.received = held.received or signal.Signals(signum)
-
-    previous = {s: signal.signal(s, record) for s in SIGNALS}
-    try:
-        yield held
-    finally:
-        for s, handler in previous.items():
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
 
 

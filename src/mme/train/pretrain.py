@@ -371,7 +371,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
         return result
     finally:
-        engine.finish(run, before, finished=result if result is not None and run.step >= run.total_steps else None)
+        engine.finish(run, before, result)
 
 
 def main(recipe: str, overrides: list[str]) -> int:
