@@ -637,6 +637,7 @@ def test_a_job_where_every_video_failed_leaves_nothing_in_the_way_of_the_correct
     root, ckpt, loads = own_root
     out = tmp_path / "f.npy"
     kw = dict(stride=2, num_workers=0, progress=False)
+    (tmp_path / "wrong").mkdir()  # a folder, without the videos (one that is not a folder is refused at once)
     for _ in range(2):
         loads.clear()
         with pytest.raises(DataError, match=rf"embed: all 8 videos of {root / 'list.txt'} failed; first error: "
