@@ -26,15 +26,39 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class StopRequests:
-    """While entered (from the main thread; elsewhere it does nothing), ``received`` is the first signal caught,
-    or None. ``steps_over``: the loop's steps are done, so one caught now is said to end the run as stopped, with no
-    step after it."""
+class HeldBack:
+    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in
+    ``received`` (the first) and nothing else: the caller acts on it once the work under it is done. For a job's
+    teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage
+    collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
+    threads and generators. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
+    whichever of its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
-        self.steps_over = False
         self._previous: dict = {}
+
+    def _catch(self, signum, frame) -> None:
+        self.received = self.received or signal.Signals(signum)
+
+    def __enter__(self) -> HeldBack:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._catch) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class StopRequests(HeldBack):
+    """While entered (from the main thread; elsewhere it does nothing), ``received`` is the first signal caught,
+    or None, said in the log; a second Ctrl-C stops at once. ``steps_over``: the loop's steps are done, so one caught
+    now is said to end the run as stopped, with no step after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps_over = False
 
     def _catch(self, signum, frame) -> None:
         if self.received is not None:
@@ -48,15 +72,6 @@ class StopRequests:
         else:
             log.warning("%s: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
                         self.received.name)
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._catch) for s in SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 class StageStops:
@@ -81,31 +96,6 @@ class StageStops:
             for s in SIGNALS:
                 if callable(signal.getsignal(s)):
                     self._previous[s] = signal.signal(s, self._catch)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
-class HeldBack:
-    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in
-    ``received`` (the first) and nothing else: the caller acts on it once the work under it is done. For a job's
-    teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage
-    collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
-    threads and generators. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
-    whichever of its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
-
-    def __init__(self):
-        self.received: signal.Signals | None = None
-        self._previous: dict = {}
-
-    def _catch(self, signum, frame) -> None:
-        self.received = self.received or signal.Signals(signum)
-
-    def __enter__(self) -> HeldBack:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._catch) for s in SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
