@@ -69,7 +69,7 @@ MAX_ATTEMPTS = 10
 CACHE_PROBES = 64
 """How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
 files reads the settings of, and the start of a run judges for files each read fails (unreadable, or made by an
-earlier mme) and for settings it cannot read (every one where fewer: :meth:`PretrainDataset.cache_probes`)."""
+earlier mme) and for settings it cannot read (every one where fewer: :attr:`PretrainDataset.cache_probes`)."""
 
 
 @dataclass
@@ -608,6 +608,7 @@ class PretrainDataset(_VideoDataset):
         except VideoError:
             return None
 
+    @functools.cached_property
     def cache_probes(self) -> list[tuple[str, str]]:
         """The video path and cache file of :data:`CACHE_PROBES` videos spread evenly over those of the list with a
         cache file (:attr:`cache_lookup`; every one where fewer), on which the cache's settings are judged."""
@@ -618,13 +619,13 @@ class PretrainDataset(_VideoDataset):
 
     @functools.cached_property
     def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None]]:
-        """The video path and cache file of each probed video (:meth:`cache_probes`), in the list's order, with the
+        """The video path and cache file of each probed video (:attr:`cache_probes`), in the list's order, with the
         file's meta and why each read fails it before its settings count
         (:func:`~mme.motion.cache.cache_meta_and_refusal`). Each file read once, a file of a video the list repeats
         too, as :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice again."""
         from mme.motion.cache import cache_meta_and_refusal
 
-        probes = self.cache_probes()
+        probes = self.cache_probes
         read = {found: cache_meta_and_refusal(found) for found in dict.fromkeys(found for _, found in probes)}
         return [(path, found, *read[found]) for path, found in probes]
 

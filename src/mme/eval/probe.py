@@ -275,7 +275,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                        "features": str(path)}
     if not dist.is_main():
         return None
-    num_classes = len(names) if names else 1 + int(max(y.max() for _, y in data.values()))
+    num_classes = _num_classes("probe", None, names, [torch.as_tensor(y) for _, y in data.values()])
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
     tx, ty = data["train"]
     vx, vy = data.get("val", (None, None))

@@ -215,7 +215,7 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
     anchored, last_up = int(path.is_absolute()), max((k for k, p in enumerate(parts) if p == ".."), default=-1)
     for k in range(len(parts)):
         tail = under[max(k - anchored, 0):]  # (:func:`cache_file` of parts[k:], as tuples: no Path per suffix)
-        for suffix in (SUFFIX, V1_SUFFIX) if tail else ():
+        for suffix in (SUFFIX, V1_SUFFIX) if tail and not (anchored and k == 1) else ():  # (k = 1: k = 0's tail)
             candidate = (*tail[:-1], tail[-1] + suffix)
             if Path(cache_dir, *candidate).is_file() if listed is None else candidate in listed:
                 return Path(cache_dir, *candidate)

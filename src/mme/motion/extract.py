@@ -345,8 +345,8 @@ def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
 
 
 def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractOptions, overwrite: bool
-                ) -> tuple[list, int, set[Path]]:
-    """The jobs of entries ``mine`` (by their cache files), how many of them are complete, and their cache files; a
+                ) -> tuple[list, int]:
+    """The jobs of entries ``mine`` (by their cache files) and how many of them are complete; a
     ConfigError where caches made from other files or with other settings are there. Each file's header is read
     (minutes for a finished cache of a large list): a progress bar counts them."""
     jobs, skipped, clashes = [], 0, {}
@@ -363,7 +363,7 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
         jobs.append(_Job(video, e.path, out, target, opts, not overwrite, seen))
     if (why := _refusal(out, clashes)) is not None:
         raise ConfigError(why)
-    return jobs, skipped, set(mine)
+    return jobs, skipped
 
 
 def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, list_file: str, root: str, out: str,
@@ -381,14 +381,14 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         if not overwrite:
             log.info("extract: looking at the cache files of the %d videos of share %d/%d in %s", len(mine), part,
                      parts, out)
-        jobs, skipped, targets = _share_jobs(mine, root, out, opts, overwrite)
+        jobs, skipped = _share_jobs(mine, root, out, opts, overwrite)
     except ConfigError as e:
         refused = e
     raise_together(refused)
     report_file = Path(out) / f"failed-{share_name(list_file, part, parts)}.json"
     # This share's files only, and of writers no longer alive: the other shares of its list and other lists'
     # extractions on this --out may be writing now.
-    remove_stale_temps(targets | {report_file})
+    remove_stale_temps({*mine, report_file})
     log.info("extract: %d of %d videos in share %d/%d, %d already done, %d to do, %d worker(s)",
              len(mine), len(unique), part, parts, skipped, len(jobs), workers)
     if bad_lines:  # as training and mme check skip and count them

@@ -74,7 +74,7 @@ class StopRequests(HeldBack):
                         self.received.name)
 
 
-class StageStops:
+class StageStops(HeldBack):
     """While entered (from the main thread), a SIGINT or SIGTERM that a Python handler takes (Ctrl-C's
     KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
     handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
@@ -82,8 +82,7 @@ class StageStops:
     ``received`` between its stages. A training loop's :class:`StopRequests` takes them while a run trains."""
 
     def __init__(self):
-        self.received: signal.Signals | None = None
-        self._previous: dict = {}
+        super().__init__()
         self._pid = os.getpid()
 
     def _catch(self, signum, frame) -> None:
@@ -97,10 +96,6 @@ class StageStops:
                 if callable(signal.getsignal(s)):
                     self._previous[s] = signal.signal(s, self._catch)
         return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 class Terminated(KeyboardInterrupt):

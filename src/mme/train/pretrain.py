@@ -132,13 +132,13 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     files it lacks, are more than ``data.max_failure_fraction`` lets the run skip, before the run's flow warning and
     first step (the run would stop at its first batch). Counted per entry of the list, as the dataset counts its
     failures (a video listed twice fails twice), each file read once. Judged on the probed files
-    (:meth:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``),
+    (:attr:`~mme.data.dataset.PretrainDataset.cache_probes`: every one where the list has at most ``CACHE_PROBES``),
     and, where their share of the list's entries would pass the fraction, on every file's header (a few such files
     among the probed ones of a large cache may be fewer than the fraction)."""
     if not dataset.refused_probes:
         return
     files = [found for found in dataset.cache_lookup.files if found is not None]  # one for each entry that has one
-    probes = dataset.cache_probes()
+    probes = dataset.cache_probes
     refused = {found: meta for found, meta, _ in dataset.refused_probes}  # (meta None: unreadable)
     lacking = len(dataset.cache_lookup.lacking)
     if len(probes) < len(files):
@@ -152,9 +152,9 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
             meta, why = cache_meta_and_refusal(found)
             if why is not None:
                 refused[found] = meta
+    count = sum(found in refused for found in files)
     unreadable = sum(found in refused and refused[found] is None for found in files)
-    made_before = sum(found in refused for found in files) - unreadable
-    count = unreadable + made_before
+    made_before = count - unreadable
     if not dataset.too_many_failures(lacking + count):
         return
     kinds = {"are unreadable": unreadable, "were made by an earlier mme": made_before}
