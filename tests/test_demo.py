@@ -815,7 +815,8 @@ def test_an_overwrite_replaces_the_precision_record_with_the_rows_it_came_from(t
     def next_row_takes(overwrite: bool) -> str | None:
         with pytest.raises(DataStart):
             demo.demo(s, overwrite)
-        return _demo_precision(s, _pretrain_config(s, "pixel", 0, s.out / "data" / "train.txt"))
+        return _demo_precision(s, _pretrain_config(s, "pixel", 0, s.out / "data" / "train.txt"),
+                               demo._recorded_precision(s))[0]
 
     saved(s, cpu="another CPU")  # the folder copied from another CPU
     with pytest.raises(ConfigError, match=r"holds rows made with other settings \(seed0/pixel.json; they differ in "

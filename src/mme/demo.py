@@ -363,9 +363,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))},  # (its own)
                       settings)
             stopped_by = None
-            recorded = _recorded_precision(s)
-            timed = settled_precision(cfg.train.precision, choose_device(s.device, option="--device")) is None
-            chosen = recorded if timed else None  # the first row's, for every row
+            precision, timed = _demo_precision(s, cfg, _recorded_precision(s))
+            chosen = precision if timed else None  # the first row's, for every row (a settled one: the config's own)
             try:
                 result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train, precision=chosen)))
             except Interrupted as e:  # its advice (--resume auto) is the run's, which the demo does not take
@@ -376,7 +375,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             ran = json.loads((result.out_dir / "run.json").read_text())
-            if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
+            if _recorded_precision(s) is None:  # (settled or timed: the rows' one precision, which a later row that
+                # times takes)
                 _record_precision(s, ran)
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
@@ -508,12 +508,15 @@ PRECISION_FILE = "pretrain_precision.json"
 which a later row whose auto would time the two takes."""
 
 
-def _demo_precision(s: DemoSettings, cfg: PretrainConfig) -> str | None:
-    """The precision the demo pre-trains in with config ``cfg``: where it is settled before the run
-    (:func:`~mme.train.precision.settled_precision`: asked for, ``MME_AUTO_PRECISION`` pinning auto), that one; where
-    auto times the two, the choice of the demo's first row (:func:`_recorded_precision`); else None."""
-    return settled_precision(cfg.train.precision, choose_device(s.device, option="--device")) or \
-        _recorded_precision(s)
+def _demo_precision(s: DemoSettings, cfg: PretrainConfig, recorded: str | None,
+                    device: torch.device | None = None) -> tuple[str | None, bool]:
+    """``(precision, timed)``: the precision the demo pre-trains in with config ``cfg`` on ``device`` (None:
+    ``s.device``'s): where it is settled before the run (:func:`~mme.train.precision.settled_precision`: asked for,
+    ``MME_AUTO_PRECISION`` pinning auto), that one; where auto times the two (``timed``), the choice of the demo's
+    first row, ``recorded`` (:func:`_recorded_precision`), None before it ran. A timed run is given that choice; a
+    settled one keeps its config's, which its run.json names as it settles."""
+    settled = settled_precision(cfg.train.precision, device or choose_device(s.device, option="--device"))
+    return (settled, False) if settled is not None else (recorded, True)
 
 
 def _recorded_precision(s: DemoSettings) -> str | None:
@@ -531,14 +534,10 @@ def _record_precision(s: DemoSettings, ran: dict) -> None:
              PRECISION_FILE)
 
 
-def _other_precision(s: DemoSettings, row: dict, cfg: PretrainConfig) -> str | None:
-    """The precision this run pre-trains ``row``'s target in (its config ``cfg``: :attr:`RowConfig.cfg`;
-    :func:`_demo_precision`), where the row's run took another; else None (a row not pre-trained, or no precision
-    chosen yet)."""
-    if "precision" not in row:
-        return None
-    precision = _demo_precision(s, cfg)
-    return precision if precision not in (None, row["precision"]) else None
+def _other_precision(row: dict, precision: str | None) -> str | None:
+    """``precision``, the one this run pre-trains ``row``'s target in (:func:`_demo_precision`), where the row's run
+    took another; else None (a row not pre-trained, or no precision chosen yet)."""
+    return precision if "precision" in row and precision not in (None, row["precision"]) else None
 
 
 def _save_row(s: DemoSettings, row: dict, settings: dict | None = None) -> dict:
@@ -608,28 +607,33 @@ def _judged_rows(s: DemoSettings, overwrite: bool = False,
     run reuses, so the rows judged and those made hold to one. ``configs``: each target's row config
     (:func:`_row_configs`; None: built here)."""
     configs = configs or _row_configs(s)
-    judged = _judged_each(s, configs)
+    device = choose_device(s.device, option="--device")
+    files = {(seed, target): _read_row_file(s, seed, target) for seed in s.seeds for target in s.targets}
+    recorded = _recorded_precision(s)
+
+    def judged_with(recorded: str | None) -> dict[tuple[int, str], SavedRow]:  # (the rows read above, in memory)
+        return {(seed, target): _judgement(s, seed, target, files[seed, target], configs[target],
+                                           _demo_precision(s, configs[target].cfg, recorded, device)[0])
+                for seed, target in files}
+
+    judged = judged_with(recorded)
     if overwrite and any(j.differs for j in judged.values()) and not any(
             j.row is not None and "precision" in j.row for j in judged.values()):
         record = s.out / PRECISION_FILE
         with removing(record, "it records the precision of the rows this run replaces; remove it, or give another "
                               "--out"):
             record.unlink(missing_ok=True)
-        judged = _judged_each(s, configs)
-    if _recorded_precision(s) is None:
+        recorded = None
+        judged = judged_with(recorded)
+    if recorded is None:
         kept = next(((seed, target, j.row) for (seed, target), j in judged.items()
                      if j.row is not None and j.row.get("precision")), None)
         if kept is not None:
             seed, target, row = kept
             _record_precision(s, {"precision": row["precision"],
                                    "precision_reason": f"its saved {target} row's (seed {seed})"})
-            judged = _judged_each(s, configs)
+            judged = judged_with(row["precision"])
     return judged
-
-
-def _judged_each(s: DemoSettings, configs: dict[str, RowConfig]) -> dict[tuple[int, str], SavedRow]:
-    """:func:`_judged_row` of each of this run's seeds and targets, in the order they run."""
-    return {(seed, target): _judged_row(s, seed, target, configs[target]) for seed in s.seeds for target in s.targets}
 
 
 def _judged_row(s: DemoSettings, seed: int, target: str, config: RowConfig | None = None) -> SavedRow:
@@ -638,16 +642,35 @@ def _judged_row(s: DemoSettings, seed: int, target: str, config: RowConfig | Non
     ``--overwrite`` where its finished pre-training would be lost (not a row of an earlier version, which names a
     recipe, an unfinished run's, which has no result, or a random init row, which has no pre-training).
     ``config``: the target's row config (None: built here)."""
+    config = config or _row_config(s, target)
+    precision = _demo_precision(s, config.cfg, _recorded_precision(s))[0]
+    return _judgement(s, seed, target, _read_row_file(s, seed, target), config, precision)
+
+
+def _read_row_file(s: DemoSettings, seed: int, target: str) -> tuple[dict, dict] | Exception | None:
+    """The saved row file of ``seed`` and ``target`` read (:func:`_read_saved`): None where there is none, the error
+    (:data:`UNREADABLE`) where it cannot be read as one."""
     path = _row_path(s, seed, target)
     if not path.exists():
-        return SavedRow()
+        return None
     try:
-        saved, row = _read_saved(path)
+        return _read_saved(path)
     except UNREADABLE as e:
-        return SavedRow(why_again=f"{path} is unreadable ({e}); computing its row again", level=logging.WARNING)
-    config = config or _row_config(s, target)
+        return e
+
+
+def _judgement(s: DemoSettings, seed: int, target: str, read: tuple[dict, dict] | Exception | None,
+               config: RowConfig, precision: str | None) -> SavedRow:
+    """:func:`_judged_row`'s rules on the row file as read (:func:`_read_row_file`), this run pre-training the
+    target in ``precision`` (:func:`_demo_precision`)."""
+    path = _row_path(s, seed, target)
+    if read is None:
+        return SavedRow()
+    if isinstance(read, Exception):
+        return SavedRow(why_again=f"{path} is unreadable ({read}); computing its row again", level=logging.WARNING)
+    saved, row = read
     settings = config.settings
-    other_precision = _other_precision(s, row, config.cfg)
+    other_precision = _other_precision(row, precision)
     made_with = _made_with(saved, settings)
     differs = []
     if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
