@@ -1250,3 +1250,35 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
                                    f"list the same video "), e.value
     cfg.task.test_list = str(d.lists["test"])
     check_test_lists(cfg, 2)
+
+
+@pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block"])
+def test_a_signal_during_a_jobs_end_leaves_a_failing_job_its_error_and_stops_a_finished_one(job, synth, tmp_path,
+                                                                                             monkeypatch, capsys):
+    """A Ctrl-C while ``engine.finish`` tears a job down: a job failing (a video refused mid-run) ends by its own
+    error, its line and exit status; a job that finished stops as such, also where its caller started it while
+    handling an exception of its own (an ``except`` block: a retry, a fallback), where the caller's exception was
+    taken for the job's and the Ctrl-C dropped, the job returning as finished."""
+    from mme import cli
+    from mme.train import loop
+
+    _finish_whose_collection_takes_a_signal(monkeypatch, signal.SIGINT)
+    out = tmp_path / "run"
+    if job.startswith("failing"):
+        monkeypatch.setattr(loop, "train_step", lambda run, stream: (_ for _ in ()).throw(
+            DataError("video v.mp4: refused mid-run")))
+    if job == "failing, from the CLI":
+        code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}",
+                                                                         "train.steps=2", FP32)])
+        assert (code, capsys.readouterr().err.splitlines()[-1]) == (1, "mme pretrain: error: video v.mp4: refused "
+                                                                       "mid-run")
+    elif job == "failing, from Python":
+        with pytest.raises(DataError, match="refused mid-run"):
+            run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+    else:
+        try:
+            raise ValueError("the caller's own")
+        except ValueError:
+            with pytest.raises(Interrupted, match="as the job ended, its work done") as stopped:
+                run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+        assert stopped.value.exit_code == 130 and stopped.value.finished.step == 2 and _steps(out) == [2]

@@ -144,6 +144,9 @@ class Before:
     threads: int
     rng: dict
     """The global generators' states: torch's, CUDA's, numpy's, Python's (:func:`~mme.train.checkpoint.rng_state`)."""
+    handling: BaseException | None
+    """The exception the caller was handling as the job began (a job started in an ``except`` block): not one the
+    job ends by (:func:`finish`)."""
     group_up: bool
     """A process group was up (:func:`mme.utils.process_group_up`): the caller's (a script under torchrun that started
     it, then calls ``pretrain()``), which the job joins as it is and leaves up for the caller's own collectives."""
@@ -151,7 +154,8 @@ class Before:
 
 def before_job() -> Before:
     """The process as a job finds it: take it first thing, and pass it to :func:`finish` however the job ends."""
-    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
+    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), sys.exc_info()[1],
+                  process_group_up())
 
 
 def begin(cfg) -> Start:
@@ -213,7 +217,7 @@ def finish(run: Run | None, before: Before, result: Any = None) -> None:
             dist.shutdown()
         torch.set_num_threads(before.threads)
         ckpt.set_rng_state(before.rng)
-    if held.received is None or sys.exc_info()[0] is not None:
+    if held.received is None or sys.exc_info()[1] not in (None, before.handling):  # the job ends by its own
         return
     if result is not None and (run is None or run.step >= run.total_steps):
         raise Interrupted(f"stopped by {held.received.name} as the job ended, its work done: what it wrote is kept "
