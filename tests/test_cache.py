@@ -1035,6 +1035,43 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
             fn(sample)
 
 
+def test_a_cache_an_earlier_mme_made_of_the_file_beside_a_symlinked_root_is_refused_and_made_again(tmp_path):
+    """A list line '../other/x.mp4' under a --root R -> real/deep/root names real/deep/other/x.mp4; an earlier mme
+    removed '..' by text and tracked other/x.mp4 beside the link, recording that path and the named file's
+    fingerprint. Training refuses that file as made by an earlier mme, and a resumed extraction makes it again of the
+    named video (before: both took it, tracks of the other video)."""
+    for folder in ("real/deep/root", "real/deep/other", "other"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "R").symlink_to("real/deep/root")
+    named, beside = tmp_path / "real/deep/other/x.mp4", tmp_path / "other/x.mp4"
+    write_video(named, affine_video(10, 64, 64, dx=1.5, seed=1)[0])
+    write_video(beside, affine_video(10, 64, 64, dx=-1.5, seed=2)[0])
+    (tmp_path / "list.txt").write_text("../other/x.mp4 0\n")
+    opts = ExtractOptions(length=2, short_side=64)
+    target = cache_file(tmp_path / "cache", "../other/x.mp4")
+    extract.extract_video(str(beside), target, opts)  # as the earlier mme made it: beside's tracks, named's identity
+    wrong = read_cache(target)
+    save_tracks(target, wrong.disp, wrong.valid, None, {**wrong.meta, **extract.source_identity(named)})
+    assert wrong.disp[:, 0, ..., 0].mean() < -1
+    data = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path / "R"), num_frames=4, stride=2,
+                      img_size=64)
+    sample = PretrainDataset(data).sample(0, np.random.default_rng(0))
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(tmp_path / "cache")), m)
+    with pytest.raises(VideoError, match=rf"its tracks are of {re.escape(str(beside))}, the file an earlier mme "
+                                         r"opened for .*R/\.\./other/x\.mp4 .*; re-run mme extract"):
+        fn(sample)
+    (refused,) = PretrainDataset(data, fn, track_length=2).refused_probes  # as the start check counts it
+    assert refused[0] == str(target) and refused[2].startswith(f"its tracks are of {beside}")
+    assert other_settings(target, opts, sample.path) is None  # made again
+    made = extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(tmp_path / "R"), length=2,
+                         short_side=64)
+    assert (made["done"], made["skipped"]) == (1, 0)
+    assert read_cache(target).disp[:, 0, ..., 0].mean() > 1  # the named video's motion
+    assert other_settings(target, opts, sample.path) == {}  # now kept
+    assert fn(sample)["disp"].shape[1] == 2
+
+
 def test_a_cache_of_longer_tracks_gives_the_validity_of_the_tracks_read(tmp_path):
     """A point is valid while it stays in the frame over the target's L steps. A cache holds tracks of its own L;
     read for a shorter one, a point that leaves only after the L read must stay valid (a pan of 1.5 px/frame:

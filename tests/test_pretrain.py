@@ -1852,7 +1852,8 @@ def test_a_track_cache_files_header_is_read_once_where_the_list_repeats_its_vide
                   short_side=64)
     reads = []
     real = mme.motion.cache.cache_meta_and_refusal
-    monkeypatch.setattr(mme.motion.cache, "cache_meta_and_refusal", lambda found: reads.append(found) or real(found))
+    monkeypatch.setattr(mme.motion.cache, "cache_meta_and_refusal",
+                        lambda found, video: reads.append(found) or real(found, video))
     cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}", f"data.root={lists['data.root']}"],
                       tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}")
     dataset = pretrain_dataset(cfg)

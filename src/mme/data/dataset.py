@@ -626,8 +626,8 @@ class PretrainDataset(_VideoDataset):
         from mme.motion.cache import cache_meta_and_refusal
 
         probes = self.cache_probes
-        read = {found: cache_meta_and_refusal(found) for found in dict.fromkeys(found for _, found in probes)}
-        return [(path, found, *read[found]) for path, found in probes]
+        read = {probe: cache_meta_and_refusal(probe[1], probe[0]) for probe in dict.fromkeys(probes)}
+        return [(path, found, *read[path, found]) for path, found in probes]
 
     @property
     def current_probes(self) -> list[tuple[str, str, dict]]:

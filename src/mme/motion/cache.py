@@ -59,7 +59,7 @@ from mme.motion.tracks import (
     prune_tracks,
     seed_grid,
 )
-from mme.utils import atomic_path
+from mme.utils import absolute_path, atomic_path
 
 VERSION = 3
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
@@ -159,11 +159,15 @@ def tracker_revision(meta: dict) -> int:
     return int(meta.get("tracker", 2 if "orientation" in meta else 1))
 
 
-def stale(meta: dict) -> str | None:
-    """Why a cache file's tracks are not those this mme makes of its video, else None: its working frames were
-    enlarged with INTER_AREA, as before ``resize`` was recorded (files of frames only shrunk or kept are as this mme
-    makes them), or another revision of the tracker made them. Training refuses such a file, and a resumed
-    ``mme extract`` makes it again."""
+def stale(meta: dict, video: str | None = None) -> str | None:
+    """Why a cache file's tracks are not those this mme makes of its video (``video``, the path the list resolves to,
+    where known), else None: its working frames were enlarged with INTER_AREA, as before ``resize`` was recorded
+    (files of frames only shrunk or kept are as this mme makes them), another revision of the tracker made them, or
+    they are of another file than ``video`` (:func:`_decoded_another_file`). Training refuses such a file, and a
+    resumed ``mme extract`` makes it again."""
+    if video is not None and (decoded := _decoded_another_file(meta, video)) is not None:
+        return (f"its tracks are of {decoded}, the file an earlier mme opened for {video} (it removed '..' by text "
+                f"where a symlink before it leads elsewhere)")
     (w0, h0), (w, h) = meta["src_size"], meta["work_size"]
     if meta.get("resize") != RESIZE and min(w, h) > min(w0, h0):
         return (f"its frames were enlarged from {w0}x{h0} to {w}x{h} by an mme that copied pixels (INTER_AREA), so "
@@ -175,6 +179,16 @@ def stale(meta: dict) -> str | None:
         since = "".join(f"; revision {r}: {TRACKER_CHANGES[r]}" for r in changed)
         return f"its tracks were made by tracker revision {revision}, this mme's is {TRACKER}{since}"
     return None
+
+
+def _decoded_another_file(meta: dict, video: str) -> str | None:
+    """The file whose frames the cache of ``meta`` tracks where it is not ``video``, else None: the video it records
+    is ``video`` with '..' removed by text (``os.path.abspath``'s spelling, which an earlier mme recorded and opened),
+    and that names another file than ``video`` does (:func:`mme.utils.absolute_path`: a symlink before the '..'). Its
+    fingerprint, taken of ``video`` itself, does not tell; a cache of a dataset since moved records another path too,
+    and is kept."""
+    recorded = meta.get("video")
+    return recorded if recorded == os.path.abspath(video) != absolute_path(video) else None
 
 
 def listed_files(cache_dir: str | Path) -> tuple[frozenset[tuple[str, ...]], bool]:
@@ -318,16 +332,16 @@ def cache_meta(path: str | Path) -> dict:
         return _read_v1(f, path, []).meta if version_1 else _checked_header(f, path).meta
 
 
-def cache_meta_and_refusal(path: str | Path) -> tuple[dict | None, str | None]:
-    """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) and why each training read fails
-    it as its video's failure before its settings count (:func:`cached_tracks`): unreadable (damaged, truncated), or
-    made by an earlier mme (:func:`stale`); None where the read goes on to its settings. A resumed ``mme extract``
-    makes such a file again."""
+def cache_meta_and_refusal(path: str | Path, video: str) -> tuple[dict | None, str | None]:
+    """The meta of one cache file (:func:`cache_meta`; None where it is unreadable) of the file ``video`` and why
+    each training read fails it as its video's failure before its settings count (:func:`cached_tracks`): unreadable
+    (damaged, truncated), or made by an earlier mme (:func:`stale`); None where the read goes on to its settings. A
+    resumed ``mme extract`` makes such a file again."""
     try:
         meta = cache_meta(path)
     except VideoError as e:
         return None, f"unreadable ({e.__cause__ or e})"
-    return meta, stale(meta)
+    return meta, stale(meta, video)
 
 
 def read_cache(path: str | Path, starts=None) -> CachedTracks:
@@ -635,7 +649,8 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
                           "unset target.cache_dir")
     path = find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
-    if (why := stale(cached.meta)) is not None:  # before the checks of what it records (revision 1: no orientation)
+    # Judged before the checks of what it records (revision 1: no orientation).
+    if (why := stale(cached.meta, str(sample.path))) is not None:
         raise video_error(path, "track cache", f"{why}; {REMADE}")
     made_from = (*cached.meta["src_size"], cached.num_starts)
     if sample.source is not None:  # the video's size, frames and display matrix, as the sample read them

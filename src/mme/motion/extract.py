@@ -193,7 +193,7 @@ def other_settings(out_path: Path, opts: ExtractOptions, video: str | None = Non
             return {"video": (made_from, absolute_path(video))}
         log.info("extract: %s was made from another version of %s: made again", out_path, video)
         return None
-    if (why := stale(meta)) is not None:
+    if (why := stale(meta, video)) is not None:
         log.info("extract: %s: %s: made again", out_path, why)
         return None
     work_w, work_h = meta["work_size"]

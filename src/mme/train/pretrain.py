@@ -145,11 +145,12 @@ def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         if not dataset.too_many_failures(lacking + round(len(dataset.refused_probes) * len(files) / len(probes))):
             return
         probed = {found for _, found in probes}
-        unread = [found for found in dict.fromkeys(files) if found not in probed]
+        unread = {found: dataset.path(i) for i, found in enumerate(dataset.cache_lookup.files)
+                  if found is not None and found not in probed}  # each file and its video
         log.info("target.cache_dir %s: reading the headers of its %d files to count those the run cannot read",
                  cfg.target.cache_dir, len(unread))
-        for found in unread:
-            meta, why = cache_meta_and_refusal(found)
+        for found, video in unread.items():
+            meta, why = cache_meta_and_refusal(found, video)
             if why is not None:
                 refused[found] = meta
     count = sum(found in refused for found in files)
