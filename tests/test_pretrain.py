@@ -922,6 +922,41 @@ def test_a_track_cache_made_by_an_earlier_mme_is_refused_before_any_work_naming_
     assert refusal(200, 1000, "data.max_failure_fraction=0.01") is None
 
 
+def test_the_start_check_opens_each_probed_video_once_where_the_caches_orientation_is_not_the_runs(synth, tmp_path,
+                                                                                                 monkeypatch):
+    """A cache extracted with --orientation coded, read by a run of data.orientation=display (videos without a
+    display matrix: both turn them alike), half its files made by an earlier mme: the start check opens each probed
+    video of a current file to judge its orientation, then refuses the stale files with advice that judged each
+    again, opening it a second time. Each is opened once, and the refusal is as it was."""
+    from training import tiny_config
+
+    from mme.motion.cache import cache_file, read_cache, save_tracks
+    from mme.motion.extract import extract_cache
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    videos = [line.split()[0] for line in open(lists["data.list_file"]).read().splitlines()[:4]]
+    (tmp_path / "four.txt").write_text("".join(f"{video}\n" for video in videos))
+    extract_cache(str(tmp_path / "four.txt"), str(tmp_path / "cache"), root=lists["data.root"], length=6,
+                  short_side=64)
+    for video in videos[::2]:
+        made = read_cache(cache_file(tmp_path / "cache", video))
+        save_tracks(cache_file(tmp_path / "cache", video), made.disp, made.valid, None, {**made.meta, "tracker": 1})
+    cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'four.txt'}", f"data.root={lists['data.root']}",
+                                       "data.orientation=display", "data.max_failure_fraction=0.01"],
+                      tmp_path / "run", f"target.cache_dir={tmp_path / 'cache'}")
+    dataset = pretrain_dataset(cfg)
+    opened = []
+    real_open = dataset.open
+    monkeypatch.setattr(dataset, "open", lambda path: opened.append(path) or real_open(path))
+    with pytest.raises(DataError, match=r"2 of its 4 track cache files .* were made by an earlier mme.*`mme extract "
+                                        r".*--orientation coded --backend pyav` makes the track cache files these "
+                                        r"videos lack with the settings of the cache's"):
+        check_cache(cfg, dataset)
+    current = [dataset.path(i) for i in (1, 3)]
+    assert opened == current  # before: each twice, the second time for the advice
+
+
 def test_a_track_cache_of_unreadable_files_is_refused_before_any_work_as_stale_ones_are(synth, tmp_path):
     """A cache none of whose probed files could be read (damaged) was not judged: the run made its folder, model and
     loader workers, and stopped at its first batch over data.max_failure_fraction. Unreadable files are counted with

@@ -574,6 +574,7 @@ class PretrainDataset(_VideoDataset):
         self.mask_fn = mask_fn
         self.track_length = track_length
         self.track_reads = track_reads
+        self._turns: dict[str, tuple[bool, bool, bool] | None] = {}  # (:meth:`_turn`'s)
 
     @functools.cached_property
     def cache_lookup(self) -> CacheLookup:
@@ -647,19 +648,28 @@ class PretrainDataset(_VideoDataset):
         """Why this run does not read the cache file ``found`` (of ``meta``) of the video at ``path``, else None:
         settings the run cannot read (:func:`mme.motion.cache.check_settings`), or its video's frames turned otherwise
         than the run turns them (:func:`mme.motion.cache.check_orientation`), advising ``remake`` where given. The
-        video is opened only where the file's ``--orientation`` is not ``data.orientation``: without a display matrix
-        both turn it alike. A video that will not open is its own failure, skipped by the run, not the cache's."""
+        video is opened only where the file's ``--orientation`` is not ``data.orientation`` (without a display matrix
+        both turn it alike), once (:meth:`_turn`). A video that will not open is its own failure, skipped by the run,
+        not the cache's."""
         from mme.motion.cache import check_orientation, check_settings
 
         try:
             if self.track_length:  # (a target of no tracks reads none of its settings)
                 check_settings(meta, found, self.target_fn.cfg, self.track_length, self.cfg.img_size, remake)
-            if meta.get("orientation", "coded") != self.cfg.orientation:
-                with contextlib.suppress(VideoError), self.open(path) as reader:
-                    check_orientation(meta, found, reader.turn, remake)
+            if meta.get("orientation", "coded") != self.cfg.orientation and (turn := self._turn(path)) is not None:
+                check_orientation(meta, found, turn, remake)
         except ConfigError as e:
             return e
         return None
+
+    def _turn(self, path: str) -> tuple[bool, bool, bool] | None:
+        """How this run turns the frames of the video at ``path`` (:attr:`~mme.data.video_reader.VideoReader.turn`),
+        None where it will not open: each video opened once, by the start check, whose advice judges it again."""
+        if path not in self._turns:
+            self._turns[path] = None
+            with contextlib.suppress(VideoError), self.open(path) as reader:
+                self._turns[path] = tuple(reader.turn)
+        return self._turns[path]
 
     def extract_advice(self) -> str:
         """The ``mme extract`` command that makes the track cache files the list's videos lack (``target.cache_dir``
