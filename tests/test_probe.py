@@ -269,6 +269,33 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
         synth.classes
 
 
+def test_a_list_given_through_a_pipe_is_read_once(synth, tmp_path):
+    """`mme probe CK --train <(cat train.txt)`: a pipe reads empty the second time, so a probe that read each list
+    again (to check the splits share no video, then to embed) refused it as "no videos listed". Each list is read
+    once: the train list's 12 videos are embedded and probed."""
+    import json
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    read_end, write_end = os.pipe()  # as bash's <(cat train.txt): /dev/fd/N, the writer done
+    os.write(write_end, (r / "train.txt").read_bytes())
+    os.close(write_end)
+    try:
+        assert main(["probe", str(ckpt), "--train", f"/dev/fd/{read_end}", "--test", str(r / "test.txt"), "--root",
+                     str(r), "--out", str(tmp_path / "probe"), "--k", "5", "--workers", "0", "--no-linear"]) == 0
+    finally:
+        os.close(read_end)
+    result = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert (result["splits"]["train"]["videos"], result["splits"]["train"]["failed"]) == (12, 0)
+    assert result["knn"]["num_samples"] == 12
+
+
 def test_a_failed_train_video_is_said_as_the_train_lists_when_the_scored_videos_are_carved_from_it(synth, tmp_path,
                                                                                                     capsys):
     """Without --val and --test the probe scores videos carved from train: a train video that failed was said as

@@ -57,6 +57,7 @@ from mme.utils import (
 )
 
 if TYPE_CHECKING:
+    from mme.data.lists import ListEntry
     from mme.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -652,7 +653,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
           orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
           num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True,
-          judged: bool = False, read: EncoderRead | None = None) -> Path:
+          judged: bool = False, read: EncoderRead | None = None, entries: list[ListEntry] | None = None) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -665,7 +666,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
     ``judged``: they were judged so already (mme probe judges its features files before it embeds any split);
-    ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split)."""
+    ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split);
+    ``entries``: the list ``source``'s, already read (mme probe's: a list through a pipe is read once)."""
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
@@ -688,7 +690,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
                                                     ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,
-                               root=root, backend=backend, orientation=orientation, index_dir=index_dir)
+                               root=root, backend=backend, orientation=orientation, index_dir=index_dir,
+                               entries=entries)
         n = len(dataset)
         check_output(out, "--out")
         fingerprint = {"checkpoint": checkpoint_id, "source": _file_id([Path(source)]),

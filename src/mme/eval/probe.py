@@ -194,12 +194,13 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
             "k": k, "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
 
 
-def _check_disjoint(lists: dict[str, str | Path], root: str) -> None:
-    """Refuse a list that names a video twice, or splits that share videos: a probe would score videos it was fit
-    on (kNN finds each one itself; a split carved from train, the copy in the other part)."""
-    from mme.data.lists import listed_once, read_list, shared_video
+def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root: str) -> None:
+    """Refuse a list that names a video twice, or splits that share videos (``entries``, each split's list's): a probe
+    would score videos it was fit on (kNN finds each one itself; a split carved from train, the copy in the other
+    part)."""
+    from mme.data.lists import listed_once, shared_video
 
-    videos = {split: listed_once(f, read_list(f)[0], root, f"the {split} list") for split, f in lists.items()}
+    videos = {split: listed_once(f, entries[split], root, f"the {split} list") for split, f in lists.items()}
     names = list(videos)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -249,11 +250,12 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     names = read_classes(classes, "--classes") if classes else None
     entries = {split: check_labels(list_file, len(names) if names else None, f"the {split} list")
                for split, list_file in splits.items() if list_file}  # before any embedding: labels, of the map
+    # (each list read here alone: one given through a pipe, <(cat train.txt), reads empty the second time)
     note = untrained_classes(train_list, entries["train"],
                              {f"the {s} list": (splits[s], entries[s]) for s in ("val", "test") if s in entries})
     if note and dist.is_main():
         log.warning("%s", note)
-    _check_disjoint({s: f for s, f in splits.items() if f}, embed_kwargs.get("root", ""))
+    _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""))
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     options = {name: value for name, value in embed_kwargs.items()
                if name in ("backend", "device", "index_dir", *EMBED_COUNTS)}
@@ -266,7 +268,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             "img_size", "num_frames", "stride", "segments", "orientation")})
     data, info = {}, {}
     for split, path in features.items():
-        embed(checkpoint, splits[split], path, judged=True, read=read, **embed_kwargs)
+        embed(checkpoint, splits[split], path, judged=True, read=read, entries=entries[split], **embed_kwargs)
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),

@@ -32,6 +32,7 @@ from mme.utils import (
 )
 
 if TYPE_CHECKING:
+    from mme.data.lists import ListEntry
     from mme.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -173,18 +174,20 @@ refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded
 
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
                    segments: bool = False, root: str = "", backend: str = "pyav", orientation: str | None = None,
-                   seed: int = 0, index_dir: str | None = None, checkpoint: Checkpoint | None = None) -> Dataset:
+                   seed: int = 0, index_dir: str | None = None, checkpoint: Checkpoint | None = None,
+                   entries: list[ListEntry] | None = None) -> Dataset:
     """The multi-view test set of ``source``: a list file (``path [label]`` lines, rows in list order) or one
     video file. Clip length, tubelet and crop size come from the encoder's ``model_cfg``; ``clips`` temporal
     clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``stride`` (or
     ``segments``) and ``orientation`` not given are those of the run that made ``checkpoint`` (read by
     ``read_checkpoint``), as ``mme embed`` takes them, else DataConfig's; ``index_dir``: the PyAV reader's frame
-    indices (``data.index_dir``).
+    indices (``data.index_dir``); ``entries``: those of the list ``source``, already read (``mme probe``'s: a list
+    given through a pipe reads empty the second time).
 
     Unlabelled lists and single files read with the placeholder label 0 and ``labelled`` False, which
     :class:`GuardedTestSet` turns into -1. Failures are not capped here (callers report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
-    from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list, resolve, write_list
+    from mme.data.lists import ListEntry, resolve, write_list
     from mme.models.checkpoint import Checkpoint
 
     if checkpoint is not None:
@@ -193,7 +196,26 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
                               f"got {checkpoint!r}")
         stride, segments, orientation = checkpoint.run_views(stride, segments, orientation, "build_test_set",
                                                              ("stride= or segments=", "orientation="))
-    source = Path(source)
+    if entries is None:
+        entries = _source_entries(Path(source))
+    labelled = all(e.label is not None for e in entries)
+    # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
+    with tempfile.TemporaryDirectory() as tmp:
+        write_list(Path(tmp) / "test.txt", [ListEntry(resolve(e, root), e.label if labelled else 0) for e in entries])
+        given = {k: v for k, v in (("stride", stride), ("orientation", orientation)) if v is not None}
+        cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames,
+                         img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
+                         sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
+                         backend=backend, index_dir=index_dir, max_failure_fraction=1.0, **given)
+        dataset = ClassificationDataset(cfg, mode="test", seed=seed)
+    dataset.labelled = labelled
+    return dataset
+
+
+def _source_entries(source: Path) -> list[ListEntry]:
+    """The entries of :func:`build_test_set`'s ``source``: a list file's, or one of a video file."""
+    from mme.data.lists import LIST_EXTS, VIDEO_EXTS, ListEntry, read_list
+
     if source.is_dir():
         raise DataError(f"{source}: a folder, not a list file or video (`mme lists folder` lists a folder of class "
                         f"folders)")
@@ -207,19 +229,7 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     is_list = suffix in LIST_EXTS or (suffix not in VIDEO_EXTS and b"\0" not in head
                                       and not head.startswith(b"YUV4MPEG2"))
     # a video named on the command line is where it says, not under ``root``
-    entries = read_list(source, strict=True)[0] if is_list else [ListEntry(absolute_path(source))]
-    labelled = all(e.label is not None for e in entries)
-    # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
-    with tempfile.TemporaryDirectory() as tmp:
-        write_list(Path(tmp) / "test.txt", [ListEntry(resolve(e, root), e.label if labelled else 0) for e in entries])
-        given = {k: v for k, v in (("stride", stride), ("orientation", orientation)) if v is not None}
-        cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames,
-                         img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
-                         sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
-                         backend=backend, index_dir=index_dir, max_failure_fraction=1.0, **given)
-        dataset = ClassificationDataset(cfg, mode="test", seed=seed)
-    dataset.labelled = labelled
-    return dataset
+    return read_list(source, strict=True)[0] if is_list else [ListEntry(absolute_path(source))]
 
 
 class GuardedTestSet(Dataset):
