@@ -595,23 +595,25 @@ EMBED_COUNTS = {"batch_size": ("--batch-size", 1), "chunk_batches": ("--chunk-ba
 """The counts among :func:`embed`'s options: each one's flag and least value."""
 
 
-def check_embed_options(out: Path, backend: str = "pyav", device: str = "auto", index_dir: str | None = None,
+def check_embed_options(outs: list[Path], backend: str = "pyav", device: str = "auto", index_dir: str | None = None,
                         **counts: Any) -> tuple[torch.device, dict[str, int]]:
     """:func:`embed`'s options that need no input read, checked before any is (mme probe's before it reads its
-    checkpoint): the features file ``out``, the counts given (:data:`EMBED_COUNTS`), the video backend and device
-    usable here, and the index folder (made where missing); else one line naming the flag. Returns the device,
-    this rank's (under torchrun), and the counts as plain ints."""
+    checkpoint, once for all its splits): the features files ``outs``, the counts given (:data:`EMBED_COUNTS`), the
+    video backend and device usable here, and the index folder (made where missing); else one line naming the flag.
+    Returns the device, this rank's (under torchrun), and the counts as plain ints."""
     from mme.data.video import check_index_dir, require_backend
     from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
 
-    if out.suffix not in (".npy", ".safetensors"):
-        raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
+    for out in outs:
+        if out.suffix not in (".npy", ".safetensors"):
+            raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
     counts = {name: check_count(value, EMBED_COUNTS[name][1], EMBED_COUNTS[name][0]) for name, value in counts.items()}
     require_backend(backend, "--backend")
     check_index_dir(backend, index_dir, "--backend", "--index-dir")
     on = choose_device(device, rank_on_node(), "--device")
-    check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
+    for out in outs:
+        check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
     if index_dir is not None:
         check_output(index_dir, "--index-dir", folder=True)
     return on, counts
@@ -653,7 +655,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
           orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
           num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True,
-          judged: bool = False, read: EncoderRead | None = None, entries: list[ListEntry] | None = None) -> Path:
+          checked_on: torch.device | None = None, read: EncoderRead | None = None,
+          entries: list[ListEntry] | None = None) -> Path:
     """``mme embed``: features of the encoder in ``checkpoint`` for every video of ``source`` (a list file or
     one video file) into ``out`` (``.npy`` or ``.safetensors``), rows in list order; see the module docstring.
 
@@ -665,19 +668,22 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     that a long video's views seek from its first read; ``img_size`` / ``num_frames``: the clip the encoder is built
     for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
-    ``judged``: they were judged so already (mme probe judges its features files before it embeds any split);
+    ``checked_on``: the device :func:`check_embed_options` chose, which checked ``root``, these options and ``out``
+    already and judged its files so (mme probe's, once for all its splits before it reads its checkpoint);
     ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split);
     ``entries``: the list ``source``'s, already read (mme probe's: a list through a pipe is read once)."""
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
 
-    check_root(root, "--root")
     out = Path(out)
-    on, counts = check_embed_options(out, backend, device, index_dir, batch_size=batch_size,
-                                     chunk_batches=chunk_batches, clips=clips, crops=crops, num_workers=num_workers)
-    batch_size, chunk_batches, clips, crops, num_workers = counts.values()
-    if not judged:
+    on = checked_on
+    if on is None:
+        check_root(root, "--root")
+        on, counts = check_embed_options([out], backend, device, index_dir, batch_size=batch_size,
+                                         chunk_batches=chunk_batches, clips=clips, crops=crops,
+                                         num_workers=num_workers)
+        batch_size, chunk_batches, clips, crops, num_workers = counts.values()
         refuse_unowned(out, tokens, overwrite)
     if index_dir is not None and not any(Path(index_dir).iterdir()):
         log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,

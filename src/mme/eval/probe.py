@@ -259,8 +259,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     options = {name: value for name, value in embed_kwargs.items()
                if name in ("backend", "device", "index_dir", *EMBED_COUNTS)}
-    for path in features.values():  # before the checkpoint is read: each split's embed's options, and its files
-        on, _ = check_embed_options(path, **options)
+    # Before the checkpoint is read, once for every split: embed's options, and each split's files.
+    on, counts = check_embed_options(list(features.values()), **options)
+    for path in features.values():
         refuse_unowned(path, probe_out=out_dir)  # (mme embed's, a cache or damaged, alone are replaced)
     dist.init_distributed(on)
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
@@ -268,7 +269,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             "img_size", "num_frames", "stride", "segments", "orientation")})
     data, info = {}, {}
     for split, path in features.items():
-        embed(checkpoint, splits[split], path, judged=True, read=read, entries=entries[split], **embed_kwargs)
+        embed(checkpoint, splits[split], path, checked_on=on, read=read, entries=entries[split],
+              **{**embed_kwargs, **counts})
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
