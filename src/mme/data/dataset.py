@@ -192,6 +192,9 @@ class Sample:
     source: tuple[int, int, int, tuple[bool, bool, bool]] | None = None
     """The video as read: (width, height, frames, the turn its frames were read with: ``VideoReader.turn``), which
     a track cache must have been made from (None: unchecked)."""
+    cache_file: str | None = None
+    """The video's track cache file as the run's start found it (:attr:`PretrainDataset.cache_lookup`), read without
+    looking it up again; None: looked up at the read."""
 
     def frames_at(self, raw_indices) -> np.ndarray:
         """Frames ``(*raw_indices.shape, h, w, 3)`` at raw indices that are among ``frame_ids``."""
@@ -734,7 +737,14 @@ class PretrainDataset(_VideoDataset):
             geom = self._train_geometry(reader.size, rng)
             frames = reader.read(idx.needed, each=geometry_of_each(geom))  # (F, h, w, 3): one decoding pass
             source = (*reader.size, reader.num_frames, reader.turn)
-        return Sample(frames, idx.needed, idx.clip, idx.starts, geom, path, idx.track_length, source)
+        return Sample(frames, idx.needed, idx.clip, idx.starts, geom, path, idx.track_length, source,
+                      self._found_cache_file(i))
+
+    def _found_cache_file(self, i: int) -> str | None:
+        """The track cache file of video ``i`` where :attr:`cache_lookup` found it, else None; a lookup not made (a
+        run without a track cache, or no start check) is not made here, in a loader worker, for one video."""
+        lookup = self.__dict__.get("cache_lookup")  # (cached_property's value, where computed)
+        return None if lookup is None else lookup.files[i]
 
     def _load(self, i: int, rng: np.random.Generator) -> dict:
         sample = self.sample(i, rng)

@@ -637,7 +637,8 @@ def check_settings(meta: dict, path: str | Path, cfg, length: int, img_size: int
 
 
 def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float, cfg) -> Tracks:
-    """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied). A cache made from
+    """The tracks of a dataset Sample from the cache under ``cache_dir`` (its geometry applied), read from the file
+    the dataset found (``sample.cache_file``), else the one :func:`find_cache_file` finds. A cache made from
     another version of the video (another size, frame count or content fingerprint: a resized, trimmed,
     re-encoded or re-downloaded copy) is a VideoError naming both, as is one whose tracks this mme would make
     otherwise (:func:`stale`, judged first: a re-run of ``mme extract`` makes such a file again whatever else it
@@ -647,7 +648,7 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
-    path = find_cache_file(cache_dir, str(sample.path))
+    path = Path(sample.cache_file) if sample.cache_file is not None else find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
     # Judged before the checks of what it records (revision 1: no orientation).
     if (why := stale(cached.meta, str(sample.path))) is not None:
