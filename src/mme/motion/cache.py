@@ -97,11 +97,6 @@ def cache_file(out_dir: str | Path, video: str, suffix: str = SUFFIX) -> Path:
     return Path(out_dir) / (str(Path(*_under_cache(video))) + suffix)
 
 
-def version_1_file(current: Path) -> Path:
-    """Where the version 1 file beside a video's current cache file ``current`` (:func:`cache_file`) would be."""
-    return current.with_name(current.name[:-len(SUFFIX)] + V1_SUFFIX)
-
-
 def _under_cache(video: str | Path) -> tuple[str, ...]:
     """The parts of the path of ``video``'s cache file under the cache folder, but for the suffix: its anchor
     dropped, '..' escaped ('../x.mp4' stays under the folder)."""
@@ -370,7 +365,7 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
             valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
             if homs is not None:
                 homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
-    return CachedTracks(disp.astype(np.float32) * head.quant, st, valid, homs, meta, T)
+    return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid, homs, meta, T)
 
 
 @contextlib.contextmanager
@@ -391,14 +386,14 @@ def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
 
 
 class _Header(NamedTuple):
-    """The header of a version 2 or 3 file as :func:`read_cache` reads its records by it."""
+    """The header of a version 2 or 3 file as :func:`read_cache` reads its records by it: ``meta`` and the fields
+    of it :func:`_checked_header` checks (its quantum, checked by :func:`_read_header`, read from ``meta``)."""
     meta: dict
     offsets: np.ndarray
     starts: int
     length: int
     grid: tuple[int, int]
     homs: bool
-    quant: float
 
 
 def _checked_header(f: BinaryIO, path: Path) -> _Header:
@@ -407,8 +402,7 @@ def _checked_header(f: BinaryIO, path: Path) -> _Header:
     A version 2 file has no checksum, so a damaged header is found here alone, before any record is read."""
     meta, offsets = _read_header(f, path)
     gh, gw = (operator.index(n) for n in meta["grid"])
-    head = _Header(meta, offsets, int(meta["starts"]), int(meta["length"]), (gh, gw), bool(meta["homs"]),
-                   float(meta["quant"]))
+    head = _Header(meta, offsets, int(meta["starts"]), int(meta["length"]), (gh, gw), bool(meta["homs"]))
     if min(head.starts, head.length, gh, gw) < 0:
         raise ValueError(f"negative dimensions in the header: {head.starts} starts of {head.length} steps on a "
                          f"{gh}x{gw} grid")

@@ -32,6 +32,7 @@ from mme.errors import ConfigError, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
     SHORT_SIDE,
+    V1_SUFFIX,
     cache_file,
     cache_meta,
     made_settings,
@@ -42,7 +43,6 @@ from mme.motion.cache import (
     stale,
     start_homs,
     track_writer,
-    version_1_file,
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, track_in_step
@@ -317,11 +317,11 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
             "reports": [file for file, r in shares if r["failed"]]}
 
 
-def _cache_there(target: Path, opts: ExtractOptions, video: str) -> dict | None:
-    """:func:`other_settings` of the cache of ``video`` that a run reads: the current file ``target``, else (none
-    there) a version 1 one beside it (:func:`~mme.motion.cache.find_cache_file`): a current file made again
-    (damaged, stale: None) is made again whatever version 1 file is beside it."""
-    return other_settings(target if target.is_file() else version_1_file(target), opts, video)
+def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, video: str) -> dict | None:
+    """:func:`other_settings` of the cache of ``video`` (``listed`` in the list) that a run reads: the current file
+    ``target``, else (none there) a version 1 one beside it in ``out`` (:func:`~mme.motion.cache.find_cache_file`): a
+    current file made again (damaged, stale: None) is made again whatever version 1 file is beside it."""
+    return other_settings(target if target.is_file() else cache_file(out, listed, V1_SUFFIX), opts, video)
 
 
 def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
@@ -354,7 +354,7 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
                                  keep=False):
         video = resolve(e, root)
         seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
-        differ = None if overwrite else _cache_there(target, opts, video)
+        differ = None if overwrite else _cache_there(target, out, e.path, opts, video)
         if differ == {}:
             skipped += 1
             continue
