@@ -726,12 +726,12 @@ def _finish_whose_collection_takes_a_signal(monkeypatch, sig: signal.Signals) ->
     class Cycle:
         pass
 
-    def finish(run, before, result=None):
+    def finish(run, before, result=None, failing=False):
         garbage = Cycle()
         garbage.itself = garbage  # freed by the collection alone
         callbacks.append(weakref.ref(garbage, lambda _: os.kill(os.getpid(), sig)))
         del garbage
-        real_finish(run, before, result)
+        real_finish(run, before, result, failing)
 
     monkeypatch.setattr(engine, "finish", finish)
     return callbacks
@@ -1252,13 +1252,15 @@ def test_a_val_or_test_list_that_names_a_video_twice_is_refused(tmp_path):
     check_test_lists(cfg, 2)
 
 
-@pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block"])
+@pytest.mark.parametrize("job", ["failing, from the CLI", "failing, from Python", "finished, in an except block",
+                                 "failing by its caller's exception"])
 def test_a_signal_during_a_jobs_end_leaves_a_failing_job_its_error_and_stops_a_finished_one(job, synth, tmp_path,
                                                                                              monkeypatch, capsys):
     """A Ctrl-C while ``engine.finish`` tears a job down: a job failing (a video refused mid-run) ends by its own
     error, its line and exit status; a job that finished stops as such, also where its caller started it while
     handling an exception of its own (an ``except`` block: a retry, a fallback), where the caller's exception was
-    taken for the job's and the Ctrl-C dropped, the job returning as finished."""
+    taken for the job's and the Ctrl-C dropped, the job returning as finished; and a job that fails by raising the
+    very exception its caller was handling (a stored error raised again) ends by it, not by a KeyboardInterrupt."""
     from mme import cli
     from mme.train import loop
 
@@ -1275,6 +1277,15 @@ def test_a_signal_during_a_jobs_end_leaves_a_failing_job_its_error_and_stops_a_f
     elif job == "failing, from Python":
         with pytest.raises(DataError, match="refused mid-run"):
             run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+    elif job == "failing by its caller's exception":
+        error = DataError("the caller's, raised again by the job")
+        monkeypatch.setattr(loop, "train_step", lambda run, stream: (_ for _ in ()).throw(error))
+        try:
+            raise error
+        except DataError:
+            with pytest.raises(BaseException) as ended:  # (a KeyboardInterrupt, before, not left to stop pytest)
+                run("tiny_cpu_pixel", synth, out, "train.steps=2", FP32)
+        assert ended.value is error
     else:
         try:
             raise ValueError("the caller's own")

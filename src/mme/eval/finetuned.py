@@ -229,29 +229,32 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     ``load_config``'s overrides set are those given on the command line (:func:`evaluate_checkpoint`,
     :func:`mme.train.finetune.setup`)."""
     t0, before = time.perf_counter(), engine.before_job()
-    run = result = None
+    run = None
     try:
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg)
             result = FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0,
                                     dist.get_rank())
-            return result
-        run = setup(cfg, _validation)
-        engine.print_summary(run, describe(run))
-        try:
-            trained = loop.train(run)
-        except Interrupted as e:  # stopped on the last step: the tests are left, as the user asked
-            if e.finished is None or not cfg.task.tested:
-                raise
-            raise Interrupted(f"{e}; its tests are not run: the same command with --resume auto (train.resume=auto) "
-                              "runs them", e.exit_code, finished=e.finished) from e
-        reports = _final_tests(run.model, run.cfg, run.device, run.precision, run.job.checkpoint_extra.get("classes"),
-                               trained.checkpoint) if run.step >= run.total_steps else {}
-        result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
-                                dist.get_rank())
-        return result
-    finally:
-        engine.finish(run, before, result)
+        else:
+            run = setup(cfg, _validation)
+            engine.print_summary(run, describe(run))
+            try:
+                trained = loop.train(run)
+            except Interrupted as e:  # stopped on the last step: the tests are left, as the user asked
+                if e.finished is None or not cfg.task.tested:
+                    raise
+                raise Interrupted(f"{e}; its tests are not run: the same command with --resume auto "
+                                  "(train.resume=auto) runs them", e.exit_code, finished=e.finished) from e
+            reports = _final_tests(run.model, run.cfg, run.device, run.precision,
+                                   run.job.checkpoint_extra.get("classes"),
+                                   trained.checkpoint) if run.step >= run.total_steps else {}
+            result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
+                                    dist.get_rank())
+    except BaseException:
+        engine.finish(run, before, failing=True)
+        raise
+    engine.finish(run, before, result)
+    return result
 
 
 def main(recipe: str, overrides: list[str]) -> int:

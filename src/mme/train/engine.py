@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import textwrap
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -144,9 +143,6 @@ class Before:
     threads: int
     rng: dict
     """The global generators' states: torch's, CUDA's, numpy's, Python's (:func:`~mme.train.checkpoint.rng_state`)."""
-    handling: BaseException | None
-    """The exception the caller was handling as the job began (a job started in an ``except`` block): not one the
-    job ends by (:func:`finish`)."""
     group_up: bool
     """A process group was up (:func:`mme.utils.process_group_up`): the caller's (a script under torchrun that started
     it, then calls ``pretrain()``), which the job joins as it is and leaves up for the caller's own collectives."""
@@ -154,8 +150,7 @@ class Before:
 
 def before_job() -> Before:
     """The process as a job finds it: take it first thing, and pass it to :func:`finish` however the job ends."""
-    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), sys.exc_info()[1],
-                  process_group_up())
+    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
 
 
 def begin(cfg) -> Start:
@@ -196,7 +191,7 @@ def _kind(config: dict) -> str:
     return "pre-training" if "target" in config else "fine-tuning" if "task" in config else "unknown"
 
 
-def finish(run: Run | None, before: Before, result: Any = None) -> None:
+def finish(run: Run | None, before: Before, result: Any = None, failing: bool = False) -> None:
     """The end of every job, however it ends: unlock its folder (those the process holds and did not hold
     ``before``: not a caller's, as mme demo's --out), leave the process group it started (not a caller's: its script
     goes on with its own collectives), and give the process back its threads and its global generators' states (a
@@ -205,8 +200,9 @@ def finish(run: Run | None, before: Before, result: Any = None) -> None:
     all of it is done (:class:`~mme.train.interrupts.HeldBack`), then stops the job as one after its last step does:
     :class:`~mme.errors.Interrupted` carrying ``result``, the job's, where it did all its work (not a run stopped at
     its ``train.stop_after``), which a caller keeps (mme demo's row); else the signal goes to the handler installed
-    (a library caller's KeyboardInterrupt; the CLI's, which ends the command as stopped); a job already ending by an
-    exception ends by it (a repeated SIGTERM, a second signal of the same stop)."""
+    (a library caller's KeyboardInterrupt; the CLI's, which ends the command as stopped); a job ``failing`` (ending by
+    its own exception: its caller's, where the job started in an ``except`` block, is not one) ends by it (a repeated
+    SIGTERM, a second signal of the same stop)."""
     with HeldBack() as held:
         if run is not None:
             run.step_model = None
@@ -217,7 +213,7 @@ def finish(run: Run | None, before: Before, result: Any = None) -> None:
             dist.shutdown()
         torch.set_num_threads(before.threads)
         ckpt.set_rng_state(before.rng)
-    if held.received is None or sys.exc_info()[1] not in (None, before.handling):  # the job ends by its own
+    if held.received is None or failing:
         return
     if result is not None and (run is None or run.step >= run.total_steps):
         raise Interrupted(f"stopped by {held.received.name} as the job ended, its work done: what it wrote is kept "

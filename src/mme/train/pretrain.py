@@ -359,7 +359,7 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
     t0, before = time.perf_counter(), engine.before_job()
-    run = result = None
+    run = None
     try:
         run = setup(cfg)
         if printed:
@@ -370,9 +370,11 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                               "nonfinite_skipped": result.nonfinite_skipped,
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
-        return result
-    finally:
-        engine.finish(run, before, result)
+    except BaseException:
+        engine.finish(run, before, failing=True)
+        raise
+    engine.finish(run, before, result)
+    return result
 
 
 def main(recipe: str, overrides: list[str]) -> int:
