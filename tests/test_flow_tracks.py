@@ -297,8 +297,7 @@ def test_object_moving_over_a_still_background(tmp_path, flow):
 def test_tracks_made_in_threads_are_those_made_one_after_another():
     """Every thread of a process shared one DIS engine per frame size, whose buffers OpenCV uses without the GIL:
     videos of one size tracked in a thread pool gave tracks up to 17 px off those made one at a time, or crashed the
-    process (a segfault, a corrupted heap). Equal to float rounding, not bitwise: after `mme synth` ran in the
-    process (its encoder), the main thread's flow differs from a new thread's by 0.0005 px."""
+    process (a segfault, a corrupted heap)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from mme.motion import compute_tracks
@@ -311,8 +310,7 @@ def test_tracks_made_in_threads_are_those_made_one_after_another():
     alone = [tracks(v) for v in videos]
     for _ in range(3):
         with ThreadPoolExecutor(3) as pool:
-            assert all(np.allclose(a, b, rtol=0, atol=0.01) for a, b in zip(alone, pool.map(tracks, videos),
-                                                                            strict=True))
+            assert all(np.array_equal(a, b) for a, b in zip(alone, pool.map(tracks, videos), strict=True))
 
 
 def test_a_flow_is_a_function_of_its_frames_from_an_engines_first_call(monkeypatch):

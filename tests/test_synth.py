@@ -161,6 +161,23 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
     assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
 
 
+def test_synth_in_this_process_leaves_opencvs_threads_and_ipp_as_it_found_them(tmp_path):
+    """With fewer than two workers synth renders in the caller's process, on one OpenCV thread without IPP: the
+    caller's settings are put back (IPP off changes the DIS flow of a later run's tracks in that process)."""
+    import cv2
+
+    before = cv2.getNumThreads(), cv2.ipp.useIPP()
+    try:
+        cv2.setNumThreads(3)
+        cv2.ipp.setUseIPP(True)
+        set_here = cv2.getNumThreads(), cv2.ipp.useIPP()  # IPP stays off in a build without it
+        generate_synth(tmp_path, seed=3, workers=1, **SAME_BYTES)
+        assert (cv2.getNumThreads(), cv2.ipp.useIPP()) == set_here == (3, set_here[1])
+    finally:
+        cv2.setNumThreads(before[0])
+        cv2.ipp.setUseIPP(before[1])
+
+
 def test_a_script_calling_synth_with_workers_without_a_main_guard_is_told_to_add_it(tmp_path):
     """docs/experiments.md's snippets saved as a script: each spawned worker imports the script, so runs it again
     (before: multiprocessing's RuntimeError from every worker, then a BrokenProcessPool traceback)."""

@@ -987,6 +987,28 @@ def sets_threads(fn):
     return call
 
 
+@contextlib.contextmanager
+def opencv_settings(threads: int | None = None, ipp: bool | None = None) -> Iterator[None]:
+    """OpenCV's thread count and its IPP switch (None: unchanged) for the ``with`` block, the previous ones restored
+    after it. IPP is switched per thread, and its kernels round floats otherwise than OpenCV's own (DIS flow,
+    ``warpPerspective``): work whose bytes must not depend on what its process set before sets it here, and leaves
+    the caller's settings as it found them."""
+    import cv2
+
+    before = cv2.getNumThreads(), cv2.ipp.useIPP()
+    if threads is not None:
+        cv2.setNumThreads(threads)
+    if ipp is not None:
+        cv2.ipp.setUseIPP(ipp)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            cv2.setNumThreads(before[0])
+        if ipp is not None:
+            cv2.ipp.setUseIPP(before[1])
+
+
 CPU_FEATURES = {"AVX2": ("_is_avx2_supported", "_is_cpu_support_avx2"),
                 "AVX-512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
                 "AVX512-BF16": ("_is_avx512_bf16_supported",),

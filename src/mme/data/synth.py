@@ -75,6 +75,7 @@ from mme.utils import (
     check_seed,
     cpu_features,
     in_workers,
+    opencv_settings,
     remove_stale_temps,
     removing,
 )
@@ -368,8 +369,6 @@ def _died_making(job: tuple, how: str) -> NoReturn:
 
 def _make_video(job: tuple) -> tuple[str, dict]:
     root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made = job
-    cv2.setNumThreads(1)
-    cv2.ipp.setUseIPP(False)  # per thread: this one renders (module docstring)
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
     p.update(camera_jitter=camera_jitter, motion=motion, texture=texture, size=size, num_frames=num_frames, fps=fps,
@@ -384,7 +383,10 @@ def _make_video(job: tuple) -> tuple[str, dict]:
             and _sha256(path.read_bytes()) == made.get("sha256"):
         return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames, sway = render(p, size, num_frames, rng, camera_jitter)
+    # OpenCV on one thread without IPP (module docstring); the caller's settings are put back, as in its own process
+    # (fewer than two workers) its later work depends on them (IPP changes a run's tracks)
+    with opencv_settings(threads=1, ipp=False):
+        frames, sway = render(p, size, num_frames, rng, camera_jitter)
     encode_h264(path, frames, fps)
     return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}
 
