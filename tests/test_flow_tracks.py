@@ -313,6 +313,36 @@ def test_tracks_made_in_threads_are_those_made_one_after_another():
             assert all(np.array_equal(a, b) for a, b in zip(alone, pool.map(tracks, videos), strict=True))
 
 
+def test_a_thread_with_opencvs_ipp_off_gets_the_targets_of_a_fresh_process():
+    """IPP's kernels round otherwise than OpenCV's own (DIS flow, warpPerspective, warpAffine): a caller that turned
+    IPP off (``cv2.ipp.setUseIPP``, per thread) got other tracks (up to 3e-5 px at 224², other weights after a run)
+    and other frames of a fractional crop than ``mme extract`` in a fresh process. The flow and the crop set IPP to
+    its default, on, and put the caller's switch back."""
+    import cv2
+
+    from mme.data.transforms import Geometry, apply_geometry
+
+    if not (cv2.ipp.useIPP() or cv2.ipp.setUseIPP(True) or cv2.ipp.useIPP()):
+        pytest.skip("this OpenCV build has no IPP")
+    video = affine_video(9, 128, 160, dx=1.3, dy=0.4, rot_deg=0.7, seed=3)[0]
+    crop = Geometry(3.7, 5.2, 150.3, 118.6, 112, 96)
+
+    def targets():
+        with_comp = track(video, np.arange(9), [0, 2], 5, compensate=True)
+        return (compute_tracks(video, starts=[0, 3], length=5)[0], with_comp.disp, with_comp.homs,
+                apply_geometry(video, crop))
+
+    fresh = targets()
+    cv2.ipp.setUseIPP(False)
+    try:
+        off = targets()
+        assert not cv2.ipp.useIPP()  # the caller's switch, put back
+    finally:
+        cv2.ipp.setUseIPP(True)
+    for a, b in zip(fresh, off, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_flow_is_a_function_of_its_frames_from_an_engines_first_call(monkeypatch):
     """A new DIS engine's first flow differed from its later flows of the same frames (0.04 px here): online
     targets depended on a worker's history, and an extraction's bytes on what the process had extracted before."""

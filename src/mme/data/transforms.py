@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import torch
 
+from mme.utils import opencv_settings
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -137,7 +139,9 @@ def resize(frame: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = No
 def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
     """Apply ``geom`` to uint8 frames ``(F, H, W, C)`` -> ``(F, out_h, out_w, C)``: one resize per frame.
 
-    An integer crop box is sliced and :func:`resize`-d; a fractional box is warped with the exact affine map.
+    An integer crop box is sliced and :func:`resize`-d; a fractional box is warped with the exact affine map, with
+    OpenCV's IPP on whatever the calling thread set (as :func:`mme.motion.flow.pair_flow`: ``warpAffine`` rounds
+    otherwise without it).
     """
     frames, size = np.asarray(frames), (geom.out_w, geom.out_h)
     box = (geom.x0, geom.y0, geom.w, geom.h)
@@ -150,8 +154,9 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
             resize(f[y0:y0 + h, x0:x0 + w], size, dst=place)
     else:
         m = replace(geom, flip=False).affine()[:2]  # pixel centres, as OpenCV's; the flip comes after
-        for f, place in zip(frames, places):
-            cv2.warpAffine(f, m, size, dst=place, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        with opencv_settings(ipp=True):
+            for f, place in zip(frames, places):
+                cv2.warpAffine(f, m, size, dst=place, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(out[:, :, ::-1]) if geom.flip else out
 
 

@@ -22,6 +22,7 @@ import torch
 
 from mme.errors import ConfigError
 from mme.motion.torch_flow import grey, lk_flow
+from mme.utils import opencv_settings
 
 DIS_PRESETS = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-balanced": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
                "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST, "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
@@ -164,14 +165,19 @@ def pair_flow(a: np.ndarray, b: np.ndarray, method: str = DEFAULT_FLOW,
     Without compensation (or when no reliable homography is found) the flow is the plain ``a -> b`` flow.
     With one, frame b is warped into frame a's camera (``b(H x)``) and the flow recomputed: the result is the
     residual motion ``r`` and a point ``x`` of frame a lands at ``H (x + r(x))`` in frame b.
+
+    Computed with OpenCV's IPP on, its default, whatever the calling thread set (``cv2.ipp.setUseIPP`` is per
+    thread, and DIS flow and ``warpPerspective`` round otherwise without it), so the targets of a process that
+    turned it off are those of ``mme extract`` in a fresh one; the caller's switch is put back.
     """
-    flow = raw_flow(a, b, method)
-    if compensation is None:
-        return flow, None
-    hom = camera_homography(a, b, flow, compensation)
-    if hom is None:
-        return flow, None
-    H, W = flow.shape[:2]
-    warped = cv2.warpPerspective(b, hom, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_REPLICATE)
-    return raw_flow(a, warped, method), hom
+    with opencv_settings(ipp=True):
+        flow = raw_flow(a, b, method)
+        if compensation is None:
+            return flow, None
+        hom = camera_homography(a, b, flow, compensation)
+        if hom is None:
+            return flow, None
+        H, W = flow.shape[:2]
+        warped = cv2.warpPerspective(b, hom, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        return raw_flow(a, warped, method), hom
