@@ -103,7 +103,7 @@ def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_a
     """A notebook seeds torch, calls pre-training, then draws: the run seeded the global generator for its weights
     and dropout and left it so, so the caller's draws no longer followed its seed (also after a failed run; numpy's
     and Python's after a resumed run, which sets them from its checkpoint)."""
-    from mme.demo import _random_encoder
+    from mme.demo import _random_encoder, loss_against_mean
 
     torch.manual_seed(1)
     before = torch.get_rng_state()
@@ -116,6 +116,9 @@ def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_a
     assert torch.equal(torch.get_rng_state(), before)
     _random_encoder(load_config(PretrainConfig, "tiny_cpu_mme", tiny()), 0)
     assert torch.equal(torch.get_rng_state(), before)
+    # the demo's loss of predicting the mean target builds a model of random weights, whose loss alone it uses
+    level = loss_against_mean(load_config(PretrainConfig, "tiny_cpu_pixel", tiny(*synth)), [{"loss": 1.0}], 2)
+    assert torch.equal(torch.get_rng_state(), before) and level["mean_prediction_clips"] == 2
     # a resumed run sets numpy's and Python's generators too, from its checkpoint: put back as well
     np.random.seed(3)
     random.seed(3)

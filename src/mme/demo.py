@@ -334,7 +334,8 @@ def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64)
     tail = history[-max(1, len(history) // 10):]
     data = pretrain_dataset(cfg)
     picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
-    model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))  # only its loss is used
+    with torch.random.fork_rng(devices=[]):  # only its loss is used: its initial weights leave the caller's
+        model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))  # generator as it was
     level = mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"]
     final = float(np.mean([h["loss"] for h in tail]))
     return {"final_loss": final, "mean_prediction_loss": level, "loss_ratio": final / level,
