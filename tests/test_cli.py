@@ -185,6 +185,33 @@ def test_every_number_a_flag_takes_has_its_range(capsys):
         assert said in capsys.readouterr().err, argv
 
 
+def test_every_count_flag_refuses_an_integer_past_int64_in_one_line(tmp_path, capsys):
+    """``mme embed --stride 2**63`` was an OverflowError of numpy (Python int too large to convert to C long), ``mme
+    viz --size 10**20`` a ValueError of torch, ``mme demo --minutes 1e30`` one of the steps it scaled to."""
+    from mme.cli import count
+
+    for parser in _subcommands(build_parser()).values():
+        for action in parser._actions:
+            if isinstance(action.type, type(count())) and action.type.__qualname__.startswith("count"):
+                assert action.type(str(2**63 - 1)) == 2**63 - 1
+                with pytest.raises(argparse.ArgumentTypeError, match="does not fit a 64-bit integer"):
+                    action.type(str(2**63))
+    too_large = "does not fit a 64-bit integer (at most 2**63 - 1 = 9223372036854775807 in size)"
+    for argv, said in ((["embed", "ck", "v.mp4", "--out", "x.npy", "--stride", str(2**63)],
+                        f"mme embed: error: argument --stride: {2**63} {too_large}"),
+                       (["viz", "v.mp4", "--out", "x.png", "--size", str(10**20)],
+                        f"mme viz: error: argument --size/--img-size: {10**20} {too_large}")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert capsys.readouterr().err.strip().splitlines()[-1] == said, argv
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--minutes", "1e30"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mme demo: error: minutes=1e+30 scales the pre-training to too many steps: ") \
+        and err.endswith(too_large) and "\n" not in err, err
+    assert not out.exists()
+
+
 def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):
     """mme viz wrote PNG data under a .gif/.mp4/.jpg name and ignored --size and the like with --checkpoint; an
     output that is a folder, or under a file, was a traceback after the work (viz, bench --json, demo --out)."""

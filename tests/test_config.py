@@ -39,6 +39,47 @@ def test_overrides_win_over_the_recipe_and_are_coerced():
     assert cfg.model.img_size == 96  # from the recipe
 
 
+def _number_keys(cls: type, prefix: str = "") -> dict[str, object]:
+    """The dotted keys of config dataclass ``cls`` whose values are numbers (in a list, a union too), with their
+    types."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    keys: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys |= _number_keys(tp, f"{prefix}{f.name}.")
+        elif {int, float} & {tp, *typing.get_args(tp)}:
+            keys[prefix + f.name] = tp
+    return keys
+
+
+def test_every_integer_key_past_int64_and_an_mlp_past_it_are_refused_in_one_line():
+    """data.stride=2**63, train.threads=2**63 and task.eval_batch_size=2**63 were tracebacks where torch, numpy or
+    itertools.islice took them (OverflowError: Python int too large to convert to C long), model.mlp_ratio=1e30 one
+    of torch.empty at the model's build; an ``int | None`` key said its value 'matches none of' its types."""
+    from mme.train.config import FinetuneConfig
+
+    for cls, recipe in ((PretrainConfig, "tiny_cpu_mme"), (FinetuneConfig, "finetune_tiny_cpu")):
+        integer_keys = {k: tp for k, tp in _number_keys(cls).items() if "int" in str(tp)}
+        assert {"data.stride", "train.threads", "train.seed"} <= set(integer_keys)
+        for key, tp in integer_keys.items():
+            for huge in (2**63, 10**20, -(2**63) - 1) if key == "data.stride" else (2**63,):
+                with pytest.raises(ConfigError) as info:
+                    load_config(cls, recipe, [f"{key}={huge}"])
+                named = f"{key}[0]" if "tuple" in str(tp) else key
+                assert str(info.value) == (f"config key '{named}': {huge} does not fit a 64-bit integer (at most "
+                                           "2**63 - 1 = 9223372036854775807 in size)"), key
+    assert load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_batch_size=3"]).task.eval_batch_size == 3
+    assert load_config(PretrainConfig, "tiny_cpu_mme", [f"train.seed={2**63 - 1}"]).train.seed == 2**63 - 1
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, "tiny_cpu_mme", ["model.mlp_ratio=1e30"])
+    assert str(info.value) == ("model.mlp_ratio=1e+30 makes an MLP of 1.92e+32 units for model.embed_dim=192: it must "
+                               "be at least 1 and fit a 64-bit integer")
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["model.mlp_ratio=2.5"]).model.mlp_ratio == 2.5
+
+
 def test_overrides_of_text_keys_are_read_as_written_and_numbers_must_be_finite(tmp_path, monkeypatch):
     """YAML turned text values into numbers and back ('010' -> '8', '1:30' -> '90'), cut them at ' #', and an
     unparsable one (%HOME%) was a bare traceback; 'None' and an empty value made folders of those names; a
@@ -388,11 +429,13 @@ def test_a_seed_numpy_or_torch_would_refuse_is_one_line_before_the_run(tmp_path,
     from mme.cli import main
     from mme.train.config import FinetuneConfig
 
-    for seed in (-1, 2**63, 2**64):
+    for seed in (-1, 2**63, 2**64):  # (a seed past int64 is refused as any integer key's: the range is the same)
         for cls in (PretrainConfig, FinetuneConfig):
             with pytest.raises(ConfigError) as info:
                 load_config(cls, None, [f"train.seed={seed}"])
-            assert str(info.value) == f"train.seed: a seed must be in [0, 2**63 - 1], got {seed}"
+            assert str(info.value) == (f"train.seed: a seed must be in [0, 2**63 - 1], got {seed}" if seed < 0 else
+                                       f"config key 'train.seed': {seed} does not fit a 64-bit integer (at most "
+                                       "2**63 - 1 = 9223372036854775807 in size)")
     assert load_config(PretrainConfig, None, [f"train.seed={2**63 - 1}"]).train.seed == 2**63 - 1
     out = tmp_path / "run"
     assert main(["pretrain", "--config", "tiny_cpu_mme", f"train.out_dir={out}", "train.seed=-1"]) == 1

@@ -454,10 +454,12 @@ def test_a_seed_out_of_range_is_refused_before_any_embedding(synth, tmp_path, ca
     ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
                                                          num_heads=2)), tmp_path / "enc")
     r = synth.root
-    assert main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--root", str(r), "--out", str(tmp_path / "p"),
-                 "--seed", str(2**64), "--workers", "0"]) == 1
-    assert capsys.readouterr().err == ("mme probe: error: --seed: a seed must be in [0, 2**63 - 1], got "
-                                       "18446744073709551616\n")
+    with pytest.raises(SystemExit):  # (argparse's, as for any whole-number flag past int64)
+        main(["probe", str(ckpt), "--train", str(r / "train.txt"), "--root", str(r), "--out", str(tmp_path / "p"),
+              "--seed", str(2**64), "--workers", "0"])
+    assert capsys.readouterr().err.splitlines()[-1] == ("mme probe: error: argument --seed: 18446744073709551616 does "
+                                                        "not fit a 64-bit integer (at most 2**63 - 1 = "
+                                                        "9223372036854775807 in size)")
     assert not (tmp_path / "p").exists()
     with pytest.raises(ConfigError, match=r"^--seed: a seed must be an integer, got 2\.5$"):
         run_probe(ckpt, r / "train.txt", tmp_path / "p", seed=2.5, root=str(r), num_workers=0)

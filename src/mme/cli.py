@@ -36,7 +36,8 @@ would do all of it, writing the same files."""
 
 
 def count(least: int = 1) -> Callable[[str], int]:
-    """argparse type: a whole number >= ``least`` (argparse names the option in its one-line error)."""
+    """argparse type: a whole number >= ``least`` that fits an int64 (argparse names the option in its one-line
+    error)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -44,6 +45,10 @@ def count(least: int = 1) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        from mme.utils import outside_int64
+
+        if why := outside_int64(value):
+            raise argparse.ArgumentTypeError(why)
         return value
     parse.least = least
     return parse

@@ -3,8 +3,9 @@
 defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
-finite. A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe,
-then among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other
+finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take). A recipe may name a base recipe
+with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then among the packaged recipes; never the
+working folder). An override's value is read as YAML for keys of other
 types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
 whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
 ``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value ``"~"`` (quoted)
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mme.errors import ConfigError, UnknownConfigKeys
-from mme.utils import error_reason
+from mme.utils import error_reason, outside_int64
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ def _unset(value: Any) -> bool:
     return value is None or (isinstance(value, _Override) and value.strip() in (*NULLS, ""))
 
 
+class _OutOfRange(ConfigError):
+    """A value of a key's type that the type cannot hold (an integer past int64): refused as that, not as a value
+    that matches none of a union's types (``int | None``)."""
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -133,6 +139,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         for arg in members:
             try:
                 return _coerce(value, arg, key)
+            except _OutOfRange:
+                raise
             except ConfigError:
                 pass
         raise ConfigError(f"config key '{key}': {value!r} matches none of {[_type_name(a) for a in args]}")
@@ -167,18 +175,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return bool(value)
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool):
+        whole = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            whole = value
+        elif isinstance(value, float) and value.is_integer():
+            whole = int(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                whole = int(value)
+        if whole is None:
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        if why := outside_int64(whole):
+            raise _OutOfRange(f"config key '{key}': {why}")
+        return whole
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")

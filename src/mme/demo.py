@@ -92,6 +92,7 @@ from mme.utils import (
     error_reason,
     is_positive_number,
     lock_folder,
+    outside_int64,
     read_json_object,
     removing,
     unlock_folder,
@@ -871,6 +872,8 @@ def demo_settings(out: str | Path = "demo_out", quick: bool = False, minutes: fl
         raise ConfigError(f"minutes must be a positive number of minutes, got {minutes!r}")
     if steps is None and minutes is not None:  # scale the pre-training length with the time budget
         steps = max(1, round(s.steps * minutes / DEFAULT_MINUTES))
+        if why := outside_int64(steps):
+            raise ConfigError(f"minutes={minutes:g} scales the pre-training to too many steps: {why}")
     seeds = tuple(check_seed(seed, "--seeds") for seed in seeds or ())  # plain ints, which its rows' JSON holds
     return replace(s, steps=s.steps if steps is None else steps, seeds=seeds or s.seeds, device=device,
                    overrides=layered(s.overrides, list(overrides)), real_dir=real_dir,

@@ -44,9 +44,22 @@ from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, Ungu
 log = logging.getLogger(__name__)
 
 
-MAX_SEED = 2**63 - 1
+MAX_INT = 2**63 - 1
+"""The largest integer a config key or a flag of ``mme`` takes: a C long (int64), the most that torch's sizes,
+numpy's arrays, ``range`` and ``itertools.islice`` hold; a larger one failed with a traceback where it was used
+(:func:`outside_int64`)."""
+
+MAX_SEED = MAX_INT
 """The largest seed: numpy's SeedSequence takes no negative one, torch's generators none past 2**64 - 1, and a
 training run seeds them with it plus the epoch."""
+
+
+def outside_int64(value: int) -> str:
+    """Why the integer ``value`` is refused as a config key's or a flag's value: it does not fit an int64
+    (:data:`MAX_INT`); '' where it fits."""
+    if -MAX_INT - 1 <= value <= MAX_INT:
+        return ""
+    return f"{value} does not fit a 64-bit integer (at most 2**63 - 1 = {MAX_INT} in size)"
 
 
 def _plain_int(value: Any) -> int | None:

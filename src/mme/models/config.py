@@ -8,6 +8,7 @@ from typing import ClassVar
 from mme.config import apply_preset
 from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.masking import MASKS
+from mme.utils import MAX_INT
 
 # Encoder presets (VideoMAE naming). Parameter counts are for the encoder at 16x224x224, tubelet 2, patch 16.
 PRESETS: dict[str, dict] = {
@@ -89,6 +90,12 @@ class ModelConfig:
                      "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps", "decoder_norm_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        for name in ("embed_dim", "decoder_dim"):
+            width = getattr(self, name) * self.mlp_ratio
+            if not 1 <= width <= MAX_INT:
+                raise ConfigError(f"model.mlp_ratio={self.mlp_ratio} makes an MLP of {width:g} units for "
+                                  f"model.{name}={getattr(self, name)}: it must be at least 1 and fit a 64-bit "
+                                  "integer")
         for name in ("decoder_depth", "head_hidden"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
