@@ -84,6 +84,32 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints_and_overw
     assert [json.loads(ln)["step"] for ln in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+def test_a_run_refused_by_its_data_leaves_no_folder_it_made(tmp_path, capsys):
+    """``mme pretrain`` / ``mme finetune`` whose data.root is missing, or whose list fails its checks, left a new,
+    empty train.out_dir (with its .lock) behind: the folder is taken (made and locked) before the data are read.
+    Now the folders the run made, parents too, are removed again where it wrote nothing there; a folder that was
+    there is kept."""
+    from mme.cli import main
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 1\n")
+    (tmp_path / "bad.txt").write_text("a.mp4 0\nb.mp4 1\nbad line x y\n")  # (a line that is no entry)
+    missing_root = [f"data.root={tmp_path / 'no' / 'such'}", f"data.list_file={tmp_path / 'list.txt'}"]
+    bad_list = [f"data.root={tmp_path / 'videos'}", f"data.list_file={tmp_path / 'bad.txt'}"]
+    there = tmp_path / "there"
+    there.mkdir()
+    for command, recipe in (("pretrain", "tiny_cpu_mme"), ("finetune", "finetune_tiny_cpu")):
+        task = ["task.num_classes=2", "task.classes=", "task.val_list=", "task.test_list="]
+        for out, data, said in ((tmp_path / "new" / "run", missing_root, "is not a folder"),
+                                (tmp_path / "new" / "run", bad_list, "1 of 3 videos"), (there, bad_list, "1 of 3")):
+            overrides = [*data, "data.num_workers=0", f"train.out_dir={out}", *(task if command == "finetune" else [])]
+            assert main([command, "--config", recipe, *overrides]) == 1, (command, data)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err[-1].startswith(f"mme {command}: error: ") and said in err[-1], err
+            assert not (tmp_path / "new").exists(), (command, data)
+            assert there.is_dir(), (command, data)
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

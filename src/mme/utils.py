@@ -801,25 +801,31 @@ FOLDER_LOCK = ".lock"
 class _HeldLock:
     file: Any  # the open .lock, holding the flock
     option: str  # the setting that chose the folder, for messages
+    made: Path | None = None  # the outermost folder the lock made, removed at the unlock where it holds nothing else
 
 
 _locked: dict[Path, _HeldLock] = {}  # folder -> the lock this process holds there
 
 
-def lock_folder(folder: str | Path, option: str) -> bool:
+def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False) -> bool:
     """Create ``folder`` and hold an ``fcntl`` lock on its ``.lock`` for this process (the OS drops it when the
     process dies, however it dies), recording the holder's PID and host there. False if this process holds it
     already. A ConfigError naming ``option`` (the setting that chose the folder) when it is not writable, or
     locked by another job (naming the holder). On a file system without ``flock`` (:data:`_NO_FLOCK`) the folder is
     used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there. A spawned worker still
-    starting, which runs its parent's unguarded script again, ends there (:func:`exit_if_script_rerun`)."""
+    starting, which runs its parent's unguarded script again, ends there (:func:`exit_if_script_rerun`).
+    ``unmade_if_unused``: the folders this call makes (``folder``, and its parents it makes) are removed again at
+    the unlock where they hold nothing but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote
+    anything there (a run's data checks, the demo's footage) leaves no folder behind."""
     exit_if_script_rerun()
     path = Path(folder)
     if path.resolve() in _locked:
         return False
     lock = path / FOLDER_LOCK
+    made = next((p for p in reversed((path, *path.parents)) if not p.exists()), None) if unmade_if_unused else None
     try:
         path.mkdir(parents=True, exist_ok=True)
+        made = made and made.resolve()
         _write_probe(path)  # the .lock left by an earlier job opens in a folder that no longer takes files
         f = open(lock, "a+")
     except OSError as e:
@@ -846,10 +852,14 @@ def lock_folder(folder: str | Path, option: str) -> bool:
         else:
             f.close()
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked ({error_reason(e)})") from e
+    held = _HeldLock(f, option, made)
+    if _lock_replaced(path, held):  # an unused folder another job removed as this one locked its .lock: anew
+        f.close()
+        return lock_folder(folder, option, unmade_if_unused)
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
-    _locked[path.resolve()] = _HeldLock(f, option)
+    _locked[path.resolve()] = held
     return True
 
 
@@ -865,9 +875,24 @@ def unlock_folder(folder: str | Path | None = None) -> None:
     for path in [Path(folder).resolve()] if folder is not None else list(_locked):
         held = _locked.pop(path, None)
         if held is not None:
+            if held.made is not None:
+                _remove_unused(path, held)
             with contextlib.suppress(OSError):  # (a file system without flock: never locked)
                 fcntl.flock(held.file, fcntl.LOCK_UN)
             held.file.close()
+
+
+def _remove_unused(folder: Path, held: _HeldLock) -> None:
+    """Remove ``folder`` and the folders above it up to ``held.made`` (those its :func:`lock_folder` made) where
+    they hold nothing but its ``.lock`` (which goes first, while locked: a job that opened it meanwhile locks anew)."""
+    if _lock_replaced(folder, held) or {p.name for p in folder.iterdir()} != {FOLDER_LOCK}:
+        return
+    above = folder.parents
+    made = [folder, *above[:above.index(held.made) + 1]] if held.made in above else [folder]
+    with contextlib.suppress(OSError):
+        (folder / FOLDER_LOCK).unlink()
+        for path in made:
+            path.rmdir()  # (an OSError where another file came meanwhile: kept, with what holds it)
 
 
 def _close_inherited_folder_locks() -> None:

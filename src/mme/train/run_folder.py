@@ -62,9 +62,10 @@ def take(out_dir: str | Path, option: str = "train.out_dir") -> Path:
     """Create the folder, prove it writable now (not at the first checkpoint hours later) and lock it for this
     process (rank 0's, :func:`mme.train.distributed.on_main`); removes stale temporary files
     (:func:`mme.utils.remove_stale_temps_in`: not a live writer's, one it cannot remove warned about and left).
-    ConfigError naming ``option`` (the setting that chose the folder) when it is not writable or locked."""
+    ConfigError naming ``option`` (the setting that chose the folder) when it is not writable or locked. A folder it
+    makes is removed at the job's end where the job wrote nothing there (refused by its data, its init, its model)."""
     path = Path(out_dir)
-    if not lock_folder(path, option):  # a second run of this process in its folder keeps its lock
+    if not lock_folder(path, option, unmade_if_unused=True):  # (a second run of this process in its folder: its lock)
         return path
     remove_stale_temps_in(path)
     return path
