@@ -507,6 +507,27 @@ def test_bad_seeds_and_too_few_real_sources_are_refused_before_the_data(tmp_path
     assert not (out / "data").exists()
 
 
+def test_too_few_real_sources_leave_no_folder_the_demo_made(tmp_path, capsys):
+    """Was: ``--real-dir`` with 2 usable sources was refused with its --out made and locked, left holding its .lock;
+    now the folder the demo made (and those above it it made) goes with the refusal, and a folder that was there
+    keeps what it held."""
+    from videos import texture, write_video
+
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for seed in (0, 1):
+        write_video(footage / f"v{seed}.mp4", np.repeat(texture(48, 64, seed)[None], 30, 0))
+    there = tmp_path / "there"
+    there.mkdir()
+    (there / "notes.txt").write_text("mine")
+    for out in (tmp_path / "new" / "out", there):
+        assert main([*QUICK, "--out", str(out), "--real-dir", str(footage)]) == 1
+        assert capsys.readouterr().err == (f"mme demo: error: real footage: 2 usable source videos in {footage}; a "
+                                           "split by source needs at least 3\n")
+        assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in there.iterdir()) == [".lock", "notes.txt"]
+
+
 def test_a_backend_this_machine_lacks_is_refused_before_the_data(tmp_path, monkeypatch, capsys):
     """Was: ``mme demo ... data.backend=decord`` without decord made its 24 videos, then stopped on the backend."""
     import importlib.util

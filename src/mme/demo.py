@@ -743,15 +743,17 @@ def _saved_row(s: DemoSettings, seed: int, target: str, judged: SavedRow | None 
 def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
     """Run the demo (module docstring); ``overwrite``: compute again the rows that ``s.out`` holds from a run with
     other settings (without it they stop the demo before any work). ``s.out`` is made once the settings are checked
-    (:func:`_check_settings`): a demo they refuse leaves no folder."""
+    (:func:`_check_settings`): a demo they refuse leaves no folder, nor one refused later before it wrote there (by
+    its ``--real-dir``)."""
     t0 = time.perf_counter()
     if s.real_dir is not None and not Path(s.real_dir).is_dir():
         raise DataError(f"--real-dir {s.real_dir}: no such folder")
     check_output(s.out, "--out", folder=True, make=False)
     with StageStops() as stops, warnings_once():  # (a config of the same overrides per row)
         configs = _check_settings(s)
-        check_output(s.out, "--out", folder=True)
-        lock_folder(s.out, "--out")  # a second demo on it would make the data again under this one
+        # made here (a second demo on it would make the data again under this one), and removed again where the demo
+        # is refused before it writes there (footage given with --real-dir that gives no split)
+        lock_folder(s.out, "--out", unmade_if_unused=True)
         try:
             return _demo(s, overwrite, t0, stops, configs)
         finally:
