@@ -18,7 +18,7 @@ from training import FP32, run, tiny
 
 from mme import cli
 from mme.config import load_config
-from mme.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, VideoError
+from mme.errors import CheckpointError, ConfigError, DataError, MMEError, NonFiniteLossError, VideoError
 from mme.models.checkpoint import load_encoder
 from mme.train.config import PretrainConfig
 
@@ -241,6 +241,19 @@ def test_gradient_accumulation_matches_the_big_batch_within_low_precision_roundi
                                                       f"train.device={device}")
     assert worst <= 4e-3, worst
     assert loss_a == pytest.approx(loss_b, rel=4 * 2**-8)
+
+
+@pytest.mark.parametrize("sizes", [("train.batch_size=17",), ("train.batch_size=2", "train.accum_steps=9")])
+def test_a_step_bigger_than_an_epoch_is_refused_naming_the_keys_to_lower(sizes, synth, tmp_path):
+    """Before: '16 clips give 8 batches per epoch of 2 x 1 ranks; an optimizer step needs 9', no key named."""
+    code = cli.main(["pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={tmp_path / 'run'}",
+                                                                     *sizes)])
+    assert code == 1
+    batch, accum = (int(s.split("=")[1]) for s in (*sizes, "train.accum_steps=1")[:2])
+    with pytest.raises(MMEError, match=rf"train.batch_size={batch} x 1 ranks; an optimizer step needs "
+                       rf"train.accum_steps={accum} of them \({batch * accum} clips\): lower train.batch_size or "
+                       "train.accum_steps"):
+        run("tiny_cpu_pixel", synth, tmp_path / "run2", *sizes)
 
 
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):

@@ -416,8 +416,10 @@ def schedule_lengths(num_items: int, t: TrainConfig, o: OptimConfig, world_size:
     that takes the whole run is warned about."""
     batches = num_items // (t.batch_size * world_size)
     if batches < t.accum_steps:
-        raise MMEError(f"data: {num_items} {unit} give {batches} batches per epoch of "
-                       f"{t.batch_size} x {world_size} ranks; an optimizer step needs {t.accum_steps}")
+        raise MMEError(f"data: {num_items} {unit} give {batches} batches per epoch of train.batch_size="
+                       f"{t.batch_size} x {world_size} ranks; an optimizer step needs train.accum_steps="
+                       f"{t.accum_steps} of them ({t.batch_size * world_size * t.accum_steps} {unit}): lower "
+                       "train.batch_size or train.accum_steps, or list more videos")
     steps_per_epoch = batches // t.accum_steps
     total = t.steps or t.epochs * steps_per_epoch
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * steps_per_epoch)
