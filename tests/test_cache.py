@@ -1072,6 +1072,41 @@ def test_a_cache_an_earlier_mme_made_of_the_file_beside_a_symlinked_root_is_refu
     assert fn(sample)["disp"].shape[1] == 2
 
 
+@pytest.mark.parametrize("old_place", ["gone", "a copy"])
+def test_a_cache_of_a_dataset_moved_since_and_reached_through_a_symlink_is_kept(tmp_path, old_place):
+    """This mme's cache of a list line '../extra/x.mp4' under data/videos records data/extra/x.mp4. The dataset is
+    then moved (data/extra gone) or copied (data/extra kept) to big/, and data/videos made a link to big/videos: the
+    line now names big/extra/x.mp4, and the recorded path is that spelling with '..' removed by text. The file there
+    is gone or the same file, so the cache is kept: training reads it, the start check refuses nothing, and a resumed
+    extraction keeps it (before: refused as tracks an earlier mme made of the file beside the link)."""
+    (tmp_path / "data/videos").mkdir(parents=True)
+    (tmp_path / "data/extra").mkdir()
+    write_video(tmp_path / "data/extra/x.mp4", affine_video(10, 64, 64, dx=-1.5, seed=2)[0])
+    (tmp_path / "list.txt").write_text("../extra/x.mp4 0\n")
+    root, cache = str(tmp_path / "data/videos"), str(tmp_path / "cache")
+    extract_cache(str(tmp_path / "list.txt"), cache, root=root, length=2, short_side=64)
+    target = cache_file(cache, "../extra/x.mp4")
+    made = target.read_bytes()
+    move = shutil.move if old_place == "gone" else shutil.copytree
+    (tmp_path / "big").mkdir()
+    for folder in ("videos", "extra"):
+        move(tmp_path / "data" / folder, tmp_path / "big" / folder)
+    shutil.rmtree(tmp_path / "data/videos", ignore_errors=True)
+    (tmp_path / "data/videos").symlink_to(tmp_path / "big/videos")
+    assert (tmp_path / "data/extra/x.mp4").is_file() == (old_place == "a copy")
+    data = DataConfig(list_file=str(tmp_path / "list.txt"), root=root, num_frames=4, stride=2, img_size=64)
+    sample = PretrainDataset(data).sample(0, np.random.default_rng(0))
+    assert os.path.realpath(sample.path) == str(tmp_path / "big/extra/x.mp4")
+    assert other_settings(target, ExtractOptions(length=2, short_side=64), sample.path) == {}
+    m = ModelConfig(img_size=64, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=cache), m)
+    assert PretrainDataset(data, fn, track_length=2).refused_probes == []
+    assert fn(sample)["disp"].shape[1] == 2
+    resumed = extract_cache(str(tmp_path / "list.txt"), cache, root=root, length=2, short_side=64)
+    assert (resumed["done"], resumed["skipped"]) == (0, 1)
+    assert target.read_bytes() == made
+
+
 def test_a_cache_of_longer_tracks_gives_the_validity_of_the_tracks_read(tmp_path):
     """A point is valid while it stays in the frame over the target's L steps. A cache holds tracks of its own L;
     read for a shorter one, a point that leaves only after the L read must stay valid (a pan of 1.5 px/frame:

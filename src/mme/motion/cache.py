@@ -179,11 +179,14 @@ def stale(meta: dict, video: str | None = None) -> str | None:
 def _decoded_another_file(meta: dict, video: str) -> str | None:
     """The file whose frames the cache of ``meta`` tracks where it is not ``video``, else None: the video it records
     is ``video`` with '..' removed by text (``os.path.abspath``'s spelling, which an earlier mme recorded and opened),
-    and that names another file than ``video`` does (:func:`mme.utils.absolute_path`: a symlink before the '..'). Its
-    fingerprint, taken of ``video`` itself, does not tell; a cache of a dataset since moved records another path too,
-    and is kept."""
+    that names another file than ``video`` does (:func:`mme.utils.absolute_path`: a symlink before the '..'), and
+    that file is not the one the cache's fingerprint, taken of ``video`` itself, describes (:func:`same_source`). The
+    current mme records the file it opened with that file's fingerprint, so its cache of a dataset moved since and
+    reached through a symlink (the recorded path gone, or a copy of the same file) is kept."""
     recorded = meta.get("video")
-    return recorded if recorded == os.path.abspath(video) != absolute_path(video) else None
+    if recorded != os.path.abspath(video) or recorded == absolute_path(video):
+        return None
+    return recorded if os.path.isfile(recorded) and not same_source(meta, recorded) else None
 
 
 def listed_files(cache_dir: str | Path) -> tuple[frozenset[tuple[str, ...]], bool]:
