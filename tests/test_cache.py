@@ -54,6 +54,7 @@ from mme.motion.cache import (
     V1_SUFFIX,
     cache_file,
     cache_meta,
+    cache_meta_and_refusal,
     check_settings,
     find_cache_file,
     listed_files,
@@ -994,6 +995,47 @@ def test_a_version_2_header_missing_or_negative_fields_is_refused_by_a_resume_an
         assert made.read_bytes() == good and "; made again" in caplog.text
     made.write_bytes(version_2(meta))
     assert cache_meta(made)["version"] == 2 and np.array_equal(read_cache(made).disp, tracks.disp)  # intact: read
+
+
+def test_a_version_3_header_whose_quantum_is_missing_or_not_a_number_is_refused_and_made_again(videos, tmp_path,
+                                                                                                caplog):
+    """A version 3 header whose checksum matches it but whose "quant" (the px per step read_cache scales by) is
+    missing, null or text is refused by the header's check, as a damaged file: a resume makes it again, the start
+    check counts it unreadable, and a training read fails it as its video's failure (before: cache_meta took it, a
+    resume counted it complete, and read_cache raised a bare KeyError, TypeError or ValueError)."""
+    import zlib
+
+    out = tmp_path / "cache"
+    (tmp_path / "b.txt").write_text("b.mp4\n")
+    args = dict(root=str(videos), length=2, short_side=64)
+    assert extract_cache(str(tmp_path / "b.txt"), str(out), **args)["done"] == 1
+    made = cache_file(out, "b.mp4")
+    good = made.read_bytes()
+    length = int.from_bytes(good[8:16], "little")
+    meta = json.loads(good[16:16 + length])
+    offsets = good[16 + length:16 + length + 8 * (meta["starts"] + 1)]
+    records = good[16 + length + len(offsets) + 4:]
+
+    def checksummed(damaged: dict) -> bytes:
+        header = json.dumps(damaged).encode()
+        length_bytes = len(header).to_bytes(8, "little")
+        checksum = zlib.crc32(length_bytes + header + offsets).to_bytes(4, "little")
+        return good[:8] + length_bytes + header + offsets + checksum + records
+
+    assert checksummed(meta) == good  # the checksum written as mme writes it
+    without_quant = {k: v for k, v in meta.items() if k != "quant"}
+    for damaged, why in ((without_quant, "'quant'"), ({**meta, "quant": None}, "not 'NoneType'"),
+                         ({**meta, "quant": "x"}, "could not convert string to float: 'x'")):
+        made.write_bytes(checksummed(damaged))
+        for read in (cache_meta, read_cache):
+            with pytest.raises(VideoError, match=re.escape(f"{made}: track cache (not a valid mme track cache: ")) as e:
+                read(made)
+            assert why in str(e.value)
+        assert cache_meta_and_refusal(made, str(videos / "b.mp4")) == (None, f"unreadable ({e.value.__cause__})")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert extract_cache(str(tmp_path / "b.txt"), str(out), **args)["done"] == 1
+        assert made.read_bytes() == good and "; made again" in caplog.text
 
 
 def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_path):

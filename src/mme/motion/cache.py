@@ -390,7 +390,7 @@ def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
 
 class _Header(NamedTuple):
     """The header of a version 2 or 3 file as :func:`read_cache` reads its records by it: ``meta`` and the fields
-    of it :func:`_checked_header` checks (its quantum, checked by :func:`_read_header`, read from ``meta``)."""
+    of it :func:`_checked_header` checks (its quantum, checked there too, read from ``meta``)."""
     meta: dict
     offsets: np.ndarray
     starts: int
@@ -404,6 +404,7 @@ def _checked_header(f: BinaryIO, path: Path) -> _Header:
     negative) and the offsets held to the file's length (a truncated file): the file positioned at its first record.
     A version 2 file has no checksum, so a damaged header is found here alone, before any record is read."""
     meta, offsets = _read_header(f, path)
+    float(meta["quant"])  # read_cache scales by it: a quantum missing or not a number is a damaged header
     gh, gw = (operator.index(n) for n in meta["grid"])
     head = _Header(meta, offsets, int(meta["starts"]), int(meta["length"]), (gh, gw), bool(meta["homs"]))
     if min(head.starts, head.length, gh, gw) < 0:
