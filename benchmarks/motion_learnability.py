@@ -138,7 +138,8 @@ class Bank(torch.utils.data.Dataset):
     unchanged."""
 
     def __init__(self, data, views: int, workers: int):
-        self.list_digest, self.failure_codes = data.list_digest, data.failure_codes  # what checkpoints record
+        self.list_digest, self.content_digest = data.list_digest, data.content_digest  # what checkpoints record
+        self.failure_codes = data.failure_codes
         self.items = [list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers,
                                                        sampler=[(epoch, i) for i in range(len(data))]))
                       for epoch in range(views)]  # items[view][video]

@@ -586,6 +586,23 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
         "has 0.002 there" in caplog.text
 
 
+def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(synth, tmp_path):
+    """Fine-tuning trains on the list's labels: a list relabelled in place (same file, same videos) was resumed on
+    without a word. Its digest covers the labels."""
+    from mme.eval.finetuned import finetune
+
+    listed = tmp_path / "train.txt"
+    lines = (synth.root / "train.txt").read_text().splitlines()
+    listed.write_text("\n".join(lines) + "\n")
+    extra = ("task.val_list=", "task.test_list=", "train.precision=fp32", "train.steps=2", f"data.list_file={listed}")
+    finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.stop_after=1"))
+    path, label = lines[0].rsplit(" ", 1)
+    listed.write_text("\n".join([f"{path} {(int(label) + 1) % 4}", *lines[1:]]) + "\n")
+    finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.resume=auto"))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
+        {"from_step": 1, "changes": [f"training list content: {len(lines)} -> {len(lines)} items, changed"]}]
+
+
 def test_a_resumption_names_the_architecture_given_on_the_command_line_as_ignored(synth, tmp_path, caplog):
     """A resumed fine-tuning run keeps its own model and named the model keys given otherwise as ignored, but not
     those of its architecture (ENCODER_FIELDS): model.depth=3 model.num_heads=4 were dropped unsaid. They are named

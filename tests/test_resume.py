@@ -702,3 +702,33 @@ def test_the_data_position_carries_over_by_samples(caplog):
         assert "4 samples of the epoch are drawn again" in caplog.text
         data_position(state, 44, 4)
     assert "the training list has 44 items, the checkpoint's run had 40" in caplog.text
+
+
+def test_a_training_list_edited_in_place_is_a_recorded_change_on_resume(synth, tmp_path, caplog):
+    """A list edited in place keeps its ``data.list_file``: reordered, or one video swapped for another, the resumed
+    run trained on other data without a word (only another length was warned about, and recorded nowhere). Its
+    content is compared by digest, and a change of length or content is one recorded change. A checkpoint made
+    before the meta recorded the digest is compared by its failure table's digest of the paths."""
+    listed = Path(dict(s.split("=", 1) for s in synth)["data.list_file"])
+    edited = tmp_path / "train.txt"
+    lines = listed.read_text().splitlines()
+    edited.write_text("\n".join(lines) + "\n")
+    data = [f"data.list_file={edited}", synth[1]]
+    base = ("tiny_cpu_pixel", data, tmp_path / "run", "train.steps=4", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    run(*base, "train.stop_after=2", "train.resume=auto")  # the same list: no change
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    edited.write_text("\n".join(reversed(lines)) + "\n")
+    with caplog.at_level(logging.WARNING):
+        run(*base, "train.stop_after=3", "train.resume=auto")
+    assert "with a changed config (the run will not replay exactly): ['training list content: 16 -> 16 items, " \
+        "changed']" in caplog.text
+    newest = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    state = ckpt.load_checkpoint(newest)
+    del state["meta"]["list_digest"]  # as a checkpoint made before the meta recorded it
+    ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
+    edited.write_text("\n".join([*reversed(lines), lines[0]]) + "\n")  # a video added: one entry, not two
+    run(*base, "train.resume=auto")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
+        {"from_step": 2, "changes": ["training list content: 16 -> 16 items, changed"]},
+        {"from_step": 3, "changes": ["training list content: 16 -> 17 items, changed"]}]

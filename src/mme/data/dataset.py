@@ -30,7 +30,7 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -357,6 +357,11 @@ def _epoch_and_index(key: int | tuple[int, int]) -> tuple[int, int]:
     return key if isinstance(key, tuple) else (0, key)
 
 
+def lines_digest(lines: Iterable[str]) -> str:
+    """A short digest of ``lines`` in order."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
 class _VideoDataset(Dataset):
     """The list, the failure bookkeeping and the deterministic replacement shared by both datasets."""
 
@@ -377,6 +382,7 @@ class _VideoDataset(Dataset):
         if need_labels and any(e.label is None for e in entries):
             raise DataError(f"list file {cfg.list_file}: classification needs a label on every line")
         self.entries: list[ListEntry] = entries
+        self.need_labels = need_labels
         # Shared between DataLoader workers and the main process (fork and spawn pass shared memory).
         self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
         self._check_failures()
@@ -387,7 +393,13 @@ class _VideoDataset(Dataset):
     @functools.cached_property
     def list_digest(self) -> str:
         """A digest of the listed paths in order: what a failure table carried from another run must match."""
-        return hashlib.sha256("\n".join(e.path for e in self.entries).encode()).hexdigest()[:16]
+        return lines_digest(e.path for e in self.entries)
+
+    @functools.cached_property
+    def content_digest(self) -> str:
+        """A digest of what the run reads from its list: the paths in order, with their labels where it takes labels
+        (fine-tuning: a relabelled list trains otherwise). A resumed run whose list's differs trains on other data."""
+        return lines_digest(f"{e.path}\t{e.label}" for e in self.entries) if self.need_labels else self.list_digest
 
     def with_seed(self, seed: int) -> _VideoDataset:
         """This dataset drawing its clips and replacements by ``seed`` (repeated augmentation's copies): its list

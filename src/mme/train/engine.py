@@ -361,7 +361,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
-               "items": len(data),
+               "items": len(data), "list_digest": data.content_digest,
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%s", left_out(data.bad_lines, "the training list"))
@@ -560,6 +560,7 @@ def restore(run: Run, source: str, state: dict) -> None:
          "mme sets, pins it)"),
         ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
         if None not in (old_meta.get(key), run.meta[key]) and old_meta[key] != run.meta[key]]  # (no MKL on a GPU)
+    changed += list_change(state, run.data)
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "
                        "epochs: mme.train.distributed.ORDER_VERSION)")
@@ -598,6 +599,20 @@ def restore(run: Run, source: str, state: dict) -> None:
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
+
+
+def list_change(state: dict, data: Dataset) -> list[str]:
+    """The change of the training list since the checkpoint's run, by its length and content (one entry): a list
+    edited in place keeps its ``data.list_file``. A checkpoint that records no list digest in its meta (made before
+    it did) is compared by the digest of the paths its failure table carries, where it has one."""
+    meta, items = state.get("meta", {}), len(data)
+    if "list_digest" in meta:
+        other = meta["list_digest"] != data.content_digest
+    else:
+        other = (state.get("data_failures") or {}).get("list", data.list_digest) != data.list_digest
+    if not other and meta.get("items", items) == items:
+        return []
+    return [f"training list content: {meta.get('items', '?')} -> {items} items, changed"]
 
 
 def end_of_epochs(run: Run) -> None:

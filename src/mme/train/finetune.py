@@ -87,6 +87,10 @@ class RepeatedClips(Dataset):
     def list_digest(self) -> str:
         return self.copies[0].list_digest
 
+    @property
+    def content_digest(self) -> str:
+        return self.copies[0].content_digest
+
     def join_failures(self, codes: torch.Tensor) -> None:
         self.copies[0].join_failures(codes)
 
