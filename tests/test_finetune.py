@@ -603,6 +603,23 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
         {"from_step": 1, "changes": [f"training list content: {len(lines)} -> {len(lines)} items, changed"]}]
 
 
+def test_a_resumption_that_only_validates_otherwise_replays_exactly_and_records_no_change(synth, tmp_path):
+    """Periodic validation (``task.eval_every``, ``task.eval_batch_size``, ``task.val_list``) changes no bit of the
+    fine-tuned weights: a resumption that turned it on was warned about as "the run will not replay exactly" and
+    recorded as a change."""
+    from mme.eval.finetuned import finetune
+
+    extra = ("task.val_list=", "task.test_list=", "train.precision=fp32", "train.steps=3")
+    finetune(_tiny_recipe(synth, tmp_path / "whole", *extra))
+    finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.stop_after=1"))
+    finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.resume=auto", f"task.val_list={synth.root}/val.txt",
+                          "task.eval_every=1", "task.eval_batch_size=1"))
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    ours, theirs = (torch.load(tmp_path / run / "checkpoint-00000003.pt", weights_only=True)["model"]
+                    for run in ("run", "whole"))
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+
+
 def test_a_resumption_names_the_architecture_given_on_the_command_line_as_ignored(synth, tmp_path, caplog):
     """A resumed fine-tuning run keeps its own model and named the model keys given otherwise as ignored, but not
     those of its architecture (ENCODER_FIELDS): model.depth=3 model.num_heads=4 were dropped unsaid. They are named

@@ -732,3 +732,28 @@ def test_a_training_list_edited_in_place_is_a_recorded_change_on_resume(synth, t
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
         {"from_step": 2, "changes": ["training list content: 16 -> 16 items, changed"]},
         {"from_step": 3, "changes": ["training list content: 16 -> 17 items, changed"]}]
+
+
+def test_a_resume_with_settings_that_change_no_weight_replays_exactly_and_records_no_change(reference, synth,
+                                                                                            tmp_path, caplog):
+    """Settings that change no bit of the weights were warned about as "the run will not replay exactly" and
+    recorded as changes: the decoder's threads, the failure bounds, the test views pre-training never takes, the
+    keys of a crop not chosen, a key another wins over (``train.epochs`` beside ``train.steps``), a preset's name
+    whose values the run has, ``train.device=cpu`` where 'auto' resolved to the CPU, activation checkpointing. The
+    values are compared as resolved: the run replays bitwise, they are said in an info line and not recorded."""
+    stopped = ("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, FP32)
+    run(*stopped, "train.stop_after=3", "train.device=auto")
+    harmless = ("data.decode_threads=2", f"data.index_dir={tmp_path / 'index'}", "data.max_failure_fraction=0.5",
+                "data.test_clips=2", "data.rrc_scale=[0.5,1.0]", "train.max_nonfinite=2", "train.device=cpu",
+                "train.epochs=10", "optim.warmup_epochs=1", "target.preset=null", "target.kind=pixel",
+                "train.activation_checkpointing=true")
+    with caplog.at_level(logging.INFO):
+        res = run(*stopped, "train.resume=auto", *harmless)
+    assert "will not replay exactly" not in caplog.text
+    assert "config_changes" not in json.loads((tmp_path / "run.json").read_text())
+    said = re.search(r"settings that change nothing it computes \(it replays exactly\): (.*)", caplog.text)[1]
+    assert [key for key in ("data.decode_threads", "data.index_dir", "data.max_failure_fraction", "data.test_clips",
+                            "data.rrc_scale", "train.max_nonfinite", "train.device", "train.epochs",
+                            "optim.warmup_epochs", "target.preset", "train.activation_checkpointing")
+            if f"{key}: " not in said] == []
+    _assert_same_params(torch.load(res.checkpoint, weights_only=True)["model"], reference[0])

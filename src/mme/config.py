@@ -511,6 +511,14 @@ def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def keys_shadowed(cfg: Any) -> dict[str, str]:
+    """``{dotted key: the key that wins over it}`` over the sections of ``cfg``: the keys of a section's
+    ``SHADOWED_BY`` whose winner is set (``train.epochs`` beside ``train.steps``), which change nothing."""
+    return {f"{f.name}.{name}": f"{f.name}.{winner}" for f in dataclasses.fields(cfg)
+            if dataclasses.is_dataclass(section := getattr(cfg, f.name))
+            for name, winner in getattr(section, "SHADOWED_BY", {}).items() if getattr(section, winner) is not None}
+
+
 _GIVEN = "_given_keys"
 
 

@@ -20,6 +20,7 @@ bitwise-identically on CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import math
@@ -36,7 +37,7 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import Dataset
 
-from mme.config import flatten, from_dict, path_keys
+from mme.config import flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
 from mme.data.lists import left_out
 from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint
@@ -522,6 +523,19 @@ BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir"
 own seed), not what it computes: not config changes on resume."""
 
 
+WITHOUT_ARITHMETIC = ("data.decode_threads", "data.index_dir", "data.max_failure_fraction", "data.test_clips",
+                      "data.test_crops", "train.max_nonfinite", "train.activation_checkpointing", "model.preset",
+                      "target.preset", "task.eval_every", "task.eval_batch_size", "task.val_list", "task.test_list")
+"""Keys that change no bit of a run's weights: how its videos are decoded (the same frames) and found, when it
+stops on failures, what it tests, whether its blocks' activations are recomputed (the same ops, the RNG state
+restored: bitwise the same on a CPU in fp32, tests/test_resume.py), and a preset's name, whose values the resolved
+keys beside it hold. A resume that changes them replays exactly: they are said, not recorded."""
+
+RESOLVED_IN_META = ("train.device",)
+"""Keys whose resolved value the run meta holds, compared as resolved (``device_name``: 'auto' resolved to the
+CPU is ``train.device=cpu``)."""
+
+
 MODEL_SECTIONS = ("model.", "target.")
 """The config sections whose keys build a run's model (a target's heads): a change of theirs may make a checkpoint
 not fit it."""
@@ -535,8 +549,14 @@ def restore(run: Run, source: str, state: dict) -> None:
     when it names another file, a relative path taken from its run's working folder (``cwd`` of the meta; of a
     checkpoint that records none: when it is written otherwise)."""
     old_meta = state.get("meta", {})
-    changed = config_changes(state["config"], dataclasses.asdict(run.cfg), BOOKKEEPING, path_keys(type(run.cfg)),
-                             (old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
+    compared = functools.partial(config_changes, state["config"], dataclasses.asdict(run.cfg),
+                                 paths=path_keys(type(run.cfg)),
+                                 cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
+    unchanging = (*WITHOUT_ARITHMETIC, *RESOLVED_IN_META, *keys_without_effect(run.cfg), *keys_shadowed(run.cfg))
+    changed = compared(ignore=(*BOOKKEEPING, *unchanging))
+    if harmless := [c for c in compared(ignore=BOOKKEEPING) if c not in changed]:
+        log.info("resuming %s with settings that change nothing it computes (it replays exactly): %s", source,
+                 harmless)
     try:
         load_state(run.model, state["model"], f"checkpoint {source}")
     except CheckpointError as e:  # the config's keys that build the model, where they changed, say why
