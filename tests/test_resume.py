@@ -757,3 +757,13 @@ def test_a_resume_with_settings_that_change_no_weight_replays_exactly_and_record
                             "optim.warmup_epochs", "target.preset", "train.activation_checkpointing")
             if f"{key}: " not in said] == []
     _assert_same_params(torch.load(res.checkpoint, weights_only=True)["model"], reference[0])
+
+
+def test_a_thread_count_given_on_resume_is_one_recorded_change(synth, tmp_path):
+    """``train.threads=2`` on resume was recorded twice, as the key (``train.threads: 1 -> 2``) and as the
+    resolved count (``intra-op threads: 1 -> 2``): the key is compared as resolved, by the run meta's count."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1", "train.threads=1")
+    run(*base, "train.resume=auto", "train.threads=2")
+    assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [{"from_step": 1, "changes": [
+        "intra-op threads: 1 -> 2 (the same up to float rounding, not bitwise; train.threads pins them)"]}]

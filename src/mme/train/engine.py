@@ -531,9 +531,9 @@ stops on failures, what it tests, whether its blocks' activations are recomputed
 restored: bitwise the same on a CPU in fp32, tests/test_resume.py), and a preset's name, whose values the resolved
 keys beside it hold. A resume that changes them replays exactly: they are said, not recorded."""
 
-RESOLVED_IN_META = ("train.device",)
+RESOLVED_IN_META = ("train.device", "train.threads")
 """Keys whose resolved value the run meta holds, compared as resolved (``device_name``: 'auto' resolved to the
-CPU is ``train.device=cpu``)."""
+CPU is ``train.device=cpu``; ``threads``: one change said once, not as the key and again as the count)."""
 
 
 MODEL_SECTIONS = ("model.", "target.")
