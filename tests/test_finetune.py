@@ -603,18 +603,24 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
         {"from_step": 1, "changes": [f"training list content: {len(lines)} -> {len(lines)} items, changed"]}]
 
 
-def test_a_resumption_that_only_validates_otherwise_replays_exactly_and_records_no_change(synth, tmp_path):
+def test_a_resumption_that_only_validates_otherwise_replays_exactly_and_records_what_it_validates(synth, tmp_path,
+                                                                                                   caplog):
     """Periodic validation (``task.eval_every``, ``task.eval_batch_size``, ``task.val_list``) changes no bit of the
-    fine-tuned weights: a resumption that turned it on was warned about as "the run will not replay exactly" and
-    recorded as a change."""
+    fine-tuned weights: a resumption that turned it on was warned about as "the run will not replay exactly". It is
+    said as such in an info line and recorded, as the validation history follows it."""
     from mme.eval.finetuned import finetune
 
     extra = ("task.val_list=", "task.test_list=", "train.precision=fp32", "train.steps=3")
     finetune(_tiny_recipe(synth, tmp_path / "whole", *extra))
     finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.stop_after=1"))
-    finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.resume=auto", f"task.val_list={synth.root}/val.txt",
-                          "task.eval_every=1", "task.eval_batch_size=1"))
-    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    with caplog.at_level("INFO", logger="mme"):
+        finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.resume=auto",
+                              f"task.val_list={synth.root}/val.txt", "task.eval_every=1", "task.eval_batch_size=1"))
+    assert "will not replay exactly" not in caplog.text
+    assert "other validation or test settings, recorded (its training replays exactly)" in caplog.text
+    [record] = json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"]
+    assert record["from_step"] == 1 and [c.split(":")[0] for c in record["changes"]] == [
+        "task.eval_batch_size", "task.eval_every", "task.val_list"]
     ours, theirs = (torch.load(tmp_path / run / "checkpoint-00000003.pt", weights_only=True)["model"]
                     for run in ("run", "whole"))
     assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []

@@ -523,13 +523,17 @@ BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir"
 own seed), not what it computes: not config changes on resume."""
 
 
-WITHOUT_ARITHMETIC = ("data.decode_threads", "data.index_dir", "data.max_failure_fraction", "data.test_clips",
-                      "data.test_crops", "train.max_nonfinite", "train.activation_checkpointing", "model.preset",
-                      "target.preset", "task.eval_every", "task.eval_batch_size", "task.val_list", "task.test_list")
-"""Keys that change no bit of a run's weights: how its videos are decoded (the same frames) and found, when it
-stops on failures, what it tests, whether its blocks' activations are recomputed (the same ops, the RNG state
+WITHOUT_ARITHMETIC = ("data.decode_threads", "data.index_dir", "data.max_failure_fraction", "train.max_nonfinite",
+                      "train.activation_checkpointing", "model.preset", "target.preset")
+"""Keys that change no bit of a run's weights nor what it reports: how its videos are decoded (the same frames) and
+found, when it stops on failures, whether its blocks' activations are recomputed (the same ops, the RNG state
 restored: bitwise the same on a CPU in fp32, tests/test_resume.py), and a preset's name, whose values the resolved
 keys beside it hold. A resume that changes them replays exactly: they are said, not recorded."""
+
+EVALUATION = ("data.test_clips", "data.test_crops", "task.eval_every", "task.eval_batch_size", "task.val_list",
+              "task.test_list")
+"""Keys of what a fine-tuning run validates and tests, which change no bit of its weights: a resume that changes
+them replays its training exactly, said so, and they are recorded (its validation history and tests follow them)."""
 
 RESOLVED_IN_META = ("train.device", "train.threads")
 """Keys whose resolved value the run meta holds, compared as resolved (``device_name``: 'auto' resolved to the
@@ -553,10 +557,14 @@ def restore(run: Run, source: str, state: dict) -> None:
                                  paths=path_keys(type(run.cfg)),
                                  cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     unchanging = (*WITHOUT_ARITHMETIC, *RESOLVED_IN_META, *keys_without_effect(run.cfg), *keys_shadowed(run.cfg))
-    changed = compared(ignore=(*BOOKKEEPING, *unchanging))
-    if harmless := [c for c in compared(ignore=BOOKKEEPING) if c not in changed]:
+    changed = compared(ignore=(*BOOKKEEPING, *unchanging, *EVALUATION))
+    evaluated = [c for c in compared(ignore=(*BOOKKEEPING, *unchanging)) if c not in changed]
+    if harmless := [c for c in compared(ignore=BOOKKEEPING) if c not in changed + evaluated]:
         log.info("resuming %s with settings that change nothing it computes (it replays exactly): %s", source,
                  harmless)
+    if evaluated:
+        log.info("resuming %s with other validation or test settings, recorded (its training replays exactly): %s",
+                 source, evaluated)
     try:
         load_state(run.model, state["model"], f"checkpoint {source}")
     except CheckpointError as e:  # the config's keys that build the model, where they changed, say why
@@ -586,8 +594,9 @@ def restore(run: Run, source: str, state: dict) -> None:
                        "epochs: mme.train.distributed.ORDER_VERSION)")
     if changed:
         log.warning("resuming %s with a changed config (the run will not replay exactly): %s", source, changed)
+    if changed or evaluated:
         run.meta["config_changes"] = [*run.meta.get("config_changes", []),
-                                      {"from_step": int(state["step"]), "changes": changed}]
+                                      {"from_step": int(state["step"]), "changes": changed + evaluated}]
     load_optimizer(run.optimizer, state["optimizer"], source)
     saved_scaler = state.get("scaler") or {}
     if run.scaler.is_enabled() and not saved_scaler:
