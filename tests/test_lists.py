@@ -1766,3 +1766,16 @@ def test_folder_lists_refuse_a_root_other_than_where_their_paths_start(tmp_path,
                      "--check"]) == 0
     assert (out / "all.txt").read_text() == "a/1.mp4 0\n"
     assert json.loads((out / "check.json").read_text())["failing"] == 0
+
+
+def test_a_kinetics_time_that_is_infinite_is_refused_in_one_line(tmp_path, capsys):
+    """A time of inf or 1e400 (a float past any int) is refused naming the CSV line, as nan is (before: an
+    OverflowError traceback)."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    for n, start in enumerate(("inf", "1e400", "-inf", "nan")):
+        csv_file = tmp_path / f"t{n}.csv"
+        csv_file.write_text(header + f"abseiling,abc,{start},11,train\n")
+        with pytest.raises(DataError, match=rf"^{csv_file}:2: bad time_start/time_end "):
+            from_kinetics([csv_file])
+        assert cli_main(["lists", "kinetics", str(csv_file), "--out", str(tmp_path / f"out{n}")]) == 1
+        assert capsys.readouterr().err.startswith(f"mme lists: error: {csv_file}:2: bad time_start/time_end")

@@ -1106,7 +1106,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
             yid = (row.get("youtube_id") or "").strip()
             try:
                 start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:  # (not a number, nan; inf, 1e400)
                 raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
             if not yid:
                 raise DataError(f"{path}:{n}: no youtube_id {row}")
