@@ -1097,12 +1097,12 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
         for n, row in table:
-            broken = next((c for c, v in row.items() if ("\n" in v or "\r" in v) and
-                           (c != "label" or len(row) < len(fields))), None)
-            if broken:  # (a quote not closed took the rest of the file, or one closed lines later their rows)
+            broken = next((c for c, v in row.items() if "\n" in v or "\r" in v), None)
+            if broken:  # (a quote not closed took the rest of the file, one closed lines later their rows; a label
+                # typed with Alt+Enter in a spreadsheet would be a class of its own, shifting the ids after it)
                 value = row[broken]
                 raise DataError(f"{path}:{n}: {broken} {value[:40]!r}{'...' if len(value) > 40 else ''} holds a line "
-                                f"break: a quote not closed, or closed on a later line?")
+                                f"break: a quote not closed, or closed on a later line, or a line break in the cell?")
             yid = (row.get("youtube_id") or "").strip()
             try:
                 start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
