@@ -1211,10 +1211,14 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
             raise DataError(f"{path}: expected a JSON list of videos ({{'id': ..., 'template': ...}}), got a "
                             f"{type(items).__name__}")
         for n, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("id"), (str, int)) or \
-                    not isinstance(item.get("template", ""), str):
+            if not isinstance(item, dict) or not isinstance(item.get("template", ""), str):
                 raise DataError(f"{path}: item {n} is not a video as SSv2 lists them ({{'id': ..., 'template': "
                                 f"'...'}}): {str(item)[:80]}")
+            video_id = item.get("id")
+            if isinstance(video_id, bool) or not isinstance(video_id, (str, int)) or \
+                    (isinstance(video_id, str) and not video_id.strip()):  # ('': '.webm'; true: 'True.webm')
+                raise DataError(f"{path}: item {n} is not a video as SSv2 lists them: its id {video_id!r} is not a "
+                                f"non-empty string or an integer")
             label = None
             if "template" in item:
                 name = item["template"].replace("[", "").replace("]", "")
