@@ -1809,3 +1809,27 @@ def test_an_ssv2_id_that_is_empty_or_not_a_string_nor_an_integer_is_refused(tmp_
         assert "mme lists: error: " in capsys.readouterr().err and not (tmp_path / "out").exists()
     (tmp_path / "train.json").write_text(json.dumps([{"id": 7, "template": "Zooming in on [something]"}]))
     assert from_ssv2(tmp_path) == ({"train": [ListEntry("7.webm", 0)]}, ["Zooming in on something"])
+
+
+def test_skip_missing_suggests_label_fields_only_where_the_format_has_one(tmp_path, caplog):
+    """A class with no video found: {label_tv} is suggested where --path-format names the files by their class
+    (before: also for SSv2, whose format has no label field, and a flat Kinetics format, where the class cannot be
+    why its videos are missing)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "labels.json").write_text(json.dumps({"Zooming in on something": "0", "Holding something": "1"}))
+    (tmp_path / "train.json").write_text(json.dumps([{"id": 1, "template": "Zooming in on [something]"},
+                                                     {"id": 2, "template": "Holding [something]"}]))
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end\na,k1,1,11\nb,k2,1,11\n")
+    for video in ("1.webm", "train/k1_000001_000011.mp4", "train/a/k1_000001_000011.mp4"):
+        (tmp_path / video).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / video).write_bytes(b"x")
+    hint = "(is --path-format the folders' naming? {label_tv} is torchvision's)"
+    builds = [("ssv2", tmp_path, None, False), ("kinetics", tmp_path / "train.csv", "{split}/{youtube_id}_"
+              "{time_start:06d}_{time_end:06d}.mp4", False), ("kinetics", tmp_path / "train.csv", None, True)]
+    for n, (kind, source, path_format, hinted) in enumerate(builds):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.lists"):
+            build_lists(kind, source, tmp_path / f"out{n}", path_format=path_format, video_root=tmp_path,
+                        skip_missing=True)
+        assert "train: no video of 1 class(es) found under" in caplog.text
+        assert (hint in caplog.text) == hinted, (kind, path_format, caplog.text)

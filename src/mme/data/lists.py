@@ -1167,6 +1167,11 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     return set(fields), rows
 
 
+def _names_label(path_format: str) -> bool:
+    """Whether ``path_format`` names folders or files by a video's class (a field label, label_ or label_tv)."""
+    return any(f in ("label", "label_", "label_tv") for _, f, _, _ in string.Formatter().parse(path_format))
+
+
 def _format_path(path_format: str, **fields) -> str:
     """A video's path from ``path_format`` (--path-format) and its fields; empty folders (a label field of an
     unlabelled row) dropped. A format naming an unknown field, or malformed, is a DataError listing the fields."""
@@ -1280,6 +1285,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
         raise DataError(f"--classes is for folder and kinetics lists; {kind} lists take their classes from the "
                         f"annotations")
     given = read_classes(classes) if classes is not None else None
+    naming = None  # the --path-format that names the files, for the kinds it names them of
     if kind == "folder":
         splits, classes, base = folder_lists(source, given)
         if video_root is not None and os.path.realpath(video_root) != os.path.realpath(base):
@@ -1295,9 +1301,11 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
             if source.is_dir() else [source]
         if not csvs:
             raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
-        splits, classes = from_kinetics(csvs, path_format or KINETICS_FORMAT, given)
+        naming = path_format or KINETICS_FORMAT
+        splits, classes = from_kinetics(csvs, naming, given)
     elif kind == "ssv2":
-        splits, classes = from_ssv2(source, path_format or SSV2_FORMAT)
+        naming = path_format or SSV2_FORMAT
+        splits, classes = from_ssv2(source, naming)
     else:
         raise DataError(f"unknown list kind {kind!r}; choose folder, ucf101, hmdb51, kinetics or ssv2")
     for name in [name for name, entries in splits.items() if not entries]:
@@ -1309,7 +1317,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     if skip_missing:
         if video_root is None:
             raise DataError("--skip-missing looks for the videos: give the folder they are in with --root")
-        listed = _found(listed, classes, video_root, kind)
+        listed = _found(listed, classes, video_root, naming)
     check_output(out_dir, "--out", folder=True)
     written = {name: out_dir / f"{name}.txt" for name in listed}
     if before_writing is not None:
@@ -1382,11 +1390,12 @@ def _labelled_list(path: Path) -> bool:
         return False
 
 
-def _found(splits: Splits, classes: list[str], video_root: str | Path, kind: str) -> Splits:
+def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: str | None) -> Splits:
     """The entries of each split whose file is under ``video_root`` (a download always misses some); see
-    :func:`build_lists`. ``kind``: the lists' (--path-format, which names the files of kinetics and ssv2 lists
-    alone, is suggested for those)."""
-    formatted = kind in ("kinetics", "ssv2")
+    :func:`build_lists`. ``naming``: the --path-format that named the files (None for the kinds it does not name):
+    it is suggested where none is found, and its label fields where no video of a class is."""
+    formatted = naming is not None
+    by_label = formatted and _names_label(naming)
     out: Splits = {}
     for name, entries in splits.items():
         kept = [e for e in entries if os.path.isfile(resolve(e, video_root))]
@@ -1400,7 +1409,7 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, kind: str
         if gone:
             log.warning("%s: no video of %d class(es) found under %s, e.g. %s%s", name, len(gone), video_root,
                         gone[:5], " (is --path-format the folders' naming? {label_tv} is torchvision's)"
-                        if formatted else "")
+                        if by_label else "")
         out[name] = kept
     if not out:
         raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from"
