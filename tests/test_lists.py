@@ -1833,3 +1833,31 @@ def test_skip_missing_suggests_label_fields_only_where_the_format_has_one(tmp_pa
                         skip_missing=True)
         assert "train: no video of 1 class(es) found under" in caplog.text
         assert (hint in caplog.text) == hinted, (kind, path_format, caplog.text)
+
+
+def test_kinetics_rows_repeated_within_or_across_csvs_are_listed_once(tmp_path, caplog):
+    """The same split and file twice (a row repeated; a subset CSV, train_mini.csv, beside train.csv in the folder
+    of CSVs): listed once, with a warning naming both CSV lines; under two labels: one line naming both (before: the
+    video listed twice, oversampled in training, and a val list mme finetune refuses)."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    (folder / "train.csv").write_text(header + "abseiling,a1,1,11,train\nzumba,z1,2,12,train\nzumba,z2,3,13,train\n"
+                                      "abseiling,a1,1,11,train\n")
+    (folder / "train_mini.csv").write_text(header + "abseiling,a1,1,11,train\nzumba,z1,2,12,train\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", folder, tmp_path / "out")
+    assert written["train"].read_text() == ("train/abseiling/a1_000001_000011.mp4 0\n"
+                                            "train/zumba/z1_000002_000012.mp4 1\ntrain/zumba/z2_000003_000013.mp4 1\n")
+    assert (f"{folder / 'train.csv'}:5 repeats {folder / 'train.csv'}:2: the video "
+            f"train/abseiling/a1_000001_000011.mp4 is listed once\n") in caplog.text
+    assert (f"{folder / 'train_mini.csv'}:2 repeats {folder / 'train.csv'}:2: the video "
+            f"train/abseiling/a1_000001_000011.mp4 is listed once (and 1 more of its rows repeat rows of "
+            f"{folder / 'train.csv'})") in caplog.text
+    (folder / "train_mini.csv").write_text(header + "zumba,a1,1,11,train\n")  # a flat format: one file, two labels
+    flat = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    with pytest.raises(DataError, match=rf"^{folder / 'train_mini.csv'}:2: the train video train/a1_000001_000011\.mp4 "
+                                        rf"is labelled 'zumba' here and 'abseiling' at {folder / 'train.csv'}:2; a "
+                                        rf"video has one class$"):
+        build_lists("kinetics", folder, tmp_path / "flat", path_format=flat)
+    assert not (tmp_path / "flat").exists()

@@ -1134,13 +1134,31 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                             f"in every line or in none)")
     out: Splits = {}
     index = {label: i for i, label in enumerate(classes)}
-    for split, label, yid, start, end, _, given in rows:
+    first: dict[tuple[str, str], tuple[str, str]] = {}  # (split, path) -> (label, where) of its first row
+    repeats: dict[tuple[str, str], list[tuple[str, str, str]]] = {}  # (CSV, first's CSV) -> [(where, first's, path)]
+    for split, label, yid, start, end, where, given in rows:
         tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
         rel = _format_path(path_format, split=split, split_as_given=given, label=label,
                            label_=label.replace(" ", "_"), label_tv=tv, youtube_id=yid, time_start=start,
                            time_end=end)
+        first_label, first_where = first.setdefault((split, rel), (label, where))
+        if first_where != where:  # (a row repeated, or a subset CSV beside the full one: listed once, not oversampled)
+            if first_label != label:
+                raise DataError(f"{where}: the {split} video {rel} is labelled {label!r} here and {first_label!r} at "
+                                f"{first_where}; a video has one class")
+            repeats.setdefault((_csv_of(where), _csv_of(first_where)), []).append((where, first_where, rel))
+            continue
         out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
+    for (_, first_csv), repeated in repeats.items():
+        where, first_where, rel = repeated[0]
+        more = f" (and {len(repeated) - 1} more of its rows repeat rows of {first_csv})" if len(repeated) > 1 else ""
+        log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, rel, more)
     return out, classes
+
+
+def _csv_of(where: str) -> str:
+    """The CSV of a row's place, 'path:line'."""
+    return where.rpartition(":")[0]
 
 
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
