@@ -1861,3 +1861,36 @@ def test_kinetics_rows_repeated_within_or_across_csvs_are_listed_once(tmp_path, 
                                         rf"video has one class$"):
         build_lists("kinetics", folder, tmp_path / "flat", path_format=flat)
     assert not (tmp_path / "flat").exists()
+
+
+def test_kinetics_videos_kept_under_another_video_suffix_are_found_and_listed_as_they_are(tmp_path, caplog,
+                                                                                          monkeypatch):
+    """--skip-missing finds a row's video under any video suffix (yt-dlp keeps the .mkv or .webm it downloaded; the
+    CSV's format names .mp4), listing each folder once, and lists the file found; a split missing many videos is a
+    warning counting them (before: only the .mp4 was looked for, the others dropped with an INFO line, 'train: 2 of
+    6 videos found', and the warning blamed {label_tv}, which a flat format has not)."""
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("label,youtube_id,time_start,time_end,split\n" + "".join(
+        f"{label},{yid},1,11,train\n" for label, yid in [("a", "mp4"), ("a", "mkv"), ("b", "webm"), ("b", "upper"),
+                                                          ("c", "gone"), ("c", "audio"), ("a", "two")]))
+    videos = tmp_path / "videos" / "train"
+    videos.mkdir(parents=True)
+    for name in ("mp4_000001_000011.mp4", "mkv_000001_000011.mkv", "webm_000001_000011.webm",
+                 "upper_000001_000011.MKV", "audio_000001_000011.f251.webm", "._gone_000001_000011.mkv",
+                 "two_000001_000011.webm", "two_000001_000011.mkv", "gone_000001_000011.txt"):
+        (videos / name).write_bytes(b"x")
+    flat = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"  # the CVDF download's layout
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": listed.append(path) or scandir(path))
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", csv_file, tmp_path / "out", path_format=flat,
+                                 video_root=tmp_path / "videos", skip_missing=True)
+    assert written["train"].read_text() == (
+        "train/mp4_000001_000011.mp4 0\ntrain/mkv_000001_000011.mkv 0\ntrain/webm_000001_000011.webm 1\n"
+        "train/upper_000001_000011.MKV 1\ntrain/two_000001_000011.webm 0\n")
+    assert listed == [str(videos)]  # one listing of the folder, not a stat per suffix per row
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (f"train: 2 of 7 videos missing under {tmp_path / 'videos'} (5 found), e.g. train/gone_000001_000011.mp4 "
+            f"(is --path-format their naming?)") in warned
+    assert "train: no video of 1 class(es) found" in caplog.text and "{label_tv}" not in caplog.text

@@ -175,7 +175,9 @@ def _add_lists(sub: argparse._SubParsersAction) -> None:
                         "the source, or its parent when the source is a split folder (train/, validation/, "
                         "...; of a link named otherwise, the real folder's parent), as its paths start there (the "
                         "default; another folder is refused)")
-    p.add_argument("--skip-missing", action="store_true", help="leave out videos not found under --root")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out videos not found under --root (a video kept under another video suffix, "
+                        ".mkv or .webm where the format names .mp4, is found and listed as it is)")
     p.add_argument("--classes", type=path, default=None, metavar="JSON",
                    help="folder, kinetics: number the classes as this class map does (the classes.json of another "
                         "split built on its own), so a class has one id in both; a class it lacks is an error")

@@ -19,7 +19,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -1283,7 +1283,8 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     folder); ``classes``: for folder and kinetics, the class map to number the classes by. A ``classes.json`` of
     ``out_dir`` that numbers them otherwise, beside lists of other splits, is a DataError (see :func:`_keep_ids`).
     With ``skip_missing``, entries whose file is
-    not under ``video_root`` are left out (and counted in the log); a split with none found is not written,
+    not under ``video_root``, under any video suffix, are left out (counted in the log, a warning past
+    :data:`MISSING_TO_WARN`), the others listed as the file found; a split with none found is not written,
     classes with none found in a split are named in a warning, and no video found at all is a DataError (a wrong
     ``video_root`` or ``path_format``). A split this source has but that is not written (no video found, or
     none listed) has its list of an earlier build in ``out_dir`` removed, so no later run reads it, before any
@@ -1408,16 +1409,29 @@ def _labelled_list(path: Path) -> bool:
         return False
 
 
+MISSING_TO_WARN = 0.1
+"""The share of a split's videos missing under --root past which ``--skip-missing`` warns (a Kinetics download misses
+a few percent, YouTube videos since removed; more is a wrong --root or --path-format, or videos not yet copied)."""
+
+
 def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: str | None) -> Splits:
-    """The entries of each split whose file is under ``video_root`` (a download always misses some); see
-    :func:`build_lists`. ``naming``: the --path-format that named the files (None for the kinds it does not name):
-    it is suggested where none is found, and its label fields where no video of a class is."""
+    """The entries of each split whose file is under ``video_root`` (a download always misses some), each listed as
+    the file found (:func:`_video_found`); see :func:`build_lists`. ``naming``: the --path-format that named the
+    files (None for the kinds it does not name): it is suggested where many are missing, and its label fields where
+    no video of a class is found."""
     formatted = naming is not None
     by_label = formatted and _names_label(naming)
+    folders: dict[str, _FolderVideos] = {}
     out: Splits = {}
     for name, entries in splits.items():
-        kept = [e for e in entries if os.path.isfile(resolve(e, video_root))]
-        log.info("%s: %d of %d videos found under %s", name, len(kept), len(entries), video_root)
+        kept = [replace(e, path=found) for e in entries if (found := _video_found(e, video_root, folders))]
+        missing = len(entries) - len(kept)
+        if kept and missing > MISSING_TO_WARN * len(entries):
+            example = next(e.path for e in entries if not _video_found(e, video_root, folders))
+            log.warning("%s: %d of %d videos missing under %s (%d found), e.g. %s%s", name, missing, len(entries),
+                        video_root, len(kept), example, " (is --path-format their naming?)" if formatted else "")
+        else:
+            log.info("%s: %d of %d videos found under %s", name, len(kept), len(entries), video_root)
         if not kept:
             log.warning("%s: none of its %d videos is under %s (e.g. %s); its list is not written", name,
                         len(entries), video_root, entries[0].path if entries else "-")
@@ -1433,6 +1447,54 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
         raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from"
                         f"{', and --path-format their naming' if formatted else ''}?")
     return out
+
+
+class _FolderVideos(NamedTuple):
+    """The names of a folder's files, and of its videos by their name without the video suffix."""
+
+    files: set[str]
+    videos: dict[str, list[str]]
+
+
+def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos]) -> str | None:
+    """The entry's path as the file found under ``root``: the file it names, or else a video of the same name under
+    another suffix of :data:`VIDEO_EXTS` (first in its order: yt-dlp keeps the .mkv or .webm it downloaded where a
+    CSV's format names .mp4); None where there is neither. ``folders`` holds each folder's names once listed: one
+    listing a folder, not a stat per suffix per row (240k rows in K400)."""
+    folder, name = os.path.split(resolve(entry, root))
+    if folder not in folders:
+        folders[folder] = _folder_videos(folder)
+    files, videos = folders[folder]
+    if name in files:
+        return entry.path
+    suffix = os.path.splitext(name)[1]
+    others = videos.get(name[:-len(suffix)] if suffix.lower() in VIDEO_EXTS else name)
+    if not others:
+        return None
+    head = entry.path.rpartition("/")[0]
+    return f"{head}/{others[0]}" if head else others[0]
+
+
+def _folder_videos(folder: str) -> _FolderVideos:
+    """The names of the files in ``folder`` (links followed) and of its videos (not hidden) by name without their
+    suffix, in :data:`VIDEO_EXTS` order; none where it is not there. A folder that cannot be listed otherwise is a
+    DataError naming it and the reason."""
+    files, videos = set(), {}
+    try:
+        with os.scandir(folder or ".") as found:
+            for item in found:
+                if not item.is_file():
+                    continue
+                files.add(item.name)
+                stem, suffix = os.path.splitext(item.name)
+                if suffix.lower() in VIDEO_EXTS and not _hidden(item.name):
+                    videos.setdefault(stem, []).append(item.name)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise _cannot_read(folder, e) from e
+    for names in videos.values():
+        names.sort(key=lambda n: VIDEO_EXTS.index(os.path.splitext(n)[1].lower()))
+    return _FolderVideos(files, videos)
 
 
 # ---- the check before a long run -----------------------------------------------------------------------------
