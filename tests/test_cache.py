@@ -297,6 +297,19 @@ def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     assert not (out / "nope").exists() and cache_file(out, "b.mp4").is_file()
 
 
+def test_extract_refuses_a_video_too_thin_to_train_on_before_it_makes_a_working_frame(videos, tmp_path):
+    """A 64x1 video was tracked on a 14336x224 working frame (its short side resized to --short-side: 37 s and 18 MB
+    for 30 frames); it is a failed video, named with its size, and the others are made."""
+    write_video(tmp_path / "line.mkv", affine_video(8, 1, 64, dx=1.0)[0])
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'line.mkv'}\nb.mp4\n")
+    out = tmp_path / "cache"
+    report = extract.extract_cache(str(tmp_path / "list.txt"), str(out), root=str(videos), length=2, short_side=64)
+    assert report["done"] == 1 and cache_file(out, "b.mp4").is_file()
+    assert {path: str(why) for path, why in report["failed"].items()} == {
+        str(tmp_path / "line.mkv"): f"{tmp_path / 'line.mkv'}: unreadable (its frames are 64x1, whose short side is "
+                                    f"under 16 px)"}
+
+
 def test_an_extraction_refused_by_its_ranks_leaves_no_out_folder(tmp_path, monkeypatch, capsys):
     """`mme extract` made --out before reading the torchrun ranks and choosing the device: a refusal there (a RANK
     left in the environment beyond WORLD_SIZE) left an empty folder behind. --out is made once they are known; a

@@ -195,6 +195,20 @@ def test_pretrain_item_follows_the_sample_contract(videos):
     assert PretrainDataset(cfg)[0]["motion"] == {}
 
 
+def test_videos_too_small_to_train_on_are_skipped_and_counted_as_unreadable(tmp_path):
+    """A 64x1 and a 2x2 video were trained on as blank clips (a crop of one source pixel stretched to the clip: no
+    pixel varied within a frame); they are failed videos, counted, and their items replaced by a readable one's."""
+    write_video(tmp_path / "line.mkv", affine_video(8, 1, 64, dx=1.0)[0])
+    write_video(tmp_path / "dot.mkv", affine_video(8, 2, 2, dx=1.0)[0])
+    write_video(tmp_path / "good.mkv", affine_video(8, 32, 48, dx=1.0)[0])
+    ds = PretrainDataset(config(tmp_path, ["line.mkv 0", "dot.mkv 0", "good.mkv 1"]))
+    items = [ds[i] for i in range(len(ds))]
+    assert [it["index"] for it in items] == [2, 2, 2]
+    assert ds.failures == {str(tmp_path / "line.mkv"): "unreadable", str(tmp_path / "dot.mkv"): "unreadable"}
+    assert ds.failure_counts() == {"unreadable": 2}
+    assert all(it["video"].float().std(dim=(-2, -1)).min() > 0 for it in items)  # the clips have content
+
+
 def test_items_are_deterministic_per_epoch(videos):
     ds = PretrainDataset(config(videos, ["coord.mkv"] * 8), seed=1)
     first = [ds[i]["video"] for i in range(8)]

@@ -204,9 +204,10 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="open and decode every video of list files before a long run",
                        description="Decodes every listed video from start to end, as training reads it, and "
                        "writes a JSON "
-                       "report: counts per status and each video that is unreadable (missing, empty, unreadable, "
-                       "decode error: a run skips it), short, damaged (frames FFmpeg decoded with errors and "
-                       "concealed, whose pixels depend on the decoder's threads), rotated (a display matrix turns "
+                       "report: counts per status and each video that is unreadable (missing, empty, unreadable: "
+                       "frames too small or thin to train on among them, decode error: a run skips it), short, "
+                       "damaged (frames FFmpeg decoded with errors and concealed, whose pixels depend on the "
+                       "decoder's threads), rotated (a display matrix turns "
                        "or mirrors its frames, which are read as coded), or suspicious (read by decoding "
                        "from the start, slower, because its timestamps or frame count cannot be trusted). Exit "
                        "status 1 when a run would skip some videos.")

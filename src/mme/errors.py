@@ -20,7 +20,8 @@ class MMEError(Exception):
 
 
 class VideoError(MMEError):
-    """A video cannot be opened or decoded (missing, empty, truncated, not a video, too short)."""
+    """A video cannot be opened or decoded (missing, empty, truncated, not a video, too short, frames
+    too small or thin to train on)."""
 
 
 class FrameCountChanged(VideoError):

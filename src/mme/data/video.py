@@ -57,6 +57,15 @@ from mme.utils import absolute_path, as_given, env_int
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
 
+MIN_SHORT_SIDE = 16
+"""The fewest pixels a frame's short side may have: a ViT patch's side, and twice ``mme extract``'s seed stride and
+DIS's patch (8 px each, every preset), so that the flow has texture around a patch to match. Under it every crop is a
+few source pixels stretched to the clip (one pixel at 2x2: no pixel varies within a frame) and its motion targets
+read nothing."""
+MAX_ASPECT = 4.0
+"""The most times a frame's long side may be its short side (32:9, the widest common format, is 3.6): ``mme extract``
+resizes the short side to its ``--short-side``, so its working frame grows with the ratio (14336x224 for 64x1)."""
+
 
 INDEXING_BACKENDS = ("pyav", "pyav-cuda")
 """The backends whose reader keeps frame indices in an index folder (``data.index_dir``, ``--index-dir``)."""
@@ -98,8 +107,9 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     where the PyAV reader keeps frame indices for every process (``data.index_dir``); ``orientation``
     (``data.orientation``): 'coded' frames, or turned as 'display'ed (:mod:`mme.data.video_reader`).
 
-    Raises VideoError for a missing, empty, unreadable or frameless file, and for one FFmpeg reads as text or a
-    still picture (:func:`mme.data.pyav_reader.not_a_video`).
+    Raises VideoError for a missing, empty, unreadable or frameless file, for one FFmpeg reads as text or a
+    still picture (:func:`mme.data.pyav_reader.not_a_video`), and for frames too small or thin to train on
+    (:func:`frame_size_refusal`).
     """
     path = str(path)
     if backend not in BACKENDS:
@@ -124,6 +134,8 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
         not_a_video(path, demuxer, reader.num_frames, still)  # a picture: refused where this backend reads one frame
         if reader.num_frames <= 0:
             raise video_error(path, "unreadable", no_frames(reader.packets))
+        if why := frame_size_refusal(*reader.size):
+            raise video_error(path, "unreadable", why)
         if orientation == "display":
             reader.orient(display_turn(reader.display_matrix(), path))
     except BaseException:
@@ -144,6 +156,17 @@ def with_true_count(read: Callable[[], T]) -> T:
         return read()
     except FrameCountChanged:
         return read()
+
+
+def frame_size_refusal(width: int, height: int) -> str:
+    """Why frames of ``width`` x ``height`` cannot be trained on (:data:`MIN_SHORT_SIDE`, :data:`MAX_ASPECT`), or
+    ''."""
+    short, long = sorted((width, height))
+    if short < MIN_SHORT_SIDE:
+        return f"its frames are {width}x{height}, whose short side is under {MIN_SHORT_SIDE} px"
+    if long > MAX_ASPECT * short:
+        return f"its frames are {width}x{height}, whose long side is over {MAX_ASPECT:g} times the short one"
+    return ""
 
 
 def no_frames(packets: int | None) -> str:
