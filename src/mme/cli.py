@@ -205,7 +205,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        description="Decodes every listed video from start to end, as training reads it, and "
                        "writes a JSON "
                        "report: counts per status and each video that is unreadable (missing, empty, unreadable: "
-                       "frames too small or thin to train on among them, decode error: a run skips it), short, "
+                       "frames too small to train on among them, decode error: a run skips it), short, "
                        "damaged (frames FFmpeg decoded with errors and concealed, whose pixels depend on the "
                        "decoder's threads), rotated (a display matrix turns "
                        "or mirrors its frames, which are read as coded), or suspicious (read by decoding "

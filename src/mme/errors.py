@@ -21,7 +21,7 @@ class MMEError(Exception):
 
 class VideoError(MMEError):
     """A video cannot be opened or decoded (missing, empty, truncated, not a video, too short, frames
-    too small or thin to train on)."""
+    too small to train on)."""
 
 
 class FrameCountChanged(VideoError):

@@ -62,9 +62,6 @@ MIN_SHORT_SIDE = 16
 DIS's patch (8 px each, every preset), so that the flow has texture around a patch to match. Under it every crop is a
 few source pixels stretched to the clip (one pixel at 2x2: no pixel varies within a frame) and its motion targets
 read nothing."""
-MAX_ASPECT = 4.0
-"""The most times a frame's long side may be its short side (32:9, the widest common format, is 3.6): ``mme extract``
-resizes the short side to its ``--short-side``, so its working frame grows with the ratio (14336x224 for 64x1)."""
 
 
 INDEXING_BACKENDS = ("pyav", "pyav-cuda")
@@ -108,7 +105,7 @@ def open_video(path: str | Path, backend: str = "pyav", threads: int = 0,
     (``data.orientation``): 'coded' frames, or turned as 'display'ed (:mod:`mme.data.video_reader`).
 
     Raises VideoError for a missing, empty, unreadable or frameless file, for one FFmpeg reads as text or a
-    still picture (:func:`mme.data.pyav_reader.not_a_video`), and for frames too small or thin to train on
+    still picture (:func:`mme.data.pyav_reader.not_a_video`), and for frames too small to train on
     (:func:`frame_size_refusal`).
     """
     path = str(path)
@@ -159,13 +156,10 @@ def with_true_count(read: Callable[[], T]) -> T:
 
 
 def frame_size_refusal(width: int, height: int) -> str:
-    """Why frames of ``width`` x ``height`` cannot be trained on (:data:`MIN_SHORT_SIDE`, :data:`MAX_ASPECT`), or
-    ''."""
-    short, long = sorted((width, height))
-    if short < MIN_SHORT_SIDE:
+    """Why frames of ``width`` x ``height`` cannot be trained on (:data:`MIN_SHORT_SIDE`), or ''. A wide frame is
+    not refused (1280x72 trains right: its crops are squares of the short side)."""
+    if min(width, height) < MIN_SHORT_SIDE:
         return f"its frames are {width}x{height}, whose short side is under {MIN_SHORT_SIDE} px"
-    if long > MAX_ASPECT * short:
-        return f"its frames are {width}x{height}, whose long side is over {MAX_ASPECT:g} times the short one"
     return ""
 
 
