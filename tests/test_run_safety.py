@@ -110,6 +110,23 @@ def test_a_run_refused_by_its_data_leaves_no_folder_it_made(tmp_path, capsys):
             assert there.is_dir(), (command, data)
 
 
+def test_a_run_refused_at_its_start_keeps_a_folder_named_through_a_folder_not_there(tmp_path, monkeypatch, capsys):
+    """train.out_dir=newx/../mine, where mine is the user's empty folder and newx is not there: a run refused by its
+    data removed mine (a link to it left dangling) and left newx, the folder its mkdir made. Now the folder is made
+    as resolved: nothing is made, and nothing removed."""
+    from mme.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "link").symlink_to("mine", target_is_directory=True)
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 1\n")
+    overrides = [f"data.root={tmp_path / 'no' / 'such'}", "data.list_file=list.txt", "data.num_workers=0"]
+    assert main(["pretrain", "--config", "tiny_cpu_mme", *overrides, "train.out_dir=newx/../mine"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("is not a folder")
+    assert (tmp_path / "mine").is_dir() and (tmp_path / "link").resolve() == tmp_path / "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "list.txt", "mine"]  # (no stray newx)
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

@@ -814,29 +814,30 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     locked by another job (naming the holder). On a file system without ``flock`` (:data:`_NO_FLOCK`) the folder is
     used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there. A spawned worker still
     starting, which runs its parent's unguarded script again, ends there (:func:`exit_if_script_rerun`).
-    ``unmade_if_unused``: the folders this call makes (``folder``, and its parents it makes) are removed again at
-    the unlock where they hold nothing but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote
-    anything there (a run's data checks, the demo's footage) leaves no folder behind."""
+    The folder is made and used as resolved (``new/../mine`` makes no ``new``). ``unmade_if_unused``: the folders
+    this call makes (``folder``, and its parents it makes) are removed again at the unlock where they hold nothing
+    but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote anything there (a run's data checks,
+    the demo's footage) leaves no folder behind; a folder that was there is never removed."""
     exit_if_script_rerun()
-    path = Path(folder)
-    if path.resolve() in _locked:
+    path = Path(folder)  # as given, for messages
+    whole = path.resolve()  # made and used as resolved: 'new/../mine' makes no stray 'new', nor takes it for made
+    if whole in _locked:
         return False
-    lock = path / FOLDER_LOCK
-    made = next((p for p in reversed((path, *path.parents)) if not p.exists()), None) if unmade_if_unused else None
+    lock = whole / FOLDER_LOCK
+    made = next((p for p in reversed((whole, *whole.parents)) if not p.exists()), None) if unmade_if_unused else None
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        made = made and made.resolve()
-        _write_probe(path)  # the .lock left by an earlier job opens in a folder that no longer takes files
+        whole.mkdir(parents=True, exist_ok=True)
+        _write_probe(whole)  # the .lock left by an earlier job opens in a folder that no longer takes files
         f = open(lock, "a+")
     except OSError as e:
-        if isinstance(e, PermissionError) and lock.is_file() and os.access(path, os.W_OK):
+        if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
                               f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
                               f"user (chmod a+w), or remove it when no job runs there") from e
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
     if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
         with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
-            os.fchmod(f.fileno(), 0o644 | (path.stat().st_mode & 0o022))
+            os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -853,13 +854,13 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
             f.close()
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked ({error_reason(e)})") from e
     held = _HeldLock(f, option, made)
-    if _lock_replaced(path, held):  # an unused folder another job removed as this one locked its .lock: anew
+    if _lock_replaced(whole, held):  # an unused folder another job removed as this one locked its .lock: anew
         f.close()
         return lock_folder(folder, option, unmade_if_unused)
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
-    _locked[path.resolve()] = held
+    _locked[whole] = held
     return True
 
 
@@ -887,8 +888,8 @@ def _remove_unused(folder: Path, held: _HeldLock) -> None:
     they hold nothing but its ``.lock`` (which goes first, while locked: a job that opened it meanwhile locks anew)."""
     if _lock_replaced(folder, held) or {p.name for p in folder.iterdir()} != {FOLDER_LOCK}:
         return
-    above = folder.parents
-    made = [folder, *above[:above.index(held.made) + 1]] if held.made in above else [folder]
+    chain = (folder, *folder.parents)
+    made = chain[:chain.index(held.made) + 1]
     with contextlib.suppress(OSError):
         (folder / FOLDER_LOCK).unlink()
         for path in made:
