@@ -127,6 +127,31 @@ def test_a_run_refused_at_its_start_keeps_a_folder_named_through_a_folder_not_th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "list.txt", "mine"]  # (no stray newx)
 
 
+def test_a_new_folder_removed_by_a_refused_job_before_its_lock_opens_is_made_again(tmp_path, monkeypatch):
+    """A job refused at its start removes the folder it made (unmade_if_unused); a valid job started beside it on
+    the same new folder, between its mkdir and its .lock's open, was refused as "not a writable folder (No such
+    file or directory)". Now it makes the folder again, and removes it at its unlock as one it made."""
+    from mme import utils
+
+    folder = tmp_path / "new" / "run"
+    probe, removed = utils._write_probe, []
+
+    def removed_by_a_refused_job_first(where):
+        if not removed:
+            removed.append(where)
+            where.rmdir()
+            where.parent.rmdir()
+        probe(where)
+
+    monkeypatch.setattr(utils, "_write_probe", removed_by_a_refused_job_first)
+    try:
+        assert utils.lock_folder(folder, "train.out_dir", unmade_if_unused=True)
+        assert (folder / ".lock").read_text().startswith(f"PID {os.getpid()} on ")
+    finally:
+        unlock_folder(folder)
+    assert len(removed) == 1 and not (tmp_path / "new").exists()
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

@@ -824,11 +824,8 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     if whole in _locked:
         return False
     lock = whole / FOLDER_LOCK
-    made = next((p for p in reversed((whole, *whole.parents)) if not p.exists()), None) if unmade_if_unused else None
     try:
-        whole.mkdir(parents=True, exist_ok=True)
-        _write_probe(whole)  # the .lock left by an earlier job opens in a folder that no longer takes files
-        f = open(lock, "a+")
+        f, made = _make_and_open_lock(whole, unmade_if_unused)
     except OSError as e:
         if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
@@ -862,6 +859,28 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     f.flush()
     _locked[whole] = held
     return True
+
+
+_MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, remove again as fast
+
+
+def _make_and_open_lock(folder: Path, unmade_if_unused: bool) -> tuple[Any, Path | None]:
+    """Make ``folder`` (resolved) and open its ``.lock``, with the outermost folder made (``unmade_if_unused``).
+    A folder removed again between its mkdir and the open, by another job refused at its start
+    (:func:`_remove_unused`), is made again, up to :data:`_MAKE_TRIES` times: a valid job started beside it was
+    refused as "not a writable folder (No such file or directory)"."""
+    tries_left = _MAKE_TRIES
+    while True:
+        tries_left -= 1
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        made = missing[-1] if missing and unmade_if_unused else None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_probe(folder)  # the .lock left by an earlier job opens in a folder that no longer takes files
+            return open(folder / FOLDER_LOCK, "a+"), made
+        except FileNotFoundError:
+            if not tries_left or folder.exists():
+                raise
 
 
 def held_folders() -> set[Path]:
