@@ -127,6 +127,20 @@ def test_a_run_refused_at_its_start_keeps_a_folder_named_through_a_folder_not_th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "list.txt", "mine"]  # (no stray newx)
 
 
+@pytest.mark.parametrize("out", ["runs", "runs/a", "runs/a/b"])
+def test_a_folder_named_through_a_link_to_nothing_is_refused_and_nothing_made(out, tmp_path, monkeypatch):
+    """runs -> /mnt/share/runs, the share not mounted: the folder is refused, as a mkdir through the link refused it,
+    not made where the link leads (on the local disk, under the mount point)."""
+    from mme.utils import lock_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").symlink_to(tmp_path / "mnt" / "share" / "runs", target_is_directory=True)
+    with pytest.raises(ConfigError, match=rf"train.out_dir '{out}' is not a writable folder \(runs is a link to "
+                       r"nothing, '.*/mnt/share/runs': mount or make what it leads to\)"):
+        lock_folder(out, "train.out_dir", unmade_if_unused=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
 def test_a_new_folder_removed_by_a_refused_job_before_its_lock_opens_is_made_again(tmp_path, monkeypatch):
     """A job refused at its start removes the folder it made (unmade_if_unused); a valid job started beside it on
     the same new folder, between its mkdir and its .lock's open, was refused as "not a writable folder (No such

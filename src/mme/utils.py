@@ -820,6 +820,10 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     the demo's footage) leaves no folder behind; a folder that was there is never removed."""
     exit_if_script_rerun()
     path = Path(folder)  # as given, for messages
+    if dangling := next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None):
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({dangling} is a link to nothing, "
+                          f"{os.readlink(dangling)!r}: mount or make what it leads to)")  # (not made: an unmounted
+        # share's mount point would take the run on the local disk)
     whole = path.resolve()  # made and used as resolved: 'new/../mine' makes no stray 'new', nor takes it for made
     if whole in _locked:
         return False
