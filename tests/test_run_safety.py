@@ -112,8 +112,9 @@ def test_a_run_refused_by_its_data_leaves_no_folder_it_made(tmp_path, capsys):
 
 def test_a_run_refused_at_its_start_keeps_a_folder_named_through_a_folder_not_there(tmp_path, monkeypatch, capsys):
     """train.out_dir=newx/../mine, where mine is the user's empty folder and newx is not there: a run refused by its
-    data removed mine (a link to it left dangling) and left newx, the folder its mkdir made. Now the folder is made
-    as resolved: nothing is made, and nothing removed."""
+    data removed mine (a link to it left dangling) and left newx, the folder its mkdir made; made as resolved (no
+    newx), the path named nothing, and a valid run's checks by it (another run's checkpoints, --resume auto) found
+    nothing. Such a path is refused, naming newx: nothing is made, and nothing removed."""
     from mme.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -122,7 +123,9 @@ def test_a_run_refused_at_its_start_keeps_a_folder_named_through_a_folder_not_th
     (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 1\n")
     overrides = [f"data.root={tmp_path / 'no' / 'such'}", "data.list_file=list.txt", "data.num_workers=0"]
     assert main(["pretrain", "--config", "tiny_cpu_mme", *overrides, "train.out_dir=newx/../mine"]) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("is not a folder")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mme pretrain: error: train.out_dir 'newx/../mine' is not a writable folder (newx is not there, and its '..' "
+        "goes back from it)")
     assert (tmp_path / "mine").is_dir() and (tmp_path / "link").resolve() == tmp_path / "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "list.txt", "mine"]  # (no stray newx)
 
@@ -139,6 +142,27 @@ def test_a_folder_named_through_a_link_to_nothing_is_refused_and_nothing_made(ou
                        r"nothing, '.*/mnt/share/runs': mount or make what it leads to\)"):
         lock_folder(out, "train.out_dir", unmade_if_unused=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_a_folder_under_one_that_cannot_be_searched_is_one_line(tmp_path, monkeypatch):
+    """A train.out_dir under a folder of mode 000 (another user's): a PermissionError traceback from the look along
+    its path, which ran before the make's own refusal (an lstat refused there, as the OS refuses it to a user)."""
+    from pathlib import Path
+
+    from mme.utils import lock_folder
+
+    private, lstat = tmp_path / "private", Path.lstat
+
+    def refused_under_private(self):
+        if private in self.parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return lstat(self)
+
+    monkeypatch.setattr(Path, "lstat", refused_under_private)
+    private.mkdir()
+    with pytest.raises(ConfigError, match=r"train.out_dir '.*/private/run' is not a writable folder \(Permission "
+                       r"denied\)"):
+        lock_folder(private / "run", "train.out_dir", unmade_if_unused=True)
 
 
 def test_a_new_folder_removed_by_a_refused_job_before_its_lock_opens_is_made_again(tmp_path, monkeypatch):

@@ -814,17 +814,19 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     locked by another job (naming the holder). On a file system without ``flock`` (:data:`_NO_FLOCK`) the folder is
     used unlocked, with a warning, as :func:`atomic_path` writes its temporary files there. A spawned worker still
     starting, which runs its parent's unguarded script again, ends there (:func:`exit_if_script_rerun`).
-    The folder is made and used as resolved (``new/../mine`` makes no ``new``). ``unmade_if_unused``: the folders
-    this call makes (``folder``, and its parents it makes) are removed again at the unlock where they hold nothing
-    but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote anything there (a run's data checks,
-    the demo's footage) leaves no folder behind; a folder that was there is never removed."""
+    The folder is made and used as resolved, once the path is seen to name it (:func:`_not_reached`).
+    ``unmade_if_unused``: the folders this call makes (``folder``, and its parents it makes) are removed again at the
+    unlock where they hold nothing but the ``.lock`` (:func:`unlock_folder`): a job refused before it wrote anything
+    there (a run's data checks, the demo's footage) leaves no folder behind; a folder that was there is never
+    removed."""
     exit_if_script_rerun()
     path = Path(folder)  # as given, for messages
-    if dangling := next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None):
-        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({dangling} is a link to nothing, "
-                          f"{os.readlink(dangling)!r}: mount or make what it leads to)")  # (not made: an unmounted
-        # share's mount point would take the run on the local disk)
-    whole = path.resolve()  # made and used as resolved: 'new/../mine' makes no stray 'new', nor takes it for made
+    try:
+        if why := _not_reached(path):
+            raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({why})")
+        whole = path.resolve()  # made and used as resolved, which the path as given then names
+    except OSError as e:  # (a folder on the way that cannot be searched)
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
     if whole in _locked:
         return False
     lock = whole / FOLDER_LOCK
@@ -863,6 +865,20 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     f.flush()
     _locked[whole] = held
     return True
+
+
+def _not_reached(path: Path) -> str:
+    """Why the folder ``path`` resolves to, once made, would not be what ``path`` names, or ''. A link on the way that
+    leads to nothing (an unmounted share): made where it leads, the run would go to the local disk, under the mount
+    point. A folder before a ``..`` that is not there (``new/../mine``): the path names nothing until ``new`` is made,
+    so every check that reads the folder by it (another run's checkpoints, ``--resume auto``) would find nothing."""
+    for i in range(1, len(path.parts) + 1):
+        part = Path(*path.parts[:i])
+        if part.is_symlink() and not part.exists():
+            return f"{part} is a link to nothing, {os.readlink(part)!r}: mount or make what it leads to"
+        if path.parts[i:i + 1] == ("..",) and not part.is_dir():
+            return f"{part} is not {'a folder' if part.exists() else 'there'}, and its '..' goes back from it"
+    return ""
 
 
 _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, remove again as fast
