@@ -1894,3 +1894,30 @@ def test_kinetics_videos_kept_under_another_video_suffix_are_found_and_listed_as
     assert (f"train: 2 of 7 videos missing under {tmp_path / 'videos'} (5 found), e.g. train/gone_000001_000011.mp4 "
             f"(is --path-format their naming?)") in warned
     assert "train: no video of 1 class(es) found" in caplog.text and "{label_tv}" not in caplog.text
+
+
+def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_looked_up_each(tmp_path, monkeypatch):
+    """--skip-missing in a class folder that can be entered but not listed (mode 0311, as shared dataset mounts give)
+    looks each row's video up: the name, then each suffix of VIDEO_EXTS (before: the build stopped, 'cannot be read
+    (Permission denied)', though a run reads those videos). (Simulated: root lists any folder.)"""
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,1,11,train\nzumba,ddd,1,11,train\n"
+                        "zumba,eee,1,11,train\nzumba,fff,1,11,train\n")
+    videos = tmp_path / "videos"
+    for rel in ("train/abseiling/aaa_000001_000011.mp4", "train/zumba/ddd_000001_000011.mp4",
+                "train/zumba/eee_000001_000011.webm", "train/zumba/eee_000001_000011.mkv"):
+        (videos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (videos / rel).write_bytes(b"x")
+    shut = str(videos / "train" / "zumba")
+    scandir = os.scandir
+
+    def unlisted(path="."):
+        if os.fspath(path) == shut:
+            raise PermissionError(errno.EACCES, "Permission denied", shut)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unlisted)
+    written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
+    assert written["train"].read_text() == (
+        "train/abseiling/aaa_000001_000011.mp4 0\ntrain/zumba/ddd_000001_000011.mp4 1\n"
+        "train/zumba/eee_000001_000011.webm 1\n")

@@ -1421,7 +1421,7 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     no video of a class is found."""
     formatted = naming is not None
     by_label = formatted and _names_label(naming)
-    folders: dict[str, _FolderVideos] = {}
+    folders: dict[str, _FolderVideos | None] = {}
     out: Splits = {}
     for name, entries in splits.items():
         kept = [replace(e, path=found) for e in entries if (found := _video_found(e, video_root, folders))]
@@ -1456,29 +1456,55 @@ class _FolderVideos(NamedTuple):
     videos: dict[str, list[str]]
 
 
-def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos]) -> str | None:
+def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos | None]) -> str | None:
     """The entry's path as the file found under ``root``: the file it names, or else a video of the same name under
     another suffix of :data:`VIDEO_EXTS` (first in its order: yt-dlp keeps the .mkv or .webm it downloaded where a
     CSV's format names .mp4); None where there is neither. ``folders`` holds each folder's names once listed: one
-    listing a folder, not a stat per suffix per row (240k rows in K400)."""
+    listing a folder, not a stat per suffix per row (240k rows in K400); in a folder not listed
+    (:func:`_folder_videos` None) each name is looked up."""
     folder, name = os.path.split(resolve(entry, root))
     if folder not in folders:
         folders[folder] = _folder_videos(folder)
-    files, videos = folders[folder]
-    if name in files:
-        return entry.path
-    suffix = os.path.splitext(name)[1]
-    others = videos.get(name[:-len(suffix)] if suffix.lower() in VIDEO_EXTS else name)
-    if not others:
+    listed = folders[folder]
+    found = _name_listed(name, listed) if listed is not None else _name_looked_up(folder, name)
+    if found is None:
         return None
+    if found == name:
+        return entry.path
     head = entry.path.rpartition("/")[0]
-    return f"{head}/{others[0]}" if head else others[0]
+    return f"{head}/{found}" if head else found
 
 
-def _folder_videos(folder: str) -> _FolderVideos:
+def _video_stem(name: str) -> str:
+    """``name`` without its video suffix (any case); ``name`` itself where it has none."""
+    suffix = os.path.splitext(name)[1]
+    return name[:-len(suffix)] if suffix.lower() in VIDEO_EXTS else name
+
+
+def _name_listed(name: str, listed: _FolderVideos) -> str | None:
+    """The file of ``name`` in a folder's listing, or else its video under another suffix; None where neither."""
+    if name in listed.files:
+        return name
+    others = listed.videos.get(_video_stem(name))
+    return others[0] if others else None
+
+
+def _name_looked_up(folder: str, name: str) -> str | None:
+    """As :func:`_name_listed` in a folder that cannot be listed, by a look-up per name: ``name``, then its stem
+    under each suffix of :data:`VIDEO_EXTS` as written there."""
+    if os.path.isfile(os.path.join(folder, name)):
+        return name
+    if _hidden(name):
+        return None
+    stem = _video_stem(name)
+    return next((stem + ext for ext in VIDEO_EXTS if os.path.isfile(os.path.join(folder, stem + ext))), None)
+
+
+def _folder_videos(folder: str) -> _FolderVideos | None:
     """The names of the files in ``folder`` (links followed) and of its videos (not hidden) by name without their
-    suffix, in :data:`VIDEO_EXTS` order; none where it is not there. A folder that cannot be listed otherwise is a
-    DataError naming it and the reason."""
+    suffix, in :data:`VIDEO_EXTS` order; none where it is not there. None for a folder that can be entered but not
+    listed (mode 0311 on shared dataset mounts), whose files are looked up each. A folder that cannot be listed
+    otherwise is a DataError naming it and the reason."""
     files, videos = set(), {}
     try:
         with os.scandir(folder or ".") as found:
@@ -1490,6 +1516,8 @@ def _folder_videos(folder: str) -> _FolderVideos:
                 if suffix.lower() in VIDEO_EXTS and not _hidden(item.name):
                     videos.setdefault(stem, []).append(item.name)
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return None
         if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             raise _cannot_read(folder, e) from e
     for names in videos.values():
