@@ -1921,3 +1921,32 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
     assert written["train"].read_text() == (
         "train/abseiling/aaa_000001_000011.mp4 0\ntrain/zumba/ddd_000001_000011.mp4 1\n"
         "train/zumba/eee_000001_000011.webm 1\n")
+
+
+def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_missing(tmp_path, monkeypatch, caplog):
+    """--skip-missing does not trust the listing of a class folder that can be listed but not entered (mode 0644):
+    its files are looked up each, and are missing, as a run could not open them (before: listed as found, since a
+    listing's entry tells its type). (Simulated: root enters any folder.)"""
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,1,11,train\nzumba,ddd,1,11,train\n")
+    videos = tmp_path / "videos"
+    for rel in ("train/abseiling/aaa_000001_000011.mp4", "train/zumba/ddd_000001_000011.mp4"):
+        (videos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (videos / rel).write_bytes(b"x")
+    shut = str(videos / "train" / "zumba")
+    access, stat = os.access, os.stat
+
+    def entered(path, mode, *args, **kwargs):
+        return not (os.fspath(path) == shut and mode & os.X_OK) and access(path, mode, *args, **kwargs)
+
+    def looked_at(path, *args, **kwargs):
+        if os.path.dirname(os.fspath(path)) == shut:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", entered)
+    monkeypatch.setattr(os, "stat", looked_at)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
+    assert written["train"].read_text() == "train/abseiling/aaa_000001_000011.mp4 0\n"
+    assert f"train: no video of 1 class(es) found under {videos}, e.g. ['zumba']" in caplog.text
