@@ -1794,6 +1794,25 @@ def test_a_line_break_in_any_kinetics_csv_field_is_refused_naming_its_line(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_a_control_character_in_a_kinetics_csv_field_is_refused_naming_its_line(tmp_path, capsys):
+    """A NUL byte or another control character in a field (a label, a youtube_id) is refused in one line naming the
+    CSV line, as a line break is (before: a NUL in a label was a 'ValueError: embedded null byte' traceback from the
+    folder's listing with --skip-missing, and a class of its own without it)."""
+    (tmp_path / "v" / "train" / "abseiling").mkdir(parents=True)
+    (tmp_path / "v" / "train" / "abseiling" / "aaa_000001_000011.mp4").write_bytes(b"x")
+    csv_file = tmp_path / "train.csv"
+    for row, told in (("zum\0ba,ddd,1,11,train", r"label 'zum\x00ba' holds the control character '\x00'"),
+                      ("zumba,d\x01dd,1,11,train", r"youtube_id 'd\x01dd' holds the control character '\x01'")):
+        csv_file.write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,aaa,1,11,train\n{row}\n")
+        message = f"{csv_file}:3: {told}: no class or video name holds one"
+        with pytest.raises(DataError, match=rf"^{re.escape(message)}$"):
+            from_kinetics([csv_file])
+        assert cli_main(["lists", "kinetics", str(csv_file), "--out", str(tmp_path / "out"), "--root",
+                         str(tmp_path / "v"), "--skip-missing"]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"mme lists: error: {message}"]
+        assert not (tmp_path / "out").exists()
+
+
 def test_an_ssv2_id_that_is_empty_or_not_a_string_nor_an_integer_is_refused(tmp_path, capsys):
     """An SSv2 item's id must be a non-empty string or an integer (before: "id": "" was listed as '.webm' and
     "id": true as 'True.webm'); a refused file is one line naming it and the item, and nothing is written."""

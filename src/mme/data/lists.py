@@ -1077,6 +1077,10 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     return out, classes
 
 
+_CSV_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""The control characters a Kinetics CSV field cannot hold (all but the tab, which a field's ends may have)."""
+
+
 def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT,
                   classes: list[str] | None = None) -> tuple[Splits, list[str]]:
     """Kinetics CSVs (``label,youtube_id,time_start,time_end,split``), one list per value of the split column.
@@ -1097,12 +1101,18 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
         for n, row in table:
-            broken = next((c for c, v in row.items() if "\n" in v or "\r" in v), None)
+            broken = next(((c, m[0]) for c, v in row.items() if (m := _CSV_CONTROL.search(v))), None)
             if broken:  # (a quote not closed took the rest of the file, one closed lines later their rows; a label
-                # typed with Alt+Enter in a spreadsheet would be a class of its own, shifting the ids after it)
-                value = row[broken]
-                raise DataError(f"{path}:{n}: {broken} {value[:40]!r}{'...' if len(value) > 40 else ''} holds a line "
-                                f"break: a quote not closed, or closed on a later line, or a line break in the cell?")
+                # typed with Alt+Enter in a spreadsheet would be a class of its own, shifting the ids after it; a NUL
+                # is in no path a file system takes)
+                column, char = broken
+                value = row[column]
+                shown = f"{column} {value[:40]!r}{'...' if len(value) > 40 else ''}"
+                if char in "\r\n":
+                    raise DataError(f"{path}:{n}: {shown} holds a line break: a quote not closed, or closed on a "
+                                    f"later line, or a line break in the cell?")
+                raise DataError(f"{path}:{n}: {shown} holds the control character {char!r}: no class or video "
+                                f"name holds one")
             yid = (row.get("youtube_id") or "").strip()
             try:
                 start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
