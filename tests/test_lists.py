@@ -1814,15 +1814,17 @@ def test_a_control_character_in_a_kinetics_csv_field_is_refused_naming_its_line(
 
 
 def test_an_ssv2_id_that_is_empty_or_not_a_string_nor_an_integer_is_refused(tmp_path, capsys):
-    """An SSv2 item's id must be a non-empty string or an integer (before: "id": "" was listed as '.webm' and
-    "id": true as 'True.webm'); a refused file is one line naming it and the item, and nothing is written."""
+    """An SSv2 item's id must be a non-empty string without control characters or an integer (before: "id": "" was
+    listed as '.webm' and "id": true as 'True.webm'; a NUL in an id put in a folder by --path-format was a ValueError
+    traceback of --skip-missing's listing); a refused file is one line naming it and the item, nothing written."""
     (tmp_path / "labels.json").write_text(json.dumps({"Zooming in on something": "0"}))
-    for bad in ("", " ", True, False, None, 1.5):
+    for bad in ("", " ", True, False, None, 1.5, "12\x00", "1\n2"):
         template = "Zooming in on [something]"
         items = [{"id": "12", "template": template}, {"id": bad, "template": template}]
         (tmp_path / "train.json").write_text(json.dumps(items))
         with pytest.raises(DataError, match=rf"^{tmp_path / 'train.json'}: item 1 is not a video as SSv2 lists them: "
-                                            rf"its id {re.escape(repr(bad))} is not a non-empty string or an integer$"):
+                                            rf"its id {re.escape(repr(bad))} is not a non-empty string \(without "
+                                            r"control characters\) or an integer$"):
             from_ssv2(tmp_path)
         assert cli_main(["lists", "ssv2", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
         assert "mme lists: error: " in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -1077,8 +1077,9 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     return out, classes
 
 
-_CSV_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""The control characters a Kinetics CSV field cannot hold (all but the tab, which a field's ends may have)."""
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""The control characters no class or video name holds, which a Kinetics CSV field or an SSv2 id cannot hold (all
+but the tab, which a CSV field's ends may have)."""
 
 
 def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT,
@@ -1101,7 +1102,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
         for n, row in table:
-            broken = next(((c, m[0]) for c, v in row.items() if (m := _CSV_CONTROL.search(v))), None)
+            broken = next(((c, m[0]) for c, v in row.items() if (m := _CONTROL.search(v))), None)
             if broken:  # (a quote not closed took the rest of the file, one closed lines later their rows; a label
                 # typed with Alt+Enter in a spreadsheet would be a class of its own, shifting the ids after it; a NUL
                 # is in no path a file system takes)
@@ -1249,9 +1250,9 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
                                 f"'...'}}): {str(item)[:80]}")
             video_id = item.get("id")
             if isinstance(video_id, bool) or not isinstance(video_id, (str, int)) or \
-                    (isinstance(video_id, str) and not video_id.strip()):  # ('': '.webm'; true: 'True.webm')
+                    (isinstance(video_id, str) and (not video_id.strip() or _CONTROL.search(video_id))):
                 raise DataError(f"{path}: item {n} is not a video as SSv2 lists them: its id {video_id!r} is not a "
-                                f"non-empty string or an integer")
+                                f"non-empty string (without control characters) or an integer")  # ('': '.webm')
             label = None
             if "template" in item:
                 name = item["template"].replace("[", "").replace("]", "")
