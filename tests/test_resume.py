@@ -767,3 +767,21 @@ def test_a_thread_count_given_on_resume_is_one_recorded_change(synth, tmp_path):
     run(*base, "train.resume=auto", "train.threads=2")
     assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [{"from_step": 1, "changes": [
         "intra-op threads: 1 -> 2 (the same up to float rounding, not bitwise; train.threads pins them)"]}]
+
+
+def test_a_change_made_where_its_key_has_no_effect_is_recorded_when_a_later_part_gives_it_effect(synth, tmp_path):
+    """A key without effect or shadowed was judged on the resumed part's config alone: ``data.rrc_scale`` given
+    beside ``data.crop=multiscale`` (and ``train.epochs`` beside ``train.steps``) was left out, and the next part,
+    back on ``random_resized`` (``train.steps`` unset), compared with that part's config: the change of the crop's
+    scale (of the epochs) was recorded nowhere. A key is left out only where it has no effect in both configs."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "model.depth=1", "train.batch_size=8", "optim.warmup_steps=1", FP32)
+    run(*base, "data.crop=random_resized", "train.steps=null", "train.epochs=1", "train.stop_after=1")
+    run(*base, "data.crop=multiscale", "data.rrc_scale=[0.9,1.0]", "train.steps=3", "train.epochs=2",
+        "train.stop_after=2", "train.resume=auto")
+    run(*base, "data.crop=random_resized", "data.rrc_scale=[0.9,1.0]", "train.steps=null", "train.epochs=2",
+        "train.resume=auto")
+    assert json.loads((tmp_path / "run.json").read_text())["config_changes"] == [
+        {"from_step": 1, "changes": ["data.crop: 'random_resized' -> 'multiscale'",
+                                     "data.rrc_scale: (0.25, 1.0) -> (0.9, 1.0)", "train.epochs: 1 -> 2",
+                                     "train.steps: None -> 3"]},
+        {"from_step": 2, "changes": ["data.crop: 'multiscale' -> 'random_resized'", "train.steps: 3 -> None"]}]

@@ -556,7 +556,7 @@ def restore(run: Run, source: str, state: dict) -> None:
     compared = functools.partial(config_changes, state["config"], dataclasses.asdict(run.cfg),
                                  paths=path_keys(type(run.cfg)),
                                  cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
-    unchanging = (*WITHOUT_ARITHMETIC, *RESOLVED_IN_META, *keys_without_effect(run.cfg), *keys_shadowed(run.cfg))
+    unchanging = (*WITHOUT_ARITHMETIC, *RESOLVED_IN_META, *unused_in_both(state["config"], run.cfg))
     changed = compared(ignore=(*BOOKKEEPING, *unchanging, *EVALUATION))
     evaluated = [c for c in compared(ignore=(*BOOKKEEPING, *unchanging)) if c not in changed]
     if harmless := [c for c in compared(ignore=BOOKKEEPING) if c not in changed + evaluated]:
@@ -628,6 +628,22 @@ def restore(run: Run, source: str, state: dict) -> None:
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
+
+
+def unused_in_both(old: dict, cfg: Any) -> list[str]:
+    """The keys without effect or shadowed (:func:`mme.config.keys_without_effect`, :func:`~mme.config.keys_shadowed`)
+    in both the checkpoint's config ``old`` and ``cfg``: a key unused on one side only is compared, as a change of
+    it between two parts that use it may pass through a part that does not (``data.rrc_scale`` given beside
+    ``data.crop=multiscale``, then ``random_resized`` again). An old config this mme cannot build (keys of an older
+    one) leaves none out."""
+    def unused(c: Any) -> set[str]:
+        return keys_without_effect(c).keys() | keys_shadowed(c).keys()
+
+    try:
+        old_cfg = from_dict(type(cfg), old)
+    except ConfigError:
+        return []
+    return sorted(unused(old_cfg) & unused(cfg))
 
 
 def list_change(state: dict, data: Dataset) -> list[str]:
