@@ -464,6 +464,17 @@ def test_a_checkpoint_that_no_longer_fits_the_config_names_the_keys_that_changed
         run(*base, "train.resume=auto", "target.kind=[pixel,hog]")
 
 
+def test_a_checkpoint_that_no_longer_fits_a_preset_given_on_resume_names_the_preset(synth, tmp_path):
+    """A preset's name is no change where its values are the run's (they are compared as resolved), but the
+    refusal of a model the checkpoint does not fit left out ``target.preset``, the key given that changed it."""
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "optim.warmup_steps=1", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    with pytest.raises(CheckpointError, match=r"; the config changed since its run \(target\.kind: 'pixel' -> 'mme'; "
+                                              r"target\.preset: 'videomae' -> 'paper'\): resume with the run's "
+                                              r"values$"):
+        run(*base, "train.resume=auto", "target.preset=paper")
+
+
 def test_a_train_epochs_run_resumed_with_other_batches_covers_its_epochs(synth, tmp_path):
     """The end step was epochs x this run's steps per epoch, counted from the checkpoint's step taken in its own:
     2 epochs of 16 clips, 2 steps of batch 4 then batch 2 (as another world size), ran 14 steps more to step 16,

@@ -567,8 +567,9 @@ def restore(run: Run, source: str, state: dict) -> None:
                  source, evaluated)
     try:
         load_state(run.model, state["model"], f"checkpoint {source}")
-    except CheckpointError as e:  # the config's keys that build the model, where they changed, say why
-        built = [c for c in changed if c.startswith(MODEL_SECTIONS)]
+    except CheckpointError as e:  # the config's keys that build the model, where they changed, say why (a preset's
+        # name too: the one given, though its values are compared as resolved)
+        built = [c for c in compared(ignore=BOOKKEEPING) if c.startswith(MODEL_SECTIONS)]
         if not built:
             raise
         raise CheckpointError(f"{e}; the config changed since its run ({'; '.join(built)}): resume with the run's "
