@@ -21,6 +21,7 @@ import pytest
 import torch
 from training import FP32, run, tiny
 
+from mme.data.dataset import lines_digest
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.train import checkpoint as ckpt
 from mme.train import run_folder
@@ -736,13 +737,38 @@ def test_a_training_list_edited_in_place_is_a_recorded_change_on_resume(synth, t
         "changed']" in caplog.text
     newest = ckpt.list_checkpoints(tmp_path / "run")[-1]
     state = ckpt.load_checkpoint(newest)
-    del state["meta"]["list_digest"]  # as a checkpoint made before the meta recorded it
+    del state["meta"]["list_files_digest"]  # as a checkpoint made before the meta recorded it
     ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
     edited.write_text("\n".join([*reversed(lines), lines[0]]) + "\n")  # a video added: one entry, not two
     run(*base, "train.resume=auto")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
         {"from_step": 2, "changes": ["training list content: 16 -> 16 items, changed"]},
         {"from_step": 3, "changes": ["training list content: 16 -> 17 items, changed"]}]
+
+
+def test_a_training_list_respelled_in_place_is_no_change_on_resume(synth, tmp_path):
+    """The list digest took each path as written: the same list rewritten as './x.mp4' or as absolute paths (the
+    same files, the same data.root) was recorded as 'training list content: 16 -> 16 items, changed', though the
+    run replays bitwise. The files the paths name are digested, spelled one way; a checkpoint whose meta holds the
+    earlier digest (``list_digest``) is compared by its failure table's digest of the paths."""
+    given = dict(s.split("=", 1) for s in synth)
+    lines = Path(given["data.list_file"]).read_text().splitlines()
+    edited = tmp_path / "train.txt"
+    edited.write_text("\n".join(lines) + "\n")
+    base = ("tiny_cpu_pixel", [f"data.list_file={edited}", synth[1]], tmp_path / "run", "train.steps=4",
+            "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    edited.write_text("\n".join(f"./{line}" for line in lines) + "\n")
+    run(*base, "train.stop_after=2", "train.resume=auto")
+    edited.write_text("\n".join(f"{given['data.root']}/{line}" for line in lines) + "\n")
+    run(*base, "train.stop_after=3", "train.resume=auto")
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "run")[-1])
+    state["meta"]["list_digest"] = lines_digest(line.split()[0] for line in lines)  # the earlier digest
+    del state["meta"]["list_files_digest"]
+    ckpt.save_checkpoint(state, tmp_path / "run", keep_last=0)
+    run(*base, "train.resume=auto")
+    assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
 
 
 def test_a_resume_with_settings_that_change_no_weight_replays_exactly_and_records_no_change(reference, synth,

@@ -397,9 +397,15 @@ class _VideoDataset(Dataset):
 
     @functools.cached_property
     def content_digest(self) -> str:
-        """A digest of what the run reads from its list: the paths in order, with their labels where it takes labels
-        (fine-tuning: a relabelled list trains otherwise). A resumed run whose list's differs trains on other data."""
-        return lines_digest(f"{e.path}\t{e.label}" for e in self.entries) if self.need_labels else self.list_digest
+        """A digest of what the run reads from its list: the files its paths name in order, each spelled one way,
+        with their labels where it takes labels (fine-tuning: a relabelled list trains otherwise). A resumed run
+        whose list's differs trains on other data. A path is joined to the absolute ``data.root`` and normalised, as
+        text (no file looked up in a list of 240k lines), and one under the root is taken from it: './x.mp4' and
+        '<root>/x.mp4' are 'x.mp4', and another ``data.root`` is its own change, not the list's too."""
+        root = os.path.abspath(self.cfg.root)
+        under = root.rstrip(os.sep) + os.sep
+        return lines_digest(os.path.normpath(resolve(e, root)).removeprefix(under) +
+                            (f"\t{e.label}" if self.need_labels else "") for e in self.entries)
 
     def with_seed(self, seed: int) -> _VideoDataset:
         """This dataset drawing its clips and replacements by ``seed`` (repeated augmentation's copies): its list

@@ -362,7 +362,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
-               "items": len(data), "list_digest": data.content_digest,
+               "items": len(data), "list_files_digest": data.content_digest,
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%s", left_out(data.bad_lines, "the training list"))
@@ -649,11 +649,12 @@ def unused_in_both(old: dict, cfg: Any) -> list[str]:
 
 def list_change(state: dict, data: Dataset) -> list[str]:
     """The change of the training list since the checkpoint's run, by its length and content (one entry): a list
-    edited in place keeps its ``data.list_file``. A checkpoint that records no list digest in its meta (made before
-    it did) is compared by the digest of the paths its failure table carries, where it has one."""
+    edited in place keeps its ``data.list_file``. A checkpoint that records no digest of the files its list names
+    (``list_files_digest`` of its meta; one made before, whose ``list_digest`` took the paths as written) is compared
+    by the digest of the paths its failure table carries, where it has one."""
     meta, items = state.get("meta", {}), len(data)
-    if "list_digest" in meta:
-        other = meta["list_digest"] != data.content_digest
+    if "list_files_digest" in meta:
+        other = meta["list_files_digest"] != data.content_digest
     else:
         other = (state.get("data_failures") or {}).get("list", data.list_digest) != data.list_digest
     if not other and meta.get("items", items) == items:
