@@ -190,6 +190,35 @@ def test_a_new_folder_removed_by_a_refused_job_before_its_lock_opens_is_made_aga
     assert len(removed) == 1 and not (tmp_path / "new").exists()
 
 
+def test_a_folder_another_refused_job_made_and_removed_is_taken_for_made_by_the_job_that_makes_it_again(tmp_path,
+                                                                                                      monkeypatch):
+    """Two jobs on one new folder, both refused at their start: B looked and saw A's folder (so took nothing for
+    made), A removed it, B's mkdir made it again; B's unlock left the folders and their .lock behind, taken by every
+    later start for the user's. What a job made is what its own mkdir made."""
+    import shutil
+    from pathlib import Path
+
+    from mme import utils
+
+    out, exists, seen = tmp_path / "new1" / "new2" / "out", Path.exists, set()
+    out.mkdir(parents=True)
+    (out / ".lock").touch()  # job A's
+    news = {out, out.parent, out.parent.parent}
+
+    def seen_before_a_removes_them(self):
+        if self in news - seen:  # B's look
+            seen.add(self)
+            if seen == news:
+                shutil.rmtree(tmp_path / "new1")  # A, refused at its start, just after B's look
+            return True
+        return exists(self)
+
+    monkeypatch.setattr(Path, "exists", seen_before_a_removes_them)
+    assert utils.lock_folder(out, "train.out_dir", unmade_if_unused=True)
+    unlock_folder(out)  # B refused at its start too
+    assert seen == news and list(tmp_path.iterdir()) == []
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

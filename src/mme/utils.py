@@ -885,19 +885,22 @@ _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, re
 
 
 def _make_and_open_lock(folder: Path, unmade_if_unused: bool) -> tuple[Any, Path | None]:
-    """Make ``folder`` (resolved) and open its ``.lock``, with the outermost folder made (``unmade_if_unused``).
-    A folder removed again between its mkdir and the open, by another job refused at its start
+    """Make ``folder`` (resolved) and open its ``.lock``, with the outermost folder this call made
+    (``unmade_if_unused``): by its own mkdir, not judged from a look before it, which took a folder that another job
+    made, then removed (refused at its start) before this one made it again, for that job's, so it was left behind
+    with its ``.lock``. A folder removed again between its mkdir and the open, by another job refused at its start
     (:func:`_remove_unused`), is made again, up to :data:`_MAKE_TRIES` times: a valid job started beside it was
     refused as "not a writable folder (No such file or directory)"."""
-    tries_left = _MAKE_TRIES
+    tries_left, made = _MAKE_TRIES, None
     while True:
         tries_left -= 1
-        missing = [p for p in (folder, *folder.parents) if not p.exists()]
-        made = missing[-1] if missing and unmade_if_unused else None
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            for missing in reversed([p for p in (folder, *folder.parents) if not p.exists()]):  # outermost first
+                with contextlib.suppress(FileExistsError):  # (another job's, made meanwhile)
+                    missing.mkdir()
+                    made = made or missing
             _write_probe(folder)  # the .lock left by an earlier job opens in a folder that no longer takes files
-            return open(folder / FOLDER_LOCK, "a+"), made
+            return open(folder / FOLDER_LOCK, "a+"), made if unmade_if_unused else None
         except FileNotFoundError:
             if not tries_left or folder.exists():
                 raise
