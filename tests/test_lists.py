@@ -1795,14 +1795,16 @@ def test_a_line_break_in_any_kinetics_csv_field_is_refused_naming_its_line(tmp_p
 
 
 def test_a_control_character_in_a_kinetics_csv_field_is_refused_naming_its_line(tmp_path, capsys):
-    """A NUL byte or another control character in a field (a label, a youtube_id) is refused in one line naming the
-    CSV line, as a line break is (before: a NUL in a label was a 'ValueError: embedded null byte' traceback from the
-    folder's listing with --skip-missing, and a class of its own without it)."""
+    """A NUL byte or another control character in a field (a label, a youtube_id; a tab within it) is refused in one
+    line naming the CSV line, as a line break is (before: a NUL in a label was a 'ValueError: embedded null byte'
+    traceback from the folder's listing with --skip-missing, and a class of its own without it; a tab, a class of its
+    own). A tab at a field's ends is stripped (the test below)."""
     (tmp_path / "v" / "train" / "abseiling").mkdir(parents=True)
     (tmp_path / "v" / "train" / "abseiling" / "aaa_000001_000011.mp4").write_bytes(b"x")
     csv_file = tmp_path / "train.csv"
     for row, told in (("zum\0ba,ddd,1,11,train", r"label 'zum\x00ba' holds the control character '\x00'"),
-                      ("zumba,d\x01dd,1,11,train", r"youtube_id 'd\x01dd' holds the control character '\x01'")):
+                      ("zumba,d\x01dd,1,11,train", r"youtube_id 'd\x01dd' holds the control character '\x01'"),
+                      ("air\tdrumming,ddd,1,11,train", r"label 'air\tdrumming' holds the control character '\t'")):
         csv_file.write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,aaa,1,11,train\n{row}\n")
         message = f"{csv_file}:3: {told}: no class or video name holds one"
         with pytest.raises(DataError, match=rf"^{re.escape(message)}$"):
@@ -1919,14 +1921,16 @@ def test_kinetics_videos_kept_under_another_video_suffix_are_found_and_listed_as
 
 def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_looked_up_each(tmp_path, monkeypatch):
     """--skip-missing in a class folder that can be entered but not listed (mode 0311, as shared dataset mounts give)
-    looks each row's video up: the name, then each suffix of VIDEO_EXTS (before: the build stopped, 'cannot be read
-    (Permission denied)', though a run reads those videos). (Simulated: root lists any folder.)"""
+    looks each row's video up: the name, then each suffix of VIDEO_EXTS, also in capitals (before: the build stopped,
+    'cannot be read (Permission denied)', though a run reads those videos); one that can be neither listed nor
+    entered (mode 000) is that one line still. (Simulated: root lists any folder.)"""
     csv_file = tmp_path / "train.csv"
     csv_file.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,1,11,train\nzumba,ddd,1,11,train\n"
-                        "zumba,eee,1,11,train\nzumba,fff,1,11,train\n")
+                        "zumba,eee,1,11,train\nzumba,fff,1,11,train\nzumba,ggg,1,11,train\n")
     videos = tmp_path / "videos"
     for rel in ("train/abseiling/aaa_000001_000011.mp4", "train/zumba/ddd_000001_000011.mp4",
-                "train/zumba/eee_000001_000011.webm", "train/zumba/eee_000001_000011.mkv"):
+                "train/zumba/eee_000001_000011.webm", "train/zumba/eee_000001_000011.mkv",
+                "train/zumba/ggg_000001_000011.MKV"):
         (videos / rel).parent.mkdir(parents=True, exist_ok=True)
         (videos / rel).write_bytes(b"x")
     shut = str(videos / "train" / "zumba")
@@ -1941,7 +1945,11 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
     written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
     assert written["train"].read_text() == (
         "train/abseiling/aaa_000001_000011.mp4 0\ntrain/zumba/ddd_000001_000011.mp4 1\n"
-        "train/zumba/eee_000001_000011.webm 1\n")
+        "train/zumba/eee_000001_000011.webm 1\ntrain/zumba/ggg_000001_000011.MKV 1\n")
+    access = os.access  # a folder that can be neither listed nor entered (mode 000): one line, as before
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: os.fspath(path) != shut and access(path, mode))
+    with pytest.raises(DataError, match=rf"{re.escape(shut)}: cannot be read \(Permission denied\)"):
+        build_lists("kinetics", csv_file, tmp_path / "out2", video_root=videos, skip_missing=True)
 
 
 def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_missing(tmp_path, monkeypatch, caplog):

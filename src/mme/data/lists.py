@@ -1077,9 +1077,9 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
     return out, classes
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""The control characters no class or video name holds, which a Kinetics CSV field or an SSv2 id cannot hold (all
-but the tab, which a CSV field's ends may have)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""The control characters no class or video name holds, which a Kinetics CSV field (within its ends, where a tab is
+stripped) or an SSv2 id cannot hold."""
 
 
 def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMAT,
@@ -1102,7 +1102,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
         if missing:
             raise DataError(f"{path}: not a Kinetics CSV, missing columns {sorted(missing)}")
         for n, row in table:
-            broken = next(((c, m[0]) for c, v in row.items() if (m := _CONTROL.search(v))), None)
+            broken = _CONTROL.search(" ".join(row.values())) and next(  # (one search a row; the field on a hit)
+                ((c, m[0]) for c, v in row.items() if (m := _CONTROL.search(v.strip(" \t")))), None)
             if broken:  # (a quote not closed took the rest of the file, one closed lines later their rows; a label
                 # typed with Alt+Enter in a spreadsheet would be a class of its own, shifting the ids after it; a NUL
                 # is in no path a file system takes)
@@ -1507,8 +1508,9 @@ def _name_looked_up(folder: str, name: str) -> str | None:
         return name
     if _hidden(name):
         return None
-    stem = _video_stem(name)
-    return next((stem + ext for ext in VIDEO_EXTS if os.path.isfile(os.path.join(folder, stem + ext))), None)
+    stem = _video_stem(name)  # (each suffix also in capitals, as a listing finds it whatever its case)
+    return next((found for ext in VIDEO_EXTS for found in (stem + ext, stem + ext.upper())
+                 if os.path.isfile(os.path.join(folder, found))), None)
 
 
 def _folder_videos(folder: str) -> _FolderVideos | None:
@@ -1528,7 +1530,7 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
                 if suffix.lower() in VIDEO_EXTS and not _hidden(item.name):
                     videos.setdefault(stem, []).append(item.name)
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM):
+        if e.errno in (errno.EACCES, errno.EPERM) and os.access(folder or ".", os.X_OK):  # (not one of mode 000)
             return None
         if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             raise _cannot_read(folder, e) from e
@@ -1536,7 +1538,8 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
         if not os.access(folder or ".", os.X_OK):  # (its entries' types are listed, but no file in it opens)
             return None
     for names in videos.values():
-        names.sort(key=lambda n: VIDEO_EXTS.index(os.path.splitext(n)[1].lower()))
+        if len(names) > 1:  # (one in nearly every case)
+            names.sort(key=lambda n: VIDEO_EXTS.index(os.path.splitext(n)[1].lower()))
     return _FolderVideos(files, videos)
 
 
