@@ -697,6 +697,23 @@ def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_
                         "auto continues from the run's newest checkpoint, if it wrote one)\n")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_command_parses_its_arguments_stops_with_the_line_a_signal_gets(sig, tmp_path):
+    """A SIGTERM in a command's first second (its arguments parsed, its modules imported: argparse's type functions
+    import mme.config and yaml) ended it without a word, exit -15; a Ctrl-C there was a KeyboardInterrupt
+    traceback, exit -2."""
+    code = ("import sys, time; import mme.cli as cli; build = cli.build_parser; "
+            "cli.build_parser = lambda: (print('parsing', flush=True), time.sleep(60), build())[2]; "
+            "sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "pretrain", "--config", "tiny_cpu_pixel",
+                             f"train.out_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "parsing\n"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+    assert (proc.returncode, err) == (128 + sig, f"mme: {how}; what was written is kept (run it again)\n"), err[-2000:]
+
+
 def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once():
     """A rank under torchrun and a scheduler gets two SIGTERMs a few ms apart: the second one ended the run at once,
     without the checkpoint the first one asked for."""

@@ -685,6 +685,51 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from mme.errors import ConfigError, MMEError, ProcessLost
+    from mme.train.interrupts import StageStops, Terminated, sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # from the start: a SIGTERM (Ctrl-C) while the command parses its arguments and
+        # imports its modules is said, as later, not a silent exit -15 (a KeyboardInterrupt traceback)
+        try:
+            args = _arguments(argv)
+        except KeyboardInterrupt as e:
+            return _stopped("mme", "", signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        from mme.utils import process_group_up
+
+        group_before = process_group_up()
+        who = f"mme {args.command}"
+        try:
+            rank, ranks = _logging_of_ranks(args)
+            # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming
+            # theirs
+            who += f" (rank {rank})" if rank else ""
+            if ranks > 1 and args.command not in RANKED:
+                how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
+                       "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers: Kubeflow)
+                raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank "
+                                  f"would do all of its work, writing the same files); {', '.join(RANKED)} are the "
+                                  f"commands that share their work over ranks")
+            with StageStops() as stops:
+                status = int(args.func(args) or 0)
+            if stops.received is None:
+                return status
+            # a signal whose exception Python dropped (raised in a garbage collector's callback)
+            return _stopped(who, args.command, stops.received)
+        except MMEError as e:
+            kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
+            print(f"{who}: error: {e}{kept}", file=sys.stderr)
+            return getattr(e, "exit_code", 1)
+        except KeyboardInterrupt as e:
+            return _stopped(who, args.command, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        finally:
+            # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it):
+            # leave it, as gloo's teardown at exit with it up sometimes aborted a rank
+            if process_group_up() and not group_before:
+                from mme.train.distributed import shutdown
+                shutdown()
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     # key=value overrides may also follow options (argparse alone gives a nargs="*" positional only one place)
     args, extra = parser.parse_known_args(argv)
@@ -692,10 +737,15 @@ def _main(argv: list[str] | None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from mme.errors import ConfigError, MMEError, ProcessLost
-    from mme.utils import launch_ranks, process_group_up
+    return args
 
-    # under torchrun, rank 0 logs for the run and the other ranks their own warnings only, each line naming its rank
+
+def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
+    """``(rank, ranks)``, with the log set up for them: under torchrun, rank 0 logs for the run and the other ranks
+    their own warnings only, each line naming its rank."""
+    from mme.errors import ConfigError
+    from mme.utils import launch_ranks
+
     try:
         rank, ranks = launch_ranks()
     except ConfigError:  # a RANK left in the environment of a one-process command; a command that needs it says so
@@ -709,36 +759,7 @@ def _main(argv: list[str] | None) -> int:
     if args.verbose and not rank:  # mme's own debug lines, not its libraries' (matplotlib's: thousands of findfont)
         logging.getLogger("mme").setLevel(logging.DEBUG)
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
-    from mme.train.interrupts import StageStops, Terminated, sigterm_as_interrupt
-
-    group_before = process_group_up()
-    # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
-    who = f"mme {args.command}" + (f" (rank {rank})" if rank else "")
-    try:
-        if ranks > 1 and args.command not in RANKED:
-            how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
-                   "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)
-            raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank would "
-                              f"do all of its work, writing the same files); {', '.join(RANKED)} are the commands that "
-                              f"share their work over ranks")
-        with sigterm_as_interrupt(), StageStops() as stops:
-            status = int(args.func(args) or 0)
-        if stops.received is None:
-            return status
-        # a signal whose exception Python dropped (raised in a garbage collector's callback)
-        return _stopped(who, args.command, stops.received)
-    except MMEError as e:
-        kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
-        print(f"{who}: error: {e}{kept}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
-    except KeyboardInterrupt as e:
-        return _stopped(who, args.command, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-    finally:
-        # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it): leave
-        # it, as gloo's teardown at exit with it up sometimes aborted a rank
-        if process_group_up() and not group_before:
-            from mme.train.distributed import shutdown
-            shutdown()
+    return rank, ranks
 
 
 def _stopped(who: str, command: str, signum: signal.Signals) -> int:
