@@ -771,6 +771,30 @@ def test_a_training_list_respelled_in_place_is_no_change_on_resume(synth, tmp_pa
     assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
 
 
+def test_the_list_digests_are_of_the_files_named_by_either_spelling_of_the_root(tmp_path):
+    """A list of absolute paths under a data.root reached through a link, or moved while its paths stay, was
+    'training list content ... changed' (only the root-relative digest was kept); a line edited to 'a/lnk/../x.mp4',
+    which after the link names another file, was no change (normalised by text to 'a/x.mp4')."""
+    from types import SimpleNamespace
+
+    from mme.data.dataset import PretrainDataset
+    from mme.data.lists import ListEntry
+
+    def digests(root, *paths):
+        return PretrainDataset.content_digest.func(SimpleNamespace(
+            cfg=SimpleNamespace(root=str(root)), entries=[ListEntry(p, 0) for p in paths], need_labels=False))
+
+    root, link = tmp_path / "data", tmp_path / "link"
+    root.mkdir()
+    link.symlink_to(root, target_is_directory=True)
+    under, absolute = digests(root, "a/x.mp4", "b/y.mp4")
+    assert digests(root, "./a/x.mp4", "b//y.mp4") == (under, absolute)
+    assert digests(root, f"{root}/a/x.mp4", f"{root}/b/y.mp4")[0] == under  # respelled absolute
+    assert digests(link, f"{root}/a/x.mp4", f"{root}/b/y.mp4")[1] == absolute  # the root through a link
+    assert digests(tmp_path / "moved", "a/x.mp4", "b/y.mp4")[0] == under  # another root: its own change
+    assert not {under, absolute} & set(digests(root, "a/lnk/../x.mp4", "b/y.mp4"))
+
+
 def test_a_resume_with_settings_that_change_no_weight_replays_exactly_and_records_no_change(reference, synth,
                                                                                             tmp_path, caplog):
     """Settings that change no bit of the weights were warned about as "the run will not replay exactly" and

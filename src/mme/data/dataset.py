@@ -396,16 +396,20 @@ class _VideoDataset(Dataset):
         return lines_digest(e.path for e in self.entries)
 
     @functools.cached_property
-    def content_digest(self) -> str:
-        """A digest of what the run reads from its list: the files its paths name in order, each spelled one way,
-        with their labels where it takes labels (fine-tuning: a relabelled list trains otherwise). A resumed run
-        whose list's differs trains on other data. A path is joined to the absolute ``data.root`` and normalised, as
-        text (no file looked up in a list of 240k lines), and one under the root is taken from it: './x.mp4' and
-        '<root>/x.mp4' are 'x.mp4', and another ``data.root`` is its own change, not the list's too."""
+    def content_digest(self) -> tuple[str, str]:
+        """Digests of what the run reads from its list, the files its paths name in order, with their labels where
+        it takes labels (fine-tuning: a relabelled list trains otherwise): ``(under the root, absolute)``. A resumed
+        run whose list matches neither trains on other data. Each path is joined to the absolute ``data.root`` and
+        normalised, as text (no file looked up in a list of 240k lines), so that './x.mp4' and '<root>/x.mp4' are
+        one; one under the root is also taken from it, so another ``data.root`` is its own change, not the list's
+        too, whether the list's paths are relative (the first digest) or absolute (the second). A path with '..' is
+        kept as written: after a link, '..' is not what removing it by text names."""
         root = os.path.abspath(self.cfg.root)
         under = root.rstrip(os.sep) + os.sep
-        return lines_digest(os.path.normpath(resolve(e, root)).removeprefix(under) +
-                            (f"\t{e.label}" if self.need_labels else "") for e in self.entries)
+        named = [e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)) for e in self.entries]
+        labels = [f"\t{e.label}" if self.need_labels else "" for e in self.entries]
+        return (lines_digest(p.removeprefix(under) + label for p, label in zip(named, labels)),
+                lines_digest(p + label for p, label in zip(named, labels)))
 
     def with_seed(self, seed: int) -> _VideoDataset:
         """This dataset drawing its clips and replacements by ``seed`` (repeated augmentation's copies): its list

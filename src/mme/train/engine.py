@@ -636,14 +636,14 @@ def unused_in_both(old: dict, cfg: Any) -> list[str]:
     in both the checkpoint's config ``old`` and ``cfg``: a key unused on one side only is compared, as a change of
     it between two parts that use it may pass through a part that does not (``data.rrc_scale`` given beside
     ``data.crop=multiscale``, then ``random_resized`` again). An old config this mme cannot build (keys of an older
-    one) leaves none out."""
+    one) is judged by ``cfg``'s alone."""
     def unused(c: Any) -> set[str]:
         return keys_without_effect(c).keys() | keys_shadowed(c).keys()
 
     try:
         old_cfg = from_dict(type(cfg), old)
-    except ConfigError:
-        return []
+    except ConfigError:  # (also a first part's config holding what only a resumed run may: check_settings_used)
+        return sorted(unused(cfg))
     return sorted(unused(old_cfg) & unused(cfg))
 
 
@@ -653,8 +653,9 @@ def list_change(state: dict, data: Dataset) -> list[str]:
     (``list_files_digest`` of its meta; one made before, whose ``list_digest`` took the paths as written) is compared
     by the digest of the paths its failure table carries, where it has one."""
     meta, items = state.get("meta", {}), len(data)
-    if "list_files_digest" in meta:
-        other = meta["list_files_digest"] != data.content_digest
+    if "list_files_digest" in meta:  # (the list the same where either of its digests is; one alone: the first)
+        recorded = meta["list_files_digest"]
+        other = not any(map(str.__eq__, [recorded] if isinstance(recorded, str) else recorded, data.content_digest))
     else:
         other = (state.get("data_failures") or {}).get("list", data.list_digest) != data.list_digest
     if not other and meta.get("items", items) == items:
