@@ -165,6 +165,24 @@ def test_a_folder_under_one_that_cannot_be_searched_is_one_line(tmp_path, monkey
         lock_folder(private / "run", "train.out_dir", unmade_if_unused=True)
 
 
+@pytest.mark.parametrize("out, why", [("dang/x", "dang is a link to nothing, '/nonexistent/share': mount or make what "
+                                                 "it leads to"),
+                                      ("newx/../mine", "newx is not there, and its '..' goes back from it")])
+def test_an_output_that_does_not_name_the_folder_it_resolves_to_is_refused_with_nothing_made(out, why, tmp_path,
+                                                                                             monkeypatch):
+    """--out of mme extract, embed, lists, check, viz, synth, export (mme.utils.check_output) through a link to
+    nothing was 'cannot be written (File exists)', where nothing exists; 'newx/../mine' did the work in mine and left
+    an empty newx. As for the folders jobs lock (the tests above): one line naming why, nothing made."""
+    from mme.utils import check_output
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dang").symlink_to("/nonexistent/share")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match=rf"^--out {re.escape(out)}: cannot be written \({re.escape(why)}\)$"):
+        check_output(out, "--out", folder=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dang", "mine"]
+
+
 def test_a_new_folder_removed_by_a_refused_job_before_its_lock_opens_is_made_again(tmp_path, monkeypatch):
     """A job refused at its start removes the folder it made (unmade_if_unused); a valid job started beside it on
     the same new folder, between its mkdir and its .lock's open, was refused as "not a writable folder (No such

@@ -739,6 +739,12 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     if not folder and path.exists() and not path.is_file():
         raise ConfigError(f"{option} {path}: not a regular file (a pipe, terminal or device); give a file name")
     where = path if folder else path.parent
+    try:
+        why = _not_reached(where)
+    except OSError as e:  # (a folder on the way that cannot be searched)
+        why = error_reason(e)
+    if why:  # (nothing made: not a stray folder before a '..', nor a link's target)
+        raise ConfigError(f"{option} {path}: cannot be written ({why})")
     blocking = next((p for p in (where, *where.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
