@@ -237,6 +237,28 @@ def test_a_folder_another_refused_job_made_and_removed_is_taken_for_made_by_the_
     assert seen == news and list(tmp_path.iterdir()) == []
 
 
+def test_the_outermost_folder_a_job_made_on_any_try_is_removed_when_it_is_refused(tmp_path, monkeypatch):
+    """Job A made r/a and r/a/b; job B made r/a/b/out; A, refused, removed out, b and a before B's write probe; B made
+    all three again on its second try but took for made the out of its first, so, refused too, it left r/a/b."""
+    from mme import utils
+
+    out = tmp_path / "r" / "a" / "b" / "out"
+    out.parent.mkdir(parents=True)  # job A's
+    probe, calls = utils._write_probe, []
+
+    def a_removes_what_it_made_first(folder):
+        if not calls:
+            calls.append(folder)
+            for made in (out, out.parent, out.parent.parent):
+                made.rmdir()
+        probe(folder)
+
+    monkeypatch.setattr(utils, "_write_probe", a_removes_what_it_made_first)
+    assert utils.lock_folder(out, "train.out_dir", unmade_if_unused=True)
+    unlock_folder(out)  # B refused at its start too
+    assert calls and [p.name for p in tmp_path.iterdir()] == ["r"] and not (tmp_path / "r" / "a").exists()
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

@@ -693,40 +693,42 @@ def _main(argv: list[str] | None) -> int:
         try:
             args = _arguments(argv)
         except KeyboardInterrupt as e:
-            return _stopped("mme", "", signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-        from mme.utils import process_group_up
+            rank = os.environ.get("RANK", "0")  # (torchrun stops the other ranks of one that failed)
+            return _stopped("mme" + (f" (rank {rank})" if rank != "0" else ""), "",
+                            signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    from mme.utils import process_group_up
 
-        group_before = process_group_up()
-        who = f"mme {args.command}"
-        try:
-            rank, ranks = _logging_of_ranks(args)
-            # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming
-            # theirs
-            who += f" (rank {rank})" if rank else ""
-            if ranks > 1 and args.command not in RANKED:
-                how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
-                       "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers: Kubeflow)
-                raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank "
-                                  f"would do all of its work, writing the same files); {', '.join(RANKED)} are the "
-                                  f"commands that share their work over ranks")
-            with StageStops() as stops:
-                status = int(args.func(args) or 0)
-            if stops.received is None:
-                return status
-            # a signal whose exception Python dropped (raised in a garbage collector's callback)
-            return _stopped(who, args.command, stops.received)
-        except MMEError as e:
-            kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
-            print(f"{who}: error: {e}{kept}", file=sys.stderr)
-            return getattr(e, "exit_code", 1)
-        except KeyboardInterrupt as e:
-            return _stopped(who, args.command, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-        finally:
-            # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it):
-            # leave it, as gloo's teardown at exit with it up sometimes aborted a rank
-            if process_group_up() and not group_before:
-                from mme.train.distributed import shutdown
-                shutdown()
+    group_before = process_group_up()
+    who = f"mme {args.command}"
+    try:
+        rank, ranks = _logging_of_ranks(args)
+        # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
+        who += f" (rank {rank})" if rank else ""
+        if ranks > 1 and args.command not in RANKED:
+            how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
+                   "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)
+            raise ConfigError(f"{args.command} runs as one process: {how} (WORLD_SIZE={ranks} here: each rank would "
+                              f"do all of its work, writing the same files); {', '.join(RANKED)} are the commands that "
+                              f"share their work over ranks")
+        with sigterm_as_interrupt(), StageStops() as stops:  # (not around the error's line and the teardown below:
+            # a second SIGTERM there, as torchrun sends, would cut them short with a traceback)
+            status = int(args.func(args) or 0)
+        if stops.received is None:
+            return status
+        # a signal whose exception Python dropped (raised in a garbage collector's callback)
+        return _stopped(who, args.command, stops.received)
+    except MMEError as e:
+        kept = f"; what was written is kept ({_resumes(args.command)})" if isinstance(e, ProcessLost) else ""
+        print(f"{who}: error: {e}{kept}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+    except KeyboardInterrupt as e:
+        return _stopped(who, args.command, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    finally:
+        # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it): leave
+        # it, as gloo's teardown at exit with it up sometimes aborted a rank
+        if process_group_up() and not group_before:
+            from mme.train.distributed import shutdown
+            shutdown()
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -904,7 +904,8 @@ def _make_and_open_lock(folder: Path, unmade_if_unused: bool) -> tuple[Any, Path
             for missing in reversed([p for p in (folder, *folder.parents) if not p.exists()]):  # outermost first
                 with contextlib.suppress(FileExistsError):  # (another job's, made meanwhile)
                     missing.mkdir()
-                    made = made or missing
+                    if made is None or missing in made.parents:  # the outermost this call made, on any try
+                        made = missing
             _write_probe(folder)  # the .lock left by an earlier job opens in a folder that no longer takes files
             return open(folder / FOLDER_LOCK, "a+"), made if unmade_if_unused else None
         except FileNotFoundError:
