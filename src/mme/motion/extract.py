@@ -320,7 +320,9 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
 def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, video: str) -> dict | None:
     """:func:`other_settings` of the cache of ``video`` (``listed`` in the list) that a run reads: the current file
     ``target``, else (none there) a version 1 one beside it in ``out`` (:func:`~mme.motion.cache.find_cache_file`): a
-    current file made again (damaged, stale: None) is made again whatever version 1 file is beside it."""
+    current file made again (damaged, stale: None) is made again whatever version 1 file is beside it. ``target`` is
+    ``cache_file(out, listed)`` as the caller built it (a resumed look builds each path once); ``out`` and ``listed``
+    build the version 1 path, only where the current file is not there."""
     return other_settings(target if target.is_file() else cache_file(out, listed, V1_SUFFIX), opts, video)
 
 
