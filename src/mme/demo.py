@@ -365,7 +365,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
             _save_row(s, {"target": target, "seed": seed, "run": _stored(s, Path(cfg.train.out_dir))},  # (its own)
                       settings)
             stopped_by = None
-            precision, timed = _demo_precision(s, cfg, _recorded_precision(s))
+            recorded = _recorded_precision(s)  # (this row's run records it, where it is None)
+            precision, timed = _demo_precision(s, cfg, recorded)
             chosen = precision if timed else None  # the first row's, for every row (a settled one: the config's own)
             try:
                 result = pretrain(cfg if chosen is None else replace(cfg, train=replace(cfg.train, precision=chosen)))
@@ -377,8 +378,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
             ran = json.loads((result.out_dir / "run.json").read_text())
-            if _recorded_precision(s) is None:  # (settled or timed: the rows' one precision, which a later row that
-                # times takes)
+            if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
                 _record_precision(s, ran)
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
