@@ -368,7 +368,7 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
             valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
             if homs is not None:
                 homs[i] = np.frombuffer(record, "<f4", L * 9, nd + nv).reshape(L, 3, 3)
-    return CachedTracks(disp.astype(np.float32) * float(meta["quant"]), st, valid, homs, meta, T)
+    return CachedTracks(disp.astype(np.float32) * head.quant, st, valid, homs, meta, T)
 
 
 @contextlib.contextmanager
@@ -390,13 +390,14 @@ def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
 
 class _Header(NamedTuple):
     """The header of a version 2 or 3 file as :func:`read_cache` reads its records by it: ``meta`` and the fields
-    of it :func:`_checked_header` checks (its quantum, checked there too, read from ``meta``)."""
+    of it :func:`_checked_header` checks."""
     meta: dict
     offsets: np.ndarray
     starts: int
     length: int
     grid: tuple[int, int]
     homs: bool
+    quant: float
 
 
 def _checked_header(f: BinaryIO, path: Path) -> _Header:
@@ -404,9 +405,9 @@ def _checked_header(f: BinaryIO, path: Path) -> _Header:
     negative) and the offsets held to the file's length (a truncated file): the file positioned at its first record.
     A version 2 file has no checksum, so a damaged header is found here alone, before any record is read."""
     meta, offsets = _read_header(f, path)
-    float(meta["quant"])  # read_cache scales by it: a quantum missing or not a number is a damaged header
+    quant = float(meta["quant"])  # a quantum missing or not a number is a damaged header
     gh, gw = (operator.index(n) for n in meta["grid"])
-    head = _Header(meta, offsets, int(meta["starts"]), int(meta["length"]), (gh, gw), bool(meta["homs"]))
+    head = _Header(meta, offsets, int(meta["starts"]), int(meta["length"]), (gh, gw), bool(meta["homs"]), quant)
     if min(head.starts, head.length, gh, gw) < 0:
         raise ValueError(f"negative dimensions in the header: {head.starts} starts of {head.length} steps on a "
                          f"{gh}x{gw} grid")
