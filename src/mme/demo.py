@@ -614,8 +614,8 @@ def _judged_rows(s: DemoSettings, overwrite: bool = False,
     recorded = _recorded_precision(s)
 
     def judged_with(recorded: str | None) -> dict[tuple[int, str], SavedRow]:  # (the rows read above, in memory)
-        return {(seed, target): _judgement(s, seed, target, files[seed, target], configs[target],
-                                           _demo_precision(s, configs[target].cfg, recorded, device)[0])
+        precisions = {target: _demo_precision(s, configs[target].cfg, recorded, device)[0] for target in s.targets}
+        return {(seed, target): _judgement(s, seed, target, files[seed, target], configs[target], precisions[target])
                 for seed, target in files}
 
     judged = judged_with(recorded)
@@ -645,8 +645,10 @@ def _judged_row(s: DemoSettings, seed: int, target: str, config: RowConfig | Non
     recipe, an unfinished run's, which has no result, or a random init row, which has no pre-training).
     ``config``: the target's row config (None: built here)."""
     config = config or _row_config(s, target)
-    precision = _demo_precision(s, config.cfg, _recorded_precision(s))[0]
-    return _judgement(s, seed, target, _read_row_file(s, seed, target), config, precision)
+    read = _read_row_file(s, seed, target)
+    pretrained_in = isinstance(read, tuple) and "precision" in read[1]  # (else no precision is compared)
+    precision = _demo_precision(s, config.cfg, _recorded_precision(s))[0] if pretrained_in else None
+    return _judgement(s, seed, target, read, config, precision)
 
 
 def _read_row_file(s: DemoSettings, seed: int, target: str) -> tuple[dict, dict] | Exception | None:
@@ -664,7 +666,7 @@ def _read_row_file(s: DemoSettings, seed: int, target: str) -> tuple[dict, dict]
 def _judgement(s: DemoSettings, seed: int, target: str, read: tuple[dict, dict] | Exception | None,
                config: RowConfig, precision: str | None) -> SavedRow:
     """:func:`_judged_row`'s rules on the row file as read (:func:`_read_row_file`), this run pre-training the
-    target in ``precision`` (:func:`_demo_precision`)."""
+    target in ``precision`` (:func:`_demo_precision`; compared only with a row that holds one)."""
     path = _row_path(s, seed, target)
     if read is None:
         return SavedRow()
