@@ -1954,8 +1954,8 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
 
 def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_missing(tmp_path, monkeypatch, caplog):
     """--skip-missing does not trust the listing of a class folder that can be listed but not entered (mode 0644):
-    its files are looked up each, and are missing, as a run could not open them (before: listed as found, since a
-    listing's entry tells its type). (Simulated: root enters any folder.)"""
+    its files are missing, none looked up (each would fail), as a run could not open them (before: listed as found,
+    since a listing's entry tells its type). (Simulated: root enters any folder.)"""
     csv_file = tmp_path / "train.csv"
     csv_file.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,1,11,train\nzumba,ddd,1,11,train\n")
     videos = tmp_path / "videos"
@@ -1963,13 +1963,14 @@ def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_miss
         (videos / rel).parent.mkdir(parents=True, exist_ok=True)
         (videos / rel).write_bytes(b"x")
     shut = str(videos / "train" / "zumba")
-    access, stat = os.access, os.stat
+    access, stat, looked_up = os.access, os.stat, []
 
     def entered(path, mode, *args, **kwargs):
         return not (os.fspath(path) == shut and mode & os.X_OK) and access(path, mode, *args, **kwargs)
 
     def looked_at(path, *args, **kwargs):
         if os.path.dirname(os.fspath(path)) == shut:
+            looked_up.append(os.path.basename(os.fspath(path)))
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
         return stat(path, *args, **kwargs)
 
@@ -1979,3 +1980,4 @@ def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_miss
         written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
     assert written["train"].read_text() == "train/abseiling/aaa_000001_000011.mp4 0\n"
     assert f"train: no video of 1 class(es) found under {videos}, e.g. ['zumba']" in caplog.text
+    assert looked_up == []  # (before: the named file, then each suffix in both cases, all refused)

@@ -1515,10 +1515,10 @@ def _name_looked_up(folder: str, name: str) -> str | None:
 
 def _folder_videos(folder: str) -> _FolderVideos | None:
     """The names of the files in ``folder`` (links followed) and of its videos (not hidden) by name without their
-    suffix, in :data:`VIDEO_EXTS` order; none where it is not there. None for a folder whose files are looked up
-    each: one that can be entered but not listed (mode 0311 on shared dataset mounts), or listed but not entered
-    (mode 0644: its listing names files that cannot be opened). A folder that cannot be listed otherwise is a
-    DataError naming it and the reason."""
+    suffix, in :data:`VIDEO_EXTS` order; none where it is not there, or where it can be listed but not entered
+    (mode 0644: its listing names files that cannot be opened). None for a folder whose files are looked up each: one
+    that can be entered but not listed (mode 0311 on shared dataset mounts). A folder that cannot be listed otherwise
+    is a DataError naming it and the reason."""
     files, videos = set(), {}
     try:
         with os.scandir(folder or ".") as found:
@@ -1536,7 +1536,7 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
             raise _cannot_read(folder, e) from e
     else:
         if not os.access(folder or ".", os.X_OK):  # (its entries' types are listed, but no file in it opens)
-            return None
+            return _FolderVideos(set(), {})
     for names in videos.values():
         if len(names) > 1:  # (one in nearly every case)
             names.sort(key=lambda n: VIDEO_EXTS.index(os.path.splitext(n)[1].lower()))
