@@ -1436,10 +1436,11 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     folders: dict[str, _FolderVideos | None] = {}
     out: Splits = {}
     for name, entries in splits.items():
-        kept = [replace(e, path=found) for e in entries if (found := _video_found(e, video_root, folders))]
+        looked = [(e, _video_found(e, video_root, folders)) for e in entries]
+        kept = [replace(e, path=found) for e, found in looked if found]
         missing = len(entries) - len(kept)
         if kept and missing > MISSING_TO_WARN * len(entries):
-            example = next(e.path for e in entries if not _video_found(e, video_root, folders))
+            example = next(e.path for e, found in looked if not found)
             log.warning("%s: %d of %d videos missing under %s (%d found), e.g. %s%s", name, missing, len(entries),
                         video_root, len(kept), example, " (is --path-format their naming?)" if formatted else "")
         else:
