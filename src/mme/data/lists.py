@@ -1127,7 +1127,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 raise DataError(f"{path}:{n}: label {label!r} begins or ends with a quote: a quoted field after other "
                                 f"text (a tab before its quote)?")
             given = (row.get("split") or "").strip() or path.stem
-            rows.append((split_name(given), label, yid, start, end, f"{path}:{n}", given))
+            rows.append((split_name(given), label, yid, start, end, f"{path}:{n}", given, path))
         unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
         if "label" not in fields and unlabelled:
             log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
@@ -1146,31 +1146,25 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                             f"in every line or in none)")
     out: Splits = {}
     index = {label: i for i, label in enumerate(classes)}
-    first: dict[tuple[str, str], tuple[str, str]] = {}  # (split, path) -> (label, where) of its first row
-    repeats: dict[tuple[str, str], list[tuple[str, str, str]]] = {}  # (CSV, first's CSV) -> [(where, first's, path)]
-    for split, label, yid, start, end, where, given in rows:
+    first: dict[tuple[str, str], tuple[str, str, Path]] = {}  # (split, path) -> (label, where, CSV) of its first row
+    repeats: dict[tuple[Path, Path], list] = {}  # (CSV, first's CSV) -> [(where, first's, path) of the first, count]
+    for split, label, yid, start, end, where, given, source in rows:
         tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
         rel = _format_path(path_format, split=split, split_as_given=given, label=label,
                            label_=label.replace(" ", "_"), label_tv=tv, youtube_id=yid, time_start=start,
                            time_end=end)
-        first_label, first_where = first.setdefault((split, rel), (label, where))
+        first_label, first_where, first_source = first.setdefault((split, rel), (label, where, source))
         if first_where != where:  # (a row repeated, or a subset CSV beside the full one: listed once, not oversampled)
             if first_label != label:
                 raise DataError(f"{where}: the {split} video {rel} is labelled {label!r} here and {first_label!r} at "
                                 f"{first_where}; a video has one class")
-            repeats.setdefault((_csv_of(where), _csv_of(first_where)), []).append((where, first_where, rel))
+            repeats.setdefault((source, first_source), [(where, first_where, rel), 0])[1] += 1
             continue
         out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
-    for (_, first_csv), repeated in repeats.items():
-        where, first_where, rel = repeated[0]
-        more = f" (and {len(repeated) - 1} more of its rows repeat rows of {first_csv})" if len(repeated) > 1 else ""
+    for (_, first_source), ((where, first_where, rel), count) in repeats.items():
+        more = f" (and {count - 1} more of its rows repeat rows of {first_source})" if count > 1 else ""
         log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, rel, more)
     return out, classes
-
-
-def _csv_of(where: str) -> str:
-    """The CSV of a row's place, 'path:line'."""
-    return where.rpartition(":")[0]
 
 
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
