@@ -140,7 +140,7 @@ def apply_geometry(frames: np.ndarray, geom: Geometry) -> np.ndarray:
     """Apply ``geom`` to uint8 frames ``(F, H, W, C)`` -> ``(F, out_h, out_w, C)``: one resize per frame.
 
     An integer crop box is sliced and :func:`resize`-d; a fractional box is warped with the exact affine map, with
-    OpenCV's IPP on whatever the calling thread set (as :func:`mme.motion.flow.pair_flow`: ``warpAffine`` rounds
+    OpenCV's IPP on, whatever the calling thread set (as :func:`mme.motion.flow.pair_flow`: ``warpAffine`` rounds
     otherwise without it).
     """
     frames, size = np.asarray(frames), (geom.out_w, geom.out_h)
