@@ -38,7 +38,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from mme.config import flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
-from mme.data.lists import left_out
+from mme.data.lists import check_root, left_out
 from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
@@ -155,11 +155,13 @@ def before_job() -> Before:
 
 
 def begin(cfg) -> Start:
-    """Join the process group (under torchrun), pick the device, check the out folder, read what to resume (a run
-    of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader workers, and
-    take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
+    """Join the process group (under torchrun), pick the device, check ``data.root`` and the out folder, read what
+    to resume (a run of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader
+    workers, and take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
+    with dist.agreed():  # a run its data.root refuses makes no folder (each rank checks its own, a node's copy)
+        check_root(cfg.data.root, "data.root")
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)

@@ -36,7 +36,6 @@ from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import (
     agreeing_classes,
     check_labels,
-    check_root,
     listed_once,
     read_classes,
     read_list,
@@ -193,7 +192,6 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
     t = cfg.train
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
     with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
-        check_root(cfg.data.root, "data.root")
         names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else \
             class_names(cfg)
         num_classes = _num_classes(cfg, names)

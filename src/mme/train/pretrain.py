@@ -25,7 +25,6 @@ import torch
 
 from mme.config import given_in, load_config
 from mme.data.dataset import PretrainDataset, collate
-from mme.data.lists import check_root
 from mme.data.transforms import normalize_clip
 from mme.errors import CheckpointError, DataError
 from mme.models.checkpoint import Checkpoint, load_state, run_model_config
@@ -268,7 +267,6 @@ def setup(cfg: PretrainConfig) -> Run:
     if t.resume:  # a fresh run is refused a setting its target does not use, a resumed one warned
         cfg.target.check_settings_used(resumed=start.resume is not None)
     with dist.agreed():  # each rank reads its data and its init (a node, its own copies)
-        check_root(cfg.data.root, "data.root")
         init = read_init(cfg) if t.init and start.resume is None else None
         cfg = _with_architecture(cfg, start.resume, init, given)
         dataset = pretrain_dataset(cfg)
