@@ -20,7 +20,6 @@ bitwise-identically on CPU.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import logging
 import math
@@ -469,6 +468,10 @@ ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG, ``maskfeat``'s normalised)."""
 
+BEFORE_THE_KEY = "(before the key existed)"
+"""Said of an :data:`ADDED_KEYS` key's value in a run made before it (:func:`config_changes`): such a line is a
+change whatever keys are ignored."""
+
 
 def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: dict[str, str] | None = None,
                    cwds: tuple[str, str] | None = None) -> list[str]:
@@ -515,7 +518,7 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
         return f"{k}: {a!r} -> {b!r}" + (f" (working folder {cwds[0]} -> {cwds[1]})" if a == b else "")
 
     return [said(k) for k in compared if k not in ignore and differs(k)] + \
-        [f"{k}: {v!r} (before the key existed) -> {flat_new[k]!r}" for k, v in sorted(before.items())
+        [f"{k}: {v!r} {BEFORE_THE_KEY} -> {flat_new[k]!r}" for k, v in sorted(before.items())
          if flat_new[k] != v]
 
 
@@ -555,13 +558,17 @@ def restore(run: Run, source: str, state: dict) -> None:
     when it names another file, a relative path taken from its run's working folder (``cwd`` of the meta; of a
     checkpoint that records none: when it is written otherwise)."""
     old_meta = state.get("meta", {})
-    compared = functools.partial(config_changes, state["config"], dataclasses.asdict(run.cfg),
-                                 paths=path_keys(type(run.cfg)),
-                                 cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     unchanging = (*WITHOUT_ARITHMETIC, *RESOLVED_IN_META, *unused_in_both(state["config"], run.cfg))
-    changed = compared(ignore=(*BOOKKEEPING, *unchanging, *EVALUATION))
-    evaluated = [c for c in compared(ignore=(*BOOKKEEPING, *unchanging)) if c not in changed]
-    if harmless := [c for c in compared(ignore=BOOKKEEPING) if c not in changed + evaluated]:
+    compared = config_changes(state["config"], dataclasses.asdict(run.cfg), ignore=BOOKKEEPING,
+                              paths=path_keys(type(run.cfg)),
+                              cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
+    harmless, evaluated, changed = [], [], []
+    for line in compared:
+        key = line.split(":", 1)[0]
+        into = changed if BEFORE_THE_KEY in line else harmless if key in unchanging else \
+            evaluated if key in EVALUATION else changed
+        into.append(line)
+    if harmless:
         log.info("resuming %s with settings that change nothing it computes (it replays exactly): %s", source,
                  harmless)
     if evaluated:
@@ -571,7 +578,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         load_state(run.model, state["model"], f"checkpoint {source}")
     except CheckpointError as e:  # the config's keys that build the model, where they changed, say why (a preset's
         # name too: the one given, though its values are compared as resolved)
-        built = [c for c in compared(ignore=BOOKKEEPING) if c.startswith(MODEL_SECTIONS)]
+        built = [c for c in compared if c.startswith(MODEL_SECTIONS)]
         if not built:
             raise
         raise CheckpointError(f"{e}; the config changed since its run ({'; '.join(built)}): resume with the run's "
