@@ -662,9 +662,9 @@ def list_change(state: dict, data: Dataset) -> list[str]:
     (``list_files_digest`` of its meta; one made before, whose ``list_digest`` took the paths as written) is compared
     by the digest of the paths its failure table carries, where it has one."""
     meta, items = state.get("meta", {}), len(data)
-    if "list_files_digest" in meta:  # (the list the same where either of its digests is; one alone: the first)
+    if "list_files_digest" in meta:  # (the list the same where either of its digests is)
         recorded = meta["list_files_digest"]
-        other = not any(map(str.__eq__, [recorded] if isinstance(recorded, str) else recorded, data.content_digest))
+        other = not any(r == c for r, c in zip(recorded, data.content_digest))
     else:
         other = (state.get("data_failures") or {}).get("list", data.list_digest) != data.list_digest
     if not other and meta.get("items", items) == items:
