@@ -87,7 +87,7 @@ class RepeatedClips(Dataset):
         return self.copies[0].list_digest
 
     @property
-    def content_digest(self) -> str:
+    def content_digest(self) -> tuple[str, str]:
         return self.copies[0].content_digest
 
     def join_failures(self, codes: torch.Tensor) -> None:
