@@ -739,11 +739,7 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     if not folder and path.exists() and not path.is_file():
         raise ConfigError(f"{option} {path}: not a regular file (a pipe, terminal or device); give a file name")
     where = path if folder else path.parent
-    try:
-        why = _not_reached(where)
-    except OSError as e:  # (a folder on the way that cannot be searched)
-        why = error_reason(e)
-    if why:  # (nothing made: not a stray folder before a '..', nor a link's target)
+    if why := _not_reached(where):  # (nothing made: not a stray folder before a '..', nor a link's target)
         raise ConfigError(f"{option} {path}: cannot be written ({why})")
     blocking = next((p for p in (where, *where.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
@@ -827,9 +823,9 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     removed."""
     exit_if_script_rerun()
     path = Path(folder)  # as given, for messages
+    if why := _not_reached(path):
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({why})")
     try:
-        if why := _not_reached(path):
-            raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({why})")
         whole = path.resolve()  # made and used as resolved, which the path as given then names
     except OSError as e:  # (a folder on the way that cannot be searched)
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
@@ -877,13 +873,17 @@ def _not_reached(path: Path) -> str:
     """Why the folder ``path`` resolves to, once made, would not be what ``path`` names, or ''. A link on the way that
     leads to nothing (an unmounted share): made where it leads, the run would go to the local disk, under the mount
     point. A folder before a ``..`` that is not there (``new/../mine``): the path names nothing until ``new`` is made,
-    so every check that reads the folder by it (another run's checkpoints, ``--resume auto``) would find nothing."""
-    for i in range(1, len(path.parts) + 1):
-        part = Path(*path.parts[:i])
-        if part.is_symlink() and not part.exists():
-            return f"{part} is a link to nothing, {os.readlink(part)!r}: mount or make what it leads to"
-        if path.parts[i:i + 1] == ("..",) and not part.is_dir():
-            return f"{part} is not {'a folder' if part.exists() else 'there'}, and its '..' goes back from it"
+    so every check that reads the folder by it (another run's checkpoints, ``--resume auto``) would find nothing.
+    A folder on the way that cannot be searched: its error's reason."""
+    try:
+        for i in range(1, len(path.parts) + 1):
+            part = Path(*path.parts[:i])
+            if part.is_symlink() and not part.exists():
+                return f"{part} is a link to nothing, {os.readlink(part)!r}: mount or make what it leads to"
+            if path.parts[i:i + 1] == ("..",) and not part.is_dir():
+                return f"{part} is not {'a folder' if part.exists() else 'there'}, and its '..' goes back from it"
+    except OSError as e:
+        return error_reason(e)
     return ""
 
 
