@@ -49,10 +49,6 @@ MAX_INT = 2**63 - 1
 numpy's arrays, ``range`` and ``itertools.islice`` hold; a larger one failed with a traceback where it was used
 (:func:`outside_int64`)."""
 
-MAX_SEED = MAX_INT
-"""The largest seed: numpy's SeedSequence takes no negative one, torch's generators none past 2**64 - 1, and a
-training run seeds them with it plus the epoch."""
-
 
 def outside_int64(value: int) -> str:
     """Why the integer ``value`` is refused as a config key's or a flag's value: it does not fit an int64
@@ -95,12 +91,13 @@ def is_positive_number(value: Any) -> bool:
 
 def check_seed(seed: Any, given: str) -> int:
     """``seed`` as a plain int (of a numpy integer too, which YAML cannot write into a run's config.yaml); one that
-    is not an integer (a bool, a float, a string, None) or is outside [0, :data:`MAX_SEED`] is refused in one line
+    is not an integer (a bool, a float, a string, None) or is outside [0, :data:`MAX_INT`] is refused in one line
     naming it as ``given`` (its key or flag): numpy or torch would refuse it with a traceback once the work had
-    begun, or take True as 1 and 2.5 as 2."""
+    begun, or take True as 1 and 2.5 as 2. (numpy's SeedSequence takes no negative seed, torch's generators none
+    past 2**64 - 1, and a training run seeds them with it plus the epoch.)"""
     if (value := _plain_int(seed)) is None:
         raise ConfigError(f"{given}: a seed must be an integer, got {seed!r}")
-    if not 0 <= value <= MAX_SEED:
+    if not 0 <= value <= MAX_INT:
         raise ConfigError(f"{given}: a seed must be in [0, 2**63 - 1], got {value}")
     return value
 
