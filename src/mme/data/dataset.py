@@ -56,7 +56,15 @@ from mme.data.transforms import (
 from mme.data.video import BACKENDS, check_index_dir, open_video, require_backend, with_true_count
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, ProcessLost, VideoError
-from mme.utils import check_output, command_option, command_path, how_it_ended, keep_freed_memory, launch_ranks
+from mme.utils import (
+    check_output,
+    command_option,
+    command_path,
+    how_it_ended,
+    keep_freed_memory,
+    launch_ranks,
+    opencv_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +233,17 @@ def start_workers(loader: DataLoader) -> Iterator:
     loader.worker_init_fn = functools.partial(_worker_start, loader.worker_init_fn)
     if loader.num_workers and decodes_on_cuda():
         loader.multiprocessing_context = "spawn"
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
     # A forked worker's collections then leave this process's objects (the list's entries) unwritten. Not where the
     # caller froze objects itself (a server, a notebook): unfreezing would release those too.
     freezing = gc.get_freeze_count() == 0 and _forks_workers(loader)
     if freezing:
         gc.freeze()
     try:
-        batches = iter(loader)
+        with opencv_settings(threads=1):
+            batches = iter(loader)
     finally:
         if freezing:
             gc.unfreeze()
-        cv2.setNumThreads(before)
     if loader.num_workers:
         _defer_worker_deaths()
     return _batches(batches, loader.persistent_workers)
