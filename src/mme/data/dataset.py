@@ -412,10 +412,9 @@ class _VideoDataset(Dataset):
         kept as written: after a link, '..' is not what removing it by text names."""
         root = os.path.abspath(self.cfg.root)
         under = root.rstrip(os.sep) + os.sep
-        named = [e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)) for e in self.entries]
-        labels = [f"\t{e.label}" if self.need_labels else "" for e in self.entries]
-        return (lines_digest(p.removeprefix(under) + label for p, label in zip(named, labels)),
-                lines_digest(p + label for p, label in zip(named, labels)))
+        lines = [(e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)))
+                 + (f"\t{e.label}" if self.need_labels else "") for e in self.entries]
+        return lines_digest(line.removeprefix(under) for line in lines), lines_digest(lines)
 
     def with_seed(self, seed: int) -> _VideoDataset:
         """This dataset drawing its clips and replacements by ``seed`` (repeated augmentation's copies): its list
@@ -653,8 +652,9 @@ class PretrainDataset(_VideoDataset):
     def _probe_reads(self) -> list[tuple[str, str, dict | None, str | None]]:
         """The video path and cache file of each probed video (:attr:`cache_probes`), in the list's order, with the
         file's meta and why each read fails it before its settings count
-        (:func:`~mme.motion.cache.cache_meta_and_refusal`). Each file read once, a file of a video the list repeats
-        too, as :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice again."""
+        (:func:`~mme.motion.cache.cache_meta_and_refusal`). Each (video, file) pair read once, that of a video the
+        list repeats too, as :attr:`cache_lookup` is made once: each failure check past the fraction gives the advice
+        again."""
         from mme.motion.cache import cache_meta_and_refusal
 
         probes = self.cache_probes
