@@ -1950,6 +1950,11 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
     monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: os.fspath(path) != shut and access(path, mode))
     with pytest.raises(DataError, match=rf"{re.escape(shut)}: cannot be read \(Permission denied\)"):
         build_lists("kinetics", csv_file, tmp_path / "out2", video_root=videos, skip_missing=True)
+    above = str(videos / "train")  # a folder above that cannot be entered is the one named, not the class folder
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: os.fspath(path) not in (shut, above) and
+                        access(path, mode))
+    with pytest.raises(DataError, match=rf"^{re.escape(above)}: cannot be read \(Permission denied\)$"):
+        build_lists("kinetics", csv_file, tmp_path / "out2", video_root=videos, skip_missing=True)
 
 
 def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_missing(tmp_path, monkeypatch, caplog):

@@ -830,13 +830,21 @@ def test_a_thread_count_given_on_resume_is_one_recorded_change(synth, tmp_path):
         "intra-op threads: 1 -> 2 (the same up to float rounding, not bitwise; train.threads pins them)"]}]
 
 
-def test_a_change_made_where_its_key_has_no_effect_is_recorded_when_a_later_part_gives_it_effect(synth, tmp_path):
+@pytest.mark.parametrize("first", ["as made", "holding a setting only a resumed run may keep"])
+def test_a_change_made_where_its_key_has_no_effect_is_recorded_when_a_later_part_gives_it_effect(first, synth,
+                                                                                                tmp_path):
     """A key without effect or shadowed was judged on the resumed part's config alone: ``data.rrc_scale`` given
     beside ``data.crop=multiscale`` (and ``train.epochs`` beside ``train.steps``) was left out, and the next part,
     back on ``random_resized`` (``train.steps`` unset), compared with that part's config: the change of the crop's
-    scale (of the epochs) was recorded nowhere. A key is left out only where it has no effect in both configs."""
+    scale (of the epochs) was recorded nowhere. A key is left out only where it has no effect in both configs; the
+    first part's config is built as a resumed run's (one holding a target setting an earlier mme took, which a fresh
+    run refuses, was not built, and the resumed part's config alone judged it)."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "model.depth=1", "train.batch_size=8", "optim.warmup_steps=1", FP32)
     run(*base, "data.crop=random_resized", "train.steps=null", "train.epochs=1", "train.stop_after=1")
+    if first != "as made":
+        state = ckpt.load_checkpoint(tmp_path / "checkpoint-00000001.pt")
+        state["config"]["target"]["track_length"] = 9  # (a pixel target has no tracks)
+        ckpt.save_checkpoint(state, tmp_path, keep_last=0)
     run(*base, "data.crop=multiscale", "data.rrc_scale=[0.9,1.0]", "train.steps=3", "train.epochs=2",
         "train.stop_after=2", "train.resume=auto")
     run(*base, "data.crop=random_resized", "data.rrc_scale=[0.9,1.0]", "train.steps=null", "train.epochs=2",

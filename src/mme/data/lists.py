@@ -1525,8 +1525,11 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
                 if suffix.lower() in VIDEO_EXTS and not _hidden(item.name):
                     videos.setdefault(stem, []).append(item.name)
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM) and os.access(folder or ".", os.X_OK):  # (not one of mode 000)
-            return None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            if os.access(folder or ".", os.X_OK):  # (not one of mode 000)
+                return None
+            path = Path(folder or ".")  # the one at fault: the first on the way that cannot be entered
+            raise _cannot_read(next(p for p in (*reversed(path.parents), path) if not os.access(p, os.X_OK)), e) from e
         if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             raise _cannot_read(folder, e) from e
     else:

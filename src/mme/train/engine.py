@@ -154,13 +154,11 @@ def before_job() -> Before:
 
 
 def begin(cfg) -> Start:
-    """Join the process group (under torchrun), pick the device, check ``data.root`` and the out folder, read what
+    """Join the process group (under torchrun), pick the device, check the out folder and ``data.root``, read what
     to resume (a run of the kind of ``cfg``: pre-training or fine-tuning), set the process's threads beside the loader
     workers, and take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
-    with dist.agreed():  # a run its data.root refuses makes no folder (each rank checks its own, a node's copy)
-        check_root(cfg.data.root, "data.root")
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
@@ -169,6 +167,9 @@ def begin(cfg) -> Start:
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
     replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite, t.init)
     threads = set_threads(cfg, device)
+    with dist.agreed():  # (after the out folder's checks, which name a folder in use or another run's first; each
+        # rank checks its own, a node's copy; a refused run's new folder is removed: run_folder.take)
+        check_root(cfg.data.root, "data.root")
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
 
 
@@ -363,7 +364,7 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
               total_steps, warmup, peak_lr, final_lr, start.out_dir,
               {**ckpt.run_meta(start.device, precision, why, start.world_size),
                "threads": start.threads[0], "threads_reason": start.threads[1], "order": dist.ORDER_VERSION,
-               "items": len(data), "list_files_digest": data.content_digest,
+               "items": len(data), "list_files_digest": list(data.content_digest),
                **run_folder.identity(dataclasses.asdict(cfg), start.resume[1] if start.resume else None)})
     if data.bad_lines and dist.is_main():  # counted with the failed videos against data.max_failure_fraction
         log.warning("%s", left_out(data.bad_lines, "the training list"))
@@ -644,15 +645,16 @@ def unused_in_both(old: dict, cfg: Any) -> list[str]:
     """The keys without effect or shadowed (:func:`mme.config.keys_without_effect`, :func:`~mme.config.keys_shadowed`)
     in both the checkpoint's config ``old`` and ``cfg``: a key unused on one side only is compared, as a change of
     it between two parts that use it may pass through a part that does not (``data.rrc_scale`` given beside
-    ``data.crop=multiscale``, then ``random_resized`` again). An old config this mme cannot build (keys of an older
-    one) is judged by ``cfg``'s alone."""
+    ``data.crop=multiscale``, then ``random_resized`` again). The old config is built as a resumed run's (a first
+    part's may hold a setting an earlier mme took that only a resumed run may keep:
+    :meth:`~mme.motion.targets.TargetConfig.check_settings_used`); one this mme cannot build leaves none out."""
     def unused(c: Any) -> set[str]:
         return keys_without_effect(c).keys() | keys_shadowed(c).keys()
 
     try:
-        old_cfg = from_dict(type(cfg), old)
-    except ConfigError:  # (also a first part's config holding what only a resumed run may: check_settings_used)
-        return sorted(unused(cfg))
+        old_cfg = from_dict(type(cfg), {**old, "train": {**old.get("train", {}), "resume": "auto"}})
+    except ConfigError:
+        return []
     return sorted(unused(old_cfg) & unused(cfg))
 
 
