@@ -693,7 +693,8 @@ def _main(argv: list[str] | None) -> int:
         try:
             args = _arguments(argv)
         except KeyboardInterrupt as e:
-            rank = os.environ.get("RANK", "0")  # (torchrun stops the other ranks of one that failed)
+            rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"  # (torchrun
+            # stops the other ranks of one that failed; a RANK left in one process's environment is no rank)
             return _stopped("mme" + (f" (rank {rank})" if rank != "0" else ""), "",
                             signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     from mme.utils import process_group_up
