@@ -188,10 +188,13 @@ def test_the_documented_python_route_gives_the_features_mme_embed_gives(synth, t
 
 @pytest.mark.parametrize("given, said", [(dict(clips="2"), "--clips must be an integer of at least 1, got '2'"),
                                          (dict(crops=2.5), "--crops must be an integer of at least 1, got 2.5"),
-                                         (dict(batch_size=0), "--batch-size must be an integer of at least 1, got 0")])
+                                         (dict(batch_size=0), "--batch-size must be an integer of at least 1, got 0"),
+                                         (dict(batch_size=2**63), f"--batch-size: {2**63} does not fit a 64-bit "
+                                          f"integer (at most 2**63 - 1 = {2**63 - 1} in size)")])
 def test_counts_given_from_python_that_are_no_integers_are_one_line_naming_the_argument(setup, tmp_path, given,
                                                                                         said):
-    """embed(clips="2") from Python was a TypeError of '<' between str and int."""
+    """embed(clips="2") from Python was a TypeError of '<' between str and int; embed(batch_size=2**63) a traceback
+    where torch took it."""
     root, ckpt = setup
     with pytest.raises(ConfigError) as refused:
         embed(ckpt, root / "list.txt", tmp_path / "f.npy", root=str(root), num_workers=0, progress=False, **given)

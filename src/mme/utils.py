@@ -68,11 +68,11 @@ def _plain_int(value: Any) -> int | None:
 
 
 def as_count(value: Any, least: int) -> int | None:
-    """``value`` as a plain int (:func:`_plain_int`) of at least ``least``; None for anything else (a bool, a float,
-    text, a smaller one). The check of :func:`check_count`, and of callers that say its refusal in their own words
-    (a Hugging Face config's key)."""
+    """``value`` as a plain int (:func:`_plain_int`) of at least ``least`` that fits an int64; None for anything else
+    (a bool, a float, text, a smaller or a larger one). The check of :func:`check_count`, and of callers that say its
+    refusal in their own words (a Hugging Face config's key)."""
     count = _plain_int(value)
-    return count if count is not None and count >= least else None
+    return count if count is not None and least <= count <= MAX_INT else None
 
 
 def check_count(value: Any, least: int, given: str) -> int:
@@ -80,6 +80,8 @@ def check_count(value: Any, least: int, given: str) -> int:
     as ``given`` (its argument or flag), where a comparison or a tensor's shape failed later."""
     if (count := as_count(value, least)) is not None:
         return count
+    if (plain := _plain_int(value)) is not None and (why := outside_int64(plain)):
+        raise ConfigError(f"{given}: {why}")
     raise ConfigError(f"{given} must be an integer of at least {least}, got {value!r}")
 
 
