@@ -693,9 +693,8 @@ def _main(argv: list[str] | None) -> int:
         try:
             args = _arguments(argv)
         except KeyboardInterrupt as e:
-            rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"  # (torchrun
-            # stops the other ranks of one that failed; a RANK left in one process's environment is no rank)
-            return _stopped("mme" + (f" (rank {rank})" if rank != "0" else ""), "",
+            rank = _ranks()[0]  # (torchrun stops the other ranks of one that failed)
+            return _stopped("mme" + (f" (rank {rank})" if rank else ""), "",
                             signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     from mme.utils import process_group_up
 
@@ -743,16 +742,22 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
-    """``(rank, ranks)``, with the log set up for them: under torchrun, rank 0 logs for the run and the other ranks
-    their own warnings only, each line naming its rank."""
+def _ranks() -> tuple[int, int]:
+    """``(rank, ranks)`` of this process (:func:`mme.utils.launch_ranks`); ``(0, 1)`` for a RANK left in the
+    environment of a one-process command (a command that needs it says so)."""
     from mme.errors import ConfigError
     from mme.utils import launch_ranks
 
     try:
-        rank, ranks = launch_ranks()
-    except ConfigError:  # a RANK left in the environment of a one-process command; a command that needs it says so
-        rank, ranks = 0, 1
+        return launch_ranks()
+    except ConfigError:
+        return 0, 1
+
+
+def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
+    """``(rank, ranks)`` (:func:`_ranks`), with the log set up for them: under torchrun, rank 0 logs for the run and
+    the other ranks their own warnings only, each line naming its rank."""
+    rank, ranks = _ranks()
     stderr = _LinesAfterBars()
     if rank:
         stderr.addFilter(lambda r: r.levelno >= logging.ERROR or not r.name.startswith(ALIKE_ON_EVERY_RANK))

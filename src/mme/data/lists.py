@@ -1704,9 +1704,9 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
                check: bool = False, min_frames: int = 16, workers: int = 1, classes: str | Path | None = None,
                decode_threads: int = 1, overwrite: bool = False) -> dict:
     """``mme lists``: :func:`build_lists`, then with ``check``, :func:`check_lists` of the lists written into
-    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', by default where the lists' paths start),
-    which replaces a file there that is not a check report only with ``overwrite``, as ``mme check --out`` does.
-    Returns ``{"lists": split -> path, "check": the check's report or None}``."""
+    ``out_dir/check.json`` (videos under ``video_root``; for 'folder', where the lists' paths start: another is
+    refused), which replaces a file there that is not a check report only with ``overwrite``, as ``mme check --out``
+    does. Returns ``{"lists": split -> path, "check": the check's report or None}``."""
     check_root(video_root, "--root")
     if check and video_root is None and kind != "folder":  # before any list is written
         raise DataError("--check opens the videos: give the folder they are in with --root")

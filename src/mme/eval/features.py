@@ -668,8 +668,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     that a long video's views seek from its first read; ``img_size`` / ``num_frames``: the clip the encoder is built
     for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
     Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
-    ``checked_on``: the device :func:`check_embed_options` chose, which checked ``root``, these options and ``out``
-    already and judged its files so (mme probe's, once for all its splits before it reads its checkpoint);
+    ``checked_on``: the device :func:`check_embed_options` chose on these options and ``out``, whose caller checked
+    ``root`` (:func:`~mme.data.lists.check_root`) and judged ``out``'s files (:func:`refuse_unowned`) already (mme
+    probe's, once for all its splits before it reads its checkpoint);
     ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split);
     ``entries``: the list ``source``'s, already read (mme probe's: a list through a pipe is read once)."""
     from mme.data.lists import check_root

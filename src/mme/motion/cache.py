@@ -183,6 +183,8 @@ def _decoded_another_file(meta: dict, video: str) -> str | None:
     that file is not the one the cache's fingerprint, taken of ``video`` itself, describes (:func:`same_source`). The
     current mme records the file it opened with that file's fingerprint, so its cache of a dataset moved since and
     reached through a symlink (the recorded path gone, or a copy of the same file) is kept."""
+    if ".." not in Path(video).parts:  # (every read of a cached item: the usual path costs no more)
+        return None
     recorded = meta.get("video")
     if recorded != os.path.abspath(video) or recorded == absolute_path(video):
         return None

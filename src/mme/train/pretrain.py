@@ -107,8 +107,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         return
     meta = dataset.current_probes[0][2]
     remake = extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"])  # at the cache's
+    command = dataset.extract_command(remake)
     for probe in dataset.current_probes:  # as each read: before any work (the orientation is each video's)
-        if (refusal := dataset.cache_file_refusal(*probe, dataset.extract_command(remake))) is not None:
+        if (refusal := dataset.cache_file_refusal(*probe, command)) is not None:
             raise refusal
     _check_refused_files(cfg, dataset)  # after: its advice resumes with settings of files the run reads
     if meta["flow"] != cfg.target.flow:
