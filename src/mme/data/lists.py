@@ -977,15 +977,22 @@ def videos_under(folder: str | Path, avoid: Container[str] = frozenset(), passed
 
 
 def _is_video(path: Path) -> bool:
-    """A file (links followed) with a video suffix, not hidden (macOS's '._' companions are not videos)."""
+    """A file (links followed) of a video's name (:func:`_video_stem`)."""
     return _video_file(path) is not None
+
+
+def _video_stem(name: str) -> str | None:
+    """``name`` without its suffix where it is a video's name: a suffix of :data:`VIDEO_EXTS` in any case, and not
+    hidden (macOS's '._' companions are not videos); else None."""
+    stem, suffix = os.path.splitext(name)
+    return stem if suffix.lower() in VIDEO_EXTS and not _hidden(name) else None
 
 
 def _video_file(path: Path) -> tuple[int, int] | None:
     """The (device, inode) of ``path`` where it is a video (:func:`_is_video`), by one stat; else None (as for
     ``Path.is_file``, a stat finding nothing there, or a link loop, is no file). A stat that fails otherwise (its
     folder not searchable, a stale mount, an I/O error) is a DataError naming the file and the reason."""
-    if _hidden(path.name) or path.suffix.lower() not in VIDEO_EXTS:
+    if _video_stem(path.name) is None:
         return None
     try:
         found = os.stat(path)
@@ -1473,7 +1480,10 @@ def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderV
     if folder not in folders:
         folders[folder] = _folder_videos(folder)
     listed = folders[folder]
-    found = _name_listed(name, listed) if listed is not None else _name_looked_up(folder, name)
+    stem = _video_stem(name)
+    if stem is None and not _hidden(name):
+        stem = name  # (a name without a video suffix: its video under any)
+    found = _name_listed(name, stem, listed) if listed is not None else _name_looked_up(folder, name, stem)
     if found is None:
         return None
     if found == name:
@@ -1482,28 +1492,23 @@ def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderV
     return f"{head}/{found}" if head else found
 
 
-def _video_stem(name: str) -> str:
-    """``name`` without its video suffix (any case); ``name`` itself where it has none."""
-    suffix = os.path.splitext(name)[1]
-    return name[:-len(suffix)] if suffix.lower() in VIDEO_EXTS else name
-
-
-def _name_listed(name: str, listed: _FolderVideos) -> str | None:
-    """The file of ``name`` in a folder's listing, or else its video under another suffix; None where neither."""
+def _name_listed(name: str, stem: str | None, listed: _FolderVideos) -> str | None:
+    """The file of ``name`` in a folder's listing, or else its video under another suffix (a video named ``stem``
+    and a suffix; None: none looked for); None where neither."""
     if name in listed.files:
         return name
-    others = listed.videos.get(_video_stem(name))
+    others = listed.videos.get(stem) if stem is not None else None
     return others[0] if others else None
 
 
-def _name_looked_up(folder: str, name: str) -> str | None:
-    """As :func:`_name_listed` in a folder that cannot be listed, by a look-up per name: ``name``, then its stem
+def _name_looked_up(folder: str, name: str, stem: str | None) -> str | None:
+    """As :func:`_name_listed` in a folder that cannot be listed, by a look-up per name: ``name``, then ``stem``
     under each suffix of :data:`VIDEO_EXTS` as written there."""
     if os.path.isfile(os.path.join(folder, name)):
         return name
-    if _hidden(name):
+    if stem is None:
         return None
-    stem = _video_stem(name)  # (each suffix also in capitals, as a listing finds it whatever its case)
+    # (each suffix also in capitals, as a listing finds it whatever its case)
     return next((found for ext in VIDEO_EXTS for found in (stem + ext, stem + ext.upper())
                  if os.path.isfile(os.path.join(folder, found))), None)
 
@@ -1521,8 +1526,8 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
                 if not item.is_file():
                     continue
                 files.add(item.name)
-                stem, suffix = os.path.splitext(item.name)
-                if suffix.lower() in VIDEO_EXTS and not _hidden(item.name):
+                stem = _video_stem(item.name)
+                if stem is not None:
                     videos.setdefault(stem, []).append(item.name)
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
