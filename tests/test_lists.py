@@ -1957,6 +1957,42 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
         build_lists("kinetics", csv_file, tmp_path / "out2", video_root=videos, skip_missing=True)
 
 
+def test_kinetics_videos_in_a_folder_that_cannot_be_listed_are_found_under_a_first_capital_and_the_spellings_said(
+        tmp_path, monkeypatch, caplog):
+    """--skip-missing in a class folder that can be entered but not listed (mode 0311) looked each row's video up
+    under each suffix in lower case and capitals alone: 'abc.Mp4' was missing there, though found in a folder
+    listed, without a word of how it was looked for. Now also under a first capital (.Mp4), and a warning says the
+    spellings tried where some are not found ('.mP4' still is not). (Simulated: root lists any folder.)"""
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("label,youtube_id,time_start,time_end,split\n" + "".join(
+        f"zumba,{yid},1,11,train\n" for yid in ("aaa", "bbb", "ccc", "ddd")))
+    videos = tmp_path / "videos"
+    (videos / "train" / "zumba").mkdir(parents=True)
+    for name in ("aaa_000001_000011.Mp4", "bbb_000001_000011.mP4", "ccc_000001_000011.mp4", "ddd_000001_000011.Mkv"):
+        (videos / "train" / "zumba" / name).write_bytes(b"x")
+    shut = str(videos / "train" / "zumba")
+    scandir = os.scandir
+
+    def unlisted(path="."):
+        if os.fspath(path) == shut:
+            raise PermissionError(errno.EACCES, "Permission denied", shut)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unlisted)
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
+    assert written["train"].read_text() == (
+        "train/zumba/aaa_000001_000011.Mp4 0\ntrain/zumba/ccc_000001_000011.mp4 0\n"
+        "train/zumba/ddd_000001_000011.Mkv 0\n")
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"train: 1 of 4 videos missing under {videos} (3 found), e.g. train/zumba/bbb_000001_000011.mp4 (is "
+        f"--path-format their naming?)",
+        f"1 folder(s) under {videos} can be entered but not listed (e.g. {shut}): each of their 4 video(s) was looked "
+        f"up by its name, then under each video suffix in lower case, capitals or a first capital (.mp4, .MP4, .Mp4); "
+        f"1 not found (e.g. train/zumba/bbb_000001_000011.mp4): one whose suffix is spelled otherwise (.mP4) is not "
+        f"found there; let the folders be listed (chmod a+r) to find a suffix in any case"]
+
+
 def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_missing(tmp_path, monkeypatch, caplog):
     """--skip-missing does not trust the listing of a class folder that can be listed but not entered (mode 0644):
     its files are missing, none looked up (each would fail), as a run could not open them (before: listed as found,

@@ -327,6 +327,12 @@ VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", 
               ".m2p", ".mod", ".tod", ".rm", ".rmvb")
 """Suffixes of the video files that `mme lists folder` lists (containers FFmpeg reads; any case). Other files in
 class folders are left out, and said."""
+LOOKED_UP_SPELLINGS = tuple(dict.fromkeys(spelled for ext in VIDEO_EXTS
+                                         for spelled in (ext, ext.upper(), "." + ext[1:].capitalize())))
+"""The spellings of each suffix of :data:`VIDEO_EXTS` (in its order) that ``--skip-missing`` looks a video up under
+in a folder that can be entered but not listed (:func:`_name_looked_up`): lower case, capitals and a first capital
+(.mp4, .MP4, .Mp4), those files have; every spelling of a suffix in any case would be a stat each (8 for .mp4, 16
+for .mpeg) per video not found. A folder listed matches a suffix in any case."""
 AUDIO_TOO_EXTS = (".ogg", ".mxf", ".rm", ".asf", ".mod", ".webm")
 """Video suffixes that as often name files without a video (Ogg Vorbis or Opus audio, an MXF file of one audio
 track, RealAudio, WMA in ASF, a tracker module, a WebM audio download: yt-dlp's bestaudio ``clip.f251.webm`` beside
@@ -1436,8 +1442,10 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     by_label = formatted and _names_label(naming)
     folders: dict[str, _FolderVideos | None] = {}
     out: Splits = {}
+    looked_up: list[tuple[ListEntry, str | None]] = []
     for name, entries in splits.items():
         looked = [(e, _video_found(e, video_root, folders)) for e in entries]
+        looked_up += [(e, found) for e, found in looked if folders[os.path.dirname(resolve(e, video_root))] is None]
         kept = [replace(e, path=found) for e, found in looked if found]
         missing = len(entries) - len(kept)
         if kept and missing > MISSING_TO_WARN * len(entries):
@@ -1457,10 +1465,26 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
                         gone[:5], " (is --path-format the folders' naming? {label_tv} is torchvision's)"
                         if by_label else "")
         out[name] = kept
+    if looked_up:
+        _say_looked_up(looked_up, video_root)
     if not out:
         raise DataError(f"no listed video is under {video_root}: is it the folder the paths start from"
                         f"{', and --path-format their naming' if formatted else ''}?")
     return out
+
+
+def _say_looked_up(looked_up: list[tuple[ListEntry, str | None]], video_root: str | Path) -> None:
+    """Say how the rows ``looked_up`` (each with the file found, or None), in folders that can be entered but not
+    listed, were looked for: under the suffix spellings of :data:`LOOKED_UP_SPELLINGS` alone. A warning where some
+    were not found (a video spelled otherwise among them), else an INFO line."""
+    folders = sorted({os.path.dirname(resolve(e, video_root)) for e, _ in looked_up})
+    missing = [e.path for e, found in looked_up if found is None]
+    log.log(logging.WARNING if missing else logging.INFO,
+            "%d folder(s) under %s can be entered but not listed (e.g. %s): each of their %d video(s) was looked up by "
+            "its name, then under each video suffix in lower case, capitals or a first capital (%s)%s", len(folders),
+            video_root, folders[0], len(looked_up), ", ".join(LOOKED_UP_SPELLINGS[:3]),
+            f"; {len(missing)} not found (e.g. {missing[0]}): one whose suffix is spelled otherwise (.mP4) is not "
+            f"found there; let the folders be listed (chmod a+r) to find a suffix in any case" if missing else "")
 
 
 class _FolderVideos(NamedTuple):
@@ -1503,13 +1527,13 @@ def _name_listed(name: str, stem: str | None, listed: _FolderVideos) -> str | No
 
 def _name_looked_up(folder: str, name: str, stem: str | None) -> str | None:
     """As :func:`_name_listed` in a folder that cannot be listed, by a look-up per name: ``name``, then ``stem``
-    under each suffix of :data:`VIDEO_EXTS` as written there."""
+    under each suffix of :data:`VIDEO_EXTS` as :data:`LOOKED_UP_SPELLINGS` spells it (said by
+    :func:`_say_looked_up`)."""
     if os.path.isfile(os.path.join(folder, name)):
         return name
     if stem is None:
         return None
-    # (each suffix also in capitals, as a listing finds it whatever its case)
-    return next((found for ext in VIDEO_EXTS for found in (stem + ext, stem + ext.upper())
+    return next((found for found in (stem + spelled for spelled in LOOKED_UP_SPELLINGS)
                  if os.path.isfile(os.path.join(folder, found))), None)
 
 
