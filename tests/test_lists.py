@@ -1919,6 +1919,44 @@ def test_kinetics_videos_kept_under_another_video_suffix_are_found_and_listed_as
     assert "train: no video of 1 class(es) found" in caplog.text and "{label_tv}" not in caplog.text
 
 
+def test_a_kinetics_video_there_under_several_suffixes_is_listed_as_its_row_names_it_else_the_first_and_said(
+        tmp_path, caplog):
+    """--skip-missing with a video there under two suffixes (a conversion to .mp4 left half done; yt-dlp's .webm and
+    .mkv) took the file the row names, else the first in VIDEO_EXTS order, without a word. Still so, with a warning
+    per split counting them and naming the first, which file is listed and which not; a link to the same file under
+    another suffix is one file. --path-format naming the other suffix takes it."""
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("label,youtube_id,time_start,time_end,split\n" + "".join(
+        f"a,{yid},1,11,train\n" for yid in ("two", "conv", "link", "one")))
+    videos = tmp_path / "videos" / "train"
+    videos.mkdir(parents=True)
+    for name in ("two_000001_000011.mkv", "two_000001_000011.webm", "conv_000001_000011.webm",
+                 "conv_000001_000011.mp4", "link_000001_000011.mkv", "one_000001_000011.mp4"):
+        (videos / name).write_bytes(name.encode())
+    (videos / "link_000001_000011.webm").symlink_to("link_000001_000011.mkv")
+    flat = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}"
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", csv_file, tmp_path / "out", path_format=flat + ".mp4",
+                                 video_root=tmp_path / "videos", skip_missing=True)
+    assert written["train"].read_text() == (
+        "train/two_000001_000011.webm 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.webm 0\n"
+        "train/one_000001_000011.mp4 0\n")
+    assert [r.getMessage() for r in caplog.records] == [
+        "train: 2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mp4: listed as "
+        "train/two_000001_000011.webm, not train/two_000001_000011.mkv; a row's video is listed as the file it names "
+        "where that is there, else under the first of its suffixes in the order of VIDEO_EXTS (.mp4, .avi, .webm, "
+        ".mkv, ...): remove the others, or name the suffix to take in --path-format"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", csv_file, tmp_path / "mkv", path_format=flat + ".mkv",
+                                 video_root=tmp_path / "videos", skip_missing=True)
+    assert written["train"].read_text() == (
+        "train/two_000001_000011.mkv 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.mkv 0\n"
+        "train/one_000001_000011.mp4 0\n")
+    assert "2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mkv: listed as " \
+           "train/two_000001_000011.mkv, not train/two_000001_000011.webm" in caplog.text
+
+
 def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_looked_up_each(tmp_path, monkeypatch):
     """--skip-missing in a class folder that can be entered but not listed (mode 0311, as shared dataset mounts give)
     looks each row's video up: the name, then each suffix of VIDEO_EXTS, also in capitals (before: the build stopped,
@@ -1988,9 +2026,10 @@ def test_kinetics_videos_in_a_folder_that_cannot_be_listed_are_found_under_a_fir
         f"train: 1 of 4 videos missing under {videos} (3 found), e.g. train/zumba/bbb_000001_000011.mp4 (is "
         f"--path-format their naming?)",
         f"1 folder(s) under {videos} can be entered but not listed (e.g. {shut}): each of their 4 video(s) was looked "
-        f"up by its name, then under each video suffix in lower case, capitals or a first capital (.mp4, .MP4, .Mp4); "
-        f"1 not found (e.g. train/zumba/bbb_000001_000011.mp4): one whose suffix is spelled otherwise (.mP4) is not "
-        f"found there; let the folders be listed (chmod a+r) to find a suffix in any case"]
+        f"up by its name, then under each video suffix in lower case, capitals or a first capital (.mp4, .MP4, .Mp4), "
+        f"the first file found taken (a video kept under several suffixes is not noticed there); 1 not found (e.g. "
+        f"train/zumba/bbb_000001_000011.mp4): one whose suffix is spelled otherwise (.mP4) is not found there; let the "
+        f"folders be listed (chmod a+r) to find a suffix in any case"]
 
 
 def test_kinetics_videos_in_a_folder_that_can_be_listed_but_not_entered_are_missing(tmp_path, monkeypatch, caplog):

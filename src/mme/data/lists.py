@@ -1442,11 +1442,13 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     by_label = formatted and _names_label(naming)
     folders: dict[str, _FolderVideos | None] = {}
     out: Splits = {}
-    looked_up: list[tuple[ListEntry, str | None]] = []
+    looked_up: list[tuple[ListEntry, list[str]]] = []
     for name, entries in splits.items():
         looked = [(e, _video_found(e, video_root, folders)) for e in entries]
         looked_up += [(e, found) for e, found in looked if folders[os.path.dirname(resolve(e, video_root))] is None]
-        kept = [replace(e, path=found) for e, found in looked if found]
+        kept = [replace(e, path=found[0]) for e, found in looked if found]
+        if several := [(e, found) for e, found in looked if len(found) > 1]:
+            _say_several(name, several, formatted)
         missing = len(entries) - len(kept)
         if kept and missing > MISSING_TO_WARN * len(entries):
             example = next(e.path for e, found in looked if not found)
@@ -1473,16 +1475,30 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     return out
 
 
-def _say_looked_up(looked_up: list[tuple[ListEntry, str | None]], video_root: str | Path) -> None:
-    """Say how the rows ``looked_up`` (each with the file found, or None), in folders that can be entered but not
-    listed, were looked for: under the suffix spellings of :data:`LOOKED_UP_SPELLINGS` alone. A warning where some
-    were not found (a video spelled otherwise among them), else an INFO line."""
+def _say_several(split: str, several: list[tuple[ListEntry, list[str]]], formatted: bool) -> None:
+    """Warn of the rows of ``split`` whose video is there under several suffixes (each with its files, the one
+    listed first): a conversion left half done, or yt-dlp's download beside a copy. The file the row names is
+    listed where it is there (a conversion's output, which --path-format names), else the first by suffix."""
+    entry, files = several[0]
+    log.warning("%s: %d video(s) are there under several suffixes, e.g. %s: listed as %s, not %s; a row's video is "
+                "listed as the file it names where that is there, else under the first of its suffixes in the order "
+                "of VIDEO_EXTS (%s, ...): remove the others%s", split, len(several), entry.path, files[0],
+                ", ".join(files[1:]), ", ".join(VIDEO_EXTS[:4]),
+                ", or name the suffix to take in --path-format" if formatted else "")
+
+
+def _say_looked_up(looked_up: list[tuple[ListEntry, list[str]]], video_root: str | Path) -> None:
+    """Say how the rows ``looked_up`` (each with the files found), in folders that can be entered but not listed,
+    were looked for: under the suffix spellings of :data:`LOOKED_UP_SPELLINGS` alone, the first file found taken
+    (:func:`_name_looked_up`). A warning where some were not found (a video spelled otherwise among them), else an
+    INFO line."""
     folders = sorted({os.path.dirname(resolve(e, video_root)) for e, _ in looked_up})
-    missing = [e.path for e, found in looked_up if found is None]
+    missing = [e.path for e, found in looked_up if not found]
     log.log(logging.WARNING if missing else logging.INFO,
             "%d folder(s) under %s can be entered but not listed (e.g. %s): each of their %d video(s) was looked up by "
-            "its name, then under each video suffix in lower case, capitals or a first capital (%s)%s", len(folders),
-            video_root, folders[0], len(looked_up), ", ".join(LOOKED_UP_SPELLINGS[:3]),
+            "its name, then under each video suffix in lower case, capitals or a first capital (%s), the first file "
+            "found taken (a video kept under several suffixes is not noticed there)%s", len(folders), video_root,
+            folders[0], len(looked_up), ", ".join(LOOKED_UP_SPELLINGS[:3]),
             f"; {len(missing)} not found (e.g. {missing[0]}): one whose suffix is spelled otherwise (.mP4) is not "
             f"found there; let the folders be listed (chmod a+r) to find a suffix in any case" if missing else "")
 
@@ -1494,12 +1510,12 @@ class _FolderVideos(NamedTuple):
     videos: dict[str, list[str]]
 
 
-def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos | None]) -> str | None:
-    """The entry's path as the file found under ``root``: the file it names, or else a video of the same name under
-    another suffix of :data:`VIDEO_EXTS` (first in its order: yt-dlp keeps the .mkv or .webm it downloaded where a
-    CSV's format names .mp4); None where there is neither. ``folders`` holds each folder's names once listed: one
-    listing a folder, not a stat per suffix per row (240k rows in K400); in a folder not listed
-    (:func:`_folder_videos` None) each name is looked up."""
+def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos | None]) -> list[str]:
+    """The entry's paths as the files found under ``root``, the one to list first: the file it names, then the
+    videos of the same name under other suffixes of :data:`VIDEO_EXTS` in its order (yt-dlp keeps the .mkv or .webm
+    it downloaded where a CSV's format names .mp4), each file once; none where there is neither. ``folders`` holds
+    each folder's names once listed: one listing a folder, not a stat per suffix per row (240k rows in K400); in a
+    folder not listed (:func:`_folder_videos` None) each name is looked up, the first file found alone."""
     folder, name = os.path.split(resolve(entry, root))
     if folder not in folders:
         folders[folder] = _folder_videos(folder)
@@ -1507,34 +1523,39 @@ def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderV
     stem = _video_stem(name)
     if stem is None and not _hidden(name):
         stem = name  # (a name without a video suffix: its video under any)
-    found = _name_listed(name, stem, listed) if listed is not None else _name_looked_up(folder, name, stem)
-    if found is None:
-        return None
-    if found == name:
-        return entry.path
+    found = _distinct_files(folder, _name_listed(name, stem, listed)) if listed is not None \
+        else _name_looked_up(folder, name, stem)
     head = entry.path.rpartition("/")[0]
-    return f"{head}/{found}" if head else found
+    return [entry.path if file == name else f"{head}/{file}" if head else file for file in found]
 
 
-def _name_listed(name: str, stem: str | None, listed: _FolderVideos) -> str | None:
-    """The file of ``name`` in a folder's listing, or else its video under another suffix (a video named ``stem``
-    and a suffix; None: none looked for); None where neither."""
-    if name in listed.files:
-        return name
-    others = listed.videos.get(stem) if stem is not None else None
-    return others[0] if others else None
+def _name_listed(name: str, stem: str | None, listed: _FolderVideos) -> list[str]:
+    """The file of ``name`` in a folder's listing, then its videos under other suffixes (videos named ``stem`` and
+    a suffix; None: none looked for), in :data:`VIDEO_EXTS` order."""
+    others = listed.videos.get(stem, []) if stem is not None else []
+    return [name, *(other for other in others if other != name)] if name in listed.files else others
 
 
-def _name_looked_up(folder: str, name: str, stem: str | None) -> str | None:
-    """As :func:`_name_listed` in a folder that cannot be listed, by a look-up per name: ``name``, then ``stem``
-    under each suffix of :data:`VIDEO_EXTS` as :data:`LOOKED_UP_SPELLINGS` spells it (said by
-    :func:`_say_looked_up`)."""
+def _distinct_files(folder: str, names: list[str]) -> list[str]:
+    """``names`` (in ``folder``) less those naming the file an earlier one names (a link to it, a hard link)."""
+    if len(names) < 2:  # (nearly every video: no stat)
+        return names
+    files: dict[tuple[int, int] | str, str] = {}
+    for name in names:
+        files.setdefault(identity_or_none(os.path.join(folder, name)) or name, name)
+    return list(files.values())
+
+
+def _name_looked_up(folder: str, name: str, stem: str | None) -> list[str]:
+    """As :func:`_name_listed` in a folder that cannot be listed, by a look-up per name, the first file found alone
+    (the others would be a stat per suffix spelling per video found): ``name``, else ``stem`` under each suffix of
+    :data:`VIDEO_EXTS` as :data:`LOOKED_UP_SPELLINGS` spells it (said by :func:`_say_looked_up`)."""
     if os.path.isfile(os.path.join(folder, name)):
-        return name
+        return [name]
     if stem is None:
-        return None
-    return next((found for found in (stem + spelled for spelled in LOOKED_UP_SPELLINGS)
-                 if os.path.isfile(os.path.join(folder, found))), None)
+        return []
+    return next(([found] for found in (stem + spelled for spelled in LOOKED_UP_SPELLINGS)
+                 if os.path.isfile(os.path.join(folder, found))), [])
 
 
 def _folder_videos(folder: str) -> _FolderVideos | None:
@@ -1566,7 +1587,7 @@ def _folder_videos(folder: str) -> _FolderVideos | None:
             return _FolderVideos(set(), {})
     for names in videos.values():
         if len(names) > 1:  # (one in nearly every case)
-            names.sort(key=lambda n: VIDEO_EXTS.index(os.path.splitext(n)[1].lower()))
+            names.sort(key=lambda n: (VIDEO_EXTS.index(os.path.splitext(n)[1].lower()), n))  # (ties by name)
     return _FolderVideos(files, videos)
 
 
