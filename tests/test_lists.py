@@ -1955,6 +1955,11 @@ def test_a_kinetics_video_there_under_several_suffixes_is_listed_as_its_row_name
         "train/one_000001_000011.mp4 0\n")
     assert "2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mkv: listed as " \
            "train/two_000001_000011.mkv, not train/two_000001_000011.webm" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):  # each file listed is the one its row names
+        build_lists("kinetics", csv_file, tmp_path / "webm", path_format=flat + ".webm",
+                    video_root=tmp_path / "videos", skip_missing=True)
+    assert "2 video(s) are there under several suffixes" in caplog.text and "--path-format" not in caplog.text
 
 
 def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_looked_up_each(tmp_path, monkeypatch):

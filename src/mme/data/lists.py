@@ -1478,13 +1478,15 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
 def _say_several(split: str, several: list[tuple[ListEntry, list[str]]], formatted: bool) -> None:
     """Warn of the rows of ``split`` whose video is there under several suffixes (each with its files, the one
     listed first): a conversion left half done, or yt-dlp's download beside a copy. The file the row names is
-    listed where it is there (a conversion's output, which --path-format names), else the first by suffix."""
+    listed where it is there (a conversion's output, which --path-format names), else the first by suffix; the
+    hint to name a suffix in --path-format only where a file listed is not the one its row names."""
     entry, files = several[0]
     log.warning("%s: %d video(s) are there under several suffixes, e.g. %s: listed as %s, not %s; a row's video is "
                 "listed as the file it names where that is there, else under the first of its suffixes in the order "
                 "of VIDEO_EXTS (%s, ...): remove the others%s", split, len(several), entry.path, files[0],
                 ", ".join(files[1:]), ", ".join(VIDEO_EXTS[:4]),
-                ", or name the suffix to take in --path-format" if formatted else "")
+                ", or name the suffix to take in --path-format" if formatted and any(
+                    listed[0] != row.path for row, listed in several) else "")
 
 
 def _say_looked_up(looked_up: list[tuple[ListEntry, list[str]]], video_root: str | Path) -> None:
