@@ -13,6 +13,7 @@ import pytest
 from training import FP32, TINY
 
 from mme.cli import build_parser, main
+from mme.data import MIN_SHORT_SIDE
 from mme.data.synth import MOTIONS, PRESETS, TEXTURES, generate_synth
 from mme.data.video import BACKENDS
 from mme.motion.flow import DEFAULT_FLOW, METHODS
@@ -50,6 +51,7 @@ def test_cli_choices_are_the_library_ones():
         assert _choices(command, "--backend") == BACKENDS
     for command in ("probe", "embed"):
         assert _choices(command, "--precision") == PRECISIONS
+    assert _action("extract", "--short-side").type.least == MIN_SHORT_SIDE  # (the frames a reader takes)
 
 
 def test_viz_help_says_the_options_a_checkpoint_fixes_are_refused_with_it():

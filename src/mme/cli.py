@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mme.data import MIN_SHORT_SIDE
+
 _PARSER_KEYS = ("command", "verbose", "func", "bench")
 """Entries of the parsed namespace that belong to the parser, not to a subcommand's function."""
 FLOWS = ("dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1", "torch-lk")
@@ -232,7 +234,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="folder the list's relative paths start from (default: the working folder)")
     p.add_argument("--out", type=path, required=True, help="cache folder (set target.cache_dir to it for training)")
     p.add_argument("--length", type=count(), default=6, help="track length L stored (training may use a shorter L)")
-    p.add_argument("--short-side", type=count(16), default=224, help="working resolution: the frame's short side in px")
+    p.add_argument("--short-side", type=count(MIN_SHORT_SIDE), default=224,
+                   help="working resolution: the frame's short side in px")
     p.add_argument("--seed-stride", type=count(), default=8, help="seed grid spacing in working px")
     p.add_argument("--flow", default=None, choices=FLOWS, help=FLOW_HELP)
     p.add_argument("--compensate", action="store_true", help="camera-motion compensation (homography)")

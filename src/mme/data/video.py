@@ -35,6 +35,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from mme.data import MIN_SHORT_SIDE
 from mme.data.pyav_reader import (
     PyAVReader,
     cuda_decoder,
@@ -57,11 +58,6 @@ from mme.utils import absolute_path, as_given, env_int
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
 
-MIN_SHORT_SIDE = 16
-"""The fewest pixels a frame's short side may have: a ViT patch's side, and twice ``mme extract``'s seed stride and
-DIS's patch (8 px each, every preset), so that the flow has texture around a patch to match. Under it every crop is a
-few source pixels stretched to the clip (one pixel at 2x2: no pixel varies within a frame) and its motion targets
-read nothing."""
 
 
 INDEXING_BACKENDS = ("pyav", "pyav-cuda")

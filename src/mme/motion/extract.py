@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from mme.data import MIN_SHORT_SIDE
 from mme.data.lists import BadLine, ListEntry, check_root, left_out, read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, with_true_count
@@ -89,7 +90,7 @@ class ExtractOptions:
     time on the CPU."""
 
     def __post_init__(self):
-        for name, value, least in (("--length", self.length, 1), ("--short-side", self.short_side, 16),
+        for name, value, least in (("--length", self.length, 1), ("--short-side", self.short_side, MIN_SHORT_SIDE),
                                    ("--seed-stride", self.seed_stride, 1), ("chunk", self.chunk, 1)):
             if value < least:
                 raise ConfigError(f"extract: {name} must be at least {least}, got {value}")
