@@ -39,6 +39,7 @@ from mme.data.lists import ListEntry, resolve
 from mme.data.pyav_reader import rgb24
 from mme.data.video import check_video, open_video
 from mme.errors import FrameCountChanged, VideoError
+from mme.utils import absolute_path
 
 
 def write_gop_video(path, frames, codec: str, options: dict) -> None:
@@ -177,7 +178,7 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
             np.testing.assert_array_equal(reader.read(np.arange(len(ref))), ref)
         assert check_video(path)["status"] == "suspicious" and "cut short" in check_video(path)["reason"]
     index_dir = tmp_path / "index"  # an index stored before (version 1: the packets' count, read by seek) is not used
-    store = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir)).store
+    store = pyav_reader._pyav_index(str(path), str(path), *_stat(path), str(index_dir)).store
     record = json.loads(store.read_text())
     store.write_text(json.dumps({**record, "version": 1, "mode": "seek", "reason": "", "num_frames": 9}))
     pyav_reader._pyav_index.cache_clear()  # another process
@@ -536,7 +537,7 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, with the display matrix of the first frame its demux decoded
-    older = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir))
+    older = pyav_reader._pyav_index(str(path), str(path), *_stat(path), str(index_dir))
     pyav_reader._pyav_index.cache_clear()  # another process
     with open_video(path, orientation="display", index_dir=index_dir) as reader:
         reader.read([11])
@@ -558,7 +559,7 @@ def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wr
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, seek, proven 0
-    first = pyav_reader._pyav_index(str(path), *_stat(path), str(index_dir))
+    first = pyav_reader._pyav_index(str(path), str(path), *_stat(path), str(index_dir))
     second = pyav_reader._load_index(first.store)  # another process's copy
     first.proven, writing = 3, threading.Event()
     real = pyav_reader.atomic_write_text
@@ -1224,5 +1225,20 @@ def test_a_path_through_a_symlinked_root_and_up_opens_the_file_the_os_names(tmp_
     for plain in ("real/./deep//other/x.mp4", "real/deep/root/../other/x.mp4", f"../{tmp_path.name}/other/x.mp4"):
         # (the last two with '..' that names the same file either way: data.root=../data keeps its key too)
         key = hashlib.sha1(f"{os.path.abspath(plain)}\0{1}\0{2}\0{av.__version__}".encode()).hexdigest()
-        assert pyav_reader._index_store("ix", plain, 1, 2) == Path("ix") / f"v{pyav_reader.INDEX_VERSION}" / \
-            key[:2] / f"{key[2:]}.json"
+        assert pyav_reader._index_store("ix", absolute_path(plain), 1, 2) == \
+            Path("ix") / f"v{pyav_reader.INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
+
+
+def test_a_reader_with_an_index_folder_spells_a_path_through_a_link_and_up_once(tmp_path, clip_frames, monkeypatch):
+    """A path with '..' is spelled (:func:`mme.utils.absolute_path`: two realpaths) once by a PyAV reader with an
+    index folder, for its opens and its index's key; the container open and the index key each spelled it."""
+    (tmp_path / "real/root").mkdir(parents=True)
+    (tmp_path / "R").symlink_to("real/root")
+    named = write_video(tmp_path / "real/x.mp4", clip_frames[:6])
+    spelled = []
+    monkeypatch.setattr(pyav_reader, "absolute_path", lambda p: spelled.append(p) or absolute_path(p))
+    pyav_reader._pyav_index.cache_clear()
+    path = str(tmp_path / "R" / ".." / "x.mp4")
+    with open_video(path, index_dir=tmp_path / "index") as reader:
+        np.testing.assert_array_equal(reader.read([5, 0]), decode_all(named)[[5, 0]])
+    assert spelled == [path]

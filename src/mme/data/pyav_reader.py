@@ -156,9 +156,11 @@ def decodes_on_cuda() -> bool:
 
 
 def open_container(path: str, **options) -> av.container.InputContainer:
-    """``av.open`` of a file by its absolute path (:func:`~mme.utils.absolute_path`): FFmpeg reads a name such as
-    '2020-01-01T10:00:00.mp4' or 'pipe:0' as a protocol and what follows its colon as that protocol's address."""
-    return av.open(absolute_path(path), **options)
+    """``av.open`` of a file by an absolute name: FFmpeg reads a name such as '2020-01-01T10:00:00.mp4' or 'pipe:0'
+    as a protocol and what follows its colon as that protocol's address. A relative ``path`` is spelled by
+    :func:`~mme.utils.absolute_path`; an absolute one, which no protocol is read in and the OS resolves as that
+    would, is opened as given (a reader's name, spelled once for its opens and its index)."""
+    return av.open(path if os.path.isabs(path) else absolute_path(path), **options)
 
 
 def video_stream(container) -> av.video.stream.VideoStream | None:
@@ -338,6 +340,7 @@ class PyAVReader(VideoReader):
 
     def __init__(self, path: str, threads: int = 0, index_dir: str | None = None, gpu: int | None = None):
         self.path = path
+        self._name = absolute_path(path)  # what it is opened and its index kept by, spelled once ('..': 2 realpaths)
         self._threads = threads
         self._hwaccel = None if gpu is None else cuda_decoder(gpu)
         self._rgb = VideoReformatter()
@@ -359,7 +362,8 @@ class PyAVReader(VideoReader):
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
             st = os.stat(path)
-            self._index = _pyav_index(path, st.st_size, st.st_mtime_ns, None if index_dir is None else str(index_dir))
+            self._index = _pyav_index(path, self._name, st.st_size, st.st_mtime_ns,
+                                      None if index_dir is None else str(index_dir))
             # a stream FFmpeg's probe met no packet of (an MPEG-TS / PS whose video starts after its probe window) has
             # no size in its codec parameters: its first frame's, decoded when the file was indexed
             self.size = self._coded_size = ((int(ctx.width), int(ctx.height)) if ctx.width and ctx.height
@@ -402,7 +406,7 @@ class PyAVReader(VideoReader):
         """(Re)open the container: its decode starts again at frame 0."""
         self.close()
         try:
-            self._container = open_container(self.path, hwaccel=self._hwaccel)
+            self._container = open_container(self._name, hwaccel=self._hwaccel)
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise video_error(self.path, "unreadable", e) from e
         self._stream = video_stream(self._container)
@@ -944,12 +948,13 @@ def _note_other_versions(index_dir: str) -> None:
                  ", ".join(map(str, others)), INDEX_VERSION, folders)
 
 
-def _index_store(index_dir: str, path: str, size: int, mtime_ns: int) -> Path:
-    """Where ``index_dir`` keeps the index of this version of a file (its absolute path, size, modification time
-    and the PyAV build, whose FFmpeg decodes it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
+def _index_store(index_dir: str, name: str, size: int, mtime_ns: int) -> Path:
+    """Where ``index_dir`` keeps the index of this version of a file (``name``, its absolute path as
+    :func:`~mme.utils.absolute_path` spells it, size, modification time and the PyAV build, whose FFmpeg decodes
+    it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
     version, so that processes of mme versions that index otherwise, sharing the folder, keep one each (one file,
     each rewrote the other's as not of its version), and an older version's indices are one folder to remove."""
-    key = hashlib.sha1(f"{absolute_path(path)}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
+    key = hashlib.sha1(f"{name}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
     return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
 
 
@@ -978,12 +983,12 @@ def _load_index(store: Path) -> _Index | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _pyav_index(path: str, size: int, mtime_ns: int, index_dir: str | None = None) -> _Index:
+def _pyav_index(path: str, name: str, size: int, mtime_ns: int, index_dir: str | None = None) -> _Index:
     """The file's index, cached per (path, size, mtime) in this process, and with ``index_dir`` kept there for
-    every process (:meth:`_Index.save`)."""
+    every process (:meth:`_Index.save`) under ``name`` (:func:`_index_store`); ``path`` as given, for messages."""
     if index_dir is None:
         return _make_index(path)
-    store = _index_store(index_dir, path, size, mtime_ns)
+    store = _index_store(index_dir, name, size, mtime_ns)
     index = _load_index(store)
     if index is None:
         index = _make_index(path)
