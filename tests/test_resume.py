@@ -243,8 +243,9 @@ def test_a_key_added_since_a_run_was_made_is_a_change_when_its_value_is_not_what
     from mme.train.engine import config_changes
 
     old = {"target": {"preset": "released", "kind": "mme-released"}}
-    assert config_changes(old, {"target": {**old["target"], "hog_style": "release"}}) == [
-        "target.hog_style: 'skimage' (before the key existed) -> 'release'"]
+    [change] = config_changes(old, {"target": {**old["target"], "hog_style": "release"}})
+    assert (change.key, change.old, change.new, change.added) == ("target.hog_style", "skimage", "release", True)
+    assert str(change) == "target.hog_style: 'skimage' (before the key existed) -> 'release'"
     assert config_changes(old, {"target": {**old["target"], "hog_style": "skimage", "shuffled": False}}) == []
 
 
@@ -267,7 +268,7 @@ def test_a_flow_the_run_does_not_use_for_reading_a_track_cache_is_no_change_on_r
     assert resumed.step == 2 and "changed config" not in caplog.text
     assert "config_changes" not in json.loads((tmp_path / "run" / "run.json").read_text())
     online = {"target": {"kind": "mme", "flow": "dis", "cache_dir": None}}
-    assert config_changes(online, {"target": {**online["target"], "flow": "dis-balanced"}}) == [
+    assert list(map(str, config_changes(online, {"target": {**online["target"], "flow": "dis-balanced"}}))) == [
         "target.flow: 'dis' -> 'dis-balanced'"]
 
 
@@ -300,18 +301,20 @@ def test_a_loss_weight_on_resume_is_compared_and_said_as_the_weight_the_head_has
         given = [f"target.loss_weights.{w}" for w in weights]
         return dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_mme", given))
 
+    def said(*args) -> list[str]:
+        return [str(c) for c in config_changes(*args) if c.key.startswith("target.loss_weights.")]
+
     unweighted = weighted()
     assert config_changes(unweighted, weighted("traj=0.5"), BOOKKEEPING) == []
     assert config_changes(unweighted, weighted("traj=0.5", "shape=0.5"), BOOKKEEPING) == []
-    assert config_changes(weighted("traj=2"), unweighted, BOOKKEEPING) == ["target.loss_weights.traj: 2.0 -> 0.5"]
-    assert config_changes(unweighted, weighted("traj=2", "shape=0.5"), BOOKKEEPING) == [
-        "target.loss_weights.traj: 0.5 -> 2.0"]
+    assert said(weighted("traj=2"), unweighted, BOOKKEEPING) == ["target.loss_weights.traj: 2.0 -> 0.5"]
+    assert said(unweighted, weighted("traj=2", "shape=0.5"), BOOKKEEPING) == ["target.loss_weights.traj: 0.5 -> 2.0"]
     pixel = dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_pixel", ["target.loss_weights.pixel=2"]))
-    assert [c for c in config_changes(unweighted, pixel) if "loss_weights" in c] == [  # the old weights on the new
+    assert said(unweighted, pixel) == [  # the old weights on the new
         "target.loss_weights.pixel: 1.0 -> 2.0"]  # target's heads: the start's summary, against the defaults' target
     three = dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_mme", ["target.kind=pixel,mme",
                                                                              "target.loss_weights.traj=0.5"]))
-    assert [c for c in config_changes(unweighted, three) if "loss_weights" in c] == [  # 0.5 of three heads, not
+    assert said(unweighted, three) == [  # 0.5 of three heads, not
         f"target.loss_weights.traj: {1 / 3!r} -> 0.5"]  # of the default target's two: a setting that differs
 
 

@@ -469,14 +469,28 @@ ADDED_KEYS = {"target.hog_style": "skimage", "target.hog_norm": False}
 """Keys a later version of mme added, with what a run made before they existed did: resuming such a run under
 another value is a change (the ``released`` preset's HOG became the release's Sobel HOG, ``maskfeat``'s normalised)."""
 
-BEFORE_THE_KEY = "(before the key existed)"
-"""Said of an :data:`ADDED_KEYS` key's value in a run made before it (:func:`config_changes`): such a line is a
-change whatever keys are ignored."""
+@dataclass(frozen=True)
+class Change:
+    """A flattened config key whose value differs between two configs (:func:`config_changes`); said as
+    ``key: old -> new``."""
+
+    key: str
+    old: Any
+    new: Any
+    added: bool = False
+    """An :data:`ADDED_KEYS` key the old run was made before: ``old`` is what it did. A change whatever keys are
+    ignored."""
+    folders: tuple[str, str] | None = None
+    """The working folders of the old and the new config, said where a path key's text is the same."""
+
+    def __str__(self) -> str:
+        return (f"{self.key}: {self.old!r}{' (before the key existed)' if self.added else ''} -> {self.new!r}"
+                + (f" (working folder {self.folders[0]} -> {self.folders[1]})" if self.folders else ""))
 
 
 def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: dict[str, str] | None = None,
-                   cwds: tuple[str, str] | None = None) -> list[str]:
-    """``key: old -> new`` for every flattened key whose value differs (keys in ``ignore`` left out, and the target
+                   cwds: tuple[str, str] | None = None) -> list[Change]:
+    """A :class:`Change` for every flattened key whose value differs (keys in ``ignore`` left out, and the target
     settings the new config's target does not use, :meth:`~mme.motion.targets.TargetConfig.settings_without_effect`,
     or takes from its track cache, :meth:`~mme.motion.targets.TargetConfig.settings_from_the_cache`, whose value
     changes nothing). A key only one config has is compared too, as an entry of a mapping
@@ -514,13 +528,12 @@ def config_changes(old: dict, new: dict, ignore: tuple[str, ...] = (), paths: di
                 return os.path.realpath(os.path.join(cwds[0], a)) != os.path.realpath(os.path.join(cwds[1], b))
         return a != b
 
-    def said(k: str) -> str:
+    def change(k: str) -> Change:
         a, b = flat_old.get(k), flat_new.get(k)
-        return f"{k}: {a!r} -> {b!r}" + (f" (working folder {cwds[0]} -> {cwds[1]})" if a == b else "")
+        return Change(k, a, b, folders=cwds if a == b else None)
 
-    return [said(k) for k in compared if k not in ignore and differs(k)] + \
-        [f"{k}: {v!r} {BEFORE_THE_KEY} -> {flat_new[k]!r}" for k, v in sorted(before.items())
-         if flat_new[k] != v]
+    return [change(k) for k in compared if k not in ignore and differs(k)] + \
+        [Change(k, v, flat_new[k], added=True) for k, v in sorted(before.items()) if flat_new[k] != v]
 
 
 BOOKKEEPING = ("train.resume", "train.stop_after", "train.init", "train.out_dir", "train.overwrite", "train.keep_last",
@@ -564,11 +577,10 @@ def restore(run: Run, source: str, state: dict) -> None:
                               paths=path_keys(type(run.cfg)),
                               cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     harmless, evaluated, changed = [], [], []
-    for line in compared:
-        key = line.split(":", 1)[0]
-        into = changed if BEFORE_THE_KEY in line else harmless if key in unchanging else \
-            evaluated if key in EVALUATION else changed
-        into.append(line)
+    for change in compared:
+        into = changed if change.added else harmless if change.key in unchanging else \
+            evaluated if change.key in EVALUATION else changed
+        into.append(str(change))
     if harmless:
         log.info("resuming %s with settings that change nothing it computes (it replays exactly): %s", source,
                  harmless)
@@ -579,7 +591,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         load_state(run.model, state["model"], f"checkpoint {source}")
     except CheckpointError as e:  # the config's keys that build the model, where they changed, say why (a preset's
         # name too: the one given, though its values are compared as resolved)
-        built = [c for c in compared if c.startswith(MODEL_SECTIONS)]
+        built = [str(c) for c in compared if c.key.startswith(MODEL_SECTIONS)]
         if not built:
             raise
         raise CheckpointError(f"{e}; the config changed since its run ({'; '.join(built)}): resume with the run's "
@@ -753,9 +765,9 @@ def summary(run: Run, job_lines: list[str]) -> str:
                                                                      else ""),
     ]
     sections: dict[str, list[str]] = {}
-    for change in settings:  # "section.key: old -> new"
-        key, value = change.split(": ", 1)[0], change.split(" -> ", 1)[1]
-        sections.setdefault(key.split(".")[0], []).append(f"{key.split('.', 1)[1]}={value}")
+    for change in settings:
+        section, key = change.key.split(".", 1)
+        sections.setdefault(section, []).append(f"{key}={change.new!r}")
     wrap = textwrap.TextWrapper(120, subsequent_indent="      ", break_long_words=False)
     return "\n".join(["derived:", *lines, "settings that differ from the defaults:",
                       *(wrap.fill(f"  {name}: " + " ".join(items)) for name, items in sections.items())])
