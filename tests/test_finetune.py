@@ -782,11 +782,9 @@ def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tm
         truth = enc.blocks[0](tokens)
     for extra, heads in ((["model.embed_dim=64", "model.num_heads=4"], 4), ([], 1)):  # the recipe's width: 32
         caplog.clear()
-        before = engine.before_job()
-        with caplog.at_level("INFO", logger="mme"):
-            run = setup(_tiny_recipe(synth, tmp_path / f"ft{heads}", "train.steps=1", f"train.init={tmp_path}/pre.pth",
-                                     "train.precision=fp32", *extra))
-        engine.finish(run, before)
+        with engine.JobScope() as job, caplog.at_level("INFO", logger="mme"):
+            run = job.run = setup(_tiny_recipe(synth, tmp_path / f"ft{heads}", "train.steps=1",
+                                               f"train.init={tmp_path}/pre.pth", "train.precision=fp32", *extra))
         assert run.cfg.model.num_heads == run.model.encoder.blocks[0].attn.num_heads == heads
         with torch.no_grad():
             same = torch.equal(run.model.encoder.blocks[0].eval()(tokens), truth)
@@ -853,9 +851,8 @@ def test_the_configs_clip_is_taken_where_train_init_records_none(synth, tmp_path
         for i in range(len(ds)):
             matrix[ds[i]["label"], clf(normalize_clip(ds[i]["video"])).argmax(-1).item()] += 1
     assert res.reports["test"]["confusion_matrix"] == matrix.tolist()
-    before = engine.before_job()
-    run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={tmp_path}/ft.pth"))
-    engine.finish(run, before)
+    with engine.JobScope() as job:
+        run = job.run = setup(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={tmp_path}/ft.pth"))
     assert all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in run.model.encoder.state_dict().items())
     with pytest.raises(CheckpointError, match=r"ft\.pth: its position table has 8 rows, one per token, but neither 6 "
                                               r"frames of 48x48 \(27 tokens\) nor 16 frames of 224x224 \(1568 tokens\) "
@@ -888,13 +885,11 @@ def test_train_init_of_a_position_table_of_another_clip_fine_tunes_at_the_config
     at64 = ("train.steps=1", "model.img_size=64", "data.img_size=64", "train.precision=fp32")
     encoders = []
     for init in ("ft.pth", "exported"):
-        before = engine.before_job()
-        with caplog.at_level("INFO", logger="mme"):
-            run = setup(_tiny_recipe(synth, tmp_path / f"ft_{init}", f"train.init={tmp_path / init}", *at64))
-        try:
+        with engine.JobScope() as job:
+            with caplog.at_level("INFO", logger="mme"):
+                run = job.run = setup(_tiny_recipe(synth, tmp_path / f"ft_{init}", f"train.init={tmp_path / init}",
+                                                   *at64))
             loop.train(run)
-        finally:
-            engine.finish(run, before)
         assert run.cfg.model.img_size == 64 and run.model.cfg.num_tokens == 32
         encoders.append(run.model.encoder.state_dict())
     assert "its position table of 8 rows fits 4 frames of 32 px, not the config's 4 of 64 px" in caplog.text
@@ -919,9 +914,8 @@ def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_pat
     enc = VisionTransformer(ModelConfig(**{**TINY, "embed_dim": 96, "num_heads": 3})).eval()  # 3 heads of 32
     torch.save({"model": {f"encoder.{k}": v for k, v in enc.state_dict().items()}}, tmp_path / "pre.pth")
     init = (f"train.init={tmp_path}/pre.pth", "train.steps=1", "train.precision=fp32")
-    before = engine.before_job()
-    run = setup(_tiny_recipe(synth, tmp_path / "ft", *init, "model.embed_dim=96", "model.num_heads=3"))
-    engine.finish(run, before)
+    with engine.JobScope() as job:
+        run = job.run = setup(_tiny_recipe(synth, tmp_path / "ft", *init, "model.embed_dim=96", "model.num_heads=3"))
     tokens = torch.randn(1, 8, 96)
     with torch.no_grad():
         assert torch.equal(run.model.encoder.blocks[0].eval()(tokens), enc.blocks[0](tokens))

@@ -228,15 +228,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Set up (failing fast on bad input), print the run summary, train, then multi-view test. The keys that
     ``load_config``'s overrides set are those given on the command line (:func:`evaluate_checkpoint`,
     :func:`mme.train.finetune.setup`)."""
-    t0, before = time.perf_counter(), engine.before_job()
-    run = None
-    try:
+    t0 = time.perf_counter()
+    with engine.JobScope() as job:
         if cfg.task.eval_only:
             reports = evaluate_checkpoint(cfg)
             result = FinetuneResult(Path(cfg.train.out_dir), 0, [], reports, time.perf_counter() - t0,
                                     dist.get_rank())
         else:
-            run = setup(cfg, _validation)
+            run = job.run = setup(cfg, _validation)
             engine.print_summary(run, describe(run))
             try:
                 trained = loop.train(run)
@@ -250,10 +249,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                    trained.checkpoint) if run.step >= run.total_steps else {}
             result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
                                     dist.get_rank())
-    except BaseException:
-        engine.finish(run, before, failing=True)
-        raise
-    engine.finish(run, before, result)
+        job.result = result
     return result
 
 

@@ -134,7 +134,7 @@ class Run:
 @dataclass(frozen=True)
 class Before:
     """What a job (a run, ``task.eval_only``) changes in the process, as it was at the job's start
-    (:func:`before_job`), for :func:`finish` to give back: a run seeds the global generators for its weights and
+    (:class:`JobScope`), for :func:`finish` to give back: a run seeds the global generators for its weights and
     dropout (a resumed one sets them all from its checkpoint), sets the intra-op threads and, under torchrun, starts
     the process group where none is up, so a library caller's later draws and threads would be the run's."""
 
@@ -148,9 +148,21 @@ class Before:
     it, then calls ``pretrain()``), which the job joins as it is and leaves up for the caller's own collectives."""
 
 
-def before_job() -> Before:
-    """The process as a job finds it: take it first thing, and pass it to :func:`finish` however the job ends."""
-    return Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
+class JobScope:
+    """``with JobScope() as job:`` around every job, first thing: the process as the job finds it (:class:`Before`)
+    is given back by :func:`finish` however the job ends. The job sets ``job.run`` once built and ``job.result``
+    once done; it fails by the exception leaving the block, not by one its caller was handling (a job started in
+    an ``except`` block: a retry, a fallback)."""
+
+    run: Run | None = None
+    result: Any = None
+
+    def __enter__(self) -> JobScope:
+        self.before = Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        finish(self.run, self.before, self.result, failing=kind is not None)
 
 
 def begin(cfg) -> Start:
@@ -204,8 +216,8 @@ def finish(run: Run | None, before: Before, result: Any = None, failing: bool = 
     :class:`~mme.errors.Interrupted` carrying ``result``, the job's, where it did all its work (not a run stopped at
     its ``train.stop_after``), which a caller keeps (mme demo's row); else the signal goes to the handler installed
     (a library caller's KeyboardInterrupt; the CLI's, which ends the command as stopped); a job ``failing`` (ending by
-    its own exception: its caller's, where the job started in an ``except`` block, is not one) ends by it (a repeated
-    SIGTERM, a second signal of the same stop)."""
+    its own exception, :meth:`JobScope.__exit__`) ends by it (a repeated SIGTERM, a second signal of the same
+    stop)."""
     with HeldBack() as held:
         if run is not None:
             run.step_model = None

@@ -357,22 +357,17 @@ def pretrain(cfg: PretrainConfig, printed: bool = True) -> TrainResult:
     ``minutes`` is this command's, as fine-tuning's; ``nonfinite_skipped`` the whole run's. The keys that
     ``load_config``'s overrides set are those given on the command line (:func:`setup`). ``printed``
     False: neither summary (a caller's own run in a folder of its own, gone when it returns: the pipeline bench)."""
-    t0, before = time.perf_counter(), engine.before_job()
-    run = None
-    try:
-        run = setup(cfg)
+    t0 = time.perf_counter()
+    with engine.JobScope() as job:
+        run = job.run = setup(cfg)
         if printed:
             engine.print_summary(run, describe(run))
-        result = loop.train(run)
+        result = job.result = loop.train(run)
         if printed and dist.is_main():
             print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                               "nonfinite_skipped": result.nonfinite_skipped,
                               "minutes": round((time.perf_counter() - t0) / 60, 2)}), flush=True)
-    except BaseException:
-        engine.finish(run, before, failing=True)
-        raise
-    engine.finish(run, before, result)
     return result
 
 
