@@ -974,6 +974,23 @@ def _eval_only(synth, stride4, out_dir, *extra):
     return finetune(_tiny_recipe(synth, out_dir, f"train.init={stride4}", *EVAL_ONLY, *extra))
 
 
+def test_the_final_line_says_how_many_videos_each_figure_is_of(synth, stride4, tmp_path, capsys):
+    """The final JSON line gave each list's top-1 without saying of how many videos: a list with videos that could
+    not be read read as one of all its videos (the log's line and val.json/test.json said it). It gives the videos
+    tested and the failed ones beside the figures."""
+    from mme.cli import main
+
+    (tmp_path / "garbage.mp4").write_bytes(b"not a video")
+    test_list = tmp_path / "test.txt"
+    test_list.write_text((synth.root / "test.txt").read_text() + f"{tmp_path / 'garbage.mp4'} 1\n")
+    assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+        synth, tmp_path / "ev", f"train.init={stride4}", *EVAL_ONLY, f"task.test_list={test_list}")]) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads((tmp_path / "ev" / "test.json").read_text())
+    assert final["test"]["num_samples"] == written["num_samples"] == 8 and final["test"]["failed"] == 1
+    assert final["test"]["top1"] == written["top1"] and final["test"]["views_per_video"] == 1
+
+
 def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_threads_as_they_were(synth, stride4,
                                                                                                    tmp_path):
     """A notebook seeds torch, tests a checkpoint (``task.eval_only``), then draws: building the classifier drew its

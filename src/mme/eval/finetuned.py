@@ -258,7 +258,8 @@ def main(recipe: str, overrides: list[str]) -> int:
     result = finetune(load_config(FinetuneConfig, recipe, overrides))
     if result.rank == 0:
         summary = {name: {"top1": r["top1"], "top5": None if trivial_top5(r) else r["top5"],
-                          "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"]}
+                          "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"],
+                          "num_samples": r["num_samples"], "failed": len(r["failures"])}
                    for name, r in result.reports.items()}  # (top-5 null where it says nothing, as the log's --)
         print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, **summary,
                           "minutes": round(result.seconds / 60, 2)}), flush=True)
