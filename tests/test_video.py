@@ -1242,3 +1242,20 @@ def test_a_reader_with_an_index_folder_spells_a_path_through_a_link_and_up_once(
     with open_video(path, index_dir=tmp_path / "index") as reader:
         np.testing.assert_array_equal(reader.read([5, 0]), decode_all(named)[[5, 0]])
     assert spelled == [path]
+
+
+def test_the_declared_torch_and_pyav_floors_are_the_ones_the_docs_state():
+    """pip installs what pyproject.toml declares; README.md and docs/reliability.md state the same floors. PyAV's
+    is 17.0, the first whose ``VideoReformatter.reformat`` takes ``threads=`` (rgb24 passes it): with 14.2-16.1,
+    what the floor was, every video read was a TypeError."""
+    tomllib = pytest.importorskip("tomllib")
+    repo = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = dict(re.fullmatch(r"([\w-]+)>=([\d.]+)", d).groups() for d in deps)
+    readme = (repo / "README.md").read_text()
+    reliability = (repo / "docs" / "reliability.md").read_text()
+    assert declared["av"] == "17"
+    assert re.findall(r"PyTorch \(≥ ([\d.]+)\)", readme) == [declared["torch"]]
+    assert re.findall(r"PyAV \(≥ ([\d.]+)\)", readme) == [declared["av"]]
+    assert re.findall(r"torch older than the declared floor \(([\d.]+):", reliability) == [declared["torch"]]
+    assert re.findall(r"PyAV older than ([\d.]+)", reliability) == [declared["av"]]
