@@ -2,7 +2,10 @@
 demo's data design is the ``mme synth`` preset "demo"."""
 
 import json
+import shutil
+import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -280,3 +283,25 @@ def test_bench_data_says_when_the_video_is_shorter_than_the_clips_window(tiny, c
     figures = bench_data(video=video, workers=[0], clips=1, batch=1, frames=4, stride=8, size=64, length=2)
     assert figures["window_frames"] == 25 and figures["video_shorter_than_window"]
     assert "shorter than the clip's window of 25 raw frames" in capsys.readouterr().out
+
+
+def test_the_sdist_holds_the_test_suite_with_its_helpers_and_what_the_readmes_commands_run(tmp_path):
+    """An sdist built from this tree (MANIFEST.in) holds tests/ with conftest.py and its helper modules, the Makefile,
+    .ci, docs and benchmarks, and no caches. Before: tests/test_*.py alone, which could not be collected there."""
+    repo = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"
+    shutil.copytree(repo, tree, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.pyc", ".*_cache", "*.egg-info", "build", "dist", "runs", "demo_out"))
+    (tree / "tests" / "__pycache__").mkdir()
+    (tree / "tests" / "__pycache__" / "conftest.cpython-311.pyc").write_bytes(b"")
+    build = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    made = subprocess.run([sys.executable, "-c", build, str(tmp_path / "dist")], cwd=tree, capture_output=True,
+                          text=True, check=True).stdout.split()[-1]
+    with tarfile.open(tmp_path / "dist" / made) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    source = {p.relative_to(tree).as_posix() for top in ("tests", "docs", "benchmarks", ".ci")
+              for p in (tree / top).rglob("*") if p.is_file()}
+    assert {"tests/conftest.py", "tests/videos.py", "tests/training.py", "tests/worker_jobs.py", "Makefile",
+            ".ci/run", "docs/reliability.md", "benchmarks/device_env.sh"} <= names
+    assert source - {"tests/__pycache__/conftest.cpython-311.pyc"} <= names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
