@@ -4,14 +4,19 @@ it only maps flags to the keyword arguments of one library function per subcomma
 import argparse
 import importlib
 import inspect
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import tokenize
+from pathlib import Path
 
 import pytest
 from training import FP32, TINY
 
+import mme
 from mme.cli import build_parser, main
 from mme.data import MIN_SHORT_SIDE
 from mme.data.synth import MOTIONS, PRESETS, TEXTURES, generate_synth
@@ -63,6 +68,25 @@ def test_viz_help_says_the_options_a_checkpoint_fixes_are_refused_with_it():
         assert f"with --checkpoint: {what} the model is built for, default the checkpoint's" in _action("viz",
                                                                                                         flag).help
     assert "with --checkpoint: its run's data.stride" in _action("viz", "--stride").help  # taken with one
+
+
+def test_the_help_and_messages_of_an_installed_mme_say_where_the_docs_they_cite_are():
+    """The wheel holds no docs/: `mme probe --help` said `Protocol: docs/evaluation.md.`, the demo's results.md
+    and a cache's backend warning cited docs/results.md and docs/data.md as if beside the user."""
+    from mme.demo_report import markdown_loss_table
+
+    said = " in mme's source repository"
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = " ".join(" ".join(p.format_help().split()) for p in sub.choices.values())  # unwrapped
+    assert "Protocol: docs/evaluation.md" + said + "." in helps
+    assert all(helps[m.end():].startswith(said) for m in re.finditer(r"docs/[\w.]+\.md", helps))
+    row = {"target": "pixel", "seeds": 1, "final_loss": 1.0, "mean_prediction_loss": 1.0, "loss_ratio": 1.0}
+    stuck = markdown_loss_table([{**row, **{f"{k}_std": 0.0 for k in row}}])
+    assert '(docs/results.md' + said + ', "Why pixel and HOG stay below a random encoder").' in stuck
+    for source in (Path(mme.__file__).parent).rglob("*.py"):  # and every one-line string that cites docs/
+        strings = [t.string for t in tokenize.generate_tokens(io.StringIO(source.read_text()).readline)
+                   if t.type == tokenize.STRING and not t.string.endswith('"""')]
+        assert not [s for s in strings if "docs/" in s and said not in s], source
 
 
 def test_every_flag_is_a_parameter_of_the_function_its_command_calls():

@@ -15,6 +15,12 @@ if MKL_CBWR_SET:
 __version__ = "0.2.0"
 
 
+def repository_doc(name: str) -> str:
+    """How a message or help text cites one of the repository's documents: an installed mme (the wheel) holds no
+    docs/ folder, so the citation says where the file is."""
+    return f"docs/{name} in mme's source repository"
+
+
 def load_encoder(path, strict: bool = True, **hints):
     """Load a pre-trained video encoder from any supported checkpoint (ours, original VideoMAE/MME, Hugging Face
     directory). Returns a module whose forward takes ``(B, 3, T, H, W)`` ImageNet-normalised floats and returns

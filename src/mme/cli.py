@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mme import repository_doc
 from mme.data import MIN_SHORT_SIDE
 
 _PARSER_KEYS = ("command", "verbose", "func", "bench")
@@ -363,7 +364,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
         "probe", help="linear probe and kNN on frozen features",
         description="Embeds each split once (cached in OUT/features/), then a multinomial logistic regression "
                     "(L2 chosen on --val, or on a stratified part of --train, never on --test) and a cosine kNN. "
-                    "Prints top-1/top-5 and writes OUT/probe.json. Protocol: docs/evaluation.md.")
+                    f"Prints top-1/top-5 and writes OUT/probe.json. Protocol: {repository_doc('evaluation.md')}.")
     p.add_argument("checkpoint", type=path,
                    help="encoder checkpoint (ours, original VideoMAE/MME .pth, Hugging Face dir)")
     p.add_argument("--train", dest="train_list", metavar="TRAIN", type=path, required=True, help="labelled train list")

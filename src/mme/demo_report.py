@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mme import repository_doc
 from mme.train.metrics import read_records
 from mme.utils import atomic_path, literal_text
 
@@ -79,8 +80,8 @@ def markdown_loss_table(summary: list[dict]) -> str:
     if stuck:
         reading.append(f"Not yet at this budget (loss within {off} % of the level, or above it): {', '.join(stuck)}. "
                        "Such an encoder has learned nothing from the clips yet, only drifted from its random "
-                       "initialisation, and can probe below a random encoder (docs/results.md, \"Why pixel and HOG "
-                       "stay below a random encoder\").")
+                       f"initialisation, and can probe below a random encoder ({repository_doc('results.md')}, "
+                       "\"Why pixel and HOG stay below a random encoder\").")
     return "\n".join(lines) + "\n\n" + "\n".join(reading) + "\n"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from mme import repository_doc
 from mme.config import given_in, load_config
 from mme.data.dataset import PretrainDataset, collate
 from mme.data.transforms import normalize_clip
@@ -119,9 +120,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     if not same_frames(made_with, backend):
         log.warning("the track cache %s was extracted with --backend %s, this run decodes with data.backend=%s: "
                     "the two can read other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, "
-                    "MPEG-PS/TS and some Matroska files, docs/data.md), and then its tracks are not of its clip's "
+                    "MPEG-PS/TS and some Matroska files, %s), and then its tracks are not of its clip's "
                     "frames; extract again with %s, or set data.backend=%s", cfg.target.cache_dir, made_with, backend,
-                    remake, made_with)
+                    repository_doc("data.md"), remake, made_with)
     if (coarser := _coarser_cache(meta, cfg)) is not None:
         log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
 
