@@ -89,6 +89,13 @@ def test_the_help_and_messages_of_an_installed_mme_say_where_the_docs_they_cite_
         assert not [s for s in strings if "docs/" in s and said not in s], source
 
 
+def test_mme_version_prints_the_packages_version(capsys):
+    """Was refused: the following arguments are required: COMMAND."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"mme {mme.__version__}\n"
+
+
 def test_every_flag_is_a_parameter_of_the_function_its_command_calls():
     """Each subcommand calls one function with the parsed flags as keyword arguments: every flag's ``dest`` must be
     one of its parameters, or of the function its ``**kwargs`` go to (probe: embed; export: read_checkpoint)."""

@@ -21,6 +21,7 @@ import pytest
 import torch
 from training import FP32, run, tiny
 
+import mme
 from mme.data.dataset import lines_digest
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.train import checkpoint as ckpt
@@ -528,20 +529,24 @@ def test_a_resumed_auto_precision_keeps_the_measured_choice_or_records_the_chang
 
 def test_a_run_resumed_with_other_code_torch_device_or_threads_records_it(synth, tmp_path):
     """run.json kept the resumed run's code, torch, device and thread count only, as if the run had had them from
-    the start (device and threads were an info line). The loader's worker count changes nothing a run computes: it
+    the start (device and threads were an info line); neither it nor a checkpoint recorded mme's version, where git
+    is null for an installed copy. The loader's worker count changes nothing a run computes: it
     is no config change (it was warned about as one). A config whose end is before the checkpoint's step is
     refused (it ended at once, as finished, its config.yaml saying fewer steps than the model had)."""
     base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=2", "model.depth=1", FP32)
     run(*base, "train.stop_after=1", "data.num_workers=0")
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
     threads = state["meta"]["threads"]
-    state["meta"].update(git="0" * 40, torch="2.5.0", device_name="NVIDIA H100", threads=threads + 1)
+    assert state["meta"]["mme"] == mme.__version__  # what made it, where git is null (an installed copy)
+    state["meta"].update(mme="0.1.0", git="0" * 40, torch="2.5.0", device_name="NVIDIA H100", threads=threads + 1)
     del state["meta"]["order"]  # a checkpoint of the data order before ORDER_VERSION 2
     ckpt.save_checkpoint(state, tmp_path, keep_last=0)
     run(*base, "train.resume=auto", "data.num_workers=1")
     meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["mme"] == mme.__version__
     assert meta["config_changes"] == [{"from_step": 1, "changes": [
-        f"code: {'0' * 40} -> {meta['git']}", f"torch: 2.5.0 -> {torch.__version__}",
+        f"mme: 0.1.0 -> {mme.__version__}", f"code: {'0' * 40} -> {meta['git']}",
+        f"torch: 2.5.0 -> {torch.__version__}",
         f"device: NVIDIA H100 -> {meta['device_name']} (the same up to float rounding, not bitwise)",
         f"intra-op threads: {threads + 1} -> {meta['threads']} (the same up to float rounding, not bitwise; "
         "train.threads pins them)", "data order: version 1 -> 2 (other batches for its remaining "

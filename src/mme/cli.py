@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mme import repository_doc
+from mme import __version__, repository_doc
 from mme.data import MIN_SHORT_SIDE
 
 _PARSER_KEYS = ("command", "verbose", "func", "bench")
@@ -591,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mme", description="Masked Motion Encoding: self-supervised video pre-training on motion trajectories "
         "(pixel and HOG targets too), evaluation, and checkpoint conversion. `mme demo` shows it end to end.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (mme's own, not its libraries')")
+    parser.add_argument("--version", action="version", version=f"mme {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_synth, _add_lists, _add_check, _add_extract, _add_pretrain, _add_finetune,
                 _add_probe, _add_embed, _add_export, _add_viz, _add_bench):

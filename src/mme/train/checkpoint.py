@@ -8,9 +8,9 @@ Layout (constant keys; ``mme.models.checkpoint.load_encoder`` reads ``model`` an
     optimizer  AdamW state dict          scaler   GradScaler state dict
     step       optimizer steps done      data     {"epoch", "batch"}: the next micro-batch to read
     rng        {"torch", "numpy", "python", "cuda"} generator states
-    meta       {"git", "torch", "device", "device_name", "precision", "precision_reason", "world_size", "cwd"
-                (the working folder, which the config's relative paths start from), "run_id", "started",
-                "config_hash"} (the identity: mme.train.run_folder), and "config_changes":
+    meta       {"mme" (its version), "git", "torch", "device", "device_name", "precision", "precision_reason",
+                "world_size", "cwd" (the working folder, which the config's relative paths start from), "run_id",
+                "started", "config_hash"} (the identity: mme.train.run_folder), and "config_changes":
                [{"from_step", "changes"}] when a resumption changed the config
     and the job's own: ``heads`` (pre-training: the prediction heads), ``classes`` (fine-tuning with
     ``task.classes``: the class names by id, which exports carry)
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import yaml
 
+from mme import __version__
 from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import CONFIG, checkpoint_config, safetensors_header, torch_load
 from mme.utils import (
@@ -218,8 +219,9 @@ def device_name(device: torch.device) -> str:
 
 def run_meta(device: torch.device, precision: str, precision_reason: str, world_size: int) -> dict[str, Any]:
     """The facts needed to reproduce or question a run, stored in run.json and in every checkpoint. ``mkl_mode``
-    (:func:`mme.utils.mkl_mode`) on a CPU alone, whose steps MKL computes."""
-    return {"git": git_sha(), "torch": str(torch.__version__), "device": str(device),
+    (:func:`mme.utils.mkl_mode`) on a CPU alone, whose steps MKL computes. ``mme``: the package's version, as
+    ``git`` is null for an installed copy."""
+    return {"mme": __version__, "git": git_sha(), "torch": str(torch.__version__), "device": str(device),
             "device_name": device_name(device), "mkl_mode": mkl_mode() if device.type == "cpu" else None,
             "precision": precision, "precision_reason": precision_reason,
             "world_size": world_size, "cwd": os.getcwd()}

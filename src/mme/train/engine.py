@@ -611,7 +611,8 @@ def restore(run: Run, source: str, state: dict) -> None:
     world = run.meta["world_size"]
     if old_meta.get("world_size", world) != world:
         changed.append(f"world size: {old_meta['world_size']} -> {world}")
-    changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}" for key, name in (("git", "code"), ("torch", "torch"))
+    changed += [f"{name}: {old_meta[key]} -> {run.meta[key]}"
+                for key, name in (("mme", "mme"), ("git", "code"), ("torch", "torch"))
                 if old_meta.get(key, run.meta[key]) != run.meta[key]]
     if old_meta.get("precision", run.precision) != run.precision and \
             state["config"].get("train", {}).get("precision") == run.cfg.train.precision:  # auto resolved otherwise
