@@ -754,6 +754,31 @@ def test_a_signal_while_the_command_parses_its_arguments_stops_with_the_line_a_s
     assert (proc.returncode, err) == (128 + sig, f"mme: {how}; what was written is kept (run it again)\n"), err[-2000:]
 
 
+def test_a_ctrl_c_while_numpy_is_imported_at_start_up_stops_the_command_with_the_line_a_signal_gets(synth, tmp_path):
+    """torch's C start-up imports numpy where it is not yet imported, and drops any exception raised there: a Ctrl-C
+    in it left numpy half-imported and the run went on, to fail mid-training with "module 'numpy' has no attribute
+    'matrix'" (exit 1). The Ctrl-C is raised as numpy imports numpy.matrixlib, in a fresh interpreter; the command's
+    imports hold it back and end, then it stops the command before the run begins."""
+    code = ("import importlib.abc, signal, sys\n"
+            "class CtrlCInNumpysImport(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'numpy.matrixlib':\n"
+            "            sys.meta_path.remove(self)\n"
+            "            signal.raise_signal(signal.SIGINT)\n"
+            "sys.meta_path.insert(0, CtrlCInNumpysImport())\n"
+            "assert 'numpy' not in sys.modules\n"
+            "from mme.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", code, "pretrain", "--config", "tiny_cpu_mme",  # (numpy in its targets)
+                           *tiny(*synth, f"train.out_dir={out}", "train.steps=2", FP32)],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (130, "mme pretrain: interrupted; what was written is kept (the same "
+                                              "command with --resume auto continues from the run's newest "
+                                              "checkpoint, if it wrote one)\n"), proc.stderr[-2000:]
+    assert not out.exists()  # stopped before the run began
+
+
 def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once():
     """A rank under torchrun and a scheduler gets two SIGTERMs a few ms apart: the second one ended the run at once,
     without the checkpoint the first one asked for."""

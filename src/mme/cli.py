@@ -85,12 +85,27 @@ def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any
     module, name = target.split(":")
 
     def run(a: argparse.Namespace) -> int:
-        result = getattr(importlib.import_module(module), name)(
+        result = getattr(_command_module(module), name)(
             **{k: v for k, v in vars(a).items() if k not in _PARSER_KEYS})
         return int(outcome(result) or 0) if outcome else 0
 
     run.target = target  # what it calls, for tests/test_cli.py
     p.set_defaults(func=run)
+
+
+def _command_module(module: str) -> Any:
+    """``module`` imported with Ctrl-C and SIGTERM held back (:class:`~mme.train.interrupts.HeldBack`), then the
+    signal received raised: the exception of one raised in its imports came out inside torch's native start-up, which
+    drops it where torch's C code imports numpy (numpy left half-imported, the command went on to fail mid-run with
+    ``module 'numpy' has no attribute 'matrix'``) or aborts the process (pybind11: ``terminate called after throwing
+    an instance of 'pybind11::error_already_set'``, exit -6)."""
+    from mme.train.interrupts import HeldBack
+
+    with HeldBack() as held:
+        imported = importlib.import_module(module)
+    if held.received is not None:
+        signal.raise_signal(held.received)
+    return imported
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -281,7 +296,7 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
             if also is not None:
                 raise ConfigError(f"{flag} and {also} both set {key}: give one")
         overrides = a.overrides + [f"{key}={value}" for _, key, value in flags]
-        return importlib.import_module(module).main(a.config, overrides)
+        return _command_module(module).main(a.config, overrides)
 
     p.set_defaults(func=run)
 

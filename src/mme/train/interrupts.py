@@ -31,7 +31,8 @@ class HeldBack:
     ``received`` (the first) and nothing else: the caller acts on it once the work under it is done. For a job's
     teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage
     collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
-    threads and generators. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
+    threads and generators; for a command's imports (:mod:`mme.cli`), where torch's native start-up drops it or
+    aborts. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
     whichever of its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
 
     def __init__(self):
