@@ -22,6 +22,7 @@ from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model
 from mme.models.classifier import VideoClassifier
 from mme.models.convert_config import config_from_hf
 from mme.models.export import export, export_hf, save_pretrained
+from mme.models.vit import Mlp
 from mme.motion.targets import pixel_target
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
@@ -1635,3 +1636,51 @@ def test_a_hf_layer_norm_eps_is_honoured_and_written_back(tmp_path):
     del meta["model"]["norm_eps"]  # as written before the field
     (old / "config.json").write_text(json.dumps(meta))
     assert load_model(old).encoder.blocks[0].norm1.eps == 1e-6
+
+
+def test_a_hf_model_whose_mlp_ratio_is_no_exact_float_loads_and_exports(tmp_path):
+    """A Hugging Face VideoMAE 88 wide with an MLP of 120 units was refused as of the wrong architecture (the model
+    expects (119, 88)): its ratio 120/88 times 88 is 119.99999999999999 in floats, which the blocks truncated. The
+    MLP width is that product where it is a whole number up to float error (mme.models.config.mlp_width): the model
+    loads with the file's outputs, and it and a model of ours at that ratio export to Hugging Face as 120 units."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=2, hidden_size=88, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=120, layer_norm_eps=1e-6)
+    hf = perturbed(transformers.VideoMAEModel(hf_cfg))
+    hf.save_pretrained(tmp_path / "hf")
+    enc = load_encoder(tmp_path / "hf")
+    x = clip(frames=2)
+    assert enc.blocks[0].mlp.fc1.weight.shape == (120, 88)
+    with torch.no_grad():
+        assert (enc(x) - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
+    export_hf(enc, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["intermediate_size"] == 120
+    ours = VisionTransformer(ModelConfig(img_size=32, num_frames=2, embed_dim=88, depth=1, num_heads=4,
+                                         mlp_ratio=120 / 88))
+    assert ours.blocks[0].mlp.fc1.out_features == 120
+    export_hf(ours, tmp_path / "ours")
+    assert transformers.VideoMAEModel.from_pretrained(tmp_path / "ours").config.intermediate_size == 120
+
+
+def test_a_file_of_ours_whose_mlp_was_truncated_from_a_whole_product_still_loads(tmp_path):
+    """Files of ours whose config records mlp_ratio=120/88 for an embed_dim of 88 hold the MLPs the blocks built
+    before they rounded a product of float error: 119 units, and a decoder 44 wide 59 (59.99...). They load as they
+    are, read with the ratio of their weights; where no one ratio gives their widths (a decoder 66 wide of 90 units,
+    an exact product) the line says so."""
+    def saved(decoder_dim: int, decoder_width: int, name: str):
+        model = MaskedAutoencoder(ModelConfig(img_size=32, num_frames=2, embed_dim=88, depth=1, num_heads=4,
+                                              mlp_ratio=120 / 88, decoder_dim=decoder_dim, decoder_heads=2), [PIXEL])
+        model.encoder.blocks[0].mlp = Mlp(88, 119)  # as the blocks built it
+        model.decoder_blocks[0].mlp = Mlp(decoder_dim, decoder_width)
+        return perturbed(model), save_pretrained(model, tmp_path / name)
+
+    old, path = saved(44, 59, "old")
+    model = load_model(path)
+    assert model.cfg.mlp_ratio == 119 / 88
+    assert torch.equal(model.encoder.blocks[0].mlp.fc1.weight, old.encoder.blocks[0].mlp.fc1.weight)
+    assert torch.equal(model.decoder_blocks[0].mlp.fc2.weight, old.decoder_blocks[0].mlp.fc2.weight)
+    _, path = saved(66, 90, "unfit")
+    with pytest.raises(CheckpointError, match=r"unfit: its MLP of 119 units is model\.mlp_ratio=1\.36\d* times "
+                                              r"embed_dim 88 truncated, which mme builds as 120 units, and no one "
+                                              r"mlp_ratio gives the widths of its MLPs \(\{'embed_dim': 119, "
+                                              r"'decoder_dim': 90\}\)$"):
+        read_checkpoint(path)

@@ -37,7 +37,7 @@ from mme.config import from_dict
 from mme.errors import CheckpointError, CheckpointUnreadable, ClipNotDivisible, ConfigError, UnknownConfigKeys
 from mme.models import convert, convert_config
 from mme.models.classifier import FC_NORM_EPS, VideoClassifier
-from mme.models.config import ModelConfig
+from mme.models.config import ModelConfig, mlp_width
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
 from mme.utils import SAFETENSORS_HEADER_MAX, as_given, check_count, error_reason, flag, is_positive_number
@@ -375,6 +375,34 @@ def _check_position_tables(state: dict[str, torch.Tensor]) -> None:
                                   f"released models do")
 
 
+def _fit_mlp_ratio(cfg: ModelConfig, state: dict[str, torch.Tensor], kind: str, source: str) -> ModelConfig:
+    """``cfg`` recorded with ``state`` (our ``kind`` layout), with the MLP ratio of the weights where their MLP widths
+    are the products of the block widths and ``cfg.mlp_ratio`` truncated, although one is a whole number up to float
+    error (``88 x 120/88`` built as 119 units, which :func:`~mme.models.config.mlp_width` makes 120), so that such
+    files still load; a CheckpointError naming the width where no ratio builds them all. Else as it is (other widths
+    are the load's wrong architecture)."""
+    widths = {name: weight.shape[0] for name, weight in (
+        ("embed_dim", convert.encoder_part(state, kind).get("blocks.0.mlp.fc1.weight")),
+        ("decoder_dim", state.get("decoder_blocks.0.mlp.fc1.weight"))) if weight is not None}
+
+    def builds(ratio: float) -> bool:
+        return all(mlp_width(getattr(cfg, name), ratio) == width for name, width in widths.items())
+
+    truncated = all(int(getattr(cfg, name) * cfg.mlp_ratio) == width for name, width in widths.items())
+    if builds(cfg.mlp_ratio) or not truncated:
+        return cfg
+    fitted = next((width / getattr(cfg, name) for name, width in widths.items()
+                   if builds(width / getattr(cfg, name))), None)
+    name, width = next((name, width) for name, width in widths.items()
+                       if mlp_width(getattr(cfg, name), cfg.mlp_ratio) != width)
+    said = f"its MLP of {width} units is model.mlp_ratio={cfg.mlp_ratio!r} times {name} {getattr(cfg, name)} truncated"
+    if fitted is None:
+        raise CheckpointError(f"{source}: {said}, which mme builds as {mlp_width(getattr(cfg, name), cfg.mlp_ratio)} "
+                              f"units, and no one mlp_ratio gives the widths of its MLPs ({widths})")
+    log.info("%s: %s: read as mlp_ratio=%r", source, said, fitted)
+    return dataclasses.replace(cfg, mlp_ratio=fitted)
+
+
 def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: ModelConfig | None = None,
                 heads: list[HeadSpec] | None = None, encoder_only: bool = False, strict: bool = True,
                 assumed: tuple[str, ...] = (), fallback: ModelConfig | None = None) -> Checkpoint:
@@ -403,6 +431,7 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                 cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
             assumed = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
         cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback, kind)
+        cfg = _fit_mlp_ratio(cfg, ours, kind, path)
         table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
         ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
                         assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm, replaced=replaced)
@@ -522,6 +551,7 @@ def _from_ours(meta: dict, state: dict[str, torch.Tensor], path: Path, hints: di
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from e
     state, pooled_norm = _stored_pooled_norm(meta, state, kind, path)
+    cfg = _fit_mlp_ratio(cfg, state, kind, path)
     return Checkpoint(kind, _fit_clip(cfg, None, assumed, fallback, path), state, f"{path} (mme {kind})", heads,
                       dict(meta.get("classifier", {})), run_config=_run(meta, path), assumed=assumed,
                       from_fallback=taken, norm_pix=meta.get("norm_pix"), class_names=meta.get("classes"),

@@ -31,6 +31,21 @@ DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_laye
 Face's is 1e-5)."""
 
 
+def whole_mlp_width(dim: int, ratio: float) -> int | None:
+    """``dim * ratio`` where it is a whole number up to float error (``88 * (120 / 88)`` is 119.99999999999999: a
+    ratio read as a width over ``dim`` gives that width back), else None."""
+    product = dim * ratio
+    nearest = round(product)
+    return nearest if abs(product - nearest) <= 1e-9 * max(1.0, abs(product)) else None
+
+
+def mlp_width(dim: int, ratio: float) -> int:
+    """The MLP width of a block of width ``dim`` at ``mlp_ratio`` ``ratio``: the whole number the product is
+    (:func:`whole_mlp_width`), else the product truncated (VideoMAE's ``int(dim * mlp_ratio)``)."""
+    whole = whole_mlp_width(dim, ratio)
+    return int(dim * ratio) if whole is None else whole
+
+
 @dataclass
 class ModelConfig:
     """Encoder, masking and decoder of the masked autoencoder (defaults: MME's released ViT-B recipe)."""

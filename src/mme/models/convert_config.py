@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 
 from mme.errors import CheckpointError
-from mme.models.config import ModelConfig
+from mme.models.config import ModelConfig, mlp_width, whole_mlp_width
 from mme.models.convert import RELEASE_HEADS, encoder_part
 from mme.models.mae import HeadSpec
 from mme.utils import as_count, flag, is_positive_number
@@ -76,7 +76,7 @@ def infer_config(state: dict[str, torch.Tensor], kind: str, num_heads: int | Non
         dd = state["encoder_to_decoder.weight"].shape[0]
         cfg.update(decoder_dim=dd, decoder_depth=_count_blocks(state, "decoder_blocks."), decoder_heads=decoder_heads,
                    decoder_layer_scale_init=_layer_scale(state.get("decoder_blocks.0.gamma_1")))
-        if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != round(dd * hidden / D):
+        if cfg["decoder_depth"] and state["decoder_blocks.0.mlp.fc1.weight"].shape[0] != mlp_width(dd, hidden / D):
             raise CheckpointError("decoder MLP ratio differs from the encoder's: not supported by ModelConfig")
         hidden_sizes = [v.shape[0] for k, v in state.items() if k.startswith("heads.") and k.endswith("fc1.weight")]
         cfg["head_hidden"] = hidden_sizes[0] if hidden_sizes else 0  # (0: single Linear heads, VideoMAE's pixel head)
@@ -213,13 +213,13 @@ def config_from_hf(hf: dict, decoder: bool = True) -> ModelConfig:
 
 def _mlp_width(cfg: ModelConfig, width: str) -> int:
     """The MLP width of the blocks of width ``width`` (a config field: ``embed_dim``, ``decoder_dim``) at
-    ``cfg.mlp_ratio``; a CheckpointError naming the width where that is no integer (a Hugging Face config records
-    the MLP width itself)."""
-    hidden = getattr(cfg, width) * cfg.mlp_ratio
-    if hidden != int(hidden):
+    ``cfg.mlp_ratio``; a CheckpointError naming the width where the product is no whole number (a Hugging Face
+    config records the MLP width itself, and reads back as the ratio of the widths)."""
+    hidden = whole_mlp_width(getattr(cfg, width), cfg.mlp_ratio)
+    if hidden is None:
         raise CheckpointError(f"mlp_ratio {cfg.mlp_ratio} gives {width} {getattr(cfg, width)} a non-integer MLP width "
-                              f"({hidden:g})")
-    return int(hidden)
+                              f"({getattr(cfg, width) * cfg.mlp_ratio:g})")
+    return hidden
 
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mme.data.transforms import deviations
-from mme.models.config import DEFAULT_NORM_EPS, ModelConfig
+from mme.models.config import DEFAULT_NORM_EPS, ModelConfig, mlp_width
 from mme.utils import cpu_features
 
 
@@ -150,7 +150,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, mlp_width(dim, mlp_ratio))
         self.drop_path = drop_path
         if layer_scale_init > 0:
             self.gamma_1 = nn.Parameter(layer_scale_init * torch.ones(dim))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from mme.models.config import ModelConfig
+from mme.models.config import ModelConfig, mlp_width
 from mme.models.mae import HeadSpec
 from mme.models.masking import masked_per_sample
 
@@ -43,9 +43,9 @@ def step_flops(cfg: ModelConfig, heads: list[HeadSpec], batch: int) -> int:
     k = cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2
     embedding = 2 * n_visible * k * d
     forward = (embedding
-               + cfg.depth * block_flops(n_visible, d, int(cfg.mlp_ratio * d))
+               + cfg.depth * block_flops(n_visible, d, mlp_width(d, cfg.mlp_ratio))
                + 2 * n_visible * d * dd
-               + cfg.decoder_depth * block_flops(n, dd, int(cfg.mlp_ratio * dd))
+               + cfg.decoder_depth * block_flops(n, dd, mlp_width(dd, cfg.mlp_ratio))
                + sum(2 * n_masked * (dd * h.hidden + h.hidden * h.dim if h.hidden else dd * h.dim) for h in heads))
     return batch * (3 * forward - embedding)
 
