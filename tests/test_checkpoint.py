@@ -10,6 +10,7 @@ import logging
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import transformers
 
@@ -18,7 +19,7 @@ from mme.cli import main as cli_main
 from mme.config import from_dict
 from mme.errors import CheckpointError, CheckpointUnreadable, ConfigError, DataError
 from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig, VisionTransformer
-from mme.models.checkpoint import load_encoder, load_encoder_weights, load_model, read_checkpoint
+from mme.models.checkpoint import checkpoint_files, load_encoder, load_encoder_weights, load_model, read_checkpoint
 from mme.models.classifier import VideoClassifier
 from mme.models.convert_config import config_from_hf
 from mme.models.export import export, export_hf, save_pretrained
@@ -1684,3 +1685,36 @@ def test_a_file_of_ours_whose_mlp_was_truncated_from_a_whole_product_still_loads
                                               r"mlp_ratio gives the widths of its MLPs \(\{'embed_dim': 119, "
                                               r"'decoder_dim': 90\}\)$"):
         read_checkpoint(path)
+
+
+@pytest.mark.parametrize("torch_shards", [False, True])
+def test_a_sharded_hf_directory_loads_from_the_shards_its_index_names(tmp_path, torch_shards):
+    """A Hugging Face directory saved in shards (save_pretrained's max_shard_size, as transformers saves large
+    models: model-0000k-of-0000n.safetensors and model.safetensors.index.json) was refused as a directory without
+    model.safetensors or pytorch_model.bin. Its index's weight_map names the shards read; they are the
+    checkpoint's files (a features file's identity), and mme export takes it. Shards of pytorch_model.bin (which
+    transformers wrote before safetensors) likewise, made here of the safetensors ones."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=256, layer_norm_eps=1e-6)
+    hf = perturbed(transformers.VideoMAEModel(hf_cfg))
+    folder = tmp_path / "hf"
+    hf.save_pretrained(folder, max_shard_size="100KB")
+    index = "model.safetensors.index.json"
+    if torch_shards:
+        meta = json.loads((folder / index).read_text())
+        for name in set(meta["weight_map"].values()):
+            torch.save(safetensors.torch.load_file(folder / name), folder / name.replace(".safetensors", ".bin"))
+            (folder / name).unlink()
+        meta["weight_map"] = {k: v.replace(".safetensors", ".bin") for k, v in meta["weight_map"].items()}
+        (folder / index).unlink()
+        index = "pytorch_model.bin.index.json"
+        (folder / index).write_text(json.dumps(meta))
+    shards = sorted(p.name for p in folder.iterdir() if p.name.startswith("model-"))
+    assert len(shards) > 1
+    enc = load_encoder(folder)
+    x = clip(frames=4)
+    with torch.no_grad():
+        assert (enc(x) - hf(hf_input(x)).last_hidden_state).abs().max() <= 1e-5
+    assert sorted(p.name for p in checkpoint_files(folder)) == sorted(["config.json", index, *shards])
+    export(folder, tmp_path / "ours")
+    assert torch.equal(load_encoder(tmp_path / "ours").blocks[1].mlp.fc2.weight, enc.blocks[1].mlp.fc2.weight)

@@ -8,8 +8,8 @@ the run that made it, "pooled_norm": {"eps"} of a classifier's encoder, whose ``
 accept, besides: our training checkpoints (a torch file with ``model`` = our state dict and ``config`` = the run
 config with a ``model`` section), the original VideoMAE/MME ``.pth`` files (state dict under ``model`` or
 ``module``, or bare) and Hugging Face VideoMAE directories (``config.json`` + ``model.safetensors`` or
-``pytorch_model.bin``). Torch files are read with ``weights_only=True``: no pickled code runs. Every failure is
-one CheckpointError naming the file and the reason.
+``pytorch_model.bin``, or the shards of either and their ``.index.json``). Torch files are read with
+``weights_only=True``: no pickled code runs. Every failure is one CheckpointError naming the file and the reason.
 
     model = load_model("run/ckpt")            # MaskedAutoencoder / VisionTransformer / VideoClassifier
     enc = load_encoder("checkpoint.pth")      # VisionTransformer in eval mode: (B, 3, T, H, W) -> (B, N, D)
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 HF_BIN = "pytorch_model.bin"  # a Hugging Face directory's weights when it has no WEIGHTS
+INDEX_SUFFIX = ".index.json"  # a Hugging Face directory's index of the shards of its WEIGHTS or HF_BIN
 KINDS = ("mae", "encoder", "classifier")
 POOLED_NORM = "fc_norm"
 """The classifier's LayerNorm of its pooled tokens (``Checkpoint.pooled_norm``): its tensors' prefix in our files."""
@@ -597,12 +598,13 @@ def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
 
 def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: bool,
                  fallback: ModelConfig | None) -> Checkpoint:
-    if (path / WEIGHTS).is_file():
-        state, _ = _read_safetensors(path / WEIGHTS)
-    elif (path / HF_BIN).is_file():
-        state = _unwrap(torch_load(path / HF_BIN), path / HF_BIN)
-    else:
-        raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or {HF_BIN}")
+    files = weight_files(path)
+    if not files:
+        raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or {HF_BIN}, nor the "
+                              f"{INDEX_SUFFIX} of their shards")
+    state = {}
+    for file in (f for f in files if not f.name.endswith(INDEX_SUFFIX)):
+        state.update(_read_safetensors(file)[0] if file.suffix == ".safetensors" else _unwrap(torch_load(file), file))
     decoder = any(k == "mask_token" or k.startswith("decoder.") for k in state)
     try:
         cfg = convert_config.config_from_hf(hf, decoder=decoder)
@@ -667,7 +669,24 @@ def checkpoint_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         return [path]
-    return [path / name for name in (CONFIG, WEIGHTS, HF_BIN) if (path / name).is_file()]
+    return [file for file in (path / CONFIG, *weight_files(path)) if file.is_file()]
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The files the weights of the checkpoint directory ``folder`` are read from, as transformers reads them:
+    its WEIGHTS, else the index of its safetensors shards (``save_pretrained(max_shard_size=...)``) and the shards
+    its ``weight_map`` names, else HF_BIN, else the index of its shards and those; empty where it has none."""
+    for name in (WEIGHTS, WEIGHTS + INDEX_SUFFIX, HF_BIN, HF_BIN + INDEX_SUFFIX):
+        if not (folder / name).is_file():
+            continue
+        if not name.endswith(INDEX_SUFFIX):
+            return [folder / name]
+        shards = _read_json(folder / name).get("weight_map")
+        if not isinstance(shards, dict) or not all(isinstance(v, str) and Path(v).name == v for v in shards.values()):
+            raise CheckpointError(f"{folder / name}: its 'weight_map' is not a JSON object of tensor names to the "
+                                  "names of shard files beside it")
+        return [folder / name, *(folder / shard for shard in dict.fromkeys(shards.values()))]
+    return []
 
 
 def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: ModelConfig | None) -> Checkpoint:
