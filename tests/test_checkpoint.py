@@ -1718,3 +1718,16 @@ def test_a_sharded_hf_directory_loads_from_the_shards_its_index_names(tmp_path, 
     assert sorted(p.name for p in checkpoint_files(folder)) == sorted(["config.json", index, *shards])
     export(folder, tmp_path / "ours")
     assert torch.equal(load_encoder(tmp_path / "ours").blocks[1].mlp.fc2.weight, enc.blocks[1].mlp.fc2.weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_a_hf_export_records_the_dtype_of_its_weights(tmp_path, dtype):
+    """The Hugging Face export of half-precision weights (a Hugging Face model saved in fp16 or bf16) wrote
+    ``"torch_dtype": "float32"`` beside them. It writes the dtype of the weights it writes."""
+    hf_cfg = transformers.VideoMAEConfig(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=256, layer_norm_eps=1e-6)
+    transformers.VideoMAEModel(hf_cfg).to(dtype).save_pretrained(tmp_path / "src")
+    out = export(tmp_path / "src", tmp_path / "hf", "hf", "model")
+    with safetensors.safe_open(out / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {dtype}
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == str(dtype).removeprefix("torch.")

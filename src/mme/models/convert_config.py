@@ -224,14 +224,14 @@ def _mlp_width(cfg: ModelConfig, width: str) -> int:
 
 def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, norm_pix: bool = True,
                  labels: list[str] | None = None, assumed: tuple[str, ...] = (), run: dict | None = None,
-                 decoder: bool = True) -> dict:
+                 decoder: bool = True, dtype: torch.dtype = torch.float32) -> dict:
     """A Hugging Face VideoMAEConfig dict for our config (layer_norm_eps: ``cfg.norm_eps``); ``labels``: a classifier's
     class names by id (``id2label``); ``assumed``: the fields that no file recorded (``mme_assumed``); ``run``: the
     record of the run that made it (``mme_run``, ``Checkpoint.run_record``). transformers keeps and ignores the
     ``mme_`` keys, mme reads them back. ``decoder``: whether the weights hold a decoder; its MLP width
     (``decoder_intermediate_size``) is written only then (an encoder's or classifier's config records the decoder
     width of the run that made it, at whose MLP ratio it may have none: VideoMAE V2's ViT-g, 1408 wide with an MLP of
-    6144)."""
+    6144). ``dtype``: the weights' (``torch_dtype``)."""
     if cfg.input_norm != "dataset":
         raise CheckpointError(f"model.input_norm={cfg.input_norm!r} (per-clip standardisation inside the encoder) "
                               "has no Hugging Face VideoMAE counterpart: the exported model would give other outputs")
@@ -244,7 +244,8 @@ def config_to_hf(cfg: ModelConfig, architecture: str, use_mean_pooling: bool, no
         "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": cfg.norm_eps,
         "qkv_bias": cfg.qkv_bias, "use_mean_pooling": use_mean_pooling,
         "decoder_num_attention_heads": cfg.decoder_heads, "decoder_hidden_size": cfg.decoder_dim,
-        "decoder_num_hidden_layers": cfg.decoder_depth, "norm_pix_loss": norm_pix, "torch_dtype": "float32",
+        "decoder_num_hidden_layers": cfg.decoder_depth, "norm_pix_loss": norm_pix,
+        "torch_dtype": str(dtype).removeprefix("torch."),
     }
     if decoder:
         out["decoder_intermediate_size"] = _mlp_width(cfg, "decoder_dim")

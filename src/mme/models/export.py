@@ -212,7 +212,8 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
                                              norm_pix=norm_pix, labels=labels, assumed=ck.assumed,
-                                             run=ck.run_record, decoder=ck.kind == "mae")
+                                             run=ck.run_record, decoder=ck.kind == "mae",
+                                             dtype=next(v.dtype for v in hf_state.values() if v.is_floating_point()))
     except CheckpointError as e:
         raise CheckpointError(f"{ck.source}: {e}") from e
     out = Path(out_dir)
