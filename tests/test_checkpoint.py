@@ -116,7 +116,13 @@ def test_hf_model_without_final_norm_loads_as_identity_norm(tmp_path):
                                          num_attention_heads=2, intermediate_size=256, layer_norm_eps=1e-6,
                                          use_mean_pooling=True)
     hf = perturbed(transformers.VideoMAEModel(hf_cfg))
-    hf.save_pretrained(tmp_path / "hf", safe_serialization=False)  # pytorch_model.bin
+    hf.save_pretrained(tmp_path / "hf")  # transformers 5 writes model.safetensors, whatever safe_serialization says
+    weights = tmp_path / "hf" / "model.safetensors"
+    torch.save(safetensors.torch.load_file(weights), tmp_path / "hf" / "pytorch_model.bin")
+    both = checkpoint_files(tmp_path / "hf")  # a Hub download often holds both: each is the checkpoint's
+    assert [f.name for f in both] == ["config.json", "model.safetensors", "pytorch_model.bin"]
+    weights.unlink()
+    assert [f.name for f in checkpoint_files(tmp_path / "hf")] == ["config.json", "pytorch_model.bin"]
     enc = load_encoder(tmp_path / "hf")
     assert isinstance(enc.norm, torch.nn.Identity) and enc.cfg.num_heads == 2 and enc.cfg.num_frames == 4
     x = clip(frames=4)

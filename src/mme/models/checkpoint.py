@@ -664,12 +664,15 @@ def read_checkpoint(path: str | os.PathLike, num_heads: int | None = None, decod
 
 
 def checkpoint_files(path: str | os.PathLike) -> list[Path]:
-    """The files a checkpoint is read from: the path itself, or a directory's config and weights (other files
-    kept in the folder, such as features embedded next to the encoder, are no part of it)."""
+    """The files a checkpoint is of: the path itself, or a directory's config and weights, each weights file it
+    holds (WEIGHTS and HF_BIN, as Hub downloads often hold both, though one is read) and the index and shards of a
+    sharded one (other files kept in the folder, such as features embedded next to the encoder, are no part of it).
+    The identity of the features embedded from it (:mod:`mme.eval.features`), and what an export over it replaces."""
     path = Path(path)
     if not path.is_dir():
         return [path]
-    return [file for file in (path / CONFIG, *weight_files(path)) if file.is_file()]
+    held = [path / name for name in (CONFIG, WEIGHTS, HF_BIN) if (path / name).is_file()]
+    return held + [file for file in weight_files(path) if file not in held and file.is_file()]
 
 
 def weight_files(folder: Path) -> list[Path]:
