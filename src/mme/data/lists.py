@@ -1445,7 +1445,8 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     looked_up: list[tuple[ListEntry, list[str]]] = []
     for name, entries in splits.items():
         looked = [(e, _video_found(e, video_root, folders)) for e in entries]
-        looked_up += [(e, found) for e, found in looked if folders[os.path.dirname(resolve(e, video_root))] is None]
+        if unlisted := {folder for folder, listed in folders.items() if listed is None}:
+            looked_up += [(e, found) for e, found in looked if os.path.dirname(resolve(e, video_root)) in unlisted]
         kept = [replace(e, path=found[0]) for e, found in looked if found]
         if several := [(e, found) for e, found in looked if len(found) > 1]:
             _say_several(name, several, formatted)
@@ -1525,6 +1526,8 @@ def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderV
     stem = _video_stem(name)
     if stem is None and not _hidden(name):
         stem = name  # (a name without a video suffix: its video under any)
+    if listed is not None and name in listed.files and listed.videos.get(stem, [name]) == [name]:
+        return [entry.path]  # (nearly every row: its file, there under one suffix)
     found = _distinct_files(folder, _name_listed(name, stem, listed)) if listed is not None \
         else _name_looked_up(folder, name, stem)
     head = entry.path.rpartition("/")[0]
