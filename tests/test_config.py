@@ -234,6 +234,33 @@ def test_a_base_named_without_yaml_is_looked_for_beside_the_recipe_first(tmp_pat
         load_config(PretrainConfig, "mine/other.yaml")
 
 
+def test_a_recipe_given_as_a_path_is_never_a_packaged_one_and_a_name_both_are_is_refused(tmp_path, monkeypatch,
+                                                                                         caplog):
+    """``--config tiny_cpu_mme`` ran the packaged recipe over the user's tiny_cpu_mme.yaml in the working folder, and
+    ``./tiny_cpu_mme`` or ``./tiny_cpu_mme.yaml`` (none there) took the packaged one too, the file read unsaid."""
+    from mme.config import RECIPES_DIR
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  img_size: 64\ndata:\n  img_size: 64\n")
+    (tmp_path / "mine.yml").write_text("_base_: tiny_cpu_mme\ntrain:\n  steps: 7\n")
+    packaged = RECIPES_DIR / "tiny_cpu_mme.yaml"
+    with pytest.raises(ConfigError, match=rf"^recipe 'tiny_cpu_mme' is both tiny_cpu_mme\.yaml in the working folder "
+                                          rf"and the packaged {packaged}: give \./tiny_cpu_mme\.yaml or the packaged"):
+        load_config(PretrainConfig, "tiny_cpu_mme")
+    with caplog.at_level(logging.INFO, logger="mme.config"):
+        for given in ("./tiny_cpu_mme", "./tiny_cpu_mme.yaml", "tiny_cpu_mme.yaml"):
+            assert load_config(PretrainConfig, given).model.img_size == 64, given
+    assert f"config: recipe {Path('tiny_cpu_mme.yaml')}" in caplog.messages
+    assert load_config(PretrainConfig, "mine.yml").train.steps == 7
+    assert load_config(PretrainConfig, str(packaged)).model.img_size == 96
+    monkeypatch.chdir(tmp_path / "empty")
+    for given in ("./tiny_cpu_mme", "./tiny_cpu_mme.yaml", "tiny_cpu_mme.yaml"):
+        with pytest.raises(ConfigError, match=rf"^recipe '{re.escape(given)}' not found \(no such file\)$"):
+            load_config(PretrainConfig, given)
+    assert load_config(PretrainConfig, "tiny_cpu_mme").model.img_size == 96
+
+
 def test_a_recipe_that_is_not_utf8_or_cannot_be_read_is_one_line(tmp_path, capsys):
     """A recipe saved in Latin-1 (an accented comment), itself or as a base, and one that cannot be read (an I/O
     error) ended the command with a bare UnicodeDecodeError / OSError traceback."""

@@ -275,7 +275,8 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
     overrides (anywhere on the line), --resume and --overwrite, handed to ``module.main(recipe, overrides)``."""
     p = sub.add_parser(name, help=help, description=description)
     p.add_argument("--config", type=path, required=True,
-                   help=f"recipe: a YAML path or a packaged name (e.g. {recipe})")
+                   help=f"recipe: a YAML path (with a folder in it or .yaml/.yml: ./{recipe}.yaml) or a packaged name "
+                        f"(e.g. {recipe})")
     p.add_argument("--resume", type=path, default=None,
                    help="'auto' (newest valid checkpoint in train.out_dir) or a path; same as train.resume=...")
     p.add_argument("--overwrite", action="store_true", help="let a fresh run clear a train.out_dir that holds "

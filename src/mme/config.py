@@ -3,9 +3,10 @@
 defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- ``key=value`` overrides.
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
-finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take). A recipe may name a base recipe
-with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then among the packaged recipes; never the
-working folder). An override's value is read as YAML for keys of other
+finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take). A recipe is a path or a packaged
+recipe's name (a name with a folder in it or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`). A
+recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then among the
+packaged recipes; never the working folder). An override's value is read as YAML for keys of other
 types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
 whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
 ``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value ``"~"`` (quoted)
@@ -411,20 +412,55 @@ def merge_layer(cls: type, base: dict[str, Any], update: dict[str, Any], prefix:
     return out
 
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def _recipe_file(name: str) -> str:
+    """``name`` as a recipe's file name: as given where it ends in ``.yaml`` or ``.yml``, else with ``.yaml``."""
+    return name if name.endswith(RECIPE_SUFFIXES) else f"{name}.yaml"
+
+
+def _is_recipe(path: Path) -> bool:
+    """Whether ``path`` is a file; a folder on the way that cannot be searched is a ConfigError naming it."""
+    try:
+        return path.is_file()
+    except OSError as e:
+        raise ConfigError(f"recipe {path}: cannot be read ({error_reason(e)})") from e
+
+
 def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
-    """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A base recipe
+    """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A Path, or a name with
+    a folder in it or ending in ``.yaml`` / ``.yml``, is a path, never a packaged recipe (``./tiny_cpu_mme`` is
+    ``./tiny_cpu_mme`` or ``./tiny_cpu_mme.yaml``); a bare name that is both a file in the working folder (as
+    written or with ``.yaml``) and a packaged recipe is refused naming both, as either may be meant. A base recipe
     (``base_of``: the recipe naming it) is looked for beside that recipe (with or without ``.yaml`` too), then among
     the packaged ones, never in the working folder: a user's edited copy of a packaged recipe there would become
     every recipe's base. The recipe itself comes after the packaged ones: ``_base_: tiny_cpu_mme`` in a copy named
     so is the packaged one."""
-    stem = str(name) if str(name).endswith(".yaml") else f"{name}.yaml"
-    beside = [Path(name)] if base_of is None else [base_of.parent / n for n in dict.fromkeys((str(name), stem))]
-    itself = [c for c in beside if base_of is not None and c.is_file() and c.samefile(base_of)]
-    for c in (*(c for c in beside if c not in itself), RECIPES_DIR / stem, *itself):
-        if c.is_file():
+    text, packaged = str(name), RECIPES_DIR / _recipe_file(str(name))
+    if base_of is None:
+        here = [Path(n) for n in dict.fromkeys((text, _recipe_file(text)))]
+        if isinstance(name, Path) or os.sep in text or "/" in text or text.endswith(RECIPE_SUFFIXES):
+            found = next((c for c in here if _is_recipe(c)), None)
+            if found is None:
+                raise ConfigError(f"recipe {text!r} not found (no such file)")
+            return found
+        local = next((c for c in here if _is_recipe(c)), None)
+        if local is not None and _is_recipe(packaged):
+            raise ConfigError(f"recipe {text!r} is both {local} in the working folder and the packaged {packaged}: "
+                              f"give ./{local} or the packaged path")
+        if local is not None:
+            return local
+        candidates = [packaged]
+    else:
+        beside = [base_of.parent / n for n in dict.fromkeys((text, _recipe_file(text)))]
+        itself = [c for c in beside if _is_recipe(c) and c.samefile(base_of)]
+        candidates = [*(c for c in beside if c not in itself), packaged, *itself]
+    for c in candidates:
+        if _is_recipe(c):
             return c
     available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise ConfigError(f"recipe {str(name)!r} not found (not a file, not a packaged recipe: {available})")
+    raise ConfigError(f"recipe {text!r} not found (not a file, not a packaged recipe: {available})")
 
 
 def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -464,29 +500,37 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """defaults <- recipe <- overrides, as a typed dataclass, which records the keys the overrides set
     (:func:`given_in`)."""
-    data = load_recipe(recipe, cls) if recipe else {}
+    path = resolve_recipe_path(recipe) if recipe else None
+    data = load_recipe(path, cls) if path else {}
     update = parse_overrides(overrides or [])
     cfg = from_dict(cls, merge_layer(cls, data, update))
+    if path:
+        _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)
     setattr(cfg, _GIVEN, frozenset(given))
     unused = keys_without_effect(cfg)
     for key in sorted(given.keys() & unused.keys()):
-        said = f"config: {key}={given[key]} has no effect: {unused[key]}"
-        if _said_once is None or said not in _said_once:
-            log.warning("%s", said)
-            if _said_once is not None:
-                _said_once.add(said)
+        _say(logging.WARNING, f"config: {key}={given[key]} has no effect: {unused[key]}")
     return cfg
 
 
+def _say(level: int, said: str) -> None:
+    """Log ``said`` at ``level``, once within :func:`warnings_once`."""
+    if _said_once is None or said not in _said_once:
+        log.log(level, "%s", said)
+        if _said_once is not None:
+            _said_once.add(said)
+
+
 _said_once: set[str] | None = None
-"""Within :func:`warnings_once`, the warnings of :func:`load_config` about keys given without effect said so far."""
+"""Within :func:`warnings_once`, the lines of :func:`load_config` (the recipe read, keys given without effect) said
+so far."""
 
 
 @contextlib.contextmanager
 def warnings_once() -> Iterator[None]:
-    """Within the block, :func:`load_config` says each warning of a key given without effect once: a job that loads
-    configs of the same overrides again and again (mme demo, one per row) says its user's once."""
+    """Within the block, :func:`load_config` says each of its lines (the recipe read, a key given without effect) once:
+    a job that loads configs of the same overrides again and again (mme demo, one per row) says its user's once."""
     global _said_once
     before, _said_once = _said_once, set() if _said_once is None else _said_once
     try:
