@@ -76,7 +76,7 @@ class _RecipeLoader(yaml.SafeLoader):
     """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a date:
     in a recipe or an override, such a value keeps the text it was written as (an :class:`_Override`), which a
     text key takes and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML
-    keeps the later one: a second ``train:`` section dropped the first)."""
+    keeps the later one: a second ``train:`` section dropped the first), and so is a null key (``~: 3``)."""
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
         if isinstance(node, yaml.MappingNode):
@@ -84,6 +84,9 @@ class _RecipeLoader(yaml.SafeLoader):
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                     continue
+                if key_node.tag == "tag:yaml.org,2002:null":
+                    raise ConfigError(f"key {key_node.value or '(none)'!r} (line {key_node.start_mark.line + 1}) is "
+                                      "YAML's null, not a name: give the key's name")
                 first, again = seen.setdefault(key_node.value, key_node.start_mark), key_node.start_mark
                 if first is not again:
                     where = (f"line {first.line + 1}, columns {first.column + 1} and {again.column + 1}"
@@ -247,7 +250,8 @@ def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones."""
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones; a path key
+    (``cls.PATHS``) holding a NUL byte is refused too."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -259,6 +263,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
         )
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    for name in getattr(cls, "PATHS", {}):  # (os calls raise a bare ValueError on it, where they do not skip it)
+        if isinstance(kwargs.get(name), str) and "\0" in kwargs[name]:
+            raise ConfigError(f"config key '{prefix}{name}': {kwargs[name]!r} holds a NUL byte, which no path can hold")
     try:
         return cls(**kwargs)
     except ConfigError:
