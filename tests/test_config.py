@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mme.config import load_config
-from mme.errors import ConfigError
+from mme.errors import ConfigError, UnknownConfigKeys
 from mme.models.config import ModelConfig
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.train import precision
@@ -302,6 +302,25 @@ def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_o
     for key in ("data.list_file", "data.root", "data.index_dir", "target.cache_dir", "train.init"):
         with pytest.raises(ConfigError, match=rf"^config key '{key}': 'p\\x00' holds a NUL byte, which no path"):
             load_config(PretrainConfig, "tiny_cpu_mme", [f'{key}="p\\0"'])
+
+
+def test_a_bad_key_or_value_of_a_recipe_names_the_recipe_that_holds_it(tmp_path):
+    """A wrong key or value in a ``_base_`` (a team's common recipe) was refused without naming any file: the user
+    looked for it in their own recipe. A layer is checked alone for its keys and types only: what layers set
+    together (the model's and the data's image size) still holds across them."""
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "common.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  batch_size: 1e1\n")
+    (tmp_path / "mine.yaml").write_text("_base_: team/common.yaml\ntrain:\n  steps: 10\n")
+    with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/team/common\.yaml: config key 'train\.batch_size': "
+                                          r"expected an integer, got '1e1'$"):
+        load_config(PretrainConfig, tmp_path / "mine.yaml")
+    (tmp_path / "lr.yaml").write_text("_base_: tiny_cpu_mme\noptim:\n  lr: 1e-4\n")
+    with pytest.raises(UnknownConfigKeys, match=rf"^recipe {tmp_path}/lr\.yaml: unknown config key\(s\) "
+                                                r"\['optim\.lr'\]"):
+        load_config(PretrainConfig, tmp_path / "lr.yaml")
+    (tmp_path / "size.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  img_size: 64\n")
+    (tmp_path / "size2.yaml").write_text("_base_: size.yaml\ndata:\n  img_size: 64\n")
+    assert load_config(PretrainConfig, tmp_path / "size2.yaml").data.img_size == 64
 
 
 def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):

@@ -254,14 +254,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     (``cls.PATHS``) holding a NUL byte is refused too."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        other = [why for k, why in getattr(cls, "OTHER_KINDS", {}).items() if k in unknown]
-        raise UnknownConfigKeys(
-            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
-            f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
-        )
+    _refuse_unknown(cls, data, prefix)
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     for name in getattr(cls, "PATHS", {}):  # (os calls raise a bare ValueError on it, where they do not skip it)
         if isinstance(kwargs.get(name), str) and "\0" in kwargs[name]:
@@ -272,6 +265,31 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config '{prefix.rstrip('.') or cls.__name__}': {e}") from e
+
+
+def _refuse_unknown(cls: type, data: dict[str, Any], prefix: str) -> None:
+    """An UnknownConfigKeys listing the keys of ``data`` that dataclass ``cls`` has no field for, and its valid ones."""
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        other = [why for k, why in getattr(cls, "OTHER_KINDS", {}).items() if k in unknown]
+        raise UnknownConfigKeys(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
+            f"'{prefix.rstrip('.') or '<top>'}': {sorted(fields)}" + "".join(f" ({why})" for why in other)
+        )
+
+
+def _check_layer(cls: type, data: dict[str, Any], prefix: str = "") -> None:
+    """Refuse the unknown keys and the values of the wrong type in ``data``, one layer of a config of dataclass
+    ``cls`` (a recipe without its base), as :func:`from_dict` does, without building it: what the layers set
+    together is checked when they are merged."""
+    hints = typing.get_type_hints(cls)
+    _refuse_unknown(cls, data, prefix)
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            _check_layer(hints[name], value, f"{prefix}{name}.")
+        else:
+            _coerce(value, hints[name], prefix + name)
 
 
 def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:
@@ -486,8 +504,9 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
 
 def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML recipe, following ``_base_`` chains (each recipe a layer over its base: :func:`merge_layer`
-    for the config dataclass ``cls``); an empty recipe or a chain that comes back to a recipe already in it is a
-    ConfigError (the first would silently train the full-size defaults)."""
+    for the config dataclass ``cls``, its keys and values checked first, so that an error names the recipe that
+    holds it); an empty recipe or a chain that comes back to a recipe already in it is a ConfigError (the first
+    would silently train the full-size defaults)."""
     path = resolve_recipe_path(name)
     if path.resolve() in _chain:
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
@@ -507,6 +526,11 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping at the top level")
     base = data.pop("_base_", None)
+    if cls is not None:
+        try:
+            _check_layer(cls, data)
+        except ConfigError as e:
+            raise type(e)(f"recipe {path}: {e}") from e
     if base is not None:
         if not isinstance(base, str):
             raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")
