@@ -304,6 +304,17 @@ def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_o
             load_config(PretrainConfig, "tiny_cpu_mme", [f'{key}="p\\0"'])
 
 
+def test_a_base_under_the_home_folder_is_found(tmp_path, monkeypatch):
+    """``_base_: ~/recipes/b.yaml`` was looked for as a folder named ``~`` beside the recipe: not found, though every
+    text key's ``~/`` is the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "recipes").mkdir(parents=True)
+    (tmp_path / "home" / "recipes" / "b.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  batch_size: 3\n")
+    (tmp_path / "child.yaml").write_text("_base_: ~/recipes/b.yaml\ntrain:\n  steps: 5\n")
+    c = load_config(PretrainConfig, tmp_path / "child.yaml")
+    assert (c.train.steps, c.train.batch_size, c.model.img_size) == (5, 3, 96)
+
+
 def test_a_bad_key_or_value_of_a_recipe_names_the_recipe_that_holds_it(tmp_path):
     """A wrong key or value in a ``_base_`` (a team's common recipe) was refused without naming any file: the user
     looked for it in their own recipe. A layer is checked alone for its keys and types only: what layers set

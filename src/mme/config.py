@@ -505,8 +505,8 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
 def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML recipe, following ``_base_`` chains (each recipe a layer over its base: :func:`merge_layer`
     for the config dataclass ``cls``, its keys and values checked first, so that an error names the recipe that
-    holds it); an empty recipe or a chain that comes back to a recipe already in it is a ConfigError (the first
-    would silently train the full-size defaults)."""
+    holds it; ``_base_: ~/x.yaml`` is under the home folder, as a text key's value); an empty recipe or a chain that
+    comes back to a recipe already in it is a ConfigError (the first would silently train the full-size defaults)."""
     path = resolve_recipe_path(name)
     if path.resolve() in _chain:
         raise ConfigError(f"recipe {path}: its _base_ chain comes back to itself "
@@ -535,7 +535,7 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
         if not isinstance(base, str):
             raise ConfigError(f"recipe {path}: _base_ names one recipe, got {base!r}")
         try:
-            base_path = resolve_recipe_path(base, path)
+            base_path = resolve_recipe_path(home(base), path)
         except ConfigError as e:
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
         data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data, level=logging.DEBUG)
