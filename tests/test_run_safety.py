@@ -259,6 +259,58 @@ def test_the_outermost_folder_a_job_made_on_any_try_is_removed_when_it_is_refuse
     assert calls and [p.name for p in tmp_path.iterdir()] == ["r"] and not (tmp_path / "r" / "a").exists()
 
 
+_PAUSED_JOB = """
+import pathlib, sys, time
+from mme import utils
+from mme.errors import ConfigError
+out, go, where = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+owner, name = (utils, "_write_probe") if where == "made" else (pathlib.Path, "rmdir")
+step = getattr(owner, name)
+
+def paused(folder):
+    setattr(owner, name, step)
+    print(where, flush=True)
+    deadline = time.monotonic() + 2  # (the other job, made to wait for this one, goes on after it)
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    step(folder)
+
+setattr(owner, name, paused)
+try:
+    utils.lock_folder(out, "train.out_dir", unmade_if_unused=True)
+except ConfigError as e:
+    print(e, flush=True)
+utils.unlock_folder(out)  # refused at its start
+"""
+
+
+@pytest.mark.parametrize("where", ["made", "half removed"])
+def test_two_jobs_refused_at_their_start_on_one_new_nested_folder_leave_nothing(where, tmp_path):
+    """Two jobs on one new nested folder, both refused at their start. Job A made the folders, then B took them for
+    ones that were there: before A's lock (A then refused as "in use", its folders not removed), or half removed
+    by A (its .lock unlinked: B made its own there, so A's rmdir failed); each removed only what it made, so the
+    folders and a .lock were left (1 pair in about 130 of a stress run). A job's making and locking of a folder and
+    another's removal of what it made are now one step each to the other jobs of this user."""
+    from mme.utils import lock_folder
+
+    out, go = tmp_path / "new" / "deeper" / "out", tmp_path / "go"
+    job_a = subprocess.Popen([sys.executable, "-c", _PAUSED_JOB, str(out), str(go), where], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert job_a.stdout.readline() == f"{where}\n"
+        assert out.is_dir() and not (out / ".lock").exists()  # A's folders, A paused before its .lock or after
+        try:
+            with contextlib.suppress(ConfigError):  # (refused as in use where A holds the folder)
+                lock_folder(out, "train.out_dir", unmade_if_unused=True)  # job B
+        finally:
+            go.touch()
+        assert job_a.wait(timeout=60) == 0  # A refused at its start (as in use by B, or later)
+    finally:
+        job_a.kill()
+        unlock_folder(out)  # then B
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go"]
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
