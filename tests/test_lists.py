@@ -1962,6 +1962,20 @@ def test_a_kinetics_video_there_under_several_suffixes_is_listed_as_its_row_name
     assert "2 video(s) are there under several suffixes" in caplog.text and "--path-format" not in caplog.text
 
 
+def _unlisted(monkeypatch, folder: os.PathLike) -> str:
+    """``folder`` made one that can be entered but not listed (mode 0311, which root lists all the same): its
+    ``os.scandir`` refused. Returns its name."""
+    shut, scandir = str(folder), os.scandir
+
+    def unlisted(path="."):
+        if os.fspath(path) == shut:
+            raise PermissionError(errno.EACCES, "Permission denied", shut)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unlisted)
+    return shut
+
+
 def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_looked_up_each(tmp_path, monkeypatch):
     """--skip-missing in a class folder that can be entered but not listed (mode 0311, as shared dataset mounts give)
     looks each row's video up: the name, then each suffix of VIDEO_EXTS, also in capitals (before: the build stopped,
@@ -1976,15 +1990,7 @@ def test_kinetics_videos_in_a_folder_that_can_be_entered_but_not_listed_are_look
                 "train/zumba/ggg_000001_000011.MKV"):
         (videos / rel).parent.mkdir(parents=True, exist_ok=True)
         (videos / rel).write_bytes(b"x")
-    shut = str(videos / "train" / "zumba")
-    scandir = os.scandir
-
-    def unlisted(path="."):
-        if os.fspath(path) == shut:
-            raise PermissionError(errno.EACCES, "Permission denied", shut)
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", unlisted)
+    shut = _unlisted(monkeypatch, videos / "train" / "zumba")
     written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
     assert written["train"].read_text() == (
         "train/abseiling/aaa_000001_000011.mp4 0\ntrain/zumba/ddd_000001_000011.mp4 1\n"
@@ -2013,15 +2019,7 @@ def test_kinetics_videos_in_a_folder_that_cannot_be_listed_are_found_under_a_fir
     (videos / "train" / "zumba").mkdir(parents=True)
     for name in ("aaa_000001_000011.Mp4", "bbb_000001_000011.mP4", "ccc_000001_000011.mp4", "ddd_000001_000011.Mkv"):
         (videos / "train" / "zumba" / name).write_bytes(b"x")
-    shut = str(videos / "train" / "zumba")
-    scandir = os.scandir
-
-    def unlisted(path="."):
-        if os.fspath(path) == shut:
-            raise PermissionError(errno.EACCES, "Permission denied", shut)
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", unlisted)
+    shut = _unlisted(monkeypatch, videos / "train" / "zumba")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         written, _ = build_lists("kinetics", csv_file, tmp_path / "out", video_root=videos, skip_missing=True)
     assert written["train"].read_text() == (
