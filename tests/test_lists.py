@@ -1934,32 +1934,29 @@ def test_a_kinetics_video_there_under_several_suffixes_is_listed_as_its_row_name
                  "conv_000001_000011.mp4", "link_000001_000011.mkv", "one_000001_000011.mp4"):
         (videos / name).write_bytes(name.encode())
     (videos / "link_000001_000011.webm").symlink_to("link_000001_000011.mkv")
-    flat = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}"
-    with caplog.at_level("WARNING", logger="mme.data.lists"):
-        written, _ = build_lists("kinetics", csv_file, tmp_path / "out", path_format=flat + ".mp4",
-                                 video_root=tmp_path / "videos", skip_missing=True)
-    assert written["train"].read_text() == (
+    def listed(suffix: str) -> tuple[str, list[str]]:
+        """The list written and the warnings where --path-format names ``suffix``."""
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.lists"):
+            written, _ = build_lists("kinetics", csv_file, tmp_path / suffix[1:], video_root=tmp_path / "videos",
+                                     path_format="{split}/{youtube_id}_{time_start:06d}_{time_end:06d}" + suffix,
+                                     skip_missing=True)
+        return written["train"].read_text(), [r.getMessage() for r in caplog.records]
+
+    assert listed(".mp4") == (
         "train/two_000001_000011.webm 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.webm 0\n"
-        "train/one_000001_000011.mp4 0\n")
-    assert [r.getMessage() for r in caplog.records] == [
-        "train: 2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mp4: listed as "
-        "train/two_000001_000011.webm, not train/two_000001_000011.mkv; a row's video is listed as the file it names "
-        "where that is there, else under the first of its suffixes in the order of VIDEO_EXTS (.mp4, .avi, .webm, "
-        ".mkv, ...): remove the others, or name the suffix to take in --path-format"]
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="mme.data.lists"):
-        written, _ = build_lists("kinetics", csv_file, tmp_path / "mkv", path_format=flat + ".mkv",
-                                 video_root=tmp_path / "videos", skip_missing=True)
-    assert written["train"].read_text() == (
-        "train/two_000001_000011.mkv 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.mkv 0\n"
-        "train/one_000001_000011.mp4 0\n")
-    assert "2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mkv: listed as " \
-           "train/two_000001_000011.mkv, not train/two_000001_000011.webm" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="mme.data.lists"):  # each file listed is the one its row names
-        build_lists("kinetics", csv_file, tmp_path / "webm", path_format=flat + ".webm",
-                    video_root=tmp_path / "videos", skip_missing=True)
-    assert "2 video(s) are there under several suffixes" in caplog.text and "--path-format" not in caplog.text
+        "train/one_000001_000011.mp4 0\n", [
+            "train: 2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mp4: listed as "
+            "train/two_000001_000011.webm, not train/two_000001_000011.mkv; a row's video is listed as the file it "
+            "names where that is there, else under the first of its suffixes in the order of VIDEO_EXTS (.mp4, .avi, "
+            ".webm, .mkv, ...): remove the others, or name the suffix to take in --path-format"])
+    text, said = listed(".mkv")
+    assert text == ("train/two_000001_000011.mkv 0\ntrain/conv_000001_000011.mp4 0\ntrain/link_000001_000011.mkv 0\n"
+                    "train/one_000001_000011.mp4 0\n")
+    assert said[0].startswith("train: 2 video(s) are there under several suffixes, e.g. train/two_000001_000011.mkv: "
+                              "listed as train/two_000001_000011.mkv, not train/two_000001_000011.webm")
+    said = listed(".webm")[1]  # each file listed is the one its row names: no --path-format to name
+    assert said[0].startswith("train: 2 video(s) are there under several suffixes") and "--path-format" not in said[0]
 
 
 def _unlisted(monkeypatch, folder: os.PathLike) -> str:
