@@ -907,22 +907,6 @@ def test_unset_is_unset_however_written_and_text_keys_refuse_it():
     assert load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.val_list="]).task.val_list == ""
 
 
-def test_none_in_a_recipe_unsets_a_key_or_is_refused_as_in_an_override(tmp_path):
-    """``index_dir: None`` or ``out_dir: None`` in a recipe was the text 'None' (a run wrote into ./None/), where
-    ``data.index_dir=None`` unsets the key and ``train.out_dir=None`` is refused; ``seed_stride: None`` was refused
-    as matching neither int nor None. A quoted "None" is still that text."""
-    (tmp_path / "unset.yaml").write_text("_base_: tiny_cpu_mme\ndata:\n  index_dir: None\n"
-                                         "target:\n  seed_stride: none\nmodel:\n  preset: None\n")
-    c = load_config(PretrainConfig, tmp_path / "unset.yaml")
-    assert (c.data.index_dir, c.target.seed_stride, c.model.preset, c.model.embed_dim) == (None, None, None, 192)
-    for written in ("None", "none"):
-        (tmp_path / "text.yaml").write_text(f"_base_: tiny_cpu_mme\ntrain:\n  out_dir: {written}\n")
-        with pytest.raises(ConfigError, match=rf"train.out_dir': '{written}' would be taken as that text"):
-            load_config(PretrainConfig, tmp_path / "text.yaml")
-    (tmp_path / "quoted.yaml").write_text('_base_: tiny_cpu_mme\ntrain:\n  out_dir: "None"\n')
-    assert load_config(PretrainConfig, tmp_path / "quoted.yaml").train.out_dir == "None"
-
-
 def test_a_model_of_other_than_three_channels_does_not_train_on_videos():
     """``model.in_chans=1`` passed the checks and failed at the first step with a traceback."""
     from mme.train.config import PretrainConfig

@@ -9,8 +9,7 @@ recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved
 packaged recipes; never the working folder). An override's value is read as YAML for keys of other
 types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
 whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
-``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key (``None`` and ``none`` unquoted
-in a recipe too); a text value ``"~"`` (quoted)
+``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value ``"~"`` (quoted)
 or starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a
 bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset
 in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works)
@@ -106,21 +105,8 @@ def _as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Override:
     return value
 
 
-def _null_as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
-    """A text, where ``None`` or ``none`` unquoted (YAML's text, an override's null: :data:`NULLS`) is an
-    :class:`_Override` read as null, so a recipe's ``index_dir: None`` unsets the key as ``data.index_dir=None``
-    does, and a key that cannot be unset refuses it (it was the text 'None': a run into ``./None/``)."""
-    text = loader.construct_scalar(node)
-    if node.style is not None or text not in NULLS:
-        return text
-    value = _Override(text)
-    value.parsed = None
-    return value
-
-
 for _kind in _READ_AS:
     _RecipeLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _as_written)
-_RecipeLoader.add_constructor("tag:yaml.org,2002:str", _null_as_written)
 
 
 def _unset(value: Any) -> bool:
