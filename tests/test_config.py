@@ -215,6 +215,39 @@ def test_a_base_recipe_is_never_taken_from_the_working_folder(tmp_path, monkeypa
         load_config(PretrainConfig, "mine/child.yaml")
 
 
+def test_mmes_own_jobs_run_the_packaged_recipes_beside_a_users_copy_of_one(tmp_path, monkeypatch):
+    """A bare name that is both a file in the working folder and a packaged recipe is refused as ambiguous; the
+    demo and the benches, whose recipes no flag names, were refused so in a folder holding a user's copy of
+    tiny_cpu_mme.yaml, with advice they take no flag for. They name the packaged files (packaged_recipe)."""
+    from mme.config import RECIPES_DIR, load_config, packaged_recipe
+    from mme.demo import DemoSettings, unused_overrides
+    from mme.motion.bench_flow import DEMO_RECIPE, recipe_configs
+    from mme.train.config import PretrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny_cpu_mme.yaml").write_text("model:\n  depth: 1\n")
+    with pytest.raises(ConfigError, match="is both tiny_cpu_mme.yaml in the working folder and the packaged"):
+        load_config(PretrainConfig, "tiny_cpu_mme", [])
+    assert packaged_recipe("tiny_cpu_mme") == DEMO_RECIPE == RECIPES_DIR / "tiny_cpu_mme.yaml"
+    assert load_config(PretrainConfig, packaged_recipe("tiny_cpu_mme"), []).model.depth == 4
+    assert recipe_configs(DEMO_RECIPE, ())[0].depth == 4
+    assert set(unused_overrides(DemoSettings())) == {"mme", "pixel", "hog"}
+
+
+def test_a_base_may_leave_a_section_or_mapping_empty_for_the_recipe_over_it(tmp_path):
+    """Each layer of a recipe is checked as it is read; a base's section or mapping left empty (null: its keys
+    commented out) was refused there, though the recipe over it fills it, a chain that loaded before."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    (tmp_path / "base.yaml").write_text("_base_: tiny_cpu_mme\ntarget:\n  loss_weights:\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntarget:\n  loss_weights: {traj: 2}\n")
+    assert load_config(PretrainConfig, tmp_path / "child.yaml", []).target.loss_weights == {"traj": 2.0}
+    (tmp_path / "base.yaml").write_text("_base_: tiny_cpu_mme\ntarget:\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntarget:\n  track_length: 3\n")
+    assert load_config(PretrainConfig, tmp_path / "child.yaml", []).target.track_length == 3
+
+
 def test_a_base_named_without_yaml_is_looked_for_beside_the_recipe_first(tmp_path, monkeypatch):
     """``_base_: tiny_cpu_mme`` skipped the user's edited tiny_cpu_mme.yaml beside the recipe for the packaged one
     (300 steps, not its 11), and ``_base_: mybase`` with mybase.yaml beside was "not found"; ``.yaml`` found both.

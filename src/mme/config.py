@@ -268,10 +268,14 @@ def _refuse_unknown(cls: type, data: dict[str, Any], prefix: str) -> None:
 def _check_layer(cls: type, data: dict[str, Any], prefix: str = "") -> None:
     """Refuse the unknown keys and the values of the wrong type in ``data``, one layer of a config of dataclass
     ``cls`` (a recipe without its base), as :func:`from_dict` does, without building it: what the layers set
-    together is checked when they are merged."""
+    together is checked when they are merged (a section or mapping left empty, null, in a base that a recipe over it
+    fills among them)."""
     hints = typing.get_type_hints(cls)
     _refuse_unknown(cls, data, prefix)
     for name, value in data.items():
+        mapping = dataclasses.is_dataclass(hints[name]) or dict in (hints[name], typing.get_origin(hints[name]))
+        if mapping and value is None:
+            continue
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
             _check_layer(hints[name], value, f"{prefix}{name}.")
         else:
@@ -453,6 +457,12 @@ def _is_recipe(path: Path) -> bool:
         raise ConfigError(f"recipe {path}: cannot be read ({error_reason(e)})") from e
 
 
+def packaged_recipe(name: str) -> Path:
+    """The packaged recipe ``name`` as its file: what mme's own jobs (the demo, the benches) run, whatever recipe
+    files the working folder holds (a bare name there is refused where it is both: :func:`resolve_recipe_path`)."""
+    return RECIPES_DIR / _recipe_file(name)
+
+
 def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     """A recipe given as a path, or the name of a packaged recipe (with or without ``.yaml``). A Path, or a name with
     a folder in it or ending in ``.yaml`` / ``.yml``, is a path, never a packaged recipe (``./tiny_cpu_mme`` is
@@ -462,7 +472,7 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     the packaged ones, never in the working folder: a user's edited copy of a packaged recipe there would become
     every recipe's base. The recipe itself comes after the packaged ones: ``_base_: tiny_cpu_mme`` in a copy named
     so is the packaged one."""
-    text, packaged = str(name), RECIPES_DIR / _recipe_file(str(name))
+    text, packaged = str(name), packaged_recipe(str(name))
     if base_of is None:
         here = [Path(n) for n in dict.fromkeys((text, _recipe_file(text)))]
         if isinstance(name, Path) or os.sep in text or "/" in text or text.endswith(RECIPE_SUFFIXES):

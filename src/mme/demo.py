@@ -60,6 +60,7 @@ from mme.config import (
     load_recipe,
     merge_layer,
     override_keys,
+    packaged_recipe,
     parse_overrides,
     warnings_once,
 )
@@ -226,7 +227,7 @@ def _pretrain_config(s: DemoSettings, target: str, seed: int, train_list: Path) 
         f"train.device={s.device}", f"train.out_dir={s.out / f'seed{seed}' / target}",
         f"train.ckpt_every={s.steps}", "train.keep_last=1", "train.overwrite=true", *extra,
     ], [o for o in s.overrides if o not in unused])
-    return load_config(PretrainConfig, recipe, overrides)
+    return load_config(PretrainConfig, packaged_recipe(recipe), overrides)
 
 
 def unused_overrides(s: DemoSettings) -> dict[str, dict[str, str]]:
@@ -237,7 +238,7 @@ def unused_overrides(s: DemoSettings) -> dict[str, dict[str, str]]:
     sets = override_keys(s.overrides)  # the keys each override sets (each key of a mapping value)
     for target in s.targets:
         recipe, extra = TARGETS[target]
-        layers = merge_layer(PretrainConfig, load_recipe(recipe, PretrainConfig),
+        layers = merge_layer(PretrainConfig, load_recipe(packaged_recipe(recipe), PretrainConfig),
                              parse_overrides(layered(extra, s.overrides)), level=logging.DEBUG)
         target_cfg = from_dict(TargetConfig, layers.get("target", {}), "target.")
         without_effect = {f"target.{key}": only for key, only in target_cfg.settings_without_effect().items()}

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mme.config import from_dict, load_recipe, merge, parse_overrides
+from mme.config import from_dict, load_recipe, merge, packaged_recipe, parse_overrides
 from mme.data.dataset import DataConfig, Sample
 from mme.data.lists import read_list, resolve
 from mme.data.sampling import sample_pretrain
@@ -60,6 +60,8 @@ MOTIONS: dict[str, dict[str, float]] = {
 
 DEMO_TARGET = ("tiny_cpu_mme", ("target.patch_norm=false", "target.position_unit=1"))
 """The demo's MME run: its recipe and target overrides (mme.demo.TARGETS['mme']; a test keeps them equal)."""
+DEMO_RECIPE = packaged_recipe(DEMO_TARGET[0])
+"""Its packaged file, whatever recipe files the working folder holds."""
 
 RIDGE = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 """Ridge strengths, relative to the mean squared norm of a standardised feature row."""
@@ -164,14 +166,14 @@ def pair_ms(videos: list[np.ndarray], method: str, repeat: int) -> float:
 
 # --- information of the targets --------------------------------------------------------------------------------
 
-def recipe_configs(recipe: str, overrides: tuple[str, ...]) -> tuple[ModelConfig, TargetConfig, DataConfig]:
+def recipe_configs(recipe: str | Path, overrides: tuple[str, ...]) -> tuple[ModelConfig, TargetConfig, DataConfig]:
     """The model, target and data settings of a pre-training recipe with ``overrides``."""
     data = merge(load_recipe(recipe), parse_overrides(list(overrides)))
     return from_dict(ModelConfig, data.get("model", {}), "model."), \
         from_dict(TargetConfig, data.get("target", {}), "target."), from_dict(DataConfig, data.get("data", {}), "data.")
 
 
-def target_features(data_dir: str | Path, methods: list[str], recipe: str = DEMO_TARGET[0],
+def target_features(data_dir: str | Path, methods: list[str], recipe: str | Path = DEMO_RECIPE,
                     overrides: tuple[str, ...] = DEMO_TARGET[1], seed: int = 0) -> tuple[dict, dict, dict]:
     """Flattened trajectory targets of one clip per video (random window drawn with ``seed``, centre crop) for
     every method, in px (the demo's target) and under PatchStd: ``{split: {method: {"px" | "patchstd": (N, D)}}}``;
@@ -252,7 +254,7 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"mme bench flow: unknown flow method(s) {unknown}; choose from {list(METHODS)}")
-    L = recipe_configs(*DEMO_TARGET)[1].track_length
+    L = recipe_configs(DEMO_RECIPE, DEMO_TARGET[1])[1].track_length
     result = {"cpu": cpu_name(), "threads": threads, "sizes": list(sizes), "motions": list(MOTIONS),
               "scenes": scenes, "track_length": L, "num_frames": num_frames, "data": {},
               "methods": {m: {"probe": {}} for m in methods}}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mme.config import load_config
+from mme.config import load_config, packaged_recipe
 from mme.data.bench import generated_video
 from mme.data.dataset import collate
 from mme.data.video import open_video
@@ -47,7 +47,7 @@ def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, 
             *extra: str) -> PretrainConfig:
     """The tiny demo recipe at the bench's clip size with the variant's target."""
     recipe = "tiny_cpu_pixel" if variant == "pixel" else "tiny_cpu_mme"
-    return load_config(PretrainConfig, recipe, [
+    return load_config(PretrainConfig, packaged_recipe(recipe), [
         f"data.list_file={list_file}", f"data.root={list_file.parent}", f"data.img_size={size}",
         f"model.img_size={size}", f"data.num_frames={frames}", f"model.num_frames={frames}", f"data.stride={stride}",
         f"train.out_dir={out}", "train.overwrite=true",
