@@ -1724,6 +1724,9 @@ def test_a_sharded_hf_directory_loads_from_the_shards_its_index_names(tmp_path, 
     assert sorted(p.name for p in checkpoint_files(folder)) == sorted(["config.json", index, *shards])
     export(folder, tmp_path / "ours")
     assert torch.equal(load_encoder(tmp_path / "ours").blocks[1].mlp.fc2.weight, enc.blocks[1].mlp.fc2.weight)
+    if not torch_shards:  # a shard is the checkpoint's file: an export is not written over it
+        with pytest.raises(ConfigError, match="would replace the files of SRC"):
+            export(folder, folder / shards[0], format="safetensors", overwrite=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])

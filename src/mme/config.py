@@ -474,13 +474,12 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     so is the packaged one."""
     text, packaged = str(name), packaged_recipe(str(name))
     if base_of is None:
-        here = [Path(n) for n in dict.fromkeys((text, _recipe_file(text)))]
+        local = next((c for c in (Path(n) for n in dict.fromkeys((text, _recipe_file(text)))) if _is_recipe(c)),
+                     None)
         if isinstance(name, Path) or os.sep in text or "/" in text or text.endswith(RECIPE_SUFFIXES):
-            found = next((c for c in here if _is_recipe(c)), None)
-            if found is None:
+            if local is None:
                 raise ConfigError(f"recipe {text!r} not found (no such file)")
-            return found
-        local = next((c for c in here if _is_recipe(c)), None)
+            return local
         if local is not None and _is_recipe(packaged):
             raise ConfigError(f"recipe {text!r} is both {local} in the working folder and the packaged {packaged}: "
                               f"give ./{local} or the packaged path")

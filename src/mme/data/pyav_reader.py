@@ -159,7 +159,7 @@ def open_container(path: str, **options) -> av.container.InputContainer:
     """``av.open`` of a file by an absolute name: FFmpeg reads a name such as '2020-01-01T10:00:00.mp4' or 'pipe:0'
     as a protocol and what follows its colon as that protocol's address. A relative ``path`` is spelled by
     :func:`~mme.utils.absolute_path`; an absolute one, which no protocol is read in and the OS resolves as that
-    would, is opened as given (a reader's name, spelled once for its opens and its index)."""
+    would, is opened as given (a reader's name, spelled once for its reopens and its index's key)."""
     return av.open(path if os.path.isabs(path) else absolute_path(path), **options)
 
 
@@ -340,7 +340,7 @@ class PyAVReader(VideoReader):
 
     def __init__(self, path: str, threads: int = 0, index_dir: str | None = None, gpu: int | None = None):
         self.path = path
-        self._name = absolute_path(path)  # what it is opened and its index kept by, spelled once ('..': 2 realpaths)
+        self._name = absolute_path(path)  # what it is reopened and its index kept by, spelled once ('..': 2 realpaths)
         self._threads = threads
         self._hwaccel = None if gpu is None else cuda_decoder(gpu)
         self._rgb = VideoReformatter()
@@ -984,8 +984,9 @@ def _load_index(store: Path) -> _Index | None:
 
 @functools.lru_cache(maxsize=4096)
 def _pyav_index(path: str, name: str, size: int, mtime_ns: int, index_dir: str | None = None) -> _Index:
-    """The file's index, cached per (path, size, mtime) in this process, and with ``index_dir`` kept there for
-    every process (:meth:`_Index.save`) under ``name`` (:func:`_index_store`); ``path`` as given, for messages."""
+    """The file's index, cached per (path, name, size, mtime, index_dir) in this process, and with ``index_dir``
+    kept there for every process (:meth:`_Index.save`) under ``name`` (:func:`_index_store`); ``path`` as given,
+    for messages."""
     if index_dir is None:
         return _make_index(path)
     store = _index_store(index_dir, name, size, mtime_ns)

@@ -24,7 +24,6 @@ from mme.models import convert, convert_config
 from mme.models.checkpoint import (
     CLIP,
     CONFIG,
-    HF_BIN,
     WEIGHTS,
     Checkpoint,
     build_model,
@@ -254,10 +253,10 @@ def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: 
     """Refuse to write over ``src``'s own files, or a ``config.json`` of another program that ``out`` holds, and,
     unless ``overwrite``, over a checkpoint ``out`` holds."""
     written = [out / CONFIG, out / WEIGHTS] if folder else [out]
-    # SRC's files, and for a folder those it would be read from too: a model.safetensors written into a Hugging
-    # Face folder of pytorch_model.bin is read in place of its weights (by transformers too)
+    # SRC's files (a sharded one's shards too), and for a folder those it would be read from: a model.safetensors
+    # written into a Hugging Face folder of pytorch_model.bin is read in place of its weights (by transformers too)
     src = Path(src)
-    read = [src / name for name in (CONFIG, WEIGHTS, HF_BIN)] if src.is_dir() else [src]
+    read = [*checkpoint_files(src), src / WEIGHTS] if src.is_dir() else [src]
     if {p.resolve() for p in written} & {p.resolve() for p in read}:
         raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported, or be "
                           "read in their place; write the export elsewhere")
