@@ -598,12 +598,12 @@ def _assumed(meta: dict, path: Path, key: str = "assumed") -> tuple[str, ...]:
 
 def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: bool,
                  fallback: ModelConfig | None) -> Checkpoint:
-    files = weight_files(path)
-    if not files:
+    index, files = weight_files(path)
+    if index is None and not files:
         raise CheckpointError(f"{path}: Hugging Face directory without {WEIGHTS} or {HF_BIN}, nor the "
                               f"{INDEX_SUFFIX} of their shards")
     state = {}
-    for file in (f for f in files if not f.name.endswith(INDEX_SUFFIX)):
+    for file in files:
         state.update(_read_safetensors(file)[0] if file.suffix == ".safetensors" else _unwrap(torch_load(file), file))
     decoder = any(k == "mask_token" or k.startswith("decoder.") for k in state)
     try:
@@ -672,24 +672,26 @@ def checkpoint_files(path: str | os.PathLike) -> list[Path]:
     if not path.is_dir():
         return [path]
     held = [path / name for name in (CONFIG, WEIGHTS, HF_BIN) if (path / name).is_file()]
-    return held + [file for file in weight_files(path) if file not in held and file.is_file()]
+    index, read = weight_files(path)
+    return held + ([index] if index else []) + [file for file in read if file not in held and file.is_file()]
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """The files the weights of the checkpoint directory ``folder`` are read from, as transformers reads them:
-    its WEIGHTS, else the index of its safetensors shards (``save_pretrained(max_shard_size=...)``) and the shards
-    its ``weight_map`` names, else HF_BIN, else the index of its shards and those; empty where it has none."""
+def weight_files(folder: Path) -> tuple[Path | None, list[Path]]:
+    """The index of the shards of the checkpoint directory ``folder`` (None where it is not sharded) and the files
+    its weights are read from, as transformers reads them: its WEIGHTS, else the shards its safetensors index
+    (``save_pretrained(max_shard_size=...)``) names in its ``weight_map``, else HF_BIN, else the shards its index
+    names; (None, []) where it has none."""
     for name in (WEIGHTS, WEIGHTS + INDEX_SUFFIX, HF_BIN, HF_BIN + INDEX_SUFFIX):
         if not (folder / name).is_file():
             continue
         if not name.endswith(INDEX_SUFFIX):
-            return [folder / name]
+            return None, [folder / name]
         shards = _read_json(folder / name).get("weight_map")
         if not isinstance(shards, dict) or not all(isinstance(v, str) and Path(v).name == v for v in shards.values()):
             raise CheckpointError(f"{folder / name}: its 'weight_map' is not a JSON object of tensor names to the "
                                   "names of shard files beside it")
-        return [folder / name, *(folder / shard for shard in dict.fromkeys(shards.values()))]
-    return []
+        return folder / name, [folder / shard for shard in dict.fromkeys(shards.values())]
+    return None, []
 
 
 def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: ModelConfig | None) -> Checkpoint:
