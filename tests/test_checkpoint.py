@@ -1693,6 +1693,33 @@ def test_a_file_of_ours_whose_mlp_was_truncated_from_a_whole_product_still_loads
         read_checkpoint(path)
 
 
+def test_a_training_checkpoint_whose_mlp_was_truncated_loads_and_one_that_does_not_fit_is_named_once(tmp_path):
+    """A training run's checkpoint of such a config loads likewise with the ratio of its weights; where no one ratio
+    gives its widths, the line named the file twice (``run.pt: run.pt: its MLP ...``): the fit ran inside the reading
+    of the weights, which names the file again."""
+    def saved(decoder_dim: int, decoder_width: int):
+        cfg = ModelConfig(img_size=32, num_frames=2, embed_dim=88, depth=1, num_heads=4, mlp_ratio=120 / 88,
+                          decoder_dim=decoder_dim, decoder_heads=2)
+        model = MaskedAutoencoder(cfg, [PIXEL])
+        model.encoder.blocks[0].mlp = Mlp(88, 119)  # as the blocks built it
+        model.decoder_blocks[0].mlp = Mlp(decoder_dim, decoder_width)
+        path = tmp_path / f"run{decoder_dim}.pt"
+        torch.save({"config": {"model": dataclasses.asdict(cfg)}, "model": perturbed(model).state_dict()}, path)
+        return path
+
+    path = saved(44, 59)
+    model = load_model(path)
+    assert model.cfg.mlp_ratio == 119 / 88
+    saved_weights = torch.load(path)["model"]
+    assert torch.equal(model.decoder_blocks[0].mlp.fc1.weight, saved_weights["decoder_blocks.0.mlp.fc1.weight"])
+    path = saved(66, 90)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(path)
+    assert str(e.value) == (f"{path}: its MLP of 119 units is model.mlp_ratio={120 / 88!r} times embed_dim 88 "
+                            "truncated, which mme builds as 120 units, and no one mlp_ratio gives the widths of its "
+                            "MLPs ({'embed_dim': 119, 'decoder_dim': 90})")
+
+
 @pytest.mark.parametrize("torch_shards", [False, True])
 def test_a_sharded_hf_directory_loads_from_the_shards_its_index_names(tmp_path, torch_shards):
     """A Hugging Face directory saved in shards (save_pretrained's max_shard_size, as transformers saves large

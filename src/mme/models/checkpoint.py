@@ -381,9 +381,10 @@ def _fit_mlp_ratio(cfg: ModelConfig, state: dict[str, torch.Tensor], kind: str, 
     are the products of the block widths and ``cfg.mlp_ratio`` truncated, although one is a whole number up to float
     error (``88 x 120/88`` built as 119 units, which :func:`~mme.models.config.mlp_width` makes 120), so that such
     files still load; a CheckpointError naming the width where no ratio builds them all. Else as it is (other widths
-    are the load's wrong architecture)."""
+    are the load's wrong architecture). For the configs files record (ours, a training run's, a Hugging Face one):
+    one inferred from the weights is theirs already."""
     widths = {name: weight.shape[0] for name, weight in (
-        ("embed_dim", convert.encoder_part(state, kind).get("blocks.0.mlp.fc1.weight")),
+        ("embed_dim", state.get(convert.encoder_key("blocks.0.mlp.fc1.weight", kind))),
         ("decoder_dim", state.get("decoder_blocks.0.mlp.fc1.weight"))) if weight is not None}
 
     def builds(ratio: float) -> bool:
@@ -432,7 +433,6 @@ def _from_state(state: dict[str, torch.Tensor], path: Path, hints: dict, cfg: Mo
                 cfg.decoder_norm_eps = 1e-5  # Hugging Face's VideoMAEDecoder LayerNorm
             assumed = ("num_heads", "img_size", "num_frames") + (("decoder_heads",) if kind == "mae" else ())
         cfg, assumed, taken, replaced = _with_recorded_hints(cfg, hints, assumed, fallback, kind)
-        cfg = _fit_mlp_ratio(cfg, ours, kind, path)
         table = next((v for k, v in state.items() if k.endswith("pos_embed") and not k.startswith("decoder")), None)
         ck = Checkpoint(kind, _fit_clip(cfg, table, assumed, fallback, path), ours, f"{path} ({layout})",
                         assumed=assumed, from_fallback=taken, pooled_norm=pooled_norm, replaced=replaced)
@@ -613,6 +613,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
     ck = _from_state(state, path, hints, cfg=cfg, heads=[HeadSpec("pixel", cfg.tubelet_size * cfg.patch_size ** 2
                                                                   * cfg.in_chans)], encoder_only=encoder_only,
                      strict=strict, assumed=_assumed(hf, path / CONFIG, "mme_assumed"), fallback=fallback)
+    ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
     ck.run_config = _run(hf, path / CONFIG, "mme_run")
     if ck.kind == "mae":
         ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
@@ -733,6 +734,7 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
         cfg = run_model_config(ModelConfig, obj["config"]["model"], path)
         ck = _from_state(_unwrap(obj["model"], path), path, hints, cfg=cfg, heads=_run_heads(obj), strict=strict,
                          fallback=fallback)
+        ck.cfg = _fit_mlp_ratio(ck.cfg, ck.state, ck.kind, path)
         ck.run_config = obj["config"]
         target = obj["config"].get("target")
         if ck.kind == "mae" and isinstance(target, dict) and "norm_pix" in target:

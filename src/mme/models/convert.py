@@ -333,3 +333,8 @@ def encoder_part(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.T
     if kind == "encoder":
         return dict(state)
     return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def encoder_key(key: str, kind: str) -> str:
+    """The key of our ``kind`` state dict that holds the encoder's ``key`` (as :func:`encoder_part` names it)."""
+    return key if kind == "encoder" else f"encoder.{key}"
