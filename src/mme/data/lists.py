@@ -1442,11 +1442,9 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
     by_label = formatted and _names_label(naming)
     folders: dict[str, _FolderVideos | None] = {}
     out: Splits = {}
-    looked_up: list[tuple[ListEntry, list[str]]] = []
+    looked_up: list[_LookedUp] = []
     for name, entries in splits.items():
-        looked = [(e, _video_found(e, video_root, folders)) for e in entries]
-        if unlisted := {folder for folder, listed in folders.items() if listed is None}:
-            looked_up += [(e, found) for e, found in looked if os.path.dirname(resolve(e, video_root)) in unlisted]
+        looked = [(e, _video_found(e, video_root, folders, looked_up)) for e in entries]
         kept = [replace(e, path=found[0]) for e, found in looked if found]
         if several := [(e, found) for e, found in looked if len(found) > 1]:
             _say_several(name, several, formatted)
@@ -1490,13 +1488,12 @@ def _say_several(split: str, several: list[tuple[ListEntry, list[str]]], formatt
                     listed[0] != row.path for row, listed in several) else "")
 
 
-def _say_looked_up(looked_up: list[tuple[ListEntry, list[str]]], video_root: str | Path) -> None:
-    """Say how the rows ``looked_up`` (each with the files found), in folders that can be entered but not listed,
-    were looked for: under the suffix spellings of :data:`LOOKED_UP_SPELLINGS` alone, the first file found taken
-    (:func:`_name_looked_up`). A warning where some were not found (a video spelled otherwise among them), else an
-    INFO line."""
-    folders = sorted({os.path.dirname(resolve(e, video_root)) for e, _ in looked_up})
-    missing = [e.path for e, found in looked_up if not found]
+def _say_looked_up(looked_up: list[_LookedUp], video_root: str | Path) -> None:
+    """Say how the rows ``looked_up``, in folders that can be entered but not listed, were looked for: under the
+    suffix spellings of :data:`LOOKED_UP_SPELLINGS` alone, the first file found taken (:func:`_name_looked_up`). A
+    warning where some were not found (a video spelled otherwise among them), else an INFO line."""
+    folders = sorted({row.folder for row in looked_up})
+    missing = [row.entry.path for row in looked_up if not row.found]
     log.log(logging.WARNING if missing else logging.INFO,
             "%d folder(s) under %s can be entered but not listed (e.g. %s): each of their %d video(s) was looked up by "
             "its name, then under each video suffix in lower case, capitals or a first capital (%s), the first file "
@@ -1506,6 +1503,14 @@ def _say_looked_up(looked_up: list[tuple[ListEntry, list[str]]], video_root: str
             f"found there; let the folders be listed (chmod a+r) to find a suffix in any case" if missing else "")
 
 
+class _LookedUp(NamedTuple):
+    """A row looked up by its name (:func:`_video_found`): its folder, which cannot be listed, and the files found."""
+
+    folder: str
+    entry: ListEntry
+    found: list[str]
+
+
 class _FolderVideos(NamedTuple):
     """The names of a folder's files, and of its videos by their name without the video suffix."""
 
@@ -1513,25 +1518,28 @@ class _FolderVideos(NamedTuple):
     videos: dict[str, list[str]]
 
 
-def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos | None]) -> list[str]:
+def _video_found(entry: ListEntry, root: str | Path, folders: dict[str, _FolderVideos | None],
+                 looked_up: list[_LookedUp]) -> list[str]:
     """The entry's paths as the files found under ``root``, the one to list first: the file it names, then the
     videos of the same name under other suffixes of :data:`VIDEO_EXTS` in its order (yt-dlp keeps the .mkv or .webm
     it downloaded where a CSV's format names .mp4), each file once; none where there is neither. ``folders`` holds
     each folder's names once listed: one listing a folder, not a stat per suffix per row (240k rows in K400); in a
-    folder not listed (:func:`_folder_videos` None) each name is looked up, the first file found alone."""
+    folder not listed (:func:`_folder_videos` None) each name is looked up, the first file found alone, and the row
+    added to ``looked_up``."""
     folder, name = os.path.split(resolve(entry, root))
     if folder not in folders:
         folders[folder] = _folder_videos(folder)
     listed = folders[folder]
-    stem = _video_stem(name)
-    if stem is None and not _hidden(name):
-        stem = name  # (a name without a video suffix: its video under any)
+    stem = _video_stem(name) or (None if _hidden(name) else name)  # (not a video's name: its video under any suffix)
     if listed is not None and name in listed.files and listed.videos.get(stem, [name]) == [name]:
         return [entry.path]  # (nearly every row: its file, there under one suffix)
     found = _distinct_files(folder, _name_listed(name, stem, listed)) if listed is not None \
         else _name_looked_up(folder, name, stem)
     head = entry.path.rpartition("/")[0]
-    return [entry.path if file == name else f"{head}/{file}" if head else file for file in found]
+    paths = [entry.path if file == name else f"{head}/{file}" if head else file for file in found]
+    if listed is None:
+        looked_up.append(_LookedUp(folder, entry, paths))
+    return paths
 
 
 def _name_listed(name: str, stem: str | None, listed: _FolderVideos) -> list[str]:
