@@ -940,6 +940,38 @@ def test_unset_is_unset_however_written_and_text_keys_refuse_it():
     assert load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.val_list="]).task.val_list == ""
 
 
+def test_none_is_the_linear_heads_of_target_activation_on_every_route(tmp_path):
+    """``target.activation=none`` (linear heads) was read as null, which unsets the key, so the preset filled it: over
+    mme_k400_released the release's Sigmoid/Tanh heads were trained instead, without a word (a recipe's ``none`` was
+    the text). The other spellings of null still unset it; a run's config.yaml gives it back as a recipe and as
+    overrides."""
+    import yaml
+
+    from mme.config import flatten
+    from mme.motion.targets import head_specs
+    from mme.train.engine import as_recipe
+
+    def activations(cfg):
+        return {h.name: h.activation for h in head_specs(cfg.target, cfg.model)}
+
+    for override in ("target.activation=none", " target.activation= none ", "target={activation: none}",
+                     'target.activation="none"'):
+        cfg = load_config(PretrainConfig, "mme_k400_released", [override])
+        assert cfg.target.activation == "none", override
+        assert activations(cfg) == {"traj": "none", "hog": "none"}, override
+    for unset in ("null", "~", "None", ""):
+        cfg = load_config(PretrainConfig, "mme_k400_released", [f"target.activation={unset}"])
+        assert activations(cfg) == {"traj": "tanh", "hog": "sigmoid"}, unset
+    recipe = tmp_path / "linear.yaml"
+    recipe.write_text("_base_: mme_k400_released\ntarget:\n  activation: none\n")
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(as_recipe(load_config(PretrainConfig, recipe)), sort_keys=False))
+    assert load_config(PretrainConfig, saved).target.activation == "none"
+    target_keys = [f"target.{k}={v}" for k, v in flatten(yaml.safe_load(saved.read_text())["target"]).items()]
+    assert "target.activation=none" in target_keys
+    assert load_config(PretrainConfig, "mme_k400_released", target_keys).target.activation == "none"
+
+
 def test_a_model_of_other_than_three_channels_does_not_train_on_videos():
     """``model.in_chans=1`` passed the checks and failed at the first step with a traceback."""
     from mme.train.config import PretrainConfig

@@ -4,17 +4,18 @@ defaults (the dataclass) <- a recipe in ``configs/`` (only the differences) <- `
 
 Unknown keys and values of the wrong type are errors that name the key and list what is valid; numbers must be
 finite, and integers fit a 64-bit integer (what torch, numpy and ``range`` take). A recipe is a path or a packaged
-recipe's name (a name with a folder in it or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`). A
-recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then among the
-packaged recipes; never the working folder). An override's value is read as YAML for keys of other
-types than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given
-whole (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe;
-``null``, ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key; a text value ``"~"`` (quoted)
-or starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a
-bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset
-in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works)
-and a config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer
-that names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
+recipe's name (a name with a folder in it or ending in ``.yaml`` / ``.yml`` is a path: :func:`resolve_recipe_path`).
+A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolved relative to the recipe, then
+among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other types
+than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole
+(``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``,
+``~``, ``None`` and, for keys that may be unset, nothing at all unset a key (``none`` too, but for a key that takes
+it as a value: ``target.activation=none`` is the linear heads, as in a recipe); a text value ``"~"`` (quoted) or
+starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a bare
+``~`` among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in
+its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and
+a config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer that
+names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
 preset which earlier layers set (:func:`merge_layer`).
 """
 
@@ -119,11 +120,19 @@ class _OutOfRange(ConfigError):
     that matches none of a union's types (``int | None``)."""
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
+NONE = "none"
+"""A text some keys take as a value (``target.activation``: linear heads), which YAML reads as text and an override
+would read as null: the section's ``NONE_IS_A_VALUE`` names them."""
+
+
+def _coerce(value: Any, tp: Any, key: str, none_is_a_value: bool = False) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``; ``none_is_a_value``: the
+    key takes the text :data:`NONE`, which an override's ``none`` then is (not unset, as a recipe's is text)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if isinstance(value, _Override):
+        if none_is_a_value and value.strip() == NONE:
+            return NONE
         union = origin in (typing.Union, types.UnionType)
         if union and type(None) in args and _unset(value):
             return None
@@ -241,7 +250,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     _refuse_unknown(cls, data, prefix)
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = {name: _coerce(value, hints[name], prefix + name, _none_is_a_value(cls, name))
+              for name, value in data.items()}
     for name in getattr(cls, "PATHS", {}):  # (os calls raise a bare ValueError on it, where they do not skip it)
         if isinstance(kwargs.get(name), str) and "\0" in kwargs[name]:
             raise ConfigError(f"config key '{prefix}{name}': {kwargs[name]!r} holds a NUL byte, which no path can hold")
@@ -279,7 +289,12 @@ def _check_layer(cls: type, data: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
             _check_layer(hints[name], value, f"{prefix}{name}.")
         else:
-            _coerce(value, hints[name], prefix + name)
+            _coerce(value, hints[name], prefix + name, _none_is_a_value(cls, name))
+
+
+def _none_is_a_value(cls: type, name: str) -> bool:
+    """Whether key ``name`` of config dataclass ``cls`` takes the text :data:`NONE` (its ``NONE_IS_A_VALUE``)."""
+    return name in getattr(cls, "NONE_IS_A_VALUE", ())
 
 
 def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:

@@ -69,6 +69,9 @@ class TargetConfig:
     normalises its cells already, :data:`~mme.motion.hog.NORMALISED_STYLES`, as it then says what the head does)."""
     PATHS: ClassVar[dict[str, str]] = {"cache_dir": ""}
     """As :attr:`mme.data.dataset.DataConfig.PATHS`."""
+    NONE_IS_A_VALUE: ClassVar[tuple[str, ...]] = ("activation",)
+    """Keys whose values include the text 'none', which an override's ``none`` gives as a recipe's does (other
+    spellings of null unset them): :data:`mme.config.NONE`."""
 
     preset: str | None = None
     """Named recipe (paper / released / videomae / maskfeat); explicit keys override it."""
