@@ -317,7 +317,8 @@ def test_a_recipe_that_is_not_utf8_or_cannot_be_read_is_one_line(tmp_path, capsy
 def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_one_line(tmp_path):
     """A recipe (or its ``_base_``) that cannot be looked for (a folder that cannot be searched, a name too long),
     a null key (``~: 3``, ``train={null: 3}``) and a NUL byte in a path key ended in tracebacks (OSError,
-    TypeError, ValueError: embedded null byte)."""
+    TypeError, ValueError: embedded null byte); then a NUL byte in a recipe, a ``_base_`` among them, was refused
+    without naming the recipe that holds it."""
     too_long = tmp_path / ("r" * 300 + ".yaml")
     with pytest.raises(ConfigError, match=r"^recipe .*/r{300}\.yaml: cannot be read \(File name too long\)$"):
         load_config(PretrainConfig, str(too_long))
@@ -329,9 +330,11 @@ def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_o
         load_config(PretrainConfig, tmp_path / "null_key.yaml")
     with pytest.raises(ConfigError, match=r"^override 'train=\{null: 3\}': key 'null' \(line 1\) is YAML's null"):
         load_config(PretrainConfig, "tiny_cpu_mme", ["train={null: 3}"])
-    (tmp_path / "nul.yaml").write_text('_base_: tiny_cpu_mme\ntrain:\n  out_dir: "run\\0x"\n')
-    with pytest.raises(ConfigError, match=r"^config key 'train\.out_dir': 'run\\x00x' holds a NUL byte"):
-        load_config(PretrainConfig, tmp_path / "nul.yaml")
+    (tmp_path / "nul.yaml").write_text('_base_: tiny_cpu_mme\ntrain: {out_dir: "run\\0x"}\n')
+    (tmp_path / "over_nul.yaml").write_text("_base_: nul.yaml\ntrain:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/nul\.yaml: config key 'train\.out_dir': 'run\\x00x' "
+                                          "holds a NUL byte"):
+        load_config(PretrainConfig, tmp_path / "over_nul.yaml")
     for key in ("data.list_file", "data.root", "data.index_dir", "target.cache_dir", "train.init"):
         with pytest.raises(ConfigError, match=rf"^config key '{key}': 'p\\x00' holds a NUL byte, which no path"):
             load_config(PretrainConfig, "tiny_cpu_mme", [f'{key}="p\\0"'])

@@ -245,16 +245,12 @@ def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones; a path key
-    (``cls.PATHS``) holding a NUL byte is refused too."""
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones, and each
+    value is read as :func:`_field_value` reads it."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     _refuse_unknown(cls, data, prefix)
-    kwargs = {name: _coerce(value, hints[name], prefix + name, _none_is_a_value(cls, name))
-              for name, value in data.items()}
-    for name in getattr(cls, "PATHS", {}):  # (os calls raise a bare ValueError on it, where they do not skip it)
-        if isinstance(kwargs.get(name), str) and "\0" in kwargs[name]:
-            raise ConfigError(f"config key '{prefix}{name}': {kwargs[name]!r} holds a NUL byte, which no path can hold")
+    kwargs = {name: _field_value(cls, name, value, hints[name], prefix) for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -289,12 +285,18 @@ def _check_layer(cls: type, data: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
             _check_layer(hints[name], value, f"{prefix}{name}.")
         else:
-            _coerce(value, hints[name], prefix + name, _none_is_a_value(cls, name))
+            _field_value(cls, name, value, hints[name], prefix)
 
 
-def _none_is_a_value(cls: type, name: str) -> bool:
-    """Whether key ``name`` of config dataclass ``cls`` takes the text :data:`NONE` (its ``NONE_IS_A_VALUE``)."""
-    return name in getattr(cls, "NONE_IS_A_VALUE", ())
+def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
+    """``value`` as key ``name`` (of type ``tp``) of config dataclass ``cls`` takes it (:func:`_coerce`, the text
+    :data:`NONE` for a key of its ``NONE_IS_A_VALUE``); in a path key (its ``PATHS``) a NUL byte is refused, on which
+    os calls raise a bare ValueError where they do not skip it."""
+    key = prefix + name
+    out = _coerce(value, tp, key, name in getattr(cls, "NONE_IS_A_VALUE", ()))
+    if name in getattr(cls, "PATHS", {}) and isinstance(out, str) and "\0" in out:
+        raise ConfigError(f"config key '{key}': {out!r} holds a NUL byte, which no path can hold")
+    return out
 
 
 def apply_preset(cfg: Any, section: str, presets: dict[str, dict], fallback: dict[str, Any] | None = None) -> None:
