@@ -103,8 +103,7 @@ def _command_module(module: str) -> Any:
 
     with HeldBack() as held:
         imported = importlib.import_module(module)
-    if held.received is not None:
-        signal.raise_signal(held.received)
+    held.raise_received()
     return imported
 
 

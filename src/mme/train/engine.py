@@ -24,7 +24,6 @@ import gc
 import logging
 import math
 import os
-import signal
 import textwrap
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -233,7 +232,7 @@ def finish(run: Run | None, before: Before, result: Any = None, failing: bool = 
     if result is not None and (run is None or run.step >= run.total_steps):
         raise Interrupted(f"stopped by {held.received.name} as the job ended, its work done: what it wrote is kept "
                           f"in {result.out_dir}", 128 + int(held.received), finished=result)
-    signal.raise_signal(held.received)
+    held.raise_received()
 
 
 def resume_state(resume: str | None, out_dir: Path, overwrite: bool = False) -> tuple[str, dict] | None:

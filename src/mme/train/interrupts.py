@@ -27,13 +27,13 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class HeldBack:
-    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in
-    ``received`` (the first) and nothing else: the caller acts on it once the work under it is done. For a job's
-    teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the garbage
-    collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the run's
-    threads and generators; for a command's imports (:mod:`mme.cli`), where torch's native start-up drops it or
-    aborts. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
-    whichever of its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
+    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in ``received``
+    (the first) and nothing else: the caller acts on it once the work under it is done (as :meth:`raise_received`).
+    For a job's teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the
+    garbage collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the
+    run's threads and generators; for a command's imports (:mod:`mme.cli`), where torch's native start-up drops it
+    or aborts. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches whichever of
+    its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
@@ -50,6 +50,12 @@ class HeldBack:
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    def raise_received(self) -> None:
+        """Send the signal received (if any) again, now that the handlers from before are back: what it would have
+        done under the held-back work, it does now."""
+        if self.received is not None:
+            signal.raise_signal(self.received)
 
 
 class StopRequests(HeldBack):
