@@ -311,6 +311,45 @@ def test_two_jobs_refused_at_their_start_on_one_new_nested_folder_leave_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go"]
 
 
+_JOB_ON_A_NEW_FOLDER = """
+import logging, sys
+from mme import utils
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+utils._ORDERING_WAIT_S = 0.5
+print(utils.lock_folder(sys.argv[1], "train.out_dir", unmade_if_unused=True), flush=True)
+utils.unlock_folder(sys.argv[1])  # refused at its start
+"""
+
+
+def _ordering_lock(tmp: Path, folder: Path) -> Path:
+    """The file in the temporary folder ``tmp`` that orders this user's jobs making new folders beside ``folder``."""
+    return tmp / f"mme-folders-{os.geteuid()}-{folder.stat().st_dev}.lock"
+
+
+def test_a_job_goes_on_unordered_when_the_folders_lock_is_held_past_its_wait(tmp_path):
+    """The lock that orders this user's making of new folders (a file of a known name in the temporary folder) was
+    waited for without end: a job of the user stopped with Ctrl-Z in its step, or anyone holding the file, stalled
+    every later job at its start, silently. Now a job waits a few seconds, says so once, and goes on without it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    ordering = _ordering_lock(tmp, tmp_path)
+    holder = os.open(ordering, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        out = tmp_path / "new" / "out"
+        proc = subprocess.run([sys.executable, "-c", _JOB_ON_A_NEW_FOLDER, str(out)], capture_output=True, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp)}, timeout=8)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "True\n"
+        waits = [ln for ln in proc.stderr.splitlines() if "is held by another process" in ln]
+        assert waits == [f"{ordering} is held by another process: waiting up to 0.5 s for it, then going on without "
+                         f"it"]  # said once: the removal at the job's end does not wait again
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # the folders it made, removed unordered
+        assert os.path.samestat(os.fstat(holder), os.stat(ordering))  # the holder's file, left to it
+    finally:
+        os.close(holder)
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

@@ -213,17 +213,21 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path, remove: bool = False) -> Iterator[None]:
+def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None = None) -> Iterator[bool]:
     """An exclusive ``flock`` on the file at ``path`` (made if need be, its folder too) for the block: one holder at
     a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
     (:func:`_flock`). The file is left there, or with ``remove`` removed at the block's end while it is held (a
     waiter then makes and locks a new one: :func:`_locked_file`); one a killed holder left locks nothing (the
-    kernel releases a dead process's ``flock``)."""
+    kernel releases a dead process's ``flock``). Yields whether the lock is held: with ``wait_s``, a best effort,
+    the block runs without it where it is not had within that many seconds (a holder stopped with Ctrl-Z)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _locked_file(path)
+    fd = _locked_file(path, wait_s)
+    if fd is None:
+        yield False
+        return
     try:
-        yield
+        yield True
     finally:
         if remove:
             path.unlink(missing_ok=True)
@@ -272,15 +276,20 @@ def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None
     return lambda other: other is not None and identity_or_none(other) == held
 
 
-def _locked_file(path: Path) -> int:
+def _locked_file(path: Path, wait_s: float | None = None) -> int | None:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
     held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, which ``flock``
-    needs alone: another user's lock file (0644) in a folder shared with this one locks as this user's."""
+    needs alone: another user's lock file (0644) in a folder shared with this one locks as this user's. With
+    ``wait_s``, None where the lock is not had within that many seconds (:func:`_flock_within`)."""
+    deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
         held = False
         try:
-            _flock(fd, fcntl.LOCK_EX, path)
+            if deadline is None:
+                _flock(fd, fcntl.LOCK_EX, path)
+            elif not _flock_within(fd, path, deadline):
+                return None
             held = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
             pass
@@ -289,6 +298,28 @@ def _locked_file(path: Path) -> int:
                 os.close(fd)
         if held:
             return fd
+
+
+_LOCK_POLL_S = 0.02  # between tries of a lock waited for with a deadline
+
+
+def _flock_within(fd: int, path: Path, deadline: float) -> bool:
+    """An exclusive ``flock`` on ``fd`` (:func:`_flock`), tried until ``time.monotonic()`` reaches ``deadline``:
+    whether it was had. A wait is said once, at info level, with what follows it."""
+    said = False
+    while True:
+        try:
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if not said:
+                said = True
+                log.info("%s is held by another process: waiting up to %.2g s for it, then going on without it",
+                         path, left)
+            time.sleep(min(_LOCK_POLL_S, left))
 
 
 _NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
@@ -890,6 +921,10 @@ def _not_reached(path: Path) -> str:
     return ""
 
 
+_ORDERING_WAIT_S = 5.0  # a step holds it for milliseconds; a job must not wait forever behind a stopped one
+_ordering_waited_out: set[Path] = set()  # the ordering locks this process went on without once
+
+
 @contextlib.contextmanager
 def _folders_made_or_removed(folder: Path) -> Iterator[None]:
     """This user's lock, on this host, for making, taking and removing locked folders on ``folder``'s file system
@@ -898,12 +933,17 @@ def _folders_made_or_removed(folder: Path) -> Iterator[None]:
     are one step each to the other jobs. Else two jobs on one new nested folder, both refused at their start, left
     it with its ``.lock`` (1 pair in about 130 of a stress run): one took the other's folder, made but not yet locked
     (the maker then refused as "in use") or half removed, for one that was there, and each removed only what it
-    made. Where the lock cannot be had (a temporary folder that takes no files), the block runs without it."""
+    made. A best effort: where the lock cannot be had (a temporary folder that takes no files) or is held past
+    :data:`_ORDERING_WAIT_S` (a job of this user stopped with Ctrl-Z in its step, any user holding the file, whose
+    name is known), the block runs without it, as jobs of other users or hosts do; a lock waited out once is
+    not waited for again by this process (a refused job's removal right after its start)."""
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
             there = next(p for p in (folder, *folder.parents) if p.exists())
-            held.enter_context(exclusive_lock(Path(tempfile.gettempdir()) / f"mme-folders-{os.geteuid()}-"
-                                              f"{there.stat().st_dev}.lock", remove=True))
+            path = Path(tempfile.gettempdir()) / f"mme-folders-{os.geteuid()}-{there.stat().st_dev}.lock"
+            wait_s = 0 if path in _ordering_waited_out else _ORDERING_WAIT_S
+            if not held.enter_context(exclusive_lock(path, remove=True, wait_s=wait_s)):
+                _ordering_waited_out.add(path)
         yield
 
 
