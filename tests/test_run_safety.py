@@ -350,6 +350,46 @@ def test_a_job_goes_on_unordered_when_the_folders_lock_is_held_past_its_wait(tmp
         os.close(holder)
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_a_folders_lock_file_of_another_user_is_not_taken(tmp_path, monkeypatch):
+    """Another user's file of the ordering lock's name (0644, in a sticky temporary folder) was opened and locked,
+    then its removal at the step's end failed (PermissionError): a traceback, the new folder left with its .lock.
+    Only this user's own regular file is taken now; else the job goes on unordered and leaves that file alone."""
+    import tempfile
+
+    from mme.utils import lock_folder
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    others = _ordering_lock(tmp, tmp_path)
+    others.touch(mode=0o644)
+    os.chown(others, 65534, 65534)
+    kept = others.stat()
+    out = tmp_path / "new" / "out"
+    assert lock_folder(out, "train.out_dir", unmade_if_unused=True)
+    assert out.is_dir()
+    unlock_folder(out)  # refused at its start
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+    assert os.path.samestat(others.stat(), kept) and others.stat().st_uid == 65534
+
+
+def test_a_lock_file_that_cannot_be_removed_leaves_the_block_as_it_ends(tmp_path):
+    """exclusive_lock(remove=True) let the removal's error out of its block, in place of the block's own end (a
+    lock_folder refused as another user's file in a sticky folder: a traceback); it keeps it now, and closes the
+    file either way."""
+    from mme.utils import exclusive_lock
+
+    lock = tmp_path / "a.lock"
+    fds = len(os.listdir("/proc/self/fd"))
+    with exclusive_lock(lock, remove=True):
+        assert len(os.listdir("/proc/self/fd")) == fds + 1
+        lock.unlink()
+        lock.mkdir()  # (a folder where the file was: its unlink fails, IsADirectoryError)
+        (lock / "x").touch()
+    assert lock.is_dir() and len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,

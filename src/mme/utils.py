@@ -213,25 +213,31 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None = None) -> Iterator[bool]:
+def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None = None,
+                   own_only: bool = False) -> Iterator[bool]:
     """An exclusive ``flock`` on the file at ``path`` (made if need be, its folder too) for the block: one holder at
     a time, of any process or thread (each block opens the file anew); on a file system without ``flock``, none
     (:func:`_flock`). The file is left there, or with ``remove`` removed at the block's end while it is held (a
     waiter then makes and locks a new one: :func:`_locked_file`); one a killed holder left locks nothing (the
     kernel releases a dead process's ``flock``). Yields whether the lock is held: with ``wait_s``, a best effort,
-    the block runs without it where it is not had within that many seconds (a holder stopped with Ctrl-Z)."""
+    the block runs without it where it is not had within that many seconds (a holder stopped with Ctrl-Z), and
+    with ``own_only`` where the file is not this user's own regular file (:func:`_locked_file`). The removal never
+    raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _locked_file(path, wait_s)
+    fd = _locked_file(path, wait_s, own_only)
     if fd is None:
         yield False
         return
     try:
         yield True
     finally:
-        if remove:
-            path.unlink(missing_ok=True)
-        os.close(fd)
+        try:
+            if remove:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 class _Writing(threading.local):
@@ -276,16 +282,20 @@ def same_file_as(path: str | Path) -> Callable[[str | Path | None], bool] | None
     return lambda other: other is not None and identity_or_none(other) == held
 
 
-def _locked_file(path: Path, wait_s: float | None = None) -> int | None:
+def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False) -> int | None:
     """A descriptor of ``path``, created if need be, holding an exclusive ``flock`` on it; where another process
     held it and it is gone since (replaced, or removed as stale), a new file's. Opened for reading, which ``flock``
     needs alone: another user's lock file (0644) in a folder shared with this one locks as this user's. With
-    ``wait_s``, None where the lock is not had within that many seconds (:func:`_flock_within`)."""
+    ``wait_s``, None where the lock is not had within that many seconds (:func:`_flock_within`). With ``own_only``
+    (a file of a known name in a folder all users write), None where it is not a regular file this user owns, and an
+    OSError where it is a link (not followed); a pipe put there does not block the open."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | (os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0), 0o666)
         held = False
         try:
+            if own_only and not _own_regular_file(os.fstat(fd)):
+                return None
             if deadline is None:
                 _flock(fd, fcntl.LOCK_EX, path)
             elif not _flock_within(fd, path, deadline):
@@ -298,6 +308,11 @@ def _locked_file(path: Path, wait_s: float | None = None) -> int | None:
                 os.close(fd)
         if held:
             return fd
+
+
+def _own_regular_file(st: os.stat_result) -> bool:
+    """Whether ``st`` is a regular file owned by this process's effective user."""
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 _LOCK_POLL_S = 0.02  # between tries of a lock waited for with a deadline
@@ -922,7 +937,7 @@ def _not_reached(path: Path) -> str:
 
 
 _ORDERING_WAIT_S = 5.0  # a step holds it for milliseconds; a job must not wait forever behind a stopped one
-_ordering_waited_out: set[Path] = set()  # the ordering locks this process went on without once
+_ordering_gone_without: set[Path] = set()  # the ordering locks this process went on without once
 
 
 @contextlib.contextmanager
@@ -933,17 +948,18 @@ def _folders_made_or_removed(folder: Path) -> Iterator[None]:
     are one step each to the other jobs. Else two jobs on one new nested folder, both refused at their start, left
     it with its ``.lock`` (1 pair in about 130 of a stress run): one took the other's folder, made but not yet locked
     (the maker then refused as "in use") or half removed, for one that was there, and each removed only what it
-    made. A best effort: where the lock cannot be had (a temporary folder that takes no files) or is held past
-    :data:`_ORDERING_WAIT_S` (a job of this user stopped with Ctrl-Z in its step, any user holding the file, whose
-    name is known), the block runs without it, as jobs of other users or hosts do; a lock waited out once is
-    not waited for again by this process (a refused job's removal right after its start)."""
+    made. A best effort: where the lock cannot be had (a temporary folder that takes no files; a file of that name
+    that is not this user's own: another user's, a link) or is held past :data:`_ORDERING_WAIT_S` (a job of this
+    user stopped with Ctrl-Z in its step, any user holding the file, whose name is known), the block runs without
+    it, as jobs of other users or hosts do; a lock gone without once is not waited for again by this process (a
+    refused job's removal right after its start)."""
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
             there = next(p for p in (folder, *folder.parents) if p.exists())
             path = Path(tempfile.gettempdir()) / f"mme-folders-{os.geteuid()}-{there.stat().st_dev}.lock"
-            wait_s = 0 if path in _ordering_waited_out else _ORDERING_WAIT_S
-            if not held.enter_context(exclusive_lock(path, remove=True, wait_s=wait_s)):
-                _ordering_waited_out.add(path)
+            wait_s = 0 if path in _ordering_gone_without else _ORDERING_WAIT_S
+            if not held.enter_context(exclusive_lock(path, remove=True, wait_s=wait_s, own_only=True)):
+                _ordering_gone_without.add(path)
         yield
 
 
