@@ -391,8 +391,13 @@ def may_want_space(e: BaseException) -> bool:
 def mib_free(path: str | Path) -> str:
     """``N MiB free`` on the file system of ``path``, as a failed write's message says it: that of the first folder
     at or above it (a folder itself: it may be a mount point, its parent another file system)."""
-    where = Path(path).absolute()
-    return f"{shutil.disk_usage(next(p for p in (where, *where.parents) if p.is_dir())).free / 2**20:.0f} MiB free"
+    return f"{shutil.disk_usage(_nearest_existing(Path(path).absolute(), folder=True)).free / 2**20:.0f} MiB free"
+
+
+def _nearest_existing(path: Path, folder: bool = False) -> Path | None:
+    """``path`` or the nearest folder above it that is there (with ``folder``, the nearest that is a folder, not a
+    file); None where none is (a relative path whose working folder was removed)."""
+    return next((p for p in (path, *path.parents) if (p.is_dir() if folder else p.exists())), None)
 
 
 @contextlib.contextmanager
@@ -786,7 +791,7 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     where = path if folder else path.parent
     if why := _not_reached(where):  # (nothing made: not a stray folder before a '..', nor a link's target)
         raise ConfigError(f"{option} {path}: cannot be written ({why})")
-    blocking = next((p for p in (where, *where.parents) if p.exists()), None)
+    blocking = _nearest_existing(where)
     if blocking is not None and not blocking.is_dir():
         raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
     if not make:
@@ -876,38 +881,9 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
         raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
     if whole in _locked:
         return False
-    lock = whole / FOLDER_LOCK
     with _folders_made_or_removed(whole):
-        try:
-            f, made = _make_and_open_lock(whole, unmade_if_unused)
-        except OSError as e:
-            if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
-                raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
-                                  f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
-                                  f"user (chmod a+w), or remove it when no job runs there") from e
-            raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
-        if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
-            with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
-                os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in _NO_FLOCK:
-                log.warning("%s %r: its file system takes no lock (%s), so the folder is used unlocked: a second job "
-                            "on it would not be refused; run one job at a time there", option, str(path),
-                            error_reason(e))
-            elif e.errno == errno.EWOULDBLOCK:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                f.close()
-                raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
-                                  f"or choose another {option}") from None
-            else:
-                f.close()
-                raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked "
-                                  f"({error_reason(e)})") from e
-        held = _HeldLock(f, option, made)
-        replaced = _lock_replaced(whole, held)
+        held, replaced = _make_and_lock(path, whole, option, unmade_if_unused)
+    f = held.file
     if replaced:  # an unused folder removed as this one locked its .lock (by the user, a job elsewhere): anew
         f.close()
         return lock_folder(folder, option, unmade_if_unused)
@@ -916,6 +892,40 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     f.flush()
     _locked[whole] = held
     return True
+
+
+def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool) -> tuple[_HeldLock, bool]:
+    """:func:`lock_folder`'s step under :func:`_folders_made_or_removed`: make ``whole`` (``path`` resolved) and lock
+    its ``.lock``; the lock held, and whether the ``.lock`` was replaced as it was locked (to be taken anew)."""
+    lock = whole / FOLDER_LOCK
+    try:
+        f, made = _make_and_open_lock(whole, unmade_if_unused)
+    except OSError as e:
+        if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
+            raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
+                              f"{lock.stat().st_uid}) and cannot be opened for writing; make it writable for this "
+                              f"user (chmod a+w), or remove it when no job runs there") from e
+        raise ConfigError(f"{option} {str(path)!r} is not a writable folder ({error_reason(e)})") from e
+    if os.fstat(f.fileno()).st_uid == os.geteuid():  # a folder shared for writing shares its lock alike
+        with contextlib.suppress(OSError):  # a file system without modes (a mounted share) keeps its own
+            os.fchmod(f.fileno(), 0o644 | (whole.stat().st_mode & 0o022))
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in _NO_FLOCK:
+            log.warning("%s %r: its file system takes no lock (%s), so the folder is used unlocked: a second job on "
+                        "it would not be refused; run one job at a time there", option, str(path), error_reason(e))
+        elif e.errno == errno.EWOULDBLOCK:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(f"{option} {str(path)!r} is in use by another job ({holder}); wait for it to end "
+                              f"or choose another {option}") from None
+        else:
+            f.close()
+            raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked ({error_reason(e)})") from e
+    held = _HeldLock(f, option, made)
+    return held, _lock_replaced(whole, held)
 
 
 def _not_reached(path: Path) -> str:
@@ -955,8 +965,8 @@ def _folders_made_or_removed(folder: Path) -> Iterator[None]:
     refused job's removal right after its start)."""
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
-            there = next(p for p in (folder, *folder.parents) if p.exists())
-            path = Path(tempfile.gettempdir()) / f"mme-folders-{os.geteuid()}-{there.stat().st_dev}.lock"
+            device = os.stat(_nearest_existing(folder)).st_dev
+            path = Path(tempfile.gettempdir()) / f"mme-folders-{os.geteuid()}-{device}.lock"
             wait_s = 0 if path in _ordering_gone_without else _ORDERING_WAIT_S
             if not held.enter_context(exclusive_lock(path, remove=True, wait_s=wait_s, own_only=True)):
                 _ordering_gone_without.add(path)
