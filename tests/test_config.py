@@ -248,6 +248,22 @@ def test_a_base_may_leave_a_section_or_mapping_empty_for_the_recipe_over_it(tmp_
     assert load_config(PretrainConfig, tmp_path / "child.yaml", []).target.track_length == 3
 
 
+def test_a_base_given_as_a_path_is_never_a_packaged_recipe(tmp_path):
+    """``_base_: ./tiny_cpu_mme.yaml`` with no such file beside the recipe took the packaged tiny_cpu_mme (its sizes
+    and out_dir) without a word, where ``--config ./tiny_cpu_mme.yaml`` is refused; ``../configs/x.yaml`` was found
+    under the package's folder. A base naming a folder is a path from the recipe's folder."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
+    for base in ("./tiny_cpu_mme.yaml", "../configs/tiny_cpu_mme.yaml", "sub/tiny_cpu_mme"):
+        (tmp_path / "my.yaml").write_text(f"_base_: {base}\ntrain:\n  steps: 7\n")
+        with pytest.raises(ConfigError, match=rf"recipe '{re.escape(base)}' not found \(no such file from "):
+            load_config(PretrainConfig, tmp_path / "my.yaml", [])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "tiny_cpu_mme.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  depth: 1\n")
+    assert load_config(PretrainConfig, tmp_path / "my.yaml", []).model.depth == 1  # (its own base: the packaged)
+
+
 def test_a_base_named_without_yaml_is_looked_for_beside_the_recipe_first(tmp_path, monkeypatch):
     """``_base_: tiny_cpu_mme`` skipped the user's edited tiny_cpu_mme.yaml beside the recipe for the packaged one
     (300 steps, not its 11), and ``_base_: mybase`` with mybase.yaml beside was "not found"; ``.yaml`` found both.

@@ -485,10 +485,10 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
     a folder in it or ending in ``.yaml`` / ``.yml``, is a path, never a packaged recipe (``./tiny_cpu_mme`` is
     ``./tiny_cpu_mme`` or ``./tiny_cpu_mme.yaml``); a bare name that is both a file in the working folder (as
     written or with ``.yaml``) and a packaged recipe is refused naming both, as either may be meant. A base recipe
-    (``base_of``: the recipe naming it) is looked for beside that recipe (with or without ``.yaml`` too), then among
-    the packaged ones, never in the working folder: a user's edited copy of a packaged recipe there would become
-    every recipe's base. The recipe itself comes after the packaged ones: ``_base_: tiny_cpu_mme`` in a copy named
-    so is the packaged one."""
+    (``base_of``: the recipe naming it) is looked for beside that recipe (with or without ``.yaml`` too), then, where
+    it names no folder, among the packaged ones; never in the working folder: a user's edited copy of a packaged
+    recipe there would become every recipe's base. The recipe itself comes after the packaged ones: ``_base_:
+    tiny_cpu_mme`` in a copy named so is the packaged one."""
     text, packaged = str(name), packaged_recipe(str(name))
     if base_of is None:
         local = next((c for c in (Path(n) for n in dict.fromkeys((text, _recipe_file(text)))) if _is_recipe(c)),
@@ -505,6 +505,10 @@ def resolve_recipe_path(name: str | Path, base_of: Path | None = None) -> Path:
         candidates = [packaged]
     else:
         beside = [base_of.parent / n for n in dict.fromkeys((text, _recipe_file(text)))]
+        if os.sep in text or "/" in text:  # a path (./x.yaml, ../x, sub/x): beside, never a packaged recipe
+            if (found := next((c for c in beside if _is_recipe(c)), None)) is None:
+                raise ConfigError(f"recipe {text!r} not found (no such file from {base_of.parent})")
+            return found
         itself = [c for c in beside if _is_recipe(c) and c.samefile(base_of)]
         candidates = [*(c for c in beside if c not in itself), packaged, *itself]
     for c in candidates:
