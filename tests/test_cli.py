@@ -90,10 +90,14 @@ def test_the_help_and_messages_of_an_installed_mme_say_where_the_docs_they_cite_
 
 
 def test_mme_version_prints_the_packages_version(capsys):
-    """Was refused: the following arguments are required: COMMAND."""
+    """Was refused: the following arguments are required: COMMAND. The version is written twice, in pyproject.toml
+    (what pip installs and names) and mme.__version__ (what --version says and run meta record): they agree."""
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out == f"mme {mme.__version__}\n"
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == mme.__version__
 
 
 def test_every_flag_is_a_parameter_of_the_function_its_command_calls():
