@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import re
+import struct
 import threading
 import time
 import weakref
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -178,7 +180,7 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
             np.testing.assert_array_equal(reader.read(np.arange(len(ref))), ref)
         assert check_video(path)["status"] == "suspicious" and "cut short" in check_video(path)["reason"]
     index_dir = tmp_path / "index"  # an index stored before (version 1: the packets' count, read by seek) is not used
-    store = pyav_reader._pyav_index(str(path), str(path), *_stat(path), str(index_dir)).store
+    store = pyav_reader._pyav_index(str(path), str(path), _stat(path), str(index_dir)).store
     record = json.loads(store.read_text())
     store.write_text(json.dumps({**record, "version": 1, "mode": "seek", "reason": "", "num_frames": 9}))
     pyav_reader._pyav_index.cache_clear()  # another process
@@ -314,7 +316,6 @@ def test_a_video_whose_frame_size_changes_is_refused_naming_both_sizes(tmp_path,
     """Two H.264 streams of other sizes joined into one Matroska file (concatenated recordings, captures): every
     read that meets the second size is a VideoError naming the file and both sizes, never frames of a size the
     crop was not made for; `mme check` lists the file as unreadable."""
-    from fractions import Fraction
 
     parts = []
     for k, (H, W) in enumerate([(48, 64), (64, 80)]):
@@ -537,7 +538,7 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, with the display matrix of the first frame its demux decoded
-    older = pyav_reader._pyav_index(str(path), str(path), *_stat(path), str(index_dir))
+    older = pyav_reader._pyav_index(str(path), str(path), _stat(path), str(index_dir))
     pyav_reader._pyav_index.cache_clear()  # another process
     with open_video(path, orientation="display", index_dir=index_dir) as reader:
         reader.read([11])
@@ -559,7 +560,7 @@ def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wr
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, seek, proven 0
-    first = pyav_reader._pyav_index(str(path), str(path), *_stat(path), str(index_dir))
+    first = pyav_reader._pyav_index(str(path), str(path), _stat(path), str(index_dir))
     second = pyav_reader._load_index(first.store)  # another process's copy
     first.proven, writing = 3, threading.Event()
     real = pyav_reader.atomic_write_text
@@ -666,9 +667,10 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
     assert all(r.levelno == logging.INFO for r in caplog.records if "index version" in r.getMessage())
 
 
-def _stat(path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+def _stat(path) -> tuple[int, ...]:
+    from mme.utils import file_version  # (imported here: the module's tests collect on an mme without it)
+
+    return file_version(os.stat(path))
 
 
 def _stored_by_an_earlier_version(index_dir, path, src, **record) -> tuple[Path, dict]:
@@ -679,12 +681,56 @@ def _stored_by_an_earlier_version(index_dir, path, src, **record) -> tuple[Path,
         pictures = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pyav_reader, "INDEX_VERSION", record["version"])
-        store = pyav_reader._index_store(str(index_dir), str(path), *_stat(path))
+        store = pyav_reader._index_store(str(index_dir), str(path), _stat(path))
     record = {"version": record.pop("version"), "pts": sorted(pts for pts, _ in pictures),
               "key_pts": [pts for pts, key in pictures if key], **record, "display": []}
     store.parent.mkdir(parents=True)
     store.write_text(json.dumps(record))
     return store, record
+
+
+def _write_gray_mjpeg(path, stamps) -> None:
+    """An MP4 of 32x32 Motion JPEG frames, each at its timestamp ``t`` (in frames) and of gray level 12 t + 20."""
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt, stream.time_base = "yuvj420p", Fraction(1, 25)
+        for t in stamps:
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 12 * t + 20, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def test_a_file_replaced_keeping_its_size_and_mtime_is_indexed_again(tmp_path):
+    """A damaged copy (frames 3-6 lost, padded to the good file's size by a trailing ``free`` box) is indexed in an
+    index folder, then repaired in place by the good file keeping its size and mtime (``cp -p``, ``rsync -a``, a
+    re-extracted archive). Its index, kept by size and mtime only, was taken for the repaired file, in the process
+    and in the folder: 12 frames, and frame 5 read by seek as the file's frame 9 (its timestamps a subset of the
+    new file's, so every check passed). The ctime, which a copy cannot carry over, now keys both."""
+    good, path, index_dir = tmp_path / "good.mp4", tmp_path / "clip.mp4", tmp_path / "index"
+    _write_gray_mjpeg(good, range(16))
+    _write_gray_mjpeg(path, [0, 1, 2, *range(7, 16)])
+    pad = good.stat().st_size - path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(struct.pack(">I4s", pad, b"free") + bytes(pad - 8))
+    mtime = good.stat().st_mtime_ns
+    os.utime(path, ns=(mtime, mtime))
+    with open_video(path, threads=1, index_dir=index_dir) as reader:
+        assert reader.num_frames == 12
+        got = reader.read([3, 5])  # frames 7 and 9 of the good file
+    assert np.abs(got.astype(int) - np.array([104, 128])[:, None, None, None]).max() <= 2
+    with open(path, "r+b") as f:  # the repair, in place: the same inode, size and mtime
+        f.write(good.read_bytes())
+    os.utime(path, ns=(mtime, mtime))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (good.stat().st_size, mtime)
+    for other_process in (False, True):
+        if other_process:
+            pyav_reader._pyav_index.cache_clear()
+        with open_video(path, threads=1, index_dir=index_dir) as reader:
+            assert reader.num_frames == 16
+            got = reader.read([5, 9, 15])
+        assert np.abs(got.astype(int) - np.array([80, 128, 200])[:, None, None, None]).max() <= 2
 
 
 def test_an_index_stored_as_version_7_is_made_again(tmp_path):
@@ -1224,8 +1270,8 @@ def test_a_path_through_a_symlinked_root_and_up_opens_the_file_the_os_names(tmp_
     assert np.abs(got.astype(int) - decode_all(named)[[9, 2]]).mean() < (1e-9 if backend == "pyav" else 2)
     for plain in ("real/./deep//other/x.mp4", "real/deep/root/../other/x.mp4", f"../{tmp_path.name}/other/x.mp4"):
         # (the last two with '..' that names the same file either way: data.root=../data keeps its key too)
-        key = hashlib.sha1(f"{os.path.abspath(plain)}\0{1}\0{2}\0{av.__version__}".encode()).hexdigest()
-        assert pyav_reader._index_store("ix", absolute_path(plain), 1, 2) == \
+        key = hashlib.sha1(f"{os.path.abspath(plain)}\0{1}\0{2}\0{3}\0{4}\0{av.__version__}".encode()).hexdigest()
+        assert pyav_reader._index_store("ix", absolute_path(plain), (1, 2, 3, 4)) == \
             Path("ix") / f"v{pyav_reader.INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
 
 

@@ -4,7 +4,7 @@ Seeking is only a shortcut to frame i, valid where the container's timestamps ar
 (H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may lack or repeat
 timestamps (raw streams, some Matroska), and a packet may hold two frames or none (Xvid's packed B-frames, not-coded
 frames, an H.264 end of sequence, access unit delimiter or SEI alone). So the PyAV reader indexes each file once per
-process (cached by path, size and mtime) and keeps its verdict with the index:
+process (cached by path and :func:`~mme.utils.file_version`) and keeps its verdict with the index:
 
 - The index is a demux: the sorted packet timestamps and the keyframes, less the H.264 / HEVC packets that hold no
   picture nor parameter sets (by their NAL units: an end of sequence, access unit delimiter or SEI alone), whose
@@ -66,7 +66,7 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import absolute_path, as_given, atomic_write_text, error_reason, exclusive_lock
+from mme.utils import absolute_path, as_given, atomic_write_text, error_reason, exclusive_lock, file_version
 
 log = logging.getLogger(__name__)
 
@@ -361,8 +361,7 @@ class PyAVReader(VideoReader):
                                                       f"{self._container.format.name})")
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
-            st = os.stat(path)
-            self._index = _pyav_index(path, self._name, st.st_size, st.st_mtime_ns,
+            self._index = _pyav_index(path, self._name, file_version(os.stat(path)),
                                       None if index_dir is None else str(index_dir))
             # a stream FFmpeg's probe met no packet of (an MPEG-TS / PS whose video starts after its probe window) has
             # no size in its codec parameters: its first frame's, decoded when the file was indexed
@@ -948,13 +947,13 @@ def _note_other_versions(index_dir: str) -> None:
                  ", ".join(map(str, others)), INDEX_VERSION, folders)
 
 
-def _index_store(index_dir: str, name: str, size: int, mtime_ns: int) -> Path:
+def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
     """Where ``index_dir`` keeps the index of this version of a file (``name``, its absolute path as
-    :func:`~mme.utils.absolute_path` spells it, size, modification time and the PyAV build, whose FFmpeg decodes
-    it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
+    :func:`~mme.utils.absolute_path` spells it, its :func:`~mme.utils.file_version` and the PyAV build, whose FFmpeg
+    decodes it) made by this :data:`INDEX_VERSION`: in a sub-folder of that
     version, so that processes of mme versions that index otherwise, sharing the folder, keep one each (one file,
     each rewrote the other's as not of its version), and an older version's indices are one folder to remove."""
-    key = hashlib.sha1(f"{name}\0{size}\0{mtime_ns}\0{av.__version__}".encode()).hexdigest()
+    key = hashlib.sha1("\0".join(map(str, (name, *version, av.__version__))).encode()).hexdigest()
     return Path(index_dir) / f"v{INDEX_VERSION}" / key[:2] / f"{key[2:]}.json"
 
 
@@ -983,13 +982,13 @@ def _load_index(store: Path) -> _Index | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _pyav_index(path: str, name: str, size: int, mtime_ns: int, index_dir: str | None = None) -> _Index:
-    """The file's index, cached per (path, name, size, mtime, index_dir) in this process, and with ``index_dir``
+def _pyav_index(path: str, name: str, version: tuple[int, ...], index_dir: str | None = None) -> _Index:
+    """The file's index, cached per (path, name, file version, index_dir) in this process, and with ``index_dir``
     kept there for every process (:meth:`_Index.save`) under ``name`` (:func:`_index_store`); ``path`` as given,
     for messages."""
     if index_dir is None:
         return _make_index(path)
-    store = _index_store(index_dir, name, size, mtime_ns)
+    store = _index_store(index_dir, name, version)
     index = _load_index(store)
     if index is None:
         index = _make_index(path)
