@@ -61,9 +61,7 @@ from mme.motion.cache import (
     quantise,
     read_cache,
     resample,
-    same_source,
     save_tracks,
-    source_identity,
     start_homs,
 )
 from mme.motion.extract import ExtractOptions, extract_cache, other_settings, share_name
@@ -1090,21 +1088,6 @@ def test_a_cache_made_from_another_version_of_the_video_is_refused(videos, tmp_p
         with pytest.raises(VideoError, match=rf"a\.mp4\.tracks: track cache \(made from another version of "
                                              rf".*a\.mp4: 150x120, 30 frames there, {now} now; re-run mme extract"):
             fn(sample)
-
-
-def test_a_video_replaced_keeping_its_size_and_mtime_is_another_source(tmp_path):
-    """A video rewritten in place by another of the same size, its mtime restored (``cp -p``, ``rsync -a``, a
-    re-extracted archive): its record's size and mtime matched, so its cache's tracks were taken as the new
-    file's without a look at its content. The ctime, which no copy carries over, sends it to the fingerprint."""
-    video = tmp_path / "a.mp4"
-    video.write_bytes(bytes(range(256)) * 40)
-    made_of = source_identity(video)
-    mtime = video.stat().st_mtime_ns
-    with open(video, "r+b") as f:
-        f.write(bytes(255 - b for b in range(256)) * 40)
-    os.utime(video, ns=(mtime, mtime))
-    assert not same_source(made_of, video)
-    assert same_source(source_identity(video), video)
 
 
 def test_a_cache_an_earlier_mme_made_of_the_file_beside_a_symlinked_root_is_refused_and_made_again(tmp_path):

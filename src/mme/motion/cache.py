@@ -59,7 +59,7 @@ from mme.motion.tracks import (
     prune_tracks,
     seed_grid,
 )
-from mme.utils import absolute_path, atomic_path, file_version
+from mme.utils import absolute_path, atomic_path
 
 VERSION = 3
 QUANT = 0.05  # px per int16 step: well under the flow's own noise (median 0.02 px, p90 < 0.1 px)
@@ -118,29 +118,27 @@ def same_frames(backend: str | None, other: str) -> bool:
 
 
 def source_identity(path: str | Path) -> dict:
-    """What a cache file records of the video it was made from: ``source_stat``, its
-    :func:`~mme.utils.file_version` (size, mtime, ctime, inode), and ``fingerprint``, the identity of its content,
-    unchanged by a copy (unlike its ctime): its size and a hash of its first and last ``FINGERPRINT_BYTES`` (a
-    re-encode or another download of the same name changes them)."""
-    version = file_version(os.stat(path))
-    return {"fingerprint": _fingerprint(os.path.realpath(path), version), "source_stat": list(version)}
+    """What a cache file records of the video it was made from: ``source_stat``, its size and mtime (ns), and
+    ``fingerprint``, the identity of its content, unchanged by a copy (unlike its mtime): its size and a hash of
+    its first and last ``FINGERPRINT_BYTES`` (a re-encode or another download of the same name changes them)."""
+    st = os.stat(path)
+    stat = [st.st_size, st.st_mtime_ns]
+    return {"fingerprint": _fingerprint(os.path.realpath(path), *stat), "source_stat": stat}
 
 
 def same_source(meta: dict, path: str | Path) -> bool:
-    """Whether the cache of ``meta`` was made from the file now at ``path``: the same file version as recorded (no
-    hash needed), else the same fingerprint (a copy, or a file replaced keeping its size and mtime, is hashed).
-    Caches made before fingerprints were recorded: True."""
+    """Whether the cache of ``meta`` was made from the file now at ``path``: the same size and mtime as recorded
+    (no hash needed), else the same fingerprint (a copy has another mtime and the same content). Caches made
+    before fingerprints were recorded: True."""
     if meta.get("fingerprint") is None:
         return True
-    version = file_version(os.stat(path))
-    return (meta.get("source_stat") == list(version)
-            or meta["fingerprint"] == _fingerprint(os.path.realpath(path), version))
+    st = os.stat(path)
+    stat = [st.st_size, st.st_mtime_ns]
+    return meta.get("source_stat") == stat or meta["fingerprint"] == _fingerprint(os.path.realpath(path), *stat)
 
 
 @functools.lru_cache(maxsize=4096)
-def _fingerprint(path: str, version: tuple[int, ...]) -> str:
-    """The fingerprint of the file at ``path``, cached per :func:`~mme.utils.file_version` in this process."""
-    size = version[0]
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.blake2b(digest_size=12)
     with open(path, "rb") as f:
         h.update(f.read(FINGERPRINT_BYTES))
