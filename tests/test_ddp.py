@@ -814,3 +814,32 @@ def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
     assert proc.returncode == 1 and "mme.eval.finetuned" not in proc.stderr, proc.stderr
     assert " WARNING rank 1] a warning of mme.eval.testing\n" in proc.stderr
     assert proc.stderr.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), proc.stderr
+
+
+def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(synth, tmp_path):
+    """Ranks on nodes that do not share --out (node-local disks, or a relative --out given from different folders):
+    rank 1 wrote its parts into a ``.partial`` folder rank 0 never saw, or could not write them at all, and rank 0
+    then said '4 rows neither embedded nor failed; rerun the same command to finish' at every rerun. Here each rank
+    runs in a folder of its own, as on two nodes."""
+    torch.manual_seed(0)
+    save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
+                    tmp_path / "enc")
+    for rank in (0, 1):
+        (tmp_path / f"node{rank}").mkdir()
+    (tmp_path / "on_its_node.py").write_text(
+        "import os, sys\n"
+        "from mme import cli\n"
+        f"os.chdir({str(tmp_path)!r} + '/node' + os.environ['RANK'])\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n")
+    list_file, root = (s.split("=", 1)[1] for s in synth)
+    (tmp_path / "node1" / "feats.npy.partial").mkdir()  # rank 1's node has one of its own (none: the same check)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "on_its_node.py"), "embed", str(tmp_path / "enc"), list_file, "--root", root,
+                           "--out", "feats.npy", "--num-workers", "0", "--device", "cpu", "--precision", "fp32"],
+                          capture_output=True, text=True, timeout=300)
+    said = (f"--out must be a folder every node sees (a shared file system): {tmp_path}/node1/feats.npy.partial on the "
+            "node of rank 1 is not the one rank 0 holds")
+    assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
+        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
+    assert not list(tmp_path.glob("node*/feats.npy.partial/part-*"))  # no rank embedded
+    assert not list(tmp_path.glob("node*/feats.npy"))

@@ -899,6 +899,8 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     f.truncate(0)
     f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
+    with contextlib.suppress(OSError):  # on the server of a network file system, where other nodes read the holder
+        os.fsync(f.fileno())  # (distributed.check_folder_shared) while this process keeps the file open
     _locked[whole] = held
     return True
 

@@ -730,6 +730,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                 raise
             log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out, len(failed), e)
             return out
+        dist.check_folder_shared(partial, "--out")
         if finished is not None:
             log.info("embed: %s is up to date but for %d videos that changed since (size or modification time, or "
                      "have appeared)%s: embedding them again", out, len(changed),

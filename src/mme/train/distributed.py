@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from mme.errors import ConfigError, MMEError, ProcessLost
-from mme.utils import env_int, launch_ranks
+from mme.utils import FOLDER_LOCK, env_int, launch_ranks
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,23 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     if failed is not None:
         raise _same_error(0, *failed)
     return result
+
+
+def check_folder_shared(folder: Path, option: str) -> None:
+    """Every rank sees the folder rank 0 locked (:func:`mme.utils.lock_folder`), told by the holder its ``.lock``
+    records (PID, host, time), else every rank stops: on nodes that do not share it (a node-local disk, a relative
+    path given from different folders) a rank's writes there went to its own node's folder, which rank 0 never read,
+    and rank 0 found their rows missing at every rerun."""
+    if get_world_size() == 1:
+        return
+    try:
+        seen = (folder / FOLDER_LOCK).read_text()
+    except OSError:  # (no such folder on this node)
+        seen = None
+    held = broadcast_object(seen)
+    raise_together(None if seen is not None and seen == held else ConfigError(
+        f"{option} must be a folder every node sees (a shared file system): {os.path.abspath(folder)} on the node "
+        f"of rank {get_rank()} is not the one rank 0 holds"))
 
 
 @contextlib.contextmanager
