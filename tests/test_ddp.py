@@ -290,7 +290,8 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
     assert proc.returncode == 1 and "stopped by SIGTERM" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(reports[1].read_text())["done"] == 4
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("extract: ")]
-    assert summary == [f"extract: 4 written, 0 already complete, 4 failed (see {reports[0]})"], proc.stdout
+    assert summary == [f"extract: 4 written, 0 already complete, 4 failed, counted over the 2 ranks' shares (see "
+                       f"{reports[0]})"], proc.stdout  # (rank 1's 4 written, rank 0's 4 failed)
     reports[0].unlink()
     proc = extract(128)  # rank 1's share was made at 256
     # The refusing rank's line; rank 0's ('rank 1: ...') when torchrun has not stopped it first. The ranks share

@@ -47,7 +47,14 @@ from mme.motion.cache import (
 )
 from mme.motion.flow import DEFAULT_FLOW, METHODS, STEP_FLOWS, require_flow
 from mme.motion.tracks import TRACKER, default_max_disp, track, track_frames, track_in_step
-from mme.train.distributed import all_gather_objects, init_distributed, is_main, raise_together, wait_for_ranks
+from mme.train.distributed import (
+    all_gather_objects,
+    get_world_size,
+    init_distributed,
+    is_main,
+    raise_together,
+    wait_for_ranks,
+)
 from mme.train.precision import choose_device
 from mme.utils import (
     absolute_path,
@@ -426,8 +433,10 @@ def extract_cache(list_file: str, out: str, root: str = "", length: int = 6, sho
                           compensate=compensate, max_disp=max_disp, backend=backend, orientation=orientation,
                           device=device)
     report = run(list_file, root, out, opts, workers, shard, overwrite)
-    if is_main():  # under torchrun, for the shares of every rank
+    if is_main():  # under torchrun, for the shares of every rank (on other nodes, in their node's --out)
+        ranks = get_world_size()
         print(f"extract: {report['done']} written, {report['skipped']} already complete, {len(report['failed'])} "
-              "failed" + (f" (see {', '.join(report['reports'])})" if report["failed"] else ""))
+              "failed" + (f", counted over the {ranks} ranks' shares" if ranks > 1 else "")
+              + (f" (see {', '.join(report['reports'])})" if report["failed"] else ""))
     wait_for_ranks()  # torchrun stops every rank when the first exits 1: none does before rank 0 has printed
     return report
