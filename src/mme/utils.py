@@ -256,8 +256,8 @@ def stat_identity(st: os.stat_result) -> tuple[int, int]:
 
 
 def file_version(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells one version of a file from another for a cache kept by its path (a frame index, a track cache's
-    record of its video): size, mtime, ctime (ns) and inode. A copy keeping the mtime (``cp -p``, ``rsync -a``,
+    """What tells one version of a file from another for a cache kept by its path (a video's frame index):
+    size, mtime, ctime (ns) and inode. A copy keeping the mtime (``cp -p``, ``rsync -a``,
     ``tar``, ``touch -r``) or a rewrite in place that restores it keeps size and mtime, never the ctime, which no
     call sets, nor always the inode. The device is left out: nodes that mount one file system (NFS, whose inodes
     and times are the server's) number it each their own, and share an index folder."""
