@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -73,8 +74,8 @@ def outcome(fn, *args, **kwargs):
 
 
 # what pre-training and fine-tuning check after a resume (each rank reads its own out dir)
-dist.check_start_step(7, torch.device("cpu"))  # the same on both ranks: passes
-out["start"] = outcome(dist.check_start_step, 3 + 2 * rank, torch.device("cpu"))
+dist.check_start_step(7)  # the same on both ranks: passes
+out["start"] = outcome(dist.check_start_step, 3 + 2 * rank)
 # each rank decodes its own share of the videos and records what fails
 cfg = from_dict(DataConfig, {"list_file": str(d / "list.txt"), "max_failure_fraction": 0.7})
 data = PretrainDataset(cfg, track_length=2)
@@ -138,8 +139,9 @@ def test_ranks_that_would_start_at_different_steps_stop_with_a_message(ranks):
     """What pre-training and fine-tuning check after a resume (each rank reads its own out dir)."""
     for rank in (0, 1):
         _, message = ranks[0][rank]["start"]
-        assert message.startswith("ranks disagree on the step to start at"), message
-        assert message.endswith(f"from 3 to 5 (rank {rank} has {3 + 2 * rank})"), message
+        assert message == ("ranks disagree on the step to start at: step 3 resumed on rank 0, step 5 resumed on rank "
+                           "1 (each rank resumes what it finds on its own node: a multi-node run needs train.out_dir "
+                           "on a shared filesystem)"), message
 
 
 def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(ranks):
@@ -549,6 +551,44 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
     assert "Connection closed by peer" not in proc.stderr and not re.search(r'File "[^"]*/mme/', proc.stderr), \
         proc.stderr[-3000:]  # (no frame of mme's in a traceback)
     assert (tmp_path / "run" / "checkpoint-00000001.pt").is_file()
+
+
+IN_RANKS_FOLDER = ("import os, sys\n"
+                   "from mme import cli\n"
+                   "os.chdir(os.path.join(sys.argv.pop(1), 'node' + os.environ['RANK']))\n"
+                   "open('pid', 'w').write(str(os.getpid()))\n"
+                   "sys.exit(cli.main(sys.argv[1:]))\n")
+"""A script run by torchrun's ranks in which each rank works in a folder of its own, ``<first argument>/node<RANK>``
+(where it writes its pid), as the nodes of a multi-node job each from its own working folder (or disk)."""
+
+
+def test_ranks_of_which_only_some_find_a_checkpoint_to_resume_stop_with_one_line(synth, tmp_path):
+    """A relative train.out_dir launched from another folder on each node (or node-local disks): with --resume auto,
+    rank 0 resumed its checkpoint and met the others in the restore's collective, while rank 1, finding none,
+    started fresh and went to the check of the start step, another collective: they never met, and the run hung
+    (rank 0's 'resumed from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored."""
+    run("tiny_cpu_pixel", synth, tmp_path / "node0" / "run", "train.steps=2", "train.batch_size=2", FP32)
+    (tmp_path / "node1").mkdir()
+    (tmp_path / "in_folder.py").write_text(IN_RANKS_FOLDER)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(tmp_path / "in_folder.py"), str(tmp_path), "pretrain", "--config", "tiny_cpu_pixel",
+                             "--resume", "auto", *tiny(*synth, "train.out_dir=run", "train.steps=4",
+                                                       "train.batch_size=2", FP32)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        for pid_file in tmp_path.glob("node*/pid"):  # the ranks, in sessions of their own: torchrun's kill spares them
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the ranks hung: {err[-2000:]}")
+    said = ("ranks disagree on the step to start at: step 2 resumed on rank 0, a fresh start on rank 1 (each rank "
+            "resumes what it finds on its own node: a multi-node run needs train.out_dir on a shared filesystem)")
+    assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
+                                               f"mme pretrain: error: {said}"], err[-3000:]
+    assert sorted(p.name for p in (tmp_path / "node0" / "run").glob("checkpoint-*")) == ["checkpoint-00000002.pt"]
+    assert not (tmp_path / "node1" / "run").exists()
 
 
 NCCL_ABORTED = "NCCL communicator was aborted on rank 0.  Original reason for failure was: "

@@ -173,21 +173,20 @@ def max_over_ranks(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return out.cpu()
 
 
-@rank_lost_said()
-def check_same(value: int, device: torch.device, what: str) -> None:
-    """Raise on every rank unless all ranks hold the same integer ``value`` (e.g. the step they resume at)."""
-    if get_world_size() == 1:
+def check_start_step(resumed_step: int | None) -> None:
+    """Raise on every rank unless all start at the same step: each resumes the checkpoint it reads on its own node
+    (``resumed_step``, that checkpoint's; None: a fresh start). Checked before any branch on whether a rank resumes:
+    a rank resuming meets the others in collectives that a rank starting fresh never joins (the run hung)."""
+    steps = all_gather_objects(resumed_step)
+    if len(set(steps)) == 1:
         return
-    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    high, low = t[0].item(), -t[1].item()
-    if high != low:
-        raise MMEError(f"ranks disagree on {what}: from {low} to {high} (rank {get_rank()} has {value})")
-
-
-def check_start_step(step: int, device: torch.device) -> None:
-    """Every rank must start (or resume) at the same step: each reads the newest checkpoint of its own out dir."""
-    check_same(step, device, "the step to start at (multi-node resume needs train.out_dir on a shared filesystem)")
+    ranks = {}
+    for rank, step in enumerate(steps):
+        ranks.setdefault(step, []).append(str(rank))
+    said = ", ".join(f"{'a fresh start' if step is None else f'step {step} resumed'} on rank"
+                     f"{'s' if len(held) > 1 else ''} {', '.join(held)}" for step, held in ranks.items())
+    raise MMEError(f"ranks disagree on the step to start at: {said} (each rank resumes what it finds on its own "
+                   "node: a multi-node run needs train.out_dir on a shared filesystem)")
 
 
 @rank_lost_said()

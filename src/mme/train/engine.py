@@ -176,6 +176,7 @@ def begin(cfg) -> Start:
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
+    dist.check_start_step(int(resume[1]["step"]) if resume else None)
     replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite, t.init)
     threads = set_threads(cfg, device)
     with dist.agreed():  # (after the out folder's checks, which name a folder in use or another run's first; each
@@ -386,7 +387,6 @@ def setup(cfg: Any, job: Job, model: nn.Module, data: Dataset, start: Start) -> 
         batches_per_epoch  # where the schedule ends, from where this run starts
     if (beyond := [e for e in t.keep_epochs if e > epochs]) and dist.is_main():
         log.warning("train.keep_epochs %s: beyond this run's %.3g epochs, never kept", beyond, epochs)
-    dist.check_start_step(run.step, start.device)
     dist.on_main(_prepare_folder, run, start)  # (a full disk stops every rank)
     return run
 
