@@ -544,10 +544,10 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
                            "train.ckpt_every=1", FP32)], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "exitcode  : -9" in proc.stderr, proc.stderr[-3000:]
     assert _ends(proc.stderr, "pretrain") == [
-        "mme pretrain: error: another rank ended before this one was done: torchrun's report names it, with its "
-        "signal where it was killed (SIGKILL: the out-of-memory killer, or kill -9); otherwise its own last line says "
-        "why; what was written is kept (the same command with --resume auto continues from the run's newest "
-        "checkpoint, if it wrote one)"], proc.stderr[-3000:]
+        "mme pretrain: error: another rank ended before this one was done: torchrun's report on the node of the rank "
+        "that ended names it, with its signal where it was killed (SIGKILL: the out-of-memory killer, or kill -9); "
+        "otherwise its own last line says why; what was written is kept (the same command with --resume auto "
+        "continues from the run's newest checkpoint, if it wrote one)"], proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr and not re.search(r'File "[^"]*/mme/', proc.stderr), \
         proc.stderr[-3000:]  # (no frame of mme's in a traceback)
     assert (tmp_path / "run" / "checkpoint-00000001.pt").is_file()
@@ -620,8 +620,9 @@ def test_a_collective_that_timed_out_is_no_lost_rank(text, lost):
     assert (info.value.__cause__ is error) if lost else (info.value is error)
 
 
-LOST_RANK_SAID = ("another rank ended before this one was done: torchrun's report names it, with its signal where it "
-                  "was killed (SIGKILL: the out-of-memory killer, or kill -9); otherwise its own last line says why")
+LOST_RANK_SAID = ("another rank ended before this one was done: torchrun's report on the node of the rank that ended "
+                  "names it, with its signal where it was killed (SIGKILL: the out-of-memory killer, or kill -9); "
+                  "otherwise its own last line says why")
 
 
 @pytest.mark.parametrize("kind, text, lost", [

@@ -70,16 +70,16 @@ def lost_rank(error: BaseException) -> bool:
 @contextlib.contextmanager
 def rank_lost_said() -> Iterator[None]:
     """A collective in the block (or the function it decorates) that fails because another rank ended
-    (:func:`lost_rank`) is a ProcessLost of one line (torchrun's report names that rank and how it ended); other
-    errors pass as they are."""
+    (:func:`lost_rank`) is a ProcessLost of one line (torchrun's report on that rank's node names it and how it
+    ended); other errors pass as they are."""
     try:
         yield
     except RuntimeError as e:
         if not lost_rank(e):
             raise
-        raise ProcessLost("another rank ended before this one was done: torchrun's report names it, with its signal "
-                          "where it was killed (SIGKILL: the out-of-memory killer, or kill -9); otherwise its own last "
-                          "line says why") from e
+        raise ProcessLost("another rank ended before this one was done: torchrun's report on the node of the rank "
+                          "that ended names it, with its signal where it was killed (SIGKILL: the out-of-memory "
+                          "killer, or kill -9); otherwise its own last line says why") from e
 
 
 @dataclass(frozen=True)
