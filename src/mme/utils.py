@@ -520,12 +520,22 @@ def exit_if_script_rerun() -> None:
         raise SystemExit(SCRIPT_RERUN_EXIT)
 
 
-def progress_bar(items: Iterable, total: int, desc: str, unit: str, show: bool = True, keep: bool = True) -> tqdm:
-    """The progress bar on stderr of a long pass over ``items`` (``mme extract``'s videos, ``mme check``'s), drawn
-    where ``show`` (rank 0 alone under torchrun); one not ``keep`` is cleared when done (a step before the work), so
-    drawn on a terminal alone: in a file (a CI log) what clearing leaves stood in front of the next line."""
+LOG_REDRAW_SECONDS = 30.0
+"""How often a progress bar is redrawn where stderr is not a terminal (a Slurm or CI log): every redraw there is
+kept, a long run's steps at tqdm's 0.1 s making megabytes of one line."""
+
+
+def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str, show: bool = True,
+                 keep: bool = True, initial: int = 0) -> tqdm:
+    """The progress bar on stderr of a long pass over ``items`` (``mme extract``'s videos, ``mme check``'s, a test's
+    batches; None: advanced by ``update``, a training's steps from ``initial``), drawn where ``show`` (rank 0 alone
+    under torchrun); one not ``keep`` is cleared when done (a step before the work), so drawn on a terminal alone: in
+    a file (a CI log) what clearing leaves stood in front of the next line. In a file it is redrawn every
+    :data:`LOG_REDRAW_SECONDS`; its postfix is to be set with ``refresh=False``, else each setting redraws it."""
     on_terminal = getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(items, total=total, desc=desc, unit=unit, disable=not show or not (keep or on_terminal), leave=keep)
+    interval = {} if on_terminal else {"mininterval": LOG_REDRAW_SECONDS, "maxinterval": LOG_REDRAW_SECONDS}
+    return tqdm(items, total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True,
+                disable=not show or not (keep or on_terminal), leave=keep, **interval)
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,

@@ -26,6 +26,7 @@ from mme.utils import (
     error_reason,
     literal,
     literal_text,
+    progress_bar,
     read_json_object,
     removing,
     writing,
@@ -271,8 +272,6 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     """Batches (see :func:`collate_views`) of ``dataset`` items at ``indices`` (default all), in order, with a
     progress bar counting failures; each failure is logged as a warning. Under torchrun a rank's ``indices`` are its
     share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts."""
-    from tqdm import tqdm
-
     from mme.data.dataset import start_workers
     from mme.train.distributed import get_rank, get_world_size
     from mme.train.interrupts import ignore_in_worker
@@ -285,12 +284,12 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
                         worker_init_fn=ignore_in_worker, generator=torch.Generator())
     failed, world = 0, get_world_size()
     counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"
-    bar = tqdm(start_workers(loader), desc=counted, unit="batch", disable=not progress, total=len(loader))
+    bar = progress_bar(start_workers(loader), len(loader), counted, "batch", show=progress)
     for batch in bar:
         for f in batch["failed"]:
             log.warning("%s: video %d failed: %s", desc, f["index"], f["error"])
         failed += len(batch["failed"])
-        bar.set_postfix(failed=failed)
+        bar.set_postfix(failed=failed, refresh=False)
         # a worker's tensors are in shared memory, each holding a file descriptor while it lives: callers keep the
         # labels and indices of every batch (20k descriptors over Kinetics' val set, past `ulimit -n`)
         yield {**batch, "index": batch["index"].clone(), "label": batch["label"].clone()}

@@ -39,7 +39,7 @@ from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
-from mme.utils import check_folder_held, error_reason, may_want_space, mib_free
+from mme.utils import check_folder_held, error_reason, may_want_space, mib_free, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +270,6 @@ def train(run: Run) -> TrainResult:
 
 
 def _train(run: Run) -> TrainResult:
-    from tqdm import tqdm
-
     t = run.cfg.train
     end = min(t.stop_after or run.total_steps, run.total_steps)
     logger = build_logger(run.out_dir, run.step if run.step else None, enabled=dist.is_main())
@@ -282,8 +280,8 @@ def _train(run: Run) -> TrainResult:
     # raised in the loader's shutdown, a traceback from its __del__, or replaced the message saying what was saved)
     with StopRequests() as stop:
         try:
-            with contextlib.closing(stream), tqdm(total=end, initial=run.step, unit="step", dynamic_ncols=True,
-                                                  disable=not dist.is_main()) as bar:
+            with contextlib.closing(stream), progress_bar(None, end, None, "step", show=dist.is_main(),
+                                                          initial=run.step) as bar:
                 path, stopping, step_seconds = _steps(run, stream, stop, end, logger, history, bar)
                 stop.steps_over = True
             path = _last_checkpoint(run, path)
@@ -350,7 +348,8 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
         check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
-        bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}")
+        bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
+                        refresh=False)
         bar.update(1)
         kept = run.position["epoch"]  # the epochs done, one more where this step ended one
         kept = kept if kept > epochs_done and kept in t.keep_epochs else None
