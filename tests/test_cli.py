@@ -331,6 +331,18 @@ def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path
                 raise AssertionError(f"mme {name} {action.option_strings or action.dest}: a path without type=path")
 
 
+def test_a_command_whose_current_folder_was_removed_says_so_in_one_line_before_any_work(tmp_path, monkeypatch,
+                                                                                          capsys):
+    # before: mme synth's workers died in a traceback, a torch command in an MKL "FATAL ERROR" (exit 2)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert main(["export", str(tmp_path / "run" / "checkpoint-00000002.pt"), str(tmp_path / "exp")]) == 1
+    assert capsys.readouterr().err == "mme export: error: the current folder was removed; cd to an existing one\n"
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_a_line_logged_while_a_bar_is_drawn_starts_a_line_of_its_own():
     """A progress bar leaves its line open (redrawn after a carriage return); the tests' bars of mme embed, probe
     and finetune are redrawn by set_postfix after each failed video's warning, which the handler did not see as a

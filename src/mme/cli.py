@@ -721,6 +721,7 @@ def _main(argv: list[str] | None) -> int:
     group_before = process_group_up()
     who = f"mme {args.command}"
     try:
+        check_process_folders()
         rank, ranks = _logging_of_ranks(args)
         # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
         who += f" (rank {rank})" if rank else ""
@@ -749,6 +750,17 @@ def _main(argv: list[str] | None) -> int:
         if process_group_up() and not group_before:
             from mme.train.distributed import shutdown
             shutdown()
+
+
+def check_process_folders() -> None:
+    """Refuse, in one line, a process without a current folder (removed under it): torch's import dies without it in
+    an MKL ``FATAL ERROR`` (exit 2), multiprocessing's workers in a traceback."""
+    from mme.errors import MMEError
+
+    try:
+        os.getcwd()
+    except OSError:
+        raise MMEError("the current folder was removed; cd to an existing one") from None
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
