@@ -343,6 +343,22 @@ def test_a_command_whose_current_folder_was_removed_says_so_in_one_line_before_a
     assert sorted(tmp_path.iterdir()) == []
 
 
+def test_a_command_with_no_writable_temporary_folder_says_so_in_one_line_before_any_work(tmp_path, monkeypatch,
+                                                                                           capsys):
+    # before: torch's import died in tempfile's "No usable temporary directory" traceback. The one folder tempfile
+    # tries here is a file (a read-only /tmp cannot be made for root in a test)
+    import tempfile
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (its cached choice)
+    monkeypatch.setattr(tempfile, "_candidate_tempdir_list", lambda: [str(not_a_folder)])
+    assert main(["export", str(tmp_path / "run" / "checkpoint-00000002.pt"), str(tmp_path / "exp")]) == 1
+    assert capsys.readouterr().err == ("mme export: error: no writable temporary folder (TMPDIR, /tmp, /var/tmp, "
+                                       "/usr/tmp and the current folder were tried): set TMPDIR to one\n")
+    assert sorted(tmp_path.iterdir()) == [not_a_folder]
+
+
 def test_a_line_logged_while_a_bar_is_drawn_starts_a_line_of_its_own():
     """A progress bar leaves its line open (redrawn after a carriage return); the tests' bars of mme embed, probe
     and finetune are redrawn by set_postfix after each failed video's warning, which the handler did not see as a

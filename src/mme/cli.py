@@ -753,14 +753,22 @@ def _main(argv: list[str] | None) -> int:
 
 
 def check_process_folders() -> None:
-    """Refuse, in one line, a process without a current folder (removed under it): torch's import dies without it in
-    an MKL ``FATAL ERROR`` (exit 2), multiprocessing's workers in a traceback."""
+    """Refuse, in one line, a process without a current folder (removed under it) or a temporary folder it may write:
+    torch's import needs both, and dies without them in a traceback (``No usable temporary directory``) or an MKL
+    ``FATAL ERROR`` (exit 2), as do multiprocessing's workers."""
+    import tempfile
+
     from mme.errors import MMEError
 
     try:
         os.getcwd()
     except OSError:
         raise MMEError("the current folder was removed; cd to an existing one") from None
+    try:
+        tempfile.gettempdir()
+    except OSError:  # (tempfile's FileNotFoundError lists the folders it tried)
+        raise MMEError("no writable temporary folder (TMPDIR, /tmp, /var/tmp, /usr/tmp and the current folder were "
+                       "tried): set TMPDIR to one") from None
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
