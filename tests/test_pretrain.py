@@ -265,6 +265,38 @@ def test_a_step_bigger_than_an_epoch_is_refused_naming_the_keys_to_lower(sizes, 
         run("tiny_cpu_pixel", synth, tmp_path / "run2", *sizes)
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 9437184 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),
+    RuntimeError("mat1 and mat2 shapes cannot be multiplied")])
+def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_checkpoint(error, synth, tmp_path,
+                                                                                           monkeypatch):
+    # before: torch's allocator error was a ~30-line traceback; any other RuntimeError is still raised as it was
+    from mme.train import loop
+
+    real_step = loop.train_step
+
+    def step(run, stream):
+        if run.step == 1:
+            raise error
+        return real_step(run, stream)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    with pytest.raises((MMEError, RuntimeError)) as raised:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "train.ckpt_every=1", "model.depth=1", FP32)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-00000001.pt"]
+    if "shapes" in str(error):
+        assert raised.value is error
+        return
+    assert isinstance(raised.value, MMEError) and raised.value.__cause__ is error
+    text = str(raised.value)
+    assert text.startswith("step 2: out of memory (") and "\n" not in text, text
+    assert text.endswith("lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
+                         "train.activation_checkpointing=true, or lower the clips' size (data.img_size, "
+                         "data.num_frames). Kept: checkpoint-00000001.pt"), text
+
+
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     """The error names the last step as logs count them (it named the one before) and that step is logged (it was
     lost); fp32 runs are not told to use fp32; the loss curve is drawn."""

@@ -331,7 +331,17 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
                                run.final_lr)
         run.model.train()
-        metrics = train_step(run, stream)
+        try:
+            metrics = train_step(run, stream)
+        except (MemoryError, RuntimeError) as e:  # (torch.OutOfMemoryError is a RuntimeError)
+            if not _out_of_memory(e):
+                raise
+            kept = ckpt.list_checkpoints(run.out_dir)
+            raise MMEError(
+                f"step {run.step + 1}: out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                f"lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
+                f"train.activation_checkpointing=true, or lower the clips' size (data.img_size, data.num_frames). "
+                f"Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
         in_a_row = count_nonfinite(in_a_row, metrics)
         diverged = in_a_row >= t.max_nonfinite
         run.skipped += int(metrics["skipped"])
@@ -361,6 +371,13 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         if stopping is not None:
             break
     return path, stopping, step_seconds
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
+    RuntimeError of torch's CPU allocator, which has no class of its own."""
+    cpu_allocators = "DefaultCPUAllocator: can't allocate memory" in str(e)
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or cpu_allocators
 
 
 def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
