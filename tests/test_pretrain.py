@@ -269,6 +269,7 @@ def test_a_step_bigger_than_an_epoch_is_refused_naming_the_keys_to_lower(sizes, 
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
                  "tried to allocate 9437184 bytes. Error code 12 (Cannot allocate memory)"),
     MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"),
+    MemoryError("Caught MemoryError in DataLoader worker process 0."),
     RuntimeError("mat1 and mat2 shapes cannot be multiplied")])
 def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_checkpoint(error, synth, tmp_path,
                                                                                            monkeypatch):
@@ -292,7 +293,9 @@ def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_che
     assert isinstance(raised.value, MMEError) and raised.value.__cause__ is error
     text = str(raised.value)
     assert text.startswith("step 2: out of memory (") and "\n" not in text, text
-    assert text.endswith("lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
+    assert text.endswith("lower data.num_workers or train.batch_size, or the clips' size (data.img_size, "
+                         "data.num_frames). Kept: checkpoint-00000001.pt" if "DataLoader worker" in str(error) else
+                         "lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
                          "train.activation_checkpointing=true, or lower the clips' size (data.img_size, "
                          "data.num_frames). Kept: checkpoint-00000001.pt"), text
 

@@ -337,11 +337,13 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             if not _out_of_memory(e):
                 raise
             kept = ckpt.list_checkpoints(run.out_dir)
+            in_worker = "in DataLoader worker" in str(e)  # (torch re-raises a loader worker's error in the step)
             raise MMEError(
                 f"step {run.step + 1}: out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                f"lower train.batch_size (raising train.accum_steps keeps the clips a step trains on), set "
-                f"train.activation_checkpointing=true, or lower the clips' size (data.img_size, data.num_frames). "
-                f"Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
+                + ("lower data.num_workers or train.batch_size, or the clips' size (data.img_size, data.num_frames)"
+                   if in_worker else "lower train.batch_size (raising train.accum_steps keeps the clips a step trains "
+                   "on), set train.activation_checkpointing=true, or lower the clips' size (data.img_size, "
+                   "data.num_frames)") + f". Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
         in_a_row = count_nonfinite(in_a_row, metrics)
         diverged = in_a_row >= t.max_nonfinite
         run.skipped += int(metrics["skipped"])
