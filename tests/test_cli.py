@@ -194,6 +194,20 @@ def test_a_command_whose_output_s_reader_has_gone_ends_quietly(tmp_path):
     assert len(json.loads((tmp_path / "params.json").read_text())) == 2
 
 
+def test_a_run_with_stderr_closed_trains_and_writes_its_files(synth, tmp_path):
+    """``mme pretrain ... 2>&-`` (a cron or daemon wrapper): Python left ``sys.stderr`` None, the progress bar's
+    write to it ended the command (AttributeError) with exit 1, nothing trained, and descriptor 2 stayed free for the
+    next file opened. The closed descriptor is opened on /dev/null and the run does its work."""
+    from mme.train import checkpoint as ckpt
+
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth,
+                           f"train.out_dir={tmp_path}", "train.steps=2", FP32], preexec_fn=lambda: os.close(2),
+                          stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-00000002.pt"]
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
 def test_every_number_a_flag_takes_has_its_range(capsys):
     """A count of 0 or -1, or a NaN, was a bare traceback deep in the work (ZeroDivisionError, an empty median,
     cv2's assertions), or ran silently as something else (bench train --batch 0 timed batch 4). Every numeric flag

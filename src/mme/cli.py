@@ -699,7 +699,26 @@ def _readers_may_go() -> Iterator[None]:
         sys.stdout, sys.stderr = before
 
 
+def _standard_streams_open() -> None:
+    """Descriptors 0-2 closed (``2>&-``, a daemon's wrapper) opened on /dev/null, so that the next file the command
+    opens does not take one of them and receive its output; ``sys.stdout``/``sys.stderr`` that Python left ``None``
+    (their descriptor closed at its start) a text stream to /dev/null, so that the progress bars and the error line
+    written to them do not end the command (an AttributeError) before it did its work."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)  # (the lowest free descriptor: fd, those below it being open)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _standard_streams_open()
     with _readers_may_go():
         return _main(argv)
 
