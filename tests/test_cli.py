@@ -208,6 +208,18 @@ def test_a_run_with_stderr_closed_trains_and_writes_its_files(synth, tmp_path):
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_a_command_whose_stdout_cannot_encode_a_path_prints_it_escaped(tmp_path):
+    """``PYTHONIOENCODING=ascii`` (or ``LC_ALL=C PYTHONUTF8=0``) and a non-ASCII path: the summary's print raised
+    UnicodeEncodeError, a traceback and exit 1 (a run's, before step 1). The character is written as an escape."""
+    out = tmp_path / "caf\u00e9"
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "synth", str(out), "--classes", "2", "--videos-per-class",
+                           "1", "--size", "32", "--frames", "4", "--workers", "1"], capture_output=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "ascii"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode("ascii").startswith(f"wrote 2 videos of 2 classes to {tmp_path}{os.sep}caf\\xe9 ")
+    assert len(json.loads((out / "params.json").read_text())) == 2
+
+
 def test_every_number_a_flag_takes_has_its_range(capsys):
     """A count of 0 or -1, or a NaN, was a bare traceback deep in the work (ZeroDivisionError, an empty median,
     cv2's assertions), or ran silently as something else (bench train --batch 0 timed batch 4). Every numeric flag

@@ -687,8 +687,13 @@ class _LinesAfterBars(logging.StreamHandler):
 @contextlib.contextmanager
 def _readers_may_go() -> Iterator[None]:
     """stdout and stderr as :class:`_ReaderMayGo` while the command runs, flushed as it ends (a short output is
-    written then, at the latest); the streams they were after it."""
+    written then, at the latest); the streams they were after it. A character stdout's encoding lacks (a non-ASCII
+    path under ``PYTHONIOENCODING=ascii`` or ``LC_ALL=C``) is written as a backslash escape, as Python writes it to
+    stderr, not a UnicodeEncodeError that ends the command at a print."""
     before = sys.stdout, sys.stderr
+    errors_before = getattr(sys.stdout, "errors", None)
+    if errors_before == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     sys.stdout, sys.stderr = (_ReaderMayGo(s) if s is not None else s for s in before)
     try:
         yield
@@ -697,6 +702,8 @@ def _readers_may_go() -> Iterator[None]:
             if stream is not None:
                 stream.flush()
         sys.stdout, sys.stderr = before
+        if errors_before == "strict" and hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors=errors_before)
 
 
 def _standard_streams_open() -> None:
