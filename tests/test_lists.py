@@ -9,6 +9,8 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -312,6 +314,21 @@ def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
                          "--split", "3", "--path-format", "{label}.mp4"]) == 0
     assert "--split is for ucf101 and hmdb51 lists (their official splits); folder lists" in caplog.text
     assert "--path-format is for kinetics and ssv2 lists" in caplog.text
+
+
+def test_folder_lists_are_written_in_utf8_under_an_ascii_locale(tmp_path):
+    """``LC_ALL=C PYTHONUTF8=0 mme lists folder`` over a class folder named ``caf\u00e9``: the lists were written in
+    the locale's encoding (ASCII), a UnicodeEncodeError traceback, though every reader reads UTF-8. They are written
+    in UTF-8, the name's bytes as on disk, and read back as the folder's name."""
+    for name in ("caf\u00e9", "tea"):
+        (tmp_path / "videos" / name).mkdir(parents=True)
+        (tmp_path / "videos" / name / "v.mp4").write_bytes(b"x")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "lists", "folder", str(tmp_path / "videos"), "--out",
+                           str(tmp_path / "lists")], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert read_list(tmp_path / "lists" / "all.txt")[0] == [ListEntry("caf\u00e9/v.mp4", 0), ListEntry("tea/v.mp4", 1)]
+    assert (tmp_path / "lists" / "all.txt").read_bytes() == "caf\u00e9/v.mp4 0\ntea/v.mp4 1\n".encode()
 
 
 def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(tmp_path):

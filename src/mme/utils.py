@@ -709,10 +709,12 @@ def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`atomic_path`), creating its folder if needed."""
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`) in UTF-8, as mme reads its files whatever the
+    locale (not the locale's encoding: ASCII under ``LC_ALL=C``), creating its folder if needed. A file name Python
+    decoded with surrogate escapes (a UTF-8 name under an ASCII locale) is written as its bytes on disk."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def atomic_write_json(path: str | Path, obj, **dumps) -> None:

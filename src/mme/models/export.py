@@ -74,7 +74,7 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[s
             temps = {name: stack.enter_context(atomic_path(folder / name)) for name in names}
             write_safetensors(temps[WEIGHTS], state, metadata)
             for name, obj in jsons.items():
-                temps[name].write_text(json_text(obj, sort_keys=True))
+                temps[name].write_text(json_text(obj, sort_keys=True), encoding="utf-8")
             old = {name: file_identity(folder / name) for name in names}
             (folder / CONFIG).unlink(missing_ok=True)
             placing = stack.pop_all()  # the temporary files, put in place as it closes

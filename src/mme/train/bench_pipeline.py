@@ -116,7 +116,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
                           "optim.warmup_steps=0")  # (its recipe's 20 would take the short run, warned to the user)
         src = Path(video) if video else generated_video(tmp)
         open_video(str(src)).close()  # a missing or unreadable video named now, not as a list's failures later
-        list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4))
+        list_file.write_text(f"{src.resolve()}\n" * max(clips + 1, 4), encoding="utf-8")
         extract_cache(str(list_file), str(tmp / "cache"), length=6, short_side=size)
         parts = _variants_ms(cfgs, clips, device)
         ms = {v: item + collating for v, (item, collating, _) in parts.items()}
