@@ -671,3 +671,17 @@ def test_a_loader_with_persistent_workers_serves_every_epoch_under_start_workers
         break
     assert [b.tolist() for b in start_workers(loader)] == whole
     assert [b.tolist() for b in start_workers(loader)] == whole
+
+
+def test_a_data_root_whose_name_is_not_utf8_has_its_content_digest():
+    """``data.root=$'root\\xe9'`` (a Latin-1 byte, read by Python with a surrogate escape): the list's digest raised
+    UnicodeEncodeError before step 1. The path is digested as its bytes on disk (a UTF-8 one as before)."""
+    import hashlib
+    from types import SimpleNamespace
+
+    root = os.fsdecode(b"/data/root\xe9")
+    digests = PretrainDataset.content_digest.func(SimpleNamespace(
+        cfg=SimpleNamespace(root=root), entries=[ListEntry("a.mp4", 0), ListEntry("/elsewhere/b.mp4", 0)],
+        need_labels=False))
+    assert digests == (hashlib.sha256(b"a.mp4\n/elsewhere/b.mp4").hexdigest()[:16],
+                       hashlib.sha256(b"/data/root\xe9/a.mp4\n/elsewhere/b.mp4").hexdigest()[:16])

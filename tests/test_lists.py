@@ -331,6 +331,20 @@ def test_folder_lists_are_written_in_utf8_under_an_ascii_locale(tmp_path):
     assert (tmp_path / "lists" / "all.txt").read_bytes() == "caf\u00e9/v.mp4 0\ntea/v.mp4 1\n".encode()
 
 
+def test_a_video_whose_name_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    """``mme lists folder`` over ``caf\\xe9.mp4`` (a Latin-1 byte): a UnicodeEncodeError traceback as the list was
+    written. One line names the file and says to rename it, and no list is written (no reader could read it)."""
+    for rel in (b"a/caf\xe9.mp4", b"b/x.mp4"):
+        path = tmp_path / "videos" / os.fsdecode(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert cli_main(["lists", "folder", str(tmp_path / "videos"), "--out", str(tmp_path / "lists")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"mme lists: error: {tmp_path / 'lists' / 'all.txt'}: cannot list 'a/caf\\udce9.mp4': its name is "
+                   f"not UTF-8 (a list file is UTF-8 text); rename it (e.g. convmv -f latin1 -t utf8)\n")
+    assert not (tmp_path / "lists" / "all.txt").exists()
+
+
 def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(tmp_path):
     """train/ and val/ of class folders: one list each, numbered by the classes of both (val lacks 'bowling'),
     also when the lists are written inside the folder (before: its split folders became the classes)."""

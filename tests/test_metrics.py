@@ -4,6 +4,7 @@ run (steps 1-5, the resumed values for 4-5)."""
 import csv
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,26 @@ def test_every_log_reads_as_one_run_after_a_resume(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == expected
+
+
+def test_a_run_folder_whose_name_is_not_utf8_logs_and_draws_its_curves_without_tensorboard(tmp_path, caplog):
+    """``train.out_dir=$'out\\xe9'`` (a Latin-1 byte, read by Python with a surrogate escape): TensorBoard's
+    UnicodeEncodeError ended the run before step 1, and the loss curve's title a TypeError at its end. TensorBoard is
+    dropped with a warning, the other logs kept, and the title drawn with U+FFFD for the byte."""
+    from mme.train.metrics import plot_loss_curves
+
+    run = tmp_path / os.fsdecode(b"out\xe9")
+    run.mkdir()
+    with caplog.at_level(logging.WARNING, logger="mme.train.metrics"):
+        logger = build_logger(run)
+    assert "tensorboard cannot log to" in caplog.text and "UnicodeEncodeError" in caplog.text
+    assert len(logger.loggers) == 2  # JSONL and CSV
+    for step in (1, 2):
+        logger.log({"loss": 1.0 / step}, step)
+    logger.close()
+    assert [(r["step"], r["loss"]) for r in read_records(run / "metrics.jsonl")] == [(1, 1.0), (2, 0.5)]
+    assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_key_that_first_appears_later_widens_the_csv(tmp_path):

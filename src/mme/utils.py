@@ -1156,7 +1156,10 @@ def literal_text() -> Iterator[None]:
 def literal(text: str) -> str:
     """``text`` for matplotlib to draw as it is spelt: a name (a video's, a class's, a run folder's) is the user's,
     and matplotlib reads the text between two unescaped '$' as maths (``deal_$5_and_$10.mp4`` was a parse error,
-    ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'); an escaped '$' is drawn as '$'."""
+    ``cost $5 vs $6.mp4`` drawn as 'cost 5vs6.mp4'); an escaped '$' is drawn as '$'. A name Python decoded with
+    surrogate escapes (bytes that are not UTF-8), which matplotlib's fonts refuse with a TypeError, is drawn with
+    U+FFFD for each such byte."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return text.replace("$", r"\$")
 
 

@@ -364,8 +364,9 @@ def _epoch_and_index(key: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def lines_digest(lines: Iterable[str]) -> str:
-    """A short digest of ``lines`` in order."""
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    """A short digest of ``lines`` in order (a path Python decoded with surrogate escapes, a name that is not UTF-8,
+    taken as its bytes on disk)."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class _VideoDataset(Dataset):

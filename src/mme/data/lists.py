@@ -224,11 +224,17 @@ def write_list(path: str | Path, entries: list[ListEntry]) -> None:
 
 def list_text(path: str | Path, entries: list[ListEntry]) -> str:
     """The text of list file ``path`` holding ``entries`` in the VideoMAE format. A path that the format cannot hold,
-    one with a line break or space at either end (which :func:`read_list` strips), is a DataError naming it."""
+    one with a line break or space at either end (which :func:`read_list` strips), or whose name is not UTF-8 (read
+    by Python with surrogate escapes: no list reader could read the file), is a DataError naming it."""
     for e in entries:
         if e.path != e.path.strip() or len(text_lines(e.path + "\n")) != 1:
             raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
                             f"or spaces at its ends; rename the file or folder")
+        try:
+            e.path.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: cannot list {e.path!r}: its name is not UTF-8 (a list file is UTF-8 text); "
+                            f"rename it (e.g. convmv -f latin1 -t utf8)") from None
     paths = [f"./{e.path}" if _is_comment(e.path) else e.path for e in entries]  # '# misc/a.mp4' read as a comment
     lines = [p if e.label is None else f"{p} {e.label}" for p, e in zip(paths, entries)]
     return "".join(line + "\n" for line in lines)

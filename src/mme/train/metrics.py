@@ -238,6 +238,9 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
         loggers.append(TensorBoardLogger(out_dir / "tb", resume_step))
     except ImportError:
         log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
+    except Exception as e:  # (a folder name that is not UTF-8: its UnicodeEncodeError; a file it cannot create)
+        log.warning(f"tensorboard cannot log to {out_dir / 'tb'} ({type(e).__name__}: {e}): logging JSONL and CSV "
+                    f"only")
     return MetricLogger(loggers)
 
 
