@@ -239,8 +239,8 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     except ImportError:
         log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
     except Exception as e:  # (a folder name that is not UTF-8: its UnicodeEncodeError; a file it cannot create)
-        log.warning(f"tensorboard cannot log to {out_dir / 'tb'} ({type(e).__name__}: {e}): logging JSONL and CSV "
-                    f"only")
+        log.warning(f"tensorboard cannot log to {str(out_dir / 'tb')!r} ({type(e).__name__}: {e}): logging JSONL "
+                    f"and CSV only")  # (repr: a byte that is not UTF-8 escaped, as \udce9)
     return MetricLogger(loggers)
 
 
