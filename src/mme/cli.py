@@ -691,8 +691,8 @@ def _readers_may_go() -> Iterator[None]:
     path under ``PYTHONIOENCODING=ascii`` or ``LC_ALL=C``) is written as a backslash escape, as Python writes it to
     stderr, not a UnicodeEncodeError that ends the command at a print."""
     before = sys.stdout, sys.stderr
-    errors_before = getattr(sys.stdout, "errors", None)
-    if errors_before == "strict" and hasattr(sys.stdout, "reconfigure"):
+    escaping = getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure")
+    if escaping:
         sys.stdout.reconfigure(errors="backslashreplace")
     sys.stdout, sys.stderr = (_ReaderMayGo(s) if s is not None else s for s in before)
     try:
@@ -702,8 +702,8 @@ def _readers_may_go() -> Iterator[None]:
             if stream is not None:
                 stream.flush()
         sys.stdout, sys.stderr = before
-        if errors_before == "strict" and hasattr(sys.stdout, "reconfigure"):
-            sys.stdout.reconfigure(errors=errors_before)
+        if escaping:
+            sys.stdout.reconfigure(errors="strict")
 
 
 def _standard_streams_open() -> None:

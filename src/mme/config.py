@@ -125,14 +125,11 @@ NONE = "none"
 would read as null: the section's ``NONE_IS_A_VALUE`` names them."""
 
 
-def _coerce(value: Any, tp: Any, key: str, none_is_a_value: bool = False) -> Any:
-    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``; ``none_is_a_value``: the
-    key takes the text :data:`NONE`, which an override's ``none`` then is (not unset, as a recipe's is text)."""
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if isinstance(value, _Override):
-        if none_is_a_value and value.strip() == NONE:
-            return NONE
         union = origin in (typing.Union, types.UnionType)
         if union and type(None) in args and _unset(value):
             return None
@@ -293,7 +290,9 @@ def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
     :data:`NONE` for a key of its ``NONE_IS_A_VALUE``); in a path key (its ``PATHS``) a NUL byte is refused, on which
     os calls raise a bare ValueError where they do not skip it."""
     key = prefix + name
-    out = _coerce(value, tp, key, name in getattr(cls, "NONE_IS_A_VALUE", ()))
+    if name in getattr(cls, "NONE_IS_A_VALUE", ()) and isinstance(value, _Override) and value.strip() == NONE:
+        return NONE  # (an override's none, not unset: a recipe's is text)
+    out = _coerce(value, tp, key)
     if name in getattr(cls, "PATHS", {}) and isinstance(out, str) and "\0" in out:
         raise ConfigError(f"config key '{key}': {out!r} holds a NUL byte, which no path can hold")
     return out

@@ -230,6 +230,8 @@ def list_text(path: str | Path, entries: list[ListEntry]) -> str:
         if e.path != e.path.strip() or len(text_lines(e.path + "\n")) != 1:
             raise DataError(f"{path}: cannot list {e.path!r}: a list line cannot hold a path with a line break "
                             f"or spaces at its ends; rename the file or folder")
+        if e.path.isascii():  # (nearly every row: no encoding to try)
+            continue
         try:
             e.path.encode("utf-8", "surrogateescape").decode("utf-8")
         except UnicodeDecodeError:
