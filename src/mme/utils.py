@@ -236,7 +236,7 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
             if remove:
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
-        finally:
+        finally:  # (closed even where a Ctrl-C comes during the unlink)
             os.close(fd)
 
 

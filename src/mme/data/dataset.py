@@ -410,8 +410,8 @@ class _VideoDataset(Dataset):
         normalised, as text (no file looked up in a list of 240k lines), so that './x.mp4' and '<root>/x.mp4' are
         one; one under the root is also taken from it, so another ``data.root`` is its own change, not the list's
         too, whether the list's paths are relative (the first digest) or absolute (the second). A path with '..' is
-        kept as written, neither joined nor normalised (in both digests): after a link, '..' is not what removing it
-        by text names."""
+        kept as written, neither joined nor normalised (the first digest takes the root off one written from it, as
+        off any): after a link, '..' is not what removing it by text names."""
         root = os.path.abspath(self.cfg.root)
         under = root.rstrip(os.sep) + os.sep
         lines = [(e.path if ".." in e.path.split(os.sep) else os.path.normpath(resolve(e, root)))

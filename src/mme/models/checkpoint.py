@@ -387,16 +387,15 @@ def _fit_mlp_ratio(cfg: ModelConfig, state: dict[str, torch.Tensor], kind: str, 
         ("embed_dim", state.get(convert.encoder_key("blocks.0.mlp.fc1.weight", kind))),
         ("decoder_dim", state.get("decoder_blocks.0.mlp.fc1.weight"))) if weight is not None}
 
-    def builds(ratio: float) -> bool:
-        return all(mlp_width(getattr(cfg, name), ratio) == width for name, width in widths.items())
+    def unbuilt(ratio: float) -> list[tuple[str, int]]:
+        return [(name, width) for name, width in widths.items() if mlp_width(getattr(cfg, name), ratio) != width]
 
-    truncated = all(int(getattr(cfg, name) * cfg.mlp_ratio) == width for name, width in widths.items())
-    if builds(cfg.mlp_ratio) or not truncated:
+    wrong = unbuilt(cfg.mlp_ratio)
+    if not wrong or any(int(getattr(cfg, name) * cfg.mlp_ratio) != width for name, width in widths.items()):
         return cfg
     fitted = next((width / getattr(cfg, name) for name, width in widths.items()
-                   if builds(width / getattr(cfg, name))), None)
-    name, width = next((name, width) for name, width in widths.items()
-                       if mlp_width(getattr(cfg, name), cfg.mlp_ratio) != width)
+                   if not unbuilt(width / getattr(cfg, name))), None)
+    name, width = wrong[0]
     said = f"its MLP of {width} units is model.mlp_ratio={cfg.mlp_ratio!r} times {name} {getattr(cfg, name)} truncated"
     if fitted is None:
         raise CheckpointError(f"{source}: {said}, which mme builds as {mlp_width(getattr(cfg, name), cfg.mlp_ratio)} "

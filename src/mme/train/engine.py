@@ -589,9 +589,10 @@ def restore(run: Run, source: str, state: dict) -> None:
                               cwds=(old_meta["cwd"], run.meta["cwd"]) if "cwd" in old_meta else None)
     harmless, evaluated, changed = [], [], []
     for change in compared:
-        into = changed if change.added else harmless if change.key in unchanging else \
-            evaluated if change.key in EVALUATION else changed
-        into.append(str(change))
+        if change.added or change.key not in (*unchanging, *EVALUATION):
+            changed.append(str(change))
+        else:
+            (harmless if change.key in unchanging else evaluated).append(str(change))
     if harmless:
         log.info("resuming %s with settings that change nothing it computes (it replays exactly): %s", source,
                  harmless)
