@@ -40,6 +40,7 @@ from mme.data import pyav_reader
 from mme.data.lists import ListEntry, resolve
 from mme.data.pyav_reader import rgb24
 from mme.data.video import check_video, open_video
+from mme.data.video_reader import display_turn
 from mme.errors import FrameCountChanged, VideoError
 from mme.utils import absolute_path
 
@@ -689,11 +690,14 @@ def _stored_by_an_earlier_version(index_dir, path, src, **record) -> tuple[Path,
     return store, record
 
 
-def _write_gray_mjpeg(path, stamps) -> None:
-    """An MP4 of 32x32 Motion JPEG frames, each at its timestamp ``t`` (in frames) and of gray level 12 t + 20."""
+def _write_gray_mjpeg(path, stamps, display: list[int] | None = None) -> None:
+    """An MP4 of 32x32 Motion JPEG frames, each at its timestamp ``t`` (in frames) and of gray level 12 t + 20;
+    ``display``: its display matrix."""
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("mjpeg", rate=25)
         stream.width = stream.height = 32
+        if display is not None:
+            stream.set_display_matrix(display)
         stream.pix_fmt, stream.time_base = "yuvj420p", Fraction(1, 25)
         for t in stamps:
             frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 12 * t + 20, np.uint8), format="rgb24")
@@ -731,6 +735,44 @@ def test_a_file_replaced_keeping_its_size_and_mtime_is_indexed_again(tmp_path):
             assert reader.num_frames == 16
             got = reader.read([5, 9, 15])
         assert np.abs(got.astype(int) - np.array([80, 128, 200])[:, None, None, None]).max() <= 2
+
+
+def _replace_in_place(path, data: bytes, mtime: int) -> None:
+    """Write ``data`` over ``path`` in place and give it back ``mtime`` (``cp -p``, ``rsync -a --inplace``): the same
+    inode, size and mtime, only the ctime changed (after a pause: a kernel's coarse clock may stamp two changes
+    within one tick alike)."""
+    time.sleep(0.02)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_a_file_replaced_keeping_its_size_and_mtime_is_probed_counted_and_turned_again(tmp_path):
+    """The caches a process keeps of a file besides its frame index: PyAV's probe (of the files the other backends
+    open without saying how), OpenCV's count and the display matrix read for the backends that do not say it. A file
+    of zeros (a download preallocated), then a damaged copy (frames 3-6 lost, padded to the size), each replaced in
+    place keeping its size and mtime, were taken for the file they had probed, counted and turned, kept by path,
+    size and mtime: a notebook's or a long job's later reads took the repaired video for no video, counted 12 of its
+    16 frames and turned them the other way. They are keyed by ``mme.utils.file_version``, as the index is."""
+    good, damaged, path = tmp_path / "good.mp4", tmp_path / "damaged.mp4", tmp_path / "clip.mp4"
+    _write_gray_mjpeg(good, range(16), display=matrix(*TURNS["ccw 90"]))
+    _write_gray_mjpeg(damaged, [0, 1, 2, *range(7, 16)], display=matrix(*TURNS["cw 90"]))
+    pad = good.stat().st_size - damaged.stat().st_size
+    with open(damaged, "ab") as f:
+        f.write(struct.pack(">I4s", pad, b"free") + bytes(pad - 8))
+    mtime = good.stat().st_mtime_ns
+    path.write_bytes(bytes(good.stat().st_size))
+    os.utime(path, ns=(mtime, mtime))
+    assert pyav_reader.probe_video(str(path)) == ("", "")
+    _replace_in_place(path, damaged.read_bytes(), mtime)
+    assert pyav_reader.probe_video(str(path)) == (pyav_reader.MP4_DEMUXER, "")
+    for data, frames, turn in ((None, 12, "cw 90"), (good.read_bytes(), 16, "ccw 90")):
+        if data is not None:
+            _replace_in_place(path, data, mtime)
+            assert (path.stat().st_size, path.stat().st_mtime_ns) == (good.stat().st_size, mtime)
+        with open_video(path, "opencv", orientation="display") as reader:
+            assert (reader.num_frames, reader.display_matrix()) == (frames, tuple(matrix(*TURNS[turn])))
+            assert reader.turn == display_turn(matrix(*TURNS[turn]))
 
 
 def test_an_index_stored_as_version_7_is_made_again(tmp_path):

@@ -302,14 +302,13 @@ def _mpeg_ts(head: bytes) -> bool:
 def probe_video(path: str) -> tuple[str, str]:
     """How FFmpeg (PyAV's) opens the file, for the backends that do not say (of files that are no video container by
     their first bytes, :func:`video_by_its_bytes`: rare in a list, each probed once a process while it is unchanged,
-    by path, size and mtime): the demuxer ('' where it opens none) and what its first video stream, which those
-    backends read, is where it is a still image (:func:`still_read`)."""
-    st = os.stat(path)
-    return _probe_video(path, st.st_size, st.st_mtime_ns)
+    by path and :func:`~mme.utils.file_version`): the demuxer ('' where it opens none) and what its first video
+    stream, which those backends read, is where it is a still image (:func:`still_read`)."""
+    return _probe_video(path, file_version(os.stat(path)))
 
 
 @functools.lru_cache(maxsize=4096)
-def _probe_video(path: str, size: int, mtime_ns: int) -> tuple[str, str]:
+def _probe_video(path: str, version: tuple[int, ...]) -> tuple[str, str]:
     try:
         with open_container(path) as container:
             return container.format.name, still_read(container, next(iter(container.streams.video), None))

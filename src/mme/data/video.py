@@ -53,7 +53,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import absolute_path, as_given, env_int
+from mme.utils import absolute_path, as_given, env_int, file_version
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
@@ -242,9 +242,10 @@ def _turned_how(matrix, path) -> str:
 
 
 class _OpenCVReader(VideoReader):
-    """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process). Not
-    exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames on VFR files, MPEG-PS/TS). Its own
-    turning by the display matrix is off: frames are coded ones, as every backend's."""
+    """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process while the file
+    is unchanged: :func:`_opencv_count`). Not exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames
+    on VFR files, MPEG-PS/TS). Its own turning by the display matrix is off: frames are coded ones, as every
+    backend's."""
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
@@ -257,8 +258,7 @@ class _OpenCVReader(VideoReader):
                                                   "it with the pyav backend")
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        st = os.stat(path)
-        self.num_frames = _opencv_count(path, st.st_size, st.st_mtime_ns, threads)
+        self.num_frames = _opencv_count(path, file_version(os.stat(path)), threads)
 
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
@@ -288,8 +288,9 @@ def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
 
 
 @functools.lru_cache(maxsize=4096)
-def _opencv_count(path: str, size: int, mtime_ns: int, threads: int) -> int:
-    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header."""
+def _opencv_count(path: str, version: tuple[int, ...], threads: int) -> int:
+    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header. Cached by path
+    and :func:`~mme.utils.file_version`: a file replaced keeping its size and mtime (``cp -p``) is counted again."""
     cap = _opencv_capture(path, threads)
     count = 0
     while cap.grab():
