@@ -181,7 +181,7 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
             np.testing.assert_array_equal(reader.read(np.arange(len(ref))), ref)
         assert check_video(path)["status"] == "suspicious" and "cut short" in check_video(path)["reason"]
     index_dir = tmp_path / "index"  # an index stored before (version 1: the packets' count, read by seek) is not used
-    store = pyav_reader._pyav_index(str(path), str(path), _stat(path), str(index_dir)).store
+    store = pyav_reader._pyav_index(pyav_reader._Named(str(path), str(path)), _stat(path), str(index_dir)).store
     record = json.loads(store.read_text())
     store.write_text(json.dumps({**record, "version": 1, "mode": "seek", "reason": "", "num_frames": 9}))
     pyav_reader._pyav_index.cache_clear()  # another process
@@ -539,7 +539,7 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, with the display matrix of the first frame its demux decoded
-    older = pyav_reader._pyav_index(str(path), str(path), _stat(path), str(index_dir))
+    older = pyav_reader._pyav_index(pyav_reader._Named(str(path), str(path)), _stat(path), str(index_dir))
     pyav_reader._pyav_index.cache_clear()  # another process
     with open_video(path, orientation="display", index_dir=index_dir) as reader:
         reader.read([11])
@@ -561,7 +561,7 @@ def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wr
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, seek, proven 0
-    first = pyav_reader._pyav_index(str(path), str(path), _stat(path), str(index_dir))
+    first = pyav_reader._pyav_index(pyav_reader._Named(str(path), str(path)), _stat(path), str(index_dir))
     second = pyav_reader._load_index(first.store)  # another process's copy
     first.proven, writing = 3, threading.Event()
     real = pyav_reader.atomic_write_text
@@ -1330,6 +1330,34 @@ def test_a_reader_with_an_index_folder_spells_a_path_through_a_link_and_up_once(
     with open_video(path, index_dir=tmp_path / "index") as reader:
         np.testing.assert_array_equal(reader.read([5, 0]), decode_all(named)[[5, 0]])
     assert spelled == [path]
+
+
+def test_a_file_named_otherwise_in_one_process_is_indexed_once_and_keeps_its_corrected_count(tmp_path, monkeypatch):
+    """'joined.mkv', './joined.mkv', its absolute path and one up and back name one file. A process cached its index
+    by the path as given too: each spelling demuxed it again, and the count a reader's read corrected (41 packets, 40
+    frames: an end-of-sequence packet, the index's check of such packets turned off) was the packets' again for a
+    reader of another spelling, which drew its clips from it and had its read refused again (FrameCountChanged).
+    Keyed by the absolute path (:func:`mme.utils.absolute_path`), the file is indexed once and its readers share
+    what a read proved; each names the path as it was given."""
+    frames = affine_video(40, 48, 64, dx=0.7, seed=3)[0]
+    video = with_end_of_sequence(write_keyint_video(tmp_path / "full.mkv", frames, "8"), tmp_path / "joined.mkv", 10)
+    ref = decode_all(video)
+    monkeypatch.setattr(pyav_reader, "_nal_scan", lambda stream: None)
+    demuxed, demux = [], pyav_reader._demux_index
+    monkeypatch.setattr(pyav_reader, "_demux_index", lambda path, first: demuxed.append(path) or demux(path, first))
+    monkeypatch.chdir(tmp_path)
+    pyav_reader._pyav_index.cache_clear()
+    with open_video("joined.mkv") as reader:
+        assert reader.num_frames == 41
+        with pytest.raises(FrameCountChanged, match=r"^joined\.mkv: "):
+            reader.read([40])
+    for spelled in ("./joined.mkv", str(video), f"../{tmp_path.name}/joined.mkv"):
+        with open_video(spelled) as reader:
+            assert reader.num_frames == 40
+            np.testing.assert_array_equal(reader.read([39, 0]), ref[[39, 0]])
+            with pytest.raises(VideoError, match=f"^{re.escape(spelled)}: index out of range"):
+                reader.read([40])
+    assert demuxed == ["joined.mkv"]
 
 
 def test_the_declared_torch_and_pyav_floors_are_the_ones_the_docs_state():

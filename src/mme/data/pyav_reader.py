@@ -4,7 +4,7 @@ Seeking is only a shortcut to frame i, valid where the container's timestamps ar
 (H.264 or Xvid with B-frames decode to frames whose timestamps come out of order), packets may lack or repeat
 timestamps (raw streams, some Matroska), and a packet may hold two frames or none (Xvid's packed B-frames, not-coded
 frames, an H.264 end of sequence, access unit delimiter or SEI alone). So the PyAV reader indexes each file once per
-process (cached by path and :func:`~mme.utils.file_version`) and keeps its verdict with the index:
+process (cached by absolute path and :func:`~mme.utils.file_version`) and keeps its verdict with the index:
 
 - The index is a demux: the sorted packet timestamps and the keyframes, less the H.264 / HEVC packets that hold no
   picture nor parameter sets (by their NAL units: an end of sequence, access unit delimiter or SEI alone), whose
@@ -360,7 +360,7 @@ class PyAVReader(VideoReader):
                                                       f"{self._container.format.name})")
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
-            self._index = _pyav_index(path, self._name, file_version(os.stat(path)),
+            self._index = _pyav_index(_Named(self._name, path), file_version(os.stat(path)),
                                       None if index_dir is None else str(index_dir))
             # a stream FFmpeg's probe met no packet of (an MPEG-TS / PS whose video starts after its probe window) has
             # no size in its codec parameters: its first frame's, decoded when the file was indexed
@@ -980,17 +980,27 @@ def _load_index(store: Path) -> _Index | None:
     return index
 
 
+@dataclass(frozen=True)
+class _Named:
+    """A file as the index cache keys it: by ``name``, its absolute path as :func:`~mme.utils.absolute_path`
+    spells it, so that 'a.mp4', './a.mp4' and '/data/a.mp4' are one file, indexed once, whose readers share what
+    their decodes prove (a count corrected); ``path`` as given, for messages, is no part of the key."""
+
+    name: str
+    path: str = field(compare=False)
+
+
 @functools.lru_cache(maxsize=4096)
-def _pyav_index(path: str, name: str, version: tuple[int, ...], index_dir: str | None = None) -> _Index:
-    """The file's index, cached per (path, name, file version, index_dir) in this process, and with ``index_dir``
-    kept there for every process (:meth:`_Index.save`) under ``name`` (:func:`_index_store`); ``path`` as given,
-    for messages."""
+def _pyav_index(file: _Named, version: tuple[int, ...], index_dir: str | None = None) -> _Index:
+    """The index of ``file``, cached per (name, file version, index_dir) in this process, and with ``index_dir``
+    kept there for every process (:meth:`_Index.save`) under its name (:func:`_index_store`); made by the first
+    reader of the file, its messages naming the path as that reader was given it."""
     if index_dir is None:
-        return _make_index(path)
-    store = _index_store(index_dir, name, version)
+        return _make_index(file.path)
+    store = _index_store(index_dir, file.name, version)
     index = _load_index(store)
     if index is None:
-        index = _make_index(path)
+        index = _make_index(file.path)
         index.store = store
         index.save()
     return index
