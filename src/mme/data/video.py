@@ -258,7 +258,7 @@ class _OpenCVReader(VideoReader):
                                                   "it with the pyav backend")
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.num_frames = _opencv_count(path, file_version(os.stat(path)), threads)
+        self.num_frames = _opencv_count(absolute_path(path), file_version(os.stat(path)), threads)
 
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
@@ -289,8 +289,9 @@ def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
 
 @functools.lru_cache(maxsize=4096)
 def _opencv_count(path: str, version: tuple[int, ...], threads: int) -> int:
-    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header. Cached by path
-    and :func:`~mme.utils.file_version`: a file replaced keeping its size and mtime (``cp -p``) is counted again."""
+    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header. Cached by absolute
+    path (one file named otherwise is counted once) and :func:`~mme.utils.file_version`: a file replaced keeping its
+    size and mtime (``cp -p``) is counted again."""
     cap = _opencv_capture(path, threads)
     count = 0
     while cap.grab():
