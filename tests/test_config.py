@@ -334,7 +334,8 @@ def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_o
     """A recipe (or its ``_base_``) that cannot be looked for (a folder that cannot be searched, a name too long),
     a null key (``~: 3``, ``train={null: 3}``) and a NUL byte in a path key ended in tracebacks (OSError,
     TypeError, ValueError: embedded null byte); then a NUL byte in a recipe, a ``_base_`` among them, was refused
-    without naming the recipe that holds it."""
+    without naming the recipe that holds it; ``train.resume`` holding one was looked for as a checkpoint, 'no such
+    file', its NUL byte printed raw."""
     too_long = tmp_path / ("r" * 300 + ".yaml")
     with pytest.raises(ConfigError, match=r"^recipe .*/r{300}\.yaml: cannot be read \(File name too long\)$"):
         load_config(PretrainConfig, str(too_long))
@@ -351,7 +352,7 @@ def test_a_recipe_that_cannot_be_looked_for_a_null_key_and_a_nul_in_a_path_are_o
     with pytest.raises(ConfigError, match=rf"^recipe {tmp_path}/nul\.yaml: config key 'train\.out_dir': 'run\\x00x' "
                                           "holds a NUL byte"):
         load_config(PretrainConfig, tmp_path / "over_nul.yaml")
-    for key in ("data.list_file", "data.root", "data.index_dir", "target.cache_dir", "train.init"):
+    for key in ("data.list_file", "data.root", "data.index_dir", "target.cache_dir", "train.init", "train.resume"):
         with pytest.raises(ConfigError, match=rf"^config key '{key}': 'p\\x00' holds a NUL byte, which no path"):
             load_config(PretrainConfig, "tiny_cpu_mme", [f'{key}="p\\0"'])
 

@@ -31,7 +31,8 @@ class TrainConfig:
     """The run: length, batch, precision, seed, output, checkpoints, failure limits."""
 
     SHADOWED_BY: ClassVar[dict[str, str]] = {"epochs": "steps"}
-    PATHS: ClassVar[dict[str, str]] = {"out_dir": ".", "init": ""}  # not resume: 'auto' names none
+    PATHS: ClassVar[dict[str, str]] = {"out_dir": ".", "init": "", "resume": ""}  # (resume's 'auto' is a word, and
+    # resume is compared in no config change: mme.train.engine.BOOKKEEPING)
     epochs: int = 1600
     """Schedule length in epochs (ignored when steps is set); 1600 as the released K400 recipe."""
     steps: int | None = None
