@@ -398,6 +398,30 @@ def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tmp_path):
             load_config(PretrainConfig, tmp_path / f"{name}.yaml")
 
 
+def test_merge_keys_are_read_as_yaml_1_1_and_a_second_one_or_a_yaml_1_2_directive_is_refused(tmp_path):
+    """A second merge key ``<<`` in one mapping was read without a word (the later one won: PyYAML takes it as more
+    keys), ``<<: [a, b]`` let ``b`` win where a key was longer than one character (YAML 1.1: the first listed
+    wins), and ``%YAML 1.2`` was read as 1.1 (``yes`` a boolean, where 1.2 reads text)."""
+    (tmp_path / "listed.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  <<: [{steps: 5, batch_size: 2}, "
+                                          "{steps: 7, log_every: 3}]\n  out_dir: runs/merged\n")
+    c = load_config(PretrainConfig, tmp_path / "listed.yaml")
+    assert (c.train.steps, c.train.batch_size, c.train.log_every, c.train.out_dir) == (5, 2, 3, "runs/merged")
+    (tmp_path / "own.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  <<: {steps: 5, batch_size: 2}\n  steps: 9\n")
+    c = load_config(PretrainConfig, tmp_path / "own.yaml")
+    assert (c.train.steps, c.train.batch_size) == (9, 2)
+    (tmp_path / "twice.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  <<: {steps: 5}\n  <<: {steps: 7}\n")
+    with pytest.raises(ConfigError, match=r"^recipe .*twice\.yaml: the merge key '<<' is given twice in one mapping "
+                                          r"\(lines 3 and 4\), and which would win is unsaid: give one, with a list"):
+        load_config(PretrainConfig, tmp_path / "twice.yaml")
+    (tmp_path / "v12.yaml").write_text("%YAML 1.2\n---\n_base_: tiny_cpu_mme\ntrain:\n  compile: yes\n")
+    with pytest.raises(ConfigError, match=r"^recipe .*v12\.yaml: %YAML 1\.2 \(line 1\): mme reads YAML 1\.1, where "
+                                          r"yes/no/on/off are booleans, 010 is 8 and 0o10 is text"):
+        load_config(PretrainConfig, tmp_path / "v12.yaml")
+    (tmp_path / "v11.yaml").write_text("%YAML 1.1\n---\n_base_: tiny_cpu_mme\ntrain:\n  compile: yes\n")
+    assert load_config(PretrainConfig, tmp_path / "v11.yaml").train.compile is True
+    assert load_config(PretrainConfig, "tiny_cpu_mme", ["train.out_dir=%YAML 1.2"]).train.out_dir == "%YAML 1.2"
+
+
 def test_a_key_given_twice_on_the_command_line_is_refused_naming_both(tmp_path, capsys):
     """``train.steps=5 train.steps=7`` took the later one unsaid, while a section override or a recipe holding a key
     twice was refused; ``--resume auto train.resume=X`` resumed auto unsaid (the flag's override comes last). A

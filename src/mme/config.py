@@ -72,28 +72,81 @@ class _BlockList(list, _Block):
 NULLS = ("null", "Null", "NULL", "~", "None", "none")
 
 
+MERGE = "tag:yaml.org,2002:merge"
+
+
 class _RecipeLoader(yaml.SafeLoader):
     """YAML 1.1 reads ``010`` as 8, ``1:30`` as 90, ``2024_01`` as 20241, ``on`` as true and ``2024-01-05`` as a date:
     in a recipe or an override, such a value keeps the text it was written as (an :class:`_Override`), which a
     text key takes and any other key reads as YAML does. A key given twice in one mapping is a ConfigError (YAML
-    keeps the later one: a second ``train:`` section dropped the first), and so is a null key (``~: 3``)."""
+    keeps the later one: a second ``train:`` section dropped the first), and so is a null key (``~: 3``), a second
+    merge key ``<<`` and a ``%YAML`` directive of another version than 1.1 (:meth:`flatten_mapping`,
+    :meth:`process_directives`)."""
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, yaml.Mark] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                if key_node.tag == "tag:yaml.org,2002:null":
-                    raise ConfigError(f"key {key_node.value or '(none)'!r} (line {key_node.start_mark.line + 1}) is "
-                                      "YAML's null, not a name: give the key's name")
-                first, again = seen.setdefault(key_node.value, key_node.start_mark), key_node.start_mark
-                if first is not again:
-                    where = (f"line {first.line + 1}, columns {first.column + 1} and {again.column + 1}"
-                             if first.line == again.line else f"lines {first.line + 1} and {again.line + 1}")
-                    raise ConfigError(f"key {key_node.value!r} is given twice ({where}); YAML would keep only the "
-                                      "later one: give it once")
-        return super().construct_mapping(node, deep)
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._flattened: set[yaml.MappingNode] = set()
+        self._version: yaml.DirectiveToken | None = None
+
+    def scan_directive(self) -> yaml.DirectiveToken:
+        token = super().scan_directive()
+        if token.name == "YAML":
+            self._version = token
+        return token
+
+    def process_directives(self):
+        """Refuse ``%YAML 1.2`` (any version but 1.1) before a document: PyYAML reads every 1.x as 1.1, whose
+        ``yes``, ``on``, ``010`` and ``0o10`` 1.2 reads otherwise. (Not before a document, ``%YAML 1.2`` is an
+        override's text, as YAML cannot read it.)"""
+        value = super().process_directives()
+        if self.yaml_version not in (None, (1, 1)) and self.check_token(yaml.DocumentStartToken):
+            version, line = ".".join(map(str, self.yaml_version)), self._version.start_mark.line + 1
+            raise ConfigError(f"%YAML {version} (line {line}): mme reads YAML 1.1, where yes/no/on/off are booleans, "
+                              "010 is 8 and 0o10 is text (1.2: text, 10 and 8): remove the directive, writing such "
+                              "values as 1.1 reads them")
+        return value
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Check ``node``'s keys (once, before any mapping is merged into it), then merge YAML 1.1's merge key:
+        ``<<: *a`` or ``<<: [*a, *b]`` puts the keys of those mappings under the node's own, the node's own key
+        winning, then the mapping listed first (PyYAML 6.0.4 let a later one win where a key was longer than one
+        character). A second ``<<`` in one mapping is a ConfigError: which would win is unsaid (YAML keys are
+        unique); so are a key given twice and a null key."""
+        if node in self._flattened:
+            return
+        self._flattened.add(node)
+        seen: dict[str, yaml.Mark] = {}
+        merges = [(key_node, value_node) for key_node, value_node in node.value if key_node.tag == MERGE]
+        if len(merges) > 1:
+            raise ConfigError(f"the merge key '<<' is given twice in one mapping (lines "
+                              f"{' and '.join(str(k.start_mark.line + 1) for k, _ in merges)}), and which would win "
+                              f"is unsaid: give one, with a list (<<: [*a, *b]: the first listed wins)")
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE:
+                continue
+            if key_node.tag == "tag:yaml.org,2002:null":
+                raise ConfigError(f"key {key_node.value or '(none)'!r} (line {key_node.start_mark.line + 1}) is "
+                                  "YAML's null, not a name: give the key's name")
+            first, again = seen.setdefault(key_node.value, key_node.start_mark), key_node.start_mark
+            if first is not again:
+                where = (f"line {first.line + 1}, columns {first.column + 1} and {again.column + 1}"
+                         if first.line == again.line else f"lines {first.line + 1} and {again.line + 1}")
+                raise ConfigError(f"key {key_node.value!r} is given twice ({where}); YAML would keep only the "
+                                  "later one: give it once")
+            if key_node.tag == "tag:yaml.org,2002:value":  # ('=': a key as PyYAML reads it)
+                key_node.tag = "tag:yaml.org,2002:str"
+        merged = []
+        for _, value_node in merges:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in reversed(sources):  # (a later pair wins: the first listed last)
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark, "expected a mapping or list of mappings "
+                        f"for merging, but found {source.id}", source.start_mark)
+                self.flatten_mapping(source)
+                merged += source.value
+        if merges:
+            node.value = merged + [pair for pair in node.value if pair[0].tag != MERGE]
 
 
 _READ_AS = {"int": "construct_yaml_int", "float": "construct_yaml_float", "bool": "construct_yaml_bool",
