@@ -1384,6 +1384,27 @@ def test_a_loaded_classifier_keeps_its_class_names_until_its_head_is_replaced(tm
     assert labels == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
 
 
+def test_a_checkpoint_folder_whose_config_json_is_utf8_reads_under_an_ascii_locale(tmp_path):
+    """A ``config.json`` holding UTF-8 text (class names an editor or another tool saved unescaped) was read in the
+    locale's encoding: under ``LC_ALL=C`` without UTF-8 mode (ASCII) ``unreadable JSON ('ascii' codec can't decode
+    byte 0xc3 ...)``. JSON is UTF-8 text, read as such whatever the locale."""
+    import os
+    import subprocess
+    import sys
+
+    loaded = load_model(save_pretrained(VideoClassifier(ModelConfig(**TINY), num_classes=2), tmp_path / "plain"))
+    loaded.mme_record = {**loaded.mme_record, "class_names": ["caf\u00e9", "th\u00e9"]}
+    config = save_pretrained(loaded, tmp_path / "named") / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text(encoding="utf-8")), ensure_ascii=False), encoding="utf-8")
+    assert "caf\u00e9".encode() in config.read_bytes()
+    script = ("import sys; from mme.models.checkpoint import read_checkpoint; "
+              "print(ascii(read_checkpoint(sys.argv[1]).class_names))")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, str(config.parent)], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode() == "['caf\\xe9', 'th\\xe9']\n"
+
+
 def test_an_export_keeps_its_runs_clip_stride_and_target(tmp_path):
     """An export dropped the run's ``data.stride`` and ``target`` section: ``mme embed`` read its clips at stride 4
     instead of the run's 2 (features off by 0.038 in the audit) and ``mme viz`` drew PatchStd targets for a run

@@ -32,6 +32,7 @@ from mme.data.lists import (
     from_ssv2,
     from_ucf101,
     make_lists,
+    read_classes,
     read_list,
     real_path,
     resolve,
@@ -319,7 +320,9 @@ def test_an_option_of_other_list_kinds_is_said_to_be_ignored(tmp_path, caplog):
 def test_folder_lists_are_written_in_utf8_under_an_ascii_locale(tmp_path):
     """``LC_ALL=C PYTHONUTF8=0 mme lists folder`` over a class folder named ``caf\u00e9``: the lists were written in
     the locale's encoding (ASCII), a UnicodeEncodeError traceback, though every reader reads UTF-8. They are written
-    in UTF-8, the name's bytes as on disk, and read back as the folder's name."""
+    in UTF-8, the name's bytes as on disk, and read back as the folder's name. Its class, in classes.json, was the
+    name as Python decodes it there, ``caf\\udcc3\\udca9``: another class than a UTF-8 locale's ``caf\u00e9``, so each
+    locale's ``--classes`` refused the other's class map; it is the name as UTF-8 reads it, whatever the locale."""
     for name in ("caf\u00e9", "tea"):
         (tmp_path / "videos" / name).mkdir(parents=True)
         (tmp_path / "videos" / name / "v.mp4").write_bytes(b"x")
@@ -329,6 +332,15 @@ def test_folder_lists_are_written_in_utf8_under_an_ascii_locale(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert read_list(tmp_path / "lists" / "all.txt")[0] == [ListEntry("caf\u00e9/v.mp4", 0), ListEntry("tea/v.mp4", 1)]
     assert (tmp_path / "lists" / "all.txt").read_bytes() == "caf\u00e9/v.mp4 0\ntea/v.mp4 1\n".encode()
+    assert read_classes(tmp_path / "lists" / "classes.json") == ["caf\u00e9", "tea"]
+    assert cli_main(["lists", "folder", str(tmp_path / "videos"), "--out", str(tmp_path / "utf8"), "--classes",
+                     str(tmp_path / "lists" / "classes.json")]) == 0  # (this process: a UTF-8 locale)
+    assert (tmp_path / "utf8" / "classes.json").read_bytes() == (tmp_path / "lists" / "classes.json").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "mme.cli", "lists", "folder", str(tmp_path / "videos"), "--out",
+                           str(tmp_path / "again"), "--classes", str(tmp_path / "utf8" / "classes.json")],
+                          capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert (tmp_path / "again" / "all.txt").read_bytes() == (tmp_path / "lists" / "all.txt").read_bytes()
 
 
 def test_a_video_whose_name_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path, capsys):

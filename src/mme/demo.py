@@ -95,6 +95,7 @@ from mme.utils import (
     lock_folder,
     outside_int64,
     read_json_object,
+    read_text,
     removing,
     unlock_folder,
 )
@@ -378,7 +379,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                                       f"{seed}); the same command continues, keeping the rows it finished and "
                                       f"pre-training the {target} target again from its start", e.exit_code) from e
                 result = e.finished  # stopped on its last step: its row is kept, then the demo stops
-            ran = json.loads((result.out_dir / "run.json").read_text())
+            ran = json.loads(read_text(result.out_dir / "run.json"))
             if recorded is None:  # (settled or timed: the rows' one precision, which a later row that times takes)
                 _record_precision(s, ran)
             row = _save_row(s, {
@@ -559,7 +560,7 @@ UNREADABLE = (OSError, ValueError, KeyError, TypeError)
 
 def _read_saved(path: Path) -> tuple[dict, dict]:
     """A saved row file's settings and row (:data:`UNREADABLE` when it cannot be read as one)."""
-    saved = json.loads(path.read_text())
+    saved = json.loads(read_text(path))
     return saved["settings"], saved["row"]
 
 
@@ -833,7 +834,7 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
     run's); the results and report are whole without it. The names of those not drawn."""
     from mme.motion.viz import prediction_picture, tracks_picture
 
-    video = str(lists["train"].parent / open(lists["train"]).readline().split()[0])
+    video = str(lists["train"].parent / read_text(lists["train"]).split(maxsplit=1)[0])
     loss_curves, tracks, predicted_vs_target = PICTURES
     drawings = {loss_curves: partial(plot_losses, rows, s.out),
                 tracks: partial(tracks_picture, video, num_frames=model_cfg.num_frames, stride=data_cfg.stride,

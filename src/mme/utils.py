@@ -708,13 +708,32 @@ def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[
             f.write(tensors[name].cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
+TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+"""How mme writes and reads its own text files (``open(path, mode, **TEXT)``): UTF-8 whatever the locale (not the
+locale's encoding: ASCII under ``LC_ALL=C`` without UTF-8 mode), a file name Python decoded with surrogate escapes
+written as its bytes on disk and read back as the same text."""
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a file mme wrote (:func:`atomic_write_text`: run.json, a report, a list) as it was written, read
+    as :data:`TEXT` says, whatever the locale."""
+    return Path(path).read_text(**TEXT)
+
+
+def utf8_name(name: str) -> str:
+    """A name read from the file system (a class folder's) as UTF-8 reads it, whatever the locale: under an ASCII
+    locale Python decodes ``café`` as ``caf\\udcc3\\udca9`` (a ``classes.json`` so written named another class than
+    one written under a UTF-8 locale); a byte that is not UTF-8 keeps its surrogate escape."""
+    return os.fsencode(name).decode("utf-8", "surrogateescape")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (:func:`atomic_path`) in UTF-8, as mme reads its files whatever the
     locale (not the locale's encoding: ASCII under ``LC_ALL=C``), creating its folder if needed. A file name Python
     decoded with surrogate escapes (a UTF-8 name under an ASCII locale) is written as its bytes on disk."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+        tmp.write_text(text, **TEXT)
 
 
 def atomic_write_json(path: str | Path, obj, **dumps) -> None:
@@ -1017,7 +1036,7 @@ def _make_and_open_lock(folder: Path, unmade_if_unused: bool) -> tuple[Any, Path
                     if made is None or missing in made.parents:  # the outermost this call made, on any try
                         made = missing
             _write_probe(folder)  # the .lock left by an earlier job opens in a folder that no longer takes files
-            return open(folder / FOLDER_LOCK, "a+"), made if unmade_if_unused else None
+            return open(folder / FOLDER_LOCK, "a+", **TEXT), made if unmade_if_unused else None
         except FileNotFoundError:
             if not tries_left or folder.exists():
                 raise

@@ -43,6 +43,7 @@ from mme.utils import (
     same_file_as,
     space_for,
     stat_identity,
+    utf8_name,
 )
 
 log = logging.getLogger(__name__)
@@ -541,18 +542,19 @@ def _class_key(name: str) -> str:
 
 def _class_names(root: Path, per_split: dict[str, dict[str, list[Path]]], split_folders: dict[str, Path]
                  ) -> dict[tuple[str, str], str]:
-    """Each class folder holding videos, as (split, folder name), -> its class's name. Folder names that differ
-    only in case or Unicode form (:func:`_class_key`) are one class: across split folders, named as the first
-    split spells it (train, val, test, then the others by name: as a build of train, then of the others with its
-    class map, names it), with a warning naming the spellings; in one split folder, a DataError naming both (one
-    class in two folders, or two classes that a file system ignoring case cannot hold: the user's to say)."""
+    """Each class folder holding videos, as (split, folder name), -> its class's name (the folder's as UTF-8 reads it,
+    whatever the locale: :func:`mme.utils.utf8_name`). Folder names that differ only in case or Unicode form
+    (:func:`_class_key`) are one class: across split folders, named as the first split spells it (train, val, test,
+    then the others by name: as a build of train, then of the others with its class map, names it), with a warning
+    naming the spellings; in one split folder, a DataError naming both (one class in two folders, or two classes
+    that a file system ignoring case cannot hold: the user's to say)."""
     order = ("train", "val", "test")
     splits = sorted(per_split, key=lambda s: (order.index(split_name(s)) if split_name(s) in order else 3, s))
     spellings: dict[str, dict[str, list[str]]] = {}  # class key -> folder name -> the splits spelling it so
     for split in splits:
         for name, files in per_split[split].items():
             if files:
-                spellings.setdefault(_class_key(name), {}).setdefault(name, []).append(split)
+                spellings.setdefault(_class_key(utf8_name(name)), {}).setdefault(name, []).append(split)
     named = {}
     for spelt in spellings.values():
         for split in splits:
@@ -561,7 +563,7 @@ def _class_names(root: Path, per_split: dict[str, dict[str, list[Path]]], split_
                 raise DataError(f"{split_folders[split]}: class folders {' and '.join(map(ascii, twins))} differ "
                                 f"only in case or Unicode form: merge them into one folder, or rename one (as two "
                                 f"classes, one class's videos would be split between them)")
-        name = next(iter(spelt))  # the first split's spelling
+        name = utf8_name(next(iter(spelt)))  # the first split's spelling, as UTF-8 reads it whatever the locale
         if len(spelt) > 1:
             log.warning("%s: split folders spell one class %s: one class, named %s", root,
                         " and ".join(f"{ascii(n)} (in {', '.join(held)})" for n, held in spelt.items()), ascii(name))

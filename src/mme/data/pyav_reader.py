@@ -66,7 +66,7 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import absolute_path, as_given, atomic_write_text, error_reason, exclusive_lock, file_version
+from mme.utils import absolute_path, as_given, atomic_write_text, error_reason, exclusive_lock, file_version, read_text
 
 log = logging.getLogger(__name__)
 
@@ -964,7 +964,7 @@ def _index_dir_of(store: Path) -> Path:
 def _load_index(store: Path) -> _Index | None:
     """The index kept at ``store``, or None when there is none or it cannot be used (then it is made again)."""
     try:
-        record = json.loads(store.read_text())
+        record = json.loads(read_text(store))
         if record.get("version") != INDEX_VERSION:
             return None
         index = _Index(np.asarray(record["pts"], np.int64), np.asarray(record["key_pts"], np.int64),

@@ -68,6 +68,7 @@ import numpy as np
 from mme.data.lists import ListEntry, list_text, parse_list, read_classes, text_lines, write_classes
 from mme.errors import ConfigError, DataError
 from mme.utils import (
+    TEXT,
     absolute_path,
     atomic_path,
     atomic_write_text,
@@ -101,7 +102,7 @@ class SynthDataset:
 
     def summary(self) -> str:
         """What ``mme synth`` prints: the videos per split and where they are."""
-        counts = {split: sum(1 for _ in open(path)) for split, path in self.lists.items()}
+        counts = {split: sum(1 for _ in open(path, **TEXT)) for split, path in self.lists.items()}
         return (f"wrote {sum(counts.values())} videos of {len(self.classes)} classes to {self.root} "
                 f"(lists: {counts}; classes.json, params.json)")
 

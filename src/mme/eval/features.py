@@ -49,6 +49,7 @@ from mme.utils import (
     check_output,
     error_reason,
     flag,
+    read_text,
     remove_stale_temps,
     removing,
     unlock_folder,
@@ -249,7 +250,7 @@ def _open_partial(partial: Path, fingerprint: dict[str, Any], finished: Path | N
     run_folder.take(partial, option="--out (its partial results)")
     meta = partial / "job.json"
     if meta.is_file():
-        found = _job(json.loads(meta.read_text()))
+        found = _job(json.loads(read_text(meta)))
         if found == fingerprint:
             _drop_stale(partial, states)
             return
@@ -535,7 +536,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
     if not path.is_file() or not side.is_file():
         raise DataError(f"{path}: no features file (with its {side.name} sidecar)")
     with _reading(side):
-        info = json.loads(side.read_text())
+        info = json.loads(read_text(side))
     if isinstance(info, dict) and info.get("unfinished"):
         raise DataError(f"{path}: written part-way (mme embed stopped while it wrote the file); rerun it to finish")
     return info

@@ -228,7 +228,7 @@ class Checkpoint:
 
 def _read_json(path: Path) -> dict:
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))  # (JSON is UTF-8, whatever the locale)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
     if not isinstance(obj, dict):

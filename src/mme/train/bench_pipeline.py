@@ -38,7 +38,7 @@ from mme.train.config import PretrainConfig
 from mme.train.metrics import waiting_fraction
 from mme.train.precision import choose_device
 from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, check_output, cpu_name, keep_freed_memory, sets_threads
+from mme.utils import atomic_write_json, check_output, cpu_name, keep_freed_memory, read_text, sets_threads
 
 VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
 
@@ -126,7 +126,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
         except Interrupted as e:  # its advice (its checkpoint, --resume auto) is of a folder removed on the way out
             raise Interrupted(f"stopped by {e.signal.name} during the benchmark's {steps}-step pre-training run; "
                               "nothing is kept: run it again", e.exit_code) from e
-        run_meta = json.loads((tmp / "run" / "run.json").read_text())
+        run_meta = json.loads(read_text(tmp / "run" / "run.json"))
     late = run.history[2:] or run.history  # the first steps include the workers' start
     measured = clips_per_s is None
     # the model's own rate: the step's clips over its time without the data wait

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from mme.errors import ConfigError, MMEError, ProcessLost
-from mme.utils import FOLDER_LOCK, env_int, launch_ranks
+from mme.utils import FOLDER_LOCK, env_int, launch_ranks, read_text
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def check_folder_shared(folder: Path, option: str) -> None:
     if get_world_size() == 1:
         return
     try:
-        seen = (folder / FOLDER_LOCK).read_text()
+        seen = read_text(folder / FOLDER_LOCK)
     except OSError:  # (no such folder on this node)
         seen = None
     held = broadcast_object(seen)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.utils import atomic_path, literal, literal_text
+from mme.utils import TEXT, atomic_path, literal, literal_text
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _keep_until(path: Path, step: int, read_step) -> None:
     if not path.is_file():
         return
     dropped = set()
-    with path.open() as f:
+    with path.open(**TEXT) as f:
         for i, line in enumerate(f):
             if not line.endswith("\n"):
                 dropped.add(i)  # torn by a crash mid-write: our writers end every record with a newline
@@ -49,14 +49,14 @@ def _keep_until(path: Path, step: int, read_step) -> None:
             if s is not None and s > step:
                 dropped.add(i)
     if dropped:
-        with atomic_path(path) as tmp, path.open() as f, tmp.open("w") as out:
+        with atomic_path(path) as tmp, path.open(**TEXT) as f, tmp.open("w", **TEXT) as out:
             out.writelines(line for i, line in enumerate(f) if i not in dropped)
 
 
 def iter_records(jsonl: str | Path) -> Iterator[dict]:
     """The records of a ``metrics.jsonl``, one at a time, skipping a last line cut short by a crash and (with a
     warning) any line that is not a JSON record."""
-    with Path(jsonl).open() as f:
+    with Path(jsonl).open(**TEXT) as f:
         for i, line in enumerate(f):
             if not line.strip() or not line.endswith("\n"):
                 continue
@@ -85,7 +85,7 @@ class JSONLLogger:
         self.path = Path(path)
         if resume_step is not None:
             _keep_until(self.path, resume_step, lambda i, ln: int(json.loads(ln)["step"]) if ln.strip() else None)
-        self.file = open(self.path, "a" if resume_step is not None else "w")
+        self.file = open(self.path, "a" if resume_step is not None else "w", **TEXT)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.file.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -104,9 +104,9 @@ class CSVLogger:
         self.columns: list[str] | None = None
         if resume_step is not None and self.path.is_file():
             _keep_until(self.path, resume_step, lambda i, ln: None if i == 0 else int(ln.split(",", 1)[0]))
-            with open(self.path) as f:
+            with open(self.path, **TEXT) as f:
                 self.columns = next(csv.reader(f), None)
-        self.file = open(self.path, "a" if self.columns else "w", newline="")
+        self.file = open(self.path, "a" if self.columns else "w", newline="", **TEXT)
         self.writer = csv.DictWriter(self.file, self.columns) if self.columns else None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -123,14 +123,14 @@ class CSVLogger:
     def _widen(self, columns: list[str]) -> None:
         """Rewrite the table with ``columns`` (atomically) and append to it from now on."""
         self.file.close()
-        with open(self.path, newline="") as f:
+        with open(self.path, newline="", **TEXT) as f:
             rows = list(csv.DictReader(f))
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(rows)
         self.columns = columns
-        self.file = open(self.path, "a", newline="")
+        self.file = open(self.path, "a", newline="", **TEXT)
         self.writer = csv.DictWriter(self.file, columns)
 
     def close(self) -> None:

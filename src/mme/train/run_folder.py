@@ -39,6 +39,7 @@ from mme.utils import (
     atomic_path,
     folder_replaced,
     lock_folder,
+    read_text,
     remove_stale_temps_in,
     removing,
     writing,
@@ -252,6 +253,6 @@ def _checkpoint_run(path: Path) -> str | None:
 def _folder_run(out_dir: Path) -> str | None:
     """The run_id recorded in the folder's ``run.json`` (None when there is none or it is unreadable)."""
     try:
-        return json.loads((out_dir / "run.json").read_text()).get("run_id")
+        return json.loads(read_text(out_dir / "run.json")).get("run_id")
     except (OSError, ValueError, AttributeError):
         return None
