@@ -310,6 +310,32 @@ def test_extract_refuses_a_video_too_thin_to_train_on_before_it_makes_a_working_
                                     f"under 16 px)"}
 
 
+def test_extract_refuses_a_video_too_elongated_to_track_whole_and_a_run_from_the_cache_skips_it(tmp_path):
+    """A 16x4000 video was tracked on a 224x56000 working frame (its short side resized to --short-side, whatever
+    the aspect): 7.9 GB and 76 s for 20 frames. A long side over MAX_ASPECT times the short side is a failed video,
+    named with its size; a run reading the cache skips it as unreadable, naming why (it had no cache file: 'run mme
+    extract for it', which refuses it), and a run without the cache trains on it, as on any wide frame."""
+    write_video(tmp_path / "strip.mkv", affine_video(8, 16, 144, dx=1.0)[0])  # 9:1
+    write_video(tmp_path / "wide.mkv", affine_video(8, 16, 128, dx=1.0)[0])  # 8:1, the bound: made
+    (tmp_path / "list.txt").write_text("strip.mkv 0\nwide.mkv 1\n")
+    out = tmp_path / "cache"
+    made = extract.extract_cache(str(tmp_path / "list.txt"), str(out), root=str(tmp_path), length=2, short_side=32)
+    why = ("its frames are 144x16, whose long side is over 8 times the short side, too elongated for a track cache "
+           "(its working frame is the whole frame at --short-side); crop the video, or train on it online, without "
+           "target.cache_dir")
+    assert made["done"] == 1 and cache_file(out, "wide.mkv").is_file() and not cache_file(out, "strip.mkv").exists()
+    assert {path: str(e) for path, e in made["failed"].items()} == {
+        str(tmp_path / "strip.mkv"): f"{tmp_path / 'strip.mkv'}: unreadable ({why})"}
+    cfg = DataConfig(list_file=str(tmp_path / "list.txt"), root=str(tmp_path), img_size=32, num_frames=4, stride=1,
+                     max_failure_fraction=0.5)
+    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    for cache_dir, indices, failures in [(str(out), [1, 1], {str(tmp_path / "strip.mkv"): "unreadable"}),
+                                         (None, [0, 1], {})]:
+        fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=cache_dir), m)
+        dataset = PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)
+        assert [dataset[i]["index"] for i in range(2)] == indices and dataset.failures == failures
+
+
 def test_an_extraction_refused_by_its_ranks_leaves_no_out_folder(tmp_path, monkeypatch, capsys):
     """`mme extract` made --out before reading the torchrun ranks and choosing the device: a refusal there (a RANK
     left in the environment beyond WORLD_SIZE) left an empty folder behind. --out is made once they are known; a

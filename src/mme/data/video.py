@@ -35,7 +35,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from mme.data import MIN_SHORT_SIDE
+from mme.data import MAX_ASPECT, MIN_SHORT_SIDE
 from mme.data.pyav_reader import (
     PyAVReader,
     cuda_decoder,
@@ -156,6 +156,16 @@ def frame_size_refusal(width: int, height: int) -> str:
     not refused (1280x72 trains right: its crops are squares of the short side)."""
     if min(width, height) < MIN_SHORT_SIDE:
         return f"its frames are {width}x{height}, whose short side is under {MIN_SHORT_SIDE} px"
+    return ""
+
+
+def whole_frame_refusal(width: int, height: int) -> str:
+    """Why frames of ``width`` x ``height`` are not tracked whole (``mme extract``'s track cache), or '': a long side
+    over :data:`MAX_ASPECT` times the short side. The cache's working frame has the short side at ``--short-side``."""
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return (f"its frames are {width}x{height}, whose long side is over {MAX_ASPECT} times the short side, too "
+                f"elongated for a track cache (its working frame is the whole frame at --short-side); crop the "
+                f"video, or train on it online, without target.cache_dir")
     return ""
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.data.video import video_error
+from mme.data.video import video_error, whole_frame_refusal
 from mme.errors import ConfigError, VideoError
 from mme.motion.tracks import (
     REVISION_FLOWS,
@@ -645,10 +645,14 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     otherwise (:func:`stale`, judged first: a re-run of ``mme extract`` makes such a file again whatever else it
     holds, so it is its video's failure, as the run's start check counts it); one whose frames were turned otherwise
     than this run turns them (:func:`check_orientation`), or extracted with settings this run cannot read
-    (:func:`check_settings`: a lower displacement bound, another compensation, fewer steps), a ConfigError."""
+    (:func:`check_settings`: a lower displacement bound, another compensation, fewer steps), a ConfigError. A video
+    whose frames ``mme extract`` does not track whole (:func:`~mme.data.video.whole_frame_refusal`) is unreadable
+    here, as to it, and named so (a run without the cache trains on it)."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
+    if sample.source is not None and (why := whole_frame_refusal(*sample.source[:2])):  # as mme extract refuses it
+        raise video_error(sample.path, "unreadable", why)
     path = Path(sample.cache_file) if sample.cache_file is not None else find_cache_file(cache_dir, str(sample.path))
     cached = read_cache(path, sample.starts)
     # Judged before the checks of what it records (revision 1: no orientation).

@@ -27,8 +27,8 @@ import torch
 from mme.data import MIN_SHORT_SIDE
 from mme.data.lists import BadLine, ListEntry, check_root, left_out, read_list, resolve
 from mme.data.transforms import resize
-from mme.data.video import open_video, require_backend, with_true_count
-from mme.data.video_reader import ORIENTATIONS
+from mme.data.video import open_video, require_backend, whole_frame_refusal, with_true_count
+from mme.data.video_reader import ORIENTATIONS, video_error
 from mme.errors import ConfigError, MMEError, NoSpaceError
 from mme.motion.cache import (
     RESIZE,
@@ -142,6 +142,8 @@ def _extract_video(path: str, out_path: str | Path, opts: ExtractOptions) -> Non
     kept = "the finished cache files are kept, and the same command continues once there is space"
     with open_video(path, opts.backend, threads=1, orientation=opts.orientation) as reader, space_for(out_path, kept):
         n, (W0, H0), turn = reader.num_frames, reader.size, reader.turn
+        if why := whole_frame_refusal(W0, H0):  # before a working frame of it is made
+            raise video_error(path, "unreadable", why)
         w, h = working_size(W0, H0, opts.short_side)
         bound = default_max_disp(h, w) if opts.max_disp is None else opts.max_disp
         meta = dict(src_size=[W0, H0], work_size=[w, h], seed_stride=opts.seed_stride, length=opts.length,
