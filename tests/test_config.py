@@ -409,6 +409,15 @@ def test_merge_keys_are_read_as_yaml_1_1_and_a_second_one_or_a_yaml_1_2_directiv
     (tmp_path / "own.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  <<: {steps: 5, batch_size: 2}\n  steps: 9\n")
     c = load_config(PretrainConfig, tmp_path / "own.yaml")
     assert (c.train.steps, c.train.batch_size) == (9, 2)
+    (tmp_path / "self.yaml").write_text("_base_: tiny_cpu_mme\ntrain: &t\n  steps: 5\n  <<: *t\n")
+    assert load_config(PretrainConfig, tmp_path / "self.yaml").train.steps == 5
+    (tmp_path / "nested.yaml").write_text("_base_: tiny_cpu_mme\ndata: {<<: &a {<<: {num_frames: 4}, num_frames: 8}, "
+                                          "tubelet: 2}\ntrain: {<<: *a, steps: 3}\n")
+    with pytest.raises(ConfigError, match="num_frames"):  # (merged, not refused as given twice: not a train key)
+        load_config(PretrainConfig, tmp_path / "nested.yaml")
+    (tmp_path / "inline.yaml").write_text("_base_: tiny_cpu_mme\ntrain: {<<: {steps: 5, steps: 7}}\n")
+    with pytest.raises(ConfigError, match=r"key 'steps' is given twice"):
+        load_config(PretrainConfig, tmp_path / "inline.yaml")
     (tmp_path / "twice.yaml").write_text("_base_: tiny_cpu_mme\ntrain:\n  <<: {steps: 5}\n  <<: {steps: 7}\n")
     with pytest.raises(ConfigError, match=r"^recipe .*twice\.yaml: the merge key '<<' is given twice in one mapping "
                                           r"\(lines 3 and 4\), and which would win is unsaid: give one, with a list"):

@@ -144,7 +144,7 @@ class _RecipeLoader(yaml.SafeLoader):
                         "while constructing a mapping", node.start_mark, "expected a mapping or list of mappings "
                         f"for merging, but found {source.id}", source.start_mark)
                 self.flatten_mapping(source)
-                merged += source.value
+                merged += [pair for pair in source.value if pair[0].tag != MERGE]  # (a node merging itself: unmerged)
         if merges:
             node.value = merged + [pair for pair in node.value if pair[0].tag != MERGE]
 
