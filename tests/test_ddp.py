@@ -858,11 +858,9 @@ def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
     assert proc.stderr.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), proc.stderr
 
 
-def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(synth, tmp_path):
-    """Ranks on nodes that do not share --out (node-local disks, or a relative --out given from different folders):
-    rank 1 wrote its parts into a ``.partial`` folder rank 0 never saw, or could not write them at all, and rank 0
-    then said '4 rows neither embedded nor failed; rerun the same command to finish' at every rerun. Here each rank
-    runs in a folder of its own, as on two nodes."""
+def _embed_on_nodes(synth, tmp_path: Path, before=None) -> subprocess.CompletedProcess:
+    """``mme embed ... --out feats.npy`` by two ranks, each in a folder of its own, ``node<RANK>``, as on two nodes
+    (made here, with the encoder ``enc`` beside them); ``before(embed_args)`` runs before the launch."""
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
                     tmp_path / "enc")
@@ -874,14 +872,47 @@ def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_w
         f"os.chdir({str(tmp_path)!r} + '/node' + os.environ['RANK'])\n"
         "sys.exit(cli.main(sys.argv[1:]))\n")
     list_file, root = (s.split("=", 1)[1] for s in synth)
-    (tmp_path / "node1" / "feats.npy.partial").mkdir()  # rank 1's node has one of its own (none: the same check)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "on_its_node.py"), "embed", str(tmp_path / "enc"), list_file, "--root", root,
-                           "--out", "feats.npy", "--num-workers", "0", "--device", "cpu", "--precision", "fp32"],
-                          capture_output=True, text=True, timeout=300)
+    args = ["embed", str(tmp_path / "enc"), list_file, "--root", root, "--out", "feats.npy", "--num-workers", "0",
+            "--device", "cpu", "--precision", "fp32"]
+    if before is not None:
+        before(args)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "on_its_node.py"), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(synth, tmp_path):
+    """Ranks on nodes that do not share --out (node-local disks, or a relative --out given from different folders):
+    rank 1 wrote its parts into a ``.partial`` folder rank 0 never saw, or could not write them at all, and rank 0
+    then said '4 rows neither embedded nor failed; rerun the same command to finish' at every rerun. Here each rank
+    runs in a folder of its own, as on two nodes."""
+    proc = _embed_on_nodes(synth, tmp_path, lambda args: (tmp_path / "node1" / "feats.npy.partial").mkdir())
+    # (rank 1's node has a partial folder of its own; none: the same check)
     said = (f"--out must be a folder every node sees (a shared file system): {tmp_path}/node1/feats.npy.partial on the "
             "node of rank 1 is not the one rank 0 holds")
     assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
         f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
     assert not list(tmp_path.glob("node*/feats.npy.partial/part-*"))  # no rank embedded
     assert not list(tmp_path.glob("node*/feats.npy"))
+
+
+@pytest.mark.parametrize("node", [0, 1])
+def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, synth, tmp_path):
+    """--out not shared by the nodes, one of which holds this job's finished features (an earlier run of the command
+    on it alone): its rank returned at once, 'up to date', while the other went on to embed and waited for it, then
+    said 'another rank ended before this one was done' (where the first rank's process went on, it waited for good).
+    The ranks now decide together: not up to date on every rank, so the check of --out stops both."""
+    held, kept = tmp_path / f"node{node}" / "feats.npy", {}
+
+    def embed_on_one_node(args: list[str]) -> None:
+        subprocess.run([sys.executable, "-m", "mme.cli", *args], cwd=held.parent, check=True, capture_output=True,
+                       timeout=300)
+        kept.update(features=held.read_bytes(), sidecar=(held.parent / "feats.npy.json").read_bytes())
+
+    proc = _embed_on_nodes(synth, tmp_path, embed_on_one_node)
+    said = ("--out must be a folder every node sees (a shared file system): "
+            f"{tmp_path}/node1/feats.npy.partial on the node of rank 1 is not the one rank 0 holds")
+    assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
+        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
+    assert "up to date" not in proc.stderr and "another rank ended" not in proc.stderr, proc.stderr[-3000:]
+    assert [p.relative_to(tmp_path) for p in tmp_path.glob("node*/feats.npy")] == [held.relative_to(tmp_path)]
+    assert kept == {"features": held.read_bytes(), "sidecar": (held.parent / "feats.npy.json").read_bytes()}

@@ -714,25 +714,31 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                        **({"norm_eps": encoder.cfg.norm_eps} if encoder.cfg.norm_eps != DEFAULT_NORM_EPS else {})}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
         finished = _finished(out, fingerprint)
+    changed, failed = set(), set()
     if finished is not None:
         changed = set(np.flatnonzero(np.asarray(finished["states"]) != states).tolist())
         failed = {f["index"] for f in finished["failures"]}
-        if not changed:
-            log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading, every "
-                     "video unchanged since%s), not recomputed", out,
-                     f"; its {len(failed)} failed videos not tried again" if failed else "")
-            return out
+    # decided by every rank together (a rank that returned alone left the others at their next meeting: nodes that do
+    # not share --out, which check_folder_shared then refuses, or see other states of the videos)
+    verdicts = dist.all_gather_objects((finished is not None and not changed,
+                                        finished is not None and not changed - failed))
+    up_to_date, kept_if_refused = (all(v) for v in zip(*verdicts))
+    if up_to_date:
+        log.info("embed: %s is up to date (same checkpoint, list, root, views, precision and reading, every "
+                 "video unchanged since%s), not recomputed", out,
+                 f"; its {len(failed)} failed videos not tried again" if failed else "")
+        return out
     partial = out.with_name(out.name + ".partial")
     try:
         try:
             dist.on_main(_open_partial, partial, fingerprint, out if finished is not None else None, states)
         except MMEError as e:
-            if finished is None or changed - failed:  # rows of replaced videos are not kept
+            if not kept_if_refused:  # rows of replaced videos are not kept
                 raise
             log.warning("embed: %s kept as it is, its %d failed videos not tried again: %s", out, len(failed), e)
             return out
         dist.check_folder_shared(partial, "--out")
-        if finished is not None:
+        if changed:
             log.info("embed: %s is up to date but for %d videos that changed since (size or modification time, or "
                      "have appeared)%s: embedding them again", out, len(changed),
                      f" and its {len(failed - changed)} other failed videos" if failed - changed else "")
