@@ -140,8 +140,8 @@ def test_ranks_that_would_start_at_different_steps_stop_with_a_message(ranks):
     for rank in (0, 1):
         _, message = ranks[0][rank]["start"]
         assert message == ("ranks disagree on the step to start at: step 3 resumed on rank 0, step 5 resumed on rank "
-                           "1 (each rank resumes what it finds on its own node: a multi-node run needs train.out_dir "
-                           "on a shared filesystem)"), message
+                           "1 (each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, "
+                           "and a train.resume path, on a shared filesystem)"), message
 
 
 def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(ranks):
@@ -562,33 +562,56 @@ IN_RANKS_FOLDER = ("import os, sys\n"
 (where it writes its pid), as the nodes of a multi-node job each from its own working folder (or disk)."""
 
 
+def _pretrain_in_folders(tmp_path: Path, *args: str) -> str:
+    """The stderr of ``mme pretrain ARGS`` by two ranks, each in ``tmp_path/node<RANK>`` (:data:`IN_RANKS_FOLDER`);
+    a failure where they hang (killed after 60 s)."""
+    (tmp_path / "node1").mkdir(exist_ok=True)
+    (tmp_path / "in_folder.py").write_text(IN_RANKS_FOLDER)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(tmp_path / "in_folder.py"), str(tmp_path), "pretrain", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        for pid_file in tmp_path.glob("node*/pid"):  # the ranks, in sessions of their own: torchrun's kill spares them
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        proc.kill()
+        pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
+
+
 def test_ranks_of_which_only_some_find_a_checkpoint_to_resume_stop_with_one_line(synth, tmp_path):
     """A relative train.out_dir launched from another folder on each node (or node-local disks): with --resume auto,
     rank 0 resumed its checkpoint and met the others in the restore's collective, while rank 1, finding none,
     started fresh and went to the check of the start step, another collective: they never met, and the run hung
     (rank 0's 'resumed from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored."""
     run("tiny_cpu_pixel", synth, tmp_path / "node0" / "run", "train.steps=2", "train.batch_size=2", FP32)
-    (tmp_path / "node1").mkdir()
-    (tmp_path / "in_folder.py").write_text(IN_RANKS_FOLDER)
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(tmp_path / "in_folder.py"), str(tmp_path), "pretrain", "--config", "tiny_cpu_pixel",
-                             "--resume", "auto", *tiny(*synth, "train.out_dir=run", "train.steps=4",
-                                                       "train.batch_size=2", FP32)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        for pid_file in tmp_path.glob("node*/pid"):  # the ranks, in sessions of their own: torchrun's kill spares them
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"the ranks hung: {err[-2000:]}")
+    err = _pretrain_in_folders(tmp_path, "--config", "tiny_cpu_pixel", "--resume", "auto",
+                               *tiny(*synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32))
     said = ("ranks disagree on the step to start at: step 2 resumed on rank 0, a fresh start on rank 1 (each rank "
-            "resumes what it finds on its own node: a multi-node run needs train.out_dir on a shared filesystem)")
+            "resumes what it finds on its own node: a multi-node run needs train.out_dir, and a train.resume path, on "
+            "a shared filesystem)")
     assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
                                                f"mme pretrain: error: {said}"], err[-3000:]
     assert sorted(p.name for p in (tmp_path / "node0" / "run").glob("checkpoint-*")) == ["checkpoint-00000002.pt"]
     assert not (tmp_path / "node1" / "run").exists()
+
+
+def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(synth, tmp_path):
+    """Each node's copy of the checkpoint to resume (a node-local train.resume path, or train.out_dir) of another
+    run at the same step: the ranks agreed on the step alone and trained on silently from different weights and
+    optimizer states, DDP averaging their gradients. They now agree on the run too (its run_id)."""
+    runs = [run("tiny_cpu_pixel", synth, tmp_path / f"node{rank}" / "run", "train.steps=2", "train.batch_size=2",
+                f"train.seed={rank}", FP32) for rank in (0, 1)]
+    ids = [json.loads((r.out_dir / "run.json").read_text())["run_id"] for r in runs]
+    err = _pretrain_in_folders(tmp_path, "--config", "tiny_cpu_pixel", *tiny(
+        *synth, f"train.out_dir={tmp_path / 'shared'}", "train.resume=run/checkpoint-00000002.pt", "train.steps=4",
+        "train.batch_size=2", FP32))
+    said = (f"ranks resume checkpoints of different runs at step 2: run {ids[0]} on rank 0, run {ids[1]} on rank 1 "
+            "(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
+            "train.resume path, on a shared filesystem)")
+    assert ids[0] != ids[1] and sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
+                                                                   f"mme pretrain: error: {said}"], err[-3000:]
+    assert not list((tmp_path / "shared").glob("checkpoint-*"))  # no step trained
 
 
 NCCL_ABORTED = "NCCL communicator was aborted on rank 0.  Original reason for failure was: "

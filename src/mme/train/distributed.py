@@ -173,20 +173,31 @@ def max_over_ranks(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return out.cpu()
 
 
-def check_start_step(resumed_step: int | None) -> None:
-    """Raise on every rank unless all start at the same step: each resumes the checkpoint it reads on its own node
-    (``resumed_step``, that checkpoint's; None: a fresh start). Checked before any branch on whether a rank resumes:
-    a rank resuming meets the others in collectives that a rank starting fresh never joins (the run hung)."""
-    steps = all_gather_objects(resumed_step)
-    if len(set(steps)) == 1:
-        return
-    ranks = {}
-    for rank, step in enumerate(steps):
-        ranks.setdefault(step, []).append(str(rank))
-    said = ", ".join(f"{'a fresh start' if step is None else f'step {step} resumed'} on rank"
-                     f"{'s' if len(held) > 1 else ''} {', '.join(held)}" for step, held in ranks.items())
-    raise MMEError(f"ranks disagree on the step to start at: {said} (each rank resumes what it finds on its own "
-                   "node: a multi-node run needs train.out_dir on a shared filesystem)")
+def check_start_step(resumed_step: int | None, resumed_run: str | None = None) -> None:
+    """Raise on every rank unless all start at the same step of the same run: each resumes the checkpoint it reads on
+    its own node (``resumed_step``, that checkpoint's; None: a fresh start; ``resumed_run``, the run_id it records).
+    Checked before any branch on whether a rank resumes: a rank resuming meets the others in collectives that a rank
+    starting fresh never joins (the run hung); ranks resuming one step of different runs (a node's copy of another
+    run) trained different models on, DDP averaging their gradients."""
+    starts = all_gather_objects((resumed_step, resumed_run))
+    where = ("(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
+             "train.resume path, on a shared filesystem)")
+    if len({step for step, _ in starts}) > 1:
+        said = _on_ranks([step for step, _ in starts],
+                         lambda step: "a fresh start" if step is None else f"step {step} resumed")
+        raise MMEError(f"ranks disagree on the step to start at: {said} {where}")
+    if len(set(starts)) > 1:
+        said = _on_ranks([run for _, run in starts], lambda run: "no run id recorded" if run is None else f"run {run}")
+        raise MMEError(f"ranks resume checkpoints of different runs at step {starts[0][0]}: {said} {where}")
+
+
+def _on_ranks(values: list, name: Callable[[object], str]) -> str:
+    """``values`` (one a rank, in rank order) said by value: ``<name(value)> on rank(s) <ranks>, ...``."""
+    ranks: dict = {}
+    for rank, value in enumerate(values):
+        ranks.setdefault(value, []).append(str(rank))
+    return ", ".join(f"{name(value)} on rank{'s' if len(held) > 1 else ''} {', '.join(held)}"
+                     for value, held in ranks.items())
 
 
 @rank_lost_said()

@@ -176,8 +176,9 @@ def begin(cfg) -> Start:
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
             raise CheckpointError(f"checkpoint {resume[0]}: made by a {_kind(resume[1]['config'])} run, this is "
                                   f"{_kind(dataclasses.asdict(cfg))}; train.init starts a run from a file's weights")
-    dist.check_start_step(int(resume[1]["step"]) if resume else None)
-    replaced = dist.on_main(run_folder.check_owner, out_dir, resume[1] if resume else None, t.overwrite, t.init)
+    resumed = resume[1] if resume else None
+    dist.check_start_step(int(resumed["step"]) if resumed else None, run_folder.run_of(resumed))
+    replaced = dist.on_main(run_folder.check_owner, out_dir, resumed, t.overwrite, t.init)
     threads = set_threads(cfg, device)
     with dist.agreed():  # (after the out folder's checks, which name a folder in use or another run's first; each
         # rank checks its own, a node's copy; a refused run's new folder is removed: run_folder.take)

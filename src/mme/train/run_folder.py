@@ -246,6 +246,12 @@ def _checkpoint_run(path: Path) -> str | None:
         state = torch_load(path, mmap=True)
     except CheckpointError:  # not one of ours: judged by where it lies
         return None
+    return run_of(state)
+
+
+def run_of(state: Any) -> str | None:
+    """The run_id a training checkpoint's ``state`` records (None where it records none: an earlier mme's, or not
+    one of ours)."""
     meta = state.get("meta") if isinstance(state, dict) else None
     return meta.get("run_id") if isinstance(meta, dict) else None
 
