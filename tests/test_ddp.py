@@ -565,7 +565,8 @@ IN_RANKS_FOLDER = ("import os, sys\n"
 def _pretrain_in_folders(tmp_path: Path, *args: str) -> str:
     """The stderr of ``mme pretrain ARGS`` by two ranks, each in ``tmp_path/node<RANK>`` (:data:`IN_RANKS_FOLDER`);
     a failure where they hang (killed after 60 s)."""
-    (tmp_path / "node1").mkdir(exist_ok=True)
+    for rank in (0, 1):
+        (tmp_path / f"node{rank}").mkdir(exist_ok=True)
     (tmp_path / "in_folder.py").write_text(IN_RANKS_FOLDER)
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              str(tmp_path / "in_folder.py"), str(tmp_path), "pretrain", *args],
@@ -579,20 +580,24 @@ def _pretrain_in_folders(tmp_path: Path, *args: str) -> str:
         pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
 
 
-def test_ranks_of_which_only_some_find_a_checkpoint_to_resume_stop_with_one_line(synth, tmp_path):
-    """A relative train.out_dir launched from another folder on each node (or node-local disks): with --resume auto,
-    rank 0 resumed its checkpoint and met the others in the restore's collective, while rank 1, finding none,
-    started fresh and went to the check of the start step, another collective: they never met, and the run hung
-    (rank 0's 'resumed from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored."""
-    run("tiny_cpu_pixel", synth, tmp_path / "node0" / "run", "train.steps=2", "train.batch_size=2", FP32)
-    err = _pretrain_in_folders(tmp_path, "--config", "tiny_cpu_pixel", "--resume", "auto",
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(resume, synth, tmp_path):
+    """A relative train.out_dir launched from another folder on each node (or node-local disks). A fresh run went
+    through, rank 0 alone writing its checkpoints, on its node; then with --resume auto rank 0 resumed its checkpoint
+    and rank 1, finding none, started fresh: they met in different collectives, and the run hung (rank 0's 'resumed
+    from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored; later, they stopped with 'ranks disagree on the
+    step to start at'. Every rank now checks at the start that it sees the folder rank 0 locked, a fresh run too."""
+    if resume:
+        run("tiny_cpu_pixel", synth, tmp_path / "node0" / "run", "train.steps=2", "train.batch_size=2", FP32)
+    held = sorted(p.name for p in (tmp_path / "node0").glob("run/*"))
+    err = _pretrain_in_folders(tmp_path, "--config", "tiny_cpu_pixel", *(["--resume", "auto"] if resume else []),
                                *tiny(*synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32))
-    said = ("ranks disagree on the step to start at: step 2 resumed on rank 0, a fresh start on rank 1 (each rank "
-            "resumes what it finds on its own node: a multi-node run needs train.out_dir, and a train.resume path, on "
-            "a shared filesystem)")
+    said = (f"train.out_dir must be a folder every node sees (a shared file system): {tmp_path}/node1/run on the node "
+            "of rank 1 is not the one rank 0 holds")
     assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
-                                               f"mme pretrain: error: {said}"], err[-3000:]
-    assert sorted(p.name for p in (tmp_path / "node0" / "run").glob("checkpoint-*")) == ["checkpoint-00000002.pt"]
+                                               f"mme pretrain: error: rank 1: {said}"], err[-3000:]
+    assert sorted(p.name for p in (tmp_path / "node0").glob("run/*")) == held  # nothing written
+    assert "checkpoint-00000002.pt" in held if resume else not (tmp_path / "node0" / "run").exists()  # (rank 0 made it)
     assert not (tmp_path / "node1" / "run").exists()
 
 

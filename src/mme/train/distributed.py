@@ -261,8 +261,9 @@ def on_main(fn: Callable[..., T], *args, **kwargs) -> T:
 def check_folder_shared(folder: Path, option: str) -> None:
     """Every rank sees the folder rank 0 locked (:func:`mme.utils.lock_folder`), told by the holder its ``.lock``
     records (PID, host, time), else every rank stops: on nodes that do not share it (a node-local disk, a relative
-    path given from different folders) a rank's writes there went to its own node's folder, which rank 0 never read,
-    and rank 0 found their rows missing at every rerun."""
+    path given from different folders) a rank's writes there went to its own node's folder, which rank 0 never read
+    (``mme embed``'s rows, missing at every rerun), and a rank's reads found its own node's (a run's
+    ``train.out_dir``, written by rank 0 alone: ``--resume auto`` found its checkpoints on rank 0's node only)."""
     if get_world_size() == 1:
         return
     try:

@@ -171,6 +171,7 @@ def begin(cfg) -> Start:
     t = cfg.train
     info, device = join(t.device)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
+    dist.check_folder_shared(out_dir, "train.out_dir")  # (every rank resumes from it, rank 0 alone writes there)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)
         resume = resume_state(t.resume, out_dir, t.overwrite)
         if resume is not None and _kind(resume[1]["config"]) != _kind(dataclasses.asdict(cfg)):
