@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 from training import FP32, run, tiny
 
+from mme.models.classifier import VideoClassifier
 from mme.models.config import ModelConfig
 from mme.models.export import save_pretrained
 from mme.models.vit import VisionTransformer
@@ -944,3 +946,131 @@ def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(n
     assert "up to date" not in proc.stderr and "another rank ended" not in proc.stderr, proc.stderr[-3000:]
     assert [p.relative_to(tmp_path) for p in tmp_path.glob("node*/feats.npy")] == [held.relative_to(tmp_path)]
     assert kept == {"features": held.read_bytes(), "sidecar": (held.parent / "feats.npy.json").read_bytes()}
+
+
+DISAGREEING = """\
+import json, os, sys
+from pathlib import Path
+import torch
+from mme.config import load_config
+from mme.eval.features import embed
+from mme.eval.finetuned import finetune
+from mme.train import distributed as dist
+from mme.train.config import FinetuneConfig, PretrainConfig
+from mme.train.pretrain import pretrain
+d, root, rank = Path(sys.argv[1]), sys.argv[2], os.environ["RANK"]
+os.chdir(d / f"node{rank}")  # each rank on a node of its own: relative paths name the node's own copies
+dist.init_distributed(torch.device("cpu"))
+TINY = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
+        "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
+        "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", "train.precision=fp32",
+        "train.device=cpu", f"data.root={root}", f"task.classes={root}/classes.json", "task.val_list="]
+out = {}
+
+
+def outcome(what, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+        out[what] = None
+    except Exception as e:  # any, so that each test sees what its part did
+        out[what] = [type(e).__name__, str(e)]
+    (d / f"rank{rank}.json").write_text(json.dumps(out))  # after each part: one that fails to end keeps the others'
+
+
+def finetuned(what, *overrides):
+    tested = [] if any(o.startswith("task.test_list=") for o in overrides) else ["task.test_list="]
+    outcome(what, finetune, load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        *TINY, f"train.out_dir={d / what}", *tested, *overrides]))
+
+
+finetuned("test_list", "task.eval_only=true", f"train.init={d / 'model'}", "task.test_list=test.txt")
+finetuned("init", "task.eval_only=true", "train.init=model", f"task.test_list={d / 'test.txt'}")
+outcome("embed", embed, d / "model", "list.txt", d / "feats.npy", root=root, num_workers=0, progress=False)
+outcome("pretrain", pretrain, load_config(PretrainConfig, "tiny_cpu_pixel", [
+    *(o for o in TINY if not o.startswith("task.")), "data.list_file=reordered.txt", f"train.out_dir={d / 'pre'}"]))
+finetuned("train_list", "data.list_file=train.txt")
+dist.shutdown()
+"""
+"""Each rank, in a folder of its own as on a node of its own, reads its node's copy of an input (lists, checkpoint):
+node 1's copy differs from node 0's."""
+
+
+@pytest.fixture(scope="module")
+def disagreeing(synth, tmp_path_factory):
+    """One torchrun launch of two ranks, each reading its own node's copy (``node<RANK>/``) of one input at a time:
+    ``{rank: {part: None or [error type, message]}}`` and the launch's stderr. Rank 1's copies: a test list of 3 of
+    rank 0's 7 videos, a classifier of other weights, an embed list and a pre-training list in another order, a
+    training list of 12 of the 16 videos."""
+    d = tmp_path_factory.mktemp("disagreeing")
+    lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
+    for rank in (0, 1):
+        node = d / f"node{rank}"
+        node.mkdir()
+        torch.manual_seed(rank)
+        save_pretrained(VideoClassifier(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=1),
+                                        num_classes=4), node / "model")
+        (node / "test.txt").write_text("\n".join(lines[:7] if rank == 0 else lines[:3]) + "\n")
+        (node / "list.txt").write_text("\n".join(lines[:4] if rank == 0 else lines[:4][::-1]) + "\n")
+        (node / "reordered.txt").write_text("\n".join(lines if rank == 0 else lines[::-1]) + "\n")
+        (node / "train.txt").write_text("\n".join(lines if rank == 0 else lines[:12]) + "\n")
+    shutil.copytree(d / "node0" / "model", d / "model")  # (the shared copies, where another input differs)
+    shutil.copy(d / "node0" / "test.txt", d / "test.txt")
+    (d / "ranks.py").write_text(DISAGREEING)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(d / "ranks.py"), str(d), synth[1].split("=", 1)[1]], capture_output=True, text=True,
+                          timeout=300)
+    said = {r: json.loads(f.read_text()) if (f := d / f"rank{r}.json").is_file() else {} for r in (0, 1)}
+    return said, proc.stderr, d
+
+
+def _disagree(disagreeing, part: str) -> str:
+    """The message both ranks stopped ``part`` with, alike (a ConfigError)."""
+    said, stderr, _ = disagreeing
+    first, second = said[0].get(part), said[1].get(part)
+    assert first is not None and first == second and first[0] == "ConfigError", (first, second, stderr[-3000:])
+    return first[1]
+
+
+def test_eval_only_with_a_test_list_of_other_videos_on_one_node_stops_every_rank_naming_each_ranks_list(
+        disagreeing):
+    """Each rank tested the videos ``i % world`` of its own node's copy of the test list: rank 1's stale copy of 3
+    videos left rank 0's videos 3 and 5 untested, and test.json reported 5 videos as the whole list, no failure said
+    (a longer copy on rank 1: an IndexError's traceback)."""
+    message = _disagree(disagreeing, "test_list")
+    assert re.fullmatch(r"ranks disagree on task\.test_list test\.txt: 7 videos \(digest [0-9a-f]{16}\) on rank 0, "
+                        r"3 videos \(digest [0-9a-f]{16}\) on rank 1: every node must hold the same copy", message), \
+        message
+    assert not (disagreeing[2] / "test_list").exists()  # (no report: no folder taken)
+
+
+def test_eval_only_of_another_checkpoint_on_one_node_stops_every_rank_naming_each_ranks_weights(disagreeing):
+    """train.init, a relative path, named other weights on each node: the report mixed the predictions of two
+    models, as one's."""
+    message = _disagree(disagreeing, "init")
+    assert re.fullmatch(r"ranks disagree on train\.init model: weights [0-9a-f]{16} on rank 0, weights [0-9a-f]{16} "
+                        r"on rank 1: every node must hold the same copy", message), message
+    assert not (disagreeing[2] / "init").exists()
+
+
+def test_mme_embed_of_a_list_in_another_order_on_one_node_stops_every_rank(disagreeing):
+    """Rank 1 embedded the videos of its own list's rows, written as rank 0's rows: rows held other videos'
+    features (a shorter list: '2 rows neither embedded nor failed; rerun the same command to finish' at every
+    rerun)."""
+    message = _disagree(disagreeing, "embed")
+    assert re.fullmatch(r"ranks disagree on the list list\.txt: 4 videos \(digest ([0-9a-f]{16})\) on rank 0, "
+                        r"4 videos \(digest (?!\1)[0-9a-f]{16}\) on rank 1: every node must hold the same copy",
+                        message), message
+    assert not list(disagreeing[2].glob("feats.npy*"))  # (nor its partial results)
+
+
+@pytest.mark.parametrize("part, videos", [("pretrain", (16, 16)), ("train_list", (16, 12))])
+def test_training_on_a_list_of_other_videos_on_one_node_stops_every_rank_before_any_step(disagreeing, part, videos):
+    """Each rank drew its batches from its own node's copy of data.list_file: one in another order trained on other
+    data than the run records, silently; a shorter one died in gloo's abort at the first join of the failures (a
+    table of another size), rank 0 blaming a SIGKILL."""
+    message = _disagree(disagreeing, part)
+    name = "reordered" if part == "pretrain" else "train"
+    assert re.fullmatch(rf"ranks disagree on data\.list_file {name}\.txt: {videos[0]} videos \(digest [0-9a-f]{{16}}\) "
+                        rf"on rank 0, {videos[1]} videos \(digest [0-9a-f]{{16}}\) on rank 1: every node must hold "
+                        r"the same copy", message), message
+    assert not (disagreeing[2] / ("pre" if part == "pretrain" else part)).exists()  # (the new run folder removed)

@@ -369,6 +369,13 @@ def lines_digest(lines: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def list_identity(data: Dataset) -> str:
+    """What says which list a dataset (ours, or one that forwards their ``content_digest``) holds, beside another
+    rank's copy of it (:func:`mme.train.distributed.check_same_inputs`): its videos' count and the digest of their
+    files under the root, in order, with their labels where it takes them (:attr:`_VideoDataset.content_digest`)."""
+    return f"{len(data)} videos (digest {data.content_digest[0]})"
+
+
 class _VideoDataset(Dataset):
     """The list, the failure bookkeeping and the deterministic replacement shared by both datasets."""
 

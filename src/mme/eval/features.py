@@ -674,6 +674,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     probe's, once for all its splits before it reads its checkpoint);
     ``read``: the checkpoint already read by :func:`read_encoder` with these options (mme probe's, for every split);
     ``entries``: the list ``source``'s, already read (mme probe's: a list through a pipe is read once)."""
+    from mme.data.dataset import list_identity
     from mme.data.lists import check_root
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
@@ -714,6 +715,8 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                        **({"norm_eps": encoder.cfg.norm_eps} if encoder.cfg.norm_eps != DEFAULT_NORM_EPS else {})}
         states = np.array([_file_state(dataset.path(i)) for i in range(n)])
         finished = _finished(out, fingerprint)
+    dist.check_same_inputs({f"the checkpoint {checkpoint}": lambda: ck.identity,
+                            f"the list {source}": lambda: list_identity(dataset)})
     changed, failed = set(), set()
     if finished is not None:
         changed = set(np.flatnonzero(np.asarray(finished["states"]) != states).tolist())

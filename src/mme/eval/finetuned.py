@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from mme.config import given_in, load_config
-from mme.data.dataset import ClassificationDataset, DataConfig
+from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
     SPLITS,
@@ -76,6 +76,7 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
     """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world); ``name``: the
     split, whose progress rank 0 shows."""
     rank, world = dist.get_rank(), dist.get_world_size()
+    dist.check_same_inputs({f"task.{name or 'val'}_list {dataset.cfg.list_file}": lambda: list_identity(dataset)})
     with dist.agreed():  # a rank's share that fails (a loader worker killed) stops every rank, saying why
         pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                                  batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
@@ -173,6 +174,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
             raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
                               f"{model.num_classes}")
         check_test_lists(cfg, model.num_classes)
+    engine.check_same_inputs(cfg, None, ck, names)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a

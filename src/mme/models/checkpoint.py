@@ -21,6 +21,8 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -96,6 +98,22 @@ class Checkpoint:
     """How the command that read it gives the ModelConfig fields a file may not record: its flags or config keys
     (``{"img_size": "--img-size"}``, read_checkpoint's ``given_as``), for messages; empty where it was read in
     Python, whose keyword arguments the messages name."""
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """What says which weights it holds, beside another rank's copy of its file (a file's size and time do not:
+        :func:`mme.train.distributed.check_same_inputs`): a digest of its tensors (names, dtypes, shapes and bytes;
+        the pooled norm's too), ``weights <16 hex digits>``: 0.45 s for ViT-B's encoder (86M) on one core of an AMD
+        EPYC."""
+        state = dict(self.state)
+        if self.pooled_norm is not None:
+            state |= {f"{POOLED_NORM}.{k}": v for k, v in self.pooled_norm.state_dict().items()}
+        digest = hashlib.sha1(usedforsecurity=False)
+        for name in sorted(state):
+            t = state[name].detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{t.dtype}:{tuple(state[name].shape)};".encode())
+            digest.update(t.view(torch.uint8).numpy().data)
+        return f"weights {digest.hexdigest()[:16]}"
 
     @property
     def encoder_state(self) -> dict[str, torch.Tensor]:

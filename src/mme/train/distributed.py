@@ -191,6 +191,27 @@ def check_start_step(resumed_step: int | None, resumed_run: str | None = None) -
         raise MMEError(f"ranks resume checkpoints of different runs at step {starts[0][0]}: {said} {where}")
 
 
+
+def check_same_inputs(inputs: dict[str, Callable[[], str] | None]) -> None:
+    """Raise on every rank unless all read the same copy of each input: ``inputs`` maps what names an input that
+    each rank reads on its own (a node, its own copy: ``task.test_list test.txt``, ``train.init model.pt``) to what
+    says this rank's copy (``7 videos (digest ..)``, :func:`mme.data.dataset.list_identity`; ``weights ..``,
+    :attr:`mme.models.checkpoint.Checkpoint.identity`), called under torchrun only; None: not read. Ranks that read
+    other copies went on silently (their shares of a test, of ``mme embed``'s rows or of the training batches were of
+    other videos or of another model, and rank 0 wrote them as its own), or a list of another length stopped the run
+    at the first join of the failures, in gloo's abort."""
+    if get_world_size() == 1:
+        return
+    with agreed():  # (an identity that cannot be read on one rank stops every rank)
+        mine = [None if identity is None else identity() for identity in inputs.values()]
+    held = all_gather_objects(mine)
+    for k, what in enumerate(inputs):
+        values = [rank_held[k] for rank_held in held]
+        if len(set(values)) > 1:
+            said = _on_ranks(values, lambda value: value or "none read")
+            raise ConfigError(f"ranks disagree on {what}: {said}: every node must hold the same copy")
+
+
 def _on_ranks(values: list, name: Callable[[object], str]) -> str:
     """``values`` (one a rank, in rank order) said by value: ``<name(value)> on rank(s) <ranks>, ...``."""
     ranks: dict = {}

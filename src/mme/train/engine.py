@@ -36,6 +36,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from mme.config import flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
+from mme.data.dataset import lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint
@@ -185,6 +186,17 @@ def begin(cfg) -> Start:
         # rank checks its own, a node's copy; a refused run's new folder is removed: run_folder.take)
         check_root(cfg.data.root, "data.root")
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
+
+
+def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names: list[str] | None = None) -> None:
+    """Stop every rank unless all read the same copies (a node, its own) of ``data.list_file`` (``data``, the
+    dataset read from it; None: none read), of ``train.init`` (``init``, where read) and of the class names
+    (``names``, fine-tuning's): :func:`~mme.train.distributed.check_same_inputs`."""
+    dist.check_same_inputs({
+        f"data.list_file {cfg.data.list_file}": None if data is None else lambda: list_identity(data),
+        f"train.init {cfg.train.init}": None if init is None else lambda: init.identity,
+        "the class names (task.classes, or a checkpoint's)":
+            None if names is None else lambda: f"{len(names)} classes (digest {lines_digest(names)})"})
 
 
 def set_threads(cfg, device: torch.device) -> tuple[int, str]:

@@ -208,6 +208,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                                 head_init_scale=cfg.task.head_init_scale, scratch_init=cfg.task.scratch_init)
         if init is not None:
             load_checkpoint_encoder(model.encoder, init)
+    engine.check_same_inputs(cfg, dataset, init, names)
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",

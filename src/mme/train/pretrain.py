@@ -277,6 +277,7 @@ def setup(cfg: PretrainConfig) -> Run:
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
         if init is not None:
             load_init(model, init, t.init)
+    engine.check_same_inputs(cfg, dataset, init)
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg),
