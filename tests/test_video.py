@@ -92,67 +92,6 @@ def test_random_indices_equal_sequential_decode(tmp_path, clip_frames, name, cod
     np.testing.assert_array_equal(again, got[::-1])
 
 
-def numbered_frames(n: int) -> np.ndarray:
-    """``n`` 48x64 frames, frame i showing i in binary: 11 blocks, white for a 1 (they survive lossy coding)."""
-    frames = np.zeros((n, 48, 64, 3), np.uint8)
-    for i in range(n):
-        for k in range(11):
-            if i >> k & 1:
-                frames[i, (k // 6) * 24:(k // 6) * 24 + 24, (k % 6) * 10:(k % 6) * 10 + 10] = 255
-    return frames
-
-
-def frame_numbers(frames: np.ndarray) -> list[int]:
-    """The numbers :func:`numbered_frames` shows."""
-    return [sum(1 << k for k in range(11) if f[(k // 6) * 24 + 12, (k % 6) * 10 + 5].mean() > 128) for f in frames]
-
-
-class CountingCapture:
-    """An OpenCV capture whose grabs, reads and seeks (``set``) are counted."""
-
-    def __init__(self, cap):
-        self.cap, self.grabs, self.reads, self.seeks = cap, 0, 0, 0
-
-    def grab(self):
-        self.grabs += 1
-        return self.cap.grab()
-
-    def read(self):
-        self.reads += 1
-        return self.cap.read()
-
-    def set(self, *args):
-        self.seeks += 1
-        return self.cap.set(*args)
-
-    def __getattr__(self, name):
-        return getattr(self.cap, name)
-
-
-def test_the_opencv_reader_seeks_over_a_long_gap_rather_than_decoding_through_it(tmp_path):
-    """The OpenCV reader sought once, to the first wanted frame, and grabbed every frame on to the last: the
-    segment-sampled views of an hour's video decoded all of it (4.4-4.7 s a read against PyAV's 0.1-0.16 s). Its
-    count finds the keyframes, and a read seeks again where the keyframe before the next wanted frame lies more than
-    SEEK_GAIN frames past the last (pyav_reader.seek_runs, PyAV's rule), its frames those of the sequential decode,
-    B-frames included. A file of one keyframe is decoded on, as a seek would decode from it."""
-    path = write_keyint_video(tmp_path / "gop40.mp4", numbered_frames(400), "40", "bframes=3")
-    ref = decode_all(path)
-    assert frame_numbers(ref) == list(range(400))
-    idx = [0, 1, 150, 151, 152, 260, 399]
-    with open_video(path, "opencv") as reader:
-        reader._cap = cap = CountingCapture(reader._cap)
-        got = reader.read(idx)
-        again = reader.read(idx[::-1])
-        assert frame_numbers(got) == idx and np.abs(got.astype(int) - ref[idx]).mean() < 2.0
-        np.testing.assert_array_equal(again, got[::-1])
-        assert (cap.seeks, cap.reads, cap.grabs) == (8, 14, 0)  # before: 1 seek and 393 grabs a read
-    one_key = write_keyint_video(tmp_path / "one_key.mp4", numbered_frames(120), "infinite", "bframes=3")
-    with open_video(one_key, "opencv") as reader:
-        reader._cap = cap = CountingCapture(reader._cap)
-        assert frame_numbers(reader.read([0, 60, 119])) == [0, 60, 119]
-        assert (cap.seeks, cap.grabs) == (1, 117)
-
-
 def test_the_opencv_reader_decodes_on_the_threads_asked(tmp_path, clip_frames):
     """``data.decode_threads`` (``--decode-threads``) reached the OpenCV reader, which ignored it: its decoder ran
     on every core in each loader worker."""

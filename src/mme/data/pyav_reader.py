@@ -84,19 +84,7 @@ an open GOP's leading B-frame with the keyframe's. A read's checks find it only 
 `mme check` proved turned sequential at the first read of a run that sought another keyframe."""
 
 SEEK_GAIN = 16
-"""Frames a seek must save, against decoding on, for one read to seek again (:func:`seek_runs`: the PyAV and
-OpenCV readers)."""
-
-
-def seek_runs(indices: np.ndarray, keys: np.ndarray, lead: int = 0) -> list[np.ndarray]:
-    """Sorted ``indices`` cut into runs, each decoded from its own seek: a new run starts at a wanted frame whose
-    keyframe (the last of the sorted frame indices ``keys`` at or before it, less ``lead``: where a seek to it
-    decodes from) lies more than :data:`SEEK_GAIN` frames after the wanted frame before it. Without keys, one run."""
-    if len(indices) < 2 or not len(keys):
-        return [indices]
-    at = np.searchsorted(keys, indices[1:] - lead, "right") - 1
-    before = np.where(at >= 0, keys[np.maximum(at, 0)], -1)
-    return np.split(indices, np.flatnonzero(before - indices[:-1] > SEEK_GAIN) + 1)
+"""Frames a seek must save, against decoding on, for one read to seek again (:meth:`PyAVReader._runs`)."""
 
 
 def rgb24(frame: av.VideoFrame, rgb: VideoReformatter, planar: VideoReformatter | None = None,
@@ -508,7 +496,12 @@ class PyAVReader(VideoReader):
         segment sampling and the test views of a 10-minute video took 2.4-2.7 s per item against 0.3-0.4 s."""
         index = self._index
         keys = np.searchsorted(index.pts, index.key_pts)
-        return seek_runs(indices, keys[keys < index.proven])
+        keys = keys[keys < index.proven]
+        if len(indices) < 2 or not len(keys):
+            return [indices]
+        at = np.searchsorted(keys, indices[1:], "right") - 1
+        before = np.where(at >= 0, keys[np.maximum(at, 0)], -1)
+        return np.split(indices, np.flatnonzero(before - indices[:-1] > SEEK_GAIN) + 1)
 
     def _read_skipping(self, indices: np.ndarray, out: FrameBuffer) -> bool:
         """:meth:`_read_seeking`, the decoder leaving out the frames it may (``SKIP_NONREF_CODECS``): the proven

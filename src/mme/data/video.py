@@ -41,7 +41,6 @@ from mme.data.pyav_reader import (
     cuda_decoder,
     not_a_video,
     probe_video,
-    seek_runs,
     video_by_its_bytes,
 )
 from mme.data.video_reader import (
@@ -252,16 +251,11 @@ def _turned_how(matrix, path) -> str:
             f"as coded unless data.orientation=display")
 
 
-OPENCV_SEEK_LEAD = 16
-"""Frames before its target at or before which OpenCV's seek (CAP_PROP_POS_FRAMES) looks for the keyframe it decodes
-from (cap_ffmpeg_impl's ``delta``): a seek to frame i decodes from the last keyframe at or before i - 16."""
-
-
 class _OpenCVReader(VideoReader):
-    """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once, which also finds the keyframes
-    (cached per process while the file is unchanged: :func:`_opencv_count`). Not exact: CAP_PROP_POS_FRAMES seeks by
-    frame-rate arithmetic (wrong frames on VFR files, MPEG-PS/TS). Its own turning by the display matrix is off:
-    frames are coded ones, as every backend's."""
+    """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process while the file
+    is unchanged: :func:`_opencv_count`). Not exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames
+    on VFR files, MPEG-PS/TS). Its own turning by the display matrix is off: frames are coded ones, as every
+    backend's."""
 
     def __init__(self, path: str, threads: int = 0):
         self.path = path
@@ -274,26 +268,23 @@ class _OpenCVReader(VideoReader):
                                                   "it with the pyav backend")
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.num_frames, self._keys = _opencv_count(absolute_path(path), file_version(os.stat(path)), threads)
+        self.num_frames = _opencv_count(absolute_path(path), file_version(os.stat(path)), threads)
 
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
-        # Each run (seek_runs) decodes forward from its first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe
-        # before it and decodes up to it. One run from the first wanted frame to the last decoded every frame
-        # between: segment-sampled views of an hour took 4.4-4.7 s against PyAV's 0.1-0.16 s.
-        out = FrameBuffer(indices, each)
-        for run in seek_runs(indices, self._keys, OPENCV_SEEK_LEAD):
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(run[0]))
-            pos = int(run[0])
-            for i in run:
-                while pos < i:
-                    if not self._cap.grab():
-                        raise video_error(self.path, "decode error", f"frame {pos} could not be decoded")
-                    pos += 1
-                ok, frame = self._cap.read()
-                if not ok:
-                    raise video_error(self.path, "decode error", f"frame {i} could not be decoded")
+        # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
+        # decodes up to it.
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
+        out, pos = FrameBuffer(indices, each), int(indices[0])
+        for i in indices:
+            while pos < i:
+                if not self._cap.grab():
+                    raise video_error(self.path, "decode error", f"frame {pos} could not be decoded")
                 pos += 1
-                out.put(i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            ok, frame = self._cap.read()
+            if not ok:
+                raise video_error(self.path, "decode error", f"frame {i} could not be decoded")
+            pos += 1
+            out.put(i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         return out.frames
 
     def close(self) -> None:
@@ -307,21 +298,16 @@ def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
 
 
 @functools.lru_cache(maxsize=4096)
-def _opencv_count(path: str, version: tuple[int, ...], threads: int) -> tuple[int, np.ndarray]:
-    """Frames by grabbing them all (CAP_PROP_FRAME_COUNT is an estimate from the container header), and the frames
-    at whose grab a keyframe's packet was read (CAP_PROP_LRF_HAS_KEY_FRAME; frame 0 always): where reads seek
-    (:func:`~mme.data.pyav_reader.seek_runs`), a few frames early where the decoder holds frames for reordering, and
-    none but 0 where this OpenCV does not say. Cached by absolute path (one file named otherwise is counted once) and
-    :func:`~mme.utils.file_version`: a file replaced keeping its size and mtime (``cp -p``) is counted again."""
+def _opencv_count(path: str, version: tuple[int, ...], threads: int) -> int:
+    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header. Cached by absolute
+    path (one file named otherwise is counted once) and :func:`~mme.utils.file_version`: a file replaced keeping its
+    size and mtime (``cp -p``) is counted again."""
     cap = _opencv_capture(path, threads)
-    key_flag = getattr(cv2, "CAP_PROP_LRF_HAS_KEY_FRAME", None)
-    count, keys = 0, [0]
+    count = 0
     while cap.grab():
-        if count and key_flag is not None and cap.get(key_flag):
-            keys.append(count)
         count += 1
     cap.release()
-    return count, np.asarray(keys, np.int64)
+    return count
 
 
 class _DecordReader(VideoReader):
