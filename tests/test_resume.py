@@ -469,6 +469,35 @@ def test_a_checkpoint_that_no_longer_fits_the_config_names_the_keys_that_changed
         run(*base, "train.resume=auto", "target.kind=[pixel,hog]")
 
 
+def test_a_run_whose_mlp_an_earlier_mme_truncated_resumes_as_it_was_built(synth, tmp_path, caplog):
+    """A run an earlier mme made at mlp_ratio=120/88 of an 88-wide encoder built MLPs of 119 units (44 x 120/88: 59
+    in its decoder), the product truncated; mme now builds 120 (:func:`mme.models.config.mlp_width`). Such a file
+    loaded, but its resume was refused as of the wrong architecture ((119, 88) in the checkpoint, the model expects
+    (120, 88)). It resumes with the ratio of its weights and continues bitwise as the run built so (its MLPs and
+    their optimizer moments of 119 units), a run that replays exactly: no config change recorded."""
+    base = ("tiny_cpu_pixel", synth, "train.steps=3", "optim.warmup_steps=1", "model.embed_dim=88",
+            "model.num_heads=2", "model.decoder_dim=44", FP32)
+    built = f"model.mlp_ratio={119 / 88!r}"  # the widths the earlier mme built, 119 and 59
+    reference = run(*base[:2], tmp_path / "uninterrupted", *base[2:], built)
+    out = tmp_path / "old"
+    first = run(*base[:2], out, *base[2:], built, "train.stop_after=1")
+    state = torch.load(first.checkpoint, weights_only=True)
+    assert state["model"]["encoder.blocks.0.mlp.fc1.weight"].shape == (119, 88)
+    assert state["model"]["decoder_blocks.0.mlp.fc1.weight"].shape == (59, 44)
+    state["config"]["model"]["mlp_ratio"] = 120 / 88  # as the earlier mme recorded it
+    torch.save(state, first.checkpoint)
+    with caplog.at_level(logging.WARNING):
+        res = run(*base[:2], out, *base[2:], f"model.mlp_ratio={120 / 88!r}", "train.resume=auto")
+    assert res.step == 3
+    resumed = torch.load(res.checkpoint, weights_only=True)
+    assert resumed["model"]["encoder.blocks.0.mlp.fc1.weight"].shape == (119, 88)
+    assert resumed["model"]["decoder_blocks.0.mlp.fc2.weight"].shape == (44, 59)
+    assert resumed["config"]["model"]["mlp_ratio"] == 119 / 88
+    _assert_same_params(resumed["model"], torch.load(reference.checkpoint, weights_only=True)["model"])
+    assert "config_changes" not in json.loads((out / "run.json").read_text())
+    assert "changed config" not in caplog.text
+
+
 def test_a_checkpoint_that_no_longer_fits_a_preset_given_on_resume_names_the_preset(synth, tmp_path):
     """A preset's name is no change where its values are the run's (they are compared as resolved), but the
     refusal of a model the checkpoint does not fit left out ``target.preset``, the key given that changed it."""

@@ -762,14 +762,18 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
     return _from_state(_unwrap(obj, path), path, hints, encoder_only=encoder_only, strict=strict, fallback=fallback)
 
 
-def run_model_config(cls: type, model: dict, path: str | Path):
+def run_model_config(cls: type, model: dict, path: str | Path, weights: dict[str, torch.Tensor] | None = None,
+                     kind: str = "mae"):
     """The model section ``model`` of the config a training checkpoint ``path`` records, as ``cls``; one this mme
-    cannot read is a CheckpointError naming the file, and, for keys it lacks, that the file may be of a later mme."""
+    cannot read is a CheckpointError naming the file, and, for keys it lacks, that the file may be of a later mme.
+    With the checkpoint's ``weights`` (our ``kind`` layout), its MLP ratio is theirs where an earlier mme truncated
+    the product of the recorded one (:func:`_fit_mlp_ratio`), as the file loads."""
     try:
-        return from_dict(cls, model, prefix="model.")
+        cfg = from_dict(cls, model, prefix="model.")
     except ConfigError as e:
         later = ", perhaps of a later mme" if isinstance(e, UnknownConfigKeys) else ""
         raise CheckpointError(f"{path}: invalid model config in the training checkpoint{later}: {e}") from e
+    return cfg if weights is None else _fit_mlp_ratio(cfg, weights, kind, path)
 
 
 def _run_heads(obj: dict) -> list[HeadSpec] | None:

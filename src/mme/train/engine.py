@@ -39,7 +39,7 @@ from mme.config import flatten, from_dict, keys_shadowed, keys_without_effect, p
 from mme.data.dataset import lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
-from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint
+from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint, run_model_config
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
 from mme.models.vit import count_parameters
@@ -185,6 +185,8 @@ def begin(cfg) -> Start:
     with dist.agreed():  # (after the out folder's checks, which name a folder in use or another run's first; each
         # rank checks its own, a node's copy; a refused run's new folder is removed: run_folder.take)
         check_root(cfg.data.root, "data.root")
+        if resume is not None:
+            built_mlp_ratio(*resume)
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
 
 
@@ -197,6 +199,19 @@ def check_same_inputs(cfg, data: Dataset | None, init: Checkpoint | None, names:
         f"train.init {cfg.train.init}": None if init is None else lambda: init.identity,
         "the class names (task.classes, or a checkpoint's)":
             None if names is None else lambda: f"{len(names)} classes (digest {lines_digest(names)})"})
+
+
+def built_mlp_ratio(source: str, state: dict) -> None:
+    """Record in the config of the checkpoint ``state`` resumed (from ``source``) the MLP ratio its weights were
+    built with, where an earlier mme truncated the product of the recorded one (119 units at 88 x 120/88, which
+    :func:`~mme.models.config.mlp_width` makes 120: :func:`~mme.models.checkpoint.run_model_config`), as the file
+    loads: the run builds its model of that config (its MLPs, its optimizer's moments, the checkpoint's), compares
+    its own config with it (no change), and records it in its later checkpoints and config.yaml."""
+    model = state["config"]["model"]
+    kind = "mae" if _kind(state["config"]) == "pre-training" else "classifier"
+    ratio = run_model_config(ModelConfig, model, source, weights=state["model"], kind=kind).mlp_ratio
+    if ratio != model.get("mlp_ratio", ratio):
+        model["mlp_ratio"] = ratio
 
 
 def set_threads(cfg, device: torch.device) -> tuple[int, str]:
