@@ -375,11 +375,17 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     return path, stopping, step_seconds
 
 
+_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "out of memory", "_STATUS_ALLOC_FAILED")
+"""What the RuntimeErrors of a failed allocation say, which have no class of their own: torch's CPU allocator's; a
+GPU's as older torch and the paths outside its caching allocator raise it (``CUDA out of memory``, ``CUDA error: out
+of memory`` of a kernel's launch, ``HIP out of memory``, ``MPS backend out of memory``); a GPU library's that cannot
+allocate its workspace (``CUBLAS_STATUS_ALLOC_FAILED``, cuDNN's, cuSOLVER's, cuSPARSE's)."""
+
+
 def _out_of_memory(e: BaseException) -> bool:
-    """Whether ``e`` is an allocation that failed: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
-    RuntimeError of torch's CPU allocator, which has no class of its own."""
-    cpu_allocators = "DefaultCPUAllocator: can't allocate memory" in str(e)
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or cpu_allocators
+    """Whether ``e`` is an allocation that failed: Python's MemoryError, torch's OutOfMemoryError, or a RuntimeError
+    that says so (:data:`_OUT_OF_MEMORY`)."""
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or any(said in str(e) for said in _OUT_OF_MEMORY)
 
 
 def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
