@@ -110,6 +110,39 @@ def test_a_run_refused_by_its_data_leaves_no_folder_it_made(tmp_path, capsys):
             assert there.is_dir(), (command, data)
 
 
+@pytest.mark.parametrize("limits", [(20, "hard"), (32, 32)])
+def test_a_low_open_file_limit_is_raised_to_the_hard_one_or_refused_for_the_loader_workers(limits, synth, tmp_path):
+    """``ulimit -n 32`` (at 20: a hang) with loader workers: torch's ``Too many open files`` was a traceback, the
+    batches the workers send coming as file descriptors. The soft limit is raised to the hard one at the run's start,
+    and the run trains; where the hard limit itself is too low, the run is refused in one line naming it and
+    ``ulimit -n``, its new folder not left."""
+    import resource
+
+    soft, hard = limits
+    raised = hard == "hard"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1] if raised else hard
+    if raised and hard != resource.RLIM_INFINITY and hard < 128:
+        pytest.skip(f"this process's hard limit of open files ({hard}) is below what 2 workers need")
+    out = tmp_path / "new" / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel",
+         *tiny(*synth, f"train.out_dir={out}", "train.steps=4", "model.depth=1", "data.num_workers=2", FP32)],
+        capture_output=True, text=True, timeout=120,  # (a hang before, at 20)
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    if raised:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Too many open files" not in proc.stderr
+        assert _steps(out) == [4]
+        return
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mme pretrain: error: data.num_workers=2: this process may open at most 32 files (its hard limit, ulimit "
+        "-Hn), below the 128 that 2 loader workers need (the batches they send come as file descriptors): raise it "
+        "(ulimit -n 128; past the hard limit, as root or by the session's limits), or lower data.num_workers")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_run_refused_at_its_start_keeps_a_folder_named_through_a_folder_not_there(tmp_path, monkeypatch, capsys):
     """train.out_dir=newx/../mine, where mine is the user's empty folder and newx is not there: a run refused by its
     data removed mine (a link to it left dangling) and left newx, the folder its mkdir made; made as resolved (no

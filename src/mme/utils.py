@@ -538,6 +538,28 @@ def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str
                 disable=not show or not (keep or on_terminal), leave=keep, **interval)
 
 
+def open_files_for(workers: int, key: str) -> None:
+    """Raise the process's soft limit of open files to its hard limit where it is lower (only up, as many tools do):
+    the loader workers' batches reach the process as file descriptors, one per tensor until it is freed, besides
+    their pipes and the videos they read, so a low limit (``ulimit -n 32``) ended a run in a traceback of
+    ``Too many open files`` (at 20: a hang). Where even the hard limit is below what ``workers`` (``key``: the
+    setting that asks for them) need, an MMEError naming the limit and ``ulimit -n``. The need is a margin over the
+    ~15 descriptors of the process and ~6 of each worker a tiny run was measured to hold: 64, and 32 a worker."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):  # (a hard limit past the system's: kept as it is)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    need = 64 + 32 * workers
+    if workers and soft != resource.RLIM_INFINITY and soft < need:
+        raise MMEError(f"{key}={workers}: this process may open at most {soft} files (its hard limit, ulimit -Hn), "
+                       f"below the {need} that {workers} loader workers need (the batches they send come as file "
+                       f"descriptors): raise it (ulimit -n {need}; past the hard limit, as root or by the session's "
+                       f"limits), or lower {key}")
+
+
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                died: Callable[[Any, str], Any]) -> Iterator[Any]:
     """``work(job)`` for each job, as ``workers`` spawned processes finish them (in that order); in this process, in

@@ -51,7 +51,7 @@ from mme.train.config import TrainConfig
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
-from mme.utils import held_folders, process_group_up, unlock_folder
+from mme.utils import held_folders, open_files_for, process_group_up, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def begin(cfg) -> Start:
     with dist.agreed():  # (after the out folder's checks, which name a folder in use or another run's first; each
         # rank checks its own, a node's copy; a refused run's new folder is removed: run_folder.take)
         check_root(cfg.data.root, "data.root")
+        open_files_for(cfg.data.num_workers, "data.num_workers")
         if resume is not None:
             built_mlp_ratio(*resume)
     return Start(resumed_init(cfg, resume), device, info.world_size, out_dir, resume, threads, replaced)
