@@ -986,6 +986,8 @@ def finetuned(what, *overrides):
 finetuned("test_list", "task.eval_only=true", f"train.init={d / 'model'}", "task.test_list=test.txt")
 finetuned("init", "task.eval_only=true", "train.init=model", f"task.test_list={d / 'test.txt'}")
 outcome("embed", embed, d / "model", "list.txt", d / "feats.npy", root=root, num_workers=0, progress=False)
+outcome("embed_roots", embed, d / "model", d / "shared.txt", d / "roots.npy", root=str(d / f"mount{rank}"),
+        num_workers=0, progress=False)  # (one list, its videos mounted at another path on each node)
 outcome("pretrain", pretrain, load_config(PretrainConfig, "tiny_cpu_pixel", [
     *(o for o in TINY if not o.startswith("task.")), "data.list_file=reordered.txt", f"train.out_dir={d / 'pre'}"]))
 finetuned("train_list", "data.list_file=train.txt")
@@ -1013,6 +1015,8 @@ def disagreeing(synth, tmp_path_factory):
         (node / "list.txt").write_text("\n".join(lines[:4] if rank == 0 else lines[:4][::-1]) + "\n")
         (node / "reordered.txt").write_text("\n".join(lines if rank == 0 else lines[::-1]) + "\n")
         (node / "train.txt").write_text("\n".join(lines if rank == 0 else lines[:12]) + "\n")
+        (d / f"mount{rank}").symlink_to(synth[1].split("=", 1)[1])
+    (d / "shared.txt").write_text("\n".join(lines[:4]) + "\n")
     shutil.copytree(d / "node0" / "model", d / "model")  # (the shared copies, where another input differs)
     shutil.copy(d / "node0" / "test.txt", d / "test.txt")
     (d / "ranks.py").write_text(DISAGREEING)
@@ -1061,6 +1065,16 @@ def test_mme_embed_of_a_list_in_another_order_on_one_node_stops_every_rank(disag
                         r"4 videos \(digest (?!\1)[0-9a-f]{16}\) on rank 1: every node must hold the same copy",
                         message), message
     assert not list(disagreeing[2].glob("feats.npy*"))  # (nor its partial results)
+
+
+def test_mme_embed_of_one_list_whose_videos_each_node_mounts_elsewhere_is_not_refused(disagreeing):
+    """The list's digest is of its paths under --root, as training's: nodes that mount one list's videos under
+    another path each (``--root`` given otherwise) read the same videos (it was of the paths joined to the root, and
+    such nodes were refused as holding other copies of the list)."""
+    said, stderr, d = disagreeing
+    assert said[0].get("embed_roots", "not run") is None and said[1].get("embed_roots", "not run") is None, (
+        said, stderr[-3000:])
+    assert (d / "roots.npy").is_file()
 
 
 @pytest.mark.parametrize("part, videos", [("pretrain", (16, 16)), ("train_list", (16, 12))])

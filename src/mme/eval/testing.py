@@ -188,7 +188,7 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     Unlabelled lists and single files read with the placeholder label 0 and ``labelled`` False, which
     :class:`GuardedTestSet` turns into -1. Failures are not capped here (callers report them per video)."""
     from mme.data.dataset import ClassificationDataset, DataConfig
-    from mme.data.lists import ListEntry, resolve, write_list
+    from mme.data.lists import ListEntry, write_list
     from mme.models.checkpoint import Checkpoint
 
     if checkpoint is not None:
@@ -200,14 +200,16 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     if entries is None:
         entries = _source_entries(Path(source))
     labelled = all(e.label is not None for e in entries)
-    # ClassificationDataset reads labelled lists: write one with resolved paths (placeholder label 0 if none).
+    # ClassificationDataset reads labelled lists: write one of the paths as given, read under ``root`` (so that a
+    # list's digest is of its paths under the root, as training's: nodes mounting one list's videos at other roots
+    # agree, distributed.check_same_inputs), with placeholder label 0 if none.
     with tempfile.TemporaryDirectory() as tmp:
-        write_list(Path(tmp) / "test.txt", [ListEntry(resolve(e, root), e.label if labelled else 0) for e in entries])
+        write_list(Path(tmp) / "test.txt", [ListEntry(e.path, e.label if labelled else 0) for e in entries])
         given = {k: v for k, v in (("stride", stride), ("orientation", orientation)) if v is not None}
         cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames,
                          img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
                          sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
-                         backend=backend, index_dir=index_dir, max_failure_fraction=1.0, **given)
+                         backend=backend, index_dir=index_dir, max_failure_fraction=1.0, root=root or "", **given)
         dataset = ClassificationDataset(cfg, mode="test", seed=seed)
     dataset.labelled = labelled
     return dataset
