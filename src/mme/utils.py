@@ -539,25 +539,29 @@ def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str
 
 
 def open_files_for(workers: int, key: str) -> None:
-    """Raise the process's soft limit of open files to its hard limit where it is lower (only up, as many tools do):
-    the loader workers' batches reach the process as file descriptors, one per tensor until it is freed, besides
-    their pipes and the videos they read, so a low limit (``ulimit -n 32``) ended a run in a traceback of
-    ``Too many open files`` (at 20: a hang). Where even the hard limit is below what ``workers`` (``key``: the
-    setting that asks for them) need, an MMEError naming the limit and ``ulimit -n``. The need is a margin over the
-    ~15 descriptors of the process and ~6 of each worker a tiny run was measured to hold: 64, and 32 a worker."""
+    """Raise the process's soft limit of open files to its hard limit where it is lower and ``workers`` loader workers
+    are asked for (only up, as many tools do; left so after the job): their batches reach the process as file
+    descriptors, one per tensor until it is freed, besides their pipes and the videos they read, so a low limit
+    (``ulimit -n 32``) ended a run in a traceback of ``Too many open files`` (at 20: a hang). Where even then the
+    limit is below what ``workers`` (``key``: the setting that asks for them) may hold, an MMEError naming the limit
+    and ``ulimit -n``. That is a margin over what runs were measured to hold at most: ~15 descriptors of the process
+    and 6.5 (pixel targets) to 12.5 (MME targets) of each worker, 441 for 32 workers: 64, and 16 a worker."""
     import resource
 
+    if not workers:
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         with contextlib.suppress(ValueError, OSError):  # (a hard limit past the system's: kept as it is)
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    need = 64 + 32 * workers
-    if workers and soft != resource.RLIM_INFINITY and soft < need:
-        raise MMEError(f"{key}={workers}: this process may open at most {soft} files (its hard limit, ulimit -Hn), "
-                       f"below the {need} that {workers} loader workers need (the batches they send come as file "
-                       f"descriptors): raise it (ulimit -n {need}; past the hard limit, as root or by the session's "
-                       f"limits), or lower {key}")
+    need = 64 + 16 * workers
+    if soft != resource.RLIM_INFINITY and soft < need:
+        limits = "its hard limit, ulimit -Hn" if soft == hard else "ulimit -n"
+        raise MMEError(f"{key}={workers}: this process may open at most {soft} files ({limits}), below the {need} "
+                       f"that {workers} loader workers may hold (the batches they send come as file descriptors): "
+                       f"raise it (ulimit -n {need}; past the hard limit, as root or by the session's limits), or "
+                       f"lower {key}")
 
 
 def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
