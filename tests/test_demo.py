@@ -234,6 +234,53 @@ def test_a_saved_row_that_cannot_be_used_is_computed_again_and_says_why(tmp_path
     assert "seed0/pixel.json is unreadable" in caplog.text
 
 
+def test_a_row_made_by_other_rules_of_mme_is_made_again_and_one_of_this_mmes_is_reused(tmp_path, monkeypatch, caplog):
+    """Was: rows an mme of an earlier test view or data order rule made (READING_VERSION 7, ORDER_VERSION 1) were
+    reused as this mme's, '3 of 3 rows reused', their losses and probes not what this mme computes: their
+    fingerprint held mme.__version__, 0.2.0 since the first commit. A row records mme.rule_versions(); one of other
+    values, or of none, is made again, and refused only where its settings differ too."""
+    from dataclasses import replace
+
+    import mme.eval.testing
+    import mme.train.distributed
+    from mme.demo import DemoSettings, _check_saved_rows, _save_row, _saved_row
+
+    s = DemoSettings.quick(tmp_path)
+    targets = (*s.targets, "random init")
+    for target in targets:
+        _save_row(s, {"target": target, "seed": 0, "linear_top1": 50.0})
+    assert all(_saved_row(s, 0, t) is not None for t in targets)  # the same values: reused
+    reading = mme.eval.testing.READING_VERSION
+    monkeypatch.setattr(mme.eval.testing, "READING_VERSION", reading + 1)  # this mme reads test views otherwise
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mme.demo"):
+        assert all(_saved_row(s, 0, t) is None for t in targets)
+    row = tmp_path / "seed0" / "mme.json"
+    assert f"demo: {row} was made by an earlier version of mme (reading version {reading}, now {reading + 1}); " \
+           "computing it again" in caplog.text
+    _check_saved_rows(s, overwrite=False)  # the settings are this run's: made again, not refused
+    _save_row(replace(s, steps=s.steps + 1), {"target": "mme", "seed": 0, "linear_top1": 50.0})
+    with pytest.raises(ConfigError, match=r"\(seed0/mme.json; they differ in steps\)"):
+        _check_saved_rows(s, overwrite=False)  # other settings too: their finished pre-training is kept
+    monkeypatch.undo()
+    _save_row(s, {"target": "mme", "seed": 0, "linear_top1": 50.0})
+    assert _saved_row(s, 0, "mme") is not None
+    saved = json.loads(row.read_text())
+    order = mme.train.distributed.ORDER_VERSION
+    row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "versions": {
+        **saved["settings"]["versions"], "order": order - 1}}}))  # saved before the data order's change
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mme.demo"):
+        assert _saved_row(s, 0, "mme") is None
+    assert f"(order version {order - 1}, now {order})" in caplog.text
+    row.write_text(json.dumps({**saved, "settings": {k: v for k, v in saved["settings"].items() if k != "versions"}}))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mme.demo"):  # an mme before the versions were recorded
+        assert _saved_row(s, 0, "mme") is None
+    assert f"demo: {row} was made by an earlier version of mme; computing it again" in caplog.text
+    _check_saved_rows(s, overwrite=False)
+
+
 def test_the_refusal_and_the_reuse_of_saved_rows_follow_one_judgement(tmp_path, caplog):
     """The rules for a saved row were written twice, for the check before any work and for the reuse of each row:
     both now follow :func:`mme.demo._judged_row`. Each kind of row: whether it is reused, why it is made again, and

@@ -15,6 +15,24 @@ if MKL_CBWR_SET:
 __version__ = "0.2.0"
 
 
+def rule_versions() -> dict[str, int]:
+    """The versions of this mme's rules that decide what a job computes from the same videos and settings, which
+    :data:`__version__` (bumped by no such change) cannot tell apart: the frames a video's index gives
+    (:data:`mme.data.pyav_reader.INDEX_VERSION`), the test views (:data:`mme.eval.testing.READING_VERSION`), the
+    data order (:data:`mme.train.distributed.ORDER_VERSION`) and the tracker's tracks
+    (:data:`mme.motion.tracks.TRACKER`). A result saved with other values was computed by other rules (mme demo's
+    rows are made again: :func:`mme.demo._fingerprint`). Not the formats of files whose contents these decide
+    (a checkpoint's, a track cache's), nor the git commit, which changes with every edit of the docs or tests (one
+    commit in ten of mme's) and which an installed mme does not know. Imported on first use: ``import mme`` stays
+    light."""
+    from mme.data.pyav_reader import INDEX_VERSION
+    from mme.eval.testing import READING_VERSION
+    from mme.motion.tracks import TRACKER
+    from mme.train.distributed import ORDER_VERSION
+
+    return {"index": INDEX_VERSION, "reading": READING_VERSION, "order": ORDER_VERSION, "tracker": TRACKER}
+
+
 def repository_doc(name: str) -> str:
     """How a message or help text cites one of the repository's documents: an installed mme (the wheel) holds no
     docs/ folder, so the citation says where the file is."""

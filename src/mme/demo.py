@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mme import __version__
+from mme import __version__, rule_versions
 from mme.config import (
     differences,
     from_dict,
@@ -457,8 +457,9 @@ def _fingerprint(s: DemoSettings, target: str, cfg: PretrainConfig) -> dict:
     the config holds resolved), the device resolved, the target's resolved pre-training config less the keys
     the demo sets per run (:data:`DEMO_KEYS`: folders, seed, workers; the settings hold the rest), or for random
     init the model it builds (the last target's, as :func:`run_seed`) and the data its probe clips are read by
-    (:func:`_probe_config`'s, less those keys), the version of mme that made it and the
-    CPU its minutes were measured on. ``cfg``: the row's config (:attr:`RowConfig.cfg`)."""
+    (:func:`_probe_config`'s, less those keys), the version of mme that made it, the versions of its rules that decide
+    results (:func:`mme.rule_versions`: ``__version__`` has been the same since mme's first commit) and the CPU its
+    minutes were measured on. ``cfg``: the row's config (:attr:`RowConfig.cfg`)."""
     settings = {k: v for k, v in s.record().items()
                 if k not in ("out", "seeds", "targets", "workers", "real_dir", "real_clips_per_class", "overrides")}
     settings["device"] = _resolved_device(s.device)
@@ -466,7 +467,8 @@ def _fingerprint(s: DemoSettings, target: str, cfg: PretrainConfig) -> dict:
     if target == "random init":  # its model, probed on the probe target's clips
         config = {"model": config["model"],
                   "data": _without_demo_keys(_probe_config(s, s.out / "data" / "train.txt"))["data"]}
-    return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "cpu": cpu_name()}
+    return {**settings, "config": json.loads(json.dumps(config)), "mme": __version__, "versions": rule_versions(),
+            "cpu": cpu_name()}
 
 
 def _without_demo_keys(cfg: PretrainConfig) -> dict:
@@ -505,6 +507,21 @@ def _as_written_now(saved: dict) -> dict:
 def _made_with(saved: dict, settings: dict) -> bool:
     """Whether a saved row's fingerprint is ``settings`` (:func:`_fingerprint`), as written now."""
     return _as_written_now(saved) == settings
+
+
+def _other_version(saved: dict, settings: dict) -> str | None:
+    """Where a saved row's fingerprint is of another version of mme than ``settings`` (:func:`_fingerprint`), which
+    version: a row that records no config or no :func:`mme.rule_versions` is an earlier version's; else None. Such a
+    row is made again, its pre-training not kept against the settings (they are this mme's alone to judge)."""
+    if "config" not in saved or not isinstance(saved.get("versions"), dict):
+        return "an earlier version of mme"
+    old, now = saved["versions"], settings["versions"]
+    changed = [f"{key} version {old.get(key)}, now {version}" for key, version in now.items()
+               if old.get(key) != version]
+    if not changed:
+        return None
+    later = any(isinstance(old.get(key), int) and old[key] > version for key, version in now.items())
+    return f"{'a later' if later else 'an earlier'} version of mme ({'; '.join(changed)})"
 
 
 PRECISION_FILE = "pretrain_precision.json"
@@ -678,11 +695,13 @@ def _judgement(s: DemoSettings, seed: int, target: str, read: tuple[dict, dict] 
     settings = config.settings
     other_precision = _other_precision(row, precision)
     made_with = _made_with(saved, settings)
+    other_version = _other_version(saved, settings)
     differs = []
     if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
-        differs = sorted({*differences(_as_written_now(saved), settings), *(["precision"] if other_precision else [])})
+        differs = sorted({*(key for key in differences(_as_written_now(saved), settings)
+                            if key.split(".")[0] != "versions"), *(["precision"] if other_precision else [])})
     if not made_with:
-        made = "with other settings" if "config" in saved else "by an earlier version of mme"
+        made = f"by {other_version}" if other_version else "with other settings"
         return SavedRow(why_again=f"{path} was made {made}; computing it again", differs=differs)
     if "run" in row:
         return SavedRow(why_again=f"the run of {path} did not finish; pre-training it again")
