@@ -767,10 +767,21 @@ def test_a_row_is_reused_where_its_resolved_device_and_config_are_this_runs(tmp_
     """Valid rows were refused as made with other settings: rows of ``--device cpu`` for a run with the default
     device, auto, on a machine without a GPU, and rows of a run without an override for one that gives the value
     the recipe has (their fingerprints held the device and the overrides as given). Rows made before, with those,
-    are reused where they resolve to this run's."""
+    are reused where they resolve to this run's, and rows and a precision record of an mme that named the CPU
+    without its features where it is this CPU's model."""
     import torch
 
-    from mme.demo import DemoSettings, _check_saved_rows, _pretrain_config, _save_row, _saved_row, demo_settings
+    from mme.demo import (
+        PRECISION_FILE,
+        DemoSettings,
+        _check_saved_rows,
+        _pretrain_config,
+        _recorded_precision,
+        _save_row,
+        _saved_row,
+        demo_settings,
+    )
+    from mme.utils import cpu_features, cpu_name
 
     auto = DemoSettings(out=tmp_path)
     cpu = demo_settings(tmp_path, device="cpu")
@@ -789,6 +800,13 @@ def test_a_row_is_reused_where_its_resolved_device_and_config_are_this_runs(tmp_
     row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "device": "auto",
                                                      "overrides": cpu.overrides}}))
     assert (_saved_row(cpu, 0, "pixel") is not None) == no_gpu
+    model = cpu_name().removesuffix(f" ({', '.join(cpu_features())})")  # as an mme before the CPU's features named it
+    row = tmp_path / "seed0" / "mme.json"
+    saved = json.loads(row.read_text())
+    row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "cpu": model}}))
+    assert _saved_row(cpu, 0, "mme") is not None
+    (tmp_path / PRECISION_FILE).write_text(json.dumps({"precision": "bf16", "cpu": model}))
+    assert _recorded_precision(cpu) == "bf16"
 
 
 def test_a_row_pre_trained_in_another_precision_than_a_pinned_one_is_not_reused(tmp_path, monkeypatch, caplog):

@@ -615,6 +615,35 @@ def test_a_run_resumed_in_another_mkl_mode_records_it(synth, tmp_path):
         "config_changes", []) for change in entry["changes"])
 
 
+def test_a_run_resumed_on_its_cpu_from_an_mme_that_named_it_without_its_features_records_no_device_change(
+        synth, tmp_path, caplog):
+    """A checkpoint of an mme before cpu_name listed the CPU's features holds its model alone ("Intel(R) Xeon(R)
+    Processor", where this mme names "Intel(R) Xeon(R) Processor (AVX2, AVX-512, AVX512-BF16, AMX)"): resumed on the
+    same CPU, the run recorded 'device: X -> X (...) (the same up to float rounding, not bitwise)'. It records nothing
+    there, and another CPU's model is still recorded."""
+    from mme.utils import cpu_features, cpu_name
+
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "model.depth=1", FP32)
+    run(*base, "train.stop_after=1")
+    path = ckpt.list_checkpoints(tmp_path)[-1]
+    state = ckpt.load_checkpoint(path)
+    name = cpu_name()
+    model = name.removesuffix(f" ({', '.join(cpu_features())})")
+    state["meta"]["device_name"] = model  # as the earlier mme named this CPU
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    with caplog.at_level("WARNING"):
+        run(*base, "train.resume=auto", "train.stop_after=2")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["device_name"] == name and "config_changes" not in meta and "changed config" not in caplog.text
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+    state["meta"]["device_name"] = f"{model[:-1]}X"  # another CPU's model
+    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    run(*base, "train.resume=auto")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["config_changes"] == [{"from_step": 2, "changes": [
+        f"device: {model[:-1]}X -> {name} (the same up to float rounding, not bitwise)"]}]
+
+
 def test_a_run_resumed_from_another_working_folder_compares_the_files_its_paths_name(synth, tmp_path, monkeypatch):
     """A run made with relative paths, resumed from another working folder with the same files' absolute paths, was
     warned about and recorded as changed (``data.root: 'syn' -> '/data/syn'``, "the run will not replay exactly"):

@@ -97,6 +97,7 @@ from mme.utils import (
     read_json_object,
     read_text,
     removing,
+    same_device,
     unlock_folder,
 )
 
@@ -497,10 +498,13 @@ def _resolved_device(device: str) -> str:
 
 def _as_written_now(saved: dict) -> dict:
     """A saved row's fingerprint as :func:`_fingerprint` writes it now: rows made before held the overrides (their
-    config holds them resolved) and the device as given."""
+    config holds them resolved), the device as given and the CPU's model without its features
+    (:func:`~mme.utils.same_device`)."""
     now = {k: v for k, v in saved.items() if k != "overrides"}
     if "device" in now:
         now["device"] = _resolved_device(now["device"])
+    if "cpu" in now and same_device(now["cpu"], cpu_name()):
+        now["cpu"] = cpu_name()
     return now
 
 
@@ -544,7 +548,8 @@ def _recorded_precision(s: DemoSettings) -> str | None:
     """The precision of the demo's first pre-trained row, recorded in :data:`PRECISION_FILE` (None before it ran, or
     where it ran on another CPU: the folder copied, whose rows this CPU makes again)."""
     recorded = read_json_object(s.out / PRECISION_FILE, ("precision",))
-    return None if recorded is None or recorded.get("cpu", cpu_name()) != cpu_name() else recorded["precision"]
+    return None if recorded is None or not same_device(recorded.get("cpu", cpu_name()), cpu_name()) \
+        else recorded["precision"]
 
 
 def _record_precision(s: DemoSettings, ran: dict) -> None:

@@ -1295,6 +1295,21 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(features)})" if features else name
 
 
+def _cpu_model(name: str) -> str:
+    """``name`` less the list of :data:`CPU_FEATURES` that :func:`cpu_name` puts after the model, where it has one."""
+    model, paren, features = name.rpartition(" (")
+    listed = paren and features.endswith(")") and set(features[:-1].split(", ")) <= CPU_FEATURES.keys()
+    return model if listed else name
+
+
+def same_device(recorded: str | None, name: str) -> bool:
+    """Whether ``recorded``, the device name a run or row recorded (a GPU's, or :func:`cpu_name`), names the device
+    ``name`` does: the same name, or one an mme before :func:`cpu_name` listed the CPU's features recorded, the CPU's
+    model alone, where ``name`` is that model and its features ("Intel(R) Xeon(R) Processor" and "Intel(R) Xeon(R)
+    Processor (AVX2, AVX-512)"; which features the CPU had, such a name cannot tell)."""
+    return recorded == name or (recorded is not None and _cpu_model(recorded) == recorded == _cpu_model(name))
+
+
 MKL_CBWR_STRICT = 0x10000
 """The bit of MKL's strict mode in its conditional-numerical-reproducibility settings (``mkl_cbwr_get``)."""
 
