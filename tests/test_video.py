@@ -641,7 +641,9 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
     """data.index_dir / --index-dir holding the indices of an earlier mme (DIR/v12/ beside this version's folder)
     re-indexed every file in silence. It is said once per process and folder (INFO), naming the versions this mme
     does not read and their folders to remove, where a job takes the folder (mme check, a dataset: in the main
-    process, not by each loader worker's reads, once per worker); a folder of this version alone says nothing."""
+    process, not by each loader worker's reads, once per worker); a folder of this version alone says nothing. The
+    indices of an mme before the v<N>/ folders (index versions 1 to 6: DIR/<2 hex>/<38 hex>.json) were not said: they
+    are, and a folder of the user's named by two hex digits that holds no such file is not taken for them."""
     from mme.data.lists import check_lists
 
     version = pyav_reader.INDEX_VERSION
@@ -651,7 +653,15 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
     old.mkdir(parents=True)
     (old / "cd.json").write_text(json.dumps({"version": version - 2}))
     (tmp_path / "index" / "v1x").mkdir()  # not a version's folder
+    for name in ("3f", "0a"):  # an mme before the v<N>/ folders kept its indices so
+        (tmp_path / "index" / name).mkdir()
+        (tmp_path / "index" / name / f"{'e' * 38}.json").write_text(json.dumps({"version": 3}))
+    (tmp_path / "index" / "ee").mkdir()  # the user's folders of such names
+    (tmp_path / "index" / "ee" / "notes.json").write_text("{}")
+    (tmp_path / "index" / "ff").write_text("")
     (tmp_path / "own" / f"v{version}").mkdir(parents=True)
+    (tmp_path / "own" / "ab").mkdir()
+    (tmp_path / "own" / "ab" / f"{'e' * 38}.json.bak").write_text("{}")
     (tmp_path / "list.txt").write_text("a.mp4\nb.mp4\n")
     (tmp_path / "link").symlink_to(tmp_path / "index")
     with caplog.at_level(logging.INFO, logger="mme"):
@@ -664,7 +674,10 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
     said = [r.getMessage() for r in caplog.records if "index version" in r.getMessage()]
     assert said == [f"{tmp_path / 'index'} holds frame indices of index version(s) {version - 2}, which this mme "
                     f"(index version {version}) does not read: v{version - 2}/ can be removed where no mme of that "
-                    f"version shares the folder"]
+                    f"version shares the folder",
+                    f"{tmp_path / 'index'} holds frame indices of an mme before index version 7, in 2 folder(s) of "
+                    f"two hex digits (0a/, 3f/), which this mme (index version {version}, in "
+                    f"v{version}/) does not read: they can be removed where no such mme shares the folder"]
     assert all(r.levelno == logging.INFO for r in caplog.records if "index version" in r.getMessage())
 
 

@@ -54,6 +54,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -923,27 +924,53 @@ def _warn_unwritable(index_dir: Path, why: str) -> None:
 
 def note_other_index_versions(index_dir: str | os.PathLike) -> None:
     """Say once per process and folder (INFO) which index versions other than this :data:`INDEX_VERSION` keep their
-    indices in ``index_dir`` (its ``v<version>/`` folders, :func:`_index_store`): this mme neither reads nor
-    removes them, as an mme of that version may share the folder; a folder that cannot be listed says nothing.
-    Called where a job takes its index folder (a dataset, mme check), in the main process: not by each loader
-    worker's reads."""
+    indices in ``index_dir`` (its ``v<version>/`` folders, :func:`_index_store`; an mme before them, of index version
+    6 or earlier, kept its own directly in the folder's two-hex-digit ones: :func:`_unversioned_indices`): this mme
+    neither reads nor removes them, as an mme of that version may share the folder; a folder that cannot be listed
+    says nothing. Called where a job takes its index folder (a dataset, mme check), in the main process: not by each
+    loader worker's reads."""
     _note_other_versions(os.path.realpath(index_dir))
 
 
 @functools.cache
 def _note_other_versions(index_dir: str) -> None:
+    others, unversioned = [], []
     try:
         with os.scandir(index_dir) as entries:
-            others = sorted(int(e.name[1:]) for e in entries
-                            if e.name[:1] == "v" and e.name[1:].isdigit() and int(e.name[1:]) != INDEX_VERSION
-                            and e.is_dir())
+            for e in entries:
+                if e.name[:1] == "v" and e.name[1:].isdigit() and int(e.name[1:]) != INDEX_VERSION and e.is_dir():
+                    others.append(int(e.name[1:]))
+                elif _unversioned_indices(e):
+                    unversioned.append(e.name)
     except OSError:
         return
     if others:
-        folders = ", ".join(f"v{version}/" for version in others)
+        folders = ", ".join(f"v{version}/" for version in sorted(others))
         log.info("%s holds frame indices of index version(s) %s, which this mme (index version %d) does not read: "
                  "%s can be removed where no mme of that version shares the folder", index_dir,
-                 ", ".join(map(str, others)), INDEX_VERSION, folders)
+                 ", ".join(map(str, sorted(others))), INDEX_VERSION, folders)
+    if unversioned:
+        shown = sorted(unversioned)[:3]
+        folders = ", ".join(f"{name}/" for name in shown) + (f" and {len(unversioned) - 3} more" if unversioned[3:]
+                                                             else "")
+        log.info("%s holds frame indices of an mme before index version 7, in %d folder(s) of two hex digits (%s), "
+                 "which this mme (index version %d, in v%d/) does not read: they can be removed where no such mme "
+                 "shares the folder", index_dir, len(unversioned), folders, INDEX_VERSION, INDEX_VERSION)
+
+
+def _unversioned_indices(entry: os.DirEntry) -> bool:
+    """Whether ``entry``, in an index folder, is a folder of indices an mme kept there before the ``v<version>/``
+    folders (index versions 1 to 6: ``DIR/<2 hex>/<38 hex>.json``), not a folder of the user's of such a name: one
+    that holds a file of such a name."""
+    if not re.fullmatch("[0-9a-f]{2}", entry.name):
+        return False
+    try:
+        if not entry.is_dir():
+            return False
+        with os.scandir(entry.path) as files:
+            return any(re.fullmatch(r"[0-9a-f]{38}\.json", f.name) and f.is_file() for f in files)
+    except OSError:
+        return False
 
 
 def _index_store(index_dir: str, name: str, version: tuple[int, ...]) -> Path:
