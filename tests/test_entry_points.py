@@ -86,6 +86,47 @@ def test_bench_targets_returns_the_figures_it_prints(tmp_path, capsys):
     assert "total / decode" in capsys.readouterr().out
 
 
+def test_bench_json_replaces_a_benchmarks_figures_never_a_file_it_reads_or_a_users(tmp_path, capsys):
+    """`mme bench <kind> --json F` replaced whatever F held after the work: the video it benchmarked (given as
+    --video, or a link to it) became JSON, a user's notes.txt too. Every kind refuses both in one line before any
+    work, the file as it was; a benchmark's own figures (of any kind) are replaced."""
+    import os
+
+    from videos import affine_video, write_video
+
+    from mme.cli import main
+
+    video = write_video(tmp_path / "v.mp4", affine_video(24, 64, 64, dx=1.0)[0])
+    held = video.read_bytes()
+    os.link(video, tmp_path / "hard.mp4")
+    (tmp_path / "r.yaml").write_text("model: {preset: tiny}\n")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    small = ["--frames", "4", "--size", "32"]
+    for kind, read in (("data", ["--video", str(video), "--workers", "0"]), ("targets", ["--video", str(video)]),
+                       ("pipeline", ["--video", str(video)]), ("train", ["--recipe", str(tmp_path / "r.yaml")]),
+                       ("flow", [])):
+        elsewhere = "; write the figures elsewhere"
+        for out, said in ((tmp_path / "hard.mp4", f"is {video}, the video benchmarked{elsewhere}"),
+                          (tmp_path / "r.yaml", f"is {tmp_path / 'r.yaml'}, the recipe timed{elsewhere}"),
+                          (tmp_path / "notes.txt", "already holds a file mme bench did not write (not a benchmark's "
+                                                   "figures); move it, or give another --json")):
+            if "timed" in said and kind != "train" or "benchmarked" in said and kind in ("train", "flow"):
+                continue
+            assert main(["bench", kind, "--json", str(out), *read, *(small if kind != "flow" else [])]) == 1
+            out_, err = capsys.readouterr()
+            assert err.splitlines() == [f"mme bench: error: --json {out}: {said}"] and out_ == "", (kind, err)
+    assert video.read_bytes() == held and (tmp_path / "notes.txt").read_text() == "mine\n"
+    assert (tmp_path / "r.yaml").read_text() == "model: {preset: tiny}\n"
+    figures = tmp_path / "b.json"
+    for _ in range(2):  # its own figures replaced
+        assert main(["bench", "targets", "--json", str(figures), "--video", str(video), "--repeat", "1", "--batch",
+                     "1", *small]) == 0
+    from mme.utils import is_bench_json
+
+    assert is_bench_json(figures) and json.loads(figures.read_text())["clip"] == "4x32x32"
+    assert not is_bench_json(tmp_path / "notes.txt") and not is_bench_json(video)
+
+
 def test_bench_data_returns_clips_per_second(tiny):
     from mme.data.bench import bench_data
 

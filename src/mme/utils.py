@@ -870,6 +870,54 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     return path
 
 
+def keep_what_is_read(out: Path, option: str, read: Iterable[tuple[str, str | Path | None]], written: str) -> None:
+    """Refuse an output ``out`` that is a file the command reads (``read``: what each is, and its path; None where
+    not given), the same file however reached (a link, a hard link, another spelling: :func:`same_file_as`): the
+    ``written`` would replace it (the video drawn, the video benchmarked)."""
+    is_out = same_file_as(out)
+    if is_out is None:
+        return
+    for what, path in read:
+        if is_out(path):
+            raise ConfigError(f"{option} {out}: is {path}, {what}; write the {written} elsewhere")
+
+
+def keep_others_file(out: Path, option: str, command: str, ours: Callable[[Path], bool], what: str,
+                     overwrite: bool | None = None) -> None:
+    """Refuse an output ``out`` that holds a file ``command`` did not write (``ours`` says whether it did; ``what``:
+    what its own are), which the output would replace: a user's notes, a video. ``overwrite``: the command's flag,
+    given (replaced) or not; None for a command that has none, which never replaces such a file."""
+    if overwrite or not out.is_file() or ours(out):
+        return
+    how = "give --overwrite to replace it, or" if overwrite is not None else "move it, or give"
+    raise ConfigError(f"{option} {out}: already holds a file {command} did not write (not {what}); {how} another "
+                      f"{option}")
+
+
+BENCH_KEYS = {"data": ("clips_per_s", "stages_ms"), "targets": ("ratio_total_decode", "step_makes"),
+              "flow": ("methods", "ranking"), "train": ("rows", "peaks"),
+              "pipeline": ("worker_ms_per_clip", "cores_needed")}
+"""Keys of the JSON of each kind of ``mme bench``, with ``cpu``, which all hold: what tells a benchmark's figures
+from another file at ``--json``."""
+
+
+def is_bench_json(path: str | Path) -> bool:
+    """Whether ``path`` holds the figures of an ``mme bench`` of any kind (:data:`BENCH_KEYS`)."""
+    held = read_json_object(path, ("cpu",))
+    return held is not None and any(all(key in held for key in keys) for keys in BENCH_KEYS.values())
+
+
+def check_bench_json(json_path: str | Path | None, read: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+    """Fail before a benchmark, not after it, where its ``--json`` (None: not given) cannot be written
+    (:func:`check_output`), is a file it reads (``read``: :func:`keep_what_is_read`), or holds a file that is not a
+    benchmark's figures (:func:`is_bench_json`), which the benches, without --overwrite, never replace."""
+    if not json_path:
+        return
+    out = check_output(json_path, "--json")
+    keep_what_is_read(out, "--json", read, "figures")
+    keep_others_file(out, "--json", "mme bench", is_bench_json, "a benchmark's figures")
+
+
 def _write_probe(folder: Path) -> None:
     """Make and remove an empty file in ``folder``: an OSError when files cannot be made there. Its name is
     unique: jobs sharing a PID (1 in containers) probe one folder at once."""

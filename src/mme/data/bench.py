@@ -27,7 +27,7 @@ from mme.data.synth import encode_h264
 from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.errors import ConfigError
-from mme.utils import atomic_write_json, atomic_write_text, check_output, cpu_name, sets_threads
+from mme.utils import atomic_write_json, atomic_write_text, check_bench_json, cpu_name, sets_threads
 
 
 def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -104,8 +104,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
     if len(set(workers)) < len(workers):  # the figures are keyed by the count: a repeat's would replace the first's
         raise ConfigError(f"--workers {' '.join(map(str, workers))}: give each count once (a repeated one is timed "
                           "again and only its last figure kept)")
-    if json_path:
-        check_output(json_path, "--json")  # before the benchmark, not after it
+    check_bench_json(json_path, [("the video benchmarked", video)])  # before the benchmark, not after it
     require_backend(backend, "--backend")  # before a video is made
     threads = threads or torch.get_num_threads()
     cv2.setNumThreads(threads)  # (the reference decodes here: OpenCV on the count printed; @sets_threads puts it back)

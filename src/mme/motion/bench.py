@@ -35,7 +35,7 @@ from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
 from mme.motion.targets import MOTION_TARGETS, TargetConfig, make_target_fn, token_geometry
 from mme.motion.tracks import track
 from mme.train.pretrain import make_step_targets
-from mme.utils import atomic_write_json, check_output, cpu_name, sets_threads
+from mme.utils import atomic_write_json, check_bench_json, cpu_name, sets_threads
 
 
 def _generated_video(folder: Path, frames: int) -> str:
@@ -135,8 +135,7 @@ def bench_targets(video: str | None = None, frames: int = 16, stride: int = 4, s
                   threads: int | None = 1, batch: int = 8, json_path: str | None = None) -> dict:
     """``mme bench targets``: :func:`run`, printed as a table (and written to ``json_path``); returns the
     figures."""
-    if json_path:
-        check_output(json_path, "--json")  # before the benchmark, not after it
+    check_bench_json(json_path, [("the video benchmarked", video)])  # before the benchmark, not after it
     r = run(video, frames, stride, size, length, kind, repeat, threads, flow or DEFAULT_FLOW, batch)
     print(f"mme bench targets: {r['clip']} stride {r['stride']}, target {r['kind']} L={r['track_length']}, "
           f"flow {r['flow']}, "

@@ -48,7 +48,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, METHODS, flow_available, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
-from mme.utils import atomic_write_json, check_output, cpu_name, sets_threads
+from mme.utils import atomic_write_json, check_bench_json, cpu_name, sets_threads
 
 MOTIONS: dict[str, dict[str, float]] = {
     "translate": {"vx": 2.3 / 224, "vy": -1.4 / 224},  # per frame, as a fraction of the frame side
@@ -330,8 +330,7 @@ def report(r: dict) -> str:
 def bench_flow(data: list[str] | None = None, sizes: list[int] | None = None, methods: list[str] | None = None,
                scenes: int = 4, repeat: int = 3, threads: int = 1, json_path: str | None = None) -> dict:
     """``mme bench flow``: :func:`run`, printed as tables (and written to ``json_path``); returns the figures."""
-    if json_path:
-        check_output(json_path, "--json")  # before the benchmark, not after it
+    check_bench_json(json_path)  # before the benchmark, not after it (its --data: folders)
     odd = [side for side in sizes or () if side % 2]
     if odd:
         raise ConfigError(f"--sizes {odd}: the analytic videos are H.264 (4:2:0), whose sides are even")

@@ -39,9 +39,10 @@ from mme.utils import (
     check_output,
     check_seed,
     error_reason,
+    keep_others_file,
+    keep_what_is_read,
     literal,
     literal_text,
-    same_file_as,
     writing,
 )
 
@@ -531,17 +532,6 @@ def _prediction_legend(heads: list[str]):
 PICTURES = (".png", ".gif", ".mp4")
 
 
-def _keep_what_is_read(out: Path, video: str, checkpoint: str | None) -> None:
-    """Refuse an ``out`` that is the video drawn or the checkpoint read (the same file however reached: a link, a
-    hard link, another spelling): the picture would replace it, and later runs read the drawing as a video."""
-    is_out = same_file_as(out)
-    if is_out is None:
-        return
-    for what, path in (("the video drawn", video), ("the checkpoint whose predictions are drawn", checkpoint)):
-        if is_out(path):
-            raise ConfigError(f"--out {out}: is {path}, {what}; write the picture elsewhere")
-
-
 def _drawn_by_viz(path: Path) -> bool:
     """Whether the file at ``path`` is a picture mme viz wrote: it holds :data:`DRAWN_BY`, read from its header, and
     the digest of the frames it decodes to (decoded only where the mark is there). A file that cannot be read as a
@@ -554,14 +544,6 @@ def _drawn_by_viz(path: Path) -> bool:
             return isinstance(mark, str) and mark.startswith(DRAWN_BY) and mark == f"{DRAWN_BY} {_digest(frames)}"
     except (OSError, ValueError, av.FFmpegError, Image.DecompressionBombError):
         return False
-
-
-def _keep_others_file(out: Path, overwrite: bool) -> None:
-    """Refuse, unless ``overwrite``, an ``out`` that holds a file mme viz did not write (another video of the
-    user's, a picture of theirs): the picture would replace it; one of viz's own is replaced."""
-    if not overwrite and out.is_file() and not _drawn_by_viz(out):
-        raise ConfigError(f"--out {out}: already holds a file mme viz did not write (not a picture of its own); give "
-                          "--overwrite to replace it, or another --out")
 
 
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
@@ -580,8 +562,10 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
     seed = check_seed(seed, "--seed")
     check_output(out, "--out")
-    _keep_what_is_read(out, video, checkpoint)
-    _keep_others_file(out, overwrite)
+    # the picture would replace what it draws, which later runs read as a video
+    keep_what_is_read(out, "--out", [("the video drawn", video),
+                                     ("the checkpoint whose predictions are drawn", checkpoint)], "picture")
+    keep_others_file(out, "--out", "mme viz", _drawn_by_viz, "a picture of its own", overwrite)  # viz's own replaced
     if checkpoint:
         given = [name for name, v in (("--length", length), ("--seed-stride", seed_stride)) if v is not None]
         if given:

@@ -54,7 +54,7 @@ from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, emulated, make_scaler
-from mme.utils import atomic_write_json, check_output, cpu_name, no_tf32, sets_threads
+from mme.utils import atomic_write_json, check_bench_json, cpu_name, no_tf32, sets_threads
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -266,8 +266,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     :data:`DEFAULT`), with the given values in their place. ``profile``: then where the time of each eager step,
     ours and the peer's at each precision, goes (:func:`profile_step`, one step each per round in turns, each
     part's best round)."""
-    if json_path:
-        check_output(json_path, "--json")  # before the benchmark, not after it
+    check_bench_json(json_path, [("the recipe timed", recipe)])  # before the benchmark, not after it
     dev = choose_device(device, option="--device")
     model_cfg, target_cfg, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
     c = model_cfg

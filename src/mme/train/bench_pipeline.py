@@ -38,7 +38,7 @@ from mme.train.config import PretrainConfig
 from mme.train.metrics import waiting_fraction
 from mme.train.precision import choose_device
 from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, check_output, cpu_name, keep_freed_memory, read_text, sets_threads
+from mme.utils import atomic_write_json, check_bench_json, cpu_name, keep_freed_memory, read_text, sets_threads
 
 VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
 
@@ -103,8 +103,7 @@ def bench_pipeline(video: str | None = None, size: int = 224, frames: int = 16, 
                    clips_per_s: float | None = None, workers: int = 2, steps: int = 12,
                    json_path: str | None = None) -> dict:
     """``mme bench pipeline`` (module docstring): prints the table and returns the figures."""
-    if json_path:
-        check_output(json_path, "--json")  # before the benchmark, not after it
+    check_bench_json(json_path, [("the video benchmarked", video)])  # before the benchmark, not after it
     device = choose_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
