@@ -1772,6 +1772,25 @@ def test_check_out_ending_in_a_separator_is_refused_not_written_as_a_file(tmp_pa
     assert not (tmp_path / "reports").exists()
 
 
+@pytest.mark.parametrize("index_dir", ["r.json", "./r.json", "r.json/idx"])
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_check_index_dir_that_is_its_out_or_under_it_is_refused_before_anything_is_made(index_dir, overwrite, tmp_path,
+                                                                                      capsys, monkeypatch):
+    """`mme check LIST --out r.json --index-dir r.json` made r.json a folder, then refused it as a file mme check did
+    not write; with --overwrite, an IsADirectoryError traceback after the whole decode. Refused in one line, however
+    the two are spelt, before any folder is made or video opened."""
+    write_video(tmp_path / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["check", "list.txt", "--out", "r.json", "--index-dir", index_dir, "--workers", "1",
+                     *overwrite]) == 1
+    under = "under " if index_dir.endswith("idx") else ""
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"mme check: error: --index-dir {index_dir}: is {under}--out r.json, a file to be written; give another "
+        "--index-dir"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "list.txt"]
+
+
 @pytest.mark.parametrize("bad", ["a file", "missing"])
 @pytest.mark.parametrize("command", ["check", "extract", "embed", "probe", "lists"])
 def test_a_root_that_is_not_a_folder_is_refused_before_any_work(command, bad, tmp_path, capsys):

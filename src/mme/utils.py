@@ -870,6 +870,16 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     return path
 
 
+def check_apart(file: str | Path, file_option: str, folder: str | Path, folder_option: str) -> None:
+    """Refuse, before either is made, a ``folder`` output that is the ``file`` output or under it (``--index-dir`` the
+    report's ``--out``): the folder made would take the file's name, and the file could not be written after the
+    work. Each named however it is reached (a link, another spelling)."""
+    at, inside = Path(os.path.realpath(file)), Path(os.path.realpath(folder))
+    if at == inside or at in inside.parents:
+        raise ConfigError(f"{folder_option} {folder}: is {'' if at == inside else 'under '}{file_option} {file}, a "
+                          f"file to be written; give another {folder_option}")
+
+
 def keep_what_is_read(out: Path, option: str, read: Iterable[tuple[str, str | Path | None]], written: str) -> None:
     """Refuse an output ``out`` that is a file the command reads (``read``: what each is, and its path; None where
     not given), the same file however reached (a link, a hard link, another spelling: :func:`same_file_as`): the

@@ -32,6 +32,7 @@ from mme.errors import ConfigError, DataError
 from mme.utils import (
     absolute_path,
     atomic_write_text,
+    check_apart,
     check_output,
     command_option,
     error_reason,
@@ -1634,6 +1635,7 @@ def check_lists(list_files: list[str | Path], root: str | Path, report_path: str
     check_root(root, "--root")
     check_output(report_path, "--out")
     if index_dir is not None:
+        check_apart(report_path, "--out", index_dir, "--index-dir")
         check_output(index_dir, "--index-dir", folder=True)
         note_other_index_versions(index_dir)
     read = _read_lists(list_files, root)

@@ -44,6 +44,7 @@ from mme.train import run_folder
 from mme.utils import (
     atomic_path,
     atomic_write_json,
+    check_apart,
     check_count,
     check_folder_held,
     check_output,
@@ -616,6 +617,8 @@ def check_embed_options(outs: list[Path], backend: str = "pyav", device: str = "
     for out in outs:
         check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
     if index_dir is not None:
+        for out in outs:
+            check_apart(out, "--out", index_dir, "--index-dir")
         check_output(index_dir, "--index-dir", folder=True)
     return on, counts
 
