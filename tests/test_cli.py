@@ -303,6 +303,38 @@ def test_bad_pictures_and_outputs_are_refused_before_the_work(tmp_path, capsys):
     assert not (tmp_path / "d" / "data").exists()  # the demo stopped before making its data
 
 
+@pytest.mark.parametrize("command", ["viz", "export", "export-folder", "embed"])
+def test_a_file_out_ending_in_a_separator_is_refused_where_the_command_takes_its_path_first(command, tmp_path, capsys,
+                                                                                           monkeypatch):
+    """check_output refuses a file option ending in a separator, but viz, export and embed made it a Path first,
+    which drops the '/': `mme viz V --out pics.png/` wrote a file pics.png, `mme export CK x.safetensors/ --format
+    safetensors` a file x.safetensors (`exports/`: exports.safetensors). Refused in one line (mme.utils.file_path),
+    nothing written."""
+    import torch
+    from videos import affine_video, write_video
+
+    from mme.models import HeadSpec, MaskedAutoencoder, ModelConfig
+
+    monkeypatch.chdir(tmp_path)
+    write_video(tmp_path / "v.mp4", affine_video(8, 32, 32, dx=1.0, seed=0)[0])
+    cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=64, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1,
+                      decoder_heads=2)
+    torch.save({"model": MaskedAutoencoder(cfg, [HeadSpec("pixel", 2 * 16 * 16 * 3)]).state_dict()}, "c.pth")
+    (tmp_path / "list.txt").write_text("v.mp4\n")
+    export = ["export", "c.pth", "--format", "safetensors", "--img-size", "32", "--num-frames", "4", "--num-heads",
+              "1", "--decoder-heads", "2"]
+    out, argv, option = {"viz": ("pics.png/", ["viz", "v.mp4", "--out", "pics.png/", "--size", "32"], "--out"),
+                         "export": ("x.safetensors/", [*export[:2], "x.safetensors/", *export[2:]], "out"),
+                         "export-folder": ("exports/", [*export[:2], "exports/", *export[2:]], "out"),
+                         "embed": ("f.npy/", ["embed", "c.pth", "list.txt", "--out", "f.npy/", "--img-size", "32",
+                                              "--num-frames", "4"], "--out")}[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme {argv[0]}: error: {option} {out}: ends in '/', a folder's name; give a file name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
     """``mme -v`` set the root logger to debug: a two-step run wrote about 2,100 lines of matplotlib's (findfont,
     for the loss curve's picture) around its own few."""

@@ -834,20 +834,29 @@ def command_path(path: str | Path) -> str:
     return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
+def file_path(path: str | Path, option: str) -> Path:
+    """The file a file option names, as a ``Path``; a ConfigError naming ``option`` where ``Path`` would name another:
+    ``path`` given ending in a separator (``reports/``, a folder's name, whose separator ``Path`` drops: a file of the
+    folder's name would be written), or empty (an unset shell variable, which ``Path`` takes for the working folder).
+    For a command that needs the Path before :func:`check_output` (its suffix), which checks the same."""
+    if isinstance(path, str) and not path:
+        raise ConfigError(f"{option} is empty; give a file name")
+    if isinstance(path, str) and path.endswith(("/", os.sep)):
+        raise ConfigError(f"{option} {path}: ends in '{path[-1]}', a folder's name; give a file name")
+    return Path(path)
+
+
 def check_output(path: str | Path, option: str, folder: bool = False, make: bool = True) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
-    reason (a folder where a file is wanted or the reverse, a place that is not a writable folder). Creates the
-    folder (``folder``) or the file's folder; ``make=False`` checks only what needs nothing made, for a command
-    that makes the folder once its inputs are read (a refused run leaves none). A file ``path`` that is there, its
-    links followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds,
-    and the atomic write replaces it (:func:`atomic_path`). A file ``path`` given ending in a separator names a
-    folder (``reports/``): refused, where ``Path`` would drop the separator and write a file of the folder's name. An
-    empty ``path`` (an unset shell variable) is refused, where ``Path`` would take it for the working folder."""
-    if isinstance(path, str) and not path:
-        raise ConfigError(f"{option} is empty; give a {'folder' if folder else 'file'} name")
-    if not folder and isinstance(path, str) and path.endswith(("/", os.sep)):
-        raise ConfigError(f"{option} {path}: ends in '{path[-1]}', a folder's name; give a file name")
-    path = Path(path)
+    reason (a folder where a file is wanted or the reverse, a place that is not a writable folder, a file name that
+    :func:`file_path` refuses: ``reports/``, an empty one; an empty folder name too). Creates the folder
+    (``folder``) or the file's folder; ``make=False`` checks only what needs nothing made, for a command that makes
+    the folder once its inputs are read (a refused run leaves none). A file ``path`` that is there, its links
+    followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds, and the
+    atomic write replaces it (:func:`atomic_path`)."""
+    if folder and isinstance(path, str) and not path:
+        raise ConfigError(f"{option} is empty; give a folder name")
+    path = Path(path) if folder else file_path(path, option)
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; a folder is needed")
     if not folder and path.is_dir():

@@ -49,6 +49,7 @@ from mme.utils import (
     check_folder_held,
     check_output,
     error_reason,
+    file_path,
     flag,
     read_text,
     remove_stale_temps,
@@ -682,7 +683,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
     from mme.models.config import DEFAULT_NORM_EPS
     from mme.train import distributed as dist
 
-    out = Path(out)
+    out = file_path(out, "--out")
     on = checked_on
     if on is None:
         check_root(root, "--root")

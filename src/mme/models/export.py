@@ -40,6 +40,7 @@ from mme.utils import (
     atomic_path,
     check_output,
     file_identity,
+    file_path,
     flag,
     json_text,
     remove_stale_temps,
@@ -294,7 +295,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
                           "(--format hf --kind classification) only")
     if format not in ("hf", "mme", "safetensors"):
         raise CheckpointError(f"unknown export format {format!r}; available: hf, mme, safetensors")
-    out = Path(out)
+    out = file_path(out, "out") if format == "safetensors" else Path(out)  # (a file: x.safetensors/ refused)
     if format == "safetensors" and out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     if format in ("mme", "hf") and out.suffix == ".safetensors":

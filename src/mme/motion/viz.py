@@ -39,6 +39,7 @@ from mme.utils import (
     check_output,
     check_seed,
     error_reason,
+    file_path,
     keep_others_file,
     keep_what_is_read,
     literal,
@@ -556,7 +557,7 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
     draws the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
     given); prints and returns the path written. A file at ``out`` that is not a picture of viz's is replaced only
     with ``overwrite``; the video drawn or the checkpoint read, never."""
-    out = Path(out)
+    out = file_path(out, "--out")  # (not Path: pics.png/ would write a file pics.png)
     kind = out.suffix.lower()
     if kind not in PICTURES:
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
