@@ -335,6 +335,24 @@ def test_a_file_out_ending_in_a_separator_is_refused_where_the_command_takes_its
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("argv", [["viz", "missing.mp4", "--out", "figs/run1/x.png"],
+                                  ["bench", "targets", "--video", "missing.mp4", "--json", "reps/a/b.json"],
+                                  ["check", "empty.txt", "--index-dir", "idx/k400"],
+                                  ["check", "empty.txt", "--out", "reports/a/check.json"],
+                                  ["export", "missing.pt", "exports/a/x.safetensors", "--format", "safetensors"]])
+def test_a_refused_command_leaves_no_empty_folder_it_made_for_its_output(argv, tmp_path, capsys, monkeypatch):
+    """check_output makes an output's folders before the inputs are read: `mme viz missing.mp4 --out
+    figs/run1/x.png` left figs/run1, `bench targets --video missing --json reps/a/b.json` reps/a, `mme check EMPTY
+    --index-dir idx` idx. Every command runs in mme.utils.removing_made_folders, which removes those it made, empty,
+    when it fails; a folder that was there stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "idx").mkdir()  # the user's: stays, its new sub-folder goes
+    assert main(argv) == 1
+    assert "error: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "idx"] and not any((tmp_path / "idx").iterdir())
+
+
 def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
     """``mme -v`` set the root logger to debug: a two-step run wrote about 2,100 lines of matplotlib's (findfont,
     for the loss curve's picture) around its own few."""

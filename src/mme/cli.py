@@ -742,7 +742,7 @@ def _main(argv: list[str] | None) -> int:
             rank = _ranks()[0]  # (torchrun stops the other ranks of one that failed)
             return _stopped("mme" + (f" (rank {rank})" if rank else ""), "",
                             signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-    from mme.utils import process_group_up
+    from mme.utils import process_group_up, removing_made_folders
 
     group_before = process_group_up()
     who = f"mme {args.command}"
@@ -759,7 +759,8 @@ def _main(argv: list[str] | None) -> int:
                               f"share their work over ranks")
         with sigterm_as_interrupt(), StageStops() as stops:  # (not around the error's line and the teardown below:
             # a second SIGTERM there, as torchrun sends, would cut them short with a traceback)
-            status = int(args.func(args) or 0)
+            with removing_made_folders():  # a refused or failed command leaves no empty folder made for its output
+                status = int(args.func(args) or 0)
         if stops.received is None:
             return status
         # a signal whose exception Python dropped (raised in a garbage collector's callback)

@@ -850,8 +850,9 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
     """Fail now, not after the work, when ``path`` cannot be written: a ConfigError naming ``option`` and the
     reason (a folder where a file is wanted or the reverse, a place that is not a writable folder, a file name that
     :func:`file_path` refuses: ``reports/``, an empty one; an empty folder name too). Creates the folder
-    (``folder``) or the file's folder; ``make=False`` checks only what needs nothing made, for a command that makes
-    the folder once its inputs are read (a refused run leaves none). A file ``path`` that is there, its links
+    (``folder``) or the file's folder, removed where a :func:`removing_made_folders` block around fails with them
+    empty; ``make=False`` checks only what needs nothing made, for a command that makes the folder once its inputs
+    are read. A file ``path`` that is there, its links
     followed, is a regular file: a pipe or a link to one (``/dev/stdout``) blocks a read of what it holds, and the
     atomic write replaces it (:func:`atomic_path`)."""
     if folder and isinstance(path, str) and not path:
@@ -871,12 +872,45 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
         raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
     if not make:
         return path
+    new = [p for p in (where, *where.parents) if not p.exists()]
     try:
         where.mkdir(parents=True, exist_ok=True)
         _write_probe(where)
     except OSError as e:
         raise ConfigError(f"{option} {path}: cannot be written ({error_reason(e)})") from e
+    finally:
+        for made in _made.scopes:
+            made += [Path(os.path.abspath(p)) for p in new if p.is_dir()]
     return path
+
+
+class _Made(threading.local):
+    """The blocks of :func:`removing_made_folders` open in this thread, innermost last: each one's folders made."""
+
+    def __init__(self):
+        self.scopes: list[list[Path]] = []
+
+
+_made = _Made()
+
+
+@contextlib.contextmanager
+def removing_made_folders() -> Iterator[list[Path]]:
+    """The folders :func:`check_output` makes for outputs inside the block (the list yielded), removed where the
+    block raises, the deepest first, where they hold nothing: a refused or failed command leaves none of the empty
+    folders it made before reading its inputs (``figs/run1`` of ``--out figs/run1/x.png``); one that holds its
+    output, or what another job wrote there meanwhile, stays. ``mme``'s commands each run in one."""
+    made: list[Path] = []
+    _made.scopes.append(made)
+    try:
+        yield made
+    except BaseException:
+        for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    finally:
+        _made.scopes.pop()
 
 
 def check_apart(file: str | Path, file_option: str, folder: str | Path, folder_option: str) -> None:

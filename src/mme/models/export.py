@@ -44,6 +44,7 @@ from mme.utils import (
     flag,
     json_text,
     remove_stale_temps,
+    removing_made_folders,
     write_safetensors,
     writing,
 )
@@ -302,24 +303,20 @@ def export(src: str | os.PathLike, out: str | os.PathLike, format: str = "mme", 
         raise CheckpointError(f"{out}: --format {format} writes a directory; use --format safetensors for one file "
                               "(ours), or a name without .safetensors")
     _check_replaced(src, out, format != "safetensors", overwrite)
-    where = out if format != "safetensors" else out.parent
-    made = [p for p in (where, *where.parents) if not p.exists()]  # the folders check_output makes
-    check_output(out, "out", folder=format != "safetensors")
-    given_as = {k: flag(k) for k in (*convert_config.HEAD_WIDTHS, *CLIP)}  # (read_checkpoint's hints, as its flags)
-    try:
-        if format == "hf":
-            path = export_hf(src, out, kind or "model", norm_pix, classes, given_as=given_as, **hints)
-        else:
-            ck = _as_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
-            path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
-    except BaseException:  # nothing exported: none of its files left, nor the folders made for them
-        if made:
-            for file in [out] if format == "safetensors" else [out / name for name in FOLDER_FILES]:
-                with contextlib.suppress(OSError):
-                    file.unlink(missing_ok=True)
-            for folder in made:  # bottom up; one that holds what another job wrote meanwhile stays
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-        raise
+    with removing_made_folders() as made:  # nothing exported: none of its files left, nor the folders made for them
+        check_output(out, "out", folder=format != "safetensors")
+        given_as = {k: flag(k) for k in (*convert_config.HEAD_WIDTHS, *CLIP)}  # (read_checkpoint's hints, as flags)
+        try:
+            if format == "hf":
+                path = export_hf(src, out, kind or "model", norm_pix, classes, given_as=given_as, **hints)
+            else:
+                ck = _as_checkpoint(src, encoder_only=kind == "model", given_as=given_as, **hints)
+                path = _write_ours(_checked(select_part(ck, kind) if kind else ck), out)
+        except BaseException:  # its files, where folders were made for them; those folders, by removing_made_folders
+            if made:
+                for file in [out] if format == "safetensors" else [out / name for name in FOLDER_FILES]:
+                    with contextlib.suppress(OSError):
+                        file.unlink(missing_ok=True)
+            raise
     log.info("exported %s -> %s (%s)", src, path, format)
     return path
