@@ -1135,6 +1135,27 @@ def test_kinetics_csv_layouts(tmp_path):
         from_kinetics([tmp_path / "latin1.csv"])
 
 
+@pytest.mark.parametrize("held", ['{"x": "mine"}\n', "my notes\n", "[]\n"])
+def test_lists_refuses_a_classes_json_that_is_no_class_map_as_synth_does(held, tmp_path, capsys):
+    """`mme lists folder VIDEOS --out l3` replaced a user's l3/classes.json ({"x": "mine"}) without a word, where
+    mme synth refuses the same: refused in one line before any list is written, the file as it was; a class map
+    (mme's own, or a {name: id} map) is replaced as before."""
+    for name in ("cls", "c2"):
+        (tmp_path / "vids" / name).mkdir(parents=True)
+        write_video(tmp_path / "vids" / name / "a.mp4", affine_video(T=4, H=32, W=32)[0])
+    out = tmp_path / "l3"
+    out.mkdir()
+    (out / "classes.json").write_text(held)
+    assert cli_main(["lists", "folder", str(tmp_path / "vids"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme lists: error: --out {out}: holds classes.json, which is not a readable class map (a JSON list of class "
+        "names, or a {name: id} map) and would be replaced; move it, or choose another --out")
+    assert sorted(p.name for p in out.iterdir()) == ["classes.json"] and (out / "classes.json").read_text() == held
+    (out / "classes.json").write_text('{"c2": 1, "cls": 0}\n')  # a class map: replaced
+    assert cli_main(["lists", "folder", str(tmp_path / "vids"), "--out", str(out)]) == 0
+    assert json.loads((out / "classes.json").read_text()) == ["c2", "cls"]
+
+
 def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):
     """val.csv built after train.csv into the same --out: before, its ids came from its own labels (zumba 1, not
     2) and it replaced train's classes.json without a word; now refused, and --classes keeps train's ids."""

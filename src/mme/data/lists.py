@@ -1413,16 +1413,19 @@ def _replacing(path: Path, text: str) -> None:
 
 
 def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> None:
-    """Refuse to replace a ``classes.json`` of ``out_dir`` that numbers classes otherwise while lists of other
-    splits than this build's remain there: they would keep its ids under the new map's names."""
+    """Refuse to replace a ``classes.json`` of ``out_dir`` that is no class map (:func:`read_classes`: a file of
+    the user's, as mme synth refuses one), or that numbers classes otherwise while lists of other splits than this
+    build's remain there: they would keep its ids under the new map's names."""
     path = out_dir / "classes.json"
     if not classes or not path.is_file():  # a build without labels writes none
         return
     try:
         if read_classes(path) in ([], classes):
             return
-    except DataError:  # unreadable: it numbers nothing
-        return
+    except DataError as e:  # unreadable as a class map: not one mme wrote
+        raise DataError(f"--out {out_dir}: holds classes.json, which is not a readable class map (a JSON list of "
+                        "class names, or a {name: id} map) and would be replaced; move it, or choose another "
+                        "--out") from e
     left = sorted(f.name for f in out_dir.glob("*.txt") if f.stem not in splits and _labelled_list(f))
     if not left:
         return
