@@ -161,6 +161,24 @@ def test_same_seed_same_bytes_whatever_the_workers_threads_process_or_simd_level
     assert (a.root / files[-1]).read_bytes() != (c.root / files[-1]).read_bytes()
 
 
+@pytest.mark.skipif(os.cpu_count() < 2, reason="one CPU: its count and its affinity agree")
+def test_synth_defaults_its_workers_to_the_cpus_it_may_run_on(tmp_path, monkeypatch):
+    """`mme synth` without --workers started os.cpu_count() processes, the machine's, under taskset or a Slurm
+    share of one CPU too: it starts as many as the process's affinity allows (mme.utils.usable_cores)."""
+    from mme.data import synth
+
+    used, real = [], synth.in_workers
+    monkeypatch.setattr(synth, "in_workers", lambda fn, jobs, workers, *rest: used.append(workers) or real(
+        fn, jobs, workers, *rest))
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        d = generate_synth(tmp_path, seed=3, **SAME_BYTES)
+    finally:
+        os.sched_setaffinity(0, before)
+    assert used == [1] and len(read_list(d.lists["train"])[0]) > 0
+
+
 def test_synth_in_this_process_leaves_opencvs_threads_and_ipp_as_it_found_them(tmp_path):
     """With fewer than two workers synth renders in the caller's process, on one OpenCV thread without IPP: the
     caller's settings are put back (IPP off changes the DIS flow of a later run's tracks in that process)."""

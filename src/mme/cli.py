@@ -164,7 +164,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                         "mid-grey, or occluding shaded ellipses with photographs' heavy-tailed edges (dead_leaves)")
     p.add_argument("--objects", type=count(0), default=None,
                    help="distractor objects that move on their own over the view (default 0)")
-    p.add_argument("--workers", type=count(), default=None, help="processes (default: CPU count)")
+    p.add_argument("--workers", type=count(), default=None,
+                   help="processes (default: the CPUs this process may run on: its affinity, taskset's or Slurm's)")
     _calls(p, "mme.data.synth:generate_synth", outcome=lambda d: print(d.summary()))
 
 

@@ -995,6 +995,16 @@ def env_int(name: str, default: int, least: int = 0) -> int:
     return value
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a scheduler's share), split between the
+    ranks that torchrun starts on this node."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // env_int("LOCAL_WORLD_SIZE", 1, least=1))
+
+
 def launch_ranks() -> tuple[int, int]:
     """``(RANK, WORLD_SIZE)`` as torchrun set them, ``(0, 1)`` without; anything but ``0 <= RANK < WORLD_SIZE``
     is a ConfigError naming the variables (a rank out of range would wait for its group forever)."""

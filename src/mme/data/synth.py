@@ -54,7 +54,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -79,6 +78,7 @@ from mme.utils import (
     opencv_settings,
     remove_stale_temps,
     removing,
+    usable_cores,
 )
 
 MOTIONS = ("object", "scene")
@@ -612,7 +612,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     a smooth, sub-pixel camera sway shared by object and background (:func:`sway_at`); ``motion``: "object" or
     "scene" (what the class motion moves); ``texture``: "two_colour", "high_contrast" or "dead_leaves" (see
     ``_texture``); ``objects``: distractors that move on their own (:func:`draw_movers`); ``workers``: processes
-    (default: CPU count; the bytes do not depend on it).
+    (default: the CPUs this process may run on, :func:`mme.utils.usable_cores`; the bytes do not depend on it).
     """
     d = synth_design(preset, num_classes=num_classes, videos_per_class=videos_per_class, size=size,
                      num_frames=num_frames, fps=fps, seed=seed, splits=None if splits is None else tuple(splits),
@@ -633,7 +633,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
             jobs.append((str(root), rel, label, k, d["size"], d["num_frames"], d["fps"], d["seed"],
                          d["camera_jitter"], d["motion"], d["texture"], d["objects"], made.get(rel)))
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = usable_cores()
     # what a killed run was writing (its videos and records), which the same command's rerun makes again
     remove_stale_temps([*(root / rel for rel in split_of),
                         *(root / name for name in (*RECORDED, "classes.json", PROGRESS, LISTS_WRITTEN))])

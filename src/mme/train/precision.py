@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
-from mme.utils import cpu_features, env_int, error_reason, warn_if_mkl_not_strict
+from mme.utils import cpu_features, error_reason, usable_cores, warn_if_mkl_not_strict
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +83,6 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool({"AVX512-BF16", "AMX"} & set(cpu_features()))
     return False
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity: a container's or a scheduler's share), split between the
-    ranks that torchrun starts on this node."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity outside Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // env_int("LOCAL_WORLD_SIZE", 1, least=1))
 
 
 def choose_threads(threads: int | None, device: torch.device, workers: int) -> tuple[int, str]:
