@@ -11,6 +11,8 @@ import logging
 import os
 import re
 import struct
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -394,6 +396,41 @@ def test_frames_decoded_on_a_gpu_convert_to_the_bytes_of_the_cpu_decode(tmp_path
             np.testing.assert_array_equal(rgb24(down, rgb, planar), ref)
             straight.append(int(np.abs(down.to_ndarray(format="rgb24").astype(np.int16) - ref).max()))
     assert len(straight) == 6 and (max(straight) > 0) == (downloaded == "nv12"), straight
+
+
+THREADED_READS = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from mme.data.video import open_video
+path, index_dir, ref = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+reader = open_video(path, threads=1, index_dir=index_dir)
+rng = np.random.default_rng(0)
+reads = [np.sort(rng.choice(len(ref), 8, replace=False)) for _ in range(48)]
+with ThreadPoolExecutor(4) as pool:
+    same = list(pool.map(lambda idx: bool(np.array_equal(reader.read(idx), ref[idx])), reads))
+print(json.dumps({"same": same, "seeking": reader.seeking, "reason": reader.seeking_reason}))
+"""
+
+
+def test_one_reader_read_from_four_threads_gives_the_frames_of_a_sequential_decode_and_keeps_seeking(tmp_path,
+                                                                                                     clip_frames):
+    """A reader shared by threads (a thread pool's reads) reads once at a time: before, the reads decoded from one
+    container at once, which crashed the process (SIGSEGV) or gave other frames, and the disagreement turned the file
+    sequential in the index folder for good. Run in a process of its own, which a crash ends alone."""
+    path = tmp_path / "gop.mp4"
+    write_gop_video(path, clip_frames, "libx264", {"preset": "medium", "g": "8", "bf": "3", "crf": "20"})
+    np.save(tmp_path / "ref.npy", decode_all(path))
+    index_dir = tmp_path / "index"
+    done = subprocess.run([sys.executable, "-c", THREADED_READS, str(path), str(index_dir), str(tmp_path / "ref.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["same"] == [True] * 48 and result["seeking"] == "seek", result
+    pyav_reader._pyav_index.cache_clear()
+    with open_video(path, index_dir=index_dir) as reader:  # the stored verdict
+        assert reader.seeking == "seek" and reader.seeking_reason == ""
+        np.testing.assert_array_equal(reader.read([49, 3, 20]), decode_all(path)[[49, 3, 20]])
 
 
 def test_a_reader_is_freed_when_its_last_reference_goes(tmp_path, clip_frames):

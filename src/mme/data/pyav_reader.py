@@ -55,6 +55,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,10 +382,11 @@ class PyAVReader(VideoReader):
         """The file's display matrix, kept with its index: its first frame's, decoded when the file was indexed
         (:func:`read_display_matrix` where that decode gave no frame)."""
         index = self._index
-        if index.display is None:
-            index.display = tuple(read_display_matrix(self.path) or ())
-            index.save()
-        return index.display or None
+        with index.lock:
+            if index.display is None:
+                index.display = tuple(read_display_matrix(self.path) or ())
+                index.save()
+            return index.display or None
 
     @property
     def seeking(self) -> str:
@@ -559,7 +561,7 @@ class PyAVReader(VideoReader):
             if frame.is_corrupt:
                 self._distrust(_concealed(pos), one_thread=True)
                 return False
-            index.proven = max(index.proven, pos + 1)
+            index.prove(pos + 1)
             if pos in out.slot:
                 out.put(pos, self._to_rgb(frame))
             self._pos += 1
@@ -630,7 +632,7 @@ class PyAVReader(VideoReader):
                     return self._read_counting(indices, damaged, each, prove)
             if prove and why is None:
                 if self._pos < len(index.pts) and frame.pts == index.pts[self._pos]:
-                    index.proven = max(index.proven, self._pos + 1)
+                    index.prove(self._pos + 1)
                 else:
                     why = (f"frame {self._pos} came out with timestamp {frame.pts}, the index says "
                            f"{index.pts[self._pos] if self._pos < len(index.pts) else 'no more frames'}")
@@ -662,6 +664,10 @@ class PyAVReader(VideoReader):
         every reader decodes it on one thread, a file read by counting already too), and
         ``display``: the file's display matrix (phone videos; None without), which reads apply only with
         ``data.orientation=display``."""
+        with self._lock:
+            return self._check(probes)
+
+    def _check(self, probes: int) -> dict:
         damaged: set[int] = set()
         index = self._index
         idx = np.array([self.num_frames - 1])
@@ -701,18 +707,20 @@ class PyAVReader(VideoReader):
         decodes on one thread too (:attr:`_Index.one_thread`, a file sequential already too), as for concealed
         frames, which FFmpeg conceals otherwise from one read to the next on frame threads."""
         index = self._index
-        if index.mode != "sequential":
-            timestamps, count_one_thread = _decoded_timestamps(self.path, index.packets, indexing=False)
-            log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
-                        self.path, why)
-            index.mode, index.reason, index.num_frames = "sequential", why, len(timestamps)
-            index.one_thread = count_one_thread
-        index.one_thread = index.one_thread or one_thread
+        with index.lock:  # another reader of the file, in another thread, finds the same: counted once
+            if index.mode != "sequential":
+                timestamps, count_one_thread = _decoded_timestamps(self.path, index.packets, indexing=False)
+                log.warning("%s: timestamps unreliable (%s); its frames are counted from the start of the decode",
+                            self.path, why)
+                index.mode, index.reason, index.num_frames = "sequential", why, len(timestamps)
+                index.one_thread = count_one_thread
+            index.one_thread = index.one_thread or one_thread
         self.num_frames = index.num_frames
 
     def close(self) -> None:
-        if self._container is not None:
-            self._container.close()
+        with self._lock:
+            if self._container is not None:
+                self._container.close()
 
 
 def _concealed(pos: int) -> str:
@@ -825,6 +833,14 @@ class _Index:
     video's size where its codec parameters give none (:class:`PyAVReader`)."""
     stored: tuple | None = None
     """:meth:`state` as last written to ``store``."""
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    """Held by each change to the index, by any of the readers of its file (they share it: :func:`_pyav_index`),
+    in any thread, and by :meth:`save`."""
+
+    def prove(self, frames: int) -> None:
+        """Frames 0 .. ``frames``-1 proven (:attr:`proven`)."""
+        with self.lock:
+            self.proven = max(self.proven, frames)
 
     @functools.cached_property
     def key_set(self) -> frozenset[int]:
@@ -842,14 +858,15 @@ class _Index:
         on the folder's :data:`INDEX_LOCK`, so that no other process's write lands between the read and the
         replace, to be lost. A store that cannot be written is dropped with a warning: the index stays this
         process's."""
-        if self.store is None or self.stored == self.state():
-            return
-        try:
-            with exclusive_lock(self.store.parent / INDEX_LOCK):
-                self._join_and_write()
-        except OSError as e:
-            _warn_unwritable(_index_dir_of(self.store), error_reason(e))
-            self.store = None
+        with self.lock:
+            if self.store is None or self.stored == self.state():
+                return
+            try:
+                with exclusive_lock(self.store.parent / INDEX_LOCK):
+                    self._join_and_write()
+            except OSError as e:
+                _warn_unwritable(_index_dir_of(self.store), error_reason(e))
+                self.store = None
 
     def _join_and_write(self) -> None:
         """:meth:`save`'s join with the stored index and its write, under the lock."""

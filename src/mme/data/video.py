@@ -288,7 +288,8 @@ class _OpenCVReader(VideoReader):
         return out.frames
 
     def close(self) -> None:
-        self._cap.release()
+        with self._lock:
+            self._cap.release()
 
 
 def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:

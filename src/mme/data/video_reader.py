@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,19 +97,27 @@ class VideoReader:
     """Whether a read may still find ``num_frames`` wrong and raise FrameCountChanged (PyAV's count of packets that
     no decode has proven yet); other backends' counts are their own, never corrected."""
 
+    def __new__(cls, *args, **kwargs):
+        reader = super().__new__(cls)
+        reader._lock = threading.RLock()
+        """Held by each read, orientation and close: one reader used from several threads reads once at a time (its
+        decoder, container and position are one; two reads at once crashed the process, or gave other frames)."""
+        return reader
+
     def read(self, indices, each: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Frames at ``indices`` in the given order, uint8 ``(N, H, W, 3)``; ``each``: applied to every frame as it
         is decoded, its results returned instead, ``(N, ...)``: a read then holds its frames at the size ``each``
         makes (a crop, a resize), not at the video's (56 frames of a 4K video: 1.3 GB)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size == 0:
-            W, H = self.size
-            return np.zeros((0, H, W, 3), np.uint8)
-        if idx.min() < 0 or idx.max() >= self.num_frames:
-            raise video_error(self.path, "index out of range",
-                              f"asked for {idx.min()}..{idx.max()}, the video has {self.num_frames} frames")
-        unique, inverse = np.unique(idx, return_inverse=True)
-        frames = self._read_sorted(unique, self._each_turned(each))  # (U, ...)
+        with self._lock:
+            if idx.size == 0:
+                W, H = self.size
+                return np.zeros((0, H, W, 3), np.uint8)
+            if idx.min() < 0 or idx.max() >= self.num_frames:
+                raise video_error(self.path, "index out of range",
+                                  f"asked for {idx.min()}..{idx.max()}, the video has {self.num_frames} frames")
+            unique, inverse = np.unique(idx, return_inverse=True)
+            frames = self._read_sorted(unique, self._each_turned(each))  # (U, ...)
         return frames if len(unique) == len(idx) and np.array_equal(unique, idx) else frames[inverse]
 
     def display_matrix(self) -> tuple[int, ...] | None:
@@ -119,9 +128,10 @@ class VideoReader:
 
     def orient(self, turn: tuple[bool, bool, bool]) -> None:
         """Return frames turned by ``turn`` from now on (:func:`display_turn`); ``size`` becomes the turned one."""
-        if turn[0] != self.turn[0]:
-            self.size = self.size[::-1]
-        self.turn = turn
+        with self._lock:
+            if turn[0] != self.turn[0]:
+                self.size = self.size[::-1]
+            self.turn = turn
 
     def _each_turned(self, each: Callable[[np.ndarray], np.ndarray] | None
                      ) -> Callable[[np.ndarray], np.ndarray] | None:
