@@ -554,6 +554,31 @@ def test_a_script_extracting_with_workers_without_a_main_guard_is_told_to_add_it
     assert not list(out.glob("failed-*.json"))  # no report of videos failed
 
 
+@pytest.mark.parametrize("call", ["check_lists", "extract_cache"])
+def test_a_script_read_from_stdin_with_workers_is_told_its_workers_cannot_start(videos, tmp_path, call):
+    """Spawned workers import the calling script again, which a script read from stdin (`python - < script.py`) is
+    not there for: each died while it started, exit 1, and the job it had been sent was counted its death (before:
+    every video `unreadable (a worker process died checking it (exit status 1))`, each extracted one failed alike,
+    exit 0). Now a worker says it is ready before it takes a job, and one that dies before is one error naming why."""
+    out = tmp_path / "out"
+    script = ("if __name__ == '__main__':\n"
+              + ("    from mme.data.lists import check_lists\n"
+                 f"    check_lists([{str(videos / 'list.txt')!r}], {str(videos)!r}, {str(out)!r}, workers=2)\n"
+                 if call == "check_lists" else
+                 "    from mme.motion.extract import extract_cache\n"
+                 f"    extract_cache({str(videos / 'list.txt')!r}, {str(out)!r}, root={str(videos)!r}, length=2, "
+                 "short_side=64, workers=2)\n")
+              + "    print('done')\n")
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert proc.returncode == 1 and "done" not in proc.stdout, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == (
+        "mme.errors.MMEError: worker processes could not start (exit status 1): the calling script was read from "
+        "stdin, which spawned workers cannot import again: run it from a file, or pass workers=1"), proc.stderr[-2000:]
+    assert "a worker process died" not in proc.stderr + proc.stdout
+    assert not (out.is_file() or list(out.glob("failed-*.json")))  # no report of videos unreadable, or failed
+
+
 def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):
     """A write killed mid-way (kill -9) leaves its temporary file; the share's next run removes those of its own
     videos and report (before: kept for good, about 1 MB each), and leaves those of other shares' videos alone,

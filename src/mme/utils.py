@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import math
+import multiprocessing.process
 import numbers
 import operator
 import os
@@ -461,6 +462,10 @@ def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    try:
+        conn.send(WORKER_READY)
+    except (EOFError, OSError):
+        return
     while True:
         try:
             job = conn.recv()
@@ -498,6 +503,26 @@ class _Raised:
 
 class WorkerError(Exception):
     """The traceback of an error raised in a worker process of :func:`in_workers`."""
+
+
+WORKER_READY = "ready"
+"""What a worker of :func:`in_workers` sends first, once started, before it takes a job: one that dies before it
+could not start (its parent's script cannot be imported again, :func:`_why_workers_cannot_start`), no job's fault."""
+
+
+def _why_workers_cannot_start() -> str:
+    """Why spawned workers cannot start, where this process can tell: each imports the ``__main__`` script again
+    from its file, which a script read from stdin (``python - < script.py``) or removed since has not."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or not file:  # (``-m``: imported by name; ``-c``, a notebook)
+        return ""
+    if file == "<stdin>":
+        return ("the calling script was read from stdin, which spawned workers cannot import again: run it from a "
+                "file, or pass workers=1")
+    if not os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", file)):
+        return f"the calling script {file} is not there for spawned workers to import again: pass workers=1"
+    return ""
 
 
 def how_it_ended(exitcode: int) -> str:
@@ -570,7 +595,9 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     the jobs' order, where there are fewer than two workers or jobs (no process to spawn). A worker that
     dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
     place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises stops them all
-    and is raised here, as a sequential run raises it (its cause: the worker's traceback).
+    and is raised here, as a sequential run raises it (its cause: the worker's traceback). A worker says
+    :data:`WORKER_READY` before it takes a job: one that dies before could not start, which is an MMEError, no job's
+    death (a script read from stdin, which spawn cannot import again, had every job counted as one whose worker died).
 
     Called by a script without ``if __name__ == "__main__":``, each spawned worker runs the script again, which
     calls mme again while the worker starts: that call ends the worker quietly (:func:`exit_if_script_rerun`; it
@@ -583,9 +610,11 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     ctx = get_context("spawn")
     todo, idle, busy, procs = list(reversed(jobs)), [], {}, []  # busy: connection -> (process, job)
     unsent: set[int] = set()  # ids of the jobs whose worker died before taking them
+    ready: set[Connection] = set()  # the workers that said WORKER_READY
 
     def retire(conn: Connection, proc) -> str:
-        """Close a dead worker's pipe and process (their descriptors): how it ended."""
+        """Close a dead worker's pipe and process (their descriptors): how it ended. One that died before it said
+        it was ready could not start: an MMEError, no job's."""
         conn.close()
         proc.join()
         code = proc.exitcode
@@ -593,6 +622,11 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         proc.close()
         if code == SCRIPT_RERUN_EXIT:
             raise UnguardedScript()
+        if conn not in ready:
+            why = _why_workers_cannot_start()
+            raise MMEError(f"worker processes could not start ({how_it_ended(code)}): "
+                           + (why or "see the error printed above, or pass workers=1")) from None
+        ready.discard(conn)
         return how_it_ended(code)
 
     try:
@@ -621,12 +655,17 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                     continue
                 busy[conn] = proc, job
             for conn in wait(list(busy)):
-                proc, job = busy.pop(conn)
+                proc, job = busy[conn]
                 try:
                     result = conn.recv()
                 except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
+                    del busy[conn]
                     yield died(job, retire(conn, proc))
                     continue
+                if conn not in ready:  # a new worker's WORKER_READY: its job's result comes next
+                    ready.add(conn)
+                    continue
+                del busy[conn]
                 if isinstance(result, _Raised):
                     raise result.error from WorkerError(f"in a worker process:\n{result.trace}")
                 idle.append((conn, proc))
