@@ -7,6 +7,8 @@ import dataclasses
 import errno
 import json
 import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -588,6 +590,18 @@ def test_loading_a_model_leaves_the_callers_global_generator_as_it_was(mae, tmp_
             load(path)
             assert torch.equal(torch.rand(3), expected), (load.__name__, path.name)
     assert torch.equal(load_encoder(paths[0]).blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
+    # loads from several threads at once (a notebook's thread pool): each fork put back the state it found, another
+    # load's drawn state among them (before: the caller's generator moved); now one load's fork at a time
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads' turns interleave the loads' builds
+    try:
+        torch.manual_seed(0)
+        with ThreadPoolExecutor(4) as pool:
+            loaded = list(pool.map(lambda i: load_encoder(paths[i % 2]), range(16)))
+    finally:
+        sys.setswitchinterval(switch)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(loaded[4].blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
 
 
 def test_exports_that_hf_cannot_represent_are_refused(mae, tmp_path):

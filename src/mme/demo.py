@@ -86,6 +86,7 @@ from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import (
     atomic_write_json,
     atomic_write_text,
+    caller_generator_kept,
     check_count,
     check_output,
     check_seed,
@@ -326,7 +327,7 @@ def _with_real(s: DemoSettings, row: dict, real: RealClips | None, encoder, sett
 
 
 def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
-    with torch.random.fork_rng(devices=[]):  # (built on the CPU; the caller's generator left as it was)
+    with caller_generator_kept():  # (built on the CPU)
         torch.manual_seed(seed)
         return VisionTransformer(cfg.model)
 
@@ -338,8 +339,8 @@ def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64)
     tail = history[-max(1, len(history) // 10):]
     data = pretrain_dataset(cfg)
     picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
-    with torch.random.fork_rng(devices=[]):  # only its loss is used: its initial weights leave the caller's
-        model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))  # generator as it was
+    with caller_generator_kept():  # only its loss is used
+        model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
     level = mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"]
     final = float(np.mean([h["loss"] for h in tail]))
     return {"final_loss": final, "mean_prediction_loss": level, "loss_ratio": final / level,

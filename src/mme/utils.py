@@ -174,6 +174,21 @@ def _remove_unheld(tmp: Path) -> bool:
     return True
 
 
+_GENERATOR_SET_ASIDE = threading.RLock()
+
+
+@contextlib.contextmanager
+def caller_generator_kept() -> Iterator[None]:
+    """``torch.random.fork_rng`` of the CPU generator (what the block draws, initial weights, leaves the caller's
+    global generator as it was), one block at a time in this process: blocks in several threads at once (a
+    notebook's thread pool loading encoders) each put back the state they found, another's drawn state among them,
+    so the caller's generator moved."""
+    import torch
+
+    with _GENERATOR_SET_ASIDE, torch.random.fork_rng(devices=[]):
+        yield
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write into; when the block ends without an error it replaces ``path``

@@ -42,7 +42,15 @@ from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig, mlp_width
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
-from mme.utils import SAFETENSORS_HEADER_MAX, as_given, check_count, error_reason, flag, is_positive_number
+from mme.utils import (
+    SAFETENSORS_HEADER_MAX,
+    as_given,
+    caller_generator_kept,
+    check_count,
+    error_reason,
+    flag,
+    is_positive_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -863,7 +871,7 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
-    with torch.random.fork_rng(devices=[]):  # (its initial weights, replaced: the caller's generator left as it was)
+    with caller_generator_kept():  # (its initial weights, replaced)
         if ck.kind == "mae":
             model = MaskedAutoencoder(ck.cfg, ck.heads)
             _encoder(ck, model.encoder)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
-from mme.utils import cpu_features, error_reason, usable_cores, warn_if_mkl_not_strict
+from mme.utils import caller_generator_kept, cpu_features, error_reason, usable_cores, warn_if_mkl_not_strict
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, 
     """Time forward + backward of ``loss_fn`` in fp32 and under bf16 autocast (best of ``reps`` after one warm-up)
     and pick bf16 only if it is :data:`BF16_MIN_SPEEDUP` times faster. The global RNG is left as it was."""
     ms = {}
-    with torch.random.fork_rng(devices=[]):
+    with caller_generator_kept():
         for precision in ("fp32", "bf16"):
             times = []
             for _ in range(reps + 1):
