@@ -368,6 +368,37 @@ def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
     assert "findfont" not in proc.stderr and proc.stderr.count("DEBUG]") < 10, proc.stderr[-2000:]
 
 
+TWO_CALLS = """
+import json, logging, sys
+from mme.cli import main
+logging.getLogger("torch").setLevel(logging.ERROR)  # the caller's own setting
+def state():
+    root = logging.getLogger()
+    return [root.level, [type(h).__name__ for h in root.handlers], logging.getLogger("mme").level,
+            logging.getLogger("torch").level]
+argv = ["pretrain", "--config", "tiny_cpu_pixel", "data.list_file=/nowhere/list.txt", "train.out_dir=run"]
+before = state()
+print("first call", main(["-v", *argv]), file=sys.stderr, flush=True)
+after = state()
+print("second call", main(argv), file=sys.stderr, flush=True)
+print(json.dumps({"before": before, "after": after, "again": state()}))
+"""
+
+
+def test_a_python_caller_of_main_keeps_its_logging_settings(tmp_path):
+    """mme.cli.main called from Python (a notebook, a script running commands) left its logging set up for the
+    command: after a ``-v`` call mme's logger stayed at DEBUG, so every later call logged its debug lines, and the
+    root logger stayed at INFO with the CLI's handler (and torch's level the CLI's). Now put back as it ends."""
+    proc = subprocess.run([sys.executable, "-c", TWO_CALLS], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = proc.stderr.split("first call 1\n")
+    assert "DEBUG] config:" in first and "DEBUG]" not in second and second.endswith("second call 1\n"), proc.stderr
+    assert "INFO] config: recipe" in second  # the second call sets the log up as the first did
+    states = json.loads(proc.stdout)
+    assert states["before"] == states["after"] == states["again"] == [30, [], 0, 40], states
+
+
 def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
     """A shell leaves ``--out=~/x`` (and a quoted ``'~/x'``) as written: ``mme extract``, ``check``, ``embed`` and
     ``export`` wrote into a folder named ``~`` of the working folder (one that ``rm -rf ~`` invites), where a config

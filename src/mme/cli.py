@@ -727,8 +727,36 @@ def _standard_streams_open() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _standard_streams_open()
-    with _readers_may_go():
+    with _logging_put_back(), _readers_may_go():
         return _main(argv)
+
+
+LOGGERS_SET = ("mme", "torch")
+"""The loggers whose levels a command sets (:func:`_logging_of_ranks`), beside the root logger's."""
+
+
+@contextlib.contextmanager
+def _logging_put_back() -> Iterator[None]:
+    """The logging a command sets up (:func:`_logging_of_ranks`: the root logger's level and handler, the levels of
+    :data:`LOGGERS_SET`) put back as it was when the command ends, however it ends: a Python caller of :func:`main`
+    (a notebook, a script running commands) keeps its own (before: after ``-v`` mme's logger stayed at DEBUG for
+    every later call, and the root logger at INFO with the CLI's handler)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    levels = {name: logging.getLogger(name).level for name in LOGGERS_SET}
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+        for name, was in levels.items():
+            logging.getLogger(name).setLevel(was)
 
 
 def _main(argv: list[str] | None) -> int:
