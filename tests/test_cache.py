@@ -579,6 +579,30 @@ def test_a_script_read_from_stdin_with_workers_is_told_its_workers_cannot_start(
     assert not (out.is_file() or list(out.glob("failed-*.json")))  # no report of videos unreadable, or failed
 
 
+def test_a_worker_killed_while_it_starts_gives_its_job_to_another(videos, tmp_path):
+    """One spawned worker killed by a signal before it said it was ready (the OOM killer at its import) stopped the
+    whole job, `worker processes could not start (signal 9: Killed): see the error printed above`, nothing printed
+    above: its job goes to another worker, once, as where it died before the job reached it."""
+    out, flag = tmp_path / "out", tmp_path / "killed"
+    script = ("import os, signal\n"
+              f"if __name__ == '__mp_main__' and not os.path.exists({str(flag)!r}):\n"
+              f"    open({str(flag)!r}, 'x').close()\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "if __name__ == '__main__':\n"
+              "    from mme.data.lists import check_lists\n"
+              f"    print(check_lists([{str(videos / 'list.txt')!r}], {str(videos)!r}, {str(out)!r}, "
+              "workers=2)['counts'])\n")
+    (tmp_path / "script.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "script.py")], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert proc.returncode == 0 and flag.exists(), proc.stderr[-2000:]
+    assert "a worker process died" not in proc.stderr + proc.stdout
+    from mme.data.lists import check_lists
+
+    assert proc.stdout.strip().splitlines()[-1] == str(check_lists([str(videos / "list.txt")], str(videos),
+                                                                   str(tmp_path / "in_one"))["counts"])
+
+
 def test_a_share_removes_the_temporary_files_that_killed_writes_of_its_files_left(videos, tmp_path):
     """A write killed mid-way (kill -9) leaves its temporary file; the share's next run removes those of its own
     videos and report (before: kept for good, about 1 MB each), and leaves those of other shares' videos alone,

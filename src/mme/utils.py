@@ -611,8 +611,10 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     dies (the OOM killer, a crashing decoder) gives ``died(job, how)`` for the job it had, and a new one takes its
     place (a multiprocessing Pool lost that job and waited for it forever). What ``work`` raises stops them all
     and is raised here, as a sequential run raises it (its cause: the worker's traceback). A worker says
-    :data:`WORKER_READY` before it takes a job: one that dies before could not start, which is an MMEError, no job's
-    death (a script read from stdin, which spawn cannot import again, had every job counted as one whose worker died).
+    :data:`WORKER_READY` before it takes a job: one that exits before could not start, which is an MMEError, no job's
+    death (a script read from stdin, which spawn cannot import again, had every job counted as one whose worker died);
+    one killed before (a signal: the OOM killer) gives its job to another worker, once, as one that died before the
+    job reached it.
 
     Called by a script without ``if __name__ == "__main__":``, each spawned worker runs the script again, which
     calls mme again while the worker starts: that call ends the worker quietly (:func:`exit_if_script_rerun`; it
@@ -628,7 +630,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
     ready: set[Connection] = set()  # the workers that said WORKER_READY
 
     def retire(conn: Connection, proc) -> str:
-        """Close a dead worker's pipe and process (their descriptors): how it ended. One that died before it said
+        """Close a dead worker's pipe and process (their descriptors): how it ended. One that exited before it said
         it was ready could not start: an MMEError, no job's."""
         conn.close()
         proc.join()
@@ -637,7 +639,7 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
         proc.close()
         if code == SCRIPT_RERUN_EXIT:
             raise UnguardedScript()
-        if conn not in ready:
+        if conn not in ready and code >= 0:
             why = _why_workers_cannot_start()
             raise MMEError(f"worker processes could not start ({how_it_ended(code)}): "
                            + (why or "see the error printed above, or pass workers=1")) from None
@@ -675,7 +677,13 @@ def in_workers(work: Callable[[Any], Any], jobs: list, workers: int,
                     result = conn.recv()
                 except (EOFError, OSError):  # (ECONNRESET where it died with the job unread)
                     del busy[conn]
-                    yield died(job, retire(conn, proc))
+                    started = conn in ready
+                    how = retire(conn, proc)
+                    if started or id(job) in unsent:
+                        yield died(job, how)
+                    else:  # killed while it started: another worker takes the job, once
+                        unsent.add(id(job))
+                        todo.append(job)
                     continue
                 if conn not in ready:  # a new worker's WORKER_READY: its job's result comes next
                     ready.add(conn)
