@@ -65,6 +65,7 @@ d = Path(sys.argv[1])
 dist.init_distributed(torch.device("cpu"))
 out = {"probe": cli.main(["probe", str(d / "enc"), "--train", str(d / "probe.txt"), "--root", sys.argv[2], "--out",
                           str(d / "probe"), "--no-knn", "--clips", "1", "--stride", "2", "--workers", "0"])}
+cli._logging_of_ranks(types.SimpleNamespace(verbose=False))  # the CLI's log for the parts below (main put it back)
 rank = dist.get_rank()
 
 
