@@ -1135,7 +1135,7 @@ def test_kinetics_csv_layouts(tmp_path):
         from_kinetics([tmp_path / "latin1.csv"])
 
 
-@pytest.mark.parametrize("held", ['{"x": "mine"}\n', "my notes\n", "[]\n"])
+@pytest.mark.parametrize("held", ['{"x": "mine"}\n', "my notes\n", "null\n"])
 def test_lists_refuses_a_classes_json_that_is_no_class_map_as_synth_does(held, tmp_path, capsys):
     """`mme lists folder VIDEOS --out l3` replaced a user's l3/classes.json ({"x": "mine"}) without a word, where
     mme synth refuses the same: refused in one line before any list is written, the file as it was; a class map
@@ -1151,9 +1151,10 @@ def test_lists_refuses_a_classes_json_that_is_no_class_map_as_synth_does(held, t
         f"mme lists: error: --out {out}: holds classes.json, which is not a readable class map (a JSON list of class "
         "names, or a {name: id} map) and would be replaced; move it, or choose another --out")
     assert sorted(p.name for p in out.iterdir()) == ["classes.json"] and (out / "classes.json").read_text() == held
-    (out / "classes.json").write_text('{"c2": 1, "cls": 0}\n')  # a class map: replaced
-    assert cli_main(["lists", "folder", str(tmp_path / "vids"), "--out", str(out)]) == 0
-    assert json.loads((out / "classes.json").read_text()) == ["c2", "cls"]
+    for mmes in ('{"c2": 1, "cls": 0}\n', "[]\n"):  # a class map, an earlier mme's of a build without labels: replaced
+        (out / "classes.json").write_text(mmes)
+        assert cli_main(["lists", "folder", str(tmp_path / "vids"), "--out", str(out)]) == 0
+        assert json.loads((out / "classes.json").read_text()) == ["c2", "cls"]
 
 
 def test_kinetics_splits_built_one_at_a_time_keep_one_class_map(tmp_path):

@@ -1420,9 +1420,11 @@ def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> N
     if not classes or not path.is_file():  # a build without labels writes none
         return
     try:
-        if read_classes(path) in ([], classes):
+        if read_classes(path) == classes:
             return
-    except DataError as e:  # unreadable as a class map: not one mme wrote
+    except DataError as e:  # unreadable as a class map: not one mme wrote, but an earlier mme's of a build unlabelled
+        if path.read_text(encoding="utf-8", errors="replace").strip() == "[]":
+            return
         raise DataError(f"--out {out_dir}: holds classes.json, which is not a readable class map (a JSON list of "
                         "class names, or a {name: id} map) and would be replaced; move it, or choose another "
                         "--out") from e
