@@ -616,31 +616,54 @@ def test_a_run_resumed_in_another_mkl_mode_records_it(synth, tmp_path):
 
 
 def test_a_run_resumed_on_its_cpu_from_an_mme_that_named_it_without_its_features_records_no_device_change(
-        synth, tmp_path, caplog):
+        synth, tmp_path, monkeypatch, caplog):
     """A checkpoint of an mme before cpu_name listed the CPU's features holds its model alone ("Intel(R) Xeon(R)
     Processor", where this mme names "Intel(R) Xeon(R) Processor (AVX2, AVX-512, AVX512-BF16, AMX)"): resumed on the
     same CPU, the run recorded 'device: X -> X (...) (the same up to float rounding, not bitwise)'. It records nothing
-    there, and another CPU's model is still recorded."""
-    from mme.utils import cpu_features, cpu_name
+    there where what the checkpoint says of its CPU agrees with this one (auto's fp32 for want of native bf16, here
+    an AVX2-only CPU). The model alone names CPUs of other features: auto's bf16 timed on an AMX CPU of this model was
+    kept here, emulated (~400x slower), and no device change recorded; now auto resolves here, and both changes are
+    recorded. A checkpoint that says nothing of its CPU (auto forced by the environment), and another CPU's model,
+    are recorded as another device."""
+    import mme.train.precision
+    import mme.utils
+    from mme.train.precision import AUTO_ENV
+    from mme.utils import cpu_name
 
-    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=3", "model.depth=1", FP32)
-    run(*base, "train.stop_after=1")
-    path = ckpt.list_checkpoints(tmp_path)[-1]
-    state = ckpt.load_checkpoint(path)
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    for module in (mme.utils, mme.train.precision):
+        monkeypatch.setattr(module, "cpu_features", lambda: ("AVX2",))  # an AVX2-only CPU, on any machine
     name = cpu_name()
-    model = name.removesuffix(f" ({', '.join(cpu_features())})")
-    state["meta"]["device_name"] = model  # as the earlier mme named this CPU
-    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+    model = name.removesuffix(" (AVX2)")  # as the earlier mme named it
+    base = ("tiny_cpu_pixel", synth, tmp_path, "train.steps=5", "model.depth=1", "train.precision=auto")
+    run(*base, "train.stop_after=1")
+    no_native = "auto: no native bf16 on this cpu, where emulated bf16 is far slower than fp32"
+
+    def resumed(stop: int, **meta) -> tuple[dict, list | None]:
+        state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
+        state["meta"].pop("config_changes", None)
+        state["meta"].update(meta)
+        ckpt.save_checkpoint(state, tmp_path, keep_last=0)
+        run(*base, "train.resume=auto", f"train.stop_after={stop}")
+        now = json.loads((tmp_path / "run.json").read_text())
+        return now, now.get("config_changes")
+
+    assert json.loads((tmp_path / "run.json").read_text())["precision_reason"] == no_native
     with caplog.at_level("WARNING"):
-        run(*base, "train.resume=auto", "train.stop_after=2")
-    meta = json.loads((tmp_path / "run.json").read_text())
-    assert meta["device_name"] == name and "config_changes" not in meta and "changed config" not in caplog.text
-    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])
-    state["meta"]["device_name"] = f"{model[:-1]}X"  # another CPU's model
-    ckpt.save_checkpoint(state, tmp_path, keep_last=0)
-    run(*base, "train.resume=auto")
-    meta = json.loads((tmp_path / "run.json").read_text())
-    assert meta["config_changes"] == [{"from_step": 2, "changes": [
+        meta, changes = resumed(2, device_name=model)
+    assert meta["device_name"] == name and changes is None and "changed config" not in caplog.text
+    measured = "auto: measured here, a step takes 1.0 ms in bf16 vs 2.0 ms in fp32 (bf16 needs 1.1x)"
+    meta, changes = resumed(3, device_name=model, precision="bf16", precision_reason=measured)  # an AMX CPU's
+    assert (meta["precision"], meta["precision_reason"]) == ("fp32", no_native)
+    assert changes == [{"from_step": 2, "changes": [f"precision: bf16 ({measured}, on {model}) -> fp32 ({no_native})",
+                                                     f"device: {model} -> {name} (the same up to float rounding, "
+                                                     "not bitwise)"]}]
+    forced = f"auto: {AUTO_ENV}=fp32 in the environment"
+    _, changes = resumed(4, device_name=model, precision_reason=forced)  # says nothing of its CPU
+    assert changes == [{"from_step": 3, "changes": [
+        f"device: {model} -> {name} (the same up to float rounding, not bitwise)"]}]
+    _, changes = resumed(5, device_name=f"{model[:-1]}X", precision_reason=no_native)  # another CPU's model
+    assert changes == [{"from_step": 4, "changes": [
         f"device: {model[:-1]}X -> {name} (the same up to float rounding, not bitwise)"]}]
 
 

@@ -81,7 +81,7 @@ from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
 from mme.train.interrupts import StageStops
 from mme.train.metrics import read_records
-from mme.train.precision import choose_device, settled_precision
+from mme.train.precision import bf16_said, choose_device, settled_precision
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import (
     atomic_write_json,
@@ -499,13 +499,12 @@ def _resolved_device(device: str) -> str:
 
 def _as_written_now(saved: dict) -> dict:
     """A saved row's fingerprint as :func:`_fingerprint` writes it now: rows made before held the overrides (their
-    config holds them resolved), the device as given and the CPU's model without its features
-    (:func:`~mme.utils.same_device`)."""
+    config holds them resolved) and the device as given. A row of an mme before :func:`~mme.utils.cpu_name` listed
+    the CPU's features, which names its model alone, is of another CPU: its model names CPUs of other features, and
+    nothing in a row says which (:func:`~mme.utils.same_device`)."""
     now = {k: v for k, v in saved.items() if k != "overrides"}
     if "device" in now:
         now["device"] = _resolved_device(now["device"])
-    if "cpu" in now and same_device(now["cpu"], cpu_name()):
-        now["cpu"] = cpu_name()
     return now
 
 
@@ -549,8 +548,8 @@ def _recorded_precision(s: DemoSettings) -> str | None:
     """The precision of the demo's first pre-trained row, recorded in :data:`PRECISION_FILE` (None before it ran, or
     where it ran on another CPU: the folder copied, whose rows this CPU makes again)."""
     recorded = read_json_object(s.out / PRECISION_FILE, ("precision",))
-    return None if recorded is None or not same_device(recorded.get("cpu", cpu_name()), cpu_name()) \
-        else recorded["precision"]
+    return None if recorded is None or not same_device(recorded.get("cpu", cpu_name()), cpu_name(),
+                                                       bf16_said(recorded.get("reason"))) else recorded["precision"]
 
 
 def _record_precision(s: DemoSettings, ran: dict) -> None:

@@ -1468,19 +1468,30 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(features)})" if features else name
 
 
-def _cpu_model(name: str) -> str:
-    """``name`` less the list of :data:`CPU_FEATURES` that :func:`cpu_name` puts after the model, where it has one."""
+BF16_FEATURES = ("AVX512-BF16", "AMX")
+"""The :data:`CPU_FEATURES` that give a CPU native bf16 matmuls."""
+
+
+def _cpu_parts(name: str) -> tuple[str, set[str] | None]:
+    """``(model, features)`` of a :func:`cpu_name`: the features it lists after the model, None where it lists none."""
     model, paren, features = name.rpartition(" (")
-    listed = paren and features.endswith(")") and set(features[:-1].split(", ")) <= CPU_FEATURES.keys()
-    return model if listed else name
+    listed = set(features[:-1].split(", ")) if paren and features.endswith(")") else None
+    return (model, listed) if listed is not None and listed <= CPU_FEATURES.keys() else (name, None)
 
 
-def same_device(recorded: str | None, name: str) -> bool:
-    """Whether ``recorded``, the device name a run or row recorded (a GPU's, or :func:`cpu_name`), names the device
-    ``name`` does: the same name, or one an mme before :func:`cpu_name` listed the CPU's features recorded, the CPU's
-    model alone, where ``name`` is that model and its features ("Intel(R) Xeon(R) Processor" and "Intel(R) Xeon(R)
-    Processor (AVX2, AVX-512)"; which features the CPU had, such a name cannot tell)."""
-    return recorded == name or (recorded is not None and _cpu_model(recorded) == recorded == _cpu_model(name))
+def same_device(recorded: str | None, name: str, native_bf16: bool | None = None) -> bool:
+    """Whether ``recorded``, the device name a run or record of it recorded (a GPU's, or :func:`cpu_name`), names the
+    device ``name`` does: the same name, or one an mme before :func:`cpu_name` listed the CPU's features recorded, the
+    CPU's model alone, where ``name`` is that model and its features and ``native_bf16``, what the record says of
+    its CPU (whether it had native bf16: :func:`mme.train.precision.bf16_said` of its precision's reason), agrees with
+    them ("Intel(R) Xeon(R) Processor" and "Intel(R) Xeon(R) Processor (AVX2, AVX-512, AVX512-BF16, AMX)" where its
+    auto timed bf16). The model alone names CPUs of other features (an AVX2-only and an AMX "AMD EPYC"): a record
+    that says nothing of them (a precision asked for) is of another device."""
+    if recorded == name:
+        return True
+    model, features = _cpu_parts(name)
+    return recorded == model and features is not None and native_bf16 is not None and \
+        native_bf16 == bool(features & set(BF16_FEATURES))
 
 
 MKL_CBWR_STRICT = 0x10000

@@ -50,7 +50,7 @@ from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
-from mme.train.precision import KEPT, choose_device, choose_precision, choose_threads, make_scaler
+from mme.train.precision import KEPT, bf16_said, choose_device, choose_precision, choose_threads, make_scaler
 from mme.utils import held_folders, open_files_for, process_group_up, same_device, unlock_folder
 
 log = logging.getLogger(__name__)
@@ -481,8 +481,8 @@ def run_precision(t: TrainConfig, device: torch.device, model: nn.Module, loss_f
     checkpoint's meta), so that a close timing does not switch it. Every rank takes rank 0's choice."""
     chosen = str(resumed.get("precision_reason", "")).startswith("auto") and "environment" not in \
         resumed["precision_reason"]  # by this machine, not by the user or the environment
-    same = resumed["precision"] if chosen and same_device(resumed.get("device_name"), ckpt.device_name(device)) \
-        else None
+    same = resumed["precision"] if chosen and same_device(resumed.get("device_name"), ckpt.device_name(device),
+                                                          bf16_said(resumed["precision_reason"])) else None
     precision, why = dist.broadcast_object(choose_precision(t.precision, device, loss_fn, same))
     if why == KEPT:  # the measurement that chose it stays said, over any number of resumes
         first = resumed["precision_reason"]
@@ -655,7 +655,8 @@ def restore(run: Run, source: str, state: dict) -> None:
          "mme sets, pins it)"),
         ("threads", "intra-op threads", " (the same up to float rounding, not bitwise; train.threads pins them)"))
         if None not in (old_meta.get(key), run.meta[key]) and old_meta[key] != run.meta[key]  # (no MKL on a GPU)
-        and not (key == "device_name" and same_device(old_meta[key], run.meta[key]))]
+        and not (key == "device_name" and same_device(old_meta[key], run.meta[key],
+                                                      bf16_said(old_meta.get("precision_reason"))))]
     changed += list_change(state, run.data)
     if (order := old_meta.get("order", 1)) != dist.ORDER_VERSION:  # a checkpoint that records none: version 1
         changed.append(f"data order: version {order} -> {dist.ORDER_VERSION} (other batches for its remaining "

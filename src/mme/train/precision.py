@@ -25,7 +25,14 @@ from collections.abc import Callable
 import torch
 
 from mme.errors import ConfigError
-from mme.utils import caller_generator_kept, cpu_features, error_reason, usable_cores, warn_if_mkl_not_strict
+from mme.utils import (
+    BF16_FEATURES,
+    caller_generator_kept,
+    cpu_features,
+    error_reason,
+    usable_cores,
+    warn_if_mkl_not_strict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,12 @@ BF16_MIN_SPEEDUP = 1.1
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 KEPT = "auto: the resumed run's, on the same device"
 """The reason of a precision kept from the run being resumed."""
+NATIVE = "auto: native bf16 on this"
+"""The start of the reason of bf16 taken where it is native, untimed (a GPU's; a CPU's without a step to time)."""
+NO_NATIVE = "auto: no native bf16 on this"
+"""The start of the reason of fp32 taken where bf16 is emulated."""
+MEASURED = "auto: measured here"
+"""The start of the reason of a precision timed against the other (:func:`faster_precision`: a CPU with native bf16)."""
 
 
 def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.device") -> torch.device:
@@ -81,7 +94,7 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool({"AVX512-BF16", "AMX"} & set(cpu_features()))
+        return bool(set(BF16_FEATURES) & set(cpu_features()))
     return False
 
 
@@ -118,7 +131,7 @@ def choose_precision(requested: str, device: torch.device, loss_fn: Callable[[],
     if settled is not None:
         return settled
     if loss_fn is None:
-        return "bf16", f"auto: native bf16 on this {device.type}"
+        return "bf16", f"{NATIVE} {device.type}"
     return faster_precision(loss_fn, device)
 
 
@@ -140,10 +153,21 @@ def _settled(requested: str, device: torch.device, native: bool, resumed: str | 
     if resumed is not None:
         return resumed, KEPT
     if not native:
-        return "fp32", f"auto: no native bf16 on this {device.type}, where emulated bf16 is far slower than fp32"
+        return "fp32", f"{NO_NATIVE} {device.type}, where emulated bf16 is far slower than fp32"
     if device.type != "cpu":
-        return "bf16", f"auto: native bf16 on this {device.type}"
+        return "bf16", f"{NATIVE} {device.type}"
     return None
+
+
+def bf16_said(reason: str | None) -> bool | None:
+    """What a precision's ``reason`` (:func:`choose_precision`'s, a run's ``precision_reason``) says of the device it
+    was chosen on: True where it had native bf16 (auto timed the two there, or took bf16 as native), False where it
+    had none (auto's fp32 for that), None where the reason does not say (a precision asked for, or forced by
+    :data:`AUTO_ENV`). A precision kept on resuming (:data:`KEPT`) says what the one it kept says."""
+    reason = str(reason or "").removeprefix(f"{KEPT}: ")
+    if reason.startswith((NATIVE, MEASURED)):
+        return True
+    return False if reason.startswith(NO_NATIVE) else None
 
 
 def _forced() -> str:
@@ -191,7 +215,7 @@ def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, 
             ms[precision] = min(times[1:])
     faster = ms["fp32"] >= BF16_MIN_SPEEDUP * ms["bf16"]
     return ("bf16" if faster else "fp32"), (
-        f"auto: measured here, a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
+        f"{MEASURED}, a step takes {ms['bf16']:.1f} ms in bf16 vs {ms['fp32']:.1f} ms in fp32 "
         f"(bf16 needs {BF16_MIN_SPEEDUP}x)")
 
 
