@@ -238,7 +238,9 @@ def test_a_row_made_by_other_rules_of_mme_is_made_again_and_one_of_this_mmes_is_
     """Was: rows an mme of an earlier test view or data order rule made (READING_VERSION 7, ORDER_VERSION 1) were
     reused as this mme's, '3 of 3 rows reused', their losses and probes not what this mme computes: their
     fingerprint held mme.__version__, 0.2.0 since the first commit. A row records mme.rule_versions(); one of other
-    values, or of none, is made again, and refused only where its settings differ too."""
+    values, or of none, is made again, and refused only where its settings differ too. The message compares the rules
+    either side names (was: a rule the row lacked said as 'None', one only the row names not compared, so the row of
+    a later mme was 'made with other settings'), and says 'another version' where they moved both ways."""
     from dataclasses import replace
 
     import mme.eval.testing
@@ -273,6 +275,20 @@ def test_a_row_made_by_other_rules_of_mme_is_made_again_and_one_of_this_mmes_is_
     with caplog.at_level("INFO", logger="mme.demo"):
         assert _saved_row(s, 0, "mme") is None
     assert f"(order version {order - 1}, now {order})" in caplog.text
+    versions = saved["settings"]["versions"]
+    for written, said in (  # was: 'a later version' for both; 'tracker version None'; 'made with other settings'
+            ({**versions, "reading": reading + 1, "order": order - 1}, f"another version of mme (reading version "
+                                                                       f"{reading + 1}, now {reading}; order version "
+                                                                       f"{order - 1}, now {order})"),
+            ({k: v for k, v in versions.items() if k != "order"}, f"an earlier version of mme (order version none, "
+                                                                  f"now {order})"),
+            ({**versions, "flow": 1}, "a later version of mme (flow version 1, now none)")):  # a rule of a later mme
+        row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "versions": written}}))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme.demo"):
+            assert _saved_row(s, 0, "mme") is None
+        assert f"demo: {row} was made by {said}; computing it again" in caplog.text
+        _check_saved_rows(s, overwrite=False)  # the settings are this run's: made again, not refused
     row.write_text(json.dumps({**saved, "settings": {k: v for k, v in saved["settings"].items() if k != "versions"}}))
     caplog.clear()
     with caplog.at_level("INFO", logger="mme.demo"):  # an mme before the versions were recorded

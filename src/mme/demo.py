@@ -515,17 +515,33 @@ def _made_with(saved: dict, settings: dict) -> bool:
 
 def _other_version(saved: dict, settings: dict) -> str | None:
     """Where a saved row's fingerprint is of another version of mme than ``settings`` (:func:`_fingerprint`), which
-    version: a row that records no config or no :func:`mme.rule_versions` is an earlier version's; else None. Such a
+    version: a row that records no config or no :func:`mme.rule_versions` is an earlier version's; else the versions
+    that differ, over the rules either side names (one the other lacks said as none), an earlier or a later mme's
+    where every one of them moves that way, another's where they move both ways; None where none differs. Such a
     row is made again, its pre-training not kept against the settings (they are this mme's alone to judge)."""
     if "config" not in saved or not isinstance(saved.get("versions"), dict):
         return "an earlier version of mme"
     old, now = saved["versions"], settings["versions"]
-    changed = [f"{key} version {old.get(key)}, now {version}" for key, version in now.items()
-               if old.get(key) != version]
+    changed = [key for key in {**now, **old} if old.get(key) != now.get(key)]
     if not changed:
         return None
-    later = any(isinstance(old.get(key), int) and old[key] > version for key, version in now.items())
-    return f"{'a later' if later else 'an earlier'} version of mme ({'; '.join(changed)})"
+    ways = {_later(old.get(key), now.get(key)) for key in changed}
+    which = "a later" if ways == {True} else "an earlier" if ways == {False} else "another"
+    said = "; ".join(f"{key} version {_version(old.get(key))}, now {_version(now.get(key))}" for key in changed)
+    return f"{which} version of mme ({said})"
+
+
+def _later(old: object, now: object) -> bool | None:
+    """Whether a rule's version ``old`` is a later mme's than ``now`` (None: a rule that mme lacks), None where that
+    cannot be told (numbers of no order)."""
+    if old is None or now is None:
+        return now is None
+    return old > now if isinstance(old, int) and isinstance(now, int) else None
+
+
+def _version(version: object) -> object:
+    """A rule's version as :func:`_other_version` says it: none where the mme lacks the rule."""
+    return "none" if version is None else version
 
 
 PRECISION_FILE = "pretrain_precision.json"
