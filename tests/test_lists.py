@@ -37,6 +37,7 @@ from mme.data.lists import (
     real_path,
     resolve,
     split_name,
+    write_classes,
     write_list,
 )
 from mme.errors import ConfigError, DataError, MMEError
@@ -1770,6 +1771,28 @@ def test_a_list_holding_a_nul_byte_is_refused_in_one_line_naming_it(tmp_path, ca
             f"mme {command}: error: list file {tmp_path / name}: line 1 holds a NUL byte: not UTF-8 text (saved as "
             "UTF-16 without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
         assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["check", "extract"])
+def test_a_json_file_given_for_a_list_is_refused_in_one_line_naming_it(tmp_path, capsys, command):
+    """classes.json (a JSON array of class names) or a {name: id} map given where a list is due, beside train.txt:
+    one line saying the file is JSON, not a list, nothing written (before: `mme check` reported its lines '[',
+    '"translate_left",', ']' as missing videos, exit 0). A list whose paths start with '[' is read as before."""
+    write_classes(tmp_path / "classes.json", ["translate_left", "translate_right"])
+    (tmp_path / "map.json").write_text('\ufeff{\n "abseiling": 0,\n "air drumming": 1\n}\n', encoding="utf-8")
+    for name, kind in (("classes.json", "array"), ("map.json", "object")):
+        said = (f"list file {tmp_path / name}: a JSON {kind}, not a list of videos (one 'path [label]' a line): a "
+                "class map or annotation file given for a list such as train.txt?")
+        with pytest.raises(DataError) as e:
+            read_list(tmp_path / name, strict=False)
+        assert str(e.value) == said
+        out = tmp_path / f"{command}-{name}"
+        assert cli_main([command, str(tmp_path / name), "--root", str(tmp_path), "--out", str(out),
+                         "--workers", "1"]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"mme {command}: error: {said}"
+        assert not out.exists()
+    (tmp_path / "brackets.txt").write_text("[2019] a.mp4 0\n{b}.mp4 1\n")
+    assert read_list(tmp_path / "brackets.txt")[0] == [ListEntry("[2019] a.mp4", 0), ListEntry("{b}.mp4", 1)]
 
 
 def test_lists_saved_with_a_bom_and_joined_read_each_path_without_it(tmp_path):

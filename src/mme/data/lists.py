@@ -124,6 +124,9 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
         raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: not UTF-8 text (saved as UTF-16 "
                         "without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
     lines = [line.removeprefix("\ufeff") for line in lines]  # a BOM inside: lists saved with one, joined by cat
+    if json_kind := _json_document(lines):  # (classes.json given for train.txt: each of its lines a missing video)
+        raise DataError(f"list file {list_file}: a JSON {json_kind}, not a list of videos (one 'path [label]' a "
+                        "line): a class map or annotation file given for a list such as train.txt?")
     rows = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip() and not _is_comment(line)]
     labelled = any(len(t.split()) > 1 and _is_int(t.split()[-1]) for _, t in rows)
     decimal = next(((n, t) for n, t in rows if len(t.split()) > 1 and re.fullmatch(r"[+-]?[0-9]+\.[0-9]*",
@@ -153,6 +156,19 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
     if not entries and not bad:
         raise DataError(f"list file {list_file}: no videos listed")
     return entries, bad
+
+
+def _json_document(lines: list[str]) -> str | None:
+    """What JSON document ``lines`` make up ('array', 'object'), where they start with '[' or '{' and parse as one;
+    else None. A list's line is a path, which JSON's brackets and quotes do not spell."""
+    first = next((line.lstrip() for line in lines if line.strip()), "")
+    if first[:1] not in ("[", "{"):
+        return None
+    try:
+        document = json.loads("\n".join(lines))
+    except ValueError:  # (json.JSONDecodeError; a number past the int limit)
+        return None
+    return "array" if isinstance(document, list) else "object" if isinstance(document, dict) else None
 
 
 def _is_comment(line: str) -> bool:
