@@ -1135,6 +1135,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     without a label (the test set) are unlabelled, and the empty folder a label field gives them is dropped.
     """
     rows = []
+    named = [c for c in ("time_start", "time_end") if c in _format_fields(path_format)]  # (formatted as integers)
     for csv_file in csv_files:
         path = _need_file(Path(csv_file), "Kinetics CSV")
         fields, table = _csv_rows(path)
@@ -1157,9 +1158,14 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                                 f"name holds one")
             yid = (row.get("youtube_id") or "").strip()
             try:
-                start, end = int(float(row.get("time_start"))), int(float(row.get("time_end")))
+                times = {c: float(row.get(c)) for c in ("time_start", "time_end")}
+                start, end = int(times["time_start"]), int(times["time_end"])
             except (TypeError, ValueError, OverflowError) as e:  # (not a number, nan; inf, 1e400)
                 raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
+            bad_time = next((c for c in named if times[c] < 0 or times[c] != int(times[c])), None)
+            if bad_time:  # (Kinetics' CSVs and clip names hold whole seconds: -5 named a clip x_-00005_..., 3.5 one 3)
+                raise DataError(f"{path}:{n}: {bad_time} {row[bad_time].strip()!r} is not a whole number of seconds "
+                                f">= 0, as the video's file name needs (--path-format {path_format!r})")
             if not yid:
                 raise DataError(f"{path}:{n}: no youtube_id {row}")
             label = (row.get("label") or "").strip()
@@ -1231,14 +1237,26 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     return set(fields), rows
 
 
+def _format_fields(path_format: str) -> set[str]:
+    """The fields ``path_format`` (--path-format) names; none where it is malformed (:func:`_format_path` says so)."""
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(path_format) if f is not None}
+    except ValueError:
+        return set()
+
+
 def _names_label(path_format: str) -> bool:
     """Whether ``path_format`` names folders or files by a video's class (a field label, label_ or label_tv)."""
-    return any(f in ("label", "label_", "label_tv") for _, f, _, _ in string.Formatter().parse(path_format))
+    return bool(_format_fields(path_format) & {"label", "label_", "label_tv"})
 
 
 def _format_path(path_format: str, **fields) -> str:
     """A video's path from ``path_format`` (--path-format) and its fields; empty folders (a label field of an
-    unlabelled row) dropped. A format naming an unknown field, or malformed, is a DataError listing the fields."""
+    unlabelled row) dropped. A format naming an unknown field, or malformed, is a DataError listing the fields; an
+    empty one (``--path-format ''``, which named every video '') is one too."""
+    if not path_format.strip():
+        raise DataError(f"--path-format {path_format!r}: empty, it names no file; leave it out for the dataset's "
+                        "default")
     try:
         unknown = [f for _, f, _, _ in string.Formatter().parse(path_format) if f is not None and f not in fields]
         if unknown:  # also '{label.upper}', which format() would fill with a method's name
@@ -1366,10 +1384,10 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
             if source.is_dir() else [source]
         if not csvs:
             raise DataError(f"{source}: no Kinetics CSV (*.csv) in this folder")
-        naming = path_format or KINETICS_FORMAT
+        naming = KINETICS_FORMAT if path_format is None else path_format
         splits, classes = from_kinetics(csvs, naming, given)
     elif kind == "ssv2":
-        naming = path_format or SSV2_FORMAT
+        naming = SSV2_FORMAT if path_format is None else path_format
         splits, classes = from_ssv2(source, naming)
     else:
         raise DataError(f"unknown list kind {kind!r}; choose folder, ucf101, hmdb51, kinetics or ssv2")
