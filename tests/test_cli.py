@@ -19,7 +19,7 @@ from training import FP32, TINY
 import mme
 from mme.cli import build_parser, main
 from mme.data import MIN_SHORT_SIDE
-from mme.data.synth import MOTIONS, PRESETS, TEXTURES, generate_synth
+from mme.data.synth import CLASSES, MOTIONS, PRESETS, TEXTURES, generate_synth
 from mme.data.video import BACKENDS
 from mme.motion.flow import DEFAULT_FLOW, METHODS
 from mme.train.precision import PRECISIONS
@@ -49,6 +49,8 @@ def test_cli_choices_are_the_library_ones():
     assert _choices("synth", "--motion") == MOTIONS
     assert _choices("synth", "--texture") == TEXTURES
     assert _choices("synth", "--preset") == tuple(PRESETS)
+    classes, size = _action("synth", "--classes").type, _action("synth", "--size").type
+    assert (classes.least, classes.most, size.least, size.even) == (2, len(CLASSES), 32, True)  # as _check_design
     for command in ("extract", "bench targets"):
         assert _choices(command, "--flow") == METHODS
         assert f"default {DEFAULT_FLOW}:" in _action(command, "--flow").help
@@ -241,6 +243,9 @@ def test_every_number_a_flag_takes_has_its_range(capsys):
                        (["demo", "--minutes", "nan"], "argument --minutes: must be a finite number > 0, got nan"),
                        (["synth", "out", "--fps", "0"], "argument --fps: must be at least 1, got 0"),
                        (["synth", "out", "--size", "16"], "argument --size: must be at least 32, got 16"),  # as synth
+                       # before: exit 1, 'synth size must be an even number', 'synth num_classes must be in [2, 10]'
+                       (["synth", "out", "--size", "33"], "argument --size: must be even, got 33"),
+                       (["synth", "out", "--classes", "11"], "argument --classes: must be at most 10, got 11"),
                        (["embed", "ck", "list.txt", "--out", "x.npy", "--num-workers", "-1"],
                         "argument --workers/--num-workers: must be at least 0, got -1")):
         with pytest.raises(SystemExit):
@@ -255,8 +260,10 @@ def test_every_count_flag_refuses_an_integer_past_int64_in_one_line(tmp_path, ca
 
     for parser in _subcommands(build_parser()).values():
         for action in parser._actions:
-            if isinstance(action.type, type(count())) and action.type.__qualname__.startswith("count"):
-                assert action.type(str(2**63 - 1)) == 2**63 - 1
+            if isinstance(action.type, type(count())) and action.type.__qualname__.startswith("count") \
+                    and action.type.most is None:  # (a bounded one refuses both as past its bound)
+                top = 2**63 - 1 - action.type.even  # (the largest even int64 where it takes even numbers)
+                assert action.type(str(top)) == top
                 with pytest.raises(argparse.ArgumentTypeError, match="does not fit a 64-bit integer"):
                     action.type(str(2**63))
     too_large = "does not fit a 64-bit integer (at most 2**63 - 1 = 9223372036854775807 in size)"

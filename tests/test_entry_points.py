@@ -214,6 +214,39 @@ def test_bench_data_refuses_a_worker_count_given_twice(tmp_path, monkeypatch, ca
     assert not (tmp_path / "d.json").exists()
 
 
+def test_bench_errors_name_the_flag_given_not_the_config_key(tmp_path, monkeypatch, capsys):
+    """A bench flag's value the config refuses was named by its config key, which the user never typed
+    (`--frames 1`: 'data.num_frames 1 is not a multiple of data.tubelet 2'; `--mask-ratio 1`: 'model.mask_ratio
+    must be in [0, 1)'; `--preset x`: "config key 'model.preset'"): now by the flag, before any work. A recipe's
+    own value, not replaced by a flag, is still named by its key."""
+    from mme.cli import main
+    from mme.data import bench
+
+    monkeypatch.setattr(bench, "generated_video", lambda folder: pytest.fail("a video made before the refusal"))
+    for argv, said in (
+            (["data", "--frames", "1"], "--frames 1 is not a multiple of data.tubelet 2"),
+            (["targets", "--frames", "3"], "--frames 3 is not a multiple of tubelet_size 2"),
+            (["targets", "--size", "40"], "--size 40 is not a multiple of patch_size 16"),
+            (["targets", "--kind", "mme,foo"], "--kind: unknown target(s) ['foo']; choose from ['pixel', 'hog', 'mme', "
+                                               "'mme-released']"),
+            (["pipeline", "--frames", "1"], "--frames 1 is not a multiple of tubelet_size 2"),
+            (["train", "--frames", "1"], "--frames 1 is not a multiple of tubelet_size 2"),
+            (["train", "--recipe", "tiny_cpu_pixel", "--size", "40"],
+             "--img-size 40 is not a multiple of patch_size 16"),
+            (["train", "--mask-ratio", "1"], "--mask-ratio must be in [0, 1), got 1.0"),
+            (["train", "--preset", "x"], "--preset: unknown preset 'x'; available: ['base', 'large', 'small', 'tiny']"),
+            (["train", "--target", "foo"], "--target: unknown target(s) ['foo']; choose from ['pixel', 'hog', 'mme', "
+                                           "'mme-released']")):
+        assert main(["bench", *argv, "--json", str(tmp_path / "b.json")]) == 1, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.splitlines() == [f"mme bench: error: {said}"], argv
+    assert not (tmp_path / "b.json").exists()
+    recipe = tmp_path / "odd.yaml"
+    recipe.write_text("_base_: tiny_cpu_pixel\nmodel:\n  num_frames: 3\n")
+    assert main(["bench", "train", "--recipe", str(recipe), "--mask-ratio", "0.5"]) == 1
+    assert capsys.readouterr().err.strip() == "mme bench: error: model.num_frames 3 is not a multiple of tubelet_size 2"
+
+
 def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch):
     """The clock started at the first batch, which the workers made at once with the others of their first round,
     and the last round could have fewer batches than workers: 4 workers read 2.3x the clips/s they made."""

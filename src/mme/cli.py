@@ -38,9 +38,9 @@ RANKED = ("pretrain", "finetune", "extract", "embed", "probe")
 would do all of it, writing the same files."""
 
 
-def count(least: int = 1) -> Callable[[str], int]:
-    """argparse type: a whole number >= ``least`` that fits an int64 (argparse names the option in its one-line
-    error)."""
+def count(least: int = 1, most: int | None = None, even: bool = False) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``least`` (<= ``most``; ``even``) that fits an int64 (argparse names the
+    option in its one-line error)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -48,12 +48,16 @@ def count(least: int = 1) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {value}")
+        if even and value % 2:
+            raise argparse.ArgumentTypeError(f"must be even, got {value}")
         from mme.utils import outside_int64
 
         if why := outside_int64(value):
             raise argparse.ArgumentTypeError(why)
         return value
-    parse.least = least
+    parse.least, parse.most, parse.even = least, most, even
     return parse
 
 
@@ -143,11 +147,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", metavar="out", type=path, help="output folder")
     p.add_argument("--preset", default=None, choices=("demo",),
                    help="a named design (demo: mme demo's data); the flags given as well replace its values")
-    p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=count(2), default=None,
-                   help="number of motion classes (2-10, default 8)")
+    p.add_argument("--classes", dest="num_classes", metavar="CLASSES", type=count(2, most=10),
+                   default=None, help="number of motion classes (2-10, default 8)")
     p.add_argument("--videos-per-class", type=count(), default=None, help="default 40")
-    p.add_argument("--size", type=count(32), default=None, help="frame side in pixels (even, at least 32; default "
-                                                                "112)")
+    p.add_argument("--size", type=count(32, even=True), default=None,
+                   help="frame side in pixels (even: H.264 4:2:0; at least 32; default 112)")
     p.add_argument("--frames", "--num-frames", dest="num_frames", metavar="FRAMES", type=count(), default=None,
                    help="frames per video (default 48)")
     p.add_argument("--fps", type=count(), default=None, help="default 25")

@@ -870,6 +870,23 @@ def as_given(option: str, value: object) -> str:
     return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
 
 
+@contextlib.contextmanager
+def keys_as_flags(flags: dict[str, str]) -> Iterator[None]:
+    """A ConfigError raised within whose message starts with a config key of ``flags`` (the keys a command's flags
+    set, ``{"model.num_frames": "--frames"}``), said with the flag the user gave instead of the key: ``--frames 3 is
+    not a multiple of tubelet_size 2``, ``--preset: unknown preset 'x'; ...`` (``config key 'model.preset': ...``)."""
+    try:
+        yield
+    except ConfigError as e:
+        text = str(e)
+        for key, option in flags.items():
+            for said in (f"config key '{key}'", key):
+                rest = text.removeprefix(said)
+                if rest != text and not re.match(r"[\w.]", rest):  # (not model.num_frames_x, model.num_frames.y)
+                    raise ConfigError(option + rest) from e
+        raise
+
+
 def absolute_path(path: str | os.PathLike) -> str:
     """``path`` from the root for a library to open, as os.path.abspath spells it (the name frame indexes and track
     caches are keyed and recorded by) unless that removes an 'a/..' by text where the OS follows a symlink 'a' first

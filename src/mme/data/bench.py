@@ -27,7 +27,7 @@ from mme.data.synth import encode_h264
 from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.errors import ConfigError
-from mme.utils import atomic_write_json, atomic_write_text, check_bench_json, cpu_name, sets_threads
+from mme.utils import atomic_write_json, atomic_write_text, check_bench_json, cpu_name, keys_as_flags, sets_threads
 
 
 def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -95,6 +95,11 @@ def _throughput(ds: PretrainDataset, workers: int, batch: int, clips: int) -> fl
     return n / dt
 
 
+FLAGS = {"data.num_frames": "--frames", "data.stride": "--stride", "data.img_size": "--size",
+         "data.backend": "--backend", "data.decode_threads": "--decode-threads"}
+"""The config keys :func:`bench_data`'s arguments set, and the flag of ``mme bench data`` that gives each."""
+
+
 @sets_threads
 def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), clips: int = 48, batch: int = 4,
                frames: int = 16, stride: int = 4, size: int = 224, length: int = 4, backend: str = "pyav",
@@ -110,11 +115,12 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
     cv2.setNumThreads(threads)  # (the reference decodes here: OpenCV on the count printed; @sets_threads puts it back)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        with keys_as_flags(FLAGS):  # (before a video is made)
+            cfg = DataConfig(list_file=str(tmp / "bench.txt"), num_frames=frames, stride=stride, img_size=size,
+                             backend=backend, decode_threads=decode_threads)
         video = Path(video) if video else generated_video(tmp)
         n_items = max(batch * max(w, 1) * (1 + _timed_rounds(clips, w, batch)) for w in workers)  # a warm-up round
         atomic_write_text(tmp / "bench.txt", f"{video.resolve()}\n" * n_items)
-        cfg = DataConfig(list_file=str(tmp / "bench.txt"), num_frames=frames, stride=stride, img_size=size,
-                         backend=backend, decode_threads=decode_threads)
         window = window_length(frames, stride, cfg.tubelet, length)  # raw frames a clip and its tracks span
         with open_video(video, cfg.backend) as reader:
             info = f"{video.name}: {reader.size[0]}x{reader.size[1]}, {reader.num_frames} frames"

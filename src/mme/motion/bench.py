@@ -35,7 +35,7 @@ from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
 from mme.motion.targets import MOTION_TARGETS, TargetConfig, make_target_fn, token_geometry
 from mme.motion.tracks import track
 from mme.train.pretrain import make_step_targets
-from mme.utils import atomic_write_json, check_bench_json, cpu_name, sets_threads
+from mme.utils import atomic_write_json, check_bench_json, cpu_name, keys_as_flags, sets_threads
 
 
 def _generated_video(folder: Path, frames: int) -> str:
@@ -67,16 +67,22 @@ def _time(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+FLAGS = {"target.kind": "--kind", "target.track_length": "--length", "target.flow": "--flow",
+         "model.img_size": "--size", "model.num_frames": "--frames"}
+"""The config keys :func:`run`'s arguments set, and the flag of ``mme bench targets`` that gives each."""
+
+
 @sets_threads
 def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int = 224, length: int | None = None,
         kind: str = "mme", repeat: int = 3, threads: int | None = 1, flow: str = DEFAULT_FLOW, batch: int = 8) -> dict:
     """Median ms per stage over ``repeat`` runs on one clip; returns the figures."""
-    cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
+    with keys_as_flags(FLAGS):
+        cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
+        m = ModelConfig(img_size=size, num_frames=frames)
     if not set(cfg.heads) & set(MOTION_TARGETS):
         raise ConfigError(f"--kind {kind} has no motion head (its heads: {', '.join(cfg.heads)}), so no flow nor "
                           "tracks to time; `mme bench pipeline` times the pixel target (a hog target's data worker "
                           "decodes as pixel's does)")
-    m = ModelConfig(img_size=size, num_frames=frames)
     g = token_geometry(cfg, m)
     L = cfg.track_length
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,7 +54,7 @@ from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, emulated, make_scaler
-from mme.utils import atomic_write_json, check_bench_json, cpu_name, no_tf32, sets_threads
+from mme.utils import atomic_write_json, check_bench_json, cpu_name, keys_as_flags, no_tf32, sets_threads
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -237,19 +237,26 @@ DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_
 """The step timed without a recipe: ViT-S, 8x112², mask 0.7, pixel target, batch 4."""
 
 
+FLAGS = {"preset": "--preset", "img_size": "--img-size", "num_frames": "--frames", "mask_ratio": "--mask-ratio",
+         "kind": "--target"}
+"""The flag of ``mme bench train`` that gives each model setting (and the target's kind) :func:`_configs` replaces."""
+
+
 def _configs(recipe: str | None, preset: str | None, img_size: int | None, frames: int | None,
              mask_ratio: float | None, target: str | None, batch: int | None) -> tuple[ModelConfig, TargetConfig, int]:
     """The model, target and batch of ``recipe`` (else :data:`DEFAULT`; batch 4 where the recipe's files set none,
     not TrainConfig's 64: a timing, not a run), with the given values in their place."""
     data = load_recipe(recipe, PretrainConfig) if recipe else DEFAULT
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
-    model = merge_layer(ModelConfig, data.get("model", {}), {k: v for k, v in given.items() if v is not None},
-                        "model.")
-    target_cfg = from_dict(TargetConfig, merge_layer(TargetConfig, data.get("target", {}),
-                                                     {"kind": target} if target else {}, "target."))
-    batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
-    model_cfg = from_dict(ModelConfig, model)
-    check_masks_a_token(model_cfg)
+    given = {k: v for k, v in given.items() if v is not None}
+    flags = {f"model.{k}": FLAGS[k] for k in given} | ({"target.kind": FLAGS["kind"]} if target else {})
+    with keys_as_flags(flags):  # (a value of the recipe's own, not replaced by a flag, is named by its key)
+        model = merge_layer(ModelConfig, data.get("model", {}), given, "model.")
+        target_cfg = from_dict(TargetConfig, merge_layer(TargetConfig, data.get("target", {}),
+                                                         {"kind": target} if target else {}, "target."))
+        batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
+        model_cfg = from_dict(ModelConfig, model)
+        check_masks_a_token(model_cfg)
     return model_cfg, target_cfg, batch
 
 

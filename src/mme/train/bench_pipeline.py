@@ -38,21 +38,36 @@ from mme.train.config import PretrainConfig
 from mme.train.metrics import waiting_fraction
 from mme.train.precision import choose_device
 from mme.train.pretrain import make_step_targets, pretrain, pretrain_dataset
-from mme.utils import atomic_write_json, check_bench_json, cpu_name, keep_freed_memory, read_text, sets_threads
+from mme.utils import (
+    atomic_write_json,
+    check_bench_json,
+    cpu_name,
+    keep_freed_memory,
+    keys_as_flags,
+    read_text,
+    sets_threads,
+)
 
 VARIANTS = ("pixel", "mme online", "mme torch-lk", "mme cached")
+
+
+FLAGS = {"data.img_size": "--size", "model.img_size": "--size", "data.num_frames": "--frames",
+         "model.num_frames": "--frames", "data.stride": "--stride", "data.num_workers": "--workers",
+         "train.steps": "--steps"}
+"""The config keys the benchmark's flags set (:func:`_config`), and the flag of ``mme bench pipeline`` giving each."""
 
 
 def _config(list_file: Path, size: int, frames: int, stride: int, variant: str, cache: Path, out: Path,
             *extra: str) -> PretrainConfig:
     """The tiny demo recipe at the bench's clip size with the variant's target."""
     recipe = "tiny_cpu_pixel" if variant == "pixel" else "tiny_cpu_mme"
-    return load_config(PretrainConfig, packaged_recipe(recipe), [
-        f"data.list_file={list_file}", f"data.root={list_file.parent}", f"data.img_size={size}",
-        f"model.img_size={size}", f"data.num_frames={frames}", f"model.num_frames={frames}", f"data.stride={stride}",
-        f"train.out_dir={out}", "train.overwrite=true",
-        *([f"target.cache_dir={cache}"] if variant == "mme cached" else []),
-        *(["target.flow=torch-lk"] if variant == "mme torch-lk" else []), *extra])
+    with keys_as_flags(FLAGS):
+        return load_config(PretrainConfig, packaged_recipe(recipe), [
+            f"data.list_file={list_file}", f"data.root={list_file.parent}", f"data.img_size={size}",
+            f"model.img_size={size}", f"data.num_frames={frames}", f"model.num_frames={frames}",
+            f"data.stride={stride}", f"train.out_dir={out}", "train.overwrite=true",
+            *([f"target.cache_dir={cache}"] if variant == "mme cached" else []),
+            *(["target.flow=torch-lk"] if variant == "mme torch-lk" else []), *extra])
 
 
 @sets_threads
