@@ -247,6 +247,22 @@ def test_bench_errors_name_the_flag_given_not_the_config_key(tmp_path, monkeypat
     assert capsys.readouterr().err.strip() == "mme bench: error: model.num_frames 3 is not a multiple of tubelet_size 2"
 
 
+def test_bench_targets_and_train_refuse_a_target_kind_given_twice(tmp_path, monkeypatch, capsys):
+    """`--kind mme,mme` was timed as `--kind mme`, while `bench data --workers 0 1 0 1` is refused for a count given
+    twice: refused the same way (mme.utils.check_given_once), before any work, as `bench train --target`."""
+    from mme.cli import main
+    from mme.motion import bench
+
+    monkeypatch.setattr(bench, "_generated_video", lambda *a: pytest.fail("a video made before the refusal"))
+    why = "give each kind once (a repeated one adds nothing: the target has each of its heads once)"
+    for argv in (["targets", "--kind", "mme,mme"], ["targets", "--kind", "mme, pixel,mme"],
+                 ["train", "--target", "pixel,hog,pixel"]):
+        assert main(["bench", *argv, "--json", str(tmp_path / "b.json")]) == 1, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.splitlines() == [f"mme bench: error: {argv[1]} {argv[2]}: {why}"], argv
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_bench_data_times_whole_rounds_of_its_workers_batches(tiny, monkeypatch):
     """The clock started at the first batch, which the workers made at once with the others of their first round,
     and the last round could have fewer batches than workers: 4 workers read 2.3x the clips/s they made."""

@@ -88,6 +88,7 @@ from mme.utils import (
     atomic_write_text,
     caller_generator_kept,
     check_count,
+    check_given_once,
     check_output,
     check_seed,
     cpu_name,
@@ -167,9 +168,8 @@ class DemoSettings:
         self.targets = tuple(self.targets)
         self.seeds = tuple(check_seed(seed, "DemoSettings.seeds") for seed in self.seeds)
         for name, value in (("--seeds", self.seeds), ("DemoSettings.targets", self.targets)):
-            if len(set(value)) < len(value):  # (and each row is judged once, at the start: _judged_rows)
-                raise ConfigError(f"{name} {' '.join(map(str, value))}: give each once (a repeated one repeats its "
-                                  "rows, which would show as rows that agree)")
+            # (and each row is judged once, at the start: _judged_rows)
+            check_given_once(name, value, "a repeated one repeats its rows, which would show as rows that agree")
         keys = given_keys(list(self.overrides))  # each key of a mapping value too: train={seed: 5} sets train.seed
         owned = sorted(keys & DEMO_KEYS.keys())
         if owned:  # each is the demo's own (a seed per row, clips/s from its steps and batch, a folder per target)

@@ -870,6 +870,14 @@ def as_given(option: str, value: object) -> str:
     return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
 
 
+def check_given_once(option: str, values: Collection, why: str, each: str = "", shown: str | None = None) -> None:
+    """Refuse ``values`` given to ``option`` (``shown`` as the user gave them; default: joined by spaces) where one is
+    given twice: a ConfigError ``OPTION VALUES: give each [EACH ]once (WHY)``, ``why`` saying what a repeat does."""
+    if len(set(values)) < len(values):
+        shown = " ".join(map(str, values)) if shown is None else shown
+        raise ConfigError(f"{option} {shown}: give each {each + ' ' if each else ''}once ({why})")
+
+
 @contextlib.contextmanager
 def keys_as_flags(flags: dict[str, str]) -> Iterator[None]:
     """A ConfigError raised within whose message starts with a config key of ``flags`` (the keys a command's flags

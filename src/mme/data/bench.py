@@ -26,8 +26,15 @@ from mme.data.sampling import ClipIndices, sample_pretrain, window_length
 from mme.data.synth import encode_h264
 from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video, require_backend, with_true_count
-from mme.errors import ConfigError
-from mme.utils import atomic_write_json, atomic_write_text, check_bench_json, cpu_name, keys_as_flags, sets_threads
+from mme.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    check_bench_json,
+    check_given_once,
+    cpu_name,
+    keys_as_flags,
+    sets_threads,
+)
 
 
 def generated_video(folder: Path, frames: int = 300, size: tuple[int, int] = (340, 256)) -> Path:
@@ -106,9 +113,8 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
                decode_threads: int = 1, threads: int | None = None, json_path: str | None = None) -> dict:
     """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference) and the
     stages of one clip, printed (and written to ``json_path``); returns the figures."""
-    if len(set(workers)) < len(workers):  # the figures are keyed by the count: a repeat's would replace the first's
-        raise ConfigError(f"--workers {' '.join(map(str, workers))}: give each count once (a repeated one is timed "
-                          "again and only its last figure kept)")
+    # the figures are keyed by the count: a repeat's would replace the first's
+    check_given_once("--workers", workers, "a repeated one is timed again and only its last figure kept", "count")
     check_bench_json(json_path, [("the video benchmarked", video)])  # before the benchmark, not after it
     require_backend(backend, "--backend")  # before a video is made
     threads = threads or torch.get_num_threads()

@@ -54,6 +54,10 @@ MOTION_TARGETS = ("traj", "shape")  # made from the tracks (and frames) the data
 log = logging.getLogger(__name__)
 
 
+KIND_ONCE = "a repeated one adds nothing: the target has each of its heads once"
+"""Why a command refuses a target kind given twice in its flag (``mme bench targets --kind mme,mme``)."""
+
+
 @dataclass
 class TargetConfig:
     """What the decoder reconstructs and how the motion targets are made (defaults: the paper's MME)."""

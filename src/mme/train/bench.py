@@ -48,13 +48,28 @@ from mme.models.convert_config import config_to_hf
 from mme.models.mae import MaskedAutoencoder
 from mme.models.masking import make_mask
 from mme.models.vit import checkpoint_blocks, count_parameters
-from mme.motion.targets import TargetConfig, batch_targets, head_specs, step_targets, token_geometry
+from mme.motion.targets import (
+    KIND_ONCE,
+    TargetConfig,
+    batch_targets,
+    head_specs,
+    step_targets,
+    token_geometry,
+)
 from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
 from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
 from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, emulated, make_scaler
-from mme.utils import atomic_write_json, check_bench_json, cpu_name, keys_as_flags, no_tf32, sets_threads
+from mme.utils import (
+    atomic_write_json,
+    check_bench_json,
+    check_given_once,
+    cpu_name,
+    keys_as_flags,
+    no_tf32,
+    sets_threads,
+)
 
 PEER = "HF"
 """Name prefix of the peer's variants (``transformers.VideoMAEForPreTraining``)."""
@@ -257,6 +272,8 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
         batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
         model_cfg = from_dict(ModelConfig, model)
         check_masks_a_token(model_cfg)
+    if target:
+        check_given_once("--target", target_cfg.kinds, KIND_ONCE, "kind", shown=target)
     return model_cfg, target_cfg, batch
 
 
