@@ -816,7 +816,7 @@ def test_a_precision_record_of_an_mme_that_named_the_cpu_without_its_features_is
     disagrees or says nothing; a row, which says nothing of its CPU, is made again."""
     import mme.train.precision
     import mme.utils
-    from mme.demo import PRECISION_FILE, _recorded_precision, _save_row, _saved_row, demo_settings
+    from mme.demo import PRECISION_FILE, _check_saved_rows, _recorded_precision, _save_row, _saved_row, demo_settings
     from mme.utils import cpu_name
 
     features = ("AVX2", "AVX-512", "AVX512-BF16", "AMX")
@@ -844,6 +844,7 @@ def test_a_precision_record_of_an_mme_that_named_the_cpu_without_its_features_is
     saved = json.loads(row.read_text())
     row.write_text(json.dumps({**saved, "settings": {**saved["settings"], "cpu": model}}))
     assert _saved_row(s, 0, "mme") is None
+    _check_saved_rows(s, overwrite=False)  # made again, not refused as made with other settings (cpu)
 
 
 def test_a_row_pre_trained_in_another_precision_than_a_pinned_one_is_not_reused(tmp_path, monkeypatch, caplog):

@@ -1888,18 +1888,17 @@ def test_a_kinetics_time_that_is_infinite_is_refused_in_one_line(tmp_path, capsy
 
 
 def test_a_kinetics_time_that_no_clip_name_holds_and_an_empty_path_format_are_refused_in_one_line(tmp_path, capsys):
-    """A time_start of -5 or 3.5 (Kinetics' CSVs hold whole seconds) is refused naming the CSV line and the value
-    where the path format names the clip by it (before: listed as x_-00005_001000.mp4 and y_000003_000009.mp4,
-    silently); 10.0 and 1e1 are 10, and a format without the times takes any. `--path-format ''` is refused (before:
-    the default format, silently)."""
+    """A negative time_start or time_end is refused naming the CSV line and the value where the path format names
+    the clip by it (before: listed as x_-00005_001000.mp4, silently); a fraction names the clip by its whole
+    seconds, as the Kinetics downloader does ('%06d': 3.5 is 000003); 10.0 and 1e1 are 10, and a format without the
+    times takes any. `--path-format ''` is refused (before: the default format, silently)."""
     header = "label,youtube_id,time_start,time_end,split\n"
     for n, (row, column, value) in enumerate((("abseiling,x,-5,1000,train", "time_start", "-5"),
-                                              ("abseiling,y,3.5,9,train", "time_start", "3.5"),
-                                              ("abseiling,y,3,9.25,train", "time_end", "9.25"))):
+                                              ("abseiling,y,3,-9,train", "time_end", "-9"))):
         csv_file = tmp_path / f"t{n}.csv"
         csv_file.write_text(header + "abseiling,ok,1,11,train\n" + row + "\n")
-        said = (f"{csv_file}:3: {column} '{value}' is not a whole number of seconds >= 0, as the video's file name "
-                f"needs (--path-format '{lists.KINETICS_FORMAT}')")
+        said = (f"{csv_file}:3: {column} '{value}' is negative: no clip starts or ends before its video, as the "
+                f"video's file name says (--path-format '{lists.KINETICS_FORMAT}')")
         with pytest.raises(DataError) as e:
             from_kinetics([csv_file])
         assert str(e.value) == said
@@ -1908,6 +1907,9 @@ def test_a_kinetics_time_that_no_clip_name_holds_and_an_empty_path_format_are_re
         assert not (tmp_path / f"out{n}").exists()
         assert from_kinetics([csv_file], "{split}/{youtube_id}.mp4")[0]["train"][1].path == row.split(",")[1] \
             .join(("train/", ".mp4"))
+    (tmp_path / "hacs.csv").write_text(header + "abseiling,y,3.5,9.25,train\n")
+    assert from_kinetics([tmp_path / "hacs.csv"])[0] == {"train": [ListEntry("train/abseiling/y_000003_000009.mp4",
+                                                                             0)]}
     (tmp_path / "whole.csv").write_text(header + "abseiling,z,4.0,1e1,train\n")
     assert from_kinetics([tmp_path / "whole.csv"])[0] == {"train": [ListEntry("train/abseiling/z_000004_000010.mp4",
                                                                               0)]}

@@ -91,6 +91,7 @@ from mme.utils import (
     check_given_once,
     check_output,
     check_seed,
+    cpu_model,
     cpu_name,
     error_reason,
     is_positive_number,
@@ -719,8 +720,12 @@ def _judgement(s: DemoSettings, seed: int, target: str, read: tuple[dict, dict] 
     other_version = _other_version(saved, settings)
     differs = []
     if (not made_with or other_precision) and "config" in saved and "run" not in row and target != "random init":
+        # (not the versions, nor the CPU's model alone, as an mme before the features were listed named this CPU:
+        # such a row is made again, not refused)
         differs = sorted({*(key for key in differences(_as_written_now(saved), settings)
-                            if key.split(".")[0] != "versions"), *(["precision"] if other_precision else [])})
+                            if key.split(".")[0] != "versions"
+                            and not (key == "cpu" and saved.get("cpu") == cpu_model(settings["cpu"]))),
+                          *(["precision"] if other_precision else [])})
     if not made_with:
         made = f"by {other_version}" if other_version else "with other settings"
         return SavedRow(why_again=f"{path} was made {made}; computing it again", differs=differs)

@@ -1504,6 +1504,11 @@ def _cpu_parts(name: str) -> tuple[str, set[str] | None]:
     return (model, listed) if listed is not None and listed <= CPU_FEATURES.keys() else (name, None)
 
 
+def cpu_model(name: str) -> str:
+    """The model a :func:`cpu_name` names, its features left out: what an mme before they were listed recorded."""
+    return _cpu_parts(name)[0]
+
+
 def same_device(recorded: str | None, name: str, native_bf16: bool | None = None) -> bool:
     """Whether ``recorded``, the device name a run or record of it recorded (a GPU's, or :func:`cpu_name`), names the
     device ``name`` does: the same name, or one an mme before :func:`cpu_name` listed the CPU's features recorded, the

@@ -166,7 +166,7 @@ def _json_document(lines: list[str]) -> str | None:
         return None
     try:
         document = json.loads("\n".join(lines))
-    except ValueError:  # (json.JSONDecodeError; a number past the int limit)
+    except (ValueError, RecursionError):  # (json.JSONDecodeError; a number past the int limit; [[[... nested deep)
         return None
     return "array" if isinstance(document, list) else "object" if isinstance(document, dict) else None
 
@@ -1162,10 +1162,12 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                 start, end = int(times["time_start"]), int(times["time_end"])
             except (TypeError, ValueError, OverflowError) as e:  # (not a number, nan; inf, 1e400)
                 raise DataError(f"{path}:{n}: bad time_start/time_end {row}") from e
-            bad_time = next((c for c in named if times[c] < 0 or times[c] != int(times[c])), None)
-            if bad_time:  # (Kinetics' CSVs and clip names hold whole seconds: -5 named a clip x_-00005_..., 3.5 one 3)
-                raise DataError(f"{path}:{n}: {bad_time} {row[bad_time].strip()!r} is not a whole number of seconds "
-                                f">= 0, as the video's file name needs (--path-format {path_format!r})")
+            bad_time = next((c for c in named if times[c] < 0), None)
+            if bad_time:  # (-5 named a clip x_-00005_...; a fraction, 3.5, names clip 3 as the Kinetics downloader
+                # does, '%06d')
+                raise DataError(f"{path}:{n}: {bad_time} {row[bad_time].strip()!r} is negative: no clip starts or "
+                                f"ends before its video, as the video's file name says (--path-format "
+                                f"{path_format!r})")
             if not yid:
                 raise DataError(f"{path}:{n}: no youtube_id {row}")
             label = (row.get("label") or "").strip()
