@@ -125,9 +125,10 @@ def test_bench_json_replaces_a_benchmarks_figures_never_a_file_it_reads_or_a_use
 
     assert is_bench_json(figures) and json.loads(figures.read_text())["clip"] == "4x32x32"
     assert not is_bench_json(tmp_path / "notes.txt") and not is_bench_json(video)
-    for earlier in ({"cpu": "x", "ratio_total_decode": 2.1}, {"rows": [], "peaks": {}}):  # an earlier mme's figures
+    for earlier, figures in (({"cpu": "x", "ratio_total_decode": 2.1}, True), ({"device": "cpu", "rows": []}, True),
+                             ({"rows": [], "cpu": "x", "summary": {}}, False)):  # an earlier mme's; a demo's report
         (tmp_path / "earlier.json").write_text(json.dumps(earlier))
-        assert is_bench_json(tmp_path / "earlier.json"), earlier
+        assert is_bench_json(tmp_path / "earlier.json") is figures, earlier
 
 
 def test_bench_data_returns_clips_per_second(tiny):

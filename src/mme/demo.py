@@ -500,9 +500,8 @@ def _resolved_device(device: str) -> str:
 
 def _as_written_now(saved: dict) -> dict:
     """A saved row's fingerprint as :func:`_fingerprint` writes it now: rows made before held the overrides (their
-    config holds them resolved) and the device as given. A row of an mme before :func:`~mme.utils.cpu_name` listed
-    the CPU's features, which names its model alone, is of another CPU: its model names CPUs of other features, and
-    nothing in a row says which (:func:`~mme.utils.same_device`)."""
+    config holds them resolved) and the device as given; the CPU as saved (a row of an mme before
+    :func:`~mme.utils.cpu_name` listed the CPU's features, its model alone, is made again: :func:`_judgement`)."""
     now = {k: v for k, v in saved.items() if k != "overrides"}
     if "device" in now:
         now["device"] = _resolved_device(now["device"])

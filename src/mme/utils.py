@@ -1034,17 +1034,17 @@ def keep_others_file(out: Path, option: str, command: str, ours: Callable[[Path]
                       f"{option}")
 
 
-BENCH_KEYS = {"data": "stages_ms", "targets": "ratio_total_decode", "flow": "ranking", "train": "rows",
-              "pipeline": "cores_needed"}
-"""A key the JSON of each kind of ``mme bench`` has held since its first version, beside ``cpu`` (``peaks`` in
-``train``'s before it held ``cpu``): what tells a benchmark's figures, an earlier mme's too, from another file at
-``--json``."""
+BENCH_KEYS = {"data": ("stages_ms", "cpu"), "targets": ("ratio_total_decode", "cpu"), "flow": ("ranking", "cpu"),
+              "train": ("rows", "device"), "pipeline": ("cores_needed", "cpu")}
+"""Keys the JSON of each kind of ``mme bench`` has held since its first version, all of them: what tells a
+benchmark's figures, an earlier mme's too, from another file at ``--json`` (a demo's results.json holds rows and
+cpu, no device)."""
 
 
 def is_bench_json(path: str | Path) -> bool:
     """Whether ``path`` holds the figures of an ``mme bench`` of any kind (:data:`BENCH_KEYS`)."""
     held = read_json_object(path, ())
-    return held is not None and any(key in held and ("cpu" in held or "peaks" in held) for key in BENCH_KEYS.values())
+    return held is not None and any(all(key in held for key in keys) for keys in BENCH_KEYS.values())
 
 
 def check_bench_json(json_path: str | Path | None, read: Iterable[tuple[str, str | Path | None]] = ()) -> None:
