@@ -310,11 +310,13 @@ def test_extract_refuses_a_video_too_thin_to_train_on_before_it_makes_a_working_
                                     f"under 16 px)"}
 
 
-def test_extract_refuses_a_video_too_elongated_to_track_whole_and_a_run_from_the_cache_skips_it(tmp_path):
+def test_extract_refuses_a_video_too_elongated_to_track_whole_and_a_run_from_the_cache_skips_it(tmp_path,
+                                                                                                  monkeypatch):
     """A 16x4000 video was tracked on a 224x56000 working frame (its short side resized to --short-side, whatever
     the aspect): 7.9 GB and 76 s for 20 frames. A long side over MAX_ASPECT times the short side is a failed video,
     named with its size; a run reading the cache skips it as unreadable, naming why (it had no cache file: 'run mme
-    extract for it', which refuses it), and a run without the cache trains on it, as on any wide frame."""
+    extract for it', which refuses it), and a run without the cache trains on it, as on any wide frame; a cache
+    file of it an earlier mme's extract made is read."""
     write_video(tmp_path / "strip.mkv", affine_video(8, 16, 144, dx=1.0)[0])  # 9:1
     write_video(tmp_path / "wide.mkv", affine_video(8, 16, 128, dx=1.0)[0])  # 8:1, the bound: made
     (tmp_path / "list.txt").write_text("strip.mkv 0\nwide.mkv 1\n")
@@ -334,6 +336,12 @@ def test_extract_refuses_a_video_too_elongated_to_track_whole_and_a_run_from_the
         fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=cache_dir), m)
         dataset = PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)
         assert [dataset[i]["index"] for i in range(2)] == indices and dataset.failures == failures
+    monkeypatch.setattr(extract, "whole_frame_refusal", lambda *size: None)  # an earlier mme's extract made its file
+    assert extract.extract_cache(str(tmp_path / "list.txt"), str(out), root=str(tmp_path), length=2,
+                                 short_side=32)["done"] == 1
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
+    dataset = PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)
+    assert [dataset[i]["index"] for i in range(2)] == [0, 1] and dataset.failures == {}  # read, not skipped
 
 
 def test_an_extraction_refused_by_its_ranks_leaves_no_out_folder(tmp_path, monkeypatch, capsys):

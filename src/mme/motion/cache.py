@@ -647,13 +647,18 @@ def cached_tracks(cache_dir: str | Path, sample, length: int, seed_stride: float
     than this run turns them (:func:`check_orientation`), or extracted with settings this run cannot read
     (:func:`check_settings`: a lower displacement bound, another compensation, fewer steps), a ConfigError. A video
     whose frames ``mme extract`` does not track whole (:func:`~mme.data.video.whole_frame_refusal`) is unreadable
-    here, as to it, and named so (a run without the cache trains on it)."""
+    here where it has no cache file, as to it, and named so (a run without the cache trains on it; an earlier
+    mme's cache file of it is read)."""
     if not cfg.interpolate:
         raise ConfigError("target.interpolate=false is computed online only (the cache holds raw-rate tracks); "
                           "unset target.cache_dir")
-    if sample.source is not None and (why := whole_frame_refusal(*sample.source[:2])):  # as mme extract refuses it
-        raise video_error(sample.path, "unreadable", why)
-    path = Path(sample.cache_file) if sample.cache_file is not None else find_cache_file(cache_dir, str(sample.path))
+    try:
+        path = Path(sample.cache_file) if sample.cache_file is not None else find_cache_file(cache_dir,
+                                                                                            str(sample.path))
+    except VideoError:  # (none: a video mme extract refuses, whose advice to run it would loop, said as what it is)
+        if sample.source is not None and (why := whole_frame_refusal(*sample.source[:2])):
+            raise video_error(sample.path, "unreadable", why) from None
+        raise
     cached = read_cache(path, sample.starts)
     # Judged before the checks of what it records (revision 1: no orientation).
     if (why := stale(cached.meta, str(sample.path))) is not None:
