@@ -183,7 +183,7 @@ def test_a_cut_mp4_with_its_index_in_front_reads_as_a_shorter_video_whatever_the
             np.testing.assert_array_equal(reader.read(np.arange(len(ref))), ref)
         assert check_video(path)["status"] == "suspicious" and "cut short" in check_video(path)["reason"]
     index_dir = tmp_path / "index"  # an index stored before (version 1: the packets' count, read by seek) is not used
-    store = pyav_reader._pyav_index(pyav_reader._Named(str(path), str(path)), _stat(path), str(index_dir)).store
+    store = pyav_reader._pyav_index(_version_of(path), str(index_dir)).store
     record = json.loads(store.read_text())
     store.write_text(json.dumps({**record, "version": 1, "mode": "seek", "reason": "", "num_frames": 9}))
     pyav_reader._pyav_index.cache_clear()  # another process
@@ -576,7 +576,7 @@ def test_a_process_saving_its_index_keeps_what_another_one_stored(tmp_path, clip
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, with the display matrix of the first frame its demux decoded
-    older = pyav_reader._pyav_index(pyav_reader._Named(str(path), str(path)), _stat(path), str(index_dir))
+    older = pyav_reader._pyav_index(_version_of(path), str(index_dir))
     pyav_reader._pyav_index.cache_clear()  # another process
     with open_video(path, orientation="display", index_dir=index_dir) as reader:
         reader.read([11])
@@ -598,7 +598,7 @@ def test_a_save_waits_for_another_process_writing_the_index_and_keeps_what_it_wr
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored, seek, proven 0
-    first = pyav_reader._pyav_index(pyav_reader._Named(str(path), str(path)), _stat(path), str(index_dir))
+    first = pyav_reader._pyav_index(_version_of(path), str(index_dir))
     second = pyav_reader._load_index(first.store)  # another process's copy
     first.proven, writing = 3, threading.Event()
     real = pyav_reader.atomic_write_text
@@ -718,10 +718,10 @@ def test_an_index_folder_holding_another_index_version_says_so_once(tmp_path, cl
     assert all(r.levelno == logging.INFO for r in caplog.records if "index version" in r.getMessage())
 
 
-def _stat(path) -> tuple[int, ...]:
-    from mme.utils import file_version  # (imported here: the module's tests collect on an mme without it)
+def _version_of(path):
+    from mme.utils import VersionOfFile  # (imported here: the module's tests collect on an mme without it)
 
-    return file_version(os.stat(path))
+    return VersionOfFile.of(str(path))
 
 
 def _stored_by_an_earlier_version(index_dir, path, src, **record) -> tuple[Path, dict]:
@@ -732,7 +732,7 @@ def _stored_by_an_earlier_version(index_dir, path, src, **record) -> tuple[Path,
         pictures = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pyav_reader, "INDEX_VERSION", record["version"])
-        store = pyav_reader._index_store(str(index_dir), str(path), _stat(path))
+        store = pyav_reader._index_store(str(index_dir), str(path), _version_of(path).version)
     record = {"version": record.pop("version"), "pts": sorted(pts for pts, _ in pictures),
               "key_pts": [pts for pts, key in pictures if key], **record, "display": []}
     store.parent.mkdir(parents=True)

@@ -280,6 +280,22 @@ def file_version(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
+@dataclasses.dataclass(frozen=True)
+class VersionOfFile:
+    """A file as the in-process caches of what is read from it (a video's frame index, probe, frame count, display
+    matrix) key it: by ``name``, its absolute path (:func:`absolute_path`: 'a.mp4', './a.mp4' and '/data/a.mp4' are
+    one file, read once), and ``version`` (:func:`file_version`: a file replaced keeping its size and mtime is
+    another); ``path`` as given, for messages, is no part of the key."""
+
+    name: str
+    version: tuple[int, ...]
+    path: str = dataclasses.field(compare=False)
+
+    @classmethod
+    def of(cls, path: str) -> VersionOfFile:
+        return cls(absolute_path(path), file_version(os.stat(path)), path)
+
+
 def file_identity(path: str | Path) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path``, which a rename onto it changes; None where there is none."""
     try:

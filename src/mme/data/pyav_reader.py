@@ -68,7 +68,16 @@ from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
 from mme.errors import ConfigError, FrameCountChanged
-from mme.utils import absolute_path, as_given, atomic_write_text, error_reason, exclusive_lock, file_version, read_text
+from mme.utils import (
+    VersionOfFile,
+    absolute_path,
+    as_given,
+    atomic_write_text,
+    error_reason,
+    exclusive_lock,
+    file_version,
+    read_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -304,15 +313,15 @@ def _mpeg_ts(head: bytes) -> bool:
 def probe_video(path: str) -> tuple[str, str]:
     """How FFmpeg (PyAV's) opens the file, for the backends that do not say (of files that are no video container by
     their first bytes, :func:`video_by_its_bytes`: rare in a list, each probed once a process while it is unchanged,
-    by path and :func:`~mme.utils.file_version`): the demuxer ('' where it opens none) and what its first video
-    stream, which those backends read, is where it is a still image (:func:`still_read`)."""
-    return _probe_video(path, file_version(os.stat(path)))
+    by :class:`~mme.utils.VersionOfFile`): the demuxer ('' where it opens none) and what its first video stream,
+    which those backends read, is where it is a still image (:func:`still_read`)."""
+    return _probe_video(VersionOfFile.of(path))
 
 
 @functools.lru_cache(maxsize=4096)
-def _probe_video(path: str, version: tuple[int, ...]) -> tuple[str, str]:
+def _probe_video(file: VersionOfFile) -> tuple[str, str]:
     try:
-        with open_container(path) as container:
+        with open_container(file.path) as container:
             return container.format.name, still_read(container, next(iter(container.streams.video), None))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
         return "", ""
@@ -362,7 +371,7 @@ class PyAVReader(VideoReader):
                                                       f"{self._container.format.name})")
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
-            self._index = _pyav_index(_Named(self._name, path), file_version(os.stat(path)),
+            self._index = _pyav_index(VersionOfFile(self._name, file_version(os.stat(path)), path),
                                       None if index_dir is None else str(index_dir))
             # a stream FFmpeg's probe met no packet of (an MPEG-TS / PS whose video starts after its probe window) has
             # no size in its codec parameters: its first frame's, decoded when the file was indexed
@@ -1024,24 +1033,15 @@ def _load_index(store: Path) -> _Index | None:
     return index
 
 
-@dataclass(frozen=True)
-class _Named:
-    """A file as the index cache keys it: by ``name``, its absolute path as :func:`~mme.utils.absolute_path`
-    spells it, so that 'a.mp4', './a.mp4' and '/data/a.mp4' are one file, indexed once, whose readers share what
-    their decodes prove (a count corrected); ``path`` as given, for messages, is no part of the key."""
-
-    name: str
-    path: str = field(compare=False)
-
-
 @functools.lru_cache(maxsize=4096)
-def _pyav_index(file: _Named, version: tuple[int, ...], index_dir: str | None = None) -> _Index:
-    """The index of ``file``, cached per (name, file version, index_dir) in this process, and with ``index_dir``
+def _pyav_index(file: VersionOfFile, index_dir: str | None = None) -> _Index:
+    """The index of ``file``, cached per (name, version, index_dir) in this process (one file however named, whose
+    readers share what their decodes prove: a count corrected), and with ``index_dir``
     kept there for every process (:meth:`_Index.save`) under its name (:func:`_index_store`); made by the first
     reader of the file, its messages naming the path as that reader was given it."""
     if index_dir is None:
         return _make_index(file.path)
-    store = _index_store(index_dir, file.name, version)
+    store = _index_store(index_dir, file.name, file.version)
     index = _load_index(store)
     if index is None:
         index = _make_index(file.path)

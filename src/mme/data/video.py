@@ -53,7 +53,7 @@ from mme.data.video_reader import (
     video_error,
 )
 from mme.errors import ConfigError, FrameCountChanged, VideoError
-from mme.utils import absolute_path, as_given, env_int, file_version
+from mme.utils import VersionOfFile, absolute_path, as_given, env_int
 
 BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
 """'pyav-cuda' is the PyAV reader decoding on the GPU of this process (:func:`decode_gpu`) with FFmpeg's NVDEC."""
@@ -268,7 +268,7 @@ class _OpenCVReader(VideoReader):
                                                   "it with the pyav backend")
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.num_frames = _opencv_count(absolute_path(path), file_version(os.stat(path)), threads)
+        self.num_frames = _opencv_count(VersionOfFile.of(path), threads)
 
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
@@ -299,11 +299,11 @@ def _opencv_capture(path: str, threads: int) -> cv2.VideoCapture:
 
 
 @functools.lru_cache(maxsize=4096)
-def _opencv_count(path: str, version: tuple[int, ...], threads: int) -> int:
-    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header. Cached by absolute
-    path (one file named otherwise is counted once) and :func:`~mme.utils.file_version`: a file replaced keeping its
-    size and mtime (``cp -p``) is counted again."""
-    cap = _opencv_capture(path, threads)
+def _opencv_count(file: VersionOfFile, threads: int) -> int:
+    """Frames by grabbing them all: CAP_PROP_FRAME_COUNT is an estimate from the container header. Cached by
+    :class:`~mme.utils.VersionOfFile`: one file however named is counted once, a file replaced keeping its size and
+    mtime (``cp -p``) again."""
+    cap = _opencv_capture(file.path, threads)
     count = 0
     while cap.grab():
         count += 1

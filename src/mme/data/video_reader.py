@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mme.errors import VideoError
-from mme.utils import file_version
+from mme.utils import VersionOfFile
 
 
 def video_error(path: str | Path, reason: str, detail: object = "", kind: type[VideoError] = VideoError) -> VideoError:
@@ -122,9 +121,9 @@ class VideoReader:
 
     def display_matrix(self) -> tuple[int, ...] | None:
         """The file's display matrix (9 int32; None without), read by PyAV from its first decoded frame, once per
-        file and process while it is unchanged (by path and :func:`~mme.utils.file_version`; the PyAV reader keeps it
-        with its frame index instead)."""
-        return _probed_display_matrix(self.path, file_version(os.stat(self.path)))
+        file and process while it is unchanged (by :class:`~mme.utils.VersionOfFile`; the PyAV reader keeps it with
+        its frame index instead)."""
+        return _probed_display_matrix(VersionOfFile.of(self.path))
 
     def orient(self, turn: tuple[bool, bool, bool]) -> None:
         """Return frames turned by ``turn`` from now on (:func:`display_turn`); ``size`` becomes the turned one."""
@@ -189,7 +188,7 @@ class FrameBuffer:
 
 
 @functools.lru_cache(maxsize=4096)
-def _probed_display_matrix(path: str, version: tuple[int, ...]) -> tuple[int, ...] | None:
+def _probed_display_matrix(file: VersionOfFile) -> tuple[int, ...] | None:
     from mme.data.pyav_reader import read_display_matrix  # PyAV reads it: the other backends do not say
 
-    return read_display_matrix(path)
+    return read_display_matrix(file.path)
