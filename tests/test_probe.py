@@ -316,6 +316,38 @@ def test_a_failed_train_video_is_said_as_the_train_lists_when_the_scored_videos_
     assert "(4 videos; 1 of the train list failed)" in out, out
 
 
+def test_a_class_whose_every_video_failed_in_every_split_is_still_counted(synth, tmp_path, capsys):
+    """Without --classes the classes are 1 + the largest label of any list: where every video of the highest label
+    failed (its folder not mounted) in train and test, the probe counted the rows that embedded, so num_classes,
+    the confusion matrix, per_class and the console said 3 classes of lists labelled 0..3."""
+    import json
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    for split in ("train", "test"):  # class 3's videos moved away
+        (tmp_path / f"{split}.txt").write_text("".join(
+            line.replace("videos/", "gone/") + "\n" if line.endswith(" 3") else line + "\n"
+            for line in (r / f"{split}.txt").read_text().splitlines()))
+    assert main(["probe", str(ckpt), "--train", str(tmp_path / "train.txt"), "--test", str(tmp_path / "test.txt"),
+                 "--root", str(r), "--out", str(tmp_path / "probe"), "--stride", "2", "--k", "5", "--workers",
+                 "0"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert result["num_classes"] == 4 and result["splits"]["test"]["failed"] == 3
+    for method in ("linear", "knn"):
+        assert result[method]["class_names"] == ["0", "1", "2", "3"]
+        assert result[method]["per_class_accuracy"]["3"] is None
+        assert [len(row) for row in result[method]["confusion_matrix"]] == [4] * 4
+        assert result[method]["confusion_matrix"][3] == [0, 0, 0, 0] and result[method]["num_samples"] == 9
+    assert "top-5 -- (4 classes)  (9 videos, 3 failed)" in out, out  # (the linear probe's: every class in its top 5)
+
+
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):
     """The train list given as the test list scored kNN 100 % with a random encoder (each video found itself); a
     test list naming a train video through a symlink is the same video (before: compared by spelling, probed), and

@@ -279,7 +279,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                        "features": str(path)}
     if not dist.is_main():
         return None
-    num_classes = _num_classes("probe", None, names, [torch.as_tensor(y) for _, y in data.values()])
+    # of the lists' labels, not the rows that embedded: a class whose every video failed is still one of the probe's
+    num_classes = _num_classes("probe", None, names, [torch.tensor([e.label for e in listed], dtype=torch.long)
+                                                      for listed in entries.values()])
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "splits": info, "num_classes": num_classes}
     tx, ty = data["train"]
     vx, vy = data.get("val", (None, None))
