@@ -345,7 +345,38 @@ def test_a_class_whose_every_video_failed_in_every_split_is_still_counted(synth,
         assert result[method]["per_class_accuracy"]["3"] is None
         assert [len(row) for row in result[method]["confusion_matrix"]] == [4] * 4
         assert result[method]["confusion_matrix"][3] == [0, 0, 0, 0] and result[method]["num_samples"] == 9
-    assert "top-5 -- (4 classes)  (9 videos, 3 failed)" in out, out  # (the linear probe's: every class in its top 5)
+    # (the linear probe's line: every class in its top 5)
+    assert "top-5 -- (4 classes)  (9 videos, 3 failed; 3 of the train list failed)" in out, out
+
+
+def test_a_class_whose_every_training_video_failed_is_warned_about_and_the_train_failures_said(synth, tmp_path,
+                                                                                              capsys, caplog):
+    """Every train video of class 1 failed (its folder not mounted), the test list whole but for one video: the
+    probe could not predict class 1 and said nothing (the warning of classes the train list lacks is of the lists,
+    before any embedding), and its summary counted only the scored split's failures, "(12 videos, 1 failed)"."""
+    import logging
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    r = synth.root
+    train_list, test_list = tmp_path / "train.txt", tmp_path / "test.txt"
+    train_list.write_text("".join(line.replace("videos/", "gone/") + "\n" if line.endswith(" 1") else line + "\n"
+                                  for line in (r / "train.txt").read_text().splitlines()))
+    test_list.write_text((r / "test.txt").read_text() + "videos/missing.mp4 2\n")
+    with caplog.at_level(logging.WARNING, logger="mme"):
+        assert main(["probe", str(ckpt), "--train", str(train_list), "--test", str(test_list), "--root", str(r),
+                     "--out", str(tmp_path / "probe"), "--classes", str(r / "classes.json"), "--stride", "2", "--k",
+                     "5", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert [rec.getMessage() for rec in caplog.records if "every video of" in rec.getMessage()] == [
+        f"every video of class(es) 1 (3 videos) of the train list {train_list} failed: no probe fit on it predicts "
+        f"them, so the scores of those classes' videos cannot be right"]
+    assert out.count("(12 videos, 1 failed; 3 of the train list failed") == 2, out
 
 
 def test_splits_that_share_videos_are_refused_before_any_embedding(synth, tmp_path, capsys):

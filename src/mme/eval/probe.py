@@ -210,6 +210,22 @@ def _check_disjoint(lists: dict[str, str | Path], entries: dict[str, list], root
                                   f"e.g. {named}: a probe must score videos it was not fit on")
 
 
+def failed_classes(train_list: str | Path, train: list, fitted: Any) -> str | None:
+    """The warning, or None, where every video of a class of the train list (``train``, its entries) failed, so
+    that no row of it is among ``fitted`` (the labels of the rows that embedded), naming those classes and their
+    video counts: the probe cannot predict them (:func:`mme.data.lists.untrained_classes` warns of the classes the
+    list has none of, before any embedding)."""
+    from collections import Counter
+
+    kept = set(np.asarray(fitted).tolist())
+    lost = sorted((label, n) for label, n in Counter(e.label for e in train).items() if label not in kept)
+    if not lost:
+        return None
+    counts = ", ".join(f"{label} ({n} videos)" for label, n in lost)
+    return (f"every video of class(es) {counts} of the train list {train_list} failed: no probe fit on it predicts "
+            f"them, so the scores of those classes' videos cannot be right")
+
+
 def check_knn(k: int, temperature: float, weighting: str) -> None:
     """The kNN options, checked before any work (k = 0 or temperature 0 would vote for class 0 silently)."""
     if weighting not in ("softmax", "majority"):
@@ -279,6 +295,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                        "features": str(path)}
     if not dist.is_main():
         return None
+    note = failed_classes(train_list, entries["train"], data["train"][1])
+    if note:
+        log.warning("%s", note)
     # of the lists' labels, not the rows that embedded: a class whose every video failed is still one of the probe's
     num_classes = _num_classes("probe", None, names, [torch.tensor([e.label for e in listed], dtype=torch.long)
                                                       for listed in entries.values()])
@@ -300,7 +319,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     atomic_write_json(out_dir / "probe.json", result)
     scored = "test" if test_list else "val" if val_list else "train"
     n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
-    failed = "" if not n else f"; {n} of the train list failed" if scored == "train" else f", {n} failed"
+    fitted = ["train"] if scored == "train" else [split for split in info if split != scored]  # the lists fit on
+    failed = ("" if not n or scored == "train" else f", {n} failed") + "".join(
+        f"; {info[split]['failed']} of the {split} list failed" for split in fitted if info[split]["failed"])
     for method in ("linear", "knn"):
         if method in result:
             r = result[method]
