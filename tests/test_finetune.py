@@ -245,6 +245,35 @@ def test_non_finite_probabilities_are_refused_and_an_underflowed_class_still_ran
         multiview_report(pred, dataset=None)
 
 
+class _Confident(torch.nn.Module):
+    """Logits of 7 classes, each view's the same: class 6 by 150 over classes 4 and 5 (a float32 softmax of 0 for
+    them), those by 450 over classes 0..3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([0.0, 0, 0, 0, 450, 400, 600]).expand(len(x), -1)
+
+
+class _ViewsOfClass5(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": torch.zeros(2, 3, 2, 4, 4, dtype=torch.uint8), "label": 5}
+
+
+def test_multiview_top5_ranks_classes_whose_float32_softmax_underflows_by_their_scores():
+    """A confident model's softmax underflowed to 0 in float32 for every class ~100 logits below its top one, and
+    those classes ranked by class id: class 5, second by its logit, was out of top-5 (0..3 and 6 in it)."""
+    from mme.eval.testing import multiview_predict, multiview_report
+
+    pred = multiview_predict(_Confident(), _ViewsOfClass5(), progress=False)
+    assert torch.tensor([0.0, 0, 0, 0, 450, 400, 600]).softmax(0)[4:6].tolist() == [0.0, 0.0]  # (float32's)
+    assert pred.probs.argsort(1, descending=True)[:, :3].tolist() == [[6, 4, 5]] * 2
+    torch.testing.assert_close(pred.probs.sum(1), torch.ones(2, dtype=torch.float64))
+    report = multiview_report(pred, _ViewsOfClass5())
+    assert (report["top1"], report["top5"]) == (0.0, 1.0)
+
+
 def test_class_names_are_drawn_as_spelt_in_the_confusion_matrix(tmp_path, drawn_text):
     """A class name holding two '$' was read by matplotlib as maths: a parse error after the run's training and its
     test.json, exit 1 and no picture (or, where it parsed, the name drawn without its '$')."""
@@ -298,7 +327,7 @@ def test_multiview_views_as_configured_and_views_of_an_identical_video_average_t
     # the moving (random) video: the average is over per-view softmaxes (not logits), and views differ
     with torch.no_grad():
         per_view = model(normalize_clip(many[1]["video"])).softmax(-1)  # (12, C)
-    torch.testing.assert_close(pm.probs[1], per_view.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(pm.probs[1], per_view.double().mean(0), atol=1e-6, rtol=0)
     assert (per_view - per_view.mean(0)).abs().max() > 1e-3
 
 

@@ -77,6 +77,31 @@ def test_the_validation_top1_of_every_weight_decay_is_an_exact_fraction():
     assert set(top1.values()) - {0.0, 1.0} and set(top1.values()) <= {i / 7 for i in range(8)}, top1
 
 
+def test_linear_probe_top5_ranks_far_rows_by_their_logits_where_the_float32_softmax_underflows():
+    """Test rows far from the train rows (a scene the encoder was never shown) have logits hundreds apart: their
+    float32 softmax was 0 for all but the top class, the others ranked by class id, so top-5 said 100 % where the
+    head's logits rank the true class in the top 5 of 54 % of the rows."""
+    from mme.eval.probe import fit_linear, standardizer
+
+    g = torch.Generator().manual_seed(0)
+    classes, dim = 8, 16
+    centres = torch.randn(classes, dim, generator=g) * 3
+    y = torch.arange(classes).repeat_interleave(40)
+    x = centres[y] + torch.randn(len(y), dim, generator=g)
+    vy = torch.arange(classes).repeat_interleave(5)
+    vx = centres[vy] + torch.randn(len(vy), dim, generator=g)
+    ex = torch.cat([centres + torch.randn(classes, dim, generator=g), torch.randn(40, dim, generator=g) * 150])
+    ey = torch.cat([torch.arange(classes), torch.zeros(40, dtype=torch.long)])  # the far rows labelled class 0
+    result = linear_probe(x, y, vx, vy, ex, ey, weight_decays=(1e-5,))
+    fx = torch.cat([x, vx])
+    mean, std = standardizer(fx)
+    logits = fit_linear((fx - mean) / std, torch.cat([y, vy]), classes, 1e-5)((ex - mean) / std)
+    assert int((logits.softmax(1) == 0).any(1).sum()) >= 30  # (most far rows underflow)
+    top5 = int((logits.double().topk(5, dim=1).indices == ey[:, None]).any(1).sum()) / len(ey)
+    assert result["top5"] == top5 and top5 < 0.8, (result["top5"], top5)
+    assert result["top1"] == int((logits.argmax(1) == ey).sum()) / len(ey)
+
+
 def test_stratified_split_keeps_every_class_in_both_parts():
     y = torch.tensor([0] * 10 + [1] * 5 + [2] * 2)
     tr, va = stratified_split(y, 0.2, seed=3)

@@ -152,9 +152,11 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
         fx, fy, evaluated = torch.cat([tx, vx]), torch.cat([ty, vy]), "test"
     mean, std = standardizer(fx)
     head = fit_linear((fx - mean) / std, fy, C, best, max_iter)
-    probs = head((ex - mean) / std).softmax(1)
+    # ranked by float64 log-probabilities: a far row's float32 softmax underflows to 0 for all but its top class (a
+    # logit gap past ~100), and its other classes would rank by class id, not by score
+    log_probs = head((ex - mean) / std).double().log_softmax(1)
     return {
-        **classification_report(probs, ey, class_names),
+        **classification_report(log_probs, ey, class_names),
         "method": "linear",
         "weight_decay": best,
         "val_top1": {f"{wd:g}": a for wd, (a, _) in scores.items()},

@@ -81,7 +81,9 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
                           voted: torch.Tensor | None = None) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy (recall; None for a class absent from ``labels``), mean class accuracy
     and the confusion matrix of ``probs (N, C)`` against ``labels (N,)``, as JSON-serialisable values
-    (``voted``: see :func:`topk_accuracy`). DataError for non-finite scores, which rank as no class."""
+    (``voted``: see :func:`topk_accuracy`). ``probs`` are ranked per row, so log-probabilities rank as their
+    probabilities (the linear probe's, whose probabilities underflow). DataError for non-finite scores, which rank
+    as no class."""
     probs = torch.as_tensor(probs, dtype=torch.float64)  # (kNN vote shares below float32's range keep their rank)
     labels = torch.as_tensor(labels, dtype=torch.long)
     bad = int((~torch.isfinite(probs)).any(1).sum())
@@ -139,10 +141,12 @@ def save_confusion_png(cm: np.ndarray | list, path: str | Path, class_names: lis
 
 @torch.no_grad()
 def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
-    """Per-view softmax averaged over views: ``video (B, V, 3, T, H, W) -> probs (B, C)``."""
+    """Per-view softmax averaged over views: ``video (B, V, 3, T, H, W) -> probs (B, C)`` float64 (a float32 softmax
+    underflows to 0 for a class whose logit is ~100 below the top one's, float64's ~700: the classes still rank by
+    their scores, not by class id)."""
     B, V = video.shape[:2]
     logits = model(video.flatten(0, 1))  # (B*V, C)
-    return logits.float().softmax(-1).reshape(B, V, -1).mean(1)
+    return logits.double().softmax(-1).reshape(B, V, -1).mean(1)
 
 
 READING_VERSION = 8
@@ -299,7 +303,7 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
 
 class Predictions(NamedTuple):
     probs: torch.Tensor
-    """``(N_ok, C)`` softmax averaged over each video's views."""
+    """``(N_ok, C)`` softmax averaged over each video's views (float64: :func:`view_probabilities`)."""
     labels: torch.Tensor
     """``(N_ok,)`` ground truth."""
     index: torch.Tensor
