@@ -127,6 +127,27 @@ def test_knn_on_clusters_and_its_vote_weighting():
     assert knn_classify(x[::2], ty, x[1::2], ey, k=1000, temperature=0.02)["top1"] == 1.0
 
 
+def test_knn_neighbours_tied_in_similarity_are_taken_in_the_train_lists_order():
+    """Two train rows of equal features (a clip listed twice under other names, two blank videos) of other classes,
+    k=1: topk kept either of them (the later one, on this CPU), a rule of no document; now the earlier row of the
+    train list, as the first k of a stable descending sort, in whatever order the list has the others."""
+    tx = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    ty = torch.tensor([0, 1, 2, 2])
+    for order in ([0, 1, 2, 3], [1, 0, 2, 3], [2, 3, 0, 1], [3, 2, 1, 0]):
+        r = knn_classify(tx[order], ty[order], torch.tensor([[1.0, 0.1]]), torch.tensor([1]), k=1, num_classes=3)
+        earlier = int(ty[order[min(order.index(0), order.index(1))]])  # the class of the first of rows 0 and 1
+        assert r["confusion_matrix"][1] == [int(c == earlier) for c in range(3)], (order, r["confusion_matrix"])
+    # many ties, at the k-th and before it: the stable sort's first k, values and columns
+    from mme.eval.probe import nearest
+
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randint(0, 6, (50, 40), generator=g).double() / 5
+    for k in (1, 3, 7, 40):
+        ranked = sim.sort(dim=1, descending=True, stable=True)
+        near, idx = nearest(sim, k)
+        assert torch.equal(idx, ranked.indices[:, :k]) and torch.equal(near, ranked.values[:, :k]), k
+
+
 def test_knn_votes_do_not_overflow_and_unvoted_classes_are_no_prediction():
     """exp(sim / T) overflowed float32 below T of about 0.011, and inf / inf votes went to class 0; with k = 1 the
     classes nobody voted for filled top-5 from class 0 up (top-5 0.5 on random features of 10 classes)."""

@@ -168,6 +168,22 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     }
 
 
+def nearest(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest of each row of ``sim (n, N)`` and their columns, ``(n, k)`` each, largest first: a stable
+    descending sort's first k, so that of equal values the lower column comes first and is kept at the k-th (topk
+    alone keeps either: a kNN vote that hung on the train list's order). Sorted in full only for the rows where more
+    values tie with the k-th than topk took."""
+    near, idx = sim.topk(k, dim=1)
+    kth = near[:, -1:]
+    rows = ((sim == kth).sum(1) > (near == kth).sum(1)).nonzero().flatten()
+    idx = idx.sort(dim=1).values  # (column order: the stable sort below keeps it among equal values)
+    if len(rows):
+        idx[rows] = sim[rows].sort(dim=1, descending=True, stable=True).indices[:, :k].sort(dim=1).values
+    near = sim.gather(1, idx)
+    order = near.sort(dim=1, descending=True, stable=True).indices
+    return near.gather(1, order), idx.gather(1, order)
+
+
 def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07,
                  weighting: str = "softmax", num_classes: int | None = None, chunk: int = 1024,
                  class_names: list[str] | None = None) -> dict[str, Any]:
@@ -184,7 +200,8 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     bank = F.normalize((tx - mean) / std, dim=1)  # (N_train, D)
     probs, voted = [], []
     for q in ((ex - mean) / std).split(chunk):
-        sim, idx = (F.normalize(q, dim=1) @ bank.T).double().topk(k, dim=1)  # (n, k), nearest first
+        sim, idx = nearest(F.normalize(q, dim=1) @ bank.T, k)  # (n, k), nearest first, ties to the earlier row
+        sim = sim.double()
         if weighting == "softmax":  # exp(sim / T) relative to the nearest: the same shares, no overflow at small T
             w = ((sim - sim[:, :1]) / temperature).exp()  # (float64: a far vote underflows float32 from T ~ 0.01)
         else:  # one vote each; classes with as many votes are ranked by their summed similarity (under 1/2 vote)
