@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import logging
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -1396,6 +1397,21 @@ def test_a_loaded_classifier_keeps_its_class_names_until_its_head_is_replaced(tm
     export_hf(loaded, tmp_path / "hf3", kind="classification")
     labels = json.loads((tmp_path / "hf3" / "config.json").read_text())["id2label"]
     assert labels == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+
+
+def test_a_hugging_face_id2label_that_names_a_class_twice_is_refused_in_one_line(tmp_path):
+    """A config.json written by hand or another tool whose id2label repeats a name (``jump`` for classes 0 and 2)
+    was read as the class names, and the tests of that classifier merged the two classes' results under one name.
+    Refused as read_classes refuses a class file naming a class twice; distinct names still read."""
+    export_hf(VideoClassifier(ModelConfig(**TINY), num_classes=4), tmp_path / "hf", kind="classification")
+    config = tmp_path / "hf" / "config.json"
+    hf = json.loads(config.read_text())
+    config.write_text(json.dumps({**hf, "id2label": {"0": "jump", "1": "run", "2": "swim", "3": "walk"}}))
+    assert read_checkpoint(tmp_path / "hf").class_names == ["jump", "run", "swim", "walk"]
+    config.write_text(json.dumps({**hf, "id2label": {"0": "jump", "1": "run", "2": "jump", "3": "swim"}}))
+    with pytest.raises(CheckpointError, match=rf"^id2label of {re.escape(str(config))}: names \['jump'\] more than one "
+                                              r"class \(a name must say which class it is\)$"):
+        read_checkpoint(tmp_path / "hf")
 
 
 def test_a_checkpoint_folder_whose_config_json_is_utf8_reads_under_an_ascii_locale(tmp_path):

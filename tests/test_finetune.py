@@ -214,6 +214,21 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     assert votes["top5"] == 0.75 and top5_said(votes) == "top-5  75.00%"  # a kNN's top-5 of 4 classes says something
 
 
+def test_class_names_given_twice_are_refused_not_merged_in_the_report():
+    """class_names naming one class twice (``["a", "b", "a", "c"]``, from Python) merged the two classes' per-class
+    accuracy under one key, the later's kept, and the mean class accuracy was taken over the merged dict: 0.667 for
+    classes 0, 1 and 3 right and 2 wrong (0.75). Refused as read_classes refuses such a file; the mean is over the
+    classes by id."""
+    from mme.errors import DataError
+
+    probs, labels = torch.eye(4)[[0, 1, 0, 3]], torch.arange(4)  # class 2 predicted as 0
+    with pytest.raises(DataError, match=r"^classification report's class_names: names \['a'\] more than one class "
+                                        r"\(a name must say which class it is\)$"):
+        classification_report(probs, labels, ["a", "b", "a", "c"])
+    r = classification_report(probs, labels, ["a", "b", "d", "c"])
+    assert r["per_class_accuracy"] == {"a": 1.0, "b": 1.0, "d": 0.0, "c": 1.0} and r["mean_class_accuracy"] == 0.75
+
+
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):
     """A report of no rows has no top-1 (NaN): written as Python's ``NaN``, which JSON has not (browsers' and jq's
     readers refused the file); every JSON file mme writes holds null there (the demo's results.json too)."""

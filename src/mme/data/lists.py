@@ -281,10 +281,16 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
     if not isinstance(names, list) or not names:
         raise DataError(f"{what} {path}: expected a JSON list of class names (index = class id), or a "
                         f"{{name: id}} map")
-    names = [str(n) for n in names]
-    if len(set(names)) < len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise DataError(f"{what} {path}: names {twice} more than one class (a name must say which class it is)")
+    return distinct_classes([str(n) for n in names], f"{what} {path}")
+
+
+def distinct_classes(names: list[str], what: str) -> list[str]:
+    """``names`` (class names by class id), a DataError ``WHAT: names [...] more than one class`` where a name is
+    given to two classes: their results would merge under that name (:func:`read_classes`' files, a report's
+    ``class_names``, a Hugging Face ``id2label``)."""
+    twice = sorted(name for name, n in Counter(names).items() if n > 1)
+    if twice:
+        raise DataError(f"{what}: names {twice} more than one class (a name must say which class it is)")
     return names
 
 

@@ -90,17 +90,20 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
     if bad:
         raise DataError(f"classification report: {bad} of {len(probs)} rows of scores are not finite (NaN or "
                         "inf: the model's outputs overflowed or diverged)")
+    from mme.data.lists import distinct_classes
+
     num_classes = probs.shape[1]
-    names = class_names or [str(c) for c in range(num_classes)]
+    names = distinct_classes(list(class_names), "classification report's class_names") if class_names else \
+        [str(c) for c in range(num_classes)]
     cm = confusion_matrix(probs.argmax(1), labels, num_classes)
     support = cm.sum(1)
-    per_class = {names[c]: (float(cm[c, c] / support[c]) if support[c] else None) for c in range(num_classes)}
-    present = [v for v in per_class.values() if v is not None]
+    recall = [float(cm[c, c] / support[c]) if support[c] else None for c in range(num_classes)]  # by class id
+    present = [r for r in recall if r is not None]
     return {
         **topk_accuracy(probs, labels, voted=voted),
         "mean_class_accuracy": float(np.mean(present)) if present else float("nan"),
         "num_samples": int(len(labels)),
-        "per_class_accuracy": per_class,
+        "per_class_accuracy": dict(zip(names, recall)),
         "confusion_matrix": cm.tolist(),
         "class_names": names,
     }

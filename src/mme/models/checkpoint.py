@@ -36,7 +36,14 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from mme.config import from_dict
-from mme.errors import CheckpointError, CheckpointUnreadable, ClipNotDivisible, ConfigError, UnknownConfigKeys
+from mme.errors import (
+    CheckpointError,
+    CheckpointUnreadable,
+    ClipNotDivisible,
+    ConfigError,
+    DataError,
+    UnknownConfigKeys,
+)
 from mme.models import convert, convert_config
 from mme.models.classifier import FC_NORM_EPS, VideoClassifier
 from mme.models.config import ModelConfig, mlp_width
@@ -642,8 +649,14 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
         ck.norm_pix = bool(hf.get("norm_pix_loss", True))  # transformers' default
     labels = hf.get("id2label")
     if ck.kind == "classifier" and isinstance(labels, dict) and len(labels) == ck.classifier["num_classes"]:
+        from mme.data.lists import distinct_classes
+
         names = [str(labels.get(str(i), labels.get(i))) for i in range(len(labels))]
-        ck.class_names = None if names == [f"LABEL_{i}" for i in range(len(names))] else names  # transformers'
+        try:
+            ck.class_names = None if names == [f"LABEL_{i}" for i in range(len(names))] else \
+                distinct_classes(names, f"id2label of {path / CONFIG}")  # (LABEL_<i>: transformers' names of none)
+        except DataError as e:  # (a fault of the checkpoint's files)
+            raise CheckpointError(str(e)) from e
     return ck
 
 
