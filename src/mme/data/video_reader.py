@@ -98,9 +98,9 @@ class VideoReader:
 
     def __new__(cls, *args, **kwargs):
         reader = super().__new__(cls)
+        # held by each read, orientation and close: one reader used from several threads reads once at a time (its
+        # decoder, container and position are one; two reads at once crashed the process, or gave other frames)
         reader._lock = threading.RLock()
-        """Held by each read, orientation and close: one reader used from several threads reads once at a time (its
-        decoder, container and position are one; two reads at once crashed the process, or gave other frames)."""
         return reader
 
     def read(self, indices, each: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:

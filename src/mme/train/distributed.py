@@ -191,7 +191,6 @@ def check_start_step(resumed_step: int | None, resumed_run: str | None = None) -
         raise MMEError(f"ranks resume checkpoints of different runs at step {starts[0][0]}: {said} {where}")
 
 
-
 def check_same_inputs(inputs: dict[str, Callable[[], str] | None]) -> None:
     """Raise on every rank unless all read the same copy of each input: ``inputs`` maps what names an input that
     each rank reads on its own (a node, its own copy: ``task.test_list test.txt``, ``train.init model.pt``) to what
