@@ -1410,7 +1410,8 @@ def test_a_hugging_face_id2label_that_names_a_class_twice_is_refused_in_one_line
     assert read_checkpoint(tmp_path / "hf").class_names == ["jump", "run", "swim", "walk"]
     config.write_text(json.dumps({**hf, "id2label": {"0": "jump", "1": "run", "2": "jump", "3": "swim"}}))
     with pytest.raises(CheckpointError, match=rf"^id2label of {re.escape(str(config))}: names \['jump'\] more than one "
-                                              r"class \(a name must say which class it is\)$"):
+                                              r"class \(a name must say which class it is\): rename one of them "
+                                              r"there$"):
         read_checkpoint(tmp_path / "hf")
 
 

@@ -420,8 +420,8 @@ def test_a_class_whose_every_training_video_failed_is_warned_about_and_the_train
                      "5", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert [rec.getMessage() for rec in caplog.records if "every video of" in rec.getMessage()] == [
-        f"every video of class(es) 1 (3 videos) of the train list {train_list} failed: no probe fit on it predicts "
-        f"them, so the scores of those classes' videos cannot be right"]
+        f"every video of class(es) 1 (3 videos) of the train list {train_list} failed: the kNN bank and a probe "
+        f"fit on the train list alone hold none of them, so the scores of those classes' videos cannot be right"]
     assert out.count("(12 videos, 1 failed; 3 of the train list failed") == 2, out
 
 

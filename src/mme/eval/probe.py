@@ -241,8 +241,8 @@ def failed_classes(train_list: str | Path, train: list, fitted: Any) -> str | No
     if not lost:
         return None
     counts = ", ".join(f"{label} ({n} videos)" for label, n in lost)
-    return (f"every video of class(es) {counts} of the train list {train_list} failed: no probe fit on it predicts "
-            f"them, so the scores of those classes' videos cannot be right")
+    return (f"every video of class(es) {counts} of the train list {train_list} failed: the kNN bank and a probe "
+            f"fit on the train list alone hold none of them, so the scores of those classes' videos cannot be right")
 
 
 def check_knn(k: int, temperature: float, weighting: str) -> None:

@@ -656,7 +656,7 @@ def _from_hf_dir(path: Path, hf: dict, hints: dict, encoder_only: bool, strict: 
             ck.class_names = None if names == [f"LABEL_{i}" for i in range(len(names))] else \
                 distinct_classes(names, f"id2label of {path / CONFIG}")  # (LABEL_<i>: transformers' names of none)
         except DataError as e:  # (a fault of the checkpoint's files)
-            raise CheckpointError(str(e)) from e
+            raise CheckpointError(f"{e}: rename one of them there") from e
     return ck
 
 
