@@ -992,6 +992,7 @@ outcome("embed_roots", embed, d / "model", d / "shared.txt", d / "roots.npy", ro
 outcome("pretrain", pretrain, load_config(PretrainConfig, "tiny_cpu_pixel", [
     *(o for o in TINY if not o.startswith("task.")), "data.list_file=reordered.txt", f"train.out_dir={d / 'pre'}"]))
 finetuned("train_list", "data.list_file=train.txt")
+finetuned("trained_test_list", f"data.list_file={root}/train.txt", "task.test_list=test.txt")
 dist.shutdown()
 """
 """Each rank, in a folder of its own as on a node of its own, reads its node's copy of an input (lists, checkpoint):
@@ -1002,8 +1003,8 @@ node 1's copy differs from node 0's."""
 def disagreeing(synth, tmp_path_factory):
     """One torchrun launch of two ranks, each reading its own node's copy (``node<RANK>/``) of one input at a time:
     ``{rank: {part: None or [error type, message]}}`` and the launch's stderr. Rank 1's copies: a test list of 3 of
-    rank 0's 7 videos, a classifier of other weights, an embed list and a pre-training list in another order, a
-    training list of 12 of the 16 videos."""
+    rank 0's 7 videos (tested alone, and after training), a classifier of other weights, an embed list and a
+    pre-training list in another order, a training list of 12 of the 16 videos."""
     d = tmp_path_factory.mktemp("disagreeing")
     lines = Path(synth[0].split("=", 1)[1]).read_text().splitlines()
     for rank in (0, 1):
@@ -1046,6 +1047,19 @@ def test_eval_only_with_a_test_list_of_other_videos_on_one_node_stops_every_rank
                         r"3 videos \(digest [0-9a-f]{16}\) on rank 1: every node must hold the same copy", message), \
         message
     assert not (disagreeing[2] / "test_list").exists()  # (no report: no folder taken)
+
+
+def test_fine_tuning_with_a_test_list_of_other_videos_on_one_node_stops_every_rank_before_any_step(disagreeing):
+    """Training (not task.eval_only) with each node's own copy of task.test_list: the ranks compared their copies
+    only as they tested them, so the run trained every step and wrote its checkpoints before every rank stopped (a
+    stale task.val_list, at the first periodic validation). The val and test lists are now compared at set-up, with
+    the training list, before step 1."""
+    message = _disagree(disagreeing, "trained_test_list")
+    assert re.fullmatch(r"ranks disagree on task\.test_list test\.txt: 7 videos \(digest [0-9a-f]{16}\) on rank 0, "
+                        r"3 videos \(digest [0-9a-f]{16}\) on rank 1: every node must hold the same copy", message), \
+        message
+    assert not list(disagreeing[2].glob("trained_test_list/checkpoint-*"))  # no step trained
+    assert not (disagreeing[2] / "trained_test_list").exists()  # (the new run folder removed)
 
 
 def test_eval_only_of_another_checkpoint_on_one_node_stops_every_rank_naming_each_ranks_weights(disagreeing):

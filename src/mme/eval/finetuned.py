@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from mme.config import given_in, load_config
-from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
+from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
     SPLITS,
@@ -41,24 +41,17 @@ from mme.train import distributed as dist
 from mme.train import engine, loop, run_folder
 from mme.train.config import FinetuneConfig, clips_for
 from mme.train.engine import Run
-from mme.train.finetune import check_test_lists, class_names, describe, setup
+from mme.train.finetune import check_test_lists, class_names, describe, list_test_set, setup
 from mme.train.precision import choose_precision
 
 log = logging.getLogger(__name__)
-
-
-def _test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None, crops: int | None = None):
-    """The videos of ``list_file`` as a test set of ``clips`` x ``crops`` views (the config's by default)."""
-    data = dataclasses.replace(cfg.data, list_file=list_file, test_clips=clips or cfg.data.test_clips,
-                               test_crops=crops or cfg.data.test_crops, max_failure_fraction=1.0)
-    return ClassificationDataset(data, "test", seed=cfg.train.seed)
 
 
 def _validation(cfg: FinetuneConfig):
     """``task.eval_every``: the single-view val top-1 every that many steps, added to the step's metrics."""
     if not (cfg.task.val_list and cfg.task.eval_every):
         return None
-    val = _test_set(cfg, cfg.task.val_list, 1, 1)
+    val = list_test_set(cfg, cfg.task.val_list, 1, 1)
 
     def after_step(run: Run, metrics: dict) -> bool:
         if run.step % cfg.task.eval_every:
@@ -76,7 +69,6 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
     """Multi-view test of ``model`` on ``dataset``, sharded over ranks (video i on rank i % world); ``name``: the
     split, whose progress rank 0 shows."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    dist.check_same_inputs({f"task.{name or 'val'}_list {dataset.cfg.list_file}": lambda: list_identity(dataset)})
     with dist.agreed():  # a rank's share that fails (a loader worker killed) stops every rank, saying why
         pred = multiview_predict(model, dataset, indices=range(rank, len(dataset), world),
                                  batch_size=cfg.task.eval_batch_size, num_workers=cfg.data.num_workers, device=device,
@@ -96,7 +88,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
     for name, list_file in cfg.task.tested.items():
         try:
-            dataset = _test_set(cfg, list_file)
+            dataset = list_test_set(cfg, list_file)
             report = evaluate(model, dataset, cfg, device, precision, names, name)
         except DataError as e:  # (on every rank: the predictions are joined first)
             untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"
@@ -174,7 +166,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
             raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
                               f"{model.num_classes}")
         check_test_lists(cfg, model.num_classes)
-    engine.check_same_inputs(cfg, None, ck, names)
+    engine.check_same_inputs(cfg, None, ck, names, list_test_set)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a

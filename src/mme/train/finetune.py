@@ -141,6 +141,14 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
         log.warning("%s", note)
 
 
+def list_test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None,
+             crops: int | None = None) -> ClassificationDataset:
+    """The videos of ``list_file`` as a test set of ``clips`` x ``crops`` views (the config's by default)."""
+    data = dataclasses.replace(cfg.data, list_file=list_file, test_clips=clips or cfg.data.test_clips,
+                               test_crops=crops or cfg.data.test_crops, max_failure_fraction=1.0)
+    return ClassificationDataset(data, "test", seed=cfg.train.seed)
+
+
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     """``task.num_classes``, else the number of class names, else 1 + the largest label; a label the head cannot
     predict is a DataError naming the list file, found before any training."""
@@ -208,7 +216,7 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                                 head_init_scale=cfg.task.head_init_scale, scratch_init=cfg.task.scratch_init)
         if init is not None:
             load_checkpoint_encoder(model.encoder, init)
-    engine.check_same_inputs(cfg, dataset, init, names)
+    engine.check_same_inputs(cfg, dataset, init, names, list_test_set)  # (the val and test lists: before step 1)
     if t.activation_checkpointing:
         checkpoint_blocks(model.encoder)
     job = engine.Job(_inputs, _forward, _timing_loss(model, cfg), unit="videos",
