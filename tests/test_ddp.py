@@ -76,7 +76,7 @@ def outcome(fn, *args, **kwargs):
         return [type(e).__name__, str(e)]
 
 
-# what pre-training and fine-tuning check after a resume (each rank reads its own out dir)
+# what pre-training and fine-tuning check after a resume (each rank reads its own copy of train.resume)
 dist.check_start_step(7)  # the same on both ranks: passes
 out["start"] = outcome(dist.check_start_step, 3 + 2 * rank)
 # each rank decodes its own share of the videos and records what fails
@@ -139,7 +139,7 @@ def ranks(synth, tmp_path_factory):
 
 
 def test_ranks_that_would_start_at_different_steps_stop_with_a_message(ranks):
-    """What pre-training and fine-tuning check after a resume (each rank reads its own out dir)."""
+    """What pre-training and fine-tuning check after a resume (each rank reads its own copy of train.resume)."""
     for rank in (0, 1):
         _, message = ranks[0][rank]["start"]
         assert message == ("ranks disagree on the step to start at: step 3 resumed on rank 0, step 5 resumed on rank "
@@ -605,8 +605,8 @@ def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_w
 
 
 def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(synth, tmp_path):
-    """Each node's copy of the checkpoint to resume (a node-local train.resume path, or train.out_dir) of another
-    run at the same step: the ranks agreed on the step alone and trained on silently from different weights and
+    """Each node's copy of the checkpoint to resume (each rank reads its own copy of train.resume) of another run
+    at the same step: the ranks agreed on the step alone and trained on silently from different weights and
     optimizer states, DDP averaging their gradients. They now agree on the run too (its run_id)."""
     runs = [run("tiny_cpu_pixel", synth, tmp_path / f"node{rank}" / "run", "train.steps=2", "train.batch_size=2",
                 f"train.seed={rank}", FP32) for rank in (0, 1)]
