@@ -144,7 +144,7 @@ def test_ranks_that_would_start_at_different_steps_stop_with_a_message(ranks):
         _, message = ranks[0][rank]["start"]
         assert message == ("ranks disagree on the step to start at: step 3 resumed on rank 0, step 5 resumed on rank "
                            "1 (each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, "
-                           "and a train.resume path, on a shared filesystem)"), message
+                           "and a train.resume path, on a shared file system)"), message
 
 
 def test_every_rank_counts_and_skips_the_videos_any_rank_found_broken(ranks):
@@ -616,7 +616,7 @@ def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(synth, tmp
         "train.batch_size=2", FP32))
     said = (f"ranks resume checkpoints of different runs at step 2: run {ids[0]} on rank 0, run {ids[1]} on rank 1 "
             "(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
-            "train.resume path, on a shared filesystem)")
+            "train.resume path, on a shared file system)")
     assert ids[0] != ids[1] and sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
                                                                    f"mme pretrain: error: {said}"], err[-3000:]
     assert not list((tmp_path / "shared").glob("checkpoint-*"))  # no step trained

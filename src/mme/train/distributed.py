@@ -181,7 +181,7 @@ def check_start_step(resumed_step: int | None, resumed_run: str | None = None) -
     run) trained different models on, DDP averaging their gradients."""
     starts = all_gather_objects((resumed_step, resumed_run))
     where = ("(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
-             "train.resume path, on a shared filesystem)")
+             "train.resume path, on a shared file system)")
     if len({step for step, _ in starts}) > 1:
         said = _on_ranks([step for step, _ in starts],
                          lambda step: "a fresh start" if step is None else f"step {step} resumed")
