@@ -955,7 +955,7 @@ from pathlib import Path
 import torch
 from mme.config import load_config
 from mme.eval.features import embed
-from mme.eval.finetuned import finetune
+from mme.eval.finetuned import finetune, loop
 from mme.train import distributed as dist
 from mme.train.config import FinetuneConfig, PretrainConfig
 from mme.train.pretrain import pretrain
@@ -993,6 +993,18 @@ outcome("pretrain", pretrain, load_config(PretrainConfig, "tiny_cpu_pixel", [
     *(o for o in TINY if not o.startswith("task.")), "data.list_file=reordered.txt", f"train.out_dir={d / 'pre'}"]))
 finetuned("train_list", "data.list_file=train.txt")
 finetuned("trained_test_list", f"data.list_file={root}/train.txt", "task.test_list=test.txt")
+trains = loop.train
+
+
+def train_then_replace_the_test_list(run):  # node 1's copy replaced while the run trained (days, on a real run)
+    trained = trains(run)
+    if rank == "1":
+        Path("same.txt").write_text("".join(Path("same.txt").read_text().splitlines(True)[:3]))
+    return trained
+
+
+loop.train = train_then_replace_the_test_list
+finetuned("replaced_test_list", f"data.list_file={root}/train.txt", "task.test_list=same.txt")
 dist.shutdown()
 """
 """Each rank, in a folder of its own as on a node of its own, reads its node's copy of an input (lists, checkpoint):
@@ -1017,6 +1029,7 @@ def disagreeing(synth, tmp_path_factory):
         (node / "list.txt").write_text("\n".join(lines[:4] if rank == 0 else lines[:4][::-1]) + "\n")
         (node / "reordered.txt").write_text("\n".join(lines if rank == 0 else lines[::-1]) + "\n")
         (node / "train.txt").write_text("\n".join(lines if rank == 0 else lines[:12]) + "\n")
+        (node / "same.txt").write_text("\n".join(lines[:7]) + "\n")
         (d / f"mount{rank}").symlink_to(synth[1].split("=", 1)[1])
     (d / "shared.txt").write_text("\n".join(lines[:4]) + "\n")
     shutil.copytree(d / "node0" / "model", d / "model")  # (the shared copies, where another input differs)
@@ -1060,6 +1073,18 @@ def test_fine_tuning_with_a_test_list_of_other_videos_on_one_node_stops_every_ra
         message
     assert not list(disagreeing[2].glob("trained_test_list/checkpoint-*"))  # no step trained
     assert not (disagreeing[2] / "trained_test_list").exists()  # (the new run folder removed)
+
+
+def test_a_test_list_replaced_on_one_node_while_the_run_trained_stops_its_tests(disagreeing):
+    """The lists were compared at set-up alone: node 1's copy of task.test_list replaced while the run trained was
+    dealt from otherwise at the tests, and test.json reported 5 of the 7 videos, no failure said. They are compared
+    again as they are tested."""
+    message = _disagree(disagreeing, "replaced_test_list")
+    assert re.fullmatch(r"ranks disagree on task\.test_list same\.txt: 7 videos \(digest [0-9a-f]{16}\) on rank 0, "
+                        r"3 videos \(digest [0-9a-f]{16}\) on rank 1: every node must hold the same copy", message), \
+        message
+    assert list(disagreeing[2].glob("replaced_test_list/checkpoint-*"))  # trained
+    assert not (disagreeing[2] / "replaced_test_list" / "test.json").exists()
 
 
 def test_eval_only_of_another_checkpoint_on_one_node_stops_every_rank_naming_each_ranks_weights(disagreeing):

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from mme.config import given_in, load_config
-from mme.data.dataset import ClassificationDataset, DataConfig
+from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
     SPLITS,
@@ -89,6 +90,9 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     for name, list_file in cfg.task.tested.items():
         try:
             dataset = list_test_set(cfg, list_file)
+            # (the same copy on every rank, as at set-up: a node's copy replaced while the run trained would be
+            # dealt from otherwise, and reported short)
+            dist.check_same_inputs({f"task.{name}_list {list_file}": partial(list_identity, dataset)})
             report = evaluate(model, dataset, cfg, device, precision, names, name)
         except DataError as e:  # (on every rank: the predictions are joined first)
             untested[name] = f"task.{name}_list {list_file} could not be tested: {e}"

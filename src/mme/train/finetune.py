@@ -142,7 +142,7 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
 
 
 def list_test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None,
-             crops: int | None = None) -> ClassificationDataset:
+                  crops: int | None = None) -> ClassificationDataset:
     """The videos of ``list_file`` as a test set of ``clips`` x ``crops`` views (the config's by default)."""
     data = dataclasses.replace(cfg.data, list_file=list_file, test_clips=clips or cfg.data.test_clips,
                                test_crops=crops or cfg.data.test_crops, max_failure_fraction=1.0)
