@@ -189,15 +189,31 @@ def caller_generator_kept() -> Iterator[None]:
         yield
 
 
+def _sync_folder(folder: Path) -> None:
+    """fsync ``folder`` (its entries: a rename in it); where the file system cannot (some network or FUSE ones:
+    EINVAL), nothing more than the rename is done, as before."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write into; when the block ends without an error it replaces ``path``
-    (after an fsync with ``sync``), and it is removed when the block raises or the replacing fails, so no reader
-    ever sees a half-written file. The block writes into the file made here, not a file of its own renamed onto it
-    (safetensors' ``save_file``: :func:`write_safetensors` instead), which would hold no lock and be left behind by
-    a failed write. The temporary name keeps the suffix, for writers that choose the format by it (matplotlib,
-    numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file, also where the
-    name was there before (a killed write's of the same PID, made under another umask).
+    """A temporary path beside ``path`` to write into; when the block ends without an error it replaces ``path`` (with
+    ``sync``, the file fsynced before and its folder after: the rename itself reaches the disk, so a machine that loses
+    power right after it keeps the new file under its name, a checkpoint), and it is removed when the block raises or
+    the replacing fails, so no reader ever sees a half-written file. The block writes into the file made here, not a
+    file of its own renamed onto it (safetensors' ``save_file``: :func:`write_safetensors` instead), which would hold no
+    lock and be left behind by a failed write. The temporary name keeps the suffix, for writers that choose the format
+    by it (matplotlib, numpy, PyAV), and starts with a dot. The file gets the permissions the umask gives a new file,
+    also where the name was there before (a killed write's of the same PID, made under another umask).
 
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`.
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
@@ -219,6 +235,8 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        if sync:
+            _sync_folder(path.parent)
     except BaseException:
         if file_identity(tmp) == held:  # (where the block let the name go, another writer may hold it now)
             tmp.unlink(missing_ok=True)
