@@ -192,16 +192,12 @@ def caller_generator_kept() -> Iterator[None]:
 def _sync_folder(folder: Path) -> None:
     """fsync ``folder`` (its entries: a rename in it); where the file system cannot (some network or FUSE ones:
     EINVAL), nothing more than the rename is done, as before."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
