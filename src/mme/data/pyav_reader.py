@@ -371,6 +371,7 @@ class PyAVReader(VideoReader):
                                                       f"{self._container.format.name})")
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             self.fps = float(rate) if rate else 0.0
+            # (VersionOfFile.of(path), with the absolute path this reader already spelled, self._name)
             self._index = _pyav_index(VersionOfFile(self._name, file_version(os.stat(path)), path),
                                       None if index_dir is None else str(index_dir))
             # a stream FFmpeg's probe met no packet of (an MPEG-TS / PS whose video starts after its probe window) has
