@@ -73,11 +73,9 @@ SHORT_ON_CPU = {"AMX": 191, "other": 400}
 """Under bf16/fp16 autocast on a CPU, sequences of up to this many tokens are attended in fp32
 (:func:`attention`), by whether the CPU has AMX."""
 
-
-@torch.compiler.assume_constant_result
-def short_on_this_cpu() -> int:
-    """This CPU's :data:`SHORT_ON_CPU` (a constant to ``torch.compile``)."""
-    return SHORT_ON_CPU["AMX" if "AMX" in cpu_features() else "other"]
+SHORT_ON_THIS_CPU = SHORT_ON_CPU["AMX" if "AMX" in cpu_features() else "other"]
+"""This CPU's :data:`SHORT_ON_CPU`: a module constant, which ``torch.compile`` reads as one (a function marked
+constant for it imported ``torch._dynamo`` with this module, 1.2 s of every process that imports the model)."""
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -89,7 +87,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     from 256 on with 64-wide heads (docs/performance.md). So under autocast such sequences (the encoder's visible
     tokens, small models' decoders) go through fp32, which is also the more exact; the casts cost a few percent of
     the kernel. fp32 runs and CUDA take the kernel as it is."""
-    if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= short_on_this_cpu():
+    if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and q.shape[-2] <= SHORT_ON_THIS_CPU:
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v)
