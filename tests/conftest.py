@@ -14,6 +14,7 @@ header of the run says what ``auto`` resolves to.
 
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +26,13 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.env
     # default, a thread per core in each worker, `pytest -n 2` on 2 cores ran the suite 1.6-2.4x slower
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # a suite started as a background job of a shell without job control (`make test &` in a script, a CI step) has
+    # SIGINT ignored from its start (POSIX), and Python keeps it so, in pytest, its workers and every process its
+    # tests start: the tests of what Ctrl-C does saw none (a run trained to its end, a 60 s timeout waited out)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 sys.path.insert(0, os.path.dirname(__file__))
 
