@@ -475,8 +475,6 @@ def test_lists_extracted_into_one_cache_keep_their_own_reports(videos, tmp_path)
 
 
 DYING_WORKER = """import os, signal, sys
-from mme.data import lists
-from mme.motion import extract
 
 
 def dying_on_b(work):
@@ -487,8 +485,13 @@ def dying_on_b(work):
     return dying
 
 
-extract.extract_video = dying_on_b(extract.extract_video)
-lists.check_video = dying_on_b(lists.check_video)
+# the command's own function only (a spawned worker has its parent's sys.argv): check's workers import no torch
+if sys.argv[1] == "extract":
+    from mme.motion import extract
+    extract.extract_video = dying_on_b(extract.extract_video)
+else:
+    from mme.data import lists
+    lists.check_video = dying_on_b(lists.check_video)
 if __name__ == "__main__":
     from mme import cli
     sys.exit(cli.main(sys.argv[1:]))
