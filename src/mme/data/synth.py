@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -638,7 +639,13 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     remove_stale_temps([*(root / rel for rel in split_of),
                         *(root / name for name in (*RECORDED, "classes.json", PROGRESS, LISTS_WRITTEN))])
     params, saved = {}, time.monotonic()
-    for rel, p in in_workers(_make_video, jobs, workers, _died_making):
+    # the videos an earlier run made are checked in this process (a hash each; one found changed is made again here),
+    # the others made by the workers: a rerun whose videos are all there starts no worker (a spawned one imports mme,
+    # about 1.7 s of CPU each)
+    there = [job[-1] is not None and (root / job[1]).is_file() for job in jobs]
+    made_here = map(_make_video, [job for job, t in zip(jobs, there) if t])
+    made_by_workers = in_workers(_make_video, [job for job, t in zip(jobs, there) if not t], workers, _died_making)
+    for rel, p in itertools.chain(made_here, made_by_workers):
         params[rel] = {**p, "split": split_of[rel]}
         if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
             atomic_write_text(progress, json.dumps({**made, **params}))
