@@ -59,6 +59,7 @@ def test_loader_workers_are_stopped_when_the_run_returns(synth, tmp_path):
         gc.enable()
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_one_set_of_loader_workers_serves_every_epoch_and_gives_the_items_of_no_workers(synth, tmp_path,
                                                                                        monkeypatch):
     """16 clips at batch 4 are 4 steps per epoch: 7 steps cross an epoch boundary, where the workers have already
@@ -178,6 +179,7 @@ def _accumulated_vs_big_batch(synth, tmp_path, *extra: str) -> tuple[float, floa
     return max((sa[k] - sb[k]).abs().max().item() for k in sa), a.history[-1]["loss"], b.history[-1]["loss"]
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_gradient_accumulation_equals_the_big_batch(synth, tmp_path):
     worst, loss_a, loss_b = _accumulated_vs_big_batch(synth, tmp_path, FP32)
     assert worst <= 1e-6
@@ -416,6 +418,7 @@ def test_bad_input_fails_at_start_up_naming_it(synth, tmp_path, capsys):
         run("tiny_cpu_pixel", synth, tmp_path / "b", f"train.resume={tmp_path}/missing.pt")
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_activation_checkpointing_gives_the_same_training(synth, tmp_path):
     a = run("tiny_cpu_pixel", synth, tmp_path / "a", "train.steps=2", FP32)
     b = run("tiny_cpu_pixel", synth, tmp_path / "b", "train.steps=2", FP32, "train.activation_checkpointing=true")
@@ -568,6 +571,7 @@ def test_init_loads_the_weights_of_a_checkpoint(synth, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_path, caplog):
     """train.init loaded a masked autoencoder trained with other head counts and another input norm into the
     config's architecture (the shapes match), without a word: its encoder computed something else (off by 0.31).
@@ -606,6 +610,7 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
         "4), model.decoder_heads=2 (the run's: 4)"]
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_init_of_a_decoder_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_path):
     """An original VideoMAE .pth whose decoder width has no guess (32: not of 64-d heads) was refused as train.init
     ("cannot infer the decoder's attention heads for width 32: pass decoder_heads", which pre-training has no way
@@ -630,6 +635,7 @@ def test_init_of_a_decoder_width_with_no_head_count_guess_takes_the_configs_coun
         run("tiny_cpu_pixel", synth, tmp_path / "b", f"train.init={tmp_path}/pre.pth", "model.decoder_dim=64", *frozen)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_init_from_a_masked_autoencoder_takes_the_hidden_width_of_its_heads(synth, tmp_path, caplog):
     """Pre-training from an MME masked autoencoder whose model.head_hidden (64) was not the recipe's (32) was refused
     for the shapes of its heads, with advice to start from its encoder alone (its decoder and heads thrown away),
@@ -648,6 +654,7 @@ INIT = "checkpoint-00000002.pt"
 """The last checkpoint of a run of 2 steps."""
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_pretraining_run_begun_from_train_init_keeps_it_on_resume(synth, tmp_path):
     """Resumed without train.init (the plain resume command), a run begun from one recorded ``init: null`` in its
     config.yaml and later checkpoints (as fine-tuning did: test_finetune.py)."""
@@ -659,6 +666,7 @@ def test_a_pretraining_run_begun_from_train_init_keeps_it_on_resume(synth, tmp_p
     assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] == str(a.checkpoint)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_relative_train_init_is_the_runs_from_its_working_folder_on_resume(synth, tmp_path, caplog, monkeypatch):
     """A run begun from a relative train.init and resumed from another folder compared the paths in the resuming
     folder: the same command line named a missing file unsaid, the same file by its path from there was warned about
@@ -693,6 +701,7 @@ def test_a_relative_train_init_is_the_runs_from_its_working_folder_on_resume(syn
     assert yaml.safe_load((moved / "config.yaml").read_text())["train"]["init"] == str(tmp_path / "M" / "init.pt")
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_train_init_given_to_a_run_whose_checkpoint_records_none_is_ignored_and_said(synth, tmp_path, caplog):
     """A checkpoint that records ``init: null`` (a run begun from scratch, or one an earlier version resumed, which
     recorded none) cannot tell which it is: a train.init given on resume is warned about as ignored, saying both,
@@ -720,6 +729,7 @@ def test_a_train_init_given_to_a_run_whose_checkpoint_records_none_is_ignored_an
         assert torch.load(res.checkpoint, weights_only=True)["config"]["train"]["init"] is None
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     """A resumed pre-training run took its architecture from its checkpoint with model.preset=None, so a run begun
     with model.preset=tiny, resumed by the same command, warned of a changed config and recorded
@@ -741,6 +751,7 @@ def test_a_resume_keeps_the_runs_preset(synth, tmp_path, caplog):
     assert torch.load(c.checkpoint, weights_only=True)["config"]["model"]["preset"] is None
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_init_from_hugging_face_pretraining_without_a_final_norm_starts_that_norm_fresh(synth, tmp_path, caplog):
     """A Hugging Face VideoMAEForPreTraining saved with use_mean_pooling=true (transformers' default: no final encoder
     LayerNorm) was refused as train.init for the missing encoder.norm, and the advice given (export its encoder,
