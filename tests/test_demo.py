@@ -891,7 +891,8 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
     monkeypatch.setattr(mme.train.precision, "faster_precision",
                         lambda loss_fn, device: (p := next(timings), f"auto: measured here, {p} faster"))
     monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
-    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"))
+    monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
+    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"), workers=0)
     demo.demo(s)
     result = json.loads((s.out / "results.json").read_text())
     assert {r["target"]: r.get("precision") for r in result["rows"]} == {"pixel": "fp32", "hog": "fp32",
@@ -981,7 +982,8 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
     monkeypatch.setattr(mme.train.precision, "bf16_native", lambda device: True)
     monkeypatch.setattr(mme.train.precision, "faster_precision", lambda loss_fn, device: ("bf16", "auto: measured"))
     monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
-    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,))
+    monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
+    s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), workers=0)
     monkeypatch.setenv(mme.train.precision.AUTO_ENV, "fp32")
     demo.demo(s)
     monkeypatch.delenv(mme.train.precision.AUTO_ENV)
