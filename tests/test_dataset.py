@@ -608,7 +608,7 @@ class Faults(Dataset):
 
 if __name__ == "__main__":  # (mme imported here: a spawned worker imports this file, and a plain one needs no mme)
     def loader():
-        return DataLoader(Faults(), batch_size=None, num_workers=1, multiprocessing_context=sys.argv[1])
+        return DataLoader(Faults(), batch_size=None, num_workers=2, multiprocessing_context=sys.argv[1])
 
     faults = {"plain": [int(b) for b in loader()]}  # first: this process as a plain run's, start_workers not yet called
     from mme.data.dataset import start_workers

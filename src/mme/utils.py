@@ -503,9 +503,9 @@ def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     terminal sends to the whole process group, is left to the main process, which stops the workers.
 
     torch is set to one thread where ``work``'s module imported it (spawn imported that module before this runs);
-    elsewhere ``OMP_NUM_THREADS=1`` has a later import start on one thread, and a worker whose job needs no torch
-    (``mme check``'s, ``mme synth``'s) does not import it: 1.9 s of CPU per worker, and each dead worker's
-    replacement, on a 2-core AMD EPYC."""
+    elsewhere ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (which torch's default takes first) of 1 have a later import
+    start on one thread, and a worker whose job needs no torch (``mme check``'s) does not import it: 1.9 s of CPU
+    per worker, and per replacement of a dead one, on the 2-core Intel Xeon (AMX)."""
     import cv2
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -513,7 +513,7 @@ def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     if torch is not None:
         torch.set_num_threads(1)
     else:
-        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cv2.setNumThreads(1)
     try:
         conn.send(WORKER_READY)
