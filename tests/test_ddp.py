@@ -556,70 +556,106 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
     assert (tmp_path / "run" / "checkpoint-00000001.pt").is_file()
 
 
-IN_RANKS_FOLDER = ("import os, sys\n"
-                   "from mme import cli\n"
-                   "os.chdir(os.path.join(sys.argv.pop(1), 'node' + os.environ['RANK']))\n"
-                   "open('pid', 'w').write(str(os.getpid()))\n"
-                   "sys.exit(cli.main(sys.argv[1:]))\n")
-"""A script run by torchrun's ranks in which each rank works in a folder of its own, ``<first argument>/node<RANK>``
-(where it writes its pid), as the nodes of a multi-node job each from its own working folder (or disk)."""
+IN_RANKS_FOLDERS = """\
+import json, os, sys
+import torch
+from mme import cli
+from mme.train import distributed as dist
+base, rank = sys.argv[1], os.environ["RANK"]
+open(os.path.join(base, f"pid{rank}"), "w").write(str(os.getpid()))
+dist.init_distributed(torch.device("cpu"))  # up for every job below (a job that started it would leave it at its end)
+stderr = os.dup(2)
+for job, args in json.loads(sys.argv[2]).items():
+    os.chdir(os.path.join(base, job, "node" + rank))
+    with open(os.path.join(base, job, f"stderr{rank}.txt"), "w") as err:  # each job's, rank's stderr a file of its own
+        sys.stderr.flush()
+        os.dup2(err.fileno(), 2)
+        try:
+            cli.main(args)
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+dist.shutdown()
+"""
+"""A script run by torchrun's ranks that runs the mme commands of its second argument, ``{job: argv}``, one after the
+other: for each job each rank works in a folder of its own, ``<first argument>/<job>/node<RANK>``, as the nodes of a
+multi-node job each from its own working folder (or disk), and writes its stderr to ``<job>/stderr<RANK>.txt``; the
+process group, up before the first job, is each job's (as in a script that runs several)."""
+
+IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
+"""The jobs of :func:`in_folders` whose train.out_dir is relative (``run``, each rank's own), fresh and resumed."""
 
 
-def _pretrain_in_folders(tmp_path: Path, *args: str) -> str:
-    """The stderr of ``mme pretrain ARGS`` by two ranks, each in ``tmp_path/node<RANK>`` (:data:`IN_RANKS_FOLDER`);
-    a failure where they hang (killed after 60 s)."""
-    for rank in (0, 1):
-        (tmp_path / f"node{rank}").mkdir(exist_ok=True)
-    (tmp_path / "in_folder.py").write_text(IN_RANKS_FOLDER)
+@pytest.fixture(scope="module")
+def in_folders(synth, tmp_path_factory):
+    """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a ``mme pretrain``
+    by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`): ``{job: (its folder, what node0/run held before,
+    the ranks' stderr)}``, and ``{"runs": the run ids of node0/run and node1/run}``; a failure where they hang (killed
+    after 90 s, all of them; before, each job was a launch of its own, killed after 60 s). Jobs ``fresh`` and
+    ``resumed`` (node0/run a finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes
+    run/checkpoint-00000002.pt, on each node a finished run of its own (node0's a copy of ``resumed``'s)."""
+    base = tmp_path_factory.mktemp("in_folders")
+    jobs = {job: ["pretrain", "--config", "tiny_cpu_pixel", *extra, *tiny(
+        *synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32)] for job, extra in
+        IN_FOLDERS_JOBS.items()}
+    jobs["runs"] = ["pretrain", "--config", "tiny_cpu_pixel", *tiny(
+        *synth, f"train.out_dir={base / 'runs' / 'shared'}", "train.resume=run/checkpoint-00000002.pt",
+        "train.steps=4", "train.batch_size=2", FP32)]
+    for job in jobs:
+        for rank in (0, 1):
+            (base / job / f"node{rank}").mkdir(parents=True)
+    run("tiny_cpu_pixel", synth, base / "resumed" / "node0" / "run", "train.steps=2", "train.batch_size=2",
+        "train.seed=0", FP32)
+    shutil.copytree(base / "resumed" / "node0" / "run", base / "runs" / "node0" / "run")
+    run("tiny_cpu_pixel", synth, base / "runs" / "node1" / "run", "train.steps=2", "train.batch_size=2",
+        "train.seed=1", FP32)
+    ids = [json.loads((base / "runs" / f"node{rank}" / "run" / "run.json").read_text())["run_id"] for rank in (0, 1)]
+    held = {job: sorted(p.name for p in (base / job / "node0").glob("run/*")) for job in jobs}
+    (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(tmp_path / "in_folder.py"), str(tmp_path), "pretrain", *args],
+                             str(base / "in_folders.py"), str(base), json.dumps(jobs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        return proc.communicate(timeout=60)[1]
+        _, stderr = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
-        for pid_file in tmp_path.glob("node*/pid"):  # the ranks, in sessions of their own: torchrun's kill spares them
+        for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
         proc.kill()
         pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    said = {job: "".join((base / job / f"stderr{rank}.txt").read_text() for rank in (0, 1)) for job in jobs}
+    return {job: (base / job, held[job], said[job]) for job in jobs} | {"ids": ids}
 
 
 @pytest.mark.parametrize("resume", [True, False])
-def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(resume, synth, tmp_path):
+def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(resume, in_folders):
     """A relative train.out_dir launched from another folder on each node (or node-local disks). A fresh run went
     through, rank 0 alone writing its checkpoints, on its node; then with --resume auto rank 0 resumed its checkpoint
     and rank 1, finding none, started fresh: they met in different collectives, and the run hung (rank 0's 'resumed
     from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored; later, they stopped with 'ranks disagree on the
     step to start at'. Every rank now checks at the start that it sees the folder rank 0 locked, a fresh run too."""
-    if resume:
-        run("tiny_cpu_pixel", synth, tmp_path / "node0" / "run", "train.steps=2", "train.batch_size=2", FP32)
-    held = sorted(p.name for p in (tmp_path / "node0").glob("run/*"))
-    err = _pretrain_in_folders(tmp_path, "--config", "tiny_cpu_pixel", *(["--resume", "auto"] if resume else []),
-                               *tiny(*synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32))
-    said = (f"train.out_dir must be a folder every node sees (a shared file system): {tmp_path}/node1/run on the node "
+    folder, held, err = in_folders["resumed" if resume else "fresh"]
+    said = (f"train.out_dir must be a folder every node sees (a shared file system): {folder}/node1/run on the node "
             "of rank 1 is not the one rank 0 holds")
     assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
                                                f"mme pretrain: error: rank 1: {said}"], err[-3000:]
-    assert sorted(p.name for p in (tmp_path / "node0").glob("run/*")) == held  # nothing written
-    assert "checkpoint-00000002.pt" in held if resume else not (tmp_path / "node0" / "run").exists()  # (rank 0 made it)
-    assert not (tmp_path / "node1" / "run").exists()
+    assert sorted(p.name for p in (folder / "node0").glob("run/*")) == held  # nothing written
+    assert "checkpoint-00000002.pt" in held if resume else not (folder / "node0" / "run").exists()  # (rank 0 made it)
+    assert not (folder / "node1" / "run").exists()
 
 
-def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(synth, tmp_path):
+def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(in_folders):
     """Each node's copy of the checkpoint to resume (each rank reads its own copy of train.resume) of another run
     at the same step: the ranks agreed on the step alone and trained on silently from different weights and
     optimizer states, DDP averaging their gradients. They now agree on the run too (its run_id)."""
-    runs = [run("tiny_cpu_pixel", synth, tmp_path / f"node{rank}" / "run", "train.steps=2", "train.batch_size=2",
-                f"train.seed={rank}", FP32) for rank in (0, 1)]
-    ids = [json.loads((r.out_dir / "run.json").read_text())["run_id"] for r in runs]
-    err = _pretrain_in_folders(tmp_path, "--config", "tiny_cpu_pixel", *tiny(
-        *synth, f"train.out_dir={tmp_path / 'shared'}", "train.resume=run/checkpoint-00000002.pt", "train.steps=4",
-        "train.batch_size=2", FP32))
+    folder, _, err = in_folders["runs"]
+    ids = in_folders["ids"]
     said = (f"ranks resume checkpoints of different runs at step 2: run {ids[0]} on rank 0, run {ids[1]} on rank 1 "
             "(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
             "train.resume path, on a shared file system)")
     assert ids[0] != ids[1] and sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
                                                                    f"mme pretrain: error: {said}"], err[-3000:]
-    assert not list((tmp_path / "shared").glob("checkpoint-*"))  # no step trained
+    assert not list((folder / "shared").glob("checkpoint-*"))  # no step trained
 
 
 NCCL_ABORTED = "NCCL communicator was aborted on rank 0.  Original reason for failure was: "
