@@ -588,14 +588,14 @@ that runs several)."""
 def _jobs_in_folders(base: Path, jobs: dict[str, list[str]]) -> dict[str, tuple[str, list[int]]]:
     """Run the mme commands ``jobs`` (``{job: argv}``, folders ``base/<job>/node<RANK>`` made) in one torchrun launch
     of two ranks (:data:`IN_RANKS_FOLDERS`): ``{job: (its ranks' stderr, their exit codes)}``. Where the ranks hang
-    (killed after 90 s, all of them), the jobs they ended keep what they said, the job they hung in its stderr and a
+    (killed after 120 s, all of them), the jobs they ended keep what they said, the job they hung in its stderr and a
     last line saying so, and the jobs after it none (codes None)."""
     (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              str(base / "in_folders.py"), str(base), json.dumps(jobs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _, stderr = proc.communicate(timeout=90)
+        _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr[-3000:]
     except subprocess.TimeoutExpired:
         for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
@@ -608,7 +608,7 @@ def _jobs_in_folders(base: Path, jobs: dict[str, list[str]]) -> dict[str, tuple[
         ended = [codes[rank].get(job) for rank in (0, 1)]
         stderr = "".join(f.read_text() for rank in (0, 1) if (f := base / job / f"stderr{rank}.txt").is_file())
         hung = None in ended and stderr
-        said[job] = (stderr + ("\n(the ranks hung in this job: killed after 90 s)" if hung else ""),
+        said[job] = (stderr + ("\n(the ranks hung in this job: killed after 120 s)" if hung else ""),
                      None if None in ended else ended)
     return said
 
@@ -619,11 +619,12 @@ IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
 
 @pytest.fixture(scope="module")
 def in_folders(synth, tmp_path_factory):
-    """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a ``mme pretrain``
-    by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`): ``{job: (its folder, what node0/run held before,
-    the ranks' stderr)}``, and ``{"ids": the run ids of node0/run and node1/run}`` (:func:`_jobs_in_folders`). Jobs
-    ``fresh`` and ``resumed`` (node0/run a finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes
-    run/checkpoint-00000002.pt, on each node a finished run of its own (node0's a copy of ``resumed``'s)."""
+    """One torchrun launch of two ranks for the tests below and those of mme embed further on (:func:`_embed_jobs`;
+    each launch takes seconds), each job an mme command by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`):
+    ``{job: (its folder, its ranks' stderr, their exit codes, what it held before)}`` (:func:`_jobs_in_folders`), and
+    ``{"ids": the run ids of node0/run and node1/run}``. ``mme pretrain`` jobs ``fresh`` and ``resumed`` (node0/run a
+    finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes run/checkpoint-00000002.pt, on each node a
+    finished run of its own (node0's a copy of ``resumed``'s); what each held before: the files of node0/run."""
     base = tmp_path_factory.mktemp("in_folders")
     jobs = {job: ["pretrain", "--config", "tiny_cpu_pixel", *extra, *tiny(
         *synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32)] for job, extra in
@@ -641,8 +642,9 @@ def in_folders(synth, tmp_path_factory):
         "train.seed=1", FP32)
     ids = [json.loads((base / "runs" / f"node{rank}" / "run" / "run.json").read_text())["run_id"] for rank in (0, 1)]
     held = {job: sorted(p.name for p in (base / job / "node0").glob("run/*")) for job in jobs}
-    said = _jobs_in_folders(base, jobs)
-    return {job: (base / job, held[job], said[job][0]) for job in jobs} | {"ids": ids}
+    embed_jobs, kept = _embed_jobs(base, synth)
+    said = _jobs_in_folders(base, jobs | embed_jobs)
+    return {job: (base / job, *said[job], (held | kept)[job]) for job in jobs | embed_jobs} | {"ids": ids}
 
 
 @pytest.mark.parametrize("resume", [True, False])
@@ -652,7 +654,7 @@ def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_w
     and rank 1, finding none, started fresh: they met in different collectives, and the run hung (rank 0's 'resumed
     from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored; later, they stopped with 'ranks disagree on the
     step to start at'. Every rank now checks at the start that it sees the folder rank 0 locked, a fresh run too."""
-    folder, held, err = in_folders["resumed" if resume else "fresh"]
+    folder, err, _, held = in_folders["resumed" if resume else "fresh"]
     said = (f"train.out_dir must be a folder every node sees (a shared file system): {folder}/node1/run on the node "
             "of rank 1 is not the one rank 0 holds")
     assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
@@ -666,7 +668,7 @@ def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(in_folders
     """Each node's copy of the checkpoint to resume (each rank reads its own copy of train.resume) of another run
     at the same step: the ranks agreed on the step alone and trained on silently from different weights and
     optimizer states, DDP averaging their gradients. They now agree on the run too (its run_id)."""
-    folder, _, err = in_folders["runs"]
+    folder, err, _, _ = in_folders["runs"]
     ids = in_folders["ids"]
     said = (f"ranks resume checkpoints of different runs at step 2: run {ids[0]} on rank 0, run {ids[1]} on rank 1 "
             "(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
@@ -952,13 +954,11 @@ EMBED_IN_EACH = ("import json, os, sys\n"
 process."""
 
 
-@pytest.fixture(scope="module")
-def on_nodes(synth, tmp_path_factory):
-    """``mme embed ENC LIST ... --out feats.npy`` by two ranks, each in a folder of its own, ``node<RANK>``, as on two
-    nodes, in one torchrun launch for the tests below (:func:`_jobs_in_folders`): ``{job: (its folder, its ranks'
-    stderr, their exit codes, what was held before)}``. Job ``partial``: node 1 holds a partial folder of its own;
-    ``held<N>``: node N holds this job's finished features (the command run there alone, one process)."""
-    base = tmp_path_factory.mktemp("on_nodes")
+def _embed_jobs(base: Path, synth) -> tuple[dict[str, list[str]], dict[str, dict | None]]:
+    """The jobs of :func:`in_folders` for the tests below, ``mme embed ENC LIST ... --out feats.npy`` by two ranks,
+    each in a folder of its own, ``node<RANK>``, as on two nodes, and what each held before (made here): job
+    ``partial``: node 1 holds a partial folder of its own; ``held<N>``: node N holds this job's finished features
+    (the command run there alone, one process), their bytes kept."""
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
                     base / "enc")
@@ -976,16 +976,15 @@ def on_nodes(synth, tmp_path_factory):
     kept = {job: {"features": (base / job / f"node{n}" / "feats.npy").read_bytes(),
                   "sidecar": (base / job / f"node{n}" / "feats.npy.json").read_bytes()}
             for n, job in enumerate(("held0", "held1"))}
-    said = _jobs_in_folders(base, jobs)
-    return {job: (base / job, *said[job], kept.get(job)) for job in jobs}
+    return jobs, {"partial": None, **kept}
 
 
-def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(on_nodes):
+def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(in_folders):
     """Ranks on nodes that do not share --out (node-local disks, or a relative --out given from different folders):
     rank 1 wrote its parts into a ``.partial`` folder rank 0 never saw, or could not write them at all, and rank 0
     then said '4 rows neither embedded nor failed; rerun the same command to finish' at every rerun. Here each rank
     runs in a folder of its own, as on two nodes."""
-    folder, stderr, codes, _ = on_nodes["partial"]
+    folder, stderr, codes, _ = in_folders["partial"]
     said = (f"--out must be a folder every node sees (a shared file system): {folder}/node1/feats.npy.partial on the "
             "node of rank 1 is not the one rank 0 holds")
     assert codes == [1, 1] and sorted(_ends(stderr, "embed")) == [
@@ -995,12 +994,12 @@ def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_w
 
 
 @pytest.mark.parametrize("node", [0, 1])
-def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, on_nodes):
+def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, in_folders):
     """--out not shared by the nodes, one of which holds this job's finished features (an earlier run of the command
     on it alone): its rank returned at once, 'up to date', while the other went on to embed and waited for it, then
     said 'another rank ended before this one was done' (where the first rank's process went on, it waited for good).
     The ranks now decide together: not up to date on every rank, so the check of --out stops both."""
-    folder, stderr, codes, kept = on_nodes[f"held{node}"]
+    folder, stderr, codes, kept = in_folders[f"held{node}"]
     held = folder / f"node{node}" / "feats.npy"
     said = ("--out must be a folder every node sees (a shared file system): "
             f"{folder}/node1/feats.npy.partial on the node of rank 1 is not the one rank 0 holds")
