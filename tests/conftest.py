@@ -58,6 +58,14 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(autouse=True)
+def _pinned_tests_never_resolve_auto(request, monkeypatch):
+    """A test marked ``pinned`` (left out of the rerun as on the other CPU kind) fails where any run of it, in this
+    process or one it starts, resolves precision 'auto': :data:`AUTO_ENV` names no precision there."""
+    if request.node.get_closest_marker("pinned"):
+        monkeypatch.setenv(AUTO_ENV, "none-in-a-test-marked-pinned")
+
+
+@pytest.fixture(autouse=True)
 def _threads_as_they_were():
     """A test that sets torch's or OpenCV's thread counts (a benchmark called as a library function, a test of
     thread-count independence) leaves them as it found them: a later test in the same worker process would reduce
