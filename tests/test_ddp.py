@@ -564,54 +564,23 @@ from mme.train import distributed as dist
 base, rank = sys.argv[1], os.environ["RANK"]
 open(os.path.join(base, f"pid{rank}"), "w").write(str(os.getpid()))
 dist.init_distributed(torch.device("cpu"))  # up for every job below (a job that started it would leave it at its end)
-codes, stderr = {}, os.dup(2)
+stderr = os.dup(2)
 for job, args in json.loads(sys.argv[2]).items():
     os.chdir(os.path.join(base, job, "node" + rank))
     with open(os.path.join(base, job, f"stderr{rank}.txt"), "w") as err:  # each job's, rank's stderr a file of its own
         sys.stderr.flush()
         os.dup2(err.fileno(), 2)
         try:
-            codes[job] = cli.main(args)
+            cli.main(args)
         finally:
             sys.stderr.flush()
             os.dup2(stderr, 2)
-    open(os.path.join(base, f"codes{rank}.json"), "w").write(json.dumps(codes))
 dist.shutdown()
 """
 """A script run by torchrun's ranks that runs the mme commands of its second argument, ``{job: argv}``, one after the
 other: for each job each rank works in a folder of its own, ``<first argument>/<job>/node<RANK>``, as the nodes of a
-multi-node job each from its own working folder (or disk), and writes its stderr to ``<job>/stderr<RANK>.txt`` and
-its exit codes to ``codes<RANK>.json``; the process group, up before the first job, is each job's (as in a script
-that runs several)."""
-
-
-def _jobs_in_folders(base: Path, jobs: dict[str, list[str]]) -> dict[str, tuple[str, list[int]]]:
-    """Run the mme commands ``jobs`` (``{job: argv}``, folders ``base/<job>/node<RANK>`` made) in one torchrun launch
-    of two ranks (:data:`IN_RANKS_FOLDERS`): ``{job: (its ranks' stderr, their exit codes)}``. Where the ranks hang
-    (killed after 120 s, all of them), the jobs they ended keep what they said, the job they hung in its stderr and a
-    last line saying so, and the jobs after it none (codes None)."""
-    (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(base / "in_folders.py"), str(base), json.dumps(jobs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr[-3000:]
-    except subprocess.TimeoutExpired:
-        for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        proc.kill()
-        proc.communicate()
-    codes = [json.loads(f.read_text()) if (f := base / f"codes{rank}.json").is_file() else {} for rank in (0, 1)]
-    said = {}
-    for job in jobs:
-        ended = [codes[rank].get(job) for rank in (0, 1)]
-        stderr = "".join(f.read_text() for rank in (0, 1) if (f := base / job / f"stderr{rank}.txt").is_file())
-        hung = None in ended and stderr
-        said[job] = (stderr + ("\n(the ranks hung in this job: killed after 120 s)" if hung else ""),
-                     None if None in ended else ended)
-    return said
-
+multi-node job each from its own working folder (or disk), and writes its stderr to ``<job>/stderr<RANK>.txt``; the
+process group, up before the first job, is each job's (as in a script that runs several)."""
 
 IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
 """The jobs of :func:`in_folders` whose train.out_dir is relative (``run``, each rank's own), fresh and resumed."""
@@ -619,12 +588,12 @@ IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
 
 @pytest.fixture(scope="module")
 def in_folders(synth, tmp_path_factory):
-    """One torchrun launch of two ranks for the tests below and those of mme embed further on (:func:`_embed_jobs`;
-    each launch takes seconds), each job an mme command by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`):
-    ``{job: (its folder, its ranks' stderr, their exit codes, what it held before)}`` (:func:`_jobs_in_folders`), and
-    ``{"ids": the run ids of node0/run and node1/run}``. ``mme pretrain`` jobs ``fresh`` and ``resumed`` (node0/run a
-    finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes run/checkpoint-00000002.pt, on each node a
-    finished run of its own (node0's a copy of ``resumed``'s); what each held before: the files of node0/run."""
+    """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a ``mme pretrain``
+    by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`): ``{job: (its folder, what node0/run held before,
+    the ranks' stderr)}``, and ``{"runs": the run ids of node0/run and node1/run}``; a failure where they hang (killed
+    after 90 s, all of them; before, each job was a launch of its own, killed after 60 s). Jobs ``fresh`` and
+    ``resumed`` (node0/run a finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes
+    run/checkpoint-00000002.pt, on each node a finished run of its own (node0's a copy of ``resumed``'s)."""
     base = tmp_path_factory.mktemp("in_folders")
     jobs = {job: ["pretrain", "--config", "tiny_cpu_pixel", *extra, *tiny(
         *synth, "train.out_dir=run", "train.steps=4", "train.batch_size=2", FP32)] for job, extra in
@@ -642,9 +611,20 @@ def in_folders(synth, tmp_path_factory):
         "train.seed=1", FP32)
     ids = [json.loads((base / "runs" / f"node{rank}" / "run" / "run.json").read_text())["run_id"] for rank in (0, 1)]
     held = {job: sorted(p.name for p in (base / job / "node0").glob("run/*")) for job in jobs}
-    embed_jobs, kept = _embed_jobs(base, synth)
-    said = _jobs_in_folders(base, jobs | embed_jobs)
-    return {job: (base / job, *said[job], (held | kept)[job]) for job in jobs | embed_jobs} | {"ids": ids}
+    (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(base / "in_folders.py"), str(base), json.dumps(jobs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        for pid_file in base.glob("pid*"):  # the ranks, in sessions of their own: torchrun's kill spares them
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        proc.kill()
+        pytest.fail(f"the ranks hung: {proc.communicate()[1][-2000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    said = {job: "".join((base / job / f"stderr{rank}.txt").read_text() for rank in (0, 1)) for job in jobs}
+    return {job: (base / job, held[job], said[job]) for job in jobs} | {"ids": ids}
 
 
 @pytest.mark.parametrize("resume", [True, False])
@@ -654,7 +634,7 @@ def test_a_run_whose_out_dir_is_not_one_folder_for_every_rank_stops_every_rank_w
     and rank 1, finding none, started fresh: they met in different collectives, and the run hung (rank 0's 'resumed
     from ... at step 2', then nothing), Ctrl-C and SIGTERM ignored; later, they stopped with 'ranks disagree on the
     step to start at'. Every rank now checks at the start that it sees the folder rank 0 locked, a fresh run too."""
-    folder, err, _, held = in_folders["resumed" if resume else "fresh"]
+    folder, held, err = in_folders["resumed" if resume else "fresh"]
     said = (f"train.out_dir must be a folder every node sees (a shared file system): {folder}/node1/run on the node "
             "of rank 1 is not the one rank 0 holds")
     assert sorted(_ends(err, "pretrain")) == [f"mme pretrain (rank 1): error: {said}",
@@ -668,7 +648,7 @@ def test_ranks_resuming_one_step_of_different_runs_stop_with_one_line(in_folders
     """Each node's copy of the checkpoint to resume (each rank reads its own copy of train.resume) of another run
     at the same step: the ranks agreed on the step alone and trained on silently from different weights and
     optimizer states, DDP averaging their gradients. They now agree on the run too (its run_id)."""
-    folder, err, _, _ = in_folders["runs"]
+    folder, _, err = in_folders["runs"]
     ids = in_folders["ids"]
     said = (f"ranks resume checkpoints of different runs at step 2: run {ids[0]} on rank 0, run {ids[1]} on rank 1 "
             "(each rank resumes what it finds on its own node: a multi-node run needs train.out_dir, and a "
@@ -945,68 +925,63 @@ def test_a_rank_shows_its_own_warnings_and_names_itself_in_its_last_line():
     assert proc.stderr.endswith("\nmme finetune (rank 1): error: an error of this rank\n"), proc.stderr
 
 
-EMBED_IN_EACH = ("import json, os, sys\n"
-                 "from mme import cli\n"
-                 "for folder in sys.argv[2:]:\n"
-                 "    os.chdir(folder)\n"
-                 "    assert cli.main(json.loads(sys.argv[1])) == 0\n")
-"""A script that runs the mme command of its first argument (its argv in JSON) in each folder named after it, one
-process."""
-
-
-def _embed_jobs(base: Path, synth) -> tuple[dict[str, list[str]], dict[str, dict | None]]:
-    """The jobs of :func:`in_folders` for the tests below, ``mme embed ENC LIST ... --out feats.npy`` by two ranks,
-    each in a folder of its own, ``node<RANK>``, as on two nodes, and what each held before (made here): job
-    ``partial``: node 1 holds a partial folder of its own; ``held<N>``: node N holds this job's finished features
-    (the command run there alone, one process), their bytes kept."""
+def _embed_on_nodes(synth, tmp_path: Path, before=None) -> subprocess.CompletedProcess:
+    """``mme embed ... --out feats.npy`` by two ranks, each in a folder of its own, ``node<RANK>``, as on two nodes
+    (made here, with the encoder ``enc`` beside them); ``before(embed_args)`` runs before the launch."""
     torch.manual_seed(0)
     save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2)),
-                    base / "enc")
+                    tmp_path / "enc")
+    for rank in (0, 1):
+        (tmp_path / f"node{rank}").mkdir()
+    (tmp_path / "on_its_node.py").write_text(
+        "import os, sys\n"
+        "from mme import cli\n"
+        f"os.chdir({str(tmp_path)!r} + '/node' + os.environ['RANK'])\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n")
     list_file, root = (s.split("=", 1)[1] for s in synth)
-    args = ["embed", str(base / "enc"), list_file, "--root", root, "--out", "feats.npy", "--num-workers", "0",
+    args = ["embed", str(tmp_path / "enc"), list_file, "--root", root, "--out", "feats.npy", "--num-workers", "0",
             "--device", "cpu", "--precision", "fp32"]
-    jobs = {job: args for job in ("partial", "held0", "held1")}
-    for job in jobs:
-        for rank in (0, 1):
-            (base / job / f"node{rank}").mkdir(parents=True)
-    (base / "partial" / "node1" / "feats.npy.partial").mkdir()  # (rank 1's node has one of its own; none: the same)
-    subprocess.run([sys.executable, "-c", EMBED_IN_EACH, json.dumps(args),
-                    *(str(base / f"held{n}" / f"node{n}") for n in (0, 1))], check=True, capture_output=True,
-                   timeout=300)
-    kept = {job: {"features": (base / job / f"node{n}" / "feats.npy").read_bytes(),
-                  "sidecar": (base / job / f"node{n}" / "feats.npy.json").read_bytes()}
-            for n, job in enumerate(("held0", "held1"))}
-    return jobs, {"partial": None, **kept}
+    if before is not None:
+        before(args)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "on_its_node.py"), *args], capture_output=True, text=True, timeout=300)
 
 
-def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(in_folders):
+def test_mme_embed_whose_out_is_not_one_folder_for_every_rank_stops_every_rank_with_one_line(synth, tmp_path):
     """Ranks on nodes that do not share --out (node-local disks, or a relative --out given from different folders):
     rank 1 wrote its parts into a ``.partial`` folder rank 0 never saw, or could not write them at all, and rank 0
     then said '4 rows neither embedded nor failed; rerun the same command to finish' at every rerun. Here each rank
     runs in a folder of its own, as on two nodes."""
-    folder, stderr, codes, _ = in_folders["partial"]
-    said = (f"--out must be a folder every node sees (a shared file system): {folder}/node1/feats.npy.partial on the "
+    proc = _embed_on_nodes(synth, tmp_path, lambda args: (tmp_path / "node1" / "feats.npy.partial").mkdir())
+    # (rank 1's node has a partial folder of its own; none: the same check)
+    said = (f"--out must be a folder every node sees (a shared file system): {tmp_path}/node1/feats.npy.partial on the "
             "node of rank 1 is not the one rank 0 holds")
-    assert codes == [1, 1] and sorted(_ends(stderr, "embed")) == [
-        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], stderr[-3000:]
-    assert not list(folder.glob("node*/feats.npy.partial/part-*"))  # no rank embedded
-    assert not list(folder.glob("node*/feats.npy"))
+    assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
+        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
+    assert not list(tmp_path.glob("node*/feats.npy.partial/part-*"))  # no rank embedded
+    assert not list(tmp_path.glob("node*/feats.npy"))
 
 
 @pytest.mark.parametrize("node", [0, 1])
-def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, in_folders):
+def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(node, synth, tmp_path):
     """--out not shared by the nodes, one of which holds this job's finished features (an earlier run of the command
     on it alone): its rank returned at once, 'up to date', while the other went on to embed and waited for it, then
     said 'another rank ended before this one was done' (where the first rank's process went on, it waited for good).
     The ranks now decide together: not up to date on every rank, so the check of --out stops both."""
-    folder, stderr, codes, kept = in_folders[f"held{node}"]
-    held = folder / f"node{node}" / "feats.npy"
+    held, kept = tmp_path / f"node{node}" / "feats.npy", {}
+
+    def embed_on_one_node(args: list[str]) -> None:
+        subprocess.run([sys.executable, "-m", "mme.cli", *args], cwd=held.parent, check=True, capture_output=True,
+                       timeout=300)
+        kept.update(features=held.read_bytes(), sidecar=(held.parent / "feats.npy.json").read_bytes())
+
+    proc = _embed_on_nodes(synth, tmp_path, embed_on_one_node)
     said = ("--out must be a folder every node sees (a shared file system): "
-            f"{folder}/node1/feats.npy.partial on the node of rank 1 is not the one rank 0 holds")
-    assert codes == [1, 1] and sorted(_ends(stderr, "embed")) == [
-        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], stderr[-3000:]
-    assert "up to date" not in stderr and "another rank ended" not in stderr, stderr[-3000:]
-    assert [p.relative_to(folder) for p in folder.glob("node*/feats.npy")] == [held.relative_to(folder)]
+            f"{tmp_path}/node1/feats.npy.partial on the node of rank 1 is not the one rank 0 holds")
+    assert proc.returncode == 1 and sorted(_ends(proc.stderr, "embed")) == [
+        f"mme embed (rank 1): error: {said}", f"mme embed: error: rank 1: {said}"], proc.stderr[-3000:]
+    assert "up to date" not in proc.stderr and "another rank ended" not in proc.stderr, proc.stderr[-3000:]
+    assert [p.relative_to(tmp_path) for p in tmp_path.glob("node*/feats.npy")] == [held.relative_to(tmp_path)]
     assert kept == {"features": held.read_bytes(), "sidecar": (held.parent / "feats.npy.json").read_bytes()}
 
 
