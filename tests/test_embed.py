@@ -133,6 +133,7 @@ def test_the_clips_of_a_chunk_are_not_held_until_it_is_written(setup, tmp_path, 
     # features stay within a few of those units of the fp32 hand computation
     ("bf16", 8 * 2**-8, 8 * 2**-8),
 ])
+@pytest.mark.pinned  # each case pins its precision (fp32, bf16)
 def test_views_are_averaged_and_the_token_grid_matches_the_features(setup, precision, rtol, atol):
     root, ckpt = setup
     enc = load_encoder(ckpt)
@@ -163,6 +164,7 @@ def test_build_test_set_given_a_checkpoints_path_says_to_read_it(tmp_path, as_pa
                                   f"returns, got {as_path(tmp_path / 'checkpoint.pt')!r}")
 
 
+@pytest.mark.pinned  # every run train.precision=fp32 / precision fp32
 def test_the_documented_python_route_gives_the_features_mme_embed_gives(synth, tmp_path):
     """docs/evaluation.md's route (read_checkpoint, build_model, build_test_set with ``checkpoint=``,
     extract_features) samples the clips as the checkpoint's run did, as ``mme embed`` does: its data.stride=2 here,
@@ -304,6 +306,7 @@ def test_a_job_killed_between_its_data_and_its_sidecar_leaves_no_file_taken_as_f
     assert np.array_equal(first[0][ok], again[0][ok])
 
 
+@pytest.mark.pinned  # no run: it writes features files only
 def test_features_killed_while_written_leave_no_file_after_the_next_write(tmp_path):
     """A kill (the file-size limit's signal, whose default action ends the process mid-write) while a
     ``.safetensors`` features file was written left safetensors' own temporary file (``.tmpXXXXXX``) beside it for
@@ -944,6 +947,7 @@ def test_a_yuv4mpeg_video_is_read_as_a_video(tmp_path):
         assert len(test_set) == 1 and test_set.entries[0].path == str(tmp_path / name)
 
 
+@pytest.mark.pinned  # every run --precision fp32
 def test_the_clip_of_a_file_that_records_none_is_given_with_img_size_and_num_frames(setup, tmp_path, capsys):
     """An original .pth records no clip: mme embed / mme probe took 16 frames of 224 px, with no way to give
     another, and a file whose position table says otherwise was refused naming --img-size / --num-frames, which they
@@ -985,6 +989,7 @@ def _classifier_with_a_telling_fc_norm(out: Path) -> tuple[ModelConfig, torch.nn
     return cfg, clf
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_the_features_of_a_classifier_are_what_its_head_sees(setup, tmp_path):
     """The features of a fine-tuned classifier were the mean of its encoder's tokens, without the fc_norm its head
     sees (its encoder has no final LayerNorm): rows of other norms and means than the head's inputs. Each view's
@@ -1005,6 +1010,7 @@ def test_the_features_of_a_classifier_are_what_its_head_sees(setup, tmp_path):
         assert json.loads(Path(f"{out}.json").read_text())["job"]["fc_norm"] is True
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_extract_features_of_a_classifier_with_its_pooled_norm_are_mme_embeds(setup, tmp_path):
     """mme embed put a fine-tuned classifier's token means through its fc_norm, while the Python route,
     extract_features of its encoder, had no way to: other features from the same file (off by 3.0). extract_features
@@ -1252,6 +1258,7 @@ def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monk
             td.destroy_process_group()
 
 
+@pytest.mark.pinned  # auto pinned by the test's own MME_AUTO_PRECISION, the rest fp32
 def test_extract_features_records_and_logs_the_precision_auto_resolved_to(setup, monkeypatch, caplog):
     """extract_features' default precision 'auto' gives bf16 where bf16 is native (AMX CPUs) and fp32 elsewhere:
     the same script's features differed between the two kinds of CPU (max rel. diff 0.003), and nothing said which

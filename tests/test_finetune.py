@@ -484,6 +484,7 @@ def _sigterm_on_the_last_step(monkeypatch):
     return real_step
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_and_resume_runs_them(
         synth, tmp_path, monkeypatch, capsys):
     """Was: a SIGTERM (or Ctrl-C) on the run's last step let fine-tuning go on to its tests and end with exit 0. It
@@ -506,6 +507,7 @@ def test_a_sigterm_on_the_last_step_ends_finetune_as_stopped_before_its_tests_an
     assert json.loads((out / "test.json").read_text())["checkpoint"] == str(out / "checkpoint-00000002.pt")
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_finetune_stopped_on_its_last_step_hands_back_its_finished_training(synth, tmp_path, monkeypatch):
     """finetune() re-raised the loop's Interrupted with its tests' advice, without ``finished``: a Python caller lost
     the result of the training the run did finish."""
@@ -595,6 +597,7 @@ def test_a_report_that_cannot_be_written_is_one_line_after_its_figures(synth, tm
                         rf"train.init={re.escape(str(checkpoint))} tests it again; val.json written", last), last
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_finetune_resume_is_exact(synth, tmp_path, caplog):
     from mme.eval.finetuned import finetune
 
@@ -610,6 +613,7 @@ def test_finetune_resume_is_exact(synth, tmp_path, caplog):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, tmp_path, caplog):
     """config.yaml holds the newest config only: run.json (and every later checkpoint) records each resumption's
     changes with the step they apply from. Fine-tuning's model is the run's own on resumption, so model overrides
@@ -630,6 +634,7 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
         "has 0.002 there" in caplog.text
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(synth, tmp_path):
     """Fine-tuning trains on the list's labels: a list relabelled in place (same file, same videos) was resumed on
     without a word. Its digest covers the labels."""
@@ -647,6 +652,7 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
         {"from_step": 1, "changes": [f"training list content: {len(lines)} -> {len(lines)} items, changed"]}]
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_resumption_that_only_validates_otherwise_replays_exactly_and_records_what_it_validates(synth, tmp_path,
                                                                                                    caplog):
     """Periodic validation (``task.eval_every``, ``task.eval_batch_size``, ``task.val_list``) changes no bit of the
@@ -670,6 +676,7 @@ def test_a_resumption_that_only_validates_otherwise_replays_exactly_and_records_
     assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_resumption_names_the_architecture_given_on_the_command_line_as_ignored(synth, tmp_path, caplog):
     """A resumed fine-tuning run keeps its own model and named the model keys given otherwise as ignored, but not
     those of its architecture (ENCODER_FIELDS): model.depth=3 model.num_heads=4 were dropped unsaid. They are named
@@ -696,6 +703,7 @@ def test_a_resumption_names_the_architecture_given_on_the_command_line_as_ignore
     assert "ignored" not in caplog.text
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_run_begun_from_train_init_keeps_it_on_resume(synth, tmp_path, caplog, capsys):
     """Resumed with the plain resume command (no train.init), a run begun from train.init said "init random (from
     scratch)" and wrote ``init: null`` into config.yaml and its later checkpoints, so its next resume warned that the
@@ -751,6 +759,7 @@ def test_finetune_from_a_pretrained_checkpoint_takes_its_encoder_weights_and_arc
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^(2+1)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_finetune_run_reads_train_init_once(synth, tmp_path, monkeypatch):
     """``mme finetune`` read its train.init twice: for the architecture, then again for the weights (a third time
     where its width had no head-count guess). It is read once, and that read's weights are the run's initial ones."""
@@ -779,6 +788,7 @@ def test_a_finetune_run_reads_train_init_once(synth, tmp_path, monkeypatch):
     assert all(torch.equal(ran[f"encoder.{k}"], v) for k, v in enc.state_dict().items() if not k.startswith("norm."))
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_tubelet_of_train_init_is_its_clips_too(synth, tmp_path, caplog):
     """The tubelet is taken from train.init with its architecture, but the clips kept the recipe's data.tubelet, so
     the run stopped at once ("data.tubelet=2 differs from model.tubelet_size=1 ... set both"), the user having set
@@ -803,6 +813,7 @@ def test_the_tubelet_of_train_init_is_its_clips_too(synth, tmp_path, caplog):
                                  "train.precision=fp32")).reports["test"]["tubelet"] == 1
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tmp_path, caplog):
     """An original VideoMAE/MME .pth records no head count: fine-tuning and task.eval_only took the guess from its
     width (64-d heads: 1 for width 64) over the config's model.num_heads=4, said at info only, so the same weights
@@ -907,6 +918,7 @@ def test_the_configs_clip_is_taken_where_train_init_records_none(synth, tmp_path
                               "model.num_frames=6", "data.num_frames=6"))
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_train_init_of_a_position_table_of_another_clip_fine_tunes_at_the_configs_clip(synth, tmp_path, caplog):
     """An original .pth that stores its position table (4 frames of 32 px) fine-tuned at 64 px was refused asking
     for model.num_frames / model.img_size, which set the new run's clip: the one clip of the config's frames that
@@ -942,6 +954,7 @@ def test_train_init_of_a_position_table_of_another_clip_fine_tunes_at_the_config
     assert not all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in encoders[0].items())  # (it trained)
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_a_width_with_no_head_count_guess_takes_the_configs_count(synth, tmp_path):
     """An original .pth of a width with no guess (96: no original model's, nor of 64-d heads) was refused ("cannot
     infer the number of attention heads for width 96: pass num_heads", which fine-tuning has no way to pass), also
@@ -1304,6 +1317,7 @@ def test_val_and_test_videos_of_a_class_the_training_list_lacks_are_warned_about
     assert counts["val"] > 0 and counts["test"] > 0
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_activation_checkpointing_wraps_the_classifiers_blocks_and_trains_the_same(synth, tmp_path, monkeypatch):
     """train.activation_checkpointing was read by pre-training alone: fine-tuning listed and recorded it, and
     checkpointed nothing."""
@@ -1331,6 +1345,7 @@ def test_activation_checkpointing_wraps_the_classifiers_blocks_and_trains_the_sa
     assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) <= 1e-6
 
 
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_eval_only_tests_on_the_threads_a_run_tests_on_and_gives_them_back(synth, tmp_path, monkeypatch):
     """task.eval_only set no threads (engine.begin, which sets a run's, is not called): its tests ran on whatever
     torch had, not train.threads nor the automatic rule."""

@@ -577,6 +577,7 @@ def test_a_seed_out_of_range_is_refused_before_any_embedding(synth, tmp_path, ca
 
 @pytest.mark.parametrize("damage", ["cut", "gone", "both cut", "features cut, sidecar gone",
                                     "features gone, sidecar cut"])
+@pytest.mark.pinned  # every run precision fp32
 def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(damage, synth, tmp_path, caplog):
     """A rerun of mme probe where a split's sidecar was cut short or lost stopped at embed's "already holds files
     mme embed did not write ... give --overwrite", a flag mme probe lacks. features/ is the probe's own folder:
@@ -614,6 +615,7 @@ def test_a_probe_makes_its_features_again_where_a_sidecar_is_damaged_or_gone(dam
     assert json.loads((probe / "probe.json").read_text()) == first
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_probe_judges_each_features_file_once(synth, tmp_path, monkeypatch):
     """mme probe judged whether its features files were mme embed's before any embedding, then embed judged each
     again (its sidecar read again); embed is told they were judged."""
@@ -637,6 +639,7 @@ def test_a_probe_judges_each_features_file_once(synth, tmp_path, monkeypatch):
     assert judged == ["train.safetensors", "test.safetensors"]
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_probe_refuses_files_of_the_users_in_its_features_folder_before_any_embedding(synth, tmp_path):
     """mme probe embedded with --overwrite into OUT/features/, so a user's own features/train.safetensors (another
     encoder's, no sidecar) was replaced without a word. Only mme embed's files there (its cache, or damaged ones)
@@ -748,6 +751,7 @@ def test_scored_videos_of_a_class_the_train_list_lacks_are_warned_about(synth, t
     assert counts[0] > 0 and counts[1] > 0
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_probe_leaves_the_callers_global_generator_as_it_was(synth, tmp_path):
     """run_probe (and embed under it) drew from the global generator: the encoder's default initial weights before
     the checkpoint's replaced them, each test loader's seed for its workers, the linear head's default initial
@@ -769,6 +773,7 @@ def test_a_probe_leaves_the_callers_global_generator_as_it_was(synth, tmp_path):
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_probe_reads_its_checkpoint_once_and_says_its_warnings_once(synth, tmp_path, monkeypatch, caplog):
     """mme probe read the checkpoint and built its encoder once per split, so a file that records no run had its
     warning said once per split (three times with train, val and test), and a large checkpoint was read as often.
@@ -799,6 +804,7 @@ def test_a_probe_reads_its_checkpoint_once_and_says_its_warnings_once(synth, tmp
     assert result["splits"]["train"]["videos"] == result["splits"]["test"]["videos"] == 12
 
 
+@pytest.mark.pinned  # every run precision fp32
 def test_a_checkpoint_replaced_while_a_probe_embeds_is_not_taken_for_the_file_read(synth, tmp_path, monkeypatch):
     """mme probe reads its checkpoint once, but each split's embed took the file's identity (path, size, mtime) at its
     own start: a checkpoint replaced while the train split embedded (another export into the same folder) left the
