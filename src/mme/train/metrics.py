@@ -247,8 +247,8 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
 @literal_text()
 def plot_loss_curves(jsonl: Path, png: Path, prefix: str = "loss") -> Path | None:
     """Plot every ``loss*`` column of a metrics JSONL against the step (log scale) into ``png``, atomically. The
-    log is read line by line, keeping the plotted values only (its records as a list took 158 MB for the 16 MB log of
-    20,000 steps in the test)."""
+    log is read line by line, keeping the plotted values only (its records as a list took 158 MB for a 16 MB log of
+    20,000 steps, 10x the file)."""
     curves: dict[str, tuple[array, array]] = {}
     for r in iter_records(jsonl):
         for k, v in r.items():
