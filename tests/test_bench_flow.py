@@ -37,7 +37,7 @@ def test_bench_flow_reports_every_method(tmp_path, capsys):
                           num_frames=20, workers=1, splits=(3, 1, 1)).root
     from mme.cli import main
 
-    assert main(["bench", "flow", "--data", str(data), "--sizes", "64", "--scenes", "2", "--repeat", "1",
+    assert main(["bench", "flow", "--data", str(data), "--sizes", "64", "--scenes", "1", "--repeat", "1",
                  "--json", str(tmp_path / "flow.json")]) == 0
     r = json.loads((tmp_path / "flow.json").read_text())
     assert sorted(r["methods"]) == sorted(bench_flow.available_methods()) == sorted(r["ranking"])
