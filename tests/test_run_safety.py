@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -1554,7 +1555,6 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     before the disk filled up is still named (before: gathered for the report, lost with it)."""
     from videos import affine_video, write_video
 
-    from mme import cli
     from mme.motion.cache import cache_file
 
     for name, frames in (("short.mp4", 3), ("long.mp4", 30), ("other.mp4", 30)):
@@ -1564,34 +1564,54 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     out = tmp_path / "cache"
     extract = ["extract", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(out), "--length", "2",
                "--short-side", "64"]
-    script = ("import resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-              "limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
-              "sys.exit(cli.main(sys.argv[2:]))")
+    check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
+    by_workers = [*extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2"]
+    # one process runs the commands one after the other, each under its own file-size limit (a soft one: the next
+    # command may raise it again), and says after each its exit status and the files in --out then (the cost of one
+    # start-up, not of five)
+    script = ("import json, os, resource, signal, sys; from mme import cli\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+              "for limit, argv in json.loads(sys.argv[1]):\n"
+              "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))\n"
+              "    code = cli.main(argv)\n"
+              "    files = sorted(os.path.relpath(os.path.join(d, f), sys.argv[2]) for d, _, fs in os.walk(sys.argv[2])"
+              " for f in fs)\n"
+              "    print(f'\\n@@ exit {code} {json.dumps(files)} @@', file=sys.stderr, flush=True)\n")
+    calls = [(1500, extract), (resource.RLIM_INFINITY, extract), (1500, by_workers), (100, extract), (100, check)]
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(calls), str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stderr.endswith(" @@\n"), proc.stderr[-3000:]
+    parts = re.split(r"\n@@ exit (-?\d+) (.*) @@\n", proc.stderr)[:-1]  # [stderr, status, files, stderr, ...]
+    ran = [(int(code), err) for err, code in zip(parts[::3], parts[1::3])]
+    files = [json.loads(listed) for listed in parts[2::3]]  # --out's files (relative) after each command
+    assert len(ran) == len(calls), proc.stderr[-3000:]
 
-    def limited(limit: int, *argv: str) -> tuple[str, list[str]]:
-        """The one error line of ``mme argv`` under a file-size limit, and its lines naming failed videos."""
-        proc = subprocess.run([sys.executable, "-c", script, str(limit), *argv], capture_output=True, text=True,
-                              timeout=300)
-        failed = [ln for ln in proc.stderr.splitlines() if "failed:" in ln]
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert len(failed) <= 1 and all("bad.mp4" in ln for ln in failed), proc.stderr
-        errors = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if f"mme {argv[0]}: error:" in ln]
-        assert len(errors) == 1 and errors[0].startswith(f"mme {argv[0]}: error:"), proc.stderr
+    def limited(i: int) -> tuple[str, list[str]]:
+        """The one error line of the ``i``-th command run under a file-size limit, and its lines naming failed
+        videos."""
+        code, err = ran[i]
+        command = calls[i][1][0]
+        failed = [ln for ln in err.splitlines() if "failed:" in ln]
+        assert code == 1 and "Traceback" not in err, err
+        assert len(failed) <= 1 and all("bad.mp4" in ln for ln in failed), err
+        errors = [ln for ln in err.replace("\r", "\n").splitlines() if f"mme {command}: error:" in ln]
+        assert len(errors) == 1 and errors[0].startswith(f"mme {command}: error:"), err
         return errors[0], failed
 
-    said, failed = limited(1500, *extract)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's not
+    said, failed = limited(0)  # short.mp4's file (0.7 kB) is written, bad.mp4 fails, long.mp4's not
     assert len(failed) == 1 and re.fullmatch(rf".*failed: {tmp_path}/bad.mp4: unreadable .*", failed[0]), failed
     assert said == f"mme extract: error: {cache_file(out, 'long.mp4')}: could not be written (File too large); the " \
                    f"finished cache files are kept, and the same command continues once there is space", said
-    assert cache_file(out, "short.mp4").is_file() and not list(out.glob("*.json")) and not list(out.glob(".*tmp*"))
-    assert cli.main(extract) == 1 and json.loads(next(out.glob("failed-*.json")).read_text())["skipped"] == 1  # bad.mp4
-    report = next(out.glob("failed-*.json"))
-    said, _ = limited(1500, *extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2")
+    short = str(cache_file(out, "short.mp4").relative_to(out))
+    assert short in files[0] and not [f for f in files[0] if f.endswith(".json") or re.search(r"(^|/)\..*tmp", f)]
+    reports = [f for f in files[1] if re.fullmatch(r"failed-.*\.json", f)]  # (the second command, no limit)
+    assert ran[1][0] == 1 and len(reports) == 1 and json.loads((out / reports[0]).read_text())["skipped"] == 1
+    report = out / reports[0]  # (bad.mp4)
+    said, _ = limited(2)
     assert re.fullmatch(rf"mme extract: error: {tmp_path}/by-workers/(long|other)\.mp4\.tracks: could not be written "
                         rf"\(File too large\); the finished cache files are kept, .*", said), said
-    assert limited(100, *extract)[0] == f"mme extract: error: {report}: could not be written (File too large)"
-    check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
-    said, _ = limited(100, *check)
+    assert limited(3)[0] == f"mme extract: error: {report}: could not be written (File too large)"
+    said, _ = limited(4)
     assert said == f"mme check: error: {tmp_path / 'check.json'}: could not be written (File too large)"
 
 
