@@ -33,18 +33,17 @@ STEPS = 6  # 16 clips / batch 4 = 4 steps per epoch: the resumed part crosses an
 DROP = "model.drop_path=0.2"
 
 
+def _pretrain_argv(recipe: str, synth: list[str], out, *extra: str) -> list[str]:
+    """The arguments of ``mme pretrain`` of the tiny recipe (fp32) into ``out``."""
+    return ["pretrain", "--config", recipe, *tiny(*synth, f"train.out_dir={out}", FP32, *extra)]
+
+
 def cli_pretrain(recipe: str, synth: list[str], out, *extra: str, hash_seed: int,
                  **popen) -> subprocess.Popen:
     """``mme pretrain`` of the tiny recipe in a new process with Python hash seed ``hash_seed`` (started, not
     waited for)."""
-    cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", recipe, *tiny(*synth, f"train.out_dir={out}",
-           FP32, *extra)]
+    cmd = [sys.executable, "-m", "mme.cli", *_pretrain_argv(recipe, synth, out, *extra)]
     return subprocess.Popen(cmd, env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}, **popen)
-
-
-def _finished(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -54,34 +53,81 @@ def reference(synth, tmp_path_factory):
     return torch.load(res.checkpoint, weights_only=True)["model"], res.history
 
 
+HASH_SEEDS = (1, 2)  # two other hash seeds than this process's (random, or PYTHONHASHSEED's: checked below)
+IN_ONE_PROCESS = """
+import json, sys
+from mme.cli import main
+for argv in json.loads(sys.argv[1]):
+    code = main(argv)
+    print(f"\\n@@ exit {code} @@", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def in_hash_seeds(synth, tmp_path_factory):
+    """The runs in processes of other hash seeds of the two tests below, one process a hash seed (1 and 2, at once):
+    each resumes the pixel run this process stopped after 3 steps (test_stop_and_resume_is_bitwise_exact), then
+    runs 4 steps of the MME target from scratch (test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal),
+    as ``mme pretrain`` (``cli.main``) one after the other. Returns the stopped run, the folder of each job and, per
+    hash seed, each job's exit status and stderr (None where its process ended before it)."""
+    assert os.environ.get("PYTHONHASHSEED") not in {str(h) for h in HASH_SEEDS}, "this process shares a hash seed"
+    tmp = tmp_path_factory.mktemp("hash_seeds")
+    first = run("tiny_cpu_pixel", synth, tmp / "stopped", f"train.steps={STEPS}", DROP, FP32, "train.stop_after=3")
+    folders = {h: {"resumed": tmp / f"resumed{h}", "mme": tmp / f"mme{h}"} for h in HASH_SEEDS}
+    procs = {}
+    for h in HASH_SEEDS:
+        shutil.copytree(tmp / "stopped", folders[h]["resumed"])
+        jobs = [_pretrain_argv("tiny_cpu_pixel", synth, folders[h]["resumed"], f"train.steps={STEPS}", DROP,
+                               "train.resume=auto"),
+                _pretrain_argv("tiny_cpu_mme", synth, folders[h]["mme"], "train.steps=4")]
+        procs[h] = subprocess.Popen([sys.executable, "-c", IN_ONE_PROCESS, json.dumps(jobs)],
+                                    env={**os.environ, "PYTHONHASHSEED": str(h)}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+    ended = {}
+    try:
+        for h, proc in procs.items():
+            _, err = proc.communicate(timeout=300)
+            parts = re.split(r"\n@@ exit (-?\d+) @@\n", err)  # [stderr, status, stderr, status, ..., the rest]
+            done = [(int(code), job_err) for job_err, code in zip(parts[:-1:2], parts[1::2])]
+            ended[h] = {job: done[i] if i < len(done) else (None, f"its process ended first ({proc.returncode}): "
+                                                                  f"{parts[-1][-3000:]}")
+                        for i, job in enumerate(("resumed", "mme"))}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    return first, folders, ended
+
+
+def _finished_in(in_hash_seeds, h: int, job: str) -> Path:
+    """The folder of ``job`` of the process of hash seed ``h``, which it finished."""
+    _, folders, ended = in_hash_seeds
+    code, err = ended[h][job]
+    assert code == 0, err[-3000:]
+    return folders[h][job]
+
+
 def _assert_same_params(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"parameters differ after resume: {different[:5]}"
 
 
-def test_stop_and_resume_is_bitwise_exact(reference, synth, tmp_path):
-    first = run("tiny_cpu_pixel", synth, tmp_path, f"train.steps={STEPS}", DROP, FP32, "train.stop_after=3")
+def test_stop_and_resume_is_bitwise_exact(reference, in_hash_seeds):
+    first = in_hash_seeds[0]
     assert first.step == 3 and first.checkpoint.name == "checkpoint-00000003.pt"
     assert torch.load(first.checkpoint, weights_only=True)["data"] == {"epoch": 0, "batch": 3}
-    for hash_seed in (1, 2):  # the resumed half in processes of two other hash seeds than this one's
-        out = tmp_path / f"hash{hash_seed}"
-        shutil.copytree(tmp_path, out, ignore=shutil.ignore_patterns("hash*"))
-        _finished(cli_pretrain("tiny_cpu_pixel", synth, out, f"train.steps={STEPS}", DROP, "train.resume=auto",
-                               hash_seed=hash_seed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for hash_seed in HASH_SEEDS:  # the resumed half in processes of two other hash seeds than this one's
+        out = _finished_in(in_hash_seeds, hash_seed, "resumed")
         _assert_same_params(torch.load(ckpt.checkpoint_path(out, STEPS), weights_only=True)["model"], reference[0])
         log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log] == list(range(1, STEPS + 1))  # the log reads as one run
         assert [r["loss"] for r in log[3:]] == [r["loss"] for r in reference[1][3:]]
 
 
-def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(synth, tmp_path):
+def test_runs_in_processes_of_different_hash_seeds_end_bitwise_equal(in_hash_seeds):
     """The MME target (tracks, HOG along them, several loss terms) end to end in two processes."""
-    procs = [cli_pretrain("tiny_cpu_mme", synth, tmp_path / str(h), "train.steps=4", hash_seed=h,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for h in (1, 2)]
-    for proc in procs:
-        _finished(proc)
-    a, b = (torch.load(ckpt.checkpoint_path(tmp_path / str(h), 4), weights_only=True)["model"] for h in (1, 2))
+    a, b = (torch.load(ckpt.checkpoint_path(_finished_in(in_hash_seeds, h, "mme"), 4), weights_only=True)["model"]
+            for h in HASH_SEEDS)
     _assert_same_params(a, b)
 
 
