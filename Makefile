@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mme demo $(ARGS)
 
+# The sources are byte-compiled first: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) no process writes
+# its cache, and each of the hundreds the tests start (workers, ranks, commands) compiled mme again, 0.25 s each.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
+	$(PY) -m compileall -q src tests
 	$(PY) -m pytest -n 2 -q
 	$(PY) -m pytest -n 2 -q -m "numerics and not slow and not pinned" --as-other-cpu
 
