@@ -229,27 +229,6 @@ def test_a_rerun_keeps_the_videos_it_would_make_and_makes_the_others_again(tmp_p
     assert all(p.stat().st_mtime_ns != before[p][1] for p in videos[1:])
 
 
-def test_a_rerun_starts_workers_only_for_the_videos_it_makes(tmp_path, monkeypatch):
-    """Every rerun of `mme synth` or `mme demo` started its worker processes (about 1.7 s of CPU each, importing mme)
-    to hash the videos an earlier run made: those of the same design are checked in the process, a rerun of another
-    design makes every video in the workers."""
-    import mme.data.synth as synth
-
-    small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=6, workers=2)
-    sent, in_workers = [], synth.in_workers
-
-    def recorded(work, jobs, *args):
-        sent.append(sorted(job[1] for job in jobs))
-        return in_workers(work, jobs, *args)
-
-    monkeypatch.setattr(synth, "in_workers", recorded)
-    generate_synth(tmp_path, **small)
-    videos = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.mp4"))
-    generate_synth(tmp_path, **small)
-    generate_synth(tmp_path, **{**small, "seed": 1})
-    assert sent == [videos, [], videos]
-
-
 def test_synth_refuses_a_folder_holding_lists_it_did_not_write_and_replaces_its_own(tmp_path):
     """`mme synth OUT` into a folder holding the train.txt / test.txt / classes.json of `mme lists` replaced them
     without a word."""

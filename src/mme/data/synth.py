@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -369,33 +368,20 @@ def _died_making(job: tuple, how: str) -> NoReturn:
     raise DataError(f"synth: a worker process died making {job[1]} ({how}); run it again with fewer workers")
 
 
-def _drawn(job: tuple) -> tuple[dict, np.random.Generator]:
-    """The design of ``job``'s video (the whole of it: a rerun keeps the file only when all is the same), and the
-    generator its rendering goes on with."""
+def _make_video(job: tuple) -> tuple[str, dict]:
     root, rel, label, k, size, num_frames, fps, seed, camera_jitter, motion, texture, objects, made = job
     rng = np.random.default_rng([seed, label, k])
     p = draw_params(label, size, num_frames, rng)
     p.update(camera_jitter=camera_jitter, motion=motion, texture=texture, size=size, num_frames=num_frames, fps=fps,
-             seed=seed)
+             seed=seed)  # the whole design of the file (a rerun keeps it only when all are the same)
     if objects:
         p["movers"] = draw_movers(size, num_frames, objects, rng)
-    return p, rng
-
-
-def _recorded(job: tuple, p: dict) -> bool:
-    """Whether an earlier run recorded ``job``'s video with the design ``p`` (its file not checked). The sway render
-    draws is recorded where there is one; a swayed video recorded without it is of an earlier mme, whose
-    object-motion sway moved in whole pixels."""
-    *_, camera_jitter, _, _, _, made = job
-    return made is not None and ("camera_sway" in made) == bool(camera_jitter) and json.loads(json.dumps(p)) == \
-        {key: v for key, v in made.items() if key not in ("split", "sha256", "camera_sway")}
-
-
-def _make_video(job: tuple) -> tuple[str, dict]:
-    root, rel, _, _, size, num_frames, fps, _, camera_jitter, _, _, _, made = job
-    p, rng = _drawn(job)
     path = Path(root) / rel
-    if _recorded(job, p) and path.is_file() and _sha256(path.read_bytes()) == made.get("sha256"):
+    # The sway render draws is recorded where there is one; a swayed video recorded without it is of an earlier
+    # mme, whose object-motion sway moved in whole pixels
+    if made is not None and {key: v for key, v in made.items() if key not in ("split", "sha256", "camera_sway")} \
+            == json.loads(json.dumps(p)) and ("camera_sway" in made) == bool(camera_jitter) and path.is_file() \
+            and _sha256(path.read_bytes()) == made.get("sha256"):
         return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
     path.parent.mkdir(parents=True, exist_ok=True)
     # OpenCV on one thread without IPP (module docstring); the caller's settings are put back, as in its own process
@@ -652,13 +638,7 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     remove_stale_temps([*(root / rel for rel in split_of),
                         *(root / name for name in (*RECORDED, "classes.json", PROGRESS, LISTS_WRITTEN))])
     params, saved = {}, time.monotonic()
-    # the videos an earlier run of this design made are checked in this process (a hash each; one whose file changed
-    # is made again here), the others made by the workers: a rerun whose videos are all there starts no worker (a
-    # spawned one imports mme, about 1.7 s of CPU each), and one of another design makes them all in the workers
-    there = [_recorded(job, _drawn(job)[0]) and (root / job[1]).is_file() for job in jobs]
-    made_here = map(_make_video, [job for job, t in zip(jobs, there) if t])
-    made_by_workers = in_workers(_make_video, [job for job, t in zip(jobs, there) if not t], workers, _died_making)
-    for rel, p in itertools.chain(made_here, made_by_workers):
+    for rel, p in in_workers(_make_video, jobs, workers, _died_making):
         params[rel] = {**p, "split": split_of[rel]}
         if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
             atomic_write_text(progress, json.dumps({**made, **params}))
