@@ -590,7 +590,7 @@ IN_FOLDERS_JOBS = {"fresh": [], "resumed": ["--resume", "auto"]}
 def in_folders(synth, tmp_path_factory):
     """One torchrun launch of two ranks for the tests below (each launch takes seconds), each job a ``mme pretrain``
     by ranks in folders of their own (:data:`IN_RANKS_FOLDERS`): ``{job: (its folder, what node0/run held before,
-    the ranks' stderr)}``, and ``{"runs": the run ids of node0/run and node1/run}``; a failure where they hang (killed
+    the ranks' stderr)}``, and ``{"ids": the run ids of node0/run and node1/run}``; a failure where they hang (killed
     after 90 s, all of them; before, each job was a launch of its own, killed after 60 s). Jobs ``fresh`` and
     ``resumed`` (node0/run a finished run of 2 steps) with train.out_dir=run; job ``runs`` resumes
     run/checkpoint-00000002.pt, on each node a finished run of its own (node0's a copy of ``resumed``'s)."""

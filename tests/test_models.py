@@ -23,7 +23,7 @@ from mme.models.masking import (
     random_mask,
     tube_mask,
 )
-from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, sincos_table
+from mme.models.vit import SHORT_ON_CPU, attention, count_parameters, interpolate_pos_table, short_on, sincos_table
 from mme.motion.targets import pixel_target
 from mme.train.config import TaskConfig
 
@@ -247,7 +247,8 @@ def test_attention_has_no_k_bias():
 @pytest.mark.parametrize("kind", ["AMX", "other"])
 @pytest.mark.parametrize("beyond", [0, 1])
 def test_short_sequences_attend_in_fp32_under_cpu_autocast(kind, beyond, monkeypatch):
-    monkeypatch.setattr("mme.models.vit.SHORT_ON_THIS_CPU", SHORT_ON_CPU[kind])
+    features = ("AVX2", "AVX-512", "AVX512-BF16") + (("AMX",) if kind == "AMX" else ())
+    monkeypatch.setattr("mme.models.vit.SHORT_ON_THIS_CPU", short_on(features))
     tokens = SHORT_ON_CPU[kind] + beyond
     q, k, v = (torch.randn(1, 2, tokens, 8, generator=torch.Generator().manual_seed(i)).bfloat16()
                for i in range(3))

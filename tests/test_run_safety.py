@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -1567,17 +1566,17 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
     by_workers = [*extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2"]
     # one process runs the commands one after the other, each under its own file-size limit (a soft one: the next
-    # command may raise it again), and says after each its exit status and the files in --out then (the cost of one
-    # start-up, not of five)
+    # command may raise it again; None: the hard one), and says after each its exit status and the files in --out
+    # then (the cost of one start-up, not of five)
     script = ("import json, os, resource, signal, sys; from mme import cli\n"
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
               "for limit, argv in json.loads(sys.argv[1]):\n"
-              "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))\n"
+              "    resource.setrlimit(resource.RLIMIT_FSIZE, (hard if limit is None else limit, hard))\n"
               "    code = cli.main(argv)\n"
               "    files = sorted(os.path.relpath(os.path.join(d, f), sys.argv[2]) for d, _, fs in os.walk(sys.argv[2])"
               " for f in fs)\n"
               "    print(f'\\n@@ exit {code} {json.dumps(files)} @@', file=sys.stderr, flush=True)\n")
-    calls = [(1500, extract), (resource.RLIM_INFINITY, extract), (1500, by_workers), (100, extract), (100, check)]
+    calls = [(1500, extract), (None, extract), (1500, by_workers), (100, extract), (100, check)]
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(calls), str(out)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stderr.endswith(" @@\n"), proc.stderr[-3000:]

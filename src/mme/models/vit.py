@@ -6,6 +6,8 @@ order. References: VideoMAE (Tong et al. 2022) and mme-method.md §5.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -73,7 +75,14 @@ SHORT_ON_CPU = {"AMX": 191, "other": 400}
 """Under bf16/fp16 autocast on a CPU, sequences of up to this many tokens are attended in fp32
 (:func:`attention`), by whether the CPU has AMX."""
 
-SHORT_ON_THIS_CPU = SHORT_ON_CPU["AMX" if "AMX" in cpu_features() else "other"]
+
+
+def short_on(features: Collection[str]) -> int:
+    """:data:`SHORT_ON_CPU` for a CPU of these :func:`~mme.utils.cpu_features`."""
+    return SHORT_ON_CPU["AMX" if "AMX" in features else "other"]
+
+
+SHORT_ON_THIS_CPU = short_on(cpu_features())
 """This CPU's :data:`SHORT_ON_CPU`: a module constant, which ``torch.compile`` reads as one (a function marked
 constant for it imported ``torch._dynamo`` with this module, 1.2 s of every process that imports the model)."""
 
