@@ -549,6 +549,7 @@ def test_a_worker_that_dies_fails_its_video_alone_and_the_others_are_made(videos
     assert checked["videos"] == 4 and checked["counts"]["unreadable"] >= 2, checked
 
 
+@pytest.mark.slow  # in_workers' refusal, which test_synth.py's main-guard test keeps in CI
 def test_a_script_extracting_with_workers_without_a_main_guard_is_told_to_add_it(videos, tmp_path):
     """Each spawned worker imports the unguarded script, so extracts again, and its share's lock is the parent's: it
     ends there (before: each worker died on the lock, exit 1, every video was reported failed and the script went

@@ -534,7 +534,8 @@ KILLED_AT = ("import os, signal, sys\n"
 third call of ``mme.train.loop.<first argument>``."""
 
 
-@pytest.mark.parametrize("where", ["train_step", "autocast", "share_failures"])
+@pytest.mark.parametrize("where", ["train_step", *(pytest.param(where, marks=pytest.mark.slow)  # (the same meeting)
+                                   for where in ("autocast", "share_failures"))])
 def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_path):
     """A rank killed with kill -9 (the out-of-memory killer) left rank 0 with a traceback of gloo's "Connection
     closed by peer" from the collective it was in, here the check of the step's batches (any_true), DDP's all-reduce

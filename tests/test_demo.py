@@ -512,6 +512,7 @@ def test_a_demo_whose_targets_leave_out_mme_starts(tmp_path, monkeypatch):
     assert probed.value.args == (d.num_frames, d.stride, d.tubelet, d.img_size) == (8, 2, 2, 64)
 
 
+@pytest.mark.slow  # in_workers' refusal, which test_synth.py's main-guard test keeps in CI
 def test_a_script_calling_the_demo_without_a_main_guard_is_told_to_add_it(tmp_path):
     """Each worker that makes the demo's data imports the unguarded script, so runs the demo again, and its --out is
     locked by the parent: it ends there (before: each worker died on the lock, and the demo stopped with a DataError
