@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mme demo $(ARGS)
 
-# The sources are byte-compiled first: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) no process writes
-# its cache, and each of the hundreds the tests start (workers, ranks, commands) compiled mme again, 0.25 s each.
+# The sources are byte-compiled first: with PYTHONDONTWRITEBYTECODE set (as on our development machines) no
+# process writes its cache, and each of the hundreds the tests start (workers, ranks, commands) compiled mme again,
+# 0.25 s each.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m compileall -q src tests

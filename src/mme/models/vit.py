@@ -76,7 +76,6 @@ SHORT_ON_CPU = {"AMX": 191, "other": 400}
 (:func:`attention`), by whether the CPU has AMX."""
 
 
-
 def short_on(features: Collection[str]) -> int:
     """:data:`SHORT_ON_CPU` for a CPU of these :func:`~mme.utils.cpu_features`."""
     return SHORT_ON_CPU["AMX" if "AMX" in features else "other"]
