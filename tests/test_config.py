@@ -991,6 +991,66 @@ def test_unset_is_unset_however_written_and_text_keys_refuse_it():
     assert load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.val_list="]).task.val_list == ""
 
 
+def test_none_in_a_recipe_unsets_a_key_as_an_override_does(tmp_path):
+    """A recipe's unquoted ``None`` (or ``none``) was the text, where the override ``key=None`` unsets the key:
+    ``preset: None`` was "unknown preset 'None'", ``cache_dir: None`` a folder named None, ``steps: None`` "matches
+    none of [int, NoneType]", ``kind: None`` an unknown target, ``activation: None`` refused. Now both read it
+    alike, for every kind of key: unset where the key may be, refused for a text key that may not, ``none`` a value
+    where the key takes it; quoted, it is the text; a run's config.yaml writes such a text quoted, and reads back."""
+    import yaml
+
+    from mme.train.engine import as_recipe
+
+    def read(section, key, text):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"_base_: tiny_cpu_mme\n{section}:\n  {key}: {text}\n")
+        got = []
+        for route in (lambda: load_config(PretrainConfig, recipe),
+                      lambda: load_config(PretrainConfig, "tiny_cpu_mme", [f"{section}.{key}={text}"])):
+            try:
+                got.append(getattr(getattr(route(), section), key))
+            except ConfigError as e:
+                got.append(re.sub(r"^recipe \S+: ", "", str(e)))
+        assert got[0] == got[1], (key, text, got)
+        return got[0]
+
+    for text in ("None", "none", "null"):
+        assert read("model", "preset", text) is None
+        assert read("target", "cache_dir", text) is None
+        assert read("train", "init", text) is None
+        assert read("train", "steps", text) is None
+        assert read("target", "track_length", text) == 6
+        assert read("target", "kind", text) == "mme"
+        assert "train.keep_epochs" in read("train", "keep_epochs", text)  # a list, which cannot be unset
+    for text in ("None", "none"):
+        assert read("train", "out_dir", text) == f"config key 'train.out_dir': {text!r} would be taken as that " \
+            "text; this key cannot be unset (a string: 'train.out_dir=' gives the empty one)"
+    assert read("target", "activation", "none") == "none"  # the linear heads, not unset
+    assert load_config(PretrainConfig, "mme_k400_released", ["target.activation=None"]).target.activation == "release"
+    (tmp_path / "preset.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  preset: None\n")
+    cfg = load_config(PretrainConfig, tmp_path / "preset.yaml")
+    assert (cfg.model.embed_dim, cfg.model.depth) == (192, 4)  # no change of preset: the recipe's sizes kept
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model={preset: None}", "target={cache_dir: none}"])
+    assert (cfg.model.preset, cfg.model.embed_dim, cfg.target.cache_dir) == (None, 192, None)  # a section whole
+
+    for section, key in (("train", "out_dir"), ("target", "cache_dir")):
+        recipe = tmp_path / "quoted.yaml"
+        recipe.write_text(f'_base_: tiny_cpu_mme\n{section}:\n  {key}: "None"\n')
+        quoted = [load_config(PretrainConfig, recipe),
+                  load_config(PretrainConfig, "tiny_cpu_mme", [f'{section}.{key}="None"'])]
+        assert [getattr(getattr(c, section), key) for c in quoted] == ["None", "None"]
+    (tmp_path / "nobase.yaml").write_text("_base_: None\ntrain:\n  steps: 3\n")
+    assert load_config(PretrainConfig, tmp_path / "nobase.yaml").model.embed_dim == 768  # no base, as null
+
+    from mme.train.checkpoint import write_run_files
+
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ['train.out_dir="None"', "target.cache_dir=none"])
+    write_run_files(tmp_path, as_recipe(cfg), {})
+    again = load_config(PretrainConfig, tmp_path / "config.yaml")
+    assert (again.train.out_dir, again.target.cache_dir, again.target.activation) == ("None", None, "none")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["out_dir"] == "None"
+
+
 def test_none_is_the_linear_heads_of_target_activation_on_every_route(tmp_path):
     """``target.activation=none`` (linear heads) was read as null, which unsets the key, so the preset filled it: over
     mme_k400_released the release's Sigmoid/Tanh heads were trained instead, without a word (a recipe's ``none`` was

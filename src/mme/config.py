@@ -9,12 +9,13 @@ A recipe may name a base recipe with ``_base_: other.yaml`` or ``other`` (resolv
 among the packaged recipes; never the working folder). An override's value is read as YAML for keys of other types
 than text, and as written for text keys (paths, names: ``train.out_dir=010`` is '010', not 8); a section given whole
 (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``,
-``~``, ``None`` and, for keys that may be unset, nothing at all unset a key (``none`` too, but for a key that takes
-it as a value: ``target.activation=none`` is the linear heads, as in a recipe); a text value ``"~"`` (quoted) or
-starting with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a bare
-``~`` among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in
-its ``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and
-a config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer that
+``~``, ``None`` and, for keys that may be unset, nothing at all unset a key, in an override and in a recipe alike
+(``none`` too, but for a key that takes it as a value: ``target.activation=none`` is the linear heads; a key that
+cannot be unset refuses them all); quoted, ``"None"`` is that text. A text value ``"~"`` (quoted) or starting
+with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a bare ``~``
+among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
+``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
+config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer that
 names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
 preset which earlier layers set (:func:`merge_layer`).
 """
@@ -163,6 +164,37 @@ for _kind in _READ_AS:
     _RecipeLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _as_written)
 
 
+def _text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    """A text; unquoted, one of :data:`NULLS` that YAML reads as text (``None``, ``none``) is an :class:`_Override`,
+    which unsets a key as an override's does (:func:`_unset`), in a recipe and in an override's collection alike."""
+    text = loader.construct_yaml_str(node)
+    if node.style is None and text in NULLS:
+        text = _Override(text)
+        text.parsed = str(text)
+    return text
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:str", _text)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Writes a config as a recipe that :class:`_RecipeLoader` reads back: a text that it would read as unset
+    (``None``, ``none``) quoted."""
+
+
+def _quoted_if_unset(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'" if text in NULLS else None)
+
+
+_RecipeDumper.add_representer(str, _quoted_if_unset)
+
+
+def dump_recipe(data: dict[str, Any]) -> str:
+    """``data`` (a config as a dict) as a recipe's YAML, keys in their order, which :func:`load_recipe` reads back
+    as the same values."""
+    return yaml.dump(data, Dumper=_RecipeDumper, sort_keys=False)
+
+
 def _unset(value: Any) -> bool:
     """Whether a value means 'unset': None, or an override written as one of :data:`NULLS` or nothing."""
     return value is None or (isinstance(value, _Override) and value.strip() in (*NULLS, ""))
@@ -174,8 +206,8 @@ class _OutOfRange(ConfigError):
 
 
 NONE = "none"
-"""A text some keys take as a value (``target.activation``: linear heads), which YAML reads as text and an override
-would read as null: the section's ``NONE_IS_A_VALUE`` names them."""
+"""A text some keys take as a value (``target.activation``: linear heads), which a recipe or an override would read
+as null: the section's ``NONE_IS_A_VALUE`` names them."""
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -344,7 +376,7 @@ def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
     os calls raise a bare ValueError where they do not skip it."""
     key = prefix + name
     if name in getattr(cls, "NONE_IS_A_VALUE", ()) and isinstance(value, _Override) and value.strip() == NONE:
-        return NONE  # (an override's none, not unset: a recipe's is text)
+        return NONE  # (none, unquoted, not unset)
     out = _coerce(value, tp, key)
     if name in getattr(cls, "PATHS", {}) and isinstance(out, str) and "\0" in out:
         raise ConfigError(f"config key '{key}': {out!r} holds a NUL byte, which no path can hold")
@@ -594,6 +626,8 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping at the top level")
     base = data.pop("_base_", None)
+    if _unset(base):  # (None, as null: no base)
+        base = None
     if cls is not None:
         try:
             _check_layer(cls, data)

@@ -74,8 +74,8 @@ class TargetConfig:
     PATHS: ClassVar[dict[str, str]] = {"cache_dir": ""}
     """As :attr:`mme.data.dataset.DataConfig.PATHS`."""
     NONE_IS_A_VALUE: ClassVar[tuple[str, ...]] = ("activation",)
-    """Keys whose values include the text 'none', which an override's ``none`` gives as a recipe's does (other
-    spellings of null unset them): :data:`mme.config.NONE`."""
+    """Keys whose values include the text 'none', which ``none`` gives, in a recipe or an override (elsewhere it
+    unsets a key, as the other spellings of null do here): :data:`mme.config.NONE`."""
 
     preset: str | None = None
     """Named recipe (paper / released / videomae / maskfeat); explicit keys override it."""

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from mme import __version__
+from mme.config import dump_recipe
 from mme.errors import CheckpointError, CheckpointUnreadable
 from mme.models.checkpoint import CONFIG, checkpoint_config, safetensors_header, torch_load
 from mme.utils import (
@@ -232,6 +232,6 @@ def write_run_files(out_dir: Path, config: dict[str, Any], meta: dict[str, Any])
     (meta), atomically; a failed write (a full disk) is an MMEError naming the file."""
     config_yaml, run_json = Path(out_dir) / "config.yaml", Path(out_dir) / "run.json"
     with writing(config_yaml):
-        atomic_write_text(config_yaml, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(config_yaml, dump_recipe(config))
     with writing(run_json):
         atomic_write_json(run_json, meta)
