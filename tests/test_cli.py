@@ -362,17 +362,25 @@ def test_a_refused_command_leaves_no_empty_folder_it_made_for_its_output(argv, t
 
 def test_verbose_logs_mme_s_debug_lines_and_not_its_libraries(tmp_path):
     """``mme -v`` set the root logger to debug: a two-step run wrote about 2,100 lines of matplotlib's (findfont,
-    for the loss curve's picture) around its own few."""
+    for the loss curve's picture) around its own few. Its resolved config is a recipe that reads back (it was
+    yaml.safe_dump's, whose unquoted text None a recipe reads as unset: data.index_dir here)."""
+    from mme.config import load_config
+    from mme.train.config import PretrainConfig
+
     d = generate_synth(tmp_path / "synth", num_classes=2, videos_per_class=2, size=64, num_frames=12, workers=1,
                        splits=(1, 0, 0))
     proc = subprocess.run([sys.executable, "-m", "mme.cli", "-v", "pretrain", "--config", "tiny_cpu_mme",
                            f"data.list_file={d.lists['train']}", f"data.root={d.root}", "data.img_size=64",
                            "model.img_size=64", "data.num_workers=0", "train.steps=1", "train.batch_size=2",
-                           f"train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+                           'data.index_dir="None"', f"train.out_dir={tmp_path / 'run'}"], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "DEBUG] resolved config:" in proc.stderr and (tmp_path / "run" / "loss.png").is_file()
     assert "findfont" not in proc.stderr and proc.stderr.count("DEBUG]") < 10, proc.stderr[-2000:]
+    dumped = re.match(r"(?:(?:\w+:| ).*\n)+", proc.stderr.split("DEBUG] resolved config:\n", 1)[1])[0]
+    (tmp_path / "dumped.yaml").write_text(dumped)
+    cfg = load_config(PretrainConfig, tmp_path / "dumped.yaml")
+    assert (cfg.data.index_dir, cfg.train.steps, cfg.data.root) == ("None", 1, str(d.root))
 
 
 TWO_CALLS = """

@@ -1022,9 +1022,11 @@ def test_none_in_a_recipe_unsets_a_key_as_an_override_does(tmp_path):
         assert read("target", "track_length", text) == 6
         assert read("target", "kind", text) == "mme"
         assert "train.keep_epochs" in read("train", "keep_epochs", text)  # a list, which cannot be unset
-    for text in ("None", "none"):
-        assert read("train", "out_dir", text) == f"config key 'train.out_dir': {text!r} would be taken as that " \
-            "text; this key cannot be unset (a string: 'train.out_dir=' gives the empty one)"
+    for text in ("None", "none"):  # (a recipe's says to quote it there: test_an_old_runs_none_text_...)
+        with pytest.raises(ConfigError) as e:
+            load_config(PretrainConfig, "tiny_cpu_mme", [f"train.out_dir={text}"])
+        assert str(e.value) == f"config key 'train.out_dir': {text!r} would be taken as that text; this key " \
+            "cannot be unset (a string: 'train.out_dir=' gives the empty one)"
     assert read("target", "activation", "none") == "none"  # the linear heads, not unset
     assert load_config(PretrainConfig, "mme_k400_released", ["target.activation=None"]).target.activation == "release"
     (tmp_path / "preset.yaml").write_text("_base_: tiny_cpu_mme\nmodel:\n  preset: None\n")
@@ -1049,6 +1051,68 @@ def test_none_in_a_recipe_unsets_a_key_as_an_override_does(tmp_path):
     again = load_config(PretrainConfig, tmp_path / "config.yaml")
     assert (again.train.out_dir, again.target.cache_dir, again.target.activation) == ("None", None, "none")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["out_dir"] == "None"
+
+
+def test_an_old_runs_none_text_resumes_with_an_override_and_none_in_a_collection_is_text(tmp_path):
+    """An old run folder whose config.yaml held ``out_dir: None`` unquoted (the text, as mme wrote it before
+    a663ca2) was refused, naming the override ``train.out_dir=`` (another folder), and the override
+    ``train.out_dir="None"`` could not help: the recipe's layer was refused first. Now the refusal names the file and
+    says to quote the text there, and a later layer (an override, a recipe over it) replaces the value. Inside a
+    collection ``None`` stayed the text before a663ca2 and stays so again: a list's item (``kind: [hog, None]``, an
+    unknown target), a mapping's key (``loss_weights: {None: 1.0}``, no such head); ``!!str None`` is the text."""
+    import yaml
+
+    from mme.train.config import FinetuneConfig
+    from mme.train.engine import as_recipe
+
+    old = tmp_path / "None" / "config.yaml"  # as write_run_files wrote it before a663ca2: yaml.safe_dump
+    old.parent.mkdir()
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ['train.out_dir="None"', 'data.root="None"'])
+    old.write_text(yaml.safe_dump(as_recipe(cfg), sort_keys=False))
+    assert "  out_dir: None\n" in old.read_text()
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, old, ["train.resume=auto"])
+    assert str(e.value) == f"recipe {old}: config key 'data.root': None, unquoted, unsets a key, which this one " \
+        f"cannot be: for the text, quote it in {old} (root: \"None\"), or give 'data.root=\"None\"'"
+    again = load_config(PretrainConfig, old, ['train.out_dir="None"', "data.root=None/..", "train.resume=auto"])
+    assert (again.train.out_dir, again.data.root, again.model.embed_dim) == ("None", "None/..", 192)
+    over = tmp_path / "over.yaml"  # a recipe over it replaces it too
+    over.write_text(f"_base_: {old}\ntrain:\n  out_dir: runs/x\ndata:\n  root: '/data'\n")
+    assert (load_config(PretrainConfig, over).train.out_dir, load_config(PretrainConfig, over).data.root) \
+        == ("runs/x", "/data")
+    over.write_text(f"_base_: {old}\ntrain:\n  out_dir: runs/x\n")
+    with pytest.raises(ConfigError, match=rf"^recipe {re.escape(str(old))}: config key 'data.root': None, unquoted"):
+        load_config(PretrainConfig, over)  # (the file that holds it named, not the recipe over it)
+    old.write_text(old.read_text().replace("out_dir: None", 'out_dir: "None"').replace("root: None", "root: 'None'"))
+    assert (load_config(PretrainConfig, old).train.out_dir, load_config(PretrainConfig, old).data.root) \
+        == ("None", "None")  # quoted as the message says
+    ft = tmp_path / "ft.yaml"
+    ft.write_text("_base_: finetune_tiny_cpu\ntask:\n  val_list: None\n")
+    with pytest.raises(ConfigError, match=r"'task.val_list': None, unquoted, .* quote it in .*ft.yaml \(val_list: "):
+        load_config(FinetuneConfig, ft)
+    assert load_config(FinetuneConfig, ft, ["task.val_list=v.txt"]).task.val_list == "v.txt"
+    with pytest.raises(ConfigError, match=r"^config key 'task.val_list': 'None' would be taken as that text"):
+        load_config(FinetuneConfig, "finetune_tiny_cpu", ["task={val_list: None}"])  # an override's: as before
+
+    recipe = tmp_path / "r.yaml"
+    for route in ("recipe", "override"):
+        for key, value, said in (("kind", "[hog, None]", r"target.kind: unknown target\(s\) \['None'\]; choose from"),
+                                 ("loss_weights", "{None: 1.0}", r"target.loss_weights: no head\(s\) \['None'\]; "
+                                                                 r"heads of this target: \['traj', 'shape'\]")):
+            recipe.write_text(f"_base_: tiny_cpu_mme\ntarget:\n  {key}: {value}\n")
+            with pytest.raises(ConfigError, match=said):
+                if route == "recipe":
+                    load_config(PretrainConfig, recipe)
+                else:
+                    load_config(PretrainConfig, "tiny_cpu_mme", [f"target.{key}={value}"])
+    recipe.write_text("_base_: tiny_cpu_mme\ntarget:\n  kind: [mme, none]\n  cache_dir: !!str None\n"
+                      "train:\n  out_dir: !!str none\n")
+    with pytest.raises(ConfigError, match=r"unknown target\(s\) \['none'\]"):
+        load_config(PretrainConfig, recipe)
+    recipe.write_text("_base_: tiny_cpu_mme\ntarget:\n  cache_dir: !!str None\ntrain:\n  out_dir: !!str none\n"
+                      "  init: ! None\n")
+    cfg = load_config(PretrainConfig, recipe)
+    assert (cfg.target.cache_dir, cfg.train.out_dir, cfg.train.init) == ("None", "none", "None")  # tagged: text
 
 
 def test_none_is_the_linear_heads_of_target_activation_on_every_route(tmp_path):

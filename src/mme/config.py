@@ -11,13 +11,14 @@ than text, and as written for text keys (paths, names: ``train.out_dir=010`` is 
 (``train={out_dir: 010}``) and a quoted value (``train.out_dir="runs/my run"``) are read as in a recipe; ``null``,
 ``~``, ``None`` and, for keys that may be unset, nothing at all unset a key, in an override and in a recipe alike
 (``none`` too, but for a key that takes it as a value: ``target.activation=none`` is the linear heads; a key that
-cannot be unset refuses them all); quoted, ``"None"`` is that text. A text value ``"~"`` (quoted) or starting
-with ``~/`` is the home folder or under it (:func:`home`, which ``mme``'s path arguments take too, a bare ``~``
-among them). A dataclass with a ``preset`` field fills the fields left unset (None) from the named preset in its
-``__post_init__`` (:func:`apply_preset`), so explicit keys win (``model.preset=small model.depth=6`` works) and a
-config built in Python gets the same values as one read from YAML. Between layers the later one wins: a layer that
-names another preset (``model.preset=base`` over a recipe that sets ``model.embed_dim``) drops the keys of that
-preset which earlier layers set (:func:`merge_layer`).
+cannot be unset refuses them all, a recipe's naming the file to quote it in, once a later layer has not replaced
+it); quoted or tagged (``"None"``, ``!!str None``), and as an item of a list or a mapping's key, ``None`` is that
+text. A text value ``"~"`` (quoted) or starting with ``~/`` is the home folder or under it (:func:`home`, which
+``mme``'s path arguments take too, a bare ``~`` among them). A dataclass with a ``preset`` field fills the fields left
+unset (None) from the named preset in its ``__post_init__`` (:func:`apply_preset`), so explicit keys win
+(``model.preset=small model.depth=6`` works) and a config built in Python gets the same values as one read from YAML.
+Between layers the later one wins: a layer that names another preset (``model.preset=base`` over a recipe that sets
+``model.embed_dim``) drops the keys of that preset which earlier layers set (:func:`merge_layer`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ class _RecipeLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._flattened: set[yaml.MappingNode] = set()
         self._version: yaml.DirectiveToken | None = None
+
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+        """The node, marked ``tagged`` where its tag was written (``!!str None``: the text, :func:`_text`)."""
+        tag = self.peek_event().tag
+        node = super().compose_scalar_node(anchor)
+        node.tagged = tag not in (None, "")
+        return node
 
     def scan_directive(self) -> yaml.DirectiveToken:
         token = super().scan_directive()
@@ -164,14 +172,29 @@ for _kind in _READ_AS:
     _RecipeLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _as_written)
 
 
+class _NullText(_Override):
+    """An unquoted, untagged ``None`` or ``none`` (:func:`_text`), as a whole value an override's unset; ``recipe``:
+    the recipe file that holds it (:func:`load_recipe`), None in an override."""
+
+    recipe: Path | None = None
+
+
 def _text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
-    """A text; unquoted, one of :data:`NULLS` that YAML reads as text (``None``, ``none``) is an :class:`_Override`,
-    which unsets a key as an override's does (:func:`_unset`), in a recipe and in an override's collection alike."""
+    """A text; unquoted and untagged (not ``!!str None``), one of :data:`NULLS` that YAML reads as text (``None``,
+    ``none``) is a :class:`_NullText`, which as a key's whole value unsets it as an override's does (:func:`_unset`),
+    in a recipe and in an override's collection alike; an item of a list or a mapping's key stays text
+    (:func:`_item`)."""
     text = loader.construct_yaml_str(node)
-    if node.style is None and text in NULLS:
-        text = _Override(text)
+    if node.style is None and not getattr(node, "tagged", False) and text in NULLS:
+        text = _NullText(text)
         text.parsed = str(text)
     return text
+
+
+def _item(value: Any) -> Any:
+    """An item of a list or a key of a mapping as :func:`_coerce` reads it: an unquoted ``None`` there is the text
+    (only a key's whole value is unset by it: ``target.kind: [hog, None]`` is an unknown target 'None')."""
+    return str(value) if isinstance(value, _NullText) else value
 
 
 _RecipeLoader.add_constructor("tag:yaml.org,2002:str", _text)
@@ -205,6 +228,11 @@ class _OutOfRange(ConfigError):
     that matches none of a union's types (``int | None``)."""
 
 
+class _CannotBeUnset(ConfigError):
+    """A text key given one of :data:`NULLS`, which it cannot be unset by; from a recipe (a :class:`_NullText` with
+    its ``recipe``), refused once the layers are merged, so that a later layer may replace it (:func:`_check_layer`)."""
+
+
 NONE = "none"
 """A text some keys take as a value (``target.activation``: linear heads), which a recipe or an override would read
 as null: the section's ``NONE_IS_A_VALUE`` names them."""
@@ -219,8 +247,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if union and type(None) in args and _unset(value):
             return None
         if tp is str and value.strip() in NULLS:
-            raise ConfigError(f"config key '{key}': {value.strip()!r} would be taken as that text; this key cannot "
-                              f"be unset (a string: '{key}=' gives the empty one)")
+            text, recipe = value.strip(), getattr(value, "recipe", None)
+            if recipe is not None:  # (an old run's config.yaml held the text so: out_dir: None)
+                raise _CannotBeUnset(
+                    f"recipe {recipe}: config key '{key}': {text}, unquoted, unsets a key, which this one cannot be: "
+                    f"for the text, quote it in {recipe} ({key.rpartition('.')[2]}: \"{text}\"), or give "
+                    f"'{key}=\"{text}\"'")
+            raise _CannotBeUnset(f"config key '{key}': {text!r} would be taken as that text; this key cannot "
+                                 f"be unset (a string: '{key}=' gives the empty one)")
         if isinstance(value.parsed, (list, dict)) or (tp is not str and not union):  # a union tries its types
             value = value.parsed
     if tp is Any:
@@ -247,13 +281,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
         item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(_item(v), item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
         if len(args) == 2:
-            return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+            return {_coerce(_item(k), args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -367,7 +401,11 @@ def _check_layer(cls: type, data: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
             _check_layer(hints[name], value, f"{prefix}{name}.")
         else:
-            _field_value(cls, name, value, hints[name], prefix)
+            try:
+                _field_value(cls, name, value, hints[name], prefix)
+            except _CannotBeUnset:
+                if getattr(value, "recipe", None) is None:
+                    raise  # (a recipe's: refused when the layers are merged, unless a later one replaces it)
 
 
 def _field_value(cls: type, name: str, value: Any, tp: Any, prefix: str) -> Any:
@@ -628,6 +666,7 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
     base = data.pop("_base_", None)
     if _unset(base):  # (None, as null: no base)
         base = None
+    _mark_recipe(data, path)
     if cls is not None:
         try:
             _check_layer(cls, data)
@@ -642,6 +681,16 @@ def load_recipe(name: str | Path, cls: type | None = None, _chain: tuple[Path, .
             raise ConfigError(f"recipe {path}: its _base_: {e}") from e
         data = merge_layer(cls, load_recipe(base_path, cls, (*_chain, path.resolve())), data, level=logging.DEBUG)
     return data
+
+
+def _mark_recipe(data: Any, path: Path) -> None:
+    """Record ``path`` as the recipe of each :class:`_NullText` among ``data``'s values, which its error names."""
+    values = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    for value in values:
+        if isinstance(value, _NullText):
+            value.recipe = path
+        else:
+            _mark_recipe(value, path)
 
 
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None) -> T:

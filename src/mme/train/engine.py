@@ -32,10 +32,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 from torch.utils.data import Dataset
 
-from mme.config import flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
+from mme.config import dump_recipe, flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
 from mme.data.dataset import lines_digest, list_identity
 from mme.data.lists import check_root, left_out
 from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
@@ -827,5 +826,5 @@ def summary(run: Run, job_lines: list[str]) -> str:
 def print_summary(run: Run, job_lines: list[str]) -> None:
     """Rank 0 prints :func:`summary`; the whole resolved config goes to the debug log (``mme -v``)."""
     if dist.is_main():
-        log.debug("resolved config:\n%s", yaml.safe_dump(dataclasses.asdict(run.cfg), sort_keys=False).rstrip())
+        log.debug("resolved config:\n%s", dump_recipe(dataclasses.asdict(run.cfg)).rstrip())
         print(summary(run, job_lines), flush=True)
