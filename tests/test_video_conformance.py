@@ -392,6 +392,73 @@ def test_check_names_a_file_with_frames_decoded_with_errors(tmp_path):
     assert check["reason"].startswith("FFmpeg decoded 1 frame with errors and concealed them: [5]")
 
 
+def numbered_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """``n`` frames, each showing its number in 6 bits as bright 16x16 squares on grey (:func:`frame_number`)."""
+    frames = np.full((n, h, w, 3), 40, np.uint8)
+    for i in range(n):
+        for bit in range(6):
+            if i >> bit & 1:
+                y, x = 8 + bit // 3 * 20, 8 + bit % 3 * 18
+                frames[i, y:y + 16, x:x + 16] = 220
+    return frames
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The number a frame of :func:`numbered_frames` shows (its squares' centres)."""
+    return sum((frame[12 + bit // 3 * 20:20 + bit // 3 * 20, 12 + bit % 3 * 18:20 + bit % 3 * 18].mean() > 130) << bit
+               for bit in range(6))
+
+
+CLUSTER_ID = b"\x1f\x43\xb6\x75"
+
+
+@pytest.mark.parametrize("name,codec,options", [("vp8.webm", "libvpx", {"g": "8", "deadline": "realtime"}),
+                                                ("vp9.webm", "libvpx-vp9", {"g": "12", "deadline": "realtime",
+                                                                            "cpu-used": "8"}),
+                                                ("h264.mkv", "libx264", {"g": "12", "bf": "2", "crf": "10"})])
+def test_check_names_a_matroska_file_whose_demuxer_passed_over_damaged_blocks(tmp_path, corpus, name, codec, options):
+    """A WebM / Matroska file (40 numbered frames, a Cluster every 0.4 s) damaged in a block's or a Cluster's header:
+    FFmpeg's demuxer passes over the blocks up to the next Cluster, saying so only in its log, so the file decodes to
+    fewer frames than it holds, frame 14 then frame 24 of the video, the frames after the hole (VP8, VP9) decoded from
+    other references, unflagged, and packets and frames agree. `mme check` said ok; now damaged, naming where the
+    demuxer passed over damaged data and FFmpeg's message. Every read is still the sequential decode's frame i. The
+    corpus's Matroska and WebM files (variable frame rate ones too) have nothing passed over."""
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV has no {codec}")
+    with av.open(str(tmp_path / name), "w", options={"cluster_time_limit": "400"}) as c:
+        stream = c.add_stream(codec, rate=25, options=options)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for rgb in numbered_frames(40):
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        c.mux(stream.encode())
+    clean = tmp_path / name
+    assert [frame_number(f) for f in decode_all(clean)] == list(range(40))
+    assert check_video(clean)["status"] == "ok"
+    with av.open(str(clean)) as c:
+        block = [p.pos for p in c.demux(video=0) if p.size][14]  # its data: the track number first
+    data = clean.read_bytes()
+    damages = {"track number": data[:block] + b"\x82" + data[block + 1:],  # a track the file lacks
+               "block header zeroed": data[:block - 3] + bytes(16) + data[block + 13:],  # its ID, size, track, time
+               "cluster ID": data[:data.find(CLUSTER_ID, data.find(CLUSTER_ID) + 1)] + b"\0"
+               + data[data.find(CLUSTER_ID, data.find(CLUSTER_ID) + 1) + 1:]}  # the second Cluster's
+    for damage, bytes_ in damages.items():
+        path = tmp_path / f"{damage.replace(' ', '_')}_{name}"
+        path.write_bytes(bytes_)
+        ref = decode_on_one_thread(path)
+        assert len(ref) < 40 and frame_number(ref[-1]) == 39, damage  # frames missing: frame i a later one
+        check = check_video(path)
+        assert (check["status"], check["frames"], check["packets"]) == ("damaged", len(ref), len(ref)), damage
+        assert check["reason"].startswith("FFmpeg's demuxer passed over damaged data between "), check["reason"]
+        assert "frames there may be missing, frame i then a later frame of the video" in check["reason"]
+        assert len(check["skipped"]) == 1, check["skipped"]
+        with open_video(path) as reader:
+            for idx in ([13, 14, 15], [len(ref) - 1, 0, 14], np.arange(len(ref))):
+                np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{damage}: {idx}")
+    for other, path in corpus.items():
+        if path.suffix in (".mkv", ".webm"):
+            assert check_video(shutil.copy(path, tmp_path / f"corpus_{other}"))["skipped"] == [], other
+
+
 
 def decode_on_one_thread(path) -> np.ndarray:
     """Every frame of FFmpeg's sequential decode on one thread (the reference where frames are concealed: frame

@@ -229,10 +229,10 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "report: counts per status and each video that is unreadable (missing, empty, unreadable: "
                        "frames too small to train on among them, decode error: a run skips it), short, "
                        "damaged (frames FFmpeg decoded with errors and concealed, whose pixels depend on the "
-                       "decoder's threads), rotated (a display matrix turns "
-                       "or mirrors its frames, which are read as coded), or suspicious (read by decoding "
-                       "from the start, slower, because its timestamps or frame count cannot be trusted). Exit "
-                       "status 1 when a run would skip some videos.")
+                       "decoder's threads, or data its demuxer passed over, whose frames are missing), rotated (a "
+                       "display matrix turns or mirrors its frames, which are read as coded), or suspicious (read "
+                       "by decoding from the start, slower, because its timestamps or frame count cannot be "
+                       "trusted). Exit status 1 when a run would skip some videos.")
     p.add_argument("list_files", metavar="lists", type=path, nargs="+", help="list files ('path [label]' per line)")
     p.add_argument("--root", type=path, default="",
                    help="folder the lists' relative paths start from (default: the working folder)")

@@ -47,6 +47,7 @@ took a quarter less CPU (docs/data.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -672,8 +673,9 @@ class PyAVReader(VideoReader):
         ``damaged``: the frames that the decode from the start flagged as decoded with errors, which FFmpeg
         conceals differently with other decoder threads and from another start (such a file turns sequential, and
         every reader decodes it on one thread, a file read by counting already too), and
-        ``display``: the file's display matrix (phone videos; None without), which reads apply only with
-        ``data.orientation=display``."""
+        ``skipped``: where its demuxer passed over damaged data (:func:`demuxer_skips`: frames missing there, which
+        no decode shows), and ``display``: the file's display matrix (phone videos; None without), which reads apply
+        only with ``data.orientation=display``."""
         with self._lock:
             return self._check(probes)
 
@@ -708,7 +710,7 @@ class PyAVReader(VideoReader):
         finally:
             index.save()
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
-                "damaged": sorted(damaged), "display": self.display_matrix()}
+                "damaged": sorted(damaged), "skipped": demuxer_skips(self.path), "display": self.display_matrix()}
 
     def _distrust(self, why: str, one_thread: bool = False) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
@@ -1340,3 +1342,76 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
         raise video_error(path, "unreadable", f"the decode at indexing failed after {frames} frame{'s' * (frames != 1)}"
                                               f" of its {packets} packets: {e}") from e
     return timestamps, leave.cut_end or concealed
+
+
+SKIPPING_DEMUXERS = frozenset({"matroska,webm"})
+"""Demuxers that pass over data they cannot parse and go on at the next element they can (FFmpeg's Matroska / WebM
+demuxer: a Cluster's or a block's header or size damaged, its resync to the next Cluster), saying so only in FFmpeg's
+log, at error level: the blocks there are missing from the demux, which every decode and every read takes as whole
+(:func:`demuxer_skips`)."""
+
+_LOG_LOCK = threading.Lock()
+_log_users = 0
+_log_saved: tuple = (None, True)
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's log messages of error level or worse (``(level, context name, message)``) logged on this thread in
+    the block (the demux's: a decoder's frame threads log on their own). PyAV passes FFmpeg's log to Python only with
+    a log level set, for the whole process, and holds back a message that repeats the last one (also another file's):
+    both are set while a thread is in such a block, and restored after the last (a level a user set is kept). Other
+    threads' errors meanwhile go to Python's ``libav.*`` loggers, as PyAV sends them: `mme check` demuxes alone."""
+    global _log_users, _log_saved
+    with _LOG_LOCK:
+        if not _log_users:
+            _log_saved = av.logging.get_level(), av.logging.get_skip_repeated()
+            if _log_saved[0] is None or _log_saved[0] < av.logging.ERROR:
+                av.logging.set_level(av.logging.ERROR)
+            av.logging.set_skip_repeated(False)
+        _log_users += 1
+    try:
+        with av.logging.Capture(True) as logs:
+            yield logs
+    finally:
+        with _LOG_LOCK:
+            _log_users -= 1
+            if not _log_users:
+                av.logging.set_level(_log_saved[0])
+                av.logging.set_skip_repeated(_log_saved[1])
+
+
+def demuxer_skips(path: str) -> list[str]:
+    """Where the demuxer of ``path`` passed over damaged data between two packets of its video stream (a demuxer of
+    :data:`SKIPPING_DEMUXERS`, which says so at error level in FFmpeg's log alone), each as 'between S and T s
+    (FFmpeg's message)', S and T the timestamps of the packets demuxed before and after it (in the file's order: with
+    B-frames, a frame missing there may be shown a little before S): frames of that span may be missing from the
+    file's decode, frame i then a later frame of the video, and the frames after it decoded from others than their
+    references (VP8 and VP9 flag none as concealed). Damage after the last packet reads as a file
+    cut short (:func:`_decode`), and is passed over. [] for other demuxers. A demux of the file, decoding nothing:
+    `mme check` (:meth:`PyAVReader.check`) asks, not a read."""
+    try:
+        return _demuxer_skips(path)
+    except av.error.FFmpegError as e:
+        raise video_error(path, "unreadable", e) from e
+
+
+def _demuxer_skips(path: str) -> list[str]:
+    skips, before = [], None
+    with open_container(path) as container:
+        stream, demuxer = video_stream(container), container.format.name
+        if stream is None or demuxer not in SKIPPING_DEMUXERS:
+            return []
+        with _ffmpeg_errors() as logs:  # (from the demux on: the header and the Cues, read at the open, hold no frame)
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                at = "?" if packet.pts is None else f"{float(packet.pts * stream.time_base):.3f}"
+                errors = [message.strip() for level, name, message in logs  # (a user's level lets more in)
+                          if name == demuxer and level <= av.logging.ERROR]
+                if errors:
+                    skips.append(f"between {'the start' if before is None else before + ' s'} and {at} s "
+                                 f"({'; '.join(errors)})")
+                del logs[:]
+                before = at
+    return skips

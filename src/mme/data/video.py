@@ -199,20 +199,21 @@ def _missing_hint(path: str) -> str:
 def video_check(path: str | Path, status: str = "ok", reason: str = "") -> dict:
     """A :func:`check_video` result of nothing decoded yet."""
     return {"path": str(path), "status": status, "frames": 0, "packets": 0, "seeking": "", "damaged": [],
-            "display": None, "rotation": 0, "reason": reason}
+            "skipped": [], "display": None, "rotation": 0, "reason": reason}
 
 
 def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | None = None, threads: int = 1) -> dict:
     """Open and decode one file as a long run would, before it does (PyAV). Returns ``{"path", "status",
-    "frames", "packets", "seeking", "damaged", "display", "rotation", "reason"}``; ``status``: 'ok'; 'damaged' when
-    FFmpeg flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those frames, and
-    those that reference them, differ with the decoder's threads; 'rotated' when the file's display matrix
-    (``display``; phone videos) turns or mirrors its frames (``rotation``: FFmpeg's angle, None for a mirror), which
-    are read as coded unless ``data.orientation=display``; 'suspicious' when the file must be read
-    sequentially (its timestamps cannot be trusted, or seeking returned another frame than counting) or its
-    packets and frames differ in number; 'short' under ``min_frames`` frames; or the VideoError's reason
-    ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index is kept;
-    ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
+    "frames", "packets", "seeking", "damaged", "skipped", "display", "rotation", "reason"}``; ``status``: 'ok';
+    'damaged' when FFmpeg flagged frames as decoded with errors (``damaged``: their indices), which it conceals: those
+    frames, and those that reference them, differ with the decoder's threads, or where its demuxer passed over damaged
+    data (``skipped``: :func:`~mme.data.pyav_reader.demuxer_skips`), whose frames are missing from every decode;
+    'rotated' when the file's display matrix (``display``; phone videos) turns or mirrors its frames (``rotation``:
+    FFmpeg's angle, None for a mirror), which are read as coded unless ``data.orientation=display``; 'suspicious'
+    when the file must be read sequentially (its timestamps cannot be trusted, or seeking returned another frame
+    than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames; or the
+    VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index
+    is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
     out = video_check(path)
     try:
         with open_video(path, threads=threads, index_dir=index_dir) as reader:
@@ -225,10 +226,16 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         out.update(status="unreadable", reason=no_frames(out["packets"]))
     elif out["frames"] < min_frames:
         out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
-    elif out["damaged"] or turned:
-        n = len(out["damaged"])
-        status, why = ("damaged", f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
-                                  f"{out['damaged'][:5]}{' ...' * (n > 5)}") if n else ("rotated", turned)
+    elif out["damaged"] or out["skipped"] or turned:
+        n, skips, whys = len(out["damaged"]), out["skipped"], []
+        if n:
+            whys.append(f"FFmpeg decoded {n} frame{'s' * (n > 1)} with errors and concealed them: "
+                        f"{out['damaged'][:5]}{' ...' * (n > 5)}")
+        if skips:
+            more = f" (and {len(skips) - 1} more place{'s' * (len(skips) > 2)})" if len(skips) > 1 else ""
+            whys.append(f"FFmpeg's demuxer passed over damaged data {skips[0]}{more}: frames there may be missing, "
+                        f"frame i then a later frame of the video")
+        status, why = ("damaged", "; ".join(whys)) if whys else ("rotated", turned)
         out.update(status=status, reason=why + (f"; read sequentially: {out['reason']}" if out["reason"] else ""))
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
