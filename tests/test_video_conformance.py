@@ -419,10 +419,14 @@ CLUSTER_ID = b"\x1f\x43\xb6\x75"
 def test_check_names_a_matroska_file_whose_demuxer_passed_over_damaged_blocks(tmp_path, corpus, name, codec, options):
     """A WebM / Matroska file (40 numbered frames, a Cluster every 0.4 s) damaged in a block's or a Cluster's header:
     FFmpeg's demuxer passes over the blocks up to the next Cluster, saying so only in its log, so the file decodes to
-    fewer frames than it holds, frame 14 then frame 24 of the video, the frames after the hole (VP8, VP9) decoded from
-    other references, unflagged, and packets and frames agree. `mme check` said ok; now damaged, naming where the
-    demuxer passed over damaged data and FFmpeg's message. Every read is still the sequential decode's frame i. The
-    corpus's Matroska and WebM files (variable frame rate ones too) have nothing passed over."""
+    fewer frames than it holds (block 14's damage: 32 of 40, frames 14 to 21 gone, index 16 then frame 24; the
+    second Cluster's ID: 29), the frames after the hole (VP8, VP9) decoded from other references, unflagged, and
+    packets and frames agree. `mme check` said ok; now damaged, naming where the demuxer passed over damaged data
+    and FFmpeg's message: also in the blocks that FFmpeg demuxes while opening the file (block 1 of the H.264 file,
+    whose stream probing reads blocks 1 to 3: found from the demux on, ok before; of VP8 and VP9 it reads block 0),
+    and in the last Cluster (block 36, found between its last packet and the end: ok before). Every read is still
+    the sequential decode's frame i. The file cut short (at 77 %), and the corpus's Matroska and WebM files
+    (variable frame rate ones too) have nothing passed over."""
     if codec not in av.codecs_available:
         pytest.skip(f"this PyAV has no {codec}")
     with av.open(str(tmp_path / name), "w", options={"cluster_time_limit": "400"}) as c:
@@ -435,25 +439,33 @@ def test_check_names_a_matroska_file_whose_demuxer_passed_over_damaged_blocks(tm
     assert [frame_number(f) for f in decode_all(clean)] == list(range(40))
     assert check_video(clean)["status"] == "ok"
     with av.open(str(clean)) as c:
-        block = [p.pos for p in c.demux(video=0) if p.size][14]  # its data: the track number first
-    data = clean.read_bytes()
-    damages = {"track number": data[:block] + b"\x82" + data[block + 1:],  # a track the file lacks
-               "block header zeroed": data[:block - 3] + bytes(16) + data[block + 13:],  # its ID, size, track, time
-               "cluster ID": data[:data.find(CLUSTER_ID, data.find(CLUSTER_ID) + 1)] + b"\0"
-               + data[data.find(CLUSTER_ID, data.find(CLUSTER_ID) + 1) + 1:]}  # the second Cluster's
-    for damage, bytes_ in damages.items():
+        blocks = [p.pos for p in c.demux(video=0) if p.size]  # their data: the track number first
+    data, block = clean.read_bytes(), blocks[14]
+    second = data.find(CLUSTER_ID, data.find(CLUSTER_ID) + 1)
+    damages = {"track number": (data[:block] + b"\x82" + data[block + 1:], "between "),  # a track the file lacks
+               "block header zeroed": (data[:block - 3] + bytes(16) + data[block + 13:], "between "),  # ID, size, ...
+               "cluster ID": (data[:second] + b"\0" + data[second + 1:], "between "),  # the second Cluster's
+               "track number at the open": (data[:blocks[1]] + b"\x82" + data[blocks[1] + 1:],
+                                            "near the start, in the packets the open read ahead (" if "h264" in name
+                                            else "between 0.000 s and 0.440 s ("),
+               "track number in the last Cluster": (data[:blocks[36]] + b"\x82" + data[blocks[36] + 1:],
+                                                    "between 1.400 s and the end (Invalid track number 2)")}
+    for damage, (bytes_, where) in damages.items():
         path = tmp_path / f"{damage.replace(' ', '_')}_{name}"
         path.write_bytes(bytes_)
         ref = decode_on_one_thread(path)
-        assert len(ref) < 40 and frame_number(ref[-1]) == 39, damage  # frames missing: frame i a later one
+        assert len(ref) < 40 and frame_number(ref[-1]) == (35 if "last" in damage else 39), damage  # frame i later
         check = check_video(path)
         assert (check["status"], check["frames"], check["packets"]) == ("damaged", len(ref), len(ref)), damage
-        assert check["reason"].startswith("FFmpeg's demuxer passed over damaged data between "), check["reason"]
-        assert "frames there may be missing, frame i then a later frame of the video" in check["reason"]
-        assert len(check["skipped"]) == 1, check["skipped"]
+        assert len(check["skipped"]) == 1 and check["skipped"][0].startswith(where), (damage, check["skipped"])
+        assert check["reason"].startswith(f"FFmpeg's demuxer passed over damaged data {check['skipped'][0]}: "
+                                          "frames there may be missing, frame i then a later frame of the video")
         with open_video(path) as reader:
             for idx in ([13, 14, 15], [len(ref) - 1, 0, 14], np.arange(len(ref))):
                 np.testing.assert_array_equal(reader.read(idx), ref[idx], err_msg=f"{damage}: {idx}")
+    cut = tmp_path / f"cut_{name}"  # FFmpeg: 'File ended prematurely', a file cut short
+    cut.write_bytes(data[:len(data) * 77 // 100])
+    assert check_video(cut)["skipped"] == []
     for other, path in corpus.items():
         if path.suffix in (".mkv", ".webm"):
             assert check_video(shutil.copy(path, tmp_path / f"corpus_{other}"))["skipped"] == [], other

@@ -1381,15 +1381,24 @@ def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
                 av.logging.set_skip_repeated(_log_saved[1])
 
 
+CUT_SHORT = "File ended prematurely"
+"""How the messages begin that FFmpeg's Matroska demuxer logs, at error level, where the file ends inside an
+element (some go on 'at pos. N (0xN)'): a file cut short, whose end :func:`_decode` passes over, and
+:func:`demuxer_skips` too."""
+
+
 def demuxer_skips(path: str) -> list[str]:
-    """Where the demuxer of ``path`` passed over damaged data between two packets of its video stream (a demuxer of
-    :data:`SKIPPING_DEMUXERS`, which says so at error level in FFmpeg's log alone), each as 'between S and T s
-    (FFmpeg's message)', S and T the timestamps of the packets demuxed before and after it (in the file's order: with
-    B-frames, a frame missing there may be shown a little before S): frames of that span may be missing from the
-    file's decode, frame i then a later frame of the video, and the frames after it decoded from others than their
-    references (VP8 and VP9 flag none as concealed). Damage after the last packet reads as a file
-    cut short (:func:`_decode`), and is passed over. [] for other demuxers. A demux of the file, decoding nothing:
-    `mme check` (:meth:`PyAVReader.check`) asks, not a read."""
+    """Where the demuxer of ``path`` passed over damaged data (a demuxer of :data:`SKIPPING_DEMUXERS`, which says so
+    at error level in FFmpeg's log alone), each as 'between S and T s (FFmpeg's message)', S and T the timestamps of
+    the video packets demuxed before and after it (in the file's order: with B-frames, a frame missing there may be
+    shown a little before S); 'between S s and the end' after the last packet (the last Cluster damaged); or 'near
+    the start, in the packets the open read ahead' where FFmpeg logged it while opening the file (its stream
+    probing demuxes the first packets, a few of H.264 with B-frames, before any packet is returned). Frames of that
+    span may be missing from the file's decode, frame i then a later frame of the video, and the frames after it
+    decoded from others than their references (VP8 and VP9 flag none as concealed). A file cut short, whose end the
+    demuxer names :data:`CUT_SHORT`, reads as such (:func:`_decode`) and is passed over; damage in the last Cluster
+    of a file cut short too is then not found. [] for other demuxers. A demux of the file, decoding nothing: `mme
+    check` (:meth:`PyAVReader.check`) asks, not a read."""
     try:
         return _demuxer_skips(path)
     except av.error.FFmpegError as e:
@@ -1398,20 +1407,27 @@ def demuxer_skips(path: str) -> list[str]:
 
 def _demuxer_skips(path: str) -> list[str]:
     skips, before = [], None
-    with open_container(path) as container:
+    with _ffmpeg_errors() as logs, open_container(path) as container:  # (collecting from before the open on)
         stream, demuxer = video_stream(container), container.format.name
         if stream is None or demuxer not in SKIPPING_DEMUXERS:
             return []
-        with _ffmpeg_errors() as logs:  # (from the demux on: the header and the Cues, read at the open, hold no frame)
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                at = "?" if packet.pts is None else f"{float(packet.pts * stream.time_base):.3f}"
-                errors = [message.strip() for level, name, message in logs  # (a user's level lets more in)
-                          if name == demuxer and level <= av.logging.ERROR]
-                if errors:
-                    skips.append(f"between {'the start' if before is None else before + ' s'} and {at} s "
-                                 f"({'; '.join(errors)})")
-                del logs[:]
-                before = at
+
+        def errors() -> str:
+            """The demuxer's messages of error level or worse (a user's level lets more in) since the last call,
+            joined, a cut file's end left out."""
+            found = [message.strip() for level, name, message in logs if name == demuxer and level <= av.logging.ERROR]
+            del logs[:]
+            return "; ".join(message for message in found if not message.startswith(CUT_SHORT))
+
+        if found := errors():  # (the open's: the header, the Cues, and the packets its stream probing demuxed)
+            skips.append(f"near the start, in the packets the open read ahead ({found})")
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            at = "?" if packet.pts is None else f"{float(packet.pts * stream.time_base):.3f}"
+            if found := errors():
+                skips.append(f"between {'the start' if before is None else before + ' s'} and {at} s ({found})")
+            before = at
+        if found := errors():  # (after the last packet: the last Cluster's blocks passed over, up to the end)
+            skips.append(f"between {'the start' if before is None else before + ' s'} and the end ({found})")
     return skips
