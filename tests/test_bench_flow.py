@@ -69,6 +69,11 @@ def test_bench_flow_refuses_bad_input_before_any_work(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown flow method.*'dis-slow'"):
         bench_flow.run(methods=["dis", "dis-slow"])
+    for given, said in ((dict(methods=["dis", "farneback", "dis"]), "--methods dis farneback dis: give each method"),
+                        (dict(sizes=(112, 112)), "--sizes 112 112: give each size once"),
+                        (dict(data=["a/synth", "b/synth"]), "--data a/synth b/synth: give each folder name once")):
+        with pytest.raises(ConfigError, match=said):
+            bench_flow.run(**given)
 
     data = generate_synth(tmp_path / "s", num_classes=2, videos_per_class=2, size=64, num_frames=20, workers=1,
                           splits=(1, 0, 0)).root

@@ -908,6 +908,11 @@ def as_given(option: str, value: object) -> str:
     return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
 
 
+TIMED_AGAIN = "a repeated one is timed again and only its last figure kept"
+"""Why a benchmark refuses a value given twice (:func:`check_given_once`): ``mme bench data --workers``, ``mme bench
+flow --methods``."""
+
+
 def check_given_once(option: str, values: Collection, why: str, each: str = "", shown: str | None = None) -> None:
     """Refuse ``values`` given to ``option`` (``shown`` as the user gave them; default: joined by spaces) where one is
     given twice: a ConfigError ``OPTION VALUES: give each [EACH ]once (WHY)``, ``why`` saying what a repeat does."""

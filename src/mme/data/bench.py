@@ -27,6 +27,7 @@ from mme.data.synth import encode_h264
 from mme.data.transforms import Geometry, apply_geometry, multiscale_crop, to_clip
 from mme.data.video import open_video, require_backend, with_true_count
 from mme.utils import (
+    TIMED_AGAIN,
     atomic_write_json,
     atomic_write_text,
     check_bench_json,
@@ -114,7 +115,7 @@ def bench_data(video: str | None = None, workers: Sequence[int] = (0, 1, 2), cli
     """``mme bench data``: clips/s through a DataLoader per worker count (the first is the reference) and the
     stages of one clip, printed (and written to ``json_path``); returns the figures."""
     # the figures are keyed by the count: a repeat's would replace the first's
-    check_given_once("--workers", workers, "a repeated one is timed again and only its last figure kept", "count")
+    check_given_once("--workers", workers, TIMED_AGAIN, "count")
     check_bench_json(json_path, [("the video benchmarked", video)])  # before the benchmark, not after it
     require_backend(backend, "--backend")  # before a video is made
     threads = threads or torch.get_num_threads()

@@ -48,7 +48,7 @@ from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, METHODS, flow_available, raw_flow
 from mme.motion.targets import TargetConfig, _to_tokens, make_target_fn, patch_std
 from mme.motion.tracks import track
-from mme.utils import atomic_write_json, check_bench_json, cpu_name, sets_threads
+from mme.utils import TIMED_AGAIN, atomic_write_json, check_bench_json, check_given_once, cpu_name, sets_threads
 
 MOTIONS: dict[str, dict[str, float]] = {
     "translate": {"vx": 2.3 / 224, "vy": -1.4 / 224},  # per frame, as a fraction of the frame side
@@ -254,6 +254,11 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"mme bench flow: unknown flow method(s) {unknown}; choose from {list(METHODS)}")
+    check_given_once("--methods", methods, TIMED_AGAIN, "method")
+    check_given_once("--sizes", sizes, TIMED_AGAIN, "size")
+    check_given_once("--data", [Path(d).name for d in data or ()], "the report names each folder by its name: a "
+                     "second of one name would replace the first's rows", "folder name",
+                     shown=" ".join(map(str, data or ())))
     L = recipe_configs(DEMO_RECIPE, DEMO_TARGET[1])[1].track_length
     result = {"cpu": cpu_name(), "threads": threads, "sizes": list(sizes), "motions": list(MOTIONS),
               "scenes": scenes, "track_length": L, "num_frames": num_frames, "data": {},
