@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,9 +72,12 @@ def test_bench_flow_refuses_bad_input_before_any_work(tmp_path):
         bench_flow.run(methods=["dis", "dis-slow"])
     for given, said in ((dict(methods=["dis", "farneback", "dis"]), "--methods dis farneback dis: give each method"),
                         (dict(sizes=(112, 112)), "--sizes 112 112: give each size once"),
-                        (dict(data=["a/synth", "b/synth"]), "--data a/synth b/synth: give each folder name once")):
+                        (dict(data=["a/synth", "./a/synth/"]), "--data a/synth ./a/synth/: give each folder once")):
         with pytest.raises(ConfigError, match=said):
             bench_flow.run(**given)
+    # folders of one name elsewhere are named by their paths as given in the report; one alone, by its name
+    assert list(bench_flow._named(["runs1/synth", "runs2/synth", "x/demo/", "."])) == [
+        "runs1/synth", "runs2/synth", "demo", Path.cwd().name]
 
     data = generate_synth(tmp_path / "s", num_classes=2, videos_per_class=2, size=64, num_frames=20, workers=1,
                           splits=(1, 0, 0)).root

@@ -910,7 +910,7 @@ def as_given(option: str, value: object) -> str:
 
 TIMED_AGAIN = "a repeated one is timed again and only its last figure kept"
 """Why a benchmark refuses a value given twice (:func:`check_given_once`): ``mme bench data --workers``, ``mme bench
-flow --methods``."""
+flow --methods`` and ``--sizes``."""
 
 
 def check_given_once(option: str, values: Collection, why: str, each: str = "", shown: str | None = None) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -244,6 +245,13 @@ SYNTH_SETS = {"demo": {"preset": "demo"}, "object": {}}
 ``mme synth``'s defaults (an object, about a tenth of the frame, moves over a still background)."""
 
 
+def _named(data: list[str]) -> dict[str, Path]:
+    """The ``--data`` folders by the names the report gives them: each folder's own name (``synth``), or the path as
+    given where folders share one (``runs1/synth``, ``runs2/synth``)."""
+    names = [Path(os.path.realpath(d)).name for d in data]
+    return {str(d) if names.count(name) > 1 else name: Path(d) for d, name in zip(data, names)}
+
+
 @sets_threads
 def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), methods: list[str] | None = None,
         scenes: int = 4, num_frames: int = 16, repeat: int = 3, threads: int = 1, seed: int = 0) -> dict:
@@ -256,9 +264,8 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
         raise ConfigError(f"mme bench flow: unknown flow method(s) {unknown}; choose from {list(METHODS)}")
     check_given_once("--methods", methods, TIMED_AGAIN, "method")
     check_given_once("--sizes", sizes, TIMED_AGAIN, "size")
-    check_given_once("--data", [Path(d).name for d in data or ()], "the report names each folder by its name: a "
-                     "second of one name would replace the first's rows", "folder name",
-                     shown=" ".join(map(str, data or ())))
+    check_given_once("--data", [os.path.realpath(d) for d in data or ()], "a repeated one is probed again and its "
+                     "rows replace the first's", "folder", shown=" ".join(map(str, data or ())))
     L = recipe_configs(DEMO_RECIPE, DEMO_TARGET[1])[1].track_length
     result = {"cpu": cpu_name(), "threads": threads, "sizes": list(sizes), "motions": list(MOTIONS),
               "scenes": scenes, "track_length": L, "num_frames": num_frames, "data": {},
@@ -276,7 +283,7 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
                     errors = [track_errors(frames, maps, m, L) for frames, maps in clips]
                     row[f"{motion}@{size}"] = {k: float(np.mean([e[k] for e in errors])) for k in errors[0]}
                 row[f"ms_pair@{size}"] = pair_ms([f for clips in videos.values() for f, _ in clips], m, repeat)
-        folders = {Path(d).name: Path(d) for d in data} if data else {
+        folders = _named(data) if data else {
             name: generate_synth(Path(tmp) / name, workers=threads, **design).root
             for name, design in SYNTH_SETS.items()}
         for name, folder in folders.items():
