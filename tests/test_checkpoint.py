@@ -16,6 +16,7 @@ import pytest
 import safetensors.torch
 import torch
 import transformers
+from training import in_one_process
 
 import mme
 from mme.cli import main as cli_main
@@ -955,8 +956,6 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     and the MiB free; the folders made for OUT are removed, a folder that was there is left as it was, and a file
     that was there (--overwrite) too, which the line of a single file says (it said only that OUT was not written)."""
     import re
-    import subprocess
-    import sys
 
     src = save_pretrained(mae, tmp_path / "src")
     (tmp_path / "there").mkdir()
@@ -965,12 +964,9 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     jobs = [["export", str(src), str(tmp_path / out), "--format", fmt]
             for fmt, out in (("hf", "new/hf"), ("mme", "new/mme"), ("safetensors", "new/one"), ("hf", "there"))]
     jobs.append(["export", str(src), str(tmp_path / "old" / "one"), "--format", "safetensors", "--overwrite"])
-    script = ("import json, resource, signal, sys; from mme import cli; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
-              " resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000)); "
-              "print(json.dumps([cli.main(job) for job in json.loads(sys.argv[1])]))")
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0 and json.loads(proc.stdout) == [1] * len(jobs), proc.stderr[-3000:]
+    proc = in_one_process(jobs, "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                                "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))", timeout=120)
+    assert proc.returncode == 0 and [code for code, _, _ in proc.ran] == [1] * len(jobs), proc.stderr[-3000:]
     said = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme export: error:")]
     assert "Traceback" not in proc.stderr and len(said) == len(jobs), proc.stderr[-3000:]
     for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there", "old/one.safetensors")):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 import pytest
+from training import in_one_process
 from videos import CORPUS, affine_video, write_corpus_file, write_video
 
 from mme.cli import main as cli_main
@@ -1643,8 +1644,6 @@ def test_an_out_that_is_a_pipe_or_a_link_to_one_is_refused_not_waited_on(videos,
     refused in one line, with or without --overwrite, and left as they were; so is a check.json of mme lists --check,
     before any list is written. Run in a child whose stdout is a pipe, with a timeout, so a hang fails."""
     import stat
-    import subprocess
-    import sys
 
     (tmp_path / "v").mkdir()
     shutil.copy(videos / "a" / "good.mp4", tmp_path / "v" / "good.mp4")
@@ -1658,11 +1657,9 @@ def test_an_out_that_is_a_pipe_or_a_link_to_one_is_refused_not_waited_on(videos,
     check = ["check", str(tmp_path / "train.txt"), "--root", str(tmp_path), "--out"]
     cases = [check + [str(out), *more] for out in (fifo, link) for more in ([], ["--overwrite"])]
     cases += [["lists", "folder", str(tmp_path / "folder"), "--out", str(tmp_path / "lists"), "--check"]]
-    child = "import json, sys; from mme.cli import main; print(json.dumps([main(c) for c in json.loads(sys.argv[1])]))"
-    proc = subprocess.run([sys.executable, "-c", child, json.dumps(cases)], capture_output=True, text=True,
-                          timeout=30)
+    proc = in_one_process(cases, timeout=30)
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert json.loads(proc.stdout.splitlines()[-1]) == [1] * 5, proc.stderr[-2000:]
+    assert [code for code, _, _ in proc.ran] == [1] * 5, proc.stderr[-2000:]
     said = "not a regular file (a pipe, terminal or device); give a file name"
     assert errors == [f"mme check: error: --out {out}: {said}" for out in (fifo, fifo, link, link)] + \
         [f"mme lists: error: --out {tmp_path / 'lists' / 'check.json'}: {said}"], proc.stderr[-2000:]

@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-from training import FP32, run, tiny
+from training import FP32, in_one_process, run, tiny
 
 import mme
 from mme.data.dataset import lines_digest
@@ -54,13 +55,6 @@ def reference(synth, tmp_path_factory):
 
 
 HASH_SEEDS = (1, 2)  # two other hash seeds than this process's (random, or PYTHONHASHSEED's: checked below)
-IN_ONE_PROCESS = """
-import json, sys
-from mme.cli import main
-for argv in json.loads(sys.argv[1]):
-    code = main(argv)
-    print(f"\\n@@ exit {code} @@", file=sys.stderr, flush=True)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -74,27 +68,17 @@ def in_hash_seeds(synth, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hash_seeds")
     first = run("tiny_cpu_pixel", synth, tmp / "stopped", f"train.steps={STEPS}", DROP, FP32, "train.stop_after=3")
     folders = {h: {"resumed": tmp / f"resumed{h}", "mme": tmp / f"mme{h}"} for h in HASH_SEEDS}
-    procs = {}
-    for h in HASH_SEEDS:
+
+    def jobs(h: int) -> dict[str, tuple[int | None, str]]:
         shutil.copytree(tmp / "stopped", folders[h]["resumed"])
-        jobs = [_pretrain_argv("tiny_cpu_pixel", synth, folders[h]["resumed"], f"train.steps={STEPS}", DROP,
-                               "train.resume=auto"),
-                _pretrain_argv("tiny_cpu_mme", synth, folders[h]["mme"], "train.steps=4")]
-        procs[h] = subprocess.Popen([sys.executable, "-c", IN_ONE_PROCESS, json.dumps(jobs)],
-                                    env={**os.environ, "PYTHONHASHSEED": str(h)}, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
-    ended = {}
-    try:
-        for h, proc in procs.items():
-            _, err = proc.communicate(timeout=300)
-            parts = re.split(r"\n@@ exit (-?\d+) @@\n", err)  # [stderr, status, stderr, status, ..., the rest]
-            done = [(int(code), job_err) for job_err, code in zip(parts[:-1:2], parts[1::2])]
-            ended[h] = {job: done[i] if i < len(done) else (None, f"its process ended first ({proc.returncode}): "
-                                                                  f"{parts[-1][-3000:]}")
-                        for i, job in enumerate(("resumed", "mme"))}
-    finally:
-        for proc in procs.values():
-            proc.kill()
+        ran = in_one_process([_pretrain_argv("tiny_cpu_pixel", synth, folders[h]["resumed"], f"train.steps={STEPS}",
+                                             DROP, "train.resume=auto"),
+                              _pretrain_argv("tiny_cpu_mme", synth, folders[h]["mme"], "train.steps=4")],
+                             env={**os.environ, "PYTHONHASHSEED": str(h)}).ran
+        return {job: (code, err) for job, (code, err, _) in zip(("resumed", "mme"), ran)}
+
+    with ThreadPoolExecutor(len(HASH_SEEDS)) as pool:  # the processes at once
+        ended = dict(zip(HASH_SEEDS, pool.map(jobs, HASH_SEEDS)))
     return first, folders, ended
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training import FP32, TINY, report_json, run, tiny
+from training import FP32, TINY, in_one_process, report_json, run, tiny
 from worker_jobs import dead_pid, killing_a_worker_after
 
 from mme.errors import CheckpointError, ConfigError, DataError, FolderReplaced, Interrupted, MMEError
@@ -1566,24 +1566,20 @@ def test_a_full_disk_stops_extract_and_check_with_one_line_naming_the_file(tmp_p
     check = ["check", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "check.json")]
     by_workers = [*extract[:5], str(tmp_path / "by-workers"), *extract[6:], "--workers", "2"]
     # one process runs the commands one after the other, each under its own file-size limit (a soft one: the next
-    # command may raise it again; None: the hard one), and says after each its exit status and the files in --out
-    # then (the cost of one start-up, not of five)
-    script = ("import json, os, resource, signal, sys; from mme import cli\n"
-              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
-              "for limit, argv in json.loads(sys.argv[1]):\n"
-              "    resource.setrlimit(resource.RLIMIT_FSIZE, (hard if limit is None else limit, hard))\n"
-              "    code = cli.main(argv)\n"
-              "    files = sorted(os.path.relpath(os.path.join(d, f), sys.argv[2]) for d, _, fs in os.walk(sys.argv[2])"
-              " for f in fs)\n"
-              "    print(f'\\n@@ exit {code} {json.dumps(files)} @@', file=sys.stderr, flush=True)\n")
+    # command may raise it again; None: the hard one), and says after each the files in --out then (the cost of one
+    # start-up, not of five)
     calls = [(1500, extract), (None, extract), (1500, by_workers), (100, extract), (100, check)]
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(calls), str(out)], capture_output=True, text=True,
-                          timeout=300)
+    setup = ("import os, signal\nfrom resource import RLIMIT_FSIZE, getrlimit, setrlimit\n"
+             f"limits, out, hard = {[limit for limit, _ in calls]!r}, {str(out)!r}, getrlimit(RLIMIT_FSIZE)[1]\n"
+             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+             "def before(i): setrlimit(RLIMIT_FSIZE, (hard if limits[i] is None else limits[i], hard))\n"
+             "def after(i):\n"
+             "    return sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)\n")
+    proc = in_one_process([argv for _, argv in calls], setup)
     assert proc.returncode == 0 and proc.stderr.endswith(" @@\n"), proc.stderr[-3000:]
-    parts = re.split(r"\n@@ exit (-?\d+) (.*) @@\n", proc.stderr)[:-1]  # [stderr, status, files, stderr, ...]
-    ran = [(int(code), err) for err, code in zip(parts[::3], parts[1::3])]
-    files = [json.loads(listed) for listed in parts[2::3]]  # --out's files (relative) after each command
-    assert len(ran) == len(calls), proc.stderr[-3000:]
+    ran = [(code, err) for code, err, _ in proc.ran]
+    files = [listed for _, _, listed in proc.ran]  # --out's files (relative) after each command
+    assert None not in [code for code, _ in ran], proc.stderr[-3000:]  # (each command ended)
 
     def limited(i: int) -> tuple[str, list[str]]:
         """The one error line of the ``i``-th command run under a file-size limit, and its lines naming failed

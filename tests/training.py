@@ -3,6 +3,12 @@ fixture of conftest.py)."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+from typing import Any, NamedTuple
+
 from mme.config import layered, load_config
 from mme.train.config import PretrainConfig
 from mme.train.loop import TrainResult
@@ -34,7 +40,41 @@ def run(recipe: str, data: list[str], out, *extra: str) -> TrainResult:
 
 def report_json(**fields) -> str:
     """The text of a file that reads as a test report of fine-tuning's (``mme.eval.testing.read_report``)."""
-    import json
-
     from mme.eval.testing import REPORT_KEYS
     return json.dumps({**dict.fromkeys(REPORT_KEYS, 0), **fields})
+
+
+IN_ONE_PROCESS = """\
+import json, sys
+from mme import cli
+def before(i): pass
+def after(i): return None
+{setup}
+for i, argv in enumerate(json.loads(sys.argv[1])):
+    before(i)
+    code = cli.main(argv)
+    print(f"\\n@@ exit {{code}} {{json.dumps(after(i))}} @@", file=sys.stderr, flush=True)
+"""
+
+
+class InOneProcess(NamedTuple):
+    ran: list[tuple[int | None, str, Any]]
+    """Each command's exit status (None: the process ended before it did), its stderr and what ``after`` gave."""
+    returncode: int
+    stderr: str
+    """The process's, each command's followed by a line ``@@ exit STATUS AFTER @@``."""
+
+
+def in_one_process(commands: list[list[str]], setup: str = "", timeout: float = 300, **run) -> InOneProcess:
+    """``mme`` commands (``cli.main(argv)``) one after the other in one new Python process: torch's import is paid
+    once. ``setup`` is Python run before the first, which may define ``before(i)``, run before the ``i``-th command
+    (a resource limit of its own), and ``after(i)``, whose value (JSON) is returned with its status; ``run``:
+    :func:`subprocess.run`'s arguments (``env``). Its stdout is a pipe (read, not returned). A command that ends the
+    process (a SystemExit, as the CLI's would end) has the status None and the process's last stderr, as have the
+    commands after it."""
+    proc = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS.format(setup=setup), json.dumps(commands)],
+                          capture_output=True, text=True, timeout=timeout, **run)
+    parts = re.split(r"\n@@ exit (-?\d+) (.*) @@\n", proc.stderr)  # [stderr, status, after, stderr, ..., the rest]
+    ran = [(int(code), err, json.loads(after)) for err, code, after in zip(parts[:-1:3], parts[1::3], parts[2::3])]
+    ended = f"its process ended first ({proc.returncode}): {parts[-1][-3000:]}"
+    return InOneProcess(ran + [(None, ended, None)] * (len(commands) - len(ran)), proc.returncode, proc.stderr)
