@@ -967,6 +967,7 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_folder_it_ma
     proc = in_one_process(jobs, "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                                 "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))", timeout=120)
     assert proc.returncode == 0 and [code for code, _, _ in proc.ran] == [1] * len(jobs), proc.stderr[-3000:]
+    assert proc.stdout == ""
     said = [ln for ln in proc.stderr.splitlines() if ln.startswith("mme export: error:")]
     assert "Traceback" not in proc.stderr and len(said) == len(jobs), proc.stderr[-3000:]
     for line, out in zip(said, ("new/hf", "new/mme", "new/one.safetensors", "there", "old/one.safetensors")):

@@ -61,20 +61,23 @@ class InOneProcess(NamedTuple):
     ran: list[tuple[int | None, str, Any]]
     """Each command's exit status (None: the process ended before it did), its stderr and what ``after`` gave."""
     returncode: int
+    stdout: str
     stderr: str
     """The process's, each command's followed by a line ``@@ exit STATUS AFTER @@``."""
 
 
-def in_one_process(commands: list[list[str]], setup: str = "", timeout: float = 300, **run) -> InOneProcess:
+def in_one_process(commands: list[list[str]], setup: str = "", timeout: float = 300, **popen) -> InOneProcess:
     """``mme`` commands (``cli.main(argv)``) one after the other in one new Python process: torch's import is paid
     once. ``setup`` is Python run before the first, which may define ``before(i)``, run before the ``i``-th command
-    (a resource limit of its own), and ``after(i)``, whose value (JSON) is returned with its status; ``run``:
-    :func:`subprocess.run`'s arguments (``env``). Its stdout is a pipe (read, not returned). A command that ends the
+    (a resource limit of its own), and ``after(i)``, whose value (JSON) is returned with its status; ``popen``:
+    :func:`subprocess.run`'s arguments (``env``). Its stdout is a pipe. A command that ends the
     process (a SystemExit, as the CLI's would end) has the status None and the process's last stderr, as have the
     commands after it."""
     proc = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS.format(setup=setup), json.dumps(commands)],
-                          capture_output=True, text=True, timeout=timeout, **run)
+                          capture_output=True, text=True, timeout=timeout, **popen)
     parts = re.split(r"\n@@ exit (-?\d+) (.*) @@\n", proc.stderr)  # [stderr, status, after, stderr, ..., the rest]
     ran = [(int(code), err, json.loads(after)) for err, code, after in zip(parts[:-1:3], parts[1::3], parts[2::3])]
+    assert len(ran) <= len(commands), f"more exit lines than commands (one printed by a command?): {proc.stderr}"
     ended = f"its process ended first ({proc.returncode}): {parts[-1][-3000:]}"
-    return InOneProcess(ran + [(None, ended, None)] * (len(commands) - len(ran)), proc.returncode, proc.stderr)
+    return InOneProcess(ran + [(None, ended, None)] * (len(commands) - len(ran)), proc.returncode, proc.stdout,
+                        proc.stderr)
