@@ -21,6 +21,17 @@ from mme.errors import ConfigError, UnguardedScript
 QUICK = ["demo", "--quick", "--device", "cpu"]
 
 
+def synth_in_this_process(monkeypatch) -> None:
+    """(time) The demo makes its data in the test's process (generate_synth's workers=1: the same bytes), not in two
+    spawned workers that each import mme: for the tests whose subject is not how the data are made. The quick demo's
+    test (test_quick_demo_writes_a_finite_table_and_pictures_and_a_rerun_reuses_its_rows) makes them as a user's
+    demo does."""
+    from mme.demo import DemoSettings
+
+    made = DemoSettings.generate_data
+    monkeypatch.setattr(DemoSettings, "generate_data", lambda self, out, workers=None: made(self, out, workers=1))
+
+
 def test_quick_demo_writes_a_finite_table_and_pictures_and_a_rerun_reuses_its_rows(tmp_path, monkeypatch):
     """One ``mme demo --quick`` run serves both checks, in one test: pytest-xdist 3.8 sets a grouped test's id where
     pytest 9.2 no longer reads it, so two tests of one group may run on two workers, each with its own demo. The
@@ -634,6 +645,7 @@ def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_d
 
     monkeypatch.setenv(AUTO_ENV, "fp32")
     monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
+    synth_in_this_process(monkeypatch)
     out = tmp_path / "demo"
     real_step, real_pretrain, pretrained = mme.train.loop.train_step, mme.demo.pretrain, []
 
@@ -893,6 +905,7 @@ def test_every_row_pre_trains_in_the_precision_auto_chose_for_the_first(tmp_path
                         lambda loss_fn, device: (p := next(timings), f"auto: measured here, {p} faster"))
     monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
+    synth_in_this_process(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel", "hog"), workers=0)
     demo.demo(s)
     result = json.loads((s.out / "results.json").read_text())
@@ -984,6 +997,7 @@ def test_rows_made_in_a_settled_precision_set_the_precision_of_later_timed_rows(
     monkeypatch.setattr(mme.train.precision, "faster_precision", lambda loss_fn, device: ("bf16", "auto: measured"))
     monkeypatch.setattr(demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
     monkeypatch.setattr(demo, "_pictures", lambda *args: [])  # (time: the rows and their precision are the test's)
+    synth_in_this_process(monkeypatch)
     s = replace(DemoSettings.quick(tmp_path / "demo"), targets=("pixel",), seeds=(0,), workers=0)
     monkeypatch.setenv(mme.train.precision.AUTO_ENV, "fp32")
     demo.demo(s)
