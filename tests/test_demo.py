@@ -22,10 +22,10 @@ QUICK = ["demo", "--quick", "--device", "cpu"]
 
 
 def synth_in_this_process(monkeypatch) -> None:
-    """(time) The demo makes its data in the test's process (generate_synth's workers=1: the same bytes), not in two
-    spawned workers that each import mme: for the tests whose subject is not how the data are made. The quick demo's
-    test (test_quick_demo_writes_a_finite_table_and_pictures_and_a_rerun_reuses_its_rows) makes them as a user's
-    demo does."""
+    """(time) The demo makes its data in the test's process (generate_synth's workers=1: the same bytes), not in
+    spawned workers (one per usable core) that each import mme: for the tests whose subject is not how the data are
+    made. The quick demo's test (test_quick_demo_writes_a_finite_table_and_pictures_and_a_rerun_reuses_its_rows)
+    makes them as a user's demo does."""
     from mme.demo import DemoSettings
 
     made = DemoSettings.generate_data
