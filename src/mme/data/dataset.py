@@ -191,7 +191,8 @@ class Sample:
     starts: np.ndarray
     """(T / tubelet,) raw index where each tubelet's tracks start."""
     geometry: Geometry
-    """The crop/resize/flip applied to the raw frames (map source points with ``geometry.map_points``)."""
+    """The crop/resize/flip applied to the raw frames: ``geometry.map_points`` maps source points with pixel edges at
+    integers (:mod:`mme.data.transforms`), ``geometry.affine()`` the track positions, whose pixel centres are."""
     path: str
     """The video file."""
     track_length: int = 0

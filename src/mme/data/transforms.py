@@ -118,7 +118,8 @@ class Geometry:
         return np.array([[fx * sx / kx, 0, bx], [0, sy / ky, (0.5 / ky - self.y0) * sy - 0.5], [0, 0, 1]], np.float64)
 
     def map_points(self, xy) -> np.ndarray:
-        """Source points ``(..., 2)`` as (x, y) -> the same points in the output frame."""
+        """Source points ``(..., 2)`` as (x, y), pixel edges at integers (the module's convention) -> the same points
+        in the output frame; points with pixel centres at integers (tracks, seed grids) map by :meth:`affine`."""
         a = self.affine()  # diagonal: each axis alone (a product with its zeros would carry a NaN to the other)
         return (np.asarray(xy, dtype=np.float64) - 0.5) * a.diagonal()[:2] + a[:2, 2] + 0.5  # edges -> centres, back
 
