@@ -969,6 +969,44 @@ def test_a_ctrl_c_while_numpy_is_imported_at_start_up_stops_the_command_with_the
     assert not out.exists()  # stopped before the run began
 
 
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_while_the_command_imports_its_modules_stops_it_at_once(second, tmp_path):
+    """Ctrl-C, then Ctrl-C (or SIGTERM) again while a command imports its modules (2-12 s on a busy machine): the
+    first is held until the imports are done, and the second was held too, so the command went on importing. It ends
+    at once with the second's line and exit status; nothing was written yet. The imports are made slow (60 s, as numpy
+    imports numpy.matrixlib) in a fresh interpreter."""
+    code = ("import importlib.abc, sys, time\n"
+            "class SlowNumpyImport(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'numpy.matrixlib':\n"
+            "            sys.meta_path.remove(self)\n"
+            "            print('importing', flush=True)\n"
+            "            time.sleep(60)\n"
+            "sys.meta_path.insert(0, SlowNumpyImport())\n"
+            "assert 'numpy' not in sys.modules\n"
+            "from mme.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", code, "pretrain", "--config", "tiny_cpu_mme",
+                             f"train.out_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first is held while the imports go on
+        sent = time.monotonic()
+        proc.send_signal(second)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    how = "interrupted" if second == signal.SIGINT else "stopped by SIGTERM"
+    assert (proc.returncode, err) == (128 + second, f"mme pretrain: {how}; what was written is kept (the same command "
+                                      "with --resume auto continues from the run's newest checkpoint, if it wrote "
+                                      "one)\n"), err[-2000:]
+    assert took < 2 and not out.exists()  # at once: the imports had 59 s to go
+
+
 def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once():
     """A rank under torchrun and a scheduler gets two SIGTERMs a few ms apart: the second one ended the run at once,
     without the checkpoint the first one asked for."""

@@ -89,7 +89,7 @@ def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any
     module, name = target.split(":")
 
     def run(a: argparse.Namespace) -> int:
-        result = getattr(_command_module(module), name)(
+        result = getattr(_command_module(module, a.command), name)(
             **{k: v for k, v in vars(a).items() if k not in _PARSER_KEYS})
         return int(outcome(result) or 0) if outcome else 0
 
@@ -97,15 +97,25 @@ def _calls(p: argparse.ArgumentParser, target: str, outcome: Callable[[Any], Any
     p.set_defaults(func=run)
 
 
-def _command_module(module: str) -> Any:
+def _command_module(module: str, command: str) -> Any:
     """``module`` imported with Ctrl-C and SIGTERM held back (:class:`~mme.train.interrupts.HeldBack`), then the
     signal received raised: the exception of one raised in its imports came out inside torch's native start-up, which
     drops it where torch's C code imports numpy (numpy left half-imported, the command went on to fail mid-run with
     ``module 'numpy' has no attribute 'matrix'``) or aborts the process (pybind11: ``terminate called after throwing
-    an instance of 'pybind11::error_already_set'``, exit -6)."""
+    an instance of 'pybind11::error_already_set'``, exit -6). A second signal during the imports (seconds) ends the
+    process at once with ``command``'s line for it, which nothing written yet allows (a Python caller's process too:
+    no exception may come out there)."""
     from mme.train.interrupts import HeldBack
 
-    with HeldBack() as held:
+    def at_once(signum: signal.Signals) -> None:
+        try:
+            _stopped(_who(command, _ranks()[0]), command, signum)
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+        finally:
+            os._exit(128 + signum)
+
+    with HeldBack(again=at_once) as held:
         imported = importlib.import_module(module)
     held.raise_received()
     return imported
@@ -301,7 +311,7 @@ def _add_training(sub: argparse._SubParsersAction, name: str, module: str, help:
             if also is not None:
                 raise ConfigError(f"{flag} and {also} both set {key}: give one")
         overrides = a.overrides + [f"{key}={value}" for _, key, value in flags]
-        return _command_module(module).main(a.config, overrides)
+        return _command_module(module, a.command).main(a.config, overrides)
 
     p.set_defaults(func=run)
 
@@ -772,18 +782,17 @@ def _main(argv: list[str] | None) -> int:
         try:
             args = _arguments(argv)
         except KeyboardInterrupt as e:
-            rank = _ranks()[0]  # (torchrun stops the other ranks of one that failed)
-            return _stopped("mme" + (f" (rank {rank})" if rank else ""), "",
-                            signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+            # (torchrun stops the other ranks of one that failed)
+            return _stopped(_who("", _ranks()[0]), "", signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     from mme.utils import process_group_up, removing_made_folders
 
     group_before = process_group_up()
-    who = f"mme {args.command}"
+    who = _who(args.command, 0)
     try:
         check_process_folders()
         rank, ranks = _logging_of_ranks(args)
         # every rank says why it stopped (a node's log may hold its ranks' lines only), the others than 0 naming theirs
-        who += f" (rank {rank})" if rank else ""
+        who = _who(args.command, rank)
         if ranks > 1 and args.command not in RANKED:
             how = ("run it without torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else
                    "unset WORLD_SIZE (or set it to 1)")  # (set for every process by some launchers, e.g. Kubeflow)
@@ -868,6 +877,12 @@ def _logging_of_ranks(args: argparse.Namespace) -> tuple[int, int]:
         logging.getLogger("mme").setLevel(logging.DEBUG)
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (compile caches' statistics at exit)
     return rank, ranks
+
+
+def _who(command: str, rank: int) -> str:
+    """Who says a command's line: ``mme pretrain``, ``mme pretrain (rank 1)`` for a rank other than 0; ``mme`` before
+    the command is known."""
+    return "mme" + (f" {command}" if command else "") + (f" (rank {rank})" if rank else "")
 
 
 def _stopped(who: str, command: str, signum: signal.Signals) -> int:

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,17 @@ class HeldBack:
     garbage collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the
     run's threads and generators; for a command's imports (:mod:`mme.cli`), where torch's native start-up drops it
     or aborts. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches whichever of
-    its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread."""
+    its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread. ``again``: called
+    with a signal that comes after the first, in the handler (default: it is held too)."""
 
-    def __init__(self):
+    def __init__(self, again: Callable[[signal.Signals], None] | None = None):
         self.received: signal.Signals | None = None
         self._previous: dict = {}
+        self._again = again
 
     def _catch(self, signum, frame) -> None:
+        if self.received is not None and self._again is not None:
+            self._again(signal.Signals(signum))
         self.received = self.received or signal.Signals(signum)
 
     def __enter__(self) -> HeldBack:
