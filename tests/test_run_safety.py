@@ -969,23 +969,40 @@ def test_a_ctrl_c_while_numpy_is_imported_at_start_up_stops_the_command_with_the
     assert not out.exists()  # stopped before the run began
 
 
-@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
-def test_a_second_signal_while_the_command_imports_its_modules_stops_it_at_once(second, tmp_path):
+SLOW_NUMPY_IMPORT = ("import importlib.abc, sys, time\n"
+                     "class SlowNumpyImport(importlib.abc.MetaPathFinder):\n"
+                     "    def find_spec(self, name, path=None, target=None):\n"
+                     "        if name == 'numpy.matrixlib':\n"
+                     "            sys.meta_path.remove(self)\n"
+                     "            print('importing', flush=True)\n"
+                     "            time.sleep({seconds})\n"
+                     "sys.meta_path.insert(0, SlowNumpyImport())\n"
+                     "assert 'numpy' not in sys.modules\n")
+"""Python code that makes a command's imports slow (``seconds``, as numpy imports numpy.matrixlib), printing
+``importing`` as they begin: the code before a command in a fresh interpreter."""
+
+
+def _the_mme_script() -> str:
+    """The code of the ``mme`` script pip writes for pyproject.toml's ``[project.scripts]`` entry (``from module
+    import function``, ``sys.exit(function())``)."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    module, function = tomllib.loads(pyproject.read_text())["project"]["scripts"]["mme"].split(":")
+    return f"import sys\nfrom {module} import {function}\nsys.exit({function}())"
+
+
+@pytest.mark.parametrize("entry, second", [("script", signal.SIGINT), ("script", signal.SIGTERM),
+                                           ("mme", signal.SIGINT), ("mme.cli", signal.SIGTERM)])
+def test_a_second_signal_while_the_command_imports_its_modules_stops_it_at_once(entry, second, tmp_path):
     """Ctrl-C, then Ctrl-C (or SIGTERM) again while a command imports its modules (2-12 s on a busy machine): the
-    first is held until the imports are done, and the second was held too, so the command went on importing. It ends
-    at once with the second's line and exit status; nothing was written yet. The imports are made slow (60 s, as numpy
-    imports numpy.matrixlib) in a fresh interpreter."""
-    code = ("import importlib.abc, sys, time\n"
-            "class SlowNumpyImport(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'numpy.matrixlib':\n"
-            "            sys.meta_path.remove(self)\n"
-            "            print('importing', flush=True)\n"
-            "            time.sleep(60)\n"
-            "sys.meta_path.insert(0, SlowNumpyImport())\n"
-            "assert 'numpy' not in sys.modules\n"
-            "from mme.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))")
+    first is held until the imports are done, and the second was held too, so the command went on importing. In the
+    command's own process, however started (its script, as pip writes it from pyproject.toml; ``python -m mme``;
+    ``python -m mme.cli``), it ends at once with the second's line and exit status; nothing was written yet. The
+    imports are made slow (60 s) in a fresh interpreter."""
+    start = {"script": _the_mme_script(), "mme": "import runpy\nrunpy.run_module('mme', run_name='__main__')",
+             "mme.cli": "import runpy\nrunpy.run_module('mme.cli', run_name='__main__', alter_sys=True)"}[entry]
+    code = SLOW_NUMPY_IMPORT.format(seconds=60) + start
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", code, "pretrain", "--config", "tiny_cpu_mme",
                              f"train.out_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1005,6 +1022,39 @@ def test_a_second_signal_while_the_command_imports_its_modules_stops_it_at_once(
                                       "with --resume auto continues from the run's newest checkpoint, if it wrote "
                                       "one)\n"), err[-2000:]
     assert took < 2 and not out.exists()  # at once: the imports had 59 s to go
+
+
+def test_a_python_caller_of_main_keeps_its_process_on_a_second_signal_while_the_command_imports(tmp_path):
+    """A Python caller of mme.cli.main (a notebook, a script) with its own file not yet flushed and an atexit hook:
+    two Ctrl-Cs while the command imports its modules ended the caller's process at once (os._exit), its file empty,
+    its hook not run. Both are held until the imports are done; main returns the first's status, and the caller's code
+    goes on after it."""
+    results, out = tmp_path / "results.txt", tmp_path / "run"
+    code = (SLOW_NUMPY_IMPORT.format(seconds=3) +
+            "import atexit\n"
+            f"results = open({str(results)!r}, 'w')\n"
+            "results.write(\"caller's results\\n\")  # buffered: not flushed yet\n"
+            "atexit.register(lambda: print('caller atexit ran', file=sys.stderr))\n"
+            "from mme.cli import main\n"
+            f"status = main(['pretrain', '--config', 'tiny_cpu_mme', 'train.out_dir={out}'])\n"
+            "print('main returned', status, file=sys.stderr)\n"
+            "results.close()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "importing\n"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (0, "mme pretrain: interrupted; what was written is kept (the same command with "
+                                         "--resume auto continues from the run's newest checkpoint, if it wrote "
+                                         "one)\nmain returned 130\ncaller atexit ran\n"), err[-2000:]
+    assert results.read_text() == "caller's results\n" and not out.exists()
+    assert took > 2.4  # held until the imports were done (3 s from 'importing')
 
 
 def test_a_repeated_sigterm_in_the_loop_is_absorbed_and_a_ctrl_c_stops_at_once():

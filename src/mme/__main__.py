@@ -2,6 +2,6 @@
 
 import sys
 
-from mme.cli import main
+from mme.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -102,9 +102,10 @@ def _command_module(module: str, command: str) -> Any:
     signal received raised: the exception of one raised in its imports came out inside torch's native start-up, which
     drops it where torch's C code imports numpy (numpy left half-imported, the command went on to fail mid-run with
     ``module 'numpy' has no attribute 'matrix'``) or aborts the process (pybind11: ``terminate called after throwing
-    an instance of 'pybind11::error_already_set'``, exit -6). A second signal during the imports (seconds) ends the
-    process at once with ``command``'s line for it, which nothing written yet allows (a Python caller's process too:
-    no exception may come out there)."""
+    an instance of 'pybind11::error_already_set'``, exit -6). A second signal during the imports (seconds), in the
+    ``mme`` command's own process (:func:`console`), ends it at once with ``command``'s line for it, which nothing
+    written yet allows (no exception may come out there); for any other caller of :func:`main` (a notebook, a script:
+    its process holds its own unwritten files and state) it is held too, and the first is raised after the imports."""
     from mme.train.interrupts import HeldBack
 
     def at_once(signum: signal.Signals) -> None:
@@ -115,7 +116,7 @@ def _command_module(module: str, command: str) -> Any:
         finally:
             os._exit(128 + signum)
 
-    with HeldBack(again=at_once) as held:
+    with HeldBack(again=at_once if _own_process else None) as held:
         imported = importlib.import_module(module)
     held.raise_received()
     return imported
@@ -745,6 +746,23 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
+_own_process = False
+"""Whether the command runs in a process of its own (:func:`console`), which a second signal during its imports may end
+at once (:func:`_command_module`)."""
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The ``mme`` command's entry point: its script (pyproject.toml's ``[project.scripts]``), ``python -m mme`` and
+    ``python -m mme.cli``. :func:`main` in a process of its own, which a second Ctrl-C or SIGTERM while the command
+    imports its modules ends at once (:func:`_command_module`); a Python caller of :func:`main` keeps its process."""
+    global _own_process
+    _own_process = True
+    try:
+        return main(argv)
+    finally:
+        _own_process = False
+
+
 LOGGERS_SET = ("mme", "torch")
 """The loggers whose levels a command sets (:func:`_logging_of_ranks`), beside the root logger's."""
 
@@ -893,4 +911,4 @@ def _stopped(who: str, command: str, signum: signal.Signals) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
