@@ -323,6 +323,20 @@ def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(monkeypatc
     assert ratio["fp16"] == (0.5, 1.0)  # best rounds 1.0 / 2.0; rounds' ratios 0.5, 2, 1
 
 
+def test_bench_train_says_an_mfu_above_100_percent_comes_from_a_peak_timed_on_a_busier_machine(monkeypatch, capsys):
+    from mme.train import bench
+
+    monkeypatch.setattr(bench, "seconds_per_step", lambda step, steps, device: 1.0)
+    for peak, said in ((1e-6, True), (1e6, False)):  # GFLOP/s: a tiny step's FLOPs per second are far above 1e-6
+        monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds, peak=peak: (peak, 256, "a·bᵀ"))
+        rows = bench.bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1,
+                                 device="cpu", peer=False)
+        assert (rows[0]["mfu"] > 1) == said
+        out = capsys.readouterr().out  # (fp32 eager, and bf16 eager on a CPU with native bf16)
+        assert ("MFU above 100 % (fp32 eager" in out and "the matmul peak was timed while the machine was busier"
+                in out) == said
+
+
 @pytest.mark.parametrize("target, hide_transformers, why", [("mme", False, "predicts pixels only"),
                                                              ("pixel", True, "transformers is not installed")])
 def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why, monkeypatch,

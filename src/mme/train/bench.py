@@ -382,6 +382,11 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     print(f"  (best of {rounds} interleaved round(s) of {steps} step(s) each, after {warmup} warm-up step(s); in "
           "brackets the median over rounds of each round's own ratio, which a machine whose speed drifts between "
           "rounds moves less)")
+    above = [r["variant"] for r in rows if r["mfu"] > 1]
+    if above:  # a step cannot beat the matmuls it is made of: the peak was timed on a busier machine
+        print(f"  MFU above 100 % ({', '.join(above)}): the matmul peak was timed while the machine was busier than "
+              "during the step's best round; more --rounds (each times the peak again) or an idle machine give its "
+              "true figure", flush=True)
     profiled: dict[str, dict[str, float]] = {}
     if profile:  # one profiled step per eager variant and round, in turns; each part's best round
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]
