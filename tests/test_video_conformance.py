@@ -40,12 +40,13 @@ from mme.errors import ConfigError, FrameCountChanged, VideoError
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), MPEG-4 packets that decode to no frame (H.264 and HEVC
-# ones are left out of the index), Matroska packets sharing timestamps, a raw stream; keyframes that are not intra
-# frames (H.264 intra refresh), which a seek cannot tell from a neighbour carrying a keyframe's timestamp; and MPEG
-# program streams, whose demuxer labels frames so.
+# ones are left out of the index), Matroska packets sharing timestamps, a raw stream; and MPEG program streams, whose
+# demuxer labels frames after a seek with their neighbours' timestamps. (H.264 with intra refresh, whose containers
+# flag recovery-point P-frames as keyframes, is read by seek: each such keyframe a seek lands on is the frame its
+# decode from the start gave.)
 SEQUENTIAL = {"h264.avi", "mpeg4_packed_xvid.avi", "mpeg4_packed_dx50.avi", "mpeg4_packed_divx.avi",
               "mpeg4_packed_repeated.mkv", "mpeg4_not_coded.avi", "mpeg4_not_coded.mkv", "h264.h264",
-              "h264_intra_refresh.mkv", "mpeg1.mpg", "mpeg2.mpg"}
+              "mpeg1.mpg", "mpeg2.mpg"}
 AVAILABLE = [name for name, row in CORPUS.items() if row[0] in av.codecs_available]
 
 
@@ -821,6 +822,57 @@ def test_a_keyframe_a_decode_cannot_start_from_turns_the_file_sequential(tmp_pat
         assert reader.seeking == "sequential" and reader.seeking_reason.startswith("the decode after a seek failed")
     check = check_video(shutil.copy(path, tmp_path / "b.avi"))
     assert (check["status"], check["frames"]) == ("suspicious", 40)
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [("qtrle.mov", "qtrle", "rgb24"),
+                                                  ("msvideo1.avi", "msvideo1", "rgb555le"),
+                                                  ("rpza.mov", "rpza", "rgb555le")])
+def test_a_keyframe_its_decoder_marks_no_intra_frame_is_confirmed_by_the_frame_decoded_from_the_start(
+        tmp_path, caplog, name, codec, pix_fmt):
+    """FFmpeg's decoders of QuickTime Animation, MS Video 1 (and Flash Screen Video 2, Apple Video) mark no frame
+    intra, so the check after a seek that a frame carrying a keyframe's timestamp is an intra frame failed on every
+    true keyframe: `mme check` called such files suspicious ("... but is not an intra frame"), warned "timestamps
+    unreliable" and every run read them by counting. A keyframe such a decoder does not mark is now confirmed by the
+    frame a seek lands on being the one the decode from the start gave (its digest, kept in the index): qtrle and
+    msvideo1 are read by seek, each frame exact. Apple Video's encoder flags every frame as a keyframe, delta frames
+    too: a seek lands on another frame than the decode from the start's, and the file is read by counting, so
+    named."""
+    frames = np.repeat(np.random.default_rng(0).integers(0, 256, (1, 48, 64, 3), np.uint8), 48, 0)
+    for t, frame in enumerate(frames):  # a square moving over a still background: delta frames code it alone
+        frame[10:20, t:t + 10] = 255
+    path = write_corpus_file(tmp_path / name, frames, codec, {"g": "12"}, "cfr", pix_fmt, None)
+    ref = decode_all(path)
+    with av.open(str(path)) as c:
+        assert not any(f.key_frame or f.pict_type == av.video.frame.PictureType.I for f in c.decode(video=0))
+    with av.open(str(path)) as c:
+        keys = sum(p.is_keyframe for p in c.demux(video=0) if p.size)
+    false_keys = codec == "rpza"
+    assert keys == 48 if false_keys else 1 < keys < 48
+    verdict = "sequential" if false_keys else "seek"
+    report = check_video(path, index_dir=tmp_path / "index")
+    assert (report["status"], report["seeking"], report["frames"]) == (
+        ("suspicious" if false_keys else "ok"), verdict, 48), report
+    for i in (40, 0, 13, 47, 24):  # loader workers, with the index `mme check` kept
+        pyav_reader._pyav_index.cache_clear()
+        with open_video(path, index_dir=tmp_path / "index") as reader:
+            np.testing.assert_array_equal(reader.read([i])[0], ref[i])
+            assert reader.seeking == verdict
+    fresh = shutil.copy(path, tmp_path / f"fresh{path.suffix}")  # no `mme check`: a run's reads find it out
+    with caplog.at_level(logging.WARNING, logger="mme.data.pyav_reader"):
+        assert each_frame_alone_once_proven(fresh, ref) == []
+        with open_video(fresh) as reader:
+            assert reader.seeking == verdict
+            for start in (30, 5, 17):
+                np.testing.assert_array_equal(reader.read(np.arange(start, start + 16, 2)), ref[start:start + 16:2])
+    if false_keys:
+        assert report["reason"].endswith(": the container flags frames as keyframes that a decode cannot start "
+                                         "from (its decoder marks no intra frame)")
+        assert report["reason"].startswith("after a seek, keyframe ")
+        warned = [record.getMessage() for record in caplog.records if str(fresh) in record.getMessage()]
+        assert len(warned) == 1 and warned[0].endswith("(its decoder marks no intra frame)); its frames are counted "
+                                                       "from the start of the decode")
+    else:
+        assert report["reason"] == "" and caplog.records == []
 
 
 def test_a_file_with_fewer_frames_than_packets_is_read_not_dropped(corpus, tmp_path):

@@ -23,9 +23,11 @@ process (cached by absolute path and :func:`~mme.utils.file_version`) and keeps 
   last one. So the first read of a file decodes from the start, and a packet that decodes to no frame cannot
   shift a later read: the read that crosses it finds a timestamp missing. After a seek, a frame carrying a
   keyframe's timestamp must also be an intra frame: some demuxers label the frames after a seek with their
-  neighbours' timestamps. A frame FFmpeg flags as decoded with errors, which it conceals from the frames decoded
-  before it, turns the file sequential and decoded on one thread: a read by seek, from a keyframe, conceals
-  otherwise, and frame threads otherwise from one read to the next (nor do they always flag the frame).
+  neighbours' timestamps. Where its decoder does not mark it intra (some mark no frame), it must be the frame the
+  decode from the start gave (:attr:`_Index.key_frames`). A frame FFmpeg flags as decoded with errors, which it
+  conceals from the frames decoded before it, turns the file sequential and decoded on one thread: a read by seek,
+  from a keyframe, conceals otherwise, and frame threads otherwise from one read to the next (nor do they always
+  flag the frame).
 - *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
   one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
   turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
@@ -538,8 +540,9 @@ class PyAVReader(VideoReader):
         which proves it. In a decode that began with a seek, a frame that carries a keyframe's timestamp must also
         be an intra frame: some demuxers label the frames after a seek with their neighbours' timestamps (an AVI
         whose index counts a damaged chunk that its sequential demux skips; MPEG-PS, read by counting now:
-        ``COUNTED_FORMATS``), which would pass the first check. Fills ``out``; False (the file turned sequential)
-        at the first disagreement."""
+        ``COUNTED_FORMATS``), which would pass the first check. Where the decoder does not mark it intra (some
+        decoders mark no frame: :meth:`_unmarked_key`), it must be the frame the decode from the start gave. Fills
+        ``out``; False (the file turned sequential) at the first disagreement."""
         index = self._index
         pts = index.pts
         anchor = min(int(indices[0]), max(index.proven - 1, 0))
@@ -554,9 +557,10 @@ class PyAVReader(VideoReader):
                 self._distrust(f"a seek to frame {start} (timestamp {key}) came out at timestamp "
                                f"{'(end)' if frame is None else frame.pts}")
                 return False
-            frames, self._pos = itertools.chain([frame], self._frames), start
+            frames, self._pos, landing = itertools.chain([frame], self._frames), start, start
+        else:
+            landing = -1  # (decoding on: no frame of this read is a seek's landing)
         last = int(indices[-1])
-        key_pts = index.key_set if self._seeked else frozenset()
         for frame in frames:
             pos = self._pos
             if self._leave.below is not None and pos < len(pts) and frame.pts != pts[pos]:
@@ -565,16 +569,18 @@ class PyAVReader(VideoReader):
                 self._distrust(f"frame {pos} came out with timestamp {frame.pts}, the index says "
                                f"{pts[pos] if pos < len(pts) else 'no more frames'}")
                 return False
-            if frame.pts in key_pts and not (frame.key_frame or frame.pict_type == PictureType.I):
-                self._distrust(f"after a seek, frame {pos} came out with the timestamp of a keyframe ({frame.pts}) "
-                               f"but is not an intra frame")
-                return False
+            rgb = None
+            if frame.pts in index.key_set and not _marked_intra(frame):
+                rgb = self._to_rgb(frame)
+                if why := self._unmarked_key(pos, frame.pts, rgb, pos == landing):
+                    self._distrust(why)
+                    return False
             if frame.is_corrupt:
                 self._distrust(_concealed(pos), one_thread=True)
                 return False
             index.prove(pos + 1)
             if pos in out.slot:
-                out.put(pos, self._to_rgb(frame))
+                out.put(pos, self._to_rgb(frame) if rgb is None else rgb)
             self._pos += 1
             self._at_end = self._pos == len(pts)
             if pos >= last:
@@ -582,6 +588,34 @@ class PyAVReader(VideoReader):
         self._at_end = True
         self._distrust(f"the decode ended before frame {last} of the {len(pts)} the index lists")
         return False
+
+    def _unmarked_key(self, pos: int, key: int, rgb: np.ndarray, landing: bool) -> str:
+        """Why frame ``pos``, which carries keyframe ``key``'s timestamp and which its decoder does not mark intra
+        (FFmpeg's decoders of QuickTime Animation, MS Video 1, Flash Screen Video 2 and Apple Video mark no frame,
+        Cinepak's some), cannot be taken for that keyframe ('' where it can). It is taken where it is the frame
+        (``rgb``) that a decode from the start gave, whose digest the index keeps (:attr:`_Index.key_frames`: one
+        such decode records it). Where none has yet, a decode from the start or on from a seek so confirmed, in a
+        file whose decoder leaves keyframes unmarked, records it; a seek's ``landing`` frame, or one in a file whose
+        decoder has marked every keyframe so far, cannot be confirmed (a demuxer may have labelled a neighbour
+        with the keyframe's timestamp). A digest differs where the container flags a frame as a keyframe that a
+        decode cannot start from (Apple Video: every frame flagged)."""
+        index, digest = self._index, _frame_digest(rgb)
+        with index.lock:
+            known = index.key_frames.get(key)
+            if known is None and (not self._seeked or index.key_frames and not landing):
+                index.key_frames[key] = known = digest
+        if known is None:
+            if not index.key_frames:
+                return (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) but is not an "
+                        f"intra frame")
+            return (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) that no decode from "
+                    f"the start has shown: its decoder marks no intra frame, so a keyframe the container flags cannot "
+                    f"be confirmed")
+        if known != digest and self._seeked:
+            return (f"after a seek, keyframe {pos} (timestamp {key}) differs from frame {pos} decoded from the start: "
+                    f"the container flags frames as keyframes that a decode cannot start from (its decoder marks no "
+                    f"intra frame)")
+        return ""
 
     def _after_skipped(self, pos: int, frame_pts: int | None, indices: np.ndarray) -> int:
         """Where a frame that came out in place of frame ``pos`` stands if the decoder may have left out the frames
@@ -647,8 +681,12 @@ class PyAVReader(VideoReader):
                 else:
                     why = (f"frame {self._pos} came out with timestamp {frame.pts}, the index says "
                            f"{index.pts[self._pos] if self._pos < len(index.pts) else 'no more frames'}")
+            rgb = None
+            if why is None and index.mode == "seek" and frame.pts in index.key_set and not _marked_intra(frame):
+                rgb = self._to_rgb(frame)  # (recorded: a read by seek compares it)
+                why = self._unmarked_key(self._pos, frame.pts, rgb, False) or None
             if self._pos in out.slot:
-                out.put(self._pos, self._to_rgb(frame))
+                out.put(self._pos, self._to_rgb(frame) if rgb is None else rgb)
             self._pos += 1
             if self._pos > indices[-1]:
                 break
@@ -733,6 +771,17 @@ class PyAVReader(VideoReader):
         with self._lock:
             if self._container is not None:
                 self._container.close()
+
+
+def _marked_intra(frame: av.VideoFrame) -> bool:
+    """Whether FFmpeg's decoder marks ``frame`` as an intra frame: its key-frame flag, or picture type I."""
+    return bool(frame.key_frame or frame.pict_type == PictureType.I)
+
+
+def _frame_digest(rgb: np.ndarray) -> str:
+    """A digest of a decoded frame's RGB pixels (:func:`rgb24`), by which a frame is compared with the one a decode
+    from the start gave (:attr:`_Index.key_frames`)."""
+    return hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest()
 
 
 def _concealed(pos: int) -> str:
@@ -843,6 +892,10 @@ class _Index:
     size: tuple[int, int] | None = None
     """The first frame's (W, H), decoded when the file was indexed (None where that decode gave no frame): the
     video's size where its codec parameters give none (:class:`PyAVReader`)."""
+    key_frames: dict[int, str] = field(default_factory=dict)
+    """The frames at keyframes (by timestamp) that their decoder did not mark intra, as a decode from the start gave
+    them (:func:`_frame_digest`): a frame carrying such a keyframe's timestamp after a seek must be that one
+    (:meth:`PyAVReader._unmarked_key`)."""
     stored: tuple | None = None
     """:meth:`state` as last written to ``store``."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -860,8 +913,8 @@ class _Index:
         return frozenset(self.key_pts.tolist())
 
     def state(self) -> tuple:
-        """What :meth:`save` writes when it changes: (proven, mode, display, one_thread)."""
-        return self.proven, self.mode, self.display, self.one_thread
+        """What :meth:`save` writes when it changes: (proven, mode, display, one_thread, keyframes recorded)."""
+        return self.proven, self.mode, self.display, self.one_thread, len(self.key_frames)
 
     def save(self) -> None:
         """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned), joined
@@ -892,10 +945,11 @@ class _Index:
             if kept.mode == self.mode:
                 self.proven = max(self.proven, kept.proven)
                 self.one_thread = self.one_thread or kept.one_thread
+                self.key_frames = {**kept.key_frames, **self.key_frames}
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
                   "proven": self.proven, "one_thread": self.one_thread, "display": self.display,
-                  "size": self.size}
+                  "size": self.size, "key_frames": [[pts, digest] for pts, digest in self.key_frames.items()]}
         atomic_write_text(self.store, json.dumps(record))
         self.stored = self.state()
 
@@ -1030,6 +1084,8 @@ def _load_index(store: Path) -> _Index | None:
         index.display = None if display is None else tuple(int(v) for v in display)
         size = record["size"]
         index.size = None if size is None else (int(size[0]), int(size[1]))
+        index.key_frames = {int(pts): str(digest) for pts, digest in record.get("key_frames", ())}  # (none: an mme
+        # before them wrote it, which turned such a file sequential)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     index.stored = index.state()
@@ -1106,7 +1162,7 @@ def _demux_index(path: str, first: _FirstFrame) -> _Index:
                        "seek")
         recount = _why_recount(nals, first, int(index.pts[0]) if len(pts) else None)
         if check or recount:
-            decoded, one_thread = _decoded_timestamps(path, len(pts))
+            decoded, one_thread = _decoded_timestamps(path, len(pts), index=index)
             if decoded != index.pts.tolist():
                 why = (f"the {len(decoded)} decoded frames do not carry the {len(pts)} packets' timestamps in order"
                        + (f" ({recount})" if recount else ""))
@@ -1316,7 +1372,8 @@ def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:
     return () if side is None else tuple(np.frombuffer(bytes(side), np.int32).tolist())
 
 
-def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple[list[int | None], bool]:
+def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
+                        index: _Index | None = None) -> tuple[list[int | None], bool]:
     """The timestamp of every frame of a full decode on one thread, in order, and whether the file must be decoded on
     one thread (:attr:`_Index.one_thread`: that decode passed over a decode error on the last packet with data, or
     FFmpeg concealed errors in a frame of it, which frame threads conceal otherwise from read to read). On
@@ -1326,8 +1383,10 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
     gave as many frames as ``packets`` (the demux's count), decoded twice every file with fewer frames than packets.
     One thread also costs less CPU than frame threads, if more wall time for one file alone (docs/data.md).
     A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
-    the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError."""
-    timestamps, leave, concealed = [], _Leave(), False
+    the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError. ``index``: the
+    file's index being made, to which the frames at its keyframes that the decoder does not mark intra are recorded
+    (:attr:`_Index.key_frames`)."""
+    timestamps, leave, concealed, rgb = [], _Leave(), False, VideoReformatter()
     try:
         with open_container(path) as container:  # its own: one demuxed to its end may refuse to seek back
             stream = video_stream(container)
@@ -1335,6 +1394,8 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True) -> tuple
             for frame in _decode(container, stream, leave):
                 timestamps.append(frame.pts)
                 concealed |= frame.is_corrupt  # (FFmpeg's flag, reliable on one thread: :func:`_concealed`)
+                if index is not None and frame.pts in index.key_set and not _marked_intra(frame):
+                    index.key_frames.setdefault(frame.pts, _frame_digest(rgb24(frame, rgb)))
     except av.error.FFmpegError as e:
         if not indexing:
             raise
