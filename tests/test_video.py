@@ -227,6 +227,15 @@ def test_a_file_none_of_whose_packets_decodes_is_unreadable_to_check_as_to_a_run
         open_video(cut)
 
 
+@pytest.mark.parametrize("frames", [1, 5])
+def test_check_counts_a_short_video_in_words(tmp_path, frames):
+    """`mme check` of a video under --min-frames: 'short', its count in words ("1 frames, fewer than 16" before)."""
+    path = write_video(tmp_path / "v.mkv", affine_video(frames, 32, 32, dx=1.0)[0])
+    report = check_video(path, min_frames=16)
+    assert (report["status"], report["frames"]) == ("short", frames), report
+    assert report["reason"] == f"{frames} frame{'s' * (frames > 1)}, fewer than 16"
+
+
 @pytest.mark.parametrize("width, height, why", [
     (64, 1, "its frames are 64x1, whose short side is under 16 px"), (2, 2, "its frames are 2x2, whose short side is "
      "under 16 px"), (5, 7, "its frames are 5x7, whose short side is under 16 px"), (40, 15, "its frames are 40x15, "

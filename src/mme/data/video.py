@@ -225,7 +225,8 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     if out["frames"] == 0:  # as a run's open of the file says, once its frames are counted
         out.update(status="unreadable", reason=no_frames(out["packets"]))
     elif out["frames"] < min_frames:
-        out.update(status="short", reason=f"{out['frames']} frames, fewer than {min_frames}")
+        n = out["frames"]
+        out.update(status="short", reason=f"{n} frame{'s' * (n != 1)}, fewer than {min_frames}")
     elif out["damaged"] or out["skipped"] or turned:
         n, skips, whys = len(out["damaged"]), out["skipped"], []
         if n:
