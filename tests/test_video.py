@@ -912,6 +912,52 @@ def test_a_file_whose_only_picture_is_its_cover_is_no_video(tmp_path):
         open_video(path)
 
 
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_check_names_the_video_streams_besides_the_first_which_is_read(tmp_path, ext):
+    """Frame i is the first video stream's (mme.data.video). `mme check` of a file with more said nothing of the
+    others: a 64x48 copy before the 96x64 video checked 'ok' (a run trained on the copy), a one-frame MJPEG track
+    not flagged as an attached picture before the video 'short (1 frames, fewer than 16)', as if the file held no
+    more. Its report names the others now: 'several videos' where the file is otherwise ok, and in the reason of
+    any other status; a cover flagged as an attached picture is no video, nothing said."""
+    small, _ = affine_video(20, 48, 64, dx=1.0, seed=1)
+    large, _ = affine_video(20, 64, 96, dx=1.0, seed=2)
+
+    def write(path, tracks, cover=None):
+        with av.open(str(path), "w") as c:
+            streams = []
+            for codec, frames, pix_fmt in tracks:
+                s = c.add_stream(codec, rate=25)
+                s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+                if codec == "mjpeg" and cover:
+                    s.disposition = av.stream.Disposition.attached_pic
+                streams.append(s)
+            for s, (_, frames, pix_fmt) in zip(streams, tracks):
+                for frame in frames:
+                    for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)):
+                        c.mux(p)
+                for p in s.encode():
+                    c.mux(p)
+        return path
+
+    two = write(tmp_path / f"two.{ext}", [("libx264", small, "yuv420p"), ("libx264", large, "yuv420p")])
+    report = check_video(two, min_frames=16)
+    assert (report["status"], report["frames"]) == ("several videos", 20), report
+    assert report["reason"] == ("the file has 1 more video stream (stream 1: h264, 96x64); frame i is read from the "
+                                "first (stream 0: h264, 64x48)")
+    with open_video(two) as reader:
+        assert reader.size == (64, 48)
+        np.testing.assert_array_equal(reader.read([0, 19]), decode_all(two)[[0, 19]])
+    still = write(tmp_path / f"still.{ext}", [("mjpeg", small[:1], "yuvj420p"), ("libx264", large, "yuv420p")])
+    report = check_video(still, min_frames=16)
+    assert (report["status"], report["frames"]) == ("short", 1), report
+    assert report["reason"] == ("1 frame, fewer than 16; the file has 1 more video stream (stream 1: h264, 96x64); "
+                                "frame i is read from the first (stream 0: mjpeg, 64x48)")
+    if ext == "mp4":  # (Matroska keeps no attached-picture flag on a track)
+        cover = write(tmp_path / "cover.mp4", [("mjpeg", small[:1], "yuvj420p"), ("libx264", large, "yuv420p")], True)
+        report = check_video(cover, min_frames=16)
+        assert (report["status"], report["frames"], report["reason"]) == ("ok", 20, ""), report
+
+
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
 def test_text_and_still_pictures_are_no_videos_though_ffmpeg_opens_them(tmp_path, clip_frames, backend):
     """FFmpeg's tty demuxer opens any .txt (a list file, a README) as a video of ANSI-art frames, and its picture

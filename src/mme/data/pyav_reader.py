@@ -185,6 +185,26 @@ def video_stream(container) -> av.video.stream.VideoStream | None:
     return next((s for s in videos if not still_image(s)), next(iter(videos), None))
 
 
+def other_videos(container, stream: av.video.stream.VideoStream) -> str:
+    """What `mme check` says of a file holding video streams besides ``stream``, the one read (:func:`video_stream`):
+    how many, and each one's number, codec and size; '' where there are none (attached pictures, and a still image
+    beside an image sequence, are not videos). Frame i is that stream's, the first's, which may not be the video the
+    file is for: a one-frame track before it (a cover Matroska does not flag as an attached picture), a low-resolution
+    copy before the full one."""
+    others = [s for s in container.streams.video
+              if s is not stream and not s.disposition & av.stream.Disposition.attached_pic and not still_image(s)]
+    if not others:
+        return ""
+
+    def which(s: av.video.stream.VideoStream) -> str:
+        ctx = s.codec_context
+        return f"stream {s.index}: " + (f"{ctx.name}, {ctx.width}x{ctx.height}" if ctx is not None else "no decoder")
+
+    n = len(others)
+    return (f"the file has {n} more video stream{'s' * (n > 1)} ({'; '.join(map(which, others))}); frame i is read "
+            f"from the first ({which(stream)})")
+
+
 MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
 """The name of FFmpeg's demuxer of MP4, MOV and their kin (HEIF pictures: AVIF, HEIC)."""
 
@@ -390,6 +410,10 @@ class PyAVReader(VideoReader):
         except BaseException:
             self.close()
             raise
+
+    def other_videos(self) -> str:
+        """What `mme check` says of the file's video streams besides the one read (:func:`other_videos`)."""
+        return other_videos(self._container, self._stream)
 
     def display_matrix(self) -> tuple[int, ...] | None:
         """The file's display matrix, kept with its index: its first frame's, decoded when the file was indexed

@@ -211,13 +211,16 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     'rotated' when the file's display matrix (``display``; phone videos) turns or mirrors its frames (``rotation``:
     FFmpeg's angle, None for a mirror), which are read as coded unless ``data.orientation=display``; 'suspicious'
     when the file must be read sequentially (its timestamps cannot be trusted, or seeking returned another frame
-    than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames; or the
+    than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames; 'several videos'
+    when it is otherwise 'ok' but holds video streams besides the one read (the first: frame i is that one's), which
+    every other status's reason names too (:func:`~mme.data.pyav_reader.other_videos`); or the
     VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index
     is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
     out = video_check(path)
     try:
         with open_video(path, threads=threads, index_dir=index_dir) as reader:
             out.update(reader.check())
+            others = reader.other_videos()
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
     out["rotation"] = display_angle(out["display"])
@@ -241,6 +244,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
                                                                   f"{out['frames']} frames")
+    if others and out["status"] == "ok":  # frame i is the first video stream's: said, as the file may be for another
+        out.update(status="several videos", reason=others)
+    elif others:
+        out["reason"] += f"; {others}"
     return out
 
 
