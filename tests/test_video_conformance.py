@@ -40,13 +40,12 @@ from mme.errors import ConfigError, FrameCountChanged, VideoError
 
 # Files whose timestamps cannot be trusted, read by counting frames: AVIs whose frames decode with timestamps out
 # of order (H.264 with B-frames; Xvid's packed B-frames), MPEG-4 packets that decode to no frame (H.264 and HEVC
-# ones are left out of the index), Matroska packets sharing timestamps, a raw stream; and MPEG program streams, whose
-# demuxer labels frames after a seek with their neighbours' timestamps. (H.264 with intra refresh, whose containers
-# flag recovery-point P-frames as keyframes, is read by seek: each such keyframe a seek lands on is the frame its
-# decode from the start gave.)
+# ones are left out of the index), Matroska packets sharing timestamps, a raw stream; keyframes that are not intra
+# frames (H.264 intra refresh), which a seek cannot tell from a neighbour carrying a keyframe's timestamp; and MPEG
+# program streams, whose demuxer labels frames so.
 SEQUENTIAL = {"h264.avi", "mpeg4_packed_xvid.avi", "mpeg4_packed_dx50.avi", "mpeg4_packed_divx.avi",
               "mpeg4_packed_repeated.mkv", "mpeg4_not_coded.avi", "mpeg4_not_coded.mkv", "h264.h264",
-              "mpeg1.mpg", "mpeg2.mpg"}
+              "h264_intra_refresh.mkv", "mpeg1.mpg", "mpeg2.mpg"}
 AVAILABLE = [name for name, row in CORPUS.items() if row[0] in av.codecs_available]
 
 
@@ -864,15 +863,74 @@ def test_a_keyframe_its_decoder_marks_no_intra_frame_is_confirmed_by_the_frame_d
             assert reader.seeking == verdict
             for start in (30, 5, 17):
                 np.testing.assert_array_equal(reader.read(np.arange(start, start + 16, 2)), ref[start:start + 16:2])
-    if false_keys:
-        assert report["reason"].endswith(": the container flags frames as keyframes that a decode cannot start "
-                                         "from (its decoder marks no intra frame)")
+    stored = [json.loads(f.read_text()) for f in (tmp_path / "index").rglob("*.json")]
+    assert len(stored) == 1 and stored[0]["mode"] == verdict
+    if false_keys:  # (a sequential file keeps no digests: nothing compares them)
+        assert stored[0]["key_frames"] == []
+        assert report["reason"].endswith(": the container flags as a keyframe a frame a decode cannot start from "
+                                         "(its codec's decoder marks no intra frame)")
         assert report["reason"].startswith("after a seek, keyframe ")
         warned = [record.getMessage() for record in caplog.records if str(fresh) in record.getMessage()]
-        assert len(warned) == 1 and warned[0].endswith("(its decoder marks no intra frame)); its frames are counted "
-                                                       "from the start of the decode")
+        assert len(warned) == 1 and warned[0].endswith("(its codec's decoder marks no intra frame)); its frames are "
+                                                       "counted from the start of the decode")
     else:
         assert report["reason"] == "" and caplog.records == []
+        assert sorted(pts for pts, _ in stored[0]["key_frames"]) == sorted(
+            p.pts for p in av.open(str(path)).demux(video=0) if p.size and p.is_keyframe)
+
+
+def test_a_keyframe_digest_an_earlier_decode_kept_is_compared_by_the_decode_from_the_start(tmp_path):
+    """The digest of an unmarked keyframe (QuickTime Animation) that the index keeps is compared by a decode from the
+    start too, not only after a seek: a kept digest that the decode from the start contradicts (here altered in the
+    stored index) turns the file sequential, its frames still exact (before: only a seek compared, and the decode
+    from the start passed the keyframe, the file left read by seek on a digest no decode gives)."""
+    frames = np.repeat(np.random.default_rng(1).integers(0, 256, (1, 48, 64, 3), np.uint8), 48, 0)
+    for t, frame in enumerate(frames):
+        frame[10:20, t:t + 10] = 255
+    path = write_corpus_file(tmp_path / "qtrle.mov", frames, "qtrle", {"g": "12"}, "cfr", "rgb24", None)
+    ref = decode_all(path)
+    assert check_video(path, index_dir=tmp_path / "index")["status"] == "ok"
+    (store,) = (tmp_path / "index").rglob("*.json")
+    record = json.loads(store.read_text())
+    keys = dict(record["key_frames"])
+    assert len(keys) == 4 and record["mode"] == "seek"  # keyframes 0, 12, 24, 36
+    key24 = int(record["pts"][24])
+    keys[key24] = "0" * 32
+    record["key_frames"] = [[k, v] for k, v in keys.items()]
+    store.write_text(json.dumps(record))
+    pyav_reader._pyav_index.cache_clear()
+    with open_video(path, index_dir=tmp_path / "index") as reader:
+        np.testing.assert_array_equal(reader.read(np.arange(0, 48, 8)), ref[::8])  # from the start: frame 0
+        assert reader.seeking == "sequential"
+        assert reader.seeking_reason == (f"keyframe 24 (timestamp {key24}) decoded from the start differs from the "
+                                         f"frame an earlier decode kept for it: the container flags as a keyframe a "
+                                         f"frame a decode cannot start from (its codec's decoder marks no intra frame)")
+        np.testing.assert_array_equal(reader.read([30, 47]), ref[[30, 47]])
+
+
+def test_h264_intra_refresh_keeps_the_strict_rule_unhashed(tmp_path, monkeypatch):
+    """H.264 with intra refresh: containers flag recovery-point P-frames as keyframes, which its decoder does not
+    mark intra, and the frames after them reference pictures before them, which the digest of one picture does not
+    prove (FFmpeg outputs frames it considers recovered that are wrong). Only codecs whose keyframes are
+    self-contained (``DIGESTED_KEY_CODECS``) are confirmed by a digest: this file turns sequential at its first seek,
+    named so, and no frame of it is hashed (before: read by seek, 'ok', and each such keyframe converted and hashed
+    in every decode)."""
+    hashed = []
+    digest = pyav_reader._frame_digest
+    monkeypatch.setattr(pyav_reader, "_frame_digest", lambda rgb: hashed.append(1) or digest(rgb))
+    frames, _ = affine_video(40, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_corpus_file(tmp_path / "ir.mkv", frames, "libx264",
+                             {"x264-params": "keyint=10:intra-refresh=1:bframes=0"})
+    with av.open(str(path)) as c:
+        keys = [p.pts for p in c.demux(video=0) if p.size and p.is_keyframe]
+    assert len(keys) >= 3
+    ref = decode_all(path)
+    report = check_video(path, index_dir=tmp_path / "index")
+    assert (report["status"], report["seeking"], report["frames"]) == ("suspicious", "sequential", 40), report
+    assert report["reason"].startswith("after a seek, frame ")
+    assert report["reason"].endswith(") but is not an intra frame")
+    assert each_frame_alone_once_proven(shutil.copy(path, tmp_path / "b.mkv"), ref) == []
+    assert hashed == []
 
 
 def test_a_file_with_fewer_frames_than_packets_is_read_not_dropped(corpus, tmp_path):

@@ -23,11 +23,11 @@ process (cached by absolute path and :func:`~mme.utils.file_version`) and keeps 
   last one. So the first read of a file decodes from the start, and a packet that decodes to no frame cannot
   shift a later read: the read that crosses it finds a timestamp missing. After a seek, a frame carrying a
   keyframe's timestamp must also be an intra frame: some demuxers label the frames after a seek with their
-  neighbours' timestamps. Where its decoder does not mark it intra (some mark no frame), it must be the frame the
-  decode from the start gave (:attr:`_Index.key_frames`). A frame FFmpeg flags as decoded with errors, which it
-  conceals from the frames decoded before it, turns the file sequential and decoded on one thread: a read by seek,
-  from a keyframe, conceals otherwise, and frame threads otherwise from one read to the next (nor do they always
-  flag the frame).
+  neighbours' timestamps. In a codec whose keyframes are self-contained and whose decoder does not mark them intra
+  (:data:`DIGESTED_KEY_CODECS`), it must instead be the frame the decode from the start gave
+  (:attr:`_Index.key_frames`). A frame FFmpeg flags as decoded with errors, which it conceals from the frames decoded
+  before it, turns the file sequential and decoded on one thread: a read by seek, from a keyframe, conceals otherwise,
+  and frame threads otherwise from one read to the next (nor do they always flag the frame).
 - *Sequential* files are read by counting frames from the start of the decode (a read continues the previous
   one's decode when it starts at or after where that one stopped). A read that finds the index contradicted
   turns the file sequential (with its count from a decode), warns once with the file's name and the reason,
@@ -96,6 +96,18 @@ COUNTED_FORMATS = {"mpeg": "an MPEG program stream, whose demuxer labels frames 
 demuxer (.mpg, .vob) labels frames with their neighbours' timestamps: the keyframe sought with the one before it,
 an open GOP's leading B-frame with the keyframe's. A read's checks find it only where that read seeks, so a file
 `mme check` proved turned sequential at the first read of a run that sought another keyframe."""
+
+DIGESTED_KEY_CODECS = frozenset({"qtrle", "msvideo1", "rpza", "cinepak", "flashsv", "flashsv2"})
+"""Codecs whose keyframes are self-contained by design and whose FFmpeg decoders do not mark them intra (QuickTime
+Animation, MS Video 1, Apple Video, Flash Screen Video 1 and 2 mark no frame; Cinepak's only some): only in their
+files is a frame that carries a keyframe's timestamp after a seek, unmarked, taken where it is the frame the decode
+from the start gave (a digest of its pixels, :attr:`_Index.key_frames`; :meth:`PyAVReader._unmarked_key`). Each was
+measured: every keyframe a seek lands on is the decode from the start's frame (Apple Video's encoder flags delta frames
+too, which the digest finds). SMC is left out (not measured: this FFmpeg's muxers refused its file). The digest proves
+one picture, not the references later frames use: in every other codec an unmarked keyframe after a seek turns the
+file sequential, as before. H.264 with intra refresh flags recovery-point P-frames as keyframes, whose later frames
+reference pictures before them: a read that fell back from a seek there decoded frames nothing checked, and FFmpeg
+outputs frames it considers recovered that are wrong (an MPEG-TS x264 intra-refresh file)."""
 
 SEEK_GAIN = 16
 """Frames a seek must save, against decoding on, for one read to seek again (:meth:`PyAVReader._runs`)."""
@@ -584,7 +596,7 @@ class PyAVReader(VideoReader):
             frames, self._pos, landing = itertools.chain([frame], self._frames), start, start
         else:
             landing = -1  # (decoding on: no frame of this read is a seek's landing)
-        last = int(indices[-1])
+        last, digested = int(indices[-1]), self._digested()
         for frame in frames:
             pos = self._pos
             if self._leave.below is not None and pos < len(pts) and frame.pts != pts[pos]:
@@ -593,15 +605,20 @@ class PyAVReader(VideoReader):
                 self._distrust(f"frame {pos} came out with timestamp {frame.pts}, the index says "
                                f"{pts[pos] if pos < len(pts) else 'no more frames'}")
                 return False
-            rgb = None
-            if frame.pts in index.key_set and not _marked_intra(frame):
-                rgb = self._to_rgb(frame)
-                if why := self._unmarked_key(pos, frame.pts, rgb, pos == landing):
-                    self._distrust(why)
-                    return False
+            unmarked = frame.pts in index.key_set and not _marked_intra(frame)
+            if unmarked and self._seeked and not digested:
+                self._distrust(f"after a seek, frame {pos} came out with the timestamp of a keyframe ({frame.pts}) "
+                               f"but is not an intra frame")
+                return False
             if frame.is_corrupt:
                 self._distrust(_concealed(pos), one_thread=True)
                 return False
+            rgb = None
+            if unmarked and digested:  # (after the concealment check: a concealed frame's digest is not kept)
+                rgb, why = self._unmarked_key(frame, pos, pos == landing)
+                if why:
+                    self._distrust(why)
+                    return False
             index.prove(pos + 1)
             if pos in out.slot:
                 out.put(pos, self._to_rgb(frame) if rgb is None else rgb)
@@ -613,33 +630,44 @@ class PyAVReader(VideoReader):
         self._distrust(f"the decode ended before frame {last} of the {len(pts)} the index lists")
         return False
 
-    def _unmarked_key(self, pos: int, key: int, rgb: np.ndarray, landing: bool) -> str:
-        """Why frame ``pos``, which carries keyframe ``key``'s timestamp and which its decoder does not mark intra
-        (FFmpeg's decoders of QuickTime Animation, MS Video 1, Flash Screen Video 2 and Apple Video mark no frame,
-        Cinepak's some), cannot be taken for that keyframe ('' where it can). It is taken where it is the frame
-        (``rgb``) that a decode from the start gave, whose digest the index keeps (:attr:`_Index.key_frames`: one
-        such decode records it). Where none has yet, a decode from the start or on from a seek so confirmed, in a
-        file whose decoder leaves keyframes unmarked, records it; a seek's ``landing`` frame, or one in a file whose
-        decoder has marked every keyframe so far, cannot be confirmed (a demuxer may have labelled a neighbour
-        with the keyframe's timestamp). A digest differs where the container flags a frame as a keyframe that a
-        decode cannot start from (Apple Video: every frame flagged)."""
-        index, digest = self._index, _frame_digest(rgb)
+    def _digested(self) -> bool:
+        """Whether the file's codec is one whose unmarked keyframes are confirmed by their digest
+        (:data:`DIGESTED_KEY_CODECS`)."""
+        return self._stream.codec_context.name in DIGESTED_KEY_CODECS
+
+    def _unmarked_key(self, frame: av.VideoFrame, pos: int, landing: bool) -> tuple[np.ndarray | None, str]:
+        """Frame ``pos``, of a codec of :data:`DIGESTED_KEY_CODECS`, which carries a keyframe's timestamp and which
+        its decoder does not mark intra: its RGB pixels where they were converted (to digest them), and why it
+        cannot be taken for that keyframe ('' where it can). It is taken where it is the frame that a decode from
+        the start gave, whose digest the index keeps (:attr:`_Index.key_frames`), in a decode from the start as
+        after a seek (a mismatch in either turns the file sequential). Where none is kept yet, a decode from the
+        start, or one on from a seek past its landing frame (confirmed), records it while the file is read by seek;
+        a seek's ``landing`` frame cannot be confirmed (a demuxer may have labelled a neighbour with the keyframe's
+        timestamp), so is not digested. A digest differs where the container flags as a keyframe a frame that a
+        decode cannot start from (Apple Video's encoder flags every frame)."""
+        index, key = self._index, frame.pts
         with index.lock:
             known = index.key_frames.get(key)
-            if known is None and (not self._seeked or index.key_frames and not landing):
-                index.key_frames[key] = known = digest
+        if known is None and landing:
+            return None, (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) that no decode "
+                          f"from the start has shown: its codec's decoder marks no intra frame, so it cannot be "
+                          f"confirmed")
+        if known is None and index.mode != "seek":
+            return None, ""  # (a sequential file keeps no digests)
+        rgb = self._to_rgb(frame)
+        digest = _frame_digest(rgb)
         if known is None:
-            if not index.key_frames:
-                return (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) but is not an "
-                        f"intra frame")
-            return (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) that no decode from "
-                    f"the start has shown: its decoder marks no intra frame, so a keyframe the container flags cannot "
-                    f"be confirmed")
-        if known != digest and self._seeked:
-            return (f"after a seek, keyframe {pos} (timestamp {key}) differs from frame {pos} decoded from the start: "
-                    f"the container flags frames as keyframes that a decode cannot start from (its decoder marks no "
-                    f"intra frame)")
-        return ""
+            with index.lock:
+                known = index.key_frames.setdefault(key, digest) if index.mode == "seek" else digest
+        if known == digest:
+            return rgb, ""
+        if self._seeked:
+            return rgb, (f"after a seek, keyframe {pos} (timestamp {key}) differs from frame {pos} decoded from the "
+                         f"start: the container flags as a keyframe a frame a decode cannot start from (its codec's "
+                         f"decoder marks no intra frame)")
+        return rgb, (f"keyframe {pos} (timestamp {key}) decoded from the start differs from the frame an earlier "
+                     f"decode kept for it: the container flags as a keyframe a frame a decode cannot start from (its "
+                     f"codec's decoder marks no intra frame)")
 
     def _after_skipped(self, pos: int, frame_pts: int | None, indices: np.ndarray) -> int:
         """Where a frame that came out in place of frame ``pos`` stands if the decoder may have left out the frames
@@ -690,7 +718,7 @@ class PyAVReader(VideoReader):
         passes ``damaged``, turns it once its decode is over, not decoding twice)."""
         if self._pos is None or self._pos > indices[0] or self._opened_threads != self._decoder_threads():
             self._open()  # (the file was found to need one thread since the decode began)
-        out, index, why = FrameBuffer(indices, each), self._index, None
+        out, index, why, digested = FrameBuffer(indices, each), self._index, None, self._digested()
         for frame in self._frames:
             if damaged is not None and frame.is_corrupt:
                 damaged.add(self._pos)
@@ -706,9 +734,10 @@ class PyAVReader(VideoReader):
                     why = (f"frame {self._pos} came out with timestamp {frame.pts}, the index says "
                            f"{index.pts[self._pos] if self._pos < len(index.pts) else 'no more frames'}")
             rgb = None
-            if why is None and index.mode == "seek" and frame.pts in index.key_set and not _marked_intra(frame):
-                rgb = self._to_rgb(frame)  # (recorded: a read by seek compares it)
-                why = self._unmarked_key(self._pos, frame.pts, rgb, False) or None
+            if (why is None and digested and index.mode == "seek" and not frame.is_corrupt
+                    and frame.pts in index.key_set and not _marked_intra(frame)):
+                rgb, unconfirmed = self._unmarked_key(frame, self._pos, False)  # (a read by seek compares it)
+                why = unconfirmed or None
             if self._pos in out.slot:
                 out.put(self._pos, self._to_rgb(frame) if rgb is None else rgb)
             self._pos += 1
@@ -938,7 +967,11 @@ class _Index:
 
     def state(self) -> tuple:
         """What :meth:`save` writes when it changes: (proven, mode, display, one_thread, keyframes recorded)."""
-        return self.proven, self.mode, self.display, self.one_thread, len(self.key_frames)
+        return self.proven, self.mode, self.display, self.one_thread, len(self.digests())
+
+    def digests(self) -> dict[int, str]:
+        """:attr:`key_frames` as kept: none once the file is sequential (read by counting, nothing compares them)."""
+        return self.key_frames if self.mode == "seek" else {}
 
     def save(self) -> None:
         """Write the index to its ``store`` if it changed since (more frames proven, or a verdict turned), joined
@@ -969,11 +1002,11 @@ class _Index:
             if kept.mode == self.mode:
                 self.proven = max(self.proven, kept.proven)
                 self.one_thread = self.one_thread or kept.one_thread
-                self.key_frames = {**kept.key_frames, **self.key_frames}
+                self.key_frames = {**kept.digests(), **self.digests()}
         record = {"version": INDEX_VERSION, "pts": self.pts.tolist(), "key_pts": self.key_pts.tolist(),
                   "num_frames": self.num_frames, "packets": self.packets, "mode": self.mode, "reason": self.reason,
                   "proven": self.proven, "one_thread": self.one_thread, "display": self.display,
-                  "size": self.size, "key_frames": [[pts, digest] for pts, digest in self.key_frames.items()]}
+                  "size": self.size, "key_frames": [[pts, digest] for pts, digest in self.digests().items()]}
         atomic_write_text(self.store, json.dumps(record))
         self.stored = self.state()
 
@@ -1415,11 +1448,13 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
         with open_container(path) as container:  # its own: one demuxed to its end may refuse to seek back
             stream = video_stream(container)
             stream.thread_count = 1
+            digested = index is not None and stream.codec_context.name in DIGESTED_KEY_CODECS
             for frame in _decode(container, stream, leave):
                 timestamps.append(frame.pts)
                 concealed |= frame.is_corrupt  # (FFmpeg's flag, reliable on one thread: :func:`_concealed`)
-                if index is not None and frame.pts in index.key_set and not _marked_intra(frame):
-                    index.key_frames.setdefault(frame.pts, _frame_digest(rgb24(frame, rgb)))
+                if (digested and not frame.is_corrupt and frame.pts in index.key_set
+                        and frame.pts not in index.key_frames and not _marked_intra(frame)):
+                    index.key_frames[frame.pts] = _frame_digest(rgb24(frame, rgb))
     except av.error.FFmpegError as e:
         if not indexing:
             raise
