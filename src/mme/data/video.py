@@ -213,7 +213,8 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     when the file must be read sequentially (its timestamps cannot be trusted, or seeking returned another frame
     than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames; 'several videos'
     when it is otherwise 'ok' but holds video streams besides the one read (the first: frame i is that one's), which
-    every other status's reason names too (:func:`~mme.data.pyav_reader.other_videos`); or the
+    the reason of the statuses its decode gives names too (:func:`~mme.data.pyav_reader.other_videos`; not a
+    VideoError's, whose file failed to open or decode); or the
     VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index
     is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
     out = video_check(path)
