@@ -7,8 +7,10 @@ import dataclasses
 import errno
 import json
 import logging
+import multiprocessing
 import re
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -29,6 +31,7 @@ from mme.models.convert_config import config_from_hf
 from mme.models.export import export, export_hf, save_pretrained
 from mme.models.vit import Mlp
 from mme.motion.targets import pixel_target
+from mme.utils import caller_generator_kept
 
 TINY = dict(img_size=32, num_frames=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
             decoder_heads=2)
@@ -604,6 +607,43 @@ def test_loading_a_model_leaves_the_callers_global_generator_as_it_was(mae, tmp_
         sys.setswitchinterval(switch)
     assert torch.equal(torch.rand(3), expected)
     assert torch.equal(loaded[4].blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
+
+
+def test_a_child_forked_while_a_thread_loads_a_model_loads_one_too(mae, tmp_path):
+    """A thread of the parent loading a model (inside :func:`mme.utils.caller_generator_kept`, which one thread at a
+    time enters) at the moment the process forked: the child's copy of that lock was held for good, by a thread that
+    does not exist there, and the child's own load waited forever."""
+    path = save_pretrained(mae, tmp_path / "pre")
+    inside, go_on = threading.Event(), threading.Event()
+
+    def loading():
+        with caller_generator_kept():
+            inside.set()
+            go_on.wait(120)
+
+    fork = multiprocessing.get_context("fork")
+    results = fork.SimpleQueue()
+
+    def child():
+        weight = load_encoder(path).blocks[1].attn.qkv.weight
+        results.put(torch.equal(weight, mae.encoder.blocks[1].attn.qkv.weight))
+
+    thread = threading.Thread(target=loading)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        worker = fork.Process(target=child, daemon=True)
+        worker.start()
+        worker.join(30)
+        hung = worker.is_alive()
+        if hung:
+            worker.kill()
+            worker.join()
+    finally:
+        go_on.set()
+        thread.join()
+    assert not hung, "the forked child's load waited forever"
+    assert not results.empty() and results.get() is True
 
 
 def test_exports_that_hf_cannot_represent_are_refused(mae, tmp_path):

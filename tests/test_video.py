@@ -661,6 +661,63 @@ def test_a_lock_file_of_another_user_in_a_shared_index_folder_still_locks_a_save
     assert [p.name for p in index_dir.rglob("*.json")] == [stored.name]
 
 
+def _read_in_a_forked_child(path, index_dir, frames) -> dict | None:
+    """Open ``path`` and read ``frames`` in a child forked now (as a DataLoader worker forks on Linux): its frames
+    and verdict, None where it did not end within 30 s (killed)."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    results = fork.SimpleQueue()
+
+    def child():
+        with open_video(path, index_dir=index_dir) as reader:
+            results.put({"frames": reader.read(frames), "seeking": reader.seeking})
+
+    worker = fork.Process(target=child, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
+        return None
+    return results.get() if not results.empty() else {"exitcode": worker.exitcode}
+
+
+def test_a_child_forked_while_a_thread_saves_the_index_reads_the_file(tmp_path, clip_frames, monkeypatch):
+    """A thread of the parent changing a file's index (here a save, waiting for another process's save to end; a
+    read proving frames or turning the verdict alike) held its lock at the moment a loader worker forked: the child's
+    copy of the lock was held for good, by a thread that does not exist there, and the child hung at its first read
+    of the file."""
+    path = write_video(tmp_path / "v.mp4", clip_frames[:12])
+    index_dir = tmp_path / "index"
+    with open_video(path, index_dir=index_dir):
+        pass  # the index is stored and cached in this process
+    index = pyav_reader._pyav_index(_version_of(path), str(index_dir))
+    saving, go_on = threading.Event(), threading.Event()
+    real = pyav_reader.exclusive_lock
+
+    def waited(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            saving.set()
+            go_on.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyav_reader, "exclusive_lock", waited)
+    index.proven = 3
+    thread = threading.Thread(target=index.save)
+    thread.start()
+    try:
+        assert saving.wait(10)  # the thread holds the index's lock
+        result = _read_in_a_forked_child(path, index_dir, [11, 0, 5])
+    finally:
+        go_on.set()
+        thread.join()
+    assert result is not None, "the forked child hung at its first read of the file"
+    np.testing.assert_array_equal(result["frames"], decode_all(path)[[11, 0, 5]])
+    assert result["seeking"] == "seek"
+    assert pyav_reader._load_index(index.store).proven == 12  # the child's read proved them all, the save joined it
+
+
 def test_processes_of_two_index_versions_sharing_a_folder_keep_an_index_each(tmp_path, clip_frames, monkeypatch):
     """An mme of another index version (one that indexes files otherwise) sharing data.index_dir: both stored the
     file's index in one file, each taking the other's as not of its version, so each process indexed the file

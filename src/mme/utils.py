@@ -1346,10 +1346,30 @@ def _close_inherited_folder_locks() -> None:
     """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`), close its copies of
     the ``.lock`` files its parent holds, leaving the locks to the parent: an ``flock`` belongs to the open file,
     which the child shares, so a worker that outlived a killed parent kept the folder locked until it ended, and
-    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too."""
+    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too. The
+    process's own thread locks that another thread of the parent held at the fork are made anew
+    (:func:`held_at_fork`)."""
+    global _GENERATOR_SET_ASIDE, _LITERAL_TEXT
     for held in _locked.values():
         held.file.close()
     _locked.clear()
+    if held_at_fork(_GENERATOR_SET_ASIDE):
+        _GENERATOR_SET_ASIDE = threading.RLock()
+    if held_at_fork(_LITERAL_TEXT):
+        _LITERAL_TEXT = threading.RLock()
+
+
+def held_at_fork(lock: threading.RLock) -> bool:
+    """In a forked child (an ``after_in_child`` hook of :func:`os.register_at_fork`): whether ``lock``, a thread lock
+    the child copied from its parent, was held at the fork by another thread than the one that forked. No such thread
+    exists in the child, so its copy stays held for good, and the child's first use of it waits forever (a loader
+    worker's first read of a file whose frame index a thread of the parent was changing): the caller makes it anew,
+    and drops what it guards where the other thread may have left a change half made. A lock the forking thread held
+    is its own in the child too, held as it was."""
+    if not lock.acquire(blocking=False):
+        return True
+    lock.release()
+    return False
 
 
 os.register_at_fork(after_in_child=_close_inherited_folder_locks)

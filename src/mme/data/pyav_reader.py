@@ -59,6 +59,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ from mme.utils import (
     error_reason,
     exclusive_lock,
     file_version,
+    held_at_fork,
     read_text,
 )
 
@@ -953,7 +955,11 @@ class _Index:
     """:meth:`state` as last written to ``store``."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     """Held by each change to the index, by any of the readers of its file (they share it: :func:`_pyav_index`),
-    in any thread, and by :meth:`save`."""
+    in any thread, and by :meth:`save`; made anew in a forked child where another thread held it at the fork
+    (:func:`_indices_after_fork`)."""
+
+    def __post_init__(self):
+        _INDICES[id(self)] = self
 
     def prove(self, frames: int) -> None:
         """Frames 0 .. ``frames``-1 proven (:attr:`proven`)."""
@@ -1009,6 +1015,28 @@ class _Index:
                   "size": self.size, "key_frames": [[pts, digest] for pts, digest in self.digests().items()]}
         atomic_write_text(self.store, json.dumps(record))
         self.stored = self.state()
+
+
+_INDICES: weakref.WeakValueDictionary[int, _Index] = weakref.WeakValueDictionary()
+"""Every index of this process, cached (:func:`_pyav_index`) or a reader's, by its id (an index is no key: a
+dataclass compared by value)."""
+
+
+def _indices_after_fork() -> None:
+    """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`): an index whose lock
+    another thread of the parent held at the fork (a save, a read proving frames or turning the verdict, a reader's
+    display matrix) gets a new lock (:func:`~mme.utils.held_at_fork`), and the child's cache of indices is dropped,
+    so that it reads them anew (from the index folder, or by a demux): that thread's change may be half made in the
+    child's copy. Before, the child's first read of such a file waited for that lock forever."""
+    held = False
+    for index in list(_INDICES.values()):
+        if held_at_fork(index.lock):
+            index.lock, held = threading.RLock(), True
+    if held:
+        _pyav_index.cache_clear()
+
+
+os.register_at_fork(after_in_child=_indices_after_fork)
 
 
 INDEX_LOCK = ".lock"
