@@ -292,6 +292,63 @@ def test_the_outermost_folder_a_job_made_on_any_try_is_removed_when_it_is_refuse
     assert calls and [p.name for p in tmp_path.iterdir()] == ["r"] and not (tmp_path / "r" / "a").exists()
 
 
+@pytest.mark.parametrize("removed", ["in its check", "before its write"])
+def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_made_again(tmp_path, monkeypatch,
+                                                                                          removed):
+    """Job A (``--out new/a.json``) made the folder ``new`` at its start (mme.utils.check_output), then was refused
+    and removed it as its own (removing_made_folders); job B (``--out new/b.json``), started beside it, had found the
+    folder there. A's removal between B's mkdir and B's write probe refused B, `cannot be written (No such file or
+    directory)`: the removal was no step of the jobs' order, and a check made no folder again; A's removal after
+    B's check failed B's write, after its work (FileNotFoundError). The jobs are threads here, as their steps are
+    each process's; B's check pauses after its mkdir, standing for any scheduling delay."""
+    import threading
+
+    from mme import utils
+
+    out_a, out_b = tmp_path / "new" / "a.json", tmp_path / "new" / "b.json"
+    a_checked, b_checked, b_made, a_done = (threading.Event() for _ in range(4))
+    probe, refused = utils._write_probe, []
+
+    def b_pauses_after_its_mkdir(folder):
+        if threading.current_thread().name == "B" and removed == "in its check":
+            b_made.set()
+            a_done.wait(1)  # (A waits for this step to end, where the removal is one step to the other jobs)
+        probe(folder)
+
+    def job_a():
+        try:
+            with utils.removing_made_folders():
+                utils.check_output(out_a, "--out")
+                a_checked.set()
+                (b_made if removed == "in its check" else b_checked).wait(10)
+                raise ConfigError("refused by its inputs")
+        except ConfigError:
+            pass
+        finally:
+            a_done.set()
+
+    def job_b():
+        assert a_checked.wait(10)
+        try:
+            with utils.removing_made_folders():
+                utils.check_output(out_b, "--out")
+                b_checked.set()
+                assert a_done.wait(10)  # B's work
+                with utils.atomic_path(out_b) as tmp:
+                    tmp.write_text("B's output")
+        except (MMEError, OSError) as e:
+            refused.append(f"{type(e).__name__}: {e}")
+
+    monkeypatch.setattr(utils, "_write_probe", b_pauses_after_its_mkdir)
+    jobs = [threading.Thread(target=job_a, name="A"), threading.Thread(target=job_b, name="B")]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(30)
+    assert refused == []
+    assert out_b.read_text() == "B's output" and sorted(p.name for p in out_b.parent.iterdir()) == ["b.json"]
+
+
 _PAUSED_JOB = """
 import pathlib, sys, time
 from mme import utils

@@ -214,9 +214,13 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     The temporary file is made here and locked (``flock``) until it is replaced, for :func:`remove_stale_temp`.
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
     same thread's, inside this block, is a RuntimeError (it would wait for itself). Nothing is written into a folder
-    this process locked that was removed or replaced since (:func:`check_path_held`)."""
+    this process locked that was removed or replaced since (:func:`check_path_held`); a folder not locked that is
+    not there is made (:func:`_make_output_folder`): one that :func:`check_output` found at the job's start, made by
+    another job then refused, which removed it as its own (:func:`removing_made_folders`), is made again."""
     path = Path(path)
     check_path_held(path)
+    if not path.parent.is_dir():
+        _make_output_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     if file_identity(tmp) in _writing.temps:
         raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
@@ -857,7 +861,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (:func:`atomic_path`) in UTF-8, as mme reads its files whatever the
     locale (not the locale's encoding: ASCII under ``LC_ALL=C``), creating its folder if needed. A file name Python
     decoded with surrogate escapes (a UTF-8 name under an ASCII locale) is written as its bytes on disk."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(text, **TEXT)
 
@@ -1002,16 +1005,24 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
         raise ConfigError(f"{option} {path}: cannot be written ({blocking} is a file, not a folder)")
     if not make:
         return path
-    new = [p for p in (where, *where.parents) if not p.exists()]
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        _write_probe(where)
+        _make_output_folder(where)
     except OSError as e:
         raise ConfigError(f"{option} {path}: cannot be written ({error_reason(e)})") from e
+    return path
+
+
+def _make_output_folder(where: Path) -> None:
+    """Make ``where``, an output's folder (:func:`_make_folder`), as one step to this user's other jobs on the host
+    removing what they made (:func:`_folders_made_or_removed`), each folder made recorded in the open
+    :func:`removing_made_folders` blocks."""
+    new: list[Path] = []
+    try:
+        with _folders_made_or_removed(where):
+            _make_folder(where, new)
     finally:
         for made in _made.scopes:
             made += [Path(os.path.abspath(p)) for p in new if p.is_dir()]
-    return path
 
 
 class _Made(threading.local):
@@ -1035,9 +1046,12 @@ def removing_made_folders() -> Iterator[list[Path]]:
     try:
         yield made
     except BaseException:
-        for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        deepest_first = sorted(set(made), key=lambda p: len(p.parts), reverse=True)
+        if deepest_first:
+            with _folders_made_or_removed(deepest_first[0]):  # one step to another job's check of the folder
+                for folder in deepest_first:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
         raise
     finally:
         _made.scopes.pop()
@@ -1286,24 +1300,32 @@ _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, re
 
 
 def _make_and_open_lock(folder: Path, unmade_if_unused: bool) -> tuple[Any, Path | None]:
-    """Make ``folder`` (resolved) and open its ``.lock``, with the outermost folder this call made
-    (``unmade_if_unused``): by its own mkdir, not judged from a look before it, which took a folder that another job
-    made, then removed (refused at its start) before this one made it again, for that job's, so it was left behind
-    with its ``.lock``. A folder removed again between its mkdir and the open, by another job refused at its start
-    that :func:`_folders_made_or_removed` does not order with this one (another user's, another host's), is made
-    again, up to :data:`_MAKE_TRIES` times: a valid job started beside it was refused as "not a writable folder (No
-    such file or directory)"."""
-    tries_left, made = _MAKE_TRIES, None
+    """Make ``folder`` (resolved) and open its ``.lock`` (:func:`_make_folder`), with the outermost folder this call
+    made (``unmade_if_unused``)."""
+    made: list[Path] = []
+    f = _make_folder(folder, made, lambda: open(folder / FOLDER_LOCK, "a+", **TEXT))
+    return f, min(made, key=lambda p: len(p.parts)) if made and unmade_if_unused else None
+
+
+def _make_folder(folder: Path, made: list[Path], then: Callable[[], Any] = lambda: None) -> Any:
+    """Make ``folder``, see that it takes files (:func:`_write_probe`: the ``.lock`` left by an earlier job opens in
+    a folder that no longer does) and return ``then()`` (the open of its ``.lock``), adding to ``made`` each folder
+    this call made: by its own mkdir, not judged from a look before it, which took a folder that another job made,
+    then removed (refused at its start) before this one made it again, for that job's, so it was left behind (with
+    its ``.lock``). A folder removed again before ``then`` returns, by another job refused at its start that
+    :func:`_folders_made_or_removed` does not order with this one (another user's, another host's), is made again, up
+    to :data:`_MAKE_TRIES` times: a valid job started beside it was refused as "not a writable folder (No such file or
+    directory)", or its output "cannot be written (No such file or directory)" (:func:`check_output`)."""
+    tries_left = _MAKE_TRIES
     while True:
         tries_left -= 1
         try:
             for missing in reversed([p for p in (folder, *folder.parents) if not p.exists()]):  # outermost first
                 with contextlib.suppress(FileExistsError):  # (another job's, made meanwhile)
                     missing.mkdir()
-                    if made is None or missing in made.parents:  # the outermost this call made, on any try
-                        made = missing
-            _write_probe(folder)  # the .lock left by an earlier job opens in a folder that no longer takes files
-            return open(folder / FOLDER_LOCK, "a+", **TEXT), made if unmade_if_unused else None
+                    made.append(missing)
+            _write_probe(folder)
+            return then()
         except FileNotFoundError:
             if not tries_left or folder.exists():
                 raise
