@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
 import hashlib
 import importlib.util
@@ -661,9 +662,9 @@ def test_a_lock_file_of_another_user_in_a_shared_index_folder_still_locks_a_save
     assert [p.name for p in index_dir.rglob("*.json")] == [stored.name]
 
 
-def _read_in_a_forked_child(path, index_dir, frames) -> dict | None:
+def _read_in_a_forked_child(path, index_dir, frames, before_join=lambda: None) -> dict | None:
     """Open ``path`` and read ``frames`` in a child forked now (as a DataLoader worker forks on Linux): its frames
-    and verdict, None where it did not end within 30 s (killed)."""
+    and verdict, None where it did not end within 30 s (killed) of ``before_join()``, called once it is forked."""
     import multiprocessing
 
     fork = multiprocessing.get_context("fork")
@@ -675,6 +676,7 @@ def _read_in_a_forked_child(path, index_dir, frames) -> dict | None:
 
     worker = fork.Process(target=child, daemon=True)
     worker.start()
+    before_join()
     worker.join(30)
     if worker.is_alive():
         worker.kill()
@@ -683,18 +685,23 @@ def _read_in_a_forked_child(path, index_dir, frames) -> dict | None:
     return results.get() if not results.empty() else {"exitcode": worker.exitcode}
 
 
-def test_a_child_forked_while_a_thread_saves_the_index_reads_the_file(tmp_path, clip_frames, monkeypatch):
-    """A thread of the parent changing a file's index (here a save, waiting for another process's save to end; a
-    read proving frames or turning the verdict alike) held its lock at the moment a loader worker forked: the child's
-    copy of the lock was held for good, by a thread that does not exist there, and the child hung at its first read
-    of the file."""
+@pytest.mark.parametrize("paused", ["waiting for the folder's lock", "holding the folder's lock"])
+def test_a_child_forked_while_a_thread_saves_the_index_reads_the_file(tmp_path, clip_frames, monkeypatch, paused):
+    """A thread of the parent changing a file's index (here a save, waiting for another process's save to end, or
+    inside its own, under the index folder's lock file; a read proving frames or turning the verdict alike) held its
+    lock at the moment a loader worker forked: the child's copy of the lock was held for good, by a thread that does
+    not exist there, and the child hung at its first read of the file. Forked inside the save, the child's copy of
+    the parent's descriptor of the lock file held that ``flock`` after the parent's save ended, so the child's own
+    save waited for it forever (and the parent's next save there, until the child ended)."""
     path = write_video(tmp_path / "v.mp4", clip_frames[:12])
     index_dir = tmp_path / "index"
     with open_video(path, index_dir=index_dir):
         pass  # the index is stored and cached in this process
     index = pyav_reader._pyav_index(_version_of(path), str(index_dir))
     saving, go_on = threading.Event(), threading.Event()
-    real = pyav_reader.exclusive_lock
+    owner, name = (pyav_reader, "exclusive_lock") if paused.startswith("waiting") else (pyav_reader._Index,
+                                                                                         "_join_and_write")
+    real = getattr(owner, name)
 
     def waited(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
@@ -702,17 +709,29 @@ def test_a_child_forked_while_a_thread_saves_the_index_reads_the_file(tmp_path, 
             go_on.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pyav_reader, "exclusive_lock", waited)
+    def parents_save_ends():
+        time.sleep(0.5)  # (the child reads meanwhile; its save waits for the parent's, held)
+        if paused.startswith("holding"):  # the child closed its copy of the descriptor, not the parent's lock
+            fd = os.open(index.store.parent / pyav_reader.INDEX_LOCK, os.O_RDONLY)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+        go_on.set()
+        thread.join()
+
+    monkeypatch.setattr(owner, name, waited)
     index.proven = 3
     thread = threading.Thread(target=index.save)
     thread.start()
     try:
         assert saving.wait(10)  # the thread holds the index's lock
-        result = _read_in_a_forked_child(path, index_dir, [11, 0, 5])
+        result = _read_in_a_forked_child(path, index_dir, [11, 0, 5], parents_save_ends)
     finally:
         go_on.set()
         thread.join()
-    assert result is not None, "the forked child hung at its first read of the file"
+    assert result is not None, "the forked child hung at its first read of the file, or at its save"
     np.testing.assert_array_equal(result["frames"], decode_all(path)[[11, 0, 5]])
     assert result["seeking"] == "seek"
     assert pyav_reader._load_index(index.store).proven == 12  # the child's read proved them all, the save joined it

@@ -243,7 +243,7 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         raise
     finally:
         _writing.temps.discard(held)
-        os.close(fd)
+        _close_locked(fd)
 
 
 @contextlib.contextmanager
@@ -271,7 +271,7 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
         finally:  # (closed even where a Ctrl-C comes during the unlink)
-            os.close(fd)
+            _close_locked(fd)
 
 
 class _Writing(threading.local):
@@ -351,6 +351,7 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | (os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0), 0o666)
+        _lock_holders[fd] = threading.get_ident()
         held = False
         try:
             if own_only and not _own_regular_file(os.fstat(fd)):
@@ -364,9 +365,22 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
             pass
         finally:
             if not held:
-                os.close(fd)
+                _close_locked(fd)
         if held:
             return fd
+
+
+_lock_holders: dict[int, int] = {}
+"""The descriptors :func:`_locked_file` opened in this process and not yet closed (:func:`_close_locked`): an
+:func:`exclusive_lock`'s (an index folder's ``.lock``), an :func:`atomic_path`'s temporary file; each with the
+thread that holds it, or waits for its ``flock``. A forked child closes its copies of the other threads'
+(:func:`_close_inherited_folder_locks`)."""
+
+
+def _close_locked(fd: int) -> None:
+    """Close ``fd``, a descriptor of :func:`_locked_file`, no longer recorded as held."""
+    _lock_holders.pop(fd, None)
+    os.close(fd)
 
 
 def _own_regular_file(st: os.stat_result) -> bool:
@@ -1368,13 +1382,24 @@ def _close_inherited_folder_locks() -> None:
     """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`), close its copies of
     the ``.lock`` files its parent holds, leaving the locks to the parent: an ``flock`` belongs to the open file,
     which the child shares, so a worker that outlived a killed parent kept the folder locked until it ended, and
-    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too. The
+    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too. Its
+    copies of the files other threads of the parent lock, or wait to lock, by :func:`_locked_file` are closed too
+    (:data:`_lock_holders`): the child's own save of an index, opening the folder's ``.lock`` anew, waited forever
+    for the lock of its own copy of a parent's save (and the parent's next save there, until the child ended). The
     process's own thread locks that another thread of the parent held at the fork are made anew
-    (:func:`held_at_fork`)."""
+    (:func:`held_at_fork`); what they guard is kept as the child found it, which is harmless: the global generator
+    as a thread inside :func:`caller_generator_kept` drew it (a loader worker seeds its own, and a child's generator
+    is a copy of the parent's at the fork anyway), matplotlib's settings and the warning filters as a
+    :func:`literal_text` block set them (those the child's own blocks draw with)."""
     global _GENERATOR_SET_ASIDE, _LITERAL_TEXT
     for held in _locked.values():
         held.file.close()
     _locked.clear()
+    for fd, holder in list(_lock_holders.items()):
+        if holder != threading.get_ident():  # (the forking thread goes on in the child, and closes its own)
+            del _lock_holders[fd]
+            with contextlib.suppress(OSError):
+                os.close(fd)
     if held_at_fork(_GENERATOR_SET_ASIDE):
         _GENERATOR_SET_ASIDE = threading.RLock()
     if held_at_fork(_LITERAL_TEXT):
@@ -1386,8 +1411,9 @@ def held_at_fork(lock: threading.RLock) -> bool:
     the child copied from its parent, was held at the fork by another thread than the one that forked. No such thread
     exists in the child, so its copy stays held for good, and the child's first use of it waits forever (a loader
     worker's first read of a file whose frame index a thread of the parent was changing): the caller makes it anew,
-    and drops what it guards where the other thread may have left a change half made. A lock the forking thread held
-    is its own in the child too, held as it was."""
+    and judges what it guards, which the other thread may have left half changed (the indices of a file are dropped:
+    :func:`mme.data.pyav_reader._indices_after_fork`). A lock the forking thread held is its own in the child too,
+    held as it was."""
     if not lock.acquire(blocking=False):
         return True
     lock.release()
