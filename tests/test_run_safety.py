@@ -292,22 +292,23 @@ def test_the_outermost_folder_a_job_made_on_any_try_is_removed_when_it_is_refuse
     assert calls and [p.name for p in tmp_path.iterdir()] == ["r"] and not (tmp_path / "r" / "a").exists()
 
 
-@pytest.mark.parametrize("removed", ["in its check", "before its write"])
+@pytest.mark.parametrize("removed", ["in its check", "before its write", "as its write opens"])
 def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_made_again(tmp_path, monkeypatch,
                                                                                           removed):
     """Job A (``--out new/a.json``) made the folder ``new`` at its start (mme.utils.check_output), then was refused
     and removed it as its own (removing_made_folders); job B (``--out new/b.json``), started beside it, had found the
     folder there. A's removal between B's mkdir and B's write probe refused B, `cannot be written (No such file or
     directory)`: the removal was no step of the jobs' order, and a check made no folder again; A's removal after
-    B's check failed B's write, after its work (FileNotFoundError). The jobs are threads here, as their steps are
-    each process's; B's check pauses after its mkdir, standing for any scheduling delay."""
+    B's check failed B's write, after its work (FileNotFoundError), also where it fell between the write's look for
+    the folder and the open of its temporary file. The jobs are threads here, as their steps are each process's; B's
+    check pauses after its mkdir, or its write before that open, standing for any scheduling delay."""
     import threading
 
     from mme import utils
 
     out_a, out_b = tmp_path / "new" / "a.json", tmp_path / "new" / "b.json"
-    a_checked, b_checked, b_made, a_done = (threading.Event() for _ in range(4))
-    probe, refused = utils._write_probe, []
+    a_checked, b_checked, b_made, b_opens, a_done = (threading.Event() for _ in range(5))
+    probe, locked_file, refused = utils._write_probe, utils._locked_file, []
 
     def b_pauses_after_its_mkdir(folder):
         if threading.current_thread().name == "B" and removed == "in its check":
@@ -315,12 +316,18 @@ def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_
             a_done.wait(1)  # (A waits for this step to end, where the removal is one step to the other jobs)
         probe(folder)
 
+    def b_pauses_before_its_temporary_file_opens(path, *args, **kwargs):
+        if threading.current_thread().name == "B" and removed == "as its write opens" and ".b.json.tmp" in path.name:
+            b_opens.set()
+            a_done.wait(10)
+        return locked_file(path, *args, **kwargs)
+
     def job_a():
         try:
             with utils.removing_made_folders():
                 utils.check_output(out_a, "--out")
                 a_checked.set()
-                (b_made if removed == "in its check" else b_checked).wait(10)
+                {"in its check": b_made, "before its write": b_checked, "as its write opens": b_opens}[removed].wait(10)
                 raise ConfigError("refused by its inputs")
         except ConfigError:
             pass
@@ -333,13 +340,15 @@ def test_a_new_output_folder_a_refused_job_removes_under_another_jobs_output_is_
             with utils.removing_made_folders():
                 utils.check_output(out_b, "--out")
                 b_checked.set()
-                assert a_done.wait(10)  # B's work
+                if removed != "as its write opens":
+                    assert a_done.wait(10)  # B's work
                 with utils.atomic_path(out_b) as tmp:
                     tmp.write_text("B's output")
         except (MMEError, OSError) as e:
             refused.append(f"{type(e).__name__}: {e}")
 
     monkeypatch.setattr(utils, "_write_probe", b_pauses_after_its_mkdir)
+    monkeypatch.setattr(utils, "_locked_file", b_pauses_before_its_temporary_file_opens)
     jobs = [threading.Thread(target=job_a, name="A"), threading.Thread(target=job_b, name="B")]
     for job in jobs:
         job.start()
@@ -436,6 +445,37 @@ def test_a_job_goes_on_unordered_when_the_folders_lock_is_held_past_its_wait(tmp
                          f"it"]  # said once: the removal at the job's end does not wait again
         assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # the folders it made, removed unordered
         assert os.path.samestat(os.fstat(holder), os.stat(ordering))  # the holder's file, left to it
+    finally:
+        os.close(holder)
+
+
+def test_an_output_check_of_a_folder_that_is_there_does_not_wait_for_the_folders_lock(tmp_path, monkeypatch):
+    """mme.utils.check_output took the lock that orders this user's new folders for every output, its folder there
+    or not: while a job of the user held it (stopped with Ctrl-Z in its step), every command checking an output
+    (mme embed, viz, bench --json, each dataset's data.index_dir) waited 5 s. A folder that is there is made by no
+    one: only its write probe runs, and a write into it likewise."""
+    import tempfile
+
+    from mme import utils
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(utils, "_ordering_gone_without", set())  # (this process went on without it before)
+    (tmp_path / "out").mkdir()
+    ordering = _ordering_lock(tmp, tmp_path)
+    holder = os.open(ordering, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        start = time.monotonic()
+        with utils.removing_made_folders() as made:
+            assert utils.check_output(tmp_path / "out" / "a.json", "--out") == tmp_path / "out" / "a.json"
+            assert utils.check_output(tmp_path / "out", "--index-dir", folder=True) == tmp_path / "out"
+            utils.atomic_write_text(tmp_path / "out" / "a.json", "A")
+        assert time.monotonic() - start < 1.0  # (5 s before: the wait for the lock, at the first check)
+        assert made == [] and (tmp_path / "out" / "a.json").read_text() == "A"
+        assert sorted(p.name for p in tmp.iterdir()) == [ordering.name]  # the holder's, untouched
+        assert os.path.samestat(os.fstat(holder), os.stat(ordering))
     finally:
         os.close(holder)
 

@@ -215,17 +215,24 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
     A write of the same name elsewhere (the same PID in another container, another thread) waits for this one; the
     same thread's, inside this block, is a RuntimeError (it would wait for itself). Nothing is written into a folder
     this process locked that was removed or replaced since (:func:`check_path_held`); a folder not locked that is
-    not there is made (:func:`_make_output_folder`): one that :func:`check_output` found at the job's start, made by
-    another job then refused, which removed it as its own (:func:`removing_made_folders`), is made again."""
+    not there, or gone before the temporary file opens, is made (:func:`_make_output_folder`), up to
+    :data:`_MAKE_TRIES` times: one that :func:`check_output` found at the job's start, made by another job then
+    refused, which removed it as its own (:func:`removing_made_folders`), is made again."""
     path = Path(path)
-    check_path_held(path)
-    if not path.parent.is_dir():
-        _make_output_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     if file_identity(tmp) in _writing.temps:
         raise RuntimeError(f"{path}: written again inside its own atomic_path write in this thread, which would "
                            f"wait for itself; finish the first write")
-    fd = _locked_file(tmp)
+    for tries_left in reversed(range(_MAKE_TRIES)):
+        check_path_held(path)
+        if not path.parent.is_dir():
+            _make_output_folder(path.parent)
+        try:
+            fd = _locked_file(tmp)
+            break
+        except FileNotFoundError:  # (the folder removed again since)
+            if not tries_left or path.parent.is_dir():
+                raise
     held = stat_identity(os.fstat(fd))
     _writing.temps.add(held)
     try:
@@ -1029,7 +1036,12 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
 def _make_output_folder(where: Path) -> None:
     """Make ``where``, an output's folder (:func:`_make_folder`), as one step to this user's other jobs on the host
     removing what they made (:func:`_folders_made_or_removed`), each folder made recorded in the open
-    :func:`removing_made_folders` blocks."""
+    :func:`removing_made_folders` blocks. A folder that is there is only probed (:func:`_write_probe`), without the
+    wait for that order: a job of the user stopped in its step (Ctrl-Z) held every check of an output 5 s."""
+    if where.is_dir():
+        with contextlib.suppress(FileNotFoundError):  # (removed meanwhile by a job refused: made again, below)
+            _write_probe(where)
+            return
     new: list[Path] = []
     try:
         with _folders_made_or_removed(where):

@@ -497,7 +497,6 @@ def write_features(out: Path, x: np.ndarray, valid: np.ndarray, labels: np.ndarr
     (:func:`_finished`), is first replaced by one that marks them unfinished, yet mme embed's (a rerun replaces
     them without --overwrite), and written whole last: a write killed half-way leaves no file taken as finished,
     and its temporary files are removed by the next write (:func:`mme.utils.remove_stale_temps`)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     side = _sidecar_file(out)
     remove_stale_temps([out, _tokens_file(out), side])
     earlier = _embed_sidecar(out)

@@ -70,7 +70,6 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], metadata: dict[s
     the old files not yet replaced stay (the weights of the export it held)."""
     names = [*jsons, WEIGHTS]  # replaced in the reverse order: config.json last
     with writing(folder, then="nothing in it is replaced"):
-        folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps([folder / name for name in FOLDER_FILES])
         with contextlib.ExitStack() as stack:
             temps = {name: stack.enter_context(atomic_path(folder / name)) for name in names}
@@ -132,7 +131,6 @@ def _write_ours(ck: Checkpoint, path: Path) -> Path:
         _write_folder(path, state, metadata, {CONFIG: meta})
         return path
     with writing(path, then="nothing is replaced"):  # one self-describing file, put in place when whole
-        path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps([path])
         with atomic_path(path) as tmp:
             write_safetensors(tmp, state, metadata)

@@ -191,7 +191,6 @@ def _write_marked(out: Path, write: Callable[[Path, str], None], frames_digest: 
     GIF's comment and an MP4's metadata hold the mark as it is, under no checksum; a comment changes none of the
     frames)."""
     with writing(out, "nothing is replaced"):
-        out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:  # its suffix kept: PIL takes the format from it
             if frames_digest is not None:
                 write(tmp, f"{DRAWN_BY} {frames_digest}")
