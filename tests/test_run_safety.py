@@ -420,6 +420,85 @@ utils.unlock_folder(sys.argv[1])  # refused at its start
 """
 
 
+def test_two_refused_jobs_one_of_which_found_the_others_new_output_folder_leave_nothing(tmp_path, monkeypatch):
+    """Job A (``--out new/a.json``) made ``new`` at its start, job B (``--out new/b.json``) found it there, and both
+    were refused. B's check probed a folder that was there without the lock that orders this user's new folders:
+    A's removal landing during B's write probe failed on B's probe file, and ``new`` was left, empty, by both. Now
+    the probe takes that lock where it is free at once: A's removal waits for it. Threads stand for the jobs, B's
+    probe pausing as a scheduling delay would."""
+    import tempfile
+    import threading
+
+    from mme import utils
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(utils, "_ordering_gone_without", set())
+    new = tmp_path / "new"
+    a_checked, b_probing, a_done = (threading.Event() for _ in range(3))
+    probe, counted = utils._write_probe, []
+
+    def b_pauses_in_its_probe(folder):
+        if threading.current_thread().name != "B":
+            return probe(folder)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".write-test-")  # (mme.utils._write_probe's steps)
+        os.close(fd)
+        b_probing.set()
+        a_done.wait(1)  # (A waits for this step to end now)
+        os.unlink(name)
+
+    def job(name, out, before_refusal):
+        try:
+            with utils.removing_made_folders() as made:
+                utils.check_output(out, "--out")
+                before_refusal()
+                counted.append((name, list(made)))
+                raise ConfigError("refused by its inputs")
+        except ConfigError:
+            pass
+        finally:
+            if name == "A":
+                a_done.set()
+
+    monkeypatch.setattr(utils, "_write_probe", b_pauses_in_its_probe)
+    jobs = [threading.Thread(target=job, name="A", args=("A", new / "a.json", lambda: a_checked.set() or
+                                                         b_probing.wait(10))),
+            threading.Thread(target=job, name="B", args=("B", new / "b.json", lambda: None))]
+    jobs[0].start()
+    assert a_checked.wait(10)
+    jobs[1].start()
+    for thread in jobs:
+        thread.join(30)
+    assert sorted(counted) == [("A", [new]), ("B", [])]
+    assert not new.exists()  # (left, empty, before)
+
+
+def test_a_write_whose_folder_a_third_job_made_again_after_its_open_failed_tries_again(tmp_path, monkeypatch):
+    """atomic_path's open of its temporary file failed (FileNotFoundError: the folder removed by a refused job),
+    and the folder was there again when the write looked (a third job made it meanwhile): the write gave up where
+    one more try succeeds."""
+    from mme import utils
+
+    (tmp_path / "out").mkdir()
+    locked_file, opens = utils._locked_file, []
+
+    def removed_then_made_again(path, *args, **kwargs):
+        opens.append(path.name)
+        if len(opens) == 1:
+            path.parent.rmdir()  # (the refused job's removal)
+            try:
+                return locked_file(path, *args, **kwargs)
+            finally:
+                path.parent.mkdir()  # (the third job's)
+        return locked_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(utils, "_locked_file", removed_then_made_again)
+    utils.atomic_write_text(tmp_path / "out" / "a.json", "A")
+    assert len(opens) == 2 and (tmp_path / "out" / "a.json").read_text() == "A"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json"]
+
+
 def _ordering_lock(tmp: Path, folder: Path) -> Path:
     """The file in the temporary folder ``tmp`` that orders this user's jobs making new folders beside ``folder``."""
     return tmp / f"mme-folders-{os.geteuid()}-{folder.stat().st_dev}.lock"
@@ -453,10 +532,15 @@ def test_an_output_check_of_a_folder_that_is_there_does_not_wait_for_the_folders
     """mme.utils.check_output took the lock that orders this user's new folders for every output, its folder there
     or not: while a job of the user held it (stopped with Ctrl-Z in its step), every command checking an output
     (mme embed, viz, bench --json, each dataset's data.index_dir) waited 5 s. A folder that is there is made by no
-    one: only its write probe runs, and a write into it likewise."""
+    one: only its write probe runs, in that order where the lock is free at once, and a write into it likewise. An
+    extract worker's track cache in a new class folder (no output job removes those) waited 5 s too, for each
+    folder, where its writer made no folder itself."""
     import tempfile
 
+    import numpy as np
+
     from mme import utils
+    from mme.motion.cache import load_tracks, save_tracks
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -474,6 +558,15 @@ def test_an_output_check_of_a_folder_that_is_there_does_not_wait_for_the_folders
             utils.atomic_write_text(tmp_path / "out" / "a.json", "A")
         assert time.monotonic() - start < 1.0  # (5 s before: the wait for the lock, at the first check)
         assert made == [] and (tmp_path / "out" / "a.json").read_text() == "A"
+        assert utils._ordering_gone_without == set()  # (held by another job: a later making of a folder waits)
+        start = time.monotonic()
+        disp = np.arange(2 * 2 * 4 * 4 * 2, dtype=np.float32).reshape(2, 2, 4, 4, 2) / 8
+        save_tracks(tmp_path / "out" / "class" / "v.tracks", disp, np.ones((2, 4, 4), bool), None,
+                    {"video": "v", "length": 2})
+        assert time.monotonic() - start < 1.0  # (5 s before, for each new class folder)
+        loaded, valid = load_tracks(tmp_path / "out" / "class" / "v.tracks")
+        np.testing.assert_allclose(loaded, disp, atol=0.05)
+        assert valid.shape == (2, 4, 4) and valid.all()
         assert sorted(p.name for p in tmp.iterdir()) == [ordering.name]  # the holder's, untouched
         assert os.path.samestat(os.fstat(holder), os.stat(ordering))
     finally:
@@ -518,6 +611,86 @@ def test_a_lock_file_that_cannot_be_removed_leaves_the_block_as_it_ends(tmp_path
         lock.mkdir()  # (a folder where the file was: its unlink fails, IsADirectoryError)
         (lock / "x").touch()
     assert lock.is_dir() and len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.parametrize("block", ["exclusive_lock", "atomic_path"])
+def test_a_lock_ends_with_its_block_for_a_child_forked_meanwhile_and_stays_for_one_forked_inside(tmp_path, block):
+    """An flock belongs to the open file, which a child forked while a thread of the parent is inside an
+    exclusive_lock (an index's save) or atomic_path block shares: closed alone at the block's end, the lock stayed
+    held by the child's copy, closed by no one (its own lock of the file anew waited forever, the parent's next
+    until the child ended); a registry of the threads' descriptors for the fork hook to close left windows where a
+    fork landed between an open and its record. The block's end now releases the lock, for every copy, where it
+    is the process that took it; a child forked inside the block by its own thread, leaving the block in its turn,
+    leaves the lock to its parent."""
+    import threading
+
+    from mme import utils
+
+    target = tmp_path / "x.lock"
+
+    @contextlib.contextmanager
+    def held():
+        if block == "exclusive_lock":
+            with utils.exclusive_lock(target):
+                yield target
+        else:
+            with utils.atomic_path(target) as tmp:
+                tmp.write_text("x")
+                yield tmp
+
+    def lockable(path: Path) -> bool:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    inside, leave, files = threading.Event(), threading.Event(), []
+
+    def thread_block():
+        with held() as path:
+            files.append(path)
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=thread_block)
+    thread.start()
+    assert inside.wait(10)
+    locked = os.open(files[0], os.O_RDONLY)  # (the file the block locks: atomic_path's renamed into place)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # holds its copy of the thread's descriptor until told
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    try:
+        leave.set()
+        thread.join(10)
+        fcntl.flock(locked, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (BlockingIOError before, the child's copy held it)
+        fcntl.flock(locked, fcntl.LOCK_UN)
+    finally:
+        os.close(w)
+        os.waitpid(child, 0)
+        os.close(locked)
+
+    if block == "exclusive_lock":  # (a child leaving an atomic_path block would put the file in place itself)
+        child = -1
+        try:
+            with held() as path:
+                child = os.fork()
+                if child:
+                    assert os.waitpid(child, 0)[1] == 0  # the child left the block, and ended
+                    assert not lockable(path)  # the parent's lock, kept
+        finally:
+            if child == 0:
+                os._exit(0)
+        assert lockable(target)
+    else:
+        assert target.read_text() == "x"
 
 
 def test_a_second_job_on_a_folder_in_use_is_refused_naming_the_holder(synth, tmp_path):

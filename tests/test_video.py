@@ -711,7 +711,7 @@ def test_a_child_forked_while_a_thread_saves_the_index_reads_the_file(tmp_path, 
 
     def parents_save_ends():
         time.sleep(0.5)  # (the child reads meanwhile; its save waits for the parent's, held)
-        if paused.startswith("holding"):  # the child closed its copy of the descriptor, not the parent's lock
+        if paused.startswith("holding"):  # the child's copy of the descriptor left the parent its lock
             fd = os.open(index.store.parent / pyav_reader.INDEX_LOCK, os.O_RDONLY)
             try:
                 with pytest.raises(BlockingIOError):

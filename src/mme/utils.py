@@ -230,10 +230,10 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         try:
             fd = _locked_file(tmp)
             break
-        except FileNotFoundError:  # (the folder removed again since)
-            if not tries_left or path.parent.is_dir():
+        except FileNotFoundError:  # (the folder removed again since, maybe made again by a third job since)
+            if not tries_left:
                 raise
-    held = stat_identity(os.fstat(fd))
+    pid, held = os.getpid(), stat_identity(os.fstat(fd))
     _writing.temps.add(held)
     try:
         yield tmp
@@ -250,7 +250,7 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         raise
     finally:
         _writing.temps.discard(held)
-        _close_locked(fd)
+        _close_unlocked(fd, pid)
 
 
 @contextlib.contextmanager
@@ -266,7 +266,7 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
     raises past the block (another user's file in a sticky folder cannot be removed), and the file is closed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _locked_file(path, wait_s, own_only)
+    fd, pid = _locked_file(path, wait_s, own_only), os.getpid()
     if fd is None:
         yield False
         return
@@ -278,7 +278,7 @@ def exclusive_lock(path: str | Path, remove: bool = False, wait_s: float | None 
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
         finally:  # (closed even where a Ctrl-C comes during the unlink)
-            _close_locked(fd)
+            _close_unlocked(fd, pid)
 
 
 class _Writing(threading.local):
@@ -358,7 +358,6 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
     deadline = None if wait_s is None else time.monotonic() + wait_s
     while True:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | (os.O_NOFOLLOW | os.O_NONBLOCK if own_only else 0), 0o666)
-        _lock_holders[fd] = threading.get_ident()
         held = False
         try:
             if own_only and not _own_regular_file(os.fstat(fd)):
@@ -372,21 +371,21 @@ def _locked_file(path: Path, wait_s: float | None = None, own_only: bool = False
             pass
         finally:
             if not held:
-                _close_locked(fd)
+                _close_unlocked(fd, os.getpid())
         if held:
             return fd
 
 
-_lock_holders: dict[int, int] = {}
-"""The descriptors :func:`_locked_file` opened in this process and not yet closed (:func:`_close_locked`): an
-:func:`exclusive_lock`'s (an index folder's ``.lock``), an :func:`atomic_path`'s temporary file; each with the
-thread that holds it, or waits for its ``flock``. A forked child closes its copies of the other threads'
-(:func:`_close_inherited_folder_locks`)."""
-
-
-def _close_locked(fd: int) -> None:
-    """Close ``fd``, a descriptor of :func:`_locked_file`, no longer recorded as held."""
-    _lock_holders.pop(fd, None)
+def _close_unlocked(fd: int, locked_by: int) -> None:
+    """Close ``fd``, a descriptor of :func:`_locked_file` that process ``locked_by`` opened, its ``flock`` released
+    first where this is that process: an ``flock`` belongs to the open file, which a child forked meanwhile by
+    another thread (a loader worker) shares, and the child's copy, closed by no one, held the lock after the block's
+    end (the child's own save of an index, opening the folder's ``.lock`` anew, waited forever, and the parent's next
+    save there until the child ended). The release frees every copy. A child forked inside the block (another PID)
+    closes its copy alone, leaving the lock to its parent."""
+    if os.getpid() == locked_by:
+        with contextlib.suppress(OSError):  # (a file system without flock: never locked)
+            fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
 
 
@@ -1036,14 +1035,15 @@ def check_output(path: str | Path, option: str, folder: bool = False, make: bool
 def _make_output_folder(where: Path) -> None:
     """Make ``where``, an output's folder (:func:`_make_folder`), as one step to this user's other jobs on the host
     removing what they made (:func:`_folders_made_or_removed`), each folder made recorded in the open
-    :func:`removing_made_folders` blocks. A folder that is there is only probed (:func:`_write_probe`), without the
-    wait for that order: a job of the user stopped in its step (Ctrl-Z) held every check of an output 5 s."""
-    if where.is_dir():
-        with contextlib.suppress(FileNotFoundError):  # (removed meanwhile by a job refused: made again, below)
-            _write_probe(where)
-            return
+    :func:`removing_made_folders` blocks. A folder that is there is only probed (:func:`_write_probe`), in that order
+    where it is free at once, else without it, with no wait: a job of the user stopped in its step (Ctrl-Z) held
+    every check of an output 5 s."""
     new: list[Path] = []
     try:
+        if where.is_dir():
+            with _folders_made_or_removed(where, wait=False), contextlib.suppress(FileNotFoundError):
+                _write_probe(where)  # (a folder removed meanwhile by a job refused: made again, below)
+                return
         with _folders_made_or_removed(where):
             _make_folder(where, new)
     finally:
@@ -1300,7 +1300,7 @@ _ordering_gone_without: set[Path] = set()  # the ordering locks this process wen
 
 
 @contextlib.contextmanager
-def _folders_made_or_removed(folder: Path) -> Iterator[None]:
+def _folders_made_or_removed(folder: Path, wait: bool = True) -> Iterator[None]:
     """This user's lock, on this host, for making, taking and removing locked folders on ``folder``'s file system
     (a file in the temporary folder, removed at the block's end), held for the block: a job's making of a new
     folder, up to the lock on its ``.lock``, and a refused job's removal of what it made (:func:`_remove_unused`)
@@ -1311,13 +1311,14 @@ def _folders_made_or_removed(folder: Path) -> Iterator[None]:
     that is not this user's own: another user's, a link) or is held past :data:`_ORDERING_WAIT_S` (a job of this
     user stopped with Ctrl-Z in its step, any user holding the file, whose name is known), the block runs without
     it, as jobs of other users or hosts do; a lock gone without once is not waited for again by this process (a
-    refused job's removal right after its start)."""
+    refused job's removal right after its start). Without ``wait``, only a lock free at once is taken (a look at a
+    folder that is there), and one held is no lock gone without."""
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
             device = os.stat(_nearest_existing(folder)).st_dev
             path = Path(tempfile.gettempdir()) / f"mme-folders-{os.geteuid()}-{device}.lock"
-            wait_s = 0 if path in _ordering_gone_without else _ORDERING_WAIT_S
-            if not held.enter_context(exclusive_lock(path, remove=True, wait_s=wait_s, own_only=True)):
+            wait_s = _ORDERING_WAIT_S if wait and path not in _ordering_gone_without else 0
+            if not held.enter_context(exclusive_lock(path, remove=True, wait_s=wait_s, own_only=True)) and wait:
                 _ordering_gone_without.add(path)
         yield
 
@@ -1391,27 +1392,21 @@ def _remove_unused(folder: Path, held: _HeldLock) -> None:
 
 
 def _close_inherited_folder_locks() -> None:
-    """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`), close its copies of
-    the ``.lock`` files its parent holds, leaving the locks to the parent: an ``flock`` belongs to the open file,
+    """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`), close its copies
+    of the ``.lock`` files its parent holds, leaving the locks to the parent: an ``flock`` belongs to the open file,
     which the child shares, so a worker that outlived a killed parent kept the folder locked until it ended, and
-    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too. Its
-    copies of the files other threads of the parent lock, or wait to lock, by :func:`_locked_file` are closed too
-    (:data:`_lock_holders`): the child's own save of an index, opening the folder's ``.lock`` anew, waited forever
-    for the lock of its own copy of a parent's save (and the parent's next save there, until the child ended). The
-    process's own thread locks that another thread of the parent held at the fork are made anew
-    (:func:`held_at_fork`); what they guard is kept as the child found it, which is harmless: the global generator
-    as a thread inside :func:`caller_generator_kept` drew it (a loader worker seeds its own, and a child's generator
-    is a copy of the parent's at the fork anyway), matplotlib's settings and the warning filters as a
-    :func:`literal_text` block set them (those the child's own blocks draw with)."""
+    ``--resume auto`` at once was refused. Closed, not unlocked, which would release the parent's lock too. (The
+    briefer locks of :func:`exclusive_lock` and :func:`atomic_path` are released by the parent at the block's end,
+    for the child's copies too: :func:`_close_unlocked`.) The process's own thread locks that another thread of the
+    parent held at the fork are made anew (:func:`held_at_fork`); what they guard is kept as the child found it,
+    which is harmless: the global generator as a thread inside :func:`caller_generator_kept` drew it (a loader
+    worker seeds its own, and a child's generator is a copy of the parent's at the fork anyway), matplotlib's
+    settings and the warning filters as a :func:`literal_text` block set them (those the child's own blocks draw
+    with)."""
     global _GENERATOR_SET_ASIDE, _LITERAL_TEXT
     for held in _locked.values():
         held.file.close()
     _locked.clear()
-    for fd, holder in list(_lock_holders.items()):
-        if holder != threading.get_ident():  # (the forking thread goes on in the child, and closes its own)
-            del _lock_holders[fd]
-            with contextlib.suppress(OSError):
-                os.close(fd)
     if held_at_fork(_GENERATOR_SET_ASIDE):
         _GENERATOR_SET_ASIDE = threading.RLock()
     if held_at_fork(_LITERAL_TEXT):

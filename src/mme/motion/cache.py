@@ -276,6 +276,7 @@ def track_writer(path: str | Path, meta: dict, starts: int, grid: tuple[int, int
     tracks are not held whole (25 KB a frame at the default settings: 2.7 GB for an hour). The header and the
     offsets, which lead the file, are written once the last record is in."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # (mme extract's class folders: no output job removes them)
     header = json.dumps({**meta, "version": VERSION, "quant": QUANT, "starts": starts, "grid": list(grid),
                          "homs": homs}).encode()
     sizes: list[int] = []
