@@ -675,7 +675,15 @@ def _read_in_a_forked_child(path, index_dir, frames, before_join=lambda: None) -
             results.put({"frames": reader.read(frames), "seeking": reader.seeking})
 
     worker = fork.Process(target=child, daemon=True)
-    worker.start()
+    # Forked as start_workers forks loader workers, this process's objects frozen: the child's collections would free
+    # the garbage earlier tests left here (a decoder, a reader's or PyAV's own, in a reference cycle with a
+    # pytest.raises ExceptionInfo), and freeing its swscale context in the child hangs on a thread pool that did not
+    # survive the fork (pthread_cond_destroy in avpriv_slicethread_free).
+    gc.freeze()
+    try:
+        worker.start()
+    finally:
+        gc.unfreeze()
     before_join()
     worker.join(30)
     if worker.is_alive():
