@@ -969,11 +969,13 @@ def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(n
     on it alone): its rank returned at once, 'up to date', while the other went on to embed and waited for it, then
     said 'another rank ended before this one was done' (where the first rank's process went on, it waited for good).
     The ranks now decide together: not up to date on every rank, so the check of --out stops both."""
+    from mme import cli
+
     held, kept = tmp_path / f"node{node}" / "feats.npy", {}
 
-    def embed_on_one_node(args: list[str]) -> None:
-        subprocess.run([sys.executable, "-m", "mme.cli", *args], cwd=held.parent, check=True, capture_output=True,
-                       timeout=300)
+    def embed_on_one_node(args: list[str]) -> None:  # (in this process: a command's start, torch's import, saved)
+        out = args.index("--out") + 1
+        assert cli.main([*args[:out], str(held), *args[out + 1:]]) == 0
         kept.update(features=held.read_bytes(), sidecar=(held.parent / "feats.npy.json").read_bytes())
 
     proc = _embed_on_nodes(synth, tmp_path, embed_on_one_node)
