@@ -26,12 +26,17 @@ from mme.motion.extract import share_name
 from mme.utils import lock_folder, unlock_folder
 
 STEPS = 3
+TORCHRUN = [sys.executable, "-c", "import atexit, gc\nfrom torch.distributed.run import main\n"
+            "atexit.register(gc.freeze)\nmain()", "--standalone", "--nproc_per_node=2"]
+"""torchrun of two ranks on this machine: torch.distributed.run's main, as the ``torchrun`` command runs it, whose own
+exit, after its ranks', skips the interpreter's last garbage collections as mme's commands do (mme.cli.main): 0.3-0.5
+s of CPU a launch, which imported torch."""
 
 
 def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(synth, tmp_path):
     single = run("tiny_cpu_pixel", synth, tmp_path / "single", f"train.steps={STEPS}", "train.batch_size=4", FP32)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    cmd = [*TORCHRUN,
            "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth, f"train.out_dir={out}",
            f"train.steps={STEPS}", "train.batch_size=2", FP32)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -253,7 +258,7 @@ def _two_ranks(script: Path, *args: str, options: list[str] = (), env: dict | No
         -> subprocess.CompletedProcess:
     """Run ``script`` with ``args`` on two torchrun ranks (torchrun's ``options`` besides); each rank writes its own
     file (printed to the shared stdout, the ranks' messages can interleave)."""
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            *options, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -286,7 +291,7 @@ def test_an_extraction_under_torchrun_ends_every_share_and_a_refused_share_stops
     """))
 
     def extract(short_side: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        return subprocess.run([*TORCHRUN,
                                str(slow_print), "extract", str(listed), "--root", str(root), "--out", str(out),
                                "--length", "2", "--short-side", str(short_side)], capture_output=True, text=True,
                               timeout=300)
@@ -344,7 +349,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limi
     script = (SLOW_RANK_0 + "import resource; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.exit(cli.main(sys.argv[1:]))")
     (tmp_path / "limited.py").write_text(script)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    cmd = [*TORCHRUN,
            str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -368,7 +373,7 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
         "    return step(run, stream)\n"
         "loop.train_step = signalled\n"
         "sys.exit(cli.main(sys.argv[1:]))\n")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2", FP32)],
                           capture_output=True, text=True, timeout=300)
@@ -402,7 +407,7 @@ def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stop
         "code = cli.main(sys.argv[1:])\n"
         f"Path('{tmp_path}', 'rank' + os.environ['RANK']).write_text(str(code))\n"
         "sys.exit(code)\n")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2", FP32)],
                           capture_output=True, text=True, timeout=300)
@@ -445,7 +450,7 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     tiny = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
             "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
             "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", FP32]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "slow.py"), "finetune", "--config", "finetune_tiny_cpu", *synth,
                            f"task.val_list={tmp_path / 'val.txt'}", f"task.test_list={synth[0].split('=', 1)[1]}",
                            f"task.classes={root / 'classes.json'}", f"train.out_dir={out}", *tiny],
@@ -471,7 +476,7 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
         "if os.environ['RANK'] == '1':  # its own data.root in place of the others'\n"
         f"    args = ['data.root={tmp_path / 'damaged'}' if a.startswith('data.root=') else a for a in args]\n"
         "sys.exit(cli.main(args))\n")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2",
                            "train.accum_steps=2", FP32)],
@@ -507,7 +512,7 @@ def test_a_rank_whose_data_fails_on_the_first_micro_batch_of_a_later_step_stops_
     (a broadcast from rank 0, under ``no_sync`` too), where rank 0 waited while rank 1 waited in the agreement, for
     ever (SIGTERM did not end them). Here a hang ends in the script's timer, a traceback, not in the two lines."""
     (tmp_path / "fails.py").write_text(FAILS_AT_SECOND_STEP)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "fails.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=3", "train.batch_size=2",
                            "train.accum_steps=2", "train.log_every=1", FP32)],
@@ -542,7 +547,7 @@ def test_a_rank_killed_mid_run_ends_the_others_with_one_line(where, synth, tmp_p
     in the backward, or the join of failed videos (max_over_ranks), where a meeting of the ranks (wait_for_ranks)
     said it in one line."""
     (tmp_path / "killed.py").write_text(KILLED_AT)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "killed.py"), where, "pretrain", "--config", "tiny_cpu_pixel", *tiny(
                            *synth, f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2",
                            "train.ckpt_every=1", FP32)], capture_output=True, text=True, timeout=300)
@@ -613,7 +618,7 @@ def in_folders(synth, tmp_path_factory):
     ids = [json.loads((base / "runs" / f"node{rank}" / "run" / "run.json").read_text())["run_id"] for rank in (0, 1)]
     held = {job: sorted(p.name for p in (base / job / "node0").glob("run/*")) for job in jobs}
     (base / "in_folders.py").write_text(IN_RANKS_FOLDERS)
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.Popen([*TORCHRUN,
                              str(base / "in_folders.py"), str(base), json.dumps(jobs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -944,7 +949,7 @@ def _embed_on_nodes(synth, tmp_path: Path, before=None) -> subprocess.CompletedP
             "--device", "cpu", "--precision", "fp32"]
     if before is not None:
         before(args)
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    return subprocess.run([*TORCHRUN,
                            str(tmp_path / "on_its_node.py"), *args], capture_output=True, text=True, timeout=300)
 
 
@@ -1074,7 +1079,7 @@ def disagreeing(synth, tmp_path_factory):
     shutil.copytree(d / "node0" / "model", d / "model")  # (the shared copies, where another input differs)
     shutil.copy(d / "node0" / "test.txt", d / "test.txt")
     (d / "ranks.py").write_text(DISAGREEING)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([*TORCHRUN,
                            str(d / "ranks.py"), str(d), synth[1].split("=", 1)[1]], capture_output=True, text=True,
                           timeout=300)
     said = {r: json.loads(f.read_text()) if (f := d / f"rank{r}.json").is_file() else {} for r in (0, 1)}
