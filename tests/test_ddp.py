@@ -994,7 +994,7 @@ def test_mme_embed_up_to_date_on_one_node_alone_stops_every_rank_with_one_line(n
 
 
 DISAGREEING = """\
-import json, os, sys
+import atexit, gc, json, os, sys
 from pathlib import Path
 import torch
 from mme.config import load_config
@@ -1004,6 +1004,7 @@ from mme.train import distributed as dist
 from mme.train.config import FinetuneConfig, PretrainConfig
 from mme.train.pretrain import pretrain
 d, root, rank = Path(sys.argv[1]), sys.argv[2], os.environ["RANK"]
+atexit.register(gc.freeze)  # the exit of mme's commands (mme.cli.main), which these parts are without
 os.chdir(d / f"node{rank}")  # each rank on a node of its own: relative paths name the node's own copies
 dist.init_distributed(torch.device("cpu"))
 TINY = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
