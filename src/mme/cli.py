@@ -730,13 +730,14 @@ _EXIT_FREEZES: list[bool] = []
 
 
 def _exit_without_a_last_collection() -> None:
-    """At this process's exit (after the ``atexit`` functions registered before it, which are left to run after it:
-    logging's flush, multiprocessing's end of its children), the objects it holds are frozen (:func:`gc.freeze`): the
-    interpreter's teardown then frees them by their reference counts alone, without tracing them in its garbage
-    collections. A process that imported torch (and the optimizer's torch._dynamo, matplotlib) spent 0.6-1.1 s of CPU
-    in that teardown, after its command had ended, on every ``mme`` command and every rank of torchrun (which ends a
-    rank's peers only once it has exited). Objects that only a reference cycle holds are not finalized then, as the
-    process's end frees their memory (a file left open by a cycle alone is not flushed: mme closes its own)."""
+    """At this process's exit its objects are frozen (:func:`gc.freeze`, an ``atexit`` function: those registered
+    before it still run, after it, as logging's flush and multiprocessing's end of its children): the interpreter's
+    teardown then frees them by their reference counts alone, without tracing them in its garbage collections. A
+    process that imported torch (and the optimizer's torch._dynamo, matplotlib) spent 0.6-1.1 s of CPU in that
+    teardown after its command had ended, on every ``mme`` command and every rank of torchrun (which ends a rank's
+    peers only once it has exited). Objects that a reference cycle alone holds are not finalized then, their memory
+    freed with the process (a file held so is not flushed: mme closes its own). A Python caller of :func:`main` gets
+    the same at its exit."""
     if not _EXIT_FREEZES:
         _EXIT_FREEZES.append(True)
         atexit.register(gc.freeze)
