@@ -29,7 +29,7 @@ STEPS = 3
 TORCHRUN = [sys.executable, "-c", "import atexit, gc\nfrom torch.distributed.run import main\n"
             "atexit.register(gc.freeze)\nmain()", "--standalone", "--nproc_per_node=2"]
 """torchrun of two ranks on this machine: torch.distributed.run's main, as the ``torchrun`` command runs it, whose own
-exit, after its ranks', skips the interpreter's last garbage collections as mme's commands do (mme.cli.main): 0.3-0.5
+exit, after its ranks', skips the interpreter's last garbage collections as mme's commands do (mme.cli.console): 0.3-0.5
 s of CPU a launch, which imported torch."""
 
 
@@ -347,7 +347,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(limi
     Rank 1 then ended while rank 0 drew the loss curve, and torchrun's SIGTERM reached rank 0 there: a false
     'SIGTERM: stopping after this step', or a traceback of it."""
     script = (SLOW_RANK_0 + "import resource; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.exit(cli.main(sys.argv[1:]))")
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.exit(cli.console(sys.argv[1:]))")
     (tmp_path / "limited.py").write_text(script)
     cmd = [*TORCHRUN,
            str(tmp_path / "limited.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
@@ -372,7 +372,7 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return step(run, stream)\n"
         "loop.train_step = signalled\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n")
+        "sys.exit(cli.console(sys.argv[1:]))\n")
     proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "stopped.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=20", "train.batch_size=2", FP32)],
@@ -404,7 +404,7 @@ def test_a_signal_to_one_rank_after_the_last_steps_check_ends_every_rank_as_stop
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return write(run, *args)\n"
         f"loop.{where} = signalled\n"
-        "code = cli.main(sys.argv[1:])\n"
+        "code = cli.console(sys.argv[1:])\n"
         f"Path('{tmp_path}', 'rank' + os.environ['RANK']).write_text(str(code))\n"
         "sys.exit(code)\n")
     proc = subprocess.run([*TORCHRUN,
@@ -446,7 +446,7 @@ def test_the_tests_after_fine_tuning_end_every_rank_once_rank_0_has_written(synt
     for label in (0, 1):
         (tmp_path / f"broken{label}.mp4").write_bytes(b"not a video")
     (tmp_path / "val.txt").write_text("".join(f"{tmp_path / f'broken{label}.mp4'} {label}\n" for label in (0, 1)))
-    (tmp_path / "slow.py").write_text(SLOW_RANK_0 + "sys.exit(cli.main(sys.argv[1:]))\n")
+    (tmp_path / "slow.py").write_text(SLOW_RANK_0 + "sys.exit(cli.console(sys.argv[1:]))\n")
     tiny = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",
             "model.depth=1", "model.num_heads=1", "data.num_workers=0", "train.batch_size=2", "train.steps=1",
             "data.test_clips=1", "data.test_crops=1", "task.eval_batch_size=4", FP32]
@@ -475,7 +475,7 @@ def test_a_video_one_rank_alone_cannot_read_stops_every_rank_with_its_message(sy
         "args = sys.argv[1:]\n"
         "if os.environ['RANK'] == '1':  # its own data.root in place of the others'\n"
         f"    args = ['data.root={tmp_path / 'damaged'}' if a.startswith('data.root=') else a for a in args]\n"
-        "sys.exit(cli.main(args))\n")
+        "sys.exit(cli.console(args))\n")
     proc = subprocess.run([*TORCHRUN,
                            str(tmp_path / "damaged.py"), "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
                            f"train.out_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=2",
@@ -501,7 +501,7 @@ FAILS_AT_SECOND_STEP = (
     "            raise DataError('no readable video for item 5')\n"
     "        yield item\n"
     "loop.micro_batches = failing\n"
-    "sys.exit(cli.main(sys.argv[1:]))\n")
+    "sys.exit(cli.console(sys.argv[1:]))\n")
 """A script run by torchrun's ranks in which rank 1's data fails at its third micro-batch: with ``accum_steps=2``, the
 first of the second step."""
 
@@ -534,7 +534,7 @@ KILLED_AT = ("import os, signal, sys\n"
              "        os.kill(os.getpid(), signal.SIGKILL)\n"
              "    return real(*args, **kwargs)\n"
              "setattr(loop, where, killing)\n"
-             "sys.exit(cli.main(sys.argv[1:]))\n")
+             "sys.exit(cli.console(sys.argv[1:]))\n")
 """A script run by torchrun's ranks in which rank 1 kills itself (SIGKILL, as the out-of-memory killer does) at its
 third call of ``mme.train.loop.<first argument>``."""
 
@@ -903,7 +903,7 @@ def _finetune_replaced(replacement: str, rank: str) -> subprocess.CompletedProce
     """``mme finetune`` as rank ``rank`` of 2 (the environment alone), its work replaced by the code
     ``replacement``, which sets ``finetuned.main`` (``logging`` imported)."""
     code = ("import logging, sys\nimport mme.eval.finetuned as finetuned\nfrom mme import cli\n" + replacement
-            + "sys.exit(cli.main(sys.argv[1:]))\n")
+            + "sys.exit(cli.console(sys.argv[1:]))\n")
     return subprocess.run([sys.executable, "-c", code, "finetune", "--config", "finetune_tiny_cpu"],
                           capture_output=True, text=True, env={**os.environ, "RANK": rank, "WORLD_SIZE": "2"},
                           timeout=120)
@@ -943,7 +943,7 @@ def _embed_on_nodes(synth, tmp_path: Path, before=None) -> subprocess.CompletedP
         "import os, sys\n"
         "from mme import cli\n"
         f"os.chdir({str(tmp_path)!r} + '/node' + os.environ['RANK'])\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n")
+        "sys.exit(cli.console(sys.argv[1:]))\n")
     list_file, root = (s.split("=", 1)[1] for s in synth)
     args = ["embed", str(tmp_path / "enc"), list_file, "--root", root, "--out", "feats.npy", "--num-workers", "0",
             "--device", "cpu", "--precision", "fp32"]
@@ -1004,7 +1004,7 @@ from mme.train import distributed as dist
 from mme.train.config import FinetuneConfig, PretrainConfig
 from mme.train.pretrain import pretrain
 d, root, rank = Path(sys.argv[1]), sys.argv[2], os.environ["RANK"]
-atexit.register(gc.freeze)  # the exit of mme's commands (mme.cli.main), which these parts are without
+atexit.register(gc.freeze)  # the exit of mme's commands (mme.cli.console), which these parts are without
 os.chdir(d / f"node{rank}")  # each rank on a node of its own: relative paths name the node's own copies
 dist.init_distributed(torch.device("cpu"))
 TINY = ["model.img_size=32", "data.img_size=32", "model.num_frames=4", "data.num_frames=4", "model.embed_dim=32",

@@ -725,24 +725,6 @@ def _readers_may_go() -> Iterator[None]:
             sys.stdout.reconfigure(errors="strict")
 
 
-_EXIT_FREEZES: list[bool] = []
-"""Whether this process's exit freezes its objects (:func:`_exit_without_a_last_collection`), registered once."""
-
-
-def _exit_without_a_last_collection() -> None:
-    """At this process's exit its objects are frozen (:func:`gc.freeze`, an ``atexit`` function: those registered
-    before it still run, after it, as logging's flush and multiprocessing's end of its children): the interpreter's
-    teardown then frees them by their reference counts alone, without tracing them in its garbage collections. A
-    process that imported torch (and the optimizer's torch._dynamo, matplotlib) spent 0.6-1.1 s of CPU in that
-    teardown after its command had ended, on every ``mme`` command and every rank of torchrun (which ends a rank's
-    peers only once it has exited). Objects that a reference cycle alone holds are not finalized then, their memory
-    freed with the process (a file held so is not flushed: mme closes its own). A Python caller of :func:`main` gets
-    the same at its exit."""
-    if not _EXIT_FREEZES:
-        _EXIT_FREEZES.append(True)
-        atexit.register(gc.freeze)
-
-
 def _standard_streams_open() -> None:
     """Descriptors 0-2 closed (``2>&-``, a daemon's wrapper) opened on /dev/null, so that the next file the command
     opens does not take one of them and receive its output; ``sys.stdout``/``sys.stderr`` that Python left ``None``
@@ -763,7 +745,6 @@ def _standard_streams_open() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _standard_streams_open()
-    _exit_without_a_last_collection()
     with _logging_put_back(), _readers_may_go():
         return _main(argv)
 
@@ -776,8 +757,15 @@ at once (:func:`_command_module`)."""
 def console(argv: list[str] | None = None) -> int:
     """The ``mme`` command's entry point: its script (pyproject.toml's ``[project.scripts]``), ``python -m mme`` and
     ``python -m mme.cli``. :func:`main` in a process of its own, which a second Ctrl-C or SIGTERM while the command
-    imports its modules ends at once (:func:`_command_module`); a Python caller of :func:`main` keeps its process."""
+    imports its modules ends at once (:func:`_command_module`); a Python caller of :func:`main` keeps its process.
+    At the process's exit its objects are frozen (:func:`gc.freeze`, an ``atexit`` function: those registered before
+    it, logging's flush and multiprocessing's end of its children, run after it): the interpreter's teardown frees
+    them by their reference counts alone, without tracing them in its garbage collections, which took 0.6-1.1 s of
+    CPU after the command had ended in a process that imported torch (and the optimizer's torch._dynamo, matplotlib),
+    on every command and every rank of torchrun (which ends a rank's peers only once it has exited). Objects a
+    reference cycle alone holds are not finalized then (mme closes its files); a Python caller's are."""
     global _own_process
+    atexit.register(gc.freeze)
     _own_process = True
     try:
         return main(argv)
