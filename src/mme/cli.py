@@ -758,8 +758,8 @@ def console(argv: list[str] | None = None) -> int:
     """The ``mme`` command's entry point: its script (pyproject.toml's ``[project.scripts]``), ``python -m mme`` and
     ``python -m mme.cli``. :func:`main` in a process of its own, which a second Ctrl-C or SIGTERM while the command
     imports its modules ends at once (:func:`_command_module`); a Python caller of :func:`main` keeps its process.
-    At the process's exit its objects are frozen (:func:`gc.freeze`, an ``atexit`` function: those registered before
-    it, logging's flush and multiprocessing's end of its children, run after it): the interpreter's teardown frees
+    At the process's exit its objects are frozen (:func:`gc.freeze`, an ``atexit`` function; those registered later,
+    as multiprocessing's end of its children and torch's, run before it, logging's flush after it): the teardown frees
     them by their reference counts alone, without tracing them in its garbage collections, which took 0.6-1.1 s of
     CPU after the command had ended in a process that imported torch (and the optimizer's torch._dynamo, matplotlib),
     on every command and every rank of torchrun (which ends a rank's peers only once it has exited). Objects a
