@@ -863,6 +863,14 @@ def test_a_keyframe_its_decoder_marks_no_intra_frame_is_confirmed_by_the_frame_d
             assert reader.seeking == verdict
             for start in (30, 5, 17):
                 np.testing.assert_array_equal(reader.read(np.arange(start, start + 16, 2)), ref[start:start + 16:2])
+            if not false_keys:  # each keyframe matched once in this process: a read digests its seek's landing alone
+                digests, digest = [], pyav_reader._frame_digest
+                with pytest.MonkeyPatch.context() as m:
+                    m.setattr(pyav_reader, "_frame_digest", lambda rgb: digests.append(1) or digest(rgb))
+                    for start in (31, 6, 18, 0):
+                        np.testing.assert_array_equal(reader.read(np.arange(start, start + 16, 2)),
+                                                      ref[start:start + 16:2])
+                assert len(digests) <= 4
     stored = [json.loads(f.read_text()) for f in (tmp_path / "index").rglob("*.json")]
     assert len(stored) == 1 and stored[0]["mode"] == verdict
     if false_keys:  # (a sequential file keeps no digests: nothing compares them)

@@ -461,7 +461,7 @@ class PyAVReader(VideoReader):
             self._container = open_container(self._name, hwaccel=self._hwaccel)
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise video_error(self.path, "unreadable", e) from e
-        self._stream = video_stream(self._container)
+        self._stream, self._demuxer = video_stream(self._container), self._container.format.name
         ctx = None if self._stream is None else self._stream.codec_context  # None: no decoder (refused by __init__)
         if ctx is not None and self._hwaccel is not None and not ctx.is_hwaccel:
             _cpu_fallback(ctx.name, self.path)
@@ -650,6 +650,8 @@ class PyAVReader(VideoReader):
         index, key = self._index, frame.pts
         with index.lock:
             known = index.key_frames.get(key)
+            if known is not None and not landing and key in index.matched:
+                return None, ""
         if known is None and landing:
             return None, (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) that no decode "
                           f"from the start has shown: its codec's decoder marks no intra frame, so it cannot be "
@@ -662,6 +664,8 @@ class PyAVReader(VideoReader):
             with index.lock:
                 known = index.key_frames.setdefault(key, digest) if index.mode == "seek" else digest
         if known == digest:
+            with index.lock:
+                index.matched.add(key)
             return rgb, ""
         if self._seeked:
             return rgb, (f"after a seek, keyframe {pos} (timestamp {key}) differs from frame {pos} decoded from the "
@@ -803,7 +807,8 @@ class PyAVReader(VideoReader):
         finally:
             index.save()
         return {"frames": index.num_frames, "packets": index.packets, "seeking": index.mode, "reason": index.reason,
-                "damaged": sorted(damaged), "skipped": demuxer_skips(self.path), "display": self.display_matrix()}
+                "damaged": sorted(damaged), "display": self.display_matrix(),
+                "skipped": demuxer_skips(self.path) if self._demuxer in SKIPPING_DEMUXERS else []}
 
     def _distrust(self, why: str, one_thread: bool = False) -> None:
         """Turn the file sequential for the rest of this process (the verdict lives in the cached index), with its
@@ -951,6 +956,9 @@ class _Index:
     """The frames at keyframes (by timestamp) that their decoder did not mark intra, as a decode from the start gave
     them (:func:`_frame_digest`): a frame carrying such a keyframe's timestamp after a seek must be that one
     (:meth:`PyAVReader._unmarked_key`)."""
+    matched: set[int] = field(default_factory=set, repr=False, compare=False)
+    """The keyframes of :attr:`key_frames` whose digest a decode in this process has matched (not saved): a decode
+    that passes one again, not as a seek's landing frame, does not digest it again."""
     stored: tuple | None = None
     """:meth:`state` as last written to ``store``."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -1546,7 +1554,7 @@ def demuxer_skips(path: str) -> list[str]:
     decoded from others than their references (VP8 and VP9 flag none as concealed). A file cut short, whose end the
     demuxer names :data:`CUT_SHORT`, reads as such (:func:`_decode`) and is passed over; damage in the last Cluster
     of a file cut short too is then not found. [] for other demuxers. A demux of the file, decoding nothing: `mme
-    check` (:meth:`PyAVReader.check`) asks, not a read."""
+    check` (:meth:`PyAVReader.check`, for a file of such a demuxer alone) asks, not a read."""
     try:
         return _demuxer_skips(path)
     except av.error.FFmpegError as e:

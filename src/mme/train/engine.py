@@ -826,5 +826,6 @@ def summary(run: Run, job_lines: list[str]) -> str:
 def print_summary(run: Run, job_lines: list[str]) -> None:
     """Rank 0 prints :func:`summary`; the whole resolved config goes to the debug log (``mme -v``)."""
     if dist.is_main():
-        log.debug("resolved config:\n%s", dump_recipe(dataclasses.asdict(run.cfg)).rstrip())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("resolved config:\n%s", dump_recipe(dataclasses.asdict(run.cfg)).rstrip())
         print(summary(run, job_lines), flush=True)

@@ -5,11 +5,13 @@ with :class:`~mme.errors.Interrupted`, whose message says how to resume (on the 
 the run is finished: the exception carries its result, for a caller that keeps it before it stops too). A second Ctrl-C
 stops at once (KeyboardInterrupt); a repeated SIGTERM does not: torchrun forwards each one it gets and a scheduler
 signals every process of the job, torchrun too, so a rank gets two a few ms apart; the sender's SIGKILL after its
-grace period stops at once. Data-loader workers leave the job's process group (:func:`ignore_in_worker`): a Ctrl-C,
-which the terminal sends to the whole group, and a scheduler's or torchrun's SIGTERM, sent to the whole group too,
-reach the main process only, so the workers are not killed under the step that is finishing (a killed worker failed
-that step, and its checkpoint with it). They still end with the main process: it stops them, and they watch it. They
-keep SIGTERM, by which the loader (and Python at exit) stops a worker that does not end by itself.
+grace period stops at once (during a command's imports, in the mme command's own process, a second Ctrl-C or SIGTERM
+ends it at once: nothing is written yet, :func:`mme.cli._command_module`). Data-loader workers leave the job's process
+group (:func:`ignore_in_worker`): a Ctrl-C, which the terminal sends to the whole group, and a scheduler's or
+torchrun's SIGTERM, sent to the whole group too, reach the main process only, so the workers are not killed under the
+step that is finishing (a killed worker failed that step, and its checkpoint with it). They still end with the main
+process: it stops them, and they watch it. They keep SIGTERM, by which the loader (and Python at exit) stops a worker
+that does not end by itself.
 """
 
 from __future__ import annotations
