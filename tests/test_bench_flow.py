@@ -73,8 +73,8 @@ def test_bench_flow_refuses_bad_input_before_any_work(tmp_path):
     for given, said in ((dict(methods=["dis", "farneback", "dis"]), "--methods dis farneback dis: give each method"),
                         (dict(sizes=(112, 112)), "--sizes 112 112: give each size once"),
                         (dict(data=["a/synth", "./a/synth/"]), r"--data a/synth \./a/synth/: give each folder once \(a "
-                                                               r"repeated one is probed and reported again, under each "
-                                                               r"spelling\)$")):
+                                                               r"repeat spelled otherwise is probed and reported again "
+                                                               r"under each spelling\)$")):
         with pytest.raises(ConfigError, match=said):
             bench_flow.run(**given)
     # folders of one name elsewhere are named by their paths as given in the report; one alone, by its name

@@ -887,6 +887,34 @@ def test_a_keyframe_its_decoder_marks_no_intra_frame_is_confirmed_by_the_frame_d
             p.pts for p in av.open(str(path)).demux(video=0) if p.size and p.is_keyframe)
 
 
+@pytest.mark.parametrize("chunk", [8, 13, 22])
+def test_a_cinepak_avi_with_a_damaged_chunk_header_reads_the_sequential_decodes_frames(tmp_path, chunk):
+    """Cinepak's decoder marks some keyframes intra: in an AVI whose one chunk header is damaged, a seek to a keyframe
+    landed on the intra frame before it, marked, and the strict check took it for the keyframe: read([15]) gave
+    frame 14, the file left read by seek (12-22 wrong clips of 12 frames per damaged chunk), until `mme check`
+    compared it. Every keyframe of a digested codec is now confirmed by the frame the decode from the start gave,
+    marked or not: each frame read alone is the sequential decode's, and the file turns sequential."""
+    frames = np.full((40, 48, 64, 3), 40, np.uint8)
+    for i, frame in enumerate(frames):
+        frame[8:24, i:i + 16] = 220
+        frame[30:40, 5 + (i * 3) % 40:15 + (i * 3) % 40] = 120
+    path = write_corpus_file(tmp_path / "a.avi", frames, "cinepak", {"g": "5"}, "cfr", "rgb24", None)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"movi")
+    for _ in range(chunk):
+        at = data.find(b"00dc", at + 4)
+    data[at:at + 8] = b"\xff" * 8
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    ref = decode_all(damaged)
+    for start in range(0, len(ref), 3):  # readers of their own, as dataset items: the first read decodes from 0
+        pyav_reader._pyav_index.cache_clear()
+        with open_video(damaged) as reader:
+            np.testing.assert_array_equal(reader.read(np.arange(start, min(start + 12, len(ref)), 2)),
+                                          ref[start:start + 12:2])
+    assert each_frame_alone_once_proven(damaged, ref) == []
+
+
 def test_a_keyframe_digest_an_earlier_decode_kept_is_compared_by_the_decode_from_the_start(tmp_path):
     """The digest of an unmarked keyframe (QuickTime Animation) that the index keeps is compared by a decode from the
     start too, not only after a seek: a kept digest that the decode from the start contradicts (here altered in the

@@ -103,7 +103,9 @@ DIGESTED_KEY_CODECS = frozenset({"qtrle", "msvideo1", "rpza", "cinepak", "flashs
 """Codecs whose keyframes are self-contained by design and whose FFmpeg decoders do not mark them intra (QuickTime
 Animation, MS Video 1, Apple Video, Flash Screen Video 1 and 2 mark no frame; Cinepak's only some): only in their
 files is a frame that carries a keyframe's timestamp after a seek, unmarked, taken where it is the frame the decode
-from the start gave (a digest of its pixels, :attr:`_Index.key_frames`; :meth:`PyAVReader._unmarked_key`). Each was
+from the start gave (a digest of its pixels, :attr:`_Index.key_frames`; :meth:`PyAVReader._unmarked_key`), and every
+keyframe of theirs must be, marked or not (a Cinepak AVI with a damaged chunk header landed a seek on the intra frame
+before the keyframe, marked, and read it as the keyframe). Each was
 measured: every keyframe a seek lands on is the decode from the start's frame (Apple Video's encoder flags delta frames
 too, which the digest finds). SMC is left out (not measured: this FFmpeg's muxers refused its file). The digest proves
 one picture, not the references later frames use: in every other codec an unmarked keyframe after a seek turns the
@@ -578,8 +580,9 @@ class PyAVReader(VideoReader):
         which proves it. In a decode that began with a seek, a frame that carries a keyframe's timestamp must also
         be an intra frame: some demuxers label the frames after a seek with their neighbours' timestamps (an AVI
         whose index counts a damaged chunk that its sequential demux skips; MPEG-PS, read by counting now:
-        ``COUNTED_FORMATS``), which would pass the first check. Where the decoder does not mark it intra (some
-        decoders mark no frame: :meth:`_unmarked_key`), it must be the frame the decode from the start gave. Fills
+        ``COUNTED_FORMATS``), which would pass the first check. In a codec of :data:`DIGESTED_KEY_CODECS` (some of
+        whose decoders mark no frame intra) it must instead be the frame the decode from the start gave, compared
+        where it is a seek's landing frame or not yet matched in this process (:meth:`_unmarked_key`). Fills
         ``out``; False (the file turned sequential) at the first disagreement."""
         index = self._index
         pts = index.pts
@@ -607,7 +610,9 @@ class PyAVReader(VideoReader):
                 self._distrust(f"frame {pos} came out with timestamp {frame.pts}, the index says "
                                f"{pts[pos] if pos < len(pts) else 'no more frames'}")
                 return False
-            unmarked = frame.pts in index.key_set and not _marked_intra(frame)
+            # (every keyframe of a digested codec is confirmed: a damaged AVI chunk header landed a seek of Cinepak,
+            # whose decoder marks some keyframes intra, on a neighbouring intra frame)
+            unmarked = frame.pts in index.key_set and (digested or not _marked_intra(frame))
             if unmarked and self._seeked and not digested:
                 self._distrust(f"after a seek, frame {pos} came out with the timestamp of a keyframe ({frame.pts}) "
                                f"but is not an intra frame")
@@ -638,15 +643,16 @@ class PyAVReader(VideoReader):
         return self._stream.codec_context.name in DIGESTED_KEY_CODECS
 
     def _unmarked_key(self, frame: av.VideoFrame, pos: int, landing: bool) -> tuple[np.ndarray | None, str]:
-        """Frame ``pos``, of a codec of :data:`DIGESTED_KEY_CODECS`, which carries a keyframe's timestamp and which
-        its decoder does not mark intra: its RGB pixels where they were converted (to digest them), and why it
-        cannot be taken for that keyframe ('' where it can). It is taken where it is the frame that a decode from
-        the start gave, whose digest the index keeps (:attr:`_Index.key_frames`), in a decode from the start as
-        after a seek (a mismatch in either turns the file sequential). Where none is kept yet, a decode from the
-        start, or one on from a seek past its landing frame (confirmed), records it while the file is read by seek;
-        a seek's ``landing`` frame cannot be confirmed (a demuxer may have labelled a neighbour with the keyframe's
-        timestamp), so is not digested. A digest differs where the container flags as a keyframe a frame that a
-        decode cannot start from (Apple Video's encoder flags every frame)."""
+        """Frame ``pos``, of a codec of :data:`DIGESTED_KEY_CODECS`, which carries a keyframe's timestamp (marked
+        intra by its decoder or not): its RGB pixels where they were converted (to digest them), and why it cannot
+        be taken for that keyframe ('' where it can). It is taken where it is the frame that a decode from the start
+        gave, whose digest the index keeps (:attr:`_Index.key_frames`), in a decode from the start as after a seek
+        (a mismatch in either turns the file sequential); a keyframe matched once in this process
+        (:attr:`_Index.matched`) is compared again only as a seek's landing frame. Where none is kept yet, a decode
+        from the start, or one on from a seek past its landing frame (confirmed), records it while the file is read
+        by seek; a seek's ``landing`` frame cannot be confirmed (a demuxer may have labelled a neighbour with the
+        keyframe's timestamp), so is not digested. A digest differs where the container flags as a keyframe a frame
+        that a decode cannot start from (Apple Video's encoder flags every frame)."""
         index, key = self._index, frame.pts
         with index.lock:
             known = index.key_frames.get(key)
@@ -741,7 +747,7 @@ class PyAVReader(VideoReader):
                            f"{index.pts[self._pos] if self._pos < len(index.pts) else 'no more frames'}")
             rgb = None
             if (why is None and digested and index.mode == "seek" and not frame.is_corrupt
-                    and frame.pts in index.key_set and not _marked_intra(frame)):
+                    and frame.pts in index.key_set):
                 rgb, unconfirmed = self._unmarked_key(frame, self._pos, False)  # (a read by seek compares it)
                 why = unconfirmed or None
             if self._pos in out.slot:
@@ -1489,7 +1495,7 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
                 timestamps.append(frame.pts)
                 concealed |= frame.is_corrupt  # (FFmpeg's flag, reliable on one thread: :func:`_concealed`)
                 if (digested and not frame.is_corrupt and frame.pts in index.key_set
-                        and frame.pts not in index.key_frames and not _marked_intra(frame)):
+                        and frame.pts not in index.key_frames):
                     index.key_frames[frame.pts] = _frame_digest(rgb24(frame, rgb))
     except av.error.FFmpegError as e:
         if not indexing:

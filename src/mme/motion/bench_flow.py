@@ -264,8 +264,8 @@ def run(data: list[str] | None = None, sizes: tuple[int, ...] = (112, 224), meth
         raise ConfigError(f"mme bench flow: unknown flow method(s) {unknown}; choose from {list(METHODS)}")
     check_given_once("--methods", methods, TIMED_AGAIN, "method")
     check_given_once("--sizes", sizes, TIMED_AGAIN, "size")
-    check_given_once("--data", [os.path.realpath(d) for d in data or ()], "a repeated one is probed and reported "
-                     "again, under each spelling", "folder", shown=" ".join(map(str, data or ())))
+    check_given_once("--data", [os.path.realpath(d) for d in data or ()], "a repeat spelled otherwise is probed "
+                     "and reported again under each spelling", "folder", shown=" ".join(map(str, data or ())))
     L = recipe_configs(DEMO_RECIPE, DEMO_TARGET[1])[1].track_length
     result = {"cpu": cpu_name(), "threads": threads, "sizes": list(sizes), "motions": list(MOTIONS),
               "scenes": scenes, "track_length": L, "num_frames": num_frames, "data": {},
