@@ -1366,7 +1366,7 @@ def held_folders() -> set[Path]:
 def unlock_folder(folder: str | Path | None = None) -> None:
     """Unlock ``folder`` (every folder this process holds when None). Unlocked before it is closed: a child forked
     meanwhile shares the open file, and closing it alone would leave the lock held while the child lived (a fork
-    that passes over Python's fork hooks keeps its copy: :func:`_close_inherited_folder_locks`)."""
+    that passes over Python's fork hooks keeps its copy: :func:`_after_fork_in_child`)."""
     for path in [Path(folder).resolve()] if folder is not None else list(_locked):
         held = _locked.pop(path, None)
         if held is not None:
@@ -1391,7 +1391,7 @@ def _remove_unused(folder: Path, held: _HeldLock) -> None:
                 path.rmdir()  # (an OSError where another file came meanwhile: kept, with what holds it)
 
 
-def _close_inherited_folder_locks() -> None:
+def _after_fork_in_child() -> None:
     """In a forked child (a loader worker, any fork of the process: :func:`os.register_at_fork`), close its copies
     of the ``.lock`` files its parent holds, leaving the locks to the parent: an ``flock`` belongs to the open file,
     which the child shares, so a worker that outlived a killed parent kept the folder locked until it ended, and
@@ -1427,7 +1427,7 @@ def held_at_fork(lock: threading.RLock) -> bool:
     return False
 
 
-os.register_at_fork(after_in_child=_close_inherited_folder_locks)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def folder_replaced(folder: str | Path) -> bool:

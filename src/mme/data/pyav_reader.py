@@ -103,15 +103,19 @@ DIGESTED_KEY_CODECS = frozenset({"qtrle", "msvideo1", "rpza", "cinepak", "flashs
 """Codecs whose keyframes are self-contained by design and whose FFmpeg decoders do not mark them intra (QuickTime
 Animation, MS Video 1, Apple Video, Flash Screen Video 1 and 2 mark no frame; Cinepak's only some): only in their
 files is a frame that carries a keyframe's timestamp after a seek, unmarked, taken where it is the frame the decode
-from the start gave (a digest of its pixels, :attr:`_Index.key_frames`; :meth:`PyAVReader._unmarked_key`), and every
+from the start gave (a digest of its pixels, :attr:`_Index.key_frames`; :meth:`PyAVReader._confirmed_key`), and every
 keyframe of theirs must be, marked or not (a Cinepak AVI with a damaged chunk header landed a seek on the intra frame
-before the keyframe, marked, and read it as the keyframe). Each was
-measured: every keyframe a seek lands on is the decode from the start's frame (Apple Video's encoder flags delta frames
-too, which the digest finds). SMC is left out (not measured: this FFmpeg's muxers refused its file). The digest proves
-one picture, not the references later frames use: in every other codec an unmarked keyframe after a seek turns the
-file sequential, as before. H.264 with intra refresh flags recovery-point P-frames as keyframes, whose later frames
-reference pictures before them: a read that fell back from a seek there decoded frames nothing checked, and FFmpeg
-outputs frames it considers recovered that are wrong (an MPEG-TS x264 intra-refresh file)."""
+before the keyframe, marked, and read it as the keyframe). Each was measured: every keyframe a seek lands on is the
+decode from the start's frame (Apple Video's encoder flags delta frames too, which the digest finds). SMC is left out
+(not measured: this FFmpeg's muxers refused its file). The digest proves one picture, not the references later frames
+use: in every other codec an unmarked keyframe after a seek turns the file sequential, as before. H.264 with intra
+refresh flags recovery-point P-frames as keyframes, whose later frames reference pictures before them: a read that fell
+back from a seek there decoded frames nothing checked, and FFmpeg outputs frames it considers recovered that are wrong
+(an MPEG-TS x264 intra-refresh file)."""
+
+KEYS_BY_DIGEST = "a keyframe of this codec is taken only as the frame the decode from the start gave"
+"""Why a file of a :data:`DIGESTED_KEY_CODECS` codec whose keyframe another frame stands for is read by counting
+(:meth:`PyAVReader._confirmed_key`)."""
 
 SEEK_GAIN = 16
 """Frames a seek must save, against decoding on, for one read to seek again (:meth:`PyAVReader._runs`)."""
@@ -582,7 +586,7 @@ class PyAVReader(VideoReader):
         whose index counts a damaged chunk that its sequential demux skips; MPEG-PS, read by counting now:
         ``COUNTED_FORMATS``), which would pass the first check. In a codec of :data:`DIGESTED_KEY_CODECS` (some of
         whose decoders mark no frame intra) it must instead be the frame the decode from the start gave, compared
-        where it is a seek's landing frame or not yet matched in this process (:meth:`_unmarked_key`). Fills
+        where it is a seek's landing frame or not yet matched in this process (:meth:`_confirmed_key`). Fills
         ``out``; False (the file turned sequential) at the first disagreement."""
         index = self._index
         pts = index.pts
@@ -612,8 +616,8 @@ class PyAVReader(VideoReader):
                 return False
             # (every keyframe of a digested codec is confirmed: a damaged AVI chunk header landed a seek of Cinepak,
             # whose decoder marks some keyframes intra, on a neighbouring intra frame)
-            unmarked = frame.pts in index.key_set and (digested or not _marked_intra(frame))
-            if unmarked and self._seeked and not digested:
+            keyed = frame.pts in index.key_set and (digested or not _marked_intra(frame))
+            if keyed and self._seeked and not digested:
                 self._distrust(f"after a seek, frame {pos} came out with the timestamp of a keyframe ({frame.pts}) "
                                f"but is not an intra frame")
                 return False
@@ -621,8 +625,8 @@ class PyAVReader(VideoReader):
                 self._distrust(_concealed(pos), one_thread=True)
                 return False
             rgb = None
-            if unmarked and digested:  # (after the concealment check: a concealed frame's digest is not kept)
-                rgb, why = self._unmarked_key(frame, pos, pos == landing)
+            if keyed and digested:  # (after the concealment check: a concealed frame's digest is not kept)
+                rgb, why = self._confirmed_key(frame, pos, pos == landing)
                 if why:
                     self._distrust(why)
                     return False
@@ -638,11 +642,10 @@ class PyAVReader(VideoReader):
         return False
 
     def _digested(self) -> bool:
-        """Whether the file's codec is one whose unmarked keyframes are confirmed by their digest
-        (:data:`DIGESTED_KEY_CODECS`)."""
+        """Whether the file's codec is one whose keyframes are confirmed by digest (:data:`DIGESTED_KEY_CODECS`)."""
         return self._stream.codec_context.name in DIGESTED_KEY_CODECS
 
-    def _unmarked_key(self, frame: av.VideoFrame, pos: int, landing: bool) -> tuple[np.ndarray | None, str]:
+    def _confirmed_key(self, frame: av.VideoFrame, pos: int, landing: bool) -> tuple[np.ndarray | None, str]:
         """Frame ``pos``, of a codec of :data:`DIGESTED_KEY_CODECS`, which carries a keyframe's timestamp (marked
         intra by its decoder or not): its RGB pixels where they were converted (to digest them), and why it cannot
         be taken for that keyframe ('' where it can). It is taken where it is the frame that a decode from the start
@@ -660,8 +663,7 @@ class PyAVReader(VideoReader):
                 return None, ""
         if known is None and landing:
             return None, (f"after a seek, frame {pos} came out with the timestamp of a keyframe ({key}) that no decode "
-                          f"from the start has shown: its codec's decoder marks no intra frame, so it cannot be "
-                          f"confirmed")
+                          f"from the start has shown: {KEYS_BY_DIGEST}")
         if known is None and index.mode != "seek":
             return None, ""  # (a sequential file keeps no digests)
         rgb = self._to_rgb(frame)
@@ -675,11 +677,11 @@ class PyAVReader(VideoReader):
             return rgb, ""
         if self._seeked:
             return rgb, (f"after a seek, keyframe {pos} (timestamp {key}) differs from frame {pos} decoded from the "
-                         f"start: the container flags as a keyframe a frame a decode cannot start from (its codec's "
-                         f"decoder marks no intra frame)")
+                         f"start: the container flags as a keyframe a frame a decode cannot start from "
+                         f"({KEYS_BY_DIGEST})")
         return rgb, (f"keyframe {pos} (timestamp {key}) decoded from the start differs from the frame an earlier "
-                     f"decode kept for it: the container flags as a keyframe a frame a decode cannot start from (its "
-                     f"codec's decoder marks no intra frame)")
+                     f"decode kept for it: the container flags as a keyframe a frame a decode cannot start from "
+                     f"({KEYS_BY_DIGEST})")
 
     def _after_skipped(self, pos: int, frame_pts: int | None, indices: np.ndarray) -> int:
         """Where a frame that came out in place of frame ``pos`` stands if the decoder may have left out the frames
@@ -748,7 +750,7 @@ class PyAVReader(VideoReader):
             rgb = None
             if (why is None and digested and index.mode == "seek" and not frame.is_corrupt
                     and frame.pts in index.key_set):
-                rgb, unconfirmed = self._unmarked_key(frame, self._pos, False)  # (a read by seek compares it)
+                rgb, unconfirmed = self._confirmed_key(frame, self._pos, False)  # (a read by seek compares it)
                 why = unconfirmed or None
             if self._pos in out.slot:
                 out.put(self._pos, self._to_rgb(frame) if rgb is None else rgb)
@@ -959,9 +961,9 @@ class _Index:
     """The first frame's (W, H), decoded when the file was indexed (None where that decode gave no frame): the
     video's size where its codec parameters give none (:class:`PyAVReader`)."""
     key_frames: dict[int, str] = field(default_factory=dict)
-    """The frames at keyframes (by timestamp) that their decoder did not mark intra, as a decode from the start gave
-    them (:func:`_frame_digest`): a frame carrying such a keyframe's timestamp after a seek must be that one
-    (:meth:`PyAVReader._unmarked_key`)."""
+    """The frames at keyframes (by timestamp) of a :data:`DIGESTED_KEY_CODECS` codec, as a decode from the start gave
+    them (:func:`_frame_digest`): a frame carrying such a keyframe's timestamp must be that one
+    (:meth:`PyAVReader._confirmed_key`)."""
     matched: set[int] = field(default_factory=set, repr=False, compare=False)
     """The keyframes of :attr:`key_frames` whose digest a decode in this process has matched (not saved): a decode
     that passes one again, not as a seek's landing frame, does not digest it again."""
@@ -1483,8 +1485,8 @@ def _decoded_timestamps(path: str, packets: int, indexing: bool = True,
     One thread also costs less CPU than frame threads, if more wall time for one file alone (docs/data.md).
     A decode error is, where the file is being indexed (``indexing``), its VideoError 'unreadable', saying how far
     the decode got; otherwise (a read's recount: :meth:`PyAVReader._distrust`) the FFmpegError. ``index``: the
-    file's index being made, to which the frames at its keyframes that the decoder does not mark intra are recorded
-    (:attr:`_Index.key_frames`)."""
+    file's index being made, to which the frames at its keyframes are recorded where its codec is one of
+    :data:`DIGESTED_KEY_CODECS` (:attr:`_Index.key_frames`)."""
     timestamps, leave, concealed, rgb = [], _Leave(), False, VideoReformatter()
     try:
         with open_container(path) as container:  # its own: one demuxed to its end may refuse to seek back
