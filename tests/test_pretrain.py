@@ -334,6 +334,26 @@ def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_pa
     assert sum(r["skipped"] for r in rows[:3]) > 0 and res.nonfinite_skipped == sum(r["skipped"] for r in rows) == 4
 
 
+def test_a_run_resumed_in_parts_shorter_than_max_nonfinite_stops_where_the_whole_run_does(synth, tmp_path):
+    """The non-finite steps in a row started again at 0 on every resume: a diverged run whose jobs were cut into
+    parts shorter than ``train.max_nonfinite`` never stopped. Checkpoints carry the count; steps 2 on skip here."""
+    from mme.train import checkpoint as ckpt
+
+    bad = ("train.steps=6", "optim.base_lr=1e35", "optim.warmup_steps=0", "train.max_nonfinite=3", FP32)
+    with pytest.raises(NonFiniteLossError, match=r"^step 4: 3 non-finite"):
+        run("tiny_cpu_pixel", synth, tmp_path / "whole", *bad)
+    parts = tmp_path / "parts"
+    run("tiny_cpu_pixel", synth, parts, *bad, "train.stop_after=2")
+    run("tiny_cpu_pixel", synth, parts, *bad, "train.stop_after=3", "train.resume=auto")
+    with pytest.raises(NonFiniteLossError, match=r"^step 4: 3 non-finite"):
+        run("tiny_cpu_pixel", synth, parts, *bad, "train.resume=auto")
+    state = torch.load(ckpt.checkpoint_path(parts, 3), weights_only=True)
+    assert state.pop("nonfinite_in_a_row") == 2  # as of an earlier mme, which saved none: the count starts at 0
+    torch.save(state, ckpt.checkpoint_path(parts, 3))
+    with pytest.raises(NonFiniteLossError, match=r"^step 6: 3 non-finite"):
+        run("tiny_cpu_pixel", synth, parts, *bad, "train.resume=auto")
+
+
 def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergence(caplog):
     """fp16's scaler skips a step whose gradient overflowed: it was logged as done (skipped 0). It is now skipped,
     marked as an overflow, which ``train.max_nonfinite`` leaves to the scaler (a few in a row are routine) while its

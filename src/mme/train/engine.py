@@ -123,6 +123,10 @@ class Run:
     """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
+    nonfinite_in_a_row: int = 0
+    """The non-finite steps in a row up to the current step (:func:`mme.train.loop.count_nonfinite`), which
+    ``train.max_nonfinite`` bounds; checkpoints carry it over resumes, so a run cut into parts stops where it would
+    whole (one of a checkpoint that holds none resumes with 0)."""
     failures_carried: int = 0
     """Videos that failed before the run resumed (its checkpoint's), counted with this process's."""
 
@@ -678,6 +682,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.scaler.load_state_dict(saved_scaler)
     run.step = run.resumed_at = int(state["step"])
     run.skipped = int(state.get("skipped", 0))
+    run.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     failed = state.get("data_failures") or {}
     if failed.get("list") == run.data.list_digest and (carried := int(failed["codes"].count_nonzero())):
         run.failures_carried = carried  # of the same list

@@ -208,6 +208,7 @@ def _write_checkpoint(run: Run) -> Path:
     state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
+             "nonfinite_in_a_row": run.nonfinite_in_a_row,
              "data_failures": {"list": run.data.list_digest, "codes": run.data.failure_codes.clone()},
              **run.job.checkpoint_extra}
     try:
@@ -325,7 +326,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     as their clips_per_s counts them)``."""
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
-    in_a_row, path, stopping, step_seconds = 0, None, None, 0.0
+    path, stopping, step_seconds = None, None, 0.0
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
         lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
@@ -344,8 +345,8 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                    if in_worker else "lower train.batch_size (raising train.accum_steps keeps the clips a step trains "
                    "on), set train.activation_checkpointing=true, or lower the clips' size (data.img_size, "
                    "data.num_frames)") + f". Kept: {kept[-1].name if kept else 'no earlier checkpoint'}") from e
-        in_a_row = count_nonfinite(in_a_row, metrics)
-        diverged = in_a_row >= t.max_nonfinite
+        run.nonfinite_in_a_row = count_nonfinite(run.nonfinite_in_a_row, metrics)
+        diverged = run.nonfinite_in_a_row >= t.max_nonfinite
         run.skipped += int(metrics["skipped"])
         run.step += 1
         seconds = time.perf_counter() - tic
@@ -359,7 +360,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             metrics["data_failures"] = share_failures(run)  # every rank's
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
-        check_nonfinite(in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
+        check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
         bar.update(1)
