@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import gc
 import json
+import math
 import multiprocessing
 import random
 import re
@@ -311,8 +312,8 @@ def test_a_step_out_of_memory_names_the_step_and_what_to_lower_and_keeps_the_che
 def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     """The error names the last step as logs count them (it named the one before) and that step is logged (it was
     lost); fp32 runs are not told to use fp32; the loss curve is drawn."""
-    with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite losses in a row \(train.max_nonfinite=2\)") \
-            as e:
+    with pytest.raises(NonFiniteLossError, match=r"step \d+: 2 non-finite steps in a row \(loss or gradient; "
+                       r"train.max_nonfinite=2\), the last with a non-finite loss and gradient; ") as e:
         run("tiny_cpu_pixel", synth, tmp_path, "train.steps=8", "optim.base_lr=1e35", "optim.warmup_steps=0",
             "train.max_nonfinite=2", "train.log_every=1", FP32)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -320,7 +321,31 @@ def test_diverging_run_stops_with_a_diagnostic(synth, tmp_path):
     assert rows[-1]["step"] == int(str(e.value).split(":")[0].split()[1])
     assert [r["skipped"] for r in rows[-2:]] == [1, 1]
     assert "use fp32" not in str(e.value)
+    assert str(e.value).endswith(". Lower optim.base_lr (optim.clip_grad cannot mend a non-finite gradient).")
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"  # its loss curve, wanted most (was not drawn)
+
+
+def test_the_diagnostic_of_a_diverged_run_says_which_value_was_non_finite_and_advises_clipping_where_it_helps(
+        synth, tmp_path):
+    """At lr 1e3 the loss stays finite (about 6e14) and the backward overflows: the diagnostic said "non-finite
+    losses" and advised optim.clip_grad, which cannot mend a NaN gradient. It names the gradient, and advises
+    clipping only after a finite gradient norm."""
+    from mme.train.loop import check_nonfinite
+
+    with pytest.raises(NonFiniteLossError) as e:
+        run("tiny_cpu_pixel", synth, tmp_path, "train.steps=6", "optim.base_lr=1e3", "optim.warmup_steps=0",
+            "optim.lr_batch_ref=4", "train.max_nonfinite=2", FP32)
+    text = str(e.value)
+    assert text.startswith("step 3: 2 non-finite steps in a row (loss or gradient; train.max_nonfinite=2), the last "
+                           "with a non-finite gradient of a finite loss; last values {'loss': "), text
+    assert text.endswith(". Lower optim.base_lr (optim.clip_grad cannot mend a non-finite gradient)."), text
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and 1e6 < rows[-1]["loss"] < math.inf and math.isnan(rows[-1]["grad_norm"])
+    for clip, advice in ((None, "Lower optim.base_lr or set optim.clip_grad, or use fp32."),
+                         (1.0, "Lower optim.base_lr or lower optim.clip_grad (now 1), or use fp32.")):
+        with pytest.raises(NonFiniteLossError) as e:
+            check_nonfinite(2, {"loss": math.inf, "grad_norm": 3e7, "skipped": 1.0}, 9, 2, "bf16", clip)
+        assert "the last with a non-finite loss; last values" in str(e.value) and str(e.value).endswith(advice)
 
 
 def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_path):

@@ -74,7 +74,7 @@ class FolderReplaced(MMEError):
 
 
 class NonFiniteLossError(MMEError):
-    """Too many non-finite losses in a row: the run diverged."""
+    """Too many non-finite steps (loss or gradient) in a row: the run diverged."""
 
 
 class ProcessLost(MMEError):

@@ -80,7 +80,8 @@ class TrainConfig:
     heads too), and its clips take its tubelet. A resumed run keeps the one it began from (its checkpoint's, as
     its architecture; a relative path from that run's working folder, recorded absolute)."""
     max_nonfinite: int = 5
-    """Stop with a diagnostic after this many non-finite losses in a row (each one skips its step); the count goes on
+    """Stop with a diagnostic after this many non-finite steps in a row (a non-finite loss or gradient: each one
+    skips its step; fp16's routine gradient overflows, which its scaler answers, not counted); the count goes on
     over resumes (checkpoints carry it)."""
     threads: int | None = None
     """Intra-op threads of the training process; None: on a CPU the cores the loader workers leave free (at least

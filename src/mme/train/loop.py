@@ -187,15 +187,35 @@ def count_nonfinite(in_a_row: int, metrics: dict) -> int:
     return in_a_row + 1 if metrics["skipped"] and not metrics.get("grad_overflow") else 0
 
 
-def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int, precision: str) -> None:
+def nonfinite_values(metrics: dict) -> str:
+    """Which of a skipped step's values was non-finite, as its messages say it: 'a non-finite loss and gradient',
+    'a non-finite loss' (its gradient norm finite) or 'a non-finite gradient of a finite loss' (an overflow in the
+    backward). The loss is the mean over ranks, the gradient norm that of the all-reduced gradient: both every
+    rank's."""
+    loss, grad = (metrics.get(k) for k in ("loss", "grad_norm"))
+    bad_loss, bad_grad = (v is not None and not math.isfinite(v) for v in (loss, grad))
+    if bad_loss:
+        return "a non-finite loss and gradient" if bad_grad else "a non-finite loss"
+    return "a non-finite gradient of a finite loss" if bad_grad else "a non-finite loss or gradient"
+
+
+def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int, precision: str,
+                    clip_grad: float | None = None) -> None:
     """Stop the run with a diagnostic at ``max_nonfinite`` non-finite steps in a row (``step``: the last one's
-    number, as logs and checkpoints count). Every rank raises it at the same step: a step is skipped where it is on
-    any rank (:func:`update`), so the ranks count alike."""
+    number, as logs and checkpoints count), saying which value was non-finite in the last. It advises
+    ``optim.clip_grad`` only where the last gradient norm was finite: clipping scales a gradient, which cannot mend
+    a NaN or infinite one. Every rank raises it at the same step: a step is skipped where it is on any rank
+    (:func:`update`), so the ranks count alike."""
     if in_a_row >= max_nonfinite:
-        advice = "Lower optim.base_lr or set optim.clip_grad" + ("" if precision == "fp32" else ", or use fp32")
+        grad = metrics.get("grad_norm")
+        if grad is not None and not math.isfinite(grad):
+            clip = " (optim.clip_grad cannot mend a non-finite gradient)"
+        else:
+            clip = f" or lower optim.clip_grad (now {clip_grad:g})" if clip_grad else " or set optim.clip_grad"
+        advice = "Lower optim.base_lr" + clip + ("" if precision == "fp32" else ", or use fp32")
         raise dist.alike(NonFiniteLossError(
-            f"step {step}: {in_a_row} non-finite losses in a row (train.max_nonfinite={max_nonfinite}); last values "
-            f"{metrics}. {advice}."))
+            f"step {step}: {in_a_row} non-finite steps in a row (loss or gradient; train.max_nonfinite="
+            f"{max_nonfinite}), the last with {nonfinite_values(metrics)}; last values {metrics}. {advice}."))
 
 
 def save(run: Run) -> Path:
@@ -360,7 +380,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
             metrics["data_failures"] = share_failures(run)  # every rank's
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
-        check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision)
+        check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
         bar.update(1)
