@@ -348,12 +348,19 @@ def test_the_diagnostic_of_a_diverged_run_says_which_value_was_non_finite_and_ad
         assert "the last with a non-finite loss; last values" in str(e.value) and str(e.value).endswith(advice)
 
 
-def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_path):
-    """``nonfinite_skipped`` (the final JSON) counted the last resumed part's steps only."""
+def test_the_count_of_skipped_steps_is_the_whole_runs_over_resumes(synth, tmp_path, caplog):
+    """``nonfinite_skipped`` (the final JSON) counted the last resumed part's steps only; the end of each part says
+    the run's share (it said nothing: tests/test_finetune.py has the warnings of each step)."""
     bad = ("train.steps=5", "optim.base_lr=1e35", "optim.warmup_steps=0", "train.max_nonfinite=10",
            "train.log_every=1", FP32)
-    run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.stop_after=3")
-    res = run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.resume=auto")
+    with caplog.at_level("WARNING", logger="mme.train.loop"):
+        run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.stop_after=3")
+        res = run("tiny_cpu_pixel", synth, tmp_path, *bad, "train.resume=auto")
+    ends = [r.getMessage() for r in caplog.records if "were skipped" in r.getMessage()]
+    assert ends == [f"{n} of the run's {steps} steps ({share}) were skipped for a non-finite loss or gradient: their "
+                    "updates were not made (nonfinite_skipped)"
+                    for n, steps, share in ((2, 3, "66.7%"), (4, 5, "80.0%"))]
+    assert "step 2 skipped: a non-finite loss and gradient (loss nan, gradient norm nan)" in caplog.text
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert sum(r["skipped"] for r in rows[:3]) > 0 and res.nonfinite_skipped == sum(r["skipped"] for r in rows) == 4

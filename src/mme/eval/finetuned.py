@@ -220,6 +220,9 @@ class FinetuneResult:
     seconds: float
     rank: int
     """This process's rank (a process group the run started is gone when the result is returned)."""
+    nonfinite_skipped: int = 0
+    """Steps skipped for a non-finite loss or gradient over the whole run, resumed parts included (as
+    pre-training's :attr:`~mme.train.loop.TrainResult.nonfinite_skipped`); 0 for ``task.eval_only``."""
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
@@ -246,7 +249,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                    run.job.checkpoint_extra.get("classes"),
                                    trained.checkpoint) if run.step >= run.total_steps else {}
             result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
-                                    dist.get_rank())
+                                    dist.get_rank(), trained.nonfinite_skipped)
         job.result = result
     return result
 
@@ -259,6 +262,7 @@ def main(recipe: str, overrides: list[str]) -> int:
                           "mean_class_accuracy": r["mean_class_accuracy"], "views_per_video": r["views_per_video"],
                           "num_samples": r["num_samples"], "failed": len(r["failures"])}
                    for name, r in result.reports.items()}  # (top-5 null where it says nothing, as the log's --)
-        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, **summary,
+        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step,
+                          "nonfinite_skipped": result.nonfinite_skipped, **summary,
                           "minutes": round(result.seconds / 60, 2)}), flush=True)
     return 0

@@ -218,6 +218,52 @@ def check_nonfinite(in_a_row: int, metrics: dict, step: int, max_nonfinite: int,
             f"{max_nonfinite}), the last with {nonfinite_values(metrics)}; last values {metrics}. {advice}."))
 
 
+NONFINITE_SAID = 3
+"""The skipped steps a process warns about one by one (:class:`SkippedSteps`)."""
+
+
+class SkippedSteps:
+    """Says the steps skipped for a non-finite loss or gradient (rank 0: the ranks skip alike), which a run logs only
+    at its logged steps: each of the process's first :data:`NONFINITE_SAID` in a warning of its own, naming the
+    step and which value was non-finite (:func:`nonfinite_values`); the later ones counted in one warning at each
+    logged step (``train.log_every``), so that a long run does not flood its log. fp16's routine gradient overflows
+    (:func:`count_nonfinite`) are left to its scaler, unsaid."""
+
+    def __init__(self) -> None:
+        self.said = self.unsaid = 0
+
+    def step(self, run: Run, metrics: dict, logged: bool) -> None:
+        """After the step ``run.step`` that gave ``metrics``; ``logged``: whether the step was logged."""
+        if not dist.is_main():
+            return
+        if run.nonfinite_in_a_row:
+            if self.said < NONFINITE_SAID:
+                self.said += 1
+                log.warning("step %d skipped: %s (loss %.4g, gradient norm %.4g), its update not made%s", run.step,
+                            nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
+                            "; later ones are counted at each logged step (train.log_every)"
+                            if self.said == NONFINITE_SAID else "")
+                return
+            self.unsaid += 1
+        if logged and self.unsaid:
+            log.warning("%d more step(s) skipped for a non-finite loss or gradient, up to step %d: %s so far",
+                        self.unsaid, run.step, skipped_share(run))
+            self.unsaid = 0
+
+
+def skipped_share(run: Run) -> str:
+    """The run's skipped steps (:attr:`~mme.train.engine.Run.skipped`, resumed parts included) among its steps."""
+    return f"{run.skipped} of the run's {run.step} steps ({100 * run.skipped / max(run.step, 1):.1f}%)"
+
+
+def _say_skipped(run: Run) -> None:
+    """One warning at the end of a run that skipped steps (its count is ``nonfinite_skipped``)."""
+    if run.skipped and dist.is_main():
+        log.warning("%s were skipped for a non-finite loss or gradient%s: their updates were not made "
+                    "(nonfinite_skipped)", skipped_share(run),
+                    ", fp16's gradient overflows included" if run.precision == "fp16" else "")
+
+
 def save(run: Run) -> Path:
     """A checkpoint at the current step, its path on every rank: rank 0 writes it while the others wait, and they
     all stop with rank 0's error when it could not write (:func:`mme.train.distributed.on_main`)."""
@@ -306,6 +352,7 @@ def _train(run: Run) -> TrainResult:
                 path, stopping, step_seconds = _steps(run, stream, stop, end, logger, history, bar)
                 stop.steps_over = True
             path = _last_checkpoint(run, path)
+            _say_skipped(run)
         except KeyboardInterrupt:  # a second Ctrl-C stops at once: no curve drawn from a long log
             logger.close()
             raise
@@ -346,7 +393,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     as their clips_per_s counts them)``."""
     t, o = run.cfg.train, run.cfg.optim
     clips = clips_per_step(run)
-    path, stopping, step_seconds = None, None, 0.0
+    path, stopping, step_seconds, skipped = None, None, 0.0, SkippedSteps()
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
         lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
@@ -376,10 +423,13 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                        data_wait=metrics.pop("data_wait_s") / seconds)
         evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
         stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
-        if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
+        logged = run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged
+        if logged:
             metrics["data_failures"] = share_failures(run)  # every rank's
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
+        if not diverged:  # (said by its error)
+            skipped.step(run, metrics, logged)
         check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
