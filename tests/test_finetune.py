@@ -529,10 +529,12 @@ def test_steps_skipped_for_a_non_finite_loss_are_warned_about_and_counted_in_the
                                                                                           monkeypatch, caplog, capsys):
     """A fine-tuning that skipped every other step (a NaN loss) ended with exit 0 and said nothing: no warning, no
     count in its final line (metrics.jsonl marked the logged ones only). Each of the first skipped steps is warned
-    about with the value that was non-finite, the later ones counted at each logged step, the run's share at its end
-    (the engine's loop, pre-training's too), and the final line gives ``nonfinite_skipped`` as pre-training's."""
+    about with the value that was non-finite, the later ones counted each time their number doubles, whatever
+    train.log_every (here its default, 1: one line each was a line a step), the run's share at its end (the
+    engine's loop, pre-training's too), and the final line gives ``nonfinite_skipped`` as pre-training's."""
     from mme.cli import main
     from mme.train import finetune as ft
+    from mme.train.config import TrainConfig
 
     real = ft._forward
 
@@ -541,24 +543,25 @@ def test_steps_skipped_for_a_non_finite_loss_are_warned_about_and_counted_in_the
         return (loss * float("nan") if run.step % 2 else loss), values  # (run.step: the steps done before it)
 
     monkeypatch.setattr(ft, "_forward", nan_on_even_steps)
+    overrides = [o for o in _tiny_overrides(synth, tmp_path / "ft", "train.steps=14", "data.test_clips=1",
+                                            "data.test_crops=1", "train.precision=fp32")
+                 if not o.startswith("train.log_every=")]
+    assert TrainConfig().log_every == 1
     with caplog.at_level("WARNING", logger="mme.train.loop"):
-        assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
-            synth, tmp_path / "ft", "train.steps=10", "train.log_every=3", "data.test_clips=1", "data.test_crops=1",
-            "train.precision=fp32")]) == 0
+        assert main(["finetune", "--config", "finetune_tiny_cpu", *overrides]) == 0
     said = [r.getMessage() for r in caplog.records if r.name == "mme.train.loop"]
     each = "skipped: a non-finite loss and gradient (loss nan, gradient norm nan), its update not made"
     assert said == [
         f"step 2 {each}", f"step 4 {each}",
-        f"step 6 {each}; later ones are counted at each logged step (train.log_every)",
-        "1 more step(s) skipped for a non-finite loss or gradient, up to step 9: 4 of the run's 9 steps (44.4%) so far",
-        "1 more step(s) skipped for a non-finite loss or gradient, up to step 10: 5 of the run's 10 steps (50.0%) so "
-        "far",
-        "5 of the run's 10 steps (50.0%) were skipped for a non-finite loss or gradient: their updates were not made "
+        f"step 6 {each}; later ones are counted each time their number doubles (6, ...) and at the run's end",
+        "3 more step(s) skipped for a non-finite loss or gradient, up to step 12: 6 of the run's 12 steps (50.0%) so "
+        "far",  # (step 14's, the 7th, in the run's count at its end)
+        "7 of the run's 14 steps (50.0%) were skipped for a non-finite loss or gradient: their updates were not made "
         "(nonfinite_skipped)"], said
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert final["step"] == 10 and final["nonfinite_skipped"] == 5 and final["test"]["num_samples"] == 8
+    assert final["step"] == 14 and final["nonfinite_skipped"] == 7 and final["test"]["num_samples"] == 8
     rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["skipped"]) for r in rows] == [(3, 0), (6, 1), (9, 0), (10, 1)]
+    assert [(r["step"], r["skipped"]) for r in rows] == [(s, float(s % 2 == 0)) for s in range(1, 15)]
 
 
 def test_periodic_validation_is_logged_when_it_runs_and_a_failing_one_does_not_end_the_run(synth, tmp_path,

@@ -408,6 +408,36 @@ def test_an_fp16_step_its_scaler_skips_is_logged_as_skipped_but_not_as_divergenc
         check_nonfinite(1, {"skipped": 1.0}, 3, max_nonfinite=1, precision="fp16")
 
 
+def test_an_fp16_runs_routine_gradient_overflows_are_not_warned_about(synth, tmp_path, monkeypatch, caplog):
+    """Every fp16 run whose scaler overflowed (a few times at its start, and every ~2000 steps after: routine) ended
+    with a warning that 'N of the run's steps were skipped ..., fp16's gradient overflows included'. A scaler that
+    starts at 2**30 overflows the first steps here: they are counted apart (``grad_overflows``, carried over
+    resumes: a checkpoint of an earlier mme, which holds none, counts its fp16 run's skipped steps as such), said in
+    one info line at the end, and in ``nonfinite_skipped`` as before; no warning."""
+    import logging
+
+    from mme.train import checkpoint as ckpt
+    from mme.train import engine
+
+    monkeypatch.setattr(engine, "make_scaler", lambda precision, device: torch.amp.GradScaler(
+        device.type, init_scale=2.0 ** 30, enabled=precision == "fp16"))
+    fp16 = ("train.steps=12", "train.precision=fp16")
+    with caplog.at_level(logging.INFO, logger="mme.train.loop"):
+        run("tiny_cpu_pixel", synth, tmp_path, *fp16, "train.stop_after=3")
+        state = torch.load(ckpt.checkpoint_path(tmp_path, 3), weights_only=True)
+        assert state.pop("grad_overflows") == state["skipped"] == 3  # overflows all
+        torch.save(state, ckpt.checkpoint_path(tmp_path, 3))  # as of an earlier mme
+        res = run("tiny_cpu_pixel", synth, tmp_path, *fp16, "train.resume=auto")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    overflows = sum(r["grad_overflow"] for r in rows)
+    assert overflows == sum(r["skipped"] for r in rows) == res.nonfinite_skipped > 3 and res.step == 12
+    assert [r.levelname for r in caplog.records if r.name == "mme.train.loop"] == ["INFO", "INFO"], caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "mme.train.loop"][-1] == (
+        f"{res.nonfinite_skipped} of the run's 12 steps were fp16 gradient overflows, which its scaler skipped, "
+        "lowering its scale (routine: neither warned about nor counted towards train.max_nonfinite)")
+    assert torch.load(res.checkpoint, weights_only=True)["grad_overflows"] == res.nonfinite_skipped
+
+
 def test_an_epoch_is_a_whole_number_of_optimizer_steps_and_a_whole_run_warm_up_is_said(caplog):
     """10 clips in batches of 2 with 2 micro-batches a step: 2 steps an epoch, the fifth batch dropped (it ran into
     the next epoch, so 4 epochs read 3.2 passes over the data)."""

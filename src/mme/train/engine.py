@@ -123,6 +123,10 @@ class Run:
     """The step a resumed run continues from, until its first checkpoint sets the folder's later ones aside."""
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient, over the whole run (checkpoints carry it over resumes)."""
+    grad_overflows: int = 0
+    """Of those, fp16's routine gradient overflows (:func:`mme.train.loop.count_nonfinite`), which its scaler skips
+    and answers with a lower scale: not warned about (:class:`mme.train.loop.SkippedSteps`); checkpoints carry it
+    (an fp16 checkpoint of an earlier mme, which holds none, counts all its skipped steps as overflows)."""
     nonfinite_in_a_row: int = 0
     """The non-finite steps in a row up to the current step (:func:`mme.train.loop.count_nonfinite`), which
     ``train.max_nonfinite`` bounds; checkpoints carry it over resumes, so a run cut into parts stops where it would
@@ -682,6 +686,7 @@ def restore(run: Run, source: str, state: dict) -> None:
         run.scaler.load_state_dict(saved_scaler)
     run.step = run.resumed_at = int(state["step"])
     run.skipped = int(state.get("skipped", 0))
+    run.grad_overflows = int(state.get("grad_overflows", run.skipped if saved_scaler else 0))  # (fp16's: a scaler)
     run.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     failed = state.get("data_failures") or {}
     if failed.get("list") == run.data.list_digest and (carried := int(failed["codes"].count_nonzero())):

@@ -223,45 +223,63 @@ NONFINITE_SAID = 3
 
 
 class SkippedSteps:
-    """Says the steps skipped for a non-finite loss or gradient (rank 0: the ranks skip alike), which a run logs only
-    at its logged steps: each of the process's first :data:`NONFINITE_SAID` in a warning of its own, naming the
-    step and which value was non-finite (:func:`nonfinite_values`); the later ones counted in one warning at each
-    logged step (``train.log_every``), so that a long run does not flood its log. fp16's routine gradient overflows
-    (:func:`count_nonfinite`) are left to its scaler, unsaid."""
+    """Says the steps skipped for a non-finite loss or gradient (rank 0: the ranks skip alike), whatever
+    ``train.log_every`` (1 by default): each of the process's first :data:`NONFINITE_SAID` in a warning of its own,
+    naming the step and which value was non-finite (:func:`nonfinite_values`); the later ones counted in one warning
+    each time the process's count of them doubles (at 6, 12, 24, ...), so that a long run skipping every step says
+    about 20 lines in a million steps, and those since the last said in the run's total at its end
+    (:func:`_say_skipped`). fp16's routine gradient overflows (:func:`count_nonfinite`: ``Run.grad_overflows``) are
+    left to its scaler, unsaid and uncounted here."""
 
     def __init__(self) -> None:
-        self.said = self.unsaid = 0
+        self.seen = self.said = 0  # this process's skipped steps, and those of them said
+        self.next = 2 * NONFINITE_SAID  # the count at which the next warning says those since
 
-    def step(self, run: Run, metrics: dict, logged: bool) -> None:
-        """After the step ``run.step`` that gave ``metrics``; ``logged``: whether the step was logged."""
-        if not dist.is_main():
+    def step(self, run: Run, metrics: dict) -> None:
+        """After the step ``run.step`` that gave ``metrics`` (:func:`count_nonfinite` counted it)."""
+        if not dist.is_main() or not run.nonfinite_in_a_row:  # (0: done, or an fp16 overflow)
             return
-        if run.nonfinite_in_a_row:
-            if self.said < NONFINITE_SAID:
-                self.said += 1
-                log.warning("step %d skipped: %s (loss %.4g, gradient norm %.4g), its update not made%s", run.step,
-                            nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
-                            "; later ones are counted at each logged step (train.log_every)"
-                            if self.said == NONFINITE_SAID else "")
-                return
-            self.unsaid += 1
-        if logged and self.unsaid:
+        self.seen += 1
+        if self.seen <= NONFINITE_SAID:
+            log.warning("step %d skipped: %s (loss %.4g, gradient norm %.4g), its update not made%s", run.step,
+                        nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
+                        f"; later ones are counted each time their number doubles ({self.next}, ...) and at the "
+                        "run's end" if self.seen == NONFINITE_SAID else "")
+        elif self.seen >= self.next:
             log.warning("%d more step(s) skipped for a non-finite loss or gradient, up to step %d: %s so far",
-                        self.unsaid, run.step, skipped_share(run))
-            self.unsaid = 0
+                        self.seen - self.said, run.step, skipped_share(run))
+            self.next *= 2
+        else:
+            return
+        self.said = self.seen
+
+
+def skipped_but_overflows(run: Run) -> int:
+    """The run's steps skipped for a non-finite loss or gradient but fp16's routine gradient overflows (resumed
+    parts included): those :class:`SkippedSteps` says."""
+    return run.skipped - run.grad_overflows
 
 
 def skipped_share(run: Run) -> str:
-    """The run's skipped steps (:attr:`~mme.train.engine.Run.skipped`, resumed parts included) among its steps."""
-    return f"{run.skipped} of the run's {run.step} steps ({100 * run.skipped / max(run.step, 1):.1f}%)"
+    """The run's skipped steps but fp16's routine gradient overflows (:func:`skipped_but_overflows`) among its steps."""
+    n = skipped_but_overflows(run)
+    return f"{n} of the run's {run.step} steps ({100 * n / max(run.step, 1):.1f}%)"
 
 
 def _say_skipped(run: Run) -> None:
-    """One warning at the end of a run that skipped steps (its count is ``nonfinite_skipped``)."""
-    if run.skipped and dist.is_main():
-        log.warning("%s were skipped for a non-finite loss or gradient%s: their updates were not made "
-                    "(nonfinite_skipped)", skipped_share(run),
-                    ", fp16's gradient overflows included" if run.precision == "fp16" else "")
+    """At the end of a run: one warning where it skipped steps but fp16's routine gradient overflows, which one
+    info line counts (both in ``nonfinite_skipped``, the count of the final JSON line)."""
+    if not dist.is_main():
+        return
+    if run.grad_overflows:
+        log.info("%d of the run's %d steps were fp16 gradient overflows, which its scaler skipped, lowering its scale "
+                 "(routine: neither warned about nor counted towards train.max_nonfinite)", run.grad_overflows,
+                 run.step)
+    if skipped_but_overflows(run):
+        log.warning("%s were skipped for a non-finite loss or gradient: their updates were not made "
+                    "(nonfinite_skipped%s)", skipped_share(run),
+                    f", which counts the {run.grad_overflows} fp16 gradient overflows too" if run.grad_overflows
+                    else "")
 
 
 def save(run: Run) -> Path:
@@ -274,7 +292,7 @@ def _write_checkpoint(run: Run) -> Path:
     state = {"model": run.model.state_dict(), "config": dataclasses.asdict(run.cfg),
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "step": run.step,
              "data": dict(run.position), "rng": ckpt.rng_state(), "meta": run.meta, "skipped": run.skipped,
-             "nonfinite_in_a_row": run.nonfinite_in_a_row,
+             "grad_overflows": run.grad_overflows, "nonfinite_in_a_row": run.nonfinite_in_a_row,
              "data_failures": {"list": run.data.list_digest, "codes": run.data.failure_codes.clone()},
              **run.job.checkpoint_extra}
     try:
@@ -415,6 +433,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         run.nonfinite_in_a_row = count_nonfinite(run.nonfinite_in_a_row, metrics)
         diverged = run.nonfinite_in_a_row >= t.max_nonfinite
         run.skipped += int(metrics["skipped"])
+        run.grad_overflows += int(metrics.get("grad_overflow", 0))
         run.step += 1
         seconds = time.perf_counter() - tic
         step_seconds += seconds
@@ -423,13 +442,12 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
                        data_wait=metrics.pop("data_wait_s") / seconds)
         evaluated = not diverged and run.job.after_step is not None and run.job.after_step(run, metrics)
         stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
-        logged = run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged
-        if logged:
+        if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
             metrics["data_failures"] = share_failures(run)  # every rank's
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
         if not diverged:  # (said by its error)
-            skipped.step(run, metrics, logged)
+            skipped.step(run, metrics)
         check_nonfinite(run.nonfinite_in_a_row, metrics, run.step, t.max_nonfinite, run.precision, o.clip_grad)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{lr:.2e}", clips_s=f"{metrics['clips_per_s']:.1f}",
                         refresh=False)
