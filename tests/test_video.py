@@ -107,6 +107,43 @@ def test_the_opencv_reader_decodes_on_the_threads_asked(tmp_path, clip_frames):
             np.testing.assert_array_equal(reader.read([10, 3]).shape, (2, 48, 64, 3))
 
 
+def test_the_opencv_reader_reads_the_frames_asked_where_the_header_miscounts_them(tmp_path, clip_frames):
+    """OpenCV's seek goes no further than the frame count of the container's header, and not at all where that count
+    is under 2, though CAP_PROP_POS_FRAMES says it did: the opencv backend read frames [0, 5, 19] for [25, 30, 44]
+    of an AVI whose header counts 0 frames (a recording killed before it was finalised) or a WebM written live (no
+    duration), [20, 25, 39] where it counts 20, silently; it reads the frames a sequential decode gives."""
+    avi = tmp_path / "full.avi"
+    write_gop_video(avi, clip_frames, "mpeg4", {"g": "12", "b": "2000000"})
+    paths = []
+    for total in (0, 20):  # avih's dwTotalFrames and the video strh's dwLength
+        data = bytearray(avi.read_bytes())
+        struct.pack_into("<I", data, data.find(b"avih") + 24, total)
+        struct.pack_into("<I", data, data.find(b"strh") + 40, total)
+        paths.append(tmp_path / f"header{total}.avi")
+        paths[-1].write_bytes(data)
+    paths.append(tmp_path / "live.webm")
+    with av.open(str(paths[-1]), "w", options={"live": "1"}) as c:  # no duration, no cues
+        s = c.add_stream("libvpx", rate=25, options={"crf": "4", "b": "0", "g": "12"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in clip_frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    for path, header in zip(paths, (0, 20, None)):
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        assert (cap.get(cv2.CAP_PROP_FRAME_COUNT) == header) if header is not None else \
+            (cap.get(cv2.CAP_PROP_FRAME_COUNT) < 2), (path.name, cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        ref = decode_all(path)
+        assert len(ref) == 50
+        with open_video(path, "opencv") as reader:
+            assert reader.num_frames == 50
+            for idx in ([25, 30, 44], [2, 3, 49], [0, 1], [21, 22]):  # again on the same reader, back and forth
+                got = reader.read(idx)
+                nearest = np.abs(got[:, None].astype(int) - ref[None].astype(int)).mean(axis=(2, 3, 4)).argmin(1)
+                np.testing.assert_array_equal(nearest, idx, err_msg=path.name)
+                assert np.abs(got.astype(int) - ref[idx]).mean() < 2.0, path.name
+
+
 def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
     path = write_video(tmp_path / "a.mp4", clip_frames[:11])
     with open_video(path) as reader:

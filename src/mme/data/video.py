@@ -274,23 +274,42 @@ class _OpenCVReader(VideoReader):
     backend's."""
 
     def __init__(self, path: str, threads: int = 0):
-        self.path = path
-        self._cap = _opencv_capture(path, threads)
-        if not self._cap.isOpened():
-            raise video_error(path, "unreadable", "OpenCV cannot open it")
-        if not self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and self._cap.get(cv2.CAP_PROP_ORIENTATION_META):
-            self._cap.release()
-            raise video_error(path, "unreadable", "this OpenCV turns frames by the display matrix on its own; read "
-                                                  "it with the pyav backend")
+        self.path, self._threads = path, threads
+        self._cap = self._capture()
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.num_frames = _opencv_count(VersionOfFile.of(path), threads)
 
+    def _capture(self) -> cv2.VideoCapture:
+        """A capture of the file at its first frame, with OpenCV's own turning off (refused where it cannot be)."""
+        cap = _opencv_capture(self.path, self._threads)
+        if not cap.isOpened():
+            raise video_error(self.path, "unreadable", "OpenCV cannot open it")
+        if not cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and cap.get(cv2.CAP_PROP_ORIENTATION_META):
+            cap.release()
+            raise video_error(self.path, "unreadable", "this OpenCV turns frames by the display matrix on its own; "
+                                                       "read it with the pyav backend")
+        return cap
+
+    def _seek(self, frame: int) -> int:
+        """Put the capture at ``frame`` or before it, and return where it is. CAP_PROP_POS_FRAMES seeks to the
+        keyframe before ``frame`` and decodes up to it, but no further than the frame count of the container's
+        header (CAP_PROP_FRAME_COUNT): it lands before ``frame`` where the header counts fewer frames (an AVI with a
+        wrong count), and the reads go on from there; where that count is under 2 (an AVI whose header was never
+        finalised, a WebM written live, without duration) it does not seek at all, though it says it did, and the
+        capture is opened again, at frame 0."""
+        if self._cap.get(cv2.CAP_PROP_FRAME_COUNT) > 1:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
+            landed = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if 0 <= landed <= frame:
+                return landed
+        self._cap.release()
+        self._cap = self._capture()
+        return 0
+
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
-        # Decode forward from the first wanted frame; CAP_PROP_POS_FRAMES seeks to the keyframe before it and
-        # decodes up to it.
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
-        out, pos = FrameBuffer(indices, each), int(indices[0])
+        # Decode forward from the first wanted frame, or from where the seek to it landed before it.
+        out, pos = FrameBuffer(indices, each), self._seek(int(indices[0]))
         for i in indices:
             while pos < i:
                 if not self._cap.grab():

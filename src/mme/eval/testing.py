@@ -152,10 +152,13 @@ def view_probabilities(model: torch.nn.Module, video: torch.Tensor) -> torch.Ten
     return logits.double().softmax(-1).reshape(B, V, -1).mean(1)
 
 
-READING_VERSION = 8
+READING_VERSION = 9
 """Of how :func:`build_test_set`'s views read a list's videos, recorded with mme embed's (and mme probe's) features so
 that those read by an earlier rule are made again, not reused as up to date: bump it with any change that gives a video
-other views or another verdict (the frames of the test views, which files are refused). 8: an MPEG-TS or MPEG-PS whose
+other views or another verdict (the frames of the test views, which files are refused). 9: the opencv backend reads
+the frame asked of a file whose container header counts fewer frames than it holds, or under 2 (an AVI never finalised,
+a WebM written live), where OpenCV's seek stops short or does not seek (``_OpenCVReader._seek`` in
+:mod:`mme.data.video`; before: as many frames early as the seek fell short); 8: an MPEG-TS or MPEG-PS whose
 stream's codec parameters give no size (its video starts after FFmpeg's probe window) is read at its first frame's size
 (:attr:`mme.data.pyav_reader._Index.size`; before: refused, its features a NaN row); 7: a file whose last packet with
 data fails to decode has the frames the decoder held for reordering after it, as ``ffmpeg``'s decode
