@@ -66,7 +66,10 @@ def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: n
                     track_length: int = 0, offset: Fraction = Fraction(1, 2), reads: int | None = None) -> ClipIndices:
     """TSN segment sampling (SSv2 fine-tuning): split the video into T equal segments, one frame from each.
 
-    Training (``rng`` given): a uniformly random frame per segment. Testing (``rng=None``): the frame at
+    Training (``rng`` given): a uniformly random frame per segment, segment i holding the whole frames
+    ⌊i·F/T⌋ to ⌊(i + 1)·F/T⌋ − 1, so that no two segments share a frame (no frame is drawn twice) and every frame,
+    the last among them, can be drawn; a video of fewer frames than T takes ⌊(i + u)·F/T⌋ for a uniform u, some
+    frames twice. Testing (``rng=None``): the frame at
     fraction ``offset`` of each segment (1/2 = the centre frame), ⌊(i + offset)·F/T⌋ computed in integers, so a
     frame is never a float's rounding off. With tracks (``track_length`` L), the segments split all but the last
     L frames when the video has them, so every track runs on real frames (else the last tracks would stand
@@ -75,7 +78,12 @@ def sample_segments(num_video_frames: int, num_frames: int, tubelet: int, rng: n
     before_tracks = num_video_frames - track_length
     split = before_tracks if before_tracks >= num_frames else num_video_frames
     if rng is not None:
-        clip = np.floor((np.arange(num_frames) + rng.random(num_frames)) * (split / num_frames)).astype(np.int64)
+        i, u = np.arange(num_frames, dtype=np.int64), rng.random(num_frames)
+        if split >= num_frames:
+            lo, hi = i * split // num_frames, (i + 1) * split // num_frames
+            clip = lo + np.floor(u * (hi - lo)).astype(np.int64)
+        else:
+            clip = np.floor((i + u) * (split / num_frames)).astype(np.int64)
     else:
         steps = np.arange(num_frames, dtype=np.int64) * offset.denominator + offset.numerator
         clip = steps * split // (num_frames * offset.denominator)
