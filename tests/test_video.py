@@ -274,6 +274,36 @@ def test_check_counts_a_short_video_in_words(tmp_path, frames):
     assert report["reason"] == f"{frames} frame{'s' * (frames > 1)}, fewer than 16"
 
 
+def test_check_of_a_short_file_reports_its_damage_rotation_or_suspicion_and_its_count(tmp_path, monkeypatch):
+    """`mme check --min-frames N` reported a file under N frames 'short' whatever else it found: a file with a frame
+    FFmpeg concealed, a phone video turned by its display matrix or a cut file read sequentially was 'short' alone
+    (its damage, its turn, its cut unsaid), though the default check reports them. The more serious status wins, its
+    reason ending with the count; a file that is only short stays 'short'."""
+    monkeypatch.chdir(tmp_path)
+    frames, _ = affine_video(30, 48, 64, dx=0.7, rot_deg=1.0, seed=3)
+    path = write_corpus_file(tmp_path / "a.mp4", frames, "libx264",
+                             {"x264-params": "keyint=20:bframes=0:scenecut=0", "crf": "20"}, "cfr", "yuv420p", None)
+    with av.open(str(path)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][5]
+    data = bytearray(path.read_bytes())
+    data[pos + size // 2:pos + size // 2 + 8] = bytes(8)  # P-frame 5 damaged: FFmpeg conceals it
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    phone = write_video(tmp_path / "phone.mp4", frames, display=matrix(*TURNS["cw 90"]))
+    full = write_corpus_file("full.mpg", affine_video(60, 48, 64, dx=0.7, rot_deg=1.0, seed=4)[0], *CORPUS["mpeg2.mpg"])
+    (tmp_path / "cut.mpg").write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.65)])  # read sequentially
+    for file, status, start in ((damaged, "damaged", "FFmpeg decoded 1 frame with errors and concealed them: [5]"),
+                                (phone, "rotated", "its display matrix turns"),
+                                (tmp_path / "cut.mpg", "suspicious", "the demuxer flags")):
+        alone = check_video(file)
+        assert (alone["status"], alone["reason"][:len(start)]) == (status, start), alone
+        n = alone["frames"]
+        report = check_video(file, min_frames=61)
+        assert (report["status"], report["frames"]) == (status, n), report
+        assert report["reason"] == f"{alone['reason']}; {n} frames, fewer than 61"
+    assert check_video(path, min_frames=61)["status"] == "short"
+
+
 @pytest.mark.parametrize("width, height, why", [
     (64, 1, "its frames are 64x1, whose short side is under 16 px"), (2, 2, "its frames are 2x2, whose short side is "
      "under 16 px"), (5, 7, "its frames are 5x7, whose short side is under 16 px"), (40, 15, "its frames are 40x15, "

@@ -211,12 +211,13 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     'rotated' when the file's display matrix (``display``; phone videos) turns or mirrors its frames (``rotation``:
     FFmpeg's angle, None for a mirror), which are read as coded unless ``data.orientation=display``; 'suspicious'
     when the file must be read sequentially (its timestamps cannot be trusted, or seeking returned another frame
-    than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames; 'several videos'
-    when it is otherwise 'ok' but holds video streams besides the one read (the first: frame i is that one's), which
-    the reason of the statuses its decode gives names too (:func:`~mme.data.pyav_reader.other_videos`; not a
-    VideoError's, whose file failed to open or decode); or the
-    VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the proven index
-    is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on them)."""
+    than counting) or its packets and frames differ in number; 'short' under ``min_frames`` frames, where it is none
+    of these (their reason then ends with its count); 'several videos' when it is otherwise 'ok' but holds video
+    streams besides the one read (the first: frame i is that one's), which the reason of the statuses its decode gives
+    names too (:func:`~mme.data.pyav_reader.other_videos`; not a VideoError's, whose file failed to open or decode);
+    or the VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the
+    proven index is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on
+    them)."""
     out = video_check(path)
     try:
         with open_video(path, threads=threads, index_dir=index_dir) as reader:
@@ -226,11 +227,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
     out["rotation"] = display_angle(out["display"])
     turned = _turned_how(out["display"], path)
-    if out["frames"] == 0:  # as a run's open of the file says, once its frames are counted
+    frames = out["frames"]
+    short = f"{frames} frame{'s' * (frames != 1)}, fewer than {min_frames}" if frames < min_frames else ""
+    if frames == 0:  # as a run's open of the file says, once its frames are counted
         out.update(status="unreadable", reason=no_frames(out["packets"]))
-    elif out["frames"] < min_frames:
-        n = out["frames"]
-        out.update(status="short", reason=f"{n} frame{'s' * (n != 1)}, fewer than {min_frames}")
     elif out["damaged"] or out["skipped"] or turned:
         n, skips, whys = len(out["damaged"]), out["skipped"], []
         if n:
@@ -245,6 +245,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     elif out["seeking"] == "sequential" or out["frames"] != out["packets"]:
         out.update(status="suspicious", reason=out["reason"] or f"{out['packets']} packets decode to "
                                                                   f"{out['frames']} frames")
+    elif short:
+        out.update(status="short", reason=short)
+    if short and out["status"] in ("damaged", "rotated", "suspicious"):  # the more serious status, and the count
+        out["reason"] += f"; {short}"
     if others and out["status"] == "ok":  # frame i is the first video stream's: said, as the file may be for another
         out.update(status="several videos", reason=others)
     elif others:
