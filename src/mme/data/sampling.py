@@ -52,9 +52,9 @@ def sample_pretrain(num_video_frames: int, num_frames: int, stride: int, tubelet
                     rng: np.random.Generator, reads: int | None = None) -> ClipIndices:
     """T frames at stride s from a uniformly random window that also holds the tracks (mme-method.md §3).
 
-    MME: 16 frames × stride 4 on Kinetics (a 64-raw-frame window), stride 2 on SSv2. With
-    ``track_length=0`` this is the strided sampler of fine-tuning. Videos shorter than the window start at 0
-    and repeat their last frame (module docstring). ``reads``: raw frames decoded from each start
+    MME: 16 frames × stride 4 on Kinetics (a 61-raw-frame window, with tracks of L = 4 at tubelet 2 as without),
+    stride 2 on SSv2. With ``track_length=0`` this is the strided sampler of fine-tuning. Videos shorter than the
+    window start at 0 and repeat their last frame (module docstring). ``reads``: raw frames decoded from each start
     (:class:`ClipIndices`); the window is the same whatever it is.
     """
     span = window_length(num_frames, stride, tubelet, track_length)
