@@ -144,6 +144,31 @@ def test_the_opencv_reader_reads_the_frames_asked_where_the_header_miscounts_the
                 assert np.abs(got.astype(int) - ref[idx]).mean() < 2.0, path.name
 
 
+def test_the_opencv_reader_reopens_the_file_it_opened_after_a_chdir(tmp_path, clip_frames, monkeypatch):
+    """The opencv reader reopens its file where OpenCV does not seek (a header counting 0 frames): it looked its
+    path up again against the working folder, so a reader opened with a relative name, after os.chdir, read another
+    file of that name (or failed where there was none). It reopens the absolute path resolved when it was opened."""
+    avi = tmp_path / "full.avi"
+    write_gop_video(avi, clip_frames, "mpeg4", {"g": "12", "b": "2000000"})
+    data = bytearray(avi.read_bytes())
+    struct.pack_into("<I", data, data.find(b"avih") + 24, 0)  # header counts 0 frames: every read reopens
+    struct.pack_into("<I", data, data.find(b"strh") + 40, 0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "a" / "v.avi").write_bytes(data)
+    write_gop_video(tmp_path / "c" / "v.avi", clip_frames[::-1].copy(), "mpeg4", {"g": "12", "b": "2000000"})
+    ref, other = decode_all(tmp_path / "a" / "v.avi"), decode_all(tmp_path / "c" / "v.avi")
+    idx = [10, 30, 45]
+    assert np.abs(ref[idx].astype(int) - other[idx]).mean() > 10  # the other file's frames differ
+    monkeypatch.chdir(tmp_path / "a")
+    with open_video("v.avi", "opencv") as reader:
+        assert reader.num_frames == 50
+        for folder in ("a", "c", "."):  # the same name elsewhere, then none
+            monkeypatch.chdir(tmp_path / folder)
+            got = reader.read(idx)
+            assert np.abs(got.astype(int) - ref[idx]).mean() < 2.0, folder
+
+
 def test_count_and_size_of_plain_h264(tmp_path, clip_frames):
     path = write_video(tmp_path / "a.mp4", clip_frames[:11])
     with open_video(path) as reader:

@@ -279,6 +279,7 @@ class _OpenCVReader(VideoReader):
 
     def __init__(self, path: str, threads: int = 0):
         self.path, self._threads = path, threads
+        self._name = absolute_path(path)  # what it is reopened by: the file opened, whatever the working folder then
         self._cap = self._capture()
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -286,7 +287,7 @@ class _OpenCVReader(VideoReader):
 
     def _capture(self) -> cv2.VideoCapture:
         """A capture of the file at its first frame, with OpenCV's own turning off (refused where it cannot be)."""
-        cap = _opencv_capture(self.path, self._threads)
+        cap = _opencv_capture(self._name, self._threads)
         if not cap.isOpened():
             raise video_error(self.path, "unreadable", "OpenCV cannot open it")
         if not cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and cap.get(cv2.CAP_PROP_ORIENTATION_META):
@@ -317,7 +318,8 @@ class _OpenCVReader(VideoReader):
         for i in indices:
             while pos < i:
                 if not self._cap.grab():
-                    raise video_error(self.path, "decode error", f"frame {pos} could not be decoded")
+                    raise video_error(self.path, "decode error", f"frame {i} could not be decoded: the decode "
+                                                                 f"towards it stopped at frame {pos}")
                 pos += 1
             ok, frame = self._cap.read()
             if not ok:
