@@ -144,6 +144,21 @@ def test_the_opencv_reader_reads_the_frames_asked_where_the_header_miscounts_the
                 assert np.abs(got.astype(int) - ref[idx]).mean() < 2.0, path.name
 
 
+@pytest.mark.parametrize("name", ["h264.ts", "mpeg2.ts"])
+def test_the_opencv_reader_decodes_on_without_a_seek_from_where_its_capture_stands(tmp_path, clip_frames, name):
+    """OpenCV's seek to frame 0 of an MPEG-TS lands frames later though it says it landed there: a fresh opencv
+    reader's read of frames 0, 1, 18 gave 8, 9, 26 of the corpus's H.264 .ts (12, 13, 30 of its MPEG-2 one), and the
+    next clip, read from where the last ended, was as far off. A read that starts where the capture stands, or a few
+    frames on, decodes on without a seek."""
+    path = write_corpus_file(tmp_path / name, clip_frames, *CORPUS[name])
+    ref = decode_all(path)
+    with open_video(path, "opencv") as reader:
+        for idx in ([0, 1, 18], [20, 25], [30, 31]):  # from frame 0, then each a few frames after the last read
+            got = reader.read(idx)
+            nearest = np.abs(got[:, None].astype(int) - ref[None].astype(int)).mean(axis=(2, 3, 4)).argmin(1)
+            np.testing.assert_array_equal(nearest, idx)
+
+
 def test_the_opencv_reader_reopens_the_file_it_opened_after_a_chdir(tmp_path, clip_frames, monkeypatch):
     """The opencv reader reopens its file where OpenCV does not seek (a header counting 0 frames): it looked its
     path up again against the working folder, so a reader opened with a relative name, after os.chdir, read another

@@ -271,6 +271,10 @@ def _turned_how(matrix, path) -> str:
             f"as coded unless data.orientation=display")
 
 
+FORWARD_WITHOUT_SEEK = 16
+"""Frames an OpenCV capture decodes on to reach a read's first frame rather than seek to it."""
+
+
 class _OpenCVReader(VideoReader):
     """OpenCV's FFmpeg backend; the count is verified by grabbing every frame once (cached per process while the file
     is unchanged: :func:`_opencv_count`). Not exact: CAP_PROP_POS_FRAMES seeks by frame-rate arithmetic (wrong frames
@@ -280,7 +284,7 @@ class _OpenCVReader(VideoReader):
     def __init__(self, path: str, threads: int = 0):
         self.path, self._threads = path, threads
         self._name = absolute_path(path)  # what it is reopened by: the file opened, whatever the working folder then
-        self._cap = self._capture()
+        self._cap, self._at = self._capture(), 0  # _at: the frame the capture decodes next, None where unknown
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.num_frames = _opencv_count(VersionOfFile.of(path), threads)
@@ -302,7 +306,11 @@ class _OpenCVReader(VideoReader):
         header (CAP_PROP_FRAME_COUNT): it lands before ``frame`` where the header counts fewer frames (an AVI with a
         wrong count), and the reads go on from there; where that count is under 2 (an AVI whose header was never
         finalised, a WebM written live, without duration) it does not seek at all, though it says it did, and the
-        capture is opened again, at frame 0."""
+        capture is opened again, at frame 0. A capture already at or a few frames before ``frame`` (a fresh one
+        read from frame 0, the next clip of a video read in order) decodes on without a seek: that costs at
+        most FORWARD_WITHOUT_SEEK decodes, and a seek on MPEG-TS lands on another frame than the one it names."""
+        if self._at is not None and 0 <= frame - self._at <= FORWARD_WITHOUT_SEEK:
+            return self._at
         if self._cap.get(cv2.CAP_PROP_FRAME_COUNT) > 1:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
             landed = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
@@ -315,6 +323,7 @@ class _OpenCVReader(VideoReader):
     def _read_sorted(self, indices: np.ndarray, each=None) -> np.ndarray:
         # Decode forward from the first wanted frame, or from where the seek to it landed before it.
         out, pos = FrameBuffer(indices, each), self._seek(int(indices[0]))
+        self._at = None  # until the reads below are done
         for i in indices:
             while pos < i:
                 if not self._cap.grab():
@@ -326,6 +335,7 @@ class _OpenCVReader(VideoReader):
                 raise video_error(self.path, "decode error", f"frame {i} could not be decoded")
             pos += 1
             out.put(i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        self._at = pos
         return out.frames
 
     def close(self) -> None:

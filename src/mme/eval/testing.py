@@ -158,7 +158,8 @@ that those read by an earlier rule are made again, not reused as up to date: bum
 other views or another verdict (the frames of the test views, which files are refused). 9: the opencv backend reads
 the frame asked of a file whose container header counts fewer frames than it holds, or under 2 (an AVI never finalised,
 a WebM written live), where OpenCV's seek stops short or does not seek (``_OpenCVReader._seek`` in
-:mod:`mme.data.video`; before: as many frames early as the seek fell short); 8: an MPEG-TS or MPEG-PS whose
+:mod:`mme.data.video`; before: as many frames early as the seek fell short), and a read from where its capture stands
+(a test view from frame 0) decodes on without a seek (before: frames later on MPEG-TS); 8: an MPEG-TS or MPEG-PS whose
 stream's codec parameters give no size (its video starts after FFmpeg's probe window) is read at its first frame's size
 (:attr:`mme.data.pyav_reader._Index.size`; before: refused, its features a NaN row); 7: a file whose last packet with
 data fails to decode has the frames the decoder held for reordering after it, as ``ffmpeg``'s decode
