@@ -445,7 +445,8 @@ def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path
     assert not (work / "~").exists(), sorted(p.name for p in (work / "~").iterdir())
     assert codes == [0, 0, 0, 0]
     assert {"check.json", "index", "cache", "e.npy", "exported"} <= {p.name for p in home.iterdir()}
-    texts = {"backend", "device", "kind", "methods", "overrides", "path_format", "preset", "shard", "target"}
+    texts = {"backend", "device", "group_by", "kind", "methods", "overrides", "path_format", "preset", "shard",
+             "target"}
     for name, parser in _subcommands(build_parser()).items():
         for action in parser._actions:
             if action.nargs != 0 and action.type is None and not action.choices and action.dest not in texts | {

@@ -359,7 +359,8 @@ def test_a_failed_train_video_is_said_as_the_train_lists_when_the_scored_videos_
                  str(tmp_path / "probe"), "--stride", "2", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "(4 videos; 1 of the train list failed; on the split its L2 was chosen on" in out, out
-    assert "(4 videos; 1 of the train list failed)" in out, out
+    assert "(4 videos; 1 of the train list failed; on a split carved from train (whole source videos), give --test)" \
+        in out, out
 
 
 def test_a_class_whose_every_video_failed_in_every_split_is_still_counted(synth, tmp_path, capsys):
@@ -876,3 +877,95 @@ def test_options_each_split_embeds_with_are_refused_before_the_checkpoint_is_rea
         with pytest.raises(ConfigError, match=rf"^{flag} must be an integer of at least {least}, got -1$"):
             run_probe(ckpt, r / "train.txt", out, root=str(r), **{"num_workers": 0, name: -1})
     assert reads == [] and not out.exists()
+
+
+def _ucf_style(root, classes=("Archery", "Basketball", "Biking", "Bowling"), groups=3, clips=3, names=None):
+    """A UCF101-style folder, ``<Class>/v_<Class>_g<GG>_c<CC>.avi`` (or ``names(class, g, c)``), and its list: the
+    clips of a group are crops of one scene (as UCF101's clips of one long video), the class has no visual signal of
+    its own. Returns the list file."""
+    import numpy as np
+
+    from tests.videos import write_video
+
+    lines = []
+    for label, cls in enumerate(classes):
+        for g in range(1, groups + 1):
+            scene = np.random.default_rng([label, g]).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            for c in range(1, clips + 1):
+                name = names(cls, g, c) if names else f"v_{cls}_g{g:02d}_c{c:02d}.avi"
+                (root / cls).mkdir(parents=True, exist_ok=True)
+                write_video(root / cls / name, np.stack([scene[c:c + 32, c + t:c + t + 32] for t in range(12)]),
+                            codec="mpeg4")
+                lines.append(f"{cls}/{name} {label}\n")
+    (root / "train.txt").write_text("".join(lines))
+    return root / "train.txt"
+
+
+def test_a_split_carved_from_train_holds_whole_source_videos():
+    """The validation split carved from train was drawn clip by clip: UCF101's clips of one group (HMDB51's of one
+    source, Kinetics' of one YouTube video) fell on both sides, and a probe of labels with no visual signal scored
+    far above chance (kNN 85 %, chance 25 %). Whole groups are drawn now; a class of one group stays in train."""
+    from mme.data.lists import group_pattern, source_group
+
+    paths = ([f"Archery/v_Archery_g{g:02d}_c{c:02d}.avi" for g in range(1, 6) for c in range(1, 5)]
+             + [f"brush_hair/Aussie_Brushing_brush_hair_u_nm_np1_fr_med_{n}.avi" for n in range(3)]
+             + [f"brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_{n}.avi" for n in range(2)]
+             + [f"train/abseiling/{y}_{s:06d}_{s + 10:06d}.mp4" for y in ("-3B32lodo2M", "0_a9Xr1Gw2I")
+                for s in (0, 20, 40)]
+             + ["other/one.mp4", "other/two.mp4"])
+    y = torch.tensor([0] * 20 + [1] * 5 + [2] * 6 + [3] * 2)
+    groups = [source_group(p) for p in paths]
+    assert groups[:4] == ["v_Archery_g01"] * 4 and groups[20] == "Aussie_Brushing_brush_hair_u_nm_np1_fr_med"
+    assert groups[25] == "-3B32lodo2M" and groups[-2:] == ["other/one.mp4", "other/two.mp4"]
+    assert len(set(groups)) == 5 + 2 + 2 + 2
+    for seed in range(20):
+        tr, va = stratified_split(y, 0.2, seed, groups)
+        assert sorted(tr.tolist() + va.tolist()) == list(range(len(y)))
+        assert not {groups[i] for i in tr.tolist()} & {groups[i] for i in va.tolist()}, seed
+        assert (y[va] == 0).sum() == 4 and set(y[va].tolist()) == {0, 1, 2, 3}  # 1 of 5 groups, 1 of 2 of the rest
+    single = stratified_split(torch.tensor([0] * 4 + [1] * 3), 0.2, 0, ["g"] * 4 + ["a", "b", "c"])
+    assert single[1].tolist() in ([4], [5], [6]) and single[0].tolist()[:4] == [0, 1, 2, 3]  # class 0: one group
+    by = group_pattern(r"(scene\d+)_take")
+    assert [source_group(p, by) for p in ("a/scene3_take1.mp4", "b/scene3_take2.mp4", "a/scene31_x.mp4")] == [
+        "scene3", "scene3", "a/scene31_x.mp4"]
+    assert source_group("a/cam2.mp4", group_pattern("cam")) == "cam"  # no group: the match
+    with pytest.raises(ConfigError, match=r"--group-by '\(scene' is not a regular expression"):
+        group_pattern("(scene")
+
+
+def test_mme_probe_carves_its_split_by_source_video_and_says_so(tmp_path, capsys):
+    """`mme probe` without --val and --test scored kNN on clips whose group's other clips were in its bank, and its
+    console line and probe.json's knn entry did not say the split was carved from train. The carve holds whole
+    groups (the names' or --group-by's), kNN says it scored a carved split."""
+    import json
+
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    root = tmp_path / "UCF"
+    train = _ucf_style(root)
+    args = ["probe", str(ckpt), "--train", str(train), "--root", str(root), "--stride", "2", "--workers", "0", "--k",
+            "3"]
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert result["val_carved"] == {"group_by": None, "train_groups": 8, "val_groups": 4}
+    assert result["knn"]["evaluated_on"] == "val" and result["knn"]["val_carved_from_train"]
+    assert result["knn"]["num_samples"] == result["linear"]["num_samples"] == 12  # a group of each class, whole
+    assert result["knn"]["num_train"] == 24
+    assert "(12 videos; on a split carved from train (whole source videos), give --test)" in out, out
+    # names of no known dataset: each file its own source, unless --group-by says
+    other = tmp_path / "other"
+    train = _ucf_style(other, groups=2, clips=2, names=lambda cls, g, c: f"{cls}_scene{g}_take{c}.avi")
+    args[args.index("--train") + 1:args.index("--root") + 2] = [str(train), "--root", str(other)]
+    assert main([*args, "--out", str(tmp_path / "files")]) == 0
+    assert json.loads((tmp_path / "files" / "probe.json").read_text())["val_carved"]["val_groups"] == 4
+    assert main([*args, "--out", str(tmp_path / "scenes"), "--group-by", r"(.+_scene\d+)_take"]) == 0
+    result = json.loads((tmp_path / "scenes" / "probe.json").read_text())
+    assert result["val_carved"] == {"group_by": r"(.+_scene\d+)_take", "train_groups": 4, "val_groups": 4}
+    assert result["knn"]["num_samples"] == 8

@@ -419,6 +419,12 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-linear", dest="linear", action="store_false", help="skip the linear probe")
     p.add_argument("--no-knn", dest="knn", action="store_false", help="skip kNN")
     p.add_argument("--seed", type=count(0), default=0, help="seed of the carved validation split")
+    p.add_argument("--group-by", dest="group_by", metavar="REGEX", default=None,
+                   help="the source video of a train clip, for the validation split carved from train (whole sources "
+                        "on one side): the regular expression's first group (or its match) searched in the file "
+                        "name; a file it does not match is its own source (default: the source UCF101's "
+                        "v_<Class>_g<NN>_c<NN>, HMDB51's <name>_<n> and Kinetics' <youtube_id>_<start>_<end> names "
+                        "say, else the file)")
     _clip_args(p)
     _encoder_run_args(p)
     _video_args(p, of_run=True)

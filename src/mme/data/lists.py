@@ -389,6 +389,39 @@ COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".br")
 only those of :data:`FILE_EXTS` name a file (``frames.gz``; ``Jay.Z`` and ``x.br`` may be class folders)."""
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
+SOURCE_GROUPS = (
+    re.compile(r"(v_.+_g\d+)_c\d+"),  # UCF101: v_<Class>_g<group>_c<clip>, the clips of a group cut from one video
+    re.compile(r"(.+_[fhul]_[cn]m_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo))_\d+"),  # HMDB51: <source>_<tags>_<n>
+    re.compile(r"([\w-]{11})_\d{6}_\d{6}"),  # Kinetics: <youtube_id>_<start>_<end>, segments of one YouTube video
+)
+"""The names (of a file without its extension) that say the source video a clip was cut from (the first group):
+UCF101's, HMDB51's and Kinetics' (:data:`KINETICS_FORMAT`) clips of one source are one group (:func:`source_group`)."""
+
+
+def group_pattern(group_by: str | None, option: str = "--group-by") -> re.Pattern | None:
+    """``group_by`` compiled (None for None), a ConfigError naming ``option`` where it is not a regular expression."""
+    if group_by is None:
+        return None
+    try:
+        return re.compile(group_by)
+    except re.error as e:
+        raise ConfigError(f"{option} {group_by!r} is not a regular expression: {e}") from None
+
+
+def source_group(path: str, group_by: re.Pattern | None = None) -> str:
+    """The source video a clip (a list's ``path``) was cut from, which must not be on both sides of a split: with
+    ``group_by`` (:func:`group_pattern`), its first group (or its match where it has none) searched in the file's
+    name; else the UCF101, HMDB51 or Kinetics source its name says (:data:`SOURCE_GROUPS`). A path that matches
+    none is its own group (the path)."""
+    name = os.path.basename(path)
+    if group_by is not None:
+        found = group_by.search(name)
+        return path if found is None else found.group(1 if group_by.groups and found.group(1) is not None else 0)
+    for pattern in SOURCE_GROUPS:
+        found = pattern.fullmatch(os.path.splitext(name)[0])
+        if found:
+            return found.group(1)
+    return path
 
 Splits = dict[str, list[ListEntry]]
 

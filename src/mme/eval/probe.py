@@ -73,18 +73,27 @@ def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torc
     return x.mean(0), x.std(0, unbiased=False).clamp_min(eps)
 
 
-def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val) with ``fraction`` of every class in val (at least one row of each class that has
-    two or more), drawn with ``seed``."""
+def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0,
+                     groups: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val) with ``fraction`` of every class in val (at least one of each class that has two or
+    more), drawn with ``seed``. With ``groups`` (a key per row: the source video its clip was cut from,
+    :func:`mme.data.lists.source_group`) whole groups are drawn, every group on one side, a group counted in its most
+    common class (of equal counts, the lowest); a class of one group stays in train. Without, each row is a group."""
+    if groups is None:
+        owner, label = torch.arange(len(y)), y
+    else:
+        keys: dict = {}
+        owner = torch.tensor([keys.setdefault(key, len(keys)) for key in groups], dtype=torch.long)
+        counts = torch.zeros(len(keys), int(y.max()) + 1 if len(y) else 0, dtype=torch.long)
+        label = counts.index_put_((owner, y), torch.ones_like(y), accumulate=True).argmax(1)  # (the first of a tie)
     g = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in y.unique():
-        idx = (y == c).nonzero().flatten()
+    held = []
+    for c in label.unique():
+        idx = (label == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(fraction * len(idx))))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+        held.append(idx[:0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(fraction * len(idx))))])
+    in_val = torch.isin(owner, torch.cat(held)) if held else torch.zeros(len(y), dtype=torch.bool)
+    return (~in_val).nonzero().flatten(), in_val.nonzero().flatten()
 
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
@@ -111,11 +120,12 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay:
 def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=None, *,
                  num_classes: int | None = None, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
                  val_fraction: float = 0.2, seed: int = 0, max_iter: int = 500,
-                 class_names: list[str] | None = None) -> dict[str, Any]:
+                 class_names: list[str] | None = None, groups: list | None = None) -> dict[str, Any]:
     """Linear probe on frozen features (arrays or tensors ``(N, D)`` / labels ``(N,)``).
 
     Chooses the L2 strength from ``weight_decays`` on (val_x, val_y), or on a stratified ``val_fraction`` of
-    train when no val split is given, refits on train ∪ val, and reports on the test split (or on val when no
+    train when no val split is given (by the source groups of the train rows, ``groups``, where given: see
+    :func:`stratified_split`), refits on train ∪ val, and reports on the test split (or on val when no
     test split is given). Returns a JSON-serialisable dict: ``top1``, ``top5``, per-class accuracy and the
     confusion matrix of the evaluated split (see ``classification_report``), plus ``weight_decay`` (chosen),
     ``val_top1`` per candidate, ``evaluated_on``, ``num_fit`` (the rows the reported head was fitted on: train ∪
@@ -124,10 +134,10 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     label; a DataError where a label is beyond them)."""
     tx, ty = _as_tensors(train_x, train_y, "train")
     if val_x is None:
-        tr, va = stratified_split(ty, val_fraction, seed)
+        tr, va = stratified_split(ty, val_fraction, seed, groups)
         if len(va) == 0:
-            raise DataError("linear probe: train split too small to carve a validation split (need ≥ 2 rows in "
-                            "some class)")
+            raise DataError("linear probe: train split too small to carve a validation split (need ≥ 2 "
+                            f"{'rows' if groups is None else 'source groups'} in some class)")
         (tx, ty), (vx, vy), carved = (tx[tr], ty[tr]), (tx[va], ty[va]), True
     else:
         (vx, vy), carved = _as_tensors(val_x, val_y, "val"), False
@@ -260,7 +270,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
               test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
               k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
               weight_decays: tuple[float, ...] = WEIGHT_DECAYS, val_fraction: float = 0.2, seed: int = 0,
-              **embed_kwargs) -> dict[str, Any] | None:
+              group_by: str | None = None, **embed_kwargs) -> dict[str, Any] | None:
     """``mme probe``: embed each split once (cached in ``out_dir/features/<split>.safetensors``, see
     :func:`mme.eval.features.embed`; ``embed_kwargs`` are its view and loader options), then the linear probe
     and kNN; failed videos are left out and counted. Writes ``out_dir/probe.json`` and returns it. Under torchrun
@@ -268,12 +278,15 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     a collective through a long fit, they would run into NCCL's timeout).
 
     kNN is evaluated on the split the linear probe reports on: test, else val, else the same stratified
-    ``val_fraction`` of train (same ``seed``)."""
-    from mme.data.lists import check_labels, check_root, read_classes, untrained_classes
+    ``val_fraction`` of train (same ``seed``). A split carved from train holds whole source videos: the clips of
+    one are a group (:func:`mme.data.lists.source_group`: ``group_by``, a regular expression over the file name, else
+    the UCF101, HMDB51 or Kinetics name, else the file), all on one side of it."""
+    from mme.data.lists import check_labels, check_root, group_pattern, read_classes, source_group, untrained_classes
     from mme.eval.features import EMBED_COUNTS, check_embed_options, embed, read_encoder, read_features, refuse_unowned
     from mme.train import distributed as dist
 
     seed = check_seed(seed, "--seed")
+    pattern = group_pattern(group_by)
     check_root(embed_kwargs.get("root", ""), "--root")
     if not (linear or knn):
         raise ConfigError("--no-linear with --no-knn leaves the probe nothing to fit or score; drop one of them "
@@ -308,6 +321,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
               **{**embed_kwargs, **counts})
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
+        if split == "train":  # (rows in the list's order)
+            groups = [source_group(e.path, pattern) for e, kept in zip(entries[split], valid, strict=True) if kept]
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
                        "views": meta["views"], "stride": meta["stride"], "segments": meta["segments"],
                        "orientation": meta["orientation"], "backend": meta["backend"], "precision": meta["precision"],
@@ -324,17 +339,29 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     tx, ty = data["train"]
     vx, vy = data.get("val", (None, None))
     ex, ey = data.get("test", (None, None))
+    carved = vx is None
+    if carved:  # the split linear_probe carves (and kNN scores where no test list is given): whole source groups
+        tr, va = stratified_split(torch.as_tensor(ty), val_fraction, seed, groups)
+        result["val_carved"] = {"group_by": group_by, "train_groups": len({groups[i] for i in tr.tolist()}),
+                                "val_groups": len({groups[i] for i in va.tolist()})}
+        kept = sorted(set(ty.tolist()) - set(ty[va.numpy()].tolist()))
+        if kept:
+            log.warning("class(es) %s of the train list have a single source group (%s): all their videos stay "
+                        "in train, none in the validation split carved from it, which scores none of them; give "
+                        "--val, or --group-by", ", ".join(str(names[c] if names else c) for c in kept),
+                        f"--group-by {group_by!r}" if group_by else "UCF101, HMDB51 or Kinetics names, else the file")
     if linear:
         result["linear"] = linear_probe(tx, ty, vx, vy, ex, ey, num_classes=num_classes, weight_decays=weight_decays,
-                                        val_fraction=val_fraction, seed=seed, class_names=names)
+                                        val_fraction=val_fraction, seed=seed, class_names=names, groups=groups)
     if knn:
         if ex is None and vx is None:  # the same carved split as the linear probe
-            tr, va = stratified_split(torch.as_tensor(ty), val_fraction, seed)
             tx, ty, ex, ey = tx[tr.numpy()], ty[tr.numpy()], tx[va.numpy()], ty[va.numpy()]
         elif ex is None:
             ex, ey = vx, vy
-        result["knn"] = knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
-                                     num_classes=num_classes, class_names=names)
+        result["knn"] = {**knn_classify(tx, ty, ex, ey, k=k, temperature=temperature, weighting=weighting,
+                                        num_classes=num_classes, class_names=names),
+                         "evaluated_on": "test" if test_list else "val",
+                         "val_carved_from_train": carved and not test_list}
     atomic_write_json(out_dir / "probe.json", result)
     scored = "test" if test_list else "val" if val_list else "train"
     n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
@@ -345,7 +372,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         if method in result:
             r = result[method]
             chosen = ("; on the split its L2 was chosen on: optimistic, give --test" if method == "linear"
-                      and r["evaluated_on"] != "test" else "")
+                      and r["evaluated_on"] != "test" else "; on a split carved from train (whole source videos), "
+                      "give --test" if r["evaluated_on"] != "test" and r["val_carved_from_train"] else "")
             print(f"{method:>6}: top-1 {100 * r['top1']:6.2f}%  {top5_said(r)}  "
                   f"({r['num_samples']} videos{failed}{chosen})", flush=True)
     print(f"wrote {out_dir / 'probe.json'}", flush=True)
