@@ -397,6 +397,53 @@ def test_a_folder_of_split_folders_gives_one_list_per_split_with_one_class_map(t
         from_class_folders(root)
 
 
+def test_clips_of_one_source_video_in_two_split_folders_are_warned_about(tmp_path, caplog):
+    """train/ and test/ of UCF101-style clips where clips of one group (cut from one video) sit in both, and an
+    HMDB51 source alike: `mme lists folder` said nothing (it compares files only), and a probe scored clips of
+    videos it was fit on. A warning names the count and the first source; clips of other groups are not counted."""
+    root = tmp_path / "ucf"
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    for rel in ("train/Archery/v_Archery_g01_c01.avi", "train/Archery/v_Archery_g02_c01.avi",
+                "test/Archery/v_Archery_g01_c02.avi", "test/Archery/v_Archery_g03_c01.avi",
+                "train/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_0.avi",
+                "test/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_1.avi",
+                "test/brush_hair/Kim_brush_hair_h_cm_np2_le_bad_0.avi"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_video(root / rel, frames, codec="mpeg4")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert cli_main(["lists", "folder", str(root), "--out", str(tmp_path / "l")]) == 0
+    assert (f"{root}: 2 source video(s) have clips in two splits, e.g. v_Archery_g01 (test/Archery/"
+            f"v_Archery_g01_c02.avi in test, train/Archery/v_Archery_g01_c01.avi in train): scores of one split are "
+            f"of videos the other fits on; move each source's clips to one split") in caplog.text, caplog.text
+    caplog.clear()
+    for rel in ("test/Archery/v_Archery_g01_c02.avi", "test/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_1.avi"):
+        (root / rel).unlink()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert cli_main(["lists", "folder", str(root), "--out", str(tmp_path / "m")]) == 0
+    assert "source video" not in caplog.text, caplog.text
+
+
+def test_kinetics_segments_of_one_youtube_video_in_two_splits_are_warned_about(tmp_path, caplog):
+    """`mme lists kinetics` with a youtube_id in the rows of two splits (two segments of one video): nothing was
+    said; a warning names the count and the first youtube_id with a row of each split."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    (folder / "train.csv").write_text(header + "abseiling,-3B32lodo2M,1,11,train\nzumba,z1,2,12,train\n"
+                                      "zumba,z2,3,13,train\n")
+    (folder / "validate.csv").write_text(header + "abseiling,-3B32lodo2M,30,40,validate\nzumba,z3,2,12,validate\n"
+                                         "zumba,z2,20,30,validate\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert cli_main(["lists", "kinetics", str(folder), "--out", str(tmp_path / "out")]) == 0
+    assert (f": 2 source video(s) have clips in two splits, e.g. -3B32lodo2M ({folder / 'train.csv'}:2 in train, "
+            f"{folder / 'validate.csv'}:2 in val): scores of one split") in caplog.text, caplog.text
+    caplog.clear()
+    (folder / "validate.csv").write_text(header + "zumba,z3,2,12,validate\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert cli_main(["lists", "kinetics", str(folder), "--out", str(tmp_path / "out2")]) == 0
+    assert "source video" not in caplog.text, caplog.text
+
+
 def test_splits_built_one_at_a_time_give_lists_under_one_root(tmp_path, caplog, monkeypatch):
     """train/ and validation/ built one at a time into one --out, as docs/data.md shows: before, each list's paths
     started from its own split folder (a/1.mp4 in both), so under one data.root (train/) the val list named the

@@ -438,6 +438,24 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
+def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str, str]]]) -> None:
+    """Warn where one source video has clips in two splits (``sources``: per split, ``(source, path)`` of each of its
+    videos, the source as :func:`source_group` gives it), naming the count and the first such source with a clip of
+    it in each split: a model fit on one split meets the other's clips of the same video (same scene, same people)."""
+    seen: dict[str, tuple[str, str]] = {}
+    shared: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
+    for split, videos in sources.items():
+        for source, path in videos:
+            first = seen.setdefault(source, (split, path))
+            if first[0] != split and source not in shared:
+                shared[source] = (first, (split, path))
+    if shared:
+        source, ((a, first), (b, other)) = next(iter(shared.items()))
+        log.warning("%s: %d source video(s) have clips in two splits, e.g. %s (%s in %s, %s in %s): scores of one "
+                    "split are of videos the other fits on; move each source's clips to one split", where,
+                    len(shared), source, first, a, other, b)
+
+
 def _find_file(folder: Path, names: tuple[str, ...]) -> Path | None:
     """The first of ``names`` that is a file in ``folder`` (publishers have used several namings)."""
     return next((folder / n for n in names if (folder / n).is_file()), None)
@@ -585,6 +603,8 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         raise DataError(f"{root}: no videos ({'/'.join(VIDEO_EXTS)}) in class sub-folders")
     if split_dirs:
         log.info("%s: split folders %s, %d classes over them", root, split_dirs, len(classes))
+        warn_of_shared_sources(root, {split: [(source_group(e.path), e.path) for e in entries]
+                                      for split, entries in out.items()})
     return out, classes, base
 
 
@@ -1232,6 +1252,7 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
             raise DataError(f"{blank}: no label, where other rows of split {split!r} have one (a list is labelled "
                             f"in every line or in none)")
     out: Splits = {}
+    sources: dict[str, list[tuple[str, str]]] = {}  # split -> (youtube_id, its row) of each row
     index = {label: i for i, label in enumerate(classes)}
     first: dict[tuple[str, str], tuple[str, str, Path]] = {}  # (split, path) -> (label, where, CSV) of its first row
     repeats: dict[tuple[Path, Path], list] = {}  # (CSV, first's CSV) -> [(where, first's, path) of the first, count]
@@ -1248,9 +1269,11 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
             repeats.setdefault((source, first_source), [(where, first_where, rel), 0])[1] += 1
             continue
         out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
+        sources.setdefault(split, []).append((yid, where))
     for (_, first_source), ((where, first_where, rel), count) in repeats.items():
         more = f" (and {count - 1} more of its rows repeat rows of {first_source})" if count > 1 else ""
         log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, rel, more)
+    warn_of_shared_sources(", ".join(str(f) for f in csv_files), sources)  # (the YouTube video: its segments' source)
     return out, classes
 
 
