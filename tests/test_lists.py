@@ -406,7 +406,7 @@ def test_clips_of_one_source_video_in_two_split_folders_are_warned_about(tmp_pat
     for rel in ("train/Archery/v_Archery_g01_c01.avi", "train/Archery/v_Archery_g02_c01.avi",
                 "test/Archery/v_Archery_g01_c02.avi", "test/Archery/v_Archery_g03_c01.avi",
                 "train/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_0.avi",
-                "test/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_1.avi",
+                "test/brush_hair/Pat_brush_hair_f_cm_np1_le_bad_1.avi",  # (one source's clips differ in tags)
                 "test/brush_hair/Kim_brush_hair_h_cm_np2_le_bad_0.avi"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         write_video(root / rel, frames, codec="mpeg4")
@@ -415,11 +415,23 @@ def test_clips_of_one_source_video_in_two_split_folders_are_warned_about(tmp_pat
     assert (f"{root}: 2 source video(s) have clips in two splits, e.g. v_Archery_g01 (test/Archery/"
             f"v_Archery_g01_c02.avi in test, train/Archery/v_Archery_g01_c01.avi in train): scores of one split are "
             f"of videos the other fits on; move each source's clips to one split") in caplog.text, caplog.text
+    # each split folder built on its own (train/, then test/ with its class map), as docs/data.md shows: the split
+    # folders beside it are walked for the same files, and their sources are compared too (nothing was said)
+    for split, more in (("train", []), ("test", ["--classes", str(tmp_path / "one" / "classes.json")])):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mme.data.lists"):
+            assert cli_main(["lists", "folder", str(root / split), "--out", str(tmp_path / "one"), *more]) == 0
+        first, other = ("test/Archery/v_Archery_g01_c02.avi", "train/Archery/v_Archery_g01_c01.avi")[::(
+            1 if split == "test" else -1)]
+        assert (f"{root / split}: 2 source video(s) have clips in two splits, e.g. v_Archery_g01 ({first} in "
+                f"{split}, {other} in {'train' if split == 'test' else 'test'}): scores of one split") in caplog.text, (
+            caplog.text)
     caplog.clear()
-    for rel in ("test/Archery/v_Archery_g01_c02.avi", "test/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_1.avi"):
+    for rel in ("test/Archery/v_Archery_g01_c02.avi", "test/brush_hair/Pat_brush_hair_f_cm_np1_le_bad_1.avi"):
         (root / rel).unlink()
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert cli_main(["lists", "folder", str(root), "--out", str(tmp_path / "m")]) == 0
+        assert cli_main(["lists", "folder", str(root / "test"), "--out", str(tmp_path / "n")]) == 0
     assert "source video" not in caplog.text, caplog.text
 
 

@@ -915,7 +915,7 @@ def test_a_split_carved_from_train_holds_whole_source_videos():
              + ["other/one.mp4", "other/two.mp4"])
     y = torch.tensor([0] * 20 + [1] * 5 + [2] * 6 + [3] * 2)
     groups = [source_group(p) for p in paths]
-    assert groups[:4] == ["v_Archery_g01"] * 4 and groups[20] == "Aussie_Brushing_brush_hair_u_nm_np1_fr_med"
+    assert groups[:4] == ["v_Archery_g01"] * 4 and groups[20] == "Aussie_Brushing_brush_hair"
     assert groups[25] == "-3B32lodo2M" and groups[-2:] == ["other/one.mp4", "other/two.mp4"]
     assert len(set(groups)) == 5 + 2 + 2 + 2
     for seed in range(20):
@@ -931,6 +931,128 @@ def test_a_split_carved_from_train_holds_whole_source_videos():
     assert source_group("a/cam2.mp4", group_pattern("cam")) == "cam"  # no group: the match
     with pytest.raises(ConfigError, match=r"--group-by '\(scene' is not a regular expression"):
         group_pattern("(scene")
+
+
+HMDB51_SWING = """Faith_Rewarded_swing_baseball_f_cm_np1_ba_bad_11 Faith_Rewarded_swing_baseball_f_cm_np1_ba_bad_20
+Faith_Rewarded_swing_baseball_f_cm_np1_le_bad_21 Faith_Rewarded_swing_baseball_f_cm_np1_ri_bad_27
+Faith_Rewarded_swing_baseball_f_nm_np0_fr_bad_67 Faith_Rewarded_swing_baseball_f_nm_np1_ba_bad_22
+Faith_Rewarded_swing_baseball_f_nm_np1_ba_med_23 Faith_Rewarded_swing_baseball_f_nm_np1_fr_bad_17
+Faith_Rewarded_swing_baseball_f_nm_np1_fr_med_52 Faith_Rewarded_swing_baseball_f_nm_np1_le_bad_18
+Faith_Rewarded_swing_baseball_f_nm_np1_le_med_19 Faith_Rewarded_swing_baseball_f_nm_np1_ri_bad_4
+Faith_Rewarded_swing_baseball_f_nm_np1_ri_med_62 Faith_Rewarded_swing_baseball_u_cm_np1_ri_bad_3
+Faith_Rewarded_swing_baseball_u_nm_np1_fr_bad_45 Faith_Rewarded_swing_baseball_u_nm_np1_le_bad_12
+Faith_Rewarded_swing_baseball_u_nm_np1_ri_bad_48 BaseballSwingAnalysis_swing_baseball_f_nm_np1_fr_med_17
+BaseballSwingAnalysis_swing_baseball_u_nm_np1_ba_med_0 BaseballSwingAnalysis_swing_baseball_u_nm_np1_fr_med_10
+practicingmybaseballswing2009_swing_baseball_f_cm_np1_fr_med_11
+practicingmybaseballswing2009_swing_baseball_u_cm_np1_fr_med_0""".split()
+"""Real HMDB51 names (class swing_baseball): 22 clips of 3 sources, each source's clips with several tag sets."""
+
+
+def test_a_grouped_split_counts_pairs_not_a_dense_group_by_class_matrix():
+    """stratified_split counted each group's labels in a dense int64 groups x classes matrix: 240 000 clips of 400
+    classes (each its own group) took 1.1 GiB, K700's 3.3 GiB. It counts the (group, label) pairs that occur now;
+    each group's label (most rows, of a tie the lowest) and so the split are those of the dense count."""
+    import numpy as np
+
+    from mme.eval.probe import _group_labels
+
+    for seed in range(100):
+        g = torch.Generator().manual_seed(seed)
+        n = int(torch.randint(1, 200, (1,), generator=g))
+        classes, sources = int(torch.randint(1, 9, (1,), generator=g)), int(torch.randint(1, n + 1, (1,), generator=g))
+        y = torch.randint(0, classes, (n,), generator=g) * int(torch.randint(1, 3, (1,), generator=g))
+        groups = [f"s{int(v)}" for v in torch.randint(0, sources, (n,), generator=g)]
+        keys: dict = {}
+        owner = torch.tensor([keys.setdefault(key, len(keys)) for key in groups])
+        dense = torch.zeros(len(keys), int(y.max()) + 1, dtype=torch.long).index_put_(
+            (owner, y), torch.ones_like(y), accumulate=True)
+        label = torch.from_numpy(_group_labels(owner.numpy(), y.numpy()))
+        assert torch.equal(label, dense.argmax(1)), seed  # (argmax: the first of a tie)
+        tr, va = stratified_split(y, 0.3, seed, groups)
+        assert sorted(tr.tolist() + va.tolist()) == list(range(n))
+        assert not {groups[i] for i in tr.tolist()} & {groups[i] for i in va.tolist()}
+    assert _group_labels(np.array([0, 0, 0, 1, 1]), np.array([5, 2, 5, 2, 5])).tolist() == [5, 2]
+    assert _group_labels(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
+    # a group per clip, 10 000 of 1 000 classes: the dense count was 80 MB; the pairs' is a few arrays of n
+    y = torch.arange(10_000) % 1_000
+    tr, va = stratified_split(y, 0.2, 0, [f"id{i}" for i in range(10_000)])
+    assert len(va) == 2_000 and torch.equal(torch.bincount(y[va]), torch.full((1_000,), 2))
+
+
+def test_a_probe_carves_once_refuses_an_empty_carve_and_says_carved_only_of_a_carve(tmp_path, capsys, caplog,
+                                                                                     monkeypatch):
+    """kNN alone (--no-linear) without --val or --test, every class one source: its carved split was empty and it
+    scored it, exit 0, "top-1 nan% (0 videos)"; it is refused now, as the linear probe refuses it. kNN alone with
+    --test carves nothing, yet probe.json had val_carved and a class of one source was warned about as left out of
+    the carve. The carve is drawn once per run (it was drawn again inside the linear probe)."""
+    import json
+
+    import mme.eval.probe as probe
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1,
+                                                         num_heads=2)), tmp_path / "enc")
+    args = ["probe", str(ckpt), "--stride", "2", "--workers", "0", "--k", "3"]
+    one = tmp_path / "one"
+    train = _ucf_style(one, classes=("Archery", "Basketball", "Biking"), groups=1, clips=3)
+    assert main([*args, "--train", str(train), "--root", str(one), "--no-linear", "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert (f"mme probe: error: {train}: too small to carve a validation split from (need ≥ 2 source groups in some "
+            f"class; its 9 videos are 3 source groups by UCF101, HMDB51 or Kinetics names, else the file)") in err, err
+    assert not (tmp_path / "p" / "probe.json").exists()
+
+    two = tmp_path / "two"
+    lines = _ucf_style(two, classes=("Archery", "Basketball", "Biking"), groups=2, clips=2).read_text().splitlines(True)
+    (two / "tr.txt").write_text("".join(line for line in lines if "_g01_" in line))  # one source of each class
+    (two / "te.txt").write_text("".join(line for line in lines if "_g02_" in line))
+    drawn = []
+    monkeypatch.setattr(probe, "stratified_split", lambda *a, **kw: drawn.append(1) or stratified_split(*a, **kw))
+    with caplog.at_level("INFO", logger="mme.eval.probe"):
+        assert main([*args, "--train", str(two / "tr.txt"), "--test", str(two / "te.txt"), "--root", str(two),
+                     "--no-linear", "--out", str(tmp_path / "t")]) == 0
+    result = json.loads((tmp_path / "t" / "probe.json").read_text())
+    assert "val_carved" not in result and not drawn
+    assert result["knn"]["evaluated_on"] == "test" and not result["knn"]["val_carved_from_train"]
+    assert result["knn"]["num_samples"] == 6 and result["knn"]["num_train"] == 6
+    assert "single source group" not in caplog.text and "carved" not in caplog.text, caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mme.eval.probe"):
+        assert main([*args, "--train", str(two / "train.txt"), "--root", str(two), "--out", str(tmp_path / "c")]) == 0
+    result = json.loads((tmp_path / "c" / "probe.json").read_text())
+    assert len(drawn) == 1  # one carve, the linear probe's and kNN's
+    assert result["val_carved"] == {"group_by": None, "train_groups": 3, "val_groups": 3}
+    assert result["linear"]["num_select_val"] == result["knn"]["num_samples"] == 6
+    assert "validation split carved from train: 3 of 6 source groups, 6 of 12 videos (50.0 %)" in caplog.text
+
+
+def test_hmdb51_clips_of_one_source_with_other_tags_are_one_source():
+    """HMDB51's rule keyed a source by its name and tags, but one source's clips differ in their tags (camera
+    motion, view, quality): the 22 real names of 3 sources made 21 groups, and every seed's carved split had a
+    source on both sides. A source is all before the tags (<source>_<action>): 3 groups, none on both sides."""
+    from mme.data.lists import source_group
+
+    paths = [f"swing_baseball/{name}.avi" for name in HMDB51_SWING]
+    groups = [source_group(p) for p in paths]
+    assert sorted(set(groups)) == ["BaseballSwingAnalysis_swing_baseball", "Faith_Rewarded_swing_baseball",
+                                   "practicingmybaseballswing2009_swing_baseball"]
+    assert groups.count("Faith_Rewarded_swing_baseball") == 17
+    # a second class of two sources, so that a carve of 20 % holds a source of each class
+    paths += [f"brush_hair/{s}_brush_hair_{t}_{n}.avi" for n, (s, t) in enumerate(
+        [("April_09", "u_nm_np1_ba_goo"), ("April_09", "h_cm_np2_le_bad"), ("Aussie", "f_nm_np1_fr_med"),
+         ("Aussie", "u_cm_np1_ri_goo")])]
+    groups = [source_group(p) for p in paths]
+    assert groups[-4:] == ["April_09_brush_hair"] * 2 + ["Aussie_brush_hair"] * 2
+    y = torch.tensor([0] * 22 + [1] * 4)
+    source = [p.split("/")[1].split("_swing_baseball")[0].split("_brush_hair")[0] for p in paths]
+    for seed in range(50):
+        tr, va = stratified_split(y, 0.2, seed, groups)
+        assert sorted(tr.tolist() + va.tolist()) == list(range(len(y)))
+        assert not {source[i] for i in tr.tolist()} & {source[i] for i in va.tolist()}, seed
+        assert len({source[i] for i in va.tolist()}) == 2, seed  # one source of each class
 
 
 def test_mme_probe_carves_its_split_by_source_video_and_says_so(tmp_path, capsys):

@@ -424,8 +424,8 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                    help="the source video of a train clip, for the validation split carved from train (whole sources "
                         "on one side): the regular expression's first group (or its match) searched in the file "
                         "name; a file it does not match is its own source (default: the source UCF101's "
-                        "v_<Class>_g<NN>_c<NN>, HMDB51's <name>_<n> and Kinetics' <youtube_id>_<start>_<end> names "
-                        "say, else the file)")
+                        "v_<Class>_g<NN>_c<NN>, HMDB51's <source>_<action>_<tags>_<n> and Kinetics' "
+                        "<youtube_id>_<start>_<end> names say, else the file)")
     _clip_args(p)
     _encoder_run_args(p)
     _video_args(p, of_run=True)

@@ -391,7 +391,9 @@ KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.
 SSV2_FORMAT = "{id}.webm"
 SOURCE_GROUPS = (
     re.compile(r"(v_.+_g\d+)_c\d+"),  # UCF101: v_<Class>_g<group>_c<clip>, the clips of a group cut from one video
-    re.compile(r"(.+_[fhul]_[cn]m_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo))_\d+"),  # HMDB51: <source>_<tags>_<n>
+    # HMDB51: <source>_<action>_<tags>_<n>; one source's clips have different tags (camera motion, view, quality:
+    # Faith_Rewarded_swing_baseball_f_cm_np1_ba_bad_11, ..._u_nm_np1_le_bad_12), so the group is all before them
+    re.compile(r"(.+)_[fhul]_[cn]m_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo)_\d+"),
     re.compile(r"([\w-]{11})_\d{6}_\d{6}"),  # Kinetics: <youtube_id>_<start>_<end>, segments of one YouTube video
 )
 """The names (of a file without its extension) that say the source video a clip was cut from (the first group):
@@ -575,8 +577,11 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         per_split, split_folders, prefix = {own_split: videos}, {own_split: root}, own_split
         if own_split:
             listed = [f for files in videos.values() for f in files]
-            _check_other_splits_videos({**_splits_beside(root, near, own_split, listed, beside),
-                                        own_split: (root, listed)}, [own_split], passed.identities)
+            others = _splits_beside(root, near, own_split, listed, beside)
+            _check_other_splits_videos({**others, own_split: (root, listed)}, [own_split], passed.identities)
+            warn_of_shared_sources(root, {name: [(source_group(f.name), os.path.relpath(f, base)) for f in found]
+                                          for name, (folder, found) in {own_split: (root, listed), **others}.items()
+                                          if name == own_split or os.path.realpath(folder) != os.path.realpath(root)})
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
         if empty:

@@ -73,6 +73,20 @@ def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torc
     return x.mean(0), x.std(0, unbiased=False).clamp_min(eps)
 
 
+def _group_labels(owner: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each group's most common label (of equal counts, the lowest), groups ``0 .. owner.max()`` (each owning a
+    row): counted over the (group, label) pairs that occur, not a dense group x class matrix (240 000 clips of 400
+    classes, each its own group, made one of 1.1 GiB)."""
+    if not len(y):
+        return np.zeros(0, dtype=np.int64)
+    pairs, counts = np.unique(owner * (int(y.max()) + 1) + y, return_counts=True)  # (sorted: group, then label)
+    group, label = np.divmod(pairs, int(y.max()) + 1)
+    first = np.lexsort((label, -counts, group))  # per group: the most rows first, then the lowest label
+    keep = np.ones(len(first), dtype=bool)
+    keep[1:] = group[first][1:] != group[first][:-1]
+    return label[first][keep]
+
+
 def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0,
                      groups: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val) with ``fraction`` of every class in val (at least one of each class that has two or
@@ -84,8 +98,7 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0,
     else:
         keys: dict = {}
         owner = torch.tensor([keys.setdefault(key, len(keys)) for key in groups], dtype=torch.long)
-        counts = torch.zeros(len(keys), int(y.max()) + 1 if len(y) else 0, dtype=torch.long)
-        label = counts.index_put_((owner, y), torch.ones_like(y), accumulate=True).argmax(1)  # (the first of a tie)
+        label = torch.from_numpy(_group_labels(owner.numpy(), np.asarray(y, dtype=np.int64)))
     g = torch.Generator().manual_seed(seed)
     held = []
     for c in label.unique():
@@ -120,7 +133,8 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay:
 def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=None, *,
                  num_classes: int | None = None, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
                  val_fraction: float = 0.2, seed: int = 0, max_iter: int = 500,
-                 class_names: list[str] | None = None, groups: list | None = None) -> dict[str, Any]:
+                 class_names: list[str] | None = None, groups: list | None = None,
+                 carve: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Linear probe on frozen features (arrays or tensors ``(N, D)`` / labels ``(N,)``).
 
     Chooses the L2 strength from ``weight_decays`` on (val_x, val_y), or on a stratified ``val_fraction`` of
@@ -131,10 +145,11 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     ``val_top1`` per candidate, ``evaluated_on``, ``num_fit`` (the rows the reported head was fitted on: train ∪
     val where a test split is given) and ``num_select_train`` / ``num_select_val`` (the rows each λ was fitted on
     and scored on). Labels run 0 .. ``num_classes`` - 1 (default: as many as ``class_names``, else 1 + the largest
-    label; a DataError where a label is beyond them)."""
+    label; a DataError where a label is beyond them). ``carve``: the (train, val) indices of that split where the
+    caller has drawn it already (``stratified_split(train_y, val_fraction, seed, groups)``), not drawn again."""
     tx, ty = _as_tensors(train_x, train_y, "train")
     if val_x is None:
-        tr, va = stratified_split(ty, val_fraction, seed, groups)
+        tr, va = stratified_split(ty, val_fraction, seed, groups) if carve is None else carve
         if len(va) == 0:
             raise DataError("linear probe: train split too small to carve a validation split (need ≥ 2 "
                             f"{'rows' if groups is None else 'source groups'} in some class)")
@@ -339,11 +354,20 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     tx, ty = data["train"]
     vx, vy = data.get("val", (None, None))
     ex, ey = data.get("test", (None, None))
-    carved = vx is None
+    carved = vx is None and (linear or ex is None)  # (kNN alone with a test list carves nothing)
+    carve = None
     if carved:  # the split linear_probe carves (and kNN scores where no test list is given): whole source groups
-        tr, va = stratified_split(torch.as_tensor(ty), val_fraction, seed, groups)
+        carve = tr, va = stratified_split(torch.as_tensor(ty), val_fraction, seed, groups)
+        if len(va) == 0:
+            raise DataError(f"{train_list}: too small to carve a validation split from (need ≥ 2 source groups in "
+                            f"some class; its {len(ty)} videos are {len(set(groups))} source groups by "
+                            + (f"--group-by {group_by!r}" if group_by else "UCF101, HMDB51 or Kinetics names, else "
+                               "the file") + "): give --val (or --test), or --group-by")
+        val_groups = {groups[i] for i in va.tolist()}
         result["val_carved"] = {"group_by": group_by, "train_groups": len({groups[i] for i in tr.tolist()}),
-                                "val_groups": len({groups[i] for i in va.tolist()})}
+                                "val_groups": len(val_groups)}
+        log.info("validation split carved from train: %d of %d source groups, %d of %d videos (%.1f %%)",
+                 len(val_groups), len(set(groups)), len(va), len(ty), 100 * len(va) / len(ty))
         kept = sorted(set(ty.tolist()) - set(ty[va.numpy()].tolist()))
         if kept:
             log.warning("class(es) %s of the train list have a single source group (%s): all their videos stay "
@@ -352,7 +376,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                         f"--group-by {group_by!r}" if group_by else "UCF101, HMDB51 or Kinetics names, else the file")
     if linear:
         result["linear"] = linear_probe(tx, ty, vx, vy, ex, ey, num_classes=num_classes, weight_decays=weight_decays,
-                                        val_fraction=val_fraction, seed=seed, class_names=names, groups=groups)
+                                        val_fraction=val_fraction, seed=seed, class_names=names, groups=groups,
+                                        carve=carve)
     if knn:
         if ex is None and vx is None:  # the same carved split as the linear probe
             tx, ty, ex, ey = tx[tr.numpy()], ty[tr.numpy()], tx[va.numpy()], ty[va.numpy()]
