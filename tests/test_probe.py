@@ -4,6 +4,7 @@ test split never influences model selection), and the end-to-end `mme probe` on 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -977,6 +978,57 @@ def test_a_grouped_split_counts_pairs_not_a_dense_group_by_class_matrix():
     y = torch.arange(10_000) % 1_000
     tr, va = stratified_split(y, 0.2, 0, [f"id{i}" for i in range(10_000)])
     assert len(va) == 2_000 and torch.equal(torch.bincount(y[va]), torch.full((1_000,), 2))
+    # the memory itself: 50 000 clips of 400 classes, each its own group, where the dense table is 160 MB (torch's
+    # or numpy's: tracemalloc sees torch's allocations not, so the process's peak resident memory is measured, reset
+    # before the split; a table past glibc's 32 MiB mmap threshold is fresh pages, counted whatever was freed before)
+    n = 50_000
+    y, groups = torch.arange(n) % 400, [f"id{i}" for i in range(n)]
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # (resets VmHWM, the peak resident set, to the current one)
+    except OSError:
+        pytest.skip("no /proc/self/clear_refs to reset the peak resident memory (Linux's)")
+
+    def resident_peak() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+    before = resident_peak()
+    tr, va = stratified_split(y, 0.2, 0, groups)
+    grew = resident_peak() - before
+    assert len(va) == 10_000 and torch.equal(torch.bincount(y[va]), torch.full((400,), 25))
+    assert grew < 60e6, f"the split's peak grew the resident memory by {grew / 1e6:.0f} MB (the dense table: 160 MB)"
+
+
+def test_a_carve_given_to_the_linear_probe_is_private_and_checked():
+    """linear_probe's carve (the split run_probe drew already) was a documented argument taken unchecked: (all, all)
+    scored rows the fit saw (0.65 of labels with no signal, chance 0.33) and said val_carved_from_train; a carve of
+    another list's rows was a bare IndexError; one given with a val split was ignored. It is run_probe's alone now
+    (``_carve``), each row exactly once on one side, and refused with a val split."""
+    torch.manual_seed(0)
+    x, y = torch.randn(60, 16), torch.arange(60) % 3
+    tr, va = stratified_split(y, 0.2, 0)
+    with pytest.raises(TypeError, match="carve"):
+        linear_probe(x, y, carve=(tr, va))
+    drawn = linear_probe(x, y, max_iter=100)
+    assert linear_probe(x, y, max_iter=100, _carve=(tr.tolist(), va.numpy())) == drawn
+    assert drawn["num_samples"] == 12 and drawn["val_carved_from_train"]
+    every = torch.arange(60)
+    for carve, said in [((every, every), "60 of the 60 train rows are in both the carve's train and val indices (a "
+                         "head fitted on them would score them), first rows [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+                        ((torch.cat([tr, va]), va), "12 of the 60 train rows are in both the carve's train and val"),
+                        ((tr, va[:-1]), f"1 of the 60 train rows are on neither side of the carve, first rows "
+                         f"[{int(va[-1])}]"),
+                        ((torch.cat([tr, tr[:1]]), va), f"1 of the 60 train rows are twice on one side of the carve, "
+                         f"first rows [{int(tr[0])}]"),
+                        ((tr.float(), va), "1-D integer row indices, got torch.float32 of shape (48,)"),
+                        ((tr, va, va), "a carve is (train, val) row indices, got tuple")]:
+        with pytest.raises(DataError, match=re.escape(said)):
+            linear_probe(x, y, _carve=carve)
+    with pytest.raises(DataError, match=re.escape("the carve names row 30, not one of the 30 train rows (0 .. 29)")):
+        linear_probe(x[:30], y[:30], _carve=(tr, va))
+    with pytest.raises(DataError, match="a carve of train given with a val split"):
+        linear_probe(x[:40], y[:40], x[40:], y[40:], _carve=(every[:40], every[:0]))
 
 
 def test_a_probe_carves_once_refuses_an_empty_carve_and_says_carved_only_of_a_carve(tmp_path, capsys, caplog,
@@ -1002,8 +1054,12 @@ def test_a_probe_carves_once_refuses_an_empty_carve_and_says_carved_only_of_a_ca
     assert main([*args, "--train", str(train), "--root", str(one), "--no-linear", "--out", str(tmp_path / "p")]) == 1
     err = capsys.readouterr().err
     assert (f"mme probe: error: {train}: too small to carve a validation split from (need ≥ 2 source groups in some "
-            f"class; its 9 videos are 3 source groups by UCF101, HMDB51 or Kinetics names, else the file)") in err, err
+            f"class; its 9 videos are 3 source groups by UCF101, HMDB51 or Kinetics names, else the file): the split "
+            f"kNN is scored on; give --val or --test, or --group-by") in err, err
     assert not (tmp_path / "p" / "probe.json").exists()
+    assert main([*args, "--train", str(train), "--root", str(one), "--out", str(tmp_path / "p")]) == 1
+    assert ("else the file): the split the linear probe's L2 weight is chosen on and both probes are scored on; give "
+            "--val, or --group-by\n") in capsys.readouterr().err
 
     two = tmp_path / "two"
     lines = _ucf_style(two, classes=("Archery", "Basketball", "Biking"), groups=2, clips=2).read_text().splitlines(True)
@@ -1019,6 +1075,14 @@ def test_a_probe_carves_once_refuses_an_empty_carve_and_says_carved_only_of_a_ca
     assert result["knn"]["evaluated_on"] == "test" and not result["knn"]["val_carved_from_train"]
     assert result["knn"]["num_samples"] == 6 and result["knn"]["num_train"] == 6
     assert "single source group" not in caplog.text and "carved" not in caplog.text, caplog.text
+    capsys.readouterr()
+    # the linear probe with --test carves the split its L2 weight is chosen on: --test cannot help, it is not said
+    assert main([*args, "--train", str(two / "tr.txt"), "--test", str(two / "te.txt"), "--root", str(two),
+                 "--out", str(tmp_path / "t")]) == 1
+    assert ("by UCF101, HMDB51 or Kinetics names, else the file): the split the linear probe's L2 weight is chosen on; "
+            "give --val, or --group-by, or --no-linear (kNN alone, scored on the test list)\n") in (
+        capsys.readouterr().err)
+    drawn.clear()
     caplog.clear()
     with caplog.at_level("INFO", logger="mme.eval.probe"):
         assert main([*args, "--train", str(two / "train.txt"), "--root", str(two), "--out", str(tmp_path / "c")]) == 0

@@ -440,10 +440,12 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
-def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str, str]]]) -> None:
+def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str, str | Path]]],
+                           relative_to: str | Path | None = None) -> None:
     """Warn where one source video has clips in two splits (``sources``: per split, ``(source, path)`` of each of its
     videos, the source as :func:`source_group` gives it), naming the count and the first such source with a clip of
-    it in each split: a model fit on one split meets the other's clips of the same video (same scene, same people)."""
+    it in each split: a model fit on one split meets the other's clips of the same video (same scene, same people).
+    The two paths said are relative to ``relative_to`` where given (made so here: only they are said)."""
     seen: dict[str, tuple[str, str]] = {}
     shared: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
     for split, videos in sources.items():
@@ -453,6 +455,8 @@ def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str,
                 shared[source] = (first, (split, path))
     if shared:
         source, ((a, first), (b, other)) = next(iter(shared.items()))
+        if relative_to is not None:
+            first, other = os.path.relpath(first, relative_to), os.path.relpath(other, relative_to)
         log.warning("%s: %d source video(s) have clips in two splits, e.g. %s (%s in %s, %s in %s): scores of one "
                     "split are of videos the other fits on; move each source's clips to one split", where,
                     len(shared), source, first, a, other, b)
@@ -579,9 +583,10 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
             listed = [f for files in videos.values() for f in files]
             others = _splits_beside(root, near, own_split, listed, beside)
             _check_other_splits_videos({**others, own_split: (root, listed)}, [own_split], passed.identities)
-            warn_of_shared_sources(root, {name: [(source_group(f.name), os.path.relpath(f, base)) for f in found]
+            warn_of_shared_sources(root, {name: [(source_group(f.name), f) for f in found]
                                           for name, (folder, found) in {own_split: (root, listed), **others}.items()
-                                          if name == own_split or os.path.realpath(folder) != os.path.realpath(root)})
+                                          if name == own_split or os.path.realpath(folder) != os.path.realpath(root)},
+                                   relative_to=base)  # (only the two paths said are made relative)
             log.info("%s: a split folder: its list's paths start from %s (%s/...), as those of a folder of split "
                      "folders do (give it as data.root)", root, base, prefix)
         if empty:

@@ -109,6 +109,36 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0,
     return (~in_val).nonzero().flatten(), in_val.nonzero().flatten()
 
 
+def _check_carve(carve: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A carve of ``n`` train rows, ``(train, val)`` indices, as two 1-D int64 tensors; a DataError naming why where
+    it does not hold each row 0 .. n-1 exactly once across the two (a row on both sides is scored by a head fitted on
+    it; one beyond the rows, a carve drawn of another list, was a bare IndexError)."""
+    try:
+        tr, va = (torch.as_tensor(np.asarray(part)) for part in carve)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"linear probe: a carve is (train, val) row indices, got {type(carve).__name__}: {e}") from e
+    for part in (tr, va):
+        if part.ndim != 1 or (len(part) and (part.dtype == torch.bool or part.is_floating_point()
+                                             or part.is_complex())):
+            raise DataError(f"linear probe: a carve is (train, val) 1-D integer row indices, got {part.dtype} of "
+                            f"shape {tuple(part.shape)}")
+    tr, va = tr.long(), va.long()
+    both = torch.cat([tr, va])
+    beyond = both[(both < 0) | (both >= n)]
+    if len(beyond):
+        raise DataError(f"linear probe: the carve names row {int(beyond[0])}, not one of the {n} train rows (0 .. "
+                        f"{n - 1}): drawn of another list?")
+    on_train, on_val = torch.bincount(tr, minlength=n), torch.bincount(va, minlength=n)
+    for bad, where in (((on_train > 0) & (on_val > 0), "in both the carve's train and val indices (a head fitted "
+                        "on them would score them)"), ((on_train > 1) | (on_val > 1), "twice on one side of the carve"),
+                       (on_train + on_val == 0, "on neither side of the carve")):
+        if bad.any():
+            rows = bad.nonzero().flatten()
+            raise DataError(f"linear probe: {len(rows)} of the {n} train rows are {where}, first rows "
+                            f"{rows[:10].tolist()}; a carve holds each row exactly once")
+    return tr, va
+
+
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
                max_iter: int = 500) -> torch.nn.Linear:
     """Multinomial logistic regression on standardised ``x (N, D)``: mean cross-entropy + ``weight_decay`` ·
@@ -134,7 +164,7 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
                  num_classes: int | None = None, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
                  val_fraction: float = 0.2, seed: int = 0, max_iter: int = 500,
                  class_names: list[str] | None = None, groups: list | None = None,
-                 carve: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+                 _carve: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Linear probe on frozen features (arrays or tensors ``(N, D)`` / labels ``(N,)``).
 
     Chooses the L2 strength from ``weight_decays`` on (val_x, val_y), or on a stratified ``val_fraction`` of
@@ -145,11 +175,17 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     ``val_top1`` per candidate, ``evaluated_on``, ``num_fit`` (the rows the reported head was fitted on: train ∪
     val where a test split is given) and ``num_select_train`` / ``num_select_val`` (the rows each λ was fitted on
     and scored on). Labels run 0 .. ``num_classes`` - 1 (default: as many as ``class_names``, else 1 + the largest
-    label; a DataError where a label is beyond them). ``carve``: the (train, val) indices of that split where the
-    caller has drawn it already (``stratified_split(train_y, val_fraction, seed, groups)``), not drawn again."""
+    label; a DataError where a label is beyond them)."""
+    # (``_carve``, :func:`run_probe`'s alone: the split it drew already, ``stratified_split(train_y, val_fraction,
+    # seed, groups)``, not drawn again; checked, as it is not drawn here)
     tx, ty = _as_tensors(train_x, train_y, "train")
+    if _carve is not None:
+        if val_x is not None:
+            raise DataError("linear probe: a carve of train given with a val split; the carve is the val split "
+                            "where none is given: give one of them")
+        _carve = _check_carve(_carve, len(ty))
     if val_x is None:
-        tr, va = stratified_split(ty, val_fraction, seed, groups) if carve is None else carve
+        tr, va = stratified_split(ty, val_fraction, seed, groups) if _carve is None else _carve
         if len(va) == 0:
             raise DataError("linear probe: train split too small to carve a validation split (need ≥ 2 "
                             f"{'rows' if groups is None else 'source groups'} in some class)")
@@ -362,7 +398,12 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
             raise DataError(f"{train_list}: too small to carve a validation split from (need ≥ 2 source groups in "
                             f"some class; its {len(ty)} videos are {len(set(groups))} source groups by "
                             + (f"--group-by {group_by!r}" if group_by else "UCF101, HMDB51 or Kinetics names, else "
-                               "the file") + "): give --val (or --test), or --group-by")
+                               "the file") + "): " + (
+                                "the split kNN is scored on; give --val or --test, or --group-by" if not linear else
+                                "the split the linear probe's L2 weight is chosen on; give --val, or --group-by, or "
+                                "--no-linear (kNN alone, scored on the test list)" if ex is not None else
+                                "the split the linear probe's L2 weight is chosen on and both probes are scored on; "
+                                "give --val, or --group-by"))
         val_groups = {groups[i] for i in va.tolist()}
         result["val_carved"] = {"group_by": group_by, "train_groups": len({groups[i] for i in tr.tolist()}),
                                 "val_groups": len(val_groups)}
@@ -377,7 +418,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     if linear:
         result["linear"] = linear_probe(tx, ty, vx, vy, ex, ey, num_classes=num_classes, weight_decays=weight_decays,
                                         val_fraction=val_fraction, seed=seed, class_names=names, groups=groups,
-                                        carve=carve)
+                                        _carve=carve)
     if knn:
         if ex is None and vx is None:  # the same carved split as the linear probe
             tx, ty, ex, ey = tx[tr.numpy()], ty[tr.numpy()], tx[va.numpy()], ty[va.numpy()]
