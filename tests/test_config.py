@@ -1224,3 +1224,25 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
         load_config(FinetuneConfig, "finetune_ssv2", ["task.val_list="])  # its TSN segments' stride: the recipe's
         load_config(PretrainConfig, "tiny_cpu_mme")  # its test views: the defaults
     assert not caplog.text
+
+
+def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and_the_bound():
+    """A value far past any recipe's, which the config took, then failed with a traceback in the first batch, hung
+    the model's build, or trained on nonsense without a word (an auditor's fuzzing of the keys): each is one line
+    naming the key, the bound and why; the bounds take every packaged recipe (test_recipes) and the values beside."""
+    from mme.train.config import FinetuneConfig
+
+    refused = [  # (the override, the recipe's kind, the message)
+        ("data.rrc_ratio=[300,400]", FinetuneConfig, "data.rrc_ratio[0] must be in [0.01, 100], got 300 (a box's w/h: "
+         "a box 100 times wider than high is a line of pixels)"),  # (cv2's resize of a 0-px box)
+        ("data.rrc_ratio=[1e-30,1]", FinetuneConfig, "data.rrc_ratio[0] must be in [0.01, 100], got 1e-30"),
+        ("data.rrc_ratio=[1,1e30]", PretrainConfig, "data.rrc_ratio[1] must be in [0.01, 100], got 1e+30"),
+    ]
+    for override, cls, said in refused:
+        recipe = "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu"
+        with pytest.raises(ConfigError) as info:
+            load_config(cls, recipe, [override])
+        assert str(info.value).startswith(said), (override, str(info.value))
+    taken = [("data.rrc_ratio=[0.01,100]", FinetuneConfig)]
+    for override, cls in taken:
+        load_config(cls, "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu", [override])

@@ -148,6 +148,13 @@ def test_random_resized_crop_falls_back_to_the_centre_crop_of_the_nearest_ratio(
     assert {(g.x0, g.w, g.h) for g in boxes} == {(0, 100, 200)} and len({g.y0 for g in boxes}) > 10
     boxes = [random_resized_crop((400, 100), 32, rng, scale=(0.5, 0.5), ratio=(2, 2)) for _ in range(20)]
     assert {(g.y0, g.w, g.h) for g in boxes} == {(0, 200, 100)} and len({g.x0 for g in boxes}) > 10
+    # a ratio far from the frame's (data.rrc_ratio=[300,400] on 112 px): a box of one pixel's side, not of none,
+    # which OpenCV's resize refused with a traceback in the first batch
+    frames = np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    for ratio, box in (((300, 400), (0, 55, 112, 1)), ((1 / 400, 1 / 300), (55, 0, 1, 112))):
+        g = random_resized_crop((112, 112), 32, rng, scale=(0.25, 1), ratio=ratio)
+        assert (g.x0, g.y0, g.w, g.h) == box
+        assert apply_geometry(frames, g).shape == (2, 32, 32, 3)
 
 
 def test_view_crops_span_the_long_side():

@@ -736,6 +736,20 @@ def warnings_once() -> Iterator[None]:
 
 
 
+def check_within(key: str, value: float | None, least: float | None = None, most: float | None = None,
+                 why: str = "") -> None:
+    """Refuse a config key's ``value`` below ``least`` or above ``most`` (None: unbounded; a None value: unset, taken)
+    in one line naming ``key``, the bound and ``why`` it is one: the bounds of values no research use gives that
+    would hang the run's start, fail with a traceback once the work began, or train on nonsense without a word
+    (``model.decoder_depth=100000``, ``data.decode_threads=3e9``, ``model.norm_eps=1e30``)."""
+    if value is None or ((least is None or value >= least) and (most is None or value <= most)):
+        return
+    shown = {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in (("v", value), ("l", least), ("m", most))}
+    bound = f"in [{shown['l']}, {shown['m']}]" if least is not None and most is not None else \
+        f"at least {shown['l']}" if least is not None else f"at most {shown['m']}"
+    raise ConfigError(f"{key} must be {bound}, got {shown['v']}" + (f" ({why})" if why else ""))
+
+
 def keys_without_effect(cfg: Any, prefix: str = "") -> dict[str, str]:
     """``{dotted key: why it has no effect}`` over ``cfg`` and its sections, each section's from its own
     ``keys_without_effect()`` where it has one (``data.scales`` beside ``data.crop=random_resized``):

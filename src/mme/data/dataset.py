@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from mme.config import check_within
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips
@@ -73,6 +74,8 @@ CROPS = ("multiscale", "random_resized", "center")
 # Reasons a list entry can fail; the shared failure table stores an index into this tuple (0 = not failed).
 REASONS = ("", "missing", "empty", "unreadable", "too short", "decode error", "index out of range",
            "frame count changed", "bad list line", "track cache", "other")
+RRC_RATIO_RANGE = (0.01, 100.0)
+"""The aspect ratios (w/h) ``data.rrc_ratio`` may give: VideoMAE's 3/4 to 4/3, widely around them."""
 MAX_ATTEMPTS = 10
 CACHE_PROBES = 64
 """How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
@@ -156,6 +159,9 @@ class DataConfig:
             raise ConfigError(f"data.rrc_scale must be (min, max) with 0 < min <= max <= 1, got {self.rrc_scale}")
         if len(self.rrc_ratio) != 2 or not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
             raise ConfigError(f"data.rrc_ratio must be (min, max) with 0 < min <= max, got {self.rrc_ratio}")
+        for i, ratio in enumerate(self.rrc_ratio):
+            check_within(f"data.rrc_ratio[{i}]", ratio, *RRC_RATIO_RANGE, "a box's w/h: a box 100 times wider than "
+                         "high is a line of pixels")
         if self.backend not in BACKENDS:
             raise ConfigError(f"data.backend must be one of {BACKENDS}, got {self.backend!r}")
         check_index_dir(self.backend, self.index_dir)

@@ -195,8 +195,8 @@ def multiscale_crop(size: tuple[int, int], out_size: int, rng: np.random.Generat
 def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Generator,
                         scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)) -> Geometry:
     """Fine-tuning crop: a box of random area fraction in ``scale`` and aspect in ``ratio`` (log-uniform),
-    10 tries, else the centre crop with the ratio clamped. Unflipped, as every crop here: the dataset draws the
-    flip (``DataConfig.flip``)."""
+    10 tries, else the centre crop with the ratio clamped (a side of at least 1 px). Unflipped, as every crop here:
+    the dataset draws the flip (``DataConfig.flip``)."""
     W, H = size
     area = W * H
     box = None
@@ -211,9 +211,9 @@ def random_resized_crop(size: tuple[int, int], out_size: int, rng: np.random.Gen
     if box is None:
         aspect = W / H
         if aspect < ratio[0]:
-            w, h = W, int(round(W / ratio[0]))
+            w, h = W, max(1, int(round(W / ratio[0])))
         elif aspect > ratio[1]:
-            w, h = int(round(H * ratio[1])), H
+            w, h = max(1, int(round(H * ratio[1]))), H
         else:
             w, h = W, H
         box = ((W - w) // 2, (H - h) // 2, w, h)
