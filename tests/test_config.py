@@ -1237,12 +1237,17 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
          "a box 100 times wider than high is a line of pixels)"),  # (cv2's resize of a 0-px box)
         ("data.rrc_ratio=[1e-30,1]", FinetuneConfig, "data.rrc_ratio[0] must be in [0.01, 100], got 1e-30"),
         ("data.rrc_ratio=[1,1e30]", PretrainConfig, "data.rrc_ratio[1] must be in [0.01, 100], got 1e+30"),
+        # (PyAV's OverflowError, torch.set_num_threads' ValueError, at the run's start)
+        ("data.decode_threads=3000000000", PretrainConfig, "data.decode_threads must be at most 4096, got 3000000000 "
+         "(more threads than any machine's cores)"),
+        ("train.threads=3000000000", FinetuneConfig, "train.threads must be at most 4096, got 3000000000"),
     ]
     for override, cls, said in refused:
         recipe = "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu"
         with pytest.raises(ConfigError) as info:
             load_config(cls, recipe, [override])
         assert str(info.value).startswith(said), (override, str(info.value))
-    taken = [("data.rrc_ratio=[0.01,100]", FinetuneConfig)]
+    taken = [("data.rrc_ratio=[0.01,100]", FinetuneConfig), ("data.decode_threads=4096", PretrainConfig),
+             ("train.threads=4096", PretrainConfig)]
     for override, cls in taken:
         load_config(cls, "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu", [override])

@@ -51,6 +51,13 @@ numpy's arrays, ``range`` and ``itertools.islice`` hold; a larger one failed wit
 (:func:`outside_int64`)."""
 
 
+MAX_THREADS = 4096
+"""The most threads a config key gives a process or a video's decoder (``train.threads``, ``data.decode_threads``):
+beyond the cores of any machine; a larger count failed where it was used (torch's ``set_num_threads`` past an int32,
+PyAV's thread count past a C int)."""
+THREADS_WHY = "more threads than any machine's cores"
+
+
 def outside_int64(value: int) -> str:
     """Why the integer ``value`` is refused as a config key's or a flag's value: it does not fit an int64
     (:data:`MAX_INT`); '' where it fits."""

@@ -58,6 +58,8 @@ from mme.data.video import BACKENDS, check_index_dir, open_video, require_backen
 from mme.data.video_reader import ORIENTATIONS, VideoReader, video_error
 from mme.errors import ConfigError, DataError, ProcessLost, VideoError
 from mme.utils import (
+    MAX_THREADS,
+    THREADS_WHY,
     check_output,
     command_option,
     command_path,
@@ -169,6 +171,7 @@ class DataConfig:
             raise ConfigError(f"data.orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.decode_threads < 0 or self.num_workers < 0:
             raise ConfigError("data.decode_threads and data.num_workers must be >= 0")
+        check_within("data.decode_threads", self.decode_threads, most=MAX_THREADS, why=THREADS_WHY)
         if not 0.0 <= self.max_failure_fraction <= 1.0:
             raise ConfigError(f"data.max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from mme.config import check_within
 from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
 from mme.models.classifier import SCRATCH_INITS
@@ -21,7 +22,7 @@ from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
 from mme.train.optim import OptimConfig
 from mme.train.precision import PRECISIONS
-from mme.utils import check_seed
+from mme.utils import MAX_THREADS, THREADS_WHY, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class TrainConfig:
         for name in ("steps", "stop_after", "threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive or null, got {getattr(self, name)}")
+        check_within("train.threads", self.threads, most=MAX_THREADS, why=THREADS_WHY)
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must be >= 0, got {self.keep_last}")
         self.seed = check_seed(self.seed, "train.seed")
