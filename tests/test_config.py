@@ -1241,6 +1241,17 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
         ("data.decode_threads=3000000000", PretrainConfig, "data.decode_threads must be at most 4096, got 3000000000 "
          "(more threads than any machine's cores)"),
         ("train.threads=3000000000", FinetuneConfig, "train.threads must be at most 4096, got 3000000000"),
+        # (an allocator's traceback; the model's build or the first batch hung)
+        ("target.track_length=1000000000000", PretrainConfig,
+         "target.track_length must be at most 1024, got 1000000000000 (raw steps of each track, each a flow over the "
+         "seeds: the recipes' 4 to 6)"),
+        ("model.decoder_depth=100000", PretrainConfig, "model.decoder_depth must be at most 1024, got 100000 "
+         "(blocks: ViT-L has 24)"),
+        ("model.depth=1000000000000", FinetuneConfig, "model.depth must be at most 1024, got 1000000000000"),
+        ("augment.randaug_ops=1000000000000", FinetuneConfig,
+         "augment.randaug_ops must be at most 1024, got 1000000000000"),
+        ("task.repeated_aug=1000000000000", FinetuneConfig,
+         "task.repeated_aug must be at most 1024, got 1000000000000 (clips of each video per batch: VideoMAE's 2)"),
     ]
     for override, cls, said in refused:
         recipe = "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu"
@@ -1248,6 +1259,7 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
             load_config(cls, recipe, [override])
         assert str(info.value).startswith(said), (override, str(info.value))
     taken = [("data.rrc_ratio=[0.01,100]", FinetuneConfig), ("data.decode_threads=4096", PretrainConfig),
-             ("train.threads=4096", PretrainConfig)]
+             ("train.threads=4096", PretrainConfig), ("target.track_length=1024", PretrainConfig),
+             ("model.decoder_depth=1024", PretrainConfig), ("task.repeated_aug=1024", FinetuneConfig)]
     for override, cls in taken:
         load_config(cls, "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu", [override])

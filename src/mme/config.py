@@ -736,6 +736,13 @@ def warnings_once() -> Iterator[None]:
 
 
 
+MAX_REPEATS = 1024
+"""The most a count of repeated work takes: blocks of the model (``model.depth``, ``model.decoder_depth``; ViT-L has
+24), raw steps of a track (``target.track_length``; the recipes' 4 to 6), ops or clips per video
+(``augment.randaug_ops``: RandAugment's 2 to 4; ``task.repeated_aug``: VideoMAE's 2). Past it, each hung the model's
+build or the first batch, or failed in an allocation (:func:`check_within`)."""
+
+
 def check_within(key: str, value: float | None, least: float | None = None, most: float | None = None,
                  why: str = "") -> None:
     """Refuse a config key's ``value`` below ``least`` or above ``most`` (None: unbounded; a None value: unset, taken)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mme.config import apply_preset
+from mme.config import MAX_REPEATS, apply_preset, check_within
 from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.masking import MASKS
 from mme.utils import MAX_INT
@@ -114,6 +114,8 @@ class ModelConfig:
         for name in ("decoder_depth", "head_hidden"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("depth", "decoder_depth"):
+            check_within(f"model.{name}", getattr(self, name), most=MAX_REPEATS, why="blocks: ViT-L has 24")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
         for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):

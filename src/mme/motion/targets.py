@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mme.config import apply_preset
+from mme.config import MAX_REPEATS, apply_preset, check_within
 from mme.data.dataset import collate
 from mme.data.transforms import IMAGENET_STD, denormalize, deviations
 from mme.errors import ConfigError
@@ -150,6 +150,8 @@ class TargetConfig:
             self.track_length = 4 if "mme-released" in kinds else 6
         if self.track_length < 1:
             raise ConfigError(f"target.track_length must be >= 1, got {self.track_length}")
+        check_within("target.track_length", self.track_length, most=MAX_REPEATS,
+                     why="raw steps of each track, each a flow over the seeds: the recipes' 4 to 6")
         if self.flow not in METHODS:
             raise ConfigError(f"target.flow must be one of {list(METHODS)}, got {self.flow!r}")
         if not self.cache_dir:  # tracks read from a cache were made by mme extract, whose flow this is not

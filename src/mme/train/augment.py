@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mme.config import MAX_REPEATS, check_within
 from mme.data.transforms import IMAGENET_MEAN, denormalize, normalize
 from mme.errors import ConfigError
 
@@ -57,6 +58,8 @@ class AugmentConfig:
             raise ConfigError(f"augment.randaug_magnitude must be in [0, 10], got {self.randaug_magnitude}")
         if self.randaug_ops < 0 or self.mixup_alpha < 0 or self.cutmix_alpha < 0 or self.randaug_magnitude_std < 0:
             raise ConfigError("augment.randaug_ops, randaug_magnitude_std, mixup_alpha, cutmix_alpha must be >= 0")
+        check_within("augment.randaug_ops", self.randaug_ops, most=MAX_REPEATS,
+                     why="ops applied to each clip: RandAugment's 2 to 4")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"augment.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from mme.config import check_within
+from mme.config import MAX_REPEATS, check_within
 from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
 from mme.models.classifier import SCRATCH_INITS
@@ -235,6 +235,8 @@ class TaskConfig:
             raise ConfigError(f"task.scratch_init must be one of {SCRATCH_INITS}, got {self.scratch_init!r}")
         if self.repeated_aug < 1 or self.eval_batch_size < 1 or self.eval_every < 0:
             raise ConfigError("task.repeated_aug and task.eval_batch_size must be >= 1, task.eval_every >= 0")
+        check_within("task.repeated_aug", self.repeated_aug, most=MAX_REPEATS,
+                     why="clips of each video per batch: VideoMAE's 2")
         if not 0.0 <= self.fc_drop < 1.0:
             raise ConfigError(f"task.fc_drop must be in [0, 1), got {self.fc_drop}")
 
