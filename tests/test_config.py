@@ -1252,6 +1252,17 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
          "augment.randaug_ops must be at most 1024, got 1000000000000"),
         ("task.repeated_aug=1000000000000", FinetuneConfig,
          "task.repeated_aug must be at most 1024, got 1000000000000 (clips of each video per batch: VideoMAE's 2)"),
+        # (trained without a word on nonsense: LayerNorms that output their bias, no valid track, crops of a pixel,
+        # inf logits)
+        ("model.norm_eps=1e30", PretrainConfig, "model.norm_eps must be at most 1, got 1e+30 (a LayerNorm's eps"),
+        ("model.decoder_norm_eps=2", PretrainConfig, "model.decoder_norm_eps must be at most 1, got 2"),
+        ("target.max_disp=1e-9", PretrainConfig, "target.max_disp must be at least 0.5, got 1e-09 (px a track may "
+         "move in a step"),
+        ("data.scales=[1,1e-9]", PretrainConfig, "data.scales[1] must be at least 0.01, got 1e-09 (a crop of 1% of "
+         "the frame"),
+        ("data.rrc_scale=[0.001,1]", FinetuneConfig, "data.rrc_scale[0] must be at least 0.01, got 0.001"),
+        ("task.head_init_scale=1e30", FinetuneConfig, "task.head_init_scale must be in [0, 100], got 1e+30"),
+        ("task.head_init_scale=-1", FinetuneConfig, "task.head_init_scale must be in [0, 100], got -1"),
     ]
     for override, cls, said in refused:
         recipe = "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu"
@@ -1260,6 +1271,8 @@ def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and
         assert str(info.value).startswith(said), (override, str(info.value))
     taken = [("data.rrc_ratio=[0.01,100]", FinetuneConfig), ("data.decode_threads=4096", PretrainConfig),
              ("train.threads=4096", PretrainConfig), ("target.track_length=1024", PretrainConfig),
-             ("model.decoder_depth=1024", PretrainConfig), ("task.repeated_aug=1024", FinetuneConfig)]
+             ("model.decoder_depth=1024", PretrainConfig), ("task.repeated_aug=1024", FinetuneConfig),
+             ("model.norm_eps=1e-12", PretrainConfig), ("target.max_disp=0.5", PretrainConfig),
+             ("data.rrc_scale=[0.01,1]", FinetuneConfig), ("task.head_init_scale=0", FinetuneConfig)]
     for override, cls in taken:
         load_config(cls, "tiny_cpu_mme" if cls is PretrainConfig else "finetune_tiny_cpu", [override])

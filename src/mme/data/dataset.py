@@ -161,6 +161,10 @@ class DataConfig:
             raise ConfigError(f"data.rrc_scale must be (min, max) with 0 < min <= max <= 1, got {self.rrc_scale}")
         if len(self.rrc_ratio) != 2 or not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
             raise ConfigError(f"data.rrc_ratio must be (min, max) with 0 < min <= max, got {self.rrc_ratio}")
+        for key, fraction in [*((f"data.scales[{i}]", s) for i, s in enumerate(self.scales)),
+                              ("data.rrc_scale[0]", self.rrc_scale[0])]:
+            check_within(key, fraction, least=0.01, why="a crop of 1% of the frame is its 10th part across, which "
+                         "the resize blows up to the clip's size")
         for i, ratio in enumerate(self.rrc_ratio):
             check_within(f"data.rrc_ratio[{i}]", ratio, *RRC_RATIO_RANGE, "a box's w/h: a box 100 times wider than "
                          "high is a line of pixels")

@@ -116,6 +116,9 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("depth", "decoder_depth"):
             check_within(f"model.{name}", getattr(self, name), most=MAX_REPEATS, why="blocks: ViT-L has 24")
+        for name in ("norm_eps", "decoder_norm_eps"):  # (1e30: every LayerNorm's output its bias, the input lost)
+            check_within(f"model.{name}", getattr(self, name), most=1.0, why="a LayerNorm's eps, 1e-12 to 1e-5 "
+                         "in the models mme reads; past the variance of its input it erases the input")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
         for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):

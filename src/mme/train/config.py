@@ -237,6 +237,8 @@ class TaskConfig:
             raise ConfigError("task.repeated_aug and task.eval_batch_size must be >= 1, task.eval_every >= 0")
         check_within("task.repeated_aug", self.repeated_aug, most=MAX_REPEATS,
                      why="clips of each video per batch: VideoMAE's 2")
+        check_within("task.head_init_scale", self.head_init_scale, 0.0, 100.0, "the head's initial weights are "
+                     "trunc-normal(0.02) times it: VideoMAE's 0.001; 1e30 makes inf logits")
         if not 0.0 <= self.fc_drop < 1.0:
             raise ConfigError(f"task.fc_drop must be in [0, 1), got {self.fc_drop}")
 
