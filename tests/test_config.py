@@ -1189,7 +1189,8 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
     within warnings_once (mme demo loads the configs of its rows, of the same overrides, 17 times in a quick run),
     and at each load outside it (a second pretrain() of a notebook)."""
     from mme.config import warnings_once
-    from mme.train.config import FinetuneConfig
+    from mme.models.checkpoint import run_model_config
+    from mme.train.config import FinetuneConfig, FinetuneModel
 
     cases = [(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "task.val_list="],
               "task.eval_every=5 has no effect: it validates on task.val_list, which is unset"),
@@ -1202,6 +1203,10 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
              (PretrainConfig, "tiny_cpu_mme", ["data.sampling=segments", "data.stride=7"],
               "data.stride=7 has no effect: data.sampling=segments takes one frame per segment"),
              (PretrainConfig, "tiny_cpu_mme", ["data.test_clips=5"], "data.test_clips=5 has no effect: pre-training"),
+             (FinetuneConfig, "finetune_tiny_cpu", ["model.decoder_dim=64"],  # (refused: not divisible by 6 heads)
+              "model.decoder_dim=64 has no effect: fine-tuning builds no decoder or mask"),
+             (FinetuneConfig, "finetune_tiny_cpu", ["model.mask_ratio=0.9"],
+              "model.mask_ratio=0.9 has no effect: fine-tuning builds no decoder or mask"),
              (FinetuneConfig, "finetune_tiny_cpu", ["augment.mix_switch_prob=0.9"],
               "augment.mix_switch_prob=0.9 has no effect: it chooses between mixup and cutmix where both are on, "
               "and augment.mixup_alpha=0.0 augment.cutmix_alpha=0.0")]
@@ -1223,6 +1228,13 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
         load_config(PretrainConfig, "tiny_cpu_mme", ["data.scales=[0.5]", "data.stride=2"])
         load_config(FinetuneConfig, "finetune_ssv2", ["task.val_list="])  # its TSN segments' stride: the recipe's
         load_config(PretrainConfig, "tiny_cpu_mme")  # its test views: the defaults
+        # a run's recorded model section (a pre-training run's decoder and mask in it), read as fine-tuning's: not
+        # given, so not warned about, and not kept
+        recorded = dataclasses.asdict(load_config(PretrainConfig, "tiny_cpu_mme", [
+            "model.decoder_dim=64", "model.decoder_heads=4", "model.mask_type=random", "model.head_hidden=0"]).model)
+        model = run_model_config(FinetuneModel, recorded, "checkpoint-5.pt")
+        assert (model.decoder_dim, model.decoder_heads, model.mask_type, model.embed_dim) == (
+            192, 6, "tube", recorded["embed_dim"])
     assert not caplog.text
 
 

@@ -29,6 +29,9 @@ DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_laye
                   "head_hidden")
 """The decoder's architecture and its prediction heads' hidden width, likewise (its final norm's eps: Hugging
 Face's is 1e-5)."""
+DECODER_AND_MASK_FIELDS = (*DECODER_FIELDS, "mask_type", "mask_ratio")
+"""The keys of pre-training alone: a classifier (fine-tuning, ``mme.train.config.FinetuneModel``) has no decoder and
+masks no token."""
 
 
 def whole_mlp_width(dim: int, ratio: float) -> int | None:

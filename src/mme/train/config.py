@@ -16,7 +16,7 @@ from mme.config import MAX_REPEATS, check_within
 from mme.data.dataset import DataConfig
 from mme.errors import ConfigError
 from mme.models.classifier import SCRATCH_INITS
-from mme.models.config import ModelConfig
+from mme.models.config import DECODER_AND_MASK_FIELDS, ModelConfig
 from mme.models.masking import masked_per_sample
 from mme.motion.targets import TargetConfig
 from mme.train.augment import AugmentConfig
@@ -162,9 +162,23 @@ class FinetuneData(DataConfig):
 
 @dataclass
 class FinetuneModel(ModelConfig):
-    """The encoder of the classifier: ViT-B with drop path 0.1 (the architecture follows ``train.init``)."""
+    """The encoder of the classifier: ViT-B with drop path 0.1 (the architecture follows ``train.init``). Its decoder
+    and mask keys (:data:`~mme.models.config.DECODER_AND_MASK_FIELDS`), which fine-tuning does not build, keep
+    ModelConfig's defaults whatever is given (:meth:`keys_without_effect` says so): a value of theirs the checks of
+    a decoder would refuse (``model.decoder_dim=64`` beside its 6 heads) is not refused, nor recorded in its runs."""
 
     drop_path: float = 0.1
+
+    def __post_init__(self):
+        for f in dataclasses.fields(ModelConfig):
+            if f.name in DECODER_AND_MASK_FIELDS:
+                setattr(self, f.name, f.default)
+        super().__post_init__()
+
+    @staticmethod
+    def keys_without_effect() -> dict[str, str]:
+        """:func:`mme.config.keys_without_effect`: the decoder's and the mask's keys."""
+        return dict.fromkeys(DECODER_AND_MASK_FIELDS, "fine-tuning builds no decoder or mask")
 
 
 @dataclass
