@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import gc
 import json
+import logging
 import math
 import multiprocessing
 import random
@@ -266,6 +267,42 @@ def test_a_step_bigger_than_an_epoch_is_refused_naming_the_keys_to_lower(sizes, 
                        rf"train.accum_steps={accum} of them \({batch * accum} clips\): lower train.batch_size or "
                        "train.accum_steps"):
         run("tiny_cpu_pixel", synth, tmp_path / "run2", *sizes)
+
+
+def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_them(synth, tmp_path, caplog):
+    """A stride or track length too long for the list's videos trained on clips that repeat their last frame (the
+    sampler clamps to it), exit 0 and not a word (data.stride=16 over videos of 48 frames: an auditor's fuzzing).
+    The reads record each video's frames in a table the loader workers share (no video opened for it), and the
+    first metrics record that finds a short one warns, naming the keys, the window and the shortest; a window the
+    videos hold says nothing. One past any video (data.stride=1e12) is refused at load."""
+    def warned(*overrides: str) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mme.train.loop"):
+            run(*overrides[:1], synth, tmp_path / f"run{len(list(tmp_path.iterdir()))}", FP32, "train.steps=2",
+                "train.log_every=1", *overrides[1:])
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
+
+    # 8 frames at stride 4 span 29 raw frames of the synth's 24: two steps of 4 clips read 8 videos
+    said = warned("tiny_cpu_pixel", "data.stride=4")
+    assert said == ["data: 4 of the 4 videos read so far hold fewer raw frames than the 29 a clip spans "
+                    "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
+                    "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
+                    "(`mme check --min-frames 29` names them)",
+                    "data: 8 of the 8 videos read over the run hold fewer raw frames than the 29 a clip spans "
+                    "(data.num_frames=8 at data.stride=4; the shortest holds 24): their clips repeat their last "
+                    "frame, and train on frozen frames; lower data.stride, or leave them out of the list "
+                    "(`mme check --min-frames 29` names them)"], said
+    # tracks of 12 from the last tubelet's start (12) reach raw frame 24: a window of 25
+    said = warned("tiny_cpu_mme", "target.track_length=12", "data.num_workers=1")
+    assert len(said) == 2 and said[0].startswith("data: ") and "than the 25 a clip spans (data.num_frames=8 at " \
+        "data.stride=2, and target.track_length=12: 10 more for the last tubelet's tracks; the shortest holds 24)" \
+        in said[0] and "lower data.stride or target.track_length" in said[0], said
+    assert warned("tiny_cpu_pixel", "data.stride=3") == []  # (a window of 22)
+    assert warned("tiny_cpu_mme") == []  # (its tracks of 6 end at raw frame 18)
+    with pytest.raises(ConfigError, match=r"^data.num_frames=8 at data.stride=1000000000000 and "
+                       r"target.track_length=6: a clip spans 7000000000001 raw frames, more than the 65536 \(36 "
+                       r"minutes at 30 fps\) any video may hold; lower data.stride$"):
+        load_config(PretrainConfig, "tiny_cpu_mme", tiny("data.stride=1000000000000"))
 
 
 @pytest.mark.parametrize("error", [

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from mme.config import check_within
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
-from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips
+from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
 from mme.data.transforms import (
     MULTISCALE_SCALES,
     Geometry,
@@ -413,6 +413,8 @@ class _VideoDataset(Dataset):
         self.need_labels = need_labels
         # Shared between DataLoader workers and the main process (fork and spawn pass shared memory).
         self._reason = torch.zeros(len(entries), dtype=torch.int8).share_memory_()
+        # Per video, its frames as a training read found them (0: not read yet), likewise shared: short_videos.
+        self._frames = torch.zeros(len(entries), dtype=torch.int32).share_memory_()
         self._check_failures()
 
     def __len__(self) -> int:
@@ -458,6 +460,31 @@ class _VideoDataset(Dataset):
         for i in torch.nonzero(codes).flatten().tolist():
             out[self.path(i)] = REASONS[int(codes[i])]
         return out
+
+    track_length = 0
+    """Raw frames after each tubelet start a clip's tracks reach (:class:`PretrainDataset`'s; none here)."""
+
+    @property
+    def clip_window(self) -> int | None:
+        """Raw frames a training clip spans with its tracks (:func:`~mme.data.sampling.window_length`); None for
+        TSN segments, spread over any video."""
+        cfg = self.cfg
+        if cfg.sampling == "segments":
+            return None
+        return window_length(cfg.num_frames, cfg.stride, cfg.tubelet, self.track_length)
+
+    def short_videos(self) -> tuple[int, int, int]:
+        """``(short, read, fewest)``: of the videos training reads have read so far, across all workers, those that
+        hold fewer raw frames than :attr:`clip_window` (their clips repeat their last frame: mme.data.sampling),
+        all of them, and the fewest frames of the short ones (0 where none)."""
+        window = self.clip_window
+        read = self._frames[self._frames > 0]
+        short = read[read < window] if window is not None else read[:0]
+        return len(short), len(read), int(short.min()) if len(short) else 0
+
+    def _note_frames(self, i: int, frames: int) -> None:
+        """Record that video ``i``, read for training, holds ``frames`` raw frames (:meth:`short_videos`)."""
+        self._frames[i] = frames
 
     @property
     def failure_codes(self) -> torch.Tensor:
@@ -779,6 +806,7 @@ class PretrainDataset(_VideoDataset):
         cfg = self.cfg
         path = self.path(i)
         with self.open(path) as reader:
+            self._note_frames(i, reader.num_frames)
             if cfg.sampling == "segments":
                 idx = sample_segments(reader.num_frames, cfg.num_frames, cfg.tubelet, rng, self.track_length,
                                       reads=self.track_reads)
@@ -821,6 +849,7 @@ class ClassificationDataset(_VideoDataset):
         with self.open(self.path(i)) as reader:
             n, size = reader.num_frames, reader.size
             if self.mode == "train":
+                self._note_frames(i, n)
                 if cfg.sampling == "segments":
                     clips = [sample_segments(n, cfg.num_frames, cfg.tubelet, rng)]
                 else:

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from mme.config import MAX_REPEATS, check_within
 from mme.data.dataset import DataConfig
+from mme.data.sampling import window_length
 from mme.errors import ConfigError
 from mme.models.classifier import SCRATCH_INITS
 from mme.models.config import DECODER_AND_MASK_FIELDS, ModelConfig
@@ -133,6 +134,7 @@ class PretrainConfig:
 
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
+        check_window(self.data, self.target.track_length if {"traj", "shape"} & set(self.target.heads) else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
             self.target.check_settings_used()
         if self.target.shuffled and self.train.batch_size < 2:
@@ -273,6 +275,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
+        check_window(self.data)
 
 
 def clips_for(cfg, model: ModelConfig, source: str):
@@ -299,6 +302,25 @@ def check_clips_fit_model(data, model) -> None:
     if model.in_chans != 3:
         raise ConfigError(f"model.in_chans={model.in_chans}: the clips are RGB, 3 channels (a model of other "
                           f"inputs loads and exports, but does not train on videos)")
+
+
+MAX_WINDOW = 2**16
+"""The most raw frames a clip's window may span (:func:`check_window`): 36 minutes at 30 fps, hundreds of times the
+recipes' 64 (16 frames at stride 4); past any video a list holds, every clip would repeat its last frame."""
+
+
+def check_window(data, track_length: int = 0) -> None:
+    """A strided clip's window, with its tracks (``track_length`` raw steps), must not span more than
+    :data:`MAX_WINDOW` raw frames (``data.stride=1e12``); one longer than the list's videos but within it is warned
+    about as training meets them (:func:`mme.train.loop.warn_short`)."""
+    if data.sampling != "stride":
+        return
+    window = window_length(data.num_frames, data.stride, data.tubelet, track_length)
+    if window > MAX_WINDOW:
+        tracks = f" and target.track_length={track_length}" if track_length else ""
+        raise ConfigError(f"data.num_frames={data.num_frames} at data.stride={data.stride}{tracks}: a clip spans "
+                          f"{window} raw frames, more than the {MAX_WINDOW} (36 minutes at 30 fps) any video may "
+                          "hold; lower data.stride")
 
 
 def check_masks_a_token(model: ModelConfig) -> None:

@@ -133,6 +133,8 @@ class Run:
     whole (one of a checkpoint that holds none resumes with 0)."""
     failures_carried: int = 0
     """Videos that failed before the run resumed (its checkpoint's), counted with this process's."""
+    short_videos_said: int = 0
+    """The videos too short for a clip's window that a warning has said so far (:func:`mme.train.loop.warn_short`)."""
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------

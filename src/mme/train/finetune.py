@@ -74,6 +74,13 @@ class RepeatedClips(Dataset):
     def failure_counts(self) -> dict[str, int]:
         return self.copies[0].failure_counts()
 
+    def short_videos(self) -> tuple[int, int, int]:
+        return self.copies[0].short_videos()
+
+    @property
+    def clip_window(self) -> int | None:
+        return self.copies[0].clip_window
+
     @property
     def bad_lines(self) -> list:
         return self.copies[0].bad_lines

@@ -444,6 +444,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
         stopping = _stop_signal(stop, run.device)  # one decision per step, the same on every rank
         if run.step % t.log_every == 0 or run.step == end or stopping is not None or evaluated or diverged:
             metrics["data_failures"] = share_failures(run)  # every rank's
+            warn_short(run)
             logger.log(metrics, run.step)
             history.append({"step": run.step, **metrics})
         if not diverged:  # (said by its error)
@@ -477,6 +478,32 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or any(said in str(e) for said in _OUT_OF_MEMORY)
 
 
+def warn_short(run: Run, in_all: bool = False) -> None:
+    """Warn (the main rank, of the videos its reads met) once the videos read hold fewer raw frames than a clip's
+    window spans (:meth:`mme.data.dataset._VideoDataset.short_videos`), whose clips repeat their last frame: a run
+    whose stride or track length is too long for its videos trains on frozen frames without a word otherwise. Said
+    at the first metrics record that finds one, and ``in_all`` (the run's end) again where more were met since;
+    the frame counts come from the reads themselves (no video is opened for it). A dataset that keeps none (a
+    caller's own, as benchmarks' banks of clips) says nothing."""
+    if not dist.is_main() or not hasattr(run.data, "short_videos"):
+        return
+    short, read, fewest = run.data.short_videos()
+    if not short or short == run.short_videos_said or (run.short_videos_said and not in_all):
+        return
+    d = run.cfg.data
+    window = run.data.clip_window
+    tracks = window - ((d.num_frames - 1) * d.stride + 1)
+    keys = f"data.num_frames={d.num_frames} at data.stride={d.stride}" + (
+        f", and target.track_length={run.cfg.target.track_length}: {tracks} more for the last tubelet's tracks"
+        if tracks > 0 else "")
+    log.warning("data: %d of the %d videos read %s hold fewer raw frames than the %d a clip spans (%s; the shortest "
+                "holds %d): their clips repeat their last frame, and train on frozen frames; lower data.stride%s, or "
+                "leave them out of the list (`mme check --min-frames %d` names them)", short, read,
+                "over the run" if in_all else "so far", window, keys, fewest, " or target.track_length" if tracks > 0
+                else "", window)
+    run.short_videos_said = short
+
+
 def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
     """The run's last checkpoint, and the failed videos said: a resume with nothing left to train (the run was
     killed after its last checkpoint, before the rest) finishes its rotation."""
@@ -484,6 +511,7 @@ def _last_checkpoint(run: Run, path: Path | None) -> Path | None:
         path = ckpt.checkpoint_path(run.out_dir, run.step)
         if ckpt.list_checkpoints(run.out_dir)[-1] == path:
             ckpt.rotate(run.out_dir, run.cfg.train.keep_last)
+    warn_short(run, in_all=True)
     counts = run.data.failure_counts()
     counts.pop("bad list line", None)  # said at the start
     if dist.is_main() and counts:
