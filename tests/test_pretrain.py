@@ -11,6 +11,8 @@ import math
 import multiprocessing
 import random
 import re
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -23,7 +25,7 @@ from mme import cli
 from mme.config import load_config
 from mme.errors import CheckpointError, ConfigError, DataError, MMEError, NonFiniteLossError, VideoError
 from mme.models.checkpoint import load_encoder
-from mme.train.config import PretrainConfig
+from mme.train.config import FinetuneConfig, PretrainConfig
 
 pytestmark = pytest.mark.numerics  # also run with 'auto' resolved as on the other CPU kind (Makefile)
 
@@ -297,11 +299,29 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
     assert len(said) == 2 and said[0].startswith("data: ") and "than the 25 a clip spans (data.num_frames=8 at " \
         "data.stride=2, and target.track_length=12: 10 more for the last tubelet's tracks; the shortest holds 24)" \
         in said[0] and "lower data.stride or target.track_length" in said[0], said
+    # at stride 1 the clip alone (32 frames) is longer than the videos: no stride fits it, data.num_frames is named
+    said = warned("tiny_cpu_pixel", "data.stride=1", "data.num_frames=32", "model.num_frames=32")
+    assert len(said) == 2 and "than the 32 a clip spans (data.num_frames=32 at data.stride=1; the shortest holds " \
+        "24): their clips repeat their last frame, and train on frozen frames; lower data.num_frames (with " \
+        "model.num_frames), or leave them out" in said[0] and "data.stride," not in said[0], said
     assert warned("tiny_cpu_pixel", "data.stride=3") == []  # (a window of 22)
     assert warned("tiny_cpu_mme") == []  # (its tracks of 6 end at raw frame 18)
+    # under torchrun rank 0's counts are its own reads: the message says so
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-c", "from torch.distributed.run import main; main()", "--standalone",
+                           "--nproc_per_node=2", "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel",
+                           *tiny(*synth, f"train.out_dir={out}", "train.steps=1", "train.log_every=1",
+                                 "train.batch_size=2", FP32, "data.stride=4")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"data: \d+ of the \d+ videos read on this rank so far hold fewer raw frames than the 29 a clip "
+                     r"spans", proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
+    # a window past mme's cap of raw frames, against runaway values (no video's length), is refused at load; one
+    # within it but past any video of the list is warned about as above (finetune_k400 at data.stride=5000: 75001)
+    load_config(FinetuneConfig, "finetune_k400", ["data.stride=5000"])
     with pytest.raises(ConfigError, match=r"^data.num_frames=8 at data.stride=1000000000000 and "
-                       r"target.track_length=6: a clip spans 7000000000001 raw frames, more than the 65536 \(36 "
-                       r"minutes at 30 fps\) any video may hold; lower data.stride$"):
+                       r"target.track_length=6: a clip spans 7000000000001 raw frames, more than mme's cap of "
+                       r"16777216 \(about 6 days at 30 fps, a guard against runaway values\); lower data.stride$"):
         load_config(PretrainConfig, "tiny_cpu_mme", tiny("data.stride=1000000000000"))
 
 

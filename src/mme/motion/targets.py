@@ -170,8 +170,8 @@ class TargetConfig:
             raise ConfigError(f"target.std_floor must be >= 0, got {self.std_floor}")
         if self.position_unit is not None and self.position_unit <= 0:
             raise ConfigError(f"target.position_unit must be positive, got {self.position_unit}")
-        check_within("target.max_disp", self.max_disp, least=0.5, why="px a track may move in a step, 20 at 224 px: "
-                     "below half a pixel every moving track is invalid")
+        if self.max_disp is not None and self.max_disp <= 0:  # a clamp of each step: any positive one is a setting
+            raise ConfigError(f"target.max_disp must be positive, got {self.max_disp}")
         for name in ("seed_stride", "hog_cell"):
             v = getattr(self, name)
             if v is not None and v <= 0:

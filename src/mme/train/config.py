@@ -304,9 +304,10 @@ def check_clips_fit_model(data, model) -> None:
                           f"inputs loads and exports, but does not train on videos)")
 
 
-MAX_WINDOW = 2**16
-"""The most raw frames a clip's window may span (:func:`check_window`): 36 minutes at 30 fps, hundreds of times the
-recipes' 64 (16 frames at stride 4); past any video a list holds, every clip would repeat its last frame."""
+MAX_WINDOW = 2**24
+"""The most raw frames a clip's window may span (:func:`check_window`): mme's cap against runaway values
+(``data.stride=1e12``), not a length of videos: 16777216 raw frames, about 6 days at 30 fps, past any video a list
+holds (a window the list's videos do not hold is warned about as training meets them)."""
 
 
 def check_window(data, track_length: int = 0) -> None:
@@ -319,8 +320,8 @@ def check_window(data, track_length: int = 0) -> None:
     if window > MAX_WINDOW:
         tracks = f" and target.track_length={track_length}" if track_length else ""
         raise ConfigError(f"data.num_frames={data.num_frames} at data.stride={data.stride}{tracks}: a clip spans "
-                          f"{window} raw frames, more than the {MAX_WINDOW} (36 minutes at 30 fps) any video may "
-                          "hold; lower data.stride")
+                          f"{window} raw frames, more than mme's cap of {MAX_WINDOW} (about 6 days at 30 fps, a "
+                          "guard against runaway values); lower data.stride")
 
 
 def check_masks_a_token(model: ModelConfig) -> None:

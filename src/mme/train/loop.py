@@ -483,8 +483,11 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     window spans (:meth:`mme.data.dataset._VideoDataset.short_videos`), whose clips repeat their last frame: a run
     whose stride or track length is too long for its videos trains on frozen frames without a word otherwise. Said
     at the first metrics record that finds one, and ``in_all`` (the run's end) again where more were met since;
-    the frame counts come from the reads themselves (no video is opened for it). A dataset that keeps none (a
-    caller's own, as benchmarks' banks of clips) says nothing."""
+    the frame counts come from the reads themselves (no video is opened for it), this rank's only (the message says
+    so where there are several). It advises the keys to lower: ``data.num_frames`` where the clip alone, at stride 1,
+    is longer than the shortest video (no stride fits it), else ``data.stride`` where above 1; ``target.track_length``
+    where the tracks lengthen the window. A dataset that keeps none (a caller's own, as benchmarks' banks of clips) says
+    nothing."""
     if not dist.is_main() or not hasattr(run.data, "short_videos"):
         return
     short, read, fewest = run.data.short_videos()
@@ -496,11 +499,15 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     keys = f"data.num_frames={d.num_frames} at data.stride={d.stride}" + (
         f", and target.track_length={run.cfg.target.track_length}: {tracks} more for the last tubelet's tracks"
         if tracks > 0 else "")
-    log.warning("data: %d of the %d videos read %s hold fewer raw frames than the %d a clip spans (%s; the shortest "
-                "holds %d): their clips repeat their last frame, and train on frozen frames; lower data.stride%s, or "
-                "leave them out of the list (`mme check --min-frames %d` names them)", short, read,
-                "over the run" if in_all else "so far", window, keys, fewest, " or target.track_length" if tracks > 0
-                else "", window)
+    if d.num_frames > fewest:  # even at stride 1 the clip is longer: no stride fits it
+        advice = "data.num_frames (with model.num_frames)" + (" and target.track_length" if tracks > 0 else "")
+    else:  # a stride above 1, or tracks, lengthen the window past the clip's frames
+        advice = " or ".join((["data.stride"] if d.stride > 1 else []) + (["target.track_length"] if tracks else []))
+    where = " on this rank" if dist.get_world_size() > 1 else ""
+    log.warning("data: %d of the %d videos read%s %s hold fewer raw frames than the %d a clip spans (%s; the "
+                "shortest holds %d): their clips repeat their last frame, and train on frozen frames; lower %s, or "
+                "leave them out of the list (`mme check --min-frames %d` names them)", short, read, where,
+                "over the run" if in_all else "so far", window, keys, fewest, advice, window)
     run.short_videos_said = short
 
 
