@@ -1184,7 +1184,8 @@ def test_a_recipe_of_the_other_kind_is_named_as_such():
 
 def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog):
     """``task.eval_every`` without ``task.val_list`` (no validation runs), a crop's keys under another crop, the
-    stride of TSN segments, test views in pre-training, the mixup/cutmix switch with one of them off: each was taken
+    stride of TSN segments, test views in pre-training, the mixup/cutmix switch with one of them off, the chance of
+    mixing with both off, RandAugment's magnitude where it draws no op: each was taken
     without a word. A recipe's own values are not warned about, nor a key that takes effect; each warning is said once
     within warnings_once (mme demo loads the configs of its rows, of the same overrides, 17 times in a quick run),
     and at each load outside it (a second pretrain() of a notebook)."""
@@ -1209,7 +1210,12 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
               "model.mask_ratio=0.9 has no effect: fine-tuning builds no decoder or mask"),
              (FinetuneConfig, "finetune_tiny_cpu", ["augment.mix_switch_prob=0.9"],
               "augment.mix_switch_prob=0.9 has no effect: it chooses between mixup and cutmix where both are on, "
-              "and augment.mixup_alpha=0.0 augment.cutmix_alpha=0.0")]
+              "and augment.mixup_alpha=0.0 augment.cutmix_alpha=0.0"),
+             (FinetuneConfig, "finetune_tiny_cpu", ["augment.mix_prob=0.5"],
+              "augment.mix_prob=0.5 has no effect: it is the chance that a batch is mixed, and augment.mixup_alpha=0.0 "
+              "augment.cutmix_alpha=0.0"),
+             (FinetuneConfig, "finetune_tiny_cpu", ["augment.randaug_magnitude=9"],
+              "augment.randaug_magnitude=9 has no effect: augment.randaug_ops=0 draws no RandAugment op")]
     for cls, recipe, overrides, said in cases:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="mme.config"), warnings_once():
@@ -1224,7 +1230,9 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
     with caplog.at_level(logging.WARNING, logger="mme.config"):  # each takes effect, or is the recipe's
         load_config(FinetuneConfig, "finetune_tiny_cpu", ["task.eval_every=5", "data.rrc_scale=[0.5,1]",
                                                           "augment.mix_switch_prob=0.9", "augment.mixup_alpha=0.8",
-                                                          "augment.cutmix_alpha=1.0", "data.test_clips=2"])
+                                                          "augment.cutmix_alpha=1.0", "data.test_clips=2",
+                                                          "augment.mix_prob=0.5", "augment.randaug_ops=2",
+                                                          "augment.randaug_magnitude=9"])
         load_config(PretrainConfig, "tiny_cpu_mme", ["data.scales=[0.5]", "data.stride=2"])
         load_config(FinetuneConfig, "finetune_ssv2", ["task.val_list="])  # its TSN segments' stride: the recipe's
         load_config(PretrainConfig, "tiny_cpu_mme")  # its test views: the defaults

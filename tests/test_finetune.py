@@ -29,6 +29,7 @@ from mme.train.augment import (
     augment_batch,
     mix_batch,
     one_hot,
+    op_magnitude,
     rand_augment,
     random_erase,
     soft_target_cross_entropy,
@@ -133,6 +134,20 @@ def test_rand_augment_treats_every_frame_of_a_clip_alike_and_replays_from_its_se
         changed += not torch.allclose(out, static, atol=1e-3)
         torch.testing.assert_close(rand_augment(static, cfg, np.random.default_rng(seed)), out, atol=0, rtol=0)
     assert changed == 8
+
+
+def test_an_op_magnitude_std_above_100_draws_the_magnitude_uniformly_up_to_m_as_timm():
+    """timm reads ``mstd`` above 100 (``rand-m9-mstd101``) as a magnitude uniform in [0, m]; a ported std of 101 was
+    drawn as N(9, 101) clipped to [0, 10]: 46 % of ops at 0 and 50 % at 10 (posterize to a black frame). A std up to
+    100 stays the clipped Gaussian."""
+    rng = np.random.default_rng(0)
+    wide = np.array([op_magnitude(AugmentConfig(randaug_magnitude=9, randaug_magnitude_std=101), rng)
+                     for _ in range(4000)])
+    assert wide.min() >= 0 and wide.max() <= 9 and abs(wide.mean() - 4.5) < 0.2 and (wide == 0).mean() < 0.01
+    gauss = np.array([op_magnitude(AugmentConfig(randaug_magnitude=7, randaug_magnitude_std=0.5), rng)
+                      for _ in range(4000)])
+    assert abs(gauss.mean() - 7) < 0.05 and abs(gauss.std() - 0.5) < 0.05
+    assert op_magnitude(AugmentConfig(randaug_magnitude=7, randaug_magnitude_std=0), rng) == 7
 
 
 def test_random_erasing_replaces_one_box_through_a_quarter_of_the_clips():

@@ -34,7 +34,8 @@ class AugmentConfig:
     randaug_magnitude: float = 7.0
     """RandAugment: magnitude m on the 0..10 scale."""
     randaug_magnitude_std: float = 0.5
-    """RandAugment: std of the per-op Gaussian noise on the magnitude (mstd)."""
+    """RandAugment: std of the per-op Gaussian noise on the magnitude (mstd); above 100 each op's magnitude is
+    uniform in [0, m] instead, as timm reads ``mstd`` above 100 (``rand-m9-mstd101``)."""
     randaug_prob: float = 0.5
     """RandAugment: probability that each drawn op is applied."""
     erase_prob: float = 0.25
@@ -64,11 +65,23 @@ class AugmentConfig:
             raise ConfigError(f"augment.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def keys_without_effect(self) -> dict[str, str]:
-        """:func:`mme.config.keys_without_effect`: the choice between mixup and cutmix where one is off."""
-        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
-            return {}
-        return {"mix_switch_prob": "it chooses between mixup and cutmix where both are on, and augment.mixup_alpha="
-                                   f"{self.mixup_alpha} augment.cutmix_alpha={self.cutmix_alpha} (0 turns one off)"}
+        """:func:`mme.config.keys_without_effect`: the choice between mixup and cutmix where one is off, the chance
+        of mixing where both are, RandAugment's settings where it draws no op."""
+        alphas = f"augment.mixup_alpha={self.mixup_alpha} augment.cutmix_alpha={self.cutmix_alpha} (0 turns one off)"
+        unused = {}
+        if not (self.mixup_alpha > 0 and self.cutmix_alpha > 0):
+            unused["mix_switch_prob"] = f"it chooses between mixup and cutmix where both are on, and {alphas}"
+        if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            unused["mix_prob"] = f"it is the chance that a batch is mixed, and {alphas}"
+        if self.randaug_ops == 0:
+            for name in ("randaug_magnitude", "randaug_magnitude_std", "randaug_prob"):
+                unused[name] = "augment.randaug_ops=0 draws no RandAugment op"
+        return unused
+
+
+UNIFORM_MAGNITUDE_STD = 100.0
+"""An ``augment.randaug_magnitude_std`` above it draws each op's magnitude uniformly in [0, m], as timm's ``mstd``
+above 100 does: a Gaussian that wide, clipped to [0, 10], would give almost only 0 and 10."""
 
 
 # ---- RandAugment ops on one clip ``x (T, 3, H, W)`` in [0, 1]; ``m`` is the magnitude in [0, 1] -----------------
@@ -198,19 +211,28 @@ RAND_OPS = {
 """The 15 ops of RandAugment's "increasing" set (timm ``inc1``): larger magnitude = stronger for every op."""
 
 
+def op_magnitude(cfg: AugmentConfig, rng: np.random.Generator) -> float:
+    """One op's magnitude on the 0..10 scale: m, or N(m, mstd) clipped to [0, 10], or uniform in [0, m] where mstd
+    exceeds UNIFORM_MAGNITUDE_STD (timm's ``rand-m9-mstd101``)."""
+    level = cfg.randaug_magnitude
+    if cfg.randaug_magnitude_std > UNIFORM_MAGNITUDE_STD:
+        return float(rng.uniform(0.0, level))
+    if cfg.randaug_magnitude_std > 0:
+        return float(np.clip(rng.normal(level, cfg.randaug_magnitude_std), 0.0, _MAX_LEVEL))
+    return level
+
+
 def rand_augment(clip: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
     """RandAugment on one clip ``(3, T, H, W)`` in [0, 1]: ``randaug_ops`` ops drawn uniformly (with
-    replacement), each applied with ``randaug_prob`` at magnitude N(m, mstd) clipped to [0, 10] and a random
-    sign, identically to every frame."""
+    replacement), each applied with ``randaug_prob`` at a magnitude of :func:`op_magnitude` and a random sign,
+    identically to every frame."""
     x = clip.transpose(0, 1)  # (T, 3, H, W): frames as a batch
     names = list(RAND_OPS)
     for _ in range(cfg.randaug_ops):
         op = RAND_OPS[names[rng.integers(len(names))]]
         if rng.random() >= cfg.randaug_prob:
             continue
-        level = cfg.randaug_magnitude
-        if cfg.randaug_magnitude_std > 0:
-            level = float(np.clip(rng.normal(level, cfg.randaug_magnitude_std), 0.0, _MAX_LEVEL))
+        level = op_magnitude(cfg, rng)
         sign = -1.0 if rng.random() < 0.5 else 1.0
         x = op(x, level / _MAX_LEVEL, sign)
     return x.transpose(0, 1).contiguous()
