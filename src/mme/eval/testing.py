@@ -357,8 +357,10 @@ def multiview_predict(model: torch.nn.Module, dataset: Dataset, *, indices=None,
         probs[rows], labels[rows], index[rows] = p, batch["label"], batch["index"]
         done = rows.stop
     if probs is None:  # every video failed, or none asked for (a rank without a share of a tiny test set)
-        return Predictions(torch.zeros(0), labels[:0], index[:0], views, failures)
-    return Predictions(probs[:done], labels[:done], index[:done], views, failures)
+        return Predictions(torch.zeros(0), labels[:0].clone(), index[:0].clone(), views, failures)
+    if done < len(indices):  # (a view pickles its whole tensor: ranks gather these, unfilled rows and all)
+        return Predictions(probs[:done].clone(), labels[:done].clone(), index[:done].clone(), views, failures)
+    return Predictions(probs, labels, index, views, failures)
 
 
 def merge_predictions(parts: list[Predictions]) -> Predictions:
