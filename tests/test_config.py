@@ -1246,6 +1246,21 @@ def test_a_given_key_that_the_other_settings_leave_unused_is_warned_about(caplog
     assert not caplog.text
 
 
+def test_a_clip_window_past_mmes_cap_is_refused_at_load_and_a_long_one_within_it_taken():
+    """A window past mme's cap of raw frames, against runaway values (data.stride=1e12 was taken and trained on the
+    last frame repeated), is refused at load; one within it is taken (finetune_k400 at data.stride=5000, a clip of
+    75001 raw frames, where a first cap of 65536 refused it), and warned about as its reads meet shorter videos
+    (test_pretrain)."""
+    from mme.train.config import FinetuneConfig
+
+    assert load_config(FinetuneConfig, "finetune_k400", ["data.stride=5000"]).data.stride == 5000
+    with pytest.raises(ConfigError, match=r"^data.num_frames=8 at data.stride=1000000000000 and "
+                       r"target.track_length=6: a clip spans 7000000000001 raw frames, more than mme's cap of "
+                       r"16777216 \(about 6 days at 30 fps, a guard against runaway values\); lower data.stride$"):
+        load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=64", "data.img_size=64", "data.num_frames=8",
+                                                     "model.num_frames=8", "data.stride=1000000000000"])
+
+
 def test_values_no_research_use_needs_are_refused_in_one_line_naming_the_key_and_the_bound():
     """A value far past any recipe's, which the config took, then failed with a traceback in the first batch, hung
     the model's build, or trained on nonsense without a word (an auditor's fuzzing of the keys): each is one line

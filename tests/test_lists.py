@@ -407,8 +407,9 @@ def test_clips_of_one_source_video_in_two_split_folders_are_warned_about(tmp_pat
                 "test/Archery/v_Archery_g01_c02.avi", "test/Archery/v_Archery_g03_c01.avi",
                 "train/brush_hair/Pat_brush_hair_u_nm_np1_fr_goo_0.avi",
                 "test/brush_hair/Pat_brush_hair_f_cm_np1_le_bad_1.avi",  # (one source's clips differ in tags)
-                "test/brush_hair/Kim_brush_hair_h_cm_np2_le_bad_0.avi"):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                "test/brush_hair/Kim_brush_hair_h_cm_np2_le_bad_0.avi",
+                "train/Archery/1.avi", "test/Archery/1.avi"):  # (a name of no dataset's: each file its own source,
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)  # one name or not; a split built alone took them as one)
         write_video(root / rel, frames, codec="mpeg4")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert cli_main(["lists", "folder", str(root), "--out", str(tmp_path / "l")]) == 0

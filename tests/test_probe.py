@@ -932,6 +932,8 @@ def test_a_split_carved_from_train_holds_whole_source_videos():
     assert source_group("a/cam2.mp4", group_pattern("cam")) == "cam"  # no group: the match
     with pytest.raises(ConfigError, match=r"--group-by '\(scene' is not a regular expression"):
         group_pattern("(scene")
+    with pytest.raises(DataError, match="stratified_split: 14 groups for 12 rows"):  # (a bare numpy error)
+        stratified_split(torch.zeros(12, dtype=torch.long), 0.2, 0, ["g"] * 14)
 
 
 HMDB51_SWING = """Faith_Rewarded_swing_baseball_f_cm_np1_ba_bad_11 Faith_Rewarded_swing_baseball_f_cm_np1_ba_bad_20

@@ -229,7 +229,9 @@ def _check_args(p: argparse.ArgumentParser) -> None:
                    help="replace the report's file (mme check: OUT; mme lists --check: OUT/check.json) where it is not "
                         "a check report (a report of mme check is replaced without it; a list or video the check "
                         "reads, never)")
-    p.add_argument("--min-frames", type=count(), default=16, help="videos with fewer frames are reported 'short'")
+    p.add_argument("--min-frames", type=count(), default=16,
+                   help="videos with fewer frames are reported 'short' (a damaged, rotated or suspicious one keeps "
+                        "that status, its reason ending with the count)")
     p.add_argument("--workers", type=count(), default=1, help="parallel processes")
     p.add_argument("--decode-threads", type=count(0), default=1,
                    help="decoder threads per video, as the run's data.decode_threads (default 1, its default; a "

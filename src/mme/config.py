@@ -735,7 +735,6 @@ def warnings_once() -> Iterator[None]:
         _said_once = before
 
 
-
 MAX_REPEATS = 1024
 """The most a count of repeated work takes: blocks of the model (``model.depth``, ``model.decoder_depth``; ViT-L has
 24), raw steps of a track (``target.track_length``; the recipes' 4 to 6), ops or clips per video

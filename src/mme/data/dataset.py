@@ -477,10 +477,10 @@ class _VideoDataset(Dataset):
         """``(short, read, fewest)``: of the videos training reads have read so far, across all workers, those that
         hold fewer raw frames than :attr:`clip_window` (their clips repeat their last frame: mme.data.sampling),
         all of them, and the fewest frames of the short ones (0 where none)."""
-        window = self.clip_window
-        read = self._frames[self._frames > 0]
-        short = read[read < window] if window is not None else read[:0]
-        return len(short), len(read), int(short.min()) if len(short) else 0
+        window, frames = self.clip_window, self._frames
+        read = frames > 0
+        short = read & (frames < window) if window is not None else torch.zeros_like(read)
+        return int(short.sum()), int(read.sum()), int(frames[short].min()) if bool(short.any()) else 0
 
     def _note_frames(self, i: int, frames: int) -> None:
         """Record that video ``i``, read for training, holds ``frames`` raw frames (:meth:`short_videos`)."""

@@ -583,7 +583,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
             listed = [f for files in videos.values() for f in files]
             others = _splits_beside(root, near, own_split, listed, beside)
             _check_other_splits_videos({**others, own_split: (root, listed)}, [own_split], passed.identities)
-            warn_of_shared_sources(root, {name: [(source_group(f.name), f) for f in found]
+            warn_of_shared_sources(root, {name: [(source_group(str(f)), f) for f in found]
                                           for name, (folder, found) in {own_split: (root, listed), **others}.items()
                                           if name == own_split or os.path.realpath(folder) != os.path.realpath(root)},
                                    relative_to=base)  # (only the two paths said are made relative)

@@ -96,6 +96,8 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int = 0,
     if groups is None:
         owner, label = torch.arange(len(y)), y
     else:
+        if len(groups) != len(y):
+            raise DataError(f"stratified_split: {len(groups)} groups for {len(y)} rows (one group per row)")
         keys: dict = {}
         owner = torch.tensor([keys.setdefault(key, len(keys)) for key in groups], dtype=torch.long)
         label = torch.from_numpy(_group_labels(owner.numpy(), np.asarray(y, dtype=np.int64)))
@@ -373,7 +375,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
         if split == "train":  # (rows in the list's order)
-            groups = [source_group(e.path, pattern) for e, kept in zip(entries[split], valid, strict=True) if kept]
+            kept = valid.tolist()
+            groups = [source_group(e.path, pattern) for e, keep in zip(entries[split], kept, strict=True) if keep]
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
                        "views": meta["views"], "stride": meta["stride"], "segments": meta["segments"],
                        "orientation": meta["orientation"], "backend": meta["backend"], "precision": meta["precision"],

@@ -255,6 +255,11 @@ class TargetConfig:
         names = {h for k in self.kinds for h in HEADS_OF_KIND.get(k, ())}
         return [h for h in ("pixel", "hog", "traj", "shape") if h in names]
 
+    @property
+    def tracked(self) -> bool:
+        """Whether a head is made from tracks (MOTION_TARGETS), so that clips need ``track_length`` more frames."""
+        return bool(set(MOTION_TARGETS) & set(self.heads))
+
 
 @dataclass(frozen=True)
 class Geometry:

@@ -132,7 +132,7 @@ def random_motion(target_cfg: TargetConfig, model_cfg: ModelConfig, batch: int,
                   device: torch.device) -> dict[str, torch.Tensor]:
     """What data workers ship for the motion targets of ``batch`` clips, random but of the real shapes (tracks,
     and for ``shape`` S × L distinct uint8 frames per clip), so the step makes its targets as in training."""
-    if not {"traj", "shape"} & set(target_cfg.heads):
+    if not target_cfg.tracked:
         return {}
     g, c, L = token_geometry(target_cfg, model_cfg), model_cfg, target_cfg.track_length
     S, G = c.num_frames // c.tubelet_size, c.img_size // g.seed_stride

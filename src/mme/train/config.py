@@ -134,7 +134,7 @@ class PretrainConfig:
 
     def __post_init__(self):
         check_clips_fit_model(self.data, self.model)
-        check_window(self.data, self.target.track_length if {"traj", "shape"} & set(self.target.heads) else 0)
+        check_window(self.data, self.target.track_length if self.target.tracked else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
             self.target.check_settings_used()
         if self.target.shuffled and self.train.batch_size < 2:
@@ -142,7 +142,7 @@ class PretrainConfig:
                               "trains each clip on another clip's targets of its batch (per rank), which needs "
                               ">= 2 clips; one would keep its own")
         check_masks_a_token(self.model)
-        if {"traj", "shape"} & set(self.target.heads) and not self.target.interpolate:
+        if self.target.tracked and not self.target.interpolate:
             t = self.target
             why = ("it is computed online only (unset target.cache_dir)" if t.cache_dir else
                    f"it needs strided clips, not data.sampling={self.data.sampling}" if self.data.sampling != "stride"
