@@ -646,6 +646,28 @@ def test_data_and_model_must_agree_on_clip_shape():
     assert cfg.model.num_tokens == 8 * 4 * 4
 
 
+def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet(tmp_path):
+    """The config's clip was checked against the recipe's patch and tubelet as it was read, before train.init's
+    architecture replaced them: a patch-8, tubelet-1 file at 104 px or 7 frames was refused ("model.img_size 104 is
+    not a multiple of patch_size 16"; the run uses 8). Checked once the file's are taken, naming the file."""
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+    from mme.train.pretrain import _with_architecture, read_init
+
+    src = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, patch_size=8, tubelet_size=1,
+                                                        embed_dim=32, depth=2, num_heads=2)), tmp_path / "pre")
+    clip = ["model.img_size=104", "data.img_size=104", "model.num_frames=7", "data.num_frames=7"]
+    with pytest.raises(ConfigError, match="model.img_size 104 is not a multiple of patch_size 16$"):
+        load_config(PretrainConfig, "tiny_cpu_mme", clip)  # no train.init: the recipe's tubelet is the run's
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", [*clip, f"train.init={src}"])
+    ran = _with_architecture(cfg, None, read_init(cfg))
+    assert (ran.model.img_size, ran.model.patch_size, ran.model.num_frames, ran.model.tubelet_size) == (104, 8, 7, 1)
+    assert (ran.data.img_size, ran.data.num_frames, ran.data.tubelet) == (104, 7, 1)
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=100", "data.img_size=100", f"train.init={src}"])
+    with pytest.raises(ConfigError, match=re.escape(f"model.img_size 100 is not a multiple of patch_size 8 of "
+                                                    f"train.init {src}'s weights")):
+        _with_architecture(cfg, None, read_init(cfg))
+
 def _tiny_mae() -> MaskedAutoencoder:
     cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=3, num_heads=2, decoder_dim=16,
                       decoder_heads=2)

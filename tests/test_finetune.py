@@ -907,6 +907,38 @@ def test_the_tubelet_of_train_init_is_its_clips_too(synth, tmp_path, caplog):
 
 
 @pytest.mark.pinned  # every run train.precision=fp32
+def test_the_clip_is_checked_against_the_patch_and_tubelet_of_train_init(synth, tmp_path):
+    """The clip's divisibility was checked against the recipe's patch and tubelet as the config was read, before
+    train.init's architecture replaced them: a patch-8, tubelet-1 file at 40 px and 3 frames was refused with "model.
+    img_size 40 is not a multiple of patch_size 16" (the run uses 8), as was task.eval_only of the classifier so
+    made. The clip is checked against the file's, and a clip the file's do not divide is refused naming it."""
+    from mme.errors import ConfigError
+    from mme.eval.finetuned import finetune
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(1)
+    src = save_pretrained(VisionTransformer(ModelConfig(**{**TINY, "patch_size": 8, "tubelet_size": 1})),
+                          tmp_path / "pre")
+    clip = ("model.img_size=40", "data.img_size=40", "model.num_frames=3", "data.num_frames=3")
+    finetune(_tiny_recipe(synth, tmp_path / "ft", "train.steps=1", f"train.init={src}", "task.val_list=",
+                          "task.test_list=", "train.precision=fp32", *clip))
+    saved = torch.load(tmp_path / "ft" / "checkpoint-00000001.pt", weights_only=True)["config"]
+    assert [saved["model"][k] for k in ("img_size", "patch_size", "num_frames", "tubelet_size")] == [40, 8, 3, 1]
+    assert (saved["data"]["img_size"], saved["data"]["num_frames"], saved["data"]["tubelet"]) == (40, 3, 1)
+    classifier = tmp_path / "ft" / "checkpoint-00000001.pt"
+    tested = finetune(_tiny_recipe(synth, tmp_path / "ev", *EVAL_ONLY, f"train.init={classifier}")).reports["test"]
+    assert (tested["num_samples"], tested["tubelet"]) == (8, 1)
+    with pytest.raises(ConfigError, match=re.escape(f"model.img_size 36 is not a multiple of patch_size 8 of "
+                                                    f"train.init {src}'s weights")):
+        finetune(_tiny_recipe(synth, tmp_path / "ft2", "train.steps=1", f"train.init={src}", "model.img_size=36",
+                              "data.img_size=36"))
+    with pytest.raises(ConfigError, match="model.img_size 40 is not a multiple of patch_size 16$"):
+        _tiny_recipe(synth, tmp_path / "ft3", *clip[:2])  # (no train.init: the recipe's patch is the run's)
+
+
+@pytest.mark.pinned  # every run train.precision=fp32
 def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tmp_path, caplog):
     """An original VideoMAE/MME .pth records no head count: fine-tuning and task.eval_only took the guess from its
     width (64-d heads: 1 for width 64) over the config's model.num_heads=4, said at info only, so the same weights

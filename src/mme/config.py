@@ -24,6 +24,7 @@ Between layers the later one wins: a layer that names another preset (``model.pr
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
@@ -699,7 +700,14 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     path = resolve_recipe_path(recipe) if recipe else None
     data = load_recipe(path, cls) if path else {}
     update = parse_overrides(overrides or [])
-    cfg = from_dict(cls, merge_layer(cls, data, update))
+    merged = merge_layer(cls, data, update)
+    section, key = getattr(cls, "ARCHITECTURE_FROM", (None, None))
+    named = merged.get(section) if section else None
+    token = _clip_from_file.set(isinstance(named, dict) and not _unset(named.get(key)) and bool(named.get(key)))
+    try:
+        cfg = from_dict(cls, merged)
+    finally:
+        _clip_from_file.reset(token)
     if path:
         _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)
@@ -708,6 +716,17 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     for key in sorted(given.keys() & unused.keys()):
         _say(logging.WARNING, f"config: {key}={given[key]} has no effect: {unused[key]}")
     return cfg
+
+
+_clip_from_file: contextvars.ContextVar[bool] = contextvars.ContextVar("mme_clip_from_file", default=False)
+
+
+def clip_from_file() -> bool:
+    """Whether the config being built (:func:`load_config`) takes its model's patch and tubelet from a checkpoint it
+    names (its class's ``ARCHITECTURE_FROM`` key set: a run's ``train.init``), not from its recipe: the divisibility of
+    its clip by them is then checked once that file is read, where the config is rebuilt with the file's
+    (:func:`mme.train.engine.architecture_from`), not against the recipe's values, which the run does not use."""
+    return _clip_from_file.get()
 
 
 def _say(level: int, said: str) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from mme.config import check_within
+from mme.config import check_within, clip_from_file
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
@@ -147,7 +147,7 @@ class DataConfig:
         for name in ("num_frames", "stride", "img_size", "tubelet", "test_clips", "test_crops"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
-        if self.num_frames % self.tubelet:
+        if self.num_frames % self.tubelet and not clip_from_file():  # (else the tubelet is the file's: clips_for)
             raise ConfigError(f"data.num_frames {self.num_frames} is not a multiple of data.tubelet {self.tubelet}")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"data.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")

@@ -178,7 +178,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     chosen = [f"data.{k}" for k in ("sampling", "stride") if f"data.{k}" in given]
     taken = {} if chosen else {k: ran[k] for k in ("sampling", "stride") if k in ran}
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
-    its_clip = dataclasses.replace(cfg.model, img_size=m.img_size, num_frames=m.num_frames,
+    its_clip = dataclasses.replace(cfg.model, img_size=m.img_size, num_frames=m.num_frames, patch_size=m.patch_size,
                                    tubelet_size=m.tubelet_size)
     tested = clips_for(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taken, **turned)), its_clip,
                        f"task.eval_only's train.init {cfg.train.init}")

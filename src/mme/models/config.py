@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mme.config import MAX_REPEATS, apply_preset, check_within
+from mme.config import MAX_REPEATS, apply_preset, check_within, clip_from_file
 from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.masking import MASKS
 from mme.utils import MAX_INT
@@ -126,7 +126,7 @@ class ModelConfig:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
         for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):
             value, size = getattr(self, name), getattr(self, unit)
-            if value % size:
+            if value % size and not clip_from_file():  # (else checked with the file's: train.engine.architecture_from)
                 raise ClipNotDivisible(name, value, f"is not a multiple of {unit} {size}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"model.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")

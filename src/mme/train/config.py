@@ -114,6 +114,8 @@ class PretrainConfig:
 
     OTHER_KINDS: ClassVar[dict[str, str]] = {"task": "a 'task' section: a fine-tuning recipe, for mme finetune"}
     """Sections of the other kind of recipe, named when a recipe of that kind is given (``from_dict``)."""
+    ARCHITECTURE_FROM: ClassVar[tuple[str, str]] = ("train", "init")
+    """The key naming a checkpoint whose architecture the run takes (:func:`mme.config.clip_from_file`)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Videos, sampling and augmentation (mme.data.dataset)."""
@@ -265,6 +267,7 @@ class FinetuneConfig:
 
     OTHER_KINDS: ClassVar[dict[str, str]] = {"target": "a 'target' section: a pre-training recipe, for mme pretrain"}
     """As :attr:`PretrainConfig.OTHER_KINDS`."""
+    ARCHITECTURE_FROM: ClassVar[tuple[str, str]] = PretrainConfig.ARCHITECTURE_FROM
 
     data: FinetuneData = field(default_factory=FinetuneData)
     model: FinetuneModel = field(default_factory=FinetuneModel)

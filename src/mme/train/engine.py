@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from mme.config import dump_recipe, flatten, from_dict, keys_shadowed, keys_without_effect, path_keys
 from mme.data.dataset import lines_digest, list_identity
 from mme.data.lists import check_root, left_out
-from mme.errors import CheckpointError, ConfigError, Interrupted, MMEError
+from mme.errors import CheckpointError, ClipNotDivisible, ConfigError, Interrupted, MMEError
 from mme.models.checkpoint import CLIP, Checkpoint, NoClipFits, load_state, read_checkpoint, run_model_config
 from mme.models.config import DECODER_FIELDS, ENCODER_FIELDS, ModelConfig
 from mme.models.convert_config import HEAD_WIDTHS, HeadCountUnknown, head_guess
@@ -355,7 +355,10 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
     if changed:
         log.info("architecture from %s: %s", source, changed)
     preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
-    return dataclasses.replace(model, preset=preset, **arch)
+    try:  # (the clip's check against the file's patch and tubelet: mme.config.clip_from_file)
+        return dataclasses.replace(model, preset=preset, **arch)
+    except ClipNotDivisible as e:
+        raise ClipNotDivisible(e.field, e.value, f"{e.reason} of train.init {source}'s weights") from e
 
 
 FROM_INIT = ("preset", *ENCODER_FIELDS, *DECODER_FIELDS)
