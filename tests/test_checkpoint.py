@@ -535,6 +535,51 @@ def test_truncated_files_name_the_file(mae, tmp_path):
         load_encoder(path)
 
 
+def _flip_a_bit_inside_the_largest_tensor(path) -> str:
+    """Flip one bit in the middle of the largest tensor stored in torch.save's zip container ``path``; its member's
+    name."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # after its local header
+    data = bytearray(path.read_bytes())
+    data[start + info.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_bytes_damaged_inside_a_tensor_are_refused_naming_the_member(mae, tmp_path, caplog):
+    """A torch file whose bytes were damaged inside a tensor (a bit flipped on a disk or in a copy) loaded without a
+    word with other weights on every route (train.init, resume, embed, probe, export, viz): torch.load does not check
+    the zip container's CRC-32s. They are checked: one line naming the file and the damaged member, and
+    ``--resume auto`` skips such a checkpoint as a truncated one, for the one before it."""
+    from test_resume import _state
+
+    from mme.train import checkpoint as ckpt
+
+    path = tmp_path / "full.pth"
+    torch.save({"model": mae.state_dict()}, path)
+    member = _flip_a_bit_inside_the_largest_tensor(path)
+    read = torch.load(path, weights_only=True)["model"]  # (torch itself reads it, with other weights)
+    assert [k for k in read if not torch.equal(read[k], mae.state_dict()[k])] != []
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: truncated or corrupt PyTorch checkpoint "
+                                              rf"\(member {member} fails its CRC-32 check"):
+        load_encoder(path)
+    assert cli_main(["export", str(path), str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists()
+    run = tmp_path / "run"
+    for step in (1, 2):
+        ckpt.save_checkpoint(_state(step, size=4096), run, keep_last=0)
+    member = _flip_a_bit_inside_the_largest_tensor(run / "checkpoint-00000002.pt")
+    with pytest.raises(CheckpointError, match=rf"checkpoint-00000002\.pt: truncated or corrupt PyTorch checkpoint "
+                                              rf"\(member {member} fails its CRC-32 check"):
+        ckpt.load_checkpoint(run / "checkpoint-00000002.pt")
+    with caplog.at_level(logging.WARNING):
+        found, state = ckpt.latest_valid(run)
+    assert found.name == "checkpoint-00000001.pt" and torch.equal(state["model"]["w"], torch.full((4096,), 1.0))
+    assert "checkpoint-00000002.pt: truncated or corrupt PyTorch checkpoint" in caplog.text
+
 @pytest.mark.parametrize("layout", ["file", "folder"])
 def test_an_export_without_read_permission_is_said_so(mae, tmp_path, refuse_open, layout):
     """Before: 'not a readable safetensors file (truncated or another format): No such file or directory'."""

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,10 +320,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another format): {e}") from e
 
 
+def _damaged_member(path: Path) -> str | None:
+    """Why the zip container ``path`` (torch.save's) is damaged where a member's bytes fail their CRC-32, which
+    torch.load does not check (a bit flipped inside a tensor loads as other weights, without a word): the first such
+    member named, in one streamed read of the file (1 MiB at a time); None where every member passes.
+    CheckpointUnreadable with the reason where the file cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile as e:  # (torch read it, zipfile cannot: its directory damaged)
+        return f"BadZipFile: {error_reason(e)}"
+    except OSError as e:
+        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+    return None if bad is None else f"member {bad} fails its CRC-32 check: its bytes were changed after it was written"
+
+
 def torch_load(path: Path, mmap: bool = False):
     """``torch.load(weights_only=True)``; argparse.Namespace (the ``args`` of VideoMAE/MME files) is allowed. Every
-    failure is one CheckpointError naming the file and the reason. ``mmap``: tensors stay in the file, read when
-    touched (a zip container's; a legacy pickle is read whole)."""
+    failure is one CheckpointError naming the file and the reason; a zip container's members are checked against
+    their CRC-32 (:func:`_damaged_member`). ``mmap``: tensors stay in the file, read when touched (a zip container's,
+    not checked then: its caller reads a few values, not the weights; a legacy pickle is read whole)."""
     head = _head(path)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container, or its legacy pickle
         raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
@@ -330,7 +347,7 @@ def torch_load(path: Path, mmap: bool = False):
     allowed = torch.serialization.safe_globals([argparse.Namespace])  # outside the try: not a file's fault
     try:
         with allowed:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04")
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             first = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
@@ -344,6 +361,11 @@ def torch_load(path: Path, mmap: bool = False):
         if isinstance(io_error, OSError) and io_error.errno != errno.EINVAL:
             raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(io_error)})") from e
         error = e
+    else:  # (outside the try: its reasons are its own)
+        damaged = None if mmap or head != b"PK\x03\x04" else _damaged_member(path)
+        if damaged is None:
+            return obj
+        raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({damaged})")
     why = type(error).__name__ + (f": {error_reason(error)}" if str(error).strip() else "")
     raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({why})") from error
 
