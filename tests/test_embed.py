@@ -216,6 +216,37 @@ def test_safetensors_output_carries_the_valid_mask_and_labels(setup, tmp_path):
     assert labels.tolist() == [i % 3 for i in range(8)] and info["views"] == 1
 
 
+@pytest.mark.pinned  # every run precision=fp32
+def test_features_that_are_not_finite_are_refused_naming_the_checkpoint_and_the_precision(setup, tmp_path, capsys):
+    """A model that gives NaN (a weight of NaN) or inf (activations past float32's range) was embedded without a word:
+    rows of NaN marked valid, "0 failed", exit 0; mme probe later refused them as "failed videos?" and said to drop
+    them with the valid mask, which held them valid. They are no failure of a video but of the model: refused at the
+    first batch that has them, naming the checkpoint, the precision and the cause; no features file is written."""
+    from mme.cli import main
+
+    root, _ = setup
+    torch.manual_seed(0)
+    nan = VisionTransformer(ModelConfig(**CFG))
+    with torch.no_grad():
+        nan.blocks[0].mlp.fc1.weight[0, 0] = float("nan")
+    huge = VisionTransformer(ModelConfig(**CFG))
+    with torch.no_grad():
+        huge.patch_embed.proj.weight.mul_(1e36)  # (finite weights)
+    for model, out, why in ((nan, "nan.safetensors", r"its weights hold NaN or inf \(blocks\.0\.mlp\.fc1\.weight\): "
+                                                     "a damaged or diverged model"),
+                            (huge, "huge.npy", "its activations overflow even in fp32: a diverged model")):
+        ckpt = save_pretrained(model, tmp_path / out.split(".")[0])
+        with pytest.raises(MMEError, match=rf"^checkpoint {re.escape(str(ckpt))} gives features that are not finite "
+                                           rf"\(NaN or inf\) at precision fp32, 3 of the 3 videos of a batch, first "
+                                           rf"{re.escape(str(root / 'v0.mp4'))}: {why}$"):
+            embed(ckpt, root / "list.txt", tmp_path / out, stride=2, root=str(root), num_workers=0, progress=False,
+                  precision="fp32")
+        assert not (tmp_path / out).exists() and not (tmp_path / f"{out}.json").exists()
+    assert main(["embed", str(tmp_path / "nan"), str(root / "list.txt"), "--root", str(root), "--out",
+                 str(tmp_path / "nan.npy"), "--workers", "0", "--precision", "bf16", "--stride", "2"]) == 1
+    assert "at precision bf16, 3 of the 3 videos of a batch" in capsys.readouterr().err
+    assert not (tmp_path / "nan.npy").exists()
+
 def test_features_of_the_same_list_under_another_root_are_made_again(setup, tmp_path):
     """The same list (its relative paths) under another --root names other videos: the features kept for the
     first root are not reused for it (they were, as 'up to date'), and both roots keep their own."""

@@ -211,7 +211,9 @@ def test_a_class_a_neighbour_voted_for_ranks_however_small_its_vote():
 def test_non_finite_feature_rows_are_refused_with_their_rows_named():
     x, y = separable(100)
     x[7] = float("nan")
-    with pytest.raises(DataError, match=r"\[7\]"):
+    with pytest.raises(DataError, match=r"\[7\]: rows of failed videos \(drop them with the extraction's valid mask "
+                                        r"first\), or of a model that gives NaN or inf \(weights that hold them, or "
+                                        r"activations past the range of its precision: embed in fp32\)$"):
         linear_probe(x, y)
 
 

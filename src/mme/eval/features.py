@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from mme.config import differences
 from mme.data.transforms import normalize_clip
-from mme.errors import ConfigError, DataError, MMEError
+from mme.errors import CheckpointError, ConfigError, DataError, MMEError
 from mme.eval.testing import READING_VERSION, build_test_set, iter_test_batches
 from mme.train import run_folder
 from mme.utils import (
@@ -106,11 +106,28 @@ def embed_batch(encoder: torch.nn.Module, video: torch.Tensor, tokens: bool = Fa
     return feats, out.reshape(B, V, *grid, out.shape[-1]).mean(1)  # (B, t, h, w, D)
 
 
+def _non_finite(encoder: torch.nn.Module, pooled_norm: torch.nn.Module | None, model: str, precision: str,
+                videos: list[str], batch: int) -> CheckpointError:
+    """The refusal of features that are not finite (NaN or inf) of ``videos`` (of a batch of ``batch``) that ``model``
+    (the encoder, as its caller names it) gives at ``precision``: no failure of a video (the input norms hold an eps:
+    a constant clip's features are finite) but of the weights or of the precision; which one is said."""
+    named = [*encoder.named_parameters(), *(pooled_norm.named_parameters("fc_norm") if pooled_norm else ())]
+    broken = [name for name, p in named if not torch.isfinite(p).all()]
+    why = (f"its weights hold NaN or inf ({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): a damaged "
+           "or diverged model" if broken else
+           f"its activations overflow in {precision}: embed in fp32 (--precision fp32)" if precision != "fp32" else
+           "its activations overflow even in fp32: a diverged model")
+    return CheckpointError(f"{model} gives features that are not finite (NaN or inf) at precision {precision}, "
+                           f"{len(videos)} of the {batch} videos of a batch, first {videos[0]}: {why}")
+
+
 def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, precision, tokens, progress,
-              pooled_norm=None):
+              pooled_norm=None, model="the encoder"):
     """Yield ``(batch, features, tokens)`` over ``indices`` of ``dataset`` (batches of ``iter_test_batches``
     without their clips, which a caller keeping batches until it writes them would hold: a loader worker's, in
-    shared memory; features None when every video of the batch failed)."""
+    shared memory; features None when every video of the batch failed). Features that are not finite are a
+    CheckpointError naming ``model`` and ``precision`` (:func:`_non_finite`), at the first batch that has them: no
+    row of a features file is marked valid that is not."""
     from mme.train.precision import autocast
 
     for batch in iter_test_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers, desc="embed",
@@ -124,6 +141,11 @@ def _embedded(encoder, dataset, indices, *, batch_size, num_workers, device, pre
             del video
             feats = feats.cpu()
             toks = toks.cpu() if toks is not None else None
+            bad = (~torch.isfinite(feats).all(1)).nonzero().flatten().tolist()
+            if bad:
+                path = getattr(dataset, "path", lambda i: f"item {i}")
+                raise _non_finite(encoder, pooled_norm, model, precision, [path(int(batch["index"][i])) for i in bad],
+                                  len(feats))
         yield batch, feats, toks
 
 
@@ -773,7 +795,7 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
         with dist.agreed():  # every rank's parts written (a write that fails on one rank stops them all)
             for item in _embedded(encoder, dataset, todo, batch_size=batch_size, num_workers=num_workers, device=dev,
                                  precision=precision, tokens=tokens, progress=progress and dist.is_main(),
-                                 pooled_norm=pooled_norm):
+                                 pooled_norm=pooled_norm, model=f"checkpoint {checkpoint}"):
                 rows.append(item)
                 if len(rows) >= chunk_batches:
                     flush(rows)

@@ -39,8 +39,9 @@ def _as_tensors(x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
                         f"{tuple(y.shape)}")
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x).all(1)).nonzero().flatten().tolist()
-        raise DataError(f"{name}: {len(bad)} feature rows are not finite (failed videos?), first rows {bad[:10]}; "
-                        "drop them with the extraction's valid mask first")
+        raise DataError(f"{name}: {len(bad)} feature rows are not finite, first rows {bad[:10]}: rows of failed "
+                        "videos (drop them with the extraction's valid mask first), or of a model that gives NaN or "
+                        "inf (weights that hold them, or activations past the range of its precision: embed in fp32)")
     if (y < 0).any():
         bad = (y < 0).nonzero().flatten().tolist()
         raise DataError(f"{name}: {len(bad)} rows have a negative label (-1: a video of an unlabelled list), first "
