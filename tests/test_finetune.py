@@ -938,6 +938,35 @@ def test_the_clip_is_checked_against_the_patch_and_tubelet_of_train_init(synth, 
         _tiny_recipe(synth, tmp_path / "ft3", *clip[:2])  # (no train.init: the recipe's patch is the run's)
 
 
+def test_architecture_keys_given_beside_train_init_are_warned_about_as_ignored(synth, tmp_path, caplog):
+    """A fresh fine-tuning run from train.init dropped the architecture keys the command line gave (model.depth=3,
+    the sizes of a model.preset) for the file's with only the info line "architecture from ...", while a resume
+    warned of such keys as ignored. Warned alike, naming each key and the file's value; a key given equal to the
+    file's, and the recipe's values, are not."""
+    from mme.config import given_in, load_config
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+    from mme.train import engine
+    from mme.train.config import FinetuneConfig
+    from mme.train.finetune import _model_config
+
+    src = save_pretrained(VisionTransformer(ModelConfig(**TINY)), tmp_path / "pre")  # 32 wide, depth 2, 2 heads
+    tiny = _tiny_overrides(synth, tmp_path / "ft", f"train.init={src}", "model.depth=3", "model.num_heads=4",
+                           "model.patch_size=16")
+    preset = [f"data.list_file={synth.root}/train.txt", f"train.init={src}", "model.preset=small", "model.depth=2"]
+    for given, said in ((tiny, "model.depth=3 (the file's: 2), model.num_heads=4 (the file's: 2)"),
+                        (preset, "model.embed_dim=384 (of model.preset=small; the file's: 32), model.num_heads=6 (of "
+                                 "model.preset=small; the file's: 2)")):
+        cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", given)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mme"):
+            model = _model_config(cfg, None, engine.read_init(str(src), cfg.model, encoder_only=True), given_in(cfg))
+        assert (model.embed_dim, model.depth, model.num_heads) == (32, 2, 2)
+        assert [(r.levelname, r.getMessage()) for r in caplog.records if "ignored" in r.getMessage()] == [
+            ("WARNING", f"train.init {src}: the run's architecture is the file's, so these are ignored: {said}")]
+
+
 @pytest.mark.pinned  # every run train.precision=fp32
 def test_the_configs_head_count_is_taken_where_train_init_records_none(synth, tmp_path, caplog):
     """An original VideoMAE/MME .pth records no head count: fine-tuning and task.eval_only took the guess from its

@@ -698,8 +698,9 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
     config's architecture (the shapes match), without a word: its encoder computed something else (off by 0.31).
     The architecture the file records is taken, as fine-tuning takes it, said in the log; a resume keeps the run's
     own, the values given otherwise on its command line warned about as ignored (not the recipe's that the file's
-    replaced: before, those were said on every resume, nothing having been given). The clips take the tubelet
-    taken."""
+    replaced: before, those were said on every resume, nothing having been given), and so are they on the fresh run
+    (before: only the info line "architecture from ...", while a resume warned of the same keys). The clips take the
+    tubelet taken."""
 
     from mme.models.checkpoint import load_model
     from mme.train.pretrain import main
@@ -721,6 +722,9 @@ def test_init_and_resume_take_the_architecture_of_their_checkpoint(synth, tmp_pa
     assert ran["tubelet_size"] == torch.load(b.checkpoint, weights_only=True)["config"]["data"]["tubelet"] == 1
     assert f"architecture from {a.checkpoint}: {{'num_heads': 4, 'tubelet_size': 1, 'input_norm': 'clip', " \
         "'decoder_heads': 4, 'decoder_norm_eps': 1e-05}" in caplog.text
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "ignored" in r.getMessage()] == [(
+        "WARNING", f"train.init {a.checkpoint}: the run's architecture is the file's, so these are ignored: "
+        "model.num_heads=2 (the file's: 4), model.decoder_heads=2 (the file's: 4)")]  # (the recipe's are not said)
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme"):  # the command line gives TINY's head counts, not the others
         main("tiny_cpu_pixel", tiny(*synth, f"train.out_dir={tmp_path / 'b'}", "train.steps=2", FP32,

@@ -346,14 +346,24 @@ def read_init(path: str, model: ModelConfig, encoder_only: bool = False) -> Chec
     return ck
 
 
-def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[str, ...], source: str) -> ModelConfig:
+def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[str, ...], source: str,
+                      given: Collection[str] = ()) -> ModelConfig:
     """``model`` (a run's model config) with the architecture ``source``'s weights record (``fields`` of
-    ``recorded``), those that differ from ``model``'s said in the log; its preset kept where the weights agree with
-    each size it sets here (none of those changed: a resume repeating it then ignores nothing), else set aside."""
+    ``recorded``), those that differ from ``model``'s said in the log, and warned about as ignored where the command
+    line gives them (``given``, dotted keys; a size of a ``model.preset`` given, as of that preset), as a resume warns
+    of them (:func:`warn_ignored_on_resume`); its preset kept where the weights agree with each size it sets here
+    (none of those changed: a resume repeating it then ignores nothing), else set aside."""
     arch = {k: getattr(recorded, k) for k in fields}
     changed = {k: v for k, v in arch.items() if getattr(model, k) != v}
     if changed:
         log.info("architecture from %s: %s", source, changed)
+    sizes = model.PRESETS.get(model.preset, {}) if "model.preset" in given else {}
+    ignored = [f"model.{k}={getattr(model, k)!r} ("
+               f"{'' if f'model.{k}' in given else f'of model.preset={model.preset}; '}the file's: {v!r})"
+               for k, v in changed.items() if f"model.{k}" in given or k in sizes]
+    if ignored:
+        log.warning("train.init %s: the run's architecture is the file's, so these are ignored: %s", source,
+                    ", ".join(ignored))
     preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
     try:  # (the clip's check against the file's patch and tubelet: mme.config.clip_from_file)
         return dataclasses.replace(model, preset=preset, **arch)

@@ -193,7 +193,7 @@ def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Ch
         log.info("train.init %s: its run read frames %s (data.orientation), this run reads them %s: phone videos "
                  "(display matrices) are turned otherwise than in that run", cfg.train.init, init.clip_orientation,
                  cfg.data.orientation)
-    return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init)
+    return engine.architecture_from(cfg.model, init.cfg, ENCODER_FIELDS, cfg.train.init, given)
 
 
 def setup(cfg: FinetuneConfig, validation=None) -> Run:

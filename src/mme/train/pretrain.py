@@ -312,7 +312,7 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     if init is None:
         return cfg
     model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
-                                     cfg.train.init)
+                                     cfg.train.init, given)
     return clips_for(cfg, model, f"train.init {cfg.train.init}")
 
 
