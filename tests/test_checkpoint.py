@@ -596,6 +596,31 @@ def test_an_export_without_read_permission_is_said_so(mae, tmp_path, refuse_open
         load_encoder(path)
 
 
+def test_a_checkpoint_saved_without_crc32s_loads(mae, tmp_path):
+    """torch saves with every member's CRC-32 0 where they are off (torch.serialization.set_crc32_options(False)),
+    and torch.load reads such a file: it was refused as corrupt ("member archive/data.pkl fails its CRC-32 check"),
+    and --resume auto went back to the checkpoint before it without a word of why."""
+    import zipfile
+
+    from test_resume import _state
+
+    from mme.train import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    ckpt.save_checkpoint(_state(1, size=4096), run, keep_last=0)
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"model": mae.state_dict()}, tmp_path / "nocrc.pth")
+        ckpt.save_checkpoint(_state(2, size=4096), run, keep_last=0)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert {i.CRC for i in zipfile.ZipFile(tmp_path / "nocrc.pth").infolist()} == {0}
+    encoder = load_encoder(tmp_path / "nocrc.pth")
+    assert torch.equal(encoder.patch_embed.proj.weight, mae.encoder.patch_embed.proj.weight)
+    found, state = ckpt.latest_valid(run)
+    assert found.name == "checkpoint-00000002.pt" and torch.equal(state["model"]["w"], torch.full((4096,), 2.0))
+
+
 def test_arbitrary_pickled_objects_are_refused(tmp_path):
     torch.save({"model": {"patch_embed.proj.weight": torch.zeros(1)}, "extra": NotAWeight()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match=r"evil\.pth: refusing to unpickle"):

@@ -667,6 +667,17 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
     with pytest.raises(ConfigError, match=re.escape(f"model.img_size 100 is not a multiple of patch_size 8 of "
                                                     f"train.init {src}'s weights")):
         _with_architecture(cfg, None, read_init(cfg))
+    # the mask's check of the grid too: "masks no token of the (4, 1, 1) grid" (the recipe's patch 16 at 24 px),
+    # "of the (0, 6, 6) grid" (its tubelet 2 at 1 frame), the file's grids being (8, 3, 3) and (1, 12, 12)
+    for clip, grid in ((["model.img_size=24", "data.img_size=24"], (8, 3, 3)),
+                       (["model.num_frames=1", "data.num_frames=1"], (1, 12, 12))):
+        cfg = load_config(PretrainConfig, "tiny_cpu_mme", [*clip, f"train.init={src}"])
+        assert _with_architecture(cfg, None, read_init(cfg)).model.grid == grid
+    cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=8", "data.img_size=8", "model.num_frames=1",
+                                                       "data.num_frames=1", f"train.init={src}"])
+    with pytest.raises(ConfigError, match=re.escape("model.mask_ratio=0.7 masks no token of the (1, 1, 1) grid")):
+        _with_architecture(cfg, None, read_init(cfg))  # (checked with the file's patch and tubelet)
+
 
 def _tiny_mae() -> MaskedAutoencoder:
     cfg = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=3, num_heads=2, decoder_dim=16,

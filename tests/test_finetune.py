@@ -930,6 +930,9 @@ def test_the_clip_is_checked_against_the_patch_and_tubelet_of_train_init(synth, 
     classifier = tmp_path / "ft" / "checkpoint-00000001.pt"
     tested = finetune(_tiny_recipe(synth, tmp_path / "ev", *EVAL_ONLY, f"train.init={classifier}")).reports["test"]
     assert (tested["num_samples"], tested["tubelet"]) == (8, 1)
+    # the fine-tuning run's command line, tested (before: "data.num_frames 3 is not a multiple of data.tubelet 2")
+    again = finetune(_tiny_recipe(synth, tmp_path / "ev2", *EVAL_ONLY, f"train.init={classifier}", *clip))
+    assert again.reports["test"] == tested
     with pytest.raises(ConfigError, match=re.escape(f"model.img_size 36 is not a multiple of patch_size 8 of "
                                                     f"train.init {src}'s weights")):
         finetune(_tiny_recipe(synth, tmp_path / "ft2", "train.steps=1", f"train.init={src}", "model.img_size=36",

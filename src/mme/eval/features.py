@@ -115,7 +115,8 @@ def _non_finite(encoder: torch.nn.Module, pooled_norm: torch.nn.Module | None, m
     broken = [name for name, p in named if not torch.isfinite(p).all()]
     why = (f"its weights hold NaN or inf ({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): a damaged "
            "or diverged model" if broken else
-           f"its activations overflow in {precision}: embed in fp32 (--precision fp32)" if precision != "fp32" else
+           f"its activations overflow in {precision}: embed in fp32 precision (--precision fp32)"
+           if precision != "fp32" else
            "its activations overflow even in fp32: a diverged model")
     return CheckpointError(f"{model} gives features that are not finite (NaN or inf) at precision {precision}, "
                            f"{len(videos)} of the {batch} videos of a batch, first {videos[0]}: {why}")

@@ -180,8 +180,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
     turned = {} if "data.orientation" in given or "orientation" not in ran else {"orientation": ran["orientation"]}
     its_clip = dataclasses.replace(cfg.model, img_size=m.img_size, num_frames=m.num_frames, patch_size=m.patch_size,
                                    tubelet_size=m.tubelet_size)
-    tested = clips_for(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taken, **turned)), its_clip,
-                       f"task.eval_only's train.init {cfg.train.init}")
+    # in one replace with the classifier's clip: the recipe's tubelet need not divide the clip the run was given
+    tested = clips_for(cfg, its_clip, f"task.eval_only's train.init {cfg.train.init}", **taken, **turned)
     data = tested.data
     if data.orientation != cfg.data.orientation:
         log.info("task.eval_only: frames read %s, as the run that made %s read them (data.orientation), not the "

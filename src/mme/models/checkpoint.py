@@ -31,6 +31,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn as nn
@@ -320,19 +321,31 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another format): {e}") from e
 
 
-def _damaged_member(path: Path) -> str | None:
+def _damaged_member(file: BinaryIO, path: Path) -> str | None:
     """Why the zip container ``path`` (torch.save's) is damaged where a member's bytes fail their CRC-32, which
     torch.load does not check (a bit flipped inside a tensor loads as other weights, without a word): the first such
-    member named, in one streamed read of the file (1 MiB at a time); None where every member passes.
-    CheckpointUnreadable with the reason where the file cannot be read."""
+    member named, in one streamed read of the file (1 MiB at a time); None where every member passes. A member whose
+    stored CRC-32 is 0 is not checked: torch writes 0 for each member of a file saved with its CRC-32s off
+    (``torch.serialization.set_crc32_options(False)``), which torch.load reads. ``file``: ``path`` open, as torch.load
+    read it (the same file, though its name were removed or replaced since). CheckpointUnreadable with the reason
+    where it cannot be read."""
     try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
+        with zipfile.ZipFile(file) as z:
+            for info in z.infolist():
+                if info.CRC == 0:  # (saved without CRC-32s; an empty member's is 0 too: nothing to check)
+                    continue
+                try:
+                    with z.open(info) as member:
+                        while member.read(1 << 20):
+                            pass
+                except zipfile.BadZipFile:  # (zipfile's testzip's reason: a member's CRC-32 or its header)
+                    return (f"member {info.filename} fails its CRC-32 check: its bytes were changed after it was "
+                            "written")
     except zipfile.BadZipFile as e:  # (torch read it, zipfile cannot: its directory damaged)
         return f"BadZipFile: {error_reason(e)}"
     except OSError as e:
         raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
-    return None if bad is None else f"member {bad} fails its CRC-32 check: its bytes were changed after it was written"
+    return None
 
 
 def torch_load(path: Path, mmap: bool = False):
@@ -345,9 +358,20 @@ def torch_load(path: Path, mmap: bool = False):
         raise CheckpointError(f"{path}: unknown checkpoint format (not a PyTorch or safetensors file, nor a checkpoint "
                               f"directory; it starts with {head!r})")
     allowed = torch.serialization.safe_globals([argparse.Namespace])  # outside the try: not a file's fault
+    checked = head == b"PK\x03\x04" and not mmap  # (a memory map needs the name)
+    try:
+        file = open(path, "rb") if checked else None  # one open for the load and the check
+    except OSError as e:
+        raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(e)})") from e
+    with file or contextlib.nullcontext():
+        return _torch_load(path, file, head, mmap, allowed)
+
+
+def _torch_load(path: Path, file: BinaryIO | None, head: bytes, mmap: bool, allowed):
+    """:func:`torch_load`'s load of ``path`` (``file``: it open, where a zip container's CRC-32s are checked)."""
     try:
         with allowed:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04")
+            obj = torch.load(file or path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04")
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             first = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
@@ -362,7 +386,7 @@ def torch_load(path: Path, mmap: bool = False):
             raise CheckpointUnreadable(f"{path}: cannot be read ({error_reason(io_error)})") from e
         error = e
     else:  # (outside the try: its reasons are its own)
-        damaged = None if mmap or head != b"PK\x03\x04" else _damaged_member(path)
+        damaged = None if file is None else _damaged_member(file, path)
         if damaged is None:
             return obj
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({damaged})")

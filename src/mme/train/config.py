@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from mme.config import MAX_REPEATS, check_within
+from mme.config import MAX_REPEATS, check_within, clip_from_file
 from mme.data.dataset import DataConfig
 from mme.data.sampling import window_length
 from mme.errors import ConfigError
@@ -143,7 +143,8 @@ class PretrainConfig:
             raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
                               "trains each clip on another clip's targets of its batch (per rank), which needs "
                               ">= 2 clips; one would keep its own")
-        check_masks_a_token(self.model)
+        if not clip_from_file():  # (else the grid is the file's patch and tubelet: checked as clips_for rebuilds)
+            check_masks_a_token(self.model)
         if self.target.tracked and not self.target.interpolate:
             t = self.target
             why = ("it is computed online only (unset target.cache_dir)" if t.cache_dir else
@@ -281,12 +282,13 @@ class FinetuneConfig:
         check_window(self.data)
 
 
-def clips_for(cfg, model: ModelConfig, source: str):
+def clips_for(cfg, model: ModelConfig, source: str, **data_fields):
     """``cfg`` (a pre-training or fine-tuning config) with ``model`` as its model and clips that fit it: the data
     section's frames, size and tubelet the model's (a checkpoint's weights fix the tubelet); where these differ from
-    the recipe's, said in the log as those of ``source``'s model."""
+    the recipe's, said in the log as those of ``source``'s model. ``data_fields``: other data values set in the same
+    replace (the data section is checked once, with the model's clip)."""
     data = dataclasses.replace(cfg.data, num_frames=model.num_frames, img_size=model.img_size,
-                               tubelet=model.tubelet_size)
+                               tubelet=model.tubelet_size, **data_fields)
     clip = (data.num_frames, data.img_size, data.tubelet)
     recipe = (cfg.data.num_frames, cfg.data.img_size, cfg.data.tubelet)
     if clip != recipe:
