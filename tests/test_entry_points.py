@@ -365,11 +365,34 @@ def test_bench_train_refuses_a_mask_that_hides_no_token_as_pretraining_does(size
 def test_bench_train_target_kind_keeps_the_recipes_other_target_settings():
     from mme.train.bench import _configs
 
-    _, target, _ = _configs("mme_k400_released", None, None, None, None, "mme-released", None)
+    _, target, _, _ = _configs("mme_k400_released", None, None, None, None, "mme-released", None)
     assert (target.kind, target.activation, target.hog_style, target.track_length) == ("mme-released", "release",
                                                                                         "release", 4)
-    _, target, _ = _configs("mme_k400_released", None, None, None, None, "pixel", None)
+    _, target, _, _ = _configs("mme_k400_released", None, None, None, None, "pixel", None)
     assert target.heads == ["pixel"]
+
+
+def test_bench_train_times_the_recipes_gradient_clipping_in_ours_and_the_peers_step(tmp_path, monkeypatch, capsys):
+    """The step ran OptimConfig()'s settings whatever the recipe: a recipe's optim.clip_grad was never timed."""
+    from mme.train import bench
+
+    recipe = tmp_path / "clip.yaml"
+    recipe.write_text("_base_: tiny_cpu_pixel\noptim:\n  clip_grad: 1.0\n  weight_decay: 0.1\n")
+    clipped = []
+    clip = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_",
+                        lambda params, max_norm, *a, **k: (clipped.append(max_norm), clip(params, max_norm, *a, **k)))
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device, size, seconds: (100.0, 256, "a·bᵀ"))
+    out = tmp_path / "bench.json"
+    for given, clips in ((str(recipe), 1.0), (None, None)):  # without a recipe: OptimConfig's, no clipping
+        clipped.clear()
+        rows = bench.bench_train(recipe=given, preset="tiny", img_size=32, frames=4, batch=2, steps=2, warmup=1,
+                                 rounds=1, device="cpu", json_path=str(out))
+        assert clipped == ([clips] * 3 * len(rows) if clips else [])  # each step of each variant: warm-up and timed
+        assert len(rows) == 2 * len(_eager_variants())  # ours and the peer's
+        assert json.loads(out.read_text())["optim"]["clip_grad"] == clips
+        assert f"clip_grad {clips}, device cpu" in capsys.readouterr().out.splitlines()[0]
+    assert bench._configs(str(recipe), None, None, None, None, None, None)[2].weight_decay == 0.1
 
 
 def test_bench_train_profile_table_keeps_long_variant_names_apart():

@@ -7,8 +7,9 @@
 
 Each variant (fp32 eager = the reference, bf16 where native or with --all-precisions, fp16 on CUDA, compiled,
 activation checkpointing) runs the real step (forward under autocast, backward, clip, AdamW) on a random
-clip; every target of --target is made in the step as in training: pixel / HOG from the clip, the motion targets
-(traj, shape: HOG along the tracks, PatchStd) from random tracks and frames of the shapes data workers ship. With
+clip, with the recipe's optim section (its AdamW groups and ``clip_grad``, printed in the header); every target of
+--target is made in the step as in training: pixel / HOG from the clip, the motion targets (traj, shape: HOG
+along the tracks, PatchStd) from random tracks and frames of the shapes data workers ship. With
 the pixel target, ``transformers.VideoMAEForPreTraining`` (the peer) runs the same step in each eager
 precision: the same sizes, tubelet, patch, mask kind and ratio, pixel target with norm_pix, SDPA attention, our
 weights (so the same loss, checked before timing with the parameter and token counts), the same AdamW groups and
@@ -147,20 +148,20 @@ def random_motion(target_cfg: TargetConfig, model_cfg: ModelConfig, batch: int,
     return {k: v.to(device) for k, v in out.items()}
 
 
-def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, precision: str, compile_: bool,
-             checkpointing: bool, peer: bool, device: torch.device, video: torch.Tensor,
+def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, optim: OptimConfig, batch: int, precision: str,
+             compile_: bool, checkpointing: bool, peer: bool, device: torch.device, video: torch.Tensor,
              peer_clip: torch.Tensor | None) -> tuple[Callable[[], None], MaskedAutoencoder, nn.Module]:
     """One variant's step as a closure, with its model (ours; and the peer's when ``peer``, whose clip is
-    ``peer_clip``: ``video`` as its data pipeline delivers it). The closure holds its variant's model alone, so
-    that a variant's memory is its own."""
+    ``peer_clip``: ``video`` as its data pipeline delivers it), its AdamW groups, weight decay and gradient clipping
+    those of ``optim``. The closure holds its variant's model alone, so that a variant's memory is its own."""
     torch.manual_seed(0)
     model = MaskedAutoencoder(model_cfg, head_specs(target_cfg, model_cfg)).to(device)
     net = _peer_model(model, target_cfg.norm_pix).to(device) if peer else model
     if checkpointing:
         checkpoint_blocks(model.encoder)
     step_model = torch.compile(net) if compile_ else net
-    optimizer = build_optimizer(net, OptimConfig(), device)
-    set_schedule(optimizer, 1e-4, 0.05)
+    optimizer = build_optimizer(net, optim, device)
+    set_schedule(optimizer, 1e-4, optim.weight_decay)
     scaler = make_scaler(precision, device)
     motion = random_motion(target_cfg, model_cfg, batch, device)
     c = model_cfg
@@ -179,7 +180,7 @@ def _step_fn(model_cfg: ModelConfig, target_cfg: TargetConfig, batch: int, preci
                     targets, valid = batch_targets(video, motion, target_cfg, model_cfg)
                 loss = step_model(video, mask, targets, valid)[0]
         scaler.scale(loss).backward()
-        update(net, optimizer, scaler, OptimConfig().clip_grad, True)
+        update(net, optimizer, scaler, optim.clip_grad, True)
 
     return step, model, net
 
@@ -258,9 +259,10 @@ FLAGS = {"preset": "--preset", "img_size": "--img-size", "num_frames": "--frames
 
 
 def _configs(recipe: str | None, preset: str | None, img_size: int | None, frames: int | None,
-             mask_ratio: float | None, target: str | None, batch: int | None) -> tuple[ModelConfig, TargetConfig, int]:
-    """The model, target and batch of ``recipe`` (else :data:`DEFAULT`; batch 4 where the recipe's files set none,
-    not TrainConfig's 64: a timing, not a run), with the given values in their place."""
+             mask_ratio: float | None, target: str | None,
+             batch: int | None) -> tuple[ModelConfig, TargetConfig, OptimConfig, int]:
+    """The model, target, optimizer settings and batch of ``recipe`` (else :data:`DEFAULT`; batch 4 where the
+    recipe's files set none, not TrainConfig's 64: a timing, not a run), with the given values in their place."""
     data = load_recipe(recipe, PretrainConfig) if recipe else DEFAULT
     given = {"preset": preset, "img_size": img_size, "num_frames": frames, "mask_ratio": mask_ratio}
     given = {k: v for k, v in given.items() if v is not None}
@@ -269,12 +271,13 @@ def _configs(recipe: str | None, preset: str | None, img_size: int | None, frame
         model = merge_layer(ModelConfig, data.get("model", {}), given, "model.")
         target_cfg = from_dict(TargetConfig, merge_layer(TargetConfig, data.get("target", {}),
                                                          {"kind": target} if target else {}, "target."))
+        optim = from_dict(OptimConfig, data.get("optim", {}), "optim.")
         batch = batch or from_dict(TrainConfig, {"batch_size": 4, **data.get("train", {})}).batch_size
         model_cfg = from_dict(ModelConfig, model)
         check_masks_a_token(model_cfg)
     if target:
         check_given_once("--target", target_cfg.kinds, KIND_ONCE, "kind", shown=target)
-    return model_cfg, target_cfg, batch
+    return model_cfg, target_cfg, optim, batch
 
 
 @sets_threads
@@ -292,7 +295,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     part's best round)."""
     check_bench_json(json_path, [("the recipe timed", recipe)])  # before the benchmark, not after it
     dev = choose_device(device, option="--device")
-    model_cfg, target_cfg, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
+    model_cfg, target_cfg, optim, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
     c = model_cfg
     heads = head_specs(target_cfg, model_cfg)
     flops = step_flops(model_cfg, heads, batch)
@@ -300,7 +303,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     print(f"train step: {recipe or 'ViT-' + c.preset} (encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_dim}x"
           f"{c.decoder_depth}, {params / 1e6:.1f}M params), {c.num_frames}x{c.img_size}², batch {batch}, mask "
-          f"{c.mask_ratio}, target {target_cfg.kind}, device {dev} ({gpu or cpu_name()}), "
+          f"{c.mask_ratio}, target {target_cfg.kind}, clip_grad {optim.clip_grad}, device {dev} ({gpu or cpu_name()}), "
           f"{torch.get_num_threads()} thread(s), bf16 native: {bf16_native(dev)}; {flops / batch / 1e9:.2f} GFLOP per "
           f"clip (forward and backward); {rounds} round(s) of {steps} step(s) after {warmup} warm-up step(s)")
     if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
@@ -323,8 +326,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         if dev.type == "cuda":  # what the variants built before hold stays allocated: counted out
             torch.cuda.synchronize(dev)
             before = torch.cuda.memory_allocated(dev)
-        step, model, net = _step_fn(model_cfg, target_cfg, batch, precision, compile_, ckpt, is_peer, dev, video,
-                                    peer_clip)
+        step, model, net = _step_fn(model_cfg, target_cfg, optim, batch, precision, compile_, ckpt, is_peer, dev,
+                                    video, peer_clip)
         if is_peer and check is None:
             mask = model.make_mask(batch).to(dev)
             check = _check_peer(model, net, video, mask, step_targets(video, target_cfg, model_cfg))
@@ -400,6 +403,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         atomic_write_json(json_path, {"device": str(dev), "gpu": gpu, "cpu": cpu_name(),
                                       "bf16_native": bf16_native(dev), "torch": torch.__version__, "recipe": recipe,
                                       "model": dataclasses.asdict(c), "target": dataclasses.asdict(target_cfg),
+                                      "optim": dataclasses.asdict(optim),
                                       "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
                                       "warmup": warmup, "rounds": rounds, "flops_per_step": flops, "peaks": peaks,
                                       "peer_check": check, "rows": rows, "profile_ms_per_step": profiled,
