@@ -66,3 +66,49 @@ def test_the_matmul_peak_is_its_fastest_layouts(monkeypatch):
     monkeypatch.setitem(LAYOUTS, "a·bᵀ", lambda a, b: (time.sleep(0.05), slow(a, b))[1])
     gflops, n, layout = matmul_peak(torch.float32, torch.device("cpu"), size=64, seconds=0.5)
     assert n == 64 and layout != "a·bᵀ" and gflops > 2 * 64 ** 3 / 0.05 / 1e9  # best of many, on a busy machine too
+
+
+def _modelled_layouts(monkeypatch, gflops_at) -> dict[int, int]:
+    """Each layout's product of two n × n matrices takes 2 n³ / ``gflops_at(n, layout)`` seconds of a clock
+    :func:`matmul_peak` reads; returns the products it times at each n."""
+    from mme.train import flops
+
+    clock, calls = [0.0], {}
+
+    def product(layout):
+        def run(a, b):
+            n = a.shape[0]
+            calls[n] = calls.get(n, 0) + 1
+            clock[0] += 2 * n ** 3 / gflops_at(n, layout) / 1e9
+        return run
+
+    monkeypatch.setattr(flops, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    for layout in LAYOUTS:
+        monkeypatch.setitem(LAYOUTS, layout, product(layout))
+    return calls
+
+
+def test_the_matmul_peak_is_timed_at_the_size_where_doubling_stops_paying_in_many_short_products(monkeypatch):
+    """The size grew until one product of each layout took 0.5 s (2048² on a CPU, 0.12-0.18 s each in fp32 at 1
+    thread), so each 0.5 s call timed each layout two or three times and its best swung twofold on a loaded machine
+    (fp32 74-148 GFLOP/s, bf16 178-1,013, back to back)."""
+    cpu = torch.device("cpu")
+    rates = {256: 50, 512: 100, 1024: 103, 2048: 104}  # GFLOP/s: +3 % from 1024 on
+    calls = _modelled_layouts(monkeypatch, lambda n, layout: rates[n])
+    # the faster of 512 and 1024
+    assert matmul_peak(torch.float32, cpu, seconds=2.0) == (pytest.approx(103), 1024, "a·bᵀ")
+    assert set(calls) == {256, 512, 1024} and calls[1024] >= 20 * len(LAYOUTS)  # 2048 never timed
+
+    # still rising: it stops where a turn at twice the size would take over seconds / 20 (8 x 3 products of 512²
+    # at 51.2 GFLOP/s: 126 ms > 100), so the call holds 20 turns or more
+    calls = _modelled_layouts(monkeypatch, lambda n, layout: n / 10)
+    assert matmul_peak(torch.float32, cpu, seconds=2.0)[:2] == (pytest.approx(51.2), 512)
+    assert set(calls) == {256, 512} and calls[512] >= 20 * len(LAYOUTS)
+
+    # an emulated dtype whose slowest layout takes 67 ms at 256²: timed there, its fastest layout the peak
+    calls = _modelled_layouts(monkeypatch, lambda n, layout: 0.5 if layout == "a·b" else 20.0)
+    assert matmul_peak(torch.bfloat16, cpu, seconds=2.0) == (pytest.approx(20), 256, "a·bᵀ") and set(calls) == {256}
+
+    calls = _modelled_layouts(monkeypatch, lambda n, layout: rates[n])  # a given size is timed alone
+    assert matmul_peak(torch.float32, cpu, size=512, seconds=0.5)[:2] == (pytest.approx(100), 512)
+    assert set(calls) == {512}

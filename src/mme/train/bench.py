@@ -22,7 +22,9 @@ ran at 667 to 2,219 GFLOP/s within two hours, docs/performance.md).
 
 MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the matmul peak of the variant's
 precision (:func:`mme.train.flops.matmul_peak`: the fastest of the operand layouts the layers' matmuls run), which
-takes its turn in every round too (its best round); the peer is credited with the same FLOPs, though it embeds all
+takes its turn in every round too (its best round; each round's in the JSON, ``peaks.<precision>.rounds``, and
+printed as their min, median and max: where they differ by more than :data:`PEAK_SPREAD`, or with ``--rounds 1``,
+the bench says that MFU is uncertain); the peer is credited with the same FLOPs, though it embeds all
 the clip's patches, not only the visible ones (its step counted by torch's ``FlopCounterMode``: 104.2 GFLOP per
 ViT-B 16x224² clip at mask 0.9, 6.6 more than our 97.6), so its MFU reads a little low.
 
@@ -248,6 +250,15 @@ def profile_table(profiled: dict[str, dict[str, float]], device: torch.device) -
             *(f"    {part:<52}" + "".join(f"{v:{w}.1f}" for v in values) for part, values in rows)]
 
 
+PEAK_SPREAD = 0.2
+"""The matmul peak's spread over rounds (:func:`peak_spread`) past which ``mme bench train`` says MFU is uncertain."""
+
+
+def peak_spread(gflops: list[float]) -> float:
+    """How far the rounds' matmul peaks differ: the largest over the smallest, minus 1."""
+    return max(gflops) / min(gflops) - 1
+
+
 DEFAULT = {"model": {"preset": "small", "img_size": 112, "num_frames": 8, "mask_ratio": 0.7},
            "target": {"kind": "pixel"}, "train": {"batch_size": 4}}
 """The step timed without a recipe: ViT-S, 8x112², mask 0.7, pixel target, batch 4."""
@@ -349,16 +360,19 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     timed: dict[str, list[float]] = {name: [] for name in steps_of}  # seconds per step, round by round
     for _ in range(rounds):
         for precision in dict.fromkeys(v[1] for v in variants):  # the matmul peaks take their turns too
-            last = peaks.get(precision)
-            gflops, n, layout = matmul_peak(_DTYPES.get(precision, torch.float32), dev, last and last["size"],
-                                            seconds=0.5)
-            if last is None or gflops > last["gflops"]:
-                peaks[precision] = {"gflops": gflops, "size": n, "layout": layout}
+            peak = peaks.setdefault(precision, {"gflops": 0.0, "rounds": []})  # the best round's; each round's
+            gflops, n, layout = matmul_peak(_DTYPES.get(precision, torch.float32), dev, seconds=0.5)
+            peak["rounds"].append(gflops)
+            if gflops > peak["gflops"]:
+                peak.update(gflops=gflops, size=n, layout=layout)
         for name, step in steps_of.items():
             timed[name].append(seconds_per_step(step, steps, dev))
     for precision, peak in peaks.items():
+        each = peak["rounds"]
         print(f"  matmul peak {precision}: {peak['gflops']:,.0f} GFLOP/s ({peak['size']}² matmul {peak['layout']}, "
-              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} thread(s))")
+              f"the fastest of {len(LAYOUTS)} operand layouts; {torch.get_num_threads()} thread(s))"
+              + (f"; its {len(each)} rounds: min {min(each):,.0f}, median {statistics.median(each):,.0f}, max "
+                 f"{max(each):,.0f} (spread {100 * peak_spread(each):.0f} %)" if len(each) > 1 else ""))
     best = {name: min(s) for name, s in timed.items()}
 
     def median_ratio(a: str, b: str) -> float:  # the median over rounds of a's seconds per step over b's
@@ -390,6 +404,16 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"  MFU above 100 % ({', '.join(above)}): the matmul peak was timed while the machine was busier than "
               "during the step's best round; more --rounds (each times the peak again) or an idle machine give its "
               "true figure", flush=True)
+    drifted = {p: peak_spread(peak["rounds"]) for p, peak in peaks.items()}
+    drifted = {p: spread for p, spread in drifted.items() if spread > PEAK_SPREAD}
+    if rounds == 1:
+        print("  MFU is uncertain: the matmul peak was timed in one round only, so a busy moment of the machine goes "
+              "unseen; --rounds 3 or more time it again in each and show its spread", flush=True)
+    elif drifted:
+        print(f"  MFU is uncertain: the matmul peak's rounds differ by more than {100 * PEAK_SPREAD:.0f} % ("
+              + ", ".join(f"{p} {100 * spread:.0f} %" for p, spread in drifted.items())
+              + "): the machine's speed drifted during the bench; MFU is against the best round's peak, and an idle "
+              "machine gives its true figure", flush=True)
     profiled: dict[str, dict[str, float]] = {}
     if profile:  # one profiled step per eager variant and round, in turns; each part's best round
         eager = [name for name, _, compile_, ckpt, _ in variants if not (compile_ or ckpt)]

@@ -60,12 +60,22 @@ LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 an AVX2 CPU), so a peak of one layout can be below the step's rate."""
 
 
+PEAK_GAIN = 1.05
+""":func:`matmul_peak`'s size search stops where doubling ``n`` raises the rate by less than this factor: the
+peak is (nearly) reached there, in products short enough to be timed many times in each call."""
+
+
 def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = None,
                 seconds: float = 1.0) -> tuple[float, int, str]:
     """``(GFLOP/s, n, layout)``: the best rate of an ``n × n`` matmul in ``dtype`` on ``device`` at the current
     thread count over the :data:`LAYOUTS`, timed in turns for about ``seconds``, and the layout that reached it.
-    ``n = size``, or found by doubling from 256 to 2048 on CPU (8192 on CUDA) while one product of each layout takes
-    under 0.5 s together, so an emulated dtype is timed at a size it finishes."""
+    ``n = size``, or found by doubling from 256 up to 2048 on CPU (8192 on CUDA, where small products leave the
+    GPU idle), each size timed in turns with the one before for ``seconds / 10``: the faster of the first two
+    sizes where doubling raised the rate by less than :data:`PEAK_GAIN` (timed in the same moments, so a loaded
+    machine's swings hit both alike), else the last size, 2048 (8192) or the one past which a turn of the layouts'
+    products, 8 times as long at twice the size, would take over ``seconds / 20``: the timing holds about 20 turns
+    or more (an emulated dtype, slower than that at 256, stops there). Before, the size grew until one turn took
+    0.5 s, 2048² on a CPU: two or three timings per layout a call, whose best swung twofold on a loaded machine."""
     max_size = size or (8192 if device.type == "cuda" else 2048)
 
     def timed(layout: str, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -77,20 +87,34 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = Non
             torch.cuda.synchronize(device)
         return time.perf_counter() - tic
 
-    n = size or 256
-    while True:
+    def sized(n: int) -> dict:  # an n × n pair of operands, warmed up, and each layout's fastest product so far
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        for layout in LAYOUTS:  # warm-up
-            timed(layout, a, b)
-        best = {layout: timed(layout, a, b) for layout in LAYOUTS}
-        if n >= max_size or sum(best.values()) >= 0.5:
-            break
-        n *= 2
-    spent = sum(best.values())
-    while spent < seconds:
         for layout in LAYOUTS:
-            sec = timed(layout, a, b)
-            best[layout], spent = min(best[layout], sec), spent + sec
-    fastest = min(best, key=best.get)
-    return 2 * n ** 3 / best[fastest] / 1e9, n, fastest
+            timed(layout, a, b)
+        return {"n": n, "a": a, "b": b, "best": dict.fromkeys(LAYOUTS, float("inf"))}
+
+    def in_turns(candidates: list[dict], budget: float) -> None:  # 3 turns at least
+        spent, turns = 0.0, 0
+        while spent < budget or turns < 3:
+            for c in candidates:
+                for layout in LAYOUTS:
+                    sec = timed(layout, c["a"], c["b"])
+                    c["best"][layout], spent = min(c["best"][layout], sec), spent + sec
+            turns += 1
+
+    def rate(c: dict) -> float:
+        return 2 * c["n"] ** 3 / min(c["best"].values()) / 1e9
+
+    chosen, last = sized(size or 256), None
+    while not size:
+        in_turns([chosen] + [last] * (last is not None), seconds / 10)
+        if last is not None and rate(chosen) < PEAK_GAIN * rate(last):
+            chosen = max(chosen, last, key=rate)  # doubling gained little: the peak is (nearly) reached
+            break
+        if chosen["n"] >= max_size or 8 * sum(chosen["best"].values()) > seconds / 20:
+            break
+        last, chosen = chosen, sized(2 * chosen["n"])
+    in_turns([chosen], seconds)
+    fastest = min(chosen["best"], key=chosen["best"].get)
+    return rate(chosen), chosen["n"], fastest
