@@ -306,6 +306,10 @@ def test_bench_train_times_ours_and_the_hf_peer_at_one_configuration(tmp_path, c
     assert check["attention"] == ["sdpa", "sdpa"] and check["loss_rel_diff"] <= 1e-5
     printed = capsys.readouterr().out
     assert "peer check" in printed and "where the step goes (torch.profiler: self CPU time of each op)" in printed
+    # the peer's GFLOP/s are our step's FLOPs over its time (its own step counts more: it embeds every patch)
+    table = [line for line in printed.splitlines() if "ms/step" in line]
+    assert [("GFLOP/s (our FLOPs)" in line) for line in table] == [r["variant"].startswith("HF") for r in rows]
+    assert len({line.index("MFU") for line in table}) == 1  # the columns kept aligned
 
 
 def test_bench_train_ratios_in_rounds_pair_the_variants_of_each_round(monkeypatch):

@@ -24,9 +24,11 @@ MFU: the step's FLOPs (:func:`mme.train.flops.step_flops`) per second over the m
 precision (:func:`mme.train.flops.matmul_peak`: the fastest of the operand layouts the layers' matmuls run), which
 takes its turn in every round too (its best round; each round's in the JSON, ``peaks.<precision>.rounds``, and
 printed as their min, median and max: where they differ by more than :data:`PEAK_SPREAD`, or with ``--rounds 1``,
-the bench says that MFU is uncertain); the peer is credited with the same FLOPs, though it embeds all
-the clip's patches, not only the visible ones (its step counted by torch's ``FlopCounterMode``: 104.2 GFLOP per
-ViT-B 16x224² clip at mask 0.9, 6.6 more than our 97.6), so its MFU reads a little low.
+the bench says that MFU is uncertain); the peer is credited with the same FLOPs (its rows' GFLOP/s, labelled
+"(our FLOPs)", are our step's FLOPs over its time), though it embeds all the clip's patches, not only the visible
+ones: its step, counted by torch's ``FlopCounterMode`` per 16x224² clip at mask 0.9, is 37.89 GFLOP at ViT-S
+against our 34.57 (+9.6 %) and 104.2 at ViT-B against our 97.6 (+6.8 %), the masked patches' embedding and its
+weight gradient, so its GFLOP/s and MFU read that much low.
 
 Memory (CUDA): each variant's own peak, its weights, gradients, optimizer state and its step's activations, over
 its warm-up steps (none with ``--warmup 0``), with what the variants built before it hold counted out.
@@ -393,9 +395,10 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         vs_peer = (f"  ours {r['ours_vs_peer']:.2f}x this ({r['ours_vs_peer_in_rounds']:.2f}x)"
                    if is_peer else "")
         gib = f"  peak {r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else ""
+        unit = "GFLOP/s (our FLOPs)" if is_peer else "GFLOP/s"  # the peer is credited with our step's FLOPs
         print(f"  {name:<28} {r['ms_per_step']:9.1f} ms/step {r['clips_per_s']:8.2f} clips/s  x{r['ratio']:.2f} "
-              f"({r['ratio_in_rounds']:.2f}) vs fp32 eager  {gflops:8.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %{gib}"
-              f"{vs_peer}", flush=True)
+              f"({r['ratio_in_rounds']:.2f}) vs fp32 eager  {gflops:8.1f} {unit:<{19 if peer else 7}}  MFU "
+              f"{100 * r['mfu']:5.1f} %{gib}{vs_peer}", flush=True)
     print(f"  (best of {rounds} interleaved round(s) of {steps} step(s) each, after {warmup} warm-up step(s); in "
           "brackets the median over rounds of each round's own ratio, which a machine whose speed drifts between "
           "rounds moves less)")
