@@ -60,10 +60,6 @@ LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 an AVX2 CPU), so a peak of one layout can be below the step's rate."""
 
 
-PEAK_GAIN = 1.05
-""":func:`matmul_peak`'s size search stops where doubling ``n`` raises the rate by less than this factor: the
-peak is (nearly) reached there, in products short enough to be timed many times in each call."""
-
 CONTENDER = 2.0
 """:func:`matmul_peak` times a layout at the next size only where its best at this size is within this factor of
 the fastest layout's: an emulated dtype's slow layouts (10x and more) would otherwise cut the search short."""
@@ -73,16 +69,14 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = Non
                 seconds: float = 1.0) -> tuple[float, int, str]:
     """``(GFLOP/s, n, layout)``: the best rate of an ``n × n`` matmul in ``dtype`` on ``device`` at the current
     thread count over the :data:`LAYOUTS`, timed in turns for about ``seconds``, and the layout that reached it.
-    ``n = size``, or found by doubling from 512 up to 2048 on CPU (8192 on CUDA, where small products leave the
-    GPU idle), each size timed in turns with the one before for ``seconds / 10`` (so a loaded machine's swings hit
-    both alike): the first size where doubling raised the rate by less than :data:`PEAK_GAIN` (the larger of the
-    two, whose products are as large as the layers'), else the last, 2048 (8192) or the one past which the fastest
-    layout's product, 8 times as long at twice the size, would take over ``seconds / 4``. Only the layouts within
+    ``n = size``, or found by doubling from 512 while the fastest layout's product at twice the size, 8 times as
+    long, fits in ``seconds / 4`` (so that each layout is timed several times a call), up to 2048 on CPU (8192 on
+    CUDA, where small products leave the GPU idle): the largest such size, whose products are as large as the
+    layers' (a smaller one in cache can run faster than the layers' matmuls do). Only the layouts within
     :data:`CONTENDER` of the fastest are timed at the next size, so an emulated dtype's slow layouts (bf16 ``a·b``
-    on AVX2, 2 GFLOP/s where ``a·bᵀ`` runs 17) do not stop the search. Before, a turn of all the layouts had to stay
-    under ``seconds / 20`` at twice the size: bf16 on an AMX CPU at 2 threads stopped at 512² or 1024², where 2048²
-    and the layers' matmuls run 1.6-1.8x faster, and emulated bf16 at 256², its ``aᵀ·b`` in cache 1.3-1.7x faster
-    than in the layers' shapes, and the faster of the two sizes was kept."""
+    on AVX2, 2 GFLOP/s where ``a·bᵀ`` runs 17) do not stop the search. Before, the size grew until one product took
+    0.5 s (2048² in fp32 at 1 thread, 0.12-0.18 s a product: two or three per layout a call, whose best swung
+    twofold on a loaded machine)."""
     max_size = size or (8192 if device.type == "cuda" else 2048)
 
     def timed(layout: str, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,29 +95,25 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int | None = Non
             timed(layout, a, b)
         return {"n": n, "a": a, "b": b, "best": dict.fromkeys(layouts, float("inf"))}
 
-    def in_turns(candidates: list[dict], budget: float) -> None:  # 3 turns at least
+    def in_turns(c: dict, budget: float) -> None:  # the layouts in turns, 3 turns at least
         spent, turns = 0.0, 0
         while spent < budget or turns < 3:
-            for c in candidates:
-                for layout in c["best"]:
-                    sec = timed(layout, c["a"], c["b"])
-                    c["best"][layout], spent = min(c["best"][layout], sec), spent + sec
+            for layout in c["best"]:
+                sec = timed(layout, c["a"], c["b"])
+                c["best"][layout], spent = min(c["best"][layout], sec), spent + sec
             turns += 1
 
     def rate(c: dict) -> float:
         return 2 * c["n"] ** 3 / min(c["best"].values()) / 1e9
 
-    chosen, last = sized(size or 512, list(LAYOUTS)), None
+    chosen = sized(size or 512, list(LAYOUTS))
     while not size:
-        in_turns([chosen] + [last] * (last is not None), seconds / 10)
-        if last is not None and rate(chosen) < PEAK_GAIN * rate(last):
-            break  # doubling gained little: the peak of large products is reached (at the larger size)
+        in_turns(chosen, seconds / 10)
         fastest = min(chosen["best"].values())
         if chosen["n"] >= max_size or 8 * fastest > seconds / 4:
             break  # the fastest layout's product at twice the size, 8 times as long, would not fit in seconds / 4
         contenders = [layout for layout, sec in chosen["best"].items() if sec <= CONTENDER * fastest]
-        chosen["best"] = {layout: chosen["best"][layout] for layout in contenders}
-        last, chosen = chosen, sized(2 * chosen["n"], contenders)
-    in_turns([chosen], seconds)
+        chosen = sized(2 * chosen["n"], contenders)
+    in_turns(chosen, seconds)
     fastest = min(chosen["best"], key=chosen["best"].get)
     return rate(chosen), chosen["n"], fastest
