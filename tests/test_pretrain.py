@@ -303,6 +303,9 @@ def test_a_clip_window_longer_than_the_videos_is_warned_about_as_the_reads_meet_
     assert len(said) == 2 and "than the 32 a clip spans (data.num_frames=32 at data.stride=1; the shortest holds " \
         "24): their clips repeat their last frame, and train on frozen frames; lower data.num_frames (with " \
         "model.num_frames), or leave them out" in said[0] and "data.stride," not in said[0], said
+    # records every 3 steps (no step a power of two): the first, at step 3, looks and warns (before: at the end only)
+    said = warned("tiny_cpu_pixel", "data.stride=4", "train.steps=4", "train.log_every=3")
+    assert len(said) == 2 and said[0].startswith("data: 12 of the 12 videos read so far"), said
     assert warned("tiny_cpu_pixel", "data.stride=3") == []  # (a window of 22)
     assert warned("tiny_cpu_mme") == []  # (its tracks of 6 end at raw frame 18)
 

@@ -135,6 +135,8 @@ class Run:
     """Videos that failed before the run resumed (its checkpoint's), counted with this process's."""
     short_videos_said: int = 0
     """The videos too short for a clip's window that a warning has said so far (:func:`mme.train.loop.warn_short`)."""
+    short_videos_next: int = 1
+    """The step from which the next metrics record looks for short videos again (it doubles at each look)."""
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------

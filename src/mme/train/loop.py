@@ -482,16 +482,17 @@ def warn_short(run: Run, in_all: bool = False) -> None:
     """Warn (the main rank, of the videos its reads met) once the videos read hold fewer raw frames than a clip's
     window spans (:meth:`mme.data.dataset._VideoDataset.short_videos`), whose clips repeat their last frame: a run
     whose stride or track length is too long for its videos trains on frozen frames without a word otherwise. Said
-    at the first metrics record that finds one, of those at steps 1, 2, 4, 8, ... (the table is scanned there only,
-    not at every step), and ``in_all`` (the run's end) again where more were met since;
-    the frame counts come from the reads themselves (no video is opened for it), this rank's only (the message says
-    so where there are several). It advises the keys to lower: ``data.num_frames`` where the clip alone, at stride 1,
-    is longer than the shortest video (no stride fits it), else ``data.stride`` where above 1; ``target.track_length``
-    where the tracks lengthen the window. A dataset that keeps none (a caller's own, as benchmarks' banks of clips) says
-    nothing."""
+    at the first metrics record that finds one, of the records at doubling steps (the first, then the first at twice
+    its step or later, ...: the table is scanned there only, not at every step), and ``in_all`` (the run's end)
+    again where more were met since; the frame counts come from the reads themselves (no video is opened for it), this
+    rank's only (the message says so where there are several). It advises the keys to lower: ``data.num_frames`` where
+    the clip alone, at stride 1, is longer than the shortest video (no stride fits it), else ``data.stride`` where
+    above 1; ``target.track_length`` where the tracks lengthen the window. A dataset that keeps none (a caller's own,
+    as benchmarks' banks of clips) says nothing."""
     if (not dist.is_main() or getattr(run.data, "clip_window", None) is None  # (segments: no window)
-            or not (in_all or (not run.short_videos_said and run.step & (run.step - 1) == 0))):
+            or not (in_all or (not run.short_videos_said and run.step >= run.short_videos_next))):
         return  # (said once already: counted again at the run's end only)
+    run.short_videos_next = 2 * run.step
     short, read, fewest = run.data.short_videos()
     if not short or short == run.short_videos_said:
         return
