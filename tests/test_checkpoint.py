@@ -580,6 +580,7 @@ def test_bytes_damaged_inside_a_tensor_are_refused_naming_the_member(mae, tmp_pa
     assert found.name == "checkpoint-00000001.pt" and torch.equal(state["model"]["w"], torch.full((4096,), 1.0))
     assert "checkpoint-00000002.pt: truncated or corrupt PyTorch checkpoint" in caplog.text
 
+
 @pytest.mark.parametrize("layout", ["file", "folder"])
 def test_an_export_without_read_permission_is_said_so(mae, tmp_path, refuse_open, layout):
     """Before: 'not a readable safetensors file (truncated or another format): No such file or directory'."""

@@ -652,6 +652,7 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
     not a multiple of patch_size 16"; the run uses 8). Checked once the file's are taken, naming the file."""
     from mme.models.export import save_pretrained
     from mme.models.vit import VisionTransformer
+    from mme.train.engine import resumed_init
     from mme.train.pretrain import _with_architecture, read_init
 
     src = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, patch_size=8, tubelet_size=1,
@@ -672,7 +673,20 @@ def test_with_train_init_the_clip_is_checked_against_the_files_patch_and_tubelet
     for clip, grid in ((["model.img_size=24", "data.img_size=24"], (8, 3, 3)),
                        (["model.num_frames=1", "data.num_frames=1"], (1, 12, 12))):
         cfg = load_config(PretrainConfig, "tiny_cpu_mme", [*clip, f"train.init={src}"])
-        assert _with_architecture(cfg, None, read_init(cfg)).model.grid == grid
+        ran = _with_architecture(cfg, None, read_init(cfg))
+        assert ran.model.grid == grid
+        # its resume: the config of the same keys rebuilt with the resumed run's train.init (engine.resumed_init's
+        # dataclasses.replace) was refused by the recipe's grid, "masks no token of the (4, 1, 1) grid"
+        state = {"config": dataclasses.asdict(ran), "meta": {"cwd": str(tmp_path)}}
+        resumed = resumed_init(cfg, ("checkpoint-00000001.pt", state))
+        assert resumed.train.init == str(src)
+        again = _with_architecture(resumed, ("checkpoint-00000001.pt", state), None)
+        assert again.model.grid == grid and (again.model.patch_size, again.model.tubelet_size) == (8, 1)
+        assert (again.data.img_size, again.data.num_frames, again.data.tubelet) == \
+            (ran.data.img_size, ran.data.num_frames, 1)
+        # the deferral is the config's (its train.init), whenever it is rebuilt: without one, the recipe's checks
+        with pytest.raises(ConfigError, match="model.mask_ratio=0.7 masks no token of the|is not a multiple of"):
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init=""))
     cfg = load_config(PretrainConfig, "tiny_cpu_mme", ["model.img_size=8", "data.img_size=8", "model.num_frames=1",
                                                        "data.num_frames=1", f"train.init={src}"])
     with pytest.raises(ConfigError, match=re.escape("model.mask_ratio=0.7 masks no token of the (1, 1, 1) grid")):

@@ -1030,12 +1030,15 @@ def outcome(what, fn, *args, **kwargs):
 
 def finetuned(what, *overrides):
     tested = [] if any(o.startswith("task.test_list=") for o in overrides) else ["task.test_list="]
+    given = {o.split("=", 1)[0] for o in overrides}  # (a key given twice is refused)
     outcome(what, finetune, load_config(FinetuneConfig, "finetune_tiny_cpu", [
-        *TINY, f"train.out_dir={d / what}", *tested, *overrides]))
+        *(o for o in TINY if o.split("=", 1)[0] not in given), f"train.out_dir={d / what}", *tested, *overrides]))
 
 
 finetuned("test_list", "task.eval_only=true", f"train.init={d / 'model'}", "task.test_list=test.txt")
 finetuned("init", "task.eval_only=true", "train.init=model", f"task.test_list={d / 'test.txt'}")
+finetuned("clip", "task.eval_only=true", f"train.init={d / 'clip3'}", f"task.test_list={d / 'test.txt'}",
+          "model.num_frames=3", "data.num_frames=3")  # (the shared copies; its clip, not the recipe's tubelet 2's)
 outcome("embed", embed, d / "model", "list.txt", d / "feats.npy", root=root, num_workers=0, progress=False)
 outcome("embed_roots", embed, d / "model", d / "shared.txt", d / "roots.npy", root=str(d / f"mount{rank}"),
         num_workers=0, progress=False)  # (one list, its videos mounted at another path on each node)
@@ -1083,6 +1086,8 @@ def disagreeing(synth, tmp_path_factory):
         (d / f"mount{rank}").symlink_to(synth[1].split("=", 1)[1])
     (d / "shared.txt").write_text("\n".join(lines[:4]) + "\n")
     shutil.copytree(d / "node0" / "model", d / "model")  # (the shared copies, where another input differs)
+    save_pretrained(VideoClassifier(ModelConfig(img_size=32, num_frames=3, patch_size=8, tubelet_size=1, embed_dim=32,
+                                                depth=1, num_heads=1), num_classes=4), d / "clip3")
     shutil.copy(d / "node0" / "test.txt", d / "test.txt")
     (d / "ranks.py").write_text(DISAGREEING)
     proc = subprocess.run([*TORCHRUN,
@@ -1135,6 +1140,18 @@ def test_a_test_list_replaced_on_one_node_while_the_run_trained_stops_its_tests(
         message
     assert list(disagreeing[2].glob("replaced_test_list/checkpoint-*"))  # trained
     assert not (disagreeing[2] / "replaced_test_list" / "test.json").exists()
+
+
+def test_eval_only_with_the_clip_keys_of_its_fine_tuning_run_tests_under_torchrun(disagreeing):
+    """task.eval_only of a patch-8, tubelet-1 classifier at 3 frames, given the clip keys its fine-tuning run was
+    given (model.num_frames=3 data.num_frames=3): under torchrun the ranks compared their test lists with the
+    recipe's data section, before it took the classifier's tubelet, and stopped with 'data.num_frames 3 is not a
+    multiple of data.tubelet 2' (one process tested)."""
+    said, stderr, d = disagreeing
+    assert said[0].get("clip", "not run") is None and said[1].get("clip", "not run") is None, \
+        (said[0].get("clip"), said[1].get("clip"), stderr[-3000:])
+    report = json.loads((d / "clip" / "test.json").read_text())
+    assert report["num_samples"] == 7 and not report["failures"], report
 
 
 def test_eval_only_of_another_checkpoint_on_one_node_stops_every_rank_naming_each_ranks_weights(disagreeing):

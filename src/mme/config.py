@@ -24,7 +24,6 @@ Between layers the later one wins: a layer that names another preset (``model.pr
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import logging
 import math
@@ -361,15 +360,21 @@ def path_keys(cls: type, prefix: str = "") -> dict[str, str]:
     return keys
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", **init_vars: Any) -> T:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ConfigError listing valid ones, and each
-    value is read as :func:`_field_value` reads it."""
+    value is read as :func:`_field_value` reads it. ``init_vars``: its ``InitVar`` values. The sections of a class
+    that checks their clips itself (its ``CHECKS_SECTION_CLIPS``: a run config, whose ``train.init`` may replace the
+    patch and tubelet) are built with ``checks_clip=False``, their check left to it."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     _refuse_unknown(cls, data, prefix)
+    if getattr(cls, "CHECKS_SECTION_CLIPS", False):
+        for name, value in data.items():
+            if isinstance(value, dict) and hasattr(hints[name], "check_clip"):
+                data[name] = from_dict(hints[name], value, f"{prefix}{name}.", checks_clip=False)
     kwargs = {name: _field_value(cls, name, value, hints[name], prefix) for name, value in data.items()}
     try:
-        return cls(**kwargs)
+        return cls(**kwargs, **init_vars)
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
@@ -701,13 +706,7 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     data = load_recipe(path, cls) if path else {}
     update = parse_overrides(overrides or [])
     merged = merge_layer(cls, data, update)
-    section, key = getattr(cls, "ARCHITECTURE_FROM", (None, None))
-    named = merged.get(section) if section else None
-    token = _clip_from_file.set(isinstance(named, dict) and not _unset(named.get(key)) and bool(named.get(key)))
-    try:
-        cfg = from_dict(cls, merged)
-    finally:
-        _clip_from_file.reset(token)
+    cfg = from_dict(cls, merged)
     if path:
         _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)
@@ -716,17 +715,6 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     for key in sorted(given.keys() & unused.keys()):
         _say(logging.WARNING, f"config: {key}={given[key]} has no effect: {unused[key]}")
     return cfg
-
-
-_clip_from_file: contextvars.ContextVar[bool] = contextvars.ContextVar("mme_clip_from_file", default=False)
-
-
-def clip_from_file() -> bool:
-    """Whether the config being built (:func:`load_config`) takes its model's patch and tubelet from a checkpoint it
-    names (its class's ``ARCHITECTURE_FROM`` key set: a run's ``train.init``), not from its recipe: the divisibility of
-    its clip by them is then checked once that file is read, where the config is rebuilt with the file's
-    (:func:`mme.train.engine.architecture_from`), not against the recipe's values, which the run does not use."""
-    return _clip_from_file.get()
 
 
 def _say(level: int, said: str) -> None:

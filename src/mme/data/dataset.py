@@ -31,7 +31,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import ClassVar
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from mme.config import check_within, clip_from_file
+from mme.config import check_within
 from mme.data.lists import ListEntry, read_list, resolve
 from mme.data.pyav_reader import decodes_on_cuda, note_other_index_versions
 from mme.data.sampling import sample_pretrain, sample_segments, sample_test_clips, window_length
@@ -142,13 +142,16 @@ class DataConfig:
     """Stop with an error once more than this fraction of the list has failed (bad or unreadable videos)."""
     num_workers: int = 2
     """DataLoader worker processes."""
+    checks_clip: InitVar[bool] = True
+    """Whether the config, as built, checks that its tubelet divides its frames (:meth:`check_clip`); not a key:
+    as :attr:`mme.models.config.ModelConfig.checks_clip`."""
 
-    def __post_init__(self):
+    def __post_init__(self, checks_clip: bool = True):
         for name in ("num_frames", "stride", "img_size", "tubelet", "test_clips", "test_crops"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
-        if self.num_frames % self.tubelet and not clip_from_file():  # (else the tubelet is the file's: clips_for)
-            raise ConfigError(f"data.num_frames {self.num_frames} is not a multiple of data.tubelet {self.tubelet}")
+        if checks_clip:
+            self.check_clip()
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"data.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.crop not in CROPS:
@@ -178,6 +181,11 @@ class DataConfig:
         check_within("data.decode_threads", self.decode_threads, most=MAX_THREADS, why=THREADS_WHY)
         if not 0.0 <= self.max_failure_fraction <= 1.0:
             raise ConfigError(f"data.max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")
+
+    def check_clip(self) -> None:
+        """The clip's frames must be a multiple of the tubelet."""
+        if self.num_frames % self.tubelet:
+            raise ConfigError(f"data.num_frames {self.num_frames} is not a multiple of data.tubelet {self.tubelet}")
 
     def keys_without_effect(self) -> dict[str, str]:
         """The keys the other values leave unused (:func:`mme.config.keys_without_effect`): those of the crops not

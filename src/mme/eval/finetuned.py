@@ -170,7 +170,6 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
             raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
                               f"{model.num_classes}")
         check_test_lists(cfg, model.num_classes)
-    engine.check_same_inputs(cfg, None, ck, names, list_test_set)
     m = model.cfg  # the clips the classifier was trained on, not the recipe's
     ran = ck.run_config.get("data") if isinstance(ck.run_config.get("data"), dict) else {}
     # the run's sampling and stride, unless the command line gives either: they go together (a stride given for a
@@ -182,6 +181,8 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
                                    tubelet_size=m.tubelet_size)
     # in one replace with the classifier's clip: the recipe's tubelet need not divide the clip the run was given
     tested = clips_for(cfg, its_clip, f"task.eval_only's train.init {cfg.train.init}", **taken, **turned)
+    # the lists' identities with the classifier's clip: the recipe's data section (its tubelet) need not fit it
+    engine.check_same_inputs(tested, None, ck, names, list_test_set)
     data = tested.data
     if data.orientation != cfg.data.orientation:
         log.info("task.eval_only: frames read %s, as the run that made %s read them (data.orientation), not the "

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import ClassVar
 
-from mme.config import MAX_REPEATS, apply_preset, check_within, clip_from_file
+from mme.config import MAX_REPEATS, apply_preset, check_within
 from mme.errors import ClipNotDivisible, ConfigError
 from mme.models.masking import MASKS
 from mme.utils import MAX_INT
@@ -101,8 +101,13 @@ class ModelConfig:
     so a clip's overall colour and contrast, which vary widely between videos, do not drown small motions (a
     from-scratch tiny encoder, supervised, reads whole-view pans of `mme synth` by step 200 with it and stays at
     chance for 300 steps without: docs/results.md)."""
+    checks_clip: InitVar[bool] = True
+    """Whether the config, as built, checks that its patch and tubelet divide its clip (:meth:`check_clip`); not a
+    key: False where a run config builds it as its section, which then decides (a run from ``train.init`` takes the
+    file's patch and tubelet: :attr:`mme.train.config.PretrainConfig.checks_clip`). A copy
+    (``dataclasses.replace``) checks."""
 
-    def __post_init__(self):
+    def __post_init__(self, checks_clip: bool = True):
         apply_preset(self, "model", self.PRESETS, fallback=PRESETS["base"])
         for name in ("img_size", "num_frames", "patch_size", "tubelet_size", "embed_dim", "depth", "num_heads",
                      "decoder_dim", "decoder_heads", "mlp_ratio", "norm_eps", "decoder_norm_eps"):
@@ -124,10 +129,8 @@ class ModelConfig:
                          "in the models mme reads; past the variance of its input it erases the input")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
-        for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):
-            value, size = getattr(self, name), getattr(self, unit)
-            if value % size and not clip_from_file():  # (else checked with the file's: train.engine.architecture_from)
-                raise ClipNotDivisible(name, value, f"is not a multiple of {unit} {size}")
+        if checks_clip:
+            self.check_clip()
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"model.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.decoder_dim % self.decoder_heads:
@@ -140,6 +143,13 @@ class ModelConfig:
             raise ConfigError(f"model.input_norm must be 'dataset' or 'clip', got {self.input_norm!r}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ConfigError(f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+
+    def check_clip(self) -> None:
+        """The clip (frames and size) must be a multiple of the tubelet and the patch."""
+        for name, unit in (("img_size", "patch_size"), ("num_frames", "tubelet_size")):
+            value, size = getattr(self, name), getattr(self, unit)
+            if value % size:
+                raise ClipNotDivisible(name, value, f"is not a multiple of {unit} {size}")
 
     @property
     def grid(self) -> tuple[int, int, int]:

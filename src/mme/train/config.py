@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from mme.config import MAX_REPEATS, check_within, clip_from_file
+from mme.config import MAX_REPEATS, check_within
 from mme.data.dataset import DataConfig
 from mme.data.sampling import window_length
 from mme.errors import ConfigError
@@ -114,8 +114,9 @@ class PretrainConfig:
 
     OTHER_KINDS: ClassVar[dict[str, str]] = {"task": "a 'task' section: a fine-tuning recipe, for mme finetune"}
     """Sections of the other kind of recipe, named when a recipe of that kind is given (``from_dict``)."""
-    ARCHITECTURE_FROM: ClassVar[tuple[str, str]] = ("train", "init")
-    """The key naming a checkpoint whose architecture the run takes (:func:`mme.config.clip_from_file`)."""
+    CHECKS_SECTION_CLIPS: ClassVar[bool] = True
+    """Its model and data sections are built without their clip's checks (:func:`mme.config.from_dict`): it makes
+    them in its ``__post_init__`` (so on every copy of it too) where it :attr:`checks_clip`."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Videos, sampling and augmentation (mme.data.dataset)."""
@@ -134,7 +135,19 @@ class PretrainConfig:
         return dict.fromkeys(("data.test_clips", "data.test_crops"), "pre-training tests nothing (the test views "
                                                                      "are mme finetune's)")
 
+    @property
+    def checks_clip(self) -> bool:
+        """Whether the clip is checked against this config's patch and tubelet (their divisibility, the mask's token
+        grid) as it is built: not where ``train.init`` gives the architecture, whose patch and tubelet the run
+        takes; the checks are then made with the file's where its architecture is applied
+        (:func:`mme.train.engine.architecture_from`, :func:`clips_for`, :func:`check_masks_a_token` in
+        :func:`mme.train.pretrain.setup`'s ``_with_architecture``), a later copy of it (``dataclasses.replace``, as
+        a resume makes) not checking the recipe's."""
+        return not self.train.init
+
     def __post_init__(self):
+        if self.checks_clip:
+            check_clips_divide(self.data, self.model)
         check_clips_fit_model(self.data, self.model)
         check_window(self.data, self.target.track_length if self.target.tracked else 0)
         if not self.train.resume:  # else once its checkpoint is found (mme.train.pretrain.setup)
@@ -143,7 +156,7 @@ class PretrainConfig:
             raise ConfigError(f"train.batch_size={self.train.batch_size} with target.shuffled=true: the control "
                               "trains each clip on another clip's targets of its batch (per rank), which needs "
                               ">= 2 clips; one would keep its own")
-        if not clip_from_file():  # (else the grid is the file's patch and tubelet: checked as clips_for rebuilds)
+        if self.checks_clip:
             check_masks_a_token(self.model)
         if self.target.tracked and not self.target.interpolate:
             t = self.target
@@ -174,11 +187,11 @@ class FinetuneModel(ModelConfig):
 
     drop_path: float = 0.1
 
-    def __post_init__(self):
+    def __post_init__(self, checks_clip: bool = True):
         for f in dataclasses.fields(ModelConfig):
             if f.name in DECODER_AND_MASK_FIELDS:
                 setattr(self, f.name, f.default)
-        super().__post_init__()
+        super().__post_init__(checks_clip)
 
     @staticmethod
     def keys_without_effect() -> dict[str, str]:
@@ -268,7 +281,8 @@ class FinetuneConfig:
 
     OTHER_KINDS: ClassVar[dict[str, str]] = {"target": "a 'target' section: a pre-training recipe, for mme pretrain"}
     """As :attr:`PretrainConfig.OTHER_KINDS`."""
-    ARCHITECTURE_FROM: ClassVar[tuple[str, str]] = PretrainConfig.ARCHITECTURE_FROM
+    CHECKS_SECTION_CLIPS: ClassVar[bool] = True
+    """As :attr:`PretrainConfig.CHECKS_SECTION_CLIPS`."""
 
     data: FinetuneData = field(default_factory=FinetuneData)
     model: FinetuneModel = field(default_factory=FinetuneModel)
@@ -277,7 +291,12 @@ class FinetuneConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     train: FinetuneTrain = field(default_factory=FinetuneTrain)
 
+    checks_clip = PretrainConfig.checks_clip
+    """As :attr:`PretrainConfig.checks_clip` (the divisibility of the clip; fine-tuning masks nothing)."""
+
     def __post_init__(self):
+        if self.checks_clip:
+            check_clips_divide(self.data, self.model)
         check_clips_fit_model(self.data, self.model)
         check_window(self.data)
 
@@ -295,6 +314,14 @@ def clips_for(cfg, model: ModelConfig, source: str, **data_fields):
         log.info("clips of %d frames of %d px, tubelet %d, as the model of %s takes them, not the recipe's %d of %d "
                  "px, tubelet %d", *clip, source, *recipe)
     return dataclasses.replace(cfg, data=data, model=model)
+
+
+def check_clips_divide(data, model) -> None:
+    """The model's patch and tubelet, and the data section's tubelet, must divide the clip (the sections' own
+    checks, :meth:`~mme.models.config.ModelConfig.check_clip`, which a run config makes where it
+    :attr:`~PretrainConfig.checks_clip`)."""
+    model.check_clip()
+    data.check_clip()
 
 
 def check_clips_fit_model(data, model) -> None:

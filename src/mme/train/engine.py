@@ -367,7 +367,7 @@ def architecture_from(model: ModelConfig, recorded: ModelConfig, fields: tuple[s
         log.warning("train.init %s: the run's architecture is the file's, so these are ignored: %s", source,
                     ", ".join(ignored))
     preset = None if changed.keys() & model.PRESETS.get(model.preset, {}).keys() else model.preset
-    try:  # (the clip's check against the file's patch and tubelet: mme.config.clip_from_file)
+    try:  # (the clip's check against the file's patch and tubelet: mme.train.config.PretrainConfig.checks_clip)
         return dataclasses.replace(model, preset=preset, **arch)
     except ClipNotDivisible as e:
         raise ClipNotDivisible(e.field, e.value, f"{e.reason} of train.init {source}'s weights") from e

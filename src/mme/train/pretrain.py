@@ -44,7 +44,7 @@ from mme.motion.cache import (
 from mme.motion.targets import TargetConfig, batch_targets, head_specs, make_target_fn, token_geometry
 from mme.train import distributed as dist
 from mme.train import engine, loop
-from mme.train.config import PretrainConfig, clips_for
+from mme.train.config import PretrainConfig, check_masks_a_token, clips_for
 from mme.train.engine import Run
 from mme.train.loop import TrainResult
 
@@ -302,18 +302,21 @@ def _with_architecture(cfg: PretrainConfig, resume: tuple[str, dict] | None, ini
     autoencoder's decoder too, ``DECODER_FIELDS``): a resumed run's own, its preset too (values ``given`` otherwise
     warned about as ignored, :func:`~mme.train.engine.warn_ignored_on_resume`), else the one ``init`` records (the
     same weights compute something else in another: other heads, another input norm), else the config's; its clips
-    fit to that model (:func:`~mme.train.config.clips_for`)."""
+    fit to that model (:func:`~mme.train.config.clips_for`), and its mask checked against that model's token grid
+    (:func:`~mme.train.config.check_masks_a_token`: a config of a ``train.init`` leaves it to here,
+    :attr:`~mme.train.config.PretrainConfig.checks_clip`)."""
     fields = ENCODER_FIELDS + DECODER_FIELDS
     if resume is not None:
         runs = run_model_config(ModelConfig, resume[1]["config"]["model"], resume[0])
         engine.warn_ignored_on_resume(cfg.model, runs, engine.FROM_INIT, given, resume[0], bool(cfg.train.init))
         model = dataclasses.replace(cfg.model, **{k: getattr(runs, k) for k in engine.FROM_INIT})
-        return clips_for(cfg, model, f"the resumed run ({resume[0]})")
-    if init is None:
-        return cfg
-    model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
-                                     cfg.train.init, given)
-    return clips_for(cfg, model, f"train.init {cfg.train.init}")
+        cfg = clips_for(cfg, model, f"the resumed run ({resume[0]})")
+    elif init is not None:
+        model = engine.architecture_from(cfg.model, init.cfg, fields if init.kind == "mae" else ENCODER_FIELDS,
+                                         cfg.train.init, given)
+        cfg = clips_for(cfg, model, f"train.init {cfg.train.init}")
+    check_masks_a_token(cfg.model)
+    return cfg
 
 
 def load_init(model: MaskedAutoencoder, ck: Checkpoint, path: str) -> None:
