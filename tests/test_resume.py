@@ -186,7 +186,7 @@ def test_resume_auto_stops_at_a_newest_checkpoint_that_cannot_be_opened(tmp_path
         real_load = torch.load
 
         def failing_load(file, *args, **kwargs):
-            if Path(file) != newest:
+            if Path(getattr(file, "name", file)) != newest:  # (a path, or the file torch_load opened)
                 return real_load(file, *args, **kwargs)
             try:
                 raise OSError(errno.EIO, "Input/output error")
