@@ -377,26 +377,39 @@ def test_the_shards_of_several_ranks_merge_into_dataset_index_order():
     assert classification_report(merged.probs, merged.labels)["top1"] == 1.0
 
 
-class _TinyViews(torch.utils.data.Dataset):
-    """Test items of one tiny view each, made in the loader's workers."""
+class _Views(torch.utils.data.Dataset):
+    """``n`` test items of one blank uint8 view each, of ``shape`` (3, T, H, W)."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]):
+        self.n, self.shape = n, shape
 
     def __len__(self) -> int:
-        return 60
+        return self.n
 
     def __getitem__(self, i: int) -> dict:
-        return {"video": torch.zeros(1, 3, 2, 4, 4, dtype=torch.uint8), "label": i % 3}
+        return {"video": torch.zeros(1, *self.shape, dtype=torch.uint8), "label": i % 3}
 
 
-class _CountingDescriptors(torch.nn.Module):
-    """Logits of 3 classes; records this process's open file descriptors at each call."""
+class _Measuring(torch.nn.Module):
+    """Logits of 3 classes; records ``measure()`` of this process at each call (``seen``)."""
 
-    def __init__(self):
+    def __init__(self, measure):
         super().__init__()
-        self.open_fds: list[int] = []
+        self.measure, self.seen = measure, []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.open_fds.append(len(os.listdir("/proc/self/fd")))
+        self.seen.append(self.measure())
         return torch.zeros(len(x), 3)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss_anon() -> int:
+    """This process's anonymous resident memory, bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("RssAnon:"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc")
@@ -406,33 +419,10 @@ def test_multiview_testing_holds_no_file_descriptor_per_batch():
     "Too many open files" under a common ``ulimit -n`` of 1024."""
     from mme.eval.testing import multiview_predict
 
-    model = _CountingDescriptors()
-    predicted = multiview_predict(model, _TinyViews(), batch_size=1, num_workers=1, progress=False)
+    model = _Measuring(_open_fds)
+    predicted = multiview_predict(model, _Views(60, (3, 2, 4, 4)), batch_size=1, num_workers=1, progress=False)
     assert predicted.index.tolist() == list(range(60)) and predicted.labels.tolist() == [i % 3 for i in range(60)]
-    assert max(model.open_fds[10:]) - min(model.open_fds[10:]) <= 4, model.open_fds  # (was +2 per batch: 100)
-
-
-class _Frames112(torch.utils.data.Dataset):
-    """1,200 test items of one 4-frame 112² view each (a batch of 8 is a 1.2 MB clip, 4.8 MB as floats)."""
-
-    def __len__(self) -> int:
-        return 1200
-
-    def __getitem__(self, i: int) -> dict:
-        return {"video": torch.zeros(1, 3, 4, 112, 112, dtype=torch.uint8), "label": i % 3}
-
-
-class _MeasuringMemory(torch.nn.Module):
-    """Logits of 3 classes; records this process's anonymous resident memory (bytes) at each call."""
-
-    def __init__(self):
-        super().__init__()
-        self.rss_anon: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with open("/proc/self/status") as f:
-            self.rss_anon.append(next(int(line.split()[1]) << 10 for line in f if line.startswith("RssAnon:")))
-        return torch.zeros(len(x), 3)
+    assert max(model.seen[10:]) - min(model.seen[10:]) <= 4, model.seen  # (was +2 per batch: 100)
 
 
 @pytest.mark.skipif(not os.path.isfile("/proc/self/status"), reason="reads RssAnon from /proc")
@@ -442,11 +432,11 @@ def test_multiview_testing_memory_levels_off():
     grew past it for the next. The rows now go into tensors made once for the whole test."""
     from mme.eval.testing import multiview_predict
 
-    model = _MeasuringMemory()
-    predicted = multiview_predict(model, _Frames112(), batch_size=8, progress=False)
+    model = _Measuring(_rss_anon)  # (1,200 items of one 4-frame 112² view: a batch of 8 is 4.8 MB as floats)
+    predicted = multiview_predict(model, _Views(1200, (3, 4, 112, 112)), batch_size=8, progress=False)
     assert predicted.index.tolist() == list(range(1200)) and predicted.labels.tolist() == [i % 3 for i in range(1200)]
     assert predicted.probs.shape == (1200, 3) and predicted.probs.dtype == torch.float64
-    grown = (model.rss_anon[-1] - min(model.rss_anon[10:])) / 2**20
+    grown = (model.seen[-1] - min(model.seen[10:])) / 2**20
     assert grown < 24, f"{grown:.0f} MB more over batches 10 to 150"  # (was 49 to 89 MB; now under 7)
 
 
@@ -459,7 +449,8 @@ def test_multiview_predict_refuses_a_precision_not_chosen_in_one_line():
     for precision in ("auto", "bf61"):
         with pytest.raises(ConfigError, match=rf"^multiview_predict's precision must be one of \['fp32', 'bf16', "
                                               rf"'fp16'\] \(one already chosen\), got '{precision}'$"):
-            multiview_predict(_CountingDescriptors(), _TinyViews(), precision=precision, progress=False)
+            multiview_predict(_Measuring(_open_fds), _Views(60, (3, 2, 4, 4)), precision=precision,
+                              progress=False)
 
 
 # ---- mme finetune end to end ---------------------------------------------------------------------------------
