@@ -705,8 +705,7 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: list[
     path = resolve_recipe_path(recipe) if recipe else None
     data = load_recipe(path, cls) if path else {}
     update = parse_overrides(overrides or [])
-    merged = merge_layer(cls, data, update)
-    cfg = from_dict(cls, merged)
+    cfg = from_dict(cls, merge_layer(cls, data, update))
     if path:
         _say(logging.INFO, f"config: recipe {path}")
     given = flatten(update)

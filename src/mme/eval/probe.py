@@ -375,9 +375,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
               **{**embed_kwargs, **counts})
         x, valid, y, meta = read_features(path)
         data[split] = (x[valid], y[valid])
-        if split == "train":  # (rows in the list's order)
-            kept = valid.tolist()
-            groups = [source_group(e.path, pattern) for e, keep in zip(entries[split], kept, strict=True) if keep]
+        if split == "train":
+            train_valid = valid.tolist()  # (rows in the list's order)
         info[split] = {"list": str(splits[split]), "videos": len(x), "failed": int((~valid).sum()),
                        "views": meta["views"], "stride": meta["stride"], "segments": meta["segments"],
                        "orientation": meta["orientation"], "backend": meta["backend"], "precision": meta["precision"],
@@ -395,8 +394,10 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     vx, vy = data.get("val", (None, None))
     ex, ey = data.get("test", (None, None))
     carved = vx is None and (linear or ex is None)  # (kNN alone with a test list carves nothing)
-    carve = None
+    carve = groups = None  # (the sources are named only where a split is carved by them)
     if carved:  # the split linear_probe carves (and kNN scores where no test list is given): whole source groups
+        groups = [source_group(e.path, pattern) for e, keep in zip(entries["train"], train_valid, strict=True)
+                  if keep]
         carve = tr, va = stratified_split(torch.as_tensor(ty), val_fraction, seed, groups)
         if len(va) == 0:
             raise DataError(f"{train_list}: too small to carve a validation split from (need ≥ 2 source groups in "

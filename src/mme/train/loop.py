@@ -30,6 +30,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from mme.data.dataset import collate, start_workers
+from mme.data.sampling import window_length
 from mme.errors import CheckpointError, DataError, Interrupted, MMEError, NonFiniteLossError
 from mme.train import checkpoint as ckpt
 from mme.train import distributed as dist
@@ -498,7 +499,7 @@ def warn_short(run: Run, in_all: bool = False) -> None:
         return
     d = run.cfg.data
     window = run.data.clip_window
-    tracks = window - ((d.num_frames - 1) * d.stride + 1)
+    tracks = window - window_length(d.num_frames, d.stride, d.tubelet, 0)
     keys = f"data.num_frames={d.num_frames} at data.stride={d.stride}" + (
         f", and target.track_length={run.cfg.target.track_length}: {tracks} more for the last tubelet's tracks"
         if tracks > 0 else "")
