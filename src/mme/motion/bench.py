@@ -32,7 +32,7 @@ from mme.data.video import open_video, with_true_count
 from mme.errors import ConfigError
 from mme.models.config import ModelConfig
 from mme.motion.flow import DEFAULT_FLOW, STEP_FLOWS, Compensation, pair_flow
-from mme.motion.targets import KIND_ONCE, MOTION_TARGETS, TargetConfig, make_target_fn, token_geometry
+from mme.motion.targets import KIND_ONCE, TargetConfig, make_target_fn, token_geometry
 from mme.motion.tracks import track
 from mme.train.pretrain import make_step_targets
 from mme.utils import atomic_write_json, check_bench_json, check_given_once, cpu_name, keys_as_flags, sets_threads
@@ -80,7 +80,7 @@ def run(video: str | None = None, frames: int = 16, stride: int = 4, size: int =
         cfg = TargetConfig(kind=kind, track_length=length, flow=flow)
         m = ModelConfig(img_size=size, num_frames=frames)
     check_given_once("--kind", cfg.kinds, KIND_ONCE, "kind", shown=kind)
-    if not set(cfg.heads) & set(MOTION_TARGETS):
+    if not cfg.tracked:
         raise ConfigError(f"--kind {kind} has no motion head (its heads: {', '.join(cfg.heads)}), so no flow nor "
                           "tracks to time; `mme bench pipeline` times the pixel target (a hog target's data worker "
                           "decodes as pixel's does)")

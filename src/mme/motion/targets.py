@@ -196,7 +196,7 @@ class TargetConfig:
         """The settings this target does not use (for its heads, ``patch_norm`` and ``hog_style``), each with where
         it applies."""
         heads = set(self.heads)
-        motion = bool(heads & set(MOTION_TARGETS))
+        motion = self.tracked
         hog_norm_applies = "hog" in heads and not self.normalised_hog_head
         tracks = "to a traj or shape head (target.kind mme, mme-released)"
         hog_or_shape = "to a hog or shape head (target.kind hog, mme, mme-released)"
