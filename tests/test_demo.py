@@ -123,7 +123,7 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
     (out / "seed0" / "pixel.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "mme.json").read_text())  # or after pre-training mme, before its probes
     pretraining = ("target", "seed", "minutes", "clips_per_s", "threads", "precision", "checkpoint", "metrics")
-    saved["row"] = {k: saved["row"][k] for k in pretraining}
+    saved["row"] = {**{k: saved["row"][k] for k in pretraining}, "workers": 7}  # timed beside other workers
     (out / "seed0" / "mme.json").write_text(json.dumps(saved))
     saved = json.loads((out / "seed0" / "random_init.json").read_text())
     saved["row"] = {k: v for k, v in saved["row"].items() if k != "real_val_knn_top1"}  # from before that column
@@ -145,10 +145,11 @@ def check_a_rerun_reuses_the_rows_made_with_the_same_settings(made: Path, out: P
     assert rows["random init"] == {**first["random init"], "reused": True}  # its real footage probed again
     assert json.loads((out / "seed0" / "random_init.json").read_text())["row"].get("real_set") == \
         first["random init"].get("real_set")
-    assert rows["mme"] == {**first["mme"], "reused": True} and "reused" not in rows["pixel"]  # probed, not retrained
+    assert rows["mme"] == {**first["mme"], "workers": 7, "reused": True} and "reused" not in rows["pixel"]
     assert rows["pixel"]["linear_top1"] == first["pixel"]["linear_top1"]  # retrained the same way (deterministic)
     report = (out / "results.md").read_text()
     assert "(2 of 3 rows reused from an earlier run)" in report
+    assert f"beside {'/'.join(sorted({'7', str(rows['pixel']['workers'])}, key=int))} loader workers" in report
     assert f"| random init | {rows['random init']['linear_top1']:.1f} | {rows['random init']['knn_top1']:.1f} |" \
         in report and report.count("| – | – |\n") == 2  # read back as null: random init and chance untimed
 

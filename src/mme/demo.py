@@ -387,7 +387,8 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 _record_precision(s, ran)
             row = _save_row(s, {
                 "target": target, "seed": seed, "minutes": result.seconds / 60,
-                "clips_per_s": result.clips_per_s, "threads": ran["threads"], "precision": ran["precision"],
+                "clips_per_s": result.clips_per_s, "threads": ran["threads"], "workers": s.workers,
+                "precision": ran["precision"],
                 "checkpoint": _stored(s, result.checkpoint), "metrics": _stored(s, result.out_dir / "metrics.jsonl")},
                 settings)
             _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", stopped_by)
@@ -849,20 +850,23 @@ def _demo(s: DemoSettings, overwrite: bool, t0: float, stops: StageStops,
     reused = sum(bool(r.get("reused")) for r in rows)
     this_run = f" ({reused} of {len(rows)} rows reused from an earlier run)" if reused else ""
     pretrain_threads = sorted({r["threads"] for r in rows if "threads" in r})
+    pretrain_workers = sorted({r["workers"] for r in rows if "workers" in r})  # reused rows timed with theirs
     ran = sorted({(r["target"], r["precision"]) for r in rows if "precision" in r})  # an earlier mme's rows may differ
     result = {"settings": s.record(), "real_footage": real_line,
               "rows": rows, "summary": summary, "total_minutes": minutes,
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "pretrain_threads": pretrain_threads,
+              "pretrain_workers": pretrain_workers,
               "pretrain_precisions": sorted({p for _, p in ran})}
     results_json, results_md = REPORT
     atomic_write_json(s.out / results_json, result)  # NaN as null: summarise reads it back as NaN
     level_clips = next(r["mean_prediction_clips"] for r in rows if "mean_prediction_clips" in r)
     threads = "/".join(map(str, pretrain_threads)) or "?"
+    workers = "/".join(map(str, pretrain_workers)) or "?"
     said = ", ".join(f"{t} {p}" for t, p in ran) if len({p for _, p in ran}) > 1 else ran[0][1] if ran else "?"
     atomic_write_text(s.out / results_md, f"# mme demo\n\n{table}\nPre-training loss against the loss of "
                       f"always predicting the mean target (on {level_clips} training clips):\n\n{losses}\nTotal "
                       f"{minutes:.1f} min{this_run} on {cpu_name()}: pre-training in {said} on {threads} thread(s) "
-                      f"beside {s.workers} loader workers, the rest on {torch.get_num_threads()}.\n")
+                      f"beside {workers} loader workers, the rest on {torch.get_num_threads()}.\n")
     missing = _pictures(s, rows, lists, probe_cfg.model, probe_cfg.data, probe_cfg.target)
     pictures = f"pictures but {', '.join(missing)} (see the warnings above)" if missing else "pictures"
     print("\n" + table + "\n" + losses +
