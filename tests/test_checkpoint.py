@@ -1507,6 +1507,37 @@ def test_a_loaded_classifier_keeps_its_class_names_until_its_head_is_replaced(tm
     assert labels == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
 
 
+def test_a_module_whose_head_or_config_changed_after_it_was_built_saves_as_it_is_or_is_refused(mae, tmp_path):
+    """A classifier's head replaced the usual PyTorch way (``clf.head = nn.Linear(D, 10)``, ``num_classes`` left at
+    400) was saved as a 400-class classifier: neither load_model nor transformers loaded the file (``head.weight``
+    of (10, 64) where (400, 64) was expected), and nothing said so when it was written. Its classes are its head's;
+    a live module whose weights its attributes no longer describe (a block removed, ``cfg.depth`` left) is refused
+    by save_pretrained and export_hf before anything is written, as an export of a file is."""
+    clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=400))
+    clf.head = perturbed(torch.nn.Linear(64, 10))
+    x = clip()
+    with torch.no_grad():
+        expected = clf(x)
+    for path in (save_pretrained(clf, tmp_path / "ten"), save_pretrained(clf, tmp_path / "ten.safetensors")):
+        back = load_model(path)
+        assert read_checkpoint(path).classifier["num_classes"] == 10
+        with torch.no_grad():
+            assert torch.equal(back(x), expected), path
+    export_hf(clf, tmp_path / "hf", kind="classification")
+    hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.num_labels == 10
+    with torch.no_grad():
+        assert (hf(hf_input(x)).logits - expected).abs().max() <= 1e-4  # (HF's fc_norm eps, 1e-5: ~1e-5 here)
+    cut = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+    cut.encoder.blocks = cut.encoder.blocks[:1]  # cfg.depth still 2
+    for name, save in (("cut", lambda out: save_pretrained(cut, out)),
+                       ("cut_hf", lambda out: export_hf(cut, out, kind="pretraining"))):
+        with pytest.raises(CheckpointError, match=r"^cannot save this module: its weights do not fit the model its "
+                                                  r"attributes describe .* missing keys \['encoder\.blocks\.1\."):
+            save(tmp_path / name)
+        assert not (tmp_path / name).exists(), name
+
+
 def test_a_hugging_face_id2label_that_names_a_class_twice_is_refused_in_one_line(tmp_path):
     """A config.json written by hand or another tool whose id2label repeats a name (``jump`` for classes 0 and 2)
     was read as the class names, and the tests of that classifier merged the two classes' results under one name.
@@ -1838,7 +1869,8 @@ def test_a_file_of_ours_whose_mlp_was_truncated_from_a_whole_product_still_loads
                                               mlp_ratio=120 / 88, decoder_dim=decoder_dim, decoder_heads=2), [PIXEL])
         model.encoder.blocks[0].mlp = Mlp(88, 119)  # as the blocks built it
         model.decoder_blocks[0].mlp = Mlp(decoder_dim, decoder_width)
-        return perturbed(model), save_pretrained(model, tmp_path / name)
+        path = tmp_path / name  # written as that mme wrote it: this one's save_pretrained refuses such a module
+        return perturbed(model), mme.models.export._write_ours(mme.models.export.describe(model), path)
 
     old, path = saved(44, 59, "old")
     model = load_model(path)

@@ -930,6 +930,12 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
+    return built_model(ck, strict)
+
+
+def built_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
+    """:func:`build_model`'s module, the fields taken on trust left unsaid (a live module's checkpoint checked before
+    it is saved: said as it was loaded)."""
     with caller_generator_kept():  # (its initial weights, replaced)
         if ck.kind == "mae":
             model = MaskedAutoencoder(ck.cfg, ck.heads)

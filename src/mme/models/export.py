@@ -27,6 +27,7 @@ from mme.models.checkpoint import (
     WEIGHTS,
     Checkpoint,
     build_model,
+    built_model,
     checkpoint_config,
     checkpoint_files,
     read_checkpoint,
@@ -108,13 +109,17 @@ def describe(model: nn.Module) -> Checkpoint:
     model = _unwrap_module(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     record = dict(getattr(model, "mme_record", {}))
+    # a classifier's classes are its head's outputs: a head replaced for transfer (``clf.head = nn.Linear(D, 10)``)
+    # leaves ``num_classes`` as built (a head of another kind: its keys do not fit, which _checked says)
+    num_classes = model.head.out_features if isinstance(model, VideoClassifier) and isinstance(model.head, nn.Linear) \
+        else getattr(model, "num_classes", None)
     names = record.get("class_names")
-    if names is not None and len(names) != getattr(model, "num_classes", len(names)):
+    if names is not None and len(names) != num_classes:
         record["class_names"] = None  # of the head the module was loaded with, since replaced
     if isinstance(model, MaskedAutoencoder):
         return Checkpoint("mae", model.cfg, state, "model", list(model.head_specs), **record)
     if isinstance(model, VideoClassifier):
-        args = dict(num_classes=model.num_classes, pool=model.pool, fc_norm_eps=model.fc_norm.eps,
+        args = dict(num_classes=num_classes, pool=model.pool, fc_norm_eps=model.fc_norm.eps,
                     fc_drop=model.fc_dropout.p)
         return Checkpoint("classifier", model.cfg, state, "model", classifier=args, **record)
     if isinstance(model, VisionTransformer):
@@ -140,7 +145,7 @@ def _write_ours(ck: Checkpoint, path: Path) -> Path:
 def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save in our format: a directory (``model.safetensors`` + ``config.json``), or one ``.safetensors`` file
     when ``path`` ends so. Files are written atomically (a folder's together)."""
-    return _write_ours(describe(model), Path(path))
+    return _write_ours(_checked(describe(model), live=True), Path(path))
 
 
 def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
@@ -159,10 +164,20 @@ def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkp
     return ck
 
 
-def _checked(ck: Checkpoint) -> Checkpoint:
+def _checked(ck: Checkpoint, live: bool = False) -> Checkpoint:
     """``ck`` once its weights are known to fill the model its config describes (every tensor, every shape): an
-    export never writes a checkpoint that fails only when it is loaded, or loads with tensors left at random."""
-    build_model(ck, strict=True)
+    export never writes a checkpoint that fails only when it is loaded, or loads with tensors left at random. Also a
+    ``live`` module's (:func:`describe`), whose attributes may no longer describe it (its ``cfg`` or ``head_specs``
+    changed, a head of another kind put in place after it was built); the fields it took on trust are said as it
+    was loaded, not again (:func:`~mme.models.checkpoint.built_model`)."""
+    try:
+        (built_model if live else build_model)(ck, strict=True)
+    except CheckpointError as e:
+        if not live:
+            raise
+        raise CheckpointError("cannot save this module: its weights do not fit the model its attributes describe "
+                              "(cfg, head_specs, a head put in place after it was built), which its file would "
+                              f"record ({e})") from e
     return ck
 
 
@@ -183,9 +198,8 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
     refused); unset, the names it records, else ``LABEL_<id>``."""
     if kind not in HF_KINDS:
         raise CheckpointError(f"unknown Hugging Face export kind {kind!r}; available: {sorted(HF_KINDS)}")
-    ck = select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind)
-    if not isinstance(model_or_path, nn.Module):  # a live module's weights fill it by construction
-        _checked(ck)
+    ck = _checked(select_part(_as_checkpoint(model_or_path, encoder_only=kind == "model", **hints), kind),
+                  live=isinstance(model_or_path, nn.Module))
     if ck.pooled_norm is not None:
         log.warning("%s: a classifier's encoder: Hugging Face's VideoMAEModel has no place for the classifier's "
                     "fc_norm (the LayerNorm of its pooled tokens, which mme embed applies), so it is dropped and the "
