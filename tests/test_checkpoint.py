@@ -651,6 +651,40 @@ def test_load_encoder_weights_into_a_classifier_drops_the_pretrained_final_norm(
     assert torch.equal(clf.encoder.blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
 
 
+def test_load_encoder_weights_refuses_an_encoder_of_another_head_count_eps_or_input_norm_than_recorded(mae, caplog,
+                                                                                                    tmp_path):
+    """An encoder built with 2 heads where the file records 4 (or another norm_eps, input_norm='clip') took its
+    weights without a word, no shape differing: features off by 0.25 from the file's model. Each such field is named
+    with both values (a CheckpointError, a warning with strict=False); one the file takes on trust (an original
+    .pth's head count) is not compared, and an encoder built as recorded loads as before."""
+    path = save_pretrained(mae, tmp_path / "pre")
+    x = clip()
+    for given, named in ((dict(num_heads=2), "num_heads=4, the encoder has num_heads=2"),
+                         (dict(norm_eps=1e-5, input_norm="clip"),
+                          "norm_eps=1e-06, input_norm='dataset', the encoder has norm_eps=1e-05, input_norm='clip'")):
+        clf = VideoClassifier(ModelConfig(**{**TINY, **given}), num_classes=4, pool="norm_mean")
+        before = clf.encoder.blocks[0].attn.qkv.weight.clone()
+        with pytest.raises(CheckpointError, match=rf"pre \(mme mae\): wrong architecture: the checkpoint records "
+                                                  rf"{re.escape(named)} \(no shape differs: its weights would compute "
+                                                  r"another model\); build the encoder with the checkpoint's, or load "
+                                                  r"with strict=False$"):
+            load_encoder_weights(clf.encoder, path)
+        assert torch.equal(clf.encoder.blocks[0].attn.qkv.weight, before)  # nothing loaded
+        with caplog.at_level(logging.WARNING):
+            caplog.clear()
+            load_encoder_weights(clf.encoder, path, strict=False)
+        assert f"records {named} (no shape differs" in caplog.text
+        with torch.no_grad():
+            assert (clf.encoder(x) - mae.encoder(x)).abs().max() > 1e-3  # what the warning says: another model
+    torch.save({"model": videomae_layout(mae)}, tmp_path / "orig.pth")  # records no head count: 4 taken on trust
+    clf = VideoClassifier(ModelConfig(**{**TINY, "num_heads": 2}), num_classes=4, pool="norm_mean").eval()
+    load_encoder_weights(clf.encoder, tmp_path / "orig.pth", img_size=32, num_frames=8)
+    same = VideoClassifier(ModelConfig(**TINY), num_classes=4, pool="norm_mean").eval()
+    load_encoder_weights(same.encoder, path)
+    with torch.no_grad():
+        assert torch.equal(same.encoder(x), mae.encoder(x))
+
+
 def test_loading_a_model_leaves_the_callers_global_generator_as_it_was(mae, tmp_path):
     """load_model / load_encoder built the module of a checkpoint with its default initial weights, drawn from the
     global generator before the file's replaced them: a notebook seeded, loaded a model and drew other numbers

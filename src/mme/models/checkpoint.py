@@ -48,7 +48,7 @@ from mme.errors import (
 )
 from mme.models import convert, convert_config
 from mme.models.classifier import FC_NORM_EPS, VideoClassifier
-from mme.models.config import ModelConfig, mlp_width
+from mme.models.config import UNSHAPED_ENCODER_FIELDS, ModelConfig, mlp_width
 from mme.models.mae import HeadSpec, MaskedAutoencoder
 from mme.models.vit import VisionTransformer, sincos_table
 from mme.utils import (
@@ -976,7 +976,20 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | os.PathLike, st
 
 def load_checkpoint_encoder(encoder: VisionTransformer, ck: Checkpoint, strict: bool = True) -> None:
     """The encoder weights of a checkpoint already read (``ck``) into ``encoder``, as :func:`load_encoder_weights`
-    loads them (a pre-trained final norm dropped where ``encoder.norm`` is Identity)."""
+    loads them (a pre-trained final norm dropped where ``encoder.norm`` is Identity). An encoder built with other
+    values than ``ck`` records (not takes on trust) of the fields no shape shows (:data:`UNSHAPED_ENCODER_FIELDS`:
+    the weights would load, and compute another model) is a CheckpointError naming each, when ``strict``; else
+    said in a warning."""
+    differ = [k for k in UNSHAPED_ENCODER_FIELDS
+              if k not in ck.assumed and getattr(ck.cfg, k) != getattr(encoder.cfg, k)]
+    if differ:
+        what = (f"{ck.source}: wrong architecture: the checkpoint records "
+                + ", ".join(f"{k}={getattr(ck.cfg, k)!r}" for k in differ) + ", the encoder has "
+                + ", ".join(f"{k}={getattr(encoder.cfg, k)!r}" for k in differ)
+                + " (no shape differs: its weights would compute another model)")
+        if strict:
+            raise CheckpointError(f"{what}; build the encoder with the checkpoint's, or load with strict=False")
+        log.warning("%s; loaded as strict=False asks", what)
     state = ck.encoder_state
     if isinstance(encoder.norm, nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}
