@@ -1697,8 +1697,10 @@ def test_a_clip_given_that_the_patch_or_tubelet_does_not_divide_is_named_as_give
 def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_it(tmp_path, caplog):
     """`mme export CLF OUT --kind model` wrote the encoder without the classifier's fc_norm: `mme embed OUT` gave the
     raw token mean, not the fc_norm'ed one `mme embed CLF` gives (off by 3.4 in the audit), said by an info line
-    alone. Our format keeps it (``pooled_norm``), so every route gives the classifier's features; Hugging Face's
-    VideoMAEModel has no place for it: the export warns that it and the head are dropped."""
+    alone. Our format keeps it (``pooled_norm``), so every route gives the classifier's features, also
+    ``save_pretrained(load_model(CLF).encoder)``, which dropped it (and a clip taken on trust: written as recorded)
+    where the record was kept on the loaded module alone; Hugging Face's VideoMAEModel has no place for it: the
+    export warns that it and the head are dropped."""
     from mme.models.checkpoint import build_model
 
     clf = perturbed(VideoClassifier(ModelConfig(**TINY), num_classes=3))
@@ -1719,10 +1721,18 @@ def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_i
     routes = [export(tmp_path / "clf", tmp_path / "enc", "mme", kind="model"),
               export(tmp_path / "clf", tmp_path / "enc1", "safetensors", kind="model")]
     routes += [export(routes[0], tmp_path / "enc_again", "safetensors", kind="model"),
-               save_pretrained(load_encoder(routes[1]), tmp_path / "loaded")]
+               save_pretrained(load_encoder(routes[1]), tmp_path / "loaded"),
+               save_pretrained(load_model(tmp_path / "clf").encoder, tmp_path / "encoder_of_loaded")]
     for path in routes:
+        assert read_checkpoint(path).pooled_norm is not None, path
         assert torch.equal(features(path), want), path
         assert isinstance(load_model(path), VisionTransformer), path
+    mae = perturbed(MaskedAutoencoder(ModelConfig(**TINY), [PIXEL]))
+    torch.save({"model": videomae_layout(mae)}, tmp_path / "orig.pth")  # records no clip: 16 x 224² on trust
+    for name, encoder in (("load_encoder", load_encoder(tmp_path / "orig.pth", num_heads=4)),
+                          ("load_model's", load_model(tmp_path / "orig.pth", num_heads=4, decoder_heads=2).encoder)):
+        saved = read_checkpoint(save_pretrained(encoder, tmp_path / name))
+        assert saved.assumed == ("img_size", "num_frames") and saved.pooled_norm is None, name
     said = "has no place for the classifier's fc_norm"
     with caplog.at_level(logging.WARNING):
         assert cli_main(["export", str(tmp_path / "clf"), str(tmp_path / "hf")]) == 0  # --format hf --kind model

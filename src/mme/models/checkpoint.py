@@ -904,10 +904,11 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
 
 
 RECORD = ("run_config", "assumed", "norm_pix", "class_names", "pooled_norm")
-"""What a Checkpoint records beside its module: :func:`build_model` keeps it on the module (``mme_record``), so that
-``save_pretrained`` / ``export_hf`` of a loaded module write it again (they wrote the module alone: a run's pixel loss
-exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as recorded; a classifier's
-encoder saved without its ``fc_norm``)."""
+"""What a Checkpoint records beside its module: :func:`build_model` keeps it on the module (``mme_record``), and that
+of its encoder part (:func:`select_part`) on the encoder of a masked autoencoder or classifier, so that
+``save_pretrained`` / ``export_hf`` of a loaded module or of its encoder write it again (they wrote the module alone: a
+run's pixel loss exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as
+recorded; a classifier's encoder saved without its ``fc_norm``)."""
 
 
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
@@ -946,6 +947,11 @@ def built_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             model = _encoder(ck)
     load_state(model, ck.state, ck.source, strict)
     model.mme_record = {name: getattr(ck, name) for name in RECORD}
+    if ck.kind != "encoder":  # its encoder saved alone (save_pretrained(model.encoder)) keeps the encoder's part
+        part = select_part(ck, "model")
+        if ck.kind == "classifier":
+            part.pooled_norm = model.fc_norm  # (the module's own, as it is when saved)
+        model.encoder.mme_record = {name: getattr(part, name) for name in RECORD}
     return model.eval()
 
 
