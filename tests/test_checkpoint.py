@@ -1752,7 +1752,8 @@ def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_p
     """`mme export RUN.pt OUT --num-frames 16` of a run trained on 8 frames wrote 16 as the model's clip: `mme viz` of
     the export drew at 16 without refusal and `task.eval_only` tested at it, the trained clip lost from the record.
     A clip hint is for files that record none: one that records its clip refuses another, naming it, and writes
-    nothing; the recorded clip itself, and hints to a file that records none, are taken."""
+    nothing; the recorded clip itself, and hints to a file that records none, are taken. The Python route alike:
+    ``save_pretrained(load_encoder(F, num_frames=16))`` wrote 16 as the trained clip."""
     run = {"model": dataclasses.asdict(mae.cfg), "target": {"kind": "pixel"}}
     torch.save({"model": mae.state_dict(), "config": run, "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
     kind = ["--kind", "pretraining"] if fmt == "hf" else []
@@ -1775,6 +1776,15 @@ def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_p
     out = export(tmp_path / "orig.pth", tmp_path / "orig", fmt, "pretraining", num_heads=4, decoder_heads=2,
                  num_frames=8, img_size=32)
     assert (read_checkpoint(out).cfg.num_frames, read_checkpoint(out).assumed) == (8, ())
+    for loaded in (load_encoder(tmp_path / "ours", num_frames=16), load_model(tmp_path / "ours", num_frames=16),
+                   load_model(tmp_path / "run.pt", num_frames=16).encoder):
+        for save in (save_pretrained, export_hf):
+            with pytest.raises(ConfigError, match=r"^num_frames=16: the module was loaded with it from a file that "
+                                                  r"records the clip its model was trained on \(num_frames=8\), which "
+                                                  r"its export records; load it without it to save or export it "):
+                save(loaded, tmp_path / "live")
+            assert not (tmp_path / "live").exists()
+    assert read_checkpoint(save_pretrained(load_encoder(tmp_path / "ours"), tmp_path / "live")).cfg.num_frames == 8
 
 
 def test_a_vit_g_shaped_model_exports_to_hf_without_a_decoder_of_its_mlp_ratio(tmp_path):

@@ -903,12 +903,13 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
     return enc
 
 
-RECORD = ("run_config", "assumed", "norm_pix", "class_names", "pooled_norm")
+RECORD = ("run_config", "assumed", "norm_pix", "class_names", "pooled_norm", "replaced")
 """What a Checkpoint records beside its module: :func:`build_model` keeps it on the module (``mme_record``), and that
 of its encoder part (:func:`select_part`) on the encoder of a masked autoencoder or classifier, so that
 ``save_pretrained`` / ``export_hf`` of a loaded module or of its encoder write it again (they wrote the module alone: a
 run's pixel loss exported as ``norm_pix_loss: true``, its clips and classes lost, guessed head counts written as
-recorded; a classifier's encoder saved without its ``fc_norm``)."""
+recorded; a classifier's encoder saved without its ``fc_norm``; a clip given as a hint, ``replaced``, written as the
+one trained)."""
 
 
 def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:

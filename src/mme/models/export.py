@@ -145,22 +145,28 @@ def _write_ours(ck: Checkpoint, path: Path) -> Path:
 def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save in our format: a directory (``model.safetensors`` + ``config.json``), or one ``.safetensors`` file
     when ``path`` ends so. Files are written atomically (a folder's together)."""
-    return _write_ours(_checked(describe(model), live=True), Path(path))
+    return _write_ours(_checked(_as_checkpoint(model), live=True), Path(path))
 
 
 def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
     """The checkpoint an export writes. A clip given (``img_size`` / ``num_frames``) for a file that records the clip
     its model was trained on is a ConfigError: the export would record the hint as that clip, and readers (``mme
-    viz``, ``task.eval_only``) would take it for the trained one."""
-    if isinstance(model_or_path, nn.Module):
-        return describe(model_or_path)
-    ck = read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
+    viz``, ``task.eval_only``) would take it for the trained one; likewise a live module loaded with such hints
+    (``load_encoder(F, num_frames=8)``, whose ``mme_record`` keeps them: ``Checkpoint.replaced``)."""
+    live = isinstance(model_or_path, nn.Module)
+    ck = describe(model_or_path) if live else read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
     if ck.replaced:
         given = ", ".join(as_given(ck.given_as.get(k, k), getattr(ck.cfg, k)) for k in ck.replaced)
         recorded = ", ".join(f"{k}={v}" for k, v in ck.replaced.items())
+        them = "it" if len(ck.replaced) == 1 else "them"
+        if live:
+            raise ConfigError(f"{given}: the module was loaded with {them} from a file that records the clip its model "
+                              f"was trained on ({recorded}), which its export records; load it without {them} to "
+                              "save or export it (readers build the model for other clips: load_encoder's "
+                              "num_frames= / img_size=)")
         raise ConfigError(f"{given}: {model_or_path} records the clip its model was trained on ({recorded}), which "
-                          f"its export records; leave {'it' if len(ck.replaced) == 1 else 'them'} out (readers "
-                          "build the model for other clips: mme embed's --num-frames / --img-size)")
+                          f"its export records; leave {them} out (readers build the model for other clips: mme "
+                          "embed's --num-frames / --img-size)")
     return ck
 
 
