@@ -651,17 +651,18 @@ def test_load_encoder_weights_into_a_classifier_drops_the_pretrained_final_norm(
     assert torch.equal(clf.encoder.blocks[1].attn.qkv.weight, mae.encoder.blocks[1].attn.qkv.weight)
 
 
-def test_load_encoder_weights_refuses_an_encoder_of_another_head_count_eps_or_input_norm_than_recorded(mae, caplog,
-                                                                                                    tmp_path):
-    """An encoder built with 2 heads where the file records 4 (or another norm_eps, input_norm='clip') took its
-    weights without a word, no shape differing: features off by 0.25 from the file's model. Each such field is named
-    with both values (a CheckpointError, a warning with strict=False); one the file takes on trust (an original
-    .pth's head count) is not compared, and an encoder built as recorded loads as before."""
+def test_load_encoder_weights_refuses_an_encoder_of_another_head_count_or_input_norm_than_recorded(mae, caplog,
+                                                                                                tmp_path):
+    """An encoder built with 2 heads where the file records 4 (or input_norm='clip') took its weights without a word,
+    no shape differing: features off by 0.25 from the file's model. Each such field is named with both values (a
+    CheckpointError, a warning with strict=False); one the file takes on trust (an original .pth's head count) is not
+    compared, and an encoder built as recorded loads as before. Another norm_eps is no other model (Hugging Face's
+    VideoMAEConfig records 1e-12, ours 1e-6): it loads, said at info."""
     path = save_pretrained(mae, tmp_path / "pre")
     x = clip()
     for given, named in ((dict(num_heads=2), "num_heads=4, the encoder has num_heads=2"),
-                         (dict(norm_eps=1e-5, input_norm="clip"),
-                          "norm_eps=1e-06, input_norm='dataset', the encoder has norm_eps=1e-05, input_norm='clip'")):
+                         (dict(norm_eps=1e-5, input_norm="clip"), "input_norm='dataset', the encoder has "
+                                                                  "input_norm='clip'")):
         clf = VideoClassifier(ModelConfig(**{**TINY, **given}), num_classes=4, pool="norm_mean")
         before = clf.encoder.blocks[0].attn.qkv.weight.clone()
         with pytest.raises(CheckpointError, match=rf"pre \(mme mae\): wrong architecture: the checkpoint records "
@@ -676,6 +677,14 @@ def test_load_encoder_weights_refuses_an_encoder_of_another_head_count_eps_or_in
         assert f"records {named} (no shape differs" in caplog.text
         with torch.no_grad():
             assert (clf.encoder(x) - mae.encoder(x)).abs().max() > 1e-3  # what the warning says: another model
+    hf_eps = VideoClassifier(ModelConfig(**{**TINY, "norm_eps": 1e-12}), num_classes=4, pool="norm_mean").eval()
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        load_encoder_weights(hf_eps.encoder, path)  # strict: loads
+    assert "records norm_eps=1e-06, the encoder has norm_eps=1e-12: loaded" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with torch.no_grad():
+        assert 0 < (hf_eps.encoder(x) - mae.encoder(x)).abs().max() < 1e-4
     torch.save({"model": videomae_layout(mae)}, tmp_path / "orig.pth")  # records no head count: 4 taken on trust
     clf = VideoClassifier(ModelConfig(**{**TINY, "num_heads": 2}), num_classes=4, pool="norm_mean").eval()
     load_encoder_weights(clf.encoder, tmp_path / "orig.pth", img_size=32, num_frames=8)

@@ -986,7 +986,8 @@ def load_checkpoint_encoder(encoder: VisionTransformer, ck: Checkpoint, strict: 
     loads them (a pre-trained final norm dropped where ``encoder.norm`` is Identity). An encoder built with other
     values than ``ck`` records (not takes on trust) of the fields no shape shows (:data:`UNSHAPED_ENCODER_FIELDS`:
     the weights would load, and compute another model) is a CheckpointError naming each, when ``strict``; else
-    said in a warning."""
+    said in a warning. Another ``norm_eps`` (a Hugging Face file's 1e-12 into ours of 1e-6: features ~3e-6 apart) is
+    said at info."""
     differ = [k for k in UNSHAPED_ENCODER_FIELDS
               if k not in ck.assumed and getattr(ck.cfg, k) != getattr(encoder.cfg, k)]
     if differ:
@@ -997,6 +998,9 @@ def load_checkpoint_encoder(encoder: VisionTransformer, ck: Checkpoint, strict: 
         if strict:
             raise CheckpointError(f"{what}; build the encoder with the checkpoint's, or load with strict=False")
         log.warning("%s; loaded as strict=False asks", what)
+    if ck.cfg.norm_eps != encoder.cfg.norm_eps:
+        log.info("%s: the checkpoint records norm_eps=%r, the encoder has norm_eps=%r: loaded, its LayerNorms use "
+                 "the encoder's", ck.source, ck.cfg.norm_eps, encoder.cfg.norm_eps)
     state = ck.encoder_state
     if isinstance(encoder.norm, nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("norm.")}

@@ -23,9 +23,10 @@ ENCODER_FIELDS = ("in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "q
                   "norm_eps", "patch_size", "tubelet_size", "input_norm")
 """The encoder's architecture: the fields its weights fix (``input_norm``: how the weights learned to see a clip),
 which a run starting from a checkpoint (``train.init``) takes from it."""
-UNSHAPED_ENCODER_FIELDS = ("num_heads", "norm_eps", "input_norm")
-"""The fields of :data:`ENCODER_FIELDS` that no shape of the weights shows: weights load into an encoder built with
-other values of them, which computes another model."""
+UNSHAPED_ENCODER_FIELDS = ("num_heads", "input_norm")
+"""The fields of :data:`ENCODER_FIELDS` that no shape of the weights shows and that make another model: weights load
+into an encoder built with other values of them, which computes another model. ``norm_eps`` is not one: Hugging
+Face's VideoMAEConfig records 1e-12 where ours default to 1e-6, and the features differ by ~3e-6."""
 DEFAULT_NORM_EPS = 1e-6
 """VideoMAE's and MME's LayerNorm eps (:attr:`ModelConfig.norm_eps`)."""
 DECODER_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads", "decoder_layer_scale_init", "decoder_norm_eps",
