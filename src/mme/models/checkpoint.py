@@ -873,9 +873,16 @@ def select_part(ck: Checkpoint, kind: str) -> Checkpoint:
 # --- building modules ---
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
-    """Load ``state`` into ``module`` after checking every shape (CheckpointError naming the key and both
-    shapes). Missing / unexpected keys raise when ``strict``, else are logged."""
+    """Load ``state`` into ``module`` once it :func:`fits` it."""
     expected = module.state_dict()
+    fits(expected, state, source, strict)
+    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
+    """Check that ``state`` fills a module whose state dict is ``expected`` (its keys and shapes alone: a module
+    built on the meta device does): every shape (CheckpointError naming the key and both shapes); missing /
+    unexpected keys raise when ``strict``, else are logged."""
     wrong = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]  # in module order
     if wrong:
         k = wrong[0]
@@ -891,7 +898,6 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str, s
         log.warning("%s: %d missing key(s) keep their initial values: %s", source, len(missing), missing[:10])
     if unexpected:
         log.warning("%s: %d unexpected key(s) ignored: %s", source, len(unexpected), unexpected[:10])
-    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
 
 def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> VisionTransformer:
@@ -901,6 +907,21 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
     if not ck.final_norm:
         enc.norm = nn.Identity()
     return enc
+
+
+def new_model(ck: Checkpoint) -> nn.Module:
+    """The module ``ck`` describes, with its initial weights, built without advancing the caller's global generator;
+    under ``torch.device("meta")``, its keys and shapes alone, to check that ``ck.state`` :func:`fits` it (a live
+    module's checkpoint, before it is saved: no second model's weights made)."""
+    with caller_generator_kept():  # (its initial weights, replaced)
+        if ck.kind == "mae":
+            model = MaskedAutoencoder(ck.cfg, ck.heads)
+            _encoder(ck, model.encoder)
+        elif ck.kind == "classifier":
+            model = VideoClassifier(ck.cfg, **ck.classifier)
+        else:
+            model = _encoder(ck)
+    return model
 
 
 RECORD = ("run_config", "assumed", "norm_pix", "class_names", "pooled_norm", "replaced")
@@ -932,20 +953,7 @@ def build_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
             advice = f"give {named}; for {', '.join(others)}, {export}"
         log.warning("%s: not recorded by the file it comes from, so taken on trust: %s (if the model was trained "
                     "otherwise, %s)", ck.source, values, advice)
-    return built_model(ck, strict)
-
-
-def built_model(ck: Checkpoint, strict: bool = True) -> nn.Module:
-    """:func:`build_model`'s module, the fields taken on trust left unsaid (a live module's checkpoint checked before
-    it is saved: said as it was loaded)."""
-    with caller_generator_kept():  # (its initial weights, replaced)
-        if ck.kind == "mae":
-            model = MaskedAutoencoder(ck.cfg, ck.heads)
-            _encoder(ck, model.encoder)
-        elif ck.kind == "classifier":
-            model = VideoClassifier(ck.cfg, **ck.classifier)
-        else:
-            model = _encoder(ck)
+    model = new_model(ck)
     load_state(model, ck.state, ck.source, strict)
     model.mme_record = {name: getattr(ck, name) for name in RECORD}
     if ck.kind != "encoder":  # its encoder saved alone (save_pretrained(model.encoder)) keeps the encoder's part

@@ -27,9 +27,10 @@ from mme.models.checkpoint import (
     WEIGHTS,
     Checkpoint,
     build_model,
-    built_model,
     checkpoint_config,
     checkpoint_files,
+    fits,
+    new_model,
     read_checkpoint,
     select_part,
 )
@@ -174,13 +175,17 @@ def _checked(ck: Checkpoint, live: bool = False) -> Checkpoint:
     """``ck`` once its weights are known to fill the model its config describes (every tensor, every shape): an
     export never writes a checkpoint that fails only when it is loaded, or loads with tensors left at random. Also a
     ``live`` module's (:func:`describe`), whose attributes may no longer describe it (its ``cfg`` or ``head_specs``
-    changed, a head of another kind put in place after it was built); the fields it took on trust are said as it
-    was loaded, not again (:func:`~mme.models.checkpoint.built_model`)."""
+    changed, a head of another kind put in place after it was built), whose keys and shapes are checked against
+    its model built on the meta device (no weights made; the fields it took on trust are said as it was loaded, not
+    again)."""
+    if not live:
+        build_model(ck, strict=True)
+        return ck
+    with torch.device("meta"):
+        expected = new_model(ck).state_dict()
     try:
-        (built_model if live else build_model)(ck, strict=True)
+        fits(expected, ck.state, ck.source)
     except CheckpointError as e:
-        if not live:
-            raise
         raise CheckpointError("cannot save this module: its weights do not fit the model its attributes describe "
                               "(cfg, head_specs, a head put in place after it was built), which its file would "
                               f"record ({e})") from e

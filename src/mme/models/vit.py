@@ -19,14 +19,16 @@ from mme.utils import cpu_features
 
 def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
     """Fixed 1-D sinusoid table ``(num_positions, dim)``: angle = pos / 10000^(2*floor(j/2)/dim),
-    sin on even j, cos on odd j (VideoMAE's ``get_sinusoid_encoding_table``), computed in float64."""
-    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
-    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    sin on even j, cos on odd j (VideoMAE's ``get_sinusoid_encoding_table``), computed in float64 on the CPU and
+    returned on the default device (a module built under ``torch.device("meta")``, to check a checkpoint's shapes,
+    computes nothing on meta: its first ``arange`` there costs seconds)."""
+    pos = torch.arange(num_positions, dtype=torch.float64, device="cpu")[:, None]
+    j = torch.arange(dim, dtype=torch.float64, device="cpu")[None, :]
     angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
-    table = torch.empty(num_positions, dim, dtype=torch.float64)
+    table = torch.empty(num_positions, dim, dtype=torch.float64, device="cpu")
     table[:, 0::2] = torch.sin(angle[:, 0::2])
     table[:, 1::2] = torch.cos(angle[:, 1::2])
-    return table.float()
+    return table.float().to(torch.get_default_device())
 
 
 def interpolate_pos_table(
