@@ -1771,12 +1771,14 @@ def test_an_export_of_a_classifiers_encoder_keeps_its_fc_norm_or_says_hf_drops_i
 
 
 @pytest.mark.parametrize("fmt", ["mme", "safetensors", "hf"])
-def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_path, capsys, fmt):
+def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_path, capsys, caplog, fmt):
     """`mme export RUN.pt OUT --num-frames 16` of a run trained on 8 frames wrote 16 as the model's clip: `mme viz` of
     the export drew at 16 without refusal and `task.eval_only` tested at it, the trained clip lost from the record.
     A clip hint is for files that record none: one that records its clip refuses another, naming it, and writes
-    nothing; the recorded clip itself, and hints to a file that records none, are taken. The Python route alike:
-    ``save_pretrained(load_encoder(F, num_frames=16))`` wrote 16 as the trained clip."""
+    nothing; the recorded clip itself, and hints to a file that records none, are taken. The Python route:
+    ``save_pretrained(load_encoder(F, num_frames=16))`` wrote 16 as the trained clip; a module loaded so may be
+    trained at 16 since (fine-tuning in Python), so it is written at 16 taken on trust (``assumed``), said in a
+    warning naming how to record it, and its readers say so."""
     run = {"model": dataclasses.asdict(mae.cfg), "target": {"kind": "pixel"}}
     torch.save({"model": mae.state_dict(), "config": run, "heads": [dataclasses.asdict(PIXEL)]}, tmp_path / "run.pt")
     kind = ["--kind", "pretraining"] if fmt == "hf" else []
@@ -1799,14 +1801,29 @@ def test_an_export_refuses_a_clip_other_than_the_one_its_file_records(mae, tmp_p
     out = export(tmp_path / "orig.pth", tmp_path / "orig", fmt, "pretraining", num_heads=4, decoder_heads=2,
                  num_frames=8, img_size=32)
     assert (read_checkpoint(out).cfg.num_frames, read_checkpoint(out).assumed) == (8, ())
-    for loaded in (load_encoder(tmp_path / "ours", num_frames=16), load_model(tmp_path / "ours", num_frames=16),
-                   load_model(tmp_path / "run.pt", num_frames=16).encoder):
-        for save in (save_pretrained, export_hf):
-            with pytest.raises(ConfigError, match=r"^num_frames=16: the module was loaded with it from a file that "
-                                                  r"records the clip its model was trained on \(num_frames=8\), which "
-                                                  r"its export records; load it without it to save or export it "):
-                save(loaded, tmp_path / "live")
-            assert not (tmp_path / "live").exists()
+    x16 = clip(frames=16)
+    for i, loaded in enumerate((load_encoder(tmp_path / "ours", num_frames=16),
+                                load_model(tmp_path / "ours", num_frames=16),
+                                load_model(tmp_path / "run.pt", num_frames=16).encoder)):
+        for save in (save_pretrained, export_hf):  # (the module may be trained at 16 since: fine-tuning in Python)
+            with caplog.at_level(logging.WARNING):
+                caplog.clear()
+                live = save(loaded, tmp_path / f"live{i}_{save.__name__}")
+            assert ("num_frames=16: the module was loaded with it from a file that records the clip its model was "
+                    "trained on (num_frames=8), so its file takes num_frames=16 on trust (its assumed, which its "
+                    "readers say); if the model was trained at that clip since, give num_frames=16 when loading the "
+                    "file, or write one that records it: mme export FILE OUT --num-frames 16; to save the model as "
+                    "trained (num_frames=8), load it without it") in caplog.text
+            ck = read_checkpoint(live)
+            assert (ck.cfg.num_frames, ck.assumed) == (16, ("num_frames",)), save
+            assert (read_checkpoint(live, num_frames=16).assumed, read_checkpoint(live, num_frames=16).replaced) \
+                == ((), {})  # as the warning says: given, taken as recorded
+        caplog.clear()
+        back = load_encoder(tmp_path / f"live{i}_save_pretrained")
+        assert "so taken on trust: num_frames=16" in caplog.text  # its readers say so
+        encoder = loaded if isinstance(loaded, VisionTransformer) else loaded.encoder
+        with torch.no_grad():
+            assert torch.equal(back(x16), encoder(x16))
     assert read_checkpoint(save_pretrained(load_encoder(tmp_path / "ours"), tmp_path / "live")).cfg.num_frames == 8
 
 

@@ -10,6 +10,7 @@ a folder's files replace its old ones together: a failed write replaces none.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -152,8 +153,10 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
 def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkpoint:
     """The checkpoint an export writes. A clip given (``img_size`` / ``num_frames``) for a file that records the clip
     its model was trained on is a ConfigError: the export would record the hint as that clip, and readers (``mme
-    viz``, ``task.eval_only``) would take it for the trained one; likewise a live module loaded with such hints
-    (``load_encoder(F, num_frames=8)``, whose ``mme_record`` keeps them: ``Checkpoint.replaced``)."""
+    viz``, ``task.eval_only``) would take it for the trained one. A live module loaded with such hints
+    (``load_model(F, num_frames=16)``, whose ``mme_record`` keeps them: ``Checkpoint.replaced``), which may have been
+    trained at that clip since (fine-tuning in Python), is written with the clip it has, taken on trust (in the
+    file's ``assumed``: its readers say so), said in a warning naming how to record it."""
     live = isinstance(model_or_path, nn.Module)
     ck = describe(model_or_path) if live else read_checkpoint(model_or_path, encoder_only=encoder_only, **hints)
     if ck.replaced:
@@ -161,10 +164,14 @@ def _as_checkpoint(model_or_path, encoder_only: bool = False, **hints) -> Checkp
         recorded = ", ".join(f"{k}={v}" for k, v in ck.replaced.items())
         them = "it" if len(ck.replaced) == 1 else "them"
         if live:
-            raise ConfigError(f"{given}: the module was loaded with {them} from a file that records the clip its model "
-                              f"was trained on ({recorded}), which its export records; load it without {them} to "
-                              "save or export it (readers build the model for other clips: load_encoder's "
-                              "num_frames= / img_size=)")
+            flags = " ".join(f"{flag(k)} {getattr(ck.cfg, k)}" for k in ck.replaced)
+            log.warning("%s: the module was loaded with %s from a file that records the clip its model was trained on "
+                        "(%s), so its file takes %s on trust (its assumed, which its readers say); if the model was "
+                        "trained at that clip since, give %s when loading the file, or write one that records %s: mme "
+                        "export FILE OUT %s; to save the model as trained (%s), load it without %s", given, them,
+                        recorded, given, given, them, flags, recorded, them)
+            return dataclasses.replace(ck, assumed=(*ck.assumed, *(k for k in ck.replaced if k not in ck.assumed)),
+                                       replaced={})
         raise ConfigError(f"{given}: {model_or_path} records the clip its model was trained on ({recorded}), which "
                           f"its export records; leave {them} out (readers build the model for other clips: mme "
                           "embed's --num-frames / --img-size)")
