@@ -55,6 +55,36 @@ def test_a_run_folder_whose_name_is_not_utf8_logs_and_draws_its_curves_without_t
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_non_finite_value_is_logged_as_null_and_read_back_as_nan(tmp_path):
+    """A diverging run's loss (inf) and a skipped step's (nan) went to metrics.jsonl as bare ``Infinity`` / ``NaN``:
+    not JSON (jq read the loss as 1.8e308, JavaScript refused the line). They are null, as in mme's other JSON files,
+    and its readers (the loss curves, the demo's) read them as NaN, as they read an older log's bare NaN."""
+    from mme.demo_report import plot_losses
+    from mme.train.metrics import plot_loss_curves
+
+    def no_constant(c):
+        raise ValueError(c)
+
+    logger = build_logger(tmp_path)
+    for step, loss in ((1, 2.0), (2, float("inf")), (3, float("nan")), (4, 1.0)):
+        logger.log({"loss": loss, "lr": 0.1}, step)
+    logger.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln, parse_constant=no_constant)["loss"] for ln in lines] == [2.0, None, None, 1.0]
+    read = [r["loss"] for r in read_records(tmp_path / "metrics.jsonl")]
+    assert read[0::3] == [2.0, 1.0] and all(v != v for v in read[1:3])  # (NaN is not itself)
+    assert plot_loss_curves(tmp_path / "metrics.jsonl", tmp_path / "loss.png") == tmp_path / "loss.png"
+    plot_losses([{"metrics": "metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, tmp_path / "losses.png")
+    assert (tmp_path / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a log written before: its bare NaN is read, and kept by a resume
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": NaN}\n{"step": 2, "loss": 0.5}\n')
+    resumed = build_logger(tmp_path, resume_step=2)
+    resumed.log({"loss": 0.25}, 3)
+    resumed.close()
+    read = [(r["step"], r["loss"]) for r in read_records(tmp_path / "metrics.jsonl")]
+    assert read[0][1] != read[0][1] and read[1:] == [(2, 0.5), (3, 0.25)]
+
+
 def test_a_key_that_first_appears_later_widens_the_csv(tmp_path):
     """Fine-tuning logs its single-view val top-1 every task.eval_every steps, not at step 1: the CSV's columns
     were fixed by step 1's record, so the key was dropped from it (it stayed in metrics.jsonl). Now the table

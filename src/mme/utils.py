@@ -915,16 +915,20 @@ def read_json_object(path: str | Path, keys: Collection[str]) -> dict | None:
     return found if isinstance(found, dict) and all(key in found for key in keys) else None
 
 
+def json_nulls(v):
+    """``v`` with None for NaN and infinities, in its dicts, lists and tuples too: JSON has none (browsers and jq
+    refuse Python's ``NaN``; jq reads ``Infinity`` as 1.8e308). mme's JSON files, reports and logs, are so written."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_nulls(x) for k, x in v.items()}
+    return [json_nulls(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
 def json_text(obj, **dumps) -> str:
-    """``obj`` as indented JSON (a trailing newline), null for NaN and infinities (JSON has none: browsers and jq
-    refuse Python's ``NaN``; a report of no videos, a random init's loss); ``dumps``: more ``json.dumps`` options."""
-    def nulls(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: nulls(x) for k, x in v.items()}
-        return [nulls(x) for x in v] if isinstance(v, (list, tuple)) else v
-    return json.dumps(nulls(obj), indent=2, allow_nan=False, **dumps) + "\n"
+    """``obj`` as indented JSON (a trailing newline), null for NaN and infinities (:func:`json_nulls`: a report of
+    no videos, a random init's loss); ``dumps``: more ``json.dumps`` options."""
+    return json.dumps(json_nulls(obj), indent=2, allow_nan=False, **dumps) + "\n"
 
 
 def flag(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import threading
 import weakref
 from array import array
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.utils import TEXT, atomic_path, literal, literal_text
+from mme.utils import TEXT, atomic_path, json_nulls, literal, literal_text
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,14 @@ def _keep_until(path: Path, step: int, read_step) -> None:
 
 def iter_records(jsonl: str | Path) -> Iterator[dict]:
     """The records of a ``metrics.jsonl``, one at a time, skipping a last line cut short by a crash and (with a
-    warning) any line that is not a JSON record."""
+    warning) any line that is not a JSON record. A null value (a non-finite loss, as :class:`JSONLLogger` writes it)
+    is read as NaN, as is the bare ``NaN`` / ``Infinity`` of a log written before (read as itself)."""
     with Path(jsonl).open(**TEXT) as f:
         for i, line in enumerate(f):
             if not line.strip() or not line.endswith("\n"):
                 continue
             try:
-                yield dict(json.loads(line))
+                yield {k: math.nan if v is None else v for k, v in dict(json.loads(line)).items()}
             except ValueError:
                 log.warning("%s:%d: not a metrics record, skipped: %r", jsonl, i + 1, line[:80])
 
@@ -79,7 +81,8 @@ def waiting_fraction(records: list[dict]) -> float:
 
 
 class JSONLLogger:
-    """One JSON object per line: ``{"step": s, **metrics}``."""
+    """One JSON object per line: ``{"step": s, **metrics}``, null for a non-finite value (:func:`json_nulls`: strict
+    JSON, as mme's other files; :func:`iter_records` reads it back as NaN)."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
@@ -88,7 +91,7 @@ class JSONLLogger:
         self.file = open(self.path, "a" if resume_step is not None else "w", **TEXT)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.write(json.dumps(json_nulls({"step": step, **metrics}), allow_nan=False) + "\n")
         self.file.flush()
 
     def close(self) -> None:
