@@ -297,6 +297,21 @@ def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     assert not (out / "nope").exists() and cache_file(out, "b.mp4").is_file()
 
 
+def test_many_failed_videos_are_a_few_lines_and_the_rest_counted_naming_the_report(videos, tmp_path, caplog):
+    """A wrong --root: one warning per video (a line for each of Kinetics' 240k). The first 5 are said, then one
+    line each time their count doubles, and one for those left, naming the report that lists them all."""
+    (tmp_path / "list.txt").write_text("".join(f"gone{i}.mp4\n" for i in range(12)) + "b.mp4\n")
+    caplog.set_level(logging.WARNING, logger="mme")
+    made = extract.extract_cache(str(tmp_path / "list.txt"), str(tmp_path / "cache"), root=str(videos), length=2,
+                                 short_side=64)
+    assert len(made["failed"]) == 12 and made["done"] == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert [m.split(": ")[:2] for m in said[:5]] == [["failed", str(videos / f"gone{i}.mp4")] for i in range(5)]
+    assert said[4].endswith("; later ones are counted each time their number doubles (10, ...)")
+    assert said[5:] == ["extract: 5 more videos failed: 10 so far",
+                        f"extract: 2 more videos failed: 12 in all, each in {made['reports'][0]}"], said
+
+
 def test_extract_refuses_a_video_too_thin_to_train_on_before_it_makes_a_working_frame(videos, tmp_path):
     """A 64x1 video was tracked on a 14336x224 working frame (its short side resized to --short-side: 37 s and 18 MB
     for 30 frames); it is a failed video, named with its size, and the others are made."""

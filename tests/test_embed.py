@@ -103,6 +103,29 @@ def test_rows_follow_the_list_and_failures_are_reported_not_dropped(setup, tmp_p
     assert not np.allclose(x[0], x[1], atol=1e-3)
 
 
+def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(setup, tmp_path, caplog):
+    """A wrong --root on a long list: one warning per failed video (640 lines for 640 videos, 240k for Kinetics), and
+    the summary line an info. The first 5 are said, then one line each time their count doubles, one for those left
+    at the end, and the summary is a warning naming the sidecar that lists them all."""
+    import logging
+
+    root, ckpt = setup
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 0\n" for i in (0, 1, 3, 4))
+                                       + "".join(f"gone{i}.mp4 1\n" for i in range(36)))
+    caplog.set_level(logging.INFO, logger="mme")
+    out = embed(ckpt, tmp_path / "list.txt", tmp_path / "f.npy", stride=2, root=str(root), num_workers=0,
+                progress=False)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.getMessage()]
+    assert [m.split(f": {root}")[0] for m in said[:5]] == [f"embed: video {i} failed" for i in range(4, 9)], said
+    assert said[4].endswith("; later ones are counted each time their number doubles (10, ...)")
+    assert said[5:8] == ["embed: 5 more videos failed, up to video 13: 10 so far",
+                         "embed: 10 more videos failed, up to video 23: 20 so far",
+                         "embed: 16 more videos failed: 36 in all"]
+    assert said[8:] == [f"embed: wrote {out} (40 x 32), 36 failed (listed in f.npy.json, their rows NaN and not "
+                        "valid)"]
+    assert len(json.loads(Path(str(out) + ".json").read_text())["failures"]) == 36
+
+
 def test_the_clips_of_a_chunk_are_not_held_until_it_is_written(setup, tmp_path, monkeypatch):
     """Before: each batch's clips (B, V, 3, T, H, W) were kept until its chunk was written (50 batches by default):
     from loader workers, in shared memory, about 10 GB at Kinetics' test views (7 x 3, 16 x 224², batch 4)."""

@@ -647,6 +647,35 @@ def progress_bar(items: Iterable | None, total: int, desc: str | None, unit: str
                 disable=not show or not (keep or on_terminal), leave=keep, **interval)
 
 
+class Tally:
+    """Counts like events of a long job (failed videos, skipped steps) for a log that stays short however many there
+    are: each of the first ``first`` is said in a line of its own, the later ones in one line counting those since
+    each time their count doubles (at ``2 * first``, ``4 * first``, ...: about 20 lines for a million), those left
+    unsaid at the end in the job's summary (:attr:`unsaid`)."""
+
+    def __init__(self, first: int) -> None:
+        self.first, self.seen, self.said = first, 0, 0
+        self.next = 2 * first  # the count at which the next line says those since
+
+    def add(self) -> int | None:
+        """Count one more: 0 where it is said in a line of its own (the last such where :attr:`seen` is ``first``),
+        the number since the last said where a line counting them is due, None where it is left unsaid."""
+        self.seen += 1
+        if self.seen <= self.first:
+            since = 0
+        elif self.seen >= self.next:
+            since, self.next = self.seen - self.said, 2 * self.next
+        else:
+            return None
+        self.said = self.seen
+        return since
+
+    @property
+    def unsaid(self) -> int:
+        """Those counted since the last said."""
+        return self.seen - self.said
+
+
 def open_files_for(workers: int, key: str) -> None:
     """Raise the process's soft limit of open files to its hard limit where it is lower and ``workers`` loader workers
     are asked for (only up, as many tools do; left so after the job): their batches reach the process as file

@@ -846,5 +846,5 @@ def _assemble(partial: Path, out: Path, source: str | Path, dataset: Dataset, fi
     with _writing(out, partial):
         write_features(out, x, valid, labels, tokens, info)
     shutil.rmtree(partial, ignore_errors=True)
-    log.info("embed: wrote %s (%d x %d), %d failed%s", out, n, dim, len(failures),
-             f" (listed in {out.name}.json)" if failures else "")
+    log.log(logging.WARNING if failures else logging.INFO, "embed: wrote %s (%d x %d), %d failed%s", out, n, dim,
+            len(failures), f" (listed in {out.name}.json, their rows NaN and not valid)" if failures else "")

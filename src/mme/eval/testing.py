@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mme.data.lists import SHOWN
 from mme.data.transforms import normalize_clip
 from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
+    Tally,
     absolute_path,
     atomic_path,
     atomic_write_json,
@@ -283,8 +285,10 @@ def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
 def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_workers: int, desc: str = "test",
                  progress: bool = True):
     """Batches (see :func:`collate_views`) of ``dataset`` items at ``indices`` (default all), in order, with a
-    progress bar counting failures; each failure is logged as a warning. Under torchrun a rank's ``indices`` are its
-    share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts."""
+    progress bar counting failures; the first :data:`~mme.data.lists.SHOWN` failures are warned about one by one,
+    the later ones counted each time their number doubles and at the end (:class:`mme.utils.Tally`: a wrong
+    ``--root`` on Kinetics' 240k videos is some 20 lines, not one per video). Under torchrun a rank's ``indices``
+    are its share of the test, which its bar (rank 0's, where only rank 0 shows one) says it counts."""
     from mme.data.dataset import start_workers
     from mme.train.distributed import get_rank, get_world_size
     from mme.train.interrupts import ignore_in_worker
@@ -298,14 +302,24 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
     failed, world = 0, get_world_size()
     counted = desc if world == 1 else f"{desc} (rank {get_rank()}'s share of {world})"
     bar = progress_bar(start_workers(loader), len(loader), counted, "batch", show=progress)
+    tally = Tally(SHOWN)
     for batch in bar:
         for f in batch["failed"]:
-            log.warning("%s: video %d failed: %s", desc, f["index"], f["error"])
+            since = tally.add()
+            if since == 0:
+                log.warning("%s: video %d failed: %s%s", desc, f["index"], f["error"],
+                            f"; later ones are counted each time their number doubles ({tally.next}, ...)"
+                            if tally.seen == SHOWN else "")
+            elif since:
+                log.warning("%s: %d more videos failed, up to video %d: %d so far", desc, since, f["index"],
+                            tally.seen)
         failed += len(batch["failed"])
         bar.set_postfix(failed=failed, refresh=False)
         # a worker's tensors are in shared memory, each holding a file descriptor while it lives: callers keep the
         # labels and indices of every batch (20k descriptors over Kinetics' val set, past `ulimit -n`)
         yield {**batch, "index": batch["index"].clone(), "label": batch["label"].clone()}
+    if tally.unsaid:
+        log.warning("%s: %d more videos failed: %d in all", desc, tally.unsaid, tally.seen)
 
 
 class Predictions(NamedTuple):
@@ -422,9 +436,11 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: st
     that cannot be written or drawn is warned about."""
     out_dir = Path(out_dir)
     data, picture = report_files(name)
-    log.info("%s: top-1 %.2f%%  %s  mean class accuracy %.2f%%  (%d videos x %d views, %d failed)", name,
-             100 * report["top1"], top5_said(report), 100 * report["mean_class_accuracy"], report["num_samples"],
-             report["views_per_video"], len(report["failures"]))
+    failed = len(report["failures"])
+    log.log(logging.WARNING if failed else logging.INFO, "%s: top-1 %.2f%%  %s  mean class accuracy %.2f%%  (%d "
+            "videos x %d views, %d failed%s)", name, 100 * report["top1"], top5_said(report),
+            100 * report["mean_class_accuracy"], report["num_samples"], report["views_per_video"], failed,
+            f", listed in {data}" if failed else "")
     with writing(out_dir / data, then):
         atomic_write_json(out_dir / data, report)
     try:

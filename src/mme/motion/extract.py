@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mme.data import MIN_SHORT_SIDE
-from mme.data.lists import BadLine, ListEntry, check_root, left_out, read_list, resolve
+from mme.data.lists import SHOWN, BadLine, ListEntry, check_root, left_out, read_list, resolve
 from mme.data.transforms import resize
 from mme.data.video import open_video, require_backend, whole_frame_refusal, with_true_count
 from mme.data.video_reader import ORIENTATIONS, video_error
@@ -57,6 +57,7 @@ from mme.train.distributed import (
 )
 from mme.train.precision import choose_device
 from mme.utils import (
+    Tally,
     absolute_path,
     atomic_write_text,
     check_folder_held,
@@ -406,15 +407,22 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
     if bad_lines:  # as training and mme check skip and count them
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
-    made = 0
+    made, tally = 0, Tally(SHOWN)
     done = in_workers(_work, jobs, workers, _died)
     for path, err, written in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
         # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
         check_folder_held(lock)
         made += written
-        if err is not None:  # said as it comes: a run stopped later (disk full) has still named it
+        if err is not None:  # the first said as they come (a run stopped later, disk full, has still named them)
             failed[path] = err
-            log.warning("failed: %s", err)
+            since = tally.add()
+            if since == 0:
+                log.warning("failed: %s%s", err, f"; later ones are counted each time their number doubles "
+                            f"({tally.next}, ...)" if tally.seen == SHOWN else "")
+            elif since:
+                log.warning("extract: %d more videos failed: %d so far", since, tally.seen)
+    if tally.unsaid:
+        log.warning("extract: %d more videos failed: %d in all, each in %s", tally.unsaid, tally.seen, report_file)
     report = {"list": str(list_file), "share": f"{part}/{parts}", "done": made,
               "skipped": skipped + len(jobs) - made - len(failed),
               "failed": {**{f"{b.list_file}:{b.line_no}": str(b) for b in bad_lines}, **failed},

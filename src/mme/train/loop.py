@@ -40,7 +40,7 @@ from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
-from mme.utils import check_folder_held, error_reason, may_want_space, mib_free, progress_bar
+from mme.utils import Tally, check_folder_held, error_reason, may_want_space, mib_free, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -227,32 +227,27 @@ class SkippedSteps:
     """Says the steps skipped for a non-finite loss or gradient (rank 0: the ranks skip alike), whatever
     ``train.log_every`` (1 by default): each of the process's first :data:`NONFINITE_SAID` in a warning of its own,
     naming the step and which value was non-finite (:func:`nonfinite_values`); the later ones counted in one warning
-    each time the process's count of them doubles (at 6, 12, 24, ...), so that a long run skipping every step says
-    about 20 lines in a million steps, and those since the last said in the run's total at its end
-    (:func:`_say_skipped`). fp16's routine gradient overflows (:func:`count_nonfinite`: ``Run.grad_overflows``) are
-    left to its scaler, unsaid and uncounted here."""
+    each time the process's count of them doubles (at 6, 12, 24, ...: :class:`mme.utils.Tally`), so that a long run
+    skipping every step says about 20 lines in a million steps, and those since the last said in the run's total at
+    its end (:func:`_say_skipped`). fp16's routine gradient overflows (:func:`count_nonfinite`:
+    ``Run.grad_overflows``) are left to its scaler, unsaid and uncounted here."""
 
     def __init__(self) -> None:
-        self.seen = self.said = 0  # this process's skipped steps, and those of them said
-        self.next = 2 * NONFINITE_SAID  # the count at which the next warning says those since
+        self.tally = Tally(NONFINITE_SAID)  # this process's skipped steps
 
     def step(self, run: Run, metrics: dict) -> None:
         """After the step ``run.step`` that gave ``metrics`` (:func:`count_nonfinite` counted it)."""
         if not dist.is_main() or not run.nonfinite_in_a_row:  # (0: done, or an fp16 overflow)
             return
-        self.seen += 1
-        if self.seen <= NONFINITE_SAID:
+        since = self.tally.add()
+        if since == 0:
             log.warning("step %d skipped: %s (loss %.4g, gradient norm %.4g), its update not made%s", run.step,
                         nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
-                        f"; later ones are counted each time their number doubles ({self.next}, ...) and at the "
-                        "run's end" if self.seen == NONFINITE_SAID else "")
-        elif self.seen >= self.next:
+                        f"; later ones are counted each time their number doubles ({self.tally.next}, ...) and at "
+                        "the run's end" if self.tally.seen == NONFINITE_SAID else "")
+        elif since:
             log.warning("%d more step(s) skipped for a non-finite loss or gradient, up to step %d: %s so far",
-                        self.seen - self.said, run.step, skipped_share(run))
-            self.next *= 2
-        else:
-            return
-        self.said = self.seen
+                        since, run.step, skipped_share(run))
 
 
 def skipped_but_overflows(run: Run) -> int:
