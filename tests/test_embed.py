@@ -126,6 +126,26 @@ def test_many_failed_videos_are_a_few_lines_and_a_summary_naming_the_sidecar(set
     assert len(json.loads(Path(str(out) + ".json").read_text())["failures"]) == 36
 
 
+def test_mme_embed_exits_0_where_some_videos_failed_its_last_line_a_warning_naming_the_sidecar(setup, tmp_path,
+                                                                                               caplog):
+    """A job where some videos failed exits 0 (documented: their rows NaN, valid 0; mme extract and mme check exit
+    1), so its last line is what a script or a user reading the log is told by: it was an info, "2 failed", as of a
+    job without failures. It is a warning naming the count and the sidecar that lists them."""
+    import logging
+
+    from mme.cli import main
+
+    root, ckpt = setup
+    caplog.set_level(logging.INFO, logger="mme")
+    assert main(["embed", str(ckpt), str(root / "list.txt"), "--root", str(root), "--out", str(tmp_path / "f.npy"),
+                 "--stride", "2"]) == 0
+    last = caplog.records[-1]
+    assert (last.levelname, last.getMessage()) == (
+        "WARNING", f"embed: wrote {tmp_path / 'f.npy'} (8 x 32), 2 failed (listed in f.npy.json, their rows NaN and "
+        "not valid)")
+    assert json.loads((tmp_path / "f.npy.json").read_text())["num_valid"] == 6
+
+
 def test_the_clips_of_a_chunk_are_not_held_until_it_is_written(setup, tmp_path, monkeypatch):
     """Before: each batch's clips (B, V, 3, T, H, W) were kept until its chunk was written (50 batches by default):
     from loader workers, in shared memory, about 10 GB at Kinetics' test views (7 x 3, 16 x 224², batch 4)."""
