@@ -999,11 +999,13 @@ def test_unreadable_list_lines_are_named_at_the_start_not_as_replaced_videos(syn
     assert f"{bad}:{n + 2}: " in caplog.text and "videos failed and were replaced" not in caplog.text
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_continues(sig, synth, tmp_path):
     """The signal goes to the job's whole process group, as a terminal sends Ctrl-C and Slurm or torchrun send
     SIGTERM: the loader workers must not die under the step that is finishing (a group SIGTERM killed them, and
-    the step failed without a checkpoint)."""
+    the step failed without a checkpoint). Slurm's warning before the time limit (``--signal=USR1@120``) is taken
+    as SIGTERM: it ended the run at once, exit 138, no checkpoint, no line. The warning says what another signal
+    does by the one received (after a SIGTERM it said "Ctrl-C again to stop at once")."""
     cmd = [sys.executable, "-m", "mme.cli", "pretrain", "--config", "tiny_cpu_pixel", *tiny(*synth,
            f"train.out_dir={tmp_path}", "train.steps=500", "data.num_workers=2", FP32)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -1011,12 +1013,15 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, sig)
-    if sig == signal.SIGTERM:  # a scheduler signals every process of the job, and torchrun forwards its own too
+    if sig != signal.SIGINT:  # a scheduler signals every process of the job, and torchrun forwards its own too
         time.sleep(0.05)
         os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
-    assert "Traceback" not in err and "--resume auto" in err
+    assert "Traceback" not in err and "--resume auto" in err and f"stopped by {sig.name} after step " in err
+    again = "Ctrl-C again to stop at once" if sig == signal.SIGINT else \
+        f"another {sig.name} is taken as this one; Ctrl-C stops at once"
+    assert f"WARNING] {sig.name}: stopping after this step with a checkpoint ({again})\n" in err, err[-2000:]
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert _steps(tmp_path) == [logged[-1]] and logged[-1] < 500  # the step it finished, saved
     (tmp_path / f".checkpoint-{logged[-1] + 1:08d}.pt.tmp{dead_pid()}.pt").write_bytes(b"half a checkpoint")
@@ -1198,7 +1203,7 @@ def test_a_sigterm_during_start_up_stops_with_the_line_a_signal_gets(synth, tmp_
                         "auto continues from the run's newest checkpoint, if it wrote one)\n")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_signal_while_the_command_parses_its_arguments_stops_with_the_line_a_signal_gets(sig, tmp_path):
     """A SIGTERM in a command's first second (its arguments parsed, its modules imported: argparse's type functions
     import mme.config and yaml) ended it without a word, exit -15; a Ctrl-C there was a KeyboardInterrupt
@@ -1211,7 +1216,7 @@ def test_a_signal_while_the_command_parses_its_arguments_stops_with_the_line_a_s
     assert proc.stdout.readline() == "parsing\n"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+    how = "interrupted" if sig == signal.SIGINT else f"stopped by {sig.name}"
     assert (proc.returncode, err) == (128 + sig, f"mme: {how}; what was written is kept (run it again)\n"), err[-2000:]
 
 

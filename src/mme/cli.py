@@ -812,7 +812,7 @@ def _logging_put_back() -> Iterator[None]:
 
 def _main(argv: list[str] | None) -> int:
     from mme.errors import ConfigError, MMEError, ProcessLost
-    from mme.train.interrupts import StageStops, Terminated, sigterm_as_interrupt
+    from mme.train.interrupts import StageStops, sigterm_as_interrupt, stopped_by
 
     with sigterm_as_interrupt():  # from the start: a SIGTERM (Ctrl-C) while the command parses its arguments and
         # imports its modules is said, as later, not a silent exit -15 (a KeyboardInterrupt traceback)
@@ -820,7 +820,7 @@ def _main(argv: list[str] | None) -> int:
             args = _arguments(argv)
         except KeyboardInterrupt as e:
             # (torchrun stops the other ranks of one that failed)
-            return _stopped(_who("", _ranks()[0]), "", signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+            return _stopped(_who("", _ranks()[0]), "", stopped_by(e))
     from mme.utils import process_group_up, removing_made_folders
 
     group_before = process_group_up()
@@ -849,7 +849,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"{who}: error: {e}{kept}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except KeyboardInterrupt as e:
-        return _stopped(who, args.command, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        return _stopped(who, args.command, stopped_by(e))
     finally:
         # the command joined it under torchrun (mme embed, probe, extract; a training job's finish has left it): leave
         # it, as gloo's teardown at exit with it up sometimes aborted a rank

@@ -531,7 +531,8 @@ def removing(path: str | Path, then: str = "", done: str = "removed", warn: bool
 
 def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     """A process of :func:`in_workers`: ``work`` of each job ``conn`` sends, one thread each. Ctrl-C, which a
-    terminal sends to the whole process group, is left to the main process, which stops the workers.
+    terminal sends to the whole process group, and Slurm's SIGUSR1, which reaches every process of a job step, are
+    left to the main process, which stops the workers.
 
     torch is set to one thread where ``work``'s module imported it (spawn imported that module before this runs);
     elsewhere ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (which torch's default takes first) of 1 have a later import
@@ -540,6 +541,7 @@ def _worker(conn: Connection, work: Callable[[Any], Any]) -> None:
     import cv2
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""Stopping a run cleanly on Ctrl-C (SIGINT) or a scheduler's pre-emption (SIGTERM).
+"""Stopping a run cleanly on Ctrl-C (SIGINT) or a scheduler's pre-emption (SIGTERM), or its warning before a time
+limit (SIGUSR1: Slurm's ``sbatch --signal=USR1@120``, as Lightning-style requeueing asks for), taken as SIGTERM.
 
 The first signal asks the training loop to stop after the current step: it writes a checkpoint of that step and ends
 with :class:`~mme.errors.Interrupted`, whose message says how to resume (on the run's last step, or after it, that
@@ -25,7 +26,11 @@ from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+TERMINATING = (signal.SIGTERM, signal.SIGUSR1)
+"""The signals taken as a scheduler's SIGTERM: a run stops after its step with a checkpoint, a repeated one is absorbed,
+a command ends with exit status 128 + the signal's number (143, 138) and its line ``stopped by SIGUSR1``; by
+default a SIGUSR1 ended the process at once, without a word or a checkpoint (exit 138)."""
+SIGNALS = (signal.SIGINT, *TERMINATING)
 
 
 class HeldBack:
@@ -83,8 +88,9 @@ class StopRequests(HeldBack):
             log.warning("%s after the run's last step: no step follows; it ends as stopped (exit %d), its last "
                         "checkpoint kept", self.received.name, 128 + signum)
         else:
-            log.warning("%s: stopping after this step with a checkpoint (Ctrl-C again to stop at once)",
-                        self.received.name)
+            log.warning("%s: stopping after this step with a checkpoint (%s)", self.received.name,
+                        "Ctrl-C again to stop at once" if signum == signal.SIGINT else
+                        f"another {self.received.name} is taken as this one; Ctrl-C stops at once")
 
 
 class StageStops(HeldBack):
@@ -112,14 +118,24 @@ class StageStops(HeldBack):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop's :class:`StopRequests` (start-up, a job without one): the command stops
-    as on Ctrl-C, saying what is kept, with exit status 143 (it ended without a word)."""
+    """SIGTERM (or SIGUSR1, :data:`TERMINATING`) outside the training loop's :class:`StopRequests` (start-up, a job
+    without one): the command stops as on Ctrl-C, saying what is kept, with exit status 128 + the signal's number
+    (143, 138: it ended without a word). ``signal``: the one received."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signal = signal.Signals(signum)
+
+
+def stopped_by(e: KeyboardInterrupt) -> signal.Signals:
+    """The signal whose handler raised ``e``: a :class:`Terminated`'s, else Ctrl-C's SIGINT."""
+    return e.signal if isinstance(e, Terminated) else signal.SIGINT
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While entered, SIGTERM raises :class:`Terminated` in this process; a forked child (a loader or pool worker)
-    dies of it as by default."""
+    """While entered, SIGTERM and SIGUSR1 (:data:`TERMINATING`) raise :class:`Terminated` in this process; a forked
+    child (a loader or pool worker) dies of it as by default."""
     pid = os.getpid()
 
     def stop(signum, frame) -> None:
@@ -127,16 +143,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        raise Terminated
+        raise Terminated(signum)
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {s: signal.signal(s, stop) for s in TERMINATING}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def ignore_in_worker(worker_id: int) -> None:
@@ -144,5 +161,6 @@ def ignore_in_worker(worker_id: int) -> None:
     workers itself (module docstring). Out of the terminal's process group, a worker's write to it would stop the
     worker where the terminal has ``tostop`` set (SIGTTOU), and the loader wait for it forever: it writes instead."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # (Slurm's --signal=USR1 reaches every process of the job step)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     os.setpgid(0, 0)
