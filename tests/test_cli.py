@@ -54,7 +54,7 @@ def test_cli_choices_are_the_library_ones():
     for command in ("extract", "bench targets"):
         assert _choices(command, "--flow") == METHODS
         assert f"default {DEFAULT_FLOW}:" in _action(command, "--flow").help
-    for command in ("extract", "embed"):
+    for command in ("extract", "embed", "probe", "viz"):
         assert _choices(command, "--backend") == BACKENDS
     for command in ("probe", "embed"):
         assert _choices(command, "--precision") == PRECISIONS

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from videos import DecodedFrames, texture, write_keyint_video, write_video
+from videos import DecodedFrames, texture, write_hdr_video, write_keyint_video, write_video
 from worker_jobs import killing_a_worker_after
 
 from mme.data.transforms import normalize_clip
@@ -1306,6 +1306,35 @@ def test_frames_are_read_in_the_orientation_of_the_run_that_made_the_checkpoint(
     assert [rows[n][3]["orientation"] for n in rows] == ["display", "display", "display", "coded"]
     assert np.array_equal(rows["run"][0], rows["display"][0]) and np.array_equal(rows["export"][0], rows["run"][0])
     assert not np.allclose(rows["coded"][0], rows["display"][0])
+
+
+def test_frames_are_read_with_the_backend_of_the_run_that_made_the_checkpoint(setup, tmp_path, caplog):
+    """A run of ``data.backend=opencv`` learned an HDR phone video's frames as OpenCV converts their colours; ``mme
+    embed`` / ``probe`` read them with pyav unless told (other features, said nowhere), and exports did not record
+    it. Now the run's backend is the default, said; another one given is warned of."""
+    import dataclasses
+
+    from mme.models.export import export
+
+    hdr = write_hdr_video(tmp_path / "hlg.mp4", np.stack([texture(40, 40, seed=i) for i in range(12)]))
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2, "backend": "opencv"}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    exported = export(tmp_path / "run.pt", tmp_path / "exported", "safetensors")
+    kw = dict(num_workers=0, progress=False)
+    with caplog.at_level("INFO"):
+        rows = {name: read_features(embed(source, hdr, tmp_path / f"{name}.npy", **kw, **given))
+                for name, source, given in (("run", tmp_path / "run.pt", {}), ("export", exported, {}),
+                                            ("opencv", tmp_path / "run.pt", {"backend": "opencv"}),
+                                            ("pyav", tmp_path / "run.pt", {"backend": "pyav"}))}
+    assert [rows[n][3]["backend"] for n in rows] == ["opencv", "opencv", "opencv", "pyav"]  # (was pyav, pyav, ...)
+    assert np.array_equal(rows["run"][0], rows["opencv"][0]) and np.array_equal(rows["export"][0], rows["run"][0])
+    assert not np.allclose(rows["pyav"][0], rows["opencv"][0])
+    assert caplog.text.count("embed: backend opencv (its run's data.backend)") == 2
+    warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["embed: --backend pyav decodes other frames than its run's data.backend opencv (colours, of HDR "
+                      "and 10-bit files above all), so its clips are not those the model was trained on; leave "
+                      "--backend out to read them as its run did"]
 
 
 def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monkeypatch):

@@ -41,6 +41,22 @@ def write_video(path: str | Path, frames: np.ndarray, codec: str = "libx264", fp
     return path
 
 
+def write_hdr_video(path: str | Path, frames: np.ndarray, transfer: str = "arib-std-b67", primaries: str = "bt2020",
+                    matrix: str = "bt2020nc") -> Path:
+    """Encode uint8 RGB frames ``(T, H, W, 3)`` to an H.264 ``path`` tagged as an HDR phone video's: HLG transfer
+    (``arib-std-b67``; PQ: ``smpte2084``), BT.2020 primaries and matrix, x264's names. OpenCV converts such colours
+    to SDR itself, PyAV returns the signal (the backends' frames differ by tens of levels)."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25, options={
+            "preset": "ultrafast", "x264-params": f"colorprim={primaries}:transfer={transfer}:colormatrix={matrix}"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return Path(path)
+
+
 def texture(h: int, w: int, seed: int = 0, scale: float = 3.0) -> np.ndarray:
     """A smooth random colour texture ``(h, w, 3)`` uint8 with structure at several scales (good for flow)."""
     rng = np.random.default_rng(seed)

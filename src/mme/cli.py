@@ -28,6 +28,10 @@ _PARSER_KEYS = ("command", "verbose", "func", "bench")
 FLOWS = ("dis", "dis-balanced", "dis-fast", "dis-ultrafast", "farneback", "tvl1", "torch-lk")
 FLOW_HELP = "optical flow method (default dis-balanced: DIS MEDIUM with sparser patches; dis = DIS MEDIUM)"
 """mme.motion.flow's METHODS and DEFAULT_FLOW, stated here like every choice list (tests/test_cli.py)."""
+BACKENDS = ("pyav", "pyav-cuda", "opencv", "decord")
+"""mme.data.video's BACKENDS, likewise."""
+RUN_BACKEND = "run's data.backend where recorded (pyav-cuda: pyav where CUDA decoding is not available), else pyav"
+"""The backend of a command of a checkpoint given none (Checkpoint.run_backend), for its help."""
 
 
 ALIKE_ON_EVERY_RANK = ("mme.config", "mme.models", "mme.train.checkpoint", "mme.train.engine", "mme.train.precision",
@@ -343,7 +347,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 def _video_args(p: argparse.ArgumentParser, of_run: bool = False) -> None:
     """How a command reads videos (``data.backend``, ``data.orientation``); ``of_run``: a command of a checkpoint,
     whose run's orientation is the default."""
-    p.add_argument("--backend", default="pyav", choices=["pyav", "pyav-cuda", "opencv", "decord"], help="video decoder")
+    p.add_argument("--backend", default=None if of_run else "pyav", choices=BACKENDS,
+                   help="video decoder; default: " + (f"the checkpoint's {RUN_BACKEND}" if of_run else "pyav"))
     p.add_argument("--orientation", default=None if of_run else "coded", choices=["coded", "display"],
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: "
                         + ("the checkpoint's run's data.orientation where recorded, else coded" if of_run else "coded"))
@@ -519,6 +524,8 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orientation", default=None, choices=["coded", "display"],
                    help="frames as coded, or turned as the file's display matrix says (phone videos); default: with "
                         "--checkpoint its run's data.orientation where recorded, else coded")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help=f"video decoder; default: with --checkpoint its {RUN_BACKEND}")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a file OUT that is not a picture mme viz wrote (one of its own, its frames as viz "
                         "wrote them, is replaced without it; the video drawn or the checkpoint read, never)")

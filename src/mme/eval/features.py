@@ -620,12 +620,13 @@ EMBED_COUNTS = {"batch_size": ("--batch-size", 1), "chunk_batches": ("--chunk-ba
 """The counts among :func:`embed`'s options: each one's flag and least value."""
 
 
-def check_embed_options(outs: list[Path], backend: str = "pyav", device: str = "auto", index_dir: str | None = None,
-                        **counts: Any) -> tuple[torch.device, dict[str, int]]:
+def check_embed_options(outs: list[Path], backend: str | None = None, device: str = "auto",
+                        index_dir: str | None = None, **counts: Any) -> tuple[torch.device, dict[str, int]]:
     """:func:`embed`'s options that need no input read, checked before any is (mme probe's before it reads its
     checkpoint, once for all its splits): the features files ``outs``, the counts given (:data:`EMBED_COUNTS`), the
-    video backend and device usable here, and the index folder (made where missing); else one line naming the flag.
-    Returns the device, this rank's (under torchrun), and the counts as plain ints."""
+    video backend given and device usable here (the run's backend, taken where none is given, is checked once the
+    checkpoint is read: :func:`read_encoder`), and the index folder (made where missing); else one line naming the
+    flag. Returns the device, this rank's (under torchrun), and the counts as plain ints."""
     from mme.data.video import check_index_dir, require_backend
     from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
@@ -634,8 +635,9 @@ def check_embed_options(outs: list[Path], backend: str = "pyav", device: str = "
         if out.suffix not in (".npy", ".safetensors"):
             raise DataError(f"--out {out}: the features file must end in .npy or .safetensors")
     counts = {name: check_count(value, EMBED_COUNTS[name][1], EMBED_COUNTS[name][0]) for name, value in counts.items()}
-    require_backend(backend, "--backend")
-    check_index_dir(backend, index_dir, "--backend", "--index-dir")
+    if backend is not None:
+        require_backend(backend, "--backend")
+        check_index_dir(backend, index_dir, "--backend", "--index-dir")
     on = choose_device(device, rank_on_node(), "--device")
     for out in outs:
         check_output(out, "--out", make=False)  # its folder is made once the checkpoint and the list are read
@@ -648,23 +650,27 @@ def check_embed_options(outs: list[Path], backend: str = "pyav", device: str = "
 
 class EncoderRead(NamedTuple):
     """A checkpoint read for embedding (:func:`read_encoder`): the file read, its encoder, the views of its clips
-    (stride, segments, orientation: as given, else as its run read them), and its files' identity (:func:`_file_id`)
-    taken before they were read, which the features embedded with it record."""
+    (stride, segments, orientation, backend: as given, else as its run read them), and its files' identity
+    (:func:`_file_id`) taken before they were read, which the features embedded with it record."""
     checkpoint: Checkpoint
     encoder: torch.nn.Module
     stride: int | None
     segments: bool
     orientation: str
+    backend: str
     file_id: str | None
 
 
 def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_frames: int | None = None,
-                 stride: int | None = None, segments: bool = False, orientation: str | None = None) -> EncoderRead:
+                 stride: int | None = None, segments: bool = False, orientation: str | None = None,
+                 backend: str | None = None, index_dir: str | None = None) -> EncoderRead:
     """The checkpoint :func:`embed` embeds with, read and its encoder built, with the options of the same names
-    (what it takes on trust said once); mme probe reads it once for all its splits. Its identity is taken before
+    (what it takes on trust said once; the run's backend, taken where none is given, checked beside
+    ``index_dir``); mme probe reads it once for all its splits. Its identity is taken before
     the read: a file replaced since (during the read, or while mme probe embeds an earlier split) makes features
     recorded as of the file read, which a later job of the new file embeds again, never the new file's identity
     over the old file's features."""
+    from mme.data.video import check_index_dir
     from mme.models.checkpoint import CLIP, build_model, checkpoint_files, read_checkpoint
 
     try:
@@ -674,12 +680,15 @@ def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_fra
     ck = read_checkpoint(checkpoint, encoder_only=True, img_size=img_size, num_frames=num_frames,
                          given_as={k: flag(k) for k in CLIP})
     encoder = build_model(ck)
-    return EncoderRead(ck, encoder, *ck.run_views(stride, segments, orientation, "embed"), file_id)
+    views = ck.run_views(stride, segments, orientation, "embed", backend=backend)
+    if backend is None:  # (one given was checked before the checkpoint was read: check_embed_options)
+        check_index_dir(views[-1], index_dir, "its run's data.backend", "--index-dir")
+    return EncoderRead(ck, encoder, *views, file_id)
 
 
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
-          device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str = "pyav",
+          device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str | None = None,
           orientation: str | None = None, index_dir: str | None = None, img_size: int | None = None,
           num_frames: int | None = None, chunk_batches: int = 50, overwrite: bool = False, progress: bool = True,
           checked_on: torch.device | None = None, read: EncoderRead | None = None,
@@ -689,12 +698,13 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
 
     ``clips`` × ``crops`` test views per video (TSN ``segments``, or strided clips at ``stride``; neither given: as
     the run that made the checkpoint sampled, its ``data.sampling`` and ``data.stride``, for our training
-    checkpoints and their exports, else at stride 4), the clip length and crop size of the encoder's config;
-    frames read as ``orientation`` (default: the run's ``data.orientation`` where the file records it, else as
-    coded); ``index_dir``: frame indices ``mme check --index-dir`` proved, so
-    that a long video's views seek from its first read; ``img_size`` / ``num_frames``: the clip the encoder is built
-    for (read_checkpoint's hints: an original ``.pth`` records none). Resumable and sharded over torchrun ranks.
-    Files at ``out`` that mme embed did not write are replaced only with ``overwrite`` (:func:`refuse_unowned`);
+    checkpoints and their exports, else at stride 4), the clip length and crop size of the encoder's config; frames read
+    as ``orientation`` (default: the run's ``data.orientation`` where the file records it, else as coded) with
+    ``backend`` (default: the run's ``data.backend`` likewise, else pyav: Checkpoint.run_backend); ``index_dir``: frame
+    indices ``mme check --index-dir`` proved, so that a long video's views seek from its first read; ``img_size`` /
+    ``num_frames``: the clip the encoder is built for (read_checkpoint's hints: an original ``.pth`` records none).
+    Resumable and sharded over torchrun ranks. Files at ``out`` that mme embed did not write are replaced only with
+    ``overwrite`` (:func:`refuse_unowned`);
     ``checked_on``: the device :func:`check_embed_options` chose on these options and ``out``, whose caller checked
     ``root`` (:func:`~mme.data.lists.check_root`) and judged ``out``'s files (:func:`refuse_unowned`) already (mme
     probe's, once for all its splits before it reads its checkpoint);
@@ -719,9 +729,9 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                         index_dir)
     info = dist.init_distributed(on)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
-        ck, encoder, stride, segments, orientation, checkpoint_id = read or read_encoder(
+        ck, encoder, stride, segments, orientation, backend, checkpoint_id = read or read_encoder(
             checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
-            orientation=orientation)
+            orientation=orientation, backend=backend, index_dir=index_dir)
         dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
                                                     ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,

@@ -368,7 +368,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     dist.init_distributed(on)
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
-            "img_size", "num_frames", "stride", "segments", "orientation")})
+            "img_size", "num_frames", "stride", "segments", "orientation", "backend", "index_dir")})
     data, info = {}, {}
     for split, path in features.items():
         embed(checkpoint, splits[split], path, checked_on=on, read=read, entries=entries[split],

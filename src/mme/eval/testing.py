@@ -187,13 +187,13 @@ refused (:func:`mme.data.video.open_video`; before: read as frames); 1: recorded
 
 
 def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, stride: int | None = None,
-                   segments: bool = False, root: str = "", backend: str = "pyav", orientation: str | None = None,
+                   segments: bool = False, root: str = "", backend: str | None = None, orientation: str | None = None,
                    seed: int = 0, index_dir: str | None = None, checkpoint: Checkpoint | None = None,
                    entries: list[ListEntry] | None = None) -> Dataset:
     """The multi-view test set of ``source``: a list file (``path [label]`` lines, rows in list order) or one
     video file. Clip length, tubelet and crop size come from the encoder's ``model_cfg``; ``clips`` temporal
     clips (strided at ``stride``, or TSN ``segments``) × ``crops`` spatial crops per video; ``stride`` (or
-    ``segments``) and ``orientation`` not given are those of the run that made ``checkpoint`` (read by
+    ``segments``), ``orientation`` and ``backend`` not given are those of the run that made ``checkpoint`` (read by
     ``read_checkpoint``), as ``mme embed`` takes them, else DataConfig's; ``index_dir``: the PyAV reader's frame
     indices (``data.index_dir``); ``entries``: those of the list ``source``, already read (``mme probe``'s: a list
     given through a pipe reads empty the second time).
@@ -208,8 +208,9 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
         if not isinstance(checkpoint, Checkpoint):  # (a path: the file, not what it records)
             raise ConfigError(f"build_test_set: checkpoint= takes a Checkpoint, what read_checkpoint(path) returns, "
                               f"got {checkpoint!r}")
-        stride, segments, orientation = checkpoint.run_views(stride, segments, orientation, "build_test_set",
-                                                             ("stride= or segments=", "orientation="))
+        stride, segments, orientation, backend = checkpoint.run_views(
+            stride, segments, orientation, "build_test_set", ("stride= or segments=", "orientation=", "backend="),
+            backend)
     if entries is None:
         entries = _source_entries(Path(source))
     labelled = all(e.label is not None for e in entries)
@@ -218,11 +219,12 @@ def build_test_set(source: str | Path, model_cfg, *, clips: int, crops: int, str
     # agree, distributed.check_same_inputs), with placeholder label 0 if none.
     with tempfile.TemporaryDirectory() as tmp:
         write_list(Path(tmp) / "test.txt", [ListEntry(e.path, e.label if labelled else 0) for e in entries])
-        given = {k: v for k, v in (("stride", stride), ("orientation", orientation)) if v is not None}
+        given = {k: v for k, v in (("stride", stride), ("orientation", orientation), ("backend", backend))
+                 if v is not None}
         cfg = DataConfig(list_file=str(Path(tmp) / "test.txt"), num_frames=model_cfg.num_frames,
                          img_size=model_cfg.img_size, tubelet=model_cfg.tubelet_size,
                          sampling="segments" if segments else "stride", test_clips=clips, test_crops=crops,
-                         backend=backend, index_dir=index_dir, max_failure_fraction=1.0, root=root or "", **given)
+                         index_dir=index_dir, max_failure_fraction=1.0, root=root or "", **given)
         dataset = ClassificationDataset(cfg, mode="test", seed=seed)
     dataset.labelled = labelled
     return dataset

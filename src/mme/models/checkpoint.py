@@ -158,15 +158,24 @@ class Checkpoint:
         data = self.run_config.get("data")
         return data.get("orientation") if isinstance(data, dict) else None
 
+    @property
+    def clip_backend(self) -> str | None:
+        """The video decoder the run that made it read its frames with (``data.backend``), where a file records it,
+        else None."""
+        data = self.run_config.get("data")
+        return data.get("backend") if isinstance(data, dict) else None
+
     def run_setting(self, given, setting: str, command: str):
         """``given`` where the command line set it, else the ``data.<setting>`` of the run that made it (``stride``:
-        :attr:`clip_stride`, ``orientation``: :attr:`clip_orientation`), else DataConfig's default; the taken one
-        is said in the log as ``command``'s (where the file records no run, by :meth:`warn_no_run`)."""
+        :attr:`clip_stride`, ``orientation``: :attr:`clip_orientation`, ``backend``: :attr:`clip_backend`), else
+        DataConfig's default; the taken one is said in the log as ``command``'s (where the file records no run, by
+        :meth:`warn_no_run`)."""
         if given is not None:
             return given
         from mme.data.dataset import DataConfig
 
-        recorded = {"stride": self.clip_stride, "orientation": self.clip_orientation}[setting]
+        recorded = {"stride": self.clip_stride, "orientation": self.clip_orientation,
+                    "backend": self.clip_backend}[setting]
         value = recorded if recorded is not None else getattr(DataConfig, setting)
         why = (f"its run's data.{setting}" if recorded is not None else
                "default; its run sampled TSN segments, which take none" if setting == "stride" and self.run_segments
@@ -174,6 +183,32 @@ class Checkpoint:
         if self.run_config:
             log.info("%s: %s %s (%s)", command, setting, value, why)
         return value
+
+    def run_backend(self, given: str | None, command: str, option: str = "--backend") -> str:
+        """The video decoder of ``command``'s clips: ``given`` (``option``), with a warning where it is not the run's
+        (the backends give other frames of one file: opencv converts colours itself, HDR ones too, where pyav returns
+        the signal; pyav and pyav-cuda, FFmpeg's frames on the CPU or the GPU, count as one), else the run's
+        ``data.backend`` (:meth:`run_setting`), refused where this process cannot use it (ConfigError), but pyav-cuda
+        where it cannot decode on CUDA: pyav, said."""
+        from mme.data.video import require_backend
+        from mme.motion.cache import same_frames
+
+        recorded = self.clip_backend
+        if given is not None:
+            if not same_frames(recorded, given):
+                log.warning("%s: %s %s decodes other frames than its run's data.backend %s (colours, of HDR and "
+                            "10-bit files above all), so its clips are not those the model was trained on; leave %s "
+                            "out to read them as its run did", command, option, given, recorded, option)
+            return given
+        backend = self.run_setting(None, "backend", command)
+        try:
+            require_backend(backend, "its run's data.backend")
+        except ConfigError as e:
+            if backend != "pyav-cuda":
+                raise
+            log.info("%s: backend pyav, its run's pyav-cuda decoder on the CPU (%s)", command, e)
+            return "pyav"
+        return backend
 
     def warn_no_run(self, command: str, taken: list[tuple[str, str | None]]) -> None:
         """Where the file records no run (an export made before exports recorded their run, an original or Hugging
@@ -200,27 +235,29 @@ class Checkpoint:
         return (None, True) if segments else (self.run_setting(stride, "stride", command), False)
 
     def run_views(self, stride: int | None, segments: bool, orientation: str | None, command: str,
-                  options: tuple[str, str] = ("--stride or --segments", "--orientation")
-                  ) -> tuple[int | None, bool, str]:
-        """``(stride, segments, orientation)`` of ``command``'s test clips, each as given, else as the run that made
-        it read its clips (:meth:`run_sampling`, :meth:`run_setting`); what was taken on trust of a file that
-        records no run is said in one warning naming ``options`` (those of stride or segments, of orientation)."""
+                  options: tuple[str, str, str] = ("--stride or --segments", "--orientation", "--backend"),
+                  backend: str | None = None) -> tuple[int | None, bool, str, str]:
+        """``(stride, segments, orientation, backend)`` of ``command``'s test clips, each as given, else as the run
+        that made it read its clips (:meth:`run_sampling`, :meth:`run_setting`, :meth:`run_backend`); what was taken
+        on trust of a file that records no run is said in one warning naming ``options`` (those of stride or
+        segments, of orientation, of the backend)."""
         unset = {"stride": stride is None and not segments, "orientation": orientation is None}
         stride, segments = self.run_sampling(stride, segments, command)
         orientation = self.run_setting(orientation, "orientation", command)
+        backend = self.run_backend(backend, command, options[2])
         self.warn_no_run(command, [(f"{name} {value}", option) for name, value, option in (
             ("stride", stride, options[0]), ("orientation", orientation, options[1])) if unset[name]])
-        return stride, segments, orientation
+        return stride, segments, orientation, backend
 
     @property
     def run_record(self) -> dict:
         """What readers take from the run that made it, carried by every export (``run`` of ours, ``mme_run`` of a
         Hugging Face config): its clips (``data.sampling`` / ``data.stride``, for :meth:`run_sampling`;
-        ``data.orientation``) and its ``target`` section (``mme viz``)."""
+        ``data.orientation``; ``data.backend``, for :meth:`run_backend`) and its ``target`` section (``mme viz``)."""
         out = {}
         data = self.run_config.get("data")
         if isinstance(data, dict):
-            out["data"] = {k: data[k] for k in ("sampling", "stride", "orientation") if k in data}
+            out["data"] = {k: data[k] for k in ("sampling", "stride", "orientation", "backend") if k in data}
         if isinstance(self.run_config.get("target"), dict):
             out["target"] = self.run_config["target"]
         return out

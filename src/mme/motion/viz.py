@@ -31,7 +31,7 @@ from mme.data.dataset import DataConfig, Sample
 from mme.data.pyav_reader import open_container
 from mme.data.sampling import clip_indices, window_length
 from mme.data.transforms import geometry_of_each, to_video_tensor, view_crops
-from mme.data.video import open_video, video_error, with_true_count
+from mme.data.video import open_video, require_backend, video_error, with_true_count
 from mme.errors import CheckpointError, ConfigError, MMEError
 from mme.motion.tracks import Tracks, track
 from mme.utils import (
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, length: int,
-              tubelet: int = 2, orientation: str = DataConfig.orientation) -> Sample:
+              tubelet: int = 2, orientation: str = DataConfig.orientation, backend: str = DataConfig.backend) -> Sample:
     """The centre-cropped window of a video as the data workers' sample: every raw frame of the window (the tracks
     need them) cropped to ``size``², their ids, the encoder's clip indices and the tubelet starts. A video shorter
     than the window is read from frame 0 as training reads it, its last frame repeated (said); a ``start`` too
@@ -67,7 +67,7 @@ def read_clip(path: str, start: int, num_frames: int, stride: int, size: int, le
     true count and a ``--start`` that fits."""
 
     def read() -> Sample:
-        with open_video(path, orientation=orientation) as reader:
+        with open_video(path, backend, orientation=orientation) as reader:
             n, span = reader.num_frames, window_length(num_frames, stride, tubelet, length)
             if start + span > n and reader.count_may_change and n > 0:
                 reader.read([n - 1])  # a count it corrects raises FrameCountChanged: read() again, by the truth
@@ -286,11 +286,11 @@ def _wheel_legend(full: float):
 
 def tracks_picture(video: str, out: str | Path, start: int = 0, num_frames: int = 16, stride: int = DataConfig.stride,
                    size: int = 224, length: int = 6, seed_stride: int = 16, compensate: bool = False,
-                   orientation: str = DataConfig.orientation) -> Path:
+                   orientation: str = DataConfig.orientation, backend: str = DataConfig.backend) -> Path:
     """PNG: one titled panel per tubelet (its first frame upsampled, the tracks of its L steps) and a colour key.
     GIF / MP4: per tubelet, the raw frames of its tracks (its first frame and the L after it) at their size, the
     tracks drawn up to each (tubelets further apart than L leave frames out; closer ones show some twice)."""
-    c = read_clip(video, start, num_frames, stride, size, length, orientation=orientation)
+    c = read_clip(video, start, num_frames, stride, size, length, orientation=orientation, backend=backend)
     tr: Tracks = track(c.frames, c.frame_ids, c.starts, length, seed_stride=seed_stride, compensate=compensate,
                        source=video, clamp=True)
     pos = tr.positions().reshape(len(c.starts), length + 1, -1, 2)  # (S, L+1, P, 2)
@@ -365,7 +365,8 @@ def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
 
 def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int | None = None,
                        seed: int = 0, compensate: bool = False, scale: float = 4.0, orientation: str | None = None,
-                       img_size: int | None = None, num_frames: int | None = None) -> Path:
+                       img_size: int | None = None, num_frames: int | None = None, backend: str | None = None
+                       ) -> Path:
     """PNG, a row per tubelet: its first frame, then what the masked autoencoder's heads predict for the masked
     patches of a clip (the model's mask of seed ``seed``), in one forward pass:
 
@@ -376,10 +377,11 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     - a ``pixel`` head: the masked input (masked patches grey) and the reconstruction (:func:`reconstruction`).
 
     The clip is read at ``stride`` raw frames (default: the run's ``data.stride``, else 4), its frames as
-    ``orientation`` (default: the run's ``data.orientation``, else as coded), ``num_frames`` of ``img_size``² (the
-    clip the model is built for; default: the checkpoint's, which an original ``.pth`` does not record: 16 of 224²,
-    with a warning). Of a file that records no run, what is taken on trust (these defaults, the released traj
-    target, VideoMAE's pixel normalisation) is said in one warning
+    ``orientation`` (default: the run's ``data.orientation``, else as coded) with ``backend`` (default: the run's
+    ``data.backend``, else pyav: :meth:`~mme.models.checkpoint.Checkpoint.run_backend`), ``num_frames`` of ``img_size``²
+    (the clip the model is built for; default: the checkpoint's, which an original ``.pth`` does not record: 16 of 224²,
+    with a warning). Of a file that records no run, what is taken on trust (these defaults, the released traj target,
+    VideoMAE's pixel normalisation) is said in one warning
     (:meth:`~mme.models.checkpoint.Checkpoint.warn_no_run`)."""
     model, ck = _mae(checkpoint, img_size, num_frames)
     m, traj, pixel = model.cfg, "traj" in model.heads, "pixel" in model.heads
@@ -396,8 +398,9 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     if pixel and ck.norm_pix is None:
         trusted.append(("pixels normalised per patch (VideoMAE's norm_pix_loss default)", None))
     ck.warn_no_run("viz", trusted)
+    backend = ck.run_backend(backend, "viz")
     c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
-                  orientation)
+                  orientation, backend)
     x = to_video_tensor(c.frames_at(c.clip))[None]  # (1, 3, T, H, W)
     mask = model.make_mask(1, torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -549,18 +552,21 @@ def _drawn_by_viz(path: Path) -> bool:
 def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, start: int = 0,
                  num_frames: int | None = None, stride: int | None = None, size: int | None = None,
                  length: int | None = None, seed_stride: int | None = None, compensate: bool = False,
-                 seed: int = 0, orientation: str | None = None, overwrite: bool = False) -> Path:
-    """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``,
-    whose model sets the track length and points, and the frames and size unless given (the clip it is built for,
-    which an original ``.pth`` does not record), and whose run the stride and orientation unless given (``seed``
-    draws the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless
-    given); prints and returns the path written. A file at ``out`` that is not a picture of viz's is replaced only
-    with ``overwrite``; the video drawn or the checkpoint read, never."""
+                 seed: int = 0, orientation: str | None = None, overwrite: bool = False,
+                 backend: str | None = None) -> Path:
+    """``mme viz``: :func:`prediction_picture` (a PNG: predicted motion, a reconstruction) with a ``checkpoint``, whose
+    model sets the track length and points, and the frames and size unless given (the clip it is built for, which an
+    original ``.pth`` does not record), and whose run the stride, orientation and backend unless given (``seed`` draws
+    the mask), else :func:`tracks_picture` (16 frames of 224² at stride 4, L=6, a point every 16 px unless given);
+    prints and returns the path written. A file at ``out`` that is not a picture of viz's is replaced only with
+    ``overwrite``; the video drawn or the checkpoint read, never."""
     out = file_path(out, "--out")  # (not Path: pics.png/ would write a file pics.png)
     kind = out.suffix.lower()
     if kind not in PICTURES:
         raise ConfigError(f"--out {out}: the picture is written as its suffix says: one of {', '.join(PICTURES)}")
     seed = check_seed(seed, "--seed")
+    if backend is not None:
+        require_backend(backend, "--backend")
     check_output(out, "--out")
     # the picture would replace what it draws, which later runs read as a video
     keep_what_is_read(out, "--out", [("the video drawn", video),
@@ -574,12 +580,13 @@ def draw_picture(video: str, out: str | Path, checkpoint: str | None = None, sta
         if kind != ".png":
             raise ConfigError(f"--out {out}: a picture of predicted motion is a .png, as is a reconstruction")
         path = prediction_picture(video, checkpoint, out, start, stride, seed, compensate, orientation=orientation,
-                                  img_size=size, num_frames=num_frames)
+                                  img_size=size, num_frames=num_frames, backend=backend)
     else:
         size = 224 if size is None else size
         if kind == ".mp4" and size % 2:
             raise ConfigError(f"--size {size}: an .mp4 (H.264, 4:2:0) needs an even size")
         path = tracks_picture(video, out, start, num_frames or 16, stride or DataConfig.stride, size, length or 6,
-                              seed_stride or 16, compensate, orientation or DataConfig.orientation)
+                              seed_stride or 16, compensate, orientation or DataConfig.orientation,
+                              backend or DataConfig.backend)
     print(f"viz: wrote {path}")
     return path
