@@ -225,6 +225,28 @@ def other_videos(container, stream: av.video.stream.VideoStream) -> str:
             f"from the first ({which(stream)})")
 
 
+HDR_TRANSFERS = {16: "PQ (SMPTE 2084)", 18: "HLG (ARIB STD-B67)"}
+"""FFmpeg's transfer characteristics (AVColorTransferCharacteristic: H.273's) of HDR video, by number."""
+BT2020_PRIMARIES = 9
+"""FFmpeg's number of the BT.2020 colour primaries (AVColorPrimaries: H.273's), a wide gamut."""
+
+
+def hdr_colours(stream: av.video.stream.VideoStream) -> str:
+    """What `mme check` says of a stream whose colours are HDR or wide-gamut (a phone's HLG or a PQ transfer, BT.2020
+    primaries), as its header tags them: the backends give other frames of it (the pyav backend returns the signal's
+    values, with no conversion to SDR; OpenCV converts the colours itself); '' where they are neither."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return ""
+    tags = ([f"an HDR transfer, {HDR_TRANSFERS[ctx.color_trc]}"] if ctx.color_trc in HDR_TRANSFERS else []) \
+        + (["BT.2020 primaries"] if ctx.color_primaries == BT2020_PRIMARIES else [])
+    if not tags:
+        return ""
+    return (f"its colours are tagged with {' and '.join(tags)}: the pyav backend reads their values as coded, with no "
+            f"conversion to SDR BT.709 colours, the opencv backend converts them itself (other frames): train, "
+            f"extract and embed with one backend")
+
+
 MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
 """The name of FFmpeg's demuxer of MP4, MOV and their kin (HEIF pictures: AVIF, HEIC)."""
 
@@ -434,6 +456,11 @@ class PyAVReader(VideoReader):
     def other_videos(self) -> str:
         """What `mme check` says of the file's video streams besides the one read (:func:`other_videos`)."""
         return other_videos(self._container, self._stream)
+
+    def hdr_colours(self) -> str:
+        """What `mme check` says of the colours of the stream read where they are HDR or wide-gamut
+        (:func:`hdr_colours`)."""
+        return hdr_colours(self._stream)
 
     def display_matrix(self) -> tuple[int, ...] | None:
         """The file's display matrix, kept with its index: its first frame's, decoded when the file was indexed

@@ -215,6 +215,8 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     of these (their reason then ends with its count); 'several videos' when it is otherwise 'ok' but holds video
     streams besides the one read (the first: frame i is that one's), which the reason of the statuses its decode gives
     names too (:func:`~mme.data.pyav_reader.other_videos`; not a VideoError's, whose file failed to open or decode);
+    'hdr' when it is otherwise 'ok' but its colours are tagged HDR or BT.2020 (a phone's HLG video), which the
+    backends read otherwise (:func:`~mme.data.pyav_reader.hdr_colours`), said likewise in the reason of the others;
     or the VideoError's reason ('missing', 'empty', 'unreadable', 'decode error', ...). ``index_dir``: where the
     proven index is kept; ``threads``: the decoder's, as the run's ``data.decode_threads`` (concealment depends on
     them)."""
@@ -222,7 +224,7 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
     try:
         with open_video(path, threads=threads, index_dir=index_dir) as reader:
             out.update(reader.check())
-            others = reader.other_videos()
+            others, hdr = reader.other_videos(), reader.hdr_colours()
     except VideoError as e:
         return {**out, "status": getattr(e, "reason", "unreadable"), "reason": str(e)}
     out["rotation"] = display_angle(out["display"])
@@ -253,6 +255,10 @@ def check_video(path: str | Path, min_frames: int = 1, index_dir: str | Path | N
         out.update(status="several videos", reason=others)
     elif others:
         out["reason"] += f"; {others}"
+    if hdr and out["status"] == "ok":  # a run reads it, its frames other with another backend: said, as 'rotated'
+        out.update(status="hdr", reason=hdr)
+    elif hdr:
+        out["reason"] += f"; {hdr}"
     return out
 
 
