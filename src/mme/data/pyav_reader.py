@@ -71,7 +71,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from mme.data.video_reader import FrameBuffer, VideoReader, video_error
-from mme.errors import ConfigError, FrameCountChanged
+from mme.errors import ConfigError, FrameCountChanged, VideoError
 from mme.utils import (
     VersionOfFile,
     absolute_path,
@@ -1480,17 +1480,40 @@ def _sequential_index(path: str, packets: int, reason: str, decoded: list[int | 
                   one_thread=one_thread)
 
 
+def first_frame(path: str) -> av.VideoFrame | None:
+    """The file's first decoded frame (of the video stream read: :func:`video_stream`), None where none decodes;
+    VideoError 'unreadable' where it does not open or decode."""
+    try:
+        with open_container(path) as container:
+            stream = video_stream(container)
+            return None if stream is None else next(_decode(container, stream, _Leave()), None)
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise video_error(path, "unreadable", e) from e
+
+
 def read_display_matrix(path: str) -> tuple[int, ...] | None:
     """The display matrix of the file's first decoded frame (:func:`frame_display_matrix`); None when there is
     none. PyAV reads it only from a frame, so this decodes the first (the PyAV reader keeps the one its index's
     demux decoded)."""
-    try:
-        with open_container(path) as container:
-            stream = video_stream(container)
-            frame = None if stream is None else next(_decode(container, stream, _Leave()), None)
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise video_error(path, "unreadable", e) from e
+    frame = first_frame(path)
     return (frame_display_matrix(frame) or None) if frame is not None else None
+
+
+def colour_refusal(path: str) -> str:
+    """Why FFmpeg cannot convert the file's frames to RGB, as the PyAV reader refuses them (:func:`rgb_refusal`: a
+    colour matrix swscale lacks), judged on its first frame; '' where it converts it, or none decodes. For a backend
+    whose read fails without a reason where this is the cause (OpenCV's)."""
+    try:
+        frame = first_frame(path)
+    except VideoError:
+        return ""
+    try:
+        if frame is not None:
+            frame.reformat(format="rgb24")
+    except av.error.FFmpegError as e:
+        if e.errno == errno.ENOTSUP:
+            return rgb_refusal(frame)
+    return ""
 
 
 def frame_display_matrix(frame: av.VideoFrame) -> tuple[int, ...]:

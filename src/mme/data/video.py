@@ -38,6 +38,7 @@ import numpy as np
 from mme.data import MAX_ASPECT, MIN_SHORT_SIDE
 from mme.data.pyav_reader import (
     PyAVReader,
+    colour_refusal,
     cuda_decoder,
     not_a_video,
     probe_video,
@@ -337,7 +338,9 @@ class _OpenCVReader(VideoReader):
                                                                  f"towards it stopped at frame {pos}")
                 pos += 1
             ok, frame = self._cap.read()
-            if not ok:
+            if not ok:  # (OpenCV says no why: a colour matrix FFmpeg cannot convert is the PyAV reader's refusal)
+                if refusal := colour_refusal(self.path):
+                    raise video_error(self.path, "unreadable", refusal)
                 raise video_error(self.path, "decode error", f"frame {i} could not be decoded")
             pos += 1
             out.put(i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
