@@ -126,12 +126,18 @@ def rgb24(frame: av.VideoFrame, rgb: VideoReformatter, planar: VideoReformatter 
     """A decoded frame as (H, W, 3) uint8 RGB: ``frame.to_ndarray(format="rgb24")``'s bytes, through the swscale
     context of ``rgb`` (a reader keeps one, on its decoder's threads: ``to_ndarray`` sets one up, and its thread
     pool, for every frame, 0.42 ms of CPU per 112² frame against 0.03 ms, on one thread). ``planar``: for frames
-    decoded on a GPU, which come back as NV12 (8-bit 4:2:0). swscale converts NV12 to RGB by another path than the
-    CPU decoder's yuv420p (up to 63 levels apart on the same pixels), so such a frame is first made yuv420p, an
-    exact copy of its planes, and a bit-exact decode gives the CPU decode's bytes."""
-    if planar is not None and frame.format.name == "nv12":
-        frame = planar.reformat(frame, format="yuv420p")
+    decoded on a GPU, which come back semi-planar (:data:`PLANAR_OF`: NV12, 8-bit 4:2:0; NV16, 4:2:2; NV24, 4:4:4).
+    swscale converts those to RGB by another path than the CPU decoder's planar ones (up to 63 levels apart on the
+    same pixels), so such a frame is first made planar, an exact copy of its planes, and a bit-exact decode gives the
+    CPU decode's bytes."""
+    if planar is not None and frame.format.name in PLANAR_OF:
+        frame = planar.reformat(frame, format=PLANAR_OF[frame.format.name])
     return rgb.reformat(frame, format="rgb24", threads=threads).to_ndarray()
+
+
+PLANAR_OF = {"nv12": "yuv420p", "nv16": "yuv422p", "nv24": "yuv444p"}
+"""The 8-bit semi-planar layouts a GPU decode downloads (chroma interleaved in one plane), each with the planar one
+the CPU decoder gives of the same samples (:func:`rgb24`)."""
 
 
 COLOUR_MATRICES = {0: "RGB", 1: "BT.709", 2: "unspecified", 4: "FCC", 5: "BT.470BG", 6: "SMPTE 170M",
