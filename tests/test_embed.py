@@ -1337,6 +1337,31 @@ def test_frames_are_read_with_the_backend_of_the_run_that_made_the_checkpoint(se
                       "--backend out to read them as its run did"]
 
 
+def test_a_run_of_pyav_cuda_is_read_with_pyav_where_cuda_decoding_is_not_available_said_once(setup, tmp_path,
+                                                                                                  monkeypatch, caplog):
+    """A run of ``data.backend=pyav-cuda`` embedded where FFmpeg cannot decode on CUDA was said twice, the lines
+    contradicting each other (``backend pyav-cuda (its run's data.backend)``, then ``backend pyav, ...``): the backend
+    is now decided before one line says it; the features are pyav's."""
+    import dataclasses
+
+    from mme.data import pyav_reader
+
+    root, _ = setup
+    monkeypatch.setattr(pyav_reader, "hwdevices_available", lambda: [])
+    monkeypatch.setattr(pyav_reader, "_CUDA_DECODERS", {})
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2, "backend": "pyav-cuda"}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    kw = dict(num_workers=0, progress=False)
+    with caplog.at_level("INFO"):
+        cuda = read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "run.npy", **kw))
+    said = [r.message for r in caplog.records if "backend" in r.message and "embed: " in r.message]
+    assert said == ["embed: backend pyav, its run's pyav-cuda decoder on the CPU (its run's data.backend=pyav-cuda: "
+                    "this PyAV's FFmpeg has no CUDA device type (it has []))"]
+    pyav = read_features(embed(tmp_path / "run.pt", root / "v0.mp4", tmp_path / "pyav.npy", backend="pyav", **kw))
+    assert cuda[3]["backend"] == "pyav" and np.array_equal(cuda[0], pyav[0])
+
+
 def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monkeypatch):
     """`mme embed` and `mme probe` under torchrun joined the process group and left it up at exit, where gloo's
     teardown sometimes aborted a rank; the command now leaves the group it joined (a group of one rank here: a

@@ -200,15 +200,15 @@ class Checkpoint:
                             "10-bit files above all), so its clips are not those the model was trained on; leave %s "
                             "out to read them as its run did", command, option, given, recorded, option)
             return given
-        backend = self.run_setting(None, "backend", command)
-        try:
-            require_backend(backend, "its run's data.backend")
+        try:  # (before run_setting logs it taken: one line says the backend read with)
+            if recorded is not None:  # (none: DataConfig's pyav, usable everywhere)
+                require_backend(recorded, "its run's data.backend")
         except ConfigError as e:
-            if backend != "pyav-cuda":
+            if recorded != "pyav-cuda":
                 raise
             log.info("%s: backend pyav, its run's pyav-cuda decoder on the CPU (%s)", command, e)
             return "pyav"
-        return backend
+        return self.run_setting(None, "backend", command)
 
     def warn_no_run(self, command: str, taken: list[tuple[str, str | None]]) -> None:
         """Where the file records no run (an export made before exports recorded their run, an original or Hugging
