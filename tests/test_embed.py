@@ -1362,6 +1362,45 @@ def test_a_run_of_pyav_cuda_is_read_with_pyav_where_cuda_decoding_is_not_availab
     assert cuda[3]["backend"] == "pyav" and np.array_equal(cuda[0], pyav[0])
 
 
+@pytest.mark.parametrize("backend, flags, said", [
+    ("decord", [], "its run's data.backend=decord: the 'decord' backend is not installed (pip install decord); "
+                   "--backend pyav reads its videos anyway, other frames than its run's (warned)"),
+    ("opencv", ["--index-dir", "{index}"], "--index-dir {index} with its run's data.backend=opencv: only the PyAV "
+                                           "reader (pyav, pyav-cuda) keeps frame indices; leave out --index-dir or "
+                                           "read with pyav")])
+@pytest.mark.parametrize("command", ["embed", "probe"])
+def test_a_run_backend_refused_here_says_what_reads_it_and_makes_no_index_folder(command, backend, flags, said, setup,
+                                                                                  tmp_path, monkeypatch, capsys,
+                                                                                  caplog):
+    """A checkpoint of a decord run where decord is not installed stopped without saying ``--backend pyav`` reads
+    its videos anyway; one of an opencv run with ``--index-dir`` was refused after the index folder was made and
+    warned to hold no frame index yet. Now the refusal says it, and the folder is made (and warned of) only once
+    the run's backend is known to keep one."""
+    import dataclasses
+    import importlib.util
+
+    from mme.cli import main
+
+    root, _ = setup
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "decord" else
+                        find_spec(name, *args))
+    model = VisionTransformer(ModelConfig(**CFG))
+    config = {"model": dataclasses.asdict(model.cfg), "data": {"stride": 2, "backend": backend}}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "run.pt")
+    out, index = tmp_path / "out", tmp_path / "index"
+    args = {"embed": [str(tmp_path / "run.pt"), str(root / "list.txt"), "--out", str(out / "f.npy")],
+            "probe": [str(tmp_path / "run.pt"), "--train", str(root / "list.txt"), "--out", str(out)]}[command]
+    flags = [flag.format(index=index) for flag in flags]
+    assert main([command, *args, "--root", str(root), "--workers", "0", *flags]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"mme {command}: error: " + said.format(index=index)
+    if flags and command == "embed":  # (the command line removes the folders it made where it fails; embed() not)
+        with pytest.raises(ConfigError, match="only the PyAV reader"):
+            embed(tmp_path / "run.pt", root / "list.txt", out / "f.npy", root=str(root), num_workers=0,
+                  index_dir=str(index))
+    assert "holds no frame index" not in caplog.text and not out.exists() and not index.exists()
+
+
 def test_a_command_that_joined_the_process_group_leaves_it(setup, tmp_path, monkeypatch):
     """`mme embed` and `mme probe` under torchrun joined the process group and left it up at exit, where gloo's
     teardown sometimes aborted a rank; the command now leaves the group it joined (a group of one rank here: a

@@ -625,8 +625,9 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
     """:func:`embed`'s options that need no input read, checked before any is (mme probe's before it reads its
     checkpoint, once for all its splits): the features files ``outs``, the counts given (:data:`EMBED_COUNTS`), the
     video backend given and device usable here (the run's backend, taken where none is given, is checked once the
-    checkpoint is read: :func:`read_encoder`), and the index folder (made where missing); else one line naming the
-    flag. Returns the device, this rank's (under torchrun), and the counts as plain ints."""
+    checkpoint is read: :func:`read_encoder`), and the index folder (made where missing, once the backend is known
+    to keep one: by :func:`read_encoder` where none is given); else one line naming the flag. Returns the device,
+    this rank's (under torchrun), and the counts as plain ints."""
     from mme.data.video import check_index_dir, require_backend
     from mme.train.distributed import rank_on_node
     from mme.train.precision import choose_device
@@ -644,7 +645,7 @@ def check_embed_options(outs: list[Path], backend: str | None = None, device: st
     if index_dir is not None:
         for out in outs:
             check_apart(out, "--out", index_dir, "--index-dir")
-        check_output(index_dir, "--index-dir", folder=True)
+        check_output(index_dir, "--index-dir", folder=True, make=backend is not None)
     return on, counts
 
 
@@ -681,8 +682,9 @@ def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_fra
                          given_as={k: flag(k) for k in CLIP})
     encoder = build_model(ck)
     views = ck.run_views(stride, segments, orientation, "embed", backend=backend)
-    if backend is None:  # (one given was checked before the checkpoint was read: check_embed_options)
+    if backend is None and index_dir is not None:  # (one given was checked, the folder made: check_embed_options)
         check_index_dir(views[-1], index_dir, "its run's data.backend", "--index-dir")
+        check_output(index_dir, "--index-dir", folder=True)
     return EncoderRead(ck, encoder, *views, file_id)
 
 
@@ -724,14 +726,14 @@ def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips:
                                          num_workers=num_workers)
         batch_size, chunk_batches, clips, crops, num_workers = counts.values()
         refuse_unowned(out, tokens, overwrite)
-    if index_dir is not None and not any(Path(index_dir).iterdir()):
-        log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it", index_dir,
-                        index_dir)
     info = dist.init_distributed(on)
     with dist.agreed():  # each rank reads the checkpoint and the list (a node, its own copies)
         ck, encoder, stride, segments, orientation, backend, checkpoint_id = read or read_encoder(
             checkpoint, img_size=img_size, num_frames=num_frames, stride=stride, segments=segments,
             orientation=orientation, backend=backend, index_dir=index_dir)
+        if index_dir is not None and not any(Path(index_dir).iterdir()):  # (of a backend that keeps one: above)
+            log.warning("--index-dir %s holds no frame index yet: `mme check LIST --index-dir %s` fills it",
+                        index_dir, index_dir)
         dev, precision, why, pooled_norm = _prepare(encoder, on, precision,
                                                     ck.pooled_norm)  # (a classifier's fc_norm)
         dataset = build_test_set(source, encoder.cfg, clips=clips, crops=crops, stride=stride, segments=segments,

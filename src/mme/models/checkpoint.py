@@ -188,8 +188,8 @@ class Checkpoint:
         """The video decoder of ``command``'s clips: ``given`` (``option``), with a warning where it is not the run's
         (the backends give other frames of one file: opencv converts colours itself, HDR ones too, where pyav returns
         the signal; pyav and pyav-cuda, FFmpeg's frames on the CPU or the GPU, count as one), else the run's
-        ``data.backend`` (:meth:`run_setting`), refused where this process cannot use it (ConfigError), but pyav-cuda
-        where it cannot decode on CUDA: pyav, said."""
+        ``data.backend`` (:meth:`run_setting`), refused where this process cannot use it (ConfigError naming
+        ``option`` pyav, which reads the videos anyway), but pyav-cuda where it cannot decode on CUDA: pyav, said."""
         from mme.data.video import require_backend
         from mme.motion.cache import same_frames
 
@@ -205,7 +205,8 @@ class Checkpoint:
                 require_backend(recorded, "its run's data.backend")
         except ConfigError as e:
             if recorded != "pyav-cuda":
-                raise
+                raise ConfigError(f"{e}; {as_given(option.rstrip('='), 'pyav')} reads its videos anyway, other "
+                                  "frames than its run's (warned)") from e
             log.info("%s: backend pyav, its run's pyav-cuda decoder on the CPU (%s)", command, e)
             return "pyav"
         return self.run_setting(None, "backend", command)
