@@ -1212,10 +1212,12 @@ def test_an_export_that_records_no_run_is_embedded_at_the_default_stride_with_a_
         assert said.getMessage().endswith("records no run (an export made before exports recorded their run's clips, "
                                           "or a file made otherwise than by an mme run), so its run may have had "
                                           "other settings than these, taken on trust: stride 4; orientation coded; "
-                                          "give them with --stride or --segments, --orientation")
+                                          "backend pyav; give them with --stride or --segments, --orientation, "
+                                          "--backend")
         assert "embed: orientation coded (default)" not in caplog.text  # said in the warning
         caplog.clear()
-        embed(exported, root / "v0.mp4", tmp_path / f"{fmt}2.npy", segments=True, orientation="coded", **kw)
+        embed(exported, root / "v0.mp4", tmp_path / f"{fmt}2.npy", segments=True, orientation="coded", backend="pyav",
+              **kw)
         assert "records no run" not in caplog.text
 
 

@@ -804,7 +804,8 @@ def test_a_probe_reads_its_checkpoint_once_and_says_its_warnings_once(synth, tmp
                            stride=2, k=3, num_workers=0, precision="fp32", progress=False, weight_decays=(1e-3,))
     assert reads == [ckpt]
     said = [rec.getMessage() for rec in caplog.records if "records no run" in rec.getMessage()]
-    assert len(said) == 1 and said[0].endswith("taken on trust: orientation coded; give them with --orientation")
+    assert len(said) == 1 and said[0].endswith("taken on trust: orientation coded; backend pyav; give them with "
+                                               "--orientation, --backend")
     assert result["splits"]["train"]["videos"] == result["splits"]["test"]["videos"] == 12
 
 

@@ -440,12 +440,13 @@ def test_viz_of_a_checkpoint_that_records_no_run_says_what_it_takes_on_trust(tmp
     (said,) = [r for r in caplog.records if "records no run" in r.getMessage()]
     assert said.levelno == logging.WARNING and said.getMessage().startswith(f"viz: {tmp_path / 'ck'} (mme mae) ")
     assert said.getMessage().endswith(
-        "so its run may have had other settings than these, taken on trust: stride 4; orientation coded; the traj "
-        "target of the released layout (PatchStd, 4 points a patch, tracks of 4 steps, flow dis-balanced); pixels "
-        "normalised per patch (VideoMAE's norm_pix_loss default); give them with --stride, --orientation")
+        "so its run may have had other settings than these, taken on trust: stride 4; orientation coded; backend pyav; "
+        "the traj target of the released layout (PatchStd, 4 points a patch, tracks of 4 steps, flow dis-balanced); "
+        "pixels normalised per patch (VideoMAE's norm_pix_loss default); give them with --stride, --orientation, "
+        "--backend")
     assert "(default)" not in caplog.text  # no info line besides
     caplog.clear()
-    prediction_picture(video, str(tmp_path / "ck"), tmp_path / "p.png", stride=2, orientation="coded")
+    prediction_picture(video, str(tmp_path / "ck"), tmp_path / "p.png", stride=2, orientation="coded", backend="pyav")
     (said,) = [r.getMessage() for r in caplog.records if "records no run" in r.getMessage()]
     assert "taken on trust: the traj target of the released layout" in said and "give them with" not in said
 

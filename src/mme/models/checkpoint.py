@@ -242,12 +242,14 @@ class Checkpoint:
         that made it read its clips (:meth:`run_sampling`, :meth:`run_setting`, :meth:`run_backend`); what was taken
         on trust of a file that records no run is said in one warning naming ``options`` (those of stride or
         segments, of orientation, of the backend)."""
-        unset = {"stride": stride is None and not segments, "orientation": orientation is None}
+        unset = {"stride": stride is None and not segments, "orientation": orientation is None,
+                 "backend": backend is None}
         stride, segments = self.run_sampling(stride, segments, command)
         orientation = self.run_setting(orientation, "orientation", command)
         backend = self.run_backend(backend, command, options[2])
         self.warn_no_run(command, [(f"{name} {value}", option) for name, value, option in (
-            ("stride", stride, options[0]), ("orientation", orientation, options[1])) if unset[name]])
+            ("stride", stride, options[0]), ("orientation", orientation, options[1]), ("backend", backend, options[2]))
+            if unset[name]])
         return stride, segments, orientation, backend
 
     @property

@@ -387,10 +387,11 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     m, traj, pixel = model.cfg, "traj" in model.heads, "pixel" in model.heads
     if compensate and not traj:
         raise ConfigError(f"--compensate: {checkpoint} has no 'traj' head; its reconstruction uses no tracks")
-    unset = {"stride": stride is None, "orientation": orientation is None}
+    unset = {"stride": stride is None, "orientation": orientation is None, "backend": backend is None}
     stride, orientation = ck.run_setting(stride, "stride", "viz"), ck.run_setting(orientation, "orientation", "viz")
-    trusted = [(f"{name} {value}", f"--{name}") for name, value in (("stride", stride), ("orientation", orientation))
-               if unset[name]]
+    backend = ck.run_backend(backend, "viz")
+    trusted = [(f"{name} {value}", f"--{name}") for name, value in (("stride", stride), ("orientation", orientation),
+                                                                    ("backend", backend)) if unset[name]]
     if traj:
         cfg, g = _traj_target(checkpoint, ck, model, compensate)
         trusted.append((f"the traj target of the released layout (PatchStd, {g.points} points a patch, tracks of "
@@ -398,7 +399,6 @@ def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int 
     if pixel and ck.norm_pix is None:
         trusted.append(("pixels normalised per patch (VideoMAE's norm_pix_loss default)", None))
     ck.warn_no_run("viz", trusted)
-    backend = ck.run_backend(backend, "viz")
     c = read_clip(video, start, m.num_frames, stride, m.img_size, cfg.track_length if traj else 0, m.tubelet_size,
                   orientation, backend)
     x = to_video_tensor(c.frames_at(c.clip))[None]  # (1, 3, T, H, W)
