@@ -408,7 +408,8 @@ def test_rgb_conversion_equals_to_ndarray_on_any_thread_count(tmp_path, codec, p
 @pytest.mark.parametrize("matrix,name", [(8, "YCgCo"), (10, "BT.2020 CL"), (14, "ICtCp")])
 def test_a_colour_matrix_ffmpeg_cannot_convert_to_rgb_is_refused_naming_it_not_as_a_decode_error(tmp_path,
                                                                                                 clip_frames,
-                                                                                                matrix, name):
+                                                                                                matrix, name,
+                                                                                                monkeypatch):
     """An H.264 stream tagged with a colour matrix swscale does not convert to RGB decodes, and its conversion fails
     (ENOTSUP): the file is unreadable, naming the matrix, in a read and in `mme check` (before: "decode error
     ([Errno 95] Operation not supported)"). No other matrix is put in its place: that would give wrong colours. The
@@ -434,6 +435,13 @@ def test_a_colour_matrix_ffmpeg_cannot_convert_to_rgb_is_refused_naming_it_not_a
         assert (str(refused.value), refused.value.reason) == (f"{path}: {reason}", "unreadable"), backend
     check = check_video(path)
     assert (check["status"], check["reason"]) == ("unreadable", f"{path}: {reason}")
+    monkeypatch.chdir(tmp_path)  # opened by a relative name, read from another working folder: the same refusal
+    with open_video(path.name, "opencv") as reader:
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        with pytest.raises(VideoError) as refused:
+            reader.read([0])
+    assert str(refused.value) == f"{path.name}: {reason}"  # (was: decode error, its first frame looked for here)
 
 
 def test_a_video_whose_frame_size_changes_is_refused_naming_both_sizes(tmp_path, clip_frames):

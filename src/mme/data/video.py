@@ -339,7 +339,7 @@ class _OpenCVReader(VideoReader):
                 pos += 1
             ok, frame = self._cap.read()
             if not ok:  # (OpenCV says no why: a colour matrix FFmpeg cannot convert is the PyAV reader's refusal)
-                if refusal := colour_refusal(self.path):
+                if refusal := colour_refusal(self._name):
                     raise video_error(self.path, "unreadable", refusal)
                 raise video_error(self.path, "decode error", f"frame {i} could not be decoded")
             pos += 1
