@@ -1030,6 +1030,45 @@ def test_corrupt_cache_is_an_error_naming_the_file_and_the_dataset_skips_it(vide
     assert ds.failure_counts() == {"track cache": 1}
 
 
+def test_a_cache_file_whose_records_are_damaged_is_named_to_delete_before_the_advised_extract(tmp_path, capsys):
+    """A file whose records fail zlib's check (its header reads): the failure fraction's refusal advised re-running
+    mme extract, whose resume reads headers only and kept it ("0 written, 2 already complete"), so following the
+    advice looped. The refusal names the file to delete first, and the extraction it advises then makes it."""
+    root, out = tmp_path / "videos", tmp_path / "cache"
+    root.mkdir()
+    write_video(root / "pan.mp4", affine_video(12, 64, 80, dx=2.0, seed=3)[0])
+    write_video(root / "still.mp4", affine_video(12, 64, 64, seed=1)[0])
+    (root / "list.txt").write_text("pan.mp4\nstill.mp4\n")
+    args = ["extract", str(root / "list.txt"), "--root", str(root), "--out", str(out), "--length", "2",
+            "--short-side", "64"]
+    assert cli(args) == 0
+    bad = cache_file(out, "pan.mp4")
+    data = bytearray(bad.read_bytes())
+    header = int.from_bytes(data[8:16], "little")
+    starts = json.loads(data[16:16 + header])["starts"]
+    offsets = np.frombuffer(bytes(data[16 + header:16 + header + 8 * (starts + 1)]), "<u8")
+    for offset in offsets[:-1]:  # a byte inside each record: every start's zlib check fails, the header reads
+        data[16 + header + 8 * (starts + 1) + 4 + int(offset) + 4] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
+    config = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=32,
+                        max_failure_fraction=0.0)
+    dataset = PretrainDataset(config, fn, fn.track_length, track_reads=fn.track_reads)
+    with pytest.raises(DataError, match=r"\(\{'track cache': 1\}\); e\.g\. .*pan\.mp4: track cache; delete the track "
+                                        r"cache files that cannot be read, which a resumed extraction keeps \(it reads "
+                                        r"their headers only\): \S*pan\.mp4\.tracks \(Error -3 while decompressing "
+                                        r"data: .*\); then `mme extract ") as refused:
+        dataset[0]
+    assert "still.mp4.tracks (" not in str(refused.value)
+    capsys.readouterr()
+    assert cli(args) == 0 and "0 written, 2 already complete" in capsys.readouterr().out  # why it must be deleted
+    bad.unlink()
+    assert cli(args) == 0 and "1 written, 1 already complete" in capsys.readouterr().out  # as advised
+    fresh = PretrainDataset(config, fn, fn.track_length, track_reads=fn.track_reads)
+    assert fresh[0]["motion"]["disp"].shape[0] == 2 and fresh.failure_counts() == {}
+
+
 def test_a_damaged_header_is_refused_and_a_resume_makes_a_damaged_file_again(videos, tmp_path, caplog):
     """One bit of the header's quantum flipped (0.05 -> 0.07 px) read as displacements 1.4 times larger, and a
     resumed extraction counted the file "already complete". Version 3 files carry a checksum of their header; files

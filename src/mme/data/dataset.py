@@ -795,9 +795,31 @@ class PretrainDataset(_VideoDataset):
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else
         the advice of any dataset."""
         if 2 * self.failure_counts(codes).get("track cache", 0) > failed:
-            return (f"{self.extract_advice()}; a re-run also makes again the files of videos changed since (the "
-                    "warnings above name each file)")
+            advice = (f"{self.extract_advice()}; a re-run also makes again the files of videos changed since (the "
+                      "warnings above name each file)")
+            if damaged := self._damaged_cache_files(codes):
+                named = ", ".join(found for found, _ in damaged[:2]) + (f" and {len(damaged) - 2} more"
+                                                                        if len(damaged) > 2 else "")
+                advice = (f"delete the track cache files that cannot be read, which a resumed extraction keeps (it "
+                          f"reads their headers only): {named} ({damaged[0][1]}); then {advice}")
+            return advice
         return super()._failure_advice(codes, failed)
+
+    def _damaged_cache_files(self, codes: torch.Tensor) -> list[tuple[str, str]]:
+        """The track cache files that cannot be read whole (:func:`mme.motion.cache.damaged`), with why, of the first
+        :data:`CACHE_PROBES` videos that failed for their cache by ``codes`` (as :attr:`failure_codes`): read at the
+        failure check that stops the run only."""
+        from mme.motion.cache import damaged, find_cache_file
+
+        out: dict[str, str] = {}
+        for i in torch.nonzero(codes == REASONS.index("track cache")).flatten().tolist()[:CACHE_PROBES]:
+            try:
+                found = self._found_cache_file(i) or str(find_cache_file(self.target_fn.cfg.cache_dir, self.path(i)))
+            except VideoError:  # no file: what the extraction advised makes
+                continue
+            if found not in out and os.path.isfile(found) and (why := damaged(found)) is not None:
+                out[found] = why
+        return list(out.items())
 
     def extract_command(self, flags: str) -> str:
         """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""

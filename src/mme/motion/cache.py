@@ -373,6 +373,17 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     return CachedTracks(disp.astype(np.float32) * head.quant, st, valid, homs, meta, T)
 
 
+def damaged(path: str | Path) -> str | None:
+    """Why the cache file at ``path`` cannot be read whole (a record that fails zlib's check, a header or offsets
+    damaged), else None: every record is read. A resumed ``mme extract`` reads headers only (:func:`cache_meta`), so
+    it keeps a file whose damage is past its header: such a file is to be deleted before the re-run."""
+    try:
+        read_cache(path)
+    except VideoError as e:
+        return str(e.__cause__ or e)
+    return None
+
+
 @contextlib.contextmanager
 def _opened_cache(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
     """A cache file open past its magic, and whether it is a version 1 file (a zip, which :func:`_read_v1` reads from
