@@ -287,6 +287,50 @@ def test_two_jobs_starting_one_video_at_once_make_it_once(videos, tmp_path, monk
     assert not any((out / ".locks").rglob("*.lock"))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_video_another_job_holds_is_waited_for_after_the_others_and_said(videos, tmp_path, caplog, request,
+                                                                          workers):
+    """The lock of a video's making held by another job (one stopped with Ctrl-Z): the extraction waited for it
+    silently, the other videos not made meanwhile (with one worker, never). It makes the others first, then says it
+    waits for that video, naming its lock, and makes it once the lock is free."""
+    from mme.data.lists import read_list
+
+    (videos / "ab.txt").write_text("cls/a.mp4\nb.mp4\n")
+    out = tmp_path / "cache"
+    mine = {cache_file(out, e.path): e for e in read_list(str(videos / "ab.txt"))[0]}
+    held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), False)[0][0]
+    assert held.listed == "cls/a.mp4"
+    other_made, taken, waits = threading.Event(), threading.Event(), threading.Event()
+
+    class Waits(logging.Handler):
+        def emit(self, record):
+            if "waiting for" in record.getMessage():
+                waits.set()
+
+    def hold():  # as another job would, until the extraction says it waits for it (30 s at most)
+        with utils.exclusive_lock(held.lock):
+            taken.set()
+            waits.wait(30)
+            if cache_file(out, "b.mp4").is_file():
+                other_made.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    caplog.set_level(logging.INFO, logger="mme")
+    logging.getLogger("mme").addHandler(handler := Waits())
+    request.addfinalizer(lambda: logging.getLogger("mme").removeHandler(handler))
+    report = extract_cache(str(videos / "ab.txt"), str(out), root=str(videos), length=2, short_side=64,
+                           workers=workers)
+    holder.join(40)
+    assert other_made.is_set()  # made while the lock was held
+    assert report["done"] == 2 and report["failed"] == {}
+    assert other_settings(cache_file(out, "cls/a.mp4"), ExtractOptions(length=2, short_side=64)) == {}
+    said = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert said == [f"extract: waiting for {videos / 'cls' / 'a.mp4'}, being made by another job (it holds "
+                    f"{held.lock})"]
+
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -226,7 +227,8 @@ class _Job(NamedTuple):
     (the file a run reads; no job writes a version 1 file beside it, which the start judged) just before the video
     is made (not with ``--overwrite``), where it is another file than the start looked at
     (``seen``, its device and inode; None: none there), so that a file the start read (and warned about) is not read
-    again."""
+    again. ``wait``: whether to wait for the lock of its making where another job holds it (else it is left for later:
+    :func:`_held_last`)."""
 
     video: str
     listed: str
@@ -235,6 +237,7 @@ class _Job(NamedTuple):
     opts: ExtractOptions
     recheck: bool
     seen: tuple[int, int] | None
+    wait: bool = True
 
     @property
     def lock(self) -> Path:
@@ -248,15 +251,17 @@ def _died(job: _Job, how: str) -> tuple[str, str | None, bool]:
     return job.video, f"{job.video}: a worker process died extracting it ({how})", False
 
 
-def _work(job: _Job) -> tuple[str, str | None, bool]:
-    """Make one video's cache file: (its path, the error or None, whether it was made). Another job on the same
-    ``--out`` (another list sharing videos) may have made the file since this one's start: one made with these
-    settings is skipped, one made otherwise fails the video with the start's refusal. The look and the making hold
-    the file's lock (:func:`mme.utils.exclusive_lock`), so that a job that starts the video while another makes it
-    waits, then finds it made."""
+def _work(job: _Job) -> tuple[str, str | None, bool | None]:
+    """Make one video's cache file: (its path, the error or None, whether it was made; None: not tried, its lock held
+    by another job, where ``job.wait`` is False). Another job on the same ``--out`` (another list sharing videos) may
+    have made the file since this one's start: one made with these settings is skipped, one made otherwise fails the
+    video with the start's refusal. The look and the making hold the file's lock (:func:`mme.utils.exclusive_lock`),
+    so that a job that starts the video while another makes it waits, then finds it made."""
     target = job.target
     try:
-        with exclusive_lock(job.lock, remove=True):
+        with exclusive_lock(job.lock, remove=True, wait_s=None if job.wait else 0) as held:
+            if not held:
+                return job.video, None, None
             if job.recheck and identity_or_none(target) != job.seen:
                 differ = other_settings(target, job.opts, job.video)
                 if differ == {}:
@@ -271,6 +276,34 @@ def _work(job: _Job) -> tuple[str, str | None, bool]:
         return job.video, str(e), False
     except Exception as e:  # one bad video must not end a long extraction: report it and go on
         return job.video, f"{type(e).__name__}: {e}", False
+
+
+def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None, bool]]:
+    """:func:`_work` of each job, in ``workers``, as they end: a video whose making another job holds (another list's
+    extraction sharing it, a job stopped with Ctrl-Z) is left until the others are done, then waited for, said once
+    at info level with the lock held, so that the others are made meanwhile (one worker waited for it first, without
+    end and silently, where its holder was stopped)."""
+    later = []
+    for job, result in in_workers(_try, jobs, workers, _died_trying):
+        if result is None:
+            later.append(job)
+        else:
+            yield result
+    if later:
+        more = f" and {len(later) - 1} more video(s)" if len(later) > 1 else ""
+        log.info("extract: waiting for %s%s, being made by another job (it holds %s)", later[0].video, more,
+                 later[0].lock)
+        yield from in_workers(_work, later, workers, _died)
+
+
+def _try(job: _Job) -> tuple[_Job, tuple[str, str | None, bool] | None]:
+    """``job`` and its :func:`_work` without waiting for its lock: None where another job holds it."""
+    result = _work(job._replace(wait=False))
+    return job, None if result[2] is None else result
+
+
+def _died_trying(job: _Job, how: str) -> tuple[_Job, tuple[str, str | None, bool]]:
+    return job, _died(job, how)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -408,7 +441,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
         log.warning("%s", left_out(bad_lines, list_file))
     failed: dict[str, str] = {}
     made, tally = 0, Tally(SHOWN)
-    done = in_workers(_work, jobs, workers, _died)
+    done = _held_last(jobs, workers)
     for path, err, written in progress_bar(done, len(jobs), "extract", "video", show=is_main()):
         # (--out removed: the next videos' files would go into another job's; the workers, other processes, lock none)
         check_folder_held(lock)
