@@ -1863,6 +1863,47 @@ def test_the_missing_files_advice_for_a_mixed_cache_makes_it_again_with_the_runs
     assert [dataset[i]["index"] for i in range(3)] == [0, 1, 2]
 
 
+def test_a_mixed_cache_the_run_reads_is_warned_about_whichever_file_comes_first(synth, tmp_path, caplog):
+    """Part of the list extracted with the defaults, the rest with --flow dis-fast --seed-stride 32, into one cache
+    the run reads: the flow and coarseness warnings judged the first probed file alone, so the run said nothing where
+    the list's first video's file was of the defaults, and warned as if the whole cache were of dis-fast where it came
+    first. Each probed file is judged: the run says the cache is mixed, naming two files and their settings, and
+    names the file each warning is of."""
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:2]
+    cache = tmp_path / "cache"
+    for i, made in enumerate([(), ("--flow", "dis-fast", "--seed-stride", "32")]):
+        (tmp_path / f"part{i}.txt").write_text(f"{listed[i]}\n")
+        assert cli.main(["extract", str(tmp_path / f"part{i}.txt"), "--root", lists["data.root"], "--out", str(cache),
+                         "--length", "2", *made]) == 0
+    files = [cache / (line.split()[0] + ".tracks") for line in listed]
+    for order in ([0, 1], [1, 0]):
+        (tmp_path / "list.txt").write_text("".join(f"{listed[k]}\n" for k in order))
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}",
+                                           f"data.root={lists['data.root']}"], tmp_path / "run",
+                          f"target.cache_dir={cache}", "target.track_length=2")
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            check_cache(cfg, pretrain_dataset(cfg))
+        said = [r.getMessage() for r in caplog.records]
+        first, second = (files[k] for k in order)
+        held = {files[0]: "seed_stride 8, flow dis-balanced", files[1]: "seed_stride 32, flow dis-fast"}
+        assert said[0].startswith(f"the track cache {cache}: its tracks differ from one video to another: the cache "
+                                  f"is mixed: {first} was made with {held[first]}, {second} with {held[second]}, and "
+                                  "a resumed extraction refuses files of other settings; `mme extract "), said
+        assert said[0].endswith("--overwrite` makes every file again with this run's settings")
+        of_it = f"the track cache file {files[1]} (of the mixed cache {cache})"
+        assert said[1] == (f"{of_it} was extracted with flow dis-fast; target.flow=dis-balanced is not used (the "
+                           "tracks are the cache's)")
+        assert said[2].startswith(f"{of_it} is coarser than this run's targets: extracted at --short-side 224 "
+                                  "--seed-stride 32: its seeds lie")
+        assert len(said) == 3, said
+
+
 def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:
     """The masks of ``indices`` as the training step's process drew them before the data workers did (the former
     ``pretrain.masks_for``, kept here only): a mask of a given (seed, epoch, index) must stay the same across

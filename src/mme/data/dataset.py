@@ -775,12 +775,9 @@ class PretrainDataset(_VideoDataset):
         made = self.current_probes
         settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
         fine = functools.partial(extract_flags_as_fine, self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride)
-        for (_, other, _), theirs in zip(made[1:], settings[1:]):
-            if differ := [key for key in settings[0] if theirs[key] != settings[0][key]]:
-                said = [", ".join(f"{key} {held[key]}" for key in differ) for held in (settings[0], theirs)]
-                return (f"the cache is mixed: {made[0][1]} was made with {said[0]}, {other} with {said[1]}, and a "
-                        f"resumed extraction refuses files of other settings; `{self.extract_command(fine())}` makes "
-                        f"every file again with this run's settings")
+        if (mixed := self.mixed_cache()) is not None:
+            return (f"the cache is mixed: {mixed}, and a resumed extraction refuses files of other settings; "
+                    f"`{self.extract_command(fine())}` makes every file again with this run's settings")
         if (refusal := next(filter(None, (self.cache_file_refusal(*probe) for probe in made)), None)) is not None:
             return (f"the cache's files were made with settings this run cannot read ({refusal}), and a resumed "
                     f"extraction refuses files of other settings; `{self.extract_command(fine())}` makes every file "
@@ -790,6 +787,20 @@ class PretrainDataset(_VideoDataset):
                     f"files these videos lack with the settings of the cache's {made[0][1]}, and resumes")
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
+
+    def mixed_cache(self) -> str | None:
+        """Where the probed files (:attr:`current_probes`) were made with other settings each (a mixed cache: two
+        extractions of parts of the list into one folder), two of them and their settings ('<file> was made with
+        seed_stride 8, flow dis-balanced, <file> with seed_stride 32, flow dis-fast'), else None."""
+        from mme.motion.cache import resume_settings
+
+        made = self.current_probes
+        settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
+        for (_, other, _), theirs in zip(made[1:], settings[1:]):
+            if differ := [key for key in settings[0] if theirs[key] != settings[0][key]]:
+                said = [", ".join(f"{key} {held[key]}" for key in differ) for held in (settings[0], theirs)]
+                return f"{made[0][1]} was made with {said[0]}, {other} with {said[1]}"
+        return None
 
     def _failure_advice(self, codes: torch.Tensor, failed: int) -> str:
         """:meth:`extract_advice` where most failures are of the track cache (the one dataset that reads it), else

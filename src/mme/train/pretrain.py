@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -79,9 +79,11 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     :func:`_check_refused_files`, judged after the settings: their advice, a resumed extraction, would be refused for
     files of other settings), as each read would at the first batch, after the run's files, model and loader workers
     are made. Tracks read from a cache are the flow ``mme extract`` used, not ``target.flow``, of the frames its
-    ``--backend`` read: say so where these differ from the run's (judged on its first such file), so that the run's
-    config is not read as its tracks' flow, and a decoder that reads other frames is seen; and where its tracks are
-    coarser than the run's targets (:func:`_coarser_cache`). A target of no tracks (pixel, hog), as a resumed run
+    ``--backend`` read: say so where these differ from the run's (judged on each probed file, naming the first such
+    one where the cache is mixed), so that the run's config is not read as its tracks' flow, and a decoder that reads
+    other frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`); and where
+    its files were made with other settings each (a mixed cache: :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`),
+    whose targets differ from one video to another. A target of no tracks (pixel, hog), as a resumed run
     whose config holds a cache it does not read, checks nothing of it."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
@@ -113,18 +115,36 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         if (refusal := dataset.cache_file_refusal(*probe, command)) is not None:
             raise refusal
     _check_refused_files(cfg, dataset)  # after: its advice resumes with settings of files the run reads
-    if meta["flow"] != cfg.target.flow:
-        log.warning("the track cache %s was extracted with flow %s; target.flow=%s is not used (the tracks are the "
-                    "cache's)", cfg.target.cache_dir, meta["flow"], cfg.target.flow)
-    made_with, backend = cache_backend(meta), cfg.data.backend
-    if not same_frames(made_with, backend):
-        log.warning("the track cache %s was extracted with --backend %s, this run decodes with data.backend=%s: "
-                    "the two can read other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, "
-                    "MPEG-PS/TS and some Matroska files, %s), and then its tracks are not of its clip's "
-                    "frames; extract again with %s, or set data.backend=%s", cfg.target.cache_dir, made_with, backend,
-                    repository_doc("data.md"), remake, made_with)
-    if (coarser := _coarser_cache(meta, cfg)) is not None:
-        log.warning("the track cache %s is coarser than this run's targets: %s", cfg.target.cache_dir, coarser)
+    mixed = dataset.mixed_cache()
+    if mixed is not None:  # (its advice: the cache made again with this run's settings)
+        log.warning("the track cache %s: its tracks differ from one video to another: %s", cfg.target.cache_dir,
+                    dataset.extract_advice())
+
+    def judged(wrong: Callable[[dict], object]) -> tuple[str, dict, object]:
+        """What the first probed file that ``wrong`` says something of is called in a warning, its meta and what
+        ``wrong`` says (falsy: no file): the cache, or where it is mixed that file of it."""
+        for _, found, meta in dataset.current_probes:
+            if said := wrong(meta):
+                return (f"the track cache {cfg.target.cache_dir}" if mixed is None else
+                        f"the track cache file {found} (of the mixed cache {cfg.target.cache_dir})"), meta, said
+        return "", {}, None
+
+    what, meta, _ = judged(lambda meta: meta["flow"] != cfg.target.flow)
+    if what:
+        log.warning("%s was extracted with flow %s; target.flow=%s is not used (the tracks are the cache's)", what,
+                    meta["flow"], cfg.target.flow)
+    backend = cfg.data.backend
+    what, meta, _ = judged(lambda meta: not same_frames(cache_backend(meta), backend))
+    if what:
+        made_with = cache_backend(meta)
+        log.warning("%s was extracted with --backend %s, this run decodes with data.backend=%s: the two can read "
+                    "other frames of a file (OpenCV's differ from PyAV's on variable-frame-rate, MPEG-PS/TS and some "
+                    "Matroska files, %s), and then its tracks are not of its clip's frames; extract again with %s, "
+                    "or set data.backend=%s", what, made_with, backend, repository_doc("data.md"),
+                    extract_flags(cfg.target, cfg.data, min(meta["work_size"]), meta["seed_stride"]), made_with)
+    what, _, coarser = judged(lambda meta: _coarser_cache(meta, cfg))
+    if what:
+        log.warning("%s is coarser than this run's targets: %s", what, coarser)
 
 
 def _check_refused_files(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
