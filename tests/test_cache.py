@@ -978,6 +978,36 @@ def test_a_cache_that_lacks_the_lists_videos_says_to_extract_them(videos, tmp_pa
         PretrainDataset(cfg, fn, fn.track_length, track_reads=fn.track_reads)[0]
 
 
+def test_the_cache_of_a_list_of_absolute_paths_is_found_after_its_dataset_moved(tmp_path):
+    """A cache made from a list of absolute paths keeps them whole under it (<cache>/<old root>/cls/a.mp4.tracks):
+    once the dataset was moved and its list's paths changed to match, no tail of the new paths named a file there,
+    and the run refused the cache as lacking the files of every video (an extraction made them all again). The file
+    that ends with the longest tail of a video's path, alone, is taken where it records that video's fingerprint; a
+    new video of the same name is not given another's file."""
+    old, moved, out = tmp_path / "old" / "ds", tmp_path / "new" / "place", tmp_path / "cache"
+    (old / "cls").mkdir(parents=True)
+    write_video(old / "cls" / "a.mp4", affine_video(12, 64, 80, dx=2.0, seed=3)[0])
+    write_video(old / "b.mp4", affine_video(12, 64, 64, dx=-1.0, seed=1)[0])
+    (tmp_path / "list.txt").write_text(f"{old / 'cls' / 'a.mp4'}\n{old / 'b.mp4'}\n")
+    assert cli(["extract", str(tmp_path / "list.txt"), "--out", str(out), "--length", "2", "--short-side", "64"]) == 0
+    made = [cache_file(out, str(old / "cls" / "a.mp4")), cache_file(out, str(old / "b.mp4"))]
+    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
+    config = DataConfig(list_file=str(tmp_path / "list.txt"), num_frames=4, stride=2, img_size=32)
+    before = [PretrainDataset(config, fn, 2, track_reads=fn.track_reads)[i]["motion"]["disp"] for i in range(2)]
+    moved.parent.mkdir()
+    old.rename(moved)
+    (moved / "new").mkdir()
+    write_video(moved / "new" / "a.mp4", affine_video(12, 64, 80, dx=-2.0, seed=4)[0])  # never extracted
+    (tmp_path / "list.txt").write_text(f"{moved / 'cls' / 'a.mp4'}\n{moved / 'b.mp4'}\n{moved / 'new' / 'a.mp4'}\n")
+    dataset = PretrainDataset(dataclasses.replace(config, max_failure_fraction=0.5), fn, 2,
+                              track_reads=fn.track_reads)
+    assert dataset.cache_lookup.files == [str(made[0]), str(made[1]), None]
+    assert dataset.cache_lookup.lacking == [2]
+    for i in range(2):
+        assert torch.equal(dataset[i]["motion"]["disp"], before[i])
+
+
 def test_the_missing_files_advice_reads_the_caches_files_once(videos, tmp_path, monkeypatch):
     """The advice for a cache that lacks files looked the probed videos up and read their files' headers each time
     it was given: by the run's check before any work, then again by every failure check past the fraction (each

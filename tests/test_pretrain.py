@@ -1003,13 +1003,16 @@ def test_mean_prediction_loss_is_the_valid_weighted_spread_about_the_mean_target
 
 def test_a_track_cache_without_the_lists_files_is_refused_before_any_work(synth, tmp_path):
     """A missing or empty target.cache_dir was refused at the first batch, after the run's config.yaml, run.json
-    and logs, the model and the loader workers were made. A cache that lacks some videos' files still trains."""
+    and logs, the model and the loader workers were made; one that holds none of the list's files says so, where its
+    lookup stopped once more than the run may skip were lacking. A cache that lacks some videos' files still trains."""
     from mme.motion.extract import extract_cache
 
     lists = dict(s.split("=", 1) for s in synth)
     (tmp_path / "empty").mkdir()
-    for cache, said in (("missing", "is not a folder"), ("empty", r"holds no track cache file for any of the 16 "
-                                                                   r"videos of .*txt \(the first: .*\)")):
+    (tmp_path / "stray").mkdir()  # another list's file alone: "lacks the track cache files of 2 ..., and its listing
+    (tmp_path / "stray" / "other.mp4.tracks").write_bytes(b"x")  # lacks those of 14 more" before
+    every = r"holds no track cache file for any of the 16 videos of .*txt \(the first: [^)]*\)(?!, and its)"
+    for cache, said in (("missing", "is not a folder"), ("empty", every), ("stray", every)):
         with pytest.raises(DataError, match=rf"^target.cache_dir '.*{cache}' {said}.*; `mme extract .* --root .* --out "
                                             rf".*{cache} --length 6 .*` makes the track cache files"):
             run("tiny_cpu_mme", synth, tmp_path / f"run_{cache}", f"target.cache_dir={tmp_path / cache}")

@@ -223,7 +223,9 @@ def listed_files(cache_dir: str | Path) -> tuple[frozenset[tuple[str, ...]], boo
 def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tuple[str, ...]] | None = None) -> Path:
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
     (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one.
-    ``listed``: the files under ``cache_dir`` (:func:`listed_files`'s), looked up there rather than on disk."""
+    ``listed``: the files under ``cache_dir`` (:func:`listed_files`'s), looked up there rather than on disk; where no
+    suffix is there, the one file that ends with the longest tail of the path (:func:`_moved_file`: a dataset of
+    absolute paths moved since)."""
     path = Path(video_path)
     parts, under = path.parts, _under_cache(path)  # under: parts without the anchor, '..' escaped
     anchored, last_up = int(path.is_absolute()), max((k for k, p in enumerate(parts) if p == ".."), default=-1)
@@ -237,8 +239,45 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
             legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
             if legacy.is_file():
                 return legacy
+    if listed is not None and (moved := _moved_file(under, listed)) is not None and _made_of(
+            Path(cache_dir, *moved), video_path):
+        return Path(cache_dir, *moved)
     raise video_error(video_path, "track cache", f"no track cache for it under {cache_dir} (mme extract writes "
                       f"<cache>/<the list's path>{SUFFIX}); run mme extract for it")
+
+
+def _moved_file(under: tuple[str, ...], listed: frozenset[tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The file in ``listed`` (:func:`listed_files`) that ends with the longest tail of the parts ``under`` of a video's
+    path (:func:`_under_cache`), where one alone does: the cache of a list of absolute paths whose dataset was moved
+    since (``/data/old/c/v.mp4``'s file, ``<cache>/data/old/c/v.mp4.tracks``, for ``/new/place/c/v.mp4``), which no
+    tail of the new path under the cache names. :func:`find_cache_file` takes it where it was made from the video at
+    that path (:func:`_made_of`)."""
+    named = _by_name(listed).get(under[-1] + SUFFIX, ()) if under else ()
+    if len(named) < 2:
+        return named[0] if named else None
+    longest = [next((k for k in range(2, min(len(f), len(under)) + 1) if f[-k] != under[-k]),
+                    min(len(f), len(under)) + 1) for f in named]  # 1 + the parts in common, the name's included
+    best = max(longest)
+    return named[longest.index(best)] if longest.count(best) == 1 else None
+
+
+def _made_of(path: Path, video: str) -> bool:
+    """Whether the cache file at ``path`` records the fingerprint of the file ``video`` (:func:`same_source`): one
+    that records none (an earlier mme's), or that cannot be read, is not taken as another path's."""
+    try:
+        meta = cache_meta(path)
+        return meta.get("fingerprint") is not None and os.path.isfile(video) and same_source(meta, video)
+    except (VideoError, OSError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _by_name(listed: frozenset[tuple[str, ...]]) -> dict[str, list[tuple[str, ...]]]:
+    """The files of a cache listing (:func:`listed_files`) by their name: made once for a whole list's lookups."""
+    by_name: dict[str, list[tuple[str, ...]]] = {}
+    for parts in listed:
+        by_name.setdefault(parts[-1], []).append(parts)
+    return by_name
 
 
 def quantise(disp: np.ndarray) -> np.ndarray:

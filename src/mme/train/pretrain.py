@@ -93,11 +93,12 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     lookup = dataset.cache_lookup
     lacking = len(lookup.lacking)
     if lacking == len(dataset) or dataset.too_many_failures(lacking):
-        every = lacking == len(dataset)
+        # (a whole listing that lacks the rest too: none of the list's videos has one)
+        every = lacking + (lookup.unsought if lookup.whole else 0) == len(dataset)
         held = "holds no track cache file for any" if every else f"lacks the track cache files of {lacking}"
         unlisted = "" if lookup.whole else "; some of its folders could not be listed, and they may be there"
         unsought = (f", and its listing lacks those of {lookup.unsought} more (not looked up one by one{unlisted})"
-                    if lookup.unsought else "")
+                    if lookup.unsought and not every else "")
         bad = len(dataset.bad_lines)  # (the failure fraction counts them too)
         failed, lines = dataset.failed_of(lacking)
         counted = f", which with its {bad} bad line(s) are {failed} of its {lines} lines" if bad else ""
