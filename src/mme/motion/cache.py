@@ -29,6 +29,7 @@ stay inside the crop (all but the last, as :func:`mme.motion.tracks.track`).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import hashlib
@@ -251,14 +252,26 @@ def _moved_file(under: tuple[str, ...], listed: frozenset[tuple[str, ...]]) -> t
     path (:func:`_under_cache`), where one alone does: the cache of a list of absolute paths whose dataset was moved
     since (``/data/old/c/v.mp4``'s file, ``<cache>/data/old/c/v.mp4.tracks``, for ``/new/place/c/v.mp4``), which no
     tail of the new path under the cache names. :func:`find_cache_file` takes it where it was made from the video at
-    that path (:func:`_made_of`)."""
-    named = _by_name(listed).get(under[-1] + SUFFIX, ()) if under else ()
-    if len(named) < 2:
-        return named[0] if named else None
-    longest = [next((k for k in range(2, min(len(f), len(under)) + 1) if f[-k] != under[-k]),
-                    min(len(f), len(under)) + 1) for f in named]  # 1 + the parts in common, the name's included
-    best = max(longest)
-    return named[longest.index(best)] if longest.count(best) == 1 else None
+    that path (:func:`_made_of`). One search of the listing's files by their parts from the last
+    (:func:`_by_tail`): the files sharing the longest tail are next to each other there, so a list of many videos of
+    one name (``<id>/clip.mp4``) costs no more per video."""
+    if not under:
+        return None
+    key, tails = (under[-1] + SUFFIX, *reversed(under[:-1])), _by_tail(listed)
+    at = bisect.bisect_left(tails, key)
+    common = {i: _common(key, tails[i]) for i in (at - 1, at) if 0 <= i < len(tails)}  # the longest is beside key
+    best = max(common.values(), default=0)
+    ends = [i for i, n in common.items() if n == best]
+    if not best or len(ends) > 1:  # (none of its name, or two files as long a tail)
+        return None
+    i = ends[0]
+    others = (j for j in (i - 1, i + 1) if 0 <= j < len(tails))
+    return None if any(_common(key, tails[j]) >= best for j in others) else tails[i][::-1]
+
+
+def _common(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """How many parts ``a`` and ``b`` share from the first."""
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _made_of(path: Path, video: str) -> bool:
@@ -272,12 +285,10 @@ def _made_of(path: Path, video: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _by_name(listed: frozenset[tuple[str, ...]]) -> dict[str, list[tuple[str, ...]]]:
-    """The files of a cache listing (:func:`listed_files`) by their name: made once for a whole list's lookups."""
-    by_name: dict[str, list[tuple[str, ...]]] = {}
-    for parts in listed:
-        by_name.setdefault(parts[-1], []).append(parts)
-    return by_name
+def _by_tail(listed: frozenset[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The files of a cache listing (:func:`listed_files`), each its parts from the last, in order: made once for a
+    whole list's lookups (:func:`_moved_file`)."""
+    return sorted(parts[::-1] for parts in listed)
 
 
 def quantise(disp: np.ndarray) -> np.ndarray:
