@@ -983,7 +983,8 @@ def test_the_cache_of_a_list_of_absolute_paths_is_found_after_its_dataset_moved(
     once the dataset was moved and its list's paths changed to match, no tail of the new paths named a file there,
     and the run refused the cache as lacking the files of every video (an extraction made them all again). The file
     that ends with the longest tail of a video's path, alone, is taken where it records that video's fingerprint; a
-    new video of the same name is not given another's file."""
+    new video of the same name is not given another's file, and an extraction that resumes the cache finds them
+    too."""
     old, moved, out = tmp_path / "old" / "ds", tmp_path / "new" / "place", tmp_path / "cache"
     (old / "cls").mkdir(parents=True)
     write_video(old / "cls" / "a.mp4", affine_video(12, 64, 80, dx=2.0, seed=3)[0])
@@ -1006,6 +1007,13 @@ def test_the_cache_of_a_list_of_absolute_paths_is_found_after_its_dataset_moved(
     assert dataset.cache_lookup.lacking == [2]
     for i in range(2):
         assert torch.equal(dataset[i]["motion"]["disp"], before[i])
+    # the extraction that resumes it finds the moved files as the run does (before: it made all three again)
+    report = extract_cache(str(tmp_path / "list.txt"), str(out), length=2, short_side=64)
+    assert (report["done"], report["skipped"], report["failed"]) == (1, 2, {})
+    new = cache_file(out, str(moved / "new" / "a.mp4"))
+    assert not cache_file(out, str(moved / "b.mp4")).exists() and new.is_file()
+    resumed = PretrainDataset(config, fn, 2, track_reads=fn.track_reads)
+    assert resumed.cache_lookup.files == [str(made[0]), str(made[1]), str(new)]
 
 
 def test_a_moved_cache_of_many_videos_of_one_name_is_searched_once_per_video():

@@ -225,8 +225,8 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
     """The cache file of a video given its full path: the longest path suffix that exists under ``cache_dir``
     (the list's root is not part of the cache layout), a version 1 file where that suffix has no current one.
     ``listed``: the files under ``cache_dir`` (:func:`listed_files`'s), looked up there rather than on disk; where no
-    suffix is there, the one file that ends with the longest tail of the path (:func:`_moved_file`: a dataset of
-    absolute paths moved since)."""
+    suffix is there, the one file that ends with the longest tail of the path (:func:`moved_cache_file`: a dataset
+    of absolute paths moved since)."""
     path = Path(video_path)
     parts, under = path.parts, _under_cache(path)  # under: parts without the anchor, '..' escaped
     anchored, last_up = int(path.is_absolute()), max((k for k, p in enumerate(parts) if p == ".."), default=-1)
@@ -240,11 +240,19 @@ def find_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tu
             legacy = Path(cache_dir) / (str(Path(*parts[k:])) + SUFFIX)
             if legacy.is_file():
                 return legacy
-    if listed is not None and (moved := _moved_file(under, listed)) is not None and _made_of(
-            Path(cache_dir, *moved), video_path):
-        return Path(cache_dir, *moved)
+    if listed is not None and (moved := moved_cache_file(cache_dir, video_path, listed)) is not None:
+        return moved
     raise video_error(video_path, "track cache", f"no track cache for it under {cache_dir} (mme extract writes "
                       f"<cache>/<the list's path>{SUFFIX}); run mme extract for it")
+
+
+def moved_cache_file(cache_dir: str | Path, video_path: str, listed: frozenset[tuple[str, ...]]) -> Path | None:
+    """The cache file of the video at ``video_path`` that its dataset, moved since, left under its old path in
+    ``cache_dir``: the one file of ``listed`` (:func:`listed_files`) that ends with the longest tail of its path
+    (:func:`_moved_file`), where that file records the video's fingerprint (:func:`_made_of`); else None. Where a run
+    (:func:`find_cache_file`) and a resumed ``mme extract`` find a file no tail of the path names."""
+    moved = _moved_file(_under_cache(Path(video_path)), listed)
+    return Path(cache_dir, *moved) if moved is not None and _made_of(Path(cache_dir, *moved), video_path) else None
 
 
 def _moved_file(under: tuple[str, ...], listed: frozenset[tuple[str, ...]]) -> tuple[str, ...] | None:

@@ -12,12 +12,13 @@ are not ``path [label]`` are skipped, as training skips them, and listed in shar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -37,7 +38,9 @@ from mme.motion.cache import (
     V1_SUFFIX,
     cache_file,
     cache_meta,
+    listed_files,
     made_settings,
+    moved_cache_file,
     quantise,
     same_frames,
     same_source,
@@ -361,13 +364,20 @@ def run(list_file: str, root: str, out: str, opts: ExtractOptions, workers: int 
             "reports": [file for file, r in shares if r["failed"]]}
 
 
-def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, video: str) -> dict | None:
+def _cache_there(target: Path, out: str, listed: str, opts: ExtractOptions, video: str,
+                 files: Callable[[], frozenset[tuple[str, ...]]]) -> dict | None:
     """:func:`other_settings` of the cache of ``video`` (``listed`` in the list) that a run reads: the current file
-    ``target``, else (none there) a version 1 one beside it in ``out`` (:func:`~mme.motion.cache.find_cache_file`): a
-    current file made again (damaged, stale: None) is made again whatever version 1 file is beside it. ``target`` is
-    ``cache_file(out, listed)`` as the caller built it (a resumed look builds each path once); ``out`` and ``listed``
-    build the version 1 path, only where the current file is not there."""
-    return other_settings(target if target.is_file() else cache_file(out, listed, V1_SUFFIX), opts, video)
+    ``target``, else (none there) a version 1 one beside it in ``out``, else the file its dataset, moved since, left
+    under its old path (:func:`~mme.motion.cache.moved_cache_file` in ``files()``, the listing of ``out``; as
+    :func:`~mme.motion.cache.find_cache_file`): a current file made again (damaged, stale: None) is made again
+    whatever other file is there. ``target`` is ``cache_file(out, listed)`` as the caller built it (a resumed look
+    builds each path once); ``out`` and ``listed`` build the version 1 path, only where the current file is not
+    there."""
+    if target.is_file():
+        return other_settings(target, opts, video)
+    if (v1 := cache_file(out, listed, V1_SUFFIX)).is_file():
+        return other_settings(v1, opts, video)
+    return other_settings(moved_cache_file(out, video, files()) or v1, opts, video)
 
 
 def _refusal(out: str, clashes: dict[str, dict]) -> str | None:
@@ -396,11 +406,12 @@ def _share_jobs(mine: dict[Path, ListEntry], root: str, out: str, opts: ExtractO
     ConfigError where caches made from other files or with other settings are there. Each file's header is read
     (minutes for a finished cache of a large list): a progress bar counts them."""
     jobs, skipped, clashes = [], 0, {}
+    files = functools.cache(lambda: listed_files(out)[0])  # (listed at the first video without a file, once)
     for target, e in progress_bar(mine.items(), len(mine), "look", "video", show=is_main() and not overwrite,
                                  keep=False):
         video = resolve(e, root)
         seen = identity_or_none(target)  # (before the look: a file made after it is another, looked at again)
-        differ = None if overwrite else _cache_there(target, out, e.path, opts, video)
+        differ = None if overwrite else _cache_there(target, out, e.path, opts, video, files)
         if differ == {}:
             skipped += 1
             continue
