@@ -1907,6 +1907,43 @@ def test_a_mixed_cache_the_run_reads_is_warned_about_whichever_file_comes_first(
         assert len(said) == 3, said
 
 
+def test_a_cache_mixed_in_settings_that_change_nothing_the_run_reads_is_not_warned_about(synth, tmp_path, caplog):
+    """Parts of the list extracted with --length 2 and 3 and --orientation display (videos without a display matrix)
+    into one cache a run of 2-step tracks reads: the run warned that its tracks differ from one video to another and
+    advised making every file again, though each file gives the tracks of a cache made with one setting. The warning
+    judges the settings that change what the run reads; the resume advice still names the files' differences (a
+    resumed extraction compares every setting)."""
+    from training import tiny_config
+
+    from mme.train.pretrain import check_cache, pretrain_dataset
+
+    lists = dict(s.split("=", 1) for s in synth)
+    listed = open(lists["data.list_file"]).read().splitlines()[:3]
+    (tmp_path / "list.txt").write_text("".join(f"{line}\n" for line in listed))
+    parts = [("--length", "2"), ("--length", "3"), ("--length", "2", "--orientation", "display")]
+    for i, made in enumerate(parts):
+        (tmp_path / f"part{i}.txt").write_text(f"{listed[i]}\n")
+        assert cli.main(["extract", str(tmp_path / f"part{i}.txt"), "--root", lists["data.root"], "--out",
+                         str(tmp_path / "mixed"), *made]) == 0
+    assert cli.main(["extract", str(tmp_path / "list.txt"), "--root", lists["data.root"], "--out",
+                     str(tmp_path / "one"), "--length", "2"]) == 0
+    disp = {}
+    for cache in ("one", "mixed"):
+        cfg = tiny_config("tiny_cpu_mme", [f"data.list_file={tmp_path / 'list.txt'}",
+                                           f"data.root={lists['data.root']}"], tmp_path / "run",
+                          f"target.cache_dir={tmp_path / cache}", "target.track_length=2")
+        dataset = pretrain_dataset(cfg)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            check_cache(cfg, dataset)
+        assert [r.getMessage() for r in caplog.records] == []  # before: 'its tracks differ from one video to another'
+        disp[cache] = [dataset[i]["motion"]["disp"] for i in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(disp["one"], disp["mixed"]))
+    files = [tmp_path / "mixed" / (line.split()[0] + ".tracks") for line in listed]
+    assert dataset.mixed_cache() == f"{files[0]} was made with length 2, {files[1]} with length 3"
+    assert dataset.mixed_cache(read=True) is None
+
+
 def _masks_as_drawn_before(model_cfg, indices: list[int], epoch: int, seed: int) -> torch.Tensor:
     """The masks of ``indices`` as the training step's process drew them before the data workers did (the former
     ``pretrain.masks_for``, kept here only): a mask of a given (seed, epoch, index) must stay the same across

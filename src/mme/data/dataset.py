@@ -83,6 +83,11 @@ CACHE_PROBES = 64
 """How many track cache files, spread evenly over the list's videos that have one, the advice for a cache that lacks
 files reads the settings of, and the start of a run judges for files each read fails (unreadable, or made by an
 earlier mme) and for settings it cannot read (every one where fewer: :attr:`PretrainDataset.cache_probes`)."""
+READ_SETTINGS = ("short_side", "seed_stride", "flow", "compensate", "max_disp", "backend")
+"""The extraction settings (:func:`mme.motion.cache.resume_settings`'s) whose difference between two track cache files
+a run reads changes their tracks there: not ``length`` (each file it reads holds the run's steps, and more give the
+same first ones: :func:`mme.motion.cache.check_settings`) nor ``orientation`` (each turned its video's frames as the
+run turns them: :func:`mme.motion.cache.check_orientation`; both alike where it has no display matrix)."""
 
 
 @dataclass
@@ -788,16 +793,18 @@ class PretrainDataset(_VideoDataset):
         return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
                 "and resumes")
 
-    def mixed_cache(self) -> str | None:
+    def mixed_cache(self, read: bool = False) -> str | None:
         """Where the probed files (:attr:`current_probes`) were made with other settings each (a mixed cache: two
         extractions of parts of the list into one folder), two of them and their settings ('<file> was made with
-        seed_stride 8, flow dis-balanced, <file> with seed_stride 32, flow dis-fast'), else None."""
+        seed_stride 8, flow dis-balanced, <file> with seed_stride 32, flow dis-fast'), else None: every setting a
+        resumed extraction compares, or ``read``, those that change the tracks a run that reads them takes
+        (:data:`READ_SETTINGS`: its warning that they differ from one video to another)."""
         from mme.motion.cache import resume_settings
 
         made = self.current_probes
         settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
         for (_, other, _), theirs in zip(made[1:], settings[1:]):
-            if differ := [key for key in settings[0] if theirs[key] != settings[0][key]]:
+            if differ := [key for key in (READ_SETTINGS if read else settings[0]) if theirs[key] != settings[0][key]]:
                 said = [", ".join(f"{key} {held[key]}" for key in differ) for held in (settings[0], theirs)]
                 return f"{made[0][1]} was made with {said[0]}, {other} with {said[1]}"
         return None

@@ -82,9 +82,9 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     ``--backend`` read: say so where these differ from the run's (judged on each probed file, naming the first such
     one where the cache is mixed), so that the run's config is not read as its tracks' flow, and a decoder that reads
     other frames is seen; and where its tracks are coarser than the run's targets (:func:`_coarser_cache`); and where
-    its files were made with other settings each (a mixed cache: :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`),
-    whose targets differ from one video to another. A target of no tracks (pixel, hog), as a resumed run
-    whose config holds a cache it does not read, checks nothing of it."""
+    its files were made with settings each that change their tracks (a mixed cache:
+    :meth:`~mme.data.dataset.PretrainDataset.mixed_cache`), whose targets differ from one video to another. A target
+    of no tracks (pixel, hog), as a resumed run whose config holds a cache it does not read, checks nothing of it."""
     cache = cfg.target.cache_dir
     if not cache or not len(dataset) or not dataset.track_length:  # a target of no tracks (pixel, hog) reads none
         return
@@ -116,7 +116,7 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
         if (refusal := dataset.cache_file_refusal(*probe, command)) is not None:
             raise refusal
     _check_refused_files(cfg, dataset)  # after: its advice resumes with settings of files the run reads
-    mixed = dataset.mixed_cache()
+    mixed = dataset.mixed_cache(read=True)  # (not the settings that change nothing the run reads)
     if mixed is not None:  # (its advice: the cache made again with this run's settings)
         log.warning("the track cache %s: its tracks differ from one video to another: %s", cfg.target.cache_dir,
                     dataset.extract_advice())
