@@ -825,17 +825,27 @@ class PretrainDataset(_VideoDataset):
 
     def _damaged_cache_files(self, codes: torch.Tensor) -> list[tuple[str, str]]:
         """The track cache files that cannot be read whole (:func:`mme.motion.cache.damaged`), with why, of the first
-        :data:`CACHE_PROBES` videos that failed for their cache by ``codes`` (as :attr:`failure_codes`): read at the
-        failure check that stops the run only."""
-        from mme.motion.cache import damaged, find_cache_file
+        :data:`CACHE_PROBES` videos that failed for their cache by ``codes`` (as :attr:`failure_codes`), where a
+        resumed extraction keeps them: their header reads and they are of their video as it is and made as this mme
+        makes them (:func:`~mme.motion.cache.cache_meta_and_refusal`, :func:`~mme.motion.cache.same_source`; any
+        other it makes again). Read at the failure check that stops the run only."""
+        from mme.motion.cache import cache_meta_and_refusal, damaged, find_cache_file, same_source
 
         out: dict[str, str] = {}
+        seen: set[str] = set()
         for i in torch.nonzero(codes == REASONS.index("track cache")).flatten().tolist()[:CACHE_PROBES]:
+            video = self.path(i)
             try:
-                found = self._found_cache_file(i) or str(find_cache_file(self.target_fn.cfg.cache_dir, self.path(i)))
+                found = self._found_cache_file(i) or str(find_cache_file(self.target_fn.cfg.cache_dir, video))
             except VideoError:  # no file: what the extraction advised makes
                 continue
-            if found not in out and os.path.isfile(found) and (why := damaged(found)) is not None:
+            if found in seen or not os.path.isfile(found):
+                continue
+            seen.add(found)
+            meta, remade = cache_meta_and_refusal(found, video)
+            if meta is None or remade is not None or not (os.path.isfile(video) and same_source(meta, video)):
+                continue
+            if (why := damaged(found)) is not None:
                 out[found] = why
         return list(out.items())
 

@@ -411,19 +411,13 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
         if version_1:
             return _read_v1(f, path, starts)
         head = _checked_header(f, path)
-        meta, offsets, T, L, (gh, gw) = head.meta, head.offsets, head.starts, head.length, head.grid
-        base = f.tell()
+        meta, T, L, (gh, gw) = head.meta, head.starts, head.length, head.grid
         st = _starts(starts, T)
         nd, nv = L * gh * gw * 2 * 2, gh * gw
-        record_size = nd + nv + (L * 36 if head.homs else 0)
         disp = np.empty((len(st), L, gh, gw, 2), np.int16)
         valid = np.empty((len(st), gh, gw), bool)
         homs = np.empty((len(st), L, 3, 3), np.float32) if head.homs else None
-        for i, s in enumerate(st.tolist()):
-            f.seek(base + offsets[s])
-            record = zlib.decompress(f.read(offsets[s + 1] - offsets[s]))
-            if len(record) != record_size:
-                raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {record_size}")
+        for i, record in enumerate(_records(f, head, f.tell(), st)):
             disp[i] = np.frombuffer(record, "<i2", L * gh * gw * 2).reshape(L, gh, gw, 2)
             valid[i] = np.frombuffer(record, bool, nv, nd).reshape(gh, gw)
             if homs is not None:
@@ -431,12 +425,35 @@ def read_cache(path: str | Path, starts=None) -> CachedTracks:
     return CachedTracks(disp.astype(np.float32) * head.quant, st, valid, homs, meta, T)
 
 
+def _records(f: BinaryIO, head: _Header, base: int, starts: np.ndarray) -> Iterator[bytes]:
+    """The records of ``starts`` of an open version 2 or 3 file of header ``head`` (:func:`_checked_header`), whose
+    first record is at ``base``, one at a time: decompressed (zlib's check) and held to the size of one."""
+    size = (4 * head.length + 1) * head.grid[0] * head.grid[1] + (head.length * 36 if head.homs else 0)  # disp, valid
+    for s in starts.tolist():
+        f.seek(base + head.offsets[s])
+        record = zlib.decompress(f.read(head.offsets[s + 1] - head.offsets[s]))
+        if len(record) != size:
+            raise ValueError(f"record of start {s} holds {len(record)} bytes, expected {size}")
+        yield record
+
+
 def damaged(path: str | Path) -> str | None:
-    """Why the cache file at ``path`` cannot be read whole (a record that fails zlib's check, a header or offsets
-    damaged), else None: every record is read. A resumed ``mme extract`` reads headers only (:func:`cache_meta`), so
-    it keeps a file whose damage is past its header: such a file is to be deleted before the re-run."""
+    """Why the cache file at ``path`` cannot be read whole (a record that fails zlib's check or holds another size, a
+    version 1 file's member that fails its CRC, a header or offsets damaged), else None: every record is read, one at
+    a time and none kept (an hour-long video's tracks are GBs). A resumed ``mme extract`` reads headers only
+    (:func:`cache_meta`), so it keeps a file whose damage is past its header: such a file is to be deleted before the
+    re-run (one whose header fails it makes again)."""
+    path = Path(path)
     try:
-        read_cache(path)
+        with _opened_cache(path) as (f, version_1):
+            if version_1:
+                with zipfile.ZipFile(f) as z:
+                    if (member := z.testzip()) is not None:
+                        raise zipfile.BadZipFile(f"its member {member} fails its CRC")
+            else:
+                head = _checked_header(f, path)
+                for _ in _records(f, head, f.tell(), np.arange(head.starts)):
+                    pass
     except VideoError as e:
         return str(e.__cause__ or e)
     return None
