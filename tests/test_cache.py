@@ -331,6 +331,45 @@ def test_a_video_another_job_holds_is_waited_for_after_the_others_and_said(video
                     f"{held.lock})"]
 
 
+def test_a_held_video_whose_holder_is_done_before_the_second_pass_is_made_without_a_wait_said(videos, tmp_path,
+                                                                                               caplog, monkeypatch):
+    """The lock of a video's making held by another job that ends while the extraction makes the other videos: it
+    said it waited for the video, being made by another job, though the lock was free when it came back to it. It is
+    said only where the lock is still held then."""
+    from mme.data.lists import read_list
+
+    (videos / "ab.txt").write_text("cls/a.mp4\nb.mp4\n")
+    out = tmp_path / "cache"
+    mine = {cache_file(out, e.path): e for e in read_list(str(videos / "ab.txt"))[0]}
+    held = extract._share_jobs(mine, str(videos), str(out), ExtractOptions(length=2, short_side=64), False)[0][0]
+    taken, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def hold():
+        with utils.exclusive_lock(held.lock):
+            taken.set()
+            release.wait(30)
+        released.set()
+
+    real = extract._try
+
+    def trying(job):  # (one worker: in this process) the holder ends once the first pass has found it held
+        tried = real(job)
+        if tried[1] is None:
+            release.set()
+            assert released.wait(10)
+        return tried
+
+    monkeypatch.setattr(extract, "_try", trying)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    caplog.set_level(logging.INFO, logger="mme")
+    report = extract_cache(str(videos / "ab.txt"), str(out), root=str(videos), length=2, short_side=64)
+    holder.join(40)
+    assert release.is_set() and report["done"] == 2 and report["failed"] == {}
+    assert [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()] == []
+
+
 def test_a_video_that_fails_leaves_no_folder_in_the_cache(videos, tmp_path):
     """A video's making is locked in --out's .locks: its lock beside its cache file made the file's folders before
     the video was read, so a video that fails (a wrong --root: every one) left them made, empty."""

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -283,20 +283,30 @@ def _work(job: _Job) -> tuple[str, str | None, bool | None]:
 
 def _held_last(jobs: list[_Job], workers: int) -> Iterator[tuple[str, str | None, bool]]:
     """:func:`_work` of each job, in ``workers``, as they end: a video whose making another job holds (another list's
-    extraction sharing it, a job stopped with Ctrl-Z) is left until the others are done, then waited for, said once
-    at info level with the lock held, so that the others are made meanwhile (one worker waited for it first, without
-    end and silently, where its holder was stopped)."""
-    later = []
-    for job, result in in_workers(_try, jobs, workers, _died_trying):
-        if result is None:
-            later.append(job)
-        else:
-            yield result
+    extraction sharing it, a job stopped with Ctrl-Z) is left until the others are done, then tried again and, still
+    held, waited for, said once at info level with the lock held, so that the others are made meanwhile (one worker
+    waited for it first, without end and silently, where its holder was stopped); one whose holder is done by then
+    is made without a word."""
+    later = yield from _free_first(jobs, workers)
+    if later:
+        later = yield from _free_first(later, workers)
     if later:
         more = f" and {len(later) - 1} more video(s)" if len(later) > 1 else ""
         log.info("extract: waiting for %s%s, being made by another job (it holds %s)", later[0].video, more,
                  later[0].lock)
         yield from in_workers(_work, later, workers, _died)
+
+
+def _free_first(jobs: list[_Job], workers: int) -> Generator[tuple[str, str | None, bool], None, list[_Job]]:
+    """:func:`_work` of each of ``jobs`` whose lock no other job holds, in ``workers``, as they end; returns the
+    others (:func:`_try`)."""
+    held = []
+    for job, result in in_workers(_try, jobs, workers, _died_trying):
+        if result is None:
+            held.append(job)
+        else:
+            yield result
+    return held
 
 
 def _try(job: _Job) -> tuple[_Job, tuple[str, str | None, bool] | None]:
