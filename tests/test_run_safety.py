@@ -1862,6 +1862,24 @@ def test_run_files_that_cannot_be_written_are_one_line_and_leave_the_run_as_it_w
     assert _hashes(out) == before
 
 
+def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(synth, tmp_path):
+    """The disk is full as a job takes its folder (a file-size limit of 10 bytes here: the empty ``.lock`` is made,
+    its holder's line is not written). Before: a bare OSError traceback from ``lock_folder``, and the new folders
+    left behind with an empty ``.lock``; now one line naming the option, the folder, the reason and the MiB free,
+    and the folders the job made are removed."""
+    out = tmp_path / "new" / "deeper" / "out"
+    proc = in_one_process([["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
+                            "train.steps=1", FP32]],
+                          "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                          "resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))", timeout=120)
+    [(code, err, _)] = proc.ran
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"mme pretrain: error: train.out_dir '{re.escape(str(out))}': its .lock could not be "
+                        r"written \(File too large; \d+ MiB free\)", last), last
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+
+
 def test_a_checkpoint_write_failing_without_a_message_still_gives_the_checkpoint_line(synth, tmp_path, monkeypatch):
     """Before: an OSError without errno or message (as some file system layers raise) ended the run with an
     IndexError from formatting its reason, in place of the line naming the space needed and the kept checkpoint."""

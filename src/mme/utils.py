@@ -1276,13 +1276,28 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     if replaced:  # an unused folder removed as this one locked its .lock (by the user, a job elsewhere): anew
         f.close()
         return lock_folder(folder, option, unmade_if_unused)
-    f.truncate(0)
-    f.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
+    _locked[whole] = held
+    try:  # unbuffered: a write the disk refuses leaves nothing behind to fail again at the close
+        _write_all(f.fileno(), f"PID {os.getpid()} on {socket.gethostname()}, since "
+                               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), truncate=True)
+    except OSError as e:  # (a full disk, a quota, a file-size limit): the folder is let go as this call took it
+        unlock_folder(whole)
+        free = f"; {mib_free(whole)}" if may_want_space(e) else ""
+        raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} could not be written ({error_reason(e)}{free})"
+                          ) from e
     with contextlib.suppress(OSError):  # on the server of a network file system, where other nodes read the holder
         os.fsync(f.fileno())  # (distributed.check_folder_shared) while this process keeps the file open
-    _locked[whole] = held
     return True
+
+
+def _write_all(fd: int, data: bytes, truncate: bool = False) -> None:
+    """Write ``data`` to the file ``fd`` (after emptying it, with ``truncate``), all of it: a short write (a file-size
+    limit reached part-way) is written on, so its error is the one the OS gives."""
+    if truncate:
+        os.ftruncate(fd, 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool) -> tuple[_HeldLock, bool]:
