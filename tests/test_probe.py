@@ -318,6 +318,37 @@ def test_mme_probe_writes_its_report_and_reuses_cached_features(synth, tmp_path)
         synth.classes
 
 
+def test_a_probe_json_that_cannot_be_written_is_one_line_after_the_probes_figures(synth, tmp_path, capsys):
+    """``probe.json`` that cannot be written (a folder of that name here, as a full disk or a file-size limit): before,
+    it was written before the figures were printed, so the finished probe was a traceback and its numbers never
+    shown. Now the figures come first, then one line naming the file and the reason, and that the features are
+    kept; the same command, the folder gone, writes it from them."""
+    from mme.cli import main
+    from mme.models.config import ModelConfig
+    from mme.models.export import save_pretrained
+    from mme.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    ckpt = save_pretrained(VisionTransformer(ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=2,
+                                                         num_heads=2)), tmp_path / "enc")
+    r, out = synth.root, tmp_path / "probe"
+    (out / "probe.json").mkdir(parents=True)
+    args = ["probe", str(ckpt), "--train", str(r / "train.txt"), "--test", str(r / "test.txt"), "--root", str(r),
+            "--out", str(out), "--clips", "1", "--workers", "0"]
+    assert main(args) == 1
+    said = capsys.readouterr()
+    figures = [ln for ln in said.out.splitlines() if re.match(r"^ *(linear|knn): top-1 +\d+\.\d\d%", ln)]
+    assert len(figures) == 2 and "wrote" not in said.out, said.out
+    assert "Traceback" not in said.err and said.err.strip().splitlines()[-1] == (
+        f"mme probe: error: {out / 'probe.json'}: could not be written (Is a directory); the figures above are the "
+        f"probe's; its features are kept in {out / 'features'}, so the same command writes it without embedding "
+        f"again"), said.err
+    assert not list(out.glob(".probe.json.tmp*"))
+    (out / "probe.json").rmdir()
+    assert main(args) == 0 and (out / "probe.json").is_file()
+    assert [ln for ln in capsys.readouterr().out.splitlines() if ln in figures] == figures  # the same figures
+
+
 def test_a_list_given_through_a_pipe_is_read_once(synth, tmp_path):
     """`mme probe CK --train <(cat train.txt)`: a pipe reads empty the second time, so a probe that read each list
     again (to check the splits share no video, then to embed) refused it as "no videos listed". Each list is read

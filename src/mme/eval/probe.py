@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import classification_report, top5_said
-from mme.utils import atomic_write_json, check_count, check_output, check_seed
+from mme.utils import atomic_write_json, check_count, check_output, check_seed, writing
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,6 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                                         num_classes=num_classes, class_names=names),
                          "evaluated_on": "test" if test_list else "val",
                          "val_carved_from_train": carved and not test_list}
-    atomic_write_json(out_dir / "probe.json", result)
     scored = "test" if test_list else "val" if val_list else "train"
     n = info[scored]["failed"]  # of train's: none of the videos carved from it to score
     fitted = ["train"] if scored == "train" else [split for split in info if split != scored]  # the lists fit on
@@ -447,5 +446,9 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                       "give --test" if r["evaluated_on"] != "test" and r["val_carved_from_train"] else "")
             print(f"{method:>6}: top-1 {100 * r['top1']:6.2f}%  {top5_said(r)}  "
                   f"({r['num_samples']} videos{failed}{chosen})", flush=True)
+    then = (f"the figures above are the probe's; its features are kept in {out_dir / 'features'}, so the same "
+            f"command writes it without embedding again")
+    with writing(out_dir / "probe.json", then):
+        atomic_write_json(out_dir / "probe.json", result)
     print(f"wrote {out_dir / 'probe.json'}", flush=True)
     return result
