@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -313,7 +314,6 @@ def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply
     """A list whose every line is one of synth's videos counted as synth's: a hand-picked test.txt (a subset of its
     videos) or a train.txt with a comment line of the user's was replaced without a word. A list is synth's where
     its sha256 is one its runs recorded."""
-    import mme.data.synth as synth
 
     small = dict(num_classes=2, videos_per_class=3, size=32, num_frames=8, workers=1)
     generate_synth(tmp_path, **small)
@@ -327,10 +327,7 @@ def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply
         assert (tmp_path / name).read_text() == text
         (tmp_path / name).write_text(held)
 
-    def stopped(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(synth, "write_classes", stopped)  # a run of another design stopped after its lists
+    stop_after_the_lists(monkeypatch)  # a run of another design
     with pytest.raises(KeyboardInterrupt):
         generate_synth(tmp_path, **{**small, "videos_per_class": 4})
     assert (tmp_path / "train.txt").read_text() != train
@@ -338,6 +335,21 @@ def test_synth_refuses_its_own_lists_edited_and_replaces_those_its_records_imply
     generate_synth(tmp_path, **small)  # its lists, of the stopped run, replaced
     assert (tmp_path / "train.txt").read_text() == train
 
+
+
+def stop_after_the_lists(monkeypatch) -> None:
+    """mme synth stopped (Ctrl-C) after it wrote its lists, before its class map and params.json (those it writes
+    anew: a class map that is the same is not written)."""
+    import mme.data.synth as synth
+
+    write = synth.atomic_write_text
+
+    def stopped(path, text):
+        if Path(path).name in ("classes.json", "params.json"):
+            raise KeyboardInterrupt
+        write(path, text)
+
+    monkeypatch.setattr(synth, "atomic_write_text", stopped)
 
 
 def stop_at_the_fourth_video(monkeypatch) -> list:
@@ -369,10 +381,7 @@ def test_synth_takes_its_lists_after_interrupted_runs_and_an_earlier_mmes_withou
     generate_synth(tmp_path, **small)
     lists = {name: (tmp_path / name).read_text() for name in ("train.txt", "val.txt", "test.txt")}
 
-    def stopped(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(synth, "write_classes", stopped)  # other splits, stopped after its lists
+    stop_after_the_lists(monkeypatch)  # other splits
     with pytest.raises(KeyboardInterrupt):
         generate_synth(tmp_path, **other_splits)
     theirs = {name: (tmp_path / name).read_text() for name in lists}
@@ -441,6 +450,35 @@ def test_an_interrupted_synth_keeps_what_it_made_and_another_length_remakes_ever
     assert "9 videos in" in caplog.text and "0 made, 9 kept from an earlier run" in caplog.text, caplog.text
     assert "1 videos in" in caplog.text
     assert "are not of this design (an earlier run's, e.g. videos/oscillate_vertical/" in caplog.text
+
+
+def test_a_full_disk_is_one_line_keeping_the_videos_made_and_a_finished_rerun_writes_nothing(tmp_path):
+    """The disk fills up while synth encodes (a file-size limit here, in workers and in the process): before, a
+    traceback from the worker's encode, a temporary file of the other worker's write left beside its video, and a
+    rerun of the finished command on a full disk failed rewriting its progress and lists though nothing was to be
+    made. Now one line names the video, the reason and the MiB free, no temporary file is left, the same command
+    with space makes the rest, and a finished one writes nothing."""
+    import re
+
+    from training import in_one_process
+
+    out = tmp_path / "s"
+    argv = ["synth", str(out), "--classes", "2", "--videos-per-class", "3", "--size", "64", "--frames", "16",
+            "--workers", "2"]
+    proc = in_one_process([argv, argv, argv], "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                          "def before(i): resource.setrlimit(resource.RLIMIT_FSIZE, ((3000, -1, 200)[i], -1))",
+                          timeout=120)
+    (code, err, _), done, again = proc.ran
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"mme synth: error: {re.escape(str(out))}/videos/\w+/\w+\.mp4: could not be written "
+                        r"\(File too large; \d+ MiB free\); the videos made are kept and the same command continues",
+                        last), last
+    assert done[0] == 0 and again[0] == 0, (done[1][-3000:], again[1][-3000:])
+    assert "0 made, 6 kept from an earlier run" in again[1]
+    assert not [p for p in out.rglob(".*") if ".tmp" in p.name]
+    assert sorted(json.loads((out / "params.json").read_text())) == sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*.mp4"))
 
 
 @pytest.mark.parametrize("label, k", [(0, 0), (1, 0), (1, 1)])

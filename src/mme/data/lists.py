@@ -261,8 +261,13 @@ def list_text(path: str | Path, entries: list[ListEntry]) -> str:
 
 
 def write_classes(path: str | Path, classes: list[str]) -> None:
-    """The label map: a JSON list of class names, index = class id."""
-    atomic_write_text(path, json.dumps(list(classes), indent=1) + "\n")
+    """The label map: a JSON list of class names, index = class id (:func:`classes_text`)."""
+    atomic_write_text(path, classes_text(classes))
+
+
+def classes_text(classes: list[str]) -> str:
+    """The text of :func:`write_classes`'s file."""
+    return json.dumps(list(classes), indent=1) + "\n"
 
 
 def read_classes(path: str | Path, what: str = "classes") -> list[str]:

@@ -64,8 +64,8 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, list_text, parse_list, read_classes, text_lines, write_classes
-from mme.errors import ConfigError, DataError
+from mme.data.lists import ListEntry, classes_text, list_text, parse_list, read_classes, text_lines
+from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
     TEXT,
     absolute_path,
@@ -79,6 +79,7 @@ from mme.utils import (
     remove_stale_temps,
     removing,
     usable_cores,
+    writing,
 )
 
 MOTIONS = ("object", "scene")
@@ -383,12 +384,13 @@ def _make_video(job: tuple) -> tuple[str, dict]:
             == json.loads(json.dumps(p)) and ("camera_sway" in made) == bool(camera_jitter) and path.is_file() \
             and _sha256(path.read_bytes()) == made.get("sha256"):
         return rel, {key: v for key, v in made.items() if key != "split"}  # made by an earlier run of this design
-    path.parent.mkdir(parents=True, exist_ok=True)
     # OpenCV on one thread without IPP (module docstring); the caller's settings are put back, as in its own process
     # (fewer than two workers) its later work depends on them (IPP changes a run's tracks)
     with opencv_settings(threads=1, ipp=False):
         frames, sway = render(p, size, num_frames, rng, camera_jitter)
-    encode_h264(path, frames, fps)
+    with writing(path, MADE_KEPT):  # (a full disk, a quota, a file-size limit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        encode_h264(path, frames, fps)
     return rel, {**p, **({"camera_sway": sway} if camera_jitter else {}), "sha256": _sha256(path.read_bytes())}
 
 
@@ -398,6 +400,8 @@ def _sha256(data: bytes) -> str:
 
 PROGRESS, PROGRESS_EVERY_S = ".params-progress.json", 5.0
 """Where a run keeps the parameters of the videos made so far (every few seconds), until its params.json."""
+MADE_KEPT = "the videos made are kept and the same command continues"
+"""What a write of synth's that failed keeps (the progress of the videos made, for the rerun)."""
 
 
 def _made_before(params_file: Path) -> dict:
@@ -570,14 +574,17 @@ def _written_by_synth(path: Path, written: dict[str, list[str]] | None, data: by
 
 
 def _readable_recorded(root: Path) -> dict[str, bytes]:
-    """The bytes of each :data:`RECORDED` file in ``root`` that is there, a regular file (not a FIFO, whose read
-    would wait), and can be read."""
-    found = {}
-    for name in RECORDED:
-        with contextlib.suppress(OSError):
-            if (root / name).is_file():
-                found[name] = (root / name).read_bytes()
-    return found
+    """The bytes of each :data:`RECORDED` file in ``root`` that is there, a regular file, and can be read."""
+    return {name: data for name in RECORDED if (data := _read(root / name)) is not None}
+
+
+def _read(path: Path) -> bytes | None:
+    """The bytes of the file ``path`` where it is there, a regular file (not a FIFO, whose read would wait), and can
+    be read; else None."""
+    with contextlib.suppress(OSError):
+        if path.is_file():
+            return path.read_bytes()
+    return None
 
 
 def _keep_others_files(root: Path) -> tuple[dict[str, str], dict]:
@@ -638,29 +645,39 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     remove_stale_temps([*(root / rel for rel in split_of),
                         *(root / name for name in (*RECORDED, "classes.json", PROGRESS, LISTS_WRITTEN))])
     params, saved = {}, time.monotonic()
-    for rel, p in in_workers(_make_video, jobs, workers, _died_making):
-        params[rel] = {**p, "split": split_of[rel]}
-        if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
-            atomic_write_text(progress, json.dumps({**made, **params}))
-            saved = time.monotonic()
+    try:
+        for rel, p in in_workers(_make_video, jobs, workers, _died_making):
+            params[rel] = {**p, "split": split_of[rel]}
+            if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
+                with writing(progress, MADE_KEPT):
+                    atomic_write_text(progress, json.dumps({**made, **params}))
+                saved = time.monotonic()
+    except (OSError, MMEError):  # a write that failed (a full disk), in a worker or here; a worker that died
+        remove_stale_temps([root / rel for rel in split_of])  # the writes of the workers stopped with it
+        if params:  # what was made since the last progress, where the failed write's temporary file freed the space
+            with contextlib.suppress(OSError):
+                atomic_write_text(progress, json.dumps({**made, **params}))
+        raise
     params = {rel: params[rel] for rel in split_of}  # in the jobs' order (the workers' finish in any)
-    atomic_write_text(progress, json.dumps(params))  # every video's record, should it stop before params.json
+    kept = sum((made.get(rel) or {}).get("sha256") == p["sha256"] for rel, p in params.items())
+    if kept < len(params):  # every video's record, should it stop before params.json (made already holds them all)
+        with writing(progress, MADE_KEPT):
+            atomic_write_text(progress, json.dumps(params))
     lists = {split: root / f"{split}.txt" for split in SPLITS}
     texts = {path.name: list_text(path, [ListEntry(rel, p["label"]) for rel, p in params.items()
                                          if p["split"] == split]) for split, path in lists.items()}
     texts["params.json"] = json.dumps(params, indent=1, sort_keys=True) + "\n"
     # The files found and those written next are synth's, whichever it leaves should it stop between them
-    atomic_write_text(root / LISTS_WRITTEN, json.dumps(
-        {name: sorted({found.get(name), _sha256(texts[name].encode())} - {None})
-         for name in RECORDED}))
-    for path in lists.values():
-        atomic_write_text(path, texts[path.name])
-    write_classes(root / "classes.json", classes)
-    atomic_write_text(root / "params.json", texts["params.json"])
+    texts[LISTS_WRITTEN] = json.dumps({name: sorted({found.get(name), _sha256(texts[name].encode())} - {None})
+                                       for name in RECORDED})
+    texts["classes.json"] = classes_text(classes)
+    for name in (LISTS_WRITTEN, *(path.name for path in lists.values()), "classes.json", "params.json"):
+        if _read(root / name) != texts[name].encode():  # (a rerun that made nothing writes nothing: a full disk)
+            with writing(root / name, MADE_KEPT):
+                atomic_write_text(root / name, texts[name])
     with removing(progress, "it holds a run's progress until its params.json, written now: the data is complete",
                   warn=True):
         progress.unlink(missing_ok=True)
-    kept = sum((made.get(rel) or {}).get("sha256") == p["sha256"] for rel, p in params.items())
     log.info("synth: %d videos in %s, %d made, %d kept from an earlier run", len(params), root, len(params) - kept,
              kept)
     others = sorted({p.relative_to(root).as_posix() for p in (root / "videos").rglob("*.mp4")
