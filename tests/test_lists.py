@@ -1127,6 +1127,34 @@ def test_a_refused_build_leaves_no_out_folder(tmp_path, capsys):
     assert (out / "train.txt").read_text() == "Archery/v_Archery_g08_c01.avi 0\n"
 
 
+def test_a_build_that_cannot_write_one_of_its_files_leaves_the_earlier_build_whole(tmp_path):
+    """The disk fills up part-way through a build (a file-size limit here: the new test.txt fits, its train.txt does
+    not). Before: the lists were written one by one, the class map last, so a new test.txt numbered by the new
+    classes was left beside the earlier build's train.txt and classes.json (ids that disagree), with a traceback.
+    Now every file is written before any replaces its old one: one line naming the file, and the earlier build
+    whole."""
+    root, out = tmp_path / "fold", tmp_path / "lists"
+    for rel in ("train/bowling/b1.mp4", "train/cooking/c1.mp4", "test/bowling/b2.mp4", "test/cooking/c2.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    assert cli_main(["lists", "folder", str(root), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (root / "train" / "archery").mkdir()  # a class that comes first: every id moves
+    (root / "train" / "archery" / "a1.mp4").write_bytes(b"x")
+    for i in range(100):  # a train list past the limit
+        (root / "train" / "cooking" / f"a_long_name_of_a_train_video_{i:03d}.mp4").write_bytes(b"x")
+    proc = in_one_process([["lists", "folder", str(root), "--out", str(out)]],
+                          "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                          "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))", timeout=120)
+    [(code, err, _)] = proc.ran
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"mme lists: error: {re.escape(str(out / 'train.txt'))}: could not be written \(File too "
+                        r"large; \d+ MiB free\); nothing of this build is written: the lists and class map there are "
+                        r"as they were", last), last
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file either
+
+
 def test_a_ucf101_trainlist_label_that_classind_names_otherwise_is_refused(tmp_path, capsys):
     """`mme lists ucf101` took each video's class from its folder and never read the trainlist's label: a
     classInd.txt in another order than the trainlist's labels was written without a word (the class map then

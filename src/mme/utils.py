@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from multiprocessing import current_process, get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -921,6 +921,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     decoded with surrogate escapes (a UTF-8 name under an ASCII locale) is written as its bytes on disk."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, **TEXT)
+
+
+def atomic_write_texts(texts: Mapping[Path, str], then: str = "") -> None:
+    """Write each text to its path as :func:`atomic_write_text` does, all or none: every file is written to its
+    temporary file first, and the files are replaced only once all are written, so a failed write (a full disk, a
+    file-size limit) leaves every one as it was, not new files beside old ones that disagree (lists beside an older
+    class map). A write that fails is :func:`writing`'s error naming its file, with ``then``."""
+    with contextlib.ExitStack() as replacing:  # (at its end each temporary file replaces its file; on an error, none)
+        for path, text in texts.items():
+            with writing(path, then):
+                replacing.enter_context(atomic_path(path)).write_text(text, **TEXT)
 
 
 def atomic_write_json(path: str | Path, obj, **dumps) -> None:

@@ -32,6 +32,7 @@ from mme.errors import ConfigError, DataError
 from mme.utils import (
     absolute_path,
     atomic_write_text,
+    atomic_write_texts,
     check_apart,
     check_output,
     command_option,
@@ -1492,13 +1493,14 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
                                  f"of this build is written: make it removable, or choose another --out"):
                 stale.unlink()
             log.warning("removed %s, the %s list of an earlier build: this build has no videos for it", stale, name)
-    for name, entries in listed.items():
-        text = list_text(written[name], entries)
-        _replacing(written[name], text)
-        atomic_write_text(written[name], text)
-        log.info("wrote %s (%d videos)", written[name], len(entries))
+    texts = {written[name]: list_text(written[name], entries) for name, entries in listed.items()}
+    for path, text in texts.items():
+        _replacing(path, text)
     if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
-        write_classes(out_dir / "classes.json", classes)
+        texts[out_dir / "classes.json"] = classes_text(classes)
+    atomic_write_texts(texts, "nothing of this build is written: the lists and class map there are as they were")
+    for name, entries in listed.items():
+        log.info("wrote %s (%d videos)", written[name], len(entries))
     return written, video_root
 
 
