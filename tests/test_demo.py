@@ -632,6 +632,20 @@ def test_the_table_says_its_spread_is_the_population_standard_deviation_and_read
     assert "over seeds" not in markdown_table(summarise(rows[:1]), 25.0, False)
 
 
+def test_the_loss_table_leaves_out_a_pre_trained_row_whose_loss_is_not_known_and_says_so():
+    """A row whose run's logs stop before its last step (a full disk: mme.demo.loss_against_mean gives NaN) was read
+    from the truncated log before; now it is left out of the table and the verdict, and a line says why."""
+    from mme.demo_report import REAL_KEYS, markdown_loss_table, summarise
+
+    rows = [{"target": target, "seed": 0, "linear_top1": 50.0, "knn_top1": 50.0, **dict.fromkeys(REAL_KEYS),
+             "minutes": 1.0, "clips_per_s": 10.0, "final_loss": loss, "mean_prediction_loss": 2.0,
+             "loss_ratio": None if loss is None else loss / 2.0} for target, loss in (("mme", 1.0), ("pixel", None))]
+    table = markdown_loss_table(summarise(rows))
+    assert "| mme | 1.0000 | 2.0000 | 0.500 |" in table and "| pixel |" not in table
+    assert "Learned from the clips (loss more than 1 % below the level): mme." in table
+    assert "No loss figures for pixel: the logs of a run stop before its last step" in table
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Terminated
 def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_demo_with_its_row_kept(
         tmp_path, monkeypatch, capsys):

@@ -111,6 +111,46 @@ def test_the_step_takes_the_cores_the_workers_leave_and_the_process_gets_its_thr
         set_threads(before)
 
 
+def test_a_log_stopped_by_a_full_disk_is_recorded_and_the_demos_loss_is_read_from_a_log_that_reaches_the_end(
+        synth, tmp_path, monkeypatch, caplog):
+    """The disk is briefly full at step 2 of 4: the JSONL logger is dropped (the run goes on), so metrics.jsonl ends
+    at step 1. Before: nothing recorded it, and the demo's loss over the last tenth of the steps was read from that
+    log: the figures of step 1, as the run's final loss, and its verdict made from them. Now run.json records the log
+    and the step its logger stopped at, the demo reads metrics.csv, which reaches the last step, and where no log
+    does the row has no loss figures (NaN), with a note saying why."""
+    import errno
+
+    from mme.demo import loss_against_mean
+    from mme.train import metrics as metrics_module
+
+    write = metrics_module.JSONLLogger.log
+
+    def full_at_step_2(self, metrics, step):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, metrics, step)
+
+    monkeypatch.setattr(metrics_module.JSONLLogger, "log", full_at_step_2)
+    result = run("tiny_cpu_pixel", synth, tmp_path, "train.steps=4", FP32)
+    monkeypatch.undo()
+    assert [r["step"] for r in metrics_module.read_records(tmp_path / "metrics.jsonl")] == [1]
+    assert json.loads((tmp_path / "run.json").read_text())["logs_stopped"] == {"metrics.jsonl": 2}
+    cfg = load_config(PretrainConfig, "tiny_cpu_pixel", tiny(*synth, "train.steps=4"))
+    level = loss_against_mean(cfg, tmp_path / "metrics.jsonl", 2)
+    last = [h for h in result.history if h["step"] == 4][0]["loss"]
+    assert level["final_loss"] == pytest.approx(last, rel=1e-6) and level["loss_ratio"] == pytest.approx(
+        last / level["mean_prediction_loss"])
+    lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "metrics.csv").write_text("".join(lines[:-2]))  # the CSV stopped too: at step 2
+    with caplog.at_level(logging.WARNING, logger="mme.demo"):
+        level = loss_against_mean(cfg, tmp_path / "metrics.jsonl", 2)
+    assert math.isnan(level["final_loss"]) and math.isnan(level["loss_ratio"])
+    assert level["loss_note"] == (f"{tmp_path}: its logs do not reach the run's last step, 4 (metrics.jsonl stops at "
+                                  f"step 1; metrics.csv stops at step 2: a write that failed, a full disk, stopped "
+                                  f"them), so its loss there is not known")
+    assert level["loss_note"] in caplog.text
+
+
 def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_as_it_was(synth, tmp_path):
     """A notebook seeds torch, calls pre-training, then draws: the run seeded the global generator for its weights
     and dropout and left it so, so the caller's draws no longer followed its seed (also after a failed run; numpy's
@@ -129,7 +169,8 @@ def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_a
     _random_encoder(load_config(PretrainConfig, "tiny_cpu_mme", tiny()), 0)
     assert torch.equal(torch.get_rng_state(), before)
     # the demo's loss of predicting the mean target builds a model of random weights, whose loss alone it uses
-    level = loss_against_mean(load_config(PretrainConfig, "tiny_cpu_pixel", tiny(*synth)), [{"loss": 1.0}], 2)
+    level = loss_against_mean(load_config(PretrainConfig, "tiny_cpu_pixel", tiny(*synth, "train.steps=2")),
+                              tmp_path / "ok" / "metrics.jsonl", 2)
     assert torch.equal(torch.get_rng_state(), before) and level["mean_prediction_clips"] == 2
     # a resumed run sets numpy's and Python's generators too, from its checkpoint: put back as well
     np.random.seed(3)

@@ -80,7 +80,7 @@ from mme.models.vit import VisionTransformer
 from mme.motion.targets import TargetConfig, head_specs
 from mme.train.config import PretrainConfig
 from mme.train.interrupts import StageStops
-from mme.train.metrics import read_records
+from mme.train.metrics import records_through
 from mme.train.precision import bf16_said, choose_device, settled_precision
 from mme.train.pretrain import mean_prediction_loss, pretrain, pretrain_dataset
 from mme.utils import (
@@ -333,10 +333,18 @@ def _random_encoder(cfg: PretrainConfig, seed: int) -> VisionTransformer:
         return VisionTransformer(cfg.model)
 
 
-def loss_against_mean(cfg: PretrainConfig, history: list[dict], clips: int = 64) -> dict[str, float]:
-    """The run's loss over its last tenth of logged steps (``history``), against the loss of always predicting the
+def loss_against_mean(cfg: PretrainConfig, metrics: Path, clips: int = 64) -> dict[str, float]:
+    """The run's loss over its last tenth of logged steps (its log ``metrics``, or its CSV where that one stops
+    before the run's last step: :func:`mme.train.metrics.records_through`), against the loss of always predicting the
     mean target on ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below
-    that level shows a target that has not yet learned anything from the clips."""
+    that level shows a target that has not yet learned anything from the clips. Where neither log reaches the last
+    step (a full disk stopped them), the loss is not known: NaN, with a warning and the row's ``loss_note``."""
+    try:
+        history = records_through(metrics.parent, cfg.train.steps)
+    except DataError as e:
+        log.warning("demo: %s; its row has no loss figures", e)
+        return {"final_loss": math.nan, "mean_prediction_loss": math.nan, "loss_ratio": math.nan,
+                "loss_note": str(e)}
     tail = history[-max(1, len(history) // 10):]
     data = pretrain_dataset(cfg)
     picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
@@ -393,8 +401,7 @@ def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str
                 settings)
             _stop_if_asked(stops, f"the {target} target's pre-training (seed {seed})", stopped_by)
         if "linear_top1" not in row:  # pre-trained, not yet probed
-            row = _save_row(s, {**row, **loss_against_mean(cfg, read_records(_in_out(s, row["metrics"])),
-                                                           s.level_clips),
+            row = _save_row(s, {**row, **loss_against_mean(cfg, _in_out(s, row["metrics"]), s.level_clips),
                                 **probe_encoder(load_encoder(_in_out(s, row["checkpoint"])), clips, s.device,
                                                 classes)}, settings)
         rows.append(_with_real(s, row, real, partial(load_encoder, _in_out(s, row["checkpoint"])), settings))

@@ -77,6 +77,10 @@ def markdown_loss_table(summary: list[dict]) -> str:
     stuck = [e["target"] for e in trained if e["loss_ratio"] >= LEARNED_RATIO]
     off = round(100 * (1 - LEARNED_RATIO))
     reading = [f"Learned from the clips (loss more than {off} % below the level): {', '.join(learned) or 'none'}."]
+    unknown = [e["target"] for e in summary if np.isnan(e["final_loss"]) and not np.isnan(e["minutes"])]
+    if unknown:  # pre-trained, but no log of its run reaches its last step (mme.demo.loss_against_mean)
+        reading.append(f"No loss figures for {', '.join(unknown)}: the logs of a run stop before its last step (a "
+                       "write that failed, a full disk; the row's loss_note says where), so its loss is not known.")
     if stuck:
         reading.append(f"Not yet at this budget (loss within {off} % of the level, or above it): {', '.join(stuck)}. "
                        "Such an encoder has learned nothing from the clips yet, only drifted from its random "

@@ -40,7 +40,16 @@ from mme.train.interrupts import StopRequests, ignore_in_worker
 from mme.train.metrics import build_logger, plot_loss_curves
 from mme.train.optim import schedule_step
 from mme.train.precision import autocast
-from mme.utils import Tally, check_folder_held, error_reason, may_want_space, mib_free, progress_bar
+from mme.utils import (
+    Tally,
+    atomic_write_json,
+    check_folder_held,
+    error_reason,
+    may_want_space,
+    mib_free,
+    progress_bar,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -534,10 +543,25 @@ def _finish_logs(run: Run, logger, history, together: bool) -> None:
     ends the run at the same point (torchrun stops the others when a rank ends with an error or a stop: rank 0 was
     cut off in its writes by a SIGTERM, which replaced its last line)."""
     logger.close()
+    if logger.stopped:
+        _record_stopped_logs(run, logger.stopped)
     if together:
         dist.on_main(_draw_loss_curves, run, history)
     elif dist.is_main():
         _draw_loss_curves(run, history)
+
+
+def _record_stopped_logs(run: Run, stopped: dict[str, int]) -> None:
+    """Record in ``run.json`` (``logs_stopped``: each log's file -> the step its logger stopped at) the logs that
+    stopped part-way (a failed write, a full disk: :class:`mme.train.metrics.MetricLogger`), so their readers know
+    they end there; one that cannot be written is warned about, as a log that cannot."""
+    run.meta["logs_stopped"] = {**run.meta.get("logs_stopped", {}), **stopped}
+    run_json = run.out_dir / "run.json"
+    try:
+        with writing(run_json, "the run goes on without that record"):
+            atomic_write_json(run_json, run.meta)
+    except MMEError as e:
+        log.warning("%s", e)
 
 
 def _draw_loss_curves(run: Run, history) -> None:

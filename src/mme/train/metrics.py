@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.utils import TEXT, atomic_path, json_nulls, literal, literal_text
+from mme.errors import DataError
+from mme.utils import TEXT, atomic_path, error_reason, json_nulls, literal, literal_text
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,37 @@ def iter_records(jsonl: str | Path) -> Iterator[dict]:
 def read_records(jsonl: str | Path) -> list[dict]:
     """:func:`iter_records` as a list."""
     return list(iter_records(jsonl))
+
+
+def read_csv_records(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.csv`` (:class:`CSVLogger`) as :func:`read_records` gives a JSONL's: numbers, a
+    row's empty cells (a key that appeared later) left out. A last line torn by a crash (no newline) is dropped."""
+    with open(path, newline="", **TEXT) as f:
+        lines = f.read().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    return [{k: int(v) if k == "step" else float(v) for k, v in row.items() if v not in ("", None) and k}
+            for row in csv.DictReader(lines)]
+
+
+def records_through(out_dir: str | Path, last_step: int) -> list[dict]:
+    """The records the run in ``out_dir`` logged through its ``last_step`` (a run always logs its last step):
+    ``metrics.jsonl``'s, or where that log stops before it (its logger stopped by a failed write, a full disk:
+    :class:`MetricLogger` goes on without it) ``metrics.csv``'s where that one reaches it. Neither: a DataError
+    naming both logs and where each stops."""
+    ends = []
+    for path, read in ((Path(out_dir, "metrics.jsonl"), read_records), (Path(out_dir, "metrics.csv"),
+                                                                         read_csv_records)):
+        try:
+            records = read(path)
+        except (OSError, ValueError) as e:
+            ends.append(f"{path.name}: {error_reason(e)}")
+            continue
+        if records and records[-1]["step"] >= last_step:
+            return records
+        ends.append(f"{path.name} stops at step {records[-1]['step']}" if records else f"{path.name} holds no record")
+    raise DataError(f"{out_dir}: its logs do not reach the run's last step, {last_step} ({'; '.join(ends)}: a write "
+                    f"that failed, a full disk, stopped them), so its loss there is not known")
 
 
 def waiting_fraction(records: list[dict]) -> float:
@@ -209,6 +241,7 @@ class MetricLogger:
 
     def __init__(self, loggers: list[Logger]):
         self.loggers = loggers
+        self.stopped: dict[str, int] = {}  # the log (its file's name) of each logger dropped -> the step it failed at
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for lg in list(self.loggers):
@@ -218,6 +251,7 @@ class MetricLogger:
                 log.warning("%s stopped logging at step %d: %s (the run goes on; its checkpoints are written as "
                             "before)", type(lg).__name__, step, e)
                 self.loggers.remove(lg)
+                self.stopped[Path(getattr(lg, "path", type(lg).__name__)).name] = step
                 try:
                     lg.close()
                 except OSError:
