@@ -125,6 +125,22 @@ def test_a_logger_that_cannot_write_is_dropped_and_the_others_go_on(tmp_path, ca
     assert caplog.text.count("stopped logging at step 1: [Errno 27] File too large") == 1
 
 
+def test_a_folder_named_as_a_log_is_one_line_before_any_step(tmp_path):
+    """A folder named metrics.jsonl (or metrics.csv) in the run's folder: before, an IsADirectoryError traceback from
+    the logger's open; now an MMEError naming the file and the reason, the other log's file closed."""
+    import pytest
+
+    from mme.errors import MMEError
+
+    for name in ("metrics.jsonl", "metrics.csv"):
+        run = tmp_path / name.split(".")[1]
+        (run / name).mkdir(parents=True)
+        with pytest.raises(MMEError) as info:
+            build_logger(run)
+        assert str(info.value) == (f"{run / name}: could not be written (Is a directory); the run did not start its "
+                                   f"steps")
+
+
 def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_traceback(tmp_path):
     """TensorBoard's writer writes from a thread of its own: a full disk printed that thread's OSError traceback (17
     lines) before the warning that the logger stopped. A 24 KiB tmpfs where this user may mount one; else the writer's

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.errors import DataError
-from mme.utils import TEXT, atomic_path, error_reason, json_nulls, literal, literal_text
+from mme.errors import DataError, MMEError
+from mme.utils import TEXT, atomic_path, error_reason, json_nulls, literal, literal_text, writing
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,15 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     if not enabled:
         return MetricLogger([])
     out_dir = Path(out_dir)
-    loggers: list[Logger] = [JSONLLogger(out_dir / "metrics.jsonl", resume_step),
-                             CSVLogger(out_dir / "metrics.csv", resume_step)]
+    loggers: list[Logger] = []
+    try:  # (a folder of a log's name: one line, before any step)
+        for name, kind in (("metrics.jsonl", JSONLLogger), ("metrics.csv", CSVLogger)):
+            with writing(out_dir / name, "the run did not start its steps"):
+                loggers.append(kind(out_dir / name, resume_step))
+    except MMEError:
+        for lg in loggers:
+            lg.close()
+        raise
     try:
         loggers.append(TensorBoardLogger(out_dir / "tb", resume_step))
     except ImportError:
