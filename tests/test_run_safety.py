@@ -200,20 +200,25 @@ def test_a_folder_under_one_that_cannot_be_searched_is_one_line(tmp_path, monkey
 
 @pytest.mark.parametrize("out, why", [("dang/x", "dang is a link to nothing, '/nonexistent/share': mount or make what "
                                                  "it leads to"),
-                                      ("newx/../mine", "newx is not there, and its '..' goes back from it")])
+                                      ("newx/../mine", "newx is not there, and its '..' goes back from it"),
+                                      ("loopa/x", "loopa is a link in a loop, 'loopb': it leads back to itself "
+                                                  "through links; point it at a folder")])
 def test_an_output_that_does_not_name_the_folder_it_resolves_to_is_refused_with_nothing_made(out, why, tmp_path,
                                                                                              monkeypatch):
     """--out of mme extract, embed, lists, check, viz, synth, export (mme.utils.check_output) through a link to
     nothing was 'cannot be written (File exists)', where nothing exists; 'newx/../mine' did the work in mine and left
-    an empty newx. As for the folders jobs lock (the tests above): one line naming why, nothing made."""
+    an empty newx; links in a loop were said to be a link to nothing, 'mount or make what it leads to'. As for the
+    folders jobs lock (the tests above): one line naming why, nothing made."""
     from mme.utils import check_output
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dang").symlink_to("/nonexistent/share")
+    (tmp_path / "loopa").symlink_to("loopb")
+    (tmp_path / "loopb").symlink_to("loopa")
     (tmp_path / "mine").mkdir()
     with pytest.raises(ConfigError, match=rf"^--out {re.escape(out)}: cannot be written \({re.escape(why)}\)$"):
         check_output(out, "--out", folder=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dang", "mine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dang", "loopa", "loopb", "mine"]
 
 
 def test_a_new_folder_removed_by_a_refused_job_before_its_lock_opens_is_made_again(tmp_path, monkeypatch):

@@ -1345,6 +1345,18 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
     return held, _lock_replaced(whole, held)
 
 
+def _link_unreached(link: Path) -> str:
+    """Why the link ``link``, which leads to nothing that is there, leads nowhere: links that lead back to each other
+    (a loop: ELOOP), or nothing there (an unmounted share)."""
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return (f"{link} is a link in a loop, {os.readlink(link)!r}: it leads back to itself through links; point "
+                    f"it at a folder")
+    return f"{link} is a link to nothing, {os.readlink(link)!r}: mount or make what it leads to"
+
+
 def _not_reached(path: Path) -> str:
     """Why the folder ``path`` resolves to, once made, would not be what ``path`` names, or ''. A link on the way that
     leads to nothing (an unmounted share): made where it leads, the run would go to the local disk, under the mount
@@ -1355,7 +1367,7 @@ def _not_reached(path: Path) -> str:
         for i in range(1, len(path.parts) + 1):
             part = Path(*path.parts[:i])
             if part.is_symlink() and not part.exists():
-                return f"{part} is a link to nothing, {os.readlink(part)!r}: mount or make what it leads to"
+                return _link_unreached(part)
             if path.parts[i:i + 1] == ("..",) and not part.is_dir():
                 return f"{part} is not {'a folder' if part.exists() else 'there'}, and its '..' goes back from it"
     except OSError as e:
