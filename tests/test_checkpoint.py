@@ -1188,6 +1188,25 @@ def test_an_export_removes_what_a_killed_export_of_the_other_format_left(mae, tm
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_a_short_write_under_a_file_size_limit_names_the_limit(tmp_path):
+    """numpy's short write (an OSError without errno) was said as 'No space left on device, or a quota reached' under
+    a file-size limit (ulimit -f) with the disk nearly empty; the limit is named where the process has one."""
+    import subprocess
+
+    script = ("import resource, signal, numpy as np; from mme.utils import error_reason; "
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "print(error_reason(OSError('10 requested and 1 written'))); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))\n"
+              f"try:\n    np.zeros(10000).tofile({str(tmp_path / 'x.bin')!r})\n"
+              "except OSError as e:\n    print(error_reason(e))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "No space left on device, or a quota reached (a short write: 1 of 10 items written)",
+        "No space left on device, a quota, or this process's file-size limit (1000 bytes, ulimit -f) reached (a short "
+        "write: 125 of 10000 items written)"]
+
+
 def test_a_failed_write_says_the_mib_free_only_where_it_may_have_wanted_space(tmp_path):
     """Every failed write said the MiB free: a missing folder, a read-only one or an I/O error read as a full disk.
     The space is said for a full disk, a quota and a file-size limit (and an error that gives no errno) only."""

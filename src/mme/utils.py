@@ -459,8 +459,19 @@ def error_reason(e: BaseException) -> str:
     non-empty line of the message (numpy's short write said plainly), else the error's type."""
     text = getattr(e, "strerror", None) or next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
     if isinstance(e, OSError) and (short := _SHORT_WRITE.match(text)):
-        return f"No space left on device, or a quota reached (a short write: {short[2]} of {short[1]} items written)"
+        return f"{_short_write_cause()} (a short write: {short[2]} of {short[1]} items written)"
     return text or type(e).__name__
+
+
+def _short_write_cause() -> str:
+    """What a short write (no errno) may be for: a full disk or a quota, and this process's file-size limit where
+    it has one (``ulimit -f``: the write stops at that size however much space is free)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return "No space left on device, or a quota reached"
+    return f"No space left on device, a quota, or this process's file-size limit ({limit} bytes, ulimit -f) reached"
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
