@@ -646,6 +646,36 @@ def test_the_loss_table_leaves_out_a_pre_trained_row_whose_loss_is_not_known_and
     assert "No loss figures for pixel: the logs of a run stop before its last step" in table
 
 
+def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_figures(tmp_path, monkeypatch):
+    """The disk was full from step 3 of each run, both logs stopped (so no row's loss is known): the demo ended in a
+    StopIteration traceback after results.json, without results.md or pictures (the report's level clips were read
+    from a row with a known loss). The level needs no log; the report is whole, the row left out of the loss table."""
+    import errno
+    from dataclasses import replace
+
+    import mme.demo
+    from mme.demo import DemoSettings, demo
+    from mme.train import metrics as metrics_module
+    from mme.train.precision import AUTO_ENV
+
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    monkeypatch.setattr(mme.demo, "probe_set", lambda *args, **kwargs: (None, "Real footage: skipped."))  # (time)
+    synth_in_this_process(monkeypatch)
+    for logger in (metrics_module.JSONLLogger, metrics_module.CSVLogger):
+        def full_from_step_3(self, metrics, step, write=logger.log):
+            if step >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            write(self, metrics, step)
+        monkeypatch.setattr(logger, "log", full_from_step_3)
+    out = tmp_path / "demo"
+    demo(replace(DemoSettings.quick(out), targets=("pixel",), workers=0))
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["final_loss"] is None and row["mean_prediction_loss"] > 0 and row["mean_prediction_clips"] == 16
+    report = (out / "results.md").read_text()
+    assert "always predicting the mean target (on 16 training clips)" in report and "| pixel | " in report
+    assert "No loss figures for pixel: the logs of a run stop before its last step" in report
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Terminated
 def test_a_stop_on_a_targets_last_step_or_dropped_just_after_its_run_stops_the_demo_with_its_row_kept(
         tmp_path, monkeypatch, capsys):

@@ -142,9 +142,12 @@ def test_a_log_stopped_by_a_full_disk_is_recorded_and_the_demos_loss_is_read_fro
         last / level["mean_prediction_loss"])
     lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
     (tmp_path / "metrics.csv").write_text("".join(lines[:-2]))  # the CSV stopped too: at step 2
+    known = level
     with caplog.at_level(logging.WARNING, logger="mme.demo"):
         level = loss_against_mean(cfg, tmp_path / "metrics.jsonl", 2)
     assert math.isnan(level["final_loss"]) and math.isnan(level["loss_ratio"])
+    # the level needs no log: given all the same (the demo's report names its clips; without them it stopped)
+    assert level["mean_prediction_loss"] == known["mean_prediction_loss"] and level["mean_prediction_clips"] == 2
     assert level["loss_note"] == (f"{tmp_path}: its logs do not reach the run's last step, 4 (metrics.jsonl stops at "
                                   f"step 1; metrics.csv stops at step 2: a write that failed, a full disk, stopped "
                                   f"them), so its loss there is not known")

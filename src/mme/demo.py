@@ -338,22 +338,21 @@ def loss_against_mean(cfg: PretrainConfig, metrics: Path, clips: int = 64) -> di
     before the run's last step: :func:`mme.train.metrics.records_through`), against the loss of always predicting the
     mean target on ``clips`` training clips (as the run's first epoch saw them): a loss that has not fallen below
     that level shows a target that has not yet learned anything from the clips. Where neither log reaches the last
-    step (a full disk stopped them), the loss is not known: NaN, with a warning and the row's ``loss_note``."""
-    try:
-        history = records_through(metrics.parent, cfg.train.steps)
-    except DataError as e:
-        log.warning("demo: %s; its row has no loss figures", e)
-        return {"final_loss": math.nan, "mean_prediction_loss": math.nan, "loss_ratio": math.nan,
-                "loss_note": str(e)}
-    tail = history[-max(1, len(history) // 10):]
+    step (a full disk stopped them), the run's loss is not known: NaN, with a warning and the row's ``loss_note``
+    (the level, which needs no log, is given all the same)."""
     data = pretrain_dataset(cfg)
     picks = np.linspace(0, len(data) - 1, min(clips, len(data))).round().astype(int)
     with caller_generator_kept():  # only its loss is used
         model = MaskedAutoencoder(cfg.model, head_specs(cfg.target, cfg.model))
-    level = mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"]
-    final = float(np.mean([h["loss"] for h in tail]))
-    return {"final_loss": final, "mean_prediction_loss": level, "loss_ratio": final / level,
-            "mean_prediction_clips": len(picks)}
+    level = {"mean_prediction_loss": mean_prediction_loss(model, cfg, [data[int(i)] for i in picks])["loss"],
+             "mean_prediction_clips": len(picks)}
+    try:
+        history = records_through(metrics.parent, cfg.train.steps)
+    except DataError as e:
+        log.warning("demo: %s; its row has no loss figures", e)
+        return {"final_loss": math.nan, **level, "loss_ratio": math.nan, "loss_note": str(e)}
+    final = float(np.mean([h["loss"] for h in history[-max(1, len(history) // 10):]]))
+    return {"final_loss": final, **level, "loss_ratio": final / level["mean_prediction_loss"]}
 
 
 def run_seed(s: DemoSettings, seed: int, lists: dict[str, Path], clips: dict[str, list[dict]],
