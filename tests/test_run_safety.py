@@ -1871,18 +1871,25 @@ def test_a_folder_lock_that_cannot_be_written_is_one_line_and_leaves_no_folder(s
     """The disk is full as a job takes its folder (a file-size limit of 10 bytes here: the empty ``.lock`` is made,
     its holder's line is not written). Before: a bare OSError traceback from ``lock_folder``, and the new folders
     left behind with an empty ``.lock``; now one line naming the option, the folder, the reason and the MiB free,
-    and the folders the job made are removed."""
+    and the folders the job made are removed: also by ``mme extract``, whose share's lock folder is kept after a
+    job that ran (before: its ``.lock`` left, and with it every folder the job made)."""
+    from mme.motion.extract import share_name
+
     out = tmp_path / "new" / "deeper" / "out"
+    list_file, root = (s.split("=", 1)[1] for s in synth)
     proc = in_one_process([["pretrain", "--config", "tiny_cpu_pixel", *TINY, *synth, f"train.out_dir={out}",
-                            "train.steps=1", FP32]],
+                            "train.steps=1", FP32],
+                           ["extract", list_file, "--root", root, "--out", str(out), "--workers", "1"]],
                           "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                           "resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))", timeout=120)
-    [(code, err, _)] = proc.ran
-    assert code == 1 and "Traceback" not in err, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert re.fullmatch(rf"mme pretrain: error: train.out_dir '{re.escape(str(out))}': its .lock could not be "
-                        r"written \(File too large; \d+ MiB free\)", last), last
-    assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+    for (code, err, _), (command, option, folder) in zip(proc.ran, [
+            ("pretrain", "train.out_dir", out), ("extract", "--out (share 0/1 of its extraction)", None)]):
+        assert code == 1 and "Traceback" not in err, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        folder = folder or out / ".locks" / share_name(list_file, 0, 1)
+        assert re.fullmatch(rf"mme {command}: error: {re.escape(option)} '{re.escape(str(folder))}': its .lock could "
+                            r"not be written \(File too large; \d+ MiB free\)", last), last
+        assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
 
 
 def test_a_checkpoint_write_failing_without_a_message_still_gives_the_checkpoint_line(synth, tmp_path, monkeypatch):

@@ -1264,7 +1264,8 @@ FOLDER_LOCK = ".lock"
 class _HeldLock:
     file: Any  # the open .lock, holding the flock
     option: str  # the setting that chose the folder, for messages
-    made: Path | None = None  # the outermost folder the lock made, removed at the unlock where it holds nothing else
+    made: Path | None = None  # the outermost folder the lock made
+    unmade_if_unused: bool = False  # whether ``made`` is removed at the unlock where it holds nothing else
 
 
 _locked: dict[Path, _HeldLock] = {}  # folder -> the lock this process holds there
@@ -1302,7 +1303,8 @@ def lock_folder(folder: str | Path, option: str, unmade_if_unused: bool = False)
     try:  # unbuffered: a write the disk refuses leaves nothing behind to fail again at the close
         _write_all(f.fileno(), f"PID {os.getpid()} on {socket.gethostname()}, since "
                                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), truncate=True)
-    except OSError as e:  # (a full disk, a quota, a file-size limit): the folder is let go as this call took it
+    except OSError as e:  # (a full disk, a quota, a file-size limit): the folder is let go as this call took it,
+        _locked[whole] = dataclasses.replace(held, unmade_if_unused=True)  # what it made removed, whatever asked
         unlock_folder(whole)
         free = f"; {mib_free(whole)}" if may_want_space(e) else ""
         raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} could not be written ({error_reason(e)}{free})"
@@ -1327,7 +1329,7 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
     its ``.lock``; the lock held, and whether the ``.lock`` was replaced as it was locked (to be taken anew)."""
     lock = whole / FOLDER_LOCK
     try:
-        f, made = _make_and_open_lock(whole, unmade_if_unused)
+        f, made = _make_and_open_lock(whole)
     except OSError as e:
         if isinstance(e, PermissionError) and lock.is_file() and os.access(whole, os.W_OK):
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} belongs to another user (uid "
@@ -1352,7 +1354,7 @@ def _make_and_lock(path: Path, whole: Path, option: str, unmade_if_unused: bool)
         else:
             f.close()
             raise ConfigError(f"{option} {str(path)!r}: its {FOLDER_LOCK} cannot be locked ({error_reason(e)})") from e
-    held = _HeldLock(f, option, made)
+    held = _HeldLock(f, option, made, unmade_if_unused)
     return held, _lock_replaced(whole, held)
 
 
@@ -1417,12 +1419,12 @@ def _folders_made_or_removed(folder: Path, wait: bool = True) -> Iterator[None]:
 _MAKE_TRIES = 5  # makes of a folder that other jobs, refused at their start, remove again as fast
 
 
-def _make_and_open_lock(folder: Path, unmade_if_unused: bool) -> tuple[Any, Path | None]:
+def _make_and_open_lock(folder: Path) -> tuple[Any, Path | None]:
     """Make ``folder`` (resolved) and open its ``.lock`` (:func:`_make_folder`), with the outermost folder this call
-    made (``unmade_if_unused``)."""
+    made (None: none)."""
     made: list[Path] = []
     f = _make_folder(folder, made, lambda: open(folder / FOLDER_LOCK, "a+", **TEXT))
-    return f, min(made, key=lambda p: len(p.parts)) if made and unmade_if_unused else None
+    return f, min(made, key=lambda p: len(p.parts)) if made else None
 
 
 def _make_folder(folder: Path, made: list[Path], then: Callable[[], Any] = lambda: None) -> Any:
@@ -1461,7 +1463,7 @@ def unlock_folder(folder: str | Path | None = None) -> None:
     for path in [Path(folder).resolve()] if folder is not None else list(_locked):
         held = _locked.pop(path, None)
         if held is not None:
-            if held.made is not None:
+            if held.made is not None and held.unmade_if_unused:
                 _remove_unused(path, held)
             with contextlib.suppress(OSError):  # (a file system without flock: never locked)
                 fcntl.flock(held.file, fcntl.LOCK_UN)
