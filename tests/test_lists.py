@@ -1127,12 +1127,12 @@ def test_a_refused_build_leaves_no_out_folder(tmp_path, capsys):
     assert (out / "train.txt").read_text() == "Archery/v_Archery_g08_c01.avi 0\n"
 
 
-def test_a_build_that_cannot_write_one_of_its_files_leaves_the_earlier_build_whole(tmp_path):
+def test_a_build_that_cannot_write_one_of_its_files_leaves_the_earlier_build_whole(tmp_path, capsys):
     """The disk fills up part-way through a build (a file-size limit here: the new test.txt fits, its train.txt does
     not). Before: the lists were written one by one, the class map last, so a new test.txt numbered by the new
     classes was left beside the earlier build's train.txt and classes.json (ids that disagree), with a traceback.
-    Now every file is written before any replaces its old one: one line naming the file, and the earlier build
-    whole."""
+    Now every file is written, and each path seen to be no folder, before any replaces its old one: one line naming
+    the file, and the earlier build whole."""
     root, out = tmp_path / "fold", tmp_path / "lists"
     for rel in ("train/bowling/b1.mp4", "train/cooking/c1.mp4", "test/bowling/b2.mp4", "test/cooking/c2.mp4"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -1153,6 +1153,42 @@ def test_a_build_that_cannot_write_one_of_its_files_leaves_the_earlier_build_who
                         r"large; \d+ MiB free\); nothing of this build is written: the lists and class map there are "
                         r"as they were", last), last
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file either
+    # a folder in the way of one list: seen before any file is replaced (before: the class map and the lists after
+    # it replaced, a traceback from the replace of the folder's)
+    (out / "train.txt").unlink()
+    (out / "train.txt").mkdir()
+    del before["train.txt"]
+    assert cli_main(["lists", "folder", str(root), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme lists: error: {out / 'train.txt'}: could not be written (Is a directory); nothing of this build is "
+        "written: the lists and class map there are as they were")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in out.iterdir() if not p.is_file()] == ["train.txt"]
+
+
+def test_a_replace_that_fails_after_every_write_leaves_the_files_given_after_it_as_they_were(tmp_path, monkeypatch):
+    """atomic_write_texts replaces in the order given, the class map last: a replace that fails even so (an I/O error
+    after every write and check) leaves the class map of the earlier build, with one line naming the file (before:
+    replaced last first, the class map before the lists, and the replace's error a traceback)."""
+    from mme.errors import MMEError
+    from mme.utils import atomic_write_texts
+
+    files = [tmp_path / name for name in ("test.txt", "train.txt", "classes.json")]
+    for f in files:
+        f.write_text("old")
+    replace = os.replace
+
+    def failing_for_train(src, dst):
+        if os.path.basename(dst) == "train.txt":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_for_train)
+    with pytest.raises(MMEError) as info:
+        atomic_write_texts(dict.fromkeys(files, "new"), "the rest as it was")
+    monkeypatch.undo()
+    assert str(info.value) == f"{files[1]}: could not be written (Input/output error); the rest as it was"
+    assert [f.read_text() for f in files] == ["new", "old", "old"] and sorted(tmp_path.iterdir()) == sorted(files)
 
 
 def test_a_ucf101_trainlist_label_that_classind_names_otherwise_is_refused(tmp_path, capsys):

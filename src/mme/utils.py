@@ -935,14 +935,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_texts(texts: Mapping[Path, str], then: str = "") -> None:
-    """Write each text to its path as :func:`atomic_write_text` does, all or none: every file is written to its
-    temporary file first, and the files are replaced only once all are written, so a failed write (a full disk, a
-    file-size limit) leaves every one as it was, not new files beside old ones that disagree (lists beside an older
-    class map). A write that fails is :func:`writing`'s error naming its file, with ``then``."""
+    """Write each text to its path as :func:`atomic_write_text` does, all or none where a write fails: every file is
+    written to its temporary file first, and each path is seen to be no folder, before any file is replaced, so a
+    failed write (a full disk, a file-size limit) or a folder in the way leaves every one as it was, not new files
+    beside old ones that disagree (lists beside an older class map). The files are then replaced in the order given;
+    a replace that fails even so (an I/O error) leaves those given before it replaced, those after it (the last: the
+    one that says the others are valid, a class map) as they were. A failure is :func:`writing`'s error naming its
+    file, with ``then``."""
     with contextlib.ExitStack() as replacing:  # (at its end each temporary file replaces its file; on an error, none)
-        for path, text in texts.items():
+        for path, text in reversed(texts.items()):  # (its end runs them last first: replaced in the order given)
+            replacing.enter_context(writing(path, then))  # the replace at the end too
+            replacing.enter_context(atomic_path(path)).write_text(text, **TEXT)
+        for path in texts:
             with writing(path, then):
-                replacing.enter_context(atomic_path(path)).write_text(text, **TEXT)
+                if os.path.isdir(path) and not os.path.islink(path):  # (os.replace takes the place of a link)
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
 
 
 def atomic_write_json(path: str | Path, obj, **dumps) -> None:
