@@ -170,8 +170,10 @@ def test_a_picture_that_cannot_be_written_is_a_warning_and_the_demo_goes_on(tmp_
     (s.out / "data").mkdir(parents=True)
     write_video(s.out / "data" / "v.mp4", affine_video(12, 64, 64, dx=1.0, seed=1)[0])
     (s.out / "data" / "train.txt").write_text("v.mp4 0\n")
-    (s.out / "m.jsonl").write_text("".join(json.dumps({"step": i, "loss": 2.0 / i}) + "\n" for i in range(1, 7)))
-    rows = [{"target": "mme", "seed": 0, "metrics": "m.jsonl"}]
+    (s.out / "run").mkdir()  # (a run's log, through the demo's last step)
+    (s.out / "run" / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 2.0 / i}) + "\n"
+                                                         for i in range(1, s.steps + 1)))
+    rows = [{"target": "mme", "seed": 0, "metrics": "run/metrics.jsonl"}]
     cfg = _pretrain_config(s, "mme", 0, s.out / "data" / "train.txt")
     for name in ("loss_curves.png", "tracks.png"):
         (s.out / name).write_bytes(b"an earlier run's picture")
@@ -649,7 +651,8 @@ def test_the_loss_table_leaves_out_a_pre_trained_row_whose_loss_is_not_known_and
 def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_figures(tmp_path, monkeypatch):
     """The disk was full from step 3 of each run, both logs stopped (so no row's loss is known): the demo ended in a
     StopIteration traceback after results.json, without results.md or pictures (the report's level clips were read
-    from a row with a known loss). The level needs no log; the report is whole, the row left out of the loss table."""
+    from a row with a known loss). The level needs no log; the report is whole, the row left out of the loss table,
+    and the loss curves, read as the table is, not drawn (a warning)."""
     import errno
     from dataclasses import replace
 
@@ -674,6 +677,7 @@ def test_a_demo_whose_every_runs_logs_stopped_writes_its_report_without_loss_fig
     report = (out / "results.md").read_text()
     assert "always predicting the mean target (on 16 training clips)" in report and "| pixel | " in report
     assert "No loss figures for pixel: the logs of a run stop before its last step" in report
+    assert not (out / "loss_curves.png").exists() and (out / "tracks.png").is_file()  # (no run's curve to draw)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Terminated

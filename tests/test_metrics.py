@@ -10,6 +10,7 @@ import sys
 import textwrap
 from types import SimpleNamespace
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mme.train.metrics import build_logger, read_records
@@ -265,7 +266,7 @@ def test_a_log_axis_is_labelled_in_maths_beside_a_name_drawn_as_spelt(tmp_path, 
         loss_png = dict(drawn_text)
         drawn_text.clear()
         plot_losses([{"metrics": "lr_$1e-3$_x/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path,
-                    tmp_path / "loss_curves.png")
+                    tmp_path / "loss_curves.png", 29)
         assert matplotlib.rcParams["text.parse_math"] is False  # the user's setting, outside the pictures
     ticks = [r"$\mathdefault{10^{0}}$", r"$\mathdefault{10^{1}}$"]
     assert {s: loss_png.get(s) for s in ticks} == {s: drawn_text.get(s) for s in ticks} == dict.fromkeys(ticks, True)
@@ -294,7 +295,7 @@ def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_err
     with matplotlib.rc_context({"text.usetex": True}):
         assert plot_loss_curves(run / "metrics.jsonl", run / "loss.png") == run / "loss.png"
         save_report(report, run, "test")
-        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png")
+        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png", 3)
         assert matplotlib.rcParams["text.usetex"] is True  # the user's setting, outside the pictures
     assert drawn_text.get("run") is False and drawn_text.get("bikes") is False  # drawn, as text
     assert sorted(p.name for p in run.iterdir()) == ["loss.png", "losses.png", "metrics.jsonl", "test.json",
@@ -314,6 +315,28 @@ def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_err
         f"{run / 'val_confusion.png'}: could not be written (Failed to process string with tex because latex could "
         "not be found); val.json is whole without it"]
     assert (run / "val.json").is_file()
+
+
+def test_the_demos_loss_curves_are_read_from_a_log_that_reaches_the_runs_last_step(tmp_path, drawn_text):
+    """A metrics.jsonl stopped by a full disk at step 9 of 30 was drawn as the run's curve (cut short, beside a loss
+    table read from metrics.csv), and one that held no record was an IndexError traceback that ended the demo. The
+    curves are read as the table is (records_through); a run with no log to its last step has no panel."""
+    from mme.demo_report import plot_losses
+    from mme.errors import DataError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 10)))
+    (run / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},{1 / s}\n" for s in range(1, 31)))
+    rows = [{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}]
+    plot_losses(rows, tmp_path, run / "losses.png", 30)
+    assert "loss (mean of 3)" in drawn_text  # the CSV's 30 steps, not the JSONL's 9 (mean of 1)
+    (run / "metrics.jsonl").write_text("")
+    (run / "metrics.csv").write_text("step,loss\n1,1.0\n")
+    with pytest.raises(DataError, match="its logs do not reach the run's last step, 30 \\(metrics.jsonl holds no "
+                                        "record; metrics.csv stops at step 1"):
+        plot_losses(rows, tmp_path, run / "losses2.png", 30)
+    assert not (run / "losses2.png").exists()
 
 
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():
@@ -371,7 +394,7 @@ def test_pictures_leave_the_processs_matplotlib_backend_and_its_figures_as_they_
         users = plt.figure()
         plot_loss_curves(run / "metrics.jsonl", run / "loss.png")
         save_confusion_png([[2, 0], [1, 1]], run / "confusion.png", ["bikes", "runs"])
-        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png")
+        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png", 3)
         assert matplotlib.get_backend() == "pdf" and plt.get_fignums() == [users.number]
     finally:
         plt.close("all")

@@ -890,7 +890,7 @@ def _pictures(s: DemoSettings, rows: list[dict], lists: dict[str, Path], model_c
 
     video = str(lists["train"].parent / read_text(lists["train"]).split(maxsplit=1)[0])
     loss_curves, tracks, predicted_vs_target = PICTURES
-    drawings = {loss_curves: partial(plot_losses, rows, s.out),
+    drawings = {loss_curves: partial(plot_losses, rows, s.out, last_step=s.steps),
                 tracks: partial(tracks_picture, video, num_frames=model_cfg.num_frames, stride=data_cfg.stride,
                                       size=model_cfg.img_size, length=target_cfg.track_length)}
     mme_rows = [r for r in rows if r["target"] == "mme" and "checkpoint" in r]

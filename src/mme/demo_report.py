@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from mme import repository_doc
-from mme.train.metrics import read_records
+from mme.errors import DataError
+from mme.train.metrics import records_through
 from mme.utils import atomic_path, literal_text
 
 REAL_KEYS = ("real_val_linear_top1", "real_val_knn_top1", "real_test_linear_top1", "real_test_knn_top1")
@@ -90,16 +91,25 @@ def markdown_loss_table(summary: list[dict]) -> str:
 
 
 @literal_text()  # under a user's text.usetex, its loss names ('loss_hog') went to LaTeX
-def plot_losses(rows: list[dict], root: Path, path: Path) -> None:
+def plot_losses(rows: list[dict], root: Path, path: Path, last_step: int) -> None:
     """One panel per pre-trained target: every loss term against the step (first seed), per batch (faint) and
-    as a running mean. The rows' metrics paths are relative to ``root``."""
+    as a running mean, read from a log of its run that reaches its ``last_step`` (:func:`records_through`, as the
+    loss table reads them). The rows' metrics paths are relative to ``root``. A run without such a log has no panel;
+    where none has, the DataError of the first."""
     from matplotlib.figure import Figure  # not pyplot, whose backend and figures are the process's (a notebook's)
 
-    runs = [r for r in rows if "metrics" in r and r["seed"] == rows[0]["seed"]]
+    runs, unknown = [], []
+    for r in rows:
+        if "metrics" in r and r["seed"] == rows[0]["seed"]:
+            try:
+                runs.append((r, records_through((root / r["metrics"]).parent, last_step)))
+            except DataError as e:  # (its row says so: mme.demo.loss_against_mean)
+                unknown.append(e)
+    if not runs and unknown:
+        raise unknown[0]
     fig = Figure(figsize=(4.2 * len(runs), 3.2))
     axes = fig.subplots(1, len(runs), squeeze=False)
-    for ax, r in zip(axes[0], runs):
-        records = read_records(root / r["metrics"])
+    for ax, (r, records) in zip(axes[0], runs):
         steps = [rec["step"] for rec in records]
         for key in sorted(k for k in records[0] if k.startswith("loss")):
             values = np.array([rec[key] for rec in records])
