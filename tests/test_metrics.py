@@ -144,8 +144,9 @@ def test_a_folder_named_as_a_log_is_one_line_before_any_step(tmp_path):
 
 def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_traceback(tmp_path):
     """TensorBoard's writer writes from a thread of its own: a full disk printed that thread's OSError traceback (17
-    lines) before the warning that the logger stopped. A 24 KiB tmpfs where this user may mount one; else the writer's
-    appends raise ENOSPC past their first."""
+    lines) before the warning that the logger stopped. The log dropped is recorded by its folder's name, tb (before:
+    'TensorBoardLogger', in run.json's logs_stopped beside metrics.jsonl). A 24 KiB tmpfs where this user may mount
+    one; else the writer's appends raise ENOSPC past their first."""
     full = tmp_path / "full"
     full.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(full)],
@@ -172,6 +173,7 @@ def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_tr
             if not logger.loggers:
                 break
         logger.close()
+        print("stopped", logger.stopped)
         print("steps logged", step)
         """)
     try:
@@ -184,7 +186,9 @@ def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_tr
     warned = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(warned) == 1 and warned[0].startswith("TensorBoardLogger stopped logging at step ") and \
         "[Errno 28] No space left on device (the run goes on" in warned[0], done.stderr[-3000:]
-    assert int(done.stdout.split()[-1]) < 3000  # it stopped where the disk was full
+    step = int(done.stdout.split()[-1])
+    assert step < 3000  # it stopped where the disk was full
+    assert f"stopped {{'tb': {step}}}" in done.stdout  # run.json's logs_stopped names its folder, as a file's name
 
 
 def test_a_tensorboard_logger_leaves_threading_excepthook_as_it_found_it_and_a_hook_set_meanwhile_works(tmp_path):

@@ -217,6 +217,7 @@ class TensorBoardLogger:
     def __init__(self, log_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
 
+        self.path = Path(log_dir)  # (its name, "tb", is the log's where it is dropped: MetricLogger.stopped)
         before = set(threading.enumerate())
         # a fresh run hides the events of one killed before its first checkpoint, as metrics.jsonl drops them
         self.writer = SummaryWriter(str(log_dir), purge_step=(resume_step or 0) + 1)
