@@ -140,6 +140,10 @@ def test_a_folder_named_as_a_log_is_one_line_before_any_step(tmp_path):
             build_logger(run)
         assert str(info.value) == (f"{run / name}: could not be written (Is a directory); the run did not start its "
                                    f"steps")
+        with pytest.raises(MMEError) as info:  # a resume reads the log first (before: said as a write alone)
+            build_logger(run, resume_step=1)
+        assert str(info.value) == (f"{run / name}: could not be read or written (Is a directory); the run did not "
+                                   f"start its steps")
 
 
 def test_a_full_disk_under_tensorboard_is_its_one_warning_without_its_threads_traceback(tmp_path):

@@ -510,17 +510,18 @@ def space_for(path: str | Path, then: str = "") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError) -> Iterator[None]:
-    """A write of ``path`` in the block that fails (an OSError) is ``error`` naming the file, the reason, the MiB
-    free there where it may be for want of space (:func:`may_want_space`), and ``then`` (what is kept, how to go
-    on). Nothing is written into a folder this process locked that was removed or replaced since
-    (:func:`check_path_held`)."""
+def writing(path: str | Path, then: str = "", error: type[MMEError] = MMEError, done: str = "written"
+            ) -> Iterator[None]:
+    """A write of ``path`` in the block that fails (an OSError) is ``error`` naming the file, that it could not be
+    ``done`` (a block that reads it too: "read or written"), the reason, the MiB free there where it may be for want
+    of space (:func:`may_want_space`), and ``then`` (what is kept, how to go on). Nothing is written into a folder
+    this process locked that was removed or replaced since (:func:`check_path_held`)."""
     check_path_held(path)
     try:
         yield
     except OSError as e:
         free = f"; {mib_free(path)}" if may_want_space(e) else ""
-        raise error(f"{path}: could not be written ({error_reason(e)}{free})" + (f"; {then}" if then else "")) from e
+        raise error(f"{path}: could not be {done} ({error_reason(e)}{free})" + (f"; {then}" if then else "")) from e
 
 
 @contextlib.contextmanager

@@ -273,7 +273,8 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     loggers: list[Logger] = []
     try:  # (a folder of a log's name: one line, before any step)
         for name, kind in (("metrics.jsonl", JSONLLogger), ("metrics.csv", CSVLogger)):
-            with writing(out_dir / name, "the run did not start its steps"):
+            with writing(out_dir / name, "the run did not start its steps",  # (resumed: its records read first)
+                         done="written" if resume_step is None else "read or written"):
                 loggers.append(kind(out_dir / name, resume_step))
     except MMEError:
         for lg in loggers:
