@@ -348,6 +348,18 @@ def test_a_probe_json_that_cannot_be_written_is_one_line_after_the_probes_figure
     assert main(args) == 0 and (out / "probe.json").is_file()
     assert [ln for ln in capsys.readouterr().out.splitlines() if ln in figures] == figures  # the same figures
 
+    # A later probe into that --out that fails (every video of its train list missing here) leaves no probe.json
+    # that a script would read as its own (before: the earlier probe's, naming another run's figures); a user's own
+    # file of that name is refused before any work, and kept.
+    gone = tmp_path / "gone.txt"
+    gone.write_text("".join(f"missing/{line}\n" for line in (r / "train.txt").read_text().splitlines()))
+    assert main([*args[:3], str(gone), *args[4:]]) == 1 and not (out / "probe.json").exists()
+    (out / "probe.json").write_text('{"mine": 1}')
+    assert main(args) == 1 and (out / "probe.json").read_text() == '{"mine": 1}'
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mme probe: error: --out {str(out)!r} holds probe.json, which is no probe report of mme's, where this probe "
+        "writes its own: move it, or choose another --out")
+
 
 def test_a_list_given_through_a_pipe_is_read_once(synth, tmp_path):
     """`mme probe CK --train <(cat train.txt)`: a pipe reads empty the second time, so a probe that read each list

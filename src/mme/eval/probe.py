@@ -13,6 +13,7 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import classification_report, top5_said
-from mme.utils import atomic_write_json, check_count, check_output, check_seed, writing
+from mme.utils import atomic_write_json, check_count, check_output, check_seed, removing, writing
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,30 @@ def check_knn(k: int, temperature: float, weighting: str) -> None:
                           f"{temperature}")
 
 
+REPORT = "probe.json"
+
+
+def _drop_earlier_report(path: Path) -> None:
+    """Before a probe's work, the ``probe.json`` an earlier probe left in its ``--out`` is removed, so that a probe
+    that then fails or is stopped leaves none that a script would read as its own (it names another checkpoint, or
+    lists since changed); a file of that name that is no probe report (a user's own) is a ConfigError, before any
+    work, as the report would replace it."""
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and "checkpoint" in earlier):
+        raise ConfigError(f"--out {str(path.parent)!r} holds {path.name}, which is no probe report of mme's, where "
+                          "this probe writes its own: move it, or choose another --out")
+    with removing(path, "it is an earlier probe's report, which this probe replaces: make it removable, or choose "
+                  "another --out"):
+        path.unlink()
+    log.info("removed the %s of an earlier probe (of %s) from %s: this probe writes its own", path.name,
+             earlier["checkpoint"], path.parent)
+
+
 def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Path, *, val_list: str | None = None,
               test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
               k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
@@ -365,6 +390,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     on, counts = check_embed_options(list(features.values()), **options)
     for path in features.values():
         refuse_unowned(path, probe_out=out_dir)  # (mme embed's, a cache or damaged, alone are replaced)
+    if dist.is_main():
+        _drop_earlier_report(out_dir / REPORT)
     dist.init_distributed(on)
     with dist.agreed():  # read once for every split (its warnings said once), by each rank
         read = read_encoder(checkpoint, **{name: value for name, value in embed_kwargs.items() if name in (
@@ -448,7 +475,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
                   f"({r['num_samples']} videos{failed}{chosen})", flush=True)
     then = (f"the figures above are the probe's; its features are kept in {out_dir / 'features'}, so the same "
             f"command writes it without embedding again")
-    with writing(out_dir / "probe.json", then):
-        atomic_write_json(out_dir / "probe.json", result)
-    print(f"wrote {out_dir / 'probe.json'}", flush=True)
+    with writing(out_dir / REPORT, then):
+        atomic_write_json(out_dir / REPORT, result)
+    print(f"wrote {out_dir / REPORT}", flush=True)
     return result
