@@ -1811,12 +1811,13 @@ def warn_if_mkl_not_strict() -> None:
 def git_sha() -> str | None:
     """The commit of the source tree this package runs from, ``-dirty`` after it where its files differ from it
     (code of no commit); None where the package is not a tracked part of a git checkout (an installed copy, even
-    inside another project's repository)."""
+    inside another project's repository). Read without writing to the checkout (each rank of a run reads it)."""
     here = Path(__file__).parent
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "--no-optional-locks", *args], cwd=here, capture_output=True, text=True,
+                                 timeout=10)  # (status takes .git/index.lock to refresh it: a user's commit then fails)
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
