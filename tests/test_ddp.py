@@ -390,6 +390,8 @@ def test_a_stop_of_one_rank_ends_every_rank_once_rank_0_has_written(synth, tmp_p
         f"{tmp_path / 'run'}/checkpoint-00000003.pt; the same command with --resume auto (train.resume=auto) "
         "continues from there"], proc.stderr[-3000:]
     assert "WARNING rank 0] SIGTERM" not in proc.stderr and "Terminated" not in proc.stderr, proc.stderr[-3000:]
+    assert "WARNING rank 1] SIGTERM: stopping after this step with a checkpoint, once every rank has finished it (" \
+        in proc.stderr, proc.stderr[-3000:]  # (torchrun's SIGTERM as another rank ended: no step is finished)
     assert (tmp_path / "run" / "loss.png").is_file()
 
 

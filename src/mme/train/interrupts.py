@@ -24,6 +24,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+import torch
+
 log = logging.getLogger(__name__)
 
 TERMINATING = (signal.SIGTERM, signal.SIGUSR1)
@@ -87,8 +89,10 @@ class StopRequests(HeldBack):
         if self.steps_over:
             log.warning("%s after the run's last step: no step follows; it ends as stopped (exit %d), its last "
                         "checkpoint kept", self.received.name, 128 + signum)
-        else:
-            log.warning("%s: stopping after this step with a checkpoint (%s)", self.received.name,
+        else:  # (under torchrun the step ends on every rank or none: torchrun's SIGTERM as another rank ended)
+            ranks = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+            log.warning("%s: stopping after this step with a checkpoint%s (%s)", self.received.name,
+                        ", once every rank has finished it" if ranks else "",
                         "Ctrl-C again to stop at once" if signum == signal.SIGINT else
                         f"another {self.received.name} is taken as this one; Ctrl-C stops at once")
 
