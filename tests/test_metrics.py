@@ -75,7 +75,7 @@ def test_a_non_finite_value_is_logged_as_null_and_read_back_as_nan(tmp_path):
     read = [r["loss"] for r in read_records(tmp_path / "metrics.jsonl")]
     assert read[0::3] == [2.0, 1.0] and all(v != v for v in read[1:3])  # (NaN is not itself)
     assert plot_loss_curves(tmp_path / "metrics.jsonl", tmp_path / "loss.png") == tmp_path / "loss.png"
-    plot_losses([{"metrics": "metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, tmp_path / "losses.png")
+    plot_losses([{"metrics": "metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, tmp_path / "losses.png", 4)
     assert (tmp_path / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a log written before: its bare NaN is read, and kept by a resume
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": NaN}\n{"step": 2, "loss": 0.5}\n')
