@@ -487,6 +487,25 @@ def test_splits_built_one_at_a_time_give_lists_under_one_root(tmp_path, caplog, 
         {"val": tmp_path / "l2" / "val.txt"}, root)  # the common parent as --root (before: 'no listed video is under')
 
 
+def test_a_split_built_on_its_own_is_numbered_with_the_classes_of_the_splits_beside_it(tmp_path, caplog):
+    """test/ built on its own without --classes, lacking class b that train/ has: its classes were its own (a, c),
+    so c was 1 in test.txt and 2 in train.txt, and a model trained on train's list scored test's c videos as b, unsaid.
+    Now it is numbered by the classes of the split folders beside it too, as a folder of split folders is, and the
+    log names the class it has no video of."""
+    root = tmp_path / "d"
+    for rel in ("train/a/1.mp4", "train/b/1.mp4", "train/c/1.mp4", "test/a/2.mp4", "test/c/2.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    together, classes = from_class_folders(root)
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        alone, alone_classes = from_class_folders(root / "test")
+    assert alone_classes == classes == ["a", "b", "c"]
+    assert alone == {"test": together["test"]} == {"test": [ListEntry("test/a/2.mp4", 0), ListEntry("test/c/2.mp4", 2)]}
+    assert (f"{root / 'test'}: classes numbered over the split folders beside it too (train), as a folder of split "
+            f"folders numbers them: 3 classes, 1 with no video here ('b';") in caplog.text, caplog.text
+    assert from_class_folders(root / "train") == ({"train": together["train"]}, classes)
+
+
 def test_a_split_built_on_its_own_lists_each_folder_once(tmp_path, monkeypatch):
     """A split folder built on its own (val/) has the folder holding it listed for the split folders beside it: it
     was listed twice, once for their class folders (the walk) and once for their videos (the split check). Each

@@ -602,6 +602,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
     passed.say(root)
     named = _class_names(root, per_split, split_folders)
     if classes is None:
+        named = _numbered_with_splits_beside(root, named, per_split, split_folders, beside)
         classes = sorted(set(named.values()), key=lambda name: (name.lower(), name))
         if all(_is_int(name) for name in classes) and classes != sorted(classes, key=int):
             log.warning("%s: class folders are numbers, sorted as text as torchvision's ImageFolder sorts them "
@@ -661,6 +662,33 @@ def _class_names(root: Path, per_split: dict[str, dict[str, list[Path]]], split_
                         " and ".join(f"{ascii(n)} (in {', '.join(held)})" for n, held in spelt.items()), ascii(name))
         named.update({(split, folder): name for folder, held in spelt.items() for split in held})
     return named
+
+
+def _numbered_with_splits_beside(root: Path, named: dict[tuple[str, str], str],
+                                 per_split: dict[str, dict[str, list[Path]]], split_folders: dict[str, Path],
+                                 beside: dict[Path, list[Path]]) -> dict[tuple[str, str], str]:
+    """``named`` (:func:`_class_names` of a split folder built on its own without a class map) with the class
+    folders holding videos of the split folders beside it (``beside``, walked by :func:`_walk_classes`), so that its
+    classes are those of all the splits, as a folder of split folders numbers them: numbered by its own folders
+    alone, a split lacking a class (a test split without class 3) gave its later classes other ids than the list of
+    the split beside it, and a model trained on one scored the other under the wrong names. Said in the log, naming
+    the classes of the splits beside it that it has no video of."""
+    others: dict[str, dict[str, list[Path]]] = {}
+    folders = dict(split_folders)
+    for folder, found in beside.items():
+        if found:
+            others.setdefault(folder.parent.name, {})[folder.name] = found
+            folders[folder.parent.name] = folder.parent
+    if not others:
+        return named
+    every = _class_names(root, {**per_split, **others}, folders)
+    own = {place: name for place, name in every.items() if place[0] in per_split}
+    extra = sorted(set(every.values()) - set(own.values()), key=lambda name: (name.lower(), name))
+    log.info("%s: classes numbered over the split folders beside it too (%s), as a folder of split folders numbers "
+             "them: %d classes%s", root, ", ".join(sorted(others)), len(set(every.values())),
+             f", {len(extra)} with no video here ({', '.join(map(ascii, extra))}; --classes numbers by another "
+             f"map)" if extra else "")
+    return every
 
 
 def _class_ids(root: Path, named: dict[tuple[str, str], str], classes: list[str]) -> dict[tuple[str, str], int]:
