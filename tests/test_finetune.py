@@ -1212,7 +1212,9 @@ def test_eval_only_called_from_python_leaves_the_callers_global_generator_and_th
 def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_with(synth, stride4, tmp_path):
     """task.eval_only took task.classes (the recipe's, silently) over the names the checkpoint records: in another
     order, per-class accuracy was filed under the wrong names; unset, under '0', '1', ...; so did --classes of
-    mme export, and a resumed run with a task.classes changed since."""
+    mme export, and a resumed run with a task.classes changed since. The refusal advised leaving task.classes out,
+    which for lists numbered by its map scored 0 % unsaid: it says the lists must be numbered by the recorded names,
+    and how to rebuild them."""
     from mme.errors import ConfigError
     from mme.eval.finetuned import finetune
     from mme.models.export import export
@@ -1220,7 +1222,11 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
     (tmp_path / "rev.json").write_text(json.dumps(synth.classes[::-1]))
     theirs = f"class 0: {synth.classes[-1]!r} against its {synth.classes[0]!r}"
     with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than train.init "
-                                          rf"{stride4} was trained with \({theirs}\)"):
+                                          rf"{stride4} was trained with \({theirs}\): the lists' labels must be "
+                                          rf"numbered by the {len(synth.classes)} names it records "
+                                          rf"\({synth.classes[0]!r}, .*\); rebuild lists numbered otherwise with "
+                                          rf"`mme lists ... --classes FILE`, FILE a JSON list of those names, and "
+                                          rf"leave task.classes out only where its names are wrong"):
         _eval_only(synth, stride4, tmp_path / "ev", f"task.classes={tmp_path}/rev.json")
     report = _eval_only(synth, stride4, tmp_path / "ev", "task.classes=").reports["test"]
     assert report["class_names"] == list(report["per_class_accuracy"]) == synth.classes

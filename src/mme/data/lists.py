@@ -304,7 +304,9 @@ def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: lis
                      source: str) -> list[str] | None:
     """The class names of the classifier in ``source``: those it records (the names it was trained with), else
     ``given`` (read from ``key`` ``path``); both, and not the same, is a ConfigError naming both (a head's class
-    ids filed under other classes' names would pass unseen)."""
+    ids filed under other classes' names would pass unseen) and what to do: lists numbered by another map than the
+    recorded one are rebuilt with it (``mme lists ... --classes``); ``key`` is left out only where its file's names
+    are wrong and the lists right (leaving it out for lists numbered by its map scored 0 %, unsaid)."""
     if given is None or recorded is None or given == recorded:
         return recorded if given is None else given
     if len(given) != len(recorded):
@@ -312,8 +314,11 @@ def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: lis
     else:
         i = next(i for i, (a, b) in enumerate(zip(given, recorded)) if a != b)
         diff = f"class {i}: {given[i]!r} against its {recorded[i]!r}"
-    raise ConfigError(f"{key} {path} names other classes than {source} was trained with ({diff}); without {key}, "
-                      "the names it records are used")
+    shown = ", ".join(map(repr, recorded[:5])) + (", ..." if len(recorded) > 5 else "")
+    raise ConfigError(f"{key} {path} names other classes than {source} was trained with ({diff}): the lists' labels "
+                      f"must be numbered by the {len(recorded)} names it records ({shown}); rebuild lists numbered "
+                      f"otherwise with `mme lists ... --classes FILE`, FILE a JSON list of those names, and leave "
+                      f"{key} out only where its names are wrong and the lists numbered by the recorded ones")
 
 
 def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> list[ListEntry]:
