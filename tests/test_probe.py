@@ -561,6 +561,21 @@ def test_a_label_beyond_the_class_map_is_refused_before_any_embedding(synth, tmp
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_train_list_of_one_class_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """A train list whose videos are all of one class probed at 100 % (every prediction is that class), as mme
+    finetune refuses it: one line now, before any embedding."""
+    from mme.cli import main
+
+    r = synth.root
+    lines = (r / "train.txt").read_text().splitlines()
+    one = tmp_path / "one.txt"
+    one.write_text("".join(f"{line.rsplit(maxsplit=1)[0]} 2\n" for line in lines))
+    assert main(["probe", "unused.ckpt", "--train", str(one), "--root", str(r), "--out", str(tmp_path / "p")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"the train list {one}: every video has label 2; a classifier needs videos of at least 2 classes")
+    assert not (tmp_path / "p" / "features").exists()
+
+
 def test_a_list_without_labels_is_refused_before_any_embedding(synth, tmp_path, capsys):
     """A test list of paths alone was refused only after every split had been embedded ("probing needs a label on
     every line"), and checked first only with --classes; now every list is, whether or not --classes is given."""

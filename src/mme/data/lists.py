@@ -336,6 +336,15 @@ def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> l
     return entries
 
 
+def check_class_ids(list_file: str | Path, entries: list[ListEntry], what: str) -> None:
+    """The labels of a training list (``entries`` of ``list_file``, named ``what``) before any work: a DataError
+    where every video has one label (a head trained on one class learns nothing, its loss 0, and scores 100 %)."""
+    labels = Counter(e.label for e in entries if e.label is not None)
+    if len(labels) == 1:
+        raise DataError(f"{what} {list_file}: every video has label {next(iter(labels))}; a classifier needs videos "
+                        f"of at least 2 classes")
+
+
 def untrained_classes(train_file: str | Path, train: list[ListEntry],
                       scored: dict[str, tuple[str | Path, list[ListEntry]]]) -> str | None:
     """The warning, or None, where a scored split (``{what: (list_file, entries)}``: a val or test list) has

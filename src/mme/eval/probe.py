@@ -360,7 +360,15 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     ``val_fraction`` of train (same ``seed``). A split carved from train holds whole source videos: the clips of
     one are a group (:func:`mme.data.lists.source_group`: ``group_by``, a regular expression over the file name, else
     the UCF101, HMDB51 or Kinetics name, else the file), all on one side of it."""
-    from mme.data.lists import check_labels, check_root, group_pattern, read_classes, source_group, untrained_classes
+    from mme.data.lists import (
+        check_class_ids,
+        check_labels,
+        check_root,
+        group_pattern,
+        read_classes,
+        source_group,
+        untrained_classes,
+    )
     from mme.eval.features import EMBED_COUNTS, check_embed_options, embed, read_encoder, read_features, refuse_unowned
     from mme.train import distributed as dist
 
@@ -383,6 +391,7 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     if note and dist.is_main():
         log.warning("%s", note)
     _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""))
+    check_class_ids(train_list, entries["train"], "the train list")
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     options = {name: value for name, value in embed_kwargs.items()
                if name in ("backend", "device", "index_dir", *EMBED_COUNTS)}

@@ -35,6 +35,7 @@ from mme.config import given_in
 from mme.data.dataset import ClassificationDataset, DataConfig
 from mme.data.lists import (
     agreeing_classes,
+    check_class_ids,
     check_labels,
     listed_once,
     read_classes,
@@ -159,12 +160,10 @@ def list_test_set(cfg: FinetuneConfig, list_file: str, clips: int | None = None,
 def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     """``task.num_classes``, else the number of class names, else 1 + the largest label; a label the head cannot
     predict is a DataError naming the list file, found before any training."""
-    labels = [e.label for e in read_list(cfg.data.list_file, strict=False, key="data.list_file")[0]
-              if e.label is not None]
-    if len(set(labels)) == 1:  # a head trained on one class learns nothing (its loss is 0) and scores 100 %
-        raise DataError(f"list file {cfg.data.list_file}: every video has label {labels[0]}; a classifier needs "
-                        f"videos of at least 2 classes")
+    entries = read_list(cfg.data.list_file, strict=False, key="data.list_file")[0]
+    labels = [e.label for e in entries if e.label is not None]
     n = cfg.task.num_classes or (len(names) if names else None)
+    check_class_ids(cfg.data.list_file, entries, "list file")
     if n is None:
         if not labels:
             raise DataError(f"list file {cfg.data.list_file}: no labels; set task.num_classes")
