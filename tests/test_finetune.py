@@ -22,6 +22,7 @@ from mme.eval.testing import (
     save_confusion_png,
     top5_said,
     topk_accuracy,
+    trivial_top5,
 )
 from mme.train.augment import (
     RAND_OPS,
@@ -227,6 +228,14 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     shares = torch.eye(4)[[0, 1, 0, 3]]  # class 2: no vote
     votes = classification_report(shares, torch.arange(4), voted=shares > 0)
     assert votes["top5"] == 0.75 and top5_said(votes) == "top-5  75.00%"  # a kNN's top-5 of 4 classes says something
+    # labels with gaps ({0, 5, 9, 12}): a 13-class head fit on 4 of them ranks those first, so its top-5 is 1.0 by
+    # construction; judged by the classes trained on, not by the head's (before: "top-5 100.00%", "top5": 1.0)
+    gaps, head = torch.tensor([0, 5, 9, 12]), torch.zeros(4, 13)
+    head[:, gaps] = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.4, 0.3],
+                                  [0.1, 0.4, 0.2, 0.3]])
+    fit = classification_report(head, gaps, trained_classes=4)
+    assert fit["top5"] == 1.0 and trivial_top5(fit) and top5_said(fit) == "top-5 -- (4 classes trained on)"
+    assert not trivial_top5(classification_report(head, gaps))  # (unknown: judged by the head's 13 classes)
 
 
 def test_class_names_given_twice_are_refused_not_merged_in_the_report():

@@ -438,8 +438,8 @@ def test_a_class_whose_every_video_failed_in_every_split_is_still_counted(synth,
         assert result[method]["per_class_accuracy"]["3"] is None
         assert [len(row) for row in result[method]["confusion_matrix"]] == [4] * 4
         assert result[method]["confusion_matrix"][3] == [0, 0, 0, 0] and result[method]["num_samples"] == 9
-    # (the linear probe's line: every class in its top 5)
-    assert "top-5 -- (4 classes)  (9 videos, 3 failed; 3 of the train list failed)" in out, out
+    # (the linear probe's line: every class in its top 5; of the 3 it was fit on, class 3's train videos all failed)
+    assert "top-5 -- (3 classes trained on)  (9 videos, 3 failed; 3 of the train list failed)" in out, out
 
 
 def test_a_class_whose_every_training_video_failed_is_warned_about_and_the_train_failures_said(synth, tmp_path,

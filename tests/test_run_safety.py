@@ -1649,11 +1649,11 @@ def test_an_empty_recipe_and_a_base_chain_that_comes_back_are_refused(tmp_path):
         load_config(PretrainConfig, str(tmp_path / "self.yaml"))
 
 
-def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path):
+def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path, caplog):
     from mme.config import load_config
     from mme.data.synth import generate_synth
     from mme.train.config import FinetuneConfig
-    from mme.train.finetune import setup
+    from mme.train.finetune import _num_classes, setup
 
     d = generate_synth(tmp_path / "data", num_classes=3, videos_per_class=2, size=32, num_frames=8, workers=1)
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
@@ -1687,6 +1687,14 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path):
     one.write_text("".join(f"{v} 2\n" for v in videos[:3]))  # one class of several, too
     with pytest.raises(DataError, match=r"one\.txt: every video has label 2"):
         setup(cfg)
+    # labels that skip ids ({0, 5, 9, 12}: a 13-class head, 9 of its classes never trained) are warned about,
+    # counted (before: nothing said)
+    one.write_text("".join(f"{v} {label}\n" for v, label in zip(videos, (0, 5, 9, 12), strict=False)))
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert _num_classes(cfg, None) == 13
+    assert (f"list file {one}: its labels skip 9 of the class ids 0..12, which no video has (1, 2, 3, 4, 6, ...): a "
+            f"13-class head, 9 of its classes never trained; number the labels 0..3, or set task.num_classes or "
+            f"task.classes") in caplog.text, caplog.text
 
 
 def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path):

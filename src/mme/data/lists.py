@@ -336,13 +336,27 @@ def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> l
     return entries
 
 
-def check_class_ids(list_file: str | Path, entries: list[ListEntry], what: str) -> None:
+def check_class_ids(list_file: str | Path, entries: list[ListEntry], what: str, num_classes: int | None,
+                    to_set: str) -> None:
     """The labels of a training list (``entries`` of ``list_file``, named ``what``) before any work: a DataError
-    where every video has one label (a head trained on one class learns nothing, its loss 0, and scores 100 %)."""
+    where every video has one label (a head trained on one class learns nothing, its loss 0, and scores 100 %).
+    Where the class count is 1 + its largest label (``num_classes`` None: no class map, no count given), ids that
+    no video has are warned about, counted (a 13-class head for labels {0, 5, 9, 12}: 9 classes never trained).
+    ``to_set``: how to give the class count or map instead."""
     labels = Counter(e.label for e in entries if e.label is not None)
     if len(labels) == 1:
         raise DataError(f"{what} {list_file}: every video has label {next(iter(labels))}; a classifier needs videos "
                         f"of at least 2 classes")
+    if num_classes is not None or not labels:
+        return
+    top = max(labels)
+    unused = top + 1 - len(labels)
+    if unused:
+        skipped = [i for i in range(top + 1) if i not in labels]
+        log.warning("%s %s: its labels skip %d of the class ids 0..%d, which no video has (%s%s): a %d-class head, "
+                    "%d of its classes never trained; number the labels 0..%d, or %s", what, list_file, unused, top,
+                    ", ".join(map(str, skipped[:5])), ", ..." if unused > 5 else "", top + 1, unused,
+                    len(labels) - 1, to_set)
 
 
 def untrained_classes(train_file: str | Path, train: list[ListEntry],

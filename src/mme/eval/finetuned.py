@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from mme.config import given_in, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
+from mme.data.lists import read_list
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
     SPLITS,
@@ -86,6 +87,8 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
     figures are logged, saying that the checkpoint is kept and how to test it again; one of an earlier test that
     cannot be removed likewise."""
     reports, untested = {}, {}
+    trained = None if cfg.task.eval_only else len({e.label for e in read_list(cfg.data.list_file, strict=False)[0]
+                                                   if e.label is not None})  # (its top-5 judged by them)
     dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
     for name, list_file in cfg.task.tested.items():
         try:
@@ -102,7 +105,7 @@ def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, pr
             dist.on_main(drop_report, cfg.train.out_dir, name, "; ".join(then))
             continue
         d = dataset.cfg
-        reports[name] = {**report,
+        reports[name] = {**report, "trained_classes": trained,
                          "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
                          "list": os.path.abspath(list_file), "root": os.path.abspath(d.root or "."),
                          "num_frames": d.num_frames, "img_size": d.img_size, "tubelet": d.tubelet,

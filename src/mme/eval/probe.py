@@ -221,7 +221,7 @@ def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=N
     # logit gap past ~100), and its other classes would rank by class id, not by score
     log_probs = head((ex - mean) / std).double().log_softmax(1)
     return {
-        **classification_report(log_probs, ey, class_names),
+        **classification_report(log_probs, ey, class_names, trained_classes=len(fy.unique())),
         "method": "linear",
         "weight_decay": best,
         "val_top1": {f"{wd:g}": a for wd, (a, _) in scores.items()},
@@ -274,7 +274,8 @@ def knn_classify(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
         votes = torch.zeros(len(q), C, dtype=torch.float64).scatter_add_(1, ty[idx], w)  # (n, C)
         probs.append(votes / votes.sum(1, keepdim=True))
         voted.append(torch.zeros(len(q), C, dtype=torch.bool).scatter_(1, ty[idx], True))  # (a weight may still be 0)
-    return {**classification_report(torch.cat(probs), ey, class_names, voted=torch.cat(voted)), "method": "knn",
+    return {**classification_report(torch.cat(probs), ey, class_names, voted=torch.cat(voted),
+                                     trained_classes=len(ty.unique())), "method": "knn",
             "k": k, "weighting": weighting, "temperature": temperature, "num_train": len(tx)}
 
 
@@ -391,7 +392,8 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     if note and dist.is_main():
         log.warning("%s", note)
     _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""))
-    check_class_ids(train_list, entries["train"], "the train list")
+    check_class_ids(train_list, entries["train"], "the train list", len(names) if names else None,
+                    "give --classes (the class map)")
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     options = {name: value for name, value in embed_kwargs.items()
                if name in ("backend", "device", "index_dir", *EMBED_COUNTS)}

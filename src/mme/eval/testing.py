@@ -60,16 +60,25 @@ def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return out
 
 
+def top5_classes(report: dict[str, Any]) -> int:
+    """The classes a :func:`classification_report`'s top-5 ranks among: those of its model's training labels where
+    it records them (``trained_classes``: a head of 13 classes fit on the labels {0, 5, 9, 12} ranks those 4 first,
+    a kNN votes for them alone), else all of its classes."""
+    return min(len(report["class_names"]), report.get("trained_classes") or len(report["class_names"]))
+
+
 def trivial_top5(report: dict[str, Any]) -> bool:
-    """Whether a :func:`classification_report`'s top-5 says nothing: of 5 classes or fewer every class is in the top
-    5 (1.0 by :func:`topk_accuracy`'s cap; a kNN vote's can be less: a class no neighbour voted for is no guess)."""
-    return len(report["class_names"]) <= 5 and report["top5"] == 1.0
+    """Whether a :func:`classification_report`'s top-5 says nothing: of 5 classes or fewer (:func:`top5_classes`)
+    every class is in the top 5 (1.0 by :func:`topk_accuracy`'s cap; a kNN vote's can be less: a class no neighbour
+    voted for is no guess)."""
+    return top5_classes(report) <= 5 and report["top5"] == 1.0
 
 
 def top5_said(report: dict[str, Any]) -> str:
     """'top-5 X%' of a :func:`classification_report`, or '--' where it says nothing (:func:`trivial_top5`)."""
     if trivial_top5(report):
-        return f"top-5 -- ({len(report['class_names'])} classes)"
+        n = top5_classes(report)
+        return f"top-5 -- ({n} classes{' trained on' if n < len(report['class_names']) else ''})"
     return f"top-5 {100 * report['top5']:6.2f}%"
 
 
@@ -80,10 +89,11 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 
 def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None = None,
-                          voted: torch.Tensor | None = None) -> dict[str, Any]:
+                          voted: torch.Tensor | None = None, trained_classes: int | None = None) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy (recall; None for a class absent from ``labels``), mean class accuracy
     and the confusion matrix of ``probs (N, C)`` against ``labels (N,)``, as JSON-serialisable values
-    (``voted``: see :func:`topk_accuracy`). ``probs`` are ranked per row, so log-probabilities rank as their
+    (``voted``: see :func:`topk_accuracy`; ``trained_classes``: the number of distinct labels the model was fit
+    on, where known: :func:`top5_classes`). ``probs`` are ranked per row, so log-probabilities rank as their
     probabilities (the linear probe's, whose probabilities underflow). DataError for non-finite scores, which rank
     as no class."""
     probs = torch.as_tensor(probs, dtype=torch.float64)  # (kNN vote shares below float32's range keep their rank)
@@ -108,6 +118,7 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
         "per_class_accuracy": dict(zip(names, recall)),
         "confusion_matrix": cm.tolist(),
         "class_names": names,
+        "trained_classes": trained_classes,
     }
 
 

@@ -163,7 +163,7 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     entries = read_list(cfg.data.list_file, strict=False, key="data.list_file")[0]
     labels = [e.label for e in entries if e.label is not None]
     n = cfg.task.num_classes or (len(names) if names else None)
-    check_class_ids(cfg.data.list_file, entries, "list file")
+    check_class_ids(cfg.data.list_file, entries, "list file", n, "set task.num_classes or task.classes")
     if n is None:
         if not labels:
             raise DataError(f"list file {cfg.data.list_file}: no labels; set task.num_classes")
