@@ -20,6 +20,7 @@ from mme.eval.testing import (
     classification_report,
     confusion_matrix,
     save_confusion_png,
+    save_report,
     top5_said,
     topk_accuracy,
     trivial_top5,
@@ -205,7 +206,7 @@ def test_augment_batch_shapes_and_soft_targets():
 # ---- test metrics --------------------------------------------------------------------------------------------
 
 
-def test_topk_and_confusion_matrix_on_a_hand_example():
+def test_topk_and_confusion_matrix_on_a_hand_example(tmp_path):
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
     labels = torch.tensor([0, 1, 1, 2])
     acc = topk_accuracy(probs, labels, ks=(1, 2, 5))
@@ -236,6 +237,17 @@ def test_topk_and_confusion_matrix_on_a_hand_example():
     fit = classification_report(head, gaps, trained_classes=4)
     assert fit["top5"] == 1.0 and trivial_top5(fit) and top5_said(fit) == "top-5 -- (4 classes trained on)"
     assert not trivial_top5(classification_report(head, gaps))  # (unknown: judged by the head's 13 classes)
+    # a head of very many classes (a stray label 100000 with task.num_classes set to fit it): the confusion matrix's
+    # C x C cells are not made (before: 80 GB, a traceback after training, no test.json); the rest is counted
+    wide = torch.zeros(3, 6000, dtype=torch.float64)
+    wide[[0, 1, 2], [5, 7, 5999]] = 1
+    r = classification_report(wide, torch.tensor([5, 8, 5999]))
+    assert r["confusion_matrix"] is None and r["top1"] == 2 / 3 and r["mean_class_accuracy"] == 2 / 3
+    assert r["per_class_accuracy"]["5"] == 1.0 and r["per_class_accuracy"]["8"] == 0.0
+    assert r["per_class_accuracy"]["0"] is None and len(r["per_class_accuracy"]) == 6000
+    save_report({**r, "views_per_video": 1, "failures": []}, tmp_path, "test")
+    assert json.loads((tmp_path / "test.json").read_text())["top1"] == 2 / 3
+    assert not (tmp_path / "test_confusion.png").exists()
 
 
 def test_class_names_given_twice_are_refused_not_merged_in_the_report():

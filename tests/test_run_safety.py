@@ -1695,6 +1695,13 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path, ca
     assert (f"list file {one}: its labels skip 9 of the class ids 0..12, which no video has (1, 2, 3, 4, 6, ...): a "
             f"13-class head, 9 of its classes never trained; number the labels 0..3, or set task.num_classes or "
             f"task.classes") in caplog.text, caplog.text
+    # a stray label (100000) gave a head of 100001 classes unsaid, then an 80 GB confusion matrix after training
+    one.write_text(f"{videos[0]} 0\n{videos[1]} 1\n{videos[2]} 100000\n{videos[3]} 1\n")
+    with pytest.raises(DataError, match=rf"list file {re.escape(str(one))}:3: label 100000 makes a 100001-class head "
+                                        r"for the 3 labels the list has \(99998 class ids without a video\): a stray "
+                                        r"label\? Number the labels 0\.\.2, or set task\.num_classes or task\.classes"):
+        setup(cfg)
+    assert not ckpt.list_checkpoints(tmp_path / "run")
 
 
 def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line_naming_it(synth, tmp_path):

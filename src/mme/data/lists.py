@@ -341,8 +341,10 @@ def check_class_ids(list_file: str | Path, entries: list[ListEntry], what: str, 
     """The labels of a training list (``entries`` of ``list_file``, named ``what``) before any work: a DataError
     where every video has one label (a head trained on one class learns nothing, its loss 0, and scores 100 %).
     Where the class count is 1 + its largest label (``num_classes`` None: no class map, no count given), ids that
-    no video has are warned about, counted (a 13-class head for labels {0, 5, 9, 12}: 9 classes never trained).
-    ``to_set``: how to give the class count or map instead."""
+    no video has are warned about, counted (a 13-class head for labels {0, 5, 9, 12}: 9 classes never trained),
+    and a DataError where they are far more than the labels there are (1000 and ten times those), naming the
+    largest label and its line: a stray label (100000) made a head of 100001 classes unsaid, then a confusion
+    matrix of 80 GB after training. ``to_set``: how to give the class count or map instead."""
     labels = Counter(e.label for e in entries if e.label is not None)
     if len(labels) == 1:
         raise DataError(f"{what} {list_file}: every video has label {next(iter(labels))}; a classifier needs videos "
@@ -351,6 +353,11 @@ def check_class_ids(list_file: str | Path, entries: list[ListEntry], what: str, 
         return
     top = max(labels)
     unused = top + 1 - len(labels)
+    if unused > max(1000, 10 * len(labels)):
+        line = next(e.line_no for e in entries if e.label == top)
+        raise DataError(f"{what} {list_file}:{line}: label {top} makes a {top + 1}-class head for the {len(labels)} "
+                        f"labels the list has ({unused} class ids without a video): a stray label? Number the labels "
+                        f"0..{len(labels) - 1}, or {to_set}")
     if unused:
         skipped = [i for i in range(top + 1) if i not in labels]
         log.warning("%s %s: its labels skip %d of the class ids 0..%d, which no video has (%s%s): a %d-class head, "

@@ -82,6 +82,11 @@ def top5_said(report: dict[str, Any]) -> str:
     return f"top-5 {100 * report['top5']:6.2f}%"
 
 
+CONFUSION_CELLS = 25_000_000
+"""The most cells of a report's confusion matrix (5000 classes: 200 MB of int64, more as JSON): beyond them the
+report records none (``null``), with a warning; its other figures are counted class by class."""
+
+
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
     """``cm[true, predicted]`` counts, ``(num_classes, num_classes)`` int64."""
     flat = labels.long() * num_classes + preds.long()
@@ -107,16 +112,21 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
     num_classes = probs.shape[1]
     names = distinct_classes(list(class_names), "classification report's class_names") if class_names else \
         [str(c) for c in range(num_classes)]
-    cm = confusion_matrix(probs.argmax(1), labels, num_classes)
-    support = cm.sum(1)
-    recall = [float(cm[c, c] / support[c]) if support[c] else None for c in range(num_classes)]  # by class id
+    preds = probs.argmax(1)
+    cm = confusion_matrix(preds, labels, num_classes) if num_classes ** 2 <= CONFUSION_CELLS else None
+    if cm is None:  # (a head of 100001 classes: 80 GB)
+        log.warning("classification report: no confusion matrix of %d classes (%d cells, more than %d); the other "
+                    "figures are whole", num_classes, num_classes ** 2, CONFUSION_CELLS)
+    support = torch.bincount(labels, minlength=num_classes).numpy()
+    hits = torch.bincount(labels[preds == labels], minlength=num_classes).numpy()
+    recall = [float(hits[c] / support[c]) if support[c] else None for c in range(num_classes)]  # by class id
     present = [r for r in recall if r is not None]
     return {
         **topk_accuracy(probs, labels, voted=voted),
         "mean_class_accuracy": float(np.mean(present)) if present else float("nan"),
         "num_samples": int(len(labels)),
         "per_class_accuracy": dict(zip(names, recall)),
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": None if cm is None else cm.tolist(),
         "class_names": names,
         "trained_classes": trained_classes,
     }
@@ -456,6 +466,10 @@ def save_report(report: dict[str, Any], out_dir: str | Path, name: str, then: st
             f", listed in {data}" if failed else "")
     with writing(out_dir / data, then):
         atomic_write_json(out_dir / data, report)
+    if report["confusion_matrix"] is None:  # (too many classes: classification_report warned)
+        with removing(out_dir / picture, then, warn=True):  # an earlier test's would read as this one's
+            (out_dir / picture).unlink(missing_ok=True)
+        return
     try:
         save_confusion_png(report["confusion_matrix"], out_dir / picture, report["class_names"])
     except (OSError, RuntimeError) as e:  # RuntimeError: matplotlib's drawing failed (a font error, ...)
