@@ -743,6 +743,7 @@ def test_a_resumption_that_changes_the_config_says_so_and_keeps_a_record(synth, 
 def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(synth, tmp_path):
     """Fine-tuning trains on the list's labels: a list relabelled in place (same file, same videos) was resumed on
     without a word. Its digest covers the labels."""
+    from mme.errors import ConfigError
     from mme.eval.finetuned import finetune
 
     listed = tmp_path / "train.txt"
@@ -755,6 +756,16 @@ def test_a_training_list_relabelled_in_place_is_a_recorded_change_on_resumption(
     finetune(_tiny_recipe(synth, tmp_path / "run", *extra, "train.resume=auto"))
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config_changes"] == [
         {"from_step": 1, "changes": [f"training list content: {len(lines)} -> {len(lines)} items, changed"]}]
+    # without a class map, a list that lost its last class gives a head of 3 classes, the run's has 4: said so
+    # (before: 'wrong architecture: head.weight has shape (4, 32) in the checkpoint, the model expects (3, 32)')
+    extra = (*extra, "task.classes=", "train.steps=3")
+    finetune(_tiny_recipe(synth, tmp_path / "plain", *extra[:-1], "train.stop_after=1"))
+    listed.write_text("\n".join(line for line in lines if not line.endswith(" 3")) + "\n")
+    with pytest.raises(ConfigError, match=rf"checkpoint .*checkpoint-00000001\.pt: its run was trained on 4 classes, "
+                                          rf"the labels of data\.list_file {re.escape(str(listed))} now give 3 "
+                                          r"\(task\.num_classes unset: 1 \+ the largest label\): the list's classes "
+                                          r"changed since; resume with the run's list, or set task\.num_classes=4$"):
+        finetune(_tiny_recipe(synth, tmp_path / "plain", *extra, "train.resume=auto"))
 
 
 @pytest.mark.pinned  # every run train.precision=fp32

@@ -174,6 +174,26 @@ def _num_classes(cfg: FinetuneConfig, names: list[str] | None) -> int:
     return n
 
 
+def _check_resumed_head(cfg: FinetuneConfig, resume: tuple[str, dict], names: list[str] | None,
+                        num_classes: int) -> None:
+    """A ConfigError where the head of the resumed run (``resume``: its checkpoint and state) has another number of
+    classes than this run gives, naming what gives it (a list whose labels changed since: its last class dropped,
+    a class added; before: 'wrong architecture: head.weight has shape (4, 48) ...', which names no cause)."""
+    head = resume[1]["model"].get("head.weight")
+    if head is None or head.shape[0] == num_classes:
+        return
+    if cfg.task.num_classes:
+        given = f"task.num_classes gives {num_classes}"
+    elif names is not None:
+        given = (f"task.classes {cfg.task.classes} names {num_classes}" if cfg.task.classes else
+                 f"the class names it records are {num_classes}")
+    else:
+        given = (f"the labels of data.list_file {cfg.data.list_file} now give {num_classes} (task.num_classes unset: "
+                 f"1 + the largest label): the list's classes changed since")
+    raise ConfigError(f"checkpoint {resume[0]}: its run was trained on {head.shape[0]} classes, {given}; resume with "
+                      f"the run's list, or set task.num_classes={head.shape[0]}")
+
+
 def _model_config(cfg: FinetuneConfig, resume: tuple[str, dict] | None, init: Checkpoint | None,
                   given: Collection[str] = ()) -> FinetuneModel:
     """The run's encoder config: from the resumed run (the config's values it ignores warned about: those of its
@@ -212,6 +232,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
         if names is not None and len(names) != num_classes:
             raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
                               f"{num_classes}")
+        if start.resume is not None:
+            _check_resumed_head(cfg, start.resume, names, num_classes)
         check_test_lists(cfg, num_classes)
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
         cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
