@@ -1677,6 +1677,17 @@ def test_a_label_the_head_cannot_predict_is_refused_before_training(tmp_path, ca
             "task.val_list=", f"task.test_list={test_list}", f"train.out_dir={tmp_path / 'run'}"])
         with pytest.raises(DataError, match=said):
             setup(cfg)
+    # task.num_classes unset: the count is 1 + the training list's largest label, said so (before: not said where
+    # the 3 classes came from)
+    test_list.write_text(f"{videos[0]} 0\n{videos[1]} 3\n")
+    cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [
+        f"data.list_file={d.lists['train']}", f"data.root={d.root}", "task.classes=", "task.val_list=",
+        f"task.test_list={test_list}", f"train.out_dir={tmp_path / 'run'}"])
+    with pytest.raises(DataError, match=rf"has label 3, not a class of a 3-class model \(labels must be 0\.\.2; "
+                                        r"task\.num_classes unset: 1 \+ the largest label of data\.list_file "
+                                        rf"{re.escape(str(d.lists['train']))}; set task\.num_classes or "
+                                        r"task\.classes\)$"):
+        setup(cfg)
     one = tmp_path / "one.txt"  # one class: a head of 1 class learns nothing (loss 0) and scores 100 %
     one.write_text("".join(f"{v} 0\n" for v in videos[:3]))
     cfg = load_config(FinetuneConfig, "finetune_tiny_cpu", [

@@ -321,10 +321,11 @@ def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: lis
                       f"{key} out only where its names are wrong and the lists numbered by the recorded ones")
 
 
-def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> list[ListEntry]:
+def check_labels(list_file: str | Path, num_classes: int | None, what: str, whence: str = "") -> list[ListEntry]:
     """Read a test list strictly (each of its videos is predicted or reported, so a line the parser rejects is
     a DataError naming it) and refuse, naming the video, a missing label or one that a ``num_classes``-class
-    model cannot predict (any label, when None). Returns its entries."""
+    model cannot predict (any label, when None); ``whence``: where that count came from, said with it. Returns its
+    entries."""
     entries = read_list(list_file, strict=True, key=what)[0]
     for e in entries:
         if e.label is None:
@@ -332,7 +333,7 @@ def check_labels(list_file: str | Path, num_classes: int | None, what: str) -> l
                             f"on every line")
         if num_classes is not None and e.label >= num_classes:
             raise DataError(f"{what} {list_file}: {e.path} has label {e.label}, not a class of a {num_classes}-class "
-                            f"model (labels must be 0..{num_classes - 1})")
+                            f"model (labels must be 0..{num_classes - 1}{'; ' + whence if whence else ''})")
     return entries
 
 

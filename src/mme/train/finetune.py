@@ -115,13 +115,14 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source)
 
 
-def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
+def check_test_lists(cfg: FinetuneConfig, num_classes: int, whence: str = "") -> None:
     """The val and test lists before any work: every line parses and has a label the head can predict, and some
     of their videos are there (a list none of whose files is under ``data.root`` is a DataError; missing ones are
     counted in a warning, and reported as failed by the tests); a video one of them lists twice is a DataError
     (it would be scored twice), and videos they share with the training list are warned about (the figures would
     score videos the model was trained on), as are their videos of classes the training list has none of
-    (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a video (oversampling it)."""
+    (:func:`~mme.data.lists.untrained_classes`). The training list may repeat a video (oversampling it).
+    ``whence``: where ``num_classes`` came from, said with a label beyond it."""
     trained = []
     if not cfg.task.eval_only and os.path.isfile(cfg.data.list_file):
         trained = read_list(cfg.data.list_file, strict=False)[0]
@@ -129,7 +130,7 @@ def check_test_lists(cfg: FinetuneConfig, num_classes: int) -> None:
     tested = {}
     for split, list_file in cfg.task.tested.items():
         key = f"{split}_list"
-        entries = check_labels(list_file, num_classes, f"task.{key}")
+        entries = check_labels(list_file, num_classes, f"task.{key}", whence)
         tested[f"task.{key}"] = list_file, entries
         shared, named = shared_video(listed_once(list_file, entries, cfg.data.root, f"task.{key}"), train,
                                      cfg.data.root)
@@ -234,7 +235,9 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
                               f"{num_classes}")
         if start.resume is not None:
             _check_resumed_head(cfg, start.resume, names, num_classes)
-        check_test_lists(cfg, num_classes)
+        check_test_lists(cfg, num_classes, "" if cfg.task.num_classes or names else
+                         f"task.num_classes unset: 1 + the largest label of data.list_file {cfg.data.list_file}; set "
+                         f"task.num_classes or task.classes")
         init = engine.read_init(t.init, cfg.model, encoder_only=True) if t.init and start.resume is None else None
         cfg = clips_for(cfg, _model_config(cfg, start.resume, init, given),
                         f"the resumed run ({start.resume[0]})" if start.resume else f"train.init {t.init}")
