@@ -263,6 +263,11 @@ def test_class_names_given_twice_are_refused_not_merged_in_the_report():
         classification_report(probs, labels, ["a", "b", "a", "c"])
     r = classification_report(probs, labels, ["a", "b", "d", "c"])
     assert r["per_class_accuracy"] == {"a": 1.0, "b": 1.0, "d": 0.0, "c": 1.0} and r["mean_class_accuracy"] == 0.75
+    # another count of names than of classes: the per-class figures were cut to the shorter, unsaid
+    for names in (["a", "b", "d"], ["a", "b", "d", "c", "e"]):
+        with pytest.raises(DataError, match=rf"^classification report: class_names has {len(names)} names for "
+                                            r"num_classes=4; give one name per class$"):
+            classification_report(probs, labels, names)
 
 
 def test_a_report_without_a_figure_is_strict_json_with_null(tmp_path):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
-from mme.eval.testing import classification_report, top5_said
+from mme.eval.testing import check_class_names, classification_report, top5_said
 from mme.utils import atomic_write_json, check_count, check_output, check_seed, removing, writing
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,8 @@ def _num_classes(method: str, num_classes: int | None, class_names: list[str] | 
     largest = max((int(y.max()) for y in labels if len(y)), default=-1)
     if num_classes is None and class_names is None:
         return largest + 1
-    if num_classes is not None and class_names is not None and len(class_names) != num_classes:
-        raise DataError(f"{method}: class_names has {len(class_names)} names for num_classes={num_classes}; give one "
-                        "name per class")
+    if num_classes is not None:
+        check_class_names(method, class_names, num_classes)
     count = len(class_names) if num_classes is None else num_classes
     if largest >= count:
         given = f"num_classes={count}" if num_classes is not None else f"class_names names {count} classes"

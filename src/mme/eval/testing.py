@@ -93,6 +93,14 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
 
 
+def check_class_names(what: str, class_names: list[str] | None, num_classes: int) -> None:
+    """A DataError where ``class_names`` (given) names another count than ``num_classes`` (the per-class figures
+    were filed under the first names alone, the others dropped, or names left over, unsaid)."""
+    if class_names is not None and len(class_names) != num_classes:
+        raise DataError(f"{what}: class_names has {len(class_names)} names for num_classes={num_classes}; give one "
+                        "name per class")
+
+
 def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None = None,
                           voted: torch.Tensor | None = None, trained_classes: int | None = None) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy (recall; None for a class absent from ``labels``), mean class accuracy
@@ -110,6 +118,7 @@ def classification_report(probs: torch.Tensor, labels: torch.Tensor, class_names
     from mme.data.lists import distinct_classes
 
     num_classes = probs.shape[1]
+    check_class_names("classification report", class_names or None, num_classes)
     names = distinct_classes(list(class_names), "classification report's class_names") if class_names else \
         [str(c) for c in range(num_classes)]
     preds = probs.argmax(1)
