@@ -1860,6 +1860,14 @@ def test_class_maps_as_published(tmp_path):
 
     (tmp_path / "ssv2.json").write_text(json.dumps({"Pushing something": "1", "Approaching something": "0"}))
     assert read_classes(tmp_path / "ssv2.json") == ["Approaching something", "Pushing something"]
+    # a list holding what is not a name (null, a number, a bool, an object) was read through str(): classes named
+    # 'None', '3', 'True', "{'a': 1}"; refused, naming the first
+    for entry, said in ((None, "null"), (3, "3"), (True, "true"), ({"a": 1}, '{"a": 1}')):
+        (tmp_path / "odd.json").write_text(json.dumps(["walk", entry, "run"]))
+        with pytest.raises(DataError, match=rf"^task\.classes {re.escape(str(tmp_path / 'odd.json'))}: class 1 is "
+                                            rf"{re.escape(said)}, not a name \(a JSON string\); class names are "
+                                            r'strings, "3" for a class named 3$'):
+            read_classes(tmp_path / "odd.json", "task.classes")
 
 
 def test_a_list_entry_pickled_before_entries_were_slotted_loads_as_it_was(monkeypatch):

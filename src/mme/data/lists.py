@@ -287,7 +287,11 @@ def read_classes(path: str | Path, what: str = "classes") -> list[str]:
     if not isinstance(names, list) or not names:
         raise DataError(f"{what} {path}: expected a JSON list of class names (index = class id), or a "
                         f"{{name: id}} map")
-    return distinct_classes([str(n) for n in names], f"{what} {path}")
+    other = next((i for i, n in enumerate(names) if not isinstance(n, str)), None)
+    if other is not None:  # (str() made names of them: 'None', 'True', "{'a': 1}")
+        raise DataError(f"{what} {path}: class {other} is {json.dumps(names[other])}, not a name (a JSON string); "
+                        f"class names are strings, \"3\" for a class named 3")
+    return distinct_classes(names, f"{what} {path}")
 
 
 def distinct_classes(names: list[str], what: str) -> list[str]:
