@@ -1274,6 +1274,27 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
                               f"task.classes={tmp_path}/rev.json"))
 
 
+def test_eval_only_with_the_recipes_default_class_map_not_there_says_it_is_the_recipes(synth, stride4, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """task.eval_only of the tiny recipe without task.classes read the recipe's default (runs/synth/classes.json)
+    and failed as 'cannot read it', with no word that the file was the recipe's, nor that task.classes= turns it
+    off. Said now, where the command line does not give task.classes; not where it does."""
+    from mme.cli import main
+
+    monkeypatch.chdir(tmp_path)  # (no runs/synth here)
+    r = synth.root
+    base = ["finetune", "--config", "finetune_tiny_cpu", f"train.init={stride4}", *EVAL_ONLY, f"data.root={r}",
+            f"task.test_list={r}/test.txt", f"train.out_dir={tmp_path / 'ev'}"]
+    assert main(base) == 1
+    assert re.fullmatch(r"mme finetune: error: task\.classes runs/synth/classes\.json: not a readable JSON list of "
+                        r"class names \(.*\) \(not given on the command line: the recipe's default; "
+                        r"task\.classes=PATH gives another, task\.classes= none\)",
+                        capsys.readouterr().err.strip().splitlines()[-1])
+    assert main([*base, "task.classes=gone.json"]) == 1
+    assert "recipe's default" not in capsys.readouterr().err
+    assert main([*base, "task.classes="]) == 0
+
+
 def test_eval_only_called_from_python_takes_the_stride_its_overrides_give_as_the_command_line_does(synth, stride4,
                                                                                                    tmp_path):
     """``finetune(load_config(..., ["data.stride=3", ...]))`` from Python: the CLI passed the keys its overrides

@@ -108,10 +108,19 @@ class RepeatedClips(Dataset):
                 "index": torch.tensor([it["index"] for it in items])}
 
 
-def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: str = "") -> list[str] | None:
+def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: str = "",
+                keys: Collection[str] = ()) -> list[str] | None:
     """``task.classes``'s names, or those the classifier checkpoint ``source`` records (``recorded``): see
-    :func:`mme.data.lists.agreeing_classes`."""
-    given = read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
+    :func:`mme.data.lists.agreeing_classes`. A file that cannot be read where ``keys`` (those the command line
+    gives, :func:`~mme.config.given_in`) lack task.classes is said to be the recipe's default, and how to set it or
+    turn it off (a recipe's default names a file of its own data, runs/synth/classes.json)."""
+    try:
+        given = read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
+    except DataError as e:
+        if "task.classes" in keys:
+            raise
+        raise DataError(f"{e} (not given on the command line: the recipe's default; task.classes=PATH gives "
+                        f"another, task.classes= none)") from e
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source)
 
 
@@ -227,8 +236,8 @@ def setup(cfg: FinetuneConfig, validation=None) -> Run:
     t = cfg.train
     dist.on_main(run_folder.check_report_names, start.out_dir, list(cfg.task.tested))
     with dist.agreed():  # each rank reads its lists, classes and init (a node, its own copies)
-        names = class_names(cfg, start.resume[1].get("classes"), start.resume[0]) if start.resume else \
-            class_names(cfg)
+        names = class_names(cfg, start.resume[1].get("classes"), start.resume[0], given) if start.resume else \
+            class_names(cfg, keys=given)
         num_classes = _num_classes(cfg, names)
         if names is not None and len(names) != num_classes:
             raise ConfigError(f"task.classes {cfg.task.classes} names {len(names)} classes, task.num_classes is "
