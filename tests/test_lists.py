@@ -497,13 +497,41 @@ def test_a_split_built_on_its_own_is_numbered_with_the_classes_of_the_splits_bes
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     together, classes = from_class_folders(root)
-    with caplog.at_level("INFO", logger="mme.data.lists"):
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
         alone, alone_classes = from_class_folders(root / "test")
     assert alone_classes == classes == ["a", "b", "c"]
     assert alone == {"test": together["test"]} == {"test": [ListEntry("test/a/2.mp4", 0), ListEntry("test/c/2.mp4", 2)]}
-    assert (f"{root / 'test'}: classes numbered over the split folders beside it too (train), as a folder of split "
-            f"folders numbers them: 3 classes, 1 with no video here ('b';") in caplog.text, caplog.text
+    assert (f"{root / 'test'}: numbered with the classes of {root / 'train'} beside it, which holds all of its "
+            f"classes, as a folder of split folders numbers them: 3 classes, 1 with no video here ('b');") in \
+        caplog.text, caplog.text
     assert from_class_folders(root / "train") == ({"train": together["train"]}, classes)
+
+
+def test_a_split_built_on_its_own_keeps_its_numbering_beside_a_split_of_other_classes(tmp_path, caplog):
+    """A split built on its own beside a split folder that lacks one of its classes holds other classes than its
+    own: a few-shot test split of novel classes (train/{bowling,diving,skiing}, test/{archery,cooking}) renumbered
+    train's skiing 2 -> 4, and unlabelled shards (test/part_000/) became classes of train's list. Such a split's
+    classes are not taken: each list keeps its own numbering, with a warning naming the split beside it, its classes
+    this one lacks and --classes."""
+    root = tmp_path / "d"
+    for rel in ("train/bowling/1.mp4", "train/diving/1.mp4", "train/skiing/1.mp4", "test/archery/2.mp4",
+                "test/cooking/2.mp4", "val/part_000/3.mp4", "val/skiing/3.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        train, train_classes = from_class_folders(root / "train")
+        test, test_classes = from_class_folders(root / "test")
+    assert train_classes == ["bowling", "diving", "skiing"]
+    assert train == {"train": [ListEntry("train/bowling/1.mp4", 0), ListEntry("train/diving/1.mp4", 1),
+                               ListEntry("train/skiing/1.mp4", 2)]}
+    assert test_classes == ["archery", "cooking"]
+    assert test == {"test": [ListEntry("test/archery/2.mp4", 0), ListEntry("test/cooking/2.mp4", 1)]}
+    assert (f"{root / 'train'}: numbered by its own class folders, not with those of {root / 'test'} beside it, "
+            f"which lacks some of them and has 2 it lacks ('archery', 'cooking'): the ids of its list and that "
+            f"split's may differ; give --classes") in caplog.text, caplog.text
+    assert f"not with those of {root / 'val'} beside it, which lacks some of them and has 1 it lacks ('part_000')" \
+        in caplog.text, caplog.text
+    assert f"{root / 'test'}: numbered by its own class folders, not with those of {root / 'train'}" in caplog.text
 
 
 def test_a_split_built_on_its_own_lists_each_folder_once(tmp_path, monkeypatch):

@@ -708,26 +708,40 @@ def _numbered_with_splits_beside(root: Path, named: dict[tuple[str, str], str],
                                  per_split: dict[str, dict[str, list[Path]]], split_folders: dict[str, Path],
                                  beside: dict[Path, list[Path]]) -> dict[tuple[str, str], str]:
     """``named`` (:func:`_class_names` of a split folder built on its own without a class map) with the class
-    folders holding videos of the split folders beside it (``beside``, walked by :func:`_walk_classes`), so that its
-    classes are those of all the splits, as a folder of split folders numbers them: numbered by its own folders
-    alone, a split lacking a class (a test split without class 3) gave its later classes other ids than the list of
-    the split beside it, and a model trained on one scored the other under the wrong names. Said in the log, naming
-    the classes of the splits beside it that it has no video of."""
-    others: dict[str, dict[str, list[Path]]] = {}
-    folders = dict(split_folders)
+    folders holding videos of each split folder beside it (``beside``, walked by :func:`_walk_classes`) that holds
+    all of its classes, as a folder of split folders numbers them: numbered by its own folders alone, a split lacking
+    a class (a test split without class 3) gave its later classes other ids than the list of the split beside it,
+    and a model trained on one scored the other under the wrong names; said in a warning naming that split folder
+    and the classes it has no video of. A split folder beside it lacking one of its classes holds other classes
+    (a few-shot split's novel classes, unlabelled shards ``part_000/``), not taken: a warning names its classes
+    this split lacks and --classes."""
+    others: dict[Path, dict[str, list[Path]]] = {}
     for folder, found in beside.items():
         if found:
-            others.setdefault(folder.parent.name, {})[folder.name] = found
-            folders[folder.parent.name] = folder.parent
-    if not others:
+            others.setdefault(folder.parent, {})[folder.name] = found
+    own = {_class_key(name) for name in named.values()}
+    taken, folders = {}, dict(split_folders)
+    for folder, held in sorted(others.items()):
+        theirs = {_class_key(name): name for name in _class_names(folder, {folder.name: held},
+                                                                  {folder.name: folder}).values()}
+        extra = sorted((theirs[key] for key in theirs.keys() - own), key=lambda name: (name.lower(), name))
+        if own <= theirs.keys():
+            taken[folder.name], folders[folder.name] = held, folder
+        elif extra:
+            log.warning("%s: numbered by its own class folders, not with those of %s beside it, which lacks some of "
+                        "them and has %d it lacks (%s%s): the ids of its list and that split's may differ; give "
+                        "--classes the class map of the split that has every class where they are one dataset's",
+                        root, folder, len(extra), ", ".join(map(ascii, extra[:5])), ", ..." if len(extra) > 5 else "")
+    if not taken:
         return named
-    every = _class_names(root, {**per_split, **others}, folders)
-    own = {place: name for place, name in every.items() if place[0] in per_split}
-    extra = sorted(set(every.values()) - set(own.values()), key=lambda name: (name.lower(), name))
-    log.info("%s: classes numbered over the split folders beside it too (%s), as a folder of split folders numbers "
-             "them: %d classes%s", root, ", ".join(sorted(others)), len(set(every.values())),
-             f", {len(extra)} with no video here ({', '.join(map(ascii, extra))}; --classes numbers by another "
-             f"map)" if extra else "")
+    every = _class_names(root, {**per_split, **taken}, folders)
+    extra = sorted(set(every.values()) - {every[place] for place in named}, key=lambda name: (name.lower(), name))
+    if extra:
+        log.warning("%s: numbered with the classes of %s beside it, which holds all of its classes, as a folder of "
+                    "split folders numbers them: %d classes, %d with no video here (%s%s); --classes numbers by "
+                    "another map", root, ", ".join(str(folders[name]) for name in sorted(taken)),
+                    len(set(every.values())), len(extra), ", ".join(map(ascii, extra[:5])),
+                    ", ..." if len(extra) > 5 else "")
     return every
 
 
