@@ -512,10 +512,12 @@ def test_a_split_built_on_its_own_keeps_its_numbering_beside_a_split_of_other_cl
     own: a few-shot test split of novel classes (train/{bowling,diving,skiing}, test/{archery,cooking}) renumbered
     train's skiing 2 -> 4, and unlabelled shards (test/part_000/) became classes of train's list. Such a split's
     classes are not taken: each list keeps its own numbering, with a warning naming the split beside it, its classes
-    this one lacks and --classes."""
+    this one lacks and --classes. A split beside it that cannot be read as classes (two folders of one class) is its
+    own fault: it refused the split built, naming neither; now it is not taken, said in a warning."""
     root = tmp_path / "d"
     for rel in ("train/bowling/1.mp4", "train/diving/1.mp4", "train/skiing/1.mp4", "test/archery/2.mp4",
-                "test/cooking/2.mp4", "val/part_000/3.mp4", "val/skiing/3.mp4"):
+                "test/cooking/2.mp4", "val/part_000/3.mp4", "val/skiing/3.mp4", "other/train/diving/4.mp4",
+                "other/train/skiing/4.mp4", "other/test/diving/5.mp4", "other/test/Diving/6.mp4"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
@@ -532,6 +534,12 @@ def test_a_split_built_on_its_own_keeps_its_numbering_beside_a_split_of_other_cl
     assert f"not with those of {root / 'val'} beside it, which lacks some of them and has 1 it lacks ('part_000')" \
         in caplog.text, caplog.text
     assert f"{root / 'test'}: numbered by its own class folders, not with those of {root / 'train'}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_class_folders(root / "other" / "train") == (
+            {"train": [ListEntry("train/diving/4.mp4", 0), ListEntry("train/skiing/4.mp4", 1)]}, ["diving", "skiing"])
+    assert (f"{root / 'other' / 'train'}: not numbered with the classes of {root / 'other' / 'test'} beside it, which "
+            f"cannot be read as classes: {root / 'other' / 'test'}: class folders") in caplog.text, caplog.text
 
 
 def test_a_split_built_on_its_own_lists_each_folder_once(tmp_path, monkeypatch):

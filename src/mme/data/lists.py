@@ -714,7 +714,7 @@ def _numbered_with_splits_beside(root: Path, named: dict[tuple[str, str], str],
     and a model trained on one scored the other under the wrong names; said in a warning naming that split folder
     and the classes it has no video of. A split folder beside it lacking one of its classes holds other classes
     (a few-shot split's novel classes, unlabelled shards ``part_000/``), not taken: a warning names its classes
-    this split lacks and --classes."""
+    this split lacks and --classes; nor is one that cannot be read as classes (its own fault, said in a warning)."""
     others: dict[Path, dict[str, list[Path]]] = {}
     for folder, found in beside.items():
         if found:
@@ -722,8 +722,13 @@ def _numbered_with_splits_beside(root: Path, named: dict[tuple[str, str], str],
     own = {_class_key(name) for name in named.values()}
     taken, folders = {}, dict(split_folders)
     for folder, held in sorted(others.items()):
-        theirs = {_class_key(name): name for name in _class_names(folder, {folder.name: held},
-                                                                  {folder.name: folder}).values()}
+        try:
+            theirs = {_class_key(name): name for name in _class_names(folder, {folder.name: held},
+                                                                      {folder.name: folder}).values()}
+        except DataError as e:
+            log.warning("%s: not numbered with the classes of %s beside it, which cannot be read as classes: %s",
+                        root, folder, e)
+            continue
         extra = sorted((theirs[key] for key in theirs.keys() - own), key=lambda name: (name.lower(), name))
         if own <= theirs.keys():
             taken[folder.name], folders[folder.name] = held, folder
