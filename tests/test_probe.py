@@ -576,6 +576,26 @@ def test_a_train_list_of_one_class_is_refused_before_any_embedding(synth, tmp_pa
     assert not (tmp_path / "p" / "features").exists()
 
 
+def test_a_stray_label_of_the_test_list_is_refused_before_any_embedding(synth, tmp_path, capsys):
+    """The probe counts its classes from every list's labels: a stray label (100000) in the test list made a head
+    of 100001 classes (43 s on toy data, hours at scale), the check of stray labels looking at the train list alone.
+    Now that check reads every list's labels, before any embedding, naming the list and line of the label."""
+    from mme.cli import main
+
+    r = synth.root
+    lines = (r / "test.txt").read_text().splitlines()
+    test = tmp_path / "test.txt"
+    test.write_text("".join(f"{line}\n" for line in lines[:-1]) + f"{lines[-1].rsplit(maxsplit=1)[0]} 100000\n")
+    n = len({int(line.rsplit(maxsplit=1)[1]) for f in (r / "train.txt", test) for line in f.read_text().splitlines()})
+    assert main(["probe", "unused.ckpt", "--train", str(r / "train.txt"), "--test", str(test), "--root", str(r),
+                 "--out", str(tmp_path / "p")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"the test list {test}:{len(lines)}: label 100000 makes a 100001-class head for the {n} labels the lists "
+        f"have ({100001 - n} class ids without a video): a stray label? Number the labels 0..{n - 1}, or give "
+        f"--classes (the class map)")
+    assert not (tmp_path / "p" / "features").exists()
+
+
 def test_a_list_without_labels_is_refused_before_any_embedding(synth, tmp_path, capsys):
     """A test list of paths alone was refused only after every split had been embedded ("probing needs a label on
     every line"), and checked first only with --classes; now every list is, whether or not --classes is given."""

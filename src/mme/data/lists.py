@@ -342,27 +342,34 @@ def check_labels(list_file: str | Path, num_classes: int | None, what: str, when
 
 
 def check_class_ids(list_file: str | Path, entries: list[ListEntry], what: str, num_classes: int | None,
-                    to_set: str) -> None:
+                    to_set: str, scored: dict[str, tuple[str | Path, list[ListEntry]]] | None = None) -> None:
     """The labels of a training list (``entries`` of ``list_file``, named ``what``) before any work: a DataError
     where every video has one label (a head trained on one class learns nothing, its loss 0, and scores 100 %).
     Where the class count is 1 + its largest label (``num_classes`` None: no class map, no count given), ids that
     no video has are warned about, counted (a 13-class head for labels {0, 5, 9, 12}: 9 classes never trained),
     and a DataError where they are far more than the labels there are (1000 and ten times those), naming the
-    largest label and its line: a stray label (100000) made a head of 100001 classes unsaid, then a confusion
-    matrix of 80 GB after training. ``to_set``: how to give the class count or map instead."""
+    largest label, its list and line: a stray label (100000) made a head of 100001 classes unsaid, then a confusion
+    matrix of 80 GB after training. ``scored`` (``{what: (list_file, entries)}``: mme probe's val and test lists,
+    whose labels count its classes too) are looked at for that stray label as well. ``to_set``: how to give the
+    class count or map instead."""
     labels = Counter(e.label for e in entries if e.label is not None)
     if len(labels) == 1:
         raise DataError(f"{what} {list_file}: every video has label {next(iter(labels))}; a classifier needs videos "
                         f"of at least 2 classes")
     if num_classes is not None or not labels:
         return
+    lists = {what: (list_file, entries), **(scored or {})}
+    every = {e.label for _, listed in lists.values() for e in listed if e.label is not None}
+    top = max(every)
+    if top + 1 - len(every) > max(1000, 10 * len(every)):
+        where, (path, line) = next((name, (path, e.line_no)) for name, (path, listed) in lists.items()
+                                   for e in listed if e.label == top)
+        raise DataError(f"{where} {path}:{line}: label {top} makes a {top + 1}-class head for the {len(every)} "
+                        f"labels the list{'s' if scored else ''} ha{'ve' if scored else 's'} ({top + 1 - len(every)} "
+                        f"class ids without a video): a stray label? Number the labels 0..{len(every) - 1}, or "
+                        f"{to_set}")
     top = max(labels)
     unused = top + 1 - len(labels)
-    if unused > max(1000, 10 * len(labels)):
-        line = next(e.line_no for e in entries if e.label == top)
-        raise DataError(f"{what} {list_file}:{line}: label {top} makes a {top + 1}-class head for the {len(labels)} "
-                        f"labels the list has ({unused} class ids without a video): a stray label? Number the labels "
-                        f"0..{len(labels) - 1}, or {to_set}")
     if unused:
         skipped = [i for i in range(top + 1) if i not in labels]
         log.warning("%s %s: its labels skip %d of the class ids 0..%d, which no video has (%s%s): a %d-class head, "

@@ -386,13 +386,13 @@ def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Pat
     entries = {split: check_labels(list_file, len(names) if names else None, f"the {split} list")
                for split, list_file in splits.items() if list_file}  # before any embedding: labels, of the map
     # (each list read here alone: one given through a pipe, <(cat train.txt), reads empty the second time)
-    note = untrained_classes(train_list, entries["train"],
-                             {f"the {s} list": (splits[s], entries[s]) for s in ("val", "test") if s in entries})
+    scored = {f"the {s} list": (splits[s], entries[s]) for s in ("val", "test") if s in entries}
+    note = untrained_classes(train_list, entries["train"], scored)
     if note and dist.is_main():
         log.warning("%s", note)
     _check_disjoint({s: f for s, f in splits.items() if f}, entries, embed_kwargs.get("root", ""))
     check_class_ids(train_list, entries["train"], "the train list", len(names) if names else None,
-                    "give --classes (the class map)")
+                    "give --classes (the class map)", scored)  # (every list's labels count the probe's classes)
     features = {split: out_dir / "features" / f"{split}.safetensors" for split, f in splits.items() if f}
     options = {name: value for name, value in embed_kwargs.items()
                if name in ("backend", "device", "index_dir", *EMBED_COUNTS)}
