@@ -672,6 +672,40 @@ def test_a_loss_curve_that_cannot_be_written_is_a_warning_and_the_tests_follow(s
     assert set(res.reports) == {"val", "test"} and (tmp_path / "ft" / "test.json").is_file()
 
 
+@pytest.mark.pinned  # train.precision=fp32
+def test_labels_that_skip_ids_judge_top5_by_the_classes_trained_on_though_the_list_is_gone(synth, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """A training list labelled {0, 5, 9, 12} trains a 13-class head whose top-5 ranks the 4 trained classes first:
+    its tests' top-5 is judged by the classes trained on (trained_classes 4: null in the final line, not 1.0). They
+    were counted by reading the training list again after training: a list gone by then (a scratch copy removed)
+    failed the tests, where before they ran; now they are counted at set-up."""
+    from mme.cli import main
+    from mme.eval import finetuned
+
+    skip = {"0": "5", "1": "9", "2": "12", "3": "0"}
+    for name in ("train", "test"):
+        lines = (synth.root / f"{name}.txt").read_text().splitlines()
+        (tmp_path / f"{name}.txt").write_text("".join(f"{p} {skip[y]}\n" for p, y in map(str.split, lines)))
+    real = finetuned.loop.train
+
+    def then_gone(run):
+        done = real(run)
+        (tmp_path / "train.txt").unlink()
+        return done
+
+    monkeypatch.setattr(finetuned.loop, "train", then_gone)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--config", "finetune_tiny_cpu", *_tiny_overrides(
+        synth, out, "train.steps=4", "data.test_clips=1", "data.test_crops=1", "train.precision=fp32",
+        "task.head_init_scale=0", "task.classes=", "task.val_list=", f"data.list_file={tmp_path / 'train.txt'}",
+        f"task.test_list={tmp_path / 'test.txt'}")]) == 0  # (head_init_scale 0: the untrained classes ranked last)
+    assert not (tmp_path / "train.txt").exists()
+    report = json.loads((out / "test.json").read_text())
+    assert report["trained_classes"] == 4 and len(report["class_names"]) == 13 and report["num_samples"] == 8
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["test"]["top5"] is None and final["test"]["num_samples"] == 8
+
+
 def test_a_report_that_cannot_be_written_is_one_line_after_its_figures(synth, tmp_path, caplog, capsys,
                                                                         monkeypatch):
     """A report that could not be written (a full disk) ended the run in a traceback, its figures in no log: they

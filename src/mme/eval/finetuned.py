@@ -25,7 +25,6 @@ import torch.nn as nn
 
 from mme.config import given_in, load_config
 from mme.data.dataset import ClassificationDataset, DataConfig, list_identity
-from mme.data.lists import read_list
 from mme.errors import ConfigError, DataError, Interrupted
 from mme.eval.testing import (
     SPLITS,
@@ -79,16 +78,17 @@ def evaluate(model: nn.Module, dataset: ClassificationDataset, cfg: FinetuneConf
 
 
 def _final_tests(model: nn.Module, cfg: FinetuneConfig, device: torch.device, precision: str,
-                 names: list[str] | None, checkpoint: str | Path | None) -> dict[str, dict]:
+                 names: list[str] | None, checkpoint: str | Path | None,
+                 trained: int | None = None) -> dict[str, dict]:
     """The multi-view reports of the val and test lists (those set), written to ``train.out_dir`` with what was
-    tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision. A list that cannot
+    tested: the ``checkpoint`` holding ``model``, the list, its clips and views, the precision, and ``trained``
+    (the distinct labels of the training list, counted at set-up; None for ``task.eval_only``), by which top-5 is
+    judged. A list that cannot
     be tested (none of its videos decodes) is warned about and the other one still tested; DataError naming it
     once every report is written. A report that cannot be written (a full disk) is an MMEError naming it, after its
     figures are logged, saying that the checkpoint is kept and how to test it again; one of an earlier test that
     cannot be removed likewise."""
     reports, untested = {}, {}
-    trained = None if cfg.task.eval_only else len({e.label for e in read_list(cfg.data.list_file, strict=False)[0]
-                                                   if e.label is not None})  # (its top-5 judged by them)
     dist.on_main(_drop_reports_of_others, Path(cfg.train.out_dir), checkpoint)
     for name, list_file in cfg.task.tested.items():
         try:
@@ -241,6 +241,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                                     dist.get_rank())
         else:
             run = job.run = setup(cfg, _validation)
+            trained_on = len({e.label for e in run.data.copies[0].entries})  # (the training list as set-up read it:
+            # its top-5 judged by them; read again after training, a list gone by then failed the tests)
             engine.print_summary(run, describe(run))
             try:
                 trained = loop.train(run)
@@ -250,8 +252,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                 raise Interrupted(f"{e}; its tests are not run: the same command with --resume auto "
                                   "(train.resume=auto) runs them", e.exit_code, finished=e.finished) from e
             reports = _final_tests(run.model, run.cfg, run.device, run.precision,
-                                   run.job.checkpoint_extra.get("classes"),
-                                   trained.checkpoint) if run.step >= run.total_steps else {}
+                                   run.job.checkpoint_extra.get("classes"), trained.checkpoint,
+                                   trained_on) if run.step >= run.total_steps else {}
             result = FinetuneResult(run.out_dir, run.step, trained.history, reports, time.perf_counter() - t0,
                                     dist.get_rank(), trained.nonfinite_skipped)
         job.result = result
