@@ -1285,27 +1285,40 @@ def test_eval_only_files_accuracy_under_the_classes_the_checkpoint_was_trained_w
     order, per-class accuracy was filed under the wrong names; unset, under '0', '1', ...; so did --classes of
     mme export, and a resumed run with a task.classes changed since. The refusal advised leaving task.classes out,
     which for lists numbered by its map scored 0 % unsaid: it says the lists must be numbered by the recorded names,
-    and how to rebuild them."""
+    and how to rebuild them: with a map of those names, which no command wrote (the refusal said 'FILE a JSON list
+    of those names', showing 5): it names the one-line command that writes it, which writes them."""
+    import subprocess
+    import sys
+
+    from mme.data.lists import read_classes
     from mme.errors import ConfigError
     from mme.eval.finetuned import finetune
     from mme.models.export import export
 
     (tmp_path / "rev.json").write_text(json.dumps(synth.classes[::-1]))
     theirs = f"class 0: {synth.classes[-1]!r} against its {synth.classes[0]!r}"
+    writes = (r"`python -c 'import sys; from mme\.data\.lists import write_classes; from mme\.models\.checkpoint "
+              r"import read_checkpoint; write_classes\(sys\.argv\[2\], read_checkpoint\(sys\.argv\[1\]\)"
+              rf"\.class_names\)' {re.escape(str(stride4))} FILE` writes")
     with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than train.init "
                                           rf"{stride4} was trained with \({theirs}\): the lists' labels must be "
                                           rf"numbered by the {len(synth.classes)} names it records "
                                           rf"\({synth.classes[0]!r}, .*\); rebuild lists numbered otherwise with "
-                                          rf"`mme lists ... --classes FILE`, FILE a JSON list of those names, and "
-                                          rf"leave task.classes out only where its names are wrong"):
+                                          rf"`mme lists ... --classes FILE`, FILE a JSON list of those names, which "
+                                          rf"{writes}, and leave task.classes out only where its names are wrong"):
         _eval_only(synth, stride4, tmp_path / "ev", f"task.classes={tmp_path}/rev.json")
     report = _eval_only(synth, stride4, tmp_path / "ev", "task.classes=").reports["test"]
     assert report["class_names"] == list(report["per_class_accuracy"]) == synth.classes
-    with pytest.raises(ConfigError, match=rf"--classes {tmp_path}/rev.json names other classes than .*{theirs}"):
+    with pytest.raises(ConfigError, match=rf"--classes {tmp_path}/rev.json names other classes than .*{theirs}.* "
+                                          rf"{writes}"):
         export(stride4, tmp_path / "hf", "hf", "classification", classes=tmp_path / "rev.json")
-    with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than .*{theirs}"):
+    with pytest.raises(ConfigError, match=rf"task.classes {tmp_path}/rev.json names other classes than .*{theirs}.* "
+                                          rf"{writes}") as refused:
         finetune(_tiny_recipe(synth, tmp_path / "re", f"train.resume={stride4}", "train.steps=2", "data.stride=4",
                               f"task.classes={tmp_path}/rev.json"))
+    command = str(refused.value).split("`")[3].replace("python", sys.executable, 1).replace("FILE", "names.json")
+    subprocess.run(command, shell=True, cwd=tmp_path, check=True)  # (the command said, run as it is said)
+    assert read_classes(tmp_path / "names.json") == synth.classes
 
 
 def test_eval_only_with_the_recipes_default_class_map_not_there_says_it_is_the_recipes(synth, stride4, tmp_path,

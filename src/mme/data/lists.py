@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import stat
 import string
 import unicodedata
@@ -305,12 +306,13 @@ def distinct_classes(names: list[str], what: str) -> list[str]:
 
 
 def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: list[str] | None,
-                     source: str) -> list[str] | None:
-    """The class names of the classifier in ``source``: those it records (the names it was trained with), else
-    ``given`` (read from ``key`` ``path``); both, and not the same, is a ConfigError naming both (a head's class
-    ids filed under other classes' names would pass unseen) and what to do: lists numbered by another map than the
-    recorded one are rebuilt with it (``mme lists ... --classes``); ``key`` is left out only where its file's names
-    are wrong and the lists right (leaving it out for lists numbered by its map scored 0 %, unsaid)."""
+                     source: str, checkpoint: str | os.PathLike | None) -> list[str] | None:
+    """The class names of the classifier in ``source`` (file ``checkpoint``; None: a module): those it records (the
+    names it was trained with), else ``given`` (read from ``key`` ``path``); both, and not the same, is a ConfigError
+    naming both (a head's class ids filed under other classes' names would pass unseen) and what to do: lists
+    numbered by another map than the recorded one are rebuilt with it (``mme lists ... --classes``, the map written
+    by a one-line Python command, no command writing it); ``key`` is left out only where its file's names are wrong
+    and the lists right (leaving it out for lists numbered by its map scored 0 %, unsaid)."""
     if given is None or recorded is None or given == recorded:
         return recorded if given is None else given
     if len(given) != len(recorded):
@@ -319,10 +321,14 @@ def agreeing_classes(given: list[str] | None, key: str, path: str, recorded: lis
         i = next(i for i, (a, b) in enumerate(zip(given, recorded)) if a != b)
         diff = f"class {i}: {given[i]!r} against its {recorded[i]!r}"
     shown = ", ".join(map(repr, recorded[:5])) + (", ..." if len(recorded) > 5 else "")
+    writes = ("python -c 'import sys; from mme.data.lists import write_classes; from mme.models.checkpoint import "
+              "read_checkpoint; write_classes(sys.argv[2], read_checkpoint(sys.argv[1]).class_names)' "
+              f"{shlex.quote(os.fspath(checkpoint)) if checkpoint is not None else 'CHECKPOINT'} FILE")
     raise ConfigError(f"{key} {path} names other classes than {source} was trained with ({diff}): the lists' labels "
                       f"must be numbered by the {len(recorded)} names it records ({shown}); rebuild lists numbered "
-                      f"otherwise with `mme lists ... --classes FILE`, FILE a JSON list of those names, and leave "
-                      f"{key} out only where its names are wrong and the lists numbered by the recorded ones")
+                      f"otherwise with `mme lists ... --classes FILE`, FILE a JSON list of those names, which "
+                      f"`{writes}` writes, and leave {key} out only where its names are wrong and the lists numbered "
+                      f"by the recorded ones")
 
 
 def check_labels(list_file: str | Path, num_classes: int | None, what: str, whence: str = "") -> list[ListEntry]:

@@ -168,7 +168,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig) -> dict[str, dict]:
         if not isinstance(model, VideoClassifier):
             raise ConfigError(f"train.init {cfg.train.init}: holds a {type(model).__name__}, not a fine-tuned "
                               "classifier; task.eval_only tests classifiers")
-        names = class_names(cfg, ck.class_names, f"train.init {cfg.train.init}", given)
+        names = class_names(cfg, ck.class_names, f"train.init {cfg.train.init}", given, cfg.train.init)
         if names is not None and len(names) != model.num_classes:
             raise ConfigError(f"task.classes names {len(names)} classes, {cfg.train.init} predicts "
                               f"{model.num_classes}")

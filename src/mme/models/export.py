@@ -238,7 +238,7 @@ def export_hf(model_or_path, out_dir: str | os.PathLike, kind: str = "model", no
         if ck.classifier.get("pool") != "mean":
             raise CheckpointError(f"{ck.source}: HF VideoMAEForVideoClassification mean-pools without the encoder's "
                                   f"final norm; this classifier uses pool={ck.classifier.get('pool')!r}")
-        labels = _class_names(ck, classes)
+        labels = _class_names(ck, classes, None if isinstance(model_or_path, nn.Module) else model_or_path)
     try:
         hf_state = convert.to_hf(state, ck.kind)
         hf_cfg = convert_config.config_to_hf(cfg, HF_KINDS[kind], use_mean_pooling=not ck.final_norm,
@@ -262,14 +262,15 @@ def hf_preprocessor(img_size: int) -> dict:
             "image_std": list(IMAGENET_STD)}
 
 
-def _class_names(ck: Checkpoint, classes: str | os.PathLike | None) -> list[str]:
-    """A classifier's class names by id: those its file records (a fine-tuning run's ``task.classes``), else from
-    ``classes`` (other names than the recorded ones are a ConfigError), else ``LABEL_<id>`` (said)."""
+def _class_names(ck: Checkpoint, classes: str | os.PathLike | None, src: str | os.PathLike | None) -> list[str]:
+    """A classifier's class names by id: those its file (``src``; None: a module) records (a fine-tuning run's
+    ``task.classes``), else from ``classes`` (other names than the recorded ones are a ConfigError), else
+    ``LABEL_<id>`` (said)."""
     from mme.data.lists import agreeing_classes, read_classes
 
     n = ck.classifier["num_classes"]
     names = agreeing_classes(read_classes(classes, "classes") if classes is not None else None, "--classes", classes,
-                             ck.class_names, ck.source)
+                             ck.class_names, ck.source, src)
     if names is None:
         named = (ck.run_config.get("task") or {}).get("classes")
         log.warning("%s: no class names recorded%s; exported as LABEL_0 .. LABEL_%d (give --classes FILE)",

@@ -109,11 +109,12 @@ class RepeatedClips(Dataset):
 
 
 def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: str = "",
-                keys: Collection[str] = ()) -> list[str] | None:
-    """``task.classes``'s names, or those the classifier checkpoint ``source`` records (``recorded``): see
-    :func:`mme.data.lists.agreeing_classes`. A file that cannot be read where ``keys`` (those the command line
-    gives, :func:`~mme.config.given_in`) lack task.classes is said to be the recipe's default, and how to set it or
-    turn it off (a recipe's default names a file of its own data, runs/synth/classes.json)."""
+                keys: Collection[str] = (), checkpoint: str | None = None) -> list[str] | None:
+    """``task.classes``'s names, or those the classifier checkpoint ``source`` (file ``checkpoint``, else
+    ``source``) records (``recorded``): see :func:`mme.data.lists.agreeing_classes`. A file that cannot be read
+    where ``keys`` (those the command line gives, :func:`~mme.config.given_in`) lack task.classes is said to be the
+    recipe's default, and how to set it or turn it off (a recipe's default names a file of its own data,
+    runs/synth/classes.json)."""
     try:
         given = read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
     except DataError as e:
@@ -121,7 +122,7 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
             raise
         raise DataError(f"{e} (not given on the command line: the recipe's default; task.classes=PATH gives "
                         f"another, task.classes= none)") from e
-    return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source)
+    return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source, checkpoint or source)
 
 
 def check_test_lists(cfg: FinetuneConfig, num_classes: int, whence: str = "") -> None:
