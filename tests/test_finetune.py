@@ -1325,7 +1325,8 @@ def test_eval_only_with_the_recipes_default_class_map_not_there_says_it_is_the_r
                                                                                         monkeypatch, capsys):
     """task.eval_only of the tiny recipe without task.classes read the recipe's default (runs/synth/classes.json)
     and failed as 'cannot read it', with no word that the file was the recipe's, nor that task.classes= turns it
-    off. Said now, where the command line does not give task.classes; not where it does."""
+    off. Said now, where the command line does not give task.classes; not where it does. Said as the config's, not
+    the recipe's default: the config may be the user's own file (--config mine.yaml), whose setting is no default."""
     from mme.cli import main
 
     monkeypatch.chdir(tmp_path)  # (no runs/synth here)
@@ -1334,11 +1335,11 @@ def test_eval_only_with_the_recipes_default_class_map_not_there_says_it_is_the_r
             f"task.test_list={r}/test.txt", f"train.out_dir={tmp_path / 'ev'}"]
     assert main(base) == 1
     assert re.fullmatch(r"mme finetune: error: task\.classes runs/synth/classes\.json: not a readable JSON list of "
-                        r"class names \(.*\) \(not given on the command line: the recipe's default; "
+                        r"class names \(.*\) \(from the config, not given on the command line; "
                         r"task\.classes=PATH gives another, task\.classes= none\)",
                         capsys.readouterr().err.strip().splitlines()[-1])
     assert main([*base, "task.classes=gone.json"]) == 1
-    assert "recipe's default" not in capsys.readouterr().err
+    assert "from the config" not in capsys.readouterr().err
     assert main([*base, "task.classes="]) == 0
 
 

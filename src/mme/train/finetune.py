@@ -113,15 +113,15 @@ def class_names(cfg: FinetuneConfig, recorded: list[str] | None = None, source: 
     """``task.classes``'s names, or those the classifier checkpoint ``source`` (file ``checkpoint``, else
     ``source``) records (``recorded``): see :func:`mme.data.lists.agreeing_classes`. A file that cannot be read
     where ``keys`` (those the command line gives, :func:`~mme.config.given_in`) lack task.classes is said to be the
-    recipe's default, and how to set it or turn it off (a recipe's default names a file of its own data,
-    runs/synth/classes.json)."""
+    config's (a recipe's default, or the user's own --config file), and how to set it or turn it off (a recipe's
+    default names a file of its own data, runs/synth/classes.json)."""
     try:
         given = read_classes(cfg.task.classes, "task.classes") if cfg.task.classes else None
     except DataError as e:
         if "task.classes" in keys:
             raise
-        raise DataError(f"{e} (not given on the command line: the recipe's default; task.classes=PATH gives "
-                        f"another, task.classes= none)") from e
+        raise DataError(f"{e} (from the config, not given on the command line; task.classes=PATH gives another, "
+                        f"task.classes= none)") from e
     return agreeing_classes(given, "task.classes", cfg.task.classes, recorded, source, checkpoint or source)
 
 
