@@ -1993,6 +1993,19 @@ def test_lists_saved_with_a_bom_and_joined_read_each_path_without_it(tmp_path):
     assert read_list(tmp_path / "joined.txt")[0] == [ListEntry("a.mp4", 0), ListEntry("my videos/b.mp4", 1)]
 
 
+def test_kinetics_rows_appended_from_a_csv_saved_with_a_bom_read_their_label_without_it(tmp_path):
+    """Rows of an Excel 'CSV UTF-8' file appended to a CSV (cat extra.csv >> train.csv): the BOM starts a line inside
+    the file. Its label is read without it (before: '\\ufeffabseiling', a class of its own beside abseiling, every id
+    after it shifted), a quoted one too."""
+    text = "label,youtube_id,time_start,time_end,split\r\nzumba,z1,2,12,train\r\n"
+    extra = ["abseiling,a1,1,11,train\r\n", '"air drumming",d1,1,11,train\r\n']
+    (tmp_path / "train.csv").write_bytes(text.encode() + b"".join("\ufeff".encode() + row.encode() for row in extra))
+    assert from_kinetics([tmp_path / "train.csv"]) == (
+        {"train": [ListEntry("train/zumba/z1_000002_000012.mp4", 2),
+                   ListEntry("train/abseiling/a1_000001_000011.mp4", 0),
+                   ListEntry("train/air drumming/d1_000001_000011.mp4", 1)]}, ["abseiling", "air drumming", "zumba"])
+
+
 def test_check_out_ending_in_a_separator_is_refused_not_written_as_a_file(tmp_path, capsys):
     """`mme check --out reports/` (a folder meant, not there yet) is refused in one line before any video is
     opened (before: the report was written to a file named reports)."""

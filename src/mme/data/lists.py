@@ -97,6 +97,12 @@ def text_lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
+def _without_bom(line: str) -> str:
+    """A line without the UTF-8 byte-order mark at its start that files saved with one (Notepad, Excel's 'CSV
+    UTF-8') leave inside a file they are joined into (``cat a.txt b.txt``, rows appended with ``cat x.csv >>``)."""
+    return line.removeprefix("\ufeff")
+
+
 def _is_int(token: str) -> bool:
     """Whether ``token`` is an integer as a list writes one (ASCII digits: '²' is a digit to str.isdigit)."""
     return re.fullmatch(r"[+-]?[0-9]+", token) is not None
@@ -125,7 +131,7 @@ def parse_list(lines: list[str], list_file: str, strict: bool = True) -> tuple[l
     if (nul := next((n for n, line in enumerate(lines, 1) if "\0" in line), None)) is not None:
         raise DataError(f"list file {list_file}: line {nul} holds a NUL byte: not UTF-8 text (saved as UTF-16 "
                         "without a byte-order mark, or zeros a write cut short left); save it as UTF-8")
-    lines = [line.removeprefix("\ufeff") for line in lines]  # a BOM inside: lists saved with one, joined by cat
+    lines = [_without_bom(line) for line in lines]
     if json_kind := _json_document(lines):  # (classes.json given for train.txt: each of its lines a missing video)
         raise DataError(f"list file {list_file}: a JSON {json_kind}, not a list of videos (one 'path [label]' a "
                         "line): a class map or annotation file given for a list such as train.txt?")
@@ -1399,11 +1405,11 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     after a comma are skipped, so a field after them may be quoted (', "air drumming"'), and those after a closing
     quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its last
     columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
-    starts on."""
+    starts on. A UTF-8 byte-order mark starting a line inside (rows appended from a CSV saved with one) is dropped."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         start = 1
         try:
-            reader = csv.reader(fh, skipinitialspace=True)  # (', "air drumming"': its quotes read)
+            reader = csv.reader(map(_without_bom, fh), skipinitialspace=True)  # (', "air drumming"': quotes read)
             fields = [f.strip().lower() for f in next(reader, [])]
             rows, start = [], reader.line_num + 1
             for values in reader:  # (a blank line is an empty row)
