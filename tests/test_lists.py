@@ -1406,6 +1406,21 @@ def test_kinetics_csv_errors_name_the_line_the_row_starts_on(tmp_path):
             from_kinetics([tmp_path / f"{name}.csv"])
 
 
+def test_blank_rows_of_a_kinetics_csv_are_skipped(tmp_path):
+    """A line of spaces at the end of a CSV, or the empty ',,,,,' row a spreadsheet writes for a blank row: skipped
+    as an empty line is (before: the whole file refused, 'bad time_start/time_end {'label': ''}'); a row after them
+    is still named by its line."""
+    header = "label,youtube_id,time_start,time_end,split\r\n"
+    (tmp_path / "validate.csv").write_bytes((header + "abseiling,a1,1,11,validate\r\n,,,,\r\n \t\r\n"
+                                             "zumba,z1,2,12,validate\r\n , ,,\r\n   \r\n").encode())
+    assert from_kinetics([tmp_path / "validate.csv"]) == (
+        {"val": [ListEntry("val/abseiling/a1_000001_000011.mp4", 0), ListEntry("val/zumba/z1_000002_000012.mp4", 1)]},
+        ["abseiling", "zumba"])
+    (tmp_path / "validate.csv").write_bytes((header + ",,,,\r\nzumba,z1,x,12,validate\r\n").encode())
+    with pytest.raises(DataError, match=r"validate\.csv:3: bad time_start/time_end"):
+        from_kinetics([tmp_path / "validate.csv"])
+
+
 def test_a_kinetics_csv_with_an_unclosed_quote_is_one_line_naming_where_it_opens(tmp_path):
     """A quote not closed made one field of the rest of the file: in a big CSV, a bare '_csv.Error: field larger
     than field limit' traceback; in a small one, 'bad time_start/time_end' printing a row of every later line; a

@@ -1401,7 +1401,8 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
 
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     """A CSV's column names (lower case, stripped: 'Label', ' split') and its rows as {column: value}, each with
-    the line it starts on: blank lines are skipped and a quoted field may span lines, so rows are not lines; spaces
+    the line it starts on: blank rows (an empty line, a line of spaces, a spreadsheet's ',,,,,') are skipped and a
+    quoted field may span lines, so rows are not lines; spaces
     after a comma are skipped, so a field after them may be quoted (', "air drumming"'), and those after a closing
     quote are the field's (the caller strips them: '"air drumming" ,'). A row shorter than the header lacks its last
     columns. A field over the csv module's size limit (a quote not closed) is a DataError naming the line its row
@@ -1412,8 +1413,8 @@ def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
             reader = csv.reader(map(_without_bom, fh), skipinitialspace=True)  # (', "air drumming"': quotes read)
             fields = [f.strip().lower() for f in next(reader, [])]
             rows, start = [], reader.line_num + 1
-            for values in reader:  # (a blank line is an empty row)
-                if values:
+            for values in reader:  # (a blank line is an empty row; a line of spaces, a spreadsheet's ',,,,,' blank)
+                if any(value.strip() for value in values):
                     rows.append((start, dict(zip(fields, values))))
                 start = reader.line_num + 1
         except UnicodeDecodeError as e:
