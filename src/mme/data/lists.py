@@ -541,7 +541,10 @@ def _read_text(path: Path) -> str:
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
-    return [(n, line.strip()) for n, line in enumerate(text_lines(_read_text(path)), 1) if line.strip()]
+    """A split file's lines, numbered, stripped (of a BOM starting one too: files saved with one, joined), blank
+    ones left out."""
+    return [(n, text) for n, line in enumerate(text_lines(_read_text(path)), 1)
+            if (text := _without_bom(line).strip())]
 
 
 def split_name(name: str) -> str:
