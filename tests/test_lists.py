@@ -1533,6 +1533,29 @@ def test_ssv2_says_what_it_looked_for(tmp_path):
         from_ssv2(tmp_path)
 
 
+def test_an_ssv2_json_file_under_another_name_is_said_not_read(tmp_path, caplog):
+    """A validation file named val.json beside train.json: before, passed over without a word (no val list written);
+    now every JSON file of the folder not read is named in a warning with the names split files are read under."""
+    (tmp_path / "labels.json").write_text(json.dumps(SSV2_LABELS))
+    (tmp_path / "train.json").write_text(json.dumps(SSV2_SPLITS["train"]))
+    (tmp_path / "val.json").write_text(json.dumps(SSV2_SPLITS["validation"]))
+    (tmp_path / "something-something-v2-labels.json").write_text(json.dumps(SSV2_LABELS))  # a second map, not read
+    (tmp_path / "._train.json").write_bytes(b"\0\5\26\7")  # a Mac's companion: not an annotation file
+    (tmp_path / "notes.txt").write_text("not JSON")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_ssv2(tmp_path)[0] == {"train": SSV2_EXPECTED["train"]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: something-something-v2-labels.json, val.json not read: SSv2 split files are read under the "
+        "names something-something-v2-train.json, train.json, something-something-v2-validation.json, "
+        "validation.json, something-something-v2-test.json, test.json; rename a split file to one of them"]
+    (tmp_path / "val.json").rename(tmp_path / "validation.json")
+    (tmp_path / "something-something-v2-labels.json").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_ssv2(tmp_path)[0] == {"train": SSV2_EXPECTED["train"], "val": SSV2_EXPECTED["val"]}
+    assert not caplog.records
+
+
 def test_an_ssv2_split_mixing_items_with_and_without_a_template_is_refused(tmp_path, caplog):
     """Before: a labelled list with unlabelled lines (which its own reader rejects), without a word; a train or
     validation file without any template is written unlabelled, with a warning."""

@@ -1470,7 +1470,8 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
     """Something-Something V2: the label map ({template: id}) and the train / validation / test lists (lists of
     {id, template, ...}; the test file has ids only), each under either name of ``SSV2_FILES``. The label is the
     template with its '[something]' brackets removed, looked up in the label map. Files: ``path_format`` with
-    field id."""
+    field id. Other JSON files in ``annotation_dir`` (a split file under another name, ``val.json``) are named in a
+    warning."""
     adir = Path(annotation_dir)
     labels_file = _find_file(adir, SSV2_FILES["labels"])
     if labels_file is None:
@@ -1478,10 +1479,12 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
     classes = read_classes(labels_file, "SSv2 label map")
     label_map = {name: i for i, name in enumerate(classes)}
     out: Splits = {}
+    read = [labels_file]
     for split in ("train", "val", "test"):
         path = _find_file(adir, SSV2_FILES[split])
         if path is None:
             continue
+        read.append(path)
         entries = []
         items = _read_json(path)
         if not isinstance(items, list):
@@ -1511,8 +1514,16 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
         if split != "test" and entries and not any(labelled):
             log.warning("%s: no video has a template; its %s list is written without labels", path, split)
         out[split] = entries
+    looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
+    try:
+        unread = sorted(f.name for f in adir.iterdir() if f.suffix.lower() == ".json" and not _hidden(f.name)
+                        and f not in read and f.is_file())
+    except OSError:  # (a folder that can be entered, not listed: its files found by name)
+        unread = []
+    if unread:  # (a split file under another name, val.json: its list not written)
+        log.warning("%s: %s not read: SSv2 split files are read under the names %s; rename a split file to one of "
+                    "them", adir, ", ".join(unread), looked)
     if not out:
-        looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
         raise DataError(f"{adir}: no SSv2 split files (looked for {looked})")
     return out, classes
 
