@@ -1556,6 +1556,24 @@ def test_an_ssv2_json_file_under_another_name_is_said_not_read(tmp_path, caplog)
     assert not caplog.records
 
 
+def test_an_ssv2_label_map_keeping_the_templates_brackets_is_read(tmp_path):
+    """A labels.json written from the templates, keeping '[something]': before, every video refused ('template
+    ... is not in labels.json'); its keys are now looked up without the brackets, as the templates are, and two
+    keys that are one template so are one line naming both."""
+    (tmp_path / "labels.json").write_text(json.dumps({"Approaching [something] with your camera": "0",
+                                                      "Putting [something] on [something]": "1"}))
+    for split, items in SSV2_SPLITS.items():
+        (tmp_path / f"{split}.json").write_text(json.dumps(items))
+    assert from_ssv2(tmp_path) == (SSV2_EXPECTED, ["Approaching [something] with your camera",
+                                                   "Putting [something] on [something]"])
+    (tmp_path / "labels.json").write_text(json.dumps({"Putting something on something": 0,
+                                                      "Putting [something] on [something]": 1}))
+    with pytest.raises(DataError, match=re.escape(
+            f"{tmp_path / 'labels.json'}: labels 'Putting something on something' and 'Putting [something] on "
+            f"[something]' are one template without its '[something]' brackets; a template names one class")):
+        from_ssv2(tmp_path)
+
+
 def test_an_ssv2_split_mixing_items_with_and_without_a_template_is_refused(tmp_path, caplog):
     """Before: a labelled list with unlabelled lines (which its own reader rejects), without a word; a train or
     validation file without any template is written unlabelled, with a warning."""

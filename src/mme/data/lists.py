@@ -1466,10 +1466,16 @@ SSV2_FILES = {  # both namings are in circulation: the release's long names and 
 }
 
 
+def _template_name(template: str) -> str:
+    """An SSv2 template or label map key as the label map names its class: without the '[something]' brackets."""
+    return template.replace("[", "").replace("]", "")
+
+
 def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tuple[Splits, list[str]]:
     """Something-Something V2: the label map ({template: id}) and the train / validation / test lists (lists of
     {id, template, ...}; the test file has ids only), each under either name of ``SSV2_FILES``. The label is the
-    template with its '[something]' brackets removed, looked up in the label map. Files: ``path_format`` with
+    template with its '[something]' brackets removed, looked up in the label map (its keys without them too).
+    Files: ``path_format`` with
     field id. Other JSON files in ``annotation_dir`` (a split file under another name, ``val.json``) are named in a
     warning."""
     adir = Path(annotation_dir)
@@ -1477,7 +1483,11 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
     if labels_file is None:
         raise DataError(f"{adir}: no SSv2 label map (looked for {' and '.join(SSV2_FILES['labels'])})")
     classes = read_classes(labels_file, "SSv2 label map")
-    label_map = {name: i for i, name in enumerate(classes)}
+    label_map: dict[str, int] = {}  # (a map written from the templates keeps their brackets: looked up without)
+    for i, name in enumerate(classes):
+        if (other := label_map.setdefault(_template_name(name), i)) != i:
+            raise DataError(f"{labels_file}: labels {classes[other]!r} and {name!r} are one template without its "
+                            f"'[something]' brackets; a template names one class")
     out: Splits = {}
     read = [labels_file]
     for split in ("train", "val", "test"):
@@ -1501,7 +1511,7 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
                                 f"non-empty string (without control characters) or an integer")  # ('': '.webm')
             label = None
             if "template" in item:
-                name = item["template"].replace("[", "").replace("]", "")
+                name = _template_name(item["template"])
                 if name not in label_map:
                     raise DataError(f"{path}: video {item['id']}: template {name!r} is not in {labels_file}")
                 label = label_map[name]
