@@ -1390,6 +1390,29 @@ def test_kinetics_columns_are_matched_whatever_their_case_and_a_missing_label_co
     assert "test.csv" not in caplog.text
 
 
+def test_a_kinetics_split_with_a_label_column_empty_in_every_row_is_said(tmp_path, caplog):
+    """A val CSV with a label column but no label in any row (labels not yet filled in, or lost in an export):
+    before, an unlabelled val list without a word, as a test set's; now a warning naming the CSV and the split,
+    as where the column is absent. A test split's empty labels are its own."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (tmp_path / "validate.csv").write_text(header + ",v1,1,11,validate\n,v2,2,12,validate\n")
+    (tmp_path / "test.csv").write_text(header + ",t1,1,11,test\n")
+    (tmp_path / "all.csv").write_text(header + "zumba,z1,1,11,train\n,w1,1,11,extra\n,h1,1,11,holdout_test\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_kinetics([tmp_path / "validate.csv", tmp_path / "test.csv", tmp_path / "all.csv"]) == (
+            {"val": [ListEntry("val/v1_000001_000011.mp4"), ListEntry("val/v2_000002_000012.mp4")],
+             "test": [ListEntry("test/t1_000001_000011.mp4")],
+             "train": [ListEntry("train/zumba/z1_000001_000011.mp4", 0)],
+             "extra": [ListEntry("extra/w1_000001_000011.mp4")],
+             "holdout": [ListEntry("holdout/h1_000001_000011.mp4")]},
+            ["zumba"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'validate.csv'}: its label column is empty in every row of ['val']; their list(s) are written "
+        "without labels",
+        f"{tmp_path / 'all.csv'}: its label column is empty in every row of ['extra']; their list(s) are written "
+        "without labels"]
+
+
 def test_kinetics_csv_errors_name_the_line_the_row_starts_on(tmp_path):
     """Blank lines and quoted fields that span lines make rows and lines differ: before, errors named the row's
     number plus one (line 3 for the row on line 5 after two blank lines), so the line named was another row."""

@@ -1360,9 +1360,13 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
                                 f"text (a tab before its quote)?")
             given = (row.get("split") or "").strip() or path.stem
             rows.append((split_name(given), label, yid, start, end, f"{path}:{n}", given, path))
-        unlabelled = sorted({r[0] for r in rows[len(rows) - len(table):]} - {"test", "holdout"})
+        mine = rows[len(rows) - len(table):]
+        unlabelled = sorted({r[0] for r in mine} - {"test", "holdout"})
         if "label" not in fields and unlabelled:
             log.warning("%s: no label column; its %s list(s) are written without labels", path, unlabelled)
+        elif blank := [split for split in unlabelled if not any(r[1] for r in mine if r[0] == split)]:
+            log.warning("%s: its label column is empty in every row of %s; their list(s) are written without labels",
+                        path, blank)
     if classes is None:
         classes = sorted({r[1] for r in rows if r[1]})
     unknown = next((r for r in rows if r[1] and r[1] not in classes), None)
