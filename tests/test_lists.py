@@ -1268,6 +1268,38 @@ def test_a_ucf101_trainlist_label_that_classind_names_otherwise_is_refused(tmp_p
                                                      ListEntry("YoYo/v_YoYo_g02_c01.avi", 2)]
 
 
+def test_ucf101_and_hmdb51_videos_listed_twice_or_in_both_splits_are_said(tmp_path, caplog):
+    """A split file's line repeated (lines appended twice) and a train video in the test list: before, the video
+    listed twice (oversampled) and in both lists, without a word; now listed once with a warning naming both lines,
+    and the video in both splits said as Kinetics' and split folders' shared sources are."""
+    (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 YoYo\n")
+    (tmp_path / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
+                                              "YoYo/v_YoYo_g25_c05.avi 2\n"
+                                              "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n")
+    (tmp_path / "testlist01.txt").write_text("YoYo/v_YoYo_g01_c01.avi\nYoYo/v_YoYo_g25_c05.avi\n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_ucf101(tmp_path, 1)[0] == {
+            "train": [ListEntry("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", 0),
+                      ListEntry("YoYo/v_YoYo_g25_c05.avi", 1)],
+            "test": [ListEntry("YoYo/v_YoYo_g01_c01.avi", 1), ListEntry("YoYo/v_YoYo_g25_c05.avi", 1)]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'trainlist01.txt'}:3 repeats {tmp_path / 'trainlist01.txt'}:1: the video "
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi is listed once",
+        f"{tmp_path}: 1 source video(s) have clips in two splits, e.g. v_YoYo_g25 (YoYo/v_YoYo_g25_c05.avi in train, "
+        "YoYo/v_YoYo_g25_c05.avi in test): scores of one split are of videos the other fits on; move each source's "
+        "clips to one split"]
+    caplog.clear()
+    (tmp_path / "jump_test_split1.txt").write_text("a.avi 1 \nb.avi 2 \na.avi 1 \nb.avi 1 \nc.avi 0 \nc.avi 0 \n")
+    with caplog.at_level("WARNING", logger="mme.data.lists"):
+        assert from_hmdb51(tmp_path, 1)[0] == {"train": [ListEntry("jump/a.avi", 0), ListEntry("jump/b.avi", 0)],
+                                               "test": [ListEntry("jump/b.avi", 0)]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'jump_test_split1.txt'}:3 repeats {tmp_path / 'jump_test_split1.txt'}:1: the video jump/a.avi "
+        "is listed once",
+        f"{tmp_path}: 1 source video(s) have clips in two splits, e.g. jump/b.avi (jump/b.avi in train, jump/b.avi in "
+        "test): scores of one split are of videos the other fits on; move each source's clips to one split"]
+
+
 def test_hmdb51_official_splits(tmp_path):
     (tmp_path / "brush_hair_test_split1.txt").write_text("April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \n"
                                                          "Blonde_brush_hair_f_nm_np2_le_goo_1.avi 2 \n"

@@ -1245,6 +1245,7 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
         classes.append(parts[1])
     by_name = {_class_key(c): i for i, c in enumerate(classes)}
     out: Splits = {}
+    once = _ListedOnce()
     for name in ("train", "test"):
         path = _need_file(split_dir / f"{name}list{split:02d}.txt", f"UCF101 {name} split {split}")
         entries = []
@@ -1255,9 +1256,19 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
                 raise DataError(f"{path}:{n}: class folder {video.split('/')[0]!r} is not in {ind}")
             if label:
                 _check_ucf101_label(path, n, text, label[0], by_name[folder], classes, ind)
-            entries.append(ListEntry(video, by_name[folder]))
+            if once.first(name, video, classes[by_name[folder]], f"{path}:{n}", path):
+                entries.append(ListEntry(video, by_name[folder]))
         out[name] = entries
+    _warn_of_repeats_and_shared_sources(split_dir, once, out)
     return out, classes
+
+
+def _warn_of_repeats_and_shared_sources(split_dir: Path, once: _ListedOnce, out: Splits) -> None:
+    """The warnings of a build from split files: rows repeated (:class:`_ListedOnce`), then source videos with
+    clips in two splits, a video listed in both among them (:func:`warn_of_shared_sources`)."""
+    once.warn()
+    warn_of_shared_sources(split_dir, {split: [(source_group(e.path), e.path) for e in entries]
+                                       for split, entries in out.items()})
 
 
 def _check_ucf101_label(path: Path, line_no: int, text: str, label: str, class_id: int, classes: list[str],
@@ -1290,14 +1301,17 @@ def from_hmdb51(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
         raise DataError(f"{split_dir}: no split-{split} file for class(es) {lacking[:5]} (e.g. "
                         f"{lacking[0]}_test_split{split}.txt), which other splits have")
     out: Splits = {"train": [], "test": []}
+    once = _ListedOnce()
     for f in files:
         name = f.name[: -len(f"_test_split{split}.txt")]
         for n, text in _read_lines(f):
             parts = text.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise DataError(f"{f}:{n}: expected '<video> <0|1|2>': {text!r}")
-            if parts[1] != "0":
-                out["train" if parts[1] == "1" else "test"].append(ListEntry(f"{name}/{parts[0]}", classes.index(name)))
+            into, video = "train" if parts[1] == "1" else "test", f"{name}/{parts[0]}"
+            if parts[1] != "0" and once.first(into, video, name, f"{f}:{n}", f):
+                out[into].append(ListEntry(video, classes.index(name)))
+    _warn_of_repeats_and_shared_sources(split_dir, once, out)
     return out, classes
 
 
@@ -1383,27 +1397,45 @@ def from_kinetics(csv_files: list[str | Path], path_format: str = KINETICS_FORMA
     out: Splits = {}
     sources: dict[str, list[tuple[str, str]]] = {}  # split -> (youtube_id, its row) of each row
     index = {label: i for i, label in enumerate(classes)}
-    first: dict[tuple[str, str], tuple[str, str, Path]] = {}  # (split, path) -> (label, where, CSV) of its first row
-    repeats: dict[tuple[Path, Path], list] = {}  # (CSV, first's CSV) -> [(where, first's, path) of the first, count]
+    once = _ListedOnce()
     for split, label, yid, start, end, where, given, source in rows:
         tv = label.replace(" ", "_").replace("'", "").replace("(", "").replace(")", "")
         rel = _format_path(path_format, split=split, split_as_given=given, label=label,
                            label_=label.replace(" ", "_"), label_tv=tv, youtube_id=yid, time_start=start,
                            time_end=end)
-        first_label, first_where, first_source = first.setdefault((split, rel), (label, where, source))
-        if first_where != where:  # (a row repeated, or a subset CSV beside the full one: listed once, not oversampled)
-            if first_label != label:
-                raise DataError(f"{where}: the {split} video {rel} is labelled {label!r} here and {first_label!r} at "
-                                f"{first_where}; a video has one class")
-            repeats.setdefault((source, first_source), [(where, first_where, rel), 0])[1] += 1
-            continue
-        out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
-        sources.setdefault(split, []).append((yid, where))
-    for (_, first_source), ((where, first_where, rel), count) in repeats.items():
-        more = f" (and {count - 1} more of its rows repeat rows of {first_source})" if count > 1 else ""
-        log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, rel, more)
+        if once.first(split, rel, label, where, source):
+            out.setdefault(split, []).append(ListEntry(rel, index[label] if label else None))
+            sources.setdefault(split, []).append((yid, where))
+    once.warn()
     warn_of_shared_sources(", ".join(str(f) for f in csv_files), sources)  # (the YouTube video: its segments' source)
     return out, classes
+
+
+class _ListedOnce:
+    """The rows of annotation files that name a video its split lists already (a row repeated in its file; a subset
+    file beside the full one, train_mini.csv): such a row is left out, so the video is listed once, not oversampled,
+    and a warning per file (and file repeated) names its first such row and the one it repeats, counting the
+    others; the video under another label there is a DataError naming both rows (a video has one class)."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[str, str], tuple[str, str, Path]] = {}  # (split, path) -> (label, where, file)
+        self._repeats: dict[tuple[Path, Path], list] = {}  # (file, first's file) -> [(where, first's, path), count]
+
+    def first(self, split: str, path: str, label: str, where: str, source: Path) -> bool:
+        """Whether the row at ``where`` (``file:line`` of ``source``) is the first to list ``path`` in ``split``."""
+        first_label, first_where, first_source = self._first.setdefault((split, path), (label, where, source))
+        if first_where == where:
+            return True
+        if first_label != label:
+            raise DataError(f"{where}: the {split} video {path} is labelled {label!r} here and {first_label!r} at "
+                            f"{first_where}; a video has one class")
+        self._repeats.setdefault((source, first_source), [(where, first_where, path), 0])[1] += 1
+        return False
+
+    def warn(self) -> None:
+        for (_, first_source), ((where, first_where, path), count) in self._repeats.items():
+            more = f" (and {count - 1} more of its rows repeat rows of {first_source})" if count > 1 else ""
+            log.warning("%s repeats %s: the video %s is listed once%s", where, first_where, path, more)
 
 
 def _csv_rows(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
