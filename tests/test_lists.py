@@ -2388,6 +2388,28 @@ def test_kinetics_videos_kept_under_another_video_suffix_are_found_and_listed_as
     assert "train: no video of 1 class(es) found" in caplog.text and "{label_tv}" not in caplog.text
 
 
+def test_skip_missing_names_a_missing_video_of_a_split_missing_few(tmp_path, caplog):
+    """--skip-missing with under a tenth of a split's videos missing: before, the INFO line only counted them ('train:
+    11 of 12 videos found'), leaving the user no video to look for; now it names the first, as the warning past a
+    tenth does. A split missing none is said as before."""
+    flat = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n" + "".join(
+        f"zumba,{yid},1,11,{split}\n" for yid, split in [(f"t{i:02d}", "train") for i in range(12)] + [("v1", "val")]))
+    videos = tmp_path / "videos"
+    (videos / "train").mkdir(parents=True)
+    (videos / "val").mkdir()
+    for path in [f"train/t{i:02d}_000001_000011.mp4" for i in range(12) if i != 7] + ["val/v1_000001_000011.mp4"]:
+        (videos / path).write_bytes(b"x")
+    with caplog.at_level("INFO", logger="mme.data.lists"):
+        written, _ = build_lists("kinetics", tmp_path / "train.csv", tmp_path / "out", path_format=flat,
+                                 video_root=videos, skip_missing=True)
+    assert len(written["train"].read_text().splitlines()) == 11
+    said = [r.getMessage() for r in caplog.records]
+    assert f"train: 11 of 12 videos found under {videos} (1 missing, e.g. train/t07_000001_000011.mp4)" in said
+    assert f"val: 1 of 1 videos found under {videos}" in said
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_a_kinetics_video_there_under_several_suffixes_is_listed_as_its_row_names_it_else_the_first_and_said(
         tmp_path, caplog):
     """--skip-missing with a video there under two suffixes (a conversion to .mp4 left half done; yt-dlp's .webm and

@@ -1747,12 +1747,13 @@ def _found(splits: Splits, classes: list[str], video_root: str | Path, naming: s
         if several := [(e, found) for e, found in looked if len(found) > 1]:
             _say_several(name, several, formatted)
         missing = len(entries) - len(kept)
+        example = next((e.path for e, found in looked if not found), None)  # (the first missing, said either way)
         if kept and missing > MISSING_TO_WARN * len(entries):
-            example = next(e.path for e, found in looked if not found)
             log.warning("%s: %d of %d videos missing under %s (%d found), e.g. %s%s", name, missing, len(entries),
                         video_root, len(kept), example, " (is --path-format their naming?)" if formatted else "")
         else:
-            log.info("%s: %d of %d videos found under %s", name, len(kept), len(entries), video_root)
+            log.info("%s: %d of %d videos found under %s%s", name, len(kept), len(entries), video_root,
+                     f" ({missing} missing, e.g. {example})" if missing else "")
         if not kept:
             log.warning("%s: none of its %d videos is under %s (e.g. %s); its list is not written", name,
                         len(entries), video_root, entries[0].path if entries else "-")
