@@ -1590,25 +1590,32 @@ def test_ssv2_says_what_it_looked_for(tmp_path):
 
 def test_an_ssv2_json_file_under_another_name_is_said_not_read(tmp_path, caplog):
     """A validation file named val.json beside train.json: before, passed over without a word (no val list written);
-    now every JSON file of the folder not read is named in a warning with the names split files are read under."""
+    now every JSON file of the folder the reader knows no name of is named in a warning with the names split files
+    are read under. The other naming of a file read (short-name links beside the release's files, a second label
+    map) and mme lists' own classes.json and check.json (--out the annotation folder) are not: before, each was
+    said not read, a split file told to be renamed to a name it had."""
     (tmp_path / "labels.json").write_text(json.dumps(SSV2_LABELS))
-    (tmp_path / "train.json").write_text(json.dumps(SSV2_SPLITS["train"]))
+    (tmp_path / "something-something-v2-labels.json").write_text(json.dumps(SSV2_LABELS))  # a second map
+    (tmp_path / "something-something-v2-train.json").write_text(json.dumps(SSV2_SPLITS["train"]))
+    (tmp_path / "train.json").symlink_to("something-something-v2-train.json")  # the short name other tools expect
     (tmp_path / "val.json").write_text(json.dumps(SSV2_SPLITS["validation"]))
-    (tmp_path / "something-something-v2-labels.json").write_text(json.dumps(SSV2_LABELS))  # a second map, not read
+    (tmp_path / "check.json").write_text("{}")  # mme lists --check's report
     (tmp_path / "._train.json").write_bytes(b"\0\5\26\7")  # a Mac's companion: not an annotation file
     (tmp_path / "notes.txt").write_text("not JSON")
     with caplog.at_level("WARNING", logger="mme.data.lists"):
         assert from_ssv2(tmp_path)[0] == {"train": SSV2_EXPECTED["train"]}
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path}: something-something-v2-labels.json, val.json not read: SSv2 split files are read under the "
-        "names something-something-v2-train.json, train.json, something-something-v2-validation.json, "
-        "validation.json, something-something-v2-test.json, test.json; rename a split file to one of them"]
+        f"{tmp_path}: val.json not read: SSv2 split files are read under the names something-something-v2-train.json, "
+        "train.json, something-something-v2-validation.json, validation.json, something-something-v2-test.json, "
+        "test.json; rename a split file to one of them"]
     (tmp_path / "val.json").rename(tmp_path / "validation.json")
-    (tmp_path / "something-something-v2-labels.json").unlink()
     caplog.clear()
     with caplog.at_level("WARNING", logger="mme.data.lists"):
-        assert from_ssv2(tmp_path)[0] == {"train": SSV2_EXPECTED["train"], "val": SSV2_EXPECTED["val"]}
-    assert not caplog.records
+        for _ in range(2):  # the second reads the folder holding the classes.json the first wrote
+            build_lists("ssv2", tmp_path, tmp_path)
+    assert (tmp_path / "classes.json").is_file()
+    assert read_list(tmp_path / "val.txt")[0] == SSV2_EXPECTED["val"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_an_ssv2_label_map_keeping_the_templates_brackets_is_read(tmp_path):

@@ -454,6 +454,8 @@ COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".br")
 only those of :data:`FILE_EXTS` name a file (``frames.gz``; ``Jay.Z`` and ``x.br`` may be class folders)."""
 KINETICS_FORMAT = "{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 SSV2_FORMAT = "{id}.webm"
+CLASSES_FILE = "classes.json"  # what mme lists writes into --out beside the lists: the class map
+CHECK_FILE = "check.json"  # and with --check, the check's report
 SOURCE_GROUPS = (
     re.compile(r"(v_.+_g\d+)_c\d+"),  # UCF101: v_<Class>_g<group>_c<clip>, the clips of a group cut from one video
     # HMDB51: <source>_<action>_<tags>_<n>; one source's clips have different tags (camera motion, view, quality:
@@ -1512,8 +1514,8 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
     {id, template, ...}; the test file has ids only), each under either name of ``SSV2_FILES``. The label is the
     template with its '[something]' brackets removed, looked up in the label map (its keys without them too).
     Files: ``path_format`` with
-    field id. Other JSON files in ``annotation_dir`` (a split file under another name, ``val.json``) are named in a
-    warning."""
+    field id. Other JSON files in ``annotation_dir`` (a split file under another name, ``val.json``; not the other
+    naming of a file read, nor mme lists' own ``CLASSES_FILE`` and ``CHECK_FILE``) are named in a warning."""
     adir = Path(annotation_dir)
     labels_file = _find_file(adir, SSV2_FILES["labels"])
     if labels_file is None:
@@ -1525,12 +1527,10 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
             raise DataError(f"{labels_file}: labels {classes[other]!r} and {name!r} are one template without its "
                             f"'[something]' brackets; a template names one class")
     out: Splits = {}
-    read = [labels_file]
     for split in ("train", "val", "test"):
         path = _find_file(adir, SSV2_FILES[split])
         if path is None:
             continue
-        read.append(path)
         entries = []
         items = _read_json(path)
         if not isinstance(items, list):
@@ -1561,9 +1561,10 @@ def from_ssv2(annotation_dir: str | Path, path_format: str = SSV2_FORMAT) -> tup
             log.warning("%s: no video has a template; its %s list is written without labels", path, split)
         out[split] = entries
     looked = ", ".join(n for split in ("train", "val", "test") for n in SSV2_FILES[split])
+    known = {*(n for names in SSV2_FILES.values() for n in names), CLASSES_FILE, CHECK_FILE}  # (both namings: links)
     try:
         unread = sorted(f.name for f in adir.iterdir() if f.suffix.lower() == ".json" and not _hidden(f.name)
-                        and f not in read and f.is_file())
+                        and f.name not in known and f.is_file())
     except OSError:  # (a folder that can be entered, not listed: its files found by name)
         unread = []
     if unread:  # (a split file under another name, val.json: its list not written)
@@ -1664,7 +1665,7 @@ def build_lists(kind: str, source: str | Path, out_dir: str | Path, split: int |
     for path, text in texts.items():
         _replacing(path, text)
     if classes:  # (a build of unlabelled lists, a Kinetics test CSV, leaves the class map of the others alone)
-        texts[out_dir / "classes.json"] = classes_text(classes)
+        texts[out_dir / CLASSES_FILE] = classes_text(classes)
     atomic_write_texts(texts, "nothing of this build is written: the lists and class map there are as they were")
     for name, entries in listed.items():
         log.info("wrote %s (%d videos)", written[name], len(entries))
@@ -1698,7 +1699,7 @@ def _keep_ids(out_dir: Path, classes: list[str], splits: Splits, kind: str) -> N
     """Refuse to replace a ``classes.json`` of ``out_dir`` that is no class map (:func:`read_classes`: a file of
     the user's, as mme synth refuses one), or that numbers classes otherwise while lists of other splits than this
     build's remain there: they would keep its ids under the new map's names."""
-    path = out_dir / "classes.json"
+    path = out_dir / CLASSES_FILE
     if not classes or not path.is_file():  # a build without labels writes none
         return
     try:
@@ -2076,7 +2077,7 @@ def make_lists(kind: str, source: str | Path, out_dir: str | Path, split: int | 
     if overwrite and not check:
         log.warning("--overwrite is for --check (a check.json in --out that is not a check report); the lists are "
                     "replaced without it")
-    report_path = Path(out_dir) / "check.json"
+    report_path = Path(out_dir) / CHECK_FILE
     if check and report_path.exists():  # before any list is written
         check_output(report_path, "--out")  # a regular file, not a pipe is_check_report would wait on
     written, root = build_lists(kind, source, out_dir, split=split, path_format=path_format, video_root=video_root,
