@@ -529,6 +529,12 @@ def warn_of_shared_sources(where: str | Path, sources: dict[str, list[tuple[str,
                     len(shared), source, first, a, other, b)
 
 
+def _warn_of_shared_sources_listed(where: str | Path, out: Splits) -> None:
+    """:func:`warn_of_shared_sources` of lists built (per split, its entries), each video's source by its path."""
+    warn_of_shared_sources(where, {split: [(source_group(e.path), e.path) for e in entries]
+                                   for split, entries in out.items()})
+
+
 def _find_file(folder: Path, names: tuple[str, ...]) -> Path | None:
     """The first of ``names`` that is a file in ``folder`` (publishers have used several namings)."""
     return next((folder / n for n in names if (folder / n).is_file()), None)
@@ -684,8 +690,7 @@ def folder_lists(root: str | Path, classes: list[str] | None = None) -> tuple[Sp
         raise DataError(f"{root}: no videos ({'/'.join(VIDEO_EXTS)}) in class sub-folders")
     if split_dirs:
         log.info("%s: split folders %s, %d classes over them", root, split_dirs, len(classes))
-        warn_of_shared_sources(root, {split: [(source_group(e.path), e.path) for e in entries]
-                                      for split, entries in out.items()})
+        _warn_of_shared_sources_listed(root, out)
     return out, classes, base
 
 
@@ -1267,10 +1272,9 @@ def from_ucf101(split_dir: str | Path, split: int = 1) -> tuple[Splits, list[str
 
 def _warn_of_repeats_and_shared_sources(split_dir: Path, once: _ListedOnce, out: Splits) -> None:
     """The warnings of a build from split files: rows repeated (:class:`_ListedOnce`), then source videos with
-    clips in two splits, a video listed in both among them (:func:`warn_of_shared_sources`)."""
+    clips in two splits, a video listed in both among them (:func:`_warn_of_shared_sources_listed`)."""
     once.warn()
-    warn_of_shared_sources(split_dir, {split: [(source_group(e.path), e.path) for e in entries]
-                                       for split, entries in out.items()})
+    _warn_of_shared_sources_listed(split_dir, out)
 
 
 def _check_ucf101_label(path: Path, line_no: int, text: str, label: str, class_id: int, classes: list[str],
