@@ -550,6 +550,26 @@ def test_a_train_epochs_run_resumed_with_other_batches_covers_its_epochs(synth, 
     assert torch.load(res.checkpoint, weights_only=True)["data"] == {"epoch": 2, "batch": 0}
 
 
+def test_a_train_epochs_run_resumed_with_other_steps_per_epoch_goes_on_along_its_schedule(synth, tmp_path, caplog):
+    """The schedule was read at the checkpoint's step count, taken in the other run's steps, with this run's warm-up
+    counted from step 0: 2 epochs of 16 clips begun at 4 steps per epoch (train.accum_steps=2, as 2 ranks) and
+    stopped after 5 steps (1.25 epochs, past the 1-epoch warm-up), resumed at 8 per epoch, went back into the
+    warm-up (lr rising over steps 6-8) and sat early in the cosine after. Its lr is now an uninterrupted run's at
+    8 steps per epoch from the epochs done, over a second resume too."""
+    base = ("tiny_cpu_pixel", synth, "train.steps=null", "train.epochs=2", "optim.warmup_steps=null",
+            "optim.warmup_epochs=1", "train.batch_size=2", FP32)
+    straight = run(*base[:2], tmp_path / "straight", *base[2:])
+    run(*base[:2], tmp_path, *base[2:], "train.accum_steps=2", "train.stop_after=5")
+    with caplog.at_level(logging.WARNING):
+        second = run(*base[:2], tmp_path, *base[2:], "train.resume=auto", "train.stop_after=8")
+    third = run(*base[:2], tmp_path, *base[2:], "train.resume=auto")
+    assert [h["step"] for h in second.history + third.history] == list(range(6, 12))  # the 12 batches left
+    assert [h["lr"] for h in second.history + third.history] == [h["lr"] for h in straight.history[10:]]
+    assert torch.load(third.checkpoint, weights_only=True)["data"] == {"epoch": 2, "batch": 0}
+    assert "(its effective batch 4 -> 2 scales the peak lr; its steps per epoch 4 -> 8: the schedule goes on " \
+        "from the epochs done, in this run's steps)" in caplog.text
+
+
 def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):
     """A run checkpointed in fp32 resumed with train.precision=fp16: GradScaler refused the checkpoint's empty
     state with a traceback."""

@@ -137,6 +137,18 @@ class Run:
     """The videos too short for a clip's window that a warning has said so far (:func:`mme.train.loop.warn_short`)."""
     short_videos_next: int = 1
     """The step from which the next metrics record looks for short videos again (it doubles at each look)."""
+    schedule_offset: int = 0
+    """What the lr and wd schedules add to :attr:`step` (:meth:`schedule_args`): a ``train.epochs`` run resumed
+    with other steps per epoch than its checkpoint's (another world size, batch per rank, accumulation or list)
+    reads its schedule at the epochs done, in this run's steps (:func:`end_of_epochs`), not at the checkpoint's step
+    count, taken in the other's."""
+
+    def schedule_args(self, step: int) -> tuple[int, int, int, float, float]:
+        """``(step, total steps, warm-up steps, peak lr, final lr)`` of the schedule at the run's optimizer step
+        ``step`` (0-based), for :func:`~mme.train.optim.cosine_schedule` and
+        :func:`~mme.train.optim.schedule_step`."""
+        off = self.schedule_offset
+        return step + off, self.total_steps + off, self.warmup_steps, self.peak_lr, self.final_lr
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------
@@ -720,11 +732,11 @@ def restore(run: Run, source: str, state: dict) -> None:
                           f"a new run from its weights with train.init={source}")
     group = state["optimizer"]["param_groups"][0]
     ran = group["lr"] / group["lr_scale"]  # the checkpoint's last step's
-    now = cosine_schedule(run.step - 1, run.total_steps, run.warmup_steps, run.peak_lr, run.final_lr)
+    now = cosine_schedule(*run.schedule_args(run.step - 1))
     if run.step > 0 and not math.isclose(ran, now, rel_tol=0.01):
         log.warning("the lr schedule is not the one the checkpoint ran: its step %d ran at lr %.3g, this run's "
-                    "schedule has %.3g there and goes on from it (e.g. a longer train.steps restarts part of the "
-                    "cosine)", run.step, ran, now)
+                    "schedule has %.3g there and goes on from it (%s)", run.step, ran, now,
+                    schedule_change(state, run))
     ckpt.set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d, batch %d)", source, run.step, run.position["epoch"],
              run.position["batch"])
@@ -764,17 +776,42 @@ def list_change(state: dict, data: Dataset) -> list[str]:
 
 
 def end_of_epochs(run: Run) -> None:
-    """End a resumed ``train.epochs`` run after the batches its epochs have left: its checkpoint's steps may have
-    taken other batches (another world size, batch per rank, accumulation or list), so ``epochs x steps per
-    epoch`` would have covered more or fewer epochs than asked."""
+    """End a resumed ``train.epochs`` run after the batches its epochs have left, and read its lr and wd schedules
+    at the epochs done: its checkpoint's steps may have taken other batches (another world size, batch per rank,
+    accumulation or list), so ``epochs x steps per epoch`` would have covered more or fewer epochs than asked, and
+    the checkpoint's step count, in the other's steps, would put the schedule elsewhere (back into its warm-up,
+    on fewer steps per epoch). The schedule is this run's steps per epoch over the epochs (its warm-up too); its
+    position, the batches done in this run's steps, is found again from the data position at each resume (0 from
+    the step count where the steps never changed)."""
     t, per_epoch = run.cfg.train, run.batches_per_epoch
-    left = (t.epochs - run.position["epoch"]) * per_epoch - min(run.position["batch"], per_epoch)
-    end = run.step + left // t.accum_steps  # before the checkpoint's step when it is past the epochs: refused
+    done = run.position["epoch"] * per_epoch + min(run.position["batch"], per_epoch)
+    end = run.step + (t.epochs * per_epoch - done) // t.accum_steps  # before the checkpoint's step when it is past
+    # the epochs: refused
+    run.schedule_offset = done // t.accum_steps - run.step
     if end != run.total_steps and end >= run.step:
         log.info("train.epochs=%d: the checkpoint's %d steps took other batches than this run's; the rest of the "
-                 "epochs takes %d steps of %d per epoch, so the run ends at step %d (not %d)", t.epochs, run.step,
-                 end - run.step, per_epoch // t.accum_steps, end, run.total_steps)
-    run.total_steps, run.warmup_steps = end, min(run.warmup_steps, end)
+                 "epochs takes %d steps of %d per epoch, so the run ends at step %d (not %d), its lr schedule read "
+                 "at the %.3g epochs done (its step %d of %d)", t.epochs, run.step, end - run.step,
+                 per_epoch // t.accum_steps, end, run.total_steps, done / per_epoch, done // t.accum_steps,
+                 end + run.schedule_offset)
+    run.total_steps, run.warmup_steps = end, min(run.warmup_steps, end + run.schedule_offset)
+
+
+def schedule_change(state: dict, run: Run) -> str:
+    """Why a resumed run's schedule gives another lr than its checkpoint's last step ran at: the effective batch,
+    which scales the peak, and a ``train.epochs`` run's steps per epoch (its schedule read at the epochs done), as
+    they changed; else a changed length or lr setting."""
+    t, old, meta = run.cfg.train, state["config"]["train"], state.get("meta", {})
+    old_accum, world = old.get("accum_steps", 1), run.meta["world_size"]
+    old_batch = old["batch_size"] * meta.get("world_size", world)  # per micro-batch, over the ranks
+    said = []
+    if (before := old_batch * old_accum) != (now := t.batch_size * world * t.accum_steps):
+        said.append(f"its effective batch {before} -> {now} scales the peak lr")
+    before, now = meta.get("items", len(run.data)) // old_batch // old_accum, run.batches_per_epoch // t.accum_steps
+    if t.steps is None and before != now:
+        said.append(f"its steps per epoch {before} -> {now}: the schedule goes on from the epochs done, in this "
+                    "run's steps")
+    return "; ".join(said) or "e.g. a longer train.steps restarts part of the cosine"
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, source: str) -> None:
@@ -825,14 +862,15 @@ def summary(run: Run, job_lines: list[str]) -> str:
     items = t.batch_size * world * t.accum_steps
     params = count_parameters(run.model)
     settings = config_changes(dataclasses.asdict(type(run.cfg)()), dataclasses.asdict(run.cfg))
+    schedule_total = run.schedule_args(0)[1]  # (a train.epochs run resumed with other steps: its epochs' steps)
     lines = [
         f"  world size {world}, device {run.device} ({run.meta['device_name']}), precision {run.precision}"
         f" ({run.meta['precision_reason']}), {run.meta['threads']} thread(s) ({run.meta['threads_reason']})",
         f"  effective batch {items} = {t.batch_size}/rank x {world} ranks x {t.accum_steps} accum",
         (f"  lr {run.peak_lr:.4g} -> {run.final_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), "
-         f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < run.total_steps - 1 else
+         f"warm-up {run.warmup_steps} steps, cosine" if run.warmup_steps < schedule_total - 1 else
          f"  lr up to {run.peak_lr:.4g} (base {o.base_lr:g} x {items}/{o.lr_batch_ref}), warm-up {run.warmup_steps} "
-         f"of {run.total_steps} steps: no decay")  # (one step after the warm-up is at the peak: the cosine's start)
+         f"of {schedule_total} steps: no decay")  # (one step after the warm-up is at the peak: the cosine's start)
         + (f", layer decay {o.layer_decay}" if o.layer_decay else ""),
         f"  {len(run.data)} {run.job.unit}, {run.batches_per_epoch // t.accum_steps} steps/epoch, "
         f"{run.total_steps} steps" + (f", stopping after {t.stop_after}" if t.stop_after else ""),

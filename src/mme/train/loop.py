@@ -419,8 +419,7 @@ def _steps(run: Run, stream, stop: StopRequests, end: int, logger, history: dequ
     path, stopping, step_seconds, skipped = None, None, 0.0, SkippedSteps()
     while run.step < end:
         tic, epochs_done = time.perf_counter(), run.position["epoch"]
-        lr, wd = schedule_step(run.optimizer, o, run.step, run.total_steps, run.warmup_steps, run.peak_lr,
-                               run.final_lr)
+        lr, wd = schedule_step(run.optimizer, o, *run.schedule_args(run.step))
         run.model.train()
         try:
             metrics = train_step(run, stream)
