@@ -566,8 +566,9 @@ def test_a_train_epochs_run_resumed_with_other_steps_per_epoch_goes_on_along_its
     assert [h["step"] for h in second.history + third.history] == list(range(6, 12))  # the 12 batches left
     assert [h["lr"] for h in second.history + third.history] == [h["lr"] for h in straight.history[10:]]
     assert torch.load(third.checkpoint, weights_only=True)["data"] == {"epoch": 2, "batch": 0}
-    assert "(its effective batch 4 -> 2 scales the peak lr; its steps per epoch 4 -> 8: the schedule goes on " \
-        "from the epochs done, in this run's steps)" in caplog.text
+    assert "(its effective batch 4 -> 2 scales the peak lr; train.batch_size x ranks x train.accum_steps at 4 " \
+        "keeps it; its steps per epoch 4 -> 8: the schedule goes on from the epochs done, in this run's steps)" \
+        in caplog.text
 
 
 def test_a_resume_in_fp16_starts_a_fresh_scaler(synth, tmp_path):

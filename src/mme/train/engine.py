@@ -806,12 +806,14 @@ def schedule_change(state: dict, run: Run) -> str:
     old_batch = old["batch_size"] * meta.get("world_size", world)  # per micro-batch, over the ranks
     said = []
     if (before := old_batch * old_accum) != (now := t.batch_size * world * t.accum_steps):
-        said.append(f"its effective batch {before} -> {now} scales the peak lr")
+        said.append(f"its effective batch {before} -> {now} scales the peak lr; train.batch_size x ranks x "
+                    f"train.accum_steps at {before} keeps it")
     before, now = meta.get("items", len(run.data)) // old_batch // old_accum, run.batches_per_epoch // t.accum_steps
     if t.steps is None and before != now:
         said.append(f"its steps per epoch {before} -> {now}: the schedule goes on from the epochs done, in this "
                     "run's steps")
-    return "; ".join(said) or "e.g. a longer train.steps restarts part of the cosine"
+    return "; ".join(said) or ("its length or lr settings changed (train.steps or train.epochs, optim.*lr*, "
+                               "warm-up): e.g. a longer run restarts part of the cosine")
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, source: str) -> None:
