@@ -21,10 +21,9 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
-
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,8 @@ class StopRequests(HeldBack):
             log.warning("%s after the run's last step: no step follows; it ends as stopped (exit %d), its last "
                         "checkpoint kept", self.received.name, 128 + signum)
         else:  # (under torchrun the step ends on every rank or none: torchrun's SIGTERM as another rank ended)
-            ranks = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+            dist = sys.modules.get("torch.distributed")  # (not imported here: this module is, before torch)
+            ranks = dist is not None and dist.is_initialized() and dist.get_world_size() > 1
             log.warning("%s: stopping after this step with a checkpoint%s (%s)", self.received.name,
                         ", once every rank has finished it" if ranks else "",
                         "Ctrl-C again to stop at once" if signum == signal.SIGINT else
