@@ -381,6 +381,48 @@ def test_clip_input_norm_ignores_each_clips_colour_and_contrast():
         ModelConfig(**TINY, input_norm="batch")
 
 
+def test_clip_input_norm_of_a_masked_clip_takes_the_statistics_of_its_visible_tubelets_only():
+    """model.input_norm='clip' with a mask: each clip is standardised per channel over its visible tubelets, so
+    the masked pixels (here 4x the contrast and +1 brightness) change no output of the encoder, and its tokens are
+    those of the clip standardised by the visible pixels' float64 mean and variance (before: over every pixel, the
+    hidden ones included, whose per-channel mean the visible tokens then carried: outputs off by 2.0)."""
+    cfg = ModelConfig(**TINY, input_norm="clip")
+    x = torch.randn(2, 3, 8, 32, 32)
+    mask = make_mask("tube", 2, cfg.grid, 0.75, torch.Generator().manual_seed(0))  # (2, 64), grid (4, 4, 4)
+    t, p = cfg.tubelet_size, cfg.patch_size
+    hidden = mask.view(2, 1, *cfg.grid).repeat_interleave(t, 2).repeat_interleave(p, 3).repeat_interleave(p, 4)
+    hidden = hidden.expand_as(x)  # (2, 3, 8, 32, 32), True at the masked tubelets' pixels
+    changed = torch.where(hidden, x * 4 + 1, x)
+    torch.manual_seed(0)
+    enc = VisionTransformer(cfg).eval()
+    torch.manual_seed(0)
+    plain = VisionTransformer(ModelConfig(**TINY, input_norm="dataset")).eval()
+    seen = torch.where(hidden, torch.nan, x.double())
+    mean = seen.nanmean((2, 3, 4), keepdim=True)
+    var = ((seen - mean) ** 2).nansum((2, 3, 4), keepdim=True) / ((~hidden[:, :1]).sum((2, 3, 4), keepdim=True) - 1)
+    standardised = ((x.double() - mean) / (var + 1e-6).sqrt()).float()
+    with torch.no_grad():
+        tokens = enc(x, mask)
+        assert (enc(changed, mask) - tokens).abs().max().item() == 0
+        torch.testing.assert_close(tokens, plain(standardised, mask), rtol=1e-4, atol=1e-5)
+        assert (enc(changed) - enc(x)).abs().max() > 0.1  # unmasked, every pixel is seen: the clip's statistics
+
+
+@pytest.mark.slow  # torch.compile, twice
+def test_a_compiled_encoder_standardises_masked_and_unmasked_clips_as_eager():
+    """model.input_norm='clip' under torch.compile, a masked forward then an unmasked one (a pre-training run that
+    probes its encoder): eager's outputs (a generator expression in the standardisation made dynamo fall back and
+    drop it on the unmasked recompile: outputs those of the clip unstandardised, off by 1.8)."""
+    cfg = ModelConfig(**TINY, input_norm="clip")
+    enc = VisionTransformer(cfg).eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    mask = make_mask("tube", 2, cfg.grid, 0.75, torch.Generator().manual_seed(0))
+    compiled = torch.compile(enc)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, mask), enc(x, mask), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(compiled(x), enc(x), rtol=1e-4, atol=1e-5)
+
+
 def test_initialisation_is_videomaes():
     """As VideoMAE's (and the MME release's) models start: the patch embedding and the encoder-to-decoder projection
     keep PyTorch's defaults (their models apply xavier to Linear layers of the encoder and decoder only), the mask

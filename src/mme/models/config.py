@@ -101,10 +101,11 @@ class ModelConfig:
     """Hidden width of the MLP prediction heads of motion/HOG targets (0 = a single Linear)."""
     input_norm: str = "dataset"
     """'dataset': the encoder sees clips as the data pipeline normalised them (ImageNet mean/std, as VideoMAE/MME);
-    'clip': it first standardises each clip per colour channel (zero mean, unit std over its frames and pixels),
-    so a clip's overall colour and contrast, which vary widely between videos, do not drown small motions (a
-    from-scratch tiny encoder, supervised, reads whole-view pans of `mme synth` by step 200 with it and stays at
-    chance for 300 steps without: docs/results.md)."""
+    'clip': it first standardises each clip per colour channel (zero mean, unit std over its frames and pixels;
+    given a mask, over its visible tubelets only, so that no masked pixel reaches the encoder through the clip's
+    mean and spread), so a clip's overall colour and contrast, which vary widely between videos, do not drown
+    small motions (a from-scratch tiny encoder, supervised, reads whole-view pans of `mme synth` by step 200 with
+    it and stays at chance for 300 steps without: docs/results.md)."""
     checks_clip: InitVar[bool] = True
     """Whether the config, as built, checks that its patch and tubelet divide its clip (:meth:`check_clip`); not a
     key: False where a run config builds it as its section, which then decides (a run from ``train.init`` takes the

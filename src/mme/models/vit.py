@@ -45,12 +45,28 @@ def interpolate_pos_table(
     return grid.permute(0, 2, 3, 4, 1).reshape(-1, d)
 
 
+def clip_standardised(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``x`` less its mean over ``dims``, divided by its standard deviation there (unbiased, ``+ 1e-6`` under the
+    root): the encoder's per-clip input norm (``model.input_norm`` 'clip'). The deviations are
+    :func:`~mme.data.transforms.deviations`' (a flat channel exactly 0), their squares summed as it advises."""
+    d = deviations(x, dims)
+    squares = (d * d).sum(dims, keepdim=True)
+    # the count of the values summed per clip and channel: a generator over x.shape here made torch.compile fall
+    # back to eager and drop the standardisation on a recompile (the unmasked forward after a masked one)
+    var = squares.div_(d.numel() // squares.numel() - 1)
+    return d * torch.rsqrt(var + 1e-6)
+
+
 class TubeletEmbed(nn.Module):
     """Conv3d with kernel = stride = (tubelet, patch, patch): ``(B, C, T, H, W) -> (B, N, D)``.
 
     ``forward(x, index)`` embeds only the tokens ``index`` ``(B, M)`` (token numbers in raster order): their
     tubelets are gathered and multiplied by the same weights as one matmul, so a mask ratio of 0.9 leaves a
-    tenth of the convolution's work (equal to the convolution's tokens up to float rounding)."""
+    tenth of the convolution's work (equal to the convolution's tokens up to float rounding).
+
+    ``standardise`` (``model.input_norm`` 'clip'): each clip is first standardised per channel
+    (:func:`clip_standardised`) over the tubelets embedded, with ``index`` over those alone, so that the pixels of
+    the other (masked) tubelets reach no token through the clip's mean and spread."""
 
     def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int, patch_size: int):
         super().__init__()
@@ -59,8 +75,9 @@ class TubeletEmbed(nn.Module):
             stride=(tubelet_size, patch_size, patch_size),
         )
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None, standardise: bool = False) -> torch.Tensor:
         if index is None:
+            x = clip_standardised(x, (2, 3, 4)) if standardise else x  # per clip and channel, over (T, H, W)
             return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, t, h, w) -> (B, N, D)
         B, C, T, H, W = x.shape
         t, p = self.proj.kernel_size[:2]
@@ -69,7 +86,9 @@ class TubeletEmbed(nn.Module):
         tiles = x.reshape(B, C, T // t, t, H // p, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B,t,h,w,C,t,p,p)
         row = index % area
         batch = torch.arange(B, device=x.device)[:, None]
-        patches = tiles[batch, index // area, row // w, row % w]  # (B, M, C, t, p, p), gathered
+        patches = tiles[batch, index // area, row // w, row % w].flatten(3)  # (B, M, C, t*p*p), gathered
+        if standardise:  # per clip and channel, over its M tubelets
+            patches = clip_standardised(patches, (1, 3))
         return F.linear(patches.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
@@ -189,9 +208,10 @@ def init_weights(module: nn.Module) -> None:
 
 class VisionTransformer(nn.Module):
     """The video ViT encoder. ``forward(x, mask=None)``: ``x (B, C, T, H, W)`` ImageNet-normalised (and, with
-    ``cfg.input_norm`` 'clip', standardised per clip and channel first), ``mask``
-    ``(B, N)`` bool with True = masked (dropped; the same count per sample); returns the tokens of the visible
-    positions ``(B, N_visible, D)`` after the final LayerNorm, in increasing token order."""
+    ``cfg.input_norm`` 'clip', standardised per clip and channel first, over the visible tubelets only: masked
+    pixels change no output), ``mask`` ``(B, N)`` bool with True = masked (dropped; the same count per sample);
+    returns the tokens of the visible positions ``(B, N_visible, D)`` after the final LayerNorm, in increasing
+    token order."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -242,16 +262,13 @@ class VisionTransformer(nn.Module):
         if x.dtype != weights and (x.dtype == torch.float64 or not torch.is_autocast_enabled(x.device.type)):
             # (autocast casts a float32 or half clip itself, not a float64 one)
             raise ValueError(f"a clip of dtype {x.dtype} for an encoder of {weights} weights: give x.to({weights})")
-        if self.cfg.input_norm == "clip":  # per clip and channel, over (T, H, W) of x (B, C, T, H, W)
-            d = deviations(x, (2, 3, 4))
-            var = (d * d).sum((2, 3, 4), keepdim=True).div_(d[0, 0].numel() - 1)
-            x = d * torch.rsqrt(var + 1e-6)
+        per_clip = self.cfg.input_norm == "clip"  # standardised over the tubelets embedded: the visible ones
         pos = self.pos_for(x)
         if mask is None:
-            x = self.patch_embed(x) + pos  # (B, N, D)
+            x = self.patch_embed(x, standardise=per_clip) + pos  # (B, N, D)
         else:  # only the visible tokens are embedded: (B, N_visible, D)
             index = self._visible(mask, x.shape[0], len(pos))
-            x = self.patch_embed(x, index) + pos[index]
+            x = self.patch_embed(x, index, per_clip) + pos[index]
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
