@@ -195,6 +195,25 @@ def test_views_are_averaged_and_the_token_grid_matches_the_features(setup, preci
     torch.testing.assert_close(feats.x[0], by_hand, rtol=rtol, atol=atol)
 
 
+def test_features_asked_for_in_fp32_are_fp32_under_a_callers_autocast_which_is_left_on(setup, tmp_path):
+    """``embed``/``extract_features(precision="fp32")`` inside a caller's bf16 autocast gave bf16's features, recorded
+    as fp32."""
+    root, ckpt = setup
+    plain = embed(ckpt, root / "list.txt", tmp_path / "plain.safetensors", root=str(root), num_workers=0,
+                  precision="fp32", progress=False)
+    enc = load_encoder(ckpt)
+    ds = build_test_set(root / "list.txt", enc.cfg, clips=1, crops=1, stride=2, root=str(root))
+    by_itself = extract_features(enc, ds, progress=False, precision="fp32").x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = embed(ckpt, root / "list.txt", tmp_path / "under.safetensors", root=str(root), num_workers=0,
+                      precision="fp32", progress=False)
+        feats = extract_features(enc, ds, progress=False, precision="fp32").x
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16  # the caller's
+    assert np.array_equal(read_features(under)[0], read_features(plain)[0], equal_nan=True)
+    assert torch.equal(feats.isfinite().all(1), by_itself.isfinite().all(1))
+    assert torch.equal(feats.nan_to_num(), by_itself.nan_to_num())
+
+
 @pytest.mark.parametrize("as_path", [str, Path])
 def test_build_test_set_given_a_checkpoints_path_says_to_read_it(tmp_path, as_path):
     """``checkpoint=`` takes what read_checkpoint returns; its file's path was an AttributeError of run_views."""

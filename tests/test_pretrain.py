@@ -184,6 +184,17 @@ def test_a_run_and_the_demos_random_encoder_leave_the_callers_global_generator_a
     assert np.array_equal(np.random.get_state()[1], state[0]) and random.getstate() == state[1]
 
 
+def test_a_run_asked_for_fp32_trains_in_fp32_under_a_callers_autocast_which_is_left_on(synth, tmp_path):
+    """A notebook's ``torch.autocast("cpu", dtype=torch.bfloat16)`` around ``pretrain()``: a run asked for fp32 ran
+    its forward (an fp32 autocast was no context) and its targets in bf16, and recorded fp32; its losses were bf16's."""
+    plain = run("tiny_cpu_pixel", synth, tmp_path / "plain", "train.steps=2", FP32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = run("tiny_cpu_pixel", synth, tmp_path / "under", "train.steps=2", FP32)
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16  # the caller's
+    assert [h["loss"] for h in under.history] == [h["loss"] for h in plain.history]
+    assert json.loads((tmp_path / "under" / "run.json").read_text())["precision"] == "fp32"
+
+
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     res = run("tiny_cpu_mme", synth, tmp_path, "train.steps=20", "train.ckpt_every=5", "train.keep_last=2")
     for term in ("loss_traj", "loss_shape"):  # e.g. traj 23.9 -> 13.7, shape 23.0 -> 4.8 (first/last 4 steps)

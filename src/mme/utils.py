@@ -196,6 +196,25 @@ def caller_generator_kept() -> Iterator[None]:
         yield
 
 
+AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla", "ipu", "privateuseone")
+"""The device types torch's autocast has a switch of its own for, each turned off by :func:`torch_as_mme` where a
+caller turned it on."""
+
+
+@contextlib.contextmanager
+def torch_as_mme() -> Iterator[None]:
+    """Torch's settings every job of mme runs with (its model built, trained, embedded with), whatever its caller's
+    were, and the caller's given back after: no autocast (the job's own precision alone applies: under a caller's bf16
+    autocast, a run asked for fp32 trained in bf16 and recorded fp32). Autocast is the thread's."""
+    import torch
+
+    with contextlib.ExitStack() as stack:
+        for device_type in AUTOCAST_DEVICES:
+            if torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
 def _sync_folder(folder: Path) -> None:
     """fsync ``folder`` (its entries: a rename in it); where the file system cannot (some network or FUSE ones:
     EINVAL), nothing more than the rename is done, as before."""

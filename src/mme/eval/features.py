@@ -54,6 +54,7 @@ from mme.utils import (
     read_text,
     remove_stale_temps,
     removing,
+    torch_as_mme,
     unlock_folder,
     write_safetensors,
     writing,
@@ -167,6 +168,7 @@ def _device_and_precision(device: torch.device, precision: str, why: str) -> str
     return f"{device}, precision {precision} ({why})"
 
 
+@torch_as_mme()
 def extract_features(encoder: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, num_workers: int = 0,
                      device: str | torch.device = "cpu", precision: str = "auto", tokens: bool = False,
                      progress: bool = True, pooled_norm: torch.nn.Module | None = None) -> Features:
@@ -688,6 +690,7 @@ def read_encoder(checkpoint: str | Path, *, img_size: int | None = None, num_fra
     return EncoderRead(ck, encoder, *views, file_id)
 
 
+@torch_as_mme()
 def embed(checkpoint: str | Path, source: str | Path, out: str | Path, *, clips: int = 1, crops: int = 1,
           stride: int | None = None, segments: bool = False, root: str = "", batch_size: int = 4, num_workers: int = 2,
           device: str = "auto", precision: str = "auto", tokens: bool = False, backend: str | None = None,

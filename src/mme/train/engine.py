@@ -19,6 +19,7 @@ bitwise-identically on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -50,7 +51,7 @@ from mme.train.config import TrainConfig
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
 from mme.train.precision import KEPT, bf16_said, choose_device, choose_precision, choose_threads, make_scaler
-from mme.utils import held_folders, open_files_for, process_group_up, same_device, unlock_folder
+from mme.utils import held_folders, open_files_for, process_group_up, same_device, torch_as_mme, unlock_folder
 
 log = logging.getLogger(__name__)
 
@@ -173,19 +174,23 @@ class Before:
 
 class JobScope:
     """``with JobScope() as job:`` around every job, first thing: the process as the job finds it (:class:`Before`)
-    is given back by :func:`finish` however the job ends. The job sets ``job.run`` once built and ``job.result``
-    once done; it fails by the exception leaving the block, not by one its caller was handling (a job started in
-    an ``except`` block: a retry, a fallback)."""
+    is given back by :func:`finish` however the job ends, and the job runs with torch's settings of
+    :func:`~mme.utils.torch_as_mme` (not its caller's autocast), the caller's given back after. The job sets
+    ``job.run`` once built and ``job.result`` once done; it fails by the exception leaving the block, not by one its
+    caller was handling (a job started in an ``except`` block: a retry, a fallback)."""
 
     run: Run | None = None
     result: Any = None
 
     def __enter__(self) -> JobScope:
         self.before = Before(frozenset(held_folders()), torch.get_num_threads(), ckpt.rng_state(), process_group_up())
+        self.torch_settings = contextlib.ExitStack()
+        self.torch_settings.enter_context(torch_as_mme())
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        finish(self.run, self.before, self.result, failing=kind is not None)
+        with self.torch_settings:
+            finish(self.run, self.before, self.result, failing=kind is not None)
 
 
 def begin(cfg) -> Start:

@@ -16,7 +16,6 @@ one precision across a heterogeneous cluster. fp16 always comes with a gradient 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -220,9 +219,10 @@ def faster_precision(loss_fn: Callable[[], torch.Tensor], device: torch.device, 
 
 
 def autocast(precision: str, device: torch.device):
-    """The forward pass's autocast context (a no-op for fp32)."""
+    """The forward pass's autocast context: for fp32, autocast off (a caller's autocast, around, would run it in
+    bf16)."""
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
