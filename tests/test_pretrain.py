@@ -195,6 +195,22 @@ def test_a_run_asked_for_fp32_trains_in_fp32_under_a_callers_autocast_which_is_l
     assert json.loads((tmp_path / "under" / "run.json").read_text())["precision"] == "fp32"
 
 
+def test_a_run_called_with_gradients_off_trains_as_one_called_with_them_on_and_leaves_them_off(synth, tmp_path):
+    """A notebook cell under ``torch.no_grad()`` (or ``torch.inference_mode()``, or after
+    ``torch.set_grad_enabled(False)``) that calls ``pretrain()``: torch's traceback, 'element 0 of tensors does not
+    require grad', at the first backward."""
+    plain = [h["loss"] for h in run("tiny_cpu_pixel", synth, tmp_path / "plain", "train.steps=2", FP32).history]
+    with torch.no_grad():
+        losses = [h["loss"] for h in run("tiny_cpu_pixel", synth, tmp_path / "no_grad", "train.steps=2", FP32).history]
+        assert not torch.is_grad_enabled()  # the caller's
+    assert losses == plain
+    with torch.inference_mode():
+        losses = [h["loss"] for h in run("tiny_cpu_pixel", synth, tmp_path / "inference", "train.steps=2",
+                                         FP32).history]
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+    assert losses == plain
+
+
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     res = run("tiny_cpu_mme", synth, tmp_path, "train.steps=20", "train.ckpt_every=5", "train.keep_last=2")
     for term in ("loss_traj", "loss_shape"):  # e.g. traj 23.9 -> 13.7, shape 23.0 -> 4.8 (first/last 4 steps)

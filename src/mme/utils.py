@@ -205,13 +205,17 @@ caller turned it on."""
 def torch_as_mme() -> Iterator[None]:
     """Torch's settings every job of mme runs with (its model built, trained, embedded with), whatever its caller's
     were, and the caller's given back after: no autocast (the job's own precision alone applies: under a caller's bf16
-    autocast, a run asked for fp32 trained in bf16 and recorded fp32). Autocast is the thread's."""
+    autocast, a run asked for fp32 trained in bf16 and recorded fp32), and gradients on outside inference mode (under
+    a caller's ``no_grad`` or ``inference_mode``, training failed at its first backward with torch's traceback). Both
+    are the thread's."""
     import torch
 
     with contextlib.ExitStack() as stack:
         for device_type in AUTOCAST_DEVICES:
             if torch.is_autocast_enabled(device_type):
                 stack.enter_context(torch.autocast(device_type, enabled=False))
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
         yield
 
 
