@@ -214,6 +214,26 @@ def test_features_asked_for_in_fp32_are_fp32_under_a_callers_autocast_which_is_l
     assert torch.equal(feats.nan_to_num(), by_itself.nan_to_num())
 
 
+def test_an_encoder_loaded_and_embedding_under_a_callers_float64_default_dtype_are_float32s(setup, tmp_path):
+    """A caller's ``torch.set_default_dtype(torch.float64)``: ``load_encoder`` gave float64 weights, which refused
+    float32 clips, and ``embed`` refused its own clips, advising ``x.to(torch.float64)``."""
+    root, ckpt = setup
+    plain = embed(ckpt, root / "list.txt", tmp_path / "plain.npy", root=str(root), num_workers=0, precision="fp32",
+                  progress=False)
+    clip = torch.rand(1, 3, 4, 32, 32)
+    expected = load_encoder(ckpt)(clip)
+    torch.set_default_dtype(torch.float64)
+    try:
+        enc = load_encoder(ckpt)
+        under = embed(ckpt, root / "list.txt", tmp_path / "under.npy", root=str(root), num_workers=0,
+                      precision="fp32", progress=False)
+        assert torch.get_default_dtype() == torch.float64  # the caller's
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert {p.dtype for p in enc.parameters()} == {torch.float32} and torch.equal(enc(clip), expected)
+    assert np.array_equal(read_features(under)[0], read_features(plain)[0], equal_nan=True)
+
+
 @pytest.mark.parametrize("as_path", [str, Path])
 def test_build_test_set_given_a_checkpoints_path_says_to_read_it(tmp_path, as_path):
     """``checkpoint=`` takes what read_checkpoint returns; its file's path was an AttributeError of run_views."""

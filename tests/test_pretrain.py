@@ -211,6 +211,22 @@ def test_a_run_called_with_gradients_off_trains_as_one_called_with_them_on_and_l
     assert losses == plain
 
 
+def test_a_run_called_with_float64_as_the_default_dtype_trains_in_float32_and_leaves_it(synth, tmp_path):
+    """A notebook's ``torch.set_default_dtype(torch.float64)`` before ``pretrain()``: the model was built in float64
+    and refused the float32 clips, advising ``x.to(torch.float64)``, which no caller of pretrain can give."""
+    plain = run("tiny_cpu_pixel", synth, tmp_path / "plain", "train.steps=2", FP32)
+    torch.set_default_dtype(torch.float64)
+    try:
+        under = run("tiny_cpu_pixel", synth, tmp_path / "under", "train.steps=2", FP32)
+        assert torch.get_default_dtype() == torch.float64  # the caller's
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert [h["loss"] for h in under.history] == [h["loss"] for h in plain.history]
+    weights = load_encoder(under.checkpoint).state_dict()
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert all(torch.equal(t, load_encoder(plain.checkpoint).state_dict()[k]) for k, t in weights.items())
+
+
 def test_mme_loss_terms_decrease_and_the_run_is_recorded(synth, tmp_path):
     res = run("tiny_cpu_mme", synth, tmp_path, "train.steps=20", "train.ckpt_every=5", "train.keep_last=2")
     for term in ("loss_traj", "loss_shape"):  # e.g. traj 23.9 -> 13.7, shape 23.0 -> 4.8 (first/last 4 steps)

@@ -379,6 +379,29 @@ def test_prediction_picture_shows_frame_target_and_prediction_apart_with_masked_
         assert (target != pred).any(-1)[is_masked].mean() > 0.02  # the two motions drawn differ
 
 
+def test_a_checkpoints_picture_is_drawn_the_same_under_a_callers_float64_default_dtype(panels, tmp_path):
+    """A caller's ``torch.set_default_dtype(torch.float64)``: the model was built in float64 and refused the float32
+    clip, advising ``x.to(torch.float64)``, which no caller of ``prediction_picture`` (nor of mme viz) can give."""
+    from mme.models.export import save_pretrained
+    from mme.models.mae import MaskedAutoencoder
+    from mme.motion.targets import TargetConfig, head_specs
+
+    video = write_video(tmp_path / "v.mp4", affine_video(24, 64, 64, dx=2.0, seed=6)[0])
+    m = tiny_model()
+    torch.manual_seed(0)
+    save_pretrained(MaskedAutoencoder(m, head_specs(TargetConfig(kind=["mme-released", "pixel"]), m)), tmp_path / "ck")
+    prediction_picture(str(video), str(tmp_path / "ck"), tmp_path / "a.png", stride=4)
+    drawn = [p for _, p in panels]
+    panels.clear()
+    torch.set_default_dtype(torch.float64)
+    try:
+        prediction_picture(str(video), str(tmp_path / "ck"), tmp_path / "b.png", stride=4)
+        assert torch.get_default_dtype() == torch.float64  # the caller's
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert len(panels) == len(drawn) == 10 and all(np.array_equal(a, b) for a, (_, b) in zip(drawn, panels))
+
+
 @pytest.mark.parametrize("run_target, stride", [
     ({"flow": "farneback", "max_disp": 1.0, "patch_norm": False, "prune": True}, 2),
     ({"interpolate": False, "patch_norm": False, "position_unit": 1.0}, 2),

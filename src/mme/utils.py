@@ -201,22 +201,40 @@ AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla", "
 caller turned it on."""
 
 
+_DEFAULT_DTYPE = threading.RLock()
+_dtype_blocks: dict = {"open": 0, "callers": None}
+"""The :func:`torch_as_mme` blocks open in the process, and the default dtype before the first of them: the caller's."""
+
+
 @contextlib.contextmanager
 def torch_as_mme() -> Iterator[None]:
     """Torch's settings every job of mme runs with (its model built, trained, embedded with), whatever its caller's
     were, and the caller's given back after: no autocast (the job's own precision alone applies: under a caller's bf16
-    autocast, a run asked for fp32 trained in bf16 and recorded fp32), and gradients on outside inference mode (under
-    a caller's ``no_grad`` or ``inference_mode``, training failed at its first backward with torch's traceback). Both
-    are the thread's."""
+    autocast, a run asked for fp32 trained in bf16 and recorded fp32), gradients on outside inference mode (under a
+    caller's ``no_grad`` or ``inference_mode``, training failed at its first backward with torch's traceback), and
+    float32 as the default dtype (under a caller's float64, models were built in float64: training, embedding and
+    drawing refused the float32 clips, and ``load_encoder`` gave float64 weights). Autocast and grad mode are the
+    thread's; the default dtype is the process's: float32 while any block is open, the caller's once the last ends."""
     import torch
 
-    with contextlib.ExitStack() as stack:
-        for device_type in AUTOCAST_DEVICES:
-            if torch.is_autocast_enabled(device_type):
-                stack.enter_context(torch.autocast(device_type, enabled=False))
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.enable_grad())
-        yield
+    with _DEFAULT_DTYPE:
+        if not _dtype_blocks["open"]:
+            _dtype_blocks["callers"] = torch.get_default_dtype()
+        _dtype_blocks["open"] += 1
+        torch.set_default_dtype(torch.float32)
+    try:
+        with contextlib.ExitStack() as stack:
+            for device_type in AUTOCAST_DEVICES:
+                if torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+            stack.enter_context(torch.inference_mode(False))
+            stack.enter_context(torch.enable_grad())
+            yield
+    finally:
+        with _DEFAULT_DTYPE:
+            _dtype_blocks["open"] -= 1
+            if not _dtype_blocks["open"]:
+                torch.set_default_dtype(_dtype_blocks["callers"])
 
 
 def _sync_folder(folder: Path) -> None:
@@ -1526,8 +1544,9 @@ def _after_fork_in_child() -> None:
     which is harmless: the global generator as a thread inside :func:`caller_generator_kept` drew it (a loader
     worker seeds its own, and a child's generator is a copy of the parent's at the fork anyway), matplotlib's
     settings and the warning filters as a :func:`literal_text` block set them (those the child's own blocks draw
-    with)."""
-    global _GENERATOR_SET_ASIDE, _LITERAL_TEXT
+    with), the default dtype and the count of :func:`torch_as_mme` blocks as the parent's (a job's child runs as
+    the job)."""
+    global _DEFAULT_DTYPE, _GENERATOR_SET_ASIDE, _LITERAL_TEXT
     for held in _locked.values():
         held.file.close()
     _locked.clear()
@@ -1535,6 +1554,8 @@ def _after_fork_in_child() -> None:
         _GENERATOR_SET_ASIDE = threading.RLock()
     if held_at_fork(_LITERAL_TEXT):
         _LITERAL_TEXT = threading.RLock()
+    if held_at_fork(_DEFAULT_DTYPE):
+        _DEFAULT_DTYPE = threading.RLock()
 
 
 def held_at_fork(lock: threading.RLock) -> bool:

@@ -59,6 +59,7 @@ from mme.utils import (
     error_reason,
     flag,
     is_positive_number,
+    torch_as_mme,
 )
 
 log = logging.getLogger(__name__)
@@ -952,8 +953,9 @@ def _encoder(ck: Checkpoint, encoder: VisionTransformer | None = None) -> Vision
 def new_model(ck: Checkpoint) -> nn.Module:
     """The module ``ck`` describes, with its initial weights, built without advancing the caller's global generator;
     under ``torch.device("meta")``, its keys and shapes alone, to check that ``ck.state`` :func:`fits` it (a live
-    module's checkpoint, before it is saved: no second model's weights made)."""
-    with caller_generator_kept():  # (its initial weights, replaced)
+    module's checkpoint, before it is saved: no second model's weights made). Built in float32 whatever the caller's
+    default dtype (:func:`~mme.utils.torch_as_mme`)."""
+    with caller_generator_kept(), torch_as_mme():  # (its initial weights, replaced)
         if ck.kind == "mae":
             model = MaskedAutoencoder(ck.cfg, ck.heads)
             _encoder(ck, model.encoder)

@@ -44,6 +44,7 @@ from mme.utils import (
     keep_what_is_read,
     literal,
     literal_text,
+    torch_as_mme,
     writing,
 )
 
@@ -363,6 +364,7 @@ def _traj_target(checkpoint: str, ck: Checkpoint, model: MaskedAutoencoder,
     return cfg, g
 
 
+@torch_as_mme()
 def prediction_picture(video: str, checkpoint: str, out: str | Path, start: int = 0, stride: int | None = None,
                        seed: int = 0, compensate: bool = False, scale: float = 4.0, orientation: str | None = None,
                        img_size: int | None = None, num_frames: int | None = None, backend: str | None = None

@@ -175,9 +175,9 @@ class Before:
 class JobScope:
     """``with JobScope() as job:`` around every job, first thing: the process as the job finds it (:class:`Before`)
     is given back by :func:`finish` however the job ends, and the job runs with torch's settings of
-    :func:`~mme.utils.torch_as_mme` (not its caller's autocast or grad mode), the caller's given back after. The job
-    sets ``job.run`` once built and ``job.result`` once done; it fails by the exception leaving the block, not by one
-    its caller was handling (a job started in an ``except`` block: a retry, a fallback)."""
+    :func:`~mme.utils.torch_as_mme` (not its caller's autocast, grad mode or default dtype), the caller's given back
+    after. The job sets ``job.run`` once built and ``job.result`` once done; it fails by the exception leaving the
+    block, not by one its caller was handling (a job started in an ``except`` block: a retry, a fallback)."""
 
     run: Run | None = None
     result: Any = None
