@@ -36,6 +36,26 @@ def test_linear_probe_reaches_99_percent_on_linearly_separable_features():
     assert len(r["confusion_matrix"]) == 5 and sum(map(sum, r["confusion_matrix"])) == 800
 
 
+@pytest.mark.pinned  # the probe's fit is fp32 whatever the caller's autocast
+def test_a_linear_probe_fits_the_same_under_a_callers_autocast_inference_mode_and_float64_default():
+    """linear_probe (and mme probe's fit, from Python) ran with the caller's torch settings: under a caller's bf16
+    autocast its accuracy dropped silently, under inference_mode it failed at its backward, under a float64 default
+    its float64 head refused the float32 features. It fits as mme's jobs do (mme.utils.torch_as_mme), the caller's
+    settings given back after."""
+    x, y = separable(600)
+    plain = linear_probe(x[:400], y[:400], test_x=x[400:], test_y=y[400:], weight_decays=(1e-3,))
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            under = linear_probe(x[:400], y[:400], test_x=x[400:], test_y=y[400:], weight_decays=(1e-3,))
+            assert torch.is_autocast_enabled("cpu") and torch.is_inference_mode_enabled()
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(default)
+    assert under["top1"] == plain["top1"] and under["confusion_matrix"] == plain["confusion_matrix"]
+
+
 def test_linear_probe_never_selects_on_the_test_split():
     x, y = separable(600, seed=1)
     tx, ty, ex, ey = x[:400], y[:400], x[400:], y[400:]

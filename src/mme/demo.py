@@ -101,6 +101,7 @@ from mme.utils import (
     read_text,
     removing,
     same_device,
+    torch_as_mme,
     unlock_folder,
 )
 
@@ -795,6 +796,7 @@ def _saved_row(s: DemoSettings, seed: int, target: str, judged: SavedRow | None 
     return {**judged.row, "reused": True}
 
 
+@torch_as_mme()
 def demo(s: DemoSettings, overwrite: bool = False) -> list[dict]:
     """Run the demo (module docstring); ``overwrite``: compute again the rows that ``s.out`` holds from a run with
     other settings (without it they stop the demo before any work). ``s.out`` is made once the settings are checked

@@ -214,14 +214,15 @@ def torch_as_mme() -> Iterator[None]:
     caller's ``no_grad`` or ``inference_mode``, training failed at its first backward with torch's traceback), and
     float32 as the default dtype (under a caller's float64, models were built in float64: training, embedding and
     drawing refused the float32 clips, and ``load_encoder`` gave float64 weights). Autocast and grad mode are the
-    thread's; the default dtype is the process's: float32 while any block is open, the caller's once the last ends."""
+    thread's; the default dtype is the process's: float32 while any block is open, the caller's once the last ends
+    (one a thread of the caller set meanwhile is left as it set it)."""
     import torch
 
     with _DEFAULT_DTYPE:
         if not _dtype_blocks["open"]:
             _dtype_blocks["callers"] = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float32)
         _dtype_blocks["open"] += 1
-        torch.set_default_dtype(torch.float32)
     try:
         with contextlib.ExitStack() as stack:
             for device_type in AUTOCAST_DEVICES:
@@ -233,7 +234,7 @@ def torch_as_mme() -> Iterator[None]:
     finally:
         with _DEFAULT_DTYPE:
             _dtype_blocks["open"] -= 1
-            if not _dtype_blocks["open"]:
+            if not _dtype_blocks["open"] and torch.get_default_dtype() == torch.float32:  # (else another thread's)
                 torch.set_default_dtype(_dtype_blocks["callers"])
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import check_class_names, classification_report, top5_said
-from mme.utils import atomic_write_json, check_count, check_output, check_seed, removing, writing
+from mme.utils import atomic_write_json, check_count, check_output, check_seed, removing, torch_as_mme, writing
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay:
     return head.requires_grad_(False)
 
 
+@torch_as_mme()
 def linear_probe(train_x, train_y, val_x=None, val_y=None, test_x=None, test_y=None, *,
                  num_classes: int | None = None, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
                  val_fraction: float = 0.2, seed: int = 0, max_iter: int = 500,
@@ -345,6 +346,7 @@ def _drop_earlier_report(path: Path) -> None:
              earlier["checkpoint"], path.parent)
 
 
+@torch_as_mme()
 def run_probe(checkpoint: str | Path, train_list: str | Path, out_dir: str | Path, *, val_list: str | None = None,
               test_list: str | None = None, classes: str | None = None, linear: bool = True, knn: bool = True,
               k: int = 20, temperature: float = 0.07, weighting: str = "softmax",
