@@ -347,6 +347,36 @@ def test_the_demos_loss_curves_are_read_from_a_log_that_reaches_the_runs_last_st
     assert not (run / "losses2.png").exists()
 
 
+def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_whole(tmp_path, monkeypatch, caplog):
+    """A matplotlib that cannot be imported (installed without its dependencies, or built against another numpy)
+    raised an ImportError that the pictures' guards (OSError, RuntimeError) let through: a traceback after training,
+    fine-tuning without its test reports. It is a RuntimeError naming matplotlib (``literal_text``), so a warning."""
+    import torch
+
+    from mme.demo_report import plot_losses
+    from mme.eval.testing import classification_report, save_report
+    from mme.train import loop
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
+    report = {**classification_report(torch.eye(2)[[0, 1, 1]], torch.tensor([0, 1, 0]), ["bikes", "runs"]),
+              "views_per_video": 1, "failures": []}
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: an ImportError
+    reason = "matplotlib cannot be imported (import of matplotlib halted; None in sys.modules); pip install matplotlib"
+    with caplog.at_level("WARNING"):
+        loop._draw_loss_curves(SimpleNamespace(out_dir=run), history=[1])
+        save_report(report, run, "test")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{run / 'loss.png'}: could not be written ({reason}); the run goes on without its loss curve",
+        f"{run / 'test_confusion.png'}: could not be written ({reason}); test.json is whole without it"]
+    with pytest.raises(RuntimeError, match=r"^matplotlib cannot be imported \(import of matplotlib halted"):
+        plot_losses([{"metrics": "run/metrics.jsonl", "seed": 0, "target": "pixel"}], tmp_path, run / "losses.png",
+                    3)
+    assert json.loads((run / "test.json").read_text())["top1"] == pytest.approx(2 / 3)
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "test.json"]
+
+
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():
     """Two literal_text blocks overlapping in two threads (pictures drawn by a thread pool): the one left last put
     back what the other had set, so text.parse_math stayed off and the glyph warning hidden for the rest of the

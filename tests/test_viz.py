@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_a_picture_that_cannot_replace_its_file_is_one_line_and_leaves_no_tempor
 def test_a_picture_that_cannot_be_drawn_is_one_line_and_keeps_the_picture_there(tmp_path, monkeypatch, capsys):
     """A RuntimeError of the drawing (matplotlib's, a font it cannot load; Pillow's writing a GIF) was a traceback
     from mme viz, whose picture is its only output: one line naming the picture and the reason, the earlier picture
-    at --out kept."""
+    at --out kept. A matplotlib that cannot be imported was an ImportError traceback: one line too."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from mme.cli import main
@@ -166,6 +167,12 @@ def test_a_picture_that_cannot_be_drawn_is_one_line_and_keeps_the_picture_there(
             assert main(["viz", str(video), "--out", str(out), *args]) == 1
         assert capsys.readouterr().err == f"mme viz: error: {out}: could not be drawn ({reason}); nothing is replaced\n"
         assert out.read_bytes() == held
+    with monkeypatch.context() as m:  # a matplotlib that cannot be imported: literal_text's RuntimeError, inside
+        m.setitem(sys.modules, "matplotlib", None)
+        assert main(["viz", str(video), "--out", str(tmp_path / "t.png"), *args]) == 1
+    assert capsys.readouterr().err == (f"mme viz: error: {tmp_path / 't.png'}: could not be drawn (matplotlib cannot "
+                                       "be imported (import of matplotlib halted; None in sys.modules); pip install "
+                                       "matplotlib); nothing is replaced\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "t.gif", "t.png"]
 
 

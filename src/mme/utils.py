@@ -1651,8 +1651,13 @@ def literal_text() -> Iterator[None]:
     name) goes through :func:`literal`.
     A character its fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without
     matplotlib's warning of each glyph, which named a line of mme as the fault. One block at a time in the process
-    (:data:`_LITERAL_TEXT`)."""
-    import matplotlib
+    (:data:`_LITERAL_TEXT`).
+    A matplotlib that cannot be imported (not installed, or built against another numpy) is a RuntimeError, as a
+    failed drawing is: the callers that go on without their picture catch that."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); pip install matplotlib") from e
 
     with _LITERAL_TEXT, matplotlib.rc_context({"text.parse_math": True, "text.usetex": False}), \
             warnings.catch_warnings():

@@ -232,16 +232,16 @@ def _save_frames(images: list[np.ndarray], out: Path, fps: float = 10.0) -> None
                                                              comment=mark.encode()))
 
 
-@literal_text()
 def _figure(panels: list[tuple[str, np.ndarray]], cols: int, title: str, legend, out: Path) -> None:
     """PNG of titled panels, row by row at about their pixel size (100 dpi), with a key column on the right that
     ``legend(subfigure)`` fills; written atomically, a failed write or drawing an MMEError naming it
-    (:func:`_drawing`)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    (:func:`_drawing`; a matplotlib that cannot be imported too, :func:`literal_text`'s RuntimeError)."""
     from PIL import Image, PngImagePlugin
 
-    with _drawing(out):
+    with _drawing(out), literal_text():
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
         rows = -(-len(panels) // cols)
         side = panels[0][1].shape[0] / 100  # inches
         fig = Figure(figsize=(cols * (side + 0.15) + 2.6, rows * (side + 0.4) + 0.5), dpi=100, layout="constrained")
