@@ -36,6 +36,37 @@ def test_every_log_reads_as_one_run_after_a_resume(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("loss")] == expected
 
 
+def test_a_tensorboard_that_cannot_be_imported_is_a_warning_and_one_not_installed_is_said_so(tmp_path, monkeypatch,
+                                                                                             caplog):
+    """An installed tensorboard that cannot be imported (too old for torch's writer, a broken protobuf) was said at
+    info to be 'not installed', with 'pip install tensorboard' as the advice: it is a warning with its reason, and
+    'not installed' is said only where no tensorboard is found."""
+    for name in [m for m in sys.modules if m == "tensorboard" or m.startswith(("tensorboard.", "torch.utils.tensor"))]:
+        monkeypatch.delitem(sys.modules, name)  # each imported again, and restored after the test
+    old = tmp_path / "site" / "tensorboard"
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text('__version__ = "1.14.0"\n')  # installed, importable, older than torch needs
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="mme.train.metrics"):
+        m.syspath_prepend(str(tmp_path / "site"))
+        logger = build_logger(tmp_path / "a")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "tensorboard is installed but cannot be imported (TensorBoard logging requires TensorBoard version "
+                    "1.15 or above): logging JSONL and CSV only")]
+    assert [type(lg).__name__ for lg in logger.loggers] == ["JSONLLogger", "CSVLogger"]
+    logger.close()
+    caplog.clear()
+    for name in [m for m in sys.modules if m == "tensorboard" or m.startswith(("tensorboard.", "torch.utils.tensor"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # not installed: find_spec finds none
+    with caplog.at_level(logging.INFO, logger="mme.train.metrics"):
+        build_logger(tmp_path / "b").close()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["metrics.csv", "metrics.jsonl"]
+
+
 def test_a_run_folder_whose_name_is_not_utf8_logs_and_draws_its_curves_without_tensorboard(tmp_path, caplog):
     """``train.out_dir=$'out\\xe9'`` (a Latin-1 byte, read by Python with a surrogate escape): TensorBoard's
     UnicodeEncodeError ended the run before step 1, and the loss curve's title a TypeError at its end. TensorBoard is

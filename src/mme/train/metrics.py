@@ -7,6 +7,7 @@ writes to all of them. Only rank 0 creates loggers. ``plot_loss_curves`` draws t
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -264,7 +265,7 @@ class MetricLogger:
 
 
 def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = True) -> MetricLogger:
-    """``metrics.jsonl`` + ``metrics.csv`` (+ ``tb/`` when tensorboard is installed) in ``out_dir``; when resuming,
+    """``metrics.jsonl`` + ``metrics.csv`` (+ ``tb/`` when tensorboard can be imported) in ``out_dir``; when resuming,
     records past ``resume_step`` are dropped so the files read as one run. ``enabled=False`` (ranks > 0) logs
     nothing."""
     if not enabled:
@@ -282,8 +283,12 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
         raise
     try:
         loggers.append(TensorBoardLogger(out_dir / "tb", resume_step))
-    except ImportError:
-        log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
+    except ImportError as e:  # not installed, or installed and broken (too old for torch, its protobuf's failure)
+        if importlib.util.find_spec("tensorboard") is None:
+            log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
+        else:
+            log.warning("tensorboard is installed but cannot be imported (%s): logging JSONL and CSV only",
+                        error_reason(e))
     except Exception as e:  # (a folder name that is not UTF-8: its UnicodeEncodeError; a file it cannot create)
         log.warning(f"tensorboard cannot log to {str(out_dir / 'tb')!r} ({type(e).__name__}: {e}): logging JSONL "
                     f"and CSV only")  # (repr: a byte that is not UTF-8 escaped, as \udce9)
