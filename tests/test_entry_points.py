@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -365,14 +366,29 @@ def test_bench_train_keeps_each_rounds_matmul_peak_and_says_when_they_differ(mon
         assert ("MFU is uncertain" in printed) == bool(said) and (said or "") in printed
 
 
-@pytest.mark.parametrize("target, hide_transformers, why", [("mme", False, "predicts pixels only"),
-                                                             ("pixel", True, "transformers is not installed")])
-def test_bench_train_skips_the_peer_with_a_reason(target, hide_transformers, why, monkeypatch,
-                                                  capsys):
+class _LazyTransformers(types.ModuleType):
+    """transformers whose VideoMAE fails to load at first use, as its lazy module does where torchvision does not
+    match torch (transformers 5: a ModuleNotFoundError; 4.x: a RuntimeError)."""
+
+    def __getattr__(self, name):
+        raise ModuleNotFoundError("Failed to import transformers.models.videomae.modeling_videomae because of the "
+                                  "following error (look up to see its traceback):\noperator torchvision::nms does "
+                                  "not exist")
+
+
+@pytest.mark.parametrize("target, transformers, why", [
+    ("mme", "installed", "predicts pixels only"),
+    ("pixel", None, "transformers is not installed"),
+    ("pixel", _LazyTransformers("transformers"), "transformers cannot load VideoMAEForPreTraining (Failed to import "
+     "transformers.models.videomae.modeling_videomae because of the following error (look up to see its traceback): "
+     "operator torchvision::nms does not exist)\n")])
+def test_bench_train_skips_the_peer_with_a_reason(target, transformers, why, monkeypatch, capsys):
+    """The peer skipped, with the reason, where it cannot be: a target other than pixels, transformers not
+    installed, or its VideoMAE not loaded (before: a traceback at the peer's model)."""
     from mme.train.bench import bench_train
 
-    if hide_transformers:
-        monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
+    if transformers != "installed":
+        monkeypatch.setitem(sys.modules, "transformers", transformers)  # None: import transformers raises ImportError
     rows = bench_train(preset="tiny", img_size=32, frames=4, batch=2, steps=1, warmup=0, rounds=1, device="cpu",
                        target=target)
     assert [r["variant"] for r in rows] == _eager_variants()

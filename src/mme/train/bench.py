@@ -112,6 +112,22 @@ def _peer_model(model: MaskedAutoencoder, norm_pix: bool) -> nn.Module:
     return hf
 
 
+def _peer_missing() -> str | None:
+    """Why transformers' VideoMAEForPreTraining cannot be the peer here, else None: transformers not installed, or
+    the model not loaded (transformers' lazy module imports it at first use: a torchvision that does not match torch
+    fails there, a ModuleNotFoundError in transformers 5, a RuntimeError in 4.x)."""
+    try:
+        import transformers
+    except ImportError:
+        return f"transformers is not installed (pip install transformers), so no {PEER} VideoMAEForPreTraining to " \
+               "compare with"
+    try:
+        transformers.VideoMAEForPreTraining, transformers.VideoMAEConfig  # noqa: B018 (loaded on first use)
+    except (ImportError, RuntimeError) as e:  # its message's lines (its cause on the last) said as one
+        return f"transformers cannot load VideoMAEForPreTraining ({' '.join(str(e).split()) or type(e).__name__})"
+    return None
+
+
 def _check_peer(model: MaskedAutoencoder, hf: nn.Module, video: torch.Tensor, mask: torch.Tensor,
                 targets: dict[str, torch.Tensor]) -> dict:
     """Parameters, tokens through the encoder, masked tokens predicted and the loss of ours and the peer on one
@@ -322,13 +338,9 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     if peer and (target_cfg.heads != ["pixel"] or c.input_norm != "dataset"):
         peer = False
         print(f"  peer skipped: {PEER} VideoMAEForPreTraining predicts pixels only, from dataset-normalised clips")
-    elif peer:
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            peer = False
-            print(f"  peer skipped: transformers is not installed (pip install transformers), so no {PEER} "
-                  "VideoMAEForPreTraining to compare with")
+    elif peer and (why := _peer_missing()):
+        peer = False
+        print(f"  peer skipped: {why}")
     video = torch.randn(batch, 3, c.num_frames, c.img_size, c.img_size, device=dev)
     peer_clip = video.transpose(1, 2).contiguous() if peer else None  # (B, T, C, H, W), before any variant
     variants = _variants(dev, all_precisions, compiled, checkpointing, peer)
