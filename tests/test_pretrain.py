@@ -667,6 +667,30 @@ def test_mixed_precision_steps_run_and_are_recorded(precision, synth, tmp_path):
     assert (state["scaler"].get("scale") is not None) == (precision == "fp16")  # a grad scaler for fp16 only
 
 
+def test_compile_on_cpu_without_a_cpp_compiler_is_refused_before_any_work(synth, tmp_path, monkeypatch, capsys):
+    """train.compile=true on CPU without a C++ compiler failed at the first step (inductor's InvalidCxxCompiler
+    traceback), after the run folder was made; mme bench train --compile the same. One line each, nothing made."""
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no g++ to be found, whatever the machine has
+    monkeypatch.delenv("CXX", raising=False)
+    cpp_compiler_search.cache_clear()  # torch's lookup keeps what it found first
+    try:
+        compiled = tiny(*synth, f"train.out_dir={tmp_path / 'run'}", "train.compile=true", "train.device=cpu")
+        assert cli.main(["pretrain", "--config", "tiny_cpu_pixel", *compiled]) == 1
+        assert cli.main(["bench", "train", "--recipe", "tiny_cpu_pixel", "--img-size", "32", "--frames", "4", "--batch",
+                         "2", "--steps", "1", "--warmup", "0", "--rounds", "1", "--no-peer", "--compile", "--json",
+                         str(tmp_path / "bench.json"), "--device", "cpu"]) == 1
+    finally:
+        cpp_compiler_search.cache_clear()
+    why = "needs a C++ compiler on CPU, and torch finds none ('g++' cannot be run; it runs $CXX, else g++): install " \
+          "g++ or clang++ (CXX=clang++), or drop"
+    assert [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln] == [
+        f"mme pretrain: error: train.compile {why} train.compile", f"mme bench: error: --compile {why} --compile"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
+
+
 def test_bench_train_reports_throughput_against_the_fp32_reference_and_names_the_machine(tmp_path, capsys):
     from mme.train.precision import bf16_native
     from mme.utils import cpu_name

@@ -65,7 +65,7 @@ from mme.train.config import PretrainConfig, TrainConfig, check_masks_a_token
 from mme.train.flops import LAYOUTS, matmul_peak, step_flops
 from mme.train.loop import update
 from mme.train.optim import OptimConfig, build_optimizer, set_schedule
-from mme.train.precision import _DTYPES, autocast, bf16_native, choose_device, emulated, make_scaler
+from mme.train.precision import _DTYPES, autocast, bf16_native, check_compiler, choose_device, emulated, make_scaler
 from mme.utils import (
     atomic_write_json,
     check_bench_json,
@@ -324,6 +324,8 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
     part's best round)."""
     check_bench_json(json_path, [("the recipe timed", recipe)])  # before the benchmark, not after it
     dev = choose_device(device, option="--device")
+    if compiled:
+        check_compiler(dev, "--compile")
     model_cfg, target_cfg, optim, batch = _configs(recipe, preset, img_size, frames, mask_ratio, target, batch)
     c = model_cfg
     heads = head_specs(target_cfg, model_cfg)

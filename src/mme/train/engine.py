@@ -50,7 +50,15 @@ from mme.train import run_folder
 from mme.train.config import TrainConfig
 from mme.train.interrupts import HeldBack
 from mme.train.optim import OptimConfig, build_optimizer, cosine_schedule
-from mme.train.precision import KEPT, bf16_said, choose_device, choose_precision, choose_threads, make_scaler
+from mme.train.precision import (
+    KEPT,
+    bf16_said,
+    check_compiler,
+    choose_device,
+    choose_precision,
+    choose_threads,
+    make_scaler,
+)
 from mme.utils import held_folders, open_files_for, process_group_up, same_device, torch_as_mme, unlock_folder
 
 log = logging.getLogger(__name__)
@@ -199,6 +207,8 @@ def begin(cfg) -> Start:
     workers, and take the ``train.init`` of the run resumed (:func:`resumed_init`)."""
     t = cfg.train
     info, device = join(t.device)
+    if t.compile:
+        check_compiler(device)
     out_dir = dist.on_main(run_folder.take, t.out_dir)
     dist.check_folder_shared(out_dir, "train.out_dir")  # (every rank resumes from it, rank 0 alone writes there)
     with dist.agreed():  # each rank reads what it resumes (a node, its own copy)

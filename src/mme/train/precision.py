@@ -88,6 +88,25 @@ def choose_device(name: str = "auto", local_rank: int = 0, option: str = "train.
     return device
 
 
+def check_compiler(device: torch.device, option: str = "train.compile") -> None:
+    """torch.compile on CPU builds its kernels in C++: without the compiler torch runs (``$CXX``, else g++; torch's
+    own lookup) the run failed at its first step (inductor's InvalidCxxCompiler), after its folder was made. A
+    ConfigError naming ``option`` (the config key, or a command's flag), before any work."""
+    if device.type != "cpu":
+        return
+    try:
+        from torch._inductor import config, exc
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # a torch that builds otherwise: its own error, at the first step
+        return
+    try:
+        get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, (list, tuple)) else config.cpp.cxx
+        raise ConfigError(f"{option} needs a C++ compiler on CPU, and torch finds none ({cxx!r} cannot be run; it runs "
+                          f"$CXX, else g++): install g++ or clang++ (CXX=clang++), or drop {option}") from None
+
+
 def bf16_native(device: torch.device) -> bool:
     """Whether bf16 matmuls run natively (not emulated) on ``device``."""
     if device.type == "cuda":
