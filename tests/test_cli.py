@@ -45,6 +45,32 @@ def test_python_dash_m_mme_is_the_mme_command():
     assert proc.returncode == 0 and proc.stdout.startswith("usage: mme synth"), proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("module, args, pip", [
+    ("yaml", ["pretrain", "--config", "tiny_cpu_mme"], "pyyaml"),  # imported as the arguments are parsed
+    ("cv2", ["synth", "out", "--classes", "2"], "opencv-python-headless")])  # as the command runs
+def test_a_missing_dependency_is_one_line_naming_its_pip_package(module, args, pip, tmp_path, monkeypatch, capsys):
+    """A required package missing (or failing to import) was an ImportError traceback, at argument parsing (yaml,
+    tqdm) or in the command (cv2, av, safetensors, PIL): one line naming it and its pip package, exit 1. An
+    ImportError of a module that is not mme's dependency is raised as it was."""
+    hidden = tmp_path / "hidden" / module
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(f"raise ImportError(\"No module named '{module}'\", name='{module}')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "hidden"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "mme", *args], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (1, [
+        f"mme {args[0]}: error: No module named '{module}' (a dependency of mme: pip install {pip}, or reinstall mme)"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hidden"]
+
+    def fails(_):
+        raise ImportError("No module named 'users_own'", name="users_own")
+
+    monkeypatch.setattr("mme.cli._main", fails)
+    with pytest.raises(ImportError, match="users_own"):
+        main(["pretrain"])
+
+
 def test_cli_choices_are_the_library_ones():
     assert _choices("synth", "--motion") == MOTIONS
     assert _choices("synth", "--texture") == TEXTURES

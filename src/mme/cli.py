@@ -760,10 +760,26 @@ def _standard_streams_open() -> None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
 
 
+DEPENDENCIES = {"torch": "torch", "numpy": "numpy", "cv2": "opencv-python-headless", "av": "av", "yaml": "pyyaml",
+                "safetensors": "safetensors", "tqdm": "tqdm", "matplotlib": "matplotlib", "PIL": "pillow"}
+"""The modules of mme's required dependencies (pyproject.toml's ``dependencies``), each to its pip name."""
+
+
 def main(argv: list[str] | None = None) -> int:
     _standard_streams_open()
     with _logging_put_back(), _readers_may_go():
-        return _main(argv)
+        try:
+            return _main(argv)
+        except ImportError as e:  # (its arguments' parsing imports some: yaml, tqdm)
+            pip = DEPENDENCIES.get((e.name or "").partition(".")[0])
+            if pip is None:  # not one of mme's dependencies (a user's module, an optional package's own error)
+                raise
+            # (its first line: mme.utils's error_reason may be what failed to import)
+            reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), "")
+            print(f"{_who(command, 0)}: error: {reason} (a dependency of mme: pip install {pip}, or reinstall mme)",
+                  file=sys.stderr)
+            return 1
 
 
 _own_process = False
