@@ -1697,7 +1697,13 @@ def test_a_file_named_otherwise_in_one_process_is_indexed_once_and_keeps_its_cor
 def test_the_declared_torch_and_pyav_floors_are_the_ones_the_docs_state():
     """pip installs what pyproject.toml declares; README.md and docs/reliability.md state the same floors. PyAV's
     is 17.0, the first whose ``VideoReformatter.reformat`` takes ``threads=`` (rgb24 passes it): with 14.2-16.1,
-    what the floor was, every video read was a TypeError."""
+    what the floor was, every video read was a TypeError. Every package mme imports is declared (Pillow, which
+    mme viz imports, came only as matplotlib's), its module known to the CLI's missing-dependency line, and the
+    README's list of them names each (it said four of eight)."""
+    import ast
+
+    from mme.cli import DEPENDENCIES
+
     tomllib = pytest.importorskip("tomllib")
     repo = Path(__file__).resolve().parents[1]
     deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -1709,3 +1715,18 @@ def test_the_declared_torch_and_pyav_floors_are_the_ones_the_docs_state():
     assert re.findall(r"PyAV \(≥ ([\d.]+)\)", readme) == [declared["av"]]
     assert re.findall(r"torch older than the declared floor \(([\d.]+):", reliability) == [declared["torch"]]
     assert re.findall(r"PyAV older than ([\d.]+)", reliability) == [declared["av"]]
+    imported = set()
+    for f in (repo / "src" / "mme").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.partition(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add(node.module.partition(".")[0])
+    optional = {"transformers", "decord"}  # pyproject.toml's hf extra; the decord backend, which says how to install it
+    assert imported - set(sys.stdlib_module_names) - {"mme", "__future__"} - optional == set(DEPENDENCIES)
+    assert sorted(DEPENDENCIES.values()) == sorted(declared)
+    listed = re.search(r"\*\*pip-installable on CPU and GPU\*\*: (.*?); no timm", readme, re.S)[1]
+    names = {"torch": "PyTorch", "numpy": "NumPy", "opencv-python-headless": "OpenCV", "av": "PyAV", "pyyaml": "PyYAML",
+             "safetensors": "safetensors", "tqdm": "tqdm", "matplotlib": "Matplotlib", "pillow": "Pillow"}
+    listed = re.split(r", | and ", re.sub(r" \([^)]*\)", "", " ".join(listed.split())))  # the floors left out
+    assert sorted(listed) == sorted(names[d] for d in declared)
