@@ -59,8 +59,15 @@ def test_a_missing_dependency_is_one_line_naming_its_pip_package(module, args, p
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "hidden"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-m", "mme", *args], capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=120)
-    assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (1, [
-        f"mme {args[0]}: error: No module named '{module}' (a dependency of mme: pip install {pip}, or reinstall mme)"])
+    assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (1, [  # one there that fails to import
+        f"mme {args[0]}: error: No module named '{module}' ({module} is installed but cannot be imported: reinstall "
+        f"{pip}, or mme)"])
+    missing = (f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv = ['mme', *{args!r}]; "
+               "runpy.run_module('mme', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", missing], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert (proc.returncode, proc.stderr.splitlines()[-1:][0].split(": error: ")[1].partition(" (")[2]) == (
+        1, f"a dependency of mme: pip install {pip}, or reinstall mme)"), proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hidden"]
 
     def fails(_):

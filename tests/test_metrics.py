@@ -393,6 +393,8 @@ def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_w
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
     report = {**classification_report(torch.eye(2)[[0, 1, 1]], torch.tensor([0, 1, 0]), ["bikes", "runs"]),
               "views_per_video": 1, "failures": []}
+    import matplotlib
+
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: an ImportError
     reason = "matplotlib cannot be imported (import of matplotlib halted; None in sys.modules); pip install matplotlib"
     with caplog.at_level("WARNING"):
@@ -406,6 +408,15 @@ def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_w
                     3)
     assert json.loads((run / "test.json").read_text())["top1"] == pytest.approx(2 / 3)
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "test.json"]
+    # matplotlib itself imports, its figure module (fontTools, its compiled _image) does not: the same warning
+    monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        loop._draw_loss_curves(SimpleNamespace(out_dir=run), history=[1])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{run / 'loss.png'}: could not be written (matplotlib cannot be imported (import of matplotlib.figure halted; "
+        "None in sys.modules); pip install matplotlib); the run goes on without its loss curve"]
 
 
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():

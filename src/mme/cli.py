@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import gc
 import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -777,8 +778,15 @@ def main(argv: list[str] | None = None) -> int:
             # (its first line: mme.utils's error_reason may be what failed to import)
             reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), "")
-            print(f"{_who(command, 0)}: error: {reason} (a dependency of mme: pip install {pip}, or reinstall mme)",
-                  file=sys.stderr)
+            try:
+                rank = _ranks()[0]
+            except Exception:  # noqa: BLE001 (mme.utils, which reads it, may be what failed to import)
+                rank = 0
+            module = e.name.partition(".")[0]
+            said = (f"{module} is installed but cannot be imported: reinstall {pip}, or mme"
+                    if importlib.util.find_spec(module) is not None else
+                    f"a dependency of mme: pip install {pip}, or reinstall mme")
+            print(f"{_who(command, rank)}: error: {reason} ({said})", file=sys.stderr)
             return 1
 
 

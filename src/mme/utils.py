@@ -1654,15 +1654,21 @@ def literal_text() -> Iterator[None]:
     (:data:`_LITERAL_TEXT`).
     A matplotlib that cannot be imported (not installed, or built against another numpy) is a RuntimeError, as a
     failed drawing is: the callers that go on without their picture catch that."""
+    def unimportable(e: ImportError) -> RuntimeError:
+        return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); pip install matplotlib")
+
     try:
         import matplotlib
     except ImportError as e:
-        raise RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); pip install matplotlib") from e
+        raise unimportable(e) from e
 
     with _LITERAL_TEXT, matplotlib.rc_context({"text.parse_math": True, "text.usetex": False}), \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from (current )?font", UserWarning)
-        yield
+        try:
+            yield
+        except ImportError as e:  # its figure modules, imported in the block, load more (fontTools, its _image)
+            raise unimportable(e) from e
 
 
 def literal(text: str) -> str:
