@@ -356,6 +356,20 @@ def test_pictures_are_drawn_without_latex_under_a_users_usetex_and_a_drawing_err
     assert (run / "val.json").is_file()
 
 
+def test_a_log_resumed_after_its_logger_stopped_is_not_read_as_the_runs_whole_log(tmp_path):
+    """A metrics.jsonl that a full disk stopped at step 2, then resumed to step 6, holds steps 1, 4, 5, 6: it reaches
+    the last step, and was read as the run's log (the demo's loss over the last tenth of the steps, its curves) though
+    metrics.csv holds every step. The log that reaches the last step with the more records is read."""
+    from mme.train.metrics import records_through
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 4, 5,
+                                                                                                            6)))
+    (tmp_path / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},{1 / s}\n" for s in range(1, 7)))
+    assert [r["step"] for r in records_through(tmp_path, 6)] == [1, 2, 3, 4, 5, 6]
+    (tmp_path / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},{1 / s}\n" for s in (1, 5, 6)))
+    assert [r["step"] for r in records_through(tmp_path, 6)] == [1, 4, 5, 6]  # (the JSONL on a tie too)
+
+
 def test_the_demos_loss_curves_are_read_from_a_log_that_reaches_the_runs_last_step(tmp_path, drawn_text):
     """A metrics.jsonl stopped by a full disk at step 9 of 30 was drawn as the run's curve (cut short, beside a loss
     table read from metrics.csv), and one that held no record was an IndexError traceback that ended the demo. The

@@ -87,11 +87,12 @@ def read_csv_records(path: str | Path) -> list[dict]:
 
 
 def records_through(out_dir: str | Path, last_step: int) -> list[dict]:
-    """The records the run in ``out_dir`` logged through its ``last_step`` (a run always logs its last step):
-    ``metrics.jsonl``'s, or where that log stops before it (its logger stopped by a failed write, a full disk:
-    :class:`MetricLogger` goes on without it) ``metrics.csv``'s where that one reaches it. Neither: a DataError
-    naming both logs and where each stops."""
-    ends = []
+    """The records the run in ``out_dir`` logged through its ``last_step`` (a run always logs its last step): of
+    ``metrics.jsonl`` and ``metrics.csv``, the one that reaches it with the more records (the JSONL on a tie). A log
+    whose logger a failed write stopped (a full disk: :class:`MetricLogger` goes on without it) stops short, or,
+    resumed, holds a gap of the steps it missed. Neither reaching it: a DataError naming both logs and where each
+    stops."""
+    ends, whole = [], []
     for path, read in ((Path(out_dir, "metrics.jsonl"), read_records), (Path(out_dir, "metrics.csv"),
                                                                          read_csv_records)):
         try:
@@ -100,8 +101,12 @@ def records_through(out_dir: str | Path, last_step: int) -> list[dict]:
             ends.append(f"{path.name}: {error_reason(e)}")
             continue
         if records and records[-1]["step"] >= last_step:
-            return records
-        ends.append(f"{path.name} stops at step {records[-1]['step']}" if records else f"{path.name} holds no record")
+            whole.append(records)
+        else:
+            ends.append(f"{path.name} stops at step {records[-1]['step']}" if records else
+                        f"{path.name} holds no record")
+    if whole:
+        return max(whole, key=len)  # (max keeps the first of equals)
     raise DataError(f"{out_dir}: its logs do not reach the run's last step, {last_step} ({'; '.join(ends)}: a write "
                     f"that failed, a full disk, stopped them), so its loss there is not known")
 
