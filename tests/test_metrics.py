@@ -422,15 +422,15 @@ def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_w
                     3)
     assert json.loads((run / "test.json").read_text())["top1"] == pytest.approx(2 / 3)
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "test.json"]
-    # matplotlib itself imports, its figure module (fontTools, its compiled _image) does not: the same warning
+    # matplotlib itself imports, its figure module (fontTools, its compiled _image) does not: a reinstall is asked
     monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     caplog.clear()
     with caplog.at_level("WARNING"):
         loop._draw_loss_curves(SimpleNamespace(out_dir=run), history=[1])
     assert [r.getMessage() for r in caplog.records] == [
-        f"{run / 'loss.png'}: could not be written (matplotlib cannot be imported (import of matplotlib.figure halted; "
-        "None in sys.modules); pip install matplotlib); the run goes on without its loss curve"]
+        f"{run / 'loss.png'}: could not be written (matplotlib is installed but cannot be imported (import of "
+        "matplotlib.figure halted; None in sys.modules); reinstall it); the run goes on without its loss curve"]
 
 
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():

@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import gc
 import importlib
-import importlib.util
 import logging
 import math
 import os
@@ -783,8 +782,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001 (mme.utils, which reads it, may be what failed to import)
                 rank = 0
             module = e.name.partition(".")[0]
-            said = (f"{module} is installed but cannot be imported: reinstall {pip}, or mme"
-                    if importlib.util.find_spec(module) is not None else
+            from mme.errors import installed  # (imports nothing of mme's dependencies)
+
+            said = (f"{module} is installed but cannot be imported: reinstall {pip}, or mme" if installed(module) else
                     f"a dependency of mme: pip install {pip}, or reinstall mme")
             print(f"{_who(command, rank)}: error: {reason} ({said})", file=sys.stderr)
             return 1

@@ -1,5 +1,6 @@
 """User-facing errors: the message names the thing (file, key, checkpoint) and the reason."""
 
+import importlib.util
 import signal
 
 
@@ -107,3 +108,13 @@ class Interrupted(MMEError):
     def signal(self) -> signal.Signals:
         """The signal that stopped the run."""
         return signal.Signals(self.exit_code - 128)
+
+
+def installed(module: str) -> bool:
+    """Whether the package of ``module`` is there to import, for what a failed import of it asks of the user: ``pip
+    install`` where it is not, a reinstall where it is and fails to load (a missing system library, a build against
+    another numpy), which ``pip install`` would leave as it is."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # (a parent package that fails, a module without its spec)
+        return False

@@ -40,7 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript
+from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, installed
 
 log = logging.getLogger(__name__)
 
@@ -1652,10 +1652,13 @@ def literal_text() -> Iterator[None]:
     A character its fonts lack (DejaVu has no CJK, and matplotlib ships no font that has) is drawn as a box without
     matplotlib's warning of each glyph, which named a line of mme as the fault. One block at a time in the process
     (:data:`_LITERAL_TEXT`).
-    A matplotlib that cannot be imported (not installed, or built against another numpy) is a RuntimeError, as a
-    failed drawing is: the callers that go on without their picture catch that."""
+    A matplotlib that cannot be imported (not installed, or built against another numpy, or a module its figures
+    import in the block) is a RuntimeError, as a failed drawing is: the callers that go on without their picture
+    catch that."""
     def unimportable(e: ImportError) -> RuntimeError:
-        return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); pip install matplotlib")
+        return RuntimeError(f"matplotlib is installed but cannot be imported ({error_reason(e)}); reinstall it"
+                            if installed("matplotlib") else
+                            f"matplotlib cannot be imported ({error_reason(e)}); pip install matplotlib")
 
     try:
         import matplotlib

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from mme.config import from_dict, load_recipe, merge_layer
-from mme.errors import MMEError
+from mme.errors import MMEError, installed
 from mme.models.config import ModelConfig
 from mme.models.convert import HF_ALIASES, to_hf
 from mme.models.convert_config import config_to_hf
@@ -118,7 +118,9 @@ def _peer_missing() -> str | None:
     fails there, a ModuleNotFoundError in transformers 5, a RuntimeError in 4.x)."""
     try:
         import transformers
-    except ImportError:
+    except ImportError as e:
+        if installed("transformers"):
+            return f"transformers is installed but cannot be imported ({' '.join(str(e).split())}): reinstall it"
         return f"transformers is not installed (pip install transformers), so no {PEER} VideoMAEForPreTraining to " \
                "compare with"
     try:

@@ -7,7 +7,6 @@ writes to all of them. Only rank 0 creates loggers. ``plot_loss_curves`` draws t
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import math
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.errors import DataError, MMEError
+from mme.errors import DataError, MMEError, installed
 from mme.utils import TEXT, atomic_path, error_reason, json_nulls, literal, literal_text, writing
 
 log = logging.getLogger(__name__)
@@ -289,7 +288,7 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
     try:
         loggers.append(TensorBoardLogger(out_dir / "tb", resume_step))
     except ImportError as e:  # not installed, or installed and broken (too old for torch, its protobuf's failure)
-        if importlib.util.find_spec("tensorboard") is None:
+        if not installed("tensorboard"):
             log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
         else:
             log.warning("tensorboard is installed but cannot be imported (%s): logging JSONL and CSV only",
