@@ -1025,7 +1025,7 @@ def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_and_resume_cont
     assert proc.returncode == 128 + sig, err[-2000:]
     assert "Traceback" not in err and "--resume auto" in err and f"stopped by {sig.name} after step " in err
     again = "Ctrl-C again to stop at once" if sig == signal.SIGINT else \
-        f"another {sig.name} is taken as this one; Ctrl-C stops at once"
+        "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once"
     assert f"WARNING] {sig.name}: stopping after this step with a checkpoint ({again})\n" in err, err[-2000:]
     logged = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert _steps(tmp_path) == [logged[-1]] and logged[-1] < 500  # the step it finished, saved

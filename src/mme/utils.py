@@ -226,7 +226,11 @@ def torch_as_mme() -> Iterator[None]:
     try:
         with contextlib.ExitStack() as stack:
             for device_type in AUTOCAST_DEVICES:
-                if torch.is_autocast_enabled(device_type):
+                try:
+                    on = torch.is_autocast_enabled(device_type)
+                except RuntimeError:  # (a device type an older torch's autocast does not know: mtia, maia)
+                    continue
+                if on:
                     stack.enter_context(torch.autocast(device_type, enabled=False))
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())

@@ -13,7 +13,6 @@ row, the k nearest vote for their class with weight ``exp(sim / temperature)`` (
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,16 @@ import torch.nn.functional as F
 
 from mme.errors import ConfigError, DataError
 from mme.eval.testing import check_class_names, classification_report, top5_said
-from mme.utils import atomic_write_json, check_count, check_output, check_seed, removing, torch_as_mme, writing
+from mme.utils import (
+    atomic_write_json,
+    check_count,
+    check_output,
+    check_seed,
+    read_json_object,
+    removing,
+    torch_as_mme,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +340,8 @@ def _drop_earlier_report(path: Path) -> None:
     work, as the report would replace it."""
     if not path.is_file():
         return
-    try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        earlier = None
-    if not (isinstance(earlier, dict) and "checkpoint" in earlier):
+    earlier = read_json_object(path, ("checkpoint", "splits"))  # (what every probe.json of mme's holds)
+    if earlier is None:
         raise ConfigError(f"--out {str(path.parent)!r} holds {path.name}, which is no probe report of mme's, where "
                           "this probe writes its own: move it, or choose another --out")
     with removing(path, "it is an earlier probe's report, which this probe replaces: make it removable, or choose "

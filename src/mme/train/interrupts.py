@@ -35,14 +35,14 @@ SIGNALS = (signal.SIGINT, *TERMINATING)
 
 
 class HeldBack:
-    """While entered (from the main thread; elsewhere it does nothing), SIGINT and SIGTERM are recorded in ``received``
-    (the first) and nothing else: the caller acts on it once the work under it is done (as :meth:`raise_received`).
-    For a job's teardown (:func:`mme.train.engine.finish`), where a handler's exception would be raised inside the
-    garbage collector's weakref callbacks, which drop it, or cut the teardown short, leaving the caller with the
-    run's threads and generators; for a command's imports (:mod:`mme.cli`), where torch's native start-up drops it
-    or aborts. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches whichever of
-    its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread. ``again``: called
-    with a signal that comes after the first, in the handler (default: it is held too)."""
+    """While entered (from the main thread; elsewhere it does nothing), SIGINT and :data:`TERMINATING` are recorded in
+    ``received`` (the first) and nothing else: the caller acts on it once the work under it is done (as
+    :meth:`raise_received`). For a job's teardown (:func:`mme.train.engine.finish`), where a handler's exception would
+    be raised inside the garbage collector's weakref callbacks, which drop it, or cut the teardown short, leaving the
+    caller with the run's threads and generators; for a command's imports (:mod:`mme.cli`), where torch's native
+    start-up drops it or aborts. Python-level handlers, not a thread's signal mask: a signal sent to the process reaches
+    whichever of its threads does not block it (tqdm's monitor), and Python runs its handler in the main thread.
+    ``again``: called with a signal that comes after the first, in the handler (default: it is held too)."""
 
     def __init__(self, again: Callable[[signal.Signals], None] | None = None):
         self.received: signal.Signals | None = None
@@ -94,11 +94,11 @@ class StopRequests(HeldBack):
             log.warning("%s: stopping after this step with a checkpoint%s (%s)", self.received.name,
                         ", once every rank has finished it" if ranks else "",
                         "Ctrl-C again to stop at once" if signum == signal.SIGINT else
-                        f"another {self.received.name} is taken as this one; Ctrl-C stops at once")
+                        "another SIGTERM or SIGUSR1 is taken as this one; Ctrl-C stops at once")
 
 
 class StageStops(HeldBack):
-    """While entered (from the main thread), a SIGINT or SIGTERM that a Python handler takes (Ctrl-C's
+    """While entered (from the main thread), a SIGINT, SIGTERM or SIGUSR1 that a Python handler takes (Ctrl-C's
     KeyboardInterrupt, :func:`sigterm_as_interrupt`'s :class:`Terminated`) is also recorded in ``received``, then
     handled as before: one whose exception was raised where Python drops it (a weakref callback or ``__del__`` run
     by the garbage collector, which prints "Exception ignored") is still there for a command that checks
