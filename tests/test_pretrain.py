@@ -2007,8 +2007,8 @@ def test_a_mixed_cache_the_run_reads_is_warned_about_whichever_file_comes_first(
         first, second = (files[k] for k in order)
         held = {files[0]: "seed_stride 8, flow dis-balanced", files[1]: "seed_stride 32, flow dis-fast"}
         assert said[0].startswith(f"the track cache {cache}: its tracks differ from one video to another: the cache "
-                                  f"is mixed: {first} was made with {held[first]}, {second} with {held[second]}, and "
-                                  "a resumed extraction refuses files of other settings; `mme extract "), said
+                                  f"is mixed: {first} was made with {held[first]}, {second} with {held[second]}; "
+                                  "`mme extract "), said
         assert said[0].endswith("--overwrite` makes every file again with this run's settings")
         of_it = f"the track cache file {files[1]} (of the mixed cache {cache})"
         assert said[1] == (f"{of_it} was extracted with flow dis-fast; target.flow=dis-balanced is not used (the "

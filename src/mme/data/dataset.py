@@ -775,23 +775,32 @@ class PretrainDataset(_VideoDataset):
         resumed extraction would keep or refuse, that command with ``--overwrite``, saying why the first is not read;
         and so for a cache whose files were made with other settings each (a mixed cache, which no resumed extraction
         takes), naming two and their settings."""
-        from mme.motion.cache import command_flags, extract_flags_as_fine, resume_settings
+        from mme.motion.cache import command_flags, resume_settings
 
         made = self.current_probes
-        settings = [resume_settings(meta, self.cfg.backend) for _, _, meta in made]
-        fine = functools.partial(extract_flags_as_fine, self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride)
         if (mixed := self.mixed_cache()) is not None:
             return (f"the cache is mixed: {mixed}, and a resumed extraction refuses files of other settings; "
-                    f"`{self.extract_command(fine())}` makes every file again with this run's settings")
+                    f"{self.remake_advice()}")
         if (refusal := next(filter(None, (self.cache_file_refusal(*probe) for probe in made)), None)) is not None:
             return (f"the cache's files were made with settings this run cannot read ({refusal}), and a resumed "
-                    f"extraction refuses files of other settings; `{self.extract_command(fine())}` makes every file "
-                    "again with this run's settings")
+                    f"extraction refuses files of other settings; {self.remake_advice()}")
         if made:
-            return (f"`{self.extract_command(command_flags(**settings[0], overwrite=False))}` makes the track cache "
+            settings = resume_settings(made[0][2], self.cfg.backend)
+            return (f"`{self.extract_command(command_flags(**settings, overwrite=False))}` makes the track cache "
                     f"files these videos lack with the settings of the cache's {made[0][1]}, and resumes")
-        return (f"`{self.extract_command(fine(overwrite=False))}` makes the track cache files these videos lack, "
-                "and resumes")
+        return (f"`{self.extract_command(self._fine_flags(overwrite=False))}` makes the track cache files these "
+                "videos lack, and resumes")
+
+    def _fine_flags(self, overwrite: bool = True) -> str:
+        """``mme extract``'s flags for a cache this run reads as its own targets (not coarser)."""
+        from mme.motion.cache import extract_flags_as_fine
+
+        return extract_flags_as_fine(self.target_fn.cfg, self.cfg, self.target_fn.geom.seed_stride,
+                                     overwrite=overwrite)
+
+    def remake_advice(self) -> str:
+        """The ``mme extract`` command that makes every file of the cache again with this run's settings, said."""
+        return f"`{self.extract_command(self._fine_flags())}` makes every file again with this run's settings"
 
     def mixed_cache(self, read: bool = False) -> str | None:
         """Where the probed files (:attr:`current_probes`) were made with other settings each (a mixed cache: two

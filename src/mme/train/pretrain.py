@@ -118,8 +118,8 @@ def check_cache(cfg: PretrainConfig, dataset: PretrainDataset) -> None:
     _check_refused_files(cfg, dataset)  # after: its advice resumes with settings of files the run reads
     mixed = dataset.mixed_cache(read=True)  # (not the settings that change nothing the run reads)
     if mixed is not None:  # (its advice: the cache made again with this run's settings)
-        log.warning("the track cache %s: its tracks differ from one video to another: %s", cfg.target.cache_dir,
-                    dataset.extract_advice())
+        log.warning("the track cache %s: its tracks differ from one video to another: the cache is mixed: %s; %s",
+                    cfg.target.cache_dir, mixed, dataset.remake_advice())
 
     def judged(wrong: Callable[[dict], object]) -> tuple[str, dict, object]:
         """What the first probed file that ``wrong`` says something of is called in a warning, its meta and what
