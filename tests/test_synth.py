@@ -466,7 +466,10 @@ def test_a_full_disk_is_one_line_keeping_the_videos_made_and_a_finished_rerun_wr
     argv = ["synth", str(out), "--classes", "2", "--videos-per-class", "3", "--size", "32", "--frames", "8",
             "--workers", "2"]  # (videos of 1.9 to 2.2 kB: some fit under the first run's limit)
     proc = in_one_process([argv, argv, argv], "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-                          "def before(i): resource.setrlimit(resource.RLIMIT_FSIZE, ((2000, -1, 200)[i], -1))",
+                          "import mme.data.synth\n"
+                          "def before(i):\n"
+                          "    resource.setrlimit(resource.RLIMIT_FSIZE, ((2000, -1, 200)[i], -1))\n"
+                          "    mme.data.synth.PROGRESS_EVERY_S = -1 if i == 2 else 5.0  # (a long check of the kept)",
                           timeout=120)
     (code, err, _), done, again = proc.ran
     assert code == 1 and "Traceback" not in err, err[-3000:]

@@ -64,7 +64,7 @@ import av
 import cv2
 import numpy as np
 
-from mme.data.lists import ListEntry, classes_text, list_text, parse_list, read_classes, text_lines
+from mme.data.lists import CLASSES_FILE, ListEntry, classes_text, list_text, parse_list, read_classes, text_lines
 from mme.errors import ConfigError, DataError, MMEError
 from mme.utils import (
     TEXT,
@@ -561,7 +561,7 @@ def _written_by_synth(path: Path, written: dict[str, list[str]] | None, data: by
     a params.json of their records (``params``, its JSON object as read: :func:`_records_synths_videos`); or its
     class names in its order."""
     try:
-        if path.name == "classes.json":
+        if path.name == CLASSES_FILE:
             names = read_classes(path)
             return names == list(CLASSES[:len(names)])
         if written is None or path.name not in written:
@@ -596,7 +596,7 @@ def _keep_others_files(root: Path) -> tuple[dict[str, str], dict]:
     written, found = _lists_written(root), _readable_recorded(root)
     digests = {name: _sha256(data) for name, data in found.items()}
     params = _json_object(found.get("params.json"))
-    others = [name for name in (*RECORDED, "classes.json")
+    others = [name for name in (*RECORDED, CLASSES_FILE)
               if (root / name).is_file()
               and not _written_by_synth(root / name, written, found.get(name), digests.get(name), params)]
     if others:
@@ -643,18 +643,19 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
         workers = usable_cores()
     # what a killed run was writing (its videos and records), which the same command's rerun makes again
     remove_stale_temps([*(root / rel for rel in split_of),
-                        *(root / name for name in (*RECORDED, "classes.json", PROGRESS, LISTS_WRITTEN))])
-    params, saved = {}, time.monotonic()
+                        *(root / name for name in (*RECORDED, CLASSES_FILE, PROGRESS, LISTS_WRITTEN))])
+    params, saved, fresh = {}, time.monotonic(), False
     try:
         for rel, p in in_workers(_make_video, jobs, workers, _died_making):
             params[rel] = {**p, "split": split_of[rel]}
-            if time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
+            fresh |= (made.get(rel) or {}).get("sha256") != p["sha256"]  # (one kept: nothing to save of it)
+            if fresh and time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
                 with writing(progress, MADE_KEPT):
                     atomic_write_text(progress, json.dumps({**made, **params}))
-                saved = time.monotonic()
+                saved, fresh = time.monotonic(), False
     except (OSError, MMEError):  # a write that failed (a full disk), in a worker or here; a worker that died
         remove_stale_temps([root / rel for rel in split_of])  # the writes of the workers stopped with it
-        if params:  # what was made since the last progress, where the failed write's temporary file freed the space
+        if fresh:  # what was made since the last progress, where the failed write's temporary file freed the space
             with contextlib.suppress(OSError):
                 atomic_write_text(progress, json.dumps({**made, **params}))
         raise
@@ -670,8 +671,8 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     # The files found and those written next are synth's, whichever it leaves should it stop between them
     texts[LISTS_WRITTEN] = json.dumps({name: sorted({found.get(name), _sha256(texts[name].encode())} - {None})
                                        for name in RECORDED})
-    texts["classes.json"] = classes_text(classes)
-    for name in (LISTS_WRITTEN, *(path.name for path in lists.values()), "classes.json", "params.json"):
+    texts[CLASSES_FILE] = classes_text(classes)
+    for name in (LISTS_WRITTEN, *(path.name for path in lists.values()), CLASSES_FILE, "params.json"):
         if _read(root / name) != texts[name].encode():  # (a rerun that made nothing writes nothing: a full disk)
             with writing(root / name, MADE_KEPT):
                 atomic_write_text(root / name, texts[name])
