@@ -1055,6 +1055,28 @@ def test_the_cache_of_a_list_of_absolute_paths_is_found_after_its_dataset_moved(
     assert resumed.cache_lookup.files == [str(made[0]), str(made[1]), str(new)]
 
 
+def test_a_moved_cache_file_is_not_taken_for_another_video_of_its_size_and_mtime(videos, tmp_path):
+    """A moved cache's file is taken for the video at the new path where it records that video's fingerprint: it
+    was judged by same_source, which takes equal size and mtime without a hash, so another video of the old one's
+    size and mtime (padded here, its mtime set) took its tracks."""
+    from mme.motion.cache import moved_cache_file
+
+    old, new = tmp_path / "old" / "x" / "v.mp4", tmp_path / "new" / "x" / "v.mp4"
+    old.parent.mkdir(parents=True), new.parent.mkdir(parents=True)
+    a, b = (videos / "cls" / "a.mp4").read_bytes(), (videos / "b.mp4").read_bytes()
+    size = max(len(a), len(b))
+    old.write_bytes(a.ljust(size, b"\0")), new.write_bytes(b.ljust(size, b"\0"))
+    os.utime(new, ns=(old.stat().st_atime_ns, old.stat().st_mtime_ns))
+    (tmp_path / "l.txt").write_text(f"{old}\n")
+    assert cli(["extract", str(tmp_path / "l.txt"), "--out", str(tmp_path / "cache"), "--length", "2"]) == 0
+    listed = listed_files(tmp_path / "cache")[0]
+    assert moved_cache_file(tmp_path / "cache", str(new), listed) is None
+    moved = tmp_path / "moved" / "x" / "v.mp4"  # the same video moved: found
+    moved.parent.mkdir(parents=True)
+    shutil.copy2(old, moved)
+    assert moved_cache_file(tmp_path / "cache", str(moved), listed) == cache_file(tmp_path / "cache", str(old))
+
+
 def test_a_moved_cache_of_many_videos_of_one_name_is_searched_once_per_video(monkeypatch):
     """The moved-cache search (cache._moved_file) compared every listed file of a video's name with its path: a list
     of <id>/clip.mp4 videos took 6.9 s for 4,000 lines and 74 s for 10,000 where half lacked a file. The longest tail

@@ -283,11 +283,15 @@ def _common(a: tuple[str, ...], b: tuple[str, ...]) -> int:
 
 
 def _made_of(path: Path, video: str) -> bool:
-    """Whether the cache file at ``path`` records the fingerprint of the file ``video`` (:func:`same_source`): one
-    that records none (an earlier mme's), or that cannot be read, is not taken as another path's."""
+    """Whether the cache file at ``path`` records the fingerprint of the file ``video`` (its content, not its size and
+    mtime, which another video may share): one that records none (an earlier mme's), or that cannot be read, is not
+    taken as another path's."""
     try:
         meta = cache_meta(path)
-        return meta.get("fingerprint") is not None and os.path.isfile(video) and same_source(meta, video)
+        if meta.get("fingerprint") is None or not os.path.isfile(video):
+            return False
+        st = os.stat(video)  # (not same_source's size and mtime alone: another video's file may share them)
+        return meta["fingerprint"] == _fingerprint(os.path.realpath(video), st.st_size, st.st_mtime_ns)
     except (VideoError, OSError):
         return False
 
