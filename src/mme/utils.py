@@ -735,6 +735,12 @@ class Tally:
         """Those counted since the last said."""
         return self.seen - self.said
 
+    @property
+    def later(self) -> str:
+        """What the last line of its own ends with (else nothing): how the later ones are said."""
+        return (f"; later ones are counted each time their number doubles ({self.next}, ...)"
+                if self.seen == self.first else "")
+
 
 def open_files_for(workers: int, key: str) -> None:
     """Raise the process's soft limit of open files to its hard limit where it is lower and ``workers`` loader workers

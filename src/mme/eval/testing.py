@@ -339,9 +339,7 @@ def iter_test_batches(dataset: Dataset, indices=None, *, batch_size: int, num_wo
         for f in batch["failed"]:
             since = tally.add()
             if since == 0:
-                log.warning("%s: video %d failed: %s%s", desc, f["index"], f["error"],
-                            f"; later ones are counted each time their number doubles ({tally.next}, ...)"
-                            if tally.seen == SHOWN else "")
+                log.warning("%s: video %d failed: %s%s", desc, f["index"], f["error"], tally.later)
             elif since:
                 log.warning("%s: %d more videos failed, up to video %d: %d so far", desc, since, f["index"],
                             tally.seen)

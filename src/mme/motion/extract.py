@@ -471,8 +471,7 @@ def _run_share(entries: list, bad_lines: list[BadLine], part: int, parts: int, l
             failed[path] = err
             since = tally.add()
             if since == 0:
-                log.warning("failed: %s%s", err, f"; later ones are counted each time their number doubles "
-                            f"({tally.next}, ...)" if tally.seen == SHOWN else "")
+                log.warning("failed: %s%s", err, tally.later)
             elif since:
                 log.warning("extract: %d more videos failed: %d so far", since, tally.seen)
     if tally.unsaid:

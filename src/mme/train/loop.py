@@ -252,8 +252,7 @@ class SkippedSteps:
         if since == 0:
             log.warning("step %d skipped: %s (loss %.4g, gradient norm %.4g), its update not made%s", run.step,
                         nonfinite_values(metrics), metrics["loss"], metrics["grad_norm"],
-                        f"; later ones are counted each time their number doubles ({self.tally.next}, ...) and at "
-                        "the run's end" if self.tally.seen == NONFINITE_SAID else "")
+                        self.tally.later and f"{self.tally.later} and at the run's end")
         elif since:
             log.warning("%d more step(s) skipped for a non-finite loss or gradient, up to step %d: %s so far",
                         since, run.step, skipped_share(run))
