@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -83,6 +84,16 @@ def videos(tmp_path_factory):
     write_video(d / "one.mp4", affine_video(1, 64, 64)[0])
     (d / "list.txt").write_text("cls/a.mp4 0\nb.mp4 1\nbad.mp4 0\none.mp4 1\n")
     return d
+
+
+def _cached_dataset(root: Path, out: Path, max_failure_fraction: float) -> PretrainDataset:
+    """The pre-training dataset of ``root/list.txt`` (4 frames of 32², stride 2) whose MME targets (2 steps) are read
+    from the track cache ``out``."""
+    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
+    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=32,
+                      max_failure_fraction=max_failure_fraction)
+    return PretrainDataset(data, fn, fn.track_length, track_reads=fn.track_reads)
 
 
 def report(out, list_file, part=0, parts=1) -> dict:
@@ -1223,11 +1234,7 @@ def test_a_cache_file_whose_records_are_damaged_is_named_to_delete_before_the_ad
     data = bytearray(header_damaged.read_bytes())
     data[16 + 2] ^= 0x01  # a byte of its header: its checksum fails
     header_damaged.write_bytes(bytes(data))
-    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
-    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
-    config = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=32,
-                        max_failure_fraction=0.5)
-    dataset = PretrainDataset(config, fn, fn.track_length, track_reads=fn.track_reads)
+    dataset = _cached_dataset(root, out, max_failure_fraction=0.5)
     with pytest.raises(DataError, match=r"\(\{'track cache': 2\}\); e\.g\. .*; delete the track "
                                         r"cache files that cannot be read, which a resumed extraction keeps \(it reads "
                                         r"their headers only\): \S*pan\.mp4\.tracks \(Error -3 while decompressing "
@@ -1239,7 +1246,7 @@ def test_a_cache_file_whose_records_are_damaged_is_named_to_delete_before_the_ad
     assert cli(args) == 0 and "1 written, 1 already complete" in capsys.readouterr().out  # pan kept: to be deleted
     bad.unlink()
     assert cli(args) == 0 and "1 written, 1 already complete" in capsys.readouterr().out  # as advised
-    fresh = PretrainDataset(config, fn, fn.track_length, track_reads=fn.track_reads)
+    fresh = _cached_dataset(root, out, max_failure_fraction=0.5)
     assert fresh[0]["motion"]["disp"].shape[0] == 2 and fresh.failure_counts() == {}
 
 
@@ -1802,11 +1809,8 @@ def test_a_changed_videos_cache_advises_the_plain_rerun_that_makes_it_again(tmp_
     made, kept = cache_file(out, "pan.mp4"), cache_file(out, "still.mp4")
     kept_mtime = kept.stat().st_mtime_ns
     write_video(root / "pan.mp4", np.ascontiguousarray(frames[:, ::2, ::2]))  # resized: 40x32
-    m = ModelConfig(img_size=32, num_frames=4, embed_dim=32, depth=1, num_heads=2)
-    fn = make_target_fn(TargetConfig(kind="mme", track_length=2, cache_dir=str(out)), m)
-    data = DataConfig(list_file=str(root / "list.txt"), root=str(root), num_frames=4, stride=2, img_size=32,
-                      max_failure_fraction=0.0)
-    dataset = PretrainDataset(data, fn, fn.track_length, track_reads=fn.track_reads)
+    dataset = _cached_dataset(root, out, max_failure_fraction=0.0)
+    fn = dataset.target_fn
     with pytest.raises(VideoError, match=r"made from another version of .*pan\.mp4: 80x64, 12 frames there, 40x32, "
                                          r"12 frames now; re-run mme extract \(it redoes such files\)\)$"):
         fn(dataset.sample(0, np.random.default_rng(0)))
@@ -1826,7 +1830,7 @@ def test_a_changed_videos_cache_advises_the_plain_rerun_that_makes_it_again(tmp_
     with pytest.raises(VideoError, match=r"40x32, 12 frames there, 80x64, 12 frames now; delete it and re-run mme "
                                          r"extract \(the file records no fingerprint of its video: a re-run keeps "
                                          r"it\)\)$"):
-        fn(PretrainDataset(data, track_length=2).sample(0, np.random.default_rng(0)))
+        fn(PretrainDataset(dataset.cfg, track_length=2).sample(0, np.random.default_rng(0)))
     assert cli(args) == 0 and "0 written, 2 already complete" in capsys.readouterr().out  # kept, as said
 
 
