@@ -60,8 +60,8 @@ def test_a_missing_dependency_is_one_line_naming_its_pip_package(module, args, p
     proc = subprocess.run([sys.executable, "-m", "mme", *args], capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=120)
     assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (1, [  # one there that fails to import
-        f"mme {args[0]}: error: No module named '{module}' ({module} is installed but cannot be imported: reinstall "
-        f"{pip}, or mme)"])
+        f"mme {args[0]}: error: No module named '{module}' (a dependency of mme: reinstall {pip} (it is installed but "
+        "fails to load), or reinstall mme)"])
     missing = (f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv = ['mme', *{args!r}]; "
                "runpy.run_module('mme', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", missing], capture_output=True, text=True, cwd=tmp_path,

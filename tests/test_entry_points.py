@@ -378,7 +378,8 @@ class _LazyTransformers(types.ModuleType):
 
 @pytest.mark.parametrize("target, transformers, why", [
     ("mme", "installed", "predicts pixels only"),
-    ("pixel", None, "transformers is not installed"),
+    ("pixel", None, "transformers cannot be imported (import of transformers halted; None in sys.modules; pip "
+     "install transformers), so no to compare with"),  # (the peer's name taken out below)
     ("pixel", _LazyTransformers("transformers"), "transformers cannot load VideoMAEForPreTraining (Failed to import "
      "transformers.models.videomae.modeling_videomae because of the following error (look up to see its traceback): "
      "operator torchvision::nms does not exist)\n")])

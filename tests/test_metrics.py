@@ -52,8 +52,8 @@ def test_a_tensorboard_that_cannot_be_imported_is_a_warning_and_one_not_installe
         m.syspath_prepend(str(tmp_path / "site"))
         logger = build_logger(tmp_path / "a")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("WARNING", "tensorboard is installed but cannot be imported (TensorBoard logging requires TensorBoard version "
-                    "1.15 or above): logging JSONL and CSV only")]
+        ("WARNING", "tensorboard cannot be imported (TensorBoard logging requires TensorBoard version 1.15 or above): "
+                    "logging JSONL and CSV only; reinstall tensorboard (it is installed but fails to load)")]
     assert [type(lg).__name__ for lg in logger.loggers] == ["JSONLLogger", "CSVLogger"]
     logger.close()
     caplog.clear()
@@ -429,8 +429,9 @@ def test_a_matplotlib_that_cannot_be_imported_is_a_warning_and_the_reports_are_w
     with caplog.at_level("WARNING"):
         loop._draw_loss_curves(SimpleNamespace(out_dir=run), history=[1])
     assert [r.getMessage() for r in caplog.records] == [
-        f"{run / 'loss.png'}: could not be written (matplotlib is installed but cannot be imported (import of "
-        "matplotlib.figure halted; None in sys.modules); reinstall it); the run goes on without its loss curve"]
+        f"{run / 'loss.png'}: could not be written (matplotlib cannot be imported (import of matplotlib.figure halted; "
+        "None in sys.modules); reinstall matplotlib (it is installed but fails to load)); the run goes on without its "
+        "loss curve"]
 
 
 def test_pictures_drawn_in_two_threads_at_once_leave_matplotlib_and_the_warnings_as_they_were():

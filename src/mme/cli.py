@@ -771,7 +771,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv)
         except ImportError as e:  # (its arguments' parsing imports some: yaml, tqdm)
-            pip = DEPENDENCIES.get((e.name or "").partition(".")[0])
+            module = (e.name or "").partition(".")[0]
+            pip = DEPENDENCIES.get(module)
             if pip is None:  # not one of mme's dependencies (a user's module, an optional package's own error)
                 raise
             # (its first line: mme.utils's error_reason may be what failed to import)
@@ -781,12 +782,10 @@ def main(argv: list[str] | None = None) -> int:
                 rank = _ranks()[0]
             except Exception:  # noqa: BLE001 (mme.utils, which reads it, may be what failed to import)
                 rank = 0
-            module = e.name.partition(".")[0]
-            from mme.errors import installed  # (imports nothing of mme's dependencies)
+            from mme.errors import import_advice  # (imports nothing of mme's dependencies)
 
-            said = (f"{module} is installed but cannot be imported: reinstall {pip}, or mme" if installed(module) else
-                    f"a dependency of mme: pip install {pip}, or reinstall mme")
-            print(f"{_who(command, rank)}: error: {reason} ({said})", file=sys.stderr)
+            print(f"{_who(command, rank)}: error: {reason} (a dependency of mme: {import_advice(module, pip)}, or "
+                  "reinstall mme)", file=sys.stderr)
             return 1
 
 

@@ -118,3 +118,10 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # (a parent package that fails, a module without its spec)
         return False
+
+
+def import_advice(module: str, pip: str | None = None) -> str:
+    """What a failed import of ``module`` asks of the user (:func:`installed`): ``pip install <pip>`` (``pip``: its
+    package's name, else the module's), or where it is there and fails to load, a reinstall."""
+    pip = pip or module
+    return f"reinstall {pip} (it is installed but fails to load)" if installed(module) else f"pip install {pip}"

@@ -40,7 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, installed
+from mme.errors import ConfigError, FolderReplaced, MMEError, NoSpaceError, UnguardedScript, import_advice
 
 log = logging.getLogger(__name__)
 
@@ -1666,9 +1666,7 @@ def literal_text() -> Iterator[None]:
     import in the block) is a RuntimeError, as a failed drawing is: the callers that go on without their picture
     catch that."""
     def unimportable(e: ImportError) -> RuntimeError:
-        return RuntimeError(f"matplotlib is installed but cannot be imported ({error_reason(e)}); reinstall it"
-                            if installed("matplotlib") else
-                            f"matplotlib cannot be imported ({error_reason(e)}); pip install matplotlib")
+        return RuntimeError(f"matplotlib cannot be imported ({error_reason(e)}); {import_advice('matplotlib')}")
 
     try:
         import matplotlib

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from mme.config import from_dict, load_recipe, merge_layer
-from mme.errors import MMEError, installed
+from mme.errors import MMEError, import_advice
 from mme.models.config import ModelConfig
 from mme.models.convert import HF_ALIASES, to_hf
 from mme.models.convert_config import config_to_hf
@@ -119,10 +119,8 @@ def _peer_missing() -> str | None:
     try:
         import transformers
     except ImportError as e:
-        if installed("transformers"):
-            return f"transformers is installed but cannot be imported ({' '.join(str(e).split())}): reinstall it"
-        return f"transformers is not installed (pip install transformers), so no {PEER} VideoMAEForPreTraining to " \
-               "compare with"
+        return f"transformers cannot be imported ({' '.join(str(e).split())}; {import_advice('transformers')}), so " \
+               f"no {PEER} VideoMAEForPreTraining to compare with"
     try:
         transformers.VideoMAEForPreTraining, transformers.VideoMAEConfig  # noqa: B018 (loaded on first use)
     except (ImportError, RuntimeError) as e:  # its message's lines (its cause on the last) said as one

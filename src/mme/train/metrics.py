@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mme.errors import DataError, MMEError, installed
+from mme.errors import DataError, MMEError, import_advice, installed
 from mme.utils import TEXT, atomic_path, error_reason, json_nulls, literal, literal_text, writing
 
 log = logging.getLogger(__name__)
@@ -289,10 +289,10 @@ def build_logger(out_dir: Path, resume_step: int | None = None, enabled: bool = 
         loggers.append(TensorBoardLogger(out_dir / "tb", resume_step))
     except ImportError as e:  # not installed, or installed and broken (too old for torch, its protobuf's failure)
         if not installed("tensorboard"):
-            log.info("tensorboard not installed: logging JSONL and CSV only (pip install tensorboard)")
+            log.info("tensorboard not installed: logging JSONL and CSV only (%s)", import_advice("tensorboard"))
         else:
-            log.warning("tensorboard is installed but cannot be imported (%s): logging JSONL and CSV only",
-                        error_reason(e))
+            log.warning("tensorboard cannot be imported (%s): logging JSONL and CSV only; %s", error_reason(e),
+                        import_advice("tensorboard"))
     except Exception as e:  # (a folder name that is not UTF-8: its UnicodeEncodeError; a file it cannot create)
         log.warning(f"tensorboard cannot log to {str(out_dir / 'tb')!r} ({type(e).__name__}: {e}): logging JSONL "
                     f"and CSV only")  # (repr: a byte that is not UTF-8 escaped, as \udce9)
