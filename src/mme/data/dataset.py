@@ -838,25 +838,22 @@ class PretrainDataset(_VideoDataset):
         resumed extraction keeps them: their header reads and they are of their video as it is and made as this mme
         makes them (:func:`~mme.motion.cache.cache_meta_and_refusal`, :func:`~mme.motion.cache.same_source`; any
         other it makes again). Read at the failure check that stops the run only."""
-        from mme.motion.cache import cache_meta_and_refusal, damaged, find_cache_file, same_source
+        from mme.motion.cache import cache_meta_and_refusal, damaged, same_source
 
-        out: dict[str, str] = {}
+        out: list[tuple[str, str]] = []
         seen: set[str] = set()
         for i in torch.nonzero(codes == REASONS.index("track cache")).flatten().tolist()[:CACHE_PROBES]:
             video = self.path(i)
-            try:
-                found = self._found_cache_file(i) or str(find_cache_file(self.target_fn.cfg.cache_dir, video))
-            except VideoError:  # no file: what the extraction advised makes
-                continue
-            if found in seen or not os.path.isfile(found):
+            found = self._found_cache_file(i) or self._cache_file(self.target_fn.cfg.cache_dir, i)
+            if found is None or found in seen or not os.path.isfile(found):  # (none: what the extraction advised makes)
                 continue
             seen.add(found)
             meta, remade = cache_meta_and_refusal(found, video)
             if meta is None or remade is not None or not (os.path.isfile(video) and same_source(meta, video)):
                 continue
             if (why := damaged(found)) is not None:
-                out[found] = why
-        return list(out.items())
+                out.append((found, why))
+        return out
 
     def extract_command(self, flags: str) -> str:
         """The ``mme extract`` of the list's videos into the run's track cache (``target.cache_dir``) with ``flags``."""

@@ -288,10 +288,9 @@ def _made_of(path: Path, video: str) -> bool:
     taken as another path's."""
     try:
         meta = cache_meta(path)
-        if meta.get("fingerprint") is None or not os.path.isfile(video):
-            return False
-        st = os.stat(video)  # (not same_source's size and mtime alone: another video's file may share them)
-        return meta["fingerprint"] == _fingerprint(os.path.realpath(video), st.st_size, st.st_mtime_ns)
+        # (not same_source's size and mtime alone: another video's file may share them)
+        return meta.get("fingerprint") is not None and os.path.isfile(video) and \
+            meta["fingerprint"] == source_identity(video)["fingerprint"]
     except (VideoError, OSError):
         return False
 

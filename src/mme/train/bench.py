@@ -421,8 +421,7 @@ def bench_train(recipe: str | None = None, preset: str | None = None, img_size: 
         print(f"  MFU above 100 % ({', '.join(above)}): the matmul peak was timed while the machine was busier than "
               "during the step's best round; more --rounds (each times the peak again) or an idle machine give its "
               "true figure", flush=True)
-    drifted = {p: peak_spread(peak["rounds"]) for p, peak in peaks.items()}
-    drifted = {p: spread for p, spread in drifted.items() if spread > PEAK_SPREAD}
+    drifted = {p: spread for p, peak in peaks.items() if (spread := peak_spread(peak["rounds"])) > PEAK_SPREAD}
     if rounds == 1:
         print("  MFU is uncertain: the matmul peak was timed in one round only, so a busy moment of the machine goes "
               "unseen; --rounds 3 or more time it again in each and show its spread", flush=True)
