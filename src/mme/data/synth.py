@@ -644,11 +644,12 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
     # what a killed run was writing (its videos and records), which the same command's rerun makes again
     remove_stale_temps([*(root / rel for rel in split_of),
                         *(root / name for name in (*RECORDED, CLASSES_FILE, PROGRESS, LISTS_WRITTEN))])
-    params, saved, fresh = {}, time.monotonic(), False
+    params, saved, fresh, kept = {}, time.monotonic(), False, 0
     try:
         for rel, p in in_workers(_make_video, jobs, workers, _died_making):
             params[rel] = {**p, "split": split_of[rel]}
-            fresh |= (made.get(rel) or {}).get("sha256") != p["sha256"]  # (one kept: nothing to save of it)
+            same = (made.get(rel) or {}).get("sha256") == p["sha256"]  # (one kept: nothing to save of it)
+            kept, fresh = kept + same, fresh or not same
             if fresh and time.monotonic() - saved > PROGRESS_EVERY_S:  # what an interrupted run made, for its rerun
                 with writing(progress, MADE_KEPT):
                     atomic_write_text(progress, json.dumps({**made, **params}))
@@ -660,7 +661,6 @@ def generate_synth(out_dir: str | Path, num_classes: int | None = None, videos_p
                 atomic_write_text(progress, json.dumps({**made, **params}))
         raise
     params = {rel: params[rel] for rel in split_of}  # in the jobs' order (the workers' finish in any)
-    kept = sum((made.get(rel) or {}).get("sha256") == p["sha256"] for rel, p in params.items())
     if kept < len(params):  # every video's record, should it stop before params.json (made already holds them all)
         with writing(progress, MADE_KEPT):
             atomic_write_text(progress, json.dumps(params))
