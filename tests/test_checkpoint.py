@@ -1453,6 +1453,43 @@ def test_export_never_replaces_its_source_and_replaces_a_checkpoint_only_when_to
     assert (tmp_path / "mine" / "config.json").read_text() == '{"my": "settings"}'
 
 
+def test_an_export_into_a_training_runs_folder_is_refused_and_never_read_in_place_of_its_checkpoints(
+        mae, tmp_path, capsys):
+    """``mme export CKPT RUN --format hf`` into a live run's folder was accepted, its config.json and weights written
+    beside the rotating checkpoints; from then on load_encoder(RUN), ``mme embed RUN`` and ``mme probe RUN`` read that
+    frozen export, without a word, where a run's folder is otherwise refused naming its newest checkpoint."""
+    from test_resume import _state
+
+    from mme.train import checkpoint as ckpt
+
+    src = save_pretrained(mae, tmp_path / "src")
+    run = tmp_path / "run"
+    for step in (5, 10):
+        ckpt.save_checkpoint(_state(step), run, keep_last=0)
+    kept = tmp_path / "kept"  # a folder of a run's checkpoints kept of an epoch (train.keep_epochs) alone
+    kept.mkdir()
+    ckpt.keep_of_epoch(ckpt.save_checkpoint(_state(7), tmp_path / "other", keep_last=0), 1, 7).rename(
+        kept / "checkpoint-epoch-0001-00000007.pt")
+    for folder, count in ((run, 2), (kept, 1)):
+        before = sorted(p.name for p in folder.iterdir())
+        for flags in (["--format", "hf"], ["--format", "mme"], ["--format", "hf", "--overwrite"]):
+            assert cli_main(["export", str(src), str(folder), *flags]) == 1
+            assert capsys.readouterr().err == (
+                f"mme export: error: out {folder}: a training run's folder (it holds {count} checkpoint(s)), whose "
+                "checkpoints an export there would be read in place of; write the export elsewhere\n")
+            assert sorted(p.name for p in folder.iterdir()) == before
+    # a run's folder an earlier mme exported into: still the run's, refused naming its newest checkpoint
+    for name in ("config.json", "model.safetensors"):
+        (run / name).write_bytes((src / name).read_bytes())
+    with pytest.raises(CheckpointError, match=r"run: a training run's folder, not a checkpoint \(its config\.json is "
+                                              r"of weights written beside the run's checkpoints, which a folder of "
+                                              r"their own reads\): pass one of its 2 checkpoint\(s\), e\.g\. the "
+                                              r"newest that reads, .*/run/checkpoint-00000010\.pt$"):
+        load_encoder(run)
+    assert cli_main(["embed", str(run), str(tmp_path / "list.txt"), "--out", str(tmp_path / "f.safetensors")]) == 1
+    assert "run: a training run's folder, not a checkpoint (its config.json" in capsys.readouterr().err
+
+
 def test_an_export_carries_what_its_source_did_not_record(tmp_path, caplog):
     """An original file records neither its clip nor its head counts: an export without hints wrote the guesses
     (16 frames of 224², 64-d heads) as a record, so loading it warned no more and ran a 4-frame 32² model with a

@@ -822,14 +822,16 @@ def _read(path: Path, hints: dict, encoder_only: bool, strict: bool, fallback: M
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
-        if not (path / CONFIG).is_file():
-            from mme.train.checkpoint import latest_valid, list_checkpoints  # (it imports this module)
+        from mme.train.checkpoint import latest_valid, list_checkpoints  # (it imports this module)
 
-            if saved := list_checkpoints(path):
-                newest = latest_valid(path)  # (each one that does not read is named)
-                raise CheckpointError(f"{path}: a training run's folder, not a checkpoint: pass one of its "
-                                      f"{len(saved)} checkpoint(s)" + (f", e.g. the newest that reads, {newest[0]}"
-                                                                       if newest else ", none of which reads"))
+        if saved := list_checkpoints(path):  # (a model's files written beside them are not read in their place)
+            newest = latest_valid(path)  # (each one that does not read is named)
+            beside = f" (its {CONFIG} is of weights written beside the run's checkpoints, which a folder of their " \
+                     "own reads)" if (path / CONFIG).is_file() else ""
+            raise CheckpointError(f"{path}: a training run's folder, not a checkpoint{beside}: pass one of its "
+                                  f"{len(saved)} checkpoint(s)" + (f", e.g. the newest that reads, {newest[0]}"
+                                                                   if newest else ", none of which reads"))
+        if not (path / CONFIG).is_file():
             raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG})")
         meta = _read_json(path / CONFIG)
         if meta.get("format") == "mme":

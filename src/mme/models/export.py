@@ -38,6 +38,7 @@ from mme.models.checkpoint import (
 from mme.models.classifier import VideoClassifier
 from mme.models.mae import MaskedAutoencoder
 from mme.models.vit import VisionTransformer
+from mme.train.checkpoint import run_checkpoints
 from mme.utils import (
     as_given,
     atomic_path,
@@ -293,6 +294,9 @@ def _check_replaced(src: str | os.PathLike, out: Path, folder: bool, overwrite: 
     if {p.resolve() for p in written} & {p.resolve() for p in read}:
         raise ConfigError(f"out {out}: would replace the files of SRC {src}, the checkpoint being exported, or be "
                           "read in their place; write the export elsewhere")
+    if folder and (saved := run_checkpoints(out)):
+        raise ConfigError(f"out {out}: a training run's folder (it holds {len(saved)} checkpoint(s)), whose "
+                          "checkpoints an export there would be read in place of; write the export elsewhere")
     if folder and (out / CONFIG).is_file() and checkpoint_config(out) is None:
         raise ConfigError(f"out {out}: its {CONFIG} is not a checkpoint's (neither an mme nor a Hugging Face VideoMAE "
                           "config): another program's file, which the export would replace; write the export "

@@ -112,6 +112,12 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def run_checkpoints(out_dir: Path) -> list[Path]:
+    """The checkpoints of a training run in ``out_dir``: the rotating ones, oldest first, then those
+    ``train.keep_epochs`` kept; what makes a folder a run's."""
+    return list_checkpoints(out_dir) + kept_checkpoints(out_dir)
+
+
 def save_checkpoint(state: dict[str, Any], out_dir: Path, keep_last: int | None) -> Path:
     """Write ``state`` as ``checkpoint-<step>.pt`` atomically (temp file, fsync, rename), then delete all but
     the newest ``keep_last`` checkpoints; a failed deletion only warns. A write to the file that fails raises its

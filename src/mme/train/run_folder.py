@@ -88,7 +88,7 @@ def check_owner(out_dir: Path, resumed: dict | None, overwrite: bool, init: str 
     :func:`clear` once the new run has passed every check (a run refused for its data or its init kept them),
     unless the run starts from one of them (``init``: ``train.init``), which it would delete."""
     rotating = ckpt.list_checkpoints(out_dir)
-    found = rotating + ckpt.kept_checkpoints(out_dir)
+    found = ckpt.run_checkpoints(out_dir)
     if not found:
         return []
     other = _folder_run(out_dir)
@@ -151,7 +151,7 @@ def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
     """``task.eval_only`` writes its reports into ``out_dir``: refuse a folder that holds the checkpoints of a run
     other than the one ``checkpoint`` is of, whose reports this test would replace. The run is the checkpoint's
     recorded one where both record theirs; else (an export, an original file) the checkpoint must lie in the folder."""
-    found = ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
+    found = ckpt.run_checkpoints(out_dir)
     if not found:
         return
     other, its = _folder_run(out_dir), _checkpoint_run(Path(checkpoint))
@@ -165,7 +165,7 @@ def check_tested(out_dir: Path, checkpoint: str | Path) -> None:
 
 def _later(out_dir: Path, resumed: int) -> list[Path]:
     """The checkpoints of ``out_dir``, rotating and kept, after step ``resumed``."""
-    return [p for p in ckpt.list_checkpoints(out_dir) + ckpt.kept_checkpoints(out_dir)
+    return [p for p in ckpt.run_checkpoints(out_dir)
             if ckpt.checkpoint_step(p) > resumed]
 
 
