@@ -36,6 +36,46 @@ def test_every_log_reads_as_one_run_after_a_resume(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("loss")] == expected
 
 
+def test_a_resume_cuts_its_logs_back_in_place_so_that_a_follower_of_them_reads_on(tmp_path, caplog):
+    """A resume after a stop that logged steps past its last checkpoint (kill -9, a requeue) cut the logs back by
+    writing new files renamed over them: ``tail -f metrics.jsonl`` followed the removed file and showed nothing more,
+    and ``tail -F`` printed the whole log again. The records dropped at the end are now cut off in place, the files
+    kept; a line dropped before kept ones still rewrites the file, its other lines as they were."""
+    first = build_logger(tmp_path)
+    for step in range(1, 11):
+        first.log({"loss": float(step)}, step)
+    first.close()
+    logs = [tmp_path / "metrics.jsonl", tmp_path / "metrics.csv"]
+    for path, torn in zip(logs, ('{"step": 11, "lo', "11,0.")):
+        with open(path, "a", newline="") as f:
+            f.write(torn)  # the kill came mid-write
+    kept = {path: b"".join(path.read_bytes().splitlines(keepends=True)[:7 + (path.suffix == ".csv")]) for path in logs}
+    followers = {path: open(path, "rb") for path in logs}  # as tail -f holds them, at their end
+    try:
+        for f in followers.values():
+            f.seek(0, os.SEEK_END)
+        resumed = build_logger(tmp_path, resume_step=7)
+        resumed.log({"loss": 108.0}, 8)
+        resumed.close()
+        for path, f in followers.items():
+            assert os.fstat(f.fileno()).st_nlink == 1 and os.fstat(f.fileno()).st_ino == path.stat().st_ino, path
+            assert path.read_bytes().startswith(kept[path]), path  # (the CSV's \r\n line ends as written)
+            f.seek(len(kept[path]))
+            assert f.read().decode().splitlines() == [{"metrics.jsonl": '{"step": 8, "loss": 108.0}',
+                                                       "metrics.csv": "8,108.0"}[path.name]]
+    finally:
+        for f in followers.values():
+            f.close()
+    # a line that is no record before kept ones: the file rewritten, the kept lines as they were
+    csv_log = tmp_path / "metrics.csv"
+    lines = csv_log.read_bytes().splitlines(keepends=True)
+    csv_log.write_bytes(b"".join(lines[:3] + [b"garbage\r\n"] + lines[3:]))
+    with caplog.at_level(logging.WARNING):
+        build_logger(tmp_path, resume_step=5).close()
+    assert f"{csv_log}:4: not a metrics record, dropped: 'garbage" in caplog.text
+    assert csv_log.read_bytes() == b"".join(lines[:6])
+
+
 def test_a_tensorboard_that_cannot_be_imported_is_a_warning_and_one_not_installed_is_said_so(tmp_path, monkeypatch,
                                                                                              caplog):
     """An installed tensorboard that cannot be imported (too old for torch's writer, a broken protobuf) was said at

@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import math
+import os
 import threading
 import weakref
 from array import array
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mme.errors import DataError, MMEError, import_advice, installed
-from mme.utils import TEXT, atomic_path, error_reason, json_nulls, literal, literal_text, writing
+from mme.utils import TEXT, atomic_path, check_path_held, error_reason, json_nulls, literal, literal_text, writing
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +32,40 @@ class Logger(Protocol):
 
 def _keep_until(path: Path, step: int, read_step) -> None:
     """Drop the records after ``step`` (written by a run that was killed after its last checkpoint), a last line
-    cut short by a crash, and unreadable lines (with a warning), atomically. ``read_step(i, line)``: the line's
-    step, None for a header, ValueError for a line that is not a record. Read line by line, rewritten only where a
-    line goes: a long run's log is hundreds of MB (750k steps)."""
+    cut short by a crash, and unreadable lines (with a warning). ``read_step(i, line)``: the line's step, None for a
+    header, ValueError for a line that is not a record. Read line by line: a long run's log is hundreds of MB (750k
+    steps). Lines dropped at the end alone (the usual case) are cut off in place, the file kept, so that ``tail -f``
+    and ``tail -F`` of the log go on following it (a crash leaves it whole or cut); a line dropped before one kept
+    rewrites the file atomically, its kept lines as they were."""
     if not path.is_file():
         return
-    dropped = set()
-    with path.open(**TEXT) as f:
-        for i, line in enumerate(f):
+    dropped, lines, at, cut = set(), 0, 0, None  # cut: (offset, line) where the dropped lines at the end begin
+    with path.open("rb") as f:
+        for i, raw in enumerate(f):
+            line, lines = raw.decode(**TEXT), i + 1
             if not line.endswith("\n"):
-                dropped.add(i)  # torn by a crash mid-write: our writers end every record with a newline
-                continue
-            try:
-                s = read_step(i, line)
-            except (ValueError, KeyError, IndexError, TypeError):
-                log.warning("%s:%d: not a metrics record, dropped: %r", path, i + 1, line[:80])
+                drop = True  # torn by a crash mid-write: our writers end every record with a newline
+            else:
+                try:
+                    s = read_step(i, line)
+                    drop = s is not None and s > step
+                except (ValueError, KeyError, IndexError, TypeError):
+                    log.warning("%s:%d: not a metrics record, dropped: %r", path, i + 1, line[:80])
+                    drop = True
+            if drop:
                 dropped.add(i)
-                continue
-            if s is not None and s > step:
-                dropped.add(i)
-    if dropped:
-        with atomic_path(path) as tmp, path.open(**TEXT) as f, tmp.open("w", **TEXT) as out:
-            out.writelines(line for i, line in enumerate(f) if i not in dropped)
+            cut = (cut or (at, i)) if drop else None
+            at += len(raw)
+    if not dropped:
+        return
+    check_path_held(path)
+    if cut and len(dropped) == lines - cut[1]:  # the dropped lines are the last ones
+        with open(path, "rb+") as f:
+            f.truncate(cut[0])
+            os.fsync(f.fileno())
+        return
+    with atomic_path(path) as tmp, path.open("rb") as f, tmp.open("wb") as out:
+        out.writelines(line for i, line in enumerate(f) if i not in dropped)
 
 
 def iter_records(jsonl: str | Path) -> Iterator[dict]:
